@@ -1,0 +1,272 @@
+//! One line per HTTP request or TCP session, as text (key=value) or JSON, written to
+//! stdout by a dedicated thread so the data plane never blocks on the terminal/pipe.
+
+use crate::config::AccessLogFormat;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How a request or session ended (HAProxy's termination state, in words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Ok,
+    ClientAbort,
+    ServerAbort,
+    ConnectError,
+    ConnectTimeout,
+    ServerTimeout,
+    IdleTimeout,
+    NoServer,
+    QueueTimeout,
+    Upgraded,
+}
+
+impl End {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Ok => "ok",
+            End::ClientAbort => "client_abort",
+            End::ServerAbort => "server_abort",
+            End::ConnectError => "connect_error",
+            End::ConnectTimeout => "connect_timeout",
+            End::ServerTimeout => "server_timeout",
+            End::IdleTimeout => "idle_timeout",
+            End::NoServer => "no_server",
+            End::QueueTimeout => "queue_timeout",
+            End::Upgraded => "upgraded",
+        }
+    }
+}
+
+/// Everything one log line says.
+#[derive(Debug)]
+pub struct Entry<'a> {
+    pub client: SocketAddr,
+    pub listener: &'a str,
+    pub pool: &'a str,
+    pub server: Option<&'a str>,
+    pub method: Option<&'a str>,
+    pub path: Option<&'a str>,
+    pub status: Option<u16>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub connect: Option<Duration>,
+    pub total: Duration,
+    pub end: End,
+}
+
+enum Msg {
+    Line(String),
+    Flush(mpsc::SyncSender<()>),
+}
+
+#[derive(Debug)]
+pub struct AccessLog {
+    format: AccessLogFormat,
+    tx: Option<mpsc::Sender<Msg>>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Msg")
+    }
+}
+
+impl AccessLog {
+    pub fn new(format: AccessLogFormat) -> AccessLog {
+        if format == AccessLogFormat::Off {
+            return AccessLog { format, tx: None };
+        }
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let spawned = std::thread::Builder::new()
+            .name("rampart-log".into())
+            .spawn(move || {
+                // Unlocked handle: stdout is locked per flush, not for the thread's
+                // life, so println! elsewhere in the process never blocks.
+                let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+                while let Ok(msg) = rx.recv() {
+                    let mut next = Some(msg);
+                    // Write everything queued, then flush once.
+                    while let Some(m) = next.take() {
+                        match m {
+                            Msg::Line(l) => {
+                                let _ = out.write_all(l.as_bytes());
+                            }
+                            Msg::Flush(ack) => {
+                                let _ = out.flush();
+                                let _ = ack.send(());
+                            }
+                        }
+                        next = rx.try_recv().ok();
+                    }
+                    let _ = out.flush();
+                }
+            });
+        match spawned {
+            Ok(_) => AccessLog {
+                format,
+                tx: Some(tx),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the access log thread; access log is off");
+                AccessLog {
+                    format: AccessLogFormat::Off,
+                    tx: None,
+                }
+            }
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    pub fn write(&self, e: &Entry<'_>) {
+        let Some(tx) = &self.tx else { return };
+        let line = match self.format {
+            AccessLogFormat::Json => format_json(e),
+            _ => format_text(e),
+        };
+        let _ = tx.send(Msg::Line(line));
+    }
+
+    /// Waits (at most `within`) until every line sent so far is written out.
+    pub fn flush(&self, within: Duration) {
+        if let Some(tx) = &self.tx {
+            let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+            if tx.send(Msg::Flush(ack_tx)).is_ok() {
+                let _ = ack_rx.recv_timeout(within);
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn format_text(e: &Entry<'_>) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(256);
+    let _ = write!(
+        s,
+        "{} client={} listener={} pool={} server={}",
+        rfc3339_now(),
+        e.client,
+        e.listener,
+        e.pool,
+        e.server.unwrap_or("-")
+    );
+    if let Some(m) = e.method {
+        let _ = write!(s, " method={m} path={:?}", e.path.unwrap_or(""));
+    }
+    match e.status {
+        Some(st) => {
+            let _ = write!(s, " status={st}");
+        }
+        None => s.push_str(" status=-"),
+    }
+    let _ = write!(s, " bytes_in={} bytes_out={}", e.bytes_in, e.bytes_out);
+    match e.connect {
+        Some(c) => {
+            let _ = write!(s, " connect_ms={}", ms(c));
+        }
+        None => s.push_str(" connect_ms=-"),
+    }
+    let _ = writeln!(s, " total_ms={} end={}", ms(e.total), e.end.as_str());
+    s
+}
+
+fn format_json(e: &Entry<'_>) -> String {
+    let v = serde_json::json!({
+        "time": rfc3339_now(),
+        "client": e.client.to_string(),
+        "listener": e.listener,
+        "pool": e.pool,
+        "server": e.server,
+        "method": e.method,
+        "path": e.path,
+        "status": e.status,
+        "bytes_in": e.bytes_in,
+        "bytes_out": e.bytes_out,
+        "connect_ms": e.connect.map(ms),
+        "total_ms": ms(e.total),
+        "end": e.end.as_str(),
+    });
+    let mut s = v.to_string();
+    s.push('\n');
+    s
+}
+
+/// The current UTC time as `2026-11-21T07:50:01.123Z`.
+pub fn rfc3339_now() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(now)
+}
+
+fn rfc3339(since_epoch: Duration) -> String {
+    let secs = since_epoch.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since_epoch.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(Duration::ZERO), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(Duration::from_millis(1_795_246_201_123)),
+            "2026-11-21T07:30:01.123Z"
+        );
+        assert_eq!(
+            rfc3339(Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn text_and_json_lines() {
+        let e = Entry {
+            client: "127.0.0.1:5000".parse().unwrap(),
+            listener: "web",
+            pool: "api",
+            server: Some("127.0.0.2:8000"),
+            method: Some("GET"),
+            path: Some("/x"),
+            status: Some(200),
+            bytes_in: 0,
+            bytes_out: 12,
+            connect: Some(Duration::from_micros(310)),
+            total: Duration::from_micros(1204),
+            end: End::Ok,
+        };
+        let t = format_text(&e);
+        assert!(t.contains("client=127.0.0.1:5000 listener=web pool=api server=127.0.0.2:8000 method=GET path=\"/x\" status=200 bytes_in=0 bytes_out=12 connect_ms=0.31 total_ms=1.204 end=ok"), "{t}");
+        let j: serde_json::Value = serde_json::from_str(&format_json(&e)).unwrap();
+        assert_eq!(j["status"], 200);
+        assert_eq!(j["end"], "ok");
+    }
+}

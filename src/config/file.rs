@@ -1,0 +1,301 @@
+//! Serde structs that mirror the TOML file one to one (`deny_unknown_fields`).
+//!
+//! Leaf values that can be checked on their own (durations, socket addresses, enums)
+//! are parsed while deserializing, so their errors carry the span of the offending
+//! value. Cross-references (a route naming a pool) are checked in `config::validate`.
+
+use serde::{Deserialize, Deserializer};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub global: GlobalFile,
+    #[serde(default)]
+    pub admin: AdminFile,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerFile>,
+    #[serde(default, rename = "pool")]
+    pub pools: Vec<PoolFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalFile {
+    #[serde(default)]
+    pub threads: usize,
+    #[serde(default = "default_global_max_conn")]
+    pub max_connections: usize,
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: Dur,
+    #[serde(default)]
+    pub drain_delay: Dur,
+    #[serde(default)]
+    pub access_log: AccessLogFormat,
+}
+
+impl Default for GlobalFile {
+    fn default() -> Self {
+        GlobalFile {
+            threads: 0,
+            max_connections: default_global_max_conn(),
+            shutdown_grace: default_shutdown_grace(),
+            drain_delay: Dur::default(),
+            access_log: AccessLogFormat::default(),
+        }
+    }
+}
+
+fn default_global_max_conn() -> usize {
+    20_000
+}
+fn default_shutdown_grace() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    #[serde(default = "default_admin_bind")]
+    pub bind: Addr,
+}
+
+impl Default for AdminFile {
+    fn default() -> Self {
+        AdminFile {
+            bind: default_admin_bind(),
+        }
+    }
+}
+
+fn default_admin_bind() -> Addr {
+    Addr(SocketAddr::from(([0, 0, 0, 0], 8404)))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    Off,
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    pub name: String,
+    pub bind: Vec<Addr>,
+    pub mode: Mode,
+    pub pool: String,
+    #[serde(default)]
+    pub max_connections: usize,
+    /// HTTP: the whole request header must arrive within this long; it also bounds
+    /// how long an idle keep-alive connection waits for its next request.
+    #[serde(default = "default_header_timeout")]
+    pub request_header_timeout: Dur,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteFile>,
+}
+
+fn default_header_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub pool: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    LeastConn,
+    RandomTwo,
+    Hash,
+    First,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolFile {
+    pub name: String,
+    #[serde(default)]
+    pub balance: Balance,
+    pub hash_key: Option<HashKeyFile>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    #[serde(default = "default_server_timeout")]
+    pub server_timeout: Dur,
+    #[serde(default)]
+    pub max_connections_per_server: u32,
+    #[serde(default = "default_queue_timeout")]
+    pub queue_timeout: Dur,
+    /// Idle keep-alive connections to one server kept per worker thread.
+    #[serde(default = "default_max_idle")]
+    pub max_idle_per_server: usize,
+    /// An idle pooled backend connection is closed after this long.
+    #[serde(default = "default_keepalive_timeout")]
+    pub keepalive_timeout: Dur,
+    /// Idle timeout of an upgraded (WebSocket) connection.
+    #[serde(default = "default_tunnel_timeout")]
+    pub tunnel_timeout: Dur,
+    #[serde(default, rename = "server")]
+    pub servers: Vec<ServerFile>,
+}
+
+fn default_connect_timeout() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+fn default_server_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_queue_timeout() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+fn default_tunnel_timeout() -> Dur {
+    Dur(Duration::from_secs(3600))
+}
+fn default_max_idle() -> usize {
+    32
+}
+fn default_keepalive_timeout() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    pub address: String,
+    pub name: Option<String>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// A duration written as a string: "500ms", "2s", "1m", "1h", "1m30s"; "0" or "0s" is zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses "1h", "2m", "30s", "250ms", "10us" and sums like "1m30s".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if t.is_empty() {
+        return Err("empty duration: write e.g. \"2s\", \"500ms\", \"1m\"".into());
+    }
+    let bad = || {
+        format!("invalid duration {s:?}: write a number with a unit (ms, s, m, h), e.g. \"2s\", \"500ms\", \"1m30s\"")
+    };
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let part = match unit {
+            "h" => n.checked_mul(3600).map(Duration::from_secs),
+            "m" => n.checked_mul(60).map(Duration::from_secs),
+            "s" => Some(Duration::from_secs(n)),
+            "ms" => Some(Duration::from_millis(n)),
+            "us" => Some(Duration::from_micros(n)),
+            _ => None,
+        }
+        .ok_or_else(bad)?;
+        total = total.checked_add(part).ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+/// A socket address such as "127.0.0.1:8080" or "[::1]:8080".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addr(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse::<SocketAddr>().map(Addr).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid address {s:?}: write IP:PORT, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""
+            ))
+        })
+    }
+}
+
+/// `hash_key`: "client_ip", "uri" or "header:NAME".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKeyFile {
+    ClientIp,
+    Uri,
+    Header(http::HeaderName),
+}
+
+impl<'de> Deserialize<'de> for HashKeyFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "client_ip" => Ok(HashKeyFile::ClientIp),
+            "uri" => Ok(HashKeyFile::Uri),
+            other => match other.strip_prefix("header:") {
+                Some(name) => http::HeaderName::from_bytes(name.trim().as_bytes())
+                    .map(HashKeyFile::Header)
+                    .map_err(|_| serde::de::Error::custom(format!("invalid header name {name:?}"))),
+                None => Err(serde::de::Error::custom(format!(
+                    "invalid hash_key {s:?}: expected \"client_ip\", \"uri\" or \"header:NAME\""
+                ))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        for bad in ["", "2", "s", "2x", "-1s", "1.5s", "99999999999999999999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+}

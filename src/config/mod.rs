@@ -1,0 +1,660 @@
+//! Configuration: `load(path)` reads TOML into the serde structs of `file`, then
+//! validates them into the runtime types below. Every error names the file, the line
+//! and the key (`listener[0].route[1].pool`) and says what is wrong.
+
+pub mod file;
+
+use crate::router::HostMatch;
+pub use file::{AccessLogFormat, Balance, Mode};
+use file::{FileConfig, HashKeyFile};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A validated configuration, ready to build a runtime snapshot from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub global: Global,
+    pub admin: Admin,
+    pub listeners: Vec<ListenerConfig>,
+    pub pools: Vec<PoolConfig>,
+    /// Things that are allowed but probably not meant; `rampart check` prints them.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Global {
+    /// Worker threads, already resolved (`threads = 0` becomes the core count).
+    pub threads: usize,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+    pub drain_delay: Duration,
+    pub access_log: AccessLogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub binds: Vec<SocketAddr>,
+    pub mode: Mode,
+    /// Index into `Config::pools`.
+    pub pool: usize,
+    /// 0 = only the global limit applies.
+    pub max_connections: usize,
+    pub request_header_timeout: Duration,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub host: Option<HostMatch>,
+    pub path_prefix: Option<String>,
+    /// Index into `Config::pools`.
+    pub pool: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Uri,
+    Header(http::HeaderName),
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: String,
+    pub balance: Balance,
+    pub hash_key: HashKey,
+    pub connect_timeout: Duration,
+    pub server_timeout: Duration,
+    pub max_connections_per_server: u32,
+    pub queue_timeout: Duration,
+    pub max_idle_per_server: usize,
+    pub keepalive_timeout: Duration,
+    pub tunnel_timeout: Duration,
+    pub servers: Vec<ServerConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub address: SocketAddr,
+    pub name: Option<String>,
+    pub weight: u32,
+}
+
+pub const MAX_WEIGHT: u32 = 256;
+
+/// One thing wrong with a config: where (line, key) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the config file: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", render_problems(file, problems))]
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid { problems, .. } => problems,
+            ConfigError::Read { .. } => &[],
+        }
+    }
+}
+
+fn render_problems(file: &str, problems: &[Problem]) -> String {
+    let mut out = String::new();
+    for (i, p) in problems.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&p.to_string_in(file));
+    }
+    out
+}
+
+impl Problem {
+    fn to_string_in(&self, file: &str) -> String {
+        match (self.line, self.key.is_empty()) {
+            (Some(l), false) => format!("{file}:{l}: {}: {}", self.key, self.message),
+            (Some(l), true) => format!("{file}:{l}: {}", self.message),
+            (None, false) => format!("{file}: {}: {}", self.key, self.message),
+            (None, true) => format!("{file}: {}", self.message),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_string_in("config"))
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&src, &path.display().to_string())
+}
+
+/// Parses and validates config text; `file` is only used in messages.
+pub fn parse(src: &str, file: &str) -> Result<Config, ConfigError> {
+    let invalid = |problems| ConfigError::Invalid {
+        file: file.to_string(),
+        problems,
+    };
+    let raw: FileConfig = toml::from_str(src).map_err(|e| {
+        let line = e.span().map(|s| line_of(src, s.start));
+        let key = e
+            .span()
+            .and_then(|s| key_at(src, s.start))
+            .unwrap_or_default();
+        invalid(vec![Problem {
+            line,
+            key,
+            message: e.message().trim().to_string(),
+        }])
+    })?;
+    validate(raw, src).map_err(invalid)
+}
+
+/// A path into the TOML document, e.g. `listener[0].route[1].pool`.
+#[derive(Debug, Clone, Default)]
+struct KeyPath(Vec<Seg>);
+
+#[derive(Debug, Clone)]
+enum Seg {
+    Key(&'static str),
+    Index(usize),
+}
+
+impl KeyPath {
+    fn key(&self, k: &'static str) -> KeyPath {
+        let mut v = self.0.clone();
+        v.push(Seg::Key(k));
+        KeyPath(v)
+    }
+    fn index(&self, k: &'static str, i: usize) -> KeyPath {
+        let mut v = self.0.clone();
+        v.push(Seg::Key(k));
+        v.push(Seg::Index(i));
+        KeyPath(v)
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            match s {
+                Seg::Key(k) if i == 0 => write!(f, "{k}")?,
+                Seg::Key(k) => write!(f, ".{k}")?,
+                Seg::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Problems<'a> {
+    src: &'a str,
+    doc: Option<toml_edit::Document<&'a str>>,
+    list: Vec<Problem>,
+}
+
+impl<'a> Problems<'a> {
+    fn new(src: &'a str) -> Self {
+        Problems {
+            src,
+            doc: toml_edit::Document::parse(src).ok(),
+            list: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, at: &KeyPath, message: impl Into<String>) {
+        let line = self
+            .doc
+            .as_ref()
+            .and_then(|d| locate(d, &at.0))
+            .map(|off| line_of(self.src, off));
+        self.list.push(Problem {
+            line,
+            key: at.to_string(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Byte offset of the deepest part of `path` that exists in the document.
+fn locate(doc: &toml_edit::Document<&str>, path: &[Seg]) -> Option<usize> {
+    enum Node<'n> {
+        Item(&'n toml_edit::Item),
+        Table(&'n toml_edit::Table),
+        Value(&'n toml_edit::Value),
+    }
+    let mut node = Node::Table(doc.as_table());
+    let mut found: Option<usize> = None;
+    for seg in path {
+        let next = match (seg, &node) {
+            (Seg::Key(k), n) => {
+                let table: Option<&dyn toml_edit::TableLike> = match n {
+                    Node::Item(i) => i.as_table_like(),
+                    Node::Table(t) => Some(*t),
+                    Node::Value(v) => v.as_inline_table().map(|t| t as &dyn toml_edit::TableLike),
+                };
+                table.and_then(|t| t.get_key_value(k)).map(|(key, item)| {
+                    (
+                        key.span().or_else(|| item.span()).map(|s| s.start),
+                        Node::Item(item),
+                    )
+                })
+            }
+            (Seg::Index(i), Node::Item(toml_edit::Item::ArrayOfTables(a))) => a
+                .get(*i)
+                .map(|t| (t.span().map(|s| s.start), Node::Table(t))),
+            (Seg::Index(i), Node::Item(toml_edit::Item::Value(toml_edit::Value::Array(a))))
+            | (Seg::Index(i), Node::Value(toml_edit::Value::Array(a))) => a
+                .get(*i)
+                .map(|v| (v.span().map(|s| s.start), Node::Value(v))),
+            _ => None,
+        };
+        match next {
+            Some((off, n)) => {
+                found = off.or(found);
+                node = n;
+            }
+            None => break,
+        }
+    }
+    found
+}
+
+fn line_of(src: &str, offset: usize) -> usize {
+    let end = offset.min(src.len());
+    src.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The bare key written at the start of the line holding `offset`, if any, so a
+/// parse error can name it even when the parser's message does not.
+fn key_at(src: &str, offset: usize) -> Option<String> {
+    let end = offset.min(src.len());
+    let start = src[..end].rfind('\n').map_or(0, |i| i + 1);
+    let line = src[start..].lines().next()?;
+    let (k, _) = line.split_once('=')?;
+    let k = k.trim();
+    (!k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'))
+    .then(|| k.to_string())
+}
+
+fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
+    let mut p = Problems::new(src);
+    let mut warnings = Vec::new();
+    let root = KeyPath::default();
+
+    // [global]
+    let g = &raw.global;
+    let gpath = root.key("global");
+    if g.threads > 1024 {
+        p.add(
+            &gpath.key("threads"),
+            "must be between 0 (one per core) and 1024",
+        );
+    }
+    if g.max_connections == 0 {
+        p.add(&gpath.key("max_connections"), "must be at least 1");
+    }
+    let threads = match g.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+
+    // [[pool]]
+    let mut pool_index: HashMap<&str, usize> = HashMap::new();
+    let mut pools = Vec::with_capacity(raw.pools.len());
+    for (i, pf) in raw.pools.iter().enumerate() {
+        let at = root.index("pool", i);
+        if pf.name.trim().is_empty() {
+            p.add(&at.key("name"), "must not be empty");
+        } else if pool_index.insert(pf.name.as_str(), i).is_some() {
+            p.add(
+                &at.key("name"),
+                format!("a pool named {:?} is already defined", pf.name),
+            );
+        }
+        let hash_key = match (&pf.hash_key, pf.balance) {
+            (None, _) => HashKey::ClientIp,
+            (Some(k), Balance::Hash) => match k {
+                HashKeyFile::ClientIp => HashKey::ClientIp,
+                HashKeyFile::Uri => HashKey::Uri,
+                HashKeyFile::Header(h) => HashKey::Header(h.clone()),
+            },
+            (Some(_), _) => {
+                p.add(&at.key("hash_key"), "is only used with balance = \"hash\"");
+                HashKey::ClientIp
+            }
+        };
+        for (key, d) in [
+            ("connect_timeout", pf.connect_timeout),
+            ("server_timeout", pf.server_timeout),
+            ("tunnel_timeout", pf.tunnel_timeout),
+        ] {
+            if d.0.is_zero() {
+                p.add(&at.key(key), "must be greater than zero");
+            }
+        }
+        if pf.servers.is_empty() {
+            p.add(&at, format!("pool {:?} has no [[pool.server]]", pf.name));
+        }
+        let mut servers = Vec::with_capacity(pf.servers.len());
+        let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+        for (j, sf) in pf.servers.iter().enumerate() {
+            let sat = at.index("server", j);
+            if sf.weight > MAX_WEIGHT {
+                p.add(
+                    &sat.key("weight"),
+                    format!("must be between 0 and {MAX_WEIGHT}, got {}", sf.weight),
+                );
+            }
+            match sf.address.parse::<SocketAddr>() {
+                Ok(address) => {
+                    if seen.insert(address, j).is_some() {
+                        p.add(
+                            &sat.key("address"),
+                            format!("{address} is listed twice in pool {:?}", pf.name),
+                        );
+                    }
+                    servers.push(ServerConfig {
+                        address,
+                        name: sf.name.clone(),
+                        weight: sf.weight,
+                    });
+                }
+                Err(_) => p.add(
+                    &sat.key("address"),
+                    format!(
+                        "invalid address {:?}: write IP:PORT, e.g. \"127.0.0.2:8000\" or \"[::1]:8000\"",
+                        sf.address
+                    ),
+                ),
+            }
+        }
+        pools.push(PoolConfig {
+            name: pf.name.clone(),
+            balance: pf.balance,
+            hash_key,
+            connect_timeout: pf.connect_timeout.0,
+            server_timeout: pf.server_timeout.0,
+            max_connections_per_server: pf.max_connections_per_server,
+            queue_timeout: pf.queue_timeout.0,
+            max_idle_per_server: pf.max_idle_per_server,
+            keepalive_timeout: pf.keepalive_timeout.0,
+            tunnel_timeout: pf.tunnel_timeout.0,
+            servers,
+        });
+    }
+
+    // [[listener]]
+    if raw.listeners.is_empty() {
+        p.add(
+            &root.key("listener"),
+            "no [[listener]] is defined: nothing would be served",
+        );
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut bound: Vec<(SocketAddr, String)> = vec![(raw.admin.bind.0, "admin.bind".to_string())];
+    let mut listeners = Vec::with_capacity(raw.listeners.len());
+    let mut used_pools = vec![false; pools.len()];
+    for (i, lf) in raw.listeners.iter().enumerate() {
+        let at = root.index("listener", i);
+        if lf.name.trim().is_empty() {
+            p.add(&at.key("name"), "must not be empty");
+        } else if names.insert(lf.name.as_str(), i).is_some() {
+            p.add(
+                &at.key("name"),
+                format!("a listener named {:?} is already defined", lf.name),
+            );
+        }
+        if lf.bind.is_empty() {
+            p.add(&at.key("bind"), "needs at least one address");
+        }
+        for (j, addr) in lf.bind.iter().enumerate() {
+            if let Some((_, other)) = bound.iter().find(|(b, _)| addresses_clash(*b, addr.0)) {
+                p.add(
+                    &at.index("bind", j),
+                    format!("{} is already used by {other}", addr.0),
+                );
+            } else {
+                bound.push((addr.0, format!("listener {:?}", lf.name)));
+            }
+        }
+        let pool = match pool_index.get(lf.pool.as_str()) {
+            Some(&ix) => ix,
+            None => {
+                p.add(
+                    &at.key("pool"),
+                    format!("pool {:?} is not defined", lf.pool),
+                );
+                0
+            }
+        };
+        if let Some(u) = used_pools.get_mut(pool) {
+            *u = true;
+        }
+        if lf.mode == Mode::Tcp {
+            if !lf.routes.is_empty() {
+                p.add(
+                    &at.index("route", 0),
+                    "routes are only used in mode = \"http\"",
+                );
+            }
+            if let Some(pc) = pools.get(pool) {
+                if pc.balance == Balance::Hash && pc.hash_key != HashKey::ClientIp {
+                    p.add(
+                        &at.key("pool"),
+                        format!(
+                            "pool {:?} hashes on an HTTP field, which a tcp listener does not have; use hash_key = \"client_ip\"",
+                            pc.name
+                        ),
+                    );
+                }
+            }
+        }
+        let mut routes = Vec::with_capacity(lf.routes.len());
+        for (j, rf) in lf.routes.iter().enumerate() {
+            let rat = at.index("route", j);
+            let host = match &rf.host {
+                None => None,
+                Some(h) => match HostMatch::parse(h) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        p.add(&rat.key("host"), e);
+                        None
+                    }
+                },
+            };
+            if let Some(pp) = &rf.path_prefix {
+                if !pp.starts_with('/') {
+                    p.add(
+                        &rat.key("path_prefix"),
+                        format!("must start with '/', got {pp:?}"),
+                    );
+                }
+            }
+            if rf.host.is_none() && rf.path_prefix.is_none() {
+                warnings.push(format!(
+                    "{rat}: a route with neither host nor path_prefix matches every request; later routes are never used"
+                ));
+            }
+            let rpool = match pool_index.get(rf.pool.as_str()) {
+                Some(&ix) => ix,
+                None => {
+                    p.add(
+                        &rat.key("pool"),
+                        format!("pool {:?} is not defined", rf.pool),
+                    );
+                    0
+                }
+            };
+            if let Some(u) = used_pools.get_mut(rpool) {
+                *u = true;
+            }
+            routes.push(RouteConfig {
+                host,
+                path_prefix: rf.path_prefix.clone(),
+                pool: rpool,
+            });
+        }
+        listeners.push(ListenerConfig {
+            name: lf.name.clone(),
+            binds: lf.bind.iter().map(|a| a.0).collect(),
+            mode: lf.mode,
+            pool,
+            max_connections: lf.max_connections,
+            request_header_timeout: lf.request_header_timeout.0,
+            routes,
+        });
+    }
+    for (pc, used) in pools.iter().zip(&used_pools) {
+        if !used {
+            warnings.push(format!("pool {:?} is not used by any listener", pc.name));
+        }
+    }
+
+    if !p.list.is_empty() {
+        return Err(p.list);
+    }
+    Ok(Config {
+        global: Global {
+            threads,
+            max_connections: g.max_connections,
+            shutdown_grace: g.shutdown_grace.0,
+            drain_delay: g.drain_delay.0,
+            access_log: g.access_log,
+        },
+        admin: Admin {
+            bind: raw.admin.bind.0,
+        },
+        listeners,
+        pools,
+        warnings,
+    })
+}
+
+/// Two listening addresses clash when they are equal, or share a port and family
+/// while one of them is the wildcard address.
+fn addresses_clash(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() != b.port() || a.is_ipv4() != b.is_ipv4() {
+        return false;
+    }
+    a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified()
+}
+
+impl Config {
+    /// A one-line summary for `rampart check`.
+    pub fn summary(&self) -> String {
+        let servers: usize = self.pools.iter().map(|p| p.servers.len()).sum();
+        format!(
+            "{} listener(s), {} pool(s), {} server(s), {} thread(s)",
+            self.listeners.len(),
+            self.pools.len(),
+            servers,
+            self.global.threads
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[global]
+threads = 1
+
+[admin]
+bind = "127.0.0.1:8404"
+
+[[listener]]
+name = "web"
+bind = ["127.0.0.1:8080"]
+mode = "http"
+pool = "api"
+  [[listener.route]]
+  host = "*.example.com"
+  path_prefix = "/v1"
+  pool = "api"
+
+[[pool]]
+name = "api"
+  [[pool.server]]
+  address = "127.0.0.2:8000"
+"#;
+
+    #[test]
+    fn good_config_parses() {
+        let c = parse(GOOD, "t.toml").unwrap();
+        assert_eq!(c.listeners[0].binds[0].port(), 8080);
+        assert_eq!(c.pools[0].servers[0].weight, 1);
+        assert_eq!(c.global.shutdown_grace, Duration::from_secs(30));
+    }
+
+    fn problem(src: &str) -> Problem {
+        match parse(src, "t.toml") {
+            Err(ConfigError::Invalid { problems, .. }) => problems[0].clone(),
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_route_pool_names_key_and_line() {
+        let p = problem(&GOOD.replace(
+            "  pool = \"api\"\n\n[[pool]]",
+            "  pool = \"nope\"\n\n[[pool]]",
+        ));
+        assert_eq!(p.key, "listener[0].route[0].pool");
+        assert_eq!(p.line, Some(16));
+        assert!(p.message.contains("nope"));
+    }
+
+    #[test]
+    fn unknown_key_has_line() {
+        let p = problem(&GOOD.replace("threads = 1", "threads = 1\nthreadz = 2"));
+        assert_eq!(p.line, Some(4));
+        assert!(p.message.contains("threadz"), "{}", p.message);
+    }
+
+    #[test]
+    fn bad_duration_has_line_and_key() {
+        let p = problem(&GOOD.replace("threads = 1", "threads = 1\ndrain_delay = \"5 parsecs\""));
+        assert_eq!(p.line, Some(4));
+        assert_eq!(p.key, "drain_delay");
+    }
+}

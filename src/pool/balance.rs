@@ -1,0 +1,393 @@
+//! Balancing algorithms as pure code over a `Members` view.
+//!
+//! Per-pick state is a single atomic cursor, so picking never locks. The view tells
+//! which members are eligible right now (health, admin state, connection limit) and
+//! how busy they are; the pool owns those atomics.
+
+use crate::config::Balance;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// What an algorithm needs to know about the members at pick time.
+pub trait Members {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// May this member take one more request/connection now?
+    fn eligible(&self, i: usize) -> bool;
+    /// Static weight, 0..=256.
+    fn weight(&self, i: usize) -> u32;
+    /// Requests/connections in flight.
+    fn active(&self, i: usize) -> u32;
+}
+
+#[derive(Debug)]
+enum Algo {
+    /// Smooth weighted round robin (nginx's), unrolled into a cyclic schedule.
+    RoundRobin(Vec<u32>),
+    LeastConn,
+    RandomTwo,
+    /// Consistent hash ring of (point, member), sorted by point.
+    Hash(Vec<(u64, u32)>),
+    First,
+}
+
+#[derive(Debug)]
+pub struct Balancer {
+    algo: Algo,
+    cursor: AtomicUsize,
+}
+
+impl Balancer {
+    /// `weights[i]` and `ids[i]` (a stable identity, e.g. the address, used to place
+    /// ring points so they do not move when other members come and go).
+    pub fn new(kind: Balance, weights: &[u32], ids: &[String]) -> Balancer {
+        let algo = match kind {
+            Balance::RoundRobin => Algo::RoundRobin(smooth_wrr_schedule(weights)),
+            Balance::LeastConn => Algo::LeastConn,
+            Balance::RandomTwo => Algo::RandomTwo,
+            Balance::Hash => Algo::Hash(build_ring(weights, ids)),
+            Balance::First => Algo::First,
+        };
+        Balancer {
+            algo,
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// Picks an eligible member, or `None` if there is none. `key` is only used by
+    /// the hash algorithm.
+    pub fn pick<M: Members + ?Sized>(&self, m: &M, key: u64) -> Option<usize> {
+        let n = m.len();
+        if n == 0 {
+            return None;
+        }
+        match &self.algo {
+            Algo::RoundRobin(schedule) => {
+                if schedule.is_empty() {
+                    return None;
+                }
+                let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+                // Walk the schedule a little; if the scheduled members are all out,
+                // fall back to a linear scan so an all-down pool costs O(n).
+                for k in 0..schedule.len().min(2 * n + 1) {
+                    let i = schedule[(start.wrapping_add(k)) % schedule.len()] as usize;
+                    if m.eligible(i) {
+                        return Some(i);
+                    }
+                }
+                (0..n)
+                    .map(|k| (start.wrapping_add(k)) % n)
+                    .find(|&i| m.weight(i) > 0 && m.eligible(i))
+            }
+            Algo::LeastConn => {
+                let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+                let mut best: Option<usize> = None;
+                for k in 0..n {
+                    let i = (start.wrapping_add(k)) % n;
+                    if m.weight(i) == 0 || !m.eligible(i) {
+                        continue;
+                    }
+                    if best.is_none_or(|b| less_loaded(m, i, b)) {
+                        best = Some(i);
+                    }
+                }
+                best
+            }
+            Algo::RandomTwo => {
+                let first = scan_eligible(m, fastrand::usize(..n))?;
+                let mut second_start = fastrand::usize(..n);
+                if second_start == first {
+                    second_start = (second_start + 1) % n;
+                }
+                match scan_eligible(m, second_start) {
+                    Some(second) if second != first && less_loaded(m, second, first) => {
+                        Some(second)
+                    }
+                    _ => Some(first),
+                }
+            }
+            Algo::Hash(ring) => {
+                if ring.is_empty() {
+                    return None;
+                }
+                let at = ring.partition_point(|p| p.0 < key);
+                (0..ring.len())
+                    .map(|k| ring[(at + k) % ring.len()].1 as usize)
+                    .find(|&i| m.eligible(i))
+            }
+            Algo::First => (0..n).find(|&i| m.weight(i) > 0 && m.eligible(i)),
+        }
+    }
+}
+
+/// Is `a` less loaded than `b`, comparing (active + 1) / weight without division.
+fn less_loaded<M: Members + ?Sized>(m: &M, a: usize, b: usize) -> bool {
+    let la = (u64::from(m.active(a)) + 1) * u64::from(m.weight(b));
+    let lb = (u64::from(m.active(b)) + 1) * u64::from(m.weight(a));
+    la < lb
+}
+
+fn scan_eligible<M: Members + ?Sized>(m: &M, start: usize) -> Option<usize> {
+    let n = m.len();
+    (0..n)
+        .map(|k| (start + k) % n)
+        .find(|&i| m.weight(i) > 0 && m.eligible(i))
+}
+
+/// nginx's smooth weighted round robin, unrolled over one full cycle. Weights are
+/// divided by their gcd first, so equal weights give a schedule of length n.
+pub fn smooth_wrr_schedule(weights: &[u32]) -> Vec<u32> {
+    let g = weights.iter().copied().filter(|&w| w > 0).fold(0, gcd);
+    if g == 0 {
+        return Vec::new();
+    }
+    let w: Vec<i64> = weights.iter().map(|&x| i64::from(x / g)).collect();
+    let total: i64 = w.iter().sum();
+    let mut current = vec![0i64; w.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for i in 0..w.len() {
+            current[i] += w[i];
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        out.push(best as u32);
+    }
+    out
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+const RING_POINTS: u64 = 160;
+
+fn build_ring(weights: &[u32], ids: &[String]) -> Vec<(u64, u32)> {
+    let max = weights.iter().copied().max().unwrap_or(0);
+    if max == 0 {
+        return Vec::new();
+    }
+    let mut ring = Vec::new();
+    for (i, (&w, id)) in weights.iter().zip(ids).enumerate() {
+        if w == 0 {
+            continue;
+        }
+        let points = (RING_POINTS * u64::from(w)).div_ceil(u64::from(max)).max(1);
+        for p in 0..points {
+            let h = hash_parts(&[id.as_bytes(), b"#", &p.to_le_bytes()]);
+            ring.push((h, i as u32));
+        }
+    }
+    ring.sort_unstable();
+    ring
+}
+
+/// FNV-1a over the parts followed by a splitmix64 finalizer: stable across runs and
+/// builds (the ring must not move when the binary is upgraded), well mixed.
+pub fn hash_parts(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in *part {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    struct View {
+        weights: Vec<u32>,
+        active: RefCell<Vec<u32>>,
+        down: Vec<bool>,
+    }
+
+    impl View {
+        fn new(weights: &[u32]) -> View {
+            View {
+                weights: weights.to_vec(),
+                active: RefCell::new(vec![0; weights.len()]),
+                down: vec![false; weights.len()],
+            }
+        }
+    }
+
+    impl Members for View {
+        fn len(&self) -> usize {
+            self.weights.len()
+        }
+        fn eligible(&self, i: usize) -> bool {
+            !self.down[i]
+        }
+        fn weight(&self, i: usize) -> u32 {
+            self.weights[i]
+        }
+        fn active(&self, i: usize) -> u32 {
+            self.active.borrow()[i]
+        }
+    }
+
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("10.0.0.{i}:80")).collect()
+    }
+
+    fn counts(b: &Balancer, v: &View, picks: usize) -> Vec<usize> {
+        let mut c = vec![0; v.len()];
+        for k in 0..picks {
+            let key = hash_parts(&[&k.to_le_bytes()]);
+            c[b.pick(v, key).unwrap()] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn round_robin_honours_weights_exactly_and_smoothly() {
+        let v = View::new(&[1, 3, 0, 2]);
+        let b = Balancer::new(Balance::RoundRobin, &v.weights, &ids(4));
+        assert_eq!(counts(&b, &v, 600), vec![100, 300, 0, 200]);
+        // smooth: the heaviest server is never picked 3 times in a row with 1:3:2
+        let seq: Vec<_> = (0..12).map(|_| b.pick(&v, 0).unwrap()).collect();
+        assert!(
+            !seq.windows(3).any(|w| w.iter().all(|&x| x == 1)),
+            "{seq:?}"
+        );
+    }
+
+    #[test]
+    fn round_robin_skips_ineligible() {
+        let mut v = View::new(&[1, 1, 1]);
+        v.down[1] = true;
+        let b = Balancer::new(Balance::RoundRobin, &v.weights, &ids(3));
+        let c = counts(&b, &v, 300);
+        assert_eq!(c[1], 0);
+        assert!(c[0] >= 100 && c[2] >= 100, "{c:?}");
+        v.down = vec![true; 3];
+        assert_eq!(b.pick(&v, 0), None);
+    }
+
+    #[test]
+    fn least_conn_prefers_idle_and_weights() {
+        let v = View::new(&[1, 1, 1]);
+        *v.active.borrow_mut() = vec![5, 0, 3];
+        let b = Balancer::new(Balance::LeastConn, &v.weights, &ids(3));
+        for _ in 0..10 {
+            assert_eq!(b.pick(&v, 0), Some(1));
+        }
+        // ties are broken round robin
+        *v.active.borrow_mut() = vec![0, 0, 0];
+        let c = counts(&b, &v, 300);
+        assert_eq!(c, vec![100, 100, 100]);
+        // weighted: 2 active on weight 4 beats 1 active on weight 1
+        let v = View::new(&[1, 4]);
+        *v.active.borrow_mut() = vec![1, 2];
+        let b = Balancer::new(Balance::LeastConn, &v.weights, &ids(2));
+        assert_eq!(b.pick(&v, 0), Some(1));
+    }
+
+    #[test]
+    fn random_two_avoids_the_busy_server() {
+        let v = View::new(&[1, 1]);
+        *v.active.borrow_mut() = vec![10, 0];
+        let b = Balancer::new(Balance::RandomTwo, &v.weights, &ids(2));
+        let c = counts(&b, &v, 1000);
+        assert_eq!(c[1], 1000, "with two members both are always compared");
+        let v = View::new(&[1, 1, 1, 1]);
+        let c = counts(
+            &Balancer::new(Balance::RandomTwo, &v.weights, &ids(4)),
+            &v,
+            8000,
+        );
+        for x in &c {
+            assert!((1600..=2400).contains(x), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn hash_is_consistent_when_a_member_leaves() {
+        let ids5 = ids(5);
+        let v5 = View::new(&[1; 5]);
+        let b5 = Balancer::new(Balance::Hash, &v5.weights, &ids5);
+        // the same members without #2 (the remaining keep their identities)
+        let ids4: Vec<String> = ids5
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 2)
+            .map(|(_, s)| s.clone())
+            .collect();
+        let v4 = View::new(&[1; 4]);
+        let b4 = Balancer::new(Balance::Hash, &v4.weights, &ids4);
+        let mut moved = 0;
+        let keys = 20_000u64;
+        let mut per = [0usize; 5];
+        for k in 0..keys {
+            let key = hash_parts(&[&k.to_le_bytes()]);
+            let before = &ids5[b5.pick(&v5, key).unwrap()];
+            let after = &ids4[b4.pick(&v4, key).unwrap()];
+            per[b5.pick(&v5, key).unwrap()] += 1;
+            if before != after {
+                moved += 1;
+                assert_eq!(before, &ids5[2], "only the removed member's keys may move");
+            }
+        }
+        // distribution within a few percent of 1/5 each, and only ~1/5 moved
+        for x in per {
+            assert!((3000..=5000).contains(&x), "{per:?}");
+        }
+        assert!(moved > 3000 && moved < 5000, "{moved}");
+        // the same key always lands on the same member
+        let key = hash_parts(&[b"client-1"]);
+        assert_eq!(b5.pick(&v5, key), b5.pick(&v5, key));
+    }
+
+    #[test]
+    fn hash_skips_down_member_without_moving_others() {
+        let mut v = View::new(&[1; 4]);
+        let b = Balancer::new(Balance::Hash, &v.weights, &ids(4));
+        let keys: Vec<u64> = (0..2000u64)
+            .map(|k| hash_parts(&[&k.to_le_bytes()]))
+            .collect();
+        let before: Vec<_> = keys.iter().map(|&k| b.pick(&v, k).unwrap()).collect();
+        v.down[3] = true;
+        for (k, &was) in keys.iter().zip(&before) {
+            let now = b.pick(&v, *k).unwrap();
+            assert_ne!(now, 3);
+            if was != 3 {
+                assert_eq!(now, was);
+            }
+        }
+    }
+
+    #[test]
+    fn weighted_hash_distribution() {
+        let v = View::new(&[1, 3]);
+        let b = Balancer::new(Balance::Hash, &v.weights, &ids(2));
+        let c = counts(&b, &v, 20_000);
+        let share = c[1] as f64 / 20_000.0;
+        assert!((0.68..=0.82).contains(&share), "{c:?}");
+    }
+
+    #[test]
+    fn first_fills_in_order() {
+        let mut v = View::new(&[1, 1, 1]);
+        let b = Balancer::new(Balance::First, &v.weights, &ids(3));
+        assert_eq!(b.pick(&v, 0), Some(0));
+        v.down[0] = true;
+        assert_eq!(b.pick(&v, 0), Some(1));
+    }
+}

@@ -1,0 +1,132 @@
+//! The data plane: `http` (hyper server side) and `tcp` (L4 relay), plus the one
+//! place where a failure becomes a status code, a counter and a log end state.
+
+pub mod http;
+pub mod tcp;
+
+use crate::accesslog::End;
+use crate::pool::{PickError, Pool, Server};
+use crate::upstream::UpstreamError;
+use bytes::Bytes;
+use hyper::StatusCode;
+use std::sync::atomic::Ordering;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error(transparent)]
+    Pick(#[from] PickError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl ProxyError {
+    /// The status a client gets for this failure.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::Pick(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    pub fn end(&self) -> End {
+        match self {
+            ProxyError::Pick(PickError::NoServer) => End::NoServer,
+            ProxyError::Pick(PickError::QueueTimeout) => End::QueueTimeout,
+            ProxyError::Upstream(UpstreamError::ConnectTimeout { .. }) => End::ConnectTimeout,
+            ProxyError::Upstream(UpstreamError::Timeout { .. }) => End::ServerTimeout,
+            ProxyError::Upstream(e) if e.is_connect() => End::ConnectError,
+            ProxyError::Upstream(_) => End::ServerAbort,
+        }
+    }
+
+    /// Short words for the plain-text error body.
+    fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::Pick(PickError::NoServer) => "no server is available",
+            ProxyError::Pick(PickError::QueueTimeout) => "all servers are busy (queue timeout)",
+            ProxyError::Upstream(UpstreamError::Timeout { .. }) => {
+                "the server did not respond in time"
+            }
+            ProxyError::Upstream(e) if e.is_connect() => "cannot connect to a server",
+            ProxyError::Upstream(_) => "the server closed the connection",
+        }
+    }
+
+    /// The error response body: `503 Service Unavailable: pool "api": no server is available`.
+    pub fn body(&self, pool: &str) -> Bytes {
+        let st = self.status();
+        Bytes::from(format!(
+            "{} {}: pool \"{pool}\": {}\n",
+            st.as_u16(),
+            st.canonical_reason().unwrap_or(""),
+            self.reason()
+        ))
+    }
+
+    /// Counts the failure against the pool and, when one was chosen, the server.
+    pub fn count(&self, pool: &Pool, server: Option<&Server>) {
+        pool.shared.errors.fetch_add(1, Ordering::Relaxed);
+        if let (Some(s), ProxyError::Upstream(e)) = (server, self) {
+            let c = if e.is_connect() {
+                &s.state.connect_errors
+            } else {
+                &s.state.response_errors
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn mapping() {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let cases: Vec<(ProxyError, u16, End)> = vec![
+            (PickError::NoServer.into(), 503, End::NoServer),
+            (PickError::QueueTimeout.into(), 503, End::QueueTimeout),
+            (
+                UpstreamError::Connect {
+                    addr,
+                    source: std::io::ErrorKind::ConnectionRefused.into(),
+                }
+                .into(),
+                502,
+                End::ConnectError,
+            ),
+            (
+                UpstreamError::ConnectTimeout {
+                    addr,
+                    timeout: Duration::from_secs(1),
+                }
+                .into(),
+                502,
+                End::ConnectTimeout,
+            ),
+            (
+                UpstreamError::Timeout {
+                    addr,
+                    timeout: Duration::from_secs(1),
+                }
+                .into(),
+                504,
+                End::ServerTimeout,
+            ),
+            (
+                UpstreamError::ClosedBeforeSend { addr }.into(),
+                502,
+                End::ServerAbort,
+            ),
+        ];
+        for (e, status, end) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e}");
+            assert_eq!(e.end(), end, "{e}");
+            let body = e.body("api");
+            assert!(std::str::from_utf8(&body).unwrap().contains("pool \"api\""));
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Owns the process: binds every socket up front (so a bad address fails the start
+//! with a clear error), runs one current-thread runtime per worker thread (each with
+//! its own SO_REUSEPORT sockets and its own idle backend connections), and handles
+//! SIGTERM/SIGINT: drain delay with /ready = 503, stop accepting, let in-flight work
+//! finish within `shutdown_grace`, exit.
+
+use crate::accesslog::AccessLog;
+use crate::config::{Config, Mode};
+use crate::listener::{self, AcceptCtx, Limits};
+use crate::snapshot::Snapshot;
+use crate::{upstream, Shared};
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("listener {listener:?}: cannot listen on {addr}: {source}")]
+    Bind {
+        listener: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// A callback run once the proxy accepts connections.
+pub type OnReady = Arc<dyn Fn(&Shared) + Send + Sync>;
+
+/// How a run ends besides SIGTERM/SIGINT.
+#[derive(Default, Clone)]
+pub struct RunOptions {
+    /// Cancelling it behaves like SIGTERM (used by `rampart demo` and embedders).
+    pub stop: Option<CancellationToken>,
+    /// Called once every listener is bound and accepting.
+    pub on_ready: Option<OnReady>,
+}
+
+/// Runs the proxy until a signal (or `opts.stop`) and a graceful drain. Blocks.
+pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
+    let threads = config.global.threads.max(1);
+    let reuse_port = threads > 1;
+
+    // Bind every socket for every worker before starting anything.
+    let mut per_worker: Vec<Vec<(usize, std::net::TcpListener)>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    for (li, l) in config.listeners.iter().enumerate() {
+        for &addr in &l.binds {
+            for sockets in per_worker.iter_mut() {
+                let s = listener::bind(addr, reuse_port).map_err(|source| RunError::Bind {
+                    listener: l.name.clone(),
+                    addr,
+                    source,
+                })?;
+                sockets.push((li, s));
+            }
+            tracing::info!(listener = %l.name, %addr, mode = ?l.mode, "listening");
+        }
+    }
+
+    let shared = Arc::new(Shared {
+        snapshot: ArcSwap::from_pointee(Snapshot::build(&config, None)),
+        access_log: AccessLog::new(config.global.access_log),
+        ready: AtomicBool::new(false),
+        started: Instant::now(),
+    });
+    let global = Arc::new(Semaphore::new(config.global.max_connections));
+    let local: Vec<Option<Arc<Semaphore>>> = config
+        .listeners
+        .iter()
+        .map(|l| (l.max_connections > 0).then(|| Arc::new(Semaphore::new(l.max_connections))))
+        .collect();
+    let stop_accept = CancellationToken::new();
+    let graceful = CancellationToken::new();
+    let hard_stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let idle_sweep = config
+        .pools
+        .iter()
+        .map(|p| p.keepalive_timeout)
+        .max()
+        .unwrap_or(Duration::from_secs(60));
+
+    let mut workers = Vec::with_capacity(threads);
+    for (wi, sockets) in per_worker.into_iter().enumerate() {
+        let listeners: Vec<(usize, String, Mode, Duration)> = config
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i, l.name.clone(), l.mode, l.request_header_timeout))
+            .collect();
+        let shared = Arc::clone(&shared);
+        let limits: Vec<Limits> = local
+            .iter()
+            .map(|l| Limits {
+                global: Arc::clone(&global),
+                local: l.clone(),
+            })
+            .collect();
+        let (stop_accept, graceful, hard_stop, tracker) = (
+            stop_accept.clone(),
+            graceful.clone(),
+            hard_stop.clone(),
+            tracker.clone(),
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(RunError::Runtime)?;
+        let handle = std::thread::Builder::new()
+            .name(format!("rampart-w{wi}"))
+            .spawn(move || {
+                rt.block_on(async move {
+                    for (li, sock) in sockets {
+                        let (_, name, mode, hdr_timeout) = &listeners[li];
+                        let l = match tokio::net::TcpListener::from_std(sock) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                tracing::error!(listener = %name, error = %e, "cannot register listener");
+                                continue;
+                            }
+                        };
+                        let ctx = AcceptCtx {
+                            listener: li,
+                            name: Arc::from(name.as_str()),
+                            mode: *mode,
+                            shared: Arc::clone(&shared),
+                            limits: limits[li].clone(),
+                            stop_accept: stop_accept.clone(),
+                            graceful: graceful.clone(),
+                            tracker: tracker.clone(),
+                            http: (*mode == Mode::Http)
+                                .then(|| Arc::new(crate::proxy::http::server_builder(*hdr_timeout))),
+                        };
+                        tokio::spawn(listener::accept_loop(l, ctx));
+                    }
+                    // Close idle backend connections that aged out or were closed.
+                    let sweeper = async {
+                        let mut tick = tokio::time::interval(Duration::from_secs(1));
+                        loop {
+                            tick.tick().await;
+                            upstream::sweep_idle(idle_sweep);
+                        }
+                    };
+                    tokio::select! {
+                        _ = hard_stop.cancelled() => {}
+                        _ = sweeper => {}
+                    }
+                });
+            })
+            .map_err(RunError::Runtime)?;
+        workers.push(handle);
+    }
+
+    shared.ready.store(true, Ordering::Release);
+    if let Some(f) = &opts.on_ready {
+        f(&shared);
+    }
+    tracing::info!(threads, "rampart started");
+
+    let main_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    main_rt.block_on(shutdown_sequence(
+        &config,
+        &shared,
+        opts.stop.clone(),
+        stop_accept,
+        graceful,
+        tracker,
+    ));
+    hard_stop.cancel();
+    for w in workers {
+        let _ = w.join();
+    }
+    shared.access_log.flush(Duration::from_secs(1));
+    tracing::info!("rampart stopped");
+    Ok(())
+}
+
+async fn shutdown_sequence(
+    config: &Config,
+    shared: &Shared,
+    stop: Option<CancellationToken>,
+    stop_accept: CancellationToken,
+    graceful: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut signals = Signals::new();
+    let external = stop.unwrap_or_default();
+    tokio::select! {
+        name = signals.next() => tracing::info!(signal = name, "shutting down"),
+        _ = external.cancelled() => tracing::info!("shutting down"),
+    }
+    shared.ready.store(false, Ordering::Release);
+    let drain = config.global.drain_delay;
+    if !drain.is_zero() {
+        tracing::info!(?drain, "draining: still serving, /ready reports 503");
+        tokio::select! {
+            _ = tokio::time::sleep(drain) => {}
+            name = signals.next() => tracing::warn!(signal = name, "second signal: skipping the drain delay"),
+        }
+    }
+    stop_accept.cancel();
+    graceful.cancel();
+    tracker.close();
+    let grace = config.global.shutdown_grace;
+    tracing::info!(
+        open = tracker.len(),
+        ?grace,
+        "stopped accepting; waiting for in-flight work"
+    );
+    tokio::select! {
+        _ = tracker.wait() => tracing::info!("all connections finished"),
+        _ = tokio::time::sleep(grace) => tracing::warn!(open = tracker.len(), "shutdown grace expired; closing what is left"),
+        name = signals.next() => tracing::warn!(signal = name, open = tracker.len(), "second signal: closing what is left"),
+    }
+}
+
+/// SIGTERM and SIGINT as one stream. If the handlers cannot be installed, only the
+/// external stop token ends the run.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate())
+            .map_err(|e| tracing::error!(error = %e, "cannot handle SIGTERM"))
+            .ok();
+        let int = signal(SignalKind::interrupt())
+            .map_err(|e| tracing::error!(error = %e, "cannot handle SIGINT"))
+            .ok();
+        Signals { term, int }
+    }
+
+    async fn next(&mut self) -> &'static str {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.term) => "SIGTERM",
+            _ = recv(&mut self.int) => "SIGINT",
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Connecting to a backend: TCP connect under `connect_timeout`, HTTP/1.1 handshake,
+//! and a keep-alive pool of idle connections per server.
+//!
+//! The idle pool is per worker thread (each worker runs a current-thread runtime, so
+//! a connection's tasks never leave the thread that made it): checkout and checkin
+//! touch a thread-local `RefCell`, never a lock.
+
+use crate::pool::{Pool, Server, ServerState};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+pub type Sender = http1::SendRequest<ReqBody>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("connect to {addr} timed out after {timeout:?}")]
+    ConnectTimeout { addr: SocketAddr, timeout: Duration },
+    #[error("HTTP handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("{addr} sent no response within {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("{addr} closed a new connection before the request was sent")]
+    ClosedBeforeSend { addr: SocketAddr },
+    #[error("{addr} closed or reset the connection before responding: {source}")]
+    Reset {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl UpstreamError {
+    /// Did the failure happen while establishing the connection?
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect { .. }
+                | UpstreamError::ConnectTimeout { .. }
+                | UpstreamError::Handshake { .. }
+        )
+    }
+}
+
+/// The body sent to a backend: the client's streaming body, or nothing.
+pub enum ReqBody {
+    Incoming {
+        body: Incoming,
+        server: Arc<ServerState>,
+    },
+    Empty,
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ReqBody::Incoming { body, server } => {
+                let r = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(f))) = &r {
+                    if let Some(d) = f.data_ref() {
+                        server.bytes_in.fetch_add(d.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                r
+            }
+            ReqBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Incoming { body, .. } => body.is_end_stream(),
+            ReqBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Incoming { body, .. } => body.size_hint(),
+            ReqBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+thread_local! {
+    static IDLE: RefCell<HashMap<u64, Vec<Idle>>> = RefCell::new(HashMap::new());
+}
+
+fn take_idle(server: &ServerState, keepalive: Duration) -> Option<Sender> {
+    IDLE.with_borrow_mut(|m| {
+        let list = m.get_mut(&server.uid)?;
+        while let Some(c) = list.pop() {
+            if !c.sender.is_closed() && c.since.elapsed() < keepalive {
+                return Some(c.sender);
+            }
+        }
+        None
+    })
+}
+
+/// Returns a connection whose last response was read completely to this thread's pool.
+pub fn checkin(uid: u64, max_idle: usize, sender: Sender) {
+    if max_idle == 0 || sender.is_closed() {
+        return;
+    }
+    IDLE.with_borrow_mut(|m| {
+        let list = m.entry(uid).or_default();
+        if list.len() >= max_idle {
+            // keep the most recently used ones: drop the oldest
+            list.remove(0);
+        }
+        list.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    });
+}
+
+/// Drops this thread's idle connections that are closed or older than `max_age`.
+/// Each worker calls it periodically.
+pub fn sweep_idle(max_age: Duration) {
+    IDLE.with_borrow_mut(|m| {
+        m.retain(|_, list| {
+            list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < max_age);
+            !list.is_empty()
+        })
+    });
+}
+
+/// Number of idle pooled connections to a server held by this thread (for tests and stats).
+pub fn idle_count(uid: u64) -> usize {
+    IDLE.with_borrow(|m| m.get(&uid).map_or(0, Vec::len))
+}
+
+/// Connects a TCP socket to `addr` within `timeout`, with TCP_NODELAY set.
+pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            // Best effort: a failure here only costs latency.
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(source)) => Err(UpstreamError::Connect { addr, source }),
+        Err(_) => Err(UpstreamError::ConnectTimeout { addr, timeout }),
+    }
+}
+
+async fn connect_http(server: &Server, timeout: Duration) -> Result<Sender, UpstreamError> {
+    let stream = connect_tcp(server.addr, timeout).await?;
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| UpstreamError::Handshake {
+            addr: server.addr,
+            source,
+        })?;
+    let addr = server.addr;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(%addr, error = %e, "backend connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// A response from a backend and the connection it came on.
+pub struct Exchange {
+    pub response: Response<Incoming>,
+    pub sender: Sender,
+    /// Time spent connecting (zero when a pooled connection was reused).
+    pub connect_time: Duration,
+}
+
+/// Sends `req` to `server`, reusing an idle pooled connection when there is one.
+///
+/// If a reused connection turns out to have been closed by the server before the
+/// request was written (the keep-alive race), the request is sent again on a new
+/// connection: hyper hands back a request it did not send.
+pub async fn send(
+    pool: &Pool,
+    server: &Server,
+    req: Request<ReqBody>,
+) -> Result<Exchange, UpstreamError> {
+    let mut req = req;
+    if let Some(mut sender) = take_idle(&server.state, pool.keepalive_timeout) {
+        if sender.ready().await.is_ok() {
+            match send_on(pool, server, &mut sender, req).await {
+                Ok(response) => {
+                    return Ok(Exchange {
+                        response,
+                        sender,
+                        connect_time: Duration::ZERO,
+                    })
+                }
+                Err(SendFailure::Unsent(r)) => req = *r,
+                Err(SendFailure::Failed(e)) => return Err(e),
+            }
+        }
+    }
+    let started = Instant::now();
+    let mut sender = connect_http(server, pool.connect_timeout).await?;
+    let connect_time = started.elapsed();
+    match send_on(pool, server, &mut sender, req).await {
+        Ok(response) => Ok(Exchange {
+            response,
+            sender,
+            connect_time,
+        }),
+        Err(SendFailure::Unsent(_)) => Err(UpstreamError::ClosedBeforeSend { addr: server.addr }),
+        Err(SendFailure::Failed(e)) => Err(e),
+    }
+}
+
+enum SendFailure {
+    Unsent(Box<Request<ReqBody>>),
+    Failed(UpstreamError),
+}
+
+async fn send_on(
+    pool: &Pool,
+    server: &Server,
+    sender: &mut Sender,
+    req: Request<ReqBody>,
+) -> Result<Response<Incoming>, SendFailure> {
+    let timeout = pool.server_timeout;
+    match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(mut e)) => match e.take_message() {
+            Some(req) => Err(SendFailure::Unsent(Box::new(req))),
+            None => Err(SendFailure::Failed(UpstreamError::Reset {
+                addr: server.addr,
+                source: e.into_error(),
+            })),
+        },
+        Err(_) => Err(SendFailure::Failed(UpstreamError::Timeout {
+            addr: server.addr,
+            timeout,
+        })),
+    }
+}
