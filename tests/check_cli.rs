@@ -1,0 +1,178 @@
+//! `rampart check`: every broken config is refused with its key and line; every
+//! example config in config/ is valid.
+
+mod common;
+
+use std::process::Command;
+
+const BASE: &str = r#"[global]
+threads = 1
+
+[admin]
+bind = "127.0.0.1:8404"
+
+[[listener]]
+name = "web"
+bind = ["127.0.0.1:8080"]
+mode = "http"
+pool = "api"
+
+[[pool]]
+name = "api"
+  [[pool.server]]
+  address = "127.0.0.2:8000"
+"#;
+
+fn check(text: &str) -> (bool, String, String) {
+    let dir = common::temp_dir("check");
+    let path = dir.join("t.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(common::rampart_bin())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_base_config_is_valid() {
+    let (ok, stdout, stderr) = check(BASE);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("configuration is valid: 1 listener(s), 1 pool(s), 1 server(s)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn broken_configs_name_key_and_line() {
+    // (what, edit of BASE, key that must be named, line that must be named)
+    let cases: &[(&str, &str, &str, &str, u32)] = &[
+        ("unknown key", "threads = 1", "threads = 1\nthreadz = 4", "threadz", 3),
+        ("bad duration", "threads = 1", "threads = 1\nshutdown_grace = \"30 seconds\"", "shutdown_grace", 3),
+        ("bad listen address", "bind = [\"127.0.0.1:8080\"]", "bind = [\"127.0.0.1:80800\"]", "bind", 9),
+        ("unknown mode", "mode = \"http\"", "mode = \"udp\"", "mode", 10),
+        ("unknown balance", "name = \"api\"\n", "name = \"api\"\nbalance = \"fastest\"\n", "balance", 15),
+        ("pool that does not exist", "pool = \"api\"", "pool = \"apii\"", "listener[0].pool", 11),
+        (
+            "route to a pool that does not exist",
+            "pool = \"api\"\n",
+            "pool = \"api\"\n  [[listener.route]]\n  path_prefix = \"/v1\"\n  pool = \"v1\"\n",
+            "listener[0].route[0].pool",
+            14,
+        ),
+        (
+            "two listeners on one address",
+            "[[pool]]",
+            "[[listener]]\nname = \"web2\"\nbind = [\"127.0.0.1:8080\"]\nmode = \"tcp\"\npool = \"api\"\n\n[[pool]]",
+            "listener[1].bind[0]",
+            15,
+        ),
+        (
+            "listener on the admin address",
+            "bind = [\"127.0.0.1:8080\"]",
+            "bind = [\"127.0.0.1:8404\"]",
+            "listener[0].bind[0]",
+            9,
+        ),
+        ("weight out of range", "address = \"127.0.0.2:8000\"", "address = \"127.0.0.2:8000\"\n  weight = 300", "pool[0].server[0].weight", 17),
+        ("server address without port", "address = \"127.0.0.2:8000\"", "address = \"127.0.0.2\"", "pool[0].server[0].address", 16),
+        ("missing key", "mode = \"http\"\n", "", "mode", 7),
+        ("duplicate pool", "  address = \"127.0.0.2:8000\"\n", "  address = \"127.0.0.2:8000\"\n[[pool]]\nname = \"api\"\n  [[pool.server]]\n  address = \"127.0.0.3:8000\"\n", "pool[1].name", 18),
+        ("hash_key without hash balance", "name = \"api\"\n", "name = \"api\"\nhash_key = \"uri\"\n", "pool[0].hash_key", 15),
+        ("bad hash_key", "name = \"api\"\n", "name = \"api\"\nbalance = \"hash\"\nhash_key = \"cookie\"\n", "hash_key", 16),
+        ("zero connect timeout", "name = \"api\"\n", "name = \"api\"\nconnect_timeout = \"0s\"\n", "pool[0].connect_timeout", 15),
+        ("route in tcp mode", "mode = \"http\"\npool = \"api\"\n", "mode = \"tcp\"\npool = \"api\"\n  [[listener.route]]\n  pool = \"api\"\n", "listener[0].route[0]", 12),
+        ("bad route host", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.route]]\n  host = \"http://x\"\n  pool = \"api\"\n", "listener[0].route[0].host", 13),
+        ("path_prefix without slash", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.route]]\n  path_prefix = \"v1\"\n  pool = \"api\"\n", "listener[0].route[0].path_prefix", 13),
+        ("not TOML at all", "[global]", "[global", "", 1),
+    ];
+    for (what, from, to, key, line) in cases {
+        assert!(BASE.contains(from), "case {what:?}: BASE lacks {from:?}");
+        let text = BASE.replacen(from, to, 1);
+        let (ok, _stdout, stderr) = check(&text);
+        assert!(!ok, "case {what:?} was accepted:\n{text}");
+        assert!(
+            stderr.contains(key),
+            "case {what:?}: stderr does not name {key:?}:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("t.toml:{line}:")),
+            "case {what:?}: stderr does not name line {line}:\n{stderr}"
+        );
+        assert!(stderr.contains("configuration is NOT valid"), "{stderr}");
+    }
+}
+
+#[test]
+fn every_example_config_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        n += 1;
+        let out = Command::new(common::rampart_bin())
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // and through the library
+        rampart::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert!(n >= 2, "config/ should hold example configs, found {n}");
+}
+
+#[test]
+fn run_refuses_a_broken_config_with_exit_code_1() {
+    let dir = common::temp_dir("run-broken");
+    let path = dir.join("t.toml");
+    std::fs::write(
+        &path,
+        BASE.replace("pool = \"api\"\n\n", "pool = \"nope\"\n\n"),
+    )
+    .unwrap();
+    let out = Command::new(common::rampart_bin())
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pool \"nope\" is not defined"));
+}
+
+#[test]
+fn run_reports_an_address_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = common::temp_dir("run-inuse");
+    let path = dir.join("t.toml");
+    std::fs::write(&path, BASE.replace("127.0.0.1:8080", &addr.to_string())).unwrap();
+    let out = Command::new(common::rampart_bin())
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("listener \"web\": cannot listen on") && err.contains(&addr.to_string()),
+        "{err}"
+    );
+}

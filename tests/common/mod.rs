@@ -1,0 +1,487 @@
+//! Helpers for integration tests: real backends on loopback addresses, the real
+//! `rampart` binary as a child process, an HTTP client, and polling with deadlines.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Polls `cond` every 20 ms until it holds or `within` passes.
+pub async fn wait_for<F: FnMut() -> bool>(within: Duration, what: &str, mut cond: F) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port that is free on every one of `ips` right now.
+pub fn common_port(ips: &[&str]) -> u16 {
+    for _ in 0..200 {
+        let first = StdListener::bind((ips[0], 0)).expect("bind");
+        let port = first.local_addr().unwrap().port();
+        let rest: Vec<_> = ips[1..]
+            .iter()
+            .map(|ip| StdListener::bind((*ip, port)))
+            .collect();
+        if rest.iter().all(|r| r.is_ok()) {
+            return port;
+        }
+    }
+    panic!("no common free port on {ips:?}");
+}
+
+pub fn free_addr(ip: &str) -> SocketAddr {
+    let l = StdListener::bind((ip, 0)).expect("bind");
+    l.local_addr().unwrap()
+}
+
+/// What an HTTP test backend saw.
+#[derive(Default)]
+pub struct BackendStats {
+    pub requests: AtomicUsize,
+    pub active: AtomicUsize,
+    pub connections: AtomicUsize,
+    pub last_headers: Mutex<Option<hyper::HeaderMap>>,
+    pub last_version: Mutex<Option<hyper::Version>>,
+    pub last_uri: Mutex<Option<String>>,
+}
+
+/// An HTTP/1.1 backend. Paths:
+/// - `/` and anything else: `200` with body = the backend's name;
+/// - `/slow?ms=N`: answers after N ms;
+/// - `/big?bytes=N`: N bytes of body, streamed in 64 KiB chunks;
+/// - `/upload`: reads the whole request body, answers with its length;
+/// - `/status?code=N`: answers with status N;
+/// - `/echo-upgrade`: 101, then echoes every byte on the upgraded connection.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub stats: Arc<BackendStats>,
+    task: JoinHandle<()>,
+}
+
+impl Backend {
+    pub async fn start(name: &str, addr: SocketAddr) -> Backend {
+        let listener = TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        let addr = listener.local_addr().unwrap();
+        let stats = Arc::new(BackendStats::default());
+        let name_s: Arc<str> = Arc::from(name);
+        let st = Arc::clone(&stats);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                st.connections.fetch_add(1, Ordering::SeqCst);
+                let st = Arc::clone(&st);
+                let name = Arc::clone(&name_s);
+                tokio::spawn(async move {
+                    let svc =
+                        service_fn(move |req| handle(Arc::clone(&name), Arc::clone(&st), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Backend {
+            name: name.to_string(),
+            addr,
+            stats,
+            task,
+        }
+    }
+
+    pub fn requests(&self) -> usize {
+        self.stats.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn query(req: &Request<Incoming>, key: &str) -> Option<u64> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.parse().ok()).flatten()
+    })
+}
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn handle(
+    name: Arc<str>,
+    st: Arc<BackendStats>,
+    mut req: Request<Incoming>,
+) -> Result<Response<BoxBody>, Infallible> {
+    st.requests.fetch_add(1, Ordering::SeqCst);
+    st.active.fetch_add(1, Ordering::SeqCst);
+    *st.last_headers.lock().unwrap() = Some(req.headers().clone());
+    *st.last_version.lock().unwrap() = Some(req.version());
+    *st.last_uri.lock().unwrap() = Some(req.uri().to_string());
+    let path = req.uri().path().to_string();
+    let resp = match path.as_str() {
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(query(&req, "ms").unwrap_or(1000))).await;
+            text(&name)
+        }
+        "/big" => {
+            let n = query(&req, "bytes").unwrap_or(0);
+            Response::new(BodyExt::boxed(Pattern::new(n)))
+        }
+        "/upload" => {
+            let mut body = req.into_body();
+            let mut n = 0u64;
+            let mut sum = 0u64;
+            while let Some(f) = body.frame().await {
+                if let Ok(d) = f.map(|f| f.into_data()) {
+                    if let Ok(d) = d {
+                        n += d.len() as u64;
+                        sum = d.iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)));
+                    }
+                } else {
+                    break;
+                }
+            }
+            text(&format!("{n} {sum}"))
+        }
+        "/status" => {
+            let mut r = text(&name);
+            *r.status_mut() =
+                StatusCode::from_u16(query(&req, "code").unwrap_or(200) as u16).unwrap();
+            r
+        }
+        "/echo-upgrade" => {
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(up) = on.await {
+                    let mut io = TokioIo::new(up);
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match io.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if io.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+            let mut r = Response::new(BodyExt::boxed(Full::new(Bytes::new())));
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            r.headers_mut().insert("upgrade", "echo".parse().unwrap());
+            r.headers_mut()
+                .insert("connection", "upgrade".parse().unwrap());
+            r
+        }
+        _ => text(&name),
+    };
+    st.active.fetch_sub(1, Ordering::SeqCst);
+    Ok(resp)
+}
+
+fn text(s: &str) -> Response<BoxBody> {
+    Response::new(BodyExt::boxed(Full::new(Bytes::from(s.to_string()))))
+}
+
+/// A body of `n` bytes (byte i = i % 251), produced in 64 KiB chunks without holding it.
+pub struct Pattern {
+    left: u64,
+    pos: u64,
+}
+
+impl Pattern {
+    pub fn new(n: u64) -> Pattern {
+        Pattern { left: n, pos: 0 }
+    }
+    /// The checksum `/upload` reports for a pattern of `n` bytes.
+    pub fn checksum(n: u64) -> u64 {
+        (0..n).fold(0u64, |s, i| s.wrapping_add(i % 251))
+    }
+}
+
+impl Body for Pattern {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.left.min(64 * 1024);
+        let start = self.pos;
+        let chunk: Vec<u8> = (start..start + n).map(|i| (i % 251) as u8).collect();
+        self.left -= n;
+        self.pos += n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left)
+    }
+}
+
+/// A raw TCP echo server: reads until EOF, then writes everything back and closes
+/// (so a client only gets its answer if half-close works end to end).
+pub async fn start_echo_after_eof(addr: SocketAddr) -> (SocketAddr, JoinHandle<()>) {
+    let l = TcpListener::bind(addr).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut all = Vec::new();
+                if s.read_to_end(&mut all).await.is_ok() {
+                    let _ = s.write_all(&all).await;
+                    let _ = s.shutdown().await;
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "rampart-test-{}-{}-{tag}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn rampart_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rampart")
+}
+
+/// The rampart binary running a config, killed on drop.
+pub struct Proxy {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    exited: Option<ExitStatus>,
+}
+
+impl Proxy {
+    /// Writes `config` to a file, runs `rampart run -c` on it, and waits until every
+    /// address in `wait_on` accepts connections.
+    pub async fn start(config: &str, wait_on: &[SocketAddr]) -> Proxy {
+        let dir = temp_dir("proxy");
+        let path = dir.join("rampart.toml");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(rampart_bin())
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("RAMPART_LOG", "info")
+            .stdout(Stdio::from(
+                std::fs::File::create(dir.join("stdout")).unwrap(),
+            ))
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("stderr")).unwrap(),
+            ))
+            .spawn()
+            .expect("spawn rampart");
+        let mut p = Proxy {
+            child,
+            dir,
+            config: path,
+            exited: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for addr in wait_on {
+            loop {
+                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                    break;
+                }
+                if let Ok(Some(st)) = p.child.try_wait() {
+                    panic!("rampart exited early ({st}): {}", p.stderr());
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "rampart did not listen on {addr}: {}",
+                    p.stderr()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        p
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let r = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(r, 0, "kill failed");
+    }
+
+    /// Waits for the process to exit, at most `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                self.exited = Some(st);
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rampart did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout")).unwrap_or_default()
+    }
+
+    /// Peak resident set size (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let mut s = String::new();
+        std::fs::File::open(format!("/proc/{}/status", self.pid()))
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A keep-alive HTTP client (hyper-util's pooled client).
+pub type Client =
+    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, BoxReq>;
+pub type BoxReq = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+pub fn client() -> Client {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2c_client() -> Client {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+pub fn empty() -> BoxReq {
+    BodyExt::boxed(Full::new(Bytes::new()))
+}
+
+/// GET `url`; returns status and body text.
+pub async fn get(c: &Client, url: &str) -> (StatusCode, String) {
+    let resp = c
+        .get(url.parse().unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e:?}"));
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Sends a request and returns the response with its whole body.
+pub async fn send(c: &Client, req: Request<BoxReq>) -> (Response<()>, Bytes) {
+    let resp = c.request(req).await.expect("request");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    (Response::from_parts(parts, ()), body)
+}
+
+/// Counts responses by body text.
+pub fn tally(bodies: &[String]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for b in bodies {
+        *m.entry(b.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// A minimal config with one HTTP listener and one pool.
+pub fn http_config(listen: SocketAddr, pool_extra: &str, servers: &[(SocketAddr, u32)]) -> String {
+    let admin = free_addr("127.0.0.1");
+    let mut s = format!(
+        r#"[global]
+threads = 1
+shutdown_grace = "10s"
+access_log = "text"
+
+[admin]
+bind = "{admin}"
+
+[[listener]]
+name = "web"
+bind = ["{listen}"]
+mode = "http"
+pool = "api"
+
+[[pool]]
+name = "api"
+{pool_extra}
+"#
+    );
+    for (addr, w) in servers {
+        s.push_str(&format!(
+            "  [[pool.server]]\n  address = \"{addr}\"\n  weight = {w}\n"
+        ));
+    }
+    s
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}

@@ -1,0 +1,606 @@
+//! HTTP mode over real sockets: balancing, streaming, errors, headers, h2c, upgrades.
+
+mod common;
+
+use common::*;
+use http_body_util::BodyExt;
+use hyper::{Request, StatusCode};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Two "pods": backends on 127.0.0.2 and 127.0.0.3 with the same port.
+async fn two_pods() -> (Backend, Backend) {
+    let port = common_port(&["127.0.0.2", "127.0.0.3"]);
+    let a = Backend::start("pod-a", SocketAddr::new(ip("127.0.0.2"), port)).await;
+    let b = Backend::start("pod-b", SocketAddr::new(ip("127.0.0.3"), port)).await;
+    (a, b)
+}
+
+async fn bodies(c: &Client, url: &str, n: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (st, body) = get(c, url).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        out.push(body);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_splits_evenly() {
+    let (a, b) = two_pods().await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(
+        &http_config(
+            listen,
+            "balance = \"round_robin\"",
+            &[(a.addr, 1), (b.addr, 1)],
+        ),
+        &[listen],
+    )
+    .await;
+    let t = tally(&bodies(&client(), &format!("http://{listen}/"), 100).await);
+    assert_eq!(t.get("pod-a"), Some(&50), "{t:?}");
+    assert_eq!(t.get("pod-b"), Some(&50), "{t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_one_to_three() {
+    let (a, b) = two_pods().await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(
+        &http_config(listen, "", &[(a.addr, 1), (b.addr, 3)]),
+        &[listen],
+    )
+    .await;
+    let t = tally(&bodies(&client(), &format!("http://{listen}/"), 100).await);
+    assert_eq!(
+        (t.get("pod-a"), t.get("pod-b")),
+        (Some(&25), Some(&75)),
+        "{t:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_conn_avoids_the_busy_server() {
+    let (a, b) = two_pods().await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(
+        &http_config(
+            listen,
+            "balance = \"least_conn\"",
+            &[(a.addr, 1), (b.addr, 1)],
+        ),
+        &[listen],
+    )
+    .await;
+    let c = client();
+    let slow_url = format!("http://{listen}/slow?ms=3000");
+    let slow_client = c.clone();
+    let slow = tokio::spawn(async move { get(&slow_client, &slow_url).await });
+    wait_for(
+        Duration::from_secs(5),
+        "the slow request to reach a backend",
+        || a.stats.active.load(Ordering::SeqCst) + b.stats.active.load(Ordering::SeqCst) == 1,
+    )
+    .await;
+    let idle = if a.stats.active.load(Ordering::SeqCst) == 1 {
+        "pod-b"
+    } else {
+        "pod-a"
+    };
+    let t = tally(&bodies(&c, &format!("http://{listen}/"), 10).await);
+    assert_eq!(
+        t.get(idle),
+        Some(&10),
+        "all new requests go to the idle server: {t:?}"
+    );
+    let (st, _) = slow.await.unwrap();
+    assert_eq!(st, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_mib_up_and_down_stream_without_buffering() {
+    let backend = Backend::start("big", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let p = Proxy::start(&http_config(listen, "", &[(backend.addr, 1)]), &[listen]).await;
+    let c = client();
+    // warm up: buffers, the pooled connection, the runtime
+    for _ in 0..3 {
+        let (_, body) = send(
+            &c,
+            Request::post(format!("http://{listen}/upload"))
+                .body(BodyExt::boxed(Pattern::new(256 * 1024)))
+                .unwrap(),
+        )
+        .await;
+        assert!(body.starts_with(b"262144 "));
+        let (resp, body) = send(
+            &c,
+            Request::get(format!("http://{listen}/big?bytes=262144"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((resp.status(), body.len()), (StatusCode::OK, 262_144));
+    }
+    let before = p.peak_rss_kib();
+
+    const TEN_MIB: u64 = 10 * 1024 * 1024;
+    let (resp, body) = send(
+        &c,
+        Request::post(format!("http://{listen}/upload"))
+            .body(BodyExt::boxed(Pattern::new(TEN_MIB)))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        format!("{TEN_MIB} {}", Pattern::checksum(TEN_MIB))
+    );
+
+    let resp = c
+        .get(
+            format!("http://{listen}/big?bytes={TEN_MIB}")
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let (mut n, mut sum) = (0u64, 0u64);
+    while let Some(f) = body.frame().await {
+        if let Ok(d) = f.unwrap().into_data() {
+            n += d.len() as u64;
+            sum = d.iter().fold(sum, |s, &b| s.wrapping_add(u64::from(b)));
+        }
+    }
+    assert_eq!((n, sum), (TEN_MIB, Pattern::checksum(TEN_MIB)));
+
+    let growth_kib = p.peak_rss_kib().saturating_sub(before);
+    eprintln!("peak RSS before {before} KiB, growth {growth_kib} KiB");
+    assert!(
+        growth_kib < 4 * 1024,
+        "peak RSS grew by {growth_kib} KiB while streaming 2 x 10 MiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_down_gives_502_fast() {
+    // nothing listens there: connection refused
+    let dead = free_addr("127.0.0.4");
+    let listen = free_addr("127.0.0.1");
+    let p = Proxy::start(
+        &http_config(listen, "connect_timeout = \"2s\"", &[(dead, 1)]),
+        &[listen],
+    )
+    .await;
+    let t0 = Instant::now();
+    let (st, body) = get(&client(), &format!("http://{listen}/")).await;
+    assert_eq!(st, StatusCode::BAD_GATEWAY);
+    assert!(body.contains("pool \"api\""), "{body}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    wait_for(
+        Duration::from_secs(5),
+        "an access log line with end=connect_error",
+        || p.stdout().contains("status=502") && p.stdout().contains("end=connect_error"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_backend_gives_502_after_connect_timeout() {
+    // A listener that never accepts, with its accept queue full: further SYNs are
+    // dropped and a connect hangs until the proxy's connect_timeout.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&free_addr("127.0.0.5").into()).unwrap();
+    sock.listen(0).unwrap();
+    let black_hole: SocketAddr = sock.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(black_hole)).await
+        {
+            fillers.push(s);
+        }
+    }
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(
+        &http_config(listen, "connect_timeout = \"700ms\"", &[(black_hole, 1)]),
+        &[listen],
+    )
+    .await;
+    let t0 = Instant::now();
+    let (st, body) = get(&client(), &format!("http://{listen}/")).await;
+    let took = t0.elapsed();
+    assert_eq!(st, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(
+        took >= Duration::from_millis(650),
+        "gave up before connect_timeout: {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_server_queues_then_503_after_queue_timeout() {
+    let backend = Backend::start("one", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(
+        &http_config(
+            listen,
+            "max_connections_per_server = 1\nqueue_timeout = \"500ms\"",
+            &[(backend.addr, 1)],
+        ),
+        &[listen],
+    )
+    .await;
+    let c = client();
+    let slow_c = c.clone();
+    let slow =
+        tokio::spawn(async move { get(&slow_c, &format!("http://{listen}/slow?ms=4000")).await });
+    wait_for(Duration::from_secs(5), "the slow request in flight", || {
+        backend.stats.active.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let t0 = Instant::now();
+    let resp = c
+        .get(format!("http://{listen}/").parse().unwrap())
+        .await
+        .unwrap();
+    let took = t0.elapsed();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert!(took >= Duration::from_millis(450), "{took:?}");
+    assert!(
+        took < Duration::from_millis(3500),
+        "answered before the slow one ended? {took:?}"
+    );
+    assert_eq!(
+        backend.requests(),
+        1,
+        "the queued request never reached the backend"
+    );
+    assert_eq!(slow.await.unwrap().0, StatusCode::OK);
+    // with the slot free again, requests are served
+    assert_eq!(
+        get(&c, &format!("http://{listen}/")).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_request_is_served_when_a_slot_frees() {
+    let backend = Backend::start("one", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(
+        &http_config(
+            listen,
+            "max_connections_per_server = 1\nqueue_timeout = \"10s\"",
+            &[(backend.addr, 1)],
+        ),
+        &[listen],
+    )
+    .await;
+    let c = client();
+    let slow_c = c.clone();
+    let slow =
+        tokio::spawn(async move { get(&slow_c, &format!("http://{listen}/slow?ms=500")).await });
+    wait_for(Duration::from_secs(5), "the slow request in flight", || {
+        backend.stats.active.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let (st, _) = get(&c, &format!("http://{listen}/")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(slow.await.unwrap().0, StatusCode::OK);
+    assert_eq!(backend.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_response_gives_504_after_server_timeout() {
+    let backend = Backend::start("slow", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(
+        &http_config(listen, "server_timeout = \"400ms\"", &[(backend.addr, 1)]),
+        &[listen],
+    )
+    .await;
+    let t0 = Instant::now();
+    let (st, body) = get(&client(), &format!("http://{listen}/slow?ms=3000")).await;
+    assert_eq!(st, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(t0.elapsed() >= Duration::from_millis(350));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_and_hop_by_hop() {
+    let backend = Backend::start("h", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(&http_config(listen, "", &[(backend.addr, 1)]), &[listen]).await;
+    let req = Request::get(format!("http://{listen}/x?y=1"))
+        .header("host", "shop.example.com")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("connection", "x-secret")
+        .header("x-secret", "hop")
+        .header("te", "trailers")
+        .header("x-end-to-end", "kept")
+        .body(empty())
+        .unwrap();
+    let (resp, _) = send(&client(), req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "shop.example.com");
+    assert_eq!(h["host"], "shop.example.com");
+    assert_eq!(h["x-end-to-end"], "kept");
+    assert!(
+        !h.contains_key("x-secret"),
+        "a header named by Connection is hop-by-hop"
+    );
+    assert!(!h.contains_key("te"));
+    assert_eq!(
+        backend.stats.last_uri.lock().unwrap().as_deref(),
+        Some("/x?y=1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_connections_are_kept_alive_and_reused() {
+    let backend = Backend::start("ka", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(&http_config(listen, "", &[(backend.addr, 1)]), &[listen]).await;
+    let c = client();
+    for _ in 0..30 {
+        assert_eq!(
+            get(&c, &format!("http://{listen}/")).await.0,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(backend.requests(), 30);
+    assert_eq!(
+        backend.stats.connections.load(Ordering::SeqCst),
+        1,
+        "sequential requests share one backend connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_clients_reach_http11_backends() {
+    let backend = Backend::start("h2", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(&http_config(listen, "", &[(backend.addr, 1)]), &[listen]).await;
+    let c = h2c_client();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            get(&c, &format!("http://{listen}/slow?ms=50&i={i}")).await
+        }));
+    }
+    for t in tasks {
+        let (st, body) = t.await.unwrap();
+        assert_eq!((st, body.as_str()), (StatusCode::OK, "h2"));
+    }
+    assert_eq!(
+        *backend.stats.last_version.lock().unwrap(),
+        Some(hyper::Version::HTTP_11)
+    );
+    let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        h["host"],
+        listen.to_string().as_str(),
+        "the :authority becomes the Host header"
+    );
+    assert!(backend
+        .stats
+        .last_uri
+        .lock()
+        .unwrap()
+        .as_deref()
+        .unwrap()
+        .starts_with("/slow?"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_host_and_path() {
+    let default = Backend::start("default", free_addr("127.0.0.2")).await;
+    let v1 = Backend::start("v1", free_addr("127.0.0.3")).await;
+    let wild = Backend::start("wild", free_addr("127.0.0.4")).await;
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let cfg = format!(
+        r#"[admin]
+bind = "{admin}"
+[global]
+threads = 1
+[[listener]]
+name = "web"
+bind = ["{listen}"]
+mode = "http"
+pool = "default"
+  [[listener.route]]
+  host = "api.example.com"
+  path_prefix = "/v1"
+  pool = "v1"
+  [[listener.route]]
+  host = "*.example.com"
+  pool = "wild"
+[[pool]]
+name = "default"
+  [[pool.server]]
+  address = "{}"
+[[pool]]
+name = "v1"
+  [[pool.server]]
+  address = "{}"
+[[pool]]
+name = "wild"
+  [[pool.server]]
+  address = "{}"
+"#,
+        default.addr, v1.addr, wild.addr
+    );
+    let _p = Proxy::start(&cfg, &[listen]).await;
+    let c = client();
+    for (host, path, want) in [
+        ("api.example.com", "/v1/users", "v1"),
+        ("API.example.com:80", "/v1", "v1"),
+        ("api.example.com", "/v2", "wild"),
+        ("www.example.com", "/v1", "wild"),
+        ("example.com", "/v1", "default"),
+        ("other.org", "/", "default"),
+    ] {
+        let req = Request::get(format!("http://{listen}{path}"))
+            .header("host", host)
+            .body(empty())
+            .unwrap();
+        let (resp, body) = send(&c, req).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(String::from_utf8_lossy(&body), want, "{host}{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_is_tunnelled() {
+    let backend = Backend::start("ws", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(&http_config(listen, "", &[(backend.addr, 1)]), &[listen]).await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.write_all(
+        b"GET /echo-upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).await.unwrap(),
+            1,
+            "closed during the handshake: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    for msg in [&b"ping"[..], b"second message", &[0u8, 255, 10, 13]] {
+        s.write_all(msg).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, msg);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_headers_are_cut_off() {
+    let backend = Backend::start("b", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let cfg = http_config(listen, "", &[(backend.addr, 1)]).replace(
+        "pool = \"api\"\n\n[[pool]]",
+        "pool = \"api\"\nrequest_header_timeout = \"500ms\"\n\n[[pool]]",
+    );
+    assert!(cfg.contains("request_header_timeout"));
+    let _p = Proxy::start(&cfg, &[listen]).await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let t0 = Instant::now();
+    let mut buf = Vec::new();
+    // the proxy must close the connection; read_to_end returns then
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(
+        r.is_ok(),
+        "connection still open 5 s after a partial header"
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(400));
+    assert_eq!(backend.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_limit_keeps_excess_connections_waiting_not_refused() {
+    let backend = Backend::start("b", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let cfg = http_config(listen, "", &[(backend.addr, 1)])
+        .replace("threads = 1", "threads = 1\nmax_connections = 1");
+    let p = Proxy::start(&cfg, &[]).await;
+    // wait for the listener without using up the single slot for long
+    wait_for_listen(listen, &p).await;
+    let mut first = TcpStream::connect(listen).await.unwrap();
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    assert!(first.read(&mut buf).await.unwrap() > 0);
+    // the second connection completes its TCP handshake (backlog) but is not served
+    let mut second = TcpStream::connect(listen)
+        .await
+        .expect("excess connections wait; they are not refused");
+    second
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let early =
+        tokio::time::timeout(Duration::from_millis(500), second.read_to_end(&mut got)).await;
+    assert!(
+        early.is_err(),
+        "served beyond max_connections: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(5), second.read_to_end(&mut got))
+        .await
+        .expect("served after the first closed")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+/// Waits until `addr` accepts, closing each probe connection at once.
+async fn wait_for_listen(addr: SocketAddr, p: &Proxy) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "not listening: {}", p.stderr());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_access_log_line_per_request() {
+    let backend = Backend::start("b", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let cfg = http_config(listen, "", &[(backend.addr, 1)])
+        .replace("access_log = \"text\"", "access_log = \"json\"");
+    let p = Proxy::start(&cfg, &[listen]).await;
+    let c = client();
+    get(&c, &format!("http://{listen}/a")).await;
+    get(&c, &format!("http://{listen}/status?code=404")).await;
+    wait_for(Duration::from_secs(5), "two access log lines", || {
+        p.stdout().lines().count() >= 2
+    })
+    .await;
+    let lines: Vec<serde_json::Value> = p
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let l = lines
+        .iter()
+        .find(|l| l["path"] == "/status?code=404")
+        .expect("line for the 404");
+    assert_eq!(l["status"], 404);
+    assert_eq!(l["pool"], "api");
+    assert_eq!(l["listener"], "web");
+    assert_eq!(l["server"], backend.addr.to_string());
+    assert_eq!(l["end"], "ok");
+    assert!(l["total_ms"].as_f64().unwrap() >= 0.0);
+}

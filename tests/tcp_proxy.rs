@@ -1,0 +1,161 @@
+//! TCP mode over real sockets: relay, half-close, balancing, failures, idle timeout.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn tcp_config(listen: SocketAddr, pool_extra: &str, servers: &[SocketAddr]) -> String {
+    let admin = free_addr("127.0.0.1");
+    let mut s = format!(
+        r#"[global]
+threads = 2
+access_log = "text"
+[admin]
+bind = "{admin}"
+[[listener]]
+name = "pg"
+bind = ["{listen}"]
+mode = "tcp"
+pool = "db"
+[[pool]]
+name = "db"
+{pool_extra}
+"#
+    );
+    for a in servers {
+        s.push_str(&format!("  [[pool.server]]\n  address = \"{a}\"\n"));
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_a_session_with_half_close() {
+    let (echo, _task) = start_echo_after_eof(free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let p = Proxy::start(&tcp_config(listen, "", &[echo]), &[listen]).await;
+    // The echo server answers only after it sees EOF: the client half-closes and
+    // must still read the whole answer through the proxy.
+    let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.write_all(&payload).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut back))
+        .await
+        .expect("answer after half-close")
+        .unwrap();
+    assert_eq!(back.len(), payload.len());
+    assert!(back == payload);
+    wait_for(Duration::from_secs(5), "a tcp access log line", || {
+        p.stdout().contains("bytes_in=1000000 bytes_out=1000000")
+    })
+    .await;
+    assert!(p.stdout().contains("listener=pg pool=db"), "{}", p.stdout());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_balanced_round_robin() {
+    let port = common_port(&["127.0.0.2", "127.0.0.3"]);
+    let mut tasks = Vec::new();
+    let mut servers = Vec::new();
+    for (i, host) in ["127.0.0.2", "127.0.0.3"].iter().enumerate() {
+        let l = tokio::net::TcpListener::bind((*host, port)).await.unwrap();
+        servers.push(l.local_addr().unwrap());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    continue;
+                };
+                let _ = s.write_all(format!("server-{i}").as_bytes()).await;
+            }
+        }));
+    }
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(
+        &tcp_config(listen, "", &servers).replace("threads = 2", "threads = 1"),
+        &[listen],
+    )
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(listen).await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        seen.push(String::from_utf8(buf).unwrap());
+    }
+    let t = tally(&seen);
+    assert_eq!(
+        (t.get("server-0"), t.get("server-1")),
+        (Some(&10), Some(&10)),
+        "{t:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_server_closes_the_client_at_once() {
+    let dead = free_addr("127.0.0.4");
+    let listen = free_addr("127.0.0.1");
+    let p = Proxy::start(
+        &tcp_config(listen, "connect_timeout = \"2s\"", &[dead]),
+        &[listen],
+    )
+    .await;
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(r.is_ok(), "client left hanging");
+    assert!(buf.is_empty());
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    wait_for(
+        Duration::from_secs(5),
+        "end=connect_error in the log",
+        || p.stdout().contains("end=connect_error"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_are_closed_after_server_timeout() {
+    let l = tokio::net::TcpListener::bind(free_addr("127.0.0.2"))
+        .await
+        .unwrap();
+    let server = l.local_addr().unwrap();
+    // a server that accepts and then says nothing, keeping the socket open
+    let _task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            if let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        }
+    });
+    let listen = free_addr("127.0.0.1");
+    let p = Proxy::start(
+        &tcp_config(listen, "server_timeout = \"600ms\"", &[server]),
+        &[listen],
+    )
+    .await;
+    let t0 = Instant::now();
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("idle session closed")
+        .unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(550),
+        "{:?}",
+        t0.elapsed()
+    );
+    wait_for(
+        Duration::from_secs(5),
+        "end=idle_timeout in the log",
+        || p.stdout().contains("end=idle_timeout"),
+    )
+    .await;
+}
