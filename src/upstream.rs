@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -70,6 +70,8 @@ pub enum ReqBody {
     Incoming {
         body: Incoming,
         server: Arc<ServerState>,
+        /// This request's byte count, kept only when the access log wants it.
+        seen: Option<Arc<AtomicU64>>,
     },
     Empty,
 }
@@ -83,11 +85,14 @@ impl Body for ReqBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ReqBody::Incoming { body, server } => {
+            ReqBody::Incoming { body, server, seen } => {
                 let r = Pin::new(body).poll_frame(cx);
                 if let Poll::Ready(Some(Ok(f))) = &r {
                     if let Some(d) = f.data_ref() {
                         server.bytes_in.fetch_add(d.len() as u64, Ordering::Relaxed);
+                        if let Some(s) = seen {
+                            s.fetch_add(d.len() as u64, Ordering::Relaxed);
+                        }
                     }
                 }
                 r

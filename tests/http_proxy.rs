@@ -582,7 +582,14 @@ async fn json_access_log_line_per_request() {
         .replace("access_log = \"text\"", "access_log = \"json\"");
     let p = Proxy::start(&cfg, &[listen]).await;
     let c = client();
-    get(&c, &format!("http://{listen}/a")).await;
+    let (resp, _) = send(
+        &c,
+        Request::post(format!("http://{listen}/upload"))
+            .body(http_body_util::BodyExt::boxed(Pattern::new(1000)))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
     get(&c, &format!("http://{listen}/status?code=404")).await;
     wait_for(Duration::from_secs(5), "two access log lines", || {
         p.stdout().lines().count() >= 2
@@ -603,4 +610,36 @@ async fn json_access_log_line_per_request() {
     assert_eq!(l["server"], backend.addr.to_string());
     assert_eq!(l["end"], "ok");
     assert!(l["total_ms"].as_f64().unwrap() >= 0.0);
+    let up = lines
+        .iter()
+        .find(|l| l["path"] == "/upload")
+        .expect("line for the upload");
+    assert_eq!(
+        (up["method"].as_str(), up["bytes_in"].as_u64()),
+        (Some("POST"), Some(1000))
+    );
+    assert_eq!(
+        up["bytes_out"].as_u64(),
+        Some(format!("1000 {}", Pattern::checksum(1000)).len() as u64)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_listener_and_backend() {
+    let backend = Backend::start("v6", free_addr("::1")).await;
+    let v4 = free_addr("127.0.0.1");
+    let v6 = free_addr("::1");
+    let cfg = http_config(v4, "", &[(backend.addr, 1)]).replace(
+        &format!("bind = [\"{v4}\"]"),
+        &format!("bind = [\"{v4}\", \"{v6}\"]"),
+    );
+    assert!(cfg.contains(&v6.to_string()));
+    let _p = Proxy::start(&cfg, &[v4, v6]).await;
+    let c = client();
+    for url in [format!("http://{v4}/"), format!("http://{v6}/")] {
+        let (st, body) = get(&c, &url).await;
+        assert_eq!((st, body.as_str()), (StatusCode::OK, "v6"), "{url}");
+    }
+    let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+    assert_eq!(h["x-forwarded-for"], "::1");
 }

@@ -92,3 +92,81 @@ async fn sigterm_during_drain_keeps_serving_new_requests() {
     let status = p.wait_exit(Duration::from_secs(5)).await;
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_balances_between_its_two_backends() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let mut child = Command::new(rampart_bin())
+        .args([
+            "demo",
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &admin.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // read the banner on a thread; the demo prints it once it accepts connections
+    let banner = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap_or_default();
+            let done = line.starts_with("Press Ctrl-C");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines.join("\n")
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !banner.is_finished() {
+        assert!(Instant::now() < deadline, "no demo banner");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let banner = banner.join().unwrap();
+    assert!(banner.contains(&format!("http://{listen}/")), "{banner}");
+    let c = client();
+    let mut names = Vec::new();
+    for _ in 0..4 {
+        let (st, body) = get(&c, &format!("http://{listen}/")).await;
+        assert_eq!(st, StatusCode::OK);
+        names.push(
+            body.split_whitespace()
+                .nth(2)
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    assert_eq!(names, ["backend-1", "backend-2", "backend-1", "backend-2"]);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "demo did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success());
+}
+
+#[test]
+fn version_flag() {
+    let out = std::process::Command::new(rampart_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("rampart {}", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -22,7 +22,7 @@ use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -144,6 +144,7 @@ async fn handle(
     let body = ReqBody::Incoming {
         body,
         server: Arc::clone(&server.state),
+        seen: log.as_ref().map(|l| Arc::clone(&l.bytes_in)),
     };
     match upstream::send(&pool, server, Request::from_parts(parts, body)).await {
         Err(e) => Ok(fail(&pool, Some(server), e.into(), log)),
@@ -395,6 +396,8 @@ struct ReqLog {
     status: u16,
     connect: Option<Duration>,
     start: Instant,
+    /// Request body bytes sent to the server, counted by `ReqBody`.
+    bytes_in: Arc<AtomicU64>,
 }
 
 impl ReqLog {
@@ -413,6 +416,7 @@ impl ReqLog {
             status: 0,
             connect: None,
             start,
+            bytes_in: Arc::default(),
         }
     }
 
@@ -425,7 +429,7 @@ impl ReqLog {
             method: Some(self.method.as_str()),
             path: Some(&self.path),
             status: Some(self.status),
-            bytes_in: 0,
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out,
             connect: self.connect,
             total: self.start.elapsed(),
