@@ -110,6 +110,7 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                     ctx.listener,
                     Arc::clone(&ctx.name),
                     peer,
+                    ctx.tracker.clone(),
                 ));
                 let builder = Arc::clone(builder);
                 let graceful = ctx.graceful.clone();

@@ -469,31 +469,9 @@ async fn upgrade_is_tunnelled() {
     let backend = Backend::start("ws", free_addr("127.0.0.2")).await;
     let listen = free_addr("127.0.0.1");
     let _p = Proxy::start(&http_config(listen, "", &[(backend.addr, 1)]), &[listen]).await;
-    let mut s = TcpStream::connect(listen).await.unwrap();
-    s.write_all(
-        b"GET /echo-upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            s.read(&mut byte).await.unwrap(),
-            1,
-            "closed during the handshake: {:?}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_lowercase();
-    assert!(head.starts_with("http/1.1 101"), "{head}");
-    assert!(head.contains("upgrade: echo"), "{head}");
+    let mut s = open_echo_tunnel(listen).await;
     for msg in [&b"ping"[..], b"second message", &[0u8, 255, 10, 13]] {
-        s.write_all(msg).await.unwrap();
-        let mut back = vec![0u8; msg.len()];
-        s.read_exact(&mut back).await.unwrap();
-        assert_eq!(back, msg);
+        echo_roundtrip(&mut s, msg).await;
     }
 }
 

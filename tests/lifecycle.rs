@@ -170,3 +170,31 @@ fn version_flag() {
         format!("rampart {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_waits_for_open_tunnels() {
+    let backend = Backend::start("ws", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let mut p = Proxy::start(&http_config(listen, "", &[(backend.addr, 1)]), &[listen]).await;
+    let mut tunnel = open_echo_tunnel(listen).await;
+    echo_roundtrip(&mut tunnel, b"before").await;
+    p.signal(libc::SIGTERM);
+    wait_for(Duration::from_secs(5), "the listener to close", || {
+        p.stderr().contains("stopped accepting")
+    })
+    .await;
+    // the tunnel keeps working through the shutdown grace period
+    echo_roundtrip(&mut tunnel, b"during shutdown").await;
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "exited with a tunnel still open"
+    );
+    drop(tunnel);
+    let status = p.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}");
+    assert!(
+        p.stderr().contains("all connections finished"),
+        "{}",
+        p.stderr()
+    );
+}

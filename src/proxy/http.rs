@@ -28,6 +28,7 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -54,6 +55,8 @@ pub struct ConnCtx {
     pub peer: SocketAddr,
     /// The client's IP, rendered once for X-Forwarded-For.
     peer_ip: HeaderValue,
+    /// Upgraded tunnels outlive their HTTP connection; shutdown waits for them here.
+    tracker: TaskTracker,
 }
 
 impl ConnCtx {
@@ -62,6 +65,7 @@ impl ConnCtx {
         listener: usize,
         listener_name: Arc<str>,
         peer: SocketAddr,
+        tracker: TaskTracker,
     ) -> ConnCtx {
         let ip = peer.ip().to_canonical().to_string();
         ConnCtx {
@@ -70,6 +74,7 @@ impl ConnCtx {
             listener_name,
             peer,
             peer_ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
+            tracker,
         }
     }
 }
@@ -163,7 +168,8 @@ async fn handle(
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                     let server_up = hyper::upgrade::on(&mut response);
                     let timeout = pool.tunnel_timeout;
-                    tokio::spawn(tunnel(client_up, server_up, guard, log, timeout));
+                    ctx.tracker
+                        .spawn(tunnel(client_up, server_up, guard, log, timeout));
                     let (parts, _) = response.into_parts();
                     return Ok(Response::from_parts(parts, ProxyBody::empty()));
                 }

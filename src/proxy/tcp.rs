@@ -65,6 +65,7 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>,
     };
     let server = guard.server();
     server.state.total.fetch_add(1, Ordering::Relaxed);
+    let connect_start = Instant::now();
     let mut backend = match upstream::connect_tcp(server.addr, pool.connect_timeout).await {
         Ok(s) => s,
         Err(e) => {
@@ -75,7 +76,7 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>,
             return;
         }
     };
-    let connect = start.elapsed();
+    let connect = connect_start.elapsed();
     let _ = client.set_nodelay(true);
     let out = relay(&mut client, &mut backend, pool.server_timeout).await;
     server

@@ -485,3 +485,36 @@ name = "api"
 pub fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
+
+/// Opens an `Upgrade: echo` tunnel through the proxy to a `Backend`'s `/echo-upgrade`.
+pub async fn open_echo_tunnel(proxy: SocketAddr) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    s.write_all(
+        b"GET /echo-upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).await.unwrap(),
+            1,
+            "closed during the handshake: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo"), "{head}");
+    s
+}
+
+/// Writes `msg` into an echo tunnel and checks it comes back.
+pub async fn echo_roundtrip(s: &mut tokio::net::TcpStream, msg: &[u8]) {
+    s.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, msg);
+}
