@@ -81,12 +81,6 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     let graceful = CancellationToken::new();
     let hard_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let idle_sweep = config
-        .pools
-        .iter()
-        .map(|p| p.keepalive_timeout)
-        .max()
-        .unwrap_or(Duration::from_secs(60));
 
     let mut workers = Vec::with_capacity(threads);
     for (wi, sockets) in per_worker.into_iter().enumerate() {
@@ -146,7 +140,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
                         let mut tick = tokio::time::interval(Duration::from_secs(1));
                         loop {
                             tick.tick().await;
-                            upstream::sweep_idle(idle_sweep);
+                            upstream::sweep_idle();
                         }
                     };
                     tokio::select! {

@@ -118,18 +118,20 @@ impl Body for ReqBody {
 
 struct Idle {
     sender: Sender,
-    since: Instant,
+    /// When this connection has been idle for its pool's `keepalive_timeout`.
+    expires: Instant,
 }
 
 thread_local! {
     static IDLE: RefCell<HashMap<u64, Vec<Idle>>> = RefCell::new(HashMap::new());
 }
 
-fn take_idle(server: &ServerState, keepalive: Duration) -> Option<Sender> {
+fn take_idle(server: &ServerState) -> Option<Sender> {
     IDLE.with_borrow_mut(|m| {
         let list = m.get_mut(&server.uid)?;
+        let now = Instant::now();
         while let Some(c) = list.pop() {
-            if !c.sender.is_closed() && c.since.elapsed() < keepalive {
+            if !c.sender.is_closed() && c.expires > now {
                 return Some(c.sender);
             }
         }
@@ -138,8 +140,8 @@ fn take_idle(server: &ServerState, keepalive: Duration) -> Option<Sender> {
 }
 
 /// Returns a connection whose last response was read completely to this thread's pool.
-pub fn checkin(uid: u64, max_idle: usize, sender: Sender) {
-    if max_idle == 0 || sender.is_closed() {
+pub fn checkin(uid: u64, max_idle: usize, keepalive: Duration, sender: Sender) {
+    if max_idle == 0 || keepalive.is_zero() || sender.is_closed() {
         return;
     }
     IDLE.with_borrow_mut(|m| {
@@ -150,17 +152,18 @@ pub fn checkin(uid: u64, max_idle: usize, sender: Sender) {
         }
         list.push(Idle {
             sender,
-            since: Instant::now(),
+            expires: Instant::now() + keepalive,
         });
     });
 }
 
-/// Drops this thread's idle connections that are closed or older than `max_age`.
-/// Each worker calls it periodically.
-pub fn sweep_idle(max_age: Duration) {
+/// Closes this thread's idle connections that were closed by the server or have
+/// outlived their keep-alive timeout. Each worker calls it periodically.
+pub fn sweep_idle() {
+    let now = Instant::now();
     IDLE.with_borrow_mut(|m| {
         m.retain(|_, list| {
-            list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < max_age);
+            list.retain(|c| !c.sender.is_closed() && c.expires > now);
             !list.is_empty()
         })
     });
@@ -221,7 +224,7 @@ pub async fn send(
     req: Request<ReqBody>,
 ) -> Result<Exchange, UpstreamError> {
     let mut req = req;
-    if let Some(mut sender) = take_idle(&server.state, pool.keepalive_timeout) {
+    if let Some(mut sender) = take_idle(&server.state) {
         if sender.ready().await.is_ok() {
             match send_on(pool, server, &mut sender, req).await {
                 Ok(response) => {

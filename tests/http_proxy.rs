@@ -505,7 +505,25 @@ async fn global_limit_keeps_excess_connections_waiting_not_refused() {
     let listen = free_addr("127.0.0.1");
     let cfg = http_config(listen, "", &[(backend.addr, 1)])
         .replace("threads = 1", "threads = 1\nmax_connections = 1");
-    let p = Proxy::start(&cfg, &[]).await;
+    excess_connections_wait(&cfg, listen).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_limit_keeps_excess_connections_waiting_not_refused() {
+    let backend = Backend::start("b", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let cfg = http_config(listen, "", &[(backend.addr, 1)]).replace(
+        "pool = \"api\"\n\n[[pool]]",
+        "pool = \"api\"\nmax_connections = 1\n\n[[pool]]",
+    );
+    assert!(cfg.contains("max_connections = 1"));
+    excess_connections_wait(&cfg, listen).await;
+}
+
+/// With a limit of one connection, a second connection is accepted by the kernel but
+/// served only once the first closes.
+async fn excess_connections_wait(cfg: &str, listen: SocketAddr) {
+    let p = Proxy::start(cfg, &[]).await;
     // wait for the listener without using up the single slot for long
     wait_for_listen(listen, &p).await;
     let mut first = TcpStream::connect(listen).await.unwrap();
@@ -620,4 +638,37 @@ async fn ipv6_listener_and_backend() {
     }
     let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
     assert_eq!(h["x-forwarded-for"], "::1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_backend_connections_are_closed_after_keepalive_timeout() {
+    let backend = Backend::start("b", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(
+        &http_config(
+            listen,
+            "keepalive_timeout = \"300ms\"",
+            &[(backend.addr, 1)],
+        ),
+        &[listen],
+    )
+    .await;
+    let c = client();
+    assert_eq!(
+        get(&c, &format!("http://{listen}/")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(backend.stats.connections.load(Ordering::SeqCst), 1);
+    // the proxy closes its idle connection to the backend by itself
+    wait_for(
+        Duration::from_secs(5),
+        "the idle backend connection to close",
+        || backend.stats.closed.load(Ordering::SeqCst) == 1,
+    )
+    .await;
+    assert_eq!(
+        get(&c, &format!("http://{listen}/")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(backend.stats.connections.load(Ordering::SeqCst), 2);
 }

@@ -505,9 +505,11 @@ impl UpstreamBody {
         };
         if complete {
             if let Some(sender) = self.sender.take() {
+                let pool = guard.pool();
                 upstream::checkin(
                     guard.server().state.uid,
-                    guard.pool().max_idle_per_server,
+                    pool.max_idle_per_server,
+                    pool.keepalive_timeout,
                     sender,
                 );
             }

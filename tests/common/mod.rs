@@ -62,6 +62,8 @@ pub struct BackendStats {
     pub requests: AtomicUsize,
     pub active: AtomicUsize,
     pub connections: AtomicUsize,
+    /// Connections that have ended (closed by either side).
+    pub closed: AtomicUsize,
     pub last_headers: Mutex<Option<hyper::HeaderMap>>,
     pub last_version: Mutex<Option<hyper::Version>>,
     pub last_uri: Mutex<Option<String>>,
@@ -97,6 +99,7 @@ impl Backend {
                 };
                 st.connections.fetch_add(1, Ordering::SeqCst);
                 let st = Arc::clone(&st);
+                let st_done = Arc::clone(&st);
                 let name = Arc::clone(&name_s);
                 tokio::spawn(async move {
                     let svc =
@@ -105,6 +108,7 @@ impl Backend {
                         .serve_connection(TokioIo::new(stream), svc)
                         .with_upgrades()
                         .await;
+                    st_done.closed.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
