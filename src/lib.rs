@@ -3,8 +3,10 @@
 //! `main.rs` is a thin CLI over the entry points here; tests and benches use them too.
 
 pub mod accesslog;
+pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod listener;
 pub mod pool;
 pub mod proxy;

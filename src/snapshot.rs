@@ -44,10 +44,11 @@ impl Snapshot {
                 let shared = old_pools
                     .get(pc.name.as_str())
                     .map_or_else(Arc::default, |s| Arc::clone(s));
+                let initial = Pool::initial_health(pc);
                 Arc::new(Pool::new(pc, shared, |addr| {
                     old_servers
                         .get(&(pc.name.as_str(), addr))
-                        .map_or_else(|| Arc::new(ServerState::new()), |s| Arc::clone(s))
+                        .map_or_else(|| Arc::new(ServerState::new(initial)), |s| Arc::clone(s))
                 }))
             })
             .collect();

@@ -48,6 +48,15 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     let threads = config.global.threads.max(1);
     let reuse_port = threads > 1;
 
+    // The control runtime: signals, health checks. Signal handlers go in first, so a
+    // SIGTERM that arrives while starting is handled as a graceful stop.
+    let main_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let _ctx = main_rt.enter();
+    let signals = Signals::new();
+
     // Bind every socket for every worker before starting anything.
     let mut per_worker: Vec<Vec<(usize, std::net::TcpListener)>> =
         (0..threads).map(|_| Vec::new()).collect();
@@ -80,6 +89,8 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     let stop_accept = CancellationToken::new();
     let graceful = CancellationToken::new();
     let hard_stop = CancellationToken::new();
+    // Stops the workers however this function returns, early errors included.
+    let _stop_workers = hard_stop.clone().drop_guard();
     let tracker = TaskTracker::new();
 
     let mut workers = Vec::with_capacity(threads);
@@ -153,24 +164,26 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         workers.push(handle);
     }
 
+    let health_stop = CancellationToken::new();
+    let health_tasks = TaskTracker::new();
+    crate::health::spawn_all(&shared.snapshot.load().pools, &health_stop, &health_tasks);
+
     shared.ready.store(true, Ordering::Release);
     if let Some(f) = &opts.on_ready {
         f(&shared);
     }
     tracing::info!(threads, "rampart started");
 
-    let main_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(RunError::Runtime)?;
     main_rt.block_on(shutdown_sequence(
         &config,
         &shared,
+        signals,
         opts.stop.clone(),
         stop_accept,
         graceful,
         tracker,
     ));
+    health_stop.cancel();
     hard_stop.cancel();
     for w in workers {
         let _ = w.join();
@@ -183,12 +196,12 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
 async fn shutdown_sequence(
     config: &Config,
     shared: &Shared,
+    mut signals: Signals,
     stop: Option<CancellationToken>,
     stop_accept: CancellationToken,
     graceful: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let mut signals = Signals::new();
     let external = stop.unwrap_or_default();
     tokio::select! {
         name = signals.next() => tracing::info!(signal = name, "shutting down"),

@@ -61,12 +61,28 @@ impl UpstreamError {
             UpstreamError::Connect { .. }
                 | UpstreamError::ConnectTimeout { .. }
                 | UpstreamError::Handshake { .. }
+                | UpstreamError::ClosedBeforeSend { .. }
         )
+    }
+
+    /// Was it the client's side that failed (its request body broke off)? Then the
+    /// server is not to blame and the request is not retried.
+    pub fn is_client_fault(&self) -> bool {
+        matches!(self, UpstreamError::Reset { source, .. } if source.is_user())
     }
 }
 
-/// The body sent to a backend: the client's streaming body, or nothing.
+/// A failed `send`: the error, and the request if it was never written to the
+/// server (so it can go to another server as it is, streaming body included).
+pub struct SendError {
+    pub error: UpstreamError,
+    pub unsent: Option<Box<Request<ReqBody>>>,
+}
+
+/// The body sent to a backend: the client's streaming body, a buffered copy (for
+/// requests that may be replayed on another server), or nothing.
 pub enum ReqBody {
+    Full(Option<Bytes>),
     Incoming {
         body: Incoming,
         server: Arc<ServerState>,
@@ -97,6 +113,7 @@ impl Body for ReqBody {
                 }
                 r
             }
+            ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ReqBody::Empty => Poll::Ready(None),
         }
     }
@@ -104,6 +121,7 @@ impl Body for ReqBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ReqBody::Incoming { body, .. } => body.is_end_stream(),
+            ReqBody::Full(b) => b.is_none(),
             ReqBody::Empty => true,
         }
     }
@@ -111,7 +129,8 @@ impl Body for ReqBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Incoming { body, .. } => body.size_hint(),
-            ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ReqBody::Full(None) | ReqBody::Empty => SizeHint::with_exact(0),
         }
     }
 }
@@ -217,12 +236,13 @@ pub struct Exchange {
 ///
 /// If a reused connection turns out to have been closed by the server before the
 /// request was written (the keep-alive race), the request is sent again on a new
-/// connection: hyper hands back a request it did not send.
+/// connection: hyper hands back a request it did not send. A request that could not
+/// be sent at all comes back in the error.
 pub async fn send(
     pool: &Pool,
     server: &Server,
     req: Request<ReqBody>,
-) -> Result<Exchange, UpstreamError> {
+) -> Result<Exchange, SendError> {
     let mut req = req;
     if let Some(mut sender) = take_idle(&server.state) {
         if sender.ready().await.is_ok() {
@@ -235,12 +255,25 @@ pub async fn send(
                     })
                 }
                 Err(SendFailure::Unsent(r)) => req = *r,
-                Err(SendFailure::Failed(e)) => return Err(e),
+                Err(SendFailure::Failed(error)) => {
+                    return Err(SendError {
+                        error,
+                        unsent: None,
+                    })
+                }
             }
         }
     }
     let started = Instant::now();
-    let mut sender = connect_http(server, pool.connect_timeout).await?;
+    let mut sender = match connect_http(server, pool.connect_timeout).await {
+        Ok(s) => s,
+        Err(error) => {
+            return Err(SendError {
+                error,
+                unsent: Some(Box::new(req)),
+            })
+        }
+    };
     let connect_time = started.elapsed();
     match send_on(pool, server, &mut sender, req).await {
         Ok(response) => Ok(Exchange {
@@ -248,8 +281,14 @@ pub async fn send(
             sender,
             connect_time,
         }),
-        Err(SendFailure::Unsent(_)) => Err(UpstreamError::ClosedBeforeSend { addr: server.addr }),
-        Err(SendFailure::Failed(e)) => Err(e),
+        Err(SendFailure::Unsent(r)) => Err(SendError {
+            error: UpstreamError::ClosedBeforeSend { addr: server.addr },
+            unsent: Some(r),
+        }),
+        Err(SendFailure::Failed(error)) => Err(SendError {
+            error,
+            unsent: None,
+        }),
     }
 }
 

@@ -154,8 +154,183 @@ pub struct PoolFile {
     /// Idle timeout of an upgraded (WebSocket) connection.
     #[serde(default = "default_tunnel_timeout")]
     pub tunnel_timeout: Dur,
+    /// Active health checks; without them servers are UP.
+    pub health: Option<HealthFile>,
+    /// Passive checks: the per-server circuit breaker.
+    #[serde(default)]
+    pub breaker: BreakerFile,
+    /// How many times a failed request is retried, each time on another server.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Request bodies up to this size are kept so the request can be replayed.
+    #[serde(default = "default_retry_buffer")]
+    pub retry_buffer: Size,
+    #[serde(default)]
+    pub retry_non_idempotent: bool,
+    #[serde(default = "default_retry_on")]
+    pub retry_on: Vec<String>,
+    /// Retries may add at most this percentage to the pool's request rate.
+    #[serde(default = "default_retry_budget")]
+    pub retry_budget_percent: u32,
+    /// A server that comes back UP ramps its weight from ~0 to full over this long.
+    #[serde(default)]
+    pub slow_start: Dur,
     #[serde(default, rename = "server")]
     pub servers: Vec<ServerFile>,
+}
+
+fn default_retries() -> u32 {
+    2
+}
+fn default_retry_buffer() -> Size {
+    Size(64 * 1024)
+}
+fn default_retry_on() -> Vec<String> {
+    vec!["connect_failure".into(), "reset".into()]
+}
+fn default_retry_budget() -> u32 {
+    20
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthKind {
+    Tcp,
+    Http,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PgRole {
+    Primary,
+    Replica,
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialState {
+    #[default]
+    Unknown,
+    Up,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    pub kind: HealthKind,
+    #[serde(default = "default_check_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_rise_fall")]
+    pub rise: u32,
+    #[serde(default = "default_rise_fall")]
+    pub fall: u32,
+    pub fast_interval: Option<Dur>,
+    #[serde(default)]
+    pub initial: InitialState,
+    // http
+    pub path: Option<String>,
+    pub method: Option<String>,
+    pub host: Option<String>,
+    pub expect_status: Option<String>,
+    pub expect_body: Option<String>,
+    // postgres
+    pub user: Option<String>,
+    pub password_env: Option<String>,
+    pub database: Option<String>,
+    pub role: Option<PgRole>,
+    pub max_replica_lag: Option<Dur>,
+}
+
+fn default_check_interval() -> Dur {
+    Dur(Duration::from_secs(3))
+}
+fn default_check_timeout() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+fn default_rise_fall() -> u32 {
+    2
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerFile {
+    /// Consecutive failures that open the breaker; 0 turns it off.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    #[serde(default = "default_ejection_time")]
+    pub ejection_time: Dur,
+    #[serde(default = "default_max_ejection_time")]
+    pub max_ejection_time: Dur,
+    #[serde(default = "default_max_ejected_percent")]
+    pub max_ejected_percent: u32,
+    /// Count 5xx responses as failures too.
+    #[serde(default)]
+    pub on_5xx: bool,
+}
+
+impl Default for BreakerFile {
+    fn default() -> Self {
+        BreakerFile {
+            consecutive_failures: default_consecutive_failures(),
+            ejection_time: default_ejection_time(),
+            max_ejection_time: default_max_ejection_time(),
+            max_ejected_percent: default_max_ejected_percent(),
+            on_5xx: false,
+        }
+    }
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_ejection_time() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_max_ejection_time() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+fn default_max_ejected_percent() -> u32 {
+    50
+}
+
+/// A size in bytes: 65536, "64KiB", "1MiB", "512B", "64k".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.bytes().take_while(|b| b.is_ascii_digit()).count();
+    let bad = || format!("invalid size {s:?}: write e.g. 65536, \"64KiB\" or \"1MiB\"");
+    if digits == 0 {
+        return Err(bad());
+    }
+    let n: u64 = t[..digits].parse().map_err(|_| bad())?;
+    let mult: u64 = match t[digits..].trim() {
+        "" | "B" => 1,
+        "k" | "K" | "KiB" | "KB" | "kB" => 1024,
+        "m" | "M" | "MiB" | "MB" => 1024 * 1024,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
 }
 
 fn default_connect_timeout() -> Dur {
@@ -184,6 +359,9 @@ pub struct ServerFile {
     pub name: Option<String>,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Used only when no non-backup server of the pool is available.
+    #[serde(default)]
+    pub backup: bool,
 }
 
 fn default_weight() -> u32 {
@@ -294,6 +472,10 @@ mod tests {
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
+        assert_eq!(parse_size("64KiB").unwrap(), 65536);
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert!(parse_size("1GiB").is_err() && parse_size("x").is_err());
         for bad in ["", "2", "s", "2x", "-1s", "1.5s", "99999999999999999999s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }

@@ -5,8 +5,8 @@
 pub mod file;
 
 use crate::router::HostMatch;
-pub use file::{AccessLogFormat, Balance, Mode};
-use file::{FileConfig, HashKeyFile};
+pub use file::{AccessLogFormat, Balance, Mode, PgRole};
+use file::{FileConfig, HashKeyFile, HealthFile, HealthKind, InitialState};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -79,6 +79,10 @@ pub struct PoolConfig {
     pub max_idle_per_server: usize,
     pub keepalive_timeout: Duration,
     pub tunnel_timeout: Duration,
+    pub health: Option<HealthConfig>,
+    pub breaker: BreakerConfig,
+    pub retry: RetryConfig,
+    pub slow_start: Duration,
     pub servers: Vec<ServerConfig>,
 }
 
@@ -87,6 +91,64 @@ pub struct ServerConfig {
     pub address: SocketAddr,
     pub name: Option<String>,
     pub weight: u32,
+    pub backup: bool,
+}
+
+/// Active health checking of every server of a pool.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// Interval while a server is changing state (and before its first result).
+    pub fast_interval: Duration,
+    /// Servers start UP instead of UNKNOWN (no traffic until the first success).
+    pub initial_up: bool,
+    pub check: CheckKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum CheckKind {
+    Tcp,
+    Http {
+        method: http::Method,
+        path: String,
+        host: Option<String>,
+        expect_status: Vec<(u16, u16)>,
+        expect_body: Option<String>,
+    },
+    Postgres {
+        user: String,
+        password: Option<String>,
+        database: String,
+        role: PgRole,
+        max_replica_lag: Duration,
+    },
+}
+
+/// The per-server circuit breaker (passive checks).
+#[derive(Debug, Clone, Copy)]
+pub struct BreakerConfig {
+    /// 0 = breaker off.
+    pub consecutive_failures: u32,
+    pub ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    pub max_ejected_percent: u32,
+    pub on_5xx: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    pub retries: u32,
+    pub buffer: u64,
+    pub non_idempotent: bool,
+    pub on_connect_failure: bool,
+    pub on_reset: bool,
+    pub on_timeout: bool,
+    /// 5xx statuses that are retried on another server.
+    pub on_status: Vec<u16>,
+    pub budget_percent: u32,
 }
 
 pub const MAX_WEIGHT: u32 = 256;
@@ -370,8 +432,62 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
                 p.add(&at.key(key), "must be greater than zero");
             }
         }
+        if !pf.servers.is_empty() && pf.servers.iter().all(|s| s.backup) {
+            warnings.push(format!(
+                "pool {:?}: every server is a backup; they are used as normal servers",
+                pf.name
+            ));
+        }
         if pf.servers.is_empty() {
             p.add(&at, format!("pool {:?} has no [[pool.server]]", pf.name));
+        }
+        let health = pf
+            .health
+            .as_ref()
+            .and_then(|h| validate_health(h, &at.key("health"), &mut p));
+        let breaker = &pf.breaker;
+        let bat = at.key("breaker");
+        if breaker.max_ejected_percent > 100 {
+            p.add(&bat.key("max_ejected_percent"), "must be between 0 and 100");
+        }
+        if breaker.consecutive_failures > 0 && breaker.ejection_time.0.is_zero() {
+            p.add(&bat.key("ejection_time"), "must be greater than zero");
+        }
+        if breaker.max_ejection_time.0 < breaker.ejection_time.0 {
+            p.add(
+                &bat.key("max_ejection_time"),
+                "must not be shorter than ejection_time",
+            );
+        }
+        let mut retry = RetryConfig {
+            retries: pf.retries,
+            buffer: pf.retry_buffer.0,
+            non_idempotent: pf.retry_non_idempotent,
+            on_connect_failure: false,
+            on_reset: false,
+            on_timeout: false,
+            on_status: Vec::new(),
+            budget_percent: pf.retry_budget_percent,
+        };
+        if pf.retries > 10 {
+            p.add(&at.key("retries"), "must be between 0 and 10");
+        }
+        if pf.retry_budget_percent > 100 {
+            p.add(&at.key("retry_budget_percent"), "must be between 0 and 100");
+        }
+        for (k, cond) in pf.retry_on.iter().enumerate() {
+            match cond.as_str() {
+                "connect_failure" => retry.on_connect_failure = true,
+                "reset" => retry.on_reset = true,
+                "timeout" => retry.on_timeout = true,
+                s => match s.parse::<u16>() {
+                    Ok(code) if (500..=599).contains(&code) => retry.on_status.push(code),
+                    _ => p.add(
+                        &at.index("retry_on", k),
+                        format!("unknown retry condition {s:?}: use \"connect_failure\", \"reset\", \"timeout\" or a status from 500 to 599"),
+                    ),
+                },
+            }
         }
         let mut servers = Vec::with_capacity(pf.servers.len());
         let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
@@ -395,6 +511,7 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
                         address,
                         name: sf.name.clone(),
                         weight: sf.weight,
+                        backup: sf.backup,
                     });
                 }
                 Err(_) => p.add(
@@ -417,6 +534,16 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
             max_idle_per_server: pf.max_idle_per_server,
             keepalive_timeout: pf.keepalive_timeout.0,
             tunnel_timeout: pf.tunnel_timeout.0,
+            health,
+            breaker: BreakerConfig {
+                consecutive_failures: breaker.consecutive_failures,
+                ejection_time: breaker.ejection_time.0,
+                max_ejection_time: breaker.max_ejection_time.0,
+                max_ejected_percent: breaker.max_ejected_percent,
+                on_5xx: breaker.on_5xx,
+            },
+            retry,
+            slow_start: pf.slow_start.0,
             servers,
         });
     }
@@ -566,6 +693,161 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
         pools,
         warnings,
     })
+}
+
+fn validate_health(h: &HealthFile, at: &KeyPath, p: &mut Problems<'_>) -> Option<HealthConfig> {
+    let before = p.list.len();
+    if h.interval.0.is_zero() {
+        p.add(&at.key("interval"), "must be greater than zero");
+    }
+    if h.timeout.0.is_zero() {
+        p.add(&at.key("timeout"), "must be greater than zero");
+    }
+    if h.rise == 0 || h.rise > 100 {
+        p.add(&at.key("rise"), "must be between 1 and 100");
+    }
+    if h.fall == 0 || h.fall > 100 {
+        p.add(&at.key("fall"), "must be between 1 and 100");
+    }
+    if let Some(f) = h.fast_interval {
+        if f.0.is_zero() {
+            p.add(&at.key("fast_interval"), "must be greater than zero");
+        }
+    }
+    let kind_name = match h.kind {
+        HealthKind::Tcp => "tcp",
+        HealthKind::Http => "http",
+        HealthKind::Postgres => "postgres",
+    };
+    let only = |p: &mut Problems<'_>, key: &'static str, set: bool, kind: &str| {
+        if set {
+            p.add(
+                &at.key(key),
+                format!("is only used with kind = \"{kind}\", not \"{kind_name}\""),
+            );
+        }
+    };
+    if h.kind != HealthKind::Http {
+        only(p, "path", h.path.is_some(), "http");
+        only(p, "method", h.method.is_some(), "http");
+        only(p, "host", h.host.is_some(), "http");
+        only(p, "expect_status", h.expect_status.is_some(), "http");
+        only(p, "expect_body", h.expect_body.is_some(), "http");
+    }
+    if h.kind != HealthKind::Postgres {
+        only(p, "user", h.user.is_some(), "postgres");
+        only(p, "password_env", h.password_env.is_some(), "postgres");
+        only(p, "database", h.database.is_some(), "postgres");
+        only(p, "role", h.role.is_some(), "postgres");
+        only(
+            p,
+            "max_replica_lag",
+            h.max_replica_lag.is_some(),
+            "postgres",
+        );
+    }
+    let check = match h.kind {
+        HealthKind::Tcp => CheckKind::Tcp,
+        HealthKind::Http => {
+            let method = match &h.method {
+                None => http::Method::GET,
+                Some(m) => match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                    Ok(m) => m,
+                    Err(_) => {
+                        p.add(&at.key("method"), format!("invalid method {m:?}"));
+                        http::Method::GET
+                    }
+                },
+            };
+            let path = h.path.clone().unwrap_or_else(|| "/".into());
+            if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
+                p.add(
+                    &at.key("path"),
+                    format!("must be a path starting with '/', got {path:?}"),
+                );
+            }
+            if let Some(host) = &h.host {
+                if http::HeaderValue::from_str(host).is_err() || host.is_empty() {
+                    p.add(
+                        &at.key("host"),
+                        format!("invalid Host header value {host:?}"),
+                    );
+                }
+            }
+            let expect_status =
+                match parse_status_ranges(h.expect_status.as_deref().unwrap_or("200-399")) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        p.add(&at.key("expect_status"), e);
+                        Vec::new()
+                    }
+                };
+            CheckKind::Http {
+                method,
+                path,
+                host: h.host.clone(),
+                expect_status,
+                expect_body: h.expect_body.clone(),
+            }
+        }
+        HealthKind::Postgres => {
+            let password = match &h.password_env {
+                None => None,
+                Some(var) => match std::env::var(var) {
+                    Ok(v) => Some(v),
+                    Err(_) => {
+                        p.add(
+                            &at.key("password_env"),
+                            format!("environment variable {var:?} is not set"),
+                        );
+                        None
+                    }
+                },
+            };
+            CheckKind::Postgres {
+                user: h.user.clone().unwrap_or_else(|| "postgres".into()),
+                password,
+                database: h.database.clone().unwrap_or_else(|| "postgres".into()),
+                role: h.role.unwrap_or(PgRole::Any),
+                max_replica_lag: h.max_replica_lag.map_or(Duration::ZERO, |d| d.0),
+            }
+        }
+    };
+    (p.list.len() == before).then(|| HealthConfig {
+        interval: h.interval.0,
+        timeout: h.timeout.0,
+        rise: h.rise,
+        fall: h.fall,
+        fast_interval: h.fast_interval.map_or(h.interval.0, |d| d.0),
+        initial_up: h.initial == InitialState::Up,
+        check,
+    })
+}
+
+/// "200-399", "200", "200,204,300-399" -> inclusive ranges.
+pub fn parse_status_ranges(s: &str) -> Result<Vec<(u16, u16)>, String> {
+    let bad = || format!("invalid status list {s:?}: write e.g. \"200-399\" or \"200,204\"");
+    let code = |t: &str| -> Result<u16, String> {
+        match t.trim().parse::<u16>() {
+            Ok(c) if (100..=599).contains(&c) => Ok(c),
+            _ => Err(bad()),
+        }
+    };
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let r = match part.split_once('-') {
+            Some((a, b)) => (code(a)?, code(b)?),
+            None => {
+                let c = code(part)?;
+                (c, c)
+            }
+        };
+        if r.0 > r.1 {
+            return Err(bad());
+        }
+        out.push(r);
+    }
+    Ok(out)
 }
 
 /// Two listening addresses clash when they are equal, or share a port and family

@@ -3,26 +3,55 @@
 //! requests wait in when every server is at `max_connections_per_server`.
 
 pub mod balance;
+pub mod breaker;
+pub mod budget;
 
-use crate::config::{Balance, HashKey, PoolConfig};
+use crate::clock;
+use crate::config::{Balance, BreakerConfig, HashKey, HealthConfig, PoolConfig, RetryConfig};
+use arc_swap::ArcSwapOption;
 use balance::{Balancer, Members};
+use breaker::{Breaker, Change};
+use budget::RetryBudget;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
-/// Health as written by the health checker (UP until checks exist for the pool).
+/// Health as written by the health checker. Pools without checks keep servers UP.
 #[repr(u8)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
     Up = 0,
     Down = 1,
+    /// Not checked yet: no traffic until the first successful check.
+    Unknown = 2,
 }
 
-/// Runtime state of one server. Writers: the data plane (counters), health (health).
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Up => "UP",
+            Health::Down => "DOWN",
+            Health::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// The last active check of a server, for the stats page and API.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    pub at: SystemTime,
+    pub duration: Duration,
+    pub ok: bool,
+    /// "HTTP 200", "connection refused", "role mismatch: ...".
+    pub detail: String,
+}
+
+/// Runtime state of one server; it outlives snapshots. Writers: the data plane
+/// (counters, breaker), health (health, last check), nobody else.
 #[derive(Debug)]
 pub struct ServerState {
     /// Process-unique id; keys the per-thread idle connection pools.
@@ -35,11 +64,17 @@ pub struct ServerState {
     pub bytes_out: AtomicU64,
     pub connect_errors: AtomicU64,
     pub response_errors: AtomicU64,
+    /// Requests that failed here and were retried on another server.
+    pub retries: AtomicU64,
+    pub breaker: Breaker,
     health: AtomicU8,
+    /// `clock::now_ms()` when the server last came back UP from DOWN (slow start).
+    up_since: AtomicU64,
+    pub last_check: ArcSwapOption<CheckReport>,
 }
 
 impl ServerState {
-    pub fn new() -> ServerState {
+    pub fn new(initial: Health) -> ServerState {
         ServerState {
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             active: AtomicU32::new(0),
@@ -48,24 +83,28 @@ impl ServerState {
             bytes_out: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
             response_errors: AtomicU64::new(0),
-            health: AtomicU8::new(Health::Up as u8),
+            retries: AtomicU64::new(0),
+            breaker: Breaker::default(),
+            health: AtomicU8::new(initial as u8),
+            up_since: AtomicU64::new(0),
+            last_check: ArcSwapOption::empty(),
         }
     }
 
     pub fn health(&self) -> Health {
         match self.health.load(Ordering::Relaxed) {
             0 => Health::Up,
-            _ => Health::Down,
+            1 => Health::Down,
+            _ => Health::Unknown,
         }
     }
 
-    pub fn set_health(&self, h: Health) {
-        self.health.store(h as u8, Ordering::Relaxed);
-    }
-
-    /// May this server be chosen at all (ignoring its connection limit)?
-    pub fn usable(&self) -> bool {
-        self.health() == Health::Up
+    /// Sets the health; a DOWN -> UP flip starts the slow-start ramp at `now`.
+    pub fn set_health(&self, h: Health, now: u64) {
+        let old = self.health.swap(h as u8, Ordering::AcqRel);
+        if h == Health::Up && old == Health::Down as u8 {
+            self.up_since.store(now, Ordering::Release);
+        }
     }
 
     /// Takes one connection slot if the server is below `max` (0 = unlimited).
@@ -82,18 +121,13 @@ impl ServerState {
     }
 }
 
-impl Default for ServerState {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[derive(Debug)]
 pub struct Server {
     pub addr: SocketAddr,
     /// `name` from the config, else the address; used in logs and error bodies.
     pub id: Arc<str>,
     pub weight: u32,
+    pub backup: bool,
     pub state: Arc<ServerState>,
 }
 
@@ -106,6 +140,9 @@ pub struct PoolShared {
     notify: Notify,
     /// Requests that ended with an error response (502/503/504) or a failed tcp session.
     pub errors: AtomicU64,
+    /// Retries made (each on another server than the failed attempt).
+    pub retries: AtomicU64,
+    pub budget: RetryBudget,
 }
 
 #[derive(Debug)]
@@ -120,6 +157,10 @@ pub struct Pool {
     pub max_idle_per_server: usize,
     pub keepalive_timeout: Duration,
     pub tunnel_timeout: Duration,
+    pub health: Option<HealthConfig>,
+    pub breaker: BreakerConfig,
+    pub retry: RetryConfig,
+    pub slow_start: Duration,
     pub servers: Vec<Server>,
     pub shared: Arc<PoolShared>,
     balancer: Balancer,
@@ -148,6 +189,7 @@ impl Pool {
                 addr: s.address,
                 id: Arc::from(s.name.clone().unwrap_or_else(|| s.address.to_string())),
                 weight: s.weight,
+                backup: s.backup,
                 state: state_for(s.address),
             })
             .collect();
@@ -164,40 +206,108 @@ impl Pool {
             max_idle_per_server: cfg.max_idle_per_server,
             keepalive_timeout: cfg.keepalive_timeout,
             tunnel_timeout: cfg.tunnel_timeout,
+            health: cfg.health.clone(),
+            breaker: cfg.breaker,
+            retry: cfg.retry.clone(),
+            slow_start: cfg.slow_start,
             balancer: Balancer::new(cfg.balance, &weights, &ids),
             servers,
             shared,
         }
     }
 
-    /// Does any server exist that could serve, were it not at its connection limit?
-    pub fn any_usable(&self) -> bool {
-        self.servers
-            .iter()
-            .any(|s| s.weight > 0 && s.state.usable())
+    /// The health a new server of this pool starts in.
+    pub fn initial_health(cfg: &PoolConfig) -> Health {
+        match &cfg.health {
+            Some(h) if !h.initial_up => Health::Unknown,
+            _ => Health::Up,
+        }
     }
 
-    fn try_acquire(self: &Arc<Self>, key: u64) -> Option<ServerGuard> {
-        // A pick can race with another thread taking the last slot; try again a few times.
+    /// Could server `i` take traffic (ignoring its connection limit)?
+    pub fn usable(&self, i: usize, now: u64) -> bool {
+        let s = &self.servers[i];
+        s.weight > 0 && s.state.health() == Health::Up && s.state.breaker.admits(now)
+    }
+
+    /// Which tier serves now: `Some(false)` if a non-backup server is usable,
+    /// `Some(true)` if only backups are, `None` if nothing is.
+    fn tier(&self, exclude: &[usize], now: u64) -> Option<bool> {
+        let mut backup_ok = false;
+        for (i, s) in self.servers.iter().enumerate() {
+            if exclude.contains(&i) || !self.usable(i, now) {
+                continue;
+            }
+            if !s.backup {
+                return Some(false);
+            }
+            backup_ok = true;
+        }
+        backup_ok.then_some(true)
+    }
+
+    /// Number of servers that could take traffic now.
+    pub fn eligible_count(&self) -> usize {
+        let now = clock::now_ms();
+        (0..self.servers.len())
+            .filter(|&i| self.usable(i, now))
+            .count()
+    }
+
+    fn try_acquire(self: &Arc<Self>, key: u64, exclude: &[usize]) -> Option<ServerGuard> {
+        self.try_acquire_at(key, exclude, clock::now_ms())
+    }
+
+    fn try_acquire_at(
+        self: &Arc<Self>,
+        key: u64,
+        exclude: &[usize],
+        now: u64,
+    ) -> Option<ServerGuard> {
+        let backup = self.tier(exclude, now)?;
+        let view = View {
+            pool: self,
+            backup,
+            exclude,
+            now,
+        };
+        // A pick can race with another thread taking the last slot or the breaker's
+        // single trial; try again a few times.
         for _ in 0..4 {
-            let i = self.balancer.pick(&**self, key)?;
-            if self.servers[i].state.try_take(self.max_conn_per_server) {
-                return Some(ServerGuard {
-                    pool: Arc::clone(self),
-                    idx: i,
-                });
+            let i = self.balancer.pick(&view, key)?;
+            let st = &self.servers[i].state;
+            if !st.try_take(self.max_conn_per_server) {
+                continue;
+            }
+            match st.breaker.try_begin(now) {
+                Some(trial) => {
+                    return Some(ServerGuard {
+                        pool: Arc::clone(self),
+                        idx: i,
+                        trial,
+                        reported: false,
+                    })
+                }
+                None => {
+                    st.active.fetch_sub(1, Ordering::AcqRel);
+                }
             }
         }
         None
     }
 
-    /// Picks a server and takes a slot on it. When every usable server is full, waits
-    /// in the pool's queue for at most `queue_timeout`.
-    pub async fn acquire(self: &Arc<Self>, key: u64) -> Result<ServerGuard, PickError> {
-        if let Some(g) = self.try_acquire(key) {
+    /// Picks a server not in `exclude` and takes a slot on it. When every usable
+    /// server is full, waits in the pool's queue for at most `queue_timeout`. Fails
+    /// at once when no server is usable.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        key: u64,
+        exclude: &[usize],
+    ) -> Result<ServerGuard, PickError> {
+        if let Some(g) = self.try_acquire(key, exclude) {
             return Ok(g);
         }
-        if self.max_conn_per_server == 0 || !self.any_usable() {
+        if self.max_conn_per_server == 0 || self.tier(exclude, clock::now_ms()).is_none() {
             return Err(PickError::NoServer);
         }
         self.shared.queued.fetch_add(1, Ordering::AcqRel);
@@ -207,16 +317,99 @@ impl Pool {
             let notified = self.shared.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(g) = self.try_acquire(key) {
+            if let Some(g) = self.try_acquire(key, exclude) {
                 return Ok(g);
             }
-            if !self.any_usable() {
+            if self.tier(exclude, clock::now_ms()).is_none() {
                 return Err(PickError::NoServer);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Err(PickError::QueueTimeout);
             }
         }
+    }
+
+    /// May one more retry be made? (The pool's retry budget.)
+    pub fn retry_allowed(&self) -> bool {
+        self.shared.budget.withdraw()
+    }
+
+    /// Servers whose breaker is not CLOSED.
+    pub fn ejected_count(&self) -> u32 {
+        self.servers
+            .iter()
+            .filter(|s| s.state.breaker.state() != breaker::BreakerState::Closed)
+            .count() as u32
+    }
+
+    fn max_ejected(&self) -> u32 {
+        (self.servers.len() as u64 * u64::from(self.breaker.max_ejected_percent) / 100) as u32
+    }
+}
+
+/// ejection_time-style slow start: weight grows linearly from ~0 to `weight` over
+/// `window` after the server came back UP (never below 1 so it gets some traffic).
+pub fn slow_start_weight(weight: u32, elapsed_ms: u64, window_ms: u64) -> u32 {
+    if window_ms == 0 || elapsed_ms >= window_ms || weight == 0 {
+        return weight;
+    }
+    ((u64::from(weight) * elapsed_ms / window_ms) as u32).max(1)
+}
+
+/// The members a pick may choose from: one tier (backup or not), minus servers
+/// already tried for this request.
+struct View<'a> {
+    pool: &'a Pool,
+    backup: bool,
+    exclude: &'a [usize],
+    now: u64,
+}
+
+impl View<'_> {
+    fn ramp(&self, i: usize) -> Option<(u64, u64)> {
+        let window = self.pool.slow_start.as_millis() as u64;
+        if window == 0 {
+            return None;
+        }
+        let since = self.pool.servers[i].state.up_since.load(Ordering::Acquire);
+        let elapsed = self.now.saturating_sub(since);
+        (since != 0 && elapsed < window).then_some((elapsed, window))
+    }
+}
+
+impl Members for View<'_> {
+    fn len(&self) -> usize {
+        self.pool.servers.len()
+    }
+    fn eligible(&self, i: usize) -> bool {
+        let p = self.pool;
+        let s = &p.servers[i];
+        if s.backup != self.backup
+            || self.exclude.contains(&i)
+            || !p.usable(i, self.now)
+            || (p.max_conn_per_server > 0
+                && s.state.active.load(Ordering::Acquire) >= p.max_conn_per_server)
+        {
+            return false;
+        }
+        // Round robin walks a fixed schedule: a ramping server takes its turn with
+        // probability elapsed/window. (least_conn and random_two use `weight`.)
+        if p.balance == Balance::RoundRobin {
+            if let Some((elapsed, window)) = self.ramp(i) {
+                return fastrand::u64(..window) < elapsed.max(1);
+            }
+        }
+        true
+    }
+    fn weight(&self, i: usize) -> u32 {
+        let w = self.pool.servers[i].weight;
+        match self.ramp(i) {
+            Some((elapsed, window)) => slow_start_weight(w, elapsed, window),
+            None => w,
+        }
+    }
+    fn active(&self, i: usize) -> u32 {
+        self.pool.servers[i].state.active.load(Ordering::Relaxed)
     }
 }
 
@@ -228,29 +421,15 @@ impl Drop for QueuedGuard<'_> {
     }
 }
 
-impl Members for Pool {
-    fn len(&self) -> usize {
-        self.servers.len()
-    }
-    fn eligible(&self, i: usize) -> bool {
-        let s = &self.servers[i].state;
-        s.usable()
-            && (self.max_conn_per_server == 0
-                || s.active.load(Ordering::Acquire) < self.max_conn_per_server)
-    }
-    fn weight(&self, i: usize) -> u32 {
-        self.servers[i].weight
-    }
-    fn active(&self, i: usize) -> u32 {
-        self.servers[i].state.active.load(Ordering::Relaxed)
-    }
-}
-
-/// One taken slot on a server; released (and a queued request woken) on drop.
+/// One taken slot on a server; released (and a queued request woken) on drop. The
+/// request's outcome is reported through it to the server's breaker.
 #[derive(Debug)]
 pub struct ServerGuard {
     pool: Arc<Pool>,
     idx: usize,
+    /// This request is the breaker's HALF-OPEN trial.
+    trial: bool,
+    reported: bool,
 }
 
 impl ServerGuard {
@@ -260,11 +439,42 @@ impl ServerGuard {
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
     }
+    pub fn index(&self) -> usize {
+        self.idx
+    }
+
+    /// The server answered (for http: with a status the breaker does not count).
+    pub fn success(&mut self) {
+        self.reported = true;
+        if self.server().state.breaker.on_success(self.trial) == Some(Change::Closed) {
+            tracing::info!(pool = %self.pool.name, server = %self.server().id, "circuit breaker closed: server back in rotation");
+        }
+    }
+
+    /// The server failed this request (connect error, reset, timeout, counted 5xx).
+    pub fn failure(&mut self) {
+        self.reported = true;
+        let pool = &self.pool;
+        // Two breakers opening at the same instant may both pass this check; the
+        // limit can then be exceeded by one for one ejection time.
+        let may_eject = || pool.ejected_count() < pool.max_ejected();
+        let st = &pool.servers[self.idx].state;
+        if let Some(Change::Opened { for_ms }) =
+            st.breaker
+                .on_failure(&pool.breaker, clock::now_ms(), self.trial, may_eject)
+        {
+            tracing::warn!(pool = %pool.name, server = %self.server().id, ejected_ms = for_ms, "circuit breaker opened: server ejected");
+        }
+    }
 }
 
 impl Drop for ServerGuard {
     fn drop(&mut self) {
-        self.server().state.active.fetch_sub(1, Ordering::AcqRel);
+        let st = &self.pool.servers[self.idx].state;
+        if self.trial && !self.reported {
+            st.breaker.abandon_trial();
+        }
+        st.active.fetch_sub(1, Ordering::AcqRel);
         if self.pool.max_conn_per_server > 0 && self.pool.shared.queued.load(Ordering::Acquire) > 0
         {
             self.pool.shared.notify.notify_one();
@@ -277,7 +487,12 @@ mod tests {
     use super::*;
     use crate::config::ServerConfig;
 
-    fn pool(max: u32, queue: Duration) -> Arc<Pool> {
+    fn pool_with(
+        max: u32,
+        queue: Duration,
+        servers: &[(u32, bool)],
+        slow_start: Duration,
+    ) -> Arc<Pool> {
         let cfg = PoolConfig {
             name: "p".into(),
             balance: Balance::RoundRobin,
@@ -289,28 +504,59 @@ mod tests {
             max_idle_per_server: 1,
             keepalive_timeout: Duration::from_secs(1),
             tunnel_timeout: Duration::from_secs(1),
-            servers: vec![ServerConfig {
-                address: "127.0.0.1:1".parse().unwrap(),
-                name: None,
-                weight: 1,
-            }],
+            health: None,
+            breaker: BreakerConfig {
+                consecutive_failures: 2,
+                ejection_time: Duration::from_secs(10),
+                max_ejection_time: Duration::from_secs(60),
+                max_ejected_percent: 50,
+                on_5xx: false,
+            },
+            retry: RetryConfig {
+                retries: 2,
+                buffer: 1024,
+                non_idempotent: false,
+                on_connect_failure: true,
+                on_reset: true,
+                on_timeout: false,
+                on_status: vec![],
+                budget_percent: 20,
+            },
+            slow_start,
+            servers: servers
+                .iter()
+                .enumerate()
+                .map(|(i, &(weight, backup))| ServerConfig {
+                    address: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                    name: None,
+                    weight,
+                    backup,
+                })
+                .collect(),
         };
         Arc::new(Pool::new(&cfg, Arc::default(), |_| {
-            Arc::new(ServerState::new())
+            Arc::new(ServerState::new(Health::Up))
         }))
+    }
+
+    fn pool(max: u32, queue: Duration) -> Arc<Pool> {
+        pool_with(max, queue, &[(1, false)], Duration::ZERO)
     }
 
     #[tokio::test(start_paused = true)]
     async fn queue_times_out_then_serves_after_release() {
         let p = pool(1, Duration::from_secs(5));
-        let first = p.acquire(0).await.unwrap();
+        let first = p.acquire(0, &[]).await.unwrap();
         let t0 = tokio::time::Instant::now();
-        assert_eq!(p.acquire(0).await.unwrap_err(), PickError::QueueTimeout);
+        assert_eq!(
+            p.acquire(0, &[]).await.unwrap_err(),
+            PickError::QueueTimeout
+        );
         assert_eq!(t0.elapsed(), Duration::from_secs(5));
         assert_eq!(p.shared.queued.load(Ordering::Relaxed), 0);
         // a waiter is woken when the slot is released
         let p2 = Arc::clone(&p);
-        let waiter = tokio::spawn(async move { p2.acquire(0).await.map(|_| ()) });
+        let waiter = tokio::spawn(async move { p2.acquire(0, &[]).await.map(|_| ()) });
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(p.shared.queued.load(Ordering::Relaxed), 1);
         drop(first);
@@ -320,7 +566,121 @@ mod tests {
     #[tokio::test]
     async fn down_pool_fails_at_once() {
         let p = pool(1, Duration::from_secs(60));
-        p.servers[0].state.set_health(Health::Down);
-        assert_eq!(p.acquire(0).await.unwrap_err(), PickError::NoServer);
+        p.servers[0].state.set_health(Health::Down, 1);
+        assert_eq!(p.acquire(0, &[]).await.unwrap_err(), PickError::NoServer);
+        p.servers[0].state.set_health(Health::Unknown, 1);
+        assert_eq!(
+            p.acquire(0, &[]).await.unwrap_err(),
+            PickError::NoServer,
+            "UNKNOWN gets no traffic"
+        );
+    }
+
+    #[tokio::test]
+    async fn backups_serve_only_when_no_primary_is_usable() {
+        let p = pool_with(
+            0,
+            Duration::from_secs(1),
+            &[(1, false), (1, false), (1, true)],
+            Duration::ZERO,
+        );
+        for _ in 0..20 {
+            assert_ne!(p.acquire(0, &[]).await.unwrap().index(), 2);
+        }
+        // a tried (excluded) primary plus a down one: the backup serves
+        p.servers[0].state.set_health(Health::Down, 1);
+        assert_eq!(p.acquire(0, &[1]).await.unwrap().index(), 2);
+        p.servers[1].state.set_health(Health::Down, 1);
+        for _ in 0..5 {
+            assert_eq!(p.acquire(0, &[]).await.unwrap().index(), 2);
+        }
+        p.servers[0].state.set_health(Health::Up, 2);
+        assert_eq!(
+            p.acquire(0, &[]).await.unwrap().index(),
+            0,
+            "back to the primary"
+        );
+    }
+
+    #[tokio::test]
+    async fn excluded_servers_are_not_picked_again() {
+        let p = pool_with(
+            0,
+            Duration::from_secs(1),
+            &[(1, false), (1, false), (1, false)],
+            Duration::ZERO,
+        );
+        for _ in 0..10 {
+            let g = p.acquire(0, &[0, 2]).await.unwrap();
+            assert_eq!(g.index(), 1);
+        }
+        assert_eq!(
+            p.acquire(0, &[0, 1, 2]).await.unwrap_err(),
+            PickError::NoServer
+        );
+    }
+
+    #[tokio::test]
+    async fn breaker_ejects_at_most_max_ejected_percent() {
+        let p = pool_with(
+            0,
+            Duration::from_secs(1),
+            &[(1, false), (1, false)],
+            Duration::ZERO,
+        );
+        // server 0 fails twice: ejected (1 of 2 = 50%)
+        for _ in 0..2 {
+            let mut g = p.acquire(0, &[1]).await.unwrap();
+            g.failure();
+        }
+        assert_eq!(p.ejected_count(), 1);
+        for _ in 0..10 {
+            assert_eq!(p.acquire(0, &[]).await.unwrap().index(), 1);
+        }
+        // server 1 fails too, but ejecting it would exceed 50%: it stays in
+        for _ in 0..5 {
+            let mut g = p.acquire(0, &[]).await.unwrap();
+            g.failure();
+        }
+        assert_eq!(p.ejected_count(), 1);
+        assert_eq!(p.acquire(0, &[]).await.unwrap().index(), 1);
+    }
+
+    #[test]
+    fn slow_start_weights_ramp_linearly() {
+        assert_eq!(slow_start_weight(100, 0, 10_000), 1);
+        assert_eq!(slow_start_weight(100, 2_500, 10_000), 25);
+        assert_eq!(slow_start_weight(100, 5_000, 10_000), 50);
+        assert_eq!(slow_start_weight(100, 9_999, 10_000), 99);
+        assert_eq!(slow_start_weight(100, 10_000, 10_000), 100);
+        assert_eq!(slow_start_weight(1, 100, 10_000), 1, "never below 1");
+        assert_eq!(slow_start_weight(7, 100, 0), 7, "no window, no ramp");
+    }
+
+    #[test]
+    fn a_recovered_server_ramps_up_under_round_robin() {
+        let p = pool_with(
+            0,
+            Duration::from_secs(1),
+            &[(1, false), (1, false)],
+            Duration::from_secs(100),
+        );
+        let st = &p.servers[1].state;
+        st.set_health(Health::Down, 1);
+        st.set_health(Health::Up, 50_000);
+        // 10 s into a 100 s window: about 10% of its normal share
+        let mut to_ramping = 0;
+        for _ in 0..4000 {
+            if p.try_acquire_at(0, &[], 60_000).unwrap().index() == 1 {
+                to_ramping += 1;
+            }
+        }
+        // ... and its full share once the window is over
+        let full = (0..100)
+            .filter(|_| p.try_acquire_at(0, &[], 150_000).unwrap().index() == 1)
+            .count();
+        assert_eq!(full, 50);
+        // a full share would be 2000; ~10% of the turns are taken
+        assert!((100..=500).contains(&to_ramping), "{to_ramping}");
     }
 }

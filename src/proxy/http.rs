@@ -8,13 +8,14 @@ use crate::config::Balance;
 use crate::config::HashKey;
 use crate::pool::balance::hash_parts;
 use crate::pool::{Pool, Server, ServerGuard};
-use crate::upstream::{self, Exchange, ReqBody, Sender};
+use crate::upstream::{self, Exchange, ReqBody, SendError, Sender, UpstreamError};
 use crate::Shared;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -130,64 +131,212 @@ async fn handle(
     } else {
         0
     };
-    let log = ctx
+    let mut log = ctx
         .shared
         .access_log
         .enabled()
         .then(|| Box::new(ReqLog::new(&ctx, &req, &pool, start)));
-    let guard = match pool.acquire(key).await {
-        Ok(g) => g,
-        Err(e) => return Ok(fail(&pool, None, e.into(), log)),
-    };
-    let server = guard.server();
-    server.state.total.fetch_add(1, Ordering::Relaxed);
+    pool.shared.budget.deposit(pool.retry.budget_percent);
 
     let upgrade = is_upgrade_request(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     prepare_request(&mut parts, &ctx, upgrade);
-    let body = ReqBody::Incoming {
-        body,
-        server: Arc::clone(&server.state),
-        seen: log.as_ref().map(|l| Arc::clone(&l.bytes_in)),
-    };
-    match upstream::send(&pool, server, Request::from_parts(parts, body)).await {
-        Err(e) => Ok(fail(&pool, Some(server), e.into(), log)),
-        Ok(Exchange {
-            mut response,
-            sender,
-            connect_time,
-        }) => {
-            let mut log = log;
-            if let Some(l) = log.as_mut() {
-                l.server = Some(Arc::clone(&server.id));
-                l.connect = Some(connect_time);
-                l.status = response.status().as_u16();
+
+    // Keep what is needed to send the request again to another server after a
+    // failure that may have happened once it was (partly) sent.
+    let replayable = pool.retry.retries > 0
+        && !upgrade
+        && (parts.method.is_idempotent() || pool.retry.non_idempotent);
+    let seen = log.as_ref().map(|l| Arc::clone(&l.bytes_in));
+    let (body, replay) = match buffer_if_small(body, replayable, &pool).await {
+        Ok(Buffered::Bytes(b)) => (ReqBody::Full(Some(b.clone())), Some(Replay::new(&parts, b))),
+        Ok(Buffered::Stream(body)) => (
+            ReqBody::Incoming {
+                body,
+                server: Arc::clone(&pool.servers[0].state),
+                seen,
+            },
+            None,
+        ),
+        Err(()) => {
+            if let Some(l) = log.take() {
+                l.finish(0, End::ClientAbort);
             }
-            if let Some(client_up) = client_upgrade {
-                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    let server_up = hyper::upgrade::on(&mut response);
-                    let timeout = pool.tunnel_timeout;
-                    ctx.tracker
-                        .spawn(tunnel(client_up, server_up, guard, log, timeout));
-                    let (parts, _) = response.into_parts();
-                    return Ok(Response::from_parts(parts, ProxyBody::empty()));
-                }
-            }
-            strip_hop_by_hop(response.headers_mut());
-            let (parts, body) = response.into_parts();
-            Ok(Response::from_parts(
-                parts,
-                ProxyBody::Upstream(UpstreamBody {
-                    inner: body,
-                    sender: Some(sender),
-                    guard: Some(guard),
-                    log,
-                    bytes: 0,
-                    failed: false,
-                }),
-            ))
+            return Ok(plain(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: the request body could not be read\n",
+            ));
         }
+    };
+    if let (ReqBody::Full(Some(b)), Some(l)) = (&body, &log) {
+        l.bytes_in.store(b.len() as u64, Ordering::Relaxed);
+    }
+    let mut req = Request::from_parts(parts, body);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_err: Option<(ProxyError, usize)> = None;
+
+    loop {
+        let mut guard = match pool.acquire(key, &tried).await {
+            Ok(g) => g,
+            Err(e) => {
+                // After a failed attempt, the client hears about that failure.
+                return Ok(match last_err {
+                    Some((err, idx)) => fail(&pool, Some(&pool.servers[idx]), err, log),
+                    None => fail(&pool, None, e.into(), log),
+                });
+            }
+        };
+        let idx = guard.index();
+        let server = &pool.servers[idx];
+        server.state.total.fetch_add(1, Ordering::Relaxed);
+        if let ReqBody::Incoming { server: s, .. } = req.body_mut() {
+            *s = Arc::clone(&server.state);
+        }
+        let attempts_left = tried.len() < pool.retry.retries as usize;
+        match upstream::send(&pool, server, req).await {
+            Err(SendError { error, unsent }) => {
+                let client_fault = error.is_client_fault();
+                if !client_fault {
+                    guard.failure();
+                }
+                let r = &pool.retry;
+                let again = attempts_left
+                    && !client_fault
+                    && match &error {
+                        e if e.is_connect() => {
+                            r.on_connect_failure && (unsent.is_some() || replay.is_some())
+                        }
+                        UpstreamError::Timeout { .. } => r.on_timeout && replay.is_some(),
+                        _ => r.on_reset && (unsent.is_some() || replay.is_some()),
+                    }
+                    && pool.retry_allowed();
+                let err = ProxyError::Upstream(error);
+                err.count_server(server);
+                if !again {
+                    return Ok(fail(&pool, Some(server), err, log));
+                }
+                tracing::debug!(pool = %pool.name, server = %server.id, error = %err, "retrying on another server");
+                note_retry(&pool, server, &mut tried, idx);
+                req = match (unsent, &replay) {
+                    (Some(r), _) => *r,
+                    (None, Some(rp)) => rp.request(),
+                    (None, None) => return Ok(fail(&pool, Some(server), err, log)),
+                };
+                last_err = Some((err, idx));
+            }
+            Ok(Exchange {
+                mut response,
+                sender,
+                connect_time,
+            }) => {
+                let status = response.status();
+                let counts_as_failure = status.is_server_error() && pool.breaker.on_5xx;
+                if counts_as_failure {
+                    guard.failure();
+                } else {
+                    guard.success();
+                }
+                if let Some(rp) = &replay {
+                    if attempts_left
+                        && pool.retry.on_status.contains(&status.as_u16())
+                        && pool.retry_allowed()
+                    {
+                        // The response (and its connection, body unread) is dropped.
+                        server.state.response_errors.fetch_add(1, Ordering::Relaxed);
+                        note_retry(&pool, server, &mut tried, idx);
+                        req = rp.request();
+                        continue;
+                    }
+                }
+                if let Some(l) = log.as_mut() {
+                    l.server = Some(Arc::clone(&server.id));
+                    l.connect = Some(connect_time);
+                    l.status = status.as_u16();
+                }
+                if let Some(client_up) = client_upgrade {
+                    if status == StatusCode::SWITCHING_PROTOCOLS {
+                        let server_up = hyper::upgrade::on(&mut response);
+                        let timeout = pool.tunnel_timeout;
+                        ctx.tracker
+                            .spawn(tunnel(client_up, server_up, guard, log, timeout));
+                        let (parts, _) = response.into_parts();
+                        return Ok(Response::from_parts(parts, ProxyBody::empty()));
+                    }
+                }
+                strip_hop_by_hop(response.headers_mut());
+                let (parts, body) = response.into_parts();
+                return Ok(Response::from_parts(
+                    parts,
+                    ProxyBody::Upstream(UpstreamBody {
+                        inner: body,
+                        sender: Some(sender),
+                        guard: Some(guard),
+                        log,
+                        bytes: 0,
+                        failed: false,
+                    }),
+                ));
+            }
+        }
+    }
+}
+
+fn note_retry(pool: &Pool, server: &Server, tried: &mut Vec<usize>, idx: usize) {
+    server.state.retries.fetch_add(1, Ordering::Relaxed);
+    pool.shared.retries.fetch_add(1, Ordering::Relaxed);
+    tried.push(idx);
+}
+
+enum Buffered {
+    Bytes(Bytes),
+    Stream(Incoming),
+}
+
+/// Reads the whole body when the request may be replayed and its size is known and
+/// within `retry_buffer`; otherwise leaves it streaming.
+async fn buffer_if_small(body: Incoming, replayable: bool, pool: &Pool) -> Result<Buffered, ()> {
+    if !replayable {
+        return Ok(Buffered::Stream(body));
+    }
+    if body.is_end_stream() {
+        return Ok(Buffered::Bytes(Bytes::new()));
+    }
+    match body.size_hint().exact() {
+        Some(n) if n <= pool.retry.buffer => {
+            match tokio::time::timeout(pool.server_timeout, body.collect()).await {
+                Ok(Ok(c)) => Ok(Buffered::Bytes(c.to_bytes())),
+                _ => Err(()),
+            }
+        }
+        _ => Ok(Buffered::Stream(body)),
+    }
+}
+
+/// A request kept for replay on another server.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Replay {
+    fn new(parts: &Parts, body: Bytes) -> Replay {
+        Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            body,
+        }
+    }
+
+    fn request(&self) -> Request<ReqBody> {
+        let mut r = Request::new(ReqBody::Full(Some(self.body.clone())));
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.headers_mut() = self.headers.clone();
+        r
     }
 }
 
@@ -326,7 +475,7 @@ fn fail(
     err: ProxyError,
     log: Option<Box<ReqLog>>,
 ) -> Response<ProxyBody> {
-    err.count(pool, server);
+    err.count_pool(pool);
     let status = err.status();
     tracing::debug!(pool = %pool.name, error = %err, "request failed");
     if let Some(mut l) = log {

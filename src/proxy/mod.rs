@@ -6,6 +6,7 @@ pub mod tcp;
 
 use crate::accesslog::End;
 use crate::pool::{PickError, Pool, Server};
+
 use crate::upstream::UpstreamError;
 use bytes::Bytes;
 use hyper::StatusCode;
@@ -35,6 +36,7 @@ impl ProxyError {
             ProxyError::Pick(PickError::QueueTimeout) => End::QueueTimeout,
             ProxyError::Upstream(UpstreamError::ConnectTimeout { .. }) => End::ConnectTimeout,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => End::ServerTimeout,
+            ProxyError::Upstream(e) if e.is_client_fault() => End::ClientAbort,
             ProxyError::Upstream(e) if e.is_connect() => End::ConnectError,
             ProxyError::Upstream(_) => End::ServerAbort,
         }
@@ -64,17 +66,24 @@ impl ProxyError {
         ))
     }
 
-    /// Counts the failure against the pool and, when one was chosen, the server.
-    pub fn count(&self, pool: &Pool, server: Option<&Server>) {
-        pool.shared.errors.fetch_add(1, Ordering::Relaxed);
-        if let (Some(s), ProxyError::Upstream(e)) = (server, self) {
+    /// Counts a failed attempt against the server it was made on.
+    pub fn count_server(&self, server: &Server) {
+        if let ProxyError::Upstream(e) = self {
+            if e.is_client_fault() {
+                return;
+            }
             let c = if e.is_connect() {
-                &s.state.connect_errors
+                &server.state.connect_errors
             } else {
-                &s.state.response_errors
+                &server.state.response_errors
             };
             c.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts a request (or tcp session) that failed for good against its pool.
+    pub fn count_pool(&self, pool: &Pool) {
+        pool.shared.errors.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -119,7 +128,7 @@ mod tests {
             (
                 UpstreamError::ClosedBeforeSend { addr }.into(),
                 502,
-                End::ServerAbort,
+                End::ConnectError,
             ),
         ];
         for (e, status, end) in cases {

@@ -54,29 +54,55 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>,
     } else {
         0
     };
-    let guard = match pool.acquire(key).await {
-        Ok(g) => g,
-        Err(e) => {
-            let e = ProxyError::from(e);
-            e.count(&pool, None);
-            log(None, None, 0, 0, e.end());
-            return;
+    pool.shared.budget.deposit(pool.retry.budget_percent);
+    // Pick and connect; a failed connect is retried on another server before any
+    // byte is relayed.
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last: Option<(ProxyError, usize)> = None;
+    let (guard, mut backend, connect) = loop {
+        let mut guard = match pool.acquire(key, &tried).await {
+            Ok(g) => g,
+            Err(e) => {
+                let (err, server) = match last.take() {
+                    Some((err, i)) => (err, Some(&*pool.servers[i].id)),
+                    None => (ProxyError::from(e), None),
+                };
+                err.count_pool(&pool);
+                log(server, None, 0, 0, err.end());
+                return;
+            }
+        };
+        let idx = guard.index();
+        let server = &pool.servers[idx];
+        server.state.total.fetch_add(1, Ordering::Relaxed);
+        let connect_start = Instant::now();
+        match upstream::connect_tcp(server.addr, pool.connect_timeout).await {
+            Ok(s) => {
+                guard.success();
+                break (guard, s, connect_start.elapsed());
+            }
+            Err(e) => {
+                tracing::debug!(pool = %pool.name, error = %e, "tcp connect failed");
+                guard.failure();
+                let err = ProxyError::from(e);
+                err.count_server(server);
+                if tried.len() < pool.retry.retries as usize
+                    && pool.retry.on_connect_failure
+                    && pool.retry_allowed()
+                {
+                    server.state.retries.fetch_add(1, Ordering::Relaxed);
+                    pool.shared.retries.fetch_add(1, Ordering::Relaxed);
+                    tried.push(idx);
+                    last = Some((err, idx));
+                    continue;
+                }
+                err.count_pool(&pool);
+                log(Some(&server.id), None, 0, 0, err.end());
+                return;
+            }
         }
     };
     let server = guard.server();
-    server.state.total.fetch_add(1, Ordering::Relaxed);
-    let connect_start = Instant::now();
-    let mut backend = match upstream::connect_tcp(server.addr, pool.connect_timeout).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(pool = %pool.name, error = %e, "tcp connect failed");
-            let e = ProxyError::from(e);
-            e.count(&pool, Some(server));
-            log(Some(&server.id), None, 0, 0, e.end());
-            return;
-        }
-    };
-    let connect = connect_start.elapsed();
     let _ = client.set_nodelay(true);
     let out = relay(&mut client, &mut backend, pool.server_timeout).await;
     server

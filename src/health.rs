@@ -1,0 +1,435 @@
+//! Active health checks: one task per server of every pool with `[pool.health]`.
+//! A check is TCP (connect), HTTP (status and optional body) or Postgres (a real
+//! client, role-aware: primary / replica / any, replica lag). Results go through a
+//! rise/fall counter; health changes only after `rise`/`fall` consecutive results,
+//! and is logged once when it flips, with the reason.
+
+use crate::clock;
+use crate::config::{CheckKind, HealthConfig, PgRole};
+use crate::pool::{CheckReport, Health, Pool};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// Consecutive-result counter: the pure core of a health check.
+#[derive(Debug, Clone)]
+pub struct RiseFall {
+    state: Health,
+    ok_streak: u32,
+    fail_streak: u32,
+    rise: u32,
+    fall: u32,
+}
+
+impl RiseFall {
+    pub fn new(initial: Health, rise: u32, fall: u32) -> RiseFall {
+        RiseFall {
+            state: initial,
+            ok_streak: 0,
+            fail_streak: 0,
+            rise: rise.max(1),
+            fall: fall.max(1),
+        }
+    }
+
+    pub fn state(&self) -> Health {
+        self.state
+    }
+
+    /// Feeds one result; returns the new state when it flips. From UNKNOWN the
+    /// first result decides.
+    pub fn observe(&mut self, ok: bool) -> Option<Health> {
+        if ok {
+            self.ok_streak += 1;
+            self.fail_streak = 0;
+        } else {
+            self.fail_streak += 1;
+            self.ok_streak = 0;
+        }
+        let next = match (self.state, ok) {
+            (Health::Unknown, true) => Health::Up,
+            (Health::Unknown, false) => Health::Down,
+            (Health::Down, true) if self.ok_streak >= self.rise => Health::Up,
+            (Health::Up, false) if self.fail_streak >= self.fall => Health::Down,
+            (s, _) => s,
+        };
+        (next != self.state).then(|| {
+            self.state = next;
+            next
+        })
+    }
+
+    /// Is the server between states (so checks run at `fast_interval`)?
+    pub fn changing(&self) -> bool {
+        match self.state {
+            Health::Unknown => true,
+            Health::Up => self.fail_streak > 0,
+            Health::Down => self.ok_streak > 0,
+        }
+    }
+}
+
+/// Why a check failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckFailure {
+    Timeout(Duration),
+    Connect(String),
+    Status(u16),
+    Body,
+    Http(String),
+    Role { want: PgRole, replica: bool },
+    Lag { lag: Duration, max: Duration },
+    Postgres(String),
+}
+
+impl fmt::Display for CheckFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckFailure::Timeout(d) => write!(f, "timeout after {d:?}"),
+            CheckFailure::Connect(e) => write!(f, "connect failed: {e}"),
+            CheckFailure::Status(s) => write!(f, "HTTP status {s}"),
+            CheckFailure::Body => write!(f, "response body does not contain the expected text"),
+            CheckFailure::Http(e) => write!(f, "HTTP error: {e}"),
+            CheckFailure::Role { want, replica } => write!(
+                f,
+                "role mismatch: want {}, server is a {}",
+                match want {
+                    PgRole::Primary => "primary",
+                    PgRole::Replica => "replica",
+                    PgRole::Any => "any",
+                },
+                if *replica { "replica" } else { "primary" }
+            ),
+            CheckFailure::Lag { lag, max } => {
+                write!(f, "replica lag {:.1}s exceeds {:?}", lag.as_secs_f64(), max)
+            }
+            CheckFailure::Postgres(e) => write!(f, "postgres: {e}"),
+        }
+    }
+}
+
+/// Runs one check against `addr`; `Ok` carries a short description of the success.
+pub async fn check_once(
+    kind: &CheckKind,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<String, CheckFailure> {
+    match tokio::time::timeout(timeout, check_inner(kind, addr, timeout)).await {
+        Ok(r) => r,
+        Err(_) => Err(CheckFailure::Timeout(timeout)),
+    }
+}
+
+async fn check_inner(
+    kind: &CheckKind,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<String, CheckFailure> {
+    match kind {
+        CheckKind::Tcp => {
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| CheckFailure::Connect(e.to_string()))?;
+            Ok("TCP connect ok".into())
+        }
+        CheckKind::Http {
+            method,
+            path,
+            host,
+            expect_status,
+            expect_body,
+        } => {
+            let stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| CheckFailure::Connect(e.to_string()))?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| CheckFailure::Http(e.to_string()))?;
+            let conn_task = tokio::spawn(conn);
+            let host = host.clone().unwrap_or_else(|| addr.to_string());
+            let req = http::Request::builder()
+                .method(method.clone())
+                .uri(path.as_str())
+                .header(http::header::HOST, host)
+                .header(http::header::USER_AGENT, "rampart-health-check")
+                .header(http::header::CONNECTION, "close")
+                .body(Empty::new())
+                .map_err(|e| CheckFailure::Http(e.to_string()))?;
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| CheckFailure::Http(e.to_string()))?;
+            let status = resp.status().as_u16();
+            let result = if !expect_status
+                .iter()
+                .any(|&(lo, hi)| (lo..=hi).contains(&status))
+            {
+                Err(CheckFailure::Status(status))
+            } else if let Some(want) = expect_body {
+                // At most 64 KiB of body is looked at.
+                let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
+                    .collect()
+                    .await
+                    .map_err(|e| CheckFailure::Http(e.to_string()))?
+                    .to_bytes();
+                if memchr_find(&body, want.as_bytes()) {
+                    Ok(format!("HTTP {status}"))
+                } else {
+                    Err(CheckFailure::Body)
+                }
+            } else {
+                Ok(format!("HTTP {status}"))
+            };
+            conn_task.abort();
+            result
+        }
+        CheckKind::Postgres {
+            user,
+            password,
+            database,
+            role,
+            max_replica_lag,
+        } => {
+            let mut cfg = tokio_postgres::Config::new();
+            cfg.host(addr.ip().to_string())
+                .port(addr.port())
+                .user(user)
+                .dbname(database)
+                .application_name("rampart-health-check")
+                .connect_timeout(timeout);
+            if let Some(p) = password {
+                cfg.password(p);
+            }
+            let (client, conn) = cfg
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| CheckFailure::Postgres(e.to_string()))?;
+            let conn_task = tokio::spawn(conn);
+            // Lag is 0 on a primary and on a replica that has replayed all it
+            // received (an idle primary would otherwise look like growing lag).
+            let row = client
+                .query_one(
+                    "SELECT pg_is_in_recovery(), \
+                     CASE WHEN NOT pg_is_in_recovery() THEN 0::float8 \
+                          WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0::float8 \
+                          ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8, 0::float8) END",
+                    &[],
+                )
+                .await
+                .map_err(|e| CheckFailure::Postgres(e.to_string()));
+            conn_task.abort();
+            let row = row?;
+            let replica: bool = row
+                .try_get(0)
+                .map_err(|e| CheckFailure::Postgres(e.to_string()))?;
+            let lag_s: f64 = row
+                .try_get(1)
+                .map_err(|e| CheckFailure::Postgres(e.to_string()))?;
+            let lag = Duration::from_secs_f64(lag_s.max(0.0));
+            match (role, replica) {
+                (PgRole::Primary, true) | (PgRole::Replica, false) => {
+                    return Err(CheckFailure::Role {
+                        want: *role,
+                        replica,
+                    })
+                }
+                _ => {}
+            }
+            if replica && !max_replica_lag.is_zero() && lag > *max_replica_lag {
+                return Err(CheckFailure::Lag {
+                    lag,
+                    max: *max_replica_lag,
+                });
+            }
+            Ok(if replica {
+                format!("replica, lag {:.1}s", lag.as_secs_f64())
+            } else {
+                "primary".into()
+            })
+        }
+    }
+}
+
+fn memchr_find(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `d` with +-10% jitter, so the checks of many servers do not align.
+fn jittered(d: Duration) -> Duration {
+    let ms = d.as_millis() as u64;
+    let spread = ms / 10;
+    if spread == 0 {
+        return d;
+    }
+    Duration::from_millis(ms - spread + fastrand::u64(..=2 * spread))
+}
+
+/// Spawns a check loop for every server of every pool that has health checks.
+/// Each task carries a tracing span and stops when `cancel` is cancelled.
+pub fn spawn_all(
+    pools: &[Arc<Pool>],
+    cancel: &CancellationToken,
+    tracker: &tokio_util::task::TaskTracker,
+) {
+    for pool in pools {
+        let Some(cfg) = pool.health.clone() else {
+            continue;
+        };
+        let cfg = Arc::new(cfg);
+        for idx in 0..pool.servers.len() {
+            let (pool, cfg, cancel) = (Arc::clone(pool), Arc::clone(&cfg), cancel.clone());
+            let span =
+                tracing::info_span!("health", pool = %pool.name, server = %pool.servers[idx].id);
+            tracker.spawn(tracing::Instrument::instrument(
+                async move {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = check_loop(pool, idx, cfg) => {}
+                    }
+                },
+                span,
+            ));
+        }
+    }
+}
+
+async fn check_loop(pool: Arc<Pool>, idx: usize, cfg: Arc<HealthConfig>) {
+    let server = &pool.servers[idx];
+    let mut rf = RiseFall::new(server.state.health(), cfg.rise, cfg.fall);
+    loop {
+        let started = Instant::now();
+        let result = check_once(&cfg.check, server.addr, cfg.timeout).await;
+        let report = CheckReport {
+            at: SystemTime::now(),
+            duration: started.elapsed(),
+            ok: result.is_ok(),
+            detail: match &result {
+                Ok(s) => s.clone(),
+                Err(e) => e.to_string(),
+            },
+        };
+        let was = rf.state();
+        if let Some(now) = rf.observe(result.is_ok()) {
+            server.state.set_health(now, clock::now_ms());
+            match now {
+                Health::Up => {
+                    tracing::info!(from = was.as_str(), to = "UP", check = %report.detail, "server is UP")
+                }
+                _ => {
+                    tracing::warn!(from = was.as_str(), to = now.as_str(), reason = %report.detail, "server is DOWN")
+                }
+            }
+        }
+        server.state.last_check.store(Some(Arc::new(report)));
+        let wait = if rf.changing() {
+            cfg.fast_interval
+        } else {
+            cfg.interval
+        };
+        tokio::time::sleep(jittered(wait).saturating_sub(started.elapsed().min(wait / 2))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rise_and_fall_need_consecutive_results() {
+        let mut rf = RiseFall::new(Health::Up, 2, 3);
+        assert_eq!(rf.observe(false), None);
+        assert!(rf.changing());
+        assert_eq!(rf.observe(false), None);
+        assert_eq!(
+            rf.observe(true),
+            None,
+            "a success resets the failure streak"
+        );
+        assert!(!rf.changing());
+        assert_eq!(rf.observe(false), None);
+        assert_eq!(rf.observe(false), None);
+        assert_eq!(rf.observe(false), Some(Health::Down));
+        assert_eq!(rf.observe(false), None, "logged once");
+        assert_eq!(rf.observe(true), None);
+        assert_eq!(rf.observe(false), None);
+        assert_eq!(rf.observe(true), None);
+        assert_eq!(rf.observe(true), Some(Health::Up));
+    }
+
+    #[test]
+    fn unknown_is_decided_by_the_first_result() {
+        let mut rf = RiseFall::new(Health::Unknown, 3, 3);
+        assert!(rf.changing());
+        assert_eq!(rf.observe(true), Some(Health::Up));
+        let mut rf = RiseFall::new(Health::Unknown, 3, 3);
+        assert_eq!(rf.observe(false), Some(Health::Down));
+        assert_eq!(rf.observe(true), None);
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..1000 {
+            let j = jittered(Duration::from_secs(3)).as_millis();
+            assert!((2700..=3300).contains(&j), "{j}");
+        }
+    }
+
+    #[tokio::test]
+    async fn tcp_and_http_checks_against_real_sockets() {
+        // nothing listening: refused
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let r = check_once(&CheckKind::Tcp, dead, Duration::from_secs(1)).await;
+        assert!(matches!(r, Err(CheckFailure::Connect(_))), "{r:?}");
+        // an HTTP server answering 503 then "ok"
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                n += 1;
+                let status = if n == 1 { 503 } else { 200 };
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    let mut r =
+                        http::Response::new(http_body_util::Full::new(Bytes::from("all ok here")));
+                    *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc),
+                );
+            }
+        });
+        let kind = |body: Option<&str>| CheckKind::Http {
+            method: http::Method::GET,
+            path: "/health".into(),
+            host: None,
+            expect_status: vec![(200, 399)],
+            expect_body: body.map(String::from),
+        };
+        let t = Duration::from_secs(2);
+        assert_eq!(
+            check_once(&kind(None), addr, t).await,
+            Err(CheckFailure::Status(503))
+        );
+        assert_eq!(
+            check_once(&kind(Some("ok")), addr, t).await,
+            Ok("HTTP 200".into())
+        );
+        assert_eq!(
+            check_once(&kind(Some("nope")), addr, t).await,
+            Err(CheckFailure::Body)
+        );
+        assert!(check_once(&CheckKind::Tcp, addr, t).await.is_ok());
+    }
+}
