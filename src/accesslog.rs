@@ -61,10 +61,16 @@ enum Msg {
     Flush(mpsc::SyncSender<()>),
 }
 
+/// Lines waiting for the writer thread at most; beyond, lines are dropped and
+/// counted rather than letting memory grow while stdout is blocked.
+const QUEUE_LINES: usize = 65_536;
+
 #[derive(Debug)]
 pub struct AccessLog {
     format: AccessLogFormat,
-    tx: Option<mpsc::Sender<Msg>>,
+    tx: Option<mpsc::SyncSender<Msg>>,
+    /// Lines dropped because the writer could not keep up.
+    pub dropped: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Msg {
@@ -76,9 +82,13 @@ impl std::fmt::Debug for Msg {
 impl AccessLog {
     pub fn new(format: AccessLogFormat) -> AccessLog {
         if format == AccessLogFormat::Off {
-            return AccessLog { format, tx: None };
+            return AccessLog {
+                format,
+                tx: None,
+                dropped: Default::default(),
+            };
         }
-        let (tx, rx) = mpsc::channel::<Msg>();
+        let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE_LINES);
         let spawned = std::thread::Builder::new()
             .name("rampart-log".into())
             .spawn(move || {
@@ -107,12 +117,14 @@ impl AccessLog {
             Ok(_) => AccessLog {
                 format,
                 tx: Some(tx),
+                dropped: Default::default(),
             },
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the access log thread; access log is off");
                 AccessLog {
                     format: AccessLogFormat::Off,
                     tx: None,
+                    dropped: Default::default(),
                 }
             }
         }
@@ -128,7 +140,10 @@ impl AccessLog {
             AccessLogFormat::Json => format_json(e),
             _ => format_text(e),
         };
-        let _ = tx.send(Msg::Line(line));
+        if tx.try_send(Msg::Line(line)).is_err() {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Waits (at most `within`) until every line sent so far is written out.

@@ -5,8 +5,6 @@
 use crate::config::Mode;
 use crate::proxy;
 use crate::Shared;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
@@ -48,16 +46,25 @@ pub struct Limits {
     pub local: Option<Arc<Semaphore>>,
 }
 
+/// One connection's slots under the limits, released when dropped.
+#[derive(Debug)]
+pub struct Permits {
+    _global: OwnedSemaphorePermit,
+    _local: Option<OwnedSemaphorePermit>,
+}
+
 impl Limits {
-    /// Waits for a free slot; while the limit is reached, new connections stay in the
-    /// kernel's accept backlog (they are not refused).
-    async fn acquire(&self) -> Option<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)> {
+    /// Waits for a free slot under both limits.
+    async fn acquire(&self) -> Option<Permits> {
         let local = match &self.local {
             Some(s) => Some(Arc::clone(s).acquire_owned().await.ok()?),
             None => None,
         };
         let global = Arc::clone(&self.global).acquire_owned().await.ok()?;
-        Some((global, local))
+        Some(Permits {
+            _global: global,
+            _local: local,
+        })
     }
 }
 
@@ -73,21 +80,13 @@ pub struct AcceptCtx {
     /// Cancelled when open HTTP connections must finish their requests and close.
     pub graceful: CancellationToken,
     pub tracker: TaskTracker,
-    pub http: Option<Arc<auto::Builder<TokioExecutor>>>,
+    pub http: Option<Arc<proxy::http::ServerBuilders>>,
 }
 
 /// Accepts connections until `stop_accept`; dropping the socket then makes the
 /// kernel refuse new connections.
 pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
     loop {
-        let permits = tokio::select! {
-            biased;
-            _ = ctx.stop_accept.cancelled() => break,
-            p = ctx.limits.acquire() => match p {
-                Some(p) => p,
-                None => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             biased;
             _ = ctx.stop_accept.cancelled() => break,
@@ -101,23 +100,33 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                 }
             },
         };
+        // Accept first, then wait for a slot: while this loop waits with one
+        // connection in hand, the rest stay in the kernel's backlog (not refused),
+        // and no slot is held by a loop that has nothing to serve.
+        let permits = tokio::select! {
+            biased;
+            _ = ctx.stop_accept.cancelled() => break,
+            p = ctx.limits.acquire() => match p {
+                Some(p) => p,
+                None => break,
+            },
+        };
         let _ = stream.set_nodelay(true);
         match ctx.mode {
             Mode::Http => {
-                let Some(builder) = &ctx.http else { break };
+                let Some(builders) = &ctx.http else { break };
                 let conn = Arc::new(proxy::http::ConnCtx::new(
                     Arc::clone(&ctx.shared),
                     ctx.listener,
                     Arc::clone(&ctx.name),
                     peer,
                     ctx.tracker.clone(),
+                    permits,
                 ));
-                let builder = Arc::clone(builder);
+                let builders = Arc::clone(builders);
                 let graceful = ctx.graceful.clone();
-                ctx.tracker.spawn(async move {
-                    proxy::http::serve(stream, conn, builder, graceful).await;
-                    drop(permits);
-                });
+                ctx.tracker
+                    .spawn(proxy::http::serve(stream, conn, builders, graceful));
             }
             Mode::Tcp => {
                 let shared = Arc::clone(&ctx.shared);

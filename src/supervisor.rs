@@ -142,7 +142,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
                             graceful: graceful.clone(),
                             tracker: tracker.clone(),
                             http: (*mode == Mode::Http)
-                                .then(|| Arc::new(crate::proxy::http::server_builder(*hdr_timeout))),
+                                .then(|| Arc::new(crate::proxy::http::server_builders(*hdr_timeout))),
                         };
                         tokio::spawn(listener::accept_loop(l, ctx));
                     }

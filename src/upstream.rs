@@ -17,11 +17,12 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 pub type Sender = http1::SendRequest<ReqBody>;
 
@@ -43,6 +44,8 @@ pub enum UpstreamError {
     },
     #[error("{addr} sent no response within {timeout:?}")]
     Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("{addr} switched protocols (101) for a request that did not ask to")]
+    Unexpected101 { addr: SocketAddr },
     #[error("{addr} closed a new connection before the request was sent")]
     ClosedBeforeSend { addr: SocketAddr },
     #[error("{addr} closed or reset the connection before responding: {source}")]
@@ -85,9 +88,12 @@ pub enum ReqBody {
     Full(Option<Bytes>),
     Incoming {
         body: Incoming,
-        server: Arc<ServerState>,
+        /// The server of the current attempt (its byte counter).
+        server: Option<Arc<ServerState>>,
         /// This request's byte count, kept only when the access log wants it.
         seen: Option<Arc<AtomicU64>>,
+        /// Set once the whole body has been read from the client (streaming bodies).
+        progress: Option<Arc<ReqProgress>>,
     },
     Empty,
 }
@@ -101,15 +107,35 @@ impl Body for ReqBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ReqBody::Incoming { body, server, seen } => {
-                let r = Pin::new(body).poll_frame(cx);
-                if let Poll::Ready(Some(Ok(f))) = &r {
-                    if let Some(d) = f.data_ref() {
-                        server.bytes_in.fetch_add(d.len() as u64, Ordering::Relaxed);
-                        if let Some(s) = seen {
-                            s.fetch_add(d.len() as u64, Ordering::Relaxed);
+            ReqBody::Incoming {
+                body,
+                server,
+                seen,
+                progress,
+            } => {
+                let r = Pin::new(&mut *body).poll_frame(cx);
+                match &r {
+                    Poll::Ready(Some(Ok(f))) => {
+                        if let Some(d) = f.data_ref() {
+                            if let Some(server) = server {
+                                server.bytes_in.fetch_add(d.len() as u64, Ordering::Relaxed);
+                            }
+                            if let Some(s) = seen {
+                                s.fetch_add(d.len() as u64, Ordering::Relaxed);
+                            }
+                        }
+                        if body.is_end_stream() {
+                            if let Some(p) = progress {
+                                p.set_done();
+                            }
                         }
                     }
+                    Poll::Ready(None) => {
+                        if let Some(p) = progress {
+                            p.set_done();
+                        }
+                    }
+                    _ => {}
                 }
                 r
             }
@@ -131,6 +157,49 @@ impl Body for ReqBody {
             ReqBody::Incoming { body, .. } => body.size_hint(),
             ReqBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ReqBody::Full(None) | ReqBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl ReqBody {
+    /// The progress tracker of a streaming body, if any.
+    pub fn progress(&self) -> Option<&Arc<ReqProgress>> {
+        match self {
+            ReqBody::Incoming { progress, .. } => progress.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a streaming request body has been sent completely. A backend may answer
+/// before it has read the whole upload; its connection must not be reused until
+/// the upload is done, and `server_timeout` starts counting only then.
+#[derive(Debug, Default)]
+pub struct ReqProgress {
+    done: AtomicBool,
+    notify: Notify,
+}
+
+impl ReqProgress {
+    pub fn set_done(&self) {
+        if !self.done.swap(true, Ordering::AcqRel) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    async fn wait(&self) {
+        loop {
+            let n = self.notify.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.is_done() {
+                return;
+            }
+            n.await;
         }
     }
 }
@@ -242,10 +311,14 @@ pub async fn send(
     pool: &Pool,
     server: &Server,
     req: Request<ReqBody>,
+    replay: Option<&(dyn Fn() -> Request<ReqBody> + Sync)>,
 ) -> Result<Exchange, SendError> {
     let mut req = req;
     if let Some(mut sender) = take_idle(&server.state) {
-        if sender.ready().await.is_ok() {
+        // A pooled connection is ready at once; one that is not (still busy, or
+        // half dead) is abandoned rather than waited for.
+        let ready = tokio::time::timeout(pool.connect_timeout, sender.ready()).await;
+        if matches!(ready, Ok(Ok(()))) {
             match send_on(pool, server, &mut sender, req).await {
                 Ok(response) => {
                     return Ok(Exchange {
@@ -255,12 +328,24 @@ pub async fn send(
                     })
                 }
                 Err(SendFailure::Unsent(r)) => req = *r,
-                Err(SendFailure::Failed(error)) => {
-                    return Err(SendError {
-                        error,
-                        unsent: None,
-                    })
-                }
+                Err(SendFailure::Failed(error)) => match (replay, &error) {
+                    // The server closed the idle connection as we wrote to it (the
+                    // keep-alive race): the request never reached the application,
+                    // so a replayable one goes again on a new connection.
+                    (Some(again), UpstreamError::Reset { source, .. })
+                        if source.is_incomplete_message()
+                            || source.is_canceled()
+                            || source.is_closed() =>
+                    {
+                        req = again();
+                    }
+                    _ => {
+                        return Err(SendError {
+                            error,
+                            unsent: None,
+                        })
+                    }
+                },
             }
         }
     }
@@ -304,16 +389,28 @@ async fn send_on(
     req: Request<ReqBody>,
 ) -> Result<Response<Incoming>, SendFailure> {
     let timeout = pool.server_timeout;
-    match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
-        Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(mut e)) => match e.take_message() {
+    // server_timeout counts from the end of the request: an upload may take longer.
+    let progress = req.body().progress().cloned();
+    let deadline = async {
+        if let Some(p) = &progress {
+            p.wait().await;
+        }
+        tokio::time::sleep(timeout).await;
+    };
+    let result = tokio::select! {
+        r = sender.try_send_request(req) => Some(r),
+        _ = deadline => None,
+    };
+    match result {
+        Some(Ok(resp)) => Ok(resp),
+        Some(Err(mut e)) => match e.take_message() {
             Some(req) => Err(SendFailure::Unsent(Box::new(req))),
             None => Err(SendFailure::Failed(UpstreamError::Reset {
                 addr: server.addr,
                 source: e.into_error(),
             })),
         },
-        Err(_) => Err(SendFailure::Failed(UpstreamError::Timeout {
+        None => Err(SendFailure::Failed(UpstreamError::Timeout {
             addr: server.addr,
             timeout,
         })),

@@ -672,3 +672,142 @@ async fn idle_backend_connections_are_closed_after_keepalive_timeout() {
     );
     assert_eq!(backend.stats.connections.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_clients_are_dropped_after_the_header_timeout() {
+    let backend = Backend::start("b", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let cfg = http_config(listen, "", &[(backend.addr, 1)]).replace(
+        "pool = \"api\"\n\n[[pool]]",
+        "pool = \"api\"\nrequest_header_timeout = \"500ms\"\n\n[[pool]]",
+    );
+    let _p = Proxy::start(&cfg, &[listen]).await;
+    // nothing at all, and half of the HTTP/2 preface: both are cut off
+    for first in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut s = TcpStream::connect(listen).await.unwrap();
+        s.write_all(first).await.unwrap();
+        let mut buf = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        assert!(
+            r.is_ok(),
+            "a silent connection ({first:?}) is still open after 5 s"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_method_is_refused() {
+    let backend = Backend::start("b", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(&http_config(listen, "", &[(backend.addr, 1)]), &[listen]).await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 512];
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    assert_eq!(backend.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_cookies_are_joined_and_xff_lines_merged() {
+    let backend = Backend::start("b", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(&http_config(listen, "", &[(backend.addr, 1)]), &[listen]).await;
+    let req = Request::get(format!("http://{listen}/"))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .header("x-forwarded-for", "203.0.113.1")
+        .header("x-forwarded-for", "203.0.113.2")
+        .body(empty())
+        .unwrap();
+    let (resp, _) = send(&h2c_client(), req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+    let cookies: Vec<_> = h.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1; b=2"]);
+    assert_eq!(h["x-forwarded-for"], "203.0.113.1, 203.0.113.2, 127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_still_sending_an_upload_is_not_reused() {
+    let backend = Backend::start("b", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(
+        &http_config(
+            listen,
+            "connect_timeout = \"5s\"\nretries = 0",
+            &[(backend.addr, 1)],
+        ),
+        &[listen],
+    )
+    .await;
+    let c = client();
+    // The client keeps sending an upload the backend already answered (413).
+    let (tx, body) = ChannelBody::new();
+    let req = Request::post(format!("http://{listen}/reject"))
+        .header("content-length", "10000000")
+        .body(BodyExt::boxed(body))
+        .unwrap();
+    let uploader = tokio::spawn(async move {
+        for _ in 0..5 {
+            if tx.send(bytes::Bytes::from(vec![b'x'; 1000])).await.is_err() {
+                break;
+            }
+        }
+        // ... and then stalls, keeping the request unfinished
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        drop(tx);
+    });
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    drop(resp);
+    // The next request must not wait behind the unfinished upload.
+    let t0 = Instant::now();
+    let (st, _) = get(&c, &format!("http://{listen}/")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "waited {:?} for a busy connection",
+        t0.elapsed()
+    );
+    uploader.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_on_a_stale_pooled_connection_is_replayed() {
+    let (addr, conns) = start_one_shot_backend(free_addr("127.0.0.2"), "").await;
+    let listen = free_addr("127.0.0.1");
+    // retries = 0: the replay on a fresh connection is not a retry on another server
+    let _p = Proxy::start(&http_config(listen, "retries = 0", &[(addr, 1)]), &[listen]).await;
+    let c = client();
+    for i in 0..4 {
+        let (st, body) = get(&c, &format!("http://{listen}/")).await;
+        assert_eq!(
+            (st, body.as_str()),
+            (StatusCode::OK, "first"),
+            "request {i}"
+        );
+    }
+    assert!(conns.load(Ordering::SeqCst) >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_keep_alive_timeout_is_honoured() {
+    // The backend allows 1 s idle: with a second of margin, nothing is pooled, so
+    // every request opens a new connection and never meets a closing one.
+    let (addr, conns) =
+        start_one_shot_backend(free_addr("127.0.0.2"), "keep-alive: timeout=1\r\n").await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(&http_config(listen, "retries = 0", &[(addr, 1)]), &[listen]).await;
+    let c = client();
+    for _ in 0..3 {
+        assert_eq!(
+            get(&c, &format!("http://{listen}/")).await.0,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 3);
+}

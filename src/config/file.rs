@@ -381,6 +381,9 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// Longer durations are refused: deadlines computed from them must not overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Parses "1h", "2m", "30s", "250ms", "10us" and sums like "1m30s".
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -415,6 +418,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
         .ok_or_else(bad)?;
         total = total.checked_add(part).ok_or_else(bad)?;
+    }
+    if total > MAX_DURATION {
+        return Err(format!("duration {s:?} is too long: at most 365 days"));
     }
     Ok(total)
 }
@@ -476,7 +482,16 @@ mod tests {
         assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
         assert_eq!(parse_size("100").unwrap(), 100);
         assert!(parse_size("1GiB").is_err() && parse_size("x").is_err());
-        for bad in ["", "2", "s", "2x", "-1s", "1.5s", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "2",
+            "s",
+            "2x",
+            "-1s",
+            "1.5s",
+            "99999999999999999999s",
+            "9000h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
     }

@@ -152,6 +152,8 @@ pub struct RetryConfig {
 }
 
 pub const MAX_WEIGHT: u32 = 256;
+/// The most connections a limit may allow (far above what one process can hold).
+pub const MAX_CONNECTIONS: usize = 10_000_000;
 
 /// One thing wrong with a config: where (line, key) and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -390,8 +392,11 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
             "must be between 0 (one per core) and 1024",
         );
     }
-    if g.max_connections == 0 {
-        p.add(&gpath.key("max_connections"), "must be at least 1");
+    if g.max_connections == 0 || g.max_connections > MAX_CONNECTIONS {
+        p.add(
+            &gpath.key("max_connections"),
+            format!("must be between 1 and {MAX_CONNECTIONS}"),
+        );
     }
     let threads = match g.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -431,6 +436,12 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
             if d.0.is_zero() {
                 p.add(&at.key(key), "must be greater than zero");
             }
+        }
+        if !pf.servers.is_empty() && pf.servers.iter().all(|s| s.weight == 0) {
+            warnings.push(format!(
+                "pool {:?}: every server has weight 0, so the pool never serves",
+                pf.name
+            ));
         }
         if !pf.servers.is_empty() && pf.servers.iter().all(|s| s.backup) {
             warnings.push(format!(
@@ -567,6 +578,18 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
             p.add(
                 &at.key("name"),
                 format!("a listener named {:?} is already defined", lf.name),
+            );
+        }
+        if lf.max_connections > MAX_CONNECTIONS {
+            p.add(
+                &at.key("max_connections"),
+                format!("must be between 0 (no limit of its own) and {MAX_CONNECTIONS}"),
+            );
+        }
+        if lf.request_header_timeout.0.is_zero() {
+            p.add(
+                &at.key("request_header_timeout"),
+                "must be greater than zero",
             );
         }
         if lf.bind.is_empty() {

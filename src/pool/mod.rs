@@ -114,7 +114,7 @@ impl ServerState {
             return true;
         }
         self.active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |a| {
                 (a < max).then_some(a + 1)
             })
             .is_ok()
@@ -304,13 +304,19 @@ impl Pool {
         key: u64,
         exclude: &[usize],
     ) -> Result<ServerGuard, PickError> {
-        if let Some(g) = self.try_acquire(key, exclude) {
-            return Ok(g);
+        // While requests wait in the queue, newcomers queue behind them instead of
+        // taking a slot that was freed for a waiter.
+        if self.shared.queued.load(Ordering::SeqCst) == 0 {
+            if let Some(g) = self.try_acquire(key, exclude) {
+                return Ok(g);
+            }
         }
         if self.max_conn_per_server == 0 || self.tier(exclude, clock::now_ms()).is_none() {
             return Err(PickError::NoServer);
         }
-        self.shared.queued.fetch_add(1, Ordering::AcqRel);
+        // SeqCst pairs with the release path in ServerGuard::drop (active, then
+        // queued): one of the two sides always sees the other, so no lost wakeup.
+        self.shared.queued.fetch_add(1, Ordering::SeqCst);
         let _queued = QueuedGuard(&self.shared);
         let deadline = tokio::time::Instant::now() + self.queue_timeout;
         loop {
@@ -474,9 +480,8 @@ impl Drop for ServerGuard {
         if self.trial && !self.reported {
             st.breaker.abandon_trial();
         }
-        st.active.fetch_sub(1, Ordering::AcqRel);
-        if self.pool.max_conn_per_server > 0 && self.pool.shared.queued.load(Ordering::Acquire) > 0
-        {
+        st.active.fetch_sub(1, Ordering::SeqCst);
+        if self.pool.max_conn_per_server > 0 && self.pool.shared.queued.load(Ordering::SeqCst) > 0 {
             self.pool.shared.notify.notify_one();
         }
     }

@@ -19,7 +19,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -38,12 +37,12 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Hop-by-hop headers (RFC 9110 7.6.1 and the de-facto Keep-Alive/Proxy-Connection).
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// `Trailer` is end-to-end (hyper needs it to send trailers), so it stays.
+const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
@@ -58,6 +57,8 @@ pub struct ConnCtx {
     peer_ip: HeaderValue,
     /// Upgraded tunnels outlive their HTTP connection; shutdown waits for them here.
     tracker: TaskTracker,
+    /// This connection's slots under the connection limits; a tunnel keeps them.
+    _permits: crate::listener::Permits,
 }
 
 impl ConnCtx {
@@ -67,6 +68,7 @@ impl ConnCtx {
         listener_name: Arc<str>,
         peer: SocketAddr,
         tracker: TaskTracker,
+        permits: crate::listener::Permits,
     ) -> ConnCtx {
         let ip = peer.ip().to_canonical().to_string();
         ConnCtx {
@@ -76,19 +78,60 @@ impl ConnCtx {
             peer,
             peer_ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
             tracker,
+            _permits: permits,
         }
     }
 }
 
-/// The hyper server builder for one listener.
-pub fn server_builder(request_header_timeout: Duration) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
+/// The hyper server builders of one listener.
+pub struct ServerBuilders {
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    /// Also bounds how long a new connection may stay silent.
+    header_timeout: Duration,
+}
+
+pub fn server_builders(request_header_timeout: Duration) -> ServerBuilders {
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(request_header_timeout)
         .keep_alive(true);
-    b.http2().timer(TokioTimer::new());
-    b
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        // Dead peers are found by pings; an h2 connection has no header timer.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    ServerBuilders {
+        h1,
+        h2,
+        header_timeout: request_header_timeout,
+    }
+}
+
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Tells HTTP/2 (prior knowledge) from HTTP/1 by peeking at the first bytes, within
+/// `deadline`. `None`: the client closed or stayed silent, and is dropped.
+async fn sniff_h2(stream: &TcpStream, deadline: Duration) -> Option<bool> {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut buf = [0u8; 24];
+    loop {
+        let n = match tokio::time::timeout_at(until, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return None,
+        };
+        if buf[..n] != H2_PREFACE[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+        // Part of the preface so far: peek returns at once, so wait a little.
+        tokio::time::timeout_at(until, tokio::time::sleep(Duration::from_millis(5)))
+            .await
+            .ok()?;
+    }
 }
 
 /// Serves one client connection until it closes, or until `graceful` is cancelled,
@@ -96,22 +139,51 @@ pub fn server_builder(request_header_timeout: Duration) -> auto::Builder<TokioEx
 pub async fn serve(
     stream: TcpStream,
     ctx: Arc<ConnCtx>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<ServerBuilders>,
     graceful: CancellationToken,
 ) {
     let peer = ctx.peer;
+    let Some(h2) = sniff_h2(&stream, builders.header_timeout).await else {
+        tracing::debug!(%peer, "client sent nothing in time; closed");
+        return;
+    };
     let svc = service_fn(move |req| handle(Arc::clone(&ctx), req));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = graceful.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+    let io = TokioIo::new(stream);
+    let result = if h2 {
+        drive(builders.h2.serve_connection(io, svc), &graceful, |c| {
+            c.graceful_shutdown()
+        })
+        .await
+    } else {
+        drive(
+            builders.h1.serve_connection(io, svc).with_upgrades(),
+            &graceful,
+            |c| c.graceful_shutdown(),
+        )
+        .await
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "client connection ended with an error");
+    }
+}
+
+/// Runs a connection; when `graceful` fires, asks it to finish its in-flight
+/// requests and close.
+async fn drive<C>(
+    conn: C,
+    graceful: &CancellationToken,
+    shutdown: impl FnOnce(Pin<&mut C>),
+) -> Result<(), hyper::Error>
+where
+    C: std::future::Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = graceful.cancelled() => {
+            shutdown(conn.as_mut());
+            conn.await
+        }
     }
 }
 
@@ -120,6 +192,18 @@ async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
+    if req.method() == Method::CONNECT {
+        // A reverse proxy does not open tunnels to arbitrary hosts.
+        let mut r = plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "405 Method Not Allowed: CONNECT is not supported\n",
+        );
+        r.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+        );
+        return Ok(r);
+    }
     let Some(pool) = route(&ctx, &req) else {
         return Ok(plain(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -143,24 +227,24 @@ async fn handle(
     let (mut parts, body) = req.into_parts();
     prepare_request(&mut parts, &ctx, upgrade);
 
-    // Keep what is needed to send the request again to another server after a
-    // failure that may have happened once it was (partly) sent.
-    let replayable = pool.retry.retries > 0
-        && !upgrade
-        && (parts.method.is_idempotent() || pool.retry.non_idempotent);
+    // Keep what is needed to send the request again after a failure that may have
+    // happened once it was (partly) sent: on another server (retries), or on a new
+    // connection when a pooled one turns out to be closed (keep-alive race).
+    let replayable = !upgrade && (parts.method.is_idempotent() || pool.retry.non_idempotent);
     let seen = log.as_ref().map(|l| Arc::clone(&l.bytes_in));
     let (body, replay) = match buffer_if_small(body, replayable, &pool).await {
         Ok(Buffered::Bytes(b)) => (ReqBody::Full(Some(b.clone())), Some(Replay::new(&parts, b))),
         Ok(Buffered::Stream(body)) => (
             ReqBody::Incoming {
+                progress: (!body.is_end_stream()).then(Arc::default),
                 body,
-                server: Arc::clone(&pool.servers[0].state),
+                server: None,
                 seen,
             },
             None,
         ),
         Err(()) => {
-            if let Some(l) = log.take() {
+            if let Some(mut l) = log.take() {
                 l.finish(0, End::ClientAbort);
             }
             return Ok(plain(
@@ -173,6 +257,10 @@ async fn handle(
         l.bytes_in.store(b.len() as u64, Ordering::Relaxed);
     }
     let mut req = Request::from_parts(parts, body);
+    let replay_closure = replay.as_ref().map(|r| move || r.request());
+    let replay_fn = replay_closure
+        .as_ref()
+        .map(|f| f as &(dyn Fn() -> Request<ReqBody> + Sync));
     let mut tried: Vec<usize> = Vec::new();
     let mut last_err: Option<(ProxyError, usize)> = None;
 
@@ -191,10 +279,17 @@ async fn handle(
         let server = &pool.servers[idx];
         server.state.total.fetch_add(1, Ordering::Relaxed);
         if let ReqBody::Incoming { server: s, .. } = req.body_mut() {
-            *s = Arc::clone(&server.state);
+            *s = Some(Arc::clone(&server.state));
         }
         let attempts_left = tried.len() < pool.retry.retries as usize;
-        match upstream::send(&pool, server, req).await {
+        if !req.headers().contains_key(header::HOST) {
+            // HTTP/1.0 without Host: name the server, as HTTP/1.1 requires a Host.
+            if let Ok(v) = HeaderValue::from_str(&server.addr.to_string()) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+        let progress = req.body().progress().cloned();
+        match upstream::send(&pool, server, req, replay_fn).await {
             Err(SendError { error, unsent }) => {
                 let client_fault = error.is_client_fault();
                 if !client_fault {
@@ -258,12 +353,28 @@ async fn handle(
                     if status == StatusCode::SWITCHING_PROTOCOLS {
                         let server_up = hyper::upgrade::on(&mut response);
                         let timeout = pool.tunnel_timeout;
-                        ctx.tracker
-                            .spawn(tunnel(client_up, server_up, guard, log, timeout));
+                        ctx.tracker.spawn(tunnel(
+                            Arc::clone(&ctx),
+                            client_up,
+                            server_up,
+                            guard,
+                            log,
+                            timeout,
+                        ));
                         let (parts, _) = response.into_parts();
                         return Ok(Response::from_parts(parts, ProxyBody::empty()));
                     }
                 }
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    // A switch nobody asked for (or to h2c): the connection is
+                    // unusable for HTTP now.
+                    let err =
+                        ProxyError::Upstream(UpstreamError::Unexpected101 { addr: server.addr });
+                    err.count_server(server);
+                    return Ok(fail(&pool, Some(server), err, log));
+                }
+                let keepalive = keepalive_hint(response.headers())
+                    .map_or(pool.keepalive_timeout, |k| k.min(pool.keepalive_timeout));
                 strip_hop_by_hop(response.headers_mut());
                 let (parts, body) = response.into_parts();
                 return Ok(Response::from_parts(
@@ -275,6 +386,8 @@ async fn handle(
                         log,
                         bytes: 0,
                         failed: false,
+                        progress,
+                        keepalive,
                     }),
                 ));
             }
@@ -376,10 +489,17 @@ pub fn hash_ip(ip: IpAddr) -> u64 {
     }
 }
 
+/// An HTTP/1.1 protocol switch to tunnel (WebSocket and the like). `h2c` is not
+/// tunnelled: the request is served as plain HTTP/1.1 instead, so routing and
+/// balancing stay per request.
 fn is_upgrade_request<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
         && connection_has(req.headers(), "upgrade")
+        && req.headers().get(header::UPGRADE).is_some_and(|v| {
+            !v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"))
+        })
 }
 
 fn connection_has(h: &HeaderMap, token: &str) -> bool {
@@ -387,6 +507,20 @@ fn connection_has(h: &HeaderMap, token: &str) -> bool {
         v.to_str()
             .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
             .unwrap_or(false)
+    })
+}
+
+/// The idle time a backend allows on its keep-alive connections (`Keep-Alive:
+/// timeout=N`), less a second of margin so we never reuse one it is closing.
+fn keepalive_hint(h: &HeaderMap) -> Option<Duration> {
+    let v = h.get(&KEEP_ALIVE)?.to_str().ok()?;
+    v.split(',').find_map(|part| {
+        let (k, n) = part.split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case("timeout") {
+            return None;
+        }
+        let secs: u64 = n.trim().parse().ok()?;
+        Some(Duration::from_secs(secs.saturating_sub(1)))
     })
 }
 
@@ -446,20 +580,37 @@ fn prepare_request(parts: &mut Parts, ctx: &ConnCtx, upgrade: bool) {
             .cloned()
             .map_or_else(|| Uri::from_static("/"), Uri::from);
     }
+    let from_h2 = parts.version == Version::HTTP_2;
     parts.version = Version::HTTP_11;
 
-    match h.get(&X_FORWARDED_FOR) {
-        Some(prev) => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + ctx.peer_ip.len());
+    if h.contains_key(&X_FORWARDED_FOR) {
+        // Every earlier hop, from however many header lines, then the client.
+        let mut v = Vec::with_capacity(64);
+        for prev in h.get_all(&X_FORWARDED_FOR) {
             v.extend_from_slice(prev.as_bytes());
             v.extend_from_slice(b", ");
-            v.extend_from_slice(ctx.peer_ip.as_bytes());
-            if let Ok(v) = HeaderValue::from_bytes(&v) {
-                h.insert(X_FORWARDED_FOR, v);
-            }
         }
-        None => {
-            h.insert(X_FORWARDED_FOR, ctx.peer_ip.clone());
+        v.extend_from_slice(ctx.peer_ip.as_bytes());
+        if let Ok(v) = HeaderValue::from_bytes(&v) {
+            h.insert(X_FORWARDED_FOR, v);
+        }
+    } else {
+        h.insert(X_FORWARDED_FOR, ctx.peer_ip.clone());
+    }
+    // HTTP/2 may split cookies over several fields; HTTP/1.1 wants one line
+    // (RFC 9113 8.2.3).
+    if from_h2 {
+        let mut cookies = h.get_all(header::COOKIE).iter();
+        if let (Some(_), Some(_)) = (cookies.next(), cookies.next()) {
+            let joined: Vec<u8> = h
+                .get_all(header::COOKIE)
+                .iter()
+                .map(|c| c.as_bytes())
+                .collect::<Vec<_>>()
+                .join(&b"; "[..]);
+            if let Ok(v) = HeaderValue::from_bytes(&joined) {
+                h.insert(header::COOKIE, v);
+            }
         }
     }
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
@@ -507,6 +658,7 @@ fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
 
 /// WebSocket (or any Upgrade) tunnel: copies bytes both ways until both sides close.
 async fn tunnel(
+    _conn: Arc<ConnCtx>,
     client: hyper::upgrade::OnUpgrade,
     server: hyper::upgrade::OnUpgrade,
     guard: ServerGuard,
@@ -517,7 +669,7 @@ async fn tunnel(
         Ok(pair) => pair,
         Err(e) => {
             tracing::debug!(error = %e, "upgrade failed");
-            if let Some(l) = log {
+            if let Some(mut l) = log {
                 l.finish(0, End::ClientAbort);
             }
             return;
@@ -529,7 +681,7 @@ async fn tunnel(
     let st = &guard.server().state;
     st.bytes_in.fetch_add(out.a_to_b, Ordering::Relaxed);
     st.bytes_out.fetch_add(out.b_to_a, Ordering::Relaxed);
-    if let Some(l) = log {
+    if let Some(mut l) = log {
         let end = match out.end {
             End::Ok => End::Upgraded,
             other => other,
@@ -553,6 +705,7 @@ struct ReqLog {
     start: Instant,
     /// Request body bytes sent to the server, counted by `ReqBody`.
     bytes_in: Arc<AtomicU64>,
+    written: bool,
 }
 
 impl ReqLog {
@@ -572,10 +725,12 @@ impl ReqLog {
             connect: None,
             start,
             bytes_in: Arc::default(),
+            written: false,
         }
     }
 
-    fn finish(&self, bytes_out: u64, end: End) {
+    fn finish(&mut self, bytes_out: u64, end: End) {
+        self.written = true;
         self.ctx_shared.access_log.write(&Entry {
             client: self.client,
             listener: &self.listener,
@@ -590,6 +745,16 @@ impl ReqLog {
             total: self.start.elapsed(),
             end,
         });
+    }
+}
+
+impl Drop for ReqLog {
+    /// A request dropped before it ended (the client went away while it was queued,
+    /// connecting or waiting for the response) still gets its line.
+    fn drop(&mut self) {
+        if !self.written {
+            self.finish(0, End::ClientAbort);
+        }
     }
 }
 
@@ -645,6 +810,11 @@ pub struct UpstreamBody {
     log: Option<Box<ReqLog>>,
     bytes: u64,
     failed: bool,
+    /// The request's upload, if it was streamed: the connection is reusable only
+    /// once it has been sent completely.
+    progress: Option<Arc<upstream::ReqProgress>>,
+    /// How long the connection may stay idle in the pool.
+    keepalive: Duration,
 }
 
 impl UpstreamBody {
@@ -652,20 +822,20 @@ impl UpstreamBody {
         let Some(guard) = self.guard.take() else {
             return;
         };
-        if complete {
+        let upload_done = self.progress.as_ref().is_none_or(|p| p.is_done());
+        if complete && upload_done {
             if let Some(sender) = self.sender.take() {
-                let pool = guard.pool();
                 upstream::checkin(
                     guard.server().state.uid,
-                    pool.max_idle_per_server,
-                    pool.keepalive_timeout,
+                    guard.pool().max_idle_per_server,
+                    self.keepalive,
                     sender,
                 );
             }
         } else {
             self.sender = None;
         }
-        if let Some(l) = self.log.take() {
+        if let Some(mut l) = self.log.take() {
             let end = if complete {
                 End::Ok
             } else if self.failed {

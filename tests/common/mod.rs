@@ -180,6 +180,12 @@ async fn handle(
             }
             text(&format!("{n} {sum}"))
         }
+        "/reject" => {
+            // answers at once, without reading the (large) request body
+            let mut r = text("rejected");
+            *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            r
+        }
         "/status" => {
             let mut r = text(&name);
             *r.status_mut() =
@@ -521,4 +527,76 @@ pub async fn echo_roundtrip(s: &mut tokio::net::TcpStream, msg: &[u8]) {
     let mut back = vec![0u8; msg.len()];
     s.read_exact(&mut back).await.unwrap();
     assert_eq!(back, msg);
+}
+
+/// A raw HTTP/1.1 backend that answers the first request on each connection with
+/// `200 first` (keep-alive, with `extra_headers`), then reads the next request on
+/// that connection and closes without answering: the server side of the keep-alive
+/// race, made deterministic.
+pub async fn start_one_shot_backend(
+    addr: SocketAddr,
+    extra_headers: &'static str,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind(addr).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&conns);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                let mut served = false;
+                loop {
+                    let n = match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    got.extend_from_slice(&buf[..n]);
+                    if !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        continue;
+                    }
+                    if served {
+                        return; // the second request: close without a word
+                    }
+                    served = true;
+                    got.clear();
+                    let resp =
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n{extra_headers}\r\nfirst");
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+/// A request body fed chunk by chunk through a channel (a client that uploads at
+/// its own pace, or stalls).
+pub struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl ChannelBody {
+    pub fn new() -> (tokio::sync::mpsc::Sender<Bytes>, ChannelBody) {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        (tx, ChannelBody { rx })
+    }
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
 }
