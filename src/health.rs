@@ -317,6 +317,11 @@ async fn check_loop(pool: Arc<Pool>, idx: usize, cfg: Arc<HealthConfig>) {
         let was = rf.state();
         if let Some(now) = rf.observe(result.is_ok()) {
             server.state.set_health(now, clock::now_ms());
+            if now == Health::Up {
+                // Proven healthy by an active check: a breaker left open by the
+                // failures that took it down would only delay its return.
+                server.state.breaker.reset();
+            }
             match now {
                 Health::Up => {
                     tracing::info!(from = was.as_str(), to = "UP", check = %report.detail, "server is UP")

@@ -156,6 +156,14 @@ impl Breaker {
         None
     }
 
+    /// An active health check found the server healthy again: forget past failures.
+    pub fn reset(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        self.repeats.store(0, Ordering::Relaxed);
+        self.state
+            .store(BreakerState::Closed as u8, Ordering::Release);
+    }
+
     /// A trial that ended without an outcome (the client went away): let the next
     /// request be the trial.
     pub fn abandon_trial(&self) {

@@ -67,6 +67,18 @@ pub struct BackendStats {
     pub last_headers: Mutex<Option<hyper::HeaderMap>>,
     pub last_version: Mutex<Option<hyper::Version>>,
     pub last_uri: Mutex<Option<String>>,
+    pub health_checks: AtomicUsize,
+    /// What `/health` answers (200 unless a test changes it).
+    pub health_status: std::sync::atomic::AtomicU16,
+}
+
+impl BackendStats {
+    fn new() -> BackendStats {
+        BackendStats {
+            health_status: std::sync::atomic::AtomicU16::new(200),
+            ..Default::default()
+        }
+    }
 }
 
 /// An HTTP/1.1 backend. Paths:
@@ -81,6 +93,7 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub stats: Arc<BackendStats>,
     task: JoinHandle<()>,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Backend {
@@ -89,9 +102,11 @@ impl Backend {
             .await
             .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         let addr = listener.local_addr().unwrap();
-        let stats = Arc::new(BackendStats::default());
+        let stats = Arc::new(BackendStats::new());
         let name_s: Arc<str> = Arc::from(name);
         let st = Arc::clone(&stats);
+        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let conns_in = Arc::clone(&conns);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -101,7 +116,7 @@ impl Backend {
                 let st = Arc::clone(&st);
                 let st_done = Arc::clone(&st);
                 let name = Arc::clone(&name_s);
-                tokio::spawn(async move {
+                let h = tokio::spawn(async move {
                     let svc =
                         service_fn(move |req| handle(Arc::clone(&name), Arc::clone(&st), req));
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -110,6 +125,9 @@ impl Backend {
                         .await;
                     st_done.closed.fetch_add(1, Ordering::SeqCst);
                 });
+                let mut list = conns_in.lock().unwrap();
+                list.retain(|c| !c.is_finished());
+                list.push(h.abort_handle());
             }
         });
         Backend {
@@ -117,21 +135,26 @@ impl Backend {
             addr,
             stats,
             task,
+            conns,
+        }
+    }
+
+    /// Like a crashed pod: the listener and every open connection close at once.
+    pub fn kill(&self) {
+        self.task.abort();
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
         }
     }
 
     pub fn requests(&self) -> usize {
         self.stats.requests.load(Ordering::SeqCst)
     }
-
-    pub fn stop(&self) {
-        self.task.abort();
-    }
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        self.task.abort();
+        self.kill();
     }
 }
 
@@ -149,6 +172,13 @@ async fn handle(
     st: Arc<BackendStats>,
     mut req: Request<Incoming>,
 ) -> Result<Response<BoxBody>, Infallible> {
+    if req.uri().path() == "/health" {
+        // health probes are not traffic: they do not count as requests
+        st.health_checks.fetch_add(1, Ordering::SeqCst);
+        let mut r = text("ok");
+        *r.status_mut() = StatusCode::from_u16(st.health_status.load(Ordering::SeqCst)).unwrap();
+        return Ok(r);
+    }
     st.requests.fetch_add(1, Ordering::SeqCst);
     st.active.fetch_add(1, Ordering::SeqCst);
     *st.last_headers.lock().unwrap() = Some(req.headers().clone());

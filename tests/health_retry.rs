@@ -1,0 +1,390 @@
+//! Health checks, retries, the circuit breaker, backup servers: a dead backend is
+//! not the client's problem. Real proxy process, real sockets.
+
+mod common;
+
+use common::*;
+use hyper::StatusCode;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+const FAST_HEALTH: &str = r#"
+[pool.health]
+kind = "http"
+path = "/health"
+interval = "200ms"
+fast_interval = "100ms"
+timeout = "150ms"
+rise = 2
+fall = 2
+"#;
+
+async fn two_pods() -> (Backend, Backend) {
+    let port = common_port(&["127.0.0.2", "127.0.0.3"]);
+    let a = Backend::start("pod-a", SocketAddr::new(ip("127.0.0.2"), port)).await;
+    let b = Backend::start("pod-b", SocketAddr::new(ip("127.0.0.3"), port)).await;
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_backend_mid_run_fails_no_request_and_it_returns_after_rise() {
+    let (a, b) = two_pods().await;
+    let listen = free_addr("127.0.0.1");
+    let p = Proxy::start(
+        &http_config(listen, FAST_HEALTH, &[(a.addr, 1), (b.addr, 1)]),
+        &[listen],
+    )
+    .await;
+    let c = client();
+    wait_for(Duration::from_secs(5), "both servers UP", || {
+        p.stderr().matches("server is UP").count() >= 2
+    })
+    .await;
+
+    // 4 clients x 500 requests; pod-b is killed when 500 have been answered.
+    let done = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (c, done, failures) = (c.clone(), Arc::clone(&done), Arc::clone(&failures));
+        workers.push(tokio::spawn(async move {
+            for _ in 0..500 {
+                let (st, body) = get(&c, &format!("http://{listen}/")).await;
+                if st != StatusCode::OK {
+                    failures.lock().unwrap().push(format!("{st} {body}"));
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    wait_for(Duration::from_secs(30), "500 requests", || {
+        done.load(Ordering::SeqCst) >= 500
+    })
+    .await;
+    b.kill();
+    let b_before = b.requests();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} of 2000 requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(b_before > 100, "pod-b served {b_before} before the kill");
+    wait_for(Duration::from_secs(5), "pod-b marked DOWN", || {
+        p.stderr().contains("server is DOWN")
+    })
+    .await;
+
+    // pod-b comes back (same address, a new process in real life)
+    let b2 = Backend::start("pod-b", b.addr).await;
+    let t0 = Instant::now();
+    wait_for(Duration::from_secs(5), "pod-b UP again", || {
+        p.stderr().matches("server is UP").count() >= 3
+    })
+    .await;
+    let t_up = t0.elapsed();
+    // rise = 2 checks at fast_interval (100 ms) at the earliest
+    assert!(
+        t_up >= Duration::from_millis(150),
+        "UP after only {t_up:?}: rise ignored?"
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            get(&c, &format!("http://{listen}/")).await.0,
+            StatusCode::OK
+        );
+    }
+    assert!(
+        b2.requests() >= 5,
+        "pod-b got {} of 20 after coming back",
+        b2.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_health_endpoint_takes_the_server_out_within_the_bound() {
+    let (a, b) = two_pods().await;
+    let listen = free_addr("127.0.0.1");
+    let health = FAST_HEALTH.replace(
+        "interval = \"200ms\"\nfast_interval = \"100ms\"",
+        "interval = \"300ms\"\nfast_interval = \"300ms\"",
+    );
+    let p = Proxy::start(
+        &http_config(listen, &health, &[(a.addr, 1), (b.addr, 1)]),
+        &[listen],
+    )
+    .await;
+    let c = client();
+    wait_for(Duration::from_secs(5), "both servers UP", || {
+        p.stderr().matches("server is UP").count() >= 2
+    })
+    .await;
+    b.stats.health_status.store(500, Ordering::SeqCst);
+    let t0 = Instant::now();
+    // bound: fall (2) * interval (300 ms) + one interval, + 10% jitter each
+    let bound = Duration::from_millis(900 + 90);
+    let mut last_b = None;
+    let mut since_last_b = 0;
+    while since_last_b < 50 {
+        let (st, body) = get(&c, &format!("http://{listen}/")).await;
+        assert_eq!(st, StatusCode::OK);
+        if body == "pod-b" {
+            last_b = Some(t0.elapsed());
+            since_last_b = 0;
+        } else {
+            since_last_b += 1;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "pod-b never left the rotation"
+        );
+    }
+    let last_b = last_b.unwrap_or_default();
+    assert!(
+        last_b <= bound,
+        "pod-b got traffic {last_b:?} after its /health failed (bound {bound:?})"
+    );
+    assert!(
+        p.stderr().contains("HTTP status 500"),
+        "the reason is logged: {}",
+        p.stderr()
+    );
+    assert!(a.requests() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_backend_trips_the_breaker_and_the_other_serves_everything() {
+    let good = Backend::start("good", free_addr("127.0.0.2")).await;
+    // accepts TCP, never answers
+    let l = tokio::net::TcpListener::bind(free_addr("127.0.0.3"))
+        .await
+        .unwrap();
+    let hang = l.local_addr().unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            if let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        }
+    });
+    let listen = free_addr("127.0.0.1");
+    let extra = "server_timeout = \"300ms\"\n[pool.breaker]\nconsecutive_failures = 3\nejection_time = \"30s\"\n";
+    let p = Proxy::start(
+        &http_config(listen, extra, &[(good.addr, 1), (hang, 1)]),
+        &[listen],
+    )
+    .await;
+    let c = client();
+    let mut timeouts = 0;
+    let mut last_statuses = Vec::new();
+    for _ in 0..40 {
+        let (st, body) = get(&c, &format!("http://{listen}/")).await;
+        if st == StatusCode::GATEWAY_TIMEOUT {
+            timeouts += 1;
+        } else {
+            assert_eq!((st, body.as_str()), (StatusCode::OK, "good"));
+        }
+        last_statuses.push(st);
+    }
+    assert_eq!(
+        timeouts, 3,
+        "exactly consecutive_failures requests time out before the breaker opens"
+    );
+    assert!(last_statuses[10..].iter().all(|s| *s == StatusCode::OK));
+    assert!(
+        p.stderr().contains("circuit breaker opened"),
+        "{}",
+        p.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_servers_down_gives_503_at_once() {
+    // Both servers are black holes (SYNs dropped): a connect would hang for the
+    // whole connect_timeout. Health checks mark them DOWN first.
+    let mut holes = Vec::new();
+    let mut fillers = Vec::new();
+    for ip in ["127.0.0.4", "127.0.0.5"] {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&free_addr(ip).into()).unwrap();
+        sock.listen(0).unwrap();
+        let addr: SocketAddr = sock.local_addr().unwrap().as_socket().unwrap();
+        for _ in 0..4 {
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+            {
+                fillers.push(s);
+            }
+        }
+        holes.push((sock, addr));
+    }
+    let listen = free_addr("127.0.0.1");
+    let extra = "connect_timeout = \"5s\"\n[pool.health]\nkind = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\n";
+    let p = Proxy::start(
+        &http_config(listen, extra, &[(holes[0].1, 1), (holes[1].1, 1)]),
+        &[listen],
+    )
+    .await;
+    wait_for(Duration::from_secs(5), "both servers DOWN", || {
+        p.stderr().matches("server is DOWN").count() >= 2
+    })
+    .await;
+    let c = client();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let resp = c
+            .get(format!("http://{listen}/").parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()["retry-after"], "1");
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_start_unknown_and_get_no_traffic_before_their_first_check() {
+    let a = Backend::start("a", free_addr("127.0.0.2")).await;
+    a.stats.health_status.store(503, Ordering::SeqCst);
+    let listen = free_addr("127.0.0.1");
+    let p = Proxy::start(&http_config(listen, FAST_HEALTH, &[(a.addr, 1)]), &[listen]).await;
+    wait_for(Duration::from_secs(5), "the first check", || {
+        p.stderr().contains("server is DOWN")
+    })
+    .await;
+    assert!(
+        p.stderr().contains("from=\"UNKNOWN\"") || p.stderr().contains("from=UNKNOWN"),
+        "{}",
+        p.stderr()
+    );
+    let (st, _) = get(&client(), &format!("http://{listen}/")).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        a.requests(),
+        0,
+        "a server that never passed a check got traffic"
+    );
+    assert!(a.stats.health_checks.load(Ordering::SeqCst) >= 1);
+    a.stats.health_status.store(200, Ordering::SeqCst);
+    wait_for(Duration::from_secs(5), "UP after rise", || {
+        p.stderr().contains("server is UP")
+    })
+    .await;
+    assert_eq!(
+        get(&client(), &format!("http://{listen}/")).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_serves_only_while_every_primary_is_down() {
+    let primary = Backend::start("primary", free_addr("127.0.0.2")).await;
+    let backup = Backend::start("backup", free_addr("127.0.0.3")).await;
+    let listen = free_addr("127.0.0.1");
+    let mut cfg = http_config(listen, FAST_HEALTH, &[(primary.addr, 1)]);
+    cfg.push_str(&format!(
+        "  [[pool.server]]\n  address = \"{}\"\n  backup = true\n",
+        backup.addr
+    ));
+    let p = Proxy::start(&cfg, &[listen]).await;
+    wait_for(Duration::from_secs(5), "both UP", || {
+        p.stderr().matches("server is UP").count() >= 2
+    })
+    .await;
+    let c = client();
+    let t = tally(&bodies(&c, listen, 20).await);
+    assert_eq!(t.get("primary"), Some(&20), "{t:?}");
+
+    primary.kill();
+    // the first requests after the kill are retried onto the backup at once
+    let t = tally(&bodies(&c, listen, 20).await);
+    assert_eq!(t.get("backup"), Some(&20), "{t:?}");
+    wait_for(Duration::from_secs(5), "primary DOWN", || {
+        p.stderr().contains("server is DOWN")
+    })
+    .await;
+
+    let primary2 = Backend::start("primary", primary.addr).await;
+    wait_for(Duration::from_secs(5), "primary UP again", || {
+        p.stderr().matches("server is UP").count() >= 3
+    })
+    .await;
+    let t = tally(&bodies(&c, listen, 20).await);
+    assert_eq!(t.get("primary"), Some(&20), "{t:?}");
+    assert_eq!(primary2.requests(), 20);
+}
+
+async fn bodies(c: &Client, listen: SocketAddr, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let (st, body) = get(c, &format!("http://{listen}/")).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        out.push(body);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_on_a_listed_status_goes_to_another_server_and_respects_methods() {
+    let (a, b) = two_pods().await;
+    let listen = free_addr("127.0.0.1");
+    let extra = "retry_on = [\"connect_failure\", \"reset\", \"503\"]";
+    let _p = Proxy::start(
+        &http_config(listen, extra, &[(a.addr, 1), (b.addr, 1)]),
+        &[listen],
+    )
+    .await;
+    let c = client();
+    // pod-a answers 503 to /status?code=503 ... and so does pod-b, so after one
+    // retry the client sees the 503; each server saw the request once.
+    let (st, _) = get(&c, &format!("http://{listen}/status?code=503")).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!((a.requests(), b.requests()), (1, 1));
+    // a POST is not retried (not idempotent)
+    let req = hyper::Request::post(format!("http://{listen}/status?code=503"))
+        .body(empty())
+        .unwrap();
+    let (resp, _) = send(&c, req).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.requests() + b.requests(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_is_retried_after_a_connect_failure_with_its_body() {
+    let dead = free_addr("127.0.0.4");
+    let live = Backend::start("live", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    // round robin starts at the dead server; its connect fails before any byte is
+    // sent, so even a POST with a streaming body can go to the other server
+    let _p = Proxy::start(
+        &http_config(listen, "", &[(dead, 1), (live.addr, 1)]),
+        &[listen],
+    )
+    .await;
+    let c = client();
+    for _ in 0..4 {
+        let body = http_body_util::BodyExt::boxed(Pattern::new(200_000));
+        let req = hyper::Request::post(format!("http://{listen}/upload"))
+            .body(body)
+            .unwrap();
+        let (resp, body) = send(&c, req).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            format!("200000 {}", Pattern::checksum(200_000))
+        );
+    }
+}
