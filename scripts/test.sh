@@ -5,14 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# command -> Debian package, for every external program the tests use. Later
-# issues add dnsmasq, postgresql, prometheus (promtool), chromium, iproute2 here.
-declare -A NEED=()
-
+# What the tests need from Debian: a test that proves the thing is there -> the
+# package that provides it.
+need() { # need "<shell test>" <package>
+  eval "$1" >/dev/null 2>&1 || missing+=("$2")
+}
 missing=()
-for cmd in "${!NEED[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
-done
+need 'ls /usr/lib/postgresql/*/bin/initdb' postgresql   # tests/postgres.rs
+need 'command -v runuser' util-linux                     # runs postgres as its user
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   SUDO=""

@@ -1,0 +1,296 @@
+//! Role-aware Postgres health checks against a real primary and streaming replica
+//! (Debian's postgresql; `scripts/test.sh` installs it). The clusters live in a temp
+//! directory on loopback ports and are removed afterwards.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The newest installed PostgreSQL's bin directory.
+fn pg_bin() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed: run scripts/test.sh, which installs it")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    dirs.sort_by_key(|p| {
+        p.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    dirs.pop().expect("no PostgreSQL bin directory with initdb")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs a PostgreSQL tool, as the `postgres` user when we are root (the server
+/// refuses to run as root).
+fn pg(tool: &str, args: &[&str]) -> std::process::Output {
+    let bin = pg_bin().join(tool);
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&bin);
+        c
+    } else {
+        Command::new(&bin)
+    };
+    let out = cmd
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A primary and a streaming replica; both stopped and removed on drop.
+struct Clusters {
+    dir: PathBuf,
+    primary: SocketAddr,
+    replica: SocketAddr,
+}
+
+impl Clusters {
+    fn data(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn start() -> Clusters {
+        let dir = temp_dir("pg");
+        if is_root() {
+            let st = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        let primary = free_addr("127.0.0.1");
+        let replica = free_addr("127.0.0.1");
+        let c = Clusters {
+            dir,
+            primary,
+            replica,
+        };
+        let p = c.data("primary");
+        pg(
+            "initdb",
+            &[
+                "-D",
+                &p,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        append(
+            &c.dir.join("primary/postgresql.conf"),
+            &format!(
+                "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nwal_level = replica\nmax_wal_senders = 4\nhot_standby = on\nfsync = off\n",
+                primary.port(),
+                c.dir.display()
+            ),
+        );
+        pg(
+            "pg_ctl",
+            &["-D", &p, "-l", &c.data("primary.log"), "-w", "start"],
+        );
+        let r = c.data("replica");
+        pg(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port().to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                &r,
+                "-R",
+                "-X",
+                "stream",
+            ],
+        );
+        append(
+            &c.dir.join("replica/postgresql.conf"),
+            &format!("port = {}\n", replica.port()),
+        );
+        pg(
+            "pg_ctl",
+            &["-D", &r, "-l", &c.data("replica.log"), "-w", "start"],
+        );
+        c
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+impl Drop for Clusters {
+    fn drop(&mut self) {
+        for name in ["primary", "replica"] {
+            let d = self.data(name);
+            if Path::new(&d).join("postmaster.pid").exists() {
+                let bin = pg_bin().join("pg_ctl");
+                let mut cmd = if is_root() {
+                    let mut c = Command::new("runuser");
+                    c.args(["-u", "postgres", "--"]).arg(&bin);
+                    c
+                } else {
+                    Command::new(&bin)
+                };
+                let _ = cmd.args(["-D", &d, "-m", "immediate", "stop"]).output();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `SELECT pg_is_in_recovery()` through `addr` (a rampart listener), on a new connection.
+async fn in_recovery(addr: SocketAddr) -> Result<bool, String> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(addr.ip().to_string())
+        .port(addr.port())
+        .user("postgres")
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(2));
+    let (client, conn) = cfg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    let task = tokio::spawn(conn);
+    let row = client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .map_err(|e| e.to_string());
+    drop(client);
+    task.abort();
+    Ok(row?.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_and_replica_listeners_follow_roles_through_a_promotion() {
+    let pgs = tokio::task::spawn_blocking(Clusters::start).await.unwrap();
+    let l_primary = free_addr("127.0.0.1");
+    let l_replica = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    // interval 500 ms, fall 2: the bound after a promotion is fall*interval+interval
+    let health = |role: &str| {
+        format!(
+            "[pool.health]\nkind = \"postgres\"\nuser = \"postgres\"\ndatabase = \"postgres\"\nrole = \"{role}\"\ninterval = \"500ms\"\nfast_interval = \"500ms\"\ntimeout = \"400ms\"\nrise = 1\nfall = 2\n"
+        )
+    };
+    let servers = format!(
+        "  [[pool.server]]\n  address = \"{}\"\n  [[pool.server]]\n  address = \"{}\"\n",
+        pgs.primary, pgs.replica
+    );
+    let cfg = format!(
+        r#"[global]
+threads = 1
+access_log = "off"
+[admin]
+bind = "{admin}"
+[[listener]]
+name = "pg-rw"
+bind = ["{l_primary}"]
+mode = "tcp"
+pool = "primary"
+[[listener]]
+name = "pg-ro"
+bind = ["{l_replica}"]
+mode = "tcp"
+pool = "replica"
+[[pool]]
+name = "primary"
+balance = "round_robin"
+connect_timeout = "1s"
+{}{servers}
+[[pool]]
+name = "replica"
+balance = "round_robin"
+connect_timeout = "1s"
+{}{servers}"#,
+        health("primary"),
+        health("replica")
+    );
+    let p = Proxy::start(&cfg, &[l_primary, l_replica]).await;
+    wait_for(
+        Duration::from_secs(10),
+        "each role found on its node",
+        || p.stderr().matches("server is UP").count() >= 2,
+    )
+    .await;
+    assert!(
+        p.stderr().contains("role mismatch"),
+        "the other node is refused with a reason: {}",
+        p.stderr()
+    );
+
+    // round robin over both nodes, yet every session lands on the right role
+    for _ in 0..6 {
+        assert_eq!(in_recovery(l_primary).await, Ok(false));
+        assert_eq!(in_recovery(l_replica).await, Ok(true));
+    }
+
+    // the primary dies; the replica is promoted
+    let (d_primary, d_replica) = (pgs.data("primary"), pgs.data("replica"));
+    tokio::task::spawn_blocking(move || {
+        pg("pg_ctl", &["-D", &d_primary, "-m", "immediate", "stop"]);
+        pg("pg_ctl", &["-D", &d_replica, "-w", "promote"]);
+    })
+    .await
+    .unwrap();
+    let promoted = Instant::now();
+    let deadline = Duration::from_secs(10);
+    let took = loop {
+        if in_recovery(l_primary).await == Ok(false) {
+            break promoted.elapsed();
+        }
+        assert!(
+            promoted.elapsed() < deadline,
+            "the primary listener never reached the promoted node: {}",
+            p.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // fall * interval + interval = 1.5 s, plus 10% jitter per check and a check's own time
+    assert!(
+        took <= Duration::from_millis(1500 + 150 + 400 + 200),
+        "took {took:?}"
+    );
+    eprintln!("primary listener served the promoted node {took:?} after pg_ctl promote returned");
+    // ... and keeps doing so; the replica pool is now empty
+    for _ in 0..4 {
+        assert_eq!(in_recovery(l_primary).await, Ok(false));
+    }
+    // DOWN so far: each node in the pool of the other role (2), then the old primary;
+    // now the promoted node leaves the replica pool
+    wait_for(Duration::from_secs(5), "no replica left", || {
+        p.stderr().matches("server is DOWN").count() >= 4
+    })
+    .await;
+    assert!(
+        in_recovery(l_replica).await.is_err(),
+        "no replica is left to serve reads"
+    );
+}
