@@ -92,6 +92,30 @@ fn broken_configs_name_key_and_line() {
         ("bad route host", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.route]]\n  host = \"http://x\"\n  pool = \"api\"\n", "listener[0].route[0].host", 13),
         ("path_prefix without slash", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.route]]\n  path_prefix = \"v1\"\n  pool = \"api\"\n", "listener[0].route[0].path_prefix", 13),
         ("not TOML at all", "[global]", "[global", "", 1),
+        (
+            "health key of another kind",
+            "name = \"api\"\n",
+            "name = \"api\"\n[pool.health]\nkind = \"tcp\"\npath = \"/x\"\n",
+            "pool[0].health.path",
+            17,
+        ),
+        ("unknown retry condition", "name = \"api\"\n", "name = \"api\"\nretry_on = [\"sometimes\"]\n", "pool[0].retry_on[0]", 15),
+        (
+            "password variable not set",
+            "name = \"api\"\n",
+            "name = \"api\"\n[pool.health]\nkind = \"postgres\"\npassword_env = \"RAMPART_TEST_SURELY_UNSET\"\n",
+            "pool[0].health.password_env",
+            17,
+        ),
+        (
+            "bad expect_status",
+            "name = \"api\"\n",
+            "name = \"api\"\n[pool.health]\nkind = \"http\"\nexpect_status = \"2xx\"\n",
+            "pool[0].health.expect_status",
+            17,
+        ),
+        ("bad retry_buffer", "name = \"api\"\n", "name = \"api\"\nretry_buffer = \"lots\"\n", "retry_buffer", 15),
+        ("breaker percent", "name = \"api\"\n", "name = \"api\"\n[pool.breaker]\nmax_ejected_percent = 150\n", "pool[0].breaker.max_ejected_percent", 16),
     ];
     for (what, from, to, key, line) in cases {
         assert!(BASE.contains(from), "case {what:?}: BASE lacks {from:?}");

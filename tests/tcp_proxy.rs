@@ -165,7 +165,11 @@ async fn a_failed_connect_is_retried_on_another_server() {
     let dead = free_addr("127.0.0.4");
     let (echo, _task) = start_echo_after_eof(free_addr("127.0.0.2")).await;
     let listen = free_addr("127.0.0.1");
-    let _p = Proxy::start(&tcp_config(listen, "", &[dead, echo]).replace("threads = 2", "threads = 1"), &[listen]).await;
+    let _p = Proxy::start(
+        &tcp_config(listen, "", &[dead, echo]).replace("threads = 2", "threads = 1"),
+        &[listen],
+    )
+    .await;
     // round robin sends every other session to the dead server first
     for i in 0..6u8 {
         let mut s = TcpStream::connect(listen).await.unwrap();
@@ -183,11 +187,24 @@ async fn no_eligible_server_closes_new_sessions_at_once() {
     let listen = free_addr("127.0.0.1");
     let extra = "connect_timeout = \"5s\"\n[pool.health]\nkind = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\n";
     let p = Proxy::start(&tcp_config(listen, extra, &[dead]), &[listen]).await;
-    wait_for(Duration::from_secs(5), "the server DOWN", || p.stderr().contains("server is DOWN")).await;
+    wait_for(Duration::from_secs(5), "the server DOWN", || {
+        p.stderr().contains("server is DOWN")
+    })
+    .await;
     let t0 = Instant::now();
     let mut s = TcpStream::connect(listen).await.unwrap();
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await.expect("closed at once").unwrap();
-    assert!(t0.elapsed() < Duration::from_millis(500), "{:?}", t0.elapsed());
-    wait_for(Duration::from_secs(5), "end=no_server in the log", || p.stdout().contains("end=no_server")).await;
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf))
+        .await
+        .expect("closed at once")
+        .unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+    wait_for(Duration::from_secs(5), "end=no_server in the log", || {
+        p.stdout().contains("end=no_server")
+    })
+    .await;
 }
