@@ -6,15 +6,17 @@
 
 use crate::clock;
 use crate::config::{CheckKind, HealthConfig, PgRole};
-use crate::pool::{CheckReport, Health, Pool};
+use crate::pool::{CheckReport, Health, Pool, ServerState};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Consecutive-result counter: the pure core of a health check.
 #[derive(Debug, Clone)]
@@ -270,41 +272,71 @@ fn jittered(d: Duration) -> Duration {
     Duration::from_millis(ms - spread + fastrand::u64(..=2 * spread))
 }
 
-/// Spawns a check loop for every server of every pool that has health checks.
-/// Each task carries a tracing span and stops when `cancel` is cancelled.
-pub fn spawn_all(
-    pools: &[Arc<Pool>],
-    cancel: &CancellationToken,
-    tracker: &tokio_util::task::TaskTracker,
-) {
-    for pool in pools {
-        let Some(cfg) = pool.health.clone() else {
-            continue;
-        };
-        let cfg = Arc::new(cfg);
-        for idx in 0..pool.servers.len() {
-            let (pool, cfg, cancel) = (Arc::clone(pool), Arc::clone(&cfg), cancel.clone());
-            let span =
-                tracing::info_span!("health", pool = %pool.name, server = %pool.servers[idx].id);
-            tracker.spawn(tracing::Instrument::instrument(
-                async move {
-                    tokio::select! {
-                        _ = cancel.cancelled() => {}
-                        _ = check_loop(pool, idx, cfg) => {}
-                    }
-                },
-                span,
-            ));
+/// Keeps one check task per member of every pool with `[pool.health]`: members
+/// that appear (DNS) get a task, members that leave have theirs stopped. Each
+/// task carries a tracing span and writes only its member's health.
+pub struct HealthManager {
+    tasks: HashMap<u64, CancellationToken>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl HealthManager {
+    pub fn new(cancel: CancellationToken, tracker: TaskTracker) -> HealthManager {
+        HealthManager {
+            tasks: HashMap::new(),
+            cancel,
+            tracker,
+        }
+    }
+
+    /// Starts and stops check tasks so there is exactly one per current member.
+    pub fn sync(&mut self, pools: &[Arc<Pool>]) {
+        let mut live = HashSet::new();
+        for pool in pools {
+            let Some(cfg) = &pool.health else { continue };
+            let cfg = Arc::new(cfg.clone());
+            for s in &pool.servers {
+                live.insert(s.state.uid);
+                if self.tasks.contains_key(&s.state.uid) {
+                    continue;
+                }
+                let token = self.cancel.child_token();
+                self.tasks.insert(s.state.uid, token.clone());
+                let span = tracing::info_span!("health", pool = %pool.name, server = %s.id);
+                let (addr, state, cfg) = (s.addr, Arc::clone(&s.state), Arc::clone(&cfg));
+                self.tracker.spawn(tracing::Instrument::instrument(
+                    async move {
+                        tokio::select! {
+                            _ = token.cancelled() => {}
+                            _ = check_loop(addr, state, cfg) => {}
+                        }
+                    },
+                    span,
+                ));
+            }
+        }
+        self.tasks.retain(|uid, token| {
+            let keep = live.contains(uid);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+    }
+
+    pub fn stop_all(&mut self) {
+        for (_, t) in self.tasks.drain() {
+            t.cancel();
         }
     }
 }
 
-async fn check_loop(pool: Arc<Pool>, idx: usize, cfg: Arc<HealthConfig>) {
-    let server = &pool.servers[idx];
-    let mut rf = RiseFall::new(server.state.health(), cfg.rise, cfg.fall);
+async fn check_loop(addr: SocketAddr, state: Arc<ServerState>, cfg: Arc<HealthConfig>) {
+    let mut rf = RiseFall::new(state.health(), cfg.rise, cfg.fall);
     loop {
         let started = Instant::now();
-        let result = check_once(&cfg.check, server.addr, cfg.timeout).await;
+        let result = check_once(&cfg.check, addr, cfg.timeout).await;
         let report = CheckReport {
             at: SystemTime::now(),
             duration: started.elapsed(),
@@ -316,11 +348,11 @@ async fn check_loop(pool: Arc<Pool>, idx: usize, cfg: Arc<HealthConfig>) {
         };
         let was = rf.state();
         if let Some(now) = rf.observe(result.is_ok()) {
-            server.state.set_health(now, clock::now_ms());
+            state.set_health(now, clock::now_ms());
             if now == Health::Up {
                 // Proven healthy by an active check: a breaker left open by the
                 // failures that took it down would only delay its return.
-                server.state.breaker.reset();
+                state.breaker.reset();
             }
             match now {
                 Health::Up => {
@@ -331,7 +363,7 @@ async fn check_loop(pool: Arc<Pool>, idx: usize, cfg: Arc<HealthConfig>) {
                 }
             }
         }
-        server.state.last_check.store(Some(Arc::new(report)));
+        state.last_check.store(Some(Arc::new(report)));
         let wait = if rf.changing() {
             cfg.fast_interval
         } else {

@@ -6,6 +6,7 @@ pub mod accesslog;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod health;
 pub mod listener;
 pub mod pool;
@@ -30,4 +31,9 @@ pub struct Shared {
     /// True once listeners accept; false again during the SIGTERM drain.
     pub ready: AtomicBool,
     pub started: Instant,
+    /// What DNS discovery knows of each name.
+    pub dns: discovery::NameRegistry,
+    /// Woken when members leave their pool, so every worker closes their idle
+    /// connections at once.
+    pub retired: tokio::sync::Notify,
 }

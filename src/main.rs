@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match rampart::config::load(&config) {
             Ok(c) => {
-                for w in &c.warnings {
+                for w in c.warnings.iter().chain(&unresolved_names(&c)) {
                     eprintln!("warning: {}: {w}", config.display());
                 }
                 println!(
@@ -94,6 +94,42 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Names that do not resolve now: allowed (the pool starts empty and fills when
+/// they appear), but worth a warning from `rampart check`.
+fn unresolved_names(cfg: &rampart::config::Config) -> Vec<String> {
+    use rampart::discovery;
+    if discovery::targets(cfg).is_empty() {
+        return Vec::new();
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return vec![format!("cannot check DNS names: {e}")],
+    };
+    rt.block_on(async {
+        let disc = match discovery::Discovery::new(&cfg.resolver) {
+            Ok(d) => d,
+            Err(e) => return vec![format!("cannot check DNS names: {e}")],
+        };
+        let registry = discovery::NameRegistry::default();
+        discovery::initial_round(&disc, cfg, &registry).await;
+        let reg = registry.lock().unwrap_or_else(|e| e.into_inner());
+        reg.values()
+            .filter(|s| s.members.is_empty())
+            .map(|s| {
+                format!(
+                    "pool {:?}: {} does not resolve now ({}); the pool serves without it until it does",
+                    s.pool,
+                    s.name,
+                    s.last_error.as_deref().unwrap_or("no answer")
+                )
+            })
+            .collect()
+    })
 }
 
 fn init_tracing() {

@@ -8,7 +8,7 @@ use crate::accesslog::AccessLog;
 use crate::config::{Config, Mode};
 use crate::listener::{self, AcceptCtx, Limits};
 use crate::snapshot::Snapshot;
-use crate::{upstream, Shared};
+use crate::{discovery, upstream, Shared};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +27,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Discovery(#[source] discovery::DiscoveryError),
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -74,8 +76,25 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         }
     }
 
+    // DNS: resolve every name once before serving, so the first requests find
+    // their members; a name that does not resolve yet is not fatal.
+    let discovery = if discovery::targets(&config).is_empty() {
+        None
+    } else {
+        Some(Arc::new(
+            discovery::Discovery::new(&config.resolver).map_err(RunError::Discovery)?,
+        ))
+    };
+    let registry = discovery::NameRegistry::default();
+    let (discovered, ttls) = match &discovery {
+        Some(d) => main_rt.block_on(discovery::initial_round(d, &config, &registry)),
+        None => Default::default(),
+    };
+
     let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(Snapshot::build(&config, None)),
+        dns: registry,
+        retired: tokio::sync::Notify::new(),
+        snapshot: ArcSwap::from_pointee(Snapshot::build(&config, None, &discovered)),
         access_log: AccessLog::new(config.global.access_log),
         ready: AtomicBool::new(false),
         started: Instant::now(),
@@ -147,10 +166,14 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
                         tokio::spawn(listener::accept_loop(l, ctx));
                     }
                     // Close idle backend connections that aged out or were closed.
+                    // ... and at once when members leave their pool (DNS).
                     let sweeper = async {
                         let mut tick = tokio::time::interval(Duration::from_secs(1));
                         loop {
-                            tick.tick().await;
+                            tokio::select! {
+                                _ = tick.tick() => {}
+                                _ = shared.retired.notified() => {}
+                            }
                             upstream::sweep_idle();
                         }
                     };
@@ -166,7 +189,20 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
 
     let health_stop = CancellationToken::new();
     let health_tasks = TaskTracker::new();
-    crate::health::spawn_all(&shared.snapshot.load().pools, &health_stop, &health_tasks);
+    let mut health = crate::health::HealthManager::new(health_stop.clone(), health_tasks.clone());
+    health.sync(&shared.snapshot.load().pools);
+    if let Some(d) = discovery {
+        discovery::spawn(
+            Arc::clone(&shared),
+            Arc::new(config.clone()),
+            d,
+            discovered,
+            ttls,
+            health,
+            health_stop.clone(),
+            &health_tasks,
+        );
+    }
 
     shared.ready.store(true, Ordering::Release);
     if let Some(f) = &opts.on_ready {

@@ -210,13 +210,19 @@ struct Idle {
     expires: Instant,
 }
 
+/// One server's idle connections on this thread.
+struct IdleList {
+    state: Arc<ServerState>,
+    conns: Vec<Idle>,
+}
+
 thread_local! {
-    static IDLE: RefCell<HashMap<u64, Vec<Idle>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<HashMap<u64, IdleList>> = RefCell::new(HashMap::new());
 }
 
 fn take_idle(server: &ServerState) -> Option<Sender> {
     IDLE.with_borrow_mut(|m| {
-        let list = m.get_mut(&server.uid)?;
+        let list = &mut m.get_mut(&server.uid)?.conns;
         let now = Instant::now();
         while let Some(c) = list.pop() {
             if !c.sender.is_closed() && c.expires > now {
@@ -228,12 +234,22 @@ fn take_idle(server: &ServerState) -> Option<Sender> {
 }
 
 /// Returns a connection whose last response was read completely to this thread's pool.
-pub fn checkin(uid: u64, max_idle: usize, keepalive: Duration, sender: Sender) {
-    if max_idle == 0 || keepalive.is_zero() || sender.is_closed() {
+pub fn checkin(state: &Arc<ServerState>, max_idle: usize, keepalive: Duration, sender: Sender) {
+    if max_idle == 0
+        || keepalive.is_zero()
+        || sender.is_closed()
+        || state.retired.load(Ordering::Acquire)
+    {
         return;
     }
     IDLE.with_borrow_mut(|m| {
-        let list = m.entry(uid).or_default();
+        let list = &mut m
+            .entry(state.uid)
+            .or_insert_with(|| IdleList {
+                state: Arc::clone(state),
+                conns: Vec::new(),
+            })
+            .conns;
         if list.len() >= max_idle {
             // keep the most recently used ones: drop the oldest
             list.remove(0);
@@ -245,21 +261,21 @@ pub fn checkin(uid: u64, max_idle: usize, keepalive: Duration, sender: Sender) {
     });
 }
 
-/// Closes this thread's idle connections that were closed by the server or have
-/// outlived their keep-alive timeout. Each worker calls it periodically.
+/// Closes this thread's idle connections that were closed by the server, have
+/// outlived their keep-alive timeout, or belong to a member that left its pool.
+/// Each worker calls it every second and when members are retired.
 pub fn sweep_idle() {
     let now = Instant::now();
     IDLE.with_borrow_mut(|m| {
         m.retain(|_, list| {
-            list.retain(|c| !c.sender.is_closed() && c.expires > now);
-            !list.is_empty()
+            if list.state.retired.load(Ordering::Acquire) {
+                return false;
+            }
+            list.conns
+                .retain(|c| !c.sender.is_closed() && c.expires > now);
+            !list.conns.is_empty()
         })
     });
-}
-
-/// Number of idle pooled connections to a server held by this thread (for tests and stats).
-pub fn idle_count(uid: u64) -> usize {
-    IDLE.with_borrow(|m| m.get(&uid).map_or(0, Vec::len))
 }
 
 /// Connects a TCP socket to `addr` within `timeout`, with TCP_NODELAY set.

@@ -19,6 +19,76 @@ pub struct FileConfig {
     pub listeners: Vec<ListenerFile>,
     #[serde(default, rename = "pool")]
     pub pools: Vec<PoolFile>,
+    pub resolver: Option<ResolverFile>,
+}
+
+/// `[resolver]`: how server names are re-resolved.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverFile {
+    /// Default: the nameservers of /etc/resolv.conf (with its search domains, ndots).
+    pub nameservers: Option<Vec<Addr>>,
+    #[serde(default = "default_dns_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_min_ttl")]
+    pub min_ttl: Dur,
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl: Dur,
+    #[serde(default = "default_hold_on_failure")]
+    pub hold_on_failure: Dur,
+    #[serde(default)]
+    pub on_empty: OnEmpty,
+    #[serde(default)]
+    pub prefer: Prefer,
+}
+
+impl Default for ResolverFile {
+    fn default() -> Self {
+        ResolverFile {
+            nameservers: None,
+            timeout: default_dns_timeout(),
+            min_ttl: default_min_ttl(),
+            max_ttl: default_max_ttl(),
+            hold_on_failure: default_hold_on_failure(),
+            on_empty: OnEmpty::default(),
+            prefer: Prefer::default(),
+        }
+    }
+}
+
+fn default_dns_timeout() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn default_min_ttl() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn default_max_ttl() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_hold_on_failure() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+
+/// What an empty answer (NXDOMAIN, no records) does to a pool that had members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnEmpty {
+    #[default]
+    Keep,
+    Clear,
+}
+
+/// Which address families a name's answer contributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Prefer {
+    /// IPv4 answers, IPv6 only if there are none.
+    Ipv4,
+    /// IPv6 answers, IPv4 only if there are none.
+    Ipv6,
+    /// Both.
+    #[default]
+    Any,
 }
 
 #[derive(Debug, Deserialize)]

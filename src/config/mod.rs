@@ -5,7 +5,7 @@
 pub mod file;
 
 use crate::router::HostMatch;
-pub use file::{AccessLogFormat, Balance, Mode, PgRole};
+pub use file::{AccessLogFormat, Balance, Mode, OnEmpty, PgRole, Prefer};
 use file::{FileConfig, HashKeyFile, HealthFile, HealthKind, InitialState};
 use std::collections::HashMap;
 use std::fmt;
@@ -20,6 +20,7 @@ pub struct Config {
     pub admin: Admin,
     pub listeners: Vec<ListenerConfig>,
     pub pools: Vec<PoolConfig>,
+    pub resolver: ResolverConfig,
     /// Things that are allowed but probably not meant; `rampart check` prints them.
     pub warnings: Vec<String>,
 }
@@ -86,9 +87,100 @@ pub struct PoolConfig {
     pub servers: Vec<ServerConfig>,
 }
 
+/// `[resolver]`, with defaults when absent.
+#[derive(Debug, Clone)]
+pub struct ResolverConfig {
+    /// None: /etc/resolv.conf.
+    pub nameservers: Option<Vec<SocketAddr>>,
+    pub timeout: Duration,
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    pub hold_on_failure: Duration,
+    pub on_empty: OnEmpty,
+    pub prefer: Prefer,
+}
+
+/// Where a server entry's members come from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServerAddr {
+    /// `127.0.0.2:8000`: one member.
+    Static(SocketAddr),
+    /// `backend.default.svc.cluster.local:8000`: one member per A/AAAA record.
+    Name { host: String, port: u16 },
+    /// `_http._tcp.api.default.svc.cluster.local`: one member per SRV target.
+    Srv { name: String },
+}
+
+impl ServerAddr {
+    /// Parses a `[[pool.server]] address`.
+    pub fn parse(s: &str) -> Result<ServerAddr, String> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(ServerAddr::Static(a));
+        }
+        let valid_name = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 253
+                && n.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                })
+        };
+        if s.starts_with('_') {
+            let name = s.trim_end_matches('.');
+            if s.contains(':') {
+                return Err(format!(
+                    "{s:?}: an SRV name (leading underscore) takes no port: the SRV records give it"
+                ));
+            }
+            if !valid_name(name) {
+                return Err(format!("{s:?} is not a valid DNS name"));
+            }
+            return Ok(ServerAddr::Srv {
+                name: s.to_string(),
+            });
+        }
+        match s.rsplit_once(':') {
+            Some((host, port)) => {
+                let port: u16 = port
+                    .parse()
+                    .map_err(|_| format!("invalid port in {s:?}: write NAME:PORT or IP:PORT"))?;
+                if port == 0 {
+                    return Err(format!("invalid port 0 in {s:?}"));
+                }
+                if !valid_name(host.trim_end_matches('.')) || host.parse::<std::net::IpAddr>().is_ok() {
+                    return Err(format!("{s:?} is neither IP:PORT nor NAME:PORT"));
+                }
+                Ok(ServerAddr::Name {
+                    host: host.to_string(),
+                    port,
+                })
+            }
+            None => Err(format!(
+                "invalid address {s:?}: write IP:PORT (\"127.0.0.2:8000\", \"[::1]:8000\"), NAME:PORT, or an SRV name (\"_http._tcp.api.example.com\")"
+            )),
+        }
+    }
+
+    pub fn is_dns(&self) -> bool {
+        !matches!(self, ServerAddr::Static(_))
+    }
+}
+
+impl fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerAddr::Static(a) => write!(f, "{a}"),
+            ServerAddr::Name { host, port } => write!(f, "{host}:{port}"),
+            ServerAddr::Srv { name } => f.write_str(name),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub address: SocketAddr,
+    pub address: ServerAddr,
     pub name: Option<String>,
     pub weight: u32,
     pub backup: bool,
@@ -501,7 +593,7 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
             }
         }
         let mut servers = Vec::with_capacity(pf.servers.len());
-        let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+        let mut seen: HashMap<ServerAddr, usize> = HashMap::new();
         for (j, sf) in pf.servers.iter().enumerate() {
             let sat = at.index("server", j);
             if sf.weight > MAX_WEIGHT {
@@ -510,12 +602,18 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
                     format!("must be between 0 and {MAX_WEIGHT}, got {}", sf.weight),
                 );
             }
-            match sf.address.parse::<SocketAddr>() {
+            match ServerAddr::parse(&sf.address) {
                 Ok(address) => {
-                    if seen.insert(address, j).is_some() {
+                    if seen.insert(address.clone(), j).is_some() {
                         p.add(
                             &sat.key("address"),
                             format!("{address} is listed twice in pool {:?}", pf.name),
+                        );
+                    }
+                    if address.is_dns() && sf.name.is_some() {
+                        p.add(
+                            &sat.key("name"),
+                            "a DNS entry has one member per record; members are named by their ip:port",
                         );
                     }
                     servers.push(ServerConfig {
@@ -525,13 +623,7 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
                         backup: sf.backup,
                     });
                 }
-                Err(_) => p.add(
-                    &sat.key("address"),
-                    format!(
-                        "invalid address {:?}: write IP:PORT, e.g. \"127.0.0.2:8000\" or \"[::1]:8000\"",
-                        sf.address
-                    ),
-                ),
+                Err(e) => p.add(&sat.key("address"), e),
             }
         }
         pools.push(PoolConfig {
@@ -698,10 +790,44 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
         }
     }
 
+    // [resolver]
+    let rf = raw.resolver.unwrap_or_default();
+    let rat = root.key("resolver");
+    for (key, d) in [
+        ("timeout", rf.timeout),
+        ("min_ttl", rf.min_ttl),
+        ("max_ttl", rf.max_ttl),
+    ] {
+        if d.0.is_zero() {
+            p.add(&rat.key(key), "must be greater than zero");
+        }
+    }
+    if rf.max_ttl.0 < rf.min_ttl.0 {
+        p.add(&rat.key("max_ttl"), "must not be shorter than min_ttl");
+    }
+    if let Some(ns) = &rf.nameservers {
+        if ns.is_empty() {
+            p.add(
+                &rat.key("nameservers"),
+                "needs at least one address (or leave it out to use /etc/resolv.conf)",
+            );
+        }
+    }
+    let resolver = ResolverConfig {
+        nameservers: rf.nameservers.map(|v| v.into_iter().map(|a| a.0).collect()),
+        timeout: rf.timeout.0,
+        min_ttl: rf.min_ttl.0,
+        max_ttl: rf.max_ttl.0,
+        hold_on_failure: rf.hold_on_failure.0,
+        on_empty: rf.on_empty,
+        prefer: rf.prefer,
+    };
+
     if !p.list.is_empty() {
         return Err(p.list);
     }
     Ok(Config {
+        resolver,
         global: Global {
             threads,
             max_connections: g.max_connections,

@@ -71,6 +71,8 @@ pub struct ServerState {
     /// `clock::now_ms()` when the server last came back UP from DOWN (slow start).
     up_since: AtomicU64,
     pub last_check: ArcSwapOption<CheckReport>,
+    /// Set when the member left its pool (DNS): its idle connections are closed.
+    pub retired: std::sync::atomic::AtomicBool,
 }
 
 impl ServerState {
@@ -88,6 +90,7 @@ impl ServerState {
             health: AtomicU8::new(initial as u8),
             up_since: AtomicU64::new(0),
             last_check: ArcSwapOption::empty(),
+            retired: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -128,7 +131,20 @@ pub struct Server {
     pub id: Arc<str>,
     pub weight: u32,
     pub backup: bool,
+    /// The DNS name this member was found under (None: written in the config).
+    pub source: Option<Arc<str>>,
     pub state: Arc<ServerState>,
+}
+
+/// A member as the snapshot builder hands it to a pool: static from the config, or
+/// found through DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberSpec {
+    pub addr: SocketAddr,
+    pub name: Option<String>,
+    pub weight: u32,
+    pub backup: bool,
+    pub source: Option<Arc<str>>,
 }
 
 /// Pool-level state shared by all snapshots of the pool.
@@ -180,17 +196,18 @@ impl Pool {
     pub fn new(
         cfg: &PoolConfig,
         shared: Arc<PoolShared>,
+        members: Vec<MemberSpec>,
         mut state_for: impl FnMut(SocketAddr) -> Arc<ServerState>,
     ) -> Pool {
-        let servers: Vec<Server> = cfg
-            .servers
-            .iter()
-            .map(|s| Server {
-                addr: s.address,
-                id: Arc::from(s.name.clone().unwrap_or_else(|| s.address.to_string())),
-                weight: s.weight,
-                backup: s.backup,
-                state: state_for(s.address),
+        let servers: Vec<Server> = members
+            .into_iter()
+            .map(|m| Server {
+                id: Arc::from(m.name.unwrap_or_else(|| m.addr.to_string())),
+                addr: m.addr,
+                weight: m.weight,
+                backup: m.backup,
+                source: m.source,
+                state: state_for(m.addr),
             })
             .collect();
         let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
@@ -490,7 +507,6 @@ impl Drop for ServerGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ServerConfig;
 
     fn pool_with(
         max: u32,
@@ -528,18 +544,20 @@ mod tests {
                 budget_percent: 20,
             },
             slow_start,
-            servers: servers
-                .iter()
-                .enumerate()
-                .map(|(i, &(weight, backup))| ServerConfig {
-                    address: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
-                    name: None,
-                    weight,
-                    backup,
-                })
-                .collect(),
+            servers: Vec::new(),
         };
-        Arc::new(Pool::new(&cfg, Arc::default(), |_| {
+        let members = servers
+            .iter()
+            .enumerate()
+            .map(|(i, &(weight, backup))| MemberSpec {
+                addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                name: None,
+                weight,
+                backup,
+                source: None,
+            })
+            .collect();
+        Arc::new(Pool::new(&cfg, Arc::default(), members, |_| {
             Arc::new(ServerState::new(Health::Up))
         }))
     }

@@ -826,7 +826,7 @@ impl UpstreamBody {
         if complete && upload_done {
             if let Some(sender) = self.sender.take() {
                 upstream::checkin(
-                    guard.server().state.uid,
+                    &guard.server().state,
                     guard.pool().max_idle_per_server,
                     self.keepalive,
                     sender,

@@ -1,0 +1,582 @@
+//! DNS service discovery: every `NAME:PORT` (A/AAAA) and `_svc._proto.NAME` (SRV)
+//! server entry is re-resolved when its answer's TTL runs out, clamped to
+//! [min_ttl, max_ttl] with jitter, through hickory-resolver with its cache off.
+//! Each answer is the entry's full member set; the applier rebuilds that pool and
+//! stores a new snapshot. Survivors keep their state (health, counters, breaker),
+//! new members start as the pool's health config says, removed ones are retired:
+//! no new requests, idle pooled connections closed at once, in-flight ones finish.
+
+use crate::config::{Config, OnEmpty, Prefer, ResolverConfig, ServerAddr};
+use crate::health::HealthManager;
+use crate::snapshot::Snapshot;
+use crate::Shared;
+use hickory_resolver::config::{
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig as HickoryConfig,
+    ResolverOpts,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::TokioResolver;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// One member found through DNS.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Found {
+    pub addr: SocketAddr,
+    /// SRV weight mapped to 1..=256 (None for A/AAAA: the entry's weight applies).
+    pub weight: Option<u32>,
+    /// SRV: a target with a higher (worse) priority than the best one is a backup.
+    pub backup: bool,
+}
+
+/// (pool index, server entry index) -> its current members.
+pub type Discovered = HashMap<(usize, usize), Vec<Found>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("cannot read /etc/resolv.conf: {0}")]
+    SystemConfig(String),
+    #[error("cannot build the DNS resolver: {0}")]
+    Build(String),
+}
+
+/// Why a lookup gave no members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupError {
+    /// NXDOMAIN or no records of the type: a real, empty answer.
+    Empty,
+    /// Timeout, refused, SERVFAIL...: no answer at all.
+    Failed(String),
+}
+
+/// A successful answer: the members and how long they are valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub found: Vec<Found>,
+    pub ttl: Duration,
+}
+
+/// What the stats page and API show for one name.
+#[derive(Debug, Clone, Default)]
+pub struct NameStatus {
+    pub pool: String,
+    pub name: String,
+    pub last_lookup: Option<SystemTime>,
+    pub ttl: Option<Duration>,
+    pub members: Vec<SocketAddr>,
+    pub lookups: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    pub last_change: Option<SystemTime>,
+}
+
+/// Name statuses, keyed by "pool/name". Written by the discovery tasks only.
+pub type NameRegistry = Mutex<BTreeMap<String, NameStatus>>;
+
+pub struct Discovery {
+    resolver: TokioResolver,
+    cfg: ResolverConfig,
+}
+
+impl Discovery {
+    pub fn new(cfg: &ResolverConfig) -> Result<Discovery, DiscoveryError> {
+        let (hconf, mut opts) = match &cfg.nameservers {
+            Some(list) => {
+                let servers = list
+                    .iter()
+                    .map(|a| {
+                        let mut udp = ConnectionConfig::udp();
+                        udp.port = a.port();
+                        let mut tcp = ConnectionConfig::tcp();
+                        tcp.port = a.port();
+                        // UDP first; a truncated answer is asked again over TCP.
+                        NameServerConfig::new(a.ip(), true, vec![udp, tcp])
+                    })
+                    .collect();
+                (
+                    HickoryConfig::from_name_servers(servers),
+                    ResolverOpts::default(),
+                )
+            }
+            None => hickory_resolver::system_conf::read_system_conf()
+                .map_err(|e| DiscoveryError::SystemConfig(e.to_string()))?,
+        };
+        opts.cache_size = 0;
+        opts.timeout = cfg.timeout;
+        opts.attempts = 1;
+        opts.ip_strategy = match cfg.prefer {
+            Prefer::Ipv4 => LookupIpStrategy::Ipv4thenIpv6,
+            Prefer::Ipv6 => LookupIpStrategy::Ipv6thenIpv4,
+            Prefer::Any => LookupIpStrategy::Ipv4AndIpv6,
+        };
+        let resolver = TokioResolver::builder_with_config(hconf, TokioRuntimeProvider::default())
+            .with_options(opts)
+            .build()
+            .map_err(|e| DiscoveryError::Build(e.to_string()))?;
+        Ok(Discovery {
+            resolver,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Resolves one server entry into its full member set.
+    pub async fn resolve(&self, addr: &ServerAddr) -> Result<Answer, LookupError> {
+        match addr {
+            ServerAddr::Static(a) => Ok(Answer {
+                found: vec![Found {
+                    addr: *a,
+                    weight: None,
+                    backup: false,
+                }],
+                ttl: self.cfg.max_ttl,
+            }),
+            ServerAddr::Name { host, port } => {
+                let (ips, ttl) = self.lookup_ips(host).await?;
+                let mut found: Vec<Found> = ips
+                    .into_iter()
+                    .map(|ip| Found {
+                        addr: SocketAddr::new(ip, *port),
+                        weight: None,
+                        backup: false,
+                    })
+                    .collect();
+                found.sort();
+                found.dedup();
+                Ok(Answer { found, ttl })
+            }
+            ServerAddr::Srv { name } => {
+                let lookup = self
+                    .resolver
+                    .lookup(name.as_str(), RecordType::SRV)
+                    .await
+                    .map_err(classify)?;
+                let mut ttl = u32::MAX;
+                let mut srvs = Vec::new();
+                for r in lookup.answers() {
+                    if let RData::SRV(srv) = &r.data {
+                        ttl = ttl.min(r.ttl);
+                        srvs.push(srv.clone());
+                    }
+                }
+                let best = srvs
+                    .iter()
+                    .map(|s| s.priority)
+                    .min()
+                    .ok_or(LookupError::Empty)?;
+                let mut ttl = Duration::from_secs(u64::from(ttl));
+                let mut found = Vec::new();
+                for srv in &srvs {
+                    let target = srv.target.to_string();
+                    // A target that does not resolve is skipped; the others serve.
+                    let Ok((ips, t)) = self.lookup_ips(&target).await else {
+                        continue;
+                    };
+                    ttl = ttl.min(t);
+                    for ip in ips {
+                        found.push(Found {
+                            addr: SocketAddr::new(ip, srv.port),
+                            weight: Some(srv_weight(srv.weight)),
+                            backup: srv.priority > best,
+                        });
+                    }
+                }
+                if found.is_empty() {
+                    return Err(LookupError::Empty);
+                }
+                found.sort();
+                found.dedup_by(|a, b| a.addr == b.addr);
+                Ok(Answer { found, ttl })
+            }
+        }
+    }
+
+    async fn lookup_ips(&self, host: &str) -> Result<(Vec<IpAddr>, Duration), LookupError> {
+        let l = self.resolver.lookup_ip(host).await.map_err(classify)?;
+        let ttl = l
+            .as_lookup()
+            .answers()
+            .iter()
+            .map(|r| r.ttl)
+            .min()
+            .map_or(self.cfg.max_ttl, |t| Duration::from_secs(u64::from(t)));
+        let ips: Vec<IpAddr> = l.iter().collect();
+        if ips.is_empty() {
+            return Err(LookupError::Empty);
+        }
+        Ok((ips, ttl))
+    }
+}
+
+fn classify(e: hickory_resolver::net::NetError) -> LookupError {
+    if e.is_no_records_found() || e.is_nx_domain() {
+        LookupError::Empty
+    } else {
+        LookupError::Failed(e.to_string())
+    }
+}
+
+/// SRV weights are 0..=65535; ours are 1..=256 (an SRV weight of 0 still gets a
+/// little traffic, as RFC 2782 asks).
+fn srv_weight(w: u16) -> u32 {
+    u32::from(w).clamp(1, 256)
+}
+
+/// When to look again: the TTL clamped to [min, max], minus up to 10% jitter so the
+/// names of a pool do not refresh in lockstep (never later than the TTL says).
+pub fn refresh_after(ttl: Duration, min: Duration, max: Duration, jitter: f64) -> Duration {
+    let base = ttl.clamp(min, max.max(min));
+    let cut = base.mul_f64(0.1 * jitter.clamp(0.0, 1.0));
+    base.saturating_sub(cut).max(min)
+}
+
+/// Members added and removed between two answers.
+pub fn diff(old: &[Found], new: &[Found]) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+    let o: HashSet<SocketAddr> = old.iter().map(|f| f.addr).collect();
+    let n: HashSet<SocketAddr> = new.iter().map(|f| f.addr).collect();
+    let mut added: Vec<_> = n.difference(&o).copied().collect();
+    let mut removed: Vec<_> = o.difference(&n).copied().collect();
+    added.sort();
+    removed.sort();
+    (added, removed)
+}
+
+/// Every DNS server entry of the config: (pool index, entry index, address).
+pub fn targets(cfg: &Config) -> Vec<(usize, usize, ServerAddr)> {
+    let mut out = Vec::new();
+    for (pi, p) in cfg.pools.iter().enumerate() {
+        for (si, s) in p.servers.iter().enumerate() {
+            if s.address.is_dns() {
+                out.push((pi, si, s.address.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Resolves every name once (at start-up, concurrently). A name that does not
+/// resolve is not fatal: its entry starts with no members.
+pub async fn initial_round(
+    disc: &Discovery,
+    cfg: &Config,
+    registry: &NameRegistry,
+) -> (Discovered, HashMap<(usize, usize), Option<Duration>>) {
+    let futs: Vec<_> = targets(cfg)
+        .into_iter()
+        .map(|(pi, si, addr)| async move { (pi, si, disc.resolve(&addr).await, addr) })
+        .collect();
+    let results = futures_join_all(futs).await;
+    let mut found = Discovered::new();
+    let mut ttls = HashMap::new();
+    for (pi, si, r, addr) in results {
+        let key = status_key(&cfg.pools[pi].name, &addr);
+        let mut reg = registry.lock().unwrap_or_else(|e| e.into_inner());
+        let st = reg.entry(key).or_insert_with(|| NameStatus {
+            pool: cfg.pools[pi].name.clone(),
+            name: addr.to_string(),
+            ..Default::default()
+        });
+        st.lookups += 1;
+        st.last_lookup = Some(SystemTime::now());
+        match r {
+            Ok(a) => {
+                st.ttl = Some(a.ttl);
+                st.members = a.found.iter().map(|f| f.addr).collect();
+                st.last_change = Some(SystemTime::now());
+                ttls.insert((pi, si), Some(a.ttl));
+                found.insert((pi, si), a.found);
+            }
+            Err(e) => {
+                let msg = match &e {
+                    LookupError::Empty => "no such name (or no records)".to_string(),
+                    LookupError::Failed(m) => m.clone(),
+                };
+                if matches!(e, LookupError::Failed(_)) {
+                    st.errors += 1;
+                }
+                st.last_error = Some(msg.clone());
+                tracing::warn!(pool = %cfg.pools[pi].name, name = %addr, error = %msg, "name does not resolve at start-up; its members are added when it does");
+                ttls.insert((pi, si), None);
+            }
+        }
+    }
+    (found, ttls)
+}
+
+/// Polls futures concurrently to completion, in order (no extra crate).
+async fn futures_join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = (0..futs.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in futs.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+pub fn status_key(pool: &str, addr: &ServerAddr) -> String {
+    format!("{pool}/{addr}")
+}
+
+/// Starts one watch task per name and the applier that turns answers into
+/// snapshots. All run on the current (control) runtime until `cancel`.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn(
+    shared: Arc<Shared>,
+    cfg: Arc<Config>,
+    disc: Arc<Discovery>,
+    discovered: Discovered,
+    ttls: HashMap<(usize, usize), Option<Duration>>,
+    mut health: HealthManager,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<((usize, usize), Vec<Found>)>();
+    for (pi, si, addr) in targets(&cfg) {
+        let w = Watch {
+            key: (pi, si),
+            pool: cfg.pools[pi].name.clone(),
+            addr,
+            disc: Arc::clone(&disc),
+            shared: Arc::clone(&shared),
+            tx: tx.clone(),
+            last: discovered.get(&(pi, si)).cloned().unwrap_or_default(),
+            first_ttl: ttls.get(&(pi, si)).copied().flatten(),
+        };
+        let span = tracing::info_span!("dns", pool = %w.pool, name = %w.addr);
+        let c = cancel.clone();
+        tracker.spawn(tracing::Instrument::instrument(
+            async move {
+                tokio::select! {
+                    _ = c.cancelled() => {}
+                    _ = w.run() => {}
+                }
+            },
+            span,
+        ));
+    }
+    let mut discovered = discovered;
+    let span = tracing::info_span!("dns-apply");
+    tracker.spawn(tracing::Instrument::instrument(
+        async move {
+            loop {
+                let (key, found) = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    m = rx.recv() => match m { Some(m) => m, None => break },
+                };
+                discovered.insert(key, found);
+                apply(&shared, &cfg, &discovered, key.0);
+                health.sync(&shared.snapshot.load().pools);
+            }
+            health.stop_all();
+        },
+        span,
+    ));
+}
+
+/// Rebuilds pool `pi` from the current answers and stores the new snapshot.
+pub fn apply(shared: &Shared, cfg: &Config, discovered: &Discovered, pi: usize) {
+    let cur = shared.snapshot.load_full();
+    let Some(old) = cur.pools.get(pi) else { return };
+    let Some(pc) = cfg.pools.get(pi) else { return };
+    let new_pool = Arc::new(Snapshot::build_pool(pc, pi, discovered, Some(old)));
+    let keep: HashSet<u64> = new_pool.servers.iter().map(|s| s.state.uid).collect();
+    let retired: Vec<_> = old
+        .servers
+        .iter()
+        .filter(|s| !keep.contains(&s.state.uid))
+        .collect();
+    let added: Vec<String> = new_pool
+        .servers
+        .iter()
+        .filter(|s| !old.servers.iter().any(|o| o.state.uid == s.state.uid))
+        .map(|s| s.addr.to_string())
+        .collect();
+    shared.snapshot.store(Arc::new(cur.with_pool(pi, new_pool)));
+    for s in &retired {
+        s.state.retired.store(true, Ordering::Release);
+    }
+    if !retired.is_empty() {
+        shared.retired.notify_waiters();
+    }
+    tracing::info!(
+        pool = %pc.name,
+        added = ?added,
+        removed = ?retired.iter().map(|s| s.addr.to_string()).collect::<Vec<_>>(),
+        "pool members changed"
+    );
+}
+
+struct Watch {
+    key: (usize, usize),
+    pool: String,
+    addr: ServerAddr,
+    disc: Arc<Discovery>,
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<((usize, usize), Vec<Found>)>,
+    last: Vec<Found>,
+    first_ttl: Option<Duration>,
+}
+
+impl Watch {
+    async fn run(mut self) {
+        let c = self.disc.cfg.clone();
+        let mut last_good = (!self.last.is_empty()).then(Instant::now);
+        let mut failures: u32 = 0;
+        let mut wait = match self.first_ttl {
+            Some(t) => refresh_after(t, c.min_ttl, c.max_ttl, fastrand::f64()),
+            None => c.min_ttl,
+        };
+        loop {
+            tokio::time::sleep(wait).await;
+            let result = self.disc.resolve(&self.addr).await;
+            let mut publish: Option<Vec<Found>> = None;
+            let mut error: Option<String> = None;
+            match result {
+                Ok(a) => {
+                    failures = 0;
+                    last_good = Some(Instant::now());
+                    wait = refresh_after(a.ttl, c.min_ttl, c.max_ttl, fastrand::f64());
+                    if a.found != self.last {
+                        publish = Some(a.found);
+                    }
+                    self.update_status(|st| st.ttl = Some(a.ttl));
+                }
+                Err(LookupError::Empty) => {
+                    wait = c.min_ttl;
+                    if c.on_empty == OnEmpty::Clear && !self.last.is_empty() {
+                        publish = Some(Vec::new());
+                    } else if !self.last.is_empty() {
+                        tracing::warn!(
+                            "empty answer; keeping the last members (on_empty = \"keep\")"
+                        );
+                    }
+                    error = Some("no such name (or no records)".into());
+                }
+                Err(LookupError::Failed(e)) => {
+                    failures = failures.saturating_add(1);
+                    wait = c
+                        .min_ttl
+                        .saturating_mul(1 << failures.min(5))
+                        .min(c.max_ttl);
+                    let held = last_good.map(|t| t.elapsed());
+                    match held {
+                        Some(h) if h >= c.hold_on_failure && !self.last.is_empty() => {
+                            tracing::warn!(error = %e, held = ?h, "lookups failing past hold_on_failure; dropping the last members");
+                            publish = Some(Vec::new());
+                        }
+                        _ => {
+                            tracing::warn!(error = %e, failures, "lookup failed; keeping the last members")
+                        }
+                    }
+                    self.update_status(|st| st.errors += 1);
+                    error = Some(e);
+                }
+            }
+            self.update_status(|st| {
+                st.lookups += 1;
+                st.last_lookup = Some(SystemTime::now());
+                if error.is_some() {
+                    st.last_error = error.clone();
+                }
+            });
+            if let Some(new) = publish {
+                let (added, removed) = diff(&self.last, &new);
+                tracing::info!(?added, ?removed, "answer changed");
+                self.update_status(|st| {
+                    st.members = new.iter().map(|f| f.addr).collect();
+                    st.last_change = Some(SystemTime::now());
+                });
+                self.last = new.clone();
+                if self.tx.send((self.key, new)).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn update_status(&self, f: impl FnOnce(&mut NameStatus)) {
+        let mut reg = self.shared.dns.lock().unwrap_or_else(|e| e.into_inner());
+        let st = reg
+            .entry(status_key(&self.pool, &self.addr))
+            .or_insert_with(|| NameStatus {
+                pool: self.pool.clone(),
+                name: self.addr.to_string(),
+                ..Default::default()
+            });
+        f(st);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(s: &str) -> Found {
+        Found {
+            addr: s.parse().unwrap(),
+            weight: None,
+            backup: false,
+        }
+    }
+
+    #[test]
+    fn ttl_is_clamped_and_jittered_down_only() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(30));
+        assert_eq!(
+            refresh_after(Duration::from_secs(5), min, max, 0.0),
+            Duration::from_secs(5)
+        );
+        assert_eq!(refresh_after(Duration::ZERO, min, max, 0.0), min);
+        assert_eq!(refresh_after(Duration::from_secs(3600), min, max, 0.0), max);
+        assert_eq!(
+            refresh_after(Duration::from_secs(10), min, max, 1.0),
+            Duration::from_secs(9)
+        );
+        for j in [0.0, 0.3, 0.99, 1.0] {
+            let r = refresh_after(Duration::from_secs(20), min, max, j);
+            assert!(
+                r <= Duration::from_secs(20) && r >= Duration::from_secs(18),
+                "{r:?}"
+            );
+        }
+        // jitter never takes it below min_ttl
+        assert_eq!(refresh_after(Duration::from_secs(1), min, max, 1.0), min);
+    }
+
+    #[test]
+    fn member_set_diff() {
+        let old = [f("10.0.0.1:80"), f("10.0.0.2:80"), f("10.0.0.3:80")];
+        let new = [f("10.0.0.2:80"), f("10.0.0.4:80"), f("10.0.0.3:80")];
+        let (added, removed) = diff(&old, &new);
+        assert_eq!(added, vec!["10.0.0.4:80".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(removed, vec!["10.0.0.1:80".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(diff(&old, &old), (vec![], vec![]));
+    }
+
+    #[test]
+    fn srv_weights_map_into_range() {
+        assert_eq!(srv_weight(0), 1);
+        assert_eq!(srv_weight(10), 10);
+        assert_eq!(srv_weight(60000), 256);
+    }
+}
