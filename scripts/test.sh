@@ -13,6 +13,7 @@ need() { # need "<shell test>" <package>
 missing=()
 need 'ls /usr/lib/postgresql/*/bin/initdb' postgresql   # tests/postgres.rs
 need 'command -v runuser' util-linux                     # runs postgres as its user
+need 'command -v dnsmasq' dnsmasq                        # tests/dnsmasq.rs
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   SUDO=""

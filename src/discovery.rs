@@ -286,6 +286,7 @@ pub async fn initial_round(
         st.last_lookup = Some(SystemTime::now());
         match r {
             Ok(a) => {
+                tracing::info!(pool = %cfg.pools[pi].name, name = %addr, members = a.found.len(), ttl = ?a.ttl, "resolved");
                 st.ttl = Some(a.ttl);
                 st.members = a.found.iter().map(|f| f.addr).collect();
                 st.last_change = Some(SystemTime::now());

@@ -367,6 +367,19 @@ impl Proxy {
             exited: None,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
+        // Sockets are bound (and the kernel queues connections) before start-up is
+        // over; "rampart started" is logged once everything runs.
+        while !p.stderr().contains("rampart started") {
+            if let Ok(Some(st)) = p.child.try_wait() {
+                panic!("rampart exited early ({st}): {}", p.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rampart did not start: {}",
+                p.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         for addr in wait_on {
             loop {
                 if tokio::net::TcpStream::connect(addr).await.is_ok() {
@@ -630,3 +643,5 @@ impl Body for ChannelBody {
         self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
     }
 }
+
+pub mod dns;

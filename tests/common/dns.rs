@@ -1,0 +1,124 @@
+//! An in-process authoritative DNS server (hickory-server) whose answers a test
+//! changes while rampart resolves against it, over UDP and TCP on loopback.
+
+use hickory_proto::rr::rdata::{A, AAAA, SOA, SRV};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType, RrKey};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+use hickory_server::Server;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct TestDns {
+    pub addr: SocketAddr,
+    origin: Name,
+    zone: Arc<InMemoryZoneHandler>,
+    server: Option<Server<Catalog>>,
+    serial: std::sync::atomic::AtomicU32,
+}
+
+impl TestDns {
+    /// Serves zone `origin` (e.g. "test.") on 127.0.0.1, UDP and TCP on one port.
+    pub async fn start(origin: &str) -> TestDns {
+        let origin = Name::from_str(origin).unwrap();
+        let mut zone =
+            InMemoryZoneHandler::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
+        let soa = SOA::new(
+            Name::from_str("ns.test.").unwrap(),
+            Name::from_str("admin.test.").unwrap(),
+            1,
+            60,
+            60,
+            600,
+            1,
+        );
+        zone.upsert_mut(Record::from_rdata(origin.clone(), 60, RData::SOA(soa)), 1);
+        let zone = Arc::new(zone);
+        let mut catalog = Catalog::new();
+        catalog.upsert(LowerName::new(&origin), vec![zone.clone()]);
+        // one port for both transports
+        let (udp, tcp) = loop {
+            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let port = udp.local_addr().unwrap().port();
+            if let Ok(tcp) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                break (udp, tcp);
+            }
+        };
+        let addr = udp.local_addr().unwrap();
+        let mut server = Server::new(catalog);
+        server.register_socket(udp);
+        server.register_listener(tcp, Duration::from_secs(5), 65_535);
+        TestDns {
+            addr,
+            origin,
+            zone,
+            server: Some(server),
+            serial: std::sync::atomic::AtomicU32::new(2),
+        }
+    }
+
+    fn fqdn(&self, name: &str) -> Name {
+        Name::from_str(name)
+            .unwrap()
+            .append_domain(&self.origin)
+            .unwrap()
+    }
+
+    fn next_serial(&self) -> u32 {
+        self.serial
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Replaces the A and AAAA records of `name` (relative to the zone) with `ips`.
+    pub async fn set_ips(&self, name: &str, ips: &[IpAddr], ttl: u32) {
+        let fqdn = self.fqdn(name);
+        let serial = self.next_serial();
+        {
+            let mut records = self.zone.records_mut().await;
+            for t in [RecordType::A, RecordType::AAAA] {
+                records.remove(&RrKey::new(LowerName::new(&fqdn), t));
+            }
+        }
+        for ip in ips {
+            let rdata = match ip {
+                IpAddr::V4(v4) => RData::A(A(*v4)),
+                IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
+            };
+            self.zone
+                .upsert(Record::from_rdata(fqdn.clone(), ttl, rdata), serial)
+                .await;
+        }
+    }
+
+    /// Replaces the SRV records of `name` with (priority, weight, port, target).
+    pub async fn set_srv(&self, name: &str, targets: &[(u16, u16, u16, &str)], ttl: u32) {
+        let fqdn = self.fqdn(name);
+        let serial = self.next_serial();
+        {
+            let mut records = self.zone.records_mut().await;
+            records.insert(
+                RrKey::new(LowerName::new(&fqdn), RecordType::SRV),
+                Arc::new(RecordSet::new(fqdn.clone(), RecordType::SRV, serial)),
+            );
+            records.remove(&RrKey::new(LowerName::new(&fqdn), RecordType::SRV));
+        }
+        for (prio, weight, port, target) in targets {
+            let srv = SRV::new(*prio, *weight, *port, self.fqdn(target));
+            self.zone
+                .upsert(
+                    Record::from_rdata(fqdn.clone(), ttl, RData::SRV(srv)),
+                    serial,
+                )
+                .await;
+        }
+    }
+
+    /// Stops answering (UDP and TCP sockets closed).
+    pub async fn stop(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            let _ = s.shutdown_gracefully().await;
+        }
+    }
+}

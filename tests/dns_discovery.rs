@@ -1,0 +1,413 @@
+//! DNS discovery against a real DNS server: the in-process hickory-server
+//! authority here, and Debian's dnsmasq in tests/dnsmasq.rs.
+
+mod common;
+
+use common::dns::TestDns;
+use common::*;
+use hyper::StatusCode;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+fn dns_config(
+    listen: SocketAddr,
+    dns: SocketAddr,
+    resolver_extra: &str,
+    pool_extra: &str,
+    address: &str,
+) -> String {
+    let admin = free_addr("127.0.0.1");
+    format!(
+        r#"[global]
+threads = 2
+access_log = "text"
+[admin]
+bind = "{admin}"
+[resolver]
+nameservers = ["{dns}"]
+timeout = "500ms"
+min_ttl = "200ms"
+max_ttl = "30s"
+{resolver_extra}
+[[listener]]
+name = "web"
+bind = ["{listen}"]
+mode = "http"
+pool = "app"
+[[pool]]
+name = "app"
+connect_timeout = "500ms"
+{pool_extra}
+  [[pool.server]]
+  address = "{address}"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_replacement_is_followed_within_ttl() {
+    let mut dns = TestDns::start("test.").await;
+    let port = common_port(&["127.0.0.2", "127.0.0.3"]);
+    let old = Backend::start("old-pod", SocketAddr::new(ip("127.0.0.2"), port)).await;
+    dns.set_ips("app", &[ip("127.0.0.2")], 1).await;
+    let listen = free_addr("127.0.0.1");
+    let p = Proxy::start(
+        &dns_config(
+            listen,
+            dns.addr,
+            "",
+            "retries = 0",
+            &format!("app.test:{port}"),
+        ),
+        &[listen],
+    )
+    .await;
+    let c = client();
+    for _ in 0..10 {
+        let (st, body) = get(&c, &format!("http://{listen}/")).await;
+        assert_eq!((st, body.as_str()), (StatusCode::OK, "old-pod"));
+    }
+    // the pod is deleted and recreated with a new IP
+    old.kill();
+    let new = Backend::start("new-pod", SocketAddr::new(ip("127.0.0.3"), port)).await;
+    dns.set_ips("app", &[ip("127.0.0.3")], 1).await;
+    let changed = Instant::now();
+    let mut first_ok = None;
+    while changed.elapsed() < Duration::from_secs(5) {
+        let (st, body) = get(&c, &format!("http://{listen}/")).await;
+        if st == StatusCode::OK {
+            assert_eq!(
+                body, "new-pod",
+                "answered from a stale connection to the old pod"
+            );
+            first_ok.get_or_insert(changed.elapsed());
+        } else if first_ok.is_some() {
+            panic!("a failure after the switch: {st} {body}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if first_ok.is_some_and(|t| changed.elapsed() > t + Duration::from_millis(500)) {
+            break;
+        }
+    }
+    let took = first_ok.expect("never reached the new pod");
+    assert!(
+        took <= Duration::from_secs(2),
+        "TTL 1 s + 1 s, took {took:?}"
+    );
+    eprintln!("requests reached the new pod {took:?} after the DNS change");
+    assert!(new.requests() > 0);
+    wait_for(Duration::from_secs(5), "the change logged", || {
+        p.stderr().contains("pool members changed")
+    })
+    .await;
+    dns.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_and_in_keeps_survivor_state() {
+    let dns = TestDns::start("test.").await;
+    let port = common_port(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+    let pods: Vec<Backend> = futures_pods(port).await;
+    dns.set_ips("svc", &[ip("127.0.0.2")], 1).await;
+    let listen = free_addr("127.0.0.1");
+    let health = "[pool.health]\nkind = \"http\"\npath = \"/health\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\n";
+    let p = Proxy::start(
+        &dns_config(listen, dns.addr, "", health, &format!("svc.test:{port}")),
+        &[listen],
+    )
+    .await;
+    let c = client();
+    wait_for(Duration::from_secs(5), "first member UP", || {
+        p.stderr().matches("server is UP").count() == 1
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(
+            get(&c, &format!("http://{listen}/")).await.0,
+            StatusCode::OK
+        );
+    }
+    // 1 -> 3 records
+    dns.set_ips(
+        "svc",
+        &[ip("127.0.0.2"), ip("127.0.0.3"), ip("127.0.0.4")],
+        1,
+    )
+    .await;
+    wait_for(Duration::from_secs(5), "new members checked UP", || {
+        p.stderr().matches("server is UP").count() == 3
+    })
+    .await;
+    let before: Vec<usize> = pods.iter().map(|b| b.requests()).collect();
+    for _ in 0..30 {
+        assert_eq!(
+            get(&c, &format!("http://{listen}/")).await.0,
+            StatusCode::OK
+        );
+    }
+    let spread: Vec<usize> = pods
+        .iter()
+        .zip(&before)
+        .map(|(b, n)| b.requests() - n)
+        .collect();
+    assert!(
+        spread.iter().all(|&n| n >= 5),
+        "traffic did not spread to all 3: {spread:?}"
+    );
+    // the survivor kept its health: it was never re-checked from UNKNOWN
+    assert_eq!(
+        p.stderr().matches("from=\"UNKNOWN\" to=\"UP\"").count()
+            + p.stderr().matches("from=UNKNOWN to=UP").count(),
+        3
+    );
+    // 3 -> 1
+    dns.set_ips("svc", &[ip("127.0.0.3")], 1).await;
+    wait_for(Duration::from_secs(5), "members removed", || {
+        p.stderr().matches("pool members changed").count() >= 2
+    })
+    .await;
+    let before: Vec<usize> = pods.iter().map(|b| b.requests()).collect();
+    for _ in 0..20 {
+        assert_eq!(
+            get(&c, &format!("http://{listen}/")).await.0,
+            StatusCode::OK
+        );
+    }
+    let after: Vec<usize> = pods
+        .iter()
+        .zip(&before)
+        .map(|(b, n)| b.requests() - n)
+        .collect();
+    assert_eq!(after, vec![0, 20, 0], "removed members still get traffic");
+    // the survivor did not get a new health-check task from UNKNOWN either
+    assert_eq!(p.stderr().matches("server is UP").count(), 3);
+    // removed members' idle connections were closed at once
+    wait_for(
+        Duration::from_secs(3),
+        "idle connections to removed members closed",
+        || {
+            [0usize, 2].iter().all(|&i| {
+                pods[i].stats.closed.load(Ordering::SeqCst)
+                    == pods[i].stats.connections.load(Ordering::SeqCst)
+            })
+        },
+    )
+    .await;
+}
+
+async fn futures_pods(port: u16) -> Vec<Backend> {
+    let mut v = Vec::new();
+    for (i, h) in ["127.0.0.2", "127.0.0.3", "127.0.0.4"].iter().enumerate() {
+        v.push(Backend::start(&format!("pod-{i}"), SocketAddr::new(ip(h), port)).await);
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_records_arrive_through_tcp_fallback() {
+    let dns = TestDns::start("test.").await;
+    let ips: Vec<IpAddr> = (0..300u32)
+        .map(|i| IpAddr::from([127, 1, (i / 250) as u8, (i % 250 + 1) as u8]))
+        .collect();
+    dns.set_ips("big", &ips, 30).await;
+    // one real backend among them: the first address
+    let port = common_port(&["127.1.0.1"]);
+    let b = Backend::start("big-0", SocketAddr::new(ips[0], port)).await;
+    let listen = free_addr("127.0.0.1");
+    let p = Proxy::start(
+        &dns_config(
+            listen,
+            dns.addr,
+            "",
+            "balance = \"first\"",
+            &format!("big.test:{port}"),
+        ),
+        &[listen],
+    )
+    .await;
+    let (st, body) = get(&client(), &format!("http://{listen}/")).await;
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "big-0"));
+    assert!(b.requests() >= 1);
+    // 300 members: an answer of 300 A records does not fit in 512 bytes of UDP
+    assert!(!p.stderr().contains("does not resolve"), "{}", p.stderr());
+    let status = rampart_dns_members(&p, listen).await;
+    assert_eq!(status, 300);
+}
+
+/// How many members the name resolved to at start-up, as rampart logs it.
+async fn rampart_dns_members(p: &Proxy, _listen: SocketAddr) -> usize {
+    wait_for(Duration::from_secs(5), "members logged", || {
+        p.stderr().contains("members=")
+    })
+    .await;
+    let line = p
+        .stderr()
+        .lines()
+        .find(|l| l.contains("members="))
+        .unwrap()
+        .to_string();
+    line.split("members=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolver_down_keeps_the_last_members_and_counts_errors() {
+    let mut dns = TestDns::start("test.").await;
+    let b = Backend::start("pod", free_addr("127.0.0.2")).await;
+    dns.set_ips("app", &[b.addr.ip()], 1).await;
+    let listen = free_addr("127.0.0.1");
+    let p = Proxy::start(
+        &dns_config(
+            listen,
+            dns.addr,
+            "",
+            "",
+            &format!("app.test:{}", b.addr.port()),
+        ),
+        &[listen],
+    )
+    .await;
+    let c = client();
+    assert_eq!(
+        get(&c, &format!("http://{listen}/")).await.0,
+        StatusCode::OK
+    );
+    dns.stop().await;
+    wait_for(Duration::from_secs(10), "two failed lookups", || {
+        p.stderr()
+            .matches("lookup failed; keeping the last members")
+            .count()
+            >= 2
+    })
+    .await;
+    for _ in 0..10 {
+        let (st, body) = get(&c, &format!("http://{listen}/")).await;
+        assert_eq!((st, body.as_str()), (StatusCode::OK, "pod"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_empty_keep_versus_clear() {
+    for (policy, expect) in [
+        ("keep", StatusCode::OK),
+        ("clear", StatusCode::SERVICE_UNAVAILABLE),
+    ] {
+        let dns = TestDns::start("test.").await;
+        let b = Backend::start("pod", free_addr("127.0.0.2")).await;
+        dns.set_ips("app", &[b.addr.ip()], 1).await;
+        let listen = free_addr("127.0.0.1");
+        let cfg = dns_config(
+            listen,
+            dns.addr,
+            &format!("on_empty = \"{policy}\""),
+            "",
+            &format!("app.test:{}", b.addr.port()),
+        );
+        let p = Proxy::start(&cfg, &[listen]).await;
+        let c = client();
+        assert_eq!(
+            get(&c, &format!("http://{listen}/")).await.0,
+            StatusCode::OK
+        );
+        // the name disappears (NXDOMAIN-like: no records)
+        dns.set_ips("app", &[], 1).await;
+        let marker = if policy == "keep" {
+            "empty answer; keeping the last members"
+        } else {
+            "answer changed"
+        };
+        wait_for(Duration::from_secs(5), "the empty answer handled", || {
+            p.stderr().contains(marker)
+        })
+        .await;
+        let (st, _) = get(&c, &format!("http://{listen}/")).await;
+        assert_eq!(st, expect, "on_empty = {policy}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_missing_at_start_fills_the_pool_when_it_appears() {
+    let dns = TestDns::start("test.").await;
+    let b = Backend::start("late", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let p = Proxy::start(
+        &dns_config(
+            listen,
+            dns.addr,
+            "",
+            "",
+            &format!("late.test:{}", b.addr.port()),
+        ),
+        &[listen],
+    )
+    .await;
+    assert!(
+        p.stderr().contains("does not resolve at start-up"),
+        "{}",
+        p.stderr()
+    );
+    let c = client();
+    assert_eq!(
+        get(&c, &format!("http://{listen}/")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    dns.set_ips("late", &[b.addr.ip()], 1).await;
+    let t0 = Instant::now();
+    loop {
+        let (st, body) = get(&c, &format!("http://{listen}/")).await;
+        if st == StatusCode::OK {
+            assert_eq!(body, "late");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the pool never filled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_and_dns_members_mix_and_srv_gives_ports_and_weights() {
+    let dns = TestDns::start("test.").await;
+    let stat = Backend::start("static", free_addr("127.0.0.2")).await;
+    let s1 = Backend::start("srv-1", free_addr("127.0.0.3")).await;
+    let s2 = Backend::start("srv-2", free_addr("127.0.0.4")).await;
+    dns.set_ips("t1", &[s1.addr.ip()], 5).await;
+    dns.set_ips("t2", &[s2.addr.ip()], 5).await;
+    // different ports per target, weights 1 and 3
+    dns.set_srv(
+        "_http._tcp.api",
+        &[(10, 1, s1.addr.port(), "t1"), (10, 3, s2.addr.port(), "t2")],
+        5,
+    )
+    .await;
+    let listen = free_addr("127.0.0.1");
+    let mut cfg = dns_config(listen, dns.addr, "", "", "_http._tcp.api.test");
+    cfg.push_str(&format!(
+        "  [[pool.server]]\n  address = \"{}\"\n  weight = 2\n",
+        stat.addr
+    ));
+    let _p = Proxy::start(&cfg, &[listen]).await;
+    let c = client();
+    let mut bodies = Vec::new();
+    for _ in 0..60 {
+        let (st, body) = get(&c, &format!("http://{listen}/")).await;
+        assert_eq!(st, StatusCode::OK);
+        bodies.push(body);
+    }
+    let t = tally(&bodies);
+    // weights srv-1:srv-2:static = 1:3:2 over 60 requests, smooth round robin
+    assert_eq!(
+        (t.get("srv-1"), t.get("srv-2"), t.get("static")),
+        (Some(&10), Some(&30), Some(&20)),
+        "{t:?}"
+    );
+}
