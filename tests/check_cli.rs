@@ -114,6 +114,17 @@ fn broken_configs_name_key_and_line() {
             "pool[0].health.expect_status",
             17,
         ),
+        ("SRV name with a port", "address = \"127.0.0.2:8000\"", "address = \"_http._tcp.api.test:80\"", "pool[0].server[0].address", 16),
+        ("name without a port", "address = \"127.0.0.2:8000\"", "address = \"api.test\"", "pool[0].server[0].address", 16),
+        (
+            "name on a DNS entry",
+            "address = \"127.0.0.2:8000\"",
+            "address = \"api.test:8000\"\n  name = \"x\"",
+            "pool[0].server[0].name",
+            17,
+        ),
+        ("unknown resolver key", "[admin]", "[resolver]\nnameserver = [\"127.0.0.1:53\"]\n\n[admin]", "nameserver", 5),
+        ("bad on_empty", "[admin]", "[resolver]\non_empty = \"drop\"\n\n[admin]", "on_empty", 5),
         ("bad retry_buffer", "name = \"api\"\n", "name = \"api\"\nretry_buffer = \"lots\"\n", "retry_buffer", 15),
         ("breaker percent", "name = \"api\"\n", "name = \"api\"\n[pool.breaker]\nmax_ejected_percent = 150\n", "pool[0].breaker.max_ejected_percent", 16),
     ];

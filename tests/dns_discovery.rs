@@ -411,3 +411,73 @@ async fn static_and_dns_members_mix_and_srv_gives_ports_and_weights() {
         "{t:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_answers_are_used_and_prefer_picks_the_family() {
+    let port = common_port(&["127.0.0.2", "::1"]);
+    let v4 = Backend::start("v4", SocketAddr::new(ip("127.0.0.2"), port)).await;
+    let v6 = Backend::start("v6", SocketAddr::new(ip("::1"), port)).await;
+    for (prefer, want) in [
+        ("ipv6", vec!["v6"]),
+        ("ipv4", vec!["v4"]),
+        ("any", vec!["v4", "v6"]),
+    ] {
+        let dns = TestDns::start("test.").await;
+        dns.set_ips("dual", &[ip("127.0.0.2"), ip("::1")], 30).await;
+        let listen = free_addr("127.0.0.1");
+        let cfg = dns_config(
+            listen,
+            dns.addr,
+            &format!("prefer = \"{prefer}\""),
+            "",
+            &format!("dual.test:{port}"),
+        );
+        let _p = Proxy::start(&cfg, &[listen]).await;
+        let c = client();
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let (st, body) = get(&c, &format!("http://{listen}/")).await;
+            assert_eq!(st, StatusCode::OK);
+            seen.push(body);
+        }
+        let mut kinds: Vec<String> = tally(&seen).into_keys().collect();
+        kinds.sort();
+        assert_eq!(kinds, want, "prefer = {prefer}");
+    }
+    assert!(v4.requests() > 0 && v6.requests() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_dropped_only_after_hold_on_failure() {
+    let mut dns = TestDns::start("test.").await;
+    let b = Backend::start("pod", free_addr("127.0.0.2")).await;
+    dns.set_ips("app", &[b.addr.ip()], 1).await;
+    let listen = free_addr("127.0.0.1");
+    let cfg = dns_config(
+        listen,
+        dns.addr,
+        "hold_on_failure = \"2s\"",
+        "",
+        &format!("app.test:{}", b.addr.port()),
+    );
+    let p = Proxy::start(&cfg, &[listen]).await;
+    let c = client();
+    assert_eq!(
+        get(&c, &format!("http://{listen}/")).await.0,
+        StatusCode::OK
+    );
+    dns.stop().await;
+    let stopped = Instant::now();
+    wait_for(Duration::from_secs(10), "members dropped", || {
+        p.stderr().contains("past hold_on_failure")
+    })
+    .await;
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(1500),
+        "dropped after only {:?}",
+        stopped.elapsed()
+    );
+    // the pool is empty now: 503 at once
+    let (st, _) = get(&c, &format!("http://{listen}/")).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+}
