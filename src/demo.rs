@@ -137,6 +137,7 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), DemoError> {
         cfg,
         crate::RunOptions {
             stop: None,
+            config_path: None,
             on_ready: Some(on_ready),
         },
     )?;

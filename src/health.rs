@@ -335,8 +335,21 @@ impl HealthManager {
 async fn check_loop(addr: SocketAddr, state: Arc<ServerState>, cfg: Arc<HealthConfig>) {
     let mut rf = RiseFall::new(state.health(), cfg.rise, cfg.fall);
     loop {
+        if state.admin() == crate::pool::AdminState::Maint {
+            // In maintenance: not checked. Look again at the normal interval.
+            tokio::time::sleep(cfg.interval).await;
+            continue;
+        }
         let started = Instant::now();
         let result = check_once(&cfg.check, addr, cfg.timeout).await;
+        state
+            .checks_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if result.is_err() {
+            state
+                .checks_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let report = CheckReport {
             at: SystemTime::now(),
             duration: started.elapsed(),

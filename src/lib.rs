@@ -9,6 +9,7 @@ pub mod demo;
 pub mod discovery;
 pub mod health;
 pub mod listener;
+pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod router;
@@ -36,4 +37,63 @@ pub struct Shared {
     /// Woken when members leave their pool, so every worker closes their idle
     /// connections at once.
     pub retired: tokio::sync::Notify,
+    /// Per listener, in config order.
+    pub listener_stats: Vec<ListenerStats>,
+    /// Set once every health-checked server has had its first check.
+    pub first_round_done: AtomicBool,
+    /// The config file, for the stats page header.
+    pub config_path: Option<std::path::PathBuf>,
+}
+
+/// Client connection counters of one listener.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    pub active: std::sync::atomic::AtomicU64,
+    pub total: std::sync::atomic::AtomicU64,
+}
+
+/// Counts a client connection as open until dropped.
+#[derive(Debug)]
+pub struct ConnCount(std::sync::Arc<Shared>, usize);
+
+impl ConnCount {
+    pub fn new(shared: &std::sync::Arc<Shared>, listener: usize) -> Option<ConnCount> {
+        let st = shared.listener_stats.get(listener)?;
+        st.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        st.total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(ConnCount(std::sync::Arc::clone(shared), listener))
+    }
+}
+
+impl Drop for ConnCount {
+    fn drop(&mut self) {
+        if let Some(st) = self.0.listener_stats.get(self.1) {
+            st.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl Shared {
+    /// /ready: listeners accept, not draining, and the first health round is done.
+    pub fn is_ready(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.ready.load(Ordering::Acquire) {
+            return false;
+        }
+        if self.first_round_done.load(Ordering::Acquire) {
+            return true;
+        }
+        let snap = self.snapshot.load();
+        let done = snap.pools.iter().all(|p| {
+            p.health.is_none()
+                || p.servers
+                    .iter()
+                    .all(|s| s.state.last_check.load().is_some())
+        });
+        if done {
+            // a latch: members added later (DNS) do not make the proxy unready
+            self.first_round_done.store(true, Ordering::Release);
+        }
+        done
+    }
 }

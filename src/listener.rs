@@ -112,6 +112,7 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
             },
         };
         let _ = stream.set_nodelay(true);
+        let count = crate::ConnCount::new(&ctx.shared, ctx.listener);
         match ctx.mode {
             Mode::Http => {
                 let Some(builders) = &ctx.http else { break };
@@ -121,7 +122,7 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                     Arc::clone(&ctx.name),
                     peer,
                     ctx.tracker.clone(),
-                    permits,
+                    (permits, count),
                 ));
                 let builders = Arc::clone(builders);
                 let graceful = ctx.graceful.clone();
@@ -133,7 +134,7 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                 let idx = ctx.listener;
                 ctx.tracker.spawn(async move {
                     proxy::tcp::serve(stream, peer, shared, idx).await;
-                    drop(permits);
+                    drop((permits, count));
                 });
             }
         }

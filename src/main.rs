@@ -78,7 +78,11 @@ fn main() -> ExitCode {
             for w in &cfg.warnings {
                 tracing::warn!("{}: {w}", config.display());
             }
-            match rampart::run(cfg, rampart::RunOptions::default()) {
+            let opts = rampart::RunOptions {
+                config_path: Some(config.clone()),
+                ..Default::default()
+            };
+            match rampart::run(cfg, opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("rampart: {e}");

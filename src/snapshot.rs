@@ -73,7 +73,10 @@ impl Snapshot {
         let old_states: HashMap<SocketAddr, &Arc<ServerState>> = old
             .map(|o| o.servers.iter().map(|s| (s.addr, &s.state)).collect())
             .unwrap_or_default();
-        let shared = old.map_or_else(Arc::<PoolShared>::default, |o| Arc::clone(&o.shared));
+        let shared = old.map_or_else(
+            || Arc::new(PoolShared::new(&pc.name)),
+            |o| Arc::clone(&o.shared),
+        );
         let initial = Pool::initial_health(pc);
         Pool::new(pc, shared, members(pc, pi, discovered), |addr| {
             old_states

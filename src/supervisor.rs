@@ -41,6 +41,8 @@ pub type OnReady = Arc<dyn Fn(&Shared) + Send + Sync>;
 pub struct RunOptions {
     /// Cancelling it behaves like SIGTERM (used by `rampart demo` and embedders).
     pub stop: Option<CancellationToken>,
+    /// The config file (shown on the stats page).
+    pub config_path: Option<std::path::PathBuf>,
     /// Called once every listener is bound and accepting.
     pub on_ready: Option<OnReady>,
 }
@@ -94,6 +96,13 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     let shared = Arc::new(Shared {
         dns: registry,
         retired: tokio::sync::Notify::new(),
+        listener_stats: config
+            .listeners
+            .iter()
+            .map(|_| Default::default())
+            .collect(),
+        first_round_done: AtomicBool::new(false),
+        config_path: opts.config_path.clone(),
         snapshot: ArcSwap::from_pointee(Snapshot::build(&config, None, &discovered)),
         access_log: AccessLog::new(config.global.access_log),
         ready: AtomicBool::new(false),

@@ -376,6 +376,10 @@ pub async fn send(
         }
     };
     let connect_time = started.elapsed();
+    pool.shared
+        .histograms
+        .connect_time
+        .observe(connect_time.as_secs_f64());
     match send_on(pool, server, &mut sender, req).await {
         Ok(response) => Ok(Exchange {
             response,

@@ -73,6 +73,53 @@ pub struct ServerState {
     pub last_check: ArcSwapOption<CheckReport>,
     /// Set when the member left its pool (DNS): its idle connections are closed.
     pub retired: std::sync::atomic::AtomicBool,
+    /// Operator state (admin API), see `AdminState`.
+    admin: AtomicU8,
+    /// Operator weight; `NO_WEIGHT` when the config's weight applies.
+    weight_override: AtomicU32,
+    /// `clock::now_ms()` of the last health or admin state change.
+    pub status_since: AtomicU64,
+    down_since: AtomicU64,
+    downtime_ms: AtomicU64,
+    /// Failed active checks (HAProxy's chkfail) and UP -> DOWN flips (chkdown).
+    pub checks_total: AtomicU64,
+    pub checks_failed: AtomicU64,
+    pub went_down: AtomicU64,
+    /// Highest `active` seen (smax).
+    pub max_active: AtomicU32,
+}
+
+const NO_WEIGHT: u32 = u32::MAX;
+
+/// What an operator set through the admin API.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminState {
+    /// In rotation (if healthy).
+    Ready = 0,
+    /// No new requests or connections; in-flight ones finish; still checked.
+    Drain = 1,
+    /// Out of rotation and not checked.
+    Maint = 2,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AdminState> {
+        match s {
+            "ready" => Some(AdminState::Ready),
+            "drain" => Some(AdminState::Drain),
+            "maint" => Some(AdminState::Maint),
+            _ => None,
+        }
+    }
 }
 
 impl ServerState {
@@ -91,6 +138,15 @@ impl ServerState {
             up_since: AtomicU64::new(0),
             last_check: ArcSwapOption::empty(),
             retired: std::sync::atomic::AtomicBool::new(false),
+            admin: AtomicU8::new(AdminState::Ready as u8),
+            weight_override: AtomicU32::new(NO_WEIGHT),
+            status_since: AtomicU64::new(clock::now_ms()),
+            down_since: AtomicU64::new(0),
+            downtime_ms: AtomicU64::new(0),
+            checks_total: AtomicU64::new(0),
+            checks_failed: AtomicU64::new(0),
+            went_down: AtomicU64::new(0),
+            max_active: AtomicU32::new(0),
         }
     }
 
@@ -105,22 +161,89 @@ impl ServerState {
     /// Sets the health; a DOWN -> UP flip starts the slow-start ramp at `now`.
     pub fn set_health(&self, h: Health, now: u64) {
         let old = self.health.swap(h as u8, Ordering::AcqRel);
+        if old == h as u8 {
+            return;
+        }
+        self.status_since.store(now, Ordering::Release);
+        if old == Health::Down as u8 {
+            let since = self.down_since.swap(0, Ordering::AcqRel);
+            if since != 0 {
+                self.downtime_ms
+                    .fetch_add(now.saturating_sub(since), Ordering::Relaxed);
+            }
+        }
+        if h == Health::Down {
+            self.down_since.store(now, Ordering::Release);
+            if old == Health::Up as u8 {
+                self.went_down.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if h == Health::Up && old == Health::Down as u8 {
             self.up_since.store(now, Ordering::Release);
         }
     }
 
+    /// Total time spent DOWN, including the current stretch.
+    pub fn downtime(&self, now: u64) -> Duration {
+        let since = self.down_since.load(Ordering::Acquire);
+        let current = if since == 0 {
+            0
+        } else {
+            now.saturating_sub(since)
+        };
+        Duration::from_millis(self.downtime_ms.load(Ordering::Relaxed) + current)
+    }
+
+    pub fn admin(&self) -> AdminState {
+        match self.admin.load(Ordering::Relaxed) {
+            1 => AdminState::Drain,
+            2 => AdminState::Maint,
+            _ => AdminState::Ready,
+        }
+    }
+
+    pub fn set_admin(&self, a: AdminState) {
+        if self.admin.swap(a as u8, Ordering::AcqRel) != a as u8 {
+            self.status_since.store(clock::now_ms(), Ordering::Release);
+        }
+    }
+
+    pub fn weight_override(&self) -> Option<u32> {
+        match self.weight_override.load(Ordering::Relaxed) {
+            NO_WEIGHT => None,
+            w => Some(w),
+        }
+    }
+
+    pub fn set_weight_override(&self, w: Option<u32>) {
+        self.weight_override
+            .store(w.unwrap_or(NO_WEIGHT), Ordering::Relaxed);
+    }
+
+    /// The slow-start ramp's start, if the server came back UP (0 = none).
+    pub fn up_since(&self) -> u64 {
+        self.up_since.load(Ordering::Acquire)
+    }
+
     /// Takes one connection slot if the server is below `max` (0 = unlimited).
     fn try_take(&self, max: u32) -> bool {
-        if max == 0 {
-            self.active.fetch_add(1, Ordering::AcqRel);
-            return true;
+        let now = if max == 0 {
+            self.active.fetch_add(1, Ordering::AcqRel) + 1
+        } else {
+            match self
+                .active
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |a| {
+                    (a < max).then_some(a + 1)
+                }) {
+                Ok(prev) => prev + 1,
+                Err(_) => return false,
+            }
+        };
+        // Written only when a new peak is reached: rarely, after warm-up.
+        if now > self.max_active.load(Ordering::Relaxed) {
+            self.max_active.fetch_max(now, Ordering::Relaxed);
         }
-        self.active
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |a| {
-                (a < max).then_some(a + 1)
-            })
-            .is_ok()
+        true
     }
 }
 
@@ -159,6 +282,17 @@ pub struct PoolShared {
     /// Retries made (each on another server than the failed attempt).
     pub retries: AtomicU64,
     pub budget: RetryBudget,
+    pub histograms: crate::metrics::PoolHistograms,
+}
+
+impl PoolShared {
+    /// A pool's shared state, with its histograms registered under its name.
+    pub fn new(pool: &str) -> PoolShared {
+        PoolShared {
+            histograms: crate::metrics::PoolHistograms::for_pool(pool),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -201,13 +335,16 @@ impl Pool {
     ) -> Pool {
         let servers: Vec<Server> = members
             .into_iter()
-            .map(|m| Server {
-                id: Arc::from(m.name.unwrap_or_else(|| m.addr.to_string())),
-                addr: m.addr,
-                weight: m.weight,
-                backup: m.backup,
-                source: m.source,
-                state: state_for(m.addr),
+            .map(|m| {
+                let state = state_for(m.addr);
+                Server {
+                    id: Arc::from(m.name.unwrap_or_else(|| m.addr.to_string())),
+                    addr: m.addr,
+                    weight: state.weight_override().unwrap_or(m.weight),
+                    backup: m.backup,
+                    source: m.source,
+                    state,
+                }
             })
             .collect();
         let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
@@ -244,7 +381,10 @@ impl Pool {
     /// Could server `i` take traffic (ignoring its connection limit)?
     pub fn usable(&self, i: usize, now: u64) -> bool {
         let s = &self.servers[i];
-        s.weight > 0 && s.state.health() == Health::Up && s.state.breaker.admits(now)
+        s.weight > 0
+            && s.state.health() == Health::Up
+            && s.state.admin() == AdminState::Ready
+            && s.state.breaker.admits(now)
     }
 
     /// Which tier serves now: `Some(false)` if a non-backup server is usable,

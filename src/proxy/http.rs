@@ -57,8 +57,9 @@ pub struct ConnCtx {
     peer_ip: HeaderValue,
     /// Upgraded tunnels outlive their HTTP connection; shutdown waits for them here.
     tracker: TaskTracker,
-    /// This connection's slots under the connection limits; a tunnel keeps them.
-    _permits: crate::listener::Permits,
+    /// This connection's slots under the connection limits and its place in the
+    /// listener's count; a tunnel keeps them.
+    _permits: (crate::listener::Permits, Option<crate::ConnCount>),
 }
 
 impl ConnCtx {
@@ -68,7 +69,7 @@ impl ConnCtx {
         listener_name: Arc<str>,
         peer: SocketAddr,
         tracker: TaskTracker,
-        permits: crate::listener::Permits,
+        permits: (crate::listener::Permits, Option<crate::ConnCount>),
     ) -> ConnCtx {
         let ip = peer.ip().to_canonical().to_string();
         ConnCtx {
@@ -270,8 +271,8 @@ async fn handle(
             Err(e) => {
                 // After a failed attempt, the client hears about that failure.
                 return Ok(match last_err {
-                    Some((err, idx)) => fail(&pool, Some(&pool.servers[idx]), err, log),
-                    None => fail(&pool, None, e.into(), log),
+                    Some((err, idx)) => fail(&pool, Some(&pool.servers[idx]), err, log, start),
+                    None => fail(&pool, None, e.into(), log, start),
                 });
             }
         };
@@ -309,14 +310,14 @@ async fn handle(
                 let err = ProxyError::Upstream(error);
                 err.count_server(server);
                 if !again {
-                    return Ok(fail(&pool, Some(server), err, log));
+                    return Ok(fail(&pool, Some(server), err, log, start));
                 }
                 tracing::debug!(pool = %pool.name, server = %server.id, error = %err, "retrying on another server");
                 note_retry(&pool, server, &mut tried, idx);
                 req = match (unsent, &replay) {
                     (Some(r), _) => *r,
                     (None, Some(rp)) => rp.request(),
-                    (None, None) => return Ok(fail(&pool, Some(server), err, log)),
+                    (None, None) => return Ok(fail(&pool, Some(server), err, log, start)),
                 };
                 last_err = Some((err, idx));
             }
@@ -371,7 +372,7 @@ async fn handle(
                     let err =
                         ProxyError::Upstream(UpstreamError::Unexpected101 { addr: server.addr });
                     err.count_server(server);
-                    return Ok(fail(&pool, Some(server), err, log));
+                    return Ok(fail(&pool, Some(server), err, log, start));
                 }
                 let keepalive = keepalive_hint(response.headers())
                     .map_or(pool.keepalive_timeout, |k| k.min(pool.keepalive_timeout));
@@ -388,6 +389,7 @@ async fn handle(
                         failed: false,
                         progress,
                         keepalive,
+                        start,
                     }),
                 ));
             }
@@ -625,8 +627,13 @@ fn fail(
     server: Option<&Server>,
     err: ProxyError,
     log: Option<Box<ReqLog>>,
+    start: Instant,
 ) -> Response<ProxyBody> {
     err.count_pool(pool);
+    pool.shared
+        .histograms
+        .request_duration
+        .observe(start.elapsed().as_secs_f64());
     let status = err.status();
     tracing::debug!(pool = %pool.name, error = %err, "request failed");
     if let Some(mut l) = log {
@@ -815,6 +822,8 @@ pub struct UpstreamBody {
     progress: Option<Arc<upstream::ReqProgress>>,
     /// How long the connection may stay idle in the pool.
     keepalive: Duration,
+    /// When the request arrived (for the duration histogram).
+    start: Instant,
 }
 
 impl UpstreamBody {
@@ -822,6 +831,12 @@ impl UpstreamBody {
         let Some(guard) = self.guard.take() else {
             return;
         };
+        guard
+            .pool()
+            .shared
+            .histograms
+            .request_duration
+            .observe(self.start.elapsed().as_secs_f64());
         let upload_done = self.progress.as_ref().is_none_or(|p| p.is_done());
         if complete && upload_done {
             if let Some(sender) = self.sender.take() {

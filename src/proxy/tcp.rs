@@ -79,7 +79,12 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>,
         match upstream::connect_tcp(server.addr, pool.connect_timeout).await {
             Ok(s) => {
                 guard.success();
-                break (guard, s, connect_start.elapsed());
+                let took = connect_start.elapsed();
+                pool.shared
+                    .histograms
+                    .connect_time
+                    .observe(took.as_secs_f64());
+                break (guard, s, took);
             }
             Err(e) => {
                 tracing::debug!(pool = %pool.name, error = %e, "tcp connect failed");

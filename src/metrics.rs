@@ -1,0 +1,409 @@
+//! Every Prometheus metric, declared here and only here. The data plane keeps its
+//! counters in per-server atomics; `render` turns them into metric families at
+//! scrape time, so counting costs nothing beyond the atomics. The two histograms
+//! (request duration, backend connect time) are prometheus `Histogram`s whose
+//! handles each pool keeps, so observing is lock-free.
+
+use crate::pool::{AdminState, Health, Pool};
+use crate::Shared;
+use prometheus::core::Collector;
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+
+pub struct Metrics {
+    pub registry: Registry,
+    request_duration: HistogramVec,
+    connect_time: HistogramVec,
+}
+
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const CONNECT_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// The process's metrics (one registry per process, like the crate's default).
+pub fn global() -> &'static Metrics {
+    METRICS.get_or_init(|| {
+        let registry = Registry::new();
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "rampart_http_request_duration_seconds",
+                "Time from request received to response complete, by pool",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["pool"],
+        )
+        .unwrap_or_else(|e| unreachable_metric(e));
+        let connect_time = HistogramVec::new(
+            HistogramOpts::new(
+                "rampart_backend_connect_seconds",
+                "Time to connect to a backend (new connections only), by pool",
+            )
+            .buckets(CONNECT_BUCKETS.to_vec()),
+            &["pool"],
+        )
+        .unwrap_or_else(|e| unreachable_metric(e));
+        for c in [&request_duration, &connect_time] {
+            if let Err(e) = registry.register(Box::new(c.clone())) {
+                tracing::error!(error = %e, "cannot register a metric");
+            }
+        }
+        Metrics {
+            registry,
+            request_duration,
+            connect_time,
+        }
+    })
+}
+
+/// The metric definitions above are constants; they cannot be invalid.
+#[cold]
+fn unreachable_metric(e: prometheus::Error) -> ! {
+    panic!("invalid metric definition: {e}")
+}
+
+/// The histogram handles of one pool.
+#[derive(Debug, Clone)]
+pub struct PoolHistograms {
+    pub request_duration: Histogram,
+    pub connect_time: Histogram,
+}
+
+impl PoolHistograms {
+    pub fn for_pool(pool: &str) -> PoolHistograms {
+        let m = global();
+        PoolHistograms {
+            request_duration: m.request_duration.with_label_values(&[pool]),
+            connect_time: m.connect_time.with_label_values(&[pool]),
+        }
+    }
+}
+
+impl Default for PoolHistograms {
+    /// Unregistered handles (pools built outside a running proxy, e.g. in tests).
+    fn default() -> Self {
+        let h = |name: &str| {
+            Histogram::with_opts(HistogramOpts::new(name, "unregistered"))
+                .unwrap_or_else(|e| unreachable_metric(e))
+        };
+        PoolHistograms {
+            request_duration: h("unregistered_request_duration"),
+            connect_time: h("unregistered_connect_time"),
+        }
+    }
+}
+
+/// The state label of a server, as on the stats page.
+pub fn server_status(pool: &Pool, i: usize, now: u64) -> &'static str {
+    let s = &pool.servers[i];
+    let st = &s.state;
+    match (st.admin(), st.health()) {
+        (AdminState::Maint, _) => "MAINT",
+        (AdminState::Drain, _) => "DRAIN",
+        (_, Health::Down) => "DOWN",
+        (_, Health::Unknown) => "UNKNOWN",
+        _ if !st.breaker.admits(now)
+            || st.breaker.state() != crate::pool::breaker::BreakerState::Closed =>
+        {
+            "EJECTED"
+        }
+        _ if s.backup => "BACKUP",
+        _ => "UP",
+    }
+}
+
+const STATES: [&str; 7] = [
+    "UP", "DOWN", "UNKNOWN", "DRAIN", "MAINT", "EJECTED", "BACKUP",
+];
+
+/// The whole exposition: the registry's histograms plus families built from the
+/// current snapshot's atomics.
+pub fn render(shared: &Shared) -> String {
+    let mut families = global().registry.gather();
+    families.extend(snapshot_families(shared));
+    families.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut out = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+        tracing::error!(error = %e, "cannot encode metrics");
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable_metric(e))
+}
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable_metric(e))
+}
+
+fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
+    let now = crate::clock::now_ms();
+    let ps = ["pool", "server"];
+    let requests = counter(
+        "rampart_server_requests_total",
+        "Requests (http) or sessions (tcp) sent to a server",
+        &ps,
+    );
+    let active = gauge(
+        "rampart_server_active",
+        "Requests or sessions in flight on a server",
+        &ps,
+    );
+    let max_active = gauge(
+        "rampart_server_active_max",
+        "Highest number in flight seen on a server",
+        &ps,
+    );
+    let bytes_in = counter(
+        "rampart_server_bytes_in_total",
+        "Bytes sent to a server (client to server)",
+        &ps,
+    );
+    let bytes_out = counter(
+        "rampart_server_bytes_out_total",
+        "Bytes received from a server (server to client)",
+        &ps,
+    );
+    let econ = counter(
+        "rampart_server_connect_errors_total",
+        "Failed connects to a server",
+        &ps,
+    );
+    let eresp = counter(
+        "rampart_server_response_errors_total",
+        "Resets, timeouts and aborted responses from a server",
+        &ps,
+    );
+    let retries = counter(
+        "rampart_server_retries_total",
+        "Requests that failed on a server and were retried on another",
+        &ps,
+    );
+    let weight = gauge("rampart_server_weight", "Effective weight of a server", &ps);
+    let up = gauge(
+        "rampart_server_up",
+        "1 if the server can take traffic now",
+        &ps,
+    );
+    let state = gauge(
+        "rampart_server_state",
+        "1 for the server's current state",
+        &["pool", "server", "state"],
+    );
+    let checks = counter(
+        "rampart_server_health_checks_total",
+        "Active health checks by result",
+        &["pool", "server", "result"],
+    );
+    let went_down = counter(
+        "rampart_server_down_transitions_total",
+        "UP to DOWN flips",
+        &ps,
+    );
+    let downtime = GaugeVec::new(
+        Opts::new(
+            "rampart_server_downtime_seconds",
+            "Total time a server has been DOWN",
+        ),
+        &ps,
+    )
+    .unwrap_or_else(|e| unreachable_metric(e));
+    let ejections = counter(
+        "rampart_server_ejections_total",
+        "Times the circuit breaker ejected a server",
+        &ps,
+    );
+    let queue = gauge(
+        "rampart_pool_queue",
+        "Requests waiting for a free server",
+        &["pool"],
+    );
+    let perrors = counter(
+        "rampart_pool_errors_total",
+        "Requests or sessions that failed for good (502/503/504, closed tcp)",
+        &["pool"],
+    );
+    let pretries = counter(
+        "rampart_pool_retries_total",
+        "Retries made on another server",
+        &["pool"],
+    );
+    let eligible = gauge(
+        "rampart_pool_eligible_servers",
+        "Servers that can take traffic now",
+        &["pool"],
+    );
+    let servers = gauge("rampart_pool_servers", "Members of the pool", &["pool"]);
+    let l_active = gauge(
+        "rampart_listener_connections",
+        "Open client connections",
+        &["listener"],
+    );
+    let l_total = counter(
+        "rampart_listener_connections_total",
+        "Client connections accepted",
+        &["listener"],
+    );
+    let dns_lookups = counter(
+        "rampart_dns_lookups_total",
+        "DNS lookups of a server name",
+        &["pool", "name"],
+    );
+    let dns_errors = counter(
+        "rampart_dns_errors_total",
+        "Failed DNS lookups (timeout, refused, server failure)",
+        &["pool", "name"],
+    );
+    let dns_members = gauge(
+        "rampart_dns_members",
+        "Members a name resolves to",
+        &["pool", "name"],
+    );
+    let misc = gauge("rampart_ready", "1 when the proxy reports ready", &[]);
+    let dropped = counter(
+        "rampart_access_log_dropped_total",
+        "Access log lines dropped because the writer fell behind",
+        &[],
+    );
+
+    let snap = shared.snapshot.load();
+    for pool in &snap.pools {
+        let p = &*pool.name;
+        for (i, s) in pool.servers.iter().enumerate() {
+            let l = [p, &*s.id];
+            let st = &s.state;
+            requests
+                .with_label_values(&l)
+                .inc_by(st.total.load(Ordering::Relaxed));
+            active
+                .with_label_values(&l)
+                .set(i64::from(st.active.load(Ordering::Relaxed)));
+            max_active
+                .with_label_values(&l)
+                .set(i64::from(st.max_active.load(Ordering::Relaxed)));
+            bytes_in
+                .with_label_values(&l)
+                .inc_by(st.bytes_in.load(Ordering::Relaxed));
+            bytes_out
+                .with_label_values(&l)
+                .inc_by(st.bytes_out.load(Ordering::Relaxed));
+            econ.with_label_values(&l)
+                .inc_by(st.connect_errors.load(Ordering::Relaxed));
+            eresp
+                .with_label_values(&l)
+                .inc_by(st.response_errors.load(Ordering::Relaxed));
+            retries
+                .with_label_values(&l)
+                .inc_by(st.retries.load(Ordering::Relaxed));
+            weight.with_label_values(&l).set(i64::from(s.weight));
+            up.with_label_values(&l).set(i64::from(pool.usable(i, now)));
+            let current = server_status(pool, i, now);
+            for name in STATES {
+                state
+                    .with_label_values(&[p, &*s.id, name])
+                    .set(i64::from(name == current));
+            }
+            if pool.health.is_some() {
+                let total = st.checks_total.load(Ordering::Relaxed);
+                let failed = st.checks_failed.load(Ordering::Relaxed);
+                checks
+                    .with_label_values(&[p, &*s.id, "ok"])
+                    .inc_by(total.saturating_sub(failed));
+                checks
+                    .with_label_values(&[p, &*s.id, "failed"])
+                    .inc_by(failed);
+            }
+            went_down
+                .with_label_values(&l)
+                .inc_by(st.went_down.load(Ordering::Relaxed));
+            downtime
+                .with_label_values(&l)
+                .set(st.downtime(now).as_secs_f64());
+            ejections
+                .with_label_values(&l)
+                .inc_by(st.breaker.ejections.load(Ordering::Relaxed));
+        }
+        queue
+            .with_label_values(&[p])
+            .set(i64::from(pool.shared.queued.load(Ordering::Relaxed)));
+        perrors
+            .with_label_values(&[p])
+            .inc_by(pool.shared.errors.load(Ordering::Relaxed));
+        pretries
+            .with_label_values(&[p])
+            .inc_by(pool.shared.retries.load(Ordering::Relaxed));
+        eligible
+            .with_label_values(&[p])
+            .set(pool.eligible_count() as i64);
+        servers
+            .with_label_values(&[p])
+            .set(pool.servers.len() as i64);
+    }
+    for (l, st) in snap.listeners.iter().zip(&shared.listener_stats) {
+        l_active
+            .with_label_values(&[&*l.name])
+            .set(st.active.load(Ordering::Relaxed) as i64);
+        l_total
+            .with_label_values(&[&*l.name])
+            .inc_by(st.total.load(Ordering::Relaxed));
+    }
+    for st in shared
+        .dns
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+    {
+        let l = [st.pool.as_str(), st.name.as_str()];
+        dns_lookups.with_label_values(&l).inc_by(st.lookups);
+        dns_errors.with_label_values(&l).inc_by(st.errors);
+        dns_members
+            .with_label_values(&l)
+            .set(st.members.len() as i64);
+    }
+    misc.with_label_values::<&str>(&[])
+        .set(i64::from(shared.is_ready()));
+    dropped
+        .with_label_values::<&str>(&[])
+        .inc_by(shared.access_log.dropped.load(Ordering::Relaxed));
+
+    let mut out = Vec::new();
+    out.extend(requests.collect());
+    out.extend(active.collect());
+    out.extend(max_active.collect());
+    out.extend(bytes_in.collect());
+    out.extend(bytes_out.collect());
+    out.extend(econ.collect());
+    out.extend(eresp.collect());
+    out.extend(retries.collect());
+    out.extend(weight.collect());
+    out.extend(up.collect());
+    out.extend(state.collect());
+    out.extend(checks.collect());
+    out.extend(went_down.collect());
+    out.extend(downtime.collect());
+    out.extend(ejections.collect());
+    out.extend(queue.collect());
+    out.extend(perrors.collect());
+    out.extend(pretries.collect());
+    out.extend(eligible.collect());
+    out.extend(servers.collect());
+    out.extend(l_active.collect());
+    out.extend(l_total.collect());
+    out.extend(dns_lookups.collect());
+    out.extend(dns_errors.collect());
+    out.extend(dns_members.collect());
+    out.extend(misc.collect());
+    out.extend(dropped.collect());
+    // families with no samples (e.g. no DNS names) are left out
+    out.retain(|f| !f.get_metric().is_empty());
+    out
+}
