@@ -222,6 +222,11 @@ pub fn rfc3339_now() -> String {
     rfc3339(now)
 }
 
+/// A time since the epoch as `2026-11-21T07:50:01.123Z`.
+pub fn rfc3339_at(since_epoch: Duration) -> String {
+    rfc3339(since_epoch)
+}
+
 fn rfc3339(since_epoch: Duration) -> String {
     let secs = since_epoch.as_secs();
     let days = (secs / 86_400) as i64;

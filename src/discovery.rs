@@ -7,8 +7,6 @@
 //! no new requests, idle pooled connections closed at once, in-flight ones finish.
 
 use crate::config::{Config, OnEmpty, Prefer, ResolverConfig, ServerAddr};
-use crate::health::HealthManager;
-use crate::snapshot::Snapshot;
 use crate::Shared;
 use hickory_resolver::config::{
     ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig as HickoryConfig,
@@ -19,10 +17,8 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -338,28 +334,24 @@ pub fn status_key(pool: &str, addr: &ServerAddr) -> String {
     format!("{pool}/{addr}")
 }
 
-/// Starts one watch task per name and the applier that turns answers into
-/// snapshots. All run on the current (control) runtime until `cancel`.
-#[allow(clippy::too_many_arguments)]
+/// Starts one watch task per name; answers go to the control task.
 pub fn spawn(
-    shared: Arc<Shared>,
-    cfg: Arc<Config>,
+    shared: &Arc<Shared>,
+    cfg: &Config,
     disc: Arc<Discovery>,
-    discovered: Discovered,
-    ttls: HashMap<(usize, usize), Option<Duration>>,
-    mut health: HealthManager,
-    cancel: CancellationToken,
+    discovered: &Discovered,
+    ttls: &HashMap<(usize, usize), Option<Duration>>,
+    cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<((usize, usize), Vec<Found>)>();
-    for (pi, si, addr) in targets(&cfg) {
+    for (pi, si, addr) in targets(cfg) {
         let w = Watch {
             key: (pi, si),
             pool: cfg.pools[pi].name.clone(),
             addr,
             disc: Arc::clone(&disc),
-            shared: Arc::clone(&shared),
-            tx: tx.clone(),
+            shared: Arc::clone(shared),
+            tx: shared.control.clone(),
             last: discovered.get(&(pi, si)).cloned().unwrap_or_default(),
             first_ttl: ttls.get(&(pi, si)).copied().flatten(),
         };
@@ -375,56 +367,6 @@ pub fn spawn(
             span,
         ));
     }
-    let mut discovered = discovered;
-    let span = tracing::info_span!("dns-apply");
-    tracker.spawn(tracing::Instrument::instrument(
-        async move {
-            loop {
-                let (key, found) = tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    m = rx.recv() => match m { Some(m) => m, None => break },
-                };
-                discovered.insert(key, found);
-                apply(&shared, &cfg, &discovered, key.0);
-                health.sync(&shared.snapshot.load().pools);
-            }
-            health.stop_all();
-        },
-        span,
-    ));
-}
-
-/// Rebuilds pool `pi` from the current answers and stores the new snapshot.
-pub fn apply(shared: &Shared, cfg: &Config, discovered: &Discovered, pi: usize) {
-    let cur = shared.snapshot.load_full();
-    let Some(old) = cur.pools.get(pi) else { return };
-    let Some(pc) = cfg.pools.get(pi) else { return };
-    let new_pool = Arc::new(Snapshot::build_pool(pc, pi, discovered, Some(old)));
-    let keep: HashSet<u64> = new_pool.servers.iter().map(|s| s.state.uid).collect();
-    let retired: Vec<_> = old
-        .servers
-        .iter()
-        .filter(|s| !keep.contains(&s.state.uid))
-        .collect();
-    let added: Vec<String> = new_pool
-        .servers
-        .iter()
-        .filter(|s| !old.servers.iter().any(|o| o.state.uid == s.state.uid))
-        .map(|s| s.addr.to_string())
-        .collect();
-    shared.snapshot.store(Arc::new(cur.with_pool(pi, new_pool)));
-    for s in &retired {
-        s.state.retired.store(true, Ordering::Release);
-    }
-    if !retired.is_empty() {
-        shared.retired.notify_waiters();
-    }
-    tracing::info!(
-        pool = %pc.name,
-        added = ?added,
-        removed = ?retired.iter().map(|s| s.addr.to_string()).collect::<Vec<_>>(),
-        "pool members changed"
-    );
 }
 
 struct Watch {
@@ -433,7 +375,7 @@ struct Watch {
     addr: ServerAddr,
     disc: Arc<Discovery>,
     shared: Arc<Shared>,
-    tx: mpsc::UnboundedSender<((usize, usize), Vec<Found>)>,
+    tx: crate::control::ControlTx,
     last: Vec<Found>,
     first_ttl: Option<Duration>,
 }
@@ -508,7 +450,11 @@ impl Watch {
                     st.last_change = Some(SystemTime::now());
                 });
                 self.last = new.clone();
-                if self.tx.send((self.key, new)).is_err() {
+                if self
+                    .tx
+                    .send(crate::control::ControlMsg::Dns(self.key, new))
+                    .is_err()
+                {
                     return;
                 }
             }

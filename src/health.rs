@@ -279,14 +279,21 @@ pub struct HealthManager {
     tasks: HashMap<u64, CancellationToken>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    /// Health flips are recorded in the state file.
+    control: crate::control::ControlTx,
 }
 
 impl HealthManager {
-    pub fn new(cancel: CancellationToken, tracker: TaskTracker) -> HealthManager {
+    pub fn new(
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+        control: crate::control::ControlTx,
+    ) -> HealthManager {
         HealthManager {
             tasks: HashMap::new(),
             cancel,
             tracker,
+            control,
         }
     }
 
@@ -305,11 +312,12 @@ impl HealthManager {
                 self.tasks.insert(s.state.uid, token.clone());
                 let span = tracing::info_span!("health", pool = %pool.name, server = %s.id);
                 let (addr, state, cfg) = (s.addr, Arc::clone(&s.state), Arc::clone(&cfg));
+                let control = self.control.clone();
                 self.tracker.spawn(tracing::Instrument::instrument(
                     async move {
                         tokio::select! {
                             _ = token.cancelled() => {}
-                            _ = check_loop(addr, state, cfg) => {}
+                            _ = check_loop(addr, state, cfg, control) => {}
                         }
                     },
                     span,
@@ -332,7 +340,12 @@ impl HealthManager {
     }
 }
 
-async fn check_loop(addr: SocketAddr, state: Arc<ServerState>, cfg: Arc<HealthConfig>) {
+async fn check_loop(
+    addr: SocketAddr,
+    state: Arc<ServerState>,
+    cfg: Arc<HealthConfig>,
+    control: crate::control::ControlTx,
+) {
     let mut rf = RiseFall::new(state.health(), cfg.rise, cfg.fall);
     loop {
         if state.admin() == crate::pool::AdminState::Maint {
@@ -342,13 +355,15 @@ async fn check_loop(addr: SocketAddr, state: Arc<ServerState>, cfg: Arc<HealthCo
         }
         let started = Instant::now();
         let result = check_once(&cfg.check, addr, cfg.timeout).await;
-        state
-            .checks_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if result.is_err() {
-            state
-                .checks_failed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            state.checks_total.fetch_add(1, Relaxed);
+            if result.is_err() {
+                state.checks_failed.fetch_add(1, Relaxed);
+                state.check_fail_streak.fetch_add(1, Relaxed);
+            } else {
+                state.check_fail_streak.store(0, Relaxed);
+            }
         }
         let report = CheckReport {
             at: SystemTime::now(),
@@ -362,6 +377,7 @@ async fn check_loop(addr: SocketAddr, state: Arc<ServerState>, cfg: Arc<HealthCo
         let was = rf.state();
         if let Some(now) = rf.observe(result.is_ok()) {
             state.set_health(now, clock::now_ms());
+            let _ = control.send(crate::control::ControlMsg::Dirty);
             if now == Health::Up {
                 // Proven healthy by an active check: a breaker left open by the
                 // failures that took it down would only delay its return.
@@ -382,7 +398,10 @@ async fn check_loop(addr: SocketAddr, state: Arc<ServerState>, cfg: Arc<HealthCo
         } else {
             cfg.interval
         };
-        tokio::time::sleep(jittered(wait).saturating_sub(started.elapsed().min(wait / 2))).await;
+        tokio::select! {
+            _ = tokio::time::sleep(jittered(wait).saturating_sub(started.elapsed().min(wait / 2))) => {}
+            _ = state.check_now.notified() => {}
+        }
     }
 }
 

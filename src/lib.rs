@@ -3,8 +3,10 @@
 //! `main.rs` is a thin CLI over the entry points here; tests and benches use them too.
 
 pub mod accesslog;
+pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod discovery;
 pub mod health;
@@ -14,6 +16,7 @@ pub mod pool;
 pub mod proxy;
 pub mod router;
 pub mod snapshot;
+pub mod statefile;
 pub mod supervisor;
 pub mod upstream;
 
@@ -43,6 +46,10 @@ pub struct Shared {
     pub first_round_done: AtomicBool,
     /// The config file, for the stats page header.
     pub config_path: Option<std::path::PathBuf>,
+    /// To the control task (pool rebuilds, state file).
+    pub control: control::ControlTx,
+    /// Request rates, sampled by the control task.
+    pub rates: std::sync::Mutex<admin::model::Rates>,
 }
 
 /// Client connection counters of one listener.
@@ -74,6 +81,11 @@ impl Drop for ConnCount {
 }
 
 impl Shared {
+    /// The HA state for the stats header (None until HA is configured).
+    pub fn ha_status(&self) -> Option<serde_json::Value> {
+        None
+    }
+
     /// /ready: listeners accept, not draining, and the first health round is done.
     pub fn is_ready(&self) -> bool {
         use std::sync::atomic::Ordering;

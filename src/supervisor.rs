@@ -8,7 +8,7 @@ use crate::accesslog::AccessLog;
 use crate::config::{Config, Mode};
 use crate::listener::{self, AcceptCtx, Limits};
 use crate::snapshot::Snapshot;
-use crate::{discovery, upstream, Shared};
+use crate::{discovery, statefile, upstream, Shared};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,6 +77,12 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
             tracing::info!(listener = %l.name, %addr, mode = ?l.mode, "listening");
         }
     }
+    let admin_listener =
+        listener::bind(config.admin.bind, false).map_err(|source| RunError::Bind {
+            listener: "admin".into(),
+            addr: config.admin.bind,
+            source,
+        })?;
 
     // DNS: resolve every name once before serving, so the first requests find
     // their members; a name that does not resolve yet is not fatal.
@@ -93,7 +99,10 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         None => Default::default(),
     };
 
+    let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
+        control: control_tx,
+        rates: Default::default(),
         dns: registry,
         retired: tokio::sync::Notify::new(),
         listener_stats: config
@@ -108,6 +117,23 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         ready: AtomicBool::new(false),
         started: Instant::now(),
     });
+    // Operator state and last known health from the previous run.
+    if let Some(path) = &config.global.state_file {
+        match statefile::load(path) {
+            Ok(saved) => {
+                let n = statefile::restore(&shared.snapshot.load(), &saved);
+                // rebuild so restored weights reach the balancers
+                let rebuilt = Snapshot::build(&config, Some(&shared.snapshot.load()), &discovered);
+                shared.snapshot.store(Arc::new(rebuilt));
+                if n > 0 {
+                    tracing::info!(path = %path.display(), servers = n, "restored server states");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the state file; starting without it")
+            }
+        }
+    }
     let global = Arc::new(Semaphore::new(config.global.max_connections));
     let local: Vec<Option<Arc<Semaphore>>> = config
         .listeners
@@ -196,22 +222,45 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         workers.push(handle);
     }
 
+    // The control plane on this runtime: health checks, DNS, the control task,
+    // the admin server.
     let health_stop = CancellationToken::new();
     let health_tasks = TaskTracker::new();
-    let mut health = crate::health::HealthManager::new(health_stop.clone(), health_tasks.clone());
+    let mut health = crate::health::HealthManager::new(
+        health_stop.clone(),
+        health_tasks.clone(),
+        shared.control.clone(),
+    );
     health.sync(&shared.snapshot.load().pools);
+    let config_arc = Arc::new(config.clone());
     if let Some(d) = discovery {
         discovery::spawn(
-            Arc::clone(&shared),
-            Arc::new(config.clone()),
+            &shared,
+            &config,
             d,
-            discovered,
-            ttls,
-            health,
-            health_stop.clone(),
+            &discovered,
+            &ttls,
+            &health_stop,
             &health_tasks,
         );
     }
+    health_tasks.spawn(crate::control::run(
+        Arc::clone(&shared),
+        Arc::clone(&config_arc),
+        discovered,
+        health,
+        control_rx,
+        health_stop.clone(),
+    ));
+    let admin_listener =
+        tokio::net::TcpListener::from_std(admin_listener).map_err(RunError::Runtime)?;
+    tracing::info!(addr = %config.admin.bind, "admin server listening");
+    health_tasks.spawn(crate::admin::serve(
+        admin_listener,
+        Arc::clone(&shared),
+        config_arc,
+        health_stop.clone(),
+    ));
 
     shared.ready.store(true, Ordering::Release);
     if let Some(f) = &opts.on_ready {
@@ -230,6 +279,12 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     ));
     health_stop.cancel();
     hard_stop.cancel();
+    // let the control task write the state file one last time
+    health_tasks.close();
+    let _ = main_rt.block_on(tokio::time::timeout(
+        Duration::from_secs(2),
+        health_tasks.wait(),
+    ));
     for w in workers {
         let _ = w.join();
     }

@@ -104,6 +104,8 @@ pub struct GlobalFile {
     pub drain_delay: Dur,
     #[serde(default)]
     pub access_log: AccessLogFormat,
+    /// Admin states, weights and last known health are kept here across restarts.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl Default for GlobalFile {
@@ -114,6 +116,7 @@ impl Default for GlobalFile {
             shutdown_grace: default_shutdown_grace(),
             drain_delay: Dur::default(),
             access_log: AccessLogFormat::default(),
+            state_file: None,
         }
     }
 }
@@ -130,12 +133,18 @@ fn default_shutdown_grace() -> Dur {
 pub struct AdminFile {
     #[serde(default = "default_admin_bind")]
     pub bind: Addr,
+    /// The environment variable holding the bearer token for write endpoints.
+    pub token_env: Option<String>,
+    /// "user:PASSWORD_ENV": basic auth for the read pages (not /live, /ready).
+    pub read_auth: Option<String>,
 }
 
 impl Default for AdminFile {
     fn default() -> Self {
         AdminFile {
             bind: default_admin_bind(),
+            token_env: None,
+            read_auth: None,
         }
     }
 }

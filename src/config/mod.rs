@@ -33,11 +33,16 @@ pub struct Global {
     pub shutdown_grace: Duration,
     pub drain_delay: Duration,
     pub access_log: AccessLogFormat,
+    pub state_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub bind: SocketAddr,
+    /// Bearer token for write endpoints (from `token_env`); None: loopback only.
+    pub token: Option<String>,
+    /// (user, password) for the read pages.
+    pub read_auth: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -790,6 +795,44 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
         }
     }
 
+    // [admin]
+    let aat = root.key("admin");
+    let env = |p: &mut Problems<'_>, key: &'static str, var: &str| match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            p.add(
+                &aat.key(key),
+                format!("environment variable {var:?} is not set (or empty)"),
+            );
+            None
+        }
+    };
+    let token = raw
+        .admin
+        .token_env
+        .as_deref()
+        .and_then(|v| env(&mut p, "token_env", v));
+    let read_auth = match raw.admin.read_auth.as_deref() {
+        None => None,
+        Some(s) => match s.split_once(':') {
+            Some((user, var)) if !user.is_empty() && !var.is_empty() => {
+                env(&mut p, "read_auth", var).map(|pw| (user.to_string(), pw))
+            }
+            _ => {
+                p.add(
+                    &aat.key("read_auth"),
+                    format!("write \"user:PASSWORD_ENV\", got {s:?}"),
+                );
+                None
+            }
+        },
+    };
+    let admin = Admin {
+        bind: raw.admin.bind.0,
+        token,
+        read_auth,
+    };
+
     // [resolver]
     let rf = raw.resolver.unwrap_or_default();
     let rat = root.key("resolver");
@@ -834,10 +877,9 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
             shutdown_grace: g.shutdown_grace.0,
             drain_delay: g.drain_delay.0,
             access_log: g.access_log,
+            state_file: g.state_file.clone(),
         },
-        admin: Admin {
-            bind: raw.admin.bind.0,
-        },
+        admin,
         listeners,
         pools,
         warnings,

@@ -71,6 +71,8 @@ pub struct ServerState {
     /// `clock::now_ms()` when the server last came back UP from DOWN (slow start).
     up_since: AtomicU64,
     pub last_check: ArcSwapOption<CheckReport>,
+    /// Asks this server's health task to check now (`POST /api/health/check`).
+    pub check_now: Notify,
     /// Set when the member left its pool (DNS): its idle connections are closed.
     pub retired: std::sync::atomic::AtomicBool,
     /// Operator state (admin API), see `AdminState`.
@@ -83,6 +85,8 @@ pub struct ServerState {
     downtime_ms: AtomicU64,
     /// Failed active checks (HAProxy's chkfail) and UP -> DOWN flips (chkdown).
     pub checks_total: AtomicU64,
+    /// Failed active checks in a row (reset by a success).
+    pub check_fail_streak: AtomicU32,
     pub checks_failed: AtomicU64,
     pub went_down: AtomicU64,
     /// Highest `active` seen (smax).
@@ -137,6 +141,7 @@ impl ServerState {
             health: AtomicU8::new(initial as u8),
             up_since: AtomicU64::new(0),
             last_check: ArcSwapOption::empty(),
+            check_now: Notify::new(),
             retired: std::sync::atomic::AtomicBool::new(false),
             admin: AtomicU8::new(AdminState::Ready as u8),
             weight_override: AtomicU32::new(NO_WEIGHT),
@@ -144,6 +149,7 @@ impl ServerState {
             down_since: AtomicU64::new(0),
             downtime_ms: AtomicU64::new(0),
             checks_total: AtomicU64::new(0),
+            check_fail_streak: AtomicU32::new(0),
             checks_failed: AtomicU64::new(0),
             went_down: AtomicU64::new(0),
             max_active: AtomicU32::new(0),

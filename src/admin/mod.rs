@@ -1,0 +1,480 @@
+//! The admin server on `[admin] bind` (default :8404): the stats page (HTML, CSV,
+//! JSON), Prometheus metrics, Kubernetes probes and the JSON admin API.
+//!
+//! Reads are open unless `[admin] read_auth` asks for basic auth (the probes stay
+//! open). Writes need `Authorization: Bearer <token>` when `[admin] token_env` is
+//! set, and otherwise come only from loopback clients.
+
+pub mod csv;
+pub mod html;
+pub mod model;
+
+use crate::config::Config;
+use crate::control::ControlMsg;
+use crate::pool::AdminState;
+use crate::Shared;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+type Resp = Response<Full<Bytes>>;
+
+/// Serves the admin API until `cancel`.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    cfg: Arc<Config>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (shared, cfg) = (Arc::clone(&shared), Arc::clone(&cfg));
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let (shared, cfg) = (Arc::clone(&shared), Arc::clone(&cfg));
+                async move { Ok::<_, Infallible>(route(&shared, &cfg, peer, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn route(shared: &Shared, cfg: &Config, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let method = req.method().clone();
+    // Probes are always open.
+    match (method.clone(), path.as_str()) {
+        (Method::GET, "/live") => return text(StatusCode::OK, "ok\n"),
+        (Method::GET, "/ready") => {
+            return if shared.is_ready() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            }
+        }
+        _ => {}
+    }
+    if method == Method::GET {
+        if let Some(denied) = check_read(cfg, &req) {
+            return denied;
+        }
+    } else if method == Method::POST {
+        if let Some(denied) = check_write(cfg, peer, &req) {
+            return denied;
+        }
+    } else {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and POST\n");
+    }
+    let format = query_param(&query, "format");
+    match (method, path.as_str()) {
+        (Method::GET, "/") => redirect("/stats"),
+        (Method::GET, "/stats") if format.as_deref() == Some("csv") => csv_resp(shared),
+        (Method::GET, "/stats") if format.as_deref() == Some("json") => {
+            json(StatusCode::OK, &stats(shared))
+        }
+        (Method::GET, "/stats;csv") => csv_resp(shared),
+        (Method::GET, "/stats;json") => json(StatusCode::OK, &stats(shared)),
+        (Method::GET, "/stats") => {
+            let refresh = query_param(&query, "refresh")
+                .and_then(|r| r.parse::<u32>().ok())
+                .unwrap_or(5);
+            let body = html::render(&stats(shared), refresh);
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r
+        }
+        (Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(crate::metrics::render(shared))));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        (Method::GET, "/api/health/summary") => {
+            json(StatusCode::OK, &model::health_summary(&stats(shared)))
+        }
+        (Method::POST, "/api/health/check") => {
+            check_now(shared).await;
+            json(StatusCode::OK, &model::health_summary(&stats(shared)))
+        }
+        (Method::GET, "/api/pools") => json(StatusCode::OK, &stats(shared).pools),
+        (Method::GET, p) if p.starts_with("/api/pools/") => {
+            let name = percent_decode(&p["/api/pools/".len()..]);
+            match stats(shared).pools.into_iter().find(|x| x.name == name) {
+                Some(pool) => json(StatusCode::OK, &pool),
+                None => error(StatusCode::NOT_FOUND, &format!("no pool named {name:?}")),
+            }
+        }
+        (Method::POST, p) if p.starts_with("/api/pools/") => {
+            let rest = &p["/api/pools/".len()..];
+            match rest.split_once("/servers/") {
+                Some((pool, server)) => {
+                    let (pool, server) = (percent_decode(pool), percent_decode(server));
+                    set_server(shared, &pool, &server, req).await
+                }
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "write to /api/pools/{pool}/servers/{server}",
+                ),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
+    }
+}
+
+fn stats(shared: &Shared) -> model::Stats {
+    model::build(shared, &shared.rates)
+}
+
+fn csv_resp(shared: &Shared) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(csv::render(&stats(shared)))));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerChange {
+    state: Option<String>,
+    weight: Option<u32>,
+}
+
+async fn set_server(
+    shared: &Shared,
+    pool_name: &str,
+    server: &str,
+    req: Request<Incoming>,
+) -> Resp {
+    let body = match Limited::new(req.into_body(), 16 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "cannot read the request body (16 KiB at most)",
+            )
+        }
+    };
+    let change: ServerChange = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "expected {{\"state\": \"ready\"|\"drain\"|\"maint\", \"weight\": N}}: {e}"
+                ),
+            )
+        }
+    };
+    let state = match change.state.as_deref().map(|s| (s, AdminState::parse(s))) {
+        None => None,
+        Some((_, Some(a))) => Some(a),
+        Some((s, None)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("unknown state {s:?}: use \"ready\", \"drain\" or \"maint\""),
+            )
+        }
+    };
+    if let Some(w) = change.weight {
+        if w > crate::config::MAX_WEIGHT {
+            return error(StatusCode::BAD_REQUEST, "weight must be between 0 and 256");
+        }
+    }
+    if state.is_none() && change.weight.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "nothing to change: give \"state\" and/or \"weight\"",
+        );
+    }
+    let snap = shared.snapshot.load();
+    let Some((pi, pool)) = snap
+        .pools
+        .iter()
+        .enumerate()
+        .find(|(_, p)| *p.name == *pool_name)
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no pool named {pool_name:?}"),
+        );
+    };
+    let Some(s) = pool
+        .servers
+        .iter()
+        .find(|s| *s.id == *server || s.addr.to_string() == server)
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("pool {pool_name:?} has no server {server:?} (use its name, or ip:port)"),
+        );
+    };
+    if let Some(a) = state {
+        s.state.set_admin(a);
+        tracing::info!(pool = %pool.name, server = %s.id, state = a.as_str(), "admin state changed");
+    }
+    if let Some(w) = change.weight {
+        s.state.set_weight_override(Some(w));
+        tracing::info!(pool = %pool.name, server = %s.id, weight = w, "weight changed");
+        let _ = shared.control.send(ControlMsg::Rebuild(pi));
+    }
+    let _ = shared.control.send(ControlMsg::Dirty);
+    let id = s.id.to_string();
+    let addr = s.addr;
+    drop(snap);
+    // The weight takes effect once the control task rebuilt the pool.
+    if let Some(w) = change.weight {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while tokio::time::Instant::now() < deadline {
+            let snap = shared.snapshot.load();
+            let done = snap
+                .pools
+                .get(pi)
+                .and_then(|p| p.servers.iter().find(|s| s.addr == addr))
+                .is_none_or(|s| s.weight == w);
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    match stats(shared)
+        .pools
+        .into_iter()
+        .find(|p| p.name == pool_name)
+        .and_then(|p| p.servers.into_iter().find(|s| s.id == id))
+    {
+        Some(view) => json(StatusCode::OK, &view),
+        None => error(StatusCode::NOT_FOUND, "the server left the pool"),
+    }
+}
+
+/// Asks every health task to check now and waits (bounded) for the results.
+async fn check_now(shared: &Shared) {
+    let t0 = SystemTime::now();
+    let snap = shared.snapshot.load_full();
+    let mut wait = Duration::ZERO;
+    for p in &snap.pools {
+        if let Some(h) = &p.health {
+            wait = wait.max(h.timeout);
+            for s in &p.servers {
+                s.state.check_now.notify_one();
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + wait + Duration::from_secs(1);
+    loop {
+        let done = snap.pools.iter().filter(|p| p.health.is_some()).all(|p| {
+            p.servers.iter().all(|s| {
+                s.state.admin() == AdminState::Maint
+                    || s.state
+                        .last_check
+                        .load()
+                        .as_ref()
+                        .is_some_and(|c| c.at >= t0)
+            })
+        });
+        if done || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+fn check_write(cfg: &Config, peer: SocketAddr, req: &Request<Incoming>) -> Option<Resp> {
+    match &cfg.admin.token {
+        Some(token) => {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+                None
+            } else {
+                Some(error(
+                    StatusCode::UNAUTHORIZED,
+                    "a valid \"Authorization: Bearer <token>\" is required",
+                ))
+            }
+        }
+        None if is_loopback(peer.ip()) => None,
+        None => Some(error(
+            StatusCode::FORBIDDEN,
+            "writes are accepted only from loopback clients unless [admin] token_env is set",
+        )),
+    }
+}
+
+fn check_read(cfg: &Config, req: &Request<Incoming>) -> Option<Resp> {
+    let (user, pass) = cfg.admin.read_auth.as_ref()?;
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(base64_decode)
+        .is_some_and(|cred| constant_time_eq(&cred, format!("{user}:{pass}").as_bytes()));
+    if ok {
+        return None;
+    }
+    let mut r = error(StatusCode::UNAUTHORIZED, "authentication required");
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"rampart\""),
+    );
+    Some(r)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        })
+    };
+    let s = s.trim().trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        acc = (acc << 6) | val(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn text(status: StatusCode, body: &'static str) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn redirect(to: &'static str) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::FOUND;
+    r.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static(to));
+    r
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Resp {
+    let body = serde_json::to_vec_pretty(v)
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, msg: &str) -> Resp {
+    json(status, &serde_json::json!({ "error": msg }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers() {
+        assert_eq!(base64_decode("dXNlcjpwYXNz").unwrap(), b"user:pass");
+        assert_eq!(base64_decode("YQ==").unwrap(), b"a");
+        assert!(base64_decode("!!").is_none());
+        assert_eq!(percent_decode("127.0.0.1%3A80"), "127.0.0.1:80");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%é%"), "%é%");
+        assert_eq!(
+            query_param("a=1&refresh=10", "refresh").as_deref(),
+            Some("10")
+        );
+        assert!(constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd"));
+        assert!(is_loopback("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!is_loopback("192.0.2.1".parse().unwrap()));
+    }
+}

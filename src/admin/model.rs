@@ -1,0 +1,389 @@
+//! One view of the running proxy, built from the snapshot and the atomics; the HTML
+//! page, the CSV, the JSON, the API and `rampart status` all render this.
+
+use crate::accesslog::rfc3339_now;
+use crate::clock;
+use crate::config::Balance;
+use crate::metrics::server_status;
+use crate::pool::{slow_start_weight, Pool};
+use crate::Shared;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stats {
+    pub version: String,
+    pub now: String,
+    pub uptime_secs: u64,
+    pub config_file: Option<String>,
+    pub started_at: String,
+    pub last_reload: Option<String>,
+    pub ready: bool,
+    pub ha: Option<serde_json::Value>,
+    pub listeners: Vec<ListenerView>,
+    pub pools: Vec<PoolView>,
+    pub dns: Vec<DnsView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListenerView {
+    pub name: String,
+    pub mode: String,
+    pub pool: String,
+    pub active: u64,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PoolView {
+    pub name: String,
+    pub balance: String,
+    pub servers: Vec<ServerView>,
+    pub eligible: usize,
+    pub queue: u32,
+    pub active: u64,
+    pub requests_total: u64,
+    /// Requests per second over the last second.
+    pub rate: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub connect_errors: u64,
+    pub response_errors: u64,
+    /// Requests that failed for good.
+    pub errors: u64,
+    pub retries: u64,
+    pub health_checked: bool,
+    /// Requests per second, one sample a second, oldest first.
+    pub history: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckView {
+    pub ok: bool,
+    pub detail: String,
+    pub duration_ms: f64,
+    pub age_secs: f64,
+    pub at: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerView {
+    /// How the API addresses it: `name` from the config, else `ip:port`.
+    pub id: String,
+    pub address: String,
+    /// "static" or the DNS name it was found under.
+    pub source: String,
+    /// UP, DOWN, UNKNOWN, DRAIN, MAINT, EJECTED, BACKUP.
+    pub status: String,
+    pub status_secs: u64,
+    pub health: String,
+    pub admin: String,
+    pub breaker: String,
+    pub backup: bool,
+    pub weight: u32,
+    /// The weight now, lower while slow start ramps it up.
+    pub effective_weight: u32,
+    pub active: u32,
+    pub max_active: u32,
+    /// max_connections_per_server (0 = no limit).
+    pub limit: u32,
+    pub total: u64,
+    pub rate: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub connect_errors: u64,
+    pub response_errors: u64,
+    pub retries: u64,
+    pub checks_failed: u64,
+    pub consecutive_failures: u32,
+    pub went_down: u64,
+    pub downtime_secs: u64,
+    pub ejections: u64,
+    pub last_check: Option<CheckView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DnsView {
+    pub pool: String,
+    pub name: String,
+    pub members: Vec<String>,
+    pub ttl_secs: Option<f64>,
+    pub last_lookup: Option<String>,
+    pub last_change: Option<String>,
+    pub lookups: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+/// Request rates, sampled once a second by the control task.
+#[derive(Debug, Default)]
+pub struct Rates {
+    last: HashMap<u64, u64>,
+    server: HashMap<u64, f64>,
+    history: HashMap<String, VecDeque<f64>>,
+}
+
+/// Seconds of history kept for the sparklines.
+pub const HISTORY: usize = 180;
+
+impl Rates {
+    /// Takes one sample (call every `dt`).
+    pub fn sample(&mut self, shared: &Shared, dt: Duration) {
+        let snap = shared.snapshot.load();
+        let secs = dt.as_secs_f64().max(0.001);
+        let mut seen = HashMap::new();
+        for pool in &snap.pools {
+            let mut pool_rate = 0.0;
+            for s in &pool.servers {
+                let total = s.state.total.load(Ordering::Relaxed);
+                let prev = self.last.get(&s.state.uid).copied().unwrap_or(total);
+                let r = total.saturating_sub(prev) as f64 / secs;
+                pool_rate += r;
+                self.server.insert(s.state.uid, r);
+                seen.insert(s.state.uid, total);
+            }
+            let h = self.history.entry(pool.name.to_string()).or_default();
+            h.push_back(pool_rate);
+            while h.len() > HISTORY {
+                h.pop_front();
+            }
+        }
+        self.server.retain(|uid, _| seen.contains_key(uid));
+        self.last = seen;
+    }
+}
+
+fn iso(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    crate::accesslog::rfc3339_at(d)
+}
+
+pub fn balance_name(b: Balance) -> &'static str {
+    match b {
+        Balance::RoundRobin => "round_robin",
+        Balance::LeastConn => "least_conn",
+        Balance::RandomTwo => "random_two",
+        Balance::Hash => "hash",
+        Balance::First => "first",
+    }
+}
+
+/// Builds the view. `rates` may be empty (first second).
+pub fn build(shared: &Shared, rates: &Mutex<Rates>) -> Stats {
+    let now = clock::now_ms();
+    let snap = shared.snapshot.load();
+    let rates = rates.lock().unwrap_or_else(|e| e.into_inner());
+    let pools: Vec<PoolView> = snap
+        .pools
+        .iter()
+        .map(|p| pool_view(p, now, &rates))
+        .collect();
+    let listeners = snap
+        .listeners
+        .iter()
+        .zip(&shared.listener_stats)
+        .map(|(l, st)| ListenerView {
+            name: l.name.to_string(),
+            mode: format!("{:?}", l.mode).to_lowercase(),
+            pool: snap
+                .pools
+                .get(l.router.default_pool)
+                .map(|p| p.name.to_string())
+                .unwrap_or_default(),
+            active: st.active.load(Ordering::Relaxed),
+            total: st.total.load(Ordering::Relaxed),
+        })
+        .collect();
+    let dns = shared
+        .dns
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .map(|d| DnsView {
+            pool: d.pool.clone(),
+            name: d.name.clone(),
+            members: d.members.iter().map(|m| m.to_string()).collect(),
+            ttl_secs: d.ttl.map(|t| t.as_secs_f64()),
+            last_lookup: d.last_lookup.map(iso),
+            last_change: d.last_change.map(iso),
+            lookups: d.lookups,
+            errors: d.errors,
+            last_error: d.last_error.clone(),
+        })
+        .collect();
+    Stats {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        now: rfc3339_now(),
+        uptime_secs: shared.started.elapsed().as_secs(),
+        config_file: shared.config_path.as_ref().map(|p| p.display().to_string()),
+        started_at: iso(SystemTime::now() - shared.started.elapsed()),
+        last_reload: None,
+        ready: shared.is_ready(),
+        ha: shared.ha_status(),
+        listeners,
+        pools,
+        dns,
+    }
+}
+
+fn pool_view(p: &Pool, now: u64, rates: &Rates) -> PoolView {
+    let servers: Vec<ServerView> = (0..p.servers.len())
+        .map(|i| server_view(p, i, now, rates))
+        .collect();
+    let sum = |f: fn(&ServerView) -> u64| servers.iter().map(f).sum::<u64>();
+    PoolView {
+        name: p.name.to_string(),
+        balance: balance_name(p.balance).to_string(),
+        eligible: p.eligible_count(),
+        queue: p.shared.queued.load(Ordering::Relaxed),
+        active: servers.iter().map(|s| u64::from(s.active)).sum(),
+        requests_total: sum(|s| s.total),
+        rate: servers.iter().map(|s| s.rate).sum(),
+        bytes_in: sum(|s| s.bytes_in),
+        bytes_out: sum(|s| s.bytes_out),
+        connect_errors: sum(|s| s.connect_errors),
+        response_errors: sum(|s| s.response_errors),
+        errors: p.shared.errors.load(Ordering::Relaxed),
+        retries: p.shared.retries.load(Ordering::Relaxed),
+        health_checked: p.health.is_some(),
+        history: rates
+            .history
+            .get(&*p.name)
+            .map(|h| h.iter().copied().collect())
+            .unwrap_or_default(),
+        servers,
+    }
+}
+
+fn server_view(p: &Pool, i: usize, now: u64, rates: &Rates) -> ServerView {
+    let s = &p.servers[i];
+    let st = &s.state;
+    let window = p.slow_start.as_millis() as u64;
+    let since = st.up_since();
+    let effective = if window > 0 && since != 0 {
+        slow_start_weight(s.weight, now.saturating_sub(since), window)
+    } else {
+        s.weight
+    };
+    let last_check = st.last_check.load_full().map(|c| CheckView {
+        ok: c.ok,
+        detail: c.detail.clone(),
+        duration_ms: c.duration.as_secs_f64() * 1000.0,
+        age_secs: c.at.elapsed().unwrap_or_default().as_secs_f64(),
+        at: c
+            .at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs(),
+    });
+    ServerView {
+        id: s.id.to_string(),
+        address: s.addr.to_string(),
+        source: s.source.as_deref().unwrap_or("static").to_string(),
+        status: server_status(p, i, now).to_string(),
+        status_secs: now.saturating_sub(st.status_since.load(Ordering::Relaxed)) / 1000,
+        health: st.health().as_str().to_string(),
+        admin: st.admin().as_str().to_string(),
+        breaker: match st.breaker.state() {
+            crate::pool::breaker::BreakerState::Closed => "closed",
+            crate::pool::breaker::BreakerState::Open => "open",
+            crate::pool::breaker::BreakerState::HalfOpen => "half-open",
+        }
+        .to_string(),
+        backup: s.backup,
+        weight: s.weight,
+        effective_weight: effective,
+        active: st.active.load(Ordering::Relaxed),
+        max_active: st.max_active.load(Ordering::Relaxed),
+        limit: p.max_conn_per_server,
+        total: st.total.load(Ordering::Relaxed),
+        rate: rates.server.get(&st.uid).copied().unwrap_or(0.0),
+        bytes_in: st.bytes_in.load(Ordering::Relaxed),
+        bytes_out: st.bytes_out.load(Ordering::Relaxed),
+        connect_errors: st.connect_errors.load(Ordering::Relaxed),
+        response_errors: st.response_errors.load(Ordering::Relaxed),
+        retries: st.retries.load(Ordering::Relaxed),
+        checks_failed: st.checks_failed.load(Ordering::Relaxed),
+        consecutive_failures: st.check_fail_streak.load(Ordering::Relaxed),
+        went_down: st.went_down.load(Ordering::Relaxed),
+        downtime_secs: st.downtime(now).as_secs(),
+        ejections: st.breaker.ejections.load(Ordering::Relaxed),
+        last_check,
+    }
+}
+
+/// `GET /api/health/summary`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthSummary {
+    pub total: usize,
+    pub online: usize,
+    pub offline: usize,
+    pub degraded: usize,
+    pub pools: Vec<PoolHealth>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PoolHealth {
+    pub pool: String,
+    pub total: usize,
+    pub online: usize,
+    pub offline: usize,
+    pub degraded: usize,
+    pub servers: Vec<ServerHealth>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerHealth {
+    pub server: String,
+    pub address: String,
+    pub status: String,
+    pub consecutive_failures: u32,
+    pub last_check: Option<u64>,
+    pub last_check_ok: Option<bool>,
+    pub response_time_ms: Option<f64>,
+    pub detail: Option<String>,
+}
+
+/// online = takes traffic; offline = DOWN, UNKNOWN or MAINT; degraded = healthy but
+/// held back (DRAIN, EJECTED).
+pub fn health_summary(stats: &Stats) -> HealthSummary {
+    let mut pools = Vec::new();
+    for p in &stats.pools {
+        let mut ph = PoolHealth {
+            pool: p.name.clone(),
+            total: p.servers.len(),
+            online: 0,
+            offline: 0,
+            degraded: 0,
+            servers: Vec::new(),
+        };
+        for s in &p.servers {
+            match s.status.as_str() {
+                "UP" | "BACKUP" => ph.online += 1,
+                "DRAIN" | "EJECTED" => ph.degraded += 1,
+                _ => ph.offline += 1,
+            }
+            ph.servers.push(ServerHealth {
+                server: s.id.clone(),
+                address: s.address.clone(),
+                status: s.status.clone(),
+                consecutive_failures: s.consecutive_failures,
+                last_check: s.last_check.as_ref().map(|c| c.at),
+                last_check_ok: s.last_check.as_ref().map(|c| c.ok),
+                response_time_ms: s.last_check.as_ref().map(|c| c.duration_ms),
+                detail: s.last_check.as_ref().map(|c| c.detail.clone()),
+            });
+        }
+        pools.push(ph);
+    }
+    HealthSummary {
+        total: pools.iter().map(|p| p.total).sum(),
+        online: pools.iter().map(|p| p.online).sum(),
+        offline: pools.iter().map(|p| p.offline).sum(),
+        degraded: pools.iter().map(|p| p.degraded).sum(),
+        pools,
+    }
+}

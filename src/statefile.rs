@@ -1,0 +1,163 @@
+//! `[global] state_file`: operator state (drain/maint, weights) and the last known
+//! health of every server, written atomically (write, fsync, rename, fsync the
+//! directory) when it changes and restored at start-up, so a drained server stays
+//! drained across a restart.
+
+use crate::pool::{AdminState, Health};
+use crate::snapshot::Snapshot;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a rampart state file: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedServer {
+    pub pool: String,
+    pub address: String,
+    pub admin: String,
+    pub weight: Option<u32>,
+    pub health: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateFile {
+    pub version: u32,
+    pub servers: Vec<SavedServer>,
+}
+
+/// What the snapshot holds now.
+pub fn capture(snap: &Snapshot) -> StateFile {
+    let mut servers = Vec::new();
+    for p in &snap.pools {
+        for s in &p.servers {
+            servers.push(SavedServer {
+                pool: p.name.to_string(),
+                address: s.addr.to_string(),
+                admin: s.state.admin().as_str().to_string(),
+                weight: s.state.weight_override(),
+                health: s.state.health().as_str().to_string(),
+            });
+        }
+    }
+    StateFile {
+        version: 1,
+        servers,
+    }
+}
+
+/// Writes `state` to `path` atomically.
+pub fn save(path: &Path, state: &StateFile) -> Result<(), StateFileError> {
+    let io = |source| StateFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let body = serde_json::to_vec_pretty(state).map_err(|e| io(std::io::Error::other(e)))?;
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&body).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Reads a state file; a missing one is an empty state.
+pub fn load(path: &Path) -> Result<StateFile, StateFileError> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|source| StateFileError::Parse {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StateFile {
+            version: 1,
+            servers: Vec::new(),
+        }),
+        Err(source) => Err(StateFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Applies saved states to the servers of `snap` that still exist (by pool name
+/// and address). Returns how many were restored. Weights take effect when the
+/// pools are rebuilt.
+pub fn restore(snap: &Snapshot, state: &StateFile) -> usize {
+    let now = crate::clock::now_ms();
+    let mut n = 0;
+    for saved in &state.servers {
+        let Some(pool) = snap.pools.iter().find(|p| *p.name == *saved.pool) else {
+            continue;
+        };
+        let Some(server) = pool
+            .servers
+            .iter()
+            .find(|s| s.addr.to_string() == saved.address)
+        else {
+            continue;
+        };
+        if let Some(a) = AdminState::parse(&saved.admin) {
+            server.state.set_admin(a);
+        }
+        server.state.set_weight_override(saved.weight);
+        if pool.health.is_some() {
+            match saved.health.as_str() {
+                "UP" => server.state.set_health(Health::Up, now),
+                "DOWN" => server.state.set_health(Health::Down, now),
+                _ => {}
+            }
+        }
+        n += 1;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_and_load_round_trip_atomically() {
+        let dir = std::env::temp_dir().join(format!("rampart-statefile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        assert_eq!(load(&path).unwrap().servers, vec![]);
+        let st = StateFile {
+            version: 1,
+            servers: vec![SavedServer {
+                pool: "api".into(),
+                address: "127.0.0.2:80".into(),
+                admin: "drain".into(),
+                weight: Some(7),
+                health: "UP".into(),
+            }],
+        };
+        save(&path, &st).unwrap();
+        assert_eq!(load(&path).unwrap(), st);
+        assert!(!path.with_extension("tmp").exists());
+        std::fs::write(&path, "garbage").unwrap();
+        assert!(matches!(load(&path), Err(StateFileError::Parse { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
