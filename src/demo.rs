@@ -127,10 +127,13 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), DemoError> {
             println!("  backend-{}:  http://{b}/", i + 1);
         }
         println!("  proxy:      http://{listen}/   (round robin over both backends)");
+        println!("  stats:      http://{admin}/stats   (also /stats;csv, /stats;json, /metrics, /api/pools)");
         println!();
         println!("Try:");
         println!("  for i in 1 2 3 4; do curl -s http://{listen}/; done");
-        println!("Each request alternates between backend-1 and backend-2; one access log line per request follows.");
+        println!("  rampart status --admin http://{admin}");
+        println!("  rampart server drain demo {} --admin http://{admin}", backends[0]);
+        println!("Each request alternates between backend-1 and backend-2 (until one is drained); one access log line per request follows.");
         println!("Press Ctrl-C to stop.");
     });
     crate::run(

@@ -30,6 +30,38 @@ enum Command {
         #[arg(short, long, default_value = "/etc/rampart/rampart.toml")]
         config: PathBuf,
     },
+    /// Print pools and servers (from the admin API).
+    Status {
+        #[arg(long, default_value = "http://127.0.0.1:8404", env = "RAMPART_ADMIN")]
+        admin: String,
+    },
+    /// Redraw the status every second until interrupted.
+    Watch {
+        #[arg(long, default_value = "http://127.0.0.1:8404", env = "RAMPART_ADMIN")]
+        admin: String,
+    },
+    /// Set a server's state: drain (no new requests), ready, or maint (out and unchecked).
+    Server {
+        #[arg(value_parser = ["drain", "ready", "maint"])]
+        state: String,
+        pool: String,
+        /// The server's name, or its ip:port.
+        server: String,
+        #[arg(long)]
+        weight: Option<u32>,
+        #[arg(long, default_value = "http://127.0.0.1:8404", env = "RAMPART_ADMIN")]
+        admin: String,
+        /// Bearer token for the admin API (or RAMPART_ADMIN_TOKEN).
+        #[arg(long, env = "RAMPART_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Run every health check now and print the summary.
+    CheckNow {
+        #[arg(long, default_value = "http://127.0.0.1:8404", env = "RAMPART_ADMIN")]
+        admin: String,
+        #[arg(long, env = "RAMPART_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Start two demo backends and the proxy in front of them.
     Demo {
         /// Where the proxy listens.
@@ -90,6 +122,68 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Status { admin } => admin_call(admin, None, |c| async move {
+            Ok(rampart::admin::client::render_table(&c.stats().await?))
+        }),
+        Command::Watch { admin } => {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("rampart: {e}");
+                    return ExitCode::from(EXIT_RUN);
+                }
+            };
+            let client = match rampart::admin::client::AdminClient::new(&admin, None) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("rampart: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            rt.block_on(async {
+                loop {
+                    let screen = match client.stats().await {
+                        Ok(s) => rampart::admin::client::render_table(&s),
+                        Err(e) => format!("{e}\n(retrying every second)"),
+                    };
+                    print!("\x1b[2J\x1b[H{screen}");
+                    use std::io::Write;
+                    let _ = std::io::stdout().flush();
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        _ = tokio::signal::ctrl_c() => break,
+                    }
+                }
+            });
+            ExitCode::SUCCESS
+        }
+        Command::Server {
+            state,
+            pool,
+            server,
+            weight,
+            admin,
+            token,
+        } => admin_call(admin, token, |c| async move {
+            let v = c.set_server(&pool, &server, &state, weight).await?;
+            Ok(format!("{pool}/{}: {} (weight {})", v.id, v.status, v.weight))
+        }),
+        Command::CheckNow { admin, token } => admin_call(admin, token, |c| async move {
+            let s = c.check_now().await?;
+            let mut out = format!("{} servers: {} online, {} offline, {} degraded", s.total, s.online, s.offline, s.degraded);
+            for p in &s.pools {
+                for sv in &p.servers {
+                    out.push_str(&format!(
+                        "\n  {}/{}: {} {}",
+                        p.pool,
+                        sv.server,
+                        sv.status,
+                        sv.detail.as_deref().unwrap_or("")
+                    ));
+                }
+            }
+            Ok(out)
+        }),
         Command::Demo { listen, admin } => match rampart::demo::run(listen, admin) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -97,6 +191,38 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_RUN)
             }
         },
+    }
+}
+
+/// Runs one admin API call and prints its result; exit 2 if it fails.
+fn admin_call<F, Fut>(admin: String, token: Option<String>, f: F) -> ExitCode
+where
+    F: FnOnce(rampart::admin::client::AdminClient) -> Fut,
+    Fut: std::future::Future<Output = Result<String, rampart::admin::client::ClientError>>,
+{
+    let client = match rampart::admin::client::AdminClient::new(&admin, token) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rampart: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rampart: {e}");
+            return ExitCode::from(EXIT_RUN);
+        }
+    };
+    match rt.block_on(f(client)) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rampart: {e}");
+            ExitCode::from(EXIT_RUN)
+        }
     }
 }
 

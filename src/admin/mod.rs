@@ -5,6 +5,7 @@
 //! open). Writes need `Authorization: Bearer <token>` when `[admin] token_env` is
 //! set, and otherwise come only from loopback clients.
 
+pub mod client;
 pub mod csv;
 pub mod html;
 pub mod model;

@@ -1,0 +1,186 @@
+//! The CLI's side of the admin API: `rampart status`, `watch`, `server`, `check-now`.
+
+use super::html::human_secs;
+use super::model::{HealthSummary, ServerView, Stats};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid admin URL {0:?}: write http://HOST:PORT, e.g. http://127.0.0.1:8404")]
+    Url(String),
+    #[error("cannot reach the admin API at {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("admin API request failed: {0}")]
+    Http(String),
+    #[error("admin API answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("unexpected answer from the admin API: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+pub struct AdminClient {
+    host: String,
+    token: Option<String>,
+}
+
+impl AdminClient {
+    /// `url` is `http://HOST:PORT` (a trailing slash is fine).
+    pub fn new(url: &str, token: Option<String>) -> Result<AdminClient, ClientError> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| ClientError::Url(url.to_string()))?;
+        let host = rest.trim_end_matches('/').to_string();
+        if host.is_empty() || host.contains('/') {
+            return Err(ClientError::Url(url.to_string()));
+        }
+        Ok(AdminClient { host, token })
+    }
+
+    async fn request(&self, method: http::Method, path: &str, body: Option<String>) -> Result<Bytes, ClientError> {
+        let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&self.host))
+            .await
+            .map_err(|_| ClientError::Connect {
+                addr: self.host.clone(),
+                source: std::io::ErrorKind::TimedOut.into(),
+            })?
+            .map_err(|source| ClientError::Connect {
+                addr: self.host.clone(),
+                source,
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let task = tokio::spawn(conn);
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, &self.host)
+            .header(http::header::CONTENT_TYPE, "application/json");
+        if let Some(t) = &self.token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
+            .await
+            .map_err(|_| ClientError::Http("timed out".into()))?
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes();
+        task.abort();
+        if !status.is_success() {
+            return Err(ClientError::Status {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body).trim().to_string(),
+            });
+        }
+        Ok(body)
+    }
+
+    pub async fn stats(&self) -> Result<Stats, ClientError> {
+        Ok(serde_json::from_slice(&self.request(http::Method::GET, "/stats;json", None).await?)?)
+    }
+
+    pub async fn set_server(&self, pool: &str, server: &str, state: &str, weight: Option<u32>) -> Result<ServerView, ClientError> {
+        let mut body = serde_json::json!({ "state": state });
+        if let Some(w) = weight {
+            body["weight"] = w.into();
+        }
+        let path = format!("/api/pools/{}/servers/{}", encode(pool), encode(server));
+        Ok(serde_json::from_slice(&self.request(http::Method::POST, &path, Some(body.to_string())).await?)?)
+    }
+
+    pub async fn check_now(&self) -> Result<HealthSummary, ClientError> {
+        Ok(serde_json::from_slice(&self.request(http::Method::POST, "/api/health/check", None).await?)?)
+    }
+}
+
+fn encode(s: &str) -> String {
+    let mut o = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            o.push(b as char);
+        } else {
+            let _ = write!(o, "%{b:02X}");
+        }
+    }
+    o
+}
+
+/// The `rampart status` table.
+pub fn render_table(s: &Stats) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "rampart {}  up {}  ready: {}{}",
+        s.version,
+        human_secs(s.uptime_secs),
+        if s.ready { "yes" } else { "NO" },
+        s.ha
+            .as_ref()
+            .and_then(|h| h.get("state"))
+            .and_then(|v| v.as_str())
+            .map(|st| format!("  HA: {st}"))
+            .unwrap_or_default()
+    );
+    for p in &s.pools {
+        let _ = writeln!(
+            o,
+            "\npool {} ({})  {}/{} eligible  {:.1} req/s  queue {}  errors {}  retries {}",
+            p.name,
+            p.balance,
+            p.eligible,
+            p.servers.len(),
+            p.rate,
+            p.queue,
+            p.errors,
+            p.retries
+        );
+        let _ = writeln!(
+            o,
+            "  {:<24} {:<8} {:>7} {:>6} {:>6} {:>8} {:>9} {:>6}  {}",
+            "SERVER", "STATUS", "SINCE", "WEIGHT", "ACTIVE", "REQ/S", "TOTAL", "ERR", "LAST CHECK"
+        );
+        for sv in &p.servers {
+            let check = sv
+                .last_check
+                .as_ref()
+                .map(|c| format!("{} ({:.0} ms)", c.detail, c.duration_ms))
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                o,
+                "  {:<24} {:<8} {:>7} {:>6} {:>6} {:>8.1} {:>9} {:>6}  {}",
+                sv.id,
+                sv.status,
+                human_secs(sv.status_secs),
+                sv.weight,
+                sv.active,
+                sv.rate,
+                sv.total,
+                sv.connect_errors + sv.response_errors,
+                check
+            );
+        }
+    }
+    o
+}
+
+/// Resolves `http://HOST:PORT` for messages.
+pub fn describe(url: &str) -> String {
+    url.parse::<SocketAddr>().map(|a| a.to_string()).unwrap_or_else(|_| url.to_string())
+}
