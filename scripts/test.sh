@@ -14,6 +14,9 @@ missing=()
 need 'ls /usr/lib/postgresql/*/bin/initdb' postgresql   # tests/postgres.rs
 need 'command -v runuser' util-linux                     # runs postgres as its user
 need 'command -v dnsmasq' dnsmasq                        # tests/dnsmasq.rs
+need 'command -v promtool' prometheus                    # tests/admin.rs: promtool check metrics
+need 'command -v chromium' chromium                      # tests/stats_page.rs
+need 'command -v ip' iproute2                            # network namespaces (admin_remote, HA)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   SUDO=""

@@ -132,7 +132,10 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), DemoError> {
         println!("Try:");
         println!("  for i in 1 2 3 4; do curl -s http://{listen}/; done");
         println!("  rampart status --admin http://{admin}");
-        println!("  rampart server drain demo {} --admin http://{admin}", backends[0]);
+        println!(
+            "  rampart server drain demo {} --admin http://{admin}",
+            backends[0]
+        );
         println!("Each request alternates between backend-1 and backend-2 (until one is drained); one access log line per request follows.");
         println!("Press Ctrl-C to stop.");
     });

@@ -126,7 +126,10 @@ fn main() -> ExitCode {
             Ok(rampart::admin::client::render_table(&c.stats().await?))
         }),
         Command::Watch { admin } => {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("rampart: {e}");
@@ -166,11 +169,17 @@ fn main() -> ExitCode {
             token,
         } => admin_call(admin, token, |c| async move {
             let v = c.set_server(&pool, &server, &state, weight).await?;
-            Ok(format!("{pool}/{}: {} (weight {})", v.id, v.status, v.weight))
+            Ok(format!(
+                "{pool}/{}: {} (weight {})",
+                v.id, v.status, v.weight
+            ))
         }),
         Command::CheckNow { admin, token } => admin_call(admin, token, |c| async move {
             let s = c.check_now().await?;
-            let mut out = format!("{} servers: {} online, {} offline, {} degraded", s.total, s.online, s.offline, s.degraded);
+            let mut out = format!(
+                "{} servers: {} online, {} offline, {} degraded",
+                s.total, s.online, s.offline, s.degraded
+            );
             for p in &s.pools {
                 for sv in &p.servers {
                     out.push_str(&format!(
@@ -207,7 +216,10 @@ where
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rampart: {e}");

@@ -45,17 +45,25 @@ impl AdminClient {
         Ok(AdminClient { host, token })
     }
 
-    async fn request(&self, method: http::Method, path: &str, body: Option<String>) -> Result<Bytes, ClientError> {
-        let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&self.host))
-            .await
-            .map_err(|_| ClientError::Connect {
-                addr: self.host.clone(),
-                source: std::io::ErrorKind::TimedOut.into(),
-            })?
-            .map_err(|source| ClientError::Connect {
-                addr: self.host.clone(),
-                source,
-            })?;
+    async fn request(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<Bytes, ClientError> {
+        let stream = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(&self.host),
+        )
+        .await
+        .map_err(|_| ClientError::Connect {
+            addr: self.host.clone(),
+            source: std::io::ErrorKind::TimedOut.into(),
+        })?
+        .map_err(|source| ClientError::Connect {
+            addr: self.host.clone(),
+            source,
+        })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
@@ -93,20 +101,36 @@ impl AdminClient {
     }
 
     pub async fn stats(&self) -> Result<Stats, ClientError> {
-        Ok(serde_json::from_slice(&self.request(http::Method::GET, "/stats;json", None).await?)?)
+        Ok(serde_json::from_slice(
+            &self.request(http::Method::GET, "/stats;json", None).await?,
+        )?)
     }
 
-    pub async fn set_server(&self, pool: &str, server: &str, state: &str, weight: Option<u32>) -> Result<ServerView, ClientError> {
+    pub async fn set_server(
+        &self,
+        pool: &str,
+        server: &str,
+        state: &str,
+        weight: Option<u32>,
+    ) -> Result<ServerView, ClientError> {
         let mut body = serde_json::json!({ "state": state });
         if let Some(w) = weight {
             body["weight"] = w.into();
         }
         let path = format!("/api/pools/{}/servers/{}", encode(pool), encode(server));
-        Ok(serde_json::from_slice(&self.request(http::Method::POST, &path, Some(body.to_string())).await?)?)
+        Ok(serde_json::from_slice(
+            &self
+                .request(http::Method::POST, &path, Some(body.to_string()))
+                .await?,
+        )?)
     }
 
     pub async fn check_now(&self) -> Result<HealthSummary, ClientError> {
-        Ok(serde_json::from_slice(&self.request(http::Method::POST, "/api/health/check", None).await?)?)
+        Ok(serde_json::from_slice(
+            &self
+                .request(http::Method::POST, "/api/health/check", None)
+                .await?,
+        )?)
     }
 }
 
@@ -131,8 +155,7 @@ pub fn render_table(s: &Stats) -> String {
         s.version,
         human_secs(s.uptime_secs),
         if s.ready { "yes" } else { "NO" },
-        s.ha
-            .as_ref()
+        s.ha.as_ref()
             .and_then(|h| h.get("state"))
             .and_then(|v| v.as_str())
             .map(|st| format!("  HA: {st}"))
@@ -182,5 +205,7 @@ pub fn render_table(s: &Stats) -> String {
 
 /// Resolves `http://HOST:PORT` for messages.
 pub fn describe(url: &str) -> String {
-    url.parse::<SocketAddr>().map(|a| a.to_string()).unwrap_or_else(|_| url.to_string())
+    url.parse::<SocketAddr>()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| url.to_string())
 }

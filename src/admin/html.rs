@@ -183,7 +183,7 @@ fn pool_section(o: &mut String, p: &PoolView) {
         rate = p.rate,
         spark = sparkline(&p.history),
     );
-    o.push_str("<table><tr><th>server</th><th>status</th><th>since</th><th>last check</th><th>weight</th><th>active / max</th><th>queue</th><th>req/s</th><th>total</th><th>bytes in</th><th>bytes out</th><th>conn err</th><th>resp err</th><th>retries</th><th>downtime</th><th>source</th></tr>");
+    o.push_str("<table><tr><th>server</th><th>status</th><th>since</th><th>last check</th><th>weight</th><th>active / limit</th><th>queue</th><th>req/s</th><th>total</th><th>bytes in</th><th>bytes out</th><th>conn err</th><th>resp err</th><th>retries</th><th>downtime</th><th>source</th></tr>");
     for s in &p.servers {
         server_row(o, s);
     }
@@ -231,7 +231,7 @@ fn server_row(o: &mut String, s: &ServerView) {
     };
     let _ = write!(
         o,
-        "<tr class=\"server row-{st}\" data-server=\"{id}\"><td>{id}{bk}</td><td><span class=\"st {st}\">{st}</span></td><td>{since}</td><td class=\"l\">{check}</td><td>{weight}</td><td>{active} / {limit} <span class=\"muted\">(max {maxa})</span></td><td>0</td><td>{rate:.1}</td><td>{total}</td><td>{bin}</td><td>{bout}</td><td class=\"{ce}\">{econ}</td><td class=\"{re}\">{eresp}</td><td>{retries}</td><td>{down}</td><td class=\"l\">{src}</td></tr>",
+        "<tr class=\"server row-{st}\" data-server=\"{id}\"><td>{id}{bk}</td><td><span class=\"st {st}\">{st}</span></td><td>{since}</td><td class=\"l\">{check}</td><td>{weight}</td><td>{active} / {limit} <span class=\"muted\">(peak {maxa})</span></td><td>0</td><td>{rate:.1}</td><td>{total}</td><td>{bin}</td><td>{bout}</td><td class=\"{ce}\">{econ}</td><td class=\"{re}\">{eresp}</td><td>{retries}</td><td>{down}</td><td class=\"l\">{src}</td></tr>",
         id = esc(&s.id),
         bk = if s.backup { " <span class=\"muted\">(backup)</span>" } else { "" },
         st = esc(&s.status),

@@ -645,3 +645,4 @@ impl Body for ChannelBody {
 }
 
 pub mod dns;
+pub mod netns;

@@ -1,0 +1,714 @@
+//! The admin server on :8404: stats (HTML, CSV, JSON), metrics, probes, the API,
+//! the state file and the CLI, checked against traffic the test sent.
+
+mod common;
+
+use common::*;
+use http_body_util::BodyExt;
+use hyper::{Request, StatusCode};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+struct Setup {
+    p: Proxy,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    a: Backend,
+    b: Backend,
+}
+
+fn config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    extra_global: &str,
+    pool_extra: &str,
+    servers: &[SocketAddr],
+) -> String {
+    let mut s = format!(
+        r#"[global]
+threads = 2
+access_log = "off"
+{extra_global}
+[admin]
+bind = "{admin}"
+[[listener]]
+name = "web"
+bind = ["{listen}"]
+mode = "http"
+pool = "api"
+[[pool]]
+name = "api"
+{pool_extra}
+"#
+    );
+    for a in servers {
+        s.push_str(&format!("  [[pool.server]]\n  address = \"{a}\"\n"));
+    }
+    s
+}
+
+async fn setup(extra_global: &str, pool_extra: &str) -> Setup {
+    let port = common_port(&["127.0.0.2", "127.0.0.3"]);
+    let a = Backend::start("pod-a", SocketAddr::new(ip("127.0.0.2"), port)).await;
+    let b = Backend::start("pod-b", SocketAddr::new(ip("127.0.0.3"), port)).await;
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let p = Proxy::start(
+        &config(listen, admin, extra_global, pool_extra, &[a.addr, b.addr]),
+        &[listen, admin],
+    )
+    .await;
+    Setup {
+        p,
+        listen,
+        admin,
+        a,
+        b,
+    }
+}
+
+async fn admin_get(admin: SocketAddr, path: &str) -> (StatusCode, String) {
+    get(&client(), &format!("http://{admin}{path}")).await
+}
+
+async fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (StatusCode, String) {
+    let req = Request::post(format!("http://{admin}{path}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+            bytes::Bytes::from(body.to_string()),
+        )))
+        .unwrap();
+    let (resp, body) = send(&client(), req).await;
+    (resp.status(), String::from_utf8_lossy(&body).into_owned())
+}
+
+fn csv_rows(csv: &str) -> Vec<Vec<String>> {
+    csv.lines()
+        .skip(1)
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_agree_with_traffic_in_csv_json_and_metrics() {
+    let s = setup("", "").await;
+    let c = client();
+    for _ in 0..20 {
+        assert_eq!(
+            get(&c, &format!("http://{}/", s.listen)).await.0,
+            StatusCode::OK
+        );
+    }
+    let (a_id, b_id) = (s.a.addr.to_string(), s.b.addr.to_string());
+
+    // CSV: HAProxy's header, stot per server
+    let (st, csv) = admin_get(s.admin, "/stats;csv").await;
+    assert_eq!(st, StatusCode::OK);
+    let header = csv.lines().next().unwrap();
+    assert!(
+        header.starts_with("# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,"),
+        "{header}"
+    );
+    let rows = csv_rows(&csv);
+    let row = |sv: &str| {
+        rows.iter()
+            .find(|r| r[0] == "api" && r[1] == sv)
+            .cloned()
+            .unwrap_or_else(|| panic!("no row for {sv}: {csv}"))
+    };
+    assert_eq!(row(&a_id)[7], "10");
+    assert_eq!(row(&b_id)[7], "10");
+    assert_eq!(row("BACKEND")[7], "20");
+    assert_eq!(row(&a_id)[17], "UP");
+    // the same through ?format=csv
+    assert_eq!(
+        admin_get(s.admin, "/stats?format=csv")
+            .await
+            .1
+            .lines()
+            .next(),
+        Some(header)
+    );
+
+    // JSON
+    let (_, json) = admin_get(s.admin, "/stats;json").await;
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let servers = v["pools"][0]["servers"].as_array().unwrap();
+    let total = |id: &str| {
+        servers.iter().find(|x| x["id"] == id).unwrap()["total"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!((total(&a_id), total(&b_id)), (10, 10));
+    assert_eq!(v["pools"][0]["requests_total"], 20);
+    assert!(
+        servers
+            .iter()
+            .all(|x| x["bytes_out"].as_u64().unwrap() == 50),
+        "5 bytes x 10 each: {servers:?}"
+    );
+
+    // Prometheus
+    let (_, metrics) = admin_get(s.admin, "/metrics").await;
+    for id in [&a_id, &b_id] {
+        let line = format!("rampart_server_requests_total{{pool=\"api\",server=\"{id}\"}} 10");
+        assert!(metrics.contains(&line), "missing {line}");
+    }
+    assert!(
+        metrics.contains("rampart_http_request_duration_seconds_count{pool=\"api\"} 20"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "rampart_server_state{{pool=\"api\",server=\"{a_id}\",state=\"UP\"}} 1"
+    )));
+    assert!(metrics.contains("rampart_listener_connections_total{listener=\"web\"}"));
+}
+
+/// A frontend counts connections, not requests; the client above may reuse them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frontend_counts_connections() {
+    let s = setup("", "").await;
+    let frontend_total = |csv: &str| -> u64 {
+        csv_rows(csv).iter().find(|r| r[1] == "FRONTEND").unwrap()[7]
+            .parse()
+            .unwrap()
+    };
+    // (the harness's readiness probe was a connection too)
+    let before = frontend_total(&admin_get(s.admin, "/stats;csv").await.1);
+    for _ in 0..3 {
+        // a new client each time: a new connection
+        assert_eq!(
+            get(&client(), &format!("http://{}/", s.listen)).await.0,
+            StatusCode::OK
+        );
+    }
+    let after = frontend_total(&admin_get(s.admin, "/stats;csv").await.1);
+    assert_eq!(after - before, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool() {
+    let s = setup(
+        "",
+        "[pool.health]\nkind = \"http\"\npath = \"/health\"\ninterval = \"200ms\"\n",
+    )
+    .await;
+    for _ in 0..5 {
+        get(&client(), &format!("http://{}/", s.listen)).await;
+    }
+    let (_, metrics) = admin_get(s.admin, "/metrics").await;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect(
+            "promtool is not installed: run scripts/test.sh, which installs Debian's prometheus",
+        );
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool: {report}\n{metrics}");
+    assert!(!report.to_lowercase().contains("error"), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_and_read_endpoints() {
+    let s = setup("", "").await;
+    assert_eq!(
+        admin_get(s.admin, "/live").await,
+        (StatusCode::OK, "ok\n".into())
+    );
+    assert_eq!(admin_get(s.admin, "/ready").await.0, StatusCode::OK);
+    let (st, pools) = admin_get(s.admin, "/api/pools").await;
+    assert_eq!(st, StatusCode::OK);
+    let v: Value = serde_json::from_str(&pools).unwrap();
+    assert_eq!(v[0]["name"], "api");
+    let (st, pool) = admin_get(s.admin, "/api/pools/api").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<Value>(&pool).unwrap()["servers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        admin_get(s.admin, "/api/pools/nope").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (st, sum) = admin_get(s.admin, "/api/health/summary").await;
+    assert_eq!(st, StatusCode::OK);
+    let v: Value = serde_json::from_str(&sum).unwrap();
+    assert_eq!(
+        (v["total"].as_u64(), v["online"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let (st, html) = admin_get(s.admin, "/stats").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(html.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
+    assert!(admin_get(s.admin, "/stats?refresh=2")
+        .await
+        .1
+        .contains("content=\"2\""));
+    assert_eq!(html.matches("<tr class=\"server").count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_now_and_summary_reflect_a_failing_server() {
+    let s = setup("", "[pool.health]\nkind = \"http\"\npath = \"/health\"\ninterval = \"1h\"\nrise = 1\nfall = 1\ninitial = \"up\"\n").await;
+    // checks run at start, then only hourly; make one fail and ask for a check now
+    wait_for(Duration::from_secs(5), "first checks", || {
+        s.p.stderr().contains("rampart started")
+    })
+    .await;
+    s.b.stats.health_status.store(500, Ordering::SeqCst);
+    let (st, body) = admin_post(s.admin, "/api/health/check", "").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["online"].as_u64(), v["offline"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    let bad = v["pools"][0]["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["address"] == s.b.addr.to_string())
+        .unwrap()
+        .clone();
+    assert_eq!(bad["status"], "DOWN");
+    assert_eq!(bad["last_check_ok"], false);
+    assert!(bad["detail"].as_str().unwrap().contains("500"));
+    assert!(bad["consecutive_failures"].as_u64().unwrap() >= 1);
+    assert!(bad["response_time_ms"].as_f64().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_lets_in_flight_finish_and_survives_a_restart() {
+    let dir = temp_dir("state");
+    let state_file = dir.join("state.json");
+    let global = format!("state_file = \"{}\"", state_file.display());
+    let mut s = setup(&global, "").await;
+    let c = client();
+    // a slow request in flight on pod-a
+    let slow = {
+        let c = c.clone();
+        let url = format!("http://{}/slow?ms=1500", s.listen);
+        tokio::spawn(async move { get(&c, &url).await })
+    };
+    wait_for(
+        Duration::from_secs(5),
+        "the slow request on a backend",
+        || s.a.stats.active.load(Ordering::SeqCst) + s.b.stats.active.load(Ordering::SeqCst) == 1,
+    )
+    .await;
+    let busy = if s.a.stats.active.load(Ordering::SeqCst) == 1 {
+        &s.a
+    } else {
+        &s.b
+    };
+    let (busy_name, other_name) = if busy.name == "pod-a" {
+        ("pod-a", "pod-b")
+    } else {
+        ("pod-b", "pod-a")
+    };
+    let (st, body) = admin_post(
+        s.admin,
+        &format!("/api/pools/api/servers/{}", busy.addr),
+        "{\"state\":\"drain\"}",
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["status"],
+        "DRAIN"
+    );
+    let before = busy.requests();
+    let t = tally(&{
+        let mut v = Vec::new();
+        for _ in 0..10 {
+            v.push(get(&c, &format!("http://{}/", s.listen)).await.1);
+        }
+        v
+    });
+    assert_eq!(t.get(other_name), Some(&10), "{t:?}");
+    assert_eq!(
+        busy.requests(),
+        before,
+        "the drained server got new requests"
+    );
+    assert_eq!(
+        slow.await.unwrap(),
+        (StatusCode::OK, busy_name.to_string()),
+        "the in-flight request completes"
+    );
+
+    // the state file records it, and a restart restores it
+    wait_for(Duration::from_secs(5), "state file written", || {
+        std::fs::read_to_string(&state_file).is_ok_and(|t| t.contains("\"drain\""))
+    })
+    .await;
+    s.p.signal(libc::SIGTERM);
+    assert!(s.p.wait_exit(Duration::from_secs(10)).await.success());
+    let cfg = std::fs::read_to_string(&s.p.config).unwrap();
+    let p2 = Proxy::start(&cfg, &[s.listen, s.admin]).await;
+    assert!(
+        p2.stderr().contains("restored server states"),
+        "{}",
+        p2.stderr()
+    );
+    let rows = csv_rows(&admin_get(s.admin, "/stats;csv").await.1);
+    let row = rows.iter().find(|r| r[1] == busy.addr.to_string()).unwrap();
+    assert_eq!(row[17], "DRAIN");
+    let before = busy.requests();
+    for _ in 0..6 {
+        assert_eq!(
+            get(&c, &format!("http://{}/", s.listen)).await.1,
+            other_name
+        );
+    }
+    assert_eq!(busy.requests(), before);
+    // back to ready
+    let (st, _) = admin_post(
+        s.admin,
+        &format!("/api/pools/api/servers/{}", busy.addr),
+        "{\"state\":\"ready\"}",
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let t = tally(&{
+        let mut v = Vec::new();
+        for _ in 0..10 {
+            v.push(get(&c, &format!("http://{}/", s.listen)).await.1);
+        }
+        v
+    });
+    assert_eq!(t.len(), 2, "{t:?}");
+    drop(p2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weight_and_maint_through_the_api() {
+    let s = setup("", "").await;
+    let c = client();
+    let (st, body) = admin_post(
+        s.admin,
+        &format!("/api/pools/api/servers/{}", s.a.addr),
+        "{\"weight\": 3}",
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let mut v = Vec::new();
+    for _ in 0..40 {
+        v.push(get(&c, &format!("http://{}/", s.listen)).await.1);
+    }
+    let t = tally(&v);
+    assert_eq!(
+        (t.get("pod-a"), t.get("pod-b")),
+        (Some(&30), Some(&10)),
+        "{t:?}"
+    );
+    let (st, _) = admin_post(
+        s.admin,
+        &format!("/api/pools/api/servers/{}", s.b.addr),
+        "{\"state\":\"maint\"}",
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    for _ in 0..5 {
+        assert_eq!(get(&c, &format!("http://{}/", s.listen)).await.1, "pod-a");
+    }
+    // bad input is refused with a reason
+    for (body, want) in [
+        ("{\"state\":\"sleep\"}", "unknown state"),
+        ("{\"weight\":999}", "weight"),
+        ("{}", "nothing to change"),
+        ("nonsense", "expected"),
+    ] {
+        let (st, resp) = admin_post(
+            s.admin,
+            &format!("/api/pools/api/servers/{}", s.a.addr),
+            body,
+        )
+        .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+        assert!(resp.contains(want), "{resp}");
+    }
+    assert_eq!(
+        admin_post(
+            s.admin,
+            "/api/pools/api/servers/10.9.9.9:1",
+            "{\"state\":\"drain\"}"
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_is_503_before_the_first_health_round_and_during_drain() {
+    // the only server is a black hole: its first check ends only at the timeout
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&free_addr("127.0.0.4").into()).unwrap();
+    sock.listen(0).unwrap();
+    let hole: SocketAddr = sock.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(hole),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let extra_global = "drain_delay = \"3s\"";
+    let pool = "[pool.health]\nkind = \"tcp\"\ninterval = \"1s\"\ntimeout = \"1500ms\"\n";
+    let mut p = Proxy::start(
+        &config(listen, admin, extra_global, pool, &[hole]),
+        &[admin],
+    )
+    .await;
+    assert_eq!(
+        admin_get(admin, "/ready").await.0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ready before any check finished"
+    );
+    assert_eq!(admin_get(admin, "/live").await.0, StatusCode::OK);
+    let t0 = Instant::now();
+    wait_for(
+        Duration::from_secs(5),
+        "ready after the first check",
+        || p.stderr().contains("server is DOWN"),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while admin_get(admin, "/ready").await.0 != StatusCode::OK {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    // SIGTERM: draining, /ready says 503 while the listener still serves
+    p.signal(libc::SIGTERM);
+    wait_for(Duration::from_secs(5), "draining", || {
+        p.stderr().contains("draining")
+    })
+    .await;
+    assert_eq!(
+        admin_get(admin, "/ready").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(
+        tokio::net::TcpStream::connect(listen).await.is_ok(),
+        "the listener stays open during the drain delay"
+    );
+    p.signal(libc::SIGINT);
+    assert!(p.wait_exit(Duration::from_secs(10)).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_and_read_auth() {
+    let port = common_port(&["127.0.0.2"]);
+    let a = Backend::start("pod-a", SocketAddr::new(ip("127.0.0.2"), port)).await;
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let mut cfg = config(listen, admin, "", "", &[a.addr]);
+    cfg = cfg.replace(
+        &format!("bind = \"{admin}\""),
+        &format!("bind = \"{admin}\"\ntoken_env = \"RAMPART_TEST_TOKEN\"\nread_auth = \"ops:RAMPART_TEST_READ_PW\""),
+    );
+    let dir = temp_dir("auth");
+    std::fs::write(dir.join("c.toml"), &cfg).unwrap();
+    let mut child = std::process::Command::new(rampart_bin())
+        .args(["run", "-c"])
+        .arg(dir.join("c.toml"))
+        .env("RAMPART_TEST_TOKEN", "s3cret-token")
+        .env("RAMPART_TEST_READ_PW", "pw")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(admin).await.is_err() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let c = client();
+    let req = |method: &str, path: &str, auth: Option<&str>| {
+        let mut r = Request::builder()
+            .method(method)
+            .uri(format!("http://{admin}{path}"));
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+            bytes::Bytes::from("{\"state\":\"drain\"}"),
+        )))
+        .unwrap()
+    };
+    // probes stay open
+    assert_eq!(
+        send(&c, req("GET", "/live", None)).await.0.status(),
+        StatusCode::OK
+    );
+    // reads need basic auth: ops:pw
+    assert_eq!(
+        send(&c, req("GET", "/stats;json", None)).await.0.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&c, req("GET", "/stats;json", Some("Basic b3BzOnB3")))
+            .await
+            .0
+            .status(),
+        StatusCode::OK
+    );
+    // writes need the token, even from loopback
+    let path = format!("/api/pools/api/servers/{}", a.addr);
+    assert_eq!(
+        send(&c, req("POST", &path, None)).await.0.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&c, req("POST", &path, Some("Bearer wrong")))
+            .await
+            .0
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let (resp, body) = send(&c, req("POST", &path, Some("Bearer s3cret-token"))).await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_status_and_server_commands() {
+    let s = setup("", "").await;
+    for _ in 0..4 {
+        get(&client(), &format!("http://{}/", s.listen)).await;
+    }
+    let url = format!("http://{}", s.admin);
+    let out = std::process::Command::new(rampart_bin())
+        .args(["status", "--admin", &url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("pool api (round_robin)  2/2 eligible"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&s.a.addr.to_string()) && text.contains(&s.b.addr.to_string()),
+        "{text}"
+    );
+    let out = std::process::Command::new(rampart_bin())
+        .args([
+            "server",
+            "drain",
+            "api",
+            &s.a.addr.to_string(),
+            "--admin",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DRAIN"));
+    let out = std::process::Command::new(rampart_bin())
+        .args(["check-now", "--admin", &url])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 online, 0 offline, 1 degraded"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // an unreachable admin API is an error with exit code 2
+    let out = std::process::Command::new(rampart_bin())
+        .args(["status", "--admin", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let _ = s.p.stderr();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_watch_redraws_until_interrupted() {
+    let s = setup("", "").await;
+    let mut child = std::process::Command::new(rampart_bin())
+        .args(["watch", "--admin", &format!("http://{}", s.admin)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let t0 = Instant::now();
+        // two screens (each starts by clearing the terminal)
+        while buf.windows(4).filter(|w| w == b"\x1b[2J").count() < 2
+            && t0.elapsed() < Duration::from_secs(10)
+        {
+            match out.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reader.is_finished() {
+        assert!(Instant::now() < deadline, "watch did not redraw twice");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(text.matches("pool api").count() >= 2, "{text}");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success(), "{st}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "watch did not stop on SIGINT");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = BodyExt::boxed(http_body_util::Full::new(bytes::Bytes::new()));
+}
