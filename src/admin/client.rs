@@ -176,8 +176,8 @@ pub fn render_table(s: &Stats) -> String {
         );
         let _ = writeln!(
             o,
-            "  {:<24} {:<8} {:>7} {:>6} {:>6} {:>8} {:>9} {:>6}  {}",
-            "SERVER", "STATUS", "SINCE", "WEIGHT", "ACTIVE", "REQ/S", "TOTAL", "ERR", "LAST CHECK"
+            "  {:<24} {:<8} {:>7} {:>6} {:>6} {:>8} {:>9} {:>6}  LAST CHECK",
+            "SERVER", "STATUS", "SINCE", "WEIGHT", "ACTIVE", "REQ/S", "TOTAL", "ERR"
         );
         for sv in &p.servers {
             let check = sv
