@@ -17,7 +17,7 @@ fn dns_config(
     pool_extra: &str,
     address: &str,
 ) -> String {
-    let admin = free_addr("127.0.0.1");
+    let admin = admin_addr_for(listen);
     format!(
         r#"[global]
 threads = 2
@@ -43,6 +43,23 @@ connect_timeout = "500ms"
   address = "{address}"
 "#
     )
+}
+
+/// The admin address used with a given listener: the next port on 127.0.0.9, so
+/// a test can find it again (the listener's port is OS-assigned and unique).
+fn admin_addr_for(listen: SocketAddr) -> SocketAddr {
+    SocketAddr::new(ip("127.0.0.9"), listen.port())
+}
+
+/// The pool's state through the admin API.
+async fn pool_state(listen: SocketAddr) -> serde_json::Value {
+    let (st, body) = get(
+        &client(),
+        &format!("http://{}/api/pools/app", admin_addr_for(listen)),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    serde_json::from_str(&body).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,6 +178,18 @@ async fn scale_out_and_in_keeps_survivor_state() {
             + p.stderr().matches("from=UNKNOWN to=UP").count(),
         3
     );
+    // the survivor's counters before the scale-in
+    let total_of = |pool: &serde_json::Value, addr: &str| {
+        pool["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["address"] == addr)
+            .map(|s| s["total"].as_u64().unwrap())
+    };
+    let survivor = format!("127.0.0.3:{port}");
+    let before_total = total_of(&pool_state(listen).await, &survivor).unwrap();
+    assert!(before_total > 0);
     // 3 -> 1
     dns.set_ips("svc", &[ip("127.0.0.3")], 1).await;
     wait_for(Duration::from_secs(5), "members removed", || {
@@ -180,6 +209,11 @@ async fn scale_out_and_in_keeps_survivor_state() {
         .map(|(b, n)| b.requests() - n)
         .collect();
     assert_eq!(after, vec![0, 20, 0], "removed members still get traffic");
+    // the pool holds only the survivor, and its counters carried on
+    let pool = pool_state(listen).await;
+    assert_eq!(pool["servers"].as_array().unwrap().len(), 1);
+    assert_eq!(total_of(&pool, &survivor), Some(before_total + 20));
+    assert_eq!(pool["servers"][0]["status"], "UP");
     // the survivor did not get a new health-check task from UNKNOWN either
     assert_eq!(p.stderr().matches("server is UP").count(), 3);
     // removed members' idle connections were closed at once
@@ -231,8 +265,14 @@ async fn three_hundred_records_arrive_through_tcp_fallback() {
     assert!(b.requests() >= 1);
     // 300 members: an answer of 300 A records does not fit in 512 bytes of UDP
     assert!(!p.stderr().contains("does not resolve"), "{}", p.stderr());
-    let status = rampart_dns_members(&p, listen).await;
-    assert_eq!(status, 300);
+    assert_eq!(rampart_dns_members(&p, listen).await, 300);
+    // ... and the pool has them all, each addressed by its ip:port
+    let pool = pool_state(listen).await;
+    let servers = pool["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 300);
+    assert!(servers
+        .iter()
+        .all(|s| s["source"] == format!("big.test:{port}")));
 }
 
 /// How many members the name resolved to at start-up, as rampart logs it.
@@ -287,6 +327,18 @@ async fn resolver_down_keeps_the_last_members_and_counts_errors() {
             >= 2
     })
     .await;
+    // the errors are counted where operators look
+    let (_, stats) = get(&c, &format!("http://{}/stats;json", admin_addr_for(listen))).await;
+    let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert!(v["dns"][0]["errors"].as_u64().unwrap() >= 2, "{}", v["dns"]);
+    assert_eq!(v["dns"][0]["members"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        pool_state(listen).await["servers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     for _ in 0..10 {
         let (st, body) = get(&c, &format!("http://{listen}/")).await;
         assert_eq!((st, body.as_str()), (StatusCode::OK, "pod"));
