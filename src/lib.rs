@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod discovery;
+pub mod ha;
 pub mod health;
 pub mod listener;
 pub mod metrics;
@@ -50,6 +51,8 @@ pub struct Shared {
     pub control: control::ControlTx,
     /// Request rates, sampled by the control task.
     pub rates: std::sync::Mutex<admin::model::Rates>,
+    /// HA status, when `[ha]` is configured.
+    pub ha: std::sync::OnceLock<std::sync::Arc<ha::HaStatus>>,
 }
 
 /// Client connection counters of one listener.
@@ -83,7 +86,7 @@ impl Drop for ConnCount {
 impl Shared {
     /// The HA state for the stats header (None until HA is configured).
     pub fn ha_status(&self) -> Option<serde_json::Value> {
-        None
+        self.ha.get().map(|h| h.to_json())
     }
 
     /// /ready: listeners accept, not draining, and the first health round is done.

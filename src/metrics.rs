@@ -376,6 +376,60 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         .inc_by(shared.access_log.dropped.load(Ordering::Relaxed));
 
     let mut out = Vec::new();
+    if let Some(ha) = shared.ha.get() {
+        let st = gauge(
+            "rampart_ha_state",
+            "1 for this node's current HA state",
+            &["state"],
+        );
+        for s in ["INIT", "BACKUP", "MASTER", "FAULT"] {
+            st.with_label_values(&[s])
+                .set(i64::from(ha.state().as_str() == s));
+        }
+        let prio = gauge("rampart_ha_priority", "This node's HA priority", &[]);
+        prio.with_label_values::<&str>(&[])
+            .set(i64::from(ha.priority));
+        let tr = counter("rampart_ha_transitions_total", "HA state transitions", &[]);
+        tr.with_label_values::<&str>(&[])
+            .inc_by(ha.transitions.load(Ordering::Relaxed));
+        let sent = counter("rampart_ha_adverts_sent_total", "Heartbeats sent", &[]);
+        sent.with_label_values::<&str>(&[])
+            .inc_by(ha.adverts_sent.load(Ordering::Relaxed));
+        let recv = counter(
+            "rampart_ha_adverts_received_total",
+            "Heartbeats accepted",
+            &[],
+        );
+        recv.with_label_values::<&str>(&[])
+            .inc_by(ha.adverts_received.load(Ordering::Relaxed));
+        let dropped = counter(
+            "rampart_ha_dropped_total",
+            "Heartbeats dropped, by reason",
+            &["reason"],
+        );
+        for (reason, n) in ha.dropped() {
+            dropped.with_label_values(&[reason]).inc_by(n);
+        }
+        let seen = GaugeVec::new(
+            Opts::new(
+                "rampart_ha_peer_last_seen_seconds",
+                "Seconds since a peer's last heartbeat",
+            ),
+            &["peer"],
+        )
+        .unwrap_or_else(|e| unreachable_metric(e));
+        for (peer, ago, _) in ha.peers() {
+            seen.with_label_values(&[peer.as_str()])
+                .set(ago.as_secs_f64());
+        }
+        for c in [&st, &prio] {
+            out.extend(c.collect());
+        }
+        for c in [&tr, &sent, &recv, &dropped] {
+            out.extend(c.collect());
+        }
+        out.extend(seen.collect());
+    }
     out.extend(requests.collect());
     out.extend(active.collect());
     out.extend(max_active.collect());

@@ -29,6 +29,8 @@ pub enum RunError {
     },
     #[error("{0}")]
     Discovery(#[source] discovery::DiscoveryError),
+    #[error("{0}")]
+    Ha(#[source] crate::ha::HaError),
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -101,6 +103,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
 
     let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
+        ha: std::sync::OnceLock::new(),
         control: control_tx,
         rates: Default::default(),
         dns: registry,
@@ -262,6 +265,18 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         health_stop.clone(),
     ));
 
+    // HA: the heartbeat socket and the interface must be there now.
+    let ha_stop = CancellationToken::new();
+    let ha_task = match &config.ha {
+        Some(hc) => {
+            let ha = crate::ha::Ha::new(hc.clone()).map_err(RunError::Ha)?;
+            let _ = shared.ha.set(Arc::clone(&ha.status));
+            tracing::info!(node = %hc.node_id, priority = hc.priority, interface = %hc.interface, "HA started");
+            Some(tokio::spawn(ha.run(Arc::clone(&shared), ha_stop.clone())))
+        }
+        None => None,
+    };
+
     shared.ready.store(true, Ordering::Release);
     if let Some(f) = &opts.on_ready {
         f(&shared);
@@ -273,6 +288,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         &shared,
         signals,
         opts.stop.clone(),
+        (ha_stop, ha_task),
         stop_accept,
         graceful,
         tracker,
@@ -293,11 +309,13 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // the run's pieces, passed once
 async fn shutdown_sequence(
     config: &Config,
     shared: &Shared,
     mut signals: Signals,
     stop: Option<CancellationToken>,
+    (ha_stop, ha_task): (CancellationToken, Option<tokio::task::JoinHandle<()>>),
     stop_accept: CancellationToken,
     graceful: CancellationToken,
     tracker: TaskTracker,
@@ -308,6 +326,12 @@ async fn shutdown_sequence(
         _ = external.cancelled() => tracing::info!("shutting down"),
     }
     shared.ready.store(false, Ordering::Release);
+    // A MASTER hands the VIP over first (priority-0 advert): the peer takes it
+    // after only its skew, while this node drains what it already has.
+    ha_stop.cancel();
+    if let Some(t) = ha_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
     let drain = config.global.drain_delay;
     if !drain.is_zero() {
         tracing::info!(?drain, "draining: still serving, /ready reports 503");

@@ -20,6 +20,35 @@ pub struct FileConfig {
     #[serde(default, rename = "pool")]
     pub pools: Vec<PoolFile>,
     pub resolver: Option<ResolverFile>,
+    pub ha: Option<HaFile>,
+}
+
+/// `[ha]`: active/passive VIP failover.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaFile {
+    pub interface: String,
+    pub vips: Vec<String>,
+    pub node_id: String,
+    pub priority: u32,
+    pub bind: Addr,
+    pub peers: Vec<Addr>,
+    #[serde(default = "default_advert_interval")]
+    pub advert_interval: Dur,
+    #[serde(default)]
+    pub preempt: bool,
+    #[serde(default)]
+    pub preempt_delay: Dur,
+    pub auth_key_file: Option<std::path::PathBuf>,
+    /// "hmac-sha256" (the default, needs auth_key_file) or "none".
+    pub auth: Option<String>,
+    #[serde(default)]
+    pub track: Vec<String>,
+    pub notify: Option<std::path::PathBuf>,
+}
+
+fn default_advert_interval() -> Dur {
+    Dur(Duration::from_secs(1))
 }
 
 /// `[resolver]`: how server names are re-resolved.

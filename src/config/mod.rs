@@ -21,6 +21,7 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub pools: Vec<PoolConfig>,
     pub resolver: ResolverConfig,
+    pub ha: Option<HaConfig>,
     /// Things that are allowed but probably not meant; `rampart check` prints them.
     pub warnings: Vec<String>,
 }
@@ -90,6 +91,33 @@ pub struct PoolConfig {
     pub retry: RetryConfig,
     pub slow_start: Duration,
     pub servers: Vec<ServerConfig>,
+}
+
+/// `[ha]`, validated.
+#[derive(Debug, Clone)]
+pub struct HaConfig {
+    pub interface: String,
+    /// (address, prefix length)
+    pub vips: Vec<(std::net::IpAddr, u8)>,
+    pub node_id: String,
+    pub priority: u8,
+    pub bind: SocketAddr,
+    pub peers: Vec<SocketAddr>,
+    pub advert_interval: Duration,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    pub key: crate::ha::wire::Key,
+    pub track: Vec<Track>,
+    pub notify: Option<PathBuf>,
+}
+
+/// What an HA node watches; a failure puts it in FAULT (and releases the VIP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Track {
+    /// The proxy's own readiness (/ready).
+    Ready,
+    /// A pool with at least one eligible server (index into pools).
+    Pool(usize),
 }
 
 /// `[resolver]`, with defaults when absent.
@@ -866,10 +894,17 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
         prefer: rf.prefer,
     };
 
+    // [ha]
+    let ha = raw
+        .ha
+        .as_ref()
+        .and_then(|h| validate_ha(h, &root.key("ha"), &pool_index, &mut p, &mut warnings));
+
     if !p.list.is_empty() {
         return Err(p.list);
     }
     Ok(Config {
+        ha,
         resolver,
         global: Global {
             threads,
@@ -1012,6 +1047,142 @@ fn validate_health(h: &HealthFile, at: &KeyPath, p: &mut Problems<'_>) -> Option
         fast_interval: h.fast_interval.map_or(h.interval.0, |d| d.0),
         initial_up: h.initial == InitialState::Up,
         check,
+    })
+}
+
+fn validate_ha(
+    h: &file::HaFile,
+    at: &KeyPath,
+    pool_index: &HashMap<&str, usize>,
+    p: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> Option<HaConfig> {
+    use crate::ha::wire::{Key, NODE_ID_LEN};
+    let before = p.list.len();
+    if h.interface.is_empty() {
+        p.add(&at.key("interface"), "must name a network interface");
+    }
+    if h.node_id.is_empty() || h.node_id.len() > NODE_ID_LEN || h.node_id.contains('\0') {
+        p.add(
+            &at.key("node_id"),
+            format!("must be 1 to {NODE_ID_LEN} bytes"),
+        );
+    }
+    if !(1..=254).contains(&h.priority) {
+        p.add(
+            &at.key("priority"),
+            format!("must be between 1 and 254, got {}", h.priority),
+        );
+    }
+    if h.vips.is_empty() {
+        p.add(
+            &at.key("vips"),
+            "needs at least one address, e.g. [\"192.0.2.100/24\"]",
+        );
+    }
+    let mut vips = Vec::new();
+    for (i, v) in h.vips.iter().enumerate() {
+        let parsed = v.split_once('/').and_then(|(a, l)| {
+            let ip: std::net::IpAddr = a.parse().ok()?;
+            let len: u8 = l.parse().ok()?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            (len <= max).then_some((ip, len))
+        });
+        match parsed {
+            Some(x) => vips.push(x),
+            None => p.add(&at.index("vips", i), format!("invalid {v:?}: write ADDRESS/PREFIX, e.g. \"192.0.2.100/24\" or \"2001:db8::100/64\"")),
+        }
+    }
+    if h.peers.is_empty() {
+        p.add(&at.key("peers"), "needs at least one peer address");
+    }
+    if h.advert_interval.0 < Duration::from_millis(10) {
+        p.add(&at.key("advert_interval"), "must be at least 10ms");
+    }
+    let key = match (h.auth.as_deref(), &h.auth_key_file) {
+        (Some("none"), _) => {
+            warnings.push("[ha] auth = \"none\": heartbeats are not authenticated".into());
+            Some(Key::None)
+        }
+        (None | Some("hmac-sha256"), Some(path)) => match std::fs::read(path) {
+            Ok(mut k) => {
+                while k.last().is_some_and(|c| c.is_ascii_whitespace()) {
+                    k.pop();
+                }
+                if k.len() < 32 {
+                    p.add(
+                        &at.key("auth_key_file"),
+                        format!(
+                            "{}: the key must be at least 32 bytes, it has {}",
+                            path.display(),
+                            k.len()
+                        ),
+                    );
+                    None
+                } else {
+                    Some(Key::Hmac(k))
+                }
+            }
+            Err(e) => {
+                p.add(
+                    &at.key("auth_key_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        },
+        (None | Some("hmac-sha256"), None) => {
+            p.add(
+                at,
+                "auth_key_file is required (or write auth = \"none\" to run unauthenticated)",
+            );
+            None
+        }
+        (Some(other), _) => {
+            p.add(
+                &at.key("auth"),
+                format!("unknown auth {other:?}: use \"hmac-sha256\" or \"none\""),
+            );
+            None
+        }
+    };
+    let mut track = Vec::new();
+    for (i, t) in h.track.iter().enumerate() {
+        match t.as_str() {
+            "ready" => track.push(Track::Ready),
+            s => match s.strip_prefix("pool:") {
+                Some(name) => match pool_index.get(name) {
+                    Some(&ix) => track.push(Track::Pool(ix)),
+                    None => p.add(
+                        &at.index("track", i),
+                        format!("pool {name:?} is not defined"),
+                    ),
+                },
+                None => p.add(
+                    &at.index("track", i),
+                    format!("unknown track {s:?}: use \"ready\" or \"pool:NAME\""),
+                ),
+            },
+        }
+    }
+    if let Some(n) = &h.notify {
+        if !n.exists() {
+            p.add(&at.key("notify"), format!("{} does not exist", n.display()));
+        }
+    }
+    (p.list.len() == before).then(|| HaConfig {
+        interface: h.interface.clone(),
+        vips,
+        node_id: h.node_id.clone(),
+        priority: h.priority as u8,
+        bind: h.bind.0,
+        peers: h.peers.iter().map(|a| a.0).collect(),
+        advert_interval: h.advert_interval.0,
+        preempt: h.preempt,
+        preempt_delay: h.preempt_delay.0,
+        key: key.unwrap_or(Key::None),
+        track,
+        notify: h.notify.clone(),
     })
 }
 

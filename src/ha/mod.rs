@@ -1,0 +1,438 @@
+//! Active/passive VIP failover: the authenticated heartbeat (`wire`), the pure state
+//! machine (`fsm`), moving the address (`vip`), and the task that ties them to
+//! sockets, timers and the proxy's own health (`run`).
+
+pub mod fsm;
+pub mod vip;
+pub mod wire;
+
+use crate::config::{HaConfig, Track};
+use crate::Shared;
+use fsm::{Action, Event, Fsm, FsmConfig, Heard, State};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use wire::{Advert, Reject, ReplayGuard, WireState};
+
+const REJECTS: [Reject; 7] = [
+    Reject::Size,
+    Reject::Magic,
+    Reject::Version,
+    Reject::Malformed,
+    Reject::Auth,
+    Reject::Replay,
+    Reject::UnknownPeer,
+];
+
+/// What the stats page, /metrics and `rampart status` show of HA.
+#[derive(Debug)]
+pub struct HaStatus {
+    pub node_id: String,
+    pub priority: u8,
+    state: AtomicU8,
+    pub transitions: AtomicU64,
+    pub adverts_sent: AtomicU64,
+    pub adverts_received: AtomicU64,
+    dropped: [AtomicU64; 7],
+    /// node id -> (when, priority)
+    peers: Mutex<HashMap<String, (SystemTime, u8)>>,
+    /// Why the node is in FAULT, if it is.
+    pub fault_reason: Mutex<Option<String>>,
+}
+
+impl HaStatus {
+    fn new(cfg: &HaConfig) -> HaStatus {
+        HaStatus {
+            node_id: cfg.node_id.clone(),
+            priority: cfg.priority,
+            state: AtomicU8::new(0),
+            transitions: AtomicU64::new(0),
+            adverts_sent: AtomicU64::new(0),
+            adverts_received: AtomicU64::new(0),
+            dropped: Default::default(),
+            peers: Mutex::new(HashMap::new()),
+            fault_reason: Mutex::new(None),
+        }
+    }
+
+    pub fn state(&self) -> State {
+        match self.state.load(Ordering::Acquire) {
+            1 => State::Backup,
+            2 => State::Master,
+            3 => State::Fault,
+            _ => State::Init,
+        }
+    }
+
+    fn set_state(&self, s: State) {
+        let v = match s {
+            State::Init => 0,
+            State::Backup => 1,
+            State::Master => 2,
+            State::Fault => 3,
+        };
+        self.state.store(v, Ordering::Release);
+    }
+
+    pub fn dropped(&self) -> Vec<(&'static str, u64)> {
+        REJECTS
+            .iter()
+            .zip(&self.dropped)
+            .map(|(r, c)| (r.label(), c.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    fn drop_count(&self, r: Reject) {
+        if let Some(i) = REJECTS.iter().position(|x| *x == r) {
+            self.dropped[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Peers and how long ago each was heard.
+    pub fn peers(&self) -> Vec<(String, Duration, u8)> {
+        let now = SystemTime::now();
+        let mut v: Vec<_> = self
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, (t, p))| (k.clone(), now.duration_since(*t).unwrap_or_default(), *p))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "state": self.state().as_str(),
+            "node_id": self.node_id,
+            "priority": self.priority,
+            "transitions": self.transitions.load(Ordering::Relaxed),
+            "adverts_sent": self.adverts_sent.load(Ordering::Relaxed),
+            "adverts_received": self.adverts_received.load(Ordering::Relaxed),
+            "fault": *self.fault_reason.lock().unwrap_or_else(|e| e.into_inner()),
+            "peers": self.peers().into_iter().map(|(id, ago, prio)| serde_json::json!({
+                "node_id": id, "last_seen_secs": ago.as_secs_f64(), "priority": prio,
+            })).collect::<Vec<_>>(),
+            "dropped": self.dropped().into_iter().map(|(k, v)| (k.to_string(), v)).collect::<HashMap<_, _>>(),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HaError {
+    #[error("[ha] cannot bind the heartbeat socket {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("[ha] interface {0:?}: {1}")]
+    Interface(String, #[source] std::io::Error),
+}
+
+/// Everything the HA task needs that can fail at start.
+pub struct Ha {
+    cfg: HaConfig,
+    sock: UdpSocket,
+    index: u32,
+    mac: [u8; 6],
+    pub status: Arc<HaStatus>,
+}
+
+impl Ha {
+    /// Binds the heartbeat socket and looks the interface up (must run on a runtime).
+    pub fn new(cfg: HaConfig) -> Result<Ha, HaError> {
+        let std_sock = std::net::UdpSocket::bind(cfg.bind).map_err(|source| HaError::Bind {
+            addr: cfg.bind,
+            source,
+        })?;
+        std_sock
+            .set_nonblocking(true)
+            .map_err(|source| HaError::Bind {
+                addr: cfg.bind,
+                source,
+            })?;
+        let sock = UdpSocket::from_std(std_sock).map_err(|source| HaError::Bind {
+            addr: cfg.bind,
+            source,
+        })?;
+        let index = vip::ifindex(&cfg.interface)
+            .map_err(|e| HaError::Interface(cfg.interface.clone(), e))?;
+        let mac =
+            vip::mac(&cfg.interface).map_err(|e| HaError::Interface(cfg.interface.clone(), e))?;
+        let status = Arc::new(HaStatus::new(&cfg));
+        Ok(Ha {
+            cfg,
+            sock,
+            index,
+            mac,
+            status,
+        })
+    }
+
+    /// Runs until `stop`; then a MASTER hands over (priority-0 advert) and the VIP
+    /// is released before this returns.
+    pub async fn run(self, shared: Arc<Shared>, stop: CancellationToken) {
+        let mut node = Node {
+            fsm: Fsm::new(FsmConfig {
+                node_id: self.cfg.node_id.clone(),
+                priority: self.cfg.priority,
+                interval_ms: self.cfg.advert_interval.as_millis() as u64,
+                preempt: self.cfg.preempt,
+                preempt_delay_ms: self.cfg.preempt_delay.as_millis() as u64,
+            }),
+            boot_id: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
+            seq: 0,
+            start: Instant::now(),
+            vip_failed: false,
+            faulted: false,
+            ha: &self,
+        };
+        let mut replay = ReplayGuard::default();
+        let peer_ips: Vec<IpAddr> = self
+            .cfg
+            .peers
+            .iter()
+            .map(|p| p.ip().to_canonical())
+            .collect();
+        let t = node.now();
+        let actions = node.fsm.handle(t, Event::Start);
+        node.exec(actions).await;
+        let mut check =
+            tokio::time::interval((self.cfg.advert_interval / 4).max(Duration::from_millis(25)));
+        let mut buf = [0u8; 512];
+        loop {
+            let wake = node
+                .fsm
+                .next_wakeup()
+                .map(|ms| tokio::time::Instant::from_std(node.start + Duration::from_millis(ms)));
+            let sleep = async {
+                match wake {
+                    Some(w) => tokio::time::sleep_until(w).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    let t = node.now();
+                    let actions = node.fsm.handle(t, Event::Shutdown);
+                    node.exec(actions).await;
+                    break;
+                }
+                r = self.sock.recv_from(&mut buf) => {
+                    let Ok((n, from)) = r else { continue };
+                    if !peer_ips.contains(&from.ip().to_canonical()) {
+                        self.status.drop_count(Reject::UnknownPeer);
+                        continue;
+                    }
+                    match Advert::decode(&buf[..n], &self.cfg.key, from.ip(), self.cfg.bind.ip())
+                        .and_then(|a| replay.accept(&a).map(|_| a))
+                    {
+                        Ok(a) => {
+                            self.status.adverts_received.fetch_add(1, Ordering::Relaxed);
+                            self.status
+                                .peers
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(a.node_id.clone(), (SystemTime::now(), a.priority));
+                            // only masters advertise; others' adverts (e.g. a
+                            // FAULT node's priority 0) still count as "leaving"
+                            let heard = Heard { node_id: a.node_id, priority: if a.state == WireState::Master { a.priority } else { 0 } };
+                            let t = node.now();
+                            let actions = node.fsm.handle(t, Event::Advert(heard));
+                            node.exec(actions).await;
+                        }
+                        Err(r) => {
+                            self.status.drop_count(r);
+                            tracing::debug!(%from, reason = %r, "heartbeat dropped");
+                        }
+                    }
+                }
+                _ = sleep => {
+                    let t = node.now();
+                    let actions = node.fsm.handle(t, Event::Tick);
+                    node.exec(actions).await;
+                }
+                _ = check.tick() => {
+                    let reason = node.fault_reason(&shared);
+                    let faulted = reason.is_some();
+                    *self.status.fault_reason.lock().unwrap_or_else(|e| e.into_inner()) = reason.clone();
+                    if faulted != node.faulted {
+                        node.faulted = faulted;
+                        match &reason {
+                            Some(r) => tracing::warn!(reason = %r, "HA fault"),
+                            None => tracing::info!("HA fault cleared"),
+                        }
+                        let t = node.now();
+                        let actions = node.fsm.handle(t, Event::Fault(faulted));
+                        node.exec(actions).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Node<'a> {
+    fsm: Fsm,
+    boot_id: u64,
+    seq: u64,
+    start: Instant,
+    vip_failed: bool,
+    faulted: bool,
+    ha: &'a Ha,
+}
+
+impl Node<'_> {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn fault_reason(&mut self, shared: &Shared) -> Option<String> {
+        let cfg = &self.ha.cfg;
+        if !vip::link_up(&cfg.interface) {
+            return Some(format!("link {} is down", cfg.interface));
+        }
+        if self.vip_failed {
+            // retried after a master-down interval in BACKUP
+            self.vip_failed = false;
+            return Some("the VIP could not be added".into());
+        }
+        for t in &cfg.track {
+            match t {
+                Track::Ready if !shared.is_ready() => return Some("not ready".into()),
+                Track::Pool(i) => {
+                    let snap = shared.snapshot.load();
+                    if let Some(p) = snap.pools.get(*i) {
+                        if p.eligible_count() == 0 {
+                            return Some(format!("pool {} has no eligible server", p.name));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    async fn exec(&mut self, actions: Vec<Action>) {
+        let mut more = Vec::new();
+        for a in actions {
+            match a {
+                Action::AddVip => {
+                    for &(ip, len) in &self.ha.cfg.vips {
+                        if let Err(e) = vip::add(self.ha.index, ip, len) {
+                            tracing::error!(vip = %ip, error = %e, "cannot add the VIP");
+                            self.vip_failed = true;
+                        }
+                    }
+                    if self.vip_failed {
+                        self.faulted = true;
+                        let t = self.now();
+                        more.extend(self.fsm.handle(t, Event::Fault(true)));
+                    }
+                }
+                Action::RemoveVip => {
+                    for &(ip, len) in &self.ha.cfg.vips {
+                        if let Err(e) = vip::remove(self.ha.index, ip, len) {
+                            tracing::error!(vip = %ip, error = %e, "cannot remove the VIP");
+                        }
+                    }
+                }
+                Action::SendAdvert { priority } => self.send_advert(priority).await,
+                Action::Announce => self.announce(),
+                Action::Transition { from, to } => {
+                    self.ha.status.set_state(to);
+                    self.ha.status.transitions.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(from = from.as_str(), to = to.as_str(), node = %self.ha.cfg.node_id, "HA state changed");
+                    if let Some(script) = &self.ha.cfg.notify {
+                        let spawned = tokio::process::Command::new(script)
+                            .arg(to.as_str())
+                            .arg(&self.ha.cfg.node_id)
+                            .spawn();
+                        match spawned {
+                            Ok(mut child) => {
+                                tokio::spawn(async move {
+                                    let _ = child.wait().await;
+                                });
+                            }
+                            Err(e) => {
+                                tracing::error!(script = %script.display(), error = %e, "notify script failed to start")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !more.is_empty() {
+            Box::pin(self.exec(more)).await;
+        }
+    }
+
+    async fn send_advert(&mut self, priority: u8) {
+        self.seq += 1;
+        let state = match self.fsm.state() {
+            State::Master if priority > 0 => WireState::Master,
+            State::Fault => WireState::Fault,
+            State::Backup => WireState::Backup,
+            // a master that is leaving (shutdown or fault) still speaks as master
+            _ => WireState::Master,
+        };
+        let advert = Advert {
+            state,
+            priority,
+            interval_ms: self.ha.cfg.advert_interval.as_millis() as u32,
+            node_id: self.ha.cfg.node_id.clone(),
+            boot_id: self.boot_id,
+            seq: self.seq,
+            timestamp_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
+        };
+        for peer in &self.ha.cfg.peers {
+            let bytes = advert.encode(&self.ha.cfg.key, self.ha.cfg.bind.ip(), peer.ip());
+            match self.ha.sock.send_to(&bytes, peer).await {
+                Ok(_) => {
+                    self.ha.status.adverts_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "cannot send a heartbeat"),
+            }
+        }
+    }
+
+    /// Gratuitous ARP / unsolicited NA: 3 at once, again at +1 s and +5 s (ARP caches
+    /// ignore updates within their locktime, so one burst is not enough), for as
+    /// long as this node is MASTER.
+    fn announce(&self) {
+        let (index, mac, vips, status) = (
+            self.ha.index,
+            self.ha.mac,
+            self.ha.cfg.vips.clone(),
+            Arc::clone(&self.ha.status),
+        );
+        tokio::spawn(async move {
+            for delay in [0u64, 0, 0, 1000, 5000] {
+                if delay > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                }
+                if status.state() != State::Master {
+                    return;
+                }
+                for &(ip, _) in &vips {
+                    if let Err(e) = vip::announce(index, mac, ip) {
+                        tracing::warn!(vip = %ip, error = %e, "cannot announce the VIP");
+                    }
+                }
+            }
+        });
+    }
+}
