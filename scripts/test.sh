@@ -17,6 +17,8 @@ need 'command -v dnsmasq' dnsmasq                        # tests/dnsmasq.rs
 need 'command -v promtool' prometheus                    # tests/admin.rs: promtool check metrics
 need 'command -v chromium' chromium                      # tests/stats_page.rs
 need 'command -v ip' iproute2                            # network namespaces (admin_remote, HA)
+need 'command -v bridge' iproute2                        # tests/ha.rs: bridge port isolation
+need 'command -v python3' python3                        # tests/ha.rs: the backend inside a namespace
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   SUDO=""

@@ -1,0 +1,718 @@
+//! VIP failover between two real rampart nodes, in network namespaces the test
+//! creates and removes: a bridge (in hub mode, so a rogue can capture), node A
+//! (192.0.2.1), node B (192.0.2.2), a client (192.0.2.10), a backend (192.0.2.20,
+//! Python's http.server) and a rogue (192.0.2.66). The VIP is 192.0.2.100.
+
+mod common;
+
+use common::netns::{ip, is_root, Netns};
+use common::*;
+use rampart::ha::wire::{Advert, Key, WireState};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const VIP: &str = "192.0.2.100";
+
+/// Runs `f` on a thread inside network namespace `ns`.
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns(2) on this thread only, with a valid netns fd.
+        let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}");
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A blocking HTTP/1.0 GET; the body, or None on any failure.
+fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    if !text.starts_with("HTTP/1.1 200") && !text.starts_with("HTTP/1.0 200") {
+        return None;
+    }
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+struct Node {
+    ns: Netns,
+    child: Option<Child>,
+    cfg: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+struct Lab {
+    sw: Netns,
+    a: Node,
+    b: Node,
+    client: Netns,
+    _backend: Netns,
+    backend_proc: Child,
+    rogue: Netns,
+    dir: std::path::PathBuf,
+}
+
+fn mac_of(ns: &str, dev: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns, "link", "show", dev])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split("link/ether ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+impl Lab {
+    fn new(tag: &str, interval: &str) -> Lab {
+        assert!(
+            is_root(),
+            "HA tests need root to create network namespaces (CI runs as root)"
+        );
+        let id = format!("{}{}", tag, std::process::id() % 10_000);
+        let sw = Netns::new(&format!("rha-sw-{id}"));
+        ip(&[
+            "-n",
+            &sw.name,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "ageing_time",
+            "0",
+        ]);
+        ip(&["-n", &sw.name, "link", "set", "br0", "up"]);
+        let host = |role: &str, addr: &str| {
+            let ns = Netns::new(&format!("rha-{role}-{id}"));
+            let port = format!("p{role}");
+            ip(&[
+                "link", "add", "eth0", "netns", &ns.name, "type", "veth", "peer", "name", &port,
+                "netns", &sw.name,
+            ]);
+            ip(&["-n", &sw.name, "link", "set", &port, "master", "br0", "up"]);
+            ip(&["-n", &ns.name, "addr", "add", addr, "dev", "eth0"]);
+            ip(&["-n", &ns.name, "link", "set", "eth0", "up"]);
+            ns
+        };
+        let na = host("a", "192.0.2.1/24");
+        let nb = host("b", "192.0.2.2/24");
+        let client = host("c", "192.0.2.10/24");
+        let backend = host("be", "192.0.2.20/24");
+        let rogue = host("r", "192.0.2.66/24");
+        let dir = temp_dir(&format!("ha-{tag}"));
+        std::fs::write(dir.join("index.html"), "backend-ok\n").unwrap();
+        let backend_proc = backend
+            .cmd("python3")
+            .args([
+                "-m",
+                "http.server",
+                "8000",
+                "--bind",
+                "192.0.2.20",
+                "--directory",
+            ])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 is needed for the backend");
+        let key: Vec<u8> = (0..40).map(|_| fastrand::alphanumeric() as u8).collect();
+        std::fs::write(dir.join("ha.key"), &key).unwrap();
+        let node = |ns: Netns, name: &str, me: &str, peer: &str, prio: u32| {
+            let cfg = dir.join(format!("{name}.toml"));
+            std::fs::write(
+                &cfg,
+                format!(
+                    r#"[global]
+threads = 1
+access_log = "off"
+shutdown_grace = "2s"
+[admin]
+bind = "127.0.0.1:8404"
+[[listener]]
+name = "vip"
+bind = ["{VIP}:8080"]
+mode = "http"
+pool = "be"
+[[pool]]
+name = "be"
+connect_timeout = "1s"
+  [pool.health]
+  kind = "tcp"
+  interval = "200ms"
+  timeout = "150ms"
+  rise = 1
+  fall = 1
+  [[pool.server]]
+  address = "192.0.2.20:8000"
+[ha]
+interface = "eth0"
+vips = ["{VIP}/24"]
+node_id = "{name}"
+priority = {prio}
+bind = "{me}:5405"
+peers = ["{peer}:5405"]
+advert_interval = "{interval}"
+auth_key_file = "{key}"
+track = ["pool:be"]
+"#,
+                    key = dir.join("ha.key").display()
+                ),
+            )
+            .unwrap();
+            Node {
+                ns,
+                child: None,
+                log: dir.join(format!("{name}.log")),
+                cfg,
+            }
+        };
+        let a = node(na, "node-a", "192.0.2.1", "192.0.2.2", 150);
+        let b = node(nb, "node-b", "192.0.2.2", "192.0.2.1", 100);
+        let lab = Lab {
+            sw,
+            a,
+            b,
+            client,
+            _backend: backend,
+            backend_proc,
+            rogue,
+            dir,
+        };
+        // the backend answers from the client's side
+        let c = lab.client.name.clone();
+        wait_until(Duration::from_secs(10), "the backend", move || {
+            let c = c.clone();
+            in_ns(&c, || {
+                http_get(
+                    "192.0.2.20:8000".parse().unwrap(),
+                    "/",
+                    Duration::from_millis(500),
+                )
+                .is_some()
+            })
+        });
+        lab
+    }
+
+    fn start(&mut self, which: char) {
+        let n = if which == 'a' {
+            &mut self.a
+        } else {
+            &mut self.b
+        };
+        let child =
+            n.ns.cmd(rampart_bin())
+                .args(["run", "-c"])
+                .arg(&n.cfg)
+                .env("RAMPART_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&n.log)
+                        .unwrap(),
+                ))
+                .spawn()
+                .unwrap();
+        n.child = Some(child);
+    }
+
+    fn node(&mut self, which: char) -> &mut Node {
+        if which == 'a' {
+            &mut self.a
+        } else {
+            &mut self.b
+        }
+    }
+
+    fn signal(&mut self, which: char, sig: i32) {
+        let n = self.node(which);
+        let pid = n.child.as_ref().unwrap().id() as i32;
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    fn wait_exit(&mut self, which: char) {
+        if let Some(mut c) = self.node(which).child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    fn has_vip(&self, which: char) -> bool {
+        let ns = if which == 'a' {
+            &self.a.ns.name
+        } else {
+            &self.b.ns.name
+        };
+        let out = Command::new("ip")
+            .args(["-n", ns, "-4", "addr", "show", "dev", "eth0"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/"))
+    }
+
+    fn log(&self, which: char) -> String {
+        let n = if which == 'a' { &self.a } else { &self.b };
+        std::fs::read_to_string(&n.log).unwrap_or_default()
+    }
+
+    /// The node's /stats;json, fetched inside its namespace.
+    fn stats(&self, which: char) -> serde_json::Value {
+        let ns = if which == 'a' {
+            self.a.ns.name.clone()
+        } else {
+            self.b.ns.name.clone()
+        };
+        let body = in_ns(&ns, || {
+            http_get(
+                "127.0.0.1:8404".parse().unwrap(),
+                "/stats;json",
+                Duration::from_secs(2),
+            )
+        });
+        serde_json::from_str(&body.unwrap_or_else(|| "null".into())).unwrap()
+    }
+
+    fn ha_state(&self, which: char) -> String {
+        self.stats(which)["ha"]["state"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
+    }
+
+    fn client_get_vip(&self) -> Option<String> {
+        in_ns(&self.client.name, || {
+            http_get(
+                format!("{VIP}:8080").parse().unwrap(),
+                "/",
+                Duration::from_millis(400),
+            )
+        })
+    }
+
+    fn client_arp_mac(&self) -> Option<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.client.name, "neigh", "show", VIP])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split("lladdr ")
+            .nth(1)
+            .map(|r| r.split_whitespace().next().unwrap_or("").to_string())
+    }
+
+    fn both_up(&mut self) {
+        self.start('a');
+        self.start('b');
+        wait_until(Duration::from_secs(15), "one master, one backup", || {
+            let (sa, sb) = (self.ha_state('a'), self.ha_state('b'));
+            sa == "MASTER" && sb == "BACKUP"
+        });
+        assert!(
+            self.has_vip('a') && !self.has_vip('b'),
+            "the VIP is on the higher-priority node only"
+        );
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for n in [&mut self.a, &mut self.b] {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        let _ = self.backend_proc.kill();
+        let _ = self.backend_proc.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = &self.sw;
+    }
+}
+
+fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A client sending a request every 50 ms; returns when a request succeeds after
+/// `since`, with the time it took.
+fn first_success_after(lab: &Lab, since: Instant, within: Duration) -> Duration {
+    loop {
+        if lab.client_get_vip().as_deref() == Some("backend-ok\n") {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < within,
+            "the client was not served through the VIP within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill9_takeover(tag: &str, interval: &str, interval_ms: u64) {
+    let mut lab = Lab::new(tag, interval);
+    lab.both_up();
+    assert_eq!(lab.client_get_vip().as_deref(), Some("backend-ok\n"));
+    let mac_a = mac_of(&lab.a.ns.name, "eth0");
+    let mac_b = mac_of(&lab.b.ns.name, "eth0");
+    assert_eq!(lab.client_arp_mac().as_deref(), Some(mac_a.as_str()));
+
+    lab.signal('a', libc::SIGKILL);
+    let killed = Instant::now();
+    lab.wait_exit('a');
+    // node B has priority 100: skew = (256 - 100) * interval / 256
+    let skew = (256 - 100) * interval_ms / 256;
+    let bound = Duration::from_millis(3 * interval_ms + skew + 1000);
+    let took = first_success_after(&lab, killed, bound + Duration::from_secs(2));
+    eprintln!(
+        "kill -9 at {interval}: client served through node B after {took:?} (bound {bound:?})"
+    );
+    assert!(took <= bound, "{took:?} > {bound:?}");
+    assert!(lab.has_vip('b'));
+    // the client's ARP entry follows the gratuitous ARP
+    wait_until(
+        Duration::from_secs(3),
+        "the client's ARP entry to move to node B",
+        || lab.client_arp_mac().as_deref() == Some(mac_b.as_str()),
+    );
+}
+
+#[test]
+fn kill9_master_failover_at_250ms() {
+    kill9_takeover("k", "250ms", 250);
+}
+
+#[test]
+fn kill9_master_failover_at_default_1s() {
+    kill9_takeover("d", "1s", 1000);
+}
+
+#[test]
+fn sigterm_handover_within_one_interval_and_rogue_adverts_are_dropped() {
+    let mut lab = Lab::new("t", "250ms");
+    lab.both_up();
+
+    // --- a rogue (forging node A's address) tries to take over node B ---
+    let before = lab.stats('b')["ha"]["dropped"].clone();
+    let captured = capture_advert(&lab);
+    let rogue = lab.rogue.name.clone();
+    let mac_b = mac_of(&lab.b.ns.name, "eth0");
+    in_ns(&rogue, move || {
+        let forged = Advert {
+            state: WireState::Master,
+            priority: 254,
+            interval_ms: 250,
+            node_id: "node-a".into(),
+            boot_id: u64::MAX / 2,
+            seq: u64::MAX / 2,
+            timestamp_ms: 0,
+        };
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        // unsigned
+        inject_udp(&mac_b, a, b, &forged.encode(&Key::None, a, b));
+        // signed with the wrong key
+        inject_udp(
+            &mac_b,
+            a,
+            b,
+            &forged.encode(&Key::Hmac(vec![9u8; 32]), a, b),
+        );
+        // a genuine advert, captured on the wire, sent again
+        raw_send(&captured);
+    });
+    wait_until(Duration::from_secs(5), "the drops counted", || {
+        let d = lab.stats('b')["ha"]["dropped"].clone();
+        d["auth"].as_u64().unwrap_or(0) >= before["auth"].as_u64().unwrap_or(0) + 2
+            && d["replay"].as_u64().unwrap_or(0) > before["replay"].as_u64().unwrap_or(0)
+    });
+    assert_eq!(
+        lab.ha_state('b'),
+        "BACKUP",
+        "a forged advert changed node B's state"
+    );
+    assert!(lab.has_vip('a') && !lab.has_vip('b'));
+
+    // --- SIGTERM the master: the peer takes over in under one interval ---
+    lab.signal('a', libc::SIGTERM);
+    let t0 = Instant::now();
+    wait_until(Duration::from_secs(3), "node B to hold the VIP", || {
+        lab.has_vip('b')
+    });
+    let took = t0.elapsed();
+    eprintln!("SIGTERM at 250ms: node B held the VIP after {took:?}");
+    assert!(
+        took < Duration::from_millis(250),
+        "takeover took {took:?}, not under one interval"
+    );
+    lab.wait_exit('a');
+    assert!(!lab.has_vip('a'), "the stopping master released the VIP");
+    assert_eq!(lab.client_get_vip().as_deref(), Some("backend-ok\n"));
+}
+
+#[test]
+fn an_empty_tracked_pool_faults_the_master_and_the_peer_takes_over() {
+    let mut lab = Lab::new("f", "250ms");
+    lab.both_up();
+    // node A's only backend goes into maintenance: pool "be" has no eligible server
+    let out = lab
+        .a
+        .ns
+        .cmd(rampart_bin())
+        .args([
+            "server",
+            "maint",
+            "be",
+            "192.0.2.20:8000",
+            "--admin",
+            "http://127.0.0.1:8404",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t0 = Instant::now();
+    wait_until(Duration::from_secs(5), "A FAULT and B MASTER", || {
+        lab.ha_state('a') == "FAULT" && lab.has_vip('b')
+    });
+    eprintln!(
+        "tracked pool emptied: node B held the VIP after {:?}",
+        t0.elapsed()
+    );
+    assert!(!lab.has_vip('a'), "FAULT never holds the VIP");
+    assert_eq!(lab.client_get_vip().as_deref(), Some("backend-ok\n"));
+    assert!(lab.stats('a')["ha"]["fault"]
+        .as_str()
+        .unwrap_or("")
+        .contains("no eligible server"));
+}
+
+#[test]
+fn split_brain_heals_to_exactly_one_master() {
+    let mut lab = Lab::new("s", "250ms");
+    lab.both_up();
+    // cut the link between the nodes (isolated bridge ports cannot talk to each
+    // other; both still reach the client)
+    for p in ["pa", "pb"] {
+        Command::new("bridge")
+            .args([
+                "-n",
+                &lab.sw.name,
+                "link",
+                "set",
+                "dev",
+                p,
+                "isolated",
+                "on",
+            ])
+            .status()
+            .unwrap();
+    }
+    wait_until(Duration::from_secs(5), "split brain: two masters", || {
+        lab.has_vip('a') && lab.has_vip('b')
+    });
+    // heal
+    for p in ["pa", "pb"] {
+        Command::new("bridge")
+            .args([
+                "-n",
+                &lab.sw.name,
+                "link",
+                "set",
+                "dev",
+                p,
+                "isolated",
+                "off",
+            ])
+            .status()
+            .unwrap();
+    }
+    wait_until(Duration::from_secs(5), "exactly one master", || {
+        lab.has_vip('a') != lab.has_vip('b')
+    });
+    // and it stays that way, with the client served
+    for _ in 0..10 {
+        assert!(
+            lab.has_vip('a') && !lab.has_vip('b'),
+            "the higher priority keeps the VIP"
+        );
+        assert_eq!(lab.client_get_vip().as_deref(), Some("backend-ok\n"));
+    }
+    assert_eq!(
+        (lab.ha_state('a').as_str(), lab.ha_state('b').as_str()),
+        ("MASTER", "BACKUP")
+    );
+    let mac_a = mac_of(&lab.a.ns.name, "eth0");
+    wait_until(
+        Duration::from_secs(7),
+        "the client's ARP entry on node A",
+        || lab.client_arp_mac().as_deref() == Some(mac_a.as_str()),
+    );
+    assert!(
+        lab.log('b').contains("from=\"MASTER\" to=\"BACKUP\"")
+            || lab.log('b').contains("from=MASTER to=BACKUP"),
+        "{}",
+        lab.log('b')
+    );
+}
+
+/// Captures one genuine heartbeat A -> B off the wire (the bridge floods it to the
+/// rogue's port), as a whole Ethernet frame.
+fn capture_advert(lab: &Lab) -> Vec<u8> {
+    let rogue = lab.rogue.name.clone();
+    in_ns(&rogue, || {
+        let proto = (libc::ETH_P_IP as u16).to_be();
+        // SAFETY: plain socket(2); closed below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+        assert!(fd >= 0);
+        let tv = libc::timeval {
+            tv_sec: 5,
+            tv_usec: 0,
+        };
+        // SAFETY: valid option buffer.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        let mut buf = [0u8; 2048];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            assert!(Instant::now() < deadline, "no heartbeat captured");
+            // SAFETY: buf is writable for its length.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n <= 0 {
+                continue;
+            }
+            let f = &buf[..n as usize];
+            // IPv4, UDP, 192.0.2.1 -> 192.0.2.2, dst port 5405
+            if f.len() > 42
+                && f[12..14] == [0x08, 0x00]
+                && f[23] == 17
+                && f[26..30] == [192, 0, 2, 1]
+                && f[30..34] == [192, 0, 2, 2]
+                && f[36..38] == 5405u16.to_be_bytes()
+            {
+                // SAFETY: closing our own fd.
+                unsafe { libc::close(fd) };
+                let mut frame = f.to_vec();
+                // veth offloads the UDP checksum: the copy seen here may carry a
+                // partial one. Zero means "none" on IPv4; the payload is untouched.
+                frame[40] = 0;
+                frame[41] = 0;
+                return frame;
+            }
+        }
+    })
+}
+
+/// Sends a whole Ethernet frame out of this namespace's eth0.
+fn raw_send(frame: &[u8]) {
+    let proto = (libc::ETH_P_IP as u16).to_be();
+    // SAFETY: plain socket(2); closed below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+    assert!(fd >= 0);
+    let index = rampart::ha::vip::ifindex("eth0").unwrap();
+    // SAFETY: sockaddr_ll is plain data.
+    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sa.sll_family = libc::AF_PACKET as u16;
+    sa.sll_protocol = proto;
+    sa.sll_ifindex = index as i32;
+    sa.sll_halen = 6;
+    sa.sll_addr[..6].copy_from_slice(&frame[..6]);
+    // SAFETY: frame and address valid for the lengths given.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&sa as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    assert_eq!(n as usize, frame.len());
+    // SAFETY: closing our own fd.
+    unsafe { libc::close(fd) };
+}
+
+/// Forges a UDP datagram from `src` to `dst`:5405 with `payload`, as a raw frame.
+fn inject_udp(dst_mac: &str, src: IpAddr, dst: IpAddr, payload: &[u8]) {
+    let mac: Vec<u8> = dst_mac
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    let me = rampart::ha::vip::mac("eth0").unwrap();
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (src, dst) else {
+        panic!("v4 only")
+    };
+    let udp_len = 8 + payload.len();
+    let ip_len = 20 + udp_len;
+    let mut f = Vec::new();
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&me);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut iph = vec![
+        0x45,
+        0,
+        (ip_len >> 8) as u8,
+        ip_len as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        17,
+        0,
+        0,
+    ];
+    iph.extend_from_slice(&s.octets());
+    iph.extend_from_slice(&d.octets());
+    let mut sum: u32 = iph
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let ck = !(sum as u16);
+    iph[10..12].copy_from_slice(&ck.to_be_bytes());
+    f.extend_from_slice(&iph);
+    f.extend_from_slice(&5405u16.to_be_bytes());
+    f.extend_from_slice(&5405u16.to_be_bytes());
+    f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]); // no UDP checksum (allowed on IPv4)
+    f.extend_from_slice(payload);
+    raw_send(&f);
+}
