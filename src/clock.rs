@@ -1,13 +1,15 @@
-//! A cheap monotonic clock in milliseconds since the process started, for state kept
-//! in atomics (breaker deadlines, slow start). Logic that uses it takes `now` as an
-//! argument, so tests inject their own.
+//! A cheap monotonic clock in milliseconds, for state kept in atomics (breaker
+//! deadlines, slow start, idle connection expiry). It reads CLOCK_MONOTONIC_COARSE
+//! (a few ms of resolution, no TSC read), which the request path calls several times
+//! per request. Logic that uses it takes `now` as an argument, so tests inject their own.
 
-use std::sync::OnceLock;
-use std::time::Instant;
-
-static START: OnceLock<Instant> = OnceLock::new();
-
-/// Milliseconds since the first call (never 0, so 0 can mean "unset").
+/// Milliseconds on the coarse monotonic clock (never 0, so 0 can mean "unset").
 pub fn now_ms() -> u64 {
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000 + 1
 }

@@ -206,8 +206,8 @@ impl ReqProgress {
 
 struct Idle {
     sender: Sender,
-    /// When this connection has been idle for its pool's `keepalive_timeout`.
-    expires: Instant,
+    /// `clock::now_ms()` when this connection has been idle for its keep-alive timeout.
+    expires: u64,
 }
 
 /// One server's idle connections on this thread.
@@ -223,7 +223,7 @@ thread_local! {
 fn take_idle(server: &ServerState) -> Option<Sender> {
     IDLE.with_borrow_mut(|m| {
         let list = &mut m.get_mut(&server.uid)?.conns;
-        let now = Instant::now();
+        let now = crate::clock::now_ms();
         while let Some(c) = list.pop() {
             if !c.sender.is_closed() && c.expires > now {
                 return Some(c.sender);
@@ -256,7 +256,7 @@ pub fn checkin(state: &Arc<ServerState>, max_idle: usize, keepalive: Duration, s
         }
         list.push(Idle {
             sender,
-            expires: Instant::now() + keepalive,
+            expires: crate::clock::now_ms() + keepalive.as_millis() as u64,
         });
     });
 }
@@ -265,7 +265,7 @@ pub fn checkin(state: &Arc<ServerState>, max_idle: usize, keepalive: Duration, s
 /// outlived their keep-alive timeout, or belong to a member that left its pool.
 /// Each worker calls it every second and when members are retired.
 pub fn sweep_idle() {
-    let now = Instant::now();
+    let now = crate::clock::now_ms();
     IDLE.with_borrow_mut(|m| {
         m.retain(|_, list| {
             if list.state.retired.load(Ordering::Acquire) {

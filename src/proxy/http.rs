@@ -547,7 +547,18 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
             h.remove(n);
         }
     }
-    for n in &HOP_BY_HOP {
+    // Most messages carry none of them: find the ones present by walking the few
+    // keys (cheap comparisons of standard names) instead of hashing six names.
+    let present: [bool; 6] = {
+        let mut p = [false; 6];
+        for k in h.keys() {
+            if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+                p[i] = true;
+            }
+        }
+        p
+    };
+    for (n, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         h.remove(n);
     }
 }

@@ -1,0 +1,435 @@
+#!/usr/bin/env python3
+"""The benchmark harness behind bench/run.sh. Standard library only.
+
+Targets: the backend (nginx, 1 worker, a fixed 6-byte response) served directly,
+HAProxy, nginx and rampart as proxies in front of it. Each proxy gets the same
+number of threads/workers and is pinned to its own CPU(s); the load generators and
+the backend share the remaining CPU. Scenarios run interleaved (the target order
+rotates every round) and the medians of the rounds are reported.
+"""
+import argparse, asyncio, datetime, os, platform, re, resource, shutil, signal
+import socket, statistics, subprocess, sys, tempfile, time
+
+PORTS = {  # target -> (http, tcp, h2)
+    "direct": (19000, 19000, 19010),
+    "haproxy": (19101, 19201, 19301),
+    "nginx": (19102, 19202, 19302),
+    "rampart": (19103, 19203, 19103),
+}
+PROXIES = ["haproxy", "nginx", "rampart"]
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=True, capture_output=True, text=True, **kw)
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.dir = tempfile.mkdtemp(prefix="rampart-bench-")
+        # nginx's workers run unprivileged and must read the bulk file
+        os.chmod(self.dir, 0o755)
+        self.procs = []
+        ncpu = os.cpu_count() or 2
+        t = args.threads
+        # proxy CPUs: the last `t` CPUs; load + backend: the rest (at least CPU 0)
+        self.proxy_cpus = ",".join(str(c) for c in range(max(1, ncpu - t), ncpu)) if ncpu > t else "0"
+        self.load_cpus = ",".join(str(c) for c in range(0, max(1, ncpu - t)))
+        # HAProxy needs two descriptors per connection; stay under the hard limit
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        hard = 65536 if hard == resource.RLIM_INFINITY else hard
+        self.maxconn = min(30000, (hard - 200) // 2)
+
+    # ---------- processes ----------
+    def start(self, name, cmd, cpus):
+        log = open(os.path.join(self.dir, name + ".log"), "w")
+        p = subprocess.Popen(["taskset", "-c", cpus] + cmd, stdout=log, stderr=log,
+                             preexec_fn=raise_nofile, start_new_session=True)
+        self.procs.append((name, p))
+        return p
+
+    def stop_all(self):
+        for _, p in self.procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for _, p in self.procs:
+            p.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def wait_port(self, port, what):
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        sys.exit(f"{what} did not listen on {port}; logs in {self.dir}")
+
+    def write(self, name, text):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def setup(self):
+        www = os.path.join(self.dir, "www")
+        os.makedirs(www)
+        big = os.path.join(www, "big")
+        with open(big, "wb") as f:
+            f.truncate(self.a.bulk_mib * 1024 * 1024)
+        t = self.a.threads
+        backend = self.write("backend.conf", f"""
+worker_processes 1;
+daemon off;
+pid {self.dir}/backend.pid;
+error_log {self.dir}/backend.err;
+worker_rlimit_nofile 19000;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  sendfile on;
+  server {{
+    listen 127.0.0.1:19000 reuseport backlog=4096;
+    listen 127.0.0.1:19010 http2;
+    location = / {{ return 200 "hello\\n"; }}
+    location = /big {{ root {www}; }}
+  }}
+}}
+""")
+        haproxy = self.write("haproxy.cfg", f"""
+global
+  nbthread {t}
+  maxconn {self.maxconn}
+defaults
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+frontend fe
+  mode http
+  option http-keep-alive
+  bind 127.0.0.1:19101
+  bind 127.0.0.1:19301 proto h2
+  default_backend be
+backend be
+  mode http
+  http-reuse always
+  server s1 127.0.0.1:19000
+frontend fe_tcp
+  mode tcp
+  bind 127.0.0.1:19201
+  default_backend be_tcp
+backend be_tcp
+  mode tcp
+  server s1 127.0.0.1:19000
+""")
+        nginx = self.write("nginx.conf", f"""
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes {t};
+daemon off;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/nginx.err;
+worker_rlimit_nofile 19000;
+events {{ worker_connections 18000; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  upstream be {{ server 127.0.0.1:19000; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:19102 reuseport backlog=4096;
+    listen 127.0.0.1:19302 http2;
+    location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+stream {{
+  server {{ listen 127.0.0.1:19202; proxy_pass 127.0.0.1:19000; }}
+}}
+""")
+        rampart = self.write("rampart.toml", f"""
+[global]
+threads = {t}
+access_log = "off"
+max_connections = 30000
+[admin]
+bind = "127.0.0.1:19404"
+[[listener]]
+name = "http"
+bind = ["127.0.0.1:19103"]
+mode = "http"
+pool = "be"
+request_header_timeout = "60s"
+[[listener]]
+name = "tcp"
+bind = ["127.0.0.1:19203"]
+mode = "tcp"
+pool = "be_tcp"
+[[pool]]
+name = "be"
+max_idle_per_server = 128
+  [[pool.server]]
+  address = "127.0.0.1:19000"
+[[pool]]
+name = "be_tcp"
+server_timeout = "60s"
+  [[pool.server]]
+  address = "127.0.0.1:19000"
+""")
+        self.start("backend", ["nginx", "-c", backend], self.load_cpus)
+        self.wait_port(19000, "the backend")
+        self.start("haproxy", ["haproxy", "-db", "-f", haproxy], self.proxy_cpus)
+        self.start("nginx", ["nginx", "-c", nginx], self.proxy_cpus)
+        self.start("rampart", [self.a.rampart, "run", "-c", rampart], self.proxy_cpus)
+        for name in PROXIES:
+            for port in PORTS[name][:2]:
+                self.wait_port(port, name)
+        # sanity: every target answers
+        for name in PORTS:
+            out = sh(f"curl -s -m 2 http://127.0.0.1:{PORTS[name][0]}/").stdout
+            if out != "hello\n":
+                sys.exit(f"{name} does not proxy the backend: {out!r}; logs in {self.dir}")
+
+    # ---------- measurements ----------
+    def load(self, cmd):
+        return sh(f"taskset -c {self.load_cpus} {cmd}")
+
+    def wrk(self, port, extra=""):
+        d = self.a.duration
+        out = self.load(f"wrk -t1 -c{self.a.connections} -d{d}s --latency {extra} http://127.0.0.1:{port}/").stdout
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        lat = {}
+        for p in ("50", "99"):
+            m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+            if m:
+                v = float(m.group(1))
+                lat[p] = v / 1000 if m.group(2) == "us" else v if m.group(2) == "ms" else v * 1000
+        errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        sock = re.search(r"Socket errors: (.*)", out)
+        return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"),
+                "non2xx": int(errors.group(1)) if errors else 0, "sockerr": sock.group(1) if sock else ""}
+
+    def fixed_rate(self, port, rate):
+        d = self.a.duration
+        c = self.a.connections
+        log = os.path.join(self.dir, f"h2load-{port}.log")
+        per_client = max(1, int(rate / c))
+        self.load(f"h2load --h1 -c {c} -t 1 --rps {per_client} -D {d} --log-file={log} http://127.0.0.1:{port}/")
+        durs = []
+        with open(log) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[1] == "200":
+                    durs.append(int(parts[2]) / 1000.0)  # microseconds -> ms
+        durs.sort()
+        if not durs:
+            return {"rps": 0, "p50_ms": None, "p99_ms": None, "p999_ms": None}
+        q = lambda x: durs[min(len(durs) - 1, int(x * len(durs)))]
+        return {"rps": len(durs) / d, "p50_ms": q(0.5), "p99_ms": q(0.99), "p999_ms": q(0.999)}
+
+    def h2(self, port):
+        out = self.load(f"h2load -c {self.a.connections} -m 10 -t 1 -D {self.a.duration} http://127.0.0.1:{port}/").stdout
+        m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+        ok = re.search(r"(\d+) succeeded", out)
+        return {"rps": float(m.group(1)) if m and ok and int(ok.group(1)) > 0 else 0.0}
+
+    def bulk(self, port):
+        out = self.load(f"curl -s -o /dev/null -m 120 -w '%{{speed_download}} %{{size_download}}' http://127.0.0.1:{port}/big").stdout.split()
+        size = int(float(out[1])) if len(out) > 1 else 0
+        if size != self.a.bulk_mib * 1024 * 1024:
+            return {"mbps": 0.0}
+        return {"mbps": float(out[0]) / 1e6}
+
+    def rss_kib(self, name):
+        if name == "nginx":
+            pid = int(open(os.path.join(self.dir, "nginx.pid")).read())
+            pids = [pid] + [int(x) for x in sh(f"pgrep -P {pid}").stdout.split()]
+        else:
+            pids = [p.pid for n, p in self.procs if n == name]
+        total = 0
+        for pid in pids:
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        return total
+
+    def idle(self, name):
+        port = PORTS[name][0]
+        n = self.a.idle
+        before = self.rss_kib(name)
+
+        async def hold():
+            conns = []
+            drained = 0
+            for i in range(n):
+                r, w = await asyncio.open_connection("127.0.0.1", port)
+                w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                conns.append((r, w))
+                if len(conns) - drained >= 500 or i == n - 1:
+                    await asyncio.gather(*(drain(r) for r, _ in conns[drained:]))
+                    drained = len(conns)
+            await asyncio.sleep(1.0)
+            after = self.rss_kib(name)
+            for _, w in conns:
+                w.close()
+            return after
+
+        async def drain(r):
+            head = await r.readuntil(b"\r\n\r\n")
+            m = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            await r.readexactly(int(m.group(1)) if m else 0)
+
+        after = asyncio.run(hold())
+        time.sleep(1.0)
+        return {"rss_mib": after / 1024, "bytes_per_conn": max(0, (after - before) * 1024 / n)}
+
+    # ---------- the run ----------
+    def run(self):
+        raise_nofile()
+        self.setup()
+        targets = list(PORTS)
+        results = {}  # (scenario, target) -> [dict]
+        order = targets[:]
+        for rnd in range(self.a.rounds):
+            print(f"round {rnd + 1}/{self.a.rounds}", file=sys.stderr)
+            for t in order:
+                results.setdefault(("keepalive", t), []).append(self.wrk(PORTS[t][0]))
+            for t in order:
+                results.setdefault(("close", t), []).append(self.wrk(PORTS[t][0], '-H "Connection: close"'))
+            # fixed rate: half the slowest proxy's keep-alive throughput this round
+            slowest = min(results[("keepalive", p)][-1]["rps"] for p in PROXIES)
+            rate = int(slowest * 0.5)
+            for t in order:
+                r = self.fixed_rate(PORTS[t][0], rate)
+                r["target_rps"] = rate
+                results.setdefault(("fixed", t), []).append(r)
+            for t in order:
+                results.setdefault(("h2", t), []).append(self.h2(PORTS[t][2]))
+            for t in order:
+                results.setdefault(("bulk", t), []).append(self.bulk(PORTS[t][1]))
+            for t in [x for x in order if x != "direct"]:
+                results.setdefault(("idle", t), []).append(self.idle(t))
+            order = order[1:] + order[:1]
+        return results
+
+
+def med(vals, key):
+    xs = [v[key] for v in vals if v.get(key) is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, unit=""):
+    if x is None:
+        return "-"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}{unit}"
+    if abs(x) >= 100:
+        return f"{x:.0f}{unit}"
+    return f"{x:.2f}{unit}" if abs(x) < 10 else f"{x:.1f}{unit}"
+
+
+def ratio(a, b, lower_is_better=False):
+    if a is None or b is None or b == 0:
+        return "-"
+    return f"{a / b:.2f}"
+
+
+def render(results, args, versions):
+    rows = [
+        ("keepalive", "rps", "HTTP/1.1 keep-alive, req/s", False),
+        ("keepalive", "p50_ms", "HTTP/1.1 keep-alive, p50 ms", True),
+        ("keepalive", "p99_ms", "HTTP/1.1 keep-alive, p99 ms", True),
+        ("close", "rps", "HTTP/1.1 new connection per request, req/s", False),
+        ("fixed", "target_rps", "fixed rate: offered req/s (50% of the slowest proxy)", False),
+        ("fixed", "p50_ms", "fixed rate, p50 ms", True),
+        ("fixed", "p99_ms", "fixed rate, p99 ms", True),
+        ("fixed", "p999_ms", "fixed rate, p99.9 ms", True),
+        ("h2", "rps", "HTTP/2 (h2c, 10 streams/conn), req/s", False),
+        ("bulk", "mbps", f"TCP mode bulk ({args.bulk_mib} MiB), MB/s", False),
+        ("idle", "rss_mib", f"RSS holding {args.idle} idle keep-alive conns, MiB", True),
+        ("idle", "bytes_per_conn", "bytes per idle connection", True),
+    ]
+    out = ["| scenario | direct | haproxy | nginx | rampart | rampart/haproxy | rampart/nginx |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for sc, key, label, _lower in rows:
+        vals = {t: med(results.get((sc, t), []), key) for t in PORTS}
+        out.append(f"| {label} | {fmt(vals['direct'])} | {fmt(vals['haproxy'])} | {fmt(vals['nginx'])} | "
+                   f"{fmt(vals['rampart'])} | {ratio(vals['rampart'], vals['haproxy'])} | {ratio(vals['rampart'], vals['nginx'])} |")
+    return "\n".join(out)
+
+
+def versions(args):
+    v = {}
+    v["kernel"] = platform.release()
+    v["cpus"] = str(os.cpu_count())
+    v["haproxy"] = sh("haproxy -v").stdout.splitlines()[0] if sh("haproxy -v").stdout else "?"
+    v["nginx"] = (sh("nginx -v").stderr.strip() or "?")
+    v["wrk"] = (sh("wrk -v").stdout.splitlines() or ["?"])[0]
+    v["h2load"] = (sh("h2load --version").stdout.strip() or "?")
+    v["rampart"] = sh(f"{args.rampart} --version").stdout.strip()
+    v["rustc"] = sh("rustc --version").stdout.strip()
+    return v
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rampart", required=True)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--duration", type=int)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds = args.rounds or 1
+        args.duration = args.duration or 3
+        args.bulk_mib, args.idle = 256, 2000
+    else:
+        args.rounds = args.rounds or 3
+        args.duration = args.duration or 10
+        # 10,000 needs more descriptors than HAProxy gets under a 20,000 hard limit
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        args.bulk_mib, args.idle = 1024, 10000 if hard == resource.RLIM_INFINITY or hard >= 40000 else 8000
+    b = Bench(args)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    try:
+        results = b.run()
+    finally:
+        b.stop_all()
+    v = versions(args)
+    table = render(results, args, v)
+    cmd = "bench/run.sh " + " ".join(sys.argv[3:])
+    report = f"""# Benchmark results
+
+Run {started:%Y-%m-%d %H:%M} UTC with `{cmd.strip()}`: {args.rounds} round(s) of {args.duration} s per
+scenario and target, interleaved, medians. Proxies: {args.threads} thread(s)/worker(s) each, pinned
+to CPU(s) {b.proxy_cpus}; wrk, h2load, curl and the backend on CPU(s) {b.load_cpus}.
+{args.connections} client connections unless stated.
+
+{table}
+
+Machine: {v['cpus']} CPUs, Linux {v['kernel']}. {v['haproxy']}; {v['nginx']}; {v['wrk']};
+{v['h2load']}; {v['rampart']} ({v['rustc']}).
+
+"direct" is the backend (nginx, 1 worker, a 6-byte response) without a proxy; it shares its
+CPU with the load generator, so it is a reference, not a ceiling. Ratios above 1.00 favour rampart
+for throughput rows; for latency and memory rows, below 1.00 favours rampart.
+"""
+    print(report)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(report)
+
+
+if __name__ == "__main__":
+    main()
