@@ -588,10 +588,7 @@ fn split_brain_heals_to_exactly_one_master() {
 fn capture_advert(lab: &Lab) -> Vec<u8> {
     let rogue = lab.rogue.name.clone();
     in_ns(&rogue, || {
-        let proto = (libc::ETH_P_IP as u16).to_be();
-        // SAFETY: plain socket(2); closed below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-        assert!(fd >= 0);
+        let fd = packet_socket();
         let tv = libc::timeval {
             tv_sec: 5,
             tv_usec: 0,
@@ -637,12 +634,23 @@ fn capture_advert(lab: &Lab) -> Vec<u8> {
     })
 }
 
+/// An AF_PACKET socket for IPv4 frames in the current namespace (the caller closes it).
+fn packet_socket() -> i32 {
+    let proto = (libc::ETH_P_IP as u16).to_be();
+    // SAFETY: plain socket(2); the callers close the fd.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+    assert!(
+        fd >= 0,
+        "AF_PACKET socket: {}",
+        std::io::Error::last_os_error()
+    );
+    fd
+}
+
 /// Sends a whole Ethernet frame out of this namespace's eth0.
 fn raw_send(frame: &[u8]) {
     let proto = (libc::ETH_P_IP as u16).to_be();
-    // SAFETY: plain socket(2); closed below.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-    assert!(fd >= 0);
+    let fd = packet_socket();
     let index = rampart::ha::vip::ifindex("eth0").unwrap();
     // SAFETY: sockaddr_ll is plain data.
     let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
