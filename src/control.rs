@@ -47,7 +47,7 @@ pub async fn run(
                 shared.rates.lock().unwrap_or_else(|e| e.into_inner()).sample(&shared, dt);
                 if dirty {
                     dirty = false;
-                    save_state(&shared, &cfg);
+                    save_state(&shared, &cfg, false);
                 }
             }
             msg = rx.recv() => {
@@ -69,18 +69,28 @@ pub async fn run(
         }
     }
     if dirty {
-        save_state(&shared, &cfg);
+        // at shutdown, write it before returning
+        save_state(&shared, &cfg, true);
     }
     health.stop_all();
 }
 
-fn save_state(shared: &Shared, cfg: &Config) {
-    let Some(path) = &cfg.global.state_file else {
+/// Writes the state file off this runtime (fsync can take a while, and the HA
+/// heartbeat runs here too).
+fn save_state(shared: &Shared, cfg: &Config, now: bool) {
+    let Some(path) = cfg.global.state_file.clone() else {
         return;
     };
     let state = statefile::capture(&shared.snapshot.load());
-    if let Err(e) = statefile::save(path, &state) {
-        tracing::error!(error = %e, "cannot write the state file");
+    let write = move || {
+        if let Err(e) = statefile::save(&path, &state) {
+            tracing::error!(error = %e, "cannot write the state file");
+        }
+    };
+    if now {
+        write();
+    } else {
+        tokio::task::spawn_blocking(write);
     }
 }
 

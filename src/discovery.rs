@@ -170,9 +170,13 @@ impl Discovery {
                 let mut found = Vec::new();
                 for srv in &srvs {
                     let target = srv.target.to_string();
-                    // A target that does not resolve is skipped; the others serve.
-                    let Ok((ips, t)) = self.lookup_ips(&target).await else {
-                        continue;
+                    let (ips, t) = match self.lookup_ips(&target).await {
+                        Ok(x) => x,
+                        // a target with no address record is left out ...
+                        Err(LookupError::Empty) => continue,
+                        // ... but a failed lookup fails the whole answer, so the last
+                        // good set is kept (hold_on_failure) rather than shrunk
+                        Err(e @ LookupError::Failed(_)) => return Err(e),
                     };
                     ttl = ttl.min(t);
                     for ip in ips {

@@ -153,7 +153,8 @@ async fn check_inner(
                 hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
                     .await
                     .map_err(|e| CheckFailure::Http(e.to_string()))?;
-            let conn_task = tokio::spawn(conn);
+            // aborted however this check ends (timeout included)
+            let _conn_task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn));
             let host = host.clone().unwrap_or_else(|| addr.to_string());
             let req = http::Request::builder()
                 .method(method.clone())
@@ -188,7 +189,6 @@ async fn check_inner(
             } else {
                 Ok(format!("HTTP {status}"))
             };
-            conn_task.abort();
             result
         }
         CheckKind::Postgres {
@@ -212,7 +212,7 @@ async fn check_inner(
                 .connect(tokio_postgres::NoTls)
                 .await
                 .map_err(|e| CheckFailure::Postgres(e.to_string()))?;
-            let conn_task = tokio::spawn(conn);
+            let _conn_task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn));
             // Lag is 0 on a primary and on a replica that has replayed all it
             // received (an idle primary would otherwise look like growing lag).
             let row = client
@@ -225,7 +225,6 @@ async fn check_inner(
                 )
                 .await
                 .map_err(|e| CheckFailure::Postgres(e.to_string()));
-            conn_task.abort();
             let row = row?;
             let replica: bool = row
                 .try_get(0)
@@ -233,7 +232,9 @@ async fn check_inner(
             let lag_s: f64 = row
                 .try_get(1)
                 .map_err(|e| CheckFailure::Postgres(e.to_string()))?;
-            let lag = Duration::from_secs_f64(lag_s.max(0.0));
+            // the value comes from the checked server: never trust it to be sane
+            let lag = Duration::try_from_secs_f64(lag_s.max(0.0))
+                .map_err(|_| CheckFailure::Postgres(format!("nonsensical replica lag {lag_s}")))?;
             match (role, replica) {
                 (PgRole::Primary, true) | (PgRole::Replica, false) => {
                     return Err(CheckFailure::Role {
@@ -374,6 +375,10 @@ async fn check_loop(
                 Err(e) => e.to_string(),
             },
         };
+        if rf.state() != state.health() {
+            // changed from outside (maintenance resets it to UNKNOWN, a restored state file)
+            rf = RiseFall::new(state.health(), cfg.rise, cfg.fall);
+        }
         let was = rf.state();
         if let Some(now) = rf.observe(result.is_ok()) {
             state.set_health(now, clock::now_ms());

@@ -101,9 +101,11 @@ impl Shared {
         let snap = self.snapshot.load();
         let done = snap.pools.iter().all(|p| {
             p.health.is_none()
-                || p.servers
-                    .iter()
-                    .all(|s| s.state.last_check.load().is_some())
+                || p.servers.iter().all(|s| {
+                    // servers in maintenance are not checked: do not wait for them
+                    s.state.admin() == pool::AdminState::Maint
+                        || s.state.last_check.load().is_some()
+                })
         });
         if done {
             // a latch: members added later (DNS) do not make the proxy unready

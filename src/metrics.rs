@@ -188,7 +188,11 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         "Requests that failed on a server and were retried on another",
         &ps,
     );
-    let weight = gauge("rampart_server_weight", "Effective weight of a server", &ps);
+    let weight = gauge(
+        "rampart_server_weight",
+        "Weight of a server (configured, or set through the admin API)",
+        &ps,
+    );
     let up = gauge(
         "rampart_server_up",
         "1 if the server can take traffic now",
@@ -209,9 +213,9 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         "UP to DOWN flips",
         &ps,
     );
-    let downtime = GaugeVec::new(
+    let downtime = prometheus::CounterVec::new(
         Opts::new(
-            "rampart_server_downtime_seconds",
+            "rampart_server_downtime_seconds_total",
             "Total time a server has been DOWN",
         ),
         &ps,
@@ -327,7 +331,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
                 .inc_by(st.went_down.load(Ordering::Relaxed));
             downtime
                 .with_label_values(&l)
-                .set(st.downtime(now).as_secs_f64());
+                .inc_by(st.downtime(now).as_secs_f64());
             ejections
                 .with_label_values(&l)
                 .inc_by(st.breaker.ejections.load(Ordering::Relaxed));

@@ -120,7 +120,10 @@ pub fn restore(snap: &Snapshot, state: &StateFile) -> usize {
         if let Some(a) = AdminState::parse(&saved.admin) {
             server.state.set_admin(a);
         }
-        server.state.set_weight_override(saved.weight);
+        // a hand-edited file must not make the balancer allocate a huge schedule
+        server
+            .state
+            .set_weight_override(saved.weight.filter(|w| *w <= crate::config::MAX_WEIGHT));
         if pool.health.is_some() {
             match saved.health.as_str() {
                 "UP" => server.state.set_health(Health::Up, now),

@@ -556,7 +556,8 @@ async fn token_and_read_auth() {
     let req = |method: &str, path: &str, auth: Option<&str>| {
         let mut r = Request::builder()
             .method(method)
-            .uri(format!("http://{admin}{path}"));
+            .uri(format!("http://{admin}{path}"))
+            .header("content-type", "application/json");
         if let Some(a) = auth {
             r = r.header("authorization", a);
         }
@@ -601,6 +602,20 @@ async fn token_and_read_auth() {
         StatusCode::OK,
         "{}",
         String::from_utf8_lossy(&body)
+    );
+    // what a web page could send: a cross-origin POST, or a text/plain body
+    let mut cross = req("POST", &path, Some("Bearer s3cret-token"));
+    cross
+        .headers_mut()
+        .insert("origin", "http://evil.example".parse().unwrap());
+    assert_eq!(send(&c, cross).await.0.status(), StatusCode::FORBIDDEN);
+    let mut plain = req("POST", &path, Some("Bearer s3cret-token"));
+    plain
+        .headers_mut()
+        .insert("content-type", "text/plain".parse().unwrap());
+    assert_eq!(
+        send(&c, plain).await.0.status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
     );
     let _ = child.kill();
     let _ = child.wait();

@@ -153,6 +153,20 @@ fn broken_configs_name_key_and_line() {
             "ha.track[0]",
             12,
         ),
+        (
+            "two servers with one name",
+            "  address = \"127.0.0.2:8000\"\n",
+            "  address = \"127.0.0.2:8000\"\n  name = \"web\"\n  [[pool.server]]\n  address = \"127.0.0.3:8000\"\n  name = \"web\"\n",
+            "pool[0].server[1].name",
+            20,
+        ),
+        (
+            "ha bind on a wildcard",
+            "[admin]",
+            "[ha]\ninterface = \"eth0\"\nvips = [\"192.0.2.100/24\"]\nnode_id = \"a\"\npriority = 100\nbind = \"0.0.0.0:5405\"\npeers = [\"192.0.2.2:5405\"]\nauth = \"none\"\n\n[admin]",
+            "ha.bind",
+            9,
+        ),
         ("bad retry_buffer", "name = \"api\"\n", "name = \"api\"\nretry_buffer = \"lots\"\n", "retry_buffer", 15),
         ("breaker percent", "name = \"api\"\n", "name = \"api\"\n[pool.breaker]\nmax_ejected_percent = 150\n", "pool[0].breaker.max_ejected_percent", 16),
     ];

@@ -1,5 +1,5 @@
 //! `/stats;csv`: HAProxy's CSV stats format, so tools written for HAProxy read it.
-//! The first 36 columns are HAProxy's, in HAProxy's order.
+//! The 39 columns (through check_duration) are HAProxy's, in HAProxy's order.
 
 use super::model::Stats;
 use std::fmt::Write;
@@ -99,7 +99,8 @@ pub fn render(stats: &Stats) -> String {
             row[17] = match s.status.as_str() {
                 "DRAIN" => "DRAIN".into(),
                 "MAINT" => "MAINT".into(),
-                "UNKNOWN" => "NOLB".into(),
+                // HAProxy shows a server not checked yet as DOWN
+                "UNKNOWN" => "DOWN".into(),
                 "EJECTED" => "DOWN".into(),
                 "BACKUP" => "UP".into(),
                 other => other.into(),

@@ -179,6 +179,18 @@ async fn set_server(
     server: &str,
     req: Request<Incoming>,
 ) -> Resp {
+    // JSON only: a form or text/plain POST (what a page can send without asking) is refused
+    let json_body = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json_body {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the change as Content-Type: application/json",
+        );
+    }
     let body = match Limited::new(req.into_body(), 16 * 1024).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
@@ -243,7 +255,17 @@ async fn set_server(
         );
     };
     if let Some(a) = state {
+        let was = s.state.admin();
         s.state.set_admin(a);
+        if pool.health.is_some() && was != a {
+            if a == AdminState::Maint {
+                // not checked while in maintenance: its health is unknown until checked again
+                s.state
+                    .set_health(crate::pool::Health::Unknown, crate::clock::now_ms());
+            } else if was == AdminState::Maint {
+                s.state.check_now.notify_one();
+            }
+        }
         tracing::info!(pool = %pool.name, server = %s.id, state = a.as_str(), "admin state changed");
     }
     if let Some(w) = change.weight {
@@ -319,6 +341,26 @@ fn is_loopback(ip: IpAddr) -> bool {
 }
 
 fn check_write(cfg: &Config, peer: SocketAddr, req: &Request<Incoming>) -> Option<Resp> {
+    // A browser page on this host may POST here (loopback is trusted without a
+    // token); browsers send Origin on such requests, scripts and the CLI do not.
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let same = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.strip_prefix("http://"))
+            .is_some_and(|o| o == host);
+        if !same {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "cross-origin writes are refused",
+            ));
+        }
+    }
     match &cfg.admin.token {
         Some(token) => {
             let given = req

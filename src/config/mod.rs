@@ -627,6 +627,18 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
         }
         let mut servers = Vec::with_capacity(pf.servers.len());
         let mut seen: HashMap<ServerAddr, usize> = HashMap::new();
+        // how the API, metrics and CSV address a server: must be unique in the pool
+        let mut ids: HashMap<String, usize> = HashMap::new();
+        for (j, sf) in pf.servers.iter().enumerate() {
+            let id = sf.name.clone().unwrap_or_else(|| sf.address.clone());
+            if let Some(first) = ids.insert(id.clone(), j) {
+                p.add(
+                    &at.index("server", j)
+                        .key(if sf.name.is_some() { "name" } else { "address" }),
+                    format!("{id:?} already names server {first} of pool {:?}", pf.name),
+                );
+            }
+        }
         for (j, sf) in pf.servers.iter().enumerate() {
             let sat = at.index("server", j);
             if sf.weight > MAX_WEIGHT {
@@ -1095,6 +1107,21 @@ fn validate_ha(
     }
     if h.peers.is_empty() {
         p.add(&at.key("peers"), "needs at least one peer address");
+    }
+    // the heartbeat's authentication covers both addresses: each side must know its own
+    if h.bind.0.ip().is_unspecified() {
+        p.add(
+            &at.key("bind"),
+            "must be this node's own address, not a wildcard (0.0.0.0 or ::)",
+        );
+    }
+    for (i, peer) in h.peers.iter().enumerate() {
+        if peer.0.ip().is_unspecified() {
+            p.add(
+                &at.index("peers", i),
+                "must be the peer's address, not a wildcard",
+            );
+        }
     }
     if h.advert_interval.0 < Duration::from_millis(10) {
         p.add(&at.key("advert_interval"), "must be at least 10ms");

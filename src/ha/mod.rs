@@ -233,8 +233,11 @@ impl Ha {
                         self.status.drop_count(Reject::UnknownPeer);
                         continue;
                     }
+                    let master_down = 4 * self.cfg.advert_interval.as_millis() as u64;
+                    let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+                    let now_ms = node.now();
                     match Advert::decode(&buf[..n], &self.cfg.key, from.ip(), self.cfg.bind.ip())
-                        .and_then(|a| replay.accept(&a).map(|_| a))
+                        .and_then(|a| replay.accept_at(&a, now_ms, master_down, wall, 300_000).map(|_| a))
                     {
                         Ok(a) => {
                             self.status.adverts_received.fetch_add(1, Ordering::Relaxed);

@@ -184,21 +184,49 @@ impl Advert {
 }
 
 /// Per-peer replay protection: only (boot_id, seq) newer than the last accepted.
+///
+/// Within a boot, only a higher sequence is accepted. A message from a new boot (or
+/// the first one heard) must carry a timestamp within `fresh` of our wall clock, so
+/// an old capture replayed later is refused. boot_id is the sender's wall clock at
+/// start, so a node restarted with its clock behind (a VM before NTP) has a smaller
+/// boot_id: it is accepted once the peer has been silent for `restart_after`.
 #[derive(Debug, Default)]
 pub struct ReplayGuard {
-    last: std::collections::HashMap<String, (u64, u64)>,
+    /// node id -> ((boot_id, seq), when accepted in ms on the caller's clock)
+    last: std::collections::HashMap<String, ((u64, u64), u64)>,
 }
 
 impl ReplayGuard {
     pub fn accept(&mut self, a: &Advert) -> Result<(), Reject> {
+        self.accept_at(a, 0, u64::MAX, 0, u64::MAX)
+    }
+
+    /// `now` is the local monotonic ms, `wall_ms` the local wall clock.
+    pub fn accept_at(
+        &mut self,
+        a: &Advert,
+        now: u64,
+        restart_after: u64,
+        wall_ms: u64,
+        fresh: u64,
+    ) -> Result<(), Reject> {
         let key = (a.boot_id, a.seq);
-        match self.last.get(&a.node_id) {
-            Some(prev) if key <= *prev => Err(Reject::Replay),
-            _ => {
-                self.last.insert(a.node_id.clone(), key);
-                Ok(())
+        let fresh_ts = a.timestamp_ms.abs_diff(wall_ms) <= fresh;
+        let ok = match self.last.get(&a.node_id) {
+            // a first message, or a new boot, must be recent: old captures are not
+            None => fresh_ts,
+            Some(((prev_boot, prev_seq), _)) if a.boot_id == *prev_boot => a.seq > *prev_seq,
+            // a later boot; or an earlier one (a clock stepped back) once the peer
+            // has been silent long enough to have really restarted
+            Some(((prev_boot, _), at)) => {
+                fresh_ts && (a.boot_id > *prev_boot || now.saturating_sub(*at) >= restart_after)
             }
+        };
+        if !ok {
+            return Err(Reject::Replay);
         }
+        self.last.insert(a.node_id.clone(), (key, now));
+        Ok(())
     }
 }
 
@@ -281,6 +309,35 @@ mod tests {
         m.boot_id += 1;
         m.seq = 1;
         assert_eq!(g.accept(&m), Ok(()));
+    }
+
+    #[test]
+    fn a_restart_with_an_earlier_clock_is_heard_after_silence_but_old_captures_are_not() {
+        let mut g = ReplayGuard::default();
+        let mut m = sample();
+        let wall = 1_700_000_100_000;
+        m.timestamp_ms = wall;
+        assert_eq!(g.accept_at(&m, 1000, 3000, wall, 60_000), Ok(()));
+        // restarted with its clock 10 s behind: a smaller boot id
+        let mut r = m.clone();
+        r.boot_id -= 10_000;
+        r.seq = 1;
+        // still talking a moment ago: refused
+        assert_eq!(
+            g.accept_at(&r, 2000, 3000, wall, 60_000),
+            Err(Reject::Replay)
+        );
+        // after it was silent past the master-down time, with a fresh timestamp: heard
+        assert_eq!(g.accept_at(&r, 5000, 3000, wall + 4000, 60_000), Ok(()));
+        // an old capture of the first boot, replayed after a silence, is refused: stale
+        let mut g2 = ReplayGuard::default();
+        assert_eq!(g2.accept_at(&r, 0, 3000, wall, 60_000), Ok(()));
+        let mut old = m.clone();
+        old.timestamp_ms = wall - 3_600_000;
+        assert_eq!(
+            g2.accept_at(&old, 100_000, 3000, wall, 60_000),
+            Err(Reject::Replay)
+        );
     }
 
     #[test]

@@ -113,7 +113,11 @@ impl Breaker {
             return None;
         }
         if trial {
-            let repeats = self.repeats.fetch_add(1, Ordering::AcqRel) + 1;
+            // (a reset by an active check may have closed the breaker meanwhile)
+            if self.state() != BreakerState::HalfOpen {
+                return None;
+            }
+            let repeats = self.repeats.load(Ordering::Acquire) + 1;
             let for_ms = ejection_ms(cfg, repeats);
             self.open_until
                 .store(now.saturating_add(for_ms), Ordering::Release);
@@ -127,6 +131,7 @@ impl Breaker {
                 )
                 .is_ok()
             {
+                self.repeats.store(repeats, Ordering::Release);
                 self.ejections.fetch_add(1, Ordering::Relaxed);
                 return Some(Change::Opened { for_ms });
             }
@@ -282,6 +287,25 @@ mod tests {
             assert_eq!(b.on_failure(&off, 0, false, || true), None);
         }
         assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_trial_failing_after_a_health_reset_does_not_double_the_next_ejection() {
+        let b = Breaker::default();
+        let c = cfg();
+        for _ in 0..3 {
+            b.on_failure(&c, 0, false, || true);
+        }
+        assert_eq!(b.try_begin(10_000), Some(true));
+        b.reset(); // an active check found the server healthy
+        assert_eq!(b.on_failure(&c, 10_001, true, || true), None);
+        for _ in 0..3 {
+            b.on_failure(&c, 20_000, false, || true);
+        }
+        assert!(
+            b.admits(30_000),
+            "the first ejection after a reset lasts ejection_time, not twice"
+        );
     }
 
     #[test]

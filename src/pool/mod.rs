@@ -409,6 +409,11 @@ impl Pool {
         backup_ok.then_some(true)
     }
 
+    /// Is there a server, not in `exclude`, that could take traffic now?
+    pub fn has_candidate(&self, exclude: &[usize]) -> bool {
+        self.tier(exclude, clock::now_ms()).is_some()
+    }
+
     /// Number of servers that could take traffic now.
     pub fn eligible_count(&self) -> usize {
         let now = clock::now_ms();
@@ -428,16 +433,26 @@ impl Pool {
         now: u64,
     ) -> Option<ServerGuard> {
         let backup = self.tier(exclude, now)?;
-        let view = View {
+        let mut view = View {
             pool: self,
             backup,
             exclude,
             now,
+            ramp_skip: true,
         };
         // A pick can race with another thread taking the last slot or the breaker's
         // single trial; try again a few times.
-        for _ in 0..4 {
-            let i = self.balancer.pick(&view, key)?;
+        for attempt in 0..4 {
+            let i = match self.balancer.pick(&view, key) {
+                Some(i) => i,
+                // Slow start skips a ramping server's turn at random; when every
+                // candidate is ramping, a ramping server still beats a 503.
+                None if view.ramp_skip && attempt < 3 => {
+                    view.ramp_skip = false;
+                    continue;
+                }
+                None => return None,
+            };
             let st = &self.servers[i].state;
             if !st.try_take(self.max_conn_per_server) {
                 continue;
@@ -532,6 +547,8 @@ struct View<'a> {
     backup: bool,
     exclude: &'a [usize],
     now: u64,
+    /// Let round robin skip a ramping server's turn (slow start).
+    ramp_skip: bool,
 }
 
 impl View<'_> {
@@ -563,7 +580,7 @@ impl Members for View<'_> {
         }
         // Round robin walks a fixed schedule: a ramping server takes its turn with
         // probability elapsed/window. (least_conn and random_two use `weight`.)
-        if p.balance == Balance::RoundRobin {
+        if p.balance == Balance::RoundRobin && self.ramp_skip {
             if let Some((elapsed, window)) = self.ramp(i) {
                 return fastrand::u64(..window) < elapsed.max(1);
             }
@@ -645,7 +662,9 @@ impl Drop for ServerGuard {
         }
         st.active.fetch_sub(1, Ordering::SeqCst);
         if self.pool.max_conn_per_server > 0 && self.pool.shared.queued.load(Ordering::SeqCst) > 0 {
-            self.pool.shared.notify.notify_one();
+            // every waiter rechecks: the freed slot may be on a server one of them
+            // already tried (retries), but not another
+            self.pool.shared.notify.notify_waiters();
         }
     }
 }
@@ -813,6 +832,23 @@ mod tests {
         }
         assert_eq!(p.ejected_count(), 1);
         assert_eq!(p.acquire(0, &[]).await.unwrap().index(), 1);
+    }
+
+    #[test]
+    fn a_pool_of_only_ramping_servers_still_serves() {
+        let p = pool_with(
+            0,
+            Duration::from_secs(1),
+            &[(1, false)],
+            Duration::from_secs(100),
+        );
+        let st = &p.servers[0].state;
+        st.set_health(Health::Down, 1);
+        st.set_health(Health::Up, 50_000);
+        // 0.1 s into a 100 s ramp: the random skip would refuse ~99.9% of picks
+        for _ in 0..1000 {
+            assert!(p.try_acquire_at(0, &[], 50_100).is_some());
+        }
     }
 
     #[test]

@@ -334,8 +334,16 @@ async fn handle(
                     guard.success();
                 }
                 if let Some(rp) = &replay {
+                    // Retry a listed status only if another server could take it:
+                    // otherwise the client gets this answer, not a made-up 503.
+                    let another = || {
+                        let mut ex = tried.clone();
+                        ex.push(idx);
+                        pool.has_candidate(&ex)
+                    };
                     if attempts_left
                         && pool.retry.on_status.contains(&status.as_u16())
+                        && another()
                         && pool.retry_allowed()
                     {
                         // The response (and its connection, body unread) is dropped.
