@@ -38,6 +38,16 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tick = Instant::now();
     let mut dirty = false;
+    // what the file held at start: kept for servers that are not members right now
+    let mut saved = cfg
+        .global
+        .state_file
+        .as_deref()
+        .and_then(|p| statefile::load(p).ok())
+        .unwrap_or(statefile::StateFile {
+            version: 1,
+            servers: Vec::new(),
+        });
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -47,7 +57,7 @@ pub async fn run(
                 shared.rates.lock().unwrap_or_else(|e| e.into_inner()).sample(&shared, dt);
                 if dirty {
                     dirty = false;
-                    save_state(&shared, &cfg, false);
+                    save_state(&shared, &cfg, &mut saved, false);
                 }
             }
             msg = rx.recv() => {
@@ -70,18 +80,19 @@ pub async fn run(
     }
     if dirty {
         // at shutdown, write it before returning
-        save_state(&shared, &cfg, true);
+        save_state(&shared, &cfg, &mut saved, true);
     }
     health.stop_all();
 }
 
 /// Writes the state file off this runtime (fsync can take a while, and the HA
 /// heartbeat runs here too).
-fn save_state(shared: &Shared, cfg: &Config, now: bool) {
+fn save_state(shared: &Shared, cfg: &Config, saved: &mut statefile::StateFile, now: bool) {
     let Some(path) = cfg.global.state_file.clone() else {
         return;
     };
-    let state = statefile::capture(&shared.snapshot.load());
+    let state = statefile::capture_merged(&shared.snapshot.load(), saved);
+    *saved = state.clone();
     let write = move || {
         if let Err(e) = statefile::save(&path, &state) {
             tracing::error!(error = %e, "cannot write the state file");

@@ -40,6 +40,25 @@ pub struct StateFile {
     pub servers: Vec<SavedServer>,
 }
 
+/// What the snapshot holds now, plus the entries of `previous` for servers that are
+/// not members right now (a DNS member briefly absent keeps its drain/maint state)
+/// in pools that still exist.
+pub fn capture_merged(snap: &Snapshot, previous: &StateFile) -> StateFile {
+    let mut st = capture(snap);
+    let present: std::collections::HashSet<(String, String)> = st
+        .servers
+        .iter()
+        .map(|s| (s.pool.clone(), s.address.clone()))
+        .collect();
+    for old in &previous.servers {
+        let pool_exists = snap.pools.iter().any(|p| *p.name == *old.pool);
+        if pool_exists && !present.contains(&(old.pool.clone(), old.address.clone())) {
+            st.servers.push(old.clone());
+        }
+    }
+    st
+}
+
 /// What the snapshot holds now.
 pub fn capture(snap: &Snapshot) -> StateFile {
     let mut servers = Vec::new();
@@ -139,6 +158,57 @@ pub fn restore(snap: &Snapshot, state: &StateFile) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absent_members_keep_their_saved_state_and_restore_applies_it() {
+        let cfg = crate::config::parse(
+            r#"
+[admin]
+bind = "127.0.0.1:18404"
+[[listener]]
+name = "web"
+bind = ["127.0.0.1:18080"]
+mode = "http"
+pool = "api"
+[[pool]]
+name = "api"
+  [[pool.server]]
+  address = "127.0.0.2:80"
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        let snap = Snapshot::build(&cfg, None, &Default::default());
+        let saved = |pool: &str, addr: &str, admin: &str, w: Option<u32>| SavedServer {
+            pool: pool.into(),
+            address: addr.into(),
+            admin: admin.into(),
+            weight: w,
+            health: "UP".into(),
+        };
+        let previous = StateFile {
+            version: 1,
+            servers: vec![
+                saved("api", "127.0.0.2:80", "drain", Some(9000)),
+                // a DNS member not resolved right now: kept
+                saved("api", "10.1.1.1:80", "maint", None),
+                // a pool that no longer exists: dropped
+                saved("gone", "10.1.1.2:80", "maint", None),
+            ],
+        };
+        assert_eq!(restore(&snap, &previous), 1);
+        let st = &snap.pools[0].servers[0].state;
+        assert_eq!(st.admin(), AdminState::Drain);
+        assert_eq!(
+            st.weight_override(),
+            None,
+            "a weight above 256 from the file is ignored"
+        );
+        let merged = capture_merged(&snap, &previous);
+        let addrs: Vec<&str> = merged.servers.iter().map(|s| s.address.as_str()).collect();
+        assert_eq!(addrs, ["127.0.0.2:80", "10.1.1.1:80"]);
+        assert_eq!(merged.servers[0].admin, "drain");
+    }
 
     #[test]
     fn save_and_load_round_trip_atomically() {

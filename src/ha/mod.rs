@@ -197,6 +197,7 @@ impl Ha {
             ha: &self,
         };
         let mut replay = ReplayGuard::default();
+        let mut interval_warned = false;
         let peer_ips: Vec<IpAddr> = self
             .cfg
             .peers
@@ -241,6 +242,11 @@ impl Ha {
                     {
                         Ok(a) => {
                             self.status.adverts_received.fetch_add(1, Ordering::Relaxed);
+                            let ours = self.cfg.advert_interval.as_millis() as u32;
+                            if a.interval_ms != ours && !interval_warned {
+                                interval_warned = true;
+                                tracing::warn!(peer = %a.node_id, theirs_ms = a.interval_ms, ours_ms = ours, "the peer advertises at another interval: takeover timing will be off");
+                            }
                             self.status
                                 .peers
                                 .lock()
@@ -364,7 +370,16 @@ impl Node<'_> {
                         match spawned {
                             Ok(mut child) => {
                                 tokio::spawn(async move {
-                                    let _ = child.wait().await;
+                                    // a hung script must not pile up
+                                    if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                                        .await
+                                        .is_err()
+                                    {
+                                        tracing::warn!(
+                                            "notify script still running after 30s; killed"
+                                        );
+                                        let _ = child.kill().await;
+                                    }
                                 });
                             }
                             Err(e) => {
