@@ -293,7 +293,11 @@ pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStrea
 
 async fn connect_http(server: &Server, timeout: Duration) -> Result<Sender, UpstreamError> {
     let stream = connect_tcp(server.addr, timeout).await?;
+    // Flattened writes (no writev) on both sides, with the server builder in
+    // proxy/http.rs: +2.5-3.5% keep-alive req/s in alternating runs (either side
+    // alone: no change). Large bodies still stream, bounded by hyper's buffer.
     let (sender, conn) = http1::Builder::new()
+        .writev(false)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|source| UpstreamError::Handshake {

@@ -96,6 +96,8 @@ pub fn server_builders(request_header_timeout: Duration) -> ServerBuilders {
     let mut h1 = hyper::server::conn::http1::Builder::new();
     h1.timer(TokioTimer::new())
         .header_read_timeout(request_header_timeout)
+        // flattened writes: see upstream::connect_http
+        .writev(false)
         .keep_alive(true);
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
