@@ -26,27 +26,9 @@ fn config(
     pool_extra: &str,
     servers: &[SocketAddr],
 ) -> String {
-    let mut s = format!(
-        r#"[global]
-threads = 2
-access_log = "off"
-{extra_global}
-[admin]
-bind = "{admin}"
-[[listener]]
-name = "web"
-bind = ["{listen}"]
-mode = "http"
-pool = "api"
-[[pool]]
-name = "api"
-{pool_extra}
-"#
-    );
-    for a in servers {
-        s.push_str(&format!("  [[pool.server]]\n  address = \"{a}\"\n"));
-    }
-    s
+    let global = format!("threads = 2\naccess_log = \"off\"\n{extra_global}\n");
+    let servers: Vec<(SocketAddr, u32)> = servers.iter().map(|a| (*a, 1)).collect();
+    http_config_at(listen, admin, &global, pool_extra, &servers)
 }
 
 async fn setup(extra_global: &str, pool_extra: &str) -> Setup {

@@ -256,6 +256,30 @@ track = ["pool:be"]
         }
     }
 
+    /// Bridge port isolation between the two nodes (each still reaches the client).
+    fn isolate_nodes(&self, on: bool) {
+        for port in ["pa", "pb"] {
+            let out = Command::new("bridge")
+                .args([
+                    "-n",
+                    &self.sw.name,
+                    "link",
+                    "set",
+                    "dev",
+                    port,
+                    "isolated",
+                    if on { "on" } else { "off" },
+                ])
+                .output()
+                .expect("bridge (iproute2) is not installed");
+            assert!(
+                out.status.success(),
+                "bridge isolated {on}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     fn has_vip(&self, which: char) -> bool {
         let ns = if which == 'a' {
             &self.a.ns.name
@@ -520,40 +544,12 @@ fn split_brain_heals_to_exactly_one_master() {
     lab.both_up();
     // cut the link between the nodes (isolated bridge ports cannot talk to each
     // other; both still reach the client)
-    for p in ["pa", "pb"] {
-        Command::new("bridge")
-            .args([
-                "-n",
-                &lab.sw.name,
-                "link",
-                "set",
-                "dev",
-                p,
-                "isolated",
-                "on",
-            ])
-            .status()
-            .unwrap();
-    }
+    lab.isolate_nodes(true);
     wait_until(Duration::from_secs(5), "split brain: two masters", || {
         lab.has_vip('a') && lab.has_vip('b')
     });
     // heal
-    for p in ["pa", "pb"] {
-        Command::new("bridge")
-            .args([
-                "-n",
-                &lab.sw.name,
-                "link",
-                "set",
-                "dev",
-                p,
-                "isolated",
-                "off",
-            ])
-            .status()
-            .unwrap();
-    }
+    lab.isolate_nodes(false);
     wait_until(Duration::from_secs(5), "exactly one master", || {
         lab.has_vip('a') != lab.has_vip('b')
     });

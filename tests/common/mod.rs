@@ -506,13 +506,21 @@ pub fn tally(bodies: &[String]) -> HashMap<String, usize> {
 
 /// A minimal config with one HTTP listener and one pool.
 pub fn http_config(listen: SocketAddr, pool_extra: &str, servers: &[(SocketAddr, u32)]) -> String {
-    let admin = free_addr("127.0.0.1");
+    let global = "threads = 1\nshutdown_grace = \"10s\"\naccess_log = \"text\"\n";
+    http_config_at(listen, free_addr("127.0.0.1"), global, pool_extra, servers)
+}
+
+/// The same, with the admin address and the `[global]` lines chosen by the caller.
+pub fn http_config_at(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    global: &str,
+    pool_extra: &str,
+    servers: &[(SocketAddr, u32)],
+) -> String {
     let mut s = format!(
         r#"[global]
-threads = 1
-shutdown_grace = "10s"
-access_log = "text"
-
+{global}
 [admin]
 bind = "{admin}"
 
