@@ -5,6 +5,7 @@
 //! a connection's tasks never leave the thread that made it): checkout and checkin
 //! touch a thread-local `RefCell`, never a lock.
 
+use crate::h1::{self, PooledBuf};
 use crate::pool::{Pool, Server, ServerState};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -54,6 +56,16 @@ pub enum UpstreamError {
         #[source]
         source: hyper::Error,
     },
+    #[error("{addr} closed the connection before responding")]
+    Closed { addr: SocketAddr },
+    #[error("{addr} failed while responding: {source}")]
+    Io {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{addr} sent an invalid response: {reason}")]
+    BadResponse { addr: SocketAddr, reason: String },
 }
 
 impl UpstreamError {
@@ -204,16 +216,18 @@ impl ReqProgress {
     }
 }
 
-struct Idle {
-    sender: Sender,
+struct Idle<C> {
+    conn: C,
     /// `clock::now_ms()` when this connection has been idle for its keep-alive timeout.
     expires: u64,
 }
 
-/// One server's idle connections on this thread.
+/// One server's idle connections on this thread: hyper's (requests with bodies,
+/// upgrades, HTTP/2 clients) and plain sockets (the HTTP/1.1 fast path, proxy/h1.rs).
 struct IdleList {
     state: Arc<ServerState>,
-    conns: Vec<Idle>,
+    conns: Vec<Idle<Sender>>,
+    raw: Vec<Idle<TcpStream>>,
 }
 
 thread_local! {
@@ -225,40 +239,82 @@ fn take_idle(server: &ServerState) -> Option<Sender> {
         let list = &mut m.get_mut(&server.uid)?.conns;
         let now = crate::clock::now_ms();
         while let Some(c) = list.pop() {
-            if !c.sender.is_closed() && c.expires > now {
-                return Some(c.sender);
+            if !c.conn.is_closed() && c.expires > now {
+                return Some(c.conn);
             }
         }
         None
     })
 }
 
-/// Returns a connection whose last response was read completely to this thread's pool.
-pub fn checkin(state: &Arc<ServerState>, max_idle: usize, keepalive: Duration, sender: Sender) {
-    if max_idle == 0
-        || keepalive.is_zero()
-        || sender.is_closed()
-        || state.retired.load(Ordering::Acquire)
-    {
+/// An idle plain connection to `server`, if this thread has one that looks alive.
+pub fn take_idle_raw(server: &ServerState) -> Option<TcpStream> {
+    IDLE.with_borrow_mut(|m| {
+        let list = &mut m.get_mut(&server.uid)?.raw;
+        let now = crate::clock::now_ms();
+        while let Some(c) = list.pop() {
+            if c.expires > now && raw_is_open(&c.conn) {
+                return Some(c.conn);
+            }
+        }
+        None
+    })
+}
+
+/// Whether an idle socket is still open, without a system call in the usual case:
+/// the reactor has flagged it readable only if the server closed it (or sent
+/// something it should not have); then one read tells which. A close that the
+/// reactor has not seen yet is the keep-alive race, handled by the caller's replay.
+fn raw_is_open(s: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match s.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            matches!(s.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        }
+    }
+}
+
+/// Puts an idle connection in this thread's pool, dropping the oldest when full.
+fn park<C>(
+    state: &Arc<ServerState>,
+    max_idle: usize,
+    keepalive: Duration,
+    conn: C,
+    list: impl FnOnce(&mut IdleList) -> &mut Vec<Idle<C>>,
+) {
+    if max_idle == 0 || keepalive.is_zero() || state.retired.load(Ordering::Acquire) {
         return;
     }
     IDLE.with_borrow_mut(|m| {
-        let list = &mut m
-            .entry(state.uid)
-            .or_insert_with(|| IdleList {
-                state: Arc::clone(state),
-                conns: Vec::new(),
-            })
-            .conns;
+        let entry = m.entry(state.uid).or_insert_with(|| IdleList {
+            state: Arc::clone(state),
+            conns: Vec::new(),
+            raw: Vec::new(),
+        });
+        let list = list(entry);
         if list.len() >= max_idle {
             // keep the most recently used ones: drop the oldest
             list.remove(0);
         }
         list.push(Idle {
-            sender,
+            conn,
             expires: crate::clock::now_ms() + keepalive.as_millis() as u64,
         });
     });
+}
+
+/// Returns a plain connection whose last response was read completely.
+pub fn checkin_raw(state: &Arc<ServerState>, max_idle: usize, keepalive: Duration, s: TcpStream) {
+    park(state, max_idle, keepalive, s, |l| &mut l.raw);
+}
+
+/// Returns a connection whose last response was read completely to this thread's pool.
+pub fn checkin(state: &Arc<ServerState>, max_idle: usize, keepalive: Duration, sender: Sender) {
+    if !sender.is_closed() {
+        park(state, max_idle, keepalive, sender, |l| &mut l.conns);
+    }
 }
 
 /// Closes this thread's idle connections that were closed by the server, have
@@ -272,8 +328,9 @@ pub fn sweep_idle() {
                 return false;
             }
             list.conns
-                .retain(|c| !c.sender.is_closed() && c.expires > now);
-            !list.conns.is_empty()
+                .retain(|c| !c.conn.is_closed() && c.expires > now);
+            list.raw.retain(|c| c.expires > now && raw_is_open(&c.conn));
+            !list.conns.is_empty() || !list.raw.is_empty()
         })
     });
 }
@@ -438,5 +495,137 @@ async fn send_on(
             addr: server.addr,
             timeout,
         })),
+    }
+}
+
+/// What an attempt on the HTTP/1.1 fast path got: the connection, and the bytes read
+/// from it, which start with a complete (final, non-1xx) response head.
+pub struct RawExchange {
+    pub stream: TcpStream,
+    pub buf: PooledBuf,
+    /// Time spent connecting (zero when a pooled connection was reused).
+    pub connect_time: Duration,
+}
+
+enum RawFailure {
+    /// Not even the start of the request was written.
+    Unsent,
+    /// The server closed or reset the connection before sending a byte.
+    NoAnswer(UpstreamError),
+    Failed(UpstreamError),
+}
+
+/// Sends a complete, bodiless request (`req`, already in wire form) to `server` on a
+/// pooled plain connection or a new one, and reads the response head.
+///
+/// A pooled connection that the server closed meanwhile (the keep-alive race) is
+/// replaced by a new one: at once when the request could not be written, and when
+/// the server closed without answering if the request may be replayed.
+pub async fn send_raw(
+    pool: &Pool,
+    server: &Server,
+    req: &[u8],
+    replayable: bool,
+) -> Result<RawExchange, UpstreamError> {
+    if let Some(mut stream) = take_idle_raw(&server.state) {
+        match exchange_raw(&mut stream, server.addr, req, pool.server_timeout).await {
+            Ok(buf) => {
+                return Ok(RawExchange {
+                    stream,
+                    buf,
+                    connect_time: Duration::ZERO,
+                })
+            }
+            Err(RawFailure::Unsent) => {}
+            Err(RawFailure::NoAnswer(_)) if replayable => {}
+            Err(RawFailure::NoAnswer(e) | RawFailure::Failed(e)) => return Err(e),
+        }
+    }
+    let started = Instant::now();
+    let mut stream = connect_tcp(server.addr, pool.connect_timeout).await?;
+    let connect_time = started.elapsed();
+    pool.shared
+        .histograms
+        .connect_time
+        .observe(connect_time.as_secs_f64());
+    match exchange_raw(&mut stream, server.addr, req, pool.server_timeout).await {
+        Ok(buf) => Ok(RawExchange {
+            stream,
+            buf,
+            connect_time,
+        }),
+        Err(RawFailure::Unsent) => Err(UpstreamError::ClosedBeforeSend { addr: server.addr }),
+        Err(RawFailure::NoAnswer(e) | RawFailure::Failed(e)) => Err(e),
+    }
+}
+
+async fn exchange_raw(
+    s: &mut TcpStream,
+    addr: SocketAddr,
+    req: &[u8],
+    timeout: Duration,
+) -> Result<PooledBuf, RawFailure> {
+    let n = s.write(req).await.map_err(|_| RawFailure::Unsent)?;
+    if n == 0 {
+        return Err(RawFailure::Unsent);
+    }
+    if n < req.len() {
+        s.write_all(&req[n..])
+            .await
+            .map_err(|source| RawFailure::NoAnswer(UpstreamError::Io { addr, source }))?;
+    }
+    let mut buf = PooledBuf::take();
+    match tokio::time::timeout(timeout, read_response_head(s, &mut buf, addr)).await {
+        Ok(Ok(())) => Ok(buf),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(RawFailure::Failed(UpstreamError::Timeout { addr, timeout })),
+    }
+}
+
+/// Reads until `buf` starts with a complete final response head; interim 1xx
+/// responses (100 Continue, 103 Early Hints) are skipped. 101 is left to the caller.
+async fn read_response_head(
+    s: &mut TcpStream,
+    buf: &mut PooledBuf,
+    addr: SocketAddr,
+) -> Result<(), RawFailure> {
+    let mut answered = false;
+    let mut scanned = 0;
+    loop {
+        if buf.len() == buf.capacity() {
+            if buf.len() >= h1::MAX_HEAD {
+                return Err(RawFailure::Failed(UpstreamError::BadResponse {
+                    addr,
+                    reason: "response head too large".into(),
+                }));
+            }
+            buf.reserve(h1::BUF_SIZE);
+        }
+        let n = match s.read_buf(&mut **buf).await {
+            Ok(n) => n,
+            Err(source) if !answered => {
+                return Err(RawFailure::NoAnswer(UpstreamError::Io { addr, source }))
+            }
+            Err(source) => return Err(RawFailure::Failed(UpstreamError::Io { addr, source })),
+        };
+        if n == 0 {
+            return Err(if answered {
+                RawFailure::Failed(UpstreamError::BadResponse {
+                    addr,
+                    reason: "connection closed inside the response head".into(),
+                })
+            } else {
+                RawFailure::NoAnswer(UpstreamError::Closed { addr })
+            });
+        }
+        answered = true;
+        while let Some(end) = h1::head_end(buf, scanned) {
+            if !h1::is_interim(&buf[..end]) {
+                return Ok(());
+            }
+            buf.drain(..end);
+            scanned = 0;
+        }
+        scanned = buf.len().saturating_sub(3);
     }
 }

@@ -54,7 +54,7 @@ pub struct ConnCtx {
     pub listener_name: Arc<str>,
     pub peer: SocketAddr,
     /// The client's IP, rendered once for X-Forwarded-For.
-    peer_ip: HeaderValue,
+    pub(super) peer_ip: HeaderValue,
     /// Upgraded tunnels outlive their HTTP connection; shutdown waits for them here.
     tracker: TaskTracker,
     /// This connection's slots under the connection limits and its place in the
@@ -89,7 +89,7 @@ pub struct ServerBuilders {
     h1: hyper::server::conn::http1::Builder,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     /// Also bounds how long a new connection may stay silent.
-    header_timeout: Duration,
+    pub(super) header_timeout: Duration,
 }
 
 pub fn server_builders(request_header_timeout: Duration) -> ServerBuilders {
@@ -112,46 +112,31 @@ pub fn server_builders(request_header_timeout: Duration) -> ServerBuilders {
     }
 }
 
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Tells HTTP/2 (prior knowledge) from HTTP/1 by peeking at the first bytes, within
-/// `deadline`. `None`: the client closed or stayed silent, and is dropped.
-async fn sniff_h2(stream: &TcpStream, deadline: Duration) -> Option<bool> {
-    let until = tokio::time::Instant::now() + deadline;
-    let mut buf = [0u8; 24];
-    loop {
-        let n = match tokio::time::timeout_at(until, stream.peek(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => n,
-            _ => return None,
-        };
-        if buf[..n] != H2_PREFACE[..n] {
-            return Some(false);
-        }
-        if n == H2_PREFACE.len() {
-            return Some(true);
-        }
-        // Part of the preface so far: peek returns at once, so wait a little.
-        tokio::time::timeout_at(until, tokio::time::sleep(Duration::from_millis(5)))
-            .await
-            .ok()?;
-    }
-}
-
 /// Serves one client connection until it closes, or until `graceful` is cancelled,
-/// after which in-flight requests finish and the connection closes.
+/// after which in-flight requests finish and the connection closes. HTTP/1.1
+/// starts on the fast path (proxy/h1.rs), which hands the connection to hyper
+/// (`serve_hyper`) for HTTP/2 and for requests it does not take.
 pub async fn serve(
     stream: TcpStream,
     ctx: Arc<ConnCtx>,
     builders: Arc<ServerBuilders>,
     graceful: CancellationToken,
 ) {
+    super::h1::serve(stream, ctx, builders, graceful).await
+}
+
+/// Serves the rest of a connection with hyper: `io` replays the bytes the fast
+/// path already read. `h2`: they start with the HTTP/2 connection preface.
+pub(super) async fn serve_hyper(
+    io: super::h1::Prefixed,
+    h2: bool,
+    ctx: Arc<ConnCtx>,
+    builders: &ServerBuilders,
+    graceful: CancellationToken,
+) {
     let peer = ctx.peer;
-    let Some(h2) = sniff_h2(&stream, builders.header_timeout).await else {
-        tracing::debug!(%peer, "client sent nothing in time; closed");
-        return;
-    };
     let svc = service_fn(move |req| handle(Arc::clone(&ctx), req));
-    let io = TokioIo::new(stream);
+    let io = TokioIo::new(io);
     let result = if h2 {
         drive(builders.h2.serve_connection(io, svc), &graceful, |c| {
             c.graceful_shutdown()
@@ -213,16 +198,18 @@ async fn handle(
             "503 Service Unavailable: listener is being reconfigured\n",
         ));
     };
-    let key = if pool.balance == Balance::Hash {
-        hash_key(&pool.hash_key, &req, ctx.peer.ip())
-    } else {
-        0
-    };
-    let mut log = ctx
-        .shared
-        .access_log
-        .enabled()
-        .then(|| Box::new(ReqLog::new(&ctx, &req, &pool, start)));
+    let key = hash_key(&pool, ctx.peer.ip(), request_target(&req), |h| {
+        req.headers().get(h).map(|v| v.as_bytes())
+    });
+    let mut log = ctx.shared.access_log.enabled().then(|| {
+        Box::new(ReqLog::new(
+            &ctx,
+            req.method().clone(),
+            request_target(&req).to_string(),
+            &pool,
+            start,
+        ))
+    });
     pool.shared.budget.deposit(pool.retry.budget_percent);
 
     let upgrade = is_upgrade_request(&req);
@@ -298,17 +285,9 @@ async fn handle(
                 if !client_fault {
                     guard.failure();
                 }
-                let r = &pool.retry;
                 let again = attempts_left
                     && !client_fault
-                    && match &error {
-                        e if e.is_connect() => {
-                            r.on_connect_failure && (unsent.is_some() || replay.is_some())
-                        }
-                        UpstreamError::Timeout { .. } => r.on_timeout && replay.is_some(),
-                        _ => r.on_reset && (unsent.is_some() || replay.is_some()),
-                    }
-                    && pool.retry_allowed();
+                    && may_retry(&pool, &error, unsent.is_some(), replay.is_some());
                 let err = ProxyError::Upstream(error);
                 err.count_server(server);
                 if !again {
@@ -407,7 +386,25 @@ async fn handle(
     }
 }
 
-fn note_retry(pool: &Pool, server: &Server, tried: &mut Vec<usize>, idx: usize) {
+/// Whether a failed attempt goes to another server, as the pool's retry settings
+/// and budget allow. `resendable`: the request was not sent, so it can go again as
+/// it is; `replayable`: a copy was kept to send again.
+pub(super) fn may_retry(
+    pool: &Pool,
+    error: &UpstreamError,
+    resendable: bool,
+    replayable: bool,
+) -> bool {
+    let r = &pool.retry;
+    let allowed = match error {
+        e if e.is_connect() => r.on_connect_failure && (resendable || replayable),
+        UpstreamError::Timeout { .. } => r.on_timeout && replayable,
+        _ => r.on_reset && (resendable || replayable),
+    };
+    allowed && pool.retry_allowed()
+}
+
+pub(super) fn note_retry(pool: &Pool, server: &Server, tried: &mut Vec<usize>, idx: usize) {
     server.state.retries.fetch_add(1, Ordering::Relaxed);
     pool.shared.retries.fetch_add(1, Ordering::Relaxed);
     tried.push(idx);
@@ -466,10 +463,19 @@ impl Replay {
 }
 
 fn route(ctx: &ConnCtx, req: &Request<Incoming>) -> Option<Arc<Pool>> {
+    route_to(ctx, request_host(req), req.uri().path())
+}
+
+/// The pool a request goes to, in the current snapshot.
+pub(super) fn route_to(ctx: &ConnCtx, host: Option<&str>, path: &str) -> Option<Arc<Pool>> {
     let snap = ctx.shared.snapshot.load();
     let listener = snap.listeners.get(ctx.listener)?;
-    let idx = listener.router.route(request_host(req), req.uri().path());
+    let idx = listener.router.route(host, path);
     snap.pools.get(idx).cloned()
+}
+
+fn request_target<B>(req: &Request<B>) -> &str {
+    req.uri().path_and_query().map_or("/", |p| p.as_str())
 }
 
 /// The Host header, or the URI's authority (HTTP/2, absolute-form).
@@ -480,15 +486,21 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
-fn hash_key<B>(key: &HashKey, req: &Request<B>, ip: IpAddr) -> u64 {
-    match key {
+/// The balancing key of a request (0 unless the pool balances by hash).
+pub(super) fn hash_key<'a>(
+    pool: &Pool,
+    ip: IpAddr,
+    target: &str,
+    header: impl FnOnce(&HeaderName) -> Option<&'a [u8]>,
+) -> u64 {
+    if pool.balance != Balance::Hash {
+        return 0;
+    }
+    match &pool.hash_key {
         HashKey::ClientIp => hash_ip(ip),
-        HashKey::Uri => hash_parts(&[req
-            .uri()
-            .path_and_query()
-            .map_or(b"/".as_slice(), |p| p.as_str().as_bytes())]),
-        HashKey::Header(h) => match req.headers().get(h) {
-            Some(v) => hash_parts(&[v.as_bytes()]),
+        HashKey::Uri => hash_parts(&[target.as_bytes()]),
+        HashKey::Header(h) => match header(h) {
+            Some(v) => hash_parts(&[v]),
             None => hash_ip(ip),
         },
     }
@@ -525,15 +537,7 @@ fn connection_has(h: &HeaderMap, token: &str) -> bool {
 /// The idle time a backend allows on its keep-alive connections (`Keep-Alive:
 /// timeout=N`), less a second of margin so we never reuse one it is closing.
 fn keepalive_hint(h: &HeaderMap) -> Option<Duration> {
-    let v = h.get(&KEEP_ALIVE)?.to_str().ok()?;
-    v.split(',').find_map(|part| {
-        let (k, n) = part.split_once('=')?;
-        if !k.trim().eq_ignore_ascii_case("timeout") {
-            return None;
-        }
-        let secs: u64 = n.trim().parse().ok()?;
-        Some(Duration::from_secs(secs.saturating_sub(1)))
-    })
+    crate::h1::keepalive_hint(h.get(&KEEP_ALIVE)?.as_bytes())
 }
 
 /// Removes hop-by-hop headers, including any header the Connection header names.
@@ -643,7 +647,7 @@ fn prepare_request(parts: &mut Parts, ctx: &ConnCtx, upgrade: bool) {
 }
 
 /// The single place a failed request becomes a response: counted, logged, answered.
-fn fail(
+pub(super) fn fail(
     pool: &Pool,
     server: Option<&Server>,
     err: ProxyError,
@@ -672,7 +676,7 @@ fn fail(
     resp
 }
 
-fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
+pub(super) fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::Full(Some(body.into())));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -720,16 +724,16 @@ async fn tunnel(
 }
 
 /// What one request's access log line needs, gathered as the request goes.
-struct ReqLog {
+pub(super) struct ReqLog {
     ctx_shared: Arc<Shared>,
     client: SocketAddr,
     listener: Arc<str>,
     pool: Arc<str>,
-    server: Option<Arc<str>>,
+    pub(super) server: Option<Arc<str>>,
     method: Method,
     path: String,
-    status: u16,
-    connect: Option<Duration>,
+    pub(super) status: u16,
+    pub(super) connect: Option<Duration>,
     start: Instant,
     /// Request body bytes sent to the server, counted by `ReqBody`.
     bytes_in: Arc<AtomicU64>,
@@ -737,18 +741,21 @@ struct ReqLog {
 }
 
 impl ReqLog {
-    fn new<B>(ctx: &ConnCtx, req: &Request<B>, pool: &Pool, start: Instant) -> ReqLog {
+    pub(super) fn new(
+        ctx: &ConnCtx,
+        method: Method,
+        path: String,
+        pool: &Pool,
+        start: Instant,
+    ) -> ReqLog {
         ReqLog {
             ctx_shared: Arc::clone(&ctx.shared),
             client: ctx.peer,
             listener: Arc::clone(&ctx.listener_name),
             pool: Arc::clone(&pool.name),
             server: None,
-            method: req.method().clone(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+            method,
+            path,
             status: 0,
             connect: None,
             start,
@@ -757,7 +764,7 @@ impl ReqLog {
         }
     }
 
-    fn finish(&mut self, bytes_out: u64, end: End) {
+    pub(super) fn finish(&mut self, bytes_out: u64, end: End) {
         self.written = true;
         self.ctx_shared.access_log.write(&Entry {
             client: self.client,

@@ -1,6 +1,7 @@
 //! The data plane: `http` (hyper server side) and `tcp` (L4 relay), plus the one
 //! place where a failure becomes a status code, a counter and a log end state.
 
+pub mod h1;
 pub mod http;
 pub mod tcp;
 

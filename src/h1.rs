@@ -1,0 +1,983 @@
+//! The HTTP/1.1 codec of the fast path: pure functions over byte buffers, no I/O.
+//!
+//! A request head is parsed (httparse) and rewritten straight into the bytes the
+//! backend gets, and a response head into the bytes the client gets, without
+//! building a `HeaderMap` or any per-header allocation. Bodies are never decoded:
+//! `Framing` says where a response ends, and [`ChunkedScanner`] finds the end of a
+//! chunked one while its bytes are copied through unchanged (trailers included).
+//!
+//! Only bodiless HTTP/1.1 requests take this path (see [`ReqHead::fallback`]);
+//! everything else goes to hyper, so request-body framing, `Expect`, upgrades and
+//! HTTP/1.0 keep-alive rules stay in one well-tested place.
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+/// Size of a pooled I/O buffer (HAProxy's default bufsize is 16 KiB too).
+pub const BUF_SIZE: usize = 16 * 1024;
+/// The largest request or response head accepted.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields in a head (hyper's default too).
+pub const MAX_HEADERS: usize = 100;
+
+thread_local! {
+    static BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A `BUF_SIZE` buffer from this thread's free list, returned to it on drop. A
+/// connection holds one only while it has bytes in flight, so an idle keep-alive
+/// connection costs no buffer.
+pub struct PooledBuf(Vec<u8>);
+
+impl PooledBuf {
+    pub fn take() -> PooledBuf {
+        PooledBuf(
+            BUFS.with_borrow_mut(|v| v.pop())
+                .unwrap_or_else(|| Vec::with_capacity(BUF_SIZE)),
+        )
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        // A buffer that grew for a large head is freed, not kept.
+        if self.0.capacity() == BUF_SIZE {
+            let mut b = std::mem::take(&mut self.0);
+            b.clear();
+            BUFS.with_borrow_mut(|v| {
+                if v.len() < 1024 {
+                    v.push(b);
+                }
+            });
+        }
+    }
+}
+
+impl Deref for PooledBuf {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl DerefMut for PooledBuf {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+/// Header storage for one parse, left uninitialised (httparse fills what it uses).
+pub type HeaderSlots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+pub fn header_slots<'b>() -> HeaderSlots<'b> {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
+/// The header fields the proxy looks at; everything else is copied as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    KeepAlive,
+    ProxyConnection,
+    Te,
+    Upgrade,
+    Expect,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    Other,
+}
+
+fn field(name: &str) -> Field {
+    let is = |s: &str| name.eq_ignore_ascii_case(s);
+    match name.len() {
+        2 if is("te") => Field::Te,
+        4 if is("host") => Field::Host,
+        6 if is("expect") => Field::Expect,
+        7 if is("upgrade") => Field::Upgrade,
+        10 if is("connection") => Field::Connection,
+        10 if is("keep-alive") => Field::KeepAlive,
+        14 if is("content-length") => Field::ContentLength,
+        15 if is("x-forwarded-for") => Field::XForwardedFor,
+        16 if is("proxy-connection") => Field::ProxyConnection,
+        16 if is("x-forwarded-host") => Field::XForwardedHost,
+        17 if is("transfer-encoding") => Field::TransferEncoding,
+        17 if is("x-forwarded-proto") => Field::XForwardedProto,
+        _ => Field::Other,
+    }
+}
+
+/// The comma-separated tokens of a header value, trimmed, empty ones skipped.
+fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+/// What the `Connection` fields of a message say.
+#[derive(Default)]
+struct ConnectionTokens<'b> {
+    close: bool,
+    keep_alive: bool,
+    upgrade: bool,
+    /// Other tokens: names of more hop-by-hop fields to remove.
+    named: Vec<&'b [u8]>,
+}
+
+impl<'b> ConnectionTokens<'b> {
+    fn read(headers: &[httparse::Header<'b>]) -> ConnectionTokens<'b> {
+        let mut c = ConnectionTokens::default();
+        for h in headers {
+            if field(h.name) != Field::Connection {
+                continue;
+            }
+            for t in tokens(h.value) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    c.close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    c.keep_alive = true;
+                } else if t.eq_ignore_ascii_case(b"upgrade") {
+                    c.upgrade = true;
+                } else {
+                    c.named.push(t);
+                }
+            }
+        }
+        c
+    }
+
+    fn names(&self, name: &str) -> bool {
+        self.named
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+    }
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A parsed client request head.
+#[derive(Debug)]
+pub struct ReqHead<'b> {
+    pub len: usize,
+    pub method: &'b str,
+    /// The request target as sent.
+    pub target: &'b str,
+    pub host: Option<&'b str>,
+    /// The client asked to close the connection after this request.
+    pub close: bool,
+    /// Why this request must go to hyper instead (it has a body, asks for an
+    /// upgrade, is not HTTP/1.1, ...), if it must.
+    pub fallback: Option<&'static str>,
+    headers: &'b [httparse::Header<'b>],
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// Not valid HTTP: answer 400.
+    Invalid(httparse::Error),
+    /// More than `MAX_HEADERS` fields or `MAX_HEAD` bytes: answer 431.
+    TooLarge,
+}
+
+/// Parses a request head at the start of `buf`. `Ok(None)`: not complete yet.
+pub fn parse_request<'b>(
+    buf: &'b [u8],
+    slots: &'b mut HeaderSlots<'b>,
+) -> Result<Option<ReqHead<'b>>, HeadError> {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, slots) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(e) => return Err(HeadError::Invalid(e)),
+    };
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::Invalid(httparse::Error::Token));
+    };
+    let headers: &'b [httparse::Header<'b>] = req.headers;
+    let conn = ConnectionTokens::read(headers);
+    let mut fallback = None;
+    let mut host = None;
+    let mut hosts = 0;
+    for h in headers {
+        let why = match field(h.name) {
+            Field::Host => {
+                hosts += 1;
+                host = std::str::from_utf8(h.value).ok();
+                None
+            }
+            Field::ContentLength if h.value != b"0" => Some("request body"),
+            Field::TransferEncoding => Some("request body"),
+            Field::Expect => Some("expect"),
+            Field::Upgrade => Some("upgrade"),
+            _ => None,
+        };
+        fallback = fallback.or(why);
+    }
+    let why = if version != 1 {
+        Some("HTTP/1.0")
+    } else if method == "CONNECT" {
+        Some("CONNECT")
+    } else if !target.starts_with('/') {
+        Some("absolute-form or asterisk target")
+    } else if hosts != 1 || host.is_none() {
+        Some("missing, repeated or non-ASCII Host")
+    } else if conn.upgrade {
+        Some("upgrade")
+    } else {
+        None
+    };
+    Ok(Some(ReqHead {
+        len,
+        method,
+        target,
+        host,
+        close: conn.close,
+        fallback: fallback.or(why),
+        headers,
+    }))
+}
+
+impl ReqHead<'_> {
+    /// The path, without the query string (for routing).
+    pub fn path(&self) -> &str {
+        self.target.split_once('?').map_or(self.target, |(p, _)| p)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    /// GET, HEAD, PUT, DELETE, OPTIONS and TRACE (RFC 9110 9.2.2).
+    pub fn idempotent(&self) -> bool {
+        matches!(
+            self.method,
+            "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
+        )
+    }
+
+    /// Writes the request as the backend gets it: HTTP/1.1, hop-by-hop fields
+    /// removed (and those the Connection field names), X-Forwarded-For extended
+    /// with `client_ip`, X-Forwarded-Proto and X-Forwarded-Host set.
+    pub fn write_upstream(&self, client_ip: &[u8], out: &mut Vec<u8>) {
+        let conn = ConnectionTokens::read(self.headers);
+        out.extend_from_slice(self.method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut xff: Option<Vec<u8>> = None;
+        for h in self.headers {
+            match field(h.name) {
+                Field::Connection
+                | Field::KeepAlive
+                | Field::ProxyConnection
+                | Field::Te
+                | Field::TransferEncoding
+                | Field::Upgrade
+                | Field::XForwardedProto
+                | Field::XForwardedHost => {}
+                Field::XForwardedFor => {
+                    let v = xff.get_or_insert_with(|| Vec::with_capacity(64));
+                    v.extend_from_slice(h.value);
+                    v.extend_from_slice(b", ");
+                }
+                Field::Host => push_header(out, h.name.as_bytes(), h.value),
+                _ if !conn.named.is_empty() && conn.names(h.name) => {}
+                _ => push_header(out, h.name.as_bytes(), h.value),
+            }
+        }
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if let Some(prev) = &xff {
+            out.extend_from_slice(prev);
+        }
+        out.extend_from_slice(client_ip);
+        out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+        if let Some(host) = self.host {
+            push_header(out, b"x-forwarded-host", host.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The end of the head that starts `buf` (just past its empty line), looking from
+/// `from` on (bytes before it were scanned already). Bare LF line ends count too,
+/// as httparse accepts them.
+pub fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(p) = buf.get(i..)?.iter().position(|&b| b == b'\n') {
+        let lf = i + p;
+        match buf.get(lf + 1..lf + 3) {
+            Some([b'\n', _]) => return Some(lf + 2),
+            Some([b'\r', b'\n']) => return Some(lf + 3),
+            None if buf.get(lf + 1) == Some(&b'\n') => return Some(lf + 2),
+            _ => {}
+        }
+        i = lf + 1;
+    }
+    None
+}
+
+/// Is this head an interim response (1xx other than 101 Switching Protocols)?
+pub fn is_interim(head: &[u8]) -> bool {
+    head.len() > 12 && head.starts_with(b"HTTP/1.") && head[9] == b'1' && &head[9..12] != b"101"
+}
+
+/// Where a response body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 204, 304).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the server closes the connection.
+    Close,
+}
+
+/// A parsed backend response head.
+#[derive(Debug)]
+pub struct RespHead<'b> {
+    pub len: usize,
+    pub status: u16,
+    pub framing: Framing,
+    /// The backend connection may carry another request after this response.
+    pub reusable: bool,
+    /// The backend's `Keep-Alive: timeout=N`, less a second of margin.
+    pub keepalive: Option<Duration>,
+    /// Transfer-Encoding is present: Content-Length must not be passed on.
+    has_te: bool,
+    reason: &'b str,
+    headers: &'b [httparse::Header<'b>],
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RespError {
+    #[error("invalid response head: {0}")]
+    Invalid(httparse::Error),
+    #[error("response head too large")]
+    TooLarge,
+    #[error("invalid or conflicting Content-Length")]
+    BadLength,
+}
+
+/// Parses a response head at the start of `buf`, given whether the request was
+/// HEAD. `Ok(None)`: not complete yet.
+pub fn parse_response<'b>(
+    buf: &'b [u8],
+    slots: &'b mut HeaderSlots<'b>,
+    head_request: bool,
+) -> Result<Option<RespHead<'b>>, RespError> {
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed =
+        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, slots);
+    let len = match parsed {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(RespError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(RespError::TooLarge),
+        Err(e) => return Err(RespError::Invalid(e)),
+    };
+    let (Some(version), Some(status)) = (resp.version, resp.code) else {
+        return Err(RespError::Invalid(httparse::Error::Status));
+    };
+    let headers: &'b [httparse::Header<'b>] = resp.headers;
+    let conn = ConnectionTokens::read(headers);
+    let mut length: Option<u64> = None;
+    let mut te: Option<&[u8]> = None;
+    let mut keepalive = None;
+    for h in headers {
+        match field(h.name) {
+            Field::ContentLength => {
+                // Several fields (or a list) are accepted only if all agree.
+                for t in h.value.split(|&b| b == b',').map(|t| t.trim_ascii()) {
+                    let n = parse_length(t).ok_or(RespError::BadLength)?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err(RespError::BadLength);
+                    }
+                    length = Some(n);
+                }
+            }
+            Field::TransferEncoding => te = Some(h.value),
+            Field::KeepAlive => keepalive = keepalive_hint(h.value),
+            _ => {}
+        }
+    }
+    let no_body = head_request || status == 204 || status == 304 || (100..200).contains(&status);
+    let framing = if no_body {
+        Framing::Empty
+    } else if let Some(te) = te.filter(|_| version == 1) {
+        // The final coding must be chunked for the body to be delimited.
+        match tokens(te).last() {
+            Some(t) if t.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
+            _ => Framing::Close,
+        }
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::Close
+    };
+    let reusable = framing != Framing::Close
+        && !conn.close
+        && (version == 1 || conn.keep_alive)
+        // Content-Length alongside Transfer-Encoding: the connection must not be
+        // reused (RFC 9112 6.1).
+        && !(te.is_some() && length.is_some());
+    Ok(Some(RespHead {
+        len,
+        status,
+        framing,
+        reusable,
+        keepalive,
+        has_te: te.is_some(),
+        reason: resp.reason.unwrap_or(""),
+        headers,
+    }))
+}
+
+fn parse_length(t: &[u8]) -> Option<u64> {
+    if t.is_empty() || t.len() > 19 || !t.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(t).ok()?.parse().ok()
+}
+
+/// `Keep-Alive: timeout=N` as N-1 seconds: we never reuse a connection the server
+/// is about to close.
+pub fn keepalive_hint(v: &[u8]) -> Option<Duration> {
+    tokens(v).find_map(|part| {
+        let eq = part.iter().position(|&b| b == b'=')?;
+        let (k, n) = (&part[..eq], &part[eq + 1..]);
+        if !k.trim_ascii().eq_ignore_ascii_case(b"timeout") {
+            return None;
+        }
+        let secs: u64 = std::str::from_utf8(n.trim_ascii()).ok()?.parse().ok()?;
+        Some(Duration::from_secs(secs.saturating_sub(1)))
+    })
+}
+
+impl RespHead<'_> {
+    /// Writes the head the client gets: HTTP/1.1, hop-by-hop fields removed
+    /// (Transfer-Encoding stays: the body is passed on as it came), and
+    /// `Connection: close` when the client connection ends after this response.
+    pub fn write_client(&self, close: bool, out: &mut Vec<u8>) {
+        let conn = ConnectionTokens::read(self.headers);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(&itoa_status(self.status));
+        out.push(b' ');
+        out.extend_from_slice(self.reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for h in self.headers {
+            match field(h.name) {
+                Field::Connection
+                | Field::KeepAlive
+                | Field::ProxyConnection
+                | Field::Te
+                | Field::Upgrade => {}
+                // Transfer-Encoding wins over Content-Length; never send both.
+                Field::ContentLength if self.has_te => {}
+                _ if !conn.named.is_empty() && conn.names(h.name) => {}
+                _ => push_header(out, h.name.as_bytes(), h.value),
+            }
+        }
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+fn itoa_status(s: u16) -> [u8; 3] {
+    let s = s.min(999);
+    [
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]
+}
+
+/// Follows a chunked body byte by byte to find where it ends, without changing it.
+#[derive(Debug, Default)]
+pub struct ChunkedScanner {
+    state: Chunk,
+    size: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    #[default]
+    Size,
+    /// Chunk extensions, up to the end of the size line.
+    Ext,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or of the final CRLF).
+    TrailerStart,
+    Trailer,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("malformed chunked body")]
+pub struct ChunkError;
+
+impl ChunkedScanner {
+    /// Scans the next bytes of the body. `Ok(Some(n))`: the body ends after the
+    /// first `n` bytes of `data` (anything after them is not part of it).
+    pub fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, ChunkError> {
+        let mut i = 0;
+        while i < data.len() {
+            let b = data[i];
+            match self.state {
+                Chunk::Size => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+                        self.size = self
+                            .size
+                            .checked_mul(16)
+                            .and_then(|s| s.checked_add(d))
+                            .ok_or(ChunkError)?;
+                    }
+                    b';' | b' ' | b'\t' => self.state = Chunk::Ext,
+                    b'\r' => self.state = Chunk::SizeLf,
+                    _ => return Err(ChunkError),
+                },
+                Chunk::Ext => match b {
+                    b'\r' => self.state = Chunk::SizeLf,
+                    b'\n' => return Err(ChunkError),
+                    _ => {}
+                },
+                Chunk::SizeLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError);
+                    }
+                    self.state = if self.size == 0 {
+                        Chunk::TrailerStart
+                    } else {
+                        Chunk::Data
+                    };
+                }
+                Chunk::Data => {
+                    let take = (data.len() - i).min(self.size as usize);
+                    self.size -= take as u64;
+                    i += take;
+                    if self.size == 0 {
+                        self.state = Chunk::DataCr;
+                    }
+                    continue;
+                }
+                Chunk::DataCr => {
+                    if b != b'\r' {
+                        return Err(ChunkError);
+                    }
+                    self.state = Chunk::DataLf;
+                }
+                Chunk::DataLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError);
+                    }
+                    self.state = Chunk::Size;
+                }
+                Chunk::TrailerStart => {
+                    self.state = if b == b'\r' {
+                        Chunk::EndLf
+                    } else {
+                        Chunk::Trailer
+                    }
+                }
+                Chunk::Trailer => {
+                    if b == b'\r' {
+                        self.state = Chunk::TrailerLf;
+                    }
+                }
+                Chunk::TrailerLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError);
+                    }
+                    self.state = Chunk::TrailerStart;
+                }
+                Chunk::EndLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError);
+                    }
+                    self.state = Chunk::Done;
+                    return Ok(Some(i + 1));
+                }
+                Chunk::Done => return Ok(Some(0)),
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+}
+
+/// How much of a response body is still to come, given its framing.
+#[derive(Debug)]
+pub enum BodyProgress {
+    Length(u64),
+    Chunked(ChunkedScanner),
+    Close,
+}
+
+impl BodyProgress {
+    pub fn new(f: Framing) -> BodyProgress {
+        match f {
+            Framing::Empty => BodyProgress::Length(0),
+            Framing::Length(n) => BodyProgress::Length(n),
+            Framing::Chunked => BodyProgress::Chunked(ChunkedScanner::default()),
+            Framing::Close => BodyProgress::Close,
+        }
+    }
+
+    /// Takes the next bytes read from the server. Returns how many of them belong
+    /// to the body and whether the body is complete after them.
+    pub fn feed(&mut self, data: &[u8]) -> Result<(usize, bool), ChunkError> {
+        match self {
+            BodyProgress::Length(left) => {
+                let n = (*left).min(data.len() as u64);
+                *left -= n;
+                Ok((n as usize, *left == 0))
+            }
+            BodyProgress::Chunked(s) => Ok(match s.feed(data)? {
+                Some(n) => (n, true),
+                None => (data.len(), false),
+            }),
+            BodyProgress::Close => Ok((data.len(), false)),
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        matches!(self, BodyProgress::Length(0))
+            || matches!(self, BodyProgress::Chunked(s) if s.state == Chunk::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(raw: &str) -> (Option<&'static str>, String, bool) {
+        let raw: &'static [u8] = Box::leak(raw.as_bytes().to_vec().into_boxed_slice());
+        let slots = Box::leak(Box::new(header_slots()));
+        let r = parse_request(raw, slots).unwrap().unwrap();
+        let mut out = Vec::new();
+        r.write_upstream(b"10.0.0.9", &mut out);
+        (r.fallback, String::from_utf8(out).unwrap(), r.close)
+    }
+
+    #[test]
+    fn request_is_rewritten_for_the_backend() {
+        let (fb, out, close) = req("GET /a?b=1 HTTP/1.1\r\nHost: ex.com\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Connection: x\r\nX-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 2.2.2.2\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\nAccept: */*\r\n\r\n");
+        assert_eq!(fb, None);
+        assert!(close);
+        assert_eq!(
+            out,
+            "GET /a?b=1 HTTP/1.1\r\nHost: ex.com\r\nAccept: */*\r\nx-forwarded-for: 1.1.1.1, 2.2.2.2, 10.0.0.9\r\nx-forwarded-proto: http\r\nx-forwarded-host: ex.com\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn requests_that_go_to_hyper() {
+        let cases = [
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+                "request body",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "request body",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n",
+                "request body",
+            ),
+            ("GET / HTTP/1.0\r\nHost: a\r\n\r\n", "HTTP/1.0"),
+            (
+                "GET / HTTP/1.1\r\n\r\n",
+                "missing, repeated or non-ASCII Host",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                "missing, repeated or non-ASCII Host",
+            ),
+            (
+                "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+                "absolute-form or asterisk target",
+            ),
+            (
+                "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+                "absolute-form or asterisk target",
+            ),
+            ("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", "CONNECT"),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                "upgrade",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+                "expect",
+            ),
+        ];
+        for (raw, why) in cases {
+            assert_eq!(req(raw).0, Some(why), "{raw}");
+        }
+        // A bodiless request with Content-Length: 0 stays on the fast path.
+        assert_eq!(
+            req("DELETE /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").0,
+            None
+        );
+    }
+
+    #[test]
+    fn request_parse_errors_and_partial_heads() {
+        let mut slots = header_slots();
+        assert!(matches!(
+            parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut slots),
+            Ok(None)
+        ));
+        let mut slots = header_slots();
+        assert!(matches!(
+            parse_request(b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", &mut slots),
+            Err(HeadError::Invalid(_))
+        ));
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")).collect();
+        let raw = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+        let mut slots = header_slots();
+        assert_eq!(
+            parse_request(raw.as_bytes(), &mut slots).unwrap_err(),
+            HeadError::TooLarge
+        );
+        let big = vec![b'a'; MAX_HEAD];
+        let raw = [b"GET /".as_slice(), &big].concat();
+        let mut slots = header_slots();
+        assert_eq!(
+            parse_request(&raw, &mut slots).unwrap_err(),
+            HeadError::TooLarge
+        );
+    }
+
+    fn resp(raw: &str, head: bool) -> Result<(Framing, bool, String), RespError> {
+        let mut slots = header_slots();
+        let r = parse_response(raw.as_bytes(), &mut slots, head)?.expect("complete");
+        let mut out = Vec::new();
+        r.write_client(false, &mut out);
+        Ok((r.framing, r.reusable, String::from_utf8(out).unwrap()))
+    }
+
+    #[test]
+    fn response_framing() {
+        use Framing::*;
+        let cases = [
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                false,
+                Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n",
+                false,
+                Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                true,
+                Empty,
+                true,
+            ),
+            ("HTTP/1.1 204 No Content\r\n\r\n", false, Empty, true),
+            (
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                false,
+                Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+                Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                false,
+                Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                false,
+                Close,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                false,
+                Chunked,
+                false,
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", false, Close, false),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\n",
+                false,
+                Length(1),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
+                false,
+                Length(1),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\n",
+                false,
+                Length(1),
+                true,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+                Close,
+                false,
+            ),
+        ];
+        for (raw, head, framing, reusable) in cases {
+            let (f, r, _) = resp(raw, head).unwrap();
+            assert_eq!((f, r), (framing, reusable), "{raw}");
+        }
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        ] {
+            assert_eq!(resp(bad, false).unwrap_err(), RespError::BadLength, "{bad}");
+        }
+    }
+
+    #[test]
+    fn response_head_for_the_client() {
+        let (_, _, out) = resp("HTTP/1.1 200 Fine\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\nX-App: y\r\n\r\n", false).unwrap();
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 Fine\r\nTransfer-Encoding: chunked\r\nX-App: y\r\n\r\n"
+        );
+        let mut slots = header_slots();
+        let r = parse_response(
+            b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+            &mut slots,
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        let mut out = Vec::new();
+        r.write_client(true, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nconnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn head_end_and_interim() {
+        let r = b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody";
+        assert_eq!(head_end(r, 0), Some(r.len() - 4));
+        for split in 0..r.len() - 4 {
+            assert_eq!(head_end(&r[..split], 0), None, "{split}");
+        }
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\nA: b\n\nbody", 0), Some(22));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\n\r", 0), None);
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\n\n", 10), Some(17));
+        assert!(is_interim(b"HTTP/1.1 100 Continue\r\n\r\n"));
+        assert!(is_interim(b"HTTP/1.1 103 Early Hints\r\n\r\n"));
+        assert!(!is_interim(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"));
+        assert!(!is_interim(b"HTTP/1.1 200 OK\r\n\r\n"));
+    }
+
+    #[test]
+    fn keepalive_hint_values() {
+        assert_eq!(
+            keepalive_hint(b"timeout=5, max=100"),
+            Some(Duration::from_secs(4))
+        );
+        assert_eq!(
+            keepalive_hint(b"max=100, timeout = 1"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(keepalive_hint(b"max=100"), None);
+        assert_eq!(keepalive_hint(b"timeout=x"), None);
+    }
+
+    #[test]
+    fn chunked_end_is_found_across_any_split() {
+        let body = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        let mut data = body.to_vec();
+        data.extend_from_slice(b"HTTP/1.1 200 OK\r\n"); // the next response
+        for split in 0..body.len() {
+            let mut s = ChunkedScanner::default();
+            let first = s.feed(&data[..split]).unwrap();
+            assert_eq!(first, None, "split {split}");
+            let end = s.feed(&data[split..]).unwrap();
+            assert_eq!(end, Some(body.len() - split), "split {split}");
+        }
+        // byte by byte
+        let mut s = ChunkedScanner::default();
+        for (i, b) in body.iter().enumerate() {
+            let r = s.feed(std::slice::from_ref(b)).unwrap();
+            assert_eq!(r.is_some(), i == body.len() - 1);
+        }
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_refused() {
+        for bad in [
+            &b"g\r\n"[..],
+            b"4\nWiki\r\n",
+            b"4\r\nWikiX\r\n",
+            b"4\r\nWiki\r0",
+            b"ffffffffffffffffff\r\n",
+            b"0\r\nX: 1\rY",
+            b"0\r\n\rX",
+        ] {
+            let mut s = ChunkedScanner::default();
+            assert_eq!(
+                s.feed(bad),
+                Err(ChunkError),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn body_progress() {
+        let mut p = BodyProgress::new(Framing::Length(5));
+        assert_eq!(p.feed(b"abc").unwrap(), (3, false));
+        assert_eq!(p.feed(b"deXX").unwrap(), (2, true));
+        assert!(p.is_complete());
+        let mut p = BodyProgress::new(Framing::Chunked);
+        assert_eq!(p.feed(b"1\r\na\r\n0\r\n\r\nzz").unwrap(), (11, true));
+        assert!(p.is_complete());
+        let mut p = BodyProgress::new(Framing::Close);
+        assert_eq!(p.feed(b"abc").unwrap(), (3, false));
+        assert!(!p.is_complete());
+    }
+}

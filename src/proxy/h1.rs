@@ -1,0 +1,556 @@
+//! The HTTP/1.1 fast path: a client connection is served by one task that parses
+//! each request head, writes it to a pooled plain backend socket, and copies the
+//! response back, head rewritten and body passed through as it came. Nothing is
+//! spawned, no channel is crossed and no `HeaderMap` is built (crate::h1 does the
+//! parsing and rewriting).
+//!
+//! It takes bodiless HTTP/1.1 requests: GET, HEAD, DELETE and the like, most of
+//! a typical load. The first request it does not take (a body, an upgrade,
+//! `Expect`, HTTP/1.0, an HTTP/2 preface) hands the connection to hyper for the
+//! rest of its life, with the bytes already read replayed in front
+//! ([`Prefixed`]); http.rs serves it from there with the same routing, retries
+//! and accounting.
+
+use super::http::{self, ConnCtx, ProxyBody, ReqLog, ServerBuilders};
+use super::ProxyError;
+use crate::accesslog::End;
+use crate::h1::{self, BodyProgress, Framing, HeadError, PooledBuf};
+use crate::pool::{Pool, ServerGuard};
+use crate::upstream::{self, RawExchange, UpstreamError};
+use ::http::{Method, Response, StatusCode};
+use bytes::Bytes;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a complete request head (or connection preface) calls for.
+enum Step {
+    /// An HTTP/2 connection preface (prior knowledge).
+    H2,
+    /// A request the fast path does not take.
+    Fallback(&'static str),
+    /// Not a valid request head: answer and close.
+    Reject(StatusCode, &'static str),
+    /// A request answered by the proxy itself.
+    Answer {
+        len: usize,
+        resp: Response<ProxyBody>,
+        close: bool,
+    },
+    Proxy(Prepared),
+}
+
+/// A request ready to go to its pool.
+struct Prepared {
+    /// Length of its head in the client buffer.
+    len: usize,
+    pool: Arc<Pool>,
+    key: u64,
+    replayable: bool,
+    head: bool,
+    close: bool,
+    log: Option<Box<ReqLog>>,
+    /// The request as the backend gets it.
+    wire: PooledBuf,
+    start: Instant,
+}
+
+/// Serves one client connection (see http::serve).
+pub async fn serve(
+    stream: TcpStream,
+    ctx: Arc<ConnCtx>,
+    builders: Arc<ServerBuilders>,
+    graceful: CancellationToken,
+) {
+    let mut client = stream;
+    // Bytes read from the client and not consumed yet. None while there are none,
+    // so an idle connection holds no buffer.
+    let mut buf: Option<PooledBuf> = None;
+    let mut first = true;
+    loop {
+        // The request head must be complete within request_header_timeout of
+        // the end of the previous response (hyper's rule as well, which also
+        // bounds keep-alive idleness).
+        let deadline = tokio::time::Instant::now() + builders.header_timeout;
+        let step = loop {
+            if let Some(b) = buf.as_deref().filter(|b| !b.is_empty()) {
+                let start = &b[..b.len().min(H2_PREFACE.len())];
+                if first && H2_PREFACE.starts_with(start) {
+                    if start.len() == H2_PREFACE.len() {
+                        break Step::H2;
+                    }
+                } else {
+                    if let Some(s) = prepare(&ctx, b) {
+                        break s;
+                    }
+                }
+            }
+            let idle = buf.as_ref().is_none_or(|b| b.is_empty());
+            tokio::select! {
+                biased;
+                _ = graceful.cancelled(), if idle => return,
+                r = tokio::time::timeout_at(deadline, client.readable()) => match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        tracing::debug!(peer = %ctx.peer, "no complete request in time; closed");
+                        return;
+                    }
+                },
+            }
+            let b = buf.get_or_insert_with(PooledBuf::take);
+            if b.len() == b.capacity() {
+                b.reserve(h1::BUF_SIZE);
+            }
+            match client.try_read_buf(&mut **b) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        };
+        first = false;
+        let keep = match step {
+            Step::H2 | Step::Fallback(_) => {
+                if let Step::Fallback(why) = step {
+                    tracing::trace!(peer = %ctx.peer, why, "request handed to hyper");
+                }
+                let h2 = matches!(step, Step::H2);
+                let io = Prefixed {
+                    pre: buf.take(),
+                    pos: 0,
+                    io: client,
+                };
+                http::serve_hyper(io, h2, ctx, &builders, graceful).await;
+                return;
+            }
+            Step::Reject(status, msg) => {
+                respond(&mut client, http::plain(status, msg), true).await;
+                return;
+            }
+            Step::Answer { len, resp, close } => {
+                consume(&mut buf, len);
+                respond(&mut client, resp, close || graceful.is_cancelled()).await
+            }
+            Step::Proxy(p) => {
+                consume(&mut buf, p.len);
+                let close = p.close || graceful.is_cancelled();
+                proxy(&mut client, p, close).await
+            }
+        };
+        if !keep {
+            return;
+        }
+    }
+}
+
+fn consume(buf: &mut Option<PooledBuf>, len: usize) {
+    if let Some(b) = buf {
+        let n = len.min(b.len());
+        b.drain(..n);
+        if b.is_empty() {
+            *buf = None;
+        }
+    }
+}
+
+/// Parses the request at the start of `b` and, when the fast path takes it,
+/// routes it and writes it in the form the backend gets. `None`: the head is not
+/// complete yet.
+fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
+    let mut slots = h1::header_slots();
+    let r = match h1::parse_request(b, &mut slots) {
+        Ok(None) => return None,
+        Ok(Some(r)) => r,
+        Err(HeadError::TooLarge) => {
+            return Some(Step::Reject(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "431 Request Header Fields Too Large\n",
+            ))
+        }
+        Err(HeadError::Invalid(_)) => {
+            return Some(Step::Reject(StatusCode::BAD_REQUEST, "400 Bad Request\n"))
+        }
+    };
+    if let Some(why) = r.fallback {
+        return Some(Step::Fallback(why));
+    }
+    let start = Instant::now();
+    let Some(pool) = http::route_to(ctx, r.host, r.path()) else {
+        return Some(Step::Answer {
+            len: r.len,
+            resp: http::plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "503 Service Unavailable: listener is being reconfigured\n",
+            ),
+            close: r.close,
+        });
+    };
+    let key = http::hash_key(&pool, ctx.peer.ip(), r.target, |h| r.header(h.as_str()));
+    let log = ctx.shared.access_log.enabled().then(|| {
+        // httparse accepted the method as a token, which is all Method needs.
+        let method = Method::from_bytes(r.method.as_bytes()).unwrap_or_default();
+        Box::new(ReqLog::new(ctx, method, r.target.to_string(), &pool, start))
+    });
+    let mut wire = PooledBuf::take();
+    r.write_upstream(ctx.peer_ip.as_bytes(), &mut wire);
+    Some(Step::Proxy(Prepared {
+        len: r.len,
+        replayable: r.idempotent() || pool.retry.non_idempotent,
+        head: r.method == "HEAD",
+        close: r.close,
+        pool,
+        key,
+        log,
+        wire,
+        start,
+    }))
+}
+
+/// The start of a backend's answer, ready for the client.
+struct RespStart {
+    /// Length of the backend's head in the response buffer.
+    len: usize,
+    status: u16,
+    framing: Framing,
+    reusable: bool,
+    keepalive: Option<Duration>,
+    close_client: bool,
+    /// The head as the client gets it.
+    head: PooledBuf,
+}
+
+fn read_response_start(
+    buf: &[u8],
+    addr: std::net::SocketAddr,
+    head_request: bool,
+    close: bool,
+) -> Result<RespStart, UpstreamError> {
+    let mut slots = h1::header_slots();
+    let bad = |reason: String| UpstreamError::BadResponse { addr, reason };
+    match h1::parse_response(buf, &mut slots, head_request) {
+        Ok(Some(r)) if r.status == 101 => Err(UpstreamError::Unexpected101 { addr }),
+        Ok(Some(r)) => {
+            let close_client = close || r.framing == Framing::Close;
+            let mut head = PooledBuf::take();
+            r.write_client(close_client, &mut head);
+            Ok(RespStart {
+                len: r.len,
+                status: r.status,
+                framing: r.framing,
+                reusable: r.reusable,
+                keepalive: r.keepalive,
+                close_client,
+                head,
+            })
+        }
+        Ok(None) => Err(bad("incomplete response head".into())),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// Sends one request to its pool (retrying on other servers as configured) and
+/// the answer to the client. Returns whether the client connection stays open.
+async fn proxy(client: &mut TcpStream, p: Prepared, close: bool) -> bool {
+    let Prepared {
+        pool,
+        key,
+        replayable,
+        head,
+        mut log,
+        wire,
+        start,
+        ..
+    } = p;
+    pool.shared.budget.deposit(pool.retry.budget_percent);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_err: Option<(ProxyError, usize)> = None;
+    loop {
+        let mut guard = match pool.acquire(key, &tried).await {
+            Ok(g) => g,
+            Err(e) => {
+                // After a failed attempt, the client hears about that failure.
+                let resp = match last_err {
+                    Some((err, idx)) => {
+                        http::fail(&pool, Some(&pool.servers[idx]), err, log, start)
+                    }
+                    None => http::fail(&pool, None, e.into(), log, start),
+                };
+                return respond(client, resp, close).await;
+            }
+        };
+        let idx = guard.index();
+        let server = &pool.servers[idx];
+        server.state.total.fetch_add(1, Ordering::Relaxed);
+        let attempts_left = tried.len() < pool.retry.retries as usize;
+        let ex = match upstream::send_raw(&pool, server, &wire, replayable).await {
+            Ok(ex) => ex,
+            Err(error) => {
+                guard.failure();
+                let resendable = error.is_connect();
+                let again = attempts_left && http::may_retry(&pool, &error, resendable, replayable);
+                let err = ProxyError::Upstream(error);
+                err.count_server(server);
+                if !again {
+                    return respond(
+                        client,
+                        http::fail(&pool, Some(server), err, log, start),
+                        close,
+                    )
+                    .await;
+                }
+                tracing::debug!(pool = %pool.name, server = %server.id, error = %err, "retrying on another server");
+                http::note_retry(&pool, server, &mut tried, idx);
+                last_err = Some((err, idx));
+                continue;
+            }
+        };
+        let resp = match read_response_start(&ex.buf, server.addr, head, close) {
+            Ok(r) => r,
+            Err(error) => {
+                guard.failure();
+                let err = ProxyError::Upstream(error);
+                err.count_server(server);
+                return respond(
+                    client,
+                    http::fail(&pool, Some(server), err, log, start),
+                    close,
+                )
+                .await;
+            }
+        };
+        let status = resp.status;
+        if status >= 500 && pool.breaker.on_5xx {
+            guard.failure();
+        } else {
+            guard.success();
+        }
+        // Retry a listed status only if another server could take it: otherwise
+        // the client gets this answer, not a made-up 503.
+        if replayable
+            && attempts_left
+            && pool.retry.on_status.contains(&status)
+            && {
+                let mut ex = tried.clone();
+                ex.push(idx);
+                pool.has_candidate(&ex)
+            }
+            && pool.retry_allowed()
+        {
+            // The response (and its connection, body unread) is dropped.
+            server.state.response_errors.fetch_add(1, Ordering::Relaxed);
+            http::note_retry(&pool, server, &mut tried, idx);
+            continue;
+        }
+        if let Some(l) = log.as_mut() {
+            l.server = Some(Arc::clone(&server.id));
+            l.connect = Some(ex.connect_time);
+            l.status = status;
+        }
+        let keepalive = resp
+            .keepalive
+            .map_or(pool.keepalive_timeout, |k| k.min(pool.keepalive_timeout));
+        return forward(client, ex, resp, guard, log, start, keepalive).await;
+    }
+}
+
+/// Copies the response to the client: the head, then the body as it comes, until
+/// its framing says it is complete. The backend connection goes back to the pool
+/// only if the body ended exactly where its framing said.
+async fn forward(
+    client: &mut TcpStream,
+    ex: RawExchange,
+    resp: RespStart,
+    guard: ServerGuard,
+    log: Option<Box<ReqLog>>,
+    start: Instant,
+    keepalive: Duration,
+) -> bool {
+    let RawExchange {
+        stream: mut backend,
+        buf: mut rbuf,
+        ..
+    } = ex;
+    let pool = guard.pool();
+    let server = guard.server();
+    let mut body = BodyProgress::new(resp.framing);
+    let mut head = Some(resp.head);
+    let mut from = resp.len;
+    let mut sent: u64 = 0;
+    // Bytes after the end of the body: the connection is out of step; not reused.
+    let mut clean = true;
+    let end = loop {
+        let data = &rbuf[from..];
+        let (n, complete) = match body.feed(data) {
+            Ok(r) => r,
+            Err(_) => break End::ServerAbort,
+        };
+        clean &= n == data.len();
+        let written = match head.take() {
+            // The body bytes that came with the head go out with it, in one write.
+            Some(mut h) if h.len() + n <= h.capacity() => {
+                h.extend_from_slice(&data[..n]);
+                client.write_all(&h).await
+            }
+            Some(h) => match client.write_all(&h).await {
+                Ok(()) => client.write_all(&data[..n]).await,
+                Err(e) => Err(e),
+            },
+            None => client.write_all(&data[..n]).await,
+        };
+        sent += n as u64;
+        if written.is_err() {
+            break End::ClientAbort;
+        }
+        if complete {
+            break End::Ok;
+        }
+        rbuf.clear();
+        from = 0;
+        match tokio::time::timeout(pool.server_timeout, backend.read_buf(&mut *rbuf)).await {
+            Ok(Ok(0)) if resp.framing == Framing::Close => break End::Ok,
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break End::ServerAbort,
+            Ok(Ok(_)) => {}
+        }
+    };
+    let st = &server.state;
+    st.bytes_out.fetch_add(sent, Ordering::Relaxed);
+    pool.shared
+        .histograms
+        .request_duration
+        .observe(start.elapsed().as_secs_f64());
+    if end == End::ServerAbort {
+        st.response_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    if end == End::Ok && clean && resp.reusable {
+        upstream::checkin_raw(st, pool.max_idle_per_server, keepalive, backend);
+    }
+    if let Some(mut l) = log {
+        l.finish(sent, end);
+    }
+    end == End::Ok && !resp.close_client
+}
+
+/// Writes a response made by the proxy. Returns whether the connection stays open.
+async fn respond(client: &mut TcpStream, resp: Response<ProxyBody>, close: bool) -> bool {
+    let mut out = PooledBuf::take();
+    serialize(resp, close, &mut out);
+    client.write_all(&out).await.is_ok() && !close
+}
+
+fn serialize(resp: Response<ProxyBody>, close: bool, out: &mut Vec<u8>) {
+    let (parts, body) = resp.into_parts();
+    let body = match body {
+        ProxyBody::Full(Some(b)) => b,
+        _ => Bytes::new(),
+    };
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (k, v) in &parts.headers {
+        out.extend_from_slice(k.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+}
+
+/// A client socket whose first bytes were already read by the fast path: reads
+/// return those first, then go to the socket.
+pub struct Prefixed {
+    pre: Option<PooledBuf>,
+    pos: usize,
+    io: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(pre) = &this.pre {
+            let rest = &pre[this.pos..];
+            if !rest.is_empty() {
+                let n = rest.len().min(buf.remaining());
+                buf.put_slice(&rest[..n]);
+                this.pos += n;
+                return Poll::Ready(Ok(()));
+            }
+        }
+        this.pre = None;
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_made_responses_are_serialized() {
+        let mut out = Vec::new();
+        serialize(
+            http::plain(StatusCode::BAD_GATEWAY, "oops\n"),
+            true,
+            &mut out,
+        );
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{s}");
+        assert!(
+            s.contains("content-type: text/plain; charset=utf-8\r\n"),
+            "{s}"
+        );
+        assert!(
+            s.ends_with("content-length: 5\r\nconnection: close\r\n\r\noops\n"),
+            "{s}"
+        );
+    }
+}
