@@ -1,0 +1,394 @@
+//! The HTTP/1.1 fast path (src/proxy/h1.rs) against a scripted backend that answers
+//! with exact bytes: every response framing passes through intact, heads are
+//! rewritten, backend connections are reused only when in step, broken responses
+//! become 502, and a connection moves to hyper mid-way when a request has a body.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const BIG: usize = 1 << 20;
+
+/// A backend that answers by path with hand-written responses, on keep-alive
+/// connections. Counts the connections it accepted.
+async fn scripted_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&conns);
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            c.fetch_add(1, Ordering::SeqCst);
+            let _ = s.set_nodelay(true);
+            tokio::spawn(serve_script(s));
+        }
+    });
+    (addr, conns)
+}
+
+async fn serve_script(mut s: TcpStream) {
+    let mut got: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4) else {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&got[..end]).into_owned();
+        got.drain(..end);
+        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        while got.len() < length {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let body: Vec<u8> = got.drain(..length).collect();
+        let w = |b: &[u8]| b.to_vec();
+        let parts: Vec<Vec<u8>> = match path.as_str() {
+            "/echo-head" => vec![w(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{head}", head.len()).as_bytes())],
+            "/echo-body" => vec![
+                w(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).as_bytes()),
+                body,
+            ],
+            // the chunked body arrives in pieces that split the framing
+            "/chunked" => vec![
+                w(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n5\r"),
+                w(b"\nhello\r\n6;e=1\r\n wor"),
+                w(b"ld\r\n0\r\nX-Sum: 11\r"),
+                w(b"\n\r\n"),
+            ],
+            "/big" => vec![
+                w(format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG}\r\n\r\n").as_bytes()),
+                pattern(BIG),
+            ],
+            "/big-chunked" => {
+                let mut v = w(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+                for piece in pattern(BIG).chunks(7777) {
+                    v.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                    v.extend_from_slice(piece);
+                    v.extend_from_slice(b"\r\n");
+                }
+                v.extend_from_slice(b"0\r\n\r\n");
+                vec![v]
+            }
+            "/head" => vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\nx-kind: head\r\n\r\n")],
+            "/no-content" => vec![w(b"HTTP/1.1 204 No Content\r\nx-kind: empty\r\n\r\n")],
+            "/early-hints" => vec![
+                w(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\n"),
+                w(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal"),
+            ],
+            "/hop" => vec![w(b"HTTP/1.1 200 Fine Thanks\r\nconnection: keep-alive, x-hop\r\nkeep-alive: timeout=30\r\nx-hop: 1\r\nx-app: 2\r\ncontent-length: 2\r\n\r\nok")],
+            "/conflicting-length" => vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok")],
+            "/garbage" => vec![w(b"HTTP/1.1 2OO OK\r\n\r\n")],
+            "/extra" => vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA")],
+            "/until-close" => {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nread until the server closes").await;
+                return;
+            }
+            "/cut" => {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this").await;
+                return;
+            }
+            _ => vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")],
+        };
+        for p in parts {
+            if s.write_all(&p).await.is_err() {
+                return;
+            }
+            // separate segments, so the proxy sees the framing split
+            let _ = s.flush().await;
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+async fn start(pool_extra: &str) -> (Proxy, SocketAddr, Arc<AtomicUsize>) {
+    let (be, conns) = scripted_backend().await;
+    let listen = free_addr("127.0.0.1");
+    let proxy = Proxy::start(&http_config(listen, pool_extra, &[(be, 1)]), &[listen]).await;
+    (proxy, listen, conns)
+}
+
+#[tokio::test]
+async fn heads_are_rewritten_and_one_backend_connection_serves_every_request() {
+    let (_p, listen, conns) = start("").await;
+    let c = client();
+    for _ in 0..20 {
+        let req = Request::get(format!("http://{listen}/echo-head"))
+            .header("connection", "keep-alive, x-private")
+            .header("x-private", "secret")
+            .header("keep-alive", "timeout=5")
+            .header("te", "trailers")
+            .header("x-forwarded-for", "203.0.113.7")
+            .header("x-forwarded-host", "spoofed")
+            .header("x-app", "kept")
+            .body(empty())
+            .unwrap();
+        let (resp, body) = send(&c, req).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let seen = String::from_utf8_lossy(&body).to_ascii_lowercase();
+        assert!(seen.starts_with("get /echo-head http/1.1\r\n"), "{seen}");
+        assert!(seen.contains(&format!("host: {listen}\r\n")), "{seen}");
+        assert!(seen.contains("x-app: kept\r\n"), "{seen}");
+        assert!(
+            seen.contains("x-forwarded-for: 203.0.113.7, 127.0.0.1\r\n"),
+            "{seen}"
+        );
+        assert!(seen.contains("x-forwarded-proto: http\r\n"), "{seen}");
+        assert!(
+            seen.contains(&format!("x-forwarded-host: {listen}\r\n")),
+            "{seen}"
+        );
+        for gone in ["x-private", "keep-alive", "te:", "connection", "spoofed"] {
+            assert!(!seen.contains(gone), "{gone} reached the backend: {seen}");
+        }
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "backend connections");
+}
+
+#[tokio::test]
+async fn every_response_framing_passes_through() {
+    let (p, listen, conns) = start("").await;
+    let c = client();
+    let (st, body) = get(&c, &format!("http://{listen}/chunked")).await;
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "hello world"));
+
+    for path in ["/big", "/big-chunked"] {
+        let resp = c
+            .get(format!("http://{listen}{path}").parse().unwrap())
+            .await
+            .unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(
+            body[..] == pattern(BIG)[..],
+            "{path}: {} bytes, content differs",
+            body.len()
+        );
+    }
+
+    let req = Request::head(format!("http://{listen}/head"))
+        .body(empty())
+        .unwrap();
+    let (resp, body) = send(&c, req).await;
+    assert_eq!(resp.headers()["content-length"], "1000");
+    assert_eq!(resp.headers()["x-kind"], "head");
+    assert!(body.is_empty());
+
+    let (st, body) = get(&c, &format!("http://{listen}/no-content")).await;
+    assert_eq!((st, body.as_str()), (StatusCode::NO_CONTENT, ""));
+    let (st, body) = get(&c, &format!("http://{listen}/early-hints")).await;
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "final"));
+
+    let resp = c
+        .get(format!("http://{listen}/hop").parse().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        resp.headers().get("x-hop").is_none(),
+        "{:?}",
+        resp.headers()
+    );
+    assert!(
+        resp.headers().get("keep-alive").is_none(),
+        "{:?}",
+        resp.headers()
+    );
+    assert_eq!(resp.headers()["x-app"], "2");
+
+    // All of that on one backend connection; a close-delimited body then ends
+    // both connections.
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "backend connections");
+    let (st, body) = get(&c, &format!("http://{listen}/until-close")).await;
+    assert_eq!(
+        (st, body.as_str()),
+        (StatusCode::OK, "read until the server closes")
+    );
+    let (st, _) = get(&c, &format!("http://{listen}/")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(conns.load(Ordering::SeqCst), 2, "backend connections");
+
+    // Raw: the exact bytes, trailer and reason phrase included.
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.write_all(b"GET /chunked HTTP/1.1\r\nHost: x\r\n\r\nGET /hop HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
+        .await
+        .expect("the proxy closes after Connection: close")
+        .unwrap();
+    let all = String::from_utf8_lossy(&all);
+    assert!(
+        all.contains("\r\n\r\n5\r\nhello\r\n6;e=1\r\n world\r\n0\r\nX-Sum: 11\r\n\r\nHTTP/1.1 200 Fine Thanks\r\n"),
+        "{all}"
+    );
+    assert!(all.ends_with("connection: close\r\n\r\nok"), "{all}");
+    assert!(
+        p.stdout()
+            .contains("method=GET path=\"/chunked\" status=200"),
+        "access log: {}",
+        p.stdout()
+    );
+}
+
+#[tokio::test]
+async fn broken_responses_are_502_and_out_of_step_connections_are_not_reused() {
+    let (p, listen, conns) = start("").await;
+    let c = client();
+    for path in ["/conflicting-length", "/garbage"] {
+        let (st, body) = get(&c, &format!("http://{listen}{path}")).await;
+        assert_eq!(st, StatusCode::BAD_GATEWAY, "{path}: {body}");
+        assert!(body.contains("pool \"api\""), "{body}");
+    }
+    // Bytes after the end of the body: the client gets the body, the connection
+    // is closed, and the next request goes on a new one (which is then reused).
+    let (st, _) = get(&c, &format!("http://{listen}/")).await;
+    assert_eq!(st, StatusCode::OK);
+    let before = conns.load(Ordering::SeqCst);
+    let (st, body) = get(&c, &format!("http://{listen}/extra")).await;
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "ok"));
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        before,
+        "/extra reused the pooled one"
+    );
+    for _ in 0..3 {
+        let (st, _) = get(&c, &format!("http://{listen}/")).await;
+        assert_eq!(st, StatusCode::OK);
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), before + 1);
+
+    // A body cut short: the client sees the connection end, not a complete
+    // response, and the access log says the server aborted.
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.write_all(b"GET /cut HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
+        .await
+        .expect("closed")
+        .unwrap();
+    assert!(
+        all.ends_with(b"\r\n\r\nonly this"),
+        "{}",
+        String::from_utf8_lossy(&all)
+    );
+    wait_for(Duration::from_secs(5), "access log line of /cut", || {
+        p.stdout()
+            .lines()
+            .any(|l| l.contains("/cut") && l.contains("server_abort"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pipelined_requests_then_a_body_moves_the_connection_to_hyper() {
+    let (_p, listen, _) = start("").await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.write_all(
+        b"GET /echo-head HTTP/1.1\r\nHost: a\r\n\r\n\
+          GET / HTTP/1.1\r\nHost: a\r\n\r\n\
+          POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
+          GET /chunked HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
+        .await
+        .expect("closed after the last request")
+        .unwrap();
+    let all = String::from_utf8_lossy(&all).to_ascii_lowercase();
+    let starts: Vec<_> = all.match_indices("http/1.1 200 ok\r\n").collect();
+    assert_eq!(starts.len(), 4, "{all}");
+    let echo = all.find("get /echo-head").unwrap();
+    let ok = all.find("\r\n\r\nok").unwrap();
+    let hello = all.find("\r\n\r\nhello").unwrap();
+    let world = all.rfind(" world").unwrap();
+    assert!(echo < ok && ok < hello && hello < world, "{all}");
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_request_heads_are_refused() {
+    let (_p, listen, conns) = start("").await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).await.unwrap();
+    assert!(
+        all.starts_with(b"HTTP/1.1 400 Bad Request\r\n"),
+        "{}",
+        String::from_utf8_lossy(&all)
+    );
+
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).await.unwrap();
+    assert!(
+        all.starts_with(b"HTTP/1.1 431 "),
+        "{}",
+        String::from_utf8_lossy(&all)
+    );
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        0,
+        "nothing reached the backend"
+    );
+}
+
+#[tokio::test]
+async fn a_post_after_gets_on_one_client_connection_reaches_the_backend_whole() {
+    let (_p, listen, _) = start("").await;
+    let c = client();
+    for _ in 0..3 {
+        let (st, _) = get(&c, &format!("http://{listen}/")).await;
+        assert_eq!(st, StatusCode::OK);
+    }
+    let body = Bytes::from(pattern(300_000));
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{listen}/echo-body"))
+        .body(BodyExt::boxed(Full::new(body.clone())))
+        .unwrap();
+    let (resp, got) = send(&c, req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(got == body, "{} bytes back", got.len());
+    // and the connection, now hyper's, keeps serving GETs
+    let (st, b) = get(&c, &format!("http://{listen}/chunked")).await;
+    assert_eq!((st, b.as_str()), (StatusCode::OK, "hello world"));
+}
