@@ -214,7 +214,13 @@ pub fn parse_request<'b>(
         let why = match field(h.name) {
             Field::Host => {
                 hosts += 1;
-                host = std::str::from_utf8(h.value).ok();
+                // Visible ASCII only, as hyper's HeaderValue::to_str.
+                host = h
+                    .value
+                    .iter()
+                    .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+                    .then(|| std::str::from_utf8(h.value).ok())
+                    .flatten();
                 None
             }
             Field::ContentLength if h.value != b"0" => Some("request body"),
@@ -295,8 +301,7 @@ impl ReqHead<'_> {
                     v.extend_from_slice(h.value);
                     v.extend_from_slice(b", ");
                 }
-                Field::Host => push_header(out, h.name.as_bytes(), h.value),
-                _ if !conn.named.is_empty() && conn.names(h.name) => {}
+                Field::Other if !conn.named.is_empty() && conn.names(h.name) => {}
                 _ => push_header(out, h.name.as_bytes(), h.value),
             }
         }
@@ -359,6 +364,8 @@ pub struct RespHead<'b> {
     pub keepalive: Option<Duration>,
     /// Transfer-Encoding is present: Content-Length must not be passed on.
     has_te: bool,
+    /// HTTP/1.0: its Transfer-Encoding (invalid there) is not passed on either.
+    http10: bool,
     reason: &'b str,
     headers: &'b [httparse::Header<'b>],
 }
@@ -418,10 +425,11 @@ pub fn parse_response<'b>(
     let no_body = head_request || status == 204 || status == 304 || (100..200).contains(&status);
     let framing = if no_body {
         Framing::Empty
-    } else if let Some(te) = te.filter(|_| version == 1) {
-        // The final coding must be chunked for the body to be delimited.
+    } else if let Some(te) = te {
+        // The final coding must be chunked for the body to be delimited; an
+        // HTTP/1.0 message cannot be chunked at all (RFC 9112 6.1).
         match tokens(te).last() {
-            Some(t) if t.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
+            Some(t) if version == 1 && t.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
             _ => Framing::Close,
         }
     } else if let Some(n) = length {
@@ -442,6 +450,7 @@ pub fn parse_response<'b>(
         reusable,
         keepalive,
         has_te: te.is_some(),
+        http10: version == 0,
         reason: resp.reason.unwrap_or(""),
         headers,
     }))
@@ -488,7 +497,9 @@ impl RespHead<'_> {
                 | Field::Upgrade => {}
                 // Transfer-Encoding wins over Content-Length; never send both.
                 Field::ContentLength if self.has_te => {}
-                _ if !conn.named.is_empty() && conn.names(h.name) => {}
+                Field::TransferEncoding if self.http10 => {}
+                // Connection may name extension fields, never the framing ones.
+                Field::Other if !conn.named.is_empty() && conn.names(h.name) => {}
                 _ => push_header(out, h.name.as_bytes(), h.value),
             }
         }
@@ -513,12 +524,16 @@ fn itoa_status(s: u16) -> [u8; 3] {
 pub struct ChunkedScanner {
     state: Chunk,
     size: u64,
+    /// Hex digits seen in the current size line.
+    digits: u8,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
     #[default]
     Size,
+    /// Whitespace after the size: only `;` or the line end may follow.
+    SizeWs,
     /// Chunk extensions, up to the end of the size line.
     Ext,
     SizeLf,
@@ -553,8 +568,17 @@ impl ChunkedScanner {
                             .checked_mul(16)
                             .and_then(|s| s.checked_add(d))
                             .ok_or(ChunkError)?;
+                        self.digits = self.digits.saturating_add(1);
                     }
-                    b';' | b' ' | b'\t' => self.state = Chunk::Ext,
+                    _ if self.digits == 0 => return Err(ChunkError),
+                    b';' => self.state = Chunk::Ext,
+                    b' ' | b'\t' => self.state = Chunk::SizeWs,
+                    b'\r' => self.state = Chunk::SizeLf,
+                    _ => return Err(ChunkError),
+                },
+                Chunk::SizeWs => match b {
+                    b' ' | b'\t' => {}
+                    b';' => self.state = Chunk::Ext,
                     b'\r' => self.state = Chunk::SizeLf,
                     _ => return Err(ChunkError),
                 },
@@ -593,6 +617,7 @@ impl ChunkedScanner {
                         return Err(ChunkError);
                     }
                     self.state = Chunk::Size;
+                    self.digits = 0;
                 }
                 Chunk::TrailerStart => {
                     self.state = if b == b'\r' {
@@ -714,6 +739,10 @@ mod tests {
             ),
             (
                 "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                "missing, repeated or non-ASCII Host",
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: \u{e9}.example\r\n\r\n",
                 "missing, repeated or non-ASCII Host",
             ),
             (
@@ -858,6 +887,12 @@ mod tests {
                 Close,
                 false,
             ),
+            (
+                "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+                false,
+                Close,
+                false,
+            ),
         ];
         for (raw, head, framing, reusable) in cases {
             let (f, r, _) = resp(raw, head).unwrap();
@@ -879,6 +914,24 @@ mod tests {
         assert_eq!(
             out,
             "HTTP/1.1 200 Fine\r\nTransfer-Encoding: chunked\r\nX-App: y\r\n\r\n"
+        );
+        // Connection cannot take the framing away; HTTP/1.0 loses its (invalid) TE.
+        let (f, _, out) = resp("HTTP/1.1 200 OK\r\nConnection: content-length, transfer-encoding\r\nContent-Length: 2\r\n\r\n", false).unwrap();
+        assert_eq!(
+            (f, out.as_str()),
+            (
+                Framing::Length(2),
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+            )
+        );
+        let (f, _, out) = resp(
+            "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            (f, out.as_str()),
+            (Framing::Close, "HTTP/1.1 200 OK\r\n\r\n")
         );
         let mut slots = header_slots();
         let r = parse_response(
@@ -928,7 +981,7 @@ mod tests {
 
     #[test]
     fn chunked_end_is_found_across_any_split() {
-        let body = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        let body = b"4;ext=1\r\nWiki\r\n5 \t;a=b\r\npedia\r\nE  \r\n in\r\n\r\nchunks.\r\n0\r\nX-Trailer: 1\r\n\r\n";
         let mut data = body.to_vec();
         data.extend_from_slice(b"HTTP/1.1 200 OK\r\n"); // the next response
         for split in 0..body.len() {
@@ -956,6 +1009,11 @@ mod tests {
             b"ffffffffffffffffff\r\n",
             b"0\r\nX: 1\rY",
             b"0\r\n\rX",
+            b"\r\n",
+            b";ext\r\n",
+            b" 4\r\n",
+            b"4 junk\r\n",
+            b"4\r\nWiki\r\n\r\n",
         ] {
             let mut s = ChunkedScanner::default();
             assert_eq!(

@@ -565,19 +565,22 @@ async fn exchange_raw(
     req: &[u8],
     timeout: Duration,
 ) -> Result<PooledBuf, RawFailure> {
-    let n = s.write(req).await.map_err(|_| RawFailure::Unsent)?;
-    if n == 0 {
-        return Err(RawFailure::Unsent);
-    }
-    if n < req.len() {
-        s.write_all(&req[n..])
-            .await
-            .map_err(|source| RawFailure::NoAnswer(UpstreamError::Io { addr, source }))?;
-    }
-    let mut buf = PooledBuf::take();
-    match tokio::time::timeout(timeout, read_response_head(s, &mut buf, addr)).await {
-        Ok(Ok(())) => Ok(buf),
-        Ok(Err(e)) => Err(e),
+    let exchange = async {
+        let n = s.write(req).await.map_err(|_| RawFailure::Unsent)?;
+        if n == 0 {
+            return Err(RawFailure::Unsent);
+        }
+        if n < req.len() {
+            s.write_all(&req[n..])
+                .await
+                .map_err(|source| RawFailure::NoAnswer(UpstreamError::Io { addr, source }))?;
+        }
+        let mut buf = PooledBuf::take();
+        read_response_head(s, &mut buf, addr).await?;
+        Ok(buf)
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(r) => r,
         Err(_) => Err(RawFailure::Failed(UpstreamError::Timeout { addr, timeout })),
     }
 }

@@ -15,8 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 
 const BIG: usize = 1 << 20;
+
+/// Requests now waiting at /held (until RELEASE) and at /hang (for ever).
+static HELD: AtomicUsize = AtomicUsize::new(0);
+static HUNG: AtomicUsize = AtomicUsize::new(0);
+static RELEASE: Notify = Notify::const_new();
 
 /// A backend that answers by path with hand-written responses, on keep-alive
 /// connections. Counts the connections it accepted.
@@ -105,6 +111,19 @@ async fn serve_script(mut s: TcpStream) {
             "/conflicting-length" => vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok")],
             "/garbage" => vec![w(b"HTTP/1.1 2OO OK\r\n\r\n")],
             "/extra" => vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA")],
+            "/held" => {
+                let released = RELEASE.notified();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                HELD.fetch_add(1, Ordering::SeqCst);
+                released.await;
+                vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nreleased")]
+            }
+            "/hang" => {
+                HUNG.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+                return;
+            }
             "/until-close" => {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nread until the server closes").await;
                 return;
@@ -391,4 +410,84 @@ async fn a_post_after_gets_on_one_client_connection_reaches_the_backend_whole() 
     // and the connection, now hyper's, keeps serving GETs
     let (st, b) = get(&c, &format!("http://{listen}/chunked")).await;
     assert_eq!((st, b.as_str()), (StatusCode::OK, "hello world"));
+}
+
+#[tokio::test]
+async fn proxy_made_answers_to_head_have_no_body() {
+    // The only server refuses connections: every request gets a 502 from the proxy.
+    let dead = free_addr("127.0.0.1");
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(&http_config(listen, "", &[(dead, 1)]), &[listen]).await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.write_all(
+        b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
+        .await
+        .expect("closed")
+        .unwrap();
+    let all = String::from_utf8_lossy(&all);
+    // The HEAD answer's head is followed at once by the GET answer.
+    let (first, rest) = all.split_once("\r\n\r\n").unwrap();
+    assert!(first.starts_with("HTTP/1.1 502 "), "{all}");
+    assert!(first.contains("content-length: "), "{all}");
+    assert!(rest.starts_with("HTTP/1.1 502 "), "{all}");
+    assert!(rest.ends_with("cannot connect to a server\n"), "{all}");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_abandons_its_request() {
+    // server_timeout is long: only the client's leaving can end the request soon.
+    let (p, listen, _) = start("server_timeout = \"60s\"").await;
+    let before = HUNG.load(Ordering::SeqCst);
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.write_all(b"GET /hang HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(5), "the backend got /hang", || {
+        HUNG.load(Ordering::SeqCst) > before
+    })
+    .await;
+    drop(s);
+    wait_for(
+        Duration::from_secs(5),
+        "a client_abort line for /hang",
+        || {
+            p.stdout()
+                .lines()
+                .any(|l| l.contains("/hang") && l.contains("end=client_abort"))
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_response_in_flight_at_shutdown_closes_its_connection() {
+    let (mut p, listen, _) = start("").await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.write_all(b"GET /held HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(5), "the backend got /held", || {
+        HELD.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    p.signal(libc::SIGTERM);
+    wait_for(Duration::from_secs(5), "shutdown started", || {
+        p.stderr().contains("waiting for in-flight work")
+    })
+    .await;
+    RELEASE.notify_waiters();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
+        .await
+        .expect("closed after the response")
+        .unwrap();
+    let all = String::from_utf8_lossy(&all);
+    assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all}");
+    assert!(all.ends_with("connection: close\r\n\r\nreleased"), "{all}");
+    assert!(p.wait_exit(Duration::from_secs(10)).await.success());
 }

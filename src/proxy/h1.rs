@@ -43,6 +43,7 @@ enum Step {
     Answer {
         len: usize,
         resp: Response<ProxyBody>,
+        head: bool,
         close: bool,
     },
     Proxy(Prepared),
@@ -110,11 +111,12 @@ pub async fn serve(
             if b.len() == b.capacity() {
                 b.reserve(h1::BUF_SIZE);
             }
-            match client.try_read_buf(&mut **b) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
+            // The socket is readable: read_buf reads at once, and (unlike
+            // try_read) clears the readiness after a short read, so the next
+            // wait does not start with a read that finds nothing.
+            match tokio::time::timeout_at(deadline, client.read_buf(&mut **b)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                Ok(Ok(_)) => {}
             }
         };
         first = false;
@@ -129,21 +131,27 @@ pub async fn serve(
                     pos: 0,
                     io: client,
                 };
-                http::serve_hyper(io, h2, ctx, &builders, graceful).await;
+                // Boxed, as is `proxy` below: this task's own future then stays
+                // small, which is what an idle connection costs.
+                Box::pin(http::serve_hyper(io, h2, ctx, &builders, graceful)).await;
                 return;
             }
             Step::Reject(status, msg) => {
-                respond(&mut client, http::plain(status, msg), true).await;
+                respond(&mut client, http::plain(status, msg), false, true).await;
                 return;
             }
-            Step::Answer { len, resp, close } => {
+            Step::Answer {
+                len,
+                resp,
+                head,
+                close,
+            } => {
                 consume(&mut buf, len);
-                respond(&mut client, resp, close || graceful.is_cancelled()).await
+                respond(&mut client, resp, head, close || graceful.is_cancelled()).await
             }
             Step::Proxy(p) => {
                 consume(&mut buf, p.len);
-                let close = p.close || graceful.is_cancelled();
-                proxy(&mut client, p, close).await
+                Box::pin(proxy(&mut client, p, &graceful)).await
             }
         };
         if !keep {
@@ -191,6 +199,7 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "503 Service Unavailable: listener is being reconfigured\n",
             ),
+            head: r.method == "HEAD",
             close: r.close,
         });
     };
@@ -259,22 +268,35 @@ fn read_response_start(
 
 /// Sends one request to its pool (retrying on other servers as configured) and
 /// the answer to the client. Returns whether the client connection stays open.
-async fn proxy(client: &mut TcpStream, p: Prepared, close: bool) -> bool {
+///
+/// While it waits for a server slot and for the response head, a client that
+/// closes its connection abandons the request (as on the hyper path): its slot is
+/// freed, the backend connection dropped and the access log says client_abort.
+async fn proxy(client: &mut TcpStream, p: Prepared, graceful: &CancellationToken) -> bool {
     let Prepared {
         pool,
         key,
         replayable,
         head,
+        close,
         mut log,
         wire,
         start,
         ..
     } = p;
+    // Decided when the answer is written: a shutdown that starts while the
+    // request is in flight still gets `Connection: close` to the client.
+    let closing = || close || graceful.is_cancelled();
     pool.shared.budget.deposit(pool.retry.budget_percent);
     let mut tried: Vec<usize> = Vec::new();
     let mut last_err: Option<(ProxyError, usize)> = None;
     loop {
-        let mut guard = match pool.acquire(key, &tried).await {
+        let acquired = tokio::select! {
+            biased;
+            g = pool.acquire(key, &tried) => g,
+            () = client_gone(client) => return false,
+        };
+        let mut guard = match acquired {
             Ok(g) => g,
             Err(e) => {
                 // After a failed attempt, the client hears about that failure.
@@ -284,15 +306,25 @@ async fn proxy(client: &mut TcpStream, p: Prepared, close: bool) -> bool {
                     }
                     None => http::fail(&pool, None, e.into(), log, start),
                 };
-                return respond(client, resp, close).await;
+                return respond(client, resp, head, closing()).await;
             }
         };
         let idx = guard.index();
         let server = &pool.servers[idx];
         server.state.total.fetch_add(1, Ordering::Relaxed);
         let attempts_left = tried.len() < pool.retry.retries as usize;
-        let ex = match upstream::send_raw(&pool, server, &wire, replayable).await {
-            Ok(ex) => ex,
+        let sent = tokio::select! {
+            biased;
+            r = upstream::send_raw(&pool, server, &wire, replayable) => r,
+            () = client_gone(client) => return false,
+        };
+        // An invalid response head counts (and is retried) as a reset would be.
+        let exchange = sent.and_then(|ex| {
+            let resp = read_response_start(&ex.buf, server.addr, head, closing())?;
+            Ok((ex, resp))
+        });
+        let (ex, resp) = match exchange {
+            Ok(r) => r,
             Err(error) => {
                 guard.failure();
                 let resendable = error.is_connect();
@@ -300,31 +332,13 @@ async fn proxy(client: &mut TcpStream, p: Prepared, close: bool) -> bool {
                 let err = ProxyError::Upstream(error);
                 err.count_server(server);
                 if !again {
-                    return respond(
-                        client,
-                        http::fail(&pool, Some(server), err, log, start),
-                        close,
-                    )
-                    .await;
+                    let resp = http::fail(&pool, Some(server), err, log, start);
+                    return respond(client, resp, head, closing()).await;
                 }
                 tracing::debug!(pool = %pool.name, server = %server.id, error = %err, "retrying on another server");
                 http::note_retry(&pool, server, &mut tried, idx);
                 last_err = Some((err, idx));
                 continue;
-            }
-        };
-        let resp = match read_response_start(&ex.buf, server.addr, head, close) {
-            Ok(r) => r,
-            Err(error) => {
-                guard.failure();
-                let err = ProxyError::Upstream(error);
-                err.count_server(server);
-                return respond(
-                    client,
-                    http::fail(&pool, Some(server), err, log, start),
-                    close,
-                )
-                .await;
             }
         };
         let status = resp.status;
@@ -439,14 +453,34 @@ async fn forward(
     end == End::Ok && !resp.close_client
 }
 
-/// Writes a response made by the proxy. Returns whether the connection stays open.
-async fn respond(client: &mut TcpStream, resp: Response<ProxyBody>, close: bool) -> bool {
+/// Resolves when the client closes (or resets) its connection while its request
+/// is in flight. Bytes it sent meanwhile (a pipelined request) are left where
+/// they are; then this never resolves and the request simply goes on.
+async fn client_gone(client: &TcpStream) {
+    // No system call until the socket is flagged readable.
+    if client.readable().await.is_err() {
+        return;
+    }
+    match client.peek(&mut [0u8; 1]).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
+}
+
+/// Writes a response made by the proxy (no body for HEAD). Returns whether the
+/// connection stays open.
+async fn respond(
+    client: &mut TcpStream,
+    resp: Response<ProxyBody>,
+    head: bool,
+    close: bool,
+) -> bool {
     let mut out = PooledBuf::take();
-    serialize(resp, close, &mut out);
+    serialize(resp, head, close, &mut out);
     client.write_all(&out).await.is_ok() && !close
 }
 
-fn serialize(resp: Response<ProxyBody>, close: bool, out: &mut Vec<u8>) {
+fn serialize(resp: Response<ProxyBody>, head: bool, close: bool, out: &mut Vec<u8>) {
     let (parts, body) = resp.into_parts();
     let body = match body {
         ProxyBody::Full(Some(b)) => b,
@@ -468,7 +502,9 @@ fn serialize(resp: Response<ProxyBody>, close: bool, out: &mut Vec<u8>) {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&body);
+    if !head {
+        out.extend_from_slice(&body);
+    }
 }
 
 /// A client socket whose first bytes were already read by the fast path: reads
@@ -537,11 +573,8 @@ mod tests {
     #[test]
     fn proxy_made_responses_are_serialized() {
         let mut out = Vec::new();
-        serialize(
-            http::plain(StatusCode::BAD_GATEWAY, "oops\n"),
-            true,
-            &mut out,
-        );
+        let resp = http::plain(StatusCode::BAD_GATEWAY, "oops\n");
+        serialize(resp, false, true, &mut out);
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{s}");
         assert!(
@@ -552,5 +585,15 @@ mod tests {
             s.ends_with("content-length: 5\r\nconnection: close\r\n\r\noops\n"),
             "{s}"
         );
+        // HEAD: the same head, no body
+        let mut out = Vec::new();
+        serialize(
+            http::plain(StatusCode::BAD_GATEWAY, "oops\n"),
+            true,
+            false,
+            &mut out,
+        );
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.ends_with("content-length: 5\r\n\r\n"), "{s}");
     }
 }
