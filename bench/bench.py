@@ -36,6 +36,7 @@ class Bench:
         # nginx's workers run unprivileged and must read the bulk file
         os.chmod(self.dir, 0o755)
         self.procs = []
+        self.cmds = {}
         ncpu = os.cpu_count() or 2
         t = args.threads
         # proxy CPUs: the last `t` CPUs; load + backend: the rest (at least CPU 0)
@@ -48,11 +49,24 @@ class Bench:
 
     # ---------- processes ----------
     def start(self, name, cmd, cpus):
-        log = open(os.path.join(self.dir, name + ".log"), "w")
+        log = open(os.path.join(self.dir, name + ".log"), "a")
         p = subprocess.Popen(["taskset", "-c", cpus] + cmd, stdout=log, stderr=log,
                              preexec_fn=raise_nofile, start_new_session=True)
         self.procs.append((name, p))
+        self.cmds[name] = (cmd, cpus)
         return p
+
+    def restart(self, name):
+        """A fresh process: memory that earlier scenarios freed but the process kept
+        would otherwise hide the cost of new connections."""
+        for n, p in [x for x in self.procs if x[0] == name]:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            self.procs.remove((n, p))
+        self.start(name, *self.cmds[name])
+        for port in PORTS[name][:2]:
+            self.wait_port(port, name)
+        time.sleep(0.5)
 
     def stop_all(self):
         for _, p in self.procs:
@@ -265,6 +279,7 @@ server_timeout = "60s"
     def idle(self, name):
         port = PORTS[name][0]
         n = self.a.idle
+        self.restart(name)
         before = self.rss_kib(name)
 
         async def hold():

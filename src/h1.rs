@@ -588,14 +588,12 @@ impl ChunkedScanner {
                     _ => {}
                 },
                 Chunk::SizeLf => {
-                    if b != b'\n' {
-                        return Err(ChunkError);
-                    }
-                    self.state = if self.size == 0 {
+                    let next = if self.size == 0 {
                         Chunk::TrailerStart
                     } else {
                         Chunk::Data
                     };
+                    self.state = expect(b, b'\n', next)?;
                 }
                 Chunk::Data => {
                     let take = (data.len() - i).min(self.size as usize);
@@ -606,17 +604,9 @@ impl ChunkedScanner {
                     }
                     continue;
                 }
-                Chunk::DataCr => {
-                    if b != b'\r' {
-                        return Err(ChunkError);
-                    }
-                    self.state = Chunk::DataLf;
-                }
+                Chunk::DataCr => self.state = expect(b, b'\r', Chunk::DataLf)?,
                 Chunk::DataLf => {
-                    if b != b'\n' {
-                        return Err(ChunkError);
-                    }
-                    self.state = Chunk::Size;
+                    self.state = expect(b, b'\n', Chunk::Size)?;
                     self.digits = 0;
                 }
                 Chunk::TrailerStart => {
@@ -631,17 +621,9 @@ impl ChunkedScanner {
                         self.state = Chunk::TrailerLf;
                     }
                 }
-                Chunk::TrailerLf => {
-                    if b != b'\n' {
-                        return Err(ChunkError);
-                    }
-                    self.state = Chunk::TrailerStart;
-                }
+                Chunk::TrailerLf => self.state = expect(b, b'\n', Chunk::TrailerStart)?,
                 Chunk::EndLf => {
-                    if b != b'\n' {
-                        return Err(ChunkError);
-                    }
-                    self.state = Chunk::Done;
+                    self.state = expect(b, b'\n', Chunk::Done)?;
                     return Ok(Some(i + 1));
                 }
                 Chunk::Done => return Ok(Some(0)),
@@ -649,6 +631,15 @@ impl ChunkedScanner {
             i += 1;
         }
         Ok(None)
+    }
+}
+
+/// `next` if `b` is the byte the framing requires here.
+fn expect(b: u8, want: u8, next: Chunk) -> Result<Chunk, ChunkError> {
+    if b == want {
+        Ok(next)
+    } else {
+        Err(ChunkError)
     }
 }
 

@@ -145,6 +145,18 @@ async fn serve_script(mut s: TcpStream) {
     }
 }
 
+/// Writes `bytes` on a new connection and reads until the proxy closes it.
+async fn send_raw(listen: SocketAddr, bytes: &[u8], why: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
+        .await
+        .expect(why)
+        .unwrap();
+    all
+}
+
 fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }
@@ -255,15 +267,7 @@ async fn every_response_framing_passes_through() {
     assert_eq!(conns.load(Ordering::SeqCst), 2, "backend connections");
 
     // Raw: the exact bytes, trailer and reason phrase included.
-    let mut s = TcpStream::connect(listen).await.unwrap();
-    s.write_all(b"GET /chunked HTTP/1.1\r\nHost: x\r\n\r\nGET /hop HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut all = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
-        .await
-        .expect("the proxy closes after Connection: close")
-        .unwrap();
+    let all = send_raw(listen, b"GET /chunked HTTP/1.1\r\nHost: x\r\n\r\nGET /hop HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "the proxy closes after Connection: close").await;
     let all = String::from_utf8_lossy(&all);
     assert!(
         all.contains("\r\n\r\n5\r\nhello\r\n6;e=1\r\n world\r\n0\r\nX-Sum: 11\r\n\r\nHTTP/1.1 200 Fine Thanks\r\n"),
@@ -307,15 +311,7 @@ async fn broken_responses_are_502_and_out_of_step_connections_are_not_reused() {
 
     // A body cut short: the client sees the connection end, not a complete
     // response, and the access log says the server aborted.
-    let mut s = TcpStream::connect(listen).await.unwrap();
-    s.write_all(b"GET /cut HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut all = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
-        .await
-        .expect("closed")
-        .unwrap();
+    let all = send_raw(listen, b"GET /cut HTTP/1.1\r\nHost: x\r\n\r\n", "closed").await;
     assert!(
         all.ends_with(b"\r\n\r\nonly this"),
         "{}",
@@ -332,20 +328,15 @@ async fn broken_responses_are_502_and_out_of_step_connections_are_not_reused() {
 #[tokio::test]
 async fn pipelined_requests_then_a_body_moves_the_connection_to_hyper() {
     let (_p, listen, _) = start("").await;
-    let mut s = TcpStream::connect(listen).await.unwrap();
-    s.write_all(
+    let all = send_raw(
+        listen,
         b"GET /echo-head HTTP/1.1\r\nHost: a\r\n\r\n\
           GET / HTTP/1.1\r\nHost: a\r\n\r\n\
           POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
           GET /chunked HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        "closed after the last request",
     )
-    .await
-    .unwrap();
-    let mut all = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
-        .await
-        .expect("closed after the last request")
-        .unwrap();
+    .await;
     let all = String::from_utf8_lossy(&all).to_ascii_lowercase();
     let starts: Vec<_> = all.match_indices("http/1.1 200 ok\r\n").collect();
     assert_eq!(starts.len(), 4, "{all}");
@@ -359,25 +350,17 @@ async fn pipelined_requests_then_a_body_moves_the_connection_to_hyper() {
 #[tokio::test]
 async fn malformed_and_oversized_request_heads_are_refused() {
     let (_p, listen, conns) = start("").await;
-    let mut s = TcpStream::connect(listen).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).await.unwrap();
+    let bad = b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n";
+    let all = send_raw(listen, bad, "closed after 400").await;
     assert!(
         all.starts_with(b"HTTP/1.1 400 Bad Request\r\n"),
         "{}",
         String::from_utf8_lossy(&all)
     );
 
-    let mut s = TcpStream::connect(listen).await.unwrap();
     let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
-    s.write_all(format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).await.unwrap();
+    let head = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+    let all = send_raw(listen, head.as_bytes(), "closed after 431").await;
     assert!(
         all.starts_with(b"HTTP/1.1 431 "),
         "{}",
@@ -418,17 +401,9 @@ async fn proxy_made_answers_to_head_have_no_body() {
     let dead = free_addr("127.0.0.1");
     let listen = free_addr("127.0.0.1");
     let _p = Proxy::start(&http_config(listen, "", &[(dead, 1)]), &[listen]).await;
-    let mut s = TcpStream::connect(listen).await.unwrap();
-    s.write_all(
-        b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut all = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
-        .await
-        .expect("closed")
-        .unwrap();
+    let both =
+        b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let all = send_raw(listen, both, "closed").await;
     let all = String::from_utf8_lossy(&all);
     // The HEAD answer's head is followed at once by the GET answer.
     let (first, rest) = all.split_once("\r\n\r\n").unwrap();
