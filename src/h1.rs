@@ -47,7 +47,7 @@ impl Drop for PooledBuf {
             let mut b = std::mem::take(&mut self.0);
             b.clear();
             BUFS.with_borrow_mut(|v| {
-                if v.len() < 1024 {
+                if v.len() < 64 {
                     v.push(b);
                 }
             });
