@@ -119,6 +119,13 @@ async fn serve_script(mut s: TcpStream) {
                 released.await;
                 vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nreleased")]
             }
+            "/stall" => {
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
+                    .await;
+                std::future::pending::<()>().await;
+                return;
+            }
             "/hang" => {
                 HUNG.fetch_add(1, Ordering::SeqCst);
                 std::future::pending::<()>().await;
@@ -465,4 +472,33 @@ async fn a_response_in_flight_at_shutdown_closes_its_connection() {
     assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all}");
     assert!(all.ends_with("connection: close\r\n\r\nreleased"), "{all}");
     assert!(p.wait_exit(Duration::from_secs(10)).await.success());
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_longer_than_server_timeout_is_cut_on_both_paths() {
+    let (p, listen, _) = start("server_timeout = \"1s\"").await;
+    // fast path (GET), then hyper's (a POST with a body)
+    let requests: [&[u8]; 2] = [
+        b"GET /stall HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST /stall HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+    ];
+    for req in requests {
+        let all = send_raw(listen, req, "the proxy cuts the stalled response").await;
+        let all = String::from_utf8_lossy(&all);
+        assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all}");
+        assert!(all.ends_with("\r\n\r\npartial"), "{all}");
+    }
+    for method in ["GET", "POST"] {
+        let want = format!("method={method} path=\"/stall\"");
+        wait_for(
+            Duration::from_secs(5),
+            &format!("a server_abort line: {want}"),
+            || {
+                p.stdout()
+                    .lines()
+                    .any(|l| l.contains(&want) && l.contains("end=server_abort"))
+            },
+        )
+        .await;
+    }
 }

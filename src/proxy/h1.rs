@@ -42,7 +42,7 @@ enum Step {
     /// A request answered by the proxy itself.
     Answer {
         len: usize,
-        resp: Response<ProxyBody>,
+        resp: Box<Response<ProxyBody>>,
         head: bool,
         close: bool,
     },
@@ -147,7 +147,7 @@ pub async fn serve(
                 close,
             } => {
                 consume(&mut buf, len);
-                respond(&mut client, resp, head, close || graceful.is_cancelled()).await
+                respond(&mut client, *resp, head, close || graceful.is_cancelled()).await
             }
             Step::Proxy(p) => {
                 consume(&mut buf, p.len);
@@ -195,10 +195,10 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
     let Some(pool) = http::route_to(ctx, r.host, r.path()) else {
         return Some(Step::Answer {
             len: r.len,
-            resp: http::plain(
+            resp: Box::new(http::plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "503 Service Unavailable: listener is being reconfigured\n",
-            ),
+            )),
             head: r.method == "HEAD",
             close: r.close,
         });

@@ -379,6 +379,8 @@ async fn handle(
                         progress,
                         keepalive,
                         start,
+                        idle_timeout: pool.server_timeout,
+                        idle: None,
                     }),
                 ));
             }
@@ -805,14 +807,23 @@ impl ProxyBody {
     }
 }
 
+/// Why a response body sent to a client broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Upstream(#[from] hyper::Error),
+    #[error("the server paused longer than server_timeout ({0:?}) inside the response body")]
+    Idle(Duration),
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Full(o) => Poll::Ready(o.take().map(|b| Ok(Frame::data(b)))),
@@ -852,6 +863,11 @@ pub struct UpstreamBody {
     keepalive: Duration,
     /// When the request arrived (for the duration histogram).
     start: Instant,
+    /// server_timeout: the longest pause allowed inside the body.
+    idle_timeout: Duration,
+    /// Armed the first time the body has nothing ready (a response that comes
+    /// whole never needs a timer), pushed back on every frame.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl UpstreamBody {
@@ -893,14 +909,36 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let timeout = this.idle_timeout;
+        if polled.is_pending() {
+            let idle = this
+                .idle
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            if std::future::Future::poll(idle.as_mut(), cx).is_ready() {
+                this.failed = true;
+                if let Some(g) = &this.guard {
+                    g.server()
+                        .state
+                        .response_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                this.finish(false);
+                return Poll::Ready(Some(Err(BodyError::Idle(timeout))));
+            }
+            return Poll::Pending;
+        }
+        if let Some(idle) = &mut this.idle {
+            idle.as_mut().reset(tokio::time::Instant::now() + timeout);
+        }
+        match ready!(polled) {
             Some(Ok(frame)) => {
                 if let (Some(d), Some(g)) = (frame.data_ref(), &this.guard) {
                     this.bytes += d.len() as u64;
@@ -920,7 +958,7 @@ impl Body for UpstreamBody {
                         .fetch_add(1, Ordering::Relaxed);
                 }
                 this.finish(false);
-                Poll::Ready(Some(Err(e)))
+                Poll::Ready(Some(Err(e.into())))
             }
             None => {
                 this.finish(true);
