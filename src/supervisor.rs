@@ -152,11 +152,14 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
 
     let mut workers = Vec::with_capacity(threads);
     for (wi, sockets) in per_worker.into_iter().enumerate() {
-        let listeners: Vec<(usize, String, Mode, Duration)> = config
+        let listeners: Vec<(usize, String, Mode, (Duration, Duration))> = config
             .listeners
             .iter()
             .enumerate()
-            .map(|(i, l)| (i, l.name.clone(), l.mode, l.request_header_timeout))
+            .map(|(i, l)| {
+                let timeouts = (l.request_header_timeout, l.client_timeout);
+                (i, l.name.clone(), l.mode, timeouts)
+            })
             .collect();
         let shared = Arc::clone(&shared);
         let limits: Vec<Limits> = local
@@ -181,7 +184,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
             .spawn(move || {
                 rt.block_on(async move {
                     for (li, sock) in sockets {
-                        let (_, name, mode, hdr_timeout) = &listeners[li];
+                        let (_, name, mode, (hdr_timeout, client_timeout)) = &listeners[li];
                         let l = match tokio::net::TcpListener::from_std(sock) {
                             Ok(l) => l,
                             Err(e) => {
@@ -199,7 +202,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
                             graceful: graceful.clone(),
                             tracker: tracker.clone(),
                             http: (*mode == Mode::Http)
-                                .then(|| Arc::new(crate::proxy::http::server_builders(*hdr_timeout))),
+                                .then(|| Arc::new(crate::proxy::http::server_builders(*hdr_timeout, *client_timeout))),
                         };
                         tokio::spawn(listener::accept_loop(l, ctx));
                     }

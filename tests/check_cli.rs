@@ -88,6 +88,7 @@ fn broken_configs_name_key_and_line() {
         ("hash_key without hash balance", "name = \"api\"\n", "name = \"api\"\nhash_key = \"uri\"\n", "pool[0].hash_key", 15),
         ("bad hash_key", "name = \"api\"\n", "name = \"api\"\nbalance = \"hash\"\nhash_key = \"cookie\"\n", "hash_key", 16),
         ("zero connect timeout", "name = \"api\"\n", "name = \"api\"\nconnect_timeout = \"0s\"\n", "pool[0].connect_timeout", 15),
+        ("zero client timeout", "pool = \"api\"\n", "pool = \"api\"\nclient_timeout = \"0s\"\n", "listener[0].client_timeout", 12),
         ("route in tcp mode", "mode = \"http\"\npool = \"api\"\n", "mode = \"tcp\"\npool = \"api\"\n  [[listener.route]]\n  pool = \"api\"\n", "listener[0].route[0]", 12),
         ("bad route host", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.route]]\n  host = \"http://x\"\n  pool = \"api\"\n", "listener[0].route[0].host", 13),
         ("path_prefix without slash", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.route]]\n  path_prefix = \"v1\"\n  pool = \"api\"\n", "listener[0].route[0].path_prefix", 13),

@@ -119,6 +119,20 @@ async fn serve_script(mut s: TcpStream) {
                 released.await;
                 vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nreleased")]
             }
+            "/huge" => {
+                let len = 32 << 20;
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let piece = vec![b'x'; 1 << 16];
+                for _ in 0..len / piece.len() {
+                    if s.write_all(&piece).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
             "/stall" => {
                 let _ = s
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
@@ -501,4 +515,43 @@ async fn a_body_that_stalls_longer_than_server_timeout_is_cut_on_both_paths() {
         )
         .await;
     }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_after_client_timeout() {
+    let (be, _) = scripted_backend().await;
+    let listen = free_addr("127.0.0.1");
+    let config = http_config(listen, "", &[(be, 1)]).replace(
+        "mode = \"http\"\n",
+        "mode = \"http\"\nclient_timeout = \"1s\"\n",
+    );
+    assert!(config.contains("client_timeout"), "{config}");
+    let p = Proxy::start(&config, &[listen]).await;
+    // fast path (GET), then hyper's (a POST with a body); neither client reads
+    let requests: [&[u8]; 2] = [
+        b"GET /huge HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST /huge HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
+    ];
+    let mut held = Vec::new();
+    for req in requests {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let mut s = sock.connect(listen).await.unwrap();
+        s.write_all(req).await.unwrap();
+        held.push(s);
+    }
+    for method in ["GET", "POST"] {
+        let want = format!("method={method} path=\"/huge\"");
+        wait_for(
+            Duration::from_secs(15),
+            &format!("a client_abort line: {want}"),
+            || {
+                p.stdout()
+                    .lines()
+                    .any(|l| l.contains(&want) && l.contains("end=client_abort"))
+            },
+        )
+        .await;
+    }
+    drop(held);
 }

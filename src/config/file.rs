@@ -211,12 +211,20 @@ pub struct ListenerFile {
     /// how long an idle keep-alive connection waits for its next request.
     #[serde(default = "default_header_timeout")]
     pub request_header_timeout: Dur,
+    /// HTTP: the longest a client may leave response bytes unread before its
+    /// connection is closed (slow readers hold a backend connection).
+    #[serde(default = "default_client_timeout")]
+    pub client_timeout: Dur,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteFile>,
 }
 
 fn default_header_timeout() -> Dur {
     Dur(Duration::from_secs(10))
+}
+
+fn default_client_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
 }
 
 #[derive(Debug, Deserialize)]

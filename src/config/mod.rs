@@ -56,6 +56,7 @@ pub struct ListenerConfig {
     /// 0 = only the global limit applies.
     pub max_connections: usize,
     pub request_header_timeout: Duration,
+    pub client_timeout: Duration,
     pub routes: Vec<RouteConfig>,
 }
 
@@ -729,6 +730,9 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
                 "must be greater than zero",
             );
         }
+        if lf.client_timeout.0.is_zero() {
+            p.add(&at.key("client_timeout"), "must be greater than zero");
+        }
         if lf.bind.is_empty() {
             p.add(&at.key("bind"), "needs at least one address");
         }
@@ -826,6 +830,7 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
             pool,
             max_connections: lf.max_connections,
             request_header_timeout: lf.request_header_timeout.0,
+            client_timeout: lf.client_timeout.0,
             routes,
         });
     }

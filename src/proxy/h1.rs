@@ -130,6 +130,9 @@ pub async fn serve(
                     pre: buf.take(),
                     pos: 0,
                     io: client,
+                    ctx: Arc::clone(&ctx),
+                    client_timeout: builders.client_timeout,
+                    stalled: None,
                 };
                 // Boxed, as is `proxy` below: this task's own future then stays
                 // small, which is what an idle connection costs.
@@ -137,7 +140,8 @@ pub async fn serve(
                 return;
             }
             Step::Reject(status, msg) => {
-                respond(&mut client, http::plain(status, msg), false, true).await;
+                let resp = http::plain(status, msg);
+                respond(&mut client, resp, false, true, builders.client_timeout).await;
                 return;
             }
             Step::Answer {
@@ -147,11 +151,12 @@ pub async fn serve(
                 close,
             } => {
                 consume(&mut buf, len);
-                respond(&mut client, *resp, head, close || graceful.is_cancelled()).await
+                let close = close || graceful.is_cancelled();
+                respond(&mut client, *resp, head, close, builders.client_timeout).await
             }
             Step::Proxy(p) => {
                 consume(&mut buf, p.len);
-                Box::pin(proxy(&mut client, p, &graceful)).await
+                Box::pin(proxy(&mut client, p, &graceful, builders.client_timeout)).await
             }
         };
         if !keep {
@@ -272,7 +277,12 @@ fn read_response_start(
 /// While it waits for a server slot and for the response head, a client that
 /// closes its connection abandons the request (as on the hyper path): its slot is
 /// freed, the backend connection dropped and the access log says client_abort.
-async fn proxy(client: &mut TcpStream, p: Prepared, graceful: &CancellationToken) -> bool {
+async fn proxy(
+    client: &mut TcpStream,
+    p: Prepared,
+    graceful: &CancellationToken,
+    client_timeout: Duration,
+) -> bool {
     let Prepared {
         pool,
         key,
@@ -306,7 +316,7 @@ async fn proxy(client: &mut TcpStream, p: Prepared, graceful: &CancellationToken
                     }
                     None => http::fail(&pool, None, e.into(), log, start),
                 };
-                return respond(client, resp, head, closing()).await;
+                return respond(client, resp, head, closing(), client_timeout).await;
             }
         };
         let idx = guard.index();
@@ -333,7 +343,7 @@ async fn proxy(client: &mut TcpStream, p: Prepared, graceful: &CancellationToken
                 err.count_server(server);
                 if !again {
                     let resp = http::fail(&pool, Some(server), err, log, start);
-                    return respond(client, resp, head, closing()).await;
+                    return respond(client, resp, head, closing(), client_timeout).await;
                 }
                 tracing::debug!(pool = %pool.name, server = %server.id, error = %err, "retrying on another server");
                 http::note_retry(&pool, server, &mut tried, idx);
@@ -372,7 +382,8 @@ async fn proxy(client: &mut TcpStream, p: Prepared, graceful: &CancellationToken
         let keepalive = resp
             .keepalive
             .map_or(pool.keepalive_timeout, |k| k.min(pool.keepalive_timeout));
-        return forward(client, ex, resp, guard, log, start, keepalive).await;
+        let timeouts = (keepalive, client_timeout);
+        return forward(client, ex, resp, guard, log, start, timeouts).await;
     }
 }
 
@@ -386,7 +397,7 @@ async fn forward(
     guard: ServerGuard,
     log: Option<Box<ReqLog>>,
     start: Instant,
-    keepalive: Duration,
+    (keepalive, client_timeout): (Duration, Duration),
 ) -> bool {
     let RawExchange {
         stream: mut backend,
@@ -408,17 +419,18 @@ async fn forward(
             Err(_) => break End::ServerAbort,
         };
         clean &= n == data.len();
+        let limit = client_timeout;
         let written = match head.take() {
             // The body bytes that came with the head go out with it, in one write.
             Some(mut h) if h.len() + n <= h.capacity() => {
                 h.extend_from_slice(&data[..n]);
-                client.write_all(&h).await
+                send_client(client, &h, limit).await
             }
-            Some(h) => match client.write_all(&h).await {
-                Ok(()) => client.write_all(&data[..n]).await,
+            Some(h) => match send_client(client, &h, limit).await {
+                Ok(()) => send_client(client, &data[..n], limit).await,
                 Err(e) => Err(e),
             },
-            None => client.write_all(&data[..n]).await,
+            None => send_client(client, &data[..n], limit).await,
         };
         sent += n as u64;
         if written.is_err() {
@@ -467,6 +479,23 @@ async fn client_gone(client: &TcpStream) {
     }
 }
 
+/// Writes to the client. A client that accepts nothing for `limit` is given up
+/// on; the timer is armed only when the socket cannot take everything at once.
+async fn send_client(client: &mut TcpStream, data: &[u8], limit: Duration) -> io::Result<()> {
+    let n = match client.try_write(data) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    if n == data.len() {
+        return Ok(());
+    }
+    match tokio::time::timeout(limit, client.write_all(&data[n..])).await {
+        Ok(r) => r,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
 /// Writes a response made by the proxy (no body for HEAD). Returns whether the
 /// connection stays open.
 async fn respond(
@@ -474,10 +503,11 @@ async fn respond(
     resp: Response<ProxyBody>,
     head: bool,
     close: bool,
+    limit: Duration,
 ) -> bool {
     let mut out = PooledBuf::take();
     serialize(resp, head, close, &mut out);
-    client.write_all(&out).await.is_ok() && !close
+    send_client(client, &out, limit).await.is_ok() && !close
 }
 
 fn serialize(resp: Response<ProxyBody>, head: bool, close: bool, out: &mut Vec<u8>) {
@@ -508,11 +538,45 @@ fn serialize(resp: Response<ProxyBody>, head: bool, close: bool, out: &mut Vec<u
 }
 
 /// A client socket whose first bytes were already read by the fast path: reads
-/// return those first, then go to the socket.
+/// return those first, then go to the socket. A write that makes no progress for
+/// `client_timeout` fails (hyper then closes the connection), except once the
+/// connection is a tunnel, whose own idle timeout governs.
 pub struct Prefixed {
     pre: Option<PooledBuf>,
     pos: usize,
     io: TcpStream,
+    ctx: Arc<ConnCtx>,
+    client_timeout: Duration,
+    /// Armed when a write has to wait; dropped when one makes progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Prefixed {
+    /// After a write attempt: a stall longer than client_timeout becomes an error.
+    fn check_stall<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
+        if self.ctx.tunnelled.load(Ordering::Relaxed) {
+            return r;
+        }
+        let limit = self.client_timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if std::future::Future::poll(stalled.as_mut(), cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing for client_timeout",
+            )));
+        }
+        r
+    }
 }
 
 impl AsyncRead for Prefixed {
@@ -542,7 +606,9 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.check_stall(cx, r)
     }
 
     fn poll_write_vectored(
@@ -550,7 +616,9 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.check_stall(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {

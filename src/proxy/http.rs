@@ -57,6 +57,9 @@ pub struct ConnCtx {
     pub(super) peer_ip: HeaderValue,
     /// Upgraded tunnels outlive their HTTP connection; shutdown waits for them here.
     tracker: TaskTracker,
+    /// Set once the connection became a tunnel: then tunnel_timeout, not
+    /// client_timeout, bounds its writes.
+    pub(super) tunnelled: std::sync::atomic::AtomicBool,
     /// This connection's slots under the connection limits and its place in the
     /// listener's count; a tunnel keeps them.
     _permits: (crate::listener::Permits, Option<crate::ConnCount>),
@@ -79,6 +82,7 @@ impl ConnCtx {
             peer,
             peer_ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
             tracker,
+            tunnelled: std::sync::atomic::AtomicBool::new(false),
             _permits: permits,
         }
     }
@@ -90,9 +94,14 @@ pub struct ServerBuilders {
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     /// Also bounds how long a new connection may stay silent.
     pub(super) header_timeout: Duration,
+    /// The longest a write to the client may wait (the client not reading).
+    pub(super) client_timeout: Duration,
 }
 
-pub fn server_builders(request_header_timeout: Duration) -> ServerBuilders {
+pub fn server_builders(
+    request_header_timeout: Duration,
+    client_timeout: Duration,
+) -> ServerBuilders {
     let mut h1 = hyper::server::conn::http1::Builder::new();
     h1.timer(TokioTimer::new())
         .header_read_timeout(request_header_timeout)
@@ -109,6 +118,7 @@ pub fn server_builders(request_header_timeout: Duration) -> ServerBuilders {
         h1,
         h2,
         header_timeout: request_header_timeout,
+        client_timeout,
     }
 }
 
@@ -343,6 +353,7 @@ async fn handle(
                     if status == StatusCode::SWITCHING_PROTOCOLS {
                         let server_up = hyper::upgrade::on(&mut response);
                         let timeout = pool.tunnel_timeout;
+                        ctx.tunnelled.store(true, Ordering::Relaxed);
                         ctx.tracker.spawn(tunnel(
                             Arc::clone(&ctx),
                             client_up,
