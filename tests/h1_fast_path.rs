@@ -555,3 +555,42 @@ async fn a_client_that_stops_reading_is_cut_off_after_client_timeout() {
     }
     drop(held);
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_do_not_hold_up_shutdown() {
+    // shutdown_grace and request_header_timeout are both 10 s: an idle connection
+    // that ignored the shutdown would keep the proxy up that long.
+    let (mut p, listen, _) = start("").await;
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(listen).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while !got.ends_with(b"\r\n\r\nok") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        idle.push(s);
+    }
+    let t0 = std::time::Instant::now();
+    p.signal(libc::SIGTERM);
+    assert!(p.wait_exit(Duration::from_secs(15)).await.success());
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?} with idle connections open",
+        t0.elapsed()
+    );
+    // and each of them was closed by the proxy
+    for mut s in idle {
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+            .await
+            .expect("closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "{}", String::from_utf8_lossy(&rest));
+    }
+}

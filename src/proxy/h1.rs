@@ -95,28 +95,32 @@ pub async fn serve(
                 }
             }
             let idle = buf.as_ref().is_none_or(|b| b.is_empty());
+            // Wait for readability with no buffer held, then read. Both steps
+            // are under the shutdown check: readiness can be stale (a read
+            // then finds nothing and waits), and an idle connection must still
+            // close at once on shutdown.
+            let read = async {
+                client.readable().await?;
+                let b = buf.get_or_insert_with(PooledBuf::take);
+                if b.len() == b.capacity() {
+                    b.reserve(h1::BUF_SIZE);
+                }
+                // read_buf (unlike try_read) clears the readiness after a short
+                // read, so the next wait does not start with a read that finds
+                // nothing.
+                client.read_buf(&mut **b).await
+            };
             tokio::select! {
                 biased;
                 _ = graceful.cancelled(), if idle => return,
-                r = tokio::time::timeout_at(deadline, client.readable()) => match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return,
+                r = tokio::time::timeout_at(deadline, read) => match r {
+                    Ok(Ok(0)) | Ok(Err(_)) => return,
+                    Ok(Ok(_)) => {}
                     Err(_) => {
                         tracing::debug!(peer = %ctx.peer, "no complete request in time; closed");
                         return;
                     }
                 },
-            }
-            let b = buf.get_or_insert_with(PooledBuf::take);
-            if b.len() == b.capacity() {
-                b.reserve(h1::BUF_SIZE);
-            }
-            // The socket is readable: read_buf reads at once, and (unlike
-            // try_read) clears the readiness after a short read, so the next
-            // wait does not start with a read that finds nothing.
-            match tokio::time::timeout_at(deadline, client.read_buf(&mut **b)).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-                Ok(Ok(_)) => {}
             }
         };
         first = false;
