@@ -882,6 +882,19 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// The server's side of the body failed: counted against it, logged as
+    /// server_abort.
+    fn broke_off(&mut self) {
+        self.failed = true;
+        if let Some(g) = &self.guard {
+            g.server()
+                .state
+                .response_errors
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.finish(false);
+    }
+
     fn finish(&mut self, complete: bool) {
         let Some(guard) = self.guard.take() else {
             return;
@@ -934,14 +947,7 @@ impl Body for UpstreamBody {
                 .idle
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
             if std::future::Future::poll(idle.as_mut(), cx).is_ready() {
-                this.failed = true;
-                if let Some(g) = &this.guard {
-                    g.server()
-                        .state
-                        .response_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                this.finish(false);
+                this.broke_off();
                 return Poll::Ready(Some(Err(BodyError::Idle(timeout))));
             }
             return Poll::Pending;
@@ -961,14 +967,7 @@ impl Body for UpstreamBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
-                this.failed = true;
-                if let Some(g) = &this.guard {
-                    g.server()
-                        .state
-                        .response_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                this.finish(false);
+                this.broke_off();
                 Poll::Ready(Some(Err(e.into())))
             }
             None => {
