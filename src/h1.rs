@@ -120,7 +120,7 @@ fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// What the `Connection` fields of a message say.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct ConnectionTokens<'b> {
     close: bool,
     keep_alive: bool,
@@ -173,12 +173,11 @@ pub struct ReqHead<'b> {
     /// The request target as sent.
     pub target: &'b str,
     pub host: Option<&'b str>,
-    /// The client asked to close the connection after this request.
-    pub close: bool,
     /// Why this request must go to hyper instead (it has a body, asks for an
     /// upgrade, is not HTTP/1.1, ...), if it must.
     pub fallback: Option<&'static str>,
     headers: &'b [httparse::Header<'b>],
+    conn: ConnectionTokens<'b>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -249,13 +248,18 @@ pub fn parse_request<'b>(
         method,
         target,
         host,
-        close: conn.close,
         fallback: fallback.or(why),
         headers,
+        conn,
     }))
 }
 
 impl ReqHead<'_> {
+    /// The client asked to close the connection after this request.
+    pub fn close(&self) -> bool {
+        self.conn.close
+    }
+
     /// The path, without the query string (for routing).
     pub fn path(&self) -> &str {
         self.target.split_once('?').map_or(self.target, |(p, _)| p)
@@ -280,7 +284,7 @@ impl ReqHead<'_> {
     /// removed (and those the Connection field names), X-Forwarded-For extended
     /// with `client_ip`, X-Forwarded-Proto and X-Forwarded-Host set.
     pub fn write_upstream(&self, client_ip: &[u8], out: &mut Vec<u8>) {
-        let conn = ConnectionTokens::read(self.headers);
+        let conn = &self.conn;
         out.extend_from_slice(self.method.as_bytes());
         out.push(b' ');
         out.extend_from_slice(self.target.as_bytes());
@@ -368,6 +372,7 @@ pub struct RespHead<'b> {
     http10: bool,
     reason: &'b str,
     headers: &'b [httparse::Header<'b>],
+    conn: ConnectionTokens<'b>,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -453,6 +458,7 @@ pub fn parse_response<'b>(
         http10: version == 0,
         reason: resp.reason.unwrap_or(""),
         headers,
+        conn,
     }))
 }
 
@@ -482,7 +488,7 @@ impl RespHead<'_> {
     /// (Transfer-Encoding stays: the body is passed on as it came), and
     /// `Connection: close` when the client connection ends after this response.
     pub fn write_client(&self, close: bool, out: &mut Vec<u8>) {
-        let conn = ConnectionTokens::read(self.headers);
+        let conn = &self.conn;
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(&itoa_status(self.status));
         out.push(b' ');
@@ -694,7 +700,7 @@ mod tests {
         let r = parse_request(raw, slots).unwrap().unwrap();
         let mut out = Vec::new();
         r.write_upstream(b"10.0.0.9", &mut out);
-        (r.fallback, String::from_utf8(out).unwrap(), r.close)
+        (r.fallback, String::from_utf8(out).unwrap(), r.close())
     }
 
     #[test]

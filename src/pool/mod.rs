@@ -513,6 +513,12 @@ impl Pool {
         }
     }
 
+    /// How long an idle backend connection may be kept: keepalive_timeout, or less
+    /// if the server said so (`Keep-Alive: timeout=`).
+    pub fn keepalive_for(&self, server_hint: Option<Duration>) -> Duration {
+        server_hint.map_or(self.keepalive_timeout, |k| k.min(self.keepalive_timeout))
+    }
+
     /// May one more retry be made? (The pool's retry budget.)
     pub fn retry_allowed(&self) -> bool {
         self.shared.budget.withdraw()

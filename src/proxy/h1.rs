@@ -204,12 +204,9 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
     let Some(pool) = http::route_to(ctx, r.host, r.path()) else {
         return Some(Step::Answer {
             len: r.len,
-            resp: Box::new(http::plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "503 Service Unavailable: listener is being reconfigured\n",
-            )),
+            resp: Box::new(http::reconfiguring()),
             head: r.method == "HEAD",
-            close: r.close,
+            close: r.close(),
         });
     };
     let key = http::hash_key(&pool, ctx.peer.ip(), r.target, |h| r.header(h.as_str()));
@@ -224,7 +221,7 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
         len: r.len,
         replayable: r.idempotent() || pool.retry.non_idempotent,
         head: r.method == "HEAD",
-        close: r.close,
+        close: r.close(),
         pool,
         key,
         log,
@@ -313,13 +310,7 @@ async fn proxy(
         let mut guard = match acquired {
             Ok(g) => g,
             Err(e) => {
-                // After a failed attempt, the client hears about that failure.
-                let resp = match last_err {
-                    Some((err, idx)) => {
-                        http::fail(&pool, Some(&pool.servers[idx]), err, log, start)
-                    }
-                    None => http::fail(&pool, None, e.into(), log, start),
-                };
+                let resp = http::give_up(&pool, last_err, e, log, start);
                 return respond(client, resp, head, closing(), client_timeout).await;
             }
         };
@@ -340,42 +331,27 @@ async fn proxy(
         let (ex, resp) = match exchange {
             Ok(r) => r,
             Err(error) => {
-                guard.failure();
-                let resendable = error.is_connect();
-                let again = attempts_left && http::may_retry(&pool, &error, resendable, replayable);
-                let err = ProxyError::Upstream(error);
-                err.count_server(server);
+                // Nothing was sent after a connect failure: any request can go again.
+                let retry = (attempts_left, error.is_connect(), replayable);
+                let (err, again) =
+                    http::attempt_failed(&pool, &mut guard, error, &mut tried, retry);
                 if !again {
                     let resp = http::fail(&pool, Some(server), err, log, start);
                     return respond(client, resp, head, closing(), client_timeout).await;
                 }
-                tracing::debug!(pool = %pool.name, server = %server.id, error = %err, "retrying on another server");
-                http::note_retry(&pool, server, &mut tried, idx);
                 last_err = Some((err, idx));
                 continue;
             }
         };
         let status = resp.status;
-        if status >= 500 && pool.breaker.on_5xx {
-            guard.failure();
-        } else {
-            guard.success();
-        }
-        // Retry a listed status only if another server could take it: otherwise
-        // the client gets this answer, not a made-up 503.
-        if replayable
-            && attempts_left
-            && pool.retry.on_status.contains(&status)
-            && {
-                let mut ex = tried.clone();
-                ex.push(idx);
-                pool.has_candidate(&ex)
-            }
-            && pool.retry_allowed()
-        {
+        if http::retry_status(
+            &pool,
+            &mut guard,
+            status,
+            &mut tried,
+            (attempts_left, replayable),
+        ) {
             // The response (and its connection, body unread) is dropped.
-            server.state.response_errors.fetch_add(1, Ordering::Relaxed);
-            http::note_retry(&pool, server, &mut tried, idx);
             continue;
         }
         if let Some(l) = log.as_mut() {
@@ -383,9 +359,7 @@ async fn proxy(
             l.connect = Some(ex.connect_time);
             l.status = status;
         }
-        let keepalive = resp
-            .keepalive
-            .map_or(pool.keepalive_timeout, |k| k.min(pool.keepalive_timeout));
+        let keepalive = pool.keepalive_for(resp.keepalive);
         let timeouts = (keepalive, client_timeout);
         return forward(client, ex, resp, guard, log, start, timeouts).await;
     }

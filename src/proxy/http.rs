@@ -7,7 +7,7 @@ use crate::accesslog::{End, Entry};
 use crate::config::Balance;
 use crate::config::HashKey;
 use crate::pool::balance::hash_parts;
-use crate::pool::{Pool, Server, ServerGuard};
+use crate::pool::{PickError, Pool, Server, ServerGuard};
 use crate::upstream::{self, Exchange, ReqBody, SendError, Sender, UpstreamError};
 use crate::Shared;
 use bytes::Bytes;
@@ -203,10 +203,7 @@ async fn handle(
         return Ok(r);
     }
     let Some(pool) = route(&ctx, &req) else {
-        return Ok(plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "503 Service Unavailable: listener is being reconfigured\n",
-        ));
+        return Ok(reconfiguring());
     };
     let key = hash_key(&pool, ctx.peer.ip(), request_target(&req), |h| {
         req.headers().get(h).map(|v| v.as_bytes())
@@ -267,13 +264,7 @@ async fn handle(
     loop {
         let mut guard = match pool.acquire(key, &tried).await {
             Ok(g) => g,
-            Err(e) => {
-                // After a failed attempt, the client hears about that failure.
-                return Ok(match last_err {
-                    Some((err, idx)) => fail(&pool, Some(&pool.servers[idx]), err, log, start),
-                    None => fail(&pool, None, e.into(), log, start),
-                });
-            }
+            Err(e) => return Ok(give_up(&pool, last_err, e, log, start)),
         };
         let idx = guard.index();
         let server = &pool.servers[idx];
@@ -291,20 +282,12 @@ async fn handle(
         let progress = req.body().progress().cloned();
         match upstream::send(&pool, server, req, replay_fn).await {
             Err(SendError { error, unsent }) => {
-                let client_fault = error.is_client_fault();
-                if !client_fault {
-                    guard.failure();
-                }
-                let again = attempts_left
-                    && !client_fault
-                    && may_retry(&pool, &error, unsent.is_some(), replay.is_some());
-                let err = ProxyError::Upstream(error);
-                err.count_server(server);
+                let resendable = unsent.is_some();
+                let retry = (attempts_left, resendable, replay.is_some());
+                let (err, again) = attempt_failed(&pool, &mut guard, error, &mut tried, retry);
                 if !again {
                     return Ok(fail(&pool, Some(server), err, log, start));
                 }
-                tracing::debug!(pool = %pool.name, server = %server.id, error = %err, "retrying on another server");
-                note_retry(&pool, server, &mut tried, idx);
                 req = match (unsent, &replay) {
                     (Some(r), _) => *r,
                     (None, Some(rp)) => rp.request(),
@@ -318,28 +301,10 @@ async fn handle(
                 connect_time,
             }) => {
                 let status = response.status();
-                let counts_as_failure = status.is_server_error() && pool.breaker.on_5xx;
-                if counts_as_failure {
-                    guard.failure();
-                } else {
-                    guard.success();
-                }
-                if let Some(rp) = &replay {
-                    // Retry a listed status only if another server could take it:
-                    // otherwise the client gets this answer, not a made-up 503.
-                    let another = || {
-                        let mut ex = tried.clone();
-                        ex.push(idx);
-                        pool.has_candidate(&ex)
-                    };
-                    if attempts_left
-                        && pool.retry.on_status.contains(&status.as_u16())
-                        && another()
-                        && pool.retry_allowed()
-                    {
+                let retry = (attempts_left, replay.is_some());
+                if retry_status(&pool, &mut guard, status.as_u16(), &mut tried, retry) {
+                    if let Some(rp) = &replay {
                         // The response (and its connection, body unread) is dropped.
-                        server.state.response_errors.fetch_add(1, Ordering::Relaxed);
-                        note_retry(&pool, server, &mut tried, idx);
                         req = rp.request();
                         continue;
                     }
@@ -374,8 +339,7 @@ async fn handle(
                     err.count_server(server);
                     return Ok(fail(&pool, Some(server), err, log, start));
                 }
-                let keepalive = keepalive_hint(response.headers())
-                    .map_or(pool.keepalive_timeout, |k| k.min(pool.keepalive_timeout));
+                let keepalive = pool.keepalive_for(keepalive_hint(response.headers()));
                 strip_hop_by_hop(response.headers_mut());
                 let (parts, body) = response.into_parts();
                 return Ok(Response::from_parts(
@@ -399,15 +363,95 @@ async fn handle(
     }
 }
 
+/// The answer while the listener's routes point nowhere (a reload in progress).
+pub(super) fn reconfiguring() -> Response<ProxyBody> {
+    plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "503 Service Unavailable: listener is being reconfigured\n",
+    )
+}
+
+/// No server is left to try: the client hears about the last failed attempt, if
+/// there was one, else why no server could be picked.
+pub(super) fn give_up(
+    pool: &Pool,
+    last_err: Option<(ProxyError, usize)>,
+    pick: PickError,
+    log: Option<Box<ReqLog>>,
+    start: Instant,
+) -> Response<ProxyBody> {
+    match last_err {
+        Some((err, idx)) => fail(pool, Some(&pool.servers[idx]), err, log, start),
+        None => fail(pool, None, pick.into(), log, start),
+    }
+}
+
+/// A failed attempt: reported to the server's breaker (unless the client's body
+/// broke off) and counters. Returns the error, and whether the request goes to
+/// another server, the retry then noted. `retry`: (attempts left, the request was
+/// not sent so it can go again as it is, a copy was kept to send again).
+pub(super) fn attempt_failed(
+    pool: &Pool,
+    guard: &mut ServerGuard,
+    error: UpstreamError,
+    tried: &mut Vec<usize>,
+    (attempts_left, resendable, replayable): (bool, bool, bool),
+) -> (ProxyError, bool) {
+    let idx = guard.index();
+    let server = &pool.servers[idx];
+    let client_fault = error.is_client_fault();
+    if !client_fault {
+        guard.failure();
+    }
+    let again = attempts_left && !client_fault && may_retry(pool, &error, resendable, replayable);
+    let err = ProxyError::Upstream(error);
+    err.count_server(server);
+    if again {
+        tracing::debug!(pool = %pool.name, server = %server.id, error = %err, "retrying on another server");
+        note_retry(pool, server, tried, idx);
+    }
+    (err, again)
+}
+
+/// A response arrived: its status is reported to the server's breaker. Returns
+/// whether the request goes to another server instead (the retry then noted): a
+/// status listed in retry_on, attempts and budget left, a copy of the request
+/// kept, and another server able to take it (otherwise the client gets this
+/// answer, not a made-up 503). `retry`: (attempts left, a copy was kept).
+pub(super) fn retry_status(
+    pool: &Pool,
+    guard: &mut ServerGuard,
+    status: u16,
+    tried: &mut Vec<usize>,
+    (attempts_left, replayable): (bool, bool),
+) -> bool {
+    if status >= 500 && pool.breaker.on_5xx {
+        guard.failure();
+    } else {
+        guard.success();
+    }
+    let idx = guard.index();
+    let retry = replayable
+        && attempts_left
+        && pool.retry.on_status.contains(&status)
+        && {
+            let mut others = tried.clone();
+            others.push(idx);
+            pool.has_candidate(&others)
+        }
+        && pool.retry_allowed();
+    if retry {
+        let server = &pool.servers[idx];
+        server.state.response_errors.fetch_add(1, Ordering::Relaxed);
+        note_retry(pool, server, tried, idx);
+    }
+    retry
+}
+
 /// Whether a failed attempt goes to another server, as the pool's retry settings
 /// and budget allow. `resendable`: the request was not sent, so it can go again as
 /// it is; `replayable`: a copy was kept to send again.
-pub(super) fn may_retry(
-    pool: &Pool,
-    error: &UpstreamError,
-    resendable: bool,
-    replayable: bool,
-) -> bool {
+fn may_retry(pool: &Pool, error: &UpstreamError, resendable: bool, replayable: bool) -> bool {
     let r = &pool.retry;
     let allowed = match error {
         e if e.is_connect() => r.on_connect_failure && (resendable || replayable),
@@ -417,7 +461,7 @@ pub(super) fn may_retry(
     allowed && pool.retry_allowed()
 }
 
-pub(super) fn note_retry(pool: &Pool, server: &Server, tried: &mut Vec<usize>, idx: usize) {
+fn note_retry(pool: &Pool, server: &Server, tried: &mut Vec<usize>, idx: usize) {
     server.state.retries.fetch_add(1, Ordering::Relaxed);
     pool.shared.retries.fetch_add(1, Ordering::Relaxed);
     tried.push(idx);
