@@ -253,12 +253,15 @@ async fn probes_and_read_endpoints() {
 async fn health_check_now_and_summary_reflect_a_failing_server() {
     let s = setup("", "[pool.health]\nkind = \"http\"\npath = \"/health\"\ninterval = \"1h\"\nrise = 1\nfall = 1\ninitial = \"up\"\n").await;
     // checks run at start, then only hourly; make one fail and ask for a check now
+    let checks = |b: &Backend| b.stats.health_checks.load(Ordering::SeqCst);
     wait_for(Duration::from_secs(5), "first checks", || {
-        s.p.stderr().contains("rampart started")
+        checks(&s.a) >= 1 && checks(&s.b) >= 1
     })
     .await;
     s.b.stats.health_status.store(500, Ordering::SeqCst);
+    let b_before = checks(&s.b);
     let (st, body) = admin_post(s.admin, "/api/health/check", "").await;
+    assert!(checks(&s.b) > b_before, "check-now did not check b again");
     assert_eq!(st, StatusCode::OK, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(

@@ -442,14 +442,18 @@ fn sigterm_handover_within_one_interval_and_rogue_adverts_are_dropped() {
     lab.both_up();
 
     // --- a rogue (forging node A's address) tries to take over node B ---
-    let before = lab.stats('b')["ha"]["dropped"].clone();
+    let stats_before = lab.stats('b')["ha"].clone();
+    let before = stats_before["dropped"].clone();
+    let count = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
     let captured = capture_advert(&lab);
     let rogue = lab.rogue.name.clone();
     let mac_b = mac_of(&lab.b.ns.name, "eth0");
     in_ns(&rogue, move || {
+        // A master leaving (priority 0): accepted, it would make B take over
+        // within the skew time (about 150 ms at this interval).
         let forged = Advert {
             state: WireState::Master,
-            priority: 254,
+            priority: 0,
             interval_ms: 250,
             node_id: "node-a".into(),
             boot_id: u64::MAX / 2,
@@ -471,13 +475,25 @@ fn sigterm_handover_within_one_interval_and_rogue_adverts_are_dropped() {
     });
     wait_until(Duration::from_secs(5), "the drops counted", || {
         let d = lab.stats('b')["ha"]["dropped"].clone();
-        d["auth"].as_u64().unwrap_or(0) >= before["auth"].as_u64().unwrap_or(0) + 2
-            && d["replay"].as_u64().unwrap_or(0) > before["replay"].as_u64().unwrap_or(0)
+        count(&d, "auth") >= count(&before, "auth") + 2
+            && count(&d, "replay") > count(&before, "replay")
     });
+    // Two more genuine adverts from A (500 ms) outlast the takeover a forged
+    // leaving advert would have caused.
+    let received = count(&lab.stats('b')["ha"], "adverts_received");
+    wait_until(Duration::from_secs(5), "two more genuine adverts", || {
+        count(&lab.stats('b')["ha"], "adverts_received") >= received + 2
+    });
+    let after = lab.stats('b')["ha"].clone();
     assert_eq!(
         lab.ha_state('b'),
         "BACKUP",
         "a forged advert changed node B's state"
+    );
+    assert_eq!(
+        count(&after, "transitions"),
+        count(&stats_before, "transitions"),
+        "node B changed state in between: {after}"
     );
     assert!(lab.has_vip('a') && !lab.has_vip('b'));
 

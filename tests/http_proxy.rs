@@ -298,6 +298,8 @@ async fn queued_request_is_served_when_a_slot_frees() {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(slow.await.unwrap().0, StatusCode::OK);
     assert_eq!(backend.requests(), 2);
+    // the second request waited for the slot instead of going alongside
+    assert_eq!(backend.stats.max_active.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -778,10 +780,14 @@ async fn a_connection_still_sending_an_upload_is_not_reused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_on_a_stale_pooled_connection_is_replayed() {
-    let (addr, conns) = start_one_shot_backend(free_addr("127.0.0.2"), "").await;
+    let be = start_one_shot_backend(free_addr("127.0.0.2"), "").await;
     let listen = free_addr("127.0.0.1");
     // retries = 0: the replay on a fresh connection is not a retry on another server
-    let _p = Proxy::start(&http_config(listen, "retries = 0", &[(addr, 1)]), &[listen]).await;
+    let _p = Proxy::start(
+        &http_config(listen, "retries = 0", &[(be.addr, 1)]),
+        &[listen],
+    )
+    .await;
     let c = client();
     for i in 0..4 {
         let (st, body) = get(&c, &format!("http://{listen}/")).await;
@@ -791,17 +797,23 @@ async fn a_request_on_a_stale_pooled_connection_is_replayed() {
             "request {i}"
         );
     }
-    assert!(conns.load(Ordering::SeqCst) >= 4);
+    // Requests 2-4 each met the pooled connection the backend then refused, and
+    // were replayed on a new one.
+    assert_eq!(be.refused.load(Ordering::SeqCst), 3);
+    assert_eq!(be.conns.load(Ordering::SeqCst), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_keep_alive_timeout_is_honoured() {
     // The backend allows 1 s idle: with a second of margin, nothing is pooled, so
     // every request opens a new connection and never meets a closing one.
-    let (addr, conns) =
-        start_one_shot_backend(free_addr("127.0.0.2"), "keep-alive: timeout=1\r\n").await;
+    let be = start_one_shot_backend(free_addr("127.0.0.2"), "keep-alive: timeout=1\r\n").await;
     let listen = free_addr("127.0.0.1");
-    let _p = Proxy::start(&http_config(listen, "retries = 0", &[(addr, 1)]), &[listen]).await;
+    let _p = Proxy::start(
+        &http_config(listen, "retries = 0", &[(be.addr, 1)]),
+        &[listen],
+    )
+    .await;
     let c = client();
     for _ in 0..3 {
         assert_eq!(
@@ -809,5 +821,7 @@ async fn backend_keep_alive_timeout_is_honoured() {
             StatusCode::OK
         );
     }
-    assert_eq!(conns.load(Ordering::SeqCst), 3);
+    assert_eq!(be.conns.load(Ordering::SeqCst), 3);
+    // no request met a connection the backend was closing (it was never pooled)
+    assert_eq!(be.refused.load(Ordering::SeqCst), 0);
 }

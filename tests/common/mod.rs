@@ -61,6 +61,8 @@ pub fn free_addr(ip: &str) -> SocketAddr {
 pub struct BackendStats {
     pub requests: AtomicUsize,
     pub active: AtomicUsize,
+    /// The most requests it has had in progress at once.
+    pub max_active: AtomicUsize,
     pub connections: AtomicUsize,
     /// Connections that have ended (closed by either side).
     pub closed: AtomicUsize,
@@ -180,7 +182,8 @@ async fn handle(
         return Ok(r);
     }
     st.requests.fetch_add(1, Ordering::SeqCst);
-    st.active.fetch_add(1, Ordering::SeqCst);
+    let now_active = st.active.fetch_add(1, Ordering::SeqCst) + 1;
+    st.max_active.fetch_max(now_active, Ordering::SeqCst);
     *st.last_headers.lock().unwrap() = Some(req.headers().clone());
     *st.last_version.lock().unwrap() = Some(req.version());
     *st.last_uri.lock().unwrap() = Some(req.uri().to_string());
@@ -580,24 +583,32 @@ pub async fn echo_roundtrip(s: &mut tokio::net::TcpStream, msg: &[u8]) {
     assert_eq!(back, msg);
 }
 
+/// What a one-shot backend saw: connections accepted, and requests it closed a
+/// connection on without answering (each one a request that met a stale pooled
+/// connection).
+pub struct OneShot {
+    pub addr: SocketAddr,
+    pub conns: Arc<AtomicUsize>,
+    pub refused: Arc<AtomicUsize>,
+}
+
 /// A raw HTTP/1.1 backend that answers the first request on each connection with
 /// `200 first` (keep-alive, with `extra_headers`), then reads the next request on
 /// that connection and closes without answering: the server side of the keep-alive
 /// race, made deterministic.
-pub async fn start_one_shot_backend(
-    addr: SocketAddr,
-    extra_headers: &'static str,
-) -> (SocketAddr, Arc<AtomicUsize>) {
+pub async fn start_one_shot_backend(addr: SocketAddr, extra_headers: &'static str) -> OneShot {
     let l = TcpListener::bind(addr).await.unwrap();
     let addr = l.local_addr().unwrap();
     let conns = Arc::new(AtomicUsize::new(0));
-    let c = Arc::clone(&conns);
+    let refused = Arc::new(AtomicUsize::new(0));
+    let (c, r) = (Arc::clone(&conns), Arc::clone(&refused));
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = l.accept().await else {
                 continue;
             };
             c.fetch_add(1, Ordering::SeqCst);
+            let r = Arc::clone(&r);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let mut got = Vec::new();
@@ -612,7 +623,9 @@ pub async fn start_one_shot_backend(
                         continue;
                     }
                     if served {
-                        return; // the second request: close without a word
+                        // the second request: close without a word
+                        r.fetch_add(1, Ordering::SeqCst);
+                        return;
                     }
                     served = true;
                     got.clear();
@@ -625,7 +638,11 @@ pub async fn start_one_shot_backend(
             });
         }
     });
-    (addr, conns)
+    OneShot {
+        addr,
+        conns,
+        refused,
+    }
 }
 
 /// A request body fed chunk by chunk through a channel (a client that uploads at
