@@ -32,6 +32,8 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListe
         // without it, binding a local address still works.
         let _ = socket.set_freebind_v4(true);
     }
+    // Accepted sockets inherit TCP_NODELAY from the listening one (Linux): no
+    // system call per connection for it.
     socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -111,7 +113,6 @@ pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                 None => break,
             },
         };
-        let _ = stream.set_nodelay(true);
         let count = crate::ConnCount::new(&ctx.shared, ctx.listener);
         match ctx.mode {
             Mode::Http => {

@@ -334,7 +334,7 @@ async fn proxy(
                 // Nothing was sent after a connect failure: any request can go again.
                 let retry = (attempts_left, error.is_connect(), replayable);
                 let (err, again) =
-                    http::attempt_failed(&pool, &mut guard, error, &mut tried, retry);
+                    super::attempt_failed(&pool, &mut guard, error, &mut tried, retry);
                 if !again {
                     let resp = http::fail(&pool, Some(server), err, log, start);
                     return respond(client, resp, head, closing(), client_timeout).await;

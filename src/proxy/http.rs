@@ -284,7 +284,8 @@ async fn handle(
             Err(SendError { error, unsent }) => {
                 let resendable = unsent.is_some();
                 let retry = (attempts_left, resendable, replay.is_some());
-                let (err, again) = attempt_failed(&pool, &mut guard, error, &mut tried, retry);
+                let (err, again) =
+                    super::attempt_failed(&pool, &mut guard, error, &mut tried, retry);
                 if !again {
                     return Ok(fail(&pool, Some(server), err, log, start));
                 }
@@ -386,33 +387,6 @@ pub(super) fn give_up(
     }
 }
 
-/// A failed attempt: reported to the server's breaker (unless the client's body
-/// broke off) and counters. Returns the error, and whether the request goes to
-/// another server, the retry then noted. `retry`: (attempts left, the request was
-/// not sent so it can go again as it is, a copy was kept to send again).
-pub(super) fn attempt_failed(
-    pool: &Pool,
-    guard: &mut ServerGuard,
-    error: UpstreamError,
-    tried: &mut Vec<usize>,
-    (attempts_left, resendable, replayable): (bool, bool, bool),
-) -> (ProxyError, bool) {
-    let idx = guard.index();
-    let server = &pool.servers[idx];
-    let client_fault = error.is_client_fault();
-    if !client_fault {
-        guard.failure();
-    }
-    let again = attempts_left && !client_fault && may_retry(pool, &error, resendable, replayable);
-    let err = ProxyError::Upstream(error);
-    err.count_server(server);
-    if again {
-        tracing::debug!(pool = %pool.name, server = %server.id, error = %err, "retrying on another server");
-        note_retry(pool, server, tried, idx);
-    }
-    (err, again)
-}
-
 /// A response arrived: its status is reported to the server's breaker. Returns
 /// whether the request goes to another server instead (the retry then noted): a
 /// status listed in retry_on, attempts and budget left, a copy of the request
@@ -443,28 +417,9 @@ pub(super) fn retry_status(
     if retry {
         let server = &pool.servers[idx];
         server.state.response_errors.fetch_add(1, Ordering::Relaxed);
-        note_retry(pool, server, tried, idx);
+        super::note_retry(pool, server, tried, idx);
     }
     retry
-}
-
-/// Whether a failed attempt goes to another server, as the pool's retry settings
-/// and budget allow. `resendable`: the request was not sent, so it can go again as
-/// it is; `replayable`: a copy was kept to send again.
-fn may_retry(pool: &Pool, error: &UpstreamError, resendable: bool, replayable: bool) -> bool {
-    let r = &pool.retry;
-    let allowed = match error {
-        e if e.is_connect() => r.on_connect_failure && (resendable || replayable),
-        UpstreamError::Timeout { .. } => r.on_timeout && replayable,
-        _ => r.on_reset && (resendable || replayable),
-    };
-    allowed && pool.retry_allowed()
-}
-
-fn note_retry(pool: &Pool, server: &Server, tried: &mut Vec<usize>, idx: usize) {
-    server.state.retries.fetch_add(1, Ordering::Relaxed);
-    pool.shared.retries.fetch_add(1, Ordering::Relaxed);
-    tried.push(idx);
 }
 
 enum Buffered {

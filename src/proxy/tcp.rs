@@ -88,16 +88,11 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>,
             }
             Err(e) => {
                 tracing::debug!(pool = %pool.name, error = %e, "tcp connect failed");
-                guard.failure();
-                let err = ProxyError::from(e);
-                err.count_server(server);
-                if tried.len() < pool.retry.retries as usize
-                    && pool.retry.on_connect_failure
-                    && pool.retry_allowed()
-                {
-                    server.state.retries.fetch_add(1, Ordering::Relaxed);
-                    pool.shared.retries.fetch_add(1, Ordering::Relaxed);
-                    tried.push(idx);
+                // Nothing was sent: the session can go to another server as it is.
+                let attempts_left = tried.len() < pool.retry.retries as usize;
+                let retry = (attempts_left, true, false);
+                let (err, again) = super::attempt_failed(&pool, &mut guard, e, &mut tried, retry);
+                if again {
                     last = Some((err, idx));
                     continue;
                 }
@@ -108,7 +103,6 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>,
         }
     };
     let server = guard.server();
-    let _ = client.set_nodelay(true);
     let out = relay(&mut client, &mut backend, pool.server_timeout).await;
     server
         .state
