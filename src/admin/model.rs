@@ -5,7 +5,7 @@ use crate::accesslog::rfc3339_now;
 use crate::clock;
 use crate::config::Balance;
 use crate::metrics::server_status;
-use crate::pool::{slow_start_weight, Pool};
+use crate::pool::Pool;
 use crate::Shared;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -261,13 +261,7 @@ fn pool_view(p: &Pool, now: u64, rates: &Rates) -> PoolView {
 fn server_view(p: &Pool, i: usize, now: u64, rates: &Rates) -> ServerView {
     let s = &p.servers[i];
     let st = &s.state;
-    let window = p.slow_start.as_millis() as u64;
-    let since = st.up_since();
-    let effective = if window > 0 && since != 0 {
-        slow_start_weight(s.weight, now.saturating_sub(since), window)
-    } else {
-        s.weight
-    };
+    let effective = p.current_weight(i, now);
     let last_check = st.last_check.load_full().map(|c| CheckView {
         ok: c.ok,
         detail: c.detail.clone(),

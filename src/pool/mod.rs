@@ -513,6 +513,27 @@ impl Pool {
         }
     }
 
+    /// Where server `i` is in its slow start: (time since it came UP, window),
+    /// while the window lasts.
+    fn ramp(&self, i: usize, now: u64) -> Option<(u64, u64)> {
+        let window = self.slow_start.as_millis() as u64;
+        if window == 0 {
+            return None;
+        }
+        let since = self.servers[i].state.up_since();
+        let elapsed = now.saturating_sub(since);
+        (since != 0 && elapsed < window).then_some((elapsed, window))
+    }
+
+    /// The weight the balancers give server `i` now (less during slow start).
+    pub fn current_weight(&self, i: usize, now: u64) -> u32 {
+        let w = self.servers[i].weight;
+        match self.ramp(i, now) {
+            Some((elapsed, window)) => slow_start_weight(w, elapsed, window),
+            None => w,
+        }
+    }
+
     /// How long an idle backend connection may be kept: keepalive_timeout, or less
     /// if the server said so (`Keep-Alive: timeout=`).
     pub fn keepalive_for(&self, server_hint: Option<Duration>) -> Duration {
@@ -539,7 +560,7 @@ impl Pool {
 
 /// ejection_time-style slow start: weight grows linearly from ~0 to `weight` over
 /// `window` after the server came back UP (never below 1 so it gets some traffic).
-pub fn slow_start_weight(weight: u32, elapsed_ms: u64, window_ms: u64) -> u32 {
+fn slow_start_weight(weight: u32, elapsed_ms: u64, window_ms: u64) -> u32 {
     if window_ms == 0 || elapsed_ms >= window_ms || weight == 0 {
         return weight;
     }
@@ -555,18 +576,6 @@ struct View<'a> {
     now: u64,
     /// Let round robin skip a ramping server's turn (slow start).
     ramp_skip: bool,
-}
-
-impl View<'_> {
-    fn ramp(&self, i: usize) -> Option<(u64, u64)> {
-        let window = self.pool.slow_start.as_millis() as u64;
-        if window == 0 {
-            return None;
-        }
-        let since = self.pool.servers[i].state.up_since.load(Ordering::Acquire);
-        let elapsed = self.now.saturating_sub(since);
-        (since != 0 && elapsed < window).then_some((elapsed, window))
-    }
 }
 
 impl Members for View<'_> {
@@ -587,18 +596,14 @@ impl Members for View<'_> {
         // Round robin walks a fixed schedule: a ramping server takes its turn with
         // probability elapsed/window. (least_conn and random_two use `weight`.)
         if p.balance == Balance::RoundRobin && self.ramp_skip {
-            if let Some((elapsed, window)) = self.ramp(i) {
+            if let Some((elapsed, window)) = p.ramp(i, self.now) {
                 return fastrand::u64(..window) < elapsed.max(1);
             }
         }
         true
     }
     fn weight(&self, i: usize) -> u32 {
-        let w = self.pool.servers[i].weight;
-        match self.ramp(i) {
-            Some((elapsed, window)) => slow_start_weight(w, elapsed, window),
-            None => w,
-        }
+        self.pool.current_weight(i, self.now)
     }
     fn active(&self, i: usize) -> u32 {
         self.pool.servers[i].state.active.load(Ordering::Relaxed)
