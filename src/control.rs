@@ -31,6 +31,9 @@ pub async fn run(
     cfg: Arc<Config>,
     mut discovered: Discovered,
     mut health: HealthManager,
+    // what the state file held at start: kept for servers that are not members
+    // right now
+    mut saved: statefile::StateFile,
     mut rx: ControlRx,
     cancel: CancellationToken,
 ) {
@@ -38,16 +41,6 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_tick = Instant::now();
     let mut dirty = false;
-    // what the file held at start: kept for servers that are not members right now
-    let mut saved = cfg
-        .global
-        .state_file
-        .as_deref()
-        .and_then(|p| statefile::load(p).ok())
-        .unwrap_or(statefile::StateFile {
-            version: 1,
-            servers: Vec::new(),
-        });
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,

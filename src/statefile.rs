@@ -40,6 +40,15 @@ pub struct StateFile {
     pub servers: Vec<SavedServer>,
 }
 
+impl Default for StateFile {
+    fn default() -> StateFile {
+        StateFile {
+            version: 1,
+            servers: Vec::new(),
+        }
+    }
+}
+
 /// What the snapshot holds now, plus the entries of `previous` for servers that are
 /// not members right now (a DNS member briefly absent keeps its drain/maint state)
 /// in pools that still exist.
@@ -108,10 +117,7 @@ pub fn load(path: &Path) -> Result<StateFile, StateFileError> {
             path: path.to_path_buf(),
             source,
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StateFile {
-            version: 1,
-            servers: Vec::new(),
-        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StateFile::default()),
         Err(source) => Err(StateFileError::Io {
             path: path.to_path_buf(),
             source,

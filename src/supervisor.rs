@@ -120,17 +120,20 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         ready: AtomicBool::new(false),
         started: Instant::now(),
     });
-    // Operator state and last known health from the previous run.
+    // Operator state and last known health from the previous run; the control
+    // task keeps it for servers that are not members right now.
+    let mut saved = statefile::StateFile::default();
     if let Some(path) = &config.global.state_file {
         match statefile::load(path) {
-            Ok(saved) => {
-                let n = statefile::restore(&shared.snapshot.load(), &saved);
+            Ok(s) => {
+                let n = statefile::restore(&shared.snapshot.load(), &s);
                 // rebuild so restored weights reach the balancers
                 let rebuilt = Snapshot::build(&config, Some(&shared.snapshot.load()), &discovered);
                 shared.snapshot.store(Arc::new(rebuilt));
                 if n > 0 {
                     tracing::info!(path = %path.display(), servers = n, "restored server states");
                 }
+                saved = s;
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the state file; starting without it")
@@ -238,7 +241,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         shared.control.clone(),
     );
     health.sync(&shared.snapshot.load().pools);
-    let config_arc = Arc::new(config.clone());
+    let config = Arc::new(config);
     if let Some(d) = discovery {
         discovery::spawn(
             &shared,
@@ -252,9 +255,10 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     }
     health_tasks.spawn(crate::control::run(
         Arc::clone(&shared),
-        Arc::clone(&config_arc),
+        Arc::clone(&config),
         discovered,
         health,
+        saved,
         control_rx,
         health_stop.clone(),
     ));
@@ -264,7 +268,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     health_tasks.spawn(crate::admin::serve(
         admin_listener,
         Arc::clone(&shared),
-        config_arc,
+        Arc::clone(&config),
         health_stop.clone(),
     ));
 
