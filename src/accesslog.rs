@@ -216,18 +216,12 @@ fn format_json(e: &Entry<'_>) -> String {
 
 /// The current UTC time as `2026-11-21T07:50:01.123Z`.
 pub fn rfc3339_now() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    rfc3339(now)
+    rfc3339(SystemTime::now())
 }
 
-/// A time since the epoch as `2026-11-21T07:50:01.123Z`.
-pub fn rfc3339_at(since_epoch: Duration) -> String {
-    rfc3339(since_epoch)
-}
-
-fn rfc3339(since_epoch: Duration) -> String {
+/// A UTC time as `2026-11-21T07:50:01.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let since_epoch = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since_epoch.as_secs();
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
@@ -256,13 +250,13 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(rfc3339(Duration::ZERO), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         assert_eq!(
-            rfc3339(Duration::from_millis(1_795_246_201_123)),
+            rfc3339(UNIX_EPOCH + Duration::from_millis(1_795_246_201_123)),
             "2026-11-21T07:30:01.123Z"
         );
         assert_eq!(
-            rfc3339(Duration::from_secs(951_782_400)),
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "2000-02-29T00:00:00.000Z"
         );
     }

@@ -6,7 +6,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use std::fmt::Write;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -201,11 +200,4 @@ pub fn render_table(s: &Stats) -> String {
         }
     }
     o
-}
-
-/// Resolves `http://HOST:PORT` for messages.
-pub fn describe(url: &str) -> String {
-    url.parse::<SocketAddr>()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| url.to_string())
 }

@@ -104,12 +104,11 @@ pub fn render(s: &Stats, refresh: u32) -> String {
     );
     let _ = write!(
         o,
-        "<header><h1>rampart {ver}</h1><span>uptime {up}</span><span>config {cfg}</span><span>started {started}</span><span>last reload {reload}</span><span>ready: {ready}</span>",
+        "<header><h1>rampart {ver}</h1><span>uptime {up}</span><span>config {cfg}</span><span>started {started}</span><span>ready: {ready}</span>",
         ver = esc(&s.version),
         up = human_secs(s.uptime_secs),
         cfg = esc(s.config_file.as_deref().unwrap_or("(built in)")),
         started = esc(&s.started_at),
-        reload = esc(s.last_reload.as_deref().unwrap_or("never")),
         ready = if s.ready { "yes" } else { "NO" },
     );
     if let Some(ha) = &s.ha {

@@ -20,7 +20,6 @@ pub struct Stats {
     pub uptime_secs: u64,
     pub config_file: Option<String>,
     pub started_at: String,
-    pub last_reload: Option<String>,
     pub ready: bool,
     pub ha: Option<serde_json::Value>,
     pub listeners: Vec<ListenerView>,
@@ -156,11 +155,6 @@ impl Rates {
     }
 }
 
-fn iso(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    crate::accesslog::rfc3339_at(d)
-}
-
 pub fn balance_name(b: Balance) -> &'static str {
     match b {
         Balance::RoundRobin => "round_robin",
@@ -207,8 +201,8 @@ pub fn build(shared: &Shared, rates: &Mutex<Rates>) -> Stats {
             name: d.name.clone(),
             members: d.members.iter().map(|m| m.to_string()).collect(),
             ttl_secs: d.ttl.map(|t| t.as_secs_f64()),
-            last_lookup: d.last_lookup.map(iso),
-            last_change: d.last_change.map(iso),
+            last_lookup: d.last_lookup.map(crate::accesslog::rfc3339),
+            last_change: d.last_change.map(crate::accesslog::rfc3339),
             lookups: d.lookups,
             errors: d.errors,
             last_error: d.last_error.clone(),
@@ -219,8 +213,7 @@ pub fn build(shared: &Shared, rates: &Mutex<Rates>) -> Stats {
         now: rfc3339_now(),
         uptime_secs: shared.started.elapsed().as_secs(),
         config_file: shared.config_path.as_ref().map(|p| p.display().to_string()),
-        started_at: iso(SystemTime::now() - shared.started.elapsed()),
-        last_reload: None,
+        started_at: crate::accesslog::rfc3339(SystemTime::now() - shared.started.elapsed()),
         ready: shared.is_ready(),
         ha: shared.ha_status(),
         listeners,

@@ -304,15 +304,6 @@ pub enum ConfigError {
     },
 }
 
-impl ConfigError {
-    pub fn problems(&self) -> &[Problem] {
-        match self {
-            ConfigError::Invalid { problems, .. } => problems,
-            ConfigError::Read { .. } => &[],
-        }
-    }
-}
-
 fn render_problems(file: &str, problems: &[Problem]) -> String {
     let mut out = String::new();
     for (i, p) in problems.iter().enumerate() {
