@@ -80,6 +80,12 @@ fn mac_of(ns: &str, dev: &str) -> String {
 
 impl Lab {
     fn new(tag: &str, interval: &str) -> Lab {
+        Lab::with_extra_vip(tag, interval, None)
+    }
+
+    /// A lab whose nodes also hold `extra_vip` (ADDR/PREFIX).
+    fn with_extra_vip(tag: &str, interval: &str, extra_vip: Option<&str>) -> Lab {
+        let extra = extra_vip.map_or(String::new(), |v| format!(", \"{v}\""));
         assert!(
             is_root(),
             "HA tests need root to create network namespaces (CI runs as root)"
@@ -163,7 +169,7 @@ connect_timeout = "1s"
   address = "192.0.2.20:8000"
 [ha]
 interface = "eth0"
-vips = ["{VIP}/24"]
+vips = ["{VIP}/24"{extra}]
 node_id = "{name}"
 priority = {prio}
 bind = "{me}:5405"
@@ -735,4 +741,39 @@ fn inject_udp(dst_mac: &str, src: IpAddr, dst: IpAddr, payload: &[u8]) {
     f.extend_from_slice(&[0, 0]); // no UDP checksum (allowed on IPv4)
     f.extend_from_slice(payload);
     raw_send(&f);
+}
+
+#[test]
+fn a_vip_that_cannot_be_added_faults_the_node_which_never_claims_master() {
+    // Both nodes also carry an IPv6 VIP, and node B's interface refuses IPv6
+    // addresses: when A dies, B's takeover fails at adding the VIPs.
+    let mut lab = Lab::with_extra_vip("v", "250ms", Some("2001:db8::100/64"));
+    let refuse_v6 = "echo 1 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6";
+    let ok = Command::new("ip")
+        .args(["netns", "exec", &lab.b.ns.name, "sh", "-c", refuse_v6])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    lab.both_up();
+    lab.signal('a', libc::SIGKILL);
+    lab.wait_exit('a');
+    wait_until(Duration::from_secs(10), "node B in FAULT", || {
+        lab.ha_state('b') == "FAULT"
+    });
+    let log = lab.log('b');
+    assert!(log.contains("cannot add the VIP"), "{log}");
+    let changes: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("HA state changed"))
+        .collect();
+    assert!(
+        !changes.iter().any(|l| l.contains("to=\"MASTER\"")),
+        "node B announced MASTER without the VIP: {changes:#?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|l| l.contains("from=\"BACKUP\"") && l.contains("to=\"FAULT\"")),
+        "{changes:#?}"
+    );
 }

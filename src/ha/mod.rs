@@ -333,8 +333,8 @@ impl Node<'_> {
     }
 
     async fn exec(&mut self, actions: Vec<Action>) {
-        let mut more = Vec::new();
-        for a in actions {
+        let mut queue = std::collections::VecDeque::from(actions);
+        while let Some(a) = queue.pop_front() {
             match a {
                 Action::AddVip => {
                     for &(ip, len) in &self.ha.cfg.vips {
@@ -344,9 +344,12 @@ impl Node<'_> {
                         }
                     }
                     if self.vip_failed {
+                        // The takeover cannot complete: the rest of it (advert,
+                        // announcements, MASTER) is dropped and the fault's
+                        // actions run instead.
                         self.faulted = true;
                         let t = self.now();
-                        more.extend(self.fsm.handle(t, Event::Fault(true)));
+                        queue = self.fsm.handle(t, Event::Fault(true)).into();
                     }
                 }
                 Action::RemoveVip => {
@@ -358,7 +361,10 @@ impl Node<'_> {
                 }
                 Action::SendAdvert { priority } => self.send_advert(priority).await,
                 Action::Announce => self.announce(),
-                Action::Transition { from, to } => {
+                Action::Transition { to, .. } => {
+                    // From what was last made known (a takeover dropped above
+                    // never showed MASTER).
+                    let from = self.ha.status.state();
                     self.ha.status.set_state(to);
                     self.ha.status.transitions.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(from = from.as_str(), to = to.as_str(), node = %self.ha.cfg.node_id, "HA state changed");
@@ -389,9 +395,6 @@ impl Node<'_> {
                     }
                 }
             }
-        }
-        if !more.is_empty() {
-            Box::pin(self.exec(more)).await;
         }
     }
 
