@@ -167,7 +167,7 @@ fn format_text(e: &Entry<'_>) -> String {
     let _ = write!(
         s,
         "{} client={} listener={} pool={} server={}",
-        rfc3339_now(),
+        Rfc3339(SystemTime::now()),
         e.client,
         e.listener,
         e.pool,
@@ -193,23 +193,42 @@ fn format_text(e: &Entry<'_>) -> String {
     s
 }
 
+/// A JSON log line: borrowed from the entry, serialized in one pass.
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    time: Rfc3339,
+    client: SocketAddr,
+    listener: &'a str,
+    pool: &'a str,
+    server: Option<&'a str>,
+    method: Option<&'a str>,
+    path: Option<&'a str>,
+    status: Option<u16>,
+    bytes_in: u64,
+    bytes_out: u64,
+    connect_ms: Option<f64>,
+    total_ms: f64,
+    end: &'static str,
+}
+
 fn format_json(e: &Entry<'_>) -> String {
-    let v = serde_json::json!({
-        "time": rfc3339_now(),
-        "client": e.client.to_string(),
-        "listener": e.listener,
-        "pool": e.pool,
-        "server": e.server,
-        "method": e.method,
-        "path": e.path,
-        "status": e.status,
-        "bytes_in": e.bytes_in,
-        "bytes_out": e.bytes_out,
-        "connect_ms": e.connect.map(ms),
-        "total_ms": ms(e.total),
-        "end": e.end.as_str(),
-    });
-    let mut s = v.to_string();
+    let line = JsonLine {
+        time: Rfc3339(SystemTime::now()),
+        client: e.client,
+        listener: e.listener,
+        pool: e.pool,
+        server: e.server,
+        method: e.method,
+        path: e.path,
+        status: e.status,
+        bytes_in: e.bytes_in,
+        bytes_out: e.bytes_out,
+        connect_ms: e.connect.map(ms),
+        total_ms: ms(e.total),
+        end: e.end.as_str(),
+    };
+    // Serializing plain fields cannot fail; an empty line would only be skipped.
+    let mut s = serde_json::to_string(&line).unwrap_or_default();
     s.push('\n');
     s
 }
@@ -221,27 +240,44 @@ pub fn rfc3339_now() -> String {
 
 /// A UTC time as `2026-11-21T07:50:01.123Z`.
 pub fn rfc3339(t: SystemTime) -> String {
-    let since_epoch = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since_epoch.as_secs();
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since_epoch.subsec_millis()
-    )
+    Rfc3339(t).to_string()
+}
+
+/// A UTC time that displays (and serializes) as `2026-11-21T07:50:01.123Z`,
+/// written straight into a log line.
+struct Rfc3339(SystemTime);
+
+impl serde::Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let since_epoch = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since_epoch.as_secs();
+        let days = (secs / 86_400) as i64;
+        let rem = secs % 86_400;
+        // Howard Hinnant's civil_from_days.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            since_epoch.subsec_millis()
+        )
+    }
 }
 
 #[cfg(test)]
@@ -282,5 +318,10 @@ mod tests {
         let j: serde_json::Value = serde_json::from_str(&format_json(&e)).unwrap();
         assert_eq!(j["status"], 200);
         assert_eq!(j["end"], "ok");
+        assert_eq!(j["client"], "127.0.0.1:5000");
+        assert_eq!(j["server"], "127.0.0.2:8000");
+        assert_eq!(j["connect_ms"], 0.31);
+        let time = j["time"].as_str().unwrap();
+        assert!(time.len() == 24 && time.ends_with('Z'), "{time}");
     }
 }
