@@ -32,9 +32,7 @@ fn config(
 }
 
 async fn setup(extra_global: &str, pool_extra: &str) -> Setup {
-    let port = common_port(&["127.0.0.2", "127.0.0.3"]);
-    let a = Backend::start("pod-a", SocketAddr::new(ip("127.0.0.2"), port)).await;
-    let b = Backend::start("pod-b", SocketAddr::new(ip("127.0.0.3"), port)).await;
+    let (a, b) = two_pods().await;
     let listen = free_addr("127.0.0.1");
     let admin = free_addr("127.0.0.1");
     let p = Proxy::start(

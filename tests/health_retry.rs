@@ -22,13 +22,6 @@ rise = 2
 fall = 2
 "#;
 
-async fn two_pods() -> (Backend, Backend) {
-    let port = common_port(&["127.0.0.2", "127.0.0.3"]);
-    let a = Backend::start("pod-a", SocketAddr::new(ip("127.0.0.2"), port)).await;
-    let b = Backend::start("pod-b", SocketAddr::new(ip("127.0.0.3"), port)).await;
-    (a, b)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_backend_mid_run_fails_no_request_and_it_returns_after_rise() {
     let (a, b) = two_pods().await;
@@ -305,12 +298,12 @@ async fn backup_serves_only_while_every_primary_is_down() {
     })
     .await;
     let c = client();
-    let t = tally(&bodies(&c, listen, 20).await);
+    let t = tally(&bodies(&c, &format!("http://{listen}/"), 20).await);
     assert_eq!(t.get("primary"), Some(&20), "{t:?}");
 
     primary.kill();
     // the first requests after the kill are retried onto the backup at once
-    let t = tally(&bodies(&c, listen, 20).await);
+    let t = tally(&bodies(&c, &format!("http://{listen}/"), 20).await);
     assert_eq!(t.get("backup"), Some(&20), "{t:?}");
     wait_for(Duration::from_secs(5), "primary DOWN", || {
         p.stderr().contains("server is DOWN")
@@ -322,19 +315,9 @@ async fn backup_serves_only_while_every_primary_is_down() {
         p.stderr().matches("server is UP").count() >= 3
     })
     .await;
-    let t = tally(&bodies(&c, listen, 20).await);
+    let t = tally(&bodies(&c, &format!("http://{listen}/"), 20).await);
     assert_eq!(t.get("primary"), Some(&20), "{t:?}");
     assert_eq!(primary2.requests(), 20);
-}
-
-async fn bodies(c: &Client, listen: SocketAddr, n: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let (st, body) = get(c, &format!("http://{listen}/")).await;
-        assert_eq!(st, StatusCode::OK, "{body}");
-        out.push(body);
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,24 +11,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Two "pods": backends on 127.0.0.2 and 127.0.0.3 with the same port.
-async fn two_pods() -> (Backend, Backend) {
-    let port = common_port(&["127.0.0.2", "127.0.0.3"]);
-    let a = Backend::start("pod-a", SocketAddr::new(ip("127.0.0.2"), port)).await;
-    let b = Backend::start("pod-b", SocketAddr::new(ip("127.0.0.3"), port)).await;
-    (a, b)
-}
-
-async fn bodies(c: &Client, url: &str, n: usize) -> Vec<String> {
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (st, body) = get(c, url).await;
-        assert_eq!(st, StatusCode::OK, "{body}");
-        out.push(body);
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_splits_evenly() {
     let (a, b) = two_pods().await;

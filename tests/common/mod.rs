@@ -460,6 +460,26 @@ impl Drop for Proxy {
     }
 }
 
+/// Two "pods": backends named pod-a and pod-b on 127.0.0.2 and 127.0.0.3, with
+/// the same port (as a headless service's endpoints).
+pub async fn two_pods() -> (Backend, Backend) {
+    let port = common_port(&["127.0.0.2", "127.0.0.3"]);
+    let a = Backend::start("pod-a", SocketAddr::new(ip("127.0.0.2"), port)).await;
+    let b = Backend::start("pod-b", SocketAddr::new(ip("127.0.0.3"), port)).await;
+    (a, b)
+}
+
+/// `n` sequential GETs of `url`, each of which must be 200; their bodies.
+pub async fn bodies(c: &Client, url: &str, n: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (st, body) = get(c, url).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        out.push(body);
+    }
+    out
+}
+
 /// A keep-alive HTTP client (hyper-util's pooled client).
 pub type Client =
     hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, BoxReq>;
