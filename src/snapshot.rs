@@ -6,7 +6,7 @@
 use crate::config::{Config, Mode, PoolConfig, ServerAddr};
 use crate::discovery::Discovered;
 use crate::pool::{MemberSpec, Pool, PoolShared, ServerState};
-use crate::router::{Route, Router};
+use crate::router::Router;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,15 +45,7 @@ impl Snapshot {
                 name: Arc::from(l.name.as_str()),
                 mode: l.mode,
                 router: Router {
-                    routes: l
-                        .routes
-                        .iter()
-                        .map(|r| Route {
-                            host: r.host.clone(),
-                            path_prefix: r.path_prefix.clone(),
-                            pool: r.pool,
-                        })
-                        .collect(),
+                    routes: l.routes.clone(),
                     default_pool: l.pool,
                 },
                 request_header_timeout: l.request_header_timeout,

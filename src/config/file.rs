@@ -252,7 +252,7 @@ pub struct PoolFile {
     pub name: String,
     #[serde(default)]
     pub balance: Balance,
-    pub hash_key: Option<HashKeyFile>,
+    pub hash_key: Option<HashKey>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Dur,
     #[serde(default = "default_server_timeout")]
@@ -558,21 +558,21 @@ impl<'de> Deserialize<'de> for Addr {
 
 /// `hash_key`: "client_ip", "uri" or "header:NAME".
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashKeyFile {
+pub enum HashKey {
     ClientIp,
     Uri,
     Header(http::HeaderName),
 }
 
-impl<'de> Deserialize<'de> for HashKeyFile {
+impl<'de> Deserialize<'de> for HashKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         match s.as_str() {
-            "client_ip" => Ok(HashKeyFile::ClientIp),
-            "uri" => Ok(HashKeyFile::Uri),
+            "client_ip" => Ok(HashKey::ClientIp),
+            "uri" => Ok(HashKey::Uri),
             other => match other.strip_prefix("header:") {
                 Some(name) => http::HeaderName::from_bytes(name.trim().as_bytes())
-                    .map(HashKeyFile::Header)
+                    .map(HashKey::Header)
                     .map_err(|_| serde::de::Error::custom(format!("invalid header name {name:?}"))),
                 None => Err(serde::de::Error::custom(format!(
                     "invalid hash_key {s:?}: expected \"client_ip\", \"uri\" or \"header:NAME\""

@@ -4,9 +4,9 @@
 
 pub mod file;
 
-use crate::router::HostMatch;
-pub use file::{AccessLogFormat, Balance, Mode, OnEmpty, PgRole, Prefer};
-use file::{FileConfig, HashKeyFile, HealthFile, HealthKind, InitialState};
+use crate::router::{HostMatch, Route};
+pub use file::{AccessLogFormat, Balance, HashKey, Mode, OnEmpty, PgRole, Prefer};
+use file::{FileConfig, HealthFile, HealthKind, InitialState};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -57,22 +57,8 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     pub request_header_timeout: Duration,
     pub client_timeout: Duration,
-    pub routes: Vec<RouteConfig>,
-}
-
-#[derive(Debug, Clone)]
-pub struct RouteConfig {
-    pub host: Option<HostMatch>,
-    pub path_prefix: Option<String>,
-    /// Index into `Config::pools`.
-    pub pool: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashKey {
-    ClientIp,
-    Uri,
-    Header(http::HeaderName),
+    /// Pools are indices into `Config::pools`.
+    pub routes: Vec<Route>,
 }
 
 #[derive(Debug, Clone)]
@@ -535,11 +521,7 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
         }
         let hash_key = match (&pf.hash_key, pf.balance) {
             (None, _) => HashKey::ClientIp,
-            (Some(k), Balance::Hash) => match k {
-                HashKeyFile::ClientIp => HashKey::ClientIp,
-                HashKeyFile::Uri => HashKey::Uri,
-                HashKeyFile::Header(h) => HashKey::Header(h.clone()),
-            },
+            (Some(k), Balance::Hash) => k.clone(),
             (Some(_), _) => {
                 p.add(&at.key("hash_key"), "is only used with balance = \"hash\"");
                 HashKey::ClientIp
@@ -808,7 +790,7 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
             if let Some(u) = used_pools.get_mut(rpool) {
                 *u = true;
             }
-            routes.push(RouteConfig {
+            routes.push(Route {
                 host,
                 path_prefix: rf.path_prefix.clone(),
                 pool: rpool,
