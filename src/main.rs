@@ -126,10 +126,7 @@ fn main() -> ExitCode {
             Ok(rampart::admin::client::render_table(&c.stats().await?))
         }),
         Command::Watch { admin } => {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match cli_runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("rampart: {e}");
@@ -216,10 +213,7 @@ where
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match cli_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rampart: {e}");
@@ -245,10 +239,7 @@ fn unresolved_names(cfg: &rampart::config::Config) -> Vec<String> {
     if discovery::targets(cfg).is_empty() {
         return Vec::new();
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match cli_runtime() {
         Ok(rt) => rt,
         Err(e) => return vec![format!("cannot check DNS names: {e}")],
     };
@@ -286,4 +277,11 @@ fn init_tracing() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+}
+
+/// The small runtime the CLI commands run their I/O on.
+fn cli_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
