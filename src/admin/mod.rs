@@ -106,21 +106,13 @@ async fn route(shared: &Shared, cfg: &Config, peer: SocketAddr, req: Request<Inc
                 .and_then(|r| r.parse::<u32>().ok())
                 .unwrap_or(5);
             let body = html::render(&stats(shared), refresh);
-            let mut r = Response::new(Full::new(Bytes::from(body)));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            r
+            respond(StatusCode::OK, "text/html; charset=utf-8", body)
         }
-        (Method::GET, "/metrics") => {
-            let mut r = Response::new(Full::new(Bytes::from(crate::metrics::render(shared))));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            r
-        }
+        (Method::GET, "/metrics") => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::render(shared),
+        ),
         (Method::GET, "/api/health/summary") => {
             json(StatusCode::OK, &model::health_summary(&stats(shared)))
         }
@@ -158,12 +150,8 @@ fn stats(shared: &Shared) -> model::Stats {
 }
 
 fn csv_resp(shared: &Shared) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(csv::render(&stats(shared)))));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
+    let body = csv::render(&stats(shared));
+    respond(StatusCode::OK, "text/plain; charset=utf-8", body)
 }
 
 #[derive(Debug, Deserialize)]
@@ -466,14 +454,17 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn text(status: StatusCode, body: &'static str) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+/// A response with a body of the given content type.
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
+}
+
+fn text(status: StatusCode, body: &'static str) -> Resp {
+    respond(status, "text/plain; charset=utf-8", body)
 }
 
 fn redirect(to: &'static str) -> Resp {
@@ -487,13 +478,7 @@ fn redirect(to: &'static str) -> Resp {
 fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Resp {
     let body = serde_json::to_vec_pretty(v)
         .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
+    respond(status, "application/json", body)
 }
 
 fn error(status: StatusCode, msg: &str) -> Resp {
