@@ -1,136 +1,674 @@
-//! The control task: the one writer of snapshots after start-up. DNS answers and
-//! admin weight changes rebuild a pool through it; it samples request rates every
-//! second and writes the state file when something changed (at most once a second).
+//! The control task: the one writer of runtime state after start-up. Its inputs
+//! are config reloads (SIGHUP, `POST /api/reload`, the file watch), DNS answers,
+//! admin changes and, at start, the state file; each goes through `reconcile`,
+//! which diffs what is wanted against what runs: it keeps survivors (by name),
+//! starts and stops health checks, DNS watches and listening addresses, retires
+//! removed servers and unregisters the metrics of removed pools. It also samples
+//! request rates every second and writes the state file when something changed
+//! (at most once a second).
 
-use crate::config::Config;
-use crate::discovery::{Discovered, Found};
+use crate::config::{self, Config, ServerAddr};
+use crate::discovery::{Discovered, DnsKey, FirstWait, Found, Watches};
 use crate::health::HealthManager;
+use crate::listener::{BindError, ListenerSet, Prepared};
+use crate::pool::{AdminState, Health, Pool};
 use crate::snapshot::Snapshot;
 use crate::{statefile, Shared};
-use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub enum ControlMsg {
-    /// New members for (pool, server entry).
-    Dns((usize, usize), Vec<Found>),
-    /// Rebuild pool `i` (a weight changed).
-    Rebuild(usize),
+    /// New members for a DNS server entry.
+    Dns(DnsKey, Vec<Found>),
     /// Something the state file records changed.
     Dirty,
+    /// Re-read the config file and apply it.
+    Reload {
+        trigger: &'static str,
+        reply: Option<oneshot::Sender<ReloadRecord>>,
+    },
+    /// An operator change to one server (admin API).
+    SetServer {
+        pool: String,
+        server: String,
+        state: Option<AdminState>,
+        weight: Option<u32>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 pub type ControlTx = mpsc::UnboundedSender<ControlMsg>;
 pub type ControlRx = mpsc::UnboundedReceiver<ControlMsg>;
 
-pub async fn run(
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("no config file to reload (the proxy was started without one)")]
+    NoFile,
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Bind(#[from] BindError),
+    #[error("{0}")]
+    Resolver(#[from] crate::discovery::DiscoveryError),
+}
+
+impl ReloadError {
+    /// One line per problem, each naming file, line and key where known.
+    pub fn lines(&self) -> Vec<String> {
+        self.to_string().lines().map(str::to_string).collect()
+    }
+}
+
+/// The outcome of one reload, for the API, the CLI, the stats page and /metrics.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ReloadRecord {
+    #[serde(skip, default = "epoch")]
+    pub at: SystemTime,
+    /// RFC 3339 of `at`.
+    pub time: String,
+    /// What asked for it: "SIGHUP", "api", "file watch".
+    pub trigger: String,
+    pub ok: bool,
+    /// The generation in force afterwards.
+    pub generation: u64,
+    /// One line: what was added, removed and changed (ok), or the first error.
+    pub summary: String,
+    /// Every problem found (failed reloads).
+    pub errors: Vec<String>,
+    /// What the reload could not apply without a restart.
+    pub warnings: Vec<String>,
+    /// How long it took, trigger to new generation live.
+    pub millis: f64,
+}
+
+fn epoch() -> SystemTime {
+    SystemTime::UNIX_EPOCH
+}
+
+/// Reload counters and the last reload.
+#[derive(Debug, Default)]
+pub struct ReloadStatus {
+    pub ok: u64,
+    pub failed: u64,
+    pub last: Option<ReloadRecord>,
+}
+
+/// What a reconcile changed, by name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Diff {
+    pub pools: Changes,
+    pub servers: Changes,
+    pub listeners: Changes,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+impl fmt::Display for Changes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (sign, list) in [
+            ("+", &self.added),
+            ("-", &self.removed),
+            ("~", &self.changed),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            if !first {
+                f.write_str(" ")?;
+            }
+            first = false;
+            write!(f, "{sign}{}", list.join(&format!(" {sign}")))?;
+        }
+        if first {
+            f.write_str("unchanged")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Diff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.pools.is_empty() && self.servers.is_empty() && self.listeners.is_empty() {
+            return f.write_str("no change to pools, servers or listeners");
+        }
+        write!(
+            f,
+            "pools: {}; servers: {}; listeners: {}",
+            self.pools, self.servers, self.listeners
+        )
+    }
+}
+
+/// The long-lived state the control task owns, keyed by name.
+pub struct Control {
     shared: Arc<Shared>,
     cfg: Arc<Config>,
-    mut discovered: Discovered,
-    mut health: HealthManager,
-    // what the state file held at start: kept for servers that are not members
-    // right now
-    mut saved: statefile::StateFile,
-    mut rx: ControlRx,
-    cancel: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_tick = Instant::now();
-    let mut dirty = false;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tick.tick() => {
-                let dt = last_tick.elapsed();
-                last_tick = Instant::now();
-                shared.rates.lock().unwrap_or_else(|e| e.into_inner()).sample(&shared, dt);
-                if dirty {
-                    dirty = false;
-                    save_state(&shared, &cfg, &mut saved, false);
+    discovered: Discovered,
+    health: HealthManager,
+    watches: Watches,
+    listeners: ListenerSet,
+    /// What the state file held at start: kept for servers that are not members
+    /// right now.
+    saved: statefile::StateFile,
+    dirty: bool,
+}
+
+impl Control {
+    /// Applies the first config: binds its listeners, builds generation 1 (with
+    /// the state file's states restored before anything serves or is checked),
+    /// starts health checks, DNS watches and accept loops.
+    #[allow(clippy::too_many_arguments)] // the start-up pieces, passed once
+    pub fn start(
+        shared: Arc<Shared>,
+        cfg: Config,
+        discovered: Discovered,
+        first_wait: FirstWait,
+        health: HealthManager,
+        watches: Watches,
+        listeners: ListenerSet,
+        saved: Option<statefile::StateFile>,
+    ) -> Result<Control, BindError> {
+        let prepared = listeners.prepare(&cfg)?;
+        let mut c = Control {
+            shared,
+            cfg: Arc::new(cfg),
+            discovered,
+            health,
+            watches,
+            listeners,
+            saved: statefile::StateFile::default(),
+            dirty: false,
+        };
+        let cfg = Arc::clone(&c.cfg);
+        let disc = c.watches.current();
+        c.reconcile(cfg, prepared, disc, &first_wait, saved);
+        Ok(c)
+    }
+
+    /// The current config.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.cfg
+    }
+
+    pub async fn run(mut self, mut rx: ControlRx, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_tick = Instant::now();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tick.tick() => {
+                    let dt = last_tick.elapsed();
+                    last_tick = Instant::now();
+                    let shared = Arc::clone(&self.shared);
+                    shared.rates.lock().unwrap_or_else(|e| e.into_inner()).sample(&shared, dt);
+                    if self.dirty {
+                        self.dirty = false;
+                        self.save_state(false);
+                    }
+                }
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    self.handle(msg).await;
                 }
             }
-            msg = rx.recv() => {
-                let Some(msg) = msg else { break };
-                match msg {
-                    ControlMsg::Dns(key, found) => {
-                        discovered.insert(key, found);
-                        apply(&shared, &cfg, &discovered, key.0);
-                        health.sync(&shared.snapshot.load().pools);
-                        dirty = true;
+        }
+        if self.dirty {
+            // at shutdown, write it before returning
+            self.save_state(true);
+        }
+        self.health.stop_all();
+    }
+
+    async fn handle(&mut self, msg: ControlMsg) {
+        match msg {
+            ControlMsg::Dns(key, found) => {
+                if !self.watches.is_running(&key) {
+                    // an answer of a watch a reload just stopped
+                    return;
+                }
+                let pool = key.pool.clone();
+                self.discovered.insert(key, found);
+                self.rebuild_pool(&pool);
+                self.health.sync(&self.shared.snapshot.load().pools);
+                self.dirty = true;
+            }
+            ControlMsg::Dirty => self.dirty = true,
+            ControlMsg::Reload { trigger, reply } => {
+                let r = self.reload(trigger).await;
+                if let Some(tx) = reply {
+                    let _ = tx.send(r);
+                }
+            }
+            ControlMsg::SetServer {
+                pool,
+                server,
+                state,
+                weight,
+                reply,
+            } => {
+                let _ = reply.send(self.set_server(&pool, &server, state, weight));
+            }
+        }
+    }
+
+    /// An operator change to one server, through the server's own API.
+    fn set_server(
+        &mut self,
+        pool_name: &str,
+        server: &str,
+        state: Option<AdminState>,
+        weight: Option<u32>,
+    ) -> Result<(), String> {
+        let snap = self.shared.snapshot.load_full();
+        let pool = snap
+            .pool(pool_name)
+            .ok_or_else(|| format!("no pool named {pool_name:?}"))?;
+        let s = pool
+            .servers
+            .iter()
+            .find(|s| *s.id == *server || s.addr.to_string() == server)
+            .ok_or_else(|| {
+                format!("pool {pool_name:?} has no server {server:?} (use its name, or ip:port)")
+            })?;
+        if let Some(a) = state {
+            if s.state.set_admin(a, pool.health.is_some()) {
+                tracing::info!(pool = %pool.name, server = %s.id, state = a.as_str(), "admin state changed");
+            }
+        }
+        if let Some(w) = weight {
+            s.state.set_weight_override(Some(w));
+            tracing::info!(pool = %pool.name, server = %s.id, weight = w, "weight changed");
+            self.rebuild_pool(pool_name);
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Re-reads the config file, validates it as `rampart check` does, and
+    /// applies it. On any error nothing changes.
+    async fn reload(&mut self, trigger: &'static str) -> ReloadRecord {
+        let t0 = Instant::now();
+        let at = SystemTime::now();
+        self.listeners.settle().await;
+        let result = self.try_reload();
+        let millis = t0.elapsed().as_secs_f64() * 1000.0;
+        let generation = self.shared.snapshot.load().generation;
+        let record = |ok, summary: String, errors, warnings| ReloadRecord {
+            at,
+            time: crate::accesslog::rfc3339(at),
+            trigger: trigger.to_string(),
+            ok,
+            generation,
+            summary,
+            errors,
+            warnings,
+            millis,
+        };
+        let mut st = self
+            .shared
+            .reloads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok((diff, warnings)) => {
+                st.ok += 1;
+                let summary = diff.to_string();
+                for w in &warnings {
+                    tracing::warn!(trigger, "reload: {w}");
+                }
+                tracing::info!(trigger, generation, ms = format!("{millis:.1}"), %summary, "config reloaded");
+                let r = record(true, summary, Vec::new(), warnings);
+                st.last = Some(r.clone());
+                r
+            }
+            Err(e) => {
+                st.failed += 1;
+                let errors = e.lines();
+                tracing::error!(trigger, error = %e, "reload refused; the running config keeps serving");
+                let summary = errors.first().cloned().unwrap_or_default();
+                let r = record(false, summary, errors, Vec::new());
+                st.last = Some(r.clone());
+                r
+            }
+        }
+    }
+
+    fn try_reload(&mut self) -> Result<(Diff, Vec<String>), ReloadError> {
+        let path = self.shared.config_path.clone().ok_or(ReloadError::NoFile)?;
+        let new = config::load(&path)?;
+        // Everything that can fail comes first; after it, nothing can.
+        let disc = self.watches.resolver_for(&new)?;
+        let prepared = self.listeners.prepare(&new)?;
+        let warnings = restart_only(&self.cfg, &new);
+        let diff = self.reconcile(Arc::new(new), prepared, disc, &FirstWait::new(), None);
+        Ok((diff, warnings))
+    }
+
+    /// Makes the running state that of `new`. Survivors keep their state; what
+    /// left is stopped, retired or unregistered; what is new is started.
+    fn reconcile(
+        &mut self,
+        new: Arc<Config>,
+        prepared: Prepared,
+        disc: Option<Arc<crate::discovery::Discovery>>,
+        first_wait: &FirstWait,
+        restore: Option<statefile::StateFile>,
+    ) -> Diff {
+        let old_cfg = Arc::clone(&self.cfg);
+        let cur = self.shared.snapshot.load_full();
+        let starting = cur.generation == 0;
+        // The config wins where its own line for a server changed: a new weight
+        // in the file replaces an operator's override (HAProxy's state-file
+        // dilemma, decided for the file).
+        if !starting {
+            self.clear_overrides_of_changed_weights(&old_cfg, &new, &cur);
+        }
+        let wanted: HashSet<DnsKey> = crate::discovery::targets(&new).into_iter().collect();
+        self.discovered.retain(|k, _| wanted.contains(k));
+
+        let mut snap = Snapshot::build(&new, Some(&cur), &self.discovered, cur.generation + 1);
+        if let Some(saved) = restore {
+            let n = statefile::restore(&snap, &saved);
+            if n > 0 {
+                tracing::info!(servers = n, "restored server states from the state file");
+            }
+            // rebuild so restored weights reach the balancers
+            snap = Snapshot::build(&new, Some(&snap), &self.discovered, snap.generation);
+            self.saved = saved;
+        }
+        let diff = diff(&old_cfg, &new, &cur, &snap, starting);
+        let snap = Arc::new(snap);
+        self.shared.snapshot.store(Arc::clone(&snap));
+        self.shared.config.store(Arc::clone(&new));
+        self.shared.limit.set_max(new.global.max_connections);
+
+        // Servers that left: out of every snapshot now; retire them.
+        let keep: HashSet<u64> = snap
+            .pools
+            .iter()
+            .flat_map(|p| p.servers.iter().map(|s| s.state.uid))
+            .collect();
+        let mut retired = 0;
+        for p in &cur.pools {
+            for s in &p.servers {
+                if !keep.contains(&s.state.uid) {
+                    s.state.retire();
+                    retired += 1;
+                }
+            }
+            if snap.pool(&p.name).is_none() {
+                crate::metrics::forget_pool(&p.name);
+            }
+            // A pool that lost its health checks: its servers are UP (as in a
+            // pool that never had any).
+            if p.health.is_some() {
+                if let Some(np) = snap.pool(&p.name).filter(|np| np.health.is_none()) {
+                    for s in &np.servers {
+                        s.state.set_health(Health::Up, crate::clock::now_ms());
                     }
-                    ControlMsg::Rebuild(pi) => {
-                        apply(&shared, &cfg, &discovered, pi);
-                        dirty = true;
+                }
+            }
+        }
+        if retired > 0 {
+            self.shared.retired.notify_waiters();
+        }
+        self.health.sync(&snap.pools);
+        self.watches
+            .sync(&new, disc, &self.shared, &self.discovered, first_wait);
+        let grace = new.global.shutdown_grace;
+        self.listeners.commit(prepared, &new, &self.shared, grace);
+        self.cfg = new;
+        self.dirty = true;
+        diff
+    }
+
+    /// Clears the operator weight of every member whose config line's weight
+    /// changed (same pool, same entry).
+    fn clear_overrides_of_changed_weights(&self, old: &Config, new: &Config, cur: &Snapshot) {
+        for np in &new.pools {
+            let Some(op) = old.pools.iter().find(|p| p.name == np.name) else {
+                continue;
+            };
+            let Some(pool) = cur.pool(&np.name) else {
+                continue;
+            };
+            for ns in &np.servers {
+                let Some(os) = op.servers.iter().find(|s| s.address == ns.address) else {
+                    continue;
+                };
+                if os.weight == ns.weight {
+                    continue;
+                }
+                let from_entry = |s: &crate::pool::Server| match &ns.address {
+                    ServerAddr::Static(a) => s.addr == *a && s.source.is_none(),
+                    dns => s.source.as_deref() == Some(dns.to_string().as_str()),
+                };
+                for s in pool.servers.iter().filter(|s| from_entry(s)) {
+                    if s.state.weight_override().is_some() {
+                        tracing::info!(pool = %pool.name, server = %s.id, weight = ns.weight, "the config's new weight replaces the operator's");
+                        s.state.set_weight_override(None);
                     }
-                    ControlMsg::Dirty => dirty = true,
                 }
             }
         }
     }
-    if dirty {
-        // at shutdown, write it before returning
-        save_state(&shared, &cfg, &mut saved, true);
-    }
-    health.stop_all();
-}
 
-/// Writes the state file off this runtime (fsync can take a while, and the HA
-/// heartbeat runs here too).
-fn save_state(shared: &Shared, cfg: &Config, saved: &mut statefile::StateFile, now: bool) {
-    let Some(path) = cfg.global.state_file.clone() else {
-        return;
-    };
-    let state = statefile::capture_merged(&shared.snapshot.load(), saved);
-    *saved = state.clone();
-    let write = move || {
-        if let Err(e) = statefile::save(&path, &state) {
-            tracing::error!(error = %e, "cannot write the state file");
+    /// Rebuilds one pool from the config and the current DNS answers, stores the
+    /// new snapshot, and retires members that left (their idle connections are
+    /// closed by every worker at once).
+    fn rebuild_pool(&mut self, name: &str) {
+        let cur = self.shared.snapshot.load_full();
+        let Some(old) = cur.pool(name) else { return };
+        let Some(pc) = self.cfg.pools.iter().find(|p| p.name == name) else {
+            return;
+        };
+        let new_pool = Arc::new(Snapshot::build_pool(pc, &self.discovered, Some(old)));
+        let (added, removed) = member_changes(old, &new_pool);
+        self.shared
+            .snapshot
+            .store(Arc::new(cur.with_pool(Arc::clone(&new_pool))));
+        let keep: HashSet<u64> = new_pool.servers.iter().map(|s| s.state.uid).collect();
+        let mut retired = false;
+        for s in old.servers.iter().filter(|s| !keep.contains(&s.state.uid)) {
+            s.state.retire();
+            retired = true;
         }
-    };
-    if now {
-        write();
-    } else {
-        tokio::task::spawn_blocking(write);
+        if retired {
+            self.shared.retired.notify_waiters();
+        }
+        if !added.is_empty() || !removed.is_empty() {
+            tracing::info!(pool = %pc.name, ?added, ?removed, "pool members changed");
+        }
+    }
+
+    /// Writes the state file off this runtime (fsync can take a while, and the HA
+    /// heartbeat runs here too).
+    fn save_state(&mut self, now: bool) {
+        let Some(path) = self.cfg.global.state_file.clone() else {
+            return;
+        };
+        let state = statefile::capture_merged(&self.shared.snapshot.load(), &self.saved);
+        self.saved = state.clone();
+        let write = move || {
+            if let Err(e) = statefile::save(&path, &state) {
+                tracing::error!(error = %e, "cannot write the state file");
+            }
+        };
+        if now {
+            write();
+        } else {
+            tokio::task::spawn_blocking(write);
+        }
     }
 }
 
-/// Rebuilds pool `pi` from the config and the current answers, stores the new
-/// snapshot, and retires members that left (their idle connections are closed by
-/// every worker at once).
-pub fn apply(shared: &Shared, cfg: &Config, discovered: &Discovered, pi: usize) {
-    let cur = shared.snapshot.load_full();
-    let Some(old) = cur.pools.get(pi) else { return };
-    let Some(pc) = cfg.pools.get(pi) else { return };
-    let new_pool = Arc::new(Snapshot::build_pool(pc, pi, discovered, Some(old)));
-    let keep: HashSet<u64> = new_pool.servers.iter().map(|s| s.state.uid).collect();
-    let retired: Vec<_> = old
+/// Members added and removed between two builds of a pool (addresses).
+fn member_changes(old: &Pool, new: &Pool) -> (Vec<String>, Vec<String>) {
+    let o: HashSet<u64> = old.servers.iter().map(|s| s.state.uid).collect();
+    let n: HashSet<u64> = new.servers.iter().map(|s| s.state.uid).collect();
+    let added = new
         .servers
         .iter()
-        .filter(|s| !keep.contains(&s.state.uid))
-        .collect();
-    let added: Vec<String> = new_pool
-        .servers
-        .iter()
-        .filter(|s| !old.servers.iter().any(|o| o.state.uid == s.state.uid))
+        .filter(|s| !o.contains(&s.state.uid))
         .map(|s| s.addr.to_string())
         .collect();
-    shared.snapshot.store(Arc::new(cur.with_pool(pi, new_pool)));
-    for s in &retired {
-        s.state.retired.store(true, Ordering::Release);
+    let removed = old
+        .servers
+        .iter()
+        .filter(|s| !n.contains(&s.state.uid))
+        .map(|s| s.addr.to_string())
+        .collect();
+    (added, removed)
+}
+
+/// What changed between two generations, by name.
+fn diff(old: &Config, new: &Config, cur: &Snapshot, next: &Snapshot, starting: bool) -> Diff {
+    let mut d = Diff::default();
+    if starting {
+        return d;
     }
-    if !retired.is_empty() {
-        shared.retired.notify_waiters();
+    let by_name = |c: &Config| -> HashMap<String, config::PoolConfig> {
+        c.pools
+            .iter()
+            .map(|p| (p.name.clone(), p.clone()))
+            .collect()
+    };
+    let (op, np) = (by_name(old), by_name(new));
+    for p in &new.pools {
+        match op.get(&p.name) {
+            None => d.pools.added.push(p.name.clone()),
+            Some(o) if o != p => d.pools.changed.push(p.name.clone()),
+            _ => {}
+        }
     }
-    if !added.is_empty() || !retired.is_empty() {
-        tracing::info!(
-            pool = %pc.name,
-            added = ?added,
-            removed = ?retired.iter().map(|s| s.addr.to_string()).collect::<Vec<_>>(),
-            "pool members changed"
+    for p in &old.pools {
+        if !np.contains_key(&p.name) {
+            d.pools.removed.push(p.name.clone());
+        }
+    }
+    // Servers by (pool, address), as members.
+    let members = |s: &Snapshot| -> HashMap<(String, std::net::SocketAddr), u32> {
+        s.pools
+            .iter()
+            .flat_map(|p| {
+                p.servers
+                    .iter()
+                    .map(|s| ((p.name.to_string(), s.addr), s.weight))
+            })
+            .collect()
+    };
+    let (om, nm) = (members(cur), members(next));
+    let mut keys: Vec<_> = nm
+        .keys()
+        .chain(om.keys())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    keys.sort();
+    for k in keys {
+        let name = format!("{}/{}", k.0, k.1);
+        match (om.get(k), nm.get(k)) {
+            (None, Some(_)) => d.servers.added.push(name),
+            (Some(_), None) => d.servers.removed.push(name),
+            (Some(a), Some(b)) if a != b => d.servers.changed.push(name),
+            _ => {}
+        }
+    }
+    for l in &new.listeners {
+        match old.listeners.iter().find(|o| o.name == l.name) {
+            None => d.listeners.added.push(l.name.clone()),
+            Some(o) if o != l => d.listeners.changed.push(l.name.clone()),
+            _ => {}
+        }
+    }
+    for l in &old.listeners {
+        if !new.listeners.iter().any(|n| n.name == l.name) {
+            d.listeners.removed.push(l.name.clone());
+        }
+    }
+    d
+}
+
+/// Settings a running process cannot change; they apply at the next restart or
+/// `rampart upgrade`. Everything else a reload applies.
+fn restart_only(old: &Config, new: &Config) -> Vec<String> {
+    let mut w = Vec::new();
+    if old.global.threads != new.global.threads {
+        w.push(format!(
+            "global.threads changed ({} -> {}): applies at the next restart or upgrade",
+            old.global.threads, new.global.threads
+        ));
+    }
+    if old.global.access_log != new.global.access_log {
+        w.push("global.access_log changed: applies at the next restart or upgrade".into());
+    }
+    if old.admin.bind != new.admin.bind {
+        w.push(format!(
+            "admin.bind changed ({} -> {}): applies at the next restart or upgrade",
+            old.admin.bind, new.admin.bind
+        ));
+    }
+    if old.ha != new.ha {
+        w.push("[ha] changed: applies at the next restart or upgrade".into());
+    }
+    w
+}
+
+/// Asks the control task to reload and waits for the outcome.
+pub async fn request_reload(tx: &ControlTx, trigger: &'static str) -> Option<ReloadRecord> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(ControlMsg::Reload {
+        trigger,
+        reply: Some(reply),
+    })
+    .ok()?;
+    rx.await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_render_on_one_line() {
+        let d = Diff {
+            pools: Changes {
+                added: vec!["new".into()],
+                removed: vec![],
+                changed: vec!["api".into(), "db".into()],
+            },
+            servers: Changes::default(),
+            listeners: Changes {
+                added: vec![],
+                removed: vec!["admin2".into()],
+                changed: vec![],
+            },
+        };
+        assert_eq!(
+            d.to_string(),
+            "pools: +new ~api ~db; servers: unchanged; listeners: -admin2"
+        );
+        assert_eq!(
+            Diff::default().to_string(),
+            "no change to pools, servers or listeners"
         );
     }
 }

@@ -32,8 +32,27 @@ pub struct Found {
     pub backup: bool,
 }
 
-/// (pool index, server entry index) -> its current members.
-pub type Discovered = HashMap<(usize, usize), Vec<Found>>;
+/// A DNS watch's identity: its pool's name and the server entry as written. A
+/// reload that reorders pools or servers keeps every watch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DnsKey {
+    pub pool: String,
+    pub entry: ServerAddr,
+}
+
+impl DnsKey {
+    /// The key of the stats registry ("pool/name").
+    fn status_key(&self) -> String {
+        status_key(&self.pool, &self.entry)
+    }
+}
+
+/// Each DNS server entry -> its current members.
+pub type Discovered = HashMap<DnsKey, Vec<Found>>;
+
+/// When each watch resolves first: at start-up after the initial round's TTL; a
+/// watch a reload adds, at once.
+pub type FirstWait = HashMap<DnsKey, Duration>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
@@ -247,13 +266,19 @@ pub fn diff(old: &[Found], new: &[Found]) -> (Vec<SocketAddr>, Vec<SocketAddr>) 
     (added, removed)
 }
 
-/// Every DNS server entry of the config: (pool index, entry index, address).
-pub fn targets(cfg: &Config) -> Vec<(usize, usize, ServerAddr)> {
+/// Every DNS server entry of the config.
+pub fn targets(cfg: &Config) -> Vec<DnsKey> {
     let mut out = Vec::new();
-    for (pi, p) in cfg.pools.iter().enumerate() {
-        for (si, s) in p.servers.iter().enumerate() {
+    for p in &cfg.pools {
+        for s in &p.servers {
             if s.address.is_dns() {
-                out.push((pi, si, s.address.clone()));
+                let key = DnsKey {
+                    pool: p.name.clone(),
+                    entry: s.address.clone(),
+                };
+                if !out.contains(&key) {
+                    out.push(key);
+                }
             }
         }
     }
@@ -266,32 +291,36 @@ pub async fn initial_round(
     disc: &Discovery,
     cfg: &Config,
     registry: &NameRegistry,
-) -> (Discovered, HashMap<(usize, usize), Option<Duration>>) {
+) -> (Discovered, FirstWait) {
     let futs: Vec<_> = targets(cfg)
         .into_iter()
-        .map(|(pi, si, addr)| async move { (pi, si, disc.resolve(&addr).await, addr) })
+        .map(|key| async move {
+            let r = disc.resolve(&key.entry).await;
+            (key, r)
+        })
         .collect();
     let results = futures_join_all(futs).await;
     let mut found = Discovered::new();
-    let mut ttls = HashMap::new();
-    for (pi, si, r, addr) in results {
-        let key = status_key(&cfg.pools[pi].name, &addr);
+    let mut waits = FirstWait::new();
+    let c = &disc.cfg;
+    for (key, r) in results {
         let mut reg = registry.lock().unwrap_or_else(|e| e.into_inner());
-        let st = reg.entry(key).or_insert_with(|| NameStatus {
-            pool: cfg.pools[pi].name.clone(),
-            name: addr.to_string(),
+        let st = reg.entry(key.status_key()).or_insert_with(|| NameStatus {
+            pool: key.pool.clone(),
+            name: key.entry.to_string(),
             ..Default::default()
         });
         st.lookups += 1;
         st.last_lookup = Some(SystemTime::now());
         match r {
             Ok(a) => {
-                tracing::info!(pool = %cfg.pools[pi].name, name = %addr, members = a.found.len(), ttl = ?a.ttl, "resolved");
+                tracing::info!(pool = %key.pool, name = %key.entry, members = a.found.len(), ttl = ?a.ttl, "resolved");
                 st.ttl = Some(a.ttl);
                 st.members = a.found.iter().map(|f| f.addr).collect();
                 st.last_change = Some(SystemTime::now());
-                ttls.insert((pi, si), Some(a.ttl));
-                found.insert((pi, si), a.found);
+                let wait = refresh_after(a.ttl, c.min_ttl, c.max_ttl, fastrand::f64());
+                waits.insert(key.clone(), wait);
+                found.insert(key, a.found);
             }
             Err(e) => {
                 let msg = match &e {
@@ -302,12 +331,12 @@ pub async fn initial_round(
                     st.errors += 1;
                 }
                 st.last_error = Some(msg.clone());
-                tracing::warn!(pool = %cfg.pools[pi].name, name = %addr, error = %msg, "name does not resolve at start-up; its members are added when it does");
-                ttls.insert((pi, si), None);
+                tracing::warn!(pool = %key.pool, name = %key.entry, error = %msg, "name does not resolve at start-up; its members are added when it does");
+                waits.insert(key, c.min_ttl);
             }
         }
     }
-    (found, ttls)
+    (found, waits)
 }
 
 /// Polls futures concurrently to completion, in order (no extra crate).
@@ -338,50 +367,131 @@ pub fn status_key(pool: &str, addr: &ServerAddr) -> String {
     format!("{pool}/{addr}")
 }
 
-/// Starts one watch task per name; answers go to the control task.
-pub fn spawn(
-    shared: &Arc<Shared>,
-    cfg: &Config,
-    disc: Arc<Discovery>,
-    discovered: &Discovered,
-    ttls: &HashMap<(usize, usize), Option<Duration>>,
-    cancel: &CancellationToken,
-    tracker: &TaskTracker,
-) {
-    for (pi, si, addr) in targets(cfg) {
-        let w = Watch {
-            key: (pi, si),
-            pool: cfg.pools[pi].name.clone(),
-            addr,
-            disc: Arc::clone(&disc),
-            shared: Arc::clone(shared),
-            tx: shared.control.clone(),
-            last: discovered.get(&(pi, si)).cloned().unwrap_or_default(),
-            first_ttl: ttls.get(&(pi, si)).copied().flatten(),
+/// The running DNS watches, one task per DNS server entry, keyed by `DnsKey`.
+/// Owned by the control task: a reload starts the watches of new entries, stops
+/// those of removed ones, and leaves the others (members, timers) alone.
+pub struct Watches {
+    disc: Option<Arc<Discovery>>,
+    running: HashMap<DnsKey, CancellationToken>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Watches {
+    pub fn new(
+        disc: Option<Arc<Discovery>>,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Watches {
+        Watches {
+            disc,
+            running: HashMap::new(),
+            cancel,
+            tracker,
+        }
+    }
+
+    /// The resolver the watches use now.
+    pub fn current(&self) -> Option<Arc<Discovery>> {
+        self.disc.clone()
+    }
+
+    /// Is a watch running for `key`? (Its answers are applied only then.)
+    pub fn is_running(&self, key: &DnsKey) -> bool {
+        self.running.contains_key(key)
+    }
+
+    /// The resolver for `cfg`: the running one if its settings did not change,
+    /// else a new one (built, not installed: a reload that fails later changes
+    /// nothing). None when the config has no DNS entries.
+    pub fn resolver_for(&self, cfg: &Config) -> Result<Option<Arc<Discovery>>, DiscoveryError> {
+        if targets(cfg).is_empty() {
+            return Ok(None);
+        }
+        match &self.disc {
+            Some(d) if d.cfg == cfg.resolver => Ok(Some(Arc::clone(d))),
+            _ => Discovery::new(&cfg.resolver).map(|d| Some(Arc::new(d))),
+        }
+    }
+
+    /// Makes the running watches those of `cfg`, resolved through `disc`. A new
+    /// resolver restarts every watch (each keeps its members); `first_wait` says
+    /// when a started watch resolves first (absent: at once). Returns the keys
+    /// whose watch was stopped.
+    pub fn sync(
+        &mut self,
+        cfg: &Config,
+        disc: Option<Arc<Discovery>>,
+        shared: &Arc<Shared>,
+        discovered: &Discovered,
+        first_wait: &FirstWait,
+    ) -> Vec<DnsKey> {
+        let same = match (&self.disc, &disc) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
         };
-        let span = tracing::info_span!("dns", pool = %w.pool, name = %w.addr);
-        let c = cancel.clone();
-        tracker.spawn(tracing::Instrument::instrument(
-            async move {
-                tokio::select! {
-                    _ = c.cancelled() => {}
-                    _ = w.run() => {}
-                }
-            },
-            span,
-        ));
+        if !same {
+            for (_, t) in self.running.drain() {
+                t.cancel();
+            }
+            self.disc = disc;
+        }
+        let wanted = targets(cfg);
+        let mut stopped = Vec::new();
+        self.running.retain(|k, t| {
+            let keep = wanted.contains(k);
+            if !keep {
+                t.cancel();
+                stopped.push(k.clone());
+            }
+            keep
+        });
+        if !stopped.is_empty() {
+            let mut reg = shared.dns.lock().unwrap_or_else(|e| e.into_inner());
+            for k in &stopped {
+                reg.remove(&k.status_key());
+            }
+        }
+        let Some(disc) = &self.disc else {
+            return stopped;
+        };
+        for key in wanted {
+            if self.running.contains_key(&key) {
+                continue;
+            }
+            let token = self.cancel.child_token();
+            self.running.insert(key.clone(), token.clone());
+            let w = Watch {
+                last: discovered.get(&key).cloned().unwrap_or_default(),
+                first_wait: first_wait.get(&key).copied().unwrap_or(Duration::ZERO),
+                key,
+                disc: Arc::clone(disc),
+                shared: Arc::clone(shared),
+                tx: shared.control.clone(),
+            };
+            let span = tracing::info_span!("dns", pool = %w.key.pool, name = %w.key.entry);
+            self.tracker.spawn(tracing::Instrument::instrument(
+                async move {
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = w.run() => {}
+                    }
+                },
+                span,
+            ));
+        }
+        stopped
     }
 }
 
 struct Watch {
-    key: (usize, usize),
-    pool: String,
-    addr: ServerAddr,
+    key: DnsKey,
     disc: Arc<Discovery>,
     shared: Arc<Shared>,
     tx: crate::control::ControlTx,
     last: Vec<Found>,
-    first_ttl: Option<Duration>,
+    first_wait: Duration,
 }
 
 impl Watch {
@@ -389,13 +499,10 @@ impl Watch {
         let c = self.disc.cfg.clone();
         let mut last_good = (!self.last.is_empty()).then(Instant::now);
         let mut failures: u32 = 0;
-        let mut wait = match self.first_ttl {
-            Some(t) => refresh_after(t, c.min_ttl, c.max_ttl, fastrand::f64()),
-            None => c.min_ttl,
-        };
+        let mut wait = self.first_wait;
         loop {
             tokio::time::sleep(wait).await;
-            let result = self.disc.resolve(&self.addr).await;
+            let result = self.disc.resolve(&self.key.entry).await;
             let mut publish: Option<Vec<Found>> = None;
             let mut error: Option<String> = None;
             match result {
@@ -456,7 +563,7 @@ impl Watch {
                 self.last = new.clone();
                 if self
                     .tx
-                    .send(crate::control::ControlMsg::Dns(self.key, new))
+                    .send(crate::control::ControlMsg::Dns(self.key.clone(), new))
                     .is_err()
                 {
                     return;
@@ -468,10 +575,10 @@ impl Watch {
     fn update_status(&self, f: impl FnOnce(&mut NameStatus)) {
         let mut reg = self.shared.dns.lock().unwrap_or_else(|e| e.into_inner());
         let st = reg
-            .entry(status_key(&self.pool, &self.addr))
+            .entry(self.key.status_key())
             .or_insert_with(|| NameStatus {
-                pool: self.pool.clone(),
-                name: self.addr.to_string(),
+                pool: self.key.pool.clone(),
+                name: self.key.entry.to_string(),
                 ..Default::default()
             });
         f(st);

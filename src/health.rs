@@ -277,7 +277,8 @@ fn jittered(d: Duration) -> Duration {
 /// that appear (DNS) get a task, members that leave have theirs stopped. Each
 /// task carries a tracing span and writes only its member's health.
 pub struct HealthManager {
-    tasks: HashMap<u64, CancellationToken>,
+    /// Server uid -> its task and the settings it runs with.
+    tasks: HashMap<u64, (CancellationToken, Arc<HealthConfig>)>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     /// Health flips are recorded in the state file.
@@ -298,7 +299,10 @@ impl HealthManager {
         }
     }
 
-    /// Starts and stops check tasks so there is exactly one per current member.
+    /// Starts and stops check tasks so there is exactly one per current member,
+    /// running with its pool's current settings: a member whose pool's `[health]`
+    /// changed gets a new task, which starts from the member's current health
+    /// (a DOWN server stays DOWN until `rise` checks pass).
     pub fn sync(&mut self, pools: &[Arc<Pool>]) {
         let mut live = HashSet::new();
         for pool in pools {
@@ -306,11 +310,15 @@ impl HealthManager {
             let cfg = Arc::new(cfg.clone());
             for s in &pool.servers {
                 live.insert(s.state.uid);
-                if self.tasks.contains_key(&s.state.uid) {
-                    continue;
+                if let Some((token, running)) = self.tasks.get(&s.state.uid) {
+                    if **running == *cfg {
+                        continue;
+                    }
+                    token.cancel();
                 }
                 let token = self.cancel.child_token();
-                self.tasks.insert(s.state.uid, token.clone());
+                self.tasks
+                    .insert(s.state.uid, (token.clone(), Arc::clone(&cfg)));
                 let span = tracing::info_span!("health", pool = %pool.name, server = %s.id);
                 let (addr, state, cfg) = (s.addr, Arc::clone(&s.state), Arc::clone(&cfg));
                 let control = self.control.clone();
@@ -325,7 +333,7 @@ impl HealthManager {
                 ));
             }
         }
-        self.tasks.retain(|uid, token| {
+        self.tasks.retain(|uid, (token, _)| {
             let keep = live.contains(uid);
             if !keep {
                 token.cancel();
@@ -335,7 +343,7 @@ impl HealthManager {
     }
 
     pub fn stop_all(&mut self) {
-        for (_, t) in self.tasks.drain() {
+        for (_, (t, _)) in self.tasks.drain() {
             t.cancel();
         }
     }

@@ -16,6 +16,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod snapshot;
 pub mod statefile;
@@ -42,46 +43,23 @@ pub struct Shared {
     /// Woken when members leave their pool, so every worker closes their idle
     /// connections at once.
     pub retired: tokio::sync::Notify,
-    /// Per listener, in config order.
-    pub listener_stats: Vec<ListenerStats>,
     /// Set once every health-checked server has had its first check.
     pub first_round_done: AtomicBool,
-    /// The config file, for the stats page header.
+    /// The config file: re-read by a reload, shown on the stats page.
     pub config_path: Option<std::path::PathBuf>,
+    /// The config now in force (the admin server's auth, shutdown timings). The
+    /// data plane reads the snapshot, never this.
+    pub config: ArcSwap<config::Config>,
+    /// `[global] max_connections`, over all listeners.
+    pub limit: std::sync::Arc<listener::Limit>,
+    /// What the last reloads did.
+    pub reloads: std::sync::Mutex<control::ReloadStatus>,
     /// To the control task (pool rebuilds, state file).
     pub control: control::ControlTx,
     /// Request rates, sampled by the control task.
     pub rates: std::sync::Mutex<admin::model::Rates>,
     /// HA status, when `[ha]` is configured.
     pub ha: std::sync::OnceLock<std::sync::Arc<ha::HaStatus>>,
-}
-
-/// Client connection counters of one listener.
-#[derive(Debug, Default)]
-pub struct ListenerStats {
-    pub active: std::sync::atomic::AtomicU64,
-    pub total: std::sync::atomic::AtomicU64,
-}
-
-/// Counts a client connection as open until dropped.
-#[derive(Debug)]
-pub struct ConnCount(std::sync::Arc<Shared>, usize);
-
-impl ConnCount {
-    pub fn new(shared: &std::sync::Arc<Shared>, listener: usize) -> Option<ConnCount> {
-        let st = shared.listener_stats.get(listener)?;
-        st.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        st.total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Some(ConnCount(std::sync::Arc::clone(shared), listener))
-    }
-}
-
-impl Drop for ConnCount {
-    fn drop(&mut self) {
-        if let Some(st) = self.0.listener_stats.get(self.1) {
-            st.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
 }
 
 impl Shared {

@@ -1,17 +1,22 @@
 //! Listening sockets (socket2: SO_REUSEADDR, SO_REUSEPORT for one socket per worker,
-//! IP_FREEBIND so a passive HA node can bind a VIP it does not hold yet) and the
-//! accept loop with its connection limits.
+//! IP_FREEBIND so a passive HA node can bind a VIP it does not hold yet), the accept
+//! loop with its connection limits, and the set of bound addresses that a reload
+//! reconciles: an address that stays keeps its sockets (no connection is ever
+//! refused), a new one is bound before anything else changes, a removed one stops
+//! accepting and its connections drain within `shutdown_grace`.
 
-use crate::config::Mode;
+use crate::config::{Config, Mode};
 use crate::proxy;
 use crate::Shared;
 use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -41,104 +46,397 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListe
     Ok(socket.into())
 }
 
-/// Connection limits: all listeners together, and this listener.
-#[derive(Clone)]
-pub struct Limits {
-    pub global: Arc<Semaphore>,
-    pub local: Option<Arc<Semaphore>>,
+#[derive(Debug, thiserror::Error)]
+#[error("listener {listener:?}: cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub listener: String,
+    pub addr: SocketAddr,
+    #[source]
+    pub source: io::Error,
 }
 
-/// One connection's slots under the limits, released when dropped.
+/// A connection limit whose maximum a reload can change. Raising it lets waiting
+/// accept loops go on at once; lowering it cuts no established connection (new
+/// ones wait until enough have closed).
+#[derive(Debug)]
+pub struct Limit {
+    max: AtomicUsize,
+    active: AtomicUsize,
+    /// Accept loops waiting for a slot (so a release only wakes when needed).
+    waiting: AtomicUsize,
+    freed: Notify,
+}
+
+impl Limit {
+    /// `max` 0 means no limit.
+    pub fn new(max: usize) -> Limit {
+        let l = Limit {
+            max: AtomicUsize::new(usize::MAX),
+            active: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            freed: Notify::new(),
+        };
+        l.set_max(max);
+        l
+    }
+
+    /// `max` 0 means no limit.
+    pub fn set_max(&self, max: usize) {
+        let max = if max == 0 { usize::MAX } else { max };
+        if self.max.swap(max, Ordering::SeqCst) != max {
+            self.freed.notify_waiters();
+        }
+    }
+
+    pub fn max(&self) -> Option<usize> {
+        match self.max.load(Ordering::Relaxed) {
+            usize::MAX => None,
+            m => Some(m),
+        }
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    fn try_take(&self) -> bool {
+        let max = self.max.load(Ordering::SeqCst);
+        self.active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |a| {
+                (a < max).then_some(a + 1)
+            })
+            .is_ok()
+    }
+
+    /// Waits for a slot.
+    pub async fn take(self: &Arc<Self>) -> LimitSlot {
+        if !self.try_take() {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            loop {
+                let freed = self.freed.notified();
+                tokio::pin!(freed);
+                freed.as_mut().enable();
+                if self.try_take() {
+                    break;
+                }
+                freed.await;
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        LimitSlot(Arc::clone(self))
+    }
+}
+
+/// One slot under a `Limit`, released when dropped.
+#[derive(Debug)]
+pub struct LimitSlot(Arc<Limit>);
+
+impl Drop for LimitSlot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        // SeqCst with take(): a waiter counted after this load re-checks
+        // try_take after enabling its notification, so no wakeup is lost.
+        if self.0.waiting.load(Ordering::SeqCst) > 0 {
+            self.0.freed.notify_waiters();
+        }
+    }
+}
+
+/// What a listener keeps across generations (by name): its connection counters
+/// and its own connection limit.
+#[derive(Debug)]
+pub struct ListenerShared {
+    pub name: Arc<str>,
+    pub active: AtomicU64,
+    pub total: AtomicU64,
+    pub limit: Arc<Limit>,
+}
+
+impl ListenerShared {
+    pub fn new(name: &str) -> ListenerShared {
+        ListenerShared {
+            name: Arc::from(name),
+            active: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            limit: Arc::new(Limit::new(0)),
+        }
+    }
+}
+
+/// One client connection's slots under the limits and its place in its
+/// listener's count, released when dropped.
 #[derive(Debug)]
 pub struct Permits {
-    _global: OwnedSemaphorePermit,
-    _local: Option<OwnedSemaphorePermit>,
+    _global: LimitSlot,
+    _local: LimitSlot,
+    listener: Arc<ListenerShared>,
 }
 
-impl Limits {
-    /// Waits for a free slot under both limits.
-    async fn acquire(&self) -> Option<Permits> {
-        let local = match &self.local {
-            Some(s) => Some(Arc::clone(s).acquire_owned().await.ok()?),
-            None => None,
-        };
-        let global = Arc::clone(&self.global).acquire_owned().await.ok()?;
-        Some(Permits {
-            _global: global,
-            _local: local,
-        })
+impl Permits {
+    pub fn listener(&self) -> &Arc<ListenerShared> {
+        &self.listener
+    }
+}
+
+impl Drop for Permits {
+    fn drop(&mut self) {
+        self.listener.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// What an accept loop needs besides its socket.
-pub struct AcceptCtx {
-    pub listener: usize,
-    pub name: Arc<str>,
-    pub mode: Mode,
-    pub shared: Arc<Shared>,
-    pub limits: Limits,
-    /// Cancelled when the listener must stop accepting (end of the drain delay).
-    pub stop_accept: CancellationToken,
-    /// Cancelled when open HTTP connections must finish their requests and close.
-    pub graceful: CancellationToken,
-    pub tracker: TaskTracker,
-    pub http: Option<Arc<proxy::http::ServerBuilders>>,
+struct AcceptCtx {
+    /// The address it accepts on; the snapshot says which listener owns it.
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    /// This address stops accepting (removed by a reload, or shutdown).
+    stop: CancellationToken,
+    /// Open HTTP connections finish their requests and close.
+    drain: CancellationToken,
+    /// What is still open after the grace is cut.
+    kill: CancellationToken,
+    tracker: TaskTracker,
 }
 
-/// Accepts connections until `stop_accept`; dropping the socket then makes the
-/// kernel refuse new connections.
-pub async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
+/// Accepts connections until `stop`; dropping the socket then makes the kernel
+/// refuse new connections.
+async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
     loop {
         let (stream, peer) = tokio::select! {
             biased;
-            _ = ctx.stop_accept.cancelled() => break,
+            _ = ctx.stop.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE/ENFILE/ENOBUFS: back off instead of spinning.
-                    tracing::warn!(listener = %ctx.name, error = %e, "accept failed");
+                    tracing::warn!(addr = %ctx.addr, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
+        };
+        // The listener that owns this address now, in the current generation.
+        let (ls, mode, builders) = {
+            let snap = ctx.shared.snapshot.load();
+            let Some(l) = snap.listener_at(ctx.addr) else {
+                continue;
+            };
+            (Arc::clone(&l.shared), l.mode, l.http.clone())
         };
         // Accept first, then wait for a slot: while this loop waits with one
         // connection in hand, the rest stay in the kernel's backlog (not refused),
         // and no slot is held by a loop that has nothing to serve.
         let permits = tokio::select! {
             biased;
-            _ = ctx.stop_accept.cancelled() => break,
-            p = ctx.limits.acquire() => match p {
-                Some(p) => p,
-                None => break,
-            },
+            _ = ctx.stop.cancelled() => break,
+            p = async {
+                let local = ls.limit.take().await;
+                let global = ctx.shared.limit.take().await;
+                (global, local)
+            } => p,
         };
-        let count = crate::ConnCount::new(&ctx.shared, ctx.listener);
-        match ctx.mode {
-            Mode::Http => {
-                let Some(builders) = &ctx.http else { break };
+        ls.active.fetch_add(1, Ordering::Relaxed);
+        ls.total.fetch_add(1, Ordering::Relaxed);
+        let permits = Permits {
+            _global: permits.0,
+            _local: permits.1,
+            listener: ls,
+        };
+        let kill = ctx.kill.clone();
+        match (mode, builders) {
+            (Mode::Http, Some(builders)) => {
                 let conn = Arc::new(proxy::http::ConnCtx::new(
                     Arc::clone(&ctx.shared),
-                    ctx.listener,
-                    Arc::clone(&ctx.name),
+                    ctx.addr,
                     peer,
                     ctx.tracker.clone(),
-                    (permits, count),
+                    permits,
                 ));
-                let builders = Arc::clone(builders);
-                let graceful = ctx.graceful.clone();
-                ctx.tracker
-                    .spawn(proxy::http::serve(stream, conn, builders, graceful));
-            }
-            Mode::Tcp => {
-                let shared = Arc::clone(&ctx.shared);
-                let idx = ctx.listener;
+                let drain = ctx.drain.clone();
                 ctx.tracker.spawn(async move {
-                    proxy::tcp::serve(stream, peer, shared, idx).await;
-                    drop((permits, count));
+                    tokio::select! {
+                        _ = proxy::http::serve(stream, conn, builders, drain) => {}
+                        _ = kill.cancelled() => {}
+                    }
+                });
+            }
+            _ => {
+                let shared = Arc::clone(&ctx.shared);
+                let addr = ctx.addr;
+                ctx.tracker.spawn(async move {
+                    tokio::select! {
+                        _ = proxy::tcp::serve(stream, peer, shared, addr, permits.listener()) => {}
+                        _ = kill.cancelled() => {}
+                    }
+                    drop(permits);
                 });
             }
         }
     }
-    tracing::debug!(listener = %ctx.name, "stopped accepting");
+    tracing::debug!(addr = %ctx.addr, "stopped accepting");
+}
+
+/// One bound address: its accept loops (one per worker) and its connections.
+struct Bound {
+    listener: String,
+    /// Its accept loops; each owns (and closes when it ends) one socket.
+    loops: Vec<tokio::task::JoinHandle<()>>,
+    stop: CancellationToken,
+    drain: CancellationToken,
+    kill: CancellationToken,
+}
+
+/// Sockets bound for a reload, not serving yet: dropped (closed) if the reload
+/// fails later.
+pub struct Prepared {
+    new: Vec<(SocketAddr, String, Vec<std::net::TcpListener>)>,
+}
+
+/// Every bound address of the running proxy, on every worker.
+pub struct ListenerSet {
+    workers: Vec<tokio::runtime::Handle>,
+    reuse_port: bool,
+    bound: HashMap<SocketAddr, Bound>,
+    /// Accept loops of removed addresses that may not have closed their socket yet.
+    closing: Vec<tokio::task::JoinHandle<()>>,
+    /// Shutdown: every address stops accepting / every connection drains.
+    stop_accept: CancellationToken,
+    graceful: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl ListenerSet {
+    pub fn new(
+        workers: Vec<tokio::runtime::Handle>,
+        stop_accept: CancellationToken,
+        graceful: CancellationToken,
+        tracker: TaskTracker,
+    ) -> ListenerSet {
+        ListenerSet {
+            reuse_port: workers.len() > 1,
+            workers,
+            bound: HashMap::new(),
+            closing: Vec::new(),
+            stop_accept,
+            graceful,
+            tracker,
+        }
+    }
+
+    /// Waits (briefly) until the sockets of removed addresses are closed. With
+    /// SO_REUSEPORT a new socket on the same address would otherwise share the
+    /// kernel's connections with a closing one, whose queued connections are
+    /// reset when it closes.
+    pub async fn settle(&mut self) {
+        for h in self.closing.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), h).await;
+        }
+    }
+
+    /// Binds (one socket per worker) every address of `cfg` that is not bound yet.
+    /// Nothing is bound if one fails.
+    pub fn prepare(&self, cfg: &Config) -> Result<Prepared, BindError> {
+        let mut new = Vec::new();
+        for l in &cfg.listeners {
+            for &addr in &l.binds {
+                if self.bound.contains_key(&addr) {
+                    continue;
+                }
+                let mut sockets = Vec::with_capacity(self.workers.len());
+                for _ in 0..self.workers.len() {
+                    let s = bind(addr, self.reuse_port).map_err(|source| BindError {
+                        listener: l.name.clone(),
+                        addr,
+                        source,
+                    })?;
+                    sockets.push(s);
+                }
+                new.push((addr, l.name.clone(), sockets));
+            }
+        }
+        Ok(Prepared { new })
+    }
+
+    /// Starts accepting on the prepared sockets and stops the addresses that `cfg`
+    /// no longer has: they stop accepting at once, their connections finish their
+    /// in-flight requests and close, and whatever is still open after `grace` is
+    /// closed. Call after the snapshot of `cfg` is live. Returns (added, removed).
+    pub fn commit(
+        &mut self,
+        prepared: Prepared,
+        cfg: &Config,
+        shared: &Arc<Shared>,
+        grace: Duration,
+    ) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+        let wanted: HashSet<SocketAddr> = cfg
+            .listeners
+            .iter()
+            .flat_map(|l| l.binds.iter().copied())
+            .collect();
+        let mut removed = Vec::new();
+        let closing = &mut self.closing;
+        self.bound.retain(|addr, b| {
+            if wanted.contains(addr) {
+                return true;
+            }
+            tracing::info!(listener = %b.listener, %addr, ?grace, "stopped listening; draining its connections");
+            b.stop.cancel();
+            closing.append(&mut b.loops);
+            b.drain.cancel();
+            let kill = b.kill.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                kill.cancel();
+            });
+            removed.push(*addr);
+            false
+        });
+        let mut added = Vec::new();
+        for (addr, name, sockets) in prepared.new {
+            let mut b = Bound {
+                listener: name,
+                loops: Vec::new(),
+                stop: self.stop_accept.child_token(),
+                drain: self.graceful.child_token(),
+                kill: CancellationToken::new(),
+            };
+            for (sock, worker) in sockets.into_iter().zip(&self.workers) {
+                let ctx = AcceptCtx {
+                    addr,
+                    shared: Arc::clone(shared),
+                    stop: b.stop.clone(),
+                    drain: b.drain.clone(),
+                    kill: b.kill.clone(),
+                    tracker: self.tracker.clone(),
+                };
+                b.loops.push(worker.spawn(async move {
+                    match TcpListener::from_std(sock) {
+                        Ok(l) => accept_loop(l, ctx).await,
+                        Err(e) => {
+                            tracing::error!(%addr, error = %e, "cannot register listener")
+                        }
+                    }
+                }));
+            }
+            let mode = cfg
+                .listeners
+                .iter()
+                .find(|l| l.name == b.listener)
+                .map(|l| l.mode);
+            tracing::info!(listener = %b.listener, %addr, ?mode, "listening");
+            self.bound.insert(addr, b);
+            added.push(addr);
+        }
+        // A renamed listener keeps the sockets of its addresses.
+        for l in &cfg.listeners {
+            for addr in &l.binds {
+                if let Some(b) = self.bound.get_mut(addr) {
+                    if b.listener != l.name {
+                        b.listener = l.name.clone();
+                    }
+                }
+            }
+        }
+        (added, removed)
+    }
 }

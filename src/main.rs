@@ -56,6 +56,14 @@ enum Command {
         token: Option<String>,
     },
     /// Run every health check now and print the summary.
+    /// Re-reads the config file of the running proxy and applies it (exit 1 and
+    /// every problem if it is refused; the running config keeps serving).
+    Reload {
+        #[arg(long, default_value = "http://127.0.0.1:8404", env = "RAMPART_ADMIN")]
+        admin: String,
+        #[arg(long, env = "RAMPART_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     CheckNow {
         #[arg(long, default_value = "http://127.0.0.1:8404", env = "RAMPART_ADMIN")]
         admin: String,
@@ -171,6 +179,7 @@ fn main() -> ExitCode {
                 v.id, v.status, v.weight
             ))
         }),
+        Command::Reload { admin, token } => reload(admin, token),
         Command::CheckNow { admin, token } => admin_call(admin, token, |c| async move {
             let s = c.check_now().await?;
             let mut out = format!(
@@ -234,6 +243,43 @@ where
 
 /// Names that do not resolve now: allowed (the pool starts empty and fills when
 /// they appear), but worth a warning from `rampart check`.
+fn reload(admin: String, token: Option<String>) -> ExitCode {
+    let client = match rampart::admin::client::AdminClient::new(&admin, token) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rampart: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let rt = match cli_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rampart: {e}");
+            return ExitCode::from(EXIT_RUN);
+        }
+    };
+    match rt.block_on(client.reload()) {
+        Ok(r) if r.ok => {
+            println!("reloaded: generation {}: {}", r.generation, r.summary);
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            for e in &r.errors {
+                eprintln!("{e}");
+            }
+            eprintln!("reload refused: generation {} keeps serving", r.generation);
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("rampart: {e}");
+            ExitCode::from(EXIT_RUN)
+        }
+    }
+}
+
 fn unresolved_names(cfg: &rampart::config::Config) -> Vec<String> {
     use rampart::discovery;
     if discovery::targets(cfg).is_empty() {

@@ -65,6 +65,15 @@ pub fn global() -> &'static Metrics {
     })
 }
 
+/// Drops a removed pool's histograms from the registry (in-flight requests of
+/// the pool still observe into their handles, which are no longer exported).
+pub fn forget_pool(pool: &str) {
+    let m = global();
+    for h in [&m.request_duration, &m.connect_time] {
+        let _ = h.remove_label_values(&[pool]);
+    }
+}
+
 /// The metric definitions above are constants; they cannot be invalid.
 #[cold]
 fn unreachable_metric(e: prometheus::Error) -> ! {
@@ -352,13 +361,46 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
             .with_label_values(&[p])
             .set(pool.servers.len() as i64);
     }
-    for (l, st) in snap.listeners.iter().zip(&shared.listener_stats) {
+    for l in &snap.listeners {
+        let st = &l.shared;
         l_active
             .with_label_values(&[&*l.name])
             .set(st.active.load(Ordering::Relaxed) as i64);
         l_total
             .with_label_values(&[&*l.name])
             .inc_by(st.total.load(Ordering::Relaxed));
+    }
+    let generation = gauge(
+        "rampart_config_generation",
+        "The config generation in force (1 at start, +1 per successful reload)",
+        &[],
+    );
+    generation
+        .with_label_values::<&str>(&[])
+        .set(snap.generation as i64);
+    let reloads = counter(
+        "rampart_config_reloads_total",
+        "Config reloads, by result (ok, failed)",
+        &["result"],
+    );
+    let last_reload = GaugeVec::new(
+        Opts::new(
+            "rampart_config_last_reload_timestamp_seconds",
+            "Unix time of the last reload attempt (0: none yet)",
+        ),
+        &[],
+    )
+    .unwrap_or_else(|e| unreachable_metric(e));
+    {
+        let r = shared.reloads.lock().unwrap_or_else(|e| e.into_inner());
+        reloads.with_label_values(&["ok"]).inc_by(r.ok);
+        reloads.with_label_values(&["failed"]).inc_by(r.failed);
+        last_reload.with_label_values::<&str>(&[]).set(
+            r.last
+                .as_ref()
+                .and_then(|l| l.at.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
     }
     for st in shared
         .dns
@@ -460,6 +502,9 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(dns_errors.collect());
     out.extend(dns_members.collect());
     out.extend(misc.collect());
+    out.extend(generation.collect());
+    out.extend(reloads.collect());
+    out.extend(last_reload.collect());
     out.extend(dropped.collect());
     // families with no samples (e.g. no DNS names) are left out
     out.retain(|f| !f.get_metric().is_empty());

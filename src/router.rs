@@ -42,14 +42,14 @@ impl HostMatch {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub host: Option<HostMatch>,
     pub path_prefix: Option<String>,
     pub pool: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Router {
     pub routes: Vec<Route>,
     pub default_pool: usize,

@@ -1,67 +1,89 @@
-//! The immutable runtime view the data plane reads: listeners (with their routers)
-//! and pools, built from a `Config` plus the members found through DNS. Per-server
-//! state lives in `Arc`s that a new snapshot carries over by (pool, address), so a
-//! DNS change (or a reload) keeps health, counters and breakers of survivors.
+//! The immutable runtime view the data plane reads: one config generation's
+//! listeners (router, timeouts, limits, hyper builders) and pools, built from a
+//! `Config` plus the members found through DNS.
+//!
+//! Identity is by name: a pool's shared state is carried over by pool name, a
+//! server's state by (pool name, address), a listener's counters and limit by
+//! listener name. Only inside one snapshot do positions mean anything: a route's
+//! pool index points into this snapshot's `pools`, which are built in the order of
+//! the same `Config` the routes were validated against.
 
-use crate::config::{Config, Mode, PoolConfig, ServerAddr};
-use crate::discovery::Discovered;
+use crate::config::{Config, ListenerConfig, Mode, PoolConfig, ServerAddr};
+use crate::discovery::{Discovered, DnsKey};
+use crate::listener::ListenerShared;
 use crate::pool::{MemberSpec, Pool, PoolShared, ServerState};
+use crate::proxy::http::ServerBuilders;
 use crate::router::Router;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Debug)]
 pub struct Snapshot {
+    /// The config generation this snapshot was built from (1 = the config the
+    /// process started with; each successful reload adds one).
+    pub generation: u64,
     pub listeners: Vec<ListenerRuntime>,
     pub pools: Vec<Arc<Pool>>,
 }
 
+/// Everything a connection needs from its listener, for one generation.
 #[derive(Debug, Clone)]
 pub struct ListenerRuntime {
     pub name: Arc<str>,
+    pub binds: Vec<SocketAddr>,
     pub mode: Mode,
     pub router: Router,
-    pub request_header_timeout: Duration,
+    /// hyper's server builders (HTTP listeners), with this generation's timeouts.
+    pub http: Option<Arc<ServerBuilders>>,
+    /// Counters and connection limit: they outlive generations.
+    pub shared: Arc<ListenerShared>,
 }
 
 impl Snapshot {
-    /// Builds a snapshot; state of pools and servers that also exist in `prev` is kept.
-    pub fn build(cfg: &Config, prev: Option<&Snapshot>, discovered: &Discovered) -> Snapshot {
+    /// A snapshot with nothing in it (before the first config is applied).
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            generation: 0,
+            listeners: Vec::new(),
+            pools: Vec::new(),
+        }
+    }
+
+    /// Builds generation `generation` of `cfg`; the state of pools, servers and
+    /// listeners that also exist in `prev` (by name) is kept.
+    pub fn build(
+        cfg: &Config,
+        prev: Option<&Snapshot>,
+        discovered: &Discovered,
+        generation: u64,
+    ) -> Snapshot {
         let pools = cfg
             .pools
             .iter()
-            .enumerate()
-            .map(|(pi, pc)| {
-                let old = prev.and_then(|p| p.pools.iter().find(|o| *o.name == *pc.name));
-                Arc::new(Self::build_pool(pc, pi, discovered, old))
+            .map(|pc| {
+                let old = prev.and_then(|p| p.pool(&pc.name));
+                Arc::new(Self::build_pool(pc, discovered, old))
             })
             .collect();
         let listeners = cfg
             .listeners
             .iter()
-            .map(|l| ListenerRuntime {
-                name: Arc::from(l.name.as_str()),
-                mode: l.mode,
-                router: Router {
-                    routes: l.routes.clone(),
-                    default_pool: l.pool,
-                },
-                request_header_timeout: l.request_header_timeout,
+            .map(|l| {
+                let old = prev.and_then(|p| p.listeners.iter().find(|o| *o.name == *l.name));
+                listener_runtime(l, old.map(|o| &o.shared))
             })
             .collect();
-        Snapshot { listeners, pools }
+        Snapshot {
+            generation,
+            listeners,
+            pools,
+        }
     }
 
-    /// Builds pool `pi` from its config entries and the members found for its DNS
+    /// Builds pool `pc` from its config entries and the members found for its DNS
     /// entries, carrying over the state of members `old` already had.
-    pub fn build_pool(
-        pc: &PoolConfig,
-        pi: usize,
-        discovered: &Discovered,
-        old: Option<&Arc<Pool>>,
-    ) -> Pool {
+    pub fn build_pool(pc: &PoolConfig, discovered: &Discovered, old: Option<&Arc<Pool>>) -> Pool {
         let old_states: HashMap<SocketAddr, &Arc<ServerState>> = old
             .map(|o| o.servers.iter().map(|s| (s.addr, &s.state)).collect())
             .unwrap_or_default();
@@ -70,32 +92,89 @@ impl Snapshot {
             |o| Arc::clone(&o.shared),
         );
         let initial = Pool::initial_health(pc);
-        Pool::new(pc, shared, members(pc, pi, discovered), |addr| {
+        Pool::new(pc, shared, members(pc, discovered), |addr| {
             old_states
                 .get(&addr)
                 .map_or_else(|| Arc::new(ServerState::new(initial)), |s| Arc::clone(s))
         })
     }
 
-    /// This snapshot with pool `pi` replaced.
-    pub fn with_pool(&self, pi: usize, pool: Arc<Pool>) -> Snapshot {
+    /// This snapshot with the pool of the same name replaced (same generation).
+    pub fn with_pool(&self, pool: Arc<Pool>) -> Snapshot {
         let mut pools = self.pools.clone();
-        if let Some(slot) = pools.get_mut(pi) {
+        if let Some(slot) = pools.iter_mut().find(|p| p.name == pool.name) {
             *slot = pool;
         }
         Snapshot {
+            generation: self.generation,
             listeners: self.listeners.clone(),
             pools,
         }
     }
+
+    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.pools.iter().find(|p| *p.name == *name)
+    }
+
+    /// The listener a connection belongs to: the one it was accepted for (same
+    /// long-lived state), else the one that now owns the address it came in on
+    /// (a renamed listener).
+    #[inline]
+    pub fn listener_of(
+        &self,
+        shared: &Arc<ListenerShared>,
+        bound: SocketAddr,
+    ) -> Option<&ListenerRuntime> {
+        self.listeners
+            .iter()
+            .find(|l| Arc::ptr_eq(&l.shared, shared))
+            .or_else(|| self.listener_at(bound))
+    }
+
+    /// The listener bound to `addr` in this generation.
+    pub fn listener_at(&self, addr: SocketAddr) -> Option<&ListenerRuntime> {
+        self.listeners.iter().find(|l| l.binds.contains(&addr))
+    }
 }
 
-/// The members of pool `pi`: static entries as written, DNS entries as last found.
+fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> ListenerRuntime {
+    let shared = match old {
+        Some(s) => Arc::clone(s),
+        None => Arc::new(ListenerShared::new(&l.name)),
+    };
+    shared.limit.set_max(l.max_connections);
+    ListenerRuntime {
+        name: Arc::from(l.name.as_str()),
+        binds: l.binds.clone(),
+        mode: l.mode,
+        router: Router {
+            routes: l.routes.clone(),
+            default_pool: l.pool,
+        },
+        http: (l.mode == Mode::Http).then(|| {
+            Arc::new(crate::proxy::http::server_builders(
+                l.request_header_timeout,
+                l.client_timeout,
+            ))
+        }),
+        shared,
+    }
+}
+
+/// The key of a pool's DNS server entry.
+pub fn dns_key(pc: &PoolConfig, entry: &ServerAddr) -> DnsKey {
+    DnsKey {
+        pool: pc.name.clone(),
+        entry: entry.clone(),
+    }
+}
+
+/// The members of pool `pc`: static entries as written, DNS entries as last found.
 /// An address reachable through two entries is one member (the first wins).
-pub fn members(pc: &PoolConfig, pi: usize, discovered: &Discovered) -> Vec<MemberSpec> {
+pub fn members(pc: &PoolConfig, discovered: &Discovered) -> Vec<MemberSpec> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    for (si, s) in pc.servers.iter().enumerate() {
+    for s in &pc.servers {
         match &s.address {
             ServerAddr::Static(a) => {
                 if seen.insert(*a) {
@@ -111,7 +190,7 @@ pub fn members(pc: &PoolConfig, pi: usize, discovered: &Discovered) -> Vec<Membe
             dns => {
                 let source: Arc<str> = Arc::from(dns.to_string());
                 for f in discovered
-                    .get(&(pi, si))
+                    .get(&dns_key(pc, dns))
                     .map(Vec::as_slice)
                     .unwrap_or_default()
                 {

@@ -143,7 +143,8 @@ pub fn restore(snap: &Snapshot, state: &StateFile) -> usize {
             continue;
         };
         if let Some(a) = AdminState::parse(&saved.admin) {
-            server.state.set_admin(a);
+            // the saved health follows; a check is not asked for here
+            server.state.set_admin(a, false);
         }
         // a hand-edited file must not make the balancer allocate a huge schedule
         server
@@ -184,7 +185,7 @@ name = "api"
             "t.toml",
         )
         .unwrap();
-        let snap = Snapshot::build(&cfg, None, &Default::default());
+        let snap = Snapshot::build(&cfg, None, &Default::default(), 1);
         let saved = |pool: &str, addr: &str, admin: &str, w: Option<u32>| SavedServer {
             pool: pool.into(),
             address: addr.into(),

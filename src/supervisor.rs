@@ -5,8 +5,9 @@
 //! finish within `shutdown_grace`, exit.
 
 use crate::accesslog::AccessLog;
-use crate::config::{Config, Mode};
-use crate::listener::{self, AcceptCtx, Limits};
+use crate::config::Config;
+use crate::control::Control;
+use crate::listener::{self, ListenerSet};
 use crate::snapshot::Snapshot;
 use crate::{discovery, statefile, upstream, Shared};
 use arc_swap::ArcSwap;
@@ -14,7 +15,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -52,7 +52,6 @@ pub struct RunOptions {
 /// Runs the proxy until a signal (or `opts.stop`) and a graceful drain. Blocks.
 pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     let threads = config.global.threads.max(1);
-    let reuse_port = threads > 1;
 
     // The control runtime: signals, health checks. Signal handlers go in first, so a
     // SIGTERM that arrives while starting is handled as a graceful stop.
@@ -63,22 +62,6 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     let _ctx = main_rt.enter();
     let signals = Signals::new();
 
-    // Bind every socket for every worker before starting anything.
-    let mut per_worker: Vec<Vec<(usize, std::net::TcpListener)>> =
-        (0..threads).map(|_| Vec::new()).collect();
-    for (li, l) in config.listeners.iter().enumerate() {
-        for &addr in &l.binds {
-            for sockets in per_worker.iter_mut() {
-                let s = listener::bind(addr, reuse_port).map_err(|source| RunError::Bind {
-                    listener: l.name.clone(),
-                    addr,
-                    source,
-                })?;
-                sockets.push((li, s));
-            }
-            tracing::info!(listener = %l.name, %addr, mode = ?l.mode, "listening");
-        }
-    }
     let admin_listener =
         listener::bind(config.admin.bind, false).map_err(|source| RunError::Bind {
             listener: "admin".into(),
@@ -96,7 +79,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         ))
     };
     let registry = discovery::NameRegistry::default();
-    let (discovered, ttls) = match &discovery {
+    let (discovered, first_wait) = match &discovery {
         Some(d) => main_rt.block_on(discovery::initial_round(d, &config, &registry)),
         None => Default::default(),
     };
@@ -108,44 +91,28 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         rates: Default::default(),
         dns: registry,
         retired: tokio::sync::Notify::new(),
-        listener_stats: config
-            .listeners
-            .iter()
-            .map(|_| Default::default())
-            .collect(),
         first_round_done: AtomicBool::new(false),
         config_path: opts.config_path.clone(),
-        snapshot: ArcSwap::from_pointee(Snapshot::build(&config, None, &discovered)),
+        config: ArcSwap::from_pointee(config.clone()),
+        limit: Arc::new(listener::Limit::new(config.global.max_connections)),
+        reloads: Default::default(),
+        snapshot: ArcSwap::from_pointee(Snapshot::empty()),
         access_log: AccessLog::new(config.global.access_log),
         ready: AtomicBool::new(false),
         started: Instant::now(),
     });
     // Operator state and last known health from the previous run; the control
     // task keeps it for servers that are not members right now.
-    let mut saved = statefile::StateFile::default();
-    if let Some(path) = &config.global.state_file {
-        match statefile::load(path) {
-            Ok(s) => {
-                let n = statefile::restore(&shared.snapshot.load(), &s);
-                // rebuild so restored weights reach the balancers
-                let rebuilt = Snapshot::build(&config, Some(&shared.snapshot.load()), &discovered);
-                shared.snapshot.store(Arc::new(rebuilt));
-                if n > 0 {
-                    tracing::info!(path = %path.display(), servers = n, "restored server states");
-                }
-                saved = s;
-            }
+    let saved = match &config.global.state_file {
+        Some(path) => match statefile::load(path) {
+            Ok(s) => Some(s),
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the state file; starting without it")
+                tracing::error!(error = %e, "cannot read the state file; starting without it");
+                None
             }
-        }
-    }
-    let global = Arc::new(Semaphore::new(config.global.max_connections));
-    let local: Vec<Option<Arc<Semaphore>>> = config
-        .listeners
-        .iter()
-        .map(|l| (l.max_connections > 0).then(|| Arc::new(Semaphore::new(l.max_connections))))
-        .collect();
+        },
+        None => None,
+    };
     let stop_accept = CancellationToken::new();
     let graceful = CancellationToken::new();
     let hard_stop = CancellationToken::new();
@@ -153,64 +120,24 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     let _stop_workers = hard_stop.clone().drop_guard();
     let tracker = TaskTracker::new();
 
+    // The workers: each runs its accept loops (spawned onto it by the listener
+    // set, now and at every reload) and its connections.
     let mut workers = Vec::with_capacity(threads);
-    for (wi, sockets) in per_worker.into_iter().enumerate() {
-        let listeners: Vec<(usize, String, Mode, (Duration, Duration))> = config
-            .listeners
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let timeouts = (l.request_header_timeout, l.client_timeout);
-                (i, l.name.clone(), l.mode, timeouts)
-            })
-            .collect();
+    let mut handles = Vec::with_capacity(threads);
+    for wi in 0..threads {
         let shared = Arc::clone(&shared);
-        let limits: Vec<Limits> = local
-            .iter()
-            .map(|l| Limits {
-                global: Arc::clone(&global),
-                local: l.clone(),
-            })
-            .collect();
-        let (stop_accept, graceful, hard_stop, tracker) = (
-            stop_accept.clone(),
-            graceful.clone(),
-            hard_stop.clone(),
-            tracker.clone(),
-        );
+        let hard_stop = hard_stop.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(RunError::Runtime)?;
+        handles.push(rt.handle().clone());
         let handle = std::thread::Builder::new()
             .name(format!("rampart-w{wi}"))
             .spawn(move || {
                 rt.block_on(async move {
-                    for (li, sock) in sockets {
-                        let (_, name, mode, (hdr_timeout, client_timeout)) = &listeners[li];
-                        let l = match tokio::net::TcpListener::from_std(sock) {
-                            Ok(l) => l,
-                            Err(e) => {
-                                tracing::error!(listener = %name, error = %e, "cannot register listener");
-                                continue;
-                            }
-                        };
-                        let ctx = AcceptCtx {
-                            listener: li,
-                            name: Arc::from(name.as_str()),
-                            mode: *mode,
-                            shared: Arc::clone(&shared),
-                            limits: limits[li].clone(),
-                            stop_accept: stop_accept.clone(),
-                            graceful: graceful.clone(),
-                            tracker: tracker.clone(),
-                            http: (*mode == Mode::Http)
-                                .then(|| Arc::new(crate::proxy::http::server_builders(*hdr_timeout, *client_timeout))),
-                        };
-                        tokio::spawn(listener::accept_loop(l, ctx));
-                    }
                     // Close idle backend connections that aged out or were closed.
-                    // ... and at once when members leave their pool (DNS).
+                    // ... and at once when members leave their pool (DNS, reload).
                     let sweeper = async {
                         let mut tick = tokio::time::interval(Duration::from_secs(1));
                         loop {
@@ -231,50 +158,59 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         workers.push(handle);
     }
 
-    // The control plane on this runtime: health checks, DNS, the control task,
-    // the admin server.
+    // The control plane on this runtime: the control task (which binds the
+    // listeners, and starts health checks and DNS watches), the admin server.
     let health_stop = CancellationToken::new();
     let health_tasks = TaskTracker::new();
-    let mut health = crate::health::HealthManager::new(
+    let health = crate::health::HealthManager::new(
         health_stop.clone(),
         health_tasks.clone(),
         shared.control.clone(),
     );
-    health.sync(&shared.snapshot.load().pools);
-    let config = Arc::new(config);
-    if let Some(d) = discovery {
-        discovery::spawn(
-            &shared,
-            &config,
-            d,
-            &discovered,
-            &ttls,
-            &health_stop,
-            &health_tasks,
-        );
-    }
-    health_tasks.spawn(crate::control::run(
+    let watches = discovery::Watches::new(discovery, health_stop.clone(), health_tasks.clone());
+    let listeners = ListenerSet::new(
+        handles,
+        stop_accept.clone(),
+        graceful.clone(),
+        tracker.clone(),
+    );
+    let admin_bind = config.admin.bind;
+    let ha_config = config.ha.clone();
+    let control = Control::start(
         Arc::clone(&shared),
-        Arc::clone(&config),
+        config,
         discovered,
+        first_wait,
         health,
+        watches,
+        listeners,
         saved,
-        control_rx,
-        health_stop.clone(),
-    ));
+    )
+    .map_err(|e| RunError::Bind {
+        listener: e.listener,
+        addr: e.addr,
+        source: e.source,
+    })?;
+    health_tasks.spawn(control.run(control_rx, health_stop.clone()));
     let admin_listener =
         tokio::net::TcpListener::from_std(admin_listener).map_err(RunError::Runtime)?;
-    tracing::info!(addr = %config.admin.bind, "admin server listening");
+    tracing::info!(addr = %admin_bind, "admin server listening");
     health_tasks.spawn(crate::admin::serve(
         admin_listener,
         Arc::clone(&shared),
-        Arc::clone(&config),
         health_stop.clone(),
     ));
+    if let Some(path) = &opts.config_path {
+        health_tasks.spawn(crate::reload::watch_file(
+            path.clone(),
+            Arc::clone(&shared),
+            health_stop.clone(),
+        ));
+    }
 
     // HA: the heartbeat socket and the interface must be there now.
     let ha_stop = CancellationToken::new();
-    let ha_task = match &config.ha {
+    let ha_task = match &ha_config {
         Some(hc) => {
             let ha = crate::ha::Ha::new(hc.clone()).map_err(RunError::Ha)?;
             let _ = shared.ha.set(Arc::clone(&ha.status));
@@ -291,7 +227,6 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     tracing::info!(threads, "rampart started");
 
     main_rt.block_on(shutdown_sequence(
-        &config,
         &shared,
         signals,
         opts.stop.clone(),
@@ -318,7 +253,6 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
 
 #[allow(clippy::too_many_arguments)] // the run's pieces, passed once
 async fn shutdown_sequence(
-    config: &Config,
     shared: &Shared,
     mut signals: Signals,
     stop: Option<CancellationToken>,
@@ -328,11 +262,29 @@ async fn shutdown_sequence(
     tracker: TaskTracker,
 ) {
     let external = stop.unwrap_or_default();
-    tokio::select! {
-        name = signals.next() => tracing::info!(signal = name, "shutting down"),
-        _ = external.cancelled() => tracing::info!("shutting down"),
+    loop {
+        tokio::select! {
+            sig = signals.next_or_hangup() => match sig {
+                Some(name) => {
+                    tracing::info!(signal = name, "shutting down");
+                    break;
+                }
+                None => {
+                    tracing::info!(signal = "SIGHUP", "reloading the config");
+                    let _ = shared.control.send(crate::control::ControlMsg::Reload {
+                        trigger: "SIGHUP",
+                        reply: None,
+                    });
+                }
+            },
+            _ = external.cancelled() => {
+                tracing::info!("shutting down");
+                break;
+            }
+        }
     }
     shared.ready.store(false, Ordering::Release);
+    let config = shared.config.load_full();
     // A MASTER hands the VIP over first (priority-0 advert): the peer takes it
     // after only its skew, while this node drains what it already has.
     ha_stop.cancel();
@@ -363,11 +315,12 @@ async fn shutdown_sequence(
     }
 }
 
-/// SIGTERM and SIGINT as one stream. If the handlers cannot be installed, only the
-/// external stop token ends the run.
+/// SIGTERM and SIGINT as one stream, and SIGHUP (reload). If the handlers cannot
+/// be installed, only the external stop token ends the run.
 struct Signals {
     term: Option<tokio::signal::unix::Signal>,
     int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
@@ -379,21 +332,34 @@ impl Signals {
         let int = signal(SignalKind::interrupt())
             .map_err(|e| tracing::error!(error = %e, "cannot handle SIGINT"))
             .ok();
-        Signals { term, int }
+        let hup = signal(SignalKind::hangup())
+            .map_err(|e| tracing::error!(error = %e, "cannot handle SIGHUP"))
+            .ok();
+        Signals { term, int, hup }
     }
 
     async fn next(&mut self) -> &'static str {
-        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
-            match s {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        }
         tokio::select! {
             _ = recv(&mut self.term) => "SIGTERM",
             _ = recv(&mut self.int) => "SIGINT",
         }
+    }
+
+    /// The next stop signal (its name), or None for a SIGHUP.
+    async fn next_or_hangup(&mut self) -> Option<&'static str> {
+        tokio::select! {
+            _ = recv(&mut self.term) => Some("SIGTERM"),
+            _ = recv(&mut self.int) => Some("SIGINT"),
+            _ = recv(&mut self.hup) => None,
+        }
+    }
+}
+
+async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }

@@ -284,7 +284,7 @@ fn park<C>(
     conn: C,
     list: impl FnOnce(&mut IdleList) -> &mut Vec<Idle<C>>,
 ) {
-    if max_idle == 0 || keepalive.is_zero() || state.retired.load(Ordering::Acquire) {
+    if max_idle == 0 || keepalive.is_zero() || state.is_retired() {
         return;
     }
     IDLE.with_borrow_mut(|m| {
@@ -324,7 +324,7 @@ pub fn sweep_idle() {
     let now = crate::clock::now_ms();
     IDLE.with_borrow_mut(|m| {
         m.retain(|_, list| {
-            if list.state.retired.load(Ordering::Acquire) {
+            if list.state.is_retired() {
                 return false;
             }
             list.conns

@@ -2,6 +2,7 @@
 
 use super::html::human_secs;
 use super::model::{HealthSummary, ServerView, Stats};
+use crate::control::ReloadRecord;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -50,6 +51,22 @@ impl AdminClient {
         path: &str,
         body: Option<String>,
     ) -> Result<Bytes, ClientError> {
+        let (status, body) = self.send(method, path, body).await?;
+        if !status.is_success() {
+            return Err(ClientError::Status {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body).trim().to_string(),
+            });
+        }
+        Ok(body)
+    }
+
+    async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<(http::StatusCode, Bytes), ClientError> {
         let stream = tokio::time::timeout(
             Duration::from_secs(5),
             tokio::net::TcpStream::connect(&self.host),
@@ -90,13 +107,22 @@ impl AdminClient {
             .map_err(|e| ClientError::Http(e.to_string()))?
             .to_bytes();
         task.abort();
-        if !status.is_success() {
-            return Err(ClientError::Status {
-                status: status.as_u16(),
+        Ok((status, body))
+    }
+
+    /// `POST /api/reload`: the record says whether the new config is live (`ok`)
+    /// or was refused, with every problem (and nothing changed).
+    pub async fn reload(&self) -> Result<ReloadRecord, ClientError> {
+        let (status, body) = self.send(http::Method::POST, "/api/reload", None).await?;
+        match status {
+            http::StatusCode::OK | http::StatusCode::UNPROCESSABLE_ENTITY => {
+                Ok(serde_json::from_slice(&body)?)
+            }
+            s => Err(ClientError::Status {
+                status: s.as_u16(),
                 body: String::from_utf8_lossy(&body).trim().to_string(),
-            });
+            }),
         }
-        Ok(body)
     }
 
     pub async fn stats(&self) -> Result<Stats, ClientError> {
@@ -150,7 +176,7 @@ pub fn render_table(s: &Stats) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "rampart {}  up {}  ready: {}{}",
+        "rampart {}  up {}  ready: {}{}  config generation {}",
         s.version,
         human_secs(s.uptime_secs),
         if s.ready { "yes" } else { "NO" },
@@ -158,8 +184,19 @@ pub fn render_table(s: &Stats) -> String {
             .and_then(|h| h.get("state"))
             .and_then(|v| v.as_str())
             .map(|st| format!("  HA: {st}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        s.config.generation
     );
+    if let Some(r) = &s.config.last_reload {
+        let _ = writeln!(
+            o,
+            "last reload {} ({}): {}{}",
+            r.time,
+            r.trigger,
+            if r.ok { "" } else { "FAILED: " },
+            r.summary
+        );
+    }
     for p in &s.pools {
         let _ = writeln!(
             o,

@@ -111,6 +111,26 @@ pub fn render(s: &Stats, refresh: u32) -> String {
         started = esc(&s.started_at),
         ready = if s.ready { "yes" } else { "NO" },
     );
+    let _ = write!(
+        o,
+        "<span>generation <b id=\"generation\">{}</b></span>",
+        s.config.generation
+    );
+    if let Some(r) = &s.config.last_reload {
+        let _ = write!(
+            o,
+            "<span id=\"last-reload\" class=\"{}\" title=\"{}\">last reload {} ({}): {}</span>",
+            if r.ok { "" } else { "err" },
+            esc(&r.errors.join("\n")),
+            esc(&r.time),
+            esc(&r.trigger),
+            esc(&if r.ok {
+                r.summary.clone()
+            } else {
+                format!("FAILED: {}", r.summary)
+            }),
+        );
+    }
     if let Some(ha) = &s.ha {
         let state = ha.get("state").and_then(|v| v.as_str()).unwrap_or("?");
         let _ = write!(o, "<span>HA: <b id=\"ha-state\">{}</b></span>", esc(state));

@@ -32,12 +32,7 @@ use tokio_util::sync::CancellationToken;
 type Resp = Response<Full<Bytes>>;
 
 /// Serves the admin API until `cancel`.
-pub async fn serve(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    cfg: Arc<Config>,
-    cancel: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -50,11 +45,11 @@ pub async fn serve(
                 }
             },
         };
-        let (shared, cfg) = (Arc::clone(&shared), Arc::clone(&cfg));
+        let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let (shared, cfg) = (Arc::clone(&shared), Arc::clone(&cfg));
-                async move { Ok::<_, Infallible>(route(&shared, &cfg, peer, req).await) }
+                let shared = Arc::clone(&shared);
+                async move { Ok::<_, Infallible>(route(&shared, peer, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -65,7 +60,10 @@ pub async fn serve(
     }
 }
 
-async fn route(shared: &Shared, cfg: &Config, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+async fn route(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+    // the config in force now: a reload may change the credentials
+    let cfg = shared.config.load_full();
+    let cfg = &*cfg;
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().clone();
@@ -120,6 +118,8 @@ async fn route(shared: &Shared, cfg: &Config, peer: SocketAddr, req: Request<Inc
             check_now(shared).await;
             json(StatusCode::OK, &model::health_summary(&stats(shared)))
         }
+        (Method::POST, "/api/reload") => reload(shared).await,
+        (Method::GET, "/api/reload") => json(StatusCode::OK, &model::reload_view(shared)),
         (Method::GET, "/api/pools") => json(StatusCode::OK, &stats(shared).pools),
         (Method::GET, p) if p.starts_with("/api/pools/") => {
             let name = percent_decode(&p["/api/pools/".len()..]);
@@ -220,67 +220,36 @@ async fn set_server(
             "nothing to change: give \"state\" and/or \"weight\"",
         );
     }
+    // The control task makes the change (it is the one writer of server state)
+    // and answers once the new weight is in the balancers.
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let sent = shared.control.send(ControlMsg::SetServer {
+        pool: pool_name.to_string(),
+        server: server.to_string(),
+        state,
+        weight: change.weight,
+        reply,
+    });
+    let result = match sent {
+        Ok(()) => rx.await.unwrap_or_else(|_| Err("shutting down".into())),
+        Err(_) => Err("shutting down".into()),
+    };
+    if let Err(e) = result {
+        return error(StatusCode::NOT_FOUND, &e);
+    }
     let snap = shared.snapshot.load();
-    let Some((pi, pool)) = snap
-        .pools
-        .iter()
-        .enumerate()
-        .find(|(_, p)| *p.name == *pool_name)
+    let Some(id) = snap
+        .pool(pool_name)
+        .and_then(|p| {
+            p.servers
+                .iter()
+                .find(|s| *s.id == *server || s.addr.to_string() == server)
+        })
+        .map(|s| s.id.to_string())
     else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("no pool named {pool_name:?}"),
-        );
+        return error(StatusCode::NOT_FOUND, "the server left the pool");
     };
-    let Some(s) = pool
-        .servers
-        .iter()
-        .find(|s| *s.id == *server || s.addr.to_string() == server)
-    else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("pool {pool_name:?} has no server {server:?} (use its name, or ip:port)"),
-        );
-    };
-    if let Some(a) = state {
-        let was = s.state.admin();
-        s.state.set_admin(a);
-        if pool.health.is_some() && was != a {
-            if a == AdminState::Maint {
-                // not checked while in maintenance: its health is unknown until checked again
-                s.state
-                    .set_health(crate::pool::Health::Unknown, crate::clock::now_ms());
-            } else if was == AdminState::Maint {
-                s.state.check_now.notify_one();
-            }
-        }
-        tracing::info!(pool = %pool.name, server = %s.id, state = a.as_str(), "admin state changed");
-    }
-    if let Some(w) = change.weight {
-        s.state.set_weight_override(Some(w));
-        tracing::info!(pool = %pool.name, server = %s.id, weight = w, "weight changed");
-        let _ = shared.control.send(ControlMsg::Rebuild(pi));
-    }
-    let _ = shared.control.send(ControlMsg::Dirty);
-    let id = s.id.to_string();
-    let addr = s.addr;
     drop(snap);
-    // The weight takes effect once the control task rebuilt the pool.
-    if let Some(w) = change.weight {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while tokio::time::Instant::now() < deadline {
-            let snap = shared.snapshot.load();
-            let done = snap
-                .pools
-                .get(pi)
-                .and_then(|p| p.servers.iter().find(|s| s.addr == addr))
-                .is_none_or(|s| s.weight == w);
-            if done {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
     match stats(shared)
         .pools
         .into_iter()
@@ -289,6 +258,16 @@ async fn set_server(
     {
         Some(view) => json(StatusCode::OK, &view),
         None => error(StatusCode::NOT_FOUND, "the server left the pool"),
+    }
+}
+
+/// Re-reads the config file and applies it; 200 with what changed, or 422 with
+/// every problem (file, line, key) and nothing changed.
+async fn reload(shared: &Shared) -> Resp {
+    match crate::control::request_reload(&shared.control, "api").await {
+        Some(r) if r.ok => json(StatusCode::OK, &r),
+        Some(r) => json(StatusCode::UNPROCESSABLE_ENTITY, &r),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
     }
 }
 

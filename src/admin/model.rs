@@ -22,9 +22,31 @@ pub struct Stats {
     pub started_at: String,
     pub ready: bool,
     pub ha: Option<serde_json::Value>,
+    /// The config generation and what the last reload did.
+    #[serde(default)]
+    pub config: ConfigView,
     pub listeners: Vec<ListenerView>,
     pub pools: Vec<PoolView>,
     pub dns: Vec<DnsView>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConfigView {
+    pub generation: u64,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub last_reload: Option<crate::control::ReloadRecord>,
+}
+
+/// The config generation and the reload counters (`GET /api/reload`).
+pub fn reload_view(shared: &Shared) -> ConfigView {
+    let r = shared.reloads.lock().unwrap_or_else(|e| e.into_inner());
+    ConfigView {
+        generation: shared.snapshot.load().generation,
+        reloads_ok: r.ok,
+        reloads_failed: r.failed,
+        last_reload: r.last.clone(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,6 +173,8 @@ impl Rates {
             }
         }
         self.server.retain(|uid, _| seen.contains_key(uid));
+        self.history
+            .retain(|name, _| snap.pools.iter().any(|p| *p.name == **name));
         self.last = seen;
     }
 }
@@ -178,7 +202,7 @@ pub fn build(shared: &Shared, rates: &Mutex<Rates>) -> Stats {
     let listeners = snap
         .listeners
         .iter()
-        .zip(&shared.listener_stats)
+        .map(|l| (l, &l.shared))
         .map(|(l, st)| ListenerView {
             name: l.name.to_string(),
             mode: format!("{:?}", l.mode).to_lowercase(),
@@ -216,6 +240,7 @@ pub fn build(shared: &Shared, rates: &Mutex<Rates>) -> Stats {
         started_at: crate::accesslog::rfc3339(SystemTime::now() - shared.started.elapsed()),
         ready: shared.is_ready(),
         ha: shared.ha_status(),
+        config: reload_view(shared),
         listeners,
         pools,
         dns,

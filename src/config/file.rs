@@ -135,6 +135,9 @@ pub struct GlobalFile {
     pub access_log: AccessLogFormat,
     /// Admin states, weights and last known health are kept here across restarts.
     pub state_file: Option<std::path::PathBuf>,
+    /// Reload when the config file (or the directory it is in) changes.
+    #[serde(default)]
+    pub watch_config: bool,
 }
 
 impl Default for GlobalFile {
@@ -146,6 +149,7 @@ impl Default for GlobalFile {
             drain_delay: Dur::default(),
             access_log: AccessLogFormat::default(),
             state_file: None,
+            watch_config: false,
         }
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A validated configuration, ready to build a runtime snapshot from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub global: Global,
     pub admin: Admin,
@@ -26,7 +26,7 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Global {
     /// Worker threads, already resolved (`threads = 0` becomes the core count).
     pub threads: usize,
@@ -35,9 +35,10 @@ pub struct Global {
     pub drain_delay: Duration,
     pub access_log: AccessLogFormat,
     pub state_file: Option<PathBuf>,
+    pub watch_config: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Admin {
     pub bind: SocketAddr,
     /// Bearer token for write endpoints (from `token_env`); None: loopback only.
@@ -46,7 +47,7 @@ pub struct Admin {
     pub read_auth: Option<(String, String)>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     pub name: String,
     pub binds: Vec<SocketAddr>,
@@ -61,7 +62,7 @@ pub struct ListenerConfig {
     pub routes: Vec<Route>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     pub name: String,
     pub balance: Balance,
@@ -81,7 +82,7 @@ pub struct PoolConfig {
 }
 
 /// `[ha]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HaConfig {
     pub interface: String,
     /// (address, prefix length)
@@ -103,12 +104,12 @@ pub struct HaConfig {
 pub enum Track {
     /// The proxy's own readiness (/ready).
     Ready,
-    /// A pool with at least one eligible server (index into pools).
-    Pool(usize),
+    /// A pool with at least one eligible server (by name).
+    Pool(String),
 }
 
 /// `[resolver]`, with defaults when absent.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ResolverConfig {
     /// None: /etc/resolv.conf.
     pub nameservers: Option<Vec<SocketAddr>>,
@@ -198,7 +199,7 @@ impl fmt::Display for ServerAddr {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub address: ServerAddr,
     pub name: Option<String>,
@@ -207,7 +208,7 @@ pub struct ServerConfig {
 }
 
 /// Active health checking of every server of a pool.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthConfig {
     pub interval: Duration,
     pub timeout: Duration,
@@ -220,7 +221,7 @@ pub struct HealthConfig {
     pub check: CheckKind,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum CheckKind {
     Tcp,
     Http {
@@ -240,7 +241,7 @@ pub enum CheckKind {
 }
 
 /// The per-server circuit breaker (passive checks).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerConfig {
     /// 0 = breaker off.
     pub consecutive_failures: u32,
@@ -250,7 +251,7 @@ pub struct BreakerConfig {
     pub on_5xx: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RetryConfig {
     pub retries: u32,
     pub buffer: u64,
@@ -903,6 +904,7 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
             drain_delay: g.drain_delay.0,
             access_log: g.access_log,
             state_file: g.state_file.clone(),
+            watch_config: g.watch_config,
         },
         admin,
         listeners,
@@ -1157,7 +1159,7 @@ fn validate_ha(
             "ready" => track.push(Track::Ready),
             s => match s.strip_prefix("pool:") {
                 Some(name) => match pool_index.get(name) {
-                    Some(&ix) => track.push(Track::Pool(ix)),
+                    Some(_) => track.push(Track::Pool(name.to_string())),
                     None => p.add(
                         &at.index("track", i),
                         format!("pool {name:?} is not defined"),

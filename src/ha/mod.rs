@@ -318,9 +318,9 @@ impl Node<'_> {
         for t in &cfg.track {
             match t {
                 Track::Ready if !shared.is_ready() => return Some("not ready".into()),
-                Track::Pool(i) => {
+                Track::Pool(name) => {
                     let snap = shared.snapshot.load();
-                    if let Some(p) = snap.pools.get(*i) {
+                    if let Some(p) = snap.pool(name) {
                         if p.eligible_count() == 0 {
                             return Some(format!("pool {} has no eligible server", p.name));
                         }

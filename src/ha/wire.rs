@@ -81,7 +81,7 @@ impl Reject {
 }
 
 /// The shared key, or no authentication at all (`auth = "none"`).
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Key {
     Hmac(Vec<u8>),
     None,

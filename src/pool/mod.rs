@@ -50,8 +50,13 @@ pub struct CheckReport {
     pub detail: String,
 }
 
-/// Runtime state of one server; it outlives snapshots. Writers: the data plane
-/// (counters, breaker), health (health, last check), nobody else.
+/// Runtime state of one server; it outlives snapshots (and reloads: it is carried
+/// by pool name and address). Every state transition goes through the methods
+/// below (set_health, set_admin, set_weight_override, retire), as HAProxy's
+/// server.c owns every server change. Writers: the data plane (counters,
+/// breaker), the server's health task (health, last check), and the control task
+/// (admin state, weight override, retirement; the admin API and the state file
+/// reach it through the control task), nobody else.
 #[derive(Debug)]
 pub struct ServerState {
     /// Process-unique id; keys the per-thread idle connection pools.
@@ -73,8 +78,9 @@ pub struct ServerState {
     pub last_check: ArcSwapOption<CheckReport>,
     /// Asks this server's health task to check now (`POST /api/health/check`).
     pub check_now: Notify,
-    /// Set when the member left its pool (DNS): its idle connections are closed.
-    pub retired: std::sync::atomic::AtomicBool,
+    /// Set when the member left its pool (DNS, reload): its idle connections
+    /// are closed.
+    retired: std::sync::atomic::AtomicBool,
     /// Operator state (admin API), see `AdminState`.
     admin: AtomicU8,
     /// Operator weight; `NO_WEIGHT` when the config's weight applies.
@@ -208,10 +214,34 @@ impl ServerState {
         }
     }
 
-    pub fn set_admin(&self, a: AdminState) {
-        if self.admin.swap(a as u8, Ordering::AcqRel) != a as u8 {
-            self.status_since.store(clock::now_ms(), Ordering::Release);
+    /// An operator state change. `checked`: the server's pool has active checks;
+    /// then maintenance (not checked) makes its health UNKNOWN, and leaving
+    /// maintenance asks for a check at once. Returns whether the state changed.
+    pub fn set_admin(&self, a: AdminState, checked: bool) -> bool {
+        let was = self.admin.swap(a as u8, Ordering::AcqRel);
+        if was == a as u8 {
+            return false;
         }
+        self.status_since.store(clock::now_ms(), Ordering::Release);
+        if checked {
+            if a == AdminState::Maint {
+                self.set_health(Health::Unknown, clock::now_ms());
+            } else if was == AdminState::Maint as u8 {
+                self.check_now.notify_one();
+            }
+        }
+        true
+    }
+
+    /// Takes the server out of its pool for good (it left through DNS or a
+    /// reload): it is in no snapshot any more, in-flight requests finish, and
+    /// every worker closes its idle connections at the next sweep.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     pub fn weight_override(&self) -> Option<u32> {

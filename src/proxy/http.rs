@@ -50,8 +50,8 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// Per client connection: what every request on it shares.
 pub struct ConnCtx {
     pub shared: Arc<Shared>,
-    pub listener: usize,
-    pub listener_name: Arc<str>,
+    /// The listening address it was accepted on.
+    pub bound: SocketAddr,
     pub peer: SocketAddr,
     /// The client's IP, rendered once for X-Forwarded-For.
     pub(super) peer_ip: HeaderValue,
@@ -62,29 +62,32 @@ pub struct ConnCtx {
     pub(super) tunnelled: std::sync::atomic::AtomicBool,
     /// This connection's slots under the connection limits and its place in the
     /// listener's count; a tunnel keeps them.
-    _permits: (crate::listener::Permits, Option<crate::ConnCount>),
+    permits: crate::listener::Permits,
 }
 
 impl ConnCtx {
     pub fn new(
         shared: Arc<Shared>,
-        listener: usize,
-        listener_name: Arc<str>,
+        bound: SocketAddr,
         peer: SocketAddr,
         tracker: TaskTracker,
-        permits: (crate::listener::Permits, Option<crate::ConnCount>),
+        permits: crate::listener::Permits,
     ) -> ConnCtx {
         let ip = peer.ip().to_canonical().to_string();
         ConnCtx {
             shared,
-            listener,
-            listener_name,
+            bound,
             peer,
             peer_ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
             tracker,
             tunnelled: std::sync::atomic::AtomicBool::new(false),
-            _permits: permits,
+            permits,
         }
+    }
+
+    /// The listener's name (for logs).
+    pub fn listener_name(&self) -> &Arc<str> {
+        &self.permits.listener().name
     }
 }
 
@@ -96,6 +99,15 @@ pub struct ServerBuilders {
     pub(super) header_timeout: Duration,
     /// The longest a write to the client may wait (the client not reading).
     pub(super) client_timeout: Duration,
+}
+
+impl std::fmt::Debug for ServerBuilders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilders")
+            .field("header_timeout", &self.header_timeout)
+            .field("client_timeout", &self.client_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 pub fn server_builders(
@@ -481,7 +493,7 @@ fn route(ctx: &ConnCtx, req: &Request<Incoming>) -> Option<Arc<Pool>> {
 /// The pool a request goes to, in the current snapshot.
 pub(super) fn route_to(ctx: &ConnCtx, host: Option<&str>, path: &str) -> Option<Arc<Pool>> {
     let snap = ctx.shared.snapshot.load();
-    let listener = snap.listeners.get(ctx.listener)?;
+    let listener = snap.listener_of(ctx.permits.listener(), ctx.bound)?;
     let idx = listener.router.route(host, path);
     snap.pools.get(idx).cloned()
 }
@@ -763,7 +775,7 @@ impl ReqLog {
         ReqLog {
             ctx_shared: Arc::clone(&ctx.shared),
             client: ctx.peer,
-            listener: Arc::clone(&ctx.listener_name),
+            listener: Arc::clone(ctx.listener_name()),
             pool: Arc::clone(&pool.name),
             server: None,
             method,

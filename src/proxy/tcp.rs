@@ -4,6 +4,7 @@
 
 use crate::accesslog::{End, Entry};
 use crate::config::Balance;
+use crate::listener::ListenerShared;
 use crate::proxy::ProxyError;
 use crate::upstream;
 use crate::Shared;
@@ -20,12 +21,18 @@ use tokio::net::TcpStream;
 
 const BUF_SIZE: usize = 32 * 1024;
 
-/// Handles one TCP session on listener `listener`.
-pub async fn serve(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>, listener: usize) {
+/// Handles one TCP session accepted on `bound` for `listener`.
+pub async fn serve(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    bound: SocketAddr,
+    listener: &Arc<ListenerShared>,
+) {
     let start = Instant::now();
     let (pool, listener_name) = {
         let snap = shared.snapshot.load();
-        let Some(l) = snap.listeners.get(listener) else {
+        let Some(l) = snap.listener_of(listener, bound) else {
             return;
         };
         let Some(p) = snap.pools.get(l.router.default_pool) else {
