@@ -49,21 +49,6 @@ async fn setup(extra_global: &str, pool_extra: &str) -> Setup {
     }
 }
 
-async fn admin_get(admin: SocketAddr, path: &str) -> (StatusCode, String) {
-    get(&client(), &format!("http://{admin}{path}")).await
-}
-
-async fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (StatusCode, String) {
-    let req = Request::post(format!("http://{admin}{path}"))
-        .header("content-type", "application/json")
-        .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
-            bytes::Bytes::from(body.to_string()),
-        )))
-        .unwrap();
-    let (resp, body) = send(&client(), req).await;
-    (resp.status(), String::from_utf8_lossy(&body).into_owned())
-}
-
 fn csv_rows(csv: &str) -> Vec<Vec<String>> {
     csv.lines()
         .skip(1)

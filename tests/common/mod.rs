@@ -691,3 +691,18 @@ impl Body for ChannelBody {
 
 pub mod dns;
 pub mod netns;
+
+/// GET on the admin server.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> (StatusCode, String) {
+    get(&client(), &format!("http://{admin}{path}")).await
+}
+
+/// POST with a JSON body on the admin server.
+pub async fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (StatusCode, String) {
+    let req = Request::post(format!("http://{admin}{path}"))
+        .header("content-type", "application/json")
+        .body(BodyExt::boxed(Full::new(Bytes::from(body.to_string()))))
+        .unwrap();
+    let (resp, body) = send(&client(), req).await;
+    (resp.status(), String::from_utf8_lossy(&body).into_owned())
+}

@@ -1,0 +1,616 @@
+//! Reloading the config of a running proxy (SIGHUP, `POST /api/reload`, `rampart
+//! reload`, the file watch): what survives, what changes, what a bad config does,
+//! and that listeners never refuse a connection. Real binary, real sockets.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A config: listener "web" on `binds` to pool "api" of `servers` (address,
+/// weight), plus whatever `extra` adds at the end (pools, listeners).
+fn config(
+    binds: &[SocketAddr],
+    admin: SocketAddr,
+    api_extra: &str,
+    servers: &[(SocketAddr, u32)],
+    extra: &str,
+) -> String {
+    let binds: Vec<String> = binds.iter().map(|b| format!("\"{b}\"")).collect();
+    let mut s = format!(
+        r#"[global]
+threads = 2
+shutdown_grace = "5s"
+access_log = "off"
+
+[admin]
+bind = "{admin}"
+
+[[listener]]
+name = "web"
+bind = [{binds}]
+mode = "http"
+pool = "api"
+
+[[pool]]
+name = "api"
+{api_extra}
+"#,
+        binds = binds.join(", ")
+    );
+    for (a, w) in servers {
+        s.push_str(&format!(
+            "  [[pool.server]]\n  address = \"{a}\"\n  weight = {w}\n"
+        ));
+    }
+    s.push_str(extra);
+    s
+}
+
+async fn reload_api(admin: SocketAddr) -> (hyper::StatusCode, Value) {
+    let (st, body) = admin_post(admin, "/api/reload", "").await;
+    (
+        st,
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")),
+    )
+}
+
+async fn stats(admin: SocketAddr) -> Value {
+    let (st, body) = admin_get(admin, "/stats;json").await;
+    assert_eq!(st, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+async fn generation(admin: SocketAddr) -> u64 {
+    stats(admin).await["config"]["generation"].as_u64().unwrap()
+}
+
+/// The stats view of one server.
+fn server<'a>(s: &'a Value, pool: &str, addr: SocketAddr) -> &'a Value {
+    s["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == pool)
+        .and_then(|p| {
+            p["servers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["address"] == addr.to_string())
+        })
+        .unwrap_or_else(|| panic!("no server {pool}/{addr} in {s}"))
+}
+
+/// Sends GETs to `url` one after another until stopped; counts successes and
+/// keeps every failure (anything but 200).
+struct Load {
+    ok: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Load {
+    fn start(url: String) -> Load {
+        let ok = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (o, s) = (Arc::clone(&ok), Arc::clone(&stop));
+        let task = tokio::spawn(async move {
+            let c = client();
+            let mut errors = Vec::new();
+            while !s.load(Ordering::SeqCst) {
+                match try_get(&c, &url).await {
+                    Ok(200) => {
+                        o.fetch_add(1, Ordering::SeqCst);
+                    }
+                    other => errors.push(format!("{other:?}")),
+                }
+            }
+            errors
+        });
+        Load { ok, stop, task }
+    }
+
+    /// Waits until `n` more requests succeeded (the proxy serves right now).
+    async fn passes(&self, n: u64) {
+        let target = self.ok.load(Ordering::SeqCst) + n;
+        let ok = Arc::clone(&self.ok);
+        wait_for(Duration::from_secs(10), "requests to pass", || {
+            ok.load(Ordering::SeqCst) >= target
+        })
+        .await;
+    }
+
+    async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let errors = self.task.await.unwrap();
+        (self.ok.load(Ordering::SeqCst), errors)
+    }
+}
+
+async fn try_get(c: &Client, url: &str) -> Result<u16, String> {
+    let resp = c
+        .get(url.parse().unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_config_is_refused_with_its_key_and_the_old_one_keeps_serving() {
+    let (a, b) = two_pods().await;
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let good = config(&[listen], admin, "", &[(a.addr, 1)], "");
+    let p = Proxy::start(&good, &[listen, admin]).await;
+    assert_eq!(generation(admin).await, 1);
+    let load = Load::start(format!("http://{listen}/"));
+    load.passes(20).await;
+
+    let in_use = a.addr; // a backend listens there: binding it fails
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "an unknown key",
+            good.replace("threads = 2", "threads = 2\nthreadz = 2"),
+            "threadz",
+        ),
+        (
+            "a bad duration",
+            good.replace(
+                "name = \"api\"\n",
+                "name = \"api\"\nconnect_timeout = \"5 parsecs\"\n",
+            ),
+            "rampart.toml:17: connect_timeout",
+        ),
+        (
+            "a listener's pool that does not exist",
+            good.replace("pool = \"api\"", "pool = \"nope\""),
+            "listener[0].pool",
+        ),
+        (
+            "a TOML syntax error",
+            good.replace("[[pool]]", "[[pool]"),
+            "rampart.toml:",
+        ),
+        (
+            "an address that cannot be bound",
+            config(
+                &[listen],
+                admin,
+                "",
+                &[(a.addr, 1)],
+                &format!("\n[[listener]]\nname = \"taken\"\nbind = [\"{in_use}\"]\nmode = \"http\"\npool = \"api\"\n"),
+            ),
+            "listener \"taken\": cannot listen on",
+        ),
+    ];
+    for (what, text, key) in &cases {
+        std::fs::write(&p.config, text).unwrap();
+        let (st, r) = reload_api(admin).await;
+        assert_eq!(st, 422, "{what}: {r}");
+        assert_eq!(r["ok"], false, "{what}");
+        let errors: Vec<&str> = r["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        let errors = errors.join("\n");
+        assert!(errors.contains(key), "{what}: {key:?} not in {errors}");
+        assert_eq!(r["generation"], 1, "{what}");
+        // the CLI says the same and exits 1
+        let out = std::process::Command::new(rampart_bin())
+            .args(["reload", "--admin", &format!("http://{admin}")])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{what}: {err}");
+        assert!(err.contains("generation 1 keeps serving"), "{err}");
+        load.passes(5).await;
+    }
+    // SIGHUP with a bad file: counted as failed, nothing changes.
+    let failed_before = stats(admin).await["config"]["reloads_failed"]
+        .as_u64()
+        .unwrap();
+    p.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = stats(admin).await;
+        if s["config"]["reloads_failed"].as_u64().unwrap() > failed_before {
+            assert_eq!(s["config"]["last_reload"]["trigger"], "SIGHUP");
+            assert_eq!(s["config"]["generation"], 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP was not handled: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, metrics) = admin_get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("rampart_config_reloads_total{result=\"failed\"} 11"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("rampart_config_generation 1"), "{metrics}");
+    // The ones refused never took effect: the traffic went to a all along.
+    assert_eq!(b.requests(), 0);
+
+    // A good file then applies: the pool now has b instead of a.
+    std::fs::write(&p.config, config(&[listen], admin, "", &[(b.addr, 1)], "")).unwrap();
+    let (st, r) = reload_api(admin).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["generation"], 2);
+    assert!(
+        r["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("+api/{}", b.addr)),
+        "{r}"
+    );
+    let before_b = b.requests();
+    load.passes(20).await;
+    assert!(b.requests() >= before_b + 20);
+    let (ok, errors) = load.finish().await;
+    assert!(
+        errors.is_empty(),
+        "failed requests around reloads: {errors:?}"
+    );
+    assert!(ok > 50);
+    let (_, metrics) = admin_get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("rampart_config_reloads_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("rampart_config_generation 2"), "{metrics}");
+    assert!(metrics.contains("rampart_config_last_reload_timestamp_seconds"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_and_drained_servers_stay_so_through_20_reloads() {
+    let port = common_port(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+    let a = Backend::start("a", SocketAddr::new(ip("127.0.0.2"), port)).await;
+    let b = Backend::start("b", SocketAddr::new(ip("127.0.0.3"), port)).await;
+    let c = Backend::start("c", SocketAddr::new(ip("127.0.0.4"), port)).await;
+    // b fails its health checks from the start
+    b.stats.health_status.store(503, Ordering::SeqCst);
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let version = |i: usize| {
+        // the versions differ in a's weight, the health interval (health tasks
+        // restart) and a pool that comes and goes
+        let health = format!(
+            "  [pool.health]\n  interval = \"{}ms\"\n  fast_interval = \"100ms\"\n  rise = 2\n  fall = 1\n  kind = \"http\"\n  path = \"/health\"\n",
+            if i % 2 == 0 { 200 } else { 300 }
+        );
+        let extra = if i % 2 == 1 {
+            format!(
+                "\n[[pool]]\nname = \"extra\"\n  [[pool.server]]\n  address = \"{}\"\n",
+                a.addr
+            )
+        } else {
+            String::new()
+        };
+        config(
+            &[listen],
+            admin,
+            &health,
+            &[(a.addr, 1 + (i as u32 % 2)), (b.addr, 1), (c.addr, 1)],
+            &extra,
+        )
+    };
+    let p = Proxy::start(&version(0), &[listen, admin]).await;
+    let up_then = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = stats(admin).await;
+        if server(&s, "api", a.addr)["status"] == "UP"
+            && server(&s, "api", b.addr)["status"] == "DOWN"
+            && server(&s, "api", c.addr)["status"] == "UP"
+        {
+            break;
+        }
+        assert!(Instant::now() < up_then, "checks did not settle: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (st, body) = admin_post(
+        admin,
+        &format!("/api/pools/api/servers/{}", c.addr),
+        r#"{"state":"drain"}"#,
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let load = Load::start(format!("http://{listen}/"));
+    load.passes(20).await;
+    let mut last_total = 0;
+    let mut last_checks = 0;
+    for i in 1..=20 {
+        std::fs::write(&p.config, version(i)).unwrap();
+        let (st, r) = reload_api(admin).await;
+        assert_eq!(st, 200, "reload {i}: {r}");
+        assert_eq!(r["generation"], 1 + i as u64);
+        let s = stats(admin).await;
+        assert_eq!(server(&s, "api", b.addr)["status"], "DOWN", "reload {i}");
+        assert_eq!(server(&s, "api", c.addr)["status"], "DRAIN", "reload {i}");
+        let sa = server(&s, "api", a.addr);
+        assert_eq!(sa["weight"], 1 + (i as u64 % 2), "reload {i}: {sa}");
+        // counters only grow
+        let total = sa["total"].as_u64().unwrap();
+        let checks = server(&s, "api", b.addr)["checks_failed"].as_u64().unwrap();
+        assert!(
+            total >= last_total && checks >= last_checks,
+            "reload {i}: {s}"
+        );
+        (last_total, last_checks) = (total, checks);
+        load.passes(10).await;
+    }
+    let (ok, errors) = load.finish().await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(ok >= 220);
+    assert_eq!(b.requests(), 0, "the DOWN server took requests");
+    assert_eq!(c.requests(), 0, "the drained server took requests");
+    assert!(b.stats.health_checks.load(Ordering::SeqCst) > 0);
+    drop(p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_moves_drains_the_old_address_and_serves_the_new_one() {
+    let (a, _b) = two_pods().await;
+    let old = free_addr("127.0.0.1");
+    let new = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let p = Proxy::start(
+        &config(&[old], admin, "", &[(a.addr, 1)], ""),
+        &[old, admin],
+    )
+    .await;
+    // A kept-alive connection on the old address, with a request in flight.
+    let c = client();
+    let slow = {
+        let c = c.clone();
+        tokio::spawn(async move { get(&c, &format!("http://{old}/slow?ms=1500")).await })
+    };
+    wait_for(Duration::from_secs(5), "the slow request to arrive", || {
+        a.stats.active.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    std::fs::write(&p.config, config(&[new], admin, "", &[(a.addr, 1)], "")).unwrap();
+    let (st, r) = reload_api(admin).await;
+    assert_eq!(st, 200, "{r}");
+    assert!(r["summary"].as_str().unwrap().contains("~web"), "{r}");
+    // the new address serves at once
+    assert_eq!(get(&client(), &format!("http://{new}/")).await.0, 200);
+    // the old one accepts no more connections
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(old).await.is_ok() {
+        assert!(Instant::now() < deadline, "{old} still accepts");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... while its request in flight finishes
+    assert_eq!(slow.await.unwrap(), (hyper::StatusCode::OK, "pod-a".into()));
+    let s = stats(admin).await;
+    assert_eq!(s["listeners"][0]["name"], "web");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_listener_never_refuses_a_connection_across_20_reloads() {
+    let (a, b) = two_pods().await;
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let other = free_addr("127.0.0.1");
+    let version = |i: usize| {
+        // every other version adds a listener and a pool, and moves a route
+        let extra = if i % 2 == 1 {
+            format!(
+                "\n[[listener]]\nname = \"other\"\nbind = [\"{other}\"]\nmode = \"tcp\"\npool = \"second\"\n\n[[pool]]\nname = \"second\"\n  [[pool.server]]\n  address = \"{}\"\n",
+                b.addr
+            )
+        } else {
+            String::new()
+        };
+        config(&[listen], admin, "", &[(a.addr, 1)], &extra)
+    };
+    let p = Proxy::start(&version(0), &[listen, admin]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let knocker = {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let (mut ok, mut refused) = (0u64, 0u64);
+            while !stop.load(Ordering::SeqCst) {
+                match tokio::net::TcpStream::connect(listen).await {
+                    Ok(_) => ok += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused += 1,
+                    Err(e) => panic!("connect: {e}"),
+                }
+            }
+            (ok, refused)
+        })
+    };
+    for i in 1..=20 {
+        std::fs::write(&p.config, version(i)).unwrap();
+        let (st, r) = reload_api(admin).await;
+        assert_eq!(st, 200, "{r}");
+        if i % 2 == 1 {
+            // the added TCP listener serves
+            let mut s = tokio::net::TcpStream::connect(other).await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            assert!(out.ends_with("pod-b"), "{out}");
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (ok, refused) = knocker.await.unwrap();
+    assert_eq!(
+        refused, 0,
+        "connections refused during reloads ({ok} accepted)"
+    );
+    assert!(ok > 100, "{ok}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_style_symlink_swap_is_picked_up_by_watch_config() {
+    let (a, b) = two_pods().await;
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let text = |server: SocketAddr| {
+        config(&[listen], admin, "", &[(server, 1)], "").replace(
+            "access_log = \"off\"",
+            "access_log = \"off\"\nwatch_config = true",
+        )
+    };
+    // What the kubelet lays out: rampart.toml -> ..data/rampart.toml,
+    // ..data -> ..v1; an update writes ..v2 and renames a new ..data over the old.
+    let dir = temp_dir("configmap");
+    std::fs::create_dir(dir.join("..v1")).unwrap();
+    std::fs::write(dir.join("..v1/rampart.toml"), text(a.addr)).unwrap();
+    std::os::unix::fs::symlink("..v1", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/rampart.toml", dir.join("rampart.toml")).unwrap();
+    let mut child = std::process::Command::new(rampart_bin())
+        .args(["run", "-c"])
+        .arg(dir.join("rampart.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _kill = KillOnDrop(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get_maybe(&format!("http://{listen}/")).await.as_deref() != Some("pod-a") {
+        assert!(Instant::now() < deadline, "did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::create_dir(dir.join("..v2")).unwrap();
+    std::fs::write(dir.join("..v2/rampart.toml"), text(b.addr)).unwrap();
+    std::os::unix::fs::symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(dir.join("..v1")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = stats(admin).await;
+        if s["config"]["generation"] == 2 {
+            assert_eq!(s["config"]["last_reload"]["trigger"], "file watch");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the swap was not picked up: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        get(&client(), &format!("http://{listen}/")).await.1,
+        "pod-b"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+struct KillOnDrop<'a>(&'a mut std::process::Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn get_maybe(url: &str) -> Option<String> {
+    let resp = client().get(url.parse().ok()?).await.ok()?;
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .ok()?
+        .to_bytes();
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_reloads_keep_memory_and_fds_flat_and_forget_removed_pools() {
+    let (a, b) = two_pods().await;
+    let listen = free_addr("127.0.0.1");
+    let extra_listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let version = |i: usize| {
+        let extra = if i % 2 == 1 {
+            format!(
+                "\n[[listener]]\nname = \"extra\"\nbind = [\"{extra_listen}\"]\nmode = \"http\"\npool = \"extra\"\n\n[[pool]]\nname = \"extra\"\n  [[pool.server]]\n  address = \"{}\"\n",
+                b.addr
+            )
+        } else {
+            String::new()
+        };
+        config(
+            &[listen],
+            admin,
+            "",
+            &[(a.addr, 1 + (i as u32 % 3))],
+            &extra,
+        )
+    };
+    let p = Proxy::start(&version(0), &[listen, admin]).await;
+    let c = client();
+    let reload = |i: usize| {
+        std::fs::write(&p.config, version(i)).unwrap();
+        async move {
+            let (st, r) = reload_api(admin).await;
+            assert_eq!(st, 200, "reload {i}: {r}");
+        }
+    };
+    // Warm up: every kind of state exists once (pool, listener, histograms).
+    for i in 1..=100 {
+        reload(i).await;
+        if i % 2 == 1 {
+            assert_eq!(get(&c, &format!("http://{extra_listen}/")).await.1, "pod-b");
+        }
+        assert_eq!(get(&c, &format!("http://{listen}/")).await.0, 200);
+    }
+    let (rss0, fds0) = (rss_kib(p.pid()), fds(p.pid()));
+    let n: usize = std::env::var("RELOAD_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    for i in 101..=100 + n {
+        reload(i).await;
+        if i % 2 == 1 {
+            assert_eq!(get(&c, &format!("http://{extra_listen}/")).await.1, "pod-b");
+        }
+    }
+    assert_eq!(generation(admin).await, 1 + 100 + n as u64);
+    // ended on an even version: the extra pool and listener are gone
+    let (rss1, fds1) = (rss_kib(p.pid()), fds(p.pid()));
+    let (_, metrics) = admin_get(admin, "/metrics").await;
+    assert!(
+        !metrics.contains("pool=\"extra\""),
+        "metrics of the removed pool are still exported"
+    );
+    assert!(metrics.contains("pool=\"api\""));
+    // the idle client connections to the extra listener are closed by now
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut fds1 = fds1;
+    while fds1 > fds0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        fds1 = fds(p.pid());
+    }
+    eprintln!("after {n} reloads: RSS {rss0} -> {rss1} KiB, fds {fds0} -> {fds1}");
+    assert!(
+        rss1 <= rss0 + rss0 / 10,
+        "RSS grew more than 10%: {rss0} -> {rss1} KiB"
+    );
+    assert_eq!(fds1, fds0, "fd count changed");
+}
