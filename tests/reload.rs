@@ -614,3 +614,301 @@ async fn a_thousand_reloads_keep_memory_and_fds_flat_and_forget_removed_pools() 
     );
     assert_eq!(fds1, fds0, "fd count changed");
 }
+
+/// A TCP server that echoes every byte back as it comes (a long-lived session).
+async fn start_echo(addr: SocketAddr) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A raw HTTP/1.1 exchange on a new connection (`Connection: close`): the status.
+async fn one_shot(addr: SocketAddr, req: &[u8]) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.write_all(req).await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    match text.starts_with("HTTP/1.1 200") {
+        true => Ok(text),
+        false => Err(text),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_reloads_under_load_fail_no_request_and_keep_untouched_pools_connections() {
+    use tokio::io::AsyncWriteExt;
+    let port = common_port(&["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]);
+    let a = Backend::start("a", SocketAddr::new(ip("127.0.0.2"), port)).await;
+    let b = Backend::start("b", SocketAddr::new(ip("127.0.0.3"), port)).await;
+    let stable = Backend::start("stable", SocketAddr::new(ip("127.0.0.4"), port)).await;
+    let extra = Backend::start("extra", SocketAddr::new(ip("127.0.0.5"), port)).await;
+    let echo = start_echo(SocketAddr::new(ip("127.0.0.4"), 0)).await;
+    let web = free_addr("127.0.0.1");
+    let tcp = free_addr("127.0.0.1");
+    let side = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    // The two versions differ in: a pool added and removed ("extra"), a
+    // server's weight (b), a route (/x), a listener added and removed ("side"),
+    // and the health intervals of "api". "stable" and "echo" are untouched.
+    let version = |odd: bool| {
+        let mut s = format!(
+            r#"[global]
+threads = 2
+shutdown_grace = "5s"
+access_log = "off"
+
+[admin]
+bind = "{admin}"
+
+[[listener]]
+name = "web"
+bind = ["{web}"]
+mode = "http"
+pool = "api"
+  [[listener.route]]
+  host = "stable.test"
+  pool = "stable"
+{route}
+[[listener]]
+name = "tcp"
+bind = ["{tcp}"]
+mode = "tcp"
+pool = "echo"
+
+[[pool]]
+name = "api"
+  [pool.health]
+  kind = "http"
+  path = "/health"
+  interval = "{interval}"
+  [[pool.server]]
+  address = "{a}"
+  [[pool.server]]
+  address = "{b}"
+  weight = {wb}
+
+[[pool]]
+name = "stable"
+  [[pool.server]]
+  address = "{stable}"
+
+[[pool]]
+name = "echo"
+  [[pool.server]]
+  address = "{echo}"
+"#,
+            route = if odd {
+                "  [[listener.route]]\n  path_prefix = \"/x\"\n  pool = \"extra\"\n"
+            } else {
+                ""
+            },
+            interval = if odd { "300ms" } else { "200ms" },
+            wb = if odd { 3 } else { 1 },
+            a = a.addr,
+            b = b.addr,
+            stable = stable.addr,
+        );
+        if odd {
+            s.push_str(&format!(
+                "\n[[pool]]\nname = \"extra\"\n  [[pool.server]]\n  address = \"{}\"\n\n[[listener]]\nname = \"side\"\nbind = [\"{side}\"]\nmode = \"http\"\npool = \"extra\"\n",
+                extra.addr
+            ));
+        }
+        s
+    };
+    let p = Proxy::start(&version(false), &[web, tcp, admin]).await;
+    wait_for(Duration::from_secs(10), "api servers UP", || {
+        a.stats.health_checks.load(Ordering::SeqCst) > 0
+            && b.stats.health_checks.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    let mut ready = false;
+    for _ in 0..200 {
+        if get_maybe(&format!("http://{web}/")).await.as_deref() == Some("a")
+            || get_maybe(&format!("http://{web}/")).await.as_deref() == Some("b")
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ready, "api never served");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    // 1. keep-alive GETs (two clients)
+    let keepalive = [
+        Load::start(format!("http://{web}/")),
+        Load::start(format!("http://{web}/")),
+    ];
+    // 2. keep-alive GETs to the untouched pool, one connection
+    let to_stable = {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let c = client();
+            let (mut ok, mut errors) = (0u64, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                let req = hyper::Request::get(format!("http://{web}/"))
+                    .header("host", "stable.test")
+                    .body(empty())
+                    .unwrap();
+                match c.request(req).await {
+                    Ok(r) if r.status() == 200 => {
+                        let _ = http_body_util::BodyExt::collect(r.into_body()).await;
+                        ok += 1
+                    }
+                    other => errors.push(format!("{other:?}")),
+                }
+            }
+            (ok, errors)
+        })
+    };
+    // 3. a new connection per request
+    let fresh = {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let (mut ok, mut errors) = (0u64, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                match one_shot(
+                    web,
+                    b"GET / HTTP/1.1\r\nHost: w\r\nConnection: close\r\n\r\n",
+                )
+                .await
+                {
+                    Ok(_) => ok += 1,
+                    Err(e) => errors.push(e),
+                }
+            }
+            (ok, errors)
+        })
+    };
+    // 4. POSTs with 100 KB bodies
+    let posts = {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let c = client();
+            let (mut ok, mut errors) = (0u64, Vec::new());
+            let n = 100_000u64;
+            while !stop.load(Ordering::SeqCst) {
+                let req = hyper::Request::post(format!("http://{web}/upload"))
+                    .body(http_body_util::BodyExt::boxed(Pattern::new(n)))
+                    .unwrap();
+                match c.request(req).await {
+                    Ok(r) if r.status() == 200 => {
+                        let body = http_body_util::BodyExt::collect(r.into_body())
+                            .await
+                            .map(|b| b.to_bytes());
+                        match body {
+                            Ok(b) if b == format!("{n} {}", Pattern::checksum(n)) => ok += 1,
+                            other => errors.push(format!("{other:?}")),
+                        }
+                    }
+                    other => errors.push(format!("{other:?}")),
+                }
+            }
+            (ok, errors)
+        })
+    };
+    // 5. one long download, read a third before, a third during and the rest
+    //    after the reloads
+    let size: u64 = 24 << 20;
+    let (phase_tx, mut phase_rx) = tokio::sync::watch::channel(0u8);
+    let download = tokio::spawn(async move {
+        let resp = client()
+            .get(format!("http://{web}/big?bytes={size}").parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let (mut n, mut sum) = (0u64, 0u64);
+        while let Some(f) = http_body_util::BodyExt::frame(&mut body).await {
+            let d = f.unwrap().into_data().unwrap();
+            sum = d.iter().fold(sum, |s, &x| s.wrapping_add(u64::from(x)));
+            n += d.len() as u64;
+            let phase = u64::from(*phase_rx.borrow());
+            if n >= size / 3 * (phase + 1) && phase < 2 {
+                let _ = phase_rx.changed().await;
+            }
+        }
+        (n, sum)
+    });
+    // 6. a WebSocket-style tunnel and 7. a TCP-mode session
+    let mut tunnel = open_echo_tunnel(web).await;
+    let mut session = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    echo_roundtrip(&mut tunnel, b"hello").await;
+    echo_roundtrip(&mut session, b"hello").await;
+    for l in &keepalive {
+        l.passes(20).await;
+    }
+    let stable_conns = stable.stats.connections.load(Ordering::SeqCst);
+
+    for i in 1..=50u64 {
+        if i == 25 {
+            phase_tx.send(1).unwrap();
+        }
+        std::fs::write(&p.config, version(i % 2 == 1)).unwrap();
+        let (st, r) = reload_api(admin).await;
+        assert_eq!(st, 200, "reload {i}: {r}");
+        assert_eq!(r["generation"], 1 + i);
+        echo_roundtrip(&mut tunnel, format!("tunnel {i}").as_bytes()).await;
+        echo_roundtrip(&mut session, format!("session {i}").as_bytes()).await;
+        if i % 2 == 1 {
+            assert_eq!(get(&client(), &format!("http://{side}/")).await.1, "extra");
+            assert_eq!(get(&client(), &format!("http://{web}/x")).await.1, "extra");
+        }
+        for l in &keepalive {
+            l.passes(5).await;
+        }
+    }
+    phase_tx.send(2).unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let mut failures = Vec::new();
+    let mut total = 0;
+    for l in keepalive {
+        let (ok, errors) = l.finish().await;
+        total += ok;
+        failures.extend(errors);
+    }
+    for (what, t) in [("stable", to_stable), ("fresh", fresh), ("posts", posts)] {
+        let (ok, errors) = t.await.unwrap();
+        assert!(ok > 0, "{what}: no request passed");
+        total += ok;
+        failures.extend(errors.into_iter().map(|e| format!("{what}: {e}")));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(download.await.unwrap(), (size, Pattern::checksum(size)));
+    echo_roundtrip(&mut tunnel, b"bye").await;
+    echo_roundtrip(&mut session, b"bye").await;
+    session.shutdown().await.unwrap();
+    // The untouched pool kept its one pooled connection through 50 reloads.
+    assert_eq!(
+        stable.stats.connections.load(Ordering::SeqCst),
+        stable_conns,
+        "the stable pool's backend saw new connections"
+    );
+    assert!(stable_conns <= 2, "{stable_conns}");
+    eprintln!("{total} requests, none failed, across 50 reloads");
+}
