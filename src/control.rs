@@ -55,6 +55,8 @@ pub enum ReloadError {
     Bind(#[from] BindError),
     #[error("{0}")]
     Resolver(#[from] crate::discovery::DiscoveryError),
+    #[error("ha.interface: {0:?}: {1}")]
+    HaInterface(String, #[source] std::io::Error),
 }
 
 impl ReloadError {
@@ -356,6 +358,12 @@ impl Control {
         let new = config::load(&path)?;
         // Everything that can fail comes first; after it, nothing can.
         let disc = self.watches.resolver_for(&new)?;
+        if let (Some(o), Some(n)) = (&self.cfg.ha, &new.ha) {
+            if o.interface != n.interface {
+                crate::ha::vip::ifindex(&n.interface)
+                    .map_err(|e| ReloadError::HaInterface(n.interface.clone(), e))?;
+            }
+        }
         let prepared = self.listeners.prepare(&new)?;
         let warnings = restart_only(&self.cfg, &new);
         let diff = self.reconcile(Arc::new(new), prepared, disc, &FirstWait::new(), None);
@@ -399,6 +407,11 @@ impl Control {
         self.shared.snapshot.store(Arc::clone(&snap));
         self.shared.config.store(Arc::clone(&new));
         self.shared.limit.set_max(new.global.max_connections);
+        if let (Some(tx), Some(ha)) = (self.shared.ha_reconfigure.get(), &new.ha) {
+            if old_cfg.ha.as_ref() != Some(ha) {
+                let _ = tx.send(ha.clone());
+            }
+        }
 
         // Servers that left: out of every snapshot now; retire them.
         let keep: HashSet<u64> = snap
@@ -626,8 +639,21 @@ fn restart_only(old: &Config, new: &Config) -> Vec<String> {
             old.admin.bind, new.admin.bind
         ));
     }
-    if old.ha != new.ha {
-        w.push("[ha] changed: applies at the next restart or upgrade".into());
+    match (&old.ha, &new.ha) {
+        (Some(o), Some(n)) => {
+            if o.node_id != n.node_id {
+                w.push("ha.node_id changed: applies at the next restart or upgrade".into());
+            }
+            if o.bind != n.bind {
+                w.push("ha.bind changed: applies at the next restart or upgrade".into());
+            }
+        }
+        (None, Some(_)) => w.push("[ha] added: starts at the next restart or upgrade".into()),
+        (Some(_), None) => w.push(
+            "[ha] removed: HA keeps running (and holding its VIPs) until the next restart or upgrade"
+                .into(),
+        ),
+        (None, None) => {}
     }
     w
 }

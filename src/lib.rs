@@ -60,6 +60,8 @@ pub struct Shared {
     pub rates: std::sync::Mutex<admin::model::Rates>,
     /// HA status, when `[ha]` is configured.
     pub ha: std::sync::OnceLock<std::sync::Arc<ha::HaStatus>>,
+    /// Where a reload sends a new `[ha]` to the running HA task.
+    pub ha_reconfigure: std::sync::OnceLock<tokio::sync::watch::Sender<config::HaConfig>>,
 }
 
 impl Shared {

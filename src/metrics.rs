@@ -434,7 +434,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         }
         let prio = gauge("rampart_ha_priority", "This node's HA priority", &[]);
         prio.with_label_values::<&str>(&[])
-            .set(i64::from(ha.priority));
+            .set(i64::from(ha.priority()));
         let tr = counter("rampart_ha_transitions_total", "HA state transitions", &[]);
         tr.with_label_values::<&str>(&[])
             .inc_by(ha.transitions.load(Ordering::Relaxed));

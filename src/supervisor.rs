@@ -87,6 +87,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         ha: std::sync::OnceLock::new(),
+        ha_reconfigure: std::sync::OnceLock::new(),
         control: control_tx,
         rates: Default::default(),
         dns: registry,
@@ -214,6 +215,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         Some(hc) => {
             let ha = crate::ha::Ha::new(hc.clone()).map_err(RunError::Ha)?;
             let _ = shared.ha.set(Arc::clone(&ha.status));
+            let _ = shared.ha_reconfigure.set(ha.reconfigure.clone());
             tracing::info!(node = %hc.node_id, priority = hc.priority, interface = %hc.interface, "HA started");
             Some(tokio::spawn(ha.run(Arc::clone(&shared), ha_stop.clone())))
         }

@@ -777,3 +777,134 @@ fn a_vip_that_cannot_be_added_faults_the_node_which_never_claims_master() {
         "{changes:#?}"
     );
 }
+
+impl Lab {
+    /// Rewrites node `which`'s config file with `edit` and sends it SIGHUP; waits
+    /// until its config generation is `generation`.
+    fn reload_with(&mut self, which: char, generation: u64, edit: impl FnOnce(String) -> String) {
+        let path = self.node(which).cfg.clone();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, edit(text)).unwrap();
+        self.signal(which, libc::SIGHUP);
+        wait_until(Duration::from_secs(5), "the reload", || {
+            self.stats(which)["config"]["generation"] == generation
+        });
+        let last = &self.stats(which)["config"]["last_reload"];
+        assert_eq!(last["ok"], true, "{last}");
+    }
+
+    fn has_addr(&self, which: char, addr: &str) -> bool {
+        let ns = if which == 'a' {
+            &self.a.ns.name
+        } else {
+            &self.b.ns.name
+        };
+        let out = Command::new("ip")
+            .args(["-n", ns, "-4", "addr", "show", "dev", "eth0"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{addr}/"))
+    }
+}
+
+#[test]
+fn reloading_ha_keeps_the_vip_on_the_master_and_re_adds_a_changed_vip_set() {
+    let mut lab = Lab::new("r", "250ms");
+    lab.both_up();
+    const EXTRA: &str = "192.0.2.101";
+    // Watch node A's VIP and the client's requests for the whole test.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (ns, client, stop) = (
+            lab.a.ns.name.clone(),
+            lab.client.name.clone(),
+            std::sync::Arc::clone(&stop),
+        );
+        std::thread::spawn(move || {
+            let (mut looks, mut missing, mut served, mut failed) = (0, 0, 0, 0);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let out = Command::new("ip")
+                    .args(["-n", &ns, "-4", "addr", "show", "dev", "eth0"])
+                    .output()
+                    .unwrap();
+                looks += 1;
+                if !String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/")) {
+                    missing += 1;
+                }
+                let got = in_ns(&client, || {
+                    http_get(
+                        format!("{VIP}:8080").parse().unwrap(),
+                        "/",
+                        Duration::from_millis(400),
+                    )
+                });
+                if got.as_deref() == Some("backend-ok\n") {
+                    served += 1;
+                } else {
+                    failed += 1;
+                }
+            }
+            (looks, missing, served, failed)
+        })
+    };
+    let transitions = lab.stats('a')["ha"]["transitions"].as_u64().unwrap();
+    // 1. priority, notify and the advert interval change: A stays MASTER.
+    let notify = lab.dir.join("notify.sh");
+    std::fs::write(
+        &notify,
+        format!(
+            "#!/bin/sh\necho \"$1 $2\" >> {}\n",
+            lab.dir.join("notified").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&notify, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    lab.reload_with('a', 2, |t| {
+        t.replace("priority = 150", "priority = 140").replace(
+            "track = [",
+            &format!("notify = \"{}\"\ntrack = [", notify.display()),
+        )
+    });
+    assert_eq!(lab.stats('a')["ha"]["priority"], 140);
+    assert_eq!(lab.ha_state('a'), "MASTER");
+    // 2. a VIP is added: a controlled re-add on the MASTER, the first VIP stays.
+    lab.reload_with('a', 3, |t| {
+        t.replace(
+            &format!("\"{VIP}/24\""),
+            &format!("\"{VIP}/24\", \"{EXTRA}/24\""),
+        )
+    });
+    wait_until(Duration::from_secs(3), "the added VIP on A", || {
+        lab.has_addr('a', EXTRA)
+    });
+    assert!(lab
+        .log('a')
+        .contains("HA interface or VIPs changed: releasing the old addresses"));
+    // 3. and removed again
+    lab.reload_with('a', 4, |t| t.replace(&format!(", \"{EXTRA}/24\""), ""));
+    wait_until(
+        Duration::from_secs(3),
+        "the removed VIP gone from A",
+        || !lab.has_addr('a', EXTRA),
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (looks, missing, served, failed) = watcher.join().unwrap();
+    eprintln!(
+        "VIP looked at {looks} times, missing {missing}; client served {served}, failed {failed}"
+    );
+    assert_eq!(missing, 0, "the MASTER lost its VIP during a reload");
+    assert_eq!(failed, 0, "the client was not served during a reload");
+    assert!(served > 3);
+    assert_eq!(lab.ha_state('a'), "MASTER");
+    assert_eq!(
+        lab.stats('a')["ha"]["transitions"].as_u64().unwrap(),
+        transitions,
+        "A changed state"
+    );
+    assert!(!lab.has_vip('b'));
+    // The reloaded notify script is the one that runs at the next transition.
+    lab.signal('a', libc::SIGTERM);
+    lab.wait_exit('a');
+    let notified = std::fs::read_to_string(lab.dir.join("notified")).unwrap_or_default();
+    assert!(notified.contains("node-a"), "{notified:?}");
+}

@@ -100,6 +100,13 @@ impl Fsm {
         self.state
     }
 
+    /// New settings (a reload); the state and its timers stay. A MASTER stays
+    /// MASTER: a new priority is in its next advert, and a better peer preempts
+    /// as its own settings say.
+    pub fn reconfigure(&mut self, cfg: FsmConfig) {
+        self.cfg = cfg;
+    }
+
     pub fn skew_ms(&self) -> u64 {
         (256 - u64::from(self.cfg.priority)) * self.cfg.interval_ms / 256
     }

@@ -32,7 +32,8 @@ const REJECTS: [Reject; 7] = [
 #[derive(Debug)]
 pub struct HaStatus {
     pub node_id: String,
-    pub priority: u8,
+    /// A reload may change it.
+    priority: AtomicU8,
     state: AtomicU8,
     pub transitions: AtomicU64,
     pub adverts_sent: AtomicU64,
@@ -48,7 +49,7 @@ impl HaStatus {
     fn new(cfg: &HaConfig) -> HaStatus {
         HaStatus {
             node_id: cfg.node_id.clone(),
-            priority: cfg.priority,
+            priority: AtomicU8::new(cfg.priority),
             state: AtomicU8::new(0),
             transitions: AtomicU64::new(0),
             adverts_sent: AtomicU64::new(0),
@@ -57,6 +58,10 @@ impl HaStatus {
             peers: Mutex::new(HashMap::new()),
             fault_reason: Mutex::new(None),
         }
+    }
+
+    pub fn priority(&self) -> u8 {
+        self.priority.load(Ordering::Relaxed)
     }
 
     pub fn state(&self) -> State {
@@ -110,7 +115,7 @@ impl HaStatus {
         serde_json::json!({
             "state": self.state().as_str(),
             "node_id": self.node_id,
-            "priority": self.priority,
+            "priority": self.priority(),
             "transitions": self.transitions.load(Ordering::Relaxed),
             "adverts_sent": self.adverts_sent.load(Ordering::Relaxed),
             "adverts_received": self.adverts_received.load(Ordering::Relaxed),
@@ -142,6 +147,10 @@ pub struct Ha {
     index: u32,
     mac: [u8; 6],
     pub status: Arc<HaStatus>,
+    /// New `[ha]` sections from reloads.
+    reconfig: tokio::sync::watch::Receiver<HaConfig>,
+    /// Where reloads send them (the control task keeps a clone).
+    pub reconfigure: tokio::sync::watch::Sender<HaConfig>,
 }
 
 impl Ha {
@@ -166,26 +175,28 @@ impl Ha {
         let mac =
             vip::mac(&cfg.interface).map_err(|e| HaError::Interface(cfg.interface.clone(), e))?;
         let status = Arc::new(HaStatus::new(&cfg));
+        let (reconfigure, reconfig) = tokio::sync::watch::channel(cfg.clone());
         Ok(Ha {
             cfg,
             sock,
             index,
             mac,
             status,
+            reconfig,
+            reconfigure,
         })
     }
 
     /// Runs until `stop`; then a MASTER hands over (priority-0 advert) and the VIP
     /// is released before this returns.
     pub async fn run(self, shared: Arc<Shared>, stop: CancellationToken) {
+        let mut reconfig = self.reconfig.clone();
+        reconfig.mark_unchanged();
         let mut node = Node {
-            fsm: Fsm::new(FsmConfig {
-                node_id: self.cfg.node_id.clone(),
-                priority: self.cfg.priority,
-                interval_ms: self.cfg.advert_interval.as_millis() as u64,
-                preempt: self.cfg.preempt,
-                preempt_delay_ms: self.cfg.preempt_delay.as_millis() as u64,
-            }),
+            fsm: Fsm::new(fsm_config(&self.cfg)),
+            cfg: self.cfg.clone(),
+            index: self.index,
+            mac: self.mac,
             boot_id: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
@@ -198,17 +209,15 @@ impl Ha {
         };
         let mut replay = ReplayGuard::default();
         let mut interval_warned = false;
-        let peer_ips: Vec<IpAddr> = self
-            .cfg
-            .peers
-            .iter()
-            .map(|p| p.ip().to_canonical())
-            .collect();
+        let peer_ips = |cfg: &HaConfig| -> Vec<IpAddr> {
+            cfg.peers.iter().map(|p| p.ip().to_canonical()).collect()
+        };
+        let mut peers = peer_ips(&node.cfg);
+        let check_every = |cfg: &HaConfig| (cfg.advert_interval / 4).max(Duration::from_millis(25));
         let t = node.now();
         let actions = node.fsm.handle(t, Event::Start);
         node.exec(actions).await;
-        let mut check =
-            tokio::time::interval((self.cfg.advert_interval / 4).max(Duration::from_millis(25)));
+        let mut check = tokio::time::interval(check_every(&node.cfg));
         let mut buf = [0u8; 512];
         loop {
             let wake = node
@@ -228,26 +237,33 @@ impl Ha {
                     node.exec(actions).await;
                     break;
                 }
-                r = self.sock.recv_from(&mut buf) => {
+                Ok(()) = reconfig.changed() => {
+                    let new = reconfig.borrow_and_update().clone();
+                    node.reconfigure(new).await;
+                    peers = peer_ips(&node.cfg);
+                    check = tokio::time::interval(check_every(&node.cfg));
+                    interval_warned = false;
+                }
+                r = node.ha.sock.recv_from(&mut buf) => {
                     let Ok((n, from)) = r else { continue };
-                    if !peer_ips.contains(&from.ip().to_canonical()) {
-                        self.status.drop_count(Reject::UnknownPeer);
+                    if !peers.contains(&from.ip().to_canonical()) {
+                        node.ha.status.drop_count(Reject::UnknownPeer);
                         continue;
                     }
-                    let master_down = 4 * self.cfg.advert_interval.as_millis() as u64;
+                    let master_down = 4 * node.cfg.advert_interval.as_millis() as u64;
                     let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
                     let now_ms = node.now();
-                    match Advert::decode(&buf[..n], &self.cfg.key, from.ip(), self.cfg.bind.ip())
+                    match Advert::decode(&buf[..n], &node.cfg.key, from.ip(), node.cfg.bind.ip())
                         .and_then(|a| replay.accept_at(&a, now_ms, master_down, wall, 300_000).map(|_| a))
                     {
                         Ok(a) => {
-                            self.status.adverts_received.fetch_add(1, Ordering::Relaxed);
-                            let ours = self.cfg.advert_interval.as_millis() as u32;
+                            node.ha.status.adverts_received.fetch_add(1, Ordering::Relaxed);
+                            let ours = node.cfg.advert_interval.as_millis() as u32;
                             if a.interval_ms != ours && !interval_warned {
                                 interval_warned = true;
                                 tracing::warn!(peer = %a.node_id, theirs_ms = a.interval_ms, ours_ms = ours, "the peer advertises at another interval: takeover timing will be off");
                             }
-                            self.status
+                            node.ha.status
                                 .peers
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
@@ -260,7 +276,7 @@ impl Ha {
                             node.exec(actions).await;
                         }
                         Err(r) => {
-                            self.status.drop_count(r);
+                            node.ha.status.drop_count(r);
                             tracing::debug!(%from, reason = %r, "heartbeat dropped");
                         }
                     }
@@ -273,7 +289,7 @@ impl Ha {
                 _ = check.tick() => {
                     let reason = node.fault_reason(&shared);
                     let faulted = reason.is_some();
-                    *self.status.fault_reason.lock().unwrap_or_else(|e| e.into_inner()) = reason.clone();
+                    *node.ha.status.fault_reason.lock().unwrap_or_else(|e| e.into_inner()) = reason.clone();
                     if faulted != node.faulted {
                         node.faulted = faulted;
                         match &reason {
@@ -290,8 +306,23 @@ impl Ha {
     }
 }
 
+fn fsm_config(cfg: &HaConfig) -> FsmConfig {
+    FsmConfig {
+        node_id: cfg.node_id.clone(),
+        priority: cfg.priority,
+        interval_ms: cfg.advert_interval.as_millis() as u64,
+        preempt: cfg.preempt,
+        preempt_delay_ms: cfg.preempt_delay.as_millis() as u64,
+    }
+}
+
 struct Node<'a> {
     fsm: Fsm,
+    /// The `[ha]` in force (a reload replaces it); `ha.cfg` is the one it started with.
+    cfg: HaConfig,
+    /// The interface's index and MAC (a reload may move the VIPs to another).
+    index: u32,
+    mac: [u8; 6],
     boot_id: u64,
     seq: u64,
     start: Instant,
@@ -305,8 +336,72 @@ impl Node<'_> {
         self.start.elapsed().as_millis() as u64
     }
 
+    /// Applies a reloaded `[ha]`. Priority, preemption, interval, key, peers,
+    /// track and notify take effect at once, and a MASTER keeps its VIPs. A new
+    /// interface or VIP set is a controlled release and re-add (on a MASTER: the
+    /// old addresses are removed, the new ones added and announced). `node_id`
+    /// and `bind` are the node's identity on the wire: they stay until a
+    /// restart.
+    async fn reconfigure(&mut self, mut new: HaConfig) {
+        new.node_id = self.cfg.node_id.clone();
+        new.bind = self.cfg.bind;
+        if new.interface != self.cfg.interface || new.vips != self.cfg.vips {
+            let found =
+                vip::ifindex(&new.interface).and_then(|i| Ok((i, vip::mac(&new.interface)?)));
+            match found {
+                Ok((index, mac)) => {
+                    let master = self.fsm.state() == State::Master;
+                    tracing::warn!(
+                        from = %self.cfg.interface, to = %new.interface,
+                        old = ?self.cfg.vips, new = ?new.vips, master,
+                        "HA interface or VIPs changed: releasing the old addresses and adding the new ones"
+                    );
+                    if master {
+                        for &(ip, len) in &self.cfg.vips {
+                            let kept = new.interface == self.cfg.interface
+                                && new.vips.contains(&(ip, len));
+                            if !kept {
+                                if let Err(e) = vip::remove(self.index, ip, len) {
+                                    tracing::error!(vip = %ip, error = %e, "cannot remove the VIP");
+                                }
+                            }
+                        }
+                    }
+                    self.index = index;
+                    self.mac = mac;
+                    let old_vips = std::mem::replace(&mut self.cfg.vips, new.vips.clone());
+                    self.cfg.interface = new.interface.clone();
+                    if master {
+                        for &(ip, len) in &new.vips {
+                            if old_vips.contains(&(ip, len)) && new.interface == self.cfg.interface
+                            {
+                                continue;
+                            }
+                            if let Err(e) = vip::add(self.index, ip, len) {
+                                tracing::error!(vip = %ip, error = %e, "cannot add the VIP");
+                            }
+                        }
+                        self.announce();
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(interface = %new.interface, error = %e, "HA reload: the new interface cannot be used; keeping the old interface and VIPs");
+                    new.interface = self.cfg.interface.clone();
+                    new.vips = self.cfg.vips.clone();
+                }
+            }
+        }
+        self.ha
+            .status
+            .priority
+            .store(new.priority, Ordering::Relaxed);
+        self.fsm.reconfigure(fsm_config(&new));
+        tracing::info!(priority = new.priority, peers = ?new.peers, "HA settings reloaded");
+        self.cfg = new;
+    }
+
     fn fault_reason(&mut self, shared: &Shared) -> Option<String> {
-        let cfg = &self.ha.cfg;
+        let cfg = &self.cfg;
         if !vip::link_up(&cfg.interface) {
             return Some(format!("link {} is down", cfg.interface));
         }
@@ -337,8 +432,8 @@ impl Node<'_> {
         while let Some(a) = queue.pop_front() {
             match a {
                 Action::AddVip => {
-                    for &(ip, len) in &self.ha.cfg.vips {
-                        if let Err(e) = vip::add(self.ha.index, ip, len) {
+                    for &(ip, len) in &self.cfg.vips {
+                        if let Err(e) = vip::add(self.index, ip, len) {
                             tracing::error!(vip = %ip, error = %e, "cannot add the VIP");
                             self.vip_failed = true;
                         }
@@ -353,8 +448,8 @@ impl Node<'_> {
                     }
                 }
                 Action::RemoveVip => {
-                    for &(ip, len) in &self.ha.cfg.vips {
-                        if let Err(e) = vip::remove(self.ha.index, ip, len) {
+                    for &(ip, len) in &self.cfg.vips {
+                        if let Err(e) = vip::remove(self.index, ip, len) {
                             tracing::error!(vip = %ip, error = %e, "cannot remove the VIP");
                         }
                     }
@@ -367,11 +462,11 @@ impl Node<'_> {
                     let from = self.ha.status.state();
                     self.ha.status.set_state(to);
                     self.ha.status.transitions.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(from = from.as_str(), to = to.as_str(), node = %self.ha.cfg.node_id, "HA state changed");
-                    if let Some(script) = &self.ha.cfg.notify {
+                    tracing::info!(from = from.as_str(), to = to.as_str(), node = %self.cfg.node_id, "HA state changed");
+                    if let Some(script) = &self.cfg.notify {
                         let spawned = tokio::process::Command::new(script)
                             .arg(to.as_str())
-                            .arg(&self.ha.cfg.node_id)
+                            .arg(&self.cfg.node_id)
                             .spawn();
                         match spawned {
                             Ok(mut child) => {
@@ -410,8 +505,8 @@ impl Node<'_> {
         let advert = Advert {
             state,
             priority,
-            interval_ms: self.ha.cfg.advert_interval.as_millis() as u32,
-            node_id: self.ha.cfg.node_id.clone(),
+            interval_ms: self.cfg.advert_interval.as_millis() as u32,
+            node_id: self.cfg.node_id.clone(),
             boot_id: self.boot_id,
             seq: self.seq,
             timestamp_ms: SystemTime::now()
@@ -419,8 +514,8 @@ impl Node<'_> {
                 .unwrap_or_default()
                 .as_millis() as u64,
         };
-        for peer in &self.ha.cfg.peers {
-            let bytes = advert.encode(&self.ha.cfg.key, self.ha.cfg.bind.ip(), peer.ip());
+        for peer in &self.cfg.peers {
+            let bytes = advert.encode(&self.cfg.key, self.cfg.bind.ip(), peer.ip());
             match self.ha.sock.send_to(&bytes, peer).await {
                 Ok(_) => {
                     self.ha.status.adverts_sent.fetch_add(1, Ordering::Relaxed);
@@ -435,9 +530,9 @@ impl Node<'_> {
     /// long as this node is MASTER.
     fn announce(&self) {
         let (index, mac, vips, status) = (
-            self.ha.index,
-            self.ha.mac,
-            self.ha.cfg.vips.clone(),
+            self.index,
+            self.mac,
+            self.cfg.vips.clone(),
             Arc::clone(&self.ha.status),
         );
         tokio::spawn(async move {
