@@ -905,6 +905,14 @@ fn reloading_ha_keeps_the_vip_on_the_master_and_re_adds_a_changed_vip_set() {
     // The reloaded notify script is the one that runs at the next transition.
     lab.signal('a', libc::SIGTERM);
     lab.wait_exit('a');
-    let notified = std::fs::read_to_string(lab.dir.join("notified")).unwrap_or_default();
-    assert!(notified.contains("node-a"), "{notified:?}");
+    let file = lab.dir.join("notified");
+    wait_until(
+        Duration::from_secs(5),
+        "the reloaded notify script to run",
+        || {
+            std::fs::read_to_string(&file)
+                .unwrap_or_default()
+                .contains("node-a")
+        },
+    );
 }
