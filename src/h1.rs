@@ -10,6 +10,7 @@
 //! everything else goes to hyper, so request-body framing, `Expect`, upgrades and
 //! HTTP/1.0 keep-alive rules stay in one well-tested place.
 
+use crate::forwarded;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::ops::{Deref, DerefMut};
@@ -87,9 +88,6 @@ enum Field {
     Te,
     Upgrade,
     Expect,
-    XForwardedFor,
-    XForwardedProto,
-    XForwardedHost,
     Other,
 }
 
@@ -103,11 +101,8 @@ fn field(name: &str) -> Field {
         10 if is("connection") => Field::Connection,
         10 if is("keep-alive") => Field::KeepAlive,
         14 if is("content-length") => Field::ContentLength,
-        15 if is("x-forwarded-for") => Field::XForwardedFor,
         16 if is("proxy-connection") => Field::ProxyConnection,
-        16 if is("x-forwarded-host") => Field::XForwardedHost,
         17 if is("transfer-encoding") => Field::TransferEncoding,
-        17 if is("x-forwarded-proto") => Field::XForwardedProto,
         _ => Field::Other,
     }
 }
@@ -281,9 +276,9 @@ impl ReqHead<'_> {
     }
 
     /// Writes the request as the backend gets it: HTTP/1.1, hop-by-hop fields
-    /// removed (and those the Connection field names), X-Forwarded-For extended
-    /// with `client_ip`, X-Forwarded-Proto and X-Forwarded-Host set.
-    pub fn write_upstream(&self, client_ip: &[u8], out: &mut Vec<u8>) {
+    /// removed (and those the Connection field names), X-Forwarded-* as
+    /// `forwarded` says (`client_ip`, the listener's scheme `proto`).
+    pub fn write_upstream(&self, client_ip: &[u8], proto: &'static str, out: &mut Vec<u8>) {
         let conn = &self.conn;
         out.extend_from_slice(self.method.as_bytes());
         out.push(b' ');
@@ -297,27 +292,36 @@ impl ReqHead<'_> {
                 | Field::ProxyConnection
                 | Field::Te
                 | Field::TransferEncoding
-                | Field::Upgrade
-                | Field::XForwardedProto
-                | Field::XForwardedHost => {}
-                Field::XForwardedFor => {
-                    let v = xff.get_or_insert_with(|| Vec::with_capacity(64));
-                    v.extend_from_slice(h.value);
-                    v.extend_from_slice(b", ");
-                }
+                | Field::Upgrade => {}
                 Field::Other if !conn.named.is_empty() && conn.names(h.name) => {}
+                Field::Other => match forwarded::incoming(h.name.as_bytes()) {
+                    forwarded::Incoming::Prior => {
+                        let v = xff.get_or_insert_with(|| Vec::with_capacity(64));
+                        if !v.is_empty() {
+                            v.extend_from_slice(b", ");
+                        }
+                        v.extend_from_slice(h.value);
+                    }
+                    forwarded::Incoming::Replaced => {}
+                    forwarded::Incoming::Other => push_header(out, h.name.as_bytes(), h.value),
+                },
                 _ => push_header(out, h.name.as_bytes(), h.value),
             }
         }
-        out.extend_from_slice(b"x-forwarded-for: ");
-        if let Some(prev) = &xff {
-            out.extend_from_slice(prev);
-        }
-        out.extend_from_slice(client_ip);
-        out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
-        if let Some(host) = self.host {
-            push_header(out, b"x-forwarded-host", host.as_bytes());
-        }
+        let xf = forwarded::XForwarded {
+            prior_for: xff.as_deref(),
+            client_ip,
+            proto,
+            host: self.host.map(str::as_bytes),
+        };
+        xf.fields(|name, parts| {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            for p in parts {
+                out.extend_from_slice(p);
+            }
+            out.extend_from_slice(b"\r\n");
+        });
         out.extend_from_slice(b"\r\n");
     }
 }
@@ -699,7 +703,7 @@ mod tests {
         let slots = Box::leak(Box::new(header_slots()));
         let r = parse_request(raw, slots).unwrap().unwrap();
         let mut out = Vec::new();
-        r.write_upstream(b"10.0.0.9", &mut out);
+        r.write_upstream(b"10.0.0.9", "http", &mut out);
         (r.fallback, String::from_utf8(out).unwrap(), r.close())
     }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod discovery;
+pub mod forwarded;
 pub mod h1;
 pub mod ha;
 pub mod health;

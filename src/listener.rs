@@ -216,12 +216,12 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
             },
         };
         // The listener that owns this address now, in the current generation.
-        let (ls, mode, builders) = {
+        let (ls, mode, builders, scheme) = {
             let snap = ctx.shared.snapshot.load();
             let Some(l) = snap.listener_at(ctx.addr) else {
                 continue;
             };
-            (Arc::clone(&l.shared), l.mode, l.http.clone())
+            (Arc::clone(&l.shared), l.mode, l.http.clone(), l.scheme)
         };
         // Accept first, then wait for a slot: while this loop waits with one
         // connection in hand, the rest stay in the kernel's backlog (not refused),
@@ -247,7 +247,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
             (Mode::Http, Some(builders)) => {
                 let conn = Arc::new(proxy::http::ConnCtx::new(
                     Arc::clone(&ctx.shared),
-                    ctx.addr,
+                    (ctx.addr, scheme),
                     peer,
                     ctx.tracker.clone(),
                     permits,

@@ -33,6 +33,8 @@ pub struct ListenerRuntime {
     pub name: Arc<str>,
     pub binds: Vec<SocketAddr>,
     pub mode: Mode,
+    /// The scheme clients use here (X-Forwarded-Proto).
+    pub scheme: &'static str,
     pub router: Router,
     /// hyper's server builders (HTTP listeners), with this generation's timeouts.
     pub http: Option<Arc<ServerBuilders>>,
@@ -147,6 +149,7 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
         name: Arc::from(l.name.as_str()),
         binds: l.binds.clone(),
         mode: l.mode,
+        scheme: "http",
         router: Router {
             routes: l.routes.clone(),
             default_pool: l.pool,

@@ -807,3 +807,56 @@ async fn backend_keep_alive_timeout_is_honoured() {
     // no request met a connection the backend was closing (it was never pooled)
     assert_eq!(be.refused.load(Ordering::SeqCst), 0);
 }
+
+/// X-Forwarded-* come from one rewriter on both paths: a client's own
+/// X-Forwarded-Host and -Proto never reach the backend, with or without a Host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_own_forwarded_host_and_proto_never_reach_the_backend_on_either_path() {
+    let backend = Backend::start("h", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(&http_config(listen, "", &[(backend.addr, 1)]), &[listen]).await;
+    let spoof = "X-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: https\r\nX-Forwarded-For: 203.0.113.9\r\n";
+    // (what is sent, which path takes it, the X-Forwarded-Host the backend must see)
+    let cases = [
+        // HTTP/1.0 without Host: hyper's path; the backend gets no X-Forwarded-Host
+        (format!("GET /a HTTP/1.0\r\n{spoof}\r\n"), "hyper, HTTP/1.0, no Host", None),
+        // a bodiless HTTP/1.1 request: the fast path
+        (
+            format!("GET /b HTTP/1.1\r\nHost: shop.example\r\n{spoof}Connection: close\r\n\r\n"),
+            "fast path",
+            Some("shop.example"),
+        ),
+        // a request with a body: hyper's path
+        (
+            format!("POST /c HTTP/1.1\r\nHost: shop.example\r\n{spoof}Content-Length: 2\r\nConnection: close\r\n\r\nhi"),
+            "hyper, with a body",
+            Some("shop.example"),
+        ),
+    ];
+    for (req, path, want_host) in cases {
+        let mut s = TcpStream::connect(listen).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        assert!(out.starts_with(b"HTTP/1."), "{path}");
+        assert!(
+            String::from_utf8_lossy(&out).contains(" 200 "),
+            "{path}: {}",
+            String::from_utf8_lossy(&out)
+        );
+        let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+        assert_eq!(
+            h.get("x-forwarded-host").map(|v| v.to_str().unwrap()),
+            want_host,
+            "{path}"
+        );
+        assert_eq!(
+            h.get_all("x-forwarded-host").iter().count(),
+            usize::from(want_host.is_some()),
+            "{path}"
+        );
+        assert_eq!(h["x-forwarded-proto"], "http", "{path}");
+        assert_eq!(h.get_all("x-forwarded-proto").iter().count(), 1, "{path}");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1", "{path}");
+    }
+}

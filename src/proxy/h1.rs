@@ -216,7 +216,7 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
         Box::new(ReqLog::new(ctx, method, r.target.to_string(), &pool, start))
     });
     let mut wire = PooledBuf::take();
-    r.write_upstream(ctx.peer_ip.as_bytes(), &mut wire);
+    r.write_upstream(ctx.peer_ip.as_bytes(), ctx.proto, &mut wire);
     Some(Step::Proxy(Prepared {
         len: r.len,
         replayable: r.idempotent() || pool.retry.non_idempotent,

@@ -6,6 +6,7 @@ use super::ProxyError;
 use crate::accesslog::{End, Entry};
 use crate::config::Balance;
 use crate::config::HashKey;
+use crate::forwarded;
 use crate::pool::balance::hash_parts;
 use crate::pool::{PickError, Pool, Server, ServerGuard};
 use crate::upstream::{self, Exchange, ReqBody, SendError, Sender, UpstreamError};
@@ -30,9 +31,9 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static(forwarded::FOR);
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static(forwarded::PROTO);
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static(forwarded::HOST);
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -52,6 +53,8 @@ pub struct ConnCtx {
     pub shared: Arc<Shared>,
     /// The listening address it was accepted on.
     pub bound: SocketAddr,
+    /// The scheme clients use on its listener (X-Forwarded-Proto).
+    pub proto: &'static str,
     pub peer: SocketAddr,
     /// The client's IP, rendered once for X-Forwarded-For.
     pub(super) peer_ip: HeaderValue,
@@ -68,7 +71,7 @@ pub struct ConnCtx {
 impl ConnCtx {
     pub fn new(
         shared: Arc<Shared>,
-        bound: SocketAddr,
+        (bound, proto): (SocketAddr, &'static str),
         peer: SocketAddr,
         tracker: TaskTracker,
         permits: crate::listener::Permits,
@@ -77,6 +80,7 @@ impl ConnCtx {
         ConnCtx {
             shared,
             bound,
+            proto,
             peer,
             peer_ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
             tracker,
@@ -634,20 +638,6 @@ fn prepare_request(parts: &mut Parts, ctx: &ConnCtx, upgrade: bool) {
     let from_h2 = parts.version == Version::HTTP_2;
     parts.version = Version::HTTP_11;
 
-    if h.contains_key(&X_FORWARDED_FOR) {
-        // Every earlier hop, from however many header lines, then the client.
-        let mut v = Vec::with_capacity(64);
-        for prev in h.get_all(&X_FORWARDED_FOR) {
-            v.extend_from_slice(prev.as_bytes());
-            v.extend_from_slice(b", ");
-        }
-        v.extend_from_slice(ctx.peer_ip.as_bytes());
-        if let Ok(v) = HeaderValue::from_bytes(&v) {
-            h.insert(X_FORWARDED_FOR, v);
-        }
-    } else {
-        h.insert(X_FORWARDED_FOR, ctx.peer_ip.clone());
-    }
     // HTTP/2 may split cookies over several fields; HTTP/1.1 wants one line
     // (RFC 9113 8.2.3).
     if from_h2 {
@@ -664,10 +654,39 @@ fn prepare_request(parts: &mut Parts, ctx: &ConnCtx, upgrade: bool) {
             }
         }
     }
-    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Some(host) = h.get(header::HOST).cloned() {
-        h.insert(X_FORWARDED_HOST, host);
+    set_forwarded(h, ctx);
+}
+
+/// X-Forwarded-* as `forwarded` says: what earlier hops wrote in X-Forwarded-For
+/// is kept, everything else the client sent under these names is replaced.
+fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx) {
+    let mut prior: Option<Vec<u8>> = None;
+    for v in h.get_all(&X_FORWARDED_FOR) {
+        let p = prior.get_or_insert_with(|| Vec::with_capacity(64));
+        if !p.is_empty() {
+            p.extend_from_slice(b", ");
+        }
+        p.extend_from_slice(v.as_bytes());
     }
+    for n in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
+        h.remove(n);
+    }
+    let host = h.get(header::HOST).cloned();
+    let xf = forwarded::XForwarded {
+        prior_for: prior.as_deref(),
+        client_ip: ctx.peer_ip.as_bytes(),
+        proto: ctx.proto,
+        host: host.as_ref().map(HeaderValue::as_bytes),
+    };
+    xf.fields(|name, parts| {
+        let value = match parts {
+            [one] => HeaderValue::from_bytes(one),
+            _ => HeaderValue::from_bytes(&parts.concat()),
+        };
+        if let Ok(v) = value {
+            h.append(HeaderName::from_static(name), v);
+        }
+    });
 }
 
 /// The single place a failed request becomes a response: counted, logged, answered.

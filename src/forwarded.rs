@@ -1,0 +1,115 @@
+//! X-Forwarded-*: the one place that decides what a backend is told about the
+//! client, for both HTTP paths (the fast path writes wire bytes, the hyper path a
+//! `HeaderMap`; both take the fields from here).
+//!
+//! - `X-Forwarded-For`: every earlier hop's value in order, then the client's IP,
+//!   as one field.
+//! - `X-Forwarded-Proto`: the scheme the client used on this listener (`http`,
+//!   later `https`), whatever the client sent.
+//! - `X-Forwarded-Host`: the Host the request came with (the authority for HTTP/2
+//!   and absolute-form requests). A client's own value is never passed on, also
+//!   when the request has no Host (HTTP/1.0).
+
+/// The fields one request gets.
+#[derive(Debug)]
+pub struct XForwarded<'a> {
+    /// What earlier hops wrote in X-Forwarded-For, joined with ", " (None: the
+    /// request had no such field).
+    pub prior_for: Option<&'a [u8]>,
+    /// The client's IP as text.
+    pub client_ip: &'a [u8],
+    pub proto: &'static str,
+    pub host: Option<&'a [u8]>,
+}
+
+pub const FOR: &str = "x-forwarded-for";
+pub const PROTO: &str = "x-forwarded-proto";
+pub const HOST: &str = "x-forwarded-host";
+
+/// How a request field the client sent is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incoming {
+    /// X-Forwarded-For: its value is kept, in front of the client's IP.
+    Prior,
+    /// X-Forwarded-Proto and -Host: dropped; this proxy writes its own.
+    Replaced,
+    /// Anything else.
+    Other,
+}
+
+/// What becomes of a field named `name` that the client sent.
+pub fn incoming(name: &[u8]) -> Incoming {
+    if name.len() < 15 || !name[..12].eq_ignore_ascii_case(b"x-forwarded-") {
+        return Incoming::Other;
+    }
+    match &name[12..] {
+        n if n.eq_ignore_ascii_case(b"for") => Incoming::Prior,
+        n if n.eq_ignore_ascii_case(b"proto") || n.eq_ignore_ascii_case(b"host") => {
+            Incoming::Replaced
+        }
+        _ => Incoming::Other,
+    }
+}
+
+impl XForwarded<'_> {
+    /// The fields to send, in order: `field(name, parts)`, the value being the
+    /// concatenation of `parts`.
+    pub fn fields(&self, mut field: impl FnMut(&'static str, &[&[u8]])) {
+        match self.prior_for {
+            Some(prior) => field(FOR, &[prior, b", ", self.client_ip]),
+            None => field(FOR, &[self.client_ip]),
+        }
+        field(PROTO, &[self.proto.as_bytes()]);
+        if let Some(host) = self.host {
+            field(HOST, &[host]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(x: &XForwarded<'_>) -> String {
+        let mut out = String::new();
+        x.fields(|n, parts| {
+            out.push_str(n);
+            out.push_str(": ");
+            for p in parts {
+                out.push_str(std::str::from_utf8(p).unwrap());
+            }
+            out.push('\n');
+        });
+        out
+    }
+
+    #[test]
+    fn fields_and_what_the_client_sent() {
+        let x = XForwarded {
+            prior_for: Some(b"203.0.113.1, 203.0.113.2"),
+            client_ip: b"127.0.0.1",
+            proto: "http",
+            host: Some(b"shop.example.com"),
+        };
+        assert_eq!(
+            render(&x),
+            "x-forwarded-for: 203.0.113.1, 203.0.113.2, 127.0.0.1\nx-forwarded-proto: http\nx-forwarded-host: shop.example.com\n"
+        );
+        let x = XForwarded {
+            prior_for: None,
+            client_ip: b"::1",
+            proto: "https",
+            host: None,
+        };
+        assert_eq!(
+            render(&x),
+            "x-forwarded-for: ::1\nx-forwarded-proto: https\n"
+        );
+        assert_eq!(incoming(b"X-Forwarded-For"), Incoming::Prior);
+        assert_eq!(incoming(b"x-forwarded-HOST"), Incoming::Replaced);
+        assert_eq!(incoming(b"x-forwarded-proto"), Incoming::Replaced);
+        assert_eq!(incoming(b"x-forwarded-port"), Incoming::Other);
+        assert_eq!(incoming(b"x-forwarded"), Incoming::Other);
+        assert_eq!(incoming(b"host"), Incoming::Other);
+    }
+}
