@@ -12,7 +12,7 @@
 //! and accounting.
 
 use super::http::{self, ConnCtx, ProxyBody, ReqLog, ServerBuilders};
-use super::ProxyError;
+use super::lifecycle::Lifecycle;
 use crate::accesslog::End;
 use crate::h1::{self, BodyProgress, Framing, HeadError, PooledBuf};
 use crate::pool::{Pool, ServerGuard};
@@ -298,26 +298,21 @@ async fn proxy(
     // Decided when the answer is written: a shutdown that starts while the
     // request is in flight still gets `Connection: close` to the client.
     let closing = || close || graceful.is_cancelled();
-    pool.shared.budget.deposit(pool.retry.budget_percent);
-    let mut tried: Vec<usize> = Vec::new();
-    let mut last_err: Option<(ProxyError, usize)> = None;
+    let mut lc = Lifecycle::new(Arc::clone(&pool), key);
     loop {
         let acquired = tokio::select! {
             biased;
-            g = pool.acquire(key, &tried) => g,
+            g = lc.acquire() => g,
             () = client_gone(client) => return false,
         };
         let mut guard = match acquired {
             Ok(g) => g,
-            Err(e) => {
-                let resp = http::give_up(&pool, last_err, e, log, start);
+            Err(g) => {
+                let resp = http::fail(&pool, g.server(&pool), g.err, log, start);
                 return respond(client, resp, head, closing(), client_timeout).await;
             }
         };
-        let idx = guard.index();
-        let server = &pool.servers[idx];
-        server.state.total.fetch_add(1, Ordering::Relaxed);
-        let attempts_left = tried.len() < pool.retry.retries as usize;
+        let server = &pool.servers[guard.index()];
         let sent = tokio::select! {
             biased;
             r = upstream::send_raw(&pool, server, &wire, replayable) => r,
@@ -332,25 +327,16 @@ async fn proxy(
             Ok(r) => r,
             Err(error) => {
                 // Nothing was sent after a connect failure: any request can go again.
-                let retry = (attempts_left, error.is_connect(), replayable);
-                let (err, again) =
-                    super::attempt_failed(&pool, &mut guard, error, &mut tried, retry);
-                if !again {
-                    let resp = http::fail(&pool, Some(server), err, log, start);
+                let resendable = error.is_connect();
+                if let Err(g) = lc.failed(&mut guard, error, resendable, replayable) {
+                    let resp = http::fail(&pool, g.server(&pool), g.err, log, start);
                     return respond(client, resp, head, closing(), client_timeout).await;
                 }
-                last_err = Some((err, idx));
                 continue;
             }
         };
         let status = resp.status;
-        if http::retry_status(
-            &pool,
-            &mut guard,
-            status,
-            &mut tried,
-            (attempts_left, replayable),
-        ) {
+        if lc.answered(&mut guard, status, replayable) {
             // The response (and its connection, body unread) is dropped.
             continue;
         }

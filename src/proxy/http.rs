@@ -2,13 +2,14 @@
 //! clients; each request is routed to a pool, balanced to a server and sent over a
 //! pooled HTTP/1.1 connection. Bodies stream both ways; nothing is buffered whole.
 
+use super::lifecycle::Lifecycle;
 use super::ProxyError;
 use crate::accesslog::{End, Entry};
 use crate::config::Balance;
 use crate::config::HashKey;
 use crate::forwarded;
 use crate::pool::balance::hash_parts;
-use crate::pool::{PickError, Pool, Server, ServerGuard};
+use crate::pool::{Pool, Server, ServerGuard};
 use crate::upstream::{self, Exchange, ReqBody, SendError, Sender, UpstreamError};
 use crate::Shared;
 use bytes::Bytes;
@@ -233,7 +234,7 @@ async fn handle(
             start,
         ))
     });
-    pool.shared.budget.deposit(pool.retry.budget_percent);
+    let mut lc = Lifecycle::new(Arc::clone(&pool), key);
 
     let upgrade = is_upgrade_request(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -274,21 +275,15 @@ async fn handle(
     let replay_fn = replay_closure
         .as_ref()
         .map(|f| f as &(dyn Fn() -> Request<ReqBody> + Sync));
-    let mut tried: Vec<usize> = Vec::new();
-    let mut last_err: Option<(ProxyError, usize)> = None;
-
     loop {
-        let mut guard = match pool.acquire(key, &tried).await {
+        let mut guard = match lc.acquire().await {
             Ok(g) => g,
-            Err(e) => return Ok(give_up(&pool, last_err, e, log, start)),
+            Err(g) => return Ok(fail(&pool, g.server(&pool), g.err, log, start)),
         };
-        let idx = guard.index();
-        let server = &pool.servers[idx];
-        server.state.total.fetch_add(1, Ordering::Relaxed);
+        let server = &pool.servers[guard.index()];
         if let ReqBody::Incoming { server: s, .. } = req.body_mut() {
             *s = Some(Arc::clone(&server.state));
         }
-        let attempts_left = tried.len() < pool.retry.retries as usize;
         if !req.headers().contains_key(header::HOST) {
             // HTTP/1.0 without Host: name the server, as HTTP/1.1 requires a Host.
             if let Ok(v) = HeaderValue::from_str(&server.addr.to_string()) {
@@ -299,18 +294,18 @@ async fn handle(
         match upstream::send(&pool, server, req, replay_fn).await {
             Err(SendError { error, unsent }) => {
                 let resendable = unsent.is_some();
-                let retry = (attempts_left, resendable, replay.is_some());
-                let (err, again) =
-                    super::attempt_failed(&pool, &mut guard, error, &mut tried, retry);
-                if !again {
-                    return Ok(fail(&pool, Some(server), err, log, start));
+                if let Err(g) = lc.failed(&mut guard, error, resendable, replay.is_some()) {
+                    return Ok(fail(&pool, g.server(&pool), g.err, log, start));
                 }
+                // a retry needs the request as it was (not sent) or a copy
                 req = match (unsent, &replay) {
                     (Some(r), _) => *r,
                     (None, Some(rp)) => rp.request(),
-                    (None, None) => return Ok(fail(&pool, Some(server), err, log, start)),
+                    (None, None) => {
+                        let g = lc.abandon();
+                        return Ok(fail(&pool, g.server(&pool), g.err, log, start));
+                    }
                 };
-                last_err = Some((err, idx));
             }
             Ok(Exchange {
                 mut response,
@@ -318,8 +313,7 @@ async fn handle(
                 connect_time,
             }) => {
                 let status = response.status();
-                let retry = (attempts_left, replay.is_some());
-                if retry_status(&pool, &mut guard, status.as_u16(), &mut tried, retry) {
+                if lc.answered(&mut guard, status.as_u16(), replay.is_some()) {
                     if let Some(rp) = &replay {
                         // The response (and its connection, body unread) is dropped.
                         req = rp.request();
@@ -386,56 +380,6 @@ pub(super) fn reconfiguring() -> Response<ProxyBody> {
         StatusCode::SERVICE_UNAVAILABLE,
         "503 Service Unavailable: listener is being reconfigured\n",
     )
-}
-
-/// No server is left to try: the client hears about the last failed attempt, if
-/// there was one, else why no server could be picked.
-pub(super) fn give_up(
-    pool: &Pool,
-    last_err: Option<(ProxyError, usize)>,
-    pick: PickError,
-    log: Option<Box<ReqLog>>,
-    start: Instant,
-) -> Response<ProxyBody> {
-    match last_err {
-        Some((err, idx)) => fail(pool, Some(&pool.servers[idx]), err, log, start),
-        None => fail(pool, None, pick.into(), log, start),
-    }
-}
-
-/// A response arrived: its status is reported to the server's breaker. Returns
-/// whether the request goes to another server instead (the retry then noted): a
-/// status listed in retry_on, attempts and budget left, a copy of the request
-/// kept, and another server able to take it (otherwise the client gets this
-/// answer, not a made-up 503). `retry`: (attempts left, a copy was kept).
-pub(super) fn retry_status(
-    pool: &Pool,
-    guard: &mut ServerGuard,
-    status: u16,
-    tried: &mut Vec<usize>,
-    (attempts_left, replayable): (bool, bool),
-) -> bool {
-    if status >= 500 && pool.breaker.on_5xx {
-        guard.failure();
-    } else {
-        guard.success();
-    }
-    let idx = guard.index();
-    let retry = replayable
-        && attempts_left
-        && pool.retry.on_status.contains(&status)
-        && {
-            let mut others = tried.clone();
-            others.push(idx);
-            pool.has_candidate(&others)
-        }
-        && pool.retry_allowed();
-    if retry {
-        let server = &pool.servers[idx];
-        server.state.response_errors.fetch_add(1, Ordering::Relaxed);
-        super::note_retry(pool, server, tried, idx);
-    }
-    retry
 }
 
 enum Buffered {

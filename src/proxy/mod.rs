@@ -1,12 +1,14 @@
-//! The data plane: `http` (hyper server side) and `tcp` (L4 relay), plus the one
+//! The data plane: the HTTP/1 fast path (`h1`), the hyper adapter (`http`) and the
+//! L4 relay (`tcp`), the request lifecycle they share (`lifecycle`), and the one
 //! place where a failure becomes a status code, a counter and a log end state.
 
 pub mod h1;
 pub mod http;
+pub mod lifecycle;
 pub mod tcp;
 
 use crate::accesslog::End;
-use crate::pool::{PickError, Pool, Server, ServerGuard};
+use crate::pool::{PickError, Pool, Server};
 
 use crate::upstream::UpstreamError;
 use bytes::Bytes;
@@ -86,52 +88,6 @@ impl ProxyError {
     pub fn count_pool(&self, pool: &Pool) {
         pool.shared.errors.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-/// A failed attempt: reported to the server's breaker (unless the client's body
-/// broke off) and counters. Returns the error, and whether the request goes to
-/// another server, the retry then noted. `retry`: (attempts left, the request was
-/// not sent so it can go again as it is, a copy was kept to send again).
-pub fn attempt_failed(
-    pool: &Pool,
-    guard: &mut ServerGuard,
-    error: UpstreamError,
-    tried: &mut Vec<usize>,
-    (attempts_left, resendable, replayable): (bool, bool, bool),
-) -> (ProxyError, bool) {
-    let idx = guard.index();
-    let server = &pool.servers[idx];
-    let client_fault = error.is_client_fault();
-    if !client_fault {
-        guard.failure();
-    }
-    let again = attempts_left && !client_fault && may_retry(pool, &error, resendable, replayable);
-    let err = ProxyError::Upstream(error);
-    err.count_server(server);
-    if again {
-        tracing::debug!(pool = %pool.name, server = %server.id, error = %err, "retrying on another server");
-        note_retry(pool, server, tried, idx);
-    }
-    (err, again)
-}
-
-/// Whether a failed attempt goes to another server, as the pool's retry settings
-/// and budget allow. `resendable`: the request was not sent, so it can go again as
-/// it is; `replayable`: a copy was kept to send again.
-fn may_retry(pool: &Pool, error: &UpstreamError, resendable: bool, replayable: bool) -> bool {
-    let r = &pool.retry;
-    let allowed = match error {
-        e if e.is_connect() => r.on_connect_failure && (resendable || replayable),
-        UpstreamError::Timeout { .. } => r.on_timeout && replayable,
-        _ => r.on_reset && (resendable || replayable),
-    };
-    allowed && pool.retry_allowed()
-}
-
-fn note_retry(pool: &Pool, server: &Server, tried: &mut Vec<usize>, idx: usize) {
-    server.state.retries.fetch_add(1, Ordering::Relaxed);
-    pool.shared.retries.fetch_add(1, Ordering::Relaxed);
-    tried.push(idx);
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use crate::accesslog::{End, Entry};
 use crate::config::Balance;
 use crate::listener::ListenerShared;
-use crate::proxy::ProxyError;
+use crate::proxy::lifecycle::Lifecycle;
 use crate::upstream;
 use crate::Shared;
 use std::future::{poll_fn, Future};
@@ -61,27 +61,19 @@ pub async fn serve(
     } else {
         0
     };
-    pool.shared.budget.deposit(pool.retry.budget_percent);
     // Pick and connect; a failed connect is retried on another server before any
     // byte is relayed.
-    let mut tried: Vec<usize> = Vec::new();
-    let mut last: Option<(ProxyError, usize)> = None;
+    let mut lc = Lifecycle::new(Arc::clone(&pool), key);
     let (guard, mut backend, connect) = loop {
-        let mut guard = match pool.acquire(key, &tried).await {
+        let mut guard = match lc.acquire().await {
             Ok(g) => g,
-            Err(e) => {
-                let (err, server) = match last.take() {
-                    Some((err, i)) => (err, Some(&*pool.servers[i].id)),
-                    None => (ProxyError::from(e), None),
-                };
-                err.count_pool(&pool);
-                log(server, None, 0, 0, err.end());
+            Err(g) => {
+                g.err.count_pool(&pool);
+                log(g.server(&pool).map(|s| &*s.id), None, 0, 0, g.err.end());
                 return;
             }
         };
-        let idx = guard.index();
-        let server = &pool.servers[idx];
-        server.state.total.fetch_add(1, Ordering::Relaxed);
+        let server = &pool.servers[guard.index()];
         let connect_start = Instant::now();
         match upstream::connect_tcp(server.addr, pool.connect_timeout).await {
             Ok(s) => {
@@ -96,16 +88,11 @@ pub async fn serve(
             Err(e) => {
                 tracing::debug!(pool = %pool.name, error = %e, "tcp connect failed");
                 // Nothing was sent: the session can go to another server as it is.
-                let attempts_left = tried.len() < pool.retry.retries as usize;
-                let retry = (attempts_left, true, false);
-                let (err, again) = super::attempt_failed(&pool, &mut guard, e, &mut tried, retry);
-                if again {
-                    last = Some((err, idx));
-                    continue;
+                if let Err(g) = lc.failed(&mut guard, e, true, false) {
+                    g.err.count_pool(&pool);
+                    log(Some(&server.id), None, 0, 0, g.err.end());
+                    return;
                 }
-                err.count_pool(&pool);
-                log(Some(&server.id), None, 0, 0, err.end());
-                return;
             }
         }
     };

@@ -1,0 +1,184 @@
+//! One request's (or TCP session's) way through its pool, shared by the three
+//! front ends (the HTTP/1 fast path, the hyper adapter and TCP):
+//!
+//! route -> [policy] -> pick and acquire a server -> attempt -> retry on another
+//! server, or give up -> log.
+//!
+//! A front end owns its protocol (how the request is sent, how the answer is read
+//! and forwarded, what the client is told); this owns the decisions and their
+//! counters: which server, whether a failure or a status sends the request to
+//! another server (as the pool's retry settings and budget allow), and which
+//! failure the client hears about when no server is left. Traffic policy (request
+//! rules, rate limits, priority shedding) belongs between routing and
+//! `Lifecycle::new`, once for all three front ends.
+
+use super::ProxyError;
+use crate::pool::{Pool, Server, ServerGuard};
+use crate::upstream::UpstreamError;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Where one request stands in its pool.
+pub struct Lifecycle {
+    pub pool: Arc<Pool>,
+    key: u64,
+    /// Servers already tried (by index in `pool`).
+    tried: Vec<usize>,
+    /// The last failed attempt: what the client hears if no server is left.
+    last: Option<(ProxyError, usize)>,
+}
+
+/// The request ends without a usable answer: the error to answer with, and the
+/// server of the last attempt, if one was made.
+pub struct GiveUp {
+    pub err: ProxyError,
+    server: Option<usize>,
+}
+
+impl GiveUp {
+    pub fn server<'a>(&self, pool: &'a Pool) -> Option<&'a Server> {
+        self.server.and_then(|i| pool.servers.get(i))
+    }
+}
+
+impl Lifecycle {
+    /// Starts a request routed to `pool`; `key` is its balancing key (0 unless
+    /// the pool balances by hash). The request earns the pool's retry budget its
+    /// share.
+    pub fn new(pool: Arc<Pool>, key: u64) -> Lifecycle {
+        pool.shared.budget.deposit(pool.retry.budget_percent);
+        Lifecycle {
+            pool,
+            key,
+            tried: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// A slot on the next server to try (a server not tried yet), counted as a
+    /// request to it; or, when none is left, the failure the client hears about:
+    /// the last attempt's, else why no server could be picked.
+    pub async fn acquire(&mut self) -> Result<ServerGuard, GiveUp> {
+        match self.pool.acquire(self.key, &self.tried).await {
+            Ok(g) => {
+                g.server().state.total.fetch_add(1, Ordering::Relaxed);
+                Ok(g)
+            }
+            Err(pick) => Err(match self.last.take() {
+                Some((err, i)) => GiveUp {
+                    err,
+                    server: Some(i),
+                },
+                None => GiveUp {
+                    err: pick.into(),
+                    server: None,
+                },
+            }),
+        }
+    }
+
+    /// Gives up after a retry was decided but cannot be made: the client hears
+    /// about the last failed attempt.
+    pub fn abandon(&mut self) -> GiveUp {
+        match self.last.take() {
+            Some((err, i)) => GiveUp {
+                err,
+                server: Some(i),
+            },
+            None => GiveUp {
+                err: crate::pool::PickError::NoServer.into(),
+                server: None,
+            },
+        }
+    }
+
+    fn attempts_left(&self) -> bool {
+        self.tried.len() < self.pool.retry.retries as usize
+    }
+
+    /// An attempt failed: it is reported to the server's breaker (unless the
+    /// client's body broke off) and counted. Ok: try another server (the retry is
+    /// counted). Err: give up with this failure. `resendable`: nothing was sent,
+    /// so the request can go again as it is; `replayable`: a copy was kept.
+    pub fn failed(
+        &mut self,
+        guard: &mut ServerGuard,
+        error: UpstreamError,
+        resendable: bool,
+        replayable: bool,
+    ) -> Result<(), GiveUp> {
+        let idx = guard.index();
+        let client_fault = error.is_client_fault();
+        if !client_fault {
+            guard.failure();
+        }
+        let again = self.attempts_left()
+            && !client_fault
+            && may_retry(&self.pool, &error, resendable, replayable);
+        let err = ProxyError::Upstream(error);
+        err.count_server(&self.pool.servers[idx]);
+        if !again {
+            return Err(GiveUp {
+                err,
+                server: Some(idx),
+            });
+        }
+        tracing::debug!(pool = %self.pool.name, server = %self.pool.servers[idx].id, error = %err, "retrying on another server");
+        self.note_retry(idx);
+        self.last = Some((err, idx));
+        Ok(())
+    }
+
+    /// A server answered with `status`: reported to its breaker. Returns whether
+    /// the request goes to another server instead (the retry then counted): a
+    /// status listed in retry_on, attempts and budget left, a copy of the request
+    /// kept (`replayable`), and another server able to take it (otherwise the
+    /// client gets this answer, not a made-up 503).
+    pub fn answered(&mut self, guard: &mut ServerGuard, status: u16, replayable: bool) -> bool {
+        let pool = &self.pool;
+        if status >= 500 && pool.breaker.on_5xx {
+            guard.failure();
+        } else {
+            guard.success();
+        }
+        let idx = guard.index();
+        let retry = replayable
+            && self.attempts_left()
+            && pool.retry.on_status.contains(&status)
+            && {
+                let mut others = self.tried.clone();
+                others.push(idx);
+                pool.has_candidate(&others)
+            }
+            && pool.retry_allowed();
+        if retry {
+            pool.servers[idx]
+                .state
+                .response_errors
+                .fetch_add(1, Ordering::Relaxed);
+            self.note_retry(idx);
+        }
+        retry
+    }
+
+    fn note_retry(&mut self, idx: usize) {
+        self.pool.servers[idx]
+            .state
+            .retries
+            .fetch_add(1, Ordering::Relaxed);
+        self.pool.shared.retries.fetch_add(1, Ordering::Relaxed);
+        self.tried.push(idx);
+    }
+}
+
+/// Whether a failed attempt goes to another server, as the pool's retry settings
+/// and budget allow.
+fn may_retry(pool: &Pool, error: &UpstreamError, resendable: bool, replayable: bool) -> bool {
+    let r = &pool.retry;
+    let allowed = match error {
+        e if e.is_connect() => r.on_connect_failure && (resendable || replayable),
+        UpstreamError::Timeout { .. } => r.on_timeout && replayable,
+        _ => r.on_reset && (resendable || replayable),
+    };
+    allowed && pool.retry_allowed()
+}
