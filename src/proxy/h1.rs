@@ -12,7 +12,7 @@
 //! and accounting.
 
 use super::http::{self, ConnCtx, ProxyBody, ReqLog, ServerBuilders};
-use super::lifecycle::Lifecycle;
+use super::lifecycle::{self, Lifecycle};
 use crate::accesslog::End;
 use crate::h1::{self, BodyProgress, Framing, HeadError, PooledBuf};
 use crate::pool::{Pool, ServerGuard};
@@ -201,7 +201,13 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
         return Some(Step::Fallback(why));
     }
     let start = Instant::now();
-    let Some(pool) = http::route_to(ctx, r.host, r.path()) else {
+    let Some(pool) = lifecycle::route(
+        &ctx.shared,
+        ctx.permits.listener(),
+        ctx.bound,
+        r.host,
+        r.path(),
+    ) else {
         return Some(Step::Answer {
             len: r.len,
             resp: Box::new(http::reconfiguring()),
@@ -209,7 +215,7 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
             close: r.close(),
         });
     };
-    let key = http::hash_key(&pool, ctx.peer.ip(), r.target, |h| r.header(h.as_str()));
+    let key = lifecycle::hash_key(&pool, ctx.peer.ip(), r.target, |h| r.header(h.as_str()));
     let log = ctx.shared.access_log.enabled().then(|| {
         // httparse accepted the method as a token, which is all Method needs.
         let method = Method::from_bytes(r.method.as_bytes()).unwrap_or_default();

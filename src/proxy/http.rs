@@ -2,13 +2,10 @@
 //! clients; each request is routed to a pool, balanced to a server and sent over a
 //! pooled HTTP/1.1 connection. Bodies stream both ways; nothing is buffered whole.
 
-use super::lifecycle::Lifecycle;
+use super::lifecycle::{self, Lifecycle};
 use super::ProxyError;
 use crate::accesslog::{End, Entry};
-use crate::config::Balance;
-use crate::config::HashKey;
 use crate::forwarded;
-use crate::pool::balance::hash_parts;
 use crate::pool::{Pool, Server, ServerGuard};
 use crate::upstream::{self, Exchange, ReqBody, SendError, Sender, UpstreamError};
 use crate::Shared;
@@ -22,7 +19,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -66,7 +63,7 @@ pub struct ConnCtx {
     pub(super) tunnelled: std::sync::atomic::AtomicBool,
     /// This connection's slots under the connection limits and its place in the
     /// listener's count; a tunnel keeps them.
-    permits: crate::listener::Permits,
+    pub(super) permits: crate::listener::Permits,
 }
 
 impl ConnCtx {
@@ -222,7 +219,7 @@ async fn handle(
     let Some(pool) = route(&ctx, &req) else {
         return Ok(reconfiguring());
     };
-    let key = hash_key(&pool, ctx.peer.ip(), request_target(&req), |h| {
+    let key = lifecycle::hash_key(&pool, ctx.peer.ip(), request_target(&req), |h| {
         req.headers().get(h).map(|v| v.as_bytes())
     });
     let mut log = ctx.shared.access_log.enabled().then(|| {
@@ -435,15 +432,13 @@ impl Replay {
 }
 
 fn route(ctx: &ConnCtx, req: &Request<Incoming>) -> Option<Arc<Pool>> {
-    route_to(ctx, request_host(req), req.uri().path())
-}
-
-/// The pool a request goes to, in the current snapshot.
-pub(super) fn route_to(ctx: &ConnCtx, host: Option<&str>, path: &str) -> Option<Arc<Pool>> {
-    let snap = ctx.shared.snapshot.load();
-    let listener = snap.listener_of(ctx.permits.listener(), ctx.bound)?;
-    let idx = listener.router.route(host, path);
-    snap.pools.get(idx).cloned()
+    lifecycle::route(
+        &ctx.shared,
+        ctx.permits.listener(),
+        ctx.bound,
+        request_host(req),
+        req.uri().path(),
+    )
 }
 
 fn request_target<B>(req: &Request<B>) -> &str {
@@ -456,33 +451,6 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
-}
-
-/// The balancing key of a request (0 unless the pool balances by hash).
-pub(super) fn hash_key<'a>(
-    pool: &Pool,
-    ip: IpAddr,
-    target: &str,
-    header: impl FnOnce(&HeaderName) -> Option<&'a [u8]>,
-) -> u64 {
-    if pool.balance != Balance::Hash {
-        return 0;
-    }
-    match &pool.hash_key {
-        HashKey::ClientIp => hash_ip(ip),
-        HashKey::Uri => hash_parts(&[target.as_bytes()]),
-        HashKey::Header(h) => match header(h) {
-            Some(v) => hash_parts(&[v]),
-            None => hash_ip(ip),
-        },
-    }
-}
-
-pub fn hash_ip(ip: IpAddr) -> u64 {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => hash_parts(&[&v4.octets()]),
-        IpAddr::V6(v6) => hash_parts(&[&v6.octets()]),
-    }
 }
 
 /// An HTTP/1.1 protocol switch to tunnel (WebSocket and the like). `h2c` is not

@@ -13,10 +13,59 @@
 //! `Lifecycle::new`, once for all three front ends.
 
 use super::ProxyError;
+use crate::config::{Balance, HashKey};
+use crate::listener::ListenerShared;
+use crate::pool::balance::hash_parts;
 use crate::pool::{Pool, Server, ServerGuard};
 use crate::upstream::UpstreamError;
+use crate::Shared;
+use http::HeaderName;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+/// Routing: the pool a request on the listener `listener` (accepted on `bound`)
+/// goes to, in the current snapshot. TCP listeners route to their pool (no host,
+/// no path).
+pub fn route(
+    shared: &Shared,
+    listener: &Arc<ListenerShared>,
+    bound: SocketAddr,
+    host: Option<&str>,
+    path: &str,
+) -> Option<Arc<Pool>> {
+    let snap = shared.snapshot.load();
+    let l = snap.listener_of(listener, bound)?;
+    let idx = l.router.route(host, path);
+    snap.pools.get(idx).cloned()
+}
+
+/// The balancing key of a request (0 unless the pool balances by hash).
+pub fn hash_key<'a>(
+    pool: &Pool,
+    ip: IpAddr,
+    target: &str,
+    header: impl FnOnce(&HeaderName) -> Option<&'a [u8]>,
+) -> u64 {
+    if pool.balance != Balance::Hash {
+        return 0;
+    }
+    match &pool.hash_key {
+        HashKey::ClientIp => hash_ip(ip),
+        HashKey::Uri => hash_parts(&[target.as_bytes()]),
+        HashKey::Header(h) => match header(h) {
+            Some(v) => hash_parts(&[v]),
+            None => hash_ip(ip),
+        },
+    }
+}
+
+pub fn hash_ip(ip: IpAddr) -> u64 {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => hash_parts(&[&v4.octets()]),
+        IpAddr::V6(v6) => hash_parts(&[&v6.octets()]),
+    }
+}
 
 /// Where one request stands in its pool.
 pub struct Lifecycle {

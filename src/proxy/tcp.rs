@@ -3,9 +3,8 @@
 //! the write side of the other socket (half-close) while the other direction goes on.
 
 use crate::accesslog::{End, Entry};
-use crate::config::Balance;
 use crate::listener::ListenerShared;
-use crate::proxy::lifecycle::Lifecycle;
+use crate::proxy::lifecycle::{self, Lifecycle};
 use crate::upstream;
 use crate::Shared;
 use std::future::{poll_fn, Future};
@@ -30,16 +29,10 @@ pub async fn serve(
     listener: &Arc<ListenerShared>,
 ) {
     let start = Instant::now();
-    let (pool, listener_name) = {
-        let snap = shared.snapshot.load();
-        let Some(l) = snap.listener_of(listener, bound) else {
-            return;
-        };
-        let Some(p) = snap.pools.get(l.router.default_pool) else {
-            return;
-        };
-        (Arc::clone(p), Arc::clone(&l.name))
+    let Some(pool) = lifecycle::route(&shared, listener, bound, None, "") else {
+        return;
     };
+    let listener_name = &listener.name;
     let log = |server: Option<&str>, connect: Option<Duration>, a: u64, b: u64, end: End| {
         shared.access_log.write(&Entry {
             client: peer,
@@ -56,11 +49,8 @@ pub async fn serve(
             end,
         })
     };
-    let key = if pool.balance == Balance::Hash {
-        super::http::hash_ip(peer.ip())
-    } else {
-        0
-    };
+    // a tcp pool hashes on the client's address (the config allows no other key)
+    let key = lifecycle::hash_key(&pool, peer.ip(), "", |_| None);
     // Pick and connect; a failed connect is retried on another server before any
     // byte is relayed.
     let mut lc = Lifecycle::new(Arc::clone(&pool), key);
