@@ -36,7 +36,7 @@ pub async fn serve(
     let log = |server: Option<&str>, connect: Option<Duration>, a: u64, b: u64, end: End| {
         shared.access_log.write(&Entry {
             client: peer,
-            listener: &listener_name,
+            listener: listener_name,
             pool: &pool.name,
             server,
             method: None,
