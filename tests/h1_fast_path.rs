@@ -364,7 +364,10 @@ async fn pipelined_requests_then_a_body_moves_the_connection_to_hyper() {
     let echo = all.find("get /echo-head").unwrap();
     let ok = all.find("\r\n\r\nok").unwrap();
     let hello = all.find("\r\n\r\nhello").unwrap();
-    let world = all.rfind(" world").unwrap();
+    // hyper re-chunks the last body as its pieces arrive: " wor" and "ld" may
+    // come as one chunk or two
+    let world = all.rfind(" wor").unwrap();
+    assert!(all[world..].contains("ld"), "{all}");
     assert!(echo < ok && ok < hello && hello < world, "{all}");
 }
 
