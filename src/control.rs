@@ -11,7 +11,7 @@ use crate::config::{self, Config, ServerAddr};
 use crate::discovery::{Discovered, DnsKey, FirstWait, Found, Watches};
 use crate::health::HealthManager;
 use crate::listener::{BindError, ListenerSet, Prepared};
-use crate::pool::{AdminState, Health, Pool};
+use crate::pool::{AdminState, Carried, Health, Pool};
 use crate::snapshot::Snapshot;
 use crate::{statefile, Shared};
 use std::collections::{HashMap, HashSet};
@@ -30,6 +30,11 @@ pub enum ControlMsg {
     Reload {
         trigger: &'static str,
         reply: Option<oneshot::Sender<ReloadRecord>>,
+    },
+    /// Start the new binary and hand over to it (binary upgrade): Ok(its pid).
+    Upgrade {
+        trigger: &'static str,
+        reply: Option<oneshot::Sender<Result<u32, String>>>,
     },
     /// An operator change to one server (admin API).
     SetServer {
@@ -184,8 +189,11 @@ impl Control {
         first_wait: FirstWait,
         health: HealthManager,
         watches: Watches,
-        listeners: ListenerSet,
-        saved: Option<statefile::StateFile>,
+        mut listeners: ListenerSet,
+        (saved, carried): (
+            Option<statefile::StateFile>,
+            Vec<(String, std::net::SocketAddr, Carried)>,
+        ),
     ) -> Result<Control, BindError> {
         let prepared = listeners.prepare(&cfg)?;
         let mut c = Control {
@@ -201,6 +209,9 @@ impl Control {
         let cfg = Arc::clone(&c.cfg);
         let disc = c.watches.current();
         c.reconcile(cfg, prepared, disc, &first_wait, saved);
+        if !carried.is_empty() {
+            c.adopt(&carried);
+        }
         Ok(c)
     }
 
@@ -259,6 +270,12 @@ impl Control {
                     let _ = tx.send(r);
                 }
             }
+            ControlMsg::Upgrade { trigger, reply } => {
+                let r = self.upgrade(trigger).await.map_err(|e| e.to_string());
+                if let Some(tx) = reply {
+                    let _ = tx.send(r);
+                }
+            }
             ControlMsg::SetServer {
                 pool,
                 server,
@@ -267,6 +284,79 @@ impl Control {
                 reply,
             } => {
                 let _ = reply.send(self.set_server(&pool, &server, state, weight));
+            }
+        }
+    }
+
+    /// Takes over the servers' state from the old process (binary upgrade), by
+    /// (pool, address), before anything is checked or served.
+    fn adopt(&mut self, carried: &[(String, std::net::SocketAddr, Carried)]) {
+        let snap = self.shared.snapshot.load_full();
+        let mut n = 0;
+        for (pool, addr, c) in carried {
+            if let Some(s) = snap
+                .pool(pool)
+                .and_then(|p| p.servers.iter().find(|s| s.addr == *addr))
+            {
+                s.state.adopt(c);
+                n += 1;
+            }
+        }
+        // rebuild so carried weights reach the balancers
+        let rebuilt = Snapshot::build(&self.cfg, Some(&snap), &self.discovered, snap.generation);
+        self.shared.snapshot.store(Arc::new(rebuilt));
+        tracing::info!(servers = n, "server states taken over from the old process");
+    }
+
+    /// Starts the new binary and hands the sockets and the state over. Once it
+    /// serves, this process stops accepting and drains (`handed_over`).
+    async fn upgrade(
+        &mut self,
+        trigger: &'static str,
+    ) -> Result<u32, crate::upgrade::UpgradeError> {
+        if self.shared.handed_over.is_cancelled() {
+            return Err(crate::upgrade::UpgradeError::Busy);
+        }
+        tracing::info!(trigger, "binary upgrade: starting the new process");
+        let mut handover = crate::upgrade::Handover::default();
+        let mut fds = Vec::new();
+        for (addr, f) in self.listeners.fds() {
+            handover.listeners.push((addr, f.len()));
+            fds.extend(f);
+        }
+        if let Some(&(addr, fd)) = self.shared.admin_socket.get() {
+            handover.admin = Some(addr);
+            fds.push(fd);
+        }
+        if let Some(&(addr, fd)) = self.shared.ha_socket.get() {
+            let master = self
+                .shared
+                .ha
+                .get()
+                .is_some_and(|h| h.state() == crate::ha::fsm::State::Master);
+            handover.ha = Some((addr, master));
+            fds.push(fd);
+        }
+        let snap = self.shared.snapshot.load_full();
+        for p in &snap.pools {
+            for s in &p.servers {
+                handover
+                    .servers
+                    .push((p.name.to_string(), s.addr, s.state.carry()));
+            }
+        }
+        match crate::upgrade::hand_over(handover, fds).await {
+            Ok(pid) => {
+                tracing::info!(
+                    pid,
+                    "the new process serves; this one stops accepting and drains"
+                );
+                self.shared.handed_over.cancel();
+                Ok(pid)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "binary upgrade failed; this process keeps serving");
+                Err(e)
             }
         }
     }

@@ -22,6 +22,7 @@ pub mod router;
 pub mod snapshot;
 pub mod statefile;
 pub mod supervisor;
+pub mod upgrade;
 pub mod upstream;
 
 use arc_swap::ArcSwap;
@@ -55,6 +56,12 @@ pub struct Shared {
     pub limit: std::sync::Arc<listener::Limit>,
     /// What the last reloads did.
     pub reloads: std::sync::Mutex<control::ReloadStatus>,
+    /// The admin and HA sockets (address, descriptor), for a binary upgrade.
+    pub admin_socket: std::sync::OnceLock<(std::net::SocketAddr, std::os::fd::RawFd)>,
+    pub ha_socket: std::sync::OnceLock<(std::net::SocketAddr, std::os::fd::RawFd)>,
+    /// Cancelled once a new process (binary upgrade) serves: this one stops
+    /// accepting at once and drains.
+    pub handed_over: tokio_util::sync::CancellationToken,
     /// To the control task (pool rebuilds, state file).
     pub control: control::ControlTx,
     /// Request rates, sampled by the control task.

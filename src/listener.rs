@@ -225,16 +225,12 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         };
         // Accept first, then wait for a slot: while this loop waits with one
         // connection in hand, the rest stay in the kernel's backlog (not refused),
-        // and no slot is held by a loop that has nothing to serve.
-        let permits = tokio::select! {
-            biased;
-            _ = ctx.stop.cancelled() => break,
-            p = async {
-                let local = ls.limit.take().await;
-                let global = ctx.shared.limit.take().await;
-                (global, local)
-            } => p,
-        };
+        // and no slot is held by a loop that has nothing to serve. A connection
+        // in hand is served even if the address stops accepting meanwhile
+        // (dropping it would reset a client that did nothing wrong).
+        let local = ls.limit.take().await;
+        let global = ctx.shared.limit.take().await;
+        let permits = (global, local);
         ls.active.fetch_add(1, Ordering::Relaxed);
         ls.total.fetch_add(1, Ordering::Relaxed);
         let permits = Permits {
@@ -279,6 +275,8 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
 /// One bound address: its accept loops (one per worker) and its connections.
 struct Bound {
     listener: String,
+    /// Its sockets' descriptors (open while its accept loops run).
+    fds: Vec<std::os::fd::RawFd>,
     /// Its accept loops; each owns (and closes when it ends) one socket.
     loops: Vec<tokio::task::JoinHandle<()>>,
     stop: CancellationToken,
@@ -299,6 +297,9 @@ pub struct ListenerSet {
     bound: HashMap<SocketAddr, Bound>,
     /// Accept loops of removed addresses that may not have closed their socket yet.
     closing: Vec<tokio::task::JoinHandle<()>>,
+    /// Sockets taken over from the old process (binary upgrade), by address:
+    /// used instead of binding; what the first config does not use is closed.
+    inherited: HashMap<SocketAddr, Vec<std::net::TcpListener>>,
     /// Shutdown: every address stops accepting / every connection drains.
     stop_accept: CancellationToken,
     graceful: CancellationToken,
@@ -308,19 +309,28 @@ pub struct ListenerSet {
 impl ListenerSet {
     pub fn new(
         workers: Vec<tokio::runtime::Handle>,
-        stop_accept: CancellationToken,
-        graceful: CancellationToken,
+        (stop_accept, graceful): (CancellationToken, CancellationToken),
         tracker: TaskTracker,
+        inherited: HashMap<SocketAddr, Vec<std::net::TcpListener>>,
     ) -> ListenerSet {
         ListenerSet {
             reuse_port: workers.len() > 1,
             workers,
             bound: HashMap::new(),
             closing: Vec::new(),
+            inherited,
             stop_accept,
             graceful,
             tracker,
         }
+    }
+
+    /// Every bound address and its sockets' descriptors (binary upgrade).
+    pub fn fds(&self) -> Vec<(SocketAddr, Vec<std::os::fd::RawFd>)> {
+        self.bound
+            .iter()
+            .map(|(a, b)| (*a, b.fds.clone()))
+            .collect()
     }
 
     /// Waits (briefly) until the sockets of removed addresses are closed. With
@@ -335,11 +345,16 @@ impl ListenerSet {
 
     /// Binds (one socket per worker) every address of `cfg` that is not bound yet.
     /// Nothing is bound if one fails.
-    pub fn prepare(&self, cfg: &Config) -> Result<Prepared, BindError> {
+    pub fn prepare(&mut self, cfg: &Config) -> Result<Prepared, BindError> {
         let mut new = Vec::new();
         for l in &cfg.listeners {
             for &addr in &l.binds {
                 if self.bound.contains_key(&addr) {
+                    continue;
+                }
+                if let Some(sockets) = self.inherited.remove(&addr) {
+                    tracing::info!(listener = %l.name, %addr, sockets = sockets.len(), "listening on sockets taken over from the old process");
+                    new.push((addr, l.name.clone(), sockets));
                     continue;
                 }
                 let mut sockets = Vec::with_capacity(self.workers.len());
@@ -393,14 +408,17 @@ impl ListenerSet {
         });
         let mut added = Vec::new();
         for (addr, name, sockets) in prepared.new {
+            use std::os::fd::AsRawFd;
             let mut b = Bound {
                 listener: name,
+                fds: sockets.iter().map(|s| s.as_raw_fd()).collect(),
                 loops: Vec::new(),
                 stop: self.stop_accept.child_token(),
                 drain: self.graceful.child_token(),
                 kill: CancellationToken::new(),
             };
-            for (sock, worker) in sockets.into_iter().zip(&self.workers) {
+            // inherited sockets may be more or fewer than the workers
+            for (sock, worker) in sockets.into_iter().zip(self.workers.iter().cycle()) {
                 let ctx = AcceptCtx {
                     addr,
                     shared: Arc::clone(shared),
@@ -427,6 +445,8 @@ impl ListenerSet {
             self.bound.insert(addr, b);
             added.push(addr);
         }
+        // Taken over but not wanted: closed now.
+        self.inherited.clear();
         // A renamed listener keeps the sockets of its addresses.
         for l in &cfg.listeners {
             for addr in &l.binds {

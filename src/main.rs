@@ -64,6 +64,14 @@ enum Command {
         #[arg(long, env = "RAMPART_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Starts the binary at the running proxy's path, which takes over its
+    /// sockets and state; the old process then drains and exits.
+    Upgrade {
+        #[arg(long, default_value = "http://127.0.0.1:8404", env = "RAMPART_ADMIN")]
+        admin: String,
+        #[arg(long, env = "RAMPART_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     CheckNow {
         #[arg(long, default_value = "http://127.0.0.1:8404", env = "RAMPART_ADMIN")]
         admin: String,
@@ -180,6 +188,12 @@ fn main() -> ExitCode {
             ))
         }),
         Command::Reload { admin, token } => reload(admin, token),
+        Command::Upgrade { admin, token } => admin_call(admin, token, |c| async move {
+            let pid = c.upgrade().await?;
+            Ok(format!(
+                "upgraded: process {pid} serves; the old one drains and exits"
+            ))
+        }),
         Command::CheckNow { admin, token } => admin_call(admin, token, |c| async move {
             let s = c.check_now().await?;
             let mut out = format!(

@@ -33,6 +33,8 @@ pub enum RunError {
     Ha(#[source] crate::ha::HaError),
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error("binary upgrade: {0}")]
+    Upgrade(#[source] crate::upgrade::UpgradeError),
 }
 
 /// A callback run once the proxy accepts connections.
@@ -62,12 +64,35 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     let _ctx = main_rt.enter();
     let signals = Signals::new();
 
-    let admin_listener =
-        listener::bind(config.admin.bind, false).map_err(|source| RunError::Bind {
-            listener: "admin".into(),
-            addr: config.admin.bind,
-            source,
-        })?;
+    // Started by a binary upgrade: the old process's sockets and state.
+    let (mut inherited, taken) = match crate::upgrade::take_over().map_err(RunError::Upgrade)? {
+        Some((i, t)) => (i, Some(t)),
+        None => Default::default(),
+    };
+    // Whatever fails from here on is told to the old process, which keeps serving.
+    let fail = |taken: Option<crate::upgrade::Taken>, e: RunError| {
+        if let Some(t) = taken {
+            t.failed(&e.to_string());
+        }
+        e
+    };
+
+    let admin_listener = match inherited.admin.take() {
+        Some((addr, sock)) if addr == config.admin.bind => sock,
+        _ => match listener::bind(config.admin.bind, false) {
+            Ok(s) => s,
+            Err(source) => {
+                return Err(fail(
+                    taken,
+                    RunError::Bind {
+                        listener: "admin".into(),
+                        addr: config.admin.bind,
+                        source,
+                    },
+                ))
+            }
+        },
+    };
 
     // DNS: resolve every name once before serving, so the first requests find
     // their members; a name that does not resolve yet is not fatal.
@@ -97,6 +122,9 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         config: ArcSwap::from_pointee(config.clone()),
         limit: Arc::new(listener::Limit::new(config.global.max_connections)),
         reloads: Default::default(),
+        admin_socket: std::sync::OnceLock::new(),
+        ha_socket: std::sync::OnceLock::new(),
+        handed_over: CancellationToken::new(),
         snapshot: ArcSwap::from_pointee(Snapshot::empty()),
         access_log: AccessLog::new(config.global.access_log),
         ready: AtomicBool::new(false),
@@ -171,9 +199,9 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     let watches = discovery::Watches::new(discovery, health_stop.clone(), health_tasks.clone());
     let listeners = ListenerSet::new(
         handles,
-        stop_accept.clone(),
-        graceful.clone(),
+        (stop_accept.clone(), graceful.clone()),
         tracker.clone(),
+        std::mem::take(&mut inherited.listeners),
     );
     let admin_bind = config.admin.bind;
     let ha_config = config.ha.clone();
@@ -185,14 +213,28 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         health,
         watches,
         listeners,
-        saved,
-    )
-    .map_err(|e| RunError::Bind {
-        listener: e.listener,
-        addr: e.addr,
-        source: e.source,
-    })?;
+        (saved, std::mem::take(&mut inherited.servers)),
+    );
+    let control = match control {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(fail(
+                taken,
+                RunError::Bind {
+                    listener: e.listener,
+                    addr: e.addr,
+                    source: e.source,
+                },
+            ))
+        }
+    };
     health_tasks.spawn(control.run(control_rx, health_stop.clone()));
+    {
+        use std::os::fd::AsRawFd;
+        let _ = shared
+            .admin_socket
+            .set((admin_bind, admin_listener.as_raw_fd()));
+    }
     let admin_listener =
         tokio::net::TcpListener::from_std(admin_listener).map_err(RunError::Runtime)?;
     tracing::info!(addr = %admin_bind, "admin server listening");
@@ -213,7 +255,15 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     let ha_stop = CancellationToken::new();
     let ha_task = match &ha_config {
         Some(hc) => {
-            let ha = crate::ha::Ha::new(hc.clone()).map_err(RunError::Ha)?;
+            let (sock, master) = match inherited.ha.take() {
+                Some((addr, sock, master)) if addr == hc.bind => (Some(sock), master),
+                _ => (None, false),
+            };
+            let ha = match crate::ha::Ha::new(hc.clone(), sock, master) {
+                Ok(h) => h,
+                Err(e) => return Err(fail(taken, RunError::Ha(e))),
+            };
+            let _ = shared.ha_socket.set((hc.bind, ha.raw_fd()));
             let _ = shared.ha.set(Arc::clone(&ha.status));
             let _ = shared.ha_reconfigure.set(ha.reconfigure.clone());
             tracing::info!(node = %hc.node_id, priority = hc.priority, interface = %hc.interface, "HA started");
@@ -227,6 +277,10 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         f(&shared);
     }
     tracing::info!(threads, "rampart started");
+    if let Some(t) = taken {
+        t.ready();
+    }
+    crate::upgrade::notify_systemd();
 
     main_rt.block_on(shutdown_sequence(
         &shared,
@@ -266,19 +320,30 @@ async fn shutdown_sequence(
     let external = stop.unwrap_or_default();
     loop {
         tokio::select! {
-            sig = signals.next_or_hangup() => match sig {
-                Some(name) => {
+            sig = signals.next_event() => match sig {
+                Sig::Stop(name) => {
                     tracing::info!(signal = name, "shutting down");
                     break;
                 }
-                None => {
+                Sig::Reload => {
                     tracing::info!(signal = "SIGHUP", "reloading the config");
                     let _ = shared.control.send(crate::control::ControlMsg::Reload {
                         trigger: "SIGHUP",
                         reply: None,
                     });
                 }
+                Sig::Upgrade => {
+                    tracing::info!(signal = "SIGUSR2", "binary upgrade");
+                    let _ = shared.control.send(crate::control::ControlMsg::Upgrade {
+                        trigger: "SIGUSR2",
+                        reply: None,
+                    });
+                }
             },
+            _ = shared.handed_over.cancelled() => {
+                tracing::info!("handed over to the new process");
+                break;
+            }
             _ = external.cancelled() => {
                 tracing::info!("shutting down");
                 break;
@@ -287,13 +352,19 @@ async fn shutdown_sequence(
     }
     shared.ready.store(false, Ordering::Release);
     let config = shared.config.load_full();
+    let handed_over = shared.handed_over.is_cancelled();
     // A MASTER hands the VIP over first (priority-0 advert): the peer takes it
     // after only its skew, while this node drains what it already has.
     ha_stop.cancel();
     if let Some(t) = ha_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }
-    let drain = config.global.drain_delay;
+    // After a handover the new process accepts: no drain delay.
+    let drain = if handed_over {
+        Duration::ZERO
+    } else {
+        config.global.drain_delay
+    };
     if !drain.is_zero() {
         tracing::info!(?drain, "draining: still serving, /ready reports 503");
         tokio::select! {
@@ -317,12 +388,19 @@ async fn shutdown_sequence(
     }
 }
 
-/// SIGTERM and SIGINT as one stream, and SIGHUP (reload). If the handlers cannot
-/// be installed, only the external stop token ends the run.
+/// SIGTERM and SIGINT (stop), SIGHUP (reload) and SIGUSR2 (binary upgrade). If
+/// the handlers cannot be installed, only the external stop token ends the run.
 struct Signals {
     term: Option<tokio::signal::unix::Signal>,
     int: Option<tokio::signal::unix::Signal>,
     hup: Option<tokio::signal::unix::Signal>,
+    usr2: Option<tokio::signal::unix::Signal>,
+}
+
+enum Sig {
+    Stop(&'static str),
+    Reload,
+    Upgrade,
 }
 
 impl Signals {
@@ -337,7 +415,15 @@ impl Signals {
         let hup = signal(SignalKind::hangup())
             .map_err(|e| tracing::error!(error = %e, "cannot handle SIGHUP"))
             .ok();
-        Signals { term, int, hup }
+        let usr2 = signal(SignalKind::user_defined2())
+            .map_err(|e| tracing::error!(error = %e, "cannot handle SIGUSR2"))
+            .ok();
+        Signals {
+            term,
+            int,
+            hup,
+            usr2,
+        }
     }
 
     async fn next(&mut self) -> &'static str {
@@ -347,12 +433,12 @@ impl Signals {
         }
     }
 
-    /// The next stop signal (its name), or None for a SIGHUP.
-    async fn next_or_hangup(&mut self) -> Option<&'static str> {
+    async fn next_event(&mut self) -> Sig {
         tokio::select! {
-            _ = recv(&mut self.term) => Some("SIGTERM"),
-            _ = recv(&mut self.int) => Some("SIGINT"),
-            _ = recv(&mut self.hup) => None,
+            _ = recv(&mut self.term) => Sig::Stop("SIGTERM"),
+            _ = recv(&mut self.int) => Sig::Stop("SIGINT"),
+            _ = recv(&mut self.hup) => Sig::Reload,
+            _ = recv(&mut self.usr2) => Sig::Upgrade,
         }
     }
 }

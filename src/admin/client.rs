@@ -110,6 +110,18 @@ impl AdminClient {
         Ok((status, body))
     }
 
+    /// `POST /api/upgrade`: the new process's id once it serves.
+    pub async fn upgrade(&self) -> Result<u32, ClientError> {
+        let body = self
+            .request(http::Method::POST, "/api/upgrade", None)
+            .await?;
+        let v: serde_json::Value = serde_json::from_slice(&body)?;
+        v["pid"]
+            .as_u64()
+            .map(|p| p as u32)
+            .ok_or_else(|| ClientError::Http(format!("no pid in {v}")))
+    }
+
     /// `POST /api/reload`: the record says whether the new config is live (`ok`)
     /// or was refused, with every problem (and nothing changed).
     pub async fn reload(&self) -> Result<ReloadRecord, ClientError> {

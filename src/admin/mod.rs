@@ -119,6 +119,7 @@ async fn route(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Res
             json(StatusCode::OK, &model::health_summary(&stats(shared)))
         }
         (Method::POST, "/api/reload") => reload(shared).await,
+        (Method::POST, "/api/upgrade") => upgrade(shared).await,
         (Method::GET, "/api/reload") => json(StatusCode::OK, &model::reload_view(shared)),
         (Method::GET, "/api/pools") => json(StatusCode::OK, &stats(shared).pools),
         (Method::GET, p) if p.starts_with("/api/pools/") => {
@@ -268,6 +269,25 @@ async fn reload(shared: &Shared) -> Resp {
         Some(r) if r.ok => json(StatusCode::OK, &r),
         Some(r) => json(StatusCode::UNPROCESSABLE_ENTITY, &r),
         None => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+    }
+}
+
+/// Starts the new binary and hands over to it: 200 `{"pid": N}` once it serves
+/// (this process then drains and exits), or 500 with why (this one keeps
+/// serving).
+async fn upgrade(shared: &Shared) -> Resp {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let sent = shared.control.send(ControlMsg::Upgrade {
+        trigger: "api",
+        reply: Some(reply),
+    });
+    let r = match sent {
+        Ok(()) => rx.await.unwrap_or_else(|_| Err("shutting down".into())),
+        Err(_) => Err("shutting down".into()),
+    };
+    match r {
+        Ok(pid) => json(StatusCode::OK, &serde_json::json!({ "pid": pid })),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
 }
 

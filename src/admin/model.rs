@@ -16,6 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stats {
     pub version: String,
+    /// The serving process (a binary upgrade changes it).
+    #[serde(default)]
+    pub pid: u32,
     pub now: String,
     pub uptime_secs: u64,
     pub config_file: Option<String>,
@@ -234,6 +237,7 @@ pub fn build(shared: &Shared, rates: &Mutex<Rates>) -> Stats {
         .collect();
     Stats {
         version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
         now: rfc3339_now(),
         uptime_secs: shared.started.elapsed().as_secs(),
         config_file: shared.config_path.as_ref().map(|p| p.display().to_string()),

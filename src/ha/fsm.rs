@@ -52,6 +52,9 @@ pub struct Heard {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Start,
+    /// Start as MASTER: this node was MASTER in the process it replaces (binary
+    /// upgrade), and the VIPs never left.
+    ResumeMaster,
     Tick,
     Advert(Heard),
     /// A track failed, the link is down, or the VIP could not be added (true); all
@@ -158,6 +161,7 @@ impl Fsm {
         let mut out = Vec::new();
         match (self.state, ev) {
             (State::Init, Event::Start) => self.become_backup(now, &mut out),
+            (State::Init, Event::ResumeMaster) => self.become_master(now, &mut out),
             (State::Backup, Event::Tick) if now >= self.master_down_at => {
                 match self.worse_master_since {
                     // preemption: wait out preempt_delay first

@@ -151,15 +151,27 @@ pub struct Ha {
     reconfig: tokio::sync::watch::Receiver<HaConfig>,
     /// Where reloads send them (the control task keeps a clone).
     pub reconfigure: tokio::sync::watch::Sender<HaConfig>,
+    /// Taken over as MASTER from the old process (binary upgrade): start as
+    /// MASTER, keeping the VIPs.
+    resume_master: bool,
 }
 
 impl Ha {
-    /// Binds the heartbeat socket and looks the interface up (must run on a runtime).
-    pub fn new(cfg: HaConfig) -> Result<Ha, HaError> {
-        let std_sock = std::net::UdpSocket::bind(cfg.bind).map_err(|source| HaError::Bind {
-            addr: cfg.bind,
-            source,
-        })?;
+    /// Binds the heartbeat socket (or takes `inherited`, from the old process of
+    /// a binary upgrade, which was MASTER if `resume_master`) and looks the
+    /// interface up (must run on a runtime).
+    pub fn new(
+        cfg: HaConfig,
+        inherited: Option<std::net::UdpSocket>,
+        resume_master: bool,
+    ) -> Result<Ha, HaError> {
+        let std_sock = match inherited {
+            Some(s) => s,
+            None => std::net::UdpSocket::bind(cfg.bind).map_err(|source| HaError::Bind {
+                addr: cfg.bind,
+                source,
+            })?,
+        };
         std_sock
             .set_nonblocking(true)
             .map_err(|source| HaError::Bind {
@@ -184,7 +196,14 @@ impl Ha {
             status,
             reconfig,
             reconfigure,
+            resume_master,
         })
+    }
+
+    /// The heartbeat socket's descriptor (a binary upgrade hands it over).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.sock.as_raw_fd()
     }
 
     /// Runs until `stop`; then a MASTER hands over (priority-0 advert) and the VIP
@@ -215,7 +234,13 @@ impl Ha {
         let mut peers = peer_ips(&node.cfg);
         let check_every = |cfg: &HaConfig| (cfg.advert_interval / 4).max(Duration::from_millis(25));
         let t = node.now();
-        let actions = node.fsm.handle(t, Event::Start);
+        let start = if self.resume_master {
+            tracing::info!("HA: resuming as MASTER (taken over from the old process)");
+            Event::ResumeMaster
+        } else {
+            Event::Start
+        };
+        let actions = node.fsm.handle(t, start);
         node.exec(actions).await;
         let mut check = tokio::time::interval(check_every(&node.cfg));
         let mut buf = [0u8; 512];
@@ -232,6 +257,11 @@ impl Ha {
             };
             tokio::select! {
                 _ = stop.cancelled() => {
+                    if shared.handed_over.is_cancelled() {
+                        // A new process took over (binary upgrade): it holds the
+                        // VIPs and advertises; leave without a word.
+                        break;
+                    }
                     let t = node.now();
                     let actions = node.fsm.handle(t, Event::Shutdown);
                     node.exec(actions).await;

@@ -171,6 +171,40 @@ impl Breaker {
 
     /// A trial that ended without an outcome (the client went away): let the next
     /// request be the trial.
+    /// The breaker as another process takes it over (binary upgrade): state,
+    /// failures in a row, open-until (on the system-wide monotonic clock),
+    /// repeats, ejections. A trial in flight counts as open.
+    pub fn carry(&self) -> [u64; 5] {
+        let state = match self.state() {
+            BreakerState::Closed => 0,
+            _ => 1,
+        };
+        [
+            state,
+            u64::from(self.failures.load(Ordering::Acquire)),
+            self.open_until.load(Ordering::Acquire),
+            u64::from(self.repeats.load(Ordering::Acquire)),
+            self.ejections.load(Ordering::Relaxed),
+        ]
+    }
+
+    /// Takes over what `carry` gave (a fresh breaker only).
+    pub fn adopt(&self, c: [u64; 5]) {
+        let [state, failures, open_until, repeats, ejections] = c;
+        self.failures
+            .store(failures.min(u64::from(u32::MAX)) as u32, Ordering::Release);
+        self.open_until.store(open_until, Ordering::Release);
+        self.repeats
+            .store(repeats.min(u64::from(u32::MAX)) as u32, Ordering::Release);
+        self.ejections.store(ejections, Ordering::Relaxed);
+        let s = if state == 0 {
+            BreakerState::Closed
+        } else {
+            BreakerState::Open
+        };
+        self.state.store(s as u8, Ordering::Release);
+    }
+
     pub fn abandon_trial(&self) {
         let _ = self.state.compare_exchange(
             BreakerState::HalfOpen as u8,

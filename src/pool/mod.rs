@@ -101,6 +101,22 @@ pub struct ServerState {
 
 const NO_WEIGHT: u32 = u32::MAX;
 
+/// A server's state as a new process takes it over in a binary upgrade: health,
+/// operator state and weight, breaker, the times of its last changes (on the
+/// system-wide monotonic clock) and its counters.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Carried {
+    pub health: u8,
+    pub admin: u8,
+    pub weight_override: u32,
+    pub breaker: [u64; 5],
+    /// status_since, up_since, down_since, downtime_ms
+    pub times: [u64; 4],
+    /// total, bytes_in, bytes_out, connect_errors, response_errors, retries,
+    /// checks_total, checks_failed, went_down, max_active
+    pub counters: [u64; 10],
+}
+
 /// What an operator set through the admin API.
 #[repr(u8)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +247,72 @@ impl ServerState {
             }
         }
         true
+    }
+
+    /// What a new process takes over (binary upgrade).
+    pub fn carry(&self) -> Carried {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Carried {
+            health: self.health.load(Ordering::Acquire),
+            admin: self.admin.load(Ordering::Acquire),
+            weight_override: self.weight_override.load(Ordering::Acquire),
+            breaker: self.breaker.carry(),
+            times: [
+                r(&self.status_since),
+                r(&self.up_since),
+                r(&self.down_since),
+                r(&self.downtime_ms),
+            ],
+            counters: [
+                r(&self.total),
+                r(&self.bytes_in),
+                r(&self.bytes_out),
+                r(&self.connect_errors),
+                r(&self.response_errors),
+                r(&self.retries),
+                r(&self.checks_total),
+                r(&self.checks_failed),
+                r(&self.went_down),
+                u64::from(self.max_active.load(Ordering::Relaxed)),
+            ],
+        }
+    }
+
+    /// Takes over a server's state from the old process (a fresh state only).
+    pub fn adopt(&self, c: &Carried) {
+        let health = match c.health {
+            0 => Health::Up,
+            1 => Health::Down,
+            _ => Health::Unknown,
+        };
+        self.health.store(health as u8, Ordering::Release);
+        let admin = match c.admin {
+            1 => AdminState::Drain,
+            2 => AdminState::Maint,
+            _ => AdminState::Ready,
+        };
+        self.admin.store(admin as u8, Ordering::Release);
+        let w = c.weight_override;
+        self.set_weight_override((w <= crate::config::MAX_WEIGHT).then_some(w));
+        self.breaker.adopt(c.breaker);
+        let [status_since, up_since, down_since, downtime] = c.times;
+        let w = |a: &AtomicU64, v: u64| a.store(v, Ordering::Release);
+        w(&self.status_since, status_since);
+        w(&self.up_since, up_since);
+        w(&self.down_since, down_since);
+        w(&self.downtime_ms, downtime);
+        let [total, bin, bout, econn, eresp, retries, checks, failed, down, max] = c.counters;
+        w(&self.total, total);
+        w(&self.bytes_in, bin);
+        w(&self.bytes_out, bout);
+        w(&self.connect_errors, econn);
+        w(&self.response_errors, eresp);
+        w(&self.retries, retries);
+        w(&self.checks_total, checks);
+        w(&self.checks_failed, failed);
+        w(&self.went_down, down);
+        self.max_active
+            .store(max.min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
     }
 
     /// Takes the server out of its pool for good (it left through DNS or a

@@ -80,7 +80,8 @@ pub async fn serve(
         // The request head must be complete within request_header_timeout of
         // the end of the previous response (hyper's rule as well, which also
         // bounds keep-alive idleness).
-        let deadline = tokio::time::Instant::now() + builders.header_timeout;
+        let mut deadline = tokio::time::Instant::now() + builders.header_timeout;
+        let mut lingering = false;
         let step = loop {
             if let Some(b) = buf.as_deref().filter(|b| !b.is_empty()) {
                 let start = &b[..b.len().min(H2_PREFACE.len())];
@@ -112,7 +113,14 @@ pub async fn serve(
             };
             tokio::select! {
                 biased;
-                _ = graceful.cancelled(), if idle => return,
+                _ = graceful.cancelled(), if idle && !lingering => {
+                    // Draining: a request that is on its way is still served
+                    // (its answer says Connection: close); an idle connection
+                    // closes after a short linger.
+                    lingering = true;
+                    deadline = deadline.min(tokio::time::Instant::now() + super::DRAIN_LINGER);
+                    continue;
+                }
                 r = tokio::time::timeout_at(deadline, read) => match r {
                     Ok(Ok(0)) | Ok(Err(_)) => return,
                     Ok(Ok(_)) => {}

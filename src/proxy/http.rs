@@ -159,17 +159,37 @@ pub(super) async fn serve_hyper(
     graceful: CancellationToken,
 ) {
     let peer = ctx.peer;
-    let svc = service_fn(move |req| handle(Arc::clone(&ctx), req));
+    let draining = graceful.clone();
+    let svc = service_fn(move |req| {
+        let ctx = Arc::clone(&ctx);
+        let draining = draining.clone();
+        async move {
+            let h1 = req.version() != Version::HTTP_2;
+            let mut resp = handle(ctx, req).await?;
+            if h1 && draining.is_cancelled() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                // the client opens its next connection elsewhere (or to the new
+                // process); hyper closes this one after the answer
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(resp)
+        }
+    });
     let io = TokioIo::new(io);
     let result = if h2 {
-        drive(builders.h2.serve_connection(io, svc), &graceful, |c| {
-            c.graceful_shutdown()
-        })
+        // HTTP/2's GOAWAY lets the client finish and move on without a race
+        drive(
+            builders.h2.serve_connection(io, svc),
+            &graceful,
+            false,
+            |c| c.graceful_shutdown(),
+        )
         .await
     } else {
         drive(
             builders.h1.serve_connection(io, svc).with_upgrades(),
             &graceful,
+            true,
             |c| c.graceful_shutdown(),
         )
         .await
@@ -180,10 +200,13 @@ pub(super) async fn serve_hyper(
 }
 
 /// Runs a connection; when `graceful` fires, asks it to finish its in-flight
-/// requests and close.
+/// requests and close. `linger` (HTTP/1): first, for `DRAIN_LINGER`, answers go
+/// out with `Connection: close` (see serve_hyper), so a client that sends its
+/// next request now gets an answer rather than a connection closed under it.
 async fn drive<C>(
     conn: C,
     graceful: &CancellationToken,
+    linger: bool,
     shutdown: impl FnOnce(Pin<&mut C>),
 ) -> Result<(), hyper::Error>
 where
@@ -193,6 +216,12 @@ where
     tokio::select! {
         r = conn.as_mut() => r,
         _ = graceful.cancelled() => {
+            if linger {
+                tokio::select! {
+                    r = conn.as_mut() => return r,
+                    _ = tokio::time::sleep(super::DRAIN_LINGER) => {}
+                }
+            }
             shutdown(conn.as_mut());
             conn.await
         }

@@ -15,6 +15,11 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use std::sync::atomic::Ordering;
 
+/// How long an idle client connection stays open once its listener drains
+/// (shutdown, a removed listener, a binary upgrade): a request already on its way
+/// is served, with `Connection: close`, instead of meeting a closed connection.
+pub const DRAIN_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error(transparent)]

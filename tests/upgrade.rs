@@ -1,0 +1,272 @@
+//! Binary upgrade (`rampart upgrade`): a new process takes the listening sockets
+//! and the runtime state over; the old one drains and exits 0. Real binary, real
+//! sockets, continuous load.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn config(listen: SocketAddr, admin: SocketAddr, servers: &[SocketAddr]) -> String {
+    let mut s = format!(
+        r#"[global]
+threads = 2
+shutdown_grace = "5s"
+access_log = "off"
+
+[admin]
+bind = "{admin}"
+
+[[listener]]
+name = "web"
+bind = ["{listen}"]
+mode = "http"
+pool = "api"
+
+[[pool]]
+name = "api"
+  [pool.health]
+  kind = "http"
+  path = "/health"
+  interval = "300ms"
+  rise = 2
+  fall = 1
+"#
+    );
+    for a in servers {
+        s.push_str(&format!("  [[pool.server]]\n  address = \"{a}\"\n"));
+    }
+    s
+}
+
+async fn stats(admin: SocketAddr) -> Value {
+    let (st, body) = admin_get(admin, "/stats;json").await;
+    assert_eq!(st, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn server(s: &Value, addr: SocketAddr) -> &Value {
+    s["pools"][0]["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["address"] == addr.to_string())
+        .unwrap()
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // SAFETY: kill(pid, 0) only checks that the process exists.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+struct KillPid(u32);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process this test started (through an upgrade).
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_under_load_refuses_nothing_and_carries_health_and_operator_state() {
+    let port = common_port(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+    let a = Backend::start("a", SocketAddr::new(ip("127.0.0.2"), port)).await;
+    let b = Backend::start("b", SocketAddr::new(ip("127.0.0.3"), port)).await;
+    let c = Backend::start("c", SocketAddr::new(ip("127.0.0.4"), port)).await;
+    b.stats.health_status.store(503, Ordering::SeqCst);
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let mut p = Proxy::start(
+        &config(listen, admin, &[a.addr, b.addr, c.addr]),
+        &[listen, admin],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = stats(admin).await;
+        if server(&s, a.addr)["status"] == "UP"
+            && server(&s, b.addr)["status"] == "DOWN"
+            && server(&s, c.addr)["status"] == "UP"
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "checks did not settle: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (st, body) = admin_post(
+        admin,
+        &format!("/api/pools/api/servers/{}", c.addr),
+        r#"{"state":"drain","weight":7}"#,
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+
+    // Load: keep-alive GETs, a new connection per request, POSTs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for kind in 0..3 {
+        let (stop, ok) = (Arc::clone(&stop), Arc::clone(&ok));
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut errors = Vec::new();
+            let mut refused = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let r = match kind {
+                    0 => c
+                        .get(format!("http://{listen}/").parse().unwrap())
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .map_err(|e| format!("{e:?}")),
+                    1 => {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        match tokio::net::TcpStream::connect(listen).await {
+                            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                                refused += 1;
+                                continue;
+                            }
+                            Err(e) => Err(e.to_string()),
+                            Ok(mut s) => {
+                                let _ = s
+                                    .write_all(
+                                        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                                    )
+                                    .await;
+                                let mut out = Vec::new();
+                                match s.read_to_end(&mut out).await {
+                                    Ok(_) if out.starts_with(b"HTTP/1.1 200") => Ok(200),
+                                    Ok(_) => Err(String::from_utf8_lossy(&out).into_owned()),
+                                    Err(e) => Err(e.to_string()),
+                                }
+                            }
+                        }
+                    }
+                    _ => {
+                        let req = hyper::Request::post(format!("http://{listen}/upload"))
+                            .body(http_body_util::BodyExt::boxed(Pattern::new(50_000)))
+                            .unwrap();
+                        c.request(req)
+                            .await
+                            .map(|r| r.status().as_u16())
+                            .map_err(|e| format!("{e:?}"))
+                    }
+                };
+                match r {
+                    Ok(200) => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    other => errors.push(format!("{other:?}")),
+                }
+            }
+            (errors, refused)
+        }));
+    }
+    let passed = |n: u64| {
+        let ok = Arc::clone(&ok);
+        let target = ok.load(Ordering::SeqCst) + n;
+        async move {
+            wait_for(Duration::from_secs(10), "requests to pass", || {
+                ok.load(Ordering::SeqCst) >= target
+            })
+            .await
+        }
+    };
+    passed(100).await;
+    let before = stats(admin).await;
+    let old_pid = before["pid"].as_u64().unwrap() as u32;
+    assert_eq!(old_pid, p.pid() as u32);
+    let b_checks = server(&before, b.addr)["checks_failed"].as_u64().unwrap();
+    let a_total = server(&before, a.addr)["total"].as_u64().unwrap();
+
+    let out = std::process::Command::new(rampart_bin())
+        .args(["upgrade", "--admin", &format!("http://{admin}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        p.stderr()
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    let new_pid: u32 = said
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    let _kill = KillPid(new_pid);
+    assert_ne!(new_pid, old_pid);
+    // the old process drains and exits 0
+    let st = p.wait_exit(Duration::from_secs(10)).await;
+    assert!(st.success(), "old process: {st}: {}", p.stderr());
+    assert!(pid_alive(new_pid));
+    // The new process serves, with the old one's state: b is DOWN (never UP in
+    // between), c drained with its operator weight, counters carried on.
+    let after = stats(admin).await;
+    assert_eq!(after["pid"], new_pid);
+    assert_eq!(server(&after, b.addr)["status"], "DOWN");
+    assert!(server(&after, b.addr)["checks_failed"].as_u64().unwrap() >= b_checks);
+    assert!(
+        server(&after, b.addr)["downtime_secs"].as_u64().unwrap()
+            >= server(&before, b.addr)["downtime_secs"].as_u64().unwrap()
+    );
+    assert_eq!(server(&after, c.addr)["status"], "DRAIN");
+    assert_eq!(server(&after, c.addr)["weight"], 7);
+    assert!(server(&after, a.addr)["total"].as_u64().unwrap() >= a_total);
+    passed(100).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut failures = Vec::new();
+    let mut refused = 0;
+    for t in tasks {
+        let (e, r) = t.await.unwrap();
+        failures.extend(e);
+        refused += r;
+    }
+    assert_eq!(refused, 0, "connections refused during the upgrade");
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(b.requests(), 0, "the DOWN server took requests");
+    assert_eq!(c.requests(), 0, "the drained server took requests");
+    eprintln!(
+        "upgrade {old_pid} -> {new_pid}: {} requests, none failed or refused",
+        ok.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
+    let (a, _b) = two_pods().await;
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let p = Proxy::start(&config(listen, admin, &[a.addr]), &[listen, admin]).await;
+    // The new process reads the config file again: a broken one stops it.
+    std::fs::write(&p.config, "[[listener]\n").unwrap();
+    let out = std::process::Command::new(rampart_bin())
+        .args(["upgrade", "--admin", &format!("http://{admin}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("exited") && err.contains("keeps serving"),
+        "{err}"
+    );
+    assert!(
+        p.stderr().contains("binary upgrade failed"),
+        "{}",
+        p.stderr()
+    );
+    // still the old process, still serving
+    assert_eq!(stats(admin).await["pid"], p.pid() as u32);
+    assert_eq!(
+        get(&client(), &format!("http://{listen}/")).await.1,
+        "pod-a"
+    );
+}
