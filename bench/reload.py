@@ -55,7 +55,7 @@ def haproxy_config(d, variant):
     return f"""
 global
   nbthread 1
-  maxconn 20000
+  maxconn 5000
   stats socket {d}/haproxy.sock mode 600 expose-fd listeners level admin
   pidfile {d}/haproxy.pid
 defaults

@@ -533,3 +533,70 @@ async fn members_are_dropped_only_after_hold_on_failure() {
     let (st, _) = get(&c, &format!("http://{listen}/")).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// A reload keeps the DNS watches of unchanged entries (members and timers: no
+/// lookup because of it) and resolves a new entry at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_keep_unchanged_dns_watches_and_resolve_new_entries_at_once() {
+    let dns = TestDns::start("test.").await;
+    let (a, b) = two_pods().await;
+    let port = a.addr.port();
+    dns.set_ips("app", &[a.addr.ip(), b.addr.ip()], 3600).await;
+    dns.set_ips("other", &[b.addr.ip()], 3600).await;
+    let listen = free_addr("127.0.0.1");
+    // TTLs are clamped to max_ttl = 30s: no lookup is due during the test
+    let base = dns_config(listen, dns.addr, "", "", &format!("app.test:{port}"));
+    let p = Proxy::start(&base, &[listen, admin_addr_for(listen)]).await;
+    let admin = admin_addr_for(listen);
+    let dns_view = |name: &'static str| async move {
+        let (_, body) = get(&client(), &format!("http://{admin}/stats;json")).await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["dns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"].as_str().unwrap().starts_with(name))
+            .cloned()
+    };
+    let first = dns_view("app.test").await.expect("app.test is watched");
+    assert_eq!(first["members"].as_array().unwrap().len(), 2);
+    let lookups = first["lookups"].as_u64().unwrap();
+    for i in 0..10 {
+        // each version changes something else: a pool's connect timeout
+        let text = base.replace(
+            "connect_timeout = \"500ms\"",
+            &format!("connect_timeout = \"{}ms\"", 500 + i),
+        );
+        std::fs::write(&p.config, text).unwrap();
+        let (st, body) = admin_post(admin, "/api/reload", "").await;
+        assert_eq!(st, 200, "{body}");
+    }
+    let after = dns_view("app.test").await.unwrap();
+    assert_eq!(
+        after["lookups"].as_u64().unwrap(),
+        lookups,
+        "reloads re-resolved: {after}"
+    );
+    assert_eq!(after["members"], first["members"]);
+    let seen = tally(&bodies(&client(), &format!("http://{listen}/"), 20).await);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // A new entry is resolved at once, not after min_ttl or a TTL.
+    let with_other = base.replace(
+        "  [[pool.server]]\n",
+        &format!("  [[pool.server]]\n  address = \"other.test:{port}\"\n  [[pool.server]]\n"),
+    );
+    std::fs::write(&p.config, with_other).unwrap();
+    let (st, body) = admin_post(admin, "/api/reload", "").await;
+    assert_eq!(st, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(o) = dns_view("other.test").await {
+            if o["lookups"].as_u64().unwrap() >= 1 {
+                assert_eq!(o["members"].as_array().unwrap().len(), 1, "{o}");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the new entry was not resolved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -778,6 +778,60 @@ fn a_vip_that_cannot_be_added_faults_the_node_which_never_claims_master() {
     );
 }
 
+/// Watches node A's VIP and the client's requests through it, until finished.
+struct VipWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u32, u32, u32, u32)>,
+}
+
+impl VipWatch {
+    fn start(lab: &Lab) -> VipWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ns, client, s) = (
+            lab.a.ns.name.clone(),
+            lab.client.name.clone(),
+            std::sync::Arc::clone(&stop),
+        );
+        let thread = std::thread::spawn(move || {
+            let (mut looks, mut missing, mut served, mut failed) = (0, 0, 0, 0);
+            while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                let out = Command::new("ip")
+                    .args(["-n", &ns, "-4", "addr", "show", "dev", "eth0"])
+                    .output()
+                    .unwrap();
+                looks += 1;
+                if !String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/")) {
+                    missing += 1;
+                }
+                let got = in_ns(&client, || {
+                    http_get(
+                        format!("{VIP}:8080").parse().unwrap(),
+                        "/",
+                        Duration::from_millis(400),
+                    )
+                });
+                if got.as_deref() == Some("backend-ok\n") {
+                    served += 1;
+                } else {
+                    failed += 1;
+                }
+            }
+            (looks, missing, served, failed)
+        });
+        VipWatch { stop, thread }
+    }
+
+    /// Stops watching; the VIP never left node A and every request was served.
+    fn finish(self, during: &str) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (looks, missing, served, failed) = self.thread.join().unwrap();
+        eprintln!("during {during}: VIP looked at {looks} times, missing {missing}; client served {served}, failed {failed}");
+        assert_eq!(missing, 0, "the MASTER lost its VIP during {during}");
+        assert_eq!(failed, 0, "the client was not served during {during}");
+        assert!(served > 3, "{served}");
+    }
+}
+
 impl Lab {
     /// Rewrites node `which`'s config file with `edit` and sends it SIGHUP; waits
     /// until its config generation is `generation`.
@@ -812,41 +866,7 @@ fn reloading_ha_keeps_the_vip_on_the_master_and_re_adds_a_changed_vip_set() {
     let mut lab = Lab::new("r", "250ms");
     lab.both_up();
     const EXTRA: &str = "192.0.2.101";
-    // Watch node A's VIP and the client's requests for the whole test.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = {
-        let (ns, client, stop) = (
-            lab.a.ns.name.clone(),
-            lab.client.name.clone(),
-            std::sync::Arc::clone(&stop),
-        );
-        std::thread::spawn(move || {
-            let (mut looks, mut missing, mut served, mut failed) = (0, 0, 0, 0);
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let out = Command::new("ip")
-                    .args(["-n", &ns, "-4", "addr", "show", "dev", "eth0"])
-                    .output()
-                    .unwrap();
-                looks += 1;
-                if !String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/")) {
-                    missing += 1;
-                }
-                let got = in_ns(&client, || {
-                    http_get(
-                        format!("{VIP}:8080").parse().unwrap(),
-                        "/",
-                        Duration::from_millis(400),
-                    )
-                });
-                if got.as_deref() == Some("backend-ok\n") {
-                    served += 1;
-                } else {
-                    failed += 1;
-                }
-            }
-            (looks, missing, served, failed)
-        })
-    };
+    let watch = VipWatch::start(&lab);
     let transitions = lab.stats('a')["ha"]["transitions"].as_u64().unwrap();
     // 1. priority, notify and the advert interval change: A stays MASTER.
     let notify = lab.dir.join("notify.sh");
@@ -887,14 +907,7 @@ fn reloading_ha_keeps_the_vip_on_the_master_and_re_adds_a_changed_vip_set() {
         "the removed VIP gone from A",
         || !lab.has_addr('a', EXTRA),
     );
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (looks, missing, served, failed) = watcher.join().unwrap();
-    eprintln!(
-        "VIP looked at {looks} times, missing {missing}; client served {served}, failed {failed}"
-    );
-    assert_eq!(missing, 0, "the MASTER lost its VIP during a reload");
-    assert_eq!(failed, 0, "the client was not served during a reload");
-    assert!(served > 3);
+    watch.finish("reloads");
     assert_eq!(lab.ha_state('a'), "MASTER");
     assert_eq!(
         lab.stats('a')["ha"]["transitions"].as_u64().unwrap(),
@@ -915,4 +928,48 @@ fn reloading_ha_keeps_the_vip_on_the_master_and_re_adds_a_changed_vip_set() {
                 .contains("node-a")
         },
     );
+}
+
+#[test]
+fn a_binary_upgrade_of_the_master_keeps_the_vip_and_the_peer_stays_backup() {
+    let mut lab = Lab::new("u", "250ms");
+    lab.both_up();
+    let b_transitions = lab.stats('b')["ha"]["transitions"].as_u64().unwrap();
+    let old_pid = lab.stats('a')["pid"].as_u64().unwrap();
+    let watch = VipWatch::start(&lab);
+    let out = lab
+        .a
+        .ns
+        .cmd(rampart_bin())
+        .args(["upgrade", "--admin", "http://127.0.0.1:8404"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        lab.log('a')
+    );
+    // the old process drains and exits 0
+    let mut old = lab.a.child.take().unwrap();
+    assert!(old.wait().unwrap().success(), "{}", lab.log('a'));
+    // the new process advertises: B hears four more adverts (a full master-down
+    // interval) and stays BACKUP
+    let heard = lab.stats('b')["ha"]["adverts_received"].as_u64().unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "adverts from the new process",
+        || lab.stats('b')["ha"]["adverts_received"].as_u64().unwrap() >= heard + 4,
+    );
+    watch.finish("a binary upgrade of the MASTER");
+    let a = lab.stats('a');
+    assert_ne!(a["pid"].as_u64().unwrap(), old_pid);
+    assert_eq!(a["ha"]["state"], "MASTER", "{a}");
+    assert_eq!(lab.ha_state('b'), "BACKUP");
+    assert_eq!(
+        lab.stats('b')["ha"]["transitions"].as_u64().unwrap(),
+        b_transitions,
+        "the peer changed state"
+    );
+    assert!(lab.log('a').contains("resuming as MASTER"));
 }

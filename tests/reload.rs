@@ -912,3 +912,63 @@ name = "echo"
     assert!(stable_conns <= 2, "{stable_conns}");
     eprintln!("{total} requests, none failed, across 50 reloads");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lowered_connection_limit_applies_at_once_and_cuts_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a, _b) = two_pods().await;
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let text = |max: usize| {
+        config(&[listen], admin, "", &[(a.addr, 1)], "").replace(
+            "threads = 2",
+            &format!("threads = 2\nmax_connections = {max}"),
+        )
+    };
+    let p = Proxy::start(&text(100), &[listen, admin]).await;
+    async fn ask(s: &mut tokio::net::TcpStream) -> String {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).ends_with("pod-a") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
+        ask(&mut s).await;
+        open.push(s);
+    }
+    std::fs::write(&p.config, text(2)).unwrap();
+    let (st, r) = reload_api(admin).await;
+    assert_eq!(st, 200, "{r}");
+    // the five established connections go on being served
+    for s in &mut open {
+        assert!(ask(s).await.starts_with("HTTP/1.1 200"));
+    }
+    // a new one waits in the backlog while 5 >= 2 are open ...
+    let mut late = tokio::net::TcpStream::connect(listen).await.unwrap();
+    late.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), late.read(&mut buf))
+            .await
+            .is_err(),
+        "served beyond the lowered limit"
+    );
+    // ... and is served once enough of them have closed
+    open.truncate(1);
+    let n = tokio::time::timeout(Duration::from_secs(5), late.read(&mut buf))
+        .await
+        .expect("not served after connections closed")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+}
