@@ -314,14 +314,7 @@ impl ReqHead<'_> {
             proto,
             host: self.host.map(str::as_bytes),
         };
-        xf.fields(|name, parts| {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            for p in parts {
-                out.extend_from_slice(p);
-            }
-            out.extend_from_slice(b"\r\n");
-        });
+        xf.write_wire(out);
         out.extend_from_slice(b"\r\n");
     }
 }

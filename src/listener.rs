@@ -199,8 +199,12 @@ struct AcceptCtx {
 }
 
 /// Accepts connections until `stop`; dropping the socket then makes the kernel
-/// refuse new connections.
+/// refuse new connections. Its connections are then cut if they are still open
+/// when `kill` fires (a removed address's grace is over).
 async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
+    // This loop's connections, so they can be cut without a future per
+    // connection that every wake-up of it would poll.
+    let mut conns = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -238,7 +242,8 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
             _local: permits.1,
             listener: ls,
         };
-        let kill = ctx.kill.clone();
+        // reap what ended (cheap: no waiting)
+        while conns.try_join_next().is_some() {}
         match (mode, builders) {
             (Mode::Http, Some(builders)) => {
                 let conn = Arc::new(proxy::http::ConnCtx::new(
@@ -249,27 +254,31 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                     permits,
                 ));
                 let drain = ctx.drain.clone();
-                ctx.tracker.spawn(async move {
-                    tokio::select! {
-                        _ = proxy::http::serve(stream, conn, builders, drain) => {}
-                        _ = kill.cancelled() => {}
-                    }
-                });
+                conns.spawn(
+                    ctx.tracker
+                        .track_future(proxy::http::serve(stream, conn, builders, drain)),
+                );
             }
             _ => {
                 let shared = Arc::clone(&ctx.shared);
                 let addr = ctx.addr;
-                ctx.tracker.spawn(async move {
-                    tokio::select! {
-                        _ = proxy::tcp::serve(stream, peer, shared, addr, permits.listener()) => {}
-                        _ = kill.cancelled() => {}
-                    }
+                conns.spawn(ctx.tracker.track_future(async move {
+                    proxy::tcp::serve(stream, peer, shared, addr, permits.listener()).await;
                     drop(permits);
-                });
+                }));
             }
         }
     }
+    drop(listener);
     tracing::debug!(addr = %ctx.addr, "stopped accepting");
+    // The socket is closed; what is still open ends by itself or at `kill`.
+    let kill = ctx.kill;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = kill.cancelled() => conns.abort_all(),
+            _ = async { while conns.join_next().await.is_some() {} } => {}
+        }
+    });
 }
 
 /// One bound address: its accept loops (one per worker) and its connections.

@@ -270,6 +270,20 @@ async fn a_bad_config_is_refused_with_its_key_and_the_old_one_keeps_serving() {
     );
     assert!(metrics.contains("rampart_config_generation 2"), "{metrics}");
     assert!(metrics.contains("rampart_config_last_reload_timestamp_seconds"));
+    // rampart status says it too
+    let out = std::process::Command::new(rampart_bin())
+        .args(["status", "--admin", &format!("http://{admin}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("config generation 2"), "{text}");
+    assert!(
+        text.contains("last reload") && text.contains("(api)"),
+        "{text}"
+    );
+    // and the stats page header
+    let (_, page) = admin_get(admin, "/stats").await;
+    assert!(page.contains("id=\"generation\">2<"), "{page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -615,29 +629,6 @@ async fn a_thousand_reloads_keep_memory_and_fds_flat_and_forget_removed_pools() 
     assert_eq!(fds1, fds0, "fd count changed");
 }
 
-/// A TCP server that echoes every byte back as it comes (a long-lived session).
-async fn start_echo(addr: SocketAddr) -> SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// A raw HTTP/1.1 exchange on a new connection (`Connection: close`): the status.
 async fn one_shot(addr: SocketAddr, req: &[u8]) -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -910,6 +901,18 @@ name = "echo"
         "the stable pool's backend saw new connections"
     );
     assert!(stable_conns <= 2, "{stable_conns}");
+    // The last version has no "extra" pool: its server was retired and the idle
+    // connections to it are closed.
+    wait_for(
+        Duration::from_secs(5),
+        "idle connections to the removed server closed",
+        || {
+            extra.stats.closed.load(Ordering::SeqCst)
+                == extra.stats.connections.load(Ordering::SeqCst)
+        },
+    )
+    .await;
+    assert!(extra.stats.connections.load(Ordering::SeqCst) > 0);
     eprintln!("{total} requests, none failed, across 50 reloads");
 }
 

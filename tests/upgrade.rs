@@ -11,7 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn config(listen: SocketAddr, admin: SocketAddr, servers: &[SocketAddr]) -> String {
+/// Listener "web" to pool "api" of `servers` (HTTP health checks); with `tcp`
+/// (listen, echo server), a TCP listener too.
+fn config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    servers: &[SocketAddr],
+    tcp: Option<(SocketAddr, SocketAddr)>,
+) -> String {
     let mut s = format!(
         r#"[global]
 threads = 2
@@ -39,6 +46,11 @@ name = "api"
     );
     for a in servers {
         s.push_str(&format!("  [[pool.server]]\n  address = \"{a}\"\n"));
+    }
+    if let Some((listen, echo)) = tcp {
+        s.push_str(&format!(
+            "\n[[listener]]\nname = \"tcp\"\nbind = [\"{listen}\"]\nmode = \"tcp\"\npool = \"echo\"\n\n[[pool]]\nname = \"echo\"\n  [[pool.server]]\n  address = \"{echo}\"\n"
+        ));
     }
     s
 }
@@ -81,9 +93,11 @@ async fn an_upgrade_under_load_refuses_nothing_and_carries_health_and_operator_s
     b.stats.health_status.store(503, Ordering::SeqCst);
     let listen = free_addr("127.0.0.1");
     let admin = free_addr("127.0.0.1");
+    let tcp = free_addr("127.0.0.1");
+    let echo = start_echo(SocketAddr::new(ip("127.0.0.4"), 0)).await;
     let mut p = Proxy::start(
-        &config(listen, admin, &[a.addr, b.addr, c.addr]),
-        &[listen, admin],
+        &config(listen, admin, &[a.addr, b.addr, c.addr], Some((tcp, echo))),
+        &[listen, admin, tcp],
     )
     .await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -177,6 +191,31 @@ async fn an_upgrade_under_load_refuses_nothing_and_carries_health_and_operator_s
         }
     };
     passed(100).await;
+    // Long-lived work the old process finishes while it drains: a WebSocket-style
+    // tunnel, a TCP session, and a download read partly before and partly after.
+    let mut tunnel = open_echo_tunnel(listen).await;
+    let mut session = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    echo_roundtrip(&mut tunnel, b"before").await;
+    echo_roundtrip(&mut session, b"before").await;
+    let size: u64 = 16 << 20;
+    let (go_on, mut go_rx) = tokio::sync::watch::channel(false);
+    let download = tokio::spawn(async move {
+        let resp = client()
+            .get(format!("http://{listen}/big?bytes={size}").parse().unwrap())
+            .await
+            .unwrap();
+        let mut body = resp.into_body();
+        let (mut n, mut sum) = (0u64, 0u64);
+        while let Some(f) = http_body_util::BodyExt::frame(&mut body).await {
+            let d = f.unwrap().into_data().unwrap();
+            sum = d.iter().fold(sum, |s, &x| s.wrapping_add(u64::from(x)));
+            n += d.len() as u64;
+            if n >= size / 4 && !*go_rx.borrow() {
+                let _ = go_rx.changed().await;
+            }
+        }
+        (n, sum)
+    });
     let before = stats(admin).await;
     let old_pid = before["pid"].as_u64().unwrap() as u32;
     assert_eq!(old_pid, p.pid() as u32);
@@ -200,6 +239,13 @@ async fn an_upgrade_under_load_refuses_nothing_and_carries_health_and_operator_s
         .unwrap_or_else(|| panic!("{said}"));
     let _kill = KillPid(new_pid);
     assert_ne!(new_pid, old_pid);
+    // the old process still carries what it had, and finishes it
+    echo_roundtrip(&mut tunnel, b"after").await;
+    echo_roundtrip(&mut session, b"after").await;
+    go_on.send(true).unwrap();
+    assert_eq!(download.await.unwrap(), (size, Pattern::checksum(size)));
+    drop(tunnel);
+    drop(session);
     // the old process drains and exits 0
     let st = p.wait_exit(Duration::from_secs(10)).await;
     assert!(st.success(), "old process: {st}: {}", p.stderr());
@@ -245,7 +291,7 @@ async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
     let (a, _b) = two_pods().await;
     let listen = free_addr("127.0.0.1");
     let admin = free_addr("127.0.0.1");
-    let p = Proxy::start(&config(listen, admin, &[a.addr]), &[listen, admin]).await;
+    let p = Proxy::start(&config(listen, admin, &[a.addr], None), &[listen, admin]).await;
     // The new process reads the config file again: a broken one stops it.
     std::fs::write(&p.config, "[[listener]\n").unwrap();
     let out = std::process::Command::new(rampart_bin())

@@ -27,6 +27,7 @@ use std::sync::Arc;
 /// Routing: the pool a request on the listener `listener` (accepted on `bound`)
 /// goes to, in the current snapshot. TCP listeners route to their pool (no host,
 /// no path).
+#[inline]
 pub fn route(
     shared: &Shared,
     listener: &Arc<ListenerShared>,

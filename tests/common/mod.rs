@@ -706,3 +706,26 @@ pub async fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (StatusCod
     let (resp, body) = send(&client(), req).await;
     (resp.status(), String::from_utf8_lossy(&body).into_owned())
 }
+
+/// A TCP server that echoes every byte back as it comes (a long-lived session).
+pub async fn start_echo(addr: SocketAddr) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
