@@ -202,9 +202,12 @@ struct AcceptCtx {
 /// refuse new connections. Its connections are then cut if they are still open
 /// when `kill` fires (a removed address's grace is over).
 async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
-    // This loop's connections, so they can be cut without a future per
-    // connection that every wake-up of it would poll.
-    let mut conns = tokio::task::JoinSet::new();
+    // This loop's connections, so they can be cut (a future per connection that
+    // every wake-up of it polled cost ~460 instructions a request; a JoinSet, a
+    // lock and ~770 instructions a connection). Finished ones are pruned when
+    // the list has doubled since the last pruning.
+    let mut conns: Vec<tokio::task::AbortHandle> = Vec::new();
+    let mut prune_at = 64;
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -242,8 +245,10 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
             _local: permits.1,
             listener: ls,
         };
-        // reap what ended (cheap: no waiting)
-        while conns.try_join_next().is_some() {}
+        if conns.len() >= prune_at {
+            conns.retain(|h| !h.is_finished());
+            prune_at = (conns.len() * 2).max(64);
+        }
         match (mode, builders) {
             (Mode::Http, Some(builders)) => {
                 let conn = Arc::new(proxy::http::ConnCtx::new(
@@ -254,31 +259,35 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                     permits,
                 ));
                 let drain = ctx.drain.clone();
-                conns.spawn(
-                    ctx.tracker
-                        .track_future(proxy::http::serve(stream, conn, builders, drain)),
-                );
+                let h = ctx
+                    .tracker
+                    .spawn(proxy::http::serve(stream, conn, builders, drain));
+                conns.push(h.abort_handle());
             }
             _ => {
                 let shared = Arc::clone(&ctx.shared);
                 let addr = ctx.addr;
-                conns.spawn(ctx.tracker.track_future(async move {
+                let h = ctx.tracker.spawn(async move {
                     proxy::tcp::serve(stream, peer, shared, addr, permits.listener()).await;
                     drop(permits);
-                }));
+                });
+                conns.push(h.abort_handle());
             }
         }
     }
     drop(listener);
     tracing::debug!(addr = %ctx.addr, "stopped accepting");
     // The socket is closed; what is still open ends by itself or at `kill`.
-    let kill = ctx.kill;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = kill.cancelled() => conns.abort_all(),
-            _ = async { while conns.join_next().await.is_some() {} } => {}
-        }
-    });
+    conns.retain(|h| !h.is_finished());
+    if !conns.is_empty() {
+        let kill = ctx.kill;
+        tokio::spawn(async move {
+            kill.cancelled().await;
+            for h in conns {
+                h.abort();
+            }
+        });
+    }
 }
 
 /// One bound address: its accept loops (one per worker) and its connections.
