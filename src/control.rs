@@ -208,10 +208,9 @@ impl Control {
         };
         let cfg = Arc::clone(&c.cfg);
         let disc = c.watches.current();
-        c.reconcile(cfg, prepared, disc, &first_wait, saved);
-        if !carried.is_empty() {
-            c.adopt(&carried);
-        }
+        // Restored and carried states are in place before any check runs or any
+        // connection is accepted.
+        c.reconcile(cfg, prepared, disc, &first_wait, (saved, &carried));
         Ok(c)
     }
 
@@ -232,7 +231,7 @@ impl Control {
                     last_tick = Instant::now();
                     let shared = Arc::clone(&self.shared);
                     shared.rates.lock().unwrap_or_else(|e| e.into_inner()).sample(&shared, dt);
-                    if self.dirty {
+                    if self.dirty && !self.shared.handed_over.is_cancelled() {
                         self.dirty = false;
                         self.save_state(false);
                     }
@@ -243,8 +242,9 @@ impl Control {
                 }
             }
         }
-        if self.dirty {
-            // at shutdown, write it before returning
+        if self.dirty && !self.shared.handed_over.is_cancelled() {
+            // at shutdown, write it before returning (after a handover the new
+            // process owns the file: a stale last word would overwrite its state)
             self.save_state(true);
         }
         self.health.stop_all();
@@ -286,26 +286,6 @@ impl Control {
                 let _ = reply.send(self.set_server(&pool, &server, state, weight));
             }
         }
-    }
-
-    /// Takes over the servers' state from the old process (binary upgrade), by
-    /// (pool, address), before anything is checked or served.
-    fn adopt(&mut self, carried: &[(String, std::net::SocketAddr, Carried)]) {
-        let snap = self.shared.snapshot.load_full();
-        let mut n = 0;
-        for (pool, addr, c) in carried {
-            if let Some(s) = snap
-                .pool(pool)
-                .and_then(|p| p.servers.iter().find(|s| s.addr == *addr))
-            {
-                s.state.adopt(c);
-                n += 1;
-            }
-        }
-        // rebuild so carried weights reach the balancers
-        let rebuilt = Snapshot::build(&self.cfg, Some(&snap), &self.discovered, snap.generation);
-        self.shared.snapshot.store(Arc::new(rebuilt));
-        tracing::info!(servers = n, "server states taken over from the old process");
     }
 
     /// Starts the new binary and hands the sockets and the state over. Once it
@@ -456,7 +436,13 @@ impl Control {
         }
         let prepared = self.listeners.prepare(&new)?;
         let warnings = restart_only(&self.cfg, &new);
-        let diff = self.reconcile(Arc::new(new), prepared, disc, &FirstWait::new(), None);
+        let diff = self.reconcile(
+            Arc::new(new),
+            prepared,
+            disc,
+            &FirstWait::new(),
+            (None, &[]),
+        );
         Ok((diff, warnings))
     }
 
@@ -468,7 +454,10 @@ impl Control {
         prepared: Prepared,
         disc: Option<Arc<crate::discovery::Discovery>>,
         first_wait: &FirstWait,
-        restore: Option<statefile::StateFile>,
+        (restore, carried): (
+            Option<statefile::StateFile>,
+            &[(String, std::net::SocketAddr, Carried)],
+        ),
     ) -> Diff {
         let old_cfg = Arc::clone(&self.cfg);
         let cur = self.shared.snapshot.load_full();
@@ -491,6 +480,11 @@ impl Control {
             // rebuild so restored weights reach the balancers
             snap = Snapshot::build(&new, Some(&snap), &self.discovered, snap.generation);
             self.saved = saved;
+        }
+        if !carried.is_empty() {
+            // a binary upgrade: the old process's state wins over the state file
+            adopt(&snap, carried);
+            snap = Snapshot::build(&new, Some(&snap), &self.discovered, snap.generation);
         }
         let diff = diff(&old_cfg, &new, &cur, &snap, starting);
         let snap = Arc::new(snap);
@@ -621,6 +615,22 @@ impl Control {
             tokio::task::spawn_blocking(write);
         }
     }
+}
+
+/// Takes over the servers' state from the old process (binary upgrade), by
+/// (pool, address).
+fn adopt(snap: &Snapshot, carried: &[(String, std::net::SocketAddr, Carried)]) {
+    let mut n = 0;
+    for (pool, addr, c) in carried {
+        if let Some(s) = snap
+            .pool(pool)
+            .and_then(|p| p.servers.iter().find(|s| s.addr == *addr))
+        {
+            s.state.adopt(c);
+            n += 1;
+        }
+    }
+    tracing::info!(servers = n, "server states taken over from the old process");
 }
 
 /// Members added and removed between two builds of a pool (addresses).

@@ -36,6 +36,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Cancellat
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
+            // after a binary upgrade the new process answers on this socket
+            _ = shared.handed_over.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
