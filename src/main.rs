@@ -187,7 +187,24 @@ fn main() -> ExitCode {
                 v.id, v.status, v.weight
             ))
         }),
-        Command::Reload { admin, token } => reload(admin, token),
+        Command::Reload { admin, token } => admin_call(admin, token, |c| async move {
+            let r = c.reload().await?;
+            if !r.ok {
+                let mut lines = r.errors.join("\n");
+                lines.push_str(&format!(
+                    "\nreload refused: generation {} keeps serving",
+                    r.generation
+                ));
+                return Err(rampart::admin::client::ClientError::Refused(lines));
+            }
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(format!(
+                "reloaded: generation {}: {}",
+                r.generation, r.summary
+            ))
+        }),
         Command::Upgrade { admin, token } => admin_call(admin, token, |c| async move {
             let pid = c.upgrade().await?;
             Ok(format!(
@@ -248,43 +265,8 @@ where
             println!("{out}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("rampart: {e}");
-            ExitCode::from(EXIT_RUN)
-        }
-    }
-}
-
-/// Names that do not resolve now: allowed (the pool starts empty and fills when
-/// they appear), but worth a warning from `rampart check`.
-fn reload(admin: String, token: Option<String>) -> ExitCode {
-    let client = match rampart::admin::client::AdminClient::new(&admin, token) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("rampart: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let rt = match cli_runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("rampart: {e}");
-            return ExitCode::from(EXIT_RUN);
-        }
-    };
-    match rt.block_on(client.reload()) {
-        Ok(r) if r.ok => {
-            println!("reloaded: generation {}: {}", r.generation, r.summary);
-            for w in &r.warnings {
-                eprintln!("warning: {w}");
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(r) => {
-            for e in &r.errors {
-                eprintln!("{e}");
-            }
-            eprintln!("reload refused: generation {} keeps serving", r.generation);
+        Err(rampart::admin::client::ClientError::Refused(why)) => {
+            eprintln!("{why}");
             ExitCode::from(EXIT_CONFIG)
         }
         Err(e) => {
@@ -294,6 +276,8 @@ fn reload(admin: String, token: Option<String>) -> ExitCode {
     }
 }
 
+/// Names that do not resolve now: allowed (the pool starts empty and fills when
+/// they appear), but worth a warning from `rampart check`.
 fn unresolved_names(cfg: &rampart::config::Config) -> Vec<String> {
     use rampart::discovery;
     if discovery::targets(cfg).is_empty() {

@@ -282,6 +282,26 @@ fn private_dir() -> io::Result<PathBuf> {
     Ok(dir)
 }
 
+/// A zeroed, 8-byte aligned buffer for one control message of `payload` bytes,
+/// and its size.
+fn control_buffer(payload: usize) -> (usize, Vec<u64>) {
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
+    (space, vec![0u64; space.div_ceil(8)])
+}
+
+/// A message of one byte (`iov`) and the control buffer `cbuf` (`space` bytes);
+/// both must outlive its use.
+fn message(iov: &mut libc::iovec, cbuf: &mut [u64], space: usize) -> libc::msghdr {
+    // SAFETY: msghdr is plain data (zero is a valid value for every field).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    msg
+}
+
 /// Sends `fds` (with one byte of data) over a unix stream.
 fn send_fds(s: &UnixStream, fds: &[RawFd]) -> io::Result<()> {
     let mut byte = [b'F'];
@@ -290,15 +310,8 @@ fn send_fds(s: &UnixStream, fds: &[RawFd]) -> io::Result<()> {
         iov_len: 1,
     };
     let payload = std::mem::size_of_val(fds);
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
-    // SAFETY: msghdr is plain data; every pointer set below outlives the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
+    let (space, mut cbuf) = control_buffer(payload);
+    let msg = message(&mut iov, &mut cbuf, space);
     // SAFETY: the control buffer is `space` bytes, enough for one cmsg holding
     // `fds`; CMSG_FIRSTHDR/CMSG_DATA point into it.
     unsafe {
@@ -325,15 +338,8 @@ fn recv_fds(s: &UnixStream, max: usize) -> io::Result<Vec<OwnedFd>> {
         iov_len: 1,
     };
     let payload = max * std::mem::size_of::<RawFd>();
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
-    // SAFETY: msghdr is plain data; every pointer set below outlives the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
+    let (space, mut cbuf) = control_buffer(payload);
+    let mut msg = message(&mut iov, &mut cbuf, space);
     // SAFETY: msg points at live buffers of the sizes it states.
     let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {

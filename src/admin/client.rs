@@ -25,6 +25,10 @@ pub enum ClientError {
     Status { status: u16, body: String },
     #[error("unexpected answer from the admin API: {0}")]
     Json(#[from] serde_json::Error),
+    /// The proxy refused what was asked (a reload of a config that does not
+    /// validate): every problem, one per line.
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub struct AdminClient {
