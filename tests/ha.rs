@@ -287,16 +287,7 @@ track = ["pool:be"]
     }
 
     fn has_vip(&self, which: char) -> bool {
-        let ns = if which == 'a' {
-            &self.a.ns.name
-        } else {
-            &self.b.ns.name
-        };
-        let out = Command::new("ip")
-            .args(["-n", ns, "-4", "addr", "show", "dev", "eth0"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/"))
+        self.has_addr(which, VIP)
     }
 
     fn log(&self, which: char) -> String {
