@@ -255,7 +255,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                     Arc::clone(&ctx.shared),
                     (ctx.addr, scheme),
                     peer,
-                    ctx.tracker.clone(),
+                    (ctx.tracker.clone(), ctx.kill.clone()),
                     permits,
                 ));
                 let drain = ctx.drain.clone();

@@ -975,3 +975,38 @@ async fn a_lowered_connection_limit_applies_at_once_and_cuts_nothing() {
         .unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_addresss_tunnel_outlives_the_reload_until_its_grace_is_over() {
+    use tokio::io::AsyncReadExt;
+    let (a, _b) = two_pods().await;
+    let old = free_addr("127.0.0.1");
+    let new = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let text = |bind: SocketAddr| {
+        config(&[bind], admin, "", &[(a.addr, 1)], "")
+            .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"1s\"")
+    };
+    let p = Proxy::start(&text(old), &[old, admin]).await;
+    let mut tunnel = open_echo_tunnel(old).await;
+    echo_roundtrip(&mut tunnel, b"before").await;
+    std::fs::write(&p.config, text(new)).unwrap();
+    let (st, r) = reload_api(admin).await;
+    assert_eq!(st, 200, "{r}");
+    let t0 = Instant::now();
+    // draining does not cut it ...
+    echo_roundtrip(&mut tunnel, b"during the grace").await;
+    // ... the end of the grace does
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(Duration::from_secs(10), tunnel.read(&mut buf)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "the tunnel was not closed: {r:?}"
+    );
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "cut before the grace: {took:?}"
+    );
+    eprintln!("tunnel on the removed address closed {took:?} after the reload (grace 1s)");
+}

@@ -61,6 +61,10 @@ pub struct ConnCtx {
     /// Set once the connection became a tunnel: then tunnel_timeout, not
     /// client_timeout, bounds its writes.
     pub(super) tunnelled: std::sync::atomic::AtomicBool,
+    /// Cancelled when what is left of a removed address's connections is cut
+    /// (its `shutdown_grace` is over): tunnels, which outlive their HTTP
+    /// connection's task, end then too.
+    kill: CancellationToken,
     /// This connection's slots under the connection limits and its place in the
     /// listener's count; a tunnel keeps them.
     pub(super) permits: crate::listener::Permits,
@@ -71,7 +75,7 @@ impl ConnCtx {
         shared: Arc<Shared>,
         (bound, proto): (SocketAddr, &'static str),
         peer: SocketAddr,
-        tracker: TaskTracker,
+        (tracker, kill): (TaskTracker, CancellationToken),
         permits: crate::listener::Permits,
     ) -> ConnCtx {
         let ip = peer.ip().to_canonical().to_string();
@@ -84,6 +88,7 @@ impl ConnCtx {
             tracker,
             tunnelled: std::sync::atomic::AtomicBool::new(false),
             permits,
+            kill,
         }
     }
 
@@ -674,7 +679,7 @@ pub(super) fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<Prox
 
 /// WebSocket (or any Upgrade) tunnel: copies bytes both ways until both sides close.
 async fn tunnel(
-    _conn: Arc<ConnCtx>,
+    conn: Arc<ConnCtx>,
     client: hyper::upgrade::OnUpgrade,
     server: hyper::upgrade::OnUpgrade,
     guard: ServerGuard,
@@ -693,7 +698,14 @@ async fn tunnel(
     };
     let mut c = TokioIo::new(c);
     let mut s = TokioIo::new(s);
-    let out = super::tcp::relay(&mut c, &mut s, idle).await;
+    let out = tokio::select! {
+        out = super::tcp::relay(&mut c, &mut s, idle) => out,
+        _ = conn.kill.cancelled() => {
+            // the log line (dropped unwritten) says client_abort
+            tracing::debug!(peer = %conn.peer, "tunnel cut: its listener's grace is over");
+            return;
+        }
+    };
     let st = &guard.server().state;
     st.bytes_in.fetch_add(out.a_to_b, Ordering::Relaxed);
     st.bytes_out.fetch_add(out.b_to_a, Ordering::Relaxed);
