@@ -35,16 +35,32 @@ pub async fn wait_for<F: FnMut() -> bool>(within: Duration, what: &str, mut cond
     }
 }
 
+/// Ports handed out for listeners come from below the kernel's ephemeral range
+/// (32768 and up on Linux): a port taken from `:0` could meanwhile become the
+/// source port of one of the many client connections the tests make, and the
+/// proxy that was told to listen there would then fail to start.
+const PORTS: std::ops::Range<u32> = 12000..32000;
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The next candidate port: spread by process id (test binaries run one after
+/// another, but a port may still be in TIME_WAIT from the previous one), then
+/// stepping through the range.
+fn next_port() -> u16 {
+    let span = PORTS.end - PORTS.start;
+    let start = (std::process::id() * 7919) % span;
+    let n = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
+    (PORTS.start + (start + n * 13) % span) as u16
+}
+
 /// A port that is free on every one of `ips` right now.
 pub fn common_port(ips: &[&str]) -> u16 {
-    for _ in 0..200 {
-        let first = StdListener::bind((ips[0], 0)).expect("bind");
-        let port = first.local_addr().unwrap().port();
-        let rest: Vec<_> = ips[1..]
+    for _ in 0..2000 {
+        let port = next_port();
+        let all: Vec<_> = ips
             .iter()
             .map(|ip| StdListener::bind((*ip, port)))
             .collect();
-        if rest.iter().all(|r| r.is_ok()) {
+        if all.iter().all(|r| r.is_ok()) {
             return port;
         }
     }
@@ -52,8 +68,12 @@ pub fn common_port(ips: &[&str]) -> u16 {
 }
 
 pub fn free_addr(ip: &str) -> SocketAddr {
-    let l = StdListener::bind((ip, 0)).expect("bind");
-    l.local_addr().unwrap()
+    for _ in 0..2000 {
+        if let Ok(l) = StdListener::bind((ip, next_port())) {
+            return l.local_addr().unwrap();
+        }
+    }
+    panic!("no free port on {ip}");
 }
 
 /// What an HTTP test backend saw.
