@@ -629,6 +629,36 @@ async fn a_thousand_reloads_keep_memory_and_fds_flat_and_forget_removed_pools() 
     assert_eq!(fds1, fds0, "fd count changed");
 }
 
+/// A GET on a kept-alive connection: the body (Content-Length framing).
+async fn kept_get(s: &mut tokio::net::TcpStream, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: w\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the kept-alive connection closed");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("content-length");
+            if body.len() >= len {
+                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                return body[..len].to_string();
+            }
+        }
+    }
+}
+
 /// A raw HTTP/1.1 exchange on a new connection (`Connection: close`): the status.
 async fn one_shot(addr: SocketAddr, req: &[u8]) -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -852,6 +882,8 @@ name = "echo"
     }
     let stable_conns = stable.stats.connections.load(Ordering::SeqCst);
 
+    // one kept-alive connection: its next request follows the new routes
+    let mut kept = tokio::net::TcpStream::connect(web).await.unwrap();
     for i in 1..=50u64 {
         if i == 25 {
             phase_tx.send(1).unwrap();
@@ -865,6 +897,12 @@ name = "echo"
         if i % 2 == 1 {
             assert_eq!(get(&client(), &format!("http://{side}/")).await.1, "extra");
             assert_eq!(get(&client(), &format!("http://{web}/x")).await.1, "extra");
+        }
+        let body = kept_get(&mut kept, "/x").await;
+        if i % 2 == 1 {
+            assert_eq!(body, "extra", "reload {i}");
+        } else {
+            assert!(body == "a" || body == "b", "reload {i}: {body}");
         }
         for l in &keepalive {
             l.passes(5).await;
