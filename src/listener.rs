@@ -223,12 +223,13 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
             },
         };
         // The listener that owns this address now, in the current generation.
-        let (ls, mode, builders, scheme) = {
+        let (ls, mode, builders, scheme, pp) = {
             let snap = ctx.shared.snapshot.load();
             let Some(l) = snap.listener_at(ctx.addr) else {
                 continue;
             };
-            (Arc::clone(&l.shared), l.mode, l.http.clone(), l.scheme)
+            let pp = l.proxy_protocol.clone();
+            (Arc::clone(&l.shared), l.mode, l.http.clone(), l.scheme, pp)
         };
         // Accept first, then wait for a slot: while this loop waits with one
         // connection in hand, the rest stay in the kernel's backlog (not refused),
@@ -251,24 +252,33 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         }
         match (mode, builders) {
             (Mode::Http, Some(builders)) => {
-                let conn = Arc::new(proxy::http::ConnCtx::new(
-                    Arc::clone(&ctx.shared),
-                    (ctx.addr, scheme),
-                    peer,
-                    (ctx.tracker.clone(), ctx.kill.clone()),
-                    permits,
-                ));
+                let (shared, addr) = (Arc::clone(&ctx.shared), ctx.addr);
+                let (tracker, kill) = (ctx.tracker.clone(), ctx.kill.clone());
                 let drain = ctx.drain.clone();
-                let h = ctx
-                    .tracker
-                    .spawn(proxy::http::serve(stream, conn, builders, drain));
+                let h = ctx.tracker.spawn(async move {
+                    let mut stream = stream;
+                    let Some(peer) = client_of(&mut stream, peer, pp.as_deref(), addr).await else {
+                        return;
+                    };
+                    let conn = Arc::new(proxy::http::ConnCtx::new(
+                        shared,
+                        (addr, scheme),
+                        peer,
+                        (tracker, kill),
+                        permits,
+                    ));
+                    proxy::http::serve(stream, conn, builders, drain).await
+                });
                 conns.push(h.abort_handle());
             }
             _ => {
                 let shared = Arc::clone(&ctx.shared);
                 let addr = ctx.addr;
                 let h = ctx.tracker.spawn(async move {
-                    proxy::tcp::serve(stream, peer, shared, addr, permits.listener()).await;
+                    let mut stream = stream;
+                    if let Some(peer) = client_of(&mut stream, peer, pp.as_deref(), addr).await {
+                        proxy::tcp::serve(stream, peer, shared, addr, permits.listener()).await;
+                    }
                     drop(permits);
                 });
                 conns.push(h.abort_handle());
@@ -287,6 +297,27 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                 h.abort();
             }
         });
+    }
+}
+
+/// The client a new connection stands for: its peer, or the one its PROXY
+/// header names (where the listener accepts them). None: refused (a header from
+/// an untrusted source, a missing or malformed one); the connection is closed.
+async fn client_of(
+    stream: &mut tokio::net::TcpStream,
+    peer: SocketAddr,
+    pp: Option<&crate::proxy_protocol::Accept>,
+    addr: SocketAddr,
+) -> Option<SocketAddr> {
+    let Some(pp) = pp else {
+        return Some(peer);
+    };
+    match crate::proxy_protocol::accept(stream, peer, pp).await {
+        Ok(client) => Some(client),
+        Err(e) => {
+            tracing::info!(%addr, %peer, error = %e, "connection refused: PROXY protocol");
+            None
+        }
     }
 }
 

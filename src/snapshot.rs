@@ -40,6 +40,8 @@ pub struct ListenerRuntime {
     pub http: Option<Arc<ServerBuilders>>,
     /// Counters and connection limit: they outlive generations.
     pub shared: Arc<ListenerShared>,
+    /// PROXY protocol headers accepted before the protocol starts.
+    pub proxy_protocol: Option<Arc<crate::proxy_protocol::Accept>>,
 }
 
 impl Snapshot {
@@ -161,6 +163,7 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
             ))
         }),
         shared,
+        proxy_protocol: l.proxy_protocol.clone().map(Arc::new),
     }
 }
 

@@ -221,6 +221,22 @@ pub struct ListenerFile {
     pub client_timeout: Dur,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteFile>,
+    /// `{ from = ["10.0.0.0/8"], mode = "required" }`: accept PROXY protocol
+    /// headers (v1 and v2) from these sources.
+    pub proxy_protocol: Option<ProxyProtocolFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyProtocolFile {
+    #[serde(default)]
+    pub from: Vec<String>,
+    #[serde(default = "default_pp_mode")]
+    pub mode: String,
+}
+
+fn default_pp_mode() -> String {
+    "required".into()
 }
 
 fn default_header_timeout() -> Dur {

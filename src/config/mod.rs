@@ -60,6 +60,8 @@ pub struct ListenerConfig {
     pub client_timeout: Duration,
     /// Pools are indices into `Config::pools`.
     pub routes: Vec<Route>,
+    /// PROXY protocol headers accepted (None: off).
+    pub proxy_protocol: Option<crate::proxy_protocol::Accept>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -797,6 +799,39 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
                 pool: rpool,
             });
         }
+        let proxy_protocol = lf.proxy_protocol.as_ref().and_then(|pp| {
+            let ppat = at.key("proxy_protocol");
+            let mode = match pp.mode.as_str() {
+                "required" => crate::proxy_protocol::Mode::Required,
+                "optional" => crate::proxy_protocol::Mode::Optional,
+                "off" => return None,
+                m => {
+                    p.add(
+                        &ppat.key("mode"),
+                        format!("unknown mode {m:?}: use \"required\", \"optional\" or \"off\""),
+                    );
+                    return None;
+                }
+            };
+            let mut from = Vec::new();
+            for (k, s) in pp.from.iter().enumerate() {
+                match crate::proxy_protocol::Cidr::parse(s) {
+                    Ok(c) => from.push(c),
+                    Err(e) => p.add(&ppat.index("from", k), e),
+                }
+            }
+            if pp.from.is_empty() {
+                p.add(
+                    &ppat.key("from"),
+                    "list the load balancers whose PROXY headers are believed, e.g. [\"10.0.0.0/8\"]",
+                );
+            }
+            Some(crate::proxy_protocol::Accept {
+                mode,
+                from,
+                timeout: lf.request_header_timeout.0,
+            })
+        });
         listeners.push(ListenerConfig {
             name: lf.name.clone(),
             binds: lf.bind.iter().map(|a| a.0).collect(),
@@ -806,6 +841,7 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
             request_header_timeout: lf.request_header_timeout.0,
             client_timeout: lf.client_timeout.0,
             routes,
+            proxy_protocol,
         });
     }
     for (pc, used) in pools.iter().zip(&used_pools) {

@@ -1,0 +1,428 @@
+//! The PROXY protocol (HAProxy's proxy-protocol.txt), versions 1 (text) and 2
+//! (binary), on the accepting side: the header a load balancer in front of
+//! rampart sends first on each connection, naming the original client. It sits
+//! between accept and the protocol dispatch, so the HTTP fast path, hyper and tcp
+//! mode all see the client it names.
+//!
+//! The parser is pure and never panics on any input; the reader peeks (so a
+//! connection without a header loses nothing), then consumes exactly the header.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+const V2_SIG: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+const V1_PREFIX: &[u8] = b"PROXY ";
+/// A v1 line is at most 107 bytes, CRLF included.
+const V1_MAX: usize = 107;
+/// The longest v2 header read (addresses plus TLVs); longer ones are refused.
+const V2_MAX: usize = 16 + 1024;
+
+/// What the start of a connection holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// Could still become a header: wait for more bytes.
+    Incomplete,
+    /// No PROXY header: the protocol's own bytes start here.
+    Absent,
+    /// A header of `len` bytes; `source` is the client it names (None for v2
+    /// LOCAL, v1 UNKNOWN and address families without one: the connection's own
+    /// peer then stands).
+    Header {
+        len: usize,
+        source: Option<SocketAddr>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PpError {
+    #[error("malformed PROXY header: {0}")]
+    Malformed(&'static str),
+    #[error("a PROXY header from {0}, which is not a trusted source")]
+    Untrusted(IpAddr),
+    #[error("no PROXY header (required on this listener) from {0}")]
+    Missing(IpAddr),
+    #[error("the PROXY header did not arrive in time")]
+    Timeout,
+    #[error("the connection closed before its PROXY header")]
+    Closed,
+}
+
+/// Parses the start of a connection.
+pub fn parse(buf: &[u8]) -> Result<Parsed, PpError> {
+    let bad = PpError::Malformed;
+    if buf.len() < V2_SIG.len() && V2_SIG.starts_with(buf) && !buf.is_empty() {
+        return Ok(Parsed::Incomplete);
+    }
+    if buf.starts_with(V2_SIG) {
+        return parse_v2(buf);
+    }
+    let n = buf.len().min(V1_PREFIX.len());
+    if buf[..n] != V1_PREFIX[..n] {
+        return Ok(Parsed::Absent);
+    }
+    let Some(end) = buf.windows(2).take(V1_MAX - 1).position(|w| w == b"\r\n") else {
+        return if buf.len() >= V1_MAX {
+            Err(bad("v1 line longer than 107 bytes"))
+        } else {
+            Ok(Parsed::Incomplete)
+        };
+    };
+    let line = std::str::from_utf8(&buf[V1_PREFIX.len()..end]).map_err(|_| bad("v1 not ASCII"))?;
+    let mut f = line.split(' ');
+    let proto = f.next().ok_or(bad("v1 without protocol"))?;
+    if proto == "UNKNOWN" {
+        return Ok(Parsed::Header {
+            len: end + 2,
+            source: None,
+        });
+    }
+    let (src, dst, sport, dport) = (f.next(), f.next(), f.next(), f.next());
+    if f.next().is_some() {
+        return Err(bad("v1 with extra fields"));
+    }
+    let ip = |s: Option<&str>| -> Result<IpAddr, PpError> {
+        s.ok_or(bad("v1 missing address"))?
+            .parse()
+            .map_err(|_| bad("v1 invalid address"))
+    };
+    let port = |s: Option<&str>| -> Result<u16, PpError> {
+        let s = s.ok_or(bad("v1 missing port"))?;
+        // no sign, no leading zero (as the specification says)
+        if s.is_empty()
+            || s.len() > 5
+            || (s.len() > 1 && s.starts_with('0'))
+            || !s.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(bad("v1 invalid port"));
+        }
+        s.parse().map_err(|_| bad("v1 invalid port"))
+    };
+    let (src, dst) = (ip(src)?, ip(dst)?);
+    let (sport, _dport) = (port(sport)?, port(dport)?);
+    match (proto, src, dst) {
+        ("TCP4", IpAddr::V4(_), IpAddr::V4(_)) | ("TCP6", IpAddr::V6(_), IpAddr::V6(_)) => {
+            Ok(Parsed::Header {
+                len: end + 2,
+                source: Some(SocketAddr::new(src, sport)),
+            })
+        }
+        ("TCP4" | "TCP6", _, _) => Err(bad("v1 address family does not match its protocol")),
+        _ => Err(bad("v1 unknown protocol")),
+    }
+}
+
+fn parse_v2(buf: &[u8]) -> Result<Parsed, PpError> {
+    let bad = PpError::Malformed;
+    if buf.len() < 16 {
+        return Ok(Parsed::Incomplete);
+    }
+    let (ver_cmd, fam) = (buf[12], buf[13]);
+    let body = usize::from(u16::from_be_bytes([buf[14], buf[15]]));
+    if ver_cmd >> 4 != 2 {
+        return Err(bad("v2 with a version other than 2"));
+    }
+    let len = 16 + body;
+    if len > V2_MAX {
+        return Err(bad("v2 header too long"));
+    }
+    if buf.len() < len {
+        return Ok(Parsed::Incomplete);
+    }
+    let b = &buf[16..len];
+    match ver_cmd & 0x0f {
+        // LOCAL: the balancer's own connection (health checks): no client
+        0 => Ok(Parsed::Header { len, source: None }),
+        1 => {
+            let source = match fam {
+                // TCP or UDP over IPv4
+                0x11 | 0x12 => {
+                    if b.len() < 12 {
+                        return Err(bad("v2 IPv4 addresses truncated"));
+                    }
+                    let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+                    Some(SocketAddr::new(ip.into(), u16::from_be_bytes([b[8], b[9]])))
+                }
+                0x21 | 0x22 => {
+                    if b.len() < 36 {
+                        return Err(bad("v2 IPv6 addresses truncated"));
+                    }
+                    let mut o = [0u8; 16];
+                    o.copy_from_slice(&b[..16]);
+                    let ip = Ipv6Addr::from(o);
+                    Some(SocketAddr::new(
+                        ip.into(),
+                        u16::from_be_bytes([b[32], b[33]]),
+                    ))
+                }
+                // UNSPEC, unix sockets: no address to believe
+                0x00 | 0x31 | 0x32 => None,
+                _ => return Err(bad("v2 unknown address family")),
+            };
+            Ok(Parsed::Header { len, source })
+        }
+        _ => Err(bad("v2 unknown command")),
+    }
+}
+
+/// An IP network: `10.0.0.0/8`, `2001:db8::/32`, or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (s, None),
+        };
+        let net: IpAddr = ip.trim().parse().map_err(|_| {
+            format!(
+                "invalid network {s:?}: write an address or ADDRESS/PREFIX, e.g. \"10.0.0.0/8\""
+            )
+        })?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("invalid prefix length in {s:?} (0 to {max})"))?,
+        };
+        Ok(Cidr { net, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.net, ip.to_canonical()) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `proxy_protocol` of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every connection starts with a header, from a trusted source.
+    Required,
+    /// Trusted sources may send one; others must not.
+    Optional,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accept {
+    pub mode: Mode,
+    pub from: Vec<Cidr>,
+    /// The header must arrive within this (the listener's request_header_timeout).
+    pub timeout: Duration,
+}
+
+/// Reads the PROXY header of a new connection, if there is one, and returns the
+/// client address the connection stands for. Nothing after the header is read.
+/// A header from a source not in `from` is refused (never believed); without a
+/// header, `Required` refuses and `Optional` takes the connection's own peer.
+pub async fn accept(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    cfg: &Accept,
+) -> Result<SocketAddr, PpError> {
+    let trusted = cfg.from.iter().any(|c| c.contains(peer.ip()));
+    let deadline = tokio::time::Instant::now() + cfg.timeout;
+    let mut buf = [0u8; V2_MAX];
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+            .await
+            .map_err(|_| PpError::Timeout)?
+            .map_err(|_| PpError::Closed)?;
+        if n == 0 {
+            return Err(PpError::Closed);
+        }
+        match parse(&buf[..n])? {
+            Parsed::Header { len, source } => {
+                if !trusted {
+                    return Err(PpError::Untrusted(peer.ip()));
+                }
+                // the bytes are there (peeked): consume exactly the header
+                stream
+                    .read_exact(&mut buf[..len])
+                    .await
+                    .map_err(|_| PpError::Closed)?;
+                return Ok(source.unwrap_or(peer));
+            }
+            Parsed::Absent if cfg.mode == Mode::Optional => return Ok(peer),
+            Parsed::Absent => return Err(PpError::Missing(peer.ip())),
+            Parsed::Incomplete => {
+                // a header split across segments (rare): peek again shortly
+                if tokio::time::Instant::now() + backoff > deadline {
+                    return Err(PpError::Timeout);
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v2(cmd: u8, fam: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = V2_SIG.to_vec();
+        v.push(0x20 | cmd);
+        v.push(fam);
+        v.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn v1_and_v2_headers() {
+        let h = b"PROXY TCP4 192.0.2.7 198.51.100.1 51234 443\r\nGET / HTTP/1.1\r\n";
+        assert_eq!(
+            parse(h),
+            Ok(Parsed::Header {
+                len: 45,
+                source: Some("192.0.2.7:51234".parse().unwrap())
+            })
+        );
+        assert_eq!(
+            parse(b"PROXY TCP6 2001:db8::1 2001:db8::2 1 2\r\n"),
+            Ok(Parsed::Header {
+                len: 40,
+                source: Some("[2001:db8::1]:1".parse().unwrap())
+            })
+        );
+        assert_eq!(
+            parse(b"PROXY UNKNOWN\r\n"),
+            Ok(Parsed::Header {
+                len: 15,
+                source: None
+            })
+        );
+        let mut body = vec![192, 0, 2, 9, 198, 51, 100, 1];
+        body.extend_from_slice(&4000u16.to_be_bytes());
+        body.extend_from_slice(&443u16.to_be_bytes());
+        body.extend_from_slice(&[0x20, 0, 1, 0xff]); // a TLV after the addresses
+        let h = v2(1, 0x11, &body);
+        assert_eq!(
+            parse(&h),
+            Ok(Parsed::Header {
+                len: h.len(),
+                source: Some("192.0.2.9:4000".parse().unwrap())
+            })
+        );
+        assert_eq!(
+            parse(&v2(0, 0, &[])),
+            Ok(Parsed::Header {
+                len: 16,
+                source: None
+            })
+        );
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n"), Ok(Parsed::Absent));
+        assert_eq!(parse(b"\x16\x03\x01"), Ok(Parsed::Absent));
+    }
+
+    #[test]
+    fn every_split_point_is_incomplete_until_the_end() {
+        let v1 = b"PROXY TCP4 192.0.2.7 198.51.100.1 51234 443\r\n".to_vec();
+        let mut body = vec![0u8; 12];
+        body[8..10].copy_from_slice(&7u16.to_be_bytes());
+        let v2h = v2(1, 0x11, &body);
+        for h in [v1, v2h] {
+            for cut in 1..h.len() {
+                assert_eq!(parse(&h[..cut]), Ok(Parsed::Incomplete), "cut at {cut}");
+            }
+            assert!(matches!(parse(&h), Ok(Parsed::Header { .. })));
+        }
+    }
+
+    #[test]
+    fn malformed_headers_are_errors_not_panics() {
+        let long = format!("PROXY TCP4 {}\r\n", "1".repeat(120));
+        let cases: Vec<Vec<u8>> = vec![
+            b"PROXY TCP4 300.0.0.1 1.2.3.4 1 2\r\n".to_vec(),
+            b"PROXY TCP4 1.2.3.4 1.2.3.4 1 2 3\r\n".to_vec(),
+            b"PROXY TCP4 1.2.3.4 1.2.3.4 01 2\r\n".to_vec(),
+            b"PROXY TCP4 1.2.3.4 1.2.3.4 -1 2\r\n".to_vec(),
+            b"PROXY TCP4 1.2.3.4 1.2.3.4 70000 2\r\n".to_vec(),
+            b"PROXY TCP4 ::1 ::1 1 2\r\n".to_vec(),
+            b"PROXY TCP5 1.2.3.4 1.2.3.4 1 2\r\n".to_vec(),
+            b"PROXY TCP4 1.2.3.4\r\n".to_vec(),
+            b"PROXY \xff\xfe\r\n".to_vec(),
+            long.into_bytes(),
+            v2(1, 0x11, &[1, 2, 3]),
+            v2(1, 0x21, &[0; 20]),
+            v2(1, 0x99, &[0; 12]),
+            v2(7, 0x11, &[0; 12]),
+            {
+                let mut h = v2(1, 0x11, &[0; 12]);
+                h[12] = 0x31; // version 3
+                h
+            },
+            {
+                let mut h = V2_SIG.to_vec();
+                h.extend_from_slice(&[0x21, 0x11, 0xff, 0xff]); // 65 KiB body
+                h
+            },
+        ];
+        for c in cases {
+            assert!(
+                matches!(parse(&c), Err(PpError::Malformed(_))),
+                "{:?} -> {:?}",
+                String::from_utf8_lossy(&c),
+                parse(&c)
+            );
+        }
+        // and random bytes after either signature never panic
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let n = rng.usize(0..80);
+            let mut v: Vec<u8> = if rng.bool() {
+                V2_SIG.to_vec()
+            } else {
+                V1_PREFIX.to_vec()
+            };
+            v.extend((0..n).map(|_| rng.u8(..)));
+            let _ = parse(&v);
+        }
+    }
+
+    #[test]
+    fn networks() {
+        let c = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(c.contains("10.1.2.3".parse().unwrap()));
+        assert!(c.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        let one = Cidr::parse("127.0.0.1").unwrap();
+        assert!(
+            one.contains("127.0.0.1".parse().unwrap())
+                && !one.contains("127.0.0.2".parse().unwrap())
+        );
+        let v6 = Cidr::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
+        assert!(!v6.contains("2001:db9::5".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("nope/8").is_err());
+    }
+}

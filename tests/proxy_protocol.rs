@@ -1,0 +1,161 @@
+//! The PROXY protocol on listeners: behind a real HAProxy (send-proxy and
+//! send-proxy-v2), and refusals of untrusted, missing and malformed headers.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn config(listen: SocketAddr, backend: SocketAddr, pp: &str) -> String {
+    http_config(listen, "", &[(backend, 1)]).replace(
+        "pool = \"api\"\n\n[[pool]]",
+        &format!("pool = \"api\"\nproxy_protocol = {pp}\n\n[[pool]]"),
+    )
+}
+
+/// Connects from `from` (a loopback address), sends `data`, reads to the end.
+async fn exchange(from: &str, to: SocketAddr, parts: &[&[u8]]) -> String {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(ip(from), 0)).unwrap();
+    let mut s = sock.connect(to).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            // not a wait for anything: two writes a moment apart make two segments
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        s.write_all(p).await.unwrap();
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_haproxy_send_proxy_v1_and_v2_the_original_client_is_the_client() {
+    let backend = Backend::start("b", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(
+        &config(
+            listen,
+            backend.addr,
+            r#"{ from = ["127.0.0.1"], mode = "required" }"#,
+        ),
+        &[listen],
+    )
+    .await;
+    let (v1, v2) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let dir = temp_dir("haproxy");
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+             frontend v1\n  bind {v1}\n  default_backend r1\nbackend r1\n  server r {listen} send-proxy\n\
+             frontend v2\n  bind {v2}\n  default_backend r2\nbackend r2\n  server r {listen} send-proxy-v2\n"
+        ),
+    )
+    .unwrap();
+    let mut haproxy = std::process::Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy is not installed: run scripts/test.sh, which installs it");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for a in [v1, v2] {
+        while tokio::net::TcpStream::connect(a).await.is_err() {
+            assert!(Instant::now() < deadline, "haproxy did not listen on {a}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for (version, front, client) in [("v1", v1, "127.0.0.5"), ("v2", v2, "127.0.0.6")] {
+        let out = exchange(client, front, &[GET]).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{version}: {out}");
+        let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+        // HAProxy connected from 127.0.0.1; the client it names is the client
+        assert_eq!(h["x-forwarded-for"], client, "{version}");
+    }
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_missing_and_malformed_headers_are_refused_and_a_split_one_is_read() {
+    let backend = Backend::start("b", free_addr("127.0.0.2")).await;
+    let required = free_addr("127.0.0.1");
+    let p = Proxy::start(
+        &config(
+            required,
+            backend.addr,
+            r#"{ from = ["127.0.0.7"], mode = "required" }"#,
+        ),
+        &[required],
+    )
+    .await;
+    let header = b"PROXY TCP4 203.0.113.9 198.51.100.1 40000 80\r\n";
+    let with_header = [&header[..], GET].concat();
+    // a trusted source, the header split across two segments
+    let out = exchange("127.0.0.7", required, &[&header[..9], &with_header[9..]]).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+    let before = backend.requests();
+    // an untrusted source sending a header: refused, not believed
+    assert_eq!(exchange("127.0.0.8", required, &[&with_header]).await, "");
+    // a trusted source without a header on a required listener: refused
+    assert_eq!(exchange("127.0.0.7", required, &[GET]).await, "");
+    // malformed headers: refused
+    for bad in [
+        &b"PROXY TCP4 300.1.1.1 1.1.1.1 1 2\r\n"[..],
+        b"PROXY TCP9 1.1.1.1 1.1.1.1 1 2\r\n",
+        b"\r\n\r\n\0\r\nQUIT\n\x31\x11\x00\x0c000000000000",
+    ] {
+        let out = exchange("127.0.0.7", required, &[&[bad, GET].concat()]).await;
+        assert_eq!(out, "", "{:?}", String::from_utf8_lossy(bad));
+    }
+    assert_eq!(
+        backend.requests(),
+        before,
+        "a refused connection reached the backend"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = p.stderr();
+        if log.contains("not a trusted source")
+            && log.contains("required on this listener")
+            && log.contains("malformed")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "refusals not in the log: {log}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // optional: no header from anyone is fine; a trusted header is believed
+    let optional = free_addr("127.0.0.1");
+    let _p2 = Proxy::start(
+        &config(
+            optional,
+            backend.addr,
+            r#"{ from = ["127.0.0.7"], mode = "optional" }"#,
+        ),
+        &[optional],
+    )
+    .await;
+    assert!(exchange("127.0.0.8", optional, &[GET])
+        .await
+        .starts_with("HTTP/1.1 200"));
+    let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+    assert_eq!(h["x-forwarded-for"], "127.0.0.8");
+    assert!(exchange("127.0.0.7", optional, &[&with_header])
+        .await
+        .starts_with("HTTP/1.1 200"));
+    let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+}
