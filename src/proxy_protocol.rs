@@ -166,6 +166,63 @@ fn parse_v2(buf: &[u8]) -> Result<Parsed, PpError> {
     }
 }
 
+/// Which header a pool sends (`send_proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+/// The header that tells a server behind rampart who the client is: `src` the
+/// client, `dst` the address it connected to.
+pub fn header(version: Version, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let (src_ip, dst_ip) = match (src.ip().to_canonical(), dst.ip().to_canonical()) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (IpAddr::V4(a), IpAddr::V4(b)),
+        // one of each: both as IPv6 (v4-mapped)
+        (a, b) => (IpAddr::V6(to_v6(a)), IpAddr::V6(to_v6(b))),
+    };
+    match version {
+        Version::V1 => {
+            let proto = if src_ip.is_ipv4() { "TCP4" } else { "TCP6" };
+            format!(
+                "PROXY {proto} {src_ip} {dst_ip} {} {}\r\n",
+                src.port(),
+                dst.port()
+            )
+            .into_bytes()
+        }
+        Version::V2 => {
+            let mut h = V2_SIG.to_vec();
+            h.push(0x21); // version 2, PROXY
+            let mut body = Vec::with_capacity(36);
+            match (src_ip, dst_ip) {
+                (IpAddr::V4(a), IpAddr::V4(b)) => {
+                    h.push(0x11);
+                    body.extend_from_slice(&a.octets());
+                    body.extend_from_slice(&b.octets());
+                }
+                (a, b) => {
+                    h.push(0x21);
+                    body.extend_from_slice(&to_v6(a).octets());
+                    body.extend_from_slice(&to_v6(b).octets());
+                }
+            }
+            body.extend_from_slice(&src.port().to_be_bytes());
+            body.extend_from_slice(&dst.port().to_be_bytes());
+            h.extend_from_slice(&(body.len() as u16).to_be_bytes());
+            h.extend_from_slice(&body);
+            h
+        }
+    }
+}
+
+fn to_v6(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+        IpAddr::V6(a) => a,
+    }
+}
+
 /// An IP network: `10.0.0.0/8`, `2001:db8::/32`, or one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -402,6 +459,32 @@ mod tests {
             };
             v.extend((0..n).map(|_| rng.u8(..)));
             let _ = parse(&v);
+        }
+    }
+
+    #[test]
+    fn what_is_sent_parses_back() {
+        let pairs = [
+            ("192.0.2.7:51234", "198.51.100.1:443"),
+            ("[2001:db8::1]:1", "[2001:db8::2]:2"),
+            ("192.0.2.7:9", "[2001:db8::2]:2"),
+        ];
+        for (src, dst) in pairs {
+            let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+            for v in [Version::V1, Version::V2] {
+                let h = header(v, src, dst);
+                match parse(&h) {
+                    Ok(Parsed::Header {
+                        len,
+                        source: Some(s),
+                    }) => {
+                        assert_eq!(len, h.len());
+                        assert_eq!(s.port(), src.port());
+                        assert_eq!(s.ip().to_canonical(), src.ip().to_canonical(), "{v:?}");
+                    }
+                    other => panic!("{v:?} {src} {dst}: {other:?}"),
+                }
+            }
         }
     }
 

@@ -159,3 +159,82 @@ async fn untrusted_missing_and_malformed_headers_are_refused_and_a_split_one_is_
     let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
     assert_eq!(h["x-forwarded-for"], "203.0.113.9");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_proxy_v1_and_v2_in_front_of_haproxy_accept_proxy_which_logs_the_client() {
+    let backend = Backend::start("b", free_addr("127.0.0.2")).await;
+    let front = free_addr("127.0.0.1");
+    let dir = temp_dir("haproxy-accept");
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 100\n  log stdout format raw local0\ndefaults\n  mode http\n  log global\n  option httplog\n  option forwardfor\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+             frontend fe\n  bind {front} accept-proxy\n  default_backend be\nbackend be\n  server b {}\n",
+            backend.addr
+        ),
+    )
+    .unwrap();
+    let log = dir.join("haproxy.log");
+    let mut haproxy = std::process::Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&cfg)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy is not installed: run scripts/test.sh, which installs it");
+    let (l1, l2) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let admin = free_addr("127.0.0.1");
+    let text = format!(
+        r#"[global]
+threads = 1
+[admin]
+bind = "{admin}"
+[[listener]]
+name = "t1"
+bind = ["{l1}"]
+mode = "tcp"
+pool = "pv1"
+[[listener]]
+name = "t2"
+bind = ["{l2}"]
+mode = "tcp"
+pool = "pv2"
+[[pool]]
+name = "pv1"
+send_proxy = "v1"
+  [[pool.server]]
+  address = "{front}"
+[[pool]]
+name = "pv2"
+send_proxy = "v2"
+  [[pool.server]]
+  address = "{front}"
+"#
+    );
+    let _p = Proxy::start(&text, &[l1, l2]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(front).await.is_err() {
+        assert!(Instant::now() < deadline, "haproxy did not listen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (version, listen, client) in [("v1", l1, "127.0.0.5"), ("v2", l2, "127.0.0.6")] {
+        let out = exchange(client, listen, &[GET]).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{version}: {out}");
+        let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+        // HAProxy saw the client rampart named, not rampart's own address
+        assert_eq!(h["x-forwarded-for"], client, "{version}");
+    }
+    // ... and logs it
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("127.0.0.5:") && text.contains("127.0.0.6:") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "haproxy's log: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+}

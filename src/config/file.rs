@@ -311,6 +311,9 @@ pub struct PoolFile {
     /// A server that comes back UP ramps its weight from ~0 to full over this long.
     #[serde(default)]
     pub slow_start: Dur,
+    /// "v1" or "v2": send a PROXY protocol header first on every connection to
+    /// a server (tcp listeners).
+    pub send_proxy: Option<String>,
     #[serde(default, rename = "server")]
     pub servers: Vec<ServerFile>,
 }

@@ -81,6 +81,8 @@ pub struct PoolConfig {
     pub retry: RetryConfig,
     pub slow_start: Duration,
     pub servers: Vec<ServerConfig>,
+    /// A PROXY protocol header first on every server connection.
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
 }
 
 /// `[ha]`, validated.
@@ -648,7 +650,20 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
                 Err(e) => p.add(&sat.key("address"), e),
             }
         }
+        let send_proxy = match pf.send_proxy.as_deref() {
+            None => None,
+            Some("v1") => Some(crate::proxy_protocol::Version::V1),
+            Some("v2") => Some(crate::proxy_protocol::Version::V2),
+            Some(v) => {
+                p.add(
+                    &at.key("send_proxy"),
+                    format!("unknown version {v:?}: use \"v1\" or \"v2\""),
+                );
+                None
+            }
+        };
         pools.push(PoolConfig {
+            send_proxy,
             name: pf.name.clone(),
             balance: pf.balance,
             hash_key,
@@ -734,6 +749,24 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
         };
         if let Some(u) = used_pools.get_mut(pool) {
             *u = true;
+        }
+        let sends_proxy = |ix: usize| pools.get(ix).filter(|pc| pc.send_proxy.is_some());
+        if lf.mode == Mode::Http {
+            let route_pools = lf
+                .routes
+                .iter()
+                .filter_map(|r| pool_index.get(r.pool.as_str()));
+            for ix in std::iter::once(&pool).chain(route_pools) {
+                if let Some(pc) = sends_proxy(*ix) {
+                    p.add(
+                        &at.key("pool"),
+                        format!(
+                            "pool {:?} sends the PROXY protocol (send_proxy), which rampart does from tcp listeners only: an http listener shares backend connections between clients",
+                            pc.name
+                        ),
+                    );
+                }
+            }
         }
         if lf.mode == Mode::Tcp {
             if !lf.routes.is_empty() {
@@ -1336,6 +1369,35 @@ name = "api"
         let p = problem(&GOOD.replace("threads = 1", "threads = 1\nthreadz = 2"));
         assert_eq!(p.line, Some(4));
         assert!(p.message.contains("threadz"), "{}", p.message);
+    }
+
+    #[test]
+    fn proxy_protocol_keys_are_checked() {
+        let p = problem(&GOOD.replace(
+            "name = \"api\"\n  [[pool.server]]",
+            "name = \"api\"\nsend_proxy = \"v2\"\n  [[pool.server]]",
+        ));
+        assert_eq!(p.key, "listener[0].pool");
+        assert!(p.message.contains("tcp listeners only"), "{}", p.message);
+        let p = problem(&GOOD.replace(
+            "pool = \"api\"\n  [[listener.route]]",
+            "pool = \"api\"\nproxy_protocol = { from = [\"10.0.0.0/40\"] }\n  [[listener.route]]",
+        ));
+        assert_eq!(p.key, "listener[0].proxy_protocol.from[0]");
+        let p = problem(&GOOD.replace(
+            "pool = \"api\"\n  [[listener.route]]",
+            "pool = \"api\"\nproxy_protocol = { mode = \"optional\" }\n  [[listener.route]]",
+        ));
+        assert_eq!(p.key, "listener[0].proxy_protocol.from");
+        let c = parse(
+            &GOOD.replace(
+                "pool = \"api\"\n  [[listener.route]]",
+                "pool = \"api\"\nproxy_protocol = { from = [\"10.0.0.0/8\"], mode = \"off\" }\n  [[listener.route]]",
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        assert!(c.listeners[0].proxy_protocol.is_none());
     }
 
     #[test]

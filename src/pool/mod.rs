@@ -429,6 +429,7 @@ pub struct Pool {
     pub breaker: BreakerConfig,
     pub retry: RetryConfig,
     pub slow_start: Duration,
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
     pub servers: Vec<Server>,
     pub shared: Arc<PoolShared>,
     balancer: Balancer,
@@ -482,6 +483,7 @@ impl Pool {
             breaker: cfg.breaker,
             retry: cfg.retry.clone(),
             slow_start: cfg.slow_start,
+            send_proxy: cfg.send_proxy,
             balancer: Balancer::new(cfg.balance, &weights, &ids),
             servers,
             shared,
@@ -833,6 +835,7 @@ mod tests {
             },
             slow_start,
             servers: Vec::new(),
+            send_proxy: None,
         };
         let members = servers
             .iter()

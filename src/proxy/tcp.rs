@@ -87,6 +87,17 @@ pub async fn serve(
         }
     };
     let server = guard.server();
+    if let Some(v) = pool.send_proxy {
+        // who the client is, for a server behind us that reads the PROXY protocol
+        let dst = client.local_addr().unwrap_or(bound);
+        let header = crate::proxy_protocol::header(v, peer, dst);
+        if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut backend, &header).await {
+            tracing::debug!(pool = %pool.name, error = %e, "cannot send the PROXY header");
+            server.state.response_errors.fetch_add(1, Ordering::Relaxed);
+            log(Some(&server.id), Some(connect), 0, 0, End::ServerAbort);
+            return;
+        }
+    }
     let out = relay(&mut client, &mut backend, pool.server_timeout).await;
     server
         .state
