@@ -183,7 +183,11 @@ async fn send_proxy_v1_and_v2_in_front_of_haproxy_accept_proxy_which_logs_the_cl
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("haproxy is not installed: run scripts/test.sh, which installs it");
-    let (l1, l2) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let (l1, l2, l3) = (
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+    );
     let admin = free_addr("127.0.0.1");
     let text = format!(
         r#"[global]
@@ -200,6 +204,12 @@ name = "t2"
 bind = ["{l2}"]
 mode = "tcp"
 pool = "pv2"
+[[listener]]
+name = "t3"
+bind = ["{l3}"]
+mode = "tcp"
+pool = "pv2"
+proxy_protocol = {{ from = ["127.0.0.1"], mode = "required" }}
 [[pool]]
 name = "pv1"
 send_proxy = "v1"
@@ -212,7 +222,7 @@ send_proxy = "v2"
   address = "{front}"
 "#
     );
-    let _p = Proxy::start(&text, &[l1, l2]).await;
+    let _p = Proxy::start(&text, &[l1, l2, l3]).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while tokio::net::TcpStream::connect(front).await.is_err() {
         assert!(Instant::now() < deadline, "haproxy did not listen");
@@ -225,6 +235,17 @@ send_proxy = "v2"
         // HAProxy saw the client rampart named, not rampart's own address
         assert_eq!(h["x-forwarded-for"], client, "{version}");
     }
+    // a tcp listener that accepts the PROXY protocol passes the client it was
+    // told about on: HAProxy -> rampart -> HAProxy keeps the original client
+    let told = [
+        &b"PROXY TCP4 203.0.113.50 198.51.100.1 40000 80\r\n"[..],
+        GET,
+    ]
+    .concat();
+    let out = exchange("127.0.0.1", l3, &[&told]).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+    assert_eq!(h["x-forwarded-for"], "203.0.113.50");
     // ... and logs it
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
