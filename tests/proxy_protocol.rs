@@ -35,6 +35,39 @@ async fn exchange(from: &str, to: SocketAddr, parts: &[&[u8]]) -> String {
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 
+/// A real HAProxy (Debian's) running `config`, its stdout in `log`, killed on
+/// drop; returns once it listens on every address of `wait_on`.
+struct HaProxy(std::process::Child);
+
+impl HaProxy {
+    async fn start(config: &str, log: &std::path::Path, wait_on: &[SocketAddr]) -> HaProxy {
+        let cfg = log.with_extension("cfg");
+        std::fs::write(&cfg, config).unwrap();
+        let child = std::process::Command::new("haproxy")
+            .args(["-db", "-f"])
+            .arg(&cfg)
+            .stdout(std::fs::File::create(log).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy is not installed: run scripts/test.sh, which installs it");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for a in wait_on {
+            while tokio::net::TcpStream::connect(a).await.is_err() {
+                assert!(Instant::now() < deadline, "haproxy did not listen on {a}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        HaProxy(child)
+    }
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_haproxy_send_proxy_v1_and_v2_the_original_client_is_the_client() {
     let backend = Backend::start("b", free_addr("127.0.0.2")).await;
@@ -50,30 +83,16 @@ async fn behind_haproxy_send_proxy_v1_and_v2_the_original_client_is_the_client()
     .await;
     let (v1, v2) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
     let dir = temp_dir("haproxy");
-    let cfg = dir.join("haproxy.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
+    let _haproxy = HaProxy::start(
+        &format!(
             "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
              frontend v1\n  bind {v1}\n  default_backend r1\nbackend r1\n  server r {listen} send-proxy\n\
              frontend v2\n  bind {v2}\n  default_backend r2\nbackend r2\n  server r {listen} send-proxy-v2\n"
         ),
+        &dir.join("haproxy.log"),
+        &[v1, v2],
     )
-    .unwrap();
-    let mut haproxy = std::process::Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("haproxy is not installed: run scripts/test.sh, which installs it");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for a in [v1, v2] {
-        while tokio::net::TcpStream::connect(a).await.is_err() {
-            assert!(Instant::now() < deadline, "haproxy did not listen on {a}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    .await;
     for (version, front, client) in [("v1", v1, "127.0.0.5"), ("v2", v2, "127.0.0.6")] {
         let out = exchange(client, front, &[GET]).await;
         assert!(out.starts_with("HTTP/1.1 200"), "{version}: {out}");
@@ -81,8 +100,6 @@ async fn behind_haproxy_send_proxy_v1_and_v2_the_original_client_is_the_client()
         // HAProxy connected from 127.0.0.1; the client it names is the client
         assert_eq!(h["x-forwarded-for"], client, "{version}");
     }
-    let _ = haproxy.kill();
-    let _ = haproxy.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,24 +182,17 @@ async fn send_proxy_v1_and_v2_in_front_of_haproxy_accept_proxy_which_logs_the_cl
     let backend = Backend::start("b", free_addr("127.0.0.2")).await;
     let front = free_addr("127.0.0.1");
     let dir = temp_dir("haproxy-accept");
-    let cfg = dir.join("haproxy.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
+    let log = dir.join("haproxy.log");
+    let _haproxy = HaProxy::start(
+        &format!(
             "global\n  maxconn 100\n  log stdout format raw local0\ndefaults\n  mode http\n  log global\n  option httplog\n  option forwardfor\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
              frontend fe\n  bind {front} accept-proxy\n  default_backend be\nbackend be\n  server b {}\n",
             backend.addr
         ),
+        &log,
+        &[front],
     )
-    .unwrap();
-    let log = dir.join("haproxy.log");
-    let mut haproxy = std::process::Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(&cfg)
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("haproxy is not installed: run scripts/test.sh, which installs it");
+    .await;
     let (l1, l2, l3) = (
         free_addr("127.0.0.1"),
         free_addr("127.0.0.1"),
@@ -223,11 +233,6 @@ send_proxy = "v2"
 "#
     );
     let _p = Proxy::start(&text, &[l1, l2, l3]).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(front).await.is_err() {
-        assert!(Instant::now() < deadline, "haproxy did not listen");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     for (version, listen, client) in [("v1", l1, "127.0.0.5"), ("v2", l2, "127.0.0.6")] {
         let out = exchange(client, listen, &[GET]).await;
         assert!(out.starts_with("HTTP/1.1 200"), "{version}: {out}");
@@ -256,6 +261,4 @@ send_proxy = "v2"
         assert!(Instant::now() < deadline, "haproxy's log: {text}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = haproxy.kill();
-    let _ = haproxy.wait();
 }
