@@ -36,8 +36,9 @@ async fn exchange(from: &str, to: SocketAddr, parts: &[&[u8]]) -> String {
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 
 /// A real HAProxy (Debian's) running `config`, its stdout in `log`, killed on
-/// drop; returns once it listens on every address of `wait_on`.
-struct HaProxy(std::process::Child);
+/// drop (and `log`'s folder removed); returns once it listens on every address
+/// of `wait_on`.
+struct HaProxy(std::process::Child, std::path::PathBuf);
 
 impl HaProxy {
     async fn start(config: &str, log: &std::path::Path, wait_on: &[SocketAddr]) -> HaProxy {
@@ -57,7 +58,7 @@ impl HaProxy {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        HaProxy(child)
+        HaProxy(child, log.parent().unwrap().to_path_buf())
     }
 }
 
@@ -65,6 +66,7 @@ impl Drop for HaProxy {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
