@@ -214,11 +214,6 @@ impl Control {
         Ok(c)
     }
 
-    /// The current config.
-    pub fn config(&self) -> &Arc<Config> {
-        &self.cfg
-    }
-
     pub async fn run(mut self, mut rx: ControlRx, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -658,22 +653,19 @@ fn diff(old: &Config, new: &Config, cur: &Snapshot, next: &Snapshot, starting: b
     if starting {
         return d;
     }
-    let by_name = |c: &Config| -> HashMap<String, config::PoolConfig> {
-        c.pools
-            .iter()
-            .map(|p| (p.name.clone(), p.clone()))
-            .collect()
-    };
+    fn by_name(c: &Config) -> HashMap<&str, &config::PoolConfig> {
+        c.pools.iter().map(|p| (p.name.as_str(), p)).collect()
+    }
     let (op, np) = (by_name(old), by_name(new));
     for p in &new.pools {
-        match op.get(&p.name) {
+        match op.get(p.name.as_str()) {
             None => d.pools.added.push(p.name.clone()),
-            Some(o) if o != p => d.pools.changed.push(p.name.clone()),
+            Some(o) if *o != p => d.pools.changed.push(p.name.clone()),
             _ => {}
         }
     }
     for p in &old.pools {
-        if !np.contains_key(&p.name) {
+        if !np.contains_key(p.name.as_str()) {
             d.pools.removed.push(p.name.clone());
         }
     }

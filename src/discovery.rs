@@ -416,8 +416,7 @@ impl Watches {
 
     /// Makes the running watches those of `cfg`, resolved through `disc`. A new
     /// resolver restarts every watch (each keeps its members); `first_wait` says
-    /// when a started watch resolves first (absent: at once). Returns the keys
-    /// whose watch was stopped.
+    /// when a started watch resolves first (absent: at once).
     pub fn sync(
         &mut self,
         cfg: &Config,
@@ -425,7 +424,7 @@ impl Watches {
         shared: &Arc<Shared>,
         discovered: &Discovered,
         first_wait: &FirstWait,
-    ) -> Vec<DnsKey> {
+    ) {
         let same = match (&self.disc, &disc) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
@@ -454,7 +453,7 @@ impl Watches {
             }
         }
         let Some(disc) = &self.disc else {
-            return stopped;
+            return;
         };
         for key in wanted {
             if self.running.contains_key(&key) {
@@ -481,7 +480,6 @@ impl Watches {
                 span,
             ));
         }
-        stopped
     }
 }
 

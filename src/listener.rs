@@ -88,17 +88,6 @@ impl Limit {
         }
     }
 
-    pub fn max(&self) -> Option<usize> {
-        match self.max.load(Ordering::Relaxed) {
-            usize::MAX => None,
-            m => Some(m),
-        }
-    }
-
-    pub fn active(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
-    }
-
     fn try_take(&self) -> bool {
         let max = self.max.load(Ordering::SeqCst);
         self.active
@@ -432,20 +421,19 @@ impl ListenerSet {
     /// Starts accepting on the prepared sockets and stops the addresses that `cfg`
     /// no longer has: they stop accepting at once, their connections finish their
     /// in-flight requests and close, and whatever is still open after `grace` is
-    /// closed. Call after the snapshot of `cfg` is live. Returns (added, removed).
+    /// closed. Call after the snapshot of `cfg` is live.
     pub fn commit(
         &mut self,
         prepared: Prepared,
         cfg: &Config,
         shared: &Arc<Shared>,
         grace: Duration,
-    ) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+    ) {
         let wanted: HashSet<SocketAddr> = cfg
             .listeners
             .iter()
             .flat_map(|l| l.binds.iter().copied())
             .collect();
-        let mut removed = Vec::new();
         let closing = &mut self.closing;
         self.bound.retain(|addr, b| {
             if wanted.contains(addr) {
@@ -460,10 +448,8 @@ impl ListenerSet {
                 tokio::time::sleep(grace).await;
                 kill.cancel();
             });
-            removed.push(*addr);
             false
         });
-        let mut added = Vec::new();
         for (addr, name, sockets) in prepared.new {
             use std::os::fd::AsRawFd;
             let mut b = Bound {
@@ -500,7 +486,6 @@ impl ListenerSet {
                 .map(|l| l.mode);
             tracing::info!(listener = %b.listener, %addr, ?mode, "listening");
             self.bound.insert(addr, b);
-            added.push(addr);
         }
         // Taken over but not wanted: closed now.
         self.inherited.clear();
@@ -514,6 +499,5 @@ impl ListenerSet {
                 }
             }
         }
-        (added, removed)
     }
 }
