@@ -11,44 +11,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A config: listener "web" on `binds` to pool "api" of `servers` (address,
+/// A config: listener "web" on `listen` to pool "api" of `servers` (address,
 /// weight), plus whatever `extra` adds at the end (pools, listeners).
 fn config(
-    binds: &[SocketAddr],
+    listen: SocketAddr,
     admin: SocketAddr,
     api_extra: &str,
     servers: &[(SocketAddr, u32)],
     extra: &str,
 ) -> String {
-    let binds: Vec<String> = binds.iter().map(|b| format!("\"{b}\"")).collect();
-    let mut s = format!(
-        r#"[global]
-threads = 2
-shutdown_grace = "5s"
-access_log = "off"
+    let global = "threads = 2\nshutdown_grace = \"5s\"\naccess_log = \"off\"\n";
+    http_config_at(listen, admin, global, api_extra, servers) + extra
+}
 
-[admin]
-bind = "{admin}"
-
-[[listener]]
-name = "web"
-bind = [{binds}]
-mode = "http"
-pool = "api"
-
-[[pool]]
-name = "api"
-{api_extra}
-"#,
-        binds = binds.join(", ")
-    );
-    for (a, w) in servers {
-        s.push_str(&format!(
-            "  [[pool.server]]\n  address = \"{a}\"\n  weight = {w}\n"
-        ));
-    }
-    s.push_str(extra);
-    s
+/// A listener `name` on `bind` with a pool of its own (also `name`) of `server`.
+fn listener_with_pool(name: &str, bind: SocketAddr, mode: &str, server: SocketAddr) -> String {
+    format!(
+        "\n[[listener]]\nname = \"{name}\"\nbind = [\"{bind}\"]\nmode = \"{mode}\"\npool = \"{name}\"\n\n[[pool]]\nname = \"{name}\"\n  [[pool.server]]\n  address = \"{server}\"\n"
+    )
 }
 
 async fn reload_api(admin: SocketAddr) -> (hyper::StatusCode, Value) {
@@ -149,7 +129,7 @@ async fn a_bad_config_is_refused_with_its_key_and_the_old_one_keeps_serving() {
     let (a, b) = two_pods().await;
     let listen = free_addr("127.0.0.1");
     let admin = free_addr("127.0.0.1");
-    let good = config(&[listen], admin, "", &[(a.addr, 1)], "");
+    let good = config(listen, admin, "", &[(a.addr, 1)], "");
     let p = Proxy::start(&good, &[listen, admin]).await;
     assert_eq!(generation(admin).await, 1);
     let load = Load::start(format!("http://{listen}/"));
@@ -182,8 +162,7 @@ async fn a_bad_config_is_refused_with_its_key_and_the_old_one_keeps_serving() {
         ),
         (
             "an address that cannot be bound",
-            config(
-                &[listen],
+            config(listen,
                 admin,
                 "",
                 &[(a.addr, 1)],
@@ -243,7 +222,7 @@ async fn a_bad_config_is_refused_with_its_key_and_the_old_one_keeps_serving() {
     assert_eq!(b.requests(), 0);
 
     // A good file then applies: the pool now has b instead of a.
-    std::fs::write(&p.config, config(&[listen], admin, "", &[(b.addr, 1)], "")).unwrap();
+    std::fs::write(&p.config, config(listen, admin, "", &[(b.addr, 1)], "")).unwrap();
     let (st, r) = reload_api(admin).await;
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["generation"], 2);
@@ -312,7 +291,7 @@ async fn down_and_drained_servers_stay_so_through_20_reloads() {
             String::new()
         };
         config(
-            &[listen],
+            listen,
             admin,
             &health,
             &[(a.addr, 1 + (i as u32 % 2)), (b.addr, 1), (c.addr, 1)],
@@ -378,11 +357,7 @@ async fn a_listener_that_moves_drains_the_old_address_and_serves_the_new_one() {
     let old = free_addr("127.0.0.1");
     let new = free_addr("127.0.0.1");
     let admin = free_addr("127.0.0.1");
-    let p = Proxy::start(
-        &config(&[old], admin, "", &[(a.addr, 1)], ""),
-        &[old, admin],
-    )
-    .await;
+    let p = Proxy::start(&config(old, admin, "", &[(a.addr, 1)], ""), &[old, admin]).await;
     // A kept-alive connection on the old address, with a request in flight.
     let c = client();
     let slow = {
@@ -393,7 +368,7 @@ async fn a_listener_that_moves_drains_the_old_address_and_serves_the_new_one() {
         a.stats.active.load(Ordering::SeqCst) == 1
     })
     .await;
-    std::fs::write(&p.config, config(&[new], admin, "", &[(a.addr, 1)], "")).unwrap();
+    std::fs::write(&p.config, config(new, admin, "", &[(a.addr, 1)], "")).unwrap();
     let (st, r) = reload_api(admin).await;
     assert_eq!(st, 200, "{r}");
     assert!(r["summary"].as_str().unwrap().contains("~web"), "{r}");
@@ -418,16 +393,13 @@ async fn an_unchanged_listener_never_refuses_a_connection_across_20_reloads() {
     let admin = free_addr("127.0.0.1");
     let other = free_addr("127.0.0.1");
     let version = |i: usize| {
-        // every other version adds a listener and a pool, and moves a route
+        // every other version adds a tcp listener with its own pool
         let extra = if i % 2 == 1 {
-            format!(
-                "\n[[listener]]\nname = \"other\"\nbind = [\"{other}\"]\nmode = \"tcp\"\npool = \"second\"\n\n[[pool]]\nname = \"second\"\n  [[pool.server]]\n  address = \"{}\"\n",
-                b.addr
-            )
+            listener_with_pool("other", other, "tcp", b.addr)
         } else {
             String::new()
         };
-        config(&[listen], admin, "", &[(a.addr, 1)], &extra)
+        config(listen, admin, "", &[(a.addr, 1)], &extra)
     };
     let p = Proxy::start(&version(0), &[listen, admin]).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -474,7 +446,7 @@ async fn a_configmap_style_symlink_swap_is_picked_up_by_watch_config() {
     let listen = free_addr("127.0.0.1");
     let admin = free_addr("127.0.0.1");
     let text = |server: SocketAddr| {
-        config(&[listen], admin, "", &[(server, 1)], "").replace(
+        config(listen, admin, "", &[(server, 1)], "").replace(
             "access_log = \"off\"",
             "access_log = \"off\"\nwatch_config = true",
         )
@@ -562,20 +534,11 @@ async fn a_thousand_reloads_keep_memory_and_fds_flat_and_forget_removed_pools() 
     let admin = free_addr("127.0.0.1");
     let version = |i: usize| {
         let extra = if i % 2 == 1 {
-            format!(
-                "\n[[listener]]\nname = \"extra\"\nbind = [\"{extra_listen}\"]\nmode = \"http\"\npool = \"extra\"\n\n[[pool]]\nname = \"extra\"\n  [[pool.server]]\n  address = \"{}\"\n",
-                b.addr
-            )
+            listener_with_pool("extra", extra_listen, "http", b.addr)
         } else {
             String::new()
         };
-        config(
-            &[listen],
-            admin,
-            "",
-            &[(a.addr, 1 + (i as u32 % 3))],
-            &extra,
-        )
+        config(listen, admin, "", &[(a.addr, 1 + (i as u32 % 3))], &extra)
     };
     let p = Proxy::start(&version(0), &[listen, admin]).await;
     let c = client();
@@ -961,7 +924,7 @@ async fn a_lowered_connection_limit_applies_at_once_and_cuts_nothing() {
     let listen = free_addr("127.0.0.1");
     let admin = free_addr("127.0.0.1");
     let text = |max: usize| {
-        config(&[listen], admin, "", &[(a.addr, 1)], "").replace(
+        config(listen, admin, "", &[(a.addr, 1)], "").replace(
             "threads = 2",
             &format!("threads = 2\nmax_connections = {max}"),
         )
@@ -1022,7 +985,7 @@ async fn a_removed_addresss_tunnel_outlives_the_reload_until_its_grace_is_over()
     let new = free_addr("127.0.0.1");
     let admin = free_addr("127.0.0.1");
     let text = |bind: SocketAddr| {
-        config(&[bind], admin, "", &[(a.addr, 1)], "")
+        config(bind, admin, "", &[(a.addr, 1)], "")
             .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"1s\"")
     };
     let p = Proxy::start(&text(old), &[old, admin]).await;

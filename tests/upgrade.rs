@@ -19,34 +19,10 @@ fn config(
     servers: &[SocketAddr],
     tcp: Option<(SocketAddr, SocketAddr)>,
 ) -> String {
-    let mut s = format!(
-        r#"[global]
-threads = 2
-shutdown_grace = "5s"
-access_log = "off"
-
-[admin]
-bind = "{admin}"
-
-[[listener]]
-name = "web"
-bind = ["{listen}"]
-mode = "http"
-pool = "api"
-
-[[pool]]
-name = "api"
-  [pool.health]
-  kind = "http"
-  path = "/health"
-  interval = "300ms"
-  rise = 2
-  fall = 1
-"#
-    );
-    for a in servers {
-        s.push_str(&format!("  [[pool.server]]\n  address = \"{a}\"\n"));
-    }
+    let global = "threads = 2\nshutdown_grace = \"5s\"\naccess_log = \"off\"\n";
+    let health = "  [pool.health]\n  kind = \"http\"\n  path = \"/health\"\n  interval = \"300ms\"\n  rise = 2\n  fall = 1";
+    let servers: Vec<(SocketAddr, u32)> = servers.iter().map(|a| (*a, 1)).collect();
+    let mut s = http_config_at(listen, admin, global, health, &servers);
     if let Some((listen, echo)) = tcp {
         s.push_str(&format!(
             "\n[[listener]]\nname = \"tcp\"\nbind = [\"{listen}\"]\nmode = \"tcp\"\npool = \"echo\"\n\n[[pool]]\nname = \"echo\"\n  [[pool.server]]\n  address = \"{echo}\"\n"
