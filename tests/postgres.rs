@@ -234,10 +234,15 @@ connect_timeout = "1s"
         health("replica")
     );
     let p = Proxy::start(&cfg, &[l_primary, l_replica]).await;
+    // each node is UP in its role's pool and refused in the other's (the two
+    // checks of a node finish in either order: wait for all four results)
     wait_for(
         Duration::from_secs(10),
         "each role found on its node",
-        || p.stderr().matches("server is UP").count() >= 2,
+        || {
+            let log = p.stderr();
+            log.matches("server is UP").count() >= 2 && log.contains("role mismatch")
+        },
     )
     .await;
     assert!(
