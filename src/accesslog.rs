@@ -54,6 +54,8 @@ pub struct Entry<'a> {
     pub connect: Option<Duration>,
     pub total: Duration,
     pub end: End,
+    /// The client connection's TLS (a TLS listener).
+    pub tls: Option<&'a crate::tls::TlsInfo>,
 }
 
 enum Msg {
@@ -189,7 +191,20 @@ fn format_text(e: &Entry<'_>) -> String {
         }
         None => s.push_str(" connect_ms=-"),
     }
-    let _ = writeln!(s, " total_ms={} end={}", ms(e.total), e.end.as_str());
+    let _ = write!(s, " total_ms={} end={}", ms(e.total), e.end.as_str());
+    if let Some(t) = e.tls {
+        let _ = write!(
+            s,
+            " tls={} cipher={} sni={}",
+            t.version,
+            t.cipher,
+            t.sni.as_deref().unwrap_or("-")
+        );
+        if let Some(sub) = &t.client_subject {
+            let _ = write!(s, " client_cert={sub:?}");
+        }
+    }
+    s.push('\n');
     s
 }
 
@@ -209,6 +224,14 @@ struct JsonLine<'a> {
     connect_ms: Option<f64>,
     total_ms: f64,
     end: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cipher: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sni: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_cert: Option<&'a str>,
 }
 
 fn format_json(e: &Entry<'_>) -> String {
@@ -226,6 +249,10 @@ fn format_json(e: &Entry<'_>) -> String {
         connect_ms: e.connect.map(ms),
         total_ms: ms(e.total),
         end: e.end.as_str(),
+        tls: e.tls.map(|t| t.version),
+        cipher: e.tls.map(|t| t.cipher),
+        sni: e.tls.and_then(|t| t.sni.as_deref()),
+        client_cert: e.tls.and_then(|t| t.client_subject.as_deref()),
     };
     // Serializing plain fields cannot fail; an empty line would only be skipped.
     let mut s = serde_json::to_string(&line).unwrap_or_default();
@@ -312,6 +339,7 @@ mod tests {
             connect: Some(Duration::from_micros(310)),
             total: Duration::from_micros(1204),
             end: End::Ok,
+            tls: None,
         };
         let t = format_text(&e);
         assert!(t.contains("client=127.0.0.1:5000 listener=web pool=api server=127.0.0.2:8000 method=GET path=\"/x\" status=200 bytes_in=0 bytes_out=12 connect_ms=0.31 total_ms=1.204 end=ok"), "{t}");

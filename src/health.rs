@@ -121,7 +121,42 @@ pub async fn check_once(
     addr: SocketAddr,
     timeout: Duration,
 ) -> Result<String, CheckFailure> {
-    match tokio::time::timeout(timeout, check_inner(kind, addr, timeout)).await {
+    check_with(kind, addr, None, timeout).await
+}
+
+type CheckSender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+/// An HTTP/1.1 client connection for one check; its task is aborted however the
+/// check ends (timeout included).
+async fn http_handshake<S>(
+    stream: S,
+) -> Result<(CheckSender, tokio_util::task::AbortOnDropHandle<()>), CheckFailure>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| CheckFailure::Http(e.to_string()))?;
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok((sender, tokio_util::task::AbortOnDropHandle::new(task)))
+}
+
+/// TLS for the checks of a pool with `[pool.tls]`: the checks see the servers
+/// as requests do.
+pub type CheckTls = (crate::tls::PoolTls, rustls_pki_types::ServerName<'static>);
+
+/// As `check_once`; over TLS when `tls` is given (tcp: the handshake must
+/// succeed, certificate verified; http: the request goes over it).
+pub async fn check_with(
+    kind: &CheckKind,
+    addr: SocketAddr,
+    tls: Option<&CheckTls>,
+    timeout: Duration,
+) -> Result<String, CheckFailure> {
+    match tokio::time::timeout(timeout, check_inner(kind, addr, tls, timeout)).await {
         Ok(r) => r,
         Err(_) => Err(CheckFailure::Timeout(timeout)),
     }
@@ -130,13 +165,20 @@ pub async fn check_once(
 async fn check_inner(
     kind: &CheckKind,
     addr: SocketAddr,
+    tls: Option<&CheckTls>,
     timeout: Duration,
 ) -> Result<String, CheckFailure> {
     match kind {
         CheckKind::Tcp => {
-            tokio::net::TcpStream::connect(addr)
+            let stream = tokio::net::TcpStream::connect(addr)
                 .await
                 .map_err(|e| CheckFailure::Connect(e.to_string()))?;
+            if let Some((tls, name)) = tls {
+                tls.connect(name.clone(), stream)
+                    .await
+                    .map_err(|e| CheckFailure::Connect(format!("TLS: {e}")))?;
+                return Ok("TLS handshake ok".into());
+            }
             Ok("TCP connect ok".into())
         }
         CheckKind::Http {
@@ -149,12 +191,16 @@ async fn check_inner(
             let stream = tokio::net::TcpStream::connect(addr)
                 .await
                 .map_err(|e| CheckFailure::Connect(e.to_string()))?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-                    .await
-                    .map_err(|e| CheckFailure::Http(e.to_string()))?;
-            // aborted however this check ends (timeout included)
-            let _conn_task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn));
+            let (mut sender, _conn_task) = match tls {
+                None => http_handshake(stream).await?,
+                Some((tls, name)) => {
+                    let s = tls
+                        .connect(name.clone(), stream)
+                        .await
+                        .map_err(|e| CheckFailure::Connect(format!("TLS: {e}")))?;
+                    http_handshake(s).await?
+                }
+            };
             let host = host.clone().unwrap_or_else(|| addr.to_string());
             let req = http::Request::builder()
                 .method(method.clone())
@@ -278,7 +324,14 @@ fn jittered(d: Duration) -> Duration {
 /// task carries a tracing span and writes only its member's health.
 pub struct HealthManager {
     /// Server uid -> its task and the settings it runs with.
-    tasks: HashMap<u64, (CancellationToken, Arc<HealthConfig>)>,
+    tasks: HashMap<
+        u64,
+        (
+            CancellationToken,
+            Arc<HealthConfig>,
+            Option<crate::tls::PoolTls>,
+        ),
+    >,
     cancel: CancellationToken,
     tracker: TaskTracker,
     /// Health flips are recorded in the state file.
@@ -310,30 +363,36 @@ impl HealthManager {
             let cfg = Arc::new(cfg.clone());
             for s in &pool.servers {
                 live.insert(s.state.uid);
-                if let Some((token, running)) = self.tasks.get(&s.state.uid) {
-                    if **running == *cfg {
+                if let Some((token, running, tls)) = self.tasks.get(&s.state.uid) {
+                    if **running == *cfg && *tls == pool.tls {
                         continue;
                     }
                     token.cancel();
                 }
                 let token = self.cancel.child_token();
-                self.tasks
-                    .insert(s.state.uid, (token.clone(), Arc::clone(&cfg)));
+                self.tasks.insert(
+                    s.state.uid,
+                    (token.clone(), Arc::clone(&cfg), pool.tls.clone()),
+                );
                 let span = tracing::info_span!("health", pool = %pool.name, server = %s.id);
                 let (addr, state, cfg) = (s.addr, Arc::clone(&s.state), Arc::clone(&cfg));
+                let tls = pool.tls.as_ref().map(|t| {
+                    let name = t.name_for(s.source.as_deref(), s.addr);
+                    (t.clone(), name)
+                });
                 let control = self.control.clone();
                 self.tracker.spawn(tracing::Instrument::instrument(
                     async move {
                         tokio::select! {
                             _ = token.cancelled() => {}
-                            _ = check_loop(addr, state, cfg, control) => {}
+                            _ = check_loop(addr, tls, state, cfg, control) => {}
                         }
                     },
                     span,
                 ));
             }
         }
-        self.tasks.retain(|uid, (token, _)| {
+        self.tasks.retain(|uid, (token, _, _)| {
             let keep = live.contains(uid);
             if !keep {
                 token.cancel();
@@ -343,7 +402,7 @@ impl HealthManager {
     }
 
     pub fn stop_all(&mut self) {
-        for (_, (t, _)) in self.tasks.drain() {
+        for (_, (t, _, _)) in self.tasks.drain() {
             t.cancel();
         }
     }
@@ -351,6 +410,7 @@ impl HealthManager {
 
 async fn check_loop(
     addr: SocketAddr,
+    tls: Option<CheckTls>,
     state: Arc<ServerState>,
     cfg: Arc<HealthConfig>,
     control: crate::control::ControlTx,
@@ -363,7 +423,7 @@ async fn check_loop(
             continue;
         }
         let started = Instant::now();
-        let result = check_once(&cfg.check, addr, cfg.timeout).await;
+        let result = check_with(&cfg.check, addr, tls.as_ref(), cfg.timeout).await;
         {
             use std::sync::atomic::Ordering::Relaxed;
             state.checks_total.fetch_add(1, Relaxed);

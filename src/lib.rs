@@ -23,6 +23,7 @@ pub mod router;
 pub mod snapshot;
 pub mod statefile;
 pub mod supervisor;
+pub mod tls;
 pub mod upgrade;
 pub mod upstream;
 

@@ -212,13 +212,23 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
             },
         };
         // The listener that owns this address now, in the current generation.
-        let (ls, mode, builders, scheme, pp) = {
+        let (ls, mode, builders, scheme, layers) = {
             let snap = ctx.shared.snapshot.load();
             let Some(l) = snap.listener_at(ctx.addr) else {
                 continue;
             };
-            let pp = l.proxy_protocol.clone();
-            (Arc::clone(&l.shared), l.mode, l.http.clone(), l.scheme, pp)
+            let layers = Layers {
+                pp: l.proxy_protocol.clone(),
+                tls: l.tls.clone(),
+                sni_peek: l.sni_peek,
+            };
+            (
+                Arc::clone(&l.shared),
+                l.mode,
+                l.http.clone(),
+                l.scheme,
+                layers,
+            )
         };
         // Accept first, then wait for a slot: while this loop waits with one
         // connection in hand, the rest stay in the kernel's backlog (not refused),
@@ -241,29 +251,36 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         }
         match (mode, builders) {
             (Mode::Http, Some(builders)) => {
-                let (shared, addr) = (Arc::clone(&ctx.shared), ctx.addr);
-                let (tracker, kill) = (ctx.tracker.clone(), ctx.kill.clone());
-                let drain = ctx.drain.clone();
-                let start = move |stream, peer, permits| {
-                    let conn = Arc::new(proxy::http::ConnCtx::new(
-                        shared,
-                        (addr, scheme),
-                        peer,
-                        (tracker, kill),
-                        permits,
-                    ));
-                    proxy::http::serve(stream, conn, builders, drain)
+                let addr = ctx.addr;
+                let http = HttpStart {
+                    shared: Arc::clone(&ctx.shared),
+                    addr,
+                    scheme,
+                    tracker: ctx.tracker.clone(),
+                    kill: ctx.kill.clone(),
+                    drain: ctx.drain.clone(),
+                    builders,
                 };
-                let h = match pp {
+                let h = if layers.is_none() {
                     // the usual case: the connection's own future, nothing wrapped
                     // around it (a wrapper cost ~1,500 instructions a connection)
-                    None => ctx.tracker.spawn(start(stream, peer, permits)),
-                    Some(pp) => ctx.tracker.spawn(async move {
+                    ctx.tracker.spawn(http.start(stream, peer, permits, None))
+                } else {
+                    ctx.tracker.spawn(async move {
                         let mut stream = stream;
-                        if let Some(peer) = client_of(&mut stream, peer, &pp, addr).await {
-                            start(stream, peer, permits).await
+                        let Some(peer) = layers.client(&mut stream, peer, addr).await else {
+                            return;
+                        };
+                        match &layers.tls {
+                            None => http.start(stream, peer, permits, None).await,
+                            Some(tls) => {
+                                let name = Arc::clone(&permits.listener().name);
+                                if let Some((s, info)) = tls.accept(stream, &name, peer).await {
+                                    http.start(s, peer, permits, Some(info)).await
+                                }
+                            }
                         }
-                    }),
+                    })
                 };
                 conns.push(h.abort_handle());
             }
@@ -272,12 +289,37 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                 let addr = ctx.addr;
                 let h = ctx.tracker.spawn(async move {
                     let mut stream = stream;
-                    let peer = match &pp {
-                        None => Some(peer),
-                        Some(pp) => client_of(&mut stream, peer, pp, addr).await,
+                    let Some(peer) = layers.client(&mut stream, peer, addr).await else {
+                        return;
                     };
-                    if let Some(peer) = peer {
-                        proxy::tcp::serve(stream, peer, shared, addr, permits.listener()).await;
+                    let local = stream.local_addr().unwrap_or(addr);
+                    let sni = match layers.sni_peek {
+                        None => None,
+                        Some(within) => match crate::tls::sni::peek(&stream, within).await {
+                            Ok(sni) => sni,
+                            Err(e) => {
+                                tracing::debug!(%addr, %peer, error = %e, "connection closed: no TLS ClientHello to route on");
+                                return;
+                            }
+                        },
+                    };
+                    let listener = permits.listener();
+                    let mut session = proxy::tcp::Session {
+                        peer,
+                        local,
+                        sni,
+                        tls: None,
+                    };
+                    match &layers.tls {
+                        None => proxy::tcp::serve(stream, session, shared, addr, listener).await,
+                        Some(tls) => {
+                            let Some((s, info)) = tls.accept(stream, &listener.name, peer).await
+                            else {
+                                return;
+                            };
+                            session.tls = Some(info);
+                            proxy::tcp::serve(s, session, shared, addr, listener).await
+                        }
                     }
                     drop(permits);
                 });
@@ -300,20 +342,72 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
     }
 }
 
-/// The client a new connection stands for: its peer, or the one its PROXY
-/// header names (where the listener accepts them). None: refused (a header from
-/// an untrusted source, a missing or malformed one); the connection is closed.
-async fn client_of(
-    stream: &mut tokio::net::TcpStream,
-    peer: SocketAddr,
-    pp: &crate::proxy_protocol::Accept,
+/// What an HTTP connection is started with.
+struct HttpStart {
+    shared: Arc<Shared>,
     addr: SocketAddr,
-) -> Option<SocketAddr> {
-    match crate::proxy_protocol::accept(stream, peer, pp).await {
-        Ok(client) => Some(client),
-        Err(e) => {
-            tracing::info!(%addr, %peer, error = %e, "connection refused: PROXY protocol");
-            None
+    scheme: &'static str,
+    tracker: TaskTracker,
+    kill: CancellationToken,
+    drain: CancellationToken,
+    builders: Arc<proxy::http::ServerBuilders>,
+}
+
+impl HttpStart {
+    fn start<S: proxy::io::ClientIo>(
+        self,
+        stream: S,
+        peer: SocketAddr,
+        permits: Permits,
+        tls: Option<crate::tls::TlsInfo>,
+    ) -> impl std::future::Future<Output = ()> {
+        let mut conn = proxy::http::ConnCtx::new(
+            self.shared,
+            (self.addr, self.scheme),
+            peer,
+            (self.tracker, self.kill),
+            permits,
+        );
+        if let Some(info) = tls {
+            conn = conn.with_tls(info);
+        }
+        proxy::http::serve(stream, Arc::new(conn), self.builders, self.drain)
+    }
+}
+
+/// The accept-time layers of a listener, between accept and the protocol:
+/// the PROXY header, then TLS (or, on a tcp listener that routes TLS it passes
+/// through, a peek at the ClientHello).
+struct Layers {
+    pp: Option<Arc<crate::proxy_protocol::Accept>>,
+    tls: Option<Arc<crate::tls::ServerTls>>,
+    sni_peek: Option<Duration>,
+}
+
+impl Layers {
+    fn is_none(&self) -> bool {
+        self.pp.is_none() && self.tls.is_none() && self.sni_peek.is_none()
+    }
+
+    /// The client a new connection stands for: its peer, or the one its PROXY
+    /// header names (where the listener accepts them). None: refused (a header
+    /// from an untrusted source, a missing or malformed one); the connection is
+    /// closed.
+    async fn client(
+        &self,
+        stream: &mut tokio::net::TcpStream,
+        peer: SocketAddr,
+        addr: SocketAddr,
+    ) -> Option<SocketAddr> {
+        let Some(pp) = &self.pp else {
+            return Some(peer);
+        };
+        match crate::proxy_protocol::accept(stream, peer, pp).await {
+            Ok(client) => Some(client),
+            Err(e) => {
+                tracing::info!(%addr, %peer, error = %e, "connection refused: PROXY protocol");
+                None
+            }
         }
     }
 }

@@ -19,6 +19,11 @@ pub struct Metrics {
     pub registry: Registry,
     request_duration: HistogramVec,
     connect_time: HistogramVec,
+    /// TLS handshakes on listeners, by listener, version and result.
+    pub tls_handshakes: IntCounterVec,
+    pub tls_handshake_duration: HistogramVec,
+    /// Failed TLS handshakes by listener and reason.
+    pub tls_failures: IntCounterVec,
 }
 
 const DURATION_BUCKETS: &[f64] = &[
@@ -52,7 +57,31 @@ pub fn global() -> &'static Metrics {
             &["pool"],
         )
         .unwrap_or_else(|e| unreachable_metric(e));
-        for c in [&request_duration, &connect_time] {
+        let tls_handshake_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "rampart_tls_handshake_duration_seconds",
+                "Time to complete a TLS handshake with a client, by listener",
+            )
+            .buckets(CONNECT_BUCKETS.to_vec()),
+            &["listener"],
+        )
+        .unwrap_or_else(|e| unreachable_metric(e));
+        for c in [&request_duration, &connect_time, &tls_handshake_duration] {
+            if let Err(e) = registry.register(Box::new(c.clone())) {
+                tracing::error!(error = %e, "cannot register a metric");
+            }
+        }
+        let tls_handshakes = counter(
+            "rampart_tls_handshakes_total",
+            "TLS handshakes with clients, by listener, protocol version and result (ok, failed)",
+            &["listener", "version", "result"],
+        );
+        let tls_failures = counter(
+            "rampart_tls_handshake_failures_total",
+            "Failed TLS handshakes with clients, by listener and reason",
+            &["listener", "reason"],
+        );
+        for c in [&tls_handshakes, &tls_failures] {
             if let Err(e) = registry.register(Box::new(c.clone())) {
                 tracing::error!(error = %e, "cannot register a metric");
             }
@@ -61,6 +90,9 @@ pub fn global() -> &'static Metrics {
             registry,
             request_duration,
             connect_time,
+            tls_handshakes,
+            tls_handshake_duration,
+            tls_failures,
         }
     })
 }
@@ -361,7 +393,19 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
             .with_label_values(&[p])
             .set(pool.servers.len() as i64);
     }
+    let expiry = gauge(
+        "rampart_tls_cert_expiry_timestamp_seconds",
+        "When a listener's certificate expires (notAfter, seconds since the epoch), by listener and certificate file",
+        &["listener", "cert"],
+    );
     for l in &snap.listeners {
+        if let Some(tls) = &l.tls {
+            for (cert, not_after) in &tls.certs {
+                expiry
+                    .with_label_values(&[&*l.name, cert.as_str()])
+                    .set(*not_after);
+            }
+        }
         let st = &l.shared;
         l_active
             .with_label_values(&[&*l.name])
@@ -506,6 +550,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(reloads.collect());
     out.extend(last_reload.collect());
     out.extend(dropped.collect());
+    out.extend(expiry.collect());
     // families with no samples (e.g. no DNS names) are left out
     out.retain(|f| !f.get_metric().is_empty());
     out

@@ -175,7 +175,12 @@ pub enum Version {
 
 /// The header that tells a server behind rampart who the client is: `src` the
 /// client, `dst` the address it connected to.
-pub fn header(version: Version, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+pub fn header(
+    version: Version,
+    src: SocketAddr,
+    dst: SocketAddr,
+    tls: Option<&crate::tls::TlsInfo>,
+) -> Vec<u8> {
     let (src_ip, dst_ip) = match (src.ip().to_canonical(), dst.ip().to_canonical()) {
         (IpAddr::V4(a), IpAddr::V4(b)) => (IpAddr::V4(a), IpAddr::V4(b)),
         // one of each: both as IPv6 (v4-mapped)
@@ -209,11 +214,52 @@ pub fn header(version: Version, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
             }
             body.extend_from_slice(&src.port().to_be_bytes());
             body.extend_from_slice(&dst.port().to_be_bytes());
+            if let Some(t) = tls {
+                ssl_tlvs(t, &mut body);
+            }
             h.extend_from_slice(&(body.len() as u16).to_be_bytes());
             h.extend_from_slice(&body);
             h
         }
     }
+}
+
+const PP2_TYPE_AUTHORITY: u8 = 0x02;
+const PP2_TYPE_SSL: u8 = 0x20;
+const PP2_SUBTYPE_SSL_VERSION: u8 = 0x21;
+const PP2_SUBTYPE_SSL_CN: u8 = 0x22;
+const PP2_SUBTYPE_SSL_CIPHER: u8 = 0x23;
+const PP2_CLIENT_SSL: u8 = 0x01;
+const PP2_CLIENT_CERT_CONN: u8 = 0x02;
+
+fn tlv(kind: u8, value: &[u8], out: &mut Vec<u8>) {
+    let len = value.len().min(u16::MAX as usize - 64);
+    out.push(kind);
+    out.extend_from_slice(&(len as u16).to_be_bytes());
+    out.extend_from_slice(&value[..len]);
+}
+
+/// What HAProxy sends with `send-proxy-v2-ssl-cn`: the SNI as the authority,
+/// then the SSL TLV (client flags, verify result, version, cipher and the
+/// client certificate's CN as sub-TLVs).
+fn ssl_tlvs(t: &crate::tls::TlsInfo, out: &mut Vec<u8>) {
+    if let Some(sni) = &t.sni {
+        tlv(PP2_TYPE_AUTHORITY, sni.as_bytes(), out);
+    }
+    let mut ssl = Vec::with_capacity(64);
+    let mut client = PP2_CLIENT_SSL;
+    if t.client_subject.is_some() {
+        client |= PP2_CLIENT_CERT_CONN;
+    }
+    ssl.push(client);
+    // verify: 0 = the client certificate (if any) was verified
+    ssl.extend_from_slice(&0u32.to_be_bytes());
+    tlv(PP2_SUBTYPE_SSL_VERSION, t.version.as_bytes(), &mut ssl);
+    tlv(PP2_SUBTYPE_SSL_CIPHER, t.cipher.as_bytes(), &mut ssl);
+    if let Some(cn) = &t.client_cn {
+        tlv(PP2_SUBTYPE_SSL_CN, cn.as_bytes(), &mut ssl);
+    }
+    tlv(PP2_TYPE_SSL, &ssl, out);
 }
 
 fn to_v6(ip: IpAddr) -> Ipv6Addr {
@@ -472,7 +518,7 @@ mod tests {
         for (src, dst) in pairs {
             let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
             for v in [Version::V1, Version::V2] {
-                let h = header(v, src, dst);
+                let h = header(v, src, dst, None);
                 match parse(&h) {
                     Ok(Parsed::Header {
                         len,

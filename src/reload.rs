@@ -1,4 +1,5 @@
-//! `[global] watch_config`: reload when the config file changes.
+//! `[global] watch_config`: reload when the config file, or a certificate,
+//! key or CA file it names, changes.
 //!
 //! A Kubernetes ConfigMap volume changes by an atomic swap of a symlinked
 //! directory (`rampart.toml -> ..data/rampart.toml`, `..data -> ..2026_11_29...`),
@@ -43,19 +44,39 @@ fn look(path: &Path) -> Option<Seen> {
     })
 }
 
-/// Watches `path` until `cancel`; asks the control task to reload after a change
-/// (only while the config in force says `watch_config = true`).
+/// The files a config is read from: the config file and the certificate,
+/// key and CA files it names.
+fn files(path: &Path, shared: &Shared) -> Vec<PathBuf> {
+    let mut v = vec![path.to_path_buf()];
+    v.extend(shared.config.load().tls_files());
+    v
+}
+
+/// Watches `path` and the files it names (certificates) until `cancel`; asks
+/// the control task to reload after a change (only while the config in force
+/// says `watch_config = true`).
 pub async fn watch_file(path: PathBuf, shared: Arc<Shared>, cancel: CancellationToken) {
-    let mut applied = look(&path);
-    let mut applied_bytes = std::fs::read(&path).ok();
+    let mut watched = files(&path, &shared);
+    let mut applied: Vec<Option<Seen>> = watched.iter().map(|p| look(p)).collect();
+    let mut applied_bytes: Vec<Option<Vec<u8>>> =
+        watched.iter().map(|p| std::fs::read(p).ok()).collect();
     // A change seen at the last look, waiting to be still for one more.
-    let mut pending: Option<Option<Seen>> = None;
+    let mut pending: Option<Vec<Option<Seen>>> = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(POLL) => {}
         }
-        let now = look(&path);
+        // a reload may have changed which certificate files the config names
+        let now_files = files(&path, &shared);
+        if now_files != watched {
+            watched = now_files;
+            applied = watched.iter().map(|p| look(p)).collect();
+            applied_bytes = watched.iter().map(|p| std::fs::read(p).ok()).collect();
+            pending = None;
+            continue;
+        }
+        let now: Vec<Option<Seen>> = watched.iter().map(|p| look(p)).collect();
         if now == applied {
             pending = None;
             continue;
@@ -70,14 +91,15 @@ pub async fn watch_file(path: PathBuf, shared: Arc<Shared>, cancel: Cancellation
         if !shared.config.load().global.watch_config {
             continue;
         }
-        let bytes = std::fs::read(&path).ok();
-        if bytes.is_none() || bytes == applied_bytes {
+        let bytes: Vec<Option<Vec<u8>>> = watched.iter().map(|p| std::fs::read(p).ok()).collect();
+        if bytes.iter().any(Option::is_none) || bytes == applied_bytes {
             // gone (a swap in progress: the next look sees the new one), or the
             // same text under a new inode
             continue;
         }
         applied_bytes = bytes;
-        tracing::info!(path = %path.display(), "config file changed; reloading");
+        let changed: Vec<String> = watched.iter().map(|p| p.display().to_string()).collect();
+        tracing::info!(files = ?changed, "config or certificate file changed; reloading");
         if shared
             .control
             .send(ControlMsg::Reload {

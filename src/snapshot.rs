@@ -42,6 +42,11 @@ pub struct ListenerRuntime {
     pub shared: Arc<ListenerShared>,
     /// PROXY protocol headers accepted before the protocol starts.
     pub proxy_protocol: Option<Arc<crate::proxy_protocol::Accept>>,
+    /// TLS terminated here (`[listener.tls]`).
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
+    /// tcp mode without TLS, with routes: the ClientHello's SNI is peeked (within
+    /// this long) and routed on.
+    pub sni_peek: Option<std::time::Duration>,
 }
 
 impl Snapshot {
@@ -151,7 +156,7 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
         name: Arc::from(l.name.as_str()),
         binds: l.binds.clone(),
         mode: l.mode,
-        scheme: "http",
+        scheme: if l.tls.is_some() { "https" } else { "http" },
         router: Router {
             routes: l.routes.clone(),
             default_pool: l.pool,
@@ -164,6 +169,12 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
         }),
         shared,
         proxy_protocol: l.proxy_protocol.clone().map(Arc::new),
+        tls: l
+            .tls
+            .as_ref()
+            .map(|t| Arc::new(crate::tls::ServerTls::new(t))),
+        sni_peek: (l.mode == Mode::Tcp && l.tls.is_none() && !l.routes.is_empty())
+            .then_some(l.request_header_timeout),
     }
 }
 

@@ -224,6 +224,75 @@ pub struct ListenerFile {
     /// `{ from = ["10.0.0.0/8"], mode = "required" }`: accept PROXY protocol
     /// headers (v1 and v2) from these sources.
     pub proxy_protocol: Option<ProxyProtocolFile>,
+    /// TLS terminated on this listener.
+    pub tls: Option<ListenerTlsFile>,
+}
+
+/// `[listener.tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsFile {
+    /// PEM files (chain and key in one), or `{ path, key }` pairs; the first is
+    /// the default certificate.
+    #[serde(default)]
+    pub cert: Vec<CertEntry>,
+    /// Default: ["h2", "http/1.1"] in http mode, none in tcp mode.
+    pub alpn: Option<Vec<String>>,
+    #[serde(default = "default_min_version")]
+    pub min_version: String,
+    pub client_ca: Option<String>,
+    pub client_auth: Option<String>,
+    #[serde(default = "default_true")]
+    pub session_tickets: bool,
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: Dur,
+    /// Refuse clients whose SNI no certificate has, instead of serving the default.
+    #[serde(default)]
+    pub strict_sni: bool,
+    /// Pass the verified client certificate's subject to backends in this header.
+    pub client_subject_header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum CertEntry {
+    Path(String),
+    Pair(CertPair),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertPair {
+    pub path: String,
+    pub key: Option<String>,
+}
+
+fn default_min_version() -> String {
+    "1.2".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_handshake_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+
+/// `[pool.tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolTlsFile {
+    /// A PEM file of CA certificates, or "system".
+    pub ca: Option<String>,
+    pub server_name: Option<String>,
+    /// A client certificate (chain and key, or with `key`).
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,6 +320,8 @@ fn default_client_timeout() -> Dur {
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
     pub host: Option<String>,
+    /// tcp mode: the server name of the client's TLS ClientHello (passthrough).
+    pub sni: Option<String>,
     pub path_prefix: Option<String>,
     pub pool: String,
 }
@@ -314,6 +385,8 @@ pub struct PoolFile {
     /// "v1" or "v2": send a PROXY protocol header first on every connection to
     /// a server (tcp listeners).
     pub send_proxy: Option<String>,
+    /// TLS to the servers.
+    pub tls: Option<PoolTlsFile>,
     #[serde(default, rename = "server")]
     pub servers: Vec<ServerFile>,
 }

@@ -3,6 +3,7 @@
 //! and the key (`listener[0].route[1].pool`) and says what is wrong.
 
 pub mod file;
+mod tls;
 
 use crate::router::{HostMatch, Route};
 pub use file::{AccessLogFormat, Balance, HashKey, Mode, OnEmpty, PgRole, Prefer};
@@ -62,6 +63,8 @@ pub struct ListenerConfig {
     pub routes: Vec<Route>,
     /// PROXY protocol headers accepted (None: off).
     pub proxy_protocol: Option<crate::proxy_protocol::Accept>,
+    /// TLS terminated here.
+    pub tls: Option<crate::tls::ListenerTls>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +86,8 @@ pub struct PoolConfig {
     pub servers: Vec<ServerConfig>,
     /// A PROXY protocol header first on every server connection.
     pub send_proxy: Option<crate::proxy_protocol::Version>,
+    /// TLS to the servers.
+    pub tls: Option<crate::tls::PoolTls>,
 }
 
 /// `[ha]`, validated.
@@ -323,17 +328,57 @@ impl fmt::Display for Problem {
     }
 }
 
+impl Config {
+    /// The certificate, key and CA files the config reads (a change to one is a
+    /// reason to reload).
+    pub fn tls_files(&self) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        for l in &self.listeners {
+            if let Some(t) = &l.tls {
+                for c in &t.certs {
+                    v.push(c.path.clone());
+                    v.extend(c.key_path.clone());
+                }
+                v.extend(t.client_ca.as_ref().map(|c| c.path.clone()));
+            }
+        }
+        for p in &self.pools {
+            if let Some(t) = &p.tls {
+                v.extend(
+                    t.ca.as_ref()
+                        .filter(|c| c.from_file())
+                        .map(|c| c.path.clone()),
+                );
+                if let Some(c) = &t.cert {
+                    v.push(c.path.clone());
+                    v.extend(c.key_path.clone());
+                }
+            }
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&src, &path.display().to_string())
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse_in(&src, &path.display().to_string(), base)
 }
 
-/// Parses and validates config text; `file` is only used in messages.
+/// Parses and validates config text; `file` is only used in messages. Relative
+/// paths in it (certificates) are relative to the working directory.
 pub fn parse(src: &str, file: &str) -> Result<Config, ConfigError> {
+    parse_in(src, file, Path::new("."))
+}
+
+/// As `parse`, with relative paths relative to `base` (the config file's folder).
+pub fn parse_in(src: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
     let invalid = |problems| ConfigError::Invalid {
         file: file.to_string(),
         problems,
@@ -350,7 +395,7 @@ pub fn parse(src: &str, file: &str) -> Result<Config, ConfigError> {
             message: e.message().trim().to_string(),
         }])
     })?;
-    validate(raw, src).map_err(invalid)
+    validate(raw, src, base).map_err(invalid)
 }
 
 /// A path into the TOML document, e.g. `listener[0].route[1].pool`.
@@ -486,7 +531,7 @@ fn key_at(src: &str, offset: usize) -> Option<String> {
     .then(|| k.to_string())
 }
 
-fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
+fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Problem>> {
     let mut p = Problems::new(src);
     let mut warnings = Vec::new();
     let root = KeyPath::default();
@@ -662,7 +707,12 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
                 None
             }
         };
+        let tls = pf
+            .tls
+            .as_ref()
+            .and_then(|t| tls::pool(t, &at.key("tls"), base, &mut p, &mut warnings));
         pools.push(PoolConfig {
+            tls,
             send_proxy,
             name: pf.name.clone(),
             balance: pf.balance,
@@ -769,10 +819,10 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
             }
         }
         if lf.mode == Mode::Tcp {
-            if !lf.routes.is_empty() {
+            if !lf.routes.is_empty() && lf.tls.is_some() {
                 p.add(
                     &at.index("route", 0),
-                    "routes are only used in mode = \"http\"",
+                    "a tcp listener routes by the SNI of TLS it passes through; with [listener.tls] it terminates TLS and has one pool",
                 );
             }
             if let Some(pc) = pools.get(pool) {
@@ -790,12 +840,38 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
         let mut routes = Vec::with_capacity(lf.routes.len());
         for (j, rf) in lf.routes.iter().enumerate() {
             let rat = at.index("route", j);
-            let host = match &rf.host {
+            let (match_key, pattern) = match lf.mode {
+                Mode::Http => {
+                    if rf.sni.is_some() {
+                        p.add(
+                            &rat.key("sni"),
+                            "sni routes are for tcp listeners (TLS passthrough); an http listener routes on host",
+                        );
+                    }
+                    ("host", &rf.host)
+                }
+                Mode::Tcp => {
+                    if rf.host.is_some() || rf.path_prefix.is_some() {
+                        p.add(
+                            &rat,
+                            "a tcp listener routes on sni (the server name of the TLS ClientHello), not host or path_prefix",
+                        );
+                    }
+                    if rf.sni.is_none() {
+                        p.add(
+                            &rat.key("sni"),
+                            "a tcp listener's route needs sni = \"name\" (or \"*.domain\")",
+                        );
+                    }
+                    ("sni", &rf.sni)
+                }
+            };
+            let host = match pattern {
                 None => None,
                 Some(h) => match HostMatch::parse(h) {
                     Ok(m) => Some(m),
                     Err(e) => {
-                        p.add(&rat.key("host"), e);
+                        p.add(&rat.key(match_key), e);
                         None
                     }
                 },
@@ -808,7 +884,7 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
                     );
                 }
             }
-            if rf.host.is_none() && rf.path_prefix.is_none() {
+            if lf.mode == Mode::Http && rf.host.is_none() && rf.path_prefix.is_none() {
                 warnings.push(format!(
                     "{rat}: a route with neither host nor path_prefix matches every request; later routes are never used"
                 ));
@@ -865,7 +941,12 @@ fn validate(raw: FileConfig, src: &str) -> Result<Config, Vec<Problem>> {
                 timeout: lf.request_header_timeout.0,
             })
         });
+        let tls = lf
+            .tls
+            .as_ref()
+            .and_then(|t| tls::listener(t, lf.mode, &at.key("tls"), base, &mut p, &mut warnings));
         listeners.push(ListenerConfig {
+            tls,
             name: lf.name.clone(),
             binds: lf.bind.iter().map(|a| a.0).collect(),
             mode: lf.mode,

@@ -430,6 +430,8 @@ pub struct Pool {
     pub retry: RetryConfig,
     pub slow_start: Duration,
     pub send_proxy: Option<crate::proxy_protocol::Version>,
+    /// TLS to the servers (`[pool.tls]`).
+    pub tls: Option<crate::tls::PoolTls>,
     pub servers: Vec<Server>,
     pub shared: Arc<PoolShared>,
     balancer: Balancer,
@@ -484,6 +486,7 @@ impl Pool {
             retry: cfg.retry.clone(),
             slow_start: cfg.slow_start,
             send_proxy: cfg.send_proxy,
+            tls: cfg.tls.clone(),
             balancer: Balancer::new(cfg.balance, &weights, &ids),
             servers,
             shared,
@@ -836,6 +839,7 @@ mod tests {
             slow_start,
             servers: Vec::new(),
             send_proxy: None,
+            tls: None,
         };
         let members = servers
             .iter()

@@ -12,6 +12,7 @@
 //! and accounting.
 
 use super::http::{self, ConnCtx, ProxyBody, ReqLog, ServerBuilders};
+use super::io::ClientIo;
 use super::lifecycle::{self, Lifecycle};
 use crate::accesslog::End;
 use crate::h1::{self, BodyProgress, Framing, HeadError, PooledBuf};
@@ -26,7 +27,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -65,8 +65,8 @@ struct Prepared {
 }
 
 /// Serves one client connection (see http::serve).
-pub async fn serve(
-    stream: TcpStream,
+pub async fn serve<S: ClientIo>(
+    stream: S,
     ctx: Arc<ConnCtx>,
     builders: Arc<ServerBuilders>,
     graceful: CancellationToken,
@@ -101,7 +101,7 @@ pub async fn serve(
             // then finds nothing and waits), and an idle connection must still
             // close at once on shutdown.
             let read = async {
-                client.readable().await?;
+                ClientIo::readable(&client).await?;
                 let b = buf.get_or_insert_with(PooledBuf::take);
                 if b.len() == b.capacity() {
                     b.reserve(h1::BUF_SIZE);
@@ -208,6 +208,10 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
     if let Some(why) = r.fallback {
         return Some(Step::Fallback(why));
     }
+    if ctx.tls.as_ref().is_some_and(|t| t.subject_header.is_some()) {
+        // hyper's path writes (and strips) the client certificate header
+        return Some(Step::Fallback("client certificate header"));
+    }
     let start = Instant::now();
     let Some(pool) = lifecycle::route(
         &ctx.shared,
@@ -223,6 +227,10 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
             close: r.close(),
         });
     };
+    if pool.tls.is_some() {
+        // TLS to the servers is hyper's (this path pools plain sockets)
+        return Some(Step::Fallback("TLS to the server"));
+    }
     let key = lifecycle::hash_key(&pool, ctx.peer.ip(), r.target, |h| r.header(h.as_str()));
     let log = ctx.shared.access_log.enabled().then(|| {
         // httparse accepted the method as a token, which is all Method needs.
@@ -292,8 +300,8 @@ fn read_response_start(
 /// While it waits for a server slot and for the response head, a client that
 /// closes its connection abandons the request (as on the hyper path): its slot is
 /// freed, the backend connection dropped and the access log says client_abort.
-async fn proxy(
-    client: &mut TcpStream,
+async fn proxy<S: ClientIo>(
+    client: &mut S,
     p: Prepared,
     graceful: &CancellationToken,
     client_timeout: Duration,
@@ -368,8 +376,8 @@ async fn proxy(
 /// Copies the response to the client: the head, then the body as it comes, until
 /// its framing says it is complete. The backend connection goes back to the pool
 /// only if the body ended exactly where its framing said.
-async fn forward(
-    client: &mut TcpStream,
+async fn forward<S: ClientIo>(
+    client: &mut S,
     ex: RawExchange,
     resp: RespStart,
     guard: ServerGuard,
@@ -446,7 +454,8 @@ async fn forward(
 /// Resolves when the client closes (or resets) its connection while its request
 /// is in flight. Bytes it sent meanwhile (a pipelined request) are left where
 /// they are; then this never resolves and the request simply goes on.
-async fn client_gone(client: &TcpStream) {
+async fn client_gone<S: ClientIo>(client: &S) {
+    let client = client.socket();
     // No system call until the socket is flagged readable.
     if client.readable().await.is_err() {
         return;
@@ -459,16 +468,16 @@ async fn client_gone(client: &TcpStream) {
 
 /// Writes to the client. A client that accepts nothing for `limit` is given up
 /// on; the timer is armed only when the socket cannot take everything at once.
-async fn send_client(client: &mut TcpStream, data: &[u8], limit: Duration) -> io::Result<()> {
-    let n = match client.try_write(data) {
-        Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-        Err(e) => return Err(e),
-    };
-    if n == data.len() {
+async fn send_client<S: ClientIo>(client: &mut S, data: &[u8], limit: Duration) -> io::Result<()> {
+    let n = client.write_now(data)?;
+    if n == data.len() && client.flushed() {
         return Ok(());
     }
-    match tokio::time::timeout(limit, client.write_all(&data[n..])).await {
+    let rest = async {
+        client.write_all(&data[n..]).await?;
+        client.flush().await
+    };
+    match tokio::time::timeout(limit, rest).await {
         Ok(r) => r,
         Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }
@@ -476,8 +485,8 @@ async fn send_client(client: &mut TcpStream, data: &[u8], limit: Duration) -> io
 
 /// Writes a response made by the proxy (no body for HEAD). Returns whether the
 /// connection stays open.
-async fn respond(
-    client: &mut TcpStream,
+async fn respond<S: ClientIo>(
+    client: &mut S,
     resp: Response<ProxyBody>,
     head: bool,
     close: bool,
@@ -519,17 +528,17 @@ fn serialize(resp: Response<ProxyBody>, head: bool, close: bool, out: &mut Vec<u
 /// return those first, then go to the socket. A write that makes no progress for
 /// `client_timeout` fails (hyper then closes the connection), except once the
 /// connection is a tunnel, whose own idle timeout governs.
-pub struct Prefixed {
+pub struct Prefixed<S> {
     pre: Option<PooledBuf>,
     pos: usize,
-    io: TcpStream,
+    io: S,
     ctx: Arc<ConnCtx>,
     client_timeout: Duration,
     /// Armed when a write has to wait; dropped when one makes progress.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl Prefixed {
+impl<S: ClientIo> Prefixed<S> {
     /// After a write attempt: a stall longer than client_timeout becomes an error.
     fn check_stall<T>(
         &mut self,
@@ -557,7 +566,7 @@ impl Prefixed {
     }
 }
 
-impl AsyncRead for Prefixed {
+impl<S: ClientIo> AsyncRead for Prefixed<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -578,7 +587,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: ClientIo> AsyncWrite for Prefixed<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -68,6 +67,8 @@ pub struct ConnCtx {
     /// This connection's slots under the connection limits and its place in the
     /// listener's count; a tunnel keeps them.
     pub(super) permits: crate::listener::Permits,
+    /// What its TLS negotiated (a TLS listener).
+    pub tls: Option<Arc<crate::tls::TlsInfo>>,
 }
 
 impl ConnCtx {
@@ -89,7 +90,15 @@ impl ConnCtx {
             tunnelled: std::sync::atomic::AtomicBool::new(false),
             permits,
             kill,
+            tls: None,
         }
+    }
+
+    /// The connection came over TLS: X-Forwarded-Proto is https.
+    pub fn with_tls(mut self, info: crate::tls::TlsInfo) -> ConnCtx {
+        self.proto = "https";
+        self.tls = Some(Arc::new(info));
+        self
     }
 
     /// The listener's name (for logs).
@@ -145,8 +154,8 @@ pub fn server_builders(
 /// after which in-flight requests finish and the connection closes. HTTP/1.1
 /// starts on the fast path (proxy/h1.rs), which hands the connection to hyper
 /// (`serve_hyper`) for HTTP/2 and for requests it does not take.
-pub async fn serve(
-    stream: TcpStream,
+pub async fn serve<S: super::io::ClientIo>(
+    stream: S,
     ctx: Arc<ConnCtx>,
     builders: Arc<ServerBuilders>,
     graceful: CancellationToken,
@@ -156,8 +165,8 @@ pub async fn serve(
 
 /// Serves the rest of a connection with hyper: `io` replays the bytes the fast
 /// path already read. `h2`: they start with the HTTP/2 connection preface.
-pub(super) async fn serve_hyper(
-    io: super::h1::Prefixed,
+pub(super) async fn serve_hyper<S: super::io::ClientIo>(
+    io: super::h1::Prefixed<S>,
     h2: bool,
     ctx: Arc<ConnCtx>,
     builders: &ServerBuilders,
@@ -617,6 +626,19 @@ fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx) {
     for n in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
         h.remove(n);
     }
+    // The client certificate's subject: only rampart writes that header.
+    if let Some(tls) = &ctx.tls {
+        if let Some(name) = &tls.subject_header {
+            h.remove(name);
+            if let Some(v) = tls
+                .client_subject
+                .as_deref()
+                .and_then(|s| HeaderValue::from_str(s).ok())
+            {
+                h.insert(name.clone(), v);
+            }
+        }
+    }
     let host = h.get(header::HOST).cloned();
     let xf = forwarded::XForwarded {
         prior_for: prior.as_deref(),
@@ -734,6 +756,7 @@ pub(super) struct ReqLog {
     /// Request body bytes sent to the server, counted by `ReqBody`.
     bytes_in: Arc<AtomicU64>,
     written: bool,
+    tls: Option<Arc<crate::tls::TlsInfo>>,
 }
 
 impl ReqLog {
@@ -757,6 +780,7 @@ impl ReqLog {
             start,
             bytes_in: Arc::default(),
             written: false,
+            tls: ctx.tls.clone(),
         }
     }
 
@@ -775,6 +799,7 @@ impl ReqLog {
             connect: self.connect,
             total: self.start.elapsed(),
             end,
+            tls: self.tls.as_deref(),
         });
     }
 }

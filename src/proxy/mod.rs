@@ -4,6 +4,7 @@
 
 pub mod h1;
 pub mod http;
+pub mod io;
 pub mod lifecycle;
 pub mod tcp;
 

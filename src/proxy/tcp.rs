@@ -16,20 +16,35 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 const BUF_SIZE: usize = 32 * 1024;
 
+/// Who a tcp session is for, as the accept-time layers found out.
+#[derive(Debug)]
+pub struct Session {
+    /// The client (its socket's peer, or the one its PROXY header names).
+    pub peer: SocketAddr,
+    /// The local address the client reached (for the PROXY header we send).
+    pub local: SocketAddr,
+    /// The server name of its TLS ClientHello (passthrough routing).
+    pub sni: Option<String>,
+    /// Its TLS, when this listener terminates it.
+    pub tls: Option<crate::tls::TlsInfo>,
+}
+
 /// Handles one TCP session accepted on `bound` for `listener`.
-pub async fn serve(
-    mut client: TcpStream,
-    peer: SocketAddr,
+pub async fn serve<S>(
+    mut client: S,
+    session: Session,
     shared: Arc<Shared>,
     bound: SocketAddr,
     listener: &Arc<ListenerShared>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let start = Instant::now();
-    let Some(pool) = lifecycle::route(&shared, listener, bound, None, "") else {
+    let peer = session.peer;
+    let Some(pool) = lifecycle::route(&shared, listener, bound, session.sni.as_deref(), "") else {
         return;
     };
     let listener_name = &listener.name;
@@ -47,6 +62,7 @@ pub async fn serve(
             connect,
             total: start.elapsed(),
             end,
+            tls: session.tls.as_ref(),
         })
     };
     // a tcp pool hashes on the client's address (the config allows no other key)
@@ -89,8 +105,7 @@ pub async fn serve(
     let server = guard.server();
     if let Some(v) = pool.send_proxy {
         // who the client is, for a server behind us that reads the PROXY protocol
-        let dst = client.local_addr().unwrap_or(bound);
-        let header = crate::proxy_protocol::header(v, peer, dst);
+        let header = crate::proxy_protocol::header(v, peer, session.local, session.tls.as_ref());
         if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut backend, &header).await {
             tracing::debug!(pool = %pool.name, error = %e, "cannot send the PROXY header");
             server.state.response_errors.fetch_add(1, Ordering::Relaxed);
@@ -98,7 +113,21 @@ pub async fn serve(
             return;
         }
     }
-    let out = relay(&mut client, &mut backend, pool.server_timeout).await;
+    let out = match &pool.tls {
+        None => relay(&mut client, &mut backend, pool.server_timeout).await,
+        Some(tls) => match upstream::connect_tls(&pool, tls, server, backend).await {
+            Ok(mut b) => relay(&mut client, &mut b, pool.server_timeout).await,
+            Err(e) => {
+                server.state.connect_errors.fetch_add(1, Ordering::Relaxed);
+                let end = match e {
+                    upstream::UpstreamError::ConnectTimeout { .. } => End::ConnectTimeout,
+                    _ => End::ConnectError,
+                };
+                log(Some(&server.id), Some(connect), 0, 0, end);
+                return;
+            }
+        },
+    };
     server
         .state
         .bytes_in

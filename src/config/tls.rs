@@ -1,0 +1,225 @@
+//! `[listener.tls]` and `[pool.tls]`: the files are read and checked here, when the
+//! config is read (by `rampart check`, at start and on every reload), so a bad
+//! certificate is refused with its key, line and file named, and a running
+//! proxy keeps the certificates it has.
+
+use super::file::{CertEntry, ListenerTlsFile, Mode, PoolTlsFile};
+use super::{KeyPath, Problems};
+use crate::tls::{CaFile, CertFile, ListenerTls, PoolTls};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A path from the config, relative to the config file's folder.
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn load_cert(
+    base: &Path,
+    path: &str,
+    key: Option<&str>,
+    at: &KeyPath,
+    p: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> Option<Arc<CertFile>> {
+    let key = key.map(|k| resolve(base, k));
+    match CertFile::load(&resolve(base, path), key.as_deref()) {
+        Ok((c, warning)) => {
+            warnings.extend(warning.map(|w| format!("{at}: {w}")));
+            Some(Arc::new(c))
+        }
+        Err(e) => {
+            p.add(at, e.to_string());
+            None
+        }
+    }
+}
+
+fn load_ca(base: &Path, path: &str, at: &KeyPath, p: &mut Problems<'_>) -> Option<CaFile> {
+    let r = if path == "system" {
+        CaFile::system()
+    } else {
+        CaFile::load(&resolve(base, path))
+    };
+    r.map_err(|e| p.add(at, e.to_string())).ok()
+}
+
+pub(super) fn listener(
+    t: &ListenerTlsFile,
+    mode: Mode,
+    at: &KeyPath,
+    base: &Path,
+    p: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> Option<ListenerTls> {
+    let before = p.list.len();
+    if t.cert.is_empty() {
+        p.add(
+            &at.key("cert"),
+            "give at least one certificate: cert = [\"site.pem\"] (chain and key in one PEM file)",
+        );
+    }
+    let mut certs = Vec::new();
+    for (i, c) in t.cert.iter().enumerate() {
+        let (path, key) = match c {
+            CertEntry::Path(path) => (path.as_str(), None),
+            CertEntry::Pair(pair) => (pair.path.as_str(), pair.key.as_deref()),
+        };
+        certs.extend(load_cert(
+            base,
+            path,
+            key,
+            &at.index("cert", i),
+            p,
+            warnings,
+        ));
+    }
+    let alpn = match (&t.alpn, mode) {
+        (Some(a), _) => a.clone(),
+        (None, Mode::Http) => vec!["h2".into(), "http/1.1".into()],
+        (None, Mode::Tcp) => Vec::new(),
+    };
+    for (i, a) in alpn.iter().enumerate() {
+        if a.is_empty() || a.len() > 255 {
+            p.add(&at.index("alpn", i), "a protocol name is 1 to 255 bytes");
+        } else if mode == Mode::Http && a != "h2" && a != "http/1.1" {
+            p.add(
+                &at.index("alpn", i),
+                format!("{a:?}: an http listener speaks \"h2\" and \"http/1.1\""),
+            );
+        }
+    }
+    let tls13_only = match t.min_version.as_str() {
+        "1.2" => false,
+        "1.3" => true,
+        v => {
+            p.add(
+                &at.key("min_version"),
+                format!("unsupported version {v:?}: use \"1.2\" or \"1.3\""),
+            );
+            false
+        }
+    };
+    let client_ca = t
+        .client_ca
+        .as_deref()
+        .and_then(|c| load_ca(base, c, &at.key("client_ca"), p));
+    let client_auth_required = match t.client_auth.as_deref() {
+        None | Some("required") => true,
+        Some("optional") => false,
+        Some(v) => {
+            p.add(
+                &at.key("client_auth"),
+                format!("unknown value {v:?}: use \"required\" or \"optional\""),
+            );
+            true
+        }
+    };
+    if t.client_auth.is_some() && t.client_ca.is_none() {
+        p.add(
+            &at.key("client_auth"),
+            "needs client_ca (the CA that signs client certificates)",
+        );
+    }
+    let client_subject_header = match &t.client_subject_header {
+        None => None,
+        Some(h) => match http::HeaderName::from_bytes(h.as_bytes()) {
+            Ok(n) if t.client_ca.is_some() && mode == Mode::Http => Some(n),
+            Ok(_) => {
+                p.add(
+                    &at.key("client_subject_header"),
+                    "needs client_ca, on an http listener (it carries the verified client certificate's subject)",
+                );
+                None
+            }
+            Err(_) => {
+                p.add(
+                    &at.key("client_subject_header"),
+                    format!("{h:?} is not a valid header name"),
+                );
+                None
+            }
+        },
+    };
+    if t.handshake_timeout.0.is_zero() {
+        p.add(&at.key("handshake_timeout"), "must be greater than zero");
+    }
+    if p.list.len() > before {
+        return None;
+    }
+    match ListenerTls::build(
+        certs,
+        alpn,
+        tls13_only,
+        client_ca,
+        client_auth_required,
+        t.session_tickets,
+        t.handshake_timeout.0,
+        t.strict_sni,
+        client_subject_header,
+    ) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            p.add(at, e.to_string());
+            None
+        }
+    }
+}
+
+pub(super) fn pool(
+    t: &PoolTlsFile,
+    at: &KeyPath,
+    base: &Path,
+    p: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> Option<PoolTls> {
+    let before = p.list.len();
+    let ca = match (t.verify, t.insecure, &t.ca) {
+        (true, _, Some(ca)) => load_ca(base, ca, &at.key("ca"), p),
+        (true, _, None) => load_ca(base, "system", &at.key("ca"), p),
+        (false, true, _) => None,
+        (false, false, _) => {
+            p.add(
+                &at.key("verify"),
+                "verify = false sends traffic to servers whose identity is not checked; add insecure = true to mean it",
+            );
+            None
+        }
+    };
+    if !t.verify && t.ca.is_some() {
+        warnings.push(format!(
+            "{}: ca is not used with verify = false",
+            at.key("ca")
+        ));
+    }
+    if let Some(n) = &t.server_name {
+        if rustls_pki_types::ServerName::try_from(n.as_str()).is_err() {
+            p.add(
+                &at.key("server_name"),
+                format!("{n:?} is not a DNS name or IP address"),
+            );
+        }
+    }
+    if t.key.is_some() && t.cert.is_none() {
+        p.add(&at.key("key"), "is the key of cert, which is not given");
+    }
+    let cert = t
+        .cert
+        .as_deref()
+        .and_then(|c| load_cert(base, c, t.key.as_deref(), &at.key("cert"), p, warnings));
+    if p.list.len() > before {
+        return None;
+    }
+    match PoolTls::build(ca, t.server_name.clone(), cert) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            p.add(at, e.to_string());
+            None
+        }
+    }
+}

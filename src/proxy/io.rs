@@ -1,0 +1,74 @@
+//! What the HTTP/1.1 fast path needs of a client connection: a plain socket or
+//! TLS over one (the accept-time layers hand either). The plain socket keeps its
+//! readiness tricks (wait for readable with no buffer held, write without a
+//! timer); TLS, whose decrypted bytes may already wait inside rustls, reads and
+//! writes through the ordinary async traits.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
+    /// Resolves when a read may find bytes (or the end).
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Writes what it can of `data` at once, without waiting; Ok(n) with n bytes
+    /// taken. WouldBlock counts as 0.
+    fn write_now(&mut self, data: &[u8]) -> io::Result<usize>;
+    /// Whether everything taken so far is on the wire (TLS may hold records).
+    fn flushed(&self) -> bool;
+    /// The socket underneath, to watch for the client closing.
+    fn socket(&self) -> &TcpStream;
+}
+
+impl ClientIo for TcpStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        TcpStream::readable(self)
+    }
+    fn write_now(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self.try_write(data) {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+    fn flushed(&self) -> bool {
+        true
+    }
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl ClientIo for TlsStream<TcpStream> {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        // rustls may hold decrypted bytes the socket's readiness knows nothing of
+        std::future::ready(Ok(()))
+    }
+    fn write_now(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut n = 0;
+        while n < data.len() {
+            match Pin::new(&mut *self).poll_write(&mut cx, &data[n..]) {
+                Poll::Ready(Ok(0)) => break,
+                Poll::Ready(Ok(k)) => n += k,
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+        }
+        match Pin::new(&mut *self).poll_flush(&mut cx) {
+            Poll::Ready(Err(e)) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(n),
+        }
+    }
+    fn flushed(&self) -> bool {
+        !self.get_ref().1.wants_write()
+    }
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}

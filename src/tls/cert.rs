@@ -1,0 +1,330 @@
+//! Certificates and keys from PEM files, checked when the config is read: the key
+//! matches its certificate, every certificate of the chain parses, and none has
+//! expired (one expiring within `EXPIRY_WARNING` is a warning). What is kept is
+//! the ready-to-serve `CertifiedKey` plus what the rest of rampart reads from it
+//! (names for SNI, expiry for the metrics, the file for messages).
+
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A certificate that expires sooner than this is served, with a warning.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// What is wrong with a certificate or key file; the message names the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertError {
+    #[error("{path}: cannot read: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path}: no PEM certificate in it")]
+    NoCertificate { path: String },
+    #[error(
+        "{path}: no PEM private key in it (put the key in the same file, or give key = \"...\")"
+    )]
+    NoKey { path: String },
+    #[error("{path}: {what} is not valid PEM: {reason}")]
+    Pem {
+        path: String,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("{path}: certificate {index} of the chain does not parse: {reason}")]
+    Parse {
+        path: String,
+        index: usize,
+        reason: String,
+    },
+    #[error("{path}: the private key is not usable: {reason}")]
+    Key { path: String, reason: String },
+    #[error("{path}: the private key does not match the certificate")]
+    KeyMismatch { path: String },
+    #[error("{path}: the certificate ({subject}) expired on {expired}")]
+    Expired {
+        path: String,
+        subject: String,
+        expired: String,
+    },
+}
+
+/// One served certificate: its chain and key, loaded and checked.
+pub struct CertFile {
+    pub path: PathBuf,
+    pub key_path: Option<PathBuf>,
+    /// The file contents, for telling whether a reload changed anything.
+    bytes: Vec<u8>,
+    pub key: Arc<CertifiedKey>,
+    /// DNS names it serves, lower case (subjectAltName, or the CN without one);
+    /// wildcards as `*.example.com`.
+    pub names: Vec<String>,
+    pub subject: String,
+    /// Seconds since the epoch.
+    pub not_after: i64,
+}
+
+impl PartialEq for CertFile {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.key_path == other.key_path && self.bytes == other.bytes
+    }
+}
+
+impl std::fmt::Debug for CertFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertFile")
+            .field("path", &self.path)
+            .field("names", &self.names)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, CertError> {
+    std::fs::read(path).map_err(|e| CertError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// The certificates of a PEM file, in order.
+pub fn read_certs(path: &Path) -> Result<(Vec<u8>, Vec<CertificateDer<'static>>), CertError> {
+    let bytes = read(path)?;
+    let certs = parse_certs(path, &bytes)?;
+    Ok((bytes, certs))
+}
+
+fn parse_certs(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let p = || path.display().to_string();
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertError::Pem {
+            path: p(),
+            what: "a certificate",
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(CertError::NoCertificate { path: p() });
+    }
+    for (index, c) in certs.iter().enumerate() {
+        if let Err(e) = x509_parser::parse_x509_certificate(c) {
+            return Err(CertError::Parse {
+                path: p(),
+                index,
+                reason: e.to_string(),
+            });
+        }
+    }
+    Ok(certs)
+}
+
+/// What the first certificate of a chain says about itself.
+pub struct Leaf {
+    pub names: Vec<String>,
+    pub subject: String,
+    pub not_after: i64,
+}
+
+/// Reads the names, subject and expiry of a certificate (already known to parse).
+pub fn leaf(der: &[u8]) -> Option<Leaf> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => {
+                    names.push(d.to_ascii_lowercase())
+                }
+                x509_parser::extensions::GeneralName::IPAddress(ip) => {
+                    let ip = match ip.len() {
+                        4 => <[u8; 4]>::try_from(*ip).ok().map(std::net::IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*ip).ok().map(std::net::IpAddr::from),
+                        _ => None,
+                    };
+                    if let Some(ip) = ip {
+                        names.push(ip.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    if names.is_empty() {
+        if let Some(cn) = cert.subject().iter_common_name().next() {
+            if let Ok(cn) = cn.as_str() {
+                names.push(cn.to_ascii_lowercase());
+            }
+        }
+    }
+    Some(Leaf {
+        names,
+        subject: cert.subject().to_string(),
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// A UNIX time as `2026-11-30T12:00:00.000Z`.
+pub fn utc(t: i64) -> String {
+    crate::accesslog::rfc3339(UNIX_EPOCH + Duration::from_secs(t.max(0) as u64))
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl CertFile {
+    /// Loads a chain and its key (from `key_path`, or from the same file) and
+    /// checks them. Ok carries a warning when the certificate expires soon.
+    pub fn load(
+        path: &Path,
+        key_path: Option<&Path>,
+    ) -> Result<(CertFile, Option<String>), CertError> {
+        let (mut bytes, chain) = read_certs(path)?;
+        let key_file = key_path.unwrap_or(path);
+        let key_bytes = match key_path {
+            Some(k) => {
+                let b = read(k)?;
+                bytes.extend_from_slice(&b);
+                b
+            }
+            None => bytes.clone(),
+        };
+        let kp = || key_file.display().to_string();
+        let key = match PrivateKeyDer::from_pem_slice(&key_bytes) {
+            Ok(k) => k,
+            Err(rustls_pki_types::pem::Error::NoItemsFound) => {
+                return Err(CertError::NoKey { path: kp() })
+            }
+            Err(e) => {
+                return Err(CertError::Pem {
+                    path: kp(),
+                    what: "the private key",
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let signer = super::provider()
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| CertError::Key {
+                path: kp(),
+                reason: e.to_string(),
+            })?;
+        let certified = CertifiedKey::new(chain, signer);
+        match certified.keys_match() {
+            Ok(()) => {}
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+                return Err(CertError::KeyMismatch { path: kp() })
+            }
+            // Unknown: the provider cannot tell for this key type; rustls then
+            // finds out at the first handshake, as before keys_match existed.
+            Err(_) => {}
+        }
+        let p = || path.display().to_string();
+        let leaf = leaf(&certified.cert[0]).ok_or_else(|| CertError::Parse {
+            path: p(),
+            index: 0,
+            reason: "unreadable".into(),
+        })?;
+        let now = now();
+        if leaf.not_after < now {
+            return Err(CertError::Expired {
+                path: p(),
+                subject: leaf.subject,
+                expired: utc(leaf.not_after),
+            });
+        }
+        let warning = (leaf.not_after - now < EXPIRY_WARNING.as_secs() as i64).then(|| {
+            format!(
+                "{}: the certificate ({}) expires on {}, in less than 14 days",
+                p(),
+                leaf.subject,
+                utc(leaf.not_after)
+            )
+        });
+        Ok((
+            CertFile {
+                path: path.to_path_buf(),
+                key_path: key_path.map(Path::to_path_buf),
+                bytes,
+                key: Arc::new(certified),
+                names: leaf.names,
+                subject: leaf.subject,
+                not_after: leaf.not_after,
+            },
+            warning,
+        ))
+    }
+}
+
+/// A set of CA certificates (client_ca, a pool's ca), with its file contents for
+/// telling whether a reload changed it.
+#[derive(Clone)]
+pub struct CaFile {
+    pub path: PathBuf,
+    bytes: Vec<u8>,
+    pub roots: Arc<rustls::RootCertStore>,
+}
+
+impl PartialEq for CaFile {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.bytes == other.bytes
+    }
+}
+
+impl std::fmt::Debug for CaFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaFile")
+            .field("path", &self.path)
+            .field("roots", &self.roots.len())
+            .finish()
+    }
+}
+
+impl CaFile {
+    /// Read from a file (not the system's store).
+    pub fn from_file(&self) -> bool {
+        !self.bytes.is_empty()
+    }
+
+    pub fn load(path: &Path) -> Result<CaFile, CertError> {
+        let (bytes, certs) = read_certs(path)?;
+        let mut roots = rustls::RootCertStore::empty();
+        for (index, c) in certs.into_iter().enumerate() {
+            roots.add(c).map_err(|e| CertError::Parse {
+                path: path.display().to_string(),
+                index,
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(CaFile {
+            path: path.to_path_buf(),
+            bytes,
+            roots: Arc::new(roots),
+        })
+    }
+
+    /// The system's trusted roots (/etc/ssl/certs and the like).
+    pub fn system() -> Result<CaFile, CertError> {
+        let found = rustls_native_certs::load_native_certs();
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, _) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            return Err(CertError::Read {
+                path: "system trust store".into(),
+                reason: match found.errors.first() {
+                    Some(e) => e.to_string(),
+                    None => "no certificates found".into(),
+                },
+            });
+        }
+        Ok(CaFile {
+            path: PathBuf::from("system"),
+            bytes: Vec::new(),
+            roots: Arc::new(roots),
+        })
+    }
+}

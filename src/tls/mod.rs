@@ -1,0 +1,65 @@
+//! TLS with rustls: the certificates of listeners and pools (checked when the
+//! config is read, see `cert`), the server side of a listener (`server`: SNI,
+//! ALPN, client certificates, tickets, the handshake at accept time), the client
+//! side towards backends (`client`) and the SNI peek of passthrough routing
+//! (`sni`).
+
+pub mod cert;
+pub mod client;
+pub mod server;
+pub mod sni;
+
+use std::sync::{Arc, OnceLock};
+
+pub use cert::{CaFile, CertError, CertFile};
+pub use client::PoolTls;
+pub use server::{ListenerTls, ServerTls, TlsInfo};
+
+/// The crypto provider everything TLS uses (see the README: ring, chosen by
+/// measurement; `--features aws-lc` builds with aws-lc-rs instead).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static P: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
+    Arc::clone(P.get_or_init(|| {
+        #[cfg(feature = "aws-lc")]
+        let p = rustls::crypto::aws_lc_rs::default_provider();
+        #[cfg(not(feature = "aws-lc"))]
+        let p = rustls::crypto::ring::default_provider();
+        Arc::new(p)
+    }))
+}
+
+/// The provider's name, for `rampart version` and the stats.
+pub fn provider_name() -> &'static str {
+    if cfg!(feature = "aws-lc") {
+        "aws-lc-rs"
+    } else {
+        "ring"
+    }
+}
+
+/// A value built from config fields that the config compares instead (a rustls
+/// config is not comparable): always equal, so a config's equality is its fields'.
+#[derive(Clone)]
+pub struct Built<T>(pub Arc<T>);
+
+impl<T> PartialEq for Built<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> std::fmt::Debug for Built<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Built")
+    }
+}
+
+/// TLS protocol version names as OpenSSL and HAProxy write them.
+pub fn version_name(v: Option<rustls::ProtocolVersion>) -> &'static str {
+    match v {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        Some(_) => "other",
+        None => "none",
+    }
+}
