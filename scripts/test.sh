@@ -20,6 +20,9 @@ need 'command -v ip' iproute2                            # network namespaces (a
 need 'command -v bridge' iproute2                        # tests/ha.rs: bridge port isolation
 need 'command -v python3' python3                        # tests/ha.rs: the backend inside a namespace
 need 'command -v haproxy' haproxy                        # tests/proxy_protocol.rs: send-proxy in front
+need 'command -v openssl' openssl                        # tests/tls.rs: certificates, s_client
+need 'command -v curl' curl                              # tests/tls.rs: a TLS client
+need 'test -d /etc/ssl/certs' ca-certificates            # pool.tls ca = "system"
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   SUDO=""

@@ -380,7 +380,7 @@ pub async fn connect_tls(
     match tokio::time::timeout(pool.connect_timeout, tls.connect(name.clone(), stream)).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(source)) => {
-            tracing::warn!(pool = %pool.name, server = %server.id, name = ?name, error = %source, "TLS handshake with the server failed");
+            tracing::warn!(pool = %pool.name, server = %server.id, name = %name.to_str(), error = %source, "TLS handshake with the server failed");
             Err(UpstreamError::Tls { addr, source })
         }
         Err(_) => Err(UpstreamError::ConnectTimeout {

@@ -154,6 +154,7 @@ pub async fn serve<S: ClientIo>(
             Step::Reject(status, msg) => {
                 let resp = http::plain(status, msg);
                 respond(&mut client, resp, false, true, builders.client_timeout).await;
+                client.close().await;
                 return;
             }
             Step::Answer {
@@ -172,6 +173,7 @@ pub async fn serve<S: ClientIo>(
             }
         };
         if !keep {
+            client.close().await;
             return;
         }
     }

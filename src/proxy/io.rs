@@ -22,6 +22,9 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     fn flushed(&self) -> bool;
     /// The socket underneath, to watch for the client closing.
     fn socket(&self) -> &TcpStream;
+    /// Before the connection is dropped: TLS says close_notify (a client that
+    /// reads to the end must not see a truncation); a plain socket needs nothing.
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
 }
 
 impl ClientIo for TcpStream {
@@ -40,6 +43,9 @@ impl ClientIo for TcpStream {
     }
     fn socket(&self) -> &TcpStream {
         self
+    }
+    fn close(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
     }
 }
 
@@ -71,4 +77,12 @@ impl ClientIo for TlsStream<TcpStream> {
     fn socket(&self) -> &TcpStream {
         self.get_ref().0
     }
+    async fn close(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        // bounded: a client that reads nothing does not hold the task
+        let _ = tokio::time::timeout(CLOSE_WITHIN, self.shutdown()).await;
+    }
 }
+
+/// How long a closing TLS connection may take to get its close_notify out.
+const CLOSE_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);

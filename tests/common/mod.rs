@@ -711,6 +711,7 @@ impl Body for ChannelBody {
 
 pub mod dns;
 pub mod netns;
+pub mod tls;
 
 /// GET on the admin server.
 pub async fn admin_get(admin: SocketAddr, path: &str) -> (StatusCode, String) {

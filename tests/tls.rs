@@ -1,0 +1,816 @@
+//! TLS on listeners (certificates by SNI, ALPN, versions, client certificates,
+//! certificate reload, resumption), TLS to backends, and SNI passthrough, with
+//! real clients: rustls, `openssl s_client` and `curl`.
+
+mod common;
+
+use common::tls::{self as t, Issued, Key, Pki};
+use common::*;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `[global]` and `[admin]`, then `body`.
+fn config(admin: SocketAddr, global: &str, body: &str) -> String {
+    format!("[global]\nthreads = 1\naccess_log = \"text\"\n{global}\n[admin]\nbind = \"{admin}\"\n{body}")
+}
+
+/// An http listener `name` on `bind` for pool `pool`, with `[listener.tls]` = `tls`.
+fn tls_listener(name: &str, bind: SocketAddr, pool: &str, tls: &str) -> String {
+    format!(
+        "\n[[listener]]\nname = \"{name}\"\nbind = [\"{bind}\"]\nmode = \"http\"\npool = \"{pool}\"\n  [listener.tls]\n{tls}\n"
+    )
+}
+
+fn pool(name: &str, extra: &str, server: SocketAddr) -> String {
+    format!("\n[[pool]]\nname = \"{name}\"\n{extra}\n  [[pool.server]]\n  address = \"{server}\"\n")
+}
+
+fn certs(list: &[&Issued]) -> String {
+    let files: Vec<String> = list
+        .iter()
+        .map(|i| format!("{:?}", i.pem.display().to_string()))
+        .collect();
+    format!("  cert = [{}]\n", files.join(", "))
+}
+
+async fn metrics(admin: SocketAddr) -> String {
+    admin_get(admin, "/metrics").await.1
+}
+
+/// The value of one metric line (0 when absent).
+fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn resolve(name: &str, addr: SocketAddr) -> String {
+    format!("{name}:{}:{}", addr.port(), addr.ip())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_chosen_by_sni_with_a_default_and_any_key_type() {
+    let pki = Pki::new("Rampart Test CA");
+    let default = pki.issue(
+        "default",
+        "default.example.com",
+        &["default.example.com"],
+        Key::Ecdsa,
+        30,
+    );
+    let exact = pki.issue("exact", "a.example.com", &["a.example.com"], Key::Rsa, 30);
+    let wild = pki.issue("wild", "b wildcard", &["*.b.example.com"], Key::Ed25519, 30);
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (admin, web, strict) = (
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+    );
+    let body = tls_listener("web", web, "api", &certs(&[&default, &exact, &wild]))
+        + &tls_listener(
+            "strict",
+            strict,
+            "api",
+            &(certs(&[&default, &exact]) + "  strict_sni = true\n"),
+        )
+        + &pool("api", "", backend.addr);
+    let _p = Proxy::start(&config(admin, "", &body), &[web, strict]).await;
+
+    let cfg = || t::client_config(&pki, &["http/1.1"]);
+    // exact name (RSA), wildcard (Ed25519), no SNI (the default, ECDSA)
+    let (_, seen) = t::connect(cfg(), web, Some("a.example.com"), "")
+        .await
+        .unwrap();
+    assert_eq!(seen.cert, exact.der(), "exact name");
+    let (_, seen) = t::connect(cfg(), web, Some("x.b.example.com"), "")
+        .await
+        .unwrap();
+    assert_eq!(seen.cert, wild.der(), "wildcard");
+    // a wildcard covers one label only
+    assert!(t::connect(cfg(), web, Some("y.x.b.example.com"), "")
+        .await
+        .is_err());
+    let (s, seen) = t::connect(cfg(), web, None, "default.example.com")
+        .await
+        .unwrap();
+    assert_eq!(seen.cert, default.der(), "no SNI");
+    assert_eq!(seen.version, Some(rustls::ProtocolVersion::TLSv1_3));
+    // and the request goes through, marked https for the backend
+    let (st, body) = t::get_over(s, "default.example.com", "/").await.unwrap();
+    assert_eq!((st, body.as_str()), (200, "pod"));
+    let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+    assert_eq!(h["x-forwarded-proto"], "https");
+
+    // openssl s_client: an unknown name gets the default certificate
+    let (ok, out) = t::s_client(
+        web,
+        &[
+            "-servername",
+            "nobody.example.org",
+            "-CAfile",
+            pki.ca().to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("subject=CN = default.example.com"), "{out}");
+    // ... unless the listener is strict, where it is refused and counted
+    let (ok, out) = t::s_client(strict, &["-servername", "nobody.example.org"], b"");
+    assert!(!ok || !out.contains("subject="), "{out}");
+    let (ok, _) = t::s_client(strict, &["-servername", "a.example.com"], b"");
+    assert!(ok);
+    let m = metrics(admin).await;
+    assert!(
+        metric(
+            &m,
+            "rampart_tls_handshake_failures_total{listener=\"strict\",reason=\"no_sni_match\"}"
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "rampart_tls_handshakes_total{listener=\"web\",result=\"ok\",version=\"TLSv1.3\"}"
+        ) >= 4.0,
+        "{m}"
+    );
+    // the expiry of every certificate is exported
+    let exp = t::cert_not_after(&exact);
+    assert!(
+        m.contains(&format!(
+            "rampart_tls_cert_expiry_timestamp_seconds{{cert={:?},listener=\"web\"}} {exp}",
+            exact.pem.display().to_string()
+        )),
+        "{m}"
+    );
+
+    // curl: the right certificate by name, verified against the CA
+    let url = format!("https://a.example.com:{}/", web.port());
+    let (ok, out, err) = t::curl(&[
+        "--cacert",
+        pki.ca().to_str().unwrap(),
+        "--resolve",
+        &resolve("a.example.com", web),
+        &url,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "pod");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpn_picks_h2_or_http1_and_min_version_refuses_tls12() {
+    let pki = Pki::new("ALPN CA");
+    let site = pki.server("site", &["site.example.com"]);
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (admin, web, only13) = (
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+    );
+    let body = tls_listener("web", web, "api", &certs(&[&site]))
+        + &tls_listener(
+            "only13",
+            only13,
+            "api",
+            &(certs(&[&site]) + "  min_version = \"1.3\"\n"),
+        )
+        + &pool("api", "", backend.addr);
+    let _p = Proxy::start(&config(admin, "", &body), &[web, only13]).await;
+
+    // rustls: h2 chosen, and a request over HTTP/2 on it
+    let (s, seen) = t::connect(
+        t::client_config(&pki, &["h2", "http/1.1"]),
+        web,
+        Some("site.example.com"),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.alpn.as_deref(), Some(&b"h2"[..]));
+    assert_eq!(
+        t::get_over_h2(s, "site.example.com", "/").await.unwrap(),
+        (200, "pod".into())
+    );
+    assert_eq!(
+        *backend.stats.last_version.lock().unwrap(),
+        Some(hyper::Version::HTTP_11)
+    );
+    let (s, seen) = t::connect(
+        t::client_config(&pki, &["http/1.1"]),
+        web,
+        Some("site.example.com"),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.alpn.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(
+        t::get_over(s, "site.example.com", "/").await.unwrap(),
+        (200, "pod".into())
+    );
+    // openssl s_client
+    for proto in ["h2", "http/1.1"] {
+        let (ok, out) = t::s_client(
+            web,
+            &["-servername", "site.example.com", "-alpn", proto],
+            b"",
+        );
+        assert!(ok, "{out}");
+        assert!(out.contains(&format!("ALPN protocol: {proto}")), "{out}");
+    }
+    // curl over HTTP/2 and HTTP/1.1
+    let url = format!("https://site.example.com:{}/", web.port());
+    let ca = pki.ca();
+    let r = resolve("site.example.com", web);
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let (ok, out, err) = t::curl(&[
+            flag,
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--resolve",
+            &r,
+            "-w",
+            " %{http_version}",
+            &url,
+        ]);
+        assert!(ok, "{err}");
+        assert_eq!(out, format!("pod {version}"));
+    }
+
+    // TLS 1.2: served by default, refused with min_version = "1.3"
+    let (ok, out) = t::s_client(web, &["-tls1_2", "-servername", "site.example.com"], b"");
+    assert!(ok && out.contains("TLSv1.2"), "{out}");
+    let (ok, out) = t::s_client(only13, &["-tls1_2", "-servername", "site.example.com"], b"");
+    assert!(!ok, "TLS 1.2 accepted: {out}");
+    let (ok, out) = t::s_client(only13, &["-tls1_3", "-servername", "site.example.com"], b"");
+    assert!(ok && out.contains("TLSv1.3"), "{out}");
+    let url13 = format!("https://site.example.com:{}/", only13.port());
+    let (ok, _, _) = t::curl(&[
+        "--tls-max",
+        "1.2",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+        &resolve("site.example.com", only13),
+        &url13,
+    ]);
+    assert!(!ok, "curl with TLS 1.2 at most got through");
+    let m = metrics(admin).await;
+    assert!(
+        metric(
+            &m,
+            "rampart_tls_handshake_failures_total{listener=\"only13\",reason=\"protocol_version\"}"
+        ) >= 2.0,
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_required_verified_logged_and_passed_on() {
+    let pki = Pki::new("Client CA");
+    let other = Pki::new("Other CA");
+    let site = pki.server("site", &["site.example.com"]);
+    let alice = pki.issue("alice", "alice", &[], Key::Ecdsa, 30);
+    let mallory = other.issue("mallory", "mallory", &[], Key::Ecdsa, 30);
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (admin, web, opt) = (
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+    );
+    let mtls = format!(
+        "  client_ca = {:?}\n  client_subject_header = \"X-Client-Subject\"\n",
+        pki.ca().display().to_string()
+    );
+    let body = tls_listener("web", web, "api", &(certs(&[&site]) + &mtls))
+        + &tls_listener(
+            "opt",
+            opt,
+            "api",
+            &(certs(&[&site]) + &mtls + "  client_auth = \"optional\"\n"),
+        )
+        + &pool("api", "", backend.addr);
+    let p = Proxy::start(&config(admin, "", &body), &[web, opt]).await;
+    let ca = pki.ca();
+    let ca = ca.to_str().unwrap();
+    let call = |addr: SocketAddr, cert: Option<&Issued>, extra: &[&str]| {
+        let url = format!("https://site.example.com:{}/", addr.port());
+        let r = resolve("site.example.com", addr);
+        let mut args: Vec<String> = vec!["--cacert".into(), ca.into(), "--resolve".into(), r, url];
+        if let Some(c) = cert {
+            args.extend([
+                "--cert".into(),
+                c.crt.display().to_string(),
+                "--key".into(),
+                c.key.display().to_string(),
+            ]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        t::curl(&args)
+    };
+    // a good certificate: served; its subject reaches the backend (a forged
+    // header from the client is replaced) and the access log
+    let (ok, out, err) = call(web, Some(&alice), &["-H", "X-Client-Subject: CN=admin"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "pod");
+    let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+    let subject = h["x-client-subject"].to_str().unwrap().to_string();
+    assert!(subject.contains("CN=alice"), "{subject}");
+    assert_eq!(h.get_all("x-client-subject").iter().count(), 1);
+    wait_for(
+        Duration::from_secs(5),
+        "the access log line with the client certificate",
+        || {
+            p.stdout()
+                .lines()
+                .any(|l| l.contains("listener=web") && l.contains("client_cert=\"CN=alice"))
+        },
+    )
+    .await;
+    // no certificate, or one from another CA: refused
+    let before = backend.requests();
+    let (ok, _, _) = call(web, None, &[]);
+    assert!(!ok, "served without a client certificate");
+    let (ok, _, _) = call(web, Some(&mallory), &[]);
+    assert!(!ok, "served with a certificate of another CA");
+    // openssl s_client without a certificate: refused too
+    let (_, out) = t::s_client(
+        web,
+        &["-servername", "site.example.com"],
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert!(!out.contains("HTTP/1.1 200"), "{out}");
+    assert_eq!(
+        backend.requests(),
+        before,
+        "a refused client reached the backend"
+    );
+    let m = metrics(admin).await;
+    assert!(
+        metric(
+            &m,
+            "rampart_tls_handshake_failures_total{listener=\"web\",reason=\"bad_client_cert\"}"
+        ) >= 3.0,
+        "{m}"
+    );
+    // optional: served without a certificate, and no subject header then
+    let (ok, out, err) = call(opt, None, &["-H", "X-Client-Subject: CN=admin"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "pod");
+    let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+    assert!(h.get("x-client-subject").is_none(), "{h:?}");
+    // ... but a certificate it shows must still verify
+    let (ok, _, _) = call(opt, Some(&mallory), &[]);
+    assert!(!ok);
+}
+
+/// Loops of new TLS connections, each with one request, over h2 or http/1.1:
+/// counts successes, failures, and connections that saw each certificate.
+struct TlsLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    seen_new: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl TlsLoad {
+    fn start(pki: &Pki, addr: SocketAddr, new_cert: Vec<u8>) -> TlsLoad {
+        let stop: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let ok: Arc<AtomicUsize> = Arc::default();
+        let seen_new: Arc<AtomicUsize> = Arc::default();
+        let mut tasks = Vec::new();
+        for (i, alpn) in ["h2", "http/1.1", "h2", "http/1.1"].into_iter().enumerate() {
+            let mut cfg = t::client_config(pki, &[alpn]);
+            // full handshakes: a resumed session shows the certificate of its first
+            cfg.resumption = rustls::client::Resumption::disabled();
+            let (stop, ok, seen_new, new_cert) =
+                (stop.clone(), ok.clone(), seen_new.clone(), new_cert.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut errors = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let r = match t::connect(cfg.clone(), addr, Some("site.example.com"), "").await
+                    {
+                        Ok((s, seen)) => {
+                            if seen.cert == new_cert {
+                                seen_new.fetch_add(1, Ordering::SeqCst);
+                            }
+                            if alpn == "h2" {
+                                t::get_over_h2(s, "site.example.com", "/").await
+                            } else {
+                                t::get_over(s, "site.example.com", "/").await
+                            }
+                        }
+                        Err(e) => Err(format!("handshake: {e}")),
+                    };
+                    match r {
+                        Ok((200, _)) => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                        }
+                        other => errors.push(format!("loop {i} ({alpn}): {other:?}")),
+                    }
+                }
+                errors
+            }));
+        }
+        TlsLoad {
+            stop,
+            ok,
+            seen_new,
+            tasks,
+        }
+    }
+
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut errors = Vec::new();
+        for t in self.tasks {
+            errors.extend(t.await.unwrap());
+        }
+        (self.ok.load(Ordering::SeqCst), errors)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_swapped_on_disk_is_served_without_a_failed_handshake() {
+    let pki = Pki::new("Reload CA");
+    let old = pki.server("old", &["site.example.com"]);
+    let new = pki.server("new", &["site.example.com"]);
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (admin, web) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let dir = temp_dir("certs");
+    let live = dir.join("site.pem");
+    std::fs::copy(&old.pem, &live).unwrap();
+    let body = tls_listener(
+        "web",
+        web,
+        "api",
+        &format!("  cert = [{:?}]\n", live.display().to_string()),
+    ) + &pool("api", "", backend.addr);
+    let p = Proxy::start(&config(admin, "watch_config = true", &body), &[web]).await;
+    let _p = &p;
+
+    let load = TlsLoad::start(&pki, web, new.der());
+    wait_for(Duration::from_secs(10), "requests over TLS", || {
+        load.ok.load(Ordering::SeqCst) >= 20
+    })
+    .await;
+    // an atomic swap, as a certificate manager does it
+    let tmp = dir.join("site.pem.tmp");
+    std::fs::copy(&new.pem, &tmp).unwrap();
+    std::fs::rename(&tmp, &live).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while load.seen_new.load(Ordering::SeqCst) < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new connections do not get the new certificate ({} requests): {}",
+            load.ok.load(Ordering::SeqCst),
+            p.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (ok, errors) = load.finish().await;
+    assert!(errors.is_empty(), "failed around the swap: {errors:?}");
+    assert!(ok > 40);
+    let (_, seen) = t::connect(
+        t::client_config(&pki, &["http/1.1"]),
+        web,
+        Some("site.example.com"),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.cert, new.der());
+    let r: serde_json::Value =
+        serde_json::from_str(&admin_get(admin, "/api/reload").await.1).unwrap();
+    assert_eq!(r["last_reload"]["ok"], true, "{r}");
+    assert_eq!(r["last_reload"]["trigger"], "file watch", "{r}");
+
+    // a broken replacement (a key that is not the certificate's): refused with
+    // the reason, and the last good certificate keeps serving
+    let mut broken = std::fs::read(&new.crt).unwrap();
+    broken.extend(std::fs::read(&old.key).unwrap());
+    std::fs::write(&tmp, broken).unwrap();
+    std::fs::rename(&tmp, &live).unwrap();
+    let mut last = serde_json::Value::Null;
+    wait_for(
+        Duration::from_secs(10),
+        "the broken certificate to be refused",
+        || {
+            let text = std::process::Command::new("curl")
+                .args(["-s", &format!("http://{admin}/api/reload")])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            last = serde_json::from_str(&text).unwrap_or_default();
+            last["reloads_failed"] == 1
+        },
+    )
+    .await;
+    let errors = last["last_reload"]["errors"].to_string();
+    assert!(
+        errors.contains("does not match the certificate") && errors.contains("site.pem"),
+        "{last}"
+    );
+    let (s, seen) = t::connect(
+        t::client_config(&pki, &["http/1.1"]),
+        web,
+        Some("site.example.com"),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.cert, new.der());
+    assert_eq!(
+        t::get_over(s, "site.example.com", "/").await.unwrap().0,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ticket_issued_before_a_reload_resumes_after_it() {
+    let pki = Pki::new("Resume CA");
+    let site = pki.server("site", &["site.example.com"]);
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (admin, web) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let body = tls_listener("web", web, "api", &certs(&[&site])) + &pool("api", "", backend.addr);
+    let p = Proxy::start(&config(admin, "", &body), &[web]).await;
+    let sess = temp_dir("sess").join("session.pem");
+    let sess = sess.to_str().unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: site.example.com\r\nConnection: close\r\n\r\n";
+    let original = std::fs::read_to_string(&p.config).unwrap();
+    for version in ["-tls1_3", "-tls1_2"] {
+        let args = ["-servername", "site.example.com", version, "-ign_eof"];
+        let (ok, out) = t::s_client(web, &[&args[..], &["-sess_out", sess]].concat(), request);
+        assert!(ok && out.contains("HTTP/1.1 200"), "{out}");
+        assert!(out.contains("New,"), "{out}");
+        // a reload that changes the listener
+        let changed = original.replace(
+            "mode = \"http\"",
+            &format!(
+                "mode = \"http\"\nclient_timeout = \"{}s\"",
+                20 + version.len()
+            ),
+        );
+        std::fs::write(&p.config, changed).unwrap();
+        let (st, r) = admin_post(admin, "/api/reload", "").await;
+        assert_eq!(st, 200, "{r}");
+        let (ok, out) = t::s_client(web, &[&args[..], &["-sess_in", sess]].concat(), request);
+        assert!(ok && out.contains("HTTP/1.1 200"), "{out}");
+        assert!(
+            out.contains("Reused,"),
+            "{version}: not resumed after the reload: {out}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_backends_is_verified_pooled_resumed_and_health_checked() {
+    let pki = Pki::new("Backend CA");
+    let other = Pki::new("Wrong CA");
+    let cert = pki.issue(
+        "api",
+        "api.internal",
+        &["api.internal", "127.0.0.1"],
+        Key::Ecdsa,
+        30,
+    );
+    let good = t::tls_backend("secure-pod", &cert, true).await;
+    let (admin, ok_l, by_ip, wrong_ca, wrong_name, checked) = (
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+    );
+    let ca = format!("{:?}", pki.ca().display().to_string());
+    let listener = |name: &str, bind: SocketAddr| {
+        format!("\n[[listener]]\nname = \"{name}\"\nbind = [\"{bind}\"]\nmode = \"http\"\npool = \"{name}\"\n")
+    };
+    let health = "  [pool.health]\n  kind = \"http\"\n  path = \"/health\"\n  interval = \"200ms\"\n  rise = 1\n  fall = 1\n";
+    let body = listener("good", ok_l)
+        + &pool("good", &format!("retries = 0\n  [pool.tls]\n  ca = {ca}\n  server_name = \"api.internal\"\n{health}"), good.addr)
+        + &listener("byip", by_ip)
+        + &pool("byip", &format!("  [pool.tls]\n  ca = {ca}\n"), good.addr)
+        + &listener("wrongca", wrong_ca)
+        + &pool("wrongca", &format!("retries = 0\n  [pool.tls]\n  ca = {:?}\n  server_name = \"api.internal\"\n", other.ca().display().to_string()), good.addr)
+        + &listener("checked", checked)
+        + &pool("checked", &format!("  [pool.tls]\n  ca = {:?}\n  server_name = \"api.internal\"\n{health}", other.ca().display().to_string()), good.addr)
+        + &listener("wrongname", wrong_name)
+        + &pool("wrongname", &format!("retries = 0\n  [pool.tls]\n  ca = {ca}\n  server_name = \"other.internal\"\n"), good.addr);
+    let p = Proxy::start(
+        &config(admin, "", &body),
+        &[ok_l, by_ip, wrong_ca, wrong_name],
+    )
+    .await;
+    let c = client();
+    // verified by name, and by the IP address SAN when no name is given
+    let (st, b) = get(&c, &format!("http://{ok_l}/")).await;
+    assert_eq!((st.as_u16(), b.as_str()), (200, "secure-pod"));
+    let (st, b) = get(&c, &format!("http://{by_ip}/")).await;
+    assert_eq!((st.as_u16(), b.as_str()), (200, "secure-pod"));
+    assert!(good
+        .sni
+        .lock()
+        .unwrap()
+        .contains(&Some("api.internal".into())));
+    // the backend closes after each answer: later connections resume their session
+    for _ in 0..5 {
+        assert_eq!(get(&c, &format!("http://{ok_l}/")).await.0, 200);
+    }
+    assert!(
+        good.resumed.load(Ordering::SeqCst) >= 4,
+        "resumed {}",
+        good.resumed.load(Ordering::SeqCst)
+    );
+    // a certificate that does not verify: 502, never sent in the clear
+    let (st, _) = get(&c, &format!("http://{wrong_ca}/")).await;
+    assert_eq!(st, 502);
+    let (st, _) = get(&c, &format!("http://{wrong_name}/")).await;
+    assert_eq!(st, 502);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let e = p.stderr();
+        let failed: Vec<&str> = e
+            .lines()
+            .filter(|l| l.contains("TLS handshake with the server failed"))
+            .collect();
+        if failed
+            .iter()
+            .any(|l| l.contains("pool=wrongca") && l.contains("UnknownIssuer"))
+            && failed
+                .iter()
+                .any(|l| l.contains("pool=wrongname") && l.contains("not valid for name"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "verification failures not logged: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // health checks go over TLS too: the good pool is UP, one that does not
+    // trust the server's CA has it DOWN
+    let state = |pool: &'static str| async move {
+        let (_, body) = admin_get(admin, &format!("/api/pools/{pool}")).await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["servers"][0]["status"].as_str().unwrap_or("").to_string()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (g, w) = (state("good").await, state("checked").await);
+        if g == "UP" && w.starts_with("DOWN") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "good={g} checked={w}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_listener_routes_tls_by_sni_without_terminating_it() {
+    let pki = Pki::new("Passthrough CA");
+    let a_cert = pki.server("a", &["db.example.com"]);
+    let b_cert = pki.server("b", &["*.apps.example.com"]);
+    let a = t::tls_backend("a", &a_cert, false).await;
+    let b = t::tls_backend("b", &b_cert, false).await;
+    let (admin, edge) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let body = format!(
+        "\n[[listener]]\nname = \"edge\"\nbind = [\"{edge}\"]\nmode = \"tcp\"\npool = \"b\"\n  [[listener.route]]\n  sni = \"db.example.com\"\n  pool = \"a\"\n  [[listener.route]]\n  sni = \"*.apps.example.com\"\n  pool = \"b\"\n"
+    ) + &pool("a", "", a.addr)
+        + &pool("b", "", b.addr);
+    let _p = Proxy::start(&config(admin, "", &body), &[edge]).await;
+    let cfg = || t::client_config(&pki, &["http/1.1"]);
+    // each backend's own certificate reaches the client, end to end
+    let (s, seen) = t::connect(cfg(), edge, Some("db.example.com"), "")
+        .await
+        .unwrap();
+    assert_eq!(seen.cert, a_cert.der());
+    assert_eq!(
+        t::get_over(s, "db.example.com", "/").await.unwrap(),
+        (200, "a".into())
+    );
+    let (s, seen) = t::connect(cfg(), edge, Some("shop.apps.example.com"), "")
+        .await
+        .unwrap();
+    assert_eq!(seen.cert, b_cert.der());
+    assert_eq!(
+        t::get_over(s, "shop.apps.example.com", "/").await.unwrap(),
+        (200, "b".into())
+    );
+    // openssl s_client sees the same
+    let (ok, out) = t::s_client(edge, &["-servername", "db.example.com"], b"");
+    assert!(ok && out.contains("subject=CN = db.example.com"), "{out}");
+    assert_eq!(
+        a.sni.lock().unwrap().first().cloned(),
+        Some(Some("db.example.com".into()))
+    );
+    // not TLS: closed without reaching a backend
+    let before = (
+        a.handshakes.load(Ordering::SeqCst),
+        b.handshakes.load(Ordering::SeqCst),
+    );
+    let mut s = tokio::net::TcpStream::connect(edge).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    assert_eq!(
+        before,
+        (
+            a.handshakes.load(Ordering::SeqCst),
+            b.handshakes.load(Ordering::SeqCst)
+        )
+    );
+}
+
+#[test]
+fn check_validates_certificates_and_keys() {
+    let pki = Pki::new("Check CA");
+    let good = pki.server("good", &["good.example.com"]);
+    let expired = pki.issue(
+        "expired",
+        "expired.example.com",
+        &["expired.example.com"],
+        Key::Ecdsa,
+        -1,
+    );
+    let soon = pki.issue(
+        "soon",
+        "soon.example.com",
+        &["soon.example.com"],
+        Key::Ecdsa,
+        5,
+    );
+    let other = pki.server("other", &["other.example.com"]);
+    let dir = temp_dir("check");
+    let mismatched = dir.join("mismatch.pem");
+    let mut m = std::fs::read(&good.crt).unwrap();
+    m.extend(std::fs::read(&other.key).unwrap());
+    std::fs::write(&mismatched, m).unwrap();
+    let nokey = dir.join("nokey.pem");
+    std::fs::copy(&good.crt, &nokey).unwrap();
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let run = |cert: &std::path::Path| {
+        let listen = free_addr("127.0.0.1");
+        let text = format!(
+            "[[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"api\"\n  [listener.tls]\n  cert = [{:?}]\n\n[[pool]]\nname = \"api\"\n  [[pool.server]]\n  address = \"127.0.0.1:9\"\n",
+            cert.display().to_string()
+        );
+        let path = dir.join("rampart.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(rampart_bin())
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = run(&good.pem);
+    assert!(ok, "{out}");
+    assert!(!out.contains("warning"), "{out}");
+    let (ok, out) = run(&soon.pem);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warning") && out.contains("expires on") && out.contains("soon.pem"),
+        "{out}"
+    );
+    for (file, why) in [
+        (&expired.pem, "expired on"),
+        (&mismatched, "does not match the certificate"),
+        (&nokey, "no PEM private key"),
+        (&garbage, "not valid PEM"),
+        (&dir.join("missing.pem"), "cannot read"),
+    ] {
+        let (ok, out) = run(file);
+        assert!(!ok, "{file:?} accepted: {out}");
+        assert!(
+            out.contains(why)
+                && out.contains(&file.display().to_string())
+                && out.contains("listener[0].tls.cert[0]"),
+            "{file:?}: {out}"
+        );
+    }
+}
