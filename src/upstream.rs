@@ -342,6 +342,43 @@ pub fn sweep_idle() {
     });
 }
 
+/// Backend connections private to one client connection: those of pools that
+/// send the PROXY protocol, whose header names that client, so no other client
+/// may ever use them (HAProxy makes such connections private too). At most one
+/// idle connection per server is kept.
+#[derive(Debug, Default)]
+pub struct Private {
+    idle: std::sync::Mutex<Vec<(u64, Sender)>>,
+}
+
+impl Private {
+    fn take(&self, server: &ServerState) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let i = idle.iter().position(|(uid, _)| *uid == server.uid)?;
+        let (_, s) = idle.swap_remove(i);
+        (!s.is_closed()).then_some(s)
+    }
+
+    /// Keeps a connection whose last response was read completely.
+    pub fn put(&self, server: &ServerState, sender: Sender) {
+        if sender.is_closed() || server.is_retired() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|(uid, _)| *uid != server.uid);
+        idle.push((server.uid, sender));
+    }
+}
+
+/// Who a request is for, for pools that send the PROXY protocol: the client it
+/// names, and where that client's private connections are kept.
+pub struct Via<'a> {
+    pub private: &'a Private,
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: Option<&'a crate::tls::TlsInfo>,
+}
+
 /// Connects a TCP socket to `addr` within `timeout`, with TCP_NODELAY set.
 pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, UpstreamError> {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -355,9 +392,22 @@ pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStrea
     }
 }
 
-async fn connect_http(pool: &Pool, server: &Server) -> Result<Sender, UpstreamError> {
+async fn connect_http(
+    pool: &Pool,
+    server: &Server,
+    via: Option<&Via<'_>>,
+) -> Result<Sender, UpstreamError> {
     let timeout = pool.connect_timeout;
-    let stream = connect_tcp(server.addr, timeout).await?;
+    let mut stream = connect_tcp(server.addr, timeout).await?;
+    if let (Some(v), Some(via)) = (pool.send_proxy, via) {
+        let header = crate::proxy_protocol::header(v, via.client, via.local, via.tls);
+        tokio::io::AsyncWriteExt::write_all(&mut stream, &header)
+            .await
+            .map_err(|source| UpstreamError::Connect {
+                addr: server.addr,
+                source,
+            })?;
+    }
     match &pool.tls {
         None => handshake_http(server, stream).await,
         Some(tls) => {
@@ -433,9 +483,16 @@ pub async fn send(
     server: &Server,
     req: Request<ReqBody>,
     replay: Option<&(dyn Fn() -> Request<ReqBody> + Sync)>,
+    via: Option<&Via<'_>>,
 ) -> Result<Exchange, SendError> {
     let mut req = req;
-    if let Some(mut sender) = take_idle(&server.state) {
+    // a pool that sends the PROXY protocol uses the client's private connections
+    let private = via.filter(|_| pool.send_proxy.is_some());
+    let idle = match private {
+        Some(v) => v.private.take(&server.state),
+        None => take_idle(&server.state),
+    };
+    if let Some(mut sender) = idle {
         // A pooled connection is ready at once; one that is not (still busy, or
         // half dead) is abandoned rather than waited for.
         let ready = tokio::time::timeout(pool.connect_timeout, sender.ready()).await;
@@ -471,7 +528,7 @@ pub async fn send(
         }
     }
     let started = Instant::now();
-    let mut sender = match connect_http(pool, server).await {
+    let mut sender = match connect_http(pool, server, private).await {
         Ok(s) => s,
         Err(error) => {
             return Err(SendError {

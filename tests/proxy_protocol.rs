@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::tls;
 use common::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -263,4 +264,179 @@ send_proxy = "v2"
         assert!(Instant::now() < deadline, "haproxy's log: {text}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A keep-alive HTTP/1.1 connection over TLS from `from` (a loopback address).
+async fn tls_keepalive(
+    from: &str,
+    to: SocketAddr,
+    pki: &tls::Pki,
+    sni: &str,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::new(ip(from), 0)).unwrap();
+    let tcp = sock.connect(to).await.unwrap();
+    let cfg = std::sync::Arc::new(tls::client_config(pki, &["http/1.1"]));
+    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let s = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_pool_sending_the_proxy_protocol_keeps_each_clients_connections_private() {
+    use http_body_util::BodyExt;
+    let backend = Backend::start("b", free_addr("127.0.0.2")).await;
+    let front = free_addr("127.0.0.1");
+    let dir = temp_dir("haproxy-private");
+    let log = dir.join("haproxy.log");
+    // HAProxy logs the client it was told about and the SNI (PP2 authority TLV)
+    let _haproxy = HaProxy::start(
+        &format!(
+            "global\n  maxconn 100\n  log stdout format raw local0\ndefaults\n  mode http\n  log global\n  option forwardfor\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+             frontend fe\n  bind {front} accept-proxy\n  log-format \"client=%ci authority=%[fc_pp_authority]\"\n  default_backend be\nbackend be\n  server b {}\n",
+            backend.addr
+        ),
+        &log,
+        &[front],
+    )
+    .await;
+    let pki = tls::Pki::new("PP CA");
+    let site = pki.server("site", &["site.example.com"]);
+    let (admin, web) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let text = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n[[listener]]\nname = \"web\"\nbind = [\"{web}\"]\nmode = \"http\"\npool = \"haproxy\"\n  [listener.tls]\n  cert = [{:?}]\n[[pool]]\nname = \"haproxy\"\nsend_proxy = \"v2\"\n  [[pool.server]]\n  address = \"{front}\"\n",
+        site.pem.display().to_string()
+    );
+    let _p = Proxy::start(&text, &[web]).await;
+    // two clients on kept-alive connections, their requests interleaved: each
+    // reaches HAProxy as itself, every time
+    let mut a = tls_keepalive("127.0.0.5", web, &pki, "site.example.com").await;
+    let mut b = tls_keepalive("127.0.0.6", web, &pki, "site.example.com").await;
+    for round in 0..3 {
+        for (tx, client) in [(&mut a, "127.0.0.5"), (&mut b, "127.0.0.6")] {
+            tx.ready().await.unwrap();
+            let req = hyper::Request::get("/")
+                .header("host", "site.example.com")
+                .body(http_body_util::Empty::new())
+                .unwrap();
+            let resp = tx.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.into_body().collect().await.unwrap();
+            let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+            assert_eq!(h["x-forwarded-for"], client, "round {round}");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let n = |c: &str| {
+            text.lines()
+                .filter(|l| {
+                    l.contains(&format!("client={c}")) && l.contains("authority=site.example.com")
+                })
+                .count()
+        };
+        if n("127.0.0.5") == 3 && n("127.0.0.6") == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "haproxy's log: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The TLVs of a PROXY v2 header: (type, value).
+fn tlvs(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while b.len() >= 3 {
+        let len = u16::from_be_bytes([b[1], b[2]]) as usize;
+        out.push((b[0], b[3..3 + len].to_vec()));
+        b = &b[3 + len..];
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_terminating_tcp_listener_sends_the_pp2_ssl_tlvs() {
+    let pki = tls::Pki::new("TLV CA");
+    let site = pki.server("site", &["db.example.com"]);
+    let alice = pki.issue("alice", "alice", &[], tls::Key::Ecdsa, 30);
+    // a server that reads one PROXY v2 header and hands it back
+    let server = tokio::net::TcpListener::bind(free_addr("127.0.0.1"))
+        .await
+        .unwrap();
+    let backend = server.local_addr().unwrap();
+    let got = tokio::spawn(async move {
+        let (mut s, _) = server.accept().await.unwrap();
+        let mut head = [0u8; 16];
+        s.read_exact(&mut head).await.unwrap();
+        let len = u16::from_be_bytes([head[14], head[15]]) as usize;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.unwrap();
+        (head, body)
+    });
+    let (admin, edge) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let text = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n[[listener]]\nname = \"edge\"\nbind = [\"{edge}\"]\nmode = \"tcp\"\npool = \"db\"\n  [listener.tls]\n  cert = [{:?}]\n  client_ca = {:?}\n[[pool]]\nname = \"db\"\nsend_proxy = \"v2\"\n  [[pool.server]]\n  address = \"{backend}\"\n",
+        site.pem.display().to_string(),
+        pki.ca().display().to_string()
+    );
+    let _p = Proxy::start(&text, &[edge]).await;
+    let (ok, out) = tls::s_client(
+        edge,
+        &[
+            "-servername",
+            "db.example.com",
+            "-cert",
+            alice.crt.to_str().unwrap(),
+            "-key",
+            alice.key.to_str().unwrap(),
+        ],
+        b"hello",
+    );
+    assert!(ok, "{out}");
+    let (head, body) = tokio::time::timeout(Duration::from_secs(10), got)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(head[13], 0x11, "TCP over IPv4");
+    let tlvs = tlvs(&body[12..]);
+    let authority = tlvs
+        .iter()
+        .find(|(t, _)| *t == 0x02)
+        .map(|(_, v)| v.clone());
+    assert_eq!(
+        authority.as_deref(),
+        Some(&b"db.example.com"[..]),
+        "{tlvs:?}"
+    );
+    let ssl = &tlvs
+        .iter()
+        .find(|(t, _)| *t == 0x20)
+        .expect("PP2_TYPE_SSL")
+        .1;
+    assert_eq!(
+        ssl[0] & 0x03,
+        0x03,
+        "client: SSL and a certificate on the connection"
+    );
+    assert_eq!(&ssl[1..5], &[0, 0, 0, 0], "verified");
+    let sub = self::tlvs(&ssl[5..]);
+    let get = |t: u8| {
+        sub.iter()
+            .find(|(k, _)| *k == t)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(get(0x21).as_deref(), Some("TLSv1.3"));
+    assert_eq!(get(0x22).as_deref(), Some("alice"));
+    assert!(
+        get(0x23).is_some_and(|c| c.contains("AES") || c.contains("CHACHA")),
+        "{sub:?}"
+    );
 }

@@ -383,7 +383,7 @@ pub struct PoolFile {
     #[serde(default)]
     pub slow_start: Dur,
     /// "v1" or "v2": send a PROXY protocol header first on every connection to
-    /// a server (tcp listeners).
+    /// a server (from http listeners those connections are private to one client).
     pub send_proxy: Option<String>,
     /// TLS to the servers.
     pub tls: Option<PoolTlsFile>,

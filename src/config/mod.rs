@@ -800,24 +800,6 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
         if let Some(u) = used_pools.get_mut(pool) {
             *u = true;
         }
-        let sends_proxy = |ix: usize| pools.get(ix).filter(|pc| pc.send_proxy.is_some());
-        if lf.mode == Mode::Http {
-            let route_pools = lf
-                .routes
-                .iter()
-                .filter_map(|r| pool_index.get(r.pool.as_str()));
-            for ix in std::iter::once(&pool).chain(route_pools) {
-                if let Some(pc) = sends_proxy(*ix) {
-                    p.add(
-                        &at.key("pool"),
-                        format!(
-                            "pool {:?} sends the PROXY protocol (send_proxy), which rampart does from tcp listeners only: an http listener shares backend connections between clients",
-                            pc.name
-                        ),
-                    );
-                }
-            }
-        }
         if lf.mode == Mode::Tcp {
             if !lf.routes.is_empty() && lf.tls.is_some() {
                 p.add(
@@ -1456,10 +1438,10 @@ name = "api"
     fn proxy_protocol_keys_are_checked() {
         let p = problem(&GOOD.replace(
             "name = \"api\"\n  [[pool.server]]",
-            "name = \"api\"\nsend_proxy = \"v2\"\n  [[pool.server]]",
+            "name = \"api\"\nsend_proxy = \"v3\"\n  [[pool.server]]",
         ));
-        assert_eq!(p.key, "listener[0].pool");
-        assert!(p.message.contains("tcp listeners only"), "{}", p.message);
+        assert_eq!(p.key, "pool[0].send_proxy");
+        assert!(p.message.contains("\"v1\" or \"v2\""), "{}", p.message);
         let p = problem(&GOOD.replace(
             "pool = \"api\"\n  [[listener.route]]",
             "pool = \"api\"\nproxy_protocol = { from = [\"10.0.0.0/40\"] }\n  [[listener.route]]",

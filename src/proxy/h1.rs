@@ -229,9 +229,10 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
             close: r.close(),
         });
     };
-    if pool.tls.is_some() {
-        // TLS to the servers is hyper's (this path pools plain sockets)
-        return Some(Step::Fallback("TLS to the server"));
+    if pool.tls.is_some() || pool.send_proxy.is_some() {
+        // TLS to the servers, and connections private to one client (they carry
+        // its PROXY header), are hyper's: this path shares plain sockets
+        return Some(Step::Fallback("TLS or PROXY protocol to the server"));
     }
     let key = lifecycle::hash_key(&pool, ctx.peer.ip(), r.target, |h| r.header(h.as_str()));
     let log = ctx.shared.access_log.enabled().then(|| {

@@ -69,6 +69,8 @@ pub struct ConnCtx {
     pub(super) permits: crate::listener::Permits,
     /// What its TLS negotiated (a TLS listener).
     pub tls: Option<Arc<crate::tls::TlsInfo>>,
+    /// Its private backend connections (pools with send_proxy).
+    pub(super) private: upstream::Private,
 }
 
 impl ConnCtx {
@@ -91,6 +93,7 @@ impl ConnCtx {
             permits,
             kill,
             tls: None,
+            private: upstream::Private::default(),
         }
     }
 
@@ -331,7 +334,13 @@ async fn handle(
             }
         }
         let progress = req.body().progress().cloned();
-        match upstream::send(&pool, server, req, replay_fn).await {
+        let via = upstream::Via {
+            private: &ctx.private,
+            client: ctx.peer,
+            local: ctx.bound,
+            tls: ctx.tls.as_deref(),
+        };
+        match upstream::send(&pool, server, req, replay_fn, Some(&via)).await {
             Err(SendError { error, unsent }) => {
                 let resendable = unsent.is_some();
                 if let Err(g) = lc.failed(&mut guard, error, resendable, replay.is_some()) {
@@ -407,6 +416,7 @@ async fn handle(
                         start,
                         idle_timeout: pool.server_timeout,
                         idle: None,
+                        private: pool.send_proxy.is_some().then(|| Arc::clone(&ctx)),
                     }),
                 ));
             }
@@ -887,6 +897,8 @@ pub struct UpstreamBody {
     /// Armed the first time the body has nothing ready (a response that comes
     /// whole never needs a timer), pushed back on every frame.
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The client connection whose private connection this is (send_proxy).
+    private: Option<Arc<ConnCtx>>,
 }
 
 impl UpstreamBody {
@@ -916,12 +928,15 @@ impl UpstreamBody {
         let upload_done = self.progress.as_ref().is_none_or(|p| p.is_done());
         if complete && upload_done {
             if let Some(sender) = self.sender.take() {
-                upstream::checkin(
-                    &guard.server().state,
-                    guard.pool().max_idle_per_server,
-                    self.keepalive,
-                    sender,
-                );
+                match &self.private {
+                    Some(ctx) => ctx.private.put(&guard.server().state, sender),
+                    None => upstream::checkin(
+                        &guard.server().state,
+                        guard.pool().max_idle_per_server,
+                        self.keepalive,
+                        sender,
+                    ),
+                }
             }
         } else {
             self.sender = None;
