@@ -608,6 +608,23 @@ async fn tls_to_backends_is_verified_pooled_resumed_and_health_checked() {
         &[ok_l, by_ip, wrong_ca, wrong_name],
     )
     .await;
+    // health checks go over TLS too: the good pool's server comes UP (it takes
+    // no traffic before its first check passes), while one whose pool does not
+    // trust the server's CA goes DOWN
+    let state = |pool: &'static str| async move {
+        let (_, body) = admin_get(admin, &format!("/api/pools/{pool}")).await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["servers"][0]["status"].as_str().unwrap_or("").to_string()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (g, w) = (state("good").await, state("checked").await);
+        if g == "UP" && w.starts_with("DOWN") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "good={g} checked={w}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let c = client();
     // verified by name, and by the IP address SAN when no name is given
     let (st, b) = get(&c, &format!("http://{ok_l}/")).await;
@@ -654,22 +671,6 @@ async fn tls_to_backends_is_verified_pooled_resumed_and_health_checked() {
             "verification failures not logged: {e}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // health checks go over TLS too: the good pool is UP, one that does not
-    // trust the server's CA has it DOWN
-    let state = |pool: &'static str| async move {
-        let (_, body) = admin_get(admin, &format!("/api/pools/{pool}")).await;
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        v["servers"][0]["status"].as_str().unwrap_or("").to_string()
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (g, w) = (state("good").await, state("checked").await);
-        if g == "UP" && w.starts_with("DOWN") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "good={g} checked={w}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -735,6 +736,41 @@ async fn tcp_listener_routes_tls_by_sni_without_terminating_it() {
             b.handshakes.load(Ordering::SeqCst)
         )
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_shows_its_client_certificate_to_a_backend_that_requires_one() {
+    let pki = Pki::new("mTLS backend CA");
+    let cert = pki.server("api", &["api.internal"]);
+    let me = pki.issue("rampart", "rampart-edge", &[], Key::Ecdsa, 30);
+    let backend = t::mtls_backend("needs-a-cert", &cert, &pki).await;
+    let (admin, with, without) = (
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+    );
+    let ca = format!("{:?}", pki.ca().display().to_string());
+    let listener = |name: &str, bind: SocketAddr| {
+        format!("\n[[listener]]\nname = \"{name}\"\nbind = [\"{bind}\"]\nmode = \"http\"\npool = \"{name}\"\n")
+    };
+    let body = listener("with", with)
+        + &pool(
+            "with",
+            &format!(
+                "  [pool.tls]\n  ca = {ca}\n  server_name = \"api.internal\"\n  cert = {:?}\n  key = {:?}\n",
+                me.crt.display().to_string(),
+                me.key.display().to_string()
+            ),
+            backend.addr,
+        )
+        + &listener("without", without)
+        + &pool("without", &format!("retries = 0\n  [pool.tls]\n  ca = {ca}\n  server_name = \"api.internal\"\n"), backend.addr);
+    let _p = Proxy::start(&config(admin, "", &body), &[with, without]).await;
+    let c = client();
+    let (st, b) = get(&c, &format!("http://{with}/")).await;
+    assert_eq!((st.as_u16(), b.as_str()), (200, "needs-a-cert"));
+    let (st, _) = get(&c, &format!("http://{without}/")).await;
+    assert_eq!(st, 502);
 }
 
 #[test]

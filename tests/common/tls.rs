@@ -315,12 +315,40 @@ pub fn server_config(cert: &Issued) -> rustls::ServerConfig {
 }
 
 pub async fn tls_backend(name: &str, cert: &Issued, close_each: bool) -> TlsBackend {
+    tls_backend_with(name, server_config(cert), close_each).await
+}
+
+/// A TLS backend that requires a client certificate issued by `clients`.
+pub async fn mtls_backend(name: &str, cert: &Issued, clients: &Pki) -> TlsBackend {
+    use rustls_pki_types::pem::PemObject;
+    let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(&cert.pem)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&cert.key).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(clients.roots()),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .unwrap();
+    tls_backend_with(name, cfg, false).await
+}
+
+async fn tls_backend_with(name: &str, cfg: rustls::ServerConfig, close_each: bool) -> TlsBackend {
     use std::sync::atomic::Ordering;
     let listener = tokio::net::TcpListener::bind(super::free_addr("127.0.0.1"))
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(cert)));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let handshakes: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
     let resumed: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
     let sni: Arc<std::sync::Mutex<Vec<Option<String>>>> = Arc::default();

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Instructions per request under callgrind, the figure noise does not move (it
+# repeats within 1%; wall-clock ratios move +-20% on these machines).
+#
+# Each proxy runs under valgrind twice, serving N1 and then N2 keep-alive
+# requests (h2load, 10 connections); the difference of the two totals over
+# N2 - N1 is the cost of one request, start-up, handshakes and shutdown
+# cancelling out. Rows: rampart plain HTTP, rampart over TLS, HAProxy over TLS
+# (nginx forks workers, which callgrind follows poorly; it is left out).
+#
+#   bench/callgrind.sh            N1=2000, N2=12000
+#   bench/callgrind.sh 1000 5000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n1=${1:-2000}
+n2=${2:-12000}
+need=()
+for pair in valgrind:valgrind haproxy:haproxy nginx:nginx h2load:nghttp2-client openssl:openssl curl:curl; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+cargo build --release --quiet
+bin=$PWD/target/release/rampart
+d=$(mktemp -d /tmp/rampart-callgrind-XXXX)
+trap 'nginx -c $d/backend.conf -s stop 2>/dev/null || true; rm -rf $d' EXIT
+cd "$d"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out key.pem 2>/dev/null
+openssl req -x509 -new -key key.pem -subj /CN=bench.example.com -addext subjectAltName=DNS:bench.example.com -days 30 -out cert.pem 2>/dev/null
+cat cert.pem key.pem > site.pem
+cat > backend.conf <<EOC
+worker_processes 1;
+pid $d/backend.pid;
+error_log $d/backend.err;
+events { worker_connections 1000; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  server { listen 127.0.0.1:19600; location = / { return 200 "hello\n"; } }
+}
+EOC
+taskset -c 0 nginx -c "$d/backend.conf"
+cat > r.toml <<EOC
+[global]
+threads = 1
+access_log = "off"
+[admin]
+bind = "127.0.0.1:19604"
+[[listener]]
+name = "plain"
+bind = ["127.0.0.1:19601"]
+mode = "http"
+pool = "be"
+[[listener]]
+name = "tls"
+bind = ["127.0.0.1:19602"]
+mode = "http"
+pool = "be"
+  [listener.tls]
+  cert = ["$d/site.pem"]
+  alpn = ["http/1.1"]
+[[pool]]
+name = "be"
+max_idle_per_server = 128
+  [[pool.server]]
+  address = "127.0.0.1:19600"
+EOC
+cat > h.cfg <<EOC
+global
+  nbthread 1
+  maxconn 1000
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+frontend fe
+  bind 127.0.0.1:19605 ssl crt $d/site.pem alpn http/1.1
+  default_backend be
+backend be
+  http-reuse always
+  server s1 127.0.0.1:19600
+EOC
+
+# total instructions of one run of `cmd` serving n requests at url
+run() { # run NAME N URL CMD...
+  local name=$1 n=$2 url=$3; shift 3
+  valgrind --tool=callgrind --callgrind-out-file="$d/cg.$name.$n" "$@" >/dev/null 2>"$d/cg.$name.$n.err" &
+  local pid=$!
+  for _ in $(seq 300); do curl -sk -o /dev/null "$url" && break; sleep 0.1; done
+  taskset -c 0 h2load --h1 -n "$n" -c 10 "$url" | grep -E "^requests:" >&2
+  kill -TERM $pid; wait $pid || true
+  # valgrind writes "summary:" (or "totals:") with the instruction count
+  grep -E '^(summary|totals):' "$d/cg.$name.$n" | head -1 | awk '{print $2}'
+}
+
+per_request() { # NAME URL CMD...
+  local name=$1 url=$2; shift 2
+  local a b
+  a=$(run "$name" "$n1" "$url" "$@")
+  b=$(run "$name" "$n2" "$url" "$@")
+  echo "$name: $(( (b - a) / (n2 - n1) )) instructions per keep-alive request ($a at $n1, $b at $n2)"
+}
+
+per_request rampart-plain http://127.0.0.1:19601/ "$bin" run -c r.toml
+per_request rampart-tls https://127.0.0.1:19602/ "$bin" run -c r.toml
+per_request haproxy-tls https://127.0.0.1:19605/ haproxy -db -f h.cfg
