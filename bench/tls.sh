@@ -4,7 +4,7 @@
 #
 #   bench/tls.sh --out bench/RESULTS-tls.md     full run (3 rounds x 10 s)
 #   bench/tls.sh --quick                        one short round
-#   bench/tls.sh --aws-lc ...                   also a rampart built with aws-lc-rs
+#   bench/tls.sh --ring ...                     also a rampart built with ring
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,11 +22,11 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 alt=()
-if [ "${1:-}" = "--aws-lc" ]; then
+if [ "${1:-}" = "--ring" ]; then
   shift
-  # a second build with aws-lc-rs, in its own target folder
-  cargo build --release --quiet --features aws-lc --target-dir target/aws-lc
-  alt=(--rampart-alt target/aws-lc/release/rampart --alt-label "rampart built with aws-lc-rs")
+  # a second build with ring instead of aws-lc-rs, in its own target folder
+  cargo build --release --quiet --no-default-features --features ring --target-dir target/ring
+  alt=(--rampart-alt target/ring/release/rampart --alt-label "rampart built with ring")
 fi
 cargo build --release --quiet
 cargo build --release --quiet --example tlsload

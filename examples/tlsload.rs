@@ -48,7 +48,7 @@ impl ServerCertVerifier for Anything {
         Ok(HandshakeSignatureValid::assertion())
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
+        rampart::tls::provider()
             .signature_verification_algorithms
             .supported_schemes()
     }
@@ -65,14 +65,12 @@ fn main() {
     let conns: usize = args[3].parse().expect("CONNECTIONS");
     let secs: f64 = args[4].parse().expect("SECONDS");
     let resume = args.iter().any(|a| a == "--resume");
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .dangerous()
-    .with_custom_certificate_verifier(Arc::new(Anything))
-    .with_no_client_auth();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(rampart::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Anything))
+        .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     if !resume {
         cfg.resumption = rustls::client::Resumption::disabled();

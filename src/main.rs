@@ -6,10 +6,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `rampart --version`: the version and the TLS crypto provider it was built with.
+const VERSION: &str = if cfg!(feature = "aws-lc") {
+    concat!(env!("CARGO_PKG_VERSION"), " (TLS: rustls with aws-lc-rs)")
+} else {
+    concat!(env!("CARGO_PKG_VERSION"), " (TLS: rustls with ring)")
+};
+
 #[derive(Parser)]
 #[command(
     name = "rampart",
-    version,
+    version = VERSION,
     about = "A high-availability TCP/HTTP load-balancing proxy"
 )]
 struct Cli {

@@ -26,7 +26,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -476,11 +476,7 @@ async fn send_client<S: ClientIo>(client: &mut S, data: &[u8], limit: Duration) 
     if n == data.len() && client.flushed() {
         return Ok(());
     }
-    let rest = async {
-        client.write_all(&data[n..]).await?;
-        client.flush().await
-    };
-    match tokio::time::timeout(limit, rest).await {
+    match tokio::time::timeout(limit, client.send_all(&data[n..])).await {
         Ok(r) => r,
         Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }

@@ -20,6 +20,11 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     fn write_now(&mut self, data: &[u8]) -> io::Result<usize>;
     /// Whether everything taken so far is on the wire (TLS may hold records).
     fn flushed(&self) -> bool;
+    /// Writes all of `data` and whatever is still held, waiting as needed.
+    fn send_all<'a>(
+        &'a mut self,
+        data: &'a [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a;
     /// The socket underneath, to watch for the client closing.
     fn socket(&self) -> &TcpStream;
     /// Before the connection is dropped: TLS says close_notify (a client that
@@ -40,6 +45,12 @@ impl ClientIo for TcpStream {
     }
     fn flushed(&self) -> bool {
         true
+    }
+    fn send_all<'a>(
+        &'a mut self,
+        data: &'a [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a {
+        tokio::io::AsyncWriteExt::write_all(self, data)
     }
     fn socket(&self) -> &TcpStream {
         self
@@ -73,6 +84,16 @@ impl ClientIo for TlsStream<TcpStream> {
     }
     fn flushed(&self) -> bool {
         !self.get_ref().1.wants_write()
+    }
+    fn send_all<'a>(
+        &'a mut self,
+        data: &'a [u8],
+    ) -> impl Future<Output = io::Result<()>> + Send + 'a {
+        async move {
+            use tokio::io::AsyncWriteExt;
+            self.write_all(data).await?;
+            self.flush().await
+        }
     }
     fn socket(&self) -> &TcpStream {
         self.get_ref().0

@@ -15,26 +15,37 @@ pub use cert::{CaFile, CertError, CertFile};
 pub use client::PoolTls;
 pub use server::{ListenerTls, ServerTls, TlsInfo};
 
-/// The crypto provider everything TLS uses (see the README: ring, chosen by
-/// measurement; `--features aws-lc` builds with aws-lc-rs instead).
+#[cfg(not(any(feature = "aws-lc", feature = "ring")))]
+compile_error!("rampart needs a TLS crypto provider: the feature \"aws-lc\" (default) or \"ring\"");
+
+/// The crypto provider everything TLS uses: aws-lc-rs, chosen by measurement
+/// (README; with `--no-default-features --features ring`, ring).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     static P: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
     Arc::clone(P.get_or_init(|| {
         #[cfg(feature = "aws-lc")]
         let p = rustls::crypto::aws_lc_rs::default_provider();
-        #[cfg(not(feature = "aws-lc"))]
+        #[cfg(all(feature = "ring", not(feature = "aws-lc")))]
         let p = rustls::crypto::ring::default_provider();
         Arc::new(p)
     }))
 }
 
-/// The provider's name, for `rampart version` and the stats.
+/// The provider's name, for `rampart --version`.
 pub fn provider_name() -> &'static str {
     if cfg!(feature = "aws-lc") {
         "aws-lc-rs"
     } else {
         "ring"
     }
+}
+
+/// Session ticket keys: rotated every 6 hours by the provider's ticketer.
+pub(crate) fn new_ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
+    #[cfg(feature = "aws-lc")]
+    return rustls::crypto::aws_lc_rs::Ticketer::new();
+    #[cfg(all(feature = "ring", not(feature = "aws-lc")))]
+    return rustls::crypto::ring::Ticketer::new();
 }
 
 /// A value built from config fields that the config compares instead (a rustls

@@ -47,11 +47,7 @@ pub enum BuildError {
 fn ticketer() -> Option<Arc<dyn rustls::server::ProducesTickets>> {
     static T: OnceLock<Option<Arc<dyn rustls::server::ProducesTickets>>> = OnceLock::new();
     T.get_or_init(|| {
-        #[cfg(feature = "aws-lc")]
-        let t = rustls::crypto::aws_lc_rs::Ticketer::new();
-        #[cfg(not(feature = "aws-lc"))]
-        let t = rustls::crypto::ring::Ticketer::new();
-        match t {
+        match super::new_ticketer() {
             Ok(t) => Some(t),
             Err(e) => {
                 tracing::error!(error = %e, "cannot make session ticket keys; resumption uses the session cache only");

@@ -204,13 +204,11 @@ impl Pki {
 
 /// A rustls client config trusting `pki`, offering `alpn`.
 pub fn client_config(pki: &Pki, alpn: &[&str]) -> rustls::ClientConfig {
-    let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(pki.roots())
-    .with_no_client_auth();
+    let mut c = rustls::ClientConfig::builder_with_provider(rampart::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(pki.roots())
+        .with_no_client_auth();
     c.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
     c
 }
@@ -306,7 +304,7 @@ pub fn server_config(cert: &Issued) -> rustls::ServerConfig {
         .map(Result::unwrap)
         .collect();
     let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&cert.key).unwrap();
-    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    rustls::ServerConfig::builder_with_provider(rampart::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
@@ -326,7 +324,7 @@ pub async fn mtls_backend(name: &str, cert: &Issued, clients: &Pki) -> TlsBacken
         .map(Result::unwrap)
         .collect();
     let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&cert.key).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = rampart::tls::provider();
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(clients.roots()),
         provider.clone(),
