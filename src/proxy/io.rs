@@ -85,15 +85,10 @@ impl ClientIo for TlsStream<TcpStream> {
     fn flushed(&self) -> bool {
         !self.get_ref().1.wants_write()
     }
-    fn send_all<'a>(
-        &'a mut self,
-        data: &'a [u8],
-    ) -> impl Future<Output = io::Result<()>> + Send + 'a {
-        async move {
-            use tokio::io::AsyncWriteExt;
-            self.write_all(data).await?;
-            self.flush().await
-        }
+    async fn send_all<'a>(&'a mut self, data: &'a [u8]) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.write_all(data).await?;
+        self.flush().await
     }
     fn socket(&self) -> &TcpStream {
         self.get_ref().0
