@@ -165,9 +165,14 @@ fn version_flag() {
         .output()
         .unwrap();
     assert!(out.status.success());
+    // the version, and the TLS provider it was built with
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        format!("rampart {}", env!("CARGO_PKG_VERSION"))
+        format!(
+            "rampart {} (TLS: rustls with {})",
+            env!("CARGO_PKG_VERSION"),
+            rampart::tls::provider_name()
+        )
     );
 }
 
