@@ -379,9 +379,11 @@ def main():
     nginx_v = sh("nginx -v").stderr.strip()
     openssl_v = sh("openssl version").stdout.strip()
     alt = f"\n`rampart-alt` is {a.alt_label} ({a.rampart_alt})." if a.rampart_alt else ""
+    cmd = "bench/tls.sh" + (" --ring" if a.rampart_alt else "") + (" --quick" if a.quick else "")
+    cmd += f" --out {a.out}" if a.out else ""
     report = f"""# TLS benchmark results
 
-Run {started:%Y-%m-%d %H:%M} UTC with `bench/tls.sh {' '.join(sys.argv[5:])}`: {a.rounds} round(s) of
+Run {started:%Y-%m-%d %H:%M} UTC with `{cmd}`: {a.rounds} round(s) of
 {a.duration} s per scenario and target, interleaved, medians. Proxies: {a.threads} thread(s)/worker(s)
 each, pinned to CPU(s) {b.proxy_cpus}; the load generators (examples/tlsload.rs, wrk, curl) and the
 plain nginx backend on CPU(s) {b.load_cpus}. {a.connections} client connections. TLS 1.3 with X25519

@@ -351,5 +351,28 @@ mod tests {
         assert_eq!(j["connect_ms"], 0.31);
         let time = j["time"].as_str().unwrap();
         assert!(time.len() == 24 && time.ends_with('Z'), "{time}");
+        assert!(j.get("tls").is_none(), "{j}");
+        // a TLS client connection adds its version, cipher, SNI and certificate
+        let info = crate::tls::TlsInfo {
+            version: "TLSv1.3",
+            cipher: "TLS13_AES_128_GCM_SHA256",
+            sni: Some("api.example.com".into()),
+            client_subject: Some("CN=alice, O=Example".into()),
+            ..Default::default()
+        };
+        let e = Entry {
+            tls: Some(&info),
+            ..e
+        };
+        let t = format_text(&e);
+        assert!(
+            t.ends_with(" end=ok tls=TLSv1.3 cipher=TLS13_AES_128_GCM_SHA256 sni=api.example.com client_cert=\"CN=alice, O=Example\"\n"),
+            "{t}"
+        );
+        let j: serde_json::Value = serde_json::from_str(&format_json(&e)).unwrap();
+        assert_eq!(j["tls"], "TLSv1.3");
+        assert_eq!(j["cipher"], "TLS13_AES_128_GCM_SHA256");
+        assert_eq!(j["sni"], "api.example.com");
+        assert_eq!(j["client_cert"], "CN=alice, O=Example");
     }
 }
