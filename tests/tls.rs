@@ -48,6 +48,23 @@ fn metric(text: &str, line_start: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Waits (at most 5 s) until the metric line reaches `min`: a refused handshake
+/// is counted just after its alert went out, so the client may be done first.
+async fn wait_metric(admin: SocketAddr, line_start: &str, min: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = metrics(admin).await;
+        if metric(&m, line_start) >= min {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{line_start} < {min}: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn resolve(name: &str, addr: SocketAddr) -> String {
     format!("{name}:{}:{}", addr.port(), addr.ip())
 }
@@ -123,21 +140,19 @@ async fn certificates_are_chosen_by_sni_with_a_default_and_any_key_type() {
     assert!(!ok || !out.contains("subject="), "{out}");
     let (ok, _) = t::s_client(strict, &["-servername", "a.example.com"], b"");
     assert!(ok);
+    wait_metric(
+        admin,
+        "rampart_tls_handshake_failures_total{listener=\"strict\",reason=\"no_sni_match\"}",
+        1.0,
+    )
+    .await;
+    wait_metric(
+        admin,
+        "rampart_tls_handshakes_total{listener=\"web\",result=\"ok\",version=\"TLSv1.3\"}",
+        4.0,
+    )
+    .await;
     let m = metrics(admin).await;
-    assert!(
-        metric(
-            &m,
-            "rampart_tls_handshake_failures_total{listener=\"strict\",reason=\"no_sni_match\"}"
-        ) >= 1.0,
-        "{m}"
-    );
-    assert!(
-        metric(
-            &m,
-            "rampart_tls_handshakes_total{listener=\"web\",result=\"ok\",version=\"TLSv1.3\"}"
-        ) >= 4.0,
-        "{m}"
-    );
     // the expiry of every certificate is exported
     let exp = t::cert_not_after(&exact);
     assert!(
@@ -259,14 +274,12 @@ async fn alpn_picks_h2_or_http1_and_min_version_refuses_tls12() {
         &url13,
     ]);
     assert!(!ok, "curl with TLS 1.2 at most got through");
-    let m = metrics(admin).await;
-    assert!(
-        metric(
-            &m,
-            "rampart_tls_handshake_failures_total{listener=\"only13\",reason=\"protocol_version\"}"
-        ) >= 2.0,
-        "{m}"
-    );
+    wait_metric(
+        admin,
+        "rampart_tls_handshake_failures_total{listener=\"only13\",reason=\"protocol_version\"}",
+        2.0,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,14 +363,12 @@ async fn client_certificates_are_required_verified_logged_and_passed_on() {
         before,
         "a refused client reached the backend"
     );
-    let m = metrics(admin).await;
-    assert!(
-        metric(
-            &m,
-            "rampart_tls_handshake_failures_total{listener=\"web\",reason=\"bad_client_cert\"}"
-        ) >= 3.0,
-        "{m}"
-    );
+    wait_metric(
+        admin,
+        "rampart_tls_handshake_failures_total{listener=\"web\",reason=\"bad_client_cert\"}",
+        3.0,
+    )
+    .await;
     // optional: served without a certificate, and no subject header then
     let (ok, out, err) = call(opt, None, &["-H", "X-Client-Subject: CN=admin"]);
     assert!(ok, "{err}");
