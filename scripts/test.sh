@@ -23,6 +23,7 @@ need 'command -v haproxy' haproxy                        # tests/proxy_protocol.
 need 'command -v openssl' openssl                        # tests/tls.rs: certificates, s_client
 need 'command -v curl' curl                              # tests/tls.rs: a TLS client
 need 'test -d /etc/ssl/certs' ca-certificates            # pool.tls ca = "system"
+need '/usr/bin/python3 -c "import h2"' python3-h2         # tests/http2.rs: frame-level HTTP/2 probes
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   SUDO=""

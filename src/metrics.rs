@@ -24,6 +24,8 @@ pub struct Metrics {
     pub tls_handshake_duration: HistogramVec,
     /// Failed TLS handshakes by listener and reason.
     pub tls_failures: IntCounterVec,
+    /// HTTP/2 connections rampart ended with GOAWAY for a client's error.
+    pub h2_goaway: IntCounterVec,
 }
 
 const DURATION_BUCKETS: &[f64] = &[
@@ -81,7 +83,12 @@ pub fn global() -> &'static Metrics {
             "Failed TLS handshakes with clients, by listener and reason",
             &["listener", "reason"],
         );
-        for c in [&tls_handshakes, &tls_failures] {
+        let h2_goaway = counter(
+            "rampart_http2_goaway_total",
+            "HTTP/2 client connections rampart closed with GOAWAY for a protocol error or abuse, by listener and error code (ENHANCE_YOUR_CALM: rapid reset and the like)",
+            &["listener", "code"],
+        );
+        for c in [&tls_handshakes, &tls_failures, &h2_goaway] {
             if let Err(e) = registry.register(Box::new(c.clone())) {
                 tracing::error!(error = %e, "cannot register a metric");
             }
@@ -93,6 +100,7 @@ pub fn global() -> &'static Metrics {
             tls_handshakes,
             tls_handshake_duration,
             tls_failures,
+            h2_goaway,
         }
     })
 }

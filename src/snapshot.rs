@@ -165,6 +165,7 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
             Arc::new(crate::proxy::http::server_builders(
                 l.request_header_timeout,
                 l.client_timeout,
+                &l.http2,
             ))
         }),
         shared,

@@ -226,6 +226,47 @@ pub struct ListenerFile {
     pub proxy_protocol: Option<ProxyProtocolFile>,
     /// TLS terminated on this listener.
     pub tls: Option<ListenerTlsFile>,
+    /// HTTP/2 limits (h2c and h2 over TLS).
+    #[serde(default)]
+    pub http2: Http2File,
+}
+
+/// `[listener.http2]`: the HTTP/2 server's limits, set on purpose.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2File {
+    pub max_concurrent_streams: u32,
+    pub max_header_list_size: Size,
+    pub initial_stream_window_size: Size,
+    pub initial_connection_window_size: Size,
+    pub max_frame_size: Size,
+    /// Streams the client reset before they were accepted (rapid reset).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams rampart had to reset for the client's protocol errors.
+    pub max_local_error_reset_streams: usize,
+    /// PING when the connection has been silent this long ("0s": never).
+    pub keepalive_interval: Dur,
+    /// ... and close it when the PING is not answered within this long.
+    pub keepalive_timeout: Dur,
+    /// GOAWAY to a connection that has started no request for this long ("0s": never).
+    pub idle_timeout: Dur,
+}
+
+impl Default for Http2File {
+    fn default() -> Self {
+        Http2File {
+            max_concurrent_streams: 256,
+            max_header_list_size: Size(64 * 1024),
+            initial_stream_window_size: Size(1024 * 1024),
+            initial_connection_window_size: Size(1024 * 1024),
+            max_frame_size: Size(16 * 1024),
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+            keepalive_interval: Dur(Duration::from_secs(30)),
+            keepalive_timeout: Dur(Duration::from_secs(20)),
+            idle_timeout: Dur(Duration::from_secs(180)),
+        }
+    }
 }
 
 /// `[listener.tls]`

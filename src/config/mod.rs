@@ -65,6 +65,100 @@ pub struct ListenerConfig {
     pub proxy_protocol: Option<crate::proxy_protocol::Accept>,
     /// TLS terminated here.
     pub tls: Option<crate::tls::ListenerTls>,
+    /// HTTP/2 server limits.
+    pub http2: Http2Config,
+}
+
+/// `[listener.http2]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http2Config {
+    pub max_concurrent_streams: u32,
+    pub max_header_list_size: u32,
+    pub initial_stream_window_size: u32,
+    pub initial_connection_window_size: u32,
+    pub max_frame_size: u32,
+    pub max_pending_accept_reset_streams: usize,
+    pub max_local_error_reset_streams: usize,
+    /// None: no pings.
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
+    /// None: never.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        validate_http2(&file::Http2File::default(), &KeyPath::default(), &mut None)
+    }
+}
+
+/// Checks `[listener.http2]` against RFC 9113's bounds; problems go to `p` (when
+/// given) and the value is clamped into range.
+fn validate_http2(
+    h: &file::Http2File,
+    at: &KeyPath,
+    p: &mut Option<&mut Problems<'_>>,
+) -> Http2Config {
+    const WINDOW_MAX: u64 = (1 << 31) - 1;
+    let mut check = |key: &'static str, v: u64, lo: u64, hi: u64, what: &str| -> u32 {
+        if v < lo || v > hi {
+            if let Some(p) = p.as_deref_mut() {
+                p.add(
+                    &at.key(key),
+                    format!("must be between {lo} and {hi} {what}"),
+                );
+            }
+        }
+        v.clamp(lo, hi) as u32
+    };
+    let max_concurrent_streams = check(
+        "max_concurrent_streams",
+        u64::from(h.max_concurrent_streams),
+        1,
+        u64::from(u32::MAX),
+        "",
+    );
+    let max_header_list_size = check(
+        "max_header_list_size",
+        h.max_header_list_size.0,
+        1024,
+        16 << 20,
+        "bytes",
+    );
+    let initial_stream_window_size = check(
+        "initial_stream_window_size",
+        h.initial_stream_window_size.0,
+        1,
+        WINDOW_MAX,
+        "bytes (RFC 9113 6.9.2)",
+    );
+    let initial_connection_window_size = check(
+        "initial_connection_window_size",
+        h.initial_connection_window_size.0,
+        65_535,
+        WINDOW_MAX,
+        "bytes (RFC 9113 6.9.2)",
+    );
+    let max_frame_size = check(
+        "max_frame_size",
+        h.max_frame_size.0,
+        16_384,
+        16_777_215,
+        "bytes (RFC 9113 6.5.2)",
+    );
+    let opt = |d: Duration| (!d.is_zero()).then_some(d);
+    Http2Config {
+        max_concurrent_streams,
+        max_header_list_size,
+        initial_stream_window_size,
+        initial_connection_window_size,
+        max_frame_size,
+        max_pending_accept_reset_streams: h.max_pending_accept_reset_streams,
+        max_local_error_reset_streams: h.max_local_error_reset_streams,
+        keepalive_interval: opt(h.keepalive_interval.0),
+        keepalive_timeout: h.keepalive_timeout.0,
+        idle_timeout: opt(h.idle_timeout.0),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -927,7 +1021,9 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
             .tls
             .as_ref()
             .and_then(|t| tls::listener(t, lf.mode, &at.key("tls"), base, &mut p, &mut warnings));
+        let http2 = validate_http2(&lf.http2, &at.key("http2"), &mut Some(&mut p));
         listeners.push(ListenerConfig {
+            http2,
             tls,
             name: lf.name.clone(),
             binds: lf.bind.iter().map(|a| a.0).collect(),

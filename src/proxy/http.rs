@@ -118,6 +118,8 @@ pub struct ServerBuilders {
     pub(super) header_timeout: Duration,
     /// The longest a write to the client may wait (the client not reading).
     pub(super) client_timeout: Duration,
+    /// HTTP/2: GOAWAY after this long without a new request.
+    h2_idle: Option<Duration>,
 }
 
 impl std::fmt::Debug for ServerBuilders {
@@ -132,6 +134,7 @@ impl std::fmt::Debug for ServerBuilders {
 pub fn server_builders(
     request_header_timeout: Duration,
     client_timeout: Duration,
+    h2cfg: &crate::config::Http2Config,
 ) -> ServerBuilders {
     let mut h1 = hyper::server::conn::http1::Builder::new();
     h1.timer(TokioTimer::new())
@@ -139,17 +142,59 @@ pub fn server_builders(
         // flattened writes: see upstream::connect_http
         .writev(false)
         .keep_alive(true);
+    // Every HTTP/2 limit set on purpose (`[listener.http2]`), rather than left to
+    // library defaults that may change under us.
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(h2cfg.max_concurrent_streams)
+        .max_header_list_size(h2cfg.max_header_list_size)
+        .initial_stream_window_size(h2cfg.initial_stream_window_size)
+        .initial_connection_window_size(h2cfg.initial_connection_window_size)
+        .max_frame_size(h2cfg.max_frame_size)
+        // rapid reset (CVE-2023-44487): streams the client resets before they
+        // are served; past the limit, GOAWAY ENHANCE_YOUR_CALM
+        .max_pending_accept_reset_streams(h2cfg.max_pending_accept_reset_streams)
+        // streams rampart had to reset for the client's errors (CVE-2024-27316 kin)
+        .max_local_error_reset_streams(h2cfg.max_local_error_reset_streams)
         // Dead peers are found by pings; an h2 connection has no header timer.
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .keep_alive_interval(h2cfg.keepalive_interval)
+        .keep_alive_timeout(h2cfg.keepalive_timeout);
     ServerBuilders {
         h1,
         h2,
         header_timeout: request_header_timeout,
         client_timeout,
+        h2_idle: h2cfg.idle_timeout,
+    }
+}
+
+/// When an HTTP/2 connection last started a request, and how many of its
+/// handlers are running: it is idle when none is and none started for
+/// `idle_timeout`.
+#[derive(Debug, Default)]
+struct Activity {
+    running: std::sync::atomic::AtomicUsize,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn start(&self) {
+        self.running.fetch_add(1, Ordering::Relaxed);
+        self.last_ms
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
+    }
+    fn end(&self) {
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        self.last_ms
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
+    }
+    /// How long until the connection is idle for `idle` (None: busy now).
+    fn idle_in(&self, idle: Duration) -> Option<Duration> {
+        if self.running.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let since = crate::clock::now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed));
+        Some(idle.saturating_sub(Duration::from_millis(since)))
     }
 }
 
@@ -176,13 +221,28 @@ pub(super) async fn serve_hyper<S: super::io::ClientIo>(
     graceful: CancellationToken,
 ) {
     let peer = ctx.peer;
+    let listener = Arc::clone(ctx.listener_name());
     let draining = graceful.clone();
+    let activity = (h2 && builders.h2_idle.is_some()).then(|| {
+        let a = Arc::new(Activity::default());
+        a.last_ms.store(crate::clock::now_ms(), Ordering::Relaxed);
+        a
+    });
+    let act = activity.clone();
     let svc = service_fn(move |req| {
         let ctx = Arc::clone(&ctx);
         let draining = draining.clone();
+        let act = act.clone();
         async move {
             let h1 = req.version() != Version::HTTP_2;
-            let mut resp = handle(ctx, req).await?;
+            if let Some(a) = &act {
+                a.start();
+            }
+            let resp = handle(ctx, req).await;
+            if let Some(a) = &act {
+                a.end();
+            }
+            let mut resp = resp?;
             if h1 && draining.is_cancelled() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
                 // the client opens its next connection elsewhere (or to the new
                 // process); hyper closes this one after the answer
@@ -195,10 +255,11 @@ pub(super) async fn serve_hyper<S: super::io::ClientIo>(
     let io = TokioIo::new(io);
     let result = if h2 {
         // HTTP/2's GOAWAY lets the client finish and move on without a race
-        drive(
+        let idle = builders.h2_idle.zip(activity);
+        drive_h2(
             builders.h2.serve_connection(io, svc),
             &graceful,
-            false,
+            idle,
             |c| c.graceful_shutdown(),
         )
         .await
@@ -212,7 +273,16 @@ pub(super) async fn serve_hyper<S: super::io::ClientIo>(
         .await
     };
     if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+        match h2_goaway(&e) {
+            Some(code) => {
+                crate::metrics::global()
+                    .h2_goaway
+                    .with_label_values(&[listener.as_ref(), code.as_str()])
+                    .inc();
+                tracing::info!(%peer, %listener, %code, error = %e, "HTTP/2 connection closed with GOAWAY");
+            }
+            None => tracing::debug!(%peer, error = %e, "client connection ended with an error"),
+        }
     }
 }
 
@@ -241,6 +311,59 @@ where
             }
             shutdown(conn.as_mut());
             conn.await
+        }
+    }
+}
+
+/// The error code of the GOAWAY rampart sent, when an HTTP/2 connection ended
+/// because of the client (a protocol error, too many resets...).
+fn h2_goaway(e: &hyper::Error) -> Option<String> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(h2e) = s.downcast_ref::<h2::Error>() {
+            if h2e.is_go_away() && !h2e.is_remote() {
+                return h2e.reason().map(|r| format!("{r:?}"));
+            }
+            return None;
+        }
+        src = s.source();
+    }
+    None
+}
+
+/// An HTTP/2 connection: GOAWAY (in-flight streams finish) on `graceful`, or
+/// once it has started no request for the idle timeout.
+async fn drive_h2<C>(
+    conn: C,
+    graceful: &CancellationToken,
+    idle: Option<(Duration, Arc<Activity>)>,
+    shutdown: impl Fn(Pin<&mut C>),
+) -> Result<(), hyper::Error>
+where
+    C: std::future::Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(conn);
+    let mut shut = false;
+    loop {
+        let wait = match (&idle, shut) {
+            (Some((limit, a)), false) => a.idle_in(*limit).unwrap_or(*limit),
+            _ => Duration::from_secs(86_400),
+        };
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            _ = graceful.cancelled(), if !shut => {
+                shut = true;
+                shutdown(conn.as_mut());
+            }
+            _ = tokio::time::sleep(wait), if !shut && idle.is_some() => {
+                if let Some((limit, a)) = &idle {
+                    if a.idle_in(*limit) == Some(Duration::ZERO) {
+                        tracing::debug!("HTTP/2 connection idle; GOAWAY");
+                        shut = true;
+                        shutdown(conn.as_mut());
+                    }
+                }
+            }
         }
     }
 }

@@ -1,0 +1,178 @@
+#!/usr/bin/python3
+"""HTTP/2 probes for tests/http2.rs, written with the `h2`/`hyperframe`/`hpack`
+packages (Debian's python3-h2). Each prints one JSON line of what the server did.
+
+  probe.py idle HOST PORT WAIT            one request, then wait for GOAWAY
+  probe.py rapid-reset HOST PORT N        N x (HEADERS, RST_STREAM CANCEL)
+  probe.py continuation HOST PORT N       HEADERS without END_HEADERS, N CONTINUATIONs
+  probe.py big-headers HOST PORT BYTES    one request with BYTES of header fields
+"""
+import json, socket, sys, time
+import h2.config, h2.connection, h2.events
+from hyperframe.frame import HeadersFrame, ContinuationFrame, SettingsFrame, Frame
+import hpack
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def frames(buf):
+    """Complete frames in buf: [(type, flags, stream, payload)], rest."""
+    out = []
+    while len(buf) >= 9:
+        n = int.from_bytes(buf[0:3], "big")
+        if len(buf) < 9 + n:
+            break
+        out.append((buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF, buf[9:9 + n]))
+        buf = buf[9 + n:]
+    return out, buf
+
+
+class Raw:
+    """A raw HTTP/2 client connection: frames in, frames out, what came back."""
+
+    def __init__(self, host, port):
+        self.s = socket.create_connection((host, port), timeout=10)
+        self.buf = b""
+        self.seen = []  # (type, flags, stream, payload)
+        self.closed = False
+        self.s.sendall(PREFACE + SettingsFrame(0).serialize())
+
+    def send(self, data):
+        try:
+            self.s.sendall(data)
+            return True
+        except OSError:
+            self.closed = True
+            return False
+
+    def pump(self, wait):
+        """Reads what is there (waiting up to `wait`; 0: not at all)."""
+        if wait == 0:
+            self.s.setblocking(False)
+        else:
+            self.s.settimeout(wait)
+        try:
+            d = self.s.recv(65536)
+            if not d:
+                self.closed = True
+                return
+            self.buf += d
+        except (socket.timeout, BlockingIOError):
+            return
+        except OSError:
+            self.closed = True
+            return
+        finally:
+            self.s.settimeout(10)
+        got, self.buf = frames(self.buf)
+        for t, fl, sid, p in got:
+            if t == 0x4 and not fl & 0x1:  # SETTINGS: ack it
+                self.send(SettingsFrame(0, flags=["ACK"]).serialize())
+            self.seen.append((t, fl, sid, p))
+
+    def goaway(self):
+        for t, _, _, p in self.seen:
+            if t == 0x7:
+                return {"last_stream": int.from_bytes(p[0:4], "big") & 0x7FFFFFFF,
+                        "code": int.from_bytes(p[4:8], "big")}
+        return None
+
+    def rst(self):
+        return [(sid, int.from_bytes(p[0:4], "big")) for t, _, sid, p in self.seen if t == 0x3]
+
+    def statuses(self):
+        d = hpack.Decoder()
+        d.max_allowed_table_size = 65536
+        out = []
+        for t, fl, sid, p in self.seen:
+            if t == 0x1:
+                pad = p[0] if fl & 0x8 else 0
+                body = p[1:len(p) - pad] if fl & 0x8 else p
+                if fl & 0x20:
+                    body = body[5:]
+                try:
+                    hs = dict(d.decode(body))
+                    out.append((sid, hs.get(":status") or hs.get(b":status")))
+                except Exception as e:
+                    out.append((sid, f"undecodable: {e}"))
+        return out
+
+
+def request_headers(host, path="/", extra=()):
+    return [(":method", "GET"), (":scheme", "http"), (":authority", host), (":path", path)] + list(extra)
+
+
+def main():
+    cmd, host, port, arg = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    enc = hpack.Encoder()
+    c = Raw(host, port)
+    if cmd == "idle":
+        block = enc.encode(request_headers(host))
+        c.send(HeadersFrame(1, block, flags=["END_HEADERS", "END_STREAM"]).serialize())
+        deadline = time.time() + float(arg)
+        while time.time() < deadline and not c.goaway() and not c.closed:
+            c.pump(0.1)
+        print(json.dumps({"goaway": c.goaway(), "statuses": c.statuses(), "closed": c.closed}))
+    elif cmd == "rapid-reset":
+        n = int(arg)
+        sent = 0
+        for i in range(n):
+            sid = 1 + 2 * i
+            block = enc.encode(request_headers(host))
+            data = HeadersFrame(sid, block, flags=["END_HEADERS", "END_STREAM"]).serialize()
+            # RST_STREAM(CANCEL)
+            data += (4).to_bytes(3, "big") + bytes([0x3, 0]) + sid.to_bytes(4, "big") + (8).to_bytes(4, "big")
+            if not c.send(data):
+                break
+            sent += 1
+            # read as we go: a server that gives up sends GOAWAY and closes, and
+            # the reset our unread frames then cause could discard its GOAWAY
+            c.pump(0)
+            if c.goaway() or c.closed:
+                break
+        deadline = time.time() + 5
+        while time.time() < deadline and not c.goaway() and not c.closed:
+            c.pump(0.1)
+        print(json.dumps({"sent": sent, "goaway": c.goaway(), "closed": c.closed}))
+    elif cmd == "continuation":
+        n = int(arg)
+        block = enc.encode(request_headers(host))
+        c.send(HeadersFrame(1, block, flags=[]).serialize())
+        sent = 0
+        filler = enc.encode([("x-junk-%d" % i, "a" * 1000) for i in range(8)])
+        for i in range(n):
+            flags = ["END_HEADERS"] if i == n - 1 else []
+            if not c.send(ContinuationFrame(1, filler, flags=flags).serialize()):
+                break
+            sent += 1
+            # a moment per frame: the server reads each before the next comes, so
+            # when it gives up there is nothing unread to turn its close into a reset
+            c.pump(0.002)
+            if c.goaway() or c.closed:
+                break
+        deadline = time.time() + 5
+        while time.time() < deadline and not c.goaway() and not c.closed and not c.rst():
+            c.pump(0.1)
+        print(json.dumps({"sent": sent, "goaway": c.goaway(), "rst": c.rst(), "closed": c.closed,
+                          "statuses": c.statuses()}))
+    elif cmd == "big-headers":
+        size = int(arg)
+        extra = [("x-big-%d" % i, "b" * 1000) for i in range(size // 1000)]
+        block = enc.encode(request_headers(host, extra=extra))
+        # split into frames of at most 16 KiB
+        chunks = [block[i:i + 16000] for i in range(0, len(block), 16000)]
+        for i, ch in enumerate(chunks):
+            last = i == len(chunks) - 1
+            if i == 0:
+                f = HeadersFrame(1, ch, flags=(["END_HEADERS"] if last else []) + ["END_STREAM"])
+            else:
+                f = ContinuationFrame(1, ch, flags=["END_HEADERS"] if last else [])
+            c.send(f.serialize())
+        deadline = time.time() + 5
+        while time.time() < deadline and not c.goaway() and not c.closed and not c.rst() and not c.statuses():
+            c.pump(0.1)
+        print(json.dumps({"goaway": c.goaway(), "rst": c.rst(), "closed": c.closed, "statuses": c.statuses()}))
+
+
+if __name__ == "__main__":
+    main()

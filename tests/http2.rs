@@ -1,0 +1,285 @@
+//! HTTP/2 limits set on purpose (`[listener.http2]`) and the abuse they stop,
+//! probed at the frame level by tests/h2/probe.py (Python's h2, hyperframe and
+//! hpack from Debian's python3-h2) over h2c and h2 over TLS.
+
+mod common;
+
+use common::tls::{self as t, Pki};
+use common::*;
+use serde_json::Value;
+use std::net::SocketAddr;
+
+const NO_ERROR: u64 = 0x0;
+
+/// Runs one probe against `addr` (h2c); its JSON answer.
+fn probe(what: &str, addr: SocketAddr, arg: &str) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/h2/probe.py");
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args([
+            script,
+            what,
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+            arg,
+        ])
+        .output()
+        .expect("python3 with h2 (apt: python3-h2; scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{what}: {e}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn config(listen: SocketAddr, admin: SocketAddr, backend: SocketAddr, http2: &str) -> String {
+    format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n[[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"api\"\n  [listener.http2]\n{http2}\n[[pool]]\nname = \"api\"\n  [[pool.server]]\n  address = \"{backend}\"\n"
+    )
+}
+
+/// The GOAWAY a probe saw, or else the one rampart counted: a server that gives
+/// up closes right after its GOAWAY, and the reset that the client's unread
+/// frames then cause can discard the GOAWAY before the client reads it.
+async fn goaway_code(r: &Value, admin: SocketAddr, name: &str, before: f64) -> String {
+    if let Some(code) = r["goaway"]["code"].as_u64() {
+        return match code {
+            0 => "NO_ERROR".into(),
+            1 => "PROTOCOL_ERROR".into(),
+            11 => "ENHANCE_YOUR_CALM".into(),
+            c => format!("{c}"),
+        };
+    }
+    assert_eq!(r["closed"], true, "neither GOAWAY nor a close: {r}");
+    let line = format!("rampart_http2_goaway_total{{code=\"{name}\",listener=\"web\"}}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let m = admin_get(admin, "/metrics").await.1;
+        let n: f64 = m
+            .lines()
+            .find(|l| l.starts_with(&line))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0);
+        if n > before {
+            return name.into();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "closed without a counted {name}: {r} {m}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rapid_reset_client_gets_goaway_and_costs_the_proxy_little() {
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let p = Proxy::start(&config(listen, admin, backend.addr, ""), &[listen]).await;
+    let before = rss_kib(p.pid());
+    let mut worst = 0u64;
+    for round in 0..5 {
+        // HEADERS then RST_STREAM(CANCEL), 2,000 times on one connection
+        let r = tokio::task::spawn_blocking(move || probe("rapid-reset", listen, "2000"))
+            .await
+            .unwrap();
+        let code = goaway_code(&r, admin, "ENHANCE_YOUR_CALM", round as f64).await;
+        assert_eq!(code, "ENHANCE_YOUR_CALM", "{r}");
+        assert!(r["sent"].as_u64().unwrap() < 2000, "never stopped: {r}");
+        worst = worst.max(rss_kib(p.pid()));
+    }
+    // bounded: few of the 10,000 streams reached the backend, memory did not grow
+    // with them, and an honest client is served right after
+    assert!(
+        backend.requests() < 1000,
+        "{} requests reached the backend",
+        backend.requests()
+    );
+    assert!(
+        worst < before + 50 * 1024,
+        "RSS {before} KiB -> {worst} KiB"
+    );
+    let c = h2c_client();
+    let (st, body) = get(&c, &format!("http://{listen}/")).await;
+    assert_eq!((st.as_u16(), body.as_str()), (200, "pod"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuation_flood_and_an_oversized_header_list_are_refused() {
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let _p = Proxy::start(
+        &config(
+            listen,
+            admin,
+            backend.addr,
+            "  max_header_list_size = \"32KiB\"",
+        ),
+        &[listen],
+    )
+    .await;
+    // CONTINUATION frames without END_HEADERS, 8 KB each, without end
+    let r = tokio::task::spawn_blocking(move || probe("continuation", listen, "5000"))
+        .await
+        .unwrap();
+    assert_eq!(
+        goaway_code(&r, admin, "PROTOCOL_ERROR", 0.0).await,
+        "PROTOCOL_ERROR",
+        "{r}"
+    );
+    assert!(r["sent"].as_u64().unwrap() < 1000, "{r}");
+    // a header list over max_header_list_size: 431, nothing sent on
+    let r = tokio::task::spawn_blocking(move || probe("big-headers", listen, "40000"))
+        .await
+        .unwrap();
+    assert_eq!(r["statuses"][0][1], "431", "{r}");
+    // under it: served
+    let r = tokio::task::spawn_blocking(move || probe("big-headers", listen, "20000"))
+        .await
+        .unwrap();
+    assert_eq!(r["statuses"][0][1], "200", "{r}");
+    assert_eq!(backend.requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_h2_connection_gets_goaway_after_idle_timeout() {
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let _p = Proxy::start(
+        &config(listen, admin, backend.addr, "  idle_timeout = \"1s\""),
+        &[listen],
+    )
+    .await;
+    let r = tokio::task::spawn_blocking(move || probe("idle", listen, "10"))
+        .await
+        .unwrap();
+    assert_eq!(r["statuses"][0][1], "200", "{r}");
+    assert_eq!(r["goaway"]["code"], NO_ERROR, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_limits_are_checked_when_the_config_is_read() {
+    let dir = temp_dir("h2check");
+    for (line, key, why) in [
+        (
+            "max_frame_size = \"1KiB\"",
+            "listener[0].http2.max_frame_size",
+            "between 16384 and 16777215",
+        ),
+        (
+            "initial_stream_window_size = \"3000MiB\"",
+            "listener[0].http2.initial_stream_window_size",
+            "between 1 and 2147483647",
+        ),
+        (
+            "max_concurrent_streams = 0",
+            "listener[0].http2.max_concurrent_streams",
+            "between 1",
+        ),
+        ("max_streams = 10", "", "unknown field `max_streams`"),
+    ] {
+        let text = config(
+            free_addr("127.0.0.1"),
+            free_addr("127.0.0.1"),
+            free_addr("127.0.0.1"),
+            &format!("  {line}"),
+        );
+        let path = dir.join("rampart.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(rampart_bin())
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{line} accepted");
+        assert!(
+            err.contains(key) && err.contains(why) && err.contains("rampart.toml:"),
+            "{line}: {err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_over_tls_is_chosen_by_alpn_and_limited_the_same_way() {
+    let pki = Pki::new("H2 CA");
+    let site = pki.server("site", &["site.example.com"]);
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let text = config(listen, admin, backend.addr, "  max_concurrent_streams = 7").replace(
+        "  [listener.http2]",
+        &format!(
+            "  [listener.tls]\n  cert = [{:?}]\n  [listener.http2]",
+            site.pem.display().to_string()
+        ),
+    );
+    let _p = Proxy::start(&text, &[listen]).await;
+    // the SETTINGS rampart sends over TLS carry the configured limits
+    let (mut s, seen) = t::connect(
+        t::client_config(&pki, &["h2"]),
+        listen,
+        Some("site.example.com"),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.alpn.as_deref(), Some(&b"h2"[..]));
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[3], 0x4, "the server's first frame is SETTINGS");
+    let mut body = vec![0u8; u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize];
+    s.read_exact(&mut body).await.unwrap();
+    let settings: std::collections::HashMap<u16, u32> = body
+        .chunks(6)
+        .map(|c| {
+            (
+                u16::from_be_bytes([c[0], c[1]]),
+                u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        settings.get(&0x3),
+        Some(&7),
+        "SETTINGS_MAX_CONCURRENT_STREAMS: {settings:?}"
+    );
+    assert_eq!(
+        settings.get(&0x6),
+        Some(&(64 * 1024)),
+        "SETTINGS_MAX_HEADER_LIST_SIZE: {settings:?}"
+    );
+    assert_eq!(
+        settings.get(&0x4),
+        Some(&(1024 * 1024)),
+        "SETTINGS_INITIAL_WINDOW_SIZE: {settings:?}"
+    );
+    drop(s);
+    // and a request goes through over h2
+    let (s, seen) = t::connect(
+        t::client_config(&pki, &["h2"]),
+        listen,
+        Some("site.example.com"),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.alpn.as_deref(), Some(&b"h2"[..]));
+    assert_eq!(
+        t::get_over_h2(s, "site.example.com", "/").await.unwrap(),
+        (200, "pod".into())
+    );
+}
