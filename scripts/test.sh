@@ -24,6 +24,7 @@ need 'command -v openssl' openssl                        # tests/tls.rs: certifi
 need 'command -v curl' curl                              # tests/tls.rs: a TLS client
 need 'test -d /etc/ssl/certs' ca-certificates            # pool.tls ca = "system"
 need '/usr/bin/python3 -c "import h2"' python3-h2         # tests/http2.rs: frame-level HTTP/2 probes
+need '/usr/bin/python3 -c "import grpc"' python3-grpcio   # tests/http2.rs: a real gRPC client
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   SUDO=""

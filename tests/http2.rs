@@ -283,3 +283,53 @@ async fn h2_over_tls_is_chosen_by_alpn_and_limited_the_same_way() {
         (200, "pod".into())
     );
 }
+
+/// One unary gRPC call through `addr` by Python's grpcio (apt python3-grpcio).
+fn grpc_call(addr: SocketAddr, method: &str) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/h2/grpc_call.py");
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args([script, &addr.to_string(), method])
+        .output()
+        .expect("python3 with grpcio (apt: python3-grpcio; scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "grpc call: {e}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_client_of_a_pool_without_servers_gets_unavailable_not_an_html_503() {
+    // a pool whose only server refuses connections, and one whose server is DOWN
+    let dead = free_addr("127.0.0.1");
+    let (listen, admin, down_l) = (
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+    );
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    backend
+        .stats
+        .health_status
+        .store(503, std::sync::atomic::Ordering::SeqCst);
+    let text = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
+         [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"gone\"\n\
+         [[listener]]\nname = \"down\"\nbind = [\"{down_l}\"]\nmode = \"http\"\npool = \"down\"\n\
+         [[pool]]\nname = \"gone\"\nretries = 0\n  [[pool.server]]\n  address = \"{dead}\"\n\
+         [[pool]]\nname = \"down\"\n  [pool.health]\n  kind = \"http\"\n  path = \"/health\"\n  interval = \"200ms\"\n  [[pool.server]]\n  address = \"{}\"\n",
+        backend.addr
+    );
+    let _p = Proxy::start(&text, &[listen, down_l]).await;
+    for addr in [listen, down_l] {
+        let r = tokio::task::spawn_blocking(move || grpc_call(addr, "/test.Echo/Call"))
+            .await
+            .unwrap();
+        assert_eq!(r["code"], "UNAVAILABLE", "{r}");
+        let details = r["details"].as_str().unwrap_or("");
+        assert!(details.contains("pool"), "{r}");
+    }
+    assert_eq!(backend.requests(), 0);
+}

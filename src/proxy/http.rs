@@ -235,6 +235,7 @@ pub(super) async fn serve_hyper<S: super::io::ClientIo>(
         let act = act.clone();
         async move {
             let h1 = req.version() != Version::HTTP_2;
+            let grpc = is_grpc(req.headers());
             if let Some(a) = &act {
                 a.start();
             }
@@ -243,6 +244,9 @@ pub(super) async fn serve_hyper<S: super::io::ClientIo>(
                 a.end();
             }
             let mut resp = resp?;
+            if grpc {
+                resp = grpc_error(resp);
+            }
             if h1 && draining.is_cancelled() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
                 // the client opens its next connection elsewhere (or to the new
                 // process); hyper closes this one after the answer
@@ -313,6 +317,55 @@ where
             conn.await
         }
     }
+}
+
+/// A gRPC request (its content type says so).
+fn is_grpc(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// A gRPC client reads its outcome from `grpc-status`, not the HTTP status: an
+/// answer rampart made itself (no server, queue timeout, 502, 504, 431...)
+/// becomes a trailers-only gRPC response (HTTP 200, `grpc-status` and
+/// `grpc-message`), with the code gRPC's HTTP mapping gives the status
+/// (429, 502, 503, 504: UNAVAILABLE). A server's own answers pass as they are.
+fn grpc_error(resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    if !matches!(resp.body(), ProxyBody::Full(_)) || resp.status() == StatusCode::OK {
+        return resp;
+    }
+    let code = match resp.status().as_u16() {
+        400 => 13,                   // INTERNAL
+        401 => 16,                   // UNAUTHENTICATED
+        403 => 7,                    // PERMISSION_DENIED
+        404 => 12,                   // UNIMPLEMENTED
+        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
+        _ => 2,                      // UNKNOWN
+    };
+    let message = match resp.body() {
+        ProxyBody::Full(Some(b)) => String::from_utf8_lossy(b).trim().to_string(),
+        _ => resp.status().to_string(),
+    };
+    // grpc-message is percent-encoded (gRPC over HTTP/2, "Responses")
+    let mut enc = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    let mut out = Response::new(ProxyBody::empty());
+    let h = out.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from(code));
+    if let Ok(v) = HeaderValue::from_str(&enc) {
+        h.insert("grpc-message", v);
+    }
+    out
 }
 
 /// The error code of the GOAWAY rampart sent, when an HTTP/2 connection ended
@@ -1161,6 +1214,33 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn proxy_made_errors_become_grpc_statuses() {
+        for (status, code) in [
+            (503, "14"),
+            (502, "14"),
+            (504, "14"),
+            (404, "12"),
+            (431, "2"),
+        ] {
+            let r = grpc_error(plain(
+                StatusCode::from_u16(status).unwrap(),
+                "503 Service Unavailable: pool \"api\": no server is available\n",
+            ));
+            assert_eq!(r.status(), StatusCode::OK, "{status}");
+            assert_eq!(r.headers()["content-type"], "application/grpc");
+            assert_eq!(r.headers()["grpc-status"], code, "{status}");
+            assert_eq!(
+                r.headers()["grpc-message"],
+                "503 Service Unavailable: pool \"api\": no server is available"
+            );
+            assert!(matches!(r.body(), ProxyBody::Full(None)));
+        }
+        // not an error: as it is
+        let ok = grpc_error(plain(StatusCode::OK, "x"));
+        assert_eq!(ok.headers()["content-type"], "text/plain; charset=utf-8");
     }
 
     #[test]
