@@ -371,6 +371,13 @@ impl HttpStart {
         if let Some(info) = tls {
             conn = conn.with_tls(info);
         }
+        if self.addr.ip().is_unspecified() {
+            // a wildcard bind: the address this client reached (one system call,
+            // only for such listeners)
+            if let Ok(local) = stream.socket().local_addr() {
+                conn.local = local;
+            }
+        }
         proxy::http::serve(stream, Arc::new(conn), self.builders, self.drain)
     }
 }

@@ -440,3 +440,46 @@ async fn a_tls_terminating_tcp_listener_sends_the_pp2_ssl_tlvs() {
         "{sub:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_wildcard_bind_the_proxy_header_names_the_address_the_client_reached() {
+    // a server that reads one PROXY v1 line and answers the request after it
+    let server = tokio::net::TcpListener::bind(free_addr("127.0.0.1"))
+        .await
+        .unwrap();
+    let backend = server.local_addr().unwrap();
+    let got = tokio::spawn(async move {
+        let (mut s, _) = server.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut b = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut b).await.unwrap();
+            buf.push(b[0]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&buf)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    });
+    let port = common_port(&["0.0.0.0"]);
+    let admin = free_addr("127.0.0.1");
+    let text = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n[[listener]]\nname = \"web\"\nbind = [\"0.0.0.0:{port}\"]\nmode = \"http\"\npool = \"pp\"\n[[pool]]\nname = \"pp\"\nsend_proxy = \"v1\"\n  [[pool.server]]\n  address = \"{backend}\"\n"
+    );
+    let reach: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let _p = Proxy::start(&text, &[reach]).await;
+    let out = exchange("127.0.0.7", reach, &[GET]).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let line = tokio::time::timeout(Duration::from_secs(5), got)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        line.starts_with("PROXY TCP4 127.0.0.7 127.0.0.1 ") && line.ends_with(&format!(" {port}")),
+        "{line}"
+    );
+}

@@ -50,6 +50,9 @@ pub struct ConnCtx {
     pub shared: Arc<Shared>,
     /// The listening address it was accepted on.
     pub bound: SocketAddr,
+    /// The address the client reached: `bound`, or for a wildcard bind the
+    /// socket's own (the destination a PROXY header names).
+    pub local: SocketAddr,
     /// The scheme clients use on its listener (X-Forwarded-Proto).
     pub proto: &'static str,
     pub peer: SocketAddr,
@@ -85,6 +88,7 @@ impl ConnCtx {
         ConnCtx {
             shared,
             bound,
+            local: bound,
             proto,
             peer,
             peer_ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
@@ -513,7 +517,7 @@ async fn handle(
         let via = upstream::Via {
             private: &ctx.private,
             client: ctx.peer,
-            local: ctx.bound,
+            local: ctx.local,
             tls: ctx.tls.as_deref(),
         };
         match upstream::send(&pool, server, req, replay_fn, Some(&via)).await {
