@@ -11,26 +11,32 @@ use std::net::SocketAddr;
 
 const NO_ERROR: u64 = 0x0;
 
+/// Runs tests/h2/SCRIPT with Debian's python3 (python3-h2 and python3-grpcio,
+/// installed by scripts/test.sh); one JSON value per line of its output.
+fn python(script: &str, args: &[&str]) -> Vec<Value> {
+    let path = format!("{}/tests/h2/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("/usr/bin/python3 (apt: python3-h2, python3-grpcio)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let values: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{script}: {e}: {l}")))
+        .collect();
+    assert!(
+        !values.is_empty(),
+        "{script} {args:?}: no output; {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    values
+}
+
 /// Runs one probe against `addr` (h2c); its JSON answer.
 fn probe(what: &str, addr: SocketAddr, arg: &str) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/h2/probe.py");
-    let out = std::process::Command::new("/usr/bin/python3")
-        .args([
-            script,
-            what,
-            &addr.ip().to_string(),
-            &addr.port().to_string(),
-            arg,
-        ])
-        .output()
-        .expect("python3 with h2 (apt: python3-h2; scripts/test.sh installs it)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-        panic!(
-            "{what}: {e}: {text} {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
+    python("probe.py", &[what, &ip, &port, arg]).remove(0)
 }
 
 fn config(listen: SocketAddr, admin: SocketAddr, backend: SocketAddr, http2: &str) -> String {
@@ -53,32 +59,8 @@ async fn goaway_code(r: &Value, admin: SocketAddr, name: &str, before: f64) -> S
     }
     assert_eq!(r["closed"], true, "neither GOAWAY nor a close: {r}");
     let line = format!("rampart_http2_goaway_total{{code=\"{name}\",listener=\"web\"}}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let m = admin_get(admin, "/metrics").await.1;
-        let n: f64 = m
-            .lines()
-            .find(|l| l.starts_with(&line))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0);
-        if n > before {
-            return name.into();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "closed without a counted {name}: {r} {m}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    wait_metric(admin, &line, before + 1.0).await;
+    name.into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,18 +268,7 @@ async fn h2_over_tls_is_chosen_by_alpn_and_limited_the_same_way() {
 
 /// One unary gRPC call through `addr` by Python's grpcio (apt python3-grpcio).
 fn grpc_call(addr: SocketAddr, method: &str) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/h2/grpc_call.py");
-    let out = std::process::Command::new("/usr/bin/python3")
-        .args([script, &addr.to_string(), method])
-        .output()
-        .expect("python3 with grpcio (apt: python3-grpcio; scripts/test.sh installs it)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-        panic!(
-            "grpc call: {e}: {text} {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    python("grpc_call.py", &[&addr.to_string(), method]).remove(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,17 +326,10 @@ const KNOWN_H2_DEVIATIONS: &[(&str, &str)] = &[
 ];
 
 fn conformance(addr: SocketAddr, tls_sni: Option<&str>) -> Vec<Value> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/h2/conformance.py");
-    let mut cmd = std::process::Command::new("/usr/bin/python3");
-    cmd.args([script, &addr.ip().to_string(), &addr.port().to_string()]);
-    if let Some(sni) = tls_sni {
-        cmd.args(["--tls", sni]);
-    }
-    let out = cmd.output().expect("python3 with h2");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
+    let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
+    let mut args = vec![ip.as_str(), port.as_str()];
+    args.extend(tls_sni.map(|sni| ["--tls", sni]).into_iter().flatten());
+    python("conformance.py", &args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

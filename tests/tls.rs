@@ -35,36 +35,6 @@ fn certs(list: &[&Issued]) -> String {
     format!("  cert = [{}]\n", files.join(", "))
 }
 
-async fn metrics(admin: SocketAddr) -> String {
-    admin_get(admin, "/metrics").await.1
-}
-
-/// The value of one metric line (0 when absent).
-fn metric(text: &str, line_start: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// Waits (at most 5 s) until the metric line reaches `min`: a refused handshake
-/// is counted just after its alert went out, so the client may be done first.
-async fn wait_metric(admin: SocketAddr, line_start: &str, min: f64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let m = metrics(admin).await;
-        if metric(&m, line_start) >= min {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{line_start} < {min}: {m}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn resolve(name: &str, addr: SocketAddr) -> String {
     format!("{name}:{}:{}", addr.port(), addr.ip())
 }
@@ -146,13 +116,12 @@ async fn certificates_are_chosen_by_sni_with_a_default_and_any_key_type() {
         1.0,
     )
     .await;
-    wait_metric(
+    let m = wait_metric(
         admin,
         "rampart_tls_handshakes_total{listener=\"web\",result=\"ok\",version=\"TLSv1.3\"}",
         4.0,
     )
     .await;
-    let m = metrics(admin).await;
     // the expiry of every certificate is exported
     let exp = t::cert_not_after(&exact);
     assert!(

@@ -86,28 +86,15 @@ pub struct Http2Config {
     pub idle_timeout: Option<Duration>,
 }
 
-impl Default for Http2Config {
-    fn default() -> Self {
-        validate_http2(&file::Http2File::default(), &KeyPath::default(), &mut None)
-    }
-}
-
-/// Checks `[listener.http2]` against RFC 9113's bounds; problems go to `p` (when
-/// given) and the value is clamped into range.
-fn validate_http2(
-    h: &file::Http2File,
-    at: &KeyPath,
-    p: &mut Option<&mut Problems<'_>>,
-) -> Http2Config {
+/// Checks `[listener.http2]` against RFC 9113's bounds.
+fn validate_http2(h: &file::Http2File, at: &KeyPath, p: &mut Problems<'_>) -> Http2Config {
     const WINDOW_MAX: u64 = (1 << 31) - 1;
     let mut check = |key: &'static str, v: u64, lo: u64, hi: u64, what: &str| -> u32 {
         if v < lo || v > hi {
-            if let Some(p) = p.as_deref_mut() {
-                p.add(
-                    &at.key(key),
-                    format!("must be between {lo} and {hi} {what}"),
-                );
-            }
+            p.add(
+                &at.key(key),
+                format!("must be between {lo} and {hi} {what}"),
+            );
         }
         v.clamp(lo, hi) as u32
     };
@@ -1021,7 +1008,7 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
             .tls
             .as_ref()
             .and_then(|t| tls::listener(t, lf.mode, &at.key("tls"), base, &mut p, &mut warnings));
-        let http2 = validate_http2(&lf.http2, &at.key("http2"), &mut Some(&mut p));
+        let http2 = validate_http2(&lf.http2, &at.key("http2"), &mut p);
         listeners.push(ListenerConfig {
             http2,
             tls,

@@ -217,7 +217,6 @@ pub struct TlsInfo {
     pub version: &'static str,
     pub cipher: &'static str,
     pub sni: Option<Box<str>>,
-    pub alpn: Option<Box<[u8]>>,
     /// The client certificate's subject (verified), e.g. `CN=alice, O=Example`.
     pub client_subject: Option<Box<str>>,
     pub client_cn: Option<Box<str>>,
@@ -249,15 +248,6 @@ impl Failure {
             Failure::Handshake => "handshake_error",
         }
     }
-
-    pub const ALL: [Failure; 6] = [
-        Failure::Timeout,
-        Failure::NoSniMatch,
-        Failure::BadClientCert,
-        Failure::ProtocolVersion,
-        Failure::ClientClosed,
-        Failure::Handshake,
-    ];
 
     fn of(e: &std::io::Error) -> Failure {
         let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
@@ -377,7 +367,6 @@ fn info(c: &rustls::ServerConnection) -> TlsInfo {
             .and_then(|s| s.suite().as_str())
             .unwrap_or("unknown"),
         sni: c.server_name().map(Box::from),
-        alpn: c.alpn_protocol().map(Box::from),
         client_subject,
         client_cn,
         subject_header: None,

@@ -728,6 +728,40 @@ pub async fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (StatusCod
     (resp.status(), String::from_utf8_lossy(&body).into_owned())
 }
 
+/// The value of the first line of a Prometheus text that starts with
+/// `line_start` (metric name and labels); 0 when there is none.
+pub fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Polls the admin server's /metrics until the line reaches `min` (at most 5 s);
+/// returns the text. Counters a connection's end bumps may trail what the client
+/// saw (a refused handshake is counted just after its alert went out).
+pub async fn wait_metric(admin: SocketAddr, line_start: &str, min: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = admin_get(admin, "/metrics").await.1;
+        if metric(&m, line_start) >= min {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "{line_start} < {min}: {m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Resident set size of a process, KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A TCP server that echoes every byte back as it comes (a long-lived session).
 pub async fn start_echo(addr: SocketAddr) -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
