@@ -29,6 +29,31 @@ def raise_nofile():
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
+def backend_config(d, www):
+    """The backend every proxy is put in front of: nginx, 1 worker, a fixed 6-byte
+    answer on / and a sparse file on /big (h2c on 19010 for the direct row)."""
+    return f"""
+worker_processes 1;
+daemon off;
+pid {d}/backend.pid;
+error_log {d}/backend.err;
+worker_rlimit_nofile 19000;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  sendfile on;
+  server {{
+    listen 127.0.0.1:19000 reuseport backlog=4096;
+    listen 127.0.0.1:19010 http2;
+    location = / {{ return 200 "hello\\n"; }}
+    location = /big {{ root {www}; }}
+  }}
+}}
+"""
+
+
 class Bench:
     def __init__(self, args):
         self.a = args
@@ -101,26 +126,7 @@ class Bench:
         with open(big, "wb") as f:
             f.truncate(self.a.bulk_mib * 1024 * 1024)
         t = self.a.threads
-        backend = self.write("backend.conf", f"""
-worker_processes 1;
-daemon off;
-pid {self.dir}/backend.pid;
-error_log {self.dir}/backend.err;
-worker_rlimit_nofile 19000;
-events {{ worker_connections 20000; }}
-http {{
-  access_log off;
-  keepalive_requests 10000000;
-  keepalive_timeout 300s;
-  sendfile on;
-  server {{
-    listen 127.0.0.1:19000 reuseport backlog=4096;
-    listen 127.0.0.1:19010 http2;
-    location = / {{ return 200 "hello\\n"; }}
-    location = /big {{ root {www}; }}
-  }}
-}}
-""")
+        backend = self.write("backend.conf", backend_config(self.dir, www))
         haproxy = self.write("haproxy.cfg", f"""
 global
   nbthread {t}

@@ -15,10 +15,10 @@ Rows:
 `--rampart-alt PATH` adds a second rampart build (e.g. built with aws-lc-rs) as one
 more target, for comparing crypto providers in the same run.
 """
-import argparse, datetime, json, os, re, signal, subprocess, sys, tempfile, time
+import argparse, datetime, json, os, re, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import sh, raise_nofile, med, fmt, ratio  # noqa: E402
+from bench import Bench, backend_config, sh, raise_nofile, med, fmt, ratio  # noqa: E402
 
 # target -> (ecdsa https, rsa https, tcp tls)
 PORTS = {
@@ -30,50 +30,15 @@ PORTS = {
 SNI = "bench.example.com"
 
 
-class TlsBench:
+class TlsBench(Bench):
+    """bench.py's harness (processes, pinning, ports, clean-up) with TLS targets."""
+
     def __init__(self, a):
-        self.a = a
-        self.dir = tempfile.mkdtemp(prefix="rampart-tls-bench-")
-        os.chmod(self.dir, 0o755)
-        self.procs = {}
-        ncpu = os.cpu_count() or 2
-        t = a.threads
-        self.proxy_cpus = ",".join(str(c) for c in range(max(1, ncpu - t), ncpu)) if ncpu > t else "0"
-        self.load_cpus = ",".join(str(c) for c in range(0, max(1, ncpu - t)))
+        super().__init__(a)
         self.targets = ["haproxy", "nginx", "rampart"] + (["rampart-alt"] if a.rampart_alt else [])
 
     def path(self, name):
         return os.path.join(self.dir, name)
-
-    def write(self, name, text):
-        with open(self.path(name), "w") as f:
-            f.write(text)
-        return self.path(name)
-
-    def start(self, name, cmd, cpus):
-        log = open(self.path(name + ".log"), "a")
-        p = subprocess.Popen(["taskset", "-c", cpus] + cmd, stdout=log, stderr=log,
-                             preexec_fn=raise_nofile, start_new_session=True)
-        self.procs[name] = p
-
-    def stop_all(self):
-        for p in self.procs.values():
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait()
-
-    def wait_port(self, port, what):
-        import socket
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        sys.exit(f"{what} did not listen on {port}; logs in {self.dir}")
 
     def certs(self):
         d = self.dir
@@ -101,28 +66,11 @@ class TlsBench:
         os.makedirs(www)
         with open(os.path.join(www, "big"), "wb") as f:
             f.truncate(self.a.bulk_mib * 1024 * 1024)
-        backend = self.write("backend.conf", f"""
-worker_processes 1;
-daemon off;
-pid {d}/backend.pid;
-error_log {d}/backend.err;
-events {{ worker_connections 20000; }}
-http {{
-  access_log off;
-  keepalive_requests 10000000;
-  keepalive_timeout 300s;
-  sendfile on;
-  server {{
-    listen 127.0.0.1:19000 reuseport backlog=4096;
-    location = / {{ return 200 "hello\\n"; }}
-    location = /big {{ root {www}; }}
-  }}
-}}
-""")
+        backend = self.write("backend.conf", backend_config(d, www))
         haproxy = self.write("haproxy.cfg", f"""
 global
   nbthread {t}
-  maxconn 9000
+  maxconn {self.maxconn}
 defaults
   timeout connect 2s
   timeout client 60s
@@ -250,7 +198,8 @@ server_timeout = "60s"
         if name == "nginx":
             pid = int(open(self.path("nginx.pid")).read())
             return [pid] + [int(x) for x in sh(f"pgrep -P {pid}").stdout.split()]
-        return [self.procs[name].pid] + [int(x) for x in sh(f"pgrep -P {self.procs[name].pid}").stdout.split()]
+        pids = [p.pid for n, p in self.procs if n == name]
+        return pids + [int(x) for p in pids for x in sh(f"pgrep -P {p}").stdout.split()]
 
     def cpu_seconds(self, name):
         tick = os.sysconf("SC_CLK_TCK")
@@ -262,9 +211,6 @@ server_timeout = "60s"
                 continue
             total += int(fields[11]) + int(fields[12])  # utime, stime
         return total / tick
-
-    def load(self, cmd):
-        return sh(f"taskset -c {self.load_cpus} {cmd}")
 
     def handshakes(self, name, port, resume):
         before = self.cpu_seconds(name)
