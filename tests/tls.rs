@@ -785,11 +785,11 @@ fn check_validates_certificates_and_keys() {
         "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
     )
     .unwrap();
-    let run = |cert: &std::path::Path| {
+    // `tls` is the body of [listener.tls]
+    let check = |tls: &str| {
         let listen = free_addr("127.0.0.1");
         let text = format!(
-            "[[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"api\"\n  [listener.tls]\n  cert = [{:?}]\n\n[[pool]]\nname = \"api\"\n  [[pool.server]]\n  address = \"127.0.0.1:9\"\n",
-            cert.display().to_string()
+            "[[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"api\"\n  [listener.tls]\n{tls}\n\n[[pool]]\nname = \"api\"\n  [[pool.server]]\n  address = \"127.0.0.1:9\"\n"
         );
         let path = dir.join("rampart.toml");
         std::fs::write(&path, text).unwrap();
@@ -804,9 +804,27 @@ fn check_validates_certificates_and_keys() {
                 + &String::from_utf8_lossy(&out.stderr),
         )
     };
+    let run =
+        |cert: &std::path::Path| check(&format!("  cert = [{:?}]", cert.display().to_string()));
     let (ok, out) = run(&good.pem);
     assert!(ok, "{out}");
     assert!(!out.contains("warning"), "{out}");
+    // a certificate and its key in two files, as [[listener.tls.cert]] path/key
+    let pair = |key: &std::path::Path| {
+        check(&format!(
+            "  [[listener.tls.cert]]\n  path = {:?}\n  key = {:?}",
+            good.crt.display().to_string(),
+            key.display().to_string()
+        ))
+    };
+    let (ok, out) = pair(&good.key);
+    assert!(ok, "{out}");
+    let (ok, out) = pair(&other.key);
+    assert!(
+        !ok && out.contains("does not match the certificate")
+            && out.contains(&other.key.display().to_string()),
+        "{out}"
+    );
     let (ok, out) = run(&soon.pem);
     assert!(ok, "{out}");
     assert!(
