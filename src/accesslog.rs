@@ -20,6 +20,8 @@ pub enum End {
     NoServer,
     QueueTimeout,
     Upgraded,
+    /// Something rampart does not do was asked (an upgrade to an HTTP/2 pool).
+    Unsupported,
 }
 
 impl End {
@@ -29,6 +31,7 @@ impl End {
             End::ClientAbort => "client_abort",
             End::ServerAbort => "server_abort",
             End::ConnectError => "connect_error",
+            End::Unsupported => "unsupported",
             End::ConnectTimeout => "connect_timeout",
             End::ServerTimeout => "server_timeout",
             End::IdleTimeout => "idle_timeout",
@@ -56,6 +59,9 @@ pub struct Entry<'a> {
     pub end: End,
     /// The client connection's TLS (a TLS listener).
     pub tls: Option<&'a crate::tls::TlsInfo>,
+    /// A gRPC call's status: the server's `grpc-status` (trailers, or the
+    /// headers of a trailers-only answer), or the one rampart answered with.
+    pub grpc_status: Option<u32>,
 }
 
 enum Msg {
@@ -192,6 +198,9 @@ fn format_text(e: &Entry<'_>) -> String {
         None => s.push_str(" connect_ms=-"),
     }
     let _ = write!(s, " total_ms={} end={}", ms(e.total), e.end.as_str());
+    if let Some(g) = e.grpc_status {
+        let _ = write!(s, " grpc_status={g}");
+    }
     if let Some(t) = e.tls {
         let _ = write!(
             s,
@@ -225,6 +234,8 @@ struct JsonLine<'a> {
     total_ms: f64,
     end: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    grpc_status: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     tls: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cipher: Option<&'static str>,
@@ -249,6 +260,7 @@ fn format_json(e: &Entry<'_>) -> String {
         connect_ms: e.connect.map(ms),
         total_ms: ms(e.total),
         end: e.end.as_str(),
+        grpc_status: e.grpc_status,
         tls: e.tls.map(|t| t.version),
         cipher: e.tls.map(|t| t.cipher),
         sni: e.tls.and_then(|t| t.sni.as_deref()),
@@ -340,6 +352,7 @@ mod tests {
             total: Duration::from_micros(1204),
             end: End::Ok,
             tls: None,
+            grpc_status: None,
         };
         let t = format_text(&e);
         assert!(t.contains("client=127.0.0.1:5000 listener=web pool=api server=127.0.0.2:8000 method=GET path=\"/x\" status=200 bytes_in=0 bytes_out=12 connect_ms=0.31 total_ms=1.204 end=ok"), "{t}");
@@ -362,15 +375,17 @@ mod tests {
         };
         let e = Entry {
             tls: Some(&info),
+            grpc_status: Some(14),
             ..e
         };
         let t = format_text(&e);
         assert!(
-            t.ends_with(" end=ok tls=TLSv1.3 cipher=TLS13_AES_128_GCM_SHA256 sni=api.example.com client_cert=\"CN=alice, O=Example\"\n"),
+            t.ends_with(" end=ok grpc_status=14 tls=TLSv1.3 cipher=TLS13_AES_128_GCM_SHA256 sni=api.example.com client_cert=\"CN=alice, O=Example\"\n"),
             "{t}"
         );
         let j: serde_json::Value = serde_json::from_str(&format_json(&e)).unwrap();
         assert_eq!(j["tls"], "TLSv1.3");
+        assert_eq!(j["grpc_status"], 14);
         assert_eq!(j["cipher"], "TLS13_AES_128_GCM_SHA256");
         assert_eq!(j["sni"], "api.example.com");
         assert_eq!(j["client_cert"], "CN=alice, O=Example");

@@ -87,6 +87,7 @@ pub enum CheckFailure {
     Role { want: PgRole, replica: bool },
     Lag { lag: Duration, max: Duration },
     Postgres(String),
+    Grpc(String),
 }
 
 impl fmt::Display for CheckFailure {
@@ -111,6 +112,7 @@ impl fmt::Display for CheckFailure {
                 write!(f, "replica lag {:.1}s exceeds {:?}", lag.as_secs_f64(), max)
             }
             CheckFailure::Postgres(e) => write!(f, "postgres: {e}"),
+            CheckFailure::Grpc(e) => write!(f, "gRPC health: {e}"),
         }
     }
 }
@@ -237,6 +239,30 @@ async fn check_inner(
             };
             result
         }
+        CheckKind::Grpc { service } => {
+            let stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| CheckFailure::Connect(e.to_string()))?;
+            match tls {
+                None => grpc_check(stream, "http", &addr.to_string(), service).await,
+                Some((tls, name)) => {
+                    let s = tls
+                        .connect(name.clone(), stream)
+                        .await
+                        .map_err(|e| CheckFailure::Connect(format!("TLS: {e}")))?;
+                    if s.get_ref().1.alpn_protocol() != Some(b"h2") {
+                        return Err(CheckFailure::Grpc(
+                            "the server did not agree to HTTP/2 (ALPN h2)".into(),
+                        ));
+                    }
+                    let authority = match name {
+                        rustls_pki_types::ServerName::DnsName(n) => n.as_ref().to_string(),
+                        _ => addr.to_string(),
+                    };
+                    grpc_check(s, "https", &authority, service).await
+                }
+            }
+        }
         CheckKind::Postgres {
             user,
             password,
@@ -303,6 +329,145 @@ async fn check_inner(
             })
         }
     }
+}
+
+/// grpc.health.v1.Health/Check on a new HTTP/2 connection: the server is UP when
+/// it answers SERVING for `service` ("" asks about the server as a whole).
+async fn grpc_check<S>(
+    io: S,
+    scheme: &str,
+    authority: &str,
+    service: &str,
+) -> Result<String, CheckFailure>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let h2err = |e: h2::Error| CheckFailure::Grpc(e.to_string());
+    let (send, conn) = h2::client::handshake(io).await.map_err(h2err)?;
+    let _conn_task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+        let _ = conn.await;
+    }));
+    let req = http::Request::post(format!(
+        "{scheme}://{authority}/grpc.health.v1.Health/Check"
+    ))
+    .header(http::header::CONTENT_TYPE, "application/grpc")
+    .header(http::header::TE, "trailers")
+    .header(http::header::USER_AGENT, "rampart-health-check")
+    .body(())
+    .map_err(|e| CheckFailure::Grpc(e.to_string()))?;
+    let mut send = send.ready().await.map_err(h2err)?;
+    let (resp, mut tx) = send.send_request(req, false).map_err(h2err)?;
+    tx.send_data(grpc_health_request(service), true)
+        .map_err(h2err)?;
+    let resp = resp.await.map_err(h2err)?;
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return Err(CheckFailure::Status(status));
+    }
+    let (parts, mut body) = resp.into_parts();
+    let failed = |h: &http::HeaderMap| -> Option<CheckFailure> {
+        let code = h.get("grpc-status")?;
+        (code != "0").then(|| {
+            let msg = h
+                .get("grpc-message")
+                .and_then(|m| m.to_str().ok())
+                .unwrap_or("");
+            CheckFailure::Grpc(format!(
+                "grpc-status {} {msg}",
+                String::from_utf8_lossy(code.as_bytes())
+            ))
+        })
+    };
+    // a trailers-only answer (UNIMPLEMENTED, NOT_FOUND for an unknown service)
+    if let Some(f) = failed(&parts.headers) {
+        return Err(f);
+    }
+    let mut msg = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(h2err)?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        msg.extend_from_slice(&chunk);
+        if msg.len() > 64 * 1024 {
+            return Err(CheckFailure::Grpc("answer larger than 64 KiB".into()));
+        }
+    }
+    let trailers = body.trailers().await.map_err(h2err)?.unwrap_or_default();
+    if let Some(f) = failed(&trailers) {
+        return Err(f);
+    }
+    match grpc_serving_status(&msg) {
+        Some(1) => Ok("SERVING".into()),
+        Some(2) => Err(CheckFailure::Grpc("NOT_SERVING".into())),
+        Some(3) => Err(CheckFailure::Grpc("SERVICE_UNKNOWN".into())),
+        Some(s) => Err(CheckFailure::Grpc(format!("status {s} (not SERVING)"))),
+        None => Err(CheckFailure::Grpc(
+            "the answer is not a HealthCheckResponse".into(),
+        )),
+    }
+}
+
+/// A HealthCheckRequest { service } as one gRPC message (uncompressed).
+fn grpc_health_request(service: &str) -> Bytes {
+    let mut pb = Vec::with_capacity(service.len() + 8);
+    if !service.is_empty() {
+        pb.push(0x0a); // field 1, length-delimited
+        let mut n = service.len();
+        while n >= 0x80 {
+            pb.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        pb.push(n as u8);
+        pb.extend_from_slice(service.as_bytes());
+    }
+    let mut m = Vec::with_capacity(pb.len() + 5);
+    m.push(0);
+    m.extend_from_slice(&(pb.len() as u32).to_be_bytes());
+    m.extend_from_slice(&pb);
+    Bytes::from(m)
+}
+
+/// The `status` of a HealthCheckResponse in one gRPC message: None if the
+/// message is compressed, cut short or not protobuf we can walk.
+fn grpc_serving_status(msg: &[u8]) -> Option<u64> {
+    let (&flag, rest) = msg.split_first()?;
+    if flag != 0 || rest.len() < 4 {
+        return None;
+    }
+    let len = u32::from_be_bytes(rest[..4].try_into().ok()?) as usize;
+    let mut pb = rest.get(4..4 + len)?;
+    let varint = |b: &mut &[u8]| -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, r) = b.split_first()?;
+            *b = r;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    };
+    // absent status is its default: UNKNOWN (0)
+    let mut status = 0;
+    while !pb.is_empty() {
+        let key = varint(&mut pb)?;
+        match key & 7 {
+            0 => {
+                let v = varint(&mut pb)?;
+                if key >> 3 == 1 {
+                    status = v;
+                }
+            }
+            2 => {
+                let l = varint(&mut pb)? as usize;
+                pb = pb.get(l..)?;
+            }
+            1 => pb = pb.get(8..)?,
+            5 => pb = pb.get(4..)?,
+            _ => return None,
+        }
+    }
+    Some(status)
 }
 
 fn memchr_find(hay: &[u8], needle: &[u8]) -> bool {
@@ -512,6 +677,30 @@ mod tests {
         let mut rf = RiseFall::new(Health::Unknown, 3, 3);
         assert_eq!(rf.observe(false), Some(Health::Down));
         assert_eq!(rf.observe(true), None);
+    }
+
+    #[test]
+    fn grpc_health_messages() {
+        assert_eq!(&grpc_health_request("")[..], &[0, 0, 0, 0, 0]);
+        assert_eq!(
+            &grpc_health_request("api")[..],
+            &[0, 0, 0, 0, 5, 0x0a, 3, b'a', b'p', b'i']
+        );
+        assert_eq!(grpc_serving_status(&[0, 0, 0, 0, 2, 0x08, 1]), Some(1));
+        assert_eq!(grpc_serving_status(&[0, 0, 0, 0, 2, 0x08, 2]), Some(2));
+        // an empty message is the default status, UNKNOWN
+        assert_eq!(grpc_serving_status(&[0, 0, 0, 0, 0]), Some(0));
+        // unknown fields are skipped
+        assert_eq!(
+            grpc_serving_status(&[0, 0, 0, 0, 6, 0x12, 2, b'h', b'i', 0x08, 1]),
+            Some(1)
+        );
+        // compressed, cut short, garbage
+        assert_eq!(grpc_serving_status(&[1, 0, 0, 0, 2, 0x08, 1]), None);
+        assert_eq!(grpc_serving_status(&[0, 0, 0, 0, 9, 0x08, 1]), None);
+        assert_eq!(grpc_serving_status(&[0, 0, 0, 0, 1, 0x08]), None);
+        assert_eq!(grpc_serving_status(&[0, 0, 0, 0, 1, 0x0f]), None);
+        assert_eq!(grpc_serving_status(&[]), None);
     }
 
     #[test]

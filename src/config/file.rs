@@ -269,6 +269,28 @@ impl Default for Http2File {
     }
 }
 
+/// `[pool.http2]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolHttp2File {
+    /// Streams rampart runs at once on one connection to a server; another
+    /// connection is opened past this, or past the server's own
+    /// SETTINGS_MAX_CONCURRENT_STREAMS, whichever is lower.
+    pub max_concurrent_streams: u32,
+    pub initial_stream_window_size: Size,
+    pub initial_connection_window_size: Size,
+}
+
+impl Default for PoolHttp2File {
+    fn default() -> Self {
+        PoolHttp2File {
+            max_concurrent_streams: 100,
+            initial_stream_window_size: Size(1024 * 1024),
+            initial_connection_window_size: Size(2 * 1024 * 1024),
+        }
+    }
+}
+
 /// `[listener.tls]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -428,6 +450,11 @@ pub struct PoolFile {
     pub send_proxy: Option<String>,
     /// TLS to the servers.
     pub tls: Option<PoolTlsFile>,
+    /// What the servers speak: "http1" (HTTP/1.1, the default) or "h2" (HTTP/2:
+    /// h2c, or h2 negotiated by ALPN with `[pool.tls]`), for gRPC services.
+    pub protocol: Option<String>,
+    /// `[pool.http2]`: the HTTP/2 client's settings (with protocol = "h2").
+    pub http2: Option<PoolHttp2File>,
     #[serde(default, rename = "server")]
     pub servers: Vec<ServerFile>,
 }
@@ -451,6 +478,7 @@ pub enum HealthKind {
     Tcp,
     Http,
     Postgres,
+    Grpc,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -496,6 +524,9 @@ pub struct HealthFile {
     pub database: Option<String>,
     pub role: Option<PgRole>,
     pub max_replica_lag: Option<Dur>,
+    // grpc
+    /// The service asked about in grpc.health.v1.Health/Check ("": the server).
+    pub service: Option<String>,
 }
 
 fn default_check_interval() -> Dur {

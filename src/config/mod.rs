@@ -86,6 +86,43 @@ pub struct Http2Config {
     pub idle_timeout: Option<Duration>,
 }
 
+/// Checks `[pool.http2]` against RFC 9113's bounds.
+fn validate_pool_http2(h: &file::PoolHttp2File, at: &KeyPath, p: &mut Problems<'_>) -> PoolHttp2 {
+    const WINDOW_MAX: u64 = (1 << 31) - 1;
+    let mut check = |key: &'static str, v: u64, lo: u64, hi: u64, what: &str| -> u32 {
+        if v < lo || v > hi {
+            p.add(
+                &at.key(key),
+                format!("must be between {lo} and {hi} {what}"),
+            );
+        }
+        v.clamp(lo, hi) as u32
+    };
+    PoolHttp2 {
+        max_concurrent_streams: check(
+            "max_concurrent_streams",
+            u64::from(h.max_concurrent_streams),
+            1,
+            100_000,
+            "",
+        ),
+        initial_stream_window_size: check(
+            "initial_stream_window_size",
+            h.initial_stream_window_size.0,
+            1,
+            WINDOW_MAX,
+            "bytes (RFC 9113 6.9.2)",
+        ),
+        initial_connection_window_size: check(
+            "initial_connection_window_size",
+            h.initial_connection_window_size.0,
+            65_535,
+            WINDOW_MAX,
+            "bytes (RFC 9113 6.9.2)",
+        ),
+    }
+}
+
 /// Checks `[listener.http2]` against RFC 9113's bounds.
 fn validate_http2(h: &file::Http2File, at: &KeyPath, p: &mut Problems<'_>) -> Http2Config {
     const WINDOW_MAX: u64 = (1 << 31) - 1;
@@ -169,6 +206,28 @@ pub struct PoolConfig {
     pub send_proxy: Option<crate::proxy_protocol::Version>,
     /// TLS to the servers.
     pub tls: Option<crate::tls::PoolTls>,
+    /// What the servers speak.
+    pub protocol: Protocol,
+    /// The HTTP/2 client's settings (protocol = "h2").
+    pub http2: PoolHttp2,
+}
+
+/// What a pool's servers speak (`protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2: h2c with prior knowledge, or h2 by ALPN over `[pool.tls]`.
+    H2,
+}
+
+/// `[pool.http2]`, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolHttp2 {
+    pub max_concurrent_streams: u32,
+    pub initial_stream_window_size: u32,
+    pub initial_connection_window_size: u32,
 }
 
 /// `[ha]`, validated.
@@ -327,6 +386,10 @@ pub enum CheckKind {
         database: String,
         role: PgRole,
         max_replica_lag: Duration,
+    },
+    /// grpc.health.v1.Health/Check over HTTP/2; SERVING is up.
+    Grpc {
+        service: String,
     },
 }
 
@@ -788,12 +851,54 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
                 None
             }
         };
+        let protocol = match pf.protocol.as_deref() {
+            None | Some("http1") | Some("http/1.1") => Protocol::Http1,
+            Some("h2") => Protocol::H2,
+            Some(v) => {
+                p.add(
+                    &at.key("protocol"),
+                    format!("unknown protocol {v:?}: use \"http1\" or \"h2\""),
+                );
+                Protocol::Http1
+            }
+        };
+        if protocol == Protocol::H2 && send_proxy.is_some() {
+            p.add(
+                &at.key("send_proxy"),
+                "is not supported with protocol = \"h2\" (an HTTP/2 connection carries many clients' requests; a PROXY header names one)",
+            );
+        }
+        if protocol != Protocol::H2 && pf.http2.is_some() {
+            p.add(&at.key("http2"), "is only used with protocol = \"h2\"");
+        }
+        if protocol != Protocol::H2
+            && pf
+                .health
+                .as_ref()
+                .is_some_and(|h| h.kind == HealthKind::Grpc)
+        {
+            p.add(
+                &at.key("health").key("kind"),
+                "\"grpc\" checks speak HTTP/2: the pool needs protocol = \"h2\"",
+            );
+        }
+        let http2 = validate_pool_http2(
+            pf.http2.as_ref().unwrap_or(&Default::default()),
+            &at.key("http2"),
+            &mut p,
+        );
+        let alpn: &[&[u8]] = match protocol {
+            Protocol::H2 => &[b"h2"],
+            Protocol::Http1 => &[],
+        };
         let tls = pf
             .tls
             .as_ref()
-            .and_then(|t| tls::pool(t, &at.key("tls"), base, &mut p, &mut warnings));
+            .and_then(|t| tls::pool(t, &at.key("tls"), base, alpn, &mut p, &mut warnings));
         pools.push(PoolConfig {
             tls,
+            protocol,
+            http2,
             send_proxy,
             name: pf.name.clone(),
             balance: pf.balance,
@@ -1151,6 +1256,7 @@ fn validate_health(h: &HealthFile, at: &KeyPath, p: &mut Problems<'_>) -> Option
         HealthKind::Tcp => "tcp",
         HealthKind::Http => "http",
         HealthKind::Postgres => "postgres",
+        HealthKind::Grpc => "grpc",
     };
     let only = |p: &mut Problems<'_>, key: &'static str, set: bool, kind: &str| {
         if set {
@@ -1178,6 +1284,9 @@ fn validate_health(h: &HealthFile, at: &KeyPath, p: &mut Problems<'_>) -> Option
             h.max_replica_lag.is_some(),
             "postgres",
         );
+    }
+    if h.kind != HealthKind::Grpc {
+        only(p, "service", h.service.is_some(), "grpc");
     }
     let check = match h.kind {
         HealthKind::Tcp => CheckKind::Tcp,
@@ -1244,6 +1353,16 @@ fn validate_health(h: &HealthFile, at: &KeyPath, p: &mut Problems<'_>) -> Option
                 role: h.role.unwrap_or(PgRole::Any),
                 max_replica_lag: h.max_replica_lag.map_or(Duration::ZERO, |d| d.0),
             }
+        }
+        HealthKind::Grpc => {
+            let service = h.service.clone().unwrap_or_default();
+            if service.len() > 1024 || service.bytes().any(|b| b.is_ascii_control()) {
+                p.add(
+                    &at.key("service"),
+                    "must be a service name of at most 1024 printable characters",
+                );
+            }
+            CheckKind::Grpc { service }
         }
     };
     (p.list.len() == before).then(|| HealthConfig {
@@ -1515,6 +1634,49 @@ name = "api"
         let p = problem(&GOOD.replace("threads = 1", "threads = 1\nthreadz = 2"));
         assert_eq!(p.line, Some(4));
         assert!(p.message.contains("threadz"), "{}", p.message);
+    }
+
+    #[test]
+    fn h2_pool_keys_are_checked() {
+        let pool = |extra: &str| {
+            GOOD.replace(
+                "name = \"api\"\n  [[pool.server]]",
+                &format!("name = \"api\"\n{extra}\n  [[pool.server]]"),
+            )
+        };
+        let c = parse(
+            &pool("protocol = \"h2\"\n[pool.http2]\nmax_concurrent_streams = 8\n[pool.health]\nkind = \"grpc\"\nservice = \"api.v1\""),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.pools[0].protocol, Protocol::H2);
+        assert_eq!(c.pools[0].http2.max_concurrent_streams, 8);
+        assert_eq!(c.pools[0].http2.initial_stream_window_size, 1 << 20);
+        assert!(matches!(
+            &c.pools[0].health.as_ref().unwrap().check,
+            CheckKind::Grpc { service } if service == "api.v1"
+        ));
+        let p = problem(&pool("protocol = \"h3\""));
+        assert_eq!(p.key, "pool[0].protocol");
+        assert!(p.message.contains("\"http1\" or \"h2\""), "{}", p.message);
+        let p = problem(&pool("protocol = \"h2\"\nsend_proxy = \"v2\""));
+        assert_eq!(p.key, "pool[0].send_proxy");
+        let p = problem(&pool("[pool.http2]\nmax_concurrent_streams = 8"));
+        assert_eq!(p.key, "pool[0].http2");
+        assert!(p.message.contains("protocol = \"h2\""), "{}", p.message);
+        let p = problem(&pool(
+            "protocol = \"h2\"\n[pool.http2]\nmax_concurrent_streams = 0",
+        ));
+        assert_eq!(p.key, "pool[0].http2.max_concurrent_streams");
+        let p = problem(&pool(
+            "protocol = \"h2\"\n[pool.http2]\ninitial_stream_window_size = 3000000000",
+        ));
+        assert_eq!(p.key, "pool[0].http2.initial_stream_window_size");
+        assert!(p.message.contains("6.9.2"), "{}", p.message);
+        let p = problem(&pool("[pool.health]\nkind = \"grpc\""));
+        assert_eq!(p.key, "pool[0].health.kind");
+        let p = problem(&pool("[pool.health]\nkind = \"http\"\nservice = \"x\""));
+        assert_eq!(p.key, "pool[0].health.service");
     }
 
     #[test]

@@ -175,6 +175,7 @@ pub(super) fn pool(
     t: &PoolTlsFile,
     at: &KeyPath,
     base: &Path,
+    alpn: &[&[u8]],
     p: &mut Problems<'_>,
     warnings: &mut Vec<String>,
 ) -> Option<PoolTls> {
@@ -215,7 +216,7 @@ pub(super) fn pool(
     if p.list.len() > before {
         return None;
     }
-    match PoolTls::build(ca, t.server_name.clone(), cert) {
+    match PoolTls::build(ca, t.server_name.clone(), cert, alpn) {
         Ok(t) => Some(t),
         Err(e) => {
             p.add(at, e.to_string());

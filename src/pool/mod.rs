@@ -432,6 +432,8 @@ pub struct Pool {
     pub send_proxy: Option<crate::proxy_protocol::Version>,
     /// TLS to the servers (`[pool.tls]`).
     pub tls: Option<crate::tls::PoolTls>,
+    pub protocol: crate::config::Protocol,
+    pub http2: crate::config::PoolHttp2,
     pub servers: Vec<Server>,
     pub shared: Arc<PoolShared>,
     balancer: Balancer,
@@ -487,6 +489,8 @@ impl Pool {
             slow_start: cfg.slow_start,
             send_proxy: cfg.send_proxy,
             tls: cfg.tls.clone(),
+            protocol: cfg.protocol,
+            http2: cfg.http2,
             balancer: Balancer::new(cfg.balance, &weights, &ids),
             servers,
             shared,
@@ -840,6 +844,12 @@ mod tests {
             servers: Vec::new(),
             send_proxy: None,
             tls: None,
+            protocol: crate::config::Protocol::Http1,
+            http2: crate::config::PoolHttp2 {
+                max_concurrent_streams: 100,
+                initial_stream_window_size: 1 << 20,
+                initial_connection_window_size: 2 << 20,
+            },
         };
         let members = servers
             .iter()

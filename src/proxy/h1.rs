@@ -229,10 +229,16 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
             close: r.close(),
         });
     };
-    if pool.tls.is_some() || pool.send_proxy.is_some() {
-        // TLS to the servers, and connections private to one client (they carry
-        // its PROXY header), are hyper's: this path shares plain sockets
-        return Some(Step::Fallback("TLS or PROXY protocol to the server"));
+    if pool.tls.is_some()
+        || pool.send_proxy.is_some()
+        || pool.protocol == crate::config::Protocol::H2
+    {
+        // TLS to the servers, connections private to one client (they carry
+        // its PROXY header) and HTTP/2 servers are the other path's: this one
+        // shares plain HTTP/1.1 sockets
+        return Some(Step::Fallback(
+            "TLS, PROXY protocol or HTTP/2 to the server",
+        ));
     }
     let key = lifecycle::hash_key(&pool, ctx.peer.ip(), r.target, |h| r.header(h.as_str()));
     let log = ctx.shared.access_log.enabled().then(|| {

@@ -5,9 +5,10 @@
 use super::lifecycle::{self, Lifecycle};
 use super::ProxyError;
 use crate::accesslog::{End, Entry};
+use crate::config::Protocol;
 use crate::forwarded;
 use crate::pool::{Pool, Server, ServerGuard};
-use crate::upstream::{self, Exchange, ReqBody, SendError, Sender, UpstreamError};
+use crate::upstream::{self, Exchange, ReqBody, RespBody, SendError, Sender, UpstreamError};
 use crate::Shared;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -338,14 +339,7 @@ fn grpc_error(resp: Response<ProxyBody>) -> Response<ProxyBody> {
     if !matches!(resp.body(), ProxyBody::Full(_)) || resp.status() == StatusCode::OK {
         return resp;
     }
-    let code = match resp.status().as_u16() {
-        400 => 13,                   // INTERNAL
-        401 => 16,                   // UNAUTHENTICATED
-        403 => 7,                    // PERMISSION_DENIED
-        404 => 12,                   // UNIMPLEMENTED
-        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
-        _ => 2,                      // UNKNOWN
-    };
+    let code = grpc_code(resp.status().as_u16());
     let message = match resp.body() {
         ProxyBody::Full(Some(b)) => String::from_utf8_lossy(b).trim().to_string(),
         _ => resp.status().to_string(),
@@ -370,6 +364,27 @@ fn grpc_error(resp: Response<ProxyBody>) -> Response<ProxyBody> {
         h.insert("grpc-message", v);
     }
     out
+}
+
+/// The gRPC status of an HTTP status rampart answered with (gRPC's HTTP mapping).
+fn grpc_code(status: u16) -> u32 {
+    match status {
+        200 => 0,                    // OK
+        400 => 13,                   // INTERNAL
+        401 => 16,                   // UNAUTHENTICATED
+        403 => 7,                    // PERMISSION_DENIED
+        404 => 12,                   // UNIMPLEMENTED
+        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
+        _ => 2,                      // UNKNOWN
+    }
+}
+
+/// A server's `grpc-status`, from trailers or a trailers-only answer's headers.
+fn grpc_status(h: &HeaderMap) -> Option<u32> {
+    std::str::from_utf8(h.get("grpc-status")?.as_bytes())
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The error code of the GOAWAY rampart sent, when an HTTP/2 connection ended
@@ -458,18 +473,35 @@ async fn handle(
         ))
     });
     let mut lc = Lifecycle::new(Arc::clone(&pool), key);
+    let h2_pool = pool.protocol == Protocol::H2;
+    if let Some(l) = log.as_mut() {
+        l.grpc = is_grpc(req.headers());
+    }
 
     let upgrade = is_upgrade_request(&req);
+    if upgrade && h2_pool {
+        // RFC 8441's extended CONNECT to the servers is not implemented
+        let err = ProxyError::UpgradeToH2Pool;
+        return Ok(fail(&pool, None, err, log, start));
+    }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let te_trailers = h2_pool && upstream::http2::wants_trailers(req.headers());
     let (mut parts, body) = req.into_parts();
     prepare_request(&mut parts, &ctx, upgrade);
+    if te_trailers {
+        parts
+            .headers
+            .insert(header::TE, upstream::http2::te_trailers());
+    }
 
     // Keep what is needed to send the request again after a failure that may have
     // happened once it was (partly) sent: on another server (retries), or on a new
-    // connection when a pooled one turns out to be closed (keep-alive race).
+    // connection when a pooled one turns out to be closed (keep-alive race). To an
+    // HTTP/2 pool a small body is kept whatever the method: a stream the server
+    // did not process may always be sent again.
     let replayable = !upgrade && (parts.method.is_idempotent() || pool.retry.non_idempotent);
     let seen = log.as_ref().map(|l| Arc::clone(&l.bytes_in));
-    let (body, replay) = match buffer_if_small(body, replayable, &pool).await {
+    let (body, kept) = match buffer_if_small(body, replayable || h2_pool, &pool).await {
         Ok(Buffered::Bytes(b)) => (ReqBody::Full(Some(b.clone())), Some(Replay::new(&parts, b))),
         Ok(Buffered::Stream(body)) => (
             ReqBody::Incoming {
@@ -494,10 +526,12 @@ async fn handle(
         l.bytes_in.store(b.len() as u64, Ordering::Relaxed);
     }
     let mut req = Request::from_parts(parts, body);
-    let replay_closure = replay.as_ref().map(|r| move || r.request());
-    let replay_fn = replay_closure
+    let replay = kept.as_ref().filter(|_| replayable);
+    let resend_closure = kept.as_ref().map(|r| move || r.request());
+    let resend_fn = resend_closure
         .as_ref()
         .map(|f| f as &(dyn Fn() -> Request<ReqBody> + Sync));
+    let replay_fn = resend_fn.filter(|_| replayable);
     loop {
         let mut guard = match lc.acquire().await {
             Ok(g) => g,
@@ -520,14 +554,14 @@ async fn handle(
             local: ctx.local,
             tls: ctx.tls.as_deref(),
         };
-        match upstream::send(&pool, server, req, replay_fn, Some(&via)).await {
+        match upstream::send(&pool, server, req, replay_fn, resend_fn, Some(&via)).await {
             Err(SendError { error, unsent }) => {
                 let resendable = unsent.is_some();
                 if let Err(g) = lc.failed(&mut guard, error, resendable, replay.is_some()) {
                     return Ok(fail(&pool, g.server(&pool), g.err, log, start));
                 }
                 // a retry needs the request as it was (not sent) or a copy
-                req = match (unsent, &replay) {
+                req = match (unsent, replay) {
                     (Some(r), _) => *r,
                     (None, Some(rp)) => rp.request(),
                     (None, None) => {
@@ -543,7 +577,7 @@ async fn handle(
             }) => {
                 let status = response.status();
                 if lc.answered(&mut guard, status.as_u16(), replay.is_some()) {
-                    if let Some(rp) = &replay {
+                    if let Some(rp) = replay {
                         // The response (and its connection, body unread) is dropped.
                         req = rp.request();
                         continue;
@@ -553,6 +587,10 @@ async fn handle(
                     l.server = Some(Arc::clone(&server.id));
                     l.connect = Some(connect_time);
                     l.status = status.as_u16();
+                    if l.grpc {
+                        // a trailers-only answer (an error) has it in its headers
+                        l.grpc_status = grpc_status(response.headers());
+                    }
                 }
                 if let Some(client_up) = client_upgrade {
                     if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -586,7 +624,7 @@ async fn handle(
                     parts,
                     ProxyBody::Upstream(UpstreamBody {
                         inner: body,
-                        sender: Some(sender),
+                        sender,
                         guard: Some(guard),
                         log,
                         bytes: 0,
@@ -864,6 +902,9 @@ pub(super) fn fail(
     tracing::debug!(pool = %pool.name, error = %err, "request failed");
     if let Some(mut l) = log {
         l.status = status.as_u16();
+        if l.grpc {
+            l.grpc_status = Some(grpc_code(status.as_u16()));
+        }
         if let Some(s) = server {
             l.server = Some(Arc::clone(&s.id));
         }
@@ -947,6 +988,9 @@ pub(super) struct ReqLog {
     bytes_in: Arc<AtomicU64>,
     written: bool,
     tls: Option<Arc<crate::tls::TlsInfo>>,
+    /// A gRPC call, and its status once known.
+    pub(super) grpc: bool,
+    pub(super) grpc_status: Option<u32>,
 }
 
 impl ReqLog {
@@ -971,6 +1015,8 @@ impl ReqLog {
             bytes_in: Arc::default(),
             written: false,
             tls: ctx.tls.clone(),
+            grpc: false,
+            grpc_status: None,
         }
     }
 
@@ -990,6 +1036,7 @@ impl ReqLog {
             total: self.start.elapsed(),
             end,
             tls: self.tls.as_deref(),
+            grpc_status: self.grpc_status,
         });
     }
 }
@@ -1020,7 +1067,7 @@ impl ProxyBody {
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error(transparent)]
-    Upstream(#[from] hyper::Error),
+    Upstream(#[from] upstream::RespBodyError),
     #[error("the server paused longer than server_timeout ({0:?}) inside the response body")]
     Idle(Duration),
 }
@@ -1059,7 +1106,7 @@ impl Body for ProxyBody {
 /// end, the backend connection goes back to the idle pool; if the client goes away
 /// first, the connection (which still has unread data) is closed.
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: RespBody,
     sender: Option<Sender>,
     guard: Option<ServerGuard>,
     log: Option<Box<ReqLog>>,
@@ -1160,6 +1207,11 @@ impl Body for UpstreamBody {
         }
         match ready!(polled) {
             Some(Ok(frame)) => {
+                if let (Some(t), Some(l)) = (frame.trailers_ref(), this.log.as_mut()) {
+                    if l.grpc {
+                        l.grpc_status = grpc_status(t);
+                    }
+                }
                 if let (Some(d), Some(g)) = (frame.data_ref(), &this.guard) {
                     this.bytes += d.len() as u64;
                     g.server()

@@ -27,6 +27,9 @@ pub enum ProxyError {
     Pick(#[from] PickError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// A protocol upgrade (WebSocket) asked of a pool whose servers speak HTTP/2.
+    #[error("protocol upgrades are not relayed to HTTP/2 servers")]
+    UpgradeToH2Pool,
 }
 
 impl ProxyError {
@@ -36,6 +39,7 @@ impl ProxyError {
             ProxyError::Pick(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpgradeToH2Pool => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -48,6 +52,7 @@ impl ProxyError {
             ProxyError::Upstream(e) if e.is_client_fault() => End::ClientAbort,
             ProxyError::Upstream(e) if e.is_connect() => End::ConnectError,
             ProxyError::Upstream(_) => End::ServerAbort,
+            ProxyError::UpgradeToH2Pool => End::Unsupported,
         }
     }
 
@@ -61,6 +66,9 @@ impl ProxyError {
             }
             ProxyError::Upstream(e) if e.is_connect() => "cannot connect to a server",
             ProxyError::Upstream(_) => "the server closed the connection",
+            ProxyError::UpgradeToH2Pool => {
+                "its servers speak HTTP/2, to which protocol upgrades (WebSocket) are not relayed"
+            }
         }
     }
 

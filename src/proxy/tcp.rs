@@ -63,6 +63,7 @@ pub async fn serve<S>(
             total: start.elapsed(),
             end,
             tls: session.tls.as_ref(),
+            grpc_status: None,
         })
     };
     // a tcp pool hashes on the client's address (the config allows no other key)

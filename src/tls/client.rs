@@ -34,6 +34,7 @@ impl PoolTls {
         ca: Option<CaFile>,
         server_name: Option<String>,
         cert: Option<Arc<CertFile>>,
+        alpn: &[&[u8]],
     ) -> Result<PoolTls, rustls::Error> {
         let provider = super::provider();
         let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
@@ -49,6 +50,7 @@ impl PoolTls {
             None => builder.with_no_client_auth(),
         };
         cc.resumption = rustls::client::Resumption::store(sessions());
+        cc.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
         Ok(PoolTls {
             ca,
             server_name,

@@ -1,5 +1,5 @@
 //! Connecting to a backend: TCP connect under `connect_timeout`, HTTP/1.1 handshake,
-//! and a keep-alive pool of idle connections per server.
+//! and a keep-alive pool of idle connections per server; HTTP/2 pools in `http2`.
 //!
 //! The idle pool is per worker thread (each worker runs a current-thread runtime, so
 //! a connection's tasks never leave the thread that made it): checkout and checkin
@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+
+pub mod http2;
 
 pub type Sender = http1::SendRequest<ReqBody>;
 
@@ -72,6 +74,20 @@ pub enum UpstreamError {
     },
     #[error("{addr} sent an invalid response: {reason}")]
     BadResponse { addr: SocketAddr, reason: String },
+    #[error("{addr} did not agree to HTTP/2 (ALPN h2) in the TLS handshake")]
+    NoH2 { addr: SocketAddr },
+    #[error("HTTP/2 handshake with {addr} failed: {source}")]
+    H2Handshake {
+        addr: SocketAddr,
+        #[source]
+        source: h2::Error,
+    },
+    #[error("HTTP/2 stream to {addr} failed: {source}")]
+    H2 {
+        addr: SocketAddr,
+        #[source]
+        source: h2::Error,
+    },
 }
 
 impl UpstreamError {
@@ -84,13 +100,22 @@ impl UpstreamError {
                 | UpstreamError::Handshake { .. }
                 | UpstreamError::Tls { .. }
                 | UpstreamError::ClosedBeforeSend { .. }
+                | UpstreamError::NoH2 { .. }
+                | UpstreamError::H2Handshake { .. }
         )
     }
 
     /// Was it the client's side that failed (its request body broke off)? Then the
     /// server is not to blame and the request is not retried.
     pub fn is_client_fault(&self) -> bool {
-        matches!(self, UpstreamError::Reset { source, .. } if source.is_user())
+        match self {
+            UpstreamError::Reset { source, .. } => source.is_user(),
+            // the stream was cancelled because the client's body broke off
+            UpstreamError::H2 { source, .. } => {
+                source.reason() == Some(h2::Reason::CANCEL) && !source.is_remote()
+            }
+            _ => false,
+        }
     }
 }
 
@@ -210,7 +235,7 @@ impl ReqProgress {
         self.done.load(Ordering::Acquire)
     }
 
-    async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         loop {
             let n = self.notify.notified();
             tokio::pin!(n);
@@ -340,6 +365,7 @@ pub fn sweep_idle() {
             !list.conns.is_empty() || !list.raw.is_empty()
         })
     });
+    http2::sweep();
 }
 
 /// Backend connections private to one client connection: those of pools that
@@ -464,12 +490,67 @@ where
     Ok(sender)
 }
 
+/// A response body from a backend: hyper's (HTTP/1.1) or an HTTP/2 stream's.
+#[derive(Debug)]
+pub enum RespBody {
+    H1(Incoming),
+    H2(http2::H2Body),
+}
+
+/// Why a response body from a backend broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum RespBodyError {
+    #[error(transparent)]
+    H1(#[from] hyper::Error),
+    #[error("HTTP/2 stream: {0}")]
+    H2(#[from] h2::Error),
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = RespBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RespBodyError>>> {
+        match self.get_mut() {
+            RespBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(RespBodyError::H1),
+            RespBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(RespBodyError::H2),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RespBody::H1(b) => b.is_end_stream(),
+            RespBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RespBody::H1(b) => b.size_hint(),
+            RespBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// A response from a backend and the connection it came on.
 pub struct Exchange {
-    pub response: Response<Incoming>,
-    pub sender: Sender,
+    pub response: Response<RespBody>,
+    /// The HTTP/1.1 connection, to pool again once the body has been read
+    /// (an HTTP/2 stream releases its connection by itself).
+    pub sender: Option<Sender>,
     /// Time spent connecting (zero when a pooled connection was reused).
     pub connect_time: Duration,
+}
+
+fn h1_exchange(response: Response<Incoming>, sender: Sender, connect_time: Duration) -> Exchange {
+    Exchange {
+        response: response.map(RespBody::H1),
+        sender: Some(sender),
+        connect_time,
+    }
 }
 
 /// Sends `req` to `server`, reusing an idle pooled connection when there is one.
@@ -477,14 +558,24 @@ pub struct Exchange {
 /// If a reused connection turns out to have been closed by the server before the
 /// request was written (the keep-alive race), the request is sent again on a new
 /// connection: hyper hands back a request it did not send. A request that could not
-/// be sent at all comes back in the error.
+/// be sent at all comes back in the error. `resend` rebuilds a request whose body
+/// was kept, for an HTTP/2 stream the server did not process.
 pub async fn send(
     pool: &Pool,
     server: &Server,
     req: Request<ReqBody>,
     replay: Option<&(dyn Fn() -> Request<ReqBody> + Sync)>,
+    resend: Option<&(dyn Fn() -> Request<ReqBody> + Sync)>,
     via: Option<&Via<'_>>,
 ) -> Result<Exchange, SendError> {
+    if pool.protocol == crate::config::Protocol::H2 {
+        let (response, connect_time) = http2::send(pool, server, req, resend).await?;
+        return Ok(Exchange {
+            response: response.map(RespBody::H2),
+            sender: None,
+            connect_time,
+        });
+    }
     let mut req = req;
     // a pool that sends the PROXY protocol uses the client's private connections
     let private = via.filter(|_| pool.send_proxy.is_some());
@@ -498,13 +589,7 @@ pub async fn send(
         let ready = tokio::time::timeout(pool.connect_timeout, sender.ready()).await;
         if matches!(ready, Ok(Ok(()))) {
             match send_on(pool, server, &mut sender, req).await {
-                Ok(response) => {
-                    return Ok(Exchange {
-                        response,
-                        sender,
-                        connect_time: Duration::ZERO,
-                    })
-                }
+                Ok(response) => return Ok(h1_exchange(response, sender, Duration::ZERO)),
                 Err(SendFailure::Unsent(r)) => req = *r,
                 Err(SendFailure::Failed(error)) => match (replay, &error) {
                     // The server closed the idle connection as we wrote to it (the
@@ -543,11 +628,7 @@ pub async fn send(
         .connect_time
         .observe(connect_time.as_secs_f64());
     match send_on(pool, server, &mut sender, req).await {
-        Ok(response) => Ok(Exchange {
-            response,
-            sender,
-            connect_time,
-        }),
+        Ok(response) => Ok(h1_exchange(response, sender, connect_time)),
         Err(SendFailure::Unsent(r)) => Err(SendError {
             error: UpstreamError::ClosedBeforeSend { addr: server.addr },
             unsent: Some(r),

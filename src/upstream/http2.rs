@@ -1,0 +1,618 @@
+//! HTTP/2 to the servers of a pool with `protocol = "h2"` (h2c with prior
+//! knowledge, or h2 negotiated by ALPN over `[pool.tls]`): gRPC services, and
+//! any server that prefers one connection to many.
+//!
+//! Requests are streams multiplexed over few connections: per server and
+//! worker thread, a request takes the first connection with room, where room is
+//! the lower of `[pool.http2] max_concurrent_streams` and the server's own
+//! SETTINGS_MAX_CONCURRENT_STREAMS. Only when none has room is another
+//! connection opened, and requests that arrive while it is being opened wait
+//! for it rather than each opening their own.
+//!
+//! A server's GOAWAY drains its connection: streams it accepted finish on it,
+//! new requests go to another connection, and a stream it did not process (above
+//! GOAWAY's last stream id, or refused with REFUSED_STREAM) is sent again on
+//! another connection when its body was kept (RFC 9113 8.7 says it may be,
+//! whatever its method).
+
+use super::{connect_tcp, connect_tls, ReqBody, SendError, UpstreamError};
+use crate::pool::{Pool, Server, ServerState};
+use bytes::Bytes;
+use h2::client::SendRequest;
+use http::{HeaderValue, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// One HTTP/2 connection to a server.
+#[derive(Debug)]
+pub struct Conn {
+    send: Mutex<SendRequest<Bytes>>,
+    /// Streams started on it whose response has not ended.
+    active: AtomicUsize,
+    /// `clock::now_ms()` when `active` last fell to zero.
+    idle_since: AtomicU64,
+    /// Its connection task has ended (closed by either side, or failed).
+    closed: Arc<AtomicBool>,
+}
+
+/// What a connection can take now.
+enum Room {
+    Yes,
+    Full,
+    /// Closed, or draining after the server's GOAWAY: no new streams.
+    Gone,
+}
+
+impl Conn {
+    fn room(&self, limit: usize) -> Room {
+        if self.closed.load(Ordering::Acquire) {
+            return Room::Gone;
+        }
+        let mut send = self.send.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match send.poll_ready(&mut cx) {
+            Poll::Ready(Err(_)) => Room::Gone,
+            Poll::Pending => Room::Full,
+            Poll::Ready(Ok(())) => {
+                let max = limit.min(send.current_max_send_streams());
+                if self.active.load(Ordering::Relaxed) < max {
+                    Room::Yes
+                } else {
+                    Room::Full
+                }
+            }
+        }
+    }
+}
+
+/// A stream's claim on its connection, released when the response ends (or the
+/// attempt is abandoned).
+#[derive(Debug)]
+struct Claim(Arc<Conn>);
+
+impl Claim {
+    fn new(conn: Arc<Conn>) -> Claim {
+        conn.active.fetch_add(1, Ordering::Relaxed);
+        Claim(conn)
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0
+                .idle_since
+                .store(crate::clock::now_ms(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// One server's connections on this thread.
+struct Slot {
+    state: Arc<ServerState>,
+    conns: Vec<Arc<Conn>>,
+    /// Connections being opened, and the requests waiting for them.
+    connecting: usize,
+    waiting: usize,
+    opened: Arc<Notify>,
+    /// The pool's keepalive_timeout: how long a connection may stay unused.
+    keepalive: Duration,
+}
+
+thread_local! {
+    static CONNS: RefCell<HashMap<u64, Slot>> = RefCell::new(HashMap::new());
+}
+
+fn with_slot<R>(state: &Arc<ServerState>, f: impl FnOnce(&mut Slot) -> R) -> R {
+    CONNS.with_borrow_mut(|m| {
+        let slot = m.entry(state.uid).or_insert_with(|| Slot {
+            state: Arc::clone(state),
+            conns: Vec::new(),
+            connecting: 0,
+            waiting: 0,
+            opened: Arc::new(Notify::new()),
+            keepalive: Duration::from_secs(60),
+        });
+        f(slot)
+    })
+}
+
+/// Decrements a counter of the slot when dropped (a connect or a wait that
+/// ended, cancelled or not) and wakes the waiters.
+struct SlotCount<'a> {
+    state: &'a Arc<ServerState>,
+    which: fn(&mut Slot) -> &mut usize,
+    wake: bool,
+}
+
+impl Drop for SlotCount<'_> {
+    fn drop(&mut self) {
+        let notify = with_slot(self.state, |s| {
+            let n = (self.which)(s);
+            *n = n.saturating_sub(1);
+            Arc::clone(&s.opened)
+        });
+        if self.wake {
+            notify.notify_waiters();
+        }
+    }
+}
+
+/// Closes this thread's connections that are closed or draining, idle longer
+/// than the pool's keepalive_timeout, or to servers that left their pool
+/// (called with the HTTP/1.1 sweep, every second).
+pub fn sweep() {
+    let now = crate::clock::now_ms();
+    CONNS.with_borrow_mut(|m| {
+        m.retain(|_, slot| {
+            if slot.state.is_retired() {
+                return false;
+            }
+            let keepalive = slot.keepalive.as_millis() as u64;
+            slot.conns.retain(|c| {
+                !c.closed.load(Ordering::Acquire)
+                    && (c.active.load(Ordering::Relaxed) > 0
+                        || c.idle_since.load(Ordering::Relaxed) + keepalive > now)
+            });
+            !slot.conns.is_empty() || slot.connecting > 0 || slot.waiting > 0
+        })
+    });
+}
+
+/// Open HTTP/2 connections to `server` on this thread (for tests and stats).
+pub fn connections(server: &ServerState) -> usize {
+    CONNS.with_borrow(|m| m.get(&server.uid).map_or(0, |s| s.conns.len()))
+}
+
+enum Step {
+    Use(Claim),
+    Wait(Arc<Notify>),
+    Connect,
+}
+
+/// A connection with room for one more stream (claimed), opening one if none
+/// has room; the time spent connecting is returned when this request waited for it.
+async fn claim(pool: &Pool, server: &Server) -> Result<(Claim, Duration), UpstreamError> {
+    let limit = pool.http2.max_concurrent_streams as usize;
+    let state = &server.state;
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + pool.connect_timeout;
+    // waited for a connection being opened: that time is this request's connect time
+    let mut waited = false;
+    loop {
+        let step = with_slot(state, |slot| {
+            slot.keepalive = pool.keepalive_timeout;
+            let mut found = None;
+            slot.conns.retain(|c| match c.room(limit) {
+                Room::Gone => false,
+                Room::Full => true,
+                Room::Yes => {
+                    if found.is_none() {
+                        found = Some(Arc::clone(c));
+                    }
+                    true
+                }
+            });
+            if let Some(c) = found {
+                return Step::Use(Claim::new(c));
+            }
+            // a connection being opened takes `limit` streams: wait for it
+            if slot.waiting < slot.connecting * limit {
+                slot.waiting += 1;
+                return Step::Wait(Arc::clone(&slot.opened));
+            }
+            slot.connecting += 1;
+            Step::Connect
+        });
+        match step {
+            Step::Use(c) => {
+                let t = if waited {
+                    started.elapsed()
+                } else {
+                    Duration::ZERO
+                };
+                return Ok((c, t));
+            }
+            Step::Wait(opened) => {
+                waited = true;
+                let _count = SlotCount {
+                    state,
+                    which: |s| &mut s.waiting,
+                    wake: false,
+                };
+                let notified = opened.notified();
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    return Err(UpstreamError::ConnectTimeout {
+                        addr: server.addr,
+                        timeout: pool.connect_timeout,
+                    });
+                }
+            }
+            Step::Connect => {
+                let _count = SlotCount {
+                    state,
+                    which: |s| &mut s.connecting,
+                    wake: true,
+                };
+                let conn = connect(pool, server).await?;
+                let elapsed = started.elapsed();
+                pool.shared
+                    .histograms
+                    .connect_time
+                    .observe(elapsed.as_secs_f64());
+                let claim = Claim::new(Arc::clone(&conn));
+                with_slot(state, |slot| slot.conns.push(conn));
+                return Ok((claim, elapsed));
+            }
+        }
+    }
+}
+
+/// The h2 client's settings for a pool.
+fn builder(pool: &Pool) -> h2::client::Builder {
+    let mut b = h2::client::Builder::new();
+    b.initial_window_size(pool.http2.initial_stream_window_size)
+        .initial_connection_window_size(pool.http2.initial_connection_window_size)
+        // server push is not relayed to clients
+        .enable_push(false)
+        .max_concurrent_reset_streams(1024);
+    b
+}
+
+/// Opens a connection: TCP, TLS with ALPN h2 if the pool has `[pool.tls]`,
+/// then the HTTP/2 preface, all within connect_timeout.
+async fn connect(pool: &Pool, server: &Server) -> Result<Arc<Conn>, UpstreamError> {
+    let addr = server.addr;
+    let stream = connect_tcp(addr, pool.connect_timeout).await?;
+    let closed = Arc::new(AtomicBool::new(false));
+    let send = match &pool.tls {
+        None => handshake(pool, server, stream, Arc::clone(&closed)).await?,
+        Some(tls) => {
+            let s = connect_tls(pool, tls, server, stream).await?;
+            if s.get_ref().1.alpn_protocol() != Some(b"h2") {
+                return Err(UpstreamError::NoH2 { addr });
+            }
+            handshake(pool, server, s, Arc::clone(&closed)).await?
+        }
+    };
+    Ok(Arc::new(Conn {
+        send: Mutex::new(send),
+        active: AtomicUsize::new(0),
+        idle_since: AtomicU64::new(crate::clock::now_ms()),
+        closed,
+    }))
+}
+
+async fn handshake<S>(
+    pool: &Pool,
+    server: &Server,
+    io: S,
+    closed: Arc<AtomicBool>,
+) -> Result<SendRequest<Bytes>, UpstreamError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let addr = server.addr;
+    let timeout = pool.connect_timeout;
+    let start = async {
+        let (send, mut conn) = builder(pool)
+            .handshake(io)
+            .await
+            .map_err(|source| UpstreamError::H2Handshake { addr, source })?;
+        let ping = conn.ping_pong();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "HTTP/2 connection to the server ended with an error");
+            }
+            closed.store(true, Ordering::Release);
+        });
+        // The server's preface is its SETTINGS, and it answers a PING after
+        // it: once the PONG is in, its SETTINGS_MAX_CONCURRENT_STREAMS is
+        // known, and no stream is sent beyond it to be refused (one round
+        // trip, once per connection).
+        if let Some(mut ping) = ping {
+            ping.ping(h2::Ping::opaque())
+                .await
+                .map_err(|source| UpstreamError::H2Handshake { addr, source })?;
+        }
+        Ok(send)
+    };
+    tokio::time::timeout(timeout, start)
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout { addr, timeout })?
+}
+
+/// Did the server not process this stream (so it may be sent again, RFC 9113
+/// 8.7): above the last stream id of its GOAWAY, or refused?
+fn unprocessed(e: &h2::Error) -> bool {
+    (e.is_go_away() && e.is_remote()) || e.reason() == Some(h2::Reason::REFUSED_STREAM)
+}
+
+/// A request in HTTP/2 form: scheme and authority in the URI (from Host, which
+/// is removed: `:authority` replaces it), `te: trailers` kept for gRPC.
+fn to_h2(pool: &Pool, server: &Server, req: Request<ReqBody>) -> (Request<()>, ReqBody) {
+    let (mut parts, body) = req.into_parts();
+    let host = parts.headers.remove(http::header::HOST);
+    let authority = host
+        .as_ref()
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+        .unwrap_or_else(|| {
+            http::uri::Authority::try_from(server.addr.to_string().as_str())
+                .unwrap_or_else(|_| http::uri::Authority::from_static("localhost"))
+        });
+    let scheme = if pool.tls.is_some() {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    };
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(scheme);
+    uri.authority = Some(authority);
+    uri.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    if let Ok(u) = Uri::from_parts(uri) {
+        parts.uri = u;
+    }
+    parts.version = http::Version::HTTP_2;
+    (Request::from_parts(parts, ()), body)
+}
+
+/// Starts a stream on a claimed connection: the request head now, the body by a
+/// task of its own (it may go on after the response has begun: gRPC streaming).
+/// The request comes back if the connection turned out to be draining.
+#[allow(clippy::result_large_err)]
+fn start(
+    claim: &Claim,
+    pool: &Pool,
+    server: &Server,
+    req: Request<ReqBody>,
+) -> Result<Result<h2::client::ResponseFuture, UpstreamError>, Request<ReqBody>> {
+    let mut send = claim.0.send.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    if !matches!(send.poll_ready(&mut cx), Poll::Ready(Ok(()))) {
+        return Err(req);
+    }
+    let (head, body) = to_h2(pool, server, req);
+    let eos = body.is_end_stream();
+    let addr = server.addr;
+    let (response, tx) = match send.send_request(head, eos) {
+        Ok(r) => r,
+        Err(source) => return Ok(Err(UpstreamError::H2 { addr, source })),
+    };
+    if !eos {
+        tokio::spawn(pump(body, tx));
+    }
+    Ok(Ok(response))
+}
+
+/// Sends the request body on its stream, as the server's flow control allows;
+/// a body that fails cancels the stream.
+async fn pump(mut body: ReqBody, mut tx: h2::SendStream<Bytes>) {
+    let result: Result<(), h2::Error> = async {
+        loop {
+            let frame = poll_fn(|cx| {
+                if let Poll::Ready(r) = tx.poll_reset(cx) {
+                    return Poll::Ready(Err(r.map_or_else(|e| e, h2::Error::from)));
+                }
+                Pin::new(&mut body).poll_frame(cx).map(Ok)
+            })
+            .await?;
+            match frame {
+                None => return tx.send_data(Bytes::new(), true),
+                Some(Err(_)) => {
+                    tx.send_reset(h2::Reason::CANCEL);
+                    return Ok(());
+                }
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(data) => {
+                        let eos = body.is_end_stream();
+                        if !data.is_empty() {
+                            // h2 buffers what it cannot send yet; wait for the
+                            // window before reading more from the client
+                            tx.reserve_capacity(1);
+                            while tx.capacity() == 0 {
+                                match poll_fn(|cx| tx.poll_capacity(cx)).await {
+                                    Some(Ok(_)) => {}
+                                    Some(Err(e)) => return Err(e),
+                                    None => return Ok(()),
+                                }
+                            }
+                        }
+                        tx.send_data(data, eos)?;
+                        if eos {
+                            return Ok(());
+                        }
+                    }
+                    Err(f) => {
+                        if let Ok(t) = f.into_trailers() {
+                            tx.reserve_capacity(0);
+                            return tx.send_trailers(t);
+                        }
+                    }
+                },
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "request body to an HTTP/2 server broke off");
+    }
+}
+
+/// Sends `req` to `server` over HTTP/2. `again` rebuilds the request when its
+/// body was kept: a stream the server did not process is sent again on another
+/// connection (up to three times).
+pub async fn send(
+    pool: &Pool,
+    server: &Server,
+    req: Request<ReqBody>,
+    again: Option<&(dyn Fn() -> Request<ReqBody> + Sync)>,
+) -> Result<(Response<H2Body>, Duration), SendError> {
+    let addr = server.addr;
+    let mut req = req;
+    let mut connect_time = Duration::ZERO;
+    let mut resent = 0;
+    loop {
+        let claim = match claim(pool, server).await {
+            Ok((c, t)) => {
+                connect_time += t;
+                c
+            }
+            Err(error) => {
+                return Err(SendError {
+                    error,
+                    unsent: Some(Box::new(req)),
+                })
+            }
+        };
+        let progress = req.body().progress().cloned();
+        let response = match start(&claim, pool, server, req) {
+            // draining since it was claimed: another connection
+            Err(r) => {
+                req = r;
+                continue;
+            }
+            Ok(Err(error)) => {
+                return Err(SendError {
+                    error,
+                    unsent: None,
+                })
+            }
+            Ok(Ok(f)) => f,
+        };
+        // server_timeout counts from the end of the request, as over HTTP/1.1
+        let timeout = pool.server_timeout;
+        let deadline = async {
+            if let Some(p) = &progress {
+                p.wait().await;
+            }
+            tokio::time::sleep(timeout).await;
+        };
+        let result = tokio::select! {
+            r = response => Some(r),
+            _ = deadline => None,
+        };
+        match result {
+            Some(Ok(resp)) => {
+                let (mut parts, recv) = resp.into_parts();
+                parts.version = http::Version::HTTP_11;
+                let body = H2Body {
+                    recv,
+                    data_done: false,
+                    done: false,
+                    _claim: claim,
+                };
+                return Ok((Response::from_parts(parts, body), connect_time));
+            }
+            Some(Err(e)) if unprocessed(&e) && resent < 3 => match again {
+                Some(again) => {
+                    tracing::debug!(%addr, error = %e, "the server did not process the stream: sent again");
+                    resent += 1;
+                    req = again();
+                }
+                None => {
+                    return Err(SendError {
+                        error: UpstreamError::H2 { addr, source: e },
+                        unsent: None,
+                    })
+                }
+            },
+            Some(Err(source)) => {
+                return Err(SendError {
+                    error: UpstreamError::H2 { addr, source },
+                    unsent: None,
+                })
+            }
+            None => {
+                return Err(SendError {
+                    error: UpstreamError::Timeout { addr, timeout },
+                    unsent: None,
+                })
+            }
+        }
+    }
+}
+
+/// A response body from an HTTP/2 server: its DATA, then its trailers. Each
+/// chunk handed on is released to the server's flow-control window.
+#[derive(Debug)]
+pub struct H2Body {
+    recv: h2::RecvStream,
+    data_done: bool,
+    done: bool,
+    _claim: Claim,
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if !this.data_done {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(b)) => {
+                    let _ = this.recv.flow_control().release_capacity(b.len());
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => this.data_done = true,
+            }
+        }
+        match ready!(this.recv.poll_trailers(cx)) {
+            Ok(t) => {
+                this.done = true;
+                Poll::Ready(t.map(|t| Ok(Frame::trailers(t))))
+            }
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// Whether a request asked for trailers (`TE: trailers`), which gRPC servers
+/// may require.
+pub fn wants_trailers(h: &http::HeaderMap) -> bool {
+    h.get_all(http::header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',').any(|t| {
+                t.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("trailers")
+            })
+        })
+    })
+}
+
+/// `te: trailers`, for an HTTP/2 request that asked for them.
+pub fn te_trailers() -> HeaderValue {
+    HeaderValue::from_static("trailers")
+}
