@@ -374,7 +374,10 @@ impl Proxy {
         let child = Command::new(rampart_bin())
             .args(["run", "-c"])
             .arg(&path)
-            .env("RAMPART_LOG", "info")
+            .env(
+                "RAMPART_LOG",
+                std::env::var("TEST_RAMPART_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::from(
                 std::fs::File::create(dir.join("stdout")).unwrap(),
             ))

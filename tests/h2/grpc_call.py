@@ -1,13 +1,46 @@
 #!/usr/bin/python3
-"""One unary gRPC call with Debian's python3-grpcio (raw bytes, no protobuf):
-prints the outcome as JSON.   grpc_call.py HOST:PORT /pkg.Service/Method"""
-import json, sys
+"""gRPC calls with Debian's python3-grpcio (raw bytes, no protobuf); prints each
+outcome as one JSON line.
+
+  grpc_call.py HOST:PORT METHOD [--tls CA NAME] [--stream] [--count N] [--body HEX]
+
+--tls: h2 over TLS, the certificate verified against CA for NAME.
+--stream: a server-streaming call (the request is --body, default 05).
+--count: N calls, one line each, on one channel."""
+import argparse, json
 import grpc
 
-with grpc.insecure_channel(sys.argv[1]) as ch:
-    call = ch.unary_unary(sys.argv[2])
-    try:
-        reply = call(b"\x08\x01", timeout=10)
-        print(json.dumps({"code": "OK", "reply": reply.hex()}))
-    except grpc.RpcError as e:
-        print(json.dumps({"code": e.code().name, "details": e.details()}))
+ap = argparse.ArgumentParser()
+ap.add_argument("target")
+ap.add_argument("method")
+ap.add_argument("--tls", nargs=2, metavar=("CA", "NAME"))
+ap.add_argument("--stream", action="store_true")
+ap.add_argument("--count", type=int, default=1)
+ap.add_argument("--body", default=None)
+a = ap.parse_args()
+
+if a.tls:
+    with open(a.tls[0], "rb") as f:
+        creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+    ch = grpc.secure_channel(a.target, creds,
+                             options=(("grpc.ssl_target_name_override", a.tls[1]),))
+else:
+    ch = grpc.insecure_channel(a.target)
+
+with ch:
+    for _ in range(a.count):
+        try:
+            if a.stream:
+                body = bytes.fromhex(a.body or "05")
+                it = ch.unary_stream(a.method)(body, timeout=10)
+                msgs = [m.decode() for m in it]
+                out = {"code": "OK", "messages": msgs,
+                       "trailers": dict(it.trailing_metadata() or ())}
+            else:
+                body = bytes.fromhex(a.body or "0801")
+                reply, call = ch.unary_unary(a.method).with_call(body, timeout=10)
+                out = {"code": "OK", "reply": reply.decode(errors="replace"),
+                       "trailers": dict(call.trailing_metadata() or ())}
+        except grpc.RpcError as e:
+            out = {"code": e.code().name, "details": e.details()}
+        print(json.dumps(out), flush=True)
