@@ -5,8 +5,9 @@
 # Each proxy runs under valgrind twice, serving N1 and then N2 keep-alive
 # requests (h2load, 10 connections); the difference of the two totals over
 # N2 - N1 is the cost of one request, start-up, handshakes and shutdown
-# cancelling out. Rows: rampart plain HTTP, rampart over TLS, HAProxy over TLS
-# (nginx forks workers, which callgrind follows poorly; it is left out).
+# cancelling out. Rows: rampart plain HTTP, rampart over TLS, HAProxy over TLS,
+# and HTTP/2 over TLS (ALPN h2, 10 streams per connection) for rampart and
+# HAProxy (nginx forks workers, which callgrind follows poorly; it is left out).
 #
 #   bench/callgrind.sh            N1=2000, N2=12000
 #   bench/callgrind.sh 1000 5000
@@ -62,6 +63,14 @@ pool = "be"
   [listener.tls]
   cert = ["$d/site.pem"]
   alpn = ["http/1.1"]
+[[listener]]
+name = "h2tls"
+bind = ["127.0.0.1:19606"]
+mode = "http"
+pool = "be"
+  [listener.tls]
+  cert = ["$d/site.pem"]
+  alpn = ["h2"]
 [[pool]]
 name = "be"
 max_idle_per_server = 128
@@ -80,6 +89,9 @@ defaults
 frontend fe
   bind 127.0.0.1:19605 ssl crt $d/site.pem alpn http/1.1
   default_backend be
+frontend fe_h2
+  bind 127.0.0.1:19607 ssl crt $d/site.pem alpn h2
+  default_backend be
 backend be
   http-reuse always
   server s1 127.0.0.1:19600
@@ -91,7 +103,8 @@ run() { # run NAME N URL CMD...
   valgrind --tool=callgrind --callgrind-out-file="$d/cg.$name.$n" "$@" >/dev/null 2>"$d/cg.$name.$n.err" &
   local pid=$!
   for _ in $(seq 300); do curl -sk -o /dev/null "$url" && break; sleep 0.1; done
-  taskset -c 0 h2load --h1 -n "$n" -c 10 "$url" | grep -E "^requests:" >&2
+  # shellcheck disable=SC2086
+  taskset -c 0 h2load $H2LOAD_MODE -n "$n" -c 10 "$url" | grep -E "^requests:" >&2
   kill -TERM $pid; wait $pid || true
   # valgrind writes "summary:" (or "totals:") with the instruction count
   grep -E '^(summary|totals):' "$d/cg.$name.$n" | head -1 | awk '{print $2}'
@@ -105,6 +118,10 @@ per_request() { # NAME URL CMD...
   echo "$name: $(( (b - a) / (n2 - n1) )) instructions per keep-alive request ($a at $n1, $b at $n2)"
 }
 
+H2LOAD_MODE=--h1
 per_request rampart-plain http://127.0.0.1:19601/ "$bin" run -c r.toml
 per_request rampart-tls https://127.0.0.1:19602/ "$bin" run -c r.toml
 per_request haproxy-tls https://127.0.0.1:19605/ haproxy -db -f h.cfg
+H2LOAD_MODE="-m 10"
+per_request rampart-h2-tls https://127.0.0.1:19606/ "$bin" run -c r.toml
+per_request haproxy-h2-tls https://127.0.0.1:19607/ haproxy -db -f h.cfg
