@@ -305,26 +305,6 @@ async fn a_grpc_client_of_a_pool_without_servers_gets_unavailable_not_an_html_50
     assert_eq!(backend.requests(), 0);
 }
 
-/// Where the h2 crate (0.4.20, under hyper) answers with another error code than
-/// RFC 9113 requires: (case, what it sends today). The suite asserts these too,
-/// so that a fix (or a regression) shows. Issue 13 owns making them conform.
-const KNOWN_H2_DEVIATIONS: &[(&str, &str)] = &[
-    ("DATA on a stream the client half-closed", "[\"goaway\",1]"),
-    ("SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1", "[\"goaway\",1]"),
-    (
-        "SETTINGS whose length is not a multiple of 6",
-        "[\"goaway\",1]",
-    ),
-    ("SETTINGS ack with a payload", "[\"goaway\",1]"),
-    ("PING whose length is not 8", "[\"goaway\",1]"),
-    ("PRIORITY whose length is not 5", "[\"goaway\",1]"),
-    ("HPACK: an index past the tables", "[\"goaway\",1]"),
-    (
-        "HPACK: a table size update over SETTINGS_HEADER_TABLE_SIZE",
-        "[\"goaway\",1]",
-    ),
-];
-
 fn conformance(addr: SocketAddr, tls_sni: Option<&str>) -> Vec<Value> {
     let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
     let mut args = vec![ip.as_str(), port.as_str()];
@@ -366,22 +346,13 @@ async fn rfc9113_conformance_cases_over_h2c_and_tls() {
         ),
     ] {
         assert!(results.len() >= 30, "{what}: {results:?}");
-        let mut wrong = Vec::new();
-        for r in &results {
-            let case = r["case"].as_str().unwrap();
-            let known = KNOWN_H2_DEVIATIONS.iter().find(|(c, _)| *c == case);
-            let got = r["got"].to_string();
-            match known {
-                Some((_, today)) if got != *today => {
-                    wrong.push(format!("{case}: the known deviation changed: {r}"))
-                }
-                Some(_) => {}
-                None if r["pass"] != true => {
-                    wrong.push(format!("RFC 9113 {}: {case}: {r}", r["section"]))
-                }
-                None => {}
-            }
-        }
+        // every case answered with the code RFC 9113 requires (h2 is patched
+        // where 0.4.20 said PROTOCOL_ERROR: vendor/h2/PATCHES.md)
+        let wrong: Vec<String> = results
+            .iter()
+            .filter(|r| r["pass"] != true)
+            .map(|r| format!("RFC 9113 {}: {}: {r}", r["section"], r["case"]))
+            .collect();
         assert!(wrong.is_empty(), "{what}:\n{}", wrong.join("\n"));
     }
 }
