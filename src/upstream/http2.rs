@@ -392,8 +392,19 @@ fn start(
         Ok(r) => r,
         Err(source) => return Ok(Err(UpstreamError::H2 { addr, source })),
     };
-    if !eos {
-        tokio::spawn(pump(body, tx));
+    match body {
+        _ if eos => {}
+        // a body already in memory (kept for resending) is handed to h2 whole;
+        // it goes out as the server's window allows, without a task of its own
+        ReqBody::Full(Some(data)) => {
+            let mut tx = tx;
+            if let Err(source) = tx.send_data(data, true) {
+                return Ok(Err(UpstreamError::H2 { addr, source }));
+            }
+        }
+        body => {
+            tokio::spawn(pump(body, tx));
+        }
     }
     Ok(Ok(response))
 }
