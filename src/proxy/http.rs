@@ -244,7 +244,11 @@ pub(super) async fn serve_hyper<S: super::io::ClientIo>(
             if let Some(a) = &act {
                 a.start();
             }
-            let resp = handle(ctx, req).await;
+            // Boxed: the request's future is large (the whole lifecycle: retries,
+            // the upstream exchange), and HTTP/2 spawns one task per stream, so
+            // unboxed it was copied into every task (memcpy was 62% of the
+            // instructions of a gRPC request under callgrind).
+            let resp = Box::pin(handle(ctx, req)).await;
             if let Some(a) = &act {
                 a.end();
             }

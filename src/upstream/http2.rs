@@ -242,7 +242,9 @@ async fn claim(pool: &Pool, server: &Server) -> Result<(Claim, Duration), Upstre
                     which: |s| &mut s.connecting,
                     wake: true,
                 };
-                let conn = connect(pool, server).await?;
+                // boxed: the connect future (TCP, TLS, the h2 handshake) is
+                // large and rare; inline, every request's future would carry it
+                let conn = Box::pin(connect(pool, server)).await?;
                 let elapsed = started.elapsed();
                 pool.shared
                     .histograms

@@ -613,7 +613,9 @@ pub async fn send(
         }
     }
     let started = Instant::now();
-    let mut sender = match connect_http(pool, server, private).await {
+    // boxed: the connect future (TCP, TLS, the HTTP/1.1 handshake) is large,
+    // and inline every request's future would carry (and copy) it
+    let mut sender = match Box::pin(connect_http(pool, server, private)).await {
         Ok(s) => s,
         Err(error) => {
             return Err(SendError {
