@@ -189,10 +189,22 @@ async fn check_inner(
             host,
             expect_status,
             expect_body,
+            h2,
         } => {
             let stream = tokio::net::TcpStream::connect(addr)
                 .await
                 .map_err(|e| CheckFailure::Connect(e.to_string()))?;
+            if *h2 {
+                let host = host.clone().unwrap_or_else(|| addr.to_string());
+                let (status, body) = match tls {
+                    None => h2_check(stream, "http", &host, method, path).await?,
+                    Some((tls, name)) => {
+                        let s = h2_tls(tls, name, stream).await?;
+                        h2_check(s, "https", &host, method, path).await?
+                    }
+                };
+                return http_verdict(status, &body, expect_status, expect_body.as_deref());
+            }
             let (mut sender, _conn_task) = match tls {
                 None => http_handshake(stream).await?,
                 Some((tls, name)) => {
@@ -217,27 +229,18 @@ async fn check_inner(
                 .await
                 .map_err(|e| CheckFailure::Http(e.to_string()))?;
             let status = resp.status().as_u16();
-            let result = if !expect_status
-                .iter()
-                .any(|&(lo, hi)| (lo..=hi).contains(&status))
-            {
-                Err(CheckFailure::Status(status))
-            } else if let Some(want) = expect_body {
-                // At most 64 KiB of body is looked at.
-                let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
-                    .collect()
-                    .await
-                    .map_err(|e| CheckFailure::Http(e.to_string()))?
-                    .to_bytes();
-                if memchr_find(&body, want.as_bytes()) {
-                    Ok(format!("HTTP {status}"))
-                } else {
-                    Err(CheckFailure::Body)
+            // the body is read (at most 64 KiB) only when it is looked at
+            let body = match expect_body {
+                Some(_) if http_verdict(status, b"", expect_status, None).is_ok() => {
+                    http_body_util::Limited::new(resp.into_body(), 64 * 1024)
+                        .collect()
+                        .await
+                        .map_err(|e| CheckFailure::Http(e.to_string()))?
+                        .to_bytes()
                 }
-            } else {
-                Ok(format!("HTTP {status}"))
+                _ => Bytes::new(),
             };
-            result
+            http_verdict(status, &body, expect_status, expect_body.as_deref())
         }
         CheckKind::Grpc { service } => {
             let stream = tokio::net::TcpStream::connect(addr)
@@ -246,15 +249,7 @@ async fn check_inner(
             match tls {
                 None => grpc_check(stream, "http", &addr.to_string(), service).await,
                 Some((tls, name)) => {
-                    let s = tls
-                        .connect(name.clone(), stream)
-                        .await
-                        .map_err(|e| CheckFailure::Connect(format!("TLS: {e}")))?;
-                    if s.get_ref().1.alpn_protocol() != Some(b"h2") {
-                        return Err(CheckFailure::Grpc(
-                            "the server did not agree to HTTP/2 (ALPN h2)".into(),
-                        ));
-                    }
+                    let s = h2_tls(tls, name, stream).await?;
                     let authority = match name {
                         rustls_pki_types::ServerName::DnsName(n) => n.as_ref().to_string(),
                         _ => addr.to_string(),
@@ -328,6 +323,86 @@ async fn check_inner(
                 "primary".into()
             })
         }
+    }
+}
+
+/// TLS for a check over HTTP/2: the handshake, and ALPN must have chosen h2.
+async fn h2_tls(
+    tls: &crate::tls::PoolTls,
+    name: &rustls_pki_types::ServerName<'static>,
+    stream: tokio::net::TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, CheckFailure> {
+    let s = tls
+        .connect(name.clone(), stream)
+        .await
+        .map_err(|e| CheckFailure::Connect(format!("TLS: {e}")))?;
+    if s.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err(CheckFailure::Http(
+            "the server did not agree to HTTP/2 (ALPN h2)".into(),
+        ));
+    }
+    Ok(s)
+}
+
+/// An http check's request over HTTP/2 (pools with protocol = "h2"): the
+/// status and up to 64 KiB of the body.
+async fn h2_check<S>(
+    io: S,
+    scheme: &str,
+    authority: &str,
+    method: &http::Method,
+    path: &str,
+) -> Result<(u16, Bytes), CheckFailure>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let h2err = |e: h2::Error| CheckFailure::Http(e.to_string());
+    let (send, conn) = h2::client::handshake(io).await.map_err(h2err)?;
+    let _conn_task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+        let _ = conn.await;
+    }));
+    let req = http::Request::builder()
+        .method(method.clone())
+        .uri(format!("{scheme}://{authority}{path}"))
+        .header(http::header::USER_AGENT, "rampart-health-check")
+        .body(())
+        .map_err(|e| CheckFailure::Http(e.to_string()))?;
+    let mut send = send.ready().await.map_err(h2err)?;
+    let (resp, _) = send.send_request(req, true).map_err(h2err)?;
+    let resp = resp.await.map_err(h2err)?;
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    while got.len() < 64 * 1024 {
+        match body.data().await {
+            Some(chunk) => {
+                let chunk = chunk.map_err(h2err)?;
+                let _ = body.flow_control().release_capacity(chunk.len());
+                got.extend_from_slice(&chunk);
+            }
+            None => break,
+        }
+    }
+    got.truncate(64 * 1024);
+    Ok((status, Bytes::from(got)))
+}
+
+/// An http check's verdict on a status and body.
+fn http_verdict(
+    status: u16,
+    body: &[u8],
+    expect_status: &[(u16, u16)],
+    expect_body: Option<&str>,
+) -> Result<String, CheckFailure> {
+    if !expect_status
+        .iter()
+        .any(|&(lo, hi)| (lo..=hi).contains(&status))
+    {
+        return Err(CheckFailure::Status(status));
+    }
+    match expect_body {
+        Some(want) if !memchr_find(body, want.as_bytes()) => Err(CheckFailure::Body),
+        _ => Ok(format!("HTTP {status}")),
     }
 }
 
@@ -720,7 +795,48 @@ mod tests {
             .unwrap();
         let r = check_once(&CheckKind::Tcp, dead, Duration::from_secs(1)).await;
         assert!(matches!(r, Err(CheckFailure::Connect(_))), "{r:?}");
-        // an HTTP server answering 503 then "ok"
+        // HTTP/1.1 and HTTP/2 (h2c) servers answering 503, then "all ok here"
+        for h2 in [false, true] {
+            let addr = status_server(h2).await;
+            let kind = |body: Option<&str>| CheckKind::Http {
+                method: http::Method::GET,
+                path: "/health".into(),
+                host: None,
+                expect_status: vec![(200, 399)],
+                expect_body: body.map(String::from),
+                h2,
+            };
+            let t = Duration::from_secs(2);
+            assert_eq!(
+                check_once(&kind(None), addr, t).await,
+                Err(CheckFailure::Status(503)),
+                "h2: {h2}"
+            );
+            assert_eq!(
+                check_once(&kind(Some("ok")), addr, t).await,
+                Ok("HTTP 200".into())
+            );
+            assert_eq!(
+                check_once(&kind(Some("nope")), addr, t).await,
+                Err(CheckFailure::Body)
+            );
+            assert!(check_once(&CheckKind::Tcp, addr, t).await.is_ok());
+            // the other protocol's check fails: each speaks what it says
+            let other = CheckKind::Http {
+                method: http::Method::GET,
+                path: "/health".into(),
+                host: None,
+                expect_status: vec![(200, 399)],
+                expect_body: None,
+                h2: !h2,
+            };
+            let r = check_once(&other, addr, t).await;
+            assert!(matches!(r, Err(CheckFailure::Http(_))), "h2: {h2}: {r:?}");
+        }
+    }
+
+    /// A server (HTTP/1.1, or h2c) whose first connection gets 503, the next 200.
+    async fn status_server(h2: bool) -> SocketAddr {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         tokio::spawn(async move {
@@ -735,32 +851,21 @@ mod tests {
                     *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
                     Ok::<_, std::convert::Infallible>(r)
                 });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
+                if h2 {
+                    tokio::spawn(
+                        hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
                         .serve_connection(TokioIo::new(s), svc),
-                );
+                    );
+                } else {
+                    tokio::spawn(
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(s), svc),
+                    );
+                }
             }
         });
-        let kind = |body: Option<&str>| CheckKind::Http {
-            method: http::Method::GET,
-            path: "/health".into(),
-            host: None,
-            expect_status: vec![(200, 399)],
-            expect_body: body.map(String::from),
-        };
-        let t = Duration::from_secs(2);
-        assert_eq!(
-            check_once(&kind(None), addr, t).await,
-            Err(CheckFailure::Status(503))
-        );
-        assert_eq!(
-            check_once(&kind(Some("ok")), addr, t).await,
-            Ok("HTTP 200".into())
-        );
-        assert_eq!(
-            check_once(&kind(Some("nope")), addr, t).await,
-            Err(CheckFailure::Body)
-        );
-        assert!(check_once(&CheckKind::Tcp, addr, t).await.is_ok());
+        addr
     }
 }

@@ -379,6 +379,8 @@ pub enum CheckKind {
         host: Option<String>,
         expect_status: Vec<(u16, u16)>,
         expect_body: Option<String>,
+        /// Over HTTP/2 (the pool's protocol is "h2").
+        h2: bool,
     },
     Postgres {
         user: String,
@@ -745,7 +747,7 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
         if pf.servers.is_empty() {
             p.add(&at, format!("pool {:?} has no [[pool.server]]", pf.name));
         }
-        let health = pf
+        let mut health = pf
             .health
             .as_ref()
             .and_then(|h| validate_health(h, &at.key("health"), &mut p));
@@ -881,6 +883,14 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
                 &at.key("health").key("kind"),
                 "\"grpc\" checks speak HTTP/2: the pool needs protocol = \"h2\"",
             );
+        }
+        // an http check speaks what the servers speak
+        if let Some(HealthConfig {
+            check: CheckKind::Http { h2, .. },
+            ..
+        }) = &mut health
+        {
+            *h2 = protocol == Protocol::H2;
         }
         let http2 = validate_pool_http2(
             pf.http2.as_ref().unwrap_or(&Default::default()),
@@ -1330,6 +1340,7 @@ fn validate_health(h: &HealthFile, at: &KeyPath, p: &mut Problems<'_>) -> Option
                 host: h.host.clone(),
                 expect_status,
                 expect_body: h.expect_body.clone(),
+                h2: false,
             }
         }
         HealthKind::Postgres => {
