@@ -22,6 +22,8 @@ pub enum End {
     Upgraded,
     /// Something rampart does not do was asked (an upgrade to an HTTP/2 pool).
     Unsupported,
+    /// Answered by a rule (deny or redirect) without reaching a pool.
+    Rule,
 }
 
 impl End {
@@ -32,6 +34,7 @@ impl End {
             End::ServerAbort => "server_abort",
             End::ConnectError => "connect_error",
             End::Unsupported => "unsupported",
+            End::Rule => "rule",
             End::ConnectTimeout => "connect_timeout",
             End::ServerTimeout => "server_timeout",
             End::IdleTimeout => "idle_timeout",

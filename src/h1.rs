@@ -11,6 +11,7 @@
 //! HTTP/1.0 keep-alive rules stay in one well-tested place.
 
 use crate::forwarded;
+use crate::rules::RuleEdits;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::ops::{Deref, DerefMut};
@@ -278,8 +279,18 @@ impl ReqHead<'_> {
     /// Writes the request as the backend gets it: HTTP/1.1, hop-by-hop fields
     /// removed (and those the Connection field names), X-Forwarded-* as
     /// `forwarded` says (`client_ip`, the listener's scheme `proto`).
-    pub fn write_upstream(&self, client_ip: &[u8], proto: &'static str, out: &mut Vec<u8>) {
+    /// `edits`: the header edits of the rules that matched (applied before
+    /// X-Forwarded-*, which stay rampart's).
+    pub fn write_upstream(
+        &self,
+        client_ip: &[u8],
+        proto: &'static str,
+        edits: Option<&RuleEdits>,
+        out: &mut Vec<u8>,
+    ) {
         let conn = &self.conn;
+        let dropped =
+            |name: &str| edits.is_some_and(|e| e.rules.drops_request_header(e.applied, name));
         out.extend_from_slice(self.method.as_bytes());
         out.push(b' ');
         out.extend_from_slice(self.target.as_bytes());
@@ -294,6 +305,7 @@ impl ReqHead<'_> {
                 | Field::TransferEncoding
                 | Field::Upgrade => {}
                 Field::Other if !conn.named.is_empty() && conn.names(h.name) => {}
+                _ if edits.is_some() && dropped(h.name) => {}
                 Field::Other => match forwarded::incoming(h.name.as_bytes()) {
                     forwarded::Incoming::Prior => {
                         let v = xff.get_or_insert_with(|| Vec::with_capacity(64));
@@ -306,6 +318,13 @@ impl ReqHead<'_> {
                     forwarded::Incoming::Other => push_header(out, h.name.as_bytes(), h.value),
                 },
                 _ => push_header(out, h.name.as_bytes(), h.value),
+            }
+        }
+        if let Some(e) = edits {
+            for (n, v) in e.rules.request_additions(e.applied) {
+                if forwarded::incoming(n.as_str().as_bytes()) == forwarded::Incoming::Other {
+                    push_header(out, n.as_str().as_bytes(), v.as_bytes());
+                }
             }
         }
         let xf = forwarded::XForwarded {
@@ -484,8 +503,11 @@ impl RespHead<'_> {
     /// Writes the head the client gets: HTTP/1.1, hop-by-hop fields removed
     /// (Transfer-Encoding stays: the body is passed on as it came), and
     /// `Connection: close` when the client connection ends after this response.
-    pub fn write_client(&self, close: bool, out: &mut Vec<u8>) {
+    /// `edits`: the response edits of the rules that matched the request.
+    pub fn write_client(&self, close: bool, edits: Option<&RuleEdits>, out: &mut Vec<u8>) {
         let conn = &self.conn;
+        let dropped =
+            |name: &str| edits.is_some_and(|e| e.rules.drops_response_header(e.applied, name));
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(&itoa_status(self.status));
         out.push(b' ');
@@ -503,7 +525,13 @@ impl RespHead<'_> {
                 Field::TransferEncoding if self.http10 => {}
                 // Connection may name extension fields, never the framing ones.
                 Field::Other if !conn.named.is_empty() && conn.names(h.name) => {}
+                _ if edits.is_some() && dropped(h.name) => {}
                 _ => push_header(out, h.name.as_bytes(), h.value),
+            }
+        }
+        if let Some(e) = edits {
+            for (n, v) in e.rules.response_additions(e.applied) {
+                push_header(out, n.as_str().as_bytes(), v.as_bytes());
             }
         }
         if close {
@@ -696,7 +724,7 @@ mod tests {
         let slots = Box::leak(Box::new(header_slots()));
         let r = parse_request(raw, slots).unwrap().unwrap();
         let mut out = Vec::new();
-        r.write_upstream(b"10.0.0.9", "http", &mut out);
+        r.write_upstream(b"10.0.0.9", "http", None, &mut out);
         (r.fallback, String::from_utf8(out).unwrap(), r.close())
     }
 
@@ -799,7 +827,7 @@ mod tests {
         let mut slots = header_slots();
         let r = parse_response(raw.as_bytes(), &mut slots, head)?.expect("complete");
         let mut out = Vec::new();
-        r.write_client(false, &mut out);
+        r.write_client(false, None, &mut out);
         Ok((r.framing, r.reusable, String::from_utf8(out).unwrap()))
     }
 
@@ -936,7 +964,7 @@ mod tests {
         .unwrap()
         .unwrap();
         let mut out = Vec::new();
-        r.write_client(true, &mut out);
+        r.write_client(true, None, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nconnection: close\r\n\r\n"

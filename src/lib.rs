@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod proxy_protocol;
 pub mod reload;
 pub mod router;
+pub mod rules;
 pub mod snapshot;
 pub mod statefile;
 pub mod supervisor;

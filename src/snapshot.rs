@@ -36,6 +36,8 @@ pub struct ListenerRuntime {
     /// The scheme clients use here (X-Forwarded-Proto).
     pub scheme: &'static str,
     pub router: Router,
+    /// `[[listener.rule]]`, evaluated before the router (http listeners).
+    pub rules: Arc<crate::rules::RuleSet>,
     /// hyper's server builders (HTTP listeners), with this generation's timeouts.
     pub http: Option<Arc<ServerBuilders>>,
     /// Counters and connection limit: they outlive generations.
@@ -161,6 +163,7 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
             routes: l.routes.clone(),
             default_pool: l.pool,
         },
+        rules: Arc::clone(&l.rules),
         http: (l.mode == Mode::Http).then(|| {
             Arc::new(crate::proxy::http::server_builders(
                 l.request_header_timeout,

@@ -51,6 +51,27 @@ fn the_base_config_is_valid() {
 }
 
 #[test]
+fn unreachable_rules_are_reported() {
+    let text = BASE.replace(
+        "pool = \"api\"\n",
+        "pool = \"api\"\n  [[listener.rule]]\n  path = \"/a\"\n  deny = 403\n  [[listener.rule]]\n  redirect = { to = \"https://{host}{uri}\" }\n  [[listener.rule]]\n  path = \"/b\"\n  deny = 404\n",
+    );
+    let (ok, _, stderr) = check(&text);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("listener[0].rule[1]: matches every request and decides it: rule[2] after it is never reached"),
+        "{stderr}"
+    );
+    // an unconditional rule without a terminal action hides nothing
+    let text = BASE.replace(
+        "pool = \"api\"\n",
+        "pool = \"api\"\n  [[listener.rule]]\n  set_header = { \"x-a\" = \"1\" }\n  [[listener.rule]]\n  path = \"/b\"\n  deny = 404\n",
+    );
+    let (ok, _, stderr) = check(&text);
+    assert!(ok && !stderr.contains("never reached"), "{stderr}");
+}
+
+#[test]
 fn broken_configs_name_key_and_line() {
     // (what, edit of BASE, key that must be named, line that must be named)
     let cases: &[(&str, &str, &str, &str, u32)] = &[
@@ -93,6 +114,16 @@ fn broken_configs_name_key_and_line() {
         ("bad route host", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.route]]\n  host = \"http://x\"\n  pool = \"api\"\n", "listener[0].route[0].host", 13),
         ("path_prefix without slash", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.route]]\n  path_prefix = \"v1\"\n  pool = \"api\"\n", "listener[0].route[0].path_prefix", 13),
         ("not TOML at all", "[global]", "[global", "", 1),
+        ("bad rule regex", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  path_regex = \"^/a(\"\n  deny = 403\n", "listener[0].rule[0].path_regex", 13),
+        ("rule to a pool that does not exist", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  path = \"/x\"\n  pool = \"nope\"\n", "listener[0].rule[0].pool", 14),
+        ("rule with two terminal actions", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  deny = 403\n  pool = \"api\"\n", "listener[0].rule[0]", 12),
+        ("rule that does nothing", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  path = \"/x\"\n", "listener[0].rule[0]", 12),
+        ("deny with a success status", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  deny = 200\n", "listener[0].rule[0].deny", 13),
+        ("redirect status", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  redirect = { to = \"https://{host}/\", status = 200 }\n", "listener[0].rule[0].redirect.status", 13),
+        ("redirect variable", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  redirect = { to = \"https://{hots}/\" }\n", "listener[0].rule[0].redirect.to", 13),
+        ("rule edits a framing header", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  set_header = { \"content-length\" = \"1\" }\n", "listener[0].rule[0].set_header", 13),
+        ("rule source that is not a network", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  src = [\"10.0.0.0/33\"]\n  deny = 403\n", "listener[0].rule[0].src[0]", 13),
+        ("rules on a tcp listener", "mode = \"http\"\npool = \"api\"\n", "mode = \"tcp\"\npool = \"api\"\n  [[listener.rule]]\n  deny = 403\n", "listener[0].rule[0]", 12),
         (
             "health key of another kind",
             "name = \"api\"\n",

@@ -221,6 +221,9 @@ pub struct ListenerFile {
     pub client_timeout: Dur,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteFile>,
+    /// `[[listener.rule]]`: matched in order, before the routes (http listeners).
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleFile>,
     /// `{ from = ["10.0.0.0/8"], mode = "required" }`: accept PROXY protocol
     /// headers (v1 and v2) from these sources.
     pub proxy_protocol: Option<ProxyProtocolFile>,
@@ -387,6 +390,69 @@ pub struct RouteFile {
     pub sni: Option<String>,
     pub path_prefix: Option<String>,
     pub pool: String,
+}
+
+/// `[[listener.rule]]`: what it matches (all given parts, ANDed; `not` inverts)
+/// and what it does.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub path: Option<String>,
+    pub path_regex: Option<String>,
+    #[serde(default)]
+    pub method: Vec<String>,
+    pub header: Option<HeaderMatchFile>,
+    #[serde(default)]
+    pub src: Vec<String>,
+    #[serde(default)]
+    pub not: bool,
+    /// `deny = 403`, or `deny = { status = 403, body = "..." }`
+    pub deny: Option<DenyFile>,
+    pub redirect: Option<RedirectFile>,
+    pub pool: Option<String>,
+    #[serde(default)]
+    pub set_header: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub add_header: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub del_header: Vec<String>,
+    #[serde(default)]
+    pub response_set_header: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub response_del_header: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatchFile {
+    pub name: String,
+    pub present: Option<bool>,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum DenyFile {
+    Status(u16),
+    Full {
+        status: u16,
+        #[serde(default)]
+        body: Option<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectFile {
+    pub to: String,
+    #[serde(default = "default_redirect_status")]
+    pub status: u16,
+}
+
+fn default_redirect_status() -> u16 {
+    302
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

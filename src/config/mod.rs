@@ -3,6 +3,7 @@
 //! and the key (`listener[0].route[1].pool`) and says what is wrong.
 
 pub mod file;
+mod rules;
 mod tls;
 
 use crate::router::{HostMatch, Route};
@@ -61,6 +62,8 @@ pub struct ListenerConfig {
     pub client_timeout: Duration,
     /// Pools are indices into `Config::pools`.
     pub routes: Vec<Route>,
+    /// `[[listener.rule]]`, compiled (evaluated before the routes).
+    pub rules: std::sync::Arc<crate::rules::RuleSet>,
     /// PROXY protocol headers accepted (None: off).
     pub proxy_protocol: Option<crate::proxy_protocol::Accept>,
     /// TLS terminated here.
@@ -1124,7 +1127,26 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
             .as_ref()
             .and_then(|t| tls::listener(t, lf.mode, &at.key("tls"), base, &mut p, &mut warnings));
         let http2 = validate_http2(&lf.http2, &at.key("http2"), &mut p);
+        if lf.mode == Mode::Tcp && !lf.rules.is_empty() {
+            p.add(
+                &at.index("rule", 0),
+                "rules look at HTTP requests: a tcp listener routes with [[listener.route]] sni",
+            );
+        }
+        let rules = if lf.mode == Mode::Http {
+            rules::compile(
+                &lf.rules,
+                &at,
+                &pool_index,
+                &mut used_pools,
+                &mut p,
+                &mut warnings,
+            )
+        } else {
+            crate::rules::RuleSet::default()
+        };
         listeners.push(ListenerConfig {
+            rules: std::sync::Arc::new(rules),
             http2,
             tls,
             name: lf.name.clone(),

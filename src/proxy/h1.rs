@@ -13,10 +13,11 @@
 
 use super::http::{self, ConnCtx, ProxyBody, ReqLog, ServerBuilders};
 use super::io::ClientIo;
-use super::lifecycle::{self, Lifecycle};
+use super::lifecycle::{self, Decision, Lifecycle};
 use crate::accesslog::End;
 use crate::h1::{self, BodyProgress, Framing, HeadError, PooledBuf};
 use crate::pool::{Pool, ServerGuard};
+use crate::rules::{RequestView, RuleEdits};
 use crate::upstream::{self, RawExchange, UpstreamError};
 use ::http::{Method, Response, StatusCode};
 use bytes::Bytes;
@@ -62,6 +63,32 @@ struct Prepared {
     /// The request as the backend gets it.
     wire: PooledBuf,
     start: Instant,
+    /// The header edits of the rules that matched (the response's apply later).
+    edits: Option<RuleEdits>,
+}
+
+/// What rules see of a request on the fast path.
+struct View<'a, 'b> {
+    r: &'a h1::ReqHead<'b>,
+    src: std::net::IpAddr,
+}
+
+impl RequestView for View<'_, '_> {
+    fn method(&self) -> &str {
+        self.r.method
+    }
+    fn host(&self) -> Option<&str> {
+        self.r.host
+    }
+    fn target(&self) -> &str {
+        self.r.target
+    }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.r.header(name)
+    }
+    fn src(&self) -> std::net::IpAddr {
+        self.src
+    }
 }
 
 /// Serves one client connection (see http::serve).
@@ -215,20 +242,26 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
         return Some(Step::Fallback("client certificate header"));
     }
     let start = Instant::now();
-    let Some(pool) = lifecycle::route(
-        &ctx.shared,
-        ctx.permits.listener(),
-        ctx.bound,
-        r.host,
-        r.path(),
-    ) else {
-        return Some(Step::Answer {
+    let view = View {
+        r: &r,
+        src: ctx.peer.ip(),
+    };
+    let answer = |resp: Response<ProxyBody>| {
+        Some(Step::Answer {
             len: r.len,
-            resp: Box::new(http::reconfiguring()),
+            resp: Box::new(resp),
             head: r.method == "HEAD",
             close: r.close(),
-        });
+        })
     };
+    let (pool, edits) =
+        match lifecycle::decide(&ctx.shared, ctx.permits.listener(), ctx.bound, &view) {
+            Decision::Pool { pool, edits } => (pool, edits),
+            Decision::Reconfiguring => return answer(http::reconfiguring()),
+            d @ (Decision::Deny { .. } | Decision::Redirect { .. }) => {
+                return answer(http::decided(d, ctx, r.method, r.target, start))
+            }
+        };
     if pool.tls.is_some()
         || pool.send_proxy.is_some()
         || pool.protocol == crate::config::Protocol::H2
@@ -247,8 +280,9 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
         Box::new(ReqLog::new(ctx, method, r.target.to_string(), &pool, start))
     });
     let mut wire = PooledBuf::take();
-    r.write_upstream(ctx.peer_ip.as_bytes(), ctx.proto, &mut wire);
+    r.write_upstream(ctx.peer_ip.as_bytes(), ctx.proto, edits.as_ref(), &mut wire);
     Some(Step::Proxy(Prepared {
+        edits,
         len: r.len,
         replayable: r.idempotent() || pool.retry.non_idempotent,
         head: r.method == "HEAD",
@@ -279,6 +313,7 @@ fn read_response_start(
     addr: std::net::SocketAddr,
     head_request: bool,
     close: bool,
+    edits: Option<&RuleEdits>,
 ) -> Result<RespStart, UpstreamError> {
     let mut slots = h1::header_slots();
     let bad = |reason: String| UpstreamError::BadResponse { addr, reason };
@@ -287,7 +322,7 @@ fn read_response_start(
         Ok(Some(r)) => {
             let close_client = close || r.framing == Framing::Close;
             let mut head = PooledBuf::take();
-            r.write_client(close_client, &mut head);
+            r.write_client(close_client, edits, &mut head);
             Ok(RespStart {
                 len: r.len,
                 status: r.status,
@@ -324,6 +359,7 @@ async fn proxy<S: ClientIo>(
         mut log,
         wire,
         start,
+        edits,
         ..
     } = p;
     // Decided when the answer is written: a shutdown that starts while the
@@ -351,7 +387,7 @@ async fn proxy<S: ClientIo>(
         };
         // An invalid response head counts (and is retried) as a reset would be.
         let exchange = sent.and_then(|ex| {
-            let resp = read_response_start(&ex.buf, server.addr, head, closing())?;
+            let resp = read_response_start(&ex.buf, server.addr, head, closing(), edits.as_ref())?;
             Ok((ex, resp))
         });
         let (ex, resp) = match exchange {

@@ -8,6 +8,7 @@ use crate::accesslog::{End, Entry};
 use crate::config::Protocol;
 use crate::forwarded;
 use crate::pool::{Pool, Server, ServerGuard};
+use crate::rules::RuleEdits;
 use crate::upstream::{self, Exchange, ReqBody, RespBody, SendError, Sender, UpstreamError};
 use crate::Shared;
 use bytes::Bytes;
@@ -461,8 +462,18 @@ async fn handle(
         );
         return Ok(r);
     }
-    let Some(pool) = route(&ctx, &req) else {
-        return Ok(reconfiguring());
+    let view = View {
+        req: &req,
+        src: ctx.peer.ip(),
+    };
+    let decision = lifecycle::decide(&ctx.shared, ctx.permits.listener(), ctx.bound, &view);
+    let (pool, edits) = match decision {
+        lifecycle::Decision::Pool { pool, edits } => (pool, edits),
+        lifecycle::Decision::Reconfiguring => return Ok(reconfiguring()),
+        d => {
+            let target = request_target(&req).to_string();
+            return Ok(decided(d, &ctx, req.method().as_str(), &target, start));
+        }
     };
     let key = lifecycle::hash_key(&pool, ctx.peer.ip(), request_target(&req), |h| {
         req.headers().get(h).map(|v| v.as_bytes())
@@ -491,7 +502,7 @@ async fn handle(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let te_trailers = h2_pool && upstream::http2::wants_trailers(req.headers());
     let (mut parts, body) = req.into_parts();
-    prepare_request(&mut parts, &ctx, upgrade);
+    prepare_request(&mut parts, &ctx, upgrade, edits.as_ref());
     if te_trailers {
         parts
             .headers
@@ -623,6 +634,9 @@ async fn handle(
                 }
                 let keepalive = pool.keepalive_for(keepalive_hint(response.headers()));
                 strip_hop_by_hop(response.headers_mut());
+                if let Some(e) = &edits {
+                    e.edit_response(response.headers_mut());
+                }
                 let (parts, body) = response.into_parts();
                 return Ok(Response::from_parts(
                     parts,
@@ -643,6 +657,81 @@ async fn handle(
                 ));
             }
         }
+    }
+}
+
+/// The answer a rule gave (deny or redirect), logged with `end=rule`.
+pub(super) fn decided(
+    d: lifecycle::Decision,
+    ctx: &ConnCtx,
+    method: &str,
+    target: &str,
+    start: Instant,
+) -> Response<ProxyBody> {
+    let resp = match d {
+        lifecycle::Decision::Deny { status, body } => {
+            let mut r = Response::new(ProxyBody::Full(Some(body)));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r
+        }
+        lifecycle::Decision::Redirect { status, location } => {
+            let mut r = Response::new(ProxyBody::empty());
+            *r.status_mut() = status;
+            match HeaderValue::from_str(&location) {
+                Ok(v) => {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                // a Host or path that cannot be a header value: refuse it
+                Err(_) => *r.status_mut() = StatusCode::BAD_REQUEST,
+            }
+            r
+        }
+        lifecycle::Decision::Pool { .. } | lifecycle::Decision::Reconfiguring => reconfiguring(),
+    };
+    ctx.shared.access_log.write(&crate::accesslog::Entry {
+        client: ctx.peer,
+        listener: ctx.listener_name(),
+        pool: "-",
+        server: None,
+        method: Some(method),
+        path: Some(target),
+        status: Some(resp.status().as_u16()),
+        bytes_in: 0,
+        bytes_out: 0,
+        connect: None,
+        total: start.elapsed(),
+        end: End::Rule,
+        tls: ctx.tls.as_deref(),
+        grpc_status: None,
+    });
+    resp
+}
+
+/// What rules see of a request on the hyper path.
+struct View<'a> {
+    req: &'a Request<Incoming>,
+    src: std::net::IpAddr,
+}
+
+impl crate::rules::RequestView for View<'_> {
+    fn method(&self) -> &str {
+        self.req.method().as_str()
+    }
+    fn host(&self) -> Option<&str> {
+        request_host(self.req)
+    }
+    fn target(&self) -> &str {
+        request_target(self.req)
+    }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.req.headers().get(name).map(|v| v.as_bytes())
+    }
+    fn src(&self) -> std::net::IpAddr {
+        self.src
     }
 }
 
@@ -704,16 +793,6 @@ impl Replay {
         *r.headers_mut() = self.headers.clone();
         r
     }
-}
-
-fn route(ctx: &ConnCtx, req: &Request<Incoming>) -> Option<Arc<Pool>> {
-    lifecycle::route(
-        &ctx.shared,
-        ctx.permits.listener(),
-        ctx.bound,
-        request_host(req),
-        req.uri().path(),
-    )
 }
 
 fn request_target<B>(req: &Request<B>) -> &str {
@@ -794,7 +873,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 /// Rewrites a client request into what the backend gets: HTTP/1.1, origin-form URI,
 /// no hop-by-hop headers (but the upgrade handshake when tunnelling), X-Forwarded-*.
-fn prepare_request(parts: &mut Parts, ctx: &ConnCtx, upgrade: bool) {
+fn prepare_request(parts: &mut Parts, ctx: &ConnCtx, upgrade: bool, edits: Option<&RuleEdits>) {
     let h = &mut parts.headers;
     let upgrade_value = if upgrade {
         h.get(header::UPGRADE).cloned()
@@ -802,6 +881,10 @@ fn prepare_request(parts: &mut Parts, ctx: &ConnCtx, upgrade: bool) {
         None
     };
     strip_hop_by_hop(h);
+    // rules' header edits, before X-Forwarded-* (which stay rampart's)
+    if let Some(e) = edits {
+        e.edit_request(h);
+    }
     if let Some(v) = upgrade_value {
         h.insert(header::UPGRADE, v);
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -17,9 +17,11 @@ use crate::config::{Balance, HashKey};
 use crate::listener::ListenerShared;
 use crate::pool::balance::hash_parts;
 use crate::pool::{Pool, Server, ServerGuard};
+use crate::rules::{Applied, Outcome, RequestView, RuleEdits, Terminal};
 use crate::upstream::UpstreamError;
 use crate::Shared;
-use http::HeaderName;
+use bytes::Bytes;
+use http::{HeaderName, StatusCode};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -39,6 +41,70 @@ pub fn route(
     let l = snap.listener_of(listener, bound)?;
     let idx = l.router.route(host, path);
     snap.pools.get(idx).cloned()
+}
+
+/// What a listener's rules and routes decided for an HTTP request.
+#[derive(Debug)]
+pub enum Decision {
+    /// To this pool, with these header edits (None: none matched).
+    Pool {
+        pool: Arc<Pool>,
+        edits: Option<RuleEdits>,
+    },
+    /// Answered by a rule: `deny`.
+    Deny { status: StatusCode, body: Bytes },
+    /// Answered by a rule: `redirect`, its target rendered for this request.
+    Redirect {
+        status: StatusCode,
+        location: String,
+    },
+    /// The listener is not in the current generation (a reload in progress).
+    Reconfiguring,
+}
+
+/// The policy point of an HTTP request: the listener's rules in order (a
+/// terminal one decides), then its routes and default pool. Rules are part of
+/// the listener's generation, read from the same snapshot as the pools.
+pub fn decide(
+    shared: &Shared,
+    listener: &Arc<ListenerShared>,
+    bound: SocketAddr,
+    req: &impl RequestView,
+) -> Decision {
+    let snap = shared.snapshot.load();
+    let Some(l) = snap.listener_of(listener, bound) else {
+        return Decision::Reconfiguring;
+    };
+    let (idx, applied) = if l.rules.is_empty() {
+        (l.router.route(req.host(), req.path()), Applied::default())
+    } else {
+        match l.rules.evaluate(req) {
+            Outcome::Terminal(Terminal::Deny { status, body }, _) => {
+                return Decision::Deny {
+                    status: *status,
+                    body: body.clone(),
+                }
+            }
+            Outcome::Terminal(Terminal::Redirect { status, to }, _) => {
+                return Decision::Redirect {
+                    status: *status,
+                    location: to.render(req),
+                }
+            }
+            Outcome::Terminal(Terminal::Pool(i), a) => (*i, a),
+            Outcome::Continue(a) => (l.router.route(req.host(), req.path()), a),
+        }
+    };
+    match snap.pools.get(idx) {
+        Some(pool) => Decision::Pool {
+            pool: Arc::clone(pool),
+            edits: (!applied.is_empty()).then(|| RuleEdits {
+                rules: Arc::clone(&l.rules),
+                applied,
+            }),
+        },
+        None => Decision::Reconfiguring,
+    }
 }
 
 /// The balancing key of a request (0 unless the pool balances by hash).

@@ -1,0 +1,258 @@
+//! `[[listener.rule]]`: checked and compiled when the config is read, so a bad
+//! rule is refused with its key and line named and a running proxy keeps the
+//! rules it has.
+
+use super::file::{DenyFile, RuleFile};
+use super::{KeyPath, Problems};
+use crate::router::HostMatch;
+use crate::rules::{Edits, HeaderCond, Match, Rule, RuleSet, Template, Terminal};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use std::collections::HashMap;
+
+/// Fields that frame the message or belong to one hop: rampart writes them.
+const NOT_EDITABLE: &[&str] = &[
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn header_name(s: &str, at: &KeyPath, p: &mut Problems<'_>) -> Option<HeaderName> {
+    match HeaderName::from_bytes(s.as_bytes()) {
+        Ok(n) if NOT_EDITABLE.contains(&n.as_str()) => {
+            p.add(
+                at,
+                format!(
+                    "{s:?} frames the message or belongs to one hop: rampart sets it, rules cannot"
+                ),
+            );
+            None
+        }
+        Ok(n) => Some(n),
+        Err(_) => {
+            p.add(at, format!("{s:?} is not a valid header name"));
+            None
+        }
+    }
+}
+
+fn header_pairs(
+    map: &std::collections::BTreeMap<String, String>,
+    at: &KeyPath,
+    p: &mut Problems<'_>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::with_capacity(map.len());
+    for (n, v) in map {
+        let Some(name) = header_name(n, at, p) else {
+            continue;
+        };
+        match HeaderValue::from_str(v) {
+            Ok(v) => out.push((name, v)),
+            Err(_) => p.add(at, format!("{v:?} is not a valid value for {n:?}")),
+        }
+    }
+    out
+}
+
+fn header_names(
+    list: &[String],
+    rule: &KeyPath,
+    key: &'static str,
+    p: &mut Problems<'_>,
+) -> Vec<HeaderName> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, n)| header_name(n, &rule.index(key, i), p))
+        .collect()
+}
+
+/// Compiles a listener's rules; `pools` maps pool names to their index (and
+/// marks the ones used).
+pub(super) fn compile(
+    files: &[RuleFile],
+    at: &KeyPath,
+    pool_index: &HashMap<&str, usize>,
+    used_pools: &mut [bool],
+    p: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> RuleSet {
+    let before = p.list.len();
+    let mut rules = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        let rat = at.index("rule", i);
+        let mut m = Match {
+            not: f.not,
+            ..Default::default()
+        };
+        if let Some(h) = &f.host {
+            match HostMatch::parse(h) {
+                Ok(h) => m.host = Some(h),
+                Err(e) => p.add(&rat.key("host"), e),
+            }
+        }
+        for (key, v) in [("path_prefix", &f.path_prefix), ("path", &f.path)] {
+            if let Some(v) = v {
+                if !v.starts_with('/') {
+                    p.add(&rat.key(key), format!("must start with '/', got {v:?}"));
+                }
+            }
+        }
+        m.path_prefix = f.path_prefix.clone();
+        m.path = f.path.clone();
+        if let Some(re) = &f.path_regex {
+            match regex::Regex::new(re) {
+                Ok(r) => m.path_regex = Some(r),
+                Err(e) => p.add(&rat.key("path_regex"), format!("invalid regex: {e}")),
+            }
+        }
+        for (j, meth) in f.method.iter().enumerate() {
+            let up = meth.to_ascii_uppercase();
+            if http::Method::from_bytes(up.as_bytes()).is_err() {
+                p.add(
+                    &rat.index("method", j),
+                    format!("{meth:?} is not an HTTP method"),
+                );
+            }
+            m.methods.push(up);
+        }
+        if let Some(h) = &f.header {
+            let hat = rat.key("header");
+            let cond = match (&h.present, &h.value) {
+                (Some(_), Some(_)) => {
+                    p.add(&hat, "give present or value, not both");
+                    None
+                }
+                (Some(b), None) => Some(HeaderCond::Present(*b)),
+                (None, Some(v)) => Some(HeaderCond::Value(v.as_bytes().to_vec())),
+                (None, None) => Some(HeaderCond::Present(true)),
+            };
+            match HeaderName::from_bytes(h.name.as_bytes()) {
+                Ok(n) => m.header = cond.map(|c| (n.as_str().to_string(), c)),
+                Err(_) => p.add(
+                    &hat.key("name"),
+                    format!("{:?} is not a valid header name", h.name),
+                ),
+            }
+        }
+        for (j, c) in f.src.iter().enumerate() {
+            match crate::proxy_protocol::Cidr::parse(c) {
+                Ok(c) => m.src.push(c),
+                Err(e) => p.add(&rat.index("src", j), e),
+            }
+        }
+
+        let mut terminals = Vec::new();
+        if let Some(d) = &f.deny {
+            let (status, body) = match d {
+                DenyFile::Status(s) => (*s, None),
+                DenyFile::Full { status, body } => (*status, body.clone()),
+            };
+            match StatusCode::from_u16(status) {
+                Ok(st) if (400..=599).contains(&status) => {
+                    let body = body.unwrap_or_else(|| {
+                        format!("{} {}\n", status, st.canonical_reason().unwrap_or(""))
+                    });
+                    terminals.push(Terminal::Deny {
+                        status: st,
+                        body: Bytes::from(body),
+                    });
+                }
+                _ => p.add(
+                    &rat.key("deny"),
+                    format!("{status} is not an error status (400 to 599)"),
+                ),
+            }
+        }
+        if let Some(r) = &f.redirect {
+            let rdat = rat.key("redirect");
+            if ![301, 302, 303, 307, 308].contains(&r.status) {
+                p.add(
+                    &rdat.key("status"),
+                    format!(
+                        "{} is not a redirect status: use 301, 302, 303, 307 or 308",
+                        r.status
+                    ),
+                );
+            }
+            match Template::parse(&r.to) {
+                Ok(t) => terminals.push(Terminal::Redirect {
+                    status: StatusCode::from_u16(r.status).unwrap_or(StatusCode::FOUND),
+                    to: t,
+                }),
+                Err(e) => p.add(&rdat.key("to"), e),
+            }
+        }
+        if let Some(name) = &f.pool {
+            match pool_index.get(name.as_str()) {
+                Some(&ix) => {
+                    if let Some(u) = used_pools.get_mut(ix) {
+                        *u = true;
+                    }
+                    terminals.push(Terminal::Pool(ix));
+                }
+                None => p.add(&rat.key("pool"), format!("pool {name:?} is not defined")),
+            }
+        }
+        let set_count = [f.deny.is_some(), f.redirect.is_some(), f.pool.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if set_count > 1 {
+            p.add(
+                &rat,
+                "deny, redirect and pool each decide the request: a rule has at most one of them",
+            );
+        }
+        let edits = Edits {
+            del: header_names(&f.del_header, &rat, "del_header", p),
+            set: header_pairs(&f.set_header, &rat.key("set_header"), p),
+            add: header_pairs(&f.add_header, &rat.key("add_header"), p),
+            response_del: header_names(&f.response_del_header, &rat, "response_del_header", p),
+            response_set: header_pairs(&f.response_set_header, &rat.key("response_set_header"), p),
+        };
+        if set_count == 0
+            && f.del_header.is_empty()
+            && f.set_header.is_empty()
+            && f.add_header.is_empty()
+            && f.response_del_header.is_empty()
+            && f.response_set_header.is_empty()
+        {
+            p.add(
+                &rat,
+                "the rule does nothing: give deny, redirect, pool or a header edit",
+            );
+        }
+        rules.push(Rule::new(m, terminals.into_iter().next(), edits));
+    }
+    if p.list.len() > before {
+        return RuleSet::default();
+    }
+    match RuleSet::new(rules) {
+        Ok(set) => {
+            if let Some((i, dead)) = set.unreachable() {
+                let later = if dead.len() == 1 {
+                    format!("rule[{}] after it is", dead.start)
+                } else {
+                    format!("rules [{}] to [{}] after it are", dead.start, dead.end - 1)
+                };
+                warnings.push(format!(
+                    "{}: matches every request and decides it: {later} never reached (nor are the routes)",
+                    at.index("rule", i),
+                ));
+            }
+            set
+        }
+        Err(n) => {
+            p.add(
+                at,
+                format!("more than {n} rules edit headers on this listener; merge some"),
+            );
+            RuleSet::default()
+        }
+    }
+}

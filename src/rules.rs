@@ -1,0 +1,714 @@
+//! Request rules (`[[listener.rule]]`), compiled once per generation: pure
+//! matching and the actions to take, no I/O, and no allocation per request
+//! except where a regex or a redirect is written.
+//!
+//! Rules are evaluated in order. `deny`, `redirect` and `pool` are terminal:
+//! the first matching rule with one decides. Header edits apply from every
+//! matching rule up to that point, and evaluation goes on past them. When no
+//! terminal rule matches, the listener's `[[listener.route]]` entries and then
+//! its default pool decide (routes are rules evaluated after all of these).
+
+use crate::proxy_protocol::Cidr;
+use crate::router::{strip_port, HostMatch};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use std::net::IpAddr;
+
+/// What rules look at in a request; the fast path and the hyper path each
+/// provide it over their own request type.
+pub trait RequestView {
+    fn method(&self) -> &str;
+    /// The Host as sent (a port is ignored when matching).
+    fn host(&self) -> Option<&str>;
+    /// The request target: path and query.
+    fn target(&self) -> &str;
+    /// The first value of a header (`name` lower-case).
+    fn header(&self, name: &str) -> Option<&[u8]>;
+    /// The client, after the PROXY protocol.
+    fn src(&self) -> IpAddr;
+
+    /// The path, without the query string.
+    fn path(&self) -> &str {
+        let t = self.target();
+        t.split_once('?').map_or(t, |(p, _)| p)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderCond {
+    Present(bool),
+    Value(Vec<u8>),
+}
+
+/// What a rule matches; every part given must match (then `not` inverts).
+#[derive(Debug, Clone, Default)]
+pub struct Match {
+    pub host: Option<HostMatch>,
+    pub path_prefix: Option<String>,
+    pub path: Option<String>,
+    pub path_regex: Option<regex::Regex>,
+    /// Upper-case method names; empty: any.
+    pub methods: Vec<String>,
+    /// (lower-case name, condition)
+    pub header: Option<(String, HeaderCond)>,
+    pub src: Vec<Cidr>,
+    pub not: bool,
+}
+
+impl PartialEq for Match {
+    fn eq(&self, o: &Match) -> bool {
+        self.host == o.host
+            && self.path_prefix == o.path_prefix
+            && self.path == o.path
+            && self.path_regex.as_ref().map(regex::Regex::as_str)
+                == o.path_regex.as_ref().map(regex::Regex::as_str)
+            && self.methods == o.methods
+            && self.header == o.header
+            && self.src == o.src
+            && self.not == o.not
+    }
+}
+
+impl Match {
+    /// Matches everything (no condition, not inverted).
+    pub fn is_unconditional(&self) -> bool {
+        !self.not
+            && self.host.is_none()
+            && self.path_prefix.is_none()
+            && self.path.is_none()
+            && self.path_regex.is_none()
+            && self.methods.is_empty()
+            && self.header.is_none()
+            && self.src.is_empty()
+    }
+
+    pub fn matches(&self, r: &impl RequestView) -> bool {
+        self.all(r) != self.not
+    }
+
+    fn all(&self, r: &impl RequestView) -> bool {
+        if let Some(h) = &self.host {
+            match r.host() {
+                Some(host) if h.matches(strip_port(host)) => {}
+                _ => return false,
+            }
+        }
+        if !self.methods.is_empty() && !self.methods.iter().any(|m| m == r.method()) {
+            return false;
+        }
+        if let Some(p) = &self.path_prefix {
+            if !r.path().starts_with(p.as_str()) {
+                return false;
+            }
+        }
+        if let Some(p) = &self.path {
+            if r.path() != p {
+                return false;
+            }
+        }
+        if let Some((name, cond)) = &self.header {
+            let v = r.header(name);
+            let ok = match cond {
+                HeaderCond::Present(want) => v.is_some() == *want,
+                HeaderCond::Value(want) => v == Some(want.as_slice()),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if !self.src.is_empty() {
+            let ip = r.src();
+            if !self.src.iter().any(|c| c.contains(ip)) {
+                return false;
+            }
+        }
+        if let Some(re) = &self.path_regex {
+            if !re.is_match(r.path()) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// A redirect target with `{host}`, `{path}`, `{query}` and `{uri}` in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template(Vec<Part>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Lit(String),
+    Host,
+    Path,
+    Query,
+    Uri,
+}
+
+impl Template {
+    pub fn parse(s: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while let Some(i) = rest.find('{') {
+            if i > 0 {
+                parts.push(Part::Lit(rest[..i].to_string()));
+            }
+            let Some(j) = rest[i..].find('}') else {
+                return Err(format!("unclosed '{{' in {s:?}"));
+            };
+            parts.push(match &rest[i + 1..i + j] {
+                "host" => Part::Host,
+                "path" => Part::Path,
+                "query" => Part::Query,
+                "uri" => Part::Uri,
+                v => {
+                    return Err(format!(
+                        "unknown variable {{{v}}} in {s:?}: use {{host}}, {{path}}, {{query}} or {{uri}}"
+                    ))
+                }
+            });
+            rest = &rest[i + j + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Lit(rest.to_string()));
+        }
+        Ok(Template(parts))
+    }
+
+    /// The target for a request: `{host}` without its port, `{query}` with its
+    /// `?` (or empty), `{uri}` the path and query.
+    pub fn render(&self, r: &impl RequestView) -> String {
+        let mut out = String::with_capacity(64);
+        for p in &self.0 {
+            match p {
+                Part::Lit(s) => out.push_str(s),
+                Part::Host => out.push_str(r.host().map(strip_port).unwrap_or("")),
+                Part::Path => out.push_str(r.path()),
+                Part::Query => {
+                    if let Some((_, q)) = r.target().split_once('?') {
+                        out.push('?');
+                        out.push_str(q);
+                    }
+                }
+                Part::Uri => out.push_str(r.target()),
+            }
+        }
+        out
+    }
+}
+
+/// A terminal action.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Terminal {
+    Deny {
+        status: StatusCode,
+        body: Bytes,
+    },
+    Redirect {
+        status: StatusCode,
+        to: Template,
+    },
+    /// Index into the generation's pools.
+    Pool(usize),
+}
+
+/// Header edits, applied in this order: delete, set (replace), add (append).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Edits {
+    pub del: Vec<HeaderName>,
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    pub response_del: Vec<HeaderName>,
+    pub response_set: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Edits {
+    pub fn is_empty(&self) -> bool {
+        self.del.is_empty()
+            && self.set.is_empty()
+            && self.add.is_empty()
+            && self.response_del.is_empty()
+            && self.response_set.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub matcher: Match,
+    pub terminal: Option<Terminal>,
+    pub edits: Edits,
+    /// Its bit among the rules with edits (at most `MAX_EDIT_RULES`).
+    edit_bit: Option<u8>,
+}
+
+/// Rules with header edits per listener: their matches are kept in a u64.
+pub const MAX_EDIT_RULES: usize = 64;
+
+impl Rule {
+    pub fn new(matcher: Match, terminal: Option<Terminal>, edits: Edits) -> Rule {
+        Rule {
+            matcher,
+            terminal,
+            edits,
+            edit_bit: None,
+        }
+    }
+}
+
+/// A listener's rules, compiled.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+}
+
+/// The header edits that apply to one request: which rules' (by their bit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied(u64);
+
+impl Applied {
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// The header edits of the rules that matched one request.
+#[derive(Debug, Clone)]
+pub struct RuleEdits {
+    pub rules: std::sync::Arc<RuleSet>,
+    pub applied: Applied,
+}
+
+impl RuleEdits {
+    pub fn edit_request(&self, h: &mut http::HeaderMap) {
+        self.rules.edit_request(self.applied, h);
+    }
+
+    pub fn edit_response(&self, h: &mut http::HeaderMap) {
+        self.rules.edit_response(self.applied, h);
+    }
+}
+
+/// What the rules decided for a request.
+#[derive(Debug)]
+pub enum Outcome<'r> {
+    /// No terminal rule matched: routes and the default pool decide.
+    Continue(Applied),
+    Terminal(&'r Terminal, Applied),
+}
+
+impl RuleSet {
+    /// Fails when more than `MAX_EDIT_RULES` rules have header edits.
+    pub fn new(mut rules: Vec<Rule>) -> Result<RuleSet, usize> {
+        let mut n = 0usize;
+        for r in &mut rules {
+            if !r.edits.is_empty() {
+                if n == MAX_EDIT_RULES {
+                    return Err(n);
+                }
+                r.edit_bit = Some(n as u8);
+                n += 1;
+            }
+        }
+        Ok(RuleSet { rules })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// The first matching terminal rule, and the edits of every matching rule
+    /// up to it.
+    pub fn evaluate(&self, r: &impl RequestView) -> Outcome<'_> {
+        let mut applied = 0u64;
+        for rule in &self.rules {
+            if !rule.matcher.matches(r) {
+                continue;
+            }
+            if let Some(bit) = rule.edit_bit {
+                applied |= 1 << bit;
+            }
+            if let Some(t) = &rule.terminal {
+                return Outcome::Terminal(t, Applied(applied));
+            }
+        }
+        Outcome::Continue(Applied(applied))
+    }
+
+    /// The edits of the rules in `applied`, in rule order.
+    pub fn edits(&self, applied: Applied) -> impl Iterator<Item = &Edits> {
+        self.rules.iter().filter_map(move |r| match r.edit_bit {
+            Some(b) if applied.0 & (1 << b) != 0 => Some(&r.edits),
+            _ => None,
+        })
+    }
+
+    /// Applies the request edits of `applied` to a header map.
+    pub fn edit_request(&self, applied: Applied, h: &mut http::HeaderMap) {
+        for e in self.edits(applied) {
+            for n in &e.del {
+                h.remove(n);
+            }
+            for (n, v) in &e.set {
+                h.insert(n.clone(), v.clone());
+            }
+            for (n, v) in &e.add {
+                h.append(n.clone(), v.clone());
+            }
+        }
+    }
+
+    /// Applies the response edits of `applied` to a header map.
+    pub fn edit_response(&self, applied: Applied, h: &mut http::HeaderMap) {
+        for e in self.edits(applied) {
+            for n in &e.response_del {
+                h.remove(n);
+            }
+            for (n, v) in &e.response_set {
+                h.insert(n.clone(), v.clone());
+            }
+        }
+    }
+
+    /// Whether a header the client sent is removed or replaced by the request
+    /// edits of `applied` (the fast path drops it while copying the head).
+    pub fn drops_request_header(&self, applied: Applied, name: &str) -> bool {
+        self.edits(applied).any(|e| {
+            e.del.iter().any(|n| name.eq_ignore_ascii_case(n.as_str()))
+                || e.set
+                    .iter()
+                    .any(|(n, _)| name.eq_ignore_ascii_case(n.as_str()))
+        })
+    }
+
+    /// Header lines the request edits of `applied` add (set, then add).
+    pub fn request_additions(
+        &self,
+        applied: Applied,
+    ) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
+        // a later rule's del or set removes what an earlier one added
+        let edits: Vec<&Edits> = self.edits(applied).collect();
+        edits
+            .clone()
+            .into_iter()
+            .enumerate()
+            .flat_map(move |(i, e)| {
+                let later = edits[i + 1..].to_vec();
+                e.set.iter().chain(e.add.iter()).filter(move |(n, _)| {
+                    !later
+                        .iter()
+                        .any(|l| l.del.contains(n) || l.set.iter().any(|(s, _)| s == n))
+                })
+            })
+    }
+
+    /// Whether a header from the server is removed or replaced by the
+    /// response edits of `applied`.
+    pub fn drops_response_header(&self, applied: Applied, name: &str) -> bool {
+        self.edits(applied).any(|e| {
+            e.response_del
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n.as_str()))
+                || e.response_set
+                    .iter()
+                    .any(|(n, _)| name.eq_ignore_ascii_case(n.as_str()))
+        })
+    }
+
+    /// Header lines the response edits of `applied` set.
+    pub fn response_additions(
+        &self,
+        applied: Applied,
+    ) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
+        let edits: Vec<&Edits> = self.edits(applied).collect();
+        edits
+            .clone()
+            .into_iter()
+            .enumerate()
+            .flat_map(move |(i, e)| {
+                let later = edits[i + 1..].to_vec();
+                e.response_set.iter().filter(move |(n, _)| {
+                    !later.iter().any(|l| {
+                        l.response_del.contains(n) || l.response_set.iter().any(|(s, _)| s == n)
+                    })
+                })
+            })
+    }
+
+    /// Indices of rules no request can reach: those after an unconditional
+    /// rule with a terminal action.
+    pub fn unreachable(&self) -> Option<(usize, std::ops::Range<usize>)> {
+        let i = self
+            .rules
+            .iter()
+            .position(|r| r.terminal.is_some() && r.matcher.is_unconditional())?;
+        (i + 1 < self.rules.len()).then(|| (i, i + 1..self.rules.len()))
+    }
+
+    /// Whether any rule edits response headers.
+    pub fn edits_responses(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| !r.edits.response_del.is_empty() || !r.edits.response_set.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Req {
+        method: &'static str,
+        host: Option<&'static str>,
+        target: &'static str,
+        headers: Vec<(&'static str, &'static [u8])>,
+        src: IpAddr,
+    }
+
+    impl RequestView for Req {
+        fn method(&self) -> &str {
+            self.method
+        }
+        fn host(&self) -> Option<&str> {
+            self.host
+        }
+        fn target(&self) -> &str {
+            self.target
+        }
+        fn header(&self, name: &str) -> Option<&[u8]> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v)
+        }
+        fn src(&self) -> IpAddr {
+            self.src
+        }
+    }
+
+    fn req(method: &'static str, host: &'static str, target: &'static str) -> Req {
+        Req {
+            method,
+            host: Some(host),
+            target,
+            headers: vec![("x-api-key", b"k1")],
+            src: "10.1.2.3".parse().unwrap(),
+        }
+    }
+
+    fn deny(m: Match) -> Rule {
+        Rule::new(
+            m,
+            Some(Terminal::Deny {
+                status: StatusCode::FORBIDDEN,
+                body: Bytes::new(),
+            }),
+            Edits::default(),
+        )
+    }
+
+    #[test]
+    fn each_matcher_and_not() {
+        let r = req("POST", "api.example.com:8443", "/v1/jobs?x=1");
+        let m = |f: &dyn Fn(&mut Match)| {
+            let mut m = Match::default();
+            f(&mut m);
+            m.matches(&r)
+        };
+        assert!(m(&|_| {}));
+        assert!(m(
+            &|m| m.host = Some(HostMatch::parse("api.example.com").unwrap())
+        ));
+        assert!(m(
+            &|m| m.host = Some(HostMatch::parse("*.example.com").unwrap())
+        ));
+        assert!(!m(
+            &|m| m.host = Some(HostMatch::parse("www.example.com").unwrap())
+        ));
+        assert!(m(&|m| m.path_prefix = Some("/v1/".into())));
+        assert!(!m(&|m| m.path_prefix = Some("/v2".into())));
+        assert!(m(&|m| m.path = Some("/v1/jobs".into())));
+        assert!(!m(&|m| m.path = Some("/v1/jobs?x=1".into())));
+        assert!(m(
+            &|m| m.path_regex = Some(regex::Regex::new("^/v[0-9]+/jobs$").unwrap())
+        ));
+        assert!(!m(
+            &|m| m.path_regex = Some(regex::Regex::new("^/v[0-9]+$").unwrap())
+        ));
+        assert!(m(&|m| m.methods = vec!["GET".into(), "POST".into()]));
+        assert!(!m(&|m| m.methods = vec!["GET".into()]));
+        assert!(m(
+            &|m| m.header = Some(("x-api-key".into(), HeaderCond::Present(true)))
+        ));
+        assert!(!m(
+            &|m| m.header = Some(("x-api-key".into(), HeaderCond::Present(false)))
+        ));
+        assert!(m(
+            &|m| m.header = Some(("x-other".into(), HeaderCond::Present(false)))
+        ));
+        assert!(m(
+            &|m| m.header = Some(("x-api-key".into(), HeaderCond::Value(b"k1".to_vec())))
+        ));
+        assert!(!m(
+            &|m| m.header = Some(("x-api-key".into(), HeaderCond::Value(b"k2".to_vec())))
+        ));
+        assert!(m(&|m| m.src = vec![Cidr::parse("10.0.0.0/8").unwrap()]));
+        assert!(!m(&|m| m.src = vec![Cidr::parse("192.168.0.0/16").unwrap()]));
+        // ANDed, and inverted by not
+        assert!(!m(&|m| {
+            m.path_prefix = Some("/v1".into());
+            m.methods = vec!["GET".into()];
+        }));
+        assert!(m(&|m| {
+            m.path_prefix = Some("/v1".into());
+            m.methods = vec!["GET".into()];
+            m.not = true;
+        }));
+        assert!(!m(&|m| m.not = true));
+    }
+
+    #[test]
+    fn first_terminal_decides_and_edits_accumulate() {
+        let set = |n: &'static str, v: &'static str| Edits {
+            set: vec![(HeaderName::from_static(n), HeaderValue::from_static(v))],
+            ..Default::default()
+        };
+        let rules = RuleSet::new(vec![
+            Rule::new(Match::default(), None, set("x-a", "1")),
+            Rule::new(
+                Match {
+                    path_prefix: Some("/admin".into()),
+                    ..Default::default()
+                },
+                None,
+                set("x-b", "2"),
+            ),
+            Rule::new(
+                Match {
+                    path_prefix: Some("/v1".into()),
+                    ..Default::default()
+                },
+                Some(Terminal::Pool(3)),
+                set("x-c", "3"),
+            ),
+            deny(Match::default()),
+        ])
+        .unwrap();
+        let r = req("GET", "a", "/v1/x");
+        match rules.evaluate(&r) {
+            Outcome::Terminal(Terminal::Pool(3), applied) => {
+                let mut h = http::HeaderMap::new();
+                rules.edit_request(applied, &mut h);
+                assert_eq!(h["x-a"], "1");
+                assert_eq!(h["x-c"], "3");
+                assert!(h.get("x-b").is_none());
+            }
+            o => panic!("{o:?}"),
+        }
+        assert!(matches!(
+            rules.evaluate(&req("GET", "a", "/other")),
+            Outcome::Terminal(Terminal::Deny { .. }, _)
+        ));
+        assert_eq!(rules.unreachable(), None);
+        let with_tail = RuleSet::new(vec![deny(Match::default()), deny(Match::default())]).unwrap();
+        assert_eq!(with_tail.unreachable(), Some((0, 1..2)));
+        // not = true makes a rule conditional: nothing is unreachable
+        let inverted = RuleSet::new(vec![
+            deny(Match {
+                not: true,
+                ..Default::default()
+            }),
+            deny(Match::default()),
+        ])
+        .unwrap();
+        assert_eq!(inverted.unreachable(), None);
+    }
+
+    #[test]
+    fn later_edits_win_on_the_wire() {
+        let rules = RuleSet::new(vec![
+            Rule::new(
+                Match::default(),
+                None,
+                Edits {
+                    add: vec![(
+                        HeaderName::from_static("x-a"),
+                        HeaderValue::from_static("1"),
+                    )],
+                    ..Default::default()
+                },
+            ),
+            Rule::new(
+                Match::default(),
+                None,
+                Edits {
+                    del: vec![HeaderName::from_static("x-a")],
+                    set: vec![(
+                        HeaderName::from_static("x-b"),
+                        HeaderValue::from_static("2"),
+                    )],
+                    ..Default::default()
+                },
+            ),
+        ])
+        .unwrap();
+        let Outcome::Continue(applied) = rules.evaluate(&req("GET", "a", "/")) else {
+            panic!()
+        };
+        let lines: Vec<_> = rules
+            .request_additions(applied)
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(lines, vec![("x-b", "2")]);
+        assert!(rules.drops_request_header(applied, "X-A"));
+        assert!(rules.drops_request_header(applied, "x-b"));
+        assert!(!rules.drops_request_header(applied, "x-c"));
+        // the same through a HeaderMap
+        let mut h = http::HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("client"));
+        rules.edit_request(applied, &mut h);
+        assert!(h.get("x-a").is_none());
+        assert_eq!(h["x-b"], "2");
+    }
+
+    #[test]
+    fn redirect_templates() {
+        let t = Template::parse("https://{host}{path}{query}").unwrap();
+        assert_eq!(
+            t.render(&req("GET", "api.example.com:8080", "/a/b?c=1")),
+            "https://api.example.com/a/b?c=1"
+        );
+        assert_eq!(
+            t.render(&req("GET", "api.example.com", "/a")),
+            "https://api.example.com/a"
+        );
+        let t = Template::parse("https://new.example.com{uri}").unwrap();
+        assert_eq!(
+            t.render(&req("GET", "x", "/p?q")),
+            "https://new.example.com/p?q"
+        );
+        assert!(Template::parse("https://{hots}/").is_err());
+        assert!(Template::parse("https://{host").is_err());
+    }
+
+    #[test]
+    fn too_many_edit_rules_refused() {
+        let edit = || {
+            Rule::new(
+                Match::default(),
+                None,
+                Edits {
+                    del: vec![HeaderName::from_static("x")],
+                    ..Default::default()
+                },
+            )
+        };
+        assert!(RuleSet::new((0..64).map(|_| edit()).collect()).is_ok());
+        assert_eq!(
+            RuleSet::new((0..65).map(|_| edit()).collect()).unwrap_err(),
+            64
+        );
+    }
+}

@@ -1,0 +1,270 @@
+//! `[[listener.rule]]`: a table of cases (each match type and action, `not`,
+//! order, redirects with {host}/{uri}, header edits on requests and responses,
+//! `[[listener.route]]` still working after the rules), each run on the
+//! HTTP/1.1 fast path and on the hyper path (h2c), against real backends.
+
+mod common;
+
+use common::*;
+use http_body_util::BodyExt;
+use hyper::{Request, StatusCode};
+use std::net::SocketAddr;
+
+fn config(listen: SocketAddr, admin: SocketAddr, a: SocketAddr, b: SocketAddr) -> String {
+    format!(
+        r#"[global]
+threads = 1
+access_log = "text"
+[admin]
+bind = "{admin}"
+[[listener]]
+name = "web"
+bind = ["{listen}"]
+mode = "http"
+pool = "a"
+  # 0: edits for every request
+  [[listener.rule]]
+  set_header = {{ "x-env" = "prod" }}
+  add_header = {{ "x-tag" = "rule0" }}
+  del_header = ["x-drop"]
+  response_set_header = {{ "x-rule" = "yes" }}
+  # 1: /admin from these sources (the tests' client is 127.0.0.1)
+  [[listener.rule]]
+  path_prefix = "/admin"
+  src = ["127.0.0.0/8", "10.0.0.0/8"]
+  deny = {{ status = 403, body = "admin is internal\n" }}
+  # 2: an old name redirects, path and query kept
+  [[listener.rule]]
+  host = "old.example.com"
+  redirect = {{ to = "https://new.example.com{{uri}}", status = 301 }}
+  # 3: exact path
+  [[listener.rule]]
+  path = "/exact"
+  pool = "b"
+  # 4: /users answers do without rule 0's x-rule (a later rule's edit wins)
+  [[listener.rule]]
+  path_prefix = "/users"
+  response_del_header = ["x-rule"]
+  # 5: regex
+  [[listener.rule]]
+  path_regex = "^/users/[0-9]+$"
+  pool = "b"
+  # 6: method and a missing header
+  [[listener.rule]]
+  method = ["DELETE"]
+  header = {{ name = "x-api-key", present = false }}
+  deny = 401
+  # 7: a header value; its edit applies only to what it matches
+  [[listener.rule]]
+  header = {{ name = "x-canary", value = "1" }}
+  set_header = {{ "x-canary-seen" = "true" }}
+  pool = "b"
+  # 8: wildcard host
+  [[listener.rule]]
+  host = "*.internal.example"
+  pool = "b"
+  # 9: not inverts the whole match: any method but these is refused
+  [[listener.rule]]
+  method = ["GET", "HEAD", "DELETE"]
+  not = true
+  deny = 405
+  # the old syntax: a route, evaluated after the rules
+  [[listener.route]]
+  path_prefix = "/b/"
+  pool = "b"
+[[pool]]
+name = "a"
+  [[pool.server]]
+  address = "{a}"
+[[pool]]
+name = "b"
+  [[pool.server]]
+  address = "{b}"
+"#
+    )
+}
+
+struct Case {
+    what: &'static str,
+    method: &'static str,
+    path: &'static str,
+    host: Option<&'static str>,
+    headers: &'static [(&'static str, &'static str)],
+    status: u16,
+    /// The body (a backend's name, or the rule's text), or the Location.
+    expect: &'static str,
+}
+
+#[rustfmt::skip]
+const CASES: &[Case] = &[
+    Case { what: "default pool", method: "GET", path: "/", host: None, headers: &[], status: 200, expect: "a" },
+    Case { what: "deny by path and src", method: "GET", path: "/admin/x", host: None, headers: &[], status: 403, expect: "admin is internal\n" },
+    Case { what: "not: another method", method: "PATCH", path: "/", host: None, headers: &[], status: 405, expect: "405 Method Not Allowed\n" },
+    Case { what: "not: a listed method", method: "HEAD", path: "/", host: None, headers: &[], status: 200, expect: "" },
+    Case { what: "redirect with {uri}", method: "GET", path: "/p?q=1", host: Some("old.example.com"), headers: &[], status: 301, expect: "https://new.example.com/p?q=1" },
+    Case { what: "exact path", method: "GET", path: "/exact", host: None, headers: &[], status: 200, expect: "b" },
+    Case { what: "exact path, longer", method: "GET", path: "/exact/more", host: None, headers: &[], status: 200, expect: "a" },
+    Case { what: "exact path, query ignored", method: "GET", path: "/exact?x=1", host: None, headers: &[], status: 200, expect: "b" },
+    Case { what: "regex", method: "GET", path: "/users/42", host: None, headers: &[], status: 200, expect: "b" },
+    Case { what: "regex, no match", method: "GET", path: "/users/x", host: None, headers: &[], status: 200, expect: "a" },
+    Case { what: "method + missing header", method: "DELETE", path: "/thing", host: None, headers: &[], status: 401, expect: "401 Unauthorized\n" },
+    Case { what: "method + header present", method: "DELETE", path: "/thing", host: None, headers: &[("x-api-key", "k")], status: 200, expect: "a" },
+    Case { what: "other method", method: "GET", path: "/thing", host: None, headers: &[], status: 200, expect: "a" },
+    Case { what: "header value", method: "GET", path: "/", host: None, headers: &[("x-canary", "1")], status: 200, expect: "b" },
+    Case { what: "header value, other", method: "GET", path: "/", host: None, headers: &[("x-canary", "2")], status: 200, expect: "a" },
+    Case { what: "wildcard host", method: "GET", path: "/", host: Some("db.internal.example"), headers: &[], status: 200, expect: "b" },
+    Case { what: "route after rules", method: "GET", path: "/b/x", host: None, headers: &[], status: 200, expect: "b" },
+    Case { what: "earlier rule wins over route", method: "GET", path: "/b/x", host: Some("old.example.com"), headers: &[], status: 301, expect: "https://new.example.com/b/x" },
+];
+
+async fn run(
+    c: &Client,
+    listen: SocketAddr,
+    case: &Case,
+) -> (StatusCode, String, hyper::HeaderMap) {
+    let mut req = Request::builder()
+        .method(case.method)
+        .uri(format!("http://{listen}{}", case.path));
+    if let Some(h) = case.host {
+        req = req.header("host", h);
+    }
+    for (n, v) in case.headers {
+        req = req.header(*n, *v);
+    }
+    let resp = c.request(req.body(empty()).unwrap()).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned(), headers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_match_and_act_on_the_fast_path_and_the_hyper_path() {
+    let a = Backend::start("a", free_addr("127.0.0.1")).await;
+    let b = Backend::start("b", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let p = Proxy::start(&config(listen, admin, a.addr, b.addr), &[listen]).await;
+    for (path, c) in [
+        ("fast path (HTTP/1.1)", client()),
+        ("hyper path (h2c)", h2c_client()),
+    ] {
+        for case in CASES {
+            let (st, body, headers) = run(&c, listen, case).await;
+            let got = if (300..400).contains(&st.as_u16()) {
+                headers
+                    .get("location")
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default()
+            } else {
+                body
+            };
+            assert_eq!(
+                (st.as_u16(), got.as_str()),
+                (case.status, case.expect),
+                "{path}: {}",
+                case.what
+            );
+            if st == StatusCode::OK {
+                // rule 0's response edit applies to every proxied answer, but
+                // those to /users, where a later rule removes it
+                let want: Option<&[u8]> = (!case.path.starts_with("/users")).then_some(b"yes");
+                assert_eq!(
+                    headers.get("x-rule").map(|v| v.as_bytes()),
+                    want,
+                    "{path}: {}",
+                    case.what
+                );
+            }
+        }
+        // request edits, as the backend saw them: set replaces what the
+        // client sent, add adds, del removes; rule 7's only where it matched
+        let req = Request::builder()
+            .uri(format!("http://{listen}/seen"))
+            .header("x-env", "dev")
+            .header("x-drop", "secret")
+            .header("x-keep", "1")
+            .body(empty())
+            .unwrap();
+        let resp = c.request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let seen = a.stats.last_headers.lock().unwrap().clone().unwrap();
+        let all = |n: &str| -> Vec<String> {
+            seen.get_all(n)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(all("x-env"), vec!["prod"], "{path}");
+        assert_eq!(all("x-tag"), vec!["rule0"], "{path}");
+        assert!(all("x-drop").is_empty(), "{path}");
+        assert_eq!(all("x-keep"), vec!["1"], "{path}");
+        assert!(all("x-canary-seen").is_empty(), "{path}");
+        // X-Forwarded-* stay rampart's
+        assert_eq!(all("x-forwarded-for"), vec!["127.0.0.1"], "{path}");
+        let req = Request::builder()
+            .uri(format!("http://{listen}/"))
+            .header("x-canary", "1")
+            .body(empty())
+            .unwrap();
+        assert_eq!(c.request(req).await.unwrap().status(), StatusCode::OK);
+        let seen = b.stats.last_headers.lock().unwrap().clone().unwrap();
+        assert_eq!(seen["x-canary-seen"], "true", "{path}");
+        assert_eq!(seen["x-env"], "prod", "{path}");
+    }
+    // answers by rules are logged, with end=rule
+    wait_for(std::time::Duration::from_secs(5), "log lines", || {
+        p.stdout().contains("path=\"/admin/x\" status=403")
+    })
+    .await;
+    let out = p.stdout();
+    assert!(
+        out.lines()
+            .any(|l| l.contains("path=\"/admin/x\" status=403") && l.contains("end=rule")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("path=\"/p?q=1\" status=301") && l.contains("end=rule")),
+        "{out}"
+    );
+    // no request that a rule answered reached a backend
+    let reached = a.stats.last_uri.lock().unwrap().clone().unwrap_or_default();
+    assert!(!reached.contains("/admin"), "{reached}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_reload_with_the_listener() {
+    let a = Backend::start("a", free_addr("127.0.0.1")).await;
+    let b = Backend::start("b", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let text = config(listen, admin, a.addr, b.addr);
+    let p = Proxy::start(&text, &[listen]).await;
+    let c = client();
+    assert_eq!(get(&c, &format!("http://{listen}/exact")).await.1, "b");
+    // rule 3 now sends /exact to a: applied by a reload, no restart
+    std::fs::write(
+        &p.config,
+        text.replace(
+            "path = \"/exact\"\n  pool = \"b\"",
+            "path = \"/exact\"\n  pool = \"a\"",
+        ),
+    )
+    .unwrap();
+    let (st, body) = admin_post(admin, "/api/reload", "").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(get(&c, &format!("http://{listen}/exact")).await.1, "a");
+    // a bad rule is refused, named, and the running rules stay
+    std::fs::write(
+        &p.config,
+        text.replace(
+            "path_regex = \"^/users/[0-9]+$\"",
+            "path_regex = \"^/users/[0-9+$\"",
+        ),
+    )
+    .unwrap();
+    let (st, body) = admin_post(admin, "/api/reload", "").await;
+    assert_ne!(st, StatusCode::OK);
+    assert!(body.contains("listener[0].rule[5].path_regex"), "{body}");
+    assert_eq!(get(&c, &format!("http://{listen}/exact")).await.1, "a");
+    assert_eq!(get(&c, &format!("http://{listen}/users/7")).await.1, "b");
+}
