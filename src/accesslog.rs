@@ -24,6 +24,8 @@ pub enum End {
     Unsupported,
     /// Answered by a rule (deny or redirect) without reaching a pool.
     Rule,
+    /// The pool's circuit was open: failed fast.
+    CircuitOpen,
 }
 
 impl End {
@@ -35,6 +37,7 @@ impl End {
             End::ConnectError => "connect_error",
             End::Unsupported => "unsupported",
             End::Rule => "rule",
+            End::CircuitOpen => "circuit_open",
             End::ConnectTimeout => "connect_timeout",
             End::ServerTimeout => "server_timeout",
             End::IdleTimeout => "idle_timeout",

@@ -296,6 +296,16 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         &["pool"],
     );
     let servers = gauge("rampart_pool_servers", "Members of the pool", &["pool"]);
+    let circuit_state = gauge(
+        "rampart_pool_circuit_state",
+        "The pool-level circuit ([pool.circuit]): 0 closed, 1 open (failing fast), 2 half-open (one trial)",
+        &["pool"],
+    );
+    let circuit_opened = counter(
+        "rampart_pool_circuit_opened_total",
+        "Times the pool-level circuit opened",
+        &["pool"],
+    );
     let l_active = gauge(
         "rampart_listener_connections",
         "Open client connections",
@@ -397,6 +407,18 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         eligible
             .with_label_values(&[p])
             .set(pool.eligible_count() as i64);
+        if pool.circuit.is_some() {
+            use crate::pool::circuit::State;
+            let c = &pool.shared.circuit;
+            circuit_state.with_label_values(&[p]).set(match c.state() {
+                State::Closed => 0,
+                State::Open => 1,
+                State::HalfOpen => 2,
+            });
+            circuit_opened
+                .with_label_values(&[p])
+                .inc_by(c.opened_total.load(Ordering::Relaxed));
+        }
         servers
             .with_label_values(&[p])
             .set(pool.servers.len() as i64);
@@ -547,6 +569,8 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(perrors.collect());
     out.extend(pretries.collect());
     out.extend(eligible.collect());
+    out.extend(circuit_state.collect());
+    out.extend(circuit_opened.collect());
     out.extend(servers.collect());
     out.extend(l_active.collect());
     out.extend(l_total.collect());

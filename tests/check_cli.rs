@@ -123,6 +123,8 @@ fn broken_configs_name_key_and_line() {
         ("redirect variable", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  redirect = { to = \"https://{hots}/\" }\n", "listener[0].rule[0].redirect.to", 13),
         ("rule edits a framing header", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  set_header = { \"content-length\" = \"1\" }\n", "listener[0].rule[0].set_header", 13),
         ("rule source that is not a network", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  src = [\"10.0.0.0/33\"]\n  deny = 403\n", "listener[0].rule[0].src[0]", 13),
+        ("circuit failure rate", "name = \"api\"\n", "name = \"api\"\n[pool.circuit]\nfailure_rate = 0\n", "pool[0].circuit.failure_rate", 16),
+        ("circuit window", "name = \"api\"\n", "name = \"api\"\n[pool.circuit]\nwindow = \"100ms\"\n", "pool[0].circuit.window", 16),
         ("rules on a tcp listener", "mode = \"http\"\npool = \"api\"\n", "mode = \"tcp\"\npool = \"api\"\n  [[listener.rule]]\n  deny = 403\n", "listener[0].rule[0]", 12),
         (
             "health key of another kind",

@@ -80,6 +80,11 @@ pub struct PoolView {
     pub errors: u64,
     pub retries: u64,
     pub health_checked: bool,
+    /// The pool-level circuit: "closed", "open", "half_open"; absent without
+    /// `[pool.circuit]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
+    pub circuit: Option<String>,
     /// Requests per second, one sample a second, oldest first.
     pub history: Vec<f64>,
 }
@@ -271,6 +276,9 @@ fn pool_view(p: &Pool, now: u64, rates: &Rates) -> PoolView {
         errors: p.shared.errors.load(Ordering::Relaxed),
         retries: p.shared.retries.load(Ordering::Relaxed),
         health_checked: p.health.is_some(),
+        circuit: p
+            .circuit
+            .map(|_| p.shared.circuit.state().as_str().to_string()),
         history: rates
             .history
             .get(&*p.name)

@@ -272,6 +272,34 @@ impl Default for Http2File {
     }
 }
 
+/// `[pool.circuit]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitFile {
+    /// Percent of failed requests in the window that opens the circuit.
+    #[serde(default = "default_failure_rate")]
+    pub failure_rate: u32,
+    #[serde(default = "default_circuit_window")]
+    pub window: Dur,
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+    #[serde(default = "default_open_for")]
+    pub open_for: Dur,
+}
+
+fn default_failure_rate() -> u32 {
+    50
+}
+fn default_circuit_window() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_min_requests() -> u32 {
+    20
+}
+fn default_open_for() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+
 /// `[pool.http2]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -495,6 +523,8 @@ pub struct PoolFile {
     /// Passive checks: the per-server circuit breaker.
     #[serde(default)]
     pub breaker: BreakerFile,
+    /// The pool-level circuit: fail fast while too many requests fail.
+    pub circuit: Option<CircuitFile>,
     /// How many times a failed request is retried, each time on another server.
     #[serde(default = "default_retries")]
     pub retries: u32,

@@ -213,6 +213,8 @@ pub struct PoolConfig {
     pub protocol: Protocol,
     /// The HTTP/2 client's settings (protocol = "h2").
     pub http2: PoolHttp2,
+    /// `[pool.circuit]`: the pool-level circuit (None: off).
+    pub circuit: Option<crate::pool::circuit::CircuitConfig>,
 }
 
 /// What a pool's servers speak (`protocol`).
@@ -900,6 +902,31 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
             &at.key("http2"),
             &mut p,
         );
+        let circuit = pf.circuit.as_ref().and_then(|c| {
+            let cat = at.key("circuit");
+            let before = p.list.len();
+            if !(1..=100).contains(&c.failure_rate) {
+                p.add(
+                    &cat.key("failure_rate"),
+                    "must be a percentage from 1 to 100",
+                );
+            }
+            if c.window.0 < Duration::from_secs(1) {
+                p.add(&cat.key("window"), "must be at least 1s");
+            }
+            if c.min_requests == 0 {
+                p.add(&cat.key("min_requests"), "must be at least 1");
+            }
+            if c.open_for.0.is_zero() {
+                p.add(&cat.key("open_for"), "must be greater than zero");
+            }
+            (p.list.len() == before).then_some(crate::pool::circuit::CircuitConfig {
+                failure_rate: c.failure_rate,
+                window: c.window.0,
+                min_requests: c.min_requests,
+                open_for: c.open_for.0,
+            })
+        });
         let alpn: &[&[u8]] = match protocol {
             Protocol::H2 => &[b"h2"],
             Protocol::Http1 => &[],
@@ -912,6 +939,7 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
             tls,
             protocol,
             http2,
+            circuit,
             send_proxy,
             name: pf.name.clone(),
             balance: pf.balance,

@@ -5,6 +5,7 @@
 pub mod balance;
 pub mod breaker;
 pub mod budget;
+pub mod circuit;
 
 use crate::clock;
 use crate::config::{Balance, BreakerConfig, HashKey, HealthConfig, PoolConfig, RetryConfig};
@@ -401,6 +402,8 @@ pub struct PoolShared {
     pub retries: AtomicU64,
     pub budget: RetryBudget,
     pub histograms: crate::metrics::PoolHistograms,
+    /// The pool-level circuit (`[pool.circuit]`), kept across reloads.
+    pub circuit: circuit::Circuit,
 }
 
 impl PoolShared {
@@ -434,6 +437,8 @@ pub struct Pool {
     pub tls: Option<crate::tls::PoolTls>,
     pub protocol: crate::config::Protocol,
     pub http2: crate::config::PoolHttp2,
+    /// `[pool.circuit]`: None, no pool-level circuit.
+    pub circuit: Option<circuit::CircuitConfig>,
     pub servers: Vec<Server>,
     pub shared: Arc<PoolShared>,
     balancer: Balancer,
@@ -491,6 +496,7 @@ impl Pool {
             tls: cfg.tls.clone(),
             protocol: cfg.protocol,
             http2: cfg.http2,
+            circuit: cfg.circuit,
             balancer: Balancer::new(cfg.balance, &weights, &ids),
             servers,
             shared,
@@ -845,6 +851,7 @@ mod tests {
             send_proxy: None,
             tls: None,
             protocol: crate::config::Protocol::Http1,
+            circuit: None,
             http2: crate::config::PoolHttp2 {
                 max_concurrent_streams: 100,
                 initial_stream_window_size: 1 << 20,

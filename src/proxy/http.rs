@@ -997,10 +997,15 @@ pub(super) fn fail(
         }
         l.finish(0, err.end());
     }
+    let retry_after = match &err {
+        ProxyError::CircuitOpen { retry_after } => Some(retry_after.as_secs().max(1)),
+        _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
+        _ => None,
+    };
     let mut resp = plain(status, err.body(&pool.name));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    if let Some(secs) = retry_after {
         resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
 }

@@ -16,6 +16,7 @@ use super::ProxyError;
 use crate::config::{Balance, HashKey};
 use crate::listener::ListenerShared;
 use crate::pool::balance::hash_parts;
+use crate::pool::circuit::Admit;
 use crate::pool::{Pool, Server, ServerGuard};
 use crate::rules::{Applied, Outcome, RequestView, RuleEdits, Terminal};
 use crate::upstream::UpstreamError;
@@ -142,6 +143,19 @@ pub struct Lifecycle {
     tried: Vec<usize>,
     /// The last failed attempt: what the client hears if no server is left.
     last: Option<(ProxyError, usize)>,
+    /// The pool circuit's say on this request: None before the first acquire,
+    /// and again once its outcome is recorded.
+    circuit: Option<Admit>,
+}
+
+impl Drop for Lifecycle {
+    /// A circuit trial that ended without an outcome (the client went away)
+    /// lets another request be the trial.
+    fn drop(&mut self) {
+        if self.circuit == Some(Admit::Trial) {
+            self.pool.shared.circuit.abandon_trial();
+        }
+    }
 }
 
 /// The request ends without a usable answer: the error to answer with, and the
@@ -168,23 +182,62 @@ impl Lifecycle {
             key,
             tried: Vec::new(),
             last: None,
+            circuit: None,
         }
+    }
+
+    /// The request's outcome, for the pool's circuit (once per request).
+    fn outcome(&mut self, ok: bool) {
+        let (Some(cfg), Some(admit)) = (&self.pool.circuit, self.circuit.take()) else {
+            return;
+        };
+        let trial = admit == Admit::Trial;
+        if self
+            .pool
+            .shared
+            .circuit
+            .record(cfg, ok, trial, crate::clock::now_ms())
+        {
+            tracing::warn!(pool = %self.pool.name, trial, "the pool's circuit opened: its requests fail fast");
+        } else if trial && ok {
+            tracing::info!(pool = %self.pool.name, "the pool's circuit closed: a trial request succeeded");
+        }
+    }
+
+    /// A TCP session is connected: a success for the pool's circuit.
+    pub fn connected(&mut self) {
+        self.outcome(true);
     }
 
     /// A slot on the next server to try (a server not tried yet), counted as a
     /// request to it; or, when none is left, the failure the client hears about:
     /// the last attempt's, else why no server could be picked.
     pub async fn acquire(&mut self) -> Result<ServerGuard, GiveUp> {
+        if let (Some(cfg), true) = (&self.pool.circuit, self.tried.is_empty()) {
+            // the first attempt asks the circuit; an open one fails fast
+            match self.pool.shared.circuit.admit(cfg, crate::clock::now_ms()) {
+                Admit::No { retry_after } => {
+                    return Err(GiveUp {
+                        err: ProxyError::CircuitOpen { retry_after },
+                        server: None,
+                    })
+                }
+                a => self.circuit = Some(a),
+            }
+        }
         match self.pool.acquire(self.key, &self.tried).await {
             Ok(g) => {
                 g.server().state.total.fetch_add(1, Ordering::Relaxed);
                 Ok(g)
             }
             Err(pick) => Err(match self.last.take() {
-                Some((err, i)) => GiveUp {
-                    err,
-                    server: Some(i),
-                },
+                Some((err, i)) => {
+                    self.outcome(false);
+                    GiveUp {
+                        err,
+                        server: Some(i),
+                    }
+                }
                 None => GiveUp {
                     err: pick.into(),
                     server: None,
@@ -234,6 +287,9 @@ impl Lifecycle {
         let err = ProxyError::Upstream(error);
         err.count_server(&self.pool.servers[idx]);
         if !again {
+            if !client_fault {
+                self.outcome(false);
+            }
             return Err(GiveUp {
                 err,
                 server: Some(idx),
@@ -273,6 +329,9 @@ impl Lifecycle {
                 .response_errors
                 .fetch_add(1, Ordering::Relaxed);
             self.note_retry(idx);
+        } else {
+            // the answer the client gets: a server error fails the circuit's count
+            self.outcome(status < 500);
         }
         retry
     }

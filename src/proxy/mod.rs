@@ -27,6 +27,9 @@ pub enum ProxyError {
     Pick(#[from] PickError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The pool's circuit is open: too many of its requests failed lately.
+    #[error("the pool's circuit is open")]
+    CircuitOpen { retry_after: std::time::Duration },
     /// A protocol upgrade (WebSocket) asked of a pool whose servers speak HTTP/2.
     #[error("protocol upgrades are not relayed to HTTP/2 servers")]
     UpgradeToH2Pool,
@@ -40,6 +43,7 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpgradeToH2Pool => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -53,6 +57,7 @@ impl ProxyError {
             ProxyError::Upstream(e) if e.is_connect() => End::ConnectError,
             ProxyError::Upstream(_) => End::ServerAbort,
             ProxyError::UpgradeToH2Pool => End::Unsupported,
+            ProxyError::CircuitOpen { .. } => End::CircuitOpen,
         }
     }
 
@@ -68,6 +73,9 @@ impl ProxyError {
             ProxyError::Upstream(_) => "the server closed the connection",
             ProxyError::UpgradeToH2Pool => {
                 "its servers speak HTTP/2, to which protocol upgrades (WebSocket) are not relayed"
+            }
+            ProxyError::CircuitOpen { .. } => {
+                "too many requests failed lately: the circuit is open, requests fail fast"
             }
         }
     }

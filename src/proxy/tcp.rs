@@ -85,6 +85,7 @@ pub async fn serve<S>(
         match upstream::connect_tcp(server.addr, pool.connect_timeout).await {
             Ok(s) => {
                 guard.success();
+                lc.connected();
                 let took = connect_start.elapsed();
                 pool.shared
                     .histograms
