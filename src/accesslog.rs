@@ -26,6 +26,8 @@ pub enum End {
     Rule,
     /// The pool's circuit was open: failed fast.
     CircuitOpen,
+    /// A write refused in read-only mode.
+    ReadOnly,
 }
 
 impl End {
@@ -38,6 +40,7 @@ impl End {
             End::Unsupported => "unsupported",
             End::Rule => "rule",
             End::CircuitOpen => "circuit_open",
+            End::ReadOnly => "read_only",
             End::ConnectTimeout => "connect_timeout",
             End::ServerTimeout => "server_timeout",
             End::IdleTimeout => "idle_timeout",

@@ -44,6 +44,12 @@ pub enum ControlMsg {
         weight: Option<u32>,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// An operator switches a listener to read-only or back (`rampart mode`).
+    SetListenerMode {
+        listener: String,
+        read_only: bool,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 pub type ControlTx = mpsc::UnboundedSender<ControlMsg>;
@@ -280,7 +286,41 @@ impl Control {
             } => {
                 let _ = reply.send(self.set_server(&pool, &server, state, weight));
             }
+            ControlMsg::SetListenerMode {
+                listener,
+                read_only,
+                reply,
+            } => {
+                let _ = reply.send(self.set_listener_mode(&listener, read_only));
+            }
         }
+    }
+
+    /// Switches a listener's manual read-only mode; kept across reloads (the
+    /// listener's shared state outlives generations) and restarts (state file).
+    fn set_listener_mode(&mut self, name: &str, read_only: bool) -> Result<(), String> {
+        let snap = self.shared.snapshot.load();
+        let Some(l) = snap.listeners.iter().find(|l| *l.name == *name) else {
+            return Err(format!("no listener named {name:?}"));
+        };
+        if l.mode != crate::config::Mode::Http {
+            return Err(format!(
+                "listener {name:?} is a tcp listener: read-only mode refuses HTTP writes"
+            ));
+        }
+        let was = l
+            .shared
+            .manual_read_only
+            .swap(read_only, std::sync::atomic::Ordering::Relaxed);
+        if was != read_only {
+            if read_only {
+                tracing::warn!(listener = %name, "switched to read-only by an operator: writes are refused");
+            } else {
+                tracing::info!(listener = %name, "switched back to normal by an operator");
+            }
+            self.dirty = true;
+        }
+        Ok(())
     }
 
     /// Starts the new binary and hands the sockets and the state over. Once it

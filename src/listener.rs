@@ -139,6 +139,12 @@ pub struct ListenerShared {
     pub active: AtomicU64,
     pub total: AtomicU64,
     pub limit: Arc<Limit>,
+    /// An operator switched it to read-only (`rampart mode`; kept in the state file).
+    pub manual_read_only: std::sync::atomic::AtomicBool,
+    /// It refused the last write it saw (logged when this flips).
+    pub read_only_now: std::sync::atomic::AtomicBool,
+    /// Writes refused in read-only mode.
+    pub read_only_refused: AtomicU64,
 }
 
 impl ListenerShared {
@@ -148,6 +154,9 @@ impl ListenerShared {
             active: AtomicU64::new(0),
             total: AtomicU64::new(0),
             limit: Arc::new(Limit::new(0)),
+            manual_read_only: Default::default(),
+            read_only_now: Default::default(),
+            read_only_refused: AtomicU64::new(0),
         }
     }
 }

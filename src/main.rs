@@ -62,6 +62,17 @@ enum Command {
         #[arg(long, env = "RAMPART_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Switch a listener to read-only (writes refused, reads served) or back to
+    /// normal; kept across reloads and, with a state file, restarts.
+    Mode {
+        #[arg(value_parser = ["read-only", "normal"])]
+        mode: String,
+        listener: String,
+        #[arg(long, default_value = "http://127.0.0.1:8404", env = "RAMPART_ADMIN")]
+        admin: String,
+        #[arg(long, env = "RAMPART_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Run every health check now and print the summary.
     /// Re-reads the config file of the running proxy and applies it (exit 1 and
     /// every problem if it is refused; the running config keeps serving).
@@ -192,6 +203,24 @@ fn main() -> ExitCode {
             Ok(format!(
                 "{pool}/{}: {} (weight {})",
                 v.id, v.status, v.weight
+            ))
+        }),
+        Command::Mode {
+            mode,
+            listener,
+            admin,
+            token,
+        } => admin_call(admin, token, |c| async move {
+            let v = c.set_mode(&listener, &mode).await?;
+            Ok(format!(
+                "{}: {} ({} writes refused so far)",
+                v.name,
+                if v.read_only_manual {
+                    "read-only"
+                } else {
+                    "normal"
+                },
+                v.read_only_refused
             ))
         }),
         Command::Reload { admin, token } => admin_call(admin, token, |c| async move {

@@ -316,6 +316,16 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         "Client connections accepted",
         &["listener"],
     );
+    let l_ro = gauge(
+        "rampart_listener_read_only",
+        "1 while the listener refuses writes (switched by an operator, or a pool of read_only_when has no server)",
+        &["listener"],
+    );
+    let l_ro_refused = counter(
+        "rampart_listener_read_only_refused_total",
+        "Writes refused in read-only mode",
+        &["listener"],
+    );
     let dns_lookups = counter(
         "rampart_dns_lookups_total",
         "DNS lookups of a server name",
@@ -443,6 +453,14 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         l_total
             .with_label_values(&[&*l.name])
             .inc_by(st.total.load(Ordering::Relaxed));
+        if l.mode == crate::config::Mode::Http {
+            let ro = st.manual_read_only.load(Ordering::Relaxed)
+                || st.read_only_now.load(Ordering::Relaxed);
+            l_ro.with_label_values(&[&*l.name]).set(i64::from(ro));
+            l_ro_refused
+                .with_label_values(&[&*l.name])
+                .inc_by(st.read_only_refused.load(Ordering::Relaxed));
+        }
     }
     let generation = gauge(
         "rampart_config_generation",
@@ -574,6 +592,8 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(servers.collect());
     out.extend(l_active.collect());
     out.extend(l_total.collect());
+    out.extend(l_ro.collect());
+    out.extend(l_ro_refused.collect());
     out.extend(dns_lookups.collect());
     out.extend(dns_errors.collect());
     out.extend(dns_members.collect());

@@ -236,6 +236,8 @@ pub struct Rule {
     pub matcher: Match,
     pub terminal: Option<Terminal>,
     pub edits: Edits,
+    /// `writes = true|false`: the request is (not) a write, for read-only mode.
+    pub writes: Option<bool>,
     /// Its bit among the rules with edits (at most `MAX_EDIT_RULES`).
     edit_bit: Option<u8>,
 }
@@ -249,6 +251,7 @@ impl Rule {
             matcher,
             terminal,
             edits,
+            writes: None,
             edit_bit: None,
         }
     }
@@ -260,14 +263,26 @@ pub struct RuleSet {
     rules: Vec<Rule>,
 }
 
-/// The header edits that apply to one request: which rules' (by their bit).
+/// What the non-terminal actions of the matching rules say about one request:
+/// whose header edits apply (by their bit), and whether it is a write.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Applied(u64);
+pub struct Applied {
+    bits: u64,
+    /// Set by the last matching rule with `writes`; None: by its method.
+    pub writes: Option<bool>,
+}
 
 impl Applied {
+    /// No header edit applies.
     pub fn is_empty(self) -> bool {
-        self.0 == 0
+        self.bits == 0
     }
+}
+
+/// Whether a request is a write: as rules said, else a non-idempotent method
+/// (POST, PUT, PATCH, DELETE).
+pub fn is_write(writes: Option<bool>, method: &str) -> bool {
+    writes.unwrap_or(matches!(method, "POST" | "PUT" | "PATCH" | "DELETE"))
 }
 
 /// The header edits of the rules that matched one request.
@@ -286,6 +301,34 @@ impl RuleEdits {
         self.rules.edit_response(self.applied, h);
     }
 }
+
+/// Read-only mode (`read_only_when` on a listener or a pool): while one of the
+/// listed pools has no eligible server (or an operator switched it by hand),
+/// writes get this answer; reads go on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadOnly {
+    /// Pools (indices in the generation) whose emptiness makes it read-only.
+    pub when: Vec<usize>,
+    pub status: StatusCode,
+    pub body: Bytes,
+    /// Retry-After, in seconds.
+    pub retry_after: u64,
+}
+
+impl ReadOnly {
+    /// The answer of an operator's switch on a listener without `read_only_when`.
+    pub fn manual() -> ReadOnly {
+        ReadOnly {
+            when: Vec::new(),
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: Bytes::from_static(DEFAULT_READ_ONLY_MESSAGE.as_bytes()),
+            retry_after: 30,
+        }
+    }
+}
+
+pub const DEFAULT_READ_ONLY_MESSAGE: &str =
+    "503 Service Unavailable: writes are temporarily disabled (read-only mode)\n";
 
 /// What the rules decided for a request.
 #[derive(Debug)]
@@ -322,25 +365,28 @@ impl RuleSet {
     /// The first matching terminal rule, and the edits of every matching rule
     /// up to it.
     pub fn evaluate(&self, r: &impl RequestView) -> Outcome<'_> {
-        let mut applied = 0u64;
+        let mut applied = Applied::default();
         for rule in &self.rules {
             if !rule.matcher.matches(r) {
                 continue;
             }
             if let Some(bit) = rule.edit_bit {
-                applied |= 1 << bit;
+                applied.bits |= 1 << bit;
+            }
+            if rule.writes.is_some() {
+                applied.writes = rule.writes;
             }
             if let Some(t) = &rule.terminal {
-                return Outcome::Terminal(t, Applied(applied));
+                return Outcome::Terminal(t, applied);
             }
         }
-        Outcome::Continue(Applied(applied))
+        Outcome::Continue(applied)
     }
 
     /// The edits of the rules in `applied`, in rule order.
     pub fn edits(&self, applied: Applied) -> impl Iterator<Item = &Edits> {
         self.rules.iter().filter_map(move |r| match r.edit_bit {
-            Some(b) if applied.0 & (1 << b) != 0 => Some(&r.edits),
+            Some(b) if applied.bits & (1 << b) != 0 => Some(&r.edits),
             _ => None,
         })
     }

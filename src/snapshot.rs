@@ -38,6 +38,8 @@ pub struct ListenerRuntime {
     pub router: Router,
     /// `[[listener.rule]]`, evaluated before the router (http listeners).
     pub rules: Arc<crate::rules::RuleSet>,
+    /// `read_only_when`.
+    pub read_only: Option<Arc<crate::rules::ReadOnly>>,
     /// hyper's server builders (HTTP listeners), with this generation's timeouts.
     pub http: Option<Arc<ServerBuilders>>,
     /// Counters and connection limit: they outlive generations.
@@ -164,6 +166,7 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
             default_pool: l.pool,
         },
         rules: Arc::clone(&l.rules),
+        read_only: l.read_only.clone().map(Arc::new),
         http: (l.mode == Mode::Http).then(|| {
             Arc::new(crate::proxy::http::server_builders(
                 l.request_header_timeout,

@@ -34,10 +34,20 @@ pub struct SavedServer {
     pub health: String,
 }
 
+/// A listener an operator switched to read-only (`rampart mode`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedListener {
+    pub name: String,
+    /// "read-only" (listeners in normal mode are not written).
+    pub mode: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateFile {
     pub version: u32,
     pub servers: Vec<SavedServer>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<SavedListener>,
 }
 
 impl Default for StateFile {
@@ -45,6 +55,7 @@ impl Default for StateFile {
         StateFile {
             version: 1,
             servers: Vec::new(),
+            listeners: Vec::new(),
         }
     }
 }
@@ -70,6 +81,19 @@ pub fn capture_merged(snap: &Snapshot, previous: &StateFile) -> StateFile {
 
 /// What the snapshot holds now.
 pub fn capture(snap: &Snapshot) -> StateFile {
+    let listeners = snap
+        .listeners
+        .iter()
+        .filter(|l| {
+            l.shared
+                .manual_read_only
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .map(|l| SavedListener {
+            name: l.name.to_string(),
+            mode: "read-only".into(),
+        })
+        .collect();
     let mut servers = Vec::new();
     for p in &snap.pools {
         for s in &p.servers {
@@ -85,6 +109,7 @@ pub fn capture(snap: &Snapshot) -> StateFile {
     StateFile {
         version: 1,
         servers,
+        listeners,
     }
 }
 
@@ -131,6 +156,17 @@ pub fn load(path: &Path) -> Result<StateFile, StateFileError> {
 pub fn restore(snap: &Snapshot, state: &StateFile) -> usize {
     let now = crate::clock::now_ms();
     let mut n = 0;
+    for saved in &state.listeners {
+        if let Some(l) = snap.listeners.iter().find(|l| *l.name == *saved.name) {
+            let ro = saved.mode == "read-only";
+            l.shared
+                .manual_read_only
+                .store(ro, std::sync::atomic::Ordering::Relaxed);
+            if ro {
+                tracing::warn!(listener = %l.name, "read-only, as an operator left it (state file)");
+            }
+        }
+    }
     for saved in &state.servers {
         let Some(pool) = snap.pools.iter().find(|p| *p.name == *saved.pool) else {
             continue;
@@ -202,6 +238,7 @@ name = "api"
                 // a pool that no longer exists: dropped
                 saved("gone", "10.1.1.2:80", "maint", None),
             ],
+            listeners: vec![],
         };
         assert_eq!(restore(&snap, &previous), 1);
         let st = &snap.pools[0].servers[0].state;
@@ -231,6 +268,10 @@ name = "api"
                 admin: "drain".into(),
                 weight: Some(7),
                 health: "UP".into(),
+            }],
+            listeners: vec![SavedListener {
+                name: "web".into(),
+                mode: "read-only".into(),
             }],
         };
         save(&path, &st).unwrap();

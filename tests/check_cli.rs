@@ -125,6 +125,9 @@ fn broken_configs_name_key_and_line() {
         ("rule source that is not a network", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  src = [\"10.0.0.0/33\"]\n  deny = 403\n", "listener[0].rule[0].src[0]", 13),
         ("circuit failure rate", "name = \"api\"\n", "name = \"api\"\n[pool.circuit]\nfailure_rate = 0\n", "pool[0].circuit.failure_rate", 16),
         ("circuit window", "name = \"api\"\n", "name = \"api\"\n[pool.circuit]\nwindow = \"100ms\"\n", "pool[0].circuit.window", 16),
+        ("read_only_when naming no pool", "pool = \"api\"\n", "pool = \"api\"\nread_only_when = [\"pool:pg\"]\n", "listener[0].read_only_when[0]", 12),
+        ("read_only_when without pool:", "pool = \"api\"\n", "pool = \"api\"\nread_only_when = [\"api\"]\n", "listener[0].read_only_when[0]", 12),
+        ("read_only_status without read_only_when", "pool = \"api\"\n", "pool = \"api\"\nread_only_status = 503\n", "listener[0].read_only_status", 12),
         ("rules on a tcp listener", "mode = \"http\"\npool = \"api\"\n", "mode = \"tcp\"\npool = \"api\"\n  [[listener.rule]]\n  deny = 403\n", "listener[0].rule[0]", 12),
         (
             "health key of another kind",

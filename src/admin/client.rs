@@ -166,6 +166,21 @@ impl AdminClient {
         )?)
     }
 
+    /// `POST /api/listeners/{name}/mode`: "read-only" or "normal".
+    pub async fn set_mode(
+        &self,
+        listener: &str,
+        mode: &str,
+    ) -> Result<crate::admin::model::ListenerView, ClientError> {
+        let path = format!("/api/listeners/{}/mode", encode(listener));
+        let body = serde_json::json!({ "mode": mode });
+        Ok(serde_json::from_slice(
+            &self
+                .request(http::Method::POST, &path, Some(body.to_string()))
+                .await?,
+        )?)
+    }
+
     pub async fn check_now(&self) -> Result<HealthSummary, ClientError> {
         Ok(serde_json::from_slice(
             &self

@@ -147,9 +147,21 @@ pub fn render(s: &Stats, refresh: u32) -> String {
         "<section id=\"listeners\"><h2>Listeners</h2><table><tr><th>listener</th><th>mode</th><th>default pool</th><th>open conns</th><th>total conns</th></tr>"
     );
     for l in &s.listeners {
+        // read-only mode shows next to the mode, with the writes it refused
+        let ro = match (l.read_only_manual, l.read_only) {
+            (true, _) => format!(
+                " <b class=\"down\">READ-ONLY (by hand)</b> {} writes refused",
+                l.read_only_refused
+            ),
+            (false, true) => format!(
+                " <b class=\"down\">READ-ONLY</b> {} writes refused",
+                l.read_only_refused
+            ),
+            _ => String::new(),
+        };
         let _ = write!(
             o,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}{ro}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&l.name),
             esc(&l.mode),
             esc(&l.pool),

@@ -144,7 +144,64 @@ async fn route(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Res
                 ),
             }
         }
+        (Method::GET, "/api/listeners") => json(StatusCode::OK, &stats(shared).listeners),
+        (Method::POST, p) if p.starts_with("/api/listeners/") && p.ends_with("/mode") => {
+            let name = percent_decode(&p["/api/listeners/".len()..p.len() - "/mode".len()]);
+            set_listener_mode(shared, &name, req).await
+        }
         _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModeChange {
+    mode: String,
+}
+
+/// `POST /api/listeners/{name}/mode` `{"mode": "read-only"|"normal"}`.
+async fn set_listener_mode(shared: &Shared, name: &str, req: Request<Incoming>) -> Resp {
+    let json_body = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json_body {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the change as Content-Type: application/json",
+        );
+    }
+    let body = match Limited::new(req.into_body(), 16 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return error(StatusCode::BAD_REQUEST, "cannot read the request body"),
+    };
+    let read_only = match serde_json::from_slice::<ModeChange>(&body) {
+        Ok(c) if c.mode == "read-only" => true,
+        Ok(c) if c.mode == "normal" => false,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "expected {\"mode\": \"read-only\"|\"normal\"}",
+            )
+        }
+    };
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let sent = shared.control.send(ControlMsg::SetListenerMode {
+        listener: name.to_string(),
+        read_only,
+        reply,
+    });
+    let result = match sent {
+        Ok(()) => rx.await.unwrap_or_else(|_| Err("shutting down".into())),
+        Err(_) => Err("shutting down".into()),
+    };
+    if let Err(e) = result {
+        return error(StatusCode::NOT_FOUND, &e);
+    }
+    match stats(shared).listeners.into_iter().find(|l| l.name == name) {
+        Some(l) => json(StatusCode::OK, &l),
+        None => error(StatusCode::NOT_FOUND, "the listener is gone"),
     }
 }
 

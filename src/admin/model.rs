@@ -59,6 +59,16 @@ pub struct ListenerView {
     pub pool: String,
     pub active: u64,
     pub total: u64,
+    /// Switched to read-only by an operator.
+    #[serde(default)]
+    pub read_only_manual: bool,
+    /// Refusing writes now (by hand, or the last write it saw was refused
+    /// because a pool of read_only_when had no server).
+    #[serde(default)]
+    pub read_only: bool,
+    /// Writes refused in read-only mode.
+    #[serde(default)]
+    pub read_only_refused: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -221,6 +231,10 @@ pub fn build(shared: &Shared, rates: &Mutex<Rates>) -> Stats {
                 .unwrap_or_default(),
             active: st.active.load(Ordering::Relaxed),
             total: st.total.load(Ordering::Relaxed),
+            read_only_manual: st.manual_read_only.load(Ordering::Relaxed),
+            read_only: st.manual_read_only.load(Ordering::Relaxed)
+                || st.read_only_now.load(Ordering::Relaxed),
+            read_only_refused: st.read_only_refused.load(Ordering::Relaxed),
         })
         .collect();
     let dns = shared

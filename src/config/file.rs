@@ -224,6 +224,13 @@ pub struct ListenerFile {
     /// `[[listener.rule]]`: matched in order, before the routes (http listeners).
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleFile>,
+    /// Read-only mode: `["pool:pg-primary"]`, writes refused while one of these
+    /// pools has no eligible server.
+    #[serde(default)]
+    pub read_only_when: Vec<String>,
+    pub read_only_status: Option<u16>,
+    pub read_only_message: Option<String>,
+    pub read_only_retry_after: Option<Dur>,
     /// `{ from = ["10.0.0.0/8"], mode = "required" }`: accept PROXY protocol
     /// headers (v1 and v2) from these sources.
     pub proxy_protocol: Option<ProxyProtocolFile>,
@@ -450,6 +457,9 @@ pub struct RuleFile {
     pub response_set_header: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub response_del_header: Vec<String>,
+    /// The request is (true) or is not (false) a write, for read-only mode;
+    /// unset: POST, PUT, PATCH and DELETE are.
+    pub writes: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -546,6 +556,12 @@ pub struct PoolFile {
     pub send_proxy: Option<String>,
     /// TLS to the servers.
     pub tls: Option<PoolTlsFile>,
+    /// Read-only mode for the requests routed to this pool.
+    #[serde(default)]
+    pub read_only_when: Vec<String>,
+    pub read_only_status: Option<u16>,
+    pub read_only_message: Option<String>,
+    pub read_only_retry_after: Option<Dur>,
     /// What the servers speak: "http1" (HTTP/1.1, the default) or "h2" (HTTP/2:
     /// h2c, or h2 negotiated by ALPN with `[pool.tls]`), for gRPC services.
     pub protocol: Option<String>,

@@ -64,6 +64,8 @@ pub struct ListenerConfig {
     pub routes: Vec<Route>,
     /// `[[listener.rule]]`, compiled (evaluated before the routes).
     pub rules: std::sync::Arc<crate::rules::RuleSet>,
+    /// `read_only_when` (None: only an operator's switch makes it read-only).
+    pub read_only: Option<crate::rules::ReadOnly>,
     /// PROXY protocol headers accepted (None: off).
     pub proxy_protocol: Option<crate::proxy_protocol::Accept>,
     /// TLS terminated here.
@@ -215,6 +217,8 @@ pub struct PoolConfig {
     pub http2: PoolHttp2,
     /// `[pool.circuit]`: the pool-level circuit (None: off).
     pub circuit: Option<crate::pool::circuit::CircuitConfig>,
+    /// `read_only_when` for requests routed here (None: off).
+    pub read_only: Option<crate::rules::ReadOnly>,
 }
 
 /// What a pool's servers speak (`protocol`).
@@ -709,6 +713,13 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
 
     // [[pool]]
     let mut pool_index: HashMap<&str, usize> = HashMap::new();
+    // every pool by name, for keys that name other pools (read_only_when)
+    let pool_names: HashMap<&str, usize> = raw
+        .pools
+        .iter()
+        .enumerate()
+        .map(|(i, pf)| (pf.name.as_str(), i))
+        .collect();
     let mut pools = Vec::with_capacity(raw.pools.len());
     for (i, pf) in raw.pools.iter().enumerate() {
         let at = root.index("pool", i);
@@ -935,11 +946,21 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
             .tls
             .as_ref()
             .and_then(|t| tls::pool(t, &at.key("tls"), base, alpn, &mut p, &mut warnings));
+        let read_only = rules::read_only(
+            &pf.read_only_when,
+            pf.read_only_status,
+            pf.read_only_message.as_deref(),
+            pf.read_only_retry_after.map(|d| d.0),
+            &at,
+            &pool_names,
+            &mut p,
+        );
         pools.push(PoolConfig {
             tls,
             protocol,
             http2,
             circuit,
+            read_only,
             send_proxy,
             name: pf.name.clone(),
             balance: pf.balance,
@@ -1173,7 +1194,23 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
         } else {
             crate::rules::RuleSet::default()
         };
+        if lf.mode == Mode::Tcp && !lf.read_only_when.is_empty() {
+            p.add(
+                &at.key("read_only_when"),
+                "read-only mode refuses HTTP writes: it is for http listeners",
+            );
+        }
+        let read_only = rules::read_only(
+            &lf.read_only_when,
+            lf.read_only_status,
+            lf.read_only_message.as_deref(),
+            lf.read_only_retry_after.map(|d| d.0),
+            &at,
+            &pool_index,
+            &mut p,
+        );
         listeners.push(ListenerConfig {
+            read_only,
             rules: std::sync::Arc::new(rules),
             http2,
             tls,

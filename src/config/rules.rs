@@ -216,6 +216,7 @@ pub(super) fn compile(
             response_set: header_pairs(&f.response_set_header, &rat.key("response_set_header"), p),
         };
         if set_count == 0
+            && f.writes.is_none()
             && f.del_header.is_empty()
             && f.set_header.is_empty()
             && f.add_header.is_empty()
@@ -224,10 +225,12 @@ pub(super) fn compile(
         {
             p.add(
                 &rat,
-                "the rule does nothing: give deny, redirect, pool or a header edit",
+                "the rule does nothing: give deny, redirect, pool, writes or a header edit",
             );
         }
-        rules.push(Rule::new(m, terminals.into_iter().next(), edits));
+        let mut rule = Rule::new(m, terminals.into_iter().next(), edits);
+        rule.writes = f.writes;
+        rules.push(rule);
     }
     if p.list.len() > before {
         return RuleSet::default();
@@ -255,4 +258,78 @@ pub(super) fn compile(
             RuleSet::default()
         }
     }
+}
+
+/// The read-only keys of a listener or a pool: None when `read_only_when` is
+/// empty (and no other read-only key may then be given).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn read_only(
+    when: &[String],
+    status: Option<u16>,
+    message: Option<&str>,
+    retry_after: Option<std::time::Duration>,
+    at: &KeyPath,
+    pool_names: &HashMap<&str, usize>,
+    p: &mut Problems<'_>,
+) -> Option<crate::rules::ReadOnly> {
+    if when.is_empty() {
+        for (key, set) in [
+            ("read_only_status", status.is_some()),
+            ("read_only_message", message.is_some()),
+            ("read_only_retry_after", retry_after.is_some()),
+        ] {
+            if set {
+                p.add(&at.key(key), "is only used with read_only_when");
+            }
+        }
+        return None;
+    }
+    let before = p.list.len();
+    let mut pools = Vec::with_capacity(when.len());
+    for (i, w) in when.iter().enumerate() {
+        match w.strip_prefix("pool:") {
+            Some(name) => match pool_names.get(name) {
+                Some(&ix) => pools.push(ix),
+                None => p.add(
+                    &at.index("read_only_when", i),
+                    format!("pool {name:?} is not defined"),
+                ),
+            },
+            None => p.add(
+                &at.index("read_only_when", i),
+                format!(
+                    "{w:?}: write \"pool:NAME\" (read-only while that pool has no eligible server)"
+                ),
+            ),
+        }
+    }
+    let status = match status {
+        None => StatusCode::SERVICE_UNAVAILABLE,
+        Some(s) => match StatusCode::from_u16(s) {
+            Ok(st) if (400..=599).contains(&s) => st,
+            _ => {
+                p.add(
+                    &at.key("read_only_status"),
+                    format!("{s} is not an error status (400 to 599)"),
+                );
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        },
+    };
+    let body = match message {
+        Some(m) => {
+            let mut m = m.to_string();
+            if !m.ends_with('\n') {
+                m.push('\n');
+            }
+            Bytes::from(m)
+        }
+        None => Bytes::from_static(crate::rules::DEFAULT_READ_ONLY_MESSAGE.as_bytes()),
+    };
+    (p.list.len() == before).then(|| crate::rules::ReadOnly {
+        when: pools,
+        status,
+        body,
+        retry_after: retry_after.map_or(30, |d| d.as_secs().max(1)),
+    })
 }

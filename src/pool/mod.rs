@@ -439,6 +439,8 @@ pub struct Pool {
     pub http2: crate::config::PoolHttp2,
     /// `[pool.circuit]`: None, no pool-level circuit.
     pub circuit: Option<circuit::CircuitConfig>,
+    /// `read_only_when` for requests routed here.
+    pub read_only: Option<crate::rules::ReadOnly>,
     pub servers: Vec<Server>,
     pub shared: Arc<PoolShared>,
     balancer: Balancer,
@@ -497,6 +499,7 @@ impl Pool {
             protocol: cfg.protocol,
             http2: cfg.http2,
             circuit: cfg.circuit,
+            read_only: cfg.read_only.clone(),
             balancer: Balancer::new(cfg.balance, &weights, &ids),
             servers,
             shared,
@@ -852,6 +855,7 @@ mod tests {
             tls: None,
             protocol: crate::config::Protocol::Http1,
             circuit: None,
+            read_only: None,
             http2: crate::config::PoolHttp2 {
                 max_concurrent_streams: 100,
                 initial_stream_window_size: 1 << 20,

@@ -258,7 +258,7 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
         match lifecycle::decide(&ctx.shared, ctx.permits.listener(), ctx.bound, &view) {
             Decision::Pool { pool, edits } => (pool, edits),
             Decision::Reconfiguring => return answer(http::reconfiguring()),
-            d @ (Decision::Deny { .. } | Decision::Redirect { .. }) => {
+            d @ (Decision::Deny { .. } | Decision::Redirect { .. } | Decision::ReadOnly { .. }) => {
                 return answer(http::decided(d, ctx, r.method, r.target, start))
             }
         };

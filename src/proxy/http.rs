@@ -660,7 +660,8 @@ async fn handle(
     }
 }
 
-/// The answer a rule gave (deny or redirect), logged with `end=rule`.
+/// The answer a rule gave (deny or redirect), logged with `end=rule`, or read-only
+/// mode's (`end=read_only`).
 pub(super) fn decided(
     d: lifecycle::Decision,
     ctx: &ConnCtx,
@@ -668,6 +669,7 @@ pub(super) fn decided(
     target: &str,
     start: Instant,
 ) -> Response<ProxyBody> {
+    let mut end = End::Rule;
     let resp = match d {
         lifecycle::Decision::Deny { status, body } => {
             let mut r = Response::new(ProxyBody::Full(Some(body)));
@@ -690,6 +692,22 @@ pub(super) fn decided(
             }
             r
         }
+        lifecycle::Decision::ReadOnly {
+            status,
+            body,
+            retry_after,
+        } => {
+            let mut r = Response::new(ProxyBody::Full(Some(body)));
+            *r.status_mut() = status;
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            end = End::ReadOnly;
+            r
+        }
         lifecycle::Decision::Pool { .. } | lifecycle::Decision::Reconfiguring => reconfiguring(),
     };
     ctx.shared.access_log.write(&crate::accesslog::Entry {
@@ -704,7 +722,7 @@ pub(super) fn decided(
         bytes_out: 0,
         connect: None,
         total: start.elapsed(),
-        end: End::Rule,
+        end,
         tls: ctx.tls.as_deref(),
         grpc_status: None,
     });

@@ -18,7 +18,7 @@ use crate::listener::ListenerShared;
 use crate::pool::balance::hash_parts;
 use crate::pool::circuit::Admit;
 use crate::pool::{Pool, Server, ServerGuard};
-use crate::rules::{Applied, Outcome, RequestView, RuleEdits, Terminal};
+use crate::rules::{is_write, Applied, Outcome, ReadOnly, RequestView, RuleEdits, Terminal};
 use crate::upstream::UpstreamError;
 use crate::Shared;
 use bytes::Bytes;
@@ -59,6 +59,12 @@ pub enum Decision {
         status: StatusCode,
         location: String,
     },
+    /// A write while the listener or its pool is read-only.
+    ReadOnly {
+        status: StatusCode,
+        body: Bytes,
+        retry_after: u64,
+    },
     /// The listener is not in the current generation (a reload in progress).
     Reconfiguring,
 }
@@ -96,7 +102,30 @@ pub fn decide(
             Outcome::Continue(a) => (l.router.route(req.host(), req.path()), a),
         }
     };
-    match snap.pools.get(idx) {
+    let Some(pool) = snap.pools.get(idx) else {
+        return Decision::Reconfiguring;
+    };
+    if is_write(applied.writes, req.method()) {
+        match read_only(&snap, l, pool) {
+            Some((ro, why)) => {
+                listener.read_only_refused.fetch_add(1, Ordering::Relaxed);
+                if !listener.read_only_now.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(listener = %l.name, reason = %why, "read-only: writes are refused");
+                }
+                return Decision::ReadOnly {
+                    status: ro.status,
+                    body: ro.body.clone(),
+                    retry_after: ro.retry_after,
+                };
+            }
+            None => {
+                if listener.read_only_now.swap(false, Ordering::Relaxed) {
+                    tracing::info!(listener = %l.name, "writes flow again");
+                }
+            }
+        }
+    }
+    match Some(pool) {
         Some(pool) => Decision::Pool {
             pool: Arc::clone(pool),
             edits: (!applied.is_empty()).then(|| RuleEdits {
@@ -106,6 +135,41 @@ pub fn decide(
         },
         None => Decision::Reconfiguring,
     }
+}
+
+/// Whether writes are refused for a request to `pool` on the listener `l`, with
+/// the answer and why: an operator's switch, or a pool of `read_only_when` (the
+/// listener's, then the pool's) with no eligible server.
+fn read_only<'a>(
+    snap: &'a crate::snapshot::Snapshot,
+    l: &'a crate::snapshot::ListenerRuntime,
+    pool: &'a Pool,
+) -> Option<(&'a ReadOnly, String)> {
+    static MANUAL: std::sync::OnceLock<ReadOnly> = std::sync::OnceLock::new();
+    if l.shared.manual_read_only.load(Ordering::Relaxed) {
+        let ro = l
+            .read_only
+            .as_deref()
+            .unwrap_or_else(|| MANUAL.get_or_init(ReadOnly::manual));
+        return Some((ro, "switched by an operator".into()));
+    }
+    let empty = |ro: &ReadOnly| {
+        ro.when.iter().find_map(|&i| {
+            snap.pools
+                .get(i)
+                .filter(|p| p.eligible_count() == 0)
+                .map(|p| format!("pool {:?} has no eligible server", p.name))
+        })
+    };
+    for ro in [l.read_only.as_deref(), pool.read_only.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(why) = empty(ro) {
+            return Some((ro, why));
+        }
+    }
+    None
 }
 
 /// The balancing key of a request (0 unless the pool balances by hash).

@@ -1,0 +1,244 @@
+//! Read-only degradation: while the primary pool (of `read_only_when`) has no
+//! eligible server, writes get the configured answer and reads keep going to the
+//! replicas; when it comes back, writes flow again. And the operator's switch
+//! (`rampart mode read-only|normal`), which survives a reload and a restart.
+
+mod common;
+
+use common::*;
+use hyper::{Request, StatusCode};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+fn config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    primary: SocketAddr,
+    replica: SocketAddr,
+    state: &std::path::Path,
+) -> String {
+    format!(
+        r#"[global]
+threads = 1
+access_log = "text"
+state_file = "{}"
+[admin]
+bind = "{admin}"
+[[listener]]
+name = "web"
+bind = ["{listen}"]
+mode = "http"
+pool = "primary"
+read_only_when = ["pool:primary"]
+read_only_message = "System is under heavy load, job submission temporarily disabled"
+read_only_retry_after = "20s"
+  [[listener.rule]]          # reads go to the replicas
+  method = ["GET", "HEAD"]
+  pool = "replicas"
+  [[listener.rule]]          # a POST that only reads
+  path = "/search"
+  writes = false
+  pool = "replicas"
+[[pool]]
+name = "primary"
+  [pool.health]
+  kind = "http"
+  path = "/health"
+  interval = "200ms"
+  rise = 1
+  fall = 1
+  [[pool.server]]
+  address = "{primary}"
+[[pool]]
+name = "replicas"
+  [[pool.server]]
+  address = "{replica}"
+"#,
+        state.display()
+    )
+}
+
+async fn send(c: &Client, method: &str, url: &str) -> (StatusCode, String, hyper::HeaderMap) {
+    let req = Request::builder()
+        .method(method)
+        .uri(url)
+        .body(empty())
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    let (st, h) = (resp.status(), resp.headers().clone());
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (st, String::from_utf8_lossy(&body).into_owned(), h)
+}
+
+async fn health(admin: SocketAddr, pool: &str) -> String {
+    let (_, text) = admin_get(admin, &format!("/api/pools/{pool}")).await;
+    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    v["servers"][0]["health"].as_str().unwrap_or("").to_string()
+}
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_pause_while_the_primary_is_down_and_reads_go_on() {
+    let primary = Backend::start("primary", free_addr("127.0.0.1")).await;
+    let replica = Backend::start("replica", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let dir = temp_dir("ro");
+    let _p = Proxy::start(
+        &config(
+            listen,
+            admin,
+            primary.addr,
+            replica.addr,
+            &dir.join("state.json"),
+        ),
+        &[listen],
+    )
+    .await;
+    wait_for(Duration::from_secs(10), "primary UP", || {
+        block(health(admin, "primary")) == "UP"
+    })
+    .await;
+    let c = client();
+    let url = |p: &str| format!("http://{listen}{p}");
+    assert_eq!(send(&c, "POST", &url("/jobs")).await.1, "primary");
+    assert_eq!(send(&c, "GET", &url("/jobs/1")).await.1, "replica");
+
+    // the primary's health fails: writes get the configured answer
+    primary.stats.health_status.store(503, Ordering::SeqCst);
+    wait_for(Duration::from_secs(10), "primary DOWN", || {
+        block(health(admin, "primary")) == "DOWN"
+    })
+    .await;
+    let before = primary.requests();
+    for m in ["POST", "PUT", "PATCH", "DELETE"] {
+        let (st, body, h) = send(&c, m, &url("/jobs")).await;
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{m}");
+        assert_eq!(
+            body, "System is under heavy load, job submission temporarily disabled\n",
+            "{m}"
+        );
+        assert_eq!(h["retry-after"], "20", "{m}");
+    }
+    assert_eq!(primary.requests(), before, "a write reached the primary");
+    // reads go on, and a POST a rule calls a read too
+    let (st, body, _) = send(&c, "GET", &url("/jobs/1")).await;
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "replica"));
+    let (st, body, _) = send(&c, "POST", &url("/search")).await;
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "replica"));
+    let metrics = admin_get(admin, "/metrics").await.1;
+    assert_eq!(
+        metric(&metrics, "rampart_listener_read_only{listener=\"web\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "rampart_listener_read_only_refused_total{listener=\"web\"}"
+        ),
+        4.0
+    );
+    let (_, listeners) = admin_get(admin, "/api/listeners").await;
+    let v: Value = serde_json::from_str(&listeners).unwrap();
+    assert_eq!(v[0]["read_only"], true, "{v}");
+    assert_eq!(v[0]["read_only_manual"], false, "{v}");
+
+    // the primary is back: writes flow again within the health interval
+    primary.stats.health_status.store(200, Ordering::SeqCst);
+    wait_for(Duration::from_secs(10), "primary UP again", || {
+        block(health(admin, "primary")) == "UP"
+    })
+    .await;
+    let (st, body, _) = send(&c, "POST", &url("/jobs")).await;
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "primary"));
+    let metrics = admin_get(admin, "/metrics").await.1;
+    assert_eq!(
+        metric(&metrics, "rampart_listener_read_only{listener=\"web\"}"),
+        0.0
+    );
+}
+
+fn cli_mode(admin: SocketAddr, mode: &str) -> String {
+    let out = Command::new(rampart_bin())
+        .args(["mode", mode, "web", "--admin", &format!("http://{admin}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_switch_survives_a_reload_and_a_restart() {
+    let primary = Backend::start("primary", free_addr("127.0.0.1")).await;
+    let replica = Backend::start("replica", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let dir = temp_dir("ro-switch");
+    let state = dir.join("state.json");
+    let text = config(listen, admin, primary.addr, replica.addr, &state);
+    let p = Proxy::start(&text, &[listen]).await;
+    wait_for(Duration::from_secs(10), "primary UP", || {
+        block(health(admin, "primary")) == "UP"
+    })
+    .await;
+    let c = client();
+    let url = |p: &str| format!("http://{listen}{p}");
+    assert_eq!(send(&c, "POST", &url("/jobs")).await.0, StatusCode::OK);
+
+    let out = tokio::task::spawn_blocking(move || cli_mode(admin, "read-only"))
+        .await
+        .unwrap();
+    assert!(out.contains("web: read-only"), "{out}");
+    let (st, _, _) = send(&c, "POST", &url("/jobs")).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(send(&c, "GET", &url("/")).await.1, "replica");
+    assert!(p.stderr().contains("switched to read-only by an operator"));
+
+    // a reload keeps it
+    let (st, body) = admin_post(admin, "/api/reload", "").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(
+        send(&c, "POST", &url("/jobs")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    // a restart keeps it (the state file is written within a second)
+    wait_for(Duration::from_secs(5), "the state file", || {
+        std::fs::read_to_string(&state).is_ok_and(|s| s.contains("read-only"))
+    })
+    .await;
+    drop(p);
+    let p = Proxy::start(&text, &[listen]).await;
+    wait_for(Duration::from_secs(10), "primary UP", || {
+        block(health(admin, "primary")) == "UP"
+    })
+    .await;
+    assert_eq!(
+        send(&c, "POST", &url("/jobs")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(
+        p.stderr().contains("as an operator left it"),
+        "{}",
+        p.stderr()
+    );
+
+    // and back to normal
+    let out = tokio::task::spawn_blocking(move || cli_mode(admin, "normal"))
+        .await
+        .unwrap();
+    assert!(out.contains("web: normal"), "{out}");
+    let (st, body, _) = send(&c, "POST", &url("/jobs")).await;
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "primary"));
+}
