@@ -28,6 +28,8 @@ pub enum End {
     CircuitOpen,
     /// A write refused in read-only mode.
     ReadOnly,
+    /// Over a rate limit (429).
+    RateLimited,
 }
 
 impl End {
@@ -41,6 +43,7 @@ impl End {
             End::Rule => "rule",
             End::CircuitOpen => "circuit_open",
             End::ReadOnly => "read_only",
+            End::RateLimited => "rate_limited",
             End::ConnectTimeout => "connect_timeout",
             End::ServerTimeout => "server_timeout",
             End::IdleTimeout => "idle_timeout",

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod proxy_protocol;
+pub mod ratelimit;
 pub mod reload;
 pub mod router;
 pub mod rules;

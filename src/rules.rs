@@ -238,12 +238,16 @@ pub struct Rule {
     pub edits: Edits,
     /// `writes = true|false`: the request is (not) a write, for read-only mode.
     pub writes: Option<bool>,
+    /// `rate_limit = "name"`: index of a `[[rate_limit]]`.
+    pub rate_limit: Option<usize>,
     /// Its bit among the rules with edits (at most `MAX_EDIT_RULES`).
     edit_bit: Option<u8>,
 }
 
 /// Rules with header edits per listener: their matches are kept in a u64.
 pub const MAX_EDIT_RULES: usize = 64;
+/// `[[rate_limit]]` entries: the ones a request is subject to are a u64 too.
+pub const MAX_RATE_LIMITS: usize = 64;
 
 impl Rule {
     pub fn new(matcher: Match, terminal: Option<Terminal>, edits: Edits) -> Rule {
@@ -252,6 +256,7 @@ impl Rule {
             terminal,
             edits,
             writes: None,
+            rate_limit: None,
             edit_bit: None,
         }
     }
@@ -270,6 +275,8 @@ pub struct Applied {
     bits: u64,
     /// Set by the last matching rule with `writes`; None: by its method.
     pub writes: Option<bool>,
+    /// The rate limits (by index) of the matching rules.
+    pub limits: u64,
 }
 
 impl Applied {
@@ -375,6 +382,9 @@ impl RuleSet {
             }
             if rule.writes.is_some() {
                 applied.writes = rule.writes;
+            }
+            if let Some(i) = rule.rate_limit {
+                applied.limits |= 1 << i;
             }
             if let Some(t) = &rule.terminal {
                 return Outcome::Terminal(t, applied);

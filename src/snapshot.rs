@@ -25,6 +25,9 @@ pub struct Snapshot {
     pub generation: u64,
     pub listeners: Vec<ListenerRuntime>,
     pub pools: Vec<Arc<Pool>>,
+    /// `[[rate_limit]]`, indexed as the rules refer to them; their per-key
+    /// state is carried over by name.
+    pub rate_limits: Vec<Arc<crate::ratelimit::Limiter>>,
 }
 
 /// Everything a connection needs from its listener, for one generation.
@@ -60,6 +63,7 @@ impl Snapshot {
             generation: 0,
             listeners: Vec::new(),
             pools: Vec::new(),
+            rate_limits: Vec::new(),
         }
     }
 
@@ -87,10 +91,21 @@ impl Snapshot {
                 listener_runtime(l, old.map(|o| &o.shared))
             })
             .collect();
+        let rate_limits = cfg
+            .rate_limits
+            .iter()
+            .map(|rc| {
+                let store = prev
+                    .and_then(|p| p.rate_limits.iter().find(|l| l.cfg.name == rc.name))
+                    .map_or_else(Arc::default, |l| Arc::clone(&l.store));
+                Arc::new(crate::ratelimit::Limiter::new(rc.clone(), store))
+            })
+            .collect();
         Snapshot {
             generation,
             listeners,
             pools,
+            rate_limits,
         }
     }
 
@@ -121,6 +136,7 @@ impl Snapshot {
         Snapshot {
             generation: self.generation,
             listeners: self.listeners.clone(),
+            rate_limits: self.rate_limits.clone(),
             pools,
         }
     }

@@ -128,6 +128,9 @@ fn broken_configs_name_key_and_line() {
         ("read_only_when naming no pool", "pool = \"api\"\n", "pool = \"api\"\nread_only_when = [\"pool:pg\"]\n", "listener[0].read_only_when[0]", 12),
         ("read_only_when without pool:", "pool = \"api\"\n", "pool = \"api\"\nread_only_when = [\"api\"]\n", "listener[0].read_only_when[0]", 12),
         ("read_only_status without read_only_when", "pool = \"api\"\n", "pool = \"api\"\nread_only_status = 503\n", "listener[0].read_only_status", 12),
+        ("rule naming no rate limit", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  rate_limit = \"nope\"\n", "listener[0].rule[0].rate_limit", 13),
+        ("bad rate", "[[pool]]", "[[rate_limit]]\nname = \"x\"\nrate = \"100 per second\"\n\n[[pool]]", "rate_limit[0].rate", 15),
+        ("bad rate key", "[[pool]]", "[[rate_limit]]\nname = \"x\"\nkey = \"cookie\"\nrate = \"1/s\"\n\n[[pool]]", "rate_limit[0].key", 15),
         ("rules on a tcp listener", "mode = \"http\"\npool = \"api\"\n", "mode = \"tcp\"\npool = \"api\"\n  [[listener.rule]]\n  deny = 403\n", "listener[0].rule[0]", 12),
         (
             "health key of another kind",

@@ -19,6 +19,9 @@ pub struct FileConfig {
     pub listeners: Vec<ListenerFile>,
     #[serde(default, rename = "pool")]
     pub pools: Vec<PoolFile>,
+    /// `[[rate_limit]]`: limits that rules apply (`rate_limit = "name"`).
+    #[serde(default, rename = "rate_limit")]
+    pub rate_limits: Vec<RateLimitFile>,
     pub resolver: Option<ResolverFile>,
     pub ha: Option<HaFile>,
 }
@@ -279,6 +282,38 @@ impl Default for Http2File {
     }
 }
 
+/// `[[rate_limit]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFile {
+    pub name: String,
+    /// "client_ip", "header:NAME", "path", or a list of them (a combination).
+    #[serde(default = "default_rl_key")]
+    pub key: OneOrMany,
+    /// "100/s", "6000/m", "100000/h".
+    pub rate: String,
+    /// Requests allowed at once above the steady rate.
+    #[serde(default)]
+    pub burst: u64,
+    /// Keys tracked at most (memory bound).
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+fn default_rl_key() -> OneOrMany {
+    OneOrMany::One("client_ip".into())
+}
+fn default_max_keys() -> usize {
+    100_000
+}
+
 /// `[pool.circuit]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -460,6 +495,8 @@ pub struct RuleFile {
     /// The request is (true) or is not (false) a write, for read-only mode;
     /// unset: POST, PUT, PATCH and DELETE are.
     pub writes: Option<bool>,
+    /// A `[[rate_limit]]` by name that the request must conform to.
+    pub rate_limit: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -22,6 +22,8 @@ pub struct Config {
     pub admin: Admin,
     pub listeners: Vec<ListenerConfig>,
     pub pools: Vec<PoolConfig>,
+    /// `[[rate_limit]]`: rules refer to them by index.
+    pub rate_limits: Vec<crate::ratelimit::RateLimitConfig>,
     pub resolver: ResolverConfig,
     pub ha: Option<HaConfig>,
     /// Things that are allowed but probably not meant; `rampart check` prints them.
@@ -986,6 +988,14 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
         });
     }
 
+    // [[rate_limit]]
+    let rate_limits = rules::rate_limits(&raw.rate_limits, &root, &mut p);
+    let limit_index: HashMap<&str, usize> = rate_limits
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.name.as_str(), i))
+        .collect();
+
     // [[listener]]
     if raw.listeners.is_empty() {
         p.add(
@@ -1187,6 +1197,7 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
                 &lf.rules,
                 &at,
                 &pool_index,
+                &limit_index,
                 &mut used_pools,
                 &mut p,
                 &mut warnings,
@@ -1326,6 +1337,7 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
         admin,
         listeners,
         pools,
+        rate_limits,
         warnings,
     })
 }

@@ -73,10 +73,12 @@ fn header_names(
 
 /// Compiles a listener's rules; `pools` maps pool names to their index (and
 /// marks the ones used).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn compile(
     files: &[RuleFile],
     at: &KeyPath,
     pool_index: &HashMap<&str, usize>,
+    limit_index: &HashMap<&str, usize>,
     used_pools: &mut [bool],
     p: &mut Problems<'_>,
     warnings: &mut Vec<String>,
@@ -215,8 +217,19 @@ pub(super) fn compile(
             response_del: header_names(&f.response_del_header, &rat, "response_del_header", p),
             response_set: header_pairs(&f.response_set_header, &rat.key("response_set_header"), p),
         };
+        let rate_limit = f.rate_limit.as_ref().and_then(|n| {
+            let ix = limit_index.get(n.as_str()).copied();
+            if ix.is_none() {
+                p.add(
+                    &rat.key("rate_limit"),
+                    format!("no [[rate_limit]] is named {n:?}"),
+                );
+            }
+            ix
+        });
         if set_count == 0
             && f.writes.is_none()
+            && f.rate_limit.is_none()
             && f.del_header.is_empty()
             && f.set_header.is_empty()
             && f.add_header.is_empty()
@@ -225,11 +238,12 @@ pub(super) fn compile(
         {
             p.add(
                 &rat,
-                "the rule does nothing: give deny, redirect, pool, writes or a header edit",
+                "the rule does nothing: give deny, redirect, pool, rate_limit, writes or a header edit",
             );
         }
         let mut rule = Rule::new(m, terminals.into_iter().next(), edits);
         rule.writes = f.writes;
+        rule.rate_limit = rate_limit;
         rules.push(rule);
     }
     if p.list.len() > before {
@@ -332,4 +346,84 @@ pub(super) fn read_only(
         body,
         retry_after: retry_after.map_or(30, |d| d.as_secs().max(1)),
     })
+}
+
+/// `[[rate_limit]]` entries, checked.
+pub(super) fn rate_limits(
+    files: &[super::file::RateLimitFile],
+    root: &KeyPath,
+    p: &mut Problems<'_>,
+) -> Vec<crate::ratelimit::RateLimitConfig> {
+    use crate::ratelimit::{KeyPart, RateLimitConfig};
+    let mut out: Vec<RateLimitConfig> = Vec::with_capacity(files.len());
+    if files.len() > crate::rules::MAX_RATE_LIMITS {
+        p.add(
+            &root.key("rate_limit"),
+            format!("at most {} rate limits", crate::rules::MAX_RATE_LIMITS),
+        );
+    }
+    for (i, f) in files.iter().enumerate() {
+        let at = root.index("rate_limit", i);
+        if f.name.trim().is_empty() {
+            p.add(&at.key("name"), "must not be empty");
+        } else if out.iter().any(|o| o.name == f.name) {
+            p.add(&at.key("name"), format!("{:?} is defined twice", f.name));
+        }
+        let keys: Vec<&String> = match &f.key {
+            super::file::OneOrMany::One(k) => vec![k],
+            super::file::OneOrMany::Many(ks) => ks.iter().collect(),
+        };
+        let mut key = Vec::new();
+        for k in keys {
+            match k.as_str() {
+                "client_ip" => key.push(KeyPart::ClientIp),
+                "path" => key.push(KeyPart::Path),
+                h if h.starts_with("header:") => {
+                    match HeaderName::from_bytes(&h.as_bytes()["header:".len()..]) {
+                        Ok(n) => key.push(KeyPart::Header(n.as_str().to_string())),
+                        Err(_) => p.add(&at.key("key"), format!("{h:?}: not a header name")),
+                    }
+                }
+                other => p.add(
+                    &at.key("key"),
+                    format!("unknown key {other:?}: use \"client_ip\", \"header:NAME\", \"path\" or a list of them"),
+                ),
+            }
+        }
+        if key.is_empty() {
+            p.add(&at.key("key"), "give at least one key part");
+        }
+        let rate = f.rate.split_once('/').and_then(|(n, u)| {
+            let n: u64 = n.trim().parse().ok()?;
+            let per = match u.trim() {
+                "s" | "sec" | "second" => std::time::Duration::from_secs(1),
+                "m" | "min" | "minute" => std::time::Duration::from_secs(60),
+                "h" | "hour" => std::time::Duration::from_secs(3600),
+                _ => return None,
+            };
+            (n > 0 && n <= 1_000_000_000).then_some((n, per))
+        });
+        let Some((rate, per)) = rate else {
+            p.add(
+                &at.key("rate"),
+                format!(
+                    "{:?}: write requests per second, minute or hour, e.g. \"100/s\", \"6000/m\"",
+                    f.rate
+                ),
+            );
+            continue;
+        };
+        if f.max_keys < 16 {
+            p.add(&at.key("max_keys"), "must be at least 16");
+        }
+        out.push(RateLimitConfig {
+            name: f.name.clone(),
+            key,
+            rate,
+            per,
+            burst: f.burst,
+            max_keys: f.max_keys,
+        });
+    }
+    out
 }

@@ -258,7 +258,10 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
         match lifecycle::decide(&ctx.shared, ctx.permits.listener(), ctx.bound, &view) {
             Decision::Pool { pool, edits } => (pool, edits),
             Decision::Reconfiguring => return answer(http::reconfiguring()),
-            d @ (Decision::Deny { .. } | Decision::Redirect { .. } | Decision::ReadOnly { .. }) => {
+            d @ (Decision::Deny { .. }
+            | Decision::Redirect { .. }
+            | Decision::ReadOnly { .. }
+            | Decision::Limited { .. }) => {
                 return answer(http::decided(d, ctx, r.method, r.target, start))
             }
         };

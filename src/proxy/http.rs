@@ -708,6 +708,27 @@ pub(super) fn decided(
             end = End::ReadOnly;
             r
         }
+        lifecycle::Decision::Limited {
+            name,
+            policy,
+            retry_after,
+        } => {
+            let mut r = plain(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("429 Too Many Requests: rate limit \"{name}\"\n"),
+            );
+            let h = r.headers_mut();
+            h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            if let Ok(v) = HeaderValue::from_str(&policy) {
+                h.insert("ratelimit-policy", v);
+            }
+            // IETF httpapi-ratelimit-headers: none left, reset in t seconds
+            if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";r=0;t={retry_after}")) {
+                h.insert("ratelimit", v);
+            }
+            end = End::RateLimited;
+            r
+        }
         lifecycle::Decision::Pool { .. } | lifecycle::Decision::Reconfiguring => reconfiguring(),
     };
     ctx.shared.access_log.write(&crate::accesslog::Entry {

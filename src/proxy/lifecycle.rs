@@ -65,6 +65,14 @@ pub enum Decision {
         body: Bytes,
         retry_after: u64,
     },
+    /// Over a rate limit: 429.
+    Limited {
+        name: String,
+        /// `RateLimit-Policy`.
+        policy: String,
+        /// Seconds until the request would conform (at least 1).
+        retry_after: u64,
+    },
     /// The listener is not in the current generation (a reload in progress).
     Reconfiguring,
 }
@@ -105,6 +113,24 @@ pub fn decide(
     let Some(pool) = snap.pools.get(idx) else {
         return Decision::Reconfiguring;
     };
+    if applied.limits != 0 {
+        let now = crate::ratelimit::now_us();
+        let mut bits = applied.limits;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let Some(limiter) = snap.rate_limits.get(i) else {
+                continue;
+            };
+            if let Err(over) = limiter.check(limiter.key(req), now) {
+                return Decision::Limited {
+                    name: limiter.cfg.name.clone(),
+                    policy: limiter.cfg.policy_header(),
+                    retry_after: over.retry_after.as_micros().div_ceil(1_000_000).max(1) as u64,
+                };
+            }
+        }
+    }
     if is_write(applied.writes, req.method()) {
         match read_only(&snap, l, pool) {
             Some((ro, why)) => {
