@@ -232,6 +232,17 @@ impl Control {
                     last_tick = Instant::now();
                     let shared = Arc::clone(&self.shared);
                     shared.rates.lock().unwrap_or_else(|e| e.into_inner()).sample(&shared, dt);
+                    // quota counts change with traffic: written at most once a second
+                    if self
+                        .shared
+                        .snapshot
+                        .load()
+                        .rate_limits
+                        .iter()
+                        .any(|l| l.store.quotas_changed.swap(false, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        self.dirty = true;
+                    }
                     if self.dirty && !self.shared.handed_over.is_cancelled() {
                         self.dirty = false;
                         self.save_state(false);

@@ -62,6 +62,20 @@ enum Command {
         #[arg(long, env = "RAMPART_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Show quota use (`show [KEY]`) or forget a key's use (`reset KEY`).
+    Quota {
+        #[arg(value_parser = ["show", "reset"])]
+        action: String,
+        /// The key as the limit counts it (an API key, a client IP, ...).
+        key: Option<String>,
+        /// Only this [[rate_limit]].
+        #[arg(long)]
+        limit: Option<String>,
+        #[arg(long, default_value = "http://127.0.0.1:8404", env = "RAMPART_ADMIN")]
+        admin: String,
+        #[arg(long, env = "RAMPART_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Switch a listener to read-only (writes refused, reads served) or back to
     /// normal; kept across reloads and, with a state file, restarts.
     Mode {
@@ -204,6 +218,37 @@ fn main() -> ExitCode {
                 "{pool}/{}: {} (weight {})",
                 v.id, v.status, v.weight
             ))
+        }),
+        Command::Quota {
+            action,
+            key,
+            limit,
+            admin,
+            token,
+        } => admin_call(admin, token, |c| async move {
+            if action == "reset" {
+                let Some(key) = key else {
+                    return Ok("give the KEY to reset".to_string());
+                };
+                let reset = c.reset_quota(&key, limit.as_deref()).await?;
+                return Ok(if reset.is_empty() {
+                    format!("{key}: no quota use to reset")
+                } else {
+                    format!("{key}: reset in {}", reset.join(", "))
+                });
+            }
+            let list = c.quotas(key.as_deref(), limit.as_deref()).await?;
+            let mut out = String::new();
+            for q in &list {
+                out.push_str(&format!(
+                    "{} {}: {}/{} used, {} left, resets in {}s\n",
+                    q.limit, q.key, q.used, q.quota, q.remaining, q.resets_in
+                ));
+            }
+            if list.is_empty() {
+                out.push_str("no quota use\n");
+            }
+            Ok(out.trim_end().to_string())
         }),
         Command::Mode {
             mode,

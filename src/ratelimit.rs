@@ -13,7 +13,6 @@
 
 use crate::rules::RequestView;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -31,28 +30,36 @@ pub enum KeyPart {
 pub struct RateLimitConfig {
     pub name: String,
     pub key: Vec<KeyPart>,
-    /// Requests per `per`.
-    pub rate: u64,
-    pub per: Duration,
+    /// (requests, per): the GCRA rate.
+    pub rate: Option<(u64, Duration)>,
     pub burst: u64,
+    /// (requests, window): a quota per fixed UTC window (a day or an hour).
+    pub quota: Option<(u64, Duration)>,
     pub max_keys: usize,
 }
 
 impl RateLimitConfig {
     /// T, the time one request "costs", in microseconds.
-    fn interval_us(&self) -> u64 {
-        (self.per.as_micros() as u64 / self.rate.max(1)).max(1)
+    fn interval_us(&self, (n, per): (u64, Duration)) -> u64 {
+        (per.as_micros() as u64 / n.max(1)).max(1)
     }
 
-    /// `RateLimit-Policy` (IETF httpapi-ratelimit-headers): `"name";q=100;w=1`.
-    pub fn policy_header(&self) -> String {
-        format!(
-            "\"{}\";q={};w={}",
-            self.name,
-            self.rate,
-            self.per.as_secs().max(1)
-        )
+    /// `RateLimit-Policy` (IETF httpapi-ratelimit-headers) for what limited a
+    /// request: `"name";q=100;w=1`.
+    pub fn policy_header(&self, quota: bool) -> String {
+        let (q, w) = if quota { self.quota } else { self.rate }.unwrap_or((0, Duration::ZERO));
+        format!("\"{}\";q={};w={}", self.name, q, w.as_secs().max(1))
     }
+}
+
+/// One key's quota: the window it counts in and the requests used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaEntry {
+    /// The key as text (for operators: `rampart quota show`).
+    pub key: String,
+    /// The window's number (UTC seconds / window length).
+    pub window: u64,
+    pub used: u64,
 }
 
 const SHARDS: usize = 16;
@@ -61,12 +68,17 @@ const SHARDS: usize = 16;
 #[derive(Debug)]
 pub struct Store {
     shards: Vec<Mutex<HashMap<u64, u64>>>,
+    quotas: Vec<Mutex<HashMap<u64, QuotaEntry>>>,
+    /// Quota counts changed since the state file was last written.
+    pub quotas_changed: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Store {
     fn default() -> Store {
         Store {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            quotas: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            quotas_changed: Default::default(),
         }
     }
 }
@@ -97,6 +109,15 @@ pub struct Limiter {
 pub struct Limited {
     /// When the request would conform.
     pub retry_after: Duration,
+    /// By the quota (else by the rate).
+    pub quota: bool,
+}
+
+/// Seconds since the Unix epoch (quota windows are UTC).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Microseconds on a monotonic clock (the process's own epoch).
@@ -110,25 +131,196 @@ impl Limiter {
         Limiter { cfg, store }
     }
 
-    /// The key of a request under this limit.
+    /// The key of a request under this limit: FNV-1a over its parts, stable
+    /// across processes and builds (quota counts are saved by it).
     pub fn key(&self, r: &impl RequestView) -> u64 {
-        // SipHash with fixed keys: the same request maps to the same key in
-        // every worker thread
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |bytes: &[u8]| {
+            for &b in bytes {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
         for part in &self.cfg.key {
             match part {
-                KeyPart::ClientIp => r.src().hash(&mut h),
-                KeyPart::Header(n) => r.header(n).unwrap_or(b"").hash(&mut h),
-                KeyPart::Path => r.path().hash(&mut h),
+                KeyPart::ClientIp => match r.src().to_canonical() {
+                    std::net::IpAddr::V4(a) => feed(&a.octets()),
+                    std::net::IpAddr::V6(a) => feed(&a.octets()),
+                },
+                KeyPart::Header(n) => feed(r.header(n).unwrap_or(b"")),
+                KeyPart::Path => feed(r.path().as_bytes()),
             }
-            0xffu8.hash(&mut h);
+            feed(&[0xff]);
         }
-        h.finish()
+        h
     }
 
-    /// Whether a request with `key` at `now` (µs) conforms; counts it if so.
-    pub fn check(&self, key: u64, now: u64) -> Result<(), Limited> {
-        let t = self.cfg.interval_us();
+    /// The key of a request as text (for quotas, which operators look up).
+    pub fn key_text(&self, r: &impl RequestView) -> String {
+        let mut out = String::new();
+        for (i, part) in self.cfg.key.iter().enumerate() {
+            if i > 0 {
+                out.push('|');
+            }
+            match part {
+                KeyPart::ClientIp => out.push_str(&r.src().to_string()),
+                KeyPart::Header(n) => {
+                    out.push_str(&String::from_utf8_lossy(r.header(n).unwrap_or(b"")))
+                }
+                KeyPart::Path => out.push_str(r.path()),
+            }
+        }
+        out
+    }
+
+    /// Whether a request conforms to this limit: its rate (GCRA, `now` in µs)
+    /// and its quota (`unix` seconds); counted by both if so.
+    pub fn admit(&self, r: &impl RequestView, now: u64, unix: u64) -> Result<(), Limited> {
+        let key = self.key(r);
+        if self.cfg.quota.is_some() {
+            self.quota_check(key, || self.key_text(r), unix, false)?;
+        }
+        if let Some(rate) = self.cfg.rate {
+            self.check(key, rate, now)?;
+        }
+        if self.cfg.quota.is_some() {
+            self.quota_check(key, String::new, unix, true)?;
+        }
+        Ok(())
+    }
+
+    /// The quota of `key` at `unix`: Err when used up; counts one when `count`.
+    fn quota_check(
+        &self,
+        key: u64,
+        text: impl FnOnce() -> String,
+        unix: u64,
+        count: bool,
+    ) -> Result<(), Limited> {
+        let Some((limit, window)) = self.cfg.quota else {
+            return Ok(());
+        };
+        let len = window.as_secs().max(1);
+        let current = unix / len;
+        let shard = &self.store.quotas[(key % SHARDS as u64) as usize];
+        let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let used = m
+            .get(&key)
+            .filter(|e| e.window == current)
+            .map_or(0, |e| e.used);
+        if used >= limit {
+            return Err(Limited {
+                retry_after: Duration::from_secs((current + 1) * len - unix),
+                quota: true,
+            });
+        }
+        if !count {
+            if !m.contains_key(&key) {
+                let per_shard = (self.cfg.max_keys / SHARDS).max(1);
+                if m.len() >= per_shard {
+                    // full: keys of past windows go first, else any one
+                    let old: Vec<u64> = m
+                        .iter()
+                        .take(8)
+                        .filter(|(_, e)| e.window != current)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    if old.is_empty() {
+                        if let Some(k) = m.keys().next().copied() {
+                            m.remove(&k);
+                        }
+                    }
+                    for k in old {
+                        m.remove(&k);
+                    }
+                }
+                m.insert(
+                    key,
+                    QuotaEntry {
+                        key: text(),
+                        window: current,
+                        used: 0,
+                    },
+                );
+            }
+            return Ok(());
+        }
+        if let Some(e) = m.get_mut(&key) {
+            if e.window != current {
+                e.window = current;
+                e.used = 0;
+            }
+            e.used += 1;
+            self.store
+                .quotas_changed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Quota entries (all, or those whose key text is `key`), in the current window.
+    pub fn quotas(&self, key: Option<&str>, unix: u64) -> Vec<QuotaEntry> {
+        let Some((_, window)) = self.cfg.quota else {
+            return Vec::new();
+        };
+        let current = unix / window.as_secs().max(1);
+        let mut out = Vec::new();
+        for shard in &self.store.quotas {
+            let m = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for e in m.values() {
+                if key.is_none_or(|k| k == e.key) {
+                    let mut e = e.clone();
+                    if e.window != current {
+                        e.used = 0;
+                        e.window = current;
+                    }
+                    out.push(e);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// Forgets the quota use of the key whose text is `key`; whether it had any.
+    pub fn reset_quota(&self, key: &str) -> bool {
+        let mut found = false;
+        for shard in &self.store.quotas {
+            let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let before = m.len();
+            m.retain(|_, e| e.key != key);
+            found |= m.len() != before;
+        }
+        if found {
+            self.store
+                .quotas_changed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// Puts saved quota use back (state file), keyed as requests would be.
+    pub fn restore_quota(&self, hash: u64, e: QuotaEntry) {
+        let shard = &self.store.quotas[(hash % SHARDS as u64) as usize];
+        shard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hash, e);
+    }
+
+    /// Every quota entry with its key hash (state file).
+    pub fn quota_entries(&self) -> Vec<(u64, QuotaEntry)> {
+        let mut out = Vec::new();
+        for shard in &self.store.quotas {
+            let m = shard.lock().unwrap_or_else(|e| e.into_inner());
+            out.extend(m.iter().map(|(k, e)| (*k, e.clone())));
+        }
+        out
+    }
+
+    /// Whether a request with `key` at `now` (µs) conforms to `rate`; counts it if so.
+    pub fn check(&self, key: u64, rate: (u64, Duration), now: u64) -> Result<(), Limited> {
+        let t = self.cfg.interval_us(rate);
         let tau = t.saturating_mul(self.cfg.burst);
         let shard = &self.store.shards[(key % SHARDS as u64) as usize];
         let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
@@ -136,6 +328,7 @@ impl Limiter {
         if now + tau < tat {
             return Err(Limited {
                 retry_after: Duration::from_micros(tat - tau - now),
+                quota: false,
             });
         }
         let per_shard = (self.cfg.max_keys / SHARDS).max(1);
@@ -175,9 +368,9 @@ mod tests {
             RateLimitConfig {
                 name: "t".into(),
                 key: vec![KeyPart::ClientIp],
-                rate,
-                per: Duration::from_secs(1),
+                rate: Some((rate, Duration::from_secs(1))),
                 burst,
+                quota: None,
                 max_keys,
             },
             Arc::default(),
@@ -186,28 +379,87 @@ mod tests {
 
     #[test]
     fn gcra_allows_burst_then_the_rate() {
+        const R: (u64, Duration) = (100, Duration::from_secs(1));
         let l = limiter(100, 10, 1000);
         let t0 = 1_000_000;
         // burst + 1 at once
         for i in 0..11 {
-            assert!(l.check(1, t0).is_ok(), "request {i}");
+            assert!(l.check(1, R, t0).is_ok(), "request {i}");
         }
-        let e = l.check(1, t0).unwrap_err();
+        let e = l.check(1, R, t0).unwrap_err();
         assert_eq!(e.retry_after, Duration::from_millis(10));
         // one more every 10 ms
-        assert!(l.check(1, t0 + 9_999).is_err());
-        assert!(l.check(1, t0 + 10_000).is_ok());
-        assert!(l.check(1, t0 + 10_000).is_err());
+        assert!(l.check(1, R, t0 + 9_999).is_err());
+        assert!(l.check(1, R, t0 + 10_000).is_ok());
+        assert!(l.check(1, R, t0 + 10_000).is_err());
         // over one second at a steady 200/s, about 100 pass
         let mut ok = 0;
         for i in 0..200 {
-            if l.check(2, t0 + i * 5_000).is_ok() {
+            if l.check(2, R, t0 + i * 5_000).is_ok() {
                 ok += 1;
             }
         }
         assert!((105..=112).contains(&ok), "{ok}");
         // another key is not affected
-        assert!(l.check(3, t0).is_ok());
+        assert!(l.check(3, R, t0).is_ok());
+    }
+
+    struct Req(&'static str);
+    impl RequestView for Req {
+        fn method(&self) -> &str {
+            "POST"
+        }
+        fn host(&self) -> Option<&str> {
+            None
+        }
+        fn target(&self) -> &str {
+            "/jobs"
+        }
+        fn header(&self, _: &str) -> Option<&[u8]> {
+            Some(self.0.as_bytes())
+        }
+        fn src(&self) -> std::net::IpAddr {
+            std::net::IpAddr::from([10, 0, 0, 1])
+        }
+    }
+
+    #[test]
+    fn a_daily_quota_counts_per_utc_day() {
+        let l = Limiter::new(
+            RateLimitConfig {
+                name: "jobs".into(),
+                key: vec![KeyPart::Header("x-api-key".into())],
+                rate: None,
+                burst: 0,
+                quota: Some((3, Duration::from_secs(86_400))),
+                max_keys: 1000,
+            },
+            Arc::default(),
+        );
+        // 2026-11-30 12:00 UTC
+        let noon = 1_795_953_600 + 12 * 3600;
+        let midnight = (noon / 86_400 + 1) * 86_400;
+        for _ in 0..3 {
+            assert!(l.admit(&Req("free-1"), 0, noon).is_ok());
+        }
+        let e = l.admit(&Req("free-1"), 0, noon).unwrap_err();
+        assert!(e.quota);
+        assert_eq!(e.retry_after, Duration::from_secs(midnight - noon));
+        // another key has its own
+        assert!(l.admit(&Req("free-2"), 0, noon).is_ok());
+        let q = l.quotas(Some("free-1"), noon);
+        assert_eq!((q.len(), q[0].used), (1, 3));
+        // the next UTC day starts over
+        assert!(l.admit(&Req("free-1"), 0, midnight).is_ok());
+        assert_eq!(l.quotas(Some("free-1"), midnight)[0].used, 1);
+        // an operator's reset
+        for _ in 0..2 {
+            assert!(l.admit(&Req("free-1"), 0, midnight).is_ok());
+        }
+        assert!(l.admit(&Req("free-1"), 0, midnight).is_err());
+        assert!(l.reset_quota("free-1"));
+        assert!(l.admit(&Req("free-1"), 0, midnight).is_ok());
+        assert!(!l.reset_quota("nobody"));
     }
 
     #[test]
@@ -217,7 +469,11 @@ mod tests {
         for k in 0..1_000_000u64 {
             // all live (each just made a request): eviction by sampling
             assert!(l
-                .check(k.wrapping_mul(0x9E37_79B9_7F4A_7C15), t0 + k)
+                .check(
+                    k.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    (10, Duration::from_secs(1)),
+                    t0 + k
+                )
                 .is_ok());
         }
         let n = l.store.len();

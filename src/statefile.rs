@@ -42,12 +42,26 @@ pub struct SavedListener {
     pub mode: String,
 }
 
+/// A key's use of a quota in the current window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedQuota {
+    /// The `[[rate_limit]]` name.
+    pub limit: String,
+    pub key: String,
+    /// The key's hash, as requests compute it.
+    pub hash: u64,
+    pub window: u64,
+    pub used: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateFile {
     pub version: u32,
     pub servers: Vec<SavedServer>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<SavedListener>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quotas: Vec<SavedQuota>,
 }
 
 impl Default for StateFile {
@@ -56,6 +70,7 @@ impl Default for StateFile {
             version: 1,
             servers: Vec::new(),
             listeners: Vec::new(),
+            quotas: Vec::new(),
         }
     }
 }
@@ -81,6 +96,25 @@ pub fn capture_merged(snap: &Snapshot, previous: &StateFile) -> StateFile {
 
 /// What the snapshot holds now.
 pub fn capture(snap: &Snapshot) -> StateFile {
+    let unix = crate::ratelimit::unix_now();
+    let quotas = snap
+        .rate_limits
+        .iter()
+        .filter_map(|l| Some((l, l.cfg.quota?)))
+        .flat_map(|(l, (_, window))| {
+            let current = unix / window.as_secs().max(1);
+            l.quota_entries()
+                .into_iter()
+                .filter(move |(_, e)| e.window == current && e.used > 0)
+                .map(move |(hash, e)| SavedQuota {
+                    limit: l.cfg.name.clone(),
+                    key: e.key,
+                    hash,
+                    window: e.window,
+                    used: e.used,
+                })
+        })
+        .collect();
     let listeners = snap
         .listeners
         .iter()
@@ -110,6 +144,7 @@ pub fn capture(snap: &Snapshot) -> StateFile {
         version: 1,
         servers,
         listeners,
+        quotas,
     }
 }
 
@@ -156,6 +191,18 @@ pub fn load(path: &Path) -> Result<StateFile, StateFileError> {
 pub fn restore(snap: &Snapshot, state: &StateFile) -> usize {
     let now = crate::clock::now_ms();
     let mut n = 0;
+    for q in &state.quotas {
+        if let Some(l) = snap.rate_limits.iter().find(|l| l.cfg.name == q.limit) {
+            l.restore_quota(
+                q.hash,
+                crate::ratelimit::QuotaEntry {
+                    key: q.key.clone(),
+                    window: q.window,
+                    used: q.used,
+                },
+            );
+        }
+    }
     for saved in &state.listeners {
         if let Some(l) = snap.listeners.iter().find(|l| *l.name == *saved.name) {
             let ro = saved.mode == "read-only";
@@ -239,6 +286,7 @@ name = "api"
                 saved("gone", "10.1.1.2:80", "maint", None),
             ],
             listeners: vec![],
+            quotas: vec![],
         };
         assert_eq!(restore(&snap, &previous), 1);
         let st = &snap.pools[0].servers[0].state;
@@ -272,6 +320,13 @@ name = "api"
             listeners: vec![SavedListener {
                 name: "web".into(),
                 mode: "read-only".into(),
+            }],
+            quotas: vec![SavedQuota {
+                limit: "jobs".into(),
+                key: "k1".into(),
+                hash: 7,
+                window: 20_787,
+                used: 100,
             }],
         };
         save(&path, &st).unwrap();

@@ -131,6 +131,8 @@ fn broken_configs_name_key_and_line() {
         ("rule naming no rate limit", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  rate_limit = \"nope\"\n", "listener[0].rule[0].rate_limit", 13),
         ("bad rate", "[[pool]]", "[[rate_limit]]\nname = \"x\"\nrate = \"100 per second\"\n\n[[pool]]", "rate_limit[0].rate", 15),
         ("bad rate key", "[[pool]]", "[[rate_limit]]\nname = \"x\"\nkey = \"cookie\"\nrate = \"1/s\"\n\n[[pool]]", "rate_limit[0].key", 15),
+        ("rate limit without rate or quota", "[[pool]]", "[[rate_limit]]\nname = \"x\"\n\n[[pool]]", "rate_limit[0]", 13),
+        ("bad quota", "[[pool]]", "[[rate_limit]]\nname = \"x\"\nquota = \"100/week\"\n\n[[pool]]", "rate_limit[0].quota", 15),
         ("rules on a tcp listener", "mode = \"http\"\npool = \"api\"\n", "mode = \"tcp\"\npool = \"api\"\n  [[listener.rule]]\n  deny = 403\n", "listener[0].rule[0]", 12),
         (
             "health key of another kind",

@@ -150,3 +150,150 @@ async fn a_client_over_its_rate_gets_429_and_others_do_not() {
         StatusCode::TOO_MANY_REQUESTS
     );
 }
+
+fn quota_config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    backend: SocketAddr,
+    state: &std::path::Path,
+) -> String {
+    format!(
+        r#"[global]
+threads = 1
+state_file = "{}"
+[admin]
+bind = "{admin}"
+[[rate_limit]]
+name = "jobs"
+key = "header:x-api-key"
+quota = "100/day"
+[[listener]]
+name = "web"
+bind = ["{listen}"]
+mode = "http"
+pool = "api"
+  [[listener.rule]]
+  method = ["POST"]
+  path = "/jobs"
+  rate_limit = "jobs"
+[[pool]]
+name = "api"
+  [[pool.server]]
+  address = "{backend}"
+"#,
+        state.display()
+    )
+}
+
+async fn post_job(c: &Client, listen: SocketAddr, key: &str) -> (StatusCode, hyper::HeaderMap) {
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("http://{listen}/jobs"))
+        .header("x-api-key", key)
+        .body(empty())
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    (resp.status(), resp.headers().clone())
+}
+
+fn cli(admin: SocketAddr, args: &[&str]) -> String {
+    let out = std::process::Command::new(rampart_bin())
+        .args(args)
+        .args(["--admin", &format!("http://{admin}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daily_quota_of_100_survives_a_reload_and_a_restart() {
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let dir = temp_dir("quota");
+    let state = dir.join("state.json");
+    let text = quota_config(listen, admin, backend.addr, &state);
+    let p = Proxy::start(&text, &[listen]).await;
+    let c = client();
+    for i in 0..100 {
+        assert_eq!(
+            post_job(&c, listen, "free-1").await.0,
+            StatusCode::OK,
+            "job {i}"
+        );
+    }
+    // the 101st: 429 until the next UTC day
+    let (st, h) = post_job(&c, listen, "free-1").await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+    let ra: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let to_midnight = (now / 86_400 + 1) * 86_400 - now;
+    assert!(
+        ra.abs_diff(to_midnight) <= 2,
+        "Retry-After {ra}, midnight in {to_midnight}"
+    );
+    assert_eq!(h["ratelimit-policy"], "\"jobs\";q=100;w=86400");
+    // another key, and other requests, are not counted against it
+    assert_eq!(post_job(&c, listen, "free-2").await.0, StatusCode::OK);
+    assert_eq!(
+        get(&c, &format!("http://{listen}/jobs")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(backend.requests(), 102);
+
+    // a reload keeps the count
+    let (st, body) = admin_post(admin, "/api/reload", "").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(
+        post_job(&c, listen, "free-1").await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let shown = tokio::task::spawn_blocking(move || cli(admin, &["quota", "show", "free-1"]))
+        .await
+        .unwrap();
+    assert!(
+        shown.contains("jobs free-1: 100/100 used, 0 left"),
+        "{shown}"
+    );
+
+    // so does a restart (the state file is written within a second)
+    wait_for(
+        std::time::Duration::from_secs(5),
+        "quotas in the state file",
+        || std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"used\": 100")),
+    )
+    .await;
+    drop(p);
+    let _p = Proxy::start(&text, &[listen]).await;
+    assert_eq!(
+        post_job(&c, listen, "free-1").await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(post_job(&c, listen, "free-2").await.0, StatusCode::OK);
+
+    // an operator resets the key
+    let out = tokio::task::spawn_blocking(move || cli(admin, &["quota", "reset", "free-1"]))
+        .await
+        .unwrap();
+    assert!(out.contains("free-1: reset in jobs"), "{out}");
+    assert_eq!(post_job(&c, listen, "free-1").await.0, StatusCode::OK);
+    let (_, list) = admin_get(admin, "/api/quotas?limit=jobs").await;
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let free1 = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["key"] == "free-1")
+        .unwrap();
+    assert_eq!(
+        (free1["used"].as_u64(), free1["remaining"].as_u64()),
+        (Some(1), Some(99))
+    );
+}

@@ -166,6 +166,55 @@ impl AdminClient {
         )?)
     }
 
+    /// `GET /api/quotas`: every key's use (or one key's, or one limit's).
+    pub async fn quotas(
+        &self,
+        key: Option<&str>,
+        limit: Option<&str>,
+    ) -> Result<Vec<crate::admin::QuotaView>, ClientError> {
+        let mut q = Vec::new();
+        if let Some(k) = key {
+            q.push(format!("key={}", encode(k)));
+        }
+        if let Some(l) = limit {
+            q.push(format!("limit={}", encode(l)));
+        }
+        let path = if q.is_empty() {
+            "/api/quotas".to_string()
+        } else {
+            format!("/api/quotas?{}", q.join("&"))
+        };
+        Ok(serde_json::from_slice(
+            &self.request(http::Method::GET, &path, None).await?,
+        )?)
+    }
+
+    /// `POST /api/quotas/reset`: the limits whose quota `key` had used.
+    pub async fn reset_quota(
+        &self,
+        key: &str,
+        limit: Option<&str>,
+    ) -> Result<Vec<String>, ClientError> {
+        let body = serde_json::json!({ "key": key, "limit": limit });
+        let v: serde_json::Value = serde_json::from_slice(
+            &self
+                .request(
+                    http::Method::POST,
+                    "/api/quotas/reset",
+                    Some(body.to_string()),
+                )
+                .await?,
+        )?;
+        Ok(v["reset"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// `POST /api/listeners/{name}/mode`: "read-only" or "normal".
     pub async fn set_mode(
         &self,

@@ -144,6 +144,15 @@ async fn route(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Res
                 ),
             }
         }
+        (Method::GET, "/api/quotas") => {
+            let limit = query_param(&query, "limit");
+            let key = query_param(&query, "key");
+            json(
+                StatusCode::OK,
+                &quotas(shared, limit.as_deref(), key.as_deref()),
+            )
+        }
+        (Method::POST, "/api/quotas/reset") => reset_quota(shared, req).await,
         (Method::GET, "/api/listeners") => json(StatusCode::OK, &stats(shared).listeners),
         (Method::POST, p) if p.starts_with("/api/listeners/") && p.ends_with("/mode") => {
             let name = percent_decode(&p["/api/listeners/".len()..p.len() - "/mode".len()]);
@@ -153,6 +162,91 @@ async fn route(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Res
     }
 }
 
+/// One key's use of one quota, as the API shows it.
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct QuotaView {
+    pub limit: String,
+    pub key: String,
+    pub used: u64,
+    pub quota: u64,
+    pub remaining: u64,
+    /// Seconds until the window starts over (UTC).
+    pub resets_in: u64,
+}
+
+fn quotas(shared: &Shared, limit: Option<&str>, key: Option<&str>) -> Vec<QuotaView> {
+    let unix = crate::ratelimit::unix_now();
+    let snap = shared.snapshot.load();
+    let mut out = Vec::new();
+    for l in &snap.rate_limits {
+        let Some((quota, window)) = l.cfg.quota else {
+            continue;
+        };
+        if limit.is_some_and(|n| n != l.cfg.name) {
+            continue;
+        }
+        let len = window.as_secs().max(1);
+        let resets_in = (unix / len + 1) * len - unix;
+        for e in l.quotas(key, unix) {
+            out.push(QuotaView {
+                limit: l.cfg.name.clone(),
+                key: e.key,
+                used: e.used,
+                quota,
+                remaining: quota.saturating_sub(e.used),
+                resets_in,
+            });
+        }
+    }
+    out
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaReset {
+    key: String,
+    limit: Option<String>,
+}
+
+/// `POST /api/quotas/reset` `{"key": "...", "limit": "name"}` (every quota
+/// limit without `limit`).
+async fn reset_quota(shared: &Shared, req: Request<Incoming>) -> Resp {
+    if !is_json(&req) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the change as Content-Type: application/json",
+        );
+    }
+    let body = match Limited::new(req.into_body(), 16 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return error(StatusCode::BAD_REQUEST, "cannot read the request body"),
+    };
+    let r: QuotaReset = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"key\": \"...\", \"limit\": \"name\"}}: {e}"),
+            )
+        }
+    };
+    let snap = shared.snapshot.load();
+    let mut reset = Vec::new();
+    for l in &snap.rate_limits {
+        if l.cfg.quota.is_some()
+            && r.limit.as_deref().is_none_or(|n| n == l.cfg.name)
+            && l.reset_quota(&r.key)
+        {
+            reset.push(l.cfg.name.clone());
+        }
+    }
+    tracing::info!(key = %r.key, limits = ?reset, "quota reset by an operator");
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "key": r.key, "reset": reset }),
+    )
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ModeChange {
@@ -160,13 +254,17 @@ struct ModeChange {
 }
 
 /// `POST /api/listeners/{name}/mode` `{"mode": "read-only"|"normal"}`.
-async fn set_listener_mode(shared: &Shared, name: &str, req: Request<Incoming>) -> Resp {
-    let json_body = req
-        .headers()
+/// Whether a write's body is JSON (a form or text/plain POST, what a page can
+/// send without asking, is refused).
+fn is_json(req: &Request<Incoming>) -> bool {
+    req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !json_body {
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+async fn set_listener_mode(shared: &Shared, name: &str, req: Request<Incoming>) -> Resp {
+    if !is_json(&req) {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send the change as Content-Type: application/json",

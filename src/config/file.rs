@@ -291,7 +291,9 @@ pub struct RateLimitFile {
     #[serde(default = "default_rl_key")]
     pub key: OneOrMany,
     /// "100/s", "6000/m", "100000/h".
-    pub rate: String,
+    pub rate: Option<String>,
+    /// "100/day" (UTC days) or "1000/h" (UTC hours): requests per fixed window.
+    pub quota: Option<String>,
     /// Requests allowed at once above the steady rate.
     #[serde(default)]
     pub burst: u64,

@@ -393,26 +393,57 @@ pub(super) fn rate_limits(
         if key.is_empty() {
             p.add(&at.key("key"), "give at least one key part");
         }
-        let rate = f.rate.split_once('/').and_then(|(n, u)| {
+        let parse = |text: &str, units: &[(&str, u64)]| -> Option<(u64, std::time::Duration)> {
+            let (n, u) = text.split_once('/')?;
             let n: u64 = n.trim().parse().ok()?;
-            let per = match u.trim() {
-                "s" | "sec" | "second" => std::time::Duration::from_secs(1),
-                "m" | "min" | "minute" => std::time::Duration::from_secs(60),
-                "h" | "hour" => std::time::Duration::from_secs(3600),
-                _ => return None,
-            };
-            (n > 0 && n <= 1_000_000_000).then_some((n, per))
-        });
-        let Some((rate, per)) = rate else {
-            p.add(
-                &at.key("rate"),
-                format!(
-                    "{:?}: write requests per second, minute or hour, e.g. \"100/s\", \"6000/m\"",
-                    f.rate
-                ),
-            );
-            continue;
+            let secs = units.iter().find(|(name, _)| *name == u.trim())?.1;
+            (n > 0 && n <= 1_000_000_000).then_some((n, std::time::Duration::from_secs(secs)))
         };
+        let rate = match &f.rate {
+            None => None,
+            Some(r) => {
+                let v = parse(
+                    r,
+                    &[
+                        ("s", 1),
+                        ("sec", 1),
+                        ("second", 1),
+                        ("m", 60),
+                        ("min", 60),
+                        ("minute", 60),
+                        ("h", 3600),
+                        ("hour", 3600),
+                    ],
+                );
+                if v.is_none() {
+                    p.add(
+                        &at.key("rate"),
+                        format!("{r:?}: write requests per second, minute or hour, e.g. \"100/s\", \"6000/m\""),
+                    );
+                }
+                v
+            }
+        };
+        let quota = match &f.quota {
+            None => None,
+            Some(q) => {
+                let v = parse(
+                    q,
+                    &[("day", 86_400), ("d", 86_400), ("hour", 3600), ("h", 3600)],
+                );
+                if v.is_none() {
+                    p.add(
+                        &at.key("quota"),
+                        format!("{q:?}: write requests per UTC day or hour, e.g. \"100/day\""),
+                    );
+                }
+                v
+            }
+        };
+        if f.rate.is_none() && f.quota.is_none() {
+            p.add(&at, "give rate, quota or both");
+            continue;
+        }
         if f.max_keys < 16 {
             p.add(&at.key("max_keys"), "must be at least 16");
         }
@@ -420,8 +451,8 @@ pub(super) fn rate_limits(
             name: f.name.clone(),
             key,
             rate,
-            per,
             burst: f.burst,
+            quota,
             max_keys: f.max_keys,
         });
     }

@@ -115,6 +115,7 @@ pub fn decide(
     };
     if applied.limits != 0 {
         let now = crate::ratelimit::now_us();
+        let unix = crate::ratelimit::unix_now();
         let mut bits = applied.limits;
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
@@ -122,10 +123,10 @@ pub fn decide(
             let Some(limiter) = snap.rate_limits.get(i) else {
                 continue;
             };
-            if let Err(over) = limiter.check(limiter.key(req), now) {
+            if let Err(over) = limiter.admit(req, now, unix) {
                 return Decision::Limited {
                     name: limiter.cfg.name.clone(),
-                    policy: limiter.cfg.policy_header(),
+                    policy: limiter.cfg.policy_header(over.quota),
                     retry_after: over.retry_after.as_micros().div_ceil(1_000_000).max(1) as u64,
                 };
             }
