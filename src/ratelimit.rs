@@ -23,6 +23,22 @@ pub enum KeyPart {
     /// A request header's first value (lower-case name); absent: empty.
     Header(String),
     Path,
+    /// The request's `[[tier]]` (by its header's value): the tier's rate and
+    /// quota apply instead of the limit's.
+    Tier,
+}
+
+/// `[[tier]]`, validated: who is in it (a header's value) and its rate and quota
+/// (none: unlimited).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier {
+    pub name: String,
+    /// Lower-case header name.
+    pub header: String,
+    pub values: std::collections::HashSet<Vec<u8>>,
+    pub rate: Option<(u64, Duration)>,
+    pub burst: u64,
+    pub quota: Option<(u64, Duration)>,
 }
 
 /// `[[rate_limit]]`, validated.
@@ -36,20 +52,20 @@ pub struct RateLimitConfig {
     /// (requests, window): a quota per fixed UTC window (a day or an hour).
     pub quota: Option<(u64, Duration)>,
     pub max_keys: usize,
+    /// With `key = "tier"`: the tiers, matched in order.
+    pub tiers: Vec<Tier>,
 }
 
 impl RateLimitConfig {
     /// T, the time one request "costs", in microseconds.
-    fn interval_us(&self, (n, per): (u64, Duration)) -> u64 {
+    fn interval_us((n, per): (u64, Duration)) -> u64 {
         (per.as_micros() as u64 / n.max(1)).max(1)
     }
+}
 
-    /// `RateLimit-Policy` (IETF httpapi-ratelimit-headers) for what limited a
-    /// request: `"name";q=100;w=1`.
-    pub fn policy_header(&self, quota: bool) -> String {
-        let (q, w) = if quota { self.quota } else { self.rate }.unwrap_or((0, Duration::ZERO));
-        format!("\"{}\";q={};w={}", self.name, q, w.as_secs().max(1))
-    }
+/// `RateLimit-Policy` (IETF httpapi-ratelimit-headers): `"name";q=100;w=1`.
+pub fn policy_header(name: &str, q: u64, w: u64) -> String {
+    format!("\"{name}\";q={q};w={w}")
 }
 
 /// One key's quota: the window it counts in and the requests used.
@@ -59,6 +75,8 @@ pub struct QuotaEntry {
     pub key: String,
     /// The window's number (UTC seconds / window length).
     pub window: u64,
+    /// The window's length in seconds (a tier's may differ from another's).
+    pub len: u64,
     pub used: u64,
 }
 
@@ -111,6 +129,9 @@ pub struct Limited {
     pub retry_after: Duration,
     /// By the quota (else by the rate).
     pub quota: bool,
+    /// The policy that refused it: q requests per w seconds.
+    pub q: u64,
+    pub w: u64,
 }
 
 /// Seconds since the Unix epoch (quota windows are UTC).
@@ -149,6 +170,7 @@ impl Limiter {
                 },
                 KeyPart::Header(n) => feed(r.header(n).unwrap_or(b"")),
                 KeyPart::Path => feed(r.path().as_bytes()),
+                KeyPart::Tier => {}
             }
             feed(&[0xff]);
         }
@@ -168,38 +190,63 @@ impl Limiter {
                     out.push_str(&String::from_utf8_lossy(r.header(n).unwrap_or(b"")))
                 }
                 KeyPart::Path => out.push_str(r.path()),
+                KeyPart::Tier => out.push('-'),
             }
         }
         out
     }
 
     /// Whether a request conforms to this limit: its rate (GCRA, `now` in µs)
-    /// and its quota (`unix` seconds); counted by both if so.
+    /// and its quota (`unix` seconds); counted by both if so. With tiers, the
+    /// request's tier gives the rate and the quota, and the key is the tier and
+    /// its header's value; a request in no tier is limited as the limit says,
+    /// by its other key parts.
     pub fn admit(&self, r: &impl RequestView, now: u64, unix: u64) -> Result<(), Limited> {
-        let key = self.key(r);
-        if self.cfg.quota.is_some() {
-            self.quota_check(key, || self.key_text(r), unix, false)?;
+        let tier = if self.cfg.tiers.is_empty() {
+            None
+        } else {
+            self.cfg.tiers.iter().find_map(|t| {
+                let v = r.header(&t.header)?;
+                t.values.contains(v).then_some((t, v))
+            })
+        };
+        let (key, rate, burst, quota) = match tier {
+            Some((t, v)) => {
+                let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+                for &b in t.name.as_bytes().iter().chain(&[0xff]).chain(v) {
+                    h ^= u64::from(b);
+                    h = h.wrapping_mul(0x0100_0000_01b3);
+                }
+                (h, t.rate, t.burst, t.quota)
+            }
+            None => (self.key(r), self.cfg.rate, self.cfg.burst, self.cfg.quota),
+        };
+        let text = || match tier {
+            Some((t, v)) => format!("{}:{}", t.name, String::from_utf8_lossy(v)),
+            None => self.key_text(r),
+        };
+        if let Some(q) = quota {
+            self.quota_check(key, q, text, unix, false)?;
         }
-        if let Some(rate) = self.cfg.rate {
-            self.check(key, rate, now)?;
+        if let Some(rate) = rate {
+            self.check(key, rate, burst, now)?;
         }
-        if self.cfg.quota.is_some() {
-            self.quota_check(key, String::new, unix, true)?;
+        if let Some(q) = quota {
+            self.quota_check(key, q, String::new, unix, true)?;
         }
         Ok(())
     }
 
-    /// The quota of `key` at `unix`: Err when used up; counts one when `count`.
+    /// `key`'s use of the quota `(limit, window)` at `unix`: Err when used up;
+    /// counts one when `count`.
     fn quota_check(
         &self,
         key: u64,
+        (limit, window): (u64, Duration),
         text: impl FnOnce() -> String,
         unix: u64,
         count: bool,
     ) -> Result<(), Limited> {
-        let Some((limit, window)) = self.cfg.quota else {
-            return Ok(());
-        };
         let len = window.as_secs().max(1);
         let current = unix / len;
         let shard = &self.store.quotas[(key % SHARDS as u64) as usize];
@@ -212,6 +259,8 @@ impl Limiter {
             return Err(Limited {
                 retry_after: Duration::from_secs((current + 1) * len - unix),
                 quota: true,
+                q: limit,
+                w: len,
             });
         }
         if !count {
@@ -222,7 +271,7 @@ impl Limiter {
                     let old: Vec<u64> = m
                         .iter()
                         .take(8)
-                        .filter(|(_, e)| e.window != current)
+                        .filter(|(_, e)| e.window != unix / e.len.max(1))
                         .map(|(k, _)| *k)
                         .collect();
                     if old.is_empty() {
@@ -239,6 +288,7 @@ impl Limiter {
                     QuotaEntry {
                         key: text(),
                         window: current,
+                        len,
                         used: 0,
                     },
                 );
@@ -250,6 +300,7 @@ impl Limiter {
                 e.window = current;
                 e.used = 0;
             }
+            e.len = len;
             e.used += 1;
             self.store
                 .quotas_changed
@@ -258,18 +309,16 @@ impl Limiter {
         Ok(())
     }
 
-    /// Quota entries (all, or those whose key text is `key`), in the current window.
+    /// Quota entries (all, or those whose key text is `key`), in their current
+    /// window.
     pub fn quotas(&self, key: Option<&str>, unix: u64) -> Vec<QuotaEntry> {
-        let Some((_, window)) = self.cfg.quota else {
-            return Vec::new();
-        };
-        let current = unix / window.as_secs().max(1);
         let mut out = Vec::new();
         for shard in &self.store.quotas {
             let m = shard.lock().unwrap_or_else(|e| e.into_inner());
             for e in m.values() {
                 if key.is_none_or(|k| k == e.key) {
                     let mut e = e.clone();
+                    let current = unix / e.len.max(1);
                     if e.window != current {
                         e.used = 0;
                         e.window = current;
@@ -280,6 +329,17 @@ impl Limiter {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
+    }
+
+    /// The quota (requests) an entry's key has: its tier's, else the limit's.
+    pub fn quota_of(&self, e: &QuotaEntry) -> u64 {
+        let tier = e
+            .key
+            .split_once(':')
+            .and_then(|(t, _)| self.cfg.tiers.iter().find(|x| x.name == t));
+        tier.and_then(|t| t.quota)
+            .or(self.cfg.quota)
+            .map_or(0, |(q, _)| q)
     }
 
     /// Forgets the quota use of the key whose text is `key`; whether it had any.
@@ -318,10 +378,17 @@ impl Limiter {
         out
     }
 
-    /// Whether a request with `key` at `now` (µs) conforms to `rate`; counts it if so.
-    pub fn check(&self, key: u64, rate: (u64, Duration), now: u64) -> Result<(), Limited> {
-        let t = self.cfg.interval_us(rate);
-        let tau = t.saturating_mul(self.cfg.burst);
+    /// Whether a request with `key` at `now` (µs) conforms to `rate` with
+    /// `burst`; counts it if so.
+    pub fn check(
+        &self,
+        key: u64,
+        rate: (u64, Duration),
+        burst: u64,
+        now: u64,
+    ) -> Result<(), Limited> {
+        let t = RateLimitConfig::interval_us(rate);
+        let tau = t.saturating_mul(burst);
         let shard = &self.store.shards[(key % SHARDS as u64) as usize];
         let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
         let tat = m.get(&key).copied().unwrap_or(now).max(now);
@@ -329,6 +396,8 @@ impl Limiter {
             return Err(Limited {
                 retry_after: Duration::from_micros(tat - tau - now),
                 quota: false,
+                q: rate.0,
+                w: rate.1.as_secs().max(1),
             });
         }
         let per_shard = (self.cfg.max_keys / SHARDS).max(1);
@@ -372,6 +441,7 @@ mod tests {
                 burst,
                 quota: None,
                 max_keys,
+                tiers: vec![],
             },
             Arc::default(),
         )
@@ -384,24 +454,24 @@ mod tests {
         let t0 = 1_000_000;
         // burst + 1 at once
         for i in 0..11 {
-            assert!(l.check(1, R, t0).is_ok(), "request {i}");
+            assert!(l.check(1, R, 10, t0).is_ok(), "request {i}");
         }
-        let e = l.check(1, R, t0).unwrap_err();
+        let e = l.check(1, R, 10, t0).unwrap_err();
         assert_eq!(e.retry_after, Duration::from_millis(10));
         // one more every 10 ms
-        assert!(l.check(1, R, t0 + 9_999).is_err());
-        assert!(l.check(1, R, t0 + 10_000).is_ok());
-        assert!(l.check(1, R, t0 + 10_000).is_err());
+        assert!(l.check(1, R, 10, t0 + 9_999).is_err());
+        assert!(l.check(1, R, 10, t0 + 10_000).is_ok());
+        assert!(l.check(1, R, 10, t0 + 10_000).is_err());
         // over one second at a steady 200/s, about 100 pass
         let mut ok = 0;
         for i in 0..200 {
-            if l.check(2, R, t0 + i * 5_000).is_ok() {
+            if l.check(2, R, 10, t0 + i * 5_000).is_ok() {
                 ok += 1;
             }
         }
         assert!((105..=112).contains(&ok), "{ok}");
         // another key is not affected
-        assert!(l.check(3, R, t0).is_ok());
+        assert!(l.check(3, R, 10, t0).is_ok());
     }
 
     struct Req(&'static str);
@@ -433,6 +503,7 @@ mod tests {
                 burst: 0,
                 quota: Some((3, Duration::from_secs(86_400))),
                 max_keys: 1000,
+                tiers: vec![],
             },
             Arc::default(),
         );
@@ -472,6 +543,7 @@ mod tests {
                 .check(
                     k.wrapping_mul(0x9E37_79B9_7F4A_7C15),
                     (10, Duration::from_secs(1)),
+                    5,
                     t0 + k
                 )
                 .is_ok());

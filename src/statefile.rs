@@ -51,7 +51,14 @@ pub struct SavedQuota {
     /// The key's hash, as requests compute it.
     pub hash: u64,
     pub window: u64,
+    /// The window's length, seconds.
+    #[serde(default = "day")]
+    pub len: u64,
     pub used: u64,
+}
+
+fn day() -> u64 {
+    86_400
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,17 +107,16 @@ pub fn capture(snap: &Snapshot) -> StateFile {
     let quotas = snap
         .rate_limits
         .iter()
-        .filter_map(|l| Some((l, l.cfg.quota?)))
-        .flat_map(|(l, (_, window))| {
-            let current = unix / window.as_secs().max(1);
+        .flat_map(|l| {
             l.quota_entries()
                 .into_iter()
-                .filter(move |(_, e)| e.window == current && e.used > 0)
+                .filter(move |(_, e)| e.window == unix / e.len.max(1) && e.used > 0)
                 .map(move |(hash, e)| SavedQuota {
                     limit: l.cfg.name.clone(),
                     key: e.key,
                     hash,
                     window: e.window,
+                    len: e.len,
                     used: e.used,
                 })
         })
@@ -198,6 +204,7 @@ pub fn restore(snap: &Snapshot, state: &StateFile) -> usize {
                 crate::ratelimit::QuotaEntry {
                     key: q.key.clone(),
                     window: q.window,
+                    len: q.len,
                     used: q.used,
                 },
             );
@@ -326,6 +333,7 @@ name = "api"
                 key: "k1".into(),
                 hash: 7,
                 window: 20_787,
+                len: 86_400,
                 used: 100,
             }],
         };

@@ -297,3 +297,114 @@ async fn a_daily_quota_of_100_survives_a_reload_and_a_restart() {
         (Some(1), Some(99))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiers_free_pro_and_enterprise() {
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let dir = temp_dir("tiers");
+    std::fs::write(dir.join("free.keys"), "# free plan\nfree-1\nfree-2\n").unwrap();
+    let text = format!(
+        r#"[global]
+threads = 1
+[admin]
+bind = "{admin}"
+[[tier]]
+name = "free"
+match = {{ header = "x-api-key", keys_file = "free.keys" }}
+quota = "100/day"
+[[tier]]
+name = "pro"
+match = {{ values = ["pro-1"] }}
+quota = "10000/day"
+[[tier]]
+name = "enterprise"
+match = {{ values = ["ent-1"] }}
+[[rate_limit]]
+name = "jobs"
+key = "tier"
+quota = "5/day"            # requests in no tier
+[[listener]]
+name = "web"
+bind = ["{listen}"]
+mode = "http"
+pool = "api"
+  [[listener.rule]]
+  method = ["POST"]
+  path = "/jobs"
+  rate_limit = "jobs"
+[[pool]]
+name = "api"
+  [[pool.server]]
+  address = "{}"
+"#,
+        backend.addr
+    );
+    // the keys file is found next to the config
+    let cfg = dir.join("rampart.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let out = std::process::Command::new(rampart_bin())
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // run from its own folder (Proxy::start writes the config elsewhere)
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Killed(
+        std::process::Command::new(rampart_bin())
+            .args(["run", "-c"])
+            .arg(&cfg)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let c = client();
+    wait_for(std::time::Duration::from_secs(10), "the listener", || {
+        std::net::TcpStream::connect(listen).is_ok()
+    })
+    .await;
+    let mut passed = std::collections::HashMap::new();
+    for key in ["free-1", "pro-1", "ent-1", "stranger"] {
+        let mut n = 0;
+        for _ in 0..130 {
+            if post_job(&c, listen, key).await.0 == StatusCode::OK {
+                n += 1;
+            }
+        }
+        passed.insert(key, n);
+    }
+    // free: 100/day; pro: 10,000/day; enterprise: unlimited; no tier: the limit's 5
+    assert_eq!(passed["free-1"], 100);
+    assert_eq!(passed["pro-1"], 130);
+    assert_eq!(passed["ent-1"], 130);
+    assert_eq!(passed["stranger"], 5);
+    // free-2 is in the free tier too, with its own count
+    let (st, h) = post_job(&c, listen, "free-2").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(h.get("ratelimit-policy").is_none());
+    for _ in 0..99 {
+        post_job(&c, listen, "free-2").await;
+    }
+    let (st, h) = post_job(&c, listen, "free-2").await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(h["ratelimit-policy"], "\"jobs\";q=100;w=86400");
+    let (_, list) = admin_get(admin, "/api/quotas?key=pro-1").await;
+    assert_eq!(list, "[]", "keys are shown with their tier");
+    let (_, list) = admin_get(admin, "/api/quotas?key=pro:pro-1").await;
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(
+        (v[0]["used"].as_u64(), v[0]["quota"].as_u64()),
+        (Some(130), Some(10000))
+    );
+}

@@ -179,22 +179,19 @@ fn quotas(shared: &Shared, limit: Option<&str>, key: Option<&str>) -> Vec<QuotaV
     let snap = shared.snapshot.load();
     let mut out = Vec::new();
     for l in &snap.rate_limits {
-        let Some((quota, window)) = l.cfg.quota else {
-            continue;
-        };
         if limit.is_some_and(|n| n != l.cfg.name) {
             continue;
         }
-        let len = window.as_secs().max(1);
-        let resets_in = (unix / len + 1) * len - unix;
         for e in l.quotas(key, unix) {
+            let quota = l.quota_of(&e);
+            let len = e.len.max(1);
             out.push(QuotaView {
                 limit: l.cfg.name.clone(),
-                key: e.key,
                 used: e.used,
                 quota,
                 remaining: quota.saturating_sub(e.used),
-                resets_in,
+                resets_in: (unix / len + 1) * len - unix,
+                key: e.key,
             });
         }
     }
@@ -233,10 +230,7 @@ async fn reset_quota(shared: &Shared, req: Request<Incoming>) -> Resp {
     let snap = shared.snapshot.load();
     let mut reset = Vec::new();
     for l in &snap.rate_limits {
-        if l.cfg.quota.is_some()
-            && r.limit.as_deref().is_none_or(|n| n == l.cfg.name)
-            && l.reset_quota(&r.key)
-        {
+        if r.limit.as_deref().is_none_or(|n| n == l.cfg.name) && l.reset_quota(&r.key) {
             reset.push(l.cfg.name.clone());
         }
     }

@@ -22,6 +22,9 @@ pub struct FileConfig {
     /// `[[rate_limit]]`: limits that rules apply (`rate_limit = "name"`).
     #[serde(default, rename = "rate_limit")]
     pub rate_limits: Vec<RateLimitFile>,
+    /// `[[tier]]`: who gets which rate and quota under limits with key = "tier".
+    #[serde(default, rename = "tier")]
+    pub tiers: Vec<TierFile>,
     pub resolver: Option<ResolverFile>,
     pub ha: Option<HaFile>,
 }
@@ -280,6 +283,36 @@ impl Default for Http2File {
             idle_timeout: Dur(Duration::from_secs(180)),
         }
     }
+}
+
+/// `[[tier]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierFile {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: TierMatchFile,
+    /// None: no rate limit (with no quota either: unlimited).
+    pub rate: Option<String>,
+    #[serde(default)]
+    pub burst: u64,
+    pub quota: Option<String>,
+}
+
+/// A tier's members: a header whose value is one of `values` or a line of
+/// `keys_file` (one key per line; `#` comments).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierMatchFile {
+    #[serde(default = "default_tier_header")]
+    pub header: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+    pub keys_file: Option<String>,
+}
+
+fn default_tier_header() -> String {
+    "x-api-key".into()
 }
 
 /// `[[rate_limit]]`

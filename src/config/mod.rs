@@ -989,7 +989,7 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
     }
 
     // [[rate_limit]]
-    let rate_limits = rules::rate_limits(&raw.rate_limits, &root, &mut p);
+    let rate_limits = rules::rate_limits(&raw.rate_limits, &raw.tiers, base, &root, &mut p);
     let limit_index: HashMap<&str, usize> = rate_limits
         .iter()
         .enumerate()

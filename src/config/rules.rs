@@ -351,10 +351,13 @@ pub(super) fn read_only(
 /// `[[rate_limit]]` entries, checked.
 pub(super) fn rate_limits(
     files: &[super::file::RateLimitFile],
+    tier_files: &[super::file::TierFile],
+    base: &std::path::Path,
     root: &KeyPath,
     p: &mut Problems<'_>,
 ) -> Vec<crate::ratelimit::RateLimitConfig> {
     use crate::ratelimit::{KeyPart, RateLimitConfig};
+    let tiers = tiers(tier_files, base, root, p);
     let mut out: Vec<RateLimitConfig> = Vec::with_capacity(files.len());
     if files.len() > crate::rules::MAX_RATE_LIMITS {
         p.add(
@@ -378,6 +381,12 @@ pub(super) fn rate_limits(
             match k.as_str() {
                 "client_ip" => key.push(KeyPart::ClientIp),
                 "path" => key.push(KeyPart::Path),
+                "tier" => {
+                    if tier_files.is_empty() {
+                        p.add(&at.key("key"), "\"tier\" needs [[tier]] entries");
+                    }
+                    key.push(KeyPart::Tier)
+                }
                 h if h.starts_with("header:") => {
                     match HeaderName::from_bytes(&h.as_bytes()["header:".len()..]) {
                         Ok(n) => key.push(KeyPart::Header(n.as_str().to_string())),
@@ -386,7 +395,7 @@ pub(super) fn rate_limits(
                 }
                 other => p.add(
                     &at.key("key"),
-                    format!("unknown key {other:?}: use \"client_ip\", \"header:NAME\", \"path\" or a list of them"),
+                    format!("unknown key {other:?}: use \"client_ip\", \"header:NAME\", \"path\", \"tier\" or a list of them"),
                 ),
             }
         }
@@ -440,7 +449,8 @@ pub(super) fn rate_limits(
                 v
             }
         };
-        if f.rate.is_none() && f.quota.is_none() {
+        let tiered = key.contains(&KeyPart::Tier);
+        if f.rate.is_none() && f.quota.is_none() && !tiered {
             p.add(&at, "give rate, quota or both");
             continue;
         }
@@ -449,11 +459,109 @@ pub(super) fn rate_limits(
         }
         out.push(RateLimitConfig {
             name: f.name.clone(),
+            tiers: if tiered { tiers.clone() } else { Vec::new() },
             key,
             rate,
             burst: f.burst,
             quota,
             max_keys: f.max_keys,
+        });
+    }
+    out
+}
+
+/// Parses "N/unit" with the given units (seconds each).
+fn per(text: &str, units: &[(&str, u64)]) -> Option<(u64, std::time::Duration)> {
+    let (n, u) = text.split_once('/')?;
+    let n: u64 = n.trim().parse().ok()?;
+    let secs = units.iter().find(|(name, _)| *name == u.trim())?.1;
+    (n > 0 && n <= 1_000_000_000).then_some((n, std::time::Duration::from_secs(secs)))
+}
+
+const RATE_UNITS: &[(&str, u64)] = &[
+    ("s", 1),
+    ("sec", 1),
+    ("second", 1),
+    ("m", 60),
+    ("min", 60),
+    ("minute", 60),
+    ("h", 3600),
+    ("hour", 3600),
+];
+const QUOTA_UNITS: &[(&str, u64)] = &[("day", 86_400), ("d", 86_400), ("hour", 3600), ("h", 3600)];
+
+/// `[[tier]]` entries, their key files read (relative to the config's folder).
+fn tiers(
+    files: &[super::file::TierFile],
+    base: &std::path::Path,
+    root: &KeyPath,
+    p: &mut Problems<'_>,
+) -> Vec<crate::ratelimit::Tier> {
+    let mut out: Vec<crate::ratelimit::Tier> = Vec::new();
+    for (i, t) in files.iter().enumerate() {
+        let at = root.index("tier", i);
+        if t.name.trim().is_empty() || t.name.contains(':') {
+            p.add(&at.key("name"), "must be a non-empty name without ':'");
+        } else if out.iter().any(|o| o.name == t.name) {
+            p.add(&at.key("name"), format!("{:?} is defined twice", t.name));
+        }
+        let mat = at.key("match");
+        let header = match HeaderName::from_bytes(t.matcher.header.as_bytes()) {
+            Ok(h) => h.as_str().to_string(),
+            Err(_) => {
+                p.add(
+                    &mat.key("header"),
+                    format!("{:?} is not a header name", t.matcher.header),
+                );
+                continue;
+            }
+        };
+        let mut values: std::collections::HashSet<Vec<u8>> = t
+            .matcher
+            .values
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect();
+        if let Some(f) = &t.matcher.keys_file {
+            let path = if std::path::Path::new(f).is_absolute() {
+                std::path::PathBuf::from(f)
+            } else {
+                base.join(f)
+            };
+            match std::fs::read_to_string(&path) {
+                Ok(text) => values.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                        .map(|l| l.as_bytes().to_vec()),
+                ),
+                Err(e) => p.add(&mat.key("keys_file"), format!("{}: {e}", path.display())),
+            }
+        }
+        if values.is_empty() && t.matcher.keys_file.is_none() {
+            p.add(&mat, "give values or keys_file: who is in the tier");
+        }
+        let rate = t.rate.as_deref().and_then(|r| {
+            let v = per(r, RATE_UNITS);
+            if v.is_none() {
+                p.add(&at.key("rate"), format!("{r:?}: e.g. \"10/s\", \"600/m\""));
+            }
+            v
+        });
+        let quota = t.quota.as_deref().and_then(|q| {
+            let v = per(q, QUOTA_UNITS);
+            if v.is_none() {
+                p.add(&at.key("quota"), format!("{q:?}: e.g. \"100/day\""));
+            }
+            v
+        });
+        out.push(crate::ratelimit::Tier {
+            name: t.name.clone(),
+            header,
+            values,
+            rate,
+            burst: t.burst,
+            quota,
         });
     }
     out

@@ -126,7 +126,7 @@ pub fn decide(
             if let Err(over) = limiter.admit(req, now, unix) {
                 return Decision::Limited {
                     name: limiter.cfg.name.clone(),
-                    policy: limiter.cfg.policy_header(over.quota),
+                    policy: crate::ratelimit::policy_header(&limiter.cfg.name, over.q, over.w),
                     retry_after: over.retry_after.as_micros().div_ceil(1_000_000).max(1) as u64,
                 };
             }
