@@ -82,11 +82,33 @@ pub struct QuotaEntry {
 
 const SHARDS: usize = 16;
 
+/// Keys are already hashes (FNV-1a): the table uses them as they are instead
+/// of hashing them again with SipHash.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        // the shard is chosen by the low bits: mix them out of the way
+        self.0 = v.rotate_right(4).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type Table<V> = HashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// The per-key state of one limit, kept across reloads by its name.
 #[derive(Debug)]
 pub struct Store {
-    shards: Vec<Mutex<HashMap<u64, u64>>>,
-    quotas: Vec<Mutex<HashMap<u64, QuotaEntry>>>,
+    shards: Vec<Mutex<Table<u64>>>,
+    quotas: Vec<Mutex<Table<QuotaEntry>>>,
     /// Quota counts changed since the state file was last written.
     pub quotas_changed: std::sync::atomic::AtomicBool,
 }
@@ -94,8 +116,8 @@ pub struct Store {
 impl Default for Store {
     fn default() -> Store {
         Store {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            quotas: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Table::default())).collect(),
+            quotas: (0..SHARDS).map(|_| Mutex::new(Table::default())).collect(),
             quotas_changed: Default::default(),
         }
     }
@@ -391,17 +413,23 @@ impl Limiter {
         let tau = t.saturating_mul(burst);
         let shard = &self.store.shards[(key % SHARDS as u64) as usize];
         let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
-        let tat = m.get(&key).copied().unwrap_or(now).max(now);
-        if now + tau < tat {
-            return Err(Limited {
-                retry_after: Duration::from_micros(tat - tau - now),
-                quota: false,
-                q: rate.0,
-                w: rate.1.as_secs().max(1),
-            });
+        let over = |tat: u64| Limited {
+            retry_after: Duration::from_micros(tat - tau - now),
+            quota: false,
+            q: rate.0,
+            w: rate.1.as_secs().max(1),
+        };
+        // a known key: one lookup
+        if let Some(v) = m.get_mut(&key) {
+            let tat = (*v).max(now);
+            if now + tau < tat {
+                return Err(over(tat));
+            }
+            *v = tat + t;
+            return Ok(());
         }
         let per_shard = (self.cfg.max_keys / SHARDS).max(1);
-        if m.len() >= per_shard && !m.contains_key(&key) {
+        if m.len() >= per_shard {
             // full: of a small sample, drop the keys whose TAT has passed, or
             // else the one with the lowest TAT
             let mut expired = [0u64; 8];
@@ -423,7 +451,8 @@ impl Limiter {
                 m.remove(&k);
             }
         }
-        m.insert(key, tat + t);
+        // a new key's TAT starts at now: it conforms (burst >= 0)
+        m.insert(key, now + t);
         Ok(())
     }
 }

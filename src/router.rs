@@ -77,17 +77,24 @@ impl Router {
     }
 }
 
-/// "example.com:8080" -> "example.com", "[::1]:80" -> "[::1]".
+/// "example.com:8080" -> "example.com", "[::1]:80" -> "[::1]". Byte-wise, from
+/// the end: it runs for every request that is routed or matched on its host.
 pub fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return match host.find(']') {
+    let b = host.as_bytes();
+    if b.first() == Some(&b'[') {
+        return match b.iter().position(|&c| c == b']') {
             Some(i) => &host[..=i],
             None => host,
         };
     }
-    match host.rfind(':') {
-        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
-        _ => host,
+    let mut i = b.len();
+    while i > 0 && b[i - 1].is_ascii_digit() {
+        i -= 1;
+    }
+    if i > 0 && b[i - 1] == b':' {
+        &host[..i - 1]
+    } else {
+        host
     }
 }
 
@@ -137,6 +144,11 @@ mod tests {
         assert_eq!(strip_port("a.b"), "a.b");
         assert_eq!(strip_port("[::1]:80"), "[::1]");
         assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port("a.b:"), "a.b");
+        assert_eq!(strip_port("a1.b2"), "a1.b2");
+        assert_eq!(strip_port("1.2.3.4:8080"), "1.2.3.4");
+        assert_eq!(strip_port("1.2.3.4"), "1.2.3.4");
+        assert_eq!(strip_port(""), "");
     }
 
     #[test]

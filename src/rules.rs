@@ -27,10 +27,15 @@ pub trait RequestView {
     /// The client, after the PROXY protocol.
     fn src(&self) -> IpAddr;
 
-    /// The path, without the query string.
+    /// The path, without the query string (views may keep it computed).
     fn path(&self) -> &str {
         let t = self.target();
         t.split_once('?').map_or(t, |(p, _)| p)
+    }
+
+    /// The host without its port (views may keep it computed).
+    fn bare_host(&self) -> Option<&str> {
+        self.host().map(strip_port)
     }
 }
 
@@ -88,8 +93,8 @@ impl Match {
 
     fn all(&self, r: &impl RequestView) -> bool {
         if let Some(h) = &self.host {
-            match r.host() {
-                Some(host) if h.matches(strip_port(host)) => {}
+            match r.bare_host() {
+                Some(host) if h.matches(host) => {}
                 _ => return false,
             }
         }
@@ -181,7 +186,7 @@ impl Template {
         for p in &self.0 {
             match p {
                 Part::Lit(s) => out.push_str(s),
-                Part::Host => out.push_str(r.host().map(strip_port).unwrap_or("")),
+                Part::Host => out.push_str(r.bare_host().unwrap_or("")),
                 Part::Path => out.push_str(r.path()),
                 Part::Query => {
                     if let Some((_, q)) = r.target().split_once('?') {

@@ -67,10 +67,13 @@ struct Prepared {
     edits: Option<RuleEdits>,
 }
 
-/// What rules see of a request on the fast path.
+/// What rules see of a request on the fast path (path and bare host computed
+/// once, not per rule).
 struct View<'a, 'b> {
     r: &'a h1::ReqHead<'b>,
     src: std::net::IpAddr,
+    path: &'a str,
+    bare_host: Option<&'a str>,
 }
 
 impl RequestView for View<'_, '_> {
@@ -88,6 +91,12 @@ impl RequestView for View<'_, '_> {
     }
     fn src(&self) -> std::net::IpAddr {
         self.src
+    }
+    fn path(&self) -> &str {
+        self.path
+    }
+    fn bare_host(&self) -> Option<&str> {
+        self.bare_host
     }
 }
 
@@ -245,6 +254,8 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
     let view = View {
         r: &r,
         src: ctx.peer.ip(),
+        path: r.path(),
+        bare_host: r.host.map(crate::router::strip_port),
     };
     let answer = |resp: Response<ProxyBody>| {
         Some(Step::Answer {

@@ -465,6 +465,8 @@ async fn handle(
     let view = View {
         req: &req,
         src: ctx.peer.ip(),
+        path: req.uri().path(),
+        bare_host: request_host(&req).map(crate::router::strip_port),
     };
     let decision = lifecycle::decide(&ctx.shared, ctx.permits.listener(), ctx.bound, &view);
     let (pool, edits) = match decision {
@@ -750,10 +752,13 @@ pub(super) fn decided(
     resp
 }
 
-/// What rules see of a request on the hyper path.
+/// What rules see of a request on the hyper path (path and bare host computed
+/// once, not per rule).
 struct View<'a> {
     req: &'a Request<Incoming>,
     src: std::net::IpAddr,
+    path: &'a str,
+    bare_host: Option<&'a str>,
 }
 
 impl crate::rules::RequestView for View<'_> {
@@ -771,6 +776,12 @@ impl crate::rules::RequestView for View<'_> {
     }
     fn src(&self) -> std::net::IpAddr {
         self.src
+    }
+    fn path(&self) -> &str {
+        self.path
+    }
+    fn bare_host(&self) -> Option<&str> {
+        self.bare_host
     }
 }
 

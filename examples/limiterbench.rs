@@ -1,0 +1,79 @@
+//! The cost of one rate-limit check (bench/policy.py): `Limiter::admit` on one
+//! key, and on keys drawn from 1,000,000 distinct ones (max_keys 1,000,000, so
+//! all are held), nanoseconds per check, single thread, release build.
+
+use rampart::ratelimit::{KeyPart, Limiter, RateLimitConfig};
+use rampart::rules::RequestView;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Req(IpAddr);
+
+impl RequestView for Req {
+    fn method(&self) -> &str {
+        "GET"
+    }
+    fn host(&self) -> Option<&str> {
+        None
+    }
+    fn target(&self) -> &str {
+        "/"
+    }
+    fn header(&self, _: &str) -> Option<&[u8]> {
+        None
+    }
+    fn src(&self) -> IpAddr {
+        self.0
+    }
+}
+
+fn limiter(max_keys: usize) -> Limiter {
+    Limiter::new(
+        RateLimitConfig {
+            name: "bench".into(),
+            key: vec![KeyPart::ClientIp],
+            rate: Some((1_000_000_000, Duration::from_secs(1))),
+            burst: 1_000_000,
+            quota: None,
+            max_keys,
+            tiers: vec![],
+        },
+        Arc::default(),
+    )
+}
+
+fn ip(i: u32) -> IpAddr {
+    IpAddr::from((0x0a00_0000u32 | (i & 0x00ff_ffff)).to_be_bytes())
+}
+
+fn main() {
+    let n = 5_000_000u64;
+    let one = limiter(100_000);
+    let req = Req(ip(1));
+    let t = Instant::now();
+    for i in 0..n {
+        let _ = std::hint::black_box(one.admit(&req, i, 0));
+    }
+    let per_one = t.elapsed().as_nanos() as f64 / n as f64;
+
+    let many = limiter(1_000_000);
+    let reqs: Vec<Req> = (0..1_000_000u32).map(|i| Req(ip(i))).collect();
+    for (i, r) in reqs.iter().enumerate() {
+        let _ = many.admit(r, i as u64, 0);
+    }
+    let held = many.store.len();
+    let mut x: u32 = 12345;
+    let t = Instant::now();
+    for i in 0..n {
+        // a cheap pseudo-random walk over the million keys
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let r = &reqs[(x % 1_000_000) as usize];
+        let _ = std::hint::black_box(many.admit(r, 1_000_000 + i, 0));
+    }
+    let per_many = t.elapsed().as_nanos() as f64 / n as f64;
+    println!("one key:                         {per_one:.0} ns per check");
+    println!("1,000,000 keys ({held} held): {per_many:.0} ns per check");
+}
