@@ -9,7 +9,6 @@ use common::*;
 use hyper::{Request, StatusCode};
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -167,16 +166,7 @@ async fn writes_pause_while_the_primary_is_down_and_reads_go_on() {
 }
 
 fn cli_mode(admin: SocketAddr, mode: &str) -> String {
-    let out = Command::new(rampart_bin())
-        .args(["mode", mode, "web", "--admin", &format!("http://{admin}")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    rampart_cli(admin, &["mode", mode, "web"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

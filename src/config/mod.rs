@@ -93,17 +93,32 @@ pub struct Http2Config {
     pub idle_timeout: Option<Duration>,
 }
 
+/// The largest flow-control window (RFC 9113 6.9.1).
+const WINDOW_MAX: u64 = (1 << 31) - 1;
+
+/// `v` within `lo..=hi`, or a problem named `at.key` (and `v` clamped into it).
+fn bounded(
+    at: &KeyPath,
+    p: &mut Problems<'_>,
+    key: &'static str,
+    v: u64,
+    lo: u64,
+    hi: u64,
+    what: &str,
+) -> u32 {
+    if v < lo || v > hi {
+        p.add(
+            &at.key(key),
+            format!("must be between {lo} and {hi} {what}"),
+        );
+    }
+    v.clamp(lo, hi) as u32
+}
+
 /// Checks `[pool.http2]` against RFC 9113's bounds.
 fn validate_pool_http2(h: &file::PoolHttp2File, at: &KeyPath, p: &mut Problems<'_>) -> PoolHttp2 {
-    const WINDOW_MAX: u64 = (1 << 31) - 1;
-    let mut check = |key: &'static str, v: u64, lo: u64, hi: u64, what: &str| -> u32 {
-        if v < lo || v > hi {
-            p.add(
-                &at.key(key),
-                format!("must be between {lo} and {hi} {what}"),
-            );
-        }
-        v.clamp(lo, hi) as u32
+    let mut check = |key: &'static str, v: u64, lo: u64, hi: u64, what: &str| {
+        bounded(at, p, key, v, lo, hi, what)
     };
     PoolHttp2 {
         max_concurrent_streams: check(
@@ -132,15 +147,8 @@ fn validate_pool_http2(h: &file::PoolHttp2File, at: &KeyPath, p: &mut Problems<'
 
 /// Checks `[listener.http2]` against RFC 9113's bounds.
 fn validate_http2(h: &file::Http2File, at: &KeyPath, p: &mut Problems<'_>) -> Http2Config {
-    const WINDOW_MAX: u64 = (1 << 31) - 1;
-    let mut check = |key: &'static str, v: u64, lo: u64, hi: u64, what: &str| -> u32 {
-        if v < lo || v > hi {
-            p.add(
-                &at.key(key),
-                format!("must be between {lo} and {hi} {what}"),
-            );
-        }
-        v.clamp(lo, hi) as u32
+    let mut check = |key: &'static str, v: u64, lo: u64, hi: u64, what: &str| {
+        bounded(at, p, key, v, lo, hi, what)
     };
     let max_concurrent_streams = check(
         "max_concurrent_streams",

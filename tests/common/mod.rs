@@ -356,6 +356,22 @@ pub fn rampart_bin() -> &'static str {
     env!("CARGO_BIN_EXE_rampart")
 }
 
+/// Runs `rampart ARGS --admin http://ADMIN` (the CLI against a running proxy),
+/// which must succeed; its stdout.
+pub fn rampart_cli(admin: SocketAddr, args: &[&str]) -> String {
+    let out = Command::new(rampart_bin())
+        .args(args)
+        .args(["--admin", &format!("http://{admin}")])
+        .output()
+        .expect("run rampart");
+    assert!(
+        out.status.success(),
+        "rampart {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The rampart binary running a config, killed on drop.
 pub struct Proxy {
     pub child: Child,
