@@ -299,3 +299,115 @@ connect_timeout = "1s"
         "no replica is left to serve reads"
     );
 }
+
+/// Read-only degradation driven by the role-aware checks of a real primary: it
+/// stops, the primary pool empties, job submissions get the configured 503
+/// while reads go on; it starts again, writes flow within the health interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_pause_while_the_real_primary_is_stopped() {
+    let pgs = tokio::task::spawn_blocking(Clusters::start).await.unwrap();
+    let api = Backend::start("api", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let cfg = format!(
+        r#"[global]
+threads = 1
+[admin]
+bind = "{admin}"
+[[listener]]
+name = "web"
+bind = ["{listen}"]
+mode = "http"
+pool = "api"
+read_only_when = ["pool:pg-primary"]
+read_only_message = "System is under heavy load, job submission temporarily disabled"
+[[pool]]
+name = "api"
+  [[pool.server]]
+  address = "{}"
+[[pool]]
+name = "pg-primary"
+  [pool.health]
+  kind = "postgres"
+  user = "postgres"
+  role = "primary"
+  interval = "300ms"
+  timeout = "250ms"
+  rise = 1
+  fall = 1
+  [[pool.server]]
+  address = "{}"
+  [[pool.server]]
+  address = "{}"
+"#,
+        api.addr, pgs.primary, pgs.replica
+    );
+    let _p = Proxy::start(&cfg, &[listen]).await;
+    let c = client();
+    let post = || {
+        let c = c.clone();
+        async move {
+            let req = hyper::Request::builder()
+                .method("POST")
+                .uri(format!("http://{listen}/jobs"))
+                .body(empty())
+                .unwrap();
+            let resp = c.request(req).await.unwrap();
+            let st = resp.status();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (st, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let eligible = |admin| async move {
+        let (_, t) = admin_get(admin, "/api/pools/pg-primary").await;
+        serde_json::from_str::<serde_json::Value>(&t).unwrap_or_default()["eligible"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while eligible(admin).await != 1 {
+        assert!(Instant::now() < deadline, "the primary never came UP");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(post().await, (hyper::StatusCode::OK, "api".to_string()));
+
+    // the primary stops: the replica is no primary, so the pool is empty
+    let d = pgs.data("primary");
+    tokio::task::spawn_blocking(move || pg("pg_ctl", &["-D", &d, "-m", "immediate", "stop"]))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (st, body) = post().await;
+        if st == hyper::StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(
+                body,
+                "System is under heavy load, job submission temporarily disabled\n"
+            );
+            break;
+        }
+        assert_eq!(st, hyper::StatusCode::OK);
+        assert!(Instant::now() < deadline, "writes were never paused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(eligible(admin).await, 0);
+    // reads go on
+    assert_eq!(get(&c, &format!("http://{listen}/jobs/1")).await.1, "api");
+
+    // it starts again: writes flow within the health interval
+    let (d, log) = (pgs.data("primary"), pgs.data("primary.log"));
+    tokio::task::spawn_blocking(move || pg("pg_ctl", &["-D", &d, "-l", &log, "-w", "start"]))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (st, _) = post().await;
+        if st == hyper::StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writes never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
