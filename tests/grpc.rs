@@ -414,7 +414,13 @@ async fn a_server_goaway_under_load_loses_no_request() {
            [[pool.server]]\n  address = \"{}\"\n",
         server.addr
     );
-    let p = Proxy::start(&config, &[listen]).await;
+    // the h2 client's and the lifecycle's debug lines, shown if a request is lost
+    let p = Proxy::start_logging(
+        &config,
+        &[listen],
+        "info,rampart::upstream=debug,rampart::proxy=debug",
+    )
+    .await;
     let failures = Arc::new(Mutex::new(Vec::new()));
     let (total, workers) = (800usize, 24usize);
     let next = Arc::new(AtomicUsize::new(0));

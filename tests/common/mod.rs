@@ -384,16 +384,19 @@ impl Proxy {
     /// Writes `config` to a file, runs `rampart run -c` on it, and waits until every
     /// address in `wait_on` accepts connections.
     pub async fn start(config: &str, wait_on: &[SocketAddr]) -> Proxy {
+        let log = std::env::var("TEST_RAMPART_LOG").unwrap_or_else(|_| "info".into());
+        Proxy::start_logging(config, wait_on, &log).await
+    }
+
+    /// `start`, with RAMPART_LOG set to `log` (e.g. "info,rampart::upstream=debug").
+    pub async fn start_logging(config: &str, wait_on: &[SocketAddr], log: &str) -> Proxy {
         let dir = temp_dir("proxy");
         let path = dir.join("rampart.toml");
         std::fs::write(&path, config).unwrap();
         let child = Command::new(rampart_bin())
             .args(["run", "-c"])
             .arg(&path)
-            .env(
-                "RAMPART_LOG",
-                std::env::var("TEST_RAMPART_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RAMPART_LOG", log)
             .stdout(Stdio::from(
                 std::fs::File::create(dir.join("stdout")).unwrap(),
             ))

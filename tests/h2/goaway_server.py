@@ -35,6 +35,7 @@ class Conn(asyncio.Protocol):
         self.c.initiate_connection()
         self.t.write(self.c.data_to_send())
         self.requests = 0
+        self.eof_sent = False
         self.last = None      # GOAWAY's last stream id, once sent
         self.pending = {}     # stream id -> [method, path, body length]
         self.open = set()     # streams at most `last` not yet answered
@@ -42,6 +43,9 @@ class Conn(asyncio.Protocol):
         save()
 
     def data_received(self, data):
+        if self.eof_sent:
+            # lingering: what the client still sends is read and dropped
+            return
         try:
             events = self.c.receive_data(data)
         except Exception as e:
@@ -86,6 +90,7 @@ class Conn(asyncio.Protocol):
             # before the client reads it)
             if self.t.can_write_eof():
                 self.t.write_eof()
+                self.eof_sent = True
             self.last = -1 if self.last is None else self.last
             asyncio.get_running_loop().call_later(2.0, self.t.close)
             self.open = {None}
