@@ -53,14 +53,14 @@ fn main() {
     let req = Req(ip(1));
     let t = Instant::now();
     for i in 0..n {
-        let _ = std::hint::black_box(one.admit(&req, i, 0));
+        let _ = std::hint::black_box(one.admit(&req, i, || 0));
     }
     let per_one = t.elapsed().as_nanos() as f64 / n as f64;
 
     let many = limiter(1_000_000);
     let reqs: Vec<Req> = (0..1_000_000u32).map(|i| Req(ip(i))).collect();
     for (i, r) in reqs.iter().enumerate() {
-        let _ = many.admit(r, i as u64, 0);
+        let _ = many.admit(r, i as u64, || 0);
     }
     let held = many.store.len();
     let mut x: u32 = 12345;
@@ -71,7 +71,7 @@ fn main() {
         x ^= x >> 17;
         x ^= x << 5;
         let r = &reqs[(x % 1_000_000) as usize];
-        let _ = std::hint::black_box(many.admit(r, 1_000_000 + i, 0));
+        let _ = std::hint::black_box(many.admit(r, 1_000_000 + i, || 0));
     }
     let per_many = t.elapsed().as_nanos() as f64 / n as f64;
     println!("one key:                         {per_one:.0} ns per check");

@@ -223,7 +223,13 @@ impl Limiter {
     /// request's tier gives the rate and the quota, and the key is the tier and
     /// its header's value; a request in no tier is limited as the limit says,
     /// by its other key parts.
-    pub fn admit(&self, r: &impl RequestView, now: u64, unix: u64) -> Result<(), Limited> {
+    /// `unix` is only read when a quota applies.
+    pub fn admit(
+        &self,
+        r: &impl RequestView,
+        now: u64,
+        unix: impl FnOnce() -> u64,
+    ) -> Result<(), Limited> {
         let tier = if self.cfg.tiers.is_empty() {
             None
         } else {
@@ -247,6 +253,7 @@ impl Limiter {
             Some((t, v)) => format!("{}:{}", t.name, String::from_utf8_lossy(v)),
             None => self.key_text(r),
         };
+        let unix = quota.map(|_| unix()).unwrap_or(0);
         if let Some(q) = quota {
             self.quota_check(key, q, text, unix, false)?;
         }
@@ -540,25 +547,25 @@ mod tests {
         let noon = 1_795_953_600 + 12 * 3600;
         let midnight = (noon / 86_400 + 1) * 86_400;
         for _ in 0..3 {
-            assert!(l.admit(&Req("free-1"), 0, noon).is_ok());
+            assert!(l.admit(&Req("free-1"), 0, || noon).is_ok());
         }
-        let e = l.admit(&Req("free-1"), 0, noon).unwrap_err();
+        let e = l.admit(&Req("free-1"), 0, || noon).unwrap_err();
         assert!(e.quota);
         assert_eq!(e.retry_after, Duration::from_secs(midnight - noon));
         // another key has its own
-        assert!(l.admit(&Req("free-2"), 0, noon).is_ok());
+        assert!(l.admit(&Req("free-2"), 0, || noon).is_ok());
         let q = l.quotas(Some("free-1"), noon);
         assert_eq!((q.len(), q[0].used), (1, 3));
         // the next UTC day starts over
-        assert!(l.admit(&Req("free-1"), 0, midnight).is_ok());
+        assert!(l.admit(&Req("free-1"), 0, || midnight).is_ok());
         assert_eq!(l.quotas(Some("free-1"), midnight)[0].used, 1);
         // an operator's reset
         for _ in 0..2 {
-            assert!(l.admit(&Req("free-1"), 0, midnight).is_ok());
+            assert!(l.admit(&Req("free-1"), 0, || midnight).is_ok());
         }
-        assert!(l.admit(&Req("free-1"), 0, midnight).is_err());
+        assert!(l.admit(&Req("free-1"), 0, || midnight).is_err());
         assert!(l.reset_quota("free-1"));
-        assert!(l.admit(&Req("free-1"), 0, midnight).is_ok());
+        assert!(l.admit(&Req("free-1"), 0, || midnight).is_ok());
         assert!(!l.reset_quota("nobody"));
     }
 

@@ -216,6 +216,9 @@ pub enum Terminal {
     Pool(usize),
 }
 
+/// A header line an edit writes.
+type Line = (HeaderName, HeaderValue);
+
 /// Header edits, applied in this order: delete, set (replace), add (append).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Edits {
@@ -370,10 +373,6 @@ impl RuleSet {
         self.rules.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.rules.len()
-    }
-
     /// The first matching terminal rule, and the edits of every matching rule
     /// up to it.
     pub fn evaluate(&self, r: &impl RequestView) -> Outcome<'_> {
@@ -449,20 +448,28 @@ impl RuleSet {
         &self,
         applied: Applied,
     ) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
-        // a later rule's del or set removes what an earlier one added
-        let edits: Vec<&Edits> = self.edits(applied).collect();
-        edits
-            .clone()
-            .into_iter()
-            .enumerate()
-            .flat_map(move |(i, e)| {
-                let later = edits[i + 1..].to_vec();
-                e.set.iter().chain(e.add.iter()).filter(move |(n, _)| {
-                    !later
-                        .iter()
-                        .any(|l| l.del.contains(n) || l.set.iter().any(|(s, _)| s == n))
-                })
-            })
+        self.additions(
+            applied,
+            |e| [&e.set, &e.add],
+            |l, n| l.del.contains(n) || l.set.iter().any(|(s, _)| s == n),
+        )
+    }
+
+    /// The lines `lines` gives each matching rule, less those a later matching
+    /// rule removes or replaces (`drops`): what a rewritten head adds, in rule
+    /// order, without allocating.
+    fn additions(
+        &self,
+        applied: Applied,
+        lines: fn(&Edits) -> [&[Line]; 2],
+        drops: fn(&Edits, &HeaderName) -> bool,
+    ) -> impl Iterator<Item = &Line> {
+        self.edits(applied).enumerate().flat_map(move |(i, e)| {
+            let [a, b] = lines(e);
+            a.iter()
+                .chain(b)
+                .filter(move |(n, _)| !self.edits(applied).skip(i + 1).any(|later| drops(later, n)))
+        })
     }
 
     /// Whether a header from the server is removed or replaced by the
@@ -483,19 +490,11 @@ impl RuleSet {
         &self,
         applied: Applied,
     ) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
-        let edits: Vec<&Edits> = self.edits(applied).collect();
-        edits
-            .clone()
-            .into_iter()
-            .enumerate()
-            .flat_map(move |(i, e)| {
-                let later = edits[i + 1..].to_vec();
-                e.response_set.iter().filter(move |(n, _)| {
-                    !later.iter().any(|l| {
-                        l.response_del.contains(n) || l.response_set.iter().any(|(s, _)| s == n)
-                    })
-                })
-            })
+        self.additions(
+            applied,
+            |e| [&e.response_set, &[]],
+            |l, n| l.response_del.contains(n) || l.response_set.iter().any(|(s, _)| s == n),
+        )
     }
 
     /// Indices of rules no request can reach: those after an unconditional
@@ -506,13 +505,6 @@ impl RuleSet {
             .iter()
             .position(|r| r.terminal.is_some() && r.matcher.is_unconditional())?;
         (i + 1 < self.rules.len()).then(|| (i, i + 1..self.rules.len()))
-    }
-
-    /// Whether any rule edits response headers.
-    pub fn edits_responses(&self) -> bool {
-        self.rules
-            .iter()
-            .any(|r| !r.edits.response_del.is_empty() || !r.edits.response_set.is_empty())
     }
 }
 

@@ -508,7 +508,7 @@ async fn handle(
     if te_trailers {
         parts
             .headers
-            .insert(header::TE, upstream::http2::te_trailers());
+            .insert(header::TE, HeaderValue::from_static("trailers"));
     }
 
     // Keep what is needed to send the request again after a failure that may have

@@ -115,7 +115,6 @@ pub fn decide(
     };
     if applied.limits != 0 {
         let now = crate::ratelimit::now_us();
-        let unix = crate::ratelimit::unix_now();
         let mut bits = applied.limits;
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
@@ -123,7 +122,7 @@ pub fn decide(
             let Some(limiter) = snap.rate_limits.get(i) else {
                 continue;
             };
-            if let Err(over) = limiter.admit(req, now, unix) {
+            if let Err(over) = limiter.admit(req, now, crate::ratelimit::unix_now) {
                 return Decision::Limited {
                     name: limiter.cfg.name.clone(),
                     policy: crate::ratelimit::policy_header(&limiter.cfg.name, over.q, over.w),
@@ -152,15 +151,12 @@ pub fn decide(
             }
         }
     }
-    match Some(pool) {
-        Some(pool) => Decision::Pool {
-            pool: Arc::clone(pool),
-            edits: (!applied.is_empty()).then(|| RuleEdits {
-                rules: Arc::clone(&l.rules),
-                applied,
-            }),
-        },
-        None => Decision::Reconfiguring,
+    Decision::Pool {
+        pool: Arc::clone(pool),
+        edits: (!applied.is_empty()).then(|| RuleEdits {
+            rules: Arc::clone(&l.rules),
+            applied,
+        }),
     }
 }
 

@@ -19,7 +19,7 @@ use super::{connect_tcp, connect_tls, ReqBody, SendError, UpstreamError};
 use crate::pool::{Pool, Server, ServerState};
 use bytes::Bytes;
 use h2::client::SendRequest;
-use http::{HeaderValue, Request, Response, Uri};
+use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -165,11 +165,6 @@ pub fn sweep() {
             !slot.conns.is_empty() || slot.connecting > 0 || slot.waiting > 0
         })
     });
-}
-
-/// Open HTTP/2 connections to `server` on this thread (for tests and stats).
-pub fn connections(server: &ServerState) -> usize {
-    CONNS.with_borrow(|m| m.get(&server.uid).map_or(0, |s| s.conns.len()))
 }
 
 enum Step {
@@ -623,9 +618,4 @@ pub fn wants_trailers(h: &http::HeaderMap) -> bool {
             })
         })
     })
-}
-
-/// `te: trailers`, for an HTTP/2 request that asked for them.
-pub fn te_trailers() -> HeaderValue {
-    HeaderValue::from_static("trailers")
 }
