@@ -248,7 +248,7 @@ impl Drop for H2Backend {
 
 async fn h2_backend(max_streams: u32, tls: Option<rustls::ServerConfig>) -> H2Backend {
     let addr = free_addr("127.0.0.1");
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let listener = common::listen(addr).await;
     let conns = Arc::new(AtomicUsize::new(0));
     let max_per_conn = Arc::new(AtomicUsize::new(0));
     let in_flight = Arc::new(AtomicUsize::new(0));

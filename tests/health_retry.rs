@@ -156,9 +156,7 @@ async fn a_failing_health_endpoint_takes_the_server_out_within_the_bound() {
 async fn a_hanging_backend_trips_the_breaker_and_the_other_serves_everything() {
     let good = Backend::start("good", free_addr("127.0.0.2")).await;
     // accepts TCP, never answers
-    let l = tokio::net::TcpListener::bind(free_addr("127.0.0.3"))
-        .await
-        .unwrap();
+    let l = common::listen(free_addr("127.0.0.3")).await;
     let hang = l.local_addr().unwrap();
     let _hold = tokio::spawn(async move {
         let mut held = Vec::new();

@@ -368,9 +368,7 @@ async fn a_tls_terminating_tcp_listener_sends_the_pp2_ssl_tlvs() {
     let site = pki.server("site", &["db.example.com"]);
     let alice = pki.issue("alice", "alice", &[], tls::Key::Ecdsa, 30);
     // a server that reads one PROXY v2 header and hands it back
-    let server = tokio::net::TcpListener::bind(free_addr("127.0.0.1"))
-        .await
-        .unwrap();
+    let server = common::listen(free_addr("127.0.0.1")).await;
     let backend = server.local_addr().unwrap();
     let got = tokio::spawn(async move {
         let (mut s, _) = server.accept().await.unwrap();
@@ -444,9 +442,7 @@ async fn a_tls_terminating_tcp_listener_sends_the_pp2_ssl_tlvs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_wildcard_bind_the_proxy_header_names_the_address_the_client_reached() {
     // a server that reads one PROXY v1 line and answers the request after it
-    let server = tokio::net::TcpListener::bind(free_addr("127.0.0.1"))
-        .await
-        .unwrap();
+    let server = common::listen(free_addr("127.0.0.1")).await;
     let backend = server.local_addr().unwrap();
     let got = tokio::spawn(async move {
         let (mut s, _) = server.accept().await.unwrap();

@@ -121,9 +121,7 @@ async fn dead_server_closes_the_client_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_are_closed_after_server_timeout() {
-    let l = tokio::net::TcpListener::bind(free_addr("127.0.0.2"))
-        .await
-        .unwrap();
+    let l = common::listen(free_addr("127.0.0.2")).await;
     let server = l.local_addr().unwrap();
     // a server that accepts and then says nothing, keeping the socket open
     let _task = tokio::spawn(async move {

@@ -76,6 +76,35 @@ pub fn free_addr(ip: &str) -> SocketAddr {
     panic!("no free port on {ip}");
 }
 
+/// Binds a test server's listener at `addr`, a port `free_addr` found free a moment
+/// ago. Rarely (about once in a few hundred CI tests) the bind fails with
+/// EADDRINUSE although the port was free just before; the holder has never been
+/// seen. So this retries for up to 3 s, and if the port is still taken it fails
+/// with what `ss` says holds it, instead of a bare "Address already in use".
+pub async fn listen(addr: SocketAddr) -> TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                eprintln!("bind {addr}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                let ss = Command::new("ss")
+                    .args([
+                        "-tanpe",
+                        &format!("( sport = :{} or dport = :{} )", addr.port(), addr.port()),
+                    ])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                panic!("bind {addr}: {e}; ss says:\n{ss}");
+            }
+        }
+    }
+}
+
 /// What an HTTP test backend saw.
 #[derive(Default)]
 pub struct BackendStats {
@@ -120,9 +149,7 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &str, addr: SocketAddr) -> Backend {
-        let listener = TcpListener::bind(addr)
-            .await
-            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        let listener = listen(addr).await;
         let addr = listener.local_addr().unwrap();
         let stats = Arc::new(BackendStats::new());
         let name_s: Arc<str> = Arc::from(name);
@@ -321,7 +348,7 @@ impl Body for Pattern {
 /// A raw TCP echo server: reads until EOF, then writes everything back and closes
 /// (so a client only gets its answer if half-close works end to end).
 pub async fn start_echo_after_eof(addr: SocketAddr) -> (SocketAddr, JoinHandle<()>) {
-    let l = TcpListener::bind(addr).await.unwrap();
+    let l = listen(addr).await;
     let addr = l.local_addr().unwrap();
     let task = tokio::spawn(async move {
         loop {
@@ -659,7 +686,7 @@ pub struct OneShot {
 /// that connection and closes without answering: the server side of the keep-alive
 /// race, made deterministic.
 pub async fn start_one_shot_backend(addr: SocketAddr, extra_headers: &'static str) -> OneShot {
-    let l = TcpListener::bind(addr).await.unwrap();
+    let l = listen(addr).await;
     let addr = l.local_addr().unwrap();
     let conns = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
@@ -787,7 +814,7 @@ pub fn rss_kib(pid: i32) -> u64 {
 /// A TCP server that echoes every byte back as it comes (a long-lived session).
 pub async fn start_echo(addr: SocketAddr) -> SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let l = listen(addr).await;
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {

@@ -342,9 +342,7 @@ pub async fn mtls_backend(name: &str, cert: &Issued, clients: &Pki) -> TlsBacken
 
 async fn tls_backend_with(name: &str, cfg: rustls::ServerConfig, close_each: bool) -> TlsBackend {
     use std::sync::atomic::Ordering;
-    let listener = tokio::net::TcpListener::bind(super::free_addr("127.0.0.1"))
-        .await
-        .unwrap();
+    let listener = super::listen(super::free_addr("127.0.0.1")).await;
     let addr = listener.local_addr().unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let handshakes: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
