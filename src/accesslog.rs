@@ -19,6 +19,8 @@ pub enum End {
     IdleTimeout,
     NoServer,
     QueueTimeout,
+    /// Shed by priority: the pool was saturated.
+    Shed,
     Upgraded,
     /// Something rampart does not do was asked (an upgrade to an HTTP/2 pool).
     Unsupported,
@@ -49,6 +51,7 @@ impl End {
             End::IdleTimeout => "idle_timeout",
             End::NoServer => "no_server",
             End::QueueTimeout => "queue_timeout",
+            End::Shed => "shed",
             End::Upgraded => "upgraded",
         }
     }

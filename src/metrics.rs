@@ -280,6 +280,21 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         "Requests waiting for a free server",
         &["pool"],
     );
+    let queue_class = gauge(
+        "rampart_pool_queue_priority",
+        "Requests waiting for a free server, by priority class",
+        &["pool", "priority"],
+    );
+    let admitted = counter(
+        "rampart_pool_admitted_total",
+        "Requests that got a server slot, by priority class",
+        &["pool", "priority"],
+    );
+    let shed = counter(
+        "rampart_pool_shed_total",
+        "Requests shed (503) while the pool was saturated, by priority class",
+        &["pool", "priority"],
+    );
     let perrors = counter(
         "rampart_pool_errors_total",
         "Requests or sessions that failed for good (502/503/504, closed tcp)",
@@ -407,7 +422,14 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         }
         queue
             .with_label_values(&[p])
-            .set(i64::from(pool.shared.queued.load(Ordering::Relaxed)));
+            .set(i64::from(pool.shared.queue.waiting()));
+        for class in crate::pool::Priority::ALL {
+            let st = pool.shared.queue.stats(class);
+            let l = [p, class.name()];
+            queue_class.with_label_values(&l).set(i64::from(st.queued));
+            admitted.with_label_values(&l).inc_by(st.admitted);
+            shed.with_label_values(&l).inc_by(st.shed);
+        }
         perrors
             .with_label_values(&[p])
             .inc_by(pool.shared.errors.load(Ordering::Relaxed));
@@ -584,6 +606,9 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(downtime.collect());
     out.extend(ejections.collect());
     out.extend(queue.collect());
+    out.extend(queue_class.collect());
+    out.extend(admitted.collect());
+    out.extend(shed.collect());
     out.extend(perrors.collect());
     out.extend(pretries.collect());
     out.extend(eligible.collect());

@@ -8,6 +8,7 @@
 //! terminal rule matches, the listener's `[[listener.route]]` entries and then
 //! its default pool decide (routes are rules evaluated after all of these).
 
+use crate::pool::Priority;
 use crate::proxy_protocol::Cidr;
 use crate::router::{strip_port, HostMatch};
 use bytes::Bytes;
@@ -248,6 +249,8 @@ pub struct Rule {
     pub writes: Option<bool>,
     /// `rate_limit = "name"`: index of a `[[rate_limit]]`.
     pub rate_limit: Option<usize>,
+    /// `priority = "..."`: the request's class in its pool's queue.
+    pub priority: Option<Priority>,
     /// Its bit among the rules with edits (at most `MAX_EDIT_RULES`).
     edit_bit: Option<u8>,
 }
@@ -265,6 +268,7 @@ impl Rule {
             edits,
             writes: None,
             rate_limit: None,
+            priority: None,
             edit_bit: None,
         }
     }
@@ -285,6 +289,8 @@ pub struct Applied {
     pub writes: Option<bool>,
     /// The rate limits (by index) of the matching rules.
     pub limits: u64,
+    /// Set by the last matching rule with `priority`; None: `normal`.
+    pub priority: Option<Priority>,
 }
 
 impl Applied {
@@ -389,6 +395,9 @@ impl RuleSet {
             }
             if let Some(i) = rule.rate_limit {
                 applied.limits |= 1 << i;
+            }
+            if rule.priority.is_some() {
+                applied.priority = rule.priority;
             }
             if let Some(t) = &rule.terminal {
                 return Outcome::Terminal(t, applied);

@@ -220,7 +220,7 @@ fn pool_section(o: &mut String, p: &PoolView) {
     }
     let _ = write!(
         o,
-        "<tr class=\"total\"><td>total</td><td></td><td></td><td></td><td></td><td>{active}</td><td>{queue}</td><td>{rate:.1}</td><td>{total}</td><td>{bin}</td><td>{bout}</td><td class=\"{ce}\">{econ}</td><td class=\"{re}\">{eresp}</td><td>{retries}</td><td></td><td>errors {errors}</td></tr></table></section>",
+        "<tr class=\"total\"><td>total</td><td></td><td></td><td></td><td></td><td>{active}</td><td>{queue}</td><td>{rate:.1}</td><td>{total}</td><td>{bin}</td><td>{bout}</td><td class=\"{ce}\">{econ}</td><td class=\"{re}\">{eresp}</td><td>{retries}</td><td></td><td>errors {errors}</td></tr></table>",
         active = p.active,
         queue = p.queue,
         rate = p.rate,
@@ -234,6 +234,23 @@ fn pool_section(o: &mut String, p: &PoolView) {
         retries = p.retries,
         errors = p.errors,
     );
+    if !p.priority.is_empty() {
+        o.push_str("<p class=\"prio\">queue by priority:");
+        for c in &p.priority {
+            let _ = write!(
+                o,
+                " <b>{}</b> {} waiting, {} admitted, <span class=\"{}\">{} shed</span> ·",
+                esc(&c.class),
+                c.queued,
+                c.admitted,
+                if c.shed > 0 { "err" } else { "" },
+                c.shed,
+            );
+        }
+        o.pop();
+        o.push_str("</p>");
+    }
+    o.push_str("</section>");
 }
 
 fn server_row(o: &mut String, s: &ServerView) {

@@ -78,6 +78,10 @@ pub struct PoolView {
     pub servers: Vec<ServerView>,
     pub eligible: usize,
     pub queue: u32,
+    /// The queue by priority class, highest first; empty for a pool without
+    /// `max_connections_per_server` (nothing ever queues there).
+    #[serde(default)]
+    pub priority: Vec<ClassView>,
     pub active: u64,
     pub requests_total: u64,
     /// Requests per second over the last second.
@@ -97,6 +101,18 @@ pub struct PoolView {
     pub circuit: Option<String>,
     /// Requests per second, one sample a second, oldest first.
     pub history: Vec<f64>,
+}
+
+/// One priority class of a pool's queue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClassView {
+    pub class: String,
+    /// Waiting now.
+    pub queued: u32,
+    /// Got a server slot (immediately or after waiting).
+    pub admitted: u64,
+    /// Answered 503 because the pool was saturated (`shed_after`).
+    pub shed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -279,7 +295,23 @@ fn pool_view(p: &Pool, now: u64, rates: &Rates) -> PoolView {
         name: p.name.to_string(),
         balance: balance_name(p.balance).to_string(),
         eligible: p.eligible_count(),
-        queue: p.shared.queued.load(Ordering::Relaxed),
+        queue: p.shared.queue.waiting(),
+        priority: if p.max_conn_per_server == 0 {
+            Vec::new()
+        } else {
+            crate::pool::Priority::ALL
+                .iter()
+                .map(|&c| {
+                    let st = p.shared.queue.stats(c);
+                    ClassView {
+                        class: c.name().to_string(),
+                        queued: st.queued,
+                        admitted: st.admitted,
+                        shed: st.shed,
+                    }
+                })
+                .collect()
+        },
         active: servers.iter().map(|s| u64::from(s.active)).sum(),
         requests_total: sum(|s| s.total),
         rate: servers.iter().map(|s| s.rate).sum(),

@@ -532,6 +532,8 @@ pub struct RuleFile {
     pub writes: Option<bool>,
     /// A `[[rate_limit]]` by name that the request must conform to.
     pub rate_limit: Option<String>,
+    /// The request's priority class: "critical", "high", "normal" or "low".
+    pub priority: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -591,6 +593,9 @@ pub struct PoolFile {
     pub max_connections_per_server: u32,
     #[serde(default = "default_queue_timeout")]
     pub queue_timeout: Dur,
+    /// Priority shedding: a saturated pool sheds `low` requests that waited this
+    /// long in its queue (`normal` after 4x, `high` after 16x, `critical` never).
+    pub shed_after: Option<Dur>,
     /// Idle keep-alive connections to one server kept per worker thread.
     #[serde(default = "default_max_idle")]
     pub max_idle_per_server: usize,

@@ -209,6 +209,8 @@ pub struct PoolConfig {
     pub server_timeout: Duration,
     pub max_connections_per_server: u32,
     pub queue_timeout: Duration,
+    /// `shed_after`: priority shedding (None: every class waits up to queue_timeout).
+    pub shed_after: Option<Duration>,
     pub max_idle_per_server: usize,
     pub keepalive_timeout: Duration,
     pub tunnel_timeout: Duration,
@@ -948,6 +950,12 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
                 open_for: c.open_for.0,
             })
         });
+        if pf.shed_after.is_some() && pf.max_connections_per_server == 0 {
+            p.add(
+                &at.key("shed_after"),
+                "shedding needs max_connections_per_server: without a connection limit the pool never saturates, nothing queues and nothing is shed",
+            );
+        }
         let alpn: &[&[u8]] = match protocol {
             Protocol::H2 => &[b"h2"],
             Protocol::Http1 => &[],
@@ -979,6 +987,7 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
             server_timeout: pf.server_timeout.0,
             max_connections_per_server: pf.max_connections_per_server,
             queue_timeout: pf.queue_timeout.0,
+            shed_after: pf.shed_after.map(|d| d.0),
             max_idle_per_server: pf.max_idle_per_server,
             keepalive_timeout: pf.keepalive_timeout.0,
             tunnel_timeout: pf.tunnel_timeout.0,

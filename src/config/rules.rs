@@ -227,7 +227,20 @@ pub(super) fn compile(
             }
             ix
         });
+        let priority = f.priority.as_deref().and_then(|v| {
+            let pr = crate::pool::Priority::parse(v);
+            if pr.is_none() {
+                p.add(
+                    &rat.key("priority"),
+                    format!(
+                        "unknown priority {v:?}: use \"critical\", \"high\", \"normal\" or \"low\""
+                    ),
+                );
+            }
+            pr
+        });
         if set_count == 0
+            && f.priority.is_none()
             && f.writes.is_none()
             && f.rate_limit.is_none()
             && f.del_header.is_empty()
@@ -238,12 +251,13 @@ pub(super) fn compile(
         {
             p.add(
                 &rat,
-                "the rule does nothing: give deny, redirect, pool, rate_limit, writes or a header edit",
+                "the rule does nothing: give deny, redirect, pool, rate_limit, priority, writes or a header edit",
             );
         }
         let mut rule = Rule::new(m, terminals.into_iter().next(), edits);
         rule.writes = f.writes;
         rule.rate_limit = rate_limit;
+        rule.priority = priority;
         rules.push(rule);
     }
     if p.list.len() > before {

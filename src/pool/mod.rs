@@ -6,6 +6,7 @@ pub mod balance;
 pub mod breaker;
 pub mod budget;
 pub mod circuit;
+pub mod priority;
 
 use crate::clock;
 use crate::config::{Balance, BreakerConfig, HashKey, HealthConfig, PoolConfig, RetryConfig};
@@ -13,6 +14,7 @@ use arc_swap::ArcSwapOption;
 use balance::{Balancer, Members};
 use breaker::{Breaker, Change};
 use budget::RetryBudget;
+pub use priority::Priority;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -392,10 +394,8 @@ pub struct MemberSpec {
 /// Pool-level state shared by all snapshots of the pool.
 #[derive(Debug, Default)]
 pub struct PoolShared {
-    /// Requests waiting for a free server slot.
-    pub queued: AtomicU32,
-    /// Woken when a slot frees up while requests are queued.
-    notify: Notify,
+    /// Requests waiting for a free server slot, by priority class.
+    pub queue: priority::Queue,
     /// Requests that ended with an error response (502/503/504) or a failed tcp session.
     pub errors: AtomicU64,
     /// Retries made (each on another server than the failed attempt).
@@ -425,6 +425,8 @@ pub struct Pool {
     pub server_timeout: Duration,
     pub max_conn_per_server: u32,
     pub queue_timeout: Duration,
+    /// `shed_after`: how long each priority class may wait before it is shed.
+    pub shedding: Option<priority::Shedding>,
     pub max_idle_per_server: usize,
     pub keepalive_timeout: Duration,
     pub tunnel_timeout: Duration,
@@ -452,6 +454,9 @@ pub enum PickError {
     NoServer,
     #[error("timed out in the queue waiting for a free server")]
     QueueTimeout,
+    /// The pool is saturated and this request's priority class is shed.
+    #[error("shed: the pool is saturated and this request's priority is shed")]
+    Shed,
 }
 
 impl Pool {
@@ -487,6 +492,7 @@ impl Pool {
             server_timeout: cfg.server_timeout,
             max_conn_per_server: cfg.max_connections_per_server,
             queue_timeout: cfg.queue_timeout,
+            shedding: cfg.shed_after.map(priority::Shedding::from_shed_after),
             max_idle_per_server: cfg.max_idle_per_server,
             keepalive_timeout: cfg.keepalive_timeout,
             tunnel_timeout: cfg.tunnel_timeout,
@@ -605,42 +611,72 @@ impl Pool {
     }
 
     /// Picks a server not in `exclude` and takes a slot on it. When every usable
-    /// server is full, waits in the pool's queue for at most `queue_timeout`. Fails
-    /// at once when no server is usable.
+    /// server is full, waits in the pool's queue, in the class `prio`, for at
+    /// most `queue_timeout` (or less, as `shed_after` says for the class). Fails
+    /// at once when no server is usable, or when the class is shed.
     pub async fn acquire(
         self: &Arc<Self>,
         key: u64,
         exclude: &[usize],
+        prio: Priority,
     ) -> Result<ServerGuard, PickError> {
-        // While requests wait in the queue, newcomers queue behind them instead of
-        // taking a slot that was freed for a waiter.
-        if self.shared.queued.load(Ordering::SeqCst) == 0 {
+        let queue = &self.shared.queue;
+        // While requests of its class or a higher one wait, a newcomer queues
+        // behind them instead of taking a slot that was freed for a waiter.
+        if !queue.must_queue(prio) {
             if let Some(g) = self.try_acquire(key, exclude) {
+                queue.admitted(prio);
                 return Ok(g);
             }
         }
         if self.max_conn_per_server == 0 || self.tier(exclude, clock::now_ms()).is_none() {
             return Err(PickError::NoServer);
         }
-        // SeqCst pairs with the release path in ServerGuard::drop (active, then
-        // queued): one of the two sides always sees the other, so no lost wakeup.
-        self.shared.queued.fetch_add(1, Ordering::SeqCst);
-        let _queued = QueuedGuard(&self.shared);
-        let deadline = tokio::time::Instant::now() + self.queue_timeout;
+        let shed_limit = self.shedding.and_then(|s| s.limit(prio));
+        if let Some(limit) = shed_limit {
+            // it would wait at least as long as the oldest request ahead of it
+            let ahead = queue.oldest_wait(prio, tokio::time::Instant::now());
+            if limit.is_zero() || ahead.is_some_and(|w| w > limit) {
+                queue.count_shed(prio);
+                return Err(PickError::Shed);
+            }
+        }
+        let entry = queue.enter(prio);
+        let timeout_at = entry.since() + self.queue_timeout;
+        let shed_at = shed_limit.map(|l| entry.since() + l);
+        let until = shed_at.map_or(timeout_at, |s| s.min(timeout_at));
         loop {
-            let notified = self.shared.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
             if let Some(g) = self.try_acquire(key, exclude) {
+                entry.served();
+                queue.admitted(prio);
                 return Ok(g);
             }
             if self.tier(exclude, clock::now_ms()).is_none() {
                 return Err(PickError::NoServer);
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            // a retry cannot use a slot on a server it tried: another waiter may
+            entry.missed(!exclude.is_empty() && self.free_slot());
+            if tokio::time::timeout_at(until, entry.woken()).await.is_err() {
+                if shed_at.is_some_and(|s| s < timeout_at) {
+                    queue.count_shed(prio);
+                    return Err(PickError::Shed);
+                }
                 return Err(PickError::QueueTimeout);
             }
         }
+    }
+
+    /// Whether a server of the serving tier has a free slot.
+    fn free_slot(&self) -> bool {
+        let now = clock::now_ms();
+        let Some(backup) = self.tier(&[], now) else {
+            return false;
+        };
+        self.servers.iter().enumerate().any(|(i, s)| {
+            s.backup == backup
+                && self.usable(i, now)
+                && s.state.active.load(Ordering::Acquire) < self.max_conn_per_server
+        })
     }
 
     /// Where server `i` is in its slow start: (time since it came UP, window),
@@ -740,14 +776,6 @@ impl Members for View<'_> {
     }
 }
 
-struct QueuedGuard<'a>(&'a PoolShared);
-
-impl Drop for QueuedGuard<'_> {
-    fn drop(&mut self) {
-        self.0.queued.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// One taken slot on a server; released (and a queued request woken) on drop. The
 /// request's outcome is reported through it to the server's breaker.
 #[derive(Debug)]
@@ -802,10 +830,9 @@ impl Drop for ServerGuard {
             st.breaker.abandon_trial();
         }
         st.active.fetch_sub(1, Ordering::SeqCst);
-        if self.pool.max_conn_per_server > 0 && self.pool.shared.queued.load(Ordering::SeqCst) > 0 {
-            // every waiter rechecks: the freed slot may be on a server one of them
-            // already tried (retries), but not another
-            self.pool.shared.notify.notify_waiters();
+        if self.pool.max_conn_per_server > 0 {
+            // the freed slot is offered to the first waiter in priority order
+            self.pool.shared.queue.wake_one();
         }
     }
 }
@@ -828,6 +855,7 @@ mod tests {
             server_timeout: Duration::from_secs(1),
             max_connections_per_server: max,
             queue_timeout: queue,
+            shed_after: None,
             max_idle_per_server: 1,
             keepalive_timeout: Duration::from_secs(1),
             tunnel_timeout: Duration::from_secs(1),
@@ -885,31 +913,113 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn queue_times_out_then_serves_after_release() {
         let p = pool(1, Duration::from_secs(5));
-        let first = p.acquire(0, &[]).await.unwrap();
+        let first = p.acquire(0, &[], Priority::Normal).await.unwrap();
         let t0 = tokio::time::Instant::now();
         assert_eq!(
-            p.acquire(0, &[]).await.unwrap_err(),
+            p.acquire(0, &[], Priority::Normal).await.unwrap_err(),
             PickError::QueueTimeout
         );
         assert_eq!(t0.elapsed(), Duration::from_secs(5));
-        assert_eq!(p.shared.queued.load(Ordering::Relaxed), 0);
+        assert_eq!(p.shared.queue.waiting(), 0);
         // a waiter is woken when the slot is released
         let p2 = Arc::clone(&p);
-        let waiter = tokio::spawn(async move { p2.acquire(0, &[]).await.map(|_| ()) });
+        let waiter =
+            tokio::spawn(async move { p2.acquire(0, &[], Priority::Normal).await.map(|_| ()) });
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_eq!(p.shared.queued.load(Ordering::Relaxed), 1);
+        assert_eq!(p.shared.queue.waiting(), 1);
         drop(first);
         assert_eq!(waiter.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_saturated_pool_sheds_by_class() {
+        let mut p = pool(1, Duration::from_secs(5));
+        Arc::get_mut(&mut p).unwrap().shedding = Some(priority::Shedding::from_shed_after(
+            Duration::from_millis(100),
+        ));
+        let held = p.acquire(0, &[], Priority::Low).await.unwrap();
+        // low waits its 100 ms, then is shed; normal would have waited 400 ms
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(
+            p.acquire(0, &[], Priority::Low).await.unwrap_err(),
+            PickError::Shed
+        );
+        assert_eq!(t0.elapsed(), Duration::from_millis(100));
+        // critical is never shed: it waits until queue_timeout
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(
+            p.acquire(0, &[], Priority::Critical).await.unwrap_err(),
+            PickError::QueueTimeout
+        );
+        assert_eq!(t0.elapsed(), Duration::from_secs(5));
+        // a newcomer behind a request that already waited past its class's
+        // limit is shed at once
+        let p2 = Arc::clone(&p);
+        let waiting =
+            tokio::spawn(async move { p2.acquire(0, &[], Priority::High).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(
+            p.acquire(0, &[], Priority::Normal).await.unwrap_err(),
+            PickError::Shed
+        );
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        // ... and the slot, once freed, goes to the high one waiting
+        drop(held);
+        assert_eq!(waiting.await.unwrap(), Ok(()));
+        let q = &p.shared.queue;
+        assert_eq!(q.stats(Priority::Low).shed, 1);
+        assert_eq!(q.stats(Priority::Normal).shed, 1);
+        assert_eq!(q.stats(Priority::Critical).shed, 0);
+        assert_eq!(q.stats(Priority::High).admitted, 1);
+        assert_eq!(q.stats(Priority::Low).admitted, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_freed_slot_goes_to_the_highest_class_waiting() {
+        let p = pool(1, Duration::from_secs(60));
+        let held = p.acquire(0, &[], Priority::Normal).await.unwrap();
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        // queued oldest first: low, low, normal, critical, high
+        for (n, class) in [
+            Priority::Low,
+            Priority::Low,
+            Priority::Normal,
+            Priority::Critical,
+            Priority::High,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (p, order) = (Arc::clone(&p), Arc::clone(&order));
+            tasks.push(tokio::spawn(async move {
+                let g = p.acquire(0, &[], class).await.unwrap();
+                order.lock().unwrap().push(n);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                drop(g);
+            }));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(p.shared.queue.waiting(), 5);
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![3, 4, 2, 0, 1]);
     }
 
     #[tokio::test]
     async fn down_pool_fails_at_once() {
         let p = pool(1, Duration::from_secs(60));
         p.servers[0].state.set_health(Health::Down, 1);
-        assert_eq!(p.acquire(0, &[]).await.unwrap_err(), PickError::NoServer);
+        assert_eq!(
+            p.acquire(0, &[], Priority::Normal).await.unwrap_err(),
+            PickError::NoServer
+        );
         p.servers[0].state.set_health(Health::Unknown, 1);
         assert_eq!(
-            p.acquire(0, &[]).await.unwrap_err(),
+            p.acquire(0, &[], Priority::Normal).await.unwrap_err(),
             PickError::NoServer,
             "UNKNOWN gets no traffic"
         );
@@ -924,18 +1034,27 @@ mod tests {
             Duration::ZERO,
         );
         for _ in 0..20 {
-            assert_ne!(p.acquire(0, &[]).await.unwrap().index(), 2);
+            assert_ne!(
+                p.acquire(0, &[], Priority::Normal).await.unwrap().index(),
+                2
+            );
         }
         // a tried (excluded) primary plus a down one: the backup serves
         p.servers[0].state.set_health(Health::Down, 1);
-        assert_eq!(p.acquire(0, &[1]).await.unwrap().index(), 2);
+        assert_eq!(
+            p.acquire(0, &[1], Priority::Normal).await.unwrap().index(),
+            2
+        );
         p.servers[1].state.set_health(Health::Down, 1);
         for _ in 0..5 {
-            assert_eq!(p.acquire(0, &[]).await.unwrap().index(), 2);
+            assert_eq!(
+                p.acquire(0, &[], Priority::Normal).await.unwrap().index(),
+                2
+            );
         }
         p.servers[0].state.set_health(Health::Up, 2);
         assert_eq!(
-            p.acquire(0, &[]).await.unwrap().index(),
+            p.acquire(0, &[], Priority::Normal).await.unwrap().index(),
             0,
             "back to the primary"
         );
@@ -950,11 +1069,13 @@ mod tests {
             Duration::ZERO,
         );
         for _ in 0..10 {
-            let g = p.acquire(0, &[0, 2]).await.unwrap();
+            let g = p.acquire(0, &[0, 2], Priority::Normal).await.unwrap();
             assert_eq!(g.index(), 1);
         }
         assert_eq!(
-            p.acquire(0, &[0, 1, 2]).await.unwrap_err(),
+            p.acquire(0, &[0, 1, 2], Priority::Normal)
+                .await
+                .unwrap_err(),
             PickError::NoServer
         );
     }
@@ -969,20 +1090,26 @@ mod tests {
         );
         // server 0 fails twice: ejected (1 of 2 = 50%)
         for _ in 0..2 {
-            let mut g = p.acquire(0, &[1]).await.unwrap();
+            let mut g = p.acquire(0, &[1], Priority::Normal).await.unwrap();
             g.failure();
         }
         assert_eq!(p.ejected_count(), 1);
         for _ in 0..10 {
-            assert_eq!(p.acquire(0, &[]).await.unwrap().index(), 1);
+            assert_eq!(
+                p.acquire(0, &[], Priority::Normal).await.unwrap().index(),
+                1
+            );
         }
         // server 1 fails too, but ejecting it would exceed 50%: it stays in
         for _ in 0..5 {
-            let mut g = p.acquire(0, &[]).await.unwrap();
+            let mut g = p.acquire(0, &[], Priority::Normal).await.unwrap();
             g.failure();
         }
         assert_eq!(p.ejected_count(), 1);
-        assert_eq!(p.acquire(0, &[]).await.unwrap().index(), 1);
+        assert_eq!(
+            p.acquire(0, &[], Priority::Normal).await.unwrap().index(),
+            1
+        );
     }
 
     #[test]

@@ -56,6 +56,7 @@ struct Prepared {
     len: usize,
     pool: Arc<Pool>,
     key: u64,
+    priority: crate::pool::Priority,
     replayable: bool,
     head: bool,
     close: bool,
@@ -265,9 +266,13 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
             close: r.close(),
         })
     };
-    let (pool, edits) =
+    let (pool, edits, priority) =
         match lifecycle::decide(&ctx.shared, ctx.permits.listener(), ctx.bound, &view) {
-            Decision::Pool { pool, edits } => (pool, edits),
+            Decision::Pool {
+                pool,
+                edits,
+                priority,
+            } => (pool, edits, priority),
             Decision::Reconfiguring => return answer(http::reconfiguring()),
             d @ (Decision::Deny { .. }
             | Decision::Redirect { .. }
@@ -303,6 +308,7 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
         close: r.close(),
         pool,
         key,
+        priority,
         log,
         wire,
         start,
@@ -367,6 +373,7 @@ async fn proxy<S: ClientIo>(
     let Prepared {
         pool,
         key,
+        priority,
         replayable,
         head,
         close,
@@ -379,7 +386,7 @@ async fn proxy<S: ClientIo>(
     // Decided when the answer is written: a shutdown that starts while the
     // request is in flight still gets `Connection: close` to the client.
     let closing = || close || graceful.is_cancelled();
-    let mut lc = Lifecycle::new(Arc::clone(&pool), key);
+    let mut lc = Lifecycle::new(Arc::clone(&pool), key, priority);
     loop {
         let acquired = tokio::select! {
             biased;

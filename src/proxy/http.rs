@@ -469,8 +469,12 @@ async fn handle(
         bare_host: request_host(&req).map(crate::router::strip_port),
     };
     let decision = lifecycle::decide(&ctx.shared, ctx.permits.listener(), ctx.bound, &view);
-    let (pool, edits) = match decision {
-        lifecycle::Decision::Pool { pool, edits } => (pool, edits),
+    let (pool, edits, priority) = match decision {
+        lifecycle::Decision::Pool {
+            pool,
+            edits,
+            priority,
+        } => (pool, edits, priority),
         lifecycle::Decision::Reconfiguring => return Ok(reconfiguring()),
         d => {
             let target = request_target(&req).to_string();
@@ -489,7 +493,7 @@ async fn handle(
             start,
         ))
     });
-    let mut lc = Lifecycle::new(Arc::clone(&pool), key);
+    let mut lc = Lifecycle::new(Arc::clone(&pool), key, priority);
     let h2_pool = pool.protocol == Protocol::H2;
     if let Some(l) = log.as_mut() {
         l.grpc = is_grpc(req.headers());

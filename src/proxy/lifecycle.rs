@@ -17,7 +17,7 @@ use crate::config::{Balance, HashKey};
 use crate::listener::ListenerShared;
 use crate::pool::balance::hash_parts;
 use crate::pool::circuit::Admit;
-use crate::pool::{Pool, Server, ServerGuard};
+use crate::pool::{Pool, Priority, Server, ServerGuard};
 use crate::rules::{is_write, Applied, Outcome, ReadOnly, RequestView, RuleEdits, Terminal};
 use crate::upstream::UpstreamError;
 use crate::Shared;
@@ -51,6 +51,8 @@ pub enum Decision {
     Pool {
         pool: Arc<Pool>,
         edits: Option<RuleEdits>,
+        /// Its class in the pool's queue (rules' `priority`).
+        priority: Priority,
     },
     /// Answered by a rule: `deny`.
     Deny { status: StatusCode, body: Bytes },
@@ -153,6 +155,7 @@ pub fn decide(
     }
     Decision::Pool {
         pool: Arc::clone(pool),
+        priority: applied.priority.unwrap_or_default(),
         edits: (!applied.is_empty()).then(|| RuleEdits {
             rules: Arc::clone(&l.rules),
             applied,
@@ -230,6 +233,8 @@ pub struct Lifecycle {
     tried: Vec<usize>,
     /// The last failed attempt: what the client hears if no server is left.
     last: Option<(ProxyError, usize)>,
+    /// Its class in the pool's queue.
+    priority: Priority,
     /// The pool circuit's say on this request: None before the first acquire,
     /// and again once its outcome is recorded.
     circuit: Option<Admit>,
@@ -261,14 +266,15 @@ impl GiveUp {
 impl Lifecycle {
     /// Starts a request routed to `pool`; `key` is its balancing key (0 unless
     /// the pool balances by hash). The request earns the pool's retry budget its
-    /// share.
-    pub fn new(pool: Arc<Pool>, key: u64) -> Lifecycle {
+    /// share. `priority`: its class in the pool's queue.
+    pub fn new(pool: Arc<Pool>, key: u64, priority: Priority) -> Lifecycle {
         pool.shared.budget.deposit(pool.retry.budget_percent);
         Lifecycle {
             pool,
             key,
             tried: Vec::new(),
             last: None,
+            priority,
             circuit: None,
         }
     }
@@ -312,7 +318,11 @@ impl Lifecycle {
                 a => self.circuit = Some(a),
             }
         }
-        match self.pool.acquire(self.key, &self.tried).await {
+        match self
+            .pool
+            .acquire(self.key, &self.tried, self.priority)
+            .await
+        {
             Ok(g) => {
                 g.server().state.total.fetch_add(1, Ordering::Relaxed);
                 Ok(g)

@@ -51,6 +51,7 @@ impl ProxyError {
         match self {
             ProxyError::Pick(PickError::NoServer) => End::NoServer,
             ProxyError::Pick(PickError::QueueTimeout) => End::QueueTimeout,
+            ProxyError::Pick(PickError::Shed) => End::Shed,
             ProxyError::Upstream(UpstreamError::ConnectTimeout { .. }) => End::ConnectTimeout,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => End::ServerTimeout,
             ProxyError::Upstream(e) if e.is_client_fault() => End::ClientAbort,
@@ -66,6 +67,9 @@ impl ProxyError {
         match self {
             ProxyError::Pick(PickError::NoServer) => "no server is available",
             ProxyError::Pick(PickError::QueueTimeout) => "all servers are busy (queue timeout)",
+            ProxyError::Pick(PickError::Shed) => {
+                "all servers are busy and requests of this priority are shed"
+            }
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => {
                 "the server did not respond in time"
             }
@@ -123,6 +127,7 @@ mod tests {
         let cases: Vec<(ProxyError, u16, End)> = vec![
             (PickError::NoServer.into(), 503, End::NoServer),
             (PickError::QueueTimeout.into(), 503, End::QueueTimeout),
+            (PickError::Shed.into(), 503, End::Shed),
             (
                 UpstreamError::Connect {
                     addr,

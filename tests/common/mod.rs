@@ -118,6 +118,8 @@ pub struct BackendStats {
     pub last_headers: Mutex<Option<hyper::HeaderMap>>,
     pub last_version: Mutex<Option<hyper::Version>>,
     pub last_uri: Mutex<Option<String>>,
+    /// Every request's URI, in the order the requests arrived.
+    pub uris: Mutex<Vec<String>>,
     pub health_checks: AtomicUsize,
     /// What `/health` answers (200 unless a test changes it).
     pub health_status: std::sync::atomic::AtomicU16,
@@ -234,6 +236,7 @@ async fn handle(
     *st.last_headers.lock().unwrap() = Some(req.headers().clone());
     *st.last_version.lock().unwrap() = Some(req.version());
     *st.last_uri.lock().unwrap() = Some(req.uri().to_string());
+    st.uris.lock().unwrap().push(req.uri().to_string());
     let path = req.uri().path().to_string();
     let resp = match path.as_str() {
         "/slow" => {
