@@ -40,6 +40,7 @@ fn limiter(max_keys: usize) -> Limiter {
             tiers: vec![],
         },
         Arc::default(),
+        None,
     )
 }
 

@@ -455,6 +455,35 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
             .with_label_values(&[p])
             .set(pool.servers.len() as i64);
     }
+    let store_up = gauge(
+        "rampart_rate_limit_store_up",
+        "[rate_limit_store]: 1 while syncs succeed, 0 while limits are local-only (fallback_share)",
+        &[],
+    );
+    let store_syncs = counter(
+        "rampart_rate_limit_store_syncs_total",
+        "Syncs of shared rate limits and quotas with the store, by result",
+        &["result"],
+    );
+    let store_fallbacks = counter(
+        "rampart_rate_limit_store_fallbacks_total",
+        "Times this node fell back to local-only limits because the store was unreachable",
+        &[],
+    );
+    if let Some(link) = &snap.rate_link {
+        store_up
+            .with_label_values::<&str>(&[])
+            .set(i64::from(link.is_up()));
+        store_syncs
+            .with_label_values(&["ok"])
+            .inc_by(link.syncs_ok.load(Ordering::Relaxed));
+        store_syncs
+            .with_label_values(&["failed"])
+            .inc_by(link.syncs_failed.load(Ordering::Relaxed));
+        store_fallbacks
+            .with_label_values::<&str>(&[])
+            .inc_by(link.fallbacks.load(Ordering::Relaxed));
+    }
     let expiry = gauge(
         "rampart_tls_cert_expiry_timestamp_seconds",
         "When a listener's certificate expires (notAfter, seconds since the epoch), by listener and certificate file",
@@ -606,6 +635,9 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(downtime.collect());
     out.extend(ejections.collect());
     out.extend(queue.collect());
+    out.extend(store_up.collect());
+    out.extend(store_syncs.collect());
+    out.extend(store_fallbacks.collect());
     out.extend(queue_class.collect());
     out.extend(admitted.collect());
     out.extend(shed.collect());

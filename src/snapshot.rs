@@ -28,6 +28,9 @@ pub struct Snapshot {
     /// `[[rate_limit]]`, indexed as the rules refer to them; their per-key
     /// state is carried over by name.
     pub rate_limits: Vec<Arc<crate::ratelimit::Limiter>>,
+    /// `[rate_limit_store]`: the link the limits share, kept across reloads
+    /// while its settings stay the same.
+    pub rate_link: Option<Arc<crate::ratelimit::sync::Link>>,
 }
 
 /// Everything a connection needs from its listener, for one generation.
@@ -64,6 +67,7 @@ impl Snapshot {
             listeners: Vec::new(),
             pools: Vec::new(),
             rate_limits: Vec::new(),
+            rate_link: None,
         }
     }
 
@@ -91,6 +95,14 @@ impl Snapshot {
                 listener_runtime(l, old.map(|o| &o.shared))
             })
             .collect();
+        let rate_link = cfg.rate_limit_store.as_ref().map(|sc| {
+            prev.and_then(|p| p.rate_link.as_ref())
+                .filter(|l| l.cfg == *sc)
+                .map_or_else(
+                    || Arc::new(crate::ratelimit::sync::Link::new(sc.clone())),
+                    Arc::clone,
+                )
+        });
         let rate_limits = cfg
             .rate_limits
             .iter()
@@ -98,7 +110,11 @@ impl Snapshot {
                 let store = prev
                     .and_then(|p| p.rate_limits.iter().find(|l| l.cfg.name == rc.name))
                     .map_or_else(Arc::default, |l| Arc::clone(&l.store));
-                Arc::new(crate::ratelimit::Limiter::new(rc.clone(), store))
+                Arc::new(crate::ratelimit::Limiter::new(
+                    rc.clone(),
+                    store,
+                    rate_link.clone(),
+                ))
             })
             .collect();
         Snapshot {
@@ -106,6 +122,7 @@ impl Snapshot {
             listeners,
             pools,
             rate_limits,
+            rate_link,
         }
     }
 
@@ -137,6 +154,7 @@ impl Snapshot {
             generation: self.generation,
             listeners: self.listeners.clone(),
             rate_limits: self.rate_limits.clone(),
+            rate_link: self.rate_link.clone(),
             pools,
         }
     }

@@ -206,6 +206,7 @@ pub fn restore(snap: &Snapshot, state: &StateFile) -> usize {
                     window: q.window,
                     len: q.len,
                     used: q.used,
+                    synced: 0,
                 },
             );
         }

@@ -243,6 +243,10 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         Arc::clone(&shared),
         health_stop.clone(),
     ));
+    health_tasks.spawn(crate::ratelimit::sync::run(
+        Arc::clone(&shared),
+        health_stop.clone(),
+    ));
     if let Some(path) = &opts.config_path {
         health_tasks.spawn(crate::reload::watch_file(
             path.clone(),

@@ -125,6 +125,8 @@ fn broken_configs_name_key_and_line() {
         ("rule source that is not a network", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  src = [\"10.0.0.0/33\"]\n  deny = 403\n", "listener[0].rule[0].src[0]", 13),
         ("unknown priority", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  priority = \"urgent\"\n", "listener[0].rule[0].priority", 13),
         ("shed_after without a connection limit", "name = \"api\"\n", "name = \"api\"\nshed_after = \"50ms\"\n", "pool[0].shed_after", 15),
+        ("rate limit store url", "[[pool]]", "[rate_limit_store]\nkind = \"redis\"\nurl = \"http://127.0.0.1:6379\"\n\n[[pool]]", "rate_limit_store.url", 15),
+        ("rate limit store share", "[[pool]]", "[rate_limit_store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\nfallback_share = 1.5\n\n[[pool]]", "rate_limit_store.fallback_share", 16),
         ("circuit failure rate", "name = \"api\"\n", "name = \"api\"\n[pool.circuit]\nfailure_rate = 0\n", "pool[0].circuit.failure_rate", 16),
         ("circuit window", "name = \"api\"\n", "name = \"api\"\n[pool.circuit]\nwindow = \"100ms\"\n", "pool[0].circuit.window", 16),
         ("read_only_when naming no pool", "pool = \"api\"\n", "pool = \"api\"\nread_only_when = [\"pool:pg\"]\n", "listener[0].read_only_when[0]", 12),

@@ -153,12 +153,57 @@ async fn route(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Res
             )
         }
         (Method::POST, "/api/quotas/reset") => reset_quota(shared, req).await,
+        (Method::GET, "/api/rate_limit_store") => match shared.snapshot.load().rate_link.as_deref()
+        {
+            Some(link) => json(StatusCode::OK, &StoreView::of(link)),
+            None => error(StatusCode::NOT_FOUND, "no [rate_limit_store] is configured"),
+        },
         (Method::GET, "/api/listeners") => json(StatusCode::OK, &stats(shared).listeners),
         (Method::POST, p) if p.starts_with("/api/listeners/") && p.ends_with("/mode") => {
             let name = percent_decode(&p["/api/listeners/".len()..p.len() - "/mode".len()]);
             set_listener_mode(shared, &name, req).await
         }
         _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
+    }
+}
+
+/// `[rate_limit_store]` as the API shows it.
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct StoreView {
+    /// The URL, without a password.
+    pub url: String,
+    /// False while the store cannot be reached (limits are local-only, at
+    /// `fallback_share`).
+    pub up: bool,
+    pub fallback_share: f64,
+    pub sync_interval_ms: u64,
+    pub syncs_ok: u64,
+    pub syncs_failed: u64,
+    /// Times this node fell back to local-only limits.
+    pub fallbacks: u64,
+    /// Keys sent in the last successful sync.
+    pub last_batch: u64,
+    pub last_error: Option<String>,
+}
+
+impl StoreView {
+    fn of(l: &crate::ratelimit::sync::Link) -> StoreView {
+        use std::sync::atomic::Ordering::Relaxed;
+        StoreView {
+            url: l.cfg.shown_url(),
+            up: l.is_up(),
+            fallback_share: l.cfg.fallback_share,
+            sync_interval_ms: l.cfg.sync_interval.as_millis() as u64,
+            syncs_ok: l.syncs_ok.load(Relaxed),
+            syncs_failed: l.syncs_failed.load(Relaxed),
+            fallbacks: l.fallbacks.load(Relaxed),
+            last_batch: l.last_batch.load(Relaxed),
+            last_error: l
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
     }
 }
 
@@ -227,14 +272,34 @@ async fn reset_quota(shared: &Shared, req: Request<Incoming>) -> Resp {
             )
         }
     };
-    let snap = shared.snapshot.load();
+    let snap = shared.snapshot.load_full();
     let mut reset = Vec::new();
+    let mut store_errors = Vec::new();
     for l in &snap.rate_limits {
-        if r.limit.as_deref().is_none_or(|n| n == l.cfg.name) && l.reset_quota(&r.key) {
-            reset.push(l.cfg.name.clone());
+        if r.limit.as_deref().is_some_and(|n| n != l.cfg.name) {
+            continue;
+        }
+        let gone = l.reset_quota(&r.key);
+        if gone.is_empty() {
+            continue;
+        }
+        reset.push(l.cfg.name.clone());
+        if let Some(link) = &l.link {
+            if let Err(e) = crate::ratelimit::sync::reset_shared(link, &l.cfg.name, &gone).await {
+                store_errors.push(format!("{}: {e}", l.cfg.name));
+            }
         }
     }
     tracing::info!(key = %r.key, limits = ?reset, "quota reset by an operator");
+    if !store_errors.is_empty() {
+        return error(
+            StatusCode::BAD_GATEWAY,
+            &format!(
+                "reset on this node, but not in the shared store (other nodes still count it): {}",
+                store_errors.join("; ")
+            ),
+        );
+    }
     json(
         StatusCode::OK,
         &serde_json::json!({ "key": r.key, "reset": reset }),

@@ -27,6 +27,38 @@ pub struct FileConfig {
     pub tiers: Vec<TierFile>,
     pub resolver: Option<ResolverFile>,
     pub ha: Option<HaFile>,
+    /// `[rate_limit_store]`: limits and quotas shared by several nodes.
+    pub rate_limit_store: Option<RateLimitStoreFile>,
+}
+
+/// `[rate_limit_store]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitStoreFile {
+    /// "redis" (Valkey speaks the same protocol).
+    pub kind: String,
+    /// `redis://[:password@]host:port[/db]`
+    pub url: String,
+    /// How often each node sends its counts and learns the others'.
+    #[serde(default = "default_sync_interval")]
+    pub sync_interval: Dur,
+    /// While the store is unreachable, the share of each limit this node
+    /// enforces on its own (0.5 for a pair).
+    #[serde(default = "default_fallback_share")]
+    pub fallback_share: f64,
+    /// Prefix of the store's keys (several clusters may share one Redis).
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_sync_interval() -> Dur {
+    Dur(Duration::from_millis(100))
+}
+fn default_fallback_share() -> f64 {
+    0.5
+}
+fn default_key_prefix() -> String {
+    "rampart:".into()
 }
 
 /// `[ha]`: active/passive VIP failover.

@@ -24,6 +24,8 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// `[[rate_limit]]`: rules refer to them by index.
     pub rate_limits: Vec<crate::ratelimit::RateLimitConfig>,
+    /// `[rate_limit_store]`: None, limits are local to this process.
+    pub rate_limit_store: Option<crate::ratelimit::sync::StoreConfig>,
     pub resolver: ResolverConfig,
     pub ha: Option<HaConfig>,
     /// Things that are allowed but probably not meant; `rampart check` prints them.
@@ -1336,11 +1338,18 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
         .as_ref()
         .and_then(|h| validate_ha(h, &root.key("ha"), &pool_index, &mut p, &mut warnings));
 
+    // [rate_limit_store]
+    let rate_limit_store = raw
+        .rate_limit_store
+        .as_ref()
+        .and_then(|f| rules::rate_limit_store(f, &root.key("rate_limit_store"), &mut p));
+
     if !p.list.is_empty() {
         return Err(p.list);
     }
     Ok(Config {
         ha,
+        rate_limit_store,
         resolver,
         global: Global {
             threads,

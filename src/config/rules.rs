@@ -580,3 +580,49 @@ fn tiers(
     }
     out
 }
+
+/// `[rate_limit_store]`, checked (the URL is parsed, nothing is connected).
+pub(super) fn rate_limit_store(
+    f: &super::file::RateLimitStoreFile,
+    at: &KeyPath,
+    p: &mut Problems<'_>,
+) -> Option<crate::ratelimit::sync::StoreConfig> {
+    let before = p.list.len();
+    if !matches!(f.kind.as_str(), "redis" | "valkey") {
+        p.add(
+            &at.key("kind"),
+            format!("unknown kind {:?}: use \"redis\" (Valkey included)", f.kind),
+        );
+    }
+    let client = match redis::Client::open(f.url.as_str()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            p.add(
+                &at.key("url"),
+                format!("{e}: write redis://[:password@]host:port[/db]"),
+            );
+            None
+        }
+    };
+    let iv = f.sync_interval.0;
+    if iv < std::time::Duration::from_millis(10) || iv > std::time::Duration::from_secs(10) {
+        p.add(&at.key("sync_interval"), "must be from 10ms to 10s");
+    }
+    if !(f.fallback_share > 0.0 && f.fallback_share <= 1.0) {
+        p.add(
+            &at.key("fallback_share"),
+            "must be more than 0 and at most 1 (the share of each limit one node enforces alone)",
+        );
+    }
+    if f.key_prefix.contains(char::is_whitespace) {
+        p.add(&at.key("key_prefix"), "must not contain whitespace");
+    }
+    let client = client?;
+    (p.list.len() == before).then(|| crate::ratelimit::sync::StoreConfig {
+        url: f.url.clone(),
+        client,
+        sync_interval: iv,
+        fallback_share: f.fallback_share,
+        key_prefix: f.key_prefix.clone(),
+    })
+}

@@ -11,6 +11,8 @@
 //! budget. Memory is therefore at most `max_keys` entries (16 bytes each plus
 //! the hash table's overhead), whatever the number of distinct keys.
 
+pub mod sync;
+
 use crate::rules::RequestView;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -78,6 +80,8 @@ pub struct QuotaEntry {
     /// The window's length in seconds (a tier's may differ from another's).
     pub len: u64,
     pub used: u64,
+    /// The global count at the last sync with `[rate_limit_store]` (0 without one).
+    pub synced: u64,
 }
 
 const SHARDS: usize = 16;
@@ -109,6 +113,9 @@ type Table<V> = HashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
 pub struct Store {
     shards: Vec<Mutex<Table<u64>>>,
     quotas: Vec<Mutex<Table<QuotaEntry>>>,
+    /// With `[rate_limit_store]`: what this node admitted per key since the
+    /// last sync.
+    pending: Vec<Mutex<Table<sync::Pend>>>,
     /// Quota counts changed since the state file was last written.
     pub quotas_changed: std::sync::atomic::AtomicBool,
 }
@@ -118,6 +125,7 @@ impl Default for Store {
         Store {
             shards: (0..SHARDS).map(|_| Mutex::new(Table::default())).collect(),
             quotas: (0..SHARDS).map(|_| Mutex::new(Table::default())).collect(),
+            pending: (0..SHARDS).map(|_| Mutex::new(Table::default())).collect(),
             quotas_changed: Default::default(),
         }
     }
@@ -142,6 +150,8 @@ impl Store {
 pub struct Limiter {
     pub cfg: RateLimitConfig,
     pub store: Arc<Store>,
+    /// `[rate_limit_store]`: the limit is shared with other nodes.
+    pub link: Option<Arc<sync::Link>>,
 }
 
 /// Why a request was limited.
@@ -170,8 +180,18 @@ pub fn now_us() -> u64 {
 }
 
 impl Limiter {
-    pub fn new(cfg: RateLimitConfig, store: Arc<Store>) -> Limiter {
-        Limiter { cfg, store }
+    pub fn new(cfg: RateLimitConfig, store: Arc<Store>, link: Option<Arc<sync::Link>>) -> Limiter {
+        Limiter { cfg, store, link }
+    }
+
+    /// Notes what was admitted for `key`, for the next sync (shared limits).
+    fn note(&self, key: u64, now: u64, f: impl FnOnce(&mut sync::Pend)) {
+        let mut m = self.store.pending[(key % SHARDS as u64) as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let p = m.entry(key).or_default();
+        p.touched = now;
+        f(p);
     }
 
     /// The key of a request under this limit: FNV-1a over its parts, stable
@@ -280,10 +300,12 @@ impl Limiter {
         let current = unix / len;
         let shard = &self.store.quotas[(key % SHARDS as u64) as usize];
         let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
-        let used = m
-            .get(&key)
-            .filter(|e| e.window == current)
-            .map_or(0, |e| e.used);
+        let entry = m.get(&key).filter(|e| e.window == current);
+        let used = entry.map_or(0, |e| e.used);
+        let limit = match &self.link {
+            Some(link) => sync::quota_limit(limit, entry, link.share()),
+            None => limit,
+        };
         if used >= limit {
             return Err(Limited {
                 retry_after: Duration::from_secs((current + 1) * len - unix),
@@ -319,6 +341,7 @@ impl Limiter {
                         window: current,
                         len,
                         used: 0,
+                        synced: 0,
                     },
                 );
             }
@@ -328,12 +351,23 @@ impl Limiter {
             if e.window != current {
                 e.window = current;
                 e.used = 0;
+                e.synced = 0;
             }
             e.len = len;
             e.used += 1;
             self.store
                 .quotas_changed
                 .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        drop(m);
+        if self.link.is_some() {
+            self.note(key, now_us(), |p| {
+                if p.q_window != current {
+                    p.quota_n = 0;
+                }
+                p.quota_n += 1;
+                (p.q_len, p.q_window) = (len, current);
+            });
         }
         Ok(())
     }
@@ -371,21 +405,36 @@ impl Limiter {
             .map_or(0, |(q, _)| q)
     }
 
-    /// Forgets the quota use of the key whose text is `key`; whether it had any.
-    pub fn reset_quota(&self, key: &str) -> bool {
-        let mut found = false;
-        for shard in &self.store.quotas {
+    /// Forgets the quota use of the key whose text is `key`: the (key hash,
+    /// window) of each entry forgotten.
+    pub fn reset_quota(&self, key: &str) -> Vec<(u64, u64)> {
+        let mut gone = Vec::new();
+        for (i, shard) in self.store.quotas.iter().enumerate() {
             let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
-            let before = m.len();
-            m.retain(|_, e| e.key != key);
-            found |= m.len() != before;
+            m.retain(|&h, e| {
+                let keep = e.key != key;
+                if !keep {
+                    gone.push((h, e.window));
+                }
+                keep
+            });
+            drop(m);
+            // nothing of it is left to send either
+            let mut p = self.store.pending[i]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (h, _) in &gone {
+                if let Some(pend) = p.get_mut(h) {
+                    pend.quota_n = 0;
+                }
+            }
         }
-        if found {
+        if !gone.is_empty() {
             self.store
                 .quotas_changed
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        found
+        gone
     }
 
     /// Puts saved quota use back (state file), keyed as requests would be.
@@ -416,7 +465,12 @@ impl Limiter {
         burst: u64,
         now: u64,
     ) -> Result<(), Limited> {
-        let t = RateLimitConfig::interval_us(rate);
+        let t0 = RateLimitConfig::interval_us(rate);
+        // alone (the shared store unreachable), a node takes its share of the rate
+        let t = match &self.link {
+            Some(link) if !link.is_up() => (t0 as f64 / link.share()) as u64,
+            _ => t0,
+        };
         let tau = t.saturating_mul(burst);
         let shard = &self.store.shards[(key % SHARDS as u64) as usize];
         let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
@@ -433,6 +487,13 @@ impl Limiter {
                 return Err(over(tat));
             }
             *v = tat + t;
+            drop(m);
+            if self.link.is_some() {
+                self.note(key, now, |p| {
+                    p.rate_n += 1;
+                    p.t_us = t0;
+                });
+            }
             return Ok(());
         }
         let per_shard = (self.cfg.max_keys / SHARDS).max(1);
@@ -460,6 +521,13 @@ impl Limiter {
         }
         // a new key's TAT starts at now: it conforms (burst >= 0)
         m.insert(key, now + t);
+        drop(m);
+        if self.link.is_some() {
+            self.note(key, now, |p| {
+                p.rate_n += 1;
+                p.t_us = t0;
+            });
+        }
         Ok(())
     }
 }
@@ -480,6 +548,7 @@ mod tests {
                 tiers: vec![],
             },
             Arc::default(),
+            None,
         )
     }
 
@@ -542,6 +611,7 @@ mod tests {
                 tiers: vec![],
             },
             Arc::default(),
+            None,
         );
         // 2026-11-30 12:00 UTC
         let noon = 1_795_953_600 + 12 * 3600;
@@ -564,9 +634,9 @@ mod tests {
             assert!(l.admit(&Req("free-1"), 0, || midnight).is_ok());
         }
         assert!(l.admit(&Req("free-1"), 0, || midnight).is_err());
-        assert!(l.reset_quota("free-1"));
+        assert!(!l.reset_quota("free-1").is_empty());
         assert!(l.admit(&Req("free-1"), 0, || midnight).is_ok());
-        assert!(!l.reset_quota("nobody"));
+        assert!(l.reset_quota("nobody").is_empty());
     }
 
     #[test]

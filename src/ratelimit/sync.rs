@@ -1,0 +1,469 @@
+//! Limits shared by several nodes through Redis (or Valkey): `[rate_limit_store]`.
+//!
+//! Local first. Every node decides each request on its own state, as a
+//! local-only limit would: a request never waits on Redis. What a node admits
+//! is also noted as pending, per key; every `sync_interval` a background task
+//! sends all pending counts in one batch to Redis, where one Lua script adds
+//! them atomically to the global state and returns it, and the node takes the
+//! global state (everyone's requests) as its own view of each key.
+//!
+//! - A rate (GCRA) key's global state is its TAT, kept in Redis's clock; the
+//!   script answers how far ahead of Redis's now it is, so the nodes' clocks
+//!   never need to agree.
+//! - A quota key's global state is the count of its window (`INCRBY`, expiring
+//!   with the window).
+//! - Keys a node saw lately but admitted nothing for are read too (a refresh),
+//!   so an idle node learns what the others used before its next request.
+//!
+//! How far over the limit a cluster can go: between two syncs a node does not
+//! see the others' requests, so each node can admit, per key, what its own
+//! view allows during one `sync_interval` (plus the batch's round trip): at
+//! most the requests it receives for the key in that time. With N nodes the
+//! excess over the global limit is bounded by what the other N - 1 nodes admit
+//! in one interval; a rate's excess is then paid back (the global TAT is ahead,
+//! so the key waits longer), a quota's is not.
+//!
+//! When Redis cannot be reached (connect, timeout or script error) the node
+//! falls back to local-only limits, each enforcing `fallback_share` of every
+//! rate and of every quota's remainder, logs it and counts it, keeps its
+//! pending counts, and tries again every interval; once a sync succeeds the
+//! counts kept meanwhile are sent and limits are shared again.
+
+use super::{Limiter, QuotaEntry, SHARDS};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// `[rate_limit_store]`, validated.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub url: String,
+    pub client: redis::Client,
+    pub sync_interval: Duration,
+    pub fallback_share: f64,
+    pub key_prefix: String,
+}
+
+impl PartialEq for StoreConfig {
+    fn eq(&self, o: &StoreConfig) -> bool {
+        self.url == o.url
+            && self.sync_interval == o.sync_interval
+            && self.fallback_share == o.fallback_share
+            && self.key_prefix == o.key_prefix
+    }
+}
+
+impl StoreConfig {
+    /// The URL without its password, for logs and the admin API.
+    pub fn shown_url(&self) -> String {
+        let info = self.client.get_connection_info();
+        let addr = info.addr().to_string();
+        format!("redis://{addr}/{}", info.redis_settings().db())
+    }
+}
+
+/// The node's link to the store: what the data plane reads (whether to fall
+/// back) and what operators see. Kept across reloads while the store's
+/// settings stay the same.
+#[derive(Debug)]
+pub struct Link {
+    pub cfg: StoreConfig,
+    /// False once a sync failed, until one succeeds.
+    up: AtomicBool,
+    pub syncs_ok: AtomicU64,
+    pub syncs_failed: AtomicU64,
+    /// Times the node fell back to local-only limits.
+    pub fallbacks: AtomicU64,
+    /// Keys sent in the last successful sync.
+    pub last_batch: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl Link {
+    pub fn new(cfg: StoreConfig) -> Link {
+        Link {
+            cfg,
+            // until a sync says otherwise: a node that starts while Redis is
+            // down enforces full limits for at most one interval
+            up: AtomicBool::new(true),
+            syncs_ok: AtomicU64::new(0),
+            syncs_failed: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+            last_batch: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// The share of a limit this node enforces alone: all of it while the
+    /// store is up (the sync shares it), `fallback_share` while it is not.
+    pub fn share(&self) -> f64 {
+        if self.is_up() {
+            1.0
+        } else {
+            self.cfg.fallback_share
+        }
+    }
+
+    fn went_down(&self, why: String) {
+        self.syncs_failed.fetch_add(1, Ordering::Relaxed);
+        if self.up.swap(false, Ordering::Relaxed) {
+            self.fallbacks.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(store = %self.cfg.shown_url(), error = %why, share = self.cfg.fallback_share, "rate limit store unreachable: limits fall back to local-only, this node enforcing its share");
+        }
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+    }
+
+    fn came_up(&self, keys: usize) {
+        self.syncs_ok.fetch_add(1, Ordering::Relaxed);
+        self.last_batch.store(keys as u64, Ordering::Relaxed);
+        if !self.up.swap(true, Ordering::Relaxed) {
+            tracing::info!(store = %self.cfg.shown_url(), "rate limit store reachable again: limits are shared");
+        }
+    }
+}
+
+/// What a node admitted for one key since the last sync, and how it counts.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Pend {
+    /// Admitted under the rate, with T (µs) of the rate that applied.
+    pub rate_n: u32,
+    pub t_us: u64,
+    /// Counted against the quota, in the window `q_window` of `q_len` seconds.
+    pub quota_n: u32,
+    pub q_len: u64,
+    pub q_window: u64,
+    /// The last request for the key (µs, `now_us`).
+    pub touched: u64,
+}
+
+/// Keys of one limit sent in one sync, at most.
+const MAX_BATCH: usize = 4096;
+/// A key nothing was admitted for is still refreshed while it was seen within
+/// this many intervals, or 10 s if that is longer.
+const HOT_INTERVALS: u64 = 50;
+const HOT_MIN: Duration = Duration::from_secs(10);
+
+/// One key in a batch.
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    limit: usize,
+    key: u64,
+    p: Pend,
+}
+
+/// Takes what is to be sent: pending counts (reset to zero here) and keys seen
+/// lately; forgets keys idle for long.
+fn take_batch(limiter: &Limiter, limit: usize, now: u64, hot_us: u64, out: &mut Vec<Item>) {
+    let mut room = MAX_BATCH;
+    for shard in &limiter.store.pending {
+        let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|&key, p| {
+            let pending = p.rate_n > 0 || p.quota_n > 0;
+            let hot = now.saturating_sub(p.touched) < hot_us;
+            if room > 0 && (pending || hot) {
+                room -= 1;
+                out.push(Item { limit, key, p: *p });
+                p.rate_n = 0;
+                p.quota_n = 0;
+            }
+            pending || hot
+        });
+    }
+}
+
+/// A failed sync: the counts taken go back to pending (sent with the next).
+fn give_back(limiters: &[Arc<Limiter>], batch: &[Item]) {
+    for it in batch {
+        let Some(l) = limiters.get(it.limit) else {
+            continue;
+        };
+        let mut m = l.store.pending[(it.key % SHARDS as u64) as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let p = m.entry(it.key).or_default();
+        p.rate_n += it.p.rate_n;
+        p.quota_n += it.p.quota_n;
+        if p.t_us == 0 {
+            p.t_us = it.p.t_us;
+        }
+        if p.q_len == 0 {
+            (p.q_len, p.q_window) = (it.p.q_len, it.p.q_window);
+        }
+    }
+}
+
+/// The script: for each rate key, adds n * T to its TAT (from Redis's now)
+/// and answers the TAT's lead over now in µs; for each quota key, adds n to
+/// the window's count and answers the count. One round trip, atomic.
+const SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out = {}
+local i = 1
+local nr = tonumber(ARGV[i]); i = i + 1
+for _ = 1, nr do
+  local k, n, T = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]); i = i + 3
+  local tat = tonumber(redis.call('GET', k) or '0')
+  if tat < now then tat = now end
+  if n > 0 then
+    tat = tat + n * T
+    redis.call('SET', k, string.format('%.0f', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
+  end
+  out[#out + 1] = tat - now
+end
+local nq = tonumber(ARGV[i]); i = i + 1
+for _ = 1, nq do
+  local k, n, ttl = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]); i = i + 3
+  local used
+  if n > 0 then
+    used = redis.call('INCRBY', k, n)
+    redis.call('EXPIRE', k, ttl)
+  else
+    used = tonumber(redis.call('GET', k) or '0')
+  end
+  out[#out + 1] = used
+end
+return out
+"#;
+
+/// The background task: one sync every `sync_interval`, while the config has
+/// a store; stops with `stop`.
+pub async fn run(shared: Arc<crate::Shared>, stop: tokio_util::sync::CancellationToken) {
+    let script = redis::Script::new(SCRIPT);
+    let mut conn: Option<(String, redis::aio::MultiplexedConnection)> = None;
+    let mut batch: Vec<Item> = Vec::new();
+    loop {
+        let snap = shared.snapshot.load_full();
+        let interval = snap
+            .rate_link
+            .as_ref()
+            .map_or(Duration::from_secs(1), |l| l.cfg.sync_interval);
+        // on the way out, one last sync sends what was admitted since the last
+        let last = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tokio::time::sleep(interval) => false,
+        };
+        let Some(link) = snap.rate_link.clone() else {
+            if last {
+                return;
+            }
+            conn = None;
+            continue;
+        };
+        batch.clear();
+        let now = super::now_us();
+        let hot = (interval.as_micros() as u64 * HOT_INTERVALS).max(HOT_MIN.as_micros() as u64);
+        for (i, l) in snap.rate_limits.iter().enumerate() {
+            take_batch(l, i, now, hot, &mut batch);
+        }
+        // idle and up: nothing to say (down: try anyway, to learn it is back)
+        if batch.is_empty() && (last || (link.is_up() && conn.is_some())) {
+            if last {
+                return;
+            }
+            continue;
+        }
+        let timeout = (interval * 5).clamp(Duration::from_millis(200), Duration::from_secs(2));
+        match sync_once(
+            &link,
+            &mut conn,
+            &script,
+            &snap.rate_limits,
+            &batch,
+            timeout,
+        )
+        .await
+        {
+            Ok(answers) => {
+                apply(&snap.rate_limits, &batch, &answers);
+                link.came_up(batch.len());
+            }
+            Err(e) => {
+                conn = None;
+                give_back(&snap.rate_limits, &batch);
+                link.went_down(e);
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+/// One batch to Redis (connecting first if need be): the script's answers.
+async fn sync_once(
+    link: &Link,
+    conn: &mut Option<(String, redis::aio::MultiplexedConnection)>,
+    script: &redis::Script,
+    limiters: &[Arc<Limiter>],
+    batch: &[Item],
+    timeout: Duration,
+) -> Result<Vec<i64>, String> {
+    if conn.as_ref().is_none_or(|(url, _)| *url != link.cfg.url) {
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let c = link
+            .cfg
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        *conn = Some((link.cfg.url.clone(), c));
+    }
+    let Some((_, c)) = conn.as_mut() else {
+        return Err("no connection".into());
+    };
+    let prefix = &link.cfg.key_prefix;
+    let unix = super::unix_now();
+    let mut inv = script.prepare_invoke();
+    let rates: Vec<&Item> = batch.iter().filter(|it| it.p.t_us > 0).collect();
+    let quotas: Vec<&Item> = batch.iter().filter(|it| it.p.q_len > 0).collect();
+    inv.arg(rates.len());
+    for it in &rates {
+        let name = limiters.get(it.limit).map_or("", |l| l.cfg.name.as_str());
+        inv.arg(format!("{prefix}{name}:r:{:016x}", it.key))
+            .arg(it.p.rate_n)
+            .arg(it.p.t_us);
+    }
+    inv.arg(quotas.len());
+    for it in &quotas {
+        let name = limiters.get(it.limit).map_or("", |l| l.cfg.name.as_str());
+        let ttl =
+            (it.p.q_window + 1) * it.p.q_len - unix.min((it.p.q_window + 1) * it.p.q_len) + 60;
+        inv.arg(quota_key(prefix, name, it.key, it.p.q_window))
+            .arg(it.p.quota_n)
+            .arg(ttl);
+    }
+    let answers: Vec<i64> = inv
+        .invoke_async(c)
+        .await
+        .map_err(|e| format!("script: {e}"))?;
+    if answers.len() != rates.len() + quotas.len() {
+        return Err(format!(
+            "script answered {} values for {} keys",
+            answers.len(),
+            rates.len() + quotas.len()
+        ));
+    }
+    Ok(answers)
+}
+
+/// The store's key of a quota count.
+fn quota_key(prefix: &str, limit: &str, key: u64, window: u64) -> String {
+    format!("{prefix}{limit}:q:{key:016x}:{window}")
+}
+
+/// An operator's quota reset, on the store too: deletes the global counts of
+/// the entries reset here (`(key hash, window)`). Other nodes learn it at their
+/// next sync of the key.
+pub async fn reset_shared(link: &Link, limit: &str, entries: &[(u64, u64)]) -> Result<(), String> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let cfg = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(1)));
+    let mut c = link
+        .cfg
+        .client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let keys: Vec<String> = entries
+        .iter()
+        .map(|&(h, w)| quota_key(&link.cfg.key_prefix, limit, h, w))
+        .collect();
+    redis::cmd("DEL")
+        .arg(&keys)
+        .query_async::<i64>(&mut c)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("DEL: {e}"))
+}
+
+/// Takes the global state as this node's view of each key sent, plus what
+/// it admitted since the batch was taken.
+fn apply(limiters: &[Arc<Limiter>], batch: &[Item], answers: &[i64]) {
+    let now = super::now_us();
+    let unix = super::unix_now();
+    let rates = batch.iter().filter(|it| it.p.t_us > 0);
+    let quotas = batch.iter().filter(|it| it.p.q_len > 0);
+    let (ra, qa) = answers.split_at(answers.len().min(rates.clone().count()));
+    for (it, &lead) in rates.zip(ra) {
+        let Some(l) = limiters.get(it.limit) else {
+            continue;
+        };
+        let shard = (it.key % SHARDS as u64) as usize;
+        let since = l.store.pending[shard]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&it.key)
+            .map_or(0, |p| p.rate_n);
+        let tat = now + lead.max(0) as u64 + u64::from(since) * it.p.t_us;
+        let mut m = l.store.shards[shard]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        m.insert(it.key, tat);
+    }
+    for (it, &used) in quotas.zip(qa) {
+        let Some(l) = limiters.get(it.limit) else {
+            continue;
+        };
+        if unix / it.p.q_len.max(1) != it.p.q_window {
+            continue; // the window turned meanwhile
+        }
+        let shard = (it.key % SHARDS as u64) as usize;
+        let since = l.store.pending[shard]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&it.key)
+            .map_or(0, |p| p.quota_n);
+        let mut m = l.store.quotas[shard]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = m.get_mut(&it.key) {
+            if e.window == it.p.q_window {
+                let used = used.max(0) as u64;
+                e.synced = used;
+                e.used = used + u64::from(since);
+                l.store.quotas_changed.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// How many requests a quota entry may have used on this node now: all of
+/// the quota while the store is up; while it is down, what was used at the
+/// last sync plus this node's share of the rest.
+pub(super) fn quota_limit(limit: u64, e: Option<&QuotaEntry>, share: f64) -> u64 {
+    if share >= 1.0 {
+        return limit;
+    }
+    let synced = e.map_or(0, |e| e.synced).min(limit);
+    synced + ((limit - synced) as f64 * share).floor() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_alone_takes_its_share_of_what_is_left() {
+        let e = QuotaEntry {
+            key: "k".into(),
+            window: 0,
+            len: 86_400,
+            used: 70,
+            synced: 60,
+        };
+        assert_eq!(quota_limit(100, Some(&e), 1.0), 100);
+        // 40 left at the last sync: half of them for this node
+        assert_eq!(quota_limit(100, Some(&e), 0.5), 80);
+        assert_eq!(quota_limit(100, None, 0.5), 50);
+    }
+}
