@@ -253,6 +253,9 @@ impl Control {
                     self.handle(msg).await;
                 }
             }
+            // after every change it hears of (health, DNS, an operator, a
+            // reload), and every second for what it does not (breakers)
+            self.watch_read_only();
         }
         if self.dirty && !self.shared.handed_over.is_cancelled() {
             // at shutdown, write it before returning (after a handover the new
@@ -260,6 +263,44 @@ impl Control {
             self.save_state(true);
         }
         self.health.stop_all();
+    }
+
+    /// Each listener's read-only state, from the current snapshot: a switch
+    /// either way is logged, counted, and run through the `[ha]` notify
+    /// program (`PROGRAM READ_ONLY|READ_WRITE NODE_ID LISTENER [REASON]`).
+    fn watch_read_only(&self) {
+        use std::sync::atomic::Ordering::{Acquire, Relaxed};
+        // before every server has had its first check, pools look empty: no
+        // switch to speak of yet
+        if !self.shared.first_round_done.load(Acquire) {
+            return;
+        }
+        let snap = self.shared.snapshot.load();
+        for l in &snap.listeners {
+            let why = crate::proxy::lifecycle::listener_read_only(&snap, l);
+            let now = why.is_some();
+            if l.shared.read_only_now.swap(now, Relaxed) == now {
+                continue;
+            }
+            l.shared.read_only_switches.fetch_add(1, Relaxed);
+            let why = why.unwrap_or_default();
+            if now {
+                tracing::warn!(listener = %l.name, reason = %why, "read-only: writes are refused");
+            } else {
+                tracing::info!(listener = %l.name, "read-only mode over: writes flow again");
+            }
+            let cfg = self.shared.config.load();
+            if let Some(ha) = &cfg.ha {
+                if let Some(program) = &ha.notify {
+                    let state = if now { "READ_ONLY" } else { "READ_WRITE" };
+                    let mut args = vec![state, ha.node_id.as_str(), &*l.name];
+                    if now {
+                        args.push(&why);
+                    }
+                    crate::ha::run_notify(program, &args);
+                }
+            }
+        }
     }
 
     async fn handle(&mut self, msg: ControlMsg) {

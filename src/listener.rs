@@ -145,6 +145,8 @@ pub struct ListenerShared {
     pub read_only_now: std::sync::atomic::AtomicBool,
     /// Writes refused in read-only mode.
     pub read_only_refused: AtomicU64,
+    /// Times the listener switched into or out of read-only mode.
+    pub read_only_switches: AtomicU64,
 }
 
 impl ListenerShared {
@@ -157,6 +159,7 @@ impl ListenerShared {
             manual_read_only: Default::default(),
             read_only_now: Default::default(),
             read_only_refused: AtomicU64::new(0),
+            read_only_switches: AtomicU64::new(0),
         }
     }
 }

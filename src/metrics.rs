@@ -341,6 +341,11 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         "Writes refused in read-only mode",
         &["listener"],
     );
+    let l_ro_switches = counter(
+        "rampart_listener_read_only_switches_total",
+        "Times the listener switched into or out of read-only mode",
+        &["listener"],
+    );
     let dns_lookups = counter(
         "rampart_dns_lookups_total",
         "DNS lookups of a server name",
@@ -511,6 +516,9 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
             l_ro_refused
                 .with_label_values(&[&*l.name])
                 .inc_by(st.read_only_refused.load(Ordering::Relaxed));
+            l_ro_switches
+                .with_label_values(&[&*l.name])
+                .inc_by(st.read_only_switches.load(Ordering::Relaxed));
         }
     }
     let generation = gauge(
@@ -651,6 +659,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(l_total.collect());
     out.extend(l_ro.collect());
     out.extend(l_ro_refused.collect());
+    out.extend(l_ro_switches.collect());
     out.extend(dns_lookups.collect());
     out.extend(dns_errors.collect());
     out.extend(dns_members.collect());

@@ -379,6 +379,14 @@ impl RuleSet {
         self.rules.is_empty()
     }
 
+    /// The pools the rules send requests to (`pool = ...`), by index.
+    pub fn pools(&self) -> impl Iterator<Item = usize> + '_ {
+        self.rules.iter().filter_map(|r| match r.terminal {
+            Some(Terminal::Pool(i)) => Some(i),
+            _ => None,
+        })
+    }
+
     /// The first matching terminal rule, and the edits of every matching rule
     /// up to it.
     pub fn evaluate(&self, r: &impl RequestView) -> Outcome<'_> {

@@ -964,3 +964,56 @@ fn a_binary_upgrade_of_the_master_keeps_the_vip_and_the_peer_stays_backup() {
     );
     assert!(lab.log('a').contains("resuming as MASTER"));
 }
+
+#[test]
+fn a_listeners_read_only_switch_runs_the_notify_program() {
+    let mut lab = Lab::new("ro", "250ms");
+    let notify = lab.dir.join("notify.sh");
+    let file = lab.dir.join("notified");
+    std::fs::write(
+        &notify,
+        format!("#!/bin/sh\necho \"$*\" >> {}\n", file.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&notify, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cfg = lab.a.cfg.clone();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "track = [",
+        &format!("notify = \"{}\"\ntrack = [", notify.display()),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    lab.both_up();
+    let notified = || std::fs::read_to_string(&file).unwrap_or_default();
+    wait_until(Duration::from_secs(5), "MASTER notified", || {
+        notified().contains("MASTER node-a")
+    });
+    // an operator switches the VIP's listener to read-only, then back
+    let mode = |m: &str| {
+        let out = lab
+            .a
+            .ns
+            .cmd(rampart_bin())
+            .args(["mode", m, "vip", "--admin", "http://127.0.0.1:8404"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    mode("read-only");
+    wait_until(Duration::from_secs(5), "READ_ONLY notified", || {
+        notified().contains("READ_ONLY node-a vip switched by an operator")
+    });
+    mode("normal");
+    wait_until(Duration::from_secs(5), "READ_WRITE notified", || {
+        notified().contains("READ_WRITE node-a vip")
+    });
+    assert_eq!(
+        lab.stats('a')["listeners"][0]["read_only"],
+        false,
+        "{}",
+        lab.stats('a')
+    );
+}

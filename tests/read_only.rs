@@ -117,6 +117,29 @@ async fn writes_pause_while_the_primary_is_down_and_reads_go_on() {
         block(health(admin, "primary")) == "DOWN"
     })
     .await;
+    // the listener is read-only before any write comes: the switch is made
+    // (logged, counted, notified) when the pool empties, not by a request
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let l = admin_get(admin, "/api/listeners").await.1;
+        if serde_json::from_str::<Value>(&l).unwrap()[0]["read_only"] == true {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never read-only: {l}\n{}",
+            _p.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = admin_get(admin, "/metrics").await.1;
+    assert_eq!(
+        metric(
+            &metrics,
+            "rampart_listener_read_only_switches_total{listener=\"web\"}"
+        ),
+        1.0
+    );
     let before = primary.requests();
     for m in ["POST", "PUT", "PATCH", "DELETE"] {
         let (st, body, h) = send(&c, m, &url("/jobs")).await;
@@ -158,10 +181,26 @@ async fn writes_pause_while_the_primary_is_down_and_reads_go_on() {
     .await;
     let (st, body, _) = send(&c, "POST", &url("/jobs")).await;
     assert_eq!((st, body.as_str()), (StatusCode::OK, "primary"));
+    wait_for(
+        Duration::from_secs(5),
+        "the listener back to normal",
+        || {
+            let l = block(admin_get(admin, "/api/listeners")).1;
+            serde_json::from_str::<Value>(&l).unwrap()[0]["read_only"] == false
+        },
+    )
+    .await;
     let metrics = admin_get(admin, "/metrics").await.1;
     assert_eq!(
         metric(&metrics, "rampart_listener_read_only{listener=\"web\"}"),
         0.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "rampart_listener_read_only_switches_total{listener=\"web\"}"
+        ),
+        2.0
     );
 }
 

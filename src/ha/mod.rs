@@ -494,29 +494,7 @@ impl Node<'_> {
                     self.ha.status.transitions.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(from = from.as_str(), to = to.as_str(), node = %self.cfg.node_id, "HA state changed");
                     if let Some(script) = &self.cfg.notify {
-                        let spawned = tokio::process::Command::new(script)
-                            .arg(to.as_str())
-                            .arg(&self.cfg.node_id)
-                            .spawn();
-                        match spawned {
-                            Ok(mut child) => {
-                                tokio::spawn(async move {
-                                    // a hung script must not pile up
-                                    if tokio::time::timeout(Duration::from_secs(30), child.wait())
-                                        .await
-                                        .is_err()
-                                    {
-                                        tracing::warn!(
-                                            "notify script still running after 30s; killed"
-                                        );
-                                        let _ = child.kill().await;
-                                    }
-                                });
-                            }
-                            Err(e) => {
-                                tracing::error!(script = %script.display(), error = %e, "notify script failed to start")
-                            }
-                        }
+                        run_notify(script, &[to.as_str(), &self.cfg.node_id]);
                     }
                 }
             }
@@ -580,5 +558,28 @@ impl Node<'_> {
                 }
             }
         });
+    }
+}
+
+/// Runs the `[ha]` notify program with `args` (an HA transition: `STATE
+/// NODE_ID`; a listener's read-only switch: `READ_ONLY|READ_WRITE NODE_ID
+/// LISTENER [REASON]`), in the background; one still running after 30 s is
+/// killed, so a hung program cannot pile up.
+pub fn run_notify(program: &std::path::Path, args: &[&str]) {
+    match tokio::process::Command::new(program).args(args).spawn() {
+        Ok(mut child) => {
+            tokio::spawn(async move {
+                if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("notify program still running after 30s; killed");
+                    let _ = child.kill().await;
+                }
+            });
+        }
+        Err(e) => {
+            tracing::error!(program = %program.display(), error = %e, "notify program failed to start")
+        }
     }
 }

@@ -134,23 +134,13 @@ pub fn decide(
         }
     }
     if is_write(applied.writes, req.method()) {
-        match read_only(&snap, l, pool) {
-            Some((ro, why)) => {
-                listener.read_only_refused.fetch_add(1, Ordering::Relaxed);
-                if !listener.read_only_now.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(listener = %l.name, reason = %why, "read-only: writes are refused");
-                }
-                return Decision::ReadOnly {
-                    status: ro.status,
-                    body: ro.body.clone(),
-                    retry_after: ro.retry_after,
-                };
-            }
-            None => {
-                if listener.read_only_now.swap(false, Ordering::Relaxed) {
-                    tracing::info!(listener = %l.name, "writes flow again");
-                }
-            }
+        if let Some((ro, _)) = read_only(&snap, l, pool) {
+            listener.read_only_refused.fetch_add(1, Ordering::Relaxed);
+            return Decision::ReadOnly {
+                status: ro.status,
+                body: ro.body.clone(),
+                retry_after: ro.retry_after,
+            };
         }
     }
     Decision::Pool {
@@ -161,6 +151,32 @@ pub fn decide(
             applied,
         }),
     }
+}
+
+/// Whether a listener refuses writes now, and why: switched by an operator,
+/// or a pool of its `read_only_when`, or of the `read_only_when` of a pool it
+/// routes to, has no eligible server. (The control task watches this: the
+/// switch is logged, counted and notified there.)
+pub fn listener_read_only(
+    snap: &crate::snapshot::Snapshot,
+    l: &crate::snapshot::ListenerRuntime,
+) -> Option<String> {
+    let routed = l
+        .rules
+        .pools()
+        .chain(l.router.routes.iter().map(|r| r.pool))
+        .chain(std::iter::once(l.router.default_pool));
+    let mut seen = Vec::new();
+    for i in routed {
+        if seen.contains(&i) {
+            continue;
+        }
+        seen.push(i);
+        if let Some((_, why)) = snap.pools.get(i).and_then(|p| read_only(snap, l, p)) {
+            return Some(why);
+        }
+    }
+    None
 }
 
 /// Whether writes are refused for a request to `pool` on the listener `l`, with
