@@ -412,6 +412,7 @@ impl Control {
                     .push((p.name.to_string(), s.addr, s.state.carry()));
             }
         }
+        handover.quotas = statefile::capture(&snap).quotas;
         match crate::upgrade::hand_over(handover, fds).await {
             Ok(pid) => {
                 tracing::info!(

@@ -191,13 +191,9 @@ pub fn load(path: &Path) -> Result<StateFile, StateFileError> {
     }
 }
 
-/// Applies saved states to the servers of `snap` that still exist (by pool name
-/// and address). Returns how many were restored. Weights take effect when the
-/// pools are rebuilt.
-pub fn restore(snap: &Snapshot, state: &StateFile) -> usize {
-    let now = crate::clock::now_ms();
-    let mut n = 0;
-    for q in &state.quotas {
+/// Puts saved quota use back into the limits of `snap` that still exist (by name).
+pub fn restore_quotas(snap: &Snapshot, quotas: &[SavedQuota]) {
+    for q in quotas {
         if let Some(l) = snap.rate_limits.iter().find(|l| l.cfg.name == q.limit) {
             l.restore_quota(
                 q.hash,
@@ -211,6 +207,15 @@ pub fn restore(snap: &Snapshot, state: &StateFile) -> usize {
             );
         }
     }
+}
+
+/// Applies saved states to the servers of `snap` that still exist (by pool name
+/// and address). Returns how many were restored. Weights take effect when the
+/// pools are rebuilt.
+pub fn restore(snap: &Snapshot, state: &StateFile) -> usize {
+    let now = crate::clock::now_ms();
+    let mut n = 0;
+    restore_quotas(snap, &state.quotas);
     for saved in &state.listeners {
         if let Some(l) = snap.listeners.iter().find(|l| *l.name == *saved.name) {
             let ro = saved.mode == "read-only";

@@ -228,6 +228,8 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
             ))
         }
     };
+    // a binary upgrade: the old process's quota counts win over the state file
+    crate::statefile::restore_quotas(&shared.snapshot.load(), &inherited.quotas);
     health_tasks.spawn(control.run(control_rx, health_stop.clone()));
     {
         use std::os::fd::AsRawFd;

@@ -72,6 +72,10 @@ pub struct Handover {
     pub ha: Option<(SocketAddr, bool)>,
     /// (pool, address, state) of every server.
     pub servers: Vec<(String, SocketAddr, Carried)>,
+    /// Quota use in the current windows, as at the handover (fresher than
+    /// the state file, written at most once a second).
+    #[serde(default)]
+    pub quotas: Vec<crate::statefile::SavedQuota>,
 }
 
 /// What the new process got.
@@ -81,6 +85,7 @@ pub struct Inherited {
     pub admin: Option<(SocketAddr, std::net::TcpListener)>,
     pub ha: Option<(SocketAddr, std::net::UdpSocket, bool)>,
     pub servers: Vec<(String, SocketAddr, Carried)>,
+    pub quotas: Vec<crate::statefile::SavedQuota>,
 }
 
 /// The new process's end of the handover, to say `ready` (or why not).
@@ -151,9 +156,11 @@ pub fn take_over() -> Result<Option<(Inherited, Taken)>, UpgradeError> {
         inh.ha = Some((addr, std::net::UdpSocket::from(fd), master));
     }
     inh.servers = h.servers;
+    inh.quotas = h.quotas;
     tracing::info!(
         listeners = inh.listeners.len(),
         servers = inh.servers.len(),
+        quotas = inh.quotas.len(),
         "took over from the old process"
     );
     stream.set_read_timeout(None)?;

@@ -292,3 +292,63 @@ async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
         "pod-a"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_counts_cross_an_upgrade_without_a_state_file() {
+    let backend = Backend::start("a", free_addr("127.0.0.2")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let text = format!(
+        r#"[global]
+threads = 1
+[admin]
+bind = "{admin}"
+[[rate_limit]]
+name = "jobs"
+key = "header:x-api-key"
+quota = "100/day"
+[[listener]]
+name = "web"
+bind = ["{listen}"]
+mode = "http"
+pool = "api"
+  [[listener.rule]]
+  rate_limit = "jobs"
+[[pool]]
+name = "api"
+  [[pool.server]]
+  address = "{}"
+"#,
+        backend.addr
+    );
+    let mut p = Proxy::start(&text, &[listen, admin]).await;
+    let c = client();
+    let job = || {
+        hyper::Request::post(format!("http://{listen}/jobs"))
+            .header("x-api-key", "free-1")
+            .body(empty())
+            .unwrap()
+    };
+    for i in 0..100 {
+        assert_eq!(send(&c, job()).await.0.status(), 200, "job {i}");
+    }
+    assert_eq!(send(&c, job()).await.0.status(), 429);
+    let out = std::process::Command::new(rampart_bin())
+        .args(["upgrade", "--admin", &format!("http://{admin}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", p.stderr());
+    let said = String::from_utf8_lossy(&out.stdout);
+    let new_pid: u32 = said
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    let _kill = KillPid(new_pid);
+    assert!(p.wait_exit(Duration::from_secs(10)).await.success());
+    assert_eq!(stats(admin).await["pid"], new_pid);
+    // the new process has the old one's count: the 102nd job is still refused
+    let fresh = client();
+    assert_eq!(send(&fresh, job()).await.0.status(), 429);
+    let (_, q) = admin_get(admin, "/api/quotas?key=free-1").await;
+    let v: Value = serde_json::from_str(&q).unwrap();
+    assert_eq!(v[0]["used"], 100, "{v}");
+}
