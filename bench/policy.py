@@ -3,17 +3,18 @@
 in front of the same nginx backend, the same pool, one without policy and one
 with 20 rules and 2 rate limits that every request passes (the rules look at
 host, path, regex, method, header and source; two apply rate limits far above
-the offered load). Keep-alive req/s (wrk, interleaved rounds, medians) and
-instructions per request under callgrind (h2load, N2 - N1 requests), plus the
-limiter's own cost at 1 and at 1,000,000 keys (examples/limiterbench.rs).
-Standard library only.
+the offered load). A second rampart has the same policy listener with the two
+limits shared through a local redis-server ([rate_limit_store]). Keep-alive
+req/s (wrk, interleaved rounds, medians) and instructions per request under
+callgrind (h2load, N2 - N1 requests), plus the limiter's own cost at 1 and at
+1,000,000 keys (examples/limiterbench.rs). Standard library only.
 """
 import argparse, datetime, os, re, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import Bench, backend_config, sh, raise_nofile, med, fmt  # noqa: E402
 
-PLAIN, POLICY, ADMIN = 19501, 19502, 19504
+PLAIN, POLICY, SHARED, ADMIN, ADMIN2, REDIS = 19501, 19502, 19503, 19504, 19506, 19507
 
 
 def rules():
@@ -44,12 +45,7 @@ class PolicyBench(Bench):
         www = os.path.join(d, "www")
         os.makedirs(www)
         backend = self.write("backend.conf", backend_config(d, www))
-        self.cfg = self.write("rampart.toml", f"""
-[global]
-threads = {t}
-access_log = "off"
-[admin]
-bind = "127.0.0.1:{ADMIN}"
+        limits = """
 [[rate_limit]]
 name = "per-ip"
 key = "client_ip"
@@ -60,6 +56,21 @@ name = "per-path"
 key = ["client_ip", "path"]
 rate = "100000000/s"
 burst = 1000
+"""
+        pool = """
+[[pool]]
+name = "be"
+max_idle_per_server = 128
+  [[pool.server]]
+  address = "127.0.0.1:19000"
+"""
+        self.cfg = self.write("rampart.toml", f"""
+[global]
+threads = {t}
+access_log = "off"
+[admin]
+bind = "127.0.0.1:{ADMIN}"
+{limits}
 [[listener]]
 name = "plain"
 bind = ["127.0.0.1:{PLAIN}"]
@@ -71,16 +82,33 @@ bind = ["127.0.0.1:{POLICY}"]
 mode = "http"
 pool = "be"
 {rules()}
-[[pool]]
-name = "be"
-max_idle_per_server = 128
-  [[pool.server]]
-  address = "127.0.0.1:19000"
-""")
+{pool}""")
+        self.cfg_shared = self.write("rampart-shared.toml", f"""
+[global]
+threads = {t}
+access_log = "off"
+[admin]
+bind = "127.0.0.1:{ADMIN2}"
+[rate_limit_store]
+kind = "redis"
+url = "redis://127.0.0.1:{REDIS}"
+sync_interval = "100ms"
+{limits}
+[[listener]]
+name = "policy"
+bind = ["127.0.0.1:{SHARED}"]
+mode = "http"
+pool = "be"
+{rules()}
+{pool}""")
+        self.start("redis", ["redis-server", "--port", str(REDIS), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no"], self.load_cpus)
+        self.wait_port(REDIS, "redis-server")
         self.start("backend", ["nginx", "-c", backend], self.load_cpus)
         self.wait_port(19000, "the backend")
         self.start("rampart", [self.a.rampart, "run", "-c", self.cfg], self.proxy_cpus)
-        for port in (PLAIN, POLICY):
+        self.start("rampart-shared", [self.a.rampart, "run", "-c", self.cfg_shared], self.proxy_cpus)
+        for port in (PLAIN, POLICY, SHARED):
             self.wait_port(port, "rampart")
             out = sh(f"curl -s -m 2 http://127.0.0.1:{port}/").stdout
             if out != "hello\n":
@@ -90,7 +118,7 @@ max_idle_per_server = 128
         raise_nofile()
         self.setup()
         results = {}
-        order = [("plain", PLAIN), ("policy", POLICY)]
+        order = [("plain", PLAIN), ("policy", POLICY), ("shared", SHARED)]
         for rnd in range(self.a.rounds):
             print(f"round {rnd + 1}/{self.a.rounds}", file=sys.stderr)
             for name, port in order:
@@ -99,19 +127,26 @@ max_idle_per_server = 128
                     sys.exit(f"{name}: {r['non2xx']} non-2xx answers: a limit refused requests")
                 results.setdefault(name, []).append(r)
             order = order[::-1]
+        # the shared limits were synced with the store all along
+        import json
+        st = json.loads(sh(f"curl -s -m 2 http://127.0.0.1:{ADMIN2}/api/rate_limit_store").stdout or "{}")
+        if not st.get("up") or st.get("syncs_ok", 0) == 0 or st.get("syncs_failed", 1) != 0:
+            sys.exit(f"the shared rampart did not sync with redis: {st}")
+        self.store_state = st
         # the callgrind runs start their own rampart on these ports; the backend stays
         for name, p in self.procs:
-            if name == "rampart":
+            if name.startswith("rampart"):
                 os.killpg(p.pid, 9)
                 p.wait()
-        self.procs = [(n, p) for n, p in self.procs if n != "rampart"]
+        self.procs = [(n, p) for n, p in self.procs if not n.startswith("rampart")]
         return results
 
 
-def callgrind(a, cfg_path):
+def callgrind(a, cfg_path, cfg_shared):
     """Instructions per keep-alive request on each listener (N2 - N1 requests)."""
     out = {}
-    for name, port in (("plain", PLAIN), ("policy", POLICY)):
+    for name, port, cfg_path in (("plain", PLAIN, cfg_path), ("policy", POLICY, cfg_path),
+                                 ("shared", SHARED, cfg_shared)):
         totals = []
         for n in (a.n1, a.n2):
             cg = f"/tmp/rampart-policy-cg.{name}.{n}"
@@ -135,6 +170,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rampart", required=True)
     ap.add_argument("--limiterbench", required=True)
+    ap.add_argument("--rulesbench", required=True)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int)
@@ -150,11 +186,28 @@ def main():
     b = PolicyBench(a)
     try:
         res = b.run()
-        cg = callgrind(a, b.cfg)
+        cg = callgrind(a, b.cfg, b.cfg_shared)
     finally:
         b.stop_all()
     plain, policy = med(res["plain"], "rps"), med(res["policy"], "rps")
+    shared = med(res["shared"], "rps")
+    scost = (1 - shared / policy) * 100
+    iscost = (cg["shared"] / cg["policy"] - 1) * 100
     limiter = sh(f"{a.limiterbench}").stdout.strip()
+    rules_ns = sh(f"{a.rulesbench}").stdout.strip()
+    # instructions of one evaluation of the 20 rules, alone (N2 - N1 evaluations)
+    totals = []
+    for n in (10000, 20000):
+        cg = f"/tmp/rampart-rulesbench-cg.{n}"
+        r = sh(f"RULESBENCH_N={n} valgrind --tool=callgrind --callgrind-out-file={cg} {a.rulesbench} "
+               f">/dev/null 2>&1; grep -E '^(summary|totals):' {cg} | head -1")
+        m = re.search(r"(\d+)", r.stdout)
+        totals.append(int(m.group(1)) if m else 0)
+        try:
+            os.remove(cg)
+        except OSError:
+            pass
+    rules_ir = (totals[1] - totals[0]) / 10000
     cost = (1 - policy / plain) * 100
     icost = (cg["policy"] / cg["plain"] - 1) * 100
     report = f"""# Traffic policy cost
@@ -172,11 +225,25 @@ network, 2 that match and apply 2 rate limits every request passes).
 | p99 ms | {fmt(med(res['plain'], 'p99_ms'))} | {fmt(med(res['policy'], 'p99_ms'))} | |
 | instructions per request (callgrind, {a.n2 - a.n1} requests) | {cg['plain']:,.0f} | {cg['policy']:,.0f} | {icost:+.1f}% |
 
+The same policy with both limits shared through redis-server (`[rate_limit_store]`,
+`sync_interval = "100ms"`; a second rampart on the same CPU, run in the same rounds;
+{b.store_state['syncs_ok']} syncs, none failed):
+
+| | local limits | shared limits (Redis) | cost |
+|---|---:|---:|---:|
+| keep-alive req/s | {fmt(policy)} | {fmt(shared)} | {scost:+.1f}% |
+| p99 ms | {fmt(med(res['policy'], 'p99_ms'))} | {fmt(med(res['shared'], 'p99_ms'))} | |
+| instructions per request (callgrind, {a.n2 - a.n1} requests) | {cg['policy']:,.0f} | {cg['shared']:,.0f} | {iscost:+.1f}% |
+
 Limiter check alone (`examples/limiterbench.rs`, release build):
 
 ```
 {limiter}
 ```
+
+The 20 rules alone (`examples/rulesbench.rs`: `RuleSet::evaluate` on a request like
+h2load's, release build): {rules_ns.split(':')[1].strip()}, {rules_ir:,.0f} instructions per evaluation
+under callgrind.
 """
     print(report)
     if a.out:

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for pair in nginx:nginx wrk:wrk h2load:nghttp2-client valgrind:valgrind curl:curl taskset:util-linux python3:python3; do
+for pair in redis-server:redis-server nginx:nginx wrk:wrk h2load:nghttp2-client valgrind:valgrind curl:curl taskset:util-linux python3:python3; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -19,5 +19,5 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 cargo build --release --quiet
-cargo build --release --quiet --example limiterbench
-exec python3 bench/policy.py --rampart target/release/rampart --limiterbench target/release/examples/limiterbench "$@"
+cargo build --release --quiet --example limiterbench --example rulesbench
+exec python3 bench/policy.py --rampart target/release/rampart --limiterbench target/release/examples/limiterbench --rulesbench target/release/examples/rulesbench "$@"

@@ -137,6 +137,71 @@ impl Match {
     }
 }
 
+/// A rule whose match is one condition, not inverted (most rules): tested
+/// directly, without walking every optional part of the match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Only {
+    /// Several conditions, or `not`: `Match::matches`.
+    #[default]
+    General,
+    Always,
+    Host,
+    PathPrefix,
+    Path,
+    /// The bits of the methods (`method_bit`).
+    Methods(u16),
+    Header,
+    Src,
+}
+
+/// The methods rules name most, as bits (0: another method).
+fn method_bit(m: &str) -> u16 {
+    match m {
+        "GET" => 1,
+        "HEAD" => 2,
+        "POST" => 4,
+        "PUT" => 8,
+        "DELETE" => 16,
+        "PATCH" => 32,
+        "OPTIONS" => 64,
+        _ => 0,
+    }
+}
+
+impl Match {
+    fn only(&self) -> Only {
+        if self.not {
+            return Only::General;
+        }
+        let parts = [
+            self.host.is_some(),
+            self.path_prefix.is_some(),
+            self.path.is_some(),
+            self.path_regex.is_some(),
+            !self.methods.is_empty(),
+            self.header.is_some(),
+            !self.src.is_empty(),
+        ];
+        match parts.iter().filter(|p| **p).count() {
+            0 => Only::Always,
+            1 if self.host.is_some() => Only::Host,
+            1 if self.path_prefix.is_some() => Only::PathPrefix,
+            1 if self.path.is_some() => Only::Path,
+            1 if self.header.is_some() => Only::Header,
+            1 if !self.src.is_empty() => Only::Src,
+            1 if !self.methods.is_empty() => {
+                let bits: Vec<u16> = self.methods.iter().map(|m| method_bit(m)).collect();
+                if bits.contains(&0) {
+                    Only::General
+                } else {
+                    Only::Methods(bits.iter().fold(0, |a, b| a | b))
+                }
+            }
+            _ => Only::General,
+        }
+    }
+}
+
 /// A redirect target with `{host}`, `{path}`, `{query}` and `{uri}` in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template(Vec<Part>);
@@ -253,6 +318,8 @@ pub struct Rule {
     pub priority: Option<Priority>,
     /// Its bit among the rules with edits (at most `MAX_EDIT_RULES`).
     edit_bit: Option<u8>,
+    /// How its match is tested (set by `RuleSet::new`).
+    only: Only,
 }
 
 /// Rules with header edits per listener: their matches are kept in a u64.
@@ -270,6 +337,7 @@ impl Rule {
             rate_limit: None,
             priority: None,
             edit_bit: None,
+            only: Only::General,
         }
     }
 }
@@ -364,6 +432,7 @@ impl RuleSet {
     pub fn new(mut rules: Vec<Rule>) -> Result<RuleSet, usize> {
         let mut n = 0usize;
         for r in &mut rules {
+            r.only = r.matcher.only();
             if !r.edits.is_empty() {
                 if n == MAX_EDIT_RULES {
                     return Err(n);
@@ -391,8 +460,36 @@ impl RuleSet {
     /// up to it.
     pub fn evaluate(&self, r: &impl RequestView) -> Outcome<'_> {
         let mut applied = Applied::default();
+        let mut method = None;
         for rule in &self.rules {
-            if !rule.matcher.matches(r) {
+            let m = &rule.matcher;
+            let hit = match rule.only {
+                Only::Always => true,
+                Only::PathPrefix => r
+                    .path()
+                    .starts_with(m.path_prefix.as_deref().unwrap_or_default()),
+                Only::Path => Some(r.path()) == m.path.as_deref(),
+                Only::Host => match (r.bare_host(), &m.host) {
+                    (Some(host), Some(h)) => h.matches(host),
+                    _ => false,
+                },
+                Only::Methods(bits) => {
+                    bits & *method.get_or_insert_with(|| method_bit(r.method())) != 0
+                }
+                Only::Header => match &m.header {
+                    Some((name, HeaderCond::Present(want))) => r.header(name).is_some() == *want,
+                    Some((name, HeaderCond::Value(want))) => {
+                        r.header(name) == Some(want.as_slice())
+                    }
+                    None => false,
+                },
+                Only::Src => {
+                    let ip = r.src();
+                    m.src.iter().any(|c| c.contains(ip))
+                }
+                Only::General => m.matches(r),
+            };
+            if !hit {
                 continue;
             }
             if let Some(bit) = rule.edit_bit {
@@ -577,6 +674,95 @@ mod tests {
             }),
             Edits::default(),
         )
+    }
+
+    #[test]
+    fn the_direct_tests_of_one_condition_rules_agree_with_the_general_match() {
+        let matches: Vec<Match> = vec![
+            Match::default(),
+            Match {
+                host: Some(HostMatch::parse("*.example.com").unwrap()),
+                ..Default::default()
+            },
+            Match {
+                host: Some(HostMatch::parse("api.example.com").unwrap()),
+                ..Default::default()
+            },
+            Match {
+                path_prefix: Some("/v1/".into()),
+                ..Default::default()
+            },
+            Match {
+                path: Some("/v1/jobs".into()),
+                ..Default::default()
+            },
+            Match {
+                methods: vec!["GET".into(), "DELETE".into()],
+                ..Default::default()
+            },
+            Match {
+                methods: vec!["PROPFIND".into()],
+                ..Default::default()
+            },
+            Match {
+                path_prefix: Some("/v1/".into()),
+                not: true,
+                ..Default::default()
+            },
+            Match {
+                header: Some(("x-api-key".into(), HeaderCond::Present(true))),
+                ..Default::default()
+            },
+            Match {
+                header: Some(("x-api-key".into(), HeaderCond::Value(b"k2".to_vec()))),
+                ..Default::default()
+            },
+            Match {
+                src: vec![Cidr::parse("10.0.0.0/8").unwrap()],
+                ..Default::default()
+            },
+        ];
+        let kinds: Vec<Only> = matches.iter().map(Match::only).collect();
+        assert_eq!(
+            kinds,
+            [
+                Only::Always,
+                Only::Host,
+                Only::Host,
+                Only::PathPrefix,
+                Only::Path,
+                Only::Methods(1 | 16),
+                Only::General,
+                Only::General,
+                Only::Header,
+                Only::Header,
+                Only::Src
+            ]
+        );
+        let requests = [
+            req("GET", "api.example.com", "/v1/jobs"),
+            req("DELETE", "www.example.com:80", "/v1/jobs?x=1"),
+            req("POST", "other.org", "/v2/"),
+            req("PROPFIND", "api.example.com", "/"),
+            Req {
+                host: None,
+                ..req("get", "x", "/v1/")
+            },
+        ];
+        for (i, m) in matches.iter().enumerate() {
+            let set = RuleSet::new(vec![deny(m.clone())]).unwrap();
+            for r in &requests {
+                let fast = matches!(set.evaluate(r), Outcome::Terminal(..));
+                assert_eq!(
+                    fast,
+                    m.matches(r),
+                    "match {i} on {} {:?} {}",
+                    r.method,
+                    r.host,
+                    r.target
+                );
+            }
+        }
     }
 
     #[test]

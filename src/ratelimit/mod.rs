@@ -15,8 +15,8 @@ pub mod sync;
 
 use crate::rules::RequestView;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// What a limit is counted by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +61,9 @@ pub struct RateLimitConfig {
 impl RateLimitConfig {
     /// T, the time one request "costs", in microseconds.
     fn interval_us((n, per): (u64, Duration)) -> u64 {
-        (per.as_micros() as u64 / n.max(1)).max(1)
+        // (no u128 arithmetic on the request path: as_micros() is u128)
+        let per_us = per.as_secs() * 1_000_000 + u64::from(per.subsec_micros());
+        (per_us / n.max(1)).max(1)
     }
 }
 
@@ -173,15 +175,35 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Microseconds on a monotonic clock (the process's own epoch).
+/// Microseconds on the monotonic clock (CLOCK_MONOTONIC: since boot, never 0).
+/// Read directly: `Instant::elapsed().as_micros()` costs a u128 division.
 pub fn now_us() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000 + 1
 }
 
 impl Limiter {
     pub fn new(cfg: RateLimitConfig, store: Arc<Store>, link: Option<Arc<sync::Link>>) -> Limiter {
         Limiter { cfg, store, link }
+    }
+
+    /// Notes a request admitted under the rate (T = `t_us`), for the next sync.
+    #[inline]
+    fn note_rate(&self, key: u64, now: u64, t_us: u64) {
+        if self.link.is_some() {
+            self.note(key, now, |p| {
+                if p.rate_n == 0 {
+                    p.first = now;
+                }
+                p.rate_n += 1;
+                p.t_us = t_us;
+            });
+        }
     }
 
     /// Notes what was admitted for `key`, for the next sync (shared limits).
@@ -488,12 +510,7 @@ impl Limiter {
             }
             *v = tat + t;
             drop(m);
-            if self.link.is_some() {
-                self.note(key, now, |p| {
-                    p.rate_n += 1;
-                    p.t_us = t0;
-                });
-            }
+            self.note_rate(key, now, t0);
             return Ok(());
         }
         let per_shard = (self.cfg.max_keys / SHARDS).max(1);
@@ -522,12 +539,7 @@ impl Limiter {
         // a new key's TAT starts at now: it conforms (burst >= 0)
         m.insert(key, now + t);
         drop(m);
-        if self.link.is_some() {
-            self.note(key, now, |p| {
-                p.rate_n += 1;
-                p.t_us = t0;
-            });
-        }
+        self.note_rate(key, now, t0);
         Ok(())
     }
 }

@@ -129,9 +129,11 @@ impl Link {
 /// What a node admitted for one key since the last sync, and how it counts.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Pend {
-    /// Admitted under the rate, with T (µs) of the rate that applied.
+    /// Admitted under the rate, with T (µs) of the rate that applied, the
+    /// first of them at `first` (µs, `now_us`).
     pub rate_n: u32,
     pub t_us: u64,
+    pub first: u64,
     /// Counted against the quota, in the window `q_window` of `q_len` seconds.
     pub quota_n: u32,
     pub q_len: u64,
@@ -153,6 +155,8 @@ struct Item {
     limit: usize,
     key: u64,
     p: Pend,
+    /// Over how long (µs) the `rate_n` requests came.
+    span: u64,
 }
 
 /// Takes what is to be sent: pending counts (reset to zero here) and keys seen
@@ -166,7 +170,17 @@ fn take_batch(limiter: &Limiter, limit: usize, now: u64, hot_us: u64, out: &mut 
             let hot = now.saturating_sub(p.touched) < hot_us;
             if room > 0 && (pending || hot) {
                 room -= 1;
-                out.push(Item { limit, key, p: *p });
+                let span = if p.rate_n > 0 {
+                    now.saturating_sub(p.first)
+                } else {
+                    0
+                };
+                out.push(Item {
+                    limit,
+                    key,
+                    p: *p,
+                    span,
+                });
                 p.rate_n = 0;
                 p.quota_n = 0;
             }
@@ -185,6 +199,9 @@ fn give_back(limiters: &[Arc<Limiter>], batch: &[Item]) {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let p = m.entry(it.key).or_default();
+        if p.rate_n == 0 || it.p.first < p.first {
+            p.first = it.p.first;
+        }
         p.rate_n += it.p.rate_n;
         p.quota_n += it.p.quota_n;
         if p.t_us == 0 {
@@ -196,9 +213,13 @@ fn give_back(limiters: &[Arc<Limiter>], batch: &[Item]) {
     }
 }
 
-/// The script: for each rate key, adds n * T to its TAT (from Redis's now)
-/// and answers the TAT's lead over now in µs; for each quota key, adds n to
-/// the window's count and answers the count. One round trip, atomic.
+/// The script: for each rate key, adds n * T to its TAT and answers the TAT's
+/// lead over Redis's now in µs; for each quota key, adds n to the window's
+/// count and answers the count. One round trip, atomic. The n requests of a
+/// rate key came over `span` µs, not at once: they are counted from
+/// `max(TAT, now - span)`, as GCRA would have counted them one by one had
+/// they come evenly (from `now` they would look like a burst and a key well
+/// under its rate would be refused after each sync).
 const SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -206,13 +227,16 @@ local out = {}
 local i = 1
 local nr = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nr do
-  local k, n, T = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]); i = i + 3
+  local k, n, T, span = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]); i = i + 4
   local tat = tonumber(redis.call('GET', k) or '0')
-  if tat < now then tat = now end
   if n > 0 then
+    if tat < now - span then tat = now - span end
     tat = tat + n * T
-    redis.call('SET', k, string.format('%.0f', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
+    if tat > now then
+      redis.call('SET', k, string.format('%.0f', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
+    end
   end
+  if tat < now then tat = now end
   out[#out + 1] = tat - now
 end
 local nq = tonumber(ARGV[i]); i = i + 1
@@ -328,7 +352,8 @@ async fn sync_once(
         let name = limiters.get(it.limit).map_or("", |l| l.cfg.name.as_str());
         inv.arg(format!("{prefix}{name}:r:{:016x}", it.key))
             .arg(it.p.rate_n)
-            .arg(it.p.t_us);
+            .arg(it.p.t_us)
+            .arg(it.span);
     }
     inv.arg(quotas.len());
     for it in &quotas {
@@ -404,11 +429,13 @@ fn apply(limiters: &[Arc<Limiter>], batch: &[Item], answers: &[i64]) {
             .unwrap_or_else(|e| e.into_inner())
             .get(&it.key)
             .map_or(0, |p| p.rate_n);
-        let tat = now + lead.max(0) as u64 + u64::from(since) * it.p.t_us;
+        let global = now + lead.max(0) as u64 + u64::from(since) * it.p.t_us;
         let mut m = l.store.shards[shard]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        m.insert(it.key, tat);
+        // its own requests are exact here: the global view only adds the others'
+        let local = m.get(&it.key).copied().unwrap_or(0);
+        m.insert(it.key, local.max(global));
     }
     for (it, &used) in quotas.zip(qa) {
         let Some(l) = limiters.get(it.limit) else {
