@@ -198,13 +198,13 @@ def main():
     # instructions of one evaluation of the 20 rules, alone (N2 - N1 evaluations)
     totals = []
     for n in (10000, 20000):
-        cg = f"/tmp/rampart-rulesbench-cg.{n}"
-        r = sh(f"RULESBENCH_N={n} valgrind --tool=callgrind --callgrind-out-file={cg} {a.rulesbench} "
-               f">/dev/null 2>&1; grep -E '^(summary|totals):' {cg} | head -1")
+        out = f"/tmp/rampart-rulesbench-cg.{n}"
+        r = sh(f"RULESBENCH_N={n} valgrind --tool=callgrind --callgrind-out-file={out} {a.rulesbench} "
+               f">/dev/null 2>&1; grep -E '^(summary|totals):' {out} | head -1")
         m = re.search(r"(\d+)", r.stdout)
         totals.append(int(m.group(1)) if m else 0)
         try:
-            os.remove(cg)
+            os.remove(out)
         except OSError:
             pass
     rules_ir = (totals[1] - totals[0]) / 10000

@@ -256,6 +256,13 @@ impl Control {
             // after every change it hears of (health, DNS, an operator, a
             // reload), and every second for what it does not (breakers)
             self.watch_read_only();
+            // capacity may have grown (a server back, more servers, a higher
+            // limit): queued requests look again, not one per released slot
+            for p in &self.shared.snapshot.load().pools {
+                if p.shared.queue.waiting() > 0 && p.free_slot() {
+                    p.shared.queue.wake_all();
+                }
+            }
         }
         if self.dirty && !self.shared.handed_over.is_cancelled() {
             // at shutdown, write it before returning (after a handover the new
@@ -269,10 +276,10 @@ impl Control {
     /// either way is logged, counted, and run through the `[ha]` notify
     /// program (`PROGRAM READ_ONLY|READ_WRITE NODE_ID LISTENER [REASON]`).
     fn watch_read_only(&self) {
-        use std::sync::atomic::Ordering::{Acquire, Relaxed};
+        use std::sync::atomic::Ordering::Relaxed;
         // before every server has had its first check, pools look empty: no
-        // switch to speak of yet
-        if !self.shared.first_round_done.load(Acquire) {
+        // switch to speak of yet; after a handover, the new process speaks
+        if !self.shared.first_round() || self.shared.handed_over.is_cancelled() {
             return;
         }
         let snap = self.shared.snapshot.load();
@@ -412,8 +419,11 @@ impl Control {
                     .push((p.name.to_string(), s.addr, s.state.carry()));
             }
         }
-        handover.quotas = statefile::capture(&snap).quotas;
-        match crate::upgrade::hand_over(handover, fds).await {
+        let shared = Arc::clone(&self.shared);
+        let fresh = move |h: &mut crate::upgrade::Handover| {
+            h.quotas = statefile::capture(&shared.snapshot.load()).quotas;
+        };
+        match crate::upgrade::hand_over(handover, fds, fresh).await {
             Ok(pid) => {
                 tracing::info!(
                     pid,

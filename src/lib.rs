@@ -85,9 +85,13 @@ impl Shared {
     /// /ready: listeners accept, not draining, and the first health round is done.
     pub fn is_ready(&self) -> bool {
         use std::sync::atomic::Ordering;
-        if !self.ready.load(Ordering::Acquire) {
-            return false;
-        }
+        self.ready.load(Ordering::Acquire) && self.first_round()
+    }
+
+    /// Whether every health-checked server has had its first check (a latch:
+    /// members added later, by DNS, do not undo it).
+    pub fn first_round(&self) -> bool {
+        use std::sync::atomic::Ordering;
         if self.first_round_done.load(Ordering::Acquire) {
             return true;
         }
@@ -101,7 +105,6 @@ impl Shared {
                 })
         });
         if done {
-            // a latch: members added later (DNS) do not make the proxy unready
             self.first_round_done.store(true, Ordering::Release);
         }
         done

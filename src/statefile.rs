@@ -191,7 +191,8 @@ pub fn load(path: &Path) -> Result<StateFile, StateFileError> {
     }
 }
 
-/// Puts saved quota use back into the limits of `snap` that still exist (by name).
+/// Puts saved quota use back into the limits of `snap` that still exist (by
+/// name); a count already there for the same window is kept if higher.
 pub fn restore_quotas(snap: &Snapshot, quotas: &[SavedQuota]) {
     for q in quotas {
         if let Some(l) = snap.rate_limits.iter().find(|l| l.cfg.name == q.limit) {
@@ -202,7 +203,8 @@ pub fn restore_quotas(snap: &Snapshot, quotas: &[SavedQuota]) {
                     window: q.window,
                     len: q.len,
                     used: q.used,
-                    synced: 0,
+                    synced: None,
+                    seed: 0,
                 },
             );
         }

@@ -170,7 +170,13 @@ pub fn take_over() -> Result<Option<(Inherited, Taken)>, UpgradeError> {
 /// In the running process: starts the new binary and hands everything over.
 /// Returns the new process's id once it serves; on any failure the new process
 /// is stopped and this one goes on as before.
-pub async fn hand_over(handover: Handover, fds: Vec<RawFd>) -> Result<u32, UpgradeError> {
+/// `fresh` completes the handover with what changes by the request (quota
+/// counts) at the moment it is sent, once the new process has connected.
+pub async fn hand_over(
+    mut handover: Handover,
+    fds: Vec<RawFd>,
+    fresh: impl FnOnce(&mut Handover),
+) -> Result<u32, UpgradeError> {
     if std::process::id() == 1 {
         return Err(UpgradeError::Pid1);
     }
@@ -197,6 +203,7 @@ pub async fn hand_over(handover: Handover, fds: Vec<RawFd>) -> Result<u32, Upgra
             _ = tokio::time::sleep(TAKEOVER) => return Err(UpgradeError::Timeout(TAKEOVER)),
         };
         // 2. It gets the state and the sockets (blocking writes, off the runtime).
+        fresh(&mut handover);
         let std_stream = stream.into_std()?;
         std_stream.set_nonblocking(false)?;
         let std_stream =

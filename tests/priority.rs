@@ -266,3 +266,77 @@ async fn three_times_overloaded_low_is_shed_first_and_critical_gets_through() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_coming_back_serves_the_queue_at_once() {
+    // One slot per server; of two servers one is DOWN, so one request holds
+    // the pool and the next waits. When the other server comes back UP, the
+    // waiting request is served there at once, not when the slot frees.
+    let up = Backend::start("up", free_addr("127.0.0.2")).await;
+    let back = Backend::start("back", free_addr("127.0.0.3")).await;
+    back.stats
+        .health_status
+        .store(503, std::sync::atomic::Ordering::SeqCst);
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let text = format!(
+        r#"[global]
+threads = 1
+[admin]
+bind = "{admin}"
+[[listener]]
+name = "web"
+bind = ["{listen}"]
+mode = "http"
+pool = "api"
+[[pool]]
+name = "api"
+max_connections_per_server = 1
+queue_timeout = "20s"
+  [pool.health]
+  kind = "http"
+  path = "/health"
+  interval = "100ms"
+  rise = 1
+  fall = 1
+  [[pool.server]]
+  address = "{}"
+  [[pool.server]]
+  address = "{}"
+"#,
+        up.addr, back.addr
+    );
+    let _p = Proxy::start(&text, &[listen, admin]).await;
+    let healthy = |n: usize| async move {
+        let (_, body) = admin_get(admin, "/api/pools/api").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["eligible"].as_u64() == Some(n as u64)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !healthy(1).await {
+        assert!(Instant::now() < deadline, "one server never UP alone");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let c = client();
+    let slow = {
+        let c = c.clone();
+        let url = format!("http://{listen}/slow?ms=10000");
+        tokio::spawn(async move { get(&c, &url).await })
+    };
+    wait_for(Duration::from_secs(5), "the slot taken", || {
+        up.requests() == 1
+    })
+    .await;
+    let queued = {
+        let c = c.clone();
+        let url = format!("http://{listen}/");
+        tokio::spawn(async move { get(&c, &url).await })
+    };
+    wait_queued(admin, "api", "normal", 1).await;
+    back.stats
+        .health_status
+        .store(200, std::sync::atomic::Ordering::SeqCst);
+    let (st, body) = queued.await.unwrap();
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "back"));
+    assert!(!slow.is_finished(), "served only once the slot was freed");
+    slow.abort();
+}

@@ -350,6 +350,21 @@ async fn two_nodes_share_one_quota() {
     eprintln!("rate 100/s for {secs} s on two nodes: {ok} admitted (at most {bound})");
     assert!(ok <= bound, "{ok} > {bound}");
     assert!(ok >= (100.0 * secs * 0.75) as usize, "{ok}");
+
+    // An operator resets a key on a node that never saw it: the store's count
+    // goes, and the node that used it learns so at its next sync.
+    assert_eq!(ok_of(&c, &a, "jobs", "k6", 10).await, 10);
+    wait_used(&a, "jobs", "k6", 10).await;
+    wait_count(&redis, "jobs", 110).await;
+    let out = tokio::task::spawn_blocking({
+        let admin = b.admin;
+        move || rampart_cli(admin, &["quota", "reset", "k6", "--limit", "jobs"])
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("jobs"), "{out}");
+    wait_count(&redis, "jobs", 100).await;
+    wait_used(&a, "jobs", "k6", 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,4 +455,46 @@ async fn redis_killed_nothing_fails_each_node_takes_its_share_and_sync_resumes()
         big > 0,
         "the load's counts kept during the outage were sent"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_the_store_never_saw_seeds_it() {
+    // A node restarts from its state file while the store has lost the count
+    // (a Redis restart without persistence): the node's count is not reset by
+    // the store's empty one, it raises it.
+    let redis = Redis::start(common_port(&["127.0.0.1"])).await;
+    let backend = Backend::start("b", free_addr("127.0.0.2")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let state = temp_dir("seed").join("state.json");
+    let text = node(listen, admin, backend.addr, &redis.url()).replace(
+        "[global]\n",
+        &format!("[global]\nstate_file = \"{}\"\n", state.display()),
+    );
+    let c = client();
+    let p = Proxy::start(&text, &[listen, admin]).await;
+    let n = Node {
+        listen,
+        admin,
+        _p: p,
+    };
+    assert_eq!(ok_of(&c, &n, "jobs", "k7", 60).await, 60);
+    wait_count(&redis, "jobs", 60).await;
+    wait_for(
+        Duration::from_secs(5),
+        "the count in the state file",
+        || std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"used\": 60")),
+    )
+    .await;
+    drop(n);
+    let mut conn = redis.conn().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    let p = Proxy::start(&text, &[listen, admin]).await;
+    let n = Node {
+        listen,
+        admin,
+        _p: p,
+    };
+    assert_eq!(ok_of(&c, &n, "jobs", "k7", 1).await, 1);
+    wait_count(&redis, "jobs", 61).await;
+    assert_eq!(ok_of(&c, &n, "jobs", "k7", 50).await, 39);
 }

@@ -183,6 +183,8 @@ pub struct StoreView {
     pub fallbacks: u64,
     /// Keys sent in the last successful sync.
     pub last_batch: u64,
+    /// Requests for keys past `max_keys` of their limit (enforced here, not shared).
+    pub untracked: u64,
     pub last_error: Option<String>,
 }
 
@@ -198,6 +200,7 @@ impl StoreView {
             syncs_failed: l.syncs_failed.load(Relaxed),
             fallbacks: l.fallbacks.load(Relaxed),
             last_batch: l.last_batch.load(Relaxed),
+            untracked: l.untracked.load(Relaxed),
             last_error: l
                 .last_error
                 .lock()
@@ -279,15 +282,21 @@ async fn reset_quota(shared: &Shared, req: Request<Incoming>) -> Resp {
         if r.limit.as_deref().is_some_and(|n| n != l.cfg.name) {
             continue;
         }
-        let gone = l.reset_quota(&r.key);
-        if gone.is_empty() {
-            continue;
-        }
-        reset.push(l.cfg.name.clone());
-        if let Some(link) = &l.link {
-            if let Err(e) = crate::ratelimit::sync::reset_shared(link, &l.cfg.name, &gone).await {
-                store_errors.push(format!("{}: {e}", l.cfg.name));
+        let here = !l.reset_quota(&r.key).is_empty();
+        // shared: the store's count goes too, even if this node never saw the key
+        let lens = l.quota_lens();
+        if let (Some(link), false) = (&l.link, lens.is_empty()) {
+            match crate::ratelimit::sync::reset_shared(link, &l.cfg.name, &r.key, &lens).await {
+                Ok(()) => {
+                    if !here {
+                        reset.push(l.cfg.name.clone());
+                    }
+                }
+                Err(e) => store_errors.push(format!("{}: {e}", l.cfg.name)),
             }
+        }
+        if here {
+            reset.push(l.cfg.name.clone());
         }
     }
     tracing::info!(key = %r.key, limits = ?reset, "quota reset by an operator");

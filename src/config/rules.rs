@@ -608,10 +608,10 @@ pub(super) fn rate_limit_store(
     if iv < std::time::Duration::from_millis(10) || iv > std::time::Duration::from_secs(10) {
         p.add(&at.key("sync_interval"), "must be from 10ms to 10s");
     }
-    if !(f.fallback_share > 0.0 && f.fallback_share <= 1.0) {
+    if !(0.01..=1.0).contains(&f.fallback_share) {
         p.add(
             &at.key("fallback_share"),
-            "must be more than 0 and at most 1 (the share of each limit one node enforces alone)",
+            "must be from 0.01 to 1 (the share of each limit one node enforces alone)",
         );
     }
     if f.key_prefix.contains(char::is_whitespace) {

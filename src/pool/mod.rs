@@ -641,21 +641,32 @@ impl Pool {
                 return Err(PickError::Shed);
             }
         }
+        let jumped = queue.must_queue(prio);
         let entry = queue.enter(prio);
         let timeout_at = entry.since() + self.queue_timeout;
         let shed_at = shed_limit.map(|l| entry.since() + l);
         let until = shed_at.map_or(timeout_at, |s| s.min(timeout_at));
+        // Queued behind others, it does not look for a slot before one is
+        // offered to it: a slot freed now was offered to one of them. (First in
+        // line, it looks at once: a slot freed while it was entering went to
+        // nobody.)
+        let mut look = !jumped || entry.first_in_line();
+        let mut offered = false;
         loop {
-            if let Some(g) = self.try_acquire(key, exclude) {
-                entry.served();
-                queue.admitted(prio);
-                return Ok(g);
+            if look {
+                if let Some(g) = self.try_acquire(key, exclude) {
+                    queue.admitted(prio);
+                    return Ok(g);
+                }
+                if self.tier(exclude, clock::now_ms()).is_none() {
+                    return Err(PickError::NoServer);
+                }
+                // a retry cannot use a slot on a server it tried: another may
+                if offered && !exclude.is_empty() && self.free_slot() {
+                    entry.pass_on();
+                }
             }
-            if self.tier(exclude, clock::now_ms()).is_none() {
-                return Err(PickError::NoServer);
-            }
-            // a retry cannot use a slot on a server it tried: another waiter may
-            entry.missed(!exclude.is_empty() && self.free_slot());
+            look = true;
             if tokio::time::timeout_at(until, entry.woken()).await.is_err() {
                 if shed_at.is_some_and(|s| s < timeout_at) {
                     queue.count_shed(prio);
@@ -663,11 +674,12 @@ impl Pool {
                 }
                 return Err(PickError::QueueTimeout);
             }
+            offered = true;
         }
     }
 
     /// Whether a server of the serving tier has a free slot.
-    fn free_slot(&self) -> bool {
+    pub fn free_slot(&self) -> bool {
         let now = clock::now_ms();
         let Some(backup) = self.tier(&[], now) else {
             return false;

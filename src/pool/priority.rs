@@ -14,7 +14,8 @@
 //! one after 16 times; `critical` is never shed (it waits up to `queue_timeout`).
 //! A newcomer is shed at once when the oldest request it would wait behind (of
 //! its class or higher) has already waited longer than its class's limit; with
-//! `shed_after = "0s"`, `low` is shed as soon as the pool is full.
+//! `shed_after = "0s"`, every class but `critical` is shed as soon as the pool
+//! is full.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -188,6 +189,20 @@ impl Queue {
         self.offer(None)
     }
 
+    /// Capacity may have grown (a server came back, a reload, an operator):
+    /// every waiter not holding an offer gets one, and looks.
+    pub fn wake_all(&self) {
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let classes = self.classes.lock().unwrap_or_else(|e| e.into_inner());
+        for w in classes.iter().flatten() {
+            if !w.woken.swap(true, Ordering::AcqRel) {
+                w.notify.notify_one();
+            }
+        }
+    }
+
     /// Offers a slot to the first waiter not offered one yet, in serving order
     /// (highest class first, FIFO within it); with `after`, only to one behind
     /// that waiter, so an offer passed on moves strictly down the queue and
@@ -228,27 +243,27 @@ impl Entry<'_> {
         self.waiter.since
     }
 
-    /// Waits to be offered a freed slot.
+    /// Waits to be offered a freed slot. The offer is then in hand: the flag
+    /// is cleared before the waiter looks for the slot, so a slot freed while it
+    /// looks is offered to it again (or to the next) rather than skipped.
     pub async fn woken(&self) {
         self.waiter.notify.notified().await;
-    }
-
-    /// It looked for a slot and found none it may use. If it held an offer,
-    /// the offer is spent, unless `pass_on`: a slot is still free that it may
-    /// not use (on a server it already tried), so the offer goes on to a waiter
-    /// behind it.
-    pub fn missed(&self, pass_on: bool) {
-        if self.waiter.woken.load(Ordering::Acquire) {
-            if pass_on {
-                self.queue.offer(Some(&self.waiter));
-            }
-            self.waiter.woken.store(false, Ordering::Release);
-        }
-    }
-
-    /// It got a slot: the offer it held, if any, is used up.
-    pub fn served(&self) {
         self.waiter.woken.store(false, Ordering::Release);
+    }
+
+    /// Whether no one waits ahead of it in serving order.
+    pub fn first_in_line(&self) -> bool {
+        let classes = self.queue.classes.lock().unwrap_or_else(|e| e.into_inner());
+        Priority::ALL
+            .iter()
+            .find_map(|p| classes[p.ix()].front())
+            .is_some_and(|w| Arc::ptr_eq(w, &self.waiter))
+    }
+
+    /// The offer it had cannot serve it (a free slot is on a server this
+    /// request already tried): it goes on to a waiter behind it.
+    pub fn pass_on(&self) {
+        self.queue.offer(Some(&self.waiter));
     }
 }
 
@@ -264,10 +279,9 @@ impl Drop for Entry<'_> {
             q.depth[self.class.ix()].fetch_sub(1, Ordering::SeqCst);
             q.waiting.fetch_sub(1, Ordering::SeqCst);
         }
-        // Leaving (served, timed out, shed or gone) with an offer in hand that it
-        // did not use: the offer goes to the next waiter, so no freed slot is
-        // left unclaimed. (A served waiter's offer was its slot: `served` clears
-        // the flag first.)
+        // Leaving (served, timed out, shed or gone) with an offer it has not
+        // looked at: the offer goes to the next waiter, so no freed slot is left
+        // unclaimed (at worst the next one looks in vain).
         if self.waiter.woken.load(Ordering::Acquire) {
             q.wake_one();
         }
@@ -320,7 +334,6 @@ mod tests {
             tokio::time::timeout(Duration::from_millis(100), e.woken())
                 .await
                 .expect("woken in order");
-            e.served();
             drop(e); // served: out of the queue
         }
         // everyone has been offered a slot already
@@ -339,11 +352,12 @@ mod tests {
             .expect("the offer moved on");
         // one that cannot use its offer passes it only to those behind it
         let third = q.enter(Priority::Low);
-        second.missed(true);
+        assert!(!third.first_in_line() && second.first_in_line());
+        second.pass_on();
         tokio::time::timeout(Duration::from_millis(100), third.woken())
             .await
             .expect("passed on down the queue");
-        third.missed(true);
+        third.pass_on();
         assert!(
             !second.waiter.woken.load(Ordering::Acquire),
             "not back up the queue"

@@ -1,5 +1,6 @@
 //! Rate limits (`[[rate_limit]]`, applied by the rule action `rate_limit`): GCRA
-//! (the generic cell rate algorithm) per key, local to this process.
+//! (the generic cell rate algorithm) per key, decided in this process (and
+//! shared with other nodes in the background by `sync`, with a store).
 //!
 //! Each key keeps one number, its theoretical arrival time (TAT). A request at
 //! `now` conforms when `now >= TAT - burst * T` (T = 1 / rate); it then moves TAT
@@ -9,7 +10,8 @@
 //! sample (8 entries, not a scan: a flood of new keys costs O(1) each) is still
 //! live, the one with the lowest TAT goes, which can only give that key a fresh
 //! budget. Memory is therefore at most `max_keys` entries (16 bytes each plus
-//! the hash table's overhead), whatever the number of distinct keys.
+//! the hash table's overhead), whatever the number of distinct keys; with a
+//! shared store, the counts waiting for the next sync are bounded the same way.
 
 pub mod sync;
 
@@ -82,8 +84,13 @@ pub struct QuotaEntry {
     /// The window's length in seconds (a tier's may differ from another's).
     pub len: u64,
     pub used: u64,
-    /// The global count at the last sync with `[rate_limit_store]` (0 without one).
-    pub synced: u64,
+    /// The global count at the last sync with `[rate_limit_store]`; None: the
+    /// store has not confirmed this count (a new entry, or one restored from
+    /// the state file or a handover: its count seeds the store's).
+    pub synced: Option<u64>,
+    /// A count restored from the state file or a handover, which the store may
+    /// not have: until the first sync, the store's count is raised to it.
+    pub seed: u64,
 }
 
 const SHARDS: usize = 16;
@@ -207,10 +214,19 @@ impl Limiter {
     }
 
     /// Notes what was admitted for `key`, for the next sync (shared limits).
+    /// At most `max_keys` keys are tracked (like the limiter's own state): a
+    /// key past that is enforced here but not shared, and counted.
     fn note(&self, key: u64, now: u64, f: impl FnOnce(&mut sync::Pend)) {
         let mut m = self.store.pending[(key % SHARDS as u64) as usize]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        if !m.contains_key(&key) && m.len() >= (self.cfg.max_keys / SHARDS).max(1) {
+            if let Some(link) = &self.link {
+                link.untracked
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            return;
+        }
         let p = m.entry(key).or_default();
         p.touched = now;
         f(p);
@@ -363,7 +379,8 @@ impl Limiter {
                         window: current,
                         len,
                         used: 0,
-                        synced: 0,
+                        synced: None,
+                        seed: 0,
                     },
                 );
             }
@@ -373,7 +390,8 @@ impl Limiter {
             if e.window != current {
                 e.window = current;
                 e.used = 0;
-                e.synced = 0;
+                e.synced = None;
+                e.seed = 0;
             }
             e.len = len;
             e.used += 1;
@@ -414,6 +432,20 @@ impl Limiter {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
+    }
+
+    /// The window lengths (seconds) of this limit's quotas: its own, its tiers'.
+    pub fn quota_lens(&self) -> Vec<u64> {
+        let mut lens: Vec<u64> = self
+            .cfg
+            .quota
+            .iter()
+            .chain(self.cfg.tiers.iter().filter_map(|t| t.quota.as_ref()))
+            .map(|(_, w)| w.as_secs().max(1))
+            .collect();
+        lens.sort_unstable();
+        lens.dedup();
+        lens
     }
 
     /// The quota (requests) an entry's key has: its tier's, else the limit's.
@@ -459,13 +491,20 @@ impl Limiter {
         gone
     }
 
-    /// Puts saved quota use back (state file), keyed as requests would be.
+    /// Puts saved quota use back (state file, handover), keyed as requests
+    /// would be; a count already there for the same window is kept if higher.
     pub fn restore_quota(&self, hash: u64, e: QuotaEntry) {
         let shard = &self.store.quotas[(hash % SHARDS as u64) as usize];
-        shard
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(hash, e);
+        let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
+        match m.get_mut(&hash) {
+            Some(old) if old.window == e.window => {
+                old.used = old.used.max(e.used);
+                old.seed = old.seed.max(e.used);
+            }
+            _ => {
+                m.insert(hash, QuotaEntry { seed: e.used, ..e });
+            }
+        }
     }
 
     /// Every quota entry with its key hash (state file).
@@ -497,7 +536,7 @@ impl Limiter {
         let shard = &self.store.shards[(key % SHARDS as u64) as usize];
         let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
         let over = |tat: u64| Limited {
-            retry_after: Duration::from_micros(tat - tau - now),
+            retry_after: Duration::from_micros(tat.saturating_sub(tau).saturating_sub(now)),
             quota: false,
             q: rate.0,
             w: rate.1.as_secs().max(1),
@@ -505,10 +544,10 @@ impl Limiter {
         // a known key: one lookup
         if let Some(v) = m.get_mut(&key) {
             let tat = (*v).max(now);
-            if now + tau < tat {
+            if now.saturating_add(tau) < tat {
                 return Err(over(tat));
             }
-            *v = tat + t;
+            *v = tat.saturating_add(t);
             drop(m);
             self.note_rate(key, now, t0);
             return Ok(());
@@ -537,7 +576,7 @@ impl Limiter {
             }
         }
         // a new key's TAT starts at now: it conforms (burst >= 0)
-        m.insert(key, now + t);
+        m.insert(key, now.saturating_add(t));
         drop(m);
         self.note_rate(key, now, t0);
         Ok(())

@@ -76,6 +76,9 @@ pub struct Link {
     pub fallbacks: AtomicU64,
     /// Keys sent in the last successful sync.
     pub last_batch: AtomicU64,
+    /// Requests for keys past `max_keys` of their limit: enforced on this node,
+    /// not shared.
+    pub untracked: AtomicU64,
     pub last_error: Mutex<Option<String>>,
 }
 
@@ -90,6 +93,7 @@ impl Link {
             syncs_failed: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
             last_batch: AtomicU64::new(0),
+            untracked: AtomicU64::new(0),
             last_error: Mutex::new(None),
         }
     }
@@ -140,6 +144,8 @@ pub(super) struct Pend {
     pub q_window: u64,
     /// The last request for the key (µs, `now_us`).
     pub touched: u64,
+    /// When it was last put in a batch (µs).
+    pub taken: u64,
 }
 
 /// Keys of one limit sent in one sync, at most.
@@ -150,42 +156,82 @@ const HOT_INTERVALS: u64 = 50;
 const HOT_MIN: Duration = Duration::from_secs(10);
 
 /// One key in a batch.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Item {
     limit: usize,
     key: u64,
     p: Pend,
     /// Over how long (µs) the `rate_n` requests came.
     span: u64,
+    /// A quota key's text (its name in the store, so an operator's reset can
+    /// name it) and the count the store should have at least: a count it never
+    /// confirmed (restored from the state file or a handover).
+    quota_key: String,
+    floor: u64,
 }
 
-/// Takes what is to be sent: pending counts (reset to zero here) and keys seen
-/// lately; forgets keys idle for long.
-fn take_batch(limiter: &Limiter, limit: usize, now: u64, hot_us: u64, out: &mut Vec<Item>) {
+/// Takes what is to be sent: pending counts first (reset to zero here), then
+/// keys seen lately, at most `MAX_BATCH`, starting from a rotating shard so
+/// that no shard's keys wait behind another's; forgets keys idle for long.
+fn take_batch(
+    limiter: &Limiter,
+    limit: usize,
+    now: u64,
+    hot_us: u64,
+    start: usize,
+    out: &mut Vec<Item>,
+) {
     let mut room = MAX_BATCH;
-    for shard in &limiter.store.pending {
-        let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
-        m.retain(|&key, p| {
-            let pending = p.rate_n > 0 || p.quota_n > 0;
-            let hot = now.saturating_sub(p.touched) < hot_us;
-            if room > 0 && (pending || hot) {
-                room -= 1;
-                let span = if p.rate_n > 0 {
-                    now.saturating_sub(p.first)
-                } else {
-                    0
-                };
-                out.push(Item {
-                    limit,
-                    key,
-                    p: *p,
-                    span,
-                });
-                p.rate_n = 0;
-                p.quota_n = 0;
+    let before = out.len();
+    for pass in [true, false] {
+        for i in 0..SHARDS {
+            let shard = (start + i) % SHARDS;
+            let mut m = limiter.store.pending[shard]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            m.retain(|&key, p| {
+                let pending = p.rate_n > 0 || p.quota_n > 0;
+                let hot = now.saturating_sub(p.touched) < hot_us;
+                // pass one takes the pending keys, pass two refreshes the hot
+                // ones not taken already
+                let taken = !pass && p.taken == now;
+                if room > 0 && pending == pass && (pending || hot) && !taken {
+                    p.taken = now;
+                    room -= 1;
+                    let span = if p.rate_n > 0 {
+                        now.saturating_sub(p.first)
+                    } else {
+                        0
+                    };
+                    out.push(Item {
+                        limit,
+                        key,
+                        p: *p,
+                        span,
+                        quota_key: String::new(),
+                        floor: 0,
+                    });
+                    p.rate_n = 0;
+                    p.quota_n = 0;
+                }
+                pending || hot
+            });
+        }
+    }
+    // the quota keys' names and floors, from the quota table
+    for it in out[before..].iter_mut().filter(|it| it.p.q_len > 0) {
+        let m = limiter.store.quotas[(it.key % SHARDS as u64) as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = m.get(&it.key).filter(|e| e.window == it.p.q_window) {
+            it.quota_key.clone_from(&e.key);
+            if e.synced.is_none() {
+                it.floor = e.seed;
             }
-            pending || hot
-        });
+        } else {
+            // reset by an operator, or evicted: nothing to say about it
+            it.p.q_len = 0;
+        }
     }
 }
 
@@ -199,28 +245,35 @@ fn give_back(limiters: &[Arc<Limiter>], batch: &[Item]) {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let p = m.entry(it.key).or_default();
-        if p.rate_n == 0 || it.p.first < p.first {
-            p.first = it.p.first;
+        if it.p.rate_n > 0 {
+            if p.rate_n == 0 || it.p.first < p.first {
+                p.first = it.p.first;
+            }
+            p.rate_n = p.rate_n.saturating_add(it.p.rate_n);
+            if p.t_us == 0 {
+                p.t_us = it.p.t_us;
+            }
         }
-        p.rate_n += it.p.rate_n;
-        p.quota_n += it.p.quota_n;
-        if p.t_us == 0 {
-            p.t_us = it.p.t_us;
-        }
-        if p.q_len == 0 {
+        // (counts of a window that has ended since no longer matter)
+        if it.p.quota_n > 0 && (p.q_len == 0 || p.q_window == it.p.q_window) {
             (p.q_len, p.q_window) = (it.p.q_len, it.p.q_window);
+            p.quota_n = p.quota_n.saturating_add(it.p.quota_n);
         }
     }
 }
 
 /// The script: for each rate key, adds n * T to its TAT and answers the TAT's
-/// lead over Redis's now in µs; for each quota key, adds n to the window's
-/// count and answers the count. One round trip, atomic. The n requests of a
+/// lead over Redis's now in µs; for each quota key, raises the window's count
+/// to the floor given (a count the store never saw), adds n and answers the
+/// count. Keys are in ARGV (one script, any number of keys), so a Redis
+/// Cluster is not supported; `replicate_commands` lets Redis 5 write after
+/// `TIME` (a no-op from Redis 7). One round trip, atomic. The n requests of a
 /// rate key came over `span` µs, not at once: they are counted from
 /// `max(TAT, now - span)`, as GCRA would have counted them one by one had
 /// they come evenly (from `now` they would look like a burst and a key well
 /// under its rate would be refused after each sync).
 const SCRIPT: &str = r#"
+redis.replicate_commands()
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {}
@@ -241,13 +294,15 @@ for _ = 1, nr do
 end
 local nq = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nq do
-  local k, n, ttl = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]); i = i + 3
-  local used
+  local k, n, ttl, floor = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]); i = i + 4
+  local used = tonumber(redis.call('GET', k) or '0')
+  if used < floor then
+    used = floor
+    redis.call('SET', k, floor, 'EX', ttl)
+  end
   if n > 0 then
     used = redis.call('INCRBY', k, n)
     redis.call('EXPIRE', k, ttl)
-  else
-    used = tonumber(redis.call('GET', k) or '0')
   end
   out[#out + 1] = used
 end
@@ -260,6 +315,7 @@ pub async fn run(shared: Arc<crate::Shared>, stop: tokio_util::sync::Cancellatio
     let script = redis::Script::new(SCRIPT);
     let mut conn: Option<(String, redis::aio::MultiplexedConnection)> = None;
     let mut batch: Vec<Item> = Vec::new();
+    let mut start = 0usize;
     loop {
         let snap = shared.snapshot.load_full();
         let interval = snap
@@ -281,8 +337,9 @@ pub async fn run(shared: Arc<crate::Shared>, stop: tokio_util::sync::Cancellatio
         batch.clear();
         let now = super::now_us();
         let hot = (interval.as_micros() as u64 * HOT_INTERVALS).max(HOT_MIN.as_micros() as u64);
+        start = start.wrapping_add(1);
         for (i, l) in snap.rate_limits.iter().enumerate() {
-            take_batch(l, i, now, hot, &mut batch);
+            take_batch(l, i, now, hot, start % SHARDS, &mut batch);
         }
         // idle and up: nothing to say (down: try anyway, to learn it is back)
         if batch.is_empty() && (last || (link.is_up() && conn.is_some())) {
@@ -358,11 +415,12 @@ async fn sync_once(
     inv.arg(quotas.len());
     for it in &quotas {
         let name = limiters.get(it.limit).map_or("", |l| l.cfg.name.as_str());
-        let ttl =
-            (it.p.q_window + 1) * it.p.q_len - unix.min((it.p.q_window + 1) * it.p.q_len) + 60;
-        inv.arg(quota_key(prefix, name, it.key, it.p.q_window))
+        let end = (it.p.q_window + 1) * it.p.q_len;
+        let ttl = end - unix.min(end) + 60;
+        inv.arg(quota_key(prefix, name, &it.quota_key, it.p.q_window))
             .arg(it.p.quota_n)
-            .arg(ttl);
+            .arg(ttl)
+            .arg(it.floor);
     }
     let answers: Vec<i64> = inv
         .invoke_async(c)
@@ -378,18 +436,22 @@ async fn sync_once(
     Ok(answers)
 }
 
-/// The store's key of a quota count.
-fn quota_key(prefix: &str, limit: &str, key: u64, window: u64) -> String {
-    format!("{prefix}{limit}:q:{key:016x}:{window}")
+/// The store's key of a quota count: by the key's text (as operators name
+/// it), so a reset on any node can delete it.
+fn quota_key(prefix: &str, limit: &str, key: &str, window: u64) -> String {
+    format!("{prefix}{limit}:q:{key}:{window}")
 }
 
-/// An operator's quota reset, on the store too: deletes the global counts of
-/// the entries reset here (`(key hash, window)`). Other nodes learn it at their
-/// next sync of the key.
-pub async fn reset_shared(link: &Link, limit: &str, entries: &[(u64, u64)]) -> Result<(), String> {
-    if entries.is_empty() {
+/// An operator's quota reset, on the store too: deletes the key's global
+/// count in the current window of each window length the limit uses
+/// (`lens`, seconds), whether or not this node has seen the key. Other nodes
+/// learn it at their next sync of the key; counts a node sends in the same
+/// instant may land after the delete.
+pub async fn reset_shared(link: &Link, limit: &str, key: &str, lens: &[u64]) -> Result<(), String> {
+    if lens.is_empty() {
         return Ok(());
     }
+    let unix = super::unix_now();
     let cfg = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_response_timeout(Some(Duration::from_secs(1)));
@@ -399,9 +461,9 @@ pub async fn reset_shared(link: &Link, limit: &str, entries: &[(u64, u64)]) -> R
         .get_multiplexed_async_connection_with_config(&cfg)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let keys: Vec<String> = entries
+    let keys: Vec<String> = lens
         .iter()
-        .map(|&(h, w)| quota_key(&link.cfg.key_prefix, limit, h, w))
+        .map(|&len| quota_key(&link.cfg.key_prefix, limit, key, unix / len.max(1)))
         .collect();
     redis::cmd("DEL")
         .arg(&keys)
@@ -434,8 +496,15 @@ fn apply(limiters: &[Arc<Limiter>], batch: &[Item], answers: &[i64]) {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         // its own requests are exact here: the global view only adds the others'
-        let local = m.get(&it.key).copied().unwrap_or(0);
-        m.insert(it.key, local.max(global));
+        let room = m.len() < (l.cfg.max_keys / SHARDS).max(1);
+        match m.get_mut(&it.key) {
+            Some(local) => *local = (*local).max(global),
+            // evicted meanwhile: back only if there is room (max_keys holds)
+            None if room => {
+                m.insert(it.key, global);
+            }
+            None => {}
+        }
     }
     for (it, &used) in quotas.zip(qa) {
         let Some(l) = limiters.get(it.limit) else {
@@ -456,7 +525,7 @@ fn apply(limiters: &[Arc<Limiter>], batch: &[Item], answers: &[i64]) {
         if let Some(e) = m.get_mut(&it.key) {
             if e.window == it.p.q_window {
                 let used = used.max(0) as u64;
-                e.synced = used;
+                e.synced = Some(used);
                 e.used = used + u64::from(since);
                 l.store.quotas_changed.store(true, Ordering::Relaxed);
             }
@@ -471,7 +540,7 @@ pub(super) fn quota_limit(limit: u64, e: Option<&QuotaEntry>, share: f64) -> u64
     if share >= 1.0 {
         return limit;
     }
-    let synced = e.map_or(0, |e| e.synced).min(limit);
+    let synced = e.and_then(|e| e.synced).unwrap_or(0).min(limit);
     synced + ((limit - synced) as f64 * share).floor() as u64
 }
 
@@ -486,7 +555,8 @@ mod tests {
             window: 0,
             len: 86_400,
             used: 70,
-            synced: 60,
+            synced: Some(60),
+            seed: 0,
         };
         assert_eq!(quota_limit(100, Some(&e), 1.0), 100);
         // 40 left at the last sync: half of them for this node
