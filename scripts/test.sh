@@ -19,6 +19,7 @@ need 'command -v chromium' chromium                      # tests/stats_page.rs
 need 'command -v ip' iproute2                            # network namespaces (admin_remote, HA)
 need 'command -v bridge' iproute2                        # tests/ha.rs: bridge port isolation
 need 'command -v python3' python3                        # tests/ha.rs: the backend inside a namespace
+need 'command -v systemd-analyze' systemd                 # tests/systemd.rs: systemd-analyze verify
 need 'command -v redis-server' redis-server             # tests/shared_limits.rs: [rate_limit_store]
 need 'command -v haproxy' haproxy                        # tests/proxy_protocol.rs: send-proxy in front
 need 'command -v openssl' openssl                        # tests/tls.rs: certificates, s_client

@@ -475,6 +475,13 @@ impl Control {
     /// Re-reads the config file, validates it as `rampart check` does, and
     /// applies it. On any error nothing changes.
     async fn reload(&mut self, trigger: &'static str) -> ReloadRecord {
+        crate::sdnotify::reloading();
+        let record = self.reload_inner(trigger).await;
+        crate::sdnotify::ready();
+        record
+    }
+
+    async fn reload_inner(&mut self, trigger: &'static str) -> ReloadRecord {
         let t0 = Instant::now();
         let at = SystemTime::now();
         self.listeners.settle().await;

@@ -22,6 +22,7 @@ pub mod ratelimit;
 pub mod reload;
 pub mod router;
 pub mod rules;
+pub mod sdnotify;
 pub mod snapshot;
 pub mod statefile;
 pub mod supervisor;

@@ -87,7 +87,6 @@ enum Command {
         #[arg(long, env = "RAMPART_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
-    /// Run every health check now and print the summary.
     /// Re-reads the config file of the running proxy and applies it (exit 1 and
     /// every problem if it is refused; the running config keeps serving).
     Reload {
@@ -104,6 +103,7 @@ enum Command {
         #[arg(long, env = "RAMPART_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Run every health check now and print the summary.
     CheckNow {
         #[arg(long, default_value = "http://127.0.0.1:8404", env = "RAMPART_ADMIN")]
         admin: String,

@@ -245,6 +245,10 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         Arc::clone(&shared),
         health_stop.clone(),
     ));
+    if let Some(every) = crate::sdnotify::watchdog_interval() {
+        tracing::info!(?every, "systemd watchdog: pinging");
+        health_tasks.spawn(crate::sdnotify::watchdog(every, health_stop.clone()));
+    }
     health_tasks.spawn(crate::ratelimit::sync::run(
         Arc::clone(&shared),
         health_stop.clone(),
@@ -286,7 +290,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     if let Some(t) = taken {
         t.ready();
     }
-    crate::upgrade::notify_systemd();
+    crate::sdnotify::ready();
 
     main_rt.block_on(shutdown_sequence(
         &shared,
@@ -359,6 +363,10 @@ async fn shutdown_sequence(
     shared.ready.store(false, Ordering::Release);
     let config = shared.config.load_full();
     let handed_over = shared.handed_over.is_cancelled();
+    if !handed_over {
+        // (after a handover the new process is the service's main process)
+        crate::sdnotify::stopping();
+    }
     // A MASTER hands the VIP over first (priority-0 advert): the peer takes it
     // after only its skew, while this node drains what it already has.
     ha_stop.cancel();

@@ -383,33 +383,6 @@ fn recv_fds(s: &UnixStream, max: usize) -> io::Result<Vec<OwnedFd>> {
     Ok(out)
 }
 
-/// Tells systemd (Type=notify) which process is the service now and that it is
-/// ready; a no-op outside systemd.
-pub fn notify_systemd() {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let msg = format!("MAINPID={}\nREADY=1\n", std::process::id());
-    let sock = match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot notify systemd");
-            return;
-        }
-    };
-    let path = PathBuf::from(path);
-    let sent = if let Some(abs) = path.to_str().and_then(|p| p.strip_prefix('@')) {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(abs.as_bytes())
-            .and_then(|a| sock.send_to_addr(msg.as_bytes(), &a))
-    } else {
-        sock.send_to(msg.as_bytes(), &path)
-    };
-    if let Err(e) = sent {
-        tracing::warn!(error = %e, "cannot notify systemd");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -420,6 +420,16 @@ impl Proxy {
 
     /// `start`, with RAMPART_LOG set to `log` (e.g. "info,rampart::upstream=debug").
     pub async fn start_logging(config: &str, wait_on: &[SocketAddr], log: &str) -> Proxy {
+        Proxy::start_env(config, wait_on, log, &[]).await
+    }
+
+    /// `start_logging`, with more environment variables.
+    pub async fn start_env(
+        config: &str,
+        wait_on: &[SocketAddr],
+        log: &str,
+        env: &[(&str, &str)],
+    ) -> Proxy {
         let dir = temp_dir("proxy");
         let path = dir.join("rampart.toml");
         std::fs::write(&path, config).unwrap();
@@ -427,6 +437,7 @@ impl Proxy {
             .args(["run", "-c"])
             .arg(&path)
             .env("RAMPART_LOG", log)
+            .envs(env.iter().copied())
             .stdout(Stdio::from(
                 std::fs::File::create(dir.join("stdout")).unwrap(),
             ))
