@@ -286,6 +286,19 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     if let Some(f) = &opts.on_ready {
         f(&shared);
     }
+    {
+        let g = &shared.config.load().global;
+        if let Some((budget, margin)) = g.drain_budget {
+            tracing::info!(
+                ?budget,
+                readiness = "503 at once",
+                propagation = ?g.drain_delay,
+                connections = ?g.shutdown_grace,
+                margin = ?margin,
+                "drain budget: after SIGTERM, /ready says 503 at once; everything is served while endpoints notice (propagation), then listeners close and connections finish (connections), with a margin before the hard stop"
+            );
+        }
+    }
     tracing::info!(threads, "rampart started");
     if let Some(t) = taken {
         t.ready();

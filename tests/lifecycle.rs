@@ -203,3 +203,105 @@ async fn sigterm_waits_for_open_tunnels() {
         p.stderr()
     );
 }
+
+/// One request on a new connection: whether it got a 200.
+async fn fresh_get(addr: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return false;
+    };
+    if s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    buf.starts_with(b"HTTP/1.1 200")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_budget_flips_readiness_first_serves_through_propagation_and_ends_within_budget() {
+    let backend = Backend::start("b", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    // 5 s: 1 s for endpoints to notice, 3 s for connections, 1 s of margin
+    let cfg = http_config_at(
+        listen,
+        admin,
+        "threads = 1\ndrain_budget = \"5s\"",
+        "",
+        &[(backend.addr, 1)],
+    );
+    let mut p = Proxy::start(&cfg, &[listen, admin]).await;
+    assert!(
+        p.stderr().contains("drain budget")
+            && p.stderr().contains("propagation=1s")
+            && p.stderr().contains("connections=3s"),
+        "{}",
+        p.stderr()
+    );
+    wait_for(Duration::from_secs(10), "ready", || {
+        block_on(admin_get(admin, "/ready")).0 == StatusCode::OK
+    })
+    .await;
+    // in flight across the stop: a slow request
+    let c = client();
+    let slow = tokio::spawn({
+        let c = c.clone();
+        async move { get(&c, &format!("http://{listen}/slow?ms=2500")).await }
+    });
+    wait_for(Duration::from_secs(5), "the slow request in flight", || {
+        backend.stats.active.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // steady load: a new connection per request, as new clients would come
+    let load = tokio::spawn(async move {
+        let mut results = Vec::new();
+        let end = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < end {
+            let sent = Instant::now();
+            let ok = fresh_get(listen).await;
+            results.push((sent, ok));
+        }
+        results
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await; // (pacing: load before the stop)
+    p.signal(libc::SIGTERM);
+    let t0 = Instant::now();
+    // readiness goes 503 first
+    wait_for(Duration::from_secs(1), "/ready 503", || {
+        block_on(admin_get(admin, "/ready")).0 == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    let results = load.await.unwrap();
+    // no request failed during the propagation wait (1 s after SIGTERM)
+    let during: Vec<bool> = results
+        .iter()
+        .filter(|(sent, _)| *sent < t0 + Duration::from_millis(900))
+        .map(|(_, ok)| *ok)
+        .collect();
+    assert!(during.len() > 10, "{} requests", during.len());
+    assert!(
+        during.iter().all(|ok| *ok),
+        "a request failed while endpoints were still noticing"
+    );
+    // and after it, new connections are turned away (the listeners are closed)
+    assert!(
+        results
+            .iter()
+            .any(|(sent, ok)| *sent > t0 + Duration::from_millis(1200) && !ok),
+        "listeners still accepting after the propagation wait"
+    );
+    let (st, body) = slow.await.unwrap();
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "b"));
+    // the process is gone within the budget
+    let status = p.wait_exit(Duration::from_secs(5)).await;
+    assert!(status.success(), "{status}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}

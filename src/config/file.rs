@@ -165,10 +165,15 @@ pub struct GlobalFile {
     pub threads: usize,
     #[serde(default = "default_global_max_conn")]
     pub max_connections: usize,
-    #[serde(default = "default_shutdown_grace")]
-    pub shutdown_grace: Dur,
-    #[serde(default)]
-    pub drain_delay: Dur,
+    /// How long connections may finish after listeners close (default 30s, or
+    /// the connection-drain part of `drain_budget`).
+    pub shutdown_grace: Option<Dur>,
+    /// After SIGTERM, /ready says 503 but everything is served for this long
+    /// (default 0s, or the propagation part of `drain_budget`).
+    pub drain_delay: Option<Dur>,
+    /// One number for the whole stop (Kubernetes' terminationGracePeriodSeconds):
+    /// split into the propagation wait, the connection drain and a margin.
+    pub drain_budget: Option<Dur>,
     #[serde(default)]
     pub access_log: AccessLogFormat,
     /// Admin states, weights and last known health are kept here across restarts.
@@ -183,8 +188,9 @@ impl Default for GlobalFile {
         GlobalFile {
             threads: 0,
             max_connections: default_global_max_conn(),
-            shutdown_grace: default_shutdown_grace(),
-            drain_delay: Dur::default(),
+            shutdown_grace: None,
+            drain_delay: None,
+            drain_budget: None,
             access_log: AccessLogFormat::default(),
             state_file: None,
             watch_config: false,
@@ -194,9 +200,6 @@ impl Default for GlobalFile {
 
 fn default_global_max_conn() -> usize {
     20_000
-}
-fn default_shutdown_grace() -> Dur {
-    Dur(Duration::from_secs(30))
 }
 
 #[derive(Debug, Deserialize)]
