@@ -1352,7 +1352,7 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
     let ha = raw
         .ha
         .as_ref()
-        .and_then(|h| validate_ha(h, &root.key("ha"), &pool_index, &mut p, &mut warnings));
+        .and_then(|h| validate_ha(h, &root.key("ha"), base, &pool_index, &mut p, &mut warnings));
 
     // [rate_limit_store]
     let rate_limit_store = raw
@@ -1602,6 +1602,7 @@ fn validate_health(h: &HealthFile, at: &KeyPath, p: &mut Problems<'_>) -> Option
 fn validate_ha(
     h: &file::HaFile,
     at: &KeyPath,
+    base: &Path,
     pool_index: &HashMap<&str, usize>,
     p: &mut Problems<'_>,
     warnings: &mut Vec<String>,
@@ -1668,7 +1669,7 @@ fn validate_ha(
             warnings.push("[ha] auth = \"none\": heartbeats are not authenticated".into());
             Some(Key::None)
         }
-        (None | Some("hmac-sha256"), Some(path)) => match std::fs::read(path) {
+        (None | Some("hmac-sha256"), Some(path)) => match std::fs::read(base.join(path)) {
             Ok(mut k) => {
                 while k.last().is_some_and(|c| c.is_ascii_whitespace()) {
                     k.pop();
