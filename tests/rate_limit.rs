@@ -151,40 +151,6 @@ async fn a_client_over_its_rate_gets_429_and_others_do_not() {
     );
 }
 
-fn quota_config(
-    listen: SocketAddr,
-    admin: SocketAddr,
-    backend: SocketAddr,
-    state: &std::path::Path,
-) -> String {
-    format!(
-        r#"[global]
-threads = 1
-state_file = "{}"
-[admin]
-bind = "{admin}"
-[[rate_limit]]
-name = "jobs"
-key = "header:x-api-key"
-quota = "100/day"
-[[listener]]
-name = "web"
-bind = ["{listen}"]
-mode = "http"
-pool = "api"
-  [[listener.rule]]
-  method = ["POST"]
-  path = "/jobs"
-  rate_limit = "jobs"
-[[pool]]
-name = "api"
-  [[pool.server]]
-  address = "{backend}"
-"#,
-        state.display()
-    )
-}
-
 async fn post_job(c: &Client, listen: SocketAddr, key: &str) -> (StatusCode, hyper::HeaderMap) {
     let req = Request::builder()
         .method("POST")
@@ -216,7 +182,7 @@ async fn a_daily_quota_of_100_survives_a_reload_and_a_restart() {
     let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
     let dir = temp_dir("quota");
     let state = dir.join("state.json");
-    let text = quota_config(listen, admin, backend.addr, &state);
+    let text = quota_config(listen, admin, backend.addr, Some(&state));
     let p = Proxy::start(&text, &[listen]).await;
     let c = client();
     for i in 0..100 {

@@ -297,29 +297,7 @@ async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
 async fn quota_counts_cross_an_upgrade_without_a_state_file() {
     let backend = Backend::start("a", free_addr("127.0.0.2")).await;
     let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let text = format!(
-        r#"[global]
-threads = 1
-[admin]
-bind = "{admin}"
-[[rate_limit]]
-name = "jobs"
-key = "header:x-api-key"
-quota = "100/day"
-[[listener]]
-name = "web"
-bind = ["{listen}"]
-mode = "http"
-pool = "api"
-  [[listener.rule]]
-  rate_limit = "jobs"
-[[pool]]
-name = "api"
-  [[pool.server]]
-  address = "{}"
-"#,
-        backend.addr
-    );
+    let text = quota_config(listen, admin, backend.addr, None);
     let mut p = Proxy::start(&text, &[listen, admin]).await;
     let c = client();
     let job = || {

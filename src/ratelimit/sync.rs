@@ -473,6 +473,16 @@ pub async fn reset_shared(link: &Link, limit: &str, key: &str, lens: &[u64]) -> 
         .map_err(|e| format!("DEL: {e}"))
 }
 
+/// What is pending for `key` now: admitted since its batch was taken.
+fn pending_now(l: &Limiter, key: u64) -> Pend {
+    l.store.pending[(key % SHARDS as u64) as usize]
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .copied()
+        .unwrap_or_default()
+}
+
 /// Takes the global state as this node's view of each key sent, plus what
 /// it admitted since the batch was taken.
 fn apply(limiters: &[Arc<Limiter>], batch: &[Item], answers: &[i64]) {
@@ -486,11 +496,7 @@ fn apply(limiters: &[Arc<Limiter>], batch: &[Item], answers: &[i64]) {
             continue;
         };
         let shard = (it.key % SHARDS as u64) as usize;
-        let since = l.store.pending[shard]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&it.key)
-            .map_or(0, |p| p.rate_n);
+        let since = pending_now(l, it.key).rate_n;
         let global = now + lead.max(0) as u64 + u64::from(since) * it.p.t_us;
         let mut m = l.store.shards[shard]
             .lock()
@@ -514,11 +520,7 @@ fn apply(limiters: &[Arc<Limiter>], batch: &[Item], answers: &[i64]) {
             continue; // the window turned meanwhile
         }
         let shard = (it.key % SHARDS as u64) as usize;
-        let since = l.store.pending[shard]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&it.key)
-            .map_or(0, |p| p.quota_n);
+        let since = pending_now(l, it.key).quota_n;
         let mut m = l.store.quotas[shard]
             .lock()
             .unwrap_or_else(|e| e.into_inner());

@@ -847,3 +847,40 @@ pub async fn start_echo(addr: SocketAddr) -> SocketAddr {
     });
     addr
 }
+
+/// A proxy whose POST /jobs counts against a quota of 100 a day per
+/// `x-api-key` (limit "jobs"), with a state file or not.
+pub fn quota_config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    backend: SocketAddr,
+    state: Option<&std::path::Path>,
+) -> String {
+    let state = state.map_or(String::new(), |p| {
+        format!("state_file = \"{}\"\n", p.display())
+    });
+    format!(
+        r#"[global]
+threads = 1
+{state}[admin]
+bind = "{admin}"
+[[rate_limit]]
+name = "jobs"
+key = "header:x-api-key"
+quota = "100/day"
+[[listener]]
+name = "web"
+bind = ["{listen}"]
+mode = "http"
+pool = "api"
+  [[listener.rule]]
+  method = ["POST"]
+  path = "/jobs"
+  rate_limit = "jobs"
+[[pool]]
+name = "api"
+  [[pool.server]]
+  address = "{backend}"
+"#
+    )
+}
