@@ -110,6 +110,18 @@ enum Command {
         #[arg(long, env = "RAMPART_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Convert another proxy's config: the rampart TOML goes to stdout (or -o),
+    /// a report of every directive (mapped, approximated, unsupported) to
+    /// stderr. Exit 0 when everything was mapped, 3 otherwise.
+    Import {
+        /// The format: haproxy (nginx is not implemented yet).
+        format: String,
+        /// The file to convert.
+        file: PathBuf,
+        /// Write the config here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Start two demo backends and the proxy in front of them.
     Demo {
         /// Where the proxy listens.
@@ -311,6 +323,11 @@ fn main() -> ExitCode {
             }
             Ok(out)
         }),
+        Command::Import {
+            format,
+            file,
+            output,
+        } => import(&format, &file, output.as_deref()),
         Command::Demo { listen, admin } => match rampart::demo::run(listen, admin) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -409,4 +426,39 @@ fn cli_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
+}
+
+/// `rampart import FORMAT FILE [-o OUT]`.
+fn import(format: &str, file: &std::path::Path, output: Option<&std::path::Path>) -> ExitCode {
+    let src = match std::fs::read(file) {
+        // configs in the wild are not always UTF-8 (comments in Latin-1)
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let name = file.display().to_string();
+    let imported = match format {
+        "haproxy" => rampart::import::haproxy::import(&src, &name),
+        "nginx" => {
+            eprintln!("rampart import nginx is not implemented yet");
+            return ExitCode::from(2);
+        }
+        other => {
+            eprintln!("unknown format {other:?}: use haproxy");
+            return ExitCode::from(2);
+        }
+    };
+    eprint!("{}", imported.report_text(&name));
+    match output {
+        Some(out) => {
+            if let Err(e) = std::fs::write(out, &imported.toml) {
+                eprintln!("{}: {e}", out.display());
+                return ExitCode::from(2);
+            }
+        }
+        None => print!("{}", imported.toml),
+    }
+    ExitCode::from(imported.exit_code())
 }
