@@ -428,7 +428,12 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         queue
             .with_label_values(&[p])
             .set(i64::from(pool.shared.queue.waiting()));
-        for class in crate::pool::Priority::ALL {
+        // (a pool without max_connections_per_server never queues)
+        for class in crate::pool::Priority::ALL
+            .iter()
+            .filter(|_| pool.max_conn_per_server > 0)
+        {
+            let class = *class;
             let st = pool.shared.queue.stats(class);
             let l = [p, class.name()];
             queue_class.with_label_values(&l).set(i64::from(st.queued));

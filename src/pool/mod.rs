@@ -625,7 +625,11 @@ impl Pool {
         // behind them instead of taking a slot that was freed for a waiter.
         if !queue.must_queue(prio) {
             if let Some(g) = self.try_acquire(key, exclude) {
-                queue.admitted(prio);
+                // (a pool without a connection limit has no queue to report on:
+                // no shared counter is touched for it on the request path)
+                if self.max_conn_per_server > 0 {
+                    queue.admitted(prio);
+                }
                 return Ok(g);
             }
         }

@@ -173,7 +173,7 @@ pub fn listener_read_only(
         }
         seen.push(i);
         if let Some((_, why)) = snap.pools.get(i).and_then(|p| read_only(snap, l, p)) {
-            return Some(why);
+            return Some(why.to_string());
         }
     }
     None
@@ -186,21 +186,21 @@ fn read_only<'a>(
     snap: &'a crate::snapshot::Snapshot,
     l: &'a crate::snapshot::ListenerRuntime,
     pool: &'a Pool,
-) -> Option<(&'a ReadOnly, String)> {
+) -> Option<(&'a ReadOnly, Why<'a>)> {
     static MANUAL: std::sync::OnceLock<ReadOnly> = std::sync::OnceLock::new();
     if l.shared.manual_read_only.load(Ordering::Relaxed) {
         let ro = l
             .read_only
             .as_deref()
             .unwrap_or_else(|| MANUAL.get_or_init(ReadOnly::manual));
-        return Some((ro, "switched by an operator".into()));
+        return Some((ro, Why::Operator));
     }
     let empty = |ro: &ReadOnly| {
         ro.when.iter().find_map(|&i| {
             snap.pools
                 .get(i)
                 .filter(|p| p.eligible_count() == 0)
-                .map(|p| format!("pool {:?} has no eligible server", p.name))
+                .map(|p| Why::Empty(&p.name))
         })
     };
     for ro in [l.read_only.as_deref(), pool.read_only.as_ref()]
@@ -212,6 +212,23 @@ fn read_only<'a>(
         }
     }
     None
+}
+
+/// Why writes are refused (formatted only where it is logged, not per request).
+#[derive(Debug, Clone, Copy)]
+enum Why<'a> {
+    Operator,
+    /// A pool of `read_only_when` has no eligible server.
+    Empty(&'a str),
+}
+
+impl std::fmt::Display for Why<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::Operator => f.write_str("switched by an operator"),
+            Why::Empty(pool) => write!(f, "pool {pool:?} has no eligible server"),
+        }
+    }
 }
 
 /// The balancing key of a request (0 unless the pool balances by hash).
