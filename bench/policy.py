@@ -187,6 +187,10 @@ def main():
     try:
         res = b.run()
         cg = callgrind(a, b.cfg, b.cfg_shared)
+        # the rules bench evaluates the policy listener's rules of this very config
+        rules_cfg = "/tmp/rampart-rulesbench.toml"
+        with open(b.cfg) as src, open(rules_cfg, "w") as dst:
+            dst.write(src.read())
     finally:
         b.stop_all()
     plain, policy = med(res["plain"], "rps"), med(res["policy"], "rps")
@@ -194,12 +198,12 @@ def main():
     scost = (1 - shared / policy) * 100
     iscost = (cg["shared"] / cg["policy"] - 1) * 100
     limiter = sh(f"{a.limiterbench}").stdout.strip()
-    rules_ns = sh(f"{a.rulesbench}").stdout.strip()
+    rules_ns = sh(f"{a.rulesbench} {rules_cfg}").stdout.strip()
     # instructions of one evaluation of the 20 rules, alone (N2 - N1 evaluations)
     totals = []
     for n in (10000, 20000):
         out = f"/tmp/rampart-rulesbench-cg.{n}"
-        r = sh(f"RULESBENCH_N={n} valgrind --tool=callgrind --callgrind-out-file={out} {a.rulesbench} "
+        r = sh(f"RULESBENCH_N={n} valgrind --tool=callgrind --callgrind-out-file={out} {a.rulesbench} {rules_cfg} "
                f">/dev/null 2>&1; grep -E '^(summary|totals):' {out} | head -1")
         m = re.search(r"(\d+)", r.stdout)
         totals.append(int(m.group(1)) if m else 0)
