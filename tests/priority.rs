@@ -278,32 +278,12 @@ async fn a_server_coming_back_serves_the_queue_at_once() {
         .health_status
         .store(503, std::sync::atomic::Ordering::SeqCst);
     let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let text = format!(
-        r#"[global]
-threads = 1
-[admin]
-bind = "{admin}"
-[[listener]]
-name = "web"
-bind = ["{listen}"]
-mode = "http"
-pool = "api"
-[[pool]]
-name = "api"
-max_connections_per_server = 1
-queue_timeout = "20s"
-  [pool.health]
-  kind = "http"
-  path = "/health"
-  interval = "100ms"
-  rise = 1
-  fall = 1
-  [[pool.server]]
-  address = "{}"
-  [[pool.server]]
-  address = "{}"
-"#,
-        up.addr, back.addr
+    let text = http_config_at(
+        listen,
+        admin,
+        "threads = 1",
+        "max_connections_per_server = 1\nqueue_timeout = \"20s\"\n  [pool.health]\n  kind = \"http\"\n  path = \"/health\"\n  interval = \"100ms\"\n  rise = 1\n  fall = 1",
+        &[(up.addr, 1), (back.addr, 1)],
     );
     let _p = Proxy::start(&text, &[listen, admin]).await;
     let healthy = |n: usize| async move {
