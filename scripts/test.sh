@@ -36,6 +36,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# A one-shot build gains nothing from incremental state, which would take gigabytes
+# of disk beside the build itself.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets
+echo "target directory: $(du -sh target | cut -f1); disk free: $(df -h --output=avail . | tail -1)"
