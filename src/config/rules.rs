@@ -395,6 +395,7 @@ pub(super) fn rate_limits(
             match k.as_str() {
                 "client_ip" => key.push(KeyPart::ClientIp),
                 "path" => key.push(KeyPart::Path),
+                "all" => key.push(KeyPart::All),
                 "tier" => {
                     if tier_files.is_empty() {
                         p.add(&at.key("key"), "\"tier\" needs [[tier]] entries");
@@ -409,7 +410,7 @@ pub(super) fn rate_limits(
                 }
                 other => p.add(
                     &at.key("key"),
-                    format!("unknown key {other:?}: use \"client_ip\", \"header:NAME\", \"path\", \"tier\" or a list of them"),
+                    format!("unknown key {other:?}: use \"client_ip\", \"header:NAME\", \"path\", \"tier\", \"all\" or a list of them"),
                 ),
             }
         }

@@ -7,6 +7,7 @@
 //! What is mapped is listed in the README (Importing a config); every other
 //! directive is reported, with why.
 
+use super::haproxy_cond::{self as cond, Acls};
 use super::out::{self, list, s, Table};
 use super::{Entry, Fidelity, Imported};
 use std::collections::HashMap;
@@ -181,6 +182,71 @@ fn bind_addrs(spec: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// A `stick-table` line: what a tracked `http_req_rate` limit needs.
+#[derive(Debug, Clone)]
+struct Stick {
+    /// `http_req_rate(PERIOD)`, seconds.
+    period: Option<u64>,
+    size: Option<u64>,
+}
+
+fn stick(words: &[String]) -> Stick {
+    let mut st = Stick {
+        period: None,
+        size: None,
+    };
+    let mut i = 1;
+    while i < words.len() {
+        match words[i].as_str() {
+            "size" => {
+                st.size = words.get(i + 1).and_then(|v| {
+                    let (n, mul) = match v.to_ascii_lowercase().chars().last() {
+                        Some('k') => (&v[..v.len() - 1], 1_000),
+                        Some('m') => (&v[..v.len() - 1], 1_000_000),
+                        Some('g') => (&v[..v.len() - 1], 1_000_000_000),
+                        _ => (v.as_str(), 1),
+                    };
+                    n.parse::<u64>().ok().map(|n| n * mul)
+                });
+                i += 1;
+            }
+            "store" => {
+                for item in words.get(i + 1).map(|v| v.split(',')).into_iter().flatten() {
+                    if let Some(p) = item
+                        .strip_prefix("http_req_rate(")
+                        .and_then(|p| p.strip_suffix(')'))
+                    {
+                        st.period = duration(p).and_then(|d| secs(&d));
+                    }
+                }
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    st
+}
+
+/// "10s" / "500ms" (as `duration` writes them) → whole seconds.
+fn secs(d: &str) -> Option<u64> {
+    d.strip_suffix("ms")
+        .and_then(|ms| ms.parse::<u64>().ok().map(|ms| ms / 1000))
+        .or_else(|| d.strip_suffix('s').and_then(|x| x.parse().ok()))
+        .filter(|&n| n > 0)
+}
+
+/// N requests per PERIOD seconds as rampart writes a rate, and whether it is
+/// exact.
+fn rate_text(n: u64, period: u64) -> (String, bool) {
+    for (unit, len) in [("s", 1), ("m", 60), ("h", 3600)] {
+        if (n * len) % period == 0 && n * len / period > 0 {
+            return (format!("{}/{unit}", n * len / period), true);
+        }
+    }
+    (format!("{}/h", (n * 3600).div_ceil(period)), false)
+}
+
 /// Settings `defaults` hands down.
 #[derive(Debug, Clone, Default)]
 struct Defaults {
@@ -200,8 +266,24 @@ struct Importer {
     /// Pools named by listeners: (listener, rule or None for the default,
     /// pool name, the report entry that said so).
     wanted: Vec<(usize, Option<usize>, String, usize)>,
-    /// Each listener's bind addresses so far.
-    binds: HashMap<usize, Vec<String>>,
+    /// Each listener's bind addresses so far, with their TLS settings.
+    binds: HashMap<usize, Vec<(String, Option<Table>)>>,
+    /// `crt-base` / `ca-base` from global.
+    crt_base: Option<String>,
+    ca_base: Option<String>,
+    /// A frontend's `http-request` / `http-response` rules, in order, before
+    /// its `use_backend` rules (HAProxy runs them first), each with the report
+    /// entry that made it.
+    pre_rules: HashMap<usize, Vec<(Table, usize)>>,
+    /// A backend's rules: they apply to the requests routed to it.
+    pool_rules: HashMap<usize, Vec<(Table, usize)>>,
+    /// `crt-store` certificates by how binds name them (`@STORE/ALIAS`):
+    /// (certificate, key).
+    crt_store: HashMap<String, (String, Option<String>)>,
+    /// Stick tables by the section that declares them.
+    sticks: HashMap<String, Stick>,
+    /// The last `track-sc0 KEY [table T]`: (rate limit key, table).
+    track: Option<(String, Option<String>)>,
     /// Listeners whose mode their own section set.
     mode_set: Vec<usize>,
     /// Pools whose backend says `mode http`.
@@ -258,9 +340,18 @@ impl Importer {
                     l,
                     "rampart logs to stderr and its access log to stdout ([global] access_log); send them on with the service manager",
                 ),
-                k if k.starts_with("ssl-default") || k.starts_with("tune.ssl") || k == "ca-base" || k == "crt-base" => {
-                    self.unsupported(l, "TLS defaults are not imported yet")
+                "crt-base" | "ca-base" if w.len() > 1 => {
+                    if w[0] == "crt-base" {
+                        self.crt_base = Some(w[1].clone());
+                    } else {
+                        self.ca_base = Some(w[1].clone());
+                    }
+                    self.mapped(l, "relative certificate paths are completed with it");
                 }
+                k if k.starts_with("ssl-default") || k.starts_with("tune.ssl") => self.approx(
+                    l,
+                    "rustls chooses the protocol versions (TLS 1.2 and 1.3) and modern cipher suites itself; [listener.tls] min_version raises the floor",
+                ),
                 _ => self.unsupported(l, "no rampart equivalent is mapped"),
             }
         }
@@ -433,32 +524,14 @@ impl Importer {
         &mut self,
         l: &Line,
         li: usize,
-        acls: &mut HashMap<String, Vec<(String, String)>>,
+        acls: &mut Acls,
         own_pool: Option<&str>,
     ) -> bool {
         let w = &l.words;
         match w[0].as_str() {
             "bind" if w.len() > 1 => {
                 match bind_addrs(&w[1]) {
-                    Ok(addrs) => {
-                        let all = self.binds.entry(li).or_default();
-                        all.extend(addrs);
-                        let all = list(all);
-                        self.cfg.listeners[li].keys.set("bind", all);
-                        let extra: Vec<&String> = w[2..].iter().collect();
-                        if extra.is_empty() {
-                            self.mapped(l, "bind");
-                        } else if extra.iter().any(|x| *x == "ssl" || *x == "crt") {
-                            self.unsupported(l, "TLS on binds is not imported yet: the listener is plain; add [listener.tls] by hand");
-                        } else if extra.iter().any(|x| *x == "accept-proxy") {
-                            self.cfg.listeners[li]
-                                .keys
-                                .set("proxy_protocol", s("accept"));
-                            self.mapped(l, "bind, and proxy_protocol = \"accept\"");
-                        } else {
-                            self.approx(l, "bind (its options are not imported)");
-                        }
-                    }
+                    Ok(addrs) => self.bind(l, li, addrs),
                     Err(e) => self.unsupported(l, e),
                 }
                 true
@@ -502,85 +575,74 @@ impl Importer {
                 true
             }
             "acl" if w.len() > 2 => {
-                let criterion = w[2].as_str();
-                let vals: Vec<String> = w[3..]
-                    .iter()
-                    .filter(|v| !v.starts_with('-'))
-                    .cloned()
-                    .collect();
-                let cond = match criterion {
-                    "hdr(host)" | "hdr_dom(host)" | "req.hdr(host)" | "hdr(Host)" => Some("host"),
-                    "path_beg" | "path" if vals.iter().any(|v| !v.starts_with('/')) => None,
-                    "path_beg" => Some("path_prefix"),
-                    "path" => Some("path"),
-                    _ => None,
-                };
-                match (cond, vals.len()) {
-                    (Some(c), 1) => {
-                        acls.entry(w[1].clone())
-                            .or_default()
-                            .push((c.to_string(), vals[0].clone()));
-                        self.mapped(l, format!("a rule match ({c}) where the ACL is used"));
+                cond::add_acl(acls, &w[1], &w[2..]);
+                match acls.get(&w[1]) {
+                    Some(Ok((_, true))) => {
+                        self.mapped(l, "rule matches where the ACL is used")
                     }
-                    (Some(_), _) => {
-                        self.unsupported(l, "an ACL with several values is not mapped yet")
+                    Some(Ok((_, false))) => self.approx(
+                        l,
+                        "rule matches where the ACL is used; rampart's host match ignores the port and treats hdr_dom as the name or any name under it",
+                    ),
+                    Some(Err(e)) => {
+                        let e = e.clone();
+                        self.unsupported(l, e)
                     }
-                    (None, _) => {
-                        self.unsupported(l, format!("the ACL criterion {criterion} is not mapped"))
-                    }
+                    None => {}
                 }
                 true
             }
-            "use_backend" if w.len() > 3 && (w[2] == "if") => {
-                let cond = &w[3..];
-                let mut rule = Table::default();
-                let ok = match cond {
-                    [one] => match acls.get(one) {
-                        Some(parts) if parts.len() == 1 => {
-                            let (k, v) = &parts[0];
-                            rule.set(k, s(v));
-                            true
+            "use_backend" if w.len() > 3 && (w[2] == "if" || w[2] == "unless") => {
+                match cond::condition(&w[3..], w[2] == "unless", acls) {
+                    Ok((alts, exact)) => {
+                        let n = alts.len();
+                        let entry = self.report.len();
+                        for rule in alts {
+                            let lst = &mut self.cfg.listeners[li];
+                            lst.rules.push(rule);
+                            let ri = lst.rules.len() - 1;
+                            self.wanted.push((li, Some(ri), w[1].clone(), entry));
                         }
-                        _ => false,
-                    },
-                    [open, crit, rest @ ..]
-                        if open == "{" && rest.last().map(String::as_str) == Some("}") =>
-                    {
-                        let vals: Vec<&String> = rest[..rest.len() - 1]
-                            .iter()
-                            .filter(|v| !v.starts_with('-'))
-                            .collect();
-                        match (crit.as_str(), vals.as_slice()) {
-                            ("hdr(host)" | "hdr_dom(host)" | "req.hdr(host)", [v]) => {
-                                rule.set("host", s(v));
-                                true
-                            }
-                            ("path_beg", [v]) if v.starts_with('/') => {
-                                rule.set("path_prefix", s(v));
-                                true
-                            }
-                            ("path", [v]) if v.starts_with('/') => {
-                                rule.set("path", s(v));
-                                true
-                            }
-                            _ => false,
+                        let note = if n > 1 {
+                            format!("a [[listener.rule]] with pool per alternative ({n})")
+                        } else {
+                            "a [[listener.rule]] with pool".to_string()
+                        };
+                        if exact {
+                            self.mapped(l, note);
+                        } else {
+                            self.approx(
+                                l,
+                                format!(
+                                    "{note}; the condition is approximated (see the ACL's line)"
+                                ),
+                            );
                         }
                     }
-                    _ => false,
-                };
-                if ok {
-                    let lst = &mut self.cfg.listeners[li];
-                    lst.rules.push(rule);
-                    let ri = lst.rules.len() - 1;
-                    self.wanted
-                        .push((li, Some(ri), w[1].clone(), self.report.len()));
-                    self.mapped(l, "a [[listener.rule]] with pool");
-                } else {
-                    self.unsupported(
-                        l,
-                        "only one ACL (host, path_beg or path, one value) is mapped",
-                    );
+                    Err(e) => self.unsupported(l, format!("the condition: {e}")),
                 }
+                true
+            }
+            "use_backend" if w.len() == 2 => {
+                // no condition: every request that gets here
+                self.cfg.listeners[li].rules.push(Table::default());
+                let ri = self.cfg.listeners[li].rules.len() - 1;
+                self.wanted
+                    .push((li, Some(ri), w[1].clone(), self.report.len()));
+                self.mapped(l, "a [[listener.rule]] with pool and no match");
+                true
+            }
+            "http-request" | "http-response" | "rate-limit" | "tcp-request" => {
+                let name = self.cfg.listeners[li]
+                    .keys
+                    .get("name")
+                    .unwrap_or("\"\"")
+                    .trim_matches('"')
+                    .to_string();
+                self.rule_line(l, RuleAt::Listener(li), &name, acls)
+            }
+            "stick-table" => {
+                self.approx(l, "a [[rate_limit]] where a rule tests its http_req_rate (size → max_keys); other stored data and stickiness are not imported");
                 true
             }
             _ => false,
@@ -588,9 +650,33 @@ impl Importer {
     }
 
     /// A backend's lines (or a listen section's backend half).
-    fn backend_line(&mut self, l: &Line, pi: usize) -> bool {
+    fn backend_line(&mut self, l: &Line, pi: usize, acls: &mut Acls) -> bool {
         let w = &l.words;
         match w[0].as_str() {
+            "acl" if w.len() > 2 => {
+                cond::add_acl(acls, &w[1], &w[2..]);
+                match acls.get(&w[1]) {
+                    Some(Err(e)) => {
+                        let e = e.clone();
+                        self.unsupported(l, e)
+                    }
+                    _ => self.mapped(l, "rule matches where the ACL is used"),
+                }
+                true
+            }
+            "http-request" | "http-response" | "tcp-request" => {
+                let name = self.cfg.pools[pi]
+                    .keys
+                    .get("name")
+                    .unwrap_or("\"\"")
+                    .trim_matches('"')
+                    .to_string();
+                self.rule_line(l, RuleAt::Pool(pi), &name, acls)
+            }
+            "stick-table" => {
+                self.approx(l, "a [[rate_limit]] where a rule tests its http_req_rate (size → max_keys); other stored data and stickiness are not imported");
+                true
+            }
             "balance" if w.len() > 1 => {
                 let b = w[1].as_str();
                 let (balance, key) = match b {
@@ -704,6 +790,9 @@ impl Importer {
             notes.push("a name's members are named by their ip:port, not by the server's name");
         }
         let mut approx = template;
+        let mut ssl = false;
+        let mut check_ssl = false;
+        let mut tls = Table::default();
         let mut i = 0;
         while i < params.len() {
             let p = params[i].as_str();
@@ -738,7 +827,8 @@ impl Importer {
                         self.cfg.pools[pi]
                             .keys
                             .set("max_connections_per_server", n.to_string());
-                        notes.push("maxconn → the pool's max_connections_per_server");
+                        approx = true;
+                        notes.push("maxconn → the pool's max_connections_per_server, one limit for each of its servers");
                     }
                     i += 1;
                 }
@@ -766,12 +856,39 @@ impl Importer {
                         i += 1;
                     }
                 }
-                ("ssl" | "verify" | "ca-file" | "crt" | "sni" | "alpn" | "check-ssl", _) => {
-                    approx = true;
-                    notes.push("TLS to servers is not imported yet");
-                    if !matches!(p, "ssl" | "check-ssl") {
-                        i += 1;
+                ("ssl", _) => ssl = true,
+                ("verify", Some(v)) => {
+                    if v == "none" {
+                        tls.set("verify", "false".into());
+                        tls.set("insecure", "true".into());
                     }
+                    i += 1;
+                }
+                ("ca-file", Some(v)) => {
+                    tls.set("ca", s(&with_base(&self.ca_base, v)));
+                    i += 1;
+                }
+                ("crt", Some(v)) => {
+                    tls.set("cert", s(&with_base(&self.crt_base, v)));
+                    i += 1;
+                }
+                ("sni", Some(v)) => {
+                    match v.strip_prefix("str(").and_then(|x| x.strip_suffix(')')) {
+                        Some(name) => tls.set("server_name", s(name)),
+                        None => {
+                            approx = true;
+                            notes.push("sni from a sample (e.g. req.hdr(host)) is not imported: rampart sends the server's DNS name");
+                        }
+                    }
+                    i += 1;
+                }
+                ("alpn", Some(_)) => {
+                    approx = true;
+                    notes.push("alpn: say protocol = \"h2\" on the pool for HTTP/2 to servers");
+                    i += 1;
+                }
+                ("check-ssl", _) => {
+                    check_ssl = true;
                 }
                 _ => {
                     approx = true;
@@ -779,6 +896,22 @@ impl Importer {
                 }
             }
             i += 1;
+        }
+        if ssl {
+            match &self.cfg.pools[pi].tls {
+                Some(prev) if prev.0 != tls.0 => {
+                    approx = true;
+                    notes.push("TLS settings are the pool's: the first server's apply to all");
+                }
+                Some(_) => notes.push("ssl → [pool.tls]"),
+                None => {
+                    notes.push("ssl → [pool.tls]");
+                    self.cfg.pools[pi].tls = Some(tls);
+                }
+            }
+        } else if check_ssl || !tls.0.is_empty() {
+            approx = true;
+            notes.push("check-ssl and TLS options without ssl: rampart checks servers the way it connects to them (plain here)");
         }
         // in the serving pool's health, an http check inherited from defaults
         if let (Some(h), Some((m, path))) = (
@@ -893,7 +1026,45 @@ pub fn import(src: &str, file: &str) -> Imported {
         binds: HashMap::new(),
         mode_set: Vec::new(),
         http_pools: Vec::new(),
+        crt_base: None,
+        ca_base: None,
+        pre_rules: HashMap::new(),
+        pool_rules: HashMap::new(),
+        sticks: HashMap::new(),
+        track: None,
+        crt_store: HashMap::new(),
     };
+    for sec in secs.iter().filter(|s| s.keyword == "crt-store") {
+        let arg = |l: &Line, k: &str| {
+            l.words
+                .iter()
+                .position(|w| w == k)
+                .and_then(|p| l.words.get(p + 1))
+                .cloned()
+        };
+        let (mut cb, mut kb) = (None, None);
+        for l in &sec.lines {
+            match l.words[0].as_str() {
+                "crt-base" => cb = l.words.get(1).cloned(),
+                "key-base" => kb = l.words.get(1).cloned(),
+                "load" => {
+                    if let Some(crt) = arg(l, "crt") {
+                        let path = with_base(&cb, &crt);
+                        let key = arg(l, "key").map(|k| with_base(&kb.clone().or(cb.clone()), &k));
+                        let alias = arg(l, "alias").unwrap_or(crt);
+                        im.crt_store
+                            .insert(format!("@{}/{alias}", sec.name), (path, key));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for sec in &secs {
+        if let Some(l) = sec.lines.iter().find(|l| l.words[0] == "stick-table") {
+            im.sticks.insert(sec.name.clone(), stick(&l.words));
+        }
+    }
     im.cfg.header = vec![
         format!("Imported from {file} by `rampart import haproxy`."),
         "Check the report it printed: approximated and unsupported directives are listed there."
@@ -925,7 +1096,7 @@ pub fn import(src: &str, file: &str) -> Imported {
             Kind::Frontend => {
                 let li = im.new_listener(&sec.name);
                 im.mapped(&head, "a [[listener]]");
-                let mut acls = HashMap::new();
+                let mut acls = Acls::new();
                 for l in old_style_bind(sec).iter().chain(&sec.lines) {
                     if !im.frontend_line(l, li, &mut acls, None) {
                         im.other_line(l);
@@ -936,13 +1107,14 @@ pub fn import(src: &str, file: &str) -> Imported {
                 let name = im.unique_pool_name(&sec.name);
                 let pi = im.new_pool(&name);
                 im.mapped(&head, "a [[pool]]");
+                let mut acls = Acls::new();
                 for l in &sec.lines {
                     if l.words[0] == "mode" {
                         if l.words.get(1).map(String::as_str) == Some("http") {
                             im.http_pools.push(pi);
                         }
                         im.mapped(l, "the listeners that use this pool take its mode");
-                    } else if !im.backend_line(l, pi) {
+                    } else if !im.backend_line(l, pi, &mut acls) {
                         im.other_line(l);
                     }
                 }
@@ -977,12 +1149,12 @@ pub fn import(src: &str, file: &str) -> Imported {
                 let pi = im.new_pool(&name);
                 im.wanted.push((li, None, name.clone(), im.report.len()));
                 im.mapped(&head, "a [[listener]] and a [[pool]] of the same name");
-                let mut acls = HashMap::new();
+                let mut acls = Acls::new();
                 for l in old_style_bind(sec).iter().chain(&sec.lines) {
                     if l.words[0] == "stats" {
                         im.stats_line(l);
                     } else if !im.frontend_line(l, li, &mut acls, Some(&name))
-                        && !im.backend_line(l, pi)
+                        && !im.backend_line(l, pi, &mut acls)
                     {
                         im.other_line(l);
                     }
@@ -991,6 +1163,18 @@ pub fn import(src: &str, file: &str) -> Imported {
             Kind::Resolvers => {
                 im.mapped(&head, "[resolver]");
                 im.resolvers(sec);
+            }
+            Kind::Other if sec.keyword == "crt-store" => {
+                im.mapped(&head, "its certificates, where binds name them (@NAME/...)");
+                for l in &sec.lines {
+                    match l.words[0].as_str() {
+                        "crt-base" | "key-base" => {
+                            im.mapped(l, "the folder of its certificates or keys")
+                        }
+                        "load" => im.mapped(l, "a [listener.tls] cert where a bind names it"),
+                        _ => im.unsupported(l, "in a crt-store section"),
+                    }
+                }
             }
             Kind::Other => {
                 im.unsupported(&head, "this section has no rampart equivalent");
@@ -1004,6 +1188,16 @@ pub fn import(src: &str, file: &str) -> Imported {
         im.cfg.admin.set("bind", s(&b));
     }
     im.finish();
+    for e in &mut im.report {
+        if let Some(v) = env_var(&e.directive) {
+            if e.fidelity == Fidelity::Mapped {
+                e.fidelity = Fidelity::Approximated;
+            }
+            e.note.push_str(&format!(
+                "; it names the environment variable {v}, kept as text (HAProxy expands it at start): replace it"
+            ));
+        }
+    }
     Imported {
         toml: im.cfg.render(),
         report: im.report,
@@ -1014,11 +1208,16 @@ impl Importer {
     fn other_line(&mut self, l: &Line) {
         match l.words[0].as_str() {
             "log" => self.unsupported(l, "rampart logs to stderr and its access log to stdout"),
-            "http-request" | "http-response" | "tcp-request" | "tcp-response" => {
-                self.unsupported(l, "rules are not imported yet: write [[listener.rule]] by hand")
-            }
+            "http-request" | "http-response" => self.unsupported(
+                l,
+                "this action has no rampart rule equivalent (rules deny, redirect, route, edit headers, limit rates)",
+            ),
+            "tcp-request" | "tcp-response" => self.unsupported(
+                l,
+                "connection-level rules are not in rampart (tcp listeners route by SNI; limits apply to HTTP requests)",
+            ),
             "compression" => self.unsupported(l, "rampart does not compress"),
-            "cookie" | "dynamic-cookie-key" | "stick-table" | "stick" => {
+            "cookie" | "dynamic-cookie-key" | "stick" => {
                 self.unsupported(l, "cookie and stick-table persistence are not in rampart: balance = \"hash\" keeps a client on a server")
             }
             _ => self.unsupported(l, "no rampart equivalent is mapped"),
@@ -1086,6 +1285,7 @@ impl Importer {
         for (li, r) in drop_rules.into_iter().rev() {
             self.cfg.listeners[li].rules.remove(r);
         }
+        self.assemble_rules();
         // a listener without a default pool takes its first rule's
         for l in &mut self.cfg.listeners {
             if l.keys.get("pool").is_none() {
@@ -1095,6 +1295,7 @@ impl Importer {
                 }
             }
         }
+        self.split_tls();
         let before = self.cfg.listeners.len();
         self.cfg
             .listeners
@@ -1147,6 +1348,708 @@ impl Importer {
                 note: "no frontend rampart can use: a listener \"imported\" on 127.0.0.1:8080 keeps the config runnable".into(),
             });
         }
+    }
+}
+
+/// The first `$NAME` / `${NAME}` in a directive.
+fn env_var(text: &str) -> Option<String> {
+    let i = text.find('$')?;
+    let rest = &text[i + 1..];
+    let name: String = rest
+        .trim_start_matches('{')
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    (!name.is_empty() && !name.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .then(|| format!("${name}"))
+}
+
+/// A path with its `crt-base` / `ca-base`, when it is relative.
+fn with_base(base: &Option<String>, path: &str) -> String {
+    match base {
+        Some(b) if !path.starts_with('/') => format!("{}/{path}", b.trim_end_matches('/')),
+        _ => path.to_string(),
+    }
+}
+
+impl Importer {
+    /// `bind ADDR [options]`: addresses, TLS and the PROXY protocol.
+    fn bind(&mut self, l: &Line, li: usize, addrs: Vec<String>) {
+        let w = &l.words;
+        let mut tls: Option<Table> = None;
+        let mut certs: Vec<String> = Vec::new();
+        let mut notes: Vec<String> = Vec::new();
+        let mut approx = false;
+        let mut unusable: Option<String> = None;
+        let mut t = Table::default();
+        let mut i = 2;
+        while i < w.len() {
+            let arg = w.get(i + 1);
+            let mut takes_arg = false;
+            match (w[i].as_str(), arg) {
+                ("ssl", _) => {
+                    tls.get_or_insert_with(Table::default);
+                }
+                ("crt", Some(c)) => {
+                    takes_arg = true;
+                    if c.ends_with('/') {
+                        unusable = Some(format!(
+                            "crt {c}: rampart takes certificate files, not a directory: list them in [listener.tls] cert"
+                        ));
+                    } else if c.starts_with('@') {
+                        match self.crt_store.get(c.as_str()) {
+                            Some((p, Some(k))) => {
+                                certs.push(format!("{{ path = {}, key = {} }}", s(p), s(k)))
+                            }
+                            Some((p, None)) => certs.push(s(p)),
+                            None => {
+                                unusable = Some(format!("crt {c}: not in a crt-store of this file"))
+                            }
+                        }
+                    } else {
+                        certs.push(s(&with_base(&self.crt_base, c)));
+                    }
+                }
+                ("crt-list", Some(c)) => {
+                    takes_arg = true;
+                    unusable = Some(format!(
+                        "crt-list {c}: not read; list the certificates in [listener.tls] cert"
+                    ));
+                }
+                ("alpn", Some(a)) => {
+                    takes_arg = true;
+                    let protos: Vec<String> = a.split(',').map(String::from).collect();
+                    if protos.iter().all(|p| p == "h2" || p == "http/1.1") {
+                        t.set("alpn", list(&protos));
+                    } else {
+                        approx = true;
+                        notes.push(format!("alpn {a}: rampart offers h2 and http/1.1"));
+                    }
+                }
+                ("ca-file", Some(c)) => {
+                    takes_arg = true;
+                    t.set("client_ca", s(&with_base(&self.ca_base, c)));
+                }
+                ("verify", Some(v)) => {
+                    takes_arg = true;
+                    match v.as_str() {
+                        "required" => t.set("client_auth", s("required")),
+                        "optional" => t.set("client_auth", s("optional")),
+                        _ => t.set("__no_client_auth", "true".into()),
+                    }
+                }
+                ("strict-sni", _) => t.set("strict_sni", "true".into()),
+                ("no-tls-tickets", _) => t.set("session_tickets", "false".into()),
+                ("ssl-min-ver", Some(v)) => {
+                    takes_arg = true;
+                    match v.as_str() {
+                        "TLSv1.3" => t.set("min_version", s("1.3")),
+                        "TLSv1.2" => t.set("min_version", s("1.2")),
+                        _ => {
+                            approx = true;
+                            notes.push(format!("ssl-min-ver {v}: rampart's floor is TLS 1.2"));
+                        }
+                    }
+                }
+                ("accept-proxy", _) => {
+                    self.cfg.listeners[li].keys.set(
+                        "proxy_protocol",
+                        "{ from = [\"0.0.0.0/0\", \"::/0\"], mode = \"required\" }".into(),
+                    );
+                    approx = true;
+                    notes.push(
+                        "accept-proxy → proxy_protocol required; HAProxy believes a PROXY header from any source, rampart only from `from` (here: everyone): narrow it to your load balancers"
+                            .into(),
+                    );
+                }
+                (
+                    "ciphers" | "ciphersuites" | "curves" | "ecdhe" | "ssl-max-ver" | "npn"
+                    | "name" | "process" | "thread" | "backlog" | "interface" | "maxconn" | "level"
+                    | "mode" | "user" | "group" | "id" | "nice" | "tcp-ut" | "mss" | "crl-file"
+                    | "ca-verify-file" | "ocsp-update",
+                    Some(_),
+                ) => {
+                    takes_arg = true;
+                    approx = true;
+                    notes.push(format!("{} is not imported", w[i]));
+                }
+                (o, _) => {
+                    approx = true;
+                    notes.push(format!("{o} is not imported"));
+                }
+            }
+            if takes_arg {
+                i += 1;
+            }
+            i += 1;
+        }
+        if tls.is_some() || !certs.is_empty() {
+            if let Some(why) = unusable.filter(|_| certs.is_empty()) {
+                // serving plain text where TLS was meant would be worse than nothing
+                self.unsupported(l, format!("{why}; the bind is left out"));
+                return;
+            }
+            if certs.is_empty() {
+                self.unsupported(
+                    l,
+                    "ssl without crt: no certificate to serve; the bind is left out",
+                );
+                return;
+            }
+            if t.get("__no_client_auth").is_some() {
+                t.0.retain(|(k, _)| {
+                    k != "client_ca" && k != "client_auth" && k != "__no_client_auth"
+                });
+            }
+            let mut tt = Table::default();
+            tt.set("cert", format!("[{}]", certs.join(", ")));
+            tt.0.extend(t.0);
+            tls = Some(tt);
+        }
+        let n = addrs.len();
+        self.binds
+            .entry(li)
+            .or_default()
+            .extend(addrs.into_iter().map(|a| (a, tls.clone())));
+        let mut note = if tls.is_some() {
+            format!("bind with [listener.tls] ({n} address(es))")
+        } else {
+            "bind".to_string()
+        };
+        for n in &notes {
+            note.push_str("; ");
+            note.push_str(n);
+        }
+        if approx {
+            self.approx(l, note);
+        } else {
+            self.mapped(l, note);
+        }
+    }
+
+    /// `http-request ...` / `http-response ...` / `tcp-request content
+    /// track-sc0` / `rate-limit sessions`, in a frontend (`listener`) or a
+    /// backend (`pool`).
+    fn rule_line(&mut self, l: &Line, at: RuleAt, section: &str, acls: &Acls) -> bool {
+        let w = &l.words;
+        let head = w[0].as_str();
+        // the action's words, and the condition's
+        let cpos = w.iter().position(|x| x == "if" || x == "unless");
+        let (act, cnd) = match cpos {
+            Some(p) => (&w[..p], Some((&w[p + 1..], w[p] == "unless"))),
+            None => (&w[..], None),
+        };
+        let alts = match cnd {
+            Some((c, neg)) => match cond::condition(c, neg, acls) {
+                Ok(a) => a,
+                Err(e) => {
+                    self.unsupported(l, format!("the condition: {e}"));
+                    return true;
+                }
+            },
+            None => (vec![Table::default()], true),
+        };
+        let (alts, exact) = alts;
+        let mut action = Table::default();
+        let mut notes: Vec<String> = Vec::new();
+        let mut approx = !exact;
+        if !exact {
+            notes.push("the condition is approximated (see the ACL's line)".into());
+        }
+        let verb = act.get(1).map(String::as_str).unwrap_or("");
+        let rate_alts = alts.iter().any(|a| a.get("__rate_gt").is_some());
+        match (head, verb) {
+            ("rate-limit", "sessions") => {
+                let Some(n) = act
+                    .get(2)
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .filter(|&n| n > 0)
+                else {
+                    self.unsupported(l, "rate-limit sessions N expected");
+                    return true;
+                };
+                let name = self.rate_limit(&format!("{section}-sessions"), "all", n, 1, None);
+                action.set("rate_limit", s(&name));
+                approx = true;
+                notes.push(format!(
+                    "[[rate_limit]] {name:?} (key \"all\", {n}/s) on every request: HAProxy delays new connections past the rate, rampart answers requests past it with 429"
+                ));
+            }
+            ("http-request" | "tcp-request", "track-sc0" | "content") => {
+                // tcp-request content track-sc0 KEY; http-request track-sc0 KEY [table T]
+                let rest = if verb == "content" {
+                    &act[2..]
+                } else {
+                    &act[1..]
+                };
+                if rest.first().map(String::as_str) != Some("track-sc0") {
+                    self.unsupported(l, "only track-sc0 is mapped");
+                    return true;
+                }
+                let key = match rest.get(1).map(String::as_str) {
+                    Some("src") => "client_ip".to_string(),
+                    Some("path") => "path".to_string(),
+                    Some(k) => {
+                        match k
+                            .strip_prefix("req.hdr(")
+                            .or_else(|| k.strip_prefix("hdr("))
+                            .and_then(|h| h.strip_suffix(')'))
+                        {
+                            Some(h) => format!("header:{}", h.to_ascii_lowercase()),
+                            None => {
+                                self.unsupported(l, format!("track-sc0 {k}: only src, path and req.hdr(NAME) are mapped"));
+                                return true;
+                            }
+                        }
+                    }
+                    None => {
+                        self.unsupported(l, "track-sc0 KEY expected");
+                        return true;
+                    }
+                };
+                let table = rest
+                    .iter()
+                    .position(|x| x == "table")
+                    .and_then(|p| rest.get(p + 1))
+                    .cloned()
+                    .or_else(|| Some(section.to_string()));
+                self.track = Some((key.clone(), table));
+                let mut note = format!(
+                    "the key ({key}) of the [[rate_limit]] that a rule testing the tracked http_req_rate makes"
+                );
+                if cnd.is_some() {
+                    note.push_str("; its condition is not kept: the limit counts every request the rule applies to");
+                }
+                self.approx(l, note);
+                return true;
+            }
+            ("http-request", "deny" | "tarpit") if rate_alts => {
+                let status = act
+                    .iter()
+                    .position(|x| x == "deny_status")
+                    .and_then(|p| act.get(p + 1))
+                    .cloned()
+                    .unwrap_or_else(|| "403".into());
+                let Some((key, table)) = self.track.clone() else {
+                    self.unsupported(l, "a tracked rate without a track-sc0 before it");
+                    return true;
+                };
+                let mut out = Vec::new();
+                for a in &alts {
+                    let Some(n) = a.get("__rate_gt").and_then(|n| n.parse::<u64>().ok()) else {
+                        self.unsupported(l, "a rate test OR another condition is not mapped");
+                        return true;
+                    };
+                    let tname = a
+                        .get("__rate_table")
+                        .map(|t| t.trim_matches('"').to_string())
+                        .or(table.clone())
+                        .unwrap_or_else(|| section.to_string());
+                    let Some(st) = self.sticks.get(&tname).cloned() else {
+                        self.unsupported(
+                            l,
+                            format!("the stick table {tname:?} is not in this file"),
+                        );
+                        return true;
+                    };
+                    let Some(period) = st.period else {
+                        self.unsupported(
+                            l,
+                            format!(
+                                "the stick table {tname:?} does not store http_req_rate(PERIOD)"
+                            ),
+                        );
+                        return true;
+                    };
+                    let name = self.rate_limit(
+                        &format!("{tname}-http-req-rate"),
+                        &key,
+                        n,
+                        period,
+                        st.size,
+                    );
+                    let mut r = a.clone();
+                    r.0.retain(|(k, _)| !k.starts_with("__rate"));
+                    r.set("rate_limit", s(&name));
+                    out.push(r);
+                }
+                let note = format!(
+                    "a rule with a [[rate_limit]] (GCRA at the same average rate, a burst of the limit; HAProxy counts a sliding window){}",
+                    if status == "429" { String::new() } else { format!("; rampart answers 429, not {status}") }
+                );
+                let entry = self.report.len();
+                self.approx(l, note);
+                self.push_rules(at, out, entry);
+                return true;
+            }
+            ("http-request", "deny") => {
+                let status = act
+                    .iter()
+                    .position(|x| x == "deny_status")
+                    .and_then(|p| act.get(p + 1))
+                    .and_then(|v| v.parse::<u16>().ok())
+                    .unwrap_or(403);
+                action.set("deny", status.to_string());
+                if act.len() > 2 && !act.contains(&"deny_status".to_string()) {
+                    approx = true;
+                    notes.push("its options are not imported".into());
+                }
+            }
+            ("http-request", "redirect") => {
+                let kind = act.get(2).map(String::as_str).unwrap_or("");
+                let target = act.get(3).cloned().unwrap_or_default();
+                let code = act
+                    .iter()
+                    .position(|x| x == "code")
+                    .and_then(|p| act.get(p + 1))
+                    .and_then(|v| v.parse::<u16>().ok())
+                    .unwrap_or(302);
+                let to = match kind {
+                    "location" if !target.contains("%[") => target.clone(),
+                    "prefix" if !target.contains("%[") => {
+                        format!("{}{{uri}}", target.trim_end_matches('/'))
+                    }
+                    "scheme" if target == "https" || target == "http" => {
+                        format!("{target}://{{host}}{{uri}}")
+                    }
+                    _ => {
+                        self.unsupported(l, "only redirect location|prefix with a fixed text, and scheme http|https, are mapped");
+                        return true;
+                    }
+                };
+                if kind == "scheme" {
+                    approx = true;
+                    notes
+                        .push("{host} is the Host without its port; HAProxy keeps the port".into());
+                }
+                action.set(
+                    "redirect",
+                    format!("{{ to = {}, status = {code} }}", s(&to)),
+                );
+                if act.iter().any(|x| {
+                    x == "drop-query"
+                        || x == "append-slash"
+                        || x == "set-cookie"
+                        || x == "clear-cookie"
+                }) {
+                    approx = true;
+                    notes.push("drop-query / append-slash / cookies are not imported".into());
+                }
+            }
+            ("http-request" | "http-response", "set-header" | "add-header" | "del-header") => {
+                let name = act.get(2).cloned().unwrap_or_default();
+                let value = act.get(3).cloned();
+                if name.is_empty() {
+                    self.unsupported(l, "a header name expected");
+                    return true;
+                }
+                if value
+                    .as_deref()
+                    .is_some_and(|v| v.contains("%[") || v.contains("%c") || v.contains("%C"))
+                {
+                    self.unsupported(l, "a value with HAProxy's log-format expressions (%[...]) has no rampart equivalent");
+                    return true;
+                }
+                let resp = head == "http-response";
+                match (verb, value, resp) {
+                    ("del-header", _, false) => {
+                        action.set("del_header", list(std::slice::from_ref(&name)))
+                    }
+                    ("del-header", _, true) => {
+                        action.set("response_del_header", list(std::slice::from_ref(&name)))
+                    }
+                    (v, Some(val), false) => action.set(
+                        if v == "set-header" {
+                            "set_header"
+                        } else {
+                            "add_header"
+                        },
+                        format!("{{ {} = {} }}", s(&name), s(&val)),
+                    ),
+                    ("set-header", Some(val), true) => action.set(
+                        "response_set_header",
+                        format!("{{ {} = {} }}", s(&name), s(&val)),
+                    ),
+                    (_, Some(_), true) => {
+                        self.unsupported(l, "rampart sets or removes response headers (no add)");
+                        return true;
+                    }
+                    (_, None, _) => {
+                        self.unsupported(l, "a value expected");
+                        return true;
+                    }
+                }
+            }
+            _ => return false,
+        }
+        let rules: Vec<Table> = alts
+            .into_iter()
+            .map(|mut a| {
+                a.0.extend(action.0.iter().cloned());
+                a
+            })
+            .collect();
+        let mut note = format!(
+            "a [[listener.rule]]{}",
+            if rules.len() > 1 {
+                format!(" per alternative ({})", rules.len())
+            } else {
+                String::new()
+            }
+        );
+        if matches!(at, RuleAt::Pool(_)) {
+            note.push_str(", on the requests routed to this backend");
+        }
+        for n in notes {
+            note.push_str("; ");
+            note.push_str(&n);
+        }
+        let entry = self.report.len();
+        if approx {
+            self.approx(l, note);
+        } else {
+            self.mapped(l, note);
+        }
+        self.push_rules(at, rules, entry);
+        true
+    }
+
+    fn push_rules(&mut self, at: RuleAt, rules: Vec<Table>, entry: usize) {
+        let v = match at {
+            RuleAt::Listener(li) => self.pre_rules.entry(li).or_default(),
+            RuleAt::Pool(pi) => self.pool_rules.entry(pi).or_default(),
+        };
+        v.extend(rules.into_iter().map(|r| (r, entry)));
+    }
+
+    /// A `[[rate_limit]]` (the same one again when it already exists).
+    fn rate_limit(
+        &mut self,
+        base: &str,
+        key: &str,
+        n: u64,
+        period: u64,
+        size: Option<u64>,
+    ) -> String {
+        let (rate, _) = rate_text(n, period);
+        let burst = n.saturating_sub(1).to_string();
+        for r in &self.cfg.rate_limits {
+            if r.get("key") == Some(&s(key))
+                && r.get("rate") == Some(&s(&rate))
+                && r.get("burst") == Some(&burst)
+            {
+                if let Some(name) = r.get("name") {
+                    return name.trim_matches('"').to_string();
+                }
+            }
+        }
+        let mut name = base.to_string();
+        let mut k = 2;
+        while self
+            .cfg
+            .rate_limits
+            .iter()
+            .any(|r| r.get("name") == Some(&s(&name)))
+        {
+            name = format!("{base}-{k}");
+            k += 1;
+        }
+        let mut t = Table::default();
+        t.set("name", s(&name));
+        t.set("key", s(key));
+        t.set("rate", s(&rate));
+        t.set("burst", burst);
+        if let Some(sz) = size {
+            t.set("max_keys", sz.clamp(1, 10_000_000).to_string());
+        }
+        self.cfg.rate_limits.push(t);
+        name
+    }
+}
+
+/// Where a section's rules go.
+#[derive(Debug, Clone, Copy)]
+enum RuleAt {
+    Listener(usize),
+    Pool(usize),
+}
+
+impl Importer {
+    /// Each listener's rules in HAProxy's order: its `http-request` rules,
+    /// then per `use_backend` rule the rules of the backend it picks (ANDed
+    /// with its condition) and the rule itself, then the default backend's.
+    fn assemble_rules(&mut self) {
+        let pool_rules = std::mem::take(&mut self.pool_rules);
+        let rules_of = |pool: &str| -> Vec<(Table, usize)> {
+            self.pool_ix
+                .get(pool.trim_matches('"'))
+                .and_then(|pi| pool_rules.get(pi))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut failed: Vec<usize> = Vec::new();
+        let mut all = Vec::new();
+        for li in 0..self.cfg.listeners.len() {
+            let mut out: Vec<Table> = Vec::new();
+            for (mut r, e) in self.pre_rules.remove(&li).unwrap_or_default() {
+                r.set("__entry", e.to_string());
+                out.push(r);
+            }
+            let routes = std::mem::take(&mut self.cfg.listeners[li].rules);
+            for route in routes {
+                if let Some(pool) = route.get("pool") {
+                    let mut m = route.clone();
+                    m.0.retain(|(k, _)| k != "pool");
+                    for (pr, e) in rules_of(pool) {
+                        let merged = if m.0.is_empty() {
+                            Some(pr.clone())
+                        } else if pr.get("not").is_some() || m.get("not").is_some() {
+                            None
+                        } else {
+                            cond::and(&m, &pr)
+                        };
+                        match merged {
+                            Some(mut r) => {
+                                r.set("__entry", e.to_string());
+                                out.push(r);
+                            }
+                            None => failed.push(e),
+                        }
+                    }
+                }
+                out.push(route);
+            }
+            if let Some(pool) = self.cfg.listeners[li].keys.get("pool").map(String::from) {
+                for (mut r, e) in rules_of(&pool) {
+                    r.set("__entry", e.to_string());
+                    out.push(r);
+                }
+            }
+            all.push(out);
+        }
+        for (li, out) in all.into_iter().enumerate() {
+            self.cfg.listeners[li].rules = out;
+        }
+        for e in failed {
+            if let Some(en) = self.report.get_mut(e) {
+                en.fidelity = Fidelity::Unsupported;
+                en.note = "this backend rule cannot be ANDed with the condition of a use_backend that picks the backend (both test the same key, or one is negated)".into();
+            }
+        }
+    }
+
+    /// Binds become `bind` (and `[listener.tls]`); a frontend with plain and
+    /// TLS binds becomes two listeners, as a rampart listener is one or the
+    /// other. Rules for `ssl_fc` keep to the side they name; tcp listeners
+    /// keep no request rules.
+    fn split_tls(&mut self) {
+        let mut out = Vec::new();
+        let mut dropped_entries: Vec<(usize, &'static str)> = Vec::new();
+        let binds = std::mem::take(&mut self.binds);
+        for (li, l) in std::mem::take(&mut self.cfg.listeners)
+            .into_iter()
+            .enumerate()
+        {
+            let b = binds.get(&li).cloned().unwrap_or_default();
+            let plain: Vec<String> = b
+                .iter()
+                .filter(|(_, t)| t.is_none())
+                .map(|(a, _)| a.clone())
+                .collect();
+            let tls: Vec<String> = b
+                .iter()
+                .filter(|(_, t)| t.is_some())
+                .map(|(a, _)| a.clone())
+                .collect();
+            let tls_table = b.iter().find_map(|(_, t)| t.clone());
+            let mut sides = Vec::new();
+            if !plain.is_empty() || tls.is_empty() {
+                let mut p = l.clone();
+                if !plain.is_empty() {
+                    p.keys.set("bind", list(&plain));
+                }
+                sides.push((p, false));
+            }
+            if let Some(t) = tls_table {
+                let mut p = l.clone();
+                if !plain.is_empty() {
+                    let name = p
+                        .keys
+                        .get("name")
+                        .unwrap_or("\"\"")
+                        .trim_matches('"')
+                        .to_string();
+                    p.keys.set("name", s(&format!("{name}-tls")));
+                }
+                p.keys.set("bind", list(&tls));
+                p.tls = Some(t);
+                sides.push((p, true));
+            }
+            for (mut p, is_tls) in sides {
+                let tcp = p.keys.get("mode") == Some("\"tcp\"");
+                let want = if is_tls { "\"true\"" } else { "\"false\"" };
+                p.rules.retain(|r| {
+                    if tcp {
+                        if let Some(e) = r.get("__entry").and_then(|e| e.parse().ok()) {
+                            dropped_entries.push((
+                                e,
+                                "request rules apply to http listeners; this one is tcp",
+                            ));
+                            return false;
+                        }
+                    }
+                    match r.get("__tls") {
+                        Some(v) => v == want,
+                        None => true,
+                    }
+                });
+                for r in &mut p.rules {
+                    r.0.retain(|(k, _)| !k.starts_with("__"));
+                }
+                // nothing after a rule that decides every request is reached
+                // (HAProxy's `redirect scheme https` on the plain side)
+                const MATCHES: [&str; 8] = [
+                    "host",
+                    "path_prefix",
+                    "path",
+                    "path_regex",
+                    "method",
+                    "header",
+                    "src",
+                    "not",
+                ];
+                if let Some(cut) = p.rules.iter().position(|r| {
+                    !r.0.iter().any(|(k, _)| MATCHES.contains(&k.as_str()))
+                        && ["deny", "redirect", "pool"]
+                            .iter()
+                            .any(|k| r.get(k).is_some())
+                }) {
+                    p.rules.truncate(cut + 1);
+                }
+                out.push(p);
+            }
+        }
+        self.cfg.listeners = out;
+        for (e, why) in dropped_entries {
+            if let Some(en) = self.report.get_mut(e) {
+                en.fidelity = Fidelity::Unsupported;
+                en.note = why.into();
+            }
+        }
+        // rate limits no rule uses
+        let used: Vec<String> = self
+            .cfg
+            .listeners
+            .iter()
+            .flat_map(|l| {
+                l.rules
+                    .iter()
+                    .filter_map(|r| r.get("rate_limit").map(String::from))
+            })
+            .collect();
+        self.cfg
+            .rate_limits
+            .retain(|r| r.get("name").is_some_and(|n| used.iter().any(|u| u == n)));
     }
 }
 

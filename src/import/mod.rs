@@ -9,6 +9,7 @@
 //! tests over a corpus of real configs.
 
 pub mod haproxy;
+mod haproxy_cond;
 mod out;
 
 use std::fmt;

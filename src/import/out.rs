@@ -39,12 +39,14 @@ impl Table {
 #[derive(Debug, Clone, Default)]
 pub struct Listener {
     pub keys: Table,
+    pub tls: Option<Table>,
     pub rules: Vec<Table>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Pool {
     pub keys: Table,
+    pub tls: Option<Table>,
     pub health: Option<Table>,
     pub servers: Vec<Table>,
 }
@@ -55,6 +57,7 @@ pub struct Config {
     pub global: Table,
     pub admin: Table,
     pub resolver: Table,
+    pub rate_limits: Vec<Table>,
     pub listeners: Vec<Listener>,
     pub pools: Vec<Pool>,
 }
@@ -77,9 +80,17 @@ impl Config {
             o.push_str("\n[resolver]\n");
             self.resolver.render(&mut o, "");
         }
+        for r in &self.rate_limits {
+            o.push_str("\n[[rate_limit]]\n");
+            r.render(&mut o, "");
+        }
         for l in &self.listeners {
             o.push_str("\n[[listener]]\n");
             l.keys.render(&mut o, "");
+            if let Some(t) = &l.tls {
+                o.push_str("  [listener.tls]\n");
+                t.render(&mut o, "  ");
+            }
             for r in &l.rules {
                 o.push_str("  [[listener.rule]]\n");
                 r.render(&mut o, "  ");
@@ -88,6 +99,10 @@ impl Config {
         for p in &self.pools {
             o.push_str("\n[[pool]]\n");
             p.keys.render(&mut o, "");
+            if let Some(t) = &p.tls {
+                o.push_str("  [pool.tls]\n");
+                t.render(&mut o, "  ");
+            }
             if let Some(h) = &p.health {
                 o.push_str("  [pool.health]\n");
                 h.render(&mut o, "  ");

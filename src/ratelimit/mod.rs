@@ -30,6 +30,9 @@ pub enum KeyPart {
     /// The request's `[[tier]]` (by its header's value): the tier's rate and
     /// quota apply instead of the limit's.
     Tier,
+    /// One count for every request the limit applies to (HAProxy's
+    /// `rate-limit sessions`, nginx's `limit_req_zone $server_name`).
+    All,
 }
 
 /// `[[tier]]`, validated: who is in it (a header's value) and its rate and quota
@@ -250,7 +253,7 @@ impl Limiter {
                 },
                 KeyPart::Header(n) => feed(r.header(n).unwrap_or(b"")),
                 KeyPart::Path => feed(r.path().as_bytes()),
-                KeyPart::Tier => {}
+                KeyPart::Tier | KeyPart::All => {}
             }
             feed(&[0xff]);
         }
@@ -271,6 +274,7 @@ impl Limiter {
                 }
                 KeyPart::Path => out.push_str(r.path()),
                 KeyPart::Tier => out.push('-'),
+                KeyPart::All => out.push('*'),
             }
         }
         out
@@ -647,6 +651,22 @@ mod tests {
         fn src(&self) -> std::net::IpAddr {
             std::net::IpAddr::from([10, 0, 0, 1])
         }
+    }
+
+    #[test]
+    fn key_all_is_one_count_for_every_request() {
+        let mut cfg = limiter(1, 1, 10).cfg.clone();
+        cfg.key = vec![KeyPart::All];
+        let l = Limiter::new(cfg, Arc::default(), None);
+        // different header values, one key; a client-ip key would differ too
+        assert_eq!(l.key(&Req("a")), l.key(&Req("b")));
+        assert_eq!(l.key_text(&Req("a")), "*");
+        let by_header = {
+            let mut c = limiter(1, 1, 10).cfg.clone();
+            c.key = vec![KeyPart::Header("x".into())];
+            Limiter::new(c, Arc::default(), None)
+        };
+        assert_ne!(by_header.key(&Req("a")), by_header.key(&Req("b")));
     }
 
     #[test]
