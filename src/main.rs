@@ -114,7 +114,7 @@ enum Command {
     /// a report of every directive (mapped, approximated, unsupported) to
     /// stderr. Exit 0 when everything was mapped, 3 otherwise.
     Import {
-        /// The format: haproxy (nginx is not implemented yet).
+        /// The format: haproxy or nginx.
         format: String,
         /// The file to convert.
         file: PathBuf,
@@ -441,12 +441,9 @@ fn import(format: &str, file: &std::path::Path, output: Option<&std::path::Path>
     let name = file.display().to_string();
     let imported = match format {
         "haproxy" => rampart::import::haproxy::import(&src, &name),
-        "nginx" => {
-            eprintln!("rampart import nginx is not implemented yet");
-            return ExitCode::from(2);
-        }
+        "nginx" => rampart::import::nginx::import(&src, &name),
         other => {
-            eprintln!("unknown format {other:?}: use haproxy");
+            eprintln!("unknown format {other:?}: use haproxy or nginx");
             return ExitCode::from(2);
         }
     };

@@ -15,23 +15,24 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn corpus_dirs() -> Vec<PathBuf> {
+fn corpus_dirs(format: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let shared = root.join("../shared/import-corpus/haproxy");
+    let shared = root.join("../shared/import-corpus").join(format);
     assert!(
         shared.is_dir(),
         "the import corpus is not beside the checkout: {} (CI puts ../shared there)",
         shared.display()
     );
-    vec![shared, root.join("tests/import/haproxy")]
+    vec![shared, root.join("tests/import").join(format)]
 }
 
-fn inputs() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = corpus_dirs()
+fn inputs(format: &str) -> Vec<PathBuf> {
+    let ext = if format == "haproxy" { "cfg" } else { "conf" };
+    let mut files: Vec<PathBuf> = corpus_dirs(format)
         .iter()
         .flat_map(|d| std::fs::read_dir(d).unwrap())
         .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "cfg"))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == ext))
         .collect();
     files.sort();
     files
@@ -101,11 +102,22 @@ fn check_with_stand_ins(toml: &Path, source: &str, pki: &Pki) -> (bool, Vec<Stri
 
 #[test]
 fn every_haproxy_config_imports_and_checks_and_matches_its_golden() {
-    let golden_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/import/golden/haproxy");
+    corpus("haproxy");
+}
+
+#[test]
+fn every_nginx_config_imports_and_checks_and_matches_its_golden() {
+    corpus("nginx");
+}
+
+fn corpus(format: &str) {
+    let golden_dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/import/golden")
+        .join(format);
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let out_dir = temp_dir("import");
     let mut ranking: BTreeMap<String, (usize, BTreeMap<String, usize>)> = BTreeMap::new();
-    let inputs = inputs();
+    let inputs = inputs(format);
     assert!(inputs.len() >= 13, "{} inputs", inputs.len());
     let pki = Pki::new("import");
     let mut missing_files: Vec<String> = Vec::new();
@@ -113,7 +125,7 @@ fn every_haproxy_config_imports_and_checks_and_matches_its_golden() {
         let name = input.file_name().unwrap().to_str().unwrap();
         let toml = out_dir.join(format!("{name}.toml"));
         let run = Command::new(rampart_bin())
-            .args(["import", "haproxy", name, "-o"])
+            .args(["import", format, name, "-o"])
             .arg(&toml)
             .current_dir(input.parent().unwrap())
             .output()
@@ -322,4 +334,95 @@ fn tls_binds_acls_and_request_rules_map_to_listeners_and_rules() {
     let pg = p.iter().find(|p| p["name"].as_str() == Some("pg")).unwrap();
     assert_eq!(pg["send_proxy"].as_str(), Some("v2"));
     assert_eq!(pg["health"]["kind"].as_str(), Some("postgres"));
+}
+
+#[test]
+fn the_nginx_headless_service_example_maps_its_essentials() {
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/import/nginx/k8s-headless.conf");
+    let run = Command::new(rampart_bin())
+        .args(["import", "nginx"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(3));
+    let cfg: toml::Value = toml::from_str(&String::from_utf8_lossy(&run.stdout)).unwrap();
+    // the headless Service's name, re-resolved through the cluster DNS
+    assert_eq!(
+        cfg["resolver"]["nameservers"][0].as_str(),
+        Some("10.96.0.10:53")
+    );
+    assert_eq!(cfg["resolver"]["max_ttl"].as_str(), Some("10s"));
+    let pools = cfg["pool"].as_array().unwrap();
+    let api = &pools[0];
+    assert_eq!(
+        api["server"][0]["address"].as_str(),
+        Some("api.default.svc.cluster.local:8080")
+    );
+    assert_eq!(api["balance"].as_str(), Some("least_conn"));
+    assert_eq!(api["breaker"]["consecutive_failures"].as_integer(), Some(3));
+    // the server block's proxy settings reach the pools its locations use
+    assert_eq!(api["connect_timeout"].as_str(), Some("2s"));
+    assert_eq!(api["retries"].as_integer(), Some(2));
+    assert!(api["retry_on"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v.as_str() == Some("503")));
+    let l = cfg["listener"].as_array().unwrap();
+    // :80 only redirects; :443 is TLS with the certificate and its key
+    assert_eq!(
+        l[0]["rule"][0]["redirect"]["status"].as_integer(),
+        Some(301)
+    );
+    assert_eq!(
+        l[1]["tls"]["cert"][0]["key"].as_str(),
+        Some("/etc/nginx/tls/tls.key")
+    );
+    // nginx's location precedence: exact, ^~, regex, then prefixes longest first
+    let rules = l[1]["rule"].as_array().unwrap();
+    let first_of = |k: &str| rules.iter().position(|r| r.get(k).is_some()).unwrap();
+    assert!(first_of("path") < first_of("path_regex"));
+    let admin = rules
+        .iter()
+        .position(|r| r.get("path_prefix").and_then(|p| p.as_str()) == Some("/admin/"))
+        .unwrap();
+    assert!(admin < first_of("path_regex"));
+    // allow 10/8; deny all: everyone else is denied
+    assert_eq!(rules[admin]["deny"].as_integer(), Some(403));
+    assert!(rules[admin]["src"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v.as_str() == Some("11.0.0.0/8")));
+    // limit_req in location / : the last rule, so /v0/ (its own location) is not limited
+    assert_eq!(rules.last().unwrap()["rate_limit"].as_str(), Some("perip"));
+    assert_eq!(cfg["rate_limit"][0]["burst"].as_integer(), Some(40));
+    // the stream block: a tcp listener
+    assert_eq!(l[2]["mode"].as_str(), Some("tcp"));
+    assert_eq!(l[2]["pool"].as_str(), Some("pg_primary"));
+}
+
+/// rampart's nginx tokenizer reads every config of the corpus as crossplane
+/// (NGINX's own parser, from PyPI) does: the same directives, arguments and
+/// lines. `scripts/nginx-oracle.py` wrote the expected dumps.
+#[test]
+fn the_nginx_parser_agrees_with_crossplane_on_the_corpus() {
+    let golden_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/import/golden/nginx");
+    for input in inputs("nginx") {
+        let name = input.file_name().unwrap().to_str().unwrap();
+        let src = String::from_utf8_lossy(&std::fs::read(&input).unwrap()).into_owned();
+        let ours = rampart::import::nginx_parse::parse(&src)
+            .map(|d| rampart::import::nginx_parse::dump(&d))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want = std::fs::read_to_string(golden_dir.join(format!("{name}.parse")))
+            .unwrap_or_else(|_| panic!("no crossplane dump for {name} (scripts/nginx-oracle.py)"));
+        for (i, (a, b)) in ours.lines().zip(want.lines()).enumerate() {
+            assert_eq!(a, b, "{name}: directive {i} differs from crossplane's");
+        }
+        assert_eq!(
+            ours.lines().count(),
+            want.lines().count(),
+            "{name}: directive count"
+        );
+    }
 }

@@ -10,6 +10,8 @@
 
 pub mod haproxy;
 mod haproxy_cond;
+pub mod nginx;
+pub mod nginx_parse;
 mod out;
 
 use std::fmt;

@@ -48,6 +48,7 @@ pub struct Pool {
     pub keys: Table,
     pub tls: Option<Table>,
     pub health: Option<Table>,
+    pub breaker: Option<Table>,
     pub servers: Vec<Table>,
 }
 
@@ -102,6 +103,10 @@ impl Config {
             if let Some(t) = &p.tls {
                 o.push_str("  [pool.tls]\n");
                 t.render(&mut o, "  ");
+            }
+            if let Some(b) = &p.breaker {
+                o.push_str("  [pool.breaker]\n");
+                b.render(&mut o, "  ");
             }
             if let Some(h) = &p.health {
                 o.push_str("  [pool.health]\n");
