@@ -21,7 +21,9 @@ need 'command -v bridge' iproute2                        # tests/ha.rs: bridge p
 need 'command -v python3' python3                        # tests/ha.rs: the backend inside a namespace
 need 'command -v systemd-analyze' systemd                 # tests/systemd.rs: systemd-analyze verify
 need 'command -v redis-server' redis-server             # tests/shared_limits.rs: [rate_limit_store]
-need 'command -v haproxy' haproxy                        # tests/proxy_protocol.rs: send-proxy in front
+need 'command -v haproxy' haproxy                        # tests/proxy_protocol.rs: send-proxy in front; tests/import.rs: --verify
+need 'command -v nginx' nginx                            # tests/import.rs: import nginx --verify
+need 'test -f /usr/lib/nginx/modules/ngx_stream_module.so' libnginx-mod-stream  # ... of stream blocks
 need 'command -v openssl' openssl                        # tests/tls.rs: certificates, s_client
 need 'command -v curl' curl                              # tests/tls.rs: a TLS client
 need 'test -d /etc/ssl/certs' ca-certificates            # pool.tls ca = "system"

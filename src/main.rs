@@ -121,6 +121,16 @@ enum Command {
         /// Write the config here instead of stdout.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Then run the original (haproxy or nginx from PATH) and rampart with
+        /// the result side by side in front of the same local backends, replay
+        /// requests through both, and report every request whose pool, status
+        /// or redirect differs. Exit 4 when one does, 5 when the comparison
+        /// could not run.
+        #[arg(long)]
+        verify: bool,
+        /// With --verify, more requests: `METHOD HOST PATH [NAME: VALUE]` per line.
+        #[arg(long, requires = "verify")]
+        requests: Option<PathBuf>,
     },
     /// Start two demo backends and the proxy in front of them.
     Demo {
@@ -327,7 +337,15 @@ fn main() -> ExitCode {
             format,
             file,
             output,
-        } => import(&format, &file, output.as_deref()),
+            verify,
+            requests,
+        } => import(
+            &format,
+            &file,
+            output.as_deref(),
+            verify,
+            requests.as_deref(),
+        ),
         Command::Demo { listen, admin } => match rampart::demo::run(listen, admin) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -429,7 +447,13 @@ fn cli_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// `rampart import FORMAT FILE [-o OUT]`.
-fn import(format: &str, file: &std::path::Path, output: Option<&std::path::Path>) -> ExitCode {
+fn import(
+    format: &str,
+    file: &std::path::Path,
+    output: Option<&std::path::Path>,
+    verify: bool,
+    requests: Option<&std::path::Path>,
+) -> ExitCode {
     let src = match std::fs::read(file) {
         // configs in the wild are not always UTF-8 (comments in Latin-1)
         Ok(b) => String::from_utf8_lossy(&b).into_owned(),
@@ -456,6 +480,33 @@ fn import(format: &str, file: &std::path::Path, output: Option<&std::path::Path>
             }
         }
         None => print!("{}", imported.toml),
+    }
+    if verify {
+        match rampart::import::verify::run(format, &src, &imported, requests) {
+            Ok(o) => {
+                for d in &o.differences {
+                    eprintln!("verify: DIFFERS: {d}");
+                }
+                if std::env::var_os("RAMPART_VERIFY_ALL").is_some() {
+                    for l in &o.lines {
+                        eprintln!("verify: {l}");
+                    }
+                }
+                eprintln!(
+                    "verify: {} requests compared, {} differ, {} answered \"not imported\" by rampart (left out of the comparison)",
+                    o.compared,
+                    o.differences.len(),
+                    o.skipped
+                );
+                if !o.differences.is_empty() {
+                    return ExitCode::from(4);
+                }
+            }
+            Err(e) => {
+                eprintln!("verify: not run: {e}");
+                return ExitCode::from(5);
+            }
+        }
     }
     ExitCode::from(imported.exit_code())
 }

@@ -13,6 +13,7 @@ mod haproxy_cond;
 pub mod nginx;
 pub mod nginx_parse;
 mod out;
+pub mod verify;
 
 use std::fmt;
 
