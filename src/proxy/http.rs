@@ -462,6 +462,10 @@ async fn handle(
         );
         return Ok(r);
     }
+    if let Some(refused) = strict_h1(&req) {
+        tracing::debug!(peer = %ctx.peer, status = %refused.status(), "refused an ambiguous HTTP/1 request");
+        return Ok(refused);
+    }
     let view = View {
         req: &req,
         src: ctx.peer.ip(),
@@ -522,12 +526,15 @@ async fn handle(
     // did not process may always be sent again.
     let replayable = !upgrade && (parts.method.is_idempotent() || pool.retry.non_idempotent);
     let seen = log.as_ref().map(|l| Arc::clone(&l.bytes_in));
+    let malformed: Arc<std::sync::atomic::AtomicBool> = Arc::default();
     let (body, kept) = match buffer_if_small(body, replayable || h2_pool, &pool).await {
         Ok(Buffered::Bytes(b)) => (ReqBody::Full(Some(b.clone())), Some(Replay::new(&parts, b))),
-        Ok(Buffered::Stream(body)) => (
+        Ok(Buffered::Stream(body, first)) => (
             ReqBody::Incoming {
-                progress: (!body.is_end_stream()).then(Arc::default),
+                progress: (first.is_some() || !body.is_end_stream()).then(Arc::default),
                 body,
+                first,
+                malformed: Some(Arc::clone(&malformed)),
                 server: None,
                 seen,
             },
@@ -537,10 +544,10 @@ async fn handle(
             if let Some(mut l) = log.take() {
                 l.finish(0, End::ClientAbort);
             }
-            return Ok(plain(
+            return Ok(closing(plain(
                 StatusCode::BAD_REQUEST,
                 "400 Bad Request: the request body could not be read\n",
-            ));
+            )));
         }
     };
     if let (ReqBody::Full(Some(b)), Some(l)) = (&body, &log) {
@@ -577,6 +584,18 @@ async fn handle(
         };
         match upstream::send(&pool, server, req, replay_fn, resend_fn, Some(&via)).await {
             Err(SendError { error, unsent }) => {
+                if malformed.load(Ordering::Relaxed) {
+                    // the client's body broke the framing mid-way: what the
+                    // server got is cut off, and the client is told why
+                    drop(lc.abandon());
+                    if let Some(mut l) = log.take() {
+                        l.finish(400, End::ClientAbort);
+                    }
+                    return Ok(closing(plain(
+                        StatusCode::BAD_REQUEST,
+                        "400 Bad Request: the request body is malformed\n",
+                    )));
+                }
                 let resendable = unsent.is_some();
                 if let Err(g) = lc.failed(&mut guard, error, resendable, replay.is_some()) {
                     return Ok(fail(&pool, g.server(&pool), g.err, log, start));
@@ -799,14 +818,15 @@ pub(super) fn reconfiguring() -> Response<ProxyBody> {
 
 enum Buffered {
     Bytes(Bytes),
-    Stream(Incoming),
+    /// the body, and its first frame when it was read already
+    Stream(Incoming, Option<Frame<Bytes>>),
 }
 
 /// Reads the whole body when the request may be replayed and its size is known and
 /// within `retry_buffer`; otherwise leaves it streaming.
 async fn buffer_if_small(body: Incoming, replayable: bool, pool: &Pool) -> Result<Buffered, ()> {
     if !replayable {
-        return Ok(Buffered::Stream(body));
+        return first_frame(body, pool).await;
     }
     if body.is_end_stream() {
         return Ok(Buffered::Bytes(Bytes::new()));
@@ -818,7 +838,21 @@ async fn buffer_if_small(body: Incoming, replayable: bool, pool: &Pool) -> Resul
                 _ => Err(()),
             }
         }
-        _ => Ok(Buffered::Stream(body)),
+        _ => first_frame(body, pool).await,
+    }
+}
+
+/// A streaming body, its first frame read before any server is chosen: a body
+/// malformed from its first bytes (a bad chunk size) is refused by rampart and
+/// never reaches a server.
+async fn first_frame(mut body: Incoming, pool: &Pool) -> Result<Buffered, ()> {
+    if body.is_end_stream() {
+        return Ok(Buffered::Stream(body, None));
+    }
+    match tokio::time::timeout(pool.server_timeout, body.frame()).await {
+        Ok(Some(Ok(f))) => Ok(Buffered::Stream(body, Some(f))),
+        Ok(None) => Ok(Buffered::Stream(body, None)),
+        Ok(Some(Err(_))) | Err(_) => Err(()),
     }
 }
 
@@ -853,12 +887,21 @@ fn request_target<B>(req: &Request<B>) -> &str {
     req.uri().path_and_query().map_or("/", |p| p.as_str())
 }
 
-/// The Host header, or the URI's authority (HTTP/2, absolute-form).
+/// The host a request is for. HTTP/1: an absolute-form target's authority,
+/// else Host (RFC 9112 3.2.2: the target's authority replaces Host). HTTP/2:
+/// Host when a client sends one (as before), else `:authority`.
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+    let host = || {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+    };
+    let authority = || req.uri().authority().map(|a| a.as_str());
+    if req.version() == Version::HTTP_2 {
+        host().or_else(authority)
+    } else {
+        authority().or_else(host)
+    }
 }
 
 /// An HTTP/1.1 protocol switch to tunnel (WebSocket and the like). `h2c` is not
@@ -946,7 +989,8 @@ fn prepare_request(parts: &mut Parts, ctx: &ConnCtx, upgrade: bool, edits: Optio
 
     // HTTP/2 and absolute-form requests carry the host in the URI.
     if parts.uri.authority().is_some() {
-        if !h.contains_key(header::HOST) {
+        // RFC 9112 3.2.2: an absolute-form target's authority replaces Host
+        if !h.contains_key(header::HOST) || parts.version != Version::HTTP_2 {
             if let Some(a) = parts.uri.authority() {
                 if let Ok(v) = HeaderValue::from_str(a.as_str()) {
                     h.insert(header::HOST, v);
@@ -1062,6 +1106,77 @@ pub(super) fn fail(
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
+}
+
+/// A response after which the connection closes (a request whose framing
+/// cannot be trusted leaves nothing on the connection worth reading).
+fn closing(mut r: Response<ProxyBody>) -> Response<ProxyBody> {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// RFC 9112's rules for HTTP/1 framing and Host that hyper leaves to its user:
+/// a request that two parties could read differently is refused, and its
+/// connection closed. HTTP/2 requests have no such fields.
+fn strict_h1<B>(req: &Request<B>) -> Option<Response<ProxyBody>> {
+    if req.version() != Version::HTTP_11 && req.version() != Version::HTTP_10 {
+        return None;
+    }
+    let bad = |why: &str| {
+        Some(closing(plain(
+            StatusCode::BAD_REQUEST,
+            format!("400 Bad Request: {why}\n"),
+        )))
+    };
+    let h = req.headers();
+    let hosts = h.get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        return bad("more than one Host field");
+    }
+    if hosts == 0 && req.version() == Version::HTTP_11 {
+        return bad("an HTTP/1.1 request needs a Host field");
+    }
+    let lengths = h.get_all(header::CONTENT_LENGTH).iter().count();
+    let codings: Vec<&HeaderValue> = h.get_all(header::TRANSFER_ENCODING).iter().collect();
+    if !codings.is_empty() {
+        if lengths > 0 {
+            return bad("Content-Length together with Transfer-Encoding");
+        }
+        if req.version() == Version::HTTP_10 {
+            return bad("Transfer-Encoding in an HTTP/1.0 request");
+        }
+        if codings.len() > 1 {
+            return bad("more than one Transfer-Encoding field");
+        }
+        let v = codings[0].as_bytes();
+        let tokens: Vec<&[u8]> = v.split(|&b| b == b',').map(|t| t.trim_ascii()).collect();
+        let token_ok = |t: &[u8]| {
+            !t.is_empty()
+                && t.iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
+        };
+        if !tokens.iter().all(|t| token_ok(t)) {
+            return bad("a malformed Transfer-Encoding");
+        }
+        if !tokens
+            .last()
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
+        {
+            return bad("Transfer-Encoding does not end in chunked");
+        }
+        if tokens.len() > 1 {
+            // passing them on would relabel the body, decoding them is not ours
+            return Some(closing(plain(
+                StatusCode::NOT_IMPLEMENTED,
+                "501 Not Implemented: transfer codings other than chunked are not passed on\n",
+            )));
+        }
+    }
+    if lengths > 1 {
+        return bad("more than one Content-Length field");
+    }
+    None
 }
 
 pub(super) fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {

@@ -132,6 +132,12 @@ pub enum ReqBody {
     Full(Option<Bytes>),
     Incoming {
         body: Incoming,
+        /// The first frame, read before a server was chosen (so that a body
+        /// that is malformed from its first bytes never reaches one).
+        first: Option<Frame<Bytes>>,
+        /// Set when reading the client's body failed for another reason than
+        /// the client going away: the body was malformed (a bad chunk).
+        malformed: Option<Arc<AtomicBool>>,
         /// The server of the current attempt (its byte counter).
         server: Option<Arc<ServerState>>,
         /// This request's byte count, kept only when the access log wants it.
@@ -153,12 +159,22 @@ impl Body for ReqBody {
         match self.get_mut() {
             ReqBody::Incoming {
                 body,
+                first,
+                malformed,
                 server,
                 seen,
                 progress,
             } => {
-                let r = Pin::new(&mut *body).poll_frame(cx);
+                let r = match first.take() {
+                    Some(f) => Poll::Ready(Some(Ok(f))),
+                    None => Pin::new(&mut *body).poll_frame(cx),
+                };
                 match &r {
+                    Poll::Ready(Some(Err(e))) if !e.is_incomplete_message() => {
+                        if let Some(m) = malformed {
+                            m.store(true, Ordering::Relaxed);
+                        }
+                    }
                     Poll::Ready(Some(Ok(f))) => {
                         if let Some(d) = f.data_ref() {
                             if let Some(server) = server {
@@ -190,7 +206,7 @@ impl Body for ReqBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ReqBody::Incoming { body, .. } => body.is_end_stream(),
+            ReqBody::Incoming { body, first, .. } => first.is_none() && body.is_end_stream(),
             ReqBody::Full(b) => b.is_none(),
             ReqBody::Empty => true,
         }
@@ -198,7 +214,21 @@ impl Body for ReqBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ReqBody::Incoming { body, .. } => body.size_hint(),
+            ReqBody::Incoming { body, first, .. } => {
+                let ahead = first
+                    .as_ref()
+                    .and_then(|f| f.data_ref())
+                    .map_or(0, |d| d.len() as u64);
+                let mut h = body.size_hint();
+                if ahead > 0 {
+                    // the upper bound first: a lower bound above it panics
+                    if let Some(u) = h.upper() {
+                        h.set_upper(u.saturating_add(ahead));
+                    }
+                    h.set_lower(h.lower().saturating_add(ahead));
+                }
+                h
+            }
             ReqBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ReqBody::Full(None) | ReqBody::Empty => SizeHint::with_exact(0),
         }

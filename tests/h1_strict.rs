@@ -1,0 +1,441 @@
+//! HTTP/1 strictness and request smuggling: raw bytes through both HTTP paths
+//! (the fast path, and hyper's, taken here because the pool sends the PROXY
+//! protocol), asserting what the client got and exactly what the backend
+//! received. Every ambiguous request gets 400 (or 501 for a transfer coding
+//! rampart does not pass) and its connection closes, and the backend never sees
+//! a request it could split differently.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A request as the backend read it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// the head's raw bytes (line ends as sent)
+    raw_head: Vec<u8>,
+}
+
+impl Seen {
+    fn header(&self, n: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct Record {
+    requests: Vec<Seen>,
+    bytes: usize,
+    errors: Vec<String>,
+}
+
+/// A backend that parses what it gets strictly (CRLF, Content-Length or
+/// chunked), records it, and answers 200 to each request.
+async fn recorder() -> (SocketAddr, Arc<Mutex<Record>>) {
+    let addr = free_addr("127.0.0.1");
+    let l = listen(addr).await;
+    let rec: Arc<Mutex<Record>> = Arc::default();
+    let r = Arc::clone(&rec);
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            let r = Arc::clone(&r);
+            tokio::spawn(async move {
+                if let Err(e) = serve(s, &r).await {
+                    r.lock().unwrap().errors.push(e);
+                }
+            });
+        }
+    });
+    (addr, rec)
+}
+
+async fn serve(mut s: tokio::net::TcpStream, rec: &Mutex<Record>) -> Result<(), String> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut first = true;
+    loop {
+        // a head
+        let end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Ok(());
+            }
+            rec.lock().unwrap().bytes += n;
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let mut head: Vec<u8> = buf.drain(..end).collect();
+        if first && head.starts_with(b"PROXY ") {
+            let nl = find(&head, b"\r\n").unwrap() + 2;
+            head.drain(..nl);
+            first = false;
+            if find(&head, b"\r\n\r\n").is_none() {
+                // the PROXY line was all: put the rest back
+                let mut rest = head;
+                rest.extend_from_slice(&buf);
+                buf = rest;
+                continue;
+            }
+        }
+        first = false;
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let mut lines = text.split("\r\n");
+        let rl: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();
+        if rl.len() != 3 {
+            return Err(format!("request line {:?}", rl));
+        }
+        let mut headers = Vec::new();
+        for l in lines.filter(|l| !l.is_empty()) {
+            let (k, v) = l.split_once(':').ok_or(format!("header {l:?}"))?;
+            headers.push((k.to_string(), v.trim().to_string()));
+        }
+        let mut seen = Seen {
+            method: rl[0].into(),
+            target: rl[1].into(),
+            headers,
+            body: Vec::new(),
+            raw_head: head.clone(),
+        };
+        let chunked = seen
+            .header("transfer-encoding")
+            .iter()
+            .any(|v| v.eq_ignore_ascii_case("chunked"));
+        let cl: Option<usize> = seen
+            .header("content-length")
+            .first()
+            .and_then(|v| v.parse().ok());
+        if chunked {
+            // raw chunked bytes up to and including the last chunk and trailers
+            loop {
+                if let Some(i) = find(&buf, b"0\r\n\r\n") {
+                    if i == 0 || buf[..i].ends_with(b"\r\n") {
+                        seen.body = buf.drain(..i + 5).collect();
+                        break;
+                    }
+                }
+                let mut chunk = [0u8; 8192];
+                let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err("chunked body cut short".into());
+                }
+                rec.lock().unwrap().bytes += n;
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        } else if let Some(n) = cl {
+            while buf.len() < n {
+                let mut chunk = [0u8; 8192];
+                let k = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+                if k == 0 {
+                    return Err("body cut short".into());
+                }
+                rec.lock().unwrap().bytes += k;
+                buf.extend_from_slice(&chunk[..k]);
+            }
+            seen.body = buf.drain(..n).collect();
+        }
+        rec.lock().unwrap().requests.push(seen);
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+/// What a client got: the statuses of the responses it read, and whether the
+/// connection was closed after them.
+#[derive(Debug)]
+struct Got {
+    statuses: Vec<u16>,
+    closed: bool,
+}
+
+async fn send(addr: SocketAddr, bytes: &[u8]) -> Got {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut all = Vec::new();
+    let mut closed = false;
+    // read until the peer closes, or until nothing came for a while (kept open)
+    loop {
+        let mut chunk = [0u8; 8192];
+        match tokio::time::timeout(Duration::from_millis(700), s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => all.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&all);
+    // final answers (a 100 Continue is not one)
+    let statuses = text
+        .match_indices("HTTP/1.")
+        .filter_map(|(i, _)| text[i..].split(' ').nth(1)?.get(..3)?.parse().ok())
+        .filter(|s: &u16| *s >= 200)
+        .collect();
+    Got { statuses, closed }
+}
+
+enum Want {
+    /// this status, the connection closed, and nothing reached the backend
+    Refused(u16),
+    /// this status and the connection closed; the backend may have got the
+    /// start of the request (the body broke its framing mid-way, after bytes
+    /// had gone on), but never a complete request
+    Cut(u16),
+    /// 200, and the backend's one request passes the check
+    Forwarded(fn(&Seen) -> Result<(), String>),
+}
+
+struct Case {
+    name: &'static str,
+    bytes: &'static [u8],
+    want: Want,
+}
+
+fn cases() -> Vec<Case> {
+    use Want::*;
+    fn ok(_: &Seen) -> Result<(), String> {
+        Ok(())
+    }
+    fn crlf_only(s: &Seen) -> Result<(), String> {
+        let bare = s
+            .raw_head
+            .iter()
+            .enumerate()
+            .any(|(i, &b)| b == b'\n' && (i == 0 || s.raw_head[i - 1] != b'\r'));
+        if bare {
+            Err("a bare LF reached the backend".into())
+        } else {
+            Ok(())
+        }
+    }
+    fn chunked_hello(s: &Seen) -> Result<(), String> {
+        if s.header("transfer-encoding") != ["chunked"] || !s.header("content-length").is_empty() {
+            return Err(format!("framing: {:?}", s.headers));
+        }
+        let body = String::from_utf8_lossy(&s.body);
+        if !body.contains("hello") || !body.ends_with("0\r\n\r\n") {
+            return Err(format!("body {body:?}"));
+        }
+        Ok(())
+    }
+    vec![
+        // ---- Host (RFC 9112 3.2)
+        Case { name: "HTTP/1.1 without Host", bytes: b"GET / HTTP/1.1\r\n\r\n", want: Refused(400) },
+        Case { name: "two Host fields", bytes: b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", want: Refused(400) },
+        Case { name: "HTTP/1.0 without Host", bytes: b"GET / HTTP/1.0\r\n\r\n", want: Forwarded(|s| {
+            if s.header("host").len() == 1 { Ok(()) } else { Err(format!("{:?}", s.headers)) }
+        }) },
+        Case {
+            name: "absolute-form target with another Host",
+            bytes: b"GET http://b.example/p HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            want: Forwarded(|s| {
+                // RFC 9112 3.2.2: the target's authority replaces Host
+                if s.header("host") == ["b.example"] && s.target == "/p" { Ok(()) } else { Err(format!("{} {:?}", s.target, s.header("host"))) }
+            }),
+        },
+        // ---- Content-Length and Transfer-Encoding (RFC 9112 6.1, 6.3)
+        Case {
+            name: "Content-Length with Transfer-Encoding",
+            bytes: b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            want: Refused(400),
+        },
+        Case {
+            name: "Content-Length with Transfer-Encoding on GET",
+            bytes: b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            want: Refused(400),
+        },
+        Case { name: "conflicting Content-Length", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", want: Refused(400) },
+        Case { name: "duplicate Content-Length", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", want: Refused(400) },
+        Case { name: "Content-Length list", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello", want: Refused(400) },
+        Case { name: "Content-Length with a sign", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello", want: Refused(400) },
+        Case {
+            name: "Transfer-Encoding in another case",
+            bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            want: Forwarded(chunked_hello),
+        },
+        Case { name: "Transfer-Encoding chunked, identity", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n", want: Refused(400) },
+        Case { name: "Transfer-Encoding with a vertical tab", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\x0bchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", want: Refused(400) },
+        Case { name: "Transfer-Encoding with a trailing comma", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked,\r\n\r\n5\r\nhello\r\n0\r\n\r\n", want: Refused(400) },
+        Case { name: "two Transfer-Encoding fields", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", want: Refused(400) },
+        Case { name: "a coding other than chunked", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", want: Refused(501) },
+        Case { name: "Transfer-Encoding on HTTP/1.0", bytes: b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", want: Refused(400) },
+        // ---- chunk sizes and extensions
+        Case {
+            name: "chunk size with leading zeros",
+            bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n00005\r\nhello\r\n0\r\n\r\n",
+            want: Forwarded(chunked_hello),
+        },
+        Case { name: "chunk size ZZZ", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nhello\r\n0\r\n\r\n", want: Refused(400) },
+        Case { name: "chunk size with a space before", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n 1\r\nh\r\n0\r\n\r\n", want: Refused(400) },
+        Case { name: "chunk size that overflows", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\nhello\r\n0\r\n\r\n", want: Refused(400) },
+        Case { name: "chunk size with a sign", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n", want: Refused(400) },
+        Case { name: "chunk size with 0x", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", want: Refused(400) },
+        Case { name: "chunk extension ended by a bare LF", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\nhello\r\n0\r\n\r\n", want: Refused(400) },
+        Case { name: "chunk data not ended by CRLF", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n", want: Cut(400) },
+        Case { name: "a bad second chunk size", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\nx\r\n0\r\n\r\n", want: Cut(400) },
+        // ---- line ends, folding, field syntax
+        Case { name: "bare LF line ends", bytes: b"GET / HTTP/1.1\nHost: a\n\n", want: Forwarded(crlf_only) },
+        Case { name: "bare CR line ends", bytes: b"GET / HTTP/1.1\rHost: a\r\r\n", want: Refused(400) },
+        Case { name: "obs-fold", bytes: b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\r\n b\r\n\r\n", want: Refused(400) },
+        Case { name: "space before the colon", bytes: b"GET / HTTP/1.1\r\nHost: a\r\nX-A : a\r\n\r\n", want: Refused(400) },
+        Case { name: "space before the colon of Transfer-Encoding", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\nContent-Length: 5\r\n\r\nhello", want: Refused(400) },
+        Case { name: "NUL in a value", bytes: b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x00b\r\n\r\n", want: Refused(400) },
+        Case { name: "a control byte in a name", bytes: b"GET / HTTP/1.1\r\nHost: a\r\nX\x01A: a\r\n\r\n", want: Refused(400) },
+        Case { name: "a control byte in a value", bytes: b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x07b\r\n\r\n", want: Refused(400) },
+        Case { name: "a space in the target", bytes: b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", want: Refused(400) },
+        // ---- versions
+        Case { name: "HTTP/0.9", bytes: b"GET /\r\n\r\n", want: Refused(400) },
+        Case { name: "HTTP/2.0 on an HTTP/1 connection", bytes: b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", want: Refused(400) },
+        Case { name: "HTTP/1.0 keep-alive", bytes: b"GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", want: Forwarded(ok) },
+        // ---- Expect: 100-continue (the body follows at once here)
+        Case {
+            name: "Expect: 100-continue",
+            bytes: b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello",
+            want: Forwarded(|s| if s.body == b"hello" { Ok(()) } else { Err(format!("{:?}", s.body)) }),
+        },
+        // ---- one connection after an error
+        Case { name: "a request after a bad one", bytes: b"GET / HTTP/1.1\r\nHost : a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\n\r\n", want: Refused(400) },
+        // ---- Upgrade then a body (Pingora CVE-2026-2833 class): the body is a
+        // body, not a second request
+        Case {
+            name: "Upgrade with a body",
+            bytes: b"POST /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 35\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+            want: Forwarded(|s| {
+                if s.method == "POST" && s.target == "/up" && s.body.starts_with(b"GET /smuggled") { Ok(()) } else { Err(format!("{} {:?}", s.target, String::from_utf8_lossy(&s.body))) }
+            }),
+        },
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_requests_are_refused_on_both_paths_and_never_reach_the_backend() {
+    let (backend, rec) = recorder().await;
+    let fast = free_addr("127.0.0.1");
+    let hyper = free_addr("127.0.0.1");
+    let cfg = format!(
+        r#"[global]
+threads = 1
+access_log = "text"
+[[listener]]
+name = "fast"
+bind = ["{fast}"]
+mode = "http"
+pool = "plain"
+[[listener]]
+name = "hyper"
+bind = ["{hyper}"]
+mode = "http"
+pool = "proxied"
+[[pool]]
+name = "plain"
+retries = 0
+  [[pool.server]]
+  address = "{backend}"
+[[pool]]
+name = "proxied"
+retries = 0
+send_proxy = "v1"
+  [[pool.server]]
+  address = "{backend}"
+"#
+    );
+    let _p = Proxy::start(&cfg, &[fast, hyper]).await;
+    let mut failures = Vec::new();
+    for case in cases() {
+        for (path, addr) in [("fast path", fast), ("hyper", hyper)] {
+            {
+                let mut r = rec.lock().unwrap();
+                r.requests.clear();
+                r.bytes = 0;
+                r.errors.clear();
+            }
+            let got = send(addr, case.bytes).await;
+            // what reached the backend has arrived by the time the client has
+            // its answer (rampart answers after the backend did)
+            let r = rec.lock().unwrap();
+            let verdict = match &case.want {
+                Want::Refused(st) => {
+                    if got.statuses.first() != Some(st) {
+                        Err(format!("client got {:?}, want {st}", got.statuses))
+                    } else if !got.closed {
+                        Err("the connection stayed open".into())
+                    } else if got.statuses.len() > 1 {
+                        Err(format!(
+                            "more answers after the refusal: {:?}",
+                            got.statuses
+                        ))
+                    } else if !r.requests.is_empty() || r.bytes > 0 {
+                        Err(format!(
+                            "the backend received {} bytes: {:?}",
+                            r.bytes,
+                            r.requests
+                                .iter()
+                                .map(|s| String::from_utf8_lossy(&s.raw_head).into_owned())
+                                .collect::<Vec<_>>()
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                }
+                Want::Cut(st) => {
+                    if got.statuses.first() != Some(st) {
+                        Err(format!("client got {:?}, want {st}", got.statuses))
+                    } else if !got.closed {
+                        Err("the connection stayed open".into())
+                    } else if !r.requests.is_empty() {
+                        Err(format!(
+                            "the backend read a complete request: {:?}",
+                            String::from_utf8_lossy(&r.requests[0].raw_head)
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                }
+                Want::Forwarded(check) => {
+                    if got.statuses.first() != Some(&200) {
+                        Err(format!("client got {:?}, want 200", got.statuses))
+                    } else if r.requests.len() != 1 {
+                        Err(format!(
+                            "the backend read {} requests ({:?})",
+                            r.requests.len(),
+                            r.errors
+                        ))
+                    } else {
+                        check(&r.requests[0])
+                    }
+                }
+            };
+            if let Err(e) = verdict {
+                failures.push(format!("{path}: {}: {e}", case.name));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
