@@ -531,7 +531,7 @@ async fn handle(
         Ok(Buffered::Bytes(b)) => (ReqBody::Full(Some(b.clone())), Some(Replay::new(&parts, b))),
         Ok(Buffered::Stream(body, first)) => (
             ReqBody::Incoming {
-                progress: (first.is_some() || !body.is_end_stream()).then(Arc::default),
+                progress: (!first.is_empty() || !body.is_end_stream()).then(Arc::default),
                 body,
                 first,
                 malformed: Some(Arc::clone(&malformed)),
@@ -818,8 +818,8 @@ pub(super) fn reconfiguring() -> Response<ProxyBody> {
 
 enum Buffered {
     Bytes(Bytes),
-    /// the body, and its first frame when it was read already
-    Stream(Incoming, Option<Frame<Bytes>>),
+    /// the body, and the frames read from it already
+    Stream(Incoming, std::collections::VecDeque<Frame<Bytes>>),
 }
 
 /// Reads the whole body when the request may be replayed and its size is known and
@@ -842,18 +842,33 @@ async fn buffer_if_small(body: Incoming, replayable: bool, pool: &Pool) -> Resul
     }
 }
 
-/// A streaming body, its first frame read before any server is chosen: a body
-/// malformed from its first bytes (a bad chunk size) is refused by rampart and
-/// never reaches a server.
+/// A streaming body, its first frame read before any server is chosen, and
+/// with it every frame that had already arrived (up to 64 KiB): a body
+/// malformed within what came with the head (a bad chunk size, chunk data not
+/// ended by CRLF) is refused by rampart and never reaches a server.
 async fn first_frame(mut body: Incoming, pool: &Pool) -> Result<Buffered, ()> {
+    let mut ahead = std::collections::VecDeque::new();
     if body.is_end_stream() {
-        return Ok(Buffered::Stream(body, None));
+        return Ok(Buffered::Stream(body, ahead));
     }
     match tokio::time::timeout(pool.server_timeout, body.frame()).await {
-        Ok(Some(Ok(f))) => Ok(Buffered::Stream(body, Some(f))),
-        Ok(None) => Ok(Buffered::Stream(body, None)),
-        Ok(Some(Err(_))) | Err(_) => Err(()),
+        Ok(Some(Ok(f))) => ahead.push_back(f),
+        Ok(None) => return Ok(Buffered::Stream(body, ahead)),
+        Ok(Some(Err(_))) | Err(_) => return Err(()),
     }
+    let mut size = 0;
+    while !body.is_end_stream() && size < 64 * 1024 && ahead.len() < 64 {
+        // a zero timeout polls the frame once: ready only if it had arrived
+        match tokio::time::timeout(Duration::ZERO, body.frame()).await {
+            Ok(Some(Ok(f))) => {
+                size += f.data_ref().map_or(0, |d| d.len());
+                ahead.push_back(f);
+            }
+            Ok(None) | Err(_) => break,
+            Ok(Some(Err(_))) => return Err(()),
+        }
+    }
+    Ok(Buffered::Stream(body, ahead))
 }
 
 /// A request kept for replay on another server.

@@ -132,9 +132,10 @@ pub enum ReqBody {
     Full(Option<Bytes>),
     Incoming {
         body: Incoming,
-        /// The first frame, read before a server was chosen (so that a body
-        /// that is malformed from its first bytes never reaches one).
-        first: Option<Frame<Bytes>>,
+        /// The frames read before a server was chosen: the first, and those
+        /// that had arrived with it (so that a body malformed within what
+        /// came with the head never reaches a server).
+        first: std::collections::VecDeque<Frame<Bytes>>,
         /// Set when reading the client's body failed for another reason than
         /// the client going away: the body was malformed (a bad chunk).
         malformed: Option<Arc<AtomicBool>>,
@@ -165,7 +166,7 @@ impl Body for ReqBody {
                 seen,
                 progress,
             } => {
-                let r = match first.take() {
+                let r = match first.pop_front() {
                     Some(f) => Poll::Ready(Some(Ok(f))),
                     None => Pin::new(&mut *body).poll_frame(cx),
                 };
@@ -206,7 +207,7 @@ impl Body for ReqBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ReqBody::Incoming { body, first, .. } => first.is_none() && body.is_end_stream(),
+            ReqBody::Incoming { body, first, .. } => first.is_empty() && body.is_end_stream(),
             ReqBody::Full(b) => b.is_none(),
             ReqBody::Empty => true,
         }
@@ -215,10 +216,11 @@ impl Body for ReqBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Incoming { body, first, .. } => {
-                let ahead = first
-                    .as_ref()
-                    .and_then(|f| f.data_ref())
-                    .map_or(0, |d| d.len() as u64);
+                let ahead: u64 = first
+                    .iter()
+                    .filter_map(|f| f.data_ref())
+                    .map(|d| d.len() as u64)
+                    .sum();
                 let mut h = body.size_hint();
                 if ahead > 0 {
                     // the upper bound first: a lower bound above it panics
