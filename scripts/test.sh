@@ -45,4 +45,6 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets
+# every fuzz target for a short bounded time (scripts/fuzz.sh SECONDS for longer)
+./scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 echo "target directory: $(du -sh target | cut -f1); disk free: $(df -h --output=avail . | tail -1)"

@@ -512,3 +512,36 @@ fn verify_reports_a_request_that_routes_differently() {
         diff[0]
     );
 }
+
+/// The inputs the importers' fuzz targets once crashed on (fuzz/regressions):
+/// each imports into a config rampart's loader accepts, but for files that
+/// are not there.
+#[test]
+fn fuzz_regressions_import_into_configs_rampart_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let mut n = 0;
+    for (format, dir) in [("haproxy", "import_haproxy"), ("nginx", "import_nginx")] {
+        for f in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = f.unwrap().path();
+            let src = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+            let out = if format == "haproxy" {
+                rampart::import::haproxy::import(&src, "fuzz.cfg")
+            } else {
+                rampart::import::nginx::import(&src, "fuzz.conf")
+            };
+            if let Err(rampart::config::ConfigError::Invalid { problems, .. }) =
+                rampart::config::parse_in(&out.toml, "imported.toml", Path::new("/nonexistent"))
+            {
+                for p in &problems {
+                    assert!(
+                        p.message.contains("cannot read"),
+                        "{}: {p:?}",
+                        path.display()
+                    );
+                }
+            }
+            n += 1;
+        }
+    }
+    assert!(n >= 4, "{n} regression inputs");
+}

@@ -5,6 +5,7 @@
 //! open). Writes need `Authorization: Bearer <token>` when `[admin] token_env` is
 //! set, and otherwise come only from loopback clients.
 
+pub mod body;
 pub mod client;
 pub mod csv;
 pub mod html;
@@ -246,13 +247,6 @@ fn quotas(shared: &Shared, limit: Option<&str>, key: Option<&str>) -> Vec<QuotaV
     out
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QuotaReset {
-    key: String,
-    limit: Option<String>,
-}
-
 /// `POST /api/quotas/reset` `{"key": "...", "limit": "name"}` (every quota
 /// limit without `limit`).
 async fn reset_quota(shared: &Shared, req: Request<Incoming>) -> Resp {
@@ -262,31 +256,26 @@ async fn reset_quota(shared: &Shared, req: Request<Incoming>) -> Resp {
             "send the change as Content-Type: application/json",
         );
     }
-    let body = match Limited::new(req.into_body(), 16 * 1024).collect().await {
+    let bytes = match Limited::new(req.into_body(), 16 * 1024).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return error(StatusCode::BAD_REQUEST, "cannot read the request body"),
     };
-    let r: QuotaReset = match serde_json::from_slice(&body) {
+    let (key, limit) = match body::quota_reset(&bytes) {
         Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("expected {{\"key\": \"...\", \"limit\": \"name\"}}: {e}"),
-            )
-        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let snap = shared.snapshot.load_full();
     let mut reset = Vec::new();
     let mut store_errors = Vec::new();
     for l in &snap.rate_limits {
-        if r.limit.as_deref().is_some_and(|n| n != l.cfg.name) {
+        if limit.as_deref().is_some_and(|n| n != l.cfg.name) {
             continue;
         }
-        let here = !l.reset_quota(&r.key).is_empty();
+        let here = !l.reset_quota(&key).is_empty();
         // shared: the store's count goes too, even if this node never saw the key
         let lens = l.quota_lens();
         if let (Some(link), false) = (&l.link, lens.is_empty()) {
-            match crate::ratelimit::sync::reset_shared(link, &l.cfg.name, &r.key, &lens).await {
+            match crate::ratelimit::sync::reset_shared(link, &l.cfg.name, &key, &lens).await {
                 Ok(()) => {
                     if !here {
                         reset.push(l.cfg.name.clone());
@@ -299,7 +288,7 @@ async fn reset_quota(shared: &Shared, req: Request<Incoming>) -> Resp {
             reset.push(l.cfg.name.clone());
         }
     }
-    tracing::info!(key = %r.key, limits = ?reset, "quota reset by an operator");
+    tracing::info!(key = %key, limits = ?reset, "quota reset by an operator");
     if !store_errors.is_empty() {
         return error(
             StatusCode::BAD_GATEWAY,
@@ -311,14 +300,8 @@ async fn reset_quota(shared: &Shared, req: Request<Incoming>) -> Resp {
     }
     json(
         StatusCode::OK,
-        &serde_json::json!({ "key": r.key, "reset": reset }),
+        &serde_json::json!({ "key": key, "reset": reset }),
     )
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ModeChange {
-    mode: String,
 }
 
 /// `POST /api/listeners/{name}/mode` `{"mode": "read-only"|"normal"}`.
@@ -338,19 +321,13 @@ async fn set_listener_mode(shared: &Shared, name: &str, req: Request<Incoming>) 
             "send the change as Content-Type: application/json",
         );
     }
-    let body = match Limited::new(req.into_body(), 16 * 1024).collect().await {
+    let bytes = match Limited::new(req.into_body(), 16 * 1024).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return error(StatusCode::BAD_REQUEST, "cannot read the request body"),
     };
-    let read_only = match serde_json::from_slice::<ModeChange>(&body) {
-        Ok(c) if c.mode == "read-only" => true,
-        Ok(c) if c.mode == "normal" => false,
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "expected {\"mode\": \"read-only\"|\"normal\"}",
-            )
-        }
+    let read_only = match body::mode_change(&bytes) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let (reply, rx) = tokio::sync::oneshot::channel();
     let sent = shared.control.send(ControlMsg::SetListenerMode {
@@ -380,13 +357,6 @@ fn csv_resp(shared: &Shared) -> Resp {
     respond(StatusCode::OK, "text/plain; charset=utf-8", body)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ServerChange {
-    state: Option<String>,
-    weight: Option<u32>,
-}
-
 async fn set_server(
     shared: &Shared,
     pool_name: &str,
@@ -405,7 +375,7 @@ async fn set_server(
             "send the change as Content-Type: application/json",
         );
     }
-    let body = match Limited::new(req.into_body(), 16 * 1024).collect().await {
+    let bytes = match Limited::new(req.into_body(), 16 * 1024).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
             return error(
@@ -414,38 +384,10 @@ async fn set_server(
             )
         }
     };
-    let change: ServerChange = match serde_json::from_slice(&body) {
+    let (state, weight) = match body::server_change(&bytes) {
         Ok(c) => c,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!(
-                    "expected {{\"state\": \"ready\"|\"drain\"|\"maint\", \"weight\": N}}: {e}"
-                ),
-            )
-        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
-    let state = match change.state.as_deref().map(|s| (s, AdminState::parse(s))) {
-        None => None,
-        Some((_, Some(a))) => Some(a),
-        Some((s, None)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("unknown state {s:?}: use \"ready\", \"drain\" or \"maint\""),
-            )
-        }
-    };
-    if let Some(w) = change.weight {
-        if w > crate::config::MAX_WEIGHT {
-            return error(StatusCode::BAD_REQUEST, "weight must be between 0 and 256");
-        }
-    }
-    if state.is_none() && change.weight.is_none() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "nothing to change: give \"state\" and/or \"weight\"",
-        );
-    }
     // The control task makes the change (it is the one writer of server state)
     // and answers once the new weight is in the balancers.
     let (reply, rx) = tokio::sync::oneshot::channel();
@@ -453,7 +395,7 @@ async fn set_server(
         pool: pool_name.to_string(),
         server: server.to_string(),
         state,
-        weight: change.weight,
+        weight,
         reply,
     });
     let result = match sent {

@@ -782,6 +782,10 @@ impl Importer {
                 return;
             }
         };
+        if let Err(e) = out::address_ok(&addr) {
+            self.unsupported(l, e);
+            return;
+        }
         let mut sv = Table::default();
         sv.set("address", s(&addr));
         let mut notes = Vec::new();
@@ -1190,6 +1194,7 @@ pub fn import(src: &str, file: &str) -> Imported {
         im.cfg.admin.set("bind", s(&b));
     }
     im.finish();
+    im.cfg.repair(&mut im.report);
     for e in &mut im.report {
         if let Some(v) = env_var(&e.directive) {
             if e.fidelity == Fidelity::Mapped {
@@ -1752,6 +1757,10 @@ impl Importer {
                     self.unsupported(l, "a value with HAProxy's log-format expressions (%[...]) has no rampart equivalent");
                     return true;
                 }
+                if let Err(e) = out::header_ok(&name, value.as_deref()) {
+                    self.unsupported(l, e);
+                    return true;
+                }
                 let resp = head == "http-response";
                 match (verb, value, resp) {
                     ("del-header", _, false) => {
@@ -2114,7 +2123,7 @@ pub(super) fn verify_rewrite(
                     let ssl = has("ssl") || has("crt");
                     for a in addrs {
                         let port = local.original_port(&a);
-                        let mut line = format!("    bind 127.0.0.1:{port}");
+                        let mut line = format!("    bind {}:{port}", local.ip);
                         if ssl {
                             line.push_str(&format!(" ssl crt {}", local.pem.display()));
                             if let Some(p) = w.iter().position(|x| x == "alpn") {
@@ -2129,7 +2138,7 @@ pub(super) fn verify_rewrite(
                 }
                 "server" | "server-template" if w.len() > 2 => {
                     let port = local.pool_port(&pool);
-                    out.push_str(&format!("    server {} 127.0.0.1:{port}\n", w[1]));
+                    out.push_str(&format!("    server {} {}:{port}\n", w[1], local.ip));
                 }
                 "option"
                     if matches!(

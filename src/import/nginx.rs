@@ -290,6 +290,10 @@ impl Importer {
             self.unsupported(d, "NAME VALUE expected");
             return true;
         };
+        if let Err(why) = out::header_ok(name, (!value.contains('$')).then_some(value.as_str())) {
+            self.unsupported(d, why);
+            return true;
+        }
         let lname = name.to_ascii_lowercase();
         match (lname.as_str(), value.as_str()) {
             ("host", "$host" | "$http_host") => self.mapped(d, "rampart passes the client's Host"),
@@ -646,6 +650,10 @@ impl Importer {
         } else {
             format!("{addr}:80")
         };
+        if let Err(why) = out::address_ok(&addr) {
+            self.unsupported(e, why);
+            return;
+        }
         let mut sv = Table::default();
         sv.set("address", s(&addr));
         let by_name = addr.parse::<std::net::SocketAddr>().is_err();
@@ -767,6 +775,10 @@ impl Importer {
             };
             if h.is_empty() {
                 self.unsupported(d, "no host in the target");
+                return None;
+            }
+            if let Err(why) = out::address_ok(&format!("{h}:{port}")) {
+                self.unsupported(d, why);
                 return None;
             }
             let name = host.replace(':', "-");
@@ -1023,7 +1035,7 @@ impl Importer {
 
     fn add_header(&mut self, e: &Directive, rules: &mut Vec<Table>) {
         match (e.args.first(), e.args.get(1)) {
-            (Some(n), Some(v)) if !v.contains('$') => {
+            (Some(n), Some(v)) if !v.contains('$') && out::header_ok(n, Some(v)).is_ok() => {
                 let mut r = Table::default();
                 r.set("response_set_header", format!("{{ {} = {} }}", s(n), s(v)));
                 rules.push(r);
@@ -1766,6 +1778,7 @@ pub fn import(src: &str, file: &str) -> Imported {
         }),
     }
     im.finish();
+    im.cfg.repair(&mut im.report);
     // in the order of the file; what the whole file led to (line 0) last
     im.report
         .sort_by_key(|e| if e.line == 0 { usize::MAX } else { e.line });
@@ -1913,7 +1926,7 @@ pub(super) fn verify_rewrite(
                         continue;
                     };
                     let port = local.original_port(&a);
-                    let mut args = vec![format!("127.0.0.1:{port}")];
+                    let mut args = vec![format!("{}:{port}", local.ip)];
                     for o in &d.args[1..] {
                         if matches!(o.as_str(), "ssl" | "default_server" | "default" | "udp") {
                             args.push(o.clone());
@@ -1933,9 +1946,9 @@ pub(super) fn verify_rewrite(
                     if !upstreams.iter().any(|u| u == host) && !host.contains('$') {
                         let port = local.pool_port(&host.replace(':', "-"));
                         d.args = vec![if ctx == "stream_server" {
-                            format!("127.0.0.1:{port}")
+                            format!("{}:{port}", local.ip)
                         } else {
-                            format!("http://127.0.0.1:{port}{path}")
+                            format!("http://{}:{port}{path}", local.ip)
                         }];
                     } else if url.starts_with("https://") {
                         d.args = vec![url.replacen("https://", "http://", 1)];
@@ -1955,7 +1968,7 @@ pub(super) fn verify_rewrite(
                                     x.name != "server" && x.name != "zone" && x.name != "resolver"
                                 })
                                 .collect();
-                        kept.insert(0, dir("server", &[&format!("127.0.0.1:{port}")]));
+                        kept.insert(0, dir("server", &[&format!("{}:{port}", local.ip)]));
                         kept
                     }
                     ("stream", "server") => walk(b, "stream_server", unsupported, local, upstreams),

@@ -120,3 +120,199 @@ impl Config {
         o
     }
 }
+
+/// Whether rampart's loader takes this as a `[[pool.server]] address`.
+pub fn address_ok(a: &str) -> Result<(), String> {
+    crate::config::ServerAddr::parse(a).map(|_| ())
+}
+
+/// Whether a header edit's name and value are valid HTTP.
+pub fn header_ok(name: &str, value: Option<&str>) -> Result<(), String> {
+    hyper::header::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("{name:?} is not a valid header name"))?;
+    if let Some(v) = value {
+        hyper::header::HeaderValue::from_str(v)
+            .map_err(|_| format!("{v:?} is not a valid header value"))?;
+    }
+    Ok(())
+}
+
+/// One segment of a config key path: `pool[2]` → ("pool", Some(2)).
+fn segments(key: &str) -> Vec<(&str, Option<usize>)> {
+    key.split('.')
+        .map(|seg| match seg.split_once('[') {
+            Some((n, rest)) => (n, rest.trim_end_matches(']').parse().ok()),
+            None => (seg, None),
+        })
+        .collect()
+}
+
+/// Keys a table cannot be without: a problem there takes the whole table.
+const REQUIRED: [&str; 5] = ["name", "bind", "pool", "address", "mode"];
+
+impl Config {
+    /// Removes what the named problem is about: the key, or the element it
+    /// belongs to when the key is required. Whether something was removed.
+    fn remove_at(&mut self, key: &str) -> bool {
+        let segs = segments(key);
+        let drop_key = |t: &mut Table, k: &str| {
+            let before = t.0.len();
+            t.0.retain(|(x, _)| x != k);
+            t.0.len() != before
+        };
+        match segs.as_slice() {
+            [("listener", Some(i)), ("rule", Some(j)), ..] => {
+                let Some(l) = self.listeners.get_mut(*i) else {
+                    return false;
+                };
+                (*j < l.rules.len()).then(|| l.rules.remove(*j)).is_some()
+            }
+            // a listener whose TLS is refused goes whole (never plain instead)
+            [("listener", Some(i)), (k, _), ..] if *k == "tls" || REQUIRED.contains(k) => (*i
+                < self.listeners.len())
+            .then(|| self.listeners.remove(*i))
+            .is_some(),
+            [("listener", Some(i)), (k, _), ..] => self
+                .listeners
+                .get_mut(*i)
+                .is_some_and(|l| drop_key(&mut l.keys, k)),
+            [("pool", Some(i)), ("server", Some(j)), ("name", _)] => self
+                .pools
+                .get_mut(*i)
+                .and_then(|p| p.servers.get_mut(*j))
+                .is_some_and(|sv| drop_key(sv, "name")),
+            [("pool", Some(i)), ("server", Some(j)), ..] => {
+                let Some(p) = self.pools.get_mut(*i) else {
+                    return false;
+                };
+                (*j < p.servers.len())
+                    .then(|| p.servers.remove(*j))
+                    .is_some()
+            }
+            [("pool", Some(i)), ("health", _), ..] => self
+                .pools
+                .get_mut(*i)
+                .is_some_and(|p| p.health.take().is_some()),
+            [("pool", Some(i)), ("breaker", _), ..] => self
+                .pools
+                .get_mut(*i)
+                .is_some_and(|p| p.breaker.take().is_some()),
+            [("pool", Some(i)), ("tls", _), ..] => self
+                .pools
+                .get_mut(*i)
+                .is_some_and(|p| p.tls.take().is_some()),
+            [("pool", Some(i)), (k, _), ..] if REQUIRED.contains(k) || *k == "server" => (*i
+                < self.pools.len())
+            .then(|| self.pools.remove(*i))
+            .is_some(),
+            [("pool", Some(i)), (k, _), ..] => self
+                .pools
+                .get_mut(*i)
+                .is_some_and(|p| drop_key(&mut p.keys, k)),
+            [("rate_limit", Some(i)), ..] => (*i < self.rate_limits.len())
+                .then(|| self.rate_limits.remove(*i))
+                .is_some(),
+            [("resolver", _), (k, _), ..] => drop_key(&mut self.resolver, k),
+            [("global", _), (k, _), ..] => drop_key(&mut self.global, k),
+            [("admin", _), ..] => {
+                let had = !self.admin.0.is_empty();
+                self.admin = Table::default();
+                had
+            }
+            _ => false,
+        }
+    }
+
+    /// Whatever rampart's loader still refuses (not for a missing file: a
+    /// certificate the original names and this machine lacks) is left out,
+    /// one problem at a time, each reported; a listener or pool that named
+    /// what went is fixed up after. The importers' last step, so that the
+    /// output is a config rampart runs.
+    pub fn repair(&mut self, report: &mut Vec<super::Entry>) {
+        let base = std::path::Path::new("/nonexistent-rampart-import-base");
+        for _ in 0..64 {
+            let text = self.render();
+            let problems = match crate::config::parse_in(&text, "imported.toml", base) {
+                Ok(_) => return,
+                Err(crate::config::ConfigError::Invalid { problems, .. }) => problems,
+                Err(_) => return,
+            };
+            let Some(p) = problems.iter().find(|p| !p.message.contains("cannot read")) else {
+                return;
+            };
+            let removed = self.remove_at(&p.key);
+            report.push(super::Entry {
+                line: 0,
+                directive: "(check)".into(),
+                fidelity: super::Fidelity::Unsupported,
+                note: format!(
+                    "{}: {}: {}",
+                    p.key,
+                    p.message,
+                    if removed {
+                        "left out"
+                    } else {
+                        "could not be left out"
+                    }
+                ),
+            });
+            if !removed {
+                return;
+            }
+            self.fix_references();
+        }
+    }
+
+    /// Rules and listeners that name pools that are gone; placeholders when
+    /// nothing is left to run.
+    fn fix_references(&mut self) {
+        let names: Vec<String> = self
+            .pools
+            .iter()
+            .filter(|p| !p.servers.is_empty())
+            .filter_map(|p| p.keys.get("name").map(String::from))
+            .collect();
+        self.pools.retain(|p| !p.servers.is_empty());
+        let known = |v: Option<&str>| v.is_none_or(|p| names.iter().any(|n| n == p));
+        for l in &mut self.listeners {
+            l.rules.retain(|r| known(r.get("pool")));
+        }
+        self.listeners.retain(|l| {
+            l.keys
+                .get("pool")
+                .is_some_and(|p| names.iter().any(|n| n == p))
+        });
+        let limits: Vec<String> = self
+            .rate_limits
+            .iter()
+            .filter_map(|r| r.get("name").map(String::from))
+            .collect();
+        for l in &mut self.listeners {
+            l.rules.retain(|r| {
+                r.get("rate_limit")
+                    .is_none_or(|n| limits.iter().any(|x| x == n))
+            });
+        }
+        if self.pools.is_empty() {
+            let mut p = Pool::default();
+            p.keys.set("name", s("imported"));
+            let mut sv = Table::default();
+            sv.set("address", s("127.0.0.1:8000"));
+            p.servers.push(sv);
+            self.pools.push(p);
+        }
+        if self.listeners.is_empty() {
+            let mut l = Listener::default();
+            l.keys.set("name", s("imported"));
+            l.keys.set("bind", list(&["127.0.0.1:8080".to_string()]));
+            l.keys.set("mode", s("http"));
+            let first = self.pools[0]
+                .keys
+                .get("name")
+                .unwrap_or("\"imported\"")
+                .to_string();
+            l.keys.set("pool", first);
+            self.listeners.push(l);
+        }
+    }
+}

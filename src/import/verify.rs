@@ -36,9 +36,12 @@ pub enum VerifyError {
 /// Loopback ports: the listening addresses (by the address rampart's config
 /// names them), each with a port for rampart and one for the original; and a
 /// backend per pool.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Local {
     pub dir: PathBuf,
+    /// The loopback address of this run (127.x.y.z, its own: runs side by
+    /// side never share a port).
+    pub ip: std::net::Ipv4Addr,
     pub binds: BTreeMap<String, (u16, u16)>,
     /// the addresses the original listens on
     pub theirs: HashSet<String>,
@@ -49,8 +52,8 @@ pub struct Local {
     pub key: PathBuf,
 }
 
-fn free_port() -> Result<u16, VerifyError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port(ip: std::net::Ipv4Addr) -> Result<u16, VerifyError> {
+    std::net::TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| VerifyError::Setup(format!("no free port: {e}")))
@@ -66,7 +69,10 @@ impl Local {
         if let Some(p) = self.binds.get(addr) {
             return *p;
         }
-        let p = (free_port().unwrap_or(0), free_port().unwrap_or(0));
+        let p = (
+            free_port(self.ip).unwrap_or(0),
+            free_port(self.ip).unwrap_or(0),
+        );
         self.binds.insert(addr.to_string(), p);
         p
     }
@@ -75,7 +81,7 @@ impl Local {
         if let Some(p) = self.pools.get(name) {
             return *p;
         }
-        let p = free_port().unwrap_or(0);
+        let p = free_port(self.ip).unwrap_or(0);
         self.pools.insert(name.to_string(), p);
         p
     }
@@ -114,9 +120,21 @@ pub fn run(
         std::env::temp_dir().join(format!("rampart-verify-{}-{}", std::process::id(), nanos()));
     std::fs::create_dir_all(&dir)
         .map_err(|e| VerifyError::Setup(format!("{}: {e}", dir.display())))?;
+    let n = nanos() as u32 ^ std::process::id();
     let mut local = Local {
         dir: dir.clone(),
-        ..Local::default()
+        ip: std::net::Ipv4Addr::new(
+            127,
+            100 + (n % 100) as u8,
+            (n >> 8) as u8,
+            1 + (n >> 16) as u8 % 250,
+        ),
+        binds: BTreeMap::new(),
+        theirs: HashSet::new(),
+        pools: BTreeMap::new(),
+        pem: PathBuf::new(),
+        cert: PathBuf::new(),
+        key: PathBuf::new(),
     };
     test_certificate(&mut local)?;
     let unsupported: HashSet<usize> = imported
@@ -211,7 +229,7 @@ pub fn run(
         .map_err(|e| VerifyError::Setup(e.to_string()))?;
     for (name, port) in &local.pools {
         let l = rt
-            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", *port)))
+            .block_on(tokio::net::TcpListener::bind((local.ip, *port)))
             .map_err(|e| VerifyError::Setup(format!("backend {name}: {e}")))?;
         rt.spawn(backend(l, name.clone()));
     }
@@ -251,7 +269,7 @@ pub fn run(
         .flatten()
         .collect();
         for port in ports {
-            while TcpStream::connect(("127.0.0.1", *port)).is_err() {
+            while TcpStream::connect((local.ip, *port)).is_err() {
                 if Instant::now() > deadline {
                     let which = if port == ours { "rampart" } else { format };
                     let err = std::fs::read_to_string(dir.join(if port == ours {
@@ -261,7 +279,8 @@ pub fn run(
                     }))
                     .unwrap_or_default();
                     return Err(VerifyError::Setup(format!(
-                        "{which} is not listening for {addr} (127.0.0.1:{port}) after 10 s: {}",
+                        "{which} is not listening for {addr} ({}:{port}) after 10 s: {}",
+                        local.ip,
                         err.lines().last().unwrap_or("")
                     )));
                 }
@@ -300,9 +319,29 @@ pub fn run(
             else {
                 continue;
             };
+            // both answer at all before anything is compared (a socket
+            // accepts before its process serves)
+            if let Some(r) = reqs.first() {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                for port in [theirs, ours] {
+                    while rt
+                        .block_on(send(local.ip, port, l.tls.then_some(&tls), r, l.tcp))
+                        .error
+                        .is_some()
+                        && Instant::now() < deadline
+                    {
+                        std::thread::sleep(Duration::from_millis(50)); // polling pace
+                    }
+                }
+            }
             for r in &reqs {
-                let a = rt.block_on(send(theirs, l.tls.then_some(&tls), r, l.tcp));
-                let b = rt.block_on(send(ours, l.tls.then_some(&tls), r, l.tcp));
+                let mut a = rt.block_on(send(local.ip, theirs, l.tls.then_some(&tls), r, l.tcp));
+                let mut b = rt.block_on(send(local.ip, ours, l.tls.then_some(&tls), r, l.tcp));
+                if !a.same(&b) && (a.error.is_some() || b.error.is_some()) {
+                    // a connection error is asked again once before it counts
+                    a = rt.block_on(send(local.ip, theirs, l.tls.then_some(&tls), r, l.tcp));
+                    b = rt.block_on(send(local.ip, ours, l.tls.then_some(&tls), r, l.tcp));
+                }
                 if b.not_imported {
                     outcome.skipped += 1;
                     continue;
@@ -460,7 +499,10 @@ fn rampart_local(cfg: &mut toml::Table, local: &mut Local) -> Vec<Listener> {
             });
             let local_binds: Vec<Value> = binds
                 .iter()
-                .map(|b| Value::String(format!("127.0.0.1:{}", local.bind(b).0)))
+                .map(|b| {
+                    let ip = local.ip;
+                    Value::String(format!("{ip}:{}", local.bind(b).0))
+                })
                 .collect();
             l.insert("bind".into(), Value::Array(local_binds));
             l.remove("proxy_protocol");
@@ -505,7 +547,10 @@ fn rampart_local(cfg: &mut toml::Table, local: &mut Local) -> Vec<Listener> {
                 .to_string();
             let port = local.pool_port(&name);
             let mut sv = toml::Table::new();
-            sv.insert("address".into(), Value::String(format!("127.0.0.1:{port}")));
+            sv.insert(
+                "address".into(),
+                Value::String(format!("{}:{port}", local.ip)),
+            );
             p.insert("server".into(), Value::Array(vec![Value::Table(sv)]));
             for k in ["health", "tls", "send_proxy", "circuit"] {
                 p.remove(k);
@@ -713,7 +758,13 @@ async fn backend(l: tokio::net::TcpListener, name: String) {
     }
 }
 
-async fn send(port: u16, tls: Option<&Arc<rustls::ClientConfig>>, r: &Req, tcp: bool) -> Answer {
+async fn send(
+    ip: std::net::Ipv4Addr,
+    port: u16,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    r: &Req,
+    tcp: bool,
+) -> Answer {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
@@ -728,7 +779,7 @@ async fn send(port: u16, tls: Option<&Arc<rustls::ClientConfig>>, r: &Req, tcp: 
     head.push_str("\r\n");
     let _ = tcp;
     let go = async {
-        let s = tokio::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+        let s = tokio::net::TcpStream::connect(SocketAddr::from((ip, port))).await?;
         let mut buf = Vec::new();
         match tls {
             Some(cfg) => {
