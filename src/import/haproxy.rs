@@ -1317,13 +1317,7 @@ impl Importer {
                 note: format!("{dropped_listeners} frontend(s) left out: no bind rampart can use, or no backend with a server"),
             });
         }
-        if self.cfg.pools.is_empty() {
-            let mut p = out::Pool::default();
-            p.keys.set("name", s("imported"));
-            let mut sv = Table::default();
-            sv.set("address", s("127.0.0.1:8000"));
-            p.servers.push(sv);
-            self.cfg.pools.push(p);
+        if self.cfg.placeholder_pool() {
             self.report.push(Entry {
                 line: 0,
                 directive: "(backends)".into(),
@@ -1331,23 +1325,15 @@ impl Importer {
                 note: "no backend with a server rampart can use: a placeholder pool \"imported\" (127.0.0.1:8000) keeps the config runnable".into(),
             });
         }
-        if self.cfg.listeners.is_empty() {
-            let mut l = out::Listener::default();
-            let pool = self.cfg.pools[0]
-                .keys
-                .get("name")
-                .unwrap_or("\"imported\"")
-                .to_string();
-            l.keys.set("name", s("imported"));
-            l.keys.set("bind", list(&["127.0.0.1:8080".to_string()]));
-            let http = self.cfg.pools[0]
-                .keys
-                .get("hash_key")
-                .is_some_and(|k| k != "\"client_ip\"")
-                || self.defaults.mode.as_deref() == Some("http");
-            l.keys.set("mode", s(if http { "http" } else { "tcp" }));
-            l.keys.set("pool", pool);
-            self.cfg.listeners.push(l);
+        let http = self.cfg.pools[0]
+            .keys
+            .get("hash_key")
+            .is_some_and(|k| k != "\"client_ip\"")
+            || self.defaults.mode.as_deref() == Some("http");
+        if self
+            .cfg
+            .placeholder_listener(if http { "http" } else { "tcp" })
+        {
             self.report.push(Entry {
                 line: 0,
                 directive: "(frontends)".into(),
@@ -2047,20 +2033,7 @@ impl Importer {
                 en.note = why.into();
             }
         }
-        // rate limits no rule uses
-        let used: Vec<String> = self
-            .cfg
-            .listeners
-            .iter()
-            .flat_map(|l| {
-                l.rules
-                    .iter()
-                    .filter_map(|r| r.get("rate_limit").map(String::from))
-            })
-            .collect();
-        self.cfg
-            .rate_limits
-            .retain(|r| r.get("name").is_some_and(|n| used.iter().any(|u| u == n)));
+        self.cfg.drop_unused_rate_limits();
     }
 }
 

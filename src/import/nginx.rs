@@ -1676,28 +1676,9 @@ impl Importer {
             }
             self.cfg.listeners.push(l);
         }
-        // rate limits no rule uses are left out
-        let used: Vec<String> = self
-            .cfg
-            .listeners
-            .iter()
-            .flat_map(|l| {
-                l.rules
-                    .iter()
-                    .filter_map(|r| r.get("rate_limit").map(String::from))
-            })
-            .collect();
-        self.cfg
-            .rate_limits
-            .retain(|r| r.get("name").is_some_and(|n| used.iter().any(|u| u == n)));
+        self.cfg.drop_unused_rate_limits();
         // a runnable config, always
-        if self.cfg.pools.is_empty() {
-            let mut p = out::Pool::default();
-            p.keys.set("name", s("imported"));
-            let mut sv = Table::default();
-            sv.set("address", s("127.0.0.1:8000"));
-            p.servers.push(sv);
-            self.cfg.pools.push(p);
+        if self.cfg.placeholder_pool() {
             self.report.push(Entry {
                 line: 0,
                 directive: "(upstreams)".into(),
@@ -1715,13 +1696,7 @@ impl Importer {
                 l.keys.set("pool", first.clone());
             }
         }
-        if self.cfg.listeners.is_empty() {
-            let mut l = out::Listener::default();
-            l.keys.set("name", s("imported"));
-            l.keys.set("bind", list(&["127.0.0.1:8080".to_string()]));
-            l.keys.set("mode", s("http"));
-            l.keys.set("pool", first);
-            self.cfg.listeners.push(l);
+        if self.cfg.placeholder_listener("http") {
             self.report.push(Entry {
                 line: 0,
                 directive: "(servers)".into(),

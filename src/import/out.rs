@@ -263,6 +263,55 @@ impl Config {
         }
     }
 
+    /// A placeholder pool when there is none: a config must have one to run.
+    /// Whether one was added.
+    pub fn placeholder_pool(&mut self) -> bool {
+        if !self.pools.is_empty() {
+            return false;
+        }
+        let mut p = Pool::default();
+        p.keys.set("name", s("imported"));
+        let mut sv = Table::default();
+        sv.set("address", s("127.0.0.1:8000"));
+        p.servers.push(sv);
+        self.pools.push(p);
+        true
+    }
+
+    /// A placeholder listener (to the first pool) when there is none.
+    pub fn placeholder_listener(&mut self, mode: &str) -> bool {
+        if !self.listeners.is_empty() || self.pools.is_empty() {
+            return false;
+        }
+        let mut l = Listener::default();
+        l.keys.set("name", s("imported"));
+        l.keys.set("bind", list(&["127.0.0.1:8080".to_string()]));
+        l.keys.set("mode", s(mode));
+        let first = self.pools[0]
+            .keys
+            .get("name")
+            .unwrap_or("\"imported\"")
+            .to_string();
+        l.keys.set("pool", first);
+        self.listeners.push(l);
+        true
+    }
+
+    /// `[[rate_limit]]`s no rule names are left out.
+    pub fn drop_unused_rate_limits(&mut self) {
+        let used: Vec<String> = self
+            .listeners
+            .iter()
+            .flat_map(|l| {
+                l.rules
+                    .iter()
+                    .filter_map(|r| r.get("rate_limit").map(String::from))
+            })
+            .collect();
+        self.rate_limits
+            .retain(|r| r.get("name").is_some_and(|n| used.iter().any(|u| u == n)));
+    }
+
     /// Rules and listeners that name pools that are gone; placeholders when
     /// nothing is left to run.
     fn fix_references(&mut self) {
@@ -293,26 +342,7 @@ impl Config {
                     .is_none_or(|n| limits.iter().any(|x| x == n))
             });
         }
-        if self.pools.is_empty() {
-            let mut p = Pool::default();
-            p.keys.set("name", s("imported"));
-            let mut sv = Table::default();
-            sv.set("address", s("127.0.0.1:8000"));
-            p.servers.push(sv);
-            self.pools.push(p);
-        }
-        if self.listeners.is_empty() {
-            let mut l = Listener::default();
-            l.keys.set("name", s("imported"));
-            l.keys.set("bind", list(&["127.0.0.1:8080".to_string()]));
-            l.keys.set("mode", s("http"));
-            let first = self.pools[0]
-                .keys
-                .get("name")
-                .unwrap_or("\"imported\"")
-                .to_string();
-            l.keys.set("pool", first);
-            self.listeners.push(l);
-        }
+        self.placeholder_pool();
+        self.placeholder_listener("http");
     }
 }
