@@ -526,15 +526,17 @@ async fn handle(
     // did not process may always be sent again.
     let replayable = !upgrade && (parts.method.is_idempotent() || pool.retry.non_idempotent);
     let seen = log.as_ref().map(|l| Arc::clone(&l.bytes_in));
-    let malformed: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+    // set by a streaming body that turns out malformed (none without one)
+    let mut malformed: Option<Arc<std::sync::atomic::AtomicBool>> = None;
     let (body, kept) = match buffer_if_small(body, replayable || h2_pool, &pool).await {
         Ok(Buffered::Bytes(b)) => (ReqBody::Full(Some(b.clone())), Some(Replay::new(&parts, b))),
         Ok(Buffered::Stream(body, first)) => (
             ReqBody::Incoming {
+                malformed: (!first.is_empty() || !body.is_end_stream())
+                    .then(|| Arc::clone(malformed.insert(Arc::default()))),
                 progress: (!first.is_empty() || !body.is_end_stream()).then(Arc::default),
                 body,
                 first,
-                malformed: Some(Arc::clone(&malformed)),
                 server: None,
                 seen,
             },
@@ -584,7 +586,10 @@ async fn handle(
         };
         match upstream::send(&pool, server, req, replay_fn, resend_fn, Some(&via)).await {
             Err(SendError { error, unsent }) => {
-                if malformed.load(Ordering::Relaxed) {
+                if malformed
+                    .as_ref()
+                    .is_some_and(|m| m.load(Ordering::Relaxed))
+                {
                     // the client's body broke the framing mid-way: what the
                     // server got is cut off, and the client is told why
                     drop(lc.abandon());
