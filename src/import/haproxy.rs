@@ -575,21 +575,7 @@ impl Importer {
                 true
             }
             "acl" if w.len() > 2 => {
-                cond::add_acl(acls, &w[1], &w[2..]);
-                match acls.get(&w[1]) {
-                    Some(Ok((_, true))) => {
-                        self.mapped(l, "rule matches where the ACL is used")
-                    }
-                    Some(Ok((_, false))) => self.approx(
-                        l,
-                        "rule matches where the ACL is used; rampart's host match ignores the port and treats hdr_dom as the name or any name under it",
-                    ),
-                    Some(Err(e)) => {
-                        let e = e.clone();
-                        self.unsupported(l, e)
-                    }
-                    None => {}
-                }
+                self.acl_line(l, acls);
                 true
             }
             "use_backend" if w.len() > 3 && (w[2] == "if" || w[2] == "unless") => {
@@ -642,7 +628,7 @@ impl Importer {
                 self.rule_line(l, RuleAt::Listener(li), &name, acls)
             }
             "stick-table" => {
-                self.approx(l, "a [[rate_limit]] where a rule tests its http_req_rate (size → max_keys); other stored data and stickiness are not imported");
+                self.approx(l, STICK_TABLE);
                 true
             }
             _ => false,
@@ -654,14 +640,7 @@ impl Importer {
         let w = &l.words;
         match w[0].as_str() {
             "acl" if w.len() > 2 => {
-                cond::add_acl(acls, &w[1], &w[2..]);
-                match acls.get(&w[1]) {
-                    Some(Err(e)) => {
-                        let e = e.clone();
-                        self.unsupported(l, e)
-                    }
-                    _ => self.mapped(l, "rule matches where the ACL is used"),
-                }
+                self.acl_line(l, acls);
                 true
             }
             "http-request" | "http-response" | "tcp-request" => {
@@ -674,7 +653,7 @@ impl Importer {
                 self.rule_line(l, RuleAt::Pool(pi), &name, acls)
             }
             "stick-table" => {
-                self.approx(l, "a [[rate_limit]] where a rule tests its http_req_rate (size → max_keys); other stored data and stickiness are not imported");
+                self.approx(l, STICK_TABLE);
                 true
             }
             "balance" if w.len() > 1 => {
@@ -1861,6 +1840,28 @@ impl Importer {
         }
         self.cfg.rate_limits.push(t);
         name
+    }
+}
+
+const STICK_TABLE: &str = "a [[rate_limit]] where a rule tests its http_req_rate (size → max_keys); other stored data and stickiness are not imported";
+
+impl Importer {
+    /// `acl NAME CRITERION [FLAGS] VALUES`, in a frontend or a backend.
+    fn acl_line(&mut self, l: &Line, acls: &mut Acls) {
+        let w = &l.words;
+        cond::add_acl(acls, &w[1], &w[2..]);
+        match acls.get(&w[1]) {
+            Some(Ok((_, true))) => self.mapped(l, "rule matches where the ACL is used"),
+            Some(Ok((_, false))) => self.approx(
+                l,
+                "rule matches where the ACL is used; rampart's host match ignores the port and treats hdr_dom as the name or any name under it",
+            ),
+            Some(Err(e)) => {
+                let e = e.clone();
+                self.unsupported(l, e)
+            }
+            None => {}
+        }
     }
 }
 
