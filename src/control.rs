@@ -180,6 +180,8 @@ pub struct Control {
     /// What the state file held at start: kept for servers that are not members
     /// right now.
     saved: statefile::StateFile,
+    /// Numbers the state file writes, which finish off this task in any order.
+    save_seq: u64,
     dirty: bool,
 }
 
@@ -210,6 +212,7 @@ impl Control {
             watches,
             listeners,
             saved: statefile::StateFile::default(),
+            save_seq: 0,
             dirty: false,
         };
         let cfg = Arc::clone(&c.cfg);
@@ -709,11 +712,9 @@ impl Control {
         };
         let state = statefile::capture_merged(&self.shared.snapshot.load(), &self.saved);
         self.saved = state.clone();
-        let write = move || {
-            if let Err(e) = statefile::save(&path, &state) {
-                tracing::error!(error = %e, "cannot write the state file");
-            }
-        };
+        self.save_seq += 1;
+        let seq = self.save_seq;
+        let write = move || statefile::save_logged(&path, &state, seq);
         if now {
             write();
         } else {

@@ -76,6 +76,9 @@ pub struct Shared {
     pub ha: std::sync::OnceLock<std::sync::Arc<ha::HaStatus>>,
     /// Where a reload sends a new `[ha]` to the running HA task.
     pub ha_reconfigure: std::sync::OnceLock<tokio::sync::watch::Sender<config::HaConfig>>,
+    /// The runtimes (control first, then the workers), named, for their task
+    /// counts in the metrics: a leak of tasks shows there.
+    pub runtimes: std::sync::OnceLock<Vec<(String, tokio::runtime::Handle)>>,
 }
 
 impl Shared {

@@ -362,6 +362,17 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         &["pool", "name"],
     );
     let misc = gauge("rampart_ready", "1 when the proxy reports ready", &[]);
+    let tasks = gauge(
+        "rampart_runtime_alive_tasks",
+        "Tasks alive on a runtime (control, or worker wN): back to its baseline when idle",
+        &["runtime"],
+    );
+    for (name, handle) in shared.runtimes.get().into_iter().flatten() {
+        let n = handle.metrics().num_alive_tasks();
+        tasks
+            .with_label_values(&[name])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
     let dropped = counter(
         "rampart_access_log_dropped_total",
         "Access log lines dropped because the writer fell behind",
@@ -576,6 +587,14 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     dropped
         .with_label_values::<&str>(&[])
         .inc_by(shared.access_log.dropped.load(Ordering::Relaxed));
+    let state_errors = counter(
+        "rampart_state_file_write_errors_total",
+        "Failed writes of the state file (a full disk, a read-only mount)",
+        &[],
+    );
+    state_errors
+        .with_label_values::<&str>(&[])
+        .inc_by(crate::statefile::WRITE_ERRORS.load(Ordering::Relaxed));
 
     let mut out = Vec::new();
     if let Some(ha) = shared.ha.get() {
@@ -669,6 +688,8 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(dns_errors.collect());
     out.extend(dns_members.collect());
     out.extend(misc.collect());
+    out.extend(tasks.collect());
+    out.extend(state_errors.collect());
     out.extend(generation.collect());
     out.extend(reloads.collect());
     out.extend(last_reload.collect());

@@ -154,26 +154,126 @@ pub fn capture(snap: &Snapshot) -> StateFile {
     }
 }
 
-/// Writes `state` to `path` atomically.
-pub fn save(path: &Path, state: &StateFile) -> Result<(), StateFileError> {
+/// Failed writes since start (a full disk, a read-only mount): in the metrics, so
+/// a state file that silently stopped being written is seen.
+pub static WRITE_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The sequence number of the last state written; writes run off the control task
+/// and may finish out of order, so an older state never replaces a newer one.
+static WRITTEN: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+
+/// Writes `state` to `path` atomically: to a temporary file of this process's
+/// own (a binary upgrade runs two processes on one file), fsync, rename, fsync the
+/// directory. Writes are serialised; a write whose `seq` is older than the last
+/// one written is skipped. A failed write removes its temporary file and counts
+/// in [`WRITE_ERRORS`]; the file on disk stays the last complete one.
+pub fn save(path: &Path, state: &StateFile, seq: u64) -> Result<(), StateFileError> {
+    let mut written = WRITTEN.lock().unwrap_or_else(|e| e.into_inner());
+    if seq != 0 && seq <= *written {
+        return Ok(());
+    }
+    let tmp = tmp_path(path, std::process::id());
+    let r = write_atomically(path, &tmp, state);
+    match &r {
+        Ok(()) => *written = seq.max(*written),
+        Err(_) => {
+            WRITE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+    r
+}
+
+/// [`save`], logging a failure when writes start failing and when they recover
+/// (quota counts are written every second: one line per outage, not per write).
+pub fn save_logged(path: &Path, state: &StateFile, seq: u64) {
+    static FAILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    use std::sync::atomic::Ordering;
+    match save(path, state, seq) {
+        Err(e) if !FAILING.swap(true, Ordering::Relaxed) => {
+            tracing::error!(error = %e, "cannot write the state file; serving goes on, and the next change tries again")
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot write the state file"),
+        Ok(()) if FAILING.swap(false, Ordering::Relaxed) => {
+            tracing::info!(path = %path.display(), "the state file is written again")
+        }
+        Ok(()) => {}
+    }
+}
+
+fn tmp_path(path: &Path, pid: u32) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp.{pid}"));
+    path.with_file_name(name)
+}
+
+fn write_atomically(path: &Path, tmp: &Path, state: &StateFile) -> Result<(), StateFileError> {
     let io = |source| StateFileError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let tmp = path.with_extension("tmp");
     let body = serde_json::to_vec_pretty(state).map_err(|e| io(std::io::Error::other(e)))?;
     {
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        let mut f = std::fs::File::create(tmp).map_err(io)?;
         f.write_all(&body).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
-    std::fs::rename(&tmp, path).map_err(io)?;
+    std::fs::rename(tmp, path).map_err(io)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
     }
     Ok(())
+}
+
+/// Reads the state file at start-up. A missing file is an empty state. A file
+/// that does not parse (a disk fault, a hand edit) is moved aside to
+/// `<path>.corrupt`, so the first write does not destroy what an operator may
+/// want to look at, and the error says where it went; start-up goes on without
+/// it. Temporary files left by processes that died mid-write are removed.
+pub fn load_at_start(path: &Path) -> Result<StateFile, StateFileError> {
+    remove_stale_tmp(path);
+    let r = load(path);
+    if let Err(StateFileError::Parse { .. }) = &r {
+        let mut aside = path.as_os_str().to_os_string();
+        aside.push(".corrupt");
+        let aside = PathBuf::from(aside);
+        if std::fs::rename(path, &aside).is_ok() {
+            tracing::warn!(moved_to = %aside.display(), "the unreadable state file was moved aside");
+        }
+    }
+    r
+}
+
+/// Removes `<file>.tmp.<pid>` next to `path` for processes that no longer run.
+fn remove_stale_tmp(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.tmp.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Reads a state file; a missing one is an empty state.
@@ -345,11 +445,29 @@ name = "api"
                 used: 100,
             }],
         };
-        save(&path, &st).unwrap();
+        save(&path, &st, 0).unwrap();
         assert_eq!(load(&path).unwrap(), st);
-        assert!(!path.with_extension("tmp").exists());
+        assert!(!tmp_path(&path, std::process::id()).exists());
+
+        // writes finishing out of order: an older state never replaces a newer one
+        let mut newer = st.clone();
+        newer.servers[0].weight = Some(9);
+        save(&path, &newer, 1_000_001).unwrap();
+        save(&path, &st, 1_000_000).unwrap();
+        assert_eq!(load(&path).unwrap(), newer);
+
+        // an unreadable file: refused, and moved aside at start-up
         std::fs::write(&path, "garbage").unwrap();
         assert!(matches!(load(&path), Err(StateFileError::Parse { .. })));
+        assert!(matches!(
+            load_at_start(&path),
+            Err(StateFileError::Parse { .. })
+        ));
+        assert!(!path.exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.join("state.json.corrupt")).unwrap(),
+            "garbage"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

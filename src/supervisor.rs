@@ -129,11 +129,12 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         access_log: AccessLog::new(config.global.access_log),
         ready: AtomicBool::new(false),
         started: Instant::now(),
+        runtimes: std::sync::OnceLock::new(),
     });
     // Operator state and last known health from the previous run; the control
     // task keeps it for servers that are not members right now.
     let saved = match &config.global.state_file {
-        Some(path) => match statefile::load(path) {
+        Some(path) => match statefile::load_at_start(path) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the state file; starting without it");
@@ -186,6 +187,13 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
             .map_err(RunError::Runtime)?;
         workers.push(handle);
     }
+    let named = std::iter::once(("control".to_string(), main_rt.handle().clone())).chain(
+        handles
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (format!("w{i}"), h.clone())),
+    );
+    let _ = shared.runtimes.set(named.collect());
 
     // The control plane on this runtime: the control task (which binds the
     // listeners, and starts health checks and DNS watches), the admin server.
