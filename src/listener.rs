@@ -383,6 +383,7 @@ impl HttpStart {
         if let Some(info) = tls {
             conn = conn.with_tls(info);
         }
+        conn.client_timeout = self.builders.client_timeout();
         if self.addr.ip().is_unspecified() {
             // a wildcard bind: the address this client reached (one system call,
             // only for such listeners)

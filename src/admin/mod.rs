@@ -34,7 +34,13 @@ type Resp = Response<Full<Bytes>>;
 
 /// Serves the admin API until `cancel`.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken) {
+    // A client opening connections without end waits in the backlog past this,
+    // instead of costing a task each.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
             // after a binary upgrade the new process answers on this socket
@@ -59,9 +65,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Cancellat
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
+            drop(slot);
         });
     }
 }
+
+/// Admin connections served at once.
+const MAX_CONNECTIONS: usize = 256;
 
 async fn route(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
     // the config in force now: a reload may change the credentials
@@ -256,9 +266,9 @@ async fn reset_quota(shared: &Shared, req: Request<Incoming>) -> Resp {
             "send the change as Content-Type: application/json",
         );
     }
-    let bytes = match Limited::new(req.into_body(), 16 * 1024).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return error(StatusCode::BAD_REQUEST, "cannot read the request body"),
+    let bytes = match read_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let (key, limit) = match body::quota_reset(&bytes) {
         Ok(r) => r,
@@ -307,6 +317,42 @@ async fn reset_quota(shared: &Shared, req: Request<Incoming>) -> Resp {
 /// `POST /api/listeners/{name}/mode` `{"mode": "read-only"|"normal"}`.
 /// Whether a write's body is JSON (a form or text/plain POST, what a page can
 /// send without asking, is refused).
+/// The most an admin request body may hold, and how long it may take to arrive
+/// (a client trickling or stalling its body would otherwise hold its task).
+const BODY_LIMIT: usize = 16 * 1024;
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads a change's body: 413 past [`BODY_LIMIT`] (read no further), 408 when it
+/// has not all come within [`BODY_TIMEOUT`], 400 when the connection breaks.
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Resp> {
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is over 16 KiB",
+        )
+    };
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return Err(too_large());
+    }
+    let read = Limited::new(req.into_body(), BODY_LIMIT).collect();
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(_)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "cannot read the request body",
+        )),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive within 10 s",
+        )),
+    }
+}
+
 fn is_json(req: &Request<Incoming>) -> bool {
     req.headers()
         .get(header::CONTENT_TYPE)
@@ -321,9 +367,9 @@ async fn set_listener_mode(shared: &Shared, name: &str, req: Request<Incoming>) 
             "send the change as Content-Type: application/json",
         );
     }
-    let bytes = match Limited::new(req.into_body(), 16 * 1024).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return error(StatusCode::BAD_REQUEST, "cannot read the request body"),
+    let bytes = match read_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let read_only = match body::mode_change(&bytes) {
         Ok(r) => r,
@@ -375,14 +421,9 @@ async fn set_server(
             "send the change as Content-Type: application/json",
         );
     }
-    let bytes = match Limited::new(req.into_body(), 16 * 1024).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "cannot read the request body (16 KiB at most)",
-            )
-        }
+    let bytes = match read_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let (state, weight) = match body::server_change(&bytes) {
         Ok(c) => c,

@@ -76,6 +76,35 @@ pub struct ConnCtx {
     pub tls: Option<Arc<crate::tls::TlsInfo>>,
     /// Its private backend connections (pools with send_proxy).
     pub(super) private: upstream::Private,
+    /// HTTP/2: responses the client's flow control holds back.
+    pub(super) h2_stall: H2Stall,
+    /// The listener's client_timeout: also the longest pause inside a request
+    /// body.
+    pub client_timeout: Duration,
+}
+
+/// An HTTP/2 client that stops granting flow-control window (a zero window, or
+/// WINDOW_UPDATEs that stop) holds its streams' responses, and with them their
+/// backend connections and server slots, without a byte that would trip a
+/// socket timeout. `waiting` counts the responses that handed hyper a chunk the
+/// client's window has not taken yet; `moved_ms` is when any response of the
+/// connection last moved. Both waiting and not moving for `client_timeout`: the
+/// connection is closed (`drive_h2`), as a slow reader's is on HTTP/1.
+#[derive(Debug, Default)]
+pub(super) struct H2Stall {
+    waiting: std::sync::atomic::AtomicU32,
+    moved_ms: AtomicU64,
+}
+
+impl H2Stall {
+    /// How long responses have been held without moving (None: none is held).
+    fn held_for(&self) -> Option<Duration> {
+        if self.waiting.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let since = crate::clock::now_ms().saturating_sub(self.moved_ms.load(Ordering::Relaxed));
+        Some(Duration::from_millis(since))
+    }
 }
 
 impl ConnCtx {
@@ -100,6 +129,8 @@ impl ConnCtx {
             kill,
             tls: None,
             private: upstream::Private::default(),
+            h2_stall: H2Stall::default(),
+            client_timeout: Duration::from_secs(30),
         }
     }
 
@@ -126,6 +157,13 @@ pub struct ServerBuilders {
     pub(super) client_timeout: Duration,
     /// HTTP/2: GOAWAY after this long without a new request.
     h2_idle: Option<Duration>,
+}
+
+impl ServerBuilders {
+    /// The listener's client_timeout.
+    pub fn client_timeout(&self) -> Duration {
+        self.client_timeout
+    }
 }
 
 impl std::fmt::Debug for ServerBuilders {
@@ -227,6 +265,7 @@ pub(super) async fn serve_hyper<S: super::io::ClientIo>(
     graceful: CancellationToken,
 ) {
     let peer = ctx.peer;
+    let stall_ctx = Arc::clone(&ctx);
     let listener = Arc::clone(ctx.listener_name());
     let draining = graceful.clone();
     let activity = (h2 && builders.h2_idle.is_some()).then(|| {
@@ -274,6 +313,7 @@ pub(super) async fn serve_hyper<S: super::io::ClientIo>(
             builders.h2.serve_connection(io, svc),
             &graceful,
             idle,
+            (&stall_ctx.h2_stall, builders.client_timeout, peer),
             |c| c.graceful_shutdown(),
         )
         .await
@@ -414,6 +454,7 @@ async fn drive_h2<C>(
     conn: C,
     graceful: &CancellationToken,
     idle: Option<(Duration, Arc<Activity>)>,
+    (stall, client_timeout, peer): (&H2Stall, Duration, SocketAddr),
     shutdown: impl Fn(Pin<&mut C>),
 ) -> Result<(), hyper::Error>
 where
@@ -421,6 +462,13 @@ where
 {
     tokio::pin!(conn);
     let mut shut = false;
+    // checked every half client_timeout: held responses are cut off after
+    // between one and one and a half client_timeouts
+    let mut stall_check = tokio::time::interval_at(
+        tokio::time::Instant::now() + client_timeout / 2,
+        (client_timeout / 2).max(Duration::from_millis(100)),
+    );
+    stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let wait = match (&idle, shut) {
             (Some((limit, a)), false) => a.idle_in(*limit).unwrap_or(*limit),
@@ -441,6 +489,18 @@ where
                     }
                 }
             }
+            _ = stall_check.tick() => {
+                if stall.held_for().is_some_and(|d| d >= client_timeout) {
+                    // nothing a GOAWAY could wait for: the held streams would
+                    // keep it open; the connection is closed as it is
+                    tracing::info!(
+                        %peer,
+                        ?client_timeout,
+                        "HTTP/2 client took no response bytes for client_timeout; connection closed"
+                    );
+                    return Ok(());
+                }
+            }
         }
     }
 }
@@ -450,6 +510,7 @@ async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
+    let from_h2 = req.version() == Version::HTTP_2;
     if req.method() == Method::CONNECT {
         // A reverse proxy does not open tunnels to arbitrary hosts.
         let mut r = plain(
@@ -527,13 +588,15 @@ async fn handle(
     let replayable = !upgrade && (parts.method.is_idempotent() || pool.retry.non_idempotent);
     let seen = log.as_ref().map(|l| Arc::clone(&l.bytes_in));
     // set by a streaming body that turns out malformed (none without one)
-    let mut malformed: Option<Arc<std::sync::atomic::AtomicBool>> = None;
+    let mut fault: Option<Arc<std::sync::atomic::AtomicU8>> = None;
     let (body, kept) = match buffer_if_small(body, replayable || h2_pool, &pool).await {
         Ok(Buffered::Bytes(b)) => (ReqBody::Full(Some(b.clone())), Some(Replay::new(&parts, b))),
         Ok(Buffered::Stream(body, first)) => (
             ReqBody::Incoming {
-                malformed: (!first.is_empty() || !body.is_end_stream())
-                    .then(|| Arc::clone(malformed.insert(Arc::default()))),
+                fault: (!first.is_empty() || !body.is_end_stream())
+                    .then(|| Arc::clone(fault.insert(Arc::default()))),
+                idle: ctx.client_timeout,
+                timer: None,
                 progress: (!first.is_empty() || !body.is_end_stream()).then(Arc::default),
                 body,
                 first,
@@ -586,20 +649,27 @@ async fn handle(
         };
         match upstream::send(&pool, server, req, replay_fn, resend_fn, Some(&via)).await {
             Err(SendError { error, unsent }) => {
-                if malformed
-                    .as_ref()
-                    .is_some_and(|m| m.load(Ordering::Relaxed))
-                {
-                    // the client's body broke the framing mid-way: what the
-                    // server got is cut off, and the client is told why
+                let why = fault.as_ref().map_or(0, |f| f.load(Ordering::Relaxed));
+                if why != 0 {
+                    // the client's body broke the framing or stalled mid-way:
+                    // what the server got is cut off, and the client is told why
                     drop(lc.abandon());
+                    let (status, text) = if why == upstream::BODY_STALLED {
+                        (
+                            StatusCode::REQUEST_TIMEOUT,
+                            "408 Request Timeout: the request body stopped coming\n",
+                        )
+                    } else {
+                        (
+                            StatusCode::BAD_REQUEST,
+                            "400 Bad Request: the request body is malformed\n",
+                        )
+                    };
                     if let Some(mut l) = log.take() {
-                        l.finish(400, End::ClientAbort);
+                        l.status = status.as_u16();
+                        l.finish(0, End::ClientAbort);
                     }
-                    return Ok(closing(plain(
-                        StatusCode::BAD_REQUEST,
-                        "400 Bad Request: the request body is malformed\n",
-                    )));
+                    return Ok(closing(plain(status, text)));
                 }
                 let resendable = unsent.is_some();
                 if let Err(g) = lc.failed(&mut guard, error, resendable, replay.is_some()) {
@@ -683,6 +753,8 @@ async fn handle(
                         idle_timeout: pool.server_timeout,
                         idle: None,
                         private: pool.send_proxy.is_some().then(|| Arc::clone(&ctx)),
+                        stall: from_h2.then(|| Arc::clone(&ctx)),
+                        waiting: false,
                     }),
                 ));
             }
@@ -1407,6 +1479,11 @@ pub struct UpstreamBody {
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The client connection whose private connection this is (send_proxy).
     private: Option<Arc<ConnCtx>>,
+    /// HTTP/2: the client connection, whose flow-control stalls this counts in.
+    stall: Option<Arc<ConnCtx>>,
+    /// A chunk went to hyper and the body has not been polled since: hyper holds
+    /// it until the client's window takes it.
+    waiting: bool,
 }
 
 impl UpstreamBody {
@@ -1471,6 +1548,15 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
+        if let Some(c) = &this.stall {
+            // polled again: the last chunk was taken
+            c.h2_stall
+                .moved_ms
+                .store(crate::clock::now_ms(), Ordering::Relaxed);
+            if std::mem::take(&mut this.waiting) {
+                c.h2_stall.waiting.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         let timeout = this.idle_timeout;
         if polled.is_pending() {
@@ -1492,6 +1578,10 @@ impl Body for UpstreamBody {
                     if l.grpc {
                         l.grpc_status = grpc_status(t);
                     }
+                }
+                if let (Some(c), true) = (&this.stall, frame.is_data()) {
+                    this.waiting = true;
+                    c.h2_stall.waiting.fetch_add(1, Ordering::Relaxed);
                 }
                 if let (Some(d), Some(g)) = (frame.data_ref(), &this.guard) {
                     this.bytes += d.len() as u64;
@@ -1524,6 +1614,9 @@ impl Body for UpstreamBody {
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
+        if let (Some(c), true) = (&self.stall, self.waiting) {
+            c.h2_stall.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
         let complete = !self.failed && self.inner.is_end_stream();
         self.finish(complete);
     }

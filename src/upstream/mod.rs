@@ -137,8 +137,13 @@ pub enum ReqBody {
         /// came with the head never reaches a server).
         first: std::collections::VecDeque<Frame<Bytes>>,
         /// Set when reading the client's body failed for another reason than
-        /// the client going away: the body was malformed (a bad chunk).
-        malformed: Option<Arc<AtomicBool>>,
+        /// the client going away: [`BODY_MALFORMED`] (a bad chunk) or
+        /// [`BODY_STALLED`].
+        fault: Option<Arc<std::sync::atomic::AtomicU8>>,
+        /// client_timeout: the longest the client may pause inside its body.
+        idle: Duration,
+        /// Armed while the body has nothing ready, pushed back on every frame.
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
         /// The server of the current attempt (its byte counter).
         server: Option<Arc<ServerState>>,
         /// This request's byte count, kept only when the access log wants it.
@@ -149,19 +154,35 @@ pub enum ReqBody {
     Empty,
 }
 
+/// [`ReqBody::Incoming`]'s `fault`: the body broke its framing.
+pub const BODY_MALFORMED: u8 = 1;
+/// [`ReqBody::Incoming`]'s `fault`: the client paused longer than client_timeout.
+pub const BODY_STALLED: u8 = 2;
+
+/// Why a client's request body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum ReqBodyError {
+    #[error(transparent)]
+    Client(#[from] hyper::Error),
+    #[error("the client sent no body bytes for client_timeout ({0:?})")]
+    Stalled(Duration),
+}
+
 impl Body for ReqBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ReqBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ReqBodyError>>> {
         match self.get_mut() {
             ReqBody::Incoming {
                 body,
                 first,
-                malformed,
+                fault,
+                idle,
+                timer,
                 server,
                 seen,
                 progress,
@@ -170,10 +191,24 @@ impl Body for ReqBody {
                     Some(f) => Poll::Ready(Some(Ok(f))),
                     None => Pin::new(&mut *body).poll_frame(cx),
                 };
+                if r.is_pending() {
+                    let limit = *idle;
+                    let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                    if std::future::Future::poll(t.as_mut(), cx).is_ready() {
+                        if let Some(f) = fault {
+                            f.store(BODY_STALLED, Ordering::Relaxed);
+                        }
+                        return Poll::Ready(Some(Err(ReqBodyError::Stalled(limit))));
+                    }
+                    return Poll::Pending;
+                }
+                if let Some(t) = timer {
+                    t.as_mut().reset(tokio::time::Instant::now() + *idle);
+                }
                 match &r {
                     Poll::Ready(Some(Err(e))) if !e.is_incomplete_message() => {
-                        if let Some(m) = malformed {
-                            m.store(true, Ordering::Relaxed);
+                        if let Some(f) = fault {
+                            f.store(BODY_MALFORMED, Ordering::Relaxed);
                         }
                     }
                     Poll::Ready(Some(Ok(f))) => {
@@ -198,7 +233,7 @@ impl Body for ReqBody {
                     }
                     _ => {}
                 }
-                r
+                r.map(|o| o.map(|x| x.map_err(ReqBodyError::Client)))
             }
             ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ReqBody::Empty => Poll::Ready(None),

@@ -6,8 +6,15 @@ packages (Debian's python3-h2). Each prints one JSON line of what the server did
   probe.py rapid-reset HOST PORT N        N x (HEADERS, RST_STREAM CANCEL)
   probe.py continuation HOST PORT N       HEADERS without END_HEADERS, N CONTINUATIONs
   probe.py big-headers HOST PORT BYTES    one request with BYTES of header fields
+  probe.py settings-flood HOST PORT N     N SETTINGS frames, nothing read meanwhile
+  probe.py ping-flood HOST PORT N         N PINGs, nothing read meanwhile
+  probe.py zero-window HOST PORT N        window 0, N streams of /big?bytes=1048576,
+                                          no WINDOW_UPDATE: what the server does
+  probe.py max-stream-id HOST PORT _      requests on streams 1 and 2^31-1, then 3
+
+Any command takes --tls SNI at the end: h2 over TLS (ALPN h2) instead of h2c.
 """
-import json, socket, sys, time
+import json, socket, ssl, sys, time
 import h2.config, h2.connection, h2.events
 from hyperframe.frame import HeadersFrame, ContinuationFrame, SettingsFrame, Frame
 import hpack
@@ -30,12 +37,19 @@ def frames(buf):
 class Raw:
     """A raw HTTP/2 client connection: frames in, frames out, what came back."""
 
-    def __init__(self, host, port):
-        self.s = socket.create_connection((host, port), timeout=10)
+    def __init__(self, host, port, sni=None, settings=None):
+        s = socket.create_connection((host, port), timeout=10)
+        if sni:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.set_alpn_protocols(["h2"])
+            s = ctx.wrap_socket(s, server_hostname=sni)
+        self.s = s
         self.buf = b""
         self.seen = []  # (type, flags, stream, payload)
         self.closed = False
-        self.s.sendall(PREFACE + SettingsFrame(0).serialize())
+        self.s.sendall(PREFACE + SettingsFrame(0, settings=settings or {}).serialize())
 
     def send(self, data):
         try:
@@ -57,7 +71,7 @@ class Raw:
                 self.closed = True
                 return
             self.buf += d
-        except (socket.timeout, BlockingIOError):
+        except (socket.timeout, BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return
         except OSError:
             self.closed = True
@@ -102,10 +116,85 @@ def request_headers(host, path="/", extra=()):
     return [(":method", "GET"), (":scheme", "http"), (":authority", host), (":path", path)] + list(extra)
 
 
+def flood(c, n, frame):
+    """Sends `frame` n times without reading; stops when the server stops reading
+    (a send blocked 3 s: backpressure) or closes. What happened, as a dict."""
+    c.s.settimeout(3)
+    sent, blocked = 0, False
+    batch = frame * 100
+    for _ in range(n // 100):
+        try:
+            c.s.sendall(batch)
+        except (socket.timeout, ssl.SSLWantWriteError):
+            blocked = True
+            break
+        except OSError:
+            c.closed = True
+            break
+        sent += 100
+    # then read: a GOAWAY, a close, or the answers the server queued
+    answered = 0
+    deadline = time.time() + 5
+    while time.time() < deadline and not c.goaway() and not c.closed:
+        before = len(c.seen)
+        c.pump(0.2)
+        answered += len(c.seen) - before
+        if len(c.seen) == before and not blocked:
+            break
+    return {"sent": sent, "blocked": blocked, "goaway": c.goaway(), "closed": c.closed,
+            "frames_back": len(c.seen)}
+
+
 def main():
-    cmd, host, port, arg = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    args = sys.argv[1:]
+    sni = None
+    if "--tls" in args:
+        i = args.index("--tls")
+        sni = args[i + 1]
+        args = args[:i] + args[i + 2:]
+    cmd, host, port, arg = args[0], args[1], int(args[2]), args[3]
     enc = hpack.Encoder()
-    c = Raw(host, port)
+    if cmd == "zero-window":
+        c = Raw(host, port, sni, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0})
+    else:
+        c = Raw(host, port, sni)
+    if cmd in ("settings-flood", "ping-flood"):
+        if cmd == "settings-flood":
+            f = SettingsFrame(0, settings={SettingsFrame.HEADER_TABLE_SIZE: 4096}).serialize()
+        else:
+            f = (8).to_bytes(3, "big") + bytes([0x6, 0]) + (0).to_bytes(4, "big") + b"12345678"
+        print(json.dumps(flood(c, int(arg), f)))
+        return
+    if cmd == "zero-window":
+        n = int(arg)
+        for i in range(n):
+            block = enc.encode(request_headers(host, "/big?bytes=1048576"))
+            c.send(HeadersFrame(1 + 2 * i, block, flags=["END_HEADERS", "END_STREAM"]).serialize())
+        # hold: read what comes (HEADERS; DATA cannot, the windows are 0), until the
+        # server gives up on the stalled streams or the time is over
+        start = time.time()
+        deadline = start + float(__import__("os").environ.get("PROBE_HOLD", "8"))
+        rst_at = None
+        while time.time() < deadline and not c.goaway() and not c.closed:
+            c.pump(0.1)
+            if rst_at is None and len(c.rst()) >= n:
+                rst_at = time.time() - start
+                break
+        data = sum(len(p) for t, _, _, p in c.seen if t == 0x0)
+        print(json.dumps({"statuses": c.statuses(), "rst": c.rst(), "goaway": c.goaway(),
+                          "closed": c.closed, "data_bytes": data, "all_reset_after": rst_at,
+                          "held": time.time() - start}))
+        return
+    if cmd == "max-stream-id":
+        for sid in (1, 0x7FFFFFFF, 3):
+            block = enc.encode(request_headers(host))
+            c.send(HeadersFrame(sid, block, flags=["END_HEADERS", "END_STREAM"]).serialize())
+            deadline = time.time() + 5
+            while time.time() < deadline and not c.goaway() and not c.closed \
+                    and not any(s == sid for s, _ in c.statuses()):
+                c.pump(0.1)
+        print(json.dumps({"statuses": c.statuses(), "goaway": c.goaway(), "closed": c.closed}))
+        return
     if cmd == "idle":
         block = enc.encode(request_headers(host))
         c.send(HeadersFrame(1, block, flags=["END_HEADERS", "END_STREAM"]).serialize())
