@@ -251,6 +251,12 @@ fn cases() -> Vec<Case> {
                 if s.header("host") == ["b.example"] && s.target == "/p" { Ok(()) } else { Err(format!("{} {:?}", s.target, s.header("host"))) }
             }),
         },
+        Case {
+            name: "absolute-form target with userinfo",
+            bytes: b"GET http://user:pw@b.example/p HTTP/1.1\r\nHost: b.example\r\n\r\n",
+            // RFC 9110 4.2.4: a recipient treats userinfo in a target as an error
+            want: Refused(400),
+        },
         // ---- Content-Length and Transfer-Encoding (RFC 9112 6.1, 6.3)
         Case {
             name: "Content-Length with Transfer-Encoding",
@@ -501,6 +507,7 @@ async fn outcome(addr: SocketAddr, bytes: &[u8], rec: &Mutex<Record>) -> String 
 async fn the_table_against_haproxy_and_nginx() {
     let notes: &[(&str, &str)] = &[
         ("HTTP/1.1 without Host", "RFC 9112 3.2 requires 400: rampart and nginx answer it; HAProxy 2.6 passes the request on"),
+        ("absolute-form target with userinfo", "RFC 9110 4.2.4: userinfo in a target is treated as an error; rampart and nginx answer 400, HAProxy 2.6 passes the request on"),
         ("absolute-form target with another Host", "RFC 9112 3.2.2: the target's authority replaces Host, which rampart and nginx do; HAProxy 2.6 refuses the mismatch"),
         ("Content-Length with Transfer-Encoding", "RFC 9112 6.1 allows refusing or processing by Transfer-Encoding then closing; rampart and nginx refuse, HAProxy processes and closes"),
         ("Content-Length with Transfer-Encoding on GET", "as above"),

@@ -119,19 +119,42 @@ const CASES: &[Case] = &[
 
 async fn run(
     c: &Client,
+    h2: bool,
     listen: SocketAddr,
     case: &Case,
 ) -> (StatusCode, String, hyper::HeaderMap) {
+    // HTTP/1.1: the Host field; HTTP/2: the :authority (which RFC 9113 8.3.1
+    // makes the target's host), on a connection of its own to the listener
+    let raw_h2 = h2 && case.host.is_some();
+    let c = (!raw_h2).then_some(c);
+    let authority = match (c, case.host) {
+        (None, Some(h)) => h.to_string(),
+        _ => listen.to_string(),
+    };
     let mut req = Request::builder()
         .method(case.method)
-        .uri(format!("http://{listen}{}", case.path));
-    if let Some(h) = case.host {
+        .uri(format!("http://{authority}{}", case.path));
+    if let (Some(_), Some(h)) = (c, case.host) {
         req = req.header("host", h);
     }
     for (n, v) in case.headers {
         req = req.header(*n, *v);
     }
-    let resp = c.request(req.body(empty()).unwrap()).await.unwrap();
+    let req = req.body(empty()).unwrap();
+    let resp = match c {
+        Some(c) => c.request(req).await.unwrap(),
+        None => {
+            let tcp = tokio::net::TcpStream::connect(listen).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(tcp),
+            )
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            send.send_request(req).await.unwrap()
+        }
+    };
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -144,12 +167,12 @@ async fn rules_match_and_act_on_the_fast_path_and_the_hyper_path() {
     let b = Backend::start("b", free_addr("127.0.0.1")).await;
     let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
     let p = Proxy::start(&config(listen, admin, a.addr, b.addr), &[listen]).await;
-    for (path, c) in [
-        ("fast path (HTTP/1.1)", client()),
-        ("hyper path (h2c)", h2c_client()),
+    for (path, c, h2) in [
+        ("fast path (HTTP/1.1)", client(), false),
+        ("hyper path (h2c)", h2c_client(), true),
     ] {
         for case in CASES {
-            let (st, body, headers) = run(&c, listen, case).await;
+            let (st, body, headers) = run(&c, h2, listen, case).await;
             let got = if (300..400).contains(&st.as_u16()) {
                 headers
                     .get("location")

@@ -527,6 +527,18 @@ async fn handle(
         tracing::debug!(peer = %ctx.peer, status = %refused.status(), "refused an ambiguous HTTP/1 request");
         return Ok(refused);
     }
+    if req
+        .uri()
+        .authority()
+        .is_some_and(|a| a.as_str().contains('@'))
+    {
+        // RFC 9113 8.3.1 (":authority MUST NOT include userinfo"), RFC 9110
+        // 4.2.4 (a recipient treats userinfo as an error)
+        return Ok(closing(plain(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: the request target carries userinfo\n",
+        )));
+    }
     let view = View {
         req: &req,
         src: ctx.peer.ip(),
@@ -988,12 +1000,9 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
     };
-    let authority = || req.uri().authority().map(|a| a.as_str());
-    if req.version() == Version::HTTP_2 {
-        host().or_else(authority)
-    } else {
-        authority().or_else(host)
-    }
+    // the target's authority (HTTP/2's :authority, an absolute-form target)
+    // wins over Host: RFC 9113 8.3.1, RFC 9112 3.2.2
+    req.uri().authority().map(|a| a.as_str()).or_else(host)
 }
 
 /// An HTTP/1.1 protocol switch to tunnel (WebSocket and the like). `h2c` is not
@@ -1070,6 +1079,20 @@ fn prepare_request(parts: &mut Parts, ctx: &ConnCtx, upgrade: bool, edits: Optio
         None
     };
     strip_hop_by_hop(h);
+    // HTTP/2 and absolute-form requests carry the host in the URI, and it replaces
+    // any Host field (RFC 9112 3.2.2; RFC 9113 8.3.1: an intermediary generating
+    // Host from :authority replaces an existing one), before the rules' edits,
+    // which may set Host themselves
+    if let Some(a) = parts.uri.authority() {
+        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+            h.insert(header::HOST, v);
+        }
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .map_or_else(|| Uri::from_static("/"), Uri::from);
+    }
     // rules' header edits, before X-Forwarded-* (which stay rampart's)
     if let Some(e) = edits {
         e.edit_request(h);
@@ -1079,22 +1102,6 @@ fn prepare_request(parts: &mut Parts, ctx: &ConnCtx, upgrade: bool, edits: Optio
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 
-    // HTTP/2 and absolute-form requests carry the host in the URI.
-    if parts.uri.authority().is_some() {
-        // RFC 9112 3.2.2: an absolute-form target's authority replaces Host
-        if !h.contains_key(header::HOST) || parts.version != Version::HTTP_2 {
-            if let Some(a) = parts.uri.authority() {
-                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                    h.insert(header::HOST, v);
-                }
-            }
-        }
-        parts.uri = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .map_or_else(|| Uri::from_static("/"), Uri::from);
-    }
     let from_h2 = parts.version == Version::HTTP_2;
     parts.version = Version::HTTP_11;
 

@@ -164,7 +164,8 @@ fn load_error(e: &frame::Error) -> Reason {
         frame::Error::Hpack(
             hpack::DecoderError::InvalidUtf8
             | hpack::DecoderError::InvalidStatusCode
-            | hpack::DecoderError::InvalidPseudoheader,
+            | hpack::DecoderError::InvalidPseudoheader
+            | hpack::DecoderError::InvalidFieldName,
         ) => Reason::PROTOCOL_ERROR,
         frame::Error::Hpack(_) => Reason::COMPRESSION_ERROR,
         _ => Reason::PROTOCOL_ERROR,

@@ -938,6 +938,13 @@ impl HeaderBlock {
                             value
                         );
                         malformed = true;
+                    } else if matches!(value.as_bytes().first(), Some(b' ' | b'\t'))
+                        || matches!(value.as_bytes().last(), Some(b' ' | b'\t'))
+                    {
+                        // [rampart] "A field value MUST NOT start or end with an
+                        // ASCII whitespace character" (RFC 9113 8.2.1): malformed
+                        tracing::trace!("load_hpack; field value with surrounding whitespace");
+                        malformed = true;
                     } else {
                         reg = true;
 

@@ -33,6 +33,9 @@ pub enum DecoderError {
     InvalidUtf8,
     InvalidStatusCode,
     InvalidPseudoheader,
+    /// [rampart] an empty field name: it decoded, but it is no field (RFC 9113
+    /// 8.2.1), a malformed message rather than a compression error
+    InvalidFieldName,
     InvalidMaxDynamicSize,
     IntegerOverflow,
     NeedMore(NeedMore),

@@ -1,4 +1,4 @@
-use super::{DecoderError, NeedMore};
+use super::DecoderError;
 use crate::ext::Protocol;
 
 use bytes::Bytes;
@@ -63,7 +63,8 @@ impl Header<Option<HeaderName>> {
 impl Header {
     pub fn new(name: Bytes, value: Bytes) -> Result<Header, DecoderError> {
         if name.is_empty() {
-            return Err(DecoderError::NeedMore(NeedMore::UnexpectedEndOfStream));
+            // [rampart] was NeedMore(UnexpectedEndOfStream): a COMPRESSION_ERROR
+            return Err(DecoderError::InvalidFieldName);
         }
         if name[0] == b':' {
             match &name[1..] {

@@ -48,6 +48,11 @@ where
     /// A refused stream to reset before receiving another frame.
     pending_refusal: Option<StreamId>,
 
+    /// [rampart] The peer's first frame was its SETTINGS (RFC 9113 3.4: the
+    /// preface is followed by a SETTINGS frame; anything else is an invalid
+    /// preface, a connection error PROTOCOL_ERROR).
+    peer_settings_seen: bool,
+
     /// Ping/pong handler
     ping_pong: PingPong,
 
@@ -164,6 +169,7 @@ where
                 error: None,
                 go_away: GoAway::new(),
                 pending_refusal: None,
+                peer_settings_seen: false,
                 ping_pong: PingPong::new(),
                 settings: Settings::new(config.settings),
                 streams,
@@ -384,10 +390,21 @@ where
             }
             ready!(self.poll_ready(cx))?;
 
-            match self
-                .inner
-                .as_dyn()
-                .recv_frame(ready!(Pin::new(&mut self.codec).poll_next(cx)?))?
+            let frame = ready!(Pin::new(&mut self.codec).poll_next(cx)?);
+            // [rampart] RFC 9113 3.4
+            if !self.inner.peer_settings_seen {
+                match &frame {
+                    Some(crate::frame::Frame::Settings(s)) if !s.is_ack() => {
+                        self.inner.peer_settings_seen = true
+                    }
+                    Some(_) => {
+                        proto_err!(conn: "the preface is not followed by SETTINGS");
+                        return Poll::Ready(Err(Error::library_go_away(Reason::PROTOCOL_ERROR)));
+                    }
+                    None => {}
+                }
+            }
+            match self.inner.as_dyn().recv_frame(frame)?
             {
                 ReceivedFrame::Settings(frame) => {
                     self.inner.settings.recv_settings(

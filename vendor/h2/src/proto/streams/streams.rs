@@ -583,6 +583,26 @@ impl Inner {
                     Err(RecvHeaderBlockError::State(err)) => Err(err),
                 }
             } else {
+                if stream.state.is_recv_end_stream() && !stream.state.is_closed() {
+                    // [rampart] Half-closed (remote): a HEADERS frame after
+                    // END_STREAM is a stream error STREAM_CLOSED (RFC 9113 5.1),
+                    // as DATA is (recv.rs).
+                    proto_err!(stream: "HEADERS after END_STREAM; stream={:?}", stream.id);
+                    return Err(Error::library_reset(stream.id, Reason::STREAM_CLOSED));
+                }
+                let p = frame.pseudo();
+                if p.method.is_some()
+                    || p.scheme.is_some()
+                    || p.authority.is_some()
+                    || p.path.is_some()
+                    || p.protocol.is_some()
+                    || p.status.is_some()
+                {
+                    // [rampart] "Pseudo-header fields MUST NOT appear in a trailer
+                    // section" (RFC 9113 8.1): a malformed message, a stream error.
+                    proto_err!(stream: "recv_headers: pseudo-header in trailers; stream={:?}", stream.id);
+                    return Err(Error::library_reset(stream.id, Reason::PROTOCOL_ERROR));
+                }
                 if !frame.is_end_stream() {
                     // Receiving trailers that don't set EOS is a "malformed"
                     // message. Malformed messages are a stream error.
