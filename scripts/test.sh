@@ -45,6 +45,8 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets
+# a request-smuggling scan of the HTTP/1 listener (smugglex; installs it the first time)
+./scripts/smuggle.sh
 # every fuzz target for a short bounded time (scripts/fuzz.sh SECONDS for longer)
 ./scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 echo "target directory: $(du -sh target | cut -f1); disk free: $(df -h --output=avail . | tail -1)"
