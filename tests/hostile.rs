@@ -74,6 +74,18 @@ impl Lab {
         }
     }
 
+    /// Waits until the backend's connections have closed (but the one or two
+    /// the legitimate client's requests may leave pooled).
+    async fn backend_connections_closed(&self) {
+        let st = &self.backend.stats;
+        wait_for(
+            Duration::from_secs(10),
+            "the backend connections closed",
+            || st.connections.load(Ordering::SeqCst) - st.closed.load(Ordering::SeqCst) <= 2,
+        )
+        .await;
+    }
+
     async fn sample(&self) -> Sample {
         let pid = self.p.pid();
         Sample {
@@ -262,21 +274,6 @@ async fn legit_client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Legit {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     l
-}
-
-fn cpu_seconds(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    // SAFETY: sysconf has no preconditions
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let ticks: u64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
-        .unwrap_or(0);
-    ticks as f64 / tick
 }
 
 fn fd_count(pid: i32) -> usize {
@@ -468,16 +465,7 @@ async fn slow_clients_are_cut_off_by_their_timeouts() {
     );
     let conns = lab.backend.stats.connections.load(Ordering::SeqCst) - before;
     assert!(conns >= 50, "{conns}");
-    wait_for(
-        Duration::from_secs(10),
-        "the backend connections closed",
-        || {
-            lab.backend.stats.connections.load(Ordering::SeqCst)
-                - lab.backend.stats.closed.load(Ordering::SeqCst)
-                <= 2
-        },
-    )
-    .await;
+    lab.backend_connections_closed().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -768,16 +756,7 @@ async fn h2_attacks(tls: bool) {
     assert!(r["held"].as_f64().unwrap() < 12.0, "{r}");
     assert!(row.rss_peak < row.rss_before + 100 * 1024);
     assert!(lab.backend.stats.connections.load(Ordering::SeqCst) > conns);
-    wait_for(
-        Duration::from_secs(10),
-        "the backend connections closed",
-        || {
-            lab.backend.stats.connections.load(Ordering::SeqCst)
-                - lab.backend.stats.closed.load(Ordering::SeqCst)
-                <= 2
-        },
-    )
-    .await;
+    lab.backend_connections_closed().await;
 
     // the last stream id: served; a lower one after it: a connection error
     let (r, _) = lab

@@ -39,22 +39,6 @@ fn probe(what: &str, addr: SocketAddr, arg: &str) -> Value {
     python("probe.py", &[what, &ip, &port, arg]).remove(0)
 }
 
-/// A process's CPU time so far (user + system), from /proc.
-fn cpu_seconds(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    // SAFETY: sysconf has no preconditions
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let ticks: u64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
-        .unwrap_or(0);
-    ticks as f64 / tick
-}
-
 fn config(listen: SocketAddr, admin: SocketAddr, backend: SocketAddr, http2: &str) -> String {
     format!(
         "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n[[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"api\"\n  [listener.http2]\n{http2}\n[[pool]]\nname = \"api\"\n  [[pool.server]]\n  address = \"{backend}\"\n"
@@ -389,19 +373,11 @@ async fn the_authority_wins_over_host_and_userinfo_is_refused() {
     let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
     let _p = Proxy::start(&config(listen, admin, backend.addr, ""), &[listen]).await;
     let send = |authority: &'static str| async move {
-        let tcp = tokio::net::TcpStream::connect(listen).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tcp),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
         let req = hyper::Request::get(format!("http://{authority}/"))
             .header("host", "b.example")
             .body(empty())
             .unwrap();
-        send.send_request(req).await.unwrap().status().as_u16()
+        h2_request(listen, req).await.status().as_u16()
     };
     assert_eq!(send("a.example").await, 200);
     let seen = backend.stats.last_headers.lock().unwrap().clone().unwrap();

@@ -143,17 +143,7 @@ async fn run(
     let req = req.body(empty()).unwrap();
     let resp = match c {
         Some(c) => c.request(req).await.unwrap(),
-        None => {
-            let tcp = tokio::net::TcpStream::connect(listen).await.unwrap();
-            let (mut send, conn) = hyper::client::conn::http2::handshake(
-                hyper_util::rt::TokioExecutor::new(),
-                hyper_util::rt::TokioIo::new(tcp),
-            )
-            .await
-            .unwrap();
-            tokio::spawn(conn);
-            send.send_request(req).await.unwrap()
-        }
+        None => h2_request(listen, req).await,
     };
     let status = resp.status();
     let headers = resp.headers().clone();

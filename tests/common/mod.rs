@@ -884,3 +884,31 @@ name = "api"
 "#
     )
 }
+
+/// A process's CPU time so far (user + system), from /proc.
+pub fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    // SAFETY: sysconf has no preconditions
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks: u64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    ticks as f64 / tick
+}
+
+/// Sends one request on an HTTP/2 connection of its own to `addr` (prior
+/// knowledge): the URI's authority becomes `:authority`, whatever `addr` is.
+pub async fn h2_request(addr: SocketAddr, req: Request<BoxReq>) -> Response<Incoming> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    send.send_request(req).await.unwrap()
+}
