@@ -494,6 +494,17 @@ fn sigterm_handover_within_one_interval_and_rogue_adverts_are_dropped() {
     );
     assert!(lab.has_vip('a') && !lab.has_vip('b'));
 
+    // a client connection to the VIP, open on the master when it stops
+    let held = in_ns(&lab.client.name, || {
+        let s = TcpStream::connect_timeout(
+            &format!("{VIP}:8080").parse().unwrap(),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s
+    });
+
     // --- SIGTERM the master: the peer takes over in under one interval ---
     lab.signal('a', libc::SIGTERM);
     let t0 = Instant::now();
@@ -509,6 +520,14 @@ fn sigterm_handover_within_one_interval_and_rogue_adverts_are_dropped() {
     lab.wait_exit('a');
     assert!(!lab.has_vip('a'), "the stopping master released the VIP");
     assert_eq!(lab.client_get_vip().as_deref(), Some("backend-ok\n"));
+    // the connection was reset before the VIP left, not left to the client's
+    // timeout (a FIN sent after the VIP is gone never reaches it)
+    let mut held = held;
+    let r = held.read(&mut [0u8; 64]);
+    assert!(
+        matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the held connection: {r:?}"
+    );
 }
 
 #[test]

@@ -391,9 +391,7 @@ impl Node<'_> {
                             let kept = new.interface == self.cfg.interface
                                 && new.vips.contains(&(ip, len));
                             if !kept {
-                                if let Err(e) = vip::remove(self.index, ip, len) {
-                                    tracing::error!(vip = %ip, error = %e, "cannot remove the VIP");
-                                }
+                                release(self.index, ip, len);
                             }
                         }
                     }
@@ -479,9 +477,7 @@ impl Node<'_> {
                 }
                 Action::RemoveVip => {
                     for &(ip, len) in &self.cfg.vips {
-                        if let Err(e) = vip::remove(self.index, ip, len) {
-                            tracing::error!(vip = %ip, error = %e, "cannot remove the VIP");
-                        }
+                        release(self.index, ip, len);
                     }
                 }
                 Action::SendAdvert { priority } => self.send_advert(priority).await,
@@ -581,5 +577,22 @@ pub fn run_notify(program: &std::path::Path, args: &[&str]) {
         Err(e) => {
             tracing::error!(program = %program.display(), error = %e, "notify program failed to start")
         }
+    }
+}
+
+/// Gives up a VIP: first its connections are reset, so their clients are told
+/// now rather than by their own timeouts (nothing sent from the VIP leaves this
+/// node once it is gone, not even a FIN) and reconnect to the new master; then
+/// the address goes.
+fn release(index: u32, ip: std::net::IpAddr, len: u8) {
+    match vip::reset_connections(ip) {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(vip = %ip, connections = n, "connections on the VIP reset before it leaves")
+        }
+        Err(e) => tracing::warn!(vip = %ip, error = %e, "cannot reset the connections on the VIP"),
+    }
+    if let Err(e) = vip::remove(index, ip, len) {
+        tracing::error!(vip = %ip, error = %e, "cannot remove the VIP");
     }
 }

@@ -231,3 +231,158 @@ pub fn announce(index: u32, mac: [u8; 6], ip: IpAddr) -> io::Result<()> {
         IpAddr::V6(v) => unsolicited_na(index, mac, v),
     }
 }
+
+const NETLINK_SOCK_DIAG: i32 = 4;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const SOCK_DESTROY: u16 = 21;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_DUMP: u16 = 0x300;
+/// Every TCP state but LISTEN (TCP_LISTEN = 10).
+const TCP_NOT_LISTEN: u32 = 0xFFF & !(1 << 10);
+
+/// Resets every TCP connection (not listener) of this network namespace whose
+/// local address is `addr`, as `ss -K src ADDR` does (SOCK_DESTROY: the kernel
+/// sends the peer a RST and the owner sees ECONNABORTED). Run before the VIP
+/// leaves: once it is gone, what this node would send on those connections
+/// (answers, FIN) can no longer leave it, and their clients, waiting, would be
+/// told nothing until their own timeouts. The number reset.
+pub fn reset_connections(addr: IpAddr) -> io::Result<usize> {
+    // SAFETY: plain socket(2) call; the fd is owned right after.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut found: Vec<(u8, [u8; 48])> = Vec::new();
+    let families: &[u8] = match addr {
+        // an IPv4 VIP is also reached through dual-stack sockets (::ffff:a.b.c.d)
+        IpAddr::V4(_) => &[libc::AF_INET as u8, libc::AF_INET6 as u8],
+        IpAddr::V6(_) => &[libc::AF_INET6 as u8],
+    };
+    for &family in families {
+        nl_send(
+            &fd,
+            &diag_req(
+                SOCK_DIAG_BY_FAMILY,
+                NLM_F_DUMP,
+                family,
+                TCP_NOT_LISTEN,
+                &[0; 48],
+            ),
+        )?;
+        let mut buf = vec![0u8; 32 * 1024];
+        'dump: loop {
+            let n = nl_recv(&fd, &mut buf)?;
+            let mut off = 0;
+            while off + 16 <= n {
+                let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]])
+                    as usize;
+                let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+                if len < 16 || off + len > n {
+                    break 'dump;
+                }
+                match kind {
+                    NLMSG_DONE => break 'dump,
+                    NLMSG_ERROR => {
+                        let err = buf
+                            .get(off + 16..off + 20)
+                            .map_or(0, |e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]));
+                        return Err(io::Error::from_raw_os_error(-err));
+                    }
+                    SOCK_DIAG_BY_FAMILY => {
+                        // inet_diag_msg: family, state, timer, retrans, then the id
+                        if let Some(m) = buf.get(off + 16..off + 16 + 52) {
+                            let mut id = [0u8; 48];
+                            id.copy_from_slice(&m[4..52]);
+                            if local_is(m[0], &id, addr) {
+                                found.push((m[0], id));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                off += (len + 3) & !3;
+            }
+        }
+    }
+    let mut reset = 0;
+    for (family, id) in &found {
+        nl_send(
+            &fd,
+            &diag_req(SOCK_DESTROY, NLM_F_ACK, *family, u32::MAX, id),
+        )?;
+        let mut ack = [0u8; 256];
+        let n = nl_recv(&fd, &mut ack)?;
+        if n >= 20 && u16::from_ne_bytes([ack[4], ack[5]]) == NLMSG_ERROR {
+            match i32::from_ne_bytes([ack[16], ack[17], ack[18], ack[19]]) {
+                0 => reset += 1,
+                // closed meanwhile
+                e if -e == libc::ENOENT => {}
+                e => return Err(io::Error::from_raw_os_error(-e)),
+            }
+        }
+    }
+    Ok(reset)
+}
+
+/// Whether a socket id's source address (16 bytes at offset 4) is `addr`.
+fn local_is(family: u8, id: &[u8; 48], addr: IpAddr) -> bool {
+    let src = &id[4..20];
+    match addr {
+        IpAddr::V4(v) if family == libc::AF_INET as u8 => src[..4] == v.octets(),
+        IpAddr::V4(v) => src == v.to_ipv6_mapped().octets(),
+        IpAddr::V6(v) => family == libc::AF_INET6 as u8 && src == v.octets(),
+    }
+}
+
+/// An inet_diag_req_v2 for TCP, in a netlink message.
+fn diag_req(kind: u16, flags: u16, family: u8, states: u32, id: &[u8; 48]) -> Vec<u8> {
+    let total: u32 = 16 + 56;
+    let mut b = Vec::with_capacity(total as usize);
+    b.extend_from_slice(&total.to_ne_bytes());
+    b.extend_from_slice(&kind.to_ne_bytes());
+    b.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
+    b.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    b.extend_from_slice(&0u32.to_ne_bytes()); // pid
+    b.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
+    b.extend_from_slice(&states.to_ne_bytes());
+    b.extend_from_slice(id);
+    b
+}
+
+fn nl_send(fd: &OwnedFd, b: &[u8]) -> io::Result<()> {
+    // SAFETY: sockaddr_nl is plain data; zeroed is a valid "to the kernel" address.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as u16;
+    // SAFETY: buffer and address are valid for the lengths given.
+    let n = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            b.as_ptr().cast(),
+            b.len(),
+            0,
+            (&sa as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn nl_recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: buf is a valid writable buffer of that length.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
