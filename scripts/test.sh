@@ -47,6 +47,8 @@ cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets
 # a request-smuggling scan of the HTTP/1 listener (smugglex; installs it the first time)
 ./scripts/smuggle.sh
+# the chaos soak, short (bench/SOAK.md; SOAK_SECONDS=600 for the full run)
+/usr/bin/python3 bench/soak.py --duration "${SOAK_SECONDS:-120}" --seed 1 --report target/soak-report.md
 # every fuzz target for a short bounded time (scripts/fuzz.sh SECONDS for longer)
 ./scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 echo "target directory: $(du -sh target | cut -f1); disk free: $(df -h --output=avail . | tail -1)"
