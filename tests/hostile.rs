@@ -476,7 +476,9 @@ async fn connection_floods_cost_memory_in_proportion_and_wait_their_turn() {
     let (idle, capped, admin) = (lab.idle, lab.capped, lab.admin);
 
     // 10,000 connections that send nothing (fewer if the descriptor limit is low)
-    let n = 10_000.min((limit as usize).saturating_sub(1000) / 2);
+    // the proxy and this process each hold one descriptor per connection, each
+    // within its own limit
+    let n = 10_000.min((limit as usize).saturating_sub(1000));
     let (per_conn, row) = lab
         .run(&format!("{n} idle connections"), async {
             let mut conns = Vec::with_capacity(n);
