@@ -95,30 +95,9 @@ fn netlink_addr(msg_type: u16, flags: u16, index: u32, addr: IpAddr, prefix: u8)
         b.extend_from_slice(&bytes);
         b.resize(b.len() + attr_space - attr_len, 0);
     }
-    // SAFETY: sockaddr_nl is plain data; zeroed is a valid "to the kernel" address.
-    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    sa.nl_family = libc::AF_NETLINK as u16;
-    // SAFETY: buffer and address are valid for the lengths given.
-    let n = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            b.as_ptr().cast(),
-            b.len(),
-            0,
-            (&sa as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as u32,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    nl_send(&fd, &b)?;
     let mut resp = [0u8; 4096];
-    // SAFETY: resp is a valid writable buffer of that length.
-    let n = unsafe { libc::recv(fd.as_raw_fd(), resp.as_mut_ptr().cast(), resp.len(), 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = n as usize;
+    let n = nl_recv(&fd, &mut resp)?;
     if n >= 20 && u16::from_ne_bytes([resp[4], resp[5]]) == NLMSG_ERROR {
         let err = i32::from_ne_bytes([resp[16], resp[17], resp[18], resp[19]]);
         if err != 0 {
