@@ -609,6 +609,7 @@ async fn handle(
                     .then(|| Arc::clone(fault.insert(Arc::default()))),
                 idle: ctx.client_timeout,
                 timer: None,
+                waiting: false,
                 progress: (!first.is_empty() || !body.is_end_stream()).then(Arc::default),
                 body,
                 first,

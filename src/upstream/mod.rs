@@ -142,8 +142,12 @@ pub enum ReqBody {
         fault: Option<Arc<std::sync::atomic::AtomicU8>>,
         /// client_timeout: the longest the client may pause inside its body.
         idle: Duration,
-        /// Armed while the body has nothing ready, pushed back on every frame.
+        /// Runs while the body has nothing ready: set going by the first
+        /// Pending after a frame (not by the frame: a server that stops
+        /// reading the body for a while must not count as the client pausing).
         timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        /// The last poll was Pending: the timer is running.
+        waiting: bool,
         /// The server of the current attempt (its byte counter).
         server: Option<Arc<ServerState>>,
         /// This request's byte count, kept only when the access log wants it.
@@ -183,6 +187,7 @@ impl Body for ReqBody {
                 fault,
                 idle,
                 timer,
+                waiting,
                 server,
                 seen,
                 progress,
@@ -194,6 +199,9 @@ impl Body for ReqBody {
                 if r.is_pending() {
                     let limit = *idle;
                     let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                    if !std::mem::replace(waiting, true) {
+                        t.as_mut().reset(tokio::time::Instant::now() + limit);
+                    }
                     if std::future::Future::poll(t.as_mut(), cx).is_ready() {
                         if let Some(f) = fault {
                             f.store(BODY_STALLED, Ordering::Relaxed);
@@ -202,9 +210,7 @@ impl Body for ReqBody {
                     }
                     return Poll::Pending;
                 }
-                if let Some(t) = timer {
-                    t.as_mut().reset(tokio::time::Instant::now() + *idle);
-                }
+                *waiting = false;
                 match &r {
                     Poll::Ready(Some(Err(e))) if !e.is_incomplete_message() => {
                         if let Some(f) = fault {
