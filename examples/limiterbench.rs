@@ -2,7 +2,8 @@
 //! key, and on keys drawn from 1,000,000 distinct ones (max_keys 1,000,000, so
 //! all are held), nanoseconds per check, single thread, release build.
 
-use rampart::ratelimit::{KeyPart, Limiter, RateLimitConfig};
+use rampart::config::{KeyPart, RateLimitConfig};
+use rampart::ratelimit::Limiter;
 use rampart::rules::RequestView;
 use std::net::IpAddr;
 use std::sync::Arc;

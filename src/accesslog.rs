@@ -1,11 +1,12 @@
 //! One line per HTTP request or TCP session, as text (key=value) or JSON, written to
 //! stdout by a dedicated thread so the data plane never blocks on the terminal/pipe.
 
+use crate::clock::Rfc3339;
 use crate::config::AccessLogFormat;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// How a request or session ended (HAProxy's termination state, in words).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,69 +288,9 @@ fn format_json(e: &Entry<'_>) -> String {
     s
 }
 
-/// The current UTC time as `2026-11-21T07:50:01.123Z`.
-pub fn rfc3339_now() -> String {
-    rfc3339(SystemTime::now())
-}
-
-/// A UTC time as `2026-11-21T07:50:01.123Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    Rfc3339(t).to_string()
-}
-
-/// A UTC time that displays (and serializes) as `2026-11-21T07:50:01.123Z`,
-/// written straight into a log line.
-struct Rfc3339(SystemTime);
-
-impl serde::Serialize for Rfc3339 {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let since_epoch = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let secs = since_epoch.as_secs();
-        let days = (secs / 86_400) as i64;
-        let rem = secs % 86_400;
-        // Howard Hinnant's civil_from_days.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60,
-            since_epoch.subsec_millis()
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_millis(1_795_246_201_123)),
-            "2026-11-21T07:30:01.123Z"
-        );
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29T00:00:00.000Z"
-        );
-    }
 
     #[test]
     fn text_and_json_lines() {

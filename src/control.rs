@@ -493,7 +493,7 @@ impl Control {
         let generation = self.shared.snapshot.load().generation;
         let record = |ok, summary: String, errors, warnings| ReloadRecord {
             at,
-            time: crate::accesslog::rfc3339(at),
+            time: crate::clock::rfc3339(at),
             trigger: trigger.to_string(),
             ok,
             generation,

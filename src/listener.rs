@@ -287,7 +287,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                             None => http.start(stream, peer, permits, None).await,
                             Some(tls) => {
                                 let name = Arc::clone(&permits.listener().name);
-                                if let Some((s, info)) = tls.accept(stream, &name, peer).await {
+                                if let Some((s, info)) = handshake(tls, stream, &name, peer).await {
                                     http.start(s, peer, permits, Some(info)).await
                                 }
                             }
@@ -325,7 +325,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                     match &layers.tls {
                         None => proxy::tcp::serve(stream, session, shared, addr, listener).await,
                         Some(tls) => {
-                            let Some((s, info)) = tls.accept(stream, &listener.name, peer).await
+                            let Some((s, info)) = handshake(tls, stream, &listener.name, peer).await
                             else {
                                 return;
                             };
@@ -612,6 +612,40 @@ impl ListenerSet {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The TLS handshake of an accepted connection, counted in the metrics either way.
+async fn handshake(
+    tls: &crate::tls::ServerTls,
+    stream: tokio::net::TcpStream,
+    listener: &str,
+    peer: SocketAddr,
+) -> Option<(
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    crate::tls::TlsInfo,
+)> {
+    let start = std::time::Instant::now();
+    let m = crate::metrics::global();
+    match tls.accept(stream, listener, peer).await {
+        Ok((s, info)) => {
+            m.tls_handshakes
+                .with_label_values(&[listener, info.version, "ok"])
+                .inc();
+            m.tls_handshake_duration
+                .with_label_values(&[listener])
+                .observe(start.elapsed().as_secs_f64());
+            Some((s, info))
+        }
+        Err(failure) => {
+            m.tls_handshakes
+                .with_label_values(&[listener, "none", "failed"])
+                .inc();
+            m.tls_failures
+                .with_label_values(&[listener, failure.as_str()])
+                .inc();
+            None
         }
     }
 }

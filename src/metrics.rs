@@ -440,7 +440,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
             .with_label_values(&[p])
             .set(i64::from(pool.shared.queue.waiting()));
         // (a pool without max_connections_per_server never queues)
-        for class in crate::pool::Priority::ALL
+        for class in crate::rules::Priority::ALL
             .iter()
             .filter(|_| pool.max_conn_per_server > 0)
         {

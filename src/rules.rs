@@ -8,12 +8,52 @@
 //! terminal rule matches, the listener's `[[listener.route]]` entries and then
 //! its default pool decide (routes are rules evaluated after all of these).
 
-use crate::pool::Priority;
 use crate::proxy_protocol::Cidr;
 use crate::router::{strip_port, HostMatch};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use std::net::IpAddr;
+
+/// A request's priority class. Rules set it (`priority = "..."`); the default
+/// is `normal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Priority {
+    Low = 0,
+    #[default]
+    Normal = 1,
+    High = 2,
+    Critical = 3,
+}
+
+/// The number of classes.
+pub const CLASSES: usize = 4;
+
+impl Priority {
+    /// Highest first: the order in which waiters are served.
+    pub const ALL: [Priority; CLASSES] = [
+        Priority::Critical,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+            Priority::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Priority> {
+        Priority::ALL.into_iter().find(|p| p.name() == s)
+    }
+
+    pub(crate) fn ix(self) -> usize {
+        self as usize
+    }
+}
 
 /// What rules look at in a request; the fast path and the hyper path each
 /// provide it over their own request type.

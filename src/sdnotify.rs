@@ -54,7 +54,7 @@ pub fn ready() {
 pub fn reloading() {
     notify(&format!(
         "RELOADING=1\nMONOTONIC_USEC={}\n",
-        crate::ratelimit::now_us()
+        crate::clock::now_us()
     ));
 }
 

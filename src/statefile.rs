@@ -103,7 +103,7 @@ pub fn capture_merged(snap: &Snapshot, previous: &StateFile) -> StateFile {
 
 /// What the snapshot holds now.
 pub fn capture(snap: &Snapshot) -> StateFile {
-    let unix = crate::ratelimit::unix_now();
+    let unix = crate::clock::unix_now();
     let quotas = snap
         .rate_limits
         .iter()

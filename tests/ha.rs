@@ -7,7 +7,7 @@ mod common;
 
 use common::netns::{ip, is_root, Netns};
 use common::*;
-use rampart::ha::wire::{Advert, Key, WireState};
+use rampart::ha::wire::{Advert, WireState};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -459,14 +459,9 @@ fn sigterm_handover_within_one_interval_and_rogue_adverts_are_dropped() {
         };
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         // unsigned
-        inject_udp(&mac_b, a, b, &forged.encode(&Key::None, a, b));
+        inject_udp(&mac_b, a, b, &forged.encode(None, a, b));
         // signed with the wrong key
-        inject_udp(
-            &mac_b,
-            a,
-            b,
-            &forged.encode(&Key::Hmac(vec![9u8; 32]), a, b),
-        );
+        inject_udp(&mac_b, a, b, &forged.encode(Some(&[9u8; 32][..]), a, b));
         // a genuine advert, captured on the wire, sent again
         raw_send(&captured);
     });

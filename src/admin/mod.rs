@@ -234,7 +234,7 @@ pub struct QuotaView {
 }
 
 fn quotas(shared: &Shared, limit: Option<&str>, key: Option<&str>) -> Vec<QuotaView> {
-    let unix = crate::ratelimit::unix_now();
+    let unix = crate::clock::unix_now();
     let snap = shared.snapshot.load();
     let mut out = Vec::new();
     for l in &snap.rate_limits {

@@ -1,8 +1,8 @@
 //! One view of the running proxy, built from the snapshot and the atomics; the HTML
 //! page, the CSV, the JSON, the API and `rampart status` all render this.
 
-use crate::accesslog::rfc3339_now;
 use crate::clock;
+use crate::clock::rfc3339_now;
 use crate::config::Balance;
 use crate::metrics::server_status;
 use crate::pool::Pool;
@@ -263,8 +263,8 @@ pub fn build(shared: &Shared, rates: &Mutex<Rates>) -> Stats {
             name: d.name.clone(),
             members: d.members.iter().map(|m| m.to_string()).collect(),
             ttl_secs: d.ttl.map(|t| t.as_secs_f64()),
-            last_lookup: d.last_lookup.map(crate::accesslog::rfc3339),
-            last_change: d.last_change.map(crate::accesslog::rfc3339),
+            last_lookup: d.last_lookup.map(crate::clock::rfc3339),
+            last_change: d.last_change.map(crate::clock::rfc3339),
             lookups: d.lookups,
             errors: d.errors,
             last_error: d.last_error.clone(),
@@ -276,7 +276,7 @@ pub fn build(shared: &Shared, rates: &Mutex<Rates>) -> Stats {
         now: rfc3339_now(),
         uptime_secs: shared.started.elapsed().as_secs(),
         config_file: shared.config_path.as_ref().map(|p| p.display().to_string()),
-        started_at: crate::accesslog::rfc3339(SystemTime::now() - shared.started.elapsed()),
+        started_at: crate::clock::rfc3339(SystemTime::now() - shared.started.elapsed()),
         ready: shared.is_ready(),
         ha: shared.ha_status(),
         config: reload_view(shared),
@@ -299,7 +299,7 @@ fn pool_view(p: &Pool, now: u64, rates: &Rates) -> PoolView {
         priority: if p.max_conn_per_server == 0 {
             Vec::new()
         } else {
-            crate::pool::Priority::ALL
+            crate::rules::Priority::ALL
                 .iter()
                 .map(|&c| {
                     let st = p.shared.queue.stats(c);

@@ -3,12 +3,14 @@
 //! and the key (`listener[0].route[1].pool`) and says what is wrong.
 
 pub mod file;
+mod limits;
 mod rules;
 mod tls;
 
 use crate::router::{HostMatch, Route};
 pub use file::{AccessLogFormat, Balance, HashKey, Mode, OnEmpty, PgRole, Prefer};
 use file::{FileConfig, HealthFile, HealthKind, InitialState};
+pub use limits::{CircuitConfig, KeyPart, RateLimitConfig, StoreConfig, Tier};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -23,9 +25,9 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub pools: Vec<PoolConfig>,
     /// `[[rate_limit]]`: rules refer to them by index.
-    pub rate_limits: Vec<crate::ratelimit::RateLimitConfig>,
+    pub rate_limits: Vec<RateLimitConfig>,
     /// `[rate_limit_store]`: None, limits are local to this process.
-    pub rate_limit_store: Option<crate::ratelimit::sync::StoreConfig>,
+    pub rate_limit_store: Option<StoreConfig>,
     pub resolver: ResolverConfig,
     pub ha: Option<HaConfig>,
     /// Things that are allowed but probably not meant; `rampart check` prints them.
@@ -232,7 +234,7 @@ pub struct PoolConfig {
     /// The HTTP/2 client's settings (protocol = "h2").
     pub http2: PoolHttp2,
     /// `[pool.circuit]`: the pool-level circuit (None: off).
-    pub circuit: Option<crate::pool::circuit::CircuitConfig>,
+    pub circuit: Option<CircuitConfig>,
     /// `read_only_when` for requests routed here (None: off).
     pub read_only: Option<crate::rules::ReadOnly>,
 }
@@ -255,6 +257,36 @@ pub struct PoolHttp2 {
     pub initial_connection_window_size: u32,
 }
 
+/// The shared key, or no authentication at all (`auth = "none"`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum HaKey {
+    Hmac(Vec<u8>),
+    None,
+}
+
+impl std::fmt::Debug for HaKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HaKey::Hmac(_) => f.write_str("HaKey::Hmac(..)"),
+            HaKey::None => f.write_str("HaKey::None"),
+        }
+    }
+}
+
+impl HaKey {
+    /// The HMAC key, None for `auth = "none"`.
+    pub fn hmac(&self) -> Option<&[u8]> {
+        match self {
+            HaKey::Hmac(k) => Some(k),
+            HaKey::None => None,
+        }
+    }
+}
+
+/// The longest `node_id`: the heartbeat carries it in a fixed field of this size
+/// (`ha::wire::NODE_ID_LEN`, checked equal there).
+pub const NODE_ID_MAX: usize = 32;
+
 /// `[ha]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HaConfig {
@@ -268,7 +300,7 @@ pub struct HaConfig {
     pub advert_interval: Duration,
     pub preempt: bool,
     pub preempt_delay: Duration,
-    pub key: crate::ha::wire::Key,
+    pub key: HaKey,
     pub track: Vec<Track>,
     pub notify: Option<PathBuf>,
 }
@@ -961,7 +993,7 @@ fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config, Vec<Probl
             if c.open_for.0.is_zero() {
                 p.add(&cat.key("open_for"), "must be greater than zero");
             }
-            (p.list.len() == before).then_some(crate::pool::circuit::CircuitConfig {
+            (p.list.len() == before).then_some(CircuitConfig {
                 failure_rate: c.failure_rate,
                 window: c.window.0,
                 min_requests: c.min_requests,
@@ -1607,15 +1639,14 @@ fn validate_ha(
     p: &mut Problems<'_>,
     warnings: &mut Vec<String>,
 ) -> Option<HaConfig> {
-    use crate::ha::wire::{Key, NODE_ID_LEN};
     let before = p.list.len();
     if h.interface.is_empty() {
         p.add(&at.key("interface"), "must name a network interface");
     }
-    if h.node_id.is_empty() || h.node_id.len() > NODE_ID_LEN || h.node_id.contains('\0') {
+    if h.node_id.is_empty() || h.node_id.len() > NODE_ID_MAX || h.node_id.contains('\0') {
         p.add(
             &at.key("node_id"),
-            format!("must be 1 to {NODE_ID_LEN} bytes"),
+            format!("must be 1 to {NODE_ID_MAX} bytes"),
         );
     }
     if !(1..=254).contains(&h.priority) {
@@ -1667,7 +1698,7 @@ fn validate_ha(
     let key = match (h.auth.as_deref(), &h.auth_key_file) {
         (Some("none"), _) => {
             warnings.push("[ha] auth = \"none\": heartbeats are not authenticated".into());
-            Some(Key::None)
+            Some(HaKey::None)
         }
         (None | Some("hmac-sha256"), Some(path)) => match std::fs::read(base.join(path)) {
             Ok(mut k) => {
@@ -1685,7 +1716,7 @@ fn validate_ha(
                     );
                     None
                 } else {
-                    Some(Key::Hmac(k))
+                    Some(HaKey::Hmac(k))
                 }
             }
             Err(e) => {
@@ -1745,7 +1776,7 @@ fn validate_ha(
         advert_interval: h.advert_interval.0,
         preempt: h.preempt,
         preempt_delay: h.preempt_delay.0,
-        key: key.unwrap_or(Key::None),
+        key: key.unwrap_or(HaKey::None),
         track,
         notify: h.notify.clone(),
     })

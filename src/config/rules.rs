@@ -228,7 +228,7 @@ pub(super) fn compile(
             ix
         });
         let priority = f.priority.as_deref().and_then(|v| {
-            let pr = crate::pool::Priority::parse(v);
+            let pr = crate::rules::Priority::parse(v);
             if pr.is_none() {
                 p.add(
                     &rat.key("priority"),
@@ -369,8 +369,8 @@ pub(super) fn rate_limits(
     base: &std::path::Path,
     root: &KeyPath,
     p: &mut Problems<'_>,
-) -> Vec<crate::ratelimit::RateLimitConfig> {
-    use crate::ratelimit::{KeyPart, RateLimitConfig};
+) -> Vec<super::RateLimitConfig> {
+    use super::{KeyPart, RateLimitConfig};
     let tiers = tiers(tier_files, base, root, p);
     let mut out: Vec<RateLimitConfig> = Vec::with_capacity(files.len());
     if files.len() > crate::rules::MAX_RATE_LIMITS {
@@ -511,8 +511,8 @@ fn tiers(
     base: &std::path::Path,
     root: &KeyPath,
     p: &mut Problems<'_>,
-) -> Vec<crate::ratelimit::Tier> {
-    let mut out: Vec<crate::ratelimit::Tier> = Vec::new();
+) -> Vec<super::Tier> {
+    let mut out: Vec<super::Tier> = Vec::new();
     for (i, t) in files.iter().enumerate() {
         let at = root.index("tier", i);
         if t.name.trim().is_empty() || t.name.contains(':') {
@@ -570,7 +570,7 @@ fn tiers(
             }
             v
         });
-        out.push(crate::ratelimit::Tier {
+        out.push(super::Tier {
             name: t.name.clone(),
             header,
             values,
@@ -587,7 +587,7 @@ pub(super) fn rate_limit_store(
     f: &super::file::RateLimitStoreFile,
     at: &KeyPath,
     p: &mut Problems<'_>,
-) -> Option<crate::ratelimit::sync::StoreConfig> {
+) -> Option<super::StoreConfig> {
     let before = p.list.len();
     if !matches!(f.kind.as_str(), "redis" | "valkey") {
         p.add(
@@ -619,7 +619,7 @@ pub(super) fn rate_limit_store(
         p.add(&at.key("key_prefix"), "must not contain whitespace");
     }
     let client = client?;
-    (p.list.len() == before).then(|| crate::ratelimit::sync::StoreConfig {
+    (p.list.len() == before).then(|| super::StoreConfig {
         url: f.url.clone(),
         client,
         sync_interval: iv,

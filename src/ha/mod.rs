@@ -13,6 +13,10 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+
+// The config checks `node_id` against its own constant, since config does not
+// depend on the heartbeat codec: the two must agree.
+const _: () = assert!(wire::NODE_ID_LEN == crate::config::NODE_ID_MAX);
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -283,7 +287,7 @@ impl Ha {
                     let master_down = 4 * node.cfg.advert_interval.as_millis() as u64;
                     let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
                     let now_ms = node.now();
-                    match Advert::decode(&buf[..n], &node.cfg.key, from.ip(), node.cfg.bind.ip())
+                    match Advert::decode(&buf[..n], node.cfg.key.hmac(), from.ip(), node.cfg.bind.ip())
                         .and_then(|a| replay.accept_at(&a, now_ms, master_down, wall, 300_000).map(|_| a))
                     {
                         Ok(a) => {
@@ -519,7 +523,7 @@ impl Node<'_> {
                 .as_millis() as u64,
         };
         for peer in &self.cfg.peers {
-            let bytes = advert.encode(&self.cfg.key, self.cfg.bind.ip(), peer.ip());
+            let bytes = advert.encode(self.cfg.key.hmac(), self.cfg.bind.ip(), peer.ip());
             match self.ha.sock.send_to(&bytes, peer).await {
                 Ok(_) => {
                     self.ha.status.adverts_sent.fetch_add(1, Ordering::Relaxed);

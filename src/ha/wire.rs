@@ -80,22 +80,6 @@ impl Reject {
     }
 }
 
-/// The shared key, or no authentication at all (`auth = "none"`).
-#[derive(Clone, PartialEq, Eq)]
-pub enum Key {
-    Hmac(Vec<u8>),
-    None,
-}
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Key::Hmac(_) => f.write_str("Key::Hmac(..)"),
-            Key::None => f.write_str("Key::None"),
-        }
-    }
-}
-
 fn ip_bytes(ip: IpAddr) -> Vec<u8> {
     match ip.to_canonical() {
         IpAddr::V4(v) => v.octets().to_vec(),
@@ -112,8 +96,9 @@ fn tag(key: &[u8], body: &[u8], from: IpAddr, to: IpAddr) -> Option<Hmac<Sha256>
 }
 
 impl Advert {
-    /// Encodes and signs the message for the path `from` -> `to`.
-    pub fn encode(&self, key: &Key, from: IpAddr, to: IpAddr) -> [u8; LEN] {
+    /// Encodes the message for the path `from` -> `to`, signed with `key` (HMAC-SHA256)
+    /// unless it is None (`auth = "none"`).
+    pub fn encode(&self, key: Option<&[u8]>, from: IpAddr, to: IpAddr) -> [u8; LEN] {
         let mut b = [0u8; LEN];
         b[0..4].copy_from_slice(MAGIC);
         b[4] = VERSION;
@@ -126,7 +111,7 @@ impl Advert {
         b[44..52].copy_from_slice(&self.boot_id.to_be_bytes());
         b[52..60].copy_from_slice(&self.seq.to_be_bytes());
         b[60..68].copy_from_slice(&self.timestamp_ms.to_be_bytes());
-        if let Key::Hmac(k) = key {
+        if let Some(k) = key {
             if let Some(mac) = tag(k, &b[..BODY_LEN], from, to) {
                 b[BODY_LEN..].copy_from_slice(&mac.finalize().into_bytes());
             }
@@ -135,7 +120,12 @@ impl Advert {
     }
 
     /// Parses and verifies a message that arrived from `from` at `to`.
-    pub fn decode(buf: &[u8], key: &Key, from: IpAddr, to: IpAddr) -> Result<Advert, Reject> {
+    pub fn decode(
+        buf: &[u8],
+        key: Option<&[u8]>,
+        from: IpAddr,
+        to: IpAddr,
+    ) -> Result<Advert, Reject> {
         if buf.len() != LEN {
             return Err(Reject::Size);
         }
@@ -145,7 +135,7 @@ impl Advert {
         if buf[4] != VERSION {
             return Err(Reject::Version);
         }
-        if let Key::Hmac(k) = key {
+        if let Some(k) = key {
             let mac = tag(k, &buf[..BODY_LEN], from, to).ok_or(Reject::Auth)?;
             // constant-time comparison
             mac.verify_slice(&buf[BODY_LEN..])
@@ -256,43 +246,43 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let key = Key::Hmac(vec![7u8; 32]);
+        let key = Some(&[7u8; 32][..]);
         let m = sample();
-        let bytes = m.encode(&key, a(), b());
+        let bytes = m.encode(key, a(), b());
         assert_eq!(bytes.len(), LEN);
-        assert_eq!(Advert::decode(&bytes, &key, a(), b()), Ok(m.clone()));
-        let none = m.encode(&Key::None, a(), b());
-        assert_eq!(Advert::decode(&none, &Key::None, a(), b()), Ok(m));
+        assert_eq!(Advert::decode(&bytes, key, a(), b()), Ok(m.clone()));
+        let none = m.encode(None, a(), b());
+        assert_eq!(Advert::decode(&none, None, a(), b()), Ok(m));
     }
 
     #[test]
     fn tampering_wrong_key_wrong_path_and_truncation_are_rejected() {
-        let key = Key::Hmac(vec![7u8; 32]);
-        let bytes = sample().encode(&key, a(), b());
+        let key = Some(&[7u8; 32][..]);
+        let bytes = sample().encode(key, a(), b());
         // every single-byte change of the body or tag
         for i in 0..LEN {
             let mut t = bytes;
             t[i] ^= 0x01;
             assert!(
-                Advert::decode(&t, &key, a(), b()).is_err(),
+                Advert::decode(&t, key, a(), b()).is_err(),
                 "byte {i} flipped was accepted"
             );
         }
         assert_eq!(
-            Advert::decode(&bytes, &Key::Hmac(vec![8u8; 32]), a(), b()),
+            Advert::decode(&bytes, Some(&[8u8; 32][..]), a(), b()),
             Err(Reject::Auth)
         );
         // reflected to another receiver, or claimed from another sender
         let c: IpAddr = "192.0.2.3".parse().unwrap();
-        assert_eq!(Advert::decode(&bytes, &key, a(), c), Err(Reject::Auth));
-        assert_eq!(Advert::decode(&bytes, &key, c, b()), Err(Reject::Auth));
+        assert_eq!(Advert::decode(&bytes, key, a(), c), Err(Reject::Auth));
+        assert_eq!(Advert::decode(&bytes, key, c, b()), Err(Reject::Auth));
         // unsigned message to a node that wants a key
-        let unsigned = sample().encode(&Key::None, a(), b());
-        assert_eq!(Advert::decode(&unsigned, &key, a(), b()), Err(Reject::Auth));
+        let unsigned = sample().encode(None, a(), b());
+        assert_eq!(Advert::decode(&unsigned, key, a(), b()), Err(Reject::Auth));
         for n in [0, 1, 4, 67, 99, 101] {
             let mut v = bytes.to_vec();
             v.resize(n, 0);
-            assert_eq!(Advert::decode(&v, &key, a(), b()), Err(Reject::Size));
+            assert_eq!(Advert::decode(&v, key, a(), b()), Err(Reject::Size));
         }
     }
 
@@ -343,7 +333,7 @@ mod tests {
 
     #[test]
     fn random_bytes_never_panic() {
-        let key = Key::Hmac(vec![1u8; 32]);
+        let key = Some(&[1u8; 32][..]);
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..200_000 {
             let n = rng.usize(0..=120);
@@ -352,15 +342,15 @@ mod tests {
                 v[..4].copy_from_slice(MAGIC);
                 v[4] = VERSION;
             }
-            let _ = Advert::decode(&v, &key, a(), b());
-            let _ = Advert::decode(&v, &Key::None, a(), b());
+            let _ = Advert::decode(&v, key, a(), b());
+            let _ = Advert::decode(&v, None, a(), b());
         }
         // with auth off, random bodies still must not panic in field parsing
         for _ in 0..50_000 {
             let mut v: Vec<u8> = (0..LEN).map(|_| rng.u8(..)).collect();
             v[..4].copy_from_slice(MAGIC);
             v[4] = VERSION;
-            let _ = Advert::decode(&v, &Key::None, a(), b());
+            let _ = Advert::decode(&v, None, a(), b());
         }
     }
 }

@@ -16,15 +16,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
-/// `[pool.circuit]`, validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CircuitConfig {
-    /// Percent of failed requests that opens the circuit (1..=100).
-    pub failure_rate: u32,
-    pub window: Duration,
-    pub min_requests: u32,
-    pub open_for: Duration,
-}
+use crate::config::CircuitConfig;
 
 const BUCKETS: usize = 10;
 

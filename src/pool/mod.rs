@@ -10,11 +10,11 @@ pub mod priority;
 
 use crate::clock;
 use crate::config::{Balance, BreakerConfig, HashKey, HealthConfig, PoolConfig, RetryConfig};
+use crate::rules::Priority;
 use arc_swap::ArcSwapOption;
 use balance::{Balancer, Members};
 use breaker::{Breaker, Change};
 use budget::RetryBudget;
-pub use priority::Priority;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -440,7 +440,7 @@ pub struct Pool {
     pub protocol: crate::config::Protocol,
     pub http2: crate::config::PoolHttp2,
     /// `[pool.circuit]`: None, no pool-level circuit.
-    pub circuit: Option<circuit::CircuitConfig>,
+    pub circuit: Option<crate::config::CircuitConfig>,
     /// `read_only_when` for requests routed here.
     pub read_only: Option<crate::rules::ReadOnly>,
     pub servers: Vec<Server>,

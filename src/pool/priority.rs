@@ -24,46 +24,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// A request's priority class. Rules set it (`priority = "..."`); the default
-/// is `normal`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub enum Priority {
-    Low = 0,
-    #[default]
-    Normal = 1,
-    High = 2,
-    Critical = 3,
-}
-
-/// The number of classes.
-pub const CLASSES: usize = 4;
-
-impl Priority {
-    /// Highest first: the order in which waiters are served.
-    pub const ALL: [Priority; CLASSES] = [
-        Priority::Critical,
-        Priority::High,
-        Priority::Normal,
-        Priority::Low,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Priority::Low => "low",
-            Priority::Normal => "normal",
-            Priority::High => "high",
-            Priority::Critical => "critical",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Priority> {
-        Priority::ALL.into_iter().find(|p| p.name() == s)
-    }
-
-    fn ix(self) -> usize {
-        self as usize
-    }
-}
+use crate::rules::{Priority, CLASSES};
 
 /// How long a request of each class may wait in a saturated pool's queue
 /// before it is shed (`None`: until `queue_timeout`).

@@ -56,7 +56,7 @@ struct Prepared {
     len: usize,
     pool: Arc<Pool>,
     key: u64,
-    priority: crate::pool::Priority,
+    priority: crate::rules::Priority,
     replayable: bool,
     head: bool,
     close: bool,

@@ -17,7 +17,8 @@ use crate::config::{Balance, HashKey};
 use crate::listener::ListenerShared;
 use crate::pool::balance::hash_parts;
 use crate::pool::circuit::Admit;
-use crate::pool::{Pool, Priority, Server, ServerGuard};
+use crate::pool::{Pool, Server, ServerGuard};
+use crate::rules::Priority;
 use crate::rules::{is_write, Applied, Outcome, ReadOnly, RequestView, RuleEdits, Terminal};
 use crate::upstream::UpstreamError;
 use crate::Shared;
@@ -116,7 +117,7 @@ pub fn decide(
         return Decision::Reconfiguring;
     };
     if applied.limits != 0 {
-        let now = crate::ratelimit::now_us();
+        let now = crate::clock::now_us();
         let mut bits = applied.limits;
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
@@ -124,7 +125,7 @@ pub fn decide(
             let Some(limiter) = snap.rate_limits.get(i) else {
                 continue;
             };
-            if let Err(over) = limiter.admit(req, now, crate::ratelimit::unix_now) {
+            if let Err(over) = limiter.admit(req, now, crate::clock::unix_now) {
                 return Decision::Limited {
                     name: limiter.cfg.name.clone(),
                     policy: crate::ratelimit::policy_header(&limiter.cfg.name, over.q, over.w),

@@ -20,48 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// What a limit is counted by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyPart {
-    ClientIp,
-    /// A request header's first value (lower-case name); absent: empty.
-    Header(String),
-    Path,
-    /// The request's `[[tier]]` (by its header's value): the tier's rate and
-    /// quota apply instead of the limit's.
-    Tier,
-    /// One count for every request the limit applies to (HAProxy's
-    /// `rate-limit sessions`, nginx's `limit_req_zone $server_name`).
-    All,
-}
-
-/// `[[tier]]`, validated: who is in it (a header's value) and its rate and quota
-/// (none: unlimited).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tier {
-    pub name: String,
-    /// Lower-case header name.
-    pub header: String,
-    pub values: std::collections::HashSet<Vec<u8>>,
-    pub rate: Option<(u64, Duration)>,
-    pub burst: u64,
-    pub quota: Option<(u64, Duration)>,
-}
-
-/// `[[rate_limit]]`, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateLimitConfig {
-    pub name: String,
-    pub key: Vec<KeyPart>,
-    /// (requests, per): the GCRA rate.
-    pub rate: Option<(u64, Duration)>,
-    pub burst: u64,
-    /// (requests, window): a quota per fixed UTC window (a day or an hour).
-    pub quota: Option<(u64, Duration)>,
-    pub max_keys: usize,
-    /// With `key = "tier"`: the tiers, matched in order.
-    pub tiers: Vec<Tier>,
-}
+use crate::config::{KeyPart, RateLimitConfig};
 
 impl RateLimitConfig {
     /// T, the time one request "costs", in microseconds.
@@ -176,25 +135,6 @@ pub struct Limited {
     /// The policy that refused it: q requests per w seconds.
     pub q: u64,
     pub w: u64,
-}
-
-/// Seconds since the Unix epoch (quota windows are UTC).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Microseconds on the monotonic clock (CLOCK_MONOTONIC: since boot, never 0).
-/// Read directly: `Instant::elapsed().as_micros()` costs a u128 division.
-pub fn now_us() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000 + 1
 }
 
 impl Limiter {
@@ -405,7 +345,7 @@ impl Limiter {
         }
         drop(m);
         if self.link.is_some() {
-            self.note(key, now_us(), |p| {
+            self.note(key, crate::clock::now_us(), |p| {
                 if p.q_window != current {
                     p.quota_n = 0;
                 }

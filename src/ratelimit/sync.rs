@@ -34,33 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// `[rate_limit_store]`, validated.
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    pub url: String,
-    pub client: redis::Client,
-    pub sync_interval: Duration,
-    pub fallback_share: f64,
-    pub key_prefix: String,
-}
-
-impl PartialEq for StoreConfig {
-    fn eq(&self, o: &StoreConfig) -> bool {
-        self.url == o.url
-            && self.sync_interval == o.sync_interval
-            && self.fallback_share == o.fallback_share
-            && self.key_prefix == o.key_prefix
-    }
-}
-
-impl StoreConfig {
-    /// The URL without its password, for logs and the admin API.
-    pub fn shown_url(&self) -> String {
-        let info = self.client.get_connection_info();
-        let addr = info.addr().to_string();
-        format!("redis://{addr}/{}", info.redis_settings().db())
-    }
-}
+use crate::config::StoreConfig;
 
 /// The node's link to the store: what the data plane reads (whether to fall
 /// back) and what operators see. Kept across reloads while the store's
@@ -335,7 +309,7 @@ pub async fn run(shared: Arc<crate::Shared>, stop: tokio_util::sync::Cancellatio
             continue;
         };
         batch.clear();
-        let now = super::now_us();
+        let now = crate::clock::now_us();
         let hot = (interval.as_micros() as u64 * HOT_INTERVALS).max(HOT_MIN.as_micros() as u64);
         start = start.wrapping_add(1);
         for (i, l) in snap.rate_limits.iter().enumerate() {
@@ -400,7 +374,7 @@ async fn sync_once(
         return Err("no connection".into());
     };
     let prefix = &link.cfg.key_prefix;
-    let unix = super::unix_now();
+    let unix = crate::clock::unix_now();
     let mut inv = script.prepare_invoke();
     let rates: Vec<&Item> = batch.iter().filter(|it| it.p.t_us > 0).collect();
     let quotas: Vec<&Item> = batch.iter().filter(|it| it.p.q_len > 0).collect();
@@ -451,7 +425,7 @@ pub async fn reset_shared(link: &Link, limit: &str, key: &str, lens: &[u64]) -> 
     if lens.is_empty() {
         return Ok(());
     }
-    let unix = super::unix_now();
+    let unix = crate::clock::unix_now();
     let cfg = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_response_timeout(Some(Duration::from_secs(1)));
@@ -486,8 +460,8 @@ fn pending_now(l: &Limiter, key: u64) -> Pend {
 /// Takes the global state as this node's view of each key sent, plus what
 /// it admitted since the batch was taken.
 fn apply(limiters: &[Arc<Limiter>], batch: &[Item], answers: &[i64]) {
-    let now = super::now_us();
-    let unix = super::unix_now();
+    let now = crate::clock::now_us();
+    let unix = crate::clock::unix_now();
     let rates = batch.iter().filter(|it| it.p.t_us > 0);
     let quotas = batch.iter().filter(|it| it.p.q_len > 0);
     let (ra, qa) = answers.split_at(answers.len().min(rates.clone().count()));

@@ -165,7 +165,7 @@ pub fn leaf(der: &[u8]) -> Option<Leaf> {
 
 /// A UNIX time as `2026-11-30T12:00:00.000Z`.
 pub fn utc(t: i64) -> String {
-    crate::accesslog::rfc3339(UNIX_EPOCH + Duration::from_secs(t.max(0) as u64))
+    crate::clock::rfc3339(UNIX_EPOCH + Duration::from_secs(t.max(0) as u64))
 }
 
 fn now() -> i64 {

@@ -8,7 +8,7 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -302,46 +302,30 @@ impl ServerTls {
         }
     }
 
-    /// The handshake of a new connection, within the handshake timeout.
-    /// Counted in the metrics either way; a failure is logged at debug.
+    /// The handshake of a new connection, within the handshake timeout. A failure
+    /// is logged at debug; the caller counts either outcome in its metrics.
     pub async fn accept(
         &self,
         stream: TcpStream,
         listener: &str,
         peer: std::net::SocketAddr,
-    ) -> Option<(TlsStream<TcpStream>, TlsInfo)> {
-        let start = Instant::now();
-        let m = crate::metrics::global();
-        let r = tokio::time::timeout(self.timeout, self.acceptor.accept(stream)).await;
-        let failure = match r {
+    ) -> Result<(TlsStream<TcpStream>, TlsInfo), Failure> {
+        match tokio::time::timeout(self.timeout, self.acceptor.accept(stream)).await {
             Ok(Ok(s)) => {
                 let mut info = info(s.get_ref().1);
                 info.subject_header = self.subject_header.clone();
-                m.tls_handshakes
-                    .with_label_values(&[listener, info.version, "ok"])
-                    .inc();
-                m.tls_handshake_duration
-                    .with_label_values(&[listener])
-                    .observe(start.elapsed().as_secs_f64());
-                return Some((s, info));
+                Ok((s, info))
             }
             Ok(Err(e)) => {
                 let f = Failure::of(&e);
                 tracing::debug!(%listener, %peer, reason = f.as_str(), error = %e, "TLS handshake failed");
-                f
+                Err(f)
             }
             Err(_) => {
                 tracing::debug!(%listener, %peer, timeout = ?self.timeout, "TLS handshake timed out");
-                Failure::Timeout
+                Err(Failure::Timeout)
             }
-        };
-        m.tls_handshakes
-            .with_label_values(&[listener, "none", "failed"])
-            .inc();
-        m.tls_failures
-            .with_label_values(&[listener, failure.as_str()])
-            .inc();
-        None
+        }
     }
 }
 
