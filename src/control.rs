@@ -619,9 +619,6 @@ impl Control {
                     retired += 1;
                 }
             }
-            if snap.pool(&p.name).is_none() {
-                crate::metrics::forget_pool(&p.name);
-            }
             // A pool that lost its health checks: its servers are UP (as in a
             // pool that never had any).
             if p.health.is_some() {

@@ -154,10 +154,6 @@ pub fn capture(snap: &Snapshot) -> StateFile {
     }
 }
 
-/// Failed writes since start (a full disk, a read-only mount): in the metrics, so
-/// a state file that silently stopped being written is seen.
-pub static WRITE_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 /// The sequence number of the last state written; writes run off the control task
 /// and may finish out of order, so an older state never replaces a newer one.
 static WRITTEN: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
@@ -166,7 +162,7 @@ static WRITTEN: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
 /// own (a binary upgrade runs two processes on one file), fsync, rename, fsync the
 /// directory. Writes are serialised; a write whose `seq` is older than the last
 /// one written is skipped. A failed write removes its temporary file and counts
-/// in [`WRITE_ERRORS`]; the file on disk stays the last complete one.
+/// in `metrics::STATE_FILE_WRITE_ERRORS`; the file on disk stays the last complete one.
 pub fn save(path: &Path, state: &StateFile, seq: u64) -> Result<(), StateFileError> {
     let mut written = WRITTEN.lock().unwrap_or_else(|e| e.into_inner());
     if seq != 0 && seq <= *written {
@@ -177,7 +173,8 @@ pub fn save(path: &Path, state: &StateFile, seq: u64) -> Result<(), StateFileErr
     match &r {
         Ok(()) => *written = seq.max(*written),
         Err(_) => {
-            WRITE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::metrics::STATE_FILE_WRITE_ERRORS
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _ = std::fs::remove_file(&tmp);
         }
     }

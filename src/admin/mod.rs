@@ -9,6 +9,7 @@ pub mod body;
 pub mod client;
 pub mod csv;
 pub mod html;
+pub mod metrics;
 pub mod model;
 
 use crate::config::Config;
@@ -122,7 +123,7 @@ async fn route(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Res
         (Method::GET, "/metrics") => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            crate::metrics::render(shared),
+            crate::admin::metrics::render(shared),
         ),
         (Method::GET, "/api/health/summary") => {
             json(StatusCode::OK, &model::health_summary(&stats(shared)))

@@ -1,10 +1,10 @@
 //! One view of the running proxy, built from the snapshot and the atomics; the HTML
 //! page, the CSV, the JSON, the API and `rampart status` all render this.
 
+use crate::admin::metrics::server_status;
 use crate::clock;
 use crate::clock::rfc3339_now;
 use crate::config::Balance;
-use crate::metrics::server_status;
 use crate::pool::Pool;
 use crate::Shared;
 use serde::{Deserialize, Serialize};

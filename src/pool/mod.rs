@@ -401,18 +401,69 @@ pub struct PoolShared {
     /// Retries made (each on another server than the failed attempt).
     pub retries: AtomicU64,
     pub budget: RetryBudget,
-    pub histograms: crate::metrics::PoolHistograms,
+    pub histograms: PoolHistograms,
     /// The pool-level circuit (`[pool.circuit]`), kept across reloads.
     pub circuit: circuit::Circuit,
 }
 
 impl PoolShared {
-    /// A pool's shared state, with its histograms registered under its name.
+    /// A pool's shared state, its histograms labelled with its name.
     pub fn new(pool: &str) -> PoolShared {
         PoolShared {
-            histograms: crate::metrics::PoolHistograms::for_pool(pool),
+            histograms: PoolHistograms::new(pool),
             ..Default::default()
         }
+    }
+}
+
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Connect times (also the TLS handshake histogram's buckets).
+pub const CONNECT_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A pool's two histograms, owned by its `PoolShared` (so they are carried across
+/// reloads with it, and dropped with it); `metrics::render` reads them at scrape.
+#[derive(Debug, Clone)]
+pub struct PoolHistograms {
+    pub request_duration: prometheus::Histogram,
+    pub connect_time: prometheus::Histogram,
+}
+
+impl PoolHistograms {
+    pub fn new(pool: &str) -> PoolHistograms {
+        let h = |name: &str, help: &str, buckets: &[f64]| {
+            let opts = prometheus::HistogramOpts::new(name, help)
+                .const_label("pool", pool)
+                .buckets(buckets.to_vec());
+            // constant names and buckets; only an invalid label value could fail,
+            // and then the pool keeps an unlabelled histogram
+            prometheus::Histogram::with_opts(opts.clone()).unwrap_or_else(|_| {
+                prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(name, help))
+                    .unwrap_or_else(|e| unreachable!("constant histogram: {e}"))
+            })
+        };
+        PoolHistograms {
+            request_duration: h(
+                "rampart_http_request_duration_seconds",
+                "Time from request received to response complete, by pool",
+                DURATION_BUCKETS,
+            ),
+            connect_time: h(
+                "rampart_backend_connect_seconds",
+                "Time to connect to a backend (new connections only), by pool",
+                CONNECT_BUCKETS,
+            ),
+        }
+    }
+}
+
+impl Default for PoolHistograms {
+    /// A pool built outside a snapshot (unit tests).
+    fn default() -> Self {
+        PoolHistograms::new("")
     }
 }
 
