@@ -8,11 +8,12 @@
 //! (at most once a second).
 
 use crate::config::{self, Config, ServerAddr};
-use crate::discovery::{Discovered, DnsKey, FirstWait, Found, Watches};
+use crate::discovery::{FirstWait, Watches};
 use crate::health::HealthManager;
 use crate::listener::{BindError, ListenerSet, Prepared};
 use crate::pool::{AdminState, Carried, Health, Pool};
 use crate::snapshot::Snapshot;
+use crate::snapshot::{Discovered, DnsKey, Found};
 use crate::{statefile, Shared};
 use std::collections::{HashMap, HashSet};
 use std::fmt;

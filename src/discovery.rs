@@ -7,6 +7,7 @@
 //! no new requests, idle pooled connections closed at once, in-flight ones finish.
 
 use crate::config::{Config, OnEmpty, Prefer, ResolverConfig, ServerAddr};
+use crate::snapshot::{Discovered, DnsKey, Found};
 use crate::Shared;
 use hickory_resolver::config::{
     ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig as HickoryConfig,
@@ -21,34 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// One member found through DNS.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Found {
-    pub addr: SocketAddr,
-    /// SRV weight mapped to 1..=256 (None for A/AAAA: the entry's weight applies).
-    pub weight: Option<u32>,
-    /// SRV: a target with a higher (worse) priority than the best one is a backup.
-    pub backup: bool,
-}
-
-/// A DNS watch's identity: its pool's name and the server entry as written. A
-/// reload that reorders pools or servers keeps every watch.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DnsKey {
-    pub pool: String,
-    pub entry: ServerAddr,
-}
-
-impl DnsKey {
-    /// The key of the stats registry ("pool/name").
-    fn status_key(&self) -> String {
-        status_key(&self.pool, &self.entry)
-    }
-}
-
-/// Each DNS server entry -> its current members.
-pub type Discovered = HashMap<DnsKey, Vec<Found>>;
 
 /// When each watch resolves first: at start-up after the initial round's TTL; a
 /// watch a reload adds, at once.
@@ -305,11 +278,13 @@ pub async fn initial_round(
     let c = &disc.cfg;
     for (key, r) in results {
         let mut reg = registry.lock().unwrap_or_else(|e| e.into_inner());
-        let st = reg.entry(key.status_key()).or_insert_with(|| NameStatus {
-            pool: key.pool.clone(),
-            name: key.entry.to_string(),
-            ..Default::default()
-        });
+        let st = reg
+            .entry(status_key(&key.pool, &key.entry))
+            .or_insert_with(|| NameStatus {
+                pool: key.pool.clone(),
+                name: key.entry.to_string(),
+                ..Default::default()
+            });
         st.lookups += 1;
         st.last_lookup = Some(SystemTime::now());
         match r {
@@ -449,7 +424,7 @@ impl Watches {
         if !stopped.is_empty() {
             let mut reg = shared.dns.lock().unwrap_or_else(|e| e.into_inner());
             for k in &stopped {
-                reg.remove(&k.status_key());
+                reg.remove(&status_key(&k.pool, &k.entry));
             }
         }
         let Some(disc) = &self.disc else {
@@ -573,7 +548,7 @@ impl Watch {
     fn update_status(&self, f: impl FnOnce(&mut NameStatus)) {
         let mut reg = self.shared.dns.lock().unwrap_or_else(|e| e.into_inner());
         let st = reg
-            .entry(self.key.status_key())
+            .entry(status_key(&self.key.pool, &self.key.entry))
             .or_insert_with(|| NameStatus {
                 pool: self.key.pool.clone(),
                 name: self.key.entry.to_string(),

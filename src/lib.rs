@@ -14,6 +14,7 @@ pub mod h1;
 pub mod ha;
 pub mod health;
 pub mod import;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod pool;
@@ -59,7 +60,7 @@ pub struct Shared {
     /// data plane reads the snapshot, never this.
     pub config: ArcSwap<config::Config>,
     /// `[global] max_connections`, over all listeners.
-    pub limit: std::sync::Arc<listener::Limit>,
+    pub limit: std::sync::Arc<limits::Limit>,
     /// What the last reloads did.
     pub reloads: std::sync::Mutex<control::ReloadStatus>,
     /// The admin and HA sockets (address, descriptor), for a binary upgrade.

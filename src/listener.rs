@@ -6,17 +6,16 @@
 //! accepting and its connections drain within `shutdown_grace`.
 
 use crate::config::{Config, Mode};
+use crate::limits::Permits;
 use crate::proxy;
 use crate::Shared;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -53,136 +52,6 @@ pub struct BindError {
     pub addr: SocketAddr,
     #[source]
     pub source: io::Error,
-}
-
-/// A connection limit whose maximum a reload can change. Raising it lets waiting
-/// accept loops go on at once; lowering it cuts no established connection (new
-/// ones wait until enough have closed).
-#[derive(Debug)]
-pub struct Limit {
-    max: AtomicUsize,
-    active: AtomicUsize,
-    /// Accept loops waiting for a slot (so a release only wakes when needed).
-    waiting: AtomicUsize,
-    freed: Notify,
-}
-
-impl Limit {
-    /// `max` 0 means no limit.
-    pub fn new(max: usize) -> Limit {
-        let l = Limit {
-            max: AtomicUsize::new(usize::MAX),
-            active: AtomicUsize::new(0),
-            waiting: AtomicUsize::new(0),
-            freed: Notify::new(),
-        };
-        l.set_max(max);
-        l
-    }
-
-    /// `max` 0 means no limit.
-    pub fn set_max(&self, max: usize) {
-        let max = if max == 0 { usize::MAX } else { max };
-        if self.max.swap(max, Ordering::SeqCst) != max {
-            self.freed.notify_waiters();
-        }
-    }
-
-    fn try_take(&self) -> bool {
-        let max = self.max.load(Ordering::SeqCst);
-        self.active
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |a| {
-                (a < max).then_some(a + 1)
-            })
-            .is_ok()
-    }
-
-    /// Waits for a slot.
-    pub async fn take(self: &Arc<Self>) -> LimitSlot {
-        if !self.try_take() {
-            self.waiting.fetch_add(1, Ordering::SeqCst);
-            loop {
-                let freed = self.freed.notified();
-                tokio::pin!(freed);
-                freed.as_mut().enable();
-                if self.try_take() {
-                    break;
-                }
-                freed.await;
-            }
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-        }
-        LimitSlot(Arc::clone(self))
-    }
-}
-
-/// One slot under a `Limit`, released when dropped.
-#[derive(Debug)]
-pub struct LimitSlot(Arc<Limit>);
-
-impl Drop for LimitSlot {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
-        // SeqCst with take(): a waiter counted after this load re-checks
-        // try_take after enabling its notification, so no wakeup is lost.
-        if self.0.waiting.load(Ordering::SeqCst) > 0 {
-            self.0.freed.notify_waiters();
-        }
-    }
-}
-
-/// What a listener keeps across generations (by name): its connection counters
-/// and its own connection limit.
-#[derive(Debug)]
-pub struct ListenerShared {
-    pub name: Arc<str>,
-    pub active: AtomicU64,
-    pub total: AtomicU64,
-    pub limit: Arc<Limit>,
-    /// An operator switched it to read-only (`rampart mode`; kept in the state file).
-    pub manual_read_only: std::sync::atomic::AtomicBool,
-    /// It refused the last write it saw (logged when this flips).
-    pub read_only_now: std::sync::atomic::AtomicBool,
-    /// Writes refused in read-only mode.
-    pub read_only_refused: AtomicU64,
-    /// Times the listener switched into or out of read-only mode.
-    pub read_only_switches: AtomicU64,
-}
-
-impl ListenerShared {
-    pub fn new(name: &str) -> ListenerShared {
-        ListenerShared {
-            name: Arc::from(name),
-            active: AtomicU64::new(0),
-            total: AtomicU64::new(0),
-            limit: Arc::new(Limit::new(0)),
-            manual_read_only: Default::default(),
-            read_only_now: Default::default(),
-            read_only_refused: AtomicU64::new(0),
-            read_only_switches: AtomicU64::new(0),
-        }
-    }
-}
-
-/// One client connection's slots under the limits and its place in its
-/// listener's count, released when dropped.
-#[derive(Debug)]
-pub struct Permits {
-    _global: LimitSlot,
-    _local: LimitSlot,
-    listener: Arc<ListenerShared>,
-}
-
-impl Permits {
-    pub fn listener(&self) -> &Arc<ListenerShared> {
-        &self.listener
-    }
-}
-
-impl Drop for Permits {
-    fn drop(&mut self) {
-        self.listener.active.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// What an accept loop needs besides its socket.
@@ -249,14 +118,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         // (dropping it would reset a client that did nothing wrong).
         let local = ls.limit.take().await;
         let global = ctx.shared.limit.take().await;
-        let permits = (global, local);
-        ls.active.fetch_add(1, Ordering::Relaxed);
-        ls.total.fetch_add(1, Ordering::Relaxed);
-        let permits = Permits {
-            _global: permits.0,
-            _local: permits.1,
-            listener: ls,
-        };
+        let permits = Permits::new(global, local, ls);
         if conns.len() >= prune_at {
             conns.retain(|h| !h.is_finished());
             prune_at = (conns.len() * 2).max(64);
@@ -362,7 +224,7 @@ struct HttpStart {
     tracker: TaskTracker,
     kill: CancellationToken,
     drain: CancellationToken,
-    builders: Arc<proxy::http::ServerBuilders>,
+    builders: Arc<crate::snapshot::ServerBuilders>,
 }
 
 impl HttpStart {

@@ -9,14 +9,35 @@
 //! the same `Config` the routes were validated against.
 
 use crate::config::{Config, ListenerConfig, Mode, PoolConfig, ServerAddr};
-use crate::discovery::{Discovered, DnsKey};
-use crate::listener::ListenerShared;
+use crate::limits::ListenerShared;
 use crate::pool::{MemberSpec, Pool, PoolShared, ServerState};
-use crate::proxy::http::ServerBuilders;
 use crate::router::Router;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// One member found through DNS.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Found {
+    pub addr: SocketAddr,
+    /// SRV weight mapped to 1..=256 (None for A/AAAA: the entry's weight applies).
+    pub weight: Option<u32>,
+    /// SRV: a target with a higher (worse) priority than the best one is a backup.
+    pub backup: bool,
+}
+
+/// A DNS watch's identity: its pool's name and the server entry as written. A
+/// reload that reorders pools or servers keeps every watch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DnsKey {
+    pub pool: String,
+    pub entry: ServerAddr,
+}
+
+/// Each DNS server entry -> its current members.
+pub type Discovered = HashMap<DnsKey, Vec<Found>>;
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -202,7 +223,7 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
         rules: Arc::clone(&l.rules),
         read_only: l.read_only.clone().map(Arc::new),
         http: (l.mode == Mode::Http).then(|| {
-            Arc::new(crate::proxy::http::server_builders(
+            Arc::new(server_builders(
                 l.request_header_timeout,
                 l.client_timeout,
                 &l.http2,
@@ -269,4 +290,69 @@ pub fn members(pc: &PoolConfig, discovered: &Discovered) -> Vec<MemberSpec> {
         }
     }
     out
+}
+
+/// The hyper server builders of one listener.
+pub struct ServerBuilders {
+    pub(crate) h1: hyper::server::conn::http1::Builder,
+    pub(crate) h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    /// Also bounds how long a new connection may stay silent.
+    pub(crate) header_timeout: Duration,
+    /// The longest a write to the client may wait (the client not reading).
+    pub(crate) client_timeout: Duration,
+    /// HTTP/2: GOAWAY after this long without a new request.
+    pub(crate) h2_idle: Option<Duration>,
+}
+
+impl ServerBuilders {
+    /// The listener's client_timeout.
+    pub fn client_timeout(&self) -> Duration {
+        self.client_timeout
+    }
+}
+
+impl std::fmt::Debug for ServerBuilders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilders")
+            .field("header_timeout", &self.header_timeout)
+            .field("client_timeout", &self.client_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn server_builders(
+    request_header_timeout: Duration,
+    client_timeout: Duration,
+    h2cfg: &crate::config::Http2Config,
+) -> ServerBuilders {
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(request_header_timeout)
+        // flattened writes, as on the backend side (upstream)
+        .writev(false)
+        .keep_alive(true);
+    // Every HTTP/2 limit set on purpose (`[listener.http2]`), rather than left to
+    // library defaults that may change under us.
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_concurrent_streams(h2cfg.max_concurrent_streams)
+        .max_header_list_size(h2cfg.max_header_list_size)
+        .initial_stream_window_size(h2cfg.initial_stream_window_size)
+        .initial_connection_window_size(h2cfg.initial_connection_window_size)
+        .max_frame_size(h2cfg.max_frame_size)
+        // rapid reset (CVE-2023-44487): streams the client resets before they
+        // are served; past the limit, GOAWAY ENHANCE_YOUR_CALM
+        .max_pending_accept_reset_streams(h2cfg.max_pending_accept_reset_streams)
+        // streams rampart had to reset for the client's errors (CVE-2024-27316 kin)
+        .max_local_error_reset_streams(h2cfg.max_local_error_reset_streams)
+        // Dead peers are found by pings; an h2 connection has no header timer.
+        .keep_alive_interval(h2cfg.keepalive_interval)
+        .keep_alive_timeout(h2cfg.keepalive_timeout);
+    ServerBuilders {
+        h1,
+        h2,
+        header_timeout: request_header_timeout,
+        client_timeout,
+        h2_idle: h2cfg.idle_timeout,
+    }
 }

@@ -120,7 +120,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         first_round_done: AtomicBool::new(false),
         config_path: opts.config_path.clone(),
         config: ArcSwap::from_pointee(config.clone()),
-        limit: Arc::new(listener::Limit::new(config.global.max_connections)),
+        limit: Arc::new(crate::limits::Limit::new(config.global.max_connections)),
         reloads: Default::default(),
         admin_socket: std::sync::OnceLock::new(),
         ha_socket: std::sync::OnceLock::new(),

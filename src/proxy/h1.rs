@@ -11,13 +11,14 @@
 //! ([`Prefixed`]); http.rs serves it from there with the same routing, retries
 //! and accounting.
 
-use super::http::{self, ConnCtx, ProxyBody, ReqLog, ServerBuilders};
+use super::http::{self, ConnCtx, ProxyBody, ReqLog};
 use super::io::ClientIo;
 use super::lifecycle::{self, Decision, Lifecycle};
 use crate::accesslog::End;
 use crate::h1::{self, BodyProgress, Framing, HeadError, PooledBuf};
 use crate::pool::{Pool, ServerGuard};
 use crate::rules::{RequestView, RuleEdits};
+use crate::snapshot::ServerBuilders;
 use crate::upstream::{self, RawExchange, UpstreamError};
 use ::http::{Method, Response, StatusCode};
 use bytes::Bytes;

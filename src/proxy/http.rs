@@ -9,6 +9,7 @@ use crate::config::Protocol;
 use crate::forwarded;
 use crate::pool::{Pool, Server, ServerGuard};
 use crate::rules::RuleEdits;
+use crate::snapshot::ServerBuilders;
 use crate::upstream::{self, Exchange, ReqBody, RespBody, SendError, Sender, UpstreamError};
 use crate::Shared;
 use bytes::Bytes;
@@ -19,7 +20,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -71,7 +72,7 @@ pub struct ConnCtx {
     kill: CancellationToken,
     /// This connection's slots under the connection limits and its place in the
     /// listener's count; a tunnel keeps them.
-    pub(super) permits: crate::listener::Permits,
+    pub(super) permits: crate::limits::Permits,
     /// What its TLS negotiated (a TLS listener).
     pub tls: Option<Arc<crate::tls::TlsInfo>>,
     /// Its private backend connections (pools with send_proxy).
@@ -113,7 +114,7 @@ impl ConnCtx {
         (bound, proto): (SocketAddr, &'static str),
         peer: SocketAddr,
         (tracker, kill): (TaskTracker, CancellationToken),
-        permits: crate::listener::Permits,
+        permits: crate::limits::Permits,
     ) -> ConnCtx {
         let ip = peer.ip().to_canonical().to_string();
         ConnCtx {
@@ -144,71 +145,6 @@ impl ConnCtx {
     /// The listener's name (for logs).
     pub fn listener_name(&self) -> &Arc<str> {
         &self.permits.listener().name
-    }
-}
-
-/// The hyper server builders of one listener.
-pub struct ServerBuilders {
-    h1: hyper::server::conn::http1::Builder,
-    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
-    /// Also bounds how long a new connection may stay silent.
-    pub(super) header_timeout: Duration,
-    /// The longest a write to the client may wait (the client not reading).
-    pub(super) client_timeout: Duration,
-    /// HTTP/2: GOAWAY after this long without a new request.
-    h2_idle: Option<Duration>,
-}
-
-impl ServerBuilders {
-    /// The listener's client_timeout.
-    pub fn client_timeout(&self) -> Duration {
-        self.client_timeout
-    }
-}
-
-impl std::fmt::Debug for ServerBuilders {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerBuilders")
-            .field("header_timeout", &self.header_timeout)
-            .field("client_timeout", &self.client_timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-pub fn server_builders(
-    request_header_timeout: Duration,
-    client_timeout: Duration,
-    h2cfg: &crate::config::Http2Config,
-) -> ServerBuilders {
-    let mut h1 = hyper::server::conn::http1::Builder::new();
-    h1.timer(TokioTimer::new())
-        .header_read_timeout(request_header_timeout)
-        // flattened writes: see upstream::connect_http
-        .writev(false)
-        .keep_alive(true);
-    // Every HTTP/2 limit set on purpose (`[listener.http2]`), rather than left to
-    // library defaults that may change under us.
-    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    h2.timer(TokioTimer::new())
-        .max_concurrent_streams(h2cfg.max_concurrent_streams)
-        .max_header_list_size(h2cfg.max_header_list_size)
-        .initial_stream_window_size(h2cfg.initial_stream_window_size)
-        .initial_connection_window_size(h2cfg.initial_connection_window_size)
-        .max_frame_size(h2cfg.max_frame_size)
-        // rapid reset (CVE-2023-44487): streams the client resets before they
-        // are served; past the limit, GOAWAY ENHANCE_YOUR_CALM
-        .max_pending_accept_reset_streams(h2cfg.max_pending_accept_reset_streams)
-        // streams rampart had to reset for the client's errors (CVE-2024-27316 kin)
-        .max_local_error_reset_streams(h2cfg.max_local_error_reset_streams)
-        // Dead peers are found by pings; an h2 connection has no header timer.
-        .keep_alive_interval(h2cfg.keepalive_interval)
-        .keep_alive_timeout(h2cfg.keepalive_timeout);
-    ServerBuilders {
-        h1,
-        h2,
-        header_timeout: request_header_timeout,
-        client_timeout,
-        h2_idle: h2cfg.idle_timeout,
     }
 }
 

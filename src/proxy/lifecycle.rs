@@ -14,7 +14,7 @@
 
 use super::ProxyError;
 use crate::config::{Balance, HashKey};
-use crate::listener::ListenerShared;
+use crate::limits::ListenerShared;
 use crate::pool::balance::hash_parts;
 use crate::pool::circuit::Admit;
 use crate::pool::{Pool, Server, ServerGuard};

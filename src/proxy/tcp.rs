@@ -3,7 +3,7 @@
 //! the write side of the other socket (half-close) while the other direction goes on.
 
 use crate::accesslog::{End, Entry};
-use crate::listener::ListenerShared;
+use crate::limits::ListenerShared;
 use crate::proxy::lifecycle::{self, Lifecycle};
 use crate::upstream;
 use crate::Shared;

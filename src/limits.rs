@@ -1,0 +1,150 @@
+//! Connection limits and what an open connection holds: the global and
+//! per-listener `Limit`s, a listener's state kept across generations
+//! (`ListenerShared`: its counters, its limit, its read-only switch) and the
+//! `Permits` a connection holds until it closes. The accept loop takes them; the
+//! data plane reads them; the snapshot carries `ListenerShared` over by name.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// A connection limit whose maximum a reload can change. Raising it lets waiting
+/// accept loops go on at once; lowering it cuts no established connection (new
+/// ones wait until enough have closed).
+#[derive(Debug)]
+pub struct Limit {
+    max: AtomicUsize,
+    active: AtomicUsize,
+    /// Accept loops waiting for a slot (so a release only wakes when needed).
+    waiting: AtomicUsize,
+    freed: Notify,
+}
+
+impl Limit {
+    /// `max` 0 means no limit.
+    pub fn new(max: usize) -> Limit {
+        let l = Limit {
+            max: AtomicUsize::new(usize::MAX),
+            active: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            freed: Notify::new(),
+        };
+        l.set_max(max);
+        l
+    }
+
+    /// `max` 0 means no limit.
+    pub fn set_max(&self, max: usize) {
+        let max = if max == 0 { usize::MAX } else { max };
+        if self.max.swap(max, Ordering::SeqCst) != max {
+            self.freed.notify_waiters();
+        }
+    }
+
+    fn try_take(&self) -> bool {
+        let max = self.max.load(Ordering::SeqCst);
+        self.active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |a| {
+                (a < max).then_some(a + 1)
+            })
+            .is_ok()
+    }
+
+    /// Waits for a slot.
+    pub async fn take(self: &Arc<Self>) -> LimitSlot {
+        if !self.try_take() {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            loop {
+                let freed = self.freed.notified();
+                tokio::pin!(freed);
+                freed.as_mut().enable();
+                if self.try_take() {
+                    break;
+                }
+                freed.await;
+            }
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        LimitSlot(Arc::clone(self))
+    }
+}
+
+/// One slot under a `Limit`, released when dropped.
+#[derive(Debug)]
+pub struct LimitSlot(Arc<Limit>);
+
+impl Drop for LimitSlot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        // SeqCst with take(): a waiter counted after this load re-checks
+        // try_take after enabling its notification, so no wakeup is lost.
+        if self.0.waiting.load(Ordering::SeqCst) > 0 {
+            self.0.freed.notify_waiters();
+        }
+    }
+}
+
+/// What a listener keeps across generations (by name): its connection counters
+/// and its own connection limit.
+#[derive(Debug)]
+pub struct ListenerShared {
+    pub name: Arc<str>,
+    pub active: AtomicU64,
+    pub total: AtomicU64,
+    pub limit: Arc<Limit>,
+    /// An operator switched it to read-only (`rampart mode`; kept in the state file).
+    pub manual_read_only: std::sync::atomic::AtomicBool,
+    /// It refused the last write it saw (logged when this flips).
+    pub read_only_now: std::sync::atomic::AtomicBool,
+    /// Writes refused in read-only mode.
+    pub read_only_refused: AtomicU64,
+    /// Times the listener switched into or out of read-only mode.
+    pub read_only_switches: AtomicU64,
+}
+
+impl ListenerShared {
+    pub fn new(name: &str) -> ListenerShared {
+        ListenerShared {
+            name: Arc::from(name),
+            active: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            limit: Arc::new(Limit::new(0)),
+            manual_read_only: Default::default(),
+            read_only_now: Default::default(),
+            read_only_refused: AtomicU64::new(0),
+            read_only_switches: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One client connection's slots under the limits and its place in its
+/// listener's count, released when dropped.
+#[derive(Debug)]
+pub struct Permits {
+    _global: LimitSlot,
+    _local: LimitSlot,
+    listener: Arc<ListenerShared>,
+}
+
+impl Permits {
+    /// A new connection's permits: counted as active and in the total.
+    pub fn new(global: LimitSlot, local: LimitSlot, listener: Arc<ListenerShared>) -> Permits {
+        listener.active.fetch_add(1, Ordering::Relaxed);
+        listener.total.fetch_add(1, Ordering::Relaxed);
+        Permits {
+            _global: global,
+            _local: local,
+            listener,
+        }
+    }
+
+    pub fn listener(&self) -> &Arc<ListenerShared> {
+        &self.listener
+    }
+}
+
+impl Drop for Permits {
+    fn drop(&mut self) {
+        self.listener.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
