@@ -239,7 +239,7 @@ impl Control {
                     // quota counts change with traffic: written at most once a second
                     if self
                         .shared
-                        .snapshot
+                        .plane.snapshot
                         .load()
                         .rate_limits
                         .iter()
@@ -262,7 +262,7 @@ impl Control {
             self.watch_read_only();
             // capacity may have grown (a server back, more servers, a higher
             // limit): queued requests look again, not one per released slot
-            for p in &self.shared.snapshot.load().pools {
+            for p in &self.shared.plane.snapshot.load().pools {
                 if p.shared.queue.waiting() > 0 && p.free_slot() {
                     p.shared.queue.wake_all();
                 }
@@ -286,7 +286,7 @@ impl Control {
         if !self.shared.first_round() || self.shared.handed_over.is_cancelled() {
             return;
         }
-        let snap = self.shared.snapshot.load();
+        let snap = self.shared.plane.snapshot.load();
         for l in &snap.listeners {
             let why = crate::proxy::lifecycle::listener_read_only(&snap, l);
             let now = why.is_some();
@@ -324,7 +324,7 @@ impl Control {
                 let pool = key.pool.clone();
                 self.discovered.insert(key, found);
                 self.rebuild_pool(&pool);
-                self.health.sync(&self.shared.snapshot.load().pools);
+                self.health.sync(&self.shared.plane.snapshot.load().pools);
                 self.dirty = true;
             }
             ControlMsg::Dirty => self.dirty = true,
@@ -362,7 +362,7 @@ impl Control {
     /// Switches a listener's manual read-only mode; kept across reloads (the
     /// listener's shared state outlives generations) and restarts (state file).
     fn set_listener_mode(&mut self, name: &str, read_only: bool) -> Result<(), String> {
-        let snap = self.shared.snapshot.load();
+        let snap = self.shared.plane.snapshot.load();
         let Some(l) = snap.listeners.iter().find(|l| *l.name == *name) else {
             return Err(format!("no listener named {name:?}"));
         };
@@ -415,7 +415,7 @@ impl Control {
             handover.ha = Some((addr, master));
             fds.push(fd);
         }
-        let snap = self.shared.snapshot.load_full();
+        let snap = self.shared.plane.snapshot.load_full();
         for p in &snap.pools {
             for s in &p.servers {
                 handover
@@ -425,7 +425,7 @@ impl Control {
         }
         let shared = Arc::clone(&self.shared);
         let fresh = move |h: &mut crate::upgrade::Handover| {
-            h.quotas = statefile::capture(&shared.snapshot.load()).quotas;
+            h.quotas = statefile::capture(&shared.plane.snapshot.load()).quotas;
         };
         match crate::upgrade::hand_over(handover, fds, fresh).await {
             Ok(pid) => {
@@ -451,7 +451,7 @@ impl Control {
         state: Option<AdminState>,
         weight: Option<u32>,
     ) -> Result<(), String> {
-        let snap = self.shared.snapshot.load_full();
+        let snap = self.shared.plane.snapshot.load_full();
         let pool = snap
             .pool(pool_name)
             .ok_or_else(|| format!("no pool named {pool_name:?}"))?;
@@ -491,7 +491,7 @@ impl Control {
         self.listeners.settle().await;
         let result = self.try_reload();
         let millis = t0.elapsed().as_secs_f64() * 1000.0;
-        let generation = self.shared.snapshot.load().generation;
+        let generation = self.shared.plane.snapshot.load().generation;
         let record = |ok, summary: String, errors, warnings| ReloadRecord {
             at,
             time: crate::clock::rfc3339(at),
@@ -569,7 +569,7 @@ impl Control {
         ),
     ) -> Diff {
         let old_cfg = Arc::clone(&self.cfg);
-        let cur = self.shared.snapshot.load_full();
+        let cur = self.shared.plane.snapshot.load_full();
         let starting = cur.generation == 0;
         // The config wins where its own line for a server changed: a new weight
         // in the file replaces an operator's override (HAProxy's state-file
@@ -597,9 +597,9 @@ impl Control {
         }
         let diff = diff(&old_cfg, &new, &cur, &snap, starting);
         let snap = Arc::new(snap);
-        self.shared.snapshot.store(Arc::clone(&snap));
+        self.shared.plane.snapshot.store(Arc::clone(&snap));
         self.shared.config.store(Arc::clone(&new));
-        self.shared.limit.set_max(new.global.max_connections);
+        self.shared.plane.limit.set_max(new.global.max_connections);
         if let (Some(tx), Some(ha)) = (self.shared.ha_reconfigure.get(), &new.ha) {
             if old_cfg.ha.as_ref() != Some(ha) {
                 let _ = tx.send(ha.clone());
@@ -637,7 +637,8 @@ impl Control {
         self.watches
             .sync(&new, disc, &self.shared, &self.discovered, first_wait);
         let grace = new.global.shutdown_grace;
-        self.listeners.commit(prepared, &new, &self.shared, grace);
+        self.listeners
+            .commit(prepared, &new, &self.shared.plane, grace);
         self.cfg = new;
         self.dirty = true;
         diff
@@ -678,7 +679,7 @@ impl Control {
     /// new snapshot, and retires members that left (their idle connections are
     /// closed by every worker at once).
     fn rebuild_pool(&mut self, name: &str) {
-        let cur = self.shared.snapshot.load_full();
+        let cur = self.shared.plane.snapshot.load_full();
         let Some(old) = cur.pool(name) else { return };
         let Some(pc) = self.cfg.pools.iter().find(|p| p.name == name) else {
             return;
@@ -686,6 +687,7 @@ impl Control {
         let new_pool = Arc::new(Snapshot::build_pool(pc, &self.discovered, Some(old)));
         let (added, removed) = member_changes(old, &new_pool);
         self.shared
+            .plane
             .snapshot
             .store(Arc::new(cur.with_pool(Arc::clone(&new_pool))));
         let keep: HashSet<u64> = new_pool.servers.iter().map(|s| s.state.uid).collect();
@@ -708,7 +710,7 @@ impl Control {
         let Some(path) = self.cfg.global.state_file.clone() else {
             return;
         };
-        let state = statefile::capture_merged(&self.shared.snapshot.load(), &self.saved);
+        let state = statefile::capture_merged(&self.shared.plane.snapshot.load(), &self.saved);
         self.saved = state.clone();
         self.save_seq += 1;
         let seq = self.save_seq;

@@ -17,6 +17,7 @@ pub mod import;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod plane;
 pub mod pool;
 pub mod proxy;
 pub mod proxy_protocol;
@@ -41,9 +42,9 @@ pub use supervisor::{run, RunError, RunOptions};
 /// What every connection handler and background task of one running proxy shares.
 #[derive(Debug)]
 pub struct Shared {
-    /// The current snapshot; the data plane loads it once per request/connection.
-    pub snapshot: ArcSwap<snapshot::Snapshot>,
-    pub access_log: accesslog::AccessLog,
+    /// What the data plane shares: the snapshot, the access log, the global
+    /// connection limit.
+    pub plane: std::sync::Arc<plane::Plane>,
     /// True once listeners accept; false again during the SIGTERM drain.
     pub ready: AtomicBool,
     pub started: Instant,
@@ -59,8 +60,6 @@ pub struct Shared {
     /// The config now in force (the admin server's auth, shutdown timings). The
     /// data plane reads the snapshot, never this.
     pub config: ArcSwap<config::Config>,
-    /// `[global] max_connections`, over all listeners.
-    pub limit: std::sync::Arc<limits::Limit>,
     /// What the last reloads did.
     pub reloads: std::sync::Mutex<control::ReloadStatus>,
     /// The admin and HA sockets (address, descriptor), for a binary upgrade.
@@ -101,7 +100,7 @@ impl Shared {
         if self.first_round_done.load(Ordering::Acquire) {
             return true;
         }
-        let snap = self.snapshot.load();
+        let snap = self.plane.snapshot.load();
         let done = snap.pools.iter().all(|p| {
             p.health.is_none()
                 || p.servers.iter().all(|s| {

@@ -7,8 +7,8 @@
 
 use crate::config::{Config, Mode};
 use crate::limits::Permits;
+use crate::plane::Plane;
 use crate::proxy;
-use crate::Shared;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -58,7 +58,7 @@ pub struct BindError {
 struct AcceptCtx {
     /// The address it accepts on; the snapshot says which listener owns it.
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    plane: Arc<Plane>,
     /// This address stops accepting (removed by a reload, or shutdown).
     stop: CancellationToken,
     /// Open HTTP connections finish their requests and close.
@@ -94,7 +94,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         };
         // The listener that owns this address now, in the current generation.
         let (ls, mode, builders, scheme, layers) = {
-            let snap = ctx.shared.snapshot.load();
+            let snap = ctx.plane.snapshot.load();
             let Some(l) = snap.listener_at(ctx.addr) else {
                 continue;
             };
@@ -117,7 +117,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         // in hand is served even if the address stops accepting meanwhile
         // (dropping it would reset a client that did nothing wrong).
         let local = ls.limit.take().await;
-        let global = ctx.shared.limit.take().await;
+        let global = ctx.plane.limit.take().await;
         let permits = Permits::new(global, local, ls);
         if conns.len() >= prune_at {
             conns.retain(|h| !h.is_finished());
@@ -127,7 +127,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
             (Mode::Http, Some(builders)) => {
                 let addr = ctx.addr;
                 let http = HttpStart {
-                    shared: Arc::clone(&ctx.shared),
+                    plane: Arc::clone(&ctx.plane),
                     addr,
                     scheme,
                     tracker: ctx.tracker.clone(),
@@ -159,7 +159,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                 conns.push(h.abort_handle());
             }
             _ => {
-                let shared = Arc::clone(&ctx.shared);
+                let shared = Arc::clone(&ctx.plane);
                 let addr = ctx.addr;
                 let h = ctx.tracker.spawn(async move {
                     let mut stream = stream;
@@ -218,7 +218,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
 
 /// What an HTTP connection is started with.
 struct HttpStart {
-    shared: Arc<Shared>,
+    plane: Arc<Plane>,
     addr: SocketAddr,
     scheme: &'static str,
     tracker: TaskTracker,
@@ -236,7 +236,7 @@ impl HttpStart {
         tls: Option<crate::tls::TlsInfo>,
     ) -> impl std::future::Future<Output = ()> {
         let mut conn = proxy::http::ConnCtx::new(
-            self.shared,
+            self.plane,
             (self.addr, self.scheme),
             peer,
             (self.tracker, self.kill),
@@ -402,7 +402,7 @@ impl ListenerSet {
         &mut self,
         prepared: Prepared,
         cfg: &Config,
-        shared: &Arc<Shared>,
+        plane: &Arc<Plane>,
         grace: Duration,
     ) {
         let wanted: HashSet<SocketAddr> = cfg
@@ -440,7 +440,7 @@ impl ListenerSet {
             for (sock, worker) in sockets.into_iter().zip(self.workers.iter().cycle()) {
                 let ctx = AcceptCtx {
                     addr,
-                    shared: Arc::clone(shared),
+                    plane: Arc::clone(plane),
                     stop: b.stop.clone(),
                     drain: b.drain.clone(),
                     kill: b.kill.clone(),

@@ -7,7 +7,9 @@
 use crate::accesslog::AccessLog;
 use crate::config::Config;
 use crate::control::Control;
+use crate::limits::Limit;
 use crate::listener::{self, ListenerSet};
+use crate::plane::Plane;
 use crate::snapshot::Snapshot;
 use crate::{discovery, statefile, upstream, Shared};
 use arc_swap::ArcSwap;
@@ -120,13 +122,15 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         first_round_done: AtomicBool::new(false),
         config_path: opts.config_path.clone(),
         config: ArcSwap::from_pointee(config.clone()),
-        limit: Arc::new(crate::limits::Limit::new(config.global.max_connections)),
         reloads: Default::default(),
         admin_socket: std::sync::OnceLock::new(),
         ha_socket: std::sync::OnceLock::new(),
         handed_over: CancellationToken::new(),
-        snapshot: ArcSwap::from_pointee(Snapshot::empty()),
-        access_log: AccessLog::new(config.global.access_log),
+        plane: Arc::new(Plane {
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            access_log: AccessLog::new(config.global.access_log),
+            limit: Arc::new(Limit::new(config.global.max_connections)),
+        }),
         ready: AtomicBool::new(false),
         started: Instant::now(),
         runtimes: std::sync::OnceLock::new(),
@@ -237,7 +241,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         }
     };
     // a binary upgrade: the old process's quota counts win over the state file
-    crate::statefile::restore_quotas(&shared.snapshot.load(), &inherited.quotas);
+    crate::statefile::restore_quotas(&shared.plane.snapshot.load(), &inherited.quotas);
     health_tasks.spawn(control.run(control_rx, health_stop.clone()));
     {
         use std::os::fd::AsRawFd;
@@ -258,7 +262,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         health_tasks.spawn(crate::sdnotify::watchdog(every, health_stop.clone()));
     }
     health_tasks.spawn(crate::ratelimit::sync::run(
-        Arc::clone(&shared),
+        Arc::clone(&shared.plane),
         health_stop.clone(),
     ));
     if let Some(path) = &opts.config_path {
@@ -333,7 +337,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     for w in workers {
         let _ = w.join();
     }
-    shared.access_log.flush(Duration::from_secs(1));
+    shared.plane.access_log.flush(Duration::from_secs(1));
     tracing::info!("rampart stopped");
     Ok(())
 }

@@ -42,7 +42,7 @@ const STATES: [&str; 7] = [
 pub fn render(shared: &Shared) -> String {
     let mut families = crate::metrics::global().registry.gather();
     families.extend(snapshot_families(shared));
-    families.extend(pool_histograms(&shared.snapshot.load()));
+    families.extend(pool_histograms(&shared.plane.snapshot.load()));
     families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut out = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
@@ -258,7 +258,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         &[],
     );
 
-    let snap = shared.snapshot.load();
+    let snap = shared.plane.snapshot.load();
     for pool in &snap.pools {
         let p = &*pool.name;
         for (i, s) in pool.servers.iter().enumerate() {
@@ -465,7 +465,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         .set(i64::from(shared.is_ready()));
     dropped
         .with_label_values::<&str>(&[])
-        .inc_by(shared.access_log.dropped.load(Ordering::Relaxed));
+        .inc_by(shared.plane.access_log.dropped.load(Ordering::Relaxed));
     let state_errors = counter(
         "rampart_state_file_write_errors_total",
         "Failed writes of the state file (a full disk, a read-only mount)",

@@ -165,11 +165,12 @@ async fn route(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Res
             )
         }
         (Method::POST, "/api/quotas/reset") => reset_quota(shared, req).await,
-        (Method::GET, "/api/rate_limit_store") => match shared.snapshot.load().rate_link.as_deref()
-        {
-            Some(link) => json(StatusCode::OK, &StoreView::of(link)),
-            None => error(StatusCode::NOT_FOUND, "no [rate_limit_store] is configured"),
-        },
+        (Method::GET, "/api/rate_limit_store") => {
+            match shared.plane.snapshot.load().rate_link.as_deref() {
+                Some(link) => json(StatusCode::OK, &StoreView::of(link)),
+                None => error(StatusCode::NOT_FOUND, "no [rate_limit_store] is configured"),
+            }
+        }
         (Method::GET, "/api/listeners") => json(StatusCode::OK, &stats(shared).listeners),
         (Method::POST, p) if p.starts_with("/api/listeners/") && p.ends_with("/mode") => {
             let name = percent_decode(&p["/api/listeners/".len()..p.len() - "/mode".len()]);
@@ -236,7 +237,7 @@ pub struct QuotaView {
 
 fn quotas(shared: &Shared, limit: Option<&str>, key: Option<&str>) -> Vec<QuotaView> {
     let unix = crate::clock::unix_now();
-    let snap = shared.snapshot.load();
+    let snap = shared.plane.snapshot.load();
     let mut out = Vec::new();
     for l in &snap.rate_limits {
         if limit.is_some_and(|n| n != l.cfg.name) {
@@ -275,7 +276,7 @@ async fn reset_quota(shared: &Shared, req: Request<Incoming>) -> Resp {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
-    let snap = shared.snapshot.load_full();
+    let snap = shared.plane.snapshot.load_full();
     let mut reset = Vec::new();
     let mut store_errors = Vec::new();
     for l in &snap.rate_limits {
@@ -447,7 +448,7 @@ async fn set_server(
     if let Err(e) = result {
         return error(StatusCode::NOT_FOUND, &e);
     }
-    let snap = shared.snapshot.load();
+    let snap = shared.plane.snapshot.load();
     let Some(id) = snap
         .pool(pool_name)
         .and_then(|p| {
@@ -503,7 +504,7 @@ async fn upgrade(shared: &Shared) -> Resp {
 /// Asks every health task to check now and waits (bounded) for the results.
 async fn check_now(shared: &Shared) {
     let t0 = SystemTime::now();
-    let snap = shared.snapshot.load_full();
+    let snap = shared.plane.snapshot.load_full();
     let mut wait = Duration::ZERO;
     for p in &snap.pools {
         if let Some(h) = &p.health {

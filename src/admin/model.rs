@@ -45,7 +45,7 @@ pub struct ConfigView {
 pub fn reload_view(shared: &Shared) -> ConfigView {
     let r = shared.reloads.lock().unwrap_or_else(|e| e.into_inner());
     ConfigView {
-        generation: shared.snapshot.load().generation,
+        generation: shared.plane.snapshot.load().generation,
         reloads_ok: r.ok,
         reloads_failed: r.failed,
         last_reload: r.last.clone(),
@@ -187,7 +187,7 @@ pub const HISTORY: usize = 180;
 impl Rates {
     /// Takes one sample (call every `dt`).
     pub fn sample(&mut self, shared: &Shared, dt: Duration) {
-        let snap = shared.snapshot.load();
+        let snap = shared.plane.snapshot.load();
         let secs = dt.as_secs_f64().max(0.001);
         let mut seen = HashMap::new();
         for pool in &snap.pools {
@@ -226,7 +226,7 @@ pub fn balance_name(b: Balance) -> &'static str {
 /// Builds the view. `rates` may be empty (first second).
 pub fn build(shared: &Shared, rates: &Mutex<Rates>) -> Stats {
     let now = clock::now_ms();
-    let snap = shared.snapshot.load();
+    let snap = shared.plane.snapshot.load();
     let rates = rates.lock().unwrap_or_else(|e| e.into_inner());
     let pools: Vec<PoolView> = snap
         .pools

@@ -446,7 +446,7 @@ impl Node<'_> {
             match t {
                 Track::Ready if !shared.is_ready() => return Some("not ready".into()),
                 Track::Pool(name) => {
-                    let snap = shared.snapshot.load();
+                    let snap = shared.plane.snapshot.load();
                     if let Some(p) = snap.pool(name) {
                         if p.eligible_count() == 0 {
                             return Some(format!("pool {} has no eligible server", p.name));

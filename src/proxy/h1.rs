@@ -268,7 +268,7 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
         })
     };
     let (pool, edits, priority) =
-        match lifecycle::decide(&ctx.shared, ctx.permits.listener(), ctx.bound, &view) {
+        match lifecycle::decide(&ctx.plane, ctx.permits.listener(), ctx.bound, &view) {
             Decision::Pool {
                 pool,
                 edits,
@@ -294,7 +294,7 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
         ));
     }
     let key = lifecycle::hash_key(&pool, ctx.peer.ip(), r.target, |h| r.header(h.as_str()));
-    let log = ctx.shared.access_log.enabled().then(|| {
+    let log = ctx.plane.access_log.enabled().then(|| {
         // httparse accepted the method as a token, which is all Method needs.
         let method = Method::from_bytes(r.method.as_bytes()).unwrap_or_default();
         Box::new(ReqLog::new(ctx, method, r.target.to_string(), &pool, start))

@@ -7,11 +7,11 @@ use super::ProxyError;
 use crate::accesslog::{End, Entry};
 use crate::config::Protocol;
 use crate::forwarded;
+use crate::plane::Plane;
 use crate::pool::{Pool, Server, ServerGuard};
 use crate::rules::RuleEdits;
 use crate::snapshot::ServerBuilders;
 use crate::upstream::{self, Exchange, ReqBody, RespBody, SendError, Sender, UpstreamError};
-use crate::Shared;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -50,7 +50,7 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 
 /// Per client connection: what every request on it shares.
 pub struct ConnCtx {
-    pub shared: Arc<Shared>,
+    pub plane: Arc<Plane>,
     /// The listening address it was accepted on.
     pub bound: SocketAddr,
     /// The address the client reached: `bound`, or for a wildcard bind the
@@ -110,7 +110,7 @@ impl H2Stall {
 
 impl ConnCtx {
     pub fn new(
-        shared: Arc<Shared>,
+        plane: Arc<Plane>,
         (bound, proto): (SocketAddr, &'static str),
         peer: SocketAddr,
         (tracker, kill): (TaskTracker, CancellationToken),
@@ -118,7 +118,7 @@ impl ConnCtx {
     ) -> ConnCtx {
         let ip = peer.ip().to_canonical().to_string();
         ConnCtx {
-            shared,
+            plane,
             bound,
             local: bound,
             proto,
@@ -481,7 +481,7 @@ async fn handle(
         path: req.uri().path(),
         bare_host: request_host(&req).map(crate::router::strip_port),
     };
-    let decision = lifecycle::decide(&ctx.shared, ctx.permits.listener(), ctx.bound, &view);
+    let decision = lifecycle::decide(&ctx.plane, ctx.permits.listener(), ctx.bound, &view);
     let (pool, edits, priority) = match decision {
         lifecycle::Decision::Pool {
             pool,
@@ -497,7 +497,7 @@ async fn handle(
     let key = lifecycle::hash_key(&pool, ctx.peer.ip(), request_target(&req), |h| {
         req.headers().get(h).map(|v| v.as_bytes())
     });
-    let mut log = ctx.shared.access_log.enabled().then(|| {
+    let mut log = ctx.plane.access_log.enabled().then(|| {
         Box::new(ReqLog::new(
             &ctx,
             req.method().clone(),
@@ -782,7 +782,7 @@ pub(super) fn decided(
         }
         lifecycle::Decision::Pool { .. } | lifecycle::Decision::Reconfiguring => reconfiguring(),
     };
-    ctx.shared.access_log.write(&crate::accesslog::Entry {
+    ctx.plane.access_log.write(&crate::accesslog::Entry {
         client: ctx.peer,
         listener: ctx.listener_name(),
         pool: "-",
@@ -1271,7 +1271,7 @@ async fn tunnel(
 
 /// What one request's access log line needs, gathered as the request goes.
 pub(super) struct ReqLog {
-    ctx_shared: Arc<Shared>,
+    ctx_plane: Arc<Plane>,
     client: SocketAddr,
     listener: Arc<str>,
     pool: Arc<str>,
@@ -1299,7 +1299,7 @@ impl ReqLog {
         start: Instant,
     ) -> ReqLog {
         ReqLog {
-            ctx_shared: Arc::clone(&ctx.shared),
+            ctx_plane: Arc::clone(&ctx.plane),
             client: ctx.peer,
             listener: Arc::clone(ctx.listener_name()),
             pool: Arc::clone(&pool.name),
@@ -1319,7 +1319,7 @@ impl ReqLog {
 
     pub(super) fn finish(&mut self, bytes_out: u64, end: End) {
         self.written = true;
-        self.ctx_shared.access_log.write(&Entry {
+        self.ctx_plane.access_log.write(&Entry {
             client: self.client,
             listener: &self.listener,
             pool: &self.pool,

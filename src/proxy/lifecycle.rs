@@ -15,13 +15,13 @@
 use super::ProxyError;
 use crate::config::{Balance, HashKey};
 use crate::limits::ListenerShared;
+use crate::plane::Plane;
 use crate::pool::balance::hash_parts;
 use crate::pool::circuit::Admit;
 use crate::pool::{Pool, Server, ServerGuard};
 use crate::rules::Priority;
 use crate::rules::{is_write, Applied, Outcome, ReadOnly, RequestView, RuleEdits, Terminal};
 use crate::upstream::UpstreamError;
-use crate::Shared;
 use bytes::Bytes;
 use http::{HeaderName, StatusCode};
 use std::net::{IpAddr, SocketAddr};
@@ -33,13 +33,13 @@ use std::sync::Arc;
 /// no path).
 #[inline]
 pub fn route(
-    shared: &Shared,
+    plane: &Plane,
     listener: &Arc<ListenerShared>,
     bound: SocketAddr,
     host: Option<&str>,
     path: &str,
 ) -> Option<Arc<Pool>> {
-    let snap = shared.snapshot.load();
+    let snap = plane.snapshot.load();
     let l = snap.listener_of(listener, bound)?;
     let idx = l.router.route(host, path);
     snap.pools.get(idx).cloned()
@@ -84,12 +84,12 @@ pub enum Decision {
 /// terminal one decides), then its routes and default pool. Rules are part of
 /// the listener's generation, read from the same snapshot as the pools.
 pub fn decide(
-    shared: &Shared,
+    plane: &Plane,
     listener: &Arc<ListenerShared>,
     bound: SocketAddr,
     req: &impl RequestView,
 ) -> Decision {
-    let snap = shared.snapshot.load();
+    let snap = plane.snapshot.load();
     let Some(l) = snap.listener_of(listener, bound) else {
         return Decision::Reconfiguring;
     };

@@ -4,9 +4,9 @@
 
 use crate::accesslog::{End, Entry};
 use crate::limits::ListenerShared;
+use crate::plane::Plane;
 use crate::proxy::lifecycle::{self, Lifecycle};
 use crate::upstream;
-use crate::Shared;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
@@ -36,7 +36,7 @@ pub struct Session {
 pub async fn serve<S>(
     mut client: S,
     session: Session,
-    shared: Arc<Shared>,
+    plane: Arc<Plane>,
     bound: SocketAddr,
     listener: &Arc<ListenerShared>,
 ) where
@@ -44,12 +44,12 @@ pub async fn serve<S>(
 {
     let start = Instant::now();
     let peer = session.peer;
-    let Some(pool) = lifecycle::route(&shared, listener, bound, session.sni.as_deref(), "") else {
+    let Some(pool) = lifecycle::route(&plane, listener, bound, session.sni.as_deref(), "") else {
         return;
     };
     let listener_name = &listener.name;
     let log = |server: Option<&str>, connect: Option<Duration>, a: u64, b: u64, end: End| {
-        shared.access_log.write(&Entry {
+        plane.access_log.write(&Entry {
             client: peer,
             listener: listener_name,
             pool: &pool.name,

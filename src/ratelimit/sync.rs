@@ -285,13 +285,13 @@ return out
 
 /// The background task: one sync every `sync_interval`, while the config has
 /// a store; stops with `stop`.
-pub async fn run(shared: Arc<crate::Shared>, stop: tokio_util::sync::CancellationToken) {
+pub async fn run(plane: Arc<crate::plane::Plane>, stop: tokio_util::sync::CancellationToken) {
     let script = redis::Script::new(SCRIPT);
     let mut conn: Option<(String, redis::aio::MultiplexedConnection)> = None;
     let mut batch: Vec<Item> = Vec::new();
     let mut start = 0usize;
     loop {
-        let snap = shared.snapshot.load_full();
+        let snap = plane.snapshot.load_full();
         let interval = snap
             .rate_link
             .as_ref()
