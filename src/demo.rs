@@ -18,7 +18,7 @@ pub enum DemoError {
     #[error("the demo config is invalid (a bug): {0}")]
     Config(#[from] config::ConfigError),
     #[error(transparent)]
-    Run(#[from] crate::RunError),
+    Run(#[from] crate::supervisor::RunError),
 }
 
 /// Starts two backends on 127.0.0.1 (OS-assigned ports) on their own thread and
@@ -121,7 +121,7 @@ server_timeout = "10s"
 pub fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), DemoError> {
     let backends = start_backends()?;
     let cfg = config::parse(&config_text(listen, admin, &backends), "demo.toml")?;
-    let on_ready = Arc::new(move |_: &crate::Shared| {
+    let on_ready = Arc::new(move |_: &crate::control::Shared| {
         println!("rampart demo is running.");
         for (i, b) in backends.iter().enumerate() {
             println!("  backend-{}:  http://{b}/", i + 1);
@@ -139,9 +139,9 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), DemoError> {
         println!("Each request alternates between backend-1 and backend-2 (until one is drained); one access log line per request follows.");
         println!("Press Ctrl-C to stop.");
     });
-    crate::run(
+    crate::supervisor::run(
         cfg,
-        crate::RunOptions {
+        crate::supervisor::RunOptions {
             stop: None,
             config_path: None,
             on_ready: Some(on_ready),

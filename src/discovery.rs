@@ -8,7 +8,6 @@
 
 use crate::config::{Config, OnEmpty, Prefer, ResolverConfig, ServerAddr};
 use crate::snapshot::{Discovered, DnsKey, Found};
-use crate::Shared;
 use hickory_resolver::config::{
     ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig as HickoryConfig,
     ResolverOpts,
@@ -22,6 +21,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// A watch's new member set, for the control task to apply.
+#[derive(Debug)]
+pub struct DnsUpdate {
+    pub key: DnsKey,
+    pub members: Vec<Found>,
+}
+
+/// Where the watches send their answers (the control task holds the receiver).
+pub type DnsTx = tokio::sync::mpsc::UnboundedSender<DnsUpdate>;
 
 /// When each watch resolves first: at start-up after the initial round's TTL; a
 /// watch a reload adds, at once.
@@ -350,19 +359,25 @@ pub struct Watches {
     running: HashMap<DnsKey, CancellationToken>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    /// What each name resolved to last (the stats page, the admin API).
+    registry: Arc<NameRegistry>,
+    tx: DnsTx,
 }
 
 impl Watches {
     pub fn new(
         disc: Option<Arc<Discovery>>,
-        cancel: CancellationToken,
-        tracker: TaskTracker,
+        (cancel, tracker): (CancellationToken, TaskTracker),
+        registry: Arc<NameRegistry>,
+        tx: DnsTx,
     ) -> Watches {
         Watches {
             disc,
             running: HashMap::new(),
             cancel,
             tracker,
+            registry,
+            tx,
         }
     }
 
@@ -396,7 +411,6 @@ impl Watches {
         &mut self,
         cfg: &Config,
         disc: Option<Arc<Discovery>>,
-        shared: &Arc<Shared>,
         discovered: &Discovered,
         first_wait: &FirstWait,
     ) {
@@ -422,7 +436,7 @@ impl Watches {
             keep
         });
         if !stopped.is_empty() {
-            let mut reg = shared.dns.lock().unwrap_or_else(|e| e.into_inner());
+            let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
             for k in &stopped {
                 reg.remove(&status_key(&k.pool, &k.entry));
             }
@@ -441,8 +455,8 @@ impl Watches {
                 first_wait: first_wait.get(&key).copied().unwrap_or(Duration::ZERO),
                 key,
                 disc: Arc::clone(disc),
-                shared: Arc::clone(shared),
-                tx: shared.control.clone(),
+                registry: Arc::clone(&self.registry),
+                tx: self.tx.clone(),
             };
             let span = tracing::info_span!("dns", pool = %w.key.pool, name = %w.key.entry);
             self.tracker.spawn(tracing::Instrument::instrument(
@@ -461,8 +475,8 @@ impl Watches {
 struct Watch {
     key: DnsKey,
     disc: Arc<Discovery>,
-    shared: Arc<Shared>,
-    tx: crate::control::ControlTx,
+    registry: Arc<NameRegistry>,
+    tx: DnsTx,
     last: Vec<Found>,
     first_wait: Duration,
 }
@@ -536,7 +550,10 @@ impl Watch {
                 self.last = new.clone();
                 if self
                     .tx
-                    .send(crate::control::ControlMsg::Dns(self.key.clone(), new))
+                    .send(DnsUpdate {
+                        key: self.key.clone(),
+                        members: new,
+                    })
                     .is_err()
                 {
                     return;
@@ -546,7 +563,7 @@ impl Watch {
     }
 
     fn update_status(&self, f: impl FnOnce(&mut NameStatus)) {
-        let mut reg = self.shared.dns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let st = reg
             .entry(status_key(&self.key.pool, &self.key.entry))
             .or_insert_with(|| NameStatus {

@@ -574,21 +574,21 @@ pub struct HealthManager {
     >,
     cancel: CancellationToken,
     tracker: TaskTracker,
-    /// Health flips are recorded in the state file.
-    control: crate::control::ControlTx,
+    /// Notified at each health flip (the control task records it in the state file).
+    flipped: Arc<tokio::sync::Notify>,
 }
 
 impl HealthManager {
     pub fn new(
         cancel: CancellationToken,
         tracker: TaskTracker,
-        control: crate::control::ControlTx,
+        flipped: Arc<tokio::sync::Notify>,
     ) -> HealthManager {
         HealthManager {
             tasks: HashMap::new(),
             cancel,
             tracker,
-            control,
+            flipped,
         }
     }
 
@@ -620,12 +620,12 @@ impl HealthManager {
                     let name = t.name_for(s.source.as_deref(), s.addr);
                     (t.clone(), name)
                 });
-                let control = self.control.clone();
+                let flipped = Arc::clone(&self.flipped);
                 self.tracker.spawn(tracing::Instrument::instrument(
                     async move {
                         tokio::select! {
                             _ = token.cancelled() => {}
-                            _ = check_loop(addr, tls, state, cfg, control) => {}
+                            _ = check_loop(addr, tls, state, cfg, flipped) => {}
                         }
                     },
                     span,
@@ -653,7 +653,7 @@ async fn check_loop(
     tls: Option<CheckTls>,
     state: Arc<ServerState>,
     cfg: Arc<HealthConfig>,
-    control: crate::control::ControlTx,
+    flipped: Arc<tokio::sync::Notify>,
 ) {
     let mut rf = RiseFall::new(state.health(), cfg.rise, cfg.fall);
     loop {
@@ -690,7 +690,7 @@ async fn check_loop(
         let was = rf.state();
         if let Some(now) = rf.observe(result.is_ok()) {
             state.set_health(now, clock::now_ms());
-            let _ = control.send(crate::control::ControlMsg::Dirty);
+            flipped.notify_one();
             if now == Health::Up {
                 // Proven healthy by an active check: a breaker left open by the
                 // failures that took it down would only delay its return.

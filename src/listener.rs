@@ -235,7 +235,7 @@ impl HttpStart {
         permits: Permits,
         tls: Option<crate::tls::TlsInfo>,
     ) -> impl std::future::Future<Output = ()> {
-        let mut conn = proxy::http::ConnCtx::new(
+        let mut conn = proxy::conn::ConnCtx::new(
             self.plane,
             (self.addr, self.scheme),
             peer,
@@ -253,7 +253,7 @@ impl HttpStart {
                 conn.local = local;
             }
         }
-        proxy::http::serve(stream, Arc::new(conn), self.builders, self.drain)
+        proxy::fast_path::serve(stream, Arc::new(conn), self.builders, self.drain)
     }
 }
 

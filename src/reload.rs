@@ -11,7 +11,7 @@
 //! before reloading, so an editor's half-written file is not read.
 
 use crate::control::ControlMsg;
-use crate::Shared;
+use crate::control::Shared;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

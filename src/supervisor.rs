@@ -7,11 +7,12 @@
 use crate::accesslog::AccessLog;
 use crate::config::Config;
 use crate::control::Control;
+use crate::control::Shared;
 use crate::limits::Limit;
 use crate::listener::{self, ListenerSet};
 use crate::plane::Plane;
 use crate::snapshot::Snapshot;
-use crate::{discovery, statefile, upstream, Shared};
+use crate::{discovery, statefile, upstream};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,9 +118,8 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         ha_reconfigure: std::sync::OnceLock::new(),
         control: control_tx,
         rates: Default::default(),
-        dns: registry,
+        dns: Arc::new(registry),
         retired: tokio::sync::Notify::new(),
-        first_round_done: AtomicBool::new(false),
         config_path: opts.config_path.clone(),
         config: ArcSwap::from_pointee(config.clone()),
         reloads: Default::default(),
@@ -130,8 +130,9 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
             access_log: AccessLog::new(config.global.access_log),
             limit: Arc::new(Limit::new(config.global.max_connections)),
+            ready: AtomicBool::new(false),
+            first_round_done: AtomicBool::new(false),
         }),
-        ready: AtomicBool::new(false),
         started: Instant::now(),
         runtimes: std::sync::OnceLock::new(),
     });
@@ -203,12 +204,19 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     // listeners, and starts health checks and DNS watches), the admin server.
     let health_stop = CancellationToken::new();
     let health_tasks = TaskTracker::new();
+    let health_flipped = Arc::new(tokio::sync::Notify::new());
     let health = crate::health::HealthManager::new(
         health_stop.clone(),
         health_tasks.clone(),
-        shared.control.clone(),
+        Arc::clone(&health_flipped),
     );
-    let watches = discovery::Watches::new(discovery, health_stop.clone(), health_tasks.clone());
+    let (dns_tx, dns_rx) = tokio::sync::mpsc::unbounded_channel();
+    let watches = discovery::Watches::new(
+        discovery,
+        (health_stop.clone(), health_tasks.clone()),
+        Arc::clone(&shared.dns),
+        dns_tx,
+    );
     let listeners = ListenerSet::new(
         handles,
         (stop_accept.clone(), graceful.clone()),
@@ -242,7 +250,12 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     };
     // a binary upgrade: the old process's quota counts win over the state file
     crate::statefile::restore_quotas(&shared.plane.snapshot.load(), &inherited.quotas);
-    health_tasks.spawn(control.run(control_rx, health_stop.clone()));
+    let inbox = crate::control::Inbox {
+        msgs: control_rx,
+        dns: dns_rx,
+        health_flipped,
+    };
+    health_tasks.spawn(control.run(inbox, health_stop.clone()));
     {
         use std::os::fd::AsRawFd;
         let _ = shared
@@ -261,8 +274,15 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         tracing::info!(?every, "systemd watchdog: pinging");
         health_tasks.spawn(crate::sdnotify::watchdog(every, health_stop.clone()));
     }
+    let plane = Arc::clone(&shared.plane);
     health_tasks.spawn(crate::ratelimit::sync::run(
-        Arc::clone(&shared.plane),
+        move || {
+            let snap = plane.snapshot.load();
+            crate::ratelimit::sync::Current {
+                link: snap.rate_link.clone(),
+                limits: snap.rate_limits.clone(),
+            }
+        },
         health_stop.clone(),
     ));
     if let Some(path) = &opts.config_path {
@@ -289,12 +309,16 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
             let _ = shared.ha.set(Arc::clone(&ha.status));
             let _ = shared.ha_reconfigure.set(ha.reconfigure.clone());
             tracing::info!(node = %hc.node_id, priority = hc.priority, interface = %hc.interface, "HA started");
-            Some(tokio::spawn(ha.run(Arc::clone(&shared), ha_stop.clone())))
+            Some(tokio::spawn(ha.run(
+                Arc::clone(&shared.plane),
+                shared.handed_over.clone(),
+                ha_stop.clone(),
+            )))
         }
         None => None,
     };
 
-    shared.ready.store(true, Ordering::Release);
+    shared.plane.ready.store(true, Ordering::Release);
     if let Some(f) = &opts.on_ready {
         f(&shared);
     }
@@ -385,7 +409,7 @@ async fn shutdown_sequence(
             }
         }
     }
-    shared.ready.store(false, Ordering::Release);
+    shared.plane.ready.store(false, Ordering::Release);
     let config = shared.config.load_full();
     let handed_over = shared.handed_over.is_cancelled();
     if !handed_over {

@@ -1,4 +1,4 @@
-//! The HTTP/1.1 fast path (src/proxy/h1.rs) against a scripted backend that answers
+//! The HTTP/1.1 fast path (src/proxy/fast_path.rs) against a scripted backend that answers
 //! with exact bytes: every response framing passes through intact, heads are
 //! rewritten, backend connections are reused only when in step, broken responses
 //! become 502, and a connection moves to hyper mid-way when a request has a body.

@@ -6,9 +6,9 @@
 //! pool's series leave with the pool. The few process-wide counters live in
 //! `crate::metrics`.
 
+use crate::control::Shared;
 use crate::metrics::{counter, gauge};
 use crate::pool::{AdminState, Health, Pool};
-use crate::Shared;
 use prometheus::core::Collector;
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, GaugeVec, Opts, TextEncoder};
@@ -462,7 +462,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
             .set(st.members.len() as i64);
     }
     misc.with_label_values::<&str>(&[])
-        .set(i64::from(shared.is_ready()));
+        .set(i64::from(shared.plane.is_ready()));
     dropped
         .with_label_values::<&str>(&[])
         .inc_by(shared.plane.access_log.dropped.load(Ordering::Relaxed));

@@ -14,8 +14,8 @@ pub mod model;
 
 use crate::config::Config;
 use crate::control::ControlMsg;
+use crate::control::Shared;
 use crate::pool::AdminState;
-use crate::Shared;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -85,7 +85,7 @@ async fn route(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Res
     match (method.clone(), path.as_str()) {
         (Method::GET, "/live") => return text(StatusCode::OK, "ok\n"),
         (Method::GET, "/ready") => {
-            return if shared.is_ready() {
+            return if shared.plane.is_ready() {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

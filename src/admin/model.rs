@@ -5,13 +5,12 @@ use crate::admin::metrics::server_status;
 use crate::clock;
 use crate::clock::rfc3339_now;
 use crate::config::Balance;
+use crate::control::Shared;
 use crate::pool::Pool;
-use crate::Shared;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stats {
@@ -173,46 +172,6 @@ pub struct DnsView {
     pub last_error: Option<String>,
 }
 
-/// Request rates, sampled once a second by the control task.
-#[derive(Debug, Default)]
-pub struct Rates {
-    last: HashMap<u64, u64>,
-    server: HashMap<u64, f64>,
-    history: HashMap<String, VecDeque<f64>>,
-}
-
-/// Seconds of history kept for the sparklines.
-pub const HISTORY: usize = 180;
-
-impl Rates {
-    /// Takes one sample (call every `dt`).
-    pub fn sample(&mut self, shared: &Shared, dt: Duration) {
-        let snap = shared.plane.snapshot.load();
-        let secs = dt.as_secs_f64().max(0.001);
-        let mut seen = HashMap::new();
-        for pool in &snap.pools {
-            let mut pool_rate = 0.0;
-            for s in &pool.servers {
-                let total = s.state.total.load(Ordering::Relaxed);
-                let prev = self.last.get(&s.state.uid).copied().unwrap_or(total);
-                let r = total.saturating_sub(prev) as f64 / secs;
-                pool_rate += r;
-                self.server.insert(s.state.uid, r);
-                seen.insert(s.state.uid, total);
-            }
-            let h = self.history.entry(pool.name.to_string()).or_default();
-            h.push_back(pool_rate);
-            while h.len() > HISTORY {
-                h.pop_front();
-            }
-        }
-        self.server.retain(|uid, _| seen.contains_key(uid));
-        self.history
-            .retain(|name, _| snap.pools.iter().any(|p| *p.name == **name));
-        self.last = seen;
-    }
-}
-
 pub fn balance_name(b: Balance) -> &'static str {
     match b {
         Balance::RoundRobin => "round_robin",
@@ -224,7 +183,7 @@ pub fn balance_name(b: Balance) -> &'static str {
 }
 
 /// Builds the view. `rates` may be empty (first second).
-pub fn build(shared: &Shared, rates: &Mutex<Rates>) -> Stats {
+pub fn build(shared: &Shared, rates: &Mutex<crate::rates::Rates>) -> Stats {
     let now = clock::now_ms();
     let snap = shared.plane.snapshot.load();
     let rates = rates.lock().unwrap_or_else(|e| e.into_inner());
@@ -277,7 +236,7 @@ pub fn build(shared: &Shared, rates: &Mutex<Rates>) -> Stats {
         uptime_secs: shared.started.elapsed().as_secs(),
         config_file: shared.config_path.as_ref().map(|p| p.display().to_string()),
         started_at: crate::clock::rfc3339(SystemTime::now() - shared.started.elapsed()),
-        ready: shared.is_ready(),
+        ready: shared.plane.is_ready(),
         ha: shared.ha_status(),
         config: reload_view(shared),
         listeners,
@@ -286,7 +245,7 @@ pub fn build(shared: &Shared, rates: &Mutex<Rates>) -> Stats {
     }
 }
 
-fn pool_view(p: &Pool, now: u64, rates: &Rates) -> PoolView {
+fn pool_view(p: &Pool, now: u64, rates: &crate::rates::Rates) -> PoolView {
     let servers: Vec<ServerView> = (0..p.servers.len())
         .map(|i| server_view(p, i, now, rates))
         .collect();
@@ -326,15 +285,14 @@ fn pool_view(p: &Pool, now: u64, rates: &Rates) -> PoolView {
             .circuit
             .map(|_| p.shared.circuit.state().as_str().to_string()),
         history: rates
-            .history
-            .get(&*p.name)
+            .history(&p.name)
             .map(|h| h.iter().copied().collect())
             .unwrap_or_default(),
         servers,
     }
 }
 
-fn server_view(p: &Pool, i: usize, now: u64, rates: &Rates) -> ServerView {
+fn server_view(p: &Pool, i: usize, now: u64, rates: &crate::rates::Rates) -> ServerView {
     let s = &p.servers[i];
     let st = &s.state;
     let effective = p.current_weight(i, now);
@@ -370,7 +328,7 @@ fn server_view(p: &Pool, i: usize, now: u64, rates: &Rates) -> ServerView {
         max_active: st.max_active.load(Ordering::Relaxed),
         limit: p.max_conn_per_server,
         total: st.total.load(Ordering::Relaxed),
-        rate: rates.server.get(&st.uid).copied().unwrap_or(0.0),
+        rate: rates.server(st.uid),
         bytes_in: st.bytes_in.load(Ordering::Relaxed),
         bytes_out: st.bytes_out.load(Ordering::Relaxed),
         connect_errors: st.connect_errors.load(Ordering::Relaxed),

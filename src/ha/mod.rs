@@ -7,7 +7,7 @@ pub mod vip;
 pub mod wire;
 
 use crate::config::{HaConfig, Track};
-use crate::Shared;
+use crate::plane::Plane;
 use fsm::{Action, Event, Fsm, FsmConfig, Heard, State};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -212,7 +212,12 @@ impl Ha {
 
     /// Runs until `stop`; then a MASTER hands over (priority-0 advert) and the VIP
     /// is released before this returns.
-    pub async fn run(self, shared: Arc<Shared>, stop: CancellationToken) {
+    pub async fn run(
+        self,
+        plane: Arc<Plane>,
+        handed_over: CancellationToken,
+        stop: CancellationToken,
+    ) {
         let mut reconfig = self.reconfig.clone();
         reconfig.mark_unchanged();
         let mut node = Node {
@@ -261,7 +266,7 @@ impl Ha {
             };
             tokio::select! {
                 _ = stop.cancelled() => {
-                    if shared.handed_over.is_cancelled() {
+                    if handed_over.is_cancelled() {
                         // A new process took over (binary upgrade): it holds the
                         // VIPs and advertises; leave without a word.
                         break;
@@ -321,7 +326,7 @@ impl Ha {
                     node.exec(actions).await;
                 }
                 _ = check.tick() => {
-                    let reason = node.fault_reason(&shared);
+                    let reason = node.fault_reason(&plane);
                     let faulted = reason.is_some();
                     *node.ha.status.fault_reason.lock().unwrap_or_else(|e| e.into_inner()) = reason.clone();
                     if faulted != node.faulted {
@@ -432,7 +437,7 @@ impl Node<'_> {
         self.cfg = new;
     }
 
-    fn fault_reason(&mut self, shared: &Shared) -> Option<String> {
+    fn fault_reason(&mut self, plane: &Plane) -> Option<String> {
         let cfg = &self.cfg;
         if !vip::link_up(&cfg.interface) {
             return Some(format!("link {} is down", cfg.interface));
@@ -444,9 +449,9 @@ impl Node<'_> {
         }
         for t in &cfg.track {
             match t {
-                Track::Ready if !shared.is_ready() => return Some("not ready".into()),
+                Track::Ready if !plane.is_ready() => return Some("not ready".into()),
                 Track::Pool(name) => {
-                    let snap = shared.plane.snapshot.load();
+                    let snap = plane.snapshot.load();
                     if let Some(p) = snap.pool(name) {
                         if p.eligible_count() == 0 {
                             return Some(format!("pool {} has no eligible server", p.name));

@@ -14,9 +14,9 @@ use std::collections::HashMap;
 
 /// One logical line: its number and its words (quotes and escapes resolved).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Line {
-    no: usize,
-    words: Vec<String>,
+pub(super) struct Line {
+    pub(super) no: usize,
+    pub(super) words: Vec<String>,
 }
 
 /// Splits a line into words: `#` starts a comment outside quotes; "..." and
@@ -67,7 +67,7 @@ fn words(line: &str) -> Vec<String> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Global,
     Defaults,
     Frontend,
@@ -79,17 +79,17 @@ enum Kind {
 }
 
 #[derive(Debug, Clone)]
-struct Section {
-    kind: Kind,
-    keyword: String,
-    name: String,
-    no: usize,
-    lines: Vec<Line>,
+pub(super) struct Section {
+    pub(super) kind: Kind,
+    pub(super) keyword: String,
+    pub(super) name: String,
+    pub(super) no: usize,
+    pub(super) lines: Vec<Line>,
     /// `frontend NAME ADDR`: the old syntax's address.
-    bind_in_head: Option<String>,
+    pub(super) bind_in_head: Option<String>,
 }
 
-fn sections(src: &str) -> (Vec<Section>, Vec<Line>) {
+pub(super) fn sections(src: &str) -> (Vec<Section>, Vec<Line>) {
     let mut out: Vec<Section> = Vec::new();
     let mut orphans = Vec::new();
     for (i, raw) in src.lines().enumerate() {
@@ -151,7 +151,7 @@ fn duration(v: &str) -> Option<String> {
 }
 
 /// `*:80`, `:80`, `1.2.3.4:80`, `[::]:443`, `ipv4@...` → socket addresses.
-fn bind_addrs(spec: &str) -> Result<Vec<String>, String> {
+pub(super) fn bind_addrs(spec: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for a in spec.split(',') {
         let a = a.strip_prefix("ipv4@").unwrap_or(a);
@@ -992,7 +992,7 @@ impl Importer {
 }
 
 /// `frontend NAME ADDR` / `listen NAME ADDR` (the old syntax) as a bind line.
-fn old_style_bind(sec: &Section) -> Option<Line> {
+pub(super) fn old_style_bind(sec: &Section) -> Option<Line> {
     sec.bind_in_head.as_ref().map(|a| Line {
         no: sec.no,
         words: vec!["bind".into(), a.clone()],
@@ -2057,94 +2057,6 @@ fn timeout_key_name(k: &str) -> &'static str {
         "queue" => "queue_timeout",
         _ => "tunnel_timeout",
     }
-}
-
-/// The original moved to the local world for `--verify` (see `verify`):
-/// binds to loopback ports, every backend's servers to its local backend,
-/// certificates to the test certificate; health checks, TLS to servers, the
-/// PROXY protocol, rate limits, logs and the global section's process
-/// settings taken out, and every line the import reported unsupported.
-pub(super) fn verify_rewrite(
-    src: &str,
-    unsupported: &std::collections::HashSet<usize>,
-    local: &mut super::verify::Local,
-) -> String {
-    let (secs, _) = sections(src);
-    let raw: Vec<&str> = src.lines().collect();
-    let mut out = String::from("global\n    maxconn 4000\n\n");
-    for sec in &secs {
-        let is_stats = sec.kind == Kind::Listen
-            && sec.lines.iter().any(|l| l.words[0] == "stats")
-            && !sec.lines.iter().any(|l| l.words[0].starts_with("server"));
-        if matches!(sec.kind, Kind::Global | Kind::Resolvers | Kind::Other) || is_stats {
-            continue;
-        }
-        out.push_str(&format!("{} {}\n", sec.keyword, sec.name));
-        let head_bind = old_style_bind(sec);
-        // the pool a backend's servers go to: the section's own name
-        let pool = sec.name.clone();
-        for l in head_bind.iter().chain(&sec.lines) {
-            if unsupported.contains(&l.no) && l.no != sec.no {
-                continue;
-            }
-            let w = &l.words;
-            let has = |k: &str| w.iter().any(|x| x == k);
-            match w[0].as_str() {
-                "bind" if w.len() > 1 => {
-                    let Ok(addrs) = bind_addrs(&w[1]) else {
-                        continue;
-                    };
-                    let ssl = has("ssl") || has("crt");
-                    for a in addrs {
-                        let port = local.original_port(&a);
-                        let mut line = format!("    bind {}:{port}", local.ip);
-                        if ssl {
-                            line.push_str(&format!(" ssl crt {}", local.pem.display()));
-                            if let Some(p) = w.iter().position(|x| x == "alpn") {
-                                if let Some(v) = w.get(p + 1) {
-                                    line.push_str(&format!(" alpn {v}"));
-                                }
-                            }
-                        }
-                        out.push_str(&line);
-                        out.push('\n');
-                    }
-                }
-                "server" | "server-template" if w.len() > 2 => {
-                    let port = local.pool_port(&pool);
-                    out.push_str(&format!("    server {} {}:{port}\n", w[1], local.ip));
-                }
-                "option"
-                    if matches!(
-                        w.get(1).map(String::as_str),
-                        Some(
-                            "httpchk"
-                                | "pgsql-check"
-                                | "mysql-check"
-                                | "redis-check"
-                                | "ssl-hello-chk"
-                                | "tcp-check"
-                                | "ldap-check"
-                                | "smtpchk"
-                        )
-                    ) => {}
-                "http-check" | "tcp-check" | "log" | "errorfile" | "stats" | "default-server"
-                | "stick-table" | "rate-limit" | "tcp-request" | "email-alert"
-                | "external-check" => {}
-                "http-request"
-                    if w.iter()
-                        .any(|x| x.starts_with("track-sc") || x.contains("http_req_rate")) => {}
-                _ => {
-                    if let Some(r) = raw.get(l.no - 1) {
-                        out.push_str(r);
-                        out.push('\n');
-                    }
-                }
-            }
-        }
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! clients; each request is routed to a pool, balanced to a server and sent over a
 //! pooled HTTP/1.1 connection. Bodies stream both ways; nothing is buffered whole.
 
+use super::conn::{ConnCtx, H2Stall};
 use super::lifecycle::{self, Lifecycle};
 use super::ProxyError;
 use crate::accesslog::{End, Entry};
@@ -29,7 +30,6 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static(forwarded::FOR);
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static(forwarded::PROTO);
@@ -47,106 +47,6 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
-
-/// Per client connection: what every request on it shares.
-pub struct ConnCtx {
-    pub plane: Arc<Plane>,
-    /// The listening address it was accepted on.
-    pub bound: SocketAddr,
-    /// The address the client reached: `bound`, or for a wildcard bind the
-    /// socket's own (the destination a PROXY header names).
-    pub local: SocketAddr,
-    /// The scheme clients use on its listener (X-Forwarded-Proto).
-    pub proto: &'static str,
-    pub peer: SocketAddr,
-    /// The client's IP, rendered once for X-Forwarded-For.
-    pub(super) peer_ip: HeaderValue,
-    /// Upgraded tunnels outlive their HTTP connection; shutdown waits for them here.
-    tracker: TaskTracker,
-    /// Set once the connection became a tunnel: then tunnel_timeout, not
-    /// client_timeout, bounds its writes.
-    pub(super) tunnelled: std::sync::atomic::AtomicBool,
-    /// Cancelled when what is left of a removed address's connections is cut
-    /// (its `shutdown_grace` is over): tunnels, which outlive their HTTP
-    /// connection's task, end then too.
-    kill: CancellationToken,
-    /// This connection's slots under the connection limits and its place in the
-    /// listener's count; a tunnel keeps them.
-    pub(super) permits: crate::limits::Permits,
-    /// What its TLS negotiated (a TLS listener).
-    pub tls: Option<Arc<crate::tls::TlsInfo>>,
-    /// Its private backend connections (pools with send_proxy).
-    pub(super) private: upstream::Private,
-    /// HTTP/2: responses the client's flow control holds back.
-    pub(super) h2_stall: H2Stall,
-    /// The listener's client_timeout: also the longest pause inside a request
-    /// body.
-    pub client_timeout: Duration,
-}
-
-/// An HTTP/2 client that stops granting flow-control window (a zero window, or
-/// WINDOW_UPDATEs that stop) holds its streams' responses, and with them their
-/// backend connections and server slots, without a byte that would trip a
-/// socket timeout. `waiting` counts the responses that handed hyper a chunk the
-/// client's window has not taken yet; `moved_ms` is when any response of the
-/// connection last moved. Both waiting and not moving for `client_timeout`: the
-/// connection is closed (`drive_h2`), as a slow reader's is on HTTP/1.
-#[derive(Debug, Default)]
-pub(super) struct H2Stall {
-    waiting: std::sync::atomic::AtomicU32,
-    moved_ms: AtomicU64,
-}
-
-impl H2Stall {
-    /// How long responses have been held without moving (None: none is held).
-    fn held_for(&self) -> Option<Duration> {
-        if self.waiting.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
-        let since = crate::clock::now_ms().saturating_sub(self.moved_ms.load(Ordering::Relaxed));
-        Some(Duration::from_millis(since))
-    }
-}
-
-impl ConnCtx {
-    pub fn new(
-        plane: Arc<Plane>,
-        (bound, proto): (SocketAddr, &'static str),
-        peer: SocketAddr,
-        (tracker, kill): (TaskTracker, CancellationToken),
-        permits: crate::limits::Permits,
-    ) -> ConnCtx {
-        let ip = peer.ip().to_canonical().to_string();
-        ConnCtx {
-            plane,
-            bound,
-            local: bound,
-            proto,
-            peer,
-            peer_ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
-            tracker,
-            tunnelled: std::sync::atomic::AtomicBool::new(false),
-            permits,
-            kill,
-            tls: None,
-            private: upstream::Private::default(),
-            h2_stall: H2Stall::default(),
-            client_timeout: Duration::from_secs(30),
-        }
-    }
-
-    /// The connection came over TLS: X-Forwarded-Proto is https.
-    pub fn with_tls(mut self, info: crate::tls::TlsInfo) -> ConnCtx {
-        self.proto = "https";
-        self.tls = Some(Arc::new(info));
-        self
-    }
-
-    /// The listener's name (for logs).
-    pub fn listener_name(&self) -> &Arc<str> {
-        &self.permits.listener().name
-    }
-}
 
 /// When an HTTP/2 connection last started a request, and how many of its
 /// handlers are running: it is idle when none is and none started for
@@ -178,23 +78,10 @@ impl Activity {
     }
 }
 
-/// Serves one client connection until it closes, or until `graceful` is cancelled,
-/// after which in-flight requests finish and the connection closes. HTTP/1.1
-/// starts on the fast path (proxy/h1.rs), which hands the connection to hyper
-/// (`serve_hyper`) for HTTP/2 and for requests it does not take.
-pub async fn serve<S: super::io::ClientIo>(
-    stream: S,
-    ctx: Arc<ConnCtx>,
-    builders: Arc<ServerBuilders>,
-    graceful: CancellationToken,
-) {
-    super::h1::serve(stream, ctx, builders, graceful).await
-}
-
 /// Serves the rest of a connection with hyper: `io` replays the bytes the fast
 /// path already read. `h2`: they start with the HTTP/2 connection preface.
 pub(super) async fn serve_hyper<S: super::io::ClientIo>(
-    io: super::h1::Prefixed<S>,
+    io: super::io::Prefixed<S>,
     h2: bool,
     ctx: Arc<ConnCtx>,
     builders: &ServerBuilders,

@@ -4,10 +4,16 @@
 //! timer); TLS, whose decrypted bytes may already wait inside rustls, reads and
 //! writes through the ordinary async traits.
 
+use super::conn::ConnCtx;
+use crate::h1::PooledBuf;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::ReadBuf;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -102,3 +108,117 @@ impl ClientIo for TlsStream<TcpStream> {
 
 /// How long a closing TLS connection may take to get its close_notify out.
 const CLOSE_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A client socket whose first bytes were already read by the fast path: reads
+/// return those first, then go to the socket. A write that makes no progress for
+/// `client_timeout` fails (hyper then closes the connection), except once the
+/// connection is a tunnel, whose own idle timeout governs.
+pub struct Prefixed<S> {
+    pre: Option<PooledBuf>,
+    pos: usize,
+    io: S,
+    ctx: Arc<ConnCtx>,
+    client_timeout: Duration,
+    /// Armed when a write has to wait; dropped when one makes progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: ClientIo> Prefixed<S> {
+    /// `pre`: the bytes already read (None: nothing).
+    pub fn new(
+        pre: Option<PooledBuf>,
+        io: S,
+        ctx: Arc<ConnCtx>,
+        client_timeout: Duration,
+    ) -> Prefixed<S> {
+        Prefixed {
+            pre,
+            pos: 0,
+            io,
+            ctx,
+            client_timeout,
+            stalled: None,
+        }
+    }
+
+    /// After a write attempt: a stall longer than client_timeout becomes an error.
+    fn check_stall<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
+        if self.ctx.tunnelled.load(Ordering::Relaxed) {
+            return r;
+        }
+        let limit = self.client_timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if std::future::Future::poll(stalled.as_mut(), cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing for client_timeout",
+            )));
+        }
+        r
+    }
+}
+
+impl<S: ClientIo> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(pre) = &this.pre {
+            let rest = &pre[this.pos..];
+            if !rest.is_empty() {
+                let n = rest.len().min(buf.remaining());
+                buf.put_slice(&rest[..n]);
+                this.pos += n;
+                return Poll::Ready(Ok(()));
+            }
+        }
+        this.pre = None;
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: ClientIo> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.check_stall(cx, r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.check_stall(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}

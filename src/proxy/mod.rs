@@ -1,8 +1,12 @@
-//! The data plane: the HTTP/1 fast path (`h1`), the hyper adapter (`http`) and the
-//! L4 relay (`tcp`), the request lifecycle they share (`lifecycle`), and the one
-//! place where a failure becomes a status code, a counter and a log end state.
+//! The data plane: the HTTP/1 fast path (`fast_path`), the hyper adapter (`http`)
+//! and the L4 relay (`tcp`); the request lifecycle they share (`lifecycle`), a
+//! client connection's context (`conn`) and socket (`io`); and the one place
+//! where a failure becomes a status code, a counter and a log end state.
+//!
+//! Inside, dependencies point one way: fast_path -> http -> {conn, io, lifecycle}.
 
-pub mod h1;
+pub mod conn;
+pub mod fast_path;
 pub mod http;
 pub mod io;
 pub mod lifecycle;

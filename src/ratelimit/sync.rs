@@ -283,17 +283,24 @@ end
 return out
 "#;
 
+/// What a sync round works on, read afresh each round from the current
+/// generation: the store's link (None: no `[rate_limit_store]`) and the limits.
+pub struct Current {
+    pub link: Option<Arc<Link>>,
+    pub limits: Vec<Arc<super::Limiter>>,
+}
+
 /// The background task: one sync every `sync_interval`, while the config has
 /// a store; stops with `stop`.
-pub async fn run(plane: Arc<crate::plane::Plane>, stop: tokio_util::sync::CancellationToken) {
+pub async fn run(current: impl Fn() -> Current + Send, stop: tokio_util::sync::CancellationToken) {
     let script = redis::Script::new(SCRIPT);
     let mut conn: Option<(String, redis::aio::MultiplexedConnection)> = None;
     let mut batch: Vec<Item> = Vec::new();
     let mut start = 0usize;
     loop {
-        let snap = plane.snapshot.load_full();
+        let snap = current();
         let interval = snap
-            .rate_link
+            .link
             .as_ref()
             .map_or(Duration::from_secs(1), |l| l.cfg.sync_interval);
         // on the way out, one last sync sends what was admitted since the last
@@ -301,7 +308,7 @@ pub async fn run(plane: Arc<crate::plane::Plane>, stop: tokio_util::sync::Cancel
             _ = stop.cancelled() => true,
             _ = tokio::time::sleep(interval) => false,
         };
-        let Some(link) = snap.rate_link.clone() else {
+        let Some(link) = snap.link.clone() else {
             if last {
                 return;
             }
@@ -312,7 +319,7 @@ pub async fn run(plane: Arc<crate::plane::Plane>, stop: tokio_util::sync::Cancel
         let now = crate::clock::now_us();
         let hot = (interval.as_micros() as u64 * HOT_INTERVALS).max(HOT_MIN.as_micros() as u64);
         start = start.wrapping_add(1);
-        for (i, l) in snap.rate_limits.iter().enumerate() {
+        for (i, l) in snap.limits.iter().enumerate() {
             take_batch(l, i, now, hot, start % SHARDS, &mut batch);
         }
         // idle and up: nothing to say (down: try anyway, to learn it is back)
@@ -323,23 +330,14 @@ pub async fn run(plane: Arc<crate::plane::Plane>, stop: tokio_util::sync::Cancel
             continue;
         }
         let timeout = (interval * 5).clamp(Duration::from_millis(200), Duration::from_secs(2));
-        match sync_once(
-            &link,
-            &mut conn,
-            &script,
-            &snap.rate_limits,
-            &batch,
-            timeout,
-        )
-        .await
-        {
+        match sync_once(&link, &mut conn, &script, &snap.limits, &batch, timeout).await {
             Ok(answers) => {
-                apply(&snap.rate_limits, &batch, &answers);
+                apply(&snap.limits, &batch, &answers);
                 link.came_up(batch.len());
             }
             Err(e) => {
                 conn = None;
-                give_back(&snap.rate_limits, &batch);
+                give_back(&snap.limits, &batch);
                 link.went_down(e);
             }
         }

@@ -328,7 +328,7 @@ struct Idle<C> {
 }
 
 /// One server's idle connections on this thread: hyper's (requests with bodies,
-/// upgrades, HTTP/2 clients) and plain sockets (the HTTP/1.1 fast path, proxy/h1.rs).
+/// upgrades, HTTP/2 clients) and plain sockets (the HTTP/1.1 fast path, proxy/fast_path.rs).
 struct IdleList {
     state: Arc<ServerState>,
     conns: Vec<Idle<Sender>>,

@@ -15,6 +15,9 @@
 //! the original too, so the comparison covers what was mapped and
 //! approximated.
 
+mod haproxy;
+mod nginx;
+
 use super::Imported;
 use std::collections::{BTreeMap, HashSet};
 use std::net::{SocketAddr, TcpStream};
@@ -150,7 +153,7 @@ pub fn run(
     // the original, moved the same way
     let (orig_path, mut orig_cmd) = match format {
         "haproxy" => {
-            let text = super::haproxy::verify_rewrite(src, &unsupported, &mut local);
+            let text = haproxy::rewrite(src, &unsupported, &mut local);
             let p = dir.join("haproxy.cfg");
             std::fs::write(&p, text).map_err(|e| VerifyError::Setup(e.to_string()))?;
             let check = Command::new("haproxy").arg("-c").arg("-f").arg(&p).output();
@@ -173,7 +176,7 @@ pub fn run(
             (p, c)
         }
         _ => {
-            let text = super::nginx::verify_rewrite(src, &unsupported, &mut local);
+            let text = nginx::rewrite(src, &unsupported, &mut local);
             let p = dir.join("nginx.conf");
             std::fs::write(&p, text).map_err(|e| VerifyError::Setup(e.to_string()))?;
             let check = Command::new("nginx")

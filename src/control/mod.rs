@@ -8,13 +8,17 @@
 //! (at most once a second).
 
 use crate::config::{self, Config, ServerAddr};
-use crate::discovery::{FirstWait, Watches};
+use crate::discovery::{DnsUpdate, FirstWait, Watches};
 use crate::health::HealthManager;
 use crate::listener::{BindError, ListenerSet, Prepared};
 use crate::pool::{AdminState, Carried, Health, Pool};
 use crate::snapshot::Snapshot;
-use crate::snapshot::{Discovered, DnsKey, Found};
-use crate::{statefile, Shared};
+use crate::snapshot::{Discovered, DnsKey};
+mod shared;
+
+pub use shared::Shared;
+
+use crate::statefile;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
@@ -23,10 +27,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub enum ControlMsg {
-    /// New members for a DNS server entry.
-    Dns(DnsKey, Vec<Found>),
-    /// Something the state file records changed.
-    Dirty,
     /// Re-read the config file and apply it.
     Reload {
         trigger: &'static str,
@@ -55,6 +55,15 @@ pub enum ControlMsg {
 
 pub type ControlTx = mpsc::UnboundedSender<ControlMsg>;
 pub type ControlRx = mpsc::UnboundedReceiver<ControlMsg>;
+
+/// What the control task listens to: operators and reloads (`ControlMsg`), DNS
+/// answers, and health flips (written to the state file).
+#[derive(Debug)]
+pub struct Inbox {
+    pub msgs: ControlRx,
+    pub dns: mpsc::UnboundedReceiver<DnsUpdate>,
+    pub health_flipped: Arc<tokio::sync::Notify>,
+}
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -224,7 +233,7 @@ impl Control {
         Ok(c)
     }
 
-    pub async fn run(mut self, mut rx: ControlRx, cancel: CancellationToken) {
+    pub async fn run(mut self, mut inbox: Inbox, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = Instant::now();
@@ -235,7 +244,7 @@ impl Control {
                     let dt = last_tick.elapsed();
                     last_tick = Instant::now();
                     let shared = Arc::clone(&self.shared);
-                    shared.rates.lock().unwrap_or_else(|e| e.into_inner()).sample(&shared, dt);
+                    shared.rates.lock().unwrap_or_else(|e| e.into_inner()).sample(&shared.plane.snapshot.load(), dt);
                     // quota counts change with traffic: written at most once a second
                     if self
                         .shared
@@ -252,10 +261,12 @@ impl Control {
                         self.save_state(false);
                     }
                 }
-                msg = rx.recv() => {
+                msg = inbox.msgs.recv() => {
                     let Some(msg) = msg else { break };
                     self.handle(msg).await;
                 }
+                Some(update) = inbox.dns.recv() => self.apply_dns(update),
+                _ = inbox.health_flipped.notified() => self.dirty = true,
             }
             // after every change it hears of (health, DNS, an operator, a
             // reload), and every second for what it does not (breakers)
@@ -283,7 +294,7 @@ impl Control {
         use std::sync::atomic::Ordering::Relaxed;
         // before every server has had its first check, pools look empty: no
         // switch to speak of yet; after a handover, the new process speaks
-        if !self.shared.first_round() || self.shared.handed_over.is_cancelled() {
+        if !self.shared.plane.first_round() || self.shared.handed_over.is_cancelled() {
             return;
         }
         let snap = self.shared.plane.snapshot.load();
@@ -314,20 +325,21 @@ impl Control {
         }
     }
 
+    /// New members for a DNS server entry.
+    fn apply_dns(&mut self, DnsUpdate { key, members }: DnsUpdate) {
+        if !self.watches.is_running(&key) {
+            // an answer of a watch a reload just stopped
+            return;
+        }
+        let pool = key.pool.clone();
+        self.discovered.insert(key, members);
+        self.rebuild_pool(&pool);
+        self.health.sync(&self.shared.plane.snapshot.load().pools);
+        self.dirty = true;
+    }
+
     async fn handle(&mut self, msg: ControlMsg) {
         match msg {
-            ControlMsg::Dns(key, found) => {
-                if !self.watches.is_running(&key) {
-                    // an answer of a watch a reload just stopped
-                    return;
-                }
-                let pool = key.pool.clone();
-                self.discovered.insert(key, found);
-                self.rebuild_pool(&pool);
-                self.health.sync(&self.shared.plane.snapshot.load().pools);
-                self.dirty = true;
-            }
-            ControlMsg::Dirty => self.dirty = true,
             ControlMsg::Reload { trigger, reply } => {
                 let r = self.reload(trigger).await;
                 if let Some(tx) = reply {
@@ -634,8 +646,7 @@ impl Control {
             self.shared.retired.notify_waiters();
         }
         self.health.sync(&snap.pools);
-        self.watches
-            .sync(&new, disc, &self.shared, &self.discovered, first_wait);
+        self.watches.sync(&new, disc, &self.discovered, first_wait);
         let grace = new.global.shutdown_grace;
         self.listeners
             .commit(prepared, &new, &self.shared.plane, grace);

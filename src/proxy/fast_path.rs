@@ -8,11 +8,13 @@
 //! a typical load. The first request it does not take (a body, an upgrade,
 //! `Expect`, HTTP/1.0, an HTTP/2 preface) hands the connection to hyper for the
 //! rest of its life, with the bytes already read replayed in front
-//! ([`Prefixed`]); http.rs serves it from there with the same routing, retries
+//! ((`io::Prefixed`); http.rs serves it from there with the same routing, retries
 //! and accounting.
 
-use super::http::{self, ConnCtx, ProxyBody, ReqLog};
+use super::conn::ConnCtx;
+use super::http::{self, ProxyBody, ReqLog};
 use super::io::ClientIo;
+use super::io::Prefixed;
 use super::lifecycle::{self, Decision, Lifecycle};
 use crate::accesslog::End;
 use crate::h1::{self, BodyProgress, Framing, HeadError, PooledBuf};
@@ -23,12 +25,11 @@ use crate::upstream::{self, RawExchange, UpstreamError};
 use ::http::{Method, Response, StatusCode};
 use bytes::Bytes;
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -102,7 +103,10 @@ impl RequestView for View<'_, '_> {
     }
 }
 
-/// Serves one client connection (see http::serve).
+/// Serves one HTTP client connection until it closes, or until `graceful` is
+/// cancelled, after which in-flight requests finish and the connection closes.
+/// HTTP/1.1 requests start here; the connection is handed to hyper
+/// (`http::serve_hyper`) for HTTP/2 and for requests the fast path does not take.
 pub async fn serve<S: ClientIo>(
     stream: S,
     ctx: Arc<ConnCtx>,
@@ -176,14 +180,12 @@ pub async fn serve<S: ClientIo>(
                     tracing::trace!(peer = %ctx.peer, why, "request handed to hyper");
                 }
                 let h2 = matches!(step, Step::H2);
-                let io = Prefixed {
-                    pre: buf.take(),
-                    pos: 0,
-                    io: client,
-                    ctx: Arc::clone(&ctx),
-                    client_timeout: builders.client_timeout,
-                    stalled: None,
-                };
+                let io = Prefixed::new(
+                    buf.take(),
+                    client,
+                    Arc::clone(&ctx),
+                    builders.client_timeout,
+                );
                 // Boxed, as is `proxy` below: this task's own future then stays
                 // small, which is what an idle connection costs.
                 Box::pin(http::serve_hyper(io, h2, ctx, &builders, graceful)).await;
@@ -584,103 +586,6 @@ fn serialize(resp: Response<ProxyBody>, head: bool, close: bool, out: &mut Vec<u
     out.extend_from_slice(b"\r\n");
     if !head {
         out.extend_from_slice(&body);
-    }
-}
-
-/// A client socket whose first bytes were already read by the fast path: reads
-/// return those first, then go to the socket. A write that makes no progress for
-/// `client_timeout` fails (hyper then closes the connection), except once the
-/// connection is a tunnel, whose own idle timeout governs.
-pub struct Prefixed<S> {
-    pre: Option<PooledBuf>,
-    pos: usize,
-    io: S,
-    ctx: Arc<ConnCtx>,
-    client_timeout: Duration,
-    /// Armed when a write has to wait; dropped when one makes progress.
-    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl<S: ClientIo> Prefixed<S> {
-    /// After a write attempt: a stall longer than client_timeout becomes an error.
-    fn check_stall<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        r: Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
-        if r.is_ready() {
-            self.stalled = None;
-            return r;
-        }
-        if self.ctx.tunnelled.load(Ordering::Relaxed) {
-            return r;
-        }
-        let limit = self.client_timeout;
-        let stalled = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        if std::future::Future::poll(stalled.as_mut(), cx).is_ready() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client read nothing for client_timeout",
-            )));
-        }
-        r
-    }
-}
-
-impl<S: ClientIo> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(pre) = &this.pre {
-            let rest = &pre[this.pos..];
-            if !rest.is_empty() {
-                let n = rest.len().min(buf.remaining());
-                buf.put_slice(&rest[..n]);
-                this.pos += n;
-                return Poll::Ready(Ok(()));
-            }
-        }
-        this.pre = None;
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl<S: ClientIo> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.check_stall(cx, r)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.check_stall(cx, r)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

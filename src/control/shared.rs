@@ -1,0 +1,52 @@
+//! `Shared`: the state of one running proxy that outlives config generations
+//! (the current config, reload history, DNS status, HA status, rates, the
+//! sockets a binary upgrade hands over). The control task is its writer.
+
+use arc_swap::ArcSwap;
+use std::time::Instant;
+
+/// What the background tasks of one running proxy share: the control task writes
+/// it, the admin server reads it. The data plane holds only `plane`.
+#[derive(Debug)]
+pub struct Shared {
+    /// What the data plane shares: the snapshot, the access log, the global
+    /// connection limit.
+    pub plane: std::sync::Arc<crate::plane::Plane>,
+    pub started: Instant,
+    /// What DNS discovery knows of each name.
+    pub dns: std::sync::Arc<crate::discovery::NameRegistry>,
+    /// Woken when members leave their pool, so every worker closes their idle
+    /// connections at once.
+    pub retired: tokio::sync::Notify,
+    /// The config file: re-read by a reload, shown on the stats page.
+    pub config_path: Option<std::path::PathBuf>,
+    /// The config now in force (the admin server's auth, shutdown timings). The
+    /// data plane reads the snapshot, never this.
+    pub config: ArcSwap<crate::config::Config>,
+    /// What the last reloads did.
+    pub reloads: std::sync::Mutex<super::ReloadStatus>,
+    /// The admin and HA sockets (address, descriptor), for a binary upgrade.
+    pub admin_socket: std::sync::OnceLock<(std::net::SocketAddr, std::os::fd::RawFd)>,
+    pub ha_socket: std::sync::OnceLock<(std::net::SocketAddr, std::os::fd::RawFd)>,
+    /// Cancelled once a new process (binary upgrade) serves: this one stops
+    /// accepting at once and drains.
+    pub handed_over: tokio_util::sync::CancellationToken,
+    /// To the control task (pool rebuilds, state file).
+    pub control: super::ControlTx,
+    /// Request rates, sampled by the control task.
+    pub rates: std::sync::Mutex<crate::rates::Rates>,
+    /// HA status, when `[ha]` is configured.
+    pub ha: std::sync::OnceLock<std::sync::Arc<crate::ha::HaStatus>>,
+    /// Where a reload sends a new `[ha]` to the running HA task.
+    pub ha_reconfigure: std::sync::OnceLock<tokio::sync::watch::Sender<crate::config::HaConfig>>,
+    /// The runtimes (control first, then the workers), named, for their task
+    /// counts in the metrics: a leak of tasks shows there.
+    pub runtimes: std::sync::OnceLock<Vec<(String, tokio::runtime::Handle)>>,
+}
+
+impl Shared {
+    /// The HA state for the stats header (None until HA is configured).
+    pub fn ha_status(&self) -> Option<serde_json::Value> {
+        self.ha.get().map(|h| h.to_json())
+    }
+}
