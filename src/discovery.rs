@@ -6,7 +6,7 @@
 //! new members start as the pool's health config says, removed ones are retired:
 //! no new requests, idle pooled connections closed at once, in-flight ones finish.
 
-use crate::config::{Config, OnEmpty, Prefer, ResolverConfig, ServerAddr};
+use crate::config::{Config, DnsName, OnEmpty, Prefer, ResolverConfig, ServerAddr};
 use crate::snapshot::{Discovered, DnsKey, Found};
 use hickory_resolver::config::{
     ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig as HickoryConfig,
@@ -124,17 +124,9 @@ impl Discovery {
     }
 
     /// Resolves one server entry into its full member set.
-    pub async fn resolve(&self, addr: &ServerAddr) -> Result<Answer, LookupError> {
-        match addr {
-            ServerAddr::Static(a) => Ok(Answer {
-                found: vec![Found {
-                    addr: *a,
-                    weight: None,
-                    backup: false,
-                }],
-                ttl: self.cfg.max_ttl,
-            }),
-            ServerAddr::Name { host, port } => {
+    pub async fn resolve(&self, name: &DnsName) -> Result<Answer, LookupError> {
+        match name {
+            DnsName::Host { host, port } => {
                 let (ips, ttl) = self.lookup_ips(host).await?;
                 let mut found: Vec<Found> = ips
                     .into_iter()
@@ -148,7 +140,7 @@ impl Discovery {
                 found.dedup();
                 Ok(Answer { found, ttl })
             }
-            ServerAddr::Srv { name } => {
+            DnsName::Srv { name } => {
                 let lookup = self
                     .resolver
                     .lookup(name.as_str(), RecordType::SRV)
@@ -253,10 +245,10 @@ pub fn targets(cfg: &Config) -> Vec<DnsKey> {
     let mut out = Vec::new();
     for p in &cfg.pools {
         for s in &p.servers {
-            if s.address.is_dns() {
+            if let ServerAddr::Dns(name) = &s.address {
                 let key = DnsKey {
                     pool: p.name.clone(),
-                    entry: s.address.clone(),
+                    entry: name.clone(),
                 };
                 if !out.contains(&key) {
                     out.push(key);
@@ -347,7 +339,7 @@ async fn futures_join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output
     out.into_iter().flatten().collect()
 }
 
-pub fn status_key(pool: &str, addr: &ServerAddr) -> String {
+pub fn status_key(pool: &str, addr: &DnsName) -> String {
     format!("{pool}/{addr}")
 }
 

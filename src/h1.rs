@@ -717,7 +717,8 @@ impl BodyProgress {
         }
     }
 
-    pub fn is_complete(&self) -> bool {
+    #[cfg(test)]
+    fn is_complete(&self) -> bool {
         matches!(self, BodyProgress::Length(0))
             || matches!(self, BodyProgress::Chunked(s) if s.state == Chunk::Done)
     }

@@ -33,7 +33,7 @@ pub struct Found {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DnsKey {
     pub pool: String,
-    pub entry: ServerAddr,
+    pub entry: crate::config::DnsName,
 }
 
 /// Each DNS server entry -> its current members.
@@ -241,7 +241,7 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
 }
 
 /// The key of a pool's DNS server entry.
-pub fn dns_key(pc: &PoolConfig, entry: &ServerAddr) -> DnsKey {
+pub fn dns_key(pc: &PoolConfig, entry: &crate::config::DnsName) -> DnsKey {
     DnsKey {
         pool: pc.name.clone(),
         entry: entry.clone(),
@@ -266,7 +266,7 @@ pub fn members(pc: &PoolConfig, discovered: &Discovered) -> Vec<MemberSpec> {
                     });
                 }
             }
-            dns => {
+            ServerAddr::Dns(dns) => {
                 let source: Arc<str> = Arc::from(dns.to_string());
                 for f in discovered
                     .get(&dns_key(pc, dns))

@@ -179,7 +179,12 @@ fn version_flag() {
         format!(
             "rampart {} (TLS: rustls with {})",
             env!("CARGO_PKG_VERSION"),
-            rampart::tls::provider_name()
+            // the package's features apply to its tests too
+            if cfg!(feature = "aws-lc") {
+                "aws-lc-rs"
+            } else {
+                "ring"
+            }
         )
     );
 }

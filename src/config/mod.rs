@@ -332,8 +332,15 @@ pub struct ResolverConfig {
 pub enum ServerAddr {
     /// `127.0.0.2:8000`: one member.
     Static(SocketAddr),
+    /// A name DNS discovery resolves, again at each TTL.
+    Dns(DnsName),
+}
+
+/// A server entry that DNS discovery resolves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DnsName {
     /// `backend.default.svc.cluster.local:8000`: one member per A/AAAA record.
-    Name { host: String, port: u16 },
+    Host { host: String, port: u16 },
     /// `_http._tcp.api.default.svc.cluster.local`: one member per SRV target.
     Srv { name: String },
 }
@@ -364,9 +371,9 @@ impl ServerAddr {
             if !valid_name(name) {
                 return Err(format!("{s:?} is not a valid DNS name"));
             }
-            return Ok(ServerAddr::Srv {
+            return Ok(ServerAddr::Dns(DnsName::Srv {
                 name: s.to_string(),
-            });
+            }));
         }
         match s.rsplit_once(':') {
             Some((host, port)) => {
@@ -379,10 +386,10 @@ impl ServerAddr {
                 if !valid_name(host.trim_end_matches('.')) || host.parse::<std::net::IpAddr>().is_ok() {
                     return Err(format!("{s:?} is neither IP:PORT nor NAME:PORT"));
                 }
-                Ok(ServerAddr::Name {
+                Ok(ServerAddr::Dns(DnsName::Host {
                     host: host.to_string(),
                     port,
-                })
+                }))
             }
             None => Err(format!(
                 "invalid address {s:?}: write IP:PORT (\"127.0.0.2:8000\", \"[::1]:8000\"), NAME:PORT, or an SRV name (\"_http._tcp.api.example.com\")"
@@ -391,7 +398,7 @@ impl ServerAddr {
     }
 
     pub fn is_dns(&self) -> bool {
-        !matches!(self, ServerAddr::Static(_))
+        matches!(self, ServerAddr::Dns(_))
     }
 }
 
@@ -399,8 +406,16 @@ impl fmt::Display for ServerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ServerAddr::Static(a) => write!(f, "{a}"),
-            ServerAddr::Name { host, port } => write!(f, "{host}:{port}"),
-            ServerAddr::Srv { name } => f.write_str(name),
+            ServerAddr::Dns(n) => n.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for DnsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DnsName::Host { host, port } => write!(f, "{host}:{port}"),
+            DnsName::Srv { name } => f.write_str(name),
         }
     }
 }

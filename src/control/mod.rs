@@ -729,7 +729,8 @@ impl Control {
         if now {
             write();
         } else {
-            tokio::task::spawn_blocking(write);
+            let span = tracing::info_span!("state_file_write", seq);
+            tokio::task::spawn_blocking(move || span.in_scope(write));
         }
     }
 }

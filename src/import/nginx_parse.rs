@@ -236,31 +236,6 @@ fn block(toks: &[Tok], pos: &mut usize, depth: usize) -> Result<Vec<Directive>, 
     Ok(out)
 }
 
-/// One line per directive, `name@line|arg|arg...`, blocks flattened in
-/// order: the format of crossplane (NGINX's own Python parser) dumps, which
-/// tests/import.rs compares with (scripts/nginx-oracle.py writes them).
-/// Control characters are written as the escapes nginx decodes them from
-/// (crossplane keeps them escaped).
-pub fn dump(ds: &[Directive]) -> String {
-    fn esc(a: &str) -> String {
-        a.replace('\n', "\\n")
-            .replace('\t', "\\t")
-            .replace('\r', "\\r")
-    }
-    fn go(ds: &[Directive], out: &mut String) {
-        for d in ds {
-            let args: Vec<String> = d.args.iter().map(|a| esc(a)).collect();
-            out.push_str(&format!("{}@{}|{}\n", d.name, d.line, args.join("|")));
-            if let Some(b) = &d.block {
-                go(b, out);
-            }
-        }
-    }
-    let mut out = String::new();
-    go(ds, &mut out);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

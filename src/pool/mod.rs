@@ -92,11 +92,13 @@ pub struct ServerState {
     pub status_since: AtomicU64,
     down_since: AtomicU64,
     downtime_ms: AtomicU64,
-    /// Failed active checks (HAProxy's chkfail) and UP -> DOWN flips (chkdown).
+    /// Active checks run.
     pub checks_total: AtomicU64,
     /// Failed active checks in a row (reset by a success).
     pub check_fail_streak: AtomicU32,
+    /// Failed active checks (HAProxy's chkfail).
     pub checks_failed: AtomicU64,
+    /// UP -> DOWN flips (HAProxy's chkdown).
     pub went_down: AtomicU64,
     /// Highest `active` seen (smax).
     pub max_active: AtomicU32,

@@ -114,8 +114,12 @@ impl ProxyError {
         }
     }
 
-    /// Counts a request (or tcp session) that failed for good against its pool.
+    /// Counts a request (or tcp session) that failed for good against its pool;
+    /// not one the client broke (a malformed or stalled body, a client gone).
     pub fn count_pool(&self, pool: &Pool) {
+        if matches!(self, ProxyError::Upstream(e) if e.is_client_fault()) {
+            return;
+        }
         pool.shared.errors.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -124,6 +128,27 @@ impl ProxyError {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_client_fault_is_not_the_pools() {
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let cfg = crate::config::parse_in(
+            "[[listener]]\nname = \"l\"\nbind = [\"127.0.0.1:1\"]\nmode = \"http\"\npool = \"p\"\n[[pool]]\nname = \"p\"\n[[pool.server]]\naddress = \"127.0.0.1:2\"\n",
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let pool = &crate::snapshot::Snapshot::build_pool(&cfg.pools[0], &Default::default(), None);
+        // the client cancelled its stream (its body broke off): not the pool's fault
+        let cancelled = ProxyError::Upstream(UpstreamError::H2 {
+            addr,
+            source: h2::Error::from(h2::Reason::CANCEL),
+        });
+        cancelled.count_pool(pool);
+        assert_eq!(pool.shared.errors.load(Ordering::Relaxed), 0);
+        ProxyError::from(PickError::NoServer).count_pool(pool);
+        assert_eq!(pool.shared.errors.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn mapping() {

@@ -31,15 +31,6 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     }))
 }
 
-/// The provider's name, for `rampart --version`.
-pub fn provider_name() -> &'static str {
-    if cfg!(feature = "aws-lc") {
-        "aws-lc-rs"
-    } else {
-        "ring"
-    }
-}
-
 /// Session ticket keys: rotated every 6 hours by the provider's ticketer.
 pub(crate) fn new_ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
     #[cfg(feature = "aws-lc")]
