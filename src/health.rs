@@ -117,15 +117,6 @@ impl fmt::Display for CheckFailure {
     }
 }
 
-/// Runs one check against `addr`; `Ok` carries a short description of the success.
-pub async fn check_once(
-    kind: &CheckKind,
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<String, CheckFailure> {
-    check_with(kind, addr, None, timeout).await
-}
-
 type CheckSender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
 /// An HTTP/1.1 client connection for one check; its task is aborted however the
@@ -140,17 +131,18 @@ where
         hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
             .await
             .map_err(|e| CheckFailure::Http(e.to_string()))?;
-    let task = tokio::spawn(async move {
+    let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         let _ = conn.await;
-    });
-    Ok((sender, tokio_util::task::AbortOnDropHandle::new(task)))
+    }));
+    Ok((sender, task))
 }
 
 /// TLS for the checks of a pool with `[pool.tls]`: the checks see the servers
 /// as requests do.
 pub type CheckTls = (crate::tls::PoolTls, rustls_pki_types::ServerName<'static>);
 
-/// As `check_once`; over TLS when `tls` is given (tcp: the handshake must
+/// Runs one check against `addr`; `Ok` carries a short description of the
+/// success. Over TLS when `tls` is given (tcp: the handshake must
 /// succeed, certificate verified; http: the request goes over it).
 pub async fn check_with(
     kind: &CheckKind,
@@ -793,7 +785,7 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let r = check_once(&CheckKind::Tcp, dead, Duration::from_secs(1)).await;
+        let r = check_with(&CheckKind::Tcp, dead, None, Duration::from_secs(1)).await;
         assert!(matches!(r, Err(CheckFailure::Connect(_))), "{r:?}");
         // HTTP/1.1 and HTTP/2 (h2c) servers answering 503, then "all ok here"
         for h2 in [false, true] {
@@ -808,19 +800,19 @@ mod tests {
             };
             let t = Duration::from_secs(2);
             assert_eq!(
-                check_once(&kind(None), addr, t).await,
+                check_with(&kind(None), addr, None, t).await,
                 Err(CheckFailure::Status(503)),
                 "h2: {h2}"
             );
             assert_eq!(
-                check_once(&kind(Some("ok")), addr, t).await,
+                check_with(&kind(Some("ok")), addr, None, t).await,
                 Ok("HTTP 200".into())
             );
             assert_eq!(
-                check_once(&kind(Some("nope")), addr, t).await,
+                check_with(&kind(Some("nope")), addr, None, t).await,
                 Err(CheckFailure::Body)
             );
-            assert!(check_once(&CheckKind::Tcp, addr, t).await.is_ok());
+            assert!(check_with(&CheckKind::Tcp, addr, None, t).await.is_ok());
             // the other protocol's check fails: each speaks what it says
             let other = CheckKind::Http {
                 method: http::Method::GET,
@@ -830,7 +822,7 @@ mod tests {
                 expect_body: None,
                 h2: !h2,
             };
-            let r = check_once(&other, addr, t).await;
+            let r = check_with(&other, addr, None, t).await;
             assert!(matches!(r, Err(CheckFailure::Http(_))), "h2: {h2}: {r:?}");
         }
     }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Binds a listening TCP socket.
 pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
@@ -207,12 +208,15 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
     conns.retain(|h| !h.is_finished());
     if !conns.is_empty() {
         let kill = ctx.kill;
-        tokio::spawn(async move {
-            kill.cancelled().await;
-            for h in conns {
-                h.abort();
+        tokio::spawn(
+            async move {
+                kill.cancelled().await;
+                for h in conns {
+                    h.abort();
+                }
             }
-        });
+            .instrument(tracing::info_span!("connection_reaper", addr = %ctx.addr)),
+        );
     }
 }
 
@@ -420,10 +424,13 @@ impl ListenerSet {
             closing.append(&mut b.loops);
             b.drain.cancel();
             let kill = b.kill.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                kill.cancel();
-            });
+            tokio::spawn(
+                async move {
+                    tokio::time::sleep(grace).await;
+                    kill.cancel();
+                }
+                .instrument(tracing::info_span!("drain_grace", %addr)),
+            );
             false
         });
         for (addr, name, sockets) in prepared.new {
@@ -446,14 +453,20 @@ impl ListenerSet {
                     kill: b.kill.clone(),
                     tracker: self.tracker.clone(),
                 };
-                b.loops.push(worker.spawn(async move {
-                    match TcpListener::from_std(sock) {
-                        Ok(l) => accept_loop(l, ctx).await,
-                        Err(e) => {
-                            tracing::error!(%addr, error = %e, "cannot register listener")
+                let span = tracing::info_span!("accept", listener = %b.listener, %addr);
+                b.loops.push(
+                    worker.spawn(
+                        async move {
+                            match TcpListener::from_std(sock) {
+                                Ok(l) => accept_loop(l, ctx).await,
+                                Err(e) => {
+                                    tracing::error!(%addr, error = %e, "cannot register listener")
+                                }
+                            }
                         }
-                    }
-                }));
+                        .instrument(span),
+                    ),
+                );
             }
             let mode = cfg
                 .listeners

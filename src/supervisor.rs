@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -170,24 +171,28 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         let handle = std::thread::Builder::new()
             .name(format!("rampart-w{wi}"))
             .spawn(move || {
-                rt.block_on(async move {
-                    // Close idle backend connections that aged out or were closed.
-                    // ... and at once when members leave their pool (DNS, reload).
-                    let sweeper = async {
-                        let mut tick = tokio::time::interval(Duration::from_secs(1));
-                        loop {
-                            tokio::select! {
-                                _ = tick.tick() => {}
-                                _ = shared.retired.notified() => {}
+                let span = tracing::info_span!("worker", id = wi);
+                rt.block_on(tracing::Instrument::instrument(
+                    async move {
+                        // Close idle backend connections that aged out or were closed.
+                        // ... and at once when members leave their pool (DNS, reload).
+                        let sweeper = async {
+                            let mut tick = tokio::time::interval(Duration::from_secs(1));
+                            loop {
+                                tokio::select! {
+                                    _ = tick.tick() => {}
+                                    _ = shared.retired.notified() => {}
+                                }
+                                upstream::sweep_idle();
                             }
-                            upstream::sweep_idle();
+                        };
+                        tokio::select! {
+                            _ = hard_stop.cancelled() => {}
+                            _ = sweeper => {}
                         }
-                    };
-                    tokio::select! {
-                        _ = hard_stop.cancelled() => {}
-                        _ = sweeper => {}
-                    }
-                });
+                    },
+                    span,
+                ));
             })
             .map_err(RunError::Runtime)?;
         workers.push(handle);
@@ -202,18 +207,18 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
 
     // The control plane on this runtime: the control task (which binds the
     // listeners, and starts health checks and DNS watches), the admin server.
-    let health_stop = CancellationToken::new();
-    let health_tasks = TaskTracker::new();
+    let control_stop = CancellationToken::new();
+    let control_tasks = TaskTracker::new();
     let health_flipped = Arc::new(tokio::sync::Notify::new());
     let health = crate::health::HealthManager::new(
-        health_stop.clone(),
-        health_tasks.clone(),
+        control_stop.clone(),
+        control_tasks.clone(),
         Arc::clone(&health_flipped),
     );
     let (dns_tx, dns_rx) = tokio::sync::mpsc::unbounded_channel();
     let watches = discovery::Watches::new(
         discovery,
-        (health_stop.clone(), health_tasks.clone()),
+        (control_stop.clone(), control_tasks.clone()),
         Arc::clone(&shared.dns),
         dns_tx,
     );
@@ -255,7 +260,11 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         dns: dns_rx,
         health_flipped,
     };
-    health_tasks.spawn(control.run(inbox, health_stop.clone()));
+    control_tasks.spawn(
+        control
+            .run(inbox, control_stop.clone())
+            .instrument(tracing::info_span!("control")),
+    );
     {
         use std::os::fd::AsRawFd;
         let _ = shared
@@ -265,32 +274,36 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     let admin_listener =
         tokio::net::TcpListener::from_std(admin_listener).map_err(RunError::Runtime)?;
     tracing::info!(addr = %admin_bind, "admin server listening");
-    health_tasks.spawn(crate::admin::serve(
-        admin_listener,
-        Arc::clone(&shared),
-        health_stop.clone(),
-    ));
+    control_tasks.spawn(
+        crate::admin::serve(admin_listener, Arc::clone(&shared), control_stop.clone())
+            .instrument(tracing::info_span!("admin", addr = %admin_bind)),
+    );
     if let Some(every) = crate::sdnotify::watchdog_interval() {
         tracing::info!(?every, "systemd watchdog: pinging");
-        health_tasks.spawn(crate::sdnotify::watchdog(every, health_stop.clone()));
+        control_tasks.spawn(
+            crate::sdnotify::watchdog(every, control_stop.clone())
+                .instrument(tracing::info_span!("watchdog")),
+        );
     }
     let plane = Arc::clone(&shared.plane);
-    health_tasks.spawn(crate::ratelimit::sync::run(
-        move || {
-            let snap = plane.snapshot.load();
-            crate::ratelimit::sync::Current {
-                link: snap.rate_link.clone(),
-                limits: snap.rate_limits.clone(),
-            }
-        },
-        health_stop.clone(),
-    ));
+    control_tasks.spawn(
+        crate::ratelimit::sync::run(
+            move || {
+                let snap = plane.snapshot.load();
+                crate::ratelimit::sync::Current {
+                    link: snap.rate_link.clone(),
+                    limits: snap.rate_limits.clone(),
+                }
+            },
+            control_stop.clone(),
+        )
+        .instrument(tracing::info_span!("rate_limit_sync")),
+    );
     if let Some(path) = &opts.config_path {
-        health_tasks.spawn(crate::reload::watch_file(
-            path.clone(),
-            Arc::clone(&shared),
-            health_stop.clone(),
-        ));
+        control_tasks.spawn(
+            crate::reload::watch_file(path.clone(), Arc::clone(&shared), control_stop.clone())
+                .instrument(tracing::info_span!("config_watch")),
+        );
     }
 
     // HA: the heartbeat socket and the interface must be there now.
@@ -309,11 +322,14 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
             let _ = shared.ha.set(Arc::clone(&ha.status));
             let _ = shared.ha_reconfigure.set(ha.reconfigure.clone());
             tracing::info!(node = %hc.node_id, priority = hc.priority, interface = %hc.interface, "HA started");
-            Some(tokio::spawn(ha.run(
-                Arc::clone(&shared.plane),
-                shared.handed_over.clone(),
-                ha_stop.clone(),
-            )))
+            Some(tokio::spawn(
+                ha.run(
+                    Arc::clone(&shared.plane),
+                    shared.handed_over.clone(),
+                    ha_stop.clone(),
+                )
+                .instrument(tracing::info_span!("ha", node = %hc.node_id)),
+            ))
         }
         None => None,
     };
@@ -350,13 +366,13 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         graceful,
         tracker,
     ));
-    health_stop.cancel();
+    control_stop.cancel();
     hard_stop.cancel();
     // let the control task write the state file one last time
-    health_tasks.close();
+    control_tasks.close();
     let _ = main_rt.block_on(tokio::time::timeout(
         Duration::from_secs(2),
-        health_tasks.wait(),
+        control_tasks.wait(),
     ));
     for w in workers {
         let _ = w.join();
@@ -439,15 +455,18 @@ async fn shutdown_sequence(
     graceful.cancel();
     tracker.close();
     let grace = config.global.shutdown_grace;
+    // client connections (and tunnels) are what shutdown waits for; backend
+    // connections (pooled, or serving them) are counted alongside
     tracing::info!(
         open = tracker.len(),
+        backend = upstream::tasks().len(),
         ?grace,
         "stopped accepting; waiting for in-flight work"
     );
     tokio::select! {
-        _ = tracker.wait() => tracing::info!("all connections finished"),
-        _ = tokio::time::sleep(grace) => tracing::warn!(open = tracker.len(), "shutdown grace expired; closing what is left"),
-        name = signals.next() => tracing::warn!(signal = name, open = tracker.len(), "second signal: closing what is left"),
+        _ = tracker.wait() => tracing::info!(backend = upstream::tasks().len(), "all connections finished"),
+        _ = tokio::time::sleep(grace) => tracing::warn!(open = tracker.len(), backend = upstream::tasks().len(), "shutdown grace expired; closing what is left"),
+        name = signals.next() => tracing::warn!(signal = name, open = tracker.len(), backend = upstream::tasks().len(), "second signal: closing what is left"),
     }
 }
 

@@ -255,9 +255,13 @@ pub async fn hand_over(
         let _ = child.wait().await;
     } else {
         // Reap it if it ever exits while we still run (we exit soon).
-        tokio::spawn(async move {
-            let _ = child.wait().await;
-        });
+        let span = tracing::info_span!("upgrade_reaper", pid = child.id());
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _ = child.wait().await;
+            },
+            span,
+        ));
     }
     result
 }

@@ -452,6 +452,105 @@ fn top_level_modules_form_layers() {
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 
+/// Modules whose tasks live as long as their command (the demo's backends, the
+/// importer's verification run), not a long-running proxy's.
+const TOOLS: &[&str] = &["demo", "import"];
+
+/// Why a spawn at `at` (the offset of `spawn(` in `code`) is accounted for, if
+/// it is: on a TaskTracker (counted, waited for at shutdown), scoped to its
+/// caller (aborted on drop, or awaited), or a named background task (a tracing
+/// span, a thread name).
+fn spawn_accounted(code: &str, at: usize) -> Result<&'static str, String> {
+    let before = &code[code[..at].rfind(';').map_or(0, |i| i + 1)..at];
+    // the call's argument: up to its matching parenthesis
+    let open = at + "spawn".len();
+    let mut depth = 0;
+    let mut end = code.len();
+    for (i, c) in code[open..].char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    end = open + i + 1;
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let arg = &code[open..end];
+    let after = code[end..].trim_start();
+    let spawner = before.trim_end().trim_end_matches('.').trim_end();
+    if ["tracker", "tasks()", "_tasks", "conns"]
+        .iter()
+        .any(|t| spawner.ends_with(t))
+    {
+        Ok("tracked")
+    } else if before.contains("AbortOnDropHandle::new(") || after.starts_with(".await") {
+        Ok("scoped to its caller")
+    } else if arg.contains("instrument(") || arg.contains("in_scope(") {
+        Ok("named by a span")
+    } else if before.contains(".name(") {
+        Ok("a named thread")
+    } else {
+        Err(format!(
+            "spawn{}",
+            arg.split_whitespace().collect::<Vec<_>>().join(" ")
+        ))
+    }
+}
+
+/// Every task the proxy spawns is tracked, scoped or named (issue 18: a task
+/// without a span cannot be told apart in a log; one nobody tracks cannot be
+/// counted at shutdown).
+#[test]
+fn every_task_is_tracked_scoped_or_named() {
+    let mut problems = Vec::new();
+    let mut seen = 0;
+    for f in files() {
+        if f.module
+            .first()
+            .is_some_and(|m| TOOLS.contains(&m.as_str()))
+        {
+            continue;
+        }
+        let code = &f.code;
+        let mut from = 0;
+        while let Some(i) = code[from..].find("spawn") {
+            let at = from + i;
+            from = at + 5;
+            let rest = &code[at + 5..];
+            let prev = code[..at].chars().next_back().unwrap_or(' ');
+            // `spawn(` or `spawn_blocking(`, called; not `.spawn()` of a process
+            let call = if rest.starts_with('(') {
+                at
+            } else if let Some(r) = rest.strip_prefix("_blocking") {
+                if !r.starts_with('(') {
+                    continue;
+                }
+                at + "_blocking".len()
+            } else {
+                continue;
+            };
+            if is_ident(prev as u8) || code[call + 5..].starts_with("()") {
+                continue;
+            }
+            seen += 1;
+            if let Err(what) = spawn_accounted(code, call) {
+                let short: String = what.chars().take(160).collect();
+                problems.push(format!("{}: {short}", f.module.join("::")));
+            }
+        }
+    }
+    assert!(seen > 10, "the scan found only {seen} spawns");
+    assert!(
+        problems.is_empty(),
+        "spawned without a tracker, a scope or a span:\n{}",
+        problems.join("\n")
+    );
+}
+
 /// The checker itself: a cycle and an upward edge in a made-up crate are found.
 #[test]
 fn the_checker_finds_what_it_must() {
@@ -494,4 +593,21 @@ fn the_checker_finds_what_it_must() {
         strip("let c = '\"'; let l: &'a str = r#\"x\"#;"),
         "let c = ' '; let l: &'a str = \"\";"
     );
+    // and a bare spawn is told from the accounted ones
+    let bare = "fn f() { tokio::spawn(async move { work().await; }); }";
+    assert!(spawn_accounted(bare, bare.find("spawn").unwrap()).is_err());
+    for ok in [
+        "fn f() { tracker.spawn(async {}); }",
+        "fn f() { tokio::spawn(async {}.instrument(span)); }",
+        "fn f() { let t = AbortOnDropHandle::new(tokio::spawn(c)); }",
+        "fn f() { let r = tokio::task::spawn_blocking(w).await; }",
+    ] {
+        let at = ok.find("spawn").unwrap();
+        let at = if ok[at..].starts_with("spawn_blocking") {
+            at + "_blocking".len()
+        } else {
+            at
+        };
+        assert!(spawn_accounted(ok, at).is_ok(), "{ok}");
+    }
 }

@@ -87,7 +87,8 @@ impl AdminClient {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        let task = tokio::spawn(conn);
+        // aborted when this call returns, on every path
+        let _conn = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn));
         let mut req = http::Request::builder()
             .method(method)
             .uri(path)
@@ -110,7 +111,6 @@ impl AdminClient {
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?
             .to_bytes();
-        task.abort();
         Ok((status, body))
     }
 

@@ -38,6 +38,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Cancellat
     // A client opening connections without end waits in the backlog past this,
     // instead of costing a task each.
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    // its connections: counted, and given a moment to finish at the end
+    let conns = tokio_util::task::TaskTracker::new();
     loop {
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             break;
@@ -56,18 +58,37 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Cancellat
             },
         };
         let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
+        let stop = cancel.clone();
+        conns.spawn(async move {
             let svc = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
                 async move { Ok::<_, Infallible>(route(&shared, peer, req).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                // shutdown: the request in hand is answered, then the connection closes
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
             drop(slot);
         });
+    }
+    conns.close();
+    if tokio::time::timeout(Duration::from_secs(1), conns.wait())
+        .await
+        .is_err()
+    {
+        tracing::debug!(
+            open = conns.len(),
+            "admin connections still open at shutdown"
+        );
     }
 }
 

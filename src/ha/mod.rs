@@ -548,21 +548,25 @@ impl Node<'_> {
             self.cfg.vips.clone(),
             Arc::clone(&self.ha.status),
         );
-        tokio::spawn(async move {
-            for delay in [0u64, 0, 0, 1000, 5000] {
-                if delay > 0 {
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
-                }
-                if status.state() != State::Master {
-                    return;
-                }
-                for &(ip, _) in &vips {
-                    if let Err(e) = vip::announce(index, mac, ip) {
-                        tracing::warn!(vip = %ip, error = %e, "cannot announce the VIP");
+        let span = tracing::info_span!("vip_announce");
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                for delay in [0u64, 0, 0, 1000, 5000] {
+                    if delay > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
+                    if status.state() != State::Master {
+                        return;
+                    }
+                    for &(ip, _) in &vips {
+                        if let Err(e) = vip::announce(index, mac, ip) {
+                            tracing::warn!(vip = %ip, error = %e, "cannot announce the VIP");
+                        }
                     }
                 }
-            }
-        });
+            },
+            span,
+        ));
     }
 }
 
@@ -573,15 +577,19 @@ impl Node<'_> {
 pub fn run_notify(program: &std::path::Path, args: &[&str]) {
     match tokio::process::Command::new(program).args(args).spawn() {
         Ok(mut child) => {
-            tokio::spawn(async move {
-                if tokio::time::timeout(Duration::from_secs(30), child.wait())
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!("notify program still running after 30s; killed");
-                    let _ = child.kill().await;
-                }
-            });
+            let span = tracing::info_span!("notify", program = %program.display());
+            tokio::spawn(tracing::Instrument::instrument(
+                async move {
+                    if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!("notify program still running after 30s; killed");
+                        let _ = child.kill().await;
+                    }
+                },
+                span,
+            ));
         }
         Err(e) => {
             tracing::error!(program = %program.display(), error = %e, "notify program failed to start")

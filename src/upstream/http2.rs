@@ -305,7 +305,7 @@ where
             .await
             .map_err(|source| UpstreamError::H2Handshake { addr, source })?;
         let ping = conn.ping_pong();
-        tokio::spawn(async move {
+        super::tasks().spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%addr, error = %e, "HTTP/2 connection to the server ended with an error");
             }
@@ -400,7 +400,7 @@ fn start(
             }
         }
         body => {
-            tokio::spawn(pump(body, tx));
+            super::tasks().spawn(pump(body, tx));
         }
     }
     Ok(Ok(response))

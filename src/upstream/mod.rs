@@ -126,8 +126,8 @@ pub struct SendError {
     pub unsent: Option<Box<Request<ReqBody>>>,
 }
 
-/// The body sent to a backend: the client's streaming body, a buffered copy (for
-/// requests that may be replayed on another server), or nothing.
+/// The body sent to a backend: the client's streaming body, or a buffered copy
+/// (for requests that may be replayed on another server; `Full(None)`: no body).
 pub enum ReqBody {
     Full(Option<Bytes>),
     Incoming {
@@ -155,7 +155,6 @@ pub enum ReqBody {
         /// Set once the whole body has been read from the client (streaming bodies).
         progress: Option<Arc<ReqProgress>>,
     },
-    Empty,
 }
 
 /// [`ReqBody::Incoming`]'s `fault`: the body broke its framing.
@@ -242,7 +241,6 @@ impl Body for ReqBody {
                 r.map(|o| o.map(|x| x.map_err(ReqBodyError::Client)))
             }
             ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ReqBody::Empty => Poll::Ready(None),
         }
     }
 
@@ -250,7 +248,6 @@ impl Body for ReqBody {
         match self {
             ReqBody::Incoming { body, first, .. } => first.is_empty() && body.is_end_stream(),
             ReqBody::Full(b) => b.is_none(),
-            ReqBody::Empty => true,
         }
     }
 
@@ -273,7 +270,7 @@ impl Body for ReqBody {
                 h
             }
             ReqBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            ReqBody::Full(None) | ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Full(None) => SizeHint::with_exact(0),
         }
     }
 }
@@ -555,12 +552,20 @@ where
             source,
         })?;
     let addr = server.addr;
-    tokio::spawn(async move {
+    tasks().spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(%addr, error = %e, "backend connection ended with an error");
         }
     });
     Ok(sender)
+}
+
+/// The tasks that drive backend connections (HTTP/1.1 and HTTP/2) and stream
+/// request bodies to HTTP/2 servers. Each ends by itself with its connection or
+/// body; they are tracked so that shutdown can count what is still open.
+pub fn tasks() -> &'static tokio_util::task::TaskTracker {
+    static TASKS: std::sync::OnceLock<tokio_util::task::TaskTracker> = std::sync::OnceLock::new();
+    TASKS.get_or_init(tokio_util::task::TaskTracker::new)
 }
 
 /// A response body from a backend: hyper's (HTTP/1.1) or an HTTP/2 stream's.
