@@ -15,7 +15,9 @@
 //! another connection when its body was kept (RFC 9113 8.7 says it may be,
 //! whatever its method).
 
-use super::{connect_tcp, connect_tls, ReqBody, SendError, UpstreamError};
+use super::body::ReqBody;
+use super::connect::{connect_tcp, connect_tls, tasks};
+use super::error::{SendError, UpstreamError};
 use crate::pool::{Pool, Server, ServerState};
 use bytes::Bytes;
 use h2::client::SendRequest;
@@ -305,7 +307,7 @@ where
             .await
             .map_err(|source| UpstreamError::H2Handshake { addr, source })?;
         let ping = conn.ping_pong();
-        super::tasks().spawn(async move {
+        tasks().spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%addr, error = %e, "HTTP/2 connection to the server ended with an error");
             }
@@ -400,7 +402,7 @@ fn start(
             }
         }
         body => {
-            super::tasks().spawn(pump(body, tx));
+            tasks().spawn(pump(body, tx));
         }
     }
     Ok(Ok(response))

@@ -1,0 +1,205 @@
+//! Request bodies on their way to a backend (`ReqBody`: counted, timed for the
+//! client's pauses, replayable when buffered) and response bodies from one.
+
+use crate::pool::ServerState;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The body sent to a backend: the client's streaming body, or a buffered copy
+/// (for requests that may be replayed on another server; `Full(None)`: no body).
+pub enum ReqBody {
+    Full(Option<Bytes>),
+    Incoming {
+        body: Incoming,
+        /// The frames read before a server was chosen: the first, and those
+        /// that had arrived with it (so that a body malformed within what
+        /// came with the head never reaches a server).
+        first: std::collections::VecDeque<Frame<Bytes>>,
+        /// Set when reading the client's body failed for another reason than
+        /// the client going away: [`BODY_MALFORMED`] (a bad chunk) or
+        /// [`BODY_STALLED`].
+        fault: Option<Arc<std::sync::atomic::AtomicU8>>,
+        /// client_timeout: the longest the client may pause inside its body.
+        idle: Duration,
+        /// Runs while the body has nothing ready: set going by the first
+        /// Pending after a frame (not by the frame: a server that stops
+        /// reading the body for a while must not count as the client pausing).
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        /// The last poll was Pending: the timer is running.
+        waiting: bool,
+        /// The server of the current attempt (its byte counter).
+        server: Option<Arc<ServerState>>,
+        /// This request's byte count, kept only when the access log wants it.
+        seen: Option<Arc<AtomicU64>>,
+        /// Set once the whole body has been read from the client (streaming bodies).
+        progress: Option<Arc<ReqProgress>>,
+    },
+}
+
+/// [`ReqBody::Incoming`]'s `fault`: the body broke its framing.
+pub const BODY_MALFORMED: u8 = 1;
+/// [`ReqBody::Incoming`]'s `fault`: the client paused longer than client_timeout.
+pub const BODY_STALLED: u8 = 2;
+
+/// Why a client's request body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum ReqBodyError {
+    #[error(transparent)]
+    Client(#[from] hyper::Error),
+    #[error("the client sent no body bytes for client_timeout ({0:?})")]
+    Stalled(Duration),
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = ReqBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ReqBodyError>>> {
+        match self.get_mut() {
+            ReqBody::Incoming {
+                body,
+                first,
+                fault,
+                idle,
+                timer,
+                waiting,
+                server,
+                seen,
+                progress,
+            } => {
+                let r = match first.pop_front() {
+                    Some(f) => Poll::Ready(Some(Ok(f))),
+                    None => Pin::new(&mut *body).poll_frame(cx),
+                };
+                if r.is_pending() {
+                    let limit = *idle;
+                    let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                    if !std::mem::replace(waiting, true) {
+                        t.as_mut().reset(tokio::time::Instant::now() + limit);
+                    }
+                    if std::future::Future::poll(t.as_mut(), cx).is_ready() {
+                        if let Some(f) = fault {
+                            f.store(BODY_STALLED, Ordering::Relaxed);
+                        }
+                        return Poll::Ready(Some(Err(ReqBodyError::Stalled(limit))));
+                    }
+                    return Poll::Pending;
+                }
+                *waiting = false;
+                match &r {
+                    Poll::Ready(Some(Err(e))) if !e.is_incomplete_message() => {
+                        if let Some(f) = fault {
+                            f.store(BODY_MALFORMED, Ordering::Relaxed);
+                        }
+                    }
+                    Poll::Ready(Some(Ok(f))) => {
+                        if let Some(d) = f.data_ref() {
+                            if let Some(server) = server {
+                                server.bytes_in.fetch_add(d.len() as u64, Ordering::Relaxed);
+                            }
+                            if let Some(s) = seen {
+                                s.fetch_add(d.len() as u64, Ordering::Relaxed);
+                            }
+                        }
+                        if body.is_end_stream() {
+                            if let Some(p) = progress {
+                                p.set_done();
+                            }
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        if let Some(p) = progress {
+                            p.set_done();
+                        }
+                    }
+                    _ => {}
+                }
+                r.map(|o| o.map(|x| x.map_err(ReqBodyError::Client)))
+            }
+            ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Incoming { body, first, .. } => first.is_empty() && body.is_end_stream(),
+            ReqBody::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Incoming { body, first, .. } => {
+                let ahead: u64 = first
+                    .iter()
+                    .filter_map(|f| f.data_ref())
+                    .map(|d| d.len() as u64)
+                    .sum();
+                let mut h = body.size_hint();
+                if ahead > 0 {
+                    // the upper bound first: a lower bound above it panics
+                    if let Some(u) = h.upper() {
+                        h.set_upper(u.saturating_add(ahead));
+                    }
+                    h.set_lower(h.lower().saturating_add(ahead));
+                }
+                h
+            }
+            ReqBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ReqBody::Full(None) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl ReqBody {
+    /// The progress tracker of a streaming body, if any.
+    pub fn progress(&self) -> Option<&Arc<ReqProgress>> {
+        match self {
+            ReqBody::Incoming { progress, .. } => progress.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a streaming request body has been sent completely. A backend may answer
+/// before it has read the whole upload; its connection must not be reused until
+/// the upload is done, and `server_timeout` starts counting only then.
+#[derive(Debug, Default)]
+pub struct ReqProgress {
+    done: AtomicBool,
+    notify: Notify,
+}
+
+impl ReqProgress {
+    pub fn set_done(&self) {
+        if !self.done.swap(true, Ordering::AcqRel) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    pub(crate) async fn wait(&self) {
+        loop {
+            let n = self.notify.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.is_done() {
+                return;
+            }
+            n.await;
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! What can go wrong talking to a backend.
+
+use hyper::Request;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::body::ReqBody;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("connect to {addr} timed out after {timeout:?}")]
+    ConnectTimeout { addr: SocketAddr, timeout: Duration },
+    #[error("HTTP handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{addr} sent no response within {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("{addr} switched protocols (101) for a request that did not ask to")]
+    Unexpected101 { addr: SocketAddr },
+    #[error("{addr} closed a new connection before the request was sent")]
+    ClosedBeforeSend { addr: SocketAddr },
+    #[error("{addr} closed or reset the connection before responding: {source}")]
+    Reset {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("{addr} closed the connection before responding")]
+    Closed { addr: SocketAddr },
+    #[error("{addr} failed while responding: {source}")]
+    Io {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{addr} sent an invalid response: {reason}")]
+    BadResponse { addr: SocketAddr, reason: String },
+    #[error("{addr} did not agree to HTTP/2 (ALPN h2) in the TLS handshake")]
+    NoH2 { addr: SocketAddr },
+    #[error("HTTP/2 handshake with {addr} failed: {source}")]
+    H2Handshake {
+        addr: SocketAddr,
+        #[source]
+        source: h2::Error,
+    },
+    #[error("HTTP/2 stream to {addr} failed: {source}")]
+    H2 {
+        addr: SocketAddr,
+        #[source]
+        source: h2::Error,
+    },
+}
+
+impl UpstreamError {
+    /// Did the failure happen while establishing the connection?
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect { .. }
+                | UpstreamError::ConnectTimeout { .. }
+                | UpstreamError::Handshake { .. }
+                | UpstreamError::Tls { .. }
+                | UpstreamError::ClosedBeforeSend { .. }
+                | UpstreamError::NoH2 { .. }
+                | UpstreamError::H2Handshake { .. }
+        )
+    }
+
+    /// Was it the client's side that failed (its request body broke off)? Then the
+    /// server is not to blame and the request is not retried.
+    pub fn is_client_fault(&self) -> bool {
+        match self {
+            UpstreamError::Reset { source, .. } => source.is_user(),
+            // the stream was cancelled because the client's body broke off
+            UpstreamError::H2 { source, .. } => {
+                source.reason() == Some(h2::Reason::CANCEL) && !source.is_remote()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A failed `send`: the error, and the request if it was never written to the
+/// server (so it can go to another server as it is, streaming body included).
+pub struct SendError {
+    pub error: UpstreamError,
+    pub unsent: Option<Box<Request<ReqBody>>>,
+}

@@ -1,0 +1,176 @@
+//! Idle backend connections, kept per worker thread: checkout and checkin touch a
+//! thread-local `RefCell`, never a lock (each worker runs a current-thread
+//! runtime, so a connection's tasks never leave the thread that made it). And the
+//! private connections of a client, for pools that send the PROXY protocol.
+
+use crate::pool::ServerState;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+use super::body::ReqBody;
+use hyper::client::conn::http1;
+use std::net::SocketAddr;
+
+/// An HTTP/1.1 connection's sending half.
+pub type Sender = http1::SendRequest<ReqBody>;
+
+/// Who a request is for, for pools that send the PROXY protocol: the client it
+/// names, and where that client's private connections are kept.
+pub struct Via<'a> {
+    pub private: &'a Private,
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: Option<&'a crate::tls::TlsInfo>,
+}
+
+struct Idle<C> {
+    conn: C,
+    /// `clock::now_ms()` when this connection has been idle for its keep-alive timeout.
+    expires: u64,
+}
+
+/// One server's idle connections on this thread: hyper's (requests with bodies,
+/// upgrades, HTTP/2 clients) and plain sockets (the HTTP/1.1 fast path, proxy/fast_path.rs).
+struct IdleList {
+    state: Arc<ServerState>,
+    conns: VecDeque<Idle<Sender>>,
+    raw: VecDeque<Idle<TcpStream>>,
+}
+
+thread_local! {
+    static IDLE: RefCell<HashMap<u64, IdleList>> = RefCell::new(HashMap::new());
+}
+
+pub(super) fn take_idle(server: &ServerState) -> Option<Sender> {
+    IDLE.with_borrow_mut(|m| {
+        let list = &mut m.get_mut(&server.uid)?.conns;
+        let now = crate::clock::now_ms();
+        while let Some(c) = list.pop_back() {
+            if !c.conn.is_closed() && c.expires > now {
+                return Some(c.conn);
+            }
+        }
+        None
+    })
+}
+
+/// An idle plain connection to `server`, if this thread has one that looks alive.
+pub fn take_idle_raw(server: &ServerState) -> Option<TcpStream> {
+    IDLE.with_borrow_mut(|m| {
+        let list = &mut m.get_mut(&server.uid)?.raw;
+        let now = crate::clock::now_ms();
+        while let Some(c) = list.pop_back() {
+            if c.expires > now && raw_is_open(&c.conn) {
+                return Some(c.conn);
+            }
+        }
+        None
+    })
+}
+
+/// Whether an idle socket is still open, without a system call in the usual case:
+/// the reactor has flagged it readable only if the server closed it (or sent
+/// something it should not have); then one read tells which. A close that the
+/// reactor has not seen yet is the keep-alive race, handled by the caller's replay.
+fn raw_is_open(s: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match s.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            matches!(s.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        }
+    }
+}
+
+/// Puts an idle connection in this thread's pool, dropping the oldest when full.
+fn park<C>(
+    state: &Arc<ServerState>,
+    max_idle: usize,
+    keepalive: Duration,
+    conn: C,
+    list: impl FnOnce(&mut IdleList) -> &mut VecDeque<Idle<C>>,
+) {
+    if max_idle == 0 || keepalive.is_zero() || state.is_retired() {
+        return;
+    }
+    IDLE.with_borrow_mut(|m| {
+        let entry = m.entry(state.uid).or_insert_with(|| IdleList {
+            state: Arc::clone(state),
+            conns: VecDeque::new(),
+            raw: VecDeque::new(),
+        });
+        let list = list(entry);
+        if list.len() >= max_idle {
+            // keep the most recently used ones: drop the oldest
+            list.pop_front();
+        }
+        list.push_back(Idle {
+            conn,
+            expires: crate::clock::now_ms() + keepalive.as_millis() as u64,
+        });
+    });
+}
+
+/// Returns a plain connection whose last response was read completely.
+pub fn checkin_raw(state: &Arc<ServerState>, max_idle: usize, keepalive: Duration, s: TcpStream) {
+    park(state, max_idle, keepalive, s, |l| &mut l.raw);
+}
+
+/// Returns a connection whose last response was read completely to this thread's pool.
+pub fn checkin(state: &Arc<ServerState>, max_idle: usize, keepalive: Duration, sender: Sender) {
+    if !sender.is_closed() {
+        park(state, max_idle, keepalive, sender, |l| &mut l.conns);
+    }
+}
+
+/// Closes this thread's idle connections that were closed by the server, have
+/// outlived their keep-alive timeout, or belong to a member that left its pool.
+/// Each worker calls it every second and when members are retired.
+pub fn sweep() {
+    let now = crate::clock::now_ms();
+    IDLE.with_borrow_mut(|m| {
+        m.retain(|_, list| {
+            if list.state.is_retired() {
+                return false;
+            }
+            list.conns
+                .retain(|c| !c.conn.is_closed() && c.expires > now);
+            list.raw.retain(|c| c.expires > now && raw_is_open(&c.conn));
+            !list.conns.is_empty() || !list.raw.is_empty()
+        })
+    });
+}
+
+/// Backend connections private to one client connection: those of pools that
+/// send the PROXY protocol, whose header names that client, so no other client
+/// may ever use them (HAProxy makes such connections private too). At most one
+/// idle connection per server is kept.
+#[derive(Debug, Default)]
+pub struct Private {
+    idle: std::sync::Mutex<Vec<(u64, Sender)>>,
+}
+
+impl Private {
+    pub(super) fn take(&self, server: &ServerState) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let i = idle.iter().position(|(uid, _)| *uid == server.uid)?;
+        let (_, s) = idle.swap_remove(i);
+        (!s.is_closed()).then_some(s)
+    }
+
+    /// Keeps a connection whose last response was read completely.
+    pub fn put(&self, server: &ServerState, sender: Sender) {
+        if sender.is_closed() || server.is_retired() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|(uid, _)| *uid != server.uid);
+        idle.push((server.uid, sender));
+    }
+}
