@@ -51,7 +51,7 @@ pub struct Snapshot {
     pub rate_limits: Vec<Arc<crate::ratelimit::Limiter>>,
     /// `[rate_limit_store]`: the link the limits share, kept across reloads
     /// while its settings stay the same.
-    pub rate_link: Option<Arc<crate::ratelimit::sync::Link>>,
+    pub rate_link: Option<Arc<crate::ratelimit::Link>>,
 }
 
 /// Everything a connection needs from its listener, for one generation.
@@ -120,7 +120,7 @@ impl Snapshot {
             prev.and_then(|p| p.rate_link.as_ref())
                 .filter(|l| l.cfg == *sc)
                 .map_or_else(
-                    || Arc::new(crate::ratelimit::sync::Link::new(sc.clone())),
+                    || Arc::new(crate::ratelimit::Link::new(sc.clone())),
                     Arc::clone,
                 )
         });

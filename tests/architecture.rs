@@ -267,7 +267,11 @@ fn file_graph(files: &[File]) -> Graph {
         let me = f.module.join("::");
         g.entry(me.clone()).or_default();
         let code = &f.code;
-        for (kind, base) in [("crate::", vec![]), ("super::", parent(&f.module))] {
+        for (kind, base) in [
+            ("crate::", vec![]),
+            ("super::", parent(&f.module)),
+            ("self::", f.module.clone()),
+        ] {
             let mut from = 0;
             while let Some(at) = code[from..].find(kind) {
                 let start = from + at;
@@ -289,6 +293,29 @@ fn file_graph(files: &[File]) -> Graph {
                             .insert(full.join("::"));
                     }
                 }
+            }
+        }
+    }
+    // A child module named by its bare name (`body::ReqBody`, `pub use
+    // idle::Sender`, `http2::send(..)`) in its parent's file.
+    for f in files {
+        let me = f.module.join("::");
+        for child in modules
+            .iter()
+            .filter(|m| m.len() == f.module.len() + 1 && m[..f.module.len()] == f.module[..])
+        {
+            let name = format!("{}::", child[child.len() - 1]);
+            let bytes = f.code.as_bytes();
+            let named = f
+                .code
+                .match_indices(&name)
+                .any(|(i, _)| i == 0 || !(is_ident(bytes[i - 1]) || bytes[i - 1] == b':'));
+            if named {
+                g.entry(me.clone())
+                    .or_default()
+                    .entry(child.join("::"))
+                    .or_default()
+                    .insert(name);
             }
         }
     }

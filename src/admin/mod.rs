@@ -223,7 +223,7 @@ pub struct StoreView {
 }
 
 impl StoreView {
-    fn of(l: &crate::ratelimit::sync::Link) -> StoreView {
+    fn of(l: &crate::ratelimit::Link) -> StoreView {
         use std::sync::atomic::Ordering::Relaxed;
         StoreView {
             url: l.cfg.shown_url(),

@@ -24,7 +24,7 @@ pub struct Shared {
     /// data plane reads the snapshot, never this.
     pub config: ArcSwap<crate::config::Config>,
     /// What the last reloads did.
-    pub reloads: std::sync::Mutex<super::ReloadStatus>,
+    pub reloads: std::sync::Mutex<super::msg::ReloadStatus>,
     /// The admin and HA sockets (address, descriptor), for a binary upgrade.
     pub admin_socket: std::sync::OnceLock<(std::net::SocketAddr, std::os::fd::RawFd)>,
     pub ha_socket: std::sync::OnceLock<(std::net::SocketAddr, std::os::fd::RawFd)>,
@@ -32,7 +32,7 @@ pub struct Shared {
     /// accepting at once and drains.
     pub handed_over: tokio_util::sync::CancellationToken,
     /// To the control task (pool rebuilds, state file).
-    pub control: super::ControlTx,
+    pub control: super::msg::ControlTx,
     /// Request rates, sampled by the control task.
     pub rates: std::sync::Mutex<crate::rates::Rates>,
     /// HA status, when `[ha]` is configured.

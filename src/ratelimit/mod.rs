@@ -13,7 +13,10 @@
 //! the hash table's overhead), whatever the number of distinct keys; with a
 //! shared store, the counts waiting for the next sync are bounded the same way.
 
+mod link;
 pub mod sync;
+
+pub use link::Link;
 
 use crate::rules::RequestView;
 use std::collections::HashMap;
@@ -86,7 +89,7 @@ pub struct Store {
     quotas: Vec<Mutex<Table<QuotaEntry>>>,
     /// With `[rate_limit_store]`: what this node admitted per key since the
     /// last sync.
-    pending: Vec<Mutex<Table<sync::Pend>>>,
+    pending: Vec<Mutex<Table<link::Pend>>>,
     /// Quota counts changed since the state file was last written.
     pub quotas_changed: std::sync::atomic::AtomicBool,
 }
@@ -122,7 +125,7 @@ pub struct Limiter {
     pub cfg: RateLimitConfig,
     pub store: Arc<Store>,
     /// `[rate_limit_store]`: the limit is shared with other nodes.
-    pub link: Option<Arc<sync::Link>>,
+    pub link: Option<Arc<link::Link>>,
 }
 
 /// Why a request was limited.
@@ -138,7 +141,7 @@ pub struct Limited {
 }
 
 impl Limiter {
-    pub fn new(cfg: RateLimitConfig, store: Arc<Store>, link: Option<Arc<sync::Link>>) -> Limiter {
+    pub fn new(cfg: RateLimitConfig, store: Arc<Store>, link: Option<Arc<link::Link>>) -> Limiter {
         Limiter { cfg, store, link }
     }
 
@@ -159,7 +162,7 @@ impl Limiter {
     /// Notes what was admitted for `key`, for the next sync (shared limits).
     /// At most `max_keys` keys are tracked (like the limiter's own state): a
     /// key past that is enforced here but not shared, and counted.
-    fn note(&self, key: u64, now: u64, f: impl FnOnce(&mut sync::Pend)) {
+    fn note(&self, key: u64, now: u64, f: impl FnOnce(&mut link::Pend)) {
         let mut m = self.store.pending[(key % SHARDS as u64) as usize]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
@@ -285,7 +288,7 @@ impl Limiter {
         let entry = m.get(&key).filter(|e| e.window == current);
         let used = entry.map_or(0, |e| e.used);
         let limit = match &self.link {
-            Some(link) => sync::quota_limit(limit, entry, link.share()),
+            Some(link) => quota_limit(limit, entry, link.share()),
             None => limit,
         };
         if used >= limit {
@@ -527,9 +530,36 @@ impl Limiter {
     }
 }
 
+/// How many requests a quota entry may have used on this node now: all of
+/// the quota while the store is up; while it is down, what was used at the
+/// last sync plus this node's share of the rest.
+pub(crate) fn quota_limit(limit: u64, e: Option<&QuotaEntry>, share: f64) -> u64 {
+    if share >= 1.0 {
+        return limit;
+    }
+    let synced = e.and_then(|e| e.synced).unwrap_or(0).min(limit);
+    synced + ((limit - synced) as f64 * share).floor() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_alone_takes_its_share_of_what_is_left() {
+        let e = QuotaEntry {
+            key: "k".into(),
+            window: 0,
+            len: 86_400,
+            used: 70,
+            synced: Some(60),
+            seed: 0,
+        };
+        assert_eq!(quota_limit(100, Some(&e), 1.0), 100);
+        // 40 left at the last sync: half of them for this node
+        assert_eq!(quota_limit(100, Some(&e), 0.5), 80);
+        assert_eq!(quota_limit(100, None, 0.5), 50);
+    }
 
     fn limiter(rate: u64, burst: u64, max_keys: usize) -> Limiter {
         Limiter::new(

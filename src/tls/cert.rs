@@ -206,7 +206,7 @@ impl CertFile {
                 })
             }
         };
-        let signer = super::provider()
+        let signer = super::crypto::provider()
             .key_provider
             .load_private_key(key)
             .map_err(|e| CertError::Key {

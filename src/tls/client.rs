@@ -3,7 +3,8 @@
 //! and the handshake on a new backend connection. Sessions are resumed: every
 //! pool shares one client session cache, kept across reloads.
 
-use super::{Built, CaFile, CertFile};
+use super::cert::{CaFile, CertFile};
+use super::crypto::Built;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
 use rustls::sign::CertifiedKey;
@@ -36,7 +37,7 @@ impl PoolTls {
         cert: Option<Arc<CertFile>>,
         alpn: &[&[u8]],
     ) -> Result<PoolTls, rustls::Error> {
-        let provider = super::provider();
+        let provider = super::crypto::provider();
         let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()?;
         let builder = match &ca {

@@ -3,7 +3,8 @@
 //! refused like any bad config), certificate choice by SNI, and the handshake
 //! done at accept time, under `handshake_timeout`, counted in the metrics.
 
-use super::{Built, CaFile, CertFile};
+use super::cert::{CaFile, CertFile};
+use super::crypto::Built;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
@@ -47,7 +48,7 @@ pub enum BuildError {
 fn ticketer() -> Option<Arc<dyn rustls::server::ProducesTickets>> {
     static T: OnceLock<Option<Arc<dyn rustls::server::ProducesTickets>>> = OnceLock::new();
     T.get_or_init(|| {
-        match super::new_ticketer() {
+        match super::crypto::new_ticketer() {
             Ok(t) => Some(t),
             Err(e) => {
                 tracing::error!(error = %e, "cannot make session ticket keys; resumption uses the session cache only");
@@ -80,7 +81,7 @@ impl ListenerTls {
         strict_sni: bool,
         client_subject_header: Option<http::HeaderName>,
     ) -> Result<ListenerTls, BuildError> {
-        let provider = super::provider();
+        let provider = super::crypto::provider();
         let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only {
             &[&rustls::version::TLS13]
         } else {
@@ -345,7 +346,7 @@ fn info(c: &rustls::ServerConnection) -> TlsInfo {
         None => (None, None),
     };
     TlsInfo {
-        version: super::version_name(c.protocol_version()),
+        version: super::crypto::version_name(c.protocol_version()),
         cipher: c
             .negotiated_cipher_suite()
             .and_then(|s| s.suite().as_str())

@@ -12,7 +12,7 @@ use crate::import::haproxy::{bind_addrs, old_style_bind, sections, Kind};
 pub(super) fn rewrite(
     src: &str,
     unsupported: &std::collections::HashSet<usize>,
-    local: &mut super::Local,
+    local: &mut super::local::Local,
 ) -> String {
     let (secs, _) = sections(src);
     let raw: Vec<&str> = src.lines().collect();

@@ -16,7 +16,10 @@
 //! approximated.
 
 mod haproxy;
+mod local;
 mod nginx;
+
+pub use local::Local;
 
 use super::Imported;
 use std::collections::{BTreeMap, HashSet};
@@ -34,60 +37,6 @@ pub enum VerifyError {
     Original(String),
     #[error("rampart does not run the converted config: {0}")]
     Rampart(String),
-}
-
-/// Loopback ports: the listening addresses (by the address rampart's config
-/// names them), each with a port for rampart and one for the original; and a
-/// backend per pool.
-#[derive(Debug)]
-pub struct Local {
-    pub dir: PathBuf,
-    /// The loopback address of this run (127.x.y.z, its own: runs side by
-    /// side never share a port).
-    pub ip: std::net::Ipv4Addr,
-    pub binds: BTreeMap<String, (u16, u16)>,
-    /// the addresses the original listens on
-    pub theirs: HashSet<String>,
-    pub pools: BTreeMap<String, u16>,
-    /// certificate and key in one file, and each alone
-    pub pem: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-fn free_port(ip: std::net::Ipv4Addr) -> Result<u16, VerifyError> {
-    std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| VerifyError::Setup(format!("no free port: {e}")))
-}
-
-impl Local {
-    /// The original's port for a listening address.
-    pub fn original_port(&mut self, addr: &str) -> u16 {
-        self.theirs.insert(addr.to_string());
-        self.bind(addr).1
-    }
-    fn bind(&mut self, addr: &str) -> (u16, u16) {
-        if let Some(p) = self.binds.get(addr) {
-            return *p;
-        }
-        let p = (
-            free_port(self.ip).unwrap_or(0),
-            free_port(self.ip).unwrap_or(0),
-        );
-        self.binds.insert(addr.to_string(), p);
-        p
-    }
-    /// The local backend's port for a pool (by its name in rampart's config).
-    pub fn pool_port(&mut self, name: &str) -> u16 {
-        if let Some(p) = self.pools.get(name) {
-            return *p;
-        }
-        let p = free_port(self.ip).unwrap_or(0);
-        self.pools.insert(name.to_string(), p);
-        p
-    }
 }
 
 /// What the comparison found.

@@ -9,7 +9,7 @@ use crate::import::nginx_parse::{parse, Directive};
 pub(super) fn rewrite(
     src: &str,
     unsupported: &std::collections::HashSet<usize>,
-    local: &mut super::Local,
+    local: &mut super::local::Local,
 ) -> String {
     let Ok(ds) = parse(src) else {
         return String::new();
@@ -68,7 +68,7 @@ pub(super) fn rewrite(
         ds: &[Directive],
         ctx: &str,
         unsupported: &std::collections::HashSet<usize>,
-        local: &mut super::Local,
+        local: &mut super::local::Local,
         upstreams: &[String],
     ) -> Vec<Directive> {
         let mut out = Vec::new();
