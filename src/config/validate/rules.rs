@@ -2,8 +2,8 @@
 //! rule is refused with its key and line named and a running proxy keeps the
 //! rules it has.
 
-use super::file::{DenyFile, RuleFile};
-use super::{KeyPath, Problems};
+use crate::config::file::{DenyFile, RuleFile};
+use crate::config::problems::{KeyPath, Problems};
 use crate::router::HostMatch;
 use crate::rules::{Edits, HeaderCond, Match, Rule, RuleSet, Template, Terminal};
 use bytes::Bytes;
@@ -364,13 +364,13 @@ pub(super) fn read_only(
 
 /// `[[rate_limit]]` entries, checked.
 pub(super) fn rate_limits(
-    files: &[super::file::RateLimitFile],
-    tier_files: &[super::file::TierFile],
+    files: &[crate::config::file::RateLimitFile],
+    tier_files: &[crate::config::file::TierFile],
     base: &std::path::Path,
     root: &KeyPath,
     p: &mut Problems<'_>,
-) -> Vec<super::RateLimitConfig> {
-    use super::{KeyPart, RateLimitConfig};
+) -> Vec<crate::config::limits::RateLimitConfig> {
+    use crate::config::limits::{KeyPart, RateLimitConfig};
     let tiers = tiers(tier_files, base, root, p);
     let mut out: Vec<RateLimitConfig> = Vec::with_capacity(files.len());
     if files.len() > crate::rules::MAX_RATE_LIMITS {
@@ -387,8 +387,8 @@ pub(super) fn rate_limits(
             p.add(&at.key("name"), format!("{:?} is defined twice", f.name));
         }
         let keys: Vec<&String> = match &f.key {
-            super::file::OneOrMany::One(k) => vec![k],
-            super::file::OneOrMany::Many(ks) => ks.iter().collect(),
+            crate::config::file::OneOrMany::One(k) => vec![k],
+            crate::config::file::OneOrMany::Many(ks) => ks.iter().collect(),
         };
         let mut key = Vec::new();
         for k in keys {
@@ -507,12 +507,12 @@ const QUOTA_UNITS: &[(&str, u64)] = &[("day", 86_400), ("d", 86_400), ("hour", 3
 
 /// `[[tier]]` entries, their key files read (relative to the config's folder).
 fn tiers(
-    files: &[super::file::TierFile],
+    files: &[crate::config::file::TierFile],
     base: &std::path::Path,
     root: &KeyPath,
     p: &mut Problems<'_>,
-) -> Vec<super::Tier> {
-    let mut out: Vec<super::Tier> = Vec::new();
+) -> Vec<crate::config::limits::Tier> {
+    let mut out: Vec<crate::config::limits::Tier> = Vec::new();
     for (i, t) in files.iter().enumerate() {
         let at = root.index("tier", i);
         if t.name.trim().is_empty() || t.name.contains(':') {
@@ -570,7 +570,7 @@ fn tiers(
             }
             v
         });
-        out.push(super::Tier {
+        out.push(crate::config::limits::Tier {
             name: t.name.clone(),
             header,
             values,
@@ -584,10 +584,10 @@ fn tiers(
 
 /// `[rate_limit_store]`, checked (the URL is parsed, nothing is connected).
 pub(super) fn rate_limit_store(
-    f: &super::file::RateLimitStoreFile,
+    f: &crate::config::file::RateLimitStoreFile,
     at: &KeyPath,
     p: &mut Problems<'_>,
-) -> Option<super::StoreConfig> {
+) -> Option<crate::config::limits::StoreConfig> {
     let before = p.list.len();
     if !matches!(f.kind.as_str(), "redis" | "valkey") {
         p.add(
@@ -619,7 +619,7 @@ pub(super) fn rate_limit_store(
         p.add(&at.key("key_prefix"), "must not contain whitespace");
     }
     let client = client?;
-    (p.list.len() == before).then(|| super::StoreConfig {
+    (p.list.len() == before).then(|| crate::config::limits::StoreConfig {
         url: f.url.clone(),
         client,
         sync_interval: iv,

@@ -3,8 +3,8 @@
 //! certificate is refused with its key, line and file named, and a running
 //! proxy keeps the certificates it has.
 
-use super::file::{CertEntry, ListenerTlsFile, Mode, PoolTlsFile};
-use super::{KeyPath, Problems};
+use crate::config::file::{CertEntry, ListenerTlsFile, Mode, PoolTlsFile};
+use crate::config::problems::{KeyPath, Problems};
 use crate::tls::{CaFile, CertFile, ListenerTls, PoolTls};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,0 +1,32 @@
+//! `[admin]`: where the admin server listens and how it authenticates. The
+//! secrets themselves come from the environment, read after validation
+//! (`config::env`): validation only checks how they are named.
+
+use crate::config::file::*;
+use crate::config::model::*;
+use crate::config::problems::{KeyPath, Problems};
+
+pub(super) fn admin(a: &AdminFile, aat: &KeyPath, p: &mut Problems<'_>) -> Admin {
+    let read_auth_env = match a.read_auth.as_deref() {
+        None => None,
+        Some(s) => match s.split_once(':') {
+            Some((user, var)) if !user.is_empty() && !var.is_empty() => {
+                Some((user.to_string(), var.to_string()))
+            }
+            _ => {
+                p.add(
+                    &aat.key("read_auth"),
+                    format!("write \"user:PASSWORD_ENV\", got {s:?}"),
+                );
+                None
+            }
+        },
+    };
+    Admin {
+        bind: a.bind.0,
+        token_env: a.token_env.clone(),
+        read_auth_env,
+        token: None,
+        read_auth: None,
+    }
+}

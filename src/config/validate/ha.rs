@@ -1,0 +1,158 @@
+//! `[ha]`: the node, its peers, its VIPs, the heartbeat key and what it tracks.
+
+use crate::config::model::*;
+use crate::config::problems::{KeyPath, Problems};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+pub(super) fn ha(
+    h: &crate::config::file::HaFile,
+    at: &KeyPath,
+    base: &Path,
+    pool_index: &HashMap<&str, usize>,
+    p: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> Option<HaConfig> {
+    let before = p.list.len();
+    if h.interface.is_empty() {
+        p.add(&at.key("interface"), "must name a network interface");
+    }
+    if h.node_id.is_empty() || h.node_id.len() > NODE_ID_MAX || h.node_id.contains('\0') {
+        p.add(
+            &at.key("node_id"),
+            format!("must be 1 to {NODE_ID_MAX} bytes"),
+        );
+    }
+    if !(1..=254).contains(&h.priority) {
+        p.add(
+            &at.key("priority"),
+            format!("must be between 1 and 254, got {}", h.priority),
+        );
+    }
+    if h.vips.is_empty() {
+        p.add(
+            &at.key("vips"),
+            "needs at least one address, e.g. [\"192.0.2.100/24\"]",
+        );
+    }
+    let mut vips = Vec::new();
+    for (i, v) in h.vips.iter().enumerate() {
+        let parsed = v.split_once('/').and_then(|(a, l)| {
+            let ip: std::net::IpAddr = a.parse().ok()?;
+            let len: u8 = l.parse().ok()?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            (len <= max).then_some((ip, len))
+        });
+        match parsed {
+            Some(x) => vips.push(x),
+            None => p.add(&at.index("vips", i), format!("invalid {v:?}: write ADDRESS/PREFIX, e.g. \"192.0.2.100/24\" or \"2001:db8::100/64\"")),
+        }
+    }
+    if h.peers.is_empty() {
+        p.add(&at.key("peers"), "needs at least one peer address");
+    }
+    // the heartbeat's authentication covers both addresses: each side must know its own
+    if h.bind.0.ip().is_unspecified() {
+        p.add(
+            &at.key("bind"),
+            "must be this node's own address, not a wildcard (0.0.0.0 or ::)",
+        );
+    }
+    for (i, peer) in h.peers.iter().enumerate() {
+        if peer.0.ip().is_unspecified() {
+            p.add(
+                &at.index("peers", i),
+                "must be the peer's address, not a wildcard",
+            );
+        }
+    }
+    if h.advert_interval.0 < Duration::from_millis(10) {
+        p.add(&at.key("advert_interval"), "must be at least 10ms");
+    }
+    let key = match (h.auth.as_deref(), &h.auth_key_file) {
+        (Some("none"), _) => {
+            warnings.push("[ha] auth = \"none\": heartbeats are not authenticated".into());
+            Some(HaKey::None)
+        }
+        (None | Some("hmac-sha256"), Some(path)) => match std::fs::read(base.join(path)) {
+            Ok(mut k) => {
+                while k.last().is_some_and(|c| c.is_ascii_whitespace()) {
+                    k.pop();
+                }
+                if k.len() < 32 {
+                    p.add(
+                        &at.key("auth_key_file"),
+                        format!(
+                            "{}: the key must be at least 32 bytes, it has {}",
+                            path.display(),
+                            k.len()
+                        ),
+                    );
+                    None
+                } else {
+                    Some(HaKey::Hmac(k))
+                }
+            }
+            Err(e) => {
+                p.add(
+                    &at.key("auth_key_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        },
+        (None | Some("hmac-sha256"), None) => {
+            p.add(
+                at,
+                "auth_key_file is required (or write auth = \"none\" to run unauthenticated)",
+            );
+            None
+        }
+        (Some(other), _) => {
+            p.add(
+                &at.key("auth"),
+                format!("unknown auth {other:?}: use \"hmac-sha256\" or \"none\""),
+            );
+            None
+        }
+    };
+    let mut track = Vec::new();
+    for (i, t) in h.track.iter().enumerate() {
+        match t.as_str() {
+            "ready" => track.push(Track::Ready),
+            s => match s.strip_prefix("pool:") {
+                Some(name) => match pool_index.get(name) {
+                    Some(_) => track.push(Track::Pool(name.to_string())),
+                    None => p.add(
+                        &at.index("track", i),
+                        format!("pool {name:?} is not defined"),
+                    ),
+                },
+                None => p.add(
+                    &at.index("track", i),
+                    format!("unknown track {s:?}: use \"ready\" or \"pool:NAME\""),
+                ),
+            },
+        }
+    }
+    if let Some(n) = &h.notify {
+        if !n.exists() {
+            p.add(&at.key("notify"), format!("{} does not exist", n.display()));
+        }
+    }
+    (p.list.len() == before).then(|| HaConfig {
+        interface: h.interface.clone(),
+        vips,
+        node_id: h.node_id.clone(),
+        priority: h.priority as u8,
+        bind: h.bind.0,
+        peers: h.peers.iter().map(|a| a.0).collect(),
+        advert_interval: h.advert_interval.0,
+        preempt: h.preempt,
+        preempt_delay: h.preempt_delay.0,
+        key: key.unwrap_or(HaKey::None),
+        track,
+        notify: h.notify.clone(),
+    })
+}

@@ -1,0 +1,267 @@
+//! `[[listener]]`: one listener's binds, limits, timeouts, routes, rules, TLS,
+//! PROXY protocol and read-only mode.
+
+use super::{http2, rules, tls};
+use crate::config::file::*;
+use crate::config::model::*;
+use crate::config::problems::{KeyPath, Problems};
+use crate::router::{HostMatch, Route};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// What a listener is checked against: the pools and limits by name, the
+/// addresses already bound (by the admin server and earlier listeners), and the
+/// pools some listener uses.
+pub(super) struct Cx<'a, 'b> {
+    pub base: &'a Path,
+    pub pool_index: &'a HashMap<&'b str, usize>,
+    pub limit_index: &'a HashMap<&'b str, usize>,
+    pub pools: &'a [PoolConfig],
+    pub bound: &'a mut Vec<(SocketAddr, String)>,
+    pub used_pools: &'a mut Vec<bool>,
+}
+
+pub(super) fn listener(
+    lf: &ListenerFile,
+    at: &KeyPath,
+    cx: Cx<'_, '_>,
+    p: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> ListenerConfig {
+    let Cx {
+        base,
+        pool_index,
+        limit_index,
+        pools,
+        bound,
+        used_pools,
+    } = cx;
+    if lf.max_connections > MAX_CONNECTIONS {
+        p.add(
+            &at.key("max_connections"),
+            format!("must be between 0 (no limit of its own) and {MAX_CONNECTIONS}"),
+        );
+    }
+    if lf.request_header_timeout.0.is_zero() {
+        p.add(
+            &at.key("request_header_timeout"),
+            "must be greater than zero",
+        );
+    }
+    if lf.client_timeout.0.is_zero() {
+        p.add(&at.key("client_timeout"), "must be greater than zero");
+    }
+    if lf.bind.is_empty() {
+        p.add(&at.key("bind"), "needs at least one address");
+    }
+    for (j, addr) in lf.bind.iter().enumerate() {
+        if let Some((_, other)) = bound.iter().find(|(b, _)| addresses_clash(*b, addr.0)) {
+            p.add(
+                &at.index("bind", j),
+                format!("{} is already used by {other}", addr.0),
+            );
+        } else {
+            bound.push((addr.0, format!("listener {:?}", lf.name)));
+        }
+    }
+    let pool = match pool_index.get(lf.pool.as_str()) {
+        Some(&ix) => ix,
+        None => {
+            p.add(
+                &at.key("pool"),
+                format!("pool {:?} is not defined", lf.pool),
+            );
+            0
+        }
+    };
+    if let Some(u) = used_pools.get_mut(pool) {
+        *u = true;
+    }
+    if lf.mode == Mode::Tcp {
+        if !lf.routes.is_empty() && lf.tls.is_some() {
+            p.add(
+                &at.index("route", 0),
+                "a tcp listener routes by the SNI of TLS it passes through; with [listener.tls] it terminates TLS and has one pool",
+            );
+        }
+        if let Some(pc) = pools.get(pool) {
+            if pc.balance == Balance::Hash && pc.hash_key != HashKey::ClientIp {
+                p.add(
+                    &at.key("pool"),
+                    format!(
+                        "pool {:?} hashes on an HTTP field, which a tcp listener does not have; use hash_key = \"client_ip\"",
+                        pc.name
+                    ),
+                );
+            }
+        }
+    }
+    let mut routes = Vec::with_capacity(lf.routes.len());
+    for (j, rf) in lf.routes.iter().enumerate() {
+        let rat = at.index("route", j);
+        let (match_key, pattern) = match lf.mode {
+            Mode::Http => {
+                if rf.sni.is_some() {
+                    p.add(
+                        &rat.key("sni"),
+                        "sni routes are for tcp listeners (TLS passthrough); an http listener routes on host",
+                    );
+                }
+                ("host", &rf.host)
+            }
+            Mode::Tcp => {
+                if rf.host.is_some() || rf.path_prefix.is_some() {
+                    p.add(
+                        &rat,
+                        "a tcp listener routes on sni (the server name of the TLS ClientHello), not host or path_prefix",
+                    );
+                }
+                if rf.sni.is_none() {
+                    p.add(
+                        &rat.key("sni"),
+                        "a tcp listener's route needs sni = \"name\" (or \"*.domain\")",
+                    );
+                }
+                ("sni", &rf.sni)
+            }
+        };
+        let host = match pattern {
+            None => None,
+            Some(h) => match HostMatch::parse(h) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    p.add(&rat.key(match_key), e);
+                    None
+                }
+            },
+        };
+        if let Some(pp) = &rf.path_prefix {
+            if !pp.starts_with('/') {
+                p.add(
+                    &rat.key("path_prefix"),
+                    format!("must start with '/', got {pp:?}"),
+                );
+            }
+        }
+        if lf.mode == Mode::Http && rf.host.is_none() && rf.path_prefix.is_none() {
+            warnings.push(format!(
+                "{rat}: a route with neither host nor path_prefix matches every request; later routes are never used"
+            ));
+        }
+        let rpool = match pool_index.get(rf.pool.as_str()) {
+            Some(&ix) => ix,
+            None => {
+                p.add(
+                    &rat.key("pool"),
+                    format!("pool {:?} is not defined", rf.pool),
+                );
+                0
+            }
+        };
+        if let Some(u) = used_pools.get_mut(rpool) {
+            *u = true;
+        }
+        routes.push(Route {
+            host,
+            path_prefix: rf.path_prefix.clone(),
+            pool: rpool,
+        });
+    }
+    let proxy_protocol = lf.proxy_protocol.as_ref().and_then(|pp| {
+        let ppat = at.key("proxy_protocol");
+        let mode = match pp.mode.as_str() {
+            "required" => crate::proxy_protocol::Mode::Required,
+            "optional" => crate::proxy_protocol::Mode::Optional,
+            "off" => return None,
+            m => {
+                p.add(
+                    &ppat.key("mode"),
+                    format!("unknown mode {m:?}: use \"required\", \"optional\" or \"off\""),
+                );
+                return None;
+            }
+        };
+        let mut from = Vec::new();
+        for (k, s) in pp.from.iter().enumerate() {
+            match crate::proxy_protocol::Cidr::parse(s) {
+                Ok(c) => from.push(c),
+                Err(e) => p.add(&ppat.index("from", k), e),
+            }
+        }
+        if pp.from.is_empty() {
+            p.add(
+                &ppat.key("from"),
+                "list the load balancers whose PROXY headers are believed, e.g. [\"10.0.0.0/8\"]",
+            );
+        }
+        Some(crate::proxy_protocol::Accept {
+            mode,
+            from,
+            timeout: lf.request_header_timeout.0,
+        })
+    });
+    let tls = lf
+        .tls
+        .as_ref()
+        .and_then(|t| tls::listener(t, lf.mode, &at.key("tls"), base, p, warnings));
+    let http2 = http2::listener(&lf.http2, &at.key("http2"), p);
+    if lf.mode == Mode::Tcp && !lf.rules.is_empty() {
+        p.add(
+            &at.index("rule", 0),
+            "rules look at HTTP requests: a tcp listener routes with [[listener.route]] sni",
+        );
+    }
+    let rules = if lf.mode == Mode::Http {
+        rules::compile(
+            &lf.rules,
+            at,
+            pool_index,
+            limit_index,
+            used_pools,
+            p,
+            warnings,
+        )
+    } else {
+        crate::rules::RuleSet::default()
+    };
+    if lf.mode == Mode::Tcp && !lf.read_only_when.is_empty() {
+        p.add(
+            &at.key("read_only_when"),
+            "read-only mode refuses HTTP writes: it is for http listeners",
+        );
+    }
+    let read_only = rules::read_only(
+        &lf.read_only_when,
+        lf.read_only_status,
+        lf.read_only_message.as_deref(),
+        lf.read_only_retry_after.map(|d| d.0),
+        at,
+        pool_index,
+        p,
+    );
+    ListenerConfig {
+        read_only,
+        rules: std::sync::Arc::new(rules),
+        http2,
+        tls,
+        name: lf.name.clone(),
+        binds: lf.bind.iter().map(|a| a.0).collect(),
+        mode: lf.mode,
+        pool,
+        max_connections: lf.max_connections,
+        request_header_timeout: lf.request_header_timeout.0,
+        client_timeout: lf.client_timeout.0,
+        routes,
+        proxy_protocol,
+    }
+}
+
+/// Two listening addresses clash when they are equal, or share a port and family
+/// while one of them is the wildcard address.
+fn addresses_clash(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() != b.port() || a.is_ipv4() != b.is_ipv4() {
+        return false;
+    }
+    a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified()
+}

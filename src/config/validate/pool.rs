@@ -1,0 +1,281 @@
+//! `[[pool]]`: one pool's settings, servers, checks, breaker, retries, TLS and
+//! policy.
+
+use super::{health, http2, rules, tls};
+use crate::config::file::*;
+use crate::config::limits::CircuitConfig;
+use crate::config::model::*;
+use crate::config::problems::{KeyPath, Problems};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+pub(super) fn pool(
+    pf: &PoolFile,
+    at: &KeyPath,
+    base: &Path,
+    pool_names: &HashMap<&str, usize>,
+    p: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> PoolConfig {
+    let hash_key = match (&pf.hash_key, pf.balance) {
+        (None, _) => HashKey::ClientIp,
+        (Some(k), Balance::Hash) => k.clone(),
+        (Some(_), _) => {
+            p.add(&at.key("hash_key"), "is only used with balance = \"hash\"");
+            HashKey::ClientIp
+        }
+    };
+    for (key, d) in [
+        ("connect_timeout", pf.connect_timeout),
+        ("server_timeout", pf.server_timeout),
+        ("tunnel_timeout", pf.tunnel_timeout),
+    ] {
+        if d.0.is_zero() {
+            p.add(&at.key(key), "must be greater than zero");
+        }
+    }
+    if !pf.servers.is_empty() && pf.servers.iter().all(|s| s.weight == 0) {
+        warnings.push(format!(
+            "pool {:?}: every server has weight 0, so the pool never serves",
+            pf.name
+        ));
+    }
+    if !pf.servers.is_empty() && pf.servers.iter().all(|s| s.backup) {
+        warnings.push(format!(
+            "pool {:?}: every server is a backup; they are used as normal servers",
+            pf.name
+        ));
+    }
+    if pf.servers.is_empty() {
+        p.add(at, format!("pool {:?} has no [[pool.server]]", pf.name));
+    }
+    let mut health = pf
+        .health
+        .as_ref()
+        .and_then(|h| health::health(h, &at.key("health"), p));
+    let breaker = &pf.breaker;
+    let bat = at.key("breaker");
+    if breaker.max_ejected_percent > 100 {
+        p.add(&bat.key("max_ejected_percent"), "must be between 0 and 100");
+    }
+    if breaker.consecutive_failures > 0 && breaker.ejection_time.0.is_zero() {
+        p.add(&bat.key("ejection_time"), "must be greater than zero");
+    }
+    if breaker.max_ejection_time.0 < breaker.ejection_time.0 {
+        p.add(
+            &bat.key("max_ejection_time"),
+            "must not be shorter than ejection_time",
+        );
+    }
+    let mut retry = RetryConfig {
+        retries: pf.retries,
+        buffer: pf.retry_buffer.0,
+        non_idempotent: pf.retry_non_idempotent,
+        on_connect_failure: false,
+        on_reset: false,
+        on_timeout: false,
+        on_status: Vec::new(),
+        budget_percent: pf.retry_budget_percent,
+    };
+    if pf.retries > 10 {
+        p.add(&at.key("retries"), "must be between 0 and 10");
+    }
+    if pf.retry_budget_percent > 100 {
+        p.add(&at.key("retry_budget_percent"), "must be between 0 and 100");
+    }
+    for (k, cond) in pf.retry_on.iter().enumerate() {
+        match cond.as_str() {
+            "connect_failure" => retry.on_connect_failure = true,
+            "reset" => retry.on_reset = true,
+            "timeout" => retry.on_timeout = true,
+            s => match s.parse::<u16>() {
+                Ok(code) if (500..=599).contains(&code) => retry.on_status.push(code),
+                _ => p.add(
+                    &at.index("retry_on", k),
+                    format!("unknown retry condition {s:?}: use \"connect_failure\", \"reset\", \"timeout\" or a status from 500 to 599"),
+                ),
+            },
+        }
+    }
+    let mut servers = Vec::with_capacity(pf.servers.len());
+    let mut seen: HashMap<ServerAddr, usize> = HashMap::new();
+    // how the API, metrics and CSV address a server: must be unique in the pool
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    for (j, sf) in pf.servers.iter().enumerate() {
+        let id = sf.name.clone().unwrap_or_else(|| sf.address.clone());
+        if let Some(first) = ids.insert(id.clone(), j) {
+            p.add(
+                &at.index("server", j)
+                    .key(if sf.name.is_some() { "name" } else { "address" }),
+                format!("{id:?} already names server {first} of pool {:?}", pf.name),
+            );
+        }
+    }
+    for (j, sf) in pf.servers.iter().enumerate() {
+        let sat = at.index("server", j);
+        if sf.weight > MAX_WEIGHT {
+            p.add(
+                &sat.key("weight"),
+                format!("must be between 0 and {MAX_WEIGHT}, got {}", sf.weight),
+            );
+        }
+        match ServerAddr::parse(&sf.address) {
+            Ok(address) => {
+                if seen.insert(address.clone(), j).is_some() {
+                    p.add(
+                        &sat.key("address"),
+                        format!("{address} is listed twice in pool {:?}", pf.name),
+                    );
+                }
+                if address.is_dns() && sf.name.is_some() {
+                    p.add(
+                        &sat.key("name"),
+                        "a DNS entry has one member per record; members are named by their ip:port",
+                    );
+                }
+                servers.push(ServerConfig {
+                    address,
+                    name: sf.name.clone(),
+                    weight: sf.weight,
+                    backup: sf.backup,
+                });
+            }
+            Err(e) => p.add(&sat.key("address"), e),
+        }
+    }
+    let send_proxy = match pf.send_proxy.as_deref() {
+        None => None,
+        Some("v1") => Some(crate::proxy_protocol::Version::V1),
+        Some("v2") => Some(crate::proxy_protocol::Version::V2),
+        Some(v) => {
+            p.add(
+                &at.key("send_proxy"),
+                format!("unknown version {v:?}: use \"v1\" or \"v2\""),
+            );
+            None
+        }
+    };
+    let protocol = match pf.protocol.as_deref() {
+        None | Some("http1") | Some("http/1.1") => Protocol::Http1,
+        Some("h2") => Protocol::H2,
+        Some(v) => {
+            p.add(
+                &at.key("protocol"),
+                format!("unknown protocol {v:?}: use \"http1\" or \"h2\""),
+            );
+            Protocol::Http1
+        }
+    };
+    if protocol == Protocol::H2 && send_proxy.is_some() {
+        p.add(
+            &at.key("send_proxy"),
+            "is not supported with protocol = \"h2\" (an HTTP/2 connection carries many clients' requests; a PROXY header names one)",
+        );
+    }
+    if protocol != Protocol::H2 && pf.http2.is_some() {
+        p.add(&at.key("http2"), "is only used with protocol = \"h2\"");
+    }
+    if protocol != Protocol::H2
+        && pf
+            .health
+            .as_ref()
+            .is_some_and(|h| h.kind == HealthKind::Grpc)
+    {
+        p.add(
+            &at.key("health").key("kind"),
+            "\"grpc\" checks speak HTTP/2: the pool needs protocol = \"h2\"",
+        );
+    }
+    // an http check speaks what the servers speak
+    if let Some(HealthConfig {
+        check: CheckKind::Http { h2, .. },
+        ..
+    }) = &mut health
+    {
+        *h2 = protocol == Protocol::H2;
+    }
+    let http2 = http2::pool(
+        pf.http2.as_ref().unwrap_or(&Default::default()),
+        &at.key("http2"),
+        p,
+    );
+    let circuit = pf.circuit.as_ref().and_then(|c| {
+        let cat = at.key("circuit");
+        let before = p.list.len();
+        if !(1..=100).contains(&c.failure_rate) {
+            p.add(
+                &cat.key("failure_rate"),
+                "must be a percentage from 1 to 100",
+            );
+        }
+        if c.window.0 < Duration::from_secs(1) {
+            p.add(&cat.key("window"), "must be at least 1s");
+        }
+        if c.min_requests == 0 {
+            p.add(&cat.key("min_requests"), "must be at least 1");
+        }
+        if c.open_for.0.is_zero() {
+            p.add(&cat.key("open_for"), "must be greater than zero");
+        }
+        (p.list.len() == before).then_some(CircuitConfig {
+            failure_rate: c.failure_rate,
+            window: c.window.0,
+            min_requests: c.min_requests,
+            open_for: c.open_for.0,
+        })
+    });
+    if pf.shed_after.is_some() && pf.max_connections_per_server == 0 {
+        p.add(
+            &at.key("shed_after"),
+            "shedding needs max_connections_per_server: without a connection limit the pool never saturates, nothing queues and nothing is shed",
+        );
+    }
+    let alpn: &[&[u8]] = match protocol {
+        Protocol::H2 => &[b"h2"],
+        Protocol::Http1 => &[],
+    };
+    let tls = pf
+        .tls
+        .as_ref()
+        .and_then(|t| tls::pool(t, &at.key("tls"), base, alpn, p, warnings));
+    let read_only = rules::read_only(
+        &pf.read_only_when,
+        pf.read_only_status,
+        pf.read_only_message.as_deref(),
+        pf.read_only_retry_after.map(|d| d.0),
+        at,
+        pool_names,
+        p,
+    );
+    PoolConfig {
+        tls,
+        protocol,
+        http2,
+        circuit,
+        read_only,
+        send_proxy,
+        name: pf.name.clone(),
+        balance: pf.balance,
+        hash_key,
+        connect_timeout: pf.connect_timeout.0,
+        server_timeout: pf.server_timeout.0,
+        max_connections_per_server: pf.max_connections_per_server,
+        queue_timeout: pf.queue_timeout.0,
+        shed_after: pf.shed_after.map(|d| d.0),
+        max_idle_per_server: pf.max_idle_per_server,
+        keepalive_timeout: pf.keepalive_timeout.0,
+        tunnel_timeout: pf.tunnel_timeout.0,
+        health,
+        breaker: BreakerConfig {
+            consecutive_failures: breaker.consecutive_failures,
+            ejection_time: breaker.ejection_time.0,
+            max_ejection_time: breaker.max_ejection_time.0,
+            max_ejected_percent: breaker.max_ejected_percent,
+            on_5xx: breaker.on_5xx,
+        },
+        retry,
+        slow_start: pf.slow_start.0,
+        servers,
+    }
+}
