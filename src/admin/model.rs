@@ -23,6 +23,9 @@ pub struct Stats {
     pub config_file: Option<String>,
     pub started_at: String,
     pub ready: bool,
+    /// starting, running, draining (a stop asked for, still serving), closing.
+    #[serde(default)]
+    pub phase: String,
     pub ha: Option<serde_json::Value>,
     /// The config generation and what the last reload did.
     #[serde(default)]
@@ -154,6 +157,9 @@ pub struct ServerView {
     pub checks_failed: u64,
     pub consecutive_failures: u32,
     pub went_down: u64,
+    /// Flips to UP, from UNKNOWN or DOWN.
+    #[serde(default)]
+    pub went_up: u64,
     pub downtime_secs: u64,
     pub ejections: u64,
     pub last_check: Option<CheckView>,
@@ -237,6 +243,7 @@ pub fn build(shared: &Shared, rates: &Mutex<crate::rates::Rates>) -> Stats {
         config_file: shared.config_path.as_ref().map(|p| p.display().to_string()),
         started_at: crate::clock::rfc3339(SystemTime::now() - shared.started.elapsed()),
         ready: shared.plane.is_ready(),
+        phase: shared.phase().as_str().to_string(),
         ha: shared.ha_status(),
         config: reload_view(shared),
         listeners,
@@ -337,6 +344,7 @@ fn server_view(p: &Pool, i: usize, now: u64, rates: &crate::rates::Rates) -> Ser
         checks_failed: st.checks_failed.load(Ordering::Relaxed),
         consecutive_failures: st.check_fail_streak.load(Ordering::Relaxed),
         went_down: st.went_down.load(Ordering::Relaxed),
+        went_up: st.went_up.load(Ordering::Relaxed),
         downtime_secs: st.downtime(now).as_secs(),
         ejections: st.breaker.ejections.load(Ordering::Relaxed),
         last_check,

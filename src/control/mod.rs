@@ -18,7 +18,7 @@ mod msg;
 mod shared;
 
 pub use msg::{ControlMsg, ControlRx, ControlTx, Inbox, ReloadError, ReloadRecord, ReloadStatus};
-pub use shared::Shared;
+pub use shared::{Phase, Shared};
 
 use crate::statefile;
 use std::collections::{HashMap, HashSet};

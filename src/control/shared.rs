@@ -3,7 +3,34 @@
 //! sockets a binary upgrade hands over). The control task is its writer.
 
 use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
+
+/// Where the process is in its life: on the stats page and in `/stats;json`,
+/// so that an operator or a test can see it without reading logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Binding, restoring, starting tasks.
+    Starting = 0,
+    /// Every listener accepts.
+    Running = 1,
+    /// A stop was asked for: still serving for `drain_delay`, `/ready` says 503.
+    Draining = 2,
+    /// Listeners closed; in-flight work finishes within `shutdown_grace`.
+    Closing = 3,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Draining => "draining",
+            Phase::Closing => "closing",
+        }
+    }
+}
 
 /// What the background tasks of one running proxy share: the control task writes
 /// it, the admin server reads it. The data plane holds only `plane`.
@@ -13,6 +40,8 @@ pub struct Shared {
     /// connection limit.
     pub plane: std::sync::Arc<crate::plane::Plane>,
     pub started: Instant,
+    /// A `Phase`, written by the supervisor.
+    pub phase: AtomicU8,
     /// What DNS discovery knows of each name.
     pub dns: std::sync::Arc<crate::discovery::NameRegistry>,
     /// Woken when members leave their pool, so every worker closes their idle
@@ -45,6 +74,19 @@ pub struct Shared {
 }
 
 impl Shared {
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Starting,
+            1 => Phase::Running,
+            2 => Phase::Draining,
+            _ => Phase::Closing,
+        }
+    }
+
+    pub fn set_phase(&self, p: Phase) {
+        self.phase.store(p as u8, Ordering::Release);
+    }
+
     /// The HA state for the stats header (None until HA is configured).
     pub fn ha_status(&self) -> Option<serde_json::Value> {
         self.ha.get().map(|h| h.to_json())

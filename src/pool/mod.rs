@@ -100,6 +100,8 @@ pub struct ServerState {
     pub checks_failed: AtomicU64,
     /// UP -> DOWN flips (HAProxy's chkdown).
     pub went_down: AtomicU64,
+    /// Flips to UP, from UNKNOWN or DOWN.
+    pub went_up: AtomicU64,
     /// Highest `active` seen (smax).
     pub max_active: AtomicU32,
 }
@@ -120,6 +122,9 @@ pub struct Carried {
     /// total, bytes_in, bytes_out, connect_errors, response_errors, retries,
     /// checks_total, checks_failed, went_down, max_active
     pub counters: [u64; 10],
+    /// Flips to UP (absent from an older process's handover: 0).
+    #[serde(default)]
+    pub went_up: u64,
 }
 
 /// What an operator set through the admin API.
@@ -179,6 +184,7 @@ impl ServerState {
             check_fail_streak: AtomicU32::new(0),
             checks_failed: AtomicU64::new(0),
             went_down: AtomicU64::new(0),
+            went_up: AtomicU64::new(0),
             max_active: AtomicU32::new(0),
         }
     }
@@ -211,8 +217,11 @@ impl ServerState {
                 self.went_down.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if h == Health::Up && old == Health::Down as u8 {
-            self.up_since.store(now, Ordering::Release);
+        if h == Health::Up {
+            self.went_up.fetch_add(1, Ordering::Relaxed);
+            if old == Health::Down as u8 {
+                self.up_since.store(now, Ordering::Release);
+            }
         }
     }
 
@@ -280,6 +289,7 @@ impl ServerState {
                 r(&self.went_down),
                 u64::from(self.max_active.load(Ordering::Relaxed)),
             ],
+            went_up: r(&self.went_up),
         }
     }
 
@@ -316,6 +326,7 @@ impl ServerState {
         w(&self.checks_total, checks);
         w(&self.checks_failed, failed);
         w(&self.went_down, down);
+        w(&self.went_up, c.went_up);
         self.max_active
             .store(max.min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
     }
