@@ -106,7 +106,8 @@ retries = 0
     let deadline = Instant::now() + Duration::from_secs(10);
     let p = loop {
         let p = Proxy::start(&cfg, &[listen]).await;
-        if p.stderr().contains("resolved") {
+        let name = p.stats().await["dns"][0].clone();
+        if name["members"].as_array().is_some_and(|m| !m.is_empty()) {
             break p;
         }
         // dnsmasq was not listening yet when rampart started

@@ -131,10 +131,10 @@ async fn grpc_unary_and_streaming_over_tls_to_h2c_servers_with_trailers_and_heal
     let p = Proxy::start(&config, &[listen]).await;
     for s in [&a, &b] {
         let id = s.addr.to_string();
-        wait_for(
+        wait_until(
             Duration::from_secs(10),
             "servers UP by the gRPC check",
-            || futures_block(server_health(admin, "grpc", &id)) == "UP",
+            || async { server_health(admin, "grpc", &id).await == "UP" },
         )
         .await;
     }
@@ -195,9 +195,11 @@ async fn grpc_unary_and_streaming_over_tls_to_h2c_servers_with_trailers_and_heal
     // the gRPC health check: NOT_SERVING is DOWN, and no call goes there
     std::fs::write(&a_state, "NOT_SERVING").unwrap();
     let a_id = a.addr.to_string();
-    wait_for(Duration::from_secs(10), "a NOT_SERVING server DOWN", || {
-        futures_block(server_health(admin, "grpc", &a_id)) == "DOWN"
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "a NOT_SERVING server DOWN",
+        || async { server_health(admin, "grpc", &a_id).await == "DOWN" },
+    )
     .await;
     let calls = grpc(tls(&["/test.Echo/Call", "--body", "6869", "--count", "6"])).await;
     for c in &calls {
@@ -210,8 +212,8 @@ async fn grpc_unary_and_streaming_over_tls_to_h2c_servers_with_trailers_and_heal
         p.stderr()
     );
     std::fs::write(&a_state, "SERVING").unwrap();
-    wait_for(Duration::from_secs(10), "SERVING again: UP", || {
-        futures_block(server_health(admin, "grpc", &a_id)) == "UP"
+    wait_until(Duration::from_secs(10), "SERVING again: UP", || async {
+        server_health(admin, "grpc", &a_id).await == "UP"
     })
     .await;
 
@@ -220,11 +222,6 @@ async fn grpc_unary_and_streaming_over_tls_to_h2c_servers_with_trailers_and_heal
     drop(b);
     let gone = grpc(tls(&["/test.Echo/Call"])).await;
     assert_eq!(gone[0]["code"], "UNAVAILABLE", "{}", gone[0]);
-}
-
-/// Runs a future to completion from a synchronous `wait_for` condition.
-fn futures_block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
 /// An HTTP/2 server (hyper; h2c, or h2 over TLS with ALPN) that counts its

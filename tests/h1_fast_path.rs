@@ -475,10 +475,7 @@ async fn a_response_in_flight_at_shutdown_closes_its_connection() {
     })
     .await;
     p.signal(libc::SIGTERM);
-    wait_for(Duration::from_secs(5), "shutdown started", || {
-        p.stderr().contains("waiting for in-flight work")
-    })
-    .await;
+    p.wait_phase(Duration::from_secs(5), "closing").await;
     RELEASE.notify_waiters();
     let mut all = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))

@@ -32,8 +32,8 @@ async fn killing_a_backend_mid_run_fails_no_request_and_it_returns_after_rise() 
     )
     .await;
     let c = client();
-    wait_for(Duration::from_secs(5), "both servers UP", || {
-        p.stderr().matches("server is UP").count() >= 2
+    p.wait_pool(Duration::from_secs(5), "api", "both servers UP", |v| {
+        count_status(v, "UP") == 2
     })
     .await;
 
@@ -70,18 +70,14 @@ async fn killing_a_backend_mid_run_fails_no_request_and_it_returns_after_rise() 
         &failures[..failures.len().min(5)]
     );
     assert!(b_before > 100, "pod-b served {b_before} before the kill");
-    wait_for(Duration::from_secs(5), "pod-b marked DOWN", || {
-        p.stderr().contains("server is DOWN")
-    })
-    .await;
+    p.wait_server(Duration::from_secs(5), "api", b.addr, "DOWN")
+        .await;
 
     // pod-b comes back (same address, a new process in real life)
     let b2 = Backend::start("pod-b", b.addr).await;
     let t0 = Instant::now();
-    wait_for(Duration::from_secs(5), "pod-b UP again", || {
-        p.stderr().matches("server is UP").count() >= 3
-    })
-    .await;
+    p.wait_server(Duration::from_secs(5), "api", b.addr, "UP")
+        .await;
     let t_up = t0.elapsed();
     // rise = 2: two successes at least one fast_interval (100 ms, -10% jitter) apart
     assert!(
@@ -115,8 +111,8 @@ async fn a_failing_health_endpoint_takes_the_server_out_within_the_bound() {
     )
     .await;
     let c = client();
-    wait_for(Duration::from_secs(5), "both servers UP", || {
-        p.stderr().matches("server is UP").count() >= 2
+    p.wait_pool(Duration::from_secs(5), "api", "both servers UP", |v| {
+        count_status(v, "UP") == 2
     })
     .await;
     b.stats.health_status.store(500, Ordering::SeqCst);
@@ -190,10 +186,11 @@ async fn a_hanging_backend_trips_the_breaker_and_the_other_serves_everything() {
         "exactly consecutive_failures requests time out before the breaker opens"
     );
     assert!(last_statuses[10..].iter().all(|s| *s == StatusCode::OK));
-    assert!(
-        p.stderr().contains("circuit breaker opened"),
-        "{}",
-        p.stderr()
+    let v = p.pool("api").await;
+    assert_eq!(
+        server_in(&v, hang)["ejections"],
+        1,
+        "the breaker opened once: {v}"
     );
 }
 
@@ -225,8 +222,8 @@ async fn all_servers_down_gives_503_at_once() {
         &[listen],
     )
     .await;
-    wait_for(Duration::from_secs(5), "both servers DOWN", || {
-        p.stderr().matches("server is DOWN").count() >= 2
+    p.wait_pool(Duration::from_secs(5), "api", "both servers DOWN", |v| {
+        count_status(v, "DOWN") == 2
     })
     .await;
     let c = client();
@@ -252,14 +249,15 @@ async fn servers_start_unknown_and_get_no_traffic_before_their_first_check() {
     a.stats.health_status.store(503, Ordering::SeqCst);
     let listen = free_addr("127.0.0.1");
     let p = Proxy::start(&http_config(listen, FAST_HEALTH, &[(a.addr, 1)]), &[listen]).await;
-    wait_for(Duration::from_secs(5), "the first check", || {
-        p.stderr().contains("server is DOWN")
-    })
-    .await;
-    assert!(
-        p.stderr().contains("from=\"UNKNOWN\"") || p.stderr().contains("from=UNKNOWN"),
-        "{}",
-        p.stderr()
+    p.wait_server(Duration::from_secs(5), "api", a.addr, "DOWN")
+        .await;
+    // it went DOWN without ever being UP: from UNKNOWN
+    let v = p.pool("api").await;
+    let s = server_in(&v, a.addr);
+    assert_eq!(
+        (s["went_up"].as_u64(), s["went_down"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
     );
     let (st, _) = get(&client(), &format!("http://{listen}/")).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
@@ -270,10 +268,8 @@ async fn servers_start_unknown_and_get_no_traffic_before_their_first_check() {
     );
     assert!(a.stats.health_checks.load(Ordering::SeqCst) >= 1);
     a.stats.health_status.store(200, Ordering::SeqCst);
-    wait_for(Duration::from_secs(5), "UP after rise", || {
-        p.stderr().contains("server is UP")
-    })
-    .await;
+    p.wait_server(Duration::from_secs(5), "api", a.addr, "UP")
+        .await;
     assert_eq!(
         get(&client(), &format!("http://{listen}/")).await.0,
         StatusCode::OK
@@ -291,9 +287,16 @@ async fn backup_serves_only_while_every_primary_is_down() {
         backup.addr
     ));
     let p = Proxy::start(&cfg, &[listen]).await;
-    wait_for(Duration::from_secs(5), "both UP", || {
-        p.stderr().matches("server is UP").count() >= 2
-    })
+    p.wait_pool(
+        Duration::from_secs(5),
+        "api",
+        "primary and backup UP",
+        |v| {
+            v["servers"]
+                .as_array()
+                .is_some_and(|ss| ss.len() == 2 && ss.iter().all(|s| s["health"] == "UP"))
+        },
+    )
     .await;
     let c = client();
     let t = tally(&bodies(&c, &format!("http://{listen}/"), 20).await);
@@ -303,16 +306,12 @@ async fn backup_serves_only_while_every_primary_is_down() {
     // the first requests after the kill are retried onto the backup at once
     let t = tally(&bodies(&c, &format!("http://{listen}/"), 20).await);
     assert_eq!(t.get("backup"), Some(&20), "{t:?}");
-    wait_for(Duration::from_secs(5), "primary DOWN", || {
-        p.stderr().contains("server is DOWN")
-    })
-    .await;
+    p.wait_server(Duration::from_secs(5), "api", primary.addr, "DOWN")
+        .await;
 
     let primary2 = Backend::start("primary", primary.addr).await;
-    wait_for(Duration::from_secs(5), "primary UP again", || {
-        p.stderr().matches("server is UP").count() >= 3
-    })
-    .await;
+    p.wait_server(Duration::from_secs(5), "api", primary.addr, "UP")
+        .await;
     let t = tally(&bodies(&c, &format!("http://{listen}/"), 20).await);
     assert_eq!(t.get("primary"), Some(&20), "{t:?}");
     assert_eq!(primary2.requests(), 20);

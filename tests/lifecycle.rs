@@ -88,10 +88,7 @@ async fn sigterm_during_drain_keeps_serving_new_requests() {
     );
     let mut p = Proxy::start(&cfg, &[listen]).await;
     p.signal(libc::SIGTERM);
-    wait_for(Duration::from_secs(5), "the drain to begin", || {
-        p.stderr().contains("draining")
-    })
-    .await;
+    p.wait_phase(Duration::from_secs(5), "draining").await;
     // during the drain delay new connections and requests are still served
     let (st, _) = get(&client(), &format!("http://{listen}/")).await;
     assert_eq!(st, StatusCode::OK);
@@ -197,10 +194,7 @@ async fn sigterm_waits_for_open_tunnels() {
     let mut tunnel = open_echo_tunnel(listen).await;
     echo_roundtrip(&mut tunnel, b"before").await;
     p.signal(libc::SIGTERM);
-    wait_for(Duration::from_secs(5), "the listener to close", || {
-        p.stderr().contains("stopped accepting")
-    })
-    .await;
+    p.wait_phase(Duration::from_secs(5), "closing").await;
     // the tunnel keeps working through the shutdown grace period
     echo_roundtrip(&mut tunnel, b"during shutdown").await;
     assert!(
@@ -255,8 +249,8 @@ async fn a_drain_budget_flips_readiness_first_serves_through_propagation_and_end
         "{}",
         p.stderr()
     );
-    wait_for(Duration::from_secs(10), "ready", || {
-        block_on(admin_get(admin, "/ready")).0 == StatusCode::OK
+    wait_until(Duration::from_secs(10), "ready", || async {
+        admin_get(admin, "/ready").await.0 == StatusCode::OK
     })
     .await;
     // in flight across the stop: a slow request
@@ -284,8 +278,8 @@ async fn a_drain_budget_flips_readiness_first_serves_through_propagation_and_end
     p.signal(libc::SIGTERM);
     let t0 = Instant::now();
     // readiness goes 503 first
-    wait_for(Duration::from_secs(1), "/ready 503", || {
-        block_on(admin_get(admin, "/ready")).0 == StatusCode::SERVICE_UNAVAILABLE
+    wait_until(Duration::from_secs(1), "/ready 503", || async {
+        admin_get(admin, "/ready").await.0 == StatusCode::SERVICE_UNAVAILABLE
     })
     .await;
     let results = load.await.unwrap();
@@ -313,8 +307,4 @@ async fn a_drain_budget_flips_readiness_first_serves_through_propagation_and_end
     let status = p.wait_exit(Duration::from_secs(5)).await;
     assert!(status.success(), "{status}");
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }

@@ -236,15 +236,22 @@ connect_timeout = "1s"
     let p = Proxy::start(&cfg, &[l_primary, l_replica]).await;
     // each node is UP in its role's pool and refused in the other's (the two
     // checks of a node finish in either order: wait for all four results)
-    wait_for(
-        Duration::from_secs(10),
-        "each role found on its node",
-        || {
-            let log = p.stderr();
-            log.matches("server is UP").count() >= 2 && log.contains("role mismatch")
-        },
-    )
-    .await;
+    for pool in ["primary", "replica"] {
+        let v = p
+            .wait_pool(
+                Duration::from_secs(10),
+                pool,
+                "one node UP, the other refused",
+                |v| count_status(v, "UP") == 1 && count_status(v, "DOWN") == 1,
+            )
+            .await;
+        let refused = v["servers"]
+            .as_array()
+            .and_then(|ss| ss.iter().find(|s| s["status"] == "DOWN"))
+            .map(|s| s["last_check"]["detail"].to_string())
+            .unwrap_or_default();
+        assert!(refused.contains("role mismatch"), "{pool}: {v}");
+    }
     assert!(
         p.stderr().contains("role mismatch"),
         "the other node is refused with a reason: {}",
@@ -290,8 +297,8 @@ connect_timeout = "1s"
     }
     // DOWN so far: each node in the pool of the other role (2), then the old primary;
     // now the promoted node leaves the replica pool
-    wait_for(Duration::from_secs(5), "no replica left", || {
-        p.stderr().matches("server is DOWN").count() >= 4
+    p.wait_pool(Duration::from_secs(5), "replica", "no replica left", |v| {
+        count_status(v, "UP") == 0
     })
     .await;
     assert!(

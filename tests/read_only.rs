@@ -81,10 +81,6 @@ async fn health(admin: SocketAddr, pool: &str) -> String {
     v["servers"][0]["health"].as_str().unwrap_or("").to_string()
 }
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_pause_while_the_primary_is_down_and_reads_go_on() {
     let primary = Backend::start("primary", free_addr("127.0.0.1")).await;
@@ -102,8 +98,8 @@ async fn writes_pause_while_the_primary_is_down_and_reads_go_on() {
         &[listen],
     )
     .await;
-    wait_for(Duration::from_secs(10), "primary UP", || {
-        block(health(admin, "primary")) == "UP"
+    wait_until(Duration::from_secs(10), "primary UP", || async {
+        health(admin, "primary").await == "UP"
     })
     .await;
     let c = client();
@@ -113,8 +109,8 @@ async fn writes_pause_while_the_primary_is_down_and_reads_go_on() {
 
     // the primary's health fails: writes get the configured answer
     primary.stats.health_status.store(503, Ordering::SeqCst);
-    wait_for(Duration::from_secs(10), "primary DOWN", || {
-        block(health(admin, "primary")) == "DOWN"
+    wait_until(Duration::from_secs(10), "primary DOWN", || async {
+        health(admin, "primary").await == "DOWN"
     })
     .await;
     // the listener is read-only before any write comes: the switch is made
@@ -175,17 +171,17 @@ async fn writes_pause_while_the_primary_is_down_and_reads_go_on() {
 
     // the primary is back: writes flow again within the health interval
     primary.stats.health_status.store(200, Ordering::SeqCst);
-    wait_for(Duration::from_secs(10), "primary UP again", || {
-        block(health(admin, "primary")) == "UP"
+    wait_until(Duration::from_secs(10), "primary UP again", || async {
+        health(admin, "primary").await == "UP"
     })
     .await;
     let (st, body, _) = send(&c, "POST", &url("/jobs")).await;
     assert_eq!((st, body.as_str()), (StatusCode::OK, "primary"));
-    wait_for(
+    wait_until(
         Duration::from_secs(5),
         "the listener back to normal",
-        || {
-            let l = block(admin_get(admin, "/api/listeners")).1;
+        || async {
+            let l = admin_get(admin, "/api/listeners").await.1;
             serde_json::from_str::<Value>(&l).unwrap()[0]["read_only"] == false
         },
     )
@@ -217,8 +213,8 @@ async fn the_operators_switch_survives_a_reload_and_a_restart() {
     let state = dir.join("state.json");
     let text = config(listen, admin, primary.addr, replica.addr, &state);
     let p = Proxy::start(&text, &[listen]).await;
-    wait_for(Duration::from_secs(10), "primary UP", || {
-        block(health(admin, "primary")) == "UP"
+    wait_until(Duration::from_secs(10), "primary UP", || async {
+        health(admin, "primary").await == "UP"
     })
     .await;
     let c = client();
@@ -249,8 +245,8 @@ async fn the_operators_switch_survives_a_reload_and_a_restart() {
     .await;
     drop(p);
     let p = Proxy::start(&text, &[listen]).await;
-    wait_for(Duration::from_secs(10), "primary UP", || {
-        block(health(admin, "primary")) == "UP"
+    wait_until(Duration::from_secs(10), "primary UP", || async {
+        health(admin, "primary").await == "UP"
     })
     .await;
     assert_eq!(

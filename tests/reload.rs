@@ -39,14 +39,10 @@ async fn reload_api(admin: SocketAddr) -> (hyper::StatusCode, Value) {
     )
 }
 
-async fn stats(admin: SocketAddr) -> Value {
-    let (st, body) = admin_get(admin, "/stats;json").await;
-    assert_eq!(st, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
 async fn generation(admin: SocketAddr) -> u64 {
-    stats(admin).await["config"]["generation"].as_u64().unwrap()
+    admin_stats(admin).await["config"]["generation"]
+        .as_u64()
+        .unwrap()
 }
 
 /// The stats view of one server.
@@ -197,13 +193,13 @@ async fn a_bad_config_is_refused_with_its_key_and_the_old_one_keeps_serving() {
         load.passes(5).await;
     }
     // SIGHUP with a bad file: counted as failed, nothing changes.
-    let failed_before = stats(admin).await["config"]["reloads_failed"]
+    let failed_before = admin_stats(admin).await["config"]["reloads_failed"]
         .as_u64()
         .unwrap();
     p.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let s = stats(admin).await;
+        let s = admin_stats(admin).await;
         if s["config"]["reloads_failed"].as_u64().unwrap() > failed_before {
             assert_eq!(s["config"]["last_reload"]["trigger"], "SIGHUP");
             assert_eq!(s["config"]["generation"], 1);
@@ -301,7 +297,7 @@ async fn down_and_drained_servers_stay_so_through_20_reloads() {
     let p = Proxy::start(&version(0), &[listen, admin]).await;
     let up_then = Instant::now() + Duration::from_secs(10);
     loop {
-        let s = stats(admin).await;
+        let s = admin_stats(admin).await;
         if server(&s, "api", a.addr)["status"] == "UP"
             && server(&s, "api", b.addr)["status"] == "DOWN"
             && server(&s, "api", c.addr)["status"] == "UP"
@@ -327,7 +323,7 @@ async fn down_and_drained_servers_stay_so_through_20_reloads() {
         let (st, r) = reload_api(admin).await;
         assert_eq!(st, 200, "reload {i}: {r}");
         assert_eq!(r["generation"], 1 + i as u64);
-        let s = stats(admin).await;
+        let s = admin_stats(admin).await;
         assert_eq!(server(&s, "api", b.addr)["status"], "DOWN", "reload {i}");
         assert_eq!(server(&s, "api", c.addr)["status"], "DRAIN", "reload {i}");
         let sa = server(&s, "api", a.addr);
@@ -382,7 +378,7 @@ async fn a_listener_that_moves_drains_the_old_address_and_serves_the_new_one() {
     }
     // ... while its request in flight finishes
     assert_eq!(slow.await.unwrap(), (hyper::StatusCode::OK, "pod-a".into()));
-    let s = stats(admin).await;
+    let s = admin_stats(admin).await;
     assert_eq!(s["listeners"][0]["name"], "web");
 }
 
@@ -478,7 +474,7 @@ async fn a_configmap_style_symlink_swap_is_picked_up_by_watch_config() {
     std::fs::remove_dir_all(dir.join("..v1")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let s = stats(admin).await;
+        let s = admin_stats(admin).await;
         if s["config"]["generation"] == 2 {
             assert_eq!(s["config"]["last_reload"]["trigger"], "file watch");
             break;

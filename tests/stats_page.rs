@@ -48,16 +48,19 @@ async fn the_stats_page_renders_a_row_per_server_in_chromium() {
         cfg.push_str(&format!("  [[pool.server]]\n  address = \"{}\"\n", b.addr));
     }
     let p = Proxy::start(&cfg, &[listen, admin]).await;
-    wait_for(std::time::Duration::from_secs(5), "servers UP", || {
-        p.stderr().matches("server is UP").count() == 3
-    })
+    p.wait_pool(
+        std::time::Duration::from_secs(5),
+        "api",
+        "servers UP",
+        |v| count_status(v, "UP") == 3,
+    )
     .await;
     backends[2]
         .stats
         .health_status
         .store(503, std::sync::atomic::Ordering::SeqCst);
-    wait_for(std::time::Duration::from_secs(5), "one DOWN", || {
-        p.stderr().contains("server is DOWN")
+    p.wait_pool(std::time::Duration::from_secs(5), "api", "one DOWN", |v| {
+        count_status(v, "DOWN") == 1
     })
     .await;
     let c = client();

@@ -185,10 +185,8 @@ async fn no_eligible_server_closes_new_sessions_at_once() {
     let listen = free_addr("127.0.0.1");
     let extra = "connect_timeout = \"5s\"\n[pool.health]\nkind = \"tcp\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\n";
     let p = Proxy::start(&tcp_config(listen, extra, &[dead]), &[listen]).await;
-    wait_for(Duration::from_secs(5), "the server DOWN", || {
-        p.stderr().contains("server is DOWN")
-    })
-    .await;
+    p.wait_server(Duration::from_secs(5), "db", dead, "DOWN")
+        .await;
     let t0 = Instant::now();
     let mut s = TcpStream::connect(listen).await.unwrap();
     let mut buf = Vec::new();

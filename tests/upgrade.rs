@@ -31,12 +31,6 @@ fn config(
     s
 }
 
-async fn stats(admin: SocketAddr) -> Value {
-    let (st, body) = admin_get(admin, "/stats;json").await;
-    assert_eq!(st, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
 fn server(s: &Value, addr: SocketAddr) -> &Value {
     s["pools"][0]["servers"]
         .as_array()
@@ -78,7 +72,7 @@ async fn an_upgrade_under_load_refuses_nothing_and_carries_health_and_operator_s
     .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let s = stats(admin).await;
+        let s = admin_stats(admin).await;
         if server(&s, a.addr)["status"] == "UP"
             && server(&s, b.addr)["status"] == "DOWN"
             && server(&s, c.addr)["status"] == "UP"
@@ -192,7 +186,7 @@ async fn an_upgrade_under_load_refuses_nothing_and_carries_health_and_operator_s
         }
         (n, sum)
     });
-    let before = stats(admin).await;
+    let before = admin_stats(admin).await;
     let old_pid = before["pid"].as_u64().unwrap() as u32;
     assert_eq!(old_pid, p.pid() as u32);
     let b_checks = server(&before, b.addr)["checks_failed"].as_u64().unwrap();
@@ -228,7 +222,7 @@ async fn an_upgrade_under_load_refuses_nothing_and_carries_health_and_operator_s
     assert!(pid_alive(new_pid));
     // The new process serves, with the old one's state: b is DOWN (never UP in
     // between), c drained with its operator weight, counters carried on.
-    let after = stats(admin).await;
+    let after = admin_stats(admin).await;
     assert_eq!(after["pid"], new_pid);
     assert_eq!(server(&after, b.addr)["status"], "DOWN");
     assert!(server(&after, b.addr)["checks_failed"].as_u64().unwrap() >= b_checks);
@@ -286,7 +280,7 @@ async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
         p.stderr()
     );
     // still the old process, still serving
-    assert_eq!(stats(admin).await["pid"], p.pid() as u32);
+    assert_eq!(admin_stats(admin).await["pid"], p.pid() as u32);
     assert_eq!(
         get(&client(), &format!("http://{listen}/")).await.1,
         "pod-a"
@@ -322,7 +316,7 @@ async fn quota_counts_cross_an_upgrade_without_a_state_file() {
         .unwrap_or_else(|| panic!("{said}"));
     let _kill = KillPid(new_pid);
     assert!(p.wait_exit(Duration::from_secs(10)).await.success());
-    assert_eq!(stats(admin).await["pid"], new_pid);
+    assert_eq!(admin_stats(admin).await["pid"], new_pid);
     // the new process has the old one's count: the 102nd job is still refused
     let fresh = client();
     assert_eq!(send(&fresh, job()).await.0.status(), 429);

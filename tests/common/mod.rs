@@ -23,6 +23,23 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// Polls an async `cond` (an admin API call, a connection attempt) every 20 ms
+/// until it holds or `within` passes.
+pub async fn wait_until<F, Fut>(within: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !cond().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Polls `cond` every 20 ms until it holds or `within` passes.
 pub async fn wait_for<F: FnMut() -> bool>(within: Duration, what: &str, mut cond: F) {
     let deadline = Instant::now() + within;
@@ -418,7 +435,15 @@ pub struct Proxy {
     pub child: Child,
     pub dir: PathBuf,
     pub config: PathBuf,
+    /// `[admin] bind`, read from the config: where its state is polled.
+    pub admin: Option<SocketAddr>,
     exited: Option<ExitStatus>,
+}
+
+/// `[admin] bind` of a config text.
+fn admin_bind(config: &str) -> Option<SocketAddr> {
+    let v: toml::Value = toml::from_str(config).ok()?;
+    v.get("admin")?.get("bind")?.as_str()?.parse().ok()
 }
 
 impl Proxy {
@@ -461,12 +486,14 @@ impl Proxy {
             child,
             dir,
             config: path,
+            admin: admin_bind(config),
             exited: None,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         // Sockets are bound (and the kernel queues connections) before start-up is
-        // over; "rampart started" is logged once everything runs.
-        while !p.stderr().contains("rampart started") {
+        // over: the admin API says "running" once everything runs (the log line
+        // is the fallback for an admin server behind read_auth).
+        while !p.started().await {
             if let Ok(Some(st)) = p.child.try_wait() {
                 panic!("rampart exited early ({st}): {}", p.stderr());
             }
@@ -498,6 +525,113 @@ impl Proxy {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// Start-up is over: the phase the admin API reports has left "starting".
+    async fn started(&self) -> bool {
+        if let Some(admin) = self.admin {
+            if let Ok(Ok((st, body))) = tokio::time::timeout(
+                Duration::from_secs(1),
+                try_get(&format!("http://{admin}/stats;json")),
+            )
+            .await
+            {
+                if st == StatusCode::OK {
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    return v["phase"].as_str().is_some_and(|ph| ph != "starting");
+                }
+                if st != StatusCode::UNAUTHORIZED {
+                    return false;
+                }
+            }
+        }
+        self.stderr().contains("rampart started")
+    }
+
+    fn admin_addr(&self) -> SocketAddr {
+        self.admin.expect("the config has no [admin] bind")
+    }
+
+    /// `/stats;json`.
+    pub async fn stats(&self) -> serde_json::Value {
+        let (st, body) = admin_get(self.admin_addr(), "/stats;json").await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        serde_json::from_str(&body).expect("stats JSON")
+    }
+
+    /// `/api/pools/{name}`.
+    pub async fn pool(&self, name: &str) -> serde_json::Value {
+        let (st, body) = admin_get(self.admin_addr(), &format!("/api/pools/{name}")).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        serde_json::from_str(&body).expect("pool JSON")
+    }
+
+    /// The status (UP, DOWN, UNKNOWN, EJECTED, ...) of the server at `addr` in
+    /// `pool` ("" when the pool has no such server).
+    pub async fn server_status(&self, pool: &str, addr: SocketAddr) -> String {
+        let p = self.pool(pool).await;
+        server_in(&p, addr)["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Waits until the server at `addr` in `pool` has `status`.
+    pub async fn wait_server(&self, within: Duration, pool: &str, addr: SocketAddr, status: &str) {
+        let what = format!("{pool}/{addr} {status}");
+        wait_until(within, &what, || async {
+            self.server_status(pool, addr).await == status
+        })
+        .await;
+    }
+
+    /// Waits until `cond` holds of `/api/pools/{pool}`; returns that view.
+    pub async fn wait_pool(
+        &self,
+        within: Duration,
+        pool: &str,
+        what: &str,
+        cond: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.pool(pool).await;
+            if cond(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {within:?} waiting for pool {pool}: {what}: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `cond` holds of `/stats;json`; returns it.
+    pub async fn wait_stats(
+        &self,
+        within: Duration,
+        what: &str,
+        cond: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.stats().await;
+            if cond(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {within:?} waiting for: {what}: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the process reports `phase` (starting, running, draining, closing).
+    pub async fn wait_phase(&self, within: Duration, phase: &str) {
+        self.wait_stats(within, &format!("phase {phase}"), |s| s["phase"] == phase)
+            .await;
     }
 
     pub fn signal(&self, sig: i32) {
@@ -602,6 +736,23 @@ pub async fn get(c: &Client, url: &str) -> (StatusCode, String) {
     let status = resp.status();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// GET `url` on a fresh connection; an error (nothing listening yet) instead of
+/// a panic.
+pub async fn try_get(url: &str) -> Result<(StatusCode, String), String> {
+    let resp = client()
+        .get(url.parse().map_err(|e| format!("{e}"))?)
+        .await
+        .map_err(|e| format!("{e}"))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("{e}"))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Sends a request and returns the response with its whole body.
@@ -792,6 +943,13 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> (StatusCode, String) {
     get(&client(), &format!("http://{admin}{path}")).await
 }
 
+/// `/stats;json` of the admin server at `admin`.
+pub async fn admin_stats(admin: SocketAddr) -> serde_json::Value {
+    let (st, body) = admin_get(admin, "/stats;json").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    serde_json::from_str(&body).expect("stats JSON")
+}
+
 /// POST with a JSON body on the admin server.
 pub async fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (StatusCode, String) {
     let req = Request::post(format!("http://{admin}{path}"))
@@ -922,4 +1080,20 @@ pub async fn h2_request(addr: SocketAddr, req: Request<BoxReq>) -> Response<Inco
             .unwrap();
     tokio::spawn(conn);
     send.send_request(req).await.unwrap()
+}
+
+/// The server at `addr` in a pool's view (`Null` when there is none).
+pub fn server_in(pool: &serde_json::Value, addr: SocketAddr) -> &serde_json::Value {
+    let a = addr.to_string();
+    pool["servers"]
+        .as_array()
+        .and_then(|ss| ss.iter().find(|s| s["address"] == a.as_str()))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+/// How many of a pool's servers have `status`.
+pub fn count_status(pool: &serde_json::Value, status: &str) -> usize {
+    pool["servers"]
+        .as_array()
+        .map_or(0, |ss| ss.iter().filter(|s| s["status"] == status).count())
 }
