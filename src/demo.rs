@@ -145,6 +145,7 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> Result<(), DemoError> {
             stop: None,
             config_path: None,
             on_ready: Some(on_ready),
+            runtime: None,
         },
     )?;
     Ok(())

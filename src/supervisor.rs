@@ -44,7 +44,12 @@ pub enum RunError {
 /// A callback run once the proxy accepts connections.
 pub type OnReady = Arc<dyn Fn(&Shared) + Send + Sync>;
 
-/// How a run ends besides SIGTERM/SIGINT.
+/// Builds each runtime the proxy runs on (the control runtime and one per
+/// worker): each must be a current-thread runtime with IO and time enabled.
+pub type RuntimeFactory = Arc<dyn Fn() -> std::io::Result<tokio::runtime::Runtime> + Send + Sync>;
+
+/// How a run ends besides SIGTERM/SIGINT, and what an embedder (a test, `rampart
+/// demo`) may choose.
 #[derive(Default, Clone)]
 pub struct RunOptions {
     /// Cancelling it behaves like SIGTERM (used by `rampart demo` and embedders).
@@ -53,6 +58,20 @@ pub struct RunOptions {
     pub config_path: Option<std::path::PathBuf>,
     /// Called once every listener is bound and accepting.
     pub on_ready: Option<OnReady>,
+    /// Builds the runtimes (None: `current_thread` with IO and time). A test
+    /// passes runtimes whose clock starts paused, so that intervals and
+    /// timeouts of seconds pass in milliseconds.
+    pub runtime: Option<RuntimeFactory>,
+}
+
+fn runtime(opts: &RunOptions) -> Result<tokio::runtime::Runtime, RunError> {
+    match &opts.runtime {
+        Some(make) => make(),
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    }
+    .map_err(RunError::Runtime)
 }
 
 /// Runs the proxy until a signal (or `opts.stop`) and a graceful drain. Blocks.
@@ -61,10 +80,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
 
     // The control runtime: signals, health checks. Signal handlers go in first, so a
     // SIGTERM that arrives while starting is handled as a graceful stop.
-    let main_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(RunError::Runtime)?;
+    let main_rt = runtime(&opts)?;
     let _ctx = main_rt.enter();
     let signals = Signals::new();
 
@@ -135,6 +151,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
             first_round_done: AtomicBool::new(false),
         }),
         started: Instant::now(),
+        phase: std::sync::atomic::AtomicU8::new(crate::control::Phase::Starting as u8),
         runtimes: std::sync::OnceLock::new(),
     });
     // Operator state and last known health from the previous run; the control
@@ -163,10 +180,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     for wi in 0..threads {
         let shared = Arc::clone(&shared);
         let hard_stop = hard_stop.clone();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(RunError::Runtime)?;
+        let rt = runtime(&opts)?;
         handles.push(rt.handle().clone());
         let handle = std::thread::Builder::new()
             .name(format!("rampart-w{wi}"))
@@ -351,6 +365,7 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
             );
         }
     }
+    shared.set_phase(crate::control::Phase::Running);
     tracing::info!(threads, "rampart started");
     if let Some(t) = taken {
         t.ready();
@@ -426,6 +441,7 @@ async fn shutdown_sequence(
         }
     }
     shared.plane.ready.store(false, Ordering::Release);
+    shared.set_phase(crate::control::Phase::Draining);
     let config = shared.config.load_full();
     let handed_over = shared.handed_over.is_cancelled();
     if !handed_over {
@@ -454,6 +470,7 @@ async fn shutdown_sequence(
     stop_accept.cancel();
     graceful.cancel();
     tracker.close();
+    shared.set_phase(crate::control::Phase::Closing);
     let grace = config.global.shutdown_grace;
     // client connections (and tunnels) are what shutdown waits for; backend
     // connections (pooled, or serving them) are counted alongside
