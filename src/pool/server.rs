@@ -1,0 +1,371 @@
+//! One server's runtime state (`ServerState`): it outlives snapshots and is
+//! carried over by (pool, address). Its fields are grouped by who writes them:
+//! the data plane (`traffic`, the breaker), the server's check loop (`checks`),
+//! the control task (`control`); every transition goes through a method here.
+
+use super::breaker::Breaker;
+use crate::clock;
+use arc_swap::ArcSwapOption;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
+
+static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+
+/// Health as written by the health checker. Pools without checks keep servers UP.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Up = 0,
+    Down = 1,
+    /// Not checked yet: no traffic until the first successful check.
+    Unknown = 2,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Up => "UP",
+            Health::Down => "DOWN",
+            Health::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// The last active check of a server, for the stats page and API.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    pub at: SystemTime,
+    pub duration: Duration,
+    pub ok: bool,
+    /// "HTTP 200", "connection refused", "role mismatch: ...".
+    pub detail: String,
+}
+
+/// Runtime state of one server; it outlives snapshots (and reloads: it is carried
+/// by pool name and address). Every state transition goes through the methods
+/// below (set_health, set_admin, set_weight_override, retire), as HAProxy's
+/// server.c owns every server change. Writers: the data plane (counters,
+/// breaker), the server's health task (health, last check), and the control task
+/// (admin state, weight override, retirement; the admin API and the state file
+/// reach it through the control task), nobody else.
+#[derive(Debug)]
+pub struct ServerState {
+    /// Process-unique id; keys the per-thread idle connection pools.
+    pub uid: u64,
+    /// Requests (http) or sessions (tcp) in flight.
+    pub active: AtomicU32,
+    pub total: AtomicU64,
+    /// Bytes client -> server / server -> client.
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub connect_errors: AtomicU64,
+    pub response_errors: AtomicU64,
+    /// Requests that failed here and were retried on another server.
+    pub retries: AtomicU64,
+    pub breaker: Breaker,
+    health: AtomicU8,
+    /// `clock::now_ms()` when the server last came back UP from DOWN (slow start).
+    up_since: AtomicU64,
+    pub last_check: ArcSwapOption<CheckReport>,
+    /// Asks this server's health task to check now (`POST /api/health/check`).
+    pub check_now: Notify,
+    /// Set when the member left its pool (DNS, reload): its idle connections
+    /// are closed.
+    retired: std::sync::atomic::AtomicBool,
+    /// Operator state (admin API), see `AdminState`.
+    admin: AtomicU8,
+    /// Operator weight; `NO_WEIGHT` when the config's weight applies.
+    weight_override: AtomicU32,
+    /// `clock::now_ms()` of the last health or admin state change.
+    pub status_since: AtomicU64,
+    down_since: AtomicU64,
+    downtime_ms: AtomicU64,
+    /// Active checks run.
+    pub checks_total: AtomicU64,
+    /// Failed active checks in a row (reset by a success).
+    pub check_fail_streak: AtomicU32,
+    /// Failed active checks (HAProxy's chkfail).
+    pub checks_failed: AtomicU64,
+    /// UP -> DOWN flips (HAProxy's chkdown).
+    pub went_down: AtomicU64,
+    /// Flips to UP, from UNKNOWN or DOWN.
+    pub went_up: AtomicU64,
+    /// Highest `active` seen (smax).
+    pub max_active: AtomicU32,
+}
+
+const NO_WEIGHT: u32 = u32::MAX;
+
+/// A server's state as a new process takes it over in a binary upgrade: health,
+/// operator state and weight, breaker, the times of its last changes (on the
+/// system-wide monotonic clock) and its counters.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Carried {
+    pub health: u8,
+    pub admin: u8,
+    pub weight_override: u32,
+    pub breaker: [u64; 5],
+    /// status_since, up_since, down_since, downtime_ms
+    pub times: [u64; 4],
+    /// total, bytes_in, bytes_out, connect_errors, response_errors, retries,
+    /// checks_total, checks_failed, went_down, max_active
+    pub counters: [u64; 10],
+    /// Flips to UP (absent from an older process's handover: 0).
+    #[serde(default)]
+    pub went_up: u64,
+}
+
+/// What an operator set through the admin API.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminState {
+    /// In rotation (if healthy).
+    Ready = 0,
+    /// No new requests or connections; in-flight ones finish; still checked.
+    Drain = 1,
+    /// Out of rotation and not checked.
+    Maint = 2,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AdminState> {
+        match s {
+            "ready" => Some(AdminState::Ready),
+            "drain" => Some(AdminState::Drain),
+            "maint" => Some(AdminState::Maint),
+            _ => None,
+        }
+    }
+}
+
+impl ServerState {
+    pub fn new(initial: Health) -> ServerState {
+        ServerState {
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            active: AtomicU32::new(0),
+            total: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            connect_errors: AtomicU64::new(0),
+            response_errors: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            breaker: Breaker::default(),
+            health: AtomicU8::new(initial as u8),
+            up_since: AtomicU64::new(0),
+            last_check: ArcSwapOption::empty(),
+            check_now: Notify::new(),
+            retired: std::sync::atomic::AtomicBool::new(false),
+            admin: AtomicU8::new(AdminState::Ready as u8),
+            weight_override: AtomicU32::new(NO_WEIGHT),
+            status_since: AtomicU64::new(clock::now_ms()),
+            down_since: AtomicU64::new(0),
+            downtime_ms: AtomicU64::new(0),
+            checks_total: AtomicU64::new(0),
+            check_fail_streak: AtomicU32::new(0),
+            checks_failed: AtomicU64::new(0),
+            went_down: AtomicU64::new(0),
+            went_up: AtomicU64::new(0),
+            max_active: AtomicU32::new(0),
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        match self.health.load(Ordering::Relaxed) {
+            0 => Health::Up,
+            1 => Health::Down,
+            _ => Health::Unknown,
+        }
+    }
+
+    /// Sets the health; a DOWN -> UP flip starts the slow-start ramp at `now`.
+    pub fn set_health(&self, h: Health, now: u64) {
+        let old = self.health.swap(h as u8, Ordering::AcqRel);
+        if old == h as u8 {
+            return;
+        }
+        self.status_since.store(now, Ordering::Release);
+        if old == Health::Down as u8 {
+            let since = self.down_since.swap(0, Ordering::AcqRel);
+            if since != 0 {
+                self.downtime_ms
+                    .fetch_add(now.saturating_sub(since), Ordering::Relaxed);
+            }
+        }
+        if h == Health::Down {
+            self.down_since.store(now, Ordering::Release);
+            if old == Health::Up as u8 {
+                self.went_down.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if h == Health::Up {
+            self.went_up.fetch_add(1, Ordering::Relaxed);
+            if old == Health::Down as u8 {
+                self.up_since.store(now, Ordering::Release);
+            }
+        }
+    }
+
+    /// Total time spent DOWN, including the current stretch.
+    pub fn downtime(&self, now: u64) -> Duration {
+        let since = self.down_since.load(Ordering::Acquire);
+        let current = if since == 0 {
+            0
+        } else {
+            now.saturating_sub(since)
+        };
+        Duration::from_millis(self.downtime_ms.load(Ordering::Relaxed) + current)
+    }
+
+    pub fn admin(&self) -> AdminState {
+        match self.admin.load(Ordering::Relaxed) {
+            1 => AdminState::Drain,
+            2 => AdminState::Maint,
+            _ => AdminState::Ready,
+        }
+    }
+
+    /// An operator state change. `checked`: the server's pool has active checks;
+    /// then maintenance (not checked) makes its health UNKNOWN, and leaving
+    /// maintenance asks for a check at once. Returns whether the state changed.
+    pub fn set_admin(&self, a: AdminState, checked: bool) -> bool {
+        let was = self.admin.swap(a as u8, Ordering::AcqRel);
+        if was == a as u8 {
+            return false;
+        }
+        self.status_since.store(clock::now_ms(), Ordering::Release);
+        if checked {
+            if a == AdminState::Maint {
+                self.set_health(Health::Unknown, clock::now_ms());
+            } else if was == AdminState::Maint as u8 {
+                self.check_now.notify_one();
+            }
+        }
+        true
+    }
+
+    /// What a new process takes over (binary upgrade).
+    pub fn carry(&self) -> Carried {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Carried {
+            health: self.health.load(Ordering::Acquire),
+            admin: self.admin.load(Ordering::Acquire),
+            weight_override: self.weight_override.load(Ordering::Acquire),
+            breaker: self.breaker.carry(),
+            times: [
+                r(&self.status_since),
+                r(&self.up_since),
+                r(&self.down_since),
+                r(&self.downtime_ms),
+            ],
+            counters: [
+                r(&self.total),
+                r(&self.bytes_in),
+                r(&self.bytes_out),
+                r(&self.connect_errors),
+                r(&self.response_errors),
+                r(&self.retries),
+                r(&self.checks_total),
+                r(&self.checks_failed),
+                r(&self.went_down),
+                u64::from(self.max_active.load(Ordering::Relaxed)),
+            ],
+            went_up: r(&self.went_up),
+        }
+    }
+
+    /// Takes over a server's state from the old process (a fresh state only).
+    pub fn adopt(&self, c: &Carried) {
+        let health = match c.health {
+            0 => Health::Up,
+            1 => Health::Down,
+            _ => Health::Unknown,
+        };
+        self.health.store(health as u8, Ordering::Release);
+        let admin = match c.admin {
+            1 => AdminState::Drain,
+            2 => AdminState::Maint,
+            _ => AdminState::Ready,
+        };
+        self.admin.store(admin as u8, Ordering::Release);
+        let w = c.weight_override;
+        self.set_weight_override((w <= crate::config::MAX_WEIGHT).then_some(w));
+        self.breaker.adopt(c.breaker);
+        let [status_since, up_since, down_since, downtime] = c.times;
+        let w = |a: &AtomicU64, v: u64| a.store(v, Ordering::Release);
+        w(&self.status_since, status_since);
+        w(&self.up_since, up_since);
+        w(&self.down_since, down_since);
+        w(&self.downtime_ms, downtime);
+        let [total, bin, bout, econn, eresp, retries, checks, failed, down, max] = c.counters;
+        w(&self.total, total);
+        w(&self.bytes_in, bin);
+        w(&self.bytes_out, bout);
+        w(&self.connect_errors, econn);
+        w(&self.response_errors, eresp);
+        w(&self.retries, retries);
+        w(&self.checks_total, checks);
+        w(&self.checks_failed, failed);
+        w(&self.went_down, down);
+        w(&self.went_up, c.went_up);
+        self.max_active
+            .store(max.min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
+    }
+
+    /// Takes the server out of its pool for good (it left through DNS or a
+    /// reload): it is in no snapshot any more, in-flight requests finish, and
+    /// every worker closes its idle connections at the next sweep.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    pub fn weight_override(&self) -> Option<u32> {
+        match self.weight_override.load(Ordering::Relaxed) {
+            NO_WEIGHT => None,
+            w => Some(w),
+        }
+    }
+
+    pub fn set_weight_override(&self, w: Option<u32>) {
+        self.weight_override
+            .store(w.unwrap_or(NO_WEIGHT), Ordering::Relaxed);
+    }
+
+    /// The slow-start ramp's start, if the server came back UP (0 = none).
+    pub fn up_since(&self) -> u64 {
+        self.up_since.load(Ordering::Acquire)
+    }
+
+    /// Takes one connection slot if the server is below `max` (0 = unlimited).
+    pub(super) fn try_take(&self, max: u32) -> bool {
+        let now = if max == 0 {
+            self.active.fetch_add(1, Ordering::AcqRel) + 1
+        } else {
+            match self
+                .active
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |a| {
+                    (a < max).then_some(a + 1)
+                }) {
+                Ok(prev) => prev + 1,
+                Err(_) => return false,
+            }
+        };
+        // Written only when a new peak is reached: rarely, after warm-up.
+        if now > self.max_active.load(Ordering::Relaxed) {
+            self.max_active.fetch_max(now, Ordering::Relaxed);
+        }
+        true
+    }
+}
