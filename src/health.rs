@@ -658,12 +658,12 @@ async fn check_loop(
         let result = check_with(&cfg.check, addr, tls.as_ref(), cfg.timeout).await;
         {
             use std::sync::atomic::Ordering::Relaxed;
-            state.checks_total.fetch_add(1, Relaxed);
+            state.checks.total.fetch_add(1, Relaxed);
             if result.is_err() {
-                state.checks_failed.fetch_add(1, Relaxed);
-                state.check_fail_streak.fetch_add(1, Relaxed);
+                state.checks.failed.fetch_add(1, Relaxed);
+                state.checks.fail_streak.fetch_add(1, Relaxed);
             } else {
-                state.check_fail_streak.store(0, Relaxed);
+                state.checks.fail_streak.store(0, Relaxed);
             }
         }
         let report = CheckReport {
@@ -697,7 +697,7 @@ async fn check_loop(
                 }
             }
         }
-        state.last_check.store(Some(Arc::new(report)));
+        state.checks.last.store(Some(Arc::new(report)));
         let wait = if rf.changing() {
             cfg.fast_interval
         } else {
@@ -705,7 +705,7 @@ async fn check_loop(
         };
         tokio::select! {
             _ = tokio::time::sleep(jittered(wait).saturating_sub(started.elapsed().min(wait / 2))) => {}
-            _ = state.check_now.notified() => {}
+            _ = state.checks.now.notified() => {}
         }
     }
 }

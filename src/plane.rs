@@ -43,7 +43,7 @@ impl Plane {
                 || p.servers.iter().all(|s| {
                     // servers in maintenance are not checked: do not wait for them
                     s.state.admin() == crate::pool::AdminState::Maint
-                        || s.state.last_check.load().is_some()
+                        || s.state.checks.last.load().is_some()
                 })
         });
         if done {

@@ -26,7 +26,7 @@ impl Rates {
         for pool in &snap.pools {
             let mut pool_rate = 0.0;
             for s in &pool.servers {
-                let total = s.state.total.load(Ordering::Relaxed);
+                let total = s.state.traffic.total.load(Ordering::Relaxed);
                 let prev = self.last.get(&s.state.uid).copied().unwrap_or(total);
                 let r = total.saturating_sub(prev) as f64 / secs;
                 pool_rate += r;

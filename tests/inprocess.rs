@@ -129,12 +129,12 @@ fn health_rise_and_fall_at_a_10s_interval_take_milliseconds_on_a_paused_clock() 
         p.health() == Health::Down
     });
     let st = &p.plane.snapshot.load().pools[0].servers[0].state;
-    let checks_down = st.checks_total.load(std::sync::atomic::Ordering::Relaxed);
+    let checks_down = st.checks.total.load(std::sync::atomic::Ordering::Relaxed);
     // the server comes up: rise = 2 checks, 10 s apart
     let _listener = std::net::TcpListener::bind(server).expect("bind the server");
     let up_at = Instant::now();
     p.wait(Duration::from_secs(5), "UP", |p| p.health() == Health::Up);
-    let checks = st.checks_total.load(std::sync::atomic::Ordering::Relaxed);
+    let checks = st.checks.total.load(std::sync::atomic::Ordering::Relaxed);
     assert!(
         checks >= checks_down + 2,
         "UP after {} more checks",

@@ -266,27 +266,27 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
             let st = &s.state;
             requests
                 .with_label_values(&l)
-                .inc_by(st.total.load(Ordering::Relaxed));
+                .inc_by(st.traffic.total.load(Ordering::Relaxed));
             active
                 .with_label_values(&l)
-                .set(i64::from(st.active.load(Ordering::Relaxed)));
+                .set(i64::from(st.traffic.active.load(Ordering::Relaxed)));
             max_active
                 .with_label_values(&l)
-                .set(i64::from(st.max_active.load(Ordering::Relaxed)));
+                .set(i64::from(st.traffic.max_active.load(Ordering::Relaxed)));
             bytes_in
                 .with_label_values(&l)
-                .inc_by(st.bytes_in.load(Ordering::Relaxed));
+                .inc_by(st.traffic.bytes_in.load(Ordering::Relaxed));
             bytes_out
                 .with_label_values(&l)
-                .inc_by(st.bytes_out.load(Ordering::Relaxed));
+                .inc_by(st.traffic.bytes_out.load(Ordering::Relaxed));
             econ.with_label_values(&l)
-                .inc_by(st.connect_errors.load(Ordering::Relaxed));
+                .inc_by(st.traffic.connect_errors.load(Ordering::Relaxed));
             eresp
                 .with_label_values(&l)
-                .inc_by(st.response_errors.load(Ordering::Relaxed));
+                .inc_by(st.traffic.response_errors.load(Ordering::Relaxed));
             retries
                 .with_label_values(&l)
-                .inc_by(st.retries.load(Ordering::Relaxed));
+                .inc_by(st.traffic.retries.load(Ordering::Relaxed));
             weight.with_label_values(&l).set(i64::from(s.weight));
             up.with_label_values(&l).set(i64::from(pool.usable(i, now)));
             let current = server_status(pool, i, now);
@@ -296,8 +296,8 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
                     .set(i64::from(name == current));
             }
             if pool.health.is_some() {
-                let total = st.checks_total.load(Ordering::Relaxed);
-                let failed = st.checks_failed.load(Ordering::Relaxed);
+                let total = st.checks.total.load(Ordering::Relaxed);
+                let failed = st.checks.failed.load(Ordering::Relaxed);
                 checks
                     .with_label_values(&[p, &*s.id, "ok"])
                     .inc_by(total.saturating_sub(failed));

@@ -531,7 +531,7 @@ async fn check_now(shared: &Shared) {
         if let Some(h) = &p.health {
             wait = wait.max(h.timeout);
             for s in &p.servers {
-                s.state.check_now.notify_one();
+                s.state.checks.now.notify_one();
             }
         }
     }
@@ -541,7 +541,8 @@ async fn check_now(shared: &Shared) {
             p.servers.iter().all(|s| {
                 s.state.admin() == AdminState::Maint
                     || s.state
-                        .last_check
+                        .checks
+                        .last
                         .load()
                         .as_ref()
                         .is_some_and(|c| c.at >= t0)

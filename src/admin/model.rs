@@ -303,7 +303,7 @@ fn server_view(p: &Pool, i: usize, now: u64, rates: &crate::rates::Rates) -> Ser
     let s = &p.servers[i];
     let st = &s.state;
     let effective = p.current_weight(i, now);
-    let last_check = st.last_check.load_full().map(|c| CheckView {
+    let last_check = st.checks.last.load_full().map(|c| CheckView {
         ok: c.ok,
         detail: c.detail.clone(),
         duration_ms: c.duration.as_secs_f64() * 1000.0,
@@ -331,18 +331,18 @@ fn server_view(p: &Pool, i: usize, now: u64, rates: &crate::rates::Rates) -> Ser
         backup: s.backup,
         weight: s.weight,
         effective_weight: effective,
-        active: st.active.load(Ordering::Relaxed),
-        max_active: st.max_active.load(Ordering::Relaxed),
+        active: st.traffic.active.load(Ordering::Relaxed),
+        max_active: st.traffic.max_active.load(Ordering::Relaxed),
         limit: p.max_conn_per_server,
-        total: st.total.load(Ordering::Relaxed),
+        total: st.traffic.total.load(Ordering::Relaxed),
         rate: rates.server(st.uid),
-        bytes_in: st.bytes_in.load(Ordering::Relaxed),
-        bytes_out: st.bytes_out.load(Ordering::Relaxed),
-        connect_errors: st.connect_errors.load(Ordering::Relaxed),
-        response_errors: st.response_errors.load(Ordering::Relaxed),
-        retries: st.retries.load(Ordering::Relaxed),
-        checks_failed: st.checks_failed.load(Ordering::Relaxed),
-        consecutive_failures: st.check_fail_streak.load(Ordering::Relaxed),
+        bytes_in: st.traffic.bytes_in.load(Ordering::Relaxed),
+        bytes_out: st.traffic.bytes_out.load(Ordering::Relaxed),
+        connect_errors: st.traffic.connect_errors.load(Ordering::Relaxed),
+        response_errors: st.traffic.response_errors.load(Ordering::Relaxed),
+        retries: st.traffic.retries.load(Ordering::Relaxed),
+        checks_failed: st.checks.failed.load(Ordering::Relaxed),
+        consecutive_failures: st.checks.fail_streak.load(Ordering::Relaxed),
         went_down: st.went_down.load(Ordering::Relaxed),
         went_up: st.went_up.load(Ordering::Relaxed),
         downtime_secs: st.downtime(now).as_secs(),

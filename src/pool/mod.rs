@@ -9,7 +9,7 @@ pub mod circuit;
 pub mod priority;
 mod server;
 
-pub use server::{AdminState, Carried, CheckReport, Health, ServerState};
+pub use server::{AdminState, Carried, CheckReport, Checks, Health, ServerState, Traffic};
 
 use crate::clock;
 use crate::config::{Balance, BreakerConfig, HashKey, HealthConfig, PoolConfig, RetryConfig};
@@ -308,7 +308,7 @@ impl Pool {
                     })
                 }
                 None => {
-                    st.active.fetch_sub(1, Ordering::AcqRel);
+                    st.traffic.active.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         }
@@ -396,7 +396,7 @@ impl Pool {
         self.servers.iter().enumerate().any(|(i, s)| {
             s.backup == backup
                 && self.usable(i, now)
-                && s.state.active.load(Ordering::Acquire) < self.max_conn_per_server
+                && s.state.traffic.active.load(Ordering::Acquire) < self.max_conn_per_server
         })
     }
 
@@ -476,7 +476,7 @@ impl Members for View<'_> {
             || self.exclude.contains(&i)
             || !p.usable(i, self.now)
             || (p.max_conn_per_server > 0
-                && s.state.active.load(Ordering::Acquire) >= p.max_conn_per_server)
+                && s.state.traffic.active.load(Ordering::Acquire) >= p.max_conn_per_server)
         {
             return false;
         }
@@ -493,7 +493,11 @@ impl Members for View<'_> {
         self.pool.current_weight(i, self.now)
     }
     fn active(&self, i: usize) -> u32 {
-        self.pool.servers[i].state.active.load(Ordering::Relaxed)
+        self.pool.servers[i]
+            .state
+            .traffic
+            .active
+            .load(Ordering::Relaxed)
     }
 }
 
@@ -550,7 +554,7 @@ impl Drop for ServerGuard {
         if self.trial && !self.reported {
             st.breaker.abandon_trial();
         }
-        st.active.fetch_sub(1, Ordering::SeqCst);
+        st.traffic.active.fetch_sub(1, Ordering::SeqCst);
         if self.pool.max_conn_per_server > 0 {
             // the freed slot is offered to the first waiter in priority order
             self.pool.shared.queue.wake_one();

@@ -43,33 +43,27 @@ pub struct CheckReport {
 }
 
 /// Runtime state of one server; it outlives snapshots (and reloads: it is carried
-/// by pool name and address). Every state transition goes through the methods
-/// below (set_health, set_admin, set_weight_override, retire), as HAProxy's
-/// server.c owns every server change. Writers: the data plane (counters,
-/// breaker), the server's health task (health, last check), and the control task
-/// (admin state, weight override, retirement; the admin API and the state file
-/// reach it through the control task), nobody else.
+/// by pool name and address). Each group of fields has one writer, and every
+/// state transition goes through the methods below (set_health, set_admin,
+/// set_weight_override, retire), as HAProxy's server.c owns every server change:
+/// - `traffic` and `breaker`: the data plane (a check that brings the server
+///   UP also resets the breaker);
+/// - `checks`: the server's check loop;
+/// - health and its history (`health()`, `went_up`, `went_down`, `downtime`):
+///   `set_health`, called by the check loop (the control task only when a
+///   reload drops a pool's checks, or the state file restores a state);
+/// - operator state, weight override, retirement: the control task (the admin
+///   API and the state file reach it through the control task).
 #[derive(Debug)]
 pub struct ServerState {
     /// Process-unique id; keys the per-thread idle connection pools.
     pub uid: u64,
-    /// Requests (http) or sessions (tcp) in flight.
-    pub active: AtomicU32,
-    pub total: AtomicU64,
-    /// Bytes client -> server / server -> client.
-    pub bytes_in: AtomicU64,
-    pub bytes_out: AtomicU64,
-    pub connect_errors: AtomicU64,
-    pub response_errors: AtomicU64,
-    /// Requests that failed here and were retried on another server.
-    pub retries: AtomicU64,
+    pub traffic: Traffic,
     pub breaker: Breaker,
+    pub checks: Checks,
     health: AtomicU8,
     /// `clock::now_ms()` when the server last came back UP from DOWN (slow start).
     up_since: AtomicU64,
-    pub last_check: ArcSwapOption<CheckReport>,
-    /// Asks this server's health task to check now (`POST /api/health/check`).
-    pub check_now: Notify,
     /// Set when the member left its pool (DNS, reload): its idle connections
     /// are closed.
     retired: std::sync::atomic::AtomicBool,
@@ -81,18 +75,42 @@ pub struct ServerState {
     pub status_since: AtomicU64,
     down_since: AtomicU64,
     downtime_ms: AtomicU64,
-    /// Active checks run.
-    pub checks_total: AtomicU64,
-    /// Failed active checks in a row (reset by a success).
-    pub check_fail_streak: AtomicU32,
-    /// Failed active checks (HAProxy's chkfail).
-    pub checks_failed: AtomicU64,
     /// UP -> DOWN flips (HAProxy's chkdown).
     pub went_down: AtomicU64,
     /// Flips to UP, from UNKNOWN or DOWN.
     pub went_up: AtomicU64,
+}
+
+/// What the data plane counts, per request or session.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Requests (http) or sessions (tcp) in flight.
+    pub active: AtomicU32,
     /// Highest `active` seen (smax).
     pub max_active: AtomicU32,
+    pub total: AtomicU64,
+    /// Bytes client -> server / server -> client.
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub connect_errors: AtomicU64,
+    pub response_errors: AtomicU64,
+    /// Requests that failed here and were retried on another server.
+    pub retries: AtomicU64,
+}
+
+/// What the server's check loop records.
+#[derive(Debug, Default)]
+pub struct Checks {
+    /// Active checks run.
+    pub total: AtomicU64,
+    /// Failed active checks (HAProxy's chkfail).
+    pub failed: AtomicU64,
+    /// Failed active checks in a row (reset by a success).
+    pub fail_streak: AtomicU32,
+    pub last: ArcSwapOption<CheckReport>,
+    /// Asks the check loop to check now (`POST /api/health/check`, leaving
+    /// maintenance): a signal to the loop, which alone writes the rest.
+    pub now: Notify,
 }
 
 const NO_WEIGHT: u32 = u32::MAX;
@@ -151,30 +169,19 @@ impl ServerState {
     pub fn new(initial: Health) -> ServerState {
         ServerState {
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
-            active: AtomicU32::new(0),
-            total: AtomicU64::new(0),
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
-            connect_errors: AtomicU64::new(0),
-            response_errors: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
+            traffic: Traffic::default(),
             breaker: Breaker::default(),
+            checks: Checks::default(),
             health: AtomicU8::new(initial as u8),
             up_since: AtomicU64::new(0),
-            last_check: ArcSwapOption::empty(),
-            check_now: Notify::new(),
             retired: std::sync::atomic::AtomicBool::new(false),
             admin: AtomicU8::new(AdminState::Ready as u8),
             weight_override: AtomicU32::new(NO_WEIGHT),
             status_since: AtomicU64::new(clock::now_ms()),
             down_since: AtomicU64::new(0),
             downtime_ms: AtomicU64::new(0),
-            checks_total: AtomicU64::new(0),
-            check_fail_streak: AtomicU32::new(0),
-            checks_failed: AtomicU64::new(0),
             went_down: AtomicU64::new(0),
             went_up: AtomicU64::new(0),
-            max_active: AtomicU32::new(0),
         }
     }
 
@@ -246,7 +253,7 @@ impl ServerState {
             if a == AdminState::Maint {
                 self.set_health(Health::Unknown, clock::now_ms());
             } else if was == AdminState::Maint as u8 {
-                self.check_now.notify_one();
+                self.checks.now.notify_one();
             }
         }
         true
@@ -267,16 +274,16 @@ impl ServerState {
                 r(&self.downtime_ms),
             ],
             counters: [
-                r(&self.total),
-                r(&self.bytes_in),
-                r(&self.bytes_out),
-                r(&self.connect_errors),
-                r(&self.response_errors),
-                r(&self.retries),
-                r(&self.checks_total),
-                r(&self.checks_failed),
+                r(&self.traffic.total),
+                r(&self.traffic.bytes_in),
+                r(&self.traffic.bytes_out),
+                r(&self.traffic.connect_errors),
+                r(&self.traffic.response_errors),
+                r(&self.traffic.retries),
+                r(&self.checks.total),
+                r(&self.checks.failed),
                 r(&self.went_down),
-                u64::from(self.max_active.load(Ordering::Relaxed)),
+                u64::from(self.traffic.max_active.load(Ordering::Relaxed)),
             ],
             went_up: r(&self.went_up),
         }
@@ -306,17 +313,18 @@ impl ServerState {
         w(&self.down_since, down_since);
         w(&self.downtime_ms, downtime);
         let [total, bin, bout, econn, eresp, retries, checks, failed, down, max] = c.counters;
-        w(&self.total, total);
-        w(&self.bytes_in, bin);
-        w(&self.bytes_out, bout);
-        w(&self.connect_errors, econn);
-        w(&self.response_errors, eresp);
-        w(&self.retries, retries);
-        w(&self.checks_total, checks);
-        w(&self.checks_failed, failed);
+        w(&self.traffic.total, total);
+        w(&self.traffic.bytes_in, bin);
+        w(&self.traffic.bytes_out, bout);
+        w(&self.traffic.connect_errors, econn);
+        w(&self.traffic.response_errors, eresp);
+        w(&self.traffic.retries, retries);
+        w(&self.checks.total, checks);
+        w(&self.checks.failed, failed);
         w(&self.went_down, down);
         w(&self.went_up, c.went_up);
-        self.max_active
+        self.traffic
+            .max_active
             .store(max.min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
     }
 
@@ -351,9 +359,10 @@ impl ServerState {
     /// Takes one connection slot if the server is below `max` (0 = unlimited).
     pub(super) fn try_take(&self, max: u32) -> bool {
         let now = if max == 0 {
-            self.active.fetch_add(1, Ordering::AcqRel) + 1
+            self.traffic.active.fetch_add(1, Ordering::AcqRel) + 1
         } else {
             match self
+                .traffic
                 .active
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |a| {
                     (a < max).then_some(a + 1)
@@ -363,8 +372,8 @@ impl ServerState {
             }
         };
         // Written only when a new peak is reached: rarely, after warm-up.
-        if now > self.max_active.load(Ordering::Relaxed) {
-            self.max_active.fetch_max(now, Ordering::Relaxed);
+        if now > self.traffic.max_active.load(Ordering::Relaxed) {
+            self.traffic.max_active.fetch_max(now, Ordering::Relaxed);
         }
         true
     }

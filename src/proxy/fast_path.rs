@@ -503,13 +503,13 @@ async fn forward<S: ClientIo>(
         }
     };
     let st = &server.state;
-    st.bytes_out.fetch_add(sent, Ordering::Relaxed);
+    st.traffic.bytes_out.fetch_add(sent, Ordering::Relaxed);
     pool.shared
         .histograms
         .request_duration
         .observe(start.elapsed().as_secs_f64());
     if end == End::ServerAbort {
-        st.response_errors.fetch_add(1, Ordering::Relaxed);
+        st.traffic.response_errors.fetch_add(1, Ordering::Relaxed);
     }
     if end == End::Ok && clean && resp.reusable {
         upstream::checkin_raw(st, pool.max_idle_per_server, keepalive, backend);

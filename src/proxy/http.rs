@@ -1144,8 +1144,10 @@ async fn tunnel(
         }
     };
     let st = &guard.server().state;
-    st.bytes_in.fetch_add(out.a_to_b, Ordering::Relaxed);
-    st.bytes_out.fetch_add(out.b_to_a, Ordering::Relaxed);
+    st.traffic.bytes_in.fetch_add(out.a_to_b, Ordering::Relaxed);
+    st.traffic
+        .bytes_out
+        .fetch_add(out.b_to_a, Ordering::Relaxed);
     if let Some(mut l) = log {
         let end = match out.end {
             End::Ok => End::Upgraded,
@@ -1325,6 +1327,7 @@ impl UpstreamBody {
         if let Some(g) = &self.guard {
             g.server()
                 .state
+                .traffic
                 .response_errors
                 .fetch_add(1, Ordering::Relaxed);
         }
@@ -1418,6 +1421,7 @@ impl Body for UpstreamBody {
                     this.bytes += d.len() as u64;
                     g.server()
                         .state
+                        .traffic
                         .bytes_out
                         .fetch_add(d.len() as u64, Ordering::Relaxed);
                 }

@@ -358,7 +358,11 @@ impl Lifecycle {
             .await
         {
             Ok(g) => {
-                g.server().state.total.fetch_add(1, Ordering::Relaxed);
+                g.server()
+                    .state
+                    .traffic
+                    .total
+                    .fetch_add(1, Ordering::Relaxed);
                 Ok(g)
             }
             Err(pick) => Err(match self.last.take() {
@@ -457,6 +461,7 @@ impl Lifecycle {
         if retry {
             pool.servers[idx]
                 .state
+                .traffic
                 .response_errors
                 .fetch_add(1, Ordering::Relaxed);
             self.note_retry(idx);
@@ -470,6 +475,7 @@ impl Lifecycle {
     fn note_retry(&mut self, idx: usize) {
         self.pool.servers[idx]
             .state
+            .traffic
             .retries
             .fetch_add(1, Ordering::Relaxed);
         self.pool.shared.retries.fetch_add(1, Ordering::Relaxed);

@@ -106,9 +106,9 @@ impl ProxyError {
                 return;
             }
             let c = if e.is_connect() {
-                &server.state.connect_errors
+                &server.state.traffic.connect_errors
             } else {
-                &server.state.response_errors
+                &server.state.traffic.response_errors
             };
             c.fetch_add(1, Ordering::Relaxed);
         }

@@ -110,7 +110,11 @@ pub async fn serve<S>(
         let header = crate::proxy_protocol::header(v, peer, session.local, session.tls.as_ref());
         if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut backend, &header).await {
             tracing::debug!(pool = %pool.name, error = %e, "cannot send the PROXY header");
-            server.state.response_errors.fetch_add(1, Ordering::Relaxed);
+            server
+                .state
+                .traffic
+                .response_errors
+                .fetch_add(1, Ordering::Relaxed);
             log(Some(&server.id), Some(connect), 0, 0, End::ServerAbort);
             return;
         }
@@ -120,7 +124,11 @@ pub async fn serve<S>(
         Some(tls) => match upstream::connect_tls(&pool, tls, server, backend).await {
             Ok(mut b) => relay(&mut client, &mut b, pool.server_timeout).await,
             Err(e) => {
-                server.state.connect_errors.fetch_add(1, Ordering::Relaxed);
+                server
+                    .state
+                    .traffic
+                    .connect_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 let end = match e {
                     upstream::UpstreamError::ConnectTimeout { .. } => End::ConnectTimeout,
                     _ => End::ConnectError,
@@ -132,14 +140,20 @@ pub async fn serve<S>(
     };
     server
         .state
+        .traffic
         .bytes_in
         .fetch_add(out.a_to_b, Ordering::Relaxed);
     server
         .state
+        .traffic
         .bytes_out
         .fetch_add(out.b_to_a, Ordering::Relaxed);
     if out.end == End::ServerAbort {
-        server.state.response_errors.fetch_add(1, Ordering::Relaxed);
+        server
+            .state
+            .traffic
+            .response_errors
+            .fetch_add(1, Ordering::Relaxed);
     }
     log(
         Some(&server.id),

@@ -105,7 +105,10 @@ impl Body for ReqBody {
                     Poll::Ready(Some(Ok(f))) => {
                         if let Some(d) = f.data_ref() {
                             if let Some(server) = server {
-                                server.bytes_in.fetch_add(d.len() as u64, Ordering::Relaxed);
+                                server
+                                    .traffic
+                                    .bytes_in
+                                    .fetch_add(d.len() as u64, Ordering::Relaxed);
                             }
                             if let Some(s) = seen {
                                 s.fetch_add(d.len() as u64, Ordering::Relaxed);
