@@ -1,0 +1,377 @@
+//! Active health checks: one task per server of every pool with `[pool.health]`.
+//! A check is TCP (connect), HTTP (status and optional body) or Postgres (a real
+//! client, role-aware: primary / replica / any, replica lag). Results go through a
+//! rise/fall counter; health changes only after `rise`/`fall` consecutive results,
+//! and is logged once when it flips, with the reason.
+
+use crate::clock;
+use crate::config::HealthConfig;
+use crate::pool::{CheckReport, Health, Pool, ServerState};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+mod check;
+
+pub use check::{check_with, CheckFailure, CheckTls};
+
+/// Consecutive-result counter: the pure core of a health check.
+#[derive(Debug, Clone)]
+pub struct RiseFall {
+    state: Health,
+    ok_streak: u32,
+    fail_streak: u32,
+    rise: u32,
+    fall: u32,
+}
+
+impl RiseFall {
+    pub fn new(initial: Health, rise: u32, fall: u32) -> RiseFall {
+        RiseFall {
+            state: initial,
+            ok_streak: 0,
+            fail_streak: 0,
+            rise: rise.max(1),
+            fall: fall.max(1),
+        }
+    }
+
+    pub fn state(&self) -> Health {
+        self.state
+    }
+
+    /// Feeds one result; returns the new state when it flips. From UNKNOWN the
+    /// first result decides.
+    pub fn observe(&mut self, ok: bool) -> Option<Health> {
+        if ok {
+            self.ok_streak += 1;
+            self.fail_streak = 0;
+        } else {
+            self.fail_streak += 1;
+            self.ok_streak = 0;
+        }
+        let next = match (self.state, ok) {
+            (Health::Unknown, true) => Health::Up,
+            (Health::Unknown, false) => Health::Down,
+            (Health::Down, true) if self.ok_streak >= self.rise => Health::Up,
+            (Health::Up, false) if self.fail_streak >= self.fall => Health::Down,
+            (s, _) => s,
+        };
+        (next != self.state).then(|| {
+            self.state = next;
+            next
+        })
+    }
+
+    /// Is the server between states (so checks run at `fast_interval`)?
+    pub fn changing(&self) -> bool {
+        match self.state {
+            Health::Unknown => true,
+            Health::Up => self.fail_streak > 0,
+            Health::Down => self.ok_streak > 0,
+        }
+    }
+}
+
+/// `d` with +-10% jitter, so the checks of many servers do not align.
+fn jittered(d: Duration) -> Duration {
+    let ms = d.as_millis() as u64;
+    let spread = ms / 10;
+    if spread == 0 {
+        return d;
+    }
+    Duration::from_millis(ms - spread + fastrand::u64(..=2 * spread))
+}
+
+/// Keeps one check task per member of every pool with `[pool.health]`: members
+/// that appear (DNS) get a task, members that leave have theirs stopped. Each
+/// task carries a tracing span and writes only its member's health.
+pub struct HealthManager {
+    /// Server uid -> its task and the settings it runs with.
+    tasks: HashMap<
+        u64,
+        (
+            CancellationToken,
+            Arc<HealthConfig>,
+            Option<crate::tls::PoolTls>,
+        ),
+    >,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    /// Notified at each health flip (the control task records it in the state file).
+    flipped: Arc<tokio::sync::Notify>,
+}
+
+impl HealthManager {
+    pub fn new(
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+        flipped: Arc<tokio::sync::Notify>,
+    ) -> HealthManager {
+        HealthManager {
+            tasks: HashMap::new(),
+            cancel,
+            tracker,
+            flipped,
+        }
+    }
+
+    /// Starts and stops check tasks so there is exactly one per current member,
+    /// running with its pool's current settings: a member whose pool's `[health]`
+    /// changed gets a new task, which starts from the member's current health
+    /// (a DOWN server stays DOWN until `rise` checks pass).
+    pub fn sync(&mut self, pools: &[Arc<Pool>]) {
+        let mut live = HashSet::new();
+        for pool in pools {
+            let Some(cfg) = &pool.health else { continue };
+            let cfg = Arc::new(cfg.clone());
+            for s in &pool.servers {
+                live.insert(s.state.uid);
+                if let Some((token, running, tls)) = self.tasks.get(&s.state.uid) {
+                    if **running == *cfg && *tls == pool.tls {
+                        continue;
+                    }
+                    token.cancel();
+                }
+                let token = self.cancel.child_token();
+                self.tasks.insert(
+                    s.state.uid,
+                    (token.clone(), Arc::clone(&cfg), pool.tls.clone()),
+                );
+                let span = tracing::info_span!("health", pool = %pool.name, server = %s.id);
+                let (addr, state, cfg) = (s.addr, Arc::clone(&s.state), Arc::clone(&cfg));
+                let tls = pool.tls.as_ref().map(|t| {
+                    let name = t.name_for(s.source.as_deref(), s.addr);
+                    (t.clone(), name)
+                });
+                let flipped = Arc::clone(&self.flipped);
+                self.tracker.spawn(tracing::Instrument::instrument(
+                    async move {
+                        tokio::select! {
+                            _ = token.cancelled() => {}
+                            _ = check_loop(addr, tls, state, cfg, flipped) => {}
+                        }
+                    },
+                    span,
+                ));
+            }
+        }
+        self.tasks.retain(|uid, (token, _, _)| {
+            let keep = live.contains(uid);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+    }
+
+    pub fn stop_all(&mut self) {
+        for (_, (t, _, _)) in self.tasks.drain() {
+            t.cancel();
+        }
+    }
+}
+
+async fn check_loop(
+    addr: SocketAddr,
+    tls: Option<CheckTls>,
+    state: Arc<ServerState>,
+    cfg: Arc<HealthConfig>,
+    flipped: Arc<tokio::sync::Notify>,
+) {
+    let mut rf = RiseFall::new(state.health(), cfg.rise, cfg.fall);
+    loop {
+        if state.admin() == crate::pool::AdminState::Maint {
+            // In maintenance: not checked. Look again at the normal interval.
+            tokio::time::sleep(cfg.interval).await;
+            continue;
+        }
+        let started = Instant::now();
+        let result = check_with(&cfg.check, addr, tls.as_ref(), cfg.timeout).await;
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            state.checks.total.fetch_add(1, Relaxed);
+            if result.is_err() {
+                state.checks.failed.fetch_add(1, Relaxed);
+                state.checks.fail_streak.fetch_add(1, Relaxed);
+            } else {
+                state.checks.fail_streak.store(0, Relaxed);
+            }
+        }
+        let report = CheckReport {
+            at: SystemTime::now(),
+            duration: started.elapsed(),
+            ok: result.is_ok(),
+            detail: match &result {
+                Ok(s) => s.clone(),
+                Err(e) => e.to_string(),
+            },
+        };
+        if rf.state() != state.health() {
+            // changed from outside (maintenance resets it to UNKNOWN, a restored state file)
+            rf = RiseFall::new(state.health(), cfg.rise, cfg.fall);
+        }
+        let was = rf.state();
+        if let Some(now) = rf.observe(result.is_ok()) {
+            state.set_health(now, clock::now_ms());
+            flipped.notify_one();
+            if now == Health::Up {
+                // Proven healthy by an active check: a breaker left open by the
+                // failures that took it down would only delay its return.
+                state.breaker.reset();
+            }
+            match now {
+                Health::Up => {
+                    tracing::info!(from = was.as_str(), to = "UP", check = %report.detail, "server is UP")
+                }
+                _ => {
+                    tracing::warn!(from = was.as_str(), to = now.as_str(), reason = %report.detail, "server is DOWN")
+                }
+            }
+        }
+        state.checks.last.store(Some(Arc::new(report)));
+        let wait = if rf.changing() {
+            cfg.fast_interval
+        } else {
+            cfg.interval
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(jittered(wait).saturating_sub(started.elapsed().min(wait / 2))) => {}
+            _ = state.checks.now.notified() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CheckKind;
+    use bytes::Bytes;
+    use hyper_util::rt::TokioIo;
+
+    #[test]
+    fn rise_and_fall_need_consecutive_results() {
+        let mut rf = RiseFall::new(Health::Up, 2, 3);
+        assert_eq!(rf.observe(false), None);
+        assert!(rf.changing());
+        assert_eq!(rf.observe(false), None);
+        assert_eq!(
+            rf.observe(true),
+            None,
+            "a success resets the failure streak"
+        );
+        assert!(!rf.changing());
+        assert_eq!(rf.observe(false), None);
+        assert_eq!(rf.observe(false), None);
+        assert_eq!(rf.observe(false), Some(Health::Down));
+        assert_eq!(rf.observe(false), None, "logged once");
+        assert_eq!(rf.observe(true), None);
+        assert_eq!(rf.observe(false), None);
+        assert_eq!(rf.observe(true), None);
+        assert_eq!(rf.observe(true), Some(Health::Up));
+    }
+
+    #[test]
+    fn unknown_is_decided_by_the_first_result() {
+        let mut rf = RiseFall::new(Health::Unknown, 3, 3);
+        assert!(rf.changing());
+        assert_eq!(rf.observe(true), Some(Health::Up));
+        let mut rf = RiseFall::new(Health::Unknown, 3, 3);
+        assert_eq!(rf.observe(false), Some(Health::Down));
+        assert_eq!(rf.observe(true), None);
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..1000 {
+            let j = jittered(Duration::from_secs(3)).as_millis();
+            assert!((2700..=3300).contains(&j), "{j}");
+        }
+    }
+
+    #[tokio::test]
+    async fn tcp_and_http_checks_against_real_sockets() {
+        // nothing listening: refused
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let r = check_with(&CheckKind::Tcp, dead, None, Duration::from_secs(1)).await;
+        assert!(matches!(r, Err(CheckFailure::Connect(_))), "{r:?}");
+        // HTTP/1.1 and HTTP/2 (h2c) servers answering 503, then "all ok here"
+        for h2 in [false, true] {
+            let addr = status_server(h2).await;
+            let kind = |body: Option<&str>| CheckKind::Http {
+                method: http::Method::GET,
+                path: "/health".into(),
+                host: None,
+                expect_status: vec![(200, 399)],
+                expect_body: body.map(String::from),
+                h2,
+            };
+            let t = Duration::from_secs(2);
+            assert_eq!(
+                check_with(&kind(None), addr, None, t).await,
+                Err(CheckFailure::Status(503)),
+                "h2: {h2}"
+            );
+            assert_eq!(
+                check_with(&kind(Some("ok")), addr, None, t).await,
+                Ok("HTTP 200".into())
+            );
+            assert_eq!(
+                check_with(&kind(Some("nope")), addr, None, t).await,
+                Err(CheckFailure::Body)
+            );
+            assert!(check_with(&CheckKind::Tcp, addr, None, t).await.is_ok());
+            // the other protocol's check fails: each speaks what it says
+            let other = CheckKind::Http {
+                method: http::Method::GET,
+                path: "/health".into(),
+                host: None,
+                expect_status: vec![(200, 399)],
+                expect_body: None,
+                h2: !h2,
+            };
+            let r = check_with(&other, addr, None, t).await;
+            assert!(matches!(r, Err(CheckFailure::Http(_))), "h2: {h2}: {r:?}");
+        }
+    }
+
+    /// A server (HTTP/1.1, or h2c) whose first connection gets 503, the next 200.
+    async fn status_server(h2: bool) -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                n += 1;
+                let status = if n == 1 { 503 } else { 200 };
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    let mut r =
+                        http::Response::new(http_body_util::Full::new(Bytes::from("all ok here")));
+                    *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+                if h2 {
+                    tokio::spawn(
+                        hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(TokioIo::new(s), svc),
+                    );
+                } else {
+                    tokio::spawn(
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(s), svc),
+                    );
+                }
+            }
+        });
+        addr
+    }
+}
