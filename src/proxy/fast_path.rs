@@ -11,8 +11,9 @@
 //! ((`io::Prefixed`); http.rs serves it from there with the same routing, retries
 //! and accounting.
 
+use super::body::{plain, ProxyBody, ReqLog};
 use super::conn::ConnCtx;
-use super::http::{self, ProxyBody, ReqLog};
+use super::http;
 use super::io::ClientIo;
 use super::io::Prefixed;
 use super::lifecycle::{self, Decision, Lifecycle};
@@ -192,7 +193,7 @@ pub async fn serve<S: ClientIo>(
                 return;
             }
             Step::Reject(status, msg) => {
-                let resp = http::plain(status, msg);
+                let resp = plain(status, msg);
                 respond(&mut client, resp, false, true, builders.client_timeout).await;
                 client.close().await;
                 return;
@@ -596,7 +597,7 @@ mod tests {
     #[test]
     fn proxy_made_responses_are_serialized() {
         let mut out = Vec::new();
-        let resp = http::plain(StatusCode::BAD_GATEWAY, "oops\n");
+        let resp = plain(StatusCode::BAD_GATEWAY, "oops\n");
         serialize(resp, false, true, &mut out);
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{s}");
@@ -611,7 +612,7 @@ mod tests {
         // HEAD: the same head, no body
         let mut out = Vec::new();
         serialize(
-            http::plain(StatusCode::BAD_GATEWAY, "oops\n"),
+            plain(StatusCode::BAD_GATEWAY, "oops\n"),
             true,
             false,
             &mut out,

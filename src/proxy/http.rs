@@ -1,23 +1,28 @@
 //! HTTP mode: hyper 1.x serves HTTP/1.1 (keep-alive) and h2c (prior knowledge) to
 //! clients; each request is routed to a pool, balanced to a server and sent over a
 //! pooled HTTP/1.1 connection. Bodies stream both ways; nothing is buffered whole.
+//! Headers are rewritten in `headers`, bodies and the access-log entry live in
+//! `body`, gRPC errors in `grpc`.
 
+use super::body::{closing, plain, ProxyBody, ReqLog, UpstreamBody};
 use super::conn::{ConnCtx, H2Stall};
+use super::grpc::{grpc_code, grpc_error};
+use super::headers::{
+    grpc_status, is_grpc, is_upgrade_request, keepalive_hint, prepare_request, request_host,
+    request_target, strip_hop_by_hop,
+};
 use super::lifecycle::{self, Lifecycle};
 use super::ProxyError;
-use crate::accesslog::{End, Entry};
+use crate::accesslog::End;
 use crate::config::Protocol;
-use crate::forwarded;
-use crate::plane::Plane;
 use crate::pool::{Pool, Server, ServerGuard};
-use crate::rules::RuleEdits;
 use crate::snapshot::ServerBuilders;
-use crate::upstream::{self, Exchange, ReqBody, RespBody, SendError, Sender, UpstreamError};
+use crate::upstream::{self, Exchange, ReqBody, SendError, UpstreamError};
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -27,26 +32,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static(forwarded::FOR);
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static(forwarded::PROTO);
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static(forwarded::HOST);
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-/// Hop-by-hop headers (RFC 9110 7.6.1 and the de-facto Keep-Alive/Proxy-Connection).
-/// `Trailer` is end-to-end (hyper needs it to send trailers), so it stays.
-const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    KEEP_ALIVE,
-    PROXY_CONNECTION,
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 /// When an HTTP/2 connection last started a request, and how many of its
 /// handlers are running: it is idle when none is and none started for
@@ -190,69 +177,6 @@ where
             conn.await
         }
     }
-}
-
-/// A gRPC request (its content type says so).
-fn is_grpc(h: &HeaderMap) -> bool {
-    h.get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
-/// A gRPC client reads its outcome from `grpc-status`, not the HTTP status: an
-/// answer rampart made itself (no server, queue timeout, 502, 504, 431...)
-/// becomes a trailers-only gRPC response (HTTP 200, `grpc-status` and
-/// `grpc-message`), with the code gRPC's HTTP mapping gives the status
-/// (429, 502, 503, 504: UNAVAILABLE). A server's own answers pass as they are.
-fn grpc_error(resp: Response<ProxyBody>) -> Response<ProxyBody> {
-    if !matches!(resp.body(), ProxyBody::Full(_)) || resp.status() == StatusCode::OK {
-        return resp;
-    }
-    let code = grpc_code(resp.status().as_u16());
-    let message = match resp.body() {
-        ProxyBody::Full(Some(b)) => String::from_utf8_lossy(b).trim().to_string(),
-        _ => resp.status().to_string(),
-    };
-    // grpc-message is percent-encoded (gRPC over HTTP/2, "Responses")
-    let mut enc = String::with_capacity(message.len());
-    for b in message.bytes() {
-        if (0x20..0x7f).contains(&b) && b != b'%' {
-            enc.push(b as char);
-        } else {
-            enc.push_str(&format!("%{b:02X}"));
-        }
-    }
-    let mut out = Response::new(ProxyBody::empty());
-    let h = out.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    h.insert("grpc-status", HeaderValue::from(code));
-    if let Ok(v) = HeaderValue::from_str(&enc) {
-        h.insert("grpc-message", v);
-    }
-    out
-}
-
-/// The gRPC status of an HTTP status rampart answered with (gRPC's HTTP mapping).
-fn grpc_code(status: u16) -> u32 {
-    match status {
-        200 => 0,                    // OK
-        400 => 13,                   // INTERNAL
-        401 => 16,                   // UNAUTHENTICATED
-        403 => 7,                    // PERMISSION_DENIED
-        404 => 12,                   // UNIMPLEMENTED
-        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
-        _ => 2,                      // UNKNOWN
-    }
-}
-
-/// A server's `grpc-status`, from trailers or a trailers-only answer's headers.
-fn grpc_status(h: &HeaderMap) -> Option<u32> {
-    std::str::from_utf8(h.get("grpc-status")?.as_bytes())
-        .ok()?
-        .parse()
-        .ok()
 }
 
 /// The error code of the GOAWAY rampart sent, when an HTTP/2 connection ended
@@ -811,188 +735,6 @@ impl Replay {
     }
 }
 
-fn request_target<B>(req: &Request<B>) -> &str {
-    req.uri().path_and_query().map_or("/", |p| p.as_str())
-}
-
-/// The host a request is for. HTTP/1: an absolute-form target's authority,
-/// else Host (RFC 9112 3.2.2: the target's authority replaces Host). HTTP/2:
-/// Host when a client sends one (as before), else `:authority`.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    let host = || {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-    };
-    // the target's authority (HTTP/2's :authority, an absolute-form target)
-    // wins over Host: RFC 9113 8.3.1, RFC 9112 3.2.2
-    req.uri().authority().map(|a| a.as_str()).or_else(host)
-}
-
-/// An HTTP/1.1 protocol switch to tunnel (WebSocket and the like). `h2c` is not
-/// tunnelled: the request is served as plain HTTP/1.1 instead, so routing and
-/// balancing stay per request.
-fn is_upgrade_request<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_11
-        && connection_has(req.headers(), "upgrade")
-        && req.headers().get(header::UPGRADE).is_some_and(|v| {
-            !v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"))
-        })
-}
-
-fn connection_has(h: &HeaderMap, token: &str) -> bool {
-    h.get_all(header::CONNECTION).iter().any(|v| {
-        v.to_str()
-            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-            .unwrap_or(false)
-    })
-}
-
-/// The idle time a backend allows on its keep-alive connections (`Keep-Alive:
-/// timeout=N`), less a second of margin so we never reuse one it is closing.
-fn keepalive_hint(h: &HeaderMap) -> Option<Duration> {
-    crate::h1::keepalive_hint(h.get(&KEEP_ALIVE)?.as_bytes())
-}
-
-/// Removes hop-by-hop headers, including any header the Connection header names.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if h.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(','))
-            .map(str::trim)
-            .filter(|t| {
-                !t.is_empty()
-                    && !t.eq_ignore_ascii_case("close")
-                    && !t.eq_ignore_ascii_case("keep-alive")
-                    && !t.eq_ignore_ascii_case("upgrade")
-            })
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for n in named {
-            h.remove(n);
-        }
-    }
-    // Most messages carry none of them: find the ones present by walking the few
-    // keys (cheap comparisons of standard names) instead of hashing six names.
-    let present: [bool; 6] = {
-        let mut p = [false; 6];
-        for k in h.keys() {
-            if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
-                p[i] = true;
-            }
-        }
-        p
-    };
-    for (n, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
-        h.remove(n);
-    }
-}
-
-/// Rewrites a client request into what the backend gets: HTTP/1.1, origin-form URI,
-/// no hop-by-hop headers (but the upgrade handshake when tunnelling), X-Forwarded-*.
-fn prepare_request(parts: &mut Parts, ctx: &ConnCtx, upgrade: bool, edits: Option<&RuleEdits>) {
-    let h = &mut parts.headers;
-    let upgrade_value = if upgrade {
-        h.get(header::UPGRADE).cloned()
-    } else {
-        None
-    };
-    strip_hop_by_hop(h);
-    // HTTP/2 and absolute-form requests carry the host in the URI, and it replaces
-    // any Host field (RFC 9112 3.2.2; RFC 9113 8.3.1: an intermediary generating
-    // Host from :authority replaces an existing one), before the rules' edits,
-    // which may set Host themselves
-    if let Some(a) = parts.uri.authority() {
-        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-            h.insert(header::HOST, v);
-        }
-        parts.uri = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .map_or_else(|| Uri::from_static("/"), Uri::from);
-    }
-    // rules' header edits, before X-Forwarded-* (which stay rampart's)
-    if let Some(e) = edits {
-        e.edit_request(h);
-    }
-    if let Some(v) = upgrade_value {
-        h.insert(header::UPGRADE, v);
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-
-    let from_h2 = parts.version == Version::HTTP_2;
-    parts.version = Version::HTTP_11;
-
-    // HTTP/2 may split cookies over several fields; HTTP/1.1 wants one line
-    // (RFC 9113 8.2.3).
-    if from_h2 {
-        let mut cookies = h.get_all(header::COOKIE).iter();
-        if let (Some(_), Some(_)) = (cookies.next(), cookies.next()) {
-            let joined: Vec<u8> = h
-                .get_all(header::COOKIE)
-                .iter()
-                .map(|c| c.as_bytes())
-                .collect::<Vec<_>>()
-                .join(&b"; "[..]);
-            if let Ok(v) = HeaderValue::from_bytes(&joined) {
-                h.insert(header::COOKIE, v);
-            }
-        }
-    }
-    set_forwarded(h, ctx);
-}
-
-/// X-Forwarded-* as `forwarded` says: what earlier hops wrote in X-Forwarded-For
-/// is kept, everything else the client sent under these names is replaced.
-fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx) {
-    let mut prior: Option<Vec<u8>> = None;
-    for v in h.get_all(&X_FORWARDED_FOR) {
-        let p = prior.get_or_insert_with(|| Vec::with_capacity(64));
-        if !p.is_empty() {
-            p.extend_from_slice(b", ");
-        }
-        p.extend_from_slice(v.as_bytes());
-    }
-    for n in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
-        h.remove(n);
-    }
-    // The client certificate's subject: only rampart writes that header.
-    if let Some(tls) = &ctx.tls {
-        if let Some(name) = &tls.subject_header {
-            h.remove(name);
-            if let Some(v) = tls
-                .client_subject
-                .as_deref()
-                .and_then(|s| HeaderValue::from_str(s).ok())
-            {
-                h.insert(name.clone(), v);
-            }
-        }
-    }
-    let host = h.get(header::HOST).cloned();
-    let xf = forwarded::XForwarded {
-        prior_for: prior.as_deref(),
-        client_ip: ctx.peer_ip.as_bytes(),
-        proto: ctx.proto,
-        host: host.as_ref().map(HeaderValue::as_bytes),
-    };
-    xf.fields(|name, parts| {
-        let value = match parts {
-            [one] => HeaderValue::from_bytes(one),
-            _ => HeaderValue::from_bytes(&parts.concat()),
-        };
-        if let Ok(v) = value {
-            h.append(HeaderName::from_static(name), v);
-        }
-    });
-}
-
 /// The single place a failed request becomes a response: counted, logged, answered.
 pub(super) fn fail(
     pool: &Pool,
@@ -1031,12 +773,48 @@ pub(super) fn fail(
     resp
 }
 
-/// A response after which the connection closes (a request whose framing
-/// cannot be trusted leaves nothing on the connection worth reading).
-fn closing(mut r: Response<ProxyBody>) -> Response<ProxyBody> {
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    r
+/// WebSocket (or any Upgrade) tunnel: copies bytes both ways until both sides close.
+async fn tunnel(
+    conn: Arc<ConnCtx>,
+    client: hyper::upgrade::OnUpgrade,
+    server: hyper::upgrade::OnUpgrade,
+    guard: ServerGuard,
+    log: Option<Box<ReqLog>>,
+    idle: Duration,
+) {
+    let (c, s) = match tokio::try_join!(client, server) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            if let Some(mut l) = log {
+                l.finish(0, End::ClientAbort);
+            }
+            return;
+        }
+    };
+    let mut c = TokioIo::new(c);
+    let mut s = TokioIo::new(s);
+    let out = tokio::select! {
+        out = super::tcp::relay(&mut c, &mut s, idle) => out,
+        _ = conn.kill.cancelled() => {
+            // the log line (dropped unwritten) says client_abort
+            tracing::debug!(peer = %conn.peer, "tunnel cut: its listener's grace is over");
+            return;
+        }
+    };
+    let st = &guard.server().state;
+    st.traffic.bytes_in.fetch_add(out.a_to_b, Ordering::Relaxed);
+    st.traffic
+        .bytes_out
+        .fetch_add(out.b_to_a, Ordering::Relaxed);
+    if let Some(mut l) = log {
+        let end = match out.end {
+            End::Ok => End::Upgraded,
+            other => other,
+        };
+        l.finish(out.b_to_a, end);
+    }
+    drop(guard);
 }
 
 /// RFC 9112's rules for HTTP/1 framing and Host that hyper leaves to its user:
@@ -1100,361 +878,6 @@ fn strict_h1<B>(req: &Request<B>) -> Option<Response<ProxyBody>> {
         return bad("more than one Content-Length field");
     }
     None
-}
-
-pub(super) fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
-    let mut r = Response::new(ProxyBody::Full(Some(body.into())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-/// WebSocket (or any Upgrade) tunnel: copies bytes both ways until both sides close.
-async fn tunnel(
-    conn: Arc<ConnCtx>,
-    client: hyper::upgrade::OnUpgrade,
-    server: hyper::upgrade::OnUpgrade,
-    guard: ServerGuard,
-    log: Option<Box<ReqLog>>,
-    idle: Duration,
-) {
-    let (c, s) = match tokio::try_join!(client, server) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            if let Some(mut l) = log {
-                l.finish(0, End::ClientAbort);
-            }
-            return;
-        }
-    };
-    let mut c = TokioIo::new(c);
-    let mut s = TokioIo::new(s);
-    let out = tokio::select! {
-        out = super::tcp::relay(&mut c, &mut s, idle) => out,
-        _ = conn.kill.cancelled() => {
-            // the log line (dropped unwritten) says client_abort
-            tracing::debug!(peer = %conn.peer, "tunnel cut: its listener's grace is over");
-            return;
-        }
-    };
-    let st = &guard.server().state;
-    st.traffic.bytes_in.fetch_add(out.a_to_b, Ordering::Relaxed);
-    st.traffic
-        .bytes_out
-        .fetch_add(out.b_to_a, Ordering::Relaxed);
-    if let Some(mut l) = log {
-        let end = match out.end {
-            End::Ok => End::Upgraded,
-            other => other,
-        };
-        l.finish(out.b_to_a, end);
-    }
-    drop(guard);
-}
-
-/// What one request's access log line needs, gathered as the request goes.
-pub(super) struct ReqLog {
-    ctx_plane: Arc<Plane>,
-    client: SocketAddr,
-    listener: Arc<str>,
-    pool: Arc<str>,
-    pub(super) server: Option<Arc<str>>,
-    method: Method,
-    path: String,
-    pub(super) status: u16,
-    pub(super) connect: Option<Duration>,
-    start: Instant,
-    /// Request body bytes sent to the server, counted by `ReqBody`.
-    bytes_in: Arc<AtomicU64>,
-    written: bool,
-    tls: Option<Arc<crate::tls::TlsInfo>>,
-    /// A gRPC call, and its status once known.
-    pub(super) grpc: bool,
-    pub(super) grpc_status: Option<u32>,
-}
-
-impl ReqLog {
-    pub(super) fn new(
-        ctx: &ConnCtx,
-        method: Method,
-        path: String,
-        pool: &Pool,
-        start: Instant,
-    ) -> ReqLog {
-        ReqLog {
-            ctx_plane: Arc::clone(&ctx.plane),
-            client: ctx.peer,
-            listener: Arc::clone(ctx.listener_name()),
-            pool: Arc::clone(&pool.name),
-            server: None,
-            method,
-            path,
-            status: 0,
-            connect: None,
-            start,
-            bytes_in: Arc::default(),
-            written: false,
-            tls: ctx.tls.clone(),
-            grpc: false,
-            grpc_status: None,
-        }
-    }
-
-    pub(super) fn finish(&mut self, bytes_out: u64, end: End) {
-        self.written = true;
-        self.ctx_plane.access_log.write(&Entry {
-            client: self.client,
-            listener: &self.listener,
-            pool: &self.pool,
-            server: self.server.as_deref(),
-            method: Some(self.method.as_str()),
-            path: Some(&self.path),
-            status: Some(self.status),
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_out,
-            connect: self.connect,
-            total: self.start.elapsed(),
-            end,
-            tls: self.tls.as_deref(),
-            grpc_status: self.grpc_status,
-        });
-    }
-}
-
-impl Drop for ReqLog {
-    /// A request dropped before it ended (the client went away while it was queued,
-    /// connecting or waiting for the response) still gets its line.
-    fn drop(&mut self) {
-        if !self.written {
-            self.finish(0, End::ClientAbort);
-        }
-    }
-}
-
-/// A response body as sent to the client.
-pub enum ProxyBody {
-    Upstream(UpstreamBody),
-    Full(Option<Bytes>),
-}
-
-impl ProxyBody {
-    pub fn empty() -> ProxyBody {
-        ProxyBody::Full(None)
-    }
-}
-
-/// Why a response body sent to a client broke off.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    #[error(transparent)]
-    Upstream(#[from] upstream::RespBodyError),
-    #[error("the server paused longer than server_timeout ({0:?}) inside the response body")]
-    Idle(Duration),
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
-            ProxyBody::Full(o) => Poll::Ready(o.take().map(|b| Ok(Frame::data(b)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ProxyBody::Upstream(b) => b.inner.is_end_stream(),
-            ProxyBody::Full(o) => o.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ProxyBody::Upstream(b) => b.inner.size_hint(),
-            ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            ProxyBody::Full(None) => SizeHint::with_exact(0),
-        }
-    }
-}
-
-/// A backend's response body on its way to the client. When it has been read to the
-/// end, the backend connection goes back to the idle pool; if the client goes away
-/// first, the connection (which still has unread data) is closed.
-pub struct UpstreamBody {
-    inner: RespBody,
-    sender: Option<Sender>,
-    guard: Option<ServerGuard>,
-    log: Option<Box<ReqLog>>,
-    bytes: u64,
-    failed: bool,
-    /// The request's upload, if it was streamed: the connection is reusable only
-    /// once it has been sent completely.
-    progress: Option<Arc<upstream::ReqProgress>>,
-    /// How long the connection may stay idle in the pool.
-    keepalive: Duration,
-    /// When the request arrived (for the duration histogram).
-    start: Instant,
-    /// server_timeout: the longest pause allowed inside the body.
-    idle_timeout: Duration,
-    /// Armed the first time the body has nothing ready (a response that comes
-    /// whole never needs a timer), pushed back on every frame.
-    idle: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// The client connection whose private connection this is (send_proxy).
-    private: Option<Arc<ConnCtx>>,
-    /// HTTP/2: the client connection, whose flow-control stalls this counts in.
-    stall: Option<Arc<ConnCtx>>,
-    /// A chunk went to hyper and the body has not been polled since: hyper holds
-    /// it until the client's window takes it.
-    waiting: bool,
-}
-
-impl UpstreamBody {
-    /// The server's side of the body failed: counted against it, logged as
-    /// server_abort.
-    fn broke_off(&mut self) {
-        self.failed = true;
-        if let Some(g) = &self.guard {
-            g.server()
-                .state
-                .traffic
-                .response_errors
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        self.finish(false);
-    }
-
-    fn finish(&mut self, complete: bool) {
-        let Some(guard) = self.guard.take() else {
-            return;
-        };
-        guard
-            .pool()
-            .shared
-            .histograms
-            .request_duration
-            .observe(self.start.elapsed().as_secs_f64());
-        let upload_done = self.progress.as_ref().is_none_or(|p| p.is_done());
-        if complete && upload_done {
-            if let Some(sender) = self.sender.take() {
-                match &self.private {
-                    Some(ctx) => ctx.private.put(&guard.server().state, sender),
-                    None => upstream::checkin(
-                        &guard.server().state,
-                        guard.pool().max_idle_per_server,
-                        self.keepalive,
-                        sender,
-                    ),
-                }
-            }
-        } else {
-            self.sender = None;
-        }
-        if let Some(mut l) = self.log.take() {
-            let end = if complete {
-                End::Ok
-            } else if self.failed {
-                End::ServerAbort
-            } else {
-                End::ClientAbort
-            };
-            l.finish(self.bytes, end);
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = &mut *self;
-        if let Some(c) = &this.stall {
-            // polled again: the last chunk was taken
-            c.h2_stall
-                .moved_ms
-                .store(crate::clock::now_ms(), Ordering::Relaxed);
-            if std::mem::take(&mut this.waiting) {
-                c.h2_stall.waiting.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        let timeout = this.idle_timeout;
-        if polled.is_pending() {
-            let idle = this
-                .idle
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-            if std::future::Future::poll(idle.as_mut(), cx).is_ready() {
-                this.broke_off();
-                return Poll::Ready(Some(Err(BodyError::Idle(timeout))));
-            }
-            return Poll::Pending;
-        }
-        if let Some(idle) = &mut this.idle {
-            idle.as_mut().reset(tokio::time::Instant::now() + timeout);
-        }
-        match ready!(polled) {
-            Some(Ok(frame)) => {
-                if let (Some(t), Some(l)) = (frame.trailers_ref(), this.log.as_mut()) {
-                    if l.grpc {
-                        l.grpc_status = grpc_status(t);
-                    }
-                }
-                if let (Some(c), true) = (&this.stall, frame.is_data()) {
-                    this.waiting = true;
-                    c.h2_stall.waiting.fetch_add(1, Ordering::Relaxed);
-                }
-                if let (Some(d), Some(g)) = (frame.data_ref(), &this.guard) {
-                    this.bytes += d.len() as u64;
-                    g.server()
-                        .state
-                        .traffic
-                        .bytes_out
-                        .fetch_add(d.len() as u64, Ordering::Relaxed);
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Some(Err(e)) => {
-                this.broke_off();
-                Poll::Ready(Some(Err(e.into())))
-            }
-            None => {
-                this.finish(true);
-                Poll::Ready(None)
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        if let (Some(c), true) = (&self.stall, self.waiting) {
-            c.h2_stall.waiting.fetch_sub(1, Ordering::Relaxed);
-        }
-        let complete = !self.failed && self.inner.is_end_stream();
-        self.finish(complete);
-    }
 }
 
 #[cfg(test)]

@@ -3,10 +3,14 @@
 //! client connection's context (`conn`) and socket (`io`); and the one place
 //! where a failure becomes a status code, a counter and a log end state.
 //!
-//! Inside, dependencies point one way: fast_path -> http -> {conn, io, lifecycle}.
+//! Inside, dependencies point one way: fast_path -> http -> {body, grpc, headers,
+//! conn, io, lifecycle}.
 
+pub mod body;
 pub mod conn;
 pub mod fast_path;
+mod grpc;
+mod headers;
 pub mod http;
 pub mod io;
 pub mod lifecycle;

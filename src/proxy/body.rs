@@ -1,0 +1,339 @@
+//! Bodies on their way to the client (`ProxyBody`: rampart's own, or a
+//! backend's as `UpstreamBody`, counted, timed and logged as it streams) and
+//! the request's access-log entry (`ReqLog`), written when the body ends.
+
+use super::conn::ConnCtx;
+use super::headers::grpc_status;
+use crate::accesslog::{End, Entry};
+use crate::plane::Plane;
+use crate::pool::{Pool, ServerGuard};
+use crate::upstream::{self, RespBody, Sender};
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+/// What one request's access log line needs, gathered as the request goes.
+pub(super) struct ReqLog {
+    ctx_plane: Arc<Plane>,
+    client: SocketAddr,
+    listener: Arc<str>,
+    pool: Arc<str>,
+    pub(super) server: Option<Arc<str>>,
+    method: Method,
+    path: String,
+    pub(super) status: u16,
+    pub(super) connect: Option<Duration>,
+    start: Instant,
+    /// Request body bytes sent to the server, counted by `ReqBody`.
+    pub(super) bytes_in: Arc<AtomicU64>,
+    written: bool,
+    tls: Option<Arc<crate::tls::TlsInfo>>,
+    /// A gRPC call, and its status once known.
+    pub(super) grpc: bool,
+    pub(super) grpc_status: Option<u32>,
+}
+
+impl ReqLog {
+    pub(super) fn new(
+        ctx: &ConnCtx,
+        method: Method,
+        path: String,
+        pool: &Pool,
+        start: Instant,
+    ) -> ReqLog {
+        ReqLog {
+            ctx_plane: Arc::clone(&ctx.plane),
+            client: ctx.peer,
+            listener: Arc::clone(ctx.listener_name()),
+            pool: Arc::clone(&pool.name),
+            server: None,
+            method,
+            path,
+            status: 0,
+            connect: None,
+            start,
+            bytes_in: Arc::default(),
+            written: false,
+            tls: ctx.tls.clone(),
+            grpc: false,
+            grpc_status: None,
+        }
+    }
+
+    pub(super) fn finish(&mut self, bytes_out: u64, end: End) {
+        self.written = true;
+        self.ctx_plane.access_log.write(&Entry {
+            client: self.client,
+            listener: &self.listener,
+            pool: &self.pool,
+            server: self.server.as_deref(),
+            method: Some(self.method.as_str()),
+            path: Some(&self.path),
+            status: Some(self.status),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out,
+            connect: self.connect,
+            total: self.start.elapsed(),
+            end,
+            tls: self.tls.as_deref(),
+            grpc_status: self.grpc_status,
+        });
+    }
+}
+
+impl Drop for ReqLog {
+    /// A request dropped before it ended (the client went away while it was queued,
+    /// connecting or waiting for the response) still gets its line.
+    fn drop(&mut self) {
+        if !self.written {
+            self.finish(0, End::ClientAbort);
+        }
+    }
+}
+
+/// A response body as sent to the client.
+pub enum ProxyBody {
+    Upstream(UpstreamBody),
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn empty() -> ProxyBody {
+        ProxyBody::Full(None)
+    }
+}
+
+/// Why a response body sent to a client broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Upstream(#[from] upstream::RespBodyError),
+    #[error("the server paused longer than server_timeout ({0:?}) inside the response body")]
+    Idle(Duration),
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Full(o) => Poll::Ready(o.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(b) => b.inner.is_end_stream(),
+            ProxyBody::Full(o) => o.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(b) => b.inner.size_hint(),
+            ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ProxyBody::Full(None) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// A backend's response body on its way to the client. When it has been read to the
+/// end, the backend connection goes back to the idle pool; if the client goes away
+/// first, the connection (which still has unread data) is closed.
+pub struct UpstreamBody {
+    pub(super) inner: RespBody,
+    pub(super) sender: Option<Sender>,
+    pub(super) guard: Option<ServerGuard>,
+    pub(super) log: Option<Box<ReqLog>>,
+    pub(super) bytes: u64,
+    pub(super) failed: bool,
+    /// The request's upload, if it was streamed: the connection is reusable only
+    /// once it has been sent completely.
+    pub(super) progress: Option<Arc<upstream::ReqProgress>>,
+    /// How long the connection may stay idle in the pool.
+    pub(super) keepalive: Duration,
+    /// When the request arrived (for the duration histogram).
+    pub(super) start: Instant,
+    /// server_timeout: the longest pause allowed inside the body.
+    pub(super) idle_timeout: Duration,
+    /// Armed the first time the body has nothing ready (a response that comes
+    /// whole never needs a timer), pushed back on every frame.
+    pub(super) idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The client connection whose private connection this is (send_proxy).
+    pub(super) private: Option<Arc<ConnCtx>>,
+    /// HTTP/2: the client connection, whose flow-control stalls this counts in.
+    pub(super) stall: Option<Arc<ConnCtx>>,
+    /// A chunk went to hyper and the body has not been polled since: hyper holds
+    /// it until the client's window takes it.
+    pub(super) waiting: bool,
+}
+
+impl UpstreamBody {
+    /// The server's side of the body failed: counted against it, logged as
+    /// server_abort.
+    fn broke_off(&mut self) {
+        self.failed = true;
+        if let Some(g) = &self.guard {
+            g.server()
+                .state
+                .traffic
+                .response_errors
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.finish(false);
+    }
+
+    fn finish(&mut self, complete: bool) {
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        guard
+            .pool()
+            .shared
+            .histograms
+            .request_duration
+            .observe(self.start.elapsed().as_secs_f64());
+        let upload_done = self.progress.as_ref().is_none_or(|p| p.is_done());
+        if complete && upload_done {
+            if let Some(sender) = self.sender.take() {
+                match &self.private {
+                    Some(ctx) => ctx.private.put(&guard.server().state, sender),
+                    None => upstream::checkin(
+                        &guard.server().state,
+                        guard.pool().max_idle_per_server,
+                        self.keepalive,
+                        sender,
+                    ),
+                }
+            }
+        } else {
+            self.sender = None;
+        }
+        if let Some(mut l) = self.log.take() {
+            let end = if complete {
+                End::Ok
+            } else if self.failed {
+                End::ServerAbort
+            } else {
+                End::ClientAbort
+            };
+            l.finish(self.bytes, end);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        if let Some(c) = &this.stall {
+            // polled again: the last chunk was taken
+            c.h2_stall
+                .moved_ms
+                .store(crate::clock::now_ms(), Ordering::Relaxed);
+            if std::mem::take(&mut this.waiting) {
+                c.h2_stall.waiting.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let timeout = this.idle_timeout;
+        if polled.is_pending() {
+            let idle = this
+                .idle
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            if std::future::Future::poll(idle.as_mut(), cx).is_ready() {
+                this.broke_off();
+                return Poll::Ready(Some(Err(BodyError::Idle(timeout))));
+            }
+            return Poll::Pending;
+        }
+        if let Some(idle) = &mut this.idle {
+            idle.as_mut().reset(tokio::time::Instant::now() + timeout);
+        }
+        match ready!(polled) {
+            Some(Ok(frame)) => {
+                if let (Some(t), Some(l)) = (frame.trailers_ref(), this.log.as_mut()) {
+                    if l.grpc {
+                        l.grpc_status = grpc_status(t);
+                    }
+                }
+                if let (Some(c), true) = (&this.stall, frame.is_data()) {
+                    this.waiting = true;
+                    c.h2_stall.waiting.fetch_add(1, Ordering::Relaxed);
+                }
+                if let (Some(d), Some(g)) = (frame.data_ref(), &this.guard) {
+                    this.bytes += d.len() as u64;
+                    g.server()
+                        .state
+                        .traffic
+                        .bytes_out
+                        .fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => {
+                this.broke_off();
+                Poll::Ready(Some(Err(e.into())))
+            }
+            None => {
+                this.finish(true);
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if let (Some(c), true) = (&self.stall, self.waiting) {
+            c.h2_stall.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+        let complete = !self.failed && self.inner.is_end_stream();
+        self.finish(complete);
+    }
+}
+
+pub(super) fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::Full(Some(body.into())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A response after which the connection closes (a request whose framing
+/// cannot be trusted leaves nothing on the connection worth reading).
+pub(super) fn closing(mut r: Response<ProxyBody>) -> Response<ProxyBody> {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}

@@ -1,0 +1,229 @@
+//! What a proxied request's and response's headers go through: the hop-by-hop
+//! ones removed, X-Forwarded-* set, the target and host read, and the HTTP/1
+//! strictness checks (smuggling) made before anything is forwarded.
+
+use super::conn::ConnCtx;
+use crate::forwarded;
+use crate::rules::RuleEdits;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Request, Uri, Version};
+use std::time::Duration;
+
+pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static(forwarded::FOR);
+pub(super) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static(forwarded::PROTO);
+pub(super) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static(forwarded::HOST);
+pub(super) const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub(super) const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop headers (RFC 9110 7.6.1 and the de-facto Keep-Alive/Proxy-Connection).
+/// `Trailer` is end-to-end (hyper needs it to send trailers), so it stays.
+pub(super) const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+pub(super) fn request_target<B>(req: &Request<B>) -> &str {
+    req.uri().path_and_query().map_or("/", |p| p.as_str())
+}
+
+/// The host a request is for. HTTP/1: an absolute-form target's authority,
+/// else Host (RFC 9112 3.2.2: the target's authority replaces Host). HTTP/2:
+/// Host when a client sends one (as before), else `:authority`.
+pub(super) fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    let host = || {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+    };
+    // the target's authority (HTTP/2's :authority, an absolute-form target)
+    // wins over Host: RFC 9113 8.3.1, RFC 9112 3.2.2
+    req.uri().authority().map(|a| a.as_str()).or_else(host)
+}
+
+/// An HTTP/1.1 protocol switch to tunnel (WebSocket and the like). `h2c` is not
+/// tunnelled: the request is served as plain HTTP/1.1 instead, so routing and
+/// balancing stay per request.
+pub(super) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && connection_has(req.headers(), "upgrade")
+        && req.headers().get(header::UPGRADE).is_some_and(|v| {
+            !v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"))
+        })
+}
+
+pub(super) fn connection_has(h: &HeaderMap, token: &str) -> bool {
+    h.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// The idle time a backend allows on its keep-alive connections (`Keep-Alive:
+/// timeout=N`), less a second of margin so we never reuse one it is closing.
+pub(super) fn keepalive_hint(h: &HeaderMap) -> Option<Duration> {
+    crate::h1::keepalive_hint(h.get(&KEEP_ALIVE)?.as_bytes())
+}
+
+/// Removes hop-by-hop headers, including any header the Connection header names.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case("close")
+                    && !t.eq_ignore_ascii_case("keep-alive")
+                    && !t.eq_ignore_ascii_case("upgrade")
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
+    }
+    // Most messages carry none of them: find the ones present by walking the few
+    // keys (cheap comparisons of standard names) instead of hashing six names.
+    let present: [bool; 6] = {
+        let mut p = [false; 6];
+        for k in h.keys() {
+            if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+                p[i] = true;
+            }
+        }
+        p
+    };
+    for (n, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+        h.remove(n);
+    }
+}
+
+/// Rewrites a client request into what the backend gets: HTTP/1.1, origin-form URI,
+/// no hop-by-hop headers (but the upgrade handshake when tunnelling), X-Forwarded-*.
+pub(super) fn prepare_request(
+    parts: &mut Parts,
+    ctx: &ConnCtx,
+    upgrade: bool,
+    edits: Option<&RuleEdits>,
+) {
+    let h = &mut parts.headers;
+    let upgrade_value = if upgrade {
+        h.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    strip_hop_by_hop(h);
+    // HTTP/2 and absolute-form requests carry the host in the URI, and it replaces
+    // any Host field (RFC 9112 3.2.2; RFC 9113 8.3.1: an intermediary generating
+    // Host from :authority replaces an existing one), before the rules' edits,
+    // which may set Host themselves
+    if let Some(a) = parts.uri.authority() {
+        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+            h.insert(header::HOST, v);
+        }
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .map_or_else(|| Uri::from_static("/"), Uri::from);
+    }
+    // rules' header edits, before X-Forwarded-* (which stay rampart's)
+    if let Some(e) = edits {
+        e.edit_request(h);
+    }
+    if let Some(v) = upgrade_value {
+        h.insert(header::UPGRADE, v);
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+
+    let from_h2 = parts.version == Version::HTTP_2;
+    parts.version = Version::HTTP_11;
+
+    // HTTP/2 may split cookies over several fields; HTTP/1.1 wants one line
+    // (RFC 9113 8.2.3).
+    if from_h2 {
+        let mut cookies = h.get_all(header::COOKIE).iter();
+        if let (Some(_), Some(_)) = (cookies.next(), cookies.next()) {
+            let joined: Vec<u8> = h
+                .get_all(header::COOKIE)
+                .iter()
+                .map(|c| c.as_bytes())
+                .collect::<Vec<_>>()
+                .join(&b"; "[..]);
+            if let Ok(v) = HeaderValue::from_bytes(&joined) {
+                h.insert(header::COOKIE, v);
+            }
+        }
+    }
+    set_forwarded(h, ctx);
+}
+
+/// X-Forwarded-* as `forwarded` says: what earlier hops wrote in X-Forwarded-For
+/// is kept, everything else the client sent under these names is replaced.
+pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx) {
+    let mut prior: Option<Vec<u8>> = None;
+    for v in h.get_all(&X_FORWARDED_FOR) {
+        let p = prior.get_or_insert_with(|| Vec::with_capacity(64));
+        if !p.is_empty() {
+            p.extend_from_slice(b", ");
+        }
+        p.extend_from_slice(v.as_bytes());
+    }
+    for n in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
+        h.remove(n);
+    }
+    // The client certificate's subject: only rampart writes that header.
+    if let Some(tls) = &ctx.tls {
+        if let Some(name) = &tls.subject_header {
+            h.remove(name);
+            if let Some(v) = tls
+                .client_subject
+                .as_deref()
+                .and_then(|s| HeaderValue::from_str(s).ok())
+            {
+                h.insert(name.clone(), v);
+            }
+        }
+    }
+    let host = h.get(header::HOST).cloned();
+    let xf = forwarded::XForwarded {
+        prior_for: prior.as_deref(),
+        client_ip: ctx.peer_ip.as_bytes(),
+        proto: ctx.proto,
+        host: host.as_ref().map(HeaderValue::as_bytes),
+    };
+    xf.fields(|name, parts| {
+        let value = match parts {
+            [one] => HeaderValue::from_bytes(one),
+            _ => HeaderValue::from_bytes(&parts.concat()),
+        };
+        if let Ok(v) = value {
+            h.append(HeaderName::from_static(name), v);
+        }
+    });
+}
+
+/// A gRPC request (its content type says so).
+pub(super) fn is_grpc(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// A server's `grpc-status`, from trailers or a trailers-only answer's headers.
+pub(super) fn grpc_status(h: &HeaderMap) -> Option<u32> {
+    std::str::from_utf8(h.get("grpc-status")?.as_bytes())
+        .ok()?
+        .parse()
+        .ok()
+}
