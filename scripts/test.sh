@@ -42,13 +42,23 @@ fi
 # of disk beside the build itself.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
+# each phase's start time, so a run's log says where its time went
+phase() { echo "=== $(date -u +%H:%M:%S) $*"; }
+
+phase fmt
 cargo fmt --all -- --check
+phase clippy
 cargo clippy --all-targets --quiet -- -D warnings
+phase tests
 cargo test --all-targets
+phase smuggling scan
 # a request-smuggling scan of the HTTP/1 listener (smugglex; installs it the first time)
 ./scripts/smuggle.sh
+phase soak
 # the chaos soak, short (bench/SOAK.md; SOAK_SECONDS=600 for the full run)
 /usr/bin/python3 bench/soak.py --duration "${SOAK_SECONDS:-120}" --seed 1 --report target/soak-report.md
+phase fuzz
 # every fuzz target for a short bounded time (scripts/fuzz.sh SECONDS for longer)
 ./scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 echo "target directory: $(du -sh target | cut -f1); disk free: $(df -h --output=avail . | tail -1)"
+phase done
