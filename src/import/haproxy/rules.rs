@@ -1,0 +1,703 @@
+//! Translating binds (with their TLS) and the request rules: `http-request`,
+//! `http-response`, `use_backend`, ACLs, stick-table rate limits, and the order
+//! HAProxy applies them in.
+
+use super::tokens::{rate_text, with_base, Line};
+use super::Importer;
+use crate::import::haproxy_cond::{self as cond, Acls};
+use crate::import::out::{self, list, s, Table};
+use crate::import::Fidelity;
+
+impl Importer {
+    /// `bind ADDR [options]`: addresses, TLS and the PROXY protocol.
+    pub(super) fn bind(&mut self, l: &Line, li: usize, addrs: Vec<String>) {
+        let w = &l.words;
+        let mut tls: Option<Table> = None;
+        let mut certs: Vec<String> = Vec::new();
+        let mut notes: Vec<String> = Vec::new();
+        let mut approx = false;
+        let mut unusable: Option<String> = None;
+        let mut t = Table::default();
+        let mut i = 2;
+        while i < w.len() {
+            let arg = w.get(i + 1);
+            let mut takes_arg = false;
+            match (w[i].as_str(), arg) {
+                ("ssl", _) => {
+                    tls.get_or_insert_with(Table::default);
+                }
+                ("crt", Some(c)) => {
+                    takes_arg = true;
+                    if c.ends_with('/') {
+                        unusable = Some(format!(
+                            "crt {c}: rampart takes certificate files, not a directory: list them in [listener.tls] cert"
+                        ));
+                    } else if c.starts_with('@') {
+                        match self.crt_store.get(c.as_str()) {
+                            Some((p, Some(k))) => {
+                                certs.push(format!("{{ path = {}, key = {} }}", s(p), s(k)))
+                            }
+                            Some((p, None)) => certs.push(s(p)),
+                            None => {
+                                unusable = Some(format!("crt {c}: not in a crt-store of this file"))
+                            }
+                        }
+                    } else {
+                        certs.push(s(&with_base(&self.crt_base, c)));
+                    }
+                }
+                ("crt-list", Some(c)) => {
+                    takes_arg = true;
+                    unusable = Some(format!(
+                        "crt-list {c}: not read; list the certificates in [listener.tls] cert"
+                    ));
+                }
+                ("alpn", Some(a)) => {
+                    takes_arg = true;
+                    let protos: Vec<String> = a.split(',').map(String::from).collect();
+                    if protos.iter().all(|p| p == "h2" || p == "http/1.1") {
+                        t.set("alpn", list(&protos));
+                    } else {
+                        approx = true;
+                        notes.push(format!("alpn {a}: rampart offers h2 and http/1.1"));
+                    }
+                }
+                ("ca-file", Some(c)) => {
+                    takes_arg = true;
+                    t.set("client_ca", s(&with_base(&self.ca_base, c)));
+                }
+                ("verify", Some(v)) => {
+                    takes_arg = true;
+                    match v.as_str() {
+                        "required" => t.set("client_auth", s("required")),
+                        "optional" => t.set("client_auth", s("optional")),
+                        _ => t.set("__no_client_auth", "true".into()),
+                    }
+                }
+                ("strict-sni", _) => t.set("strict_sni", "true".into()),
+                ("no-tls-tickets", _) => t.set("session_tickets", "false".into()),
+                ("ssl-min-ver", Some(v)) => {
+                    takes_arg = true;
+                    match v.as_str() {
+                        "TLSv1.3" => t.set("min_version", s("1.3")),
+                        "TLSv1.2" => t.set("min_version", s("1.2")),
+                        _ => {
+                            approx = true;
+                            notes.push(format!("ssl-min-ver {v}: rampart's floor is TLS 1.2"));
+                        }
+                    }
+                }
+                ("accept-proxy", _) => {
+                    self.cfg.listeners[li].keys.set(
+                        "proxy_protocol",
+                        "{ from = [\"0.0.0.0/0\", \"::/0\"], mode = \"required\" }".into(),
+                    );
+                    approx = true;
+                    notes.push(
+                        "accept-proxy → proxy_protocol required; HAProxy believes a PROXY header from any source, rampart only from `from` (here: everyone): narrow it to your load balancers"
+                            .into(),
+                    );
+                }
+                (
+                    "ciphers" | "ciphersuites" | "curves" | "ecdhe" | "ssl-max-ver" | "npn"
+                    | "name" | "process" | "thread" | "backlog" | "interface" | "maxconn" | "level"
+                    | "mode" | "user" | "group" | "id" | "nice" | "tcp-ut" | "mss" | "crl-file"
+                    | "ca-verify-file" | "ocsp-update",
+                    Some(_),
+                ) => {
+                    takes_arg = true;
+                    approx = true;
+                    notes.push(format!("{} is not imported", w[i]));
+                }
+                (o, _) => {
+                    approx = true;
+                    notes.push(format!("{o} is not imported"));
+                }
+            }
+            if takes_arg {
+                i += 1;
+            }
+            i += 1;
+        }
+        if tls.is_some() || !certs.is_empty() {
+            if let Some(why) = unusable.filter(|_| certs.is_empty()) {
+                // serving plain text where TLS was meant would be worse than nothing
+                self.unsupported(l, format!("{why}; the bind is left out"));
+                return;
+            }
+            if certs.is_empty() {
+                self.unsupported(
+                    l,
+                    "ssl without crt: no certificate to serve; the bind is left out",
+                );
+                return;
+            }
+            if t.get("__no_client_auth").is_some() {
+                t.0.retain(|(k, _)| {
+                    k != "client_ca" && k != "client_auth" && k != "__no_client_auth"
+                });
+            }
+            let mut tt = Table::default();
+            tt.set("cert", format!("[{}]", certs.join(", ")));
+            tt.0.extend(t.0);
+            tls = Some(tt);
+        }
+        let n = addrs.len();
+        self.binds
+            .entry(li)
+            .or_default()
+            .extend(addrs.into_iter().map(|a| (a, tls.clone())));
+        let mut note = if tls.is_some() {
+            format!("bind with [listener.tls] ({n} address(es))")
+        } else {
+            "bind".to_string()
+        };
+        for n in &notes {
+            note.push_str("; ");
+            note.push_str(n);
+        }
+        if approx {
+            self.approx(l, note);
+        } else {
+            self.mapped(l, note);
+        }
+    }
+
+    /// `http-request ...` / `http-response ...` / `tcp-request content
+    /// track-sc0` / `rate-limit sessions`, in a frontend (`listener`) or a
+    /// backend (`pool`).
+    pub(super) fn rule_line(&mut self, l: &Line, at: RuleAt, section: &str, acls: &Acls) -> bool {
+        let w = &l.words;
+        let head = w[0].as_str();
+        // the action's words, and the condition's
+        let cpos = w.iter().position(|x| x == "if" || x == "unless");
+        let (act, cnd) = match cpos {
+            Some(p) => (&w[..p], Some((&w[p + 1..], w[p] == "unless"))),
+            None => (&w[..], None),
+        };
+        let alts = match cnd {
+            Some((c, neg)) => match cond::condition(c, neg, acls) {
+                Ok(a) => a,
+                Err(e) => {
+                    self.unsupported(l, format!("the condition: {e}"));
+                    return true;
+                }
+            },
+            None => (vec![Table::default()], true),
+        };
+        let (alts, exact) = alts;
+        let mut action = Table::default();
+        let mut notes: Vec<String> = Vec::new();
+        let mut approx = !exact;
+        if !exact {
+            notes.push("the condition is approximated (see the ACL's line)".into());
+        }
+        let verb = act.get(1).map(String::as_str).unwrap_or("");
+        let rate_alts = alts.iter().any(|a| a.get("__rate_gt").is_some());
+        match (head, verb) {
+            ("rate-limit", "sessions") => {
+                let Some(n) = act
+                    .get(2)
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .filter(|&n| n > 0)
+                else {
+                    self.unsupported(l, "rate-limit sessions N expected");
+                    return true;
+                };
+                let name = self.rate_limit(&format!("{section}-sessions"), "all", n, 1, None);
+                action.set("rate_limit", s(&name));
+                approx = true;
+                notes.push(format!(
+                    "[[rate_limit]] {name:?} (key \"all\", {n}/s) on every request: HAProxy delays new connections past the rate, rampart answers requests past it with 429"
+                ));
+            }
+            ("http-request" | "tcp-request", "track-sc0" | "content") => {
+                // tcp-request content track-sc0 KEY; http-request track-sc0 KEY [table T]
+                let rest = if verb == "content" {
+                    &act[2..]
+                } else {
+                    &act[1..]
+                };
+                if rest.first().map(String::as_str) != Some("track-sc0") {
+                    self.unsupported(l, "only track-sc0 is mapped");
+                    return true;
+                }
+                let key = match rest.get(1).map(String::as_str) {
+                    Some("src") => "client_ip".to_string(),
+                    Some("path") => "path".to_string(),
+                    Some(k) => {
+                        match k
+                            .strip_prefix("req.hdr(")
+                            .or_else(|| k.strip_prefix("hdr("))
+                            .and_then(|h| h.strip_suffix(')'))
+                        {
+                            Some(h) => format!("header:{}", h.to_ascii_lowercase()),
+                            None => {
+                                self.unsupported(l, format!("track-sc0 {k}: only src, path and req.hdr(NAME) are mapped"));
+                                return true;
+                            }
+                        }
+                    }
+                    None => {
+                        self.unsupported(l, "track-sc0 KEY expected");
+                        return true;
+                    }
+                };
+                let table = rest
+                    .iter()
+                    .position(|x| x == "table")
+                    .and_then(|p| rest.get(p + 1))
+                    .cloned()
+                    .or_else(|| Some(section.to_string()));
+                self.track = Some((key.clone(), table));
+                let mut note = format!(
+                    "the key ({key}) of the [[rate_limit]] that a rule testing the tracked http_req_rate makes"
+                );
+                if cnd.is_some() {
+                    note.push_str("; its condition is not kept: the limit counts every request the rule applies to");
+                }
+                self.approx(l, note);
+                return true;
+            }
+            ("http-request", "deny" | "tarpit") if rate_alts => {
+                let status = act
+                    .iter()
+                    .position(|x| x == "deny_status")
+                    .and_then(|p| act.get(p + 1))
+                    .cloned()
+                    .unwrap_or_else(|| "403".into());
+                let Some((key, table)) = self.track.clone() else {
+                    self.unsupported(l, "a tracked rate without a track-sc0 before it");
+                    return true;
+                };
+                let mut out = Vec::new();
+                for a in &alts {
+                    let Some(n) = a.get("__rate_gt").and_then(|n| n.parse::<u64>().ok()) else {
+                        self.unsupported(l, "a rate test OR another condition is not mapped");
+                        return true;
+                    };
+                    let tname = a
+                        .get("__rate_table")
+                        .map(|t| t.trim_matches('"').to_string())
+                        .or(table.clone())
+                        .unwrap_or_else(|| section.to_string());
+                    let Some(st) = self.sticks.get(&tname).cloned() else {
+                        self.unsupported(
+                            l,
+                            format!("the stick table {tname:?} is not in this file"),
+                        );
+                        return true;
+                    };
+                    let Some(period) = st.period else {
+                        self.unsupported(
+                            l,
+                            format!(
+                                "the stick table {tname:?} does not store http_req_rate(PERIOD)"
+                            ),
+                        );
+                        return true;
+                    };
+                    let name = self.rate_limit(
+                        &format!("{tname}-http-req-rate"),
+                        &key,
+                        n,
+                        period,
+                        st.size,
+                    );
+                    let mut r = a.clone();
+                    r.0.retain(|(k, _)| !k.starts_with("__rate"));
+                    r.set("rate_limit", s(&name));
+                    out.push(r);
+                }
+                let note = format!(
+                    "a rule with a [[rate_limit]] (GCRA at the same average rate, a burst of the limit; HAProxy counts a sliding window){}",
+                    if status == "429" { String::new() } else { format!("; rampart answers 429, not {status}") }
+                );
+                let entry = self.report.len();
+                self.approx(l, note);
+                self.push_rules(at, out, entry);
+                return true;
+            }
+            ("http-request", "deny") => {
+                let status = act
+                    .iter()
+                    .position(|x| x == "deny_status")
+                    .and_then(|p| act.get(p + 1))
+                    .and_then(|v| v.parse::<u16>().ok())
+                    .unwrap_or(403);
+                action.set("deny", status.to_string());
+                if act.len() > 2 && !act.contains(&"deny_status".to_string()) {
+                    approx = true;
+                    notes.push("its options are not imported".into());
+                }
+            }
+            ("http-request", "redirect") => {
+                let kind = act.get(2).map(String::as_str).unwrap_or("");
+                let target = act.get(3).cloned().unwrap_or_default();
+                let code = act
+                    .iter()
+                    .position(|x| x == "code")
+                    .and_then(|p| act.get(p + 1))
+                    .and_then(|v| v.parse::<u16>().ok())
+                    .unwrap_or(302);
+                let to = match kind {
+                    "location" if !target.contains("%[") => target.clone(),
+                    "prefix" if !target.contains("%[") => {
+                        format!("{}{{uri}}", target.trim_end_matches('/'))
+                    }
+                    "scheme" if target == "https" || target == "http" => {
+                        format!("{target}://{{host}}{{uri}}")
+                    }
+                    _ => {
+                        self.unsupported(l, "only redirect location|prefix with a fixed text, and scheme http|https, are mapped");
+                        return true;
+                    }
+                };
+                if kind == "scheme" {
+                    approx = true;
+                    notes
+                        .push("{host} is the Host without its port; HAProxy keeps the port".into());
+                }
+                action.set(
+                    "redirect",
+                    format!("{{ to = {}, status = {code} }}", s(&to)),
+                );
+                if act.iter().any(|x| {
+                    x == "drop-query"
+                        || x == "append-slash"
+                        || x == "set-cookie"
+                        || x == "clear-cookie"
+                }) {
+                    approx = true;
+                    notes.push("drop-query / append-slash / cookies are not imported".into());
+                }
+            }
+            ("http-request" | "http-response", "set-header" | "add-header" | "del-header") => {
+                let name = act.get(2).cloned().unwrap_or_default();
+                let value = act.get(3).cloned();
+                if name.is_empty() {
+                    self.unsupported(l, "a header name expected");
+                    return true;
+                }
+                if value
+                    .as_deref()
+                    .is_some_and(|v| v.contains("%[") || v.contains("%c") || v.contains("%C"))
+                {
+                    self.unsupported(l, "a value with HAProxy's log-format expressions (%[...]) has no rampart equivalent");
+                    return true;
+                }
+                if let Err(e) = out::header_ok(&name, value.as_deref()) {
+                    self.unsupported(l, e);
+                    return true;
+                }
+                let resp = head == "http-response";
+                match (verb, value, resp) {
+                    ("del-header", _, false) => {
+                        action.set("del_header", list(std::slice::from_ref(&name)))
+                    }
+                    ("del-header", _, true) => {
+                        action.set("response_del_header", list(std::slice::from_ref(&name)))
+                    }
+                    (v, Some(val), false) => action.set(
+                        if v == "set-header" {
+                            "set_header"
+                        } else {
+                            "add_header"
+                        },
+                        format!("{{ {} = {} }}", s(&name), s(&val)),
+                    ),
+                    ("set-header", Some(val), true) => action.set(
+                        "response_set_header",
+                        format!("{{ {} = {} }}", s(&name), s(&val)),
+                    ),
+                    (_, Some(_), true) => {
+                        self.unsupported(l, "rampart sets or removes response headers (no add)");
+                        return true;
+                    }
+                    (_, None, _) => {
+                        self.unsupported(l, "a value expected");
+                        return true;
+                    }
+                }
+            }
+            _ => return false,
+        }
+        let rules: Vec<Table> = alts
+            .into_iter()
+            .map(|mut a| {
+                a.0.extend(action.0.iter().cloned());
+                a
+            })
+            .collect();
+        let mut note = format!(
+            "a [[listener.rule]]{}",
+            if rules.len() > 1 {
+                format!(" per alternative ({})", rules.len())
+            } else {
+                String::new()
+            }
+        );
+        if matches!(at, RuleAt::Pool(_)) {
+            note.push_str(", on the requests routed to this backend");
+        }
+        for n in notes {
+            note.push_str("; ");
+            note.push_str(&n);
+        }
+        let entry = self.report.len();
+        if approx {
+            self.approx(l, note);
+        } else {
+            self.mapped(l, note);
+        }
+        self.push_rules(at, rules, entry);
+        true
+    }
+
+    pub(super) fn push_rules(&mut self, at: RuleAt, rules: Vec<Table>, entry: usize) {
+        let v = match at {
+            RuleAt::Listener(li) => self.pre_rules.entry(li).or_default(),
+            RuleAt::Pool(pi) => self.pool_rules.entry(pi).or_default(),
+        };
+        v.extend(rules.into_iter().map(|r| (r, entry)));
+    }
+
+    /// A `[[rate_limit]]` (the same one again when it already exists).
+    pub(super) fn rate_limit(
+        &mut self,
+        base: &str,
+        key: &str,
+        n: u64,
+        period: u64,
+        size: Option<u64>,
+    ) -> String {
+        let (rate, _) = rate_text(n, period);
+        let burst = n.saturating_sub(1).to_string();
+        for r in &self.cfg.rate_limits {
+            if r.get("key") == Some(&s(key))
+                && r.get("rate") == Some(&s(&rate))
+                && r.get("burst") == Some(&burst)
+            {
+                if let Some(name) = r.get("name") {
+                    return name.trim_matches('"').to_string();
+                }
+            }
+        }
+        let mut name = base.to_string();
+        let mut k = 2;
+        while self
+            .cfg
+            .rate_limits
+            .iter()
+            .any(|r| r.get("name") == Some(&s(&name)))
+        {
+            name = format!("{base}-{k}");
+            k += 1;
+        }
+        let mut t = Table::default();
+        t.set("name", s(&name));
+        t.set("key", s(key));
+        t.set("rate", s(&rate));
+        t.set("burst", burst);
+        if let Some(sz) = size {
+            t.set("max_keys", sz.clamp(1, 10_000_000).to_string());
+        }
+        self.cfg.rate_limits.push(t);
+        name
+    }
+}
+
+pub(super) const STICK_TABLE: &str = "a [[rate_limit]] where a rule tests its http_req_rate (size → max_keys); other stored data and stickiness are not imported";
+
+impl Importer {
+    /// `acl NAME CRITERION [FLAGS] VALUES`, in a frontend or a backend.
+    pub(super) fn acl_line(&mut self, l: &Line, acls: &mut Acls) {
+        let w = &l.words;
+        cond::add_acl(acls, &w[1], &w[2..]);
+        match acls.get(&w[1]) {
+            Some(Ok((_, true))) => self.mapped(l, "rule matches where the ACL is used"),
+            Some(Ok((_, false))) => self.approx(
+                l,
+                "rule matches where the ACL is used; rampart's host match ignores the port and treats hdr_dom as the name or any name under it",
+            ),
+            Some(Err(e)) => {
+                let e = e.clone();
+                self.unsupported(l, e)
+            }
+            None => {}
+        }
+    }
+}
+
+/// Where a section's rules go.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum RuleAt {
+    Listener(usize),
+    Pool(usize),
+}
+
+impl Importer {
+    /// Each listener's rules in HAProxy's order: its `http-request` rules,
+    /// then per `use_backend` rule the rules of the backend it picks (ANDed
+    /// with its condition) and the rule itself, then the default backend's.
+    pub(super) fn assemble_rules(&mut self) {
+        let pool_rules = std::mem::take(&mut self.pool_rules);
+        let rules_of = |pool: &str| -> Vec<(Table, usize)> {
+            self.pool_ix
+                .get(pool.trim_matches('"'))
+                .and_then(|pi| pool_rules.get(pi))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut failed: Vec<usize> = Vec::new();
+        let mut all = Vec::new();
+        for li in 0..self.cfg.listeners.len() {
+            let mut out: Vec<Table> = Vec::new();
+            for (mut r, e) in self.pre_rules.remove(&li).unwrap_or_default() {
+                r.set("__entry", e.to_string());
+                out.push(r);
+            }
+            let routes = std::mem::take(&mut self.cfg.listeners[li].rules);
+            for route in routes {
+                if let Some(pool) = route.get("pool") {
+                    let mut m = route.clone();
+                    m.0.retain(|(k, _)| k != "pool");
+                    for (pr, e) in rules_of(pool) {
+                        let merged = if m.0.is_empty() {
+                            Some(pr.clone())
+                        } else if pr.get("not").is_some() || m.get("not").is_some() {
+                            None
+                        } else {
+                            cond::and(&m, &pr)
+                        };
+                        match merged {
+                            Some(mut r) => {
+                                r.set("__entry", e.to_string());
+                                out.push(r);
+                            }
+                            None => failed.push(e),
+                        }
+                    }
+                }
+                out.push(route);
+            }
+            if let Some(pool) = self.cfg.listeners[li].keys.get("pool").map(String::from) {
+                for (mut r, e) in rules_of(&pool) {
+                    r.set("__entry", e.to_string());
+                    out.push(r);
+                }
+            }
+            all.push(out);
+        }
+        for (li, out) in all.into_iter().enumerate() {
+            self.cfg.listeners[li].rules = out;
+        }
+        for e in failed {
+            if let Some(en) = self.report.get_mut(e) {
+                en.fidelity = Fidelity::Unsupported;
+                en.note = "this backend rule cannot be ANDed with the condition of a use_backend that picks the backend (both test the same key, or one is negated)".into();
+            }
+        }
+    }
+
+    /// Binds become `bind` (and `[listener.tls]`); a frontend with plain and
+    /// TLS binds becomes two listeners, as a rampart listener is one or the
+    /// other. Rules for `ssl_fc` keep to the side they name; tcp listeners
+    /// keep no request rules.
+    pub(super) fn split_tls(&mut self) {
+        let mut out = Vec::new();
+        let mut dropped_entries: Vec<(usize, &'static str)> = Vec::new();
+        let binds = std::mem::take(&mut self.binds);
+        for (li, l) in std::mem::take(&mut self.cfg.listeners)
+            .into_iter()
+            .enumerate()
+        {
+            let b = binds.get(&li).cloned().unwrap_or_default();
+            let plain: Vec<String> = b
+                .iter()
+                .filter(|(_, t)| t.is_none())
+                .map(|(a, _)| a.clone())
+                .collect();
+            let tls: Vec<String> = b
+                .iter()
+                .filter(|(_, t)| t.is_some())
+                .map(|(a, _)| a.clone())
+                .collect();
+            let tls_table = b.iter().find_map(|(_, t)| t.clone());
+            let mut sides = Vec::new();
+            if !plain.is_empty() || tls.is_empty() {
+                let mut p = l.clone();
+                if !plain.is_empty() {
+                    p.keys.set("bind", list(&plain));
+                }
+                sides.push((p, false));
+            }
+            if let Some(t) = tls_table {
+                let mut p = l.clone();
+                if !plain.is_empty() {
+                    let name = p
+                        .keys
+                        .get("name")
+                        .unwrap_or("\"\"")
+                        .trim_matches('"')
+                        .to_string();
+                    p.keys.set("name", s(&format!("{name}-tls")));
+                }
+                p.keys.set("bind", list(&tls));
+                p.tls = Some(t);
+                sides.push((p, true));
+            }
+            for (mut p, is_tls) in sides {
+                let tcp = p.keys.get("mode") == Some("\"tcp\"");
+                let want = if is_tls { "\"true\"" } else { "\"false\"" };
+                p.rules.retain(|r| {
+                    if tcp {
+                        if let Some(e) = r.get("__entry").and_then(|e| e.parse().ok()) {
+                            dropped_entries.push((
+                                e,
+                                "request rules apply to http listeners; this one is tcp",
+                            ));
+                            return false;
+                        }
+                    }
+                    match r.get("__tls") {
+                        Some(v) => v == want,
+                        None => true,
+                    }
+                });
+                for r in &mut p.rules {
+                    r.0.retain(|(k, _)| !k.starts_with("__"));
+                }
+                // nothing after a rule that decides every request is reached
+                // (HAProxy's `redirect scheme https` on the plain side)
+                const MATCHES: [&str; 8] = [
+                    "host",
+                    "path_prefix",
+                    "path",
+                    "path_regex",
+                    "method",
+                    "header",
+                    "src",
+                    "not",
+                ];
+                if let Some(cut) = p.rules.iter().position(|r| {
+                    !r.0.iter().any(|(k, _)| MATCHES.contains(&k.as_str()))
+                        && ["deny", "redirect", "pool"]
+                            .iter()
+                            .any(|k| r.get(k).is_some())
+                }) {
+                    p.rules.truncate(cut + 1);
+                }
+                out.push(p);
+            }
+        }
+        self.cfg.listeners = out;
+        for (e, why) in dropped_entries {
+            if let Some(en) = self.report.get_mut(e) {
+                en.fidelity = Fidelity::Unsupported;
+                en.note = why.into();
+            }
+        }
+        self.cfg.drop_unused_rate_limits();
+    }
+}

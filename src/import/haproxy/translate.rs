@@ -1,0 +1,712 @@
+//! Translating haproxy.cfg's sections: `global`, `defaults`, `option` and
+//! `http-check`, frontends and backends line by line, servers and resolvers.
+
+use super::rules::{RuleAt, STICK_TABLE};
+use super::tokens::{
+    bind_addrs, duration, timeout_key, timeout_key_name, with_base, Line, Section,
+};
+use super::Importer;
+use crate::import::haproxy_cond::{self as cond, Acls};
+use crate::import::out::{self, list, s, Table};
+use crate::import::{Entry, Fidelity};
+
+impl Importer {
+    pub(super) fn note(&mut self, l: &Line, f: Fidelity, note: impl Into<String>) {
+        self.report.push(Entry {
+            line: l.no,
+            directive: l.words.join(" "),
+            fidelity: f,
+            note: note.into(),
+        });
+    }
+    pub(super) fn mapped(&mut self, l: &Line, note: impl Into<String>) {
+        self.note(l, Fidelity::Mapped, note);
+    }
+    pub(super) fn approx(&mut self, l: &Line, note: impl Into<String>) {
+        self.note(l, Fidelity::Approximated, note);
+    }
+    pub(super) fn unsupported(&mut self, l: &Line, note: impl Into<String>) {
+        self.note(l, Fidelity::Unsupported, note);
+    }
+
+    pub(super) fn global(&mut self, sec: &Section) {
+        for l in &sec.lines {
+            let w = &l.words;
+            match w[0].as_str() {
+                "maxconn" if w.len() > 1 => match w[1].parse::<u64>() {
+                    Ok(n) => {
+                        self.cfg.global.set("max_connections", n.to_string());
+                        self.mapped(l, "[global] max_connections");
+                    }
+                    Err(_) => self.unsupported(l, "not a number"),
+                },
+                "nbthread" if w.len() > 1 => match w[1].parse::<u64>() {
+                    Ok(n) => {
+                        self.cfg.global.set("threads", n.to_string());
+                        self.mapped(l, "[global] threads");
+                    }
+                    Err(_) => self.unsupported(l, "not a number"),
+                },
+                "stats" if w.get(1).map(String::as_str) == Some("socket") => self.approx(
+                    l,
+                    "the admin API on [admin] bind (HTTP, with the rampart CLI) replaces the stats socket",
+                ),
+                "daemon" | "master-worker" | "pidfile" | "chroot" | "user" | "group" | "uid"
+                | "gid" => self.unsupported(
+                    l,
+                    "process management: rampart runs in the foreground, under systemd or a container (packaging/rampart.service)",
+                ),
+                "log" => self.unsupported(
+                    l,
+                    "rampart logs to stderr and its access log to stdout ([global] access_log); send them on with the service manager",
+                ),
+                "crt-base" | "ca-base" if w.len() > 1 => {
+                    if w[0] == "crt-base" {
+                        self.crt_base = Some(w[1].clone());
+                    } else {
+                        self.ca_base = Some(w[1].clone());
+                    }
+                    self.mapped(l, "relative certificate paths are completed with it");
+                }
+                k if k.starts_with("ssl-default") || k.starts_with("tune.ssl") => self.approx(
+                    l,
+                    "rustls chooses the protocol versions (TLS 1.2 and 1.3) and modern cipher suites itself; [listener.tls] min_version raises the floor",
+                ),
+                _ => self.unsupported(l, "no rampart equivalent is mapped"),
+            }
+        }
+    }
+
+    pub(super) fn defaults(&mut self, sec: &Section) {
+        for l in &sec.lines {
+            let w = &l.words;
+            match w[0].as_str() {
+                "mode" if w.len() > 1 => {
+                    self.defaults.mode = Some(w[1].clone());
+                    self.mapped(l, "each listener's mode");
+                }
+                "timeout" if w.len() > 2 => match (w[1].as_str(), duration(&w[2])) {
+                    ("connect" | "server" | "client" | "queue" | "check" | "tunnel", Some(d)) => {
+                        self.defaults.timeouts.insert(w[1].clone(), d);
+                        self.mapped(l, timeout_key(&w[1]));
+                    }
+                    (_, None) => self.unsupported(l, "not a duration"),
+                    _ => self.unsupported(l, "no rampart equivalent for this timeout"),
+                },
+                "retries" if w.len() > 1 => {
+                    self.defaults.retries = Some(w[1].clone());
+                    self.mapped(l, "each pool's retries");
+                }
+                "option" => self.option(l, None),
+                "http-check" => self.http_check(l, None),
+                "log" => self.unsupported(l, "rampart logs to stderr and stdout"),
+                _ => self.unsupported(l, "no rampart equivalent is mapped"),
+            }
+        }
+    }
+
+    /// `option ...`, in defaults (`pool` None) or a backend.
+    pub(super) fn option(&mut self, l: &Line, pool: Option<usize>) {
+        let w = &l.words;
+        match w.get(1).map(String::as_str) {
+            Some("redispatch") => {
+                self.mapped(l, "rampart always retries on another server (pool retries)")
+            }
+            Some("httpchk") => {
+                // option httpchk [METHOD] [URI] [VERSION]
+                let (method, path) = match (w.get(2), w.get(3)) {
+                    (Some(m), Some(p)) => (m.clone(), p.clone()),
+                    (Some(p), None) if p.starts_with('/') => ("GET".into(), p.clone()),
+                    (Some(m), None) => (m.clone(), "/".into()),
+                    _ => ("OPTIONS".into(), "/".into()),
+                };
+                match pool {
+                    Some(i) => {
+                        let h = self.health(i);
+                        h.set("kind", s("http"));
+                        h.set("path", s(&path));
+                        h.set("method", s(&method));
+                    }
+                    None => self.defaults.httpchk = Some((method, path)),
+                }
+                self.mapped(l, "[pool.health] kind = \"http\", path and method");
+            }
+            Some("pgsql-check") => match pool {
+                Some(i) => {
+                    let user = w
+                        .iter()
+                        .position(|x| x == "user")
+                        .and_then(|p| w.get(p + 1))
+                        .cloned()
+                        .unwrap_or_else(|| "postgres".into());
+                    let h = self.health(i);
+                    h.set("kind", s("postgres"));
+                    h.set("user", s(&user));
+                    self.approx(
+                        l,
+                        "[pool.health] kind = \"postgres\": rampart logs in and runs a query (HAProxy only reads the startup answer); add role = \"primary\" or \"replica\" for role-aware pools",
+                    );
+                }
+                None => self.unsupported(l, "set it in the backend"),
+            },
+            Some("httplog" | "tcplog" | "dontlognull" | "log-health-checks" | "httpslog") => self
+                .approx(
+                    l,
+                    "rampart's access log ([global] access_log) has these fields",
+                ),
+            Some("forwardfor") => self.mapped(l, "rampart always sets X-Forwarded-For"),
+            Some(
+                "http-server-close"
+                | "http-keep-alive"
+                | "prefer-last-server"
+                | "http-pretend-keepalive",
+            ) => self.approx(
+                l,
+                "rampart keeps connections to servers alive and pools them (max_idle_per_server)",
+            ),
+            _ => self.unsupported(l, "no rampart equivalent is mapped"),
+        }
+    }
+
+    /// `http-check expect status N`.
+    pub(super) fn http_check(&mut self, l: &Line, pool: Option<usize>) {
+        let w = &l.words;
+        match (
+            w.get(1).map(String::as_str),
+            w.get(2).map(String::as_str),
+            w.get(3),
+        ) {
+            (Some("expect"), Some("status"), Some(st)) => {
+                match pool {
+                    Some(i) => {
+                        self.health(i).set("expect_status", s(st));
+                    }
+                    None => self.defaults.expect_status = Some(st.clone()),
+                }
+                self.mapped(l, "[pool.health] expect_status");
+            }
+            _ => self.unsupported(l, "only http-check expect status is mapped"),
+        }
+    }
+
+    pub(super) fn health(&mut self, pool: usize) -> &mut Table {
+        self.cfg.pools[pool].health.get_or_insert_with(|| {
+            let mut t = Table::default();
+            t.set("kind", s("tcp"));
+            t
+        })
+    }
+
+    pub(super) fn new_pool(&mut self, name: &str) -> usize {
+        let mut p = out::Pool::default();
+        p.keys.set("name", s(name));
+        if let Some(d) = self.defaults.timeouts.get("connect") {
+            p.keys.set("connect_timeout", s(d));
+        }
+        if let Some(d) = self.defaults.timeouts.get("server") {
+            p.keys.set("server_timeout", s(d));
+        }
+        if let Some(d) = self.defaults.timeouts.get("queue") {
+            p.keys.set("queue_timeout", s(d));
+        }
+        if let Some(d) = self.defaults.timeouts.get("tunnel") {
+            p.keys.set("tunnel_timeout", s(d));
+        }
+        if let Some(r) = self
+            .defaults
+            .retries
+            .as_ref()
+            .and_then(|r| r.parse::<u32>().ok())
+        {
+            p.keys.set("retries", r.min(10).to_string());
+        }
+        self.cfg.pools.push(p);
+        let i = self.cfg.pools.len() - 1;
+        self.pool_ix.insert(name.to_string(), i);
+        i
+    }
+
+    pub(super) fn new_listener(&mut self, name: &str) -> usize {
+        let mut l = out::Listener::default();
+        l.keys.set("name", s(name));
+        let mode = self.defaults.mode.clone().unwrap_or_else(|| "tcp".into());
+        l.keys
+            .set("mode", s(if mode == "http" { "http" } else { "tcp" }));
+        if let Some(d) = self.defaults.timeouts.get("client") {
+            l.keys.set("client_timeout", s(d));
+        }
+        self.cfg.listeners.push(l);
+        self.cfg.listeners.len() - 1
+    }
+
+    /// A frontend's lines (or a listen section's frontend half).
+    pub(super) fn frontend_line(
+        &mut self,
+        l: &Line,
+        li: usize,
+        acls: &mut Acls,
+        own_pool: Option<&str>,
+    ) -> bool {
+        let w = &l.words;
+        match w[0].as_str() {
+            "bind" if w.len() > 1 => {
+                match bind_addrs(&w[1]) {
+                    Ok(addrs) => self.bind(l, li, addrs),
+                    Err(e) => self.unsupported(l, e),
+                }
+                true
+            }
+            "mode" if w.len() > 1 => {
+                let m = if w[1] == "http" { "http" } else { "tcp" };
+                self.cfg.listeners[li].keys.set("mode", s(m));
+                self.mode_set.push(li);
+                self.mapped(l, "mode");
+                true
+            }
+            "maxconn" if w.len() > 1 && own_pool.is_none() => {
+                if let Ok(n) = w[1].parse::<u64>() {
+                    self.cfg.listeners[li]
+                        .keys
+                        .set("max_connections", n.to_string());
+                    self.mapped(l, "the listener's max_connections");
+                } else {
+                    self.unsupported(l, "not a number");
+                }
+                true
+            }
+            "timeout" if w.len() > 2 && w[1] == "client" => {
+                match duration(&w[2]) {
+                    Some(d) => {
+                        self.cfg.listeners[li].keys.set("client_timeout", s(&d));
+                        self.mapped(l, "client_timeout");
+                    }
+                    None => self.unsupported(l, "not a duration"),
+                }
+                true
+            }
+            "option" if own_pool.is_none() => {
+                self.option(l, None);
+                true
+            }
+            "default_backend" if w.len() > 1 => {
+                self.wanted
+                    .push((li, None, w[1].clone(), self.report.len()));
+                self.mapped(l, "the listener's pool");
+                true
+            }
+            "acl" if w.len() > 2 => {
+                self.acl_line(l, acls);
+                true
+            }
+            "use_backend" if w.len() > 3 && (w[2] == "if" || w[2] == "unless") => {
+                match cond::condition(&w[3..], w[2] == "unless", acls) {
+                    Ok((alts, exact)) => {
+                        let n = alts.len();
+                        let entry = self.report.len();
+                        for rule in alts {
+                            let lst = &mut self.cfg.listeners[li];
+                            lst.rules.push(rule);
+                            let ri = lst.rules.len() - 1;
+                            self.wanted.push((li, Some(ri), w[1].clone(), entry));
+                        }
+                        let note = if n > 1 {
+                            format!("a [[listener.rule]] with pool per alternative ({n})")
+                        } else {
+                            "a [[listener.rule]] with pool".to_string()
+                        };
+                        if exact {
+                            self.mapped(l, note);
+                        } else {
+                            self.approx(
+                                l,
+                                format!(
+                                    "{note}; the condition is approximated (see the ACL's line)"
+                                ),
+                            );
+                        }
+                    }
+                    Err(e) => self.unsupported(l, format!("the condition: {e}")),
+                }
+                true
+            }
+            "use_backend" if w.len() == 2 => {
+                // no condition: every request that gets here
+                self.cfg.listeners[li].rules.push(Table::default());
+                let ri = self.cfg.listeners[li].rules.len() - 1;
+                self.wanted
+                    .push((li, Some(ri), w[1].clone(), self.report.len()));
+                self.mapped(l, "a [[listener.rule]] with pool and no match");
+                true
+            }
+            "http-request" | "http-response" | "rate-limit" | "tcp-request" => {
+                let name = self.cfg.listeners[li]
+                    .keys
+                    .get("name")
+                    .unwrap_or("\"\"")
+                    .trim_matches('"')
+                    .to_string();
+                self.rule_line(l, RuleAt::Listener(li), &name, acls)
+            }
+            "stick-table" => {
+                self.approx(l, STICK_TABLE);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A backend's lines (or a listen section's backend half).
+    pub(super) fn backend_line(&mut self, l: &Line, pi: usize, acls: &mut Acls) -> bool {
+        let w = &l.words;
+        match w[0].as_str() {
+            "acl" if w.len() > 2 => {
+                self.acl_line(l, acls);
+                true
+            }
+            "http-request" | "http-response" | "tcp-request" => {
+                let name = self.cfg.pools[pi]
+                    .keys
+                    .get("name")
+                    .unwrap_or("\"\"")
+                    .trim_matches('"')
+                    .to_string();
+                self.rule_line(l, RuleAt::Pool(pi), &name, acls)
+            }
+            "stick-table" => {
+                self.approx(l, STICK_TABLE);
+                true
+            }
+            "balance" if w.len() > 1 => {
+                let b = w[1].as_str();
+                let (balance, key) = match b {
+                    "roundrobin" | "static-rr" => (Some("round_robin"), None),
+                    "leastconn" => (Some("least_conn"), None),
+                    "first" => (Some("first"), None),
+                    "source" => (Some("hash"), Some("client_ip".to_string())),
+                    "uri" => (Some("hash"), Some("uri".to_string())),
+                    h if h.starts_with("hdr(") && h.ends_with(')') => {
+                        (Some("hash"), Some(format!("header:{}", &h[4..h.len() - 1])))
+                    }
+                    _ => (None, None),
+                };
+                match balance {
+                    Some(bal) => {
+                        let p = &mut self.cfg.pools[pi].keys;
+                        p.set("balance", s(bal));
+                        if let Some(k) = key {
+                            p.set("hash_key", s(&k));
+                        }
+                        if w.len() > 2 {
+                            self.approx(
+                                l,
+                                format!("balance = \"{bal}\" (its options are not imported)"),
+                            );
+                        } else {
+                            self.mapped(l, format!("balance = \"{bal}\""));
+                        }
+                    }
+                    None => self.unsupported(l, "this balance algorithm is not mapped"),
+                }
+                true
+            }
+            "server" | "server-template" if w.len() > 2 => {
+                self.server(l, pi);
+                true
+            }
+            "option" => {
+                self.option(l, Some(pi));
+                true
+            }
+            "http-check" => {
+                self.http_check(l, Some(pi));
+                true
+            }
+            "retries" if w.len() > 1 => {
+                if let Ok(n) = w[1].parse::<u32>() {
+                    self.cfg.pools[pi]
+                        .keys
+                        .set("retries", n.min(10).to_string());
+                    self.mapped(l, "retries");
+                } else {
+                    self.unsupported(l, "not a number");
+                }
+                true
+            }
+            "timeout"
+                if w.len() > 2
+                    && matches!(
+                        w[1].as_str(),
+                        "connect" | "server" | "queue" | "tunnel" | "check"
+                    ) =>
+            {
+                match duration(&w[2]) {
+                    Some(d) => {
+                        match w[1].as_str() {
+                            "check" => {
+                                self.health(pi).set("timeout", s(&d));
+                            }
+                            k => self.cfg.pools[pi].keys.set(timeout_key_name(k), s(&d)),
+                        }
+                        self.mapped(l, timeout_key(&w[1]));
+                    }
+                    None => self.unsupported(l, "not a duration"),
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(super) fn server(&mut self, l: &Line, pi: usize) {
+        let w = &l.words;
+        let template = w[0] == "server-template";
+        // server NAME ADDR [params]; server-template PREFIX NUM ADDR [params]
+        let (name, addr, params) = if template {
+            match (w.get(1), w.get(3)) {
+                (Some(n), Some(a)) => (n.clone(), a.clone(), &w[4..]),
+                _ => {
+                    self.unsupported(l, "server-template PREFIX NUM ADDR expected");
+                    return;
+                }
+            }
+        } else {
+            (w[1].clone(), w[2].clone(), &w[3..])
+        };
+        let addr = match addr.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => format!("{h}:{p}"),
+            // an SRV name: the records give the ports
+            _ if addr.starts_with('_') && !addr.contains(':') => addr.clone(),
+            _ => {
+                self.unsupported(l, format!("{addr:?}: rampart needs an address with a port"));
+                return;
+            }
+        };
+        if let Err(e) = out::address_ok(&addr) {
+            self.unsupported(l, e);
+            return;
+        }
+        let mut sv = Table::default();
+        sv.set("address", s(&addr));
+        let mut notes = Vec::new();
+        let by_ip = addr.parse::<std::net::SocketAddr>().is_ok();
+        if !template && by_ip {
+            sv.set("name", s(&name));
+        } else if !template {
+            notes.push("a name's members are named by their ip:port, not by the server's name");
+        }
+        let mut approx = template;
+        let mut ssl = false;
+        let mut check_ssl = false;
+        let mut tls = Table::default();
+        let mut i = 0;
+        while i < params.len() {
+            let p = params[i].as_str();
+            let arg = params.get(i + 1);
+            match (p, arg) {
+                ("check", _) => {
+                    self.health(pi);
+                }
+                ("weight", Some(v)) => {
+                    if let Ok(n) = v.parse::<u32>() {
+                        sv.set("weight", n.clamp(1, 256).to_string());
+                    }
+                    i += 1;
+                }
+                ("backup", _) => sv.set("backup", "true".into()),
+                ("inter", Some(v)) => {
+                    if let Some(d) = duration(v) {
+                        self.health(pi).set("interval", s(&d));
+                        notes.push("inter → the pool's health interval");
+                    }
+                    i += 1;
+                }
+                ("fall", Some(v)) | ("rise", Some(v)) => {
+                    if let Ok(n) = v.parse::<u32>() {
+                        self.health(pi).set(p, n.to_string());
+                        notes.push("fall/rise → the pool's health check");
+                    }
+                    i += 1;
+                }
+                ("maxconn", Some(v)) => {
+                    if let Ok(n) = v.parse::<u32>() {
+                        self.cfg.pools[pi]
+                            .keys
+                            .set("max_connections_per_server", n.to_string());
+                        approx = true;
+                        notes.push("maxconn → the pool's max_connections_per_server, one limit for each of its servers");
+                    }
+                    i += 1;
+                }
+                ("send-proxy", _) => self.cfg.pools[pi].keys.set("send_proxy", s("v1")),
+                ("send-proxy-v2", _) => self.cfg.pools[pi].keys.set("send_proxy", s("v2")),
+                ("resolvers", Some(_)) => {
+                    notes
+                        .push("resolvers → re-resolved through [resolver] (one member per record)");
+                    i += 1;
+                }
+                ("port", Some(_)) => {
+                    approx = true;
+                    notes.push("check port: rampart checks the server's own port");
+                    i += 1;
+                }
+                (
+                    "resolve-prefer" | "init-addr" | "cookie" | "id" | "slowstart"
+                    | "on-marked-down" | "agent-check" | "agent-port" | "agent-inter" | "addr"
+                    | "observe" | "error-limit",
+                    _,
+                ) => {
+                    approx = true;
+                    notes.push("some server options are not imported");
+                    if arg.is_some() && p != "agent-check" {
+                        i += 1;
+                    }
+                }
+                ("ssl", _) => ssl = true,
+                ("verify", Some(v)) => {
+                    if v == "none" {
+                        tls.set("verify", "false".into());
+                        tls.set("insecure", "true".into());
+                    }
+                    i += 1;
+                }
+                ("ca-file", Some(v)) => {
+                    tls.set("ca", s(&with_base(&self.ca_base, v)));
+                    i += 1;
+                }
+                ("crt", Some(v)) => {
+                    tls.set("cert", s(&with_base(&self.crt_base, v)));
+                    i += 1;
+                }
+                ("sni", Some(v)) => {
+                    match v.strip_prefix("str(").and_then(|x| x.strip_suffix(')')) {
+                        Some(name) => tls.set("server_name", s(name)),
+                        None => {
+                            approx = true;
+                            notes.push("sni from a sample (e.g. req.hdr(host)) is not imported: rampart sends the server's DNS name");
+                        }
+                    }
+                    i += 1;
+                }
+                ("alpn", Some(_)) => {
+                    approx = true;
+                    notes.push("alpn: say protocol = \"h2\" on the pool for HTTP/2 to servers");
+                    i += 1;
+                }
+                ("check-ssl", _) => {
+                    check_ssl = true;
+                }
+                _ => {
+                    approx = true;
+                    notes.push("some server options are not imported");
+                }
+            }
+            i += 1;
+        }
+        if ssl {
+            match &self.cfg.pools[pi].tls {
+                Some(prev) if prev.0 != tls.0 => {
+                    approx = true;
+                    notes.push("TLS settings are the pool's: the first server's apply to all");
+                }
+                Some(_) => notes.push("ssl → [pool.tls]"),
+                None => {
+                    notes.push("ssl → [pool.tls]");
+                    self.cfg.pools[pi].tls = Some(tls);
+                }
+            }
+        } else if check_ssl || !tls.0.is_empty() {
+            approx = true;
+            notes.push("check-ssl and TLS options without ssl: rampart checks servers the way it connects to them (plain here)");
+        }
+        // in the serving pool's health, an http check inherited from defaults
+        if let (Some(h), Some((m, path))) = (
+            self.cfg.pools[pi].health.as_mut(),
+            self.defaults.httpchk.clone(),
+        ) {
+            if h.get("kind") == Some("\"tcp\"") {
+                h.set("kind", s("http"));
+                h.set("path", s(&path));
+                h.set("method", s(&m));
+            }
+        }
+        if let (Some(h), Some(st)) = (
+            self.cfg.pools[pi].health.as_mut(),
+            self.defaults.expect_status.clone(),
+        ) {
+            if h.get("kind") == Some("\"http\"") && h.get("expect_status").is_none() {
+                h.set("expect_status", s(&st));
+            }
+        }
+        self.cfg.pools[pi].servers.push(sv);
+        notes.dedup();
+        let mut note = if template {
+            "a server entry by name: one member per DNS record (the template's count is not a limit)".to_string()
+        } else {
+            "[[pool.server]]".to_string()
+        };
+        for n in notes {
+            note.push_str("; ");
+            note.push_str(n);
+        }
+        if approx {
+            self.approx(l, note);
+        } else {
+            self.mapped(l, note);
+        }
+    }
+
+    pub(super) fn resolvers(&mut self, sec: &Section) {
+        for l in &sec.lines {
+            let w = &l.words;
+            match w[0].as_str() {
+                "parse-resolv-conf" => self.mapped(
+                    l,
+                    "[resolver] reads /etc/resolv.conf when no nameservers are given",
+                ),
+                "nameserver" if w.len() > 2 => match w[2].parse::<std::net::SocketAddr>() {
+                    Ok(a) => {
+                        let mut ns: Vec<String> = self
+                            .cfg
+                            .resolver
+                            .get("nameservers")
+                            .map(|v| {
+                                v.trim_matches(|c| c == '[' || c == ']')
+                                    .split(", ")
+                                    .map(|x| x.trim_matches('"').to_string())
+                                    .filter(|x| !x.is_empty())
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        ns.push(a.to_string());
+                        self.cfg.resolver.set("nameservers", list(&ns));
+                        self.mapped(l, "[resolver] nameservers");
+                    }
+                    Err(_) => self.unsupported(l, "a nameserver must be IP:PORT"),
+                },
+                "hold" if w.len() > 2 && w[1] == "valid" => match duration(&w[2]) {
+                    Some(d) => {
+                        self.cfg.resolver.set("max_ttl", s(&d));
+                        self.approx(l, "[resolver] max_ttl: rampart re-resolves at the record's TTL, capped by this");
+                    }
+                    None => self.unsupported(l, "not a duration"),
+                },
+                "hold" => self.approx(
+                    l,
+                    "[resolver] hold_on_failure keeps the last answer on errors",
+                ),
+                "accepted_payload_size" => {
+                    self.mapped(l, "rampart's resolver uses EDNS and TCP fallback")
+                }
+                "timeout" if w.len() > 2 => match duration(&w[2]) {
+                    Some(d) => {
+                        self.cfg.resolver.set("timeout", s(&d));
+                        self.approx(l, "[resolver] timeout");
+                    }
+                    None => self.unsupported(l, "not a duration"),
+                },
+                "resolve_retries" => self.approx(l, "rampart's resolver retries by itself"),
+                _ => self.unsupported(l, "no rampart equivalent is mapped"),
+            }
+        }
+    }
+}
