@@ -1,0 +1,620 @@
+//! The `http` level: proxy settings and headers, upstreams and their servers,
+//! `proxy_pass`, resolvers and `limit_req_zone`.
+
+use super::{duration, Importer};
+use crate::import::nginx_parse::Directive;
+use crate::import::out::{self, list, s, Table};
+use crate::import::Entry;
+use crate::import::Fidelity;
+
+impl Importer {
+    /// Settings at http (or server) level that locations inherit.
+    pub(super) fn proxy_setting(&mut self, d: &Directive, t: &mut Table) -> bool {
+        let a0 = d.args.first().cloned().unwrap_or_default();
+        match d.name.as_str() {
+            "proxy_connect_timeout" | "proxy_read_timeout" => match duration(&a0) {
+                Some(v) => {
+                    let k = if d.name == "proxy_connect_timeout" {
+                        "connect_timeout"
+                    } else {
+                        "server_timeout"
+                    };
+                    t.set(k, s(&v));
+                    self.mapped(d, format!("the pool's {k}"));
+                }
+                None => self.unsupported(d, "not a duration"),
+            },
+            "proxy_send_timeout" => self.approx(
+                d,
+                "rampart has no write timeout toward servers; server_timeout bounds the exchange",
+            ),
+            "proxy_next_upstream" => {
+                let mut on: Vec<String> = Vec::new();
+                let mut approx = false;
+                for a in &d.args {
+                    match a.as_str() {
+                        "error" => {
+                            on.push("connect_failure".into());
+                            on.push("reset".into());
+                        }
+                        "timeout" => on.push("timeout".into()),
+                        "off" => {}
+                        "non_idempotent" => {
+                            t.set("retry_non_idempotent", "true".into());
+                        }
+                        h if h.starts_with("http_") => match h[5..].parse::<u16>() {
+                            Ok(c) if (500..=599).contains(&c) => on.push(c.to_string()),
+                            _ => approx = true,
+                        },
+                        _ => approx = true,
+                    }
+                }
+                on.dedup();
+                if d.args.iter().any(|a| a == "off") {
+                    t.set("retries", "0".into());
+                } else {
+                    t.set("retry_on", list(&on));
+                }
+                if approx {
+                    self.approx(d, "the pool's retry_on (http_403/404/429 and invalid_header are not retried by rampart)");
+                } else {
+                    self.mapped(d, "the pool's retry_on");
+                }
+            }
+            "proxy_next_upstream_tries" => match a0.parse::<u32>() {
+                Ok(n) => {
+                    t.set("retries", n.saturating_sub(1).min(10).to_string());
+                    self.mapped(d, "the pool's retries (tries - 1)");
+                }
+                Err(_) => self.unsupported(d, "not a number"),
+            },
+            "proxy_http_version" => self.mapped(d, "rampart speaks HTTP/1.1 to servers"),
+            "proxy_set_header" => return self.proxy_set_header(d, None),
+            _ => return false,
+        }
+        true
+    }
+
+    /// `proxy_set_header NAME VALUE`: what rampart does itself, or a rule.
+    pub(super) fn proxy_set_header(
+        &mut self,
+        d: &Directive,
+        rules: Option<&mut Vec<Table>>,
+    ) -> bool {
+        let (Some(name), Some(value)) = (d.args.first(), d.args.get(1)) else {
+            self.unsupported(d, "NAME VALUE expected");
+            return true;
+        };
+        if let Err(why) = out::header_ok(name, (!value.contains('$')).then_some(value.as_str())) {
+            self.unsupported(d, why);
+            return true;
+        }
+        let lname = name.to_ascii_lowercase();
+        match (lname.as_str(), value.as_str()) {
+            ("host", "$host" | "$http_host") => self.mapped(d, "rampart passes the client's Host"),
+            ("x-forwarded-for", "$proxy_add_x_forwarded_for" | "$remote_addr") => {
+                self.mapped(d, "rampart appends the client to X-Forwarded-For")
+            }
+            ("x-forwarded-proto", "$scheme") => self.mapped(d, "rampart sets X-Forwarded-Proto"),
+            ("x-forwarded-host", "$host" | "$http_host") => self.approx(d, "rampart passes Host unchanged; X-Forwarded-Host is not set"),
+            ("upgrade", "$http_upgrade") | ("connection", "upgrade" | "Upgrade" | "$connection_upgrade") => {
+                self.mapped(d, "rampart passes WebSocket upgrades")
+            }
+            ("connection", "") | ("connection", "close") => self.mapped(d, "rampart manages connections to servers itself (kept alive)"),
+            ("content-length" | "transfer-encoding" | "te" | "trailer" | "keep-alive" | "proxy-connection", _) => {
+                self.approx(d, "rampart sets the headers that frame a message or belong to one hop itself")
+            }
+            (_, "") => {
+                let mut r = Table::default();
+                r.set("del_header", list(std::slice::from_ref(name)));
+                match rules {
+                    Some(rs) => {
+                        rs.push(r);
+                        self.mapped(d, "a [[listener.rule]] del_header (an empty value: not passed)");
+                    }
+                    None => self.approx(d, "remove it with a [[listener.rule]] del_header (not imported at this level)"),
+                }
+            }
+            (_, v) if v.contains('$') => self.unsupported(
+                d,
+                "a header value from nginx variables has no rampart equivalent (X-Forwarded-For/-Proto are rampart's)",
+            ),
+            (_, v) => {
+                let mut r = Table::default();
+                r.set("set_header", format!("{{ {} = {} }}", s(name), s(v)));
+                match rules {
+                    Some(rs) => {
+                        rs.push(r);
+                        self.mapped(d, "a [[listener.rule]] set_header");
+                    }
+                    None => self.approx(d, "set it with a [[listener.rule]] set_header (not imported at this level)"),
+                }
+            }
+        }
+        true
+    }
+
+    /// Directives that mean the same wherever they are (http, server,
+    /// location): performance switches, compression, logs.
+    pub(super) fn common(&mut self, d: &Directive) -> bool {
+        match d.name.as_str() {
+            "sendfile" | "tcp_nopush" | "tcp_nodelay" | "server_tokens" | "types_hash_max_size"
+            | "server_names_hash_bucket_size" | "default_type" | "charset" | "types"
+            | "aio" | "directio" | "open_file_cache" | "reset_timedout_connection" => {
+                self.mapped(d, "nothing to set in rampart")
+            }
+            n if n.starts_with("gzip") || n == "brotli" => {
+                self.unsupported(d, "rampart does not compress")
+            }
+            "keepalive_timeout" | "keepalive_requests" => self.approx(
+                d,
+                "rampart closes idle client connections after request_header_timeout",
+            ),
+            "access_log" | "log_format" | "error_log" | "log_not_found" | "open_log_file_cache" => {
+                self.approx(d, "rampart's access log ([global] access_log = text or json) and stderr")
+            }
+            "include" => self.unsupported(d, "includes are not followed: import the included file on its own"),
+            "client_max_body_size" | "client_body_buffer_size" | "large_client_header_buffers"
+            | "client_header_buffer_size" | "client_body_timeout" => {
+                self.approx(d, "rampart streams bodies; its header limits are its own")
+            }
+            "set_real_ip_from" | "real_ip_header" | "real_ip_recursive" => self.unsupported(
+                d,
+                "rampart takes the client address from the PROXY protocol (proxy_protocol.from), not from X-Forwarded-For",
+            ),
+            "limit_req_status" => {
+                if d.args.first().map(String::as_str) == Some("429") {
+                    self.mapped(d, "rampart answers 429 to requests over a limit")
+                } else {
+                    self.approx(d, "rampart answers 429 to requests over a limit")
+                }
+            }
+            "limit_req_log_level" | "limit_req_dry_run" => self.approx(d, "rampart counts limited requests in rampart_rate_limited_total and logs end=rate_limited"),
+            "if" => self.unsupported(d, "if blocks are not mapped: write [[listener.rule]] matches by hand"),
+            "set" | "map" => self.unsupported(d, "nginx variables have no rampart equivalent"),
+            "more_set_headers" | "more_clear_headers" | "expires" | "etag" | "if_modified_since" => {
+                self.unsupported(d, "no rampart equivalent is mapped")
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    pub(super) fn http_level(&mut self, ds: &[Directive]) {
+        let mut inherited = Table::default();
+        // upstreams and zones first: servers name them
+        for d in ds {
+            match d.name.as_str() {
+                "upstream" => self.upstream(d, false),
+                "limit_req_zone" => self.limit_req_zone(d),
+                "resolver" => self.resolver(d),
+                _ => {}
+            }
+        }
+        for d in ds {
+            match d.name.as_str() {
+                "upstream" | "limit_req_zone" | "resolver" => {}
+                "server" => {
+                    let b = d.block.clone().unwrap_or_default();
+                    self.server(d, &b, &inherited);
+                }
+                "resolver_timeout" => match d.args.first().and_then(|a| duration(a)) {
+                    Some(t) => {
+                        self.cfg.resolver.set("timeout", s(&t));
+                        self.mapped(d, "[resolver] timeout");
+                    }
+                    None => self.unsupported(d, "not a duration"),
+                },
+                "client_header_timeout" => match d.args.first().and_then(|a| duration(a)) {
+                    Some(t) => {
+                        inherited.set("__request_header_timeout", s(&t));
+                        self.mapped(d, "the listener's request_header_timeout");
+                    }
+                    None => self.unsupported(d, "not a duration"),
+                },
+                "send_timeout" => match d.args.first().and_then(|a| duration(a)) {
+                    Some(t) => {
+                        inherited.set("__client_timeout", s(&t));
+                        self.mapped(d, "the listener's client_timeout");
+                    }
+                    None => self.unsupported(d, "not a duration"),
+                },
+                "ssl_protocols" | "ssl_ciphers" | "ssl_prefer_server_ciphers" | "ssl_session_cache"
+                | "ssl_session_timeout" | "ssl_session_tickets" | "ssl_dhparam" | "ssl_ecdh_curve" | "ssl_stapling"
+                | "ssl_stapling_verify" => self.approx(d, "rustls chooses versions (TLS 1.2, 1.3) and modern suites; resumption and tickets are on"),
+                _ => {
+                    if !self.common(d) && !self.proxy_setting(d, &mut inherited) {
+                        self.unsupported(d, "no rampart equivalent is mapped");
+                    }
+                }
+            }
+        }
+        if !inherited.0.is_empty() {
+            self.pool_settings.push(("*".into(), inherited));
+        }
+    }
+
+    pub(super) fn resolver(&mut self, d: &Directive) {
+        let mut ns: Vec<String> = Vec::new();
+        let mut approx = false;
+        for a in &d.args {
+            if let Some(v) = a.strip_prefix("valid=") {
+                if let Some(t) = duration(v) {
+                    self.cfg.resolver.set("max_ttl", s(&t));
+                }
+            } else if a.starts_with("ipv6=")
+                || a.starts_with("ipv4=")
+                || a.starts_with("status_zone=")
+            {
+                approx = true;
+            } else {
+                let addr = if a.parse::<std::net::IpAddr>().is_ok() {
+                    let ip: std::net::IpAddr =
+                        a.parse().unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+                    std::net::SocketAddr::new(ip, 53).to_string()
+                } else {
+                    a.trim_matches(|c| c == '[' || c == ']').to_string()
+                };
+                match addr.parse::<std::net::SocketAddr>() {
+                    Ok(sa) => ns.push(sa.to_string()),
+                    Err(_) => {
+                        self.unsupported(d, format!("{a}: rampart's nameservers are IP addresses"));
+                        return;
+                    }
+                }
+            }
+        }
+        if !ns.is_empty() {
+            self.cfg.resolver.set("nameservers", list(&ns));
+        }
+        let note = "[resolver] nameservers; valid= → max_ttl (rampart re-resolves at the record's TTL, capped by it)";
+        if approx {
+            self.approx(d, format!("{note}; ipv4=/ipv6= are not imported"));
+        } else {
+            self.mapped(d, note);
+        }
+    }
+
+    pub(super) fn limit_req_zone(&mut self, d: &Directive) {
+        let key = d.args.first().cloned().unwrap_or_default();
+        let mut zone = None;
+        let mut size = None;
+        let mut rate = None;
+        for a in &d.args[1.min(d.args.len())..] {
+            if let Some(z) = a.strip_prefix("zone=") {
+                let (n, sz) = z.split_once(':').unwrap_or((z, ""));
+                zone = Some(n.to_string());
+                size = sz
+                    .strip_suffix(['m', 'M'])
+                    .and_then(|m| m.parse::<u64>().ok());
+            } else if let Some(r) = a.strip_prefix("rate=") {
+                rate = r
+                    .strip_suffix("r/s")
+                    .map(|n| format!("{n}/s"))
+                    .or_else(|| r.strip_suffix("r/m").map(|n| format!("{n}/m")));
+            }
+        }
+        let k = match key.as_str() {
+            "$binary_remote_addr" | "$remote_addr" => Some("client_ip".to_string()),
+            "$uri" | "$request_uri" => Some("path".to_string()),
+            "$server_name" | "$host" => Some("all".to_string()),
+            h if h.starts_with("$http_") => Some(format!("header:{}", h[6..].replace('_', "-"))),
+            _ => None,
+        };
+        let (Some(zone), Some(rate), Some(k)) = (zone, rate, k) else {
+            self.unsupported(d, "limit_req_zone KEY zone=NAME:SIZE rate=Nr/s|Nr/m with a client, URI, host or header key is mapped");
+            return;
+        };
+        let mut t = Table::default();
+        t.set("name", s(&zone));
+        t.set("key", s(&k));
+        t.set("rate", s(&rate));
+        t.set("burst", "0".into());
+        if let Some(mb) = size {
+            // nginx: about 16,000 states per megabyte
+            t.set("max_keys", (mb * 16_000).clamp(1, 10_000_000).to_string());
+        }
+        self.cfg.rate_limits.push(t);
+        self.zones
+            .insert(zone.clone(), self.cfg.rate_limits.len() - 1);
+        let exact = k != "all" || key == "$server_name";
+        let mut note = format!("[[rate_limit]] {zone:?} (key {k}, {rate}; the zone's size → max_keys at nginx's 16,000 per MB)");
+        if !exact {
+            note.push_str("; $host is counted as one key for the listener");
+        }
+        if exact {
+            self.mapped(d, note);
+        } else {
+            self.approx(d, note);
+        }
+    }
+
+    pub(super) fn upstream(&mut self, d: &Directive, stream: bool) {
+        let Some(name) = d.args.first().cloned() else {
+            self.unsupported(d, "upstream NAME expected");
+            return;
+        };
+        let mut p = out::Pool::default();
+        p.keys.set("name", s(&name));
+        self.mapped(d, "a [[pool]]");
+        for e in d.block.iter().flatten() {
+            let a0 = e.args.first().map(String::as_str).unwrap_or("");
+            match e.name.as_str() {
+                "server" => self.upstream_server(e, &mut p),
+                "least_conn" => {
+                    p.keys.set("balance", s("least_conn"));
+                    self.mapped(e, "balance = \"least_conn\"");
+                }
+                "ip_hash" => {
+                    p.keys.set("balance", s("hash"));
+                    p.keys.set("hash_key", s("client_ip"));
+                    self.approx(e, "balance = \"hash\" on the client address (nginx hashes an IPv4 client's /24, rampart the whole address)");
+                }
+                "hash" => {
+                    let key = match a0 {
+                        "$remote_addr" | "$binary_remote_addr" => Some("client_ip".to_string()),
+                        "$request_uri" | "$uri" => Some("uri".to_string()),
+                        h if h.starts_with("$http_") => {
+                            Some(format!("header:{}", h[6..].replace('_', "-")))
+                        }
+                        _ => None,
+                    };
+                    match key {
+                        Some(k) => {
+                            p.keys.set("balance", s("hash"));
+                            p.keys.set("hash_key", s(&k));
+                            if e.args.iter().any(|a| a == "consistent") {
+                                self.mapped(e, "balance = \"hash\" (consistent)");
+                            } else {
+                                self.approx(
+                                    e,
+                                    "balance = \"hash\": rampart's hash is always consistent",
+                                );
+                            }
+                        }
+                        None => self.unsupported(
+                            e,
+                            "hash on this key is not mapped (client, URI or a header)",
+                        ),
+                    }
+                }
+                "random" => {
+                    p.keys.set("balance", s("random_two"));
+                    if e.args.iter().any(|a| a == "two") {
+                        self.mapped(e, "balance = \"random_two\"");
+                    } else {
+                        self.approx(
+                            e,
+                            "balance = \"random_two\" (the power of two choices, not plain random)",
+                        );
+                    }
+                }
+                "keepalive" => match a0.parse::<u32>() {
+                    Ok(n) => {
+                        p.keys.set("max_idle_per_server", n.to_string());
+                        self.approx(e, "max_idle_per_server: per server and worker thread (nginx: for the whole upstream, per worker)");
+                    }
+                    Err(_) => self.unsupported(e, "not a number"),
+                },
+                "keepalive_timeout" => match duration(a0) {
+                    Some(t) => {
+                        p.keys.set("keepalive_timeout", s(&t));
+                        self.mapped(e, "keepalive_timeout");
+                    }
+                    None => self.unsupported(e, "not a duration"),
+                },
+                "keepalive_requests" | "keepalive_time" => self.approx(
+                    e,
+                    "rampart keeps a server connection until keepalive_timeout",
+                ),
+                "zone" => self.mapped(e, "rampart's pool state is shared by every thread already"),
+                "resolver" => self.resolver(e),
+                _ => self.unsupported(e, "no rampart equivalent is mapped"),
+            }
+        }
+        if stream && p.keys.get("hash_key").is_some_and(|k| k != "\"client_ip\"") {
+            p.keys.set("hash_key", s("client_ip"));
+        }
+        if p.servers.is_empty() {
+            self.report.push(Entry {
+                line: d.line,
+                directive: d.text(),
+                fidelity: Fidelity::Unsupported,
+                note: "no server rampart can use: the pool is left out".into(),
+            });
+            return;
+        }
+        self.cfg.pools.push(p);
+        self.pool_ix.insert(name, self.cfg.pools.len() - 1);
+    }
+
+    pub(super) fn upstream_server(&mut self, e: &Directive, p: &mut out::Pool) {
+        let Some(addr) = e.args.first() else {
+            self.unsupported(e, "server ADDRESS expected");
+            return;
+        };
+        if addr.starts_with("unix:") {
+            self.unsupported(e, "unix sockets are not supported");
+            return;
+        }
+        let addr = if addr
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| p.parse::<u16>().is_ok() && !h.ends_with(':'))
+        {
+            addr.clone()
+        } else {
+            format!("{addr}:80")
+        };
+        if let Err(why) = out::address_ok(&addr) {
+            self.unsupported(e, why);
+            return;
+        }
+        let mut sv = Table::default();
+        sv.set("address", s(&addr));
+        let by_name = addr.parse::<std::net::SocketAddr>().is_err();
+        let mut notes: Vec<&str> = Vec::new();
+        let mut approx = false;
+        let mut resolve = false;
+        for a in &e.args[1..] {
+            let (k, v) = a.split_once('=').unwrap_or((a, ""));
+            match k {
+                "weight" => {
+                    if let Ok(n) = v.parse::<u32>() {
+                        sv.set("weight", n.clamp(1, 256).to_string());
+                    }
+                }
+                "backup" => sv.set("backup", "true".into()),
+                "down" => {
+                    self.approx(e, "a server marked down is left out");
+                    return;
+                }
+                "resolve" => resolve = true,
+                "max_conns" => {
+                    if let Ok(n) = v.parse::<u32>() {
+                        p.keys.set("max_connections_per_server", n.to_string());
+                        approx = true;
+                        notes.push("max_conns → the pool's max_connections_per_server, one limit for each of its servers");
+                    }
+                }
+                "max_fails" => {
+                    if let Ok(n) = v.parse::<u32>() {
+                        let b = p
+                            .keys
+                            .get("__breaker")
+                            .map(String::from)
+                            .unwrap_or_default();
+                        let _ = b;
+                        p.keys.set("__max_fails", n.to_string());
+                        approx = true;
+                        notes.push("max_fails → [pool.breaker] consecutive_failures (nginx counts failures within fail_timeout)");
+                    }
+                }
+                "fail_timeout" => {
+                    if let Some(t) = duration(v).filter(|t| t != "0s") {
+                        p.keys.set("__fail_timeout", s(&t));
+                        notes.push("fail_timeout → [pool.breaker] ejection_time");
+                    }
+                }
+                "slow_start" => {
+                    if let Some(t) = duration(v) {
+                        p.keys.set("slow_start", s(&t));
+                        notes.push("slow_start");
+                    }
+                }
+                _ => {
+                    approx = true;
+                    notes.push("some server options are not imported");
+                }
+            }
+        }
+        if by_name && !resolve {
+            approx = true;
+            notes.push("nginx resolves this name once at start; rampart re-resolves it at its TTL (the stale-IP fix)");
+        } else if by_name {
+            notes.push("resolve → one member per DNS record, re-resolved at the TTL");
+        }
+        p.servers.push(sv);
+        let mut note = "[[pool.server]]".to_string();
+        for n in notes {
+            note.push_str("; ");
+            note.push_str(n);
+        }
+        if approx {
+            self.approx(e, note);
+        } else {
+            self.mapped(e, note);
+        }
+    }
+
+    /// The pool for `proxy_pass URL`: an upstream by name, or a new pool of one
+    /// server.
+    pub(super) fn proxy_pass(&mut self, d: &Directive, loc_prefix: Option<&str>) -> Option<String> {
+        let url = d.args.first().cloned().unwrap_or_default();
+        let (scheme, rest) = match url.split_once("://") {
+            Some((s, r)) => (s.to_string(), r.to_string()),
+            None => (String::new(), url.clone()),
+        };
+        if url.contains('$') {
+            self.unsupported(
+                d,
+                "a target built from variables is not mapped: name an upstream",
+            );
+            return None;
+        }
+        let (host, path) = match rest.find('/') {
+            Some(i) => (rest[..i].to_string(), rest[i..].to_string()),
+            None => (rest.clone(), String::new()),
+        };
+        let mut notes = Vec::new();
+        let mut approx = false;
+        if !path.is_empty() && Some(path.as_str()) != loc_prefix {
+            approx = true;
+            notes.push(format!(
+                "the URI part {path:?} (nginx replaces the location's prefix with it) is not imported: rampart passes the URI unchanged"
+            ));
+        }
+        let name = if self.pool_ix.contains_key(&host) {
+            host.clone()
+        } else {
+            // a server of its own
+            let (h, port) = match host.rsplit_once(':') {
+                Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.to_string()),
+                _ => (
+                    host.clone(),
+                    if scheme == "https" {
+                        "443".into()
+                    } else {
+                        "80".into()
+                    },
+                ),
+            };
+            if h.is_empty() {
+                self.unsupported(d, "no host in the target");
+                return None;
+            }
+            if let Err(why) = out::address_ok(&format!("{h}:{port}")) {
+                self.unsupported(d, why);
+                return None;
+            }
+            let name = host.replace(':', "-");
+            if !self.pool_ix.contains_key(&name) {
+                let mut p = out::Pool::default();
+                p.keys.set("name", s(&name));
+                let mut sv = Table::default();
+                sv.set("address", s(&format!("{h}:{port}")));
+                p.servers.push(sv);
+                if scheme == "https" {
+                    let mut t = Table::default();
+                    t.set("ca", s("system"));
+                    p.tls = Some(t);
+                }
+                self.cfg.pools.push(p);
+                self.pool_ix.insert(name.clone(), self.cfg.pools.len() - 1);
+            }
+            if h.parse::<std::net::IpAddr>().is_err() {
+                approx = true;
+                notes.push(
+                    "nginx resolves this name once at start; rampart re-resolves it at its TTL"
+                        .into(),
+                );
+            }
+            name
+        };
+        if scheme == "https" {
+            if let Some(&pi) = self.pool_ix.get(&name) {
+                self.cfg.pools[pi].tls.get_or_insert_with(Table::default);
+            }
+        }
+        let mut note = format!("pool = {name:?}");
+        for n in notes {
+            note.push_str("; ");
+            note.push_str(&n);
+        }
+        if approx {
+            self.approx(d, note);
+        } else {
+            self.mapped(d, note);
+        }
+        Some(name)
+    }
+}

@@ -1,0 +1,472 @@
+//! A `server` block and its `location`s: listeners, host matches, access
+//! rules, headers, rate limits, returns and rewrites, in nginx's precedence.
+
+use super::{listen_addr, Importer, Loc, LocKind, Server};
+use crate::import::haproxy_cond::src_complement;
+use crate::import::nginx_parse::Directive;
+use crate::import::out::{self, list, s, Table};
+use crate::import::Entry;
+use crate::import::Fidelity;
+
+impl Importer {
+    pub(super) fn server(&mut self, d: &Directive, b: &[Directive], inherited: &Table) {
+        let mut sv = Server::default();
+        self.mapped(
+            d,
+            "rules of the listener(s) for its addresses, matched by its names",
+        );
+        let mut settings = inherited.clone();
+        let mut access: Vec<&Directive> = Vec::new();
+        for e in b {
+            let a0 = e.args.first().cloned().unwrap_or_default();
+            match e.name.as_str() {
+                "listen" => match listen_addr(&a0) {
+                    Ok(addr) => {
+                        let mut approx = Vec::new();
+                        for o in &e.args[1..] {
+                            match o.as_str() {
+                                "ssl" => sv.tls = true,
+                                "default_server" | "default" => sv.default = true,
+                                "http2" => {}
+                                "proxy_protocol" => sv.proxy_protocol = true,
+                                "reuseport" => {}
+                                o => approx.push(o.to_string()),
+                            }
+                        }
+                        sv.binds.push(addr);
+                        if approx.is_empty() {
+                            self.mapped(e, "bind (and TLS, default_server, proxy_protocol as given)");
+                        } else {
+                            self.approx(e, format!("bind; not imported: {}", approx.join(" ")));
+                        }
+                    }
+                    Err(er) => self.unsupported(e, er),
+                },
+                "http2" => self.mapped(e, "rampart serves HTTP/2 (h2 by ALPN on TLS, h2c in clear)"),
+                "server_name" => {
+                    let mut approx = false;
+                    for n in &e.args {
+                        if n.starts_with('~') {
+                            approx = true;
+                        } else if n == "_" || n.is_empty() || n == "localhost" && e.args.len() == 1 {
+                            // catch-all names
+                            if n != "localhost" {
+                                continue;
+                            }
+                            sv.names.push(n.clone());
+                        } else if let Some(d) = n.strip_prefix('.') {
+                            sv.names.push(d.to_string());
+                            sv.names.push(format!("*.{d}"));
+                        } else if n.starts_with("*.") || !n.contains('*') {
+                            sv.names.push(n.clone());
+                        } else {
+                            approx = true;
+                        }
+                    }
+                    if approx {
+                        self.approx(e, "host matches; regex and mid-name wildcard names are not imported");
+                    } else {
+                        self.mapped(e, "host matches of its rules");
+                    }
+                }
+                "ssl_certificate" => {
+                    sv.certs.push(a0.clone());
+                    self.mapped(e, "[listener.tls] cert");
+                }
+                "ssl_certificate_key" => {
+                    sv.keys.push(a0.clone());
+                    self.mapped(e, "[listener.tls] cert's key");
+                }
+                "ssl_client_certificate" | "ssl_trusted_certificate" if e.name == "ssl_client_certificate" => {
+                    sv.tls_extra.set("client_ca", s(&a0));
+                    self.mapped(e, "[listener.tls] client_ca");
+                }
+                "ssl_verify_client" => {
+                    match a0.as_str() {
+                        "on" => sv.tls_extra.set("client_auth", s("required")),
+                        "optional" => sv.tls_extra.set("client_auth", s("optional")),
+                        _ => {}
+                    }
+                    self.mapped(e, "[listener.tls] client_auth");
+                }
+                "ssl_protocols" => {
+                    if !e.args.iter().any(|p| p == "TLSv1.2") && e.args.iter().any(|p| p == "TLSv1.3") {
+                        sv.tls_extra.set("min_version", s("1.3"));
+                        self.mapped(e, "[listener.tls] min_version = \"1.3\"");
+                    } else {
+                        self.approx(e, "rampart serves TLS 1.2 and 1.3 (older versions are refused)");
+                    }
+                }
+                "ssl_ciphers" | "ssl_prefer_server_ciphers" | "ssl_session_cache" | "ssl_session_timeout"
+                | "ssl_session_tickets" | "ssl_dhparam" | "ssl_ecdh_curve" | "ssl_stapling" | "ssl_stapling_verify"
+                | "ssl_buffer_size" => self.approx(e, "rustls chooses modern suites; resumption and tickets are on"),
+                "location" => {
+                    if let Some(l) = self.location(e, &mut settings) {
+                        sv.locs.push(l);
+                    }
+                }
+                "return" | "rewrite" => {
+                    let mut rules = Vec::new();
+                    self.return_or_rewrite(e, &mut rules);
+                    sv.pre.extend(rules);
+                }
+                "allow" | "deny" => access.push(e),
+                "limit_req" => {
+                    let mut rules = Vec::new();
+                    self.limit_req(e, &mut rules);
+                    sv.pre.extend(rules);
+                }
+                "add_header" => {
+                    let mut rules = Vec::new();
+                    self.add_header(e, &mut rules);
+                    sv.pre.extend(rules);
+                }
+                "proxy_pass" => {
+                    self.unsupported(e, "proxy_pass belongs in a location");
+                }
+                "root" | "index" | "try_files" | "autoindex" | "error_page" => {
+                    self.unsupported(e, "rampart serves no files and no error pages of its own: put a file server behind it")
+                }
+                _ if self.common(e) => {}
+                _ => {
+                    let mut t = Table::default();
+                    if e.name == "proxy_set_header" {
+                        self.proxy_set_header(e, Some(&mut sv.pre));
+                    } else if self.proxy_setting(e, &mut t) {
+                        settings.0.extend(t.0);
+                    } else {
+                        self.unsupported(e, "no rampart equivalent is mapped");
+                    }
+                }
+            }
+        }
+        if let Some(r) = self.access_rules(&access) {
+            sv.pre.insert(0, r);
+        }
+        if sv.binds.is_empty() {
+            sv.binds.push("0.0.0.0:80".into());
+            self.report.push(Entry {
+                line: d.line,
+                directive: "server".into(),
+                fidelity: Fidelity::Mapped,
+                note: "no listen: nginx's default, *:80".into(),
+            });
+        }
+        // proxy settings of the server apply to the pools its locations use
+        for l in &sv.locs {
+            if let Some(p) = &l.pool {
+                self.pool_settings.push((p.clone(), settings.clone()));
+            }
+        }
+        self.servers.push(sv);
+    }
+
+    /// `allow` / `deny` lines: first match wins; rampart writes the common
+    /// shapes: allows then `deny all`, or denies then (optionally) `allow all`.
+    pub(super) fn access_rules(&mut self, access: &[&Directive]) -> Option<Table> {
+        if access.is_empty() {
+            return None;
+        }
+        let last_all = access
+            .last()
+            .is_some_and(|d| d.args.first().map(String::as_str) == Some("all"));
+        let body = &access[..access.len() - usize::from(last_all)];
+        let allow_then_deny_all = last_all
+            && access.last().is_some_and(|d| d.name == "deny")
+            && body.iter().all(|d| d.name == "allow");
+        let deny_then_allow = body.iter().all(|d| d.name == "deny")
+            && (!last_all || access.last().is_some_and(|d| d.name == "allow"));
+        if access.iter().all(|d| d.name == "allow") {
+            for d in access {
+                self.mapped(d, "everyone may: nothing to write");
+            }
+            return None;
+        }
+        let nets: Vec<String> = body
+            .iter()
+            .filter_map(|d| d.args.first().cloned())
+            .collect();
+        let valid = nets.iter().all(|n| {
+            let a = n.split('/').next().unwrap_or("");
+            a.parse::<std::net::IpAddr>().is_ok()
+        });
+        let rule = if !valid {
+            None
+        } else if allow_then_deny_all {
+            src_complement(&nets).ok().map(|rest| {
+                let mut t = Table::default();
+                if !rest.is_empty() {
+                    t.set("src", list(&rest));
+                }
+                t.set("deny", "403".into());
+                t
+            })
+        } else if deny_then_allow && !nets.is_empty() {
+            let mut t = Table::default();
+            t.set("src", list(&nets));
+            t.set("deny", "403".into());
+            Some(t)
+        } else {
+            None
+        };
+        for d in access {
+            if rule.is_some() {
+                self.mapped(d, "a deny = 403 rule on the addresses it leaves out");
+            } else {
+                self.unsupported(d, "this order of allow and deny is not mapped (allows then deny all, or denies then allow all)");
+            }
+        }
+        rule
+    }
+
+    pub(super) fn add_header(&mut self, e: &Directive, rules: &mut Vec<Table>) {
+        match (e.args.first(), e.args.get(1)) {
+            (Some(n), Some(v)) if !v.contains('$') && out::header_ok(n, Some(v)).is_ok() => {
+                let mut r = Table::default();
+                r.set("response_set_header", format!("{{ {} = {} }}", s(n), s(v)));
+                rules.push(r);
+                if e.args.get(2).map(String::as_str) == Some("always") {
+                    self.mapped(e, "a response_set_header rule");
+                } else {
+                    self.approx(e, "a response_set_header rule (nginx adds it to 2xx/3xx answers only, without always)");
+                }
+            }
+            _ => self.unsupported(e, "a value from nginx variables is not mapped"),
+        }
+    }
+
+    pub(super) fn limit_req(&mut self, e: &Directive, rules: &mut Vec<Table>) {
+        let mut zone = None;
+        let mut burst = 0u64;
+        let mut nodelay = false;
+        for a in &e.args {
+            if let Some(z) = a.strip_prefix("zone=") {
+                zone = Some(z.to_string());
+            } else if let Some(b) = a.strip_prefix("burst=") {
+                burst = b.parse().unwrap_or(0);
+            } else if a == "nodelay" {
+                nodelay = true;
+            }
+        }
+        let Some(&zi) = zone.as_ref().and_then(|z| self.zones.get(z)) else {
+            self.unsupported(e, "the zone is not defined in this file");
+            return;
+        };
+        let name = zone.unwrap_or_default();
+        self.cfg.rate_limits[zi].set("burst", burst.to_string());
+        let mut r = Table::default();
+        r.set("rate_limit", s(&name));
+        rules.push(r);
+        let mut note = format!("a rule with rate_limit = {name:?}, burst {burst}; rampart answers 429 (nginx: limit_req_status, 503 by default)");
+        if !nodelay && burst > 0 {
+            note.push_str("; without nodelay nginx delays requests within the burst, rampart passes them at once");
+        }
+        self.approx(e, note);
+    }
+
+    /// `return` and `rewrite ... redirect|permanent` → deny or redirect rules.
+    pub(super) fn return_or_rewrite(&mut self, e: &Directive, rules: &mut Vec<Table>) {
+        let vars = |t: &str| -> Option<String> {
+            let out = t
+                .replace("$request_uri", "{uri}")
+                .replace("$host", "{host}")
+                .replace("$server_name", "{host}")
+                .replace("$uri", "{path}")
+                .replace("$is_args$args", "{query}");
+            (!out.contains('$')).then_some(out)
+        };
+        let mut r = Table::default();
+        if e.name == "return" {
+            let code: Option<u16> = e.args.first().and_then(|c| c.parse().ok());
+            match (code, e.args.get(1)) {
+                (Some(c @ (301 | 302 | 303 | 307 | 308)), Some(url)) => match vars(url) {
+                    Some(to) => {
+                        r.set("redirect", format!("{{ to = {}, status = {c} }}", s(&to)));
+                        self.mapped(e, "a redirect rule");
+                    }
+                    None => {
+                        self.unsupported(e, "a target with nginx variables other than $host, $request_uri, $uri is not mapped");
+                        return;
+                    }
+                },
+                (None, Some(_)) | (None, None)
+                    if e.args.first().is_some_and(|u| u.starts_with("http")) =>
+                {
+                    match e.args.first().and_then(|u| vars(u)) {
+                        Some(to) => {
+                            r.set("redirect", format!("{{ to = {}, status = 302 }}", s(&to)));
+                            self.mapped(e, "a redirect rule (302)");
+                        }
+                        None => {
+                            self.unsupported(e, "a target with nginx variables is not mapped");
+                            return;
+                        }
+                    }
+                }
+                (Some(c), body) if (400..=599).contains(&c) => {
+                    match body {
+                        Some(b) if !b.contains('$') => {
+                            r.set("deny", format!("{{ status = {c}, body = {} }}", s(b)))
+                        }
+                        _ => r.set("deny", c.to_string()),
+                    }
+                    self.mapped(e, "a deny rule");
+                }
+                _ => {
+                    self.unsupported(e, "rampart's rules answer redirects and errors (3xx with a target, 400-599), not other statuses");
+                    return;
+                }
+            }
+        } else {
+            // rewrite REGEX REPLACEMENT [flag]
+            let (Some(re), Some(rep)) = (e.args.first(), e.args.get(1)) else {
+                self.unsupported(e, "rewrite REGEX REPLACEMENT expected");
+                return;
+            };
+            let flag = e.args.get(2).map(String::as_str).unwrap_or("");
+            let status = match flag {
+                "redirect" => 302,
+                "permanent" => 301,
+                _ if rep.starts_with("http://") || rep.starts_with("https://") => 302,
+                _ => {
+                    self.unsupported(e, "rewriting the URI (last/break) is not in rampart: only redirects are mapped");
+                    return;
+                }
+            };
+            if rep.contains("$1") || rep.contains("$2") {
+                self.unsupported(
+                    e,
+                    "a redirect built from the regex's captures is not mapped",
+                );
+                return;
+            }
+            let Some(to) = vars(rep) else {
+                self.unsupported(e, "a target with nginx variables is not mapped");
+                return;
+            };
+            if regex::Regex::new(re).is_err() {
+                self.unsupported(e, "a regex rampart's regex crate refuses");
+                return;
+            }
+            r.set("path_regex", s(re));
+            r.set(
+                "redirect",
+                format!("{{ to = {}, status = {status} }}", s(&to)),
+            );
+            self.approx(e, "a redirect rule on the path (nginx matches the regex against the URI, and appends the query)");
+        }
+        rules.push(r);
+    }
+
+    pub(super) fn location(&mut self, e: &Directive, settings: &mut Table) -> Option<Loc> {
+        let (kind, pat) = match e.args.as_slice() {
+            [m, p] if m == "=" => (LocKind::Exact, p.clone()),
+            [m, p] if m == "^~" => (LocKind::PrefixStop, p.clone()),
+            [m, p] if m == "~" || m == "~*" => (
+                LocKind::Regex,
+                if m == "~*" {
+                    format!("(?i){p}")
+                } else {
+                    p.clone()
+                },
+            ),
+            [p] if p.starts_with('@') => {
+                self.unsupported(
+                    e,
+                    "named locations (error_page / try_files targets) are not mapped",
+                );
+                return None;
+            }
+            [p] => (LocKind::Prefix, p.clone()),
+            _ => {
+                self.unsupported(e, "location [=|^~|~|~*] PATTERN expected");
+                return None;
+            }
+        };
+        let mut m = Table::default();
+        match kind {
+            LocKind::Exact if pat.starts_with('/') => m.set("path", s(&pat)),
+            LocKind::PrefixStop | LocKind::Prefix if pat == "/" => {}
+            LocKind::PrefixStop | LocKind::Prefix if pat.starts_with('/') => {
+                m.set("path_prefix", s(&pat))
+            }
+            LocKind::Regex if regex::Regex::new(&pat).is_ok() => m.set("path_regex", s(&pat)),
+            _ => {
+                self.unsupported(
+                    e,
+                    "a pattern rampart cannot match (paths start with /; the regex crate's syntax)",
+                );
+                return None;
+            }
+        }
+        let mut loc = Loc {
+            kind,
+            m,
+            len: pat.len(),
+            rules: Vec::new(),
+            pool: None,
+        };
+        self.mapped(
+            e,
+            "rules matching this path, in nginx's order of precedence",
+        );
+        let mut local = settings.clone();
+        let mut access: Vec<&Directive> = Vec::new();
+        let block = e.block.clone().unwrap_or_default();
+        for d in &block {
+            match d.name.as_str() {
+                "proxy_pass" => {
+                    let prefix = (kind != LocKind::Regex).then_some(pat.as_str());
+                    loc.pool = self.proxy_pass(d, prefix);
+                }
+                "return" | "rewrite" => self.return_or_rewrite(d, &mut loc.rules),
+                "allow" | "deny" => access.push(d),
+                "limit_req" => self.limit_req(d, &mut loc.rules),
+                "add_header" => self.add_header(d, &mut loc.rules),
+                "proxy_set_header" => {
+                    self.proxy_set_header(d, Some(&mut loc.rules));
+                }
+                "location" => self.unsupported(d, "nested locations are not mapped"),
+                "root" | "alias" | "index" | "try_files" | "autoindex" | "expires"
+                | "error_page" => {
+                    self.unsupported(d, "rampart serves no files: put a file server behind it")
+                }
+                "proxy_buffering"
+                | "proxy_buffers"
+                | "proxy_buffer_size"
+                | "proxy_busy_buffers_size"
+                | "proxy_request_buffering"
+                | "proxy_redirect"
+                | "proxy_cache"
+                | "proxy_cache_valid"
+                | "proxy_intercept_errors"
+                | "proxy_ssl_server_name"
+                | "proxy_ssl_verify"
+                | "proxy_ssl_name"
+                | "proxy_hide_header"
+                | "proxy_pass_header"
+                | "proxy_ignore_headers"
+                | "proxy_cookie_path" => self.approx(
+                    d,
+                    "rampart streams without buffering or caching; this is not imported",
+                ),
+                _ if self.common(d) => {}
+                _ => {
+                    let mut t = Table::default();
+                    if self.proxy_setting(d, &mut t) {
+                        local.0.extend(t.0);
+                    } else {
+                        self.unsupported(d, "no rampart equivalent is mapped");
+                    }
+                }
+            }
+        }
+        if let Some(r) = self.access_rules(&access) {
+            loc.rules.insert(0, r);
+        }
+        if let Some(p) = &loc.pool {
+            self.pool_settings.push((p.clone(), local));
+        }
+        Some(loc)
+    }
+}
