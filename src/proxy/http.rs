@@ -12,18 +12,17 @@ use super::headers::{
     request_target, strip_hop_by_hop,
 };
 use super::lifecycle::{self, Lifecycle};
+use super::replay::{buffer_if_small, Buffered, Replay};
+use super::tunnel::tunnel;
 use super::ProxyError;
 use crate::accesslog::End;
 use crate::config::Protocol;
-use crate::pool::{Pool, Server, ServerGuard};
+use crate::pool::{Pool, Server};
 use crate::snapshot::ServerBuilders;
 use crate::upstream::{self, Exchange, ReqBody, SendError, UpstreamError};
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
-use http::request::Parts;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body::{Body, Frame};
-use http_body_util::BodyExt;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -653,88 +652,6 @@ pub(super) fn reconfiguring() -> Response<ProxyBody> {
     )
 }
 
-enum Buffered {
-    Bytes(Bytes),
-    /// the body, and the frames read from it already
-    Stream(Incoming, std::collections::VecDeque<Frame<Bytes>>),
-}
-
-/// Reads the whole body when the request may be replayed and its size is known and
-/// within `retry_buffer`; otherwise leaves it streaming.
-async fn buffer_if_small(body: Incoming, replayable: bool, pool: &Pool) -> Result<Buffered, ()> {
-    if !replayable {
-        return first_frame(body, pool).await;
-    }
-    if body.is_end_stream() {
-        return Ok(Buffered::Bytes(Bytes::new()));
-    }
-    match body.size_hint().exact() {
-        Some(n) if n <= pool.retry.buffer => {
-            match tokio::time::timeout(pool.server_timeout, body.collect()).await {
-                Ok(Ok(c)) => Ok(Buffered::Bytes(c.to_bytes())),
-                _ => Err(()),
-            }
-        }
-        _ => first_frame(body, pool).await,
-    }
-}
-
-/// A streaming body, its first frame read before any server is chosen, and
-/// with it every frame that had already arrived (up to 64 KiB): a body
-/// malformed within what came with the head (a bad chunk size, chunk data not
-/// ended by CRLF) is refused by rampart and never reaches a server.
-async fn first_frame(mut body: Incoming, pool: &Pool) -> Result<Buffered, ()> {
-    let mut ahead = std::collections::VecDeque::new();
-    if body.is_end_stream() {
-        return Ok(Buffered::Stream(body, ahead));
-    }
-    match tokio::time::timeout(pool.server_timeout, body.frame()).await {
-        Ok(Some(Ok(f))) => ahead.push_back(f),
-        Ok(None) => return Ok(Buffered::Stream(body, ahead)),
-        Ok(Some(Err(_))) | Err(_) => return Err(()),
-    }
-    let mut size = 0;
-    while !body.is_end_stream() && size < 64 * 1024 && ahead.len() < 64 {
-        // a zero timeout polls the frame once: ready only if it had arrived
-        match tokio::time::timeout(Duration::ZERO, body.frame()).await {
-            Ok(Some(Ok(f))) => {
-                size += f.data_ref().map_or(0, |d| d.len());
-                ahead.push_back(f);
-            }
-            Ok(None) | Err(_) => break,
-            Ok(Some(Err(_))) => return Err(()),
-        }
-    }
-    Ok(Buffered::Stream(body, ahead))
-}
-
-/// A request kept for replay on another server.
-struct Replay {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Replay {
-    fn new(parts: &Parts, body: Bytes) -> Replay {
-        Replay {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-            body,
-        }
-    }
-
-    fn request(&self) -> Request<ReqBody> {
-        let mut r = Request::new(ReqBody::Full(Some(self.body.clone())));
-        *r.method_mut() = self.method.clone();
-        *r.uri_mut() = self.uri.clone();
-        *r.headers_mut() = self.headers.clone();
-        r
-    }
-}
-
 /// The single place a failed request becomes a response: counted, logged, answered.
 pub(super) fn fail(
     pool: &Pool,
@@ -771,50 +688,6 @@ pub(super) fn fail(
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
-}
-
-/// WebSocket (or any Upgrade) tunnel: copies bytes both ways until both sides close.
-async fn tunnel(
-    conn: Arc<ConnCtx>,
-    client: hyper::upgrade::OnUpgrade,
-    server: hyper::upgrade::OnUpgrade,
-    guard: ServerGuard,
-    log: Option<Box<ReqLog>>,
-    idle: Duration,
-) {
-    let (c, s) = match tokio::try_join!(client, server) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            if let Some(mut l) = log {
-                l.finish(0, End::ClientAbort);
-            }
-            return;
-        }
-    };
-    let mut c = TokioIo::new(c);
-    let mut s = TokioIo::new(s);
-    let out = tokio::select! {
-        out = super::tcp::relay(&mut c, &mut s, idle) => out,
-        _ = conn.kill.cancelled() => {
-            // the log line (dropped unwritten) says client_abort
-            tracing::debug!(peer = %conn.peer, "tunnel cut: its listener's grace is over");
-            return;
-        }
-    };
-    let st = &guard.server().state;
-    st.traffic.bytes_in.fetch_add(out.a_to_b, Ordering::Relaxed);
-    st.traffic
-        .bytes_out
-        .fetch_add(out.b_to_a, Ordering::Relaxed);
-    if let Some(mut l) = log {
-        let end = match out.end {
-            End::Ok => End::Upgraded,
-            other => other,
-        };
-        l.finish(out.b_to_a, end);
-    }
-    drop(guard);
 }
 
 /// RFC 9112's rules for HTTP/1 framing and Host that hyper leaves to its user:
@@ -883,6 +756,7 @@ fn strict_h1<B>(req: &Request<B>) -> Option<Response<ProxyBody>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::HeaderMap;
 
     #[test]
     fn hop_by_hop_headers_are_removed() {

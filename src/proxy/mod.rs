@@ -14,7 +14,9 @@ mod headers;
 pub mod http;
 pub mod io;
 pub mod lifecycle;
+mod replay;
 pub mod tcp;
+mod tunnel;
 
 use crate::accesslog::End;
 use crate::pool::{PickError, Pool, Server};

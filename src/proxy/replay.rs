@@ -1,0 +1,101 @@
+//! A request body before a server is chosen: read whole when the request may be
+//! retried on another server and is small enough (`retry_buffer`), else its
+//! first frames read ahead (a body malformed there never reaches a server); and
+//! the request kept for a replay.
+
+use crate::pool::Pool;
+use crate::upstream::ReqBody;
+use bytes::Bytes;
+use http::header::HeaderMap;
+use http::request::Parts;
+use http::{Method, Request, Uri};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::time::Duration;
+
+pub(super) enum Buffered {
+    Bytes(Bytes),
+    /// the body, and the frames read from it already
+    Stream(Incoming, std::collections::VecDeque<Frame<Bytes>>),
+}
+
+/// Reads the whole body when the request may be replayed and its size is known and
+/// within `retry_buffer`; otherwise leaves it streaming.
+pub(super) async fn buffer_if_small(
+    body: Incoming,
+    replayable: bool,
+    pool: &Pool,
+) -> Result<Buffered, ()> {
+    if !replayable {
+        return first_frame(body, pool).await;
+    }
+    if body.is_end_stream() {
+        return Ok(Buffered::Bytes(Bytes::new()));
+    }
+    match body.size_hint().exact() {
+        Some(n) if n <= pool.retry.buffer => {
+            match tokio::time::timeout(pool.server_timeout, body.collect()).await {
+                Ok(Ok(c)) => Ok(Buffered::Bytes(c.to_bytes())),
+                _ => Err(()),
+            }
+        }
+        _ => first_frame(body, pool).await,
+    }
+}
+
+/// A streaming body, its first frame read before any server is chosen, and
+/// with it every frame that had already arrived (up to 64 KiB): a body
+/// malformed within what came with the head (a bad chunk size, chunk data not
+/// ended by CRLF) is refused by rampart and never reaches a server.
+pub(super) async fn first_frame(mut body: Incoming, pool: &Pool) -> Result<Buffered, ()> {
+    let mut ahead = std::collections::VecDeque::new();
+    if body.is_end_stream() {
+        return Ok(Buffered::Stream(body, ahead));
+    }
+    match tokio::time::timeout(pool.server_timeout, body.frame()).await {
+        Ok(Some(Ok(f))) => ahead.push_back(f),
+        Ok(None) => return Ok(Buffered::Stream(body, ahead)),
+        Ok(Some(Err(_))) | Err(_) => return Err(()),
+    }
+    let mut size = 0;
+    while !body.is_end_stream() && size < 64 * 1024 && ahead.len() < 64 {
+        // a zero timeout polls the frame once: ready only if it had arrived
+        match tokio::time::timeout(Duration::ZERO, body.frame()).await {
+            Ok(Some(Ok(f))) => {
+                size += f.data_ref().map_or(0, |d| d.len());
+                ahead.push_back(f);
+            }
+            Ok(None) | Err(_) => break,
+            Ok(Some(Err(_))) => return Err(()),
+        }
+    }
+    Ok(Buffered::Stream(body, ahead))
+}
+
+/// A request kept for replay on another server.
+pub(super) struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Replay {
+    pub(super) fn new(parts: &Parts, body: Bytes) -> Replay {
+        Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            body,
+        }
+    }
+
+    pub(super) fn request(&self) -> Request<ReqBody> {
+        let mut r = Request::new(ReqBody::Full(Some(self.body.clone())));
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
