@@ -15,29 +15,24 @@
 //! the original too, so the comparison covers what was mapped and
 //! approximated.
 
+mod error;
+mod exchange;
 mod haproxy;
 mod local;
 mod nginx;
 
+pub use error::VerifyError;
 pub use local::Local;
+
+use exchange::{backend, read_requests, requests_for, send, Listener};
 
 use super::Imported;
 use std::collections::{BTreeMap, HashSet};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
-    #[error("{0}")]
-    Setup(String),
-    #[error("the original does not run here (after being moved to loopback): {0}")]
-    Original(String),
-    #[error("rampart does not run the converted config: {0}")]
-    Rampart(String),
-}
 
 /// What the comparison found.
 #[derive(Debug, Default)]
@@ -390,16 +385,6 @@ fn test_certificate(local: &mut Local) -> Result<(), VerifyError> {
     Ok(())
 }
 
-/// A listener of the converted config, as the request corpus needs it.
-#[derive(Debug, Clone)]
-struct Listener {
-    name: String,
-    binds: Vec<String>,
-    tls: bool,
-    tcp: bool,
-    rules: Vec<toml::Table>,
-}
-
 /// The converted config moved to the local world; its listeners as they
 /// were (for the request corpus).
 fn rampart_local(cfg: &mut toml::Table, local: &mut Local) -> Vec<Listener> {
@@ -510,299 +495,4 @@ fn rampart_local(cfg: &mut toml::Table, local: &mut Local) -> Vec<Listener> {
         }
     }
     out
-}
-
-#[derive(Debug, Clone)]
-struct Req {
-    method: String,
-    host: String,
-    path: String,
-    header: Option<(String, String)>,
-}
-
-/// Requests for a listener: every host and path its rules name (and a
-/// request outside each), each method and header they name.
-fn requests_for(l: &Listener) -> Vec<Req> {
-    let mut hosts: Vec<String> = vec!["unknown.example".into()];
-    let mut paths: Vec<String> = vec!["/".into(), "/zz-unmatched/x".into()];
-    let mut methods: Vec<String> = vec!["GET".into()];
-    let mut headers: Vec<(String, String)> = Vec::new();
-    for r in &l.rules {
-        if let Some(h) = r.get("host").and_then(|v| v.as_str()) {
-            let h = h
-                .strip_prefix("*.")
-                .map(|d| format!("www.{d}"))
-                .unwrap_or_else(|| h.to_string());
-            if !hosts.contains(&h) {
-                hosts.push(h);
-            }
-        }
-        if let Some(p) = r.get("path").and_then(|v| v.as_str()) {
-            paths.push(p.to_string());
-        }
-        if let Some(p) = r.get("path_prefix").and_then(|v| v.as_str()) {
-            paths.push(p.to_string());
-            paths.push(format!("{}{}x", p, if p.ends_with('/') { "" } else { "/" }));
-        }
-        if let Some(re) = r.get("path_regex").and_then(|v| v.as_str()) {
-            // a literal that matches the plainer regexes
-            let lit: String = re
-                .trim_start_matches("(?i)")
-                .trim_start_matches('^')
-                .replace("\\.", ".")
-                .replace("\\/", "/")
-                .chars()
-                .filter(|c| c.is_alphanumeric() || "/._-".contains(*c))
-                .collect();
-            if !lit.is_empty() {
-                paths.push(if lit.starts_with('/') {
-                    lit
-                } else {
-                    format!("/x/{lit}")
-                });
-            }
-        }
-        if let Some(ms) = r.get("method").and_then(|v| v.as_array()) {
-            for m in ms.iter().filter_map(|m| m.as_str()) {
-                if !methods.iter().any(|x| x == m) {
-                    methods.push(m.to_string());
-                }
-            }
-        }
-        if let Some(h) = r.get("header").and_then(|v| v.as_table()) {
-            if let Some(n) = h.get("name").and_then(|v| v.as_str()) {
-                let v = h.get("value").and_then(|v| v.as_str()).unwrap_or("1");
-                headers.push((n.to_string(), v.to_string()));
-            }
-        }
-    }
-    paths.sort();
-    paths.dedup();
-    if l.tcp {
-        return vec![Req {
-            method: "GET".into(),
-            host: "unknown.example".into(),
-            path: "/".into(),
-            header: None,
-        }];
-    }
-    let mut out = Vec::new();
-    for h in &hosts {
-        for p in &paths {
-            out.push(Req {
-                method: "GET".into(),
-                host: h.clone(),
-                path: p.clone(),
-                header: None,
-            });
-        }
-    }
-    for m in methods.iter().skip(1) {
-        for p in &paths {
-            out.push(Req {
-                method: m.clone(),
-                host: hosts.get(1).unwrap_or(&hosts[0]).clone(),
-                path: p.clone(),
-                header: None,
-            });
-        }
-    }
-    for hd in &headers {
-        for p in &paths {
-            out.push(Req {
-                method: "GET".into(),
-                host: hosts.get(1).unwrap_or(&hosts[0]).clone(),
-                path: p.clone(),
-                header: Some(hd.clone()),
-            });
-        }
-    }
-    out.truncate(400);
-    out
-}
-
-/// `METHOD HOST PATH [NAME: VALUE]` per line; `#` comments.
-fn read_requests(p: &Path) -> Result<Vec<Req>, VerifyError> {
-    let text = std::fs::read_to_string(p)
-        .map_err(|e| VerifyError::Setup(format!("{}: {e}", p.display())))?;
-    let mut out = Vec::new();
-    for (i, l) in text.lines().enumerate() {
-        let l = l.split('#').next().unwrap_or("").trim();
-        if l.is_empty() {
-            continue;
-        }
-        let mut w = l.splitn(4, ' ');
-        let (Some(m), Some(h), Some(path)) = (w.next(), w.next(), w.next()) else {
-            return Err(VerifyError::Setup(format!(
-                "{}:{}: METHOD HOST PATH [NAME: VALUE] expected",
-                p.display(),
-                i + 1
-            )));
-        };
-        let header = w
-            .next()
-            .and_then(|hv| hv.split_once(':'))
-            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()));
-        out.push(Req {
-            method: m.to_string(),
-            host: h.to_string(),
-            path: path.to_string(),
-            header,
-        });
-    }
-    Ok(out)
-}
-
-#[derive(Debug, Default)]
-struct Answer {
-    status: u16,
-    location: Option<String>,
-    pool: Option<String>,
-    error: Option<String>,
-    not_imported: bool,
-}
-
-impl Answer {
-    fn show(&self) -> String {
-        if let Some(e) = &self.error {
-            return format!("error ({e})");
-        }
-        let mut s = format!("{}", self.status);
-        if let Some(p) = &self.pool {
-            s.push_str(&format!(" pool={p}"));
-        }
-        if let Some(l) = &self.location {
-            s.push_str(&format!(" location={l}"));
-        }
-        s
-    }
-    fn same(&self, o: &Answer) -> bool {
-        // a connection both close without an answer is the same answer
-        if self.error.is_some() || o.error.is_some() {
-            return self.error.is_some() && o.error.is_some();
-        }
-        self.status == o.status && self.pool == o.pool && self.location == o.location
-    }
-}
-
-async fn backend(l: tokio::net::TcpListener, name: String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    loop {
-        let Ok((mut s, _)) = l.accept().await else {
-            continue;
-        };
-        let name = name.clone();
-        tokio::spawn(async move {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 65536 {
-                match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
-                    Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                    _ => return,
-                }
-            }
-            let resp = format!(
-                "HTTP/1.1 200 OK\r\nx-verify-pool: {name}\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n"
-            );
-            let _ = s.write_all(resp.as_bytes()).await;
-            let _ = s.shutdown().await;
-        });
-    }
-}
-
-async fn send(
-    ip: std::net::Ipv4Addr,
-    port: u16,
-    tls: Option<&Arc<rustls::ClientConfig>>,
-    r: &Req,
-    tcp: bool,
-) -> Answer {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut head = format!(
-        "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-        r.method, r.path, r.host
-    );
-    if let Some((n, v)) = &r.header {
-        head.push_str(&format!("{n}: {v}\r\n"));
-    }
-    if r.method == "POST" || r.method == "PUT" || r.method == "PATCH" {
-        head.push_str("Content-Length: 0\r\n");
-    }
-    head.push_str("\r\n");
-    let _ = tcp;
-    let go = async {
-        let s = tokio::net::TcpStream::connect(SocketAddr::from((ip, port))).await?;
-        let mut buf = Vec::new();
-        match tls {
-            Some(cfg) => {
-                let name =
-                    rustls_pki_types::ServerName::try_from(r.host.clone()).unwrap_or_else(|_| {
-                        rustls_pki_types::ServerName::try_from("verify.invalid".to_string())
-                            .expect("a valid name")
-                    });
-                let mut t = tokio_rustls::TlsConnector::from(Arc::clone(cfg))
-                    .connect(name, s)
-                    .await?;
-                t.write_all(head.as_bytes()).await?;
-                let _ = t.read_to_end(&mut buf).await;
-            }
-            None => {
-                let mut s = s;
-                s.write_all(head.as_bytes()).await?;
-                let _ = s.read_to_end(&mut buf).await;
-            }
-        }
-        Ok::<Vec<u8>, std::io::Error>(buf)
-    };
-    let buf = match tokio::time::timeout(Duration::from_secs(5), go).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => {
-            return Answer {
-                error: Some(e.kind().to_string()),
-                ..Answer::default()
-            }
-        }
-        Err(_) => {
-            return Answer {
-                error: Some("timeout".into()),
-                ..Answer::default()
-            }
-        }
-    };
-    parse_answer(&buf)
-}
-
-fn parse_answer(buf: &[u8]) -> Answer {
-    let text = String::from_utf8_lossy(buf);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return Answer {
-            error: Some(if buf.is_empty() {
-                "closed".into()
-            } else {
-                "no complete answer".into()
-            }),
-            ..Answer::default()
-        };
-    };
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let mut a = Answer {
-        status,
-        ..Answer::default()
-    };
-    for l in lines {
-        if let Some((n, v)) = l.split_once(':') {
-            match n.trim().to_ascii_lowercase().as_str() {
-                "location" => a.location = Some(v.trim().to_string()),
-                "x-verify-pool" => a.pool = Some(v.trim().to_string()),
-                _ => {}
-            }
-        }
-    }
-    a.not_imported = status == 501 && body.starts_with("not imported");
-    a
 }
