@@ -12,7 +12,7 @@ use crate::config::{Config, ListenerConfig, Mode, PoolConfig, ServerAddr};
 use crate::limits::ListenerShared;
 use crate::pool::{MemberSpec, Pool, PoolShared, ServerState};
 use crate::router::Router;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -295,7 +295,7 @@ pub fn members(pc: &PoolConfig, discovered: &Discovered) -> Vec<MemberSpec> {
 /// The hyper server builders of one listener.
 pub struct ServerBuilders {
     pub(crate) h1: hyper::server::conn::http1::Builder,
-    pub(crate) h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    pub(crate) h2: hyper::server::conn::http2::Builder<StreamExecutor>,
     /// Also bounds how long a new connection may stay silent.
     pub(crate) header_timeout: Duration,
     /// The longest a write to the client may wait (the client not reading).
@@ -333,7 +333,7 @@ pub fn server_builders(
         .keep_alive(true);
     // Every HTTP/2 limit set on purpose (`[listener.http2]`), rather than left to
     // library defaults that may change under us.
-    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let mut h2 = hyper::server::conn::http2::Builder::new(StreamExecutor);
     h2.timer(TokioTimer::new())
         .max_concurrent_streams(h2cfg.max_concurrent_streams)
         .max_header_list_size(h2cfg.max_header_list_size)
@@ -355,4 +355,25 @@ pub fn server_builders(
         client_timeout,
         h2_idle: h2cfg.idle_timeout,
     }
+}
+
+/// Spawns the task hyper runs for each HTTP/2 client stream on a tracker, so
+/// that they are counted (shutdown reports them) like connections.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamExecutor;
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        stream_tasks().spawn(fut);
+    }
+}
+
+/// hyper's HTTP/2 stream tasks (see `StreamExecutor`).
+pub fn stream_tasks() -> &'static tokio_util::task::TaskTracker {
+    static TASKS: std::sync::OnceLock<tokio_util::task::TaskTracker> = std::sync::OnceLock::new();
+    TASKS.get_or_init(tokio_util::task::TaskTracker::new)
 }
