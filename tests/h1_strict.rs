@@ -568,11 +568,7 @@ async fn the_table_against_haproxy_and_nginx() {
         .spawn()
         .expect("nginx (scripts/test.sh installs it)");
     for a in [ha, ng] {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(a).await.is_err() {
-            assert!(std::time::Instant::now() < deadline, "{a} never listened");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_listening(a, Duration::from_secs(10)).await;
     }
     let mut unexplained = Vec::new();
     let mut rows = Vec::new();

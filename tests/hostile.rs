@@ -275,12 +275,6 @@ fn legit_client(addr: SocketAddr, stop: Arc<AtomicBool>) -> Legit {
     l
 }
 
-fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 /// Live tasks on all the proxy's runtimes (`rampart_runtime_alive_tasks`).
 async fn alive_tasks(admin: SocketAddr) -> u64 {
     let (_, m) = admin_get(admin, "/metrics").await;

@@ -507,9 +507,9 @@ async fn listener_limit_keeps_excess_connections_waiting_not_refused() {
 /// With a limit of one connection, a second connection is accepted by the kernel but
 /// served only once the first closes.
 async fn excess_connections_wait(cfg: &str, listen: SocketAddr) {
-    let p = Proxy::start(cfg, &[]).await;
+    let _p = Proxy::start(cfg, &[]).await;
     // wait for the listener without using up the single slot for long
-    wait_for_listen(listen, &p).await;
+    wait_listening(listen, Duration::from_secs(10)).await;
     let mut first = TcpStream::connect(listen).await.unwrap();
     first
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -546,14 +546,6 @@ async fn excess_connections_wait(cfg: &str, listen: SocketAddr) {
 }
 
 /// Waits until `addr` accepts, closing each probe connection at once.
-async fn wait_for_listen(addr: SocketAddr, p: &Proxy) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "not listening: {}", p.stderr());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_access_log_line_per_request() {
     let backend = Backend::start("b", free_addr("127.0.0.2")).await;

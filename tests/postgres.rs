@@ -27,16 +27,11 @@ fn pg_bin() -> PathBuf {
     dirs.pop().expect("no PostgreSQL bin directory with initdb")
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Runs a PostgreSQL tool, as the `postgres` user when we are root (the server
 /// refuses to run as root).
 fn pg(tool: &str, args: &[&str]) -> std::process::Output {
     let bin = pg_bin().join(tool);
-    let mut cmd = if is_root() {
+    let mut cmd = if common::netns::is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(&bin);
         c
@@ -70,7 +65,7 @@ impl Clusters {
 
     fn start() -> Clusters {
         let dir = temp_dir("pg");
-        if is_root() {
+        if common::netns::is_root() {
             let st = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(&dir)
@@ -152,7 +147,7 @@ impl Drop for Clusters {
             let d = self.data(name);
             if Path::new(&d).join("postmaster.pid").exists() {
                 let bin = pg_bin().join("pg_ctl");
-                let mut cmd = if is_root() {
+                let mut cmd = if common::netns::is_root() {
                     let mut c = Command::new("runuser");
                     c.args(["-u", "postgres", "--"]).arg(&bin);
                     c

@@ -52,12 +52,8 @@ impl HaProxy {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("haproxy is not installed: run scripts/test.sh, which installs it");
-        let deadline = Instant::now() + Duration::from_secs(10);
         for a in wait_on {
-            while tokio::net::TcpStream::connect(a).await.is_err() {
-                assert!(Instant::now() < deadline, "haproxy did not listen on {a}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            wait_listening(*a, Duration::from_secs(10)).await;
         }
         HaProxy(child, log.parent().unwrap().to_path_buf())
     }

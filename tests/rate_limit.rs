@@ -162,20 +162,6 @@ async fn post_job(c: &Client, listen: SocketAddr, key: &str) -> (StatusCode, hyp
     (resp.status(), resp.headers().clone())
 }
 
-fn cli(admin: SocketAddr, args: &[&str]) -> String {
-    let out = std::process::Command::new(rampart_bin())
-        .args(args)
-        .args(["--admin", &format!("http://{admin}")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daily_quota_of_100_survives_a_reload_and_a_restart() {
     let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
@@ -221,9 +207,10 @@ async fn a_daily_quota_of_100_survives_a_reload_and_a_restart() {
         post_job(&c, listen, "free-1").await.0,
         StatusCode::TOO_MANY_REQUESTS
     );
-    let shown = tokio::task::spawn_blocking(move || cli(admin, &["quota", "show", "free-1"]))
-        .await
-        .unwrap();
+    let shown =
+        tokio::task::spawn_blocking(move || rampart_cli(admin, &["quota", "show", "free-1"]))
+            .await
+            .unwrap();
     assert!(
         shown.contains("jobs free-1: 100/100 used, 0 left"),
         "{shown}"
@@ -245,9 +232,10 @@ async fn a_daily_quota_of_100_survives_a_reload_and_a_restart() {
     assert_eq!(post_job(&c, listen, "free-2").await.0, StatusCode::OK);
 
     // an operator resets the key
-    let out = tokio::task::spawn_blocking(move || cli(admin, &["quota", "reset", "free-1"]))
-        .await
-        .unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || rampart_cli(admin, &["quota", "reset", "free-1"]))
+            .await
+            .unwrap();
     assert!(out.contains("free-1: reset in jobs"), "{out}");
     assert_eq!(post_job(&c, listen, "free-1").await.0, StatusCode::OK);
     let (_, list) = admin_get(admin, "/api/quotas?limit=jobs").await;

@@ -507,12 +507,6 @@ async fn get_maybe(url: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&body).into_owned())
 }
 
-fn fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_reloads_keep_memory_and_fds_flat_and_forget_removed_pools() {
     let (a, b) = two_pods().await;
@@ -544,7 +538,7 @@ async fn a_thousand_reloads_keep_memory_and_fds_flat_and_forget_removed_pools() 
         }
         assert_eq!(get(&c, &format!("http://{listen}/")).await.0, 200);
     }
-    let (rss0, fds0) = (rss_kib(p.pid()), fds(p.pid()));
+    let (rss0, fds0) = (rss_kib(p.pid()), fd_count(p.pid()));
     let n: usize = std::env::var("RELOAD_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -557,7 +551,7 @@ async fn a_thousand_reloads_keep_memory_and_fds_flat_and_forget_removed_pools() 
     }
     assert_eq!(generation(admin).await, 1 + 100 + n as u64);
     // ended on an even version: the extra pool and listener are gone
-    let (rss1, fds1) = (rss_kib(p.pid()), fds(p.pid()));
+    let (rss1, fds1) = (rss_kib(p.pid()), fd_count(p.pid()));
     let (_, metrics) = admin_get(admin, "/metrics").await;
     assert!(
         !metrics.contains("pool=\"extra\""),
@@ -569,7 +563,7 @@ async fn a_thousand_reloads_keep_memory_and_fds_flat_and_forget_removed_pools() 
     let mut fds1 = fds1;
     while fds1 > fds0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        fds1 = fds(p.pid());
+        fds1 = fd_count(p.pid());
     }
     eprintln!("after {n} reloads: RSS {rss0} -> {rss1} KiB, fds {fds0} -> {fds1}");
     assert!(

@@ -40,6 +40,14 @@ where
     }
 }
 
+/// Waits until `addr` accepts TCP connections (a server just started).
+pub async fn wait_listening(addr: SocketAddr, within: Duration) {
+    wait_until(within, &format!("{addr} listening"), || async {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+}
+
 /// Polls `cond` every 20 ms until it holds or `within` passes.
 pub async fn wait_for<F: FnMut() -> bool>(within: Duration, what: &str, mut cond: F) {
     let deadline = Instant::now() + within;
@@ -982,6 +990,13 @@ pub async fn wait_metric(admin: SocketAddr, line_start: &str, min: f64) -> Strin
         assert!(Instant::now() < deadline, "{line_start} < {min}: {m}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Open descriptors of a process (0 once it is gone).
+pub fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Resident set size of a process, KiB.
