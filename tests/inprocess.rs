@@ -87,26 +87,16 @@ impl Drop for InProcess {
     }
 }
 
-fn config(listen: SocketAddr, admin: SocketAddr, server: SocketAddr, health: &str) -> String {
-    format!(
-        r#"[global]
-threads = 1
-access_log = "off"
-shutdown_grace = "1s"
-[admin]
-bind = "{admin}"
-[[listener]]
-name = "web"
-bind = ["{listen}"]
-mode = "http"
-pool = "api"
-[[pool]]
-name = "api"
-  [pool.health]
-  {health}
-  [[pool.server]]
-  address = "{server}"
-"#
+/// One http listener and pool "api" with one server, checked over TCP every 10 s.
+fn config(server: SocketAddr) -> String {
+    let health =
+        "[pool.health]\nkind = \"tcp\"\ninterval = \"10s\"\ntimeout = \"2s\"\nrise = 2\nfall = 2\n";
+    common::http_config_at(
+        common::free_addr("127.0.0.1"),
+        common::free_addr("127.0.0.1"),
+        "threads = 1\naccess_log = \"off\"\nshutdown_grace = \"1s\"\n",
+        health,
+        &[(server, 1)],
     )
 }
 
@@ -116,12 +106,7 @@ name = "api"
 #[test]
 fn health_rise_and_fall_at_a_10s_interval_take_milliseconds_on_a_paused_clock() {
     let server = common::free_addr("127.0.0.2");
-    let cfg = config(
-        common::free_addr("127.0.0.1"),
-        common::free_addr("127.0.0.1"),
-        server,
-        "kind = \"tcp\"\n  interval = \"10s\"\n  timeout = \"2s\"\n  rise = 2\n  fall = 2",
-    );
+    let cfg = config(server);
     let t0 = Instant::now();
     let p = InProcess::start(&cfg, true);
     // nothing listens: refused, DOWN at the first check (a new server starts UNKNOWN)
@@ -157,12 +142,7 @@ fn health_rise_and_fall_at_a_10s_interval_take_milliseconds_on_a_paused_clock() 
 #[test]
 fn without_the_paused_clock_the_interval_is_real() {
     let server = common::free_addr("127.0.0.2");
-    let cfg = config(
-        common::free_addr("127.0.0.1"),
-        common::free_addr("127.0.0.1"),
-        server,
-        "kind = \"tcp\"\n  interval = \"10s\"\n  timeout = \"2s\"\n  rise = 2\n  fall = 2",
-    );
+    let cfg = config(server);
     let p = InProcess::start(&cfg, false);
     p.wait(Duration::from_secs(5), "DOWN", |p| {
         p.health() == Health::Down
