@@ -79,7 +79,7 @@ pub const CONNECT_BUCKETS: &[f64] = &[
 ];
 
 /// A pool's two histograms, owned by its `PoolShared` (so they are carried across
-/// reloads with it, and dropped with it); `metrics::render` reads them at scrape.
+/// reloads with it, and dropped with it); `admin::metrics::render` reads them at scrape.
 #[derive(Debug, Clone)]
 pub struct PoolHistograms {
     pub request_duration: prometheus::Histogram,
