@@ -16,32 +16,46 @@ use std::time::Duration;
 
 /// Sends one notification (lines `KEY=VALUE`). Returns whether it was sent.
 pub fn notify(msg: &str) -> bool {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return false;
-    };
-    let sock = match std::os::unix::net::UnixDatagram::unbound() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot notify systemd");
-            return false;
+    match std::env::var_os("NOTIFY_SOCKET") {
+        Some(path) => notify_to(&PathBuf::from(path), msg),
+        None => false,
+    }
+}
+
+/// [`notify`] to the socket at `path`. The send never blocks: a receiver
+/// that stopped reading (its queue holds `net.unix.max_dgram_qlen`, 10 by
+/// default) must not stall the control task that reloads or the watchdog.
+fn notify_to(path: &std::path::Path, msg: &str) -> bool {
+    let sent = std::os::unix::net::UnixDatagram::unbound().and_then(|sock| {
+        sock.set_nonblocking(true)?;
+        // `@name`: an abstract socket
+        match path.to_str().and_then(|p| p.strip_prefix('@')) {
+            Some(abs) => {
+                use std::os::linux::net::SocketAddrExt;
+                let a = std::os::unix::net::SocketAddr::from_abstract_name(abs.as_bytes())?;
+                sock.send_to_addr(msg.as_bytes(), &a)
+            }
+            None => sock.send_to(msg.as_bytes(), path),
         }
-    };
-    let path = PathBuf::from(path);
-    // `@name`: an abstract socket
-    let sent = if let Some(abs) = path.to_str().and_then(|p| p.strip_prefix('@')) {
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(abs.as_bytes())
-            .and_then(|a| sock.send_to_addr(msg.as_bytes(), &a))
-    } else {
-        sock.send_to(msg.as_bytes(), &path)
-    };
+    });
     match sent {
         Ok(_) => true,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot notify systemd");
+            if first_failure(msg) {
+                tracing::warn!(error = %e, "cannot notify systemd (logged once for this kind of message)");
+            }
             false
         }
     }
+}
+
+/// Whether this is the first failed send of `msg`'s kind (its first key).
+fn first_failure(msg: &str) -> bool {
+    const KINDS: [&str; 4] = ["MAINPID", "RELOADING", "STOPPING", "WATCHDOG"];
+    static WARNED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+    let key = msg.split(['=', '\n']).next().unwrap_or("");
+    let bit = 1u8 << KINDS.iter().position(|k| *k == key).unwrap_or(KINDS.len());
+    WARNED.fetch_or(bit, std::sync::atomic::Ordering::Relaxed) & bit == 0
 }
 
 /// The proxy serves (also sent by the new process of a binary upgrade, whose
@@ -99,6 +113,32 @@ pub async fn watchdog(every: Duration, stop: tokio_util::sync::CancellationToken
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_receiver_that_stopped_reading_never_blocks_a_sender() {
+        let dir = std::env::temp_dir().join(format!("rampart-sdnotify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify");
+        let _ = std::fs::remove_file(&path);
+        let receiver = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        // far more than the kernel's queue holds (10 by default), none read
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sender = std::thread::spawn(move || {
+            let sent = (0..100)
+                .filter(|_| notify_to(&path, "WATCHDOG=1\n"))
+                .count();
+            let _ = tx.send(sent);
+        });
+        let sent = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a send blocked on a full queue");
+        sender.join().unwrap();
+        assert!((1..100).contains(&sent), "{sent} of 100 sent");
+        let mut buf = [0u8; 64];
+        let n = receiver.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"WATCHDOG=1\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn the_watchdog_interval_is_half_of_what_systemd_asks() {

@@ -445,6 +445,12 @@ pub struct Proxy {
     pub config: PathBuf,
     /// `[admin] bind`, read from the config: where its state is polled.
     pub admin: Option<SocketAddr>,
+    /// Where it sends systemd's notifications (READY=1), unless the caller
+    /// chose its own NOTIFY_SOCKET.
+    notify: Option<std::os::unix::net::UnixDatagram>,
+    /// Reads (and drops) the notifications after start-up, so that the
+    /// socket's queue never fills; aborted on drop.
+    notify_drain: Option<tokio::task::JoinHandle<()>>,
     exited: Option<ExitStatus>,
 }
 
@@ -477,7 +483,17 @@ impl Proxy {
         let dir = temp_dir("proxy");
         let path = dir.join("rampart.toml");
         std::fs::write(&path, config).unwrap();
-        let child = Command::new(rampart_bin())
+        let notify_path = dir.join("notify");
+        let notify = (!env.iter().any(|(k, _)| *k == "NOTIFY_SOCKET")).then(|| {
+            let s = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        });
+        let mut cmd = Command::new(rampart_bin());
+        if notify.is_some() {
+            cmd.env("NOTIFY_SOCKET", &notify_path);
+        }
+        let child = cmd
             .args(["run", "-c"])
             .arg(&path)
             .env("RAMPART_LOG", log)
@@ -495,12 +511,14 @@ impl Proxy {
             dir,
             config: path,
             admin: admin_bind(config),
+            notify,
+            notify_drain: None,
             exited: None,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         // Sockets are bound (and the kernel queues connections) before start-up is
-        // over: the admin API says "running" once everything runs (the log line
-        // is the fallback for an admin server behind read_auth).
+        // over: the admin API says "running" once everything runs, and so does
+        // READY=1 on the notify socket (for a config without an open admin API).
         while !p.started().await {
             if let Ok(Some(st)) = p.child.try_wait() {
                 panic!("rampart exited early ({st}): {}", p.stderr());
@@ -511,6 +529,13 @@ impl Proxy {
                 p.stderr()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(sock) = p.notify.take() {
+            let sock = tokio::net::UnixDatagram::from_std(sock).unwrap();
+            p.notify_drain = Some(tokio::spawn(async move {
+                let mut buf = [0u8; 512];
+                while sock.recv(&mut buf).await.is_ok() {}
+            }));
         }
         for addr in wait_on {
             loop {
@@ -535,7 +560,8 @@ impl Proxy {
         self.child.id() as i32
     }
 
-    /// Start-up is over: the phase the admin API reports has left "starting".
+    /// Start-up is over: the phase the admin API reports has left "starting",
+    /// or the proxy sent READY=1.
     async fn started(&self) -> bool {
         if let Some(admin) = self.admin {
             if let Ok(Ok((st, body))) = tokio::time::timeout(
@@ -553,7 +579,19 @@ impl Proxy {
                 }
             }
         }
-        self.stderr().contains("rampart started")
+        match &self.notify {
+            Some(sock) => {
+                let mut buf = [0u8; 512];
+                while let Ok(n) = sock.recv(&mut buf) {
+                    if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
+                        return true;
+                    }
+                }
+                false
+            }
+            // the caller listens on NOTIFY_SOCKET itself
+            None => self.stderr().contains("rampart started"),
+        }
     }
 
     fn admin_addr(&self) -> SocketAddr {
@@ -688,6 +726,9 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        if let Some(t) = &self.notify_drain {
+            t.abort();
+        }
         if self.exited.is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
