@@ -47,6 +47,24 @@ pub struct HaStatus {
     peers: Mutex<HashMap<String, (SystemTime, u8)>>,
     /// Why the node is in FAULT, if it is.
     pub fault_reason: Mutex<Option<String>>,
+    /// The last [`HISTORY`] state changes, oldest first.
+    history: Mutex<std::collections::VecDeque<Change>>,
+    /// This process took over as MASTER from the process it upgraded.
+    pub resumed_master: std::sync::atomic::AtomicBool,
+}
+
+/// How many state changes `/stats;json` keeps.
+const HISTORY: usize = 32;
+
+/// One state change, as `/stats;json`'s `ha.history` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Change {
+    at: String,
+    from: &'static str,
+    to: &'static str,
+    /// Why, for a change into FAULT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    why: Option<String>,
 }
 
 impl HaStatus {
@@ -61,6 +79,8 @@ impl HaStatus {
             dropped: Default::default(),
             peers: Mutex::new(HashMap::new()),
             fault_reason: Mutex::new(None),
+            history: Default::default(),
+            resumed_master: Default::default(),
         }
     }
 
@@ -75,6 +95,24 @@ impl HaStatus {
             3 => State::Fault,
             _ => State::Init,
         }
+    }
+
+    /// Records a change from the state last made known to `to`.
+    fn changed(&self, to: State, why: Option<String>) -> State {
+        let from = self.state();
+        self.set_state(to);
+        self.transitions.fetch_add(1, Ordering::Relaxed);
+        let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        if h.len() == HISTORY {
+            h.pop_front();
+        }
+        h.push_back(Change {
+            at: crate::clock::rfc3339_now(),
+            from: from.as_str(),
+            to: to.as_str(),
+            why,
+        });
+        from
     }
 
     fn set_state(&self, s: State) {
@@ -124,6 +162,8 @@ impl HaStatus {
             "adverts_sent": self.adverts_sent.load(Ordering::Relaxed),
             "adverts_received": self.adverts_received.load(Ordering::Relaxed),
             "fault": *self.fault_reason.lock().unwrap_or_else(|e| e.into_inner()),
+            "resumed_master": self.resumed_master.load(Ordering::Relaxed),
+            "history": *self.history.lock().unwrap_or_else(|e| e.into_inner()),
             "peers": self.peers().into_iter().map(|(id, ago, prio)| serde_json::json!({
                 "node_id": id, "last_seen_secs": ago.as_secs_f64(), "priority": prio,
             })).collect::<Vec<_>>(),
@@ -245,6 +285,7 @@ impl Ha {
         let t = node.now();
         let start = if self.resume_master {
             tracing::info!("HA: resuming as MASTER (taken over from the old process)");
+            self.status.resumed_master.store(true, Ordering::Relaxed);
             Event::ResumeMaster
         } else {
             Event::Start
@@ -494,9 +535,20 @@ impl Node<'_> {
                 Action::Transition { to, .. } => {
                     // From what was last made known (a takeover dropped above
                     // never showed MASTER).
-                    let from = self.ha.status.state();
-                    self.ha.status.set_state(to);
-                    self.ha.status.transitions.fetch_add(1, Ordering::Relaxed);
+                    let why = match to {
+                        State::Fault if self.vip_failed => {
+                            Some("the VIP could not be added".into())
+                        }
+                        State::Fault => self
+                            .ha
+                            .status
+                            .fault_reason
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .clone(),
+                        _ => None,
+                    };
+                    let from = self.ha.status.changed(to, why);
                     tracing::info!(from = from.as_str(), to = to.as_str(), node = %self.cfg.node_id, "HA state changed");
                     if let Some(script) = &self.cfg.notify {
                         run_notify(script, &[to.as_str(), &self.cfg.node_id]);
