@@ -100,6 +100,9 @@ pub struct ListenerShared {
     pub read_only_refused: AtomicU64,
     /// Times the listener switched into or out of read-only mode.
     pub read_only_switches: AtomicU64,
+    /// Connections refused for their PROXY header, by
+    /// [`PpError::reason`](crate::proxy_protocol::PpError::reason).
+    pub proxy_refused: [AtomicU64; crate::proxy_protocol::PpError::REASONS.len()],
 }
 
 impl ListenerShared {
@@ -113,6 +116,7 @@ impl ListenerShared {
             read_only_now: Default::default(),
             read_only_refused: AtomicU64::new(0),
             read_only_switches: AtomicU64::new(0),
+            proxy_refused: Default::default(),
         }
     }
 }

@@ -6,13 +6,14 @@
 //! accepting and its connections drain within `shutdown_grace`.
 
 use crate::config::{Config, Mode};
-use crate::limits::Permits;
+use crate::limits::{ListenerShared, Permits};
 use crate::plane::Plane;
 use crate::proxy;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -143,7 +144,10 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                 } else {
                     ctx.tracker.spawn(async move {
                         let mut stream = stream;
-                        let Some(peer) = layers.client(&mut stream, peer, addr).await else {
+                        let Some(peer) = layers
+                            .client(&mut stream, peer, addr, permits.listener())
+                            .await
+                        else {
                             return;
                         };
                         match &layers.tls {
@@ -164,7 +168,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                 let addr = ctx.addr;
                 let h = ctx.tracker.spawn(async move {
                     let mut stream = stream;
-                    let Some(peer) = layers.client(&mut stream, peer, addr).await else {
+                    let Some(peer) = layers.client(&mut stream, peer, addr, permits.listener()).await else {
                         return;
                     };
                     let local = stream.local_addr().unwrap_or(addr);
@@ -284,6 +288,7 @@ impl Layers {
         stream: &mut tokio::net::TcpStream,
         peer: SocketAddr,
         addr: SocketAddr,
+        listener: &ListenerShared,
     ) -> Option<SocketAddr> {
         let Some(pp) = &self.pp else {
             return Some(peer);
@@ -291,6 +296,7 @@ impl Layers {
         match crate::proxy_protocol::accept(stream, peer, pp).await {
             Ok(client) => Some(client),
             Err(e) => {
+                listener.proxy_refused[e.reason()].fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%addr, %peer, error = %e, "connection refused: PROXY protocol");
                 None
             }

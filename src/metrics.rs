@@ -25,6 +25,10 @@ static METRICS: OnceLock<Metrics> = OnceLock::new();
 pub static STATE_FILE_WRITE_ERRORS: std::sync::atomic::AtomicU64 =
     std::sync::atomic::AtomicU64::new(0);
 
+/// The last write of the state file failed (set and cleared by `statefile`).
+pub static STATE_FILE_FAILING: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// The process's metrics (one registry per process, like the crate's default).
 pub fn global() -> &'static Metrics {
     METRICS.get_or_init(|| {

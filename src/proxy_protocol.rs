@@ -49,6 +49,25 @@ pub enum PpError {
     Closed,
 }
 
+impl PpError {
+    /// The names of the refusal reasons, as counted per listener
+    /// (`proxy_protocol_refused` in `/stats;json`, a `reason` label in metrics),
+    /// indexed by [`PpError::reason`].
+    pub const REASONS: [&'static str; 5] =
+        ["malformed", "untrusted", "missing", "timeout", "closed"];
+
+    /// This refusal's index in [`PpError::REASONS`].
+    pub fn reason(&self) -> usize {
+        match self {
+            PpError::Malformed(_) => 0,
+            PpError::Untrusted(_) => 1,
+            PpError::Missing(_) => 2,
+            PpError::Timeout => 3,
+            PpError::Closed => 4,
+        }
+    }
+}
+
 /// Parses the start of a connection.
 pub fn parse(buf: &[u8]) -> Result<Parsed, PpError> {
     let bad = PpError::Malformed;

@@ -184,7 +184,7 @@ pub fn save(path: &Path, state: &StateFile, seq: u64) -> Result<(), StateFileErr
 /// [`save`], logging a failure when writes start failing and when they recover
 /// (quota counts are written every second: one line per outage, not per write).
 pub fn save_logged(path: &Path, state: &StateFile, seq: u64) {
-    static FAILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    use crate::metrics::STATE_FILE_FAILING as FAILING;
     use std::sync::atomic::Ordering;
     match save(path, state, seq) {
         Err(e) if !FAILING.swap(true, Ordering::Relaxed) => {

@@ -99,12 +99,21 @@ fn args(a: &[&str]) -> Vec<String> {
 }
 
 async fn server_health(admin: SocketAddr, pool: &str, id: &str) -> String {
+    server_field(admin, pool, id, "health")
+        .await
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A field of the server `id` of `pool` in `/api/pools/{pool}` (null if none).
+async fn server_field(admin: SocketAddr, pool: &str, id: &str, field: &str) -> Value {
     let (_, text) = admin_get(admin, &format!("/api/pools/{pool}")).await;
     let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     v["servers"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["id"] == id))
-        .map(|s| s["health"].as_str().unwrap_or("").to_string())
+        .map(|s| s[field].clone())
         .unwrap_or_default()
 }
 
@@ -206,10 +215,13 @@ async fn grpc_unary_and_streaming_over_tls_to_h2c_servers_with_trailers_and_heal
         assert_eq!(c["code"], "OK", "{c}");
         assert_eq!(c["trailers"]["x-served-by"], "b", "{c}");
     }
+    let check = server_field(admin, "grpc", &a_id, "last_check").await;
     assert!(
-        p.stderr().contains("gRPC health: NOT_SERVING"),
-        "the reason is logged: {}",
-        p.stderr()
+        check["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("NOT_SERVING"),
+        "the reason is shown: {check}"
     );
     std::fs::write(&a_state, "SERVING").unwrap();
     wait_until(Duration::from_secs(10), "SERVING again: UP", || async {

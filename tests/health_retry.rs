@@ -140,10 +140,15 @@ async fn a_failing_health_endpoint_takes_the_server_out_within_the_bound() {
         last_b <= bound,
         "pod-b got traffic {last_b:?} after its /health failed (bound {bound:?})"
     );
+    let v = p.pool("api").await;
+    let check = &server_in(&v, b.addr)["last_check"];
+    assert_eq!(check["ok"], false, "{v}");
     assert!(
-        p.stderr().contains("HTTP status 500"),
-        "the reason is logged: {}",
-        p.stderr()
+        check["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("HTTP status 500"),
+        "the reason is shown: {v}"
     );
     assert!(a.requests() > 0);
 }

@@ -242,12 +242,17 @@ async fn a_drain_budget_flips_readiness_first_serves_through_propagation_and_end
         &[(backend.addr, 1)],
     );
     let mut p = Proxy::start(&cfg, &[listen, admin]).await;
-    assert!(
-        p.stderr().contains("drain budget")
-            && p.stderr().contains("propagation=1s")
-            && p.stderr().contains("connections=3s"),
-        "{}",
-        p.stderr()
+    let stats = p.stats().await;
+    let split = &stats["config"]["shutdown"];
+    assert_eq!(
+        [
+            &split["budget_secs"],
+            &split["propagation_secs"],
+            &split["connections_secs"],
+            &split["margin_secs"]
+        ],
+        [5.0, 1.0, 3.0, 1.0],
+        "{stats}"
     );
     wait_until(Duration::from_secs(10), "ready", || async {
         admin_get(admin, "/ready").await.0 == StatusCode::OK

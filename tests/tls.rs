@@ -591,20 +591,14 @@ async fn tls_to_backends_is_verified_pooled_resumed_and_health_checked() {
     // health checks go over TLS too: the good pool's server comes UP (it takes
     // no traffic before its first check passes), while one whose pool does not
     // trust the server's CA goes DOWN
-    let state = |pool: &'static str| async move {
-        let (_, body) = admin_get(admin, &format!("/api/pools/{pool}")).await;
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        v["servers"][0]["status"].as_str().unwrap_or("").to_string()
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (g, w) = (state("good").await, state("checked").await);
-        if g == "UP" && w.starts_with("DOWN") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "good={g} checked={w}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    p.wait_server(Duration::from_secs(10), "good", good.addr, "UP")
+        .await;
+    p.wait_pool(Duration::from_secs(10), "checked", "its server DOWN", |v| {
+        v["servers"][0]["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("DOWN"))
+    })
+    .await;
     let c = client();
     // verified by name, and by the IP address SAN when no name is given
     let (st, b) = get(&c, &format!("http://{ok_l}/")).await;
@@ -630,27 +624,20 @@ async fn tls_to_backends_is_verified_pooled_resumed_and_health_checked() {
     assert_eq!(st, 502);
     let (st, _) = get(&c, &format!("http://{wrong_name}/")).await;
     assert_eq!(st, 502);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let e = p.stderr();
-        let failed: Vec<&str> = e
-            .lines()
-            .filter(|l| l.contains("TLS handshake with the server failed"))
-            .collect();
-        if failed
-            .iter()
-            .any(|l| l.contains("pool=wrongca") && l.contains("UnknownIssuer"))
-            && failed
-                .iter()
-                .any(|l| l.contains("pool=wrongname") && l.contains("not valid for name"))
-        {
-            break;
-        }
+    // each with its reason, on the server it was made to
+    for (pool, why) in [
+        ("wrongca", "UnknownIssuer"),
+        ("wrongname", "not valid for name"),
+    ] {
+        let v = p.pool(pool).await;
+        let err = v["servers"][0]["last_error"]["error"]
+            .as_str()
+            .unwrap_or("");
         assert!(
-            std::time::Instant::now() < deadline,
-            "verification failures not logged: {e}"
+            err.contains("TLS handshake") && err.contains(why),
+            "{pool}: {v}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(v["servers"][0]["connect_errors"], 1, "{pool}: {v}");
     }
 }
 

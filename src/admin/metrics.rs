@@ -220,6 +220,11 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         "Writes refused in read-only mode",
         &["listener"],
     );
+    let l_pp_refused = counter(
+        "rampart_listener_proxy_protocol_refused_total",
+        "Connections refused for their PROXY header, by reason",
+        &["listener", "reason"],
+    );
     let l_ro_switches = counter(
         "rampart_listener_read_only_switches_total",
         "Times the listener switched into or out of read-only mode",
@@ -404,6 +409,14 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         l_total
             .with_label_values(&[&*l.name])
             .inc_by(st.total.load(Ordering::Relaxed));
+        if l.proxy_protocol.is_some() {
+            let reasons = crate::proxy_protocol::PpError::REASONS;
+            for (reason, n) in reasons.iter().zip(&st.proxy_refused) {
+                l_pp_refused
+                    .with_label_values(&[&*l.name, reason])
+                    .inc_by(n.load(Ordering::Relaxed));
+            }
+        }
         if l.mode == crate::config::Mode::Http {
             let ro = st.manual_read_only.load(Ordering::Relaxed)
                 || st.read_only_now.load(Ordering::Relaxed);
@@ -474,6 +487,14 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     state_errors
         .with_label_values::<&str>(&[])
         .inc_by(crate::metrics::STATE_FILE_WRITE_ERRORS.load(Ordering::Relaxed));
+    let state_failing = gauge(
+        "rampart_state_file_failing",
+        "1 while the last write of the state file failed",
+        &[],
+    );
+    state_failing.with_label_values::<&str>(&[]).set(i64::from(
+        crate::metrics::STATE_FILE_FAILING.load(Ordering::Relaxed),
+    ));
 
     let mut out = Vec::new();
     if let Some(ha) = shared.ha.get() {
@@ -563,12 +584,14 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(l_ro.collect());
     out.extend(l_ro_refused.collect());
     out.extend(l_ro_switches.collect());
+    out.extend(l_pp_refused.collect());
     out.extend(dns_lookups.collect());
     out.extend(dns_errors.collect());
     out.extend(dns_members.collect());
     out.extend(misc.collect());
     out.extend(tasks.collect());
     out.extend(state_errors.collect());
+    out.extend(state_failing.collect());
     out.extend(generation.collect());
     out.extend(reloads.collect());
     out.extend(last_reload.collect());

@@ -41,16 +41,39 @@ pub struct ConfigView {
     pub reloads_ok: u64,
     pub reloads_failed: u64,
     pub last_reload: Option<crate::control::ReloadRecord>,
+    /// What SIGTERM does, in the running config.
+    #[serde(default)]
+    pub shutdown: ShutdownView,
+}
+
+/// The stop sequence: /ready says 503 at once; everything is served for
+/// `propagation_secs` (`drain_delay`) while endpoints notice; then listeners
+/// close and connections get `connections_secs` (`shutdown_grace`) to finish.
+/// With `drain_budget`, the two are its split, and `margin_secs` is what it
+/// keeps before a hard stop.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ShutdownView {
+    pub propagation_secs: f64,
+    pub connections_secs: f64,
+    pub budget_secs: Option<f64>,
+    pub margin_secs: Option<f64>,
 }
 
 /// The config generation and the reload counters (`GET /api/reload`).
 pub fn reload_view(shared: &Shared) -> ConfigView {
     let r = shared.reloads.lock().unwrap_or_else(|e| e.into_inner());
+    let g = &shared.config.load().global;
     ConfigView {
         generation: shared.plane.snapshot.load().generation,
         reloads_ok: r.ok,
         reloads_failed: r.failed,
         last_reload: r.last.clone(),
+        shutdown: ShutdownView {
+            propagation_secs: g.drain_delay.as_secs_f64(),
+            connections_secs: g.shutdown_grace.as_secs_f64(),
+            budget_secs: g.drain_budget.map(|(b, _)| b.as_secs_f64()),
+            margin_secs: g.drain_budget.map(|(_, m)| m.as_secs_f64()),
+        },
     }
 }
 
@@ -71,6 +94,10 @@ pub struct ListenerView {
     /// Writes refused in read-only mode.
     #[serde(default)]
     pub read_only_refused: u64,
+    /// Connections refused for their PROXY header, by reason (malformed,
+    /// untrusted, missing, timeout, closed); empty where the listener takes none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub proxy_protocol_refused: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,6 +190,16 @@ pub struct ServerView {
     pub downtime_secs: u64,
     pub ejections: u64,
     pub last_check: Option<CheckView>,
+    /// The last failed connect or response here (traffic, not checks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<ErrorView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorView {
+    pub error: String,
+    /// Unix seconds.
+    pub at: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,6 +253,14 @@ pub fn build(shared: &Shared, rates: &Mutex<crate::rates::Rates>) -> Stats {
             read_only: st.manual_read_only.load(Ordering::Relaxed)
                 || st.read_only_now.load(Ordering::Relaxed),
             read_only_refused: st.read_only_refused.load(Ordering::Relaxed),
+            proxy_protocol_refused: match l.proxy_protocol {
+                None => Default::default(),
+                Some(_) => crate::proxy_protocol::PpError::REASONS
+                    .iter()
+                    .zip(&st.proxy_refused)
+                    .map(|(r, n)| (r.to_string(), n.load(Ordering::Relaxed)))
+                    .collect(),
+            },
         })
         .collect();
     let dns = shared
@@ -348,6 +393,16 @@ fn server_view(p: &Pool, i: usize, now: u64, rates: &crate::rates::Rates) -> Ser
         downtime_secs: st.downtime(now).as_secs(),
         ejections: st.breaker.ejections.load(Ordering::Relaxed),
         last_check,
+        last_error: st
+            .traffic
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(at, error)| ErrorView {
+                error: error.clone(),
+                at: *at,
+            }),
     }
 }
 

@@ -96,6 +96,24 @@ pub struct Traffic {
     pub response_errors: AtomicU64,
     /// Requests that failed here and were retried on another server.
     pub retries: AtomicU64,
+    /// The last failed attempt here (unix seconds, and why), for the operator:
+    /// written only on the error path, by [`Traffic::failed`].
+    pub last_error: std::sync::Mutex<Option<(u64, String)>>,
+}
+
+impl Traffic {
+    /// Counts a failed attempt (a connect error, or a response error) and
+    /// remembers why.
+    pub fn failed(&self, connect: bool, why: &dyn std::fmt::Display) {
+        let c = if connect {
+            &self.connect_errors
+        } else {
+            &self.response_errors
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        let last = Some((crate::clock::unix_now(), why.to_string()));
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = last;
+    }
 }
 
 /// What the server's check loop records.

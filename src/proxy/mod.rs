@@ -111,12 +111,7 @@ impl ProxyError {
             if e.is_client_fault() {
                 return;
             }
-            let c = if e.is_connect() {
-                &server.state.traffic.connect_errors
-            } else {
-                &server.state.traffic.response_errors
-            };
-            c.fetch_add(1, Ordering::Relaxed);
+            server.state.traffic.failed(e.is_connect(), e);
         }
     }
 

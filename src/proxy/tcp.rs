@@ -110,11 +110,8 @@ pub async fn serve<S>(
         let header = crate::proxy_protocol::header(v, peer, session.local, session.tls.as_ref());
         if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut backend, &header).await {
             tracing::debug!(pool = %pool.name, error = %e, "cannot send the PROXY header");
-            server
-                .state
-                .traffic
-                .response_errors
-                .fetch_add(1, Ordering::Relaxed);
+            let why = format!("cannot send the PROXY header: {e}");
+            server.state.traffic.failed(false, &why);
             log(Some(&server.id), Some(connect), 0, 0, End::ServerAbort);
             return;
         }
@@ -124,11 +121,7 @@ pub async fn serve<S>(
         Some(tls) => match upstream::connect_tls(&pool, tls, server, backend).await {
             Ok(mut b) => relay(&mut client, &mut b, pool.server_timeout).await,
             Err(e) => {
-                server
-                    .state
-                    .traffic
-                    .connect_errors
-                    .fetch_add(1, Ordering::Relaxed);
+                server.state.traffic.failed(true, &e);
                 let end = match e {
                     upstream::UpstreamError::ConnectTimeout { .. } => End::ConnectTimeout,
                     _ => End::ConnectError,
@@ -149,11 +142,8 @@ pub async fn serve<S>(
         .bytes_out
         .fetch_add(out.b_to_a, Ordering::Relaxed);
     if out.end == End::ServerAbort {
-        server
-            .state
-            .traffic
-            .response_errors
-            .fetch_add(1, Ordering::Relaxed);
+        let why = "the server reset or broke the session";
+        server.state.traffic.failed(false, &why);
     }
     log(
         Some(&server.id),
