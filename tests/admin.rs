@@ -463,11 +463,10 @@ async fn ready_is_503_before_the_first_health_round_and_during_drain() {
         s["pools"][0]["servers"][0]["last_check"].is_object()
     })
     .await;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while admin_get(admin, "/ready").await.0 != StatusCode::OK {
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(3), "ready", || async {
+        admin_get(admin, "/ready").await.0 == StatusCode::OK
+    })
+    .await;
     assert!(t0.elapsed() < Duration::from_secs(3));
     // SIGTERM: draining, /ready says 503 while the listener still serves
     p.signal(libc::SIGTERM);
@@ -505,11 +504,7 @@ async fn token_and_read_auth() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(admin).await.is_err() {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_listening(admin, Duration::from_secs(10)).await;
     let c = client();
     let req = |method: &str, path: &str, auth: Option<&str>| {
         let mut r = Request::builder()
@@ -664,23 +659,15 @@ async fn cli_watch_redraws_until_interrupted() {
         }
         buf
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !reader.is_finished() {
-        assert!(Instant::now() < deadline, "watch did not redraw twice");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(Duration::from_secs(10), "watch redrawn twice", || {
+        reader.is_finished()
+    })
+    .await;
     let text = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
     assert!(text.matches("pool api").count() >= 2, "{text}");
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            assert!(st.success(), "{st}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "watch did not stop on SIGINT");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let st = wait_child(&mut child, Duration::from_secs(5), "watch, on SIGINT,").await;
+    assert!(st.success(), "{st}");
     let _ = BodyExt::boxed(http_body_util::Full::new(bytes::Bytes::new()));
 }

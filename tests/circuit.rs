@@ -6,12 +6,10 @@ mod common;
 
 use common::*;
 use hyper::StatusCode;
-use serde_json::Value;
 use std::time::Duration;
 
 async fn circuit_state(admin: std::net::SocketAddr) -> String {
-    let (_, text) = admin_get(admin, "/api/pools/api").await;
-    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let v = pool_view(admin, "api").await;
     v["circuit"].as_str().unwrap_or("").to_string()
 }
 

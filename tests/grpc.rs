@@ -108,13 +108,7 @@ async fn server_health(admin: SocketAddr, pool: &str, id: &str) -> String {
 
 /// A field of the server `id` of `pool` in `/api/pools/{pool}` (null if none).
 async fn server_field(admin: SocketAddr, pool: &str, id: &str, field: &str) -> Value {
-    let (_, text) = admin_get(admin, &format!("/api/pools/{pool}")).await;
-    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    v["servers"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["id"] == id))
-        .map(|s| s[field].clone())
-        .unwrap_or_default()
+    server_by_id(&pool_view(admin, pool).await, id)[field].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

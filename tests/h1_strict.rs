@@ -448,28 +448,22 @@ async fn a_body_malformed_later_is_cut_off_at_the_server() {
         .await
         .unwrap();
     // the first chunk reaches the server before the rest is sent
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while rec.lock().unwrap().bytes == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nothing reached the server"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(Duration::from_secs(5), "bytes at the server", || {
+        rec.lock().unwrap().bytes > 0
+    })
+    .await;
     s.write_all(b"ZZ\r\nsmuggled\r\n0\r\n\r\n").await.unwrap();
     let mut all = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all)).await;
     assert!(read.is_ok(), "the connection stayed open");
     let text = String::from_utf8_lossy(&all);
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while rec.lock().unwrap().errors.is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server's connection was not cut"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(
+        Duration::from_secs(5),
+        "the server's connection cut",
+        || !rec.lock().unwrap().errors.is_empty(),
+    )
+    .await;
     let r = rec.lock().unwrap();
     assert!(r.requests.is_empty(), "the server read a complete request");
     assert!(r.errors[0].contains("cut short"), "{:?}", r.errors);

@@ -130,11 +130,10 @@ async fn demo_balances_between_its_two_backends() {
         }
         lines.join("\n")
     });
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !banner.is_finished() {
-        assert!(Instant::now() < deadline, "no demo banner");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(Duration::from_secs(15), "the demo banner", || {
+        banner.is_finished()
+    })
+    .await;
     let banner = banner.join().unwrap();
     assert!(banner.contains(&format!("http://{listen}/")), "{banner}");
     let c = client();
@@ -152,14 +151,7 @@ async fn demo_balances_between_its_two_backends() {
     assert_eq!(names, ["backend-1", "backend-2", "backend-1", "backend-2"]);
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "demo did not stop on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = wait_child(&mut child, Duration::from_secs(10), "demo, on SIGTERM,").await;
     assert!(status.success());
 }
 

@@ -363,16 +363,14 @@ name = "pg-primary"
         }
     };
     let eligible = |admin| async move {
-        let (_, t) = admin_get(admin, "/api/pools/pg-primary").await;
-        serde_json::from_str::<serde_json::Value>(&t).unwrap_or_default()["eligible"]
+        pool_view(admin, "pg-primary").await["eligible"]
             .as_u64()
             .unwrap_or(0)
     };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while eligible(admin).await != 1 {
-        assert!(Instant::now() < deadline, "the primary never came UP");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(15), "the primary UP", || async {
+        eligible(admin).await == 1
+    })
+    .await;
     assert_eq!(post().await, (hyper::StatusCode::OK, "api".to_string()));
 
     // the primary stops: the replica is no primary, so the pool is empty
@@ -403,13 +401,8 @@ name = "pg-primary"
     tokio::task::spawn_blocking(move || pg("pg_ctl", &["-D", &d, "-l", &log, "-w", "start"]))
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (st, _) = post().await;
-        if st == hyper::StatusCode::OK {
-            break;
-        }
-        assert!(Instant::now() < deadline, "writes never came back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(15), "writes back", || async {
+        post().await.0 == hyper::StatusCode::OK
+    })
+    .await;
 }

@@ -64,8 +64,7 @@ fn request(url: &str, class: &str, pool: &str) -> Request<BoxReq> {
 
 /// Requests waiting in `pool`'s queue, by class, from the admin API.
 async fn queued(admin: SocketAddr, pool: &str, class: &str) -> u64 {
-    let (_, body) = admin_get(admin, &format!("/api/pools/{pool}")).await;
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let v = pool_view(admin, pool).await;
     v["priority"]
         .as_array()
         .unwrap()
@@ -75,14 +74,11 @@ async fn queued(admin: SocketAddr, pool: &str, class: &str) -> u64 {
 }
 
 async fn wait_queued(admin: SocketAddr, pool: &str, class: &str, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while queued(admin, pool, class).await != n {
-        assert!(
-            Instant::now() < deadline,
-            "{pool}: never {n} {class} waiting"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let what = format!("{pool}: {n} {class} waiting");
+    wait_until(Duration::from_secs(10), &what, || async {
+        queued(admin, pool, class).await == n
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,11 +287,10 @@ async fn a_server_coming_back_serves_the_queue_at_once() {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         v["eligible"].as_u64() == Some(n as u64)
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !healthy(1).await {
-        assert!(Instant::now() < deadline, "one server never UP alone");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(10), "one server UP alone", || {
+        healthy(1)
+    })
+    .await;
     let c = client();
     let slow = {
         let c = c.clone();

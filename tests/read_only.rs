@@ -76,8 +76,7 @@ async fn send(c: &Client, method: &str, url: &str) -> (StatusCode, String, hyper
 }
 
 async fn health(admin: SocketAddr, pool: &str) -> String {
-    let (_, text) = admin_get(admin, &format!("/api/pools/{pool}")).await;
-    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let v = pool_view(admin, pool).await;
     v["servers"][0]["health"].as_str().unwrap_or("").to_string()
 }
 
@@ -115,19 +114,11 @@ async fn writes_pause_while_the_primary_is_down_and_reads_go_on() {
     .await;
     // the listener is read-only before any write comes: the switch is made
     // (logged, counted, notified) when the pool empties, not by a request
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    wait_until(Duration::from_secs(5), "the listener read-only", || async {
         let l = admin_get(admin, "/api/listeners").await.1;
-        if serde_json::from_str::<Value>(&l).unwrap()[0]["read_only"] == true {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never read-only: {l}\n{}",
-            _p.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        serde_json::from_str::<Value>(&l).unwrap()[0]["read_only"] == true
+    })
+    .await;
     let metrics = admin_get(admin, "/metrics").await.1;
     assert_eq!(
         metric(

@@ -47,19 +47,9 @@ async fn generation(admin: SocketAddr) -> u64 {
 
 /// The stats view of one server.
 fn server<'a>(s: &'a Value, pool: &str, addr: SocketAddr) -> &'a Value {
-    s["pools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == pool)
-        .and_then(|p| {
-            p["servers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|x| x["address"] == addr.to_string())
-        })
-        .unwrap_or_else(|| panic!("no server {pool}/{addr} in {s}"))
+    let v = server_in(pool_in(s, pool), addr);
+    assert!(!v.is_null(), "no server {pool}/{addr} in {s}");
+    v
 }
 
 /// Sends GETs to `url` one after another until stopped; counts successes and
@@ -371,11 +361,10 @@ async fn a_listener_that_moves_drains_the_old_address_and_serves_the_new_one() {
     // the new address serves at once
     assert_eq!(get(&client(), &format!("http://{new}/")).await.0, 200);
     // the old one accepts no more connections
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while tokio::net::TcpStream::connect(old).await.is_ok() {
-        assert!(Instant::now() < deadline, "{old} still accepts");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(5), "the old address closed", || async {
+        tokio::net::TcpStream::connect(old).await.is_err()
+    })
+    .await;
     // ... while its request in flight finishes
     assert_eq!(slow.await.unwrap(), (hyper::StatusCode::OK, "pod-a".into()));
     let s = admin_stats(admin).await;
@@ -462,11 +451,10 @@ async fn a_configmap_style_symlink_swap_is_picked_up_by_watch_config() {
         .spawn()
         .unwrap();
     let _kill = KillOnDrop(&mut child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while get_maybe(&format!("http://{listen}/")).await.as_deref() != Some("pod-a") {
-        assert!(Instant::now() < deadline, "did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(10), "pod-a served", || async {
+        get_maybe(&format!("http://{listen}/")).await.as_deref() == Some("pod-a")
+    })
+    .await;
     std::fs::create_dir(dir.join("..v2")).unwrap();
     std::fs::write(dir.join("..v2/rampart.toml"), text(b.addr)).unwrap();
     std::os::unix::fs::symlink("..v2", dir.join("..data_tmp")).unwrap();

@@ -33,11 +33,10 @@ impl Redis {
             .spawn()
             .expect("redis-server (apt-get install redis-server)");
         let r = Redis { port, child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while r.conn().await.is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until(Duration::from_secs(10), "redis-server up", || async {
+            r.conn().await.is_ok()
+        })
+        .await;
         r
     }
 
@@ -220,11 +219,11 @@ async fn used(node: &Node, limit: &str, key: &str) -> u64 {
 }
 
 async fn wait_used(node: &Node, limit: &str, key: &str, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while used(node, limit, key).await != n {
-        assert!(Instant::now() < deadline, "{key}: never {n} used");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let what = format!("{key}: {n} used");
+    wait_until(Duration::from_secs(10), &what, || async {
+        used(node, limit, key).await == n
+    })
+    .await;
 }
 
 async fn wait_count(redis: &Redis, limit: &str, n: i64) {

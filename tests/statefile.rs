@@ -34,14 +34,10 @@ fn weight_in(st: &StateFile, addr: std::net::SocketAddr) -> Option<u32> {
 }
 
 async fn server_json(admin: std::net::SocketAddr, addr: std::net::SocketAddr) -> Value {
-    let (st, body) = admin_get(admin, "/api/pools/api").await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-    let pool: Value = serde_json::from_str(&body).unwrap();
-    pool["servers"]
-        .as_array()
-        .and_then(|v| v.iter().find(|x| x["address"] == addr.to_string()))
-        .cloned()
-        .unwrap_or_else(|| panic!("{addr} not in {pool}"))
+    let pool = pool_view(admin, "api").await;
+    let s = server_in(&pool, addr).clone();
+    assert!(!s.is_null(), "{addr} not in {pool}");
+    s
 }
 
 /// Re-weights a server; false once the proxy is gone (no panic: the kill test

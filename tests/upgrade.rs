@@ -32,12 +32,9 @@ fn config(
 }
 
 fn server(s: &Value, addr: SocketAddr) -> &Value {
-    s["pools"][0]["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["address"] == addr.to_string())
-        .unwrap()
+    let v = server_in(&s["pools"][0], addr);
+    assert!(!v.is_null(), "no server {addr} in {s}");
+    v
 }
 
 fn pid_alive(pid: u32) -> bool {

@@ -60,6 +60,35 @@ pub async fn wait_for<F: FnMut() -> bool>(within: Duration, what: &str, mut cond
     }
 }
 
+/// Waits until `child` (`what`) exits; its status.
+pub async fn wait_child(child: &mut Child, within: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not exit within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `/api/pools/{name}` from the admin API at `admin` (Null if it cannot be read).
+pub async fn pool_view(admin: SocketAddr, name: &str) -> serde_json::Value {
+    let (_, body) = admin_get(admin, &format!("/api/pools/{name}")).await;
+    serde_json::from_str(&body).unwrap_or_default()
+}
+
+/// The server with `id` (its name, else `ip:port`) in a pool's view (Null if none).
+pub fn server_by_id<'a>(pool: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    pool["servers"]
+        .as_array()
+        .and_then(|ss| ss.iter().find(|s| s["id"] == id))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
 /// Ports handed out for listeners come from below the kernel's ephemeral range
 /// (32768 and up on Linux): a port taken from `:0` could meanwhile become the
 /// source port of one of the many client connections the tests make, and the
@@ -688,18 +717,9 @@ impl Proxy {
 
     /// Waits for the process to exit, at most `within`.
     pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                self.exited = Some(st);
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "rampart did not exit within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let st = wait_child(&mut self.child, within, "rampart").await;
+        self.exited = Some(st);
+        st
     }
 
     pub fn stderr(&self) -> String {
@@ -1144,6 +1164,14 @@ pub fn server_in(pool: &serde_json::Value, addr: SocketAddr) -> &serde_json::Val
     pool["servers"]
         .as_array()
         .and_then(|ss| ss.iter().find(|s| s["address"] == a.as_str()))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+/// The pool `name` in `/stats;json` (Null if none).
+pub fn pool_in<'a>(stats: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    stats["pools"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
         .unwrap_or(&serde_json::Value::Null)
 }
 
