@@ -12,6 +12,18 @@ pub fn list(vs: &[String]) -> String {
     format!("[{}]", items.join(", "))
 }
 
+/// The match keys of a rule (`[[listener.rule]]`'s conditions).
+const MATCH_KEYS: [&str; 8] = [
+    "host",
+    "path_prefix",
+    "path",
+    "path_regex",
+    "method",
+    "header",
+    "src",
+    "not",
+];
+
 /// Keys of one table, in order; a key set twice keeps its last value.
 #[derive(Debug, Clone, Default)]
 pub struct Table(pub Vec<(String, String)>);
@@ -28,6 +40,10 @@ impl Table {
             .iter()
             .find(|(key, _)| key == k)
             .map(|(_, v)| v.as_str())
+    }
+    /// A rule table with no match key: it applies to every request.
+    pub fn matches_everything(&self) -> bool {
+        !self.0.iter().any(|(k, _)| MATCH_KEYS.contains(&k.as_str()))
     }
     fn render(&self, o: &mut String, indent: &str) {
         for (k, v) in &self.0 {

@@ -670,18 +670,8 @@ impl Importer {
                 }
                 // nothing after a rule that decides every request is reached
                 // (HAProxy's `redirect scheme https` on the plain side)
-                const MATCHES: [&str; 8] = [
-                    "host",
-                    "path_prefix",
-                    "path",
-                    "path_regex",
-                    "method",
-                    "header",
-                    "src",
-                    "not",
-                ];
                 if let Some(cut) = p.rules.iter().position(|r| {
-                    !r.0.iter().any(|(k, _)| MATCHES.contains(&k.as_str()))
+                    r.matches_everything()
                         && ["deny", "redirect", "pool"]
                             .iter()
                             .any(|k| r.get(k).is_some())

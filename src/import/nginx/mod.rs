@@ -65,18 +65,6 @@ pub(super) fn listen_addr(a: &str) -> Result<String, String> {
     Ok(addr)
 }
 
-/// The match keys of a rule.
-pub(super) const MATCH_KEYS: [&str; 8] = [
-    "host",
-    "path_prefix",
-    "path",
-    "path_regex",
-    "method",
-    "header",
-    "src",
-    "not",
-];
-
 /// A location's kind, in nginx's order of precedence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum LocKind {
@@ -391,7 +379,7 @@ impl Importer {
                     .iter()
                     .any(|l| l.m.0.is_empty() && l.kind != LocKind::Exact);
                 let ends_in_terminal = sv.pre.iter().any(|r| {
-                    r.0.iter().all(|(k, _)| !MATCH_KEYS.contains(&k.as_str()))
+                    r.matches_everything()
                         && (r.get("deny").is_some() || r.get("redirect").is_some())
                 });
                 for h in &hosts {
