@@ -2,21 +2,29 @@
 # Instructions per request under callgrind, the figure noise does not move (it
 # repeats within 1%; wall-clock ratios move +-20% on these machines).
 #
-# Each proxy runs under valgrind twice, serving N1 and then N2 keep-alive
-# requests (h2load, 10 connections); the difference of the two totals over
-# N2 - N1 is the cost of one request, start-up, handshakes and shutdown
-# cancelling out. Rows: rampart plain HTTP, rampart over TLS, HAProxy over TLS,
-# and HTTP/2 over TLS (ALPN h2, 10 streams per connection) for rampart and
-# HAProxy (nginx forks workers, which callgrind follows poorly; it is left out).
+# Each proxy runs under valgrind twice, serving N1 and then N2 requests
+# (h2load, 10 connections); the difference of the two totals over N2 - N1 is
+# the cost of one request, start-up, handshakes and shutdown cancelling out.
+# Rows, for rampart, HAProxy and nginx (one process: master_process off):
+#   keepalive  HTTP/1.1 keep-alive, plain
+#   close      HTTP/1.1, a new connection per request (wrk -H "Connection:
+#              close" for D1 and then D2 seconds; the requests wrk counts
+#              replace N1 and N2)
+#   h2c        HTTP/2 with prior knowledge, 10 streams per connection
+#   tls        HTTP/1.1 keep-alive over TLS (rampart and HAProxy)
+#   h2-tls     HTTP/2 over TLS, ALPN h2, 10 streams per connection (rampart and HAProxy)
 #
 #   bench/callgrind.sh            N1=2000, N2=12000
 #   bench/callgrind.sh 1000 5000
+#   ROWS="keepalive h2c" bench/callgrind.sh
+#   RAMPART_BIN=/tmp/rampart-before bench/callgrind.sh   (no build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n1=${1:-2000}
 n2=${2:-12000}
+rows=${ROWS:-keepalive close h2c tls h2-tls}
 need=()
-for pair in valgrind:valgrind haproxy:haproxy nginx:nginx h2load:nghttp2-client openssl:openssl curl:curl; do
+for pair in valgrind:valgrind haproxy:haproxy nginx:nginx h2load:nghttp2-client wrk:wrk openssl:openssl curl:curl; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -24,8 +32,13 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
-cargo build --release --quiet
-bin=$PWD/target/release/rampart
+# RAMPART_BIN: an already built binary (a baseline kept from an earlier commit)
+if [ -n "${RAMPART_BIN:-}" ]; then
+  bin=$(realpath "$RAMPART_BIN")
+else
+  cargo build --release --quiet
+  bin=$PWD/target/release/rampart
+fi
 d=$(mktemp -d /tmp/rampart-callgrind-XXXX)
 trap 'nginx -c $d/backend.conf -s stop 2>/dev/null || true; rm -rf $d' EXIT
 cd "$d"
@@ -92,9 +105,32 @@ frontend fe
 frontend fe_h2
   bind 127.0.0.1:19607 ssl crt $d/site.pem alpn h2
   default_backend be
+frontend fe_plain
+  option http-keep-alive
+  bind 127.0.0.1:19608
+  bind 127.0.0.1:19609 proto h2
+  default_backend be
 backend be
   http-reuse always
   server s1 127.0.0.1:19600
+EOC
+cat > n.conf <<EOC
+daemon off;
+master_process off;
+worker_processes 1;
+pid $d/n.pid;
+error_log $d/n.err;
+events { worker_connections 1000; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  upstream be { server 127.0.0.1:19600; keepalive 128; }
+  server {
+    listen 127.0.0.1:19610;
+    listen 127.0.0.1:19611 http2;
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
 EOC
 
 # total instructions of one run of `cmd` serving n requests at url
@@ -115,13 +151,55 @@ per_request() { # NAME URL CMD...
   local a b
   a=$(run "$name" "$n1" "$url" "$@")
   b=$(run "$name" "$n2" "$url" "$@")
-  echo "$name: $(( (b - a) / (n2 - n1) )) instructions per keep-alive request ($a at $n1, $b at $n2)"
+  echo "$name: $(( (b - a) / (n2 - n1) )) instructions per request ($a at $n1, $b at $n2)"
 }
 
-H2LOAD_MODE=--h1
-per_request rampart-plain http://127.0.0.1:19601/ "$bin" run -c r.toml
-per_request rampart-tls https://127.0.0.1:19602/ "$bin" run -c r.toml
-per_request haproxy-tls https://127.0.0.1:19605/ haproxy -db -f h.cfg
-H2LOAD_MODE="-m 10"
-per_request rampart-h2-tls https://127.0.0.1:19606/ "$bin" run -c r.toml
-per_request haproxy-h2-tls https://127.0.0.1:19607/ haproxy -db -f h.cfg
+# the same with a new connection per request, for `secs` seconds of wrk:
+# prints "INSTRUCTIONS REQUESTS"
+run_close() { # run_close NAME SECS URL CMD...
+  local name=$1 secs=$2 url=$3; shift 3
+  valgrind --tool=callgrind --callgrind-out-file="$d/cg.$name.$secs" "$@" >/dev/null 2>"$d/cg.$name.$secs.err" &
+  local pid=$!
+  for _ in $(seq 300); do curl -sk -o /dev/null "$url" && break; sleep 0.1; done
+  local reqs
+  reqs=$(taskset -c 0 wrk -t1 -c10 -d"${secs}s" -H "Connection: close" "$url" | awk '/requests in/ {print $1}')
+  kill -TERM $pid; wait $pid || true
+  echo "$(grep -E '^(summary|totals):' "$d/cg.$name.$secs" | head -1 | awk '{print $2}') $reqs"
+}
+
+per_close() { # NAME URL CMD...
+  local name=$1 url=$2; shift 2
+  local a b
+  read -r ia ra < <(run_close "$name" 3 "$url" "$@")
+  read -r ib rb < <(run_close "$name" 9 "$url" "$@")
+  echo "$name: $(( (ib - ia) / (rb - ra) )) instructions per request, a new connection each ($ia for $ra, $ib for $rb)"
+}
+
+want() { [[ " $rows " == *" $1 "* ]]; }
+if want keepalive; then
+  H2LOAD_MODE=--h1
+  per_request rampart-keepalive http://127.0.0.1:19601/ "$bin" run -c r.toml
+  per_request haproxy-keepalive http://127.0.0.1:19608/ haproxy -db -f h.cfg
+  per_request nginx-keepalive http://127.0.0.1:19610/ nginx -c "$d/n.conf"
+fi
+if want close; then
+  per_close rampart-close http://127.0.0.1:19601/ "$bin" run -c r.toml
+  per_close haproxy-close http://127.0.0.1:19608/ haproxy -db -f h.cfg
+  per_close nginx-close http://127.0.0.1:19610/ nginx -c "$d/n.conf"
+fi
+if want h2c; then
+  H2LOAD_MODE="-m 10"
+  per_request rampart-h2c http://127.0.0.1:19601/ "$bin" run -c r.toml
+  per_request haproxy-h2c http://127.0.0.1:19609/ haproxy -db -f h.cfg
+  per_request nginx-h2c http://127.0.0.1:19611/ nginx -c "$d/n.conf"
+fi
+if want tls; then
+  H2LOAD_MODE=--h1
+  per_request rampart-tls https://127.0.0.1:19602/ "$bin" run -c r.toml
+  per_request haproxy-tls https://127.0.0.1:19605/ haproxy -db -f h.cfg
+fi
+if want h2-tls; then
+  H2LOAD_MODE="-m 10"
+  per_request rampart-h2-tls https://127.0.0.1:19606/ "$bin" run -c r.toml
+  per_request haproxy-h2-tls https://127.0.0.1:19607/ haproxy -db -f h.cfg
+fi
