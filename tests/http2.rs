@@ -386,3 +386,38 @@ async fn the_authority_wins_over_host_and_userinfo_is_refused() {
     assert_eq!(send("user:pw@a.example").await, 400);
     assert_eq!(backend.requests(), 1, "the userinfo request was forwarded");
 }
+
+/// A GET or DELETE that ends with its HEADERS frame has no body: the server
+/// gets no Content-Length for it (an HTTP/1 GET with "Content-Length: 0" is not
+/// what the client sent). POST says its length of 0 (RFC 9110 8.6), and a
+/// Content-Length the client sent is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bodiless_h2_request_reaches_the_server_without_a_body_length() {
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let _p = Proxy::start(&config(listen, admin, backend.addr, ""), &[listen]).await;
+    let stats = &backend.stats;
+    let seen = |method: &str, length: Option<&str>| {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{listen}/"));
+        if let Some(l) = length {
+            req = req.header("content-length", l);
+        }
+        let req = req.body(empty()).unwrap();
+        async move {
+            assert_eq!(h2_request(listen, req).await.status(), 200);
+            let h = stats.last_headers.lock().unwrap().clone().unwrap();
+            (
+                h.get("content-length")
+                    .map(|v| v.to_str().unwrap().to_string()),
+                h.get("transfer-encoding").is_some(),
+            )
+        }
+    };
+    for method in ["GET", "DELETE"] {
+        assert_eq!(seen(method, None).await, (None, false), "{method}");
+        assert_eq!(seen(method, Some("0")).await, (Some("0".into()), false));
+    }
+    assert_eq!(seen("POST", None).await, (Some("0".into()), false));
+}

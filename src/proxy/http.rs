@@ -12,7 +12,7 @@ use super::headers::{
     request_target, strip_hop_by_hop,
 };
 use super::lifecycle::{self, Lifecycle};
-use super::replay::{buffer_if_small, Buffered, Replay};
+use super::replay::{buffer_if_small, full, Buffered, Replay};
 use super::tunnel::tunnel;
 use super::ProxyError;
 use crate::accesslog::End;
@@ -348,7 +348,10 @@ async fn handle(
     // set by a streaming body that turns out malformed (none without one)
     let mut fault: Option<Arc<std::sync::atomic::AtomicU8>> = None;
     let (body, kept) = match buffer_if_small(body, replayable || h2_pool, &pool).await {
-        Ok(Buffered::Bytes(b)) => (ReqBody::Full(Some(b.clone())), Some(Replay::new(&parts, b))),
+        Ok(Buffered::Bytes(b)) => (
+            full(b.clone(), &parts.method, &parts.headers),
+            Some(Replay::new(&parts, b)),
+        ),
         Ok(Buffered::Stream(body, first)) => (
             ReqBody::Incoming {
                 fault: (!first.is_empty() || !body.is_end_stream())

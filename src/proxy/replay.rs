@@ -20,6 +20,18 @@ pub(super) enum Buffered {
     Stream(Incoming, std::collections::VecDeque<Frame<Bytes>>),
 }
 
+/// A body read whole, as sent on. An empty one that the client gave no length,
+/// on a method that defines no meaning for content (a GET that ended with its
+/// HEADERS frame), is no body at all: not "Content-Length: 0" to an HTTP/1
+/// server, nor an empty DATA frame to an HTTP/2 one. POST, PUT and PATCH keep
+/// their length of 0, as RFC 9110 8.6 asks of a user agent.
+pub(super) fn full(body: Bytes, method: &Method, headers: &HeaderMap) -> ReqBody {
+    let none = body.is_empty()
+        && !headers.contains_key(http::header::CONTENT_LENGTH)
+        && ![Method::POST, Method::PUT, Method::PATCH].contains(method);
+    ReqBody::Full((!none).then_some(body))
+}
+
 /// Reads the whole body when the request may be replayed and its size is known and
 /// within `retry_buffer`; otherwise leaves it streaming.
 pub(super) async fn buffer_if_small(
@@ -92,7 +104,7 @@ impl Replay {
     }
 
     pub(super) fn request(&self) -> Request<ReqBody> {
-        let mut r = Request::new(ReqBody::Full(Some(self.body.clone())));
+        let mut r = Request::new(full(self.body.clone(), &self.method, &self.headers));
         *r.method_mut() = self.method.clone();
         *r.uri_mut() = self.uri.clone();
         *r.headers_mut() = self.headers.clone();
