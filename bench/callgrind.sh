@@ -18,6 +18,7 @@
 #   bench/callgrind.sh 1000 5000
 #   ROWS="keepalive h2c" bench/callgrind.sh
 #   RAMPART_BIN=/tmp/rampart-before bench/callgrind.sh   (no build)
+#   KEEP=/tmp/cg bench/callgrind.sh                      (keep the profiles)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n1=${1:-2000}
@@ -40,7 +41,8 @@ else
   bin=$PWD/target/release/rampart
 fi
 d=$(mktemp -d /tmp/rampart-callgrind-XXXX)
-trap 'nginx -c $d/backend.conf -s stop 2>/dev/null || true; rm -rf $d' EXIT
+# KEEP=dir: keep the callgrind output files there (for callgrind_annotate)
+trap 'nginx -c $d/backend.conf -s stop 2>/dev/null || true; if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp $d/cg.*[0-9] "$KEEP"/; fi; rm -rf $d' EXIT
 cd "$d"
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out key.pem 2>/dev/null
 openssl req -x509 -new -key key.pem -subj /CN=bench.example.com -addext subjectAltName=DNS:bench.example.com -days 30 -out cert.pem 2>/dev/null
