@@ -631,9 +631,13 @@ pub struct PoolFile {
     /// Priority shedding: a saturated pool sheds `low` requests that waited this
     /// long in its queue (`normal` after 4x, `high` after 16x, `critical` never).
     pub shed_after: Option<Dur>,
-    /// Idle keep-alive connections to one server kept per worker thread.
-    #[serde(default = "default_max_idle")]
-    pub max_idle_per_server: usize,
+    /// Idle keep-alive connections to one server kept per worker thread. Unset:
+    /// as many as the server's peak of concurrent requests (at least 32, at
+    /// most 1,024), so that a burst of responses never closes connections the
+    /// next burst needs; idle ones still close after `keepalive_timeout`. 0
+    /// keeps none.
+    #[serde(default)]
+    pub max_idle_per_server: Option<usize>,
     /// An idle pooled backend connection is closed after this long.
     #[serde(default = "default_keepalive_timeout")]
     pub keepalive_timeout: Dur,
@@ -852,9 +856,6 @@ fn default_queue_timeout() -> Dur {
 }
 fn default_tunnel_timeout() -> Dur {
     Dur(Duration::from_secs(3600))
-}
-fn default_max_idle() -> usize {
-    32
 }
 fn default_keepalive_timeout() -> Dur {
     Dur(Duration::from_secs(60))

@@ -107,7 +107,8 @@ pub struct PoolConfig {
     pub queue_timeout: Duration,
     /// `shed_after`: priority shedding (None: every class waits up to queue_timeout).
     pub shed_after: Option<Duration>,
-    pub max_idle_per_server: usize,
+    /// None: sized by demand (`upstream::idle`).
+    pub max_idle_per_server: Option<usize>,
     pub keepalive_timeout: Duration,
     pub tunnel_timeout: Duration,
     pub health: Option<HealthConfig>,

@@ -132,7 +132,8 @@ pub struct Pool {
     pub queue_timeout: Duration,
     /// `shed_after`: how long each priority class may wait before it is shed.
     pub shedding: Option<priority::Shedding>,
-    pub max_idle_per_server: usize,
+    /// None: sized by demand (`upstream::idle`).
+    pub max_idle_per_server: Option<usize>,
     pub keepalive_timeout: Duration,
     pub tunnel_timeout: Duration,
     pub health: Option<HealthConfig>,
@@ -581,7 +582,7 @@ mod tests {
             max_connections_per_server: max,
             queue_timeout: queue,
             shed_after: None,
-            max_idle_per_server: 1,
+            max_idle_per_server: Some(1),
             keepalive_timeout: Duration::from_secs(1),
             tunnel_timeout: Duration::from_secs(1),
             health: None,
