@@ -205,6 +205,8 @@ server_timeout = "60s"
   [[pool.server]]
   address = "127.0.0.1:19000"
 """)
+        if self.a.shortest:
+            self.shorten(haproxy, nginx, rampart)
         self.start("backend", ["nginx", "-c", backend], self.load_cpus)
         self.wait_port(19000, "the backend")
         self.start("haproxy", ["haproxy", "-db", "-f", haproxy], self.proxy_cpus)
@@ -313,6 +315,30 @@ server_timeout = "60s"
         time.sleep(1.0)
         return {"rss_mib": after / 1024, "bytes_per_conn": max(0, (after - before) * 1024 / n)}
 
+    def shorten(self, haproxy, nginx, rampart):
+        """--shortest: each proxy with its defaults. What the tuned configs add to
+        the shortest working one is taken out: HAProxy's `http-reuse always` (its
+        default is `safe`), nginx's upstream keep-alive (`keepalive 128` and the
+        HTTP/1.1 settings it needs: by default nginx opens a connection to the
+        server per request) and its client keep-alive limits, rampart's
+        `max_idle_per_server`, `max_connections` and `request_header_timeout`."""
+        cut = {
+            haproxy: ["  http-reuse always\n", "  option http-keep-alive\n", f"  maxconn {self.maxconn}\n"],
+            nginx: ["  keepalive_requests 10000000;\n", "  keepalive_timeout 300s;\n", " keepalive 128;",
+                    " proxy_http_version 1.1; proxy_set_header Connection \"\";"],
+            rampart: ["max_idle_per_server = 128\n", "max_connections = 30000\n",
+                      'request_header_timeout = "60s"\n'],
+        }
+        for path, lines in cut.items():
+            with open(path) as f:
+                text = f.read()
+            for line in lines:
+                if line not in text:
+                    sys.exit(f"--shortest: {line!r} is not in {path}")
+                text = text.replace(line, "")
+            with open(path, "w") as f:
+                f.write(text)
+
     # ---------- the run ----------
     def run(self):
         raise_nofile()
@@ -335,9 +361,11 @@ server_timeout = "60s"
                 results.setdefault(("fixed", t), []).append(r)
             for t in order:
                 results.setdefault(("h2", t), []).append(self.h2(PORTS[t][2]))
-            for t in order:
+            # the shortest configs are about request rows; bulk and idle
+            # connections are measured with the tuned ones
+            for t in order if not self.a.shortest else []:
                 results.setdefault(("bulk", t), []).append(self.bulk(PORTS[t][1]))
-            for t in [x for x in order if x != "direct"]:
+            for t in [x for x in order if x != "direct" and not self.a.shortest]:
                 results.setdefault(("idle", t), []).append(self.idle(t))
             order = order[1:] + order[:1]
         return results
@@ -410,6 +438,8 @@ def main():
     ap.add_argument("--duration", type=int)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--out")
+    ap.add_argument("--shortest", action="store_true",
+                    help="every proxy with its defaults (the shortest working config)")
     args = ap.parse_args()
     if args.quick:
         args.rounds = args.rounds or 1
@@ -435,7 +465,7 @@ def main():
 Run {started:%Y-%m-%d %H:%M} UTC with `{cmd.strip()}`: {args.rounds} round(s) of {args.duration} s per
 scenario and target, interleaved, medians. Proxies: {args.threads} thread(s)/worker(s) each, pinned
 to CPU(s) {b.proxy_cpus}; wrk, h2load, curl and the backend on CPU(s) {b.load_cpus}.
-{args.connections} client connections unless stated.
+{args.connections} client connections unless stated.{" Shortest configs: every proxy with its defaults (bench.py's `shorten`)." if args.shortest else ""}
 
 {table}
 
