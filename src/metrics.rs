@@ -25,6 +25,10 @@ static METRICS: OnceLock<Metrics> = OnceLock::new();
 pub static STATE_FILE_WRITE_ERRORS: std::sync::atomic::AtomicU64 =
     std::sync::atomic::AtomicU64::new(0);
 
+/// Bytes tcp sessions moved with splice(2), without copying them (counted as a
+/// session ends).
+pub static TCP_SPLICED_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The last write of the state file failed (set and cleared by `statefile`).
 pub static STATE_FILE_FAILING: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);

@@ -34,9 +34,32 @@ name = "db"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_a_session_with_half_close() {
+    let p = half_close_session("").await;
+    // 1 MB each way is bulk: after the first 32 KiB buffer, both directions go
+    // through pipes with splice(2)
+    let admin = p.admin.unwrap();
+    let m = wait_metric(admin, "rampart_tcp_spliced_bytes_total", 1_900_000.0).await;
+    let spliced = metric(&m, "rampart_tcp_spliced_bytes_total");
+    assert!(
+        spliced <= 2_000_000.0,
+        "{spliced} bytes spliced of 2,000,000"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splice_off_copies_the_same_session() {
+    let p = half_close_session("splice = false").await;
+    let m = admin_get(p.admin.unwrap(), "/metrics").await.1;
+    // the session ended (its log line is out) and nothing went through a pipe
+    assert!(m.contains("rampart_tcp_spliced_bytes_total 0"), "{m}");
+}
+
+/// A client sends 1 MB and half-closes; the server echoes it all after EOF. The
+/// answer must arrive whole through the proxy; returns once the session is logged.
+async fn half_close_session(pool_extra: &str) -> Proxy {
     let (echo, _task) = start_echo_after_eof(free_addr("127.0.0.2")).await;
     let listen = free_addr("127.0.0.1");
-    let p = Proxy::start(&tcp_config(listen, "", &[echo]), &[listen]).await;
+    let p = Proxy::start(&tcp_config(listen, pool_extra, &[echo]), &[listen]).await;
     // The echo server answers only after it sees EOF: the client half-closes and
     // must still read the whole answer through the proxy.
     let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
@@ -55,6 +78,7 @@ async fn relays_a_session_with_half_close() {
     })
     .await;
     assert!(p.stdout().contains("listener=pg pool=db"), "{}", p.stdout());
+    p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

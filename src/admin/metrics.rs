@@ -487,6 +487,14 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     state_errors
         .with_label_values::<&str>(&[])
         .inc_by(crate::metrics::STATE_FILE_WRITE_ERRORS.load(Ordering::Relaxed));
+    let spliced = counter(
+        "rampart_tcp_spliced_bytes_total",
+        "Bytes tcp sessions moved with splice(2), zero-copy (counted as a session ends)",
+        &[],
+    );
+    spliced
+        .with_label_values::<&str>(&[])
+        .inc_by(crate::metrics::TCP_SPLICED_BYTES.load(Ordering::Relaxed));
     let state_failing = gauge(
         "rampart_state_file_failing",
         "1 while the last write of the state file failed",
@@ -591,6 +599,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(misc.collect());
     out.extend(tasks.collect());
     out.extend(state_errors.collect());
+    out.extend(spliced.collect());
     out.extend(state_failing.collect());
     out.extend(generation.collect());
     out.extend(reloads.collect());

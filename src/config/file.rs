@@ -670,6 +670,11 @@ pub struct PoolFile {
     /// "v1" or "v2": send a PROXY protocol header first on every connection to
     /// a server (from http listeners those connections are private to one client).
     pub send_proxy: Option<String>,
+    /// tcp mode: move bytes with splice(2) through a kernel pipe, without
+    /// copying them through the proxy, once a session carries bulk data and both
+    /// sides are plain TCP (HAProxy's `option splice-auto`). Default: true.
+    #[serde(default = "default_true")]
+    pub splice: bool,
     /// TLS to the servers.
     pub tls: Option<PoolTlsFile>,
     /// Read-only mode for the requests routed to this pool.

@@ -118,6 +118,8 @@ pub struct PoolConfig {
     pub servers: Vec<ServerConfig>,
     /// A PROXY protocol header first on every server connection.
     pub send_proxy: Option<crate::proxy_protocol::Version>,
+    /// tcp mode: splice(2) bulk data between plain TCP sockets.
+    pub splice: bool,
     /// TLS to the servers.
     pub tls: Option<crate::tls::PoolTls>,
     /// What the servers speak.

@@ -141,6 +141,8 @@ pub struct Pool {
     pub retry: RetryConfig,
     pub slow_start: Duration,
     pub send_proxy: Option<crate::proxy_protocol::Version>,
+    /// tcp mode: splice(2) bulk data between plain TCP sockets.
+    pub splice: bool,
     /// TLS to the servers (`[pool.tls]`).
     pub tls: Option<crate::tls::PoolTls>,
     pub protocol: crate::config::Protocol,
@@ -207,6 +209,7 @@ impl Pool {
             retry: cfg.retry.clone(),
             slow_start: cfg.slow_start,
             send_proxy: cfg.send_proxy,
+            splice: cfg.splice,
             tls: cfg.tls.clone(),
             protocol: cfg.protocol,
             http2: cfg.http2,
@@ -606,6 +609,7 @@ mod tests {
             slow_start,
             servers: Vec::new(),
             send_proxy: None,
+            splice: true,
             tls: None,
             protocol: crate::config::Protocol::Http1,
             circuit: None,

@@ -15,6 +15,7 @@ pub mod http;
 pub mod io;
 pub mod lifecycle;
 mod replay;
+mod splice;
 pub mod tcp;
 mod tunnel;
 

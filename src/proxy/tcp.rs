@@ -2,20 +2,23 @@
 //! ways until both directions have closed. A direction that reaches EOF shuts down
 //! the write side of the other socket (half-close) while the other direction goes on.
 
+use super::splice;
 use crate::accesslog::{End, Entry};
 use crate::limits::ListenerShared;
 use crate::plane::Plane;
 use crate::proxy::lifecycle::{self, Lifecycle};
 use crate::upstream;
+use std::any::Any;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
 
 const BUF_SIZE: usize = 32 * 1024;
 
@@ -40,7 +43,7 @@ pub async fn serve<S>(
     bound: SocketAddr,
     listener: &Arc<ListenerShared>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let start = Instant::now();
     let peer = session.peer;
@@ -117,7 +120,7 @@ pub async fn serve<S>(
         }
     }
     let out = match &pool.tls {
-        None => relay(&mut client, &mut backend, pool.server_timeout).await,
+        None => relay_plain(&mut client, &mut backend, pool.splice, pool.server_timeout).await,
         Some(tls) => match upstream::connect_tls(&pool, tls, server, backend).await {
             Ok(mut b) => relay(&mut client, &mut b, pool.server_timeout).await,
             Err(e) => {
@@ -154,11 +157,32 @@ pub async fn serve<S>(
     );
 }
 
+/// A relay between a client and a server socket without TLS to it: spliced when
+/// the client is a plain socket too and the pool allows it.
+async fn relay_plain<S>(
+    client: &mut S,
+    server: &mut TcpStream,
+    splice: bool,
+    idle: Duration,
+) -> Relayed
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    if splice {
+        if let Some(c) = (client as &mut dyn Any).downcast_mut::<TcpStream>() {
+            return relay_tcp(c, server, idle).await;
+        }
+    }
+    relay(client, server, idle).await
+}
+
 /// The result of a relay: bytes each way and how it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Relayed {
     pub a_to_b: u64,
     pub b_to_a: u64,
+    /// Of those, the bytes moved with splice(2).
+    pub spliced: u64,
     /// `Ok` (both sides closed), `ClientAbort` (error on `a`), `ServerAbort` (error
     /// on `b`) or `IdleTimeout`.
     pub end: End,
@@ -166,12 +190,29 @@ pub struct Relayed {
 
 /// One direction of a relay.
 struct Half {
+    /// Copy mode's buffer (empty once the direction splices).
     buf: Box<[u8]>,
     pos: usize,
     cap: usize,
     eof: bool,
     done: bool,
     amt: u64,
+    /// Splice mode: the pipe the bytes go through, and how many it holds.
+    pipe: Option<splice::Pipe>,
+    held: usize,
+    /// No pipe could be had (out of descriptors, or splice refused): copy.
+    no_pipe: bool,
+    /// Of `amt`, the bytes that went through the pipe.
+    spliced: u64,
+}
+
+/// How a copy ended when it may hand over to splice.
+enum Copied {
+    /// EOF reached and passed on.
+    Done,
+    /// A read filled the whole buffer and the buffer is written out: bulk data,
+    /// worth a pipe.
+    Bulk,
 }
 
 enum Side {
@@ -188,23 +229,32 @@ impl Half {
             eof: false,
             done: false,
             amt: 0,
+            pipe: None,
+            held: 0,
+            no_pipe: false,
+            spliced: 0,
         }
     }
 
-    /// Moves bytes from `r` to `w` until `r` would block (or is done). Ready(Ok) once
-    /// `r` reached EOF and `w` was shut down.
+    /// Moves bytes from `r` to `w` until `r` would block (or is done). Ready(Done)
+    /// once `r` reached EOF and `w` was shut down; with `to_bulk`, Ready(Bulk) when
+    /// a read filled the buffer and it is written out.
     fn poll_copy<R, W>(
         &mut self,
         cx: &mut Context<'_>,
         r: &mut R,
         w: &mut W,
         progressed: &mut bool,
-    ) -> Poll<Result<(), (Side, io::Error)>>
+        to_bulk: bool,
+    ) -> Poll<Result<Copied, (Side, io::Error)>>
     where
         R: AsyncRead + Unpin + ?Sized,
         W: AsyncWrite + Unpin + ?Sized,
     {
         loop {
+            if to_bulk && self.pos == self.cap && self.cap == self.buf.len() && !self.eof {
+                return Poll::Ready(Ok(Copied::Bulk));
+            }
             if self.pos == self.cap && !self.eof {
                 let mut rb = ReadBuf::new(&mut self.buf);
                 match Pin::new(&mut *r).poll_read(cx, &mut rb) {
@@ -242,10 +292,95 @@ impl Half {
                     // The peer may already be gone; the direction is finished either way.
                     Poll::Ready(_) => {
                         self.done = true;
-                        Poll::Ready(Ok(()))
+                        Poll::Ready(Ok(Copied::Done))
                     }
                 };
             }
+        }
+    }
+
+    /// A direction between two plain sockets: copies until it sees bulk data,
+    /// then splices (zero-copy) for the rest of the session.
+    fn poll_tcp(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut TcpStream,
+        w: &mut TcpStream,
+        progressed: &mut bool,
+    ) -> Poll<Result<(), (Side, io::Error)>> {
+        loop {
+            let Some(pipe) = &self.pipe else {
+                match ready!(self.poll_copy(cx, r, w, progressed, !self.no_pipe))? {
+                    Copied::Done => return Poll::Ready(Ok(())),
+                    Copied::Bulk => match splice::Pipe::new() {
+                        Ok(p) => {
+                            self.pipe = Some(p);
+                            // the buffer is written out; splice mode needs none
+                            self.buf = Box::default();
+                            (self.pos, self.cap) = (0, 0);
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "no pipe to splice through; copying");
+                            self.no_pipe = true;
+                        }
+                    },
+                }
+                continue;
+            };
+            if self.held == 0 && !self.eof {
+                if let Err(e) = ready!(r.poll_read_ready(cx)) {
+                    return Poll::Ready(Err((Side::Reader, e)));
+                }
+                // The pipe is empty, so WouldBlock is about `r`: try_io clears its
+                // readiness and the next poll_read_ready waits for more.
+                match r.try_io(Interest::READABLE, || pipe.fill_from(&*r)) {
+                    Ok(0) => self.eof = true,
+                    Ok(n) => {
+                        self.held = n;
+                        *progressed = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                        // splice is not supported here; nothing is held, so the
+                        // direction goes on copying without losing a byte
+                        tracing::debug!(error = %e, "splice refused; copying");
+                        self.pipe = None;
+                        self.no_pipe = true;
+                        self.buf = vec![0; BUF_SIZE].into_boxed_slice();
+                    }
+                    Err(e) => return Poll::Ready(Err((Side::Reader, e))),
+                }
+                continue;
+            }
+            while self.held > 0 {
+                if let Err(e) = ready!(w.poll_write_ready(cx)) {
+                    return Poll::Ready(Err((Side::Writer, e)));
+                }
+                match w.try_io(Interest::WRITABLE, || pipe.drain_to(&*w, self.held)) {
+                    Ok(0) => {
+                        return Poll::Ready(Err((Side::Writer, io::ErrorKind::WriteZero.into())))
+                    }
+                    Ok(n) => {
+                        self.held -= n;
+                        self.amt += n as u64;
+                        self.spliced += n as u64;
+                        *progressed = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err((Side::Writer, e))),
+                }
+            }
+            if !self.eof {
+                continue;
+            }
+            // all passed on, and `r` is at EOF: pass the EOF on
+            return match Pin::new(&mut *w).poll_shutdown(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(_) => {
+                    self.done = true;
+                    Poll::Ready(Ok(()))
+                }
+            };
         }
     }
 }
@@ -257,6 +392,35 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
+    drive(idle, |h, up, cx, progressed| {
+        let copied = if up {
+            h.poll_copy(cx, a, b, progressed, false)
+        } else {
+            h.poll_copy(cx, b, a, progressed, false)
+        };
+        copied.map_ok(|_| ())
+    })
+    .await
+}
+
+/// [`relay`] between two plain sockets: a direction that carries bulk data
+/// switches to splice(2), so its bytes no longer pass through user space.
+pub async fn relay_tcp(a: &mut TcpStream, b: &mut TcpStream, idle: Duration) -> Relayed {
+    drive(idle, |h, up, cx, progressed| {
+        if up {
+            h.poll_tcp(cx, a, b, progressed)
+        } else {
+            h.poll_tcp(cx, b, a, progressed)
+        }
+    })
+    .await
+}
+
+/// The relay's loop: both directions (`step(half, a_to_b, ..)`), the idle timer.
+async fn drive<F>(idle: Duration, mut step: F) -> Relayed
+where
+    F: FnMut(&mut Half, bool, &mut Context<'_>, &mut bool) -> Poll<Result<(), (Side, io::Error)>>,
+{
     let mut up = Half::new();
     let mut down = Half::new();
     let mut last = tokio::time::Instant::now();
@@ -265,7 +429,7 @@ where
     let end = poll_fn(|cx| {
         let mut progressed = false;
         if !up.done {
-            if let Poll::Ready(Err((side, e))) = up.poll_copy(cx, a, b, &mut progressed) {
+            if let Poll::Ready(Err((side, e))) = step(&mut up, true, cx, &mut progressed) {
                 tracing::debug!(error = %e, "relay a->b ended");
                 return Poll::Ready(match side {
                     Side::Reader => End::ClientAbort,
@@ -274,7 +438,7 @@ where
             }
         }
         if !down.done {
-            if let Poll::Ready(Err((side, e))) = down.poll_copy(cx, b, a, &mut progressed) {
+            if let Poll::Ready(Err((side, e))) = step(&mut down, false, cx, &mut progressed) {
                 tracing::debug!(error = %e, "relay b->a ended");
                 return Poll::Ready(match side {
                     Side::Reader => End::ServerAbort,
@@ -299,9 +463,14 @@ where
         Poll::Pending
     })
     .await;
+    let spliced = up.spliced + down.spliced;
+    if spliced > 0 {
+        crate::metrics::TCP_SPLICED_BYTES.fetch_add(spliced, Ordering::Relaxed);
+    }
     Relayed {
         a_to_b: up.amt,
         b_to_a: down.amt,
+        spliced,
         end,
     }
 }
@@ -332,6 +501,104 @@ mod tests {
         assert_eq!(back, b"world!");
         let r = relay.await.unwrap();
         assert_eq!((r.a_to_b, r.b_to_a, r.end), (5, 6, End::Ok));
+    }
+
+    /// Two connected sockets: (the side a test drives, the side the relay gets).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
+    }
+
+    #[tokio::test]
+    async fn bulk_between_sockets_is_spliced_both_ways_with_half_close() {
+        let (mut client, mut proxy_a) = pair().await;
+        let (mut proxy_b, mut server) = pair().await;
+        let relay = tokio::spawn(async move {
+            relay_tcp(&mut proxy_a, &mut proxy_b, Duration::from_secs(30)).await
+        });
+        let up = pattern(3 << 20, 0x55);
+        let down = pattern(5 << 20, 0xaa);
+        let (mut cr, mut cw) = client.split();
+        let (mut sr, mut sw) = server.split();
+        let send_up = async {
+            cw.write_all(&up).await.unwrap();
+            cw.shutdown().await.unwrap();
+        };
+        let send_down = async {
+            sw.write_all(&down).await.unwrap();
+            sw.shutdown().await.unwrap();
+        };
+        let (mut got_up, mut got_down) = (Vec::new(), Vec::new());
+        let read_up = sr.read_to_end(&mut got_up);
+        let read_down = cr.read_to_end(&mut got_down);
+        let (_, _, a, b) = tokio::join!(send_up, send_down, read_up, read_down);
+        a.unwrap();
+        b.unwrap();
+        assert!(got_up == up, "client -> server bytes changed");
+        assert!(got_down == down, "server -> client bytes changed");
+        let r = relay.await.unwrap();
+        assert_eq!((r.a_to_b, r.b_to_a, r.end), (3 << 20, 5 << 20, End::Ok));
+        // both directions went bulk early: nearly everything went through pipes
+        assert!(r.spliced > 7 << 20, "only {} bytes spliced", r.spliced);
+    }
+
+    #[tokio::test]
+    async fn small_exchanges_are_copied_without_a_pipe() {
+        let (mut client, mut proxy_a) = pair().await;
+        let (mut proxy_b, mut server) = pair().await;
+        let relay = tokio::spawn(async move {
+            relay_tcp(&mut proxy_a, &mut proxy_b, Duration::from_secs(30)).await
+        });
+        let mut buf = [0u8; 5];
+        for _ in 0..20 {
+            client.write_all(b"query").await.unwrap();
+            server.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"query");
+            server.write_all(b"reply").await.unwrap();
+            client.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"reply");
+        }
+        client.shutdown().await.unwrap();
+        server.shutdown().await.unwrap();
+        let r = relay.await.unwrap();
+        assert_eq!(
+            (r.a_to_b, r.b_to_a, r.spliced, r.end),
+            (100, 100, 0, End::Ok)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reset_while_splicing_ends_the_session_as_the_servers_fault() {
+        let (mut client, mut proxy_a) = pair().await;
+        let (mut proxy_b, server) = pair().await;
+        let relay = tokio::spawn(async move {
+            relay_tcp(&mut proxy_a, &mut proxy_b, Duration::from_secs(30)).await
+        });
+        // bulk upwards so the direction splices, then the server resets (linger 0)
+        let data = pattern(1 << 20, 1);
+        let writer = tokio::spawn(async move {
+            let _ = client.write_all(&data).await;
+            let _ = client.write_all(&data).await;
+            client
+        });
+        let mut server = server;
+        let mut first = vec![0u8; 256 << 10];
+        server.read_exact(&mut first).await.unwrap();
+        // linger 0: the close is a reset (a loopback close does not block)
+        socket2::SockRef::from(&server)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(server);
+        let r = relay.await.unwrap();
+        assert_eq!(r.end, End::ServerAbort);
+        assert!(r.spliced > 0, "the direction never spliced");
+        drop(writer.await.unwrap());
     }
 
     #[tokio::test(start_paused = true)]

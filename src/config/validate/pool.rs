@@ -255,6 +255,7 @@ pub(super) fn pool(
         circuit,
         read_only,
         send_proxy,
+        splice: pf.splice,
         name: pf.name.clone(),
         balance: pf.balance,
         hash_key,

@@ -155,6 +155,14 @@ impl Importer {
                     "rampart's access log ([global] access_log) has these fields",
                 ),
             Some("forwardfor") => self.mapped(l, "rampart always sets X-Forwarded-For"),
+            Some("splice-auto") => self.mapped(
+                l,
+                "rampart splices bulk tcp-mode data by default (pool splice = true)",
+            ),
+            Some("splice-request" | "splice-response") => self.approx(
+                l,
+                "rampart splices a tcp-mode direction once it carries bulk data (pool splice = true), as splice-auto does",
+            ),
             Some(
                 "http-server-close"
                 | "http-keep-alive"
