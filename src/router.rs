@@ -1,4 +1,17 @@
 //! Pure routing: (host, path) -> pool index. No I/O, no allocation per request.
+//!
+//! A few routes are scanned in order. Past [`SCAN_MAX`], a listener's routes are
+//! compiled into an index ([`RouteIndex`]): exact hosts and wildcard suffixes in
+//! hash maps, path prefixes by length, so a request costs O(labels of its host +
+//! distinct prefix lengths), not O(routes). First match wins either way: the
+//! index returns the lowest-numbered matching route (a test checks the two
+//! against each other).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Up to this many routes, a scan is cheaper than the index's hash lookups.
+pub const SCAN_MAX: usize = 16;
 
 /// How a route matches the request's host (port and case ignored).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,17 +62,47 @@ pub struct Route {
     pub pool: usize,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Router {
-    pub routes: Vec<Route>,
+    /// Shared: a new snapshot (a DNS change of some pool) copies no route.
+    pub routes: Arc<[Route]>,
     pub default_pool: usize,
+    index: Option<Arc<RouteIndex>>,
+}
+
+impl PartialEq for Router {
+    fn eq(&self, o: &Router) -> bool {
+        // the index is a function of the routes
+        self.routes == o.routes && self.default_pool == o.default_pool
+    }
 }
 
 impl Router {
+    pub fn new(routes: Vec<Route>, default_pool: usize) -> Router {
+        let index = (routes.len() > SCAN_MAX).then(|| Arc::new(RouteIndex::new(&routes)));
+        Router {
+            routes: routes.into(),
+            default_pool,
+            index,
+        }
+    }
+
     /// First matching route wins, else the default pool.
     pub fn route(&self, host: Option<&str>, path: &str) -> usize {
         let host = host.map(strip_port);
-        for r in &self.routes {
+        let found = match &self.index {
+            Some(ix) => match ix.lookup(host, path.as_bytes()) {
+                Some(found) => found,
+                None => self.scan(host, path),
+            },
+            None => self.scan(host, path),
+        };
+        found.map_or(self.default_pool, |i| self.routes[i].pool)
+    }
+
+    /// The first matching route, in order (`host` without its port).
+    fn scan(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        for (i, r) in self.routes.iter().enumerate() {
             if let Some(m) = &r.host {
                 match host {
                     Some(h) if m.matches(h) => {}
@@ -71,9 +114,119 @@ impl Router {
                     continue;
                 }
             }
-            return r.pool;
+            return Some(i);
         }
-        self.default_pool
+        None
+    }
+}
+
+/// Many routes, compiled: route numbers by exact host, by wildcard suffix, and
+/// those without a host; within each, by path prefix.
+#[derive(Debug, Default)]
+struct RouteIndex {
+    /// "api.example.com" (lowercase) -> its routes
+    exact: HashMap<Box<[u8]>, Group>,
+    /// ".example.com" (from "*.example.com", lowercase) -> its routes
+    suffix: HashMap<Box<[u8]>, Group>,
+    /// Routes without a host.
+    any: Group,
+}
+
+/// Routes with the same host match: the first without a path prefix, and the
+/// first with each prefix.
+#[derive(Debug, Default)]
+struct Group {
+    bare: Option<usize>,
+    prefixes: HashMap<Box<[u8]>, usize>,
+    /// The distinct lengths of `prefixes`, ascending.
+    lengths: Vec<usize>,
+}
+
+/// The longest host the index looks up (a DNS name has at most 253 bytes);
+/// longer ones are scanned.
+const HOST_MAX: usize = 255;
+
+impl Group {
+    fn add(&mut self, i: usize, prefix: Option<&str>) {
+        match prefix {
+            None => {
+                self.bare.get_or_insert(i);
+            }
+            Some(p) => {
+                self.prefixes.entry(p.as_bytes().into()).or_insert(i);
+                if let Err(at) = self.lengths.binary_search(&p.len()) {
+                    self.lengths.insert(at, p.len());
+                }
+            }
+        }
+    }
+
+    /// The first of this group's routes that `path` matches.
+    fn first(&self, path: &[u8]) -> Option<usize> {
+        let mut best = self.bare;
+        for &len in &self.lengths {
+            if len > path.len() {
+                break;
+            }
+            if let Some(&i) = self.prefixes.get(&path[..len]) {
+                best = earliest(best, Some(i));
+            }
+        }
+        best
+    }
+}
+
+fn earliest(a: Option<usize>, b: Option<usize>) -> Option<usize> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+impl RouteIndex {
+    fn new(routes: &[Route]) -> RouteIndex {
+        let mut ix = RouteIndex::default();
+        for (i, r) in routes.iter().enumerate() {
+            let group = match &r.host {
+                None => &mut ix.any,
+                Some(HostMatch::Exact(h)) => ix.exact.entry(h.as_bytes().into()).or_default(),
+                Some(HostMatch::Suffix(s)) => ix.suffix.entry(s.as_bytes().into()).or_default(),
+            };
+            group.add(i, r.path_prefix.as_deref());
+        }
+        ix
+    }
+
+    /// The first matching route (`Some(None)`: none matches); None when the host
+    /// is too long to look up here.
+    fn lookup(&self, host: Option<&str>, path: &[u8]) -> Option<Option<usize>> {
+        let mut best = self.any.first(path);
+        let Some(host) = host else {
+            return Some(best);
+        };
+        if host.len() > HOST_MAX {
+            return None;
+        }
+        // the patterns are lowercase; the host is lowered on the stack
+        let mut buf = [0u8; HOST_MAX];
+        let lower = &mut buf[..host.len()];
+        lower.copy_from_slice(host.as_bytes());
+        lower.make_ascii_lowercase();
+        let lower = &*lower;
+        if let Some(g) = self.exact.get(lower) {
+            best = earliest(best, g.first(path));
+        }
+        if !self.suffix.is_empty() {
+            // "*.example.com" matches a host that ends with ".example.com" and
+            // is longer: every dot but a leading one starts a candidate suffix
+            for (at, _) in lower.iter().enumerate().skip(1).filter(|(_, &b)| b == b'.') {
+                if let Some(g) = self.suffix.get(&lower[at..]) {
+                    best = earliest(best, g.first(path));
+                }
+            }
+        }
+        Some(best)
     }
 }
 
@@ -103,8 +256,8 @@ mod tests {
     use super::*;
 
     fn router() -> Router {
-        Router {
-            routes: vec![
+        Router::new(
+            vec![
                 Route {
                     host: Some(HostMatch::parse("api.example.com").unwrap()),
                     path_prefix: Some("/v1".into()),
@@ -121,7 +274,65 @@ mod tests {
                     pool: 3,
                 },
             ],
-            default_pool: 0,
+            0,
+        )
+    }
+
+    /// The index gives what the scan gives: random route tables (past
+    /// SCAN_MAX) from a small vocabulary, so that many routes overlap, and
+    /// requests from the same vocabulary.
+    #[test]
+    fn the_index_routes_as_the_scan_does() {
+        let hosts = [
+            "a.example.com",
+            "b.example.com",
+            "*.example.com",
+            "*.a.example.com",
+            "example.com",
+            "*.com",
+            "x.org",
+        ];
+        let prefixes = ["/", "/v1", "/v1/", "/v2", "/static", "/s"];
+        let req_hosts = [
+            "a.example.com",
+            "A.Example.COM:8443",
+            "z.a.example.com",
+            "b.example.com",
+            "example.com",
+            "c.com",
+            "x.org",
+            "y.org",
+            ".example.com",
+        ];
+        let paths = [
+            "/",
+            "/v1",
+            "/v1/users",
+            "/v2x",
+            "/static/a.css",
+            "/s",
+            "",
+            "/x",
+        ];
+        for round in 0..300 {
+            let n = fastrand::usize(SCAN_MAX + 1..80);
+            let routes: Vec<Route> = (0..n)
+                .map(|k| Route {
+                    host: fastrand::bool()
+                        .then(|| HostMatch::parse(hosts[fastrand::usize(..hosts.len())]).unwrap()),
+                    path_prefix: fastrand::bool()
+                        .then(|| prefixes[fastrand::usize(..prefixes.len())].to_string()),
+                    pool: k + 1,
+                })
+                .collect();
+            let r = Router::new(routes, 0);
+            assert!(r.index.is_some());
+            for h in req_hosts.iter().copied().map(Some).chain([None]) {
+                for p in paths {
+                    let want = r.scan(h.map(strip_port), p).map_or(0, |i| r.routes[i].pool);
+                    assert_eq!(r.route(h, p), want, "round {round}: {h:?} {p:?}");
+                }
+            }
         }
     }
 

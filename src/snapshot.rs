@@ -216,10 +216,7 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
         binds: l.binds.clone(),
         mode: l.mode,
         scheme: if l.tls.is_some() { "https" } else { "http" },
-        router: Router {
-            routes: l.routes.clone(),
-            default_pool: l.pool,
-        },
+        router: Router::new(l.routes.clone(), l.pool),
         rules: Arc::clone(&l.rules),
         read_only: l.read_only.clone().map(Arc::new),
         http: (l.mode == Mode::Http).then(|| {
