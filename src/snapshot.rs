@@ -150,19 +150,26 @@ impl Snapshot {
     /// Builds pool `pc` from its config entries and the members found for its DNS
     /// entries, carrying over the state of members `old` already had.
     pub fn build_pool(pc: &PoolConfig, discovered: &Discovered, old: Option<&Arc<Pool>>) -> Pool {
-        let old_states: HashMap<SocketAddr, &Arc<ServerState>> = old
-            .map(|o| o.servers.iter().map(|s| (s.addr, &s.state)).collect())
+        let old_states: HashMap<SocketAddr, &crate::pool::Server> = old
+            .map(|o| o.servers.iter().map(|s| (s.addr, s)).collect())
             .unwrap_or_default();
         let shared = old.map_or_else(
             || Arc::new(PoolShared::new(&pc.name)),
             |o| Arc::clone(&o.shared),
         );
         let initial = Pool::initial_health(pc);
-        Pool::new(pc, shared, members(pc, discovered), |addr| {
-            old_states
-                .get(&addr)
-                .map_or_else(|| Arc::new(ServerState::new(initial)), |s| Arc::clone(s))
-        })
+        Pool::new(
+            pc,
+            shared,
+            members(pc, discovered),
+            |addr| match old_states.get(&addr) {
+                Some(s) => (
+                    Arc::clone(&s.state),
+                    s.source.is_some().then(|| Arc::clone(&s.id)),
+                ),
+                None => (Arc::new(ServerState::new(initial)), None),
+            },
+        )
     }
 
     /// This snapshot with the pool of the same name replaced (same generation).
