@@ -17,6 +17,10 @@ PORTS = {  # target -> (http, tcp, h2)
     "rampart": (19103, 19203, 19103),
 }
 PROXIES = ["haproxy", "nginx", "rampart"]
+# the other way of relaying TCP bulk: HAProxy splicing (`option splice-request`
+# and `splice-response`; its default is to copy; `splice-auto` did not splice this
+# transfer), rampart with `splice = false` (its default is to splice bulk)
+SPLICE_PORTS = {"haproxy": 19401, "rampart": 19403}
 
 
 def sh(cmd, **kw):
@@ -70,7 +74,8 @@ class Bench:
         # HAProxy needs two descriptors per connection; stay under the hard limit
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         hard = 65536 if hard == resource.RLIM_INFINITY else hard
-        self.maxconn = min(30000, (hard - 200) // 2)
+        # HAProxy needs 2 descriptors a connection, plus 2 a pipe (maxpipes below)
+        self.maxconn = min(30000, (hard - 400) // 2)
 
     # ---------- processes ----------
     def start(self, name, cmd, cpus):
@@ -131,6 +136,7 @@ class Bench:
 global
   nbthread {t}
   maxconn {self.maxconn}
+  maxpipes 64
 defaults
   timeout connect 2s
   timeout client 60s
@@ -151,6 +157,17 @@ frontend fe_tcp
   default_backend be_tcp
 backend be_tcp
   mode tcp
+  server s1 127.0.0.1:19000
+frontend fe_tcp_splice
+  mode tcp
+  option splice-request
+  option splice-response
+  bind 127.0.0.1:{SPLICE_PORTS["haproxy"]}
+  default_backend be_tcp_splice
+backend be_tcp_splice
+  mode tcp
+  option splice-request
+  option splice-response
   server s1 127.0.0.1:19000
 """)
         nginx = self.write("nginx.conf", f"""
@@ -202,6 +219,17 @@ max_idle_per_server = 128
 [[pool]]
 name = "be_tcp"
 server_timeout = "60s"
+  [[pool.server]]
+  address = "127.0.0.1:19000"
+[[listener]]
+name = "tcp_copy"
+bind = ["127.0.0.1:{SPLICE_PORTS["rampart"]}"]
+mode = "tcp"
+pool = "be_tcp_copy"
+[[pool]]
+name = "be_tcp_copy"
+server_timeout = "60s"
+splice = false
   [[pool.server]]
   address = "127.0.0.1:19000"
 """)
@@ -264,19 +292,41 @@ server_timeout = "60s"
         ok = re.search(r"(\d+) succeeded", out)
         return {"rps": float(m.group(1)) if m and ok and int(ok.group(1)) > 0 else 0.0}
 
-    def bulk(self, port):
+    def bulk(self, port, name):
+        """MB/s of one transfer, and the proxy's CPU time per GiB moved: the
+        transfer is often bound by curl and the backend (the direct row), while
+        the proxy's CPU time shows what relaying costs it."""
+        cpu0 = self.cpu_s(name)
         out = self.load(f"curl -s -o /dev/null -m 120 -w '%{{speed_download}} %{{size_download}}' http://127.0.0.1:{port}/big").stdout.split()
+        cpu = self.cpu_s(name) - cpu0
         size = int(float(out[1])) if len(out) > 1 else 0
         if size != self.a.bulk_mib * 1024 * 1024:
             return {"mbps": 0.0}
-        return {"mbps": float(out[0]) / 1e6}
+        r = {"mbps": float(out[0]) / 1e6}
+        if name != "direct":
+            r["cpu_ms_per_gib"] = cpu * 1000 / (self.a.bulk_mib / 1024)
+        return r
 
-    def rss_kib(self, name):
+    def pids(self, name):
         if name == "nginx":
             pid = int(open(os.path.join(self.dir, "nginx.pid")).read())
-            pids = [pid] + [int(x) for x in sh(f"pgrep -P {pid}").stdout.split()]
-        else:
-            pids = [p.pid for n, p in self.procs if n == name]
+            return [pid] + [int(x) for x in sh(f"pgrep -P {pid}").stdout.split()]
+        return [p.pid for n, p in self.procs if n == name]
+
+    def cpu_s(self, name):
+        """User + system CPU seconds of a proxy's processes so far."""
+        if name == "direct":
+            return 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.pids(name):
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / tick
+
+    def rss_kib(self, name):
+        pids = self.pids(name)
         total = 0
         for pid in pids:
             for line in open(f"/proc/{pid}/status"):
@@ -346,26 +396,32 @@ server_timeout = "60s"
         targets = list(PORTS)
         results = {}  # (scenario, target) -> [dict]
         order = targets[:]
+        only = set(self.a.only.split(",")) if self.a.only else None
+        want = lambda sc: only is None or sc in only
         for rnd in range(self.a.rounds):
             print(f"round {rnd + 1}/{self.a.rounds}", file=sys.stderr)
-            for t in order:
+            # the fixed rate is set from this round's keep-alive figures
+            for t in order if want("keepalive") or want("fixed") else []:
                 results.setdefault(("keepalive", t), []).append(self.wrk(PORTS[t][0]))
-            for t in order:
+            for t in order if want("close") else []:
                 results.setdefault(("close", t), []).append(self.wrk(PORTS[t][0], '-H "Connection: close"'))
-            # fixed rate: half the slowest proxy's keep-alive throughput this round
-            slowest = min(results[("keepalive", p)][-1]["rps"] for p in PROXIES)
-            rate = int(slowest * 0.5)
-            for t in order:
-                r = self.fixed_rate(PORTS[t][0], rate)
-                r["target_rps"] = rate
-                results.setdefault(("fixed", t), []).append(r)
-            for t in order:
+            if want("fixed"):
+                # fixed rate: half the slowest proxy's keep-alive throughput this round
+                slowest = min(results[("keepalive", p)][-1]["rps"] for p in PROXIES)
+                rate = int(slowest * 0.5)
+                for t in order:
+                    r = self.fixed_rate(PORTS[t][0], rate)
+                    r["target_rps"] = rate
+                    results.setdefault(("fixed", t), []).append(r)
+            for t in order if want("h2") else []:
                 results.setdefault(("h2", t), []).append(self.h2(PORTS[t][2]))
             # the shortest configs are about request rows; bulk and idle
             # connections are measured with the tuned ones
-            for t in order if not self.a.shortest else []:
-                results.setdefault(("bulk", t), []).append(self.bulk(PORTS[t][1]))
-            for t in [x for x in order if x != "direct" and not self.a.shortest]:
+            for t in order if not self.a.shortest and want("bulk") else []:
+                results.setdefault(("bulk", t), []).append(self.bulk(PORTS[t][1], t))
+                if t in SPLICE_PORTS:
+                    results.setdefault(("bulk_other", t), []).append(self.bulk(SPLICE_PORTS[t], t))
+            for t in [x for x in order if x != "direct" and not self.a.shortest and want("idle")]:
                 results.setdefault(("idle", t), []).append(self.idle(t))
             order = order[1:] + order[:1]
         return results
@@ -403,14 +459,27 @@ def render(results, args, versions):
         ("fixed", "p99_ms", "fixed rate, p99 ms", True),
         ("fixed", "p999_ms", "fixed rate, p99.9 ms", True),
         ("h2", "rps", "HTTP/2 (h2c, 10 streams/conn), req/s", False),
-        ("bulk", "mbps", f"TCP mode bulk ({args.bulk_mib} MiB), MB/s", False),
+        ("bulk", "mbps", f"TCP mode bulk ({args.bulk_mib} MiB), defaults (HAProxy copies, rampart splices), MB/s", False),
+        ("bulk", "cpu_ms_per_gib", "TCP mode bulk, defaults, the proxy's CPU ms per GiB", True),
+        ("bulk_splice", "mbps", "TCP mode bulk, both splicing (HAProxy `option splice-request`/`-response`), MB/s", False),
+        ("bulk_splice", "cpu_ms_per_gib", "TCP mode bulk, both splicing, the proxy's CPU ms per GiB", True),
+        ("bulk_copy", "mbps", "TCP mode bulk, both copying (rampart `splice = false`), MB/s", False),
+        ("bulk_copy", "cpu_ms_per_gib", "TCP mode bulk, both copying, the proxy's CPU ms per GiB", True),
         ("idle", "rss_mib", f"RSS holding {args.idle} idle keep-alive conns, MiB", True),
         ("idle", "bytes_per_conn", "bytes per idle connection", True),
     ]
     out = ["| scenario | direct | haproxy | nginx | rampart | rampart/haproxy | rampart/nginx |",
            "|---|---:|---:|---:|---:|---:|---:|"]
     for sc, key, label, _lower in rows:
-        vals = {t: med(results.get((sc, t), []), key) for t in PORTS}
+        # the bulk rows by way of relaying: each target's figure from its default
+        # run ("bulk") or its other-way run ("bulk_other"); nginx's stream module
+        # has one way (copying)
+        src = {t: sc for t in PORTS}
+        if sc == "bulk_splice":
+            src = {t: "bulk" for t in PORTS} | {"haproxy": "bulk_other"}
+        elif sc == "bulk_copy":
+            src = {t: "bulk" for t in PORTS} | {"rampart": "bulk_other"}
+        vals = {t: med(results.get((src[t], t), []), key) for t in PORTS}
         out.append(f"| {label} | {fmt(vals['direct'])} | {fmt(vals['haproxy'])} | {fmt(vals['nginx'])} | "
                    f"{fmt(vals['rampart'])} | {ratio(vals['rampart'], vals['haproxy'])} | {ratio(vals['rampart'], vals['nginx'])} |")
     return "\n".join(out)
@@ -438,6 +507,8 @@ def main():
     ap.add_argument("--duration", type=int)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--out")
+    ap.add_argument("--only", help="a comma-separated subset of the scenarios: "
+                    "keepalive, close, fixed, h2, bulk, idle")
     ap.add_argument("--shortest", action="store_true",
                     help="every proxy with its defaults (the shortest working config)")
     args = ap.parse_args()

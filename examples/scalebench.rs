@@ -1,0 +1,247 @@
+//! How rampart's costs grow with the size of its config (bench/scale.py), in
+//! process, single thread, release build, on the real types: a config is parsed,
+//! a snapshot built, and then
+//!
+//! - `pick BALANCE N ITERS`: ITERS picks (and releases) of a server in a pool
+//!   of N, through `Pool::acquire` as a request does; prints ns per pick. Under
+//!   callgrind, two ITERS give the instructions of one pick.
+//! - `routes KIND N ITERS`: N routes on a listener (KIND: host, wildcard,
+//!   prefix), a request that matches the last one; prints ns per routing.
+//! - `dns N`: a pool with one DNS name of N members; one member changes, and the
+//!   pool is rebuilt as the control task does on a DNS answer; prints the time
+//!   and the bytes allocated by that refresh.
+//! - `memory BALANCE N`: the bytes a snapshot holds for a pool of N servers,
+//!   per server.
+//! - `config POOLS SERVERS`: a config of POOLS pools of SERVERS servers behind as
+//!   many host routes: the time to parse and check it, to build its snapshot,
+//!   and to build the next one from it (what a reload does in between).
+//!
+//! Every figure is printed as one line `key value`.
+
+use rampart::pool::Pool;
+use rampart::rules::Priority;
+use rampart::snapshot::{dns_key, Discovered, Found, Snapshot};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Counts the bytes live and the bytes ever allocated.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        ALLOCATED.fetch_add(l.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract for `alloc` is passed on as it is.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        // SAFETY: as above; `p` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// The address of member `i`: 127.1.x.y, never connected to.
+fn member(i: usize) -> SocketAddr {
+    let ip = Ipv4Addr::new(127, 1 + (i >> 16) as u8, (i >> 8) as u8, i as u8);
+    SocketAddr::new(IpAddr::V4(ip), 8000)
+}
+
+fn pool_config(balance: &str, n: usize) -> String {
+    let mut s = format!(
+        "[[listener]]\nname = \"l\"\nbind = [\"127.0.0.1:1\"]\nmode = \"http\"\npool = \"p\"\n\
+         [[pool]]\nname = \"p\"\nbalance = \"{balance}\"\n"
+    );
+    for i in 0..n {
+        s.push_str(&format!(
+            "  [[pool.server]]\n  address = \"{}\"\n",
+            member(i)
+        ));
+    }
+    s
+}
+
+fn snapshot(text: &str, discovered: &Discovered) -> Snapshot {
+    let cfg = rampart::config::parse(text, "scalebench.toml").unwrap_or_else(|e| panic!("{e}"));
+    Snapshot::build(&cfg, None, discovered, 1)
+}
+
+fn pick(balance: &str, n: usize, iters: usize) {
+    let snap = snapshot(&pool_config(balance, n), &Discovered::default());
+    let pool: &Arc<Pool> = &snap.pools[0];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    rt.block_on(async {
+        for k in 0..iters as u64 {
+            // a hash pool's key varies as the requests' would
+            let key = k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let g = pool.acquire(key, &[], Priority::Normal).await;
+            assert!(g.is_ok(), "no server picked");
+        }
+    });
+    println!(
+        "pick_ns {:.1}",
+        t.elapsed().as_nanos() as f64 / iters as f64
+    );
+}
+
+fn routes(kind: &str, n: usize, iters: usize) {
+    let mut s = String::from(
+        "[[listener]]\nname = \"l\"\nbind = [\"127.0.0.1:1\"]\nmode = \"http\"\npool = \"p\"\n",
+    );
+    for i in 0..n {
+        s.push_str("  [[listener.route]]\n");
+        match kind {
+            "host" => s.push_str(&format!("  host = \"h{i}.example.com\"\n")),
+            "wildcard" => s.push_str(&format!("  host = \"*.h{i}.example.com\"\n")),
+            "prefix" => s.push_str(&format!("  path_prefix = \"/api/v{i}/\"\n")),
+            other => panic!("unknown route kind {other}"),
+        }
+        s.push_str("  pool = \"q\"\n");
+    }
+    s.push_str("[[pool]]\nname = \"p\"\n  [[pool.server]]\n  address = \"127.0.0.1:9\"\n");
+    s.push_str("[[pool]]\nname = \"q\"\n  [[pool.server]]\n  address = \"127.0.0.1:9\"\n");
+    let snap = snapshot(&s, &Discovered::default());
+    let router = &snap.listeners[0].router;
+    let last = n - 1;
+    let (host, path) = match kind {
+        "host" => (format!("h{last}.example.com"), "/index.html".to_string()),
+        "wildcard" => (
+            format!("www.h{last}.example.com"),
+            "/index.html".to_string(),
+        ),
+        _ => (
+            "api.example.com".to_string(),
+            format!("/api/v{last}/users/42"),
+        ),
+    };
+    let want = router.route(Some(&host), &path);
+    assert_eq!(want, 1, "the request must match the last route");
+    let t = Instant::now();
+    let mut sum = 0;
+    for _ in 0..iters {
+        sum += router.route(
+            Some(std::hint::black_box(&host)),
+            std::hint::black_box(&path),
+        );
+    }
+    assert_eq!(sum, iters);
+    println!(
+        "route_ns {:.1}",
+        t.elapsed().as_nanos() as f64 / iters as f64
+    );
+}
+
+fn dns(n: usize) {
+    let text =
+        "[[listener]]\nname = \"l\"\nbind = [\"127.0.0.1:1\"]\nmode = \"http\"\npool = \"p\"\n\
+                [[pool]]\nname = \"p\"\n  [[pool.server]]\n  address = \"svc.example:8000\"\n";
+    let cfg = rampart::config::parse(text, "scalebench.toml").unwrap_or_else(|e| panic!("{e}"));
+    let pc = &cfg.pools[0];
+    let rampart::config::ServerAddr::Dns(name) = &pc.servers[0].address else {
+        panic!("the server must be a DNS name");
+    };
+    let key = dns_key(pc, name);
+    let found = |skip: usize| -> Vec<Found> {
+        (0..=n)
+            .filter(|&i| i != skip)
+            .map(|i| Found {
+                addr: member(i),
+                weight: None,
+                backup: false,
+            })
+            .collect()
+    };
+    let mut discovered = Discovered::new();
+    discovered.insert(key.clone(), found(n));
+    let snap = Snapshot::build(&cfg, None, &discovered, 1);
+    // one member leaves, another comes: what a control task does with the answer
+    let before = found(n);
+    discovered.insert(key.clone(), found(0));
+    let (a0, t) = (ALLOCATED.load(Ordering::Relaxed), Instant::now());
+    let changed = rampart::discovery::diff(&before, &discovered[&key]);
+    let old = &snap.pools[0];
+    let new_pool = Arc::new(Snapshot::build_pool(pc, &discovered, Some(old)));
+    let next = snap.with_pool(Arc::clone(&new_pool));
+    let took = t.elapsed();
+    let allocated = ALLOCATED.load(Ordering::Relaxed) - a0;
+    assert_eq!((changed.0.len(), changed.1.len()), (1, 1));
+    assert_eq!(next.pools[0].servers.len(), n);
+    println!("refresh_us {:.1}", took.as_nanos() as f64 / 1000.0);
+    println!("refresh_allocated_bytes {allocated}");
+}
+
+fn memory(balance: &str, n: usize) {
+    let text = pool_config(balance, n);
+    let cfg = rampart::config::parse(&text, "scalebench.toml").unwrap_or_else(|e| panic!("{e}"));
+    let live = LIVE.load(Ordering::Relaxed);
+    let snap = Snapshot::build(&cfg, None, &Discovered::default(), 1);
+    let held = LIVE.load(Ordering::Relaxed) - live;
+    println!("snapshot_bytes {held}");
+    println!("bytes_per_server {:.0}", held as f64 / n as f64);
+    drop(snap);
+}
+
+fn config(pools: usize, servers: usize) {
+    let mut s = String::from(
+        "[[listener]]\nname = \"l\"\nbind = [\"127.0.0.1:1\"]\nmode = \"http\"\npool = \"p0\"\n",
+    );
+    for p in 0..pools {
+        s.push_str(&format!(
+            "  [[listener.route]]\n  host = \"h{p}.example.com\"\n  pool = \"p{p}\"\n"
+        ));
+    }
+    for p in 0..pools {
+        s.push_str(&format!("[[pool]]\nname = \"p{p}\"\n"));
+        for k in 0..servers {
+            s.push_str(&format!(
+                "  [[pool.server]]\n  address = \"{}\"\n",
+                member(p * servers + k)
+            ));
+        }
+    }
+    let t = Instant::now();
+    let cfg = rampart::config::parse(&s, "scalebench.toml").unwrap_or_else(|e| panic!("{e}"));
+    println!("parse_ms {:.2}", t.elapsed().as_secs_f64() * 1000.0);
+    let t = Instant::now();
+    let first = Snapshot::build(&cfg, None, &Discovered::default(), 1);
+    println!("build_ms {:.2}", t.elapsed().as_secs_f64() * 1000.0);
+    let t = Instant::now();
+    let next = Snapshot::build(&cfg, Some(&first), &Discovered::default(), 2);
+    println!("rebuild_ms {:.2}", t.elapsed().as_secs_f64() * 1000.0);
+    assert_eq!(next.pools.len(), pools);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| -> &str { args.get(i).map(String::as_str).unwrap_or("") };
+    let num = |i: usize| -> usize {
+        arg(i)
+            .parse()
+            .unwrap_or_else(|_| panic!("argument {i}: a number"))
+    };
+    match arg(0) {
+        "pick" => pick(arg(1), num(2), num(3)),
+        "routes" => routes(arg(1), num(2), num(3)),
+        "dns" => dns(num(1)),
+        "memory" => memory(arg(1), num(2)),
+        "config" => config(num(1), num(2)),
+        _ => {
+            eprintln!(
+                "usage: scalebench pick BALANCE N ITERS | routes KIND N ITERS | dns N | memory BALANCE N | config POOLS SERVERS"
+            );
+            std::process::exit(2);
+        }
+    }
+}
