@@ -19,8 +19,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
-    /// Resolves when a read may find bytes (or the end).
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Ready when a read may find bytes (or the end). A poll, not a future: the
+    /// waker goes into the socket's own slot, so an idle connection's future
+    /// holds no waiter entry for it.
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Writes what it can of `data` at once, without waiting; Ok(n) with n bytes
     /// taken. WouldBlock counts as 0.
     fn write_now(&mut self, data: &[u8]) -> io::Result<usize>;
@@ -39,8 +41,8 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
 }
 
 impl ClientIo for TcpStream {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-        TcpStream::readable(self)
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
     }
     fn write_now(&mut self, data: &[u8]) -> io::Result<usize> {
         match self.try_write(data) {
@@ -67,9 +69,9 @@ impl ClientIo for TcpStream {
 }
 
 impl ClientIo for TlsStream<TcpStream> {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+    fn poll_readable(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         // rustls may hold decrypted bytes the socket's readiness knows nothing of
-        std::future::ready(Ok(()))
+        Poll::Ready(Ok(()))
     }
     fn write_now(&mut self, data: &[u8]) -> io::Result<usize> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
