@@ -194,13 +194,20 @@ class Scale:
 
     # ---------- end to end ----------
     def backend(self, n):
-        """nginx answering on 127.1.x.y:19000 for n servers."""
-        listens = "\n".join(f"    listen {server_addr(i)}:19000;" for i in range(n))
-        conf = self.write("backend.conf", f"""
+        """nginx answering on 127.1.x.y:19000 for n servers. Each process holds a
+        listening socket and a connection per server it answers for: at most
+        4,000 servers a process, so that a limit of 20,000 descriptors is never
+        what the run measures (with 10,000 in one process, connections beyond the
+        limit were refused, and round robin, which cycles through every server,
+        reconnected on nearly every request)."""
+        per = 4000
+        for k, first in enumerate(range(0, n, per)):
+            listens = "\n".join(f"    listen {server_addr(i)}:19000;" for i in range(first, min(n, first + per)))
+            conf = self.write(f"backend{k}.conf", f"""
 worker_processes 1;
 daemon off;
-pid {self.dir}/backend.pid;
-error_log {self.dir}/backend.err;
+pid {self.dir}/backend{k}.pid;
+error_log {self.dir}/backend{k}.err;
 worker_rlimit_nofile {NOFILE};
 events {{ worker_connections {NOFILE - 100}; }}
 http {{
@@ -213,7 +220,7 @@ http {{
   }}
 }}
 """)
-        self.start("backend", ["nginx", "-c", conf], self.a.load_cpus)
+            self.start("backend", ["nginx", "-c", conf], self.a.load_cpus)
         self.wait_port(server_addr(n - 1), 19000, "the backend")
 
     def rampart_config(self, pools, servers, balance="round_robin", routes=False, port=19103):

@@ -12,6 +12,8 @@
 //!   and the bytes allocated by that refresh.
 //! - `memory BALANCE N`: the bytes a snapshot holds for a pool of N servers,
 //!   per server.
+//! - `sizes`: the bytes of the future an HTTP client connection's task runs
+//!   (what every idle keep-alive connection holds, with tokio's task header).
 //! - `config POOLS SERVERS`: a config of POOLS pools of SERVERS servers behind as
 //!   many host routes: the time to parse and check it, to build its snapshot,
 //!   and to build the next one from it (what a reload does in between).
@@ -223,6 +225,23 @@ fn config(pools: usize, servers: usize) {
     assert_eq!(next.pools.len(), pools);
 }
 
+/// The size of what `f` returns, without calling it.
+fn size_of_return<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {
+    std::mem::size_of::<F>()
+}
+
+fn sizes() {
+    use rampart::proxy::fast_path::serve;
+    println!(
+        "serve_tcp_bytes {}",
+        size_of_return(serve::<tokio::net::TcpStream>)
+    );
+    println!(
+        "serve_tls_bytes {}",
+        size_of_return(serve::<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>)
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| -> &str { args.get(i).map(String::as_str).unwrap_or("") };
@@ -237,9 +256,10 @@ fn main() {
         "dns" => dns(num(1)),
         "memory" => memory(arg(1), num(2)),
         "config" => config(num(1), num(2)),
+        "sizes" => sizes(),
         _ => {
             eprintln!(
-                "usage: scalebench pick BALANCE N ITERS | routes KIND N ITERS | dns N | memory BALANCE N | config POOLS SERVERS"
+                "usage: scalebench pick BALANCE N ITERS | routes KIND N ITERS | dns N | memory BALANCE N | config POOLS SERVERS | sizes"
             );
             std::process::exit(2);
         }
