@@ -31,6 +31,7 @@ thread_local! {
 /// A `BUF_SIZE` buffer from this thread's free list, returned to it on drop. A
 /// connection holds one only while it has bytes in flight, so an idle keep-alive
 /// connection costs no buffer.
+#[derive(Debug)]
 pub struct PooledBuf(Vec<u8>);
 
 impl PooledBuf {
@@ -549,6 +550,35 @@ impl RespHead<'_> {
     }
 }
 
+impl<'b> RespHead<'b> {
+    /// The fields an HTTP/2 client gets, the body decoded from its HTTP/1.1
+    /// framing: hop-by-hop fields, the ones `Connection` names and
+    /// Transfer-Encoding left out, and Content-Length with them unless it gives
+    /// the body's length (or, for HEAD and 304, the length a GET would get).
+    pub fn end_to_end(&self) -> impl Iterator<Item = (&'b str, &'b [u8])> + '_ {
+        let length = !self.has_te
+            && match self.framing {
+                Framing::Length(_) => true,
+                Framing::Empty => self.status != 204,
+                Framing::Chunked | Framing::Close => false,
+            };
+        self.headers
+            .iter()
+            .filter(move |h| match field(h.name) {
+                Field::Connection
+                | Field::KeepAlive
+                | Field::ProxyConnection
+                | Field::Te
+                | Field::Upgrade
+                | Field::TransferEncoding => false,
+                Field::ContentLength => length,
+                Field::Other => self.conn.named.is_empty() || !self.conn.names(h.name),
+                _ => true,
+            })
+            .map(|h| (h.name, h.value))
+    }
+}
+
 fn itoa_status(s: u16) -> [u8; 3] {
     let s = s.min(999);
     [
@@ -595,6 +625,16 @@ impl ChunkedScanner {
     /// Scans the next bytes of the body. `Ok(Some(n))`: the body ends after the
     /// first `n` bytes of `data` (anything after them is not part of it).
     pub fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, ChunkError> {
+        self.decode(data, |_| {})
+    }
+
+    /// As [`feed`](Self::feed), and hands each run of chunk data (the body with
+    /// its chunked framing taken off) to `on_data`, in order.
+    pub fn decode(
+        &mut self,
+        data: &[u8],
+        mut on_data: impl FnMut(&[u8]),
+    ) -> Result<Option<usize>, ChunkError> {
         let mut i = 0;
         while i < data.len() {
             let b = data[i];
@@ -636,6 +676,7 @@ impl ChunkedScanner {
                 }
                 Chunk::Data => {
                     let take = (data.len() - i).min(self.size as usize);
+                    on_data(&data[i..i + take]);
                     self.size -= take as u64;
                     i += take;
                     if self.size == 0 {
@@ -1040,6 +1081,19 @@ mod tests {
         for (i, b) in body.iter().enumerate() {
             let r = s.feed(std::slice::from_ref(b)).unwrap();
             assert_eq!(r.is_some(), i == body.len() - 1);
+        }
+    }
+
+    #[test]
+    fn chunked_data_is_decoded_across_any_split() {
+        let body = b"4;ext=1\r\nWiki\r\n5 \t;a=b\r\npedia\r\nE  \r\n in\r\n\r\nchunks.\r\n0\r\nX-Trailer: 1\r\n\r\n";
+        for split in 0..=body.len() {
+            let mut s = ChunkedScanner::default();
+            let mut out = Vec::new();
+            let first = s.decode(&body[..split], |d| out.extend_from_slice(d));
+            let rest = s.decode(&body[split..], |d| out.extend_from_slice(d));
+            assert!(first.is_ok() && rest.is_ok(), "split {split}");
+            assert_eq!(out, b"Wikipedia in\r\n\r\nchunks.", "split {split}");
         }
     }
 

@@ -6,7 +6,8 @@ use common::*;
 use http_body_util::BodyExt;
 use hyper::{Request, StatusCode};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -350,6 +351,136 @@ async fn backend_connections_are_kept_alive_and_reused() {
         1,
         "sequential requests share one backend connection"
     );
+}
+
+/// A scripted HTTP/1.1 backend: the response to each request is chosen by its
+/// path, written as raw bytes (any framing), on connections it counts.
+async fn framing_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = listen(free_addr("127.0.0.1")).await;
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&conns);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = vec![0u8; 8192];
+                loop {
+                    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&got[..end]).into_owned();
+                    got.drain(..end + 4);
+                    let mut line = head.split(' ');
+                    let (method, path) = (line.next().unwrap_or(""), line.next().unwrap_or(""));
+                    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+                    let (resp, close): (Vec<u8>, bool) = match path {
+                        "/chunked" => (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: x-hop\r\nx-hop: 1\r\nx-end: 2\r\n\r\n5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nx-trailer: t\r\n\r\n".to_vec(), false),
+                        "/length" if method == "HEAD" => (b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n".to_vec(), false),
+                        "/length" => (b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\nkeep-alive: timeout=30\r\n\r\nhello world".to_vec(), false),
+                        "/interim" => (b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(), false),
+                        "/nocontent" => (b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n".to_vec(), false),
+                        "/big" => {
+                            let mut r = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", big.len()).into_bytes();
+                            r.extend_from_slice(&big);
+                            (r, false)
+                        }
+                        "/close" => (b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end".to_vec(), true),
+                        _ => (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\ncut short".to_vec(), true),
+                    };
+                    // in pieces, so the body also arrives apart from its head
+                    for piece in resp.chunks(4096) {
+                        if s.write_all(piece).await.is_err() {
+                            return;
+                        }
+                    }
+                    if close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+/// An HTTP/2 client's request to an HTTP/1.1 server goes as bytes on a pooled
+/// socket and its response comes back decoded, whatever the framing: chunked
+/// (extensions and trailers dropped), a length, or until the server closes.
+/// Hop-by-hop fields and those Connection names stay behind; a connection whose
+/// response ended where its framing said is used again; a body cut short
+/// reaches the client as an error, not as a complete body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_clients_get_http11_responses_of_every_framing() {
+    let (backend, conns) = framing_backend().await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(&http_config(listen, "", &[(backend, 1)]), &[listen]).await;
+    let c = h2c_client();
+    let url = |p: &str| format!("http://{listen}{p}");
+    let req = |m: &str, p: &str| {
+        Request::builder()
+            .method(m)
+            .uri(url(p))
+            .body(empty())
+            .unwrap()
+    };
+    for _ in 0..3 {
+        let (r, body) = send(&c, req("GET", "/chunked")).await;
+        assert_eq!(
+            (r.status(), &body[..]),
+            (StatusCode::OK, &b"hello, world"[..])
+        );
+        let h = r.headers();
+        assert!(
+            h.get("transfer-encoding").is_none() && h.get("x-hop").is_none(),
+            "{h:?}"
+        );
+        assert_eq!(h["x-end"], "2");
+        let (r, body) = send(&c, req("GET", "/length")).await;
+        assert_eq!(&body[..], b"hello world");
+        assert_eq!(r.headers()["content-length"], "11");
+        assert!(r.headers().get("keep-alive").is_none());
+        let (r, body) = send(&c, req("HEAD", "/length")).await;
+        assert_eq!((r.status(), body.len()), (StatusCode::OK, 0));
+        assert_eq!(r.headers()["content-length"], "11");
+        let (r, body) = send(&c, req("GET", "/nocontent")).await;
+        assert_eq!((r.status(), body.len()), (StatusCode::NO_CONTENT, 0));
+        let (r, body) = send(&c, req("GET", "/interim")).await;
+        assert_eq!((r.status(), &body[..]), (StatusCode::OK, &b"ok"[..]));
+        let (_, body) = send(&c, req("GET", "/big")).await;
+        assert_eq!(body.len(), 300_000);
+        assert!(body.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    }
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "every response ended where its framing said: one backend connection"
+    );
+    let (r, body) = send(&c, req("GET", "/close")).await;
+    assert_eq!(
+        (r.status(), &body[..]),
+        (StatusCode::OK, &b"until the end"[..])
+    );
+    let resp = c
+        .request(req("GET", "/short"))
+        .await
+        .expect("response head");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let got = resp.into_body().collect().await;
+    assert!(
+        got.is_err(),
+        "a body cut short must not look complete: {got:?}"
+    );
+    // the closed connections were not pooled: the next request opens another
+    let before = conns.load(Ordering::SeqCst);
+    let (_, body) = send(&c, req("GET", "/length")).await;
+    assert_eq!(&body[..], b"hello world");
+    assert_eq!(conns.load(Ordering::SeqCst), before + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,9 @@
 
 use super::conn::ConnCtx;
 use crate::forwarded;
+use crate::h1::PooledBuf;
 use crate::rules::RuleEdits;
+use crate::upstream;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Uri, Version};
@@ -110,13 +112,9 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// Rewrites a client request into what the backend gets: HTTP/1.1, origin-form URI,
-/// no hop-by-hop headers (but the upgrade handshake when tunnelling), X-Forwarded-*.
-pub(super) fn prepare_request(
-    parts: &mut Parts,
-    ctx: &ConnCtx,
-    upgrade: bool,
-    edits: Option<&RuleEdits>,
-) {
+/// no hop-by-hop headers (but the upgrade handshake when tunnelling). X-Forwarded-*
+/// come after: `set_forwarded` into the map, or `wire` into the bytes.
+pub(super) fn prepare_request(parts: &mut Parts, upgrade: bool, edits: Option<&RuleEdits>) {
     let h = &mut parts.headers;
     let upgrade_value = if upgrade {
         h.get(header::UPGRADE).cloned()
@@ -166,12 +164,12 @@ pub(super) fn prepare_request(
             }
         }
     }
-    set_forwarded(h, ctx);
 }
 
 /// X-Forwarded-* as `forwarded` says: what earlier hops wrote in X-Forwarded-For
 /// is kept, everything else the client sent under these names is replaced.
-pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx) {
+/// What earlier hops wrote in X-Forwarded-For, joined with ", ".
+fn prior_for(h: &HeaderMap) -> Option<Vec<u8>> {
     let mut prior: Option<Vec<u8>> = None;
     for v in h.get_all(&X_FORWARDED_FOR) {
         let p = prior.get_or_insert_with(|| Vec::with_capacity(64));
@@ -180,10 +178,11 @@ pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx) {
         }
         p.extend_from_slice(v.as_bytes());
     }
-    for n in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
-        h.remove(n);
-    }
-    // The client certificate's subject: only rampart writes that header.
+    prior
+}
+
+/// The client certificate's subject: only rampart writes that header.
+fn set_client_subject(h: &mut HeaderMap, ctx: &ConnCtx) {
     if let Some(tls) = &ctx.tls {
         if let Some(name) = &tls.subject_header {
             h.remove(name);
@@ -196,6 +195,29 @@ pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx) {
             }
         }
     }
+}
+
+/// A request `prepare_request` left, without its X-Forwarded-* fields, as the
+/// bytes an HTTP/1.1 server gets: they are written straight to the wire (as on
+/// the fast path) rather than into the map.
+pub(super) fn wire(parts: &mut Parts, ctx: &ConnCtx, body: &[u8], length: bool) -> PooledBuf {
+    set_client_subject(&mut parts.headers, ctx);
+    let prior = prior_for(&parts.headers);
+    let xf = forwarded::XForwarded {
+        prior_for: prior.as_deref(),
+        client_ip: ctx.peer_ip.as_bytes(),
+        proto: ctx.proto,
+        host: parts.headers.get(header::HOST).map(HeaderValue::as_bytes),
+    };
+    upstream::wire_request(parts, body, length, &xf)
+}
+
+pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx) {
+    let prior = prior_for(h);
+    for n in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
+        h.remove(n);
+    }
+    set_client_subject(h, ctx);
     let host = h.get(header::HOST).cloned();
     let xf = forwarded::XForwarded {
         prior_for: prior.as_deref(),

@@ -9,7 +9,7 @@ use super::conn::{ConnCtx, H2Stall};
 use super::grpc::{grpc_code, grpc_error};
 use super::headers::{
     grpc_status, is_grpc, is_upgrade_request, keepalive_hint, prepare_request, request_host,
-    request_target, strip_hop_by_hop,
+    request_target, set_forwarded, strip_hop_by_hop, wire,
 };
 use super::lifecycle::{self, Lifecycle};
 use super::replay::{buffer_if_small, full, Buffered, Replay};
@@ -251,6 +251,15 @@ where
     }
 }
 
+/// What goes to the server: the request as bytes (see `handle`), or as a
+/// request for hyper's client. One lives in each request's (boxed) future:
+/// boxing the larger variant would cost an allocation and save nothing.
+#[allow(clippy::large_enum_variant)]
+enum Outgoing {
+    Wire(crate::h1::PooledBuf),
+    Req(Request<ReqBody>),
+}
+
 async fn handle(
     ctx: Arc<ConnCtx>,
     mut req: Request<Incoming>,
@@ -331,7 +340,7 @@ async fn handle(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let te_trailers = h2_pool && upstream::http2::wants_trailers(req.headers());
     let (mut parts, body) = req.into_parts();
-    prepare_request(&mut parts, &ctx, upgrade, edits.as_ref());
+    prepare_request(&mut parts, upgrade, edits.as_ref());
     if te_trailers {
         parts
             .headers
@@ -347,26 +356,8 @@ async fn handle(
     let seen = log.as_ref().map(|l| Arc::clone(&l.bytes_in));
     // set by a streaming body that turns out malformed (none without one)
     let mut fault: Option<Arc<std::sync::atomic::AtomicU8>> = None;
-    let (body, kept) = match buffer_if_small(body, replayable || h2_pool, &pool).await {
-        Ok(Buffered::Bytes(b)) => (
-            full(b.clone(), &parts.method, &parts.headers),
-            Some(Replay::new(&parts, b)),
-        ),
-        Ok(Buffered::Stream(body, first)) => (
-            ReqBody::Incoming {
-                fault: (!first.is_empty() || !body.is_end_stream())
-                    .then(|| Arc::clone(fault.insert(Arc::default()))),
-                idle: ctx.client_timeout,
-                timer: None,
-                waiting: false,
-                progress: (!first.is_empty() || !body.is_end_stream()).then(Arc::default),
-                body,
-                first,
-                server: None,
-                seen,
-            },
-            None,
-        ),
+    let buffered = match buffer_if_small(body, replayable || h2_pool, &pool).await {
+        Ok(b) => b,
         Err(()) => {
             if let Some(mut l) = log.take() {
                 l.finish(0, End::ClientAbort);
@@ -377,10 +368,56 @@ async fn handle(
             )));
         }
     };
-    if let (ReqBody::Full(Some(b)), Some(l)) = (&body, &log) {
-        l.bytes_in.store(b.len() as u64, Ordering::Relaxed);
-    }
-    let mut req = Request::from_parts(parts, body);
+    // Without a streaming body, to a plain HTTP/1.1 server (not one the client's
+    // PROXY header goes to), the request goes as bytes on a socket pooled with
+    // the fast path's: no hyper client, no copy kept for a replay (the bytes
+    // are sent again).
+    let raw = !h2_pool
+        && !upgrade
+        && pool.tls.is_none()
+        && pool.send_proxy.is_none()
+        && parts.headers.contains_key(header::HOST)
+        && !parts.headers.contains_key(header::TRANSFER_ENCODING);
+    // POST, PUT and PATCH say their length even when it is 0 (as `full` does)
+    let length = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+    let head = parts.method == Method::HEAD;
+    let (mut out, kept) = match buffered {
+        Buffered::Bytes(b) if raw => {
+            if let Some(l) = &log {
+                l.bytes_in.store(b.len() as u64, Ordering::Relaxed);
+            }
+            let wire = wire(&mut parts, &ctx, &b, length || !b.is_empty());
+            (Outgoing::Wire(wire), None)
+        }
+        Buffered::Stream(body, first) if raw && first.is_empty() && body.is_end_stream() => {
+            (Outgoing::Wire(wire(&mut parts, &ctx, &[], length)), None)
+        }
+        Buffered::Bytes(b) => {
+            set_forwarded(&mut parts.headers, &ctx);
+            let kept = Replay::new(&parts, b.clone());
+            let body = full(b, &parts.method, &parts.headers);
+            if let (ReqBody::Full(Some(b)), Some(l)) = (&body, &log) {
+                l.bytes_in.store(b.len() as u64, Ordering::Relaxed);
+            }
+            (Outgoing::Req(Request::from_parts(parts, body)), Some(kept))
+        }
+        Buffered::Stream(body, first) => {
+            set_forwarded(&mut parts.headers, &ctx);
+            let body = ReqBody::Incoming {
+                fault: (!first.is_empty() || !body.is_end_stream())
+                    .then(|| Arc::clone(fault.insert(Arc::default()))),
+                idle: ctx.client_timeout,
+                timer: None,
+                waiting: false,
+                progress: (!first.is_empty() || !body.is_end_stream()).then(Arc::default),
+                body,
+                first,
+                server: None,
+                seen,
+            };
+            (Outgoing::Req(Request::from_parts(parts, body)), None)
+        }
+    };
     let replay = kept.as_ref().filter(|_| replayable);
     let resend_closure = kept.as_ref().map(|r| move || r.request());
     let resend_fn = resend_closure
@@ -393,23 +430,39 @@ async fn handle(
             Err(g) => return Ok(fail(&pool, g.server(&pool), g.err, log, start)),
         };
         let server = &pool.servers[guard.index()];
-        if let ReqBody::Incoming { server: s, .. } = req.body_mut() {
-            *s = Some(Arc::clone(&server.state));
-        }
-        if !req.headers().contains_key(header::HOST) {
-            // HTTP/1.0 without Host: name the server, as HTTP/1.1 requires a Host.
-            if let Ok(v) = HeaderValue::from_str(&server.addr.to_string()) {
-                req.headers_mut().insert(header::HOST, v);
+        let mut progress = None;
+        if let Outgoing::Req(req) = &mut out {
+            if let ReqBody::Incoming { server: s, .. } = req.body_mut() {
+                *s = Some(Arc::clone(&server.state));
             }
+            if !req.headers().contains_key(header::HOST) {
+                // HTTP/1.0 without Host: name the server, as HTTP/1.1 requires a Host.
+                if let Ok(v) = HeaderValue::from_str(&server.addr.to_string()) {
+                    req.headers_mut().insert(header::HOST, v);
+                }
+            }
+            progress = req.body().progress().cloned();
         }
-        let progress = req.body().progress().cloned();
         let via = upstream::Via {
             private: &ctx.private,
             client: ctx.peer,
             local: ctx.local,
             tls: ctx.tls.as_deref(),
         };
-        match upstream::send(&pool, server, req, replay_fn, resend_fn, Some(&via)).await {
+        // what goes again after a failure: the same bytes, or the request
+        // hyper handed back (or a copy of it)
+        let (sent, wire) = match out {
+            Outgoing::Wire(w) => {
+                let sent = upstream::send_wire(&pool, server, &w, replayable, head).await;
+                (sent.map_err(SendError::from), Some(w))
+            }
+            Outgoing::Req(req) => {
+                let via = Some(&via);
+                let sent = upstream::send(&pool, server, req, replay_fn, resend_fn, via).await;
+                (sent, None)
+            }
+        };
+        match sent {
             Err(SendError { error, unsent }) => {
                 let why = fault.as_ref().map_or(0, |f| f.load(Ordering::Relaxed));
                 if why != 0 {
@@ -433,15 +486,19 @@ async fn handle(
                     }
                     return Ok(closing(plain(status, text)));
                 }
-                let resendable = unsent.is_some();
-                if let Err(g) = lc.failed(&mut guard, error, resendable, replay.is_some()) {
+                // bytes that did not reach the server may go anywhere, as may
+                // a request hyper did not send
+                let resendable = unsent.is_some() || (wire.is_some() && error.is_connect());
+                let may_replay = replay.is_some() || (wire.is_some() && replayable);
+                if let Err(g) = lc.failed(&mut guard, error, resendable, may_replay) {
                     return Ok(fail(&pool, g.server(&pool), g.err, log, start));
                 }
                 // a retry needs the request as it was (not sent) or a copy
-                req = match (unsent, replay) {
-                    (Some(r), _) => *r,
-                    (None, Some(rp)) => rp.request(),
-                    (None, None) => {
+                out = match (wire, unsent, replay) {
+                    (Some(w), _, _) => Outgoing::Wire(w),
+                    (None, Some(r), _) => Outgoing::Req(*r),
+                    (None, None, Some(rp)) => Outgoing::Req(rp.request()),
+                    (None, None, None) => {
                         let g = lc.abandon();
                         return Ok(fail(&pool, g.server(&pool), g.err, log, start));
                     }
@@ -453,11 +510,19 @@ async fn handle(
                 connect_time,
             }) => {
                 let status = response.status();
-                if lc.answered(&mut guard, status.as_u16(), replay.is_some()) {
-                    if let Some(rp) = replay {
-                        // The response (and its connection, body unread) is dropped.
-                        req = rp.request();
-                        continue;
+                let may_replay = replay.is_some() || (wire.is_some() && replayable);
+                if lc.answered(&mut guard, status.as_u16(), may_replay) {
+                    // The response (and its connection, body unread) is dropped.
+                    match (wire, replay) {
+                        (Some(w), _) => {
+                            out = Outgoing::Wire(w);
+                            continue;
+                        }
+                        (None, Some(rp)) => {
+                            out = Outgoing::Req(rp.request());
+                            continue;
+                        }
+                        (None, None) => {}
                     }
                 }
                 if let Some(l) = log.as_mut() {

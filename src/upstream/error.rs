@@ -102,3 +102,14 @@ pub struct SendError {
     pub error: UpstreamError,
     pub unsent: Option<Box<Request<ReqBody>>>,
 }
+
+impl From<UpstreamError> for SendError {
+    /// A failure after which nothing is handed back (bytes are sent again by
+    /// their owner).
+    fn from(error: UpstreamError) -> SendError {
+        SendError {
+            error,
+            unsent: None,
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! Talking to backends: connecting (`connect`), the idle connections kept per
 //! worker (`idle`), request and response bodies (`body`), what can go wrong
-//! (`error`), sending through hyper (here) or raw on the fast path (`raw`), and
-//! HTTP/2 servers (`http2`).
+//! (`error`), sending through hyper (here) or as bytes on a plain socket (`raw`:
+//! the fast path's requests, and bodiless or buffered ones from HTTP/2 clients),
+//! and HTTP/2 servers (`http2`).
 
 mod body;
 mod connect;
@@ -14,7 +15,7 @@ pub use body::{ReqBody, ReqBodyError, ReqProgress, BODY_MALFORMED, BODY_STALLED}
 pub use connect::{connect_tcp, connect_tls, tasks};
 pub use error::{SendError, UpstreamError};
 pub use idle::{checkin, checkin_raw, take_idle_raw, Private, Sender, Via};
-pub use raw::{send_raw, RawExchange};
+pub use raw::{send_raw, wire_request, RawBody, RawBodyError, RawExchange};
 
 use crate::pool::{Pool, Server};
 use bytes::Bytes;
@@ -35,6 +36,27 @@ use self::idle::take_idle;
 pub fn sweep_idle() {
     idle::sweep();
     http2::sweep();
+}
+
+/// Sends a request already in wire form (`wire_request`) to a plain HTTP/1.1
+/// server on a pooled socket shared with the fast path, or a new one, for a
+/// client that hyper serves (HTTP/2 above all): no hyper client dispatch, no
+/// connection task. The response body is read from the socket as it is polled.
+pub async fn send_wire(
+    pool: &Pool,
+    server: &Server,
+    wire: &[u8],
+    replayable: bool,
+    head: bool,
+) -> Result<Exchange, UpstreamError> {
+    let ex = send_raw(pool, server, wire, replayable).await?;
+    let connect_time = ex.connect_time;
+    let response = raw::into_response(ex, pool, server, head)?;
+    Ok(Exchange {
+        response: response.map(|b| RespBody::Raw(Box::new(b))),
+        sender: None,
+        connect_time,
+    })
 }
 
 /// A response from a backend and the connection it came on.
@@ -189,6 +211,9 @@ async fn send_on(
 pub enum RespBody {
     H1(Incoming),
     H2(http2::H2Body),
+    /// Read straight from a plain socket (a request sent as bytes); boxed, as
+    /// it holds the socket and its buffer.
+    Raw(Box<raw::RawBody>),
 }
 
 /// Why a response body from a backend broke off.
@@ -198,6 +223,8 @@ pub enum RespBodyError {
     H1(#[from] hyper::Error),
     #[error("HTTP/2 stream: {0}")]
     H2(#[from] h2::Error),
+    #[error(transparent)]
+    Raw(#[from] raw::RawBodyError),
 }
 
 impl Body for RespBody {
@@ -211,6 +238,9 @@ impl Body for RespBody {
         match self.get_mut() {
             RespBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(RespBodyError::H1),
             RespBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(RespBodyError::H2),
+            RespBody::Raw(b) => Pin::new(&mut **b)
+                .poll_frame(cx)
+                .map_err(RespBodyError::Raw),
         }
     }
 
@@ -218,6 +248,7 @@ impl Body for RespBody {
         match self {
             RespBody::H1(b) => b.is_end_stream(),
             RespBody::H2(b) => b.is_end_stream(),
+            RespBody::Raw(b) => b.is_end_stream(),
         }
     }
 
@@ -225,6 +256,7 @@ impl Body for RespBody {
         match self {
             RespBody::H1(b) => b.size_hint(),
             RespBody::H2(b) => b.size_hint(),
+            RespBody::Raw(b) => b.size_hint(),
         }
     }
 }

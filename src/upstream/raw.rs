@@ -1,9 +1,19 @@
-//! The HTTP/1.1 fast path's side of a backend exchange: the request head written
-//! to a pooled plain socket, the response head read back as bytes.
+//! A backend exchange as bytes on a pooled plain socket: the request written
+//! whole, the response head read back. The fast path copies the rest to its
+//! client itself; for a client hyper serves (HTTP/2), `into_response` makes an
+//! `http::Response` whose body (`RawBody`) is read and decoded as it is polled.
 
-use crate::h1::{self, PooledBuf};
-use crate::pool::{Pool, Server};
+use crate::forwarded::{self, XForwarded};
+use crate::h1::{self, BodyProgress, Framing, PooledBuf};
+use crate::pool::{Pool, Server, ServerState};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -144,5 +154,243 @@ async fn read_response_head(
             scanned = 0;
         }
         scanned = buf.len().saturating_sub(3);
+    }
+}
+
+/// The request as an HTTP/1.1 server gets it on a plain socket: `parts` as
+/// `proxy::headers::prepare_request` left them (origin-form target, Host set,
+/// hop-by-hop fields gone, cookies on one line), then `body`, already read
+/// whole. `length`: say the body's length when the fields do not (a body, or
+/// a method that has one even when empty). X-Forwarded-* are `xf`'s, not the
+/// client's.
+pub fn wire_request(
+    parts: &http::request::Parts,
+    body: &[u8],
+    length: bool,
+    xf: &XForwarded<'_>,
+) -> PooledBuf {
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut out = PooledBuf::take();
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if forwarded::incoming(name.as_str().as_bytes()) != forwarded::Incoming::Other {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if length && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    xf.write_wire(&mut out);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// The response head of a raw exchange as an `http::Response` (for hyper's
+/// server side: HTTP/2 clients), its body read from the connection as it comes
+/// and decoded from its HTTP/1.1 framing.
+pub(super) fn into_response(
+    ex: RawExchange,
+    pool: &Pool,
+    server: &Server,
+    head_request: bool,
+) -> Result<Response<RawBody>, UpstreamError> {
+    let addr = server.addr;
+    let bad = |reason: String| UpstreamError::BadResponse { addr, reason };
+    let mut slots = h1::header_slots();
+    let r = match h1::parse_response(&ex.buf, &mut slots, head_request) {
+        Ok(Some(r)) if r.status == 101 => return Err(UpstreamError::Unexpected101 { addr }),
+        Ok(Some(r)) => r,
+        Ok(None) => return Err(bad("incomplete response head".into())),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let status = StatusCode::from_u16(r.status).map_err(|e| bad(e.to_string()))?;
+    // the values share one copy of the head rather than one allocation each
+    let head = Bytes::copy_from_slice(&ex.buf[..r.len]);
+    let shared = |v: &[u8]| {
+        let at = (v.as_ptr() as usize).checked_sub(ex.buf.as_ptr() as usize);
+        match at.filter(|at| at + v.len() <= head.len()) {
+            Some(at) => head.slice(at..at + v.len()),
+            None => Bytes::copy_from_slice(v),
+        }
+    };
+    let mut headers = HeaderMap::with_capacity(r.end_to_end().size_hint().0);
+    for (name, value) in r.end_to_end() {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        let value = shared(value);
+        let value = HeaderValue::from_maybe_shared(value).map_err(|e| bad(e.to_string()))?;
+        headers.append(name, value);
+    }
+    let keepalive = pool.keepalive_for(r.keepalive);
+    let (from, framing, reusable) = (r.len, r.framing, r.reusable);
+    let mut body = RawBody {
+        stream: Some(ex.stream),
+        buf: ex.buf,
+        from,
+        left: BodyProgress::new(framing),
+        close_delimited: framing == Framing::Close,
+        done: false,
+        checkin: reusable.then(|| {
+            (
+                Arc::clone(&server.state),
+                pool.max_idle_per_server,
+                keepalive,
+            )
+        }),
+    };
+    if matches!(body.left, BodyProgress::Length(0)) {
+        body.end();
+    }
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    Ok(resp)
+}
+
+/// A response body read straight from a plain HTTP/1.1 connection: the bytes
+/// that came with the head first, then what the socket gives, the framing taken
+/// off. At its end the connection goes back to the idle pool, if the server
+/// allows it and nothing followed the body.
+#[derive(Debug)]
+pub struct RawBody {
+    stream: Option<TcpStream>,
+    buf: PooledBuf,
+    /// Where the unread bytes in `buf` start.
+    from: usize,
+    left: BodyProgress,
+    /// The body ends when the server closes the connection.
+    close_delimited: bool,
+    done: bool,
+    /// The server, the pool's idle cap and the keep-alive time, when the
+    /// connection may carry another request.
+    checkin: Option<(Arc<ServerState>, Option<usize>, Duration)>,
+}
+
+/// Why a response body read from a plain HTTP/1.1 connection broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum RawBodyError {
+    #[error("reading the response body: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Chunked(#[from] h1::ChunkError),
+    #[error("the server closed the connection inside the response body")]
+    Closed,
+}
+
+impl RawBody {
+    /// The body is complete: the connection goes back to the pool when reusable.
+    fn end(&mut self) {
+        self.done = true;
+        let stream = self.stream.take();
+        // bytes after the end of the body: the connection is out of step
+        if self.from < self.buf.len() {
+            return;
+        }
+        if let (Some(s), Some((state, max_idle, keepalive))) = (stream, self.checkin.take()) {
+            super::idle::checkin_raw(&state, max_idle, keepalive, s);
+        }
+    }
+
+    /// The next piece of the body from what is buffered: the data (possibly
+    /// empty) and whether the body is complete after it.
+    fn take_buffered(&mut self) -> Result<(Bytes, bool), RawBodyError> {
+        let data = &self.buf[self.from..];
+        let (n, data, complete) = match &mut self.left {
+            BodyProgress::Chunked(s) => {
+                let mut out = Vec::new();
+                let end = s.decode(data, |d| out.extend_from_slice(d))?;
+                let n = end.unwrap_or(data.len());
+                (n, Bytes::from(out), end.is_some())
+            }
+            left => {
+                let (n, complete) = left.feed(data)?;
+                (n, Bytes::copy_from_slice(&data[..n]), complete)
+            }
+        };
+        self.from += n;
+        Ok((data, complete))
+    }
+}
+
+impl Body for RawBody {
+    type Data = Bytes;
+    type Error = RawBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RawBodyError>>> {
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if this.from < this.buf.len() {
+                let (data, complete) = match this.take_buffered() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        this.done = true;
+                        this.stream = None;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                };
+                if complete {
+                    this.end();
+                }
+                if !data.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                continue;
+            }
+            let Some(s) = &this.stream else {
+                return Poll::Ready(None);
+            };
+            this.buf.clear();
+            this.from = 0;
+            let read = match s.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => s.try_read_buf(&mut *this.buf),
+                Poll::Ready(Err(e)) => Err(e),
+            };
+            match read {
+                Ok(0) if this.close_delimited => {
+                    this.done = true;
+                    this.stream = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.done = true;
+                    this.stream = None;
+                    return Poll::Ready(Some(Err(RawBodyError::Closed)));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    this.done = true;
+                    this.stream = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.left {
+            BodyProgress::Length(n) => SizeHint::with_exact(*n),
+            _ => SizeHint::default(),
+        }
     }
 }
