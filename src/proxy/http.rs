@@ -559,8 +559,15 @@ async fn handle(
                     err.count_server(server);
                     return Ok(fail(&pool, Some(server), err, log, start));
                 }
-                let keepalive = pool.keepalive_for(keepalive_hint(response.headers()));
-                strip_hop_by_hop(response.headers_mut());
+                // a response read as bytes came without hop-by-hop fields, and
+                // its connection goes back to the pool by itself
+                let keepalive = if matches!(response.body(), upstream::RespBody::Raw(_)) {
+                    pool.keepalive_timeout
+                } else {
+                    let k = pool.keepalive_for(keepalive_hint(response.headers()));
+                    strip_hop_by_hop(response.headers_mut());
+                    k
+                };
                 if let Some(e) = &edits {
                     e.edit_response(response.headers_mut());
                 }
