@@ -411,7 +411,8 @@ async fn framing_backend() -> (SocketAddr, Arc<AtomicUsize>) {
 
 /// An HTTP/2 client's request to an HTTP/1.1 server goes as bytes on a pooled
 /// socket and its response comes back decoded, whatever the framing: chunked
-/// (extensions and trailers dropped), a length, or until the server closes.
+/// (extensions dropped, and trailers unless the client takes them), a length,
+/// or until the server closes.
 /// Hop-by-hop fields and those Connection names stay behind; a connection whose
 /// response ended where its framing said is used again; a body cut short
 /// reaches the client as an error, not as a complete body.
@@ -460,6 +461,23 @@ async fn h2c_clients_get_http11_responses_of_every_framing() {
         conns.load(Ordering::SeqCst),
         1,
         "every response ended where its framing said: one backend connection"
+    );
+    // a client that takes trailers gets them
+    let mut r = req("GET", "/chunked");
+    r.headers_mut().insert("te", "trailers".parse().unwrap());
+    let got = c
+        .request(r)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    let trailers = got.trailers().cloned().unwrap_or_default();
+    assert_eq!(&got.to_bytes()[..], b"hello, world");
+    assert_eq!(
+        trailers.get("x-trailer").map(|v| v.as_bytes()),
+        Some(&b"t"[..])
     );
     let (r, body) = send(&c, req("GET", "/close")).await;
     assert_eq!(

@@ -338,7 +338,9 @@ async fn handle(
         return Ok(fail(&pool, None, err, log, start));
     }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let te_trailers = h2_pool && upstream::http2::wants_trailers(req.headers());
+    // a client that takes trailers gets hyper's client, which passes them on
+    let wants_trailers = upstream::http2::wants_trailers(req.headers());
+    let te_trailers = h2_pool && wants_trailers;
     let (mut parts, body) = req.into_parts();
     prepare_request(&mut parts, upgrade, edits.as_ref());
     if te_trailers {
@@ -371,9 +373,11 @@ async fn handle(
     // Without a streaming body, to a plain HTTP/1.1 server (not one the client's
     // PROXY header goes to), the request goes as bytes on a socket pooled with
     // the fast path's: no hyper client, no copy kept for a replay (the bytes
-    // are sent again).
+    // are sent again). Its response's trailers, if any, are dropped, so a
+    // client that said it takes them (`TE: trailers`) is not served this way.
     let raw = !h2_pool
         && !upgrade
+        && !wants_trailers
         && pool.tls.is_none()
         && pool.send_proxy.is_none()
         && parts.headers.contains_key(header::HOST)
