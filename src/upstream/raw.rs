@@ -4,7 +4,7 @@
 //! `http::Response` whose body (`RawBody`) is read and decoded as it is polled.
 
 use crate::forwarded::{self, XForwarded};
-use crate::h1::{self, BodyProgress, Framing, PooledBuf};
+use crate::h1::{self, BodyProgress, PooledBuf};
 use crate::pool::{Pool, Server, ServerState};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -223,7 +223,8 @@ pub(super) fn into_response(
             None => Bytes::copy_from_slice(v),
         }
     };
-    let mut headers = HeaderMap::with_capacity(r.end_to_end().size_hint().0);
+    // a filter's lower bound is 0: its upper bound is the head's field count
+    let mut headers = HeaderMap::with_capacity(r.end_to_end().size_hint().1.unwrap_or(0));
     for (name, value) in r.end_to_end() {
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(e.to_string()))?;
         let value = shared(value);
@@ -237,7 +238,6 @@ pub(super) fn into_response(
         buf: ex.buf,
         from,
         left: BodyProgress::new(framing),
-        close_delimited: framing == Framing::Close,
         done: false,
         checkin: reusable.then(|| {
             (
@@ -267,8 +267,6 @@ pub struct RawBody {
     /// Where the unread bytes in `buf` start.
     from: usize,
     left: BodyProgress,
-    /// The body ends when the server closes the connection.
-    close_delimited: bool,
     done: bool,
     /// The server, the pool's idle cap and the keep-alive time, when the
     /// connection may carry another request.
@@ -287,6 +285,12 @@ pub enum RawBodyError {
 }
 
 impl RawBody {
+    /// Nothing more comes: the connection is closed, not pooled.
+    fn stop(&mut self) {
+        self.done = true;
+        self.stream = None;
+    }
+
     /// The body is complete: the connection goes back to the pool when reusable.
     fn end(&mut self) {
         self.done = true;
@@ -338,8 +342,7 @@ impl Body for RawBody {
                 let (data, complete) = match this.take_buffered() {
                     Ok(r) => r,
                     Err(e) => {
-                        this.done = true;
-                        this.stream = None;
+                        this.stop();
                         return Poll::Ready(Some(Err(e)));
                     }
                 };
@@ -362,21 +365,19 @@ impl Body for RawBody {
                 Poll::Ready(Err(e)) => Err(e),
             };
             match read {
-                Ok(0) if this.close_delimited => {
-                    this.done = true;
-                    this.stream = None;
+                // a body that ends when the server closes has ended
+                Ok(0) if matches!(this.left, BodyProgress::Close) => {
+                    this.stop();
                     return Poll::Ready(None);
                 }
                 Ok(0) => {
-                    this.done = true;
-                    this.stream = None;
+                    this.stop();
                     return Poll::Ready(Some(Err(RawBodyError::Closed)));
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => {
-                    this.done = true;
-                    this.stream = None;
+                    this.stop();
                     return Poll::Ready(Some(Err(e.into())));
                 }
             }
