@@ -421,3 +421,83 @@ async fn a_bodiless_h2_request_reaches_the_server_without_a_body_length() {
     }
     assert_eq!(seen("POST", None).await, (Some("0".into()), false));
 }
+
+/// A backend that answers every request on a connection with `head` and a
+/// two-byte body.
+async fn fixed_backend(head: &'static str) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        if s.write_all(head.as_bytes()).await.is_err()
+                            || s.write_all(b"ok").await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Response heads are encoded without HPACK's dynamic table (as HAProxy and
+/// nginx do; vendor/h2, `Encoder::begin_block`): every field, in every response
+/// of a connection, decodes to what the server sent, repeated and unknown names
+/// and a value longer than a one-byte length included, and the client's
+/// dynamic table stays empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_heads_decode_field_for_field_without_the_dynamic_table() {
+    const HEAD: &str = "HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-Custom: abc\r\n\
+        Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nCache-Control: no-cache\r\nX-Long: \
+        0123456789012345678901234567890123456789012345678901234567890123456789\
+        0123456789012345678901234567890123456789012345678901234567890123456789\r\n\r\n";
+    let backend = fixed_backend(HEAD).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let _p = Proxy::start(&config(listen, admin, backend, ""), &[listen]).await;
+    let r = probe("heads", listen, "3");
+    let responses = r["responses"].as_array().unwrap();
+    assert_eq!(responses.len(), 3, "{r}");
+    let long = "0123456789".repeat(14);
+    let mut sizes = Vec::new();
+    for resp in responses {
+        let fields: Vec<(String, String)> = resp["fields"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{resp}"))
+            .iter()
+            .map(|f| (f[0].as_str().unwrap().into(), f[1].as_str().unwrap().into()))
+            .collect();
+        let get = |n: &str| -> Vec<&str> {
+            fields
+                .iter()
+                .filter(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(fields[0], (":status".into(), "201".into()), "{resp}");
+        assert_eq!(get("content-length"), ["2"], "{resp}");
+        assert_eq!(get("x-custom"), ["abc"], "{resp}");
+        assert_eq!(get("set-cookie"), ["a=1", "b=2"], "{resp}");
+        assert_eq!(get("cache-control"), ["no-cache"], "{resp}");
+        assert_eq!(get("x-long"), [long.as_str()], "{resp}");
+        assert_eq!(
+            resp["table_entries"], 0,
+            "a field went into the dynamic table: {resp}"
+        );
+        sizes.push(resp["block_bytes"].as_u64().unwrap());
+    }
+    // nothing indexed, so a repeated response costs what the first did
+    assert!(sizes.iter().all(|&s| s == sizes[0]), "{sizes:?}");
+}

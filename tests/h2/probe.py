@@ -11,6 +11,9 @@ packages (Debian's python3-h2). Each prints one JSON line of what the server did
   probe.py zero-window HOST PORT N        window 0, N streams of /big?bytes=1048576,
                                           no WINDOW_UPDATE: what the server does
   probe.py max-stream-id HOST PORT _      requests on streams 1 and 2^31-1, then 3
+  probe.py heads HOST PORT N              N requests in turn on one connection: each
+                                          response's fields as one decoder decoded
+                                          them, and its dynamic table after
 
 Any command takes --tls SNI at the end: h2 over TLS (ALPN h2) instead of h2c.
 """
@@ -194,6 +197,35 @@ def main():
                     and not any(s == sid for s, _ in c.statuses()):
                 c.pump(0.1)
         print(json.dumps({"statuses": c.statuses(), "goaway": c.goaway(), "closed": c.closed}))
+        return
+    if cmd == "heads":
+        # one decoder for the connection, as a client keeps it: whatever the
+        # server's blocks ask of the dynamic table shows in it
+        d = hpack.Decoder()
+        out = []
+        for i in range(int(arg)):
+            sid = 1 + 2 * i
+            c.send(HeadersFrame(sid, enc.encode(request_headers(host)),
+                                flags=["END_HEADERS", "END_STREAM"]).serialize())
+            deadline = time.time() + 5
+            block = None
+            while block is None and time.time() < deadline and not c.closed:
+                c.pump(0.1)
+                for t, fl, s, p in c.seen:
+                    # HEADERS with END_HEADERS (these heads fit one frame)
+                    if t == 0x1 and s == sid and fl & 0x4:
+                        pad = p[0] if fl & 0x8 else 0
+                        block = p[1:len(p) - pad] if fl & 0x8 else p
+                        if fl & 0x20:
+                            block = block[5:]
+            if block is None:
+                out.append({"stream": sid, "error": "no HEADERS", "closed": c.closed})
+                break
+            fields = [[n.decode() if isinstance(n, bytes) else n,
+                       v.decode() if isinstance(v, bytes) else v] for n, v in d.decode(block)]
+            out.append({"stream": sid, "fields": fields, "block_bytes": len(block),
+                        "table_entries": len(d.header_table.dynamic_entries)})
+        print(json.dumps({"responses": out}))
         return
     if cmd == "idle":
         block = enc.encode(request_headers(host))
