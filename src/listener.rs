@@ -80,6 +80,9 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
     // the list has doubled since the last pruning.
     let mut conns: Vec<tokio::task::AbortHandle> = Vec::new();
     let mut prune_at = 64;
+    // What this loop's HTTP connections share; made again when a reload
+    // changes the listener's scheme or client_timeout.
+    let mut shared: Option<Arc<proxy::conn::ListenerCtx>> = None;
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -128,12 +131,24 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         match (mode, builders) {
             (Mode::Http, Some(builders)) => {
                 let addr = ctx.addr;
+                let client_timeout = builders.client_timeout();
+                let shared = match &shared {
+                    Some(s) if s.proto == scheme && s.client_timeout == client_timeout => {
+                        Arc::clone(s)
+                    }
+                    _ => {
+                        let s = Arc::new(proxy::conn::ListenerCtx::new(
+                            Arc::clone(&ctx.plane),
+                            (addr, scheme),
+                            (ctx.tracker.clone(), ctx.kill.clone()),
+                            client_timeout,
+                        ));
+                        shared = Some(Arc::clone(&s));
+                        s
+                    }
+                };
                 let http = HttpStart {
-                    plane: Arc::clone(&ctx.plane),
-                    addr,
-                    scheme,
-                    tracker: ctx.tracker.clone(),
-                    kill: ctx.kill.clone(),
+                    shared,
                     drain: ctx.drain.clone(),
                     builders,
                 };
@@ -226,11 +241,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
 
 /// What an HTTP connection is started with.
 struct HttpStart {
-    plane: Arc<Plane>,
-    addr: SocketAddr,
-    scheme: &'static str,
-    tracker: TaskTracker,
-    kill: CancellationToken,
+    shared: Arc<proxy::conn::ListenerCtx>,
     drain: CancellationToken,
     builders: Arc<crate::snapshot::ServerBuilders>,
 }
@@ -243,18 +254,12 @@ impl HttpStart {
         permits: Permits,
         tls: Option<crate::tls::TlsInfo>,
     ) -> impl std::future::Future<Output = ()> {
-        let mut conn = proxy::conn::ConnCtx::new(
-            self.plane,
-            (self.addr, self.scheme),
-            peer,
-            (self.tracker, self.kill),
-            permits,
-        );
+        let wildcard = self.shared.bound.ip().is_unspecified();
+        let mut conn = proxy::conn::ConnCtx::new(self.shared, peer, permits);
         if let Some(info) = tls {
             conn = conn.with_tls(info);
         }
-        conn.client_timeout = self.builders.client_timeout();
-        if self.addr.ip().is_unspecified() {
+        if wildcard {
             // a wildcard bind: the address this client reached (one system call,
             // only for such listeners)
             if let Ok(local) = stream.socket().local_addr() {

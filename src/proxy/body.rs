@@ -49,7 +49,7 @@ impl ReqLog {
         start: Instant,
     ) -> ReqLog {
         ReqLog {
-            ctx_plane: Arc::clone(&ctx.plane),
+            ctx_plane: Arc::clone(&ctx.shared.plane),
             client: ctx.peer,
             listener: Arc::clone(ctx.listener_name()),
             pool: Arc::clone(&pool.name),

@@ -4,7 +4,6 @@
 
 use crate::plane::Plane;
 use crate::upstream;
-use http::HeaderValue;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,28 +11,59 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Per client connection: what every request on it shares.
-pub struct ConnCtx {
+/// What every connection accepted by one accept loop shares, while its
+/// listener's settings stay the same (the accept loop makes a new one when a
+/// reload changes them): one allocation, not these fields in every connection.
+pub struct ListenerCtx {
     pub plane: Arc<Plane>,
     /// The listening address it was accepted on.
     pub bound: SocketAddr,
-    /// The address the client reached: `bound`, or for a wildcard bind the
-    /// socket's own (the destination a PROXY header names).
-    pub local: SocketAddr,
     /// The scheme clients use on its listener (X-Forwarded-Proto).
     pub proto: &'static str,
-    pub peer: SocketAddr,
-    /// The client's IP, rendered once for X-Forwarded-For.
-    pub(super) peer_ip: HeaderValue,
     /// Upgraded tunnels outlive their HTTP connection; shutdown waits for them here.
     pub(super) tracker: TaskTracker,
-    /// Set once the connection became a tunnel: then tunnel_timeout, not
-    /// client_timeout, bounds its writes.
-    pub(super) tunnelled: std::sync::atomic::AtomicBool,
     /// Cancelled when what is left of a removed address's connections is cut
     /// (its `shutdown_grace` is over): tunnels, which outlive their HTTP
     /// connection's task, end then too.
     pub(super) kill: CancellationToken,
+    /// The listener's client_timeout: also the longest pause inside a request
+    /// body.
+    pub client_timeout: Duration,
+}
+
+impl ListenerCtx {
+    pub fn new(
+        plane: Arc<Plane>,
+        (bound, proto): (SocketAddr, &'static str),
+        (tracker, kill): (TaskTracker, CancellationToken),
+        client_timeout: Duration,
+    ) -> ListenerCtx {
+        ListenerCtx {
+            plane,
+            bound,
+            proto,
+            tracker,
+            kill,
+            client_timeout,
+        }
+    }
+}
+
+/// Per client connection: what every request on it shares. An idle
+/// connection's memory is mostly this, its task and its socket's registration,
+/// so what all of a listener's connections share is behind one `Arc`.
+pub struct ConnCtx {
+    /// What it shares with the other connections of its listener.
+    pub shared: Arc<ListenerCtx>,
+    /// The address the client reached: `bound`, or for a wildcard bind the
+    /// socket's own (the destination a PROXY header names).
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    /// The client's IP, rendered once for X-Forwarded-For.
+    pub(super) peer_ip: IpText,
+    /// Set once the connection became a tunnel: then tunnel_timeout, not
+    /// client_timeout, bounds its writes.
+    pub(super) tunnelled: std::sync::atomic::AtomicBool,
     /// This connection's slots under the connection limits and its place in the
     /// listener's count; a tunnel keeps them.
     pub(super) permits: crate::limits::Permits,
@@ -43,9 +73,34 @@ pub struct ConnCtx {
     pub(super) private: upstream::Private,
     /// HTTP/2: responses the client's flow control holds back.
     pub(super) h2_stall: H2Stall,
-    /// The listener's client_timeout: also the longest pause inside a request
-    /// body.
-    pub client_timeout: Duration,
+}
+
+/// An IP address as text, held inline (an IPv6 address is at most 45 bytes
+/// written out, with an embedded IPv4 one): no allocation per connection.
+pub(super) struct IpText {
+    len: u8,
+    buf: [u8; 47],
+}
+
+impl IpText {
+    fn new(ip: std::net::IpAddr) -> IpText {
+        use std::io::Write;
+        let mut t = IpText {
+            len: 0,
+            buf: [0; 47],
+        };
+        let mut w = &mut t.buf[..];
+        let room = w.len();
+        // at most 45 bytes: always fits
+        if write!(w, "{}", ip.to_canonical()).is_ok() {
+            t.len = (room - w.len()) as u8;
+        }
+        t
+    }
+
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
 }
 
 /// An HTTP/2 client that stops granting flow-control window (a zero window, or
@@ -74,34 +129,25 @@ impl H2Stall {
 
 impl ConnCtx {
     pub fn new(
-        plane: Arc<Plane>,
-        (bound, proto): (SocketAddr, &'static str),
+        shared: Arc<ListenerCtx>,
         peer: SocketAddr,
-        (tracker, kill): (TaskTracker, CancellationToken),
         permits: crate::limits::Permits,
     ) -> ConnCtx {
-        let ip = peer.ip().to_canonical().to_string();
         ConnCtx {
-            plane,
-            bound,
-            local: bound,
-            proto,
+            local: shared.bound,
+            shared,
             peer,
-            peer_ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
-            tracker,
+            peer_ip: IpText::new(peer.ip()),
             tunnelled: std::sync::atomic::AtomicBool::new(false),
             permits,
-            kill,
             tls: None,
             private: upstream::Private::default(),
             h2_stall: H2Stall::default(),
-            client_timeout: Duration::from_secs(30),
         }
     }
 
-    /// The connection came over TLS: X-Forwarded-Proto is https.
+    /// The connection came over TLS (its listener's scheme is https).
     pub fn with_tls(mut self, info: crate::tls::TlsInfo) -> ConnCtx {
-        self.proto = "https";
         self.tls = Some(Arc::new(info));
         self
     }
@@ -109,5 +155,40 @@ impl ConnCtx {
     /// The listener's name (for logs).
     pub fn listener_name(&self) -> &Arc<str> {
         &self.permits.listener().name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IpText;
+
+    #[test]
+    fn an_ip_is_written_out_inline() {
+        for (ip, text) in [
+            ("127.0.0.1", "127.0.0.1"),
+            ("::1", "::1"),
+            // an IPv4 client on a dual-stack socket: the IPv4 address
+            ("::ffff:10.1.2.3", "10.1.2.3"),
+            (
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            ),
+            ("::ffff:1:10.1.2.3", "::ffff:1:a01:203"),
+        ] {
+            let t = IpText::new(ip.parse().unwrap());
+            assert_eq!(t.as_bytes(), text.as_bytes(), "{ip}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod size {
+    /// Every idle connection holds one (in an Arc): 280 bytes, and a heap copy
+    /// of the client's IP, before the listener's fields went behind one Arc and
+    /// the IP inline.
+    #[test]
+    fn a_connection_context_stays_small() {
+        let size = std::mem::size_of::<super::ConnCtx>();
+        assert!(size <= 208, "ConnCtx is {size} bytes");
     }
 }

@@ -286,21 +286,25 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
             close: r.close(),
         })
     };
-    let (pool, edits, priority) =
-        match lifecycle::decide(&ctx.plane, ctx.permits.listener(), ctx.bound, &view) {
-            Decision::Pool {
-                pool,
-                edits,
-                priority,
-            } => (pool, edits, priority),
-            Decision::Reconfiguring => return answer(http::reconfiguring()),
-            d @ (Decision::Deny { .. }
-            | Decision::Redirect { .. }
-            | Decision::ReadOnly { .. }
-            | Decision::Limited { .. }) => {
-                return answer(http::decided(d, ctx, r.method, r.target, start))
-            }
-        };
+    let (pool, edits, priority) = match lifecycle::decide(
+        &ctx.shared.plane,
+        ctx.permits.listener(),
+        ctx.shared.bound,
+        &view,
+    ) {
+        Decision::Pool {
+            pool,
+            edits,
+            priority,
+        } => (pool, edits, priority),
+        Decision::Reconfiguring => return answer(http::reconfiguring()),
+        d @ (Decision::Deny { .. }
+        | Decision::Redirect { .. }
+        | Decision::ReadOnly { .. }
+        | Decision::Limited { .. }) => {
+            return answer(http::decided(d, ctx, r.method, r.target, start))
+        }
+    };
     if pool.tls.is_some()
         || pool.send_proxy.is_some()
         || pool.protocol == crate::config::Protocol::H2
@@ -313,13 +317,18 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
         ));
     }
     let key = lifecycle::hash_key(&pool, ctx.peer.ip(), r.target, |h| r.header(h.as_str()));
-    let log = ctx.plane.access_log.enabled().then(|| {
+    let log = ctx.shared.plane.access_log.enabled().then(|| {
         // httparse accepted the method as a token, which is all Method needs.
         let method = Method::from_bytes(r.method.as_bytes()).unwrap_or_default();
         Box::new(ReqLog::new(ctx, method, r.target.to_string(), &pool, start))
     });
     let mut wire = PooledBuf::take();
-    r.write_upstream(ctx.peer_ip.as_bytes(), ctx.proto, edits.as_ref(), &mut wire);
+    r.write_upstream(
+        ctx.peer_ip.as_bytes(),
+        ctx.shared.proto,
+        edits.as_ref(),
+        &mut wire,
+    );
     Some(Step::Proxy(Prepared {
         edits,
         len: r.len,

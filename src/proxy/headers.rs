@@ -206,7 +206,7 @@ pub(super) fn wire(parts: &mut Parts, ctx: &ConnCtx, body: &[u8], length: bool) 
     let xf = forwarded::XForwarded {
         prior_for: prior.as_deref(),
         client_ip: ctx.peer_ip.as_bytes(),
-        proto: ctx.proto,
+        proto: ctx.shared.proto,
         host: parts.headers.get(header::HOST).map(HeaderValue::as_bytes),
     };
     upstream::wire_request(parts, body, length, &xf)
@@ -222,7 +222,7 @@ pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx) {
     let xf = forwarded::XForwarded {
         prior_for: prior.as_deref(),
         client_ip: ctx.peer_ip.as_bytes(),
-        proto: ctx.proto,
+        proto: ctx.shared.proto,
         host: host.as_ref().map(HeaderValue::as_bytes),
     };
     xf.fields(|name, parts| {

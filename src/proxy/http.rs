@@ -300,7 +300,12 @@ async fn handle(
         path: req.uri().path(),
         bare_host: request_host(&req).map(crate::router::strip_port),
     };
-    let decision = lifecycle::decide(&ctx.plane, ctx.permits.listener(), ctx.bound, &view);
+    let decision = lifecycle::decide(
+        &ctx.shared.plane,
+        ctx.permits.listener(),
+        ctx.shared.bound,
+        &view,
+    );
     let (pool, edits, priority) = match decision {
         lifecycle::Decision::Pool {
             pool,
@@ -316,7 +321,7 @@ async fn handle(
     let key = lifecycle::hash_key(&pool, ctx.peer.ip(), request_target(&req), |h| {
         req.headers().get(h).map(|v| v.as_bytes())
     });
-    let mut log = ctx.plane.access_log.enabled().then(|| {
+    let mut log = ctx.shared.plane.access_log.enabled().then(|| {
         Box::new(ReqLog::new(
             &ctx,
             req.method().clone(),
@@ -410,7 +415,7 @@ async fn handle(
             let body = ReqBody::Incoming {
                 fault: (!first.is_empty() || !body.is_end_stream())
                     .then(|| Arc::clone(fault.insert(Arc::default()))),
-                idle: ctx.client_timeout,
+                idle: ctx.shared.client_timeout,
                 timer: None,
                 waiting: false,
                 progress: (!first.is_empty() || !body.is_end_stream()).then(Arc::default),
@@ -543,7 +548,7 @@ async fn handle(
                         let server_up = hyper::upgrade::on(&mut response);
                         let timeout = pool.tunnel_timeout;
                         ctx.tunnelled.store(true, Ordering::Relaxed);
-                        ctx.tracker.spawn(tunnel(
+                        ctx.shared.tracker.spawn(tunnel(
                             Arc::clone(&ctx),
                             client_up,
                             server_up,
@@ -671,7 +676,7 @@ pub(super) fn decided(
         }
         lifecycle::Decision::Pool { .. } | lifecycle::Decision::Reconfiguring => reconfiguring(),
     };
-    ctx.plane.access_log.write(&crate::accesslog::Entry {
+    ctx.shared.plane.access_log.write(&crate::accesslog::Entry {
         client: ctx.peer,
         listener: ctx.listener_name(),
         pool: "-",

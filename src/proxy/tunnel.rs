@@ -34,7 +34,7 @@ pub(super) async fn tunnel(
     let mut s = TokioIo::new(s);
     let out = tokio::select! {
         out = super::tcp::relay(&mut c, &mut s, idle) => out,
-        _ = conn.kill.cancelled() => {
+        _ = conn.shared.kill.cancelled() => {
             // the log line (dropped unwritten) says client_abort
             tracing::debug!(peer = %conn.peer, "tunnel cut: its listener's grace is over");
             return;
