@@ -30,6 +30,13 @@ fn the_failover_demo_runs_clean_through_rampart() {
         .rev()
         .collect::<Vec<_>>()
         .join("\n");
+    // and the requests that failed through rampart, with their time and phase
+    // (the table only counts them)
+    let failed: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("[rampart") && l.contains("ERR"))
+        .collect();
+    let tail = format!("{tail}\nfailed through rampart: {failed:#?}");
     assert!(run.status.success(), "{tail}\n{err}");
     // the table: every rampart phase ran requests, with no error; the restored
     // replica, the restored pod and the new pod were reached
