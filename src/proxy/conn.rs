@@ -160,7 +160,7 @@ impl ConnCtx {
 
 #[cfg(test)]
 mod tests {
-    use super::IpText;
+    use super::{ConnCtx, IpText};
 
     #[test]
     fn an_ip_is_written_out_inline() {
@@ -179,16 +179,13 @@ mod tests {
             assert_eq!(t.as_bytes(), text.as_bytes(), "{ip}");
         }
     }
-}
 
-#[cfg(test)]
-mod size {
     /// Every idle connection holds one (in an Arc): 280 bytes, and a heap copy
     /// of the client's IP, before the listener's fields went behind one Arc and
     /// the IP inline.
     #[test]
     fn a_connection_context_stays_small() {
-        let size = std::mem::size_of::<super::ConnCtx>();
+        let size = std::mem::size_of::<ConnCtx>();
         assert!(size <= 208, "ConnCtx is {size} bytes");
     }
 }

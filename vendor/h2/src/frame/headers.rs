@@ -971,7 +971,7 @@ impl HeaderBlock {
             status.map(Header::Status),
         ];
         for header in pseudo.into_iter().flatten() {
-            encoder.encode_pseudo(header, &mut hpack);
+            hpack::encode_pseudo(header, &mut hpack);
         }
         for (name, value) in &self.fields {
             hpack::encode_field(name, value, &mut hpack);

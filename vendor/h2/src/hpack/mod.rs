@@ -9,5 +9,5 @@ mod test;
 
 pub use self::decoder::{Decoder, DecoderError};
 pub use self::encoder::Encoder;
-pub(crate) use self::encoder::encode_field;
+pub(crate) use self::encoder::{encode_field, encode_pseudo};
 pub use self::header::{BytesStr, Header};

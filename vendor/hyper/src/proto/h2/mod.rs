@@ -49,8 +49,8 @@ enum MessageKind {
 
 fn strip_connection_headers(headers: &mut HeaderMap, kind: MessageKind) {
     // [rampart] one pass over the names first: a message rarely carries any of
-    // these, and the six lookups by hash below cost ~700 instructions on every
-    // HTTP/2 response (bench/callgrind.sh, h2c), where this costs a few per field.
+    // these, and then the six lookups by hash below are skipped (742 -> 457
+    // instructions per HTTP/2 response, bench/callgrind.sh, h2c).
     if !headers
         .keys()
         .any(|n| *n == CONNECTION || *n == http::header::TE || CONNECTION_HEADERS.contains(n))
