@@ -35,10 +35,14 @@ name = "db"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_a_session_with_half_close() {
     let p = half_close_session("").await;
-    // 1 MB each way is bulk: after the first 32 KiB buffer, both directions go
-    // through pipes with splice(2)
+    // 1 MB each way is bulk: once a read fills its 32 KiB buffer, a direction
+    // goes through a pipe with splice(2). When that first full read comes
+    // depends on how the bytes arrive (on a loaded machine, reads come short
+    // and more is copied first: CI once saw 1,868,982 spliced), so the bound
+    // is what proves both directions spliced: more than one direction's
+    // 1,000,000 bytes.
     let admin = p.admin.unwrap();
-    let m = wait_metric(admin, "rampart_tcp_spliced_bytes_total", 1_900_000.0).await;
+    let m = wait_metric(admin, "rampart_tcp_spliced_bytes_total", 1_000_001.0).await;
     let spliced = metric(&m, "rampart_tcp_spliced_bytes_total");
     assert!(
         spliced <= 2_000_000.0,
