@@ -22,12 +22,22 @@ pub struct Local {
     pub key: PathBuf,
 }
 
-/// A free port on `ip` (0 when there is none: the run then fails to bind it,
-/// and says so).
-fn free_port(ip: std::net::Ipv4Addr) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map_or(0, |a| a.port())
+/// A free port on `ip`, below the kernel's ephemeral range (32768 and up by
+/// default): a port the kernel hands out could be taken as the source port
+/// of a connection to `ip` (rampart's to the local backends) before the
+/// original server binds it, which CI once saw as HAProxy failing to start
+/// its listener. 0 when none is found: the run then fails to bind it, and
+/// says so. Not one this run has handed out already, nor one of `also`.
+fn free_port(local: &Local, also: &[u16]) -> u16 {
+    let given = |p: u16| {
+        also.contains(&p)
+            || local.binds.values().any(|&(a, b)| a == p || b == p)
+            || local.pools.values().any(|&a| a == p)
+    };
+    (0..200)
+        .map(|_| fastrand::u16(10_000..32_768))
+        .find(|&p| !given(p) && std::net::TcpListener::bind((local.ip, p)).is_ok())
+        .unwrap_or(0)
 }
 
 impl Local {
@@ -40,7 +50,8 @@ impl Local {
         if let Some(p) = self.binds.get(addr) {
             return *p;
         }
-        let p = (free_port(self.ip), free_port(self.ip));
+        let ours = free_port(self, &[]);
+        let p = (ours, free_port(self, &[ours]));
         self.binds.insert(addr.to_string(), p);
         p
     }
@@ -49,7 +60,7 @@ impl Local {
         if let Some(p) = self.pools.get(name) {
             return *p;
         }
-        let p = free_port(self.ip);
+        let p = free_port(self, &[]);
         self.pools.insert(name.to_string(), p);
         p
     }
