@@ -7,9 +7,11 @@
 //!   callgrind, two ITERS give the instructions of one pick.
 //! - `routes KIND N ITERS`: N routes on a listener (KIND: host, wildcard,
 //!   prefix), a request that matches the last one; prints ns per routing.
-//! - `dns N`: a pool with one DNS name of N members; one member changes, and the
-//!   pool is rebuilt as the control task does on a DNS answer; prints the time
-//!   and the bytes allocated by that refresh.
+//! - `dns N [BALANCE]`: a pool with one DNS name of N members; one member
+//!   leaves and another comes. Prints the time and the bytes allocated by what
+//!   the watch does with the answer (compare, diff, share), by what the control
+//!   task does with it (`Snapshot::refresh_pool`, the new snapshot), and, for
+//!   comparison, by building the pool anew from it.
 //! - `memory BALANCE N`: the bytes a snapshot holds for a pool of N servers,
 //!   per server.
 //! - `sizes`: the bytes of the future an HTTP client connection's task runs
@@ -22,7 +24,7 @@
 
 use rampart::pool::Pool;
 use rampart::rules::Priority;
-use rampart::snapshot::{dns_key, Discovered, Found, Snapshot};
+use rampart::snapshot::{dns_key, Discovered, Found, FoundSet, Snapshot};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -145,16 +147,18 @@ fn routes(kind: &str, n: usize, iters: usize) {
     );
 }
 
-fn dns(n: usize) {
-    let text =
+fn dns(n: usize, balance: &str) {
+    let text = format!(
         "[[listener]]\nname = \"l\"\nbind = [\"127.0.0.1:1\"]\nmode = \"http\"\npool = \"p\"\n\
-                [[pool]]\nname = \"p\"\n  [[pool.server]]\n  address = \"svc.example:8000\"\n";
-    let cfg = rampart::config::parse(text, "scalebench.toml").unwrap_or_else(|e| panic!("{e}"));
+         [[pool]]\nname = \"p\"\nbalance = \"{balance}\"\n  [[pool.server]]\n  address = \"svc.example:8000\"\n"
+    );
+    let cfg = rampart::config::parse(&text, "scalebench.toml").unwrap_or_else(|e| panic!("{e}"));
     let pc = &cfg.pools[0];
     let rampart::config::ServerAddr::Dns(name) = &pc.servers[0].address else {
         panic!("the server must be a DNS name");
     };
     let key = dns_key(pc, name);
+    // the members but `skip`, sorted by address as the resolver gives them
     let found = |skip: usize| -> Vec<Found> {
         (0..=n)
             .filter(|&i| i != skip)
@@ -166,22 +170,59 @@ fn dns(n: usize) {
             .collect()
     };
     let mut discovered = Discovered::new();
-    discovered.insert(key.clone(), found(n));
+    discovered.insert(key.clone(), found(n).into());
     let snap = Snapshot::build(&cfg, None, &discovered, 1);
-    // one member leaves, another comes: what a control task does with the answer
-    let before = found(n);
-    discovered.insert(key.clone(), found(0));
-    let (a0, t) = (ALLOCATED.load(Ordering::Relaxed), Instant::now());
-    let changed = rampart::discovery::diff(&before, &discovered[&key]);
+    let before = discovered[&key].clone();
     let old = &snap.pools[0];
-    let new_pool = Arc::new(Snapshot::build_pool(pc, &discovered, Some(old)));
-    let next = snap.with_pool(Arc::clone(&new_pool));
-    let took = t.elapsed();
-    let allocated = ALLOCATED.load(Ordering::Relaxed) - a0;
-    assert_eq!((changed.0.len(), changed.1.len()), (1, 1));
-    assert_eq!(next.pools[0].servers.len(), n);
+    // each step five times, from the same state: the fastest run, and the
+    // bytes it allocated (the same every time)
+    let measure = |f: &mut dyn FnMut()| {
+        (0..5)
+            .map(|_| {
+                let (a0, t) = (ALLOCATED.load(Ordering::Relaxed), Instant::now());
+                f();
+                (t.elapsed(), ALLOCATED.load(Ordering::Relaxed) - a0)
+            })
+            .min()
+            .unwrap_or_default()
+    };
+    // one member leaves, another comes: the resolver's records, then what
+    // `Discovery::resolve` and the watch do with them (rampart::discovery)
+    let mut new = FoundSet::default();
+    let (answer_took, answer_allocated) = (0..5)
+        .map(|_| {
+            // the records' own allocation is the resolver's, not counted
+            let records = found(0);
+            let (a0, t) = (ALLOCATED.load(Ordering::Relaxed), Instant::now());
+            let set = FoundSet::new(records);
+            assert!(set != before);
+            let changed = rampart::discovery::diff(&before, &set);
+            let took = (t.elapsed(), ALLOCATED.load(Ordering::Relaxed) - a0);
+            assert_eq!((changed.0.len(), changed.1.len()), (1, 1));
+            new = set;
+            took
+        })
+        .min()
+        .unwrap_or_default();
+    discovered.insert(key.clone(), new);
+    // what the control task does with it (Control::apply_dns)
+    let (took, allocated) = measure(&mut || {
+        let r = Snapshot::refresh_pool(pc, &discovered, old, &key, &before);
+        assert_eq!((r.added.len(), r.removed.len(), r.in_place), (1, 1, true));
+        let next = snap.with_pool(Arc::new(r.pool));
+        assert_eq!(next.pools[0].servers.len(), n);
+    });
+    // for comparison: the pool built anew from the same answer
+    let (full_took, full_allocated) = measure(&mut || {
+        let full = Snapshot::build_pool(pc, &discovered, Some(old));
+        assert_eq!(full.servers.len(), n);
+    });
+    println!("answer_us {:.1}", answer_took.as_nanos() as f64 / 1000.0);
+    println!("answer_allocated_bytes {answer_allocated}");
     println!("refresh_us {:.1}", took.as_nanos() as f64 / 1000.0);
     println!("refresh_allocated_bytes {allocated}");
+    println!("rebuild_us {:.1}", full_took.as_nanos() as f64 / 1000.0);
+    println!("rebuild_allocated_bytes {full_allocated}");
 }
 
 fn memory(balance: &str, n: usize) {
@@ -253,13 +294,13 @@ fn main() {
     match arg(0) {
         "pick" => pick(arg(1), num(2), num(3)),
         "routes" => routes(arg(1), num(2), num(3)),
-        "dns" => dns(num(1)),
+        "dns" => dns(num(1), args.get(2).map_or("round_robin", String::as_str)),
         "memory" => memory(arg(1), num(2)),
         "config" => config(num(1), num(2)),
         "sizes" => sizes(),
         _ => {
             eprintln!(
-                "usage: scalebench pick BALANCE N ITERS | routes KIND N ITERS | dns N | memory BALANCE N | config POOLS SERVERS | sizes"
+                "usage: scalebench pick BALANCE N ITERS | routes KIND N ITERS | dns N [BALANCE] | memory BALANCE N | config POOLS SERVERS | sizes"
             );
             std::process::exit(2);
         }

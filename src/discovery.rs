@@ -7,7 +7,7 @@
 //! no new requests, idle pooled connections closed at once, in-flight ones finish.
 
 use crate::config::{Config, DnsName, OnEmpty, Prefer, ResolverConfig, ServerAddr};
-use crate::snapshot::{Discovered, DnsKey, Found};
+use crate::snapshot::{Discovered, DnsKey, Found, FoundSet};
 use hickory_resolver::config::{
     ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig as HickoryConfig,
     ResolverOpts,
@@ -15,7 +15,7 @@ use hickory_resolver::config::{
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 #[derive(Debug)]
 pub struct DnsUpdate {
     pub key: DnsKey,
-    pub members: Vec<Found>,
+    pub members: FoundSet,
 }
 
 /// Where the watches send their answers (the control task holds the receiver).
@@ -56,7 +56,7 @@ pub enum LookupError {
 /// A successful answer: the members and how long they are valid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
-    pub found: Vec<Found>,
+    pub found: FoundSet,
     pub ttl: Duration,
 }
 
@@ -67,7 +67,8 @@ pub struct NameStatus {
     pub name: String,
     pub last_lookup: Option<SystemTime>,
     pub ttl: Option<Duration>,
-    pub members: Vec<SocketAddr>,
+    /// The last answer, shared with the watch and the control task.
+    pub members: FoundSet,
     pub lookups: u64,
     pub errors: u64,
     pub last_error: Option<String>,
@@ -128,7 +129,7 @@ impl Discovery {
         match name {
             DnsName::Host { host, port } => {
                 let (ips, ttl) = self.lookup_ips(host).await?;
-                let mut found: Vec<Found> = ips
+                let found: Vec<Found> = ips
                     .into_iter()
                     .map(|ip| Found {
                         addr: SocketAddr::new(ip, *port),
@@ -136,9 +137,10 @@ impl Discovery {
                         backup: false,
                     })
                     .collect();
-                found.sort();
-                found.dedup();
-                Ok(Answer { found, ttl })
+                Ok(Answer {
+                    found: FoundSet::new(found),
+                    ttl,
+                })
             }
             DnsName::Srv { name } => {
                 let lookup = self
@@ -183,9 +185,10 @@ impl Discovery {
                 if found.is_empty() {
                     return Err(LookupError::Empty);
                 }
-                found.sort();
-                found.dedup_by(|a, b| a.addr == b.addr);
-                Ok(Answer { found, ttl })
+                Ok(Answer {
+                    found: FoundSet::new(found),
+                    ttl,
+                })
             }
         }
     }
@@ -229,14 +232,21 @@ pub fn refresh_after(ttl: Duration, min: Duration, max: Duration, jitter: f64) -
     base.saturating_sub(cut).max(min)
 }
 
-/// Members added and removed between two answers.
-pub fn diff(old: &[Found], new: &[Found]) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
-    let o: HashSet<SocketAddr> = old.iter().map(|f| f.addr).collect();
-    let n: HashSet<SocketAddr> = new.iter().map(|f| f.addr).collect();
-    let mut added: Vec<_> = n.difference(&o).copied().collect();
-    let mut removed: Vec<_> = o.difference(&n).copied().collect();
-    added.sort();
-    removed.sort();
+/// Members added and removed between two answers: one merge, no allocation
+/// beyond the change.
+pub fn diff(old: &FoundSet, new: &FoundSet) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+    let (came, went) = crate::snapshot::answer_changes(old, new);
+    // a member whose weight or backup flag changed both came and went
+    let added = came
+        .iter()
+        .map(|f| f.addr)
+        .filter(|a| went.binary_search(a).is_err())
+        .collect();
+    let removed = went
+        .iter()
+        .copied()
+        .filter(|a| came.binary_search_by(|f| f.addr.cmp(a)).is_err())
+        .collect();
     (added, removed)
 }
 
@@ -292,11 +302,12 @@ pub async fn initial_round(
             Ok(a) => {
                 tracing::info!(pool = %key.pool, name = %key.entry, members = a.found.len(), ttl = ?a.ttl, "resolved");
                 st.ttl = Some(a.ttl);
-                st.members = a.found.iter().map(|f| f.addr).collect();
+                let members = a.found;
+                st.members = members.clone();
                 st.last_change = Some(SystemTime::now());
                 let wait = refresh_after(a.ttl, c.min_ttl, c.max_ttl, fastrand::f64());
                 waits.insert(key.clone(), wait);
-                found.insert(key, a.found);
+                found.insert(key, members);
             }
             Err(e) => {
                 let msg = match &e {
@@ -469,7 +480,7 @@ struct Watch {
     disc: Arc<Discovery>,
     registry: Arc<NameRegistry>,
     tx: DnsTx,
-    last: Vec<Found>,
+    last: FoundSet,
     first_wait: Duration,
 }
 
@@ -482,7 +493,7 @@ impl Watch {
         loop {
             tokio::time::sleep(wait).await;
             let result = self.disc.resolve(&self.key.entry).await;
-            let mut publish: Option<Vec<Found>> = None;
+            let mut publish: Option<FoundSet> = None;
             let mut error: Option<String> = None;
             match result {
                 Ok(a) => {
@@ -497,7 +508,7 @@ impl Watch {
                 Err(LookupError::Empty) => {
                     wait = c.min_ttl;
                     if c.on_empty == OnEmpty::Clear && !self.last.is_empty() {
-                        publish = Some(Vec::new());
+                        publish = Some(FoundSet::default());
                     } else if !self.last.is_empty() {
                         tracing::warn!(
                             "empty answer; keeping the last members (on_empty = \"keep\")"
@@ -515,7 +526,7 @@ impl Watch {
                     match held {
                         Some(h) if h >= c.hold_on_failure && !self.last.is_empty() => {
                             tracing::warn!(error = %e, held = ?h, "lookups failing past hold_on_failure; dropping the last members");
-                            publish = Some(Vec::new());
+                            publish = Some(FoundSet::default());
                         }
                         _ => {
                             tracing::warn!(error = %e, failures, "lookup failed; keeping the last members")
@@ -536,7 +547,7 @@ impl Watch {
                 let (added, removed) = diff(&self.last, &new);
                 tracing::info!(?added, ?removed, "answer changed");
                 self.update_status(|st| {
-                    st.members = new.iter().map(|f| f.addr).collect();
+                    st.members = new.clone();
                     st.last_change = Some(SystemTime::now());
                 });
                 self.last = new.clone();
@@ -605,12 +616,38 @@ mod tests {
 
     #[test]
     fn member_set_diff() {
-        let old = [f("10.0.0.1:80"), f("10.0.0.2:80"), f("10.0.0.3:80")];
-        let new = [f("10.0.0.2:80"), f("10.0.0.4:80"), f("10.0.0.3:80")];
+        // answers in any order, with an address twice: the set sorts them
+        let old = FoundSet::new(vec![f("10.0.0.3:80"), f("10.0.0.1:80"), f("10.0.0.2:80")]);
+        let mut heavier = f("10.0.0.3:80");
+        heavier.weight = Some(5);
+        let new = FoundSet::new(vec![
+            f("10.0.0.2:80"),
+            f("10.0.0.4:80"),
+            heavier,
+            f("10.0.0.4:80"),
+        ]);
+        assert_eq!(new.len(), 3);
         let (added, removed) = diff(&old, &new);
         assert_eq!(added, vec!["10.0.0.4:80".parse::<SocketAddr>().unwrap()]);
         assert_eq!(removed, vec!["10.0.0.1:80".parse::<SocketAddr>().unwrap()]);
         assert_eq!(diff(&old, &old), (vec![], vec![]));
+        // a new weight is a change of the member, not a member added or removed
+        let (came, went) = crate::snapshot::answer_changes(&old, &new);
+        let came: Vec<SocketAddr> = came.iter().map(|f| f.addr).collect();
+        assert_eq!(
+            came,
+            [
+                "10.0.0.3:80".parse().unwrap(),
+                "10.0.0.4:80".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            went,
+            [
+                "10.0.0.1:80".parse().unwrap(),
+                "10.0.0.3:80".parse().unwrap()
+            ]
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@
 
 use crate::config::{Config, ListenerConfig, Mode, PoolConfig, ServerAddr};
 use crate::limits::ListenerShared;
-use crate::pool::{MemberSpec, Pool, PoolShared, ServerState};
+use crate::pool::balance::{Delta, GONE};
+use crate::pool::{MemberSpec, Pool, PoolShared, Server, ServerState};
 use crate::router::Router;
 use hyper_util::rt::TokioTimer;
 use std::collections::{HashMap, HashSet};
@@ -37,7 +38,50 @@ pub struct DnsKey {
 }
 
 /// Each DNS server entry -> its current members.
-pub type Discovered = HashMap<DnsKey, Vec<Found>>;
+pub type Discovered = HashMap<DnsKey, FoundSet>;
+
+/// The members of one DNS answer, sorted by address, one per address: what a
+/// refresh merges against the last answer. Shared, not copied, by the watch
+/// that found them, the control task and the admin API's status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FoundSet(Arc<Vec<Found>>);
+
+impl FoundSet {
+    /// Sorts by address and keeps the first member of each address (a no-op,
+    /// bar one pass, for what `Discovery::resolve` returns).
+    pub fn new(mut found: Vec<Found>) -> FoundSet {
+        if !found.windows(2).all(|w| w[0].addr < w[1].addr) {
+            found.sort();
+            found.dedup_by(|a, b| a.addr == b.addr);
+        }
+        FoundSet(Arc::new(found))
+    }
+}
+
+impl From<Vec<Found>> for FoundSet {
+    fn from(found: Vec<Found>) -> FoundSet {
+        FoundSet::new(found)
+    }
+}
+
+impl std::ops::Deref for FoundSet {
+    type Target = [Found];
+    fn deref(&self) -> &[Found] {
+        &self.0
+    }
+}
+
+/// What a DNS refresh did to a pool: see [`Snapshot::refresh_pool`].
+pub struct Refreshed {
+    pub pool: Pool,
+    /// Members that are new.
+    pub added: Vec<Arc<Server>>,
+    /// Members that left (their state is not in the new pool).
+    pub removed: Vec<Arc<Server>>,
+    /// The members that stayed were carried over (false: the pool was built
+    /// anew).
+    pub in_place: bool,
+}
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -150,26 +194,47 @@ impl Snapshot {
     /// Builds pool `pc` from its config entries and the members found for its DNS
     /// entries, carrying over the state of members `old` already had.
     pub fn build_pool(pc: &PoolConfig, discovered: &Discovered, old: Option<&Arc<Pool>>) -> Pool {
-        let old_states: HashMap<SocketAddr, &crate::pool::Server> = old
+        let old_members: HashMap<SocketAddr, &Arc<Server>> = old
             .map(|o| o.servers.iter().map(|s| (s.addr, s)).collect())
             .unwrap_or_default();
         let shared = old.map_or_else(
             || Arc::new(PoolShared::new(&pc.name)),
             |o| Arc::clone(&o.shared),
         );
-        let initial = Pool::initial_health(pc);
-        Pool::new(
-            pc,
-            shared,
-            members(pc, discovered),
-            |addr| match old_states.get(&addr) {
-                Some(s) => (
-                    Arc::clone(&s.state),
-                    s.source.is_some().then(|| Arc::clone(&s.id)),
-                ),
-                None => (Arc::new(ServerState::new(initial)), None),
-            },
-        )
+        Pool::new(pc, shared, members(pc, discovered), |addr| {
+            old_members.get(&addr).copied()
+        })
+    }
+
+    /// Pool `old` after the answer for `key` changed from `before` to the one
+    /// `discovered` now holds: the pool [`Snapshot::build_pool`] would build,
+    /// with the same members in the same order and the same states.
+    ///
+    /// When only this entry's own members change (no other entry of the pool
+    /// names an address that came or went, so no member changes hands), the
+    /// members that stay are carried over as they are: the new pool costs one
+    /// pointer copy per member, and allocations, new states and balancer work
+    /// in proportion to the change (`Balancer::next`). Otherwise it is built
+    /// anew.
+    pub fn refresh_pool(
+        pc: &PoolConfig,
+        discovered: &Discovered,
+        old: &Arc<Pool>,
+        key: &DnsKey,
+        before: &FoundSet,
+    ) -> Refreshed {
+        let none = FoundSet::default();
+        let after = discovered.get(key).unwrap_or(&none);
+        refresh_in_place(pc, discovered, old, key, before, after).unwrap_or_else(|| {
+            let pool = Self::build_pool(pc, discovered, Some(old));
+            let (added, removed) = member_changes(old, &pool);
+            Refreshed {
+                pool,
+                added,
+                removed,
+                in_place: false,
+            }
+        })
     }
 
     /// This snapshot with the pool of the same name replaced (same generation).
@@ -252,6 +317,263 @@ pub fn dns_key(pc: &PoolConfig, entry: &crate::config::DnsName) -> DnsKey {
     }
 }
 
+/// Members added and removed between two builds of a pool (by state).
+pub fn member_changes(old: &Pool, new: &Pool) -> (Vec<Arc<Server>>, Vec<Arc<Server>>) {
+    let o: HashSet<u64> = old.servers.iter().map(|s| s.state.uid).collect();
+    let n: HashSet<u64> = new.servers.iter().map(|s| s.state.uid).collect();
+    let added = new
+        .servers
+        .iter()
+        .filter(|s| !o.contains(&s.state.uid))
+        .cloned()
+        .collect();
+    let removed = old
+        .servers
+        .iter()
+        .filter(|s| !n.contains(&s.state.uid))
+        .cloned()
+        .collect();
+    (added, removed)
+}
+
+/// The members that came (new, or with another weight or backup flag) and the
+/// addresses that went (gone, or changed) between two answers: one merge, no
+/// allocation beyond the change.
+pub fn answer_changes<'a>(
+    before: &FoundSet,
+    after: &'a FoundSet,
+) -> (Vec<&'a Found>, Vec<SocketAddr>) {
+    let (mut came, mut went) = (Vec::new(), Vec::new());
+    let (mut b, mut a) = (before.iter().peekable(), after.iter().peekable());
+    loop {
+        match (b.peek(), a.peek()) {
+            (Some(x), Some(y)) if x.addr == y.addr => {
+                if x != y {
+                    went.push(x.addr);
+                    came.push(*y);
+                }
+                b.next();
+                a.next();
+            }
+            (Some(x), Some(y)) if x.addr < y.addr => {
+                went.push(x.addr);
+                b.next();
+            }
+            (_, Some(y)) => {
+                came.push(*y);
+                a.next();
+            }
+            (Some(x), None) => {
+                went.push(x.addr);
+                b.next();
+            }
+            (None, None) => break,
+        }
+    }
+    (came, went)
+}
+
+/// [`Snapshot::refresh_pool`] where the change is confined to entry `key`'s
+/// members; None where it is not (or the pool holds none of them yet, so where
+/// new ones go is not known without a rebuild).
+fn refresh_in_place(
+    pc: &PoolConfig,
+    discovered: &Discovered,
+    old: &Arc<Pool>,
+    key: &DnsKey,
+    before: &FoundSet,
+    after: &FoundSet,
+) -> Option<Refreshed> {
+    let mut entries = pc
+        .servers
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(&s.address, ServerAddr::Dns(d) if *d == key.entry));
+    let (at, spec) = entries.next()?;
+    if entries.next().is_some() {
+        return None;
+    }
+    let (came, went) = answer_changes(before, after);
+    // an address another entry also names would change hands (the first entry
+    // naming an address owns it)
+    enum Other<'a> {
+        Static(SocketAddr),
+        Dns(Option<&'a FoundSet>),
+    }
+    let others: Vec<Other> = pc
+        .servers
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != at)
+        .map(|(_, s)| match &s.address {
+            ServerAddr::Static(x) => Other::Static(*x),
+            ServerAddr::Dns(d) => Other::Dns(discovered.get(&dns_key(pc, d))),
+        })
+        .collect();
+    let elsewhere = |a: SocketAddr| {
+        others.iter().any(|o| match o {
+            Other::Static(x) => *x == a,
+            Other::Dns(found) => {
+                found.is_some_and(|f| f.binary_search_by(|f| f.addr.cmp(&a)).is_ok())
+            }
+        })
+    };
+    if came
+        .iter()
+        .map(|f| f.addr)
+        .chain(went.iter().copied())
+        .any(elsewhere)
+    {
+        return None;
+    }
+    let name = key.entry.to_string();
+    let source: Arc<str> = Arc::from(name.as_str());
+    let initial = Pool::initial_health(pc);
+    let spec_of = |f: &Found| {
+        (
+            f.weight
+                .map_or(spec.weight, |w| w.min(crate::config::MAX_WEIGHT)),
+            spec.backup || f.backup,
+        )
+    };
+    // this entry's members: one run, sorted by address (`members`), after
+    // those of the entries before it
+    let mine = |s: &Server| s.source.as_deref() == Some(name.as_str());
+    let start = old.servers.iter().position(|s| mine(s))?;
+    let len = old.servers[start..].partition_point(|s| mine(s));
+    let run = &old.servers[start..start + len];
+    let hash = old.balance == crate::config::Balance::Hash;
+    let mut next = Next {
+        servers: Vec::with_capacity(old.servers.len() + came.len()),
+        moved: Vec::with_capacity(if hash { old.servers.len() } else { 0 }),
+        hash,
+        fresh: Vec::new(),
+        gone: Vec::new(),
+        added: Vec::new(),
+        removed: Vec::new(),
+    };
+    next.keep(&old.servers[..start]);
+    // the members that stay are copied a slice at a time, between the
+    // addresses that changed
+    let mut at = 0;
+    let mut came = came.into_iter().peekable();
+    let mut went = went.into_iter().peekable();
+    loop {
+        let a = match (came.peek(), went.peek()) {
+            (Some(c), Some(&w)) => c.addr.min(w),
+            (Some(c), None) => c.addr,
+            (None, Some(&w)) => w,
+            (None, None) => break,
+        };
+        let to = at + run[at..].partition_point(|s| s.addr < a);
+        next.keep(&run[at..to]);
+        at = to;
+        let old_member = went
+            .next_if_eq(&a)
+            .map(|_| run.get(at).filter(|s| s.addr == a));
+        let new_member = came.next_if(|f| f.addr == a);
+        let (weight, backup) = match new_member {
+            Some(f) => spec_of(f),
+            None => (0, false),
+        };
+        match (old_member, new_member) {
+            // went, but was not among this entry's members
+            (Some(None), _) => return None,
+            (Some(Some(s)), found) => {
+                at += 1;
+                next.gone.push(s.weight);
+                if hash {
+                    next.moved.push(GONE);
+                }
+                match found {
+                    // the same member with another weight or backup flag
+                    Some(_) => {
+                        let weight = s.state.weight_override().unwrap_or(weight);
+                        next.push_fresh(Arc::new(Server {
+                            weight,
+                            backup,
+                            id: Arc::clone(&s.id),
+                            source: s.source.clone(),
+                            state: Arc::clone(&s.state),
+                            addr: s.addr,
+                        }));
+                    }
+                    None => next.removed.push(Arc::clone(s)),
+                }
+            }
+            (None, Some(f)) => {
+                let s = Arc::new(Server {
+                    addr: f.addr,
+                    id: Arc::from(f.addr.to_string()),
+                    weight,
+                    backup,
+                    source: Some(Arc::clone(&source)),
+                    state: Arc::new(ServerState::new(initial)),
+                });
+                next.added.push(Arc::clone(&s));
+                next.push_fresh(s);
+            }
+            // cannot be: `a` is the address of one of them
+            (None, None) => return None,
+        }
+    }
+    next.keep(&run[at..]);
+    next.keep(&old.servers[start + len..]);
+    let Next {
+        servers,
+        moved,
+        fresh,
+        gone,
+        added,
+        removed,
+        ..
+    } = next;
+    let pool = old.with_members(
+        servers,
+        &Delta {
+            fresh: &fresh,
+            gone: &gone,
+            moved: &moved,
+        },
+    );
+    Some(Refreshed {
+        pool,
+        added,
+        removed,
+        in_place: true,
+    })
+}
+
+/// The members of a pool being refreshed, as [`refresh_in_place`] builds them.
+struct Next {
+    servers: Vec<Arc<Server>>,
+    /// The hash balancer's: each old member's new index, or `GONE`.
+    moved: Vec<u32>,
+    hash: bool,
+    fresh: Vec<(u32, u32, SocketAddr)>,
+    gone: Vec<u32>,
+    added: Vec<Arc<Server>>,
+    removed: Vec<Arc<Server>>,
+}
+
+impl Next {
+    /// Old members that stay as they are.
+    fn keep(&mut self, old: &[Arc<Server>]) {
+        if self.hash {
+            let at = self.servers.len() as u32;
+            self.moved.extend((0..old.len() as u32).map(|i| at + i));
+        }
+        self.servers.extend_from_slice(old);
+    }
+
+    /// A member that is new, or has a new weight or backup flag.
+    fn push_fresh(&mut self, s: Arc<Server>) {
+        self.fresh
+            .push((self.servers.len() as u32, s.weight, s.addr));
+        self.servers.push(s);
+    }
+}
+
 /// The members of pool `pc`: static entries as written, DNS entries as last found.
 /// An address reachable through two entries is one member (the first wins).
 pub fn members(pc: &PoolConfig, discovered: &Discovered) -> Vec<MemberSpec> {
@@ -274,8 +596,7 @@ pub fn members(pc: &PoolConfig, discovered: &Discovered) -> Vec<MemberSpec> {
                 let source: Arc<str> = Arc::from(dns.to_string());
                 for f in discovered
                     .get(&dns_key(pc, dns))
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
+                    .map_or(&[][..], |a| &a[..])
                 {
                     if seen.insert(f.addr) {
                         out.push(MemberSpec {
@@ -380,4 +701,188 @@ where
 pub fn stream_tasks() -> &'static tokio_util::task::TaskTracker {
     static TASKS: std::sync::OnceLock<tokio_util::task::TaskTracker> = std::sync::OnceLock::new();
     TASKS.get_or_init(tokio_util::task::TaskTracker::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(i: u8) -> SocketAddr {
+        SocketAddr::from(([127, 1, 0, i], 8000))
+    }
+
+    /// A random answer over 40 addresses, as the resolver gives it (sorted,
+    /// one per address); `srv`: with SRV weights and backups.
+    fn answer(srv: bool) -> Vec<Found> {
+        (0..40u8)
+            .filter(|_| fastrand::u8(..3) > 0)
+            .map(|i| Found {
+                addr: addr(i),
+                weight: (srv && fastrand::bool()).then(|| fastrand::u32(1..4)),
+                backup: srv && fastrand::u8(..8) == 0,
+            })
+            .collect()
+    }
+
+    /// `a` changed a little: some members gone, some new, some reweighted.
+    fn changed(a: &[Found], srv: bool) -> Vec<Found> {
+        let mut out: Vec<Found> = a
+            .iter()
+            .filter(|_| fastrand::u8(..8) > 0)
+            .cloned()
+            .collect();
+        for f in &mut out {
+            if srv && fastrand::u8(..8) == 0 {
+                f.weight = Some(fastrand::u32(1..4));
+            }
+        }
+        for _ in 0..fastrand::usize(..3) {
+            let i = fastrand::u8(..40);
+            if !out.iter().any(|f| f.addr == addr(i)) {
+                out.push(Found {
+                    addr: addr(i),
+                    weight: None,
+                    backup: false,
+                });
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Same members, in the same order, with the same ids, weights, flags and
+    /// sources, the same states where `old` had the member (new ones: a new
+    /// state each, in the pool's initial health), and the same balancer.
+    fn assert_same(old: &Pool, a: &Pool, b: &Pool, why: &str) {
+        let view = |p: &Pool| -> Vec<_> {
+            p.servers
+                .iter()
+                .map(|s| {
+                    let kept = old.servers.iter().any(|o| Arc::ptr_eq(&o.state, &s.state));
+                    let state = kept.then_some(s.state.uid);
+                    (
+                        s.addr,
+                        s.id.clone(),
+                        s.weight,
+                        s.backup,
+                        s.source.clone(),
+                        state,
+                        s.state.health(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(view(a), view(b), "{why}");
+        assert!(a.balancer() == b.balancer(), "{why}: balancers differ");
+    }
+
+    #[test]
+    fn a_refresh_in_place_builds_what_a_rebuild_builds() {
+        for balance in ["round_robin", "least_conn", "random_two", "hash", "first"] {
+            for (srv, alone) in [(false, false), (true, false), (false, true), (true, true)] {
+                // the name alone (equal weights without SRV), or: a static
+                // member before the name, another after it, and a second name
+                // that shares no address with the first
+                let mut text = format!(
+                    "[[listener]]\nname = \"l\"\nbind = [\"127.0.0.1:1\"]\nmode = \"http\"\npool = \"p\"\n\
+                     [[pool]]\nname = \"p\"\nbalance = \"{balance}\"\n\
+                     [[pool.server]]\naddress = \"svc.test:8000\"\nweight = 2\n"
+                );
+                if !alone {
+                    text = text.replace(
+                        "[[pool.server]]",
+                        "[[pool.server]]\naddress = \"127.2.0.1:80\"\n[[pool.server]]",
+                    ) + "[[pool.server]]\naddress = \"other.test:8000\"\nbackup = true\n\
+                         [[pool.server]]\naddress = \"127.2.0.2:80\"\n";
+                }
+                let cfg = crate::config::parse(&text, "t.toml").unwrap();
+                let pc = &cfg.pools[0];
+                let key_of = |name: &str| {
+                    let d = match ServerAddr::parse(name) {
+                        Ok(ServerAddr::Dns(d)) => d,
+                        _ => unreachable!(),
+                    };
+                    dns_key(pc, &d)
+                };
+                let (svc, other) = (key_of("svc.test:8000"), key_of("other.test:8000"));
+                let mut d = Discovered::new();
+                d.insert(svc.clone(), answer(srv).into());
+                let far = |i: u8| SocketAddr::from(([127, 3, 0, i], 8000));
+                d.insert(
+                    other.clone(),
+                    vec![Found {
+                        addr: far(1),
+                        weight: None,
+                        backup: false,
+                    }]
+                    .into(),
+                );
+                let mut pool = Arc::new(Snapshot::build_pool(pc, &d, None));
+                let mut in_place = 0usize;
+                // refreshes `key` to `next`, checks it against a rebuild, and
+                // says whether it was made in place
+                let refresh = |d: &mut Discovered,
+                               pool: &mut Arc<Pool>,
+                               key: &DnsKey,
+                               next: Vec<Found>,
+                               why: &str| {
+                    let before = d.insert(key.clone(), next.into()).unwrap_or_default();
+                    let r = Snapshot::refresh_pool(pc, d, pool, key, &before);
+                    let full = Snapshot::build_pool(pc, d, Some(pool));
+                    assert_same(pool, &r.pool, &full, why);
+                    let (added, removed) = member_changes(pool, &full);
+                    let addrs = |v: &[Arc<Server>]| {
+                        let mut a: Vec<SocketAddr> = v.iter().map(|s| s.addr).collect();
+                        a.sort();
+                        a
+                    };
+                    assert_eq!(addrs(&r.added), addrs(&added), "{why}");
+                    assert_eq!(addrs(&r.removed), addrs(&removed), "{why}");
+                    *pool = Arc::new(r.pool);
+                    r.in_place
+                };
+                let one = |a: SocketAddr| {
+                    vec![Found {
+                        addr: a,
+                        weight: None,
+                        backup: false,
+                    }]
+                };
+                for round in 0..200 {
+                    let why = format!("{balance} srv={srv} round {round}");
+                    // now and then the other name takes one of svc's
+                    // addresses, or svc takes a static one: it changes hands
+                    let shared = !alone && fastrand::u8(..10) == 0;
+                    if shared {
+                        refresh(
+                            &mut d,
+                            &mut pool,
+                            &other,
+                            one(addr(fastrand::u8(..40))),
+                            &why,
+                        );
+                    }
+                    let mut next = changed(&d[&svc], srv);
+                    if !alone && fastrand::u8(..20) == 0 {
+                        next.push(Found {
+                            addr: "127.2.0.2:80".parse().unwrap(),
+                            weight: None,
+                            backup: false,
+                        });
+                        next.sort();
+                        next.dedup();
+                    }
+                    in_place += usize::from(refresh(&mut d, &mut pool, &svc, next, &why));
+                    if shared {
+                        refresh(&mut d, &mut pool, &other, one(far(1)), &why);
+                    }
+                }
+                // most changes are confined to the name: they are made in place
+                assert!(
+                    in_place > 120,
+                    "{balance} srv={srv}: {in_place} of 200 in place"
+                );
+            }
+        }
+    }
 }

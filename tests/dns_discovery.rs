@@ -229,6 +229,12 @@ async fn scale_out_and_in_keeps_survivor_state() {
     assert_eq!(pool["servers"][0]["status"], "UP");
     // the survivor did not get a new health-check task from UNKNOWN either
     assert_eq!(pool["servers"][0]["went_up"], 1);
+    // both answers were applied in place (the pool was not built anew)
+    assert!(
+        pool["dns_refreshes_in_place"].as_u64() >= Some(2)
+            && pool["dns_refreshes_rebuilt"].as_u64() == Some(0),
+        "{pool}"
+    );
     // removed members' idle connections were closed at once
     wait_for(
         Duration::from_secs(3),
@@ -417,6 +423,14 @@ async fn a_name_missing_at_start_fills_the_pool_when_it_appears() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // with no member of the name to place the new ones after, the pool was
+    // built anew
+    let pool = pool_state(listen).await;
+    assert!(
+        pool["dns_refreshes_rebuilt"].as_u64() == Some(1)
+            && pool["dns_refreshes_in_place"].as_u64() == Some(0),
+        "{pool}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

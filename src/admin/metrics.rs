@@ -184,6 +184,11 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         "Retries made on another server",
         &["pool"],
     );
+    let dns_refreshes = counter(
+        "rampart_pool_dns_refreshes_total",
+        "DNS answers applied to the pool's members, in place or by a rebuild of the pool",
+        &["pool", "how"],
+    );
     let eligible = gauge(
         "rampart_pool_eligible_servers",
         "Servers that can take traffic now",
@@ -341,6 +346,14 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         pretries
             .with_label_values(&[p])
             .inc_by(pool.shared.retries.load(Ordering::Relaxed));
+        for (how, n) in [
+            ("in_place", &pool.shared.dns_in_place),
+            ("rebuilt", &pool.shared.dns_rebuilt),
+        ] {
+            dns_refreshes
+                .with_label_values(&[p, how])
+                .inc_by(n.load(Ordering::Relaxed));
+        }
         eligible
             .with_label_values(&[p])
             .set(pool.eligible_count() as i64);
@@ -583,6 +596,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(shed.collect());
     out.extend(perrors.collect());
     out.extend(pretries.collect());
+    out.extend(dns_refreshes.collect());
     out.extend(eligible.collect());
     out.extend(circuit_state.collect());
     out.extend(circuit_opened.collect());

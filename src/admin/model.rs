@@ -122,6 +122,12 @@ pub struct PoolView {
     /// Requests that failed for good.
     pub errors: u64,
     pub retries: u64,
+    /// DNS answers applied to the members in place, and by building the pool
+    /// anew (see `Snapshot::refresh_pool`).
+    #[serde(default)]
+    pub dns_refreshes_in_place: u64,
+    #[serde(default)]
+    pub dns_refreshes_rebuilt: u64,
     pub health_checked: bool,
     /// The pool-level circuit: "closed", "open", "half_open"; absent without
     /// `[pool.circuit]`.
@@ -271,7 +277,7 @@ pub fn build(shared: &Shared, rates: &Mutex<crate::rates::Rates>) -> Stats {
         .map(|d| DnsView {
             pool: d.pool.clone(),
             name: d.name.clone(),
-            members: d.members.iter().map(|m| m.to_string()).collect(),
+            members: d.members.iter().map(|m| m.addr.to_string()).collect(),
             ttl_secs: d.ttl.map(|t| t.as_secs_f64()),
             last_lookup: d.last_lookup.map(crate::clock::rfc3339),
             last_change: d.last_change.map(crate::clock::rfc3339),
@@ -332,6 +338,8 @@ fn pool_view(p: &Pool, now: u64, rates: &crate::rates::Rates) -> PoolView {
         response_errors: sum(|s| s.response_errors),
         errors: p.shared.errors.load(Ordering::Relaxed),
         retries: p.shared.retries.load(Ordering::Relaxed),
+        dns_refreshes_in_place: p.shared.dns_in_place.load(Ordering::Relaxed),
+        dns_refreshes_rebuilt: p.shared.dns_rebuilt.load(Ordering::Relaxed),
         health_checked: p.health.is_some(),
         circuit: p
             .circuit

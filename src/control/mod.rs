@@ -11,7 +11,7 @@ use crate::config::{self, Config, ServerAddr};
 use crate::discovery::{DnsUpdate, FirstWait, Watches};
 use crate::health::HealthManager;
 use crate::listener::{BindError, ListenerSet, Prepared};
-use crate::pool::{AdminState, Carried, Health, Pool};
+use crate::pool::{AdminState, Carried, Health, Pool, Server};
 use crate::snapshot::Snapshot;
 use crate::snapshot::{Discovered, DnsKey};
 mod msg;
@@ -238,11 +238,48 @@ impl Control {
             // an answer of a watch a reload just stopped
             return;
         }
-        let pool = key.pool.clone();
-        self.discovered.insert(key, members);
-        self.rebuild_pool(&pool);
-        self.health.sync(&self.shared.plane.snapshot.load().pools);
+        let before = self.discovered.insert(key.clone(), members);
+        let cur = self.shared.plane.snapshot.load_full();
+        let Some(old) = cur.pool(&key.pool) else {
+            return;
+        };
+        let Some(pc) = self.cfg.pools.iter().find(|p| p.name == key.pool) else {
+            return;
+        };
+        // the refresh costs what changed (plus a pointer per member), not a
+        // rebuild of the pool, its balancer and every member's health task
+        let r =
+            Snapshot::refresh_pool(pc, &self.discovered, old, &key, &before.unwrap_or_default());
+        let counter = if r.in_place {
+            &old.shared.dns_in_place
+        } else {
+            &old.shared.dns_rebuilt
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let new_pool = Arc::new(r.pool);
+        self.shared
+            .plane
+            .snapshot
+            .store(Arc::new(cur.with_pool(Arc::clone(&new_pool))));
+        self.members_changed(&new_pool, &r.added, &r.removed);
+        self.health.members_changed(&new_pool, &r.added, &r.removed);
         self.dirty = true;
+    }
+
+    /// Retires the members that left `pool` (every worker closes their idle
+    /// connections at once) and logs the change.
+    fn members_changed(&self, pool: &Pool, added: &[Arc<Server>], removed: &[Arc<Server>]) {
+        for s in removed {
+            s.state.retire();
+        }
+        if !removed.is_empty() {
+            self.shared.retired.notify_waiters();
+        }
+        if !added.is_empty() || !removed.is_empty() {
+            let added: Vec<String> = added.iter().map(|s| s.addr.to_string()).collect();
+            let removed: Vec<String> = removed.iter().map(|s| s.addr.to_string()).collect();
+            tracing::info!(pool = %pool.name, ?added, ?removed, "pool members changed");
+        }
     }
 
     async fn handle(&mut self, msg: ControlMsg) {
@@ -603,23 +640,12 @@ impl Control {
             return;
         };
         let new_pool = Arc::new(Snapshot::build_pool(pc, &self.discovered, Some(old)));
-        let (added, removed) = member_changes(old, &new_pool);
+        let (added, removed) = crate::snapshot::member_changes(old, &new_pool);
         self.shared
             .plane
             .snapshot
             .store(Arc::new(cur.with_pool(Arc::clone(&new_pool))));
-        let keep: HashSet<u64> = new_pool.servers.iter().map(|s| s.state.uid).collect();
-        let mut retired = false;
-        for s in old.servers.iter().filter(|s| !keep.contains(&s.state.uid)) {
-            s.state.retire();
-            retired = true;
-        }
-        if retired {
-            self.shared.retired.notify_waiters();
-        }
-        if !added.is_empty() || !removed.is_empty() {
-            tracing::info!(pool = %pc.name, ?added, ?removed, "pool members changed");
-        }
+        self.members_changed(&new_pool, &added, &removed);
     }
 
     /// Writes the state file off this runtime (fsync can take a while, and the HA
@@ -656,25 +682,6 @@ fn adopt(snap: &Snapshot, carried: &[(String, std::net::SocketAddr, Carried)]) {
         }
     }
     tracing::info!(servers = n, "server states taken over from the old process");
-}
-
-/// Members added and removed between two builds of a pool (addresses).
-fn member_changes(old: &Pool, new: &Pool) -> (Vec<String>, Vec<String>) {
-    let o: HashSet<u64> = old.servers.iter().map(|s| s.state.uid).collect();
-    let n: HashSet<u64> = new.servers.iter().map(|s| s.state.uid).collect();
-    let added = new
-        .servers
-        .iter()
-        .filter(|s| !o.contains(&s.state.uid))
-        .map(|s| s.addr.to_string())
-        .collect();
-    let removed = old
-        .servers
-        .iter()
-        .filter(|s| !n.contains(&s.state.uid))
-        .map(|s| s.addr.to_string())
-        .collect();
-    (added, removed)
 }
 
 /// What changed between two generations, by name.

@@ -6,7 +6,7 @@
 
 use crate::clock;
 use crate::config::HealthConfig;
-use crate::pool::{CheckReport, Health, Pool, ServerState};
+use crate::pool::{CheckReport, Health, Pool, Server, ServerState};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -136,27 +136,7 @@ impl HealthManager {
                     }
                     token.cancel();
                 }
-                let token = self.cancel.child_token();
-                self.tasks.insert(
-                    s.state.uid,
-                    (token.clone(), Arc::clone(&cfg), pool.tls.clone()),
-                );
-                let span = tracing::info_span!("health", pool = %pool.name, server = %s.id);
-                let (addr, state, cfg) = (s.addr, Arc::clone(&s.state), Arc::clone(&cfg));
-                let tls = pool.tls.as_ref().map(|t| {
-                    let name = t.name_for(s.source.as_deref(), s.addr);
-                    (t.clone(), name)
-                });
-                let flipped = Arc::clone(&self.flipped);
-                self.tracker.spawn(tracing::Instrument::instrument(
-                    async move {
-                        tokio::select! {
-                            _ = token.cancelled() => {}
-                            _ = check_loop(addr, tls, state, cfg, flipped) => {}
-                        }
-                    },
-                    span,
-                ));
+                self.start(pool, s, &cfg);
             }
         }
         self.tasks.retain(|uid, (token, _, _)| {
@@ -166,6 +146,49 @@ impl HealthManager {
             }
             keep
         });
+    }
+
+    /// Members came to and left `pool` (a DNS refresh): theirs are the only
+    /// tasks started and stopped, whatever the size of the pool.
+    pub fn members_changed(&mut self, pool: &Pool, added: &[Arc<Server>], removed: &[Arc<Server>]) {
+        for s in removed {
+            if let Some((token, _, _)) = self.tasks.remove(&s.state.uid) {
+                token.cancel();
+            }
+        }
+        let Some(cfg) = &pool.health else { return };
+        let cfg = Arc::new(cfg.clone());
+        for s in added {
+            if let Some((token, _, _)) = self.tasks.get(&s.state.uid) {
+                token.cancel();
+            }
+            self.start(pool, s, &cfg);
+        }
+    }
+
+    /// Starts the check task of member `s`.
+    fn start(&mut self, pool: &Pool, s: &Server, cfg: &Arc<HealthConfig>) {
+        let token = self.cancel.child_token();
+        self.tasks.insert(
+            s.state.uid,
+            (token.clone(), Arc::clone(cfg), pool.tls.clone()),
+        );
+        let span = tracing::info_span!("health", pool = %pool.name, server = %s.id);
+        let (addr, state, cfg) = (s.addr, Arc::clone(&s.state), Arc::clone(cfg));
+        let tls = pool.tls.as_ref().map(|t| {
+            let name = t.name_for(s.source.as_deref(), s.addr);
+            (t.clone(), name)
+        });
+        let flipped = Arc::clone(&self.flipped);
+        self.tracker.spawn(tracing::Instrument::instrument(
+            async move {
+                tokio::select! {
+                    _ = token.cancelled() => {}
+                    _ = check_loop(addr, tls, state, cfg, flipped) => {}
+                }
+            },
+            span,
+        ));
     }
 
     pub fn stop_all(&mut self) {

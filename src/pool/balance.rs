@@ -21,10 +21,13 @@ pub trait Members {
     fn active(&self, i: usize) -> u32;
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 enum Algo {
-    /// Smooth weighted round robin (nginx's), unrolled into a cyclic schedule.
+    /// Smooth weighted round robin (nginx's), unrolled into a cyclic schedule;
+    /// `Uniform`: every member has this weight, and the schedule is 0, 1, .., n-1
+    /// (not stored, so that a change of members does not rebuild it).
     RoundRobin(Vec<u32>),
+    Uniform(u32),
     LeastConn,
     RandomTwo,
     /// Consistent hash ring.
@@ -43,10 +46,13 @@ impl Balancer {
     /// ring points so they do not move when other members come and go).
     pub fn new(kind: Balance, weights: &[u32], ids: &[String]) -> Balancer {
         let algo = match kind {
-            Balance::RoundRobin => Algo::RoundRobin(smooth_wrr_schedule(weights)),
+            Balance::RoundRobin => match weights.split_first() {
+                Some((&w, rest)) if w > 0 && rest.iter().all(|&x| x == w) => Algo::Uniform(w),
+                _ => Algo::RoundRobin(smooth_wrr_schedule(weights)),
+            },
             Balance::LeastConn => Algo::LeastConn,
             Balance::RandomTwo => Algo::RandomTwo,
-            Balance::Hash => Algo::Hash(Ring::new(build_ring(weights, ids))),
+            Balance::Hash => Algo::Hash(Ring::build(weights, ids)),
             Balance::First => Algo::First,
         };
         Balancer {
@@ -79,6 +85,12 @@ impl Balancer {
                 (0..n)
                     .map(|k| (start.wrapping_add(k)) % n)
                     .find(|&i| m.weight(i) > 0 && m.eligible(i))
+            }
+            Algo::Uniform(_) => {
+                let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+                (0..n)
+                    .map(|k| (start.wrapping_add(k)) % n)
+                    .find(|&i| m.eligible(i))
             }
             Algo::LeastConn => {
                 if n > LEAST_CONN_EXACT {
@@ -135,6 +147,56 @@ impl Balancer {
             }
             Algo::First => (0..n).find(|&i| m.weight(i) > 0 && m.eligible(i)),
         }
+    }
+}
+
+impl PartialEq for Balancer {
+    /// The same algorithm over the same members (the cursor aside).
+    fn eq(&self, other: &Balancer) -> bool {
+        self.algo == other.algo
+    }
+}
+
+/// How a pool's members changed since its balancer was built: see
+/// [`Balancer::next`].
+pub struct Delta<'a> {
+    /// Members that are new, or whose weight changed: (new index, weight,
+    /// address). Their ring points are placed by address, as [`Balancer::new`]
+    /// places them when given the addresses as ids.
+    pub fresh: &'a [(u32, u32, std::net::SocketAddr)],
+    /// The weights of the members that left or whose weight changed.
+    pub gone: &'a [u32],
+    /// For each old member, its new index, or [`GONE`] if it left or its weight
+    /// changed. Read only by the hash balancer (so only filled for it).
+    pub moved: &'a [u32],
+}
+
+/// In [`Delta::moved`]: this old member has no points in the new ring.
+pub const GONE: u32 = u32::MAX;
+
+impl Balancer {
+    /// The balancer of the pool after `d`, built from this one in time
+    /// proportional to the change where the algorithm allows: round robin over
+    /// equal weights, least_conn, random_two and first keep no per-member state
+    /// (first relies on the members keeping their order); the hash ring loses the
+    /// points of the members that left and gains those of the new ones, without
+    /// hashing or sorting the others. None: build it anew with
+    /// [`Balancer::new`] (round robin over unequal weights, whose schedule
+    /// interleaves every member; a ring whose heaviest members all left, since
+    /// the points of every member are scaled by the heaviest weight).
+    pub fn next(&self, d: &Delta<'_>) -> Option<Balancer> {
+        let algo = match &self.algo {
+            Algo::Uniform(w) if d.fresh.iter().all(|f| f.1 == *w) => Algo::Uniform(*w),
+            Algo::Uniform(_) | Algo::RoundRobin(_) => return None,
+            Algo::LeastConn => Algo::LeastConn,
+            Algo::RandomTwo => Algo::RandomTwo,
+            Algo::First => Algo::First,
+            Algo::Hash(r) => Algo::Hash(r.next(d)?),
+        };
+        Some(Balancer {
+            algo,
+            cursor: AtomicUsize::new(self.cursor.load(Ordering::Relaxed)),
+        })
     }
 }
 
@@ -221,28 +283,76 @@ const RING_POINTS: u64 = 160;
 /// range of points starts, so that a lookup is one table read and a search of
 /// about one entry, not a binary search of the whole ring (21 steps, each a
 /// cache miss, for 10,000 servers × 160 points).
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 struct Ring {
     points: Vec<(u64, u32)>,
+    /// The heaviest weight, which every member's number of points is scaled by,
+    /// and how many members have it.
+    max: u32,
+    at_max: usize,
     /// `starts[j]`: the first point whose top `bits` bits are >= j.
     starts: Vec<u32>,
     bits: u32,
 }
 
 impl Ring {
-    fn new(points: Vec<(u64, u32)>) -> Ring {
+    fn build(weights: &[u32], ids: &[String]) -> Ring {
+        let max = weights.iter().copied().max().unwrap_or(0);
+        let at_max = weights.iter().filter(|&&w| w == max).count();
+        Ring::new(build_ring(weights, ids), max, at_max)
+    }
+
+    /// This ring after `d`: the points of the members that stay are kept (and
+    /// renumbered), those of the members that left are dropped, and the new
+    /// members' points merged in. O(points) copying, no hashing or sorting of
+    /// the members that stay.
+    fn next(&self, d: &Delta<'_>) -> Option<Ring> {
+        let max = self.max;
+        if max == 0 || d.fresh.iter().any(|f| f.1 > max) {
+            return None;
+        }
+        let at_max = (self.at_max + d.fresh.iter().filter(|f| f.1 == max).count())
+            .checked_sub(d.gone.iter().filter(|&&w| w == max).count())
+            .filter(|&n| n > 0)?;
+        let mut add = Vec::new();
+        for &(i, w, addr) in d.fresh {
+            member_points(&mut add, i, w, max, addr.to_string().as_bytes());
+        }
+        add.sort_unstable();
+        let moved = d.moved;
+        let mut points = Vec::with_capacity(self.points.len() + add.len());
+        let mut add = add.into_iter().peekable();
+        for &(h, i) in &self.points {
+            let Some(&to) = moved.get(i as usize) else {
+                continue;
+            };
+            if to == GONE {
+                continue;
+            }
+            while let Some(a) = add.next_if(|a| *a < (h, to)) {
+                points.push(a);
+            }
+            points.push((h, to));
+        }
+        points.extend(add);
+        Some(Ring::new(points, max, at_max))
+    }
+
+    fn new(points: Vec<(u64, u32)>, max: u32, at_max: usize) -> Ring {
         // about one point per range
         let bits = points.len().max(1).next_power_of_two().trailing_zeros();
-        let mut starts = Vec::with_capacity((1usize << bits) + 1);
-        let mut at = 0;
-        for j in 0..=(1u64 << bits) {
-            while at < points.len() && top(points[at].0, bits) < j {
-                at += 1;
-            }
-            starts.push(at as u32);
+        // one pass over the points: the ranges up to a point's own start there
+        let ranges = 1usize << bits;
+        let mut starts = Vec::with_capacity(ranges + 1);
+        for (at, p) in points.iter().enumerate() {
+            let t = top(p.0, bits) as usize;
+            starts.resize(starts.len().max(t + 1), at as u32);
         }
+        starts.resize(ranges + 1, points.len() as u32);
         Ring {
             points,
+            max,
+            at_max,
             starts,
             bits,
         }
@@ -268,17 +378,22 @@ fn build_ring(weights: &[u32], ids: &[String]) -> Vec<(u64, u32)> {
     }
     let mut ring = Vec::new();
     for (i, (&w, id)) in weights.iter().zip(ids).enumerate() {
-        if w == 0 {
-            continue;
-        }
-        let points = (RING_POINTS * u64::from(w)).div_ceil(u64::from(max)).max(1);
-        for p in 0..points {
-            let h = hash_parts(&[id.as_bytes(), b"#", &p.to_le_bytes()]);
-            ring.push((h, i as u32));
-        }
+        member_points(&mut ring, i as u32, w, max, id.as_bytes());
     }
     ring.sort_unstable();
     ring
+}
+
+/// The ring points of member `i` (weight `w`, the heaviest being `max`),
+/// placed by its id.
+fn member_points(ring: &mut Vec<(u64, u32)>, i: u32, w: u32, max: u32, id: &[u8]) {
+    if w == 0 {
+        return;
+    }
+    let points = (RING_POINTS * u64::from(w)).div_ceil(u64::from(max)).max(1);
+    for p in 0..points {
+        ring.push((hash_parts(&[id, b"#", &p.to_le_bytes()]), i));
+    }
 }
 
 /// FNV-1a over the parts followed by a splitmix64 finalizer: stable across runs and
@@ -522,7 +637,7 @@ mod tests {
     #[test]
     fn the_ring_index_finds_what_a_binary_search_finds() {
         for n in [1, 2, 3, 10, 257, 1000] {
-            let ring = Ring::new(build_ring(&vec![1; n], &ids(n)));
+            let ring = Ring::build(&vec![1; n], &ids(n));
             let mut keys: Vec<u64> = (0..2000).map(|_| fastrand::u64(..)).collect();
             // the edges: every point itself, one either side, and the ends
             for p in ring.points.iter().take(300) {

@@ -58,6 +58,10 @@ pub struct PoolShared {
     pub histograms: PoolHistograms,
     /// The pool-level circuit (`[pool.circuit]`), kept across reloads.
     pub circuit: circuit::Circuit,
+    /// DNS answers applied to the members: in place (those that stayed carried
+    /// over, `Snapshot::refresh_pool`) and by building the pool anew.
+    pub dns_in_place: AtomicU64,
+    pub dns_rebuilt: AtomicU64,
 }
 
 impl PoolShared {
@@ -151,7 +155,9 @@ pub struct Pool {
     pub circuit: Option<crate::config::CircuitConfig>,
     /// `read_only_when` for requests routed here.
     pub read_only: Option<crate::rules::ReadOnly>,
-    pub servers: Vec<Server>,
+    /// Each member behind its own `Arc`, so that a DNS refresh builds the next
+    /// pool by copying pointers, not members (`Snapshot::refresh_pool`).
+    pub servers: Vec<Arc<Server>>,
     pub shared: Arc<PoolShared>,
     balancer: Balancer,
 }
@@ -168,33 +174,62 @@ pub enum PickError {
 }
 
 impl Pool {
-    /// Builds a pool from its config; `state_for` supplies the runtime state of each
-    /// server (carried over from a previous snapshot, or new), and the id an
-    /// earlier DNS member of that address had (reused: a pool of 10,000 DNS
-    /// members spent half its rebuild formatting addresses).
-    pub fn new(
+    /// Builds a pool from its config; `old_for` gives the member a previous
+    /// snapshot had at an address, whose runtime state is carried over (and
+    /// the entry itself, when nothing about it changed; a DNS member keeps its
+    /// id, so a pool of 10,000 DNS members does not spend its rebuild
+    /// formatting addresses).
+    pub fn new<'a>(
         cfg: &PoolConfig,
         shared: Arc<PoolShared>,
         members: Vec<MemberSpec>,
-        mut state_for: impl FnMut(SocketAddr) -> (Arc<ServerState>, Option<Arc<str>>),
+        mut old_for: impl FnMut(SocketAddr) -> Option<&'a Arc<Server>>,
     ) -> Pool {
-        let servers: Vec<Server> = members
+        let initial = Pool::initial_health(cfg);
+        let servers: Vec<Arc<Server>> = members
             .into_iter()
             .map(|m| {
-                let (state, dns_id) = state_for(m.addr);
-                let id = match (m.name, dns_id) {
-                    (Some(name), _) => Arc::from(name),
-                    (None, Some(id)) if m.source.is_some() => id,
-                    (None, _) => Arc::from(m.addr.to_string()),
+                let Some(old) = old_for(m.addr) else {
+                    return Arc::new(Server {
+                        id: m
+                            .name
+                            .map_or_else(|| Arc::from(m.addr.to_string()), Arc::from),
+                        addr: m.addr,
+                        weight: m.weight,
+                        backup: m.backup,
+                        source: m.source,
+                        state: Arc::new(ServerState::new(initial)),
+                    });
                 };
-                Server {
+                let id = match m.name {
+                    Some(name) if *name == *old.id => Arc::clone(&old.id),
+                    Some(name) => Arc::from(name),
+                    None if m.source.is_some() && old.source.is_some() => Arc::clone(&old.id),
+                    None => {
+                        let text = m.addr.to_string();
+                        if *text == *old.id {
+                            Arc::clone(&old.id)
+                        } else {
+                            Arc::from(text)
+                        }
+                    }
+                };
+                let weight = old.state.weight_override().unwrap_or(m.weight);
+                if Arc::ptr_eq(&id, &old.id)
+                    && weight == old.weight
+                    && m.backup == old.backup
+                    && m.source == old.source
+                {
+                    return Arc::clone(old);
+                }
+                Arc::new(Server {
                     id,
                     addr: m.addr,
-                    weight: state.weight_override().unwrap_or(m.weight),
+                    weight,
                     backup: m.backup,
                     source: m.source,
-                    state,
-                }
+                    state: Arc::clone(&old.state),
+                })
             })
             .collect();
         let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
@@ -230,6 +265,52 @@ impl Pool {
             servers,
             shared,
         }
+    }
+
+    /// This pool with other members (`d` says what changed): every setting and
+    /// the shared state kept; the balancer carried forward where it can be
+    /// ([`Balancer::next`]), else built from the members.
+    pub fn with_members(&self, servers: Vec<Arc<Server>>, d: &balance::Delta<'_>) -> Pool {
+        let balancer = self.balancer.next(d).unwrap_or_else(|| {
+            let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
+            let ids: Vec<String> = match self.balance {
+                Balance::Hash => servers.iter().map(|s| s.addr.to_string()).collect(),
+                _ => Vec::new(),
+            };
+            Balancer::new(self.balance, &weights, &ids)
+        });
+        Pool {
+            name: Arc::clone(&self.name),
+            balance: self.balance,
+            hash_key: self.hash_key.clone(),
+            connect_timeout: self.connect_timeout,
+            server_timeout: self.server_timeout,
+            max_conn_per_server: self.max_conn_per_server,
+            queue_timeout: self.queue_timeout,
+            shedding: self.shedding,
+            max_idle_per_server: self.max_idle_per_server,
+            keepalive_timeout: self.keepalive_timeout,
+            tunnel_timeout: self.tunnel_timeout,
+            health: self.health.clone(),
+            breaker: self.breaker,
+            retry: self.retry.clone(),
+            slow_start: self.slow_start,
+            send_proxy: self.send_proxy,
+            splice: self.splice,
+            tls: self.tls.clone(),
+            protocol: self.protocol,
+            http2: self.http2,
+            circuit: self.circuit,
+            read_only: self.read_only.clone(),
+            balancer,
+            servers,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// How this pool picks (equal when two pools pick alike).
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
     }
 
     /// The health a new server of this pool starts in.
@@ -642,9 +723,7 @@ mod tests {
                 source: None,
             })
             .collect();
-        Arc::new(Pool::new(&cfg, Arc::default(), members, |_| {
-            (Arc::new(ServerState::new(Health::Up)), None)
-        }))
+        Arc::new(Pool::new(&cfg, Arc::default(), members, |_| None))
     }
 
     fn pool(max: u32, queue: Duration) -> Arc<Pool> {

@@ -293,7 +293,7 @@ pub struct GiveUp {
 
 impl GiveUp {
     pub fn server<'a>(&self, pool: &'a Pool) -> Option<&'a Server> {
-        self.server.and_then(|i| pool.servers.get(i))
+        self.server.and_then(|i| pool.servers.get(i).map(|s| &**s))
     }
 }
 
