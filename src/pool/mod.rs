@@ -186,52 +186,52 @@ impl Pool {
         mut old_for: impl FnMut(SocketAddr) -> Option<&'a Arc<Server>>,
     ) -> Pool {
         let initial = Pool::initial_health(cfg);
-        let servers: Vec<Arc<Server>> = members
-            .into_iter()
-            .map(|m| {
-                let Some(old) = old_for(m.addr) else {
-                    return Arc::new(Server {
-                        id: m
-                            .name
-                            .map_or_else(|| Arc::from(m.addr.to_string()), Arc::from),
-                        addr: m.addr,
-                        weight: m.weight,
-                        backup: m.backup,
-                        source: m.source,
-                        state: Arc::new(ServerState::new(initial)),
-                    });
-                };
-                let id = match m.name {
-                    Some(name) if *name == *old.id => Arc::clone(&old.id),
-                    Some(name) => Arc::from(name),
-                    None if m.source.is_some() && old.source.is_some() => Arc::clone(&old.id),
-                    None => {
-                        let text = m.addr.to_string();
-                        if *text == *old.id {
-                            Arc::clone(&old.id)
-                        } else {
-                            Arc::from(text)
-                        }
-                    }
-                };
-                let weight = old.state.weight_override().unwrap_or(m.weight);
-                if Arc::ptr_eq(&id, &old.id)
-                    && weight == old.weight
-                    && m.backup == old.backup
-                    && m.source == old.source
-                {
-                    return Arc::clone(old);
-                }
-                Arc::new(Server {
-                    id,
+        // collected into a Vec of its own size: an in-place `collect` would keep
+        // the larger `MemberSpec` buffer (~10 times the pointers' bytes)
+        let mut servers: Vec<Arc<Server>> = Vec::with_capacity(members.len());
+        servers.extend(members.into_iter().map(|m| {
+            let Some(old) = old_for(m.addr) else {
+                return Arc::new(Server {
+                    id: m
+                        .name
+                        .map_or_else(|| Arc::from(m.addr.to_string()), Arc::from),
                     addr: m.addr,
-                    weight,
+                    weight: m.weight,
                     backup: m.backup,
                     source: m.source,
-                    state: Arc::clone(&old.state),
-                })
+                    state: Arc::new(ServerState::new(initial)),
+                });
+            };
+            let id = match m.name {
+                Some(name) if *name == *old.id => Arc::clone(&old.id),
+                Some(name) => Arc::from(name),
+                None if m.source.is_some() && old.source.is_some() => Arc::clone(&old.id),
+                None => {
+                    let text = m.addr.to_string();
+                    if *text == *old.id {
+                        Arc::clone(&old.id)
+                    } else {
+                        Arc::from(text)
+                    }
+                }
+            };
+            let weight = old.state.weight_override().unwrap_or(m.weight);
+            if Arc::ptr_eq(&id, &old.id)
+                && weight == old.weight
+                && m.backup == old.backup
+                && m.source == old.source
+            {
+                return Arc::clone(old);
+            }
+            Arc::new(Server {
+                id,
+                addr: m.addr,
+                weight,
+                backup: m.backup,
+                source: m.source,
+                state: Arc::clone(&old.state),
             })
-            .collect();
+        }));
         let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
         // ring points are placed by address (only the hash balancer has a ring)
         let ids: Vec<String> = match cfg.balance {
