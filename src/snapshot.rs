@@ -390,6 +390,8 @@ fn refresh_in_place(
         .enumerate()
         .filter(|(_, s)| matches!(&s.address, ServerAddr::Dns(d) if *d == key.entry));
     let (at, spec) = entries.next()?;
+    // (the config check refuses a name written twice in a pool; should one
+    // slip through, its members are not one run)
     if entries.next().is_some() {
         return None;
     }
@@ -528,9 +530,11 @@ fn refresh_in_place(
         removed,
         ..
     } = next;
+    let len = servers.len();
     let pool = old.with_members(
         servers,
         &Delta {
+            len,
             fresh: &fresh,
             gone: &gone,
             moved: &moved,
@@ -735,6 +739,13 @@ mod tests {
             if srv && fastrand::u8(..8) == 0 {
                 f.weight = Some(fastrand::u32(1..4));
             }
+            if srv && fastrand::u8(..16) == 0 {
+                f.backup = !f.backup;
+            }
+        }
+        // now and then the name goes empty (on_empty = "clear")
+        if fastrand::u8(..25) == 0 {
+            out.clear();
         }
         for _ in 0..fastrand::usize(..3) {
             let i = fastrand::u8(..40);
@@ -791,7 +802,7 @@ mod tests {
                 if !alone {
                     text = text.replace(
                         "[[pool.server]]",
-                        "[[pool.server]]\naddress = \"127.2.0.1:80\"\n[[pool.server]]",
+                        "[[pool.server]]\naddress = \"127.2.0.1:80\"\nweight = 0\n[[pool.server]]",
                     ) + "[[pool.server]]\naddress = \"other.test:8000\"\nbackup = true\n\
                          [[pool.server]]\naddress = \"127.2.0.2:80\"\n";
                 }
@@ -875,6 +886,14 @@ mod tests {
                     in_place += usize::from(refresh(&mut d, &mut pool, &svc, next, &why));
                     if shared {
                         refresh(&mut d, &mut pool, &other, one(far(1)), &why);
+                    }
+                    // an operator's weight for a member: the control task
+                    // rebuilds the pool at once (`rebuild_pool`). Not when
+                    // the name is alone: there, equal weights stay equal
+                    if !alone && !pool.servers.is_empty() && fastrand::u8(..10) == 0 {
+                        let s = &pool.servers[fastrand::usize(..pool.servers.len())];
+                        s.state.set_weight_override(Some(fastrand::u32(1..5)));
+                        pool = Arc::new(Snapshot::build_pool(pc, &d, Some(&pool)));
                     }
                 }
                 // most changes are confined to the name: they are made in place

@@ -87,8 +87,10 @@ impl Balancer {
                     .find(|&i| m.weight(i) > 0 && m.eligible(i))
             }
             Algo::Uniform(_) => {
+                // the walk of the schedule 0, 1, .., n-1, then, as above, one
+                // more look at each (a ramping server's second chance)
                 let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-                (0..n)
+                (0..2 * n)
                     .map(|k| (start.wrapping_add(k)) % n)
                     .find(|&i| m.eligible(i))
             }
@@ -160,14 +162,16 @@ impl PartialEq for Balancer {
 /// How a pool's members changed since its balancer was built: see
 /// [`Balancer::next`].
 pub struct Delta<'a> {
-    /// Members that are new, or whose weight changed: (new index, weight,
-    /// address). Their ring points are placed by address, as [`Balancer::new`]
-    /// places them when given the addresses as ids.
+    /// How many members the pool has now.
+    pub len: usize,
+    /// Members that are new, or whose weight or backup flag changed: (new
+    /// index, weight, address). Their ring points are placed by address, as
+    /// [`Balancer::new`] places them when given the addresses as ids.
     pub fresh: &'a [(u32, u32, std::net::SocketAddr)],
-    /// The weights of the members that left or whose weight changed.
+    /// The weights of the members that left or changed.
     pub gone: &'a [u32],
-    /// For each old member, its new index, or [`GONE`] if it left or its weight
-    /// changed. Read only by the hash balancer (so only filled for it).
+    /// For each old member, its new index, or [`GONE`] if it left or changed.
+    /// Read only by the hash balancer (so only filled for it).
     pub moved: &'a [u32],
 }
 
@@ -181,12 +185,13 @@ impl Balancer {
     /// (first relies on the members keeping their order); the hash ring loses the
     /// points of the members that left and gains those of the new ones, without
     /// hashing or sorting the others. None: build it anew with
-    /// [`Balancer::new`] (round robin over unequal weights, whose schedule
-    /// interleaves every member; a ring whose heaviest members all left, since
-    /// the points of every member are scaled by the heaviest weight).
+    /// [`Balancer::new`]: round robin over unequal weights (its schedule
+    /// interleaves every member), or a pool left empty; a ring whose heaviest
+    /// members all left, or that gains a member heavier than them (every
+    /// member's points are scaled by the heaviest weight).
     pub fn next(&self, d: &Delta<'_>) -> Option<Balancer> {
         let algo = match &self.algo {
-            Algo::Uniform(w) if d.fresh.iter().all(|f| f.1 == *w) => Algo::Uniform(*w),
+            Algo::Uniform(w) if d.len > 0 && d.fresh.iter().all(|f| f.1 == *w) => Algo::Uniform(*w),
             Algo::Uniform(_) | Algo::RoundRobin(_) => return None,
             Algo::LeastConn => Algo::LeastConn,
             Algo::RandomTwo => Algo::RandomTwo,
