@@ -319,21 +319,16 @@ pub fn dns_key(pc: &PoolConfig, entry: &crate::config::DnsName) -> DnsKey {
 
 /// Members added and removed between two builds of a pool (by state).
 pub fn member_changes(old: &Pool, new: &Pool) -> (Vec<Arc<Server>>, Vec<Arc<Server>>) {
-    let o: HashSet<u64> = old.servers.iter().map(|s| s.state.uid).collect();
-    let n: HashSet<u64> = new.servers.iter().map(|s| s.state.uid).collect();
-    let added = new
-        .servers
-        .iter()
-        .filter(|s| !o.contains(&s.state.uid))
-        .cloned()
-        .collect();
-    let removed = old
-        .servers
-        .iter()
-        .filter(|s| !n.contains(&s.state.uid))
-        .cloned()
-        .collect();
-    (added, removed)
+    // the members of `a` whose state `b` does not hold
+    let only_in = |a: &Pool, b: &Pool| -> Vec<Arc<Server>> {
+        let uids: HashSet<u64> = b.servers.iter().map(|s| s.state.uid).collect();
+        a.servers
+            .iter()
+            .filter(|s| !uids.contains(&s.state.uid))
+            .cloned()
+            .collect()
+    };
+    (only_in(new, old), only_in(old, new))
 }
 
 /// The members that came (new, or with another weight or backup flag) and the
@@ -532,6 +527,7 @@ fn refresh_in_place(
     } = next;
     let len = servers.len();
     let pool = old.with_members(
+        pc,
         servers,
         &Delta {
             len,

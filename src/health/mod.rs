@@ -130,11 +130,10 @@ impl HealthManager {
             let cfg = Arc::new(cfg.clone());
             for s in &pool.servers {
                 live.insert(s.state.uid);
-                if let Some((token, running, tls)) = self.tasks.get(&s.state.uid) {
+                if let Some((_, running, tls)) = self.tasks.get(&s.state.uid) {
                     if **running == *cfg && *tls == pool.tls {
                         continue;
                     }
-                    token.cancel();
                 }
                 self.start(pool, s, &cfg);
             }
@@ -159,20 +158,20 @@ impl HealthManager {
         let Some(cfg) = &pool.health else { return };
         let cfg = Arc::new(cfg.clone());
         for s in added {
-            if let Some((token, _, _)) = self.tasks.get(&s.state.uid) {
-                token.cancel();
-            }
             self.start(pool, s, &cfg);
         }
     }
 
-    /// Starts the check task of member `s`.
+    /// Starts the check task of member `s` (stopping the one it had).
     fn start(&mut self, pool: &Pool, s: &Server, cfg: &Arc<HealthConfig>) {
         let token = self.cancel.child_token();
-        self.tasks.insert(
+        let replaced = self.tasks.insert(
             s.state.uid,
             (token.clone(), Arc::clone(cfg), pool.tls.clone()),
         );
+        if let Some((old, _, _)) = replaced {
+            old.cancel();
+        }
         let span = tracing::info_span!("health", pool = %pool.name, server = %s.id);
         let (addr, state, cfg) = (s.addr, Arc::clone(&s.state), Arc::clone(cfg));
         let tls = pool.tls.as_ref().map(|t| {

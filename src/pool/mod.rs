@@ -232,12 +232,32 @@ impl Pool {
                 state: Arc::clone(&old.state),
             })
         }));
-        let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
-        // ring points are placed by address (only the hash balancer has a ring)
-        let ids: Vec<String> = match cfg.balance {
-            crate::config::Balance::Hash => servers.iter().map(|s| s.addr.to_string()).collect(),
-            _ => Vec::new(),
-        };
+        let balancer = balancer_for(cfg.balance, &servers);
+        Pool::assemble(cfg, shared, servers, balancer)
+    }
+
+    /// This pool, of config `cfg`, with other members (`d` says what
+    /// changed): the shared state kept, the balancer carried forward where it
+    /// can be ([`Balancer::next`]), else built from the members.
+    pub fn with_members(
+        &self,
+        cfg: &PoolConfig,
+        servers: Vec<Arc<Server>>,
+        d: &balance::Delta<'_>,
+    ) -> Pool {
+        let balancer = self
+            .balancer
+            .next(d)
+            .unwrap_or_else(|| balancer_for(cfg.balance, &servers));
+        Pool::assemble(cfg, Arc::clone(&self.shared), servers, balancer)
+    }
+
+    fn assemble(
+        cfg: &PoolConfig,
+        shared: Arc<PoolShared>,
+        servers: Vec<Arc<Server>>,
+        balancer: Balancer,
+    ) -> Pool {
         Pool {
             name: Arc::from(cfg.name.as_str()),
             balance: cfg.balance,
@@ -261,55 +281,15 @@ impl Pool {
             http2: cfg.http2,
             circuit: cfg.circuit,
             read_only: cfg.read_only.clone(),
-            balancer: Balancer::new(cfg.balance, &weights, &ids),
+            balancer,
             servers,
             shared,
         }
     }
 
-    /// This pool with other members (`d` says what changed): every setting and
-    /// the shared state kept; the balancer carried forward where it can be
-    /// ([`Balancer::next`]), else built from the members.
-    pub fn with_members(&self, servers: Vec<Arc<Server>>, d: &balance::Delta<'_>) -> Pool {
-        let balancer = self.balancer.next(d).unwrap_or_else(|| {
-            let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
-            let ids: Vec<String> = match self.balance {
-                Balance::Hash => servers.iter().map(|s| s.addr.to_string()).collect(),
-                _ => Vec::new(),
-            };
-            Balancer::new(self.balance, &weights, &ids)
-        });
-        Pool {
-            name: Arc::clone(&self.name),
-            balance: self.balance,
-            hash_key: self.hash_key.clone(),
-            connect_timeout: self.connect_timeout,
-            server_timeout: self.server_timeout,
-            max_conn_per_server: self.max_conn_per_server,
-            queue_timeout: self.queue_timeout,
-            shedding: self.shedding,
-            max_idle_per_server: self.max_idle_per_server,
-            keepalive_timeout: self.keepalive_timeout,
-            tunnel_timeout: self.tunnel_timeout,
-            health: self.health.clone(),
-            breaker: self.breaker,
-            retry: self.retry.clone(),
-            slow_start: self.slow_start,
-            send_proxy: self.send_proxy,
-            splice: self.splice,
-            tls: self.tls.clone(),
-            protocol: self.protocol,
-            http2: self.http2,
-            circuit: self.circuit,
-            read_only: self.read_only.clone(),
-            balancer,
-            servers,
-            shared: Arc::clone(&self.shared),
-        }
-    }
-
     /// How this pool picks (equal when two pools pick alike).
-    pub fn balancer(&self) -> &Balancer {
+    #[cfg(test)]
+    pub(crate) fn balancer(&self) -> &Balancer {
         &self.balancer
     }
 
@@ -543,6 +523,17 @@ impl Pool {
 
 /// ejection_time-style slow start: weight grows linearly from ~0 to `weight` over
 /// `window` after the server came back UP (never below 1 so it gets some traffic).
+/// A balancer built from scratch for `servers` (ring points placed by address:
+/// only the hash balancer has a ring).
+fn balancer_for(balance: Balance, servers: &[Arc<Server>]) -> Balancer {
+    let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
+    let ids: Vec<String> = match balance {
+        Balance::Hash => servers.iter().map(|s| s.addr.to_string()).collect(),
+        _ => Vec::new(),
+    };
+    Balancer::new(balance, &weights, &ids)
+}
+
 fn slow_start_weight(weight: u32, elapsed_ms: u64, window_ms: u64) -> u32 {
     if window_ms == 0 || elapsed_ms >= window_ms || weight == 0 {
         return weight;
