@@ -8,7 +8,7 @@ the backend share the remaining CPU. Scenarios run interleaved (the target order
 rotates every round) and the medians of the rounds are reported.
 """
 import argparse, asyncio, datetime, os, platform, re, resource, shutil, signal
-import socket, statistics, subprocess, sys, tempfile, time
+import socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
 PORTS = {  # target -> (http, tcp, h2)
     "direct": (19000, 19000, 19010),
@@ -21,6 +21,8 @@ PROXIES = ["haproxy", "nginx", "rampart"]
 # and `splice-response`; its default is to copy; `splice-auto` did not splice this
 # transfer), rampart with `splice = false` (its default is to splice bulk)
 SPLICE_PORTS = {"haproxy": 19401, "rampart": 19403}
+# rampart with idle connections never parked (park_idle_after = "0s")
+UNPARKED_PORT = 19503
 
 
 def sh(cmd, **kw):
@@ -226,6 +228,13 @@ name = "tcp_copy"
 bind = ["127.0.0.1:{SPLICE_PORTS["rampart"]}"]
 mode = "tcp"
 pool = "be_tcp_copy"
+[[listener]]
+name = "http_unparked"
+bind = ["127.0.0.1:{UNPARKED_PORT}"]
+mode = "http"
+pool = "be"
+request_header_timeout = "60s"
+park_idle_after = "0s"
 [[pool]]
 name = "be_tcp_copy"
 server_timeout = "60s"
@@ -334,8 +343,22 @@ splice = false
                     total += int(line.split()[1])
         return total
 
-    def idle(self, name):
-        port = PORTS[name][0]
+    def parked(self):
+        """rampart's idle connections parked now (its admin API's metrics)."""
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:19404/metrics", timeout=5) as r:
+                m = re.search(r"^rampart_connections_parked (\d+)", r.read().decode(), re.M)
+            return int(m.group(1)) if m else 0
+        except OSError:
+            return 0
+
+    def idle(self, name, port=None):
+        """RSS growth holding N idle keep-alive connections. rampart's connections
+        are measured parked: once all N are (park_idle_after after their one
+        request), and after the accept loop let go of their finished tasks (at
+        most a second later); on UNPARKED_PORT, as tasks."""
+        parking = name == "rampart" and port is None
+        port = port or PORTS[name][0]
         n = self.a.idle
         self.restart(name)
         before = self.rss_kib(name)
@@ -351,6 +374,13 @@ splice = false
                     await asyncio.gather(*(drain(r) for r, _ in conns[drained:]))
                     drained = len(conns)
             await asyncio.sleep(1.0)
+            if parking:
+                deadline = time.time() + 30
+                while self.parked() < n and time.time() < deadline:
+                    await asyncio.sleep(0.1)
+                if self.parked() < n:
+                    sys.exit(f"rampart parked {self.parked()} of {n} idle connections in 30 s")
+                await asyncio.sleep(1.5)
             after = self.rss_kib(name)
             for _, w in conns:
                 w.close()
@@ -423,6 +453,8 @@ splice = false
                     results.setdefault(("bulk_other", t), []).append(self.bulk(SPLICE_PORTS[t], t))
             for t in [x for x in order if x != "direct" and not self.a.shortest and want("idle")]:
                 results.setdefault(("idle", t), []).append(self.idle(t))
+                if t == "rampart":
+                    results.setdefault(("idle_unparked", t), []).append(self.idle(t, UNPARKED_PORT))
             order = order[1:] + order[:1]
         return results
 
@@ -467,6 +499,7 @@ def render(results, args, versions):
         ("bulk_copy", "cpu_ms_per_gib", "TCP mode bulk, both copying, the proxy's CPU ms per GiB", True),
         ("idle", "rss_mib", f"RSS holding {args.idle} idle keep-alive conns, MiB", True),
         ("idle", "bytes_per_conn", "bytes per idle connection", True),
+        ("idle_unparked", "bytes_per_conn", "bytes per idle connection, rampart not parking (`park_idle_after = \"0s\"`)", True),
     ]
     out = ["| scenario | direct | haproxy | nginx | rampart | rampart/haproxy | rampart/nginx |",
            "|---|---:|---:|---:|---:|---:|---:|"]
@@ -479,6 +512,8 @@ def render(results, args, versions):
             src = {t: "bulk" for t in PORTS} | {"haproxy": "bulk_other"}
         elif sc == "bulk_copy":
             src = {t: "bulk" for t in PORTS} | {"rampart": "bulk_other"}
+        elif sc == "idle_unparked":
+            src = {t: "idle" for t in PORTS} | {"rampart": "idle_unparked"}
         vals = {t: med(results.get((src[t], t), []), key) for t in PORTS}
         out.append(f"| {label} | {fmt(vals['direct'])} | {fmt(vals['haproxy'])} | {fmt(vals['nginx'])} | "
                    f"{fmt(vals['rampart'])} | {ratio(vals['rampart'], vals['haproxy'])} | {ratio(vals['rampart'], vals['nginx'])} |")

@@ -290,7 +290,7 @@ frontend fe
         lines = ["| balancer | proxy | " + " | ".join(f"{n:,} servers" for n in sizes) + " |",
                  "|---|---|" + "---:|" * len(sizes)]
         rss = {}
-        for b, hb in BALANCERS.items():
+        for b, hb in self.balancers().items():
             for proxy in ("haproxy", "rampart"):
                 cells = []
                 for n in sizes:
@@ -311,19 +311,38 @@ frontend fe
                     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
                     rps = float(m.group(1)) if m and not bad else 0.0
                     rss[(b, proxy, n)] = self.rss_kib(proxy)
+                    conns = f", {self.backend_connects():,} backend connects" if proxy == "rampart" else ""
                     self.stop(proxy)
                     cells.append(f"{rps:,.0f}")
-                    print(f"size {b} {proxy} {n}: {rps:,.0f} req/s, RSS {rss[(b, proxy, n)]:,} KiB", file=sys.stderr)
+                    print(f"size {b} {proxy} {n}: {rps:,.0f} req/s, RSS {rss[(b, proxy, n)]:,} KiB{conns}", file=sys.stderr)
                 lines.append(f"| {b} | {proxy} | " + " | ".join(cells) + " |")
         self.stop("backend")
         self.rows.append(("HTTP/1.1 keep-alive req/s (wrk, 50 connections) through a pool of N servers", lines))
         lo, hi = min(sizes), max(sizes)
+        if lo == hi:
+            return
         mem = ["| balancer | HAProxy | rampart |", "|---|---:|---:|"]
-        for b in BALANCERS:
+        for b in self.balancers():
             per = {p: (rss[(b, p, hi)] - rss[(b, p, lo)]) * 1024 / (hi - lo) for p in ("haproxy", "rampart")}
             mem.append(f"| {b} | {per['haproxy']:,.0f} | {per['rampart']:,.0f} |")
         self.rows.append((f"RSS per server after that run, bytes: (RSS with {hi:,} servers - RSS with {lo:,}) / {hi - lo:,} "
                           "(it includes each server's connections to the backend)", mem))
+
+    def balancers(self):
+        return {b: h for b, h in BALANCERS.items() if not self.a.balancers or b in self.a.balancers}
+
+    def parked(self):
+        """rampart's idle connections parked now."""
+        with urllib.request.urlopen("http://127.0.0.1:19404/metrics", timeout=30) as r:
+            m = re.search(r"^rampart_connections_parked (\d+)", r.read().decode(), re.M)
+        return int(m.group(1)) if m else 0
+
+    def backend_connects(self):
+        """Connections rampart opened to servers since it started (warm-up included)."""
+        with urllib.request.urlopen("http://127.0.0.1:19404/metrics", timeout=30) as r:
+            text = r.read().decode()
+        m = re.search(r"^rampart_backend_connect_seconds_count(?:\{[^}]*\})? (\d+)", text, re.M)
+        return int(m.group(1)) if m else -1
 
     def admin(self, method, path):
         req = urllib.request.Request(f"http://127.0.0.1:19404{path}", method=method)
@@ -452,6 +471,15 @@ http {{
                 conns += await asyncio.gather(*(one(i) for i in range(batch, min(n, start + tenth, batch + 500))))
             rates.append(min(tenth, n - start) / (time.time() - t0))
         await asyncio.sleep(1.0)
+        if proxy == "rampart":
+            # measured parked (park_idle_after, 1 s by default): once all are,
+            # and the accept loop let go of their finished tasks (within 1 s)
+            deadline = time.time() + 60
+            while self.parked() < n and time.time() < deadline:
+                await asyncio.sleep(0.1)
+            if self.parked() < n:
+                sys.exit(f"rampart parked {self.parked()} of {n} idle connections in 60 s")
+            await asyncio.sleep(1.5)
         after = self.rss_kib(proxy)
         for _, w in conns:
             w.close()
@@ -464,9 +492,14 @@ def main():
     ap.add_argument("--scalebench", required=True)
     ap.add_argument("--only", help="comma-separated parts: pick, routes, dns, memory, size, pools, idle")
     ap.add_argument("--quick", action="store_true", help="smaller: up to 1,000 servers, 10,000 idle, no callgrind")
+    ap.add_argument("--sizes", dest="sizes_opt", help="comma-separated pool sizes for 'size' (default 10,100,1000,10000)")
+    ap.add_argument("--balancers", help="comma-separated balancers for 'size' (default: all)")
     ap.add_argument("--out")
     a = ap.parse_args()
     a.sizes = [10, 100, 1000] if a.quick else [10, 100, 1000, 10000]
+    if a.sizes_opt:
+        a.sizes = [int(x) for x in a.sizes_opt.split(",")]
+    a.balancers = a.balancers.split(",") if a.balancers else None
     a.idle = 10_000 if a.quick else 100_000
     a.iters = 200_000 if a.quick else 1_000_000
     a.callgrind = not a.quick and shutil.which("valgrind") is not None

@@ -80,6 +80,13 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
     // the list has doubled since the last pruning.
     let mut conns: Vec<tokio::task::AbortHandle> = Vec::new();
     let mut prune_at = 64;
+    // A parked connection (proxy::park) leaves its finished task in `conns`
+    // (or `adopted`, where the tasks of connections served again after parking
+    // are), whose memory stays held until it is pruned: within a second of
+    // enough parks, whether or not connections keep coming.
+    let adopted = Arc::new(proxy::conn::Adopted::default());
+    let prune_tick = tokio::time::sleep(Duration::from_secs(1));
+    tokio::pin!(prune_tick);
     // What this loop's HTTP connections share; made again when a reload
     // changes the listener's scheme or client_timeout.
     let mut shared: Option<Arc<proxy::conn::ListenerCtx>> = None;
@@ -96,6 +103,26 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                     continue;
                 }
             },
+            _ = &mut prune_tick => {
+                prune_tick.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+                let parks = adopted.parks.load(std::sync::atomic::Ordering::Relaxed);
+                // an eighth of the lists finished, at least 64: pruning stays
+                // O(1) a park
+                if parks >= 64.max((conns.len() + adopted.tasks().len()) / 8) {
+                    adopted.parks.store(0, std::sync::atomic::Ordering::Relaxed);
+                    let before = conns.len();
+                    conns.retain(|h| !h.is_finished());
+                    prune_at = (conns.len() * 2).max(64);
+                    let mut released = before - conns.len();
+                    let mut tasks = adopted.tasks();
+                    let before = tasks.len();
+                    tasks.retain(|h| !h.is_finished());
+                    released += before - tasks.len();
+                    drop(tasks);
+                    proxy::park::released(released);
+                }
+                continue;
+            }
         };
         // The listener that owns this address now, in the current generation.
         let (ls, mode, builders, scheme, layers) = {
@@ -142,6 +169,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                             (addr, scheme),
                             (ctx.tracker.clone(), ctx.kill.clone()),
                             client_timeout,
+                            Arc::clone(&adopted),
                         ));
                         shared = Some(Arc::clone(&s));
                         s
@@ -223,14 +251,20 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
     }
     drop(listener);
     tracing::debug!(addr = %ctx.addr, "stopped accepting");
-    // The socket is closed; what is still open ends by itself or at `kill`.
+    // The socket is closed; what is still open ends by itself or at `kill`:
+    // this loop's tasks, and those of its parked connections served again
+    // (while a connection of it lives, parked or not, so does its ListenerCtx).
     conns.retain(|h| !h.is_finished());
-    if !conns.is_empty() {
+    drop(shared);
+    if !conns.is_empty() || Arc::strong_count(&adopted) > 1 {
         let kill = ctx.kill;
         tokio::spawn(
             async move {
                 kill.cancelled().await;
                 for h in conns {
+                    h.abort();
+                }
+                for h in adopted.tasks().drain(..) {
                     h.abort();
                 }
             }

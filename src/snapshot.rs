@@ -293,7 +293,7 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
         read_only: l.read_only.clone().map(Arc::new),
         http: (l.mode == Mode::Http).then(|| {
             Arc::new(server_builders(
-                l.request_header_timeout,
+                (l.request_header_timeout, l.park_idle_after),
                 l.client_timeout,
                 &l.http2,
             ))
@@ -625,6 +625,8 @@ pub struct ServerBuilders {
     pub(crate) header_timeout: Duration,
     /// The longest a write to the client may wait (the client not reading).
     pub(crate) client_timeout: Duration,
+    /// HTTP/1.1: an idle connection is parked after this long (`proxy::park`).
+    pub(crate) park_after: Option<Duration>,
     /// HTTP/2: GOAWAY after this long without a new request.
     pub(crate) h2_idle: Option<Duration>,
 }
@@ -646,7 +648,7 @@ impl std::fmt::Debug for ServerBuilders {
 }
 
 pub fn server_builders(
-    request_header_timeout: Duration,
+    (request_header_timeout, park_after): (Duration, Option<Duration>),
     client_timeout: Duration,
     h2cfg: &crate::config::Http2Config,
 ) -> ServerBuilders {
@@ -678,6 +680,7 @@ pub fn server_builders(
         h2,
         header_timeout: request_header_timeout,
         client_timeout,
+        park_after,
         h2_idle: h2cfg.idle_timeout,
     }
 }

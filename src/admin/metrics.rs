@@ -516,6 +516,22 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     state_failing.with_label_values::<&str>(&[]).set(i64::from(
         crate::metrics::STATE_FILE_FAILING.load(Ordering::Relaxed),
     ));
+    let parked = gauge(
+        "rampart_connections_parked",
+        "Idle HTTP/1.1 client connections parked outside their tasks (park_idle_after)",
+        &[],
+    );
+    parked
+        .with_label_values::<&str>(&[])
+        .set(crate::proxy::park::PARKED.load(Ordering::Relaxed));
+    let parked_total = counter(
+        "rampart_connections_parked_total",
+        "Times an idle HTTP/1.1 client connection was parked",
+        &[],
+    );
+    parked_total
+        .with_label_values::<&str>(&[])
+        .inc_by(crate::proxy::park::PARKED_TOTAL.load(Ordering::Relaxed));
 
     let mut out = Vec::new();
     if let Some(ha) = shared.ha.get() {
@@ -615,6 +631,8 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(state_errors.collect());
     out.extend(spliced.collect());
     out.extend(state_failing.collect());
+    out.extend(parked.collect());
+    out.extend(parked_total.collect());
     out.extend(generation.collect());
     out.extend(reloads.collect());
     out.extend(last_reload.collect());

@@ -260,6 +260,11 @@ pub struct ListenerFile {
     /// connection is closed (slow readers hold a backend connection).
     #[serde(default = "default_client_timeout")]
     pub client_timeout: Dur,
+    /// HTTP/1.1: a keep-alive connection idle this long leaves its task and
+    /// waits in the worker's parker, which holds it in ~270 bytes instead of
+    /// ~1,500 (`0s`: never).
+    #[serde(default = "default_park_idle_after")]
+    pub park_idle_after: Dur,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteFile>,
     /// `[[listener.rule]]`: matched in order, before the routes (http listeners).
@@ -516,6 +521,10 @@ fn default_pp_mode() -> String {
 
 fn default_header_timeout() -> Dur {
     Dur(Duration::from_secs(10))
+}
+
+fn default_park_idle_after() -> Dur {
+    Dur(Duration::from_secs(1))
 }
 
 fn default_client_timeout() -> Dur {

@@ -64,6 +64,8 @@ pub struct ListenerConfig {
     /// 0 = only the global limit applies.
     pub max_connections: usize,
     pub request_header_timeout: Duration,
+    /// None: idle connections are never parked.
+    pub park_idle_after: Option<Duration>,
     pub client_timeout: Duration,
     /// Pools are indices into `Config::pools`.
     pub routes: Vec<Route>,

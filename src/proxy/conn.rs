@@ -29,6 +29,28 @@ pub struct ListenerCtx {
     /// The listener's client_timeout: also the longest pause inside a request
     /// body.
     pub client_timeout: Duration,
+    /// Its accept loop's record of parked connections (`park`).
+    pub(super) adopted: Arc<Adopted>,
+}
+
+/// What an accept loop keeps of its connections besides its own list of their
+/// tasks: a parked connection's task ends (its finished task stays in that list
+/// until pruned), and when it is served again, it is in a task the loop did not
+/// spawn.
+#[derive(Default)]
+pub struct Adopted {
+    /// Connections parked since the accept loop last pruned its lists.
+    pub parks: std::sync::atomic::AtomicUsize,
+    /// The tasks of parked connections served again: pruned with the loop's
+    /// own, and cut with them when a removed address's grace is over.
+    pub tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Adopted {
+    /// The tasks, the lock's poisoning notwithstanding (a Vec stays whole).
+    pub fn tasks(&self) -> std::sync::MutexGuard<'_, Vec<tokio::task::AbortHandle>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl ListenerCtx {
@@ -37,6 +59,7 @@ impl ListenerCtx {
         (bound, proto): (SocketAddr, &'static str),
         (tracker, kill): (TaskTracker, CancellationToken),
         client_timeout: Duration,
+        adopted: Arc<Adopted>,
     ) -> ListenerCtx {
         ListenerCtx {
             plane,
@@ -45,6 +68,7 @@ impl ListenerCtx {
             tracker,
             kill,
             client_timeout,
+            adopted,
         }
     }
 }
@@ -73,6 +97,11 @@ pub struct ConnCtx {
     pub(super) private: upstream::Private,
     /// HTTP/2: responses the client's flow control holds back.
     pub(super) h2_stall: H2Stall,
+    /// A parked connection served again: 1 + the milliseconds its request
+    /// head still had (0: it was not parked). Read and cleared once, by the
+    /// fast path's start (kept here, not passed: a parameter would make every
+    /// connection's future bigger).
+    pub(super) resume_ms: std::sync::atomic::AtomicU32,
 }
 
 /// An IP address as text, held inline (an IPv6 address is at most 45 bytes
@@ -143,6 +172,7 @@ impl ConnCtx {
             tls: None,
             private: upstream::Private::default(),
             h2_stall: H2Stall::default(),
+            resume_ms: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -150,6 +180,28 @@ impl ConnCtx {
     pub fn with_tls(mut self, info: crate::tls::TlsInfo) -> ConnCtx {
         self.tls = Some(Arc::new(info));
         self
+    }
+
+    /// Marks a parked connection about to be served again, its next request
+    /// head due in `left`.
+    /// (u32 milliseconds: a head due more than 49 days later is due then.)
+    pub(super) fn resume(&self, left: Duration) {
+        let ms = u32::try_from(left.as_millis())
+            .unwrap_or(u32::MAX)
+            .min(u32::MAX - 1);
+        self.resume_ms.store(ms + 1, Ordering::Relaxed);
+    }
+
+    /// How long its request head still had when it was parked, once (None: a
+    /// new connection, or already read).
+    pub(super) fn resumed(&self) -> Option<Duration> {
+        // a load, and a store only the once: this runs before every request
+        let n = self.resume_ms.load(Ordering::Relaxed);
+        if n == 0 {
+            return None;
+        }
+        self.resume_ms.store(0, Ordering::Relaxed);
+        Some(Duration::from_millis(u64::from(n - 1)))
     }
 
     /// The listener's name (for logs).

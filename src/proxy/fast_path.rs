@@ -108,22 +108,40 @@ impl RequestView for View<'_, '_> {
 /// cancelled, after which in-flight requests finish and the connection closes.
 /// HTTP/1.1 requests start here; the connection is handed to hyper
 /// (`http::serve_hyper`) for HTTP/2 and for requests the fast path does not take.
+///
+/// A connection that was parked (`park`) is served again from here too, its
+/// request head due when it was due before (`ConnCtx::resumed`).
 pub async fn serve<S: ClientIo>(
-    stream: S,
-    ctx: Arc<ConnCtx>,
-    builders: Arc<ServerBuilders>,
-    graceful: CancellationToken,
+    mut client: S,
+    mut ctx: Arc<ConnCtx>,
+    mut builders: Arc<ServerBuilders>,
+    mut graceful: CancellationToken,
 ) {
-    let mut client = stream;
     // Bytes read from the client and not consumed yet. None while there are none,
     // so an idle connection holds no buffer.
     let mut buf: Option<PooledBuf> = None;
     let mut first = true;
+    // Whether this task has served a request: only then may it park (a new
+    // connection's first request may be an HTTP/2 preface, and a parked one
+    // comes back as one that had a request; one served again after parking
+    // waits for its request as a task, or its first wait, whose readiness
+    // is not known yet, would park it again at once).
+    let mut served = false;
+    // Cleared when this connection cannot be parked (see `park`).
+    let mut parkable = S::PARKABLE;
     loop {
         // The request head must be complete within request_header_timeout of
         // the end of the previous response (hyper's rule as well, which also
-        // bounds keep-alive idleness).
-        let mut deadline = tokio::time::Instant::now() + builders.header_timeout;
+        // bounds keep-alive idleness). A parked connection served again: when
+        // it was due before it was parked.
+        let now = tokio::time::Instant::now();
+        let mut deadline = match ctx.resumed() {
+            Some(left) => {
+                first = false;
+                now + left
+            }
+            None => now + builders.header_timeout,
+        };
         let mut lingering = false;
         let step = loop {
             if let Some(b) = buf.as_deref().filter(|b| !b.is_empty()) {
@@ -154,6 +172,11 @@ pub async fn serve<S: ClientIo>(
                 // nothing.
                 client.read_buf(&mut **b).await
             };
+            // an idle connection is parked after park_idle_after
+            let park = idle && !lingering && parkable && served;
+            let wake = park_at(&builders, deadline)
+                .filter(|_| park)
+                .unwrap_or(deadline);
             tokio::select! {
                 biased;
                 _ = graceful.cancelled(), if idle && !lingering => {
@@ -164,9 +187,38 @@ pub async fn serve<S: ClientIo>(
                     deadline = deadline.min(tokio::time::Instant::now() + super::DRAIN_LINGER);
                     continue;
                 }
-                r = tokio::time::timeout_at(deadline, read) => match r {
+                r = tokio::time::timeout_at(wake, read) => match r {
                     Ok(Ok(0)) | Ok(Err(_)) => return,
                     Ok(Ok(_)) => {}
+                    Err(_) if park && park_at(&builders, deadline).is_some() => {
+                        // idle for park_idle_after: the task ends here, the
+                        // connection waits in the worker's parker
+                        let plain = match client.into_plain() {
+                            Ok(plain) => plain,
+                            Err(back) => {
+                                client = back;
+                                parkable = false;
+                                continue;
+                            }
+                        };
+                        let parked =
+                            super::park::park(plain, ctx, builders, graceful, deadline, serve_again);
+                        match parked {
+                            Ok(()) => return,
+                            Err((plain, c, b, g)) => {
+                                // not parked (see `park`): served on as it was,
+                                // and not offered again
+                                tracing::trace!(peer = %c.peer, "idle connection not parked");
+                                (ctx, builders, graceful) = (c, b, g);
+                                parkable = false;
+                                match S::from_plain(plain) {
+                                    Ok(c) => client = c,
+                                    Err(_) => return,
+                                }
+                                continue;
+                            }
+                        }
+                    }
                     Err(_) => {
                         tracing::debug!(peer = %ctx.peer, "no complete request in time; closed");
                         return;
@@ -175,6 +227,7 @@ pub async fn serve<S: ClientIo>(
             }
         };
         first = false;
+        served = true;
         let keep = match step {
             Step::H2 | Step::Fallback(_) => {
                 if let Step::Fallback(why) = step {
@@ -234,6 +287,26 @@ pub async fn serve<S: ClientIo>(
             return;
         }
     }
+}
+
+/// A parked connection, served again in a task of its own (`park::ServeAgain`).
+fn serve_again(
+    stream: tokio::net::TcpStream,
+    ctx: Arc<ConnCtx>,
+    builders: Arc<ServerBuilders>,
+    graceful: CancellationToken,
+) -> tokio::task::AbortHandle {
+    let tracker = ctx.shared.tracker.clone();
+    tracker
+        .spawn(serve(stream, ctx, builders, graceful))
+        .abort_handle()
+}
+
+/// When a connection idle since its last response (its request head due by
+/// `deadline`) is parked: None, not before it is closed.
+fn park_at(b: &ServerBuilders, deadline: tokio::time::Instant) -> Option<tokio::time::Instant> {
+    let since = deadline.checked_sub(b.header_timeout)?;
+    b.park_after.map(|p| since + p).filter(|t| *t < deadline)
 }
 
 fn consume(buf: &mut Option<PooledBuf>, len: usize) {

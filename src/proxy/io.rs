@@ -19,6 +19,23 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
+    /// Whether an idle connection of this kind can be parked (`park`): a plain
+    /// socket. TLS keeps its state in its task.
+    const PARKABLE: bool = false;
+    /// The plain socket, for parking; Err gives self back.
+    fn into_plain(self) -> Result<TcpStream, Self>
+    where
+        Self: Sized,
+    {
+        Err(self)
+    }
+    /// Back from `into_plain` (a connection that was not parked after all).
+    fn from_plain(plain: TcpStream) -> Result<Self, TcpStream>
+    where
+        Self: Sized,
+    {
+        Err(plain)
+    }
     /// Ready when a read may find bytes (or the end). A poll, not a future: the
     /// waker goes into the socket's own slot, so an idle connection's future
     /// holds no waiter entry for it.
@@ -41,6 +58,13 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
 }
 
 impl ClientIo for TcpStream {
+    const PARKABLE: bool = true;
+    fn into_plain(self) -> Result<TcpStream, Self> {
+        Ok(self)
+    }
+    fn from_plain(plain: TcpStream) -> Result<Self, TcpStream> {
+        Ok(plain)
+    }
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_read_ready(cx)
     }

@@ -14,6 +14,7 @@ mod headers;
 pub mod http;
 pub mod io;
 pub mod lifecycle;
+pub(crate) mod park;
 mod replay;
 mod splice;
 pub mod tcp;

@@ -52,6 +52,12 @@ pub(super) fn listener(
     if lf.client_timeout.0.is_zero() {
         p.add(&at.key("client_timeout"), "must be greater than zero");
     }
+    if !lf.park_idle_after.0.is_zero() && lf.park_idle_after.0 >= lf.request_header_timeout.0 {
+        warnings.push(format!(
+            "{}: not below request_header_timeout, so idle connections close before they would be parked",
+            at.key("park_idle_after")
+        ));
+    }
     if lf.bind.is_empty() {
         p.add(&at.key("bind"), "needs at least one address");
     }
@@ -251,6 +257,7 @@ pub(super) fn listener(
         pool,
         max_connections: lf.max_connections,
         request_header_timeout: lf.request_header_timeout.0,
+        park_idle_after: Some(lf.park_idle_after.0).filter(|d| !d.is_zero()),
         client_timeout: lf.client_timeout.0,
         routes,
         proxy_protocol,
