@@ -441,3 +441,30 @@ async fn a_request_on_a_parked_connection_during_a_drain_is_served() {
     let st = p.wait_exit(WAIT).await;
     assert!(st.success(), "{st}");
 }
+
+#[tokio::test]
+async fn each_worker_parks_its_own_and_a_body_after_parking_goes_to_hyper() {
+    let a = Backend::start("a", free_addr("127.0.0.1")).await;
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let extra = "park_idle_after = \"100ms\"\nrequest_header_timeout = \"60s\"";
+    let cfg = config(listen, admin, extra, a.addr).replacen("threads = 1", "threads = 2", 1);
+    let _p = Proxy::start(&cfg, &[listen]).await;
+    let mut conns = Vec::new();
+    for _ in 0..40 {
+        let mut s = TcpStream::connect(listen).await.unwrap();
+        assert_eq!(get_on(&mut s, "/").await, "a");
+        conns.push(s);
+    }
+    wait_parked(admin, 40.0).await;
+    // a request with a body is not the fast path's: a connection served again
+    // after parking hands over to hyper as any other does
+    for s in conns.iter_mut() {
+        s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+            .await
+            .unwrap();
+        assert_eq!(read_response(s).await, "3 294");
+        assert_eq!(get_on(s, "/").await, "a");
+    }
+    assert_eq!(a.requests(), 120);
+}

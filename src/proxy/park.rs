@@ -532,13 +532,18 @@ pub(crate) fn released(n: usize) {
     }
     // off the worker: it walks the whole heap
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    tokio::task::spawn_blocking(|| {
-        // SAFETY: malloc_trim takes no pointers and only returns free pages
-        // of glibc's own heap to the system; it may run on any thread.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-    });
+    {
+        let span = tracing::debug_span!("malloc_trim", released = n);
+        tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                // SAFETY: malloc_trim takes no pointers and only returns free
+                // pages of glibc's own heap to the system; any thread may.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
+            })
+        });
+    }
 }
 
 #[cfg(test)]
