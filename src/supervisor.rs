@@ -188,6 +188,10 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
                 let span = tracing::info_span!("worker", id = wi);
                 rt.block_on(tracing::Instrument::instrument(
                     async move {
+                        // The worker's parker of idle client connections, made
+                        // now: its descriptor and task are there from the start,
+                        // not from the first connection that idles.
+                        crate::proxy::fast_path::start_parker();
                         // Close idle backend connections that aged out or were closed.
                         // ... and at once when members leave their pool (DNS, reload).
                         let sweeper = async {

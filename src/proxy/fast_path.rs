@@ -289,6 +289,12 @@ pub async fn serve<S: ClientIo>(
     }
 }
 
+/// Makes the current worker's parker of idle connections (`park`); called
+/// once as each worker starts.
+pub fn start_parker() {
+    super::park::start(serve_again);
+}
+
 /// A parked connection, served again in a task of its own (`park::ServeAgain`).
 fn serve_again(
     stream: tokio::net::TcpStream,

@@ -393,7 +393,13 @@ impl Parker {
     }
 }
 
-/// The worker thread's parker, made (and its task spawned) on first use.
+/// Makes this worker thread's parker (and spawns its task), if it has none.
+pub(super) fn start(again: ServeAgain) {
+    let _ = parker(again);
+}
+
+/// The worker thread's parker, made (and its task spawned) on first use where
+/// the worker did not make it at start (`start`).
 fn parker(again: ServeAgain) -> Option<Arc<Parker>> {
     PARKER.with(|cell| {
         let mut cell = cell.borrow_mut();
