@@ -349,18 +349,30 @@ async fn parked_connections_close_when_the_proxy_stops() {
 async fn a_deadline_left_behind_does_not_close_a_later_tenant() {
     let a = Backend::start("a", free_addr("127.0.0.1")).await;
     let listen = free_addr("127.0.0.1");
+    let long = free_addr("127.0.0.1");
     let admin = free_addr("127.0.0.1");
     let extra = "park_idle_after = \"100ms\"\nrequest_header_timeout = \"2s\"";
-    let _p = Proxy::start(&config(listen, admin, extra, a.addr), &[listen]).await;
+    // a second listener whose connection stays parked throughout: the parker
+    // is never empty, so it never starts afresh (which would hide a deadline
+    // that matched a slot's later tenant)
+    let cfg = format!(
+        "{}\n[[listener]]\nname = \"long\"\nbind = [\"{long}\"]\nmode = \"http\"\npool = \"api\"\n\
+         park_idle_after = \"100ms\"\nrequest_header_timeout = \"60s\"\n",
+        config(listen, admin, extra, a.addr)
+    );
+    let _p = Proxy::start(&cfg, &[listen, long]).await;
+    let mut bystander = TcpStream::connect(long).await.unwrap();
+    assert_eq!(get_on(&mut bystander, "/").await, "a");
+    wait_parked(admin, 1.0).await;
 
     // parked with a head due at 2 s, woken at 1 s, parked again: due at 3 s
     let mut s = TcpStream::connect(listen).await.unwrap();
     assert_eq!(get_on(&mut s, "/").await, "a");
     let first = Instant::now();
-    wait_parked(admin, 1.0).await;
+    wait_parked(admin, 2.0).await;
     wait_for(WAIT, "1 s", || first.elapsed() >= Duration::from_secs(1)).await;
     assert_eq!(get_on(&mut s, "/").await, "a");
-    wait_parked(admin, 1.0).await;
+    wait_parked(admin, 2.0).await;
     wait_for(WAIT, "2.5 s", || {
         first.elapsed() >= Duration::from_millis(2500)
     })
@@ -368,22 +380,23 @@ async fn a_deadline_left_behind_does_not_close_a_later_tenant() {
     // its first deadline has passed, and did not close it
     assert_eq!(get_on(&mut s, "/").await, "a");
     drop(s);
-    wait_parked(admin, 0.0).await;
+    wait_parked(admin, 1.0).await;
 
     // the same slot, a new tenant: the old one's deadline does not reach it
     let mut one = TcpStream::connect(listen).await.unwrap();
     assert_eq!(get_on(&mut one, "/").await, "a");
     let t = Instant::now();
-    wait_parked(admin, 1.0).await;
+    wait_parked(admin, 2.0).await;
     // gone at 1 s (its head was due at 2 s); the next is due at 3 s or later
     wait_for(WAIT, "1 s", || t.elapsed() >= Duration::from_secs(1)).await;
     drop(one);
-    wait_parked(admin, 0.0).await;
+    wait_parked(admin, 1.0).await;
     let mut two = TcpStream::connect(listen).await.unwrap();
     assert_eq!(get_on(&mut two, "/").await, "a");
-    wait_parked(admin, 1.0).await;
+    wait_parked(admin, 2.0).await;
     wait_for(WAIT, "2.5 s", || t.elapsed() >= Duration::from_millis(2500)).await;
     assert_eq!(get_on(&mut two, "/").await, "a");
+    assert_eq!(get_on(&mut bystander, "/").await, "a");
 }
 
 #[tokio::test]
