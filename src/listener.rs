@@ -110,15 +110,8 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                 // O(1) a park
                 if parks >= 64.max((conns.len() + adopted.tasks().len()) / 8) {
                     adopted.parks.store(0, std::sync::atomic::Ordering::Relaxed);
-                    let before = conns.len();
-                    conns.retain(|h| !h.is_finished());
+                    let released = prune(&mut conns) + prune(&mut adopted.tasks());
                     prune_at = (conns.len() * 2).max(64);
-                    let mut released = before - conns.len();
-                    let mut tasks = adopted.tasks();
-                    let before = tasks.len();
-                    tasks.retain(|h| !h.is_finished());
-                    released += before - tasks.len();
-                    drop(tasks);
                     proxy::park::released(released);
                 }
                 continue;
@@ -152,7 +145,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         let global = ctx.plane.limit.take().await;
         let permits = Permits::new(global, local, ls);
         if conns.len() >= prune_at {
-            conns.retain(|h| !h.is_finished());
+            prune(&mut conns);
             prune_at = (conns.len() * 2).max(64);
         }
         match (mode, builders) {
@@ -271,6 +264,13 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
             .instrument(tracing::info_span!("connection_reaper", addr = %ctx.addr)),
         );
     }
+}
+
+/// Drops the handles of finished tasks; how many.
+fn prune(handles: &mut Vec<tokio::task::AbortHandle>) -> usize {
+    let before = handles.len();
+    handles.retain(|h| !h.is_finished());
+    before - handles.len()
 }
 
 /// What an HTTP connection is started with.

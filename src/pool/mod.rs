@@ -521,8 +521,6 @@ impl Pool {
     }
 }
 
-/// ejection_time-style slow start: weight grows linearly from ~0 to `weight` over
-/// `window` after the server came back UP (never below 1 so it gets some traffic).
 /// A balancer built from scratch for `servers` (ring points placed by address:
 /// only the hash balancer has a ring).
 fn balancer_for(balance: Balance, servers: &[Arc<Server>]) -> Balancer {
@@ -534,6 +532,8 @@ fn balancer_for(balance: Balance, servers: &[Arc<Server>]) -> Balancer {
     Balancer::new(balance, &weights, &ids)
 }
 
+/// ejection_time-style slow start: weight grows linearly from ~0 to `weight` over
+/// `window` after the server came back UP (never below 1 so it gets some traffic).
 fn slow_start_weight(weight: u32, elapsed_ms: u64, window_ms: u64) -> u32 {
     if window_ms == 0 || elapsed_ms >= window_ms || weight == 0 {
         return weight;

@@ -113,9 +113,9 @@ impl RequestView for View<'_, '_> {
 /// request head due when it was due before (`ConnCtx::resumed`).
 pub async fn serve<S: ClientIo>(
     mut client: S,
-    mut ctx: Arc<ConnCtx>,
-    mut builders: Arc<ServerBuilders>,
-    mut graceful: CancellationToken,
+    ctx: Arc<ConnCtx>,
+    builders: Arc<ServerBuilders>,
+    graceful: CancellationToken,
 ) {
     // Bytes read from the client and not consumed yet. None while there are none,
     // so an idle connection holds no buffer.
@@ -193,28 +193,21 @@ pub async fn serve<S: ClientIo>(
                     Err(_) if park && park_at(&builders, deadline).is_some() => {
                         // idle for park_idle_after: the task ends here, the
                         // connection waits in the worker's parker
-                        let plain = match client.into_plain() {
-                            Ok(plain) => plain,
+                        let Some(parker) = super::park::parker_for(&ctx, &graceful, serve_again)
+                        else {
+                            // served on as it is, and not offered again
+                            tracing::trace!(peer = %ctx.peer, "idle connection not parked");
+                            parkable = false;
+                            continue;
+                        };
+                        match client.into_plain() {
+                            Ok(plain) => {
+                                parker.park(plain, ctx, builders, graceful, deadline);
+                                return;
+                            }
                             Err(back) => {
                                 client = back;
                                 parkable = false;
-                                continue;
-                            }
-                        };
-                        let parked =
-                            super::park::park(plain, ctx, builders, graceful, deadline, serve_again);
-                        match parked {
-                            Ok(()) => return,
-                            Err((plain, c, b, g)) => {
-                                // not parked (see `park`): served on as it was,
-                                // and not offered again
-                                tracing::trace!(peer = %c.peer, "idle connection not parked");
-                                (ctx, builders, graceful) = (c, b, g);
-                                parkable = false;
-                                match S::from_plain(plain) {
-                                    Ok(c) => client = c,
-                                    Err(_) => return,
-                                }
                                 continue;
                             }
                         }

@@ -29,13 +29,6 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     {
         Err(self)
     }
-    /// Back from `into_plain` (a connection that was not parked after all).
-    fn from_plain(plain: TcpStream) -> Result<Self, TcpStream>
-    where
-        Self: Sized,
-    {
-        Err(plain)
-    }
     /// Ready when a read may find bytes (or the end). A poll, not a future: the
     /// waker goes into the socket's own slot, so an idle connection's future
     /// holds no waiter entry for it.
@@ -61,9 +54,6 @@ impl ClientIo for TcpStream {
     const PARKABLE: bool = true;
     fn into_plain(self) -> Result<TcpStream, Self> {
         Ok(self)
-    }
-    fn from_plain(plain: TcpStream) -> Result<Self, TcpStream> {
-        Ok(plain)
     }
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_read_ready(cx)

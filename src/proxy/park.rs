@@ -441,54 +441,64 @@ fn parker(again: ServeAgain) -> Option<Arc<Parker>> {
     })
 }
 
-/// What `park` gives back when it does not park a connection.
-pub(super) type Unparked = (
-    tokio::net::TcpStream,
-    Arc<ConnCtx>,
-    Arc<ServerBuilders>,
-    CancellationToken,
-);
-
-/// Parks an idle connection. Err gives the stream back, untouched, when it
-/// cannot be parked (its `ConnCtx` is shared, its listener drains, no parker).
-pub(super) fn park(
-    stream: tokio::net::TcpStream,
-    ctx: Arc<ConnCtx>,
-    builders: Arc<ServerBuilders>,
-    graceful: CancellationToken,
-    deadline: Instant,
+/// This worker's parker, for a connection that can be parked: its `ConnCtx`
+/// held by it alone (so that it can move out of its `Arc`) and its listener
+/// not draining. None: served on by its task.
+pub(super) fn parker_for(
+    ctx: &Arc<ConnCtx>,
+    graceful: &CancellationToken,
     again: ServeAgain,
-) -> Result<(), Unparked> {
-    if graceful.is_cancelled() || Arc::strong_count(&ctx) != 1 || Arc::weak_count(&ctx) != 0 {
-        return Err((stream, ctx, builders, graceful));
+) -> Option<Ticket> {
+    if graceful.is_cancelled() || Arc::strong_count(ctx) != 1 || Arc::weak_count(ctx) != 0 {
+        return None;
     }
-    let Some(parker) = parker(again) else {
-        return Err((stream, ctx, builders, graceful));
-    };
-    let ctx = match Arc::try_unwrap(ctx) {
-        Ok(c) => c,
-        Err(ctx) => return Err((stream, ctx, builders, graceful)),
-    };
-    let stream = match stream.into_std() {
-        Ok(s) => s,
-        Err(e) => {
-            // the socket left the reactor half-way: nothing to serve it with
-            tracing::debug!(peer = %ctx.peer, error = %e, "cannot park an idle connection; closed");
-            return Ok(());
-        }
-    };
-    let track = ctx.shared.tracker.token();
-    ctx.shared.adopted.parks.fetch_add(1, Ordering::Relaxed);
-    let p = Parked {
-        stream,
-        ctx,
-        builders,
-        graceful,
-        deadline,
-        track,
-    };
-    parker.park(p);
-    Ok(())
+    parker(again).map(Ticket)
+}
+
+/// A parker that will take a connection (`parker_for`).
+pub(super) struct Ticket(Arc<Parker>);
+
+impl Ticket {
+    /// Parks an idle connection (its task then ends). Where that fails, it is
+    /// served on by a new task.
+    pub(super) fn park(
+        self,
+        stream: tokio::net::TcpStream,
+        ctx: Arc<ConnCtx>,
+        builders: Arc<ServerBuilders>,
+        graceful: CancellationToken,
+        deadline: Instant,
+    ) {
+        let ctx = match Arc::try_unwrap(ctx) {
+            Ok(c) => c,
+            Err(ctx) => {
+                // not reached: `parker_for` saw it held alone
+                let adopted = Arc::clone(&ctx.shared.adopted);
+                adopted
+                    .tasks()
+                    .push((self.0.again)(stream, ctx, builders, graceful));
+                return;
+            }
+        };
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                // the socket left the reactor half-way: nothing to serve it with
+                tracing::debug!(peer = %ctx.peer, error = %e, "cannot park an idle connection; closed");
+                return;
+            }
+        };
+        let track = ctx.shared.tracker.token();
+        ctx.shared.adopted.parks.fetch_add(1, Ordering::Relaxed);
+        self.0.park(Parked {
+            stream,
+            ctx,
+            builders,
+            graceful,
+            deadline,
+            track,
+        });
+    }
 }
 
 /// Serves a parked connection again, in a task of its own (as the one it had:
