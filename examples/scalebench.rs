@@ -275,7 +275,7 @@ fn sizes() {
     use rampart::proxy::fast_path::serve;
     println!(
         "serve_tcp_bytes {}",
-        size_of_return(serve::<tokio::net::TcpStream>)
+        size_of_return(serve::<rampart::proxy::io::ClientSocket>)
     );
     println!(
         "serve_tls_bytes {}",

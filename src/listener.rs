@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -73,7 +73,7 @@ struct AcceptCtx {
 /// Accepts connections until `stop`; dropping the socket then makes the kernel
 /// refuse new connections. Its connections are then cut if they are still open
 /// when `kill` fires (a removed address's grace is over).
-async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
+async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
     // This loop's connections, so they can be cut (a future per connection that
     // every wake-up of it polled cost ~460 instructions a request; a JoinSet, a
     // lock and ~770 instructions a connection). Finished ones are pruned when
@@ -94,7 +94,7 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
         let (stream, peer) = tokio::select! {
             biased;
             _ = ctx.stop.cancelled() => break,
-            r = listener.accept() => match r {
+            r = accept(&listener) => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE/ENFILE/ENOBUFS: back off instead of spinning.
@@ -175,11 +175,15 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                 };
                 let h = if layers.is_none() {
                     // the usual case: the connection's own future, nothing wrapped
-                    // around it (a wrapper cost ~1,500 instructions a connection)
-                    ctx.tracker.spawn(http.start(stream, peer, permits, None))
+                    // around it (a wrapper cost ~1,500 instructions a connection),
+                    // its socket registered with the reactor only if it waits
+                    let client = proxy::io::ClientSocket::new(stream);
+                    ctx.tracker.spawn(http.start(client, peer, permits, None))
                 } else {
                     ctx.tracker.spawn(async move {
-                        let mut stream = stream;
+                        let Some(mut stream) = register(stream, peer) else {
+                            return;
+                        };
                         let Some(peer) = layers
                             .client(&mut stream, peer, addr, permits.listener())
                             .await
@@ -187,7 +191,10 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                             return;
                         };
                         match &layers.tls {
-                            None => http.start(stream, peer, permits, None).await,
+                            None => {
+                                let client = proxy::io::ClientSocket::from_registered(stream);
+                                http.start(client, peer, permits, None).await
+                            }
                             Some(tls) => {
                                 let name = Arc::clone(&permits.listener().name);
                                 if let Some((s, info)) = handshake(tls, stream, &name, peer).await {
@@ -203,7 +210,9 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
                 let shared = Arc::clone(&ctx.plane);
                 let addr = ctx.addr;
                 let h = ctx.tracker.spawn(async move {
-                    let mut stream = stream;
+                    let Some(mut stream) = register(stream, peer) else {
+                        return;
+                    };
                     let Some(peer) = layers.client(&mut stream, peer, addr, permits.listener()).await else {
                         return;
                     };
@@ -266,6 +275,32 @@ async fn accept_loop(listener: TcpListener, ctx: AcceptCtx) {
     }
 }
 
+/// The next connection: accepted non-blocking (accept4 with SOCK_NONBLOCK,
+/// one system call), not registered with the reactor.
+async fn accept(
+    listener: &AsyncFd<mio::net::TcpListener>,
+) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        // WouldBlock clears the readiness and waits again
+        if let Ok(r) = ready.try_io(|l| l.get_ref().accept()) {
+            return r.map(|(s, peer)| (s.into(), peer));
+        }
+    }
+}
+
+/// A socket registered with the reactor, for the layers and modes that read
+/// it through tokio from the start; None: it could not be (closed).
+fn register(stream: std::net::TcpStream, peer: SocketAddr) -> Option<tokio::net::TcpStream> {
+    match tokio::net::TcpStream::from_std(stream) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot register a connection; closed");
+            None
+        }
+    }
+}
+
 /// Drops the handles of finished tasks; how many.
 fn prune(handles: &mut Vec<tokio::task::AbortHandle>) -> usize {
     let before = handles.len();
@@ -296,7 +331,7 @@ impl HttpStart {
         if wildcard {
             // a wildcard bind: the address this client reached (one system call,
             // only for such listeners)
-            if let Ok(local) = stream.socket().local_addr() {
+            if let Ok(local) = stream.local_addr() {
                 conn.local = local;
             }
         }
@@ -502,7 +537,16 @@ impl ListenerSet {
                 b.loops.push(
                     worker.spawn(
                         async move {
-                            match TcpListener::from_std(sock) {
+                            let sock = mio::net::TcpListener::from_std(sock);
+                            // SAFETY: the listener owns its descriptor and moves
+                            // into the AsyncFd, which owns it until dropped: nothing
+                            // else closes or replaces it, and `as_raw_fd` always
+                            // gives that one (every test that connects would see
+                            // accepts fail otherwise).
+                            let l = unsafe {
+                                AsyncFd::register_with_interest(sock, tokio::io::Interest::READABLE)
+                            };
+                            match l.map_err(|e| io::Error::other(e.to_string())) {
                                 Ok(l) => accept_loop(l, ctx).await,
                                 Err(e) => {
                                     tracing::error!(%addr, error = %e, "cannot register listener")

@@ -14,8 +14,8 @@
 use super::body::{plain, ProxyBody, ReqLog};
 use super::conn::ConnCtx;
 use super::http;
-use super::io::ClientIo;
 use super::io::Prefixed;
+use super::io::{ClientIo, ClientSocket};
 use super::lifecycle::{self, Decision, Lifecycle};
 use crate::accesslog::End;
 use crate::h1::{self, BodyProgress, Framing, HeadError, PooledBuf};
@@ -290,14 +290,14 @@ pub fn start_parker() {
 
 /// A parked connection, served again in a task of its own (`park::ServeAgain`).
 fn serve_again(
-    stream: tokio::net::TcpStream,
+    stream: std::net::TcpStream,
     ctx: Arc<ConnCtx>,
     builders: Arc<ServerBuilders>,
     graceful: CancellationToken,
 ) -> tokio::task::AbortHandle {
     let tracker = ctx.shared.tracker.clone();
     tracker
-        .spawn(serve(stream, ctx, builders, graceful))
+        .spawn(serve(ClientSocket::new(stream), ctx, builders, graceful))
         .abort_handle()
 }
 
@@ -492,7 +492,7 @@ async fn proxy<S: ClientIo>(
         let acquired = tokio::select! {
             biased;
             g = lc.acquire() => g,
-            () = client_gone(client) => return false,
+            () = client_gone(&mut *client) => return false,
         };
         let mut guard = match acquired {
             Ok(g) => g,
@@ -505,7 +505,7 @@ async fn proxy<S: ClientIo>(
         let sent = tokio::select! {
             biased;
             r = upstream::send_raw(&pool, server, &wire, replayable) => r,
-            () = client_gone(client) => return false,
+            () = client_gone(&mut *client) => return false,
         };
         // An invalid response head counts (and is retried) as a reset would be.
         let exchange = sent.and_then(|ex| {
@@ -621,8 +621,19 @@ async fn forward<S: ClientIo>(
 /// Resolves when the client closes (or resets) its connection while its request
 /// is in flight. Bytes it sent meanwhile (a pipelined request) are left where
 /// they are; then this never resolves and the request simply goes on.
-async fn client_gone<S: ClientIo>(client: &S) {
-    let client = client.socket();
+///
+/// A client socket not yet registered with the reactor (a new connection whose
+/// request came with it) is watched only once the request has been in flight
+/// for one to two ticks of the worker's coarse timer (100 to 200 ms): a
+/// request answered sooner, the usual case, never makes it register (an
+/// `epoll_ctl` to add it and one to remove it) just to be watched.
+async fn client_gone<S: ClientIo>(client: &mut S) {
+    if !client.is_registered() {
+        super::coarse::wait().await;
+    }
+    let Ok(client) = client.socket() else {
+        return;
+    };
     // No system call until the socket is flagged readable.
     if client.readable().await.is_err() {
         return;
@@ -704,7 +715,7 @@ mod tests {
     /// there, 848 with a response inline; this bound is theirs.
     #[test]
     fn an_idle_connection_future_stays_small() {
-        let size = size_of_return(serve::<tokio::net::TcpStream>);
+        let size = size_of_return(serve::<ClientSocket>);
         assert!(size <= DEBUG_BOUND, "serve's future is {size} bytes");
     }
     const DEBUG_BOUND: usize = 576;

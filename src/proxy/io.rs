@@ -3,6 +3,11 @@
 //! readiness tricks (wait for readable with no buffer held, write without a
 //! timer); TLS, whose decrypted bytes may already wait inside rustls, reads and
 //! writes through the ordinary async traits.
+//!
+//! A plain socket (`ClientSocket`) is registered with tokio's reactor only once
+//! it has to wait, as HAProxy does: a new connection whose request came with it
+//! is read at once, and if it closes after its response (`Connection: close`)
+//! it never is, which saves an `epoll_ctl` to add it and another to remove it.
 
 use super::conn::ConnCtx;
 use crate::h1::PooledBuf;
@@ -23,7 +28,7 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     /// socket. TLS keeps its state in its task.
     const PARKABLE: bool = false;
     /// The plain socket, for parking; Err gives self back.
-    fn into_plain(self) -> Result<TcpStream, Self>
+    fn into_plain(self) -> Result<ClientSocket, Self>
     where
         Self: Sized,
     {
@@ -32,7 +37,7 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     /// Ready when a read may find bytes (or the end). A poll, not a future: the
     /// waker goes into the socket's own slot, so an idle connection's future
     /// holds no waiter entry for it.
-    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Writes what it can of `data` at once, without waiting; Ok(n) with n bytes
     /// taken. WouldBlock counts as 0.
     fn write_now(&mut self, data: &[u8]) -> io::Result<usize>;
@@ -43,23 +48,48 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
         &'a mut self,
         data: &'a [u8],
     ) -> impl Future<Output = io::Result<()>> + Send + 'a;
-    /// The socket underneath, to watch for the client closing.
-    fn socket(&self) -> &TcpStream;
+    /// Whether the socket underneath is registered with the reactor (watching
+    /// it for the client closing costs nothing more then).
+    fn is_registered(&self) -> bool {
+        true
+    }
+    /// The socket underneath, registered with the reactor, to watch for the
+    /// client closing.
+    fn socket(&mut self) -> io::Result<&TcpStream>;
+    /// The address the client reached.
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr>;
     /// Before the connection is dropped: TLS says close_notify (a client that
     /// reads to the end must not see a truncation); a plain socket needs nothing.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
 }
 
-impl ClientIo for TcpStream {
+impl ClientIo for ClientSocket {
     const PARKABLE: bool = true;
-    fn into_plain(self) -> Result<TcpStream, Self> {
+    fn into_plain(self) -> Result<ClientSocket, Self> {
         Ok(self)
     }
-    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_read_ready(cx)
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The first wait of a connection not registered yet: its request has
+        // likely come with it, so it is read at once (a read that finds
+        // nothing registers it). A later wait registers it first, so that no
+        // buffer is held while it waits.
+        if let Sock::Raw(_, fresh) = &mut self.sock {
+            if std::mem::take(fresh) {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        match self.register() {
+            Ok(s) => s.poll_read_ready(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
     fn write_now(&mut self, data: &[u8]) -> io::Result<usize> {
-        match self.try_write(data) {
+        let r = match &mut self.sock {
+            Sock::Reg(s) => s.try_write(data),
+            Sock::Raw(s, _) => retry(|| io::Write::write(&mut &*s, data)),
+            Sock::Gone => return Err(gone()),
+        };
+        match r {
             Ok(n) => Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             Err(e) => Err(e),
@@ -74,16 +104,195 @@ impl ClientIo for TcpStream {
     ) -> impl Future<Output = io::Result<()>> + Send + 'a {
         tokio::io::AsyncWriteExt::write_all(self, data)
     }
-    fn socket(&self) -> &TcpStream {
-        self
+    fn is_registered(&self) -> bool {
+        matches!(self.sock, Sock::Reg(_))
+    }
+    fn socket(&mut self) -> io::Result<&TcpStream> {
+        self.register().map(|s| &*s)
+    }
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match &self.sock {
+            Sock::Reg(s) => s.local_addr(),
+            Sock::Raw(s, _) => s.local_addr(),
+            Sock::Gone => Err(gone()),
+        }
     }
     fn close(&mut self) -> impl Future<Output = ()> + Send {
         std::future::ready(())
     }
 }
 
+/// A plain client socket, registered with tokio's reactor only once it has to
+/// wait: a read or a write that would block, or a watch for the client
+/// closing (`ClientIo::socket`).
+pub struct ClientSocket {
+    sock: Sock,
+}
+
+enum Sock {
+    /// Not registered (non-blocking); whether it has not waited yet (its first
+    /// wait reads at once: `poll_readable`). Kept in the variant, not beside
+    /// it, so that a `ClientSocket` is no larger than a tokio `TcpStream` (the
+    /// fast path's future holds one for every connection).
+    Raw(std::net::TcpStream, bool),
+    Reg(TcpStream),
+    /// Registering failed; the socket is closed.
+    Gone,
+}
+
+fn gone() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the client socket could not be registered",
+    )
+}
+
+/// `op` again while it is interrupted by a signal.
+fn retry<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+impl ClientSocket {
+    /// A socket just accepted (non-blocking, not registered).
+    pub fn new(sock: std::net::TcpStream) -> ClientSocket {
+        ClientSocket {
+            sock: Sock::Raw(sock, true),
+        }
+    }
+
+    /// A socket already registered (one an accept-time layer has read from).
+    pub fn from_registered(sock: TcpStream) -> ClientSocket {
+        ClientSocket {
+            sock: Sock::Reg(sock),
+        }
+    }
+
+    /// The socket out of the reactor, for parking.
+    pub fn into_std(self) -> io::Result<std::net::TcpStream> {
+        match self.sock {
+            Sock::Raw(s, _) => Ok(s),
+            Sock::Reg(s) => s.into_std(),
+            Sock::Gone => Err(gone()),
+        }
+    }
+
+    /// Registers the socket with the reactor if it is not yet.
+    fn register(&mut self) -> io::Result<&mut TcpStream> {
+        if let Sock::Raw(..) = self.sock {
+            if let Sock::Raw(s, _) = std::mem::replace(&mut self.sock, Sock::Gone) {
+                // on failure the socket is dropped (closed) and stays Gone
+                self.sock = Sock::Reg(TcpStream::from_std(s)?);
+            }
+        }
+        match &mut self.sock {
+            Sock::Reg(s) => Ok(s),
+            _ => Err(gone()),
+        }
+    }
+}
+
+impl ClientSocket {
+    /// A write: straight to the socket while it is not registered; through
+    /// the reactor once it is, or once the socket is full.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        raw: impl Fn(&std::net::TcpStream) -> io::Result<usize>,
+        reg: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if let Sock::Raw(s, _) = &self.sock {
+            match retry(|| raw(s)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r),
+            }
+        }
+        match self.register() {
+            Ok(s) => reg(Pin::new(s), cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncRead for ClientSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Sock::Raw(s, _) = &this.sock {
+            let sock = socket2::SockRef::from(s);
+            // SAFETY: `unfilled_mut` must not be used to de-initialize bytes;
+            // recv(2) only writes to the buffer, and only its first n bytes,
+            // which are then marked initialized and filled (tests/lazy_socket
+            // checks the bytes read this way, and the fast path's tests
+            // every request).
+            match retry(|| sock.recv(unsafe { buf.unfilled_mut() })) {
+                Ok(n) => {
+                    unsafe { buf.assume_init(n) };
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        match this.register() {
+            Ok(s) => Pin::new(s).poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for ClientSocket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_send(
+            cx,
+            |mut s| io::Write::write(&mut s, data),
+            |s, cx| s.poll_write(cx, data),
+        )
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_send(
+            cx,
+            |mut s| io::Write::write_vectored(&mut s, bufs),
+            |s, cx| s.poll_write_vectored(cx, bufs),
+        )
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().sock {
+            Sock::Reg(s) => Pin::new(s).poll_shutdown(cx),
+            Sock::Raw(s, _) => Poll::Ready(s.shutdown(std::net::Shutdown::Write)),
+            Sock::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
 impl ClientIo for TlsStream<TcpStream> {
-    fn poll_readable(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_readable(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         // rustls may hold decrypted bytes the socket's readiness knows nothing of
         Poll::Ready(Ok(()))
     }
@@ -112,8 +321,11 @@ impl ClientIo for TlsStream<TcpStream> {
         self.write_all(data).await?;
         self.flush().await
     }
-    fn socket(&self) -> &TcpStream {
-        self.get_ref().0
+    fn socket(&mut self) -> io::Result<&TcpStream> {
+        Ok(self.get_ref().0)
+    }
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.get_ref().0.local_addr()
     }
     async fn close(&mut self) {
         use tokio::io::AsyncWriteExt;

@@ -7,6 +7,7 @@
 //! conn, io, lifecycle}.
 
 pub mod body;
+mod coarse;
 pub mod conn;
 pub mod fast_path;
 mod grpc;

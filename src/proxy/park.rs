@@ -26,9 +26,10 @@
 //!   task gets (`DRAIN_LINGER`): a request that comes meanwhile is served, with
 //!   `Connection: close`; the rest close then.
 //!
-//! Waking a parked connection costs two `epoll_ctl` calls, a registration with
-//! the reactor, an `Arc` and a spawn: a few microseconds, against a connection
-//! that was idle for at least `park_idle_after`. A busy keep-alive connection
+//! Waking a parked connection costs an `epoll_ctl` call (out of the parker's
+//! set), an `Arc` and a spawn, and a registration with the reactor if it waits
+//! again: a few microseconds, against a connection that was idle for at least
+//! `park_idle_after`. A busy keep-alive connection
 //! never parks; a TLS connection never does (its state lives in its task).
 
 use super::conn::{ConnCtx, ListenerCtx};
@@ -102,7 +103,7 @@ struct State {
 /// on its listener's tracker): passed in by the fast path, which depends on
 /// this module, not the other way round.
 pub(super) type ServeAgain = fn(
-    tokio::net::TcpStream,
+    std::net::TcpStream,
     Arc<ConnCtx>,
     Arc<ServerBuilders>,
     CancellationToken,
@@ -463,12 +464,20 @@ impl Ticket {
     /// served on by a new task.
     pub(super) fn park(
         self,
-        stream: tokio::net::TcpStream,
+        stream: super::io::ClientSocket,
         ctx: Arc<ConnCtx>,
         builders: Arc<ServerBuilders>,
         graceful: CancellationToken,
         deadline: Instant,
     ) {
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                // the socket left the reactor half-way: nothing to serve it with
+                tracing::debug!(peer = %ctx.peer, error = %e, "cannot park an idle connection; closed");
+                return;
+            }
+        };
         let ctx = match Arc::try_unwrap(ctx) {
             Ok(c) => c,
             Err(ctx) => {
@@ -477,14 +486,6 @@ impl Ticket {
                 adopted
                     .tasks()
                     .push((self.0.again)(stream, ctx, builders, graceful));
-                return;
-            }
-        };
-        let stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                // the socket left the reactor half-way: nothing to serve it with
-                tracing::debug!(peer = %ctx.peer, error = %e, "cannot park an idle connection; closed");
                 return;
             }
         };
@@ -512,13 +513,7 @@ fn resume(p: Parked, again: ServeAgain) {
         deadline,
         track,
     } = p;
-    let stream = match tokio::net::TcpStream::from_std(stream) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(peer = %ctx.peer, error = %e, "cannot serve a parked connection again; closed");
-            return;
-        }
-    };
+    // not registered with the reactor: its task reads it at once
     ctx.resume(deadline.saturating_duration_since(Instant::now()));
     let adopted = Arc::clone(&ctx.shared.adopted);
     let task = again(stream, Arc::new(ctx), builders, graceful);

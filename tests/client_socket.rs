@@ -1,0 +1,165 @@
+//! A plain client socket is registered with tokio's reactor only once it has to
+//! wait (`rampart::proxy::io::ClientSocket`): what it reads and writes before
+//! and after that, on real loopback sockets.
+
+use rampart::proxy::io::{ClientIo, ClientSocket};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+
+/// A connected pair: the accepted side non-blocking (as the accept loop hands
+/// it over) and the client side.
+async fn pair() -> (std::net::TcpStream, tokio::net::TcpStream) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = l.accept().unwrap();
+    server.set_nonblocking(true).unwrap();
+    (server, client)
+}
+
+/// Waits (polling, with a deadline) until `n` bytes are waiting on `sock`.
+fn wait_queued(sock: &std::net::TcpStream, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = vec![0u8; n];
+    loop {
+        match sock.peek(&mut buf) {
+            Ok(k) if k >= n => return,
+            _ if Instant::now() > deadline => panic!("{n} bytes never arrived"),
+            _ => std::thread::yield_now(),
+        }
+    }
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[tokio::test]
+async fn bytes_read_before_registering_are_the_bytes_sent() {
+    let (server, mut client) = pair().await;
+    let sent = pattern(3000, 7);
+    client.write_all(&sent).await.unwrap();
+    wait_queued(&server, sent.len());
+    let mut sock = ClientSocket::new(server);
+    // read into memory that was never initialized (the buffer's spare capacity)
+    let mut got = bytes::BytesMut::with_capacity(8192);
+    while got.len() < sent.len() {
+        let n = sock.read_buf(&mut got).await.unwrap();
+        assert!(n > 0);
+    }
+    assert_eq!(&got[..], &sent[..]);
+    assert!(
+        !sock.is_registered(),
+        "bytes that were there were read at once"
+    );
+}
+
+#[tokio::test]
+async fn a_read_that_finds_nothing_registers_and_wakes_when_bytes_come() {
+    let (server, mut client) = pair().await;
+    let mut sock = ClientSocket::new(server);
+    let mut buf = [0u8; 64];
+    {
+        let mut rb = ReadBuf::new(&mut buf);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut sock).poll_read(&mut cx, &mut rb).is_pending());
+    }
+    assert!(sock.is_registered(), "it waits through the reactor");
+    let later = pattern(40, 3);
+    client.write_all(&later).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < later.len() {
+        let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
+            .await
+            .expect("woken by the reactor")
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, later);
+    // and the end of the stream
+    drop(client);
+    let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn the_first_wait_reads_at_once_and_a_later_one_registers() {
+    let (server, _client) = pair().await;
+    let mut sock = ClientSocket::new(server);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    // a new connection: read at once, whatever its readiness
+    assert!(matches!(sock.poll_readable(&mut cx), Poll::Ready(Ok(()))));
+    assert!(!sock.is_registered());
+    // after that, a wait is the reactor's (nothing has come)
+    assert!(sock.poll_readable(&mut cx).is_pending());
+    assert!(sock.is_registered());
+}
+
+#[tokio::test]
+async fn writes_before_and_after_registering_reach_the_client() {
+    let (server, mut client) = pair().await;
+    let mut sock = ClientSocket::new(server);
+    let small = pattern(100, 1);
+    assert_eq!(sock.write_now(&small).unwrap(), small.len());
+    assert!(!sock.is_registered(), "a write that fits needs no reactor");
+    // more than the socket buffers hold: the write waits for the reader
+    let big = pattern(16 << 20, 9);
+    let reader = tokio::spawn(async move {
+        let mut all = Vec::new();
+        client.read_to_end(&mut all).await.unwrap();
+        all
+    });
+    sock.send_all(&big).await.unwrap();
+    assert!(
+        sock.is_registered(),
+        "a write that had to wait registered it"
+    );
+    drop(sock);
+    let all = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(all.len(), small.len() + big.len());
+    assert_eq!(&all[..small.len()], &small[..]);
+    assert!(all[small.len()..] == big[..], "the bytes differ");
+}
+
+#[tokio::test]
+async fn a_socket_taken_out_for_parking_is_the_same_connection() {
+    let (server, mut client) = pair().await;
+    let local = server.local_addr().unwrap();
+    // never registered: handed over as it is
+    let sock = ClientSocket::new(server);
+    assert_eq!(sock.local_addr().unwrap(), local);
+    let std = sock.into_std().unwrap();
+    // registered: taken out of the reactor
+    let sock = ClientSocket::from_registered(tokio::net::TcpStream::from_std(std).unwrap());
+    assert!(sock.is_registered());
+    assert_eq!(sock.local_addr().unwrap(), local);
+    let std = sock.into_std().unwrap();
+    client.write_all(b"ping").await.unwrap();
+    wait_queued(&std, 4);
+    let mut sock = ClientSocket::new(std);
+    let mut buf = [0u8; 4];
+    sock.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+}
+
+#[test]
+fn a_client_socket_is_no_larger_than_a_tokio_socket() {
+    // the fast path's future holds one for every connection, idle ones too
+    assert!(
+        std::mem::size_of::<ClientSocket>() <= std::mem::size_of::<tokio::net::TcpStream>(),
+        "{} bytes",
+        std::mem::size_of::<ClientSocket>()
+    );
+}
