@@ -11,10 +11,8 @@
 //! there are waits, and ends when there are none. A wait ends one to two
 //! ticks after it starts.
 //!
-//! The lists hold the wakers of waits that were dropped (their requests were
-//! answered) until their tick: waking them is harmless (a finished task is not
-//! polled again; a task waiting on something else is polled once for nothing),
-//! and their tasks' cells stay allocated until then.
+//! A wait that is dropped (its request was answered) takes its waker off the
+//! list at once, so that its task's memory is freed then, not at the tick.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -32,12 +30,23 @@ struct Wheel {
     id: u64,
     /// Ticks so far.
     ticks: u64,
-    /// Woken at the next tick.
-    due: Vec<Waker>,
+    /// Woken at the next tick; None where the wait was dropped.
+    due: Vec<Option<Waker>>,
     /// Woken at the tick after.
-    after: Vec<Waker>,
+    after: Vec<Option<Waker>>,
     /// Whether the task that ticks is running.
     running: bool,
+}
+
+impl Wheel {
+    /// The list of the waits that end at tick `end`, if it is still to come.
+    fn list(&mut self, end: u64) -> Option<&mut Vec<Option<Waker>>> {
+        match end.checked_sub(self.ticks) {
+            Some(1) => Some(&mut self.due),
+            Some(2) => Some(&mut self.after),
+            _ => None,
+        }
+    }
 }
 
 thread_local! {
@@ -59,8 +68,16 @@ pub(super) fn wait() -> Wait {
 }
 
 pub(super) struct Wait {
-    /// The wheel it waits on and the tick at which it is over.
-    at: Option<(u64, u64)>,
+    at: Option<Place>,
+}
+
+/// Where a wait's waker is: the wheel, the tick at which the wait is over,
+/// and its index in that tick's list.
+#[derive(Clone, Copy)]
+struct Place {
+    wheel: u64,
+    end: u64,
+    index: usize,
 }
 
 impl Future for Wait {
@@ -71,29 +88,36 @@ impl Future for Wait {
         WHEEL.with(|w| {
             let mut w = w.borrow_mut();
             match this.at {
-                Some((id, end)) if id == w.id => {
-                    if w.ticks >= end {
+                Some(at) if at.wheel == w.id => {
+                    if w.ticks >= at.end {
+                        this.at = None;
                         return Poll::Ready(());
                     }
                     // polled early (the task was woken for something else):
                     // its waker is on the list already
                     Poll::Pending
                 }
-                _ if w.running => {
-                    // after the next tick, which may come at once
-                    this.at = Some((w.id, w.ticks + 2));
-                    w.after.push(cx.waker().clone());
-                    Poll::Pending
-                }
                 _ => {
-                    // the ticker starts: its first tick is a whole TICK away
-                    this.at = Some((w.id, w.ticks + 1));
-                    w.due.push(cx.waker().clone());
-                    w.running = true;
-                    tokio::spawn(tracing::Instrument::instrument(
-                        ticker(),
-                        tracing::info_span!("coarse_timer"),
-                    ));
+                    // after the next tick, which may come at once; or, if the
+                    // ticker starts now, at its first tick, a whole TICK away
+                    let end = w.ticks + if w.running { 2 } else { 1 };
+                    let Some(list) = w.list(end) else {
+                        return Poll::Ready(());
+                    };
+                    list.push(Some(cx.waker().clone()));
+                    let index = list.len() - 1;
+                    this.at = Some(Place {
+                        wheel: w.id,
+                        end,
+                        index,
+                    });
+                    if !w.running {
+                        w.running = true;
+                        tokio::spawn(tracing::Instrument::instrument(
+                            ticker(),
+                            tracing::info_span!("coarse_timer"),
+                        ));
+                    }
                     Poll::Pending
                 }
             }
@@ -101,9 +125,31 @@ impl Future for Wait {
     }
 }
 
+impl Drop for Wait {
+    /// A wait dropped before its tick (its request was answered) lets go of
+    /// its waker at once: the task's memory is not held until the tick, and
+    /// the tick does not wake a task that no longer waits.
+    fn drop(&mut self) {
+        let Some(at) = self.at else {
+            return;
+        };
+        let waker = WHEEL
+            .try_with(|w| {
+                let mut w = w.try_borrow_mut().ok()?;
+                if w.id != at.wheel {
+                    return None;
+                }
+                w.list(at.end)?.get_mut(at.index)?.take()
+            })
+            .ok()
+            .flatten();
+        drop(waker);
+    }
+}
+
 /// Wakes the waits every `TICK`, until there are none.
 async fn ticker() {
-    let mut fired: Vec<Waker> = Vec::new();
+    let mut fired: Vec<Option<Waker>> = Vec::new();
     loop {
         tokio::time::sleep(TICK).await;
         let more = WHEEL.with(|w| {
@@ -116,7 +162,7 @@ async fn ticker() {
             more
         });
         // waking does not poll: nothing is pushed meanwhile
-        for waker in fired.drain(..) {
+        for waker in fired.drain(..).flatten() {
             waker.wake();
         }
         if !more {
@@ -159,6 +205,28 @@ mod tests {
         assert!(dropped.is_err());
         let many = futures_all(16).await;
         assert_eq!(many, 16);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_wait_lets_go_of_its_waker_at_once() {
+        struct Count;
+        impl std::task::Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {}
+        }
+        let count = std::sync::Arc::new(Count);
+        let waker = Waker::from(std::sync::Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        // the first starts the ticker (its list: the next tick); the second
+        // goes on the list after
+        let mut first = Box::pin(wait());
+        let mut second = Box::pin(wait());
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(std::sync::Arc::strong_count(&count), 4);
+        drop(second);
+        assert_eq!(std::sync::Arc::strong_count(&count), 3);
+        drop(first);
+        assert_eq!(std::sync::Arc::strong_count(&count), 2);
     }
 
     async fn futures_all(n: usize) -> usize {
