@@ -64,9 +64,20 @@ async fn a_read_that_finds_nothing_registers_and_wakes_when_bytes_come() {
     let (server, mut client) = pair().await;
     let mut sock = ClientSocket::new(server);
     let mut buf = [0u8; 64];
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    // the first read of a new connection does not wait: it says WouldBlock
+    // (the fast path then lets its buffer go and waits for readiness)
     {
         let mut rb = ReadBuf::new(&mut buf);
-        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(&mut sock).poll_read(&mut cx, &mut rb) {
+            Poll::Ready(Err(e)) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(!sock.is_registered());
+    // a later one waits, through the reactor
+    {
+        let mut rb = ReadBuf::new(&mut buf);
         assert!(Pin::new(&mut sock).poll_read(&mut cx, &mut rb).is_pending());
     }
     assert!(sock.is_registered(), "it waits through the reactor");
@@ -99,6 +110,12 @@ async fn the_first_wait_reads_at_once_and_a_later_one_registers() {
     // a new connection: read at once, whatever its readiness
     assert!(matches!(sock.poll_readable(&mut cx), Poll::Ready(Ok(()))));
     assert!(!sock.is_registered());
+    let mut buf = [0u8; 16];
+    let mut rb = ReadBuf::new(&mut buf);
+    assert!(matches!(
+        Pin::new(&mut sock).poll_read(&mut cx, &mut rb),
+        Poll::Ready(Err(_))
+    ));
     // after that, a wait is the reactor's (nothing has come)
     assert!(sock.poll_readable(&mut cx).is_pending());
     assert!(sock.is_registered());

@@ -594,3 +594,40 @@ async fn idle_keep_alive_connections_do_not_hold_up_shutdown() {
         assert_eq!(n, 0, "{}", String::from_utf8_lossy(&rest));
     }
 }
+
+#[tokio::test]
+async fn a_connection_whose_request_comes_late_is_served() {
+    // A new connection is read at once; finding nothing, it waits for its
+    // request (registered with the reactor, holding no buffer) instead of
+    // being closed.
+    let (p, listen, _) = start("").await;
+    let admin = p.admin.expect("an admin address");
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "the connection accepted",
+        || async move {
+            let m = admin_get(admin, "/metrics").await.1;
+            m.lines()
+                .filter(|l| l.starts_with("rampart_listener_connections{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+                == 1.0
+        },
+    )
+    .await;
+    s.write_all(b"GET /echo-head HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let all = String::from_utf8_lossy(&all);
+    assert!(all.starts_with("HTTP/1.1 200 "), "{all}");
+    assert!(
+        all.to_ascii_lowercase().contains("get /echo-head http/1.1"),
+        "{all}"
+    );
+}

@@ -188,6 +188,12 @@ pub async fn serve<S: ClientIo>(
                     continue;
                 }
                 r = tokio::time::timeout_at(wake, read) => match r {
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // a new connection's request has not come yet: it
+                        // waits registered, and without a buffer
+                        consume(&mut buf, 0);
+                        continue;
+                    }
                     Ok(Ok(0)) | Ok(Err(_)) => return,
                     Ok(Ok(_)) => {}
                     Err(_) if park && park_at(&builders, deadline).is_some() => {

@@ -70,13 +70,11 @@ impl ClientIo for ClientSocket {
     }
     fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // The first wait of a connection not registered yet: its request has
-        // likely come with it, so it is read at once (a read that finds
-        // nothing registers it). A later wait registers it first, so that no
-        // buffer is held while it waits.
-        if let Sock::Raw(_, fresh) = &mut self.sock {
-            if std::mem::take(fresh) {
-                return Poll::Ready(Ok(()));
-            }
+        // likely come with it, so it is read at once (a first read that finds
+        // nothing says WouldBlock: `poll_read`). A later wait registers it
+        // first, so that no buffer is held while it waits.
+        if let Sock::Raw(_, true) = self.sock {
+            return Poll::Ready(Ok(()));
         }
         match self.register() {
             Ok(s) => s.poll_read_ready(cx),
@@ -130,8 +128,9 @@ pub struct ClientSocket {
 }
 
 enum Sock {
-    /// Not registered (non-blocking); whether it has not waited yet (its first
-    /// wait reads at once: `poll_readable`). Kept in the variant, not beside
+    /// Not registered (non-blocking); whether it has not been read yet (its
+    /// first wait reads at once: `poll_readable`; a first read that finds
+    /// nothing fails with WouldBlock instead of waiting: `poll_read`). Kept in the variant, not beside
     /// it, so that a `ClientSocket` is no larger than a tokio `TcpStream` (the
     /// fast path's future holds one for every connection).
     Raw(std::net::TcpStream, bool),
@@ -225,8 +224,9 @@ impl AsyncRead for ClientSocket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Sock::Raw(s, _) = &this.sock {
-            let sock = socket2::SockRef::from(s);
+        if let Sock::Raw(s, fresh) = &mut this.sock {
+            let first = std::mem::take(fresh);
+            let sock = socket2::SockRef::from(&*s);
             // SAFETY: `unfilled_mut` must not be used to de-initialize bytes;
             // recv(2) only writes to the buffer, and only its first n bytes,
             // which are then marked initialized and filled (tests/lazy_socket
@@ -237,6 +237,12 @@ impl AsyncRead for ClientSocket {
                     unsafe { buf.assume_init(n) };
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
+                }
+                // a new connection's first read found nothing: said as
+                // WouldBlock, so that the fast path lets its buffer go before
+                // it waits (a connection that sends nothing holds none)
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && first => {
+                    return Poll::Ready(Err(e));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
