@@ -62,6 +62,22 @@ async fn pool_state(listen: SocketAddr) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// Waits until `addr` is the pool's only member.
+async fn wait_only_member(p: &Proxy, addr: SocketAddr) {
+    let addr = addr.to_string();
+    p.wait_pool(
+        Duration::from_secs(5),
+        "app",
+        "only the new pod left",
+        |v| {
+            v["servers"]
+                .as_array()
+                .is_some_and(|ss| ss.len() == 1 && ss[0]["address"] == addr.as_str())
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_replacement_is_followed_within_ttl() {
     let mut dns = TestDns::start("test.").await;
@@ -114,18 +130,65 @@ async fn pod_replacement_is_followed_within_ttl() {
     );
     eprintln!("requests reached the new pod {took:?} after the DNS change");
     assert!(new.requests() > 0);
-    let new_addr = new.addr.to_string();
-    p.wait_pool(
-        Duration::from_secs(5),
-        "app",
-        "only the new pod left",
-        |v| {
-            v["servers"]
-                .as_array()
-                .is_some_and(|ss| ss.len() == 1 && ss[0]["address"] == new_addr.as_str())
-        },
+    wait_only_member(&p, new.addr).await;
+    dns.stop().await;
+}
+
+/// A rollout: the DNS answer swaps the only pod for one at a new address while
+/// the old pod still serves (a terminating pod drains). The new member's first
+/// check takes 600 ms; until it passes, the old member keeps taking the
+/// requests, so none fails (published at once, the new member would be
+/// UNKNOWN and the pool empty for the length of that check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_serves_from_the_old_pod_until_the_new_one_passes_its_first_check() {
+    let mut dns = TestDns::start("test.").await;
+    let port = common_port(&["127.0.0.2", "127.0.0.3"]);
+    let _old = Backend::start("old-pod", SocketAddr::new(ip("127.0.0.2"), port)).await;
+    let new = Backend::start("new-pod", SocketAddr::new(ip("127.0.0.3"), port)).await;
+    dns.set_ips("app", &[ip("127.0.0.2")], 1).await;
+    let listen = free_addr("127.0.0.1");
+    let health = "retries = 0\n[pool.health]\nkind = \"http\"\npath = \"/slow?ms=600\"\ninterval = \"3s\"\ntimeout = \"2s\"\n";
+    let p = Proxy::start(
+        &dns_config(listen, dns.addr, "", health, &format!("app.test:{port}")),
+        &[listen],
     )
     .await;
+    p.wait_pool(Duration::from_secs(5), "app", "old pod UP", |v| {
+        count_status(v, "UP") == 1
+    })
+    .await;
+    let c = client();
+    let (st, body) = get(&c, &format!("http://{listen}/")).await;
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "old-pod"));
+    dns.set_ips("app", &[ip("127.0.0.3")], 1).await;
+    let changed = Instant::now();
+    let (mut old_answers, mut first_new) = (0, None);
+    while changed.elapsed() < Duration::from_secs(6) {
+        let (st, body) = get(&c, &format!("http://{listen}/")).await;
+        assert_eq!(
+            st,
+            StatusCode::OK,
+            "{:?} after the DNS change: {body}",
+            changed.elapsed()
+        );
+        match body.as_str() {
+            "old-pod" if first_new.is_none() => old_answers += 1,
+            "new-pod" => {
+                first_new.get_or_insert(changed.elapsed());
+            }
+            other => panic!("{other:?} after the new pod answered"),
+        }
+        if first_new.is_some_and(|t| changed.elapsed() > t + Duration::from_millis(300)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = first_new.expect("the new pod never answered");
+    eprintln!("{old_answers} requests went to the old pod; the new one answered after {took:?}");
+    // the old pod served while the new one was being checked
+    assert!(old_answers > 0);
+    assert!(new.requests() > 0);
+    wait_only_member(&p, new.addr).await;
     dns.stop().await;
 }
 

@@ -13,7 +13,7 @@ use crate::health::HealthManager;
 use crate::listener::{BindError, ListenerSet, Prepared};
 use crate::pool::{AdminState, Carried, Health, Pool, Server};
 use crate::snapshot::Snapshot;
-use crate::snapshot::{Discovered, DnsKey};
+use crate::snapshot::{Discovered, DnsKey, FoundSet};
 mod msg;
 mod shared;
 
@@ -100,6 +100,23 @@ pub struct Control {
     /// Numbers the state file writes, which finish off this task in any order.
     save_seq: u64,
     dirty: bool,
+    /// DNS answers whose new members are having their first check, by the
+    /// number of the check round (a newer answer replaces the round).
+    first_checks: HashMap<DnsKey, u64>,
+    next_check_seq: u64,
+    /// Where those rounds report (the receiver is taken by `run`).
+    checked: (
+        tokio::sync::mpsc::UnboundedSender<Checked>,
+        Option<tokio::sync::mpsc::UnboundedReceiver<Checked>>,
+    ),
+}
+
+/// An answer whose new members have had their first check.
+struct Checked {
+    key: DnsKey,
+    seq: u64,
+    members: FoundSet,
+    reports: Vec<(std::net::SocketAddr, crate::pool::CheckReport)>,
 }
 
 impl Control {
@@ -131,6 +148,12 @@ impl Control {
             saved: statefile::StateFile::default(),
             save_seq: 0,
             dirty: false,
+            first_checks: HashMap::new(),
+            next_check_seq: 0,
+            checked: {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                (tx, Some(rx))
+            },
         };
         let cfg = Arc::clone(&c.cfg);
         let disc = c.watches.current();
@@ -144,6 +167,10 @@ impl Control {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = Instant::now();
+        let (_, checked) = &mut self.checked;
+        let Some(mut checked) = checked.take() else {
+            return;
+        };
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -173,6 +200,7 @@ impl Control {
                     self.handle(msg).await;
                 }
                 Some(update) = inbox.dns.recv() => self.apply_dns(update),
+                Some(c) = checked.recv() => self.apply_checked(c),
                 _ = inbox.health_flipped.notified() => self.dirty = true,
             }
             // after every change it hears of (health, DNS, an operator, a
@@ -232,12 +260,89 @@ impl Control {
         }
     }
 
-    /// New members for a DNS server entry.
+    /// New members for a DNS server entry. Members new to a pool whose servers
+    /// start UNKNOWN (`[pool.health]`, `initial = "unknown"`) are checked once
+    /// before the answer is published, so the members they replace (a rollout:
+    /// a pod at a new address for one that goes) keep serving until the new
+    /// ones have a verdict, instead of a pool with nothing usable for the
+    /// length of a check.
     fn apply_dns(&mut self, DnsUpdate { key, members }: DnsUpdate) {
         if !self.watches.is_running(&key) {
             // an answer of a watch a reload just stopped
             return;
         }
+        // a newer answer replaces one still being checked
+        self.first_checks.remove(&key);
+        let fresh = self.unchecked_members(&key, &members);
+        if fresh.is_empty() {
+            self.publish_dns(key, members, Vec::new());
+            return;
+        }
+        let cur = self.shared.plane.snapshot.load_full();
+        let Some(pool) = cur.pool(&key.pool) else {
+            return;
+        };
+        self.next_check_seq += 1;
+        let seq = self.next_check_seq;
+        self.first_checks.insert(key.clone(), seq);
+        tracing::info!(pool = %pool.name, name = %key.entry, new = ?fresh, "new members: checked once before they take traffic");
+        let tx = self.checked.0.clone();
+        let source = key.entry.to_string();
+        self.health
+            .first_checks(pool, &source, fresh, move |reports| {
+                let _ = tx.send(Checked {
+                    key,
+                    seq,
+                    members,
+                    reports,
+                });
+            });
+    }
+
+    /// The addresses of `members` that `key`'s pool does not have yet, if the
+    /// pool's new servers wait for a first check before taking traffic.
+    fn unchecked_members(&self, key: &DnsKey, members: &FoundSet) -> Vec<std::net::SocketAddr> {
+        let snap = self.shared.plane.snapshot.load();
+        let Some(pool) = snap.pool(&key.pool) else {
+            return Vec::new();
+        };
+        if pool.health.as_ref().is_none_or(|h| h.initial_up) {
+            return Vec::new();
+        }
+        let none = FoundSet::default();
+        let before = self.discovered.get(key).unwrap_or(&none);
+        let (came, _) = crate::snapshot::answer_changes(before, members);
+        if came.is_empty() {
+            return Vec::new();
+        }
+        let have: HashSet<std::net::SocketAddr> = pool.servers.iter().map(|s| s.addr).collect();
+        came.iter()
+            .map(|f| f.addr)
+            .filter(|a| !have.contains(a))
+            .collect()
+    }
+
+    /// The first checks of an answer's new members are done: the answer is
+    /// published with their verdicts, unless a newer one came meanwhile.
+    fn apply_checked(&mut self, c: Checked) {
+        if self.first_checks.get(&c.key) != Some(&c.seq) {
+            return;
+        }
+        self.first_checks.remove(&c.key);
+        if !self.watches.is_running(&c.key) {
+            return;
+        }
+        self.publish_dns(c.key, c.members, c.reports);
+    }
+
+    /// Publishes a DNS answer; the new members with a report in `checked` start
+    /// from its verdict.
+    fn publish_dns(
+        &mut self,
+        key: DnsKey,
+        members: FoundSet,
+        checked: Vec<(std::net::SocketAddr, crate::pool::CheckReport)>,
+    ) {
         let before = self.discovered.insert(key.clone(), members);
         let cur = self.shared.plane.snapshot.load_full();
         let Some(old) = cur.pool(&key.pool) else {
@@ -257,6 +362,11 @@ impl Control {
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let new_pool = Arc::new(r.pool);
+        for (addr, report) in checked {
+            if let Some(s) = r.added.iter().find(|s| s.addr == addr) {
+                self.health.seed(&new_pool, s, report);
+            }
+        }
         self.shared
             .plane
             .snapshot

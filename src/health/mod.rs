@@ -174,16 +174,56 @@ impl HealthManager {
         }
         let span = tracing::info_span!("health", pool = %pool.name, server = %s.id);
         let (addr, state, cfg) = (s.addr, Arc::clone(&s.state), Arc::clone(cfg));
-        let tls = pool.tls.as_ref().map(|t| {
-            let name = t.name_for(s.source.as_deref(), s.addr);
-            (t.clone(), name)
-        });
+        let tls = check_tls(pool, s.source.as_deref(), s.addr);
         let flipped = Arc::clone(&self.flipped);
         self.tracker.spawn(tracing::Instrument::instrument(
             async move {
                 tokio::select! {
                     _ = token.cancelled() => {}
                     _ = check_loop(addr, tls, state, cfg, flipped) => {}
+                }
+            },
+            span,
+        ));
+    }
+
+    /// One check of each of `addrs`, members a DNS answer for `source` brings
+    /// to `pool` that are not published yet, all at once; `done` gets the
+    /// reports when every one has answered (each within the check timeout).
+    /// Nothing when the pool has no `[health]`.
+    pub fn first_checks(
+        &self,
+        pool: &Pool,
+        source: &str,
+        addrs: Vec<SocketAddr>,
+        done: impl FnOnce(Vec<(SocketAddr, CheckReport)>) + Send + 'static,
+    ) {
+        let Some(cfg) = &pool.health else { return };
+        let cfg = Arc::new(cfg.clone());
+        let mut checks = tokio::task::JoinSet::new();
+        for addr in addrs {
+            let tls = check_tls(pool, Some(source), addr);
+            let cfg = Arc::clone(&cfg);
+            checks.spawn(async move { (addr, check_once(&cfg, addr, tls.as_ref()).await) });
+        }
+        let cancel = self.cancel.clone();
+        let span = tracing::info_span!("health", pool = %pool.name, first_checks = %source);
+        self.tracker.spawn(tracing::Instrument::instrument(
+            async move {
+                let all = async {
+                    let mut reports = Vec::with_capacity(checks.len());
+                    while let Some(r) = checks.join_next().await {
+                        // (a check that panicked has no report: the member's
+                        // own task checks it once published)
+                        if let Ok(r) = r {
+                            reports.push(r);
+                        }
+                    }
+                    reports
+                };
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    reports = all => done(reports),
                 }
             },
             span,
@@ -212,49 +252,12 @@ async fn check_loop(
             continue;
         }
         let started = Instant::now();
-        let result = check_with(&cfg.check, addr, tls.as_ref(), cfg.timeout).await;
-        {
-            use std::sync::atomic::Ordering::Relaxed;
-            state.checks.total.fetch_add(1, Relaxed);
-            if result.is_err() {
-                state.checks.failed.fetch_add(1, Relaxed);
-                state.checks.fail_streak.fetch_add(1, Relaxed);
-            } else {
-                state.checks.fail_streak.store(0, Relaxed);
-            }
-        }
-        let report = CheckReport {
-            at: SystemTime::now(),
-            duration: started.elapsed(),
-            ok: result.is_ok(),
-            detail: match &result {
-                Ok(s) => s.clone(),
-                Err(e) => e.to_string(),
-            },
-        };
+        let report = check_once(&cfg, addr, tls.as_ref()).await;
         if rf.state() != state.health() {
             // changed from outside (maintenance resets it to UNKNOWN, a restored state file)
             rf = RiseFall::new(state.health(), cfg.rise, cfg.fall);
         }
-        let was = rf.state();
-        if let Some(now) = rf.observe(result.is_ok()) {
-            state.set_health(now, clock::now_ms());
-            flipped.notify_one();
-            if now == Health::Up {
-                // Proven healthy by an active check: a breaker left open by the
-                // failures that took it down would only delay its return.
-                state.breaker.reset();
-            }
-            match now {
-                Health::Up => {
-                    tracing::info!(from = was.as_str(), to = "UP", check = %report.detail, "server is UP")
-                }
-                _ => {
-                    tracing::warn!(from = was.as_str(), to = now.as_str(), reason = %report.detail, "server is DOWN")
-                }
-            }
-        }
-        state.checks.last.store(Some(Arc::new(report)));
+        record(&state, &mut rf, report, &flipped);
         let wait = if rf.changing() {
             cfg.fast_interval
         } else {
@@ -264,6 +267,77 @@ async fn check_loop(
             _ = tokio::time::sleep(jittered(wait).saturating_sub(started.elapsed().min(wait / 2))) => {}
             _ = state.checks.now.notified() => {}
         }
+    }
+}
+
+/// The TLS a check of `addr` (found under `source`) goes over, if the pool's
+/// servers speak TLS.
+fn check_tls(pool: &Pool, source: Option<&str>, addr: SocketAddr) -> Option<CheckTls> {
+    pool.tls
+        .as_ref()
+        .map(|t| (t.clone(), t.name_for(source, addr)))
+}
+
+/// Runs one check and reports it.
+async fn check_once(cfg: &HealthConfig, addr: SocketAddr, tls: Option<&CheckTls>) -> CheckReport {
+    let started = Instant::now();
+    let result = check_with(&cfg.check, addr, tls, cfg.timeout).await;
+    CheckReport {
+        at: SystemTime::now(),
+        duration: started.elapsed(),
+        ok: result.is_ok(),
+        detail: match result {
+            Ok(s) => s,
+            Err(e) => e.to_string(),
+        },
+    }
+}
+
+/// Counts one check of a server, feeds it to the server's rise/fall counter
+/// and sets (and logs) its health when that flips.
+fn record(
+    state: &ServerState,
+    rf: &mut RiseFall,
+    report: CheckReport,
+    flipped: &tokio::sync::Notify,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    state.checks.total.fetch_add(1, Relaxed);
+    if report.ok {
+        state.checks.fail_streak.store(0, Relaxed);
+    } else {
+        state.checks.failed.fetch_add(1, Relaxed);
+        state.checks.fail_streak.fetch_add(1, Relaxed);
+    }
+    let was = rf.state();
+    if let Some(now) = rf.observe(report.ok) {
+        state.set_health(now, clock::now_ms());
+        flipped.notify_one();
+        if now == Health::Up {
+            // Proven healthy by an active check: a breaker left open by the
+            // failures that took it down would only delay its return.
+            state.breaker.reset();
+        }
+        match now {
+            Health::Up => {
+                tracing::info!(from = was.as_str(), to = "UP", check = %report.detail, "server is UP")
+            }
+            _ => {
+                tracing::warn!(from = was.as_str(), to = now.as_str(), reason = %report.detail, "server is DOWN")
+            }
+        }
+    }
+    state.checks.last.store(Some(Arc::new(report)));
+}
+
+impl HealthManager {
+    /// Gives `s`, a member not yet published, the verdict of the check it had
+    /// before (`first_checks`), as if its own task had run it.
+    pub fn seed(&self, pool: &Pool, s: &Server, report: CheckReport) {
+        let Some(cfg) = &pool.health else { return };
+        let mut rf = RiseFall::new(s.state.health(), cfg.rise, cfg.fall);
+        let _span = tracing::info_span!("health", pool = %pool.name, server = %s.id).entered();
+        record(&s.state, &mut rf, report, &self.flipped);
     }
 }
 
