@@ -437,7 +437,31 @@ pub async fn start_echo_after_eof(addr: SocketAddr) -> (SocketAddr, JoinHandle<(
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
+/// A new directory under the system's temporary directory, named after this
+/// test process. The first call in a process removes the directories of test
+/// processes that no longer run (a test's files outlive it only until the next
+/// test binary starts; nothing piles up in /tmp run after run).
 pub fn temp_dir(tag: &str) -> PathBuf {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| {
+        let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        for e in dir.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("rampart-test-"))
+                .and_then(|n| n.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    });
     let d = std::env::temp_dir().join(format!(
         "rampart-test-{}-{}-{tag}",
         std::process::id(),
