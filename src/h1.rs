@@ -109,6 +109,32 @@ fn field(name: &str) -> Field {
     }
 }
 
+/// Which fields of a head are not `Field::Other`, found once as the head is
+/// parsed, so that writing it out again does not compare every name once
+/// more: bit `i` for field `i` (a field past the 64th is classified again
+/// when asked).
+#[derive(Debug, Clone, Copy, Default)]
+struct Special(u64);
+
+impl Special {
+    /// `f`, the kind of field `i`, noted.
+    fn note(&mut self, i: usize, f: Field) -> Field {
+        if f != Field::Other && i < 64 {
+            self.0 |= 1 << i;
+        }
+        f
+    }
+
+    /// The kind of field `i`, named `name`.
+    fn field(self, i: usize, name: &str) -> Field {
+        if i < 64 && self.0 & (1 << i) == 0 {
+            Field::Other
+        } else {
+            field(name)
+        }
+    }
+}
+
 /// The comma-separated tokens of a header value, trimmed, empty ones skipped.
 fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
     v.split(|&b| b == b',')
@@ -127,25 +153,19 @@ struct ConnectionTokens<'b> {
 }
 
 impl<'b> ConnectionTokens<'b> {
-    fn read(headers: &[httparse::Header<'b>]) -> ConnectionTokens<'b> {
-        let mut c = ConnectionTokens::default();
-        for h in headers {
-            if field(h.name) != Field::Connection {
-                continue;
-            }
-            for t in tokens(h.value) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    c.close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    c.keep_alive = true;
-                } else if t.eq_ignore_ascii_case(b"upgrade") {
-                    c.upgrade = true;
-                } else {
-                    c.named.push(t);
-                }
+    /// Takes in the value of one `Connection` field.
+    fn add(&mut self, value: &'b [u8]) {
+        for t in tokens(value) {
+            if t.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if t.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade = true;
+            } else {
+                self.named.push(t);
             }
         }
-        c
     }
 
     fn names(&self, name: &str) -> bool {
@@ -174,6 +194,7 @@ pub struct ReqHead<'b> {
     /// upgrade, is not HTTP/1.1, ...), if it must.
     pub fallback: Option<&'static str>,
     headers: &'b [httparse::Header<'b>],
+    special: Special,
     conn: ConnectionTokens<'b>,
 }
 
@@ -202,13 +223,18 @@ pub fn parse_request<'b>(
         return Err(HeadError::Invalid(httparse::Error::Token));
     };
     let headers: &'b [httparse::Header<'b>] = req.headers;
-    let conn = ConnectionTokens::read(headers);
+    let mut conn = ConnectionTokens::default();
+    let mut special = Special::default();
     let mut fallback = None;
     let mut host = None;
     let mut hosts = 0;
     let mut lengths = 0;
-    for h in headers {
-        let why = match field(h.name) {
+    for (i, h) in headers.iter().enumerate() {
+        let why = match special.note(i, field(h.name)) {
+            Field::Connection => {
+                conn.add(h.value);
+                None
+            }
             Field::Host => {
                 hosts += 1;
                 // Visible ASCII only, as hyper's HeaderValue::to_str.
@@ -255,6 +281,7 @@ pub fn parse_request<'b>(
         host,
         fallback: fallback.or(why),
         headers,
+        special,
         conn,
     }))
 }
@@ -305,8 +332,8 @@ impl ReqHead<'_> {
         out.extend_from_slice(self.target.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
         let mut xff: Option<Vec<u8>> = None;
-        for h in self.headers {
-            match field(h.name) {
+        for (i, h) in self.headers.iter().enumerate() {
+            match self.special.field(i, h.name) {
                 Field::Connection
                 | Field::KeepAlive
                 | Field::ProxyConnection
@@ -397,6 +424,7 @@ pub struct RespHead<'b> {
     http10: bool,
     reason: &'b str,
     headers: &'b [httparse::Header<'b>],
+    special: Special,
     conn: ConnectionTokens<'b>,
 }
 
@@ -431,12 +459,14 @@ pub fn parse_response<'b>(
         return Err(RespError::Invalid(httparse::Error::Status));
     };
     let headers: &'b [httparse::Header<'b>] = resp.headers;
-    let conn = ConnectionTokens::read(headers);
+    let mut conn = ConnectionTokens::default();
+    let mut special = Special::default();
     let mut length: Option<u64> = None;
     let mut te: Option<&[u8]> = None;
     let mut keepalive = None;
-    for h in headers {
-        match field(h.name) {
+    for (i, h) in headers.iter().enumerate() {
+        match special.note(i, field(h.name)) {
+            Field::Connection => conn.add(h.value),
             Field::ContentLength => {
                 // Several fields (or a list) are accepted only if all agree.
                 for t in h.value.split(|&b| b == b',').map(|t| t.trim_ascii()) {
@@ -483,6 +513,7 @@ pub fn parse_response<'b>(
         http10: version == 0,
         reason: resp.reason.unwrap_or(""),
         headers,
+        special,
         conn,
     }))
 }
@@ -522,8 +553,8 @@ impl RespHead<'_> {
         out.push(b' ');
         out.extend_from_slice(self.reason.as_bytes());
         out.extend_from_slice(b"\r\n");
-        for h in self.headers {
-            match field(h.name) {
+        for (i, h) in self.headers.iter().enumerate() {
+            match self.special.field(i, h.name) {
                 Field::Connection
                 | Field::KeepAlive
                 | Field::ProxyConnection
@@ -564,7 +595,8 @@ impl<'b> RespHead<'b> {
             };
         self.headers
             .iter()
-            .filter(move |h| match field(h.name) {
+            .enumerate()
+            .filter(move |(i, h)| match self.special.field(*i, h.name) {
                 Field::Connection
                 | Field::KeepAlive
                 | Field::ProxyConnection
@@ -575,7 +607,7 @@ impl<'b> RespHead<'b> {
                 Field::Other => self.conn.named.is_empty() || !self.conn.names(h.name),
                 _ => true,
             })
-            .map(|h| (h.name, h.value))
+            .map(|(_, h)| (h.name, h.value))
     }
 }
 
@@ -1032,6 +1064,49 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nconnection: close\r\n\r\n"
         );
+    }
+
+    /// Fields are classified once, as the head is parsed, for the first 64;
+    /// the ones after are classified when written. Hop-by-hop fields on both
+    /// sides of that line are dropped alike.
+    #[test]
+    fn hop_by_hop_fields_past_the_64th_are_dropped_too() {
+        let filler: String = (0..62).map(|i| format!("X-F{i}: {i}\r\n")).collect();
+        let hop = "Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: x\r\nUpgrade: y\r\nX-Named: 1\r\nConnection: X-Named\r\n";
+        let expect_kept: String = (0..62).map(|i| format!("X-F{i}: {i}\r\n")).collect();
+        for before in [true, false] {
+            let (a, b) = if before {
+                (hop, filler.as_str())
+            } else {
+                (filler.as_str(), hop)
+            };
+            let raw = format!("HTTP/1.1 200 OK\r\n{a}{b}X-Last: z\r\nContent-Length: 0\r\n\r\n");
+            let mut slots = header_slots();
+            let r = parse_response(raw.as_bytes(), &mut slots, false)
+                .unwrap()
+                .unwrap();
+            let mut out = Vec::new();
+            r.write_client(false, None, &mut out);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("HTTP/1.1 200 OK\r\n{expect_kept}X-Last: z\r\nContent-Length: 0\r\n\r\n"),
+                "hop-by-hop fields {}",
+                if before { "first" } else { "past the 64th" }
+            );
+            let kept: Vec<&str> = r.end_to_end().map(|(n, _)| n).collect();
+            assert_eq!(kept.len(), 64, "{kept:?}");
+            assert_eq!(kept[62..], ["X-Last", "Content-Length"]);
+            let raw = format!("GET / HTTP/1.1\r\nHost: h\r\n{a}{b}X-Last: z\r\n\r\n");
+            let (fallback, out, _) = req(&raw);
+            // (Upgrade sends it to hyper; its rewriting is still checked here)
+            assert_eq!(fallback, Some("upgrade"));
+            assert!(
+                out.starts_with(&format!(
+                    "GET / HTTP/1.1\r\nHost: h\r\n{expect_kept}X-Last: z\r\n"
+                )),
+                "{out}"
+            );
+        }
     }
 
     #[test]
