@@ -94,7 +94,7 @@ enum Field {
 }
 
 fn field(name: &str) -> Field {
-    let is = |s: &str| name.eq_ignore_ascii_case(s);
+    let is = |s: &str| eq_lowercase(name.as_bytes(), s.as_bytes());
     match name.len() {
         2 if is("te") => Field::Te,
         4 if is("host") => Field::Host,
@@ -107,6 +107,21 @@ fn field(name: &str) -> Field {
         17 if is("transfer-encoding") => Field::TransferEncoding,
         _ => Field::Other,
     }
+}
+
+/// A field name (a token, as httparse checked it) equal to `lower`, a name in
+/// lower case, ignoring ASCII case. `b | 0x20` lowers an upper-case letter;
+/// of the other token characters none becomes a lower-case letter or `-` by
+/// it (only CR, not a token character, would become `-`). Without branches
+/// per byte, unlike `eq_ignore_ascii_case`: a field name is compared several
+/// times per message.
+fn eq_lowercase(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len()
+        && name
+            .iter()
+            .zip(lower)
+            .fold(0u8, |diff, (&a, &b)| diff | ((a | 0x20) ^ b))
+            == 0
 }
 
 /// Which fields of a head are not `Field::Other`, found once as the head is
@@ -379,7 +394,7 @@ impl ReqHead<'_> {
 /// as httparse accepts them.
 pub fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
-    while let Some(p) = buf.get(i..)?.iter().position(|&b| b == b'\n') {
+    while let Some(p) = memchr::memchr(b'\n', buf.get(i..)?) {
         let lf = i + p;
         match buf.get(lf + 1..lf + 3) {
             Some([b'\n', _]) => return Some(lf + 2),
@@ -1106,6 +1121,49 @@ mod tests {
                 )),
                 "{out}"
             );
+        }
+    }
+
+    #[test]
+    fn field_names_are_matched_in_any_case_and_only_exactly() {
+        for (name, want) in [
+            ("content-length", Field::ContentLength),
+            ("Content-Length", Field::ContentLength),
+            ("CONTENT-LENGTH", Field::ContentLength),
+            ("cOnTeNt-LeNgTh", Field::ContentLength),
+            ("TE", Field::Te),
+            ("Transfer-Encoding", Field::TransferEncoding),
+            ("Proxy-Connection", Field::ProxyConnection),
+            ("KEEP-ALIVE", Field::KeepAlive),
+            ("Connection", Field::Connection),
+            ("Host", Field::Host),
+            ("Expect", Field::Expect),
+            ("Upgrade", Field::Upgrade),
+            // near misses: other token characters, one letter off, longer
+            ("content_length", Field::Other),
+            ("content.length", Field::Other),
+            ("content-lengti", Field::Other),
+            ("Hos+", Field::Other),
+            ("hostt", Field::Other),
+            ("t~", Field::Other),
+            ("x-connection", Field::Other),
+        ] {
+            assert_eq!(field(name), want, "{name}");
+        }
+        // every token character against every lower-case letter and '-'
+        let tokens: Vec<u8> = (0x21..0x7f)
+            .filter(|b| !b"\"(),/:;<=>?@[\\]{}".contains(b))
+            .collect();
+        for &t in &tokens {
+            for &l in b"abcdefghijklmnopqrstuvwxyz-" {
+                assert_eq!(
+                    eq_lowercase(&[t], &[l]),
+                    t.eq_ignore_ascii_case(&l),
+                    "{:?} {:?}",
+                    t as char,
+                    l as char
+                );
+            }
         }
     }
 
