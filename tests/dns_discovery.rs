@@ -192,6 +192,67 @@ async fn a_rollout_serves_from_the_old_pod_until_the_new_one_passes_its_first_ch
     dns.stop().await;
 }
 
+/// Answers that change faster than a first check answers: every lookup the
+/// proxy makes gets an answer with another new address, whose check takes
+/// 1.5 s against a TTL of 1 s. One round of checks runs at a time and the
+/// newest answer goes out when it ends; were each answer to start the checks
+/// over, none would ever be published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_that_change_faster_than_a_check_are_still_published() {
+    let mut dns = TestDns::start("test.").await;
+    let ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
+    let port = common_port(&ips);
+    let mut pods = Vec::new();
+    for (i, a) in ips.iter().enumerate() {
+        pods.push(Backend::start(&format!("pod-{i}"), SocketAddr::new(ip(a), port)).await);
+    }
+    dns.set_ips("app", &[ip(ips[0])], 1).await;
+    let listen = free_addr("127.0.0.1");
+    let health = "[pool.health]\nkind = \"http\"\npath = \"/slow?ms=1500\"\ninterval = \"3s\"\ntimeout = \"3s\"\n";
+    let p = Proxy::start(
+        &dns_config(listen, dns.addr, "", health, &format!("app.test:{port}")),
+        &[listen],
+    )
+    .await;
+    p.wait_pool(Duration::from_secs(5), "app", "the first pod UP", |v| {
+        count_status(v, "UP") == 1
+    })
+    .await;
+    let admin = admin_addr_for(listen);
+    let first = pods[0].addr.to_string();
+    let (mut seen, mut answers) = (0.0, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lookups = metric(
+            &admin_get(admin, "/metrics").await.1,
+            "rampart_dns_lookups_total{",
+        );
+        if lookups > seen {
+            // the next lookup gets another new address
+            seen = lookups;
+            let next = ips[1 + answers % 3];
+            answers += 1;
+            dns.set_ips("app", &[ip(ips[0]), ip(next)], 1).await;
+        }
+        let v = pool_state(listen).await;
+        let others = v["servers"].as_array().map_or(0, |ss| {
+            ss.iter().filter(|s| s["address"] != first.as_str()).count()
+        });
+        if others > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {answers} answers, none published: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("published after {answers} answers");
+    // the answers did change faster than the first check answered
+    assert!(answers >= 3, "{answers} answers");
+    dns.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_out_and_in_keeps_survivor_state() {
     let dns = TestDns::start("test.").await;

@@ -100,9 +100,9 @@ pub struct Control {
     /// Numbers the state file writes, which finish off this task in any order.
     save_seq: u64,
     dirty: bool,
-    /// DNS answers whose new members are having their first check, by the
-    /// number of the check round (a newer answer replaces the round).
-    first_checks: HashMap<DnsKey, u64>,
+    /// The names whose answer waits for a round of first checks of its new
+    /// members.
+    first_checks: HashMap<DnsKey, Round>,
     next_check_seq: u64,
     /// Where those rounds report (the receiver is taken by `run`).
     checked: (
@@ -111,11 +111,18 @@ pub struct Control {
     ),
 }
 
-/// An answer whose new members have had their first check.
+/// A round of first checks of the new members of a name's answer.
+struct Round {
+    /// Which round (one that a reload dropped may still report).
+    seq: u64,
+    /// The newest answer for the name, published when the round is done.
+    latest: FoundSet,
+}
+
+/// A round of first checks, done.
 struct Checked {
     key: DnsKey,
     seq: u64,
-    members: FoundSet,
     reports: Vec<(std::net::SocketAddr, crate::pool::CheckReport)>,
 }
 
@@ -266,13 +273,21 @@ impl Control {
     /// a pod at a new address for one that goes) keep serving until the new
     /// ones have a verdict, instead of a pool with nothing usable for the
     /// length of a check.
+    ///
+    /// One round of checks per name at a time: an answer that comes while one
+    /// runs waits for it and is published with its verdicts (a new address it
+    /// did not check starts UNKNOWN). So answers that change faster than a
+    /// check answers (a dead new address takes the whole `timeout`) never hold
+    /// the name's members back for longer than one round.
     fn apply_dns(&mut self, DnsUpdate { key, members }: DnsUpdate) {
         if !self.watches.is_running(&key) {
             // an answer of a watch a reload just stopped
             return;
         }
-        // a newer answer replaces one still being checked
-        self.first_checks.remove(&key);
+        if let Some(round) = self.first_checks.get_mut(&key) {
+            round.latest = members;
+            return;
+        }
         let fresh = self.unchecked_members(&key, &members);
         if fresh.is_empty() {
             self.publish_dns(key, members, Vec::new());
@@ -284,18 +299,19 @@ impl Control {
         };
         self.next_check_seq += 1;
         let seq = self.next_check_seq;
-        self.first_checks.insert(key.clone(), seq);
+        self.first_checks.insert(
+            key.clone(),
+            Round {
+                seq,
+                latest: members,
+            },
+        );
         tracing::info!(pool = %pool.name, name = %key.entry, new = ?fresh, "new members: checked once before they take traffic");
         let tx = self.checked.0.clone();
         let source = key.entry.to_string();
         self.health
             .first_checks(pool, &source, fresh, move |reports| {
-                let _ = tx.send(Checked {
-                    key,
-                    seq,
-                    members,
-                    reports,
-                });
+                let _ = tx.send(Checked { key, seq, reports });
             });
     }
 
@@ -322,17 +338,21 @@ impl Control {
             .collect()
     }
 
-    /// The first checks of an answer's new members are done: the answer is
-    /// published with their verdicts, unless a newer one came meanwhile.
+    /// A round of first checks is done: the newest answer for its name is
+    /// published, its new members starting from the round's verdicts.
     fn apply_checked(&mut self, c: Checked) {
-        if self.first_checks.get(&c.key) != Some(&c.seq) {
+        // (a round of a name that a reload took away, or took away and added
+        // back, has no entry, or another one)
+        if self.first_checks.get(&c.key).map(|r| r.seq) != Some(c.seq) {
             return;
         }
-        self.first_checks.remove(&c.key);
+        let Some(round) = self.first_checks.remove(&c.key) else {
+            return;
+        };
         if !self.watches.is_running(&c.key) {
             return;
         }
-        self.publish_dns(c.key, c.members, c.reports);
+        self.publish_dns(c.key, round.latest, c.reports);
     }
 
     /// Publishes a DNS answer; the new members with a report in `checked` start
@@ -645,6 +665,7 @@ impl Control {
         }
         let wanted: HashSet<DnsKey> = crate::discovery::targets(&new).into_iter().collect();
         self.discovered.retain(|k, _| wanted.contains(k));
+        self.first_checks.retain(|k, _| wanted.contains(k));
 
         let mut snap = Snapshot::build(&new, Some(&cur), &self.discovered, cur.generation + 1);
         if let Some(saved) = restore {
