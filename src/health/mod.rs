@@ -200,14 +200,18 @@ impl HealthManager {
     ) {
         let Some(cfg) = &pool.health else { return };
         let cfg = Arc::new(cfg.clone());
+        let span = tracing::info_span!("health", pool = %pool.name, first_checks = %source);
+        // (the set aborts its checks if the task below is dropped)
         let mut checks = tokio::task::JoinSet::new();
         for addr in addrs {
             let tls = check_tls(pool, Some(source), addr);
             let cfg = Arc::clone(&cfg);
-            checks.spawn(async move { (addr, check_once(&cfg, addr, tls.as_ref()).await) });
+            checks.spawn(tracing::Instrument::instrument(
+                async move { (addr, check_once(&cfg, addr, tls.as_ref()).await) },
+                tracing::info_span!(parent: &span, "check", server = %addr),
+            ));
         }
         let cancel = self.cancel.clone();
-        let span = tracing::info_span!("health", pool = %pool.name, first_checks = %source);
         self.tracker.spawn(tracing::Instrument::instrument(
             async move {
                 let all = async {
