@@ -189,8 +189,8 @@ impl HealthManager {
 
     /// One check of each of `addrs`, members a DNS answer for `source` brings
     /// to `pool` that are not published yet, all at once; `done` gets the
-    /// reports when every one has answered (each within the check timeout).
-    /// Nothing when the pool has no `[health]`.
+    /// reports when every one has answered (each within the check timeout),
+    /// or none at once when the pool has no `[health]`.
     pub fn first_checks(
         &self,
         pool: &Pool,
@@ -198,7 +198,9 @@ impl HealthManager {
         addrs: Vec<SocketAddr>,
         done: impl FnOnce(Vec<(SocketAddr, CheckReport)>) + Send + 'static,
     ) {
-        let Some(cfg) = &pool.health else { return };
+        let Some(cfg) = &pool.health else {
+            return done(Vec::new());
+        };
         let cfg = Arc::new(cfg.clone());
         let span = tracing::info_span!("health", pool = %pool.name, first_checks = %source);
         // (the set aborts its checks if the task below is dropped)
@@ -232,6 +234,15 @@ impl HealthManager {
             },
             span,
         ));
+    }
+
+    /// Gives `s`, a member not yet published, the verdict of the check it had
+    /// before (`first_checks`), as if its own task had run it.
+    pub fn seed(&self, pool: &Pool, s: &Server, report: CheckReport) {
+        let Some(cfg) = &pool.health else { return };
+        let mut rf = RiseFall::new(s.state.health(), cfg.rise, cfg.fall);
+        let _span = tracing::info_span!("health", pool = %pool.name, server = %s.id).entered();
+        record(&s.state, &mut rf, report, &self.flipped);
     }
 
     pub fn stop_all(&mut self) {
@@ -332,17 +343,6 @@ fn record(
         }
     }
     state.checks.last.store(Some(Arc::new(report)));
-}
-
-impl HealthManager {
-    /// Gives `s`, a member not yet published, the verdict of the check it had
-    /// before (`first_checks`), as if its own task had run it.
-    pub fn seed(&self, pool: &Pool, s: &Server, report: CheckReport) {
-        let Some(cfg) = &pool.health else { return };
-        let mut rf = RiseFall::new(s.state.health(), cfg.rise, cfg.fall);
-        let _span = tracing::info_span!("health", pool = %pool.name, server = %s.id).entered();
-        record(&s.state, &mut rf, report, &self.flipped);
-    }
 }
 
 #[cfg(test)]
