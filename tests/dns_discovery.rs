@@ -62,6 +62,23 @@ async fn pool_state(listen: SocketAddr) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// A proxy whose pool `app` is the DNS name `name` (in `test.`) with the
+/// `[pool.health]` (and pool keys) `health`, once its first member is UP; and
+/// its listening address.
+async fn start_checked(dns: &TestDns, health: &str, name: &str, port: u16) -> (Proxy, SocketAddr) {
+    let listen = free_addr("127.0.0.1");
+    let p = Proxy::start(
+        &dns_config(listen, dns.addr, "", health, &format!("{name}.test:{port}")),
+        &[listen],
+    )
+    .await;
+    p.wait_pool(Duration::from_secs(5), "app", "the first member UP", |v| {
+        count_status(v, "UP") == 1
+    })
+    .await;
+    (p, listen)
+}
+
 /// Waits until `addr` is the pool's only member.
 async fn wait_only_member(p: &Proxy, addr: SocketAddr) {
     let addr = addr.to_string();
@@ -146,17 +163,8 @@ async fn a_rollout_serves_from_the_old_pod_until_the_new_one_passes_its_first_ch
     let _old = Backend::start("old-pod", SocketAddr::new(ip("127.0.0.2"), port)).await;
     let new = Backend::start("new-pod", SocketAddr::new(ip("127.0.0.3"), port)).await;
     dns.set_ips("app", &[ip("127.0.0.2")], 1).await;
-    let listen = free_addr("127.0.0.1");
     let health = "retries = 0\n[pool.health]\nkind = \"http\"\npath = \"/slow?ms=600\"\ninterval = \"3s\"\ntimeout = \"2s\"\n";
-    let p = Proxy::start(
-        &dns_config(listen, dns.addr, "", health, &format!("app.test:{port}")),
-        &[listen],
-    )
-    .await;
-    p.wait_pool(Duration::from_secs(5), "app", "old pod UP", |v| {
-        count_status(v, "UP") == 1
-    })
-    .await;
+    let (p, listen) = start_checked(&dns, health, "app", port).await;
     let c = client();
     let (st, body) = get(&c, &format!("http://{listen}/")).await;
     assert_eq!((st, body.as_str()), (StatusCode::OK, "old-pod"));
@@ -185,7 +193,7 @@ async fn a_rollout_serves_from_the_old_pod_until_the_new_one_passes_its_first_ch
     }
     let took = first_new.expect("the new pod never answered");
     eprintln!("{old_answers} requests went to the old pod; the new one answered after {took:?}");
-    // the old pod served while the new one was being checked
+    // after the change, the old pod answered until the new one took over
     assert!(old_answers > 0);
     assert!(new.requests() > 0);
     wait_only_member(&p, new.addr).await;
@@ -207,17 +215,8 @@ async fn answers_that_change_faster_than_a_check_are_still_published() {
         pods.push(Backend::start(&format!("pod-{i}"), SocketAddr::new(ip(a), port)).await);
     }
     dns.set_ips("app", &[ip(ips[0])], 1).await;
-    let listen = free_addr("127.0.0.1");
     let health = "[pool.health]\nkind = \"http\"\npath = \"/slow?ms=1500\"\ninterval = \"3s\"\ntimeout = \"3s\"\n";
-    let p = Proxy::start(
-        &dns_config(listen, dns.addr, "", health, &format!("app.test:{port}")),
-        &[listen],
-    )
-    .await;
-    p.wait_pool(Duration::from_secs(5), "app", "the first pod UP", |v| {
-        count_status(v, "UP") == 1
-    })
-    .await;
+    let (_p, listen) = start_checked(&dns, health, "app", port).await;
     let admin = admin_addr_for(listen);
     let first = pods[0].addr.to_string();
     let (mut seen, mut answers) = (0.0, 0);
@@ -259,18 +258,9 @@ async fn scale_out_and_in_keeps_survivor_state() {
     let port = common_port(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
     let pods: Vec<Backend> = futures_pods(port).await;
     dns.set_ips("svc", &[ip("127.0.0.2")], 1).await;
-    let listen = free_addr("127.0.0.1");
     let health = "[pool.health]\nkind = \"http\"\npath = \"/health\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\n";
-    let p = Proxy::start(
-        &dns_config(listen, dns.addr, "", health, &format!("svc.test:{port}")),
-        &[listen],
-    )
-    .await;
+    let (p, listen) = start_checked(&dns, health, "svc", port).await;
     let c = client();
-    p.wait_pool(Duration::from_secs(5), "app", "first member UP", |v| {
-        count_status(v, "UP") == 1
-    })
-    .await;
     for _ in 0..5 {
         assert_eq!(
             get(&c, &format!("http://{listen}/")).await.0,
