@@ -13,6 +13,7 @@ pub mod forwarded;
 pub mod h1;
 pub mod ha;
 pub mod health;
+pub mod http2;
 pub mod import;
 pub mod limits;
 pub mod listener;

@@ -18,6 +18,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "clock",
             "forwarded",
             "h1",
+            "http2",
             "proxy_protocol",
             "router",
             "rules",

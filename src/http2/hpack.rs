@@ -1,0 +1,985 @@
+//! HPACK (RFC 7541), the header compression of HTTP/2, written for rampart's own
+//! HTTP/2 server: the decoder hands each field to a callback as byte slices
+//! (borrowed from the header block, the tables or one reused scratch buffer), so
+//! a request's fields can go straight into the HTTP/1.1 bytes a backend gets,
+//! with no `HeaderName`, `HeaderValue` or `HeaderMap` between.
+//!
+//! The encoder never adds to a dynamic table: each field is a static-table
+//! reference or a literal "without indexing" (RFC 7541 6.2.2) in plain octets,
+//! so rampart keeps no encoder state per connection and a peer's
+//! `SETTINGS_HEADER_TABLE_SIZE` needs no answer (as HAProxy encodes).
+
+use super::huffman_table::{CODES, LENGTHS};
+use bytes::Bytes;
+use std::collections::VecDeque;
+
+/// Why a header block could not be decoded. Every one is a connection error of
+/// type COMPRESSION_ERROR (RFC 9113 4.3): the decoder's table can no longer be
+/// trusted to match the peer's.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
+pub enum HpackError {
+    #[error("the header block ends inside a field")]
+    Truncated,
+    #[error("an integer in the header block is too large")]
+    IntegerOverflow,
+    #[error("index {0} is in neither the static nor the dynamic table")]
+    BadIndex(usize),
+    #[error(
+        "a Huffman-coded string is invalid (EOS, or padding that is not 1 bits or over 7 bits)"
+    )]
+    BadHuffman,
+    #[error("a dynamic table size update to {0} bytes is over the {1} this side allows")]
+    SizeUpdateOverLimit(usize, usize),
+    #[error("a dynamic table size update after the first field of a header block")]
+    LateSizeUpdate,
+    #[error("a string of {0} bytes in a header block is over the limit")]
+    StringTooLong(usize),
+}
+
+/// The static table (RFC 7541, Appendix A); index 1 is the first entry.
+pub const STATIC: [(&str, &str); 61] = [
+    (":authority", ""),
+    (":method", "GET"),
+    (":method", "POST"),
+    (":path", "/"),
+    (":path", "/index.html"),
+    (":scheme", "http"),
+    (":scheme", "https"),
+    (":status", "200"),
+    (":status", "204"),
+    (":status", "206"),
+    (":status", "304"),
+    (":status", "400"),
+    (":status", "404"),
+    (":status", "500"),
+    ("accept-charset", ""),
+    ("accept-encoding", "gzip, deflate"),
+    ("accept-language", ""),
+    ("accept-ranges", ""),
+    ("accept", ""),
+    ("access-control-allow-origin", ""),
+    ("age", ""),
+    ("allow", ""),
+    ("authorization", ""),
+    ("cache-control", ""),
+    ("content-disposition", ""),
+    ("content-encoding", ""),
+    ("content-language", ""),
+    ("content-length", ""),
+    ("content-location", ""),
+    ("content-range", ""),
+    ("content-type", ""),
+    ("cookie", ""),
+    ("date", ""),
+    ("etag", ""),
+    ("expect", ""),
+    ("expires", ""),
+    ("from", ""),
+    ("host", ""),
+    ("if-match", ""),
+    ("if-modified-since", ""),
+    ("if-none-match", ""),
+    ("if-range", ""),
+    ("if-unmodified-since", ""),
+    ("last-modified", ""),
+    ("link", ""),
+    ("location", ""),
+    ("max-forwards", ""),
+    ("proxy-authenticate", ""),
+    ("proxy-authorization", ""),
+    ("range", ""),
+    ("referer", ""),
+    ("refresh", ""),
+    ("retry-after", ""),
+    ("server", ""),
+    ("set-cookie", ""),
+    ("strict-transport-security", ""),
+    ("transfer-encoding", ""),
+    ("user-agent", ""),
+    ("vary", ""),
+    ("via", ""),
+    ("www-authenticate", ""),
+];
+
+/// What an entry costs in a dynamic table besides its bytes (RFC 7541 4.1).
+const ENTRY_OVERHEAD: usize = 32;
+
+/// No string in a header block may be longer than this (rampart's header lists
+/// are limited far below it; the limit keeps a length from being believed
+/// before the bytes are there).
+const MAX_STRING: usize = 1 << 20;
+
+/// One entry of a dynamic table: name and value in one allocation, which the
+/// values handed out share (`Value::to_bytes`).
+struct Entry {
+    bytes: Bytes,
+    name_len: usize,
+}
+
+/// A decoded field value: where it lives decides what keeping it costs.
+#[derive(Clone, Copy)]
+pub enum Value<'a> {
+    /// In the static table.
+    Static(&'static [u8]),
+    /// In a dynamic table entry (`.1`, a slice of `.0`): kept by sharing it.
+    Shared(&'a Bytes, &'a [u8]),
+    /// In the header block or the decoder's scratch buffer: kept by a copy.
+    Scratch(&'a [u8]),
+}
+
+impl<'a> Value<'a> {
+    pub fn bytes(&self) -> &'a [u8] {
+        match *self {
+            Value::Static(v) => v,
+            Value::Shared(_, v) | Value::Scratch(v) => v,
+        }
+    }
+
+    /// The value as `Bytes`; allocates only for a value not in a table.
+    pub fn to_bytes(&self) -> Bytes {
+        match *self {
+            Value::Static(v) => Bytes::from_static(v),
+            Value::Shared(b, v) => b.slice_ref(v),
+            Value::Scratch(v) => Bytes::copy_from_slice(v),
+        }
+    }
+}
+
+impl Entry {
+    fn name(&self) -> &[u8] {
+        &self.bytes[..self.name_len]
+    }
+    fn value(&self) -> &[u8] {
+        &self.bytes[self.name_len..]
+    }
+    fn size(&self) -> usize {
+        self.bytes.len() + ENTRY_OVERHEAD
+    }
+}
+
+/// A decoder's dynamic table: the newest entry first (index 62).
+struct Table {
+    entries: VecDeque<Entry>,
+    size: usize,
+    max: usize,
+}
+
+impl Table {
+    fn evict_to(&mut self, max: usize) {
+        while self.size > max {
+            match self.entries.pop_back() {
+                Some(e) => self.size -= e.size(),
+                None => break,
+            }
+        }
+    }
+
+    /// Adds an entry; one larger than the table empties it and is not kept
+    /// (RFC 7541 4.4). Returns whether it was kept.
+    fn insert(&mut self, e: Entry) -> bool {
+        let size = e.size();
+        if size > self.max {
+            self.entries.clear();
+            self.size = 0;
+            return false;
+        }
+        self.evict_to(self.max - size);
+        self.size += size;
+        self.entries.push_front(e);
+        true
+    }
+
+    /// The name and value at `index` (1-based over both tables).
+    fn get(&self, index: usize) -> Result<(&[u8], Value<'_>), HpackError> {
+        match index {
+            0 => Err(HpackError::BadIndex(0)),
+            1..=61 => {
+                let (n, v) = STATIC[index - 1];
+                Ok((n.as_bytes(), Value::Static(v.as_bytes())))
+            }
+            _ => self
+                .entries
+                .get(index - 62)
+                .map(|e| (e.name(), Value::Shared(&e.bytes, e.value())))
+                .ok_or(HpackError::BadIndex(index)),
+        }
+    }
+}
+
+/// Decodes the header blocks of one direction of one connection (the table
+/// lives from block to block).
+pub struct Decoder {
+    table: Table,
+    /// The largest table the peer may ask for: this side's
+    /// `SETTINGS_HEADER_TABLE_SIZE`.
+    limit: usize,
+    /// Huffman-decoded names and values.
+    name_buf: Vec<u8>,
+    value_buf: Vec<u8>,
+}
+
+impl Decoder {
+    /// A decoder whose peer may use a dynamic table of up to `limit` bytes
+    /// (4,096 unless this side's SETTINGS said otherwise).
+    pub fn new(limit: usize) -> Decoder {
+        Decoder {
+            table: Table {
+                entries: VecDeque::new(),
+                size: 0,
+                max: limit,
+            },
+            limit,
+            name_buf: Vec::new(),
+            value_buf: Vec::new(),
+        }
+    }
+
+    /// The bytes the dynamic table holds now, as RFC 7541 4.1 counts them.
+    pub fn table_size(&self) -> usize {
+        self.table.size
+    }
+
+    /// Decodes one whole header block (HEADERS and its CONTINUATIONs, joined),
+    /// calling `field(name, value)` for each field in order. Names are as the
+    /// peer sent them: checking them is the caller's work. The whole block is
+    /// always decoded, so the table stays in step with the peer's; an error
+    /// leaves it unusable (the connection must end).
+    pub fn decode(
+        &mut self,
+        mut src: &[u8],
+        mut field: impl FnMut(&[u8], Value<'_>),
+    ) -> Result<(), HpackError> {
+        let mut first = true;
+        while let Some(&b) = src.first() {
+            if b & 0x80 != 0 {
+                // 6.1: an indexed field
+                let index = integer(&mut src, 7)?;
+                let (n, v) = self.table.get(index)?;
+                field(n, v);
+            } else if b & 0xe0 == 0x20 {
+                // 6.3: a dynamic table size update, only before the first field
+                if !first {
+                    return Err(HpackError::LateSizeUpdate);
+                }
+                let size = integer(&mut src, 5)?;
+                if size > self.limit {
+                    return Err(HpackError::SizeUpdateOverLimit(size, self.limit));
+                }
+                self.table.max = size;
+                self.table.evict_to(size);
+                continue;
+            } else {
+                // 6.2: a literal, added to the table (01), or not (0000, 0001)
+                let indexing = b & 0x40 != 0;
+                let index = integer(&mut src, if indexing { 6 } else { 4 })?;
+                let Decoder {
+                    table,
+                    name_buf,
+                    value_buf,
+                    ..
+                } = self;
+                let name: &[u8] = if index == 0 {
+                    string(&mut src, name_buf)?
+                } else {
+                    table.get(index)?.0
+                };
+                let value = string(&mut src, value_buf)?;
+                if indexing {
+                    let mut bytes = Vec::with_capacity(name.len() + value.len());
+                    bytes.extend_from_slice(name);
+                    bytes.extend_from_slice(value);
+                    let e = Entry {
+                        bytes: Bytes::from(bytes),
+                        name_len: name.len(),
+                    };
+                    field(e.name(), Value::Shared(&e.bytes, e.value()));
+                    table.insert(e);
+                } else {
+                    field(name, Value::Scratch(value));
+                }
+            }
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+/// Reads an integer with an `n`-bit prefix (RFC 7541 5.1).
+fn integer(src: &mut &[u8], n: u32) -> Result<usize, HpackError> {
+    let mask = (1usize << n) - 1;
+    let (&b, rest) = src.split_first().ok_or(HpackError::Truncated)?;
+    *src = rest;
+    let mut v = b as usize & mask;
+    if v < mask {
+        return Ok(v);
+    }
+    let mut shift = 0u32;
+    loop {
+        let (&b, rest) = src.split_first().ok_or(HpackError::Truncated)?;
+        *src = rest;
+        // 28 bits of continuation are more than any length or index here
+        if shift > 21 {
+            return Err(HpackError::IntegerOverflow);
+        }
+        v += ((b & 0x7f) as usize) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+}
+
+/// Reads a string literal (RFC 7541 5.2): borrowed from the block, or Huffman-
+/// decoded into `buf`.
+fn string<'o, 's: 'o, 'b: 'o>(
+    src: &mut &'s [u8],
+    buf: &'b mut Vec<u8>,
+) -> Result<&'o [u8], HpackError> {
+    let huffman = src.first().ok_or(HpackError::Truncated)? & 0x80 != 0;
+    let len = integer(src, 7)?;
+    if len > MAX_STRING {
+        return Err(HpackError::StringTooLong(len));
+    }
+    if len > src.len() {
+        return Err(HpackError::Truncated);
+    }
+    let (s, rest) = src.split_at(len);
+    *src = rest;
+    if !huffman {
+        return Ok(s);
+    }
+    buf.clear();
+    huffman_decode(s, buf)?;
+    Ok(buf)
+}
+
+/// Appends an integer with an `n`-bit prefix; `first` holds the bits of the
+/// first byte above the prefix.
+pub fn encode_integer(out: &mut Vec<u8>, first: u8, n: u32, mut v: usize) {
+    let mask = (1usize << n) - 1;
+    if v < mask {
+        out.push(first | v as u8);
+        return;
+    }
+    out.push(first | mask as u8);
+    v -= mask;
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Appends a string literal in plain octets. (Huffman coding would save about
+/// a fifth of a head's octets for more instructions than the rest of the
+/// encoding; HAProxy does not use it either.)
+pub fn encode_string(out: &mut Vec<u8>, s: &[u8]) {
+    encode_integer(out, 0, 7, s.len());
+    out.extend_from_slice(s);
+}
+
+/// Appends `:status` (a static-table reference for the seven codes it has).
+pub fn encode_status(out: &mut Vec<u8>, status: u16) {
+    let index = match status {
+        200 => 8,
+        204 => 9,
+        206 => 10,
+        304 => 11,
+        400 => 12,
+        404 => 13,
+        500 => 14,
+        _ => 0,
+    };
+    if index != 0 {
+        out.push(0x80 | index);
+        return;
+    }
+    // literal without indexing, name :status (8); three digits
+    out.push(0x08);
+    out.push(3);
+    let s = status.min(999);
+    out.extend_from_slice(&[
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]);
+}
+
+/// Appends a field as a literal without indexing (RFC 7541 6.2.2), its name a
+/// static-table reference when the table has it. `name` must be lowercase.
+pub fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    match static_name(name) {
+        Some(i) => encode_integer(out, 0, 4, i),
+        None => {
+            out.push(0);
+            encode_string(out, name);
+        }
+    }
+    encode_string(out, value);
+}
+
+/// The static table's index of a regular field's name (one entry a name from
+/// 15 to 61; a `match` on the bytes compiles to a switch on the length and a
+/// few comparisons).
+fn static_name(name: &[u8]) -> Option<usize> {
+    Some(match name {
+        b"accept-charset" => 15,
+        b"accept-encoding" => 16,
+        b"accept-language" => 17,
+        b"accept-ranges" => 18,
+        b"accept" => 19,
+        b"access-control-allow-origin" => 20,
+        b"age" => 21,
+        b"allow" => 22,
+        b"authorization" => 23,
+        b"cache-control" => 24,
+        b"content-disposition" => 25,
+        b"content-encoding" => 26,
+        b"content-language" => 27,
+        b"content-length" => 28,
+        b"content-location" => 29,
+        b"content-range" => 30,
+        b"content-type" => 31,
+        b"cookie" => 32,
+        b"date" => 33,
+        b"etag" => 34,
+        b"expect" => 35,
+        b"expires" => 36,
+        b"from" => 37,
+        b"host" => 38,
+        b"if-match" => 39,
+        b"if-modified-since" => 40,
+        b"if-none-match" => 41,
+        b"if-range" => 42,
+        b"if-unmodified-since" => 43,
+        b"last-modified" => 44,
+        b"link" => 45,
+        b"location" => 46,
+        b"max-forwards" => 47,
+        b"proxy-authenticate" => 48,
+        b"proxy-authorization" => 49,
+        b"range" => 50,
+        b"referer" => 51,
+        b"refresh" => 52,
+        b"retry-after" => 53,
+        b"server" => 54,
+        b"set-cookie" => 55,
+        b"strict-transport-security" => 56,
+        b"transfer-encoding" => 57,
+        b"user-agent" => 58,
+        b"vary" => 59,
+        b"via" => 60,
+        b"www-authenticate" => 61,
+        _ => return None,
+    })
+}
+
+/// Huffman-codes `s` onto `out`, padded with 1 bits (RFC 7541 5.2): what a
+/// peer's encoder does, for the decoder's tests.
+#[cfg(test)]
+fn huffman_encode(s: &[u8], out: &mut Vec<u8>) {
+    let mut acc: u64 = 0;
+    let mut bits: u32 = 0;
+    for &b in s {
+        let len = LENGTHS[b as usize] as u32;
+        acc = (acc << len) | CODES[b as usize] as u64;
+        bits += len;
+        while bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+        acc &= (1u64 << bits) - 1;
+    }
+    if bits > 0 {
+        out.push(((acc << (8 - bits)) as u8) | (0xffu8 >> bits));
+    }
+}
+
+/// The symbol for end-of-string: 30 one bits. Never valid inside a string.
+const EOS: u16 = 256;
+
+/// Canonical decoding: for each code length, its first code and where its
+/// symbols start in `SYMBOLS` (symbols ordered by code).
+struct Canon {
+    first: [u32; 31],
+    count: [u16; 31],
+    base: [u16; 31],
+    symbols: [u16; 257],
+    /// For the first 10 bits of input: (length << 9 | symbol) of a code no
+    /// longer than 10 bits that they start with, or 0.
+    fast: [u16; 1 << FAST_BITS],
+}
+
+const FAST_BITS: u32 = 10;
+
+const fn length_of(sym: usize) -> u32 {
+    if sym == 256 {
+        30
+    } else {
+        LENGTHS[sym] as u32
+    }
+}
+
+const fn code_of(sym: usize) -> u32 {
+    if sym == 256 {
+        0x3fff_ffff
+    } else {
+        CODES[sym]
+    }
+}
+
+const fn canon() -> Canon {
+    let mut c = Canon {
+        first: [0; 31],
+        count: [0; 31],
+        base: [0; 31],
+        symbols: [0; 257],
+        fast: [0; 1 << FAST_BITS],
+    };
+    // symbols in order of (length, symbol): the code's order
+    let mut n = 0;
+    let mut len = 1;
+    while len <= 30 {
+        c.base[len] = n as u16;
+        let mut sym = 0;
+        while sym < 257 {
+            if length_of(sym) == len as u32 {
+                if c.count[len] == 0 {
+                    c.first[len] = code_of(sym);
+                }
+                c.count[len] += 1;
+                c.symbols[n] = sym as u16;
+                n += 1;
+                if len as u32 <= FAST_BITS {
+                    let rem = FAST_BITS - len as u32;
+                    let start = (code_of(sym) << rem) as usize;
+                    let mut i = 0;
+                    while i < (1 << rem) {
+                        c.fast[start + i] = ((len as u16) << 9) | sym as u16;
+                        i += 1;
+                    }
+                }
+            }
+            sym += 1;
+        }
+        len += 1;
+    }
+    c
+}
+
+static CANON: Canon = canon();
+
+/// The symbol the 32 bits of `top` (left-aligned input) start with, and its
+/// code's length. Every 30-bit pattern starts with some code (EOS included).
+#[inline]
+fn symbol(top: u32) -> (u16, u32) {
+    let f = CANON.fast[(top >> (32 - FAST_BITS)) as usize];
+    if f != 0 {
+        return (f & 0x1ff, (f >> 9) as u32);
+    }
+    let mut len = FAST_BITS as usize + 1;
+    while len <= 30 {
+        let code = top >> (32 - len);
+        let off = code.wrapping_sub(CANON.first[len]);
+        if off < CANON.count[len] as u32 {
+            return (
+                CANON.symbols[CANON.base[len] as usize + off as usize],
+                len as u32,
+            );
+        }
+        len += 1;
+    }
+    (EOS, 30)
+}
+
+/// Decodes a Huffman-coded string onto `out`.
+pub fn huffman_decode(src: &[u8], out: &mut Vec<u8>) -> Result<(), HpackError> {
+    out.reserve(src.len() * 8 / 5);
+    // `acc` holds `bits` unread bits, left-aligned; below them, zeros
+    let mut acc: u64 = 0;
+    let mut bits: u32 = 0;
+    let mut i = 0;
+    loop {
+        while bits <= 56 && i < src.len() {
+            acc |= (src[i] as u64) << (56 - bits);
+            bits += 8;
+            i += 1;
+        }
+        if bits == 0 {
+            return Ok(());
+        }
+        let (sym, len) = symbol((acc >> 32) as u32);
+        if len > bits {
+            // the end: what is left must be padding, under 8 bits of ones
+            let ones = (1u64 << bits) - 1;
+            if bits < 8 && acc >> (64 - bits) == ones {
+                return Ok(());
+            }
+            return Err(HpackError::BadHuffman);
+        }
+        if sym == EOS {
+            return Err(HpackError::BadHuffman);
+        }
+        out.push(sym as u8);
+        acc <<= len;
+        bits -= len;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn decode(d: &mut Decoder, block: &[u8]) -> Result<Vec<(String, String)>, HpackError> {
+        let mut v = Vec::new();
+        d.decode(block, |n, val| {
+            v.push((
+                String::from_utf8(n.to_vec()).unwrap(),
+                String::from_utf8(val.to_bytes().to_vec()).unwrap(),
+            ))
+        })?;
+        Ok(v)
+    }
+
+    fn fields(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_code_is_canonical() {
+        // codes of one length are consecutive, in symbol order, and each
+        // length's first code follows the last of the shorter ones
+        let mut order: Vec<usize> = (0..257).collect();
+        order.sort_by_key(|&s| (length_of(s), s));
+        for w in order.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            let next = (code_of(a) + 1) << (length_of(b) - length_of(a));
+            assert_eq!(code_of(b), next, "symbols {a} and {b}");
+        }
+    }
+
+    #[test]
+    fn rfc7541_c2_literals() {
+        // C.2.1: literal with indexing
+        let mut d = Decoder::new(4096);
+        let b = hex("400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572");
+        assert_eq!(
+            decode(&mut d, &b).unwrap(),
+            fields(&[("custom-key", "custom-header")])
+        );
+        assert_eq!(d.table_size(), 55);
+        // C.2.2: without indexing
+        let mut d = Decoder::new(4096);
+        let b = hex("040c 2f73 616d 706c 652f 7061 7468");
+        assert_eq!(
+            decode(&mut d, &b).unwrap(),
+            fields(&[(":path", "/sample/path")])
+        );
+        assert_eq!(d.table_size(), 0);
+        // C.2.3: never indexed
+        let b = hex("1008 7061 7373 776f 7264 0673 6563 7265 74");
+        assert_eq!(
+            decode(&mut d, &b).unwrap(),
+            fields(&[("password", "secret")])
+        );
+        assert_eq!(d.table_size(), 0);
+        // C.2.4: indexed
+        assert_eq!(
+            decode(&mut d, &[0x82]).unwrap(),
+            fields(&[(":method", "GET")])
+        );
+    }
+
+    /// RFC 7541 C.3 (plain) and C.4 (Huffman): three requests on one connection.
+    fn three_requests(blocks: [&str; 3]) {
+        let mut d = Decoder::new(4096);
+        let r1 = decode(&mut d, &hex(blocks[0])).unwrap();
+        assert_eq!(
+            r1,
+            fields(&[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/"),
+                (":authority", "www.example.com")
+            ])
+        );
+        assert_eq!(d.table_size(), 57);
+        let r2 = decode(&mut d, &hex(blocks[1])).unwrap();
+        assert_eq!(
+            r2,
+            fields(&[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/"),
+                (":authority", "www.example.com"),
+                ("cache-control", "no-cache")
+            ])
+        );
+        assert_eq!(d.table_size(), 110);
+        let r3 = decode(&mut d, &hex(blocks[2])).unwrap();
+        assert_eq!(
+            r3,
+            fields(&[
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":path", "/index.html"),
+                (":authority", "www.example.com"),
+                ("custom-key", "custom-value")
+            ])
+        );
+        assert_eq!(d.table_size(), 164);
+    }
+
+    #[test]
+    fn rfc7541_c3_requests() {
+        three_requests([
+            "8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d",
+            "8286 84be 5808 6e6f 2d63 6163 6865",
+            "8287 85bf 400a 6375 7374 6f6d 2d6b 6579 0c63 7573 746f 6d2d 7661 6c75 65",
+        ]);
+    }
+
+    #[test]
+    fn rfc7541_c4_requests_huffman() {
+        three_requests([
+            "8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff",
+            "8286 84be 5886 a8eb 1064 9cbf",
+            "8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf",
+        ]);
+    }
+
+    /// RFC 7541 C.5 (plain) and C.6 (Huffman): three responses into a
+    /// 256-byte table, with evictions.
+    fn three_responses(blocks: [&str; 3]) {
+        let mut d = Decoder::new(256);
+        let r1 = decode(&mut d, &hex(blocks[0])).unwrap();
+        assert_eq!(
+            r1,
+            fields(&[
+                (":status", "302"),
+                ("cache-control", "private"),
+                ("date", "Mon, 21 Oct 2013 20:13:21 GMT"),
+                ("location", "https://www.example.com")
+            ])
+        );
+        assert_eq!(d.table_size(), 222);
+        let r2 = decode(&mut d, &hex(blocks[1])).unwrap();
+        assert_eq!(r2[0], (":status".to_string(), "307".to_string()));
+        assert_eq!(r2.len(), 4);
+        assert_eq!(d.table_size(), 222);
+        let r3 = decode(&mut d, &hex(blocks[2])).unwrap();
+        assert_eq!(
+            r3,
+            fields(&[
+                (":status", "200"),
+                ("cache-control", "private"),
+                ("date", "Mon, 21 Oct 2013 20:13:22 GMT"),
+                ("location", "https://www.example.com"),
+                ("content-encoding", "gzip"),
+                (
+                    "set-cookie",
+                    "foo=ASDJKHQKBZXOQWEOPIUAXQWEOIU; max-age=3600; version=1"
+                )
+            ])
+        );
+        assert_eq!(d.table_size(), 215);
+    }
+
+    #[test]
+    fn rfc7541_c5_responses() {
+        three_responses([
+            "4803 3330 3258 0770 7269 7661 7465 611d 4d6f 6e2c 2032 3120 4f63 7420 3230 3133
+             2032 303a 3133 3a32 3120 474d 546e 1768 7474 7073 3a2f 2f77 7777 2e65 7861 6d70
+             6c65 2e63 6f6d",
+            "4803 3330 37c1 c0bf",
+            "88c1 611d 4d6f 6e2c 2032 3120 4f63 7420 3230 3133 2032 303a 3133 3a32 3220 474d
+             54c0 5a04 677a 6970 7738 666f 6f3d 4153 444a 4b48 514b 425a 584f 5157 454f 5049
+             5541 5851 5745 4f49 553b 206d 6178 2d61 6765 3d33 3630 303b 2076 6572 7369 6f6e
+             3d31",
+        ]);
+    }
+
+    #[test]
+    fn rfc7541_c6_responses_huffman() {
+        three_responses([
+            "4882 6402 5885 aec3 771a 4b61 96d0 7abe 9410 54d4 44a8 2005 9504 0b81 66e0 82a6
+             2d1b ff6e 919d 29ad 1718 63c7 8f0b 97c8 e9ae 82ae 43d3",
+            "4883 640e ffc1 c0bf",
+            "88c1 6196 d07a be94 1054 d444 a820 0595 040b 8166 e084 a62d 1bff c05a 839b d9ab
+             77ad 94e7 821d d7f2 e6c7 b335 dfdf cd5b 3960 d5af 2708 7f36 72c1 ab27 0fb5 291f
+             9587 3160 65c0 03ed 4ee5 b106 3d50 07",
+        ]);
+    }
+
+    #[test]
+    fn huffman_round_trips_every_byte() {
+        let all: Vec<u8> = (0..=255).collect();
+        for s in [&all[..], b"", b"0", b"www.example.com", b"\xff\xfe\x00"] {
+            let mut coded = Vec::new();
+            huffman_encode(s, &mut coded);
+            let mut back = Vec::new();
+            huffman_decode(&coded, &mut back).unwrap();
+            assert_eq!(back, s);
+        }
+        // each length of a run of one symbol, so each padding length is seen
+        for b in [b'0', b'a', b'\x00', b'\xff'] {
+            for n in 0..20 {
+                let s = vec![b; n];
+                let mut coded = Vec::new();
+                huffman_encode(&s, &mut coded);
+                let mut back = Vec::new();
+                huffman_decode(&coded, &mut back).unwrap();
+                assert_eq!(back, s);
+            }
+        }
+    }
+
+    #[test]
+    fn bad_huffman_is_refused() {
+        let mut out = Vec::new();
+        // EOS (30 one bits) then padding
+        assert_eq!(
+            huffman_decode(&[0xff, 0xff, 0xff, 0xff], &mut out),
+            Err(HpackError::BadHuffman)
+        );
+        // 8 bits of padding
+        assert_eq!(
+            huffman_decode(&[0xff], &mut out),
+            Err(HpackError::BadHuffman)
+        );
+        // padding that is not all ones: '0' (00000) then 000
+        assert_eq!(
+            huffman_decode(&[0x00], &mut out),
+            Err(HpackError::BadHuffman)
+        );
+        // '0' then 111: fine
+        out.clear();
+        huffman_decode(&[0x07], &mut out).unwrap();
+        assert_eq!(out, b"0");
+    }
+
+    #[test]
+    fn malformed_blocks_are_refused() {
+        let mut d = Decoder::new(4096);
+        assert_eq!(decode(&mut d, &[0x80]), Err(HpackError::BadIndex(0)));
+        assert_eq!(decode(&mut d, &[0xbe]), Err(HpackError::BadIndex(62)));
+        // a literal whose value runs past the block
+        assert_eq!(
+            decode(&mut d, &[0x04, 0x05, b'/', b'a']),
+            Err(HpackError::Truncated)
+        );
+        // an integer that never ends, and one too large
+        assert_eq!(decode(&mut d, &[0xff, 0x80]), Err(HpackError::Truncated));
+        assert_eq!(
+            decode(&mut d, &[0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+            Err(HpackError::IntegerOverflow)
+        );
+        // size updates: over the limit, after a field
+        assert_eq!(
+            decode(&mut d, &[0x3f, 0xe2, 0x1f]),
+            Err(HpackError::SizeUpdateOverLimit(4097, 4096))
+        );
+        assert_eq!(
+            decode(&mut d, &[0x82, 0x20]),
+            Err(HpackError::LateSizeUpdate)
+        );
+        // an update to 0 first is fine, and empties the table
+        let mut d = Decoder::new(4096);
+        decode(
+            &mut d,
+            &hex("400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572"),
+        )
+        .unwrap();
+        assert_eq!(d.table_size(), 55);
+        decode(&mut d, &[0x20, 0x82]).unwrap();
+        assert_eq!(d.table_size(), 0);
+        assert_eq!(decode(&mut d, &[0xbe]), Err(HpackError::BadIndex(62)));
+    }
+
+    #[test]
+    fn an_entry_larger_than_the_table_empties_it() {
+        let mut d = Decoder::new(60);
+        // custom-key: custom-header is 55 bytes: kept
+        let b = hex("400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572");
+        decode(&mut d, &b).unwrap();
+        assert_eq!(d.table_size(), 55);
+        // a 70-byte entry: the field is still passed on; the table is empty
+        let mut b = vec![0x40, 0x05];
+        b.extend_from_slice(b"abcde");
+        b.push(33);
+        b.extend_from_slice(&[b'x'; 33]);
+        assert_eq!(decode(&mut d, &b).unwrap().len(), 1);
+        assert_eq!(d.table_size(), 0);
+    }
+
+    #[test]
+    fn what_the_encoder_writes_decodes_to_the_same_fields() {
+        let mut out = Vec::new();
+        for s in [200, 204, 206, 304, 400, 404, 500, 302, 503, 101] {
+            encode_status(&mut out, s);
+        }
+        let fs = [
+            ("content-type", "text/plain; charset=utf-8"),
+            ("content-length", "6"),
+            ("x-custom", "a value with \u{7f} and spaces"),
+            ("set-cookie", "id=1; HttpOnly"),
+            ("server", ""),
+            ("x-long", &"y".repeat(300)),
+        ];
+        for (n, v) in fs {
+            encode_field(&mut out, n.as_bytes(), v.as_bytes());
+        }
+        let mut d = Decoder::new(4096);
+        let got = decode(&mut d, &out).unwrap();
+        let statuses: Vec<String> = got[..10].iter().map(|(_, v)| v.clone()).collect();
+        assert_eq!(
+            statuses,
+            ["200", "204", "206", "304", "400", "404", "500", "302", "503", "101"]
+        );
+        assert!(got[..10].iter().all(|(n, _)| n == ":status"));
+        assert_eq!(got[10..], fields(&fs));
+        // nothing was added to the decoder's table
+        assert_eq!(d.table_size(), 0);
+        // static names are referenced, not spelled out
+        let mut one = Vec::new();
+        encode_field(&mut one, b"content-length", b"6");
+        assert_eq!(one, [0x0f, 0x0d, 0x01, b'6']);
+    }
+
+    #[test]
+    fn every_static_name_is_found_at_its_index() {
+        for (i, (n, _)) in STATIC.iter().enumerate().skip(14) {
+            assert_eq!(static_name(n.as_bytes()), Some(i + 1), "{n}");
+        }
+        assert_eq!(static_name(b":status"), None);
+        assert_eq!(static_name(b"x-custom"), None);
+        assert_eq!(static_name(b"Content-Type"), None);
+    }
+
+    #[test]
+    fn integers_round_trip_at_each_prefix() {
+        for n in 1..=8u32 {
+            for v in [0usize, 1, 30, 31, 127, 128, 255, 256, 1337, 65_535, 1 << 20] {
+                let mut out = Vec::new();
+                encode_integer(&mut out, 0, n, v);
+                let mut s = &out[..];
+                assert_eq!(integer(&mut s, n).unwrap(), v, "prefix {n}");
+                assert!(s.is_empty());
+            }
+        }
+        // RFC 7541 C.1.2: 1337 with a 5-bit prefix
+        let mut out = Vec::new();
+        encode_integer(&mut out, 0, 5, 1337);
+        assert_eq!(out, [31, 154, 10]);
+    }
+}
