@@ -620,15 +620,13 @@ pub fn members(pc: &PoolConfig, discovered: &Discovered) -> Vec<MemberSpec> {
 /// The hyper server builders of one listener.
 pub struct ServerBuilders {
     pub(crate) h1: hyper::server::conn::http1::Builder,
-    pub(crate) h2: hyper::server::conn::http2::Builder<StreamExecutor>,
+    pub(crate) h2: crate::http2::server::Settings,
     /// Also bounds how long a new connection may stay silent.
     pub(crate) header_timeout: Duration,
     /// The longest a write to the client may wait (the client not reading).
     pub(crate) client_timeout: Duration,
     /// HTTP/1.1: an idle connection is parked after this long (`proxy::park`).
     pub(crate) park_after: Option<Duration>,
-    /// HTTP/2: GOAWAY after this long without a new request.
-    pub(crate) h2_idle: Option<Duration>,
 }
 
 impl ServerBuilders {
@@ -658,52 +656,31 @@ pub fn server_builders(
         // flattened writes, as on the backend side (upstream)
         .writev(false)
         .keep_alive(true);
-    // Every HTTP/2 limit set on purpose (`[listener.http2]`), rather than left to
-    // library defaults that may change under us.
-    let mut h2 = hyper::server::conn::http2::Builder::new(StreamExecutor);
-    h2.timer(TokioTimer::new())
-        .max_concurrent_streams(h2cfg.max_concurrent_streams)
-        .max_header_list_size(h2cfg.max_header_list_size)
-        .initial_stream_window_size(h2cfg.initial_stream_window_size)
-        .initial_connection_window_size(h2cfg.initial_connection_window_size)
-        .max_frame_size(h2cfg.max_frame_size)
+    // rampart's own HTTP/2 server, every limit from `[listener.http2]`
+    let h2 = crate::http2::server::Settings {
+        max_concurrent_streams: h2cfg.max_concurrent_streams,
+        max_header_list_size: h2cfg.max_header_list_size,
+        initial_stream_window_size: h2cfg.initial_stream_window_size,
+        initial_connection_window_size: h2cfg.initial_connection_window_size,
+        max_frame_size: h2cfg.max_frame_size,
         // rapid reset (CVE-2023-44487): streams the client resets before they
-        // are served; past the limit, GOAWAY ENHANCE_YOUR_CALM
-        .max_pending_accept_reset_streams(h2cfg.max_pending_accept_reset_streams)
+        // are answered; past the limit, GOAWAY ENHANCE_YOUR_CALM
+        max_pending_accept_reset_streams: h2cfg.max_pending_accept_reset_streams,
         // streams rampart had to reset for the client's errors (CVE-2024-27316 kin)
-        .max_local_error_reset_streams(h2cfg.max_local_error_reset_streams)
+        max_local_error_reset_streams: h2cfg.max_local_error_reset_streams,
         // Dead peers are found by pings; an h2 connection has no header timer.
-        .keep_alive_interval(h2cfg.keepalive_interval)
-        .keep_alive_timeout(h2cfg.keepalive_timeout);
+        keepalive_interval: h2cfg.keepalive_interval,
+        keepalive_timeout: h2cfg.keepalive_timeout,
+        idle_timeout: h2cfg.idle_timeout,
+        stall_timeout: client_timeout,
+    };
     ServerBuilders {
         h1,
         h2,
         header_timeout: request_header_timeout,
         client_timeout,
         park_after,
-        h2_idle: h2cfg.idle_timeout,
     }
-}
-
-/// Spawns the task hyper runs for each HTTP/2 client stream on a tracker, so
-/// that they are counted (shutdown reports them) like connections.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StreamExecutor;
-
-impl<F> hyper::rt::Executor<F> for StreamExecutor
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, fut: F) {
-        stream_tasks().spawn(fut);
-    }
-}
-
-/// hyper's HTTP/2 stream tasks (see `StreamExecutor`).
-pub fn stream_tasks() -> &'static tokio_util::task::TaskTracker {
-    static TASKS: std::sync::OnceLock<tokio_util::task::TaskTracker> = std::sync::OnceLock::new();
-    TASKS.get_or_init(tokio_util::task::TaskTracker::new)
 }
 
 #[cfg(test)]

@@ -480,7 +480,6 @@ async fn shutdown_sequence(
     // connections (pooled, or serving them) are counted alongside
     tracing::info!(
         open = tracker.len(),
-        h2_streams = crate::snapshot::stream_tasks().len(),
         backend = upstream::tasks().len(),
         ?grace,
         "stopped accepting; waiting for in-flight work"

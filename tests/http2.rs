@@ -501,3 +501,137 @@ async fn response_heads_decode_field_for_field_without_the_dynamic_table() {
     // nothing indexed, so a repeated response costs what the first did
     assert!(sizes.iter().all(|&s| s == sizes[0]), "{sizes:?}");
 }
+
+/// Bodies larger than every window, both ways, on many streams of one
+/// connection at once: rampart's HTTP/2 server keeps each stream's flow control
+/// (a 16 KiB stream window, so the client waits for WINDOW_UPDATEs as it
+/// uploads) and the client's (downloads of 1 MiB against its 64 KiB default
+/// windows), and no byte is lost or moved to another stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_both_ways_on_concurrent_streams_keep_flow_control() {
+    use http_body_util::{BodyExt, Full};
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let _p = Proxy::start(
+        &config(
+            listen,
+            admin,
+            backend.addr,
+            "  initial_stream_window_size = \"16KiB\"\n  initial_connection_window_size = \"64KiB\"",
+        ),
+        &[listen],
+    )
+    .await;
+    let c = h2c_client();
+    // one connection, then every stream on it
+    assert_eq!(get(&c, &format!("http://{listen}/")).await.0, 200);
+    let accepted = || async {
+        let m = admin_get(admin, "/metrics").await.1;
+        m.lines()
+            .find(|l| {
+                l.starts_with("rampart_listener_connections_total{")
+                    && l.contains("listener=\"web\"")
+            })
+            .unwrap_or_else(|| panic!("no connection count in\n{m}"))
+            .to_string()
+    };
+    let before = accepted().await;
+    let mut tasks = Vec::new();
+    for i in 0..12usize {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                let n = 1024 * 1024 + i * 1000;
+                let req = hyper::Request::get(format!("http://{listen}/big?bytes={n}"))
+                    .body(empty())
+                    .unwrap();
+                let (resp, body) = send(&c, req).await;
+                assert_eq!(resp.status(), 200);
+                assert_eq!(body.len(), n, "stream {i}");
+                // the backend's pattern (byte k is k % 251), whole and in order
+                let sum = body.iter().fold(0u64, |s, &b| s.wrapping_add(u64::from(b)));
+                assert_eq!(sum, Pattern::checksum(n as u64), "stream {i}");
+                assert!(body.iter().enumerate().all(|(k, &b)| b == (k % 251) as u8));
+            } else {
+                let n = 300 * 1024 + i * 777;
+                let data: Vec<u8> = (0..n).map(|k| (k % 251) as u8).collect();
+                let sum = Pattern::checksum(n as u64);
+                let req = hyper::Request::post(format!("http://{listen}/upload"))
+                    .body(BodyExt::boxed(Full::new(bytes::Bytes::from(data))))
+                    .unwrap();
+                let (resp, body) = send(&c, req).await;
+                assert_eq!(resp.status(), 200);
+                assert_eq!(
+                    String::from_utf8_lossy(&body),
+                    format!("{n} {sum}"),
+                    "stream {i}"
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // all of it on that connection
+    assert_eq!(accepted().await, before);
+}
+
+/// rampart's own answers over HTTP/2 carry a Date (RFC 9110 6.6.1), as they
+/// did when hyper served HTTP/2; a server's Date is passed on as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_carry_a_date_and_a_server_date_is_kept() {
+    let backend = fixed_backend(
+        "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\n\r\n",
+    )
+    .await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let _p = Proxy::start(&config(listen, admin, backend, ""), &[listen]).await;
+    let c = h2c_client();
+    let get_date = |path: &'static str| {
+        let c = c.clone();
+        async move {
+            let req = hyper::Request::get(format!("http://{listen}{path}"))
+                .header("host", "x")
+                .body(empty())
+                .unwrap();
+            let (resp, _) = send(&c, req).await;
+            let dates: Vec<String> = resp
+                .headers()
+                .get_all("date")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect();
+            (resp.status().as_u16(), dates)
+        }
+    };
+    assert_eq!(
+        get_date("/").await,
+        (200, vec!["Sun, 06 Nov 1994 08:49:37 GMT".to_string()])
+    );
+    // CONNECT is refused by rampart itself: 405, with today's date
+    let req = hyper::Request::builder()
+        .method("CONNECT")
+        .uri(format!("{listen}"))
+        .body(empty())
+        .unwrap();
+    // the system's date(1) to the minute, before and after
+    let minute = || {
+        let o = std::process::Command::new("date")
+            .args(["-u", "+%a, %d %b %Y %H:%M"])
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    let before = minute();
+    let (resp, _) = send(&c, req).await;
+    let after = minute();
+    assert_eq!(resp.status(), 405);
+    let date = resp.headers()["date"].to_str().unwrap().to_string();
+    assert_eq!(date.len(), 29, "{date}");
+    assert!(date.ends_with(" GMT"), "{date}");
+    assert!(
+        date.starts_with(&before) || date.starts_with(&after),
+        "{date}: not {before} or {after}"
+    );
+}

@@ -1,5 +1,5 @@
 //! rampart's own HTTP/2 (RFC 9113): header compression (`hpack`), frames
-//! (`frame`).
+//! (`frame`), and the server side of a client connection (`server`).
 //!
 //! Written for the proxy's path: a request's fields are decoded as slices and
 //! kept without a copy where the client's dynamic table holds them, each
@@ -9,3 +9,4 @@
 pub mod frame;
 pub mod hpack;
 mod huffman_table;
+pub mod server;

@@ -173,11 +173,6 @@ pub struct UpstreamBody {
     pub(super) idle: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The client connection whose private connection this is (send_proxy).
     pub(super) private: Option<Arc<ConnCtx>>,
-    /// HTTP/2: the client connection, whose flow-control stalls this counts in.
-    pub(super) stall: Option<Arc<ConnCtx>>,
-    /// A chunk went to hyper and the body has not been polled since: hyper holds
-    /// it until the client's window takes it.
-    pub(super) waiting: bool,
 }
 
 impl UpstreamBody {
@@ -243,15 +238,6 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        if let Some(c) = &this.stall {
-            // polled again: the last chunk was taken
-            c.h2_stall
-                .moved_ms
-                .store(crate::clock::now_ms(), Ordering::Relaxed);
-            if std::mem::take(&mut this.waiting) {
-                c.h2_stall.waiting.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         let timeout = this.idle_timeout;
         if polled.is_pending() {
@@ -273,10 +259,6 @@ impl Body for UpstreamBody {
                     if l.grpc {
                         l.grpc_status = grpc_status(t);
                     }
-                }
-                if let (Some(c), true) = (&this.stall, frame.is_data()) {
-                    this.waiting = true;
-                    c.h2_stall.waiting.fetch_add(1, Ordering::Relaxed);
                 }
                 if let (Some(d), Some(g)) = (frame.data_ref(), &this.guard) {
                     this.bytes += d.len() as u64;
@@ -310,9 +292,6 @@ impl Body for UpstreamBody {
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        if let (Some(c), true) = (&self.stall, self.waiting) {
-            c.h2_stall.waiting.fetch_sub(1, Ordering::Relaxed);
-        }
         let complete = !self.failed && self.inner.is_end_stream();
         self.finish(complete);
     }

@@ -5,7 +5,7 @@
 use crate::plane::Plane;
 use crate::upstream;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -95,8 +95,6 @@ pub struct ConnCtx {
     pub tls: Option<Arc<crate::tls::TlsInfo>>,
     /// Its private backend connections (pools with send_proxy).
     pub(super) private: upstream::Private,
-    /// HTTP/2: responses the client's flow control holds back.
-    pub(super) h2_stall: H2Stall,
     /// A parked connection served again: 1 + the milliseconds its request
     /// head still had (0: it was not parked). Read and cleared once, by the
     /// fast path's start (kept here, not passed: a parameter would make every
@@ -132,30 +130,6 @@ impl IpText {
     }
 }
 
-/// An HTTP/2 client that stops granting flow-control window (a zero window, or
-/// WINDOW_UPDATEs that stop) holds its streams' responses, and with them their
-/// backend connections and server slots, without a byte that would trip a
-/// socket timeout. `waiting` counts the responses that handed hyper a chunk the
-/// client's window has not taken yet; `moved_ms` is when any response of the
-/// connection last moved. Both waiting and not moving for `client_timeout`: the
-/// connection is closed (`drive_h2`), as a slow reader's is on HTTP/1.
-#[derive(Debug, Default)]
-pub(super) struct H2Stall {
-    pub(super) waiting: std::sync::atomic::AtomicU32,
-    pub(super) moved_ms: AtomicU64,
-}
-
-impl H2Stall {
-    /// How long responses have been held without moving (None: none is held).
-    pub(super) fn held_for(&self) -> Option<Duration> {
-        if self.waiting.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
-        let since = crate::clock::now_ms().saturating_sub(self.moved_ms.load(Ordering::Relaxed));
-        Some(Duration::from_millis(since))
-    }
-}
-
 impl ConnCtx {
     pub fn new(
         shared: Arc<ListenerCtx>,
@@ -171,7 +145,6 @@ impl ConnCtx {
             permits,
             tls: None,
             private: upstream::Private::default(),
-            h2_stall: H2Stall::default(),
             resume_ms: std::sync::atomic::AtomicU32::new(0),
         }
     }

@@ -1,11 +1,11 @@
-//! HTTP mode: hyper 1.x serves HTTP/1.1 (keep-alive) and h2c (prior knowledge) to
-//! clients; each request is routed to a pool, balanced to a server and sent over a
-//! pooled HTTP/1.1 connection. Bodies stream both ways; nothing is buffered whole.
+//! HTTP mode, past the fast path: hyper 1.x serves HTTP/1.1 (keep-alive) and
+//! rampart's own server (`crate::http2::server`) HTTP/2, h2c or TLS; each request
+//! is routed to a pool, balanced to a server and sent over a pooled connection. Bodies stream both ways; nothing is buffered whole.
 //! Headers are rewritten in `headers`, bodies and the access-log entry live in
 //! `body`, gRPC errors in `grpc`.
 
 use super::body::{closing, plain, ProxyBody, ReqLog, UpstreamBody};
-use super::conn::{ConnCtx, H2Stall};
+use super::conn::ConnCtx;
 use super::grpc::{grpc_code, grpc_error};
 use super::headers::{
     grpc_status, is_grpc, is_upgrade_request, keepalive_hint, prepare_request, request_host,
@@ -19,7 +19,7 @@ use crate::accesslog::End;
 use crate::config::Protocol;
 use crate::pool::{Pool, Server};
 use crate::snapshot::ServerBuilders;
-use crate::upstream::{self, Exchange, ReqBody, SendError, UpstreamError};
+use crate::upstream::{self, ClientBody, Exchange, ReqBody, SendError, UpstreamError};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body;
@@ -27,45 +27,15 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// When an HTTP/2 connection last started a request, and how many of its
-/// handlers are running: it is idle when none is and none started for
-/// `idle_timeout`.
-#[derive(Debug, Default)]
-struct Activity {
-    running: std::sync::atomic::AtomicUsize,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn start(&self) {
-        self.running.fetch_add(1, Ordering::Relaxed);
-        self.last_ms
-            .store(crate::clock::now_ms(), Ordering::Relaxed);
-    }
-    fn end(&self) {
-        self.running.fetch_sub(1, Ordering::Relaxed);
-        self.last_ms
-            .store(crate::clock::now_ms(), Ordering::Relaxed);
-    }
-    /// How long until the connection is idle for `idle` (None: busy now).
-    fn idle_in(&self, idle: Duration) -> Option<Duration> {
-        if self.running.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        let since = crate::clock::now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed));
-        Some(idle.saturating_sub(Duration::from_millis(since)))
-    }
-}
-
-/// Serves the rest of a connection with hyper: `io` replays the bytes the fast
-/// path already read. `h2`: they start with the HTTP/2 connection preface.
+/// Serves the rest of a connection: `io` replays the bytes the fast path
+/// already read. `h2`: they start with the HTTP/2 connection preface, and
+/// rampart's own HTTP/2 server takes it; otherwise hyper serves HTTP/1.
 pub(super) async fn serve_hyper<S: super::io::ClientIo>(
     io: super::io::Prefixed<S>,
     h2: bool,
@@ -73,39 +43,24 @@ pub(super) async fn serve_hyper<S: super::io::ClientIo>(
     builders: &ServerBuilders,
     graceful: CancellationToken,
 ) {
+    if h2 {
+        return serve_h2(io, ctx, builders, graceful).await;
+    }
     let peer = ctx.peer;
-    let stall_ctx = Arc::clone(&ctx);
-    let listener = Arc::clone(ctx.listener_name());
     let draining = graceful.clone();
-    let activity = (h2 && builders.h2_idle.is_some()).then(|| {
-        let a = Arc::new(Activity::default());
-        a.last_ms.store(crate::clock::now_ms(), Ordering::Relaxed);
-        a
-    });
-    let act = activity.clone();
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |req: Request<Incoming>| {
         let ctx = Arc::clone(&ctx);
         let draining = draining.clone();
-        let act = act.clone();
         async move {
-            let h1 = req.version() != Version::HTTP_2;
             let grpc = is_grpc(req.headers());
-            if let Some(a) = &act {
-                a.start();
-            }
-            // Boxed: the request's future is large (the whole lifecycle: retries,
-            // the upstream exchange), and HTTP/2 spawns one task per stream, so
-            // unboxed it was copied into every task (memcpy was 62% of the
-            // instructions of a gRPC request under callgrind).
-            let resp = Box::pin(handle(ctx, req)).await;
-            if let Some(a) = &act {
-                a.end();
-            }
+            // Boxed: the request's future is large (the whole lifecycle:
+            // retries, the upstream exchange).
+            let resp = Box::pin(handle(ctx, req.map(ClientBody::Hyper))).await;
             let mut resp = resp?;
             if grpc {
                 resp = grpc_error(resp);
             }
-            if h1 && draining.is_cancelled() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            if draining.is_cancelled() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
                 // the client opens its next connection elsewhere (or to the new
                 // process); hyper closes this one after the answer
                 resp.headers_mut()
@@ -115,37 +70,63 @@ pub(super) async fn serve_hyper<S: super::io::ClientIo>(
         }
     });
     let io = TokioIo::new(io);
-    let result = if h2 {
-        // HTTP/2's GOAWAY lets the client finish and move on without a race
-        let idle = builders.h2_idle.zip(activity);
-        drive_h2(
-            builders.h2.serve_connection(io, svc),
-            &graceful,
-            idle,
-            (&stall_ctx.h2_stall, builders.client_timeout, peer),
-            |c| c.graceful_shutdown(),
-        )
-        .await
-    } else {
-        drive(
-            builders.h1.serve_connection(io, svc).with_upgrades(),
-            &graceful,
-            true,
-            |c| c.graceful_shutdown(),
-        )
-        .await
-    };
+    let result = drive(
+        builders.h1.serve_connection(io, svc).with_upgrades(),
+        &graceful,
+        true,
+        |c| c.graceful_shutdown(),
+    )
+    .await;
     if let Err(e) = result {
-        match h2_goaway(&e) {
+        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+    }
+}
+
+/// An HTTP/2 connection, served by `crate::http2::server`: GOAWAY (in-flight
+/// streams finish) on `graceful`, or once it has had no stream for the idle
+/// timeout.
+async fn serve_h2<S: super::io::ClientIo>(
+    io: super::io::Prefixed<S>,
+    ctx: Arc<ConnCtx>,
+    builders: &ServerBuilders,
+    graceful: CancellationToken,
+) {
+    let peer = ctx.peer;
+    let listener = Arc::clone(ctx.listener_name());
+    let svc = |req: Request<crate::http2::server::RecvBody>| {
+        let ctx = Arc::clone(&ctx);
+        // Boxed: the request's future is large (the whole lifecycle), and the
+        // connection holds one per stream.
+        Box::pin(async move {
+            let grpc = is_grpc(req.headers());
+            let Ok(resp) = handle(ctx, req.map(ClientBody::H2)).await;
+            if grpc {
+                grpc_error(resp)
+            } else {
+                resp
+            }
+        })
+    };
+    let result = crate::http2::server::serve(io, &builders.h2, svc, graceful).await;
+    match result {
+        Ok(()) => {}
+        Err(e) => match e.goaway() {
             Some(code) => {
                 crate::metrics::global()
                     .h2_goaway
-                    .with_label_values(&[listener.as_ref(), code.as_str()])
+                    .with_label_values(&[listener.as_ref(), code.name()])
                     .inc();
                 tracing::info!(%peer, %listener, %code, error = %e, "HTTP/2 connection closed with GOAWAY");
             }
-            None => tracing::debug!(%peer, error = %e, "client connection ended with an error"),
-        }
+            None => match e {
+                crate::http2::server::ConnError::Stalled(d) => tracing::info!(
+                    %peer,
+                    client_timeout = ?d,
+                    "HTTP/2 client took no response bytes for client_timeout; connection closed"
+                ),
+                e => tracing::debug!(%peer, error = %e, "client connection ended with an error"),
+            },
+        },
     }
 }
 
@@ -178,79 +159,6 @@ where
     }
 }
 
-/// The error code of the GOAWAY rampart sent, when an HTTP/2 connection ended
-/// because of the client (a protocol error, too many resets...).
-fn h2_goaway(e: &hyper::Error) -> Option<String> {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(h2e) = s.downcast_ref::<h2::Error>() {
-            if h2e.is_go_away() && !h2e.is_remote() {
-                return h2e.reason().map(|r| format!("{r:?}"));
-            }
-            return None;
-        }
-        src = s.source();
-    }
-    None
-}
-
-/// An HTTP/2 connection: GOAWAY (in-flight streams finish) on `graceful`, or
-/// once it has started no request for the idle timeout.
-async fn drive_h2<C>(
-    conn: C,
-    graceful: &CancellationToken,
-    idle: Option<(Duration, Arc<Activity>)>,
-    (stall, client_timeout, peer): (&H2Stall, Duration, SocketAddr),
-    shutdown: impl Fn(Pin<&mut C>),
-) -> Result<(), hyper::Error>
-where
-    C: std::future::Future<Output = Result<(), hyper::Error>>,
-{
-    tokio::pin!(conn);
-    let mut shut = false;
-    // checked every half client_timeout: held responses are cut off after
-    // between one and one and a half client_timeouts
-    let mut stall_check = tokio::time::interval_at(
-        tokio::time::Instant::now() + client_timeout / 2,
-        (client_timeout / 2).max(Duration::from_millis(100)),
-    );
-    stall_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let wait = match (&idle, shut) {
-            (Some((limit, a)), false) => a.idle_in(*limit).unwrap_or(*limit),
-            _ => Duration::from_secs(86_400),
-        };
-        tokio::select! {
-            r = conn.as_mut() => return r,
-            _ = graceful.cancelled(), if !shut => {
-                shut = true;
-                shutdown(conn.as_mut());
-            }
-            _ = tokio::time::sleep(wait), if !shut && idle.is_some() => {
-                if let Some((limit, a)) = &idle {
-                    if a.idle_in(*limit) == Some(Duration::ZERO) {
-                        tracing::debug!("HTTP/2 connection idle; GOAWAY");
-                        shut = true;
-                        shutdown(conn.as_mut());
-                    }
-                }
-            }
-            _ = stall_check.tick() => {
-                if stall.held_for().is_some_and(|d| d >= client_timeout) {
-                    // nothing a GOAWAY could wait for: the held streams would
-                    // keep it open; the connection is closed as it is
-                    tracing::info!(
-                        %peer,
-                        ?client_timeout,
-                        "HTTP/2 client took no response bytes for client_timeout; connection closed"
-                    );
-                    return Ok(());
-                }
-            }
-        }
-    }
-}
-
 /// What goes to the server: the request as bytes (see `handle`), or as a
 /// request for hyper's client. One lives in each request's (boxed) future:
 /// boxing the larger variant would cost an allocation and save nothing.
@@ -262,10 +170,9 @@ enum Outgoing {
 
 async fn handle(
     ctx: Arc<ConnCtx>,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
-    let from_h2 = req.version() == Version::HTTP_2;
     if req.method() == Method::CONNECT {
         // A reverse proxy does not open tunnels to arbitrary hosts.
         let mut r = plain(
@@ -596,8 +503,6 @@ async fn handle(
                         idle_timeout: pool.server_timeout,
                         idle: None,
                         private: pool.send_proxy.is_some().then(|| Arc::clone(&ctx)),
-                        stall: from_h2.then(|| Arc::clone(&ctx)),
-                        waiting: false,
                     }),
                 ));
             }
@@ -698,7 +603,7 @@ pub(super) fn decided(
 /// What rules see of a request on the hyper path (path and bare host computed
 /// once, not per rule).
 struct View<'a> {
-    req: &'a Request<Incoming>,
+    req: &'a Request<ClientBody>,
     src: std::net::IpAddr,
     path: &'a str,
     bare_host: Option<&'a str>,

@@ -4,6 +4,7 @@
 //! the request kept for a replay.
 
 use crate::pool::Pool;
+use crate::upstream::ClientBody;
 use crate::upstream::ReqBody;
 use bytes::Bytes;
 use http::header::HeaderMap;
@@ -11,13 +12,12 @@ use http::request::Parts;
 use http::{Method, Request, Uri};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use std::time::Duration;
 
 pub(super) enum Buffered {
     Bytes(Bytes),
     /// the body, and the frames read from it already
-    Stream(Incoming, std::collections::VecDeque<Frame<Bytes>>),
+    Stream(ClientBody, std::collections::VecDeque<Frame<Bytes>>),
 }
 
 /// A body read whole, as sent on. An empty one that the client gave no length,
@@ -35,7 +35,7 @@ pub(super) fn full(body: Bytes, method: &Method, headers: &HeaderMap) -> ReqBody
 /// Reads the whole body when the request may be replayed and its size is known and
 /// within `retry_buffer`; otherwise leaves it streaming.
 pub(super) async fn buffer_if_small(
-    body: Incoming,
+    body: ClientBody,
     replayable: bool,
     pool: &Pool,
 ) -> Result<Buffered, ()> {
@@ -60,7 +60,7 @@ pub(super) async fn buffer_if_small(
 /// with it every frame that had already arrived (up to 64 KiB): a body
 /// malformed within what came with the head (a bad chunk size, chunk data not
 /// ended by CRLF) is refused by rampart and never reaches a server.
-pub(super) async fn first_frame(mut body: Incoming, pool: &Pool) -> Result<Buffered, ()> {
+pub(super) async fn first_frame(mut body: ClientBody, pool: &Pool) -> Result<Buffered, ()> {
     let mut ahead = std::collections::VecDeque::new();
     if body.is_end_stream() {
         return Ok(Buffered::Stream(body, ahead));

@@ -12,12 +12,68 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// A client's request body: from hyper (HTTP/1.1), or from rampart's own
+/// HTTP/2 server.
+pub enum ClientBody {
+    Hyper(Incoming),
+    H2(crate::http2::server::RecvBody),
+}
+
+/// Why a client's body stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    #[error(transparent)]
+    H2(#[from] crate::http2::server::RecvError),
+}
+
+impl ClientBodyError {
+    /// The client went away (or reset its stream) mid-body, rather than
+    /// breaking its framing.
+    pub fn is_incomplete(&self) -> bool {
+        match self {
+            ClientBodyError::Hyper(e) => e.is_incomplete_message(),
+            ClientBodyError::H2(_) => true,
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(ClientBodyError::from),
+            ClientBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(ClientBodyError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// The body sent to a backend: the client's streaming body, or a buffered copy
 /// (for requests that may be replayed on another server; `Full(None)`: no body).
 pub enum ReqBody {
     Full(Option<Bytes>),
     Incoming {
-        body: Incoming,
+        body: ClientBody,
         /// The frames read before a server was chosen: the first, and those
         /// that had arrived with it (so that a body malformed within what
         /// came with the head never reaches a server).
@@ -52,7 +108,7 @@ pub const BODY_STALLED: u8 = 2;
 #[derive(Debug, thiserror::Error)]
 pub enum ReqBodyError {
     #[error(transparent)]
-    Client(#[from] hyper::Error),
+    Client(#[from] ClientBodyError),
     #[error("the client sent no body bytes for client_timeout ({0:?})")]
     Stalled(Duration),
 }
@@ -97,7 +153,7 @@ impl Body for ReqBody {
                 }
                 *waiting = false;
                 match &r {
-                    Poll::Ready(Some(Err(e))) if !e.is_incomplete_message() => {
+                    Poll::Ready(Some(Err(e))) if !e.is_incomplete() => {
                         if let Some(f) = fault {
                             f.store(BODY_MALFORMED, Ordering::Relaxed);
                         }

@@ -11,7 +11,9 @@ pub mod http2;
 mod idle;
 mod raw;
 
-pub use body::{ReqBody, ReqBodyError, ReqProgress, BODY_MALFORMED, BODY_STALLED};
+pub use body::{
+    ClientBody, ClientBodyError, ReqBody, ReqBodyError, ReqProgress, BODY_MALFORMED, BODY_STALLED,
+};
 pub use connect::{connect_tcp, connect_tls, tasks};
 pub use error::{SendError, UpstreamError};
 pub use idle::{checkin, checkin_raw, take_idle_raw, Private, Sender, Via};

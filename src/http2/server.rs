@@ -1,0 +1,1672 @@
+//! rampart's HTTP/2 server connection (RFC 9113): one task reads the client's
+//! frames, runs each stream's service future and writes the answers, with no
+//! task spawned per stream and no channel between them.
+//!
+//! The state of every stream lives in the connection: flow control both ways,
+//! the request body handed to the service ([`RecvBody`]), the response body
+//! taken from it. A stream's service future and response body are polled only
+//! when their own waker fired (each stream has one), so a connection with many
+//! streams does not poll them all on every event.
+//!
+//! Abuse limits (as hyper and h2 had them, from `[listener.http2]`): streams
+//! the client resets before their answer (rapid reset, CVE-2023-44487), streams
+//! rampart resets for the client's errors, header blocks larger than the
+//! header list limit allows (CONTINUATION floods), header lists over the limit
+//! (431), a write backlog (a client that sends and does not read), responses
+//! held by a window the client does not open (`stall_timeout`).
+
+use super::frame::{self, Head, Reason, MAX_WINDOW};
+use super::hpack;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+/// This side's limits (`[listener.http2]`) and timers.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_concurrent_streams: u32,
+    pub max_header_list_size: u32,
+    pub initial_stream_window_size: u32,
+    pub initial_connection_window_size: u32,
+    pub max_frame_size: u32,
+    /// Streams the client may reset before their answer, net of the streams
+    /// it lets finish, before GOAWAY ENHANCE_YOUR_CALM.
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams this side may reset for the client's errors before GOAWAY
+    /// ENHANCE_YOUR_CALM.
+    pub max_local_error_reset_streams: usize,
+    /// PING after this long without a frame from the client.
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
+    /// GOAWAY after this long without a stream.
+    pub idle_timeout: Option<Duration>,
+    /// Close once responses have been held this long by the client's flow
+    /// control, or its socket took no bytes.
+    pub stall_timeout: Duration,
+}
+
+/// How a connection ended other than by an orderly close.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("sent GOAWAY {reason}: {why}")]
+    GoAway { reason: Reason, why: &'static str },
+    #[error("the client connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no PING acknowledgement within {0:?}")]
+    PingTimeout(Duration),
+    #[error("the client took no response bytes for {0:?}")]
+    Stalled(Duration),
+    #[error("the connection did not start with the HTTP/2 preface")]
+    Preface,
+}
+
+impl ConnError {
+    /// The code of the GOAWAY this side sent for the client's error.
+    pub fn goaway(&self) -> Option<Reason> {
+        match self {
+            ConnError::GoAway { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
+}
+
+/// A request body the client stopped: it reset the stream, or the connection
+/// ended.
+#[derive(Debug, thiserror::Error)]
+#[error("the client reset the stream ({0})")]
+pub struct RecvError(pub Reason);
+
+/// Streams whose service future, body or request body has something for the
+/// connection: their wakers push their ids here.
+struct Ready {
+    inner: Mutex<ReadyInner>,
+}
+
+#[derive(Default)]
+struct ReadyInner {
+    ids: Vec<u32>,
+    /// The connection task's.
+    waker: Option<Waker>,
+}
+
+impl Ready {
+    fn push(&self, id: u32) {
+        let mut r = lock(&self.inner);
+        r.ids.push(id);
+        // the first since the connection took the list: it wakes up (later
+        // ones find it woken already)
+        if r.ids.len() == 1 {
+            if let Some(w) = &r.waker {
+                w.wake_by_ref();
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct StreamWake {
+    id: u32,
+    ready: Arc<Ready>,
+}
+
+impl Wake for StreamWake {
+    fn wake(self: Arc<Self>) {
+        self.ready.push(self.id);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.push(self.id);
+    }
+}
+
+/// A request's body as the client sends it in DATA frames.
+pub struct RecvBody {
+    inner: Option<Arc<BodyShared>>,
+    /// content-length less what was taken
+    left: Option<u64>,
+}
+
+struct BodyShared {
+    id: u32,
+    state: Mutex<BodyState>,
+    ready: Arc<Ready>,
+}
+
+#[derive(Default)]
+struct BodyState {
+    chunks: VecDeque<Bytes>,
+    end: bool,
+    trailers: Option<HeaderMap>,
+    reset: Option<Reason>,
+    waker: Option<Waker>,
+    /// taken by the reader since the connection last looked (flow control)
+    taken: usize,
+}
+
+impl RecvBody {
+    fn empty() -> RecvBody {
+        RecvBody {
+            inner: None,
+            left: Some(0),
+        }
+    }
+}
+
+impl Body for RecvBody {
+    type Data = Bytes;
+    type Error = RecvError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RecvError>>> {
+        let Some(sh) = self.inner.clone() else {
+            return Poll::Ready(None);
+        };
+        let mut st = lock(&sh.state);
+        if let Some(c) = st.chunks.pop_front() {
+            st.taken += c.len();
+            drop(st);
+            if let Some(l) = self.left.as_mut() {
+                *l = l.saturating_sub(c.len() as u64);
+            }
+            sh.ready.push(sh.id);
+            return Poll::Ready(Some(Ok(Frame::data(c))));
+        }
+        if let Some(r) = st.reset {
+            return Poll::Ready(Some(Err(RecvError(r))));
+        }
+        if let Some(t) = st.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+        }
+        if st.end {
+            return Poll::Ready(None);
+        }
+        if !st.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            st.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            None => true,
+            Some(sh) => {
+                let st = lock(&sh.state);
+                st.end && st.chunks.is_empty() && st.trailers.is_none() && st.reset.is_none()
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.left {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+impl BodyShared {
+    fn with<R>(&self, f: impl FnOnce(&mut BodyState) -> R) -> R {
+        let mut st = lock(&self.state);
+        let r = f(&mut st);
+        if let Some(w) = st.waker.take() {
+            drop(st);
+            w.wake();
+        }
+        r
+    }
+}
+
+/// What a stream has sent of its response.
+enum Out<F, B> {
+    /// The service future has not answered yet (dropping it cancels the
+    /// request).
+    Waiting(F),
+    /// The head is sent; the body is read as the windows allow.
+    Body(B),
+    /// Everything is sent.
+    Done,
+}
+
+struct Stream<F, B> {
+    id: u32,
+    /// The client may still send on it (no END_STREAM yet).
+    remote_open: bool,
+    /// Its request body, while the client sends one.
+    body: Option<Arc<BodyShared>>,
+    /// What the client may still send before a WINDOW_UPDATE.
+    recv_window: i64,
+    /// Taken by the body's reader and not yet given back.
+    recv_unacked: i64,
+    content_length: Option<u64>,
+    received: u64,
+    out: Out<F, B>,
+    send_window: i64,
+    /// Data taken from the response body and not yet sent.
+    pending: Bytes,
+    /// `pending` ends the body.
+    pending_end: bool,
+    waker: Waker,
+    /// The HEAD method: the response has no body whatever the service says.
+    head: bool,
+}
+
+/// A header block being received (HEADERS without END_HEADERS, then
+/// CONTINUATIONs).
+struct Partial {
+    stream: u32,
+    end_stream: bool,
+    block: Vec<u8>,
+}
+
+/// How many bytes of frames to write before the connection stops reading the
+/// client (and taking more from response bodies) until they are written.
+const WRITE_HIGH: usize = 64 * 1024;
+/// How many frames to handle before giving other tasks a turn.
+const FRAMES_PER_POLL: usize = 256;
+/// The request head's fields, decoded, that a header block may hold at most
+/// on top of `max_header_list_size` (a block is compressed: the decoded list
+/// is limited; the block itself only needs a sanity bound).
+const BLOCK_SLACK: usize = 16 * 1024;
+/// How many closed streams are remembered (late frames on those this side
+/// reset are ignored; HEADERS on the others are stream errors).
+const RECENT_CLOSED: usize = 128;
+
+/// Serves one HTTP/2 connection; `io` starts with the client's preface.
+/// `graceful` asks it to GOAWAY, finish its streams and close.
+pub async fn serve<IO, S, F, B>(
+    io: IO,
+    cfg: &Settings,
+    svc: S,
+    graceful: CancellationToken,
+) -> Result<(), ConnError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    S: FnMut(Request<RecvBody>) -> F,
+    F: Future<Output = Response<B>> + Unpin,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let ready = Arc::new(Ready {
+        inner: Mutex::new(ReadyInner::default()),
+    });
+    let now = crate::clock::now_ms();
+    let mut c = Conn {
+        io,
+        cfg,
+        svc,
+        rbuf: BytesMut::with_capacity(16 * 1024),
+        wbuf: Vec::with_capacity(16 * 1024),
+        wpos: 0,
+        unflushed: false,
+        decoder: hpack::Decoder::new(4096),
+        streams: Vec::new(),
+        ready,
+        woken: Vec::new(),
+        last_id: 0,
+        peer_max_frame: 16_384,
+        peer_initial_window: 65_535,
+        send_window: 65_535,
+        recv_window: (cfg.initial_connection_window_size as i64).max(65_535),
+        local_window: 65_535,
+        recv_unacked: 0,
+        partial: None,
+        preface: false,
+        got_settings: false,
+        goaway: None,
+        read_closed: false,
+        early_resets: 0,
+        local_resets: 0,
+        recent: VecDeque::new(),
+        last_read_ms: now,
+        ping_sent_ms: None,
+        idle_since_ms: now,
+        moved_ms: now,
+        timer: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
+        timer_at: u64::MAX,
+        graceful: Box::pin(graceful.cancelled_owned()),
+    };
+    c.start();
+    std::future::poll_fn(|cx| c.poll(cx)).await
+}
+
+struct Conn<'a, IO, S, F, B> {
+    io: IO,
+    cfg: &'a Settings,
+    svc: S,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    /// Written and not flushed yet (TLS).
+    unflushed: bool,
+    decoder: hpack::Decoder,
+    streams: Vec<Stream<F, B>>,
+    ready: Arc<Ready>,
+    /// ids taken from `ready`, to look at
+    woken: Vec<u32>,
+    /// The highest stream the client opened.
+    last_id: u32,
+    peer_max_frame: usize,
+    peer_initial_window: i64,
+    /// The connection's window for what this side sends.
+    send_window: i64,
+    /// What the client may still send on the connection.
+    recv_window: i64,
+    /// The initial window of a stream the client sends on: 65,535 until the
+    /// client acknowledged this side's SETTINGS.
+    local_window: i64,
+    /// Received and not yet given back with a WINDOW_UPDATE.
+    recv_unacked: i64,
+    partial: Option<Partial>,
+    preface: bool,
+    got_settings: bool,
+    /// The last stream id of the GOAWAY sent.
+    goaway: Option<u32>,
+    read_closed: bool,
+    /// Streams the client reset before their answer, less those it let
+    /// finish (rapid reset).
+    early_resets: usize,
+    /// Streams reset for the client's errors.
+    local_resets: usize,
+    /// Streams closed lately, and whether this side reset them (their late
+    /// frames are then ignored).
+    recent: VecDeque<(u32, bool)>,
+    last_read_ms: u64,
+    ping_sent_ms: Option<u64>,
+    /// When the last stream ended (idle timeout).
+    idle_since_ms: u64,
+    /// When response bytes last moved to the socket (stall timeout).
+    moved_ms: u64,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    timer_at: u64,
+    graceful: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+/// A frame that ends the connection: GOAWAY with this code.
+struct Fatal(Reason, &'static str);
+
+impl<IO, S, F, B> Conn<'_, IO, S, F, B>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    S: FnMut(Request<RecvBody>) -> F,
+    F: Future<Output = Response<B>> + Unpin,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    fn start(&mut self) {
+        let cfg = self.cfg;
+        frame::settings(
+            &mut self.wbuf,
+            &[
+                (frame::SETTINGS_ENABLE_PUSH, 0),
+                (
+                    frame::SETTINGS_MAX_CONCURRENT_STREAMS,
+                    cfg.max_concurrent_streams,
+                ),
+                (
+                    frame::SETTINGS_INITIAL_WINDOW_SIZE,
+                    cfg.initial_stream_window_size,
+                ),
+                (frame::SETTINGS_MAX_FRAME_SIZE, cfg.max_frame_size),
+                (
+                    frame::SETTINGS_MAX_HEADER_LIST_SIZE,
+                    cfg.max_header_list_size,
+                ),
+            ],
+        );
+        let extra = cfg.initial_connection_window_size as i64 - 65_535;
+        if extra > 0 {
+            frame::window_update(&mut self.wbuf, 0, extra as u32);
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        {
+            let mut r = lock(&self.ready.inner);
+            if !r.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                r.waker = Some(cx.waker().clone());
+            }
+            self.woken.append(&mut r.ids);
+        }
+        if self.goaway.is_none() && self.graceful.as_mut().poll(cx).is_ready() {
+            self.send_goaway(Reason::NO_ERROR);
+        }
+        for _ in 0..8 {
+            let mut progress = false;
+            if !self.read_closed && self.wbuf.len() - self.wpos < WRITE_HIGH {
+                match self.poll_read(cx) {
+                    Ok(p) => progress |= p,
+                    Err(e) => return Poll::Ready(self.fail(cx, e)),
+                }
+            }
+            // the streams whose wakers fired (or new ones): their service
+            // futures, their response bodies, and what their request bodies'
+            // readers took (window updates)
+            self.woken.append(&mut lock(&self.ready.inner).ids);
+            if !self.woken.is_empty() {
+                progress = true;
+                let mut batch = std::mem::take(&mut self.woken);
+                for &id in &batch {
+                    self.service(id);
+                }
+                // (streams put off by the write backlog are in `woken` again)
+                batch.clear();
+                if self.woken.is_empty() {
+                    self.woken = batch;
+                }
+            }
+            if self.wpos < self.wbuf.len() || self.unflushed {
+                match self.poll_write(cx) {
+                    Ok(p) => progress |= p,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            if self.finished() {
+                return Poll::Ready(self.close(cx));
+            }
+            if !progress {
+                break;
+            }
+        }
+        if let Err(e) = self.timers(cx) {
+            return Poll::Ready(Err(e));
+        }
+        if self.finished() {
+            return Poll::Ready(self.close(cx));
+        }
+        Poll::Pending
+    }
+
+    /// All done: GOAWAY sent (or the client gone) and nothing left in flight.
+    fn finished(&self) -> bool {
+        let nothing_left =
+            self.streams.is_empty() && self.wpos == self.wbuf.len() && !self.unflushed;
+        (self.goaway.is_some() || self.read_closed) && nothing_left
+    }
+
+    fn close(&mut self, cx: &mut Context<'_>) -> Result<(), ConnError> {
+        // FIN (and TLS's close_notify) if the socket takes it now; it closes
+        // when dropped
+        let _ = Pin::new(&mut self.io).poll_shutdown(cx);
+        Ok(())
+    }
+
+    /// Ends the connection for the client's error: GOAWAY, written if the
+    /// socket takes it at once.
+    fn fail(&mut self, cx: &mut Context<'_>, e: ConnError) -> Result<(), ConnError> {
+        if let ConnError::GoAway { reason, .. } = &e {
+            let last = self.last_id;
+            frame::goaway(&mut self.wbuf, last, *reason);
+            let _ = self.poll_write(cx);
+        }
+        Err(e)
+    }
+
+    fn send_goaway(&mut self, reason: Reason) {
+        if self.goaway.is_none() {
+            self.goaway = Some(self.last_id);
+            frame::goaway(&mut self.wbuf, self.last_id, reason);
+        }
+    }
+
+    /// Reads what the socket has and handles the whole frames in it.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Result<bool, ConnError> {
+        let mut progress = false;
+        // frames already buffered first (a previous turn stopped early)
+        let handled = self.handle_frames()?;
+        progress |= handled > 0;
+        if handled >= FRAMES_PER_POLL {
+            cx.waker().wake_by_ref();
+            return Ok(true);
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            let want = (self.cfg.max_frame_size as usize + 9).min(64 * 1024);
+            self.rbuf.reserve(want.max(16 * 1024));
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+            Poll::Ready(Ok(0)) => {
+                self.read_closed = true;
+                self.client_gone();
+                return Ok(true);
+            }
+            Poll::Ready(Ok(_)) => {
+                self.last_read_ms = crate::clock::now_ms();
+                self.handle_frames()?;
+                progress = true;
+            }
+            Poll::Ready(Err(e)) => return Err(ConnError::Io(e)),
+            Poll::Pending => {}
+        }
+        Ok(progress)
+    }
+
+    /// The client closed its side: nothing it asked for can be delivered.
+    fn client_gone(&mut self) {
+        for s in &mut self.streams {
+            if let Some(b) = s.body.take() {
+                b.with(|st| st.reset = Some(Reason::CANCEL));
+            }
+        }
+        // (their service futures are dropped: the requests are cancelled)
+        self.streams.clear();
+        self.wbuf.clear();
+        self.wpos = 0;
+    }
+
+    fn handle_frames(&mut self) -> Result<usize, ConnError> {
+        let mut n = 0;
+        if !self.preface {
+            if self.rbuf.len() < frame::PREFACE.len() {
+                if !frame::PREFACE.starts_with(&self.rbuf) {
+                    return Err(ConnError::Preface);
+                }
+                return Ok(0);
+            }
+            if &self.rbuf[..frame::PREFACE.len()] != frame::PREFACE {
+                return Err(ConnError::Preface);
+            }
+            self.rbuf.advance(frame::PREFACE.len());
+            self.preface = true;
+        }
+        while self.rbuf.len() >= 9 && n < FRAMES_PER_POLL && !self.read_closed {
+            let h = Head::parse(&self.rbuf);
+            if h.len > self.cfg.max_frame_size as usize {
+                return Err(fatal(
+                    Reason::FRAME_SIZE_ERROR,
+                    "a frame over SETTINGS_MAX_FRAME_SIZE",
+                ));
+            }
+            if self.rbuf.len() < 9 + h.len {
+                break;
+            }
+            let f = self.rbuf.split_to(9 + h.len);
+            self.frame(h, f).map_err(|Fatal(r, why)| fatal(r, why))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn frame(&mut self, h: Head, mut f: BytesMut) -> Result<(), Fatal> {
+        if !self.got_settings && h.kind != frame::SETTINGS {
+            return Err(Fatal(
+                Reason::PROTOCOL_ERROR,
+                "the first frame is not SETTINGS",
+            ));
+        }
+        if let Some(p) = &self.partial {
+            if h.kind != frame::CONTINUATION || h.stream != p.stream {
+                return Err(Fatal(
+                    Reason::PROTOCOL_ERROR,
+                    "a frame other than CONTINUATION inside a header block",
+                ));
+            }
+        }
+        let payload = &f[9..];
+        match h.kind {
+            frame::DATA => {
+                f.advance(9);
+                self.data(h, f)
+            }
+            frame::HEADERS => self.headers(h, payload),
+            frame::CONTINUATION => self.continuation(h, payload),
+            frame::PRIORITY => {
+                if h.stream == 0 {
+                    return Err(Fatal(Reason::PROTOCOL_ERROR, "PRIORITY on stream 0"));
+                }
+                if h.len != 5 {
+                    self.reset(h.stream, Reason::FRAME_SIZE_ERROR, true)?;
+                    return Ok(());
+                }
+                let dep = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
+                    & 0x7fff_ffff;
+                if dep == h.stream {
+                    self.reset(h.stream, Reason::PROTOCOL_ERROR, true)?;
+                }
+                Ok(())
+            }
+            frame::RST_STREAM => self.rst_stream(h, payload),
+            frame::SETTINGS => self.settings(h, payload),
+            frame::PUSH_PROMISE => Err(Fatal(Reason::PROTOCOL_ERROR, "PUSH_PROMISE from a client")),
+            frame::PING => {
+                if h.stream != 0 {
+                    return Err(Fatal(Reason::PROTOCOL_ERROR, "PING on a stream"));
+                }
+                if h.len != 8 {
+                    return Err(Fatal(Reason::FRAME_SIZE_ERROR, "PING not 8 bytes long"));
+                }
+                if h.flags & frame::ACK != 0 {
+                    self.ping_sent_ms = None;
+                } else {
+                    let mut p = [0u8; 8];
+                    p.copy_from_slice(payload);
+                    frame::ping(&mut self.wbuf, true, &p);
+                }
+                Ok(())
+            }
+            frame::GOAWAY => {
+                if h.stream != 0 {
+                    return Err(Fatal(Reason::PROTOCOL_ERROR, "GOAWAY on a stream"));
+                }
+                if h.len < 8 {
+                    return Err(Fatal(Reason::FRAME_SIZE_ERROR, "GOAWAY under 8 bytes"));
+                }
+                // the client opens no more streams; those it has finish
+                if self.goaway.is_none() {
+                    self.send_goaway(Reason::NO_ERROR);
+                }
+                Ok(())
+            }
+            frame::WINDOW_UPDATE => self.window_update(h, payload),
+            // unknown frame types are ignored (RFC 9113 4.1)
+            _ => Ok(()),
+        }
+    }
+
+    fn settings(&mut self, h: Head, p: &[u8]) -> Result<(), Fatal> {
+        if h.stream != 0 {
+            return Err(Fatal(Reason::PROTOCOL_ERROR, "SETTINGS on a stream"));
+        }
+        if h.flags & frame::ACK != 0 {
+            if h.len != 0 {
+                return Err(Fatal(
+                    Reason::FRAME_SIZE_ERROR,
+                    "a SETTINGS ACK with a payload",
+                ));
+            }
+            // this side's SETTINGS hold from now: until then the client may
+            // have sent on the default window of 65,535 (RFC 9113 6.9.2)
+            let window = self.cfg.initial_stream_window_size as i64;
+            let delta = window - self.local_window;
+            self.local_window = window;
+            for s in &mut self.streams {
+                s.recv_window += delta;
+            }
+            return Ok(());
+        }
+        if h.len % 6 != 0 {
+            return Err(Fatal(
+                Reason::FRAME_SIZE_ERROR,
+                "SETTINGS not a multiple of 6 bytes",
+            ));
+        }
+        self.got_settings = true;
+        for s in p.chunks_exact(6) {
+            let id = u16::from_be_bytes([s[0], s[1]]);
+            let v = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
+            match id {
+                frame::SETTINGS_ENABLE_PUSH if v > 1 => {
+                    return Err(Fatal(Reason::PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH over 1"));
+                }
+                frame::SETTINGS_INITIAL_WINDOW_SIZE => {
+                    if v as i64 > MAX_WINDOW {
+                        return Err(Fatal(
+                            Reason::FLOW_CONTROL_ERROR,
+                            "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1",
+                        ));
+                    }
+                    let delta = v as i64 - self.peer_initial_window;
+                    self.peer_initial_window = v as i64;
+                    for s in &mut self.streams {
+                        s.send_window += delta;
+                        if s.send_window > MAX_WINDOW {
+                            return Err(Fatal(
+                                Reason::FLOW_CONTROL_ERROR,
+                                "a stream's window over 2^31-1",
+                            ));
+                        }
+                    }
+                    if delta > 0 {
+                        let ids: Vec<u32> = self.streams.iter().map(|s| s.id).collect();
+                        self.woken.extend(ids);
+                    }
+                }
+                frame::SETTINGS_MAX_FRAME_SIZE => {
+                    if !(16_384..=16_777_215).contains(&v) {
+                        return Err(Fatal(
+                            Reason::PROTOCOL_ERROR,
+                            "SETTINGS_MAX_FRAME_SIZE out of range",
+                        ));
+                    }
+                    self.peer_max_frame = v as usize;
+                }
+                _ => {}
+            }
+        }
+        frame::settings_ack(&mut self.wbuf);
+        Ok(())
+    }
+
+    fn window_update(&mut self, h: Head, p: &[u8]) -> Result<(), Fatal> {
+        if h.len != 4 {
+            return Err(Fatal(
+                Reason::FRAME_SIZE_ERROR,
+                "WINDOW_UPDATE not 4 bytes long",
+            ));
+        }
+        let n = (u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff) as i64;
+        if h.stream == 0 {
+            if n == 0 {
+                return Err(Fatal(Reason::PROTOCOL_ERROR, "a WINDOW_UPDATE of 0"));
+            }
+            self.send_window += n;
+            if self.send_window > MAX_WINDOW {
+                return Err(Fatal(
+                    Reason::FLOW_CONTROL_ERROR,
+                    "the connection's window over 2^31-1",
+                ));
+            }
+            // every stream with data waiting may go on
+            let ids: Vec<u32> = self
+                .streams
+                .iter()
+                .filter(|s| !s.pending.is_empty() || matches!(s.out, Out::Body(_)))
+                .map(|s| s.id)
+                .collect();
+            for id in ids {
+                self.service(id);
+            }
+            return Ok(());
+        }
+        if h.stream > self.last_id {
+            return Err(Fatal(
+                Reason::PROTOCOL_ERROR,
+                "WINDOW_UPDATE on an idle stream",
+            ));
+        }
+        let Some(i) = self.find(h.stream) else {
+            return Ok(());
+        };
+        if n == 0 {
+            return self.reset(h.stream, Reason::PROTOCOL_ERROR, true);
+        }
+        let s = &mut self.streams[i];
+        s.send_window += n;
+        if s.send_window > MAX_WINDOW {
+            return self.reset(h.stream, Reason::FLOW_CONTROL_ERROR, true);
+        }
+        self.service(h.stream);
+        Ok(())
+    }
+
+    fn rst_stream(&mut self, h: Head, p: &[u8]) -> Result<(), Fatal> {
+        if h.stream == 0 {
+            return Err(Fatal(Reason::PROTOCOL_ERROR, "RST_STREAM on stream 0"));
+        }
+        if h.len != 4 {
+            return Err(Fatal(
+                Reason::FRAME_SIZE_ERROR,
+                "RST_STREAM not 4 bytes long",
+            ));
+        }
+        if h.stream > self.last_id {
+            return Err(Fatal(
+                Reason::PROTOCOL_ERROR,
+                "RST_STREAM on an idle stream",
+            ));
+        }
+        let code = Reason(u32::from_be_bytes([p[0], p[1], p[2], p[3]]));
+        if let Some(i) = self.find(h.stream) {
+            let s = self.streams.swap_remove(i);
+            if matches!(s.out, Out::Waiting(_)) {
+                self.early_resets += 1;
+                if self.early_resets > self.cfg.max_pending_accept_reset_streams {
+                    return Err(Fatal(
+                        Reason::ENHANCE_YOUR_CALM,
+                        "too many streams reset before their answer",
+                    ));
+                }
+            }
+            self.drop_stream(s, code);
+            self.closed(h.stream, false);
+        }
+        Ok(())
+    }
+
+    /// Forgets a stream: its service future is cancelled, its request body
+    /// reader told.
+    fn drop_stream(&mut self, mut s: Stream<F, B>, code: Reason) {
+        if let Some(b) = s.body.take() {
+            b.with(|st| {
+                if !st.end {
+                    st.reset = Some(code);
+                }
+            });
+        }
+        if self.streams.is_empty() {
+            self.idle_since_ms = crate::clock::now_ms();
+        }
+    }
+
+    fn closed(&mut self, id: u32, reset: bool) {
+        if self.recent.len() == RECENT_CLOSED {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((id, reset));
+    }
+
+    /// Whether `id` closed lately, and if so whether this side reset it.
+    fn recently_closed(&self, id: u32) -> Option<bool> {
+        self.recent.iter().find(|(i, _)| *i == id).map(|(_, r)| *r)
+    }
+
+    fn find(&self, id: u32) -> Option<usize> {
+        self.streams.iter().position(|s| s.id == id)
+    }
+
+    /// A stream error: RST_STREAM and the stream forgotten. `ours`: for the
+    /// client's error (counted against `max_local_error_reset_streams`).
+    fn reset(&mut self, id: u32, code: Reason, ours: bool) -> Result<(), Fatal> {
+        frame::rst_stream(&mut self.wbuf, id, code);
+        self.closed(id, true);
+        if let Some(i) = self.find(id) {
+            let s = self.streams.swap_remove(i);
+            self.drop_stream(s, code);
+        }
+        if ours {
+            self.local_resets += 1;
+            if self.local_resets > self.cfg.max_local_error_reset_streams {
+                return Err(Fatal(
+                    Reason::ENHANCE_YOUR_CALM,
+                    "too many streams reset for the client's errors",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn data(&mut self, h: Head, mut payload: BytesMut) -> Result<(), Fatal> {
+        if h.stream == 0 {
+            return Err(Fatal(Reason::PROTOCOL_ERROR, "DATA on stream 0"));
+        }
+        // the whole frame counts against the windows, padding included
+        let flow = h.len as i64;
+        self.recv_window -= flow;
+        if self.recv_window < 0 {
+            return Err(Fatal(
+                Reason::FLOW_CONTROL_ERROR,
+                "DATA over the connection's window",
+            ));
+        }
+        self.recv_unacked += flow;
+        self.give_back_connection_window();
+        if h.flags & frame::PADDED != 0 {
+            let pad = *payload.first().ok_or(Fatal(
+                Reason::FRAME_SIZE_ERROR,
+                "a padded DATA frame without its pad length",
+            ))? as usize;
+            if pad >= payload.len() {
+                return Err(Fatal(
+                    Reason::PROTOCOL_ERROR,
+                    "DATA padding over its length",
+                ));
+            }
+            payload.advance(1);
+            payload.truncate(payload.len() - pad);
+        }
+        if h.stream > self.last_id {
+            return Err(Fatal(Reason::PROTOCOL_ERROR, "DATA on an idle stream"));
+        }
+        let Some(i) = self.find(h.stream) else {
+            if self.recently_closed(h.stream) != Some(true) {
+                self.reset(h.stream, Reason::STREAM_CLOSED, true)?;
+            }
+            return Ok(());
+        };
+        let s = &mut self.streams[i];
+        if !s.remote_open {
+            return self.reset(h.stream, Reason::STREAM_CLOSED, true);
+        }
+        s.recv_window -= flow;
+        if s.recv_window < 0 {
+            return self.reset(h.stream, Reason::FLOW_CONTROL_ERROR, true);
+        }
+        s.received += payload.len() as u64;
+        let end = h.flags & frame::END_STREAM != 0;
+        if let Some(cl) = s.content_length {
+            if s.received > cl || (end && s.received != cl) {
+                return self.reset(h.stream, Reason::PROTOCOL_ERROR, true);
+            }
+        }
+        if end {
+            s.remote_open = false;
+        }
+        let body = if end { s.body.take() } else { s.body.clone() };
+        if let Some(b) = body {
+            let data = payload.freeze();
+            b.with(|st| {
+                if !data.is_empty() {
+                    st.chunks.push_back(data);
+                }
+                st.end |= end;
+            });
+        } else {
+            // nobody reads it (the answer went already): give the window back
+            // now, as the body will never take it
+            let s = &mut self.streams[i];
+            s.recv_window += flow;
+        }
+        if end {
+            self.maybe_done(h.stream);
+        }
+        Ok(())
+    }
+
+    fn give_back_connection_window(&mut self) {
+        if self.recv_unacked >= self.cfg.initial_connection_window_size as i64 / 2 {
+            frame::window_update(&mut self.wbuf, 0, self.recv_unacked as u32);
+            self.recv_window += self.recv_unacked;
+            self.recv_unacked = 0;
+        }
+    }
+
+    fn headers(&mut self, h: Head, payload: &[u8]) -> Result<(), Fatal> {
+        if h.stream == 0 {
+            return Err(Fatal(Reason::PROTOCOL_ERROR, "HEADERS on stream 0"));
+        }
+        let mut p = payload;
+        let mut pad = 0;
+        if h.flags & frame::PADDED != 0 {
+            let (&n, rest) = p.split_first().ok_or(Fatal(
+                Reason::FRAME_SIZE_ERROR,
+                "a padded HEADERS frame without its pad length",
+            ))?;
+            pad = n as usize;
+            p = rest;
+        }
+        let mut self_dependent = false;
+        if h.flags & frame::PRIORITY_FLAG != 0 {
+            if p.len() < 5 {
+                return Err(Fatal(
+                    Reason::FRAME_SIZE_ERROR,
+                    "HEADERS too short for its priority",
+                ));
+            }
+            let dep = u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff;
+            self_dependent = dep == h.stream;
+            p = &p[5..];
+        }
+        if pad > p.len() {
+            return Err(Fatal(
+                Reason::PROTOCOL_ERROR,
+                "HEADERS padding over its length",
+            ));
+        }
+        let block = &p[..p.len() - pad];
+        let end_stream = h.flags & frame::END_STREAM != 0;
+        if h.flags & frame::END_HEADERS == 0 {
+            self.partial = Some(Partial {
+                stream: h.stream,
+                end_stream,
+                block: block.to_vec(),
+            });
+            self.check_partial()?;
+            return Ok(());
+        }
+        if self_dependent {
+            // the block must still be decoded: the table moves with it
+            self.last_id = self.last_id.max(h.stream);
+            self.decode(block, h.stream, false)?;
+            return self.reset(h.stream, Reason::PROTOCOL_ERROR, true);
+        }
+        self.header_block(h.stream, block, end_stream)
+    }
+
+    fn check_partial(&self) -> Result<(), Fatal> {
+        if let Some(p) = &self.partial {
+            if p.block.len() > self.cfg.max_header_list_size as usize + BLOCK_SLACK {
+                return Err(Fatal(
+                    Reason::PROTOCOL_ERROR,
+                    "a header block larger than the header list limit allows",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn continuation(&mut self, h: Head, payload: &[u8]) -> Result<(), Fatal> {
+        let Some(p) = self.partial.as_mut() else {
+            return Err(Fatal(
+                Reason::PROTOCOL_ERROR,
+                "CONTINUATION without HEADERS before it",
+            ));
+        };
+        p.block.extend_from_slice(payload);
+        self.check_partial()?;
+        if h.flags & frame::END_HEADERS != 0 {
+            if let Some(p) = self.partial.take() {
+                return self.header_block(p.stream, &p.block, p.end_stream);
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes a header block into a request head (or trailers).
+    fn decode(&mut self, block: &[u8], stream: u32, trailers: bool) -> Result<Fields, Fatal> {
+        let mut f = Fields::new(self.cfg.max_header_list_size as usize, trailers);
+        self.decoder
+            .decode(block, |n, v| f.field(n, v))
+            .map_err(|_| {
+                Fatal(
+                    Reason::COMPRESSION_ERROR,
+                    "a header block HPACK cannot decode",
+                )
+            })?;
+        let _ = stream;
+        Ok(f)
+    }
+
+    fn header_block(&mut self, id: u32, block: &[u8], end_stream: bool) -> Result<(), Fatal> {
+        if id % 2 == 0 {
+            return Err(Fatal(
+                Reason::PROTOCOL_ERROR,
+                "a client stream with an even id",
+            ));
+        }
+        if id <= self.last_id {
+            // trailers of an open stream, or a closed stream
+            let Some(i) = self.find(id) else {
+                self.decode(block, id, true)?;
+                return match self.recently_closed(id) {
+                    Some(true) => Ok(()),
+                    Some(false) => self.reset(id, Reason::STREAM_CLOSED, true),
+                    // RFC 9113 5.1.1: ids only grow
+                    None => Err(Fatal(
+                        Reason::PROTOCOL_ERROR,
+                        "HEADERS on a stream id lower than one already used",
+                    )),
+                };
+            };
+            let f = self.decode(block, id, true)?;
+            if !self.streams[i].remote_open {
+                return self.reset(id, Reason::STREAM_CLOSED, true);
+            }
+            if !end_stream {
+                return self.reset(id, Reason::PROTOCOL_ERROR, true);
+            }
+            if f.malformed.is_some() || f.too_large {
+                return self.reset(id, Reason::PROTOCOL_ERROR, true);
+            }
+            let s = &mut self.streams[i];
+            s.remote_open = false;
+            if let Some(cl) = s.content_length {
+                if s.received != cl {
+                    return self.reset(id, Reason::PROTOCOL_ERROR, true);
+                }
+            }
+            if let Some(b) = s.body.take() {
+                let t = f.headers;
+                b.with(|st| {
+                    st.trailers = Some(t);
+                    st.end = true;
+                });
+            }
+            self.maybe_done(id);
+            return Ok(());
+        }
+        self.last_id = id;
+        let f = self.decode(block, id, false)?;
+        if self.goaway.is_some_and(|last| id > last) {
+            // after GOAWAY: not served (the client may send it again elsewhere)
+            return Ok(());
+        }
+        if self.streams.len() >= self.cfg.max_concurrent_streams as usize {
+            frame::rst_stream(&mut self.wbuf, id, Reason::REFUSED_STREAM);
+            self.closed(id, true);
+            return Ok(());
+        }
+        if let Some(why) = f.malformed {
+            tracing::debug!(stream = id, why, "malformed HTTP/2 request");
+            return self.reset(id, Reason::PROTOCOL_ERROR, true);
+        }
+        let too_large = f.too_large;
+        let (req, content_length, head) = match f.request(end_stream) {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::debug!(stream = id, why, "malformed HTTP/2 request");
+                return self.reset(id, Reason::PROTOCOL_ERROR, true);
+            }
+        };
+        let waker = Waker::from(Arc::new(StreamWake {
+            id,
+            ready: Arc::clone(&self.ready),
+        }));
+        let body_shared = (!end_stream).then(|| {
+            Arc::new(BodyShared {
+                id,
+                state: Mutex::new(BodyState::default()),
+                ready: Arc::clone(&self.ready),
+            })
+        });
+        let mut s = Stream {
+            id,
+            remote_open: !end_stream,
+            body: body_shared.clone(),
+            recv_window: self.local_window,
+            recv_unacked: 0,
+            content_length,
+            received: 0,
+            out: Out::Done,
+            send_window: self.peer_initial_window,
+            pending: Bytes::new(),
+            pending_end: false,
+            waker,
+            head,
+        };
+        if too_large {
+            // answered here, nothing sent on (as hyper did)
+            s.out = Out::Done;
+            let mut block = Vec::with_capacity(8);
+            hpack::encode_status(&mut block, 431);
+            frame::headers(&mut self.wbuf, id, &block, true, self.peer_max_frame);
+            self.streams.push(s);
+            self.maybe_done(id);
+            return Ok(());
+        }
+        let body = match body_shared {
+            Some(sh) => RecvBody {
+                inner: Some(sh),
+                left: content_length,
+            },
+            None => RecvBody::empty(),
+        };
+        s.out = Out::Waiting((self.svc)(req.map(|()| body)));
+        self.streams.push(s);
+        // first polled once the frames read with it are handled: a stream
+        // the client resets in the same read never reaches a server
+        self.woken.push(id);
+        Ok(())
+    }
+
+    /// A service future answered: the head goes out, the body follows.
+    fn respond(&mut self, i: usize, resp: Response<B>) {
+        let (parts, body) = resp.into_parts();
+        let s = &mut self.streams[i];
+        let id = s.id;
+        let end = s.head || body.is_end_stream();
+        let mut block = Vec::with_capacity(128);
+        hpack::encode_status(&mut block, parts.status.as_u16());
+        if !encode_fields(&mut block, &parts.headers) {
+            // an answer of rampart's own, or a server's without one: HTTP
+            // wants a Date (RFC 9110 6.6.1), as hyper gave it
+            hpack::encode_field(&mut block, b"date", &crate::clock::http_date_now());
+        }
+        frame::headers(&mut self.wbuf, id, &block, end, self.peer_max_frame);
+        if self.early_resets > 0 {
+            self.early_resets -= 1;
+        }
+        s.out = if end { Out::Done } else { Out::Body(body) };
+    }
+
+    /// Looks at a stream whose waker fired or whose window grew: takes what
+    /// its response body has, as far as the windows allow; gives the client
+    /// back the window its request body's reader freed.
+    fn service(&mut self, id: u32) {
+        let Some(i) = self.find(id) else {
+            return;
+        };
+        // request body: window back for what the reader took
+        if let Some(b) = &self.streams[i].body {
+            let taken = std::mem::take(&mut lock(&b.state).taken) as i64;
+            let s = &mut self.streams[i];
+            s.recv_unacked += taken;
+            // given back once half the window is used
+            if s.remote_open && s.recv_unacked >= self.cfg.initial_stream_window_size as i64 / 2 {
+                s.recv_window += s.recv_unacked;
+                frame::window_update(&mut self.wbuf, id, s.recv_unacked as u32);
+                s.recv_unacked = 0;
+            }
+        }
+        let waker = self.streams[i].waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        if let Out::Waiting(fut) = &mut self.streams[i].out {
+            match Pin::new(fut).poll(&mut cx) {
+                Poll::Pending => return,
+                Poll::Ready(resp) => self.respond(i, resp),
+            }
+            if matches!(self.streams[i].out, Out::Done) {
+                self.maybe_done(id);
+                return;
+            }
+        }
+        let max_frame = self.peer_max_frame;
+        let s = &mut self.streams[i];
+        loop {
+            if !s.pending.is_empty() || s.pending_end {
+                let room = s.send_window.min(self.send_window).max(0) as usize;
+                let n = s.pending.len().min(room).min(max_frame);
+                if n == 0 && !s.pending.is_empty() {
+                    // held by the client's window
+                    return;
+                }
+                let chunk = s.pending.split_to(n);
+                let last = s.pending.is_empty() && s.pending_end;
+                frame::head(
+                    &mut self.wbuf,
+                    n,
+                    frame::DATA,
+                    if last { frame::END_STREAM } else { 0 },
+                    id,
+                );
+                self.wbuf.extend_from_slice(&chunk);
+                s.send_window -= n as i64;
+                self.send_window -= n as i64;
+                if last {
+                    s.pending_end = false;
+                    s.out = Out::Done;
+                    self.maybe_done(id);
+                    return;
+                }
+                if !s.pending.is_empty() {
+                    continue;
+                }
+            }
+            if self.wbuf.len() - self.wpos >= WRITE_HIGH {
+                // taken up again once the socket took the backlog
+                self.woken.push(id);
+                return;
+            }
+            let Out::Body(body) = &mut s.out else {
+                return;
+            };
+            match Pin::new(body).poll_frame(&mut cx) {
+                Poll::Pending => return,
+                Poll::Ready(Some(Ok(f))) => match f.into_data() {
+                    Ok(d) => {
+                        let end = match &s.out {
+                            Out::Body(b) => b.is_end_stream(),
+                            _ => true,
+                        };
+                        s.pending = d;
+                        s.pending_end = end;
+                        if s.pending.is_empty() && !end {
+                            continue;
+                        }
+                    }
+                    Err(f) => {
+                        let trailers = f.into_trailers().unwrap_or_default();
+                        let mut block = Vec::with_capacity(64);
+                        let _ = encode_fields(&mut block, &trailers);
+                        frame::headers(&mut self.wbuf, id, &block, true, max_frame);
+                        s.out = Out::Done;
+                        self.maybe_done(id);
+                        return;
+                    }
+                },
+                Poll::Ready(None) => {
+                    s.pending_end = true;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::debug!(stream = id, error = %e, "response body failed; stream reset");
+                    let _ = self.reset(id, Reason::INTERNAL_ERROR, false);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Forgets a stream both sides are done with. One whose response is
+    /// complete while the client still sends its body is reset with NO_ERROR
+    /// (RFC 9113 8.1): the body is not wanted.
+    fn maybe_done(&mut self, id: u32) {
+        let Some(i) = self.find(id) else {
+            return;
+        };
+        let s = &self.streams[i];
+        if !matches!(s.out, Out::Done) {
+            return;
+        }
+        let reset = s.remote_open;
+        if reset {
+            frame::rst_stream(&mut self.wbuf, id, Reason::NO_ERROR);
+        }
+        self.closed(id, reset);
+        let s = self.streams.swap_remove(i);
+        self.drop_stream(s, Reason::NO_ERROR);
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, ConnError> {
+        let mut progress = false;
+        while self.wpos < self.wbuf.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Err(ConnError::Io(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.wpos += n;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => return Err(ConnError::Io(e)),
+                Poll::Pending => break,
+            }
+        }
+        if progress {
+            self.unflushed = true;
+            self.moved_ms = crate::clock::now_ms();
+        }
+        if self.wpos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+            if self.unflushed {
+                // (TLS: what the session holds goes to the socket)
+                match Pin::new(&mut self.io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.unflushed = false,
+                    Poll::Ready(Err(e)) => return Err(ConnError::Io(e)),
+                    Poll::Pending => {}
+                }
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Keep-alive pings, the idle timeout and the stall timeout, on one timer.
+    fn timers(&mut self, cx: &mut Context<'_>) -> Result<(), ConnError> {
+        let now = crate::clock::now_ms();
+        let cfg = self.cfg;
+        let ms = |d: Duration| d.as_millis() as u64;
+        let mut next = u64::MAX;
+        if let Some(iv) = cfg.keepalive_interval {
+            match self.ping_sent_ms {
+                Some(at) => {
+                    if now >= at + ms(cfg.keepalive_timeout) {
+                        return Err(ConnError::PingTimeout(cfg.keepalive_timeout));
+                    }
+                    next = next.min(at + ms(cfg.keepalive_timeout));
+                }
+                None => {
+                    let due = self.last_read_ms + ms(iv);
+                    if now >= due {
+                        frame::ping(&mut self.wbuf, false, b"rampart!");
+                        self.ping_sent_ms = Some(now);
+                        cx.waker().wake_by_ref();
+                        next = next.min(now + ms(cfg.keepalive_timeout));
+                    } else {
+                        next = next.min(due);
+                    }
+                }
+            }
+        }
+        if let (Some(idle), None) = (cfg.idle_timeout, self.goaway) {
+            if self.streams.is_empty() {
+                let due = self.idle_since_ms + ms(idle);
+                if now >= due {
+                    tracing::debug!("HTTP/2 connection idle; GOAWAY");
+                    self.send_goaway(Reason::NO_ERROR);
+                    cx.waker().wake_by_ref();
+                } else {
+                    next = next.min(due);
+                }
+            }
+        }
+        let held = self.wpos < self.wbuf.len()
+            || self.unflushed
+            || self
+                .streams
+                .iter()
+                .any(|s| !s.pending.is_empty() && (s.send_window <= 0 || self.send_window <= 0));
+        if held {
+            let due = self.moved_ms + ms(cfg.stall_timeout);
+            if now >= due {
+                return Err(ConnError::Stalled(cfg.stall_timeout));
+            }
+            next = next.min(due);
+        }
+        if next != u64::MAX && (next < self.timer_at || self.timer_at <= now) {
+            self.timer_at = next;
+            let at = tokio::time::Instant::now() + Duration::from_millis(next.saturating_sub(now));
+            self.timer.as_mut().reset(at);
+        }
+        // (a timer not armed again is not polled: it stays elapsed)
+        if self.timer_at != u64::MAX && self.timer.as_mut().poll(cx).is_ready() {
+            self.timer_at = u64::MAX;
+            cx.waker().wake_by_ref();
+        }
+        Ok(())
+    }
+}
+
+fn fatal(reason: Reason, why: &'static str) -> ConnError {
+    ConnError::GoAway { reason, why }
+}
+
+/// Response and trailer fields as HPACK, without the fields HTTP/2 forbids.
+/// Returns whether there was a Date.
+fn encode_fields(block: &mut Vec<u8>, headers: &HeaderMap) -> bool {
+    let mut date = false;
+    for (name, value) in headers {
+        if is_connection_specific(name) {
+            continue;
+        }
+        date |= name == header::DATE;
+        hpack::encode_field(block, name.as_str().as_bytes(), value.as_bytes());
+    }
+    date
+}
+
+fn is_connection_specific(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == "keep-alive"
+        || name == "proxy-connection"
+}
+
+/// A request head (or trailers) as decoded.
+struct Fields {
+    method: Option<Method>,
+    scheme: Option<http::uri::Scheme>,
+    authority: Option<Bytes>,
+    path: Option<Bytes>,
+    headers: HeaderMap,
+    regular_seen: bool,
+    malformed: Option<&'static str>,
+    size: usize,
+    limit: usize,
+    too_large: bool,
+    trailers: bool,
+    content_length: Option<u64>,
+}
+
+impl Fields {
+    fn new(limit: usize, trailers: bool) -> Fields {
+        Fields {
+            method: None,
+            scheme: None,
+            authority: None,
+            path: None,
+            headers: HeaderMap::new(),
+            regular_seen: false,
+            malformed: None,
+            size: 0,
+            limit,
+            too_large: false,
+            trailers,
+            content_length: None,
+        }
+    }
+
+    fn bad(&mut self, why: &'static str) {
+        if self.malformed.is_none() {
+            self.malformed = Some(why);
+        }
+    }
+
+    fn field(&mut self, name: &[u8], val: hpack::Value<'_>) {
+        let value = val.bytes();
+        self.size += name.len() + value.len() + 32;
+        if self.size > self.limit {
+            self.too_large = true;
+        }
+        if self.too_large || self.malformed.is_some() {
+            return;
+        }
+        if let Some(pseudo) = name.strip_prefix(b":") {
+            if !valid_value(value) {
+                return self.bad("a pseudo-header with a forbidden byte or edge whitespace");
+            }
+            if self.regular_seen || self.trailers {
+                return self.bad("a pseudo-header after a regular field, or in trailers");
+            }
+            let slot = match pseudo {
+                b"method" => {
+                    if self.method.is_some() {
+                        return self.bad("a pseudo-header twice");
+                    }
+                    match Method::from_bytes(value) {
+                        Ok(m) => self.method = Some(m),
+                        Err(_) => self.bad("an invalid :method"),
+                    }
+                    return;
+                }
+                b"scheme" => {
+                    if self.scheme.is_some() {
+                        return self.bad("a pseudo-header twice");
+                    }
+                    match http::uri::Scheme::try_from(value) {
+                        Ok(s) => self.scheme = Some(s),
+                        Err(_) => self.bad("an invalid :scheme"),
+                    }
+                    return;
+                }
+                b"authority" => &mut self.authority,
+                b"path" => &mut self.path,
+                _ => return self.bad("an unknown pseudo-header"),
+            };
+            if slot.is_some() {
+                return self.bad("a pseudo-header twice");
+            }
+            *slot = Some(val.to_bytes());
+            return;
+        }
+        self.regular_seen = true;
+        if name.is_empty() || !name.iter().all(|&b| TOKEN_LOWER[b as usize]) {
+            return self.bad("a field name with an uppercase or non-token byte");
+        }
+        let Ok(n) = HeaderName::from_bytes(name) else {
+            return self.bad("an invalid field name");
+        };
+        if is_connection_specific(&n) {
+            return self.bad("a connection-specific field");
+        }
+        if n == header::TE && value != b"trailers" {
+            return self.bad("TE other than \"trailers\"");
+        }
+        // (HeaderValue refuses NUL, CR, LF and the other control bytes)
+        if edge_whitespace(value) {
+            return self.bad("a field value with whitespace at an end");
+        }
+        let Ok(v) = HeaderValue::from_maybe_shared(val.to_bytes()) else {
+            return self.bad("an invalid field value");
+        };
+        if n == header::CONTENT_LENGTH {
+            let cl = std::str::from_utf8(value)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok());
+            match (cl, self.content_length) {
+                (None, _) => return self.bad("an invalid content-length"),
+                (Some(a), Some(b)) if a != b => return self.bad("two content-lengths"),
+                (Some(a), _) => self.content_length = Some(a),
+            }
+        }
+        self.headers.append(n, v);
+    }
+
+    /// The request, its content-length, and whether it is a HEAD.
+    fn request(self, end_stream: bool) -> Result<(Request<()>, Option<u64>, bool), &'static str> {
+        let method = self.method.ok_or("no :method")?;
+        if method == Method::CONNECT {
+            // RFC 9113 8.5: only :method and :authority
+            if self.scheme.is_some() || self.path.is_some() {
+                return Err("CONNECT with :scheme or :path");
+            }
+        } else if self.scheme.is_none() {
+            return Err("no :scheme");
+        }
+        let path = match (&self.path, method == Method::CONNECT) {
+            (Some(p), false) if p.is_empty() => return Err("an empty :path"),
+            (None, false) => return Err("no :path"),
+            (p, _) => p.clone(),
+        };
+        if end_stream && self.content_length.is_some_and(|n| n > 0) {
+            return Err("a content-length over 0 and no body");
+        }
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = self.scheme;
+        if let Some(a) = self.authority {
+            parts.authority = Some(
+                http::uri::Authority::from_maybe_shared(a).map_err(|_| "an invalid :authority")?,
+            );
+        }
+        if let Some(p) = path {
+            parts.path_and_query = Some(
+                http::uri::PathAndQuery::from_maybe_shared(p).map_err(|_| "an invalid :path")?,
+            );
+        }
+        if parts.scheme.is_some() && parts.authority.is_none() {
+            // a URI with a scheme needs an authority: take the path alone
+            parts.scheme = None;
+        }
+        let uri = Uri::from_parts(parts).map_err(|_| "an invalid request target")?;
+        let head = method == Method::HEAD;
+        let mut req = Request::new(());
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_2;
+        *req.headers_mut() = self.headers;
+        Ok((req, self.content_length, head))
+    }
+}
+
+/// RFC 9113 8.2.1: no NUL, CR or LF, no whitespace at either end.
+fn valid_value(v: &[u8]) -> bool {
+    !edge_whitespace(v) && !v.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n')
+}
+
+fn edge_whitespace(v: &[u8]) -> bool {
+    match (v.first(), v.last()) {
+        (Some(&a), Some(&z)) => a == b' ' || a == b'\t' || z == b' ' || z == b'\t',
+        _ => false,
+    }
+}
+
+/// Token characters (RFC 9110 5.6.2) other than uppercase letters.
+static TOKEN_LOWER: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
