@@ -1,8 +1,9 @@
 //! HTTP mode, past the fast path: hyper 1.x serves HTTP/1.1 (keep-alive) and
 //! rampart's own server (`crate::http2::server`) HTTP/2, h2c or TLS; each request
-//! is routed to a pool, balanced to a server and sent over a pooled connection. Bodies stream both ways; nothing is buffered whole.
-//! Headers are rewritten in `headers`, bodies and the access-log entry live in
-//! `body`, gRPC errors in `grpc`.
+//! is routed to a pool, balanced to a server and sent over a pooled connection.
+//! Bodies stream both ways; nothing is buffered whole. Headers are rewritten in
+//! `headers`, bodies and the access-log entry live in `body`, gRPC errors in
+//! `grpc`.
 
 use super::body::{closing, plain, ProxyBody, ReqLog, UpstreamBody};
 use super::conn::ConnCtx;
