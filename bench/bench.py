@@ -215,7 +215,9 @@ mode = "tcp"
 pool = "be_tcp"
 [[pool]]
 name = "be"
-max_idle_per_server = 128
+# max_idle_per_server: the default (the server's peak of concurrent requests).
+# A cap of 128 (this config's until 2026-12-02) made h2c's 500 concurrent
+# streams open and close backend connections: 0.84x HAProxy against 1.18x.
   [[pool.server]]
   address = "127.0.0.1:19000"
 [[pool]]
@@ -401,12 +403,13 @@ splice = false
         default is `safe`), nginx's upstream keep-alive (`keepalive 128` and the
         HTTP/1.1 settings it needs: by default nginx opens a connection to the
         server per request) and its client keep-alive limits, rampart's
-        `max_idle_per_server`, `max_connections` and `request_header_timeout`."""
+        `max_connections` and `request_header_timeout` (its idle pool is the
+        default, sized by demand, in both runs)."""
         cut = {
             haproxy: ["  http-reuse always\n", "  option http-keep-alive\n", f"  maxconn {self.maxconn}\n"],
             nginx: ["  keepalive_requests 10000000;\n", "  keepalive_timeout 300s;\n", " keepalive 128;",
                     " proxy_http_version 1.1; proxy_set_header Connection \"\";"],
-            rampart: ["max_idle_per_server = 128\n", "max_connections = 30000\n",
+            rampart: ["max_connections = 30000\n",
                       'request_header_timeout = "60s"\n'],
         }
         for path, lines in cut.items():

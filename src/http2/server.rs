@@ -274,6 +274,8 @@ struct Partial {
 /// How many bytes of frames to write before the connection stops reading the
 /// client (and taking more from response bodies) until they are written.
 const WRITE_HIGH: usize = 64 * 1024;
+/// How long a connection without streams keeps its buffers.
+const IDLE_BUFFERS_MS: u64 = 1000;
 /// How many frames to handle before giving other tasks a turn.
 const FRAMES_PER_POLL: usize = 256;
 /// The request head's fields, decoded, that a header block may hold at most
@@ -543,6 +545,10 @@ where
             }
             Poll::Ready(Ok(_)) => {
                 self.last_read_ms = crate::clock::now_ms();
+                if self.wbuf.capacity() == 0 {
+                    // (given back while idle)
+                    self.wbuf.reserve(16 * 1024);
+                }
                 self.handle_frames()?;
                 progress = true;
             }
@@ -1407,6 +1413,18 @@ where
                 } else {
                     next = next.min(due);
                 }
+            }
+        }
+        if self.streams.is_empty() && (self.rbuf.capacity() > 0 || self.wbuf.capacity() > 0) {
+            // an idle connection gives its buffers back (taken again, 32 KiB,
+            // with its next frames): what it holds is then its state alone
+            let due = self.idle_since_ms + IDLE_BUFFERS_MS;
+            if now >= due && self.rbuf.is_empty() && self.wpos == self.wbuf.len() {
+                self.rbuf = BytesMut::new();
+                self.wbuf = Vec::new();
+                self.wpos = 0;
+            } else if now < due {
+                next = next.min(due);
             }
         }
         let held = self.wpos < self.wbuf.len()
