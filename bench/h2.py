@@ -112,7 +112,8 @@ mode = "http"
 pool = "grpc"
 [[pool]]
 name = "be"
-max_idle_per_server = 128
+# max_idle_per_server: the default (the server's peak of concurrent requests);
+# a cap of 128 under 200 concurrent streams churned backend connections
   [[pool.server]]
   address = "127.0.0.1:19000"
 [[pool]]
