@@ -624,9 +624,15 @@ async fn answers_carry_a_date_and_a_server_date_is_kept() {
         String::from_utf8(o.stdout).unwrap().trim().to_string()
     };
     let before = minute();
-    let (resp, _) = send(&c, req).await;
+    let (resp, body) = send(&c, req).await;
+    let body_len = body.len();
     let after = minute();
     assert_eq!(resp.status(), 405);
+    // and its length, as hyper gave it (the body knows it)
+    assert_eq!(
+        resp.headers()["content-length"].to_str().unwrap(),
+        body_len.to_string()
+    );
     let date = resp.headers()["date"].to_str().unwrap().to_string();
     assert_eq!(date.len(), 29, "{date}");
     assert!(date.ends_with(" GMT"), "{date}");
@@ -634,4 +640,28 @@ async fn answers_carry_a_date_and_a_server_date_is_kept() {
         date.starts_with(&before) || date.starts_with(&after),
         "{date}: not {before} or {after}"
     );
+}
+
+/// One large download on a client whose windows are wide (hyper's client: 2
+/// MiB a stream, 5 MiB the connection), so it sends no WINDOW_UPDATE for a
+/// long while: the server must keep writing on its own (a connection task
+/// that stopped after its turn's rounds waited for the client's next frame,
+/// up to the 30 s keep-alive PING, every 512 KiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_download_on_a_wide_window_does_not_wait_for_the_client() {
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let _p = Proxy::start(&config(listen, admin, backend.addr, ""), &[listen]).await;
+    let c = h2c_client();
+    let n = 8 * 1024 * 1024;
+    let req = hyper::Request::get(format!("http://{listen}/big?bytes={n}"))
+        .body(empty())
+        .unwrap();
+    // far above what 8 MiB takes on loopback, far below 16 stalls of 30 s
+    let (resp, body) = tokio::time::timeout(std::time::Duration::from_secs(60), send(&c, req))
+        .await
+        .expect("the download stalled");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(body.len(), n);
+    assert_eq!(resp.headers()["content-length"], n.to_string().as_str());
 }

@@ -261,6 +261,9 @@ struct Stream<F, B> {
     waker: Waker,
     /// The HEAD method: the response has no body whatever the service says.
     head: bool,
+    /// Its service future was polled (the request accepted: a reset after
+    /// that is a client's cancel, not a rapid reset).
+    polled: bool,
 }
 
 /// A header block being received (HEADERS without END_HEADERS, then
@@ -396,6 +399,22 @@ struct Conn<'a, IO, S, F, B> {
     graceful: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
 }
 
+impl<IO, S, F, B> Drop for Conn<'_, IO, S, F, B> {
+    /// However the connection ends, the readers of its request bodies (on
+    /// other tasks: a backend connection's) learn it at once.
+    fn drop(&mut self) {
+        for s in &mut self.streams {
+            if let Some(b) = s.body.take() {
+                b.with(|st| {
+                    if !st.end {
+                        st.reset = Some(Reason::CANCEL);
+                    }
+                });
+            }
+        }
+    }
+}
+
 /// A frame that ends the connection: GOAWAY with this code.
 struct Fatal(Reason, &'static str);
 
@@ -445,7 +464,15 @@ where
         if self.goaway.is_none() && self.graceful.as_mut().poll(cx).is_ready() {
             self.send_goaway(Reason::NO_ERROR);
         }
-        for _ in 0..8 {
+        let mut rounds = 0;
+        loop {
+            if rounds == 8 {
+                // work is left (the socket took everything and bodies had
+                // more): another turn, after the other tasks had theirs
+                cx.waker().wake_by_ref();
+                break;
+            }
+            rounds += 1;
             let mut progress = false;
             if !self.read_closed && self.wbuf.len() - self.wpos < WRITE_HIGH {
                 match self.poll_read(cx) {
@@ -457,9 +484,12 @@ where
             // futures, their response bodies, and what their request bodies'
             // readers took (window updates)
             self.woken.append(&mut lock(&self.ready.inner).ids);
-            if !self.woken.is_empty() {
+            // (with a write backlog they wait for the socket to take it)
+            if !self.woken.is_empty() && self.wbuf.len() - self.wpos < WRITE_HIGH {
                 progress = true;
                 let mut batch = std::mem::take(&mut self.woken);
+                batch.sort_unstable();
+                batch.dedup();
                 for &id in &batch {
                     self.service(id);
                 }
@@ -825,7 +855,7 @@ where
         let code = Reason(u32::from_be_bytes([p[0], p[1], p[2], p[3]]));
         if let Some(i) = self.find(h.stream) {
             let s = self.streams.swap_remove(i);
-            if matches!(s.out, Out::Waiting(_)) {
+            if !s.polled {
                 self.early_resets += 1;
                 if self.early_resets > self.cfg.max_pending_accept_reset_streams {
                     return Err(Fatal(
@@ -844,11 +874,17 @@ where
     /// reader told.
     fn drop_stream(&mut self, mut s: Stream<F, B>, code: Reason) {
         if let Some(b) = s.body.take() {
-            b.with(|st| {
+            // what the reader has not taken (or the connection not counted)
+            // comes back to the connection's window now
+            let left = b.with(|st| {
                 if !st.end {
                     st.reset = Some(code);
                 }
+                let queued: usize = st.chunks.iter().map(|c| c.len()).sum();
+                queued + std::mem::take(&mut st.taken)
             });
+            self.recv_unacked += left as i64;
+            self.give_back_connection_window();
         }
         if self.streams.is_empty() {
             self.idle_since_ms = crate::clock::now_ms();
@@ -905,8 +941,6 @@ where
                 "DATA over the connection's window",
             ));
         }
-        self.recv_unacked += flow;
-        self.give_back_connection_window();
         if h.flags & frame::PADDED != 0 {
             let pad = *payload.first().ok_or(Fatal(
                 Reason::FRAME_SIZE_ERROR,
@@ -921,11 +955,20 @@ where
             payload.advance(1);
             payload.truncate(payload.len() - pad);
         }
+        // the connection's window comes back for padding at once, for data
+        // when its reader takes it (so what a connection buffers is bounded
+        // by its window, whatever its streams' are)
+        let padding = flow - payload.len() as i64;
+        self.recv_unacked += padding;
         if h.stream > self.last_id {
             return Err(Fatal(Reason::PROTOCOL_ERROR, "DATA on an idle stream"));
         }
         let Some(i) = self.find(h.stream) else {
-            if self.recently_closed(h.stream) != Some(true) {
+            self.recv_unacked += payload.len() as i64;
+            self.give_back_connection_window();
+            let ignored = self.goaway.is_some_and(|last| h.stream > last)
+                || self.recently_closed(h.stream) == Some(true);
+            if !ignored {
                 self.reset(h.stream, Reason::STREAM_CLOSED, true)?;
             }
             return Ok(());
@@ -938,6 +981,8 @@ where
         if s.recv_window < 0 {
             return self.reset(h.stream, Reason::FLOW_CONTROL_ERROR, true);
         }
+        // the stream's window too comes back for padding at once
+        s.recv_unacked += padding;
         s.received += payload.len() as u64;
         let end = h.flags & frame::END_STREAM != 0;
         if let Some(cl) = s.content_length {
@@ -948,8 +993,8 @@ where
         if end {
             s.remote_open = false;
         }
-        let body = if end { s.body.take() } else { s.body.clone() };
-        if let Some(b) = body {
+        // (kept after the end: what its reader takes gives windows back)
+        if let Some(b) = s.body.clone() {
             let data = payload.freeze();
             b.with(|st| {
                 if !data.is_empty() {
@@ -958,11 +1003,13 @@ where
                 st.end |= end;
             });
         } else {
-            // nobody reads it (the answer went already): give the window back
-            // now, as the body will never take it
-            let s = &mut self.streams[i];
-            s.recv_window += flow;
+            // nobody reads it: its window comes back now
+            self.recv_unacked += payload.len() as i64;
         }
+        if padding > 0 {
+            self.woken.push(h.stream);
+        }
+        self.give_back_connection_window();
         if end {
             self.maybe_done(h.stream);
         }
@@ -970,7 +1017,8 @@ where
     }
 
     fn give_back_connection_window(&mut self) {
-        if self.recv_unacked >= self.cfg.initial_connection_window_size as i64 / 2 {
+        let half = (self.cfg.initial_connection_window_size as i64 / 2).max(1);
+        if self.recv_unacked >= half {
             frame::window_update(&mut self.wbuf, 0, self.recv_unacked as u32);
             self.recv_window += self.recv_unacked;
             self.recv_unacked = 0;
@@ -1084,6 +1132,9 @@ where
             // trailers of an open stream, or a closed stream
             let Some(i) = self.find(id) else {
                 self.decode(block, id, true)?;
+                if self.goaway.is_some_and(|last| id > last) {
+                    return Ok(());
+                }
                 return match self.recently_closed(id) {
                     Some(true) => Ok(()),
                     Some(false) => self.reset(id, Reason::STREAM_CLOSED, true),
@@ -1111,7 +1162,7 @@ where
                     return self.reset(id, Reason::PROTOCOL_ERROR, true);
                 }
             }
-            if let Some(b) = s.body.take() {
+            if let Some(b) = s.body.clone() {
                 let t = f.headers;
                 b.with(|st| {
                     st.trailers = Some(t);
@@ -1169,6 +1220,7 @@ where
             pending_end: false,
             waker,
             head,
+            polled: false,
         };
         if too_large {
             // answered here, nothing sent on (as hyper did)
@@ -1203,10 +1255,17 @@ where
         let end = s.head || body.is_end_stream();
         let mut block = Vec::with_capacity(128);
         hpack::encode_status(&mut block, parts.status.as_u16());
-        if !encode_fields(&mut block, &parts.headers) {
+        let seen = encode_fields(&mut block, &parts.headers);
+        if !seen.date {
             // an answer of rampart's own, or a server's without one: HTTP
             // wants a Date (RFC 9110 6.6.1), as hyper gave it
             hpack::encode_field(&mut block, b"date", &crate::clock::http_date_now());
+        }
+        if !end && !seen.length {
+            // as hyper set it: the length of a body that knows it
+            if let Some(n) = body.size_hint().exact() {
+                hpack::encode_field(&mut block, b"content-length", n.to_string().as_bytes());
+            }
         }
         frame::headers(&mut self.wbuf, id, &block, end, self.peer_max_frame);
         if self.early_resets > 0 {
@@ -1223,20 +1282,26 @@ where
             return;
         };
         // request body: window back for what the reader took
-        if let Some(b) = &self.streams[i].body {
-            let taken = std::mem::take(&mut lock(&b.state).taken) as i64;
-            let s = &mut self.streams[i];
-            s.recv_unacked += taken;
-            // given back once half the window is used
-            if s.remote_open && s.recv_unacked >= self.cfg.initial_stream_window_size as i64 / 2 {
-                s.recv_window += s.recv_unacked;
-                frame::window_update(&mut self.wbuf, id, s.recv_unacked as u32);
-                s.recv_unacked = 0;
-            }
+        let taken = match &self.streams[i].body {
+            Some(b) => std::mem::take(&mut lock(&b.state).taken) as i64,
+            None => 0,
+        };
+        self.recv_unacked += taken;
+        let s = &mut self.streams[i];
+        s.recv_unacked += taken;
+        // given back once half the window is used
+        let half = (self.cfg.initial_stream_window_size as i64 / 2).max(1);
+        if s.remote_open && s.recv_unacked >= half {
+            s.recv_window += s.recv_unacked;
+            frame::window_update(&mut self.wbuf, id, s.recv_unacked as u32);
+            s.recv_unacked = 0;
         }
+        self.give_back_connection_window();
         let waker = self.streams[i].waker.clone();
         let mut cx = Context::from_waker(&waker);
-        if let Out::Waiting(fut) = &mut self.streams[i].out {
+        let s = &mut self.streams[i];
+        if let Out::Waiting(fut) = &mut s.out {
+            s.polled = true;
             match Pin::new(fut).poll(&mut cx) {
                 Poll::Pending => return,
                 Poll::Ready(resp) => self.respond(i, resp),
@@ -1303,7 +1368,7 @@ where
                     Err(f) => {
                         let trailers = f.into_trailers().unwrap_or_default();
                         let mut block = Vec::with_capacity(64);
-                        let _ = encode_fields(&mut block, &trailers);
+                        encode_fields(&mut block, &trailers);
                         frame::headers(&mut self.wbuf, id, &block, true, max_frame);
                         s.out = Out::Done;
                         self.maybe_done(id);
@@ -1460,16 +1525,24 @@ fn fatal(reason: Reason, why: &'static str) -> ConnError {
 
 /// Response and trailer fields as HPACK, without the fields HTTP/2 forbids.
 /// Returns whether there was a Date.
-fn encode_fields(block: &mut Vec<u8>, headers: &HeaderMap) -> bool {
-    let mut date = false;
+fn encode_fields(block: &mut Vec<u8>, headers: &HeaderMap) -> Seen {
+    let mut seen = Seen::default();
     for (name, value) in headers {
         if is_connection_specific(name) {
             continue;
         }
-        date |= name == header::DATE;
+        seen.date |= name == header::DATE;
+        seen.length |= name == header::CONTENT_LENGTH;
         hpack::encode_field(block, name.as_str().as_bytes(), value.as_bytes());
     }
-    date
+    seen
+}
+
+/// Fields `encode_fields` found (and the answer must otherwise get).
+#[derive(Default)]
+struct Seen {
+    date: bool,
+    length: bool,
 }
 
 fn is_connection_specific(name: &HeaderName) -> bool {
