@@ -1071,7 +1071,7 @@ where
         if self_dependent {
             // the block must still be decoded: the table moves with it
             self.last_id = self.last_id.max(h.stream);
-            self.decode(block, h.stream, false)?;
+            self.decode(block, false)?;
             return self.reset(h.stream, Reason::PROTOCOL_ERROR, true);
         }
         self.header_block(h.stream, block, end_stream)
@@ -1107,7 +1107,7 @@ where
     }
 
     /// Decodes a header block into a request head (or trailers).
-    fn decode(&mut self, block: &[u8], stream: u32, trailers: bool) -> Result<Fields, Fatal> {
+    fn decode(&mut self, block: &[u8], trailers: bool) -> Result<Fields, Fatal> {
         let mut f = Fields::new(self.cfg.max_header_list_size as usize, trailers);
         self.decoder
             .decode(block, |n, v| f.field(n, v))
@@ -1117,7 +1117,6 @@ where
                     "a header block HPACK cannot decode",
                 )
             })?;
-        let _ = stream;
         Ok(f)
     }
 
@@ -1131,7 +1130,7 @@ where
         if id <= self.last_id {
             // trailers of an open stream, or a closed stream
             let Some(i) = self.find(id) else {
-                self.decode(block, id, true)?;
+                self.decode(block, true)?;
                 if self.goaway.is_some_and(|last| id > last) {
                     return Ok(());
                 }
@@ -1145,7 +1144,7 @@ where
                     )),
                 };
             };
-            let f = self.decode(block, id, true)?;
+            let f = self.decode(block, true)?;
             if !self.streams[i].remote_open {
                 return self.reset(id, Reason::STREAM_CLOSED, true);
             }
@@ -1173,7 +1172,7 @@ where
             return Ok(());
         }
         self.last_id = id;
-        let f = self.decode(block, id, false)?;
+        let f = self.decode(block, false)?;
         if self.goaway.is_some_and(|last| id > last) {
             // after GOAWAY: not served (the client may send it again elsewhere)
             return Ok(());
