@@ -166,7 +166,8 @@ pool = "be_tcp"
   cert = ["{d}/ecdsa.pem"]
 [[pool]]
 name = "be"
-max_idle_per_server = 128
+# max_idle_per_server: the default (sized by demand; this config capped it
+# at 128 until 2026-12-02, which at its concurrency changed nothing)
   [[pool.server]]
   address = "127.0.0.1:19000"
 [[pool]]

@@ -665,3 +665,61 @@ async fn a_large_download_on_a_wide_window_does_not_wait_for_the_client() {
     assert_eq!(body.len(), n);
     assert_eq!(resp.headers()["content-length"], n.to_string().as_str());
 }
+
+/// Padding counts against the windows (RFC 9113 6.1) and carries nothing for
+/// the reader, so it must come back to the client at once: an upload whose
+/// frames are mostly padding, through a 16 KiB stream window, would otherwise
+/// use the window up and stall for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_mostly_of_padding_gets_its_windows_back() {
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let _p = Proxy::start(
+        &config(
+            listen,
+            admin,
+            backend.addr,
+            "  initial_stream_window_size = \"16KiB\"\n  initial_connection_window_size = \"64KiB\"",
+        ),
+        &[listen],
+    )
+    .await;
+    // 2,000 frames: 510 KB of window against 200 KB of data, 31 stream windows
+    let n = 200_000u64;
+    let r = probe("padded-upload", listen, &n.to_string());
+    assert_eq!(r["stalled"], false, "the upload stalled: {r}");
+    assert_eq!(r["rst"], serde_json::json!([]), "{r}");
+    assert_eq!(r["statuses"][0][1], "200", "{r}");
+    assert_eq!(r["body"], format!("{n} {}", Pattern::checksum(n)), "{r}");
+}
+
+/// A client that resets a bidirectional stream in the middle of its upload
+/// (the backend echoes each piece as it comes, as in gRPC): the backend's
+/// exchange ends at once (its connection is dropped, as for an HTTP/1.1
+/// client that goes away), and the client's connection serves on. (That the
+/// reset reaches the body's reader on another task is the unit tests' part,
+/// in src/http2/server.rs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_reset_mid_upload_ends_the_backends_exchange_at_once() {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let _p = Proxy::start(&config(listen, admin, backend.addr, ""), &[listen]).await;
+    let r = probe("reset-echo", listen, "3");
+    assert_eq!(r["echoed"], 3000, "the answer did not stream: {r}");
+    // the next request on the connection was served
+    assert_eq!(
+        r["statuses"],
+        serde_json::json!([[1, "200"], [3, "200"]]),
+        "{r}"
+    );
+    assert_eq!(r["closed"], false, "{r}");
+    // the echo's exchange went on its own backend connection, and ended
+    wait_for(
+        Duration::from_secs(5),
+        "the echo's backend connection to end after the client's reset",
+        || backend.stats.closed.load(Ordering::SeqCst) >= 1,
+    )
+    .await;
+}

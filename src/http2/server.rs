@@ -18,16 +18,19 @@
 use super::frame::{self, Head, Reason, MAX_WINDOW};
 use super::hpack;
 use bytes::{Buf, Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
 /// This side's limits (`[listener.http2]`) and timers.
@@ -85,73 +88,66 @@ impl ConnError {
 #[error("the client reset the stream ({0})")]
 pub struct RecvError(pub Reason);
 
-/// Streams whose service future, body or request body has something for the
-/// connection: their wakers push their ids here.
+/// The connection task's wake-up, lock-free: a stream's waker raises its own
+/// flag, then `any`; the first to raise `any` wakes the connection, which
+/// lowers `any` and sweeps its streams' flags.
 struct Ready {
-    inner: Mutex<ReadyInner>,
+    any: AtomicBool,
+    conn: AtomicWaker,
 }
 
-#[derive(Default)]
-struct ReadyInner {
-    ids: Vec<u32>,
-    /// The connection task's.
-    waker: Option<Waker>,
+/// A stream's waker (its service future's and response body's), also held by
+/// its request body's reader.
+struct StreamWake {
+    /// Woken since the connection last swept it.
+    woken: AtomicBool,
+    /// Request body bytes its reader took since the connection last looked
+    /// (the windows the client gets back).
+    taken: AtomicUsize,
+    ready: Arc<Ready>,
 }
 
-impl Ready {
-    fn push(&self, id: u32) {
-        let mut r = lock(&self.inner);
-        r.ids.push(id);
-        // the first since the connection took the list: it wakes up (later
-        // ones find it woken already)
-        if r.ids.len() == 1 {
-            if let Some(w) = &r.waker {
-                w.wake_by_ref();
-            }
+impl StreamWake {
+    fn fire(&self) {
+        // (AcqRel: what the waker published before is seen by the sweep that
+        // lowers the flag)
+        if !self.woken.swap(true, Ordering::AcqRel) && !self.ready.any.swap(true, Ordering::AcqRel)
+        {
+            self.ready.conn.wake();
         }
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-struct StreamWake {
-    id: u32,
-    ready: Arc<Ready>,
-}
-
 impl Wake for StreamWake {
     fn wake(self: Arc<Self>) {
-        self.ready.push(self.id);
+        self.fire();
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        self.ready.push(self.id);
+        self.fire();
     }
+}
+
+/// What the connection hands a request body's reader. The end of the body is
+/// the sender dropped.
+enum Chunk {
+    Data(Bytes),
+    Trailers(Box<HeaderMap>),
+    Reset(Reason),
 }
 
 /// A request's body as the client sends it in DATA frames.
 pub struct RecvBody {
-    inner: Option<Arc<BodyShared>>,
+    inner: Option<BodyRx>,
     /// content-length less what was taken
     left: Option<u64>,
-}
-
-struct BodyShared {
-    id: u32,
-    state: Mutex<BodyState>,
-    ready: Arc<Ready>,
-}
-
-#[derive(Default)]
-struct BodyState {
-    chunks: VecDeque<Bytes>,
-    end: bool,
-    trailers: Option<HeaderMap>,
+    /// The client reset the stream, or the connection ended.
     reset: Option<Reason>,
-    waker: Option<Waker>,
-    /// taken by the reader since the connection last looked (flow control)
-    taken: usize,
+}
+
+struct BodyRx {
+    rx: UnboundedReceiver<Chunk>,
+    /// Told of what is taken (the windows), its connection woken.
+    wake: Arc<StreamWake>,
 }
 
 impl RecvBody {
@@ -159,6 +155,7 @@ impl RecvBody {
         RecvBody {
             inner: None,
             left: Some(0),
+            reset: None,
         }
     }
 }
@@ -171,41 +168,40 @@ impl Body for RecvBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, RecvError>>> {
-        let Some(sh) = self.inner.clone() else {
-            return Poll::Ready(None);
-        };
-        let mut st = lock(&sh.state);
-        if let Some(c) = st.chunks.pop_front() {
-            st.taken += c.len();
-            drop(st);
-            if let Some(l) = self.left.as_mut() {
-                *l = l.saturating_sub(c.len() as u64);
-            }
-            sh.ready.push(sh.id);
-            return Poll::Ready(Some(Ok(Frame::data(c))));
-        }
-        if let Some(r) = st.reset {
+        if let Some(r) = self.reset {
             return Poll::Ready(Some(Err(RecvError(r))));
         }
-        if let Some(t) = st.trailers.take() {
-            return Poll::Ready(Some(Ok(Frame::trailers(t))));
-        }
-        if st.end {
+        let Some(b) = self.inner.as_mut() else {
             return Poll::Ready(None);
+        };
+        match b.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Chunk::Data(c))) => {
+                b.wake.taken.fetch_add(c.len(), Ordering::Release);
+                b.wake.fire();
+                if let Some(l) = self.left.as_mut() {
+                    *l = l.saturating_sub(c.len() as u64);
+                }
+                Poll::Ready(Some(Ok(Frame::data(c))))
+            }
+            Poll::Ready(Some(Chunk::Trailers(t))) => Poll::Ready(Some(Ok(Frame::trailers(*t)))),
+            Poll::Ready(Some(Chunk::Reset(r))) => {
+                self.inner = None;
+                self.reset = Some(r);
+                Poll::Ready(Some(Err(RecvError(r))))
+            }
+            Poll::Ready(None) => {
+                self.inner = None;
+                Poll::Ready(None)
+            }
         }
-        if !st.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            st.waker = Some(cx.waker().clone());
-        }
-        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            None => true,
-            Some(sh) => {
-                let st = lock(&sh.state);
-                st.end && st.chunks.is_empty() && st.trailers.is_none() && st.reset.is_none()
-            }
+            None => self.reset.is_none(),
+            // everything sent, and taken
+            Some(b) => b.rx.is_closed() && b.rx.is_empty(),
         }
     }
 
@@ -214,18 +210,6 @@ impl Body for RecvBody {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
         }
-    }
-}
-
-impl BodyShared {
-    fn with<R>(&self, f: impl FnOnce(&mut BodyState) -> R) -> R {
-        let mut st = lock(&self.state);
-        let r = f(&mut st);
-        if let Some(w) = st.waker.take() {
-            drop(st);
-            w.wake();
-        }
-        r
     }
 }
 
@@ -244,8 +228,11 @@ struct Stream<F, B> {
     id: u32,
     /// The client may still send on it (no END_STREAM yet).
     remote_open: bool,
-    /// Its request body, while the client sends one.
-    body: Option<Arc<BodyShared>>,
+    /// Its request body's sender, until the client ends it (dropped: the
+    /// end).
+    body: Option<UnboundedSender<Chunk>>,
+    /// Handed to the body's reader and not yet given back to the windows.
+    unread: i64,
     /// What the client may still send before a WINDOW_UPDATE.
     recv_window: i64,
     /// Taken by the body's reader and not yet given back.
@@ -258,6 +245,8 @@ struct Stream<F, B> {
     pending: Bytes,
     /// `pending` ends the body.
     pending_end: bool,
+    wake: Arc<StreamWake>,
+    /// `wake`'s.
     waker: Waker,
     /// The HEAD method: the response has no body whatever the service says.
     head: bool,
@@ -305,7 +294,8 @@ where
     B::Error: std::fmt::Display,
 {
     let ready = Arc::new(Ready {
-        inner: Mutex::new(ReadyInner::default()),
+        any: AtomicBool::new(false),
+        conn: AtomicWaker::new(),
     });
     let now = crate::clock::now_ms();
     let mut c = Conn {
@@ -405,11 +395,7 @@ impl<IO, S, F, B> Drop for Conn<'_, IO, S, F, B> {
     fn drop(&mut self) {
         for s in &mut self.streams {
             if let Some(b) = s.body.take() {
-                b.with(|st| {
-                    if !st.end {
-                        st.reset = Some(Reason::CANCEL);
-                    }
-                });
+                let _ = b.send(Chunk::Reset(Reason::CANCEL));
             }
         }
     }
@@ -454,13 +440,8 @@ where
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
-        {
-            let mut r = lock(&self.ready.inner);
-            if !r.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                r.waker = Some(cx.waker().clone());
-            }
-            self.woken.append(&mut r.ids);
-        }
+        self.ready.conn.register(cx.waker());
+        self.sweep();
         if self.goaway.is_none() && self.graceful.as_mut().poll(cx).is_ready() {
             self.send_goaway(Reason::NO_ERROR);
         }
@@ -483,7 +464,7 @@ where
             // the streams whose wakers fired (or new ones): their service
             // futures, their response bodies, and what their request bodies'
             // readers took (window updates)
-            self.woken.append(&mut lock(&self.ready.inner).ids);
+            self.sweep();
             // (with a write backlog they wait for the socket to take it)
             if !self.woken.is_empty() && self.wbuf.len() - self.wpos < WRITE_HIGH {
                 progress = true;
@@ -519,6 +500,19 @@ where
             return Poll::Ready(self.close(cx));
         }
         Poll::Pending
+    }
+
+    /// Takes the streams whose wakers fired into `woken`.
+    fn sweep(&mut self) {
+        if self.ready.any.swap(false, Ordering::AcqRel) {
+            for s in &self.streams {
+                if s.wake.woken.load(Ordering::Relaxed)
+                    && s.wake.woken.swap(false, Ordering::AcqRel)
+                {
+                    self.woken.push(s.id);
+                }
+            }
+        }
     }
 
     /// All done: GOAWAY sent (or the client gone) and nothing left in flight.
@@ -592,7 +586,7 @@ where
     fn client_gone(&mut self) {
         for s in &mut self.streams {
             if let Some(b) = s.body.take() {
-                b.with(|st| st.reset = Some(Reason::CANCEL));
+                let _ = b.send(Chunk::Reset(Reason::CANCEL));
             }
         }
         // (their service futures are dropped: the requests are cancelled)
@@ -874,16 +868,12 @@ where
     /// reader told.
     fn drop_stream(&mut self, mut s: Stream<F, B>, code: Reason) {
         if let Some(b) = s.body.take() {
+            let _ = b.send(Chunk::Reset(code));
+        }
+        if s.unread > 0 {
             // what the reader has not taken (or the connection not counted)
             // comes back to the connection's window now
-            let left = b.with(|st| {
-                if !st.end {
-                    st.reset = Some(code);
-                }
-                let queued: usize = st.chunks.iter().map(|c| c.len()).sum();
-                queued + std::mem::take(&mut st.taken)
-            });
-            self.recv_unacked += left as i64;
+            self.recv_unacked += s.unread;
             self.give_back_connection_window();
         }
         if self.streams.is_empty() {
@@ -993,15 +983,21 @@ where
         if end {
             s.remote_open = false;
         }
-        // (kept after the end: what its reader takes gives windows back)
-        if let Some(b) = s.body.clone() {
-            let data = payload.freeze();
-            b.with(|st| {
-                if !data.is_empty() {
-                    st.chunks.push_back(data);
+        if let Some(b) = s.body.take() {
+            let mut open = !end;
+            if !payload.is_empty() {
+                s.unread += payload.len() as i64;
+                if b.send(Chunk::Data(payload.freeze())).is_err() {
+                    // the reader is gone: nobody takes what it had either
+                    self.recv_unacked += s.unread;
+                    s.unread = 0;
+                    open = false;
                 }
-                st.end |= end;
-            });
+            }
+            // (dropped at the end: the reader's end of the body)
+            if open {
+                s.body = Some(b);
+            }
         } else {
             // nobody reads it: its window comes back now
             self.recv_unacked += payload.len() as i64;
@@ -1161,12 +1157,8 @@ where
                     return self.reset(id, Reason::PROTOCOL_ERROR, true);
                 }
             }
-            if let Some(b) = s.body.clone() {
-                let t = f.headers;
-                b.with(|st| {
-                    st.trailers = Some(t);
-                    st.end = true;
-                });
+            if let Some(b) = s.body.take() {
+                let _ = b.send(Chunk::Trailers(Box::new(f.headers)));
             }
             self.maybe_done(id);
             return Ok(());
@@ -1194,21 +1186,31 @@ where
                 return self.reset(id, Reason::PROTOCOL_ERROR, true);
             }
         };
-        let waker = Waker::from(Arc::new(StreamWake {
-            id,
+        let wake = Arc::new(StreamWake {
+            woken: AtomicBool::new(false),
+            taken: AtomicUsize::new(0),
             ready: Arc::clone(&self.ready),
-        }));
-        let body_shared = (!end_stream).then(|| {
-            Arc::new(BodyShared {
-                id,
-                state: Mutex::new(BodyState::default()),
-                ready: Arc::clone(&self.ready),
-            })
         });
+        let waker = Waker::from(Arc::clone(&wake));
+        let (tx, body) = if end_stream {
+            (None, RecvBody::empty())
+        } else {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let body = RecvBody {
+                inner: Some(BodyRx {
+                    rx,
+                    wake: Arc::clone(&wake),
+                }),
+                left: content_length,
+                reset: None,
+            };
+            (Some(tx), body)
+        };
         let mut s = Stream {
             id,
             remote_open: !end_stream,
-            body: body_shared.clone(),
+            body: tx,
+            unread: 0,
             recv_window: self.local_window,
             recv_unacked: 0,
             content_length,
@@ -1217,6 +1219,7 @@ where
             send_window: self.peer_initial_window,
             pending: Bytes::new(),
             pending_end: false,
+            wake,
             waker,
             head,
             polled: false,
@@ -1231,13 +1234,6 @@ where
             self.maybe_done(id);
             return Ok(());
         }
-        let body = match body_shared {
-            Some(sh) => RecvBody {
-                inner: Some(sh),
-                left: content_length,
-            },
-            None => RecvBody::empty(),
-        };
         s.out = Out::Waiting((self.svc)(req.map(|()| body)));
         self.streams.push(s);
         // first polled once the frames read with it are handled: a stream
@@ -1281,13 +1277,11 @@ where
             return;
         };
         // request body: window back for what the reader took
-        let taken = match &self.streams[i].body {
-            Some(b) => std::mem::take(&mut lock(&b.state).taken) as i64,
-            None => 0,
-        };
-        self.recv_unacked += taken;
         let s = &mut self.streams[i];
+        let taken = (s.wake.taken.swap(0, Ordering::Acquire) as i64).min(s.unread);
+        s.unread -= taken;
         s.recv_unacked += taken;
+        self.recv_unacked += taken;
         // given back once half the window is used
         let half = (self.cfg.initial_stream_window_size as i64 / 2).max(1);
         if s.remote_open && s.recv_unacked >= half {
@@ -1760,3 +1754,138 @@ static TOKEN_LOWER: [bool; 256] = {
     }
     t
 };
+
+#[cfg(test)]
+mod tests {
+    //! The request body's handoff to a reader on another task, over a real
+    //! loopback connection whose client side writes raw frames.
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use tokio::io::AsyncWriteExt;
+    use tokio::sync::oneshot;
+
+    type Answer = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
+
+    fn settings() -> Settings {
+        Settings {
+            max_concurrent_streams: 100,
+            max_header_list_size: 16 * 1024,
+            initial_stream_window_size: 65_535,
+            initial_connection_window_size: 65_535,
+            max_frame_size: 16_384,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 20,
+            keepalive_interval: None,
+            keepalive_timeout: Duration::from_secs(20),
+            idle_timeout: None,
+            stall_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// What a reader on its own task got from a request body: its data, and
+    /// how the body ended.
+    #[derive(Debug, PartialEq)]
+    struct Read {
+        data: Vec<u8>,
+        end: Result<bool, String>,
+    }
+
+    /// A server whose one stream's body is read on another task (as a backend
+    /// connection's task reads it); the service never answers. The client's
+    /// socket, and what the reader got.
+    async fn serve_one(
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> (tokio::net::TcpStream, oneshot::Receiver<Read>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        let (tx, rx) = oneshot::channel();
+        let mut tx = Some(tx);
+        tokio::spawn(async move {
+            let cfg = settings();
+            let svc = move |req: Request<RecvBody>| -> Answer {
+                let tx = tx.take();
+                let mut body = req.into_body();
+                tokio::spawn(async move {
+                    let mut data = Vec::new();
+                    let end = loop {
+                        match body.frame().await {
+                            None => break Ok(body.is_end_stream()),
+                            Some(Err(e)) => break Err(e.to_string()),
+                            Some(Ok(f)) => {
+                                if let Ok(d) = f.into_data() {
+                                    data.extend_from_slice(&d);
+                                }
+                            }
+                        }
+                    };
+                    if let Some(tx) = tx {
+                        let _ = tx.send(Read { data, end });
+                    }
+                });
+                Box::pin(std::future::pending())
+            };
+            let _ = serve(server, &cfg, svc, CancellationToken::new()).await;
+        });
+        let mut out = frame::PREFACE.to_vec();
+        frame::settings(&mut out, &[]);
+        let mut block = Vec::new();
+        for (n, v) in [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":authority", "a"),
+            (":path", "/"),
+        ] {
+            hpack::encode_field(&mut block, n.as_bytes(), v.as_bytes());
+        }
+        frame::headers(&mut out, 1, &block, false, 16_384);
+        frame::head(&mut out, 5, frame::DATA, 0, 1);
+        out.extend_from_slice(b"hello");
+        write(&mut out);
+        client.write_all(&out).await.unwrap();
+        (client, rx)
+    }
+
+    async fn within(rx: oneshot::Receiver<Read>) -> Read {
+        tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .expect("the reader was never told")
+            .expect("the reader's task ended")
+    }
+
+    #[tokio::test]
+    async fn a_body_ends_for_its_reader_with_the_clients_end_stream() {
+        let (_c, rx) = serve_one(|out| {
+            frame::head(out, 3, frame::DATA, frame::END_STREAM, 1);
+            out.extend_from_slice(b"!!!");
+        })
+        .await;
+        let r = within(rx).await;
+        assert_eq!(r.data, b"hello!!!");
+        assert_eq!(r.end, Ok(true));
+    }
+
+    #[tokio::test]
+    async fn a_clients_reset_reaches_a_reader_on_another_task() {
+        let (_c, rx) = serve_one(|out| frame::rst_stream(out, 1, Reason::CANCEL)).await;
+        let r = within(rx).await;
+        assert_eq!(r.data, b"hello");
+        assert_eq!(
+            r.end,
+            Err(RecvError(Reason::CANCEL).to_string()),
+            "a reset body must fail, not end"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_end_of_the_connection_reaches_a_reader_on_another_task() {
+        let (mut c, rx) = serve_one(|_| {}).await;
+        // the client's FIN: the server reads what came before it
+        c.shutdown().await.unwrap();
+        let r = within(rx).await;
+        assert_eq!(r.data, b"hello");
+        assert_eq!(r.end, Err(RecvError(Reason::CANCEL).to_string()));
+    }
+}

@@ -317,6 +317,11 @@ async fn handle(
             }
             text(&format!("{n} {sum}"))
         }
+        "/stream-echo" => {
+            // answers at once, then sends back each piece of the request body
+            // as it comes (a bidirectional stream, as in gRPC)
+            Response::new(BodyExt::boxed(StreamEcho(req.into_body())))
+        }
         "/reject" => {
             // answers at once, without reading the (large) request body
             let mut r = text("rejected");
@@ -377,6 +382,30 @@ impl Pattern {
     /// The checksum `/upload` reports for a pattern of `n` bytes.
     pub fn checksum(n: u64) -> u64 {
         (0..n).fold(0u64, |s, i| s.wrapping_add(i % 251))
+    }
+}
+
+/// `/stream-echo`'s answer: the request body's data as it arrives; it ends
+/// where the request body ends or fails.
+struct StreamEcho(Incoming);
+
+impl Body for StreamEcho {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        loop {
+            return match Pin::new(&mut self.0).poll_frame(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Ok(f))) => match f.into_data() {
+                    Ok(d) => Poll::Ready(Some(Ok(Frame::data(d)))),
+                    Err(_) => continue,
+                },
+                Poll::Ready(Some(Err(_)) | None) => Poll::Ready(None),
+            };
+        }
     }
 }
 

@@ -14,6 +14,12 @@ packages (Debian's python3-h2). Each prints one JSON line of what the server did
   probe.py heads HOST PORT N              N requests in turn on one connection: each
                                           response's fields as one decoder decoded
                                           them, and its dynamic table after
+  probe.py padded-upload HOST PORT BYTES  POST /upload of BYTES (byte k is k % 251) in
+                                          DATA frames of 100 bytes and 155 of padding,
+                                          sent as the server's windows allow
+  probe.py reset-echo HOST PORT N         POST /stream-echo: N pieces of 1,000 bytes, each
+                                          echoed back before the next, then RST_STREAM
+                                          CANCEL, then a GET on the same connection
 
 Any command takes --tls SNI at the end: h2 over TLS (ALPN h2) instead of h2c.
 """
@@ -197,6 +203,84 @@ def main():
                     and not any(s == sid for s, _ in c.statuses()):
                 c.pump(0.1)
         print(json.dumps({"statuses": c.statuses(), "goaway": c.goaway(), "closed": c.closed}))
+        return
+    if cmd == "padded-upload":
+        n = int(arg)
+        data = bytes(k % 251 for k in range(n))
+        # the server's SETTINGS first: its stream window
+        deadline = time.time() + 5
+        while time.time() < deadline and not any(t == 0x4 and not fl & 0x1 for t, fl, _, _ in c.seen):
+            c.pump(0.1)
+        stream_win = 65535
+        for t, fl, _, p in c.seen:
+            if t == 0x4 and not fl & 0x1:
+                for i in range(0, len(p), 6):
+                    if int.from_bytes(p[i:i + 2], "big") == 0x4:
+                        stream_win = int.from_bytes(p[i + 2:i + 6], "big")
+        conn_win = 65535
+        seen_updates = 0
+        block = enc.encode([(":method", "POST"), (":scheme", "http"), (":authority", host),
+                            (":path", "/upload"), ("content-length", str(n))])
+        c.send(HeadersFrame(1, block, flags=["END_HEADERS"]).serialize())
+        sent, pad = 0, 155
+        deadline = time.time() + 20
+        while sent < n and time.time() < deadline and not c.closed and not c.rst():
+            chunk = data[sent:sent + 100]
+            cost = 1 + len(chunk) + pad
+            if cost <= stream_win and cost <= conn_win:
+                last = sent + len(chunk) == n
+                payload = bytes([pad]) + chunk + bytes(pad)
+                c.send(len(payload).to_bytes(3, "big") + bytes([0x0, 0x8 | (0x1 if last else 0)])
+                       + (1).to_bytes(4, "big") + payload)
+                sent += len(chunk)
+                stream_win -= cost
+                conn_win -= cost
+                continue
+            c.pump(0.2)
+            for t, _, sid, p in c.seen[seen_updates:]:
+                if t == 0x8:
+                    inc = int.from_bytes(p[0:4], "big") & 0x7FFFFFFF
+                    if sid == 0:
+                        conn_win += inc
+                    elif sid == 1:
+                        stream_win += inc
+            seen_updates = len(c.seen)
+        stalled = sent < n
+        body = b""
+        deadline = time.time() + 10
+        while not stalled and time.time() < deadline and not c.closed and not c.rst() \
+                and not any(t == 0x0 and sid == 1 and fl & 0x1 for t, fl, sid, _ in c.seen) \
+                and not any(t == 0x1 and sid == 1 and fl & 0x1 for t, fl, sid, _ in c.seen):
+            c.pump(0.1)
+        for t, fl, sid, p in c.seen:
+            if t == 0x0 and sid == 1:
+                pad_len = p[0] if fl & 0x8 else 0
+                body += p[1:len(p) - pad_len] if fl & 0x8 else p
+        print(json.dumps({"sent": sent, "stalled": stalled, "statuses": c.statuses(),
+                          "rst": c.rst(), "goaway": c.goaway(), "body": body.decode(errors="replace")}))
+        return
+    if cmd == "reset-echo":
+        block = enc.encode([(":method", "POST"), (":scheme", "http"), (":authority", host),
+                            (":path", "/stream-echo")])
+        c.send(HeadersFrame(1, block, flags=["END_HEADERS"]).serialize())
+        echoed = 0
+        for i in range(int(arg)):
+            c.send((1000).to_bytes(3, "big") + bytes([0x0, 0]) + (1).to_bytes(4, "big")
+                   + bytes([0x61 + i]) * 1000)
+            deadline = time.time() + 5
+            while time.time() < deadline and not c.closed and not c.rst() and \
+                    sum(len(p) for t, _, sid, p in c.seen if t == 0x0 and sid == 1) < 1000 * (i + 1):
+                c.pump(0.1)
+        echoed = sum(len(p) for t, _, sid, p in c.seen if t == 0x0 and sid == 1)
+        # RST_STREAM(CANCEL)
+        c.send((4).to_bytes(3, "big") + bytes([0x3, 0]) + (1).to_bytes(4, "big") + (8).to_bytes(4, "big"))
+        c.send(HeadersFrame(3, enc.encode(request_headers(host)),
+                            flags=["END_HEADERS", "END_STREAM"]).serialize())
+        deadline = time.time() + 5
+        while time.time() < deadline and not c.closed and not any(s == 3 for s, _ in c.statuses()):
+            c.pump(0.1)
+        print(json.dumps({"echoed": echoed, "statuses": c.statuses(), "rst": c.rst(),
+                          "goaway": c.goaway(), "closed": c.closed}))
         return
     if cmd == "heads":
         # one decoder for the connection, as a client keeps it: whatever the
