@@ -723,3 +723,41 @@ async fn a_stream_reset_mid_upload_ends_the_backends_exchange_at_once() {
     )
     .await;
 }
+
+/// A small HTTP/2 upload that arrives whole with its head goes to an HTTP/1.1
+/// server as bytes (no hyper client): in one DATA frame or many, with or
+/// without the client's content-length, it arrives byte for byte, framed by
+/// a content-length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_h2_uploads_arrive_whole_and_framed_by_their_length() {
+    use http_body_util::{BodyExt, Full};
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let _p = Proxy::start(&config(listen, admin, backend.addr, ""), &[listen]).await;
+    let c = h2c_client();
+    for (n, with_length) in [(1000usize, true), (1000, false), (0, true)] {
+        let data: Vec<u8> = (0..n).map(|k| (k % 251) as u8).collect();
+        let mut req = hyper::Request::post(format!("http://{listen}/upload"));
+        if with_length {
+            req = req.header("content-length", n.to_string());
+        }
+        let req = req
+            .body(BodyExt::boxed(Full::new(bytes::Bytes::from(data))))
+            .unwrap();
+        let (resp, body) = send(&c, req).await;
+        assert_eq!(resp.status(), 200);
+        let sum = Pattern::checksum(n as u64);
+        assert_eq!(String::from_utf8_lossy(&body), format!("{n} {sum}"));
+        let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+        assert_eq!(h["content-length"], n.to_string().as_str(), "{h:?}");
+        assert!(!h.contains_key("transfer-encoding"), "{h:?}");
+    }
+    // 50 DATA frames of 100 bytes (and padding), sent as the windows allow
+    let r = probe("padded-upload", listen, "5000");
+    assert_eq!(r["statuses"][0][1], "200", "{r}");
+    assert_eq!(
+        r["body"],
+        format!("5000 {}", Pattern::checksum(5000)),
+        "{r}"
+    );
+}

@@ -21,9 +21,10 @@ use crate::config::Protocol;
 use crate::pool::{Pool, Server};
 use crate::snapshot::ServerBuilders;
 use crate::upstream::{self, ClientBody, Exchange, ReqBody, SendError, UpstreamError};
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body::Body;
+use http_body::{Body, Frame};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -306,8 +307,34 @@ async fn handle(
             let wire = wire(&mut parts, &ctx, &b, length || !b.is_empty());
             (Outgoing::Wire(wire), None)
         }
-        Buffered::Stream(body, first) if raw && first.is_empty() && body.is_end_stream() => {
-            (Outgoing::Wire(wire(&mut parts, &ctx, &[], length)), None)
+        // a body that came whole with the head (an HTTP/2 client's POST: it
+        // is not kept for a replay, so it was not buffered above) goes as
+        // bytes too, not through hyper's client
+        Buffered::Stream(body, first)
+            if raw && body.is_end_stream() && first.iter().all(Frame::is_data) =>
+        {
+            let b = match first.len() {
+                0 => Bytes::new(),
+                1 => first
+                    .into_iter()
+                    .next()
+                    .and_then(|f| f.into_data().ok())
+                    .unwrap_or_default(),
+                _ => {
+                    let mut all = BytesMut::new();
+                    for f in first {
+                        if let Some(d) = f.data_ref() {
+                            all.extend_from_slice(d);
+                        }
+                    }
+                    all.freeze()
+                }
+            };
+            if let Some(l) = &log {
+                l.bytes_in.store(b.len() as u64, Ordering::Relaxed);
+            }
+            let wire = wire(&mut parts, &ctx, &b, length || !b.is_empty());
+            (Outgoing::Wire(wire), None)
         }
         Buffered::Bytes(b) => {
             set_forwarded(&mut parts.headers, &ctx);

@@ -16,7 +16,7 @@ packages (Debian's python3-h2). Each prints one JSON line of what the server did
                                           them, and its dynamic table after
   probe.py padded-upload HOST PORT BYTES  POST /upload of BYTES (byte k is k % 251) in
                                           DATA frames of 100 bytes and 155 of padding,
-                                          sent as the server's windows allow
+                                          written together as the windows allow
   probe.py reset-echo HOST PORT N         POST /stream-echo: N pieces of 1,000 bytes, each
                                           echoed back before the next, then RST_STREAM
                                           CANCEL, then a GET on the same connection
@@ -224,18 +224,25 @@ def main():
         c.send(HeadersFrame(1, block, flags=["END_HEADERS"]).serialize())
         sent, pad = 0, 155
         deadline = time.time() + 20
+        # frames go in one write while the windows allow them
+        out = b""
         while sent < n and time.time() < deadline and not c.closed and not c.rst():
             chunk = data[sent:sent + 100]
             cost = 1 + len(chunk) + pad
             if cost <= stream_win and cost <= conn_win:
                 last = sent + len(chunk) == n
                 payload = bytes([pad]) + chunk + bytes(pad)
-                c.send(len(payload).to_bytes(3, "big") + bytes([0x0, 0x8 | (0x1 if last else 0)])
-                       + (1).to_bytes(4, "big") + payload)
+                out += (len(payload).to_bytes(3, "big") + bytes([0x0, 0x8 | (0x1 if last else 0)])
+                        + (1).to_bytes(4, "big") + payload)
                 sent += len(chunk)
                 stream_win -= cost
                 conn_win -= cost
-                continue
+                if sent < n:
+                    continue
+            c.send(out)
+            out = b""
+            if sent == n:
+                break
             c.pump(0.2)
             for t, _, sid, p in c.seen[seen_updates:]:
                 if t == 0x8:
