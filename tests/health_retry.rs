@@ -373,3 +373,36 @@ async fn a_post_is_retried_after_a_connect_failure_with_its_body() {
         );
     }
 }
+
+/// `retry_buffer` draws the line for bodies whatever way they go to the
+/// server: one within it is kept and goes again on a listed status; one over
+/// it is not, even when it came whole with its head (an HTTP/2 PUT of 10 KiB
+/// goes to an HTTP/1.1 server as bytes) and rampart holds all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_retry_buffer_is_not_replayed_on_a_status_even_when_whole() {
+    let (a, b) = two_pods().await;
+    let listen = free_addr("127.0.0.1");
+    let extra = "retry_buffer = \"1KiB\"\nretry_on = [\"connect_failure\", \"reset\", \"503\"]";
+    let _p = Proxy::start(
+        &http_config(listen, extra, &[(a.addr, 1), (b.addr, 1)]),
+        &[listen],
+    )
+    .await;
+    for (c, proto) in [(h2c_client(), "h2c"), (client(), "HTTP/1.1")] {
+        for (size, tries) in [(500usize, 2usize), (10 * 1024, 1)] {
+            let before = a.requests() + b.requests();
+            let req = hyper::Request::put(format!("http://{listen}/status?code=503"))
+                .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+                    bytes::Bytes::from(vec![b'x'; size]),
+                )))
+                .unwrap();
+            let (resp, _) = send(&c, req).await;
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(
+                a.requests() + b.requests() - before,
+                tries,
+                "{proto}, a body of {size} bytes"
+            );
+        }
+    }
+}

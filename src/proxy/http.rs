@@ -268,7 +268,7 @@ async fn handle(
     // connection when a pooled one turns out to be closed (keep-alive race). To an
     // HTTP/2 pool a small body is kept whatever the method: a stream the server
     // did not process may always be sent again.
-    let replayable = !upgrade && (parts.method.is_idempotent() || pool.retry.non_idempotent);
+    let mut replayable = !upgrade && (parts.method.is_idempotent() || pool.retry.non_idempotent);
     let seen = log.as_ref().map(|l| Arc::clone(&l.bytes_in));
     // set by a streaming body that turns out malformed (none without one)
     let mut fault: Option<Arc<std::sync::atomic::AtomicU8>> = None;
@@ -299,11 +299,15 @@ async fn handle(
     // POST, PUT and PATCH say their length even when it is 0 (as `full` does)
     let length = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
     let head = parts.method == Method::HEAD;
+    // a body sent whole (not streamed through `ReqBody::Incoming`, which counts
+    // what it sends): counted for the server it goes to
+    let mut whole = 0u64;
     let (mut out, kept) = match buffered {
         Buffered::Bytes(b) if raw => {
             if let Some(l) = &log {
                 l.bytes_in.store(b.len() as u64, Ordering::Relaxed);
             }
+            whole = b.len() as u64;
             let wire = wire(&mut parts, &ctx, &b, length || !b.is_empty());
             (Outgoing::Wire(wire), None)
         }
@@ -333,6 +337,11 @@ async fn handle(
             if let Some(l) = &log {
                 l.bytes_in.store(b.len() as u64, Ordering::Relaxed);
             }
+            whole = b.len() as u64;
+            // it goes again after a failure as a body kept for a replay would:
+            // only within retry_buffer (larger ones are retried on a connect
+            // failure only)
+            replayable &= whole <= pool.retry.buffer;
             let wire = wire(&mut parts, &ctx, &b, length || !b.is_empty());
             (Outgoing::Wire(wire), None)
         }
@@ -340,8 +349,11 @@ async fn handle(
             set_forwarded(&mut parts.headers, &ctx);
             let kept = Replay::new(&parts, b.clone());
             let body = full(b, &parts.method, &parts.headers);
-            if let (ReqBody::Full(Some(b)), Some(l)) = (&body, &log) {
-                l.bytes_in.store(b.len() as u64, Ordering::Relaxed);
+            if let ReqBody::Full(Some(b)) = &body {
+                whole = b.len() as u64;
+                if let Some(l) = &log {
+                    l.bytes_in.store(whole, Ordering::Relaxed);
+                }
             }
             (Outgoing::Req(Request::from_parts(parts, body)), Some(kept))
         }
@@ -453,6 +465,11 @@ async fn handle(
                 sender,
                 connect_time,
             }) => {
+                server
+                    .state
+                    .traffic
+                    .bytes_in
+                    .fetch_add(whole, Ordering::Relaxed);
                 let status = response.status();
                 let may_replay = replay.is_some() || (wire.is_some() && replayable);
                 if lc.answered(&mut guard, status.as_u16(), may_replay) {
