@@ -39,6 +39,16 @@ fn probe(what: &str, addr: SocketAddr, arg: &str) -> Value {
     python("probe.py", &[what, &ip, &port, arg]).remove(0)
 }
 
+/// A backend ("pod") and a one-thread rampart before it, with `http2` as its
+/// listener's `[listener.http2]`: the backend, the listener, the admin
+/// address, the proxy.
+async fn proxied(http2: &str) -> (Backend, SocketAddr, SocketAddr, Proxy) {
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let p = Proxy::start(&config(listen, admin, backend.addr, http2), &[listen]).await;
+    (backend, listen, admin, p)
+}
+
 fn config(listen: SocketAddr, admin: SocketAddr, backend: SocketAddr, http2: &str) -> String {
     format!(
         "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n[[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"api\"\n  [listener.http2]\n{http2}\n[[pool]]\nname = \"api\"\n  [[pool.server]]\n  address = \"{backend}\"\n"
@@ -105,18 +115,7 @@ async fn a_rapid_reset_client_gets_goaway_and_costs_the_proxy_little() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_continuation_flood_and_an_oversized_header_list_are_refused() {
-    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
-    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let _p = Proxy::start(
-        &config(
-            listen,
-            admin,
-            backend.addr,
-            "  max_header_list_size = \"32KiB\"",
-        ),
-        &[listen],
-    )
-    .await;
+    let (backend, listen, admin, _p) = proxied("  max_header_list_size = \"32KiB\"").await;
     // CONTINUATION frames without END_HEADERS, 8 KB each, without end
     let r = tokio::task::spawn_blocking(move || probe("continuation", listen, "5000"))
         .await
@@ -142,13 +141,7 @@ async fn a_continuation_flood_and_an_oversized_header_list_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_h2_connection_gets_goaway_after_idle_timeout() {
-    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
-    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let _p = Proxy::start(
-        &config(listen, admin, backend.addr, "  idle_timeout = \"1s\""),
-        &[listen],
-    )
-    .await;
+    let (_backend, listen, _admin, _p) = proxied("  idle_timeout = \"1s\"").await;
     let r = tokio::task::spawn_blocking(move || probe("idle", listen, "10"))
         .await
         .unwrap();
@@ -369,9 +362,7 @@ async fn rfc9113_conformance_cases_over_h2c_and_tls() {
 /// authority with userinfo is refused (400), nothing forwarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_authority_wins_over_host_and_userinfo_is_refused() {
-    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
-    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let _p = Proxy::start(&config(listen, admin, backend.addr, ""), &[listen]).await;
+    let (backend, listen, _admin, _p) = proxied("").await;
     let send = |authority: &'static str| async move {
         let req = hyper::Request::get(format!("http://{authority}/"))
             .header("host", "b.example")
@@ -393,9 +384,7 @@ async fn the_authority_wins_over_host_and_userinfo_is_refused() {
 /// Content-Length the client sent is kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bodiless_h2_request_reaches_the_server_without_a_body_length() {
-    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
-    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let _p = Proxy::start(&config(listen, admin, backend.addr, ""), &[listen]).await;
+    let (backend, listen, _admin, _p) = proxied("").await;
     let stats = &backend.stats;
     let seen = |method: &str, length: Option<&str>| {
         let mut req = hyper::Request::builder()
@@ -510,16 +499,8 @@ async fn response_heads_decode_field_for_field_without_the_dynamic_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_both_ways_on_concurrent_streams_keep_flow_control() {
     use http_body_util::{BodyExt, Full};
-    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
-    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let _p = Proxy::start(
-        &config(
-            listen,
-            admin,
-            backend.addr,
-            "  initial_stream_window_size = \"16KiB\"\n  initial_connection_window_size = \"64KiB\"",
-        ),
-        &[listen],
+    let (_backend, listen, admin, _p) = proxied(
+        "  initial_stream_window_size = \"16KiB\"\n  initial_connection_window_size = \"64KiB\"",
     )
     .await;
     let c = h2c_client();
@@ -649,9 +630,7 @@ async fn answers_carry_a_date_and_a_server_date_is_kept() {
 /// up to the 30 s keep-alive PING, every 512 KiB).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_download_on_a_wide_window_does_not_wait_for_the_client() {
-    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
-    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let _p = Proxy::start(&config(listen, admin, backend.addr, ""), &[listen]).await;
+    let (_backend, listen, _admin, _p) = proxied("").await;
     let c = h2c_client();
     let n = 8 * 1024 * 1024;
     let req = hyper::Request::get(format!("http://{listen}/big?bytes={n}"))
@@ -672,16 +651,8 @@ async fn a_large_download_on_a_wide_window_does_not_wait_for_the_client() {
 /// use the window up and stall for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_mostly_of_padding_gets_its_windows_back() {
-    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
-    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let _p = Proxy::start(
-        &config(
-            listen,
-            admin,
-            backend.addr,
-            "  initial_stream_window_size = \"16KiB\"\n  initial_connection_window_size = \"64KiB\"",
-        ),
-        &[listen],
+    let (_backend, listen, _admin, _p) = proxied(
+        "  initial_stream_window_size = \"16KiB\"\n  initial_connection_window_size = \"64KiB\"",
     )
     .await;
     // 2,000 frames: 510 KB of window against 200 KB of data, 31 stream windows
@@ -691,6 +662,38 @@ async fn an_upload_mostly_of_padding_gets_its_windows_back() {
     assert_eq!(r["rst"], serde_json::json!([]), "{r}");
     assert_eq!(r["statuses"][0][1], "200", "{r}");
     assert_eq!(r["body"], format!("{n} {}", Pattern::checksum(n)), "{r}");
+}
+
+/// DATA that rampart refuses (more than the stream's content-length) still
+/// took its share of the connection's window: it must come back with the
+/// stream's reset (RFC 9113 6.9), or a client whose streams fail that way uses
+/// the connection's window up and its next upload stalls for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_data_gives_the_connection_window_back() {
+    let (_backend, listen, _admin, _p) =
+        proxied("  initial_connection_window_size = \"64KiB\"").await;
+    // 8 streams of 16,000 bytes against a content-length of 10: twice the
+    // connection's window; then 20,000 bytes on stream 17
+    let r = probe("padded-upload", listen, "20000:8");
+    let resets: Vec<(u64, u64)> = r["rst"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x[0].as_u64().unwrap(), x[1].as_u64().unwrap()))
+        .collect();
+    // PROTOCOL_ERROR (1) on each of them
+    assert_eq!(
+        resets,
+        (0..8).map(|j| (1 + 2 * j, 1)).collect::<Vec<_>>(),
+        "{r}"
+    );
+    assert_eq!(r["stalled"], false, "the upload after them stalled: {r}");
+    assert_eq!(r["statuses"], serde_json::json!([[17, "200"]]), "{r}");
+    assert_eq!(
+        r["body"],
+        format!("20000 {}", Pattern::checksum(20_000)),
+        "{r}"
+    );
 }
 
 /// A client that resets a bidirectional stream in the middle of its upload
@@ -703,9 +706,7 @@ async fn an_upload_mostly_of_padding_gets_its_windows_back() {
 async fn a_stream_reset_mid_upload_ends_the_backends_exchange_at_once() {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
-    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
-    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let _p = Proxy::start(&config(listen, admin, backend.addr, ""), &[listen]).await;
+    let (backend, listen, _admin, _p) = proxied("").await;
     let r = probe("reset-echo", listen, "3");
     assert_eq!(r["echoed"], 3000, "the answer did not stream: {r}");
     // the next request on the connection was served
@@ -731,9 +732,7 @@ async fn a_stream_reset_mid_upload_ends_the_backends_exchange_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_h2_uploads_arrive_whole_and_framed_by_their_length() {
     use http_body_util::{BodyExt, Full};
-    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
-    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let _p = Proxy::start(&config(listen, admin, backend.addr, ""), &[listen]).await;
+    let (backend, listen, admin, _p) = proxied("").await;
     let c = h2c_client();
     for (n, with_length) in [(1000usize, true), (1000, false), (0, true)] {
         let data: Vec<u8> = (0..n).map(|k| (k % 251) as u8).collect();
@@ -752,7 +751,7 @@ async fn small_h2_uploads_arrive_whole_and_framed_by_their_length() {
         assert_eq!(h["content-length"], n.to_string().as_str(), "{h:?}");
         assert!(!h.contains_key("transfer-encoding"), "{h:?}");
     }
-    // 50 DATA frames of 100 bytes (and padding), sent as the windows allow
+    // 50 DATA frames of 100 bytes (and padding), written together
     let r = probe("padded-upload", listen, "5000");
     assert_eq!(r["statuses"][0][1], "200", "{r}");
     assert_eq!(
@@ -760,4 +759,18 @@ async fn small_h2_uploads_arrive_whole_and_framed_by_their_length() {
         format!("5000 {}", Pattern::checksum(5000)),
         "{r}"
     );
+    // and one from an HTTP/1.1 client (served by hyper, not the fast path)
+    let req = hyper::Request::post(format!("http://{listen}/upload"))
+        .body(BodyExt::boxed(Full::new(bytes::Bytes::from(vec![
+            7u8;
+            700
+        ]))))
+        .unwrap();
+    let (resp, body) = send(&client(), req).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(String::from_utf8_lossy(&body), format!("700 {}", 7 * 700));
+    // each body counted once for the server (`rampart_server_bytes_in_total`)
+    let pool = pool_view(admin, "api").await;
+    let bytes_in = &server_in(&pool, backend.addr)["bytes_in"];
+    assert_eq!(bytes_in, 1000 + 1000 + 5000 + 700, "{pool}");
 }

@@ -964,22 +964,28 @@ where
             return Ok(());
         };
         let s = &mut self.streams[i];
-        if !s.remote_open {
-            return self.reset(h.stream, Reason::STREAM_CLOSED, true);
+        // refused below: the stream is reset, and what the frame took of the
+        // connection's window comes back (RFC 9113 6.9)
+        let refused = if !s.remote_open {
+            Some(Reason::STREAM_CLOSED)
+        } else {
+            s.recv_window -= flow;
+            (s.recv_window < 0).then_some(Reason::FLOW_CONTROL_ERROR)
+        };
+        let end = h.flags & frame::END_STREAM != 0;
+        let refused = refused.or_else(|| {
+            s.received += payload.len() as u64;
+            let cl = s.content_length?;
+            (s.received > cl || (end && s.received != cl)).then_some(Reason::PROTOCOL_ERROR)
+        });
+        if let Some(code) = refused {
+            self.recv_unacked += payload.len() as i64;
+            self.give_back_connection_window();
+            return self.reset(h.stream, code, true);
         }
-        s.recv_window -= flow;
-        if s.recv_window < 0 {
-            return self.reset(h.stream, Reason::FLOW_CONTROL_ERROR, true);
-        }
+        let s = &mut self.streams[i];
         // the stream's window too comes back for padding at once
         s.recv_unacked += padding;
-        s.received += payload.len() as u64;
-        let end = h.flags & frame::END_STREAM != 0;
-        if let Some(cl) = s.content_length {
-            if s.received > cl || (end && s.received != cl) {
-                return self.reset(h.stream, Reason::PROTOCOL_ERROR, true);
-            }
-        }
         if end {
             s.remote_open = false;
         }

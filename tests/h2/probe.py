@@ -14,9 +14,11 @@ packages (Debian's python3-h2). Each prints one JSON line of what the server did
   probe.py heads HOST PORT N              N requests in turn on one connection: each
                                           response's fields as one decoder decoded
                                           them, and its dynamic table after
-  probe.py padded-upload HOST PORT BYTES  POST /upload of BYTES (byte k is k % 251) in
+  probe.py padded-upload HOST PORT BYTES[:K]
+                                          POST /upload of BYTES (byte k is k % 251) in
                                           DATA frames of 100 bytes and 155 of padding,
-                                          written together as the windows allow
+                                          written together as the windows allow; first K
+                                          streams that send more than their content-length
   probe.py reset-echo HOST PORT N         POST /stream-echo: N pieces of 1,000 bytes, each
                                           echoed back before the next, then RST_STREAM
                                           CANCEL, then a GET on the same connection
@@ -205,62 +207,85 @@ def main():
         print(json.dumps({"statuses": c.statuses(), "goaway": c.goaway(), "closed": c.closed}))
         return
     if cmd == "padded-upload":
-        n = int(arg)
-        data = bytes(k % 251 for k in range(n))
+        n, _, k = arg.partition(":")
+        n, k = int(n), int(k or 0)
+        data = bytes(x % 251 for x in range(n))
         # the server's SETTINGS first: its stream window
         deadline = time.time() + 5
         while time.time() < deadline and not any(t == 0x4 and not fl & 0x1 for t, fl, _, _ in c.seen):
             c.pump(0.1)
-        stream_win = 65535
+        initial = 65535
         for t, fl, _, p in c.seen:
             if t == 0x4 and not fl & 0x1:
                 for i in range(0, len(p), 6):
                     if int.from_bytes(p[i:i + 2], "big") == 0x4:
-                        stream_win = int.from_bytes(p[i + 2:i + 6], "big")
-        conn_win = 65535
+                        initial = int.from_bytes(p[i + 2:i + 6], "big")
+        win = {0: 65535}
         seen_updates = 0
+
+        def updates(wait):
+            nonlocal seen_updates
+            c.pump(wait)
+            for t, _, sid, p in c.seen[seen_updates:]:
+                if t == 0x8 and sid in win:
+                    win[sid] += int.from_bytes(p[0:4], "big") & 0x7FFFFFFF
+            seen_updates = len(c.seen)
+
+        def rst_on(sid):
+            return any(s == sid for s, _ in c.rst())
+
+        # K streams whose content-length (10) their DATA (16,000 bytes) belies:
+        # each is reset, and must not keep what it took of the connection's window
+        deadline = time.time() + 20
+        for j in range(k):
+            sid = 1 + 2 * j
+            win[sid] = initial
+            block = enc.encode([(":method", "POST"), (":scheme", "http"), (":authority", host),
+                                (":path", "/upload"), ("content-length", "10")])
+            c.send(HeadersFrame(sid, block, flags=["END_HEADERS"]).serialize())
+            while win[0] < 16000 and time.time() < deadline and not c.closed:
+                updates(0.2)
+            if win[0] < 16000:
+                break
+            c.send((16000).to_bytes(3, "big") + bytes([0x0, 0x1]) + sid.to_bytes(4, "big") + bytes(16000))
+            win[0] -= 16000
+            while not rst_on(sid) and time.time() < deadline and not c.closed:
+                updates(0.1)
+        sid = 1 + 2 * k
+        win[sid] = initial
         block = enc.encode([(":method", "POST"), (":scheme", "http"), (":authority", host),
                             (":path", "/upload"), ("content-length", str(n))])
-        c.send(HeadersFrame(1, block, flags=["END_HEADERS"]).serialize())
+        c.send(HeadersFrame(sid, block, flags=["END_HEADERS"]).serialize())
         sent, pad = 0, 155
-        deadline = time.time() + 20
         # frames go in one write while the windows allow them
         out = b""
-        while sent < n and time.time() < deadline and not c.closed and not c.rst():
+        while sent < n and time.time() < deadline and not c.closed and not rst_on(sid):
             chunk = data[sent:sent + 100]
             cost = 1 + len(chunk) + pad
-            if cost <= stream_win and cost <= conn_win:
+            if cost <= win[sid] and cost <= win[0]:
                 last = sent + len(chunk) == n
                 payload = bytes([pad]) + chunk + bytes(pad)
                 out += (len(payload).to_bytes(3, "big") + bytes([0x0, 0x8 | (0x1 if last else 0)])
-                        + (1).to_bytes(4, "big") + payload)
+                        + sid.to_bytes(4, "big") + payload)
                 sent += len(chunk)
-                stream_win -= cost
-                conn_win -= cost
+                win[sid] -= cost
+                win[0] -= cost
                 if sent < n:
                     continue
             c.send(out)
             out = b""
             if sent == n:
                 break
-            c.pump(0.2)
-            for t, _, sid, p in c.seen[seen_updates:]:
-                if t == 0x8:
-                    inc = int.from_bytes(p[0:4], "big") & 0x7FFFFFFF
-                    if sid == 0:
-                        conn_win += inc
-                    elif sid == 1:
-                        stream_win += inc
-            seen_updates = len(c.seen)
+            updates(0.2)
         stalled = sent < n
         body = b""
         deadline = time.time() + 10
-        while not stalled and time.time() < deadline and not c.closed and not c.rst() \
-                and not any(t == 0x0 and sid == 1 and fl & 0x1 for t, fl, sid, _ in c.seen) \
-                and not any(t == 0x1 and sid == 1 and fl & 0x1 for t, fl, sid, _ in c.seen):
+        while not stalled and time.time() < deadline and not c.closed and not rst_on(sid) \
+                and not any(t == 0x0 and s == sid and fl & 0x1 for t, fl, s, _ in c.seen) \
+                and not any(t == 0x1 and s == sid and fl & 0x1 for t, fl, s, _ in c.seen):
             c.pump(0.1)
-        for t, fl, sid, p in c.seen:
-            if t == 0x0 and sid == 1:
+        for t, fl, s, p in c.seen:
+            if t == 0x0 and s == sid:
                 pad_len = p[0] if fl & 0x8 else 0
                 body += p[1:len(p) - pad_len] if fl & 0x8 else p
         print(json.dumps({"sent": sent, "stalled": stalled, "statuses": c.statuses(),
