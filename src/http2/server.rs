@@ -1284,7 +1284,12 @@ where
         };
         // request body: window back for what the reader took
         let s = &mut self.streams[i];
-        let taken = (s.wake.taken.swap(0, Ordering::Acquire) as i64).min(s.unread);
+        // (nothing with the reader: nothing to swap, on every bodiless request)
+        let taken = if s.unread > 0 {
+            (s.wake.taken.swap(0, Ordering::Acquire) as i64).min(s.unread)
+        } else {
+            0
+        };
         s.unread -= taken;
         s.recv_unacked += taken;
         self.recv_unacked += taken;

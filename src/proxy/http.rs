@@ -465,11 +465,13 @@ async fn handle(
                 sender,
                 connect_time,
             }) => {
-                server
-                    .state
-                    .traffic
-                    .bytes_in
-                    .fetch_add(whole, Ordering::Relaxed);
+                if whole > 0 {
+                    server
+                        .state
+                        .traffic
+                        .bytes_in
+                        .fetch_add(whole, Ordering::Relaxed);
+                }
                 let status = response.status();
                 let may_replay = replay.is_some() || (wire.is_some() && replayable);
                 if lc.answered(&mut guard, status.as_u16(), may_replay) {
