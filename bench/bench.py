@@ -268,6 +268,7 @@ splice = false
         d = self.a.duration
         out = self.load(f"wrk -t1 -c{self.a.connections} -d{d}s --latency {extra} http://127.0.0.1:{port}/").stdout
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+        done = re.search(r"(\d+) requests in", out)
         lat = {}
         for p in ("50", "99"):
             m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
@@ -277,6 +278,7 @@ splice = false
         errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
         sock = re.search(r"Socket errors: (.*)", out)
         return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"),
+                "requests": int(done.group(1)) if done else 0,
                 "non2xx": int(errors.group(1)) if errors else 0, "sockerr": sock.group(1) if sock else ""}
 
     def fixed_rate(self, port, rate):
@@ -295,13 +297,27 @@ splice = false
         if not durs:
             return {"rps": 0, "p50_ms": None, "p99_ms": None, "p999_ms": None}
         q = lambda x: durs[min(len(durs) - 1, int(x * len(durs)))]
-        return {"rps": len(durs) / d, "p50_ms": q(0.5), "p99_ms": q(0.99), "p999_ms": q(0.999)}
+        return {"rps": len(durs) / d, "p50_ms": q(0.5), "p99_ms": q(0.99), "p999_ms": q(0.999),
+                "requests": len(durs)}
 
     def h2(self, port):
         out = self.load(f"h2load -c {self.a.connections} -m 10 -t 1 -D {self.a.duration} http://127.0.0.1:{port}/").stdout
         m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
         ok = re.search(r"(\d+) succeeded", out)
-        return {"rps": float(m.group(1)) if m and ok and int(ok.group(1)) > 0 else 0.0}
+        return {"rps": float(m.group(1)) if m and ok and int(ok.group(1)) > 0 else 0.0,
+                "requests": int(ok.group(1)) if ok else 0}
+
+    def with_cpu(self, name, measure):
+        """A request scenario's result, with the proxy's CPU time (user +
+        system) per request it answered: all proxies are pinned to the same
+        CPU, so this is how much of it each request took, a figure that
+        moves less than req/s when the load generator's CPU is the limit."""
+        cpu0 = self.cpu_s(name)
+        r = measure()
+        cpu = self.cpu_s(name) - cpu0
+        if name != "direct" and r.get("requests"):
+            r["cpu_us"] = cpu * 1e6 / r["requests"]
+        return r
 
     def bulk(self, port, name):
         """MB/s of one transfer, and the proxy's CPU time per GiB moved: the
@@ -435,19 +451,20 @@ splice = false
             print(f"round {rnd + 1}/{self.a.rounds}", file=sys.stderr)
             # the fixed rate is set from this round's keep-alive figures
             for t in order if want("keepalive") or want("fixed") else []:
-                results.setdefault(("keepalive", t), []).append(self.wrk(PORTS[t][0]))
+                results.setdefault(("keepalive", t), []).append(self.with_cpu(t, lambda: self.wrk(PORTS[t][0])))
             for t in order if want("close") else []:
-                results.setdefault(("close", t), []).append(self.wrk(PORTS[t][0], '-H "Connection: close"'))
+                results.setdefault(("close", t), []).append(
+                    self.with_cpu(t, lambda: self.wrk(PORTS[t][0], '-H "Connection: close"')))
             if want("fixed"):
                 # fixed rate: half the slowest proxy's keep-alive throughput this round
                 slowest = min(results[("keepalive", p)][-1]["rps"] for p in PROXIES)
                 rate = int(slowest * 0.5)
                 for t in order:
-                    r = self.fixed_rate(PORTS[t][0], rate)
+                    r = self.with_cpu(t, lambda: self.fixed_rate(PORTS[t][0], rate))
                     r["target_rps"] = rate
                     results.setdefault(("fixed", t), []).append(r)
             for t in order if want("h2") else []:
-                results.setdefault(("h2", t), []).append(self.h2(PORTS[t][2]))
+                results.setdefault(("h2", t), []).append(self.with_cpu(t, lambda: self.h2(PORTS[t][2])))
             # the shortest configs are about request rows; bulk and idle
             # connections are measured with the tuned ones
             for t in order if not self.a.shortest and want("bulk") else []:
@@ -488,12 +505,16 @@ def render(results, args, versions):
         ("keepalive", "rps", "HTTP/1.1 keep-alive, req/s", False),
         ("keepalive", "p50_ms", "HTTP/1.1 keep-alive, p50 ms", True),
         ("keepalive", "p99_ms", "HTTP/1.1 keep-alive, p99 ms", True),
+        ("keepalive", "cpu_us", "HTTP/1.1 keep-alive, the proxy's CPU µs per request", True),
         ("close", "rps", "HTTP/1.1 new connection per request, req/s", False),
+        ("close", "cpu_us", "HTTP/1.1 new connection per request, the proxy's CPU µs per request", True),
         ("fixed", "target_rps", "fixed rate: offered req/s (50% of the slowest proxy)", False),
         ("fixed", "p50_ms", "fixed rate, p50 ms", True),
         ("fixed", "p99_ms", "fixed rate, p99 ms", True),
         ("fixed", "p999_ms", "fixed rate, p99.9 ms", True),
+        ("fixed", "cpu_us", "fixed rate, the proxy's CPU µs per request", True),
         ("h2", "rps", "HTTP/2 (h2c, 10 streams/conn), req/s", False),
+        ("h2", "cpu_us", "HTTP/2 (h2c), the proxy's CPU µs per request", True),
         ("bulk", "mbps", f"TCP mode bulk ({args.bulk_mib} MiB), defaults (HAProxy copies, rampart splices), MB/s", False),
         ("bulk", "cpu_ms_per_gib", "TCP mode bulk, defaults, the proxy's CPU ms per GiB", True),
         ("bulk_splice", "mbps", "TCP mode bulk, both splicing (HAProxy `option splice-request`/`-response`), MB/s", False),
