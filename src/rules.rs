@@ -429,6 +429,13 @@ impl RuleEdits {
     pub fn edit_response(&self, h: &mut http::HeaderMap) {
         self.rules.edit_response(self.applied, h);
     }
+
+    /// Whether a response edit applies.
+    pub fn edits_response(&self) -> bool {
+        self.rules
+            .edits(self.applied)
+            .any(|e| !e.response_del.is_empty() || !e.response_set.is_empty())
+    }
 }
 
 /// Read-only mode (`read_only_when` on a listener or a pool): while one of the

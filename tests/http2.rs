@@ -491,6 +491,57 @@ async fn response_heads_decode_field_for_field_without_the_dynamic_table() {
     assert!(sizes.iter().all(|&s| s == sizes[0]), "{sizes:?}");
 }
 
+/// An HTTP/1.1 server's answer to an HTTP/2 client: every end-to-end field
+/// arrives, in order, its name lowercased (hyper's client refuses a capital in
+/// an HTTP/2 name), and the connection's own fields do not (`Connection`, the
+/// fields it names, `Keep-Alive`). Up to 16 fields go from the buffer the head
+/// was read into; a head with more gets a `HeaderMap`: both are asked for, on
+/// a connection that carries several answers, so each head is read anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_fields_pass_as_sent_from_the_buffer_and_from_a_map() {
+    for n in [3, 13, 14, 30] {
+        // n custom fields; Date, Content-Length and n: 16 end-to-end fields at 14
+        let custom: Vec<(String, String)> = (0..n)
+            .map(|i| (format!("X-Field-{i}"), format!("Value {i}")))
+            .collect();
+        let mut head = String::from(
+            "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: X-Hop\r\n\
+             X-Hop: secret\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n",
+        );
+        for (k, v) in &custom {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let backend = fixed_backend(Box::leak(head.into_boxed_str())).await;
+        let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+        let _p = Proxy::start(&config(listen, admin, backend, ""), &[listen]).await;
+        let c = h2c_client();
+        for _ in 0..3 {
+            let req = hyper::Request::get(format!("http://{listen}/"))
+                .header("host", "x")
+                .body(empty())
+                .unwrap();
+            let (resp, body) = send(&c, req).await;
+            assert_eq!(resp.status(), 200, "{n} fields");
+            assert_eq!(body, "ok", "{n} fields");
+            let got: Vec<(String, String)> = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+                .collect();
+            let mut want = vec![
+                (
+                    "date".to_string(),
+                    "Sun, 06 Nov 1994 08:49:37 GMT".to_string(),
+                ),
+                ("content-length".to_string(), "2".to_string()),
+            ];
+            want.extend(custom.iter().map(|(k, v)| (k.to_lowercase(), v.clone())));
+            assert_eq!(got, want, "{n} fields");
+        }
+    }
+}
+
 /// Bodies larger than every window, both ways, on many streams of one
 /// connection at once: rampart's HTTP/2 server keeps each stream's flow control
 /// (a 16 KiB stream window, so the client waits for WINDOW_UPDATEs as it

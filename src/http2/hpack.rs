@@ -418,6 +418,27 @@ pub fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     encode_string(out, value);
 }
 
+/// A field whose name may have capitals (an HTTP/1.1 server's): HTTP/2
+/// names are lowercase (RFC 9113 8.2.1).
+pub fn encode_field_lowercase(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    if !name.iter().any(u8::is_ascii_uppercase) {
+        return encode_field(out, name, value);
+    }
+    let mut short = [0u8; 64];
+    let mut long = Vec::new();
+    let lower: &mut [u8] = match short.get_mut(..name.len()) {
+        Some(s) => s,
+        None => {
+            long.resize(name.len(), 0);
+            &mut long
+        }
+    };
+    for (l, c) in lower.iter_mut().zip(name) {
+        *l = c.to_ascii_lowercase();
+    }
+    encode_field(out, lower, value);
+}
+
 /// The static table's index of a regular field's name (one entry a name from
 /// 15 to 61; a `match` on the bytes compiles to a switch on the length and a
 /// few comparisons).
@@ -953,6 +974,25 @@ mod tests {
         // static names are referenced, not spelled out
         let mut one = Vec::new();
         encode_field(&mut one, b"content-length", b"6");
+        assert_eq!(one, [0x0f, 0x0d, 0x01, b'6']);
+    }
+
+    #[test]
+    fn names_with_capitals_are_encoded_lowercase_short_and_long() {
+        let long = format!("X-{}", "Ab".repeat(40));
+        let mut out = Vec::new();
+        for n in ["Content-Type", "x-plain", long.as_str()] {
+            encode_field_lowercase(&mut out, n.as_bytes(), b"v");
+        }
+        let got = decode(&mut Decoder::new(4096), &out).unwrap();
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["content-type", "x-plain", long.to_lowercase().as_str()]
+        );
+        // the static name is found once lowercased
+        let mut one = Vec::new();
+        encode_field_lowercase(&mut one, b"Content-Length", b"6");
         assert_eq!(one, [0x0f, 0x0d, 0x01, b'6']);
     }
 

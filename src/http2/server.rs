@@ -278,6 +278,16 @@ const BLOCK_SLACK: usize = 16 * 1024;
 /// reset are ignored; HEADERS on the others are stream errors).
 const RECENT_CLOSED: usize = 128;
 
+/// A response body that may hold its response's fields itself: an HTTP/1.1
+/// server's head, read as bytes and left where it was read, goes out as HPACK
+/// from there, with no `HeaderMap` made and dropped between (see
+/// `upstream::send_wire`).
+pub trait WireFields {
+    /// Calls `f` with each field the body holds, the name in any case. Called
+    /// once, before the body is first polled. By default there are none.
+    fn wire_fields(&self, _f: &mut dyn FnMut(&[u8], &[u8])) {}
+}
+
 /// Serves one HTTP/2 connection; `io` starts with the client's preface.
 /// `graceful` asks it to GOAWAY, finish its streams and close.
 pub async fn serve<IO, S, F, B>(
@@ -290,7 +300,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
     S: FnMut(Request<RecvBody>) -> F,
     F: Future<Output = Response<B>> + Unpin,
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + WireFields + Unpin,
     B::Error: std::fmt::Display,
 {
     let ready = Arc::new(Ready {
@@ -409,7 +419,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
     S: FnMut(Request<RecvBody>) -> F,
     F: Future<Output = Response<B>> + Unpin,
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + WireFields + Unpin,
     B::Error: std::fmt::Display,
 {
     fn start(&mut self) {
@@ -1256,7 +1266,13 @@ where
         let end = s.head || body.is_end_stream();
         let mut block = Vec::with_capacity(128);
         hpack::encode_status(&mut block, parts.status.as_u16());
-        let seen = encode_fields(&mut block, &parts.headers);
+        let mut seen = encode_fields(&mut block, &parts.headers);
+        body.wire_fields(&mut |name, value| {
+            // an HTTP/1.1 head's fields, the connection's own already left out
+            seen.date |= name.eq_ignore_ascii_case(b"date");
+            seen.length |= name.eq_ignore_ascii_case(b"content-length");
+            hpack::encode_field_lowercase(&mut block, name, value);
+        });
         if !seen.date {
             // an answer of rampart's own, or a server's without one: HTTP
             // wants a Date (RFC 9110 6.6.1), as hyper gave it
@@ -1776,6 +1792,8 @@ mod tests {
     use tokio::sync::oneshot;
 
     type Answer = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
+
+    impl WireFields for Full<Bytes> {}
 
     fn settings() -> Settings {
         Settings {

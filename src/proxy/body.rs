@@ -119,6 +119,14 @@ pub enum BodyError {
     Idle(Duration),
 }
 
+impl crate::http2::server::WireFields for ProxyBody {
+    fn wire_fields(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        if let ProxyBody::Upstream(u) = self {
+            u.inner.wire_fields(f);
+        }
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BodyError;

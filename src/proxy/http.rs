@@ -255,6 +255,14 @@ async fn handle(
     // a client that takes trailers gets hyper's client, which passes them on
     let wants_trailers = upstream::http2::wants_trailers(req.headers());
     let te_trailers = h2_pool && wants_trailers;
+    // the answer of a server the request goes to as bytes can go back to an
+    // HTTP/2 client with its fields left in the buffer they were read into,
+    // when nothing here reads or edits them (response edits, gRPC statuses)
+    let wire_head = matches!(req.body(), ClientBody::H2(_))
+        && !edits
+            .as_ref()
+            .is_some_and(crate::rules::RuleEdits::edits_response)
+        && !is_grpc(req.headers());
     let (mut parts, body) = req.into_parts();
     prepare_request(&mut parts, upgrade, edits.as_ref());
     if te_trailers {
@@ -409,7 +417,8 @@ async fn handle(
         // hyper handed back (or a copy of it)
         let (sent, wire) = match out {
             Outgoing::Wire(w) => {
-                let sent = upstream::send_wire(&pool, server, &w, replayable, head).await;
+                let sent =
+                    upstream::send_wire(&pool, server, &w, replayable, head, wire_head).await;
                 (sent.map_err(SendError::from), Some(w))
             }
             Outgoing::Req(req) => {

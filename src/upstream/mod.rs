@@ -44,16 +44,20 @@ pub fn sweep_idle() {
 /// server on a pooled socket shared with the fast path, or a new one, for a
 /// client that hyper serves (HTTP/2 above all): no hyper client dispatch, no
 /// connection task. The response body is read from the socket as it is polled.
+/// With `wire_head`, the response's fields stay where they were read, for
+/// `RespBody::wire_fields`, and its `HeaderMap` is empty (a head with more
+/// fields than `WireHead` holds gets its map all the same).
 pub async fn send_wire(
     pool: &Pool,
     server: &Server,
     wire: &[u8],
     replayable: bool,
     head: bool,
+    wire_head: bool,
 ) -> Result<Exchange, UpstreamError> {
     let ex = send_raw(pool, server, wire, replayable).await?;
     let connect_time = ex.connect_time;
-    let response = raw::into_response(ex, pool, server, head)?;
+    let response = raw::into_response(ex, pool, server, head, wire_head)?;
     Ok(Exchange {
         response: response.map(|b| RespBody::Raw(Box::new(b))),
         sender: None,
@@ -227,6 +231,16 @@ pub enum RespBodyError {
     H2(#[from] h2::Error),
     #[error(transparent)]
     Raw(#[from] raw::RawBodyError),
+}
+
+impl RespBody {
+    /// The response's fields that were left in the body's buffer (see
+    /// `send_wire`), before the body is first polled; none for the others.
+    pub fn wire_fields(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        if let RespBody::Raw(b) = self {
+            b.wire_fields(f);
+        }
+    }
 }
 
 impl Body for RespBody {

@@ -203,6 +203,7 @@ pub(super) fn into_response(
     pool: &Pool,
     server: &Server,
     head_request: bool,
+    wire_head: bool,
 ) -> Result<Response<RawBody>, UpstreamError> {
     let addr = server.addr;
     let bad = |reason: String| UpstreamError::BadResponse { addr, reason };
@@ -214,22 +215,27 @@ pub(super) fn into_response(
         Err(e) => return Err(bad(e.to_string())),
     };
     let status = StatusCode::from_u16(r.status).map_err(|e| bad(e.to_string()))?;
-    // the values share one copy of the head rather than one allocation each
-    let head = Bytes::copy_from_slice(&ex.buf[..r.len]);
-    let shared = |v: &[u8]| {
-        let at = (v.as_ptr() as usize).checked_sub(ex.buf.as_ptr() as usize);
-        match at.filter(|at| at + v.len() <= head.len()) {
+    let fields = if wire_head {
+        WireHead::of(&r, &ex.buf)
+    } else {
+        None
+    };
+    let mut headers = HeaderMap::new();
+    if fields.is_none() {
+        // the values share one copy of the head rather than one allocation each
+        let head = Bytes::copy_from_slice(&ex.buf[..r.len]);
+        let shared = |v: &[u8]| match offset(v, &ex.buf).filter(|at| at + v.len() <= head.len()) {
             Some(at) => head.slice(at..at + v.len()),
             None => Bytes::copy_from_slice(v),
+        };
+        // a filter's lower bound is 0: its upper bound is the head's field count
+        headers.reserve(r.end_to_end().size_hint().1.unwrap_or(0));
+        for (name, value) in r.end_to_end() {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(e.to_string()))?;
+            let value = shared(value);
+            let value = HeaderValue::from_maybe_shared(value).map_err(|e| bad(e.to_string()))?;
+            headers.append(name, value);
         }
-    };
-    // a filter's lower bound is 0: its upper bound is the head's field count
-    let mut headers = HeaderMap::with_capacity(r.end_to_end().size_hint().1.unwrap_or(0));
-    for (name, value) in r.end_to_end() {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(e.to_string()))?;
-        let value = shared(value);
-        let value = HeaderValue::from_maybe_shared(value).map_err(|e| bad(e.to_string()))?;
-        headers.append(name, value);
     }
     let keepalive = pool.keepalive_for(r.keepalive);
     let (from, framing, reusable) = (r.len, r.framing, r.reusable);
@@ -246,6 +252,7 @@ pub(super) fn into_response(
                 keepalive,
             )
         }),
+        fields,
     };
     if matches!(body.left, BodyProgress::Length(0)) {
         body.end();
@@ -254,6 +261,47 @@ pub(super) fn into_response(
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     Ok(resp)
+}
+
+/// Where `v` starts in `buf`, if it lies inside it.
+fn offset(v: &[u8], buf: &[u8]) -> Option<usize> {
+    (v.as_ptr() as usize)
+        .checked_sub(buf.as_ptr() as usize)
+        .filter(|at| at + v.len() <= buf.len())
+}
+
+/// The end-to-end fields of a response head, as where they lie in the
+/// buffer it was read into: for a client served by rampart's HTTP/2 server,
+/// which encodes them from there (`RawBody::wire_fields`), with no
+/// `HeaderMap` made and dropped between. Up to `WIRE_FIELDS` fields, in a head
+/// of up to 64 KiB - 1 (offsets are u16); a larger head gets a `HeaderMap`.
+#[derive(Debug, Clone, Copy)]
+struct WireHead {
+    at: [[u16; 4]; WIRE_FIELDS],
+    n: u8,
+}
+
+const WIRE_FIELDS: usize = 16;
+
+impl WireHead {
+    fn of(r: &h1::RespHead<'_>, buf: &[u8]) -> Option<WireHead> {
+        let mut w = WireHead {
+            at: [[0; 4]; WIRE_FIELDS],
+            n: 0,
+        };
+        let span = |v: &[u8]| -> Option<[u16; 2]> {
+            let at = offset(v, buf)?;
+            Some([u16::try_from(at).ok()?, u16::try_from(at + v.len()).ok()?])
+        };
+        for (name, value) in r.end_to_end() {
+            let slot = w.at.get_mut(usize::from(w.n))?;
+            let [a, b] = span(name.as_bytes())?;
+            let [c, d] = span(value)?;
+            *slot = [a, b, c, d];
+            w.n += 1;
+        }
+        Some(w)
+    }
 }
 
 /// A response body read straight from a plain HTTP/1.1 connection: the bytes
@@ -271,6 +319,9 @@ pub struct RawBody {
     /// The server, the pool's idle cap and the keep-alive time, when the
     /// connection may carry another request.
     checkin: Option<(Arc<ServerState>, Option<usize>, Duration)>,
+    /// The response's fields, when they were left in `buf` (the response's
+    /// `HeaderMap` is then empty); gone once `buf` is read into again.
+    fields: Option<WireHead>,
 }
 
 /// Why a response body read from a plain HTTP/1.1 connection broke off.
@@ -285,6 +336,23 @@ pub enum RawBodyError {
 }
 
 impl RawBody {
+    /// Calls `f` with each field of the response head left in the buffer
+    /// (see `WireHead`), name as the server wrote it and value. Before the
+    /// body is first polled only: the buffer is reused for the body then, and
+    /// nothing is called.
+    pub fn wire_fields(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        let Some(w) = &self.fields else {
+            return;
+        };
+        for [a, b, c, d] in &w.at[..usize::from(w.n)] {
+            let name = self.buf.get(usize::from(*a)..usize::from(*b));
+            let value = self.buf.get(usize::from(*c)..usize::from(*d));
+            if let (Some(name), Some(value)) = (name, value) {
+                f(name, value);
+            }
+        }
+    }
+
     /// Nothing more comes: the connection is closed, not pooled.
     fn stop(&mut self) {
         self.done = true;
@@ -359,6 +427,7 @@ impl Body for RawBody {
             };
             this.buf.clear();
             this.from = 0;
+            this.fields = None;
             let read = match s.poll_read_ready(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(())) => s.try_read_buf(&mut *this.buf),
