@@ -135,19 +135,56 @@ enum Chunk {
     Reset(Reason),
 }
 
+/// A request body's way from the connection to its reader.
+enum BodyTx {
+    /// The stream's service future is not made yet: what comes waits here. A
+    /// body that has ended by then (a small upload, in the same read as its
+    /// head) goes to the reader whole, with no channel made.
+    Early(Vec<Chunk>),
+    Chan(UnboundedSender<Chunk>),
+}
+
+impl BodyTx {
+    /// Passes a chunk on; false when the reader is gone.
+    fn send(&mut self, c: Chunk) -> bool {
+        match self {
+            BodyTx::Early(v) => {
+                v.push(c);
+                true
+            }
+            BodyTx::Chan(tx) => tx.send(c).is_ok(),
+        }
+    }
+
+    /// The body will not end well: its reader (if there is one yet) is told.
+    fn reset(self, code: Reason) {
+        if let BodyTx::Chan(tx) = self {
+            let _ = tx.send(Chunk::Reset(code));
+        }
+    }
+}
+
 /// A request's body as the client sends it in DATA frames.
 pub struct RecvBody {
-    inner: Option<BodyRx>,
+    inner: Option<Source>,
     /// content-length less what was taken
     left: Option<u64>,
     /// The client reset the stream, or the connection ended.
     reset: Option<Reason>,
 }
 
-struct BodyRx {
-    rx: UnboundedReceiver<Chunk>,
-    /// Told of what is taken (the windows), its connection woken.
+/// Where a `RecvBody` reads from, and who it tells of what it took (the
+/// windows), its connection woken.
+struct Source {
+    from: From,
     wake: Arc<StreamWake>,
+}
+
+enum From {
+    /// The body, as the connection receives it.
+    Chan(UnboundedReceiver<Chunk>),
+    /// The body had ended when the reader was made: all of it.
+    Whole(std::vec::IntoIter<Chunk>),
 }
 
 impl RecvBody {
@@ -174,7 +211,11 @@ impl Body for RecvBody {
         let Some(b) = self.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        match b.rx.poll_recv(cx) {
+        let next = match &mut b.from {
+            From::Chan(rx) => rx.poll_recv(cx),
+            From::Whole(all) => Poll::Ready(all.next()),
+        };
+        match next {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Chunk::Data(c))) => {
                 b.wake.taken.fetch_add(c.len(), Ordering::Release);
@@ -201,7 +242,10 @@ impl Body for RecvBody {
         match &self.inner {
             None => self.reset.is_none(),
             // everything sent, and taken
-            Some(b) => b.rx.is_closed() && b.rx.is_empty(),
+            Some(b) => match &b.from {
+                From::Chan(rx) => rx.is_closed() && rx.is_empty(),
+                From::Whole(all) => all.as_slice().is_empty(),
+            },
         }
     }
 
@@ -213,8 +257,14 @@ impl Body for RecvBody {
     }
 }
 
-/// What a stream has sent of its response.
+/// What a stream has sent of its response. The request head is held unboxed:
+/// a stream holds it from one read to the next turn, and a box would cost an
+/// allocation per request (an idle connection has no streams).
+#[allow(clippy::large_enum_variant)]
 enum Out<F, B> {
+    /// The request, its service future not made yet: that is done at the
+    /// stream's first turn, once the frames read with the head are handled.
+    Head(Request<()>),
     /// The service future has not answered yet (dropping it cancels the
     /// request).
     Waiting(F),
@@ -228,9 +278,10 @@ struct Stream<F, B> {
     id: u32,
     /// The client may still send on it (no END_STREAM yet).
     remote_open: bool,
-    /// Its request body's sender, until the client ends it (dropped: the
-    /// end).
-    body: Option<UnboundedSender<Chunk>>,
+    /// Its request body's way to the reader: a channel's sender until the
+    /// client ends the body (dropped: the end), or what came before the
+    /// reader was made.
+    body: Option<BodyTx>,
     /// Handed to the body's reader and not yet given back to the windows.
     unread: i64,
     /// What the client may still send before a WINDOW_UPDATE.
@@ -405,7 +456,7 @@ impl<IO, S, F, B> Drop for Conn<'_, IO, S, F, B> {
     fn drop(&mut self) {
         for s in &mut self.streams {
             if let Some(b) = s.body.take() {
-                let _ = b.send(Chunk::Reset(Reason::CANCEL));
+                b.reset(Reason::CANCEL);
             }
         }
     }
@@ -596,7 +647,7 @@ where
     fn client_gone(&mut self) {
         for s in &mut self.streams {
             if let Some(b) = s.body.take() {
-                let _ = b.send(Chunk::Reset(Reason::CANCEL));
+                b.reset(Reason::CANCEL);
             }
         }
         // (their service futures are dropped: the requests are cancelled)
@@ -878,7 +929,7 @@ where
     /// reader told.
     fn drop_stream(&mut self, mut s: Stream<F, B>, code: Reason) {
         if let Some(b) = s.body.take() {
-            let _ = b.send(Chunk::Reset(code));
+            b.reset(code);
         }
         if s.unread > 0 {
             // what the reader has not taken (or the connection not counted)
@@ -999,19 +1050,20 @@ where
         if end {
             s.remote_open = false;
         }
-        if let Some(b) = s.body.take() {
+        if let Some(mut b) = s.body.take() {
             let mut open = !end;
             if !payload.is_empty() {
                 s.unread += payload.len() as i64;
-                if b.send(Chunk::Data(payload.freeze())).is_err() {
+                if !b.send(Chunk::Data(payload.freeze())) {
                     // the reader is gone: nobody takes what it had either
                     self.recv_unacked += s.unread;
                     s.unread = 0;
                     open = false;
                 }
             }
-            // (dropped at the end: the reader's end of the body)
-            if open {
+            // (a sender is dropped at the end: the reader's end of the body;
+            // what came before the reader waits for it)
+            if open || matches!(b, BodyTx::Early(_)) {
                 s.body = Some(b);
             }
         } else {
@@ -1173,8 +1225,11 @@ where
                     return self.reset(id, Reason::PROTOCOL_ERROR, true);
                 }
             }
-            if let Some(b) = s.body.take() {
-                let _ = b.send(Chunk::Trailers(Box::new(f.headers)));
+            if let Some(mut b) = s.body.take() {
+                b.send(Chunk::Trailers(Box::new(f.headers)));
+                if matches!(b, BodyTx::Early(_)) {
+                    s.body = Some(b);
+                }
             }
             self.maybe_done(id);
             return Ok(());
@@ -1208,24 +1263,10 @@ where
             ready: Arc::clone(&self.ready),
         });
         let waker = Waker::from(Arc::clone(&wake));
-        let (tx, body) = if end_stream {
-            (None, RecvBody::empty())
-        } else {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let body = RecvBody {
-                inner: Some(BodyRx {
-                    rx,
-                    wake: Arc::clone(&wake),
-                }),
-                left: content_length,
-                reset: None,
-            };
-            (Some(tx), body)
-        };
         let mut s = Stream {
             id,
             remote_open: !end_stream,
-            body: tx,
+            body: (!end_stream).then(|| BodyTx::Early(Vec::new())),
             unread: 0,
             recv_window: self.local_window,
             recv_unacked: 0,
@@ -1250,7 +1291,7 @@ where
             self.maybe_done(id);
             return Ok(());
         }
-        s.out = Out::Waiting((self.svc)(req.map(|()| body)));
+        s.out = Out::Head(req);
         self.streams.push(s);
         // first polled once the frames read with it are handled: a stream
         // the client resets in the same read never reaches a server
@@ -1320,6 +1361,43 @@ where
         let waker = self.streams[i].waker.clone();
         let mut cx = Context::from_waker(&waker);
         let s = &mut self.streams[i];
+        if let Out::Head(_) = s.out {
+            let Out::Head(req) = std::mem::replace(&mut s.out, Out::Done) else {
+                return;
+            };
+            let left = s.content_length;
+            let reading = |from| RecvBody {
+                inner: Some(Source {
+                    from,
+                    wake: Arc::clone(&s.wake),
+                }),
+                left,
+                reset: None,
+            };
+            let body = match s.body.take() {
+                // END_STREAM with the head
+                None => RecvBody::empty(),
+                Some(BodyTx::Early(chunks)) if !s.remote_open => {
+                    reading(From::Whole(chunks.into_iter()))
+                }
+                Some(BodyTx::Early(chunks)) => {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    for c in chunks {
+                        let _ = tx.send(c);
+                    }
+                    s.body = Some(BodyTx::Chan(tx));
+                    reading(From::Chan(rx))
+                }
+                // (a channel is made with the future, never before it: were
+                // one here, the reader would fail rather than see no body)
+                Some(BodyTx::Chan(_)) => RecvBody {
+                    inner: None,
+                    left: None,
+                    reset: Some(Reason::INTERNAL_ERROR),
+                },
+            };
+            s.out = Out::Waiting((self.svc)(req.map(|()| body)));
+        }
         if let Out::Waiting(fut) = &mut s.out {
             s.polled = true;
             match Pin::new(fut).poll(&mut cx) {
@@ -1788,7 +1866,7 @@ mod tests {
     //! loopback connection whose client side writes raw frames.
     use super::*;
     use http_body_util::{BodyExt, Full};
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::oneshot;
 
     type Answer = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
@@ -1816,14 +1894,20 @@ mod tests {
     #[derive(Debug, PartialEq)]
     struct Read {
         data: Vec<u8>,
+        /// Fields of the trailers.
+        trailers: usize,
         end: Result<bool, String>,
     }
 
     /// A server whose one stream's body is read on another task (as a backend
-    /// connection's task reads it); the service never answers. The client's
-    /// socket, and what the reader got.
+    /// connection's task reads it); the service never answers. The client
+    /// sends HEADERS and 5 bytes of DATA, what `with_head` writes, all in one
+    /// write, then, once the service has the request, what `after` writes.
+    /// The client's socket, and what the reader got.
     async fn serve_one(
-        write: impl FnOnce(&mut Vec<u8>),
+        cfg: Settings,
+        with_head: impl FnOnce(&mut Vec<u8>),
+        after: impl FnOnce(&mut Vec<u8>),
     ) -> (tokio::net::TcpStream, oneshot::Receiver<Read>) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = tokio::net::TcpStream::connect(l.local_addr().unwrap())
@@ -1832,26 +1916,34 @@ mod tests {
         let (server, _) = l.accept().await.unwrap();
         let (tx, rx) = oneshot::channel();
         let mut tx = Some(tx);
+        let (started_tx, started) = oneshot::channel();
+        let mut started_tx = Some(started_tx);
         tokio::spawn(async move {
-            let cfg = settings();
             let svc = move |req: Request<RecvBody>| -> Answer {
                 let tx = tx.take();
                 let mut body = req.into_body();
+                if let Some(s) = started_tx.take() {
+                    let _ = s.send(());
+                }
                 tokio::spawn(async move {
                     let mut data = Vec::new();
+                    let mut trailers = 0;
                     let end = loop {
                         match body.frame().await {
                             None => break Ok(body.is_end_stream()),
                             Some(Err(e)) => break Err(e.to_string()),
-                            Some(Ok(f)) => {
-                                if let Ok(d) = f.into_data() {
-                                    data.extend_from_slice(&d);
-                                }
-                            }
+                            Some(Ok(f)) => match f.into_data() {
+                                Ok(d) => data.extend_from_slice(&d),
+                                Err(f) => trailers += f.into_trailers().map_or(0, |t| t.len()),
+                            },
                         }
                     };
                     if let Some(tx) = tx {
-                        let _ = tx.send(Read { data, end });
+                        let _ = tx.send(Read {
+                            data,
+                            trailers,
+                            end,
+                        });
                     }
                 });
                 Box::pin(std::future::pending())
@@ -1872,7 +1964,14 @@ mod tests {
         frame::headers(&mut out, 1, &block, false, 16_384);
         frame::head(&mut out, 5, frame::DATA, 0, 1);
         out.extend_from_slice(b"hello");
-        write(&mut out);
+        with_head(&mut out);
+        client.write_all(&out).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), started)
+            .await
+            .expect("the service was never called")
+            .unwrap();
+        let mut out = Vec::new();
+        after(&mut out);
         client.write_all(&out).await.unwrap();
         (client, rx)
     }
@@ -1886,19 +1985,82 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_ends_for_its_reader_with_the_clients_end_stream() {
-        let (_c, rx) = serve_one(|out| {
-            frame::head(out, 3, frame::DATA, frame::END_STREAM, 1);
-            out.extend_from_slice(b"!!!");
-        })
+        let (_c, rx) = serve_one(
+            settings(),
+            |_| {},
+            |out| {
+                frame::head(out, 3, frame::DATA, frame::END_STREAM, 1);
+                out.extend_from_slice(b"!!!");
+            },
+        )
         .await;
         let r = within(rx).await;
         assert_eq!(r.data, b"hello!!!");
         assert_eq!(r.end, Ok(true));
     }
 
+    /// A body that ended in the read that brought its head (here with
+    /// trailers) reaches its reader whole, with no channel made: every byte,
+    /// the trailers, then its end; and the connection's window comes back
+    /// for what the reader took (given back from half the window up: the
+    /// window is set to 16 bytes, so 8 bytes taken send a WINDOW_UPDATE).
+    #[tokio::test]
+    async fn a_body_that_came_whole_with_its_head_is_read_whole() {
+        let cfg = Settings {
+            initial_connection_window_size: 16,
+            ..settings()
+        };
+        let (mut c, rx) = serve_one(
+            cfg,
+            |out| {
+                frame::head(out, 3, frame::DATA, 0, 1);
+                out.extend_from_slice(b"!!!");
+                let mut block = Vec::new();
+                hpack::encode_field(&mut block, b"x-sum", b"8");
+                frame::headers(out, 1, &block, true, 16_384);
+            },
+            |_| {},
+        )
+        .await;
+        let r = within(rx).await;
+        assert_eq!(r.data, b"hello!!!");
+        assert_eq!(r.trailers, 1);
+        assert_eq!(r.end, Ok(true));
+        // the bytes come back to the connection's window (a WINDOW_UPDATE on
+        // stream 0) once the reader took them
+        let credited = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = c.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed before a WINDOW_UPDATE");
+                got.extend_from_slice(&buf[..n]);
+                let mut at = 0;
+                while got.len() >= at + 9 {
+                    let h = Head::parse(&got[at..at + 9]);
+                    let Some(p) = got.get(at + 9..at + 9 + h.len) else {
+                        break;
+                    };
+                    if h.kind == frame::WINDOW_UPDATE && h.stream == 0 {
+                        return u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+                    }
+                    at += 9 + h.len;
+                }
+            }
+        })
+        .await
+        .expect("no WINDOW_UPDATE for the connection");
+        assert_eq!(credited, 8);
+    }
+
     #[tokio::test]
     async fn a_clients_reset_reaches_a_reader_on_another_task() {
-        let (_c, rx) = serve_one(|out| frame::rst_stream(out, 1, Reason::CANCEL)).await;
+        let (_c, rx) = serve_one(
+            settings(),
+            |_| {},
+            |out| frame::rst_stream(out, 1, Reason::CANCEL),
+        )
+        .await;
         let r = within(rx).await;
         assert_eq!(r.data, b"hello");
         assert_eq!(
@@ -1910,7 +2072,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_end_of_the_connection_reaches_a_reader_on_another_task() {
-        let (mut c, rx) = serve_one(|_| {}).await;
+        let (mut c, rx) = serve_one(settings(), |_| {}, |_| {}).await;
         // the client's FIN: the server reads what came before it
         c.shutdown().await.unwrap();
         let r = within(rx).await;
