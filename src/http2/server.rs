@@ -887,7 +887,13 @@ where
         if s.send_window > MAX_WINDOW {
             return self.reset(h.stream, Reason::FLOW_CONTROL_ERROR, true);
         }
-        self.service(h.stream);
+        // only a response body goes on: a stream not answered yet waits for
+        // its turn (one whose service is not even made must not be started
+        // by this frame, in the middle of its read: a reset after it would
+        // pass for a client's cancel, not count as a rapid reset)
+        if !s.pending.is_empty() || matches!(s.out, Out::Body(_)) {
+            self.service(h.stream);
+        }
         Ok(())
     }
 
@@ -1950,17 +1956,7 @@ mod tests {
             };
             let _ = serve(server, &cfg, svc, CancellationToken::new()).await;
         });
-        let mut out = frame::PREFACE.to_vec();
-        frame::settings(&mut out, &[]);
-        let mut block = Vec::new();
-        for (n, v) in [
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":authority", "a"),
-            (":path", "/"),
-        ] {
-            hpack::encode_field(&mut block, n.as_bytes(), v.as_bytes());
-        }
+        let (mut out, block) = preface_and_request("POST");
         frame::headers(&mut out, 1, &block, false, 16_384);
         frame::head(&mut out, 5, frame::DATA, 0, 1);
         out.extend_from_slice(b"hello");
@@ -1981,6 +1977,90 @@ mod tests {
             .await
             .expect("the reader was never told")
             .expect("the reader's task ended")
+    }
+
+    /// A client's preface and SETTINGS, and the header block of a request.
+    fn preface_and_request(method: &str) -> (Vec<u8>, Vec<u8>) {
+        let mut out = frame::PREFACE.to_vec();
+        frame::settings(&mut out, &[]);
+        let mut block = Vec::new();
+        for (n, v) in [
+            (":method", method),
+            (":scheme", "http"),
+            (":authority", "a"),
+            (":path", "/"),
+        ] {
+            hpack::encode_field(&mut block, n.as_bytes(), v.as_bytes());
+        }
+        (out, block)
+    }
+
+    /// What `pick` makes of the first frame from the server it takes, within
+    /// 10 s.
+    async fn first_frame<T>(
+        c: &mut tokio::net::TcpStream,
+        mut pick: impl FnMut(Head, &[u8]) -> Option<T>,
+    ) -> T {
+        let read = async {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            let mut at = 0;
+            loop {
+                let n = c.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed before the frame looked for");
+                got.extend_from_slice(&buf[..n]);
+                while got.len() >= at + 9 {
+                    let h = Head::parse(&got[at..at + 9]);
+                    let Some(p) = got.get(at + 9..at + 9 + h.len) else {
+                        break;
+                    };
+                    let len = h.len;
+                    if let Some(t) = pick(h, p) {
+                        return t;
+                    }
+                    at += 9 + len;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("no such frame from the server")
+    }
+
+    /// A WINDOW_UPDATE between a stream's HEADERS and its RST_STREAM, in one
+    /// read, does not start the stream's service: the reset still counts as
+    /// a rapid reset, and past the limit the connection gets GOAWAY
+    /// ENHANCE_YOUR_CALM, having called the service for none of them.
+    #[tokio::test]
+    async fn a_window_update_before_the_reset_does_not_hide_a_rapid_reset() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        let called = Arc::new(AtomicUsize::new(0));
+        let calls = Arc::clone(&called);
+        tokio::spawn(async move {
+            let svc = move |_: Request<RecvBody>| -> Answer {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Box::pin(std::future::pending())
+            };
+            let _ = serve(server, &settings(), svc, CancellationToken::new()).await;
+        });
+        let (mut out, block) = preface_and_request("GET");
+        // settings() allows 20
+        for id in (1..60).step_by(2) {
+            frame::headers(&mut out, id, &block, true, 16_384);
+            frame::window_update(&mut out, id, 1);
+            frame::rst_stream(&mut out, id, Reason::CANCEL);
+        }
+        c.write_all(&out).await.unwrap();
+        let code = first_frame(&mut c, |h, p| {
+            (h.kind == frame::GOAWAY).then(|| Reason(u32::from_be_bytes([p[4], p[5], p[6], p[7]])))
+        })
+        .await;
+        assert_eq!(code, Reason::ENHANCE_YOUR_CALM);
+        assert_eq!(called.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]
@@ -2028,28 +2108,11 @@ mod tests {
         assert_eq!(r.end, Ok(true));
         // the bytes come back to the connection's window (a WINDOW_UPDATE on
         // stream 0) once the reader took them
-        let credited = tokio::time::timeout(Duration::from_secs(10), async {
-            let mut got = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = c.read(&mut buf).await.unwrap();
-                assert!(n > 0, "closed before a WINDOW_UPDATE");
-                got.extend_from_slice(&buf[..n]);
-                let mut at = 0;
-                while got.len() >= at + 9 {
-                    let h = Head::parse(&got[at..at + 9]);
-                    let Some(p) = got.get(at + 9..at + 9 + h.len) else {
-                        break;
-                    };
-                    if h.kind == frame::WINDOW_UPDATE && h.stream == 0 {
-                        return u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
-                    }
-                    at += 9 + h.len;
-                }
-            }
+        let credited = first_frame(&mut c, |h, p| {
+            (h.kind == frame::WINDOW_UPDATE && h.stream == 0)
+                .then(|| u32::from_be_bytes([p[0], p[1], p[2], p[3]]))
         })
-        .await
-        .expect("no WINDOW_UPDATE for the connection");
+        .await;
         assert_eq!(credited, 8);
     }
 

@@ -195,9 +195,10 @@ pub fn wire_request(
     out
 }
 
-/// The response head of a raw exchange as an `http::Response` (for hyper's
-/// server side: HTTP/2 clients), its body read from the connection as it comes
-/// and decoded from its HTTP/1.1 framing.
+/// The response head of a raw exchange as an `http::Response` (for a client
+/// served by rampart's HTTP/2 server or by hyper), its body read from the
+/// connection as it comes and decoded from its HTTP/1.1 framing. With
+/// `wire_head`, its fields stay in the body's buffer (`WireHead`).
 pub(super) fn into_response(
     ex: RawExchange,
     pool: &Pool,
