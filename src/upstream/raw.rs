@@ -276,7 +276,7 @@ fn offset(v: &[u8], buf: &[u8]) -> Option<usize> {
 /// which encodes them from there (`RawBody::wire_fields`), with no
 /// `HeaderMap` made and dropped between. Up to `WIRE_FIELDS` fields, in a head
 /// of up to 64 KiB - 1 (offsets are u16); a larger head gets a `HeaderMap`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct WireHead {
     at: [[u16; 4]; WIRE_FIELDS],
     n: u8,
