@@ -22,15 +22,22 @@ rise = 2
 fall = 2
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_a_backend_mid_run_fails_no_request_and_it_returns_after_rise() {
+/// pod-a and pod-b, at weight 1 each, behind a proxy on a free loopback
+/// port, its pool configured with `extra` as well.
+async fn two_pods_behind(extra: &str) -> (Backend, Backend, SocketAddr, Proxy) {
     let (a, b) = two_pods().await;
     let listen = free_addr("127.0.0.1");
     let p = Proxy::start(
-        &http_config(listen, FAST_HEALTH, &[(a.addr, 1), (b.addr, 1)]),
+        &http_config(listen, extra, &[(a.addr, 1), (b.addr, 1)]),
         &[listen],
     )
     .await;
+    (a, b, listen, p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_backend_mid_run_fails_no_request_and_it_returns_after_rise() {
+    let (_a, b, listen, p) = two_pods_behind(FAST_HEALTH).await;
     let c = client();
     p.wait_pool(Duration::from_secs(5), "api", "both servers UP", |v| {
         count_status(v, "UP") == 2
@@ -99,17 +106,11 @@ async fn killing_a_backend_mid_run_fails_no_request_and_it_returns_after_rise() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_health_endpoint_takes_the_server_out_within_the_bound() {
-    let (a, b) = two_pods().await;
-    let listen = free_addr("127.0.0.1");
     let health = FAST_HEALTH.replace(
         "interval = \"200ms\"\nfast_interval = \"100ms\"",
         "interval = \"300ms\"\nfast_interval = \"300ms\"",
     );
-    let p = Proxy::start(
-        &http_config(listen, &health, &[(a.addr, 1), (b.addr, 1)]),
-        &[listen],
-    )
-    .await;
+    let (a, b, listen, p) = two_pods_behind(&health).await;
     let c = client();
     p.wait_pool(Duration::from_secs(5), "api", "both servers UP", |v| {
         count_status(v, "UP") == 2
@@ -324,14 +325,8 @@ async fn backup_serves_only_while_every_primary_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_on_a_listed_status_goes_to_another_server_and_respects_methods() {
-    let (a, b) = two_pods().await;
-    let listen = free_addr("127.0.0.1");
     let extra = "retry_on = [\"connect_failure\", \"reset\", \"503\"]";
-    let _p = Proxy::start(
-        &http_config(listen, extra, &[(a.addr, 1), (b.addr, 1)]),
-        &[listen],
-    )
-    .await;
+    let (a, b, listen, _p) = two_pods_behind(extra).await;
     let c = client();
     // pod-a answers 503 to /status?code=503 ... and so does pod-b, so after one
     // retry the client sees the 503; each server saw the request once.
@@ -380,14 +375,8 @@ async fn a_post_is_retried_after_a_connect_failure_with_its_body() {
 /// goes to an HTTP/1.1 server as bytes) and rampart holds all of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_over_retry_buffer_is_not_replayed_on_a_status_even_when_whole() {
-    let (a, b) = two_pods().await;
-    let listen = free_addr("127.0.0.1");
     let extra = "retry_buffer = \"1KiB\"\nretry_on = [\"connect_failure\", \"reset\", \"503\"]";
-    let _p = Proxy::start(
-        &http_config(listen, extra, &[(a.addr, 1), (b.addr, 1)]),
-        &[listen],
-    )
-    .await;
+    let (a, b, listen, _p) = two_pods_behind(extra).await;
     for (c, proto) in [(h2c_client(), "h2c"), (client(), "HTTP/1.1")] {
         for (size, tries) in [(500usize, 2usize), (10 * 1024, 1)] {
             let before = a.requests() + b.requests();
