@@ -90,6 +90,10 @@ async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
     // What this loop's HTTP connections share; made again when a reload
     // changes the listener's scheme or client_timeout.
     let mut shared: Option<Arc<proxy::conn::ListenerCtx>> = None;
+    // Whether the socket's connections start with delayed acknowledgements
+    // (`quickack`): set when it was bound; None until the first connection
+    // here says so (a socket taken over from an old process, a reload).
+    let mut delaying: Option<bool> = None;
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -136,6 +140,14 @@ async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
                 layers,
             )
         };
+        let delay = mode == Mode::Http && layers.is_none();
+        if delaying != Some(delay) {
+            // the first connection, or a reload changed the listener: the
+            // listening socket is set for the next ones, this one by itself
+            quickack(&socket2::SockRef::from(listener.get_ref()), !delay);
+            quickack(&socket2::SockRef::from(&stream), !delay);
+            delaying = Some(delay);
+        }
         // Accept first, then wait for a slot: while this loop waits with one
         // connection in hand, the rest stay in the kernel's backlog (not refused),
         // and no slot is held by a loop that has nothing to serve. A connection
@@ -298,6 +310,22 @@ fn register(stream: std::net::TcpStream, peer: SocketAddr) -> Option<tokio::net:
             tracing::warn!(%peer, error = %e, "cannot register a connection; closed");
             None
         }
+    }
+}
+
+/// Sets whether a socket (a listening one: the connections it accepts from
+/// now on) acknowledges a new connection's first bytes at once, Linux's
+/// default, or delays the acknowledgement so that it travels with the answer,
+/// as HAProxy does on its HTTP frontends: one segment fewer for every new
+/// connection (bench/RESULTS.md). Plain HTTP listeners delay (the client
+/// speaks first and is answered soon); TCP listeners, and those with TLS or
+/// the PROXY protocol in front, whose first bytes may be a handshake step or a
+/// header that the client does not follow at once, do not. The fast path asks
+/// for an acknowledgement at once while a request is only partly in
+/// (`ClientIo::ack_now`). Best effort: a socket that refuses keeps the default.
+fn quickack(sock: &socket2::SockRef<'_>, on: bool) {
+    if let Err(e) = sock.set_tcp_quickack(on) {
+        tracing::debug!(error = %e, "TCP_QUICKACK not set");
     }
 }
 
@@ -470,6 +498,11 @@ impl ListenerSet {
                         addr,
                         source,
                     })?;
+                    // from the first connection on (the accept loop sets it
+                    // again when a reload changes the listener)
+                    let delay =
+                        l.mode == Mode::Http && l.tls.is_none() && l.proxy_protocol.is_none();
+                    quickack(&socket2::SockRef::from(&s), !delay);
                     sockets.push(s);
                 }
                 new.push((addr, l.name.clone(), sockets));

@@ -39,8 +39,9 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 enum Step {
     /// An HTTP/2 connection preface (prior knowledge).
     H2,
-    /// A request the fast path does not take.
-    Fallback(&'static str),
+    /// A request the fast path does not take (why), and whether more of it
+    /// (its body) is still to come.
+    Fallback(&'static str, bool),
     /// Not a valid request head: answer and close.
     Reject(StatusCode, &'static str),
     /// A request answered by the proxy itself.
@@ -143,6 +144,9 @@ pub async fn serve<S: ClientIo>(
             None => now + builders.header_timeout,
         };
         let mut lingering = false;
+        // Whether this request's first bytes were acknowledged at once
+        // (`ClientIo::ack_now`).
+        let mut acked = false;
         let step = loop {
             if let Some(b) = buf.as_deref().filter(|b| !b.is_empty()) {
                 let start = &b[..b.len().min(H2_PREFACE.len())];
@@ -157,6 +161,15 @@ pub async fn serve<S: ClientIo>(
                 }
             }
             let idle = buf.as_ref().is_none_or(|b| b.is_empty());
+            if !idle && !acked {
+                // Part of a request is in and the rest is awaited. The listener
+                // delays acknowledgements, so that a request's is carried by its
+                // answer (`listener`, `quickack`); a client that holds its next
+                // bytes until these are acknowledged (Nagle's algorithm) must
+                // not wait for the delayed-ACK timer (40 ms) for it.
+                client.ack_now();
+                acked = true;
+            }
             // Wait for readability with no buffer held, then read. Both steps
             // are under the shutdown check: readiness can be stale (a read
             // then finds nothing and waits), and an idle connection must still
@@ -228,9 +241,12 @@ pub async fn serve<S: ClientIo>(
         first = false;
         served = true;
         let keep = match step {
-            Step::H2 | Step::Fallback(_) => {
-                if let Step::Fallback(why) = step {
+            Step::H2 | Step::Fallback(..) => {
+                if let Step::Fallback(why, more) = step {
                     tracing::trace!(peer = %ctx.peer, why, "request handed to hyper");
+                    if more && !acked {
+                        client.ack_now();
+                    }
                 }
                 let h2 = matches!(step, Step::H2);
                 let io = Prefixed::new(
@@ -343,11 +359,11 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
         }
     };
     if let Some(why) = r.fallback {
-        return Some(Step::Fallback(why));
+        return Some(Step::Fallback(why, r.awaits_body(b.len())));
     }
     if ctx.tls.as_ref().is_some_and(|t| t.subject_header.is_some()) {
         // hyper's path writes (and strips) the client certificate header
-        return Some(Step::Fallback("client certificate header"));
+        return Some(Step::Fallback("client certificate header", false));
     }
     let start = Instant::now();
     let view = View {
@@ -392,6 +408,7 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
         // shares plain HTTP/1.1 sockets
         return Some(Step::Fallback(
             "TLS, PROXY protocol or HTTP/2 to the server",
+            false,
         ));
     }
     let key = lifecycle::hash_key(&pool, ctx.peer.ip(), r.target, |h| r.header(h.as_str()));
@@ -579,17 +596,19 @@ async fn forward<S: ClientIo>(
         };
         clean &= n == data.len();
         let limit = client_timeout;
+        // the connection's last bytes: its end goes with them
+        let last = complete && resp.close_client;
         let written = match head.take() {
             // The body bytes that came with the head go out with it, in one write.
             Some(mut h) if h.len() + n <= h.capacity() => {
                 h.extend_from_slice(&data[..n]);
-                send_client(client, &h, limit).await
+                send_client(client, &h, limit, last).await
             }
-            Some(h) => match send_client(client, &h, limit).await {
-                Ok(()) => send_client(client, &data[..n], limit).await,
+            Some(h) => match send_client(client, &h, limit, false).await {
+                Ok(()) => send_client(client, &data[..n], limit, last).await,
                 Err(e) => Err(e),
             },
-            None => send_client(client, &data[..n], limit).await,
+            None => send_client(client, &data[..n], limit, last).await,
         };
         sent += n as u64;
         if written.is_err() {
@@ -650,10 +669,21 @@ async fn client_gone<S: ClientIo>(client: &mut S) {
     }
 }
 
-/// Writes to the client. A client that accepts nothing for `limit` is given up
-/// on; the timer is armed only when the socket cannot take everything at once.
-async fn send_client<S: ClientIo>(client: &mut S, data: &[u8], limit: Duration) -> io::Result<()> {
-    let n = client.write_now(data)?;
+/// Writes to the client; `last`: these are the connection's last bytes, and
+/// its end goes with them (`ClientIo::write_last`). A client that accepts
+/// nothing for `limit` is given up on; the timer is armed only when the socket
+/// cannot take everything at once.
+async fn send_client<S: ClientIo>(
+    client: &mut S,
+    data: &[u8],
+    limit: Duration,
+    last: bool,
+) -> io::Result<()> {
+    let n = if last {
+        client.write_last(data)?
+    } else {
+        client.write_now(data)?
+    };
     if n == data.len() && client.flushed() {
         return Ok(());
     }
@@ -674,7 +704,7 @@ async fn respond<S: ClientIo>(
 ) -> bool {
     let mut out = PooledBuf::take();
     serialize(resp, head, close, &mut out);
-    send_client(client, &out, limit).await.is_ok() && !close
+    send_client(client, &out, limit, close).await.is_ok() && !close
 }
 
 fn serialize(resp: Response<ProxyBody>, head: bool, close: bool, out: &mut Vec<u8>) {

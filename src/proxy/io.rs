@@ -41,6 +41,12 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     /// Writes what it can of `data` at once, without waiting; Ok(n) with n bytes
     /// taken. WouldBlock counts as 0.
     fn write_now(&mut self, data: &[u8]) -> io::Result<usize>;
+    /// As `write_now`, for the connection's last bytes: when all of them are
+    /// taken, the connection's end (FIN) goes out in the same segment instead
+    /// of in one of its own when the socket is closed. TLS writes as usual.
+    fn write_last(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write_now(data)
+    }
     /// Whether everything taken so far is on the wire (TLS may hold records).
     fn flushed(&self) -> bool;
     /// Writes all of `data` and whatever is still held, waiting as needed.
@@ -61,10 +67,25 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     /// Before the connection is dropped: TLS says close_notify (a client that
     /// reads to the end must not see a truncation); a plain socket needs nothing.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
+    /// A request is partly in and more of it is awaited: acknowledge what came
+    /// at once, and what comes next, instead of after the delayed-ACK timer.
+    /// Only plain HTTP listeners turn quick acknowledgements off (`listener`,
+    /// `quickack`), so only a plain socket has anything to undo.
+    fn ack_now(&self) {}
 }
 
 impl ClientIo for ClientSocket {
     const PARKABLE: bool = true;
+    fn ack_now(&self) {
+        let r = match &self.sock {
+            Sock::Raw(s, _) => socket2::SockRef::from(s).set_tcp_quickack(true),
+            Sock::Reg(s) => socket2::SockRef::from(s).set_tcp_quickack(true),
+            Sock::Gone => Ok(()),
+        };
+        if let Err(e) = r {
+            tracing::trace!(error = %e, "TCP_QUICKACK not set");
+        }
+    }
     fn into_plain(self) -> Result<ClientSocket, Self> {
         Ok(self)
     }
@@ -89,6 +110,29 @@ impl ClientIo for ClientSocket {
         };
         match r {
             Ok(n) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+    fn write_last(&mut self, data: &[u8]) -> io::Result<usize> {
+        let sock = match &self.sock {
+            Sock::Reg(s) => socket2::SockRef::from(s),
+            Sock::Raw(s, _) => socket2::SockRef::from(s),
+            Sock::Gone => return Err(gone()),
+        };
+        // MSG_MORE holds the bytes back (Nagle's cork) until the shutdown
+        // sends them with the FIN; whatever is not taken here goes out through
+        // `send_all`, which pushes it all.
+        match retry(|| sock.send_with_flags(data, libc::MSG_MORE)) {
+            Ok(n) => {
+                if n == data.len() {
+                    if let Err(e) = sock.shutdown(std::net::Shutdown::Write) {
+                        // closing the socket sends what is held, and the FIN
+                        tracing::trace!(error = %e, "shutdown after the last write");
+                    }
+                }
+                Ok(n)
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             Err(e) => Err(e),
         }
