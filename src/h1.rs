@@ -455,6 +455,10 @@ pub struct RespHead<'b> {
     has_te: bool,
     /// HTTP/1.0: its Transfer-Encoding (invalid there) is not passed on either.
     http10: bool,
+    /// Content-Length was given more than once (a list, or several fields),
+    /// all with one value: only the field at this index is passed on, with
+    /// that value alone (RFC 9110 8.6).
+    length_once: Option<usize>,
     reason: &'b str,
     headers: &'b [httparse::Header<'b>],
     special: Special,
@@ -495,6 +499,9 @@ pub fn parse_response<'b>(
     let mut conn = ConnectionTokens::default();
     let mut special = Special::default();
     let mut length: Option<u64> = None;
+    // values of Content-Length, and the field of the first
+    let mut lengths = 0;
+    let mut first_length = None;
     let mut te: Option<&[u8]> = None;
     let mut keepalive = None;
     for (i, h) in headers.iter().enumerate() {
@@ -507,6 +514,8 @@ pub fn parse_response<'b>(
                     if length.is_some_and(|l| l != n) {
                         return Err(RespError::BadLength);
                     }
+                    lengths += 1;
+                    first_length.get_or_insert(i);
                     length = Some(n);
                 }
             }
@@ -544,11 +553,17 @@ pub fn parse_response<'b>(
         keepalive,
         has_te: te.is_some(),
         http10: version == 0,
+        length_once: first_length.filter(|_| lengths > 1),
         reason: resp.reason.unwrap_or(""),
         headers,
         special,
         conn,
     }))
+}
+
+/// The first of a list's values, trimmed.
+pub(crate) fn first_value(v: &[u8]) -> &[u8] {
+    v.split(|&b| b == b',').next().unwrap_or(v).trim_ascii()
 }
 
 fn parse_length(t: &[u8]) -> Option<u64> {
@@ -595,6 +610,11 @@ impl RespHead<'_> {
                 | Field::Upgrade => {}
                 // Transfer-Encoding wins over Content-Length; never send both.
                 Field::ContentLength if self.has_te => {}
+                Field::ContentLength if self.length_once.is_some() => {
+                    if self.length_once == Some(i) {
+                        push_header(out, h.name.as_bytes(), first_value(h.value));
+                    }
+                }
                 Field::TransferEncoding if self.http10 => {}
                 // Connection may name extension fields, never the framing ones.
                 Field::Other if !conn.named.is_empty() && conn.names(h.name) => {}
@@ -626,21 +646,25 @@ impl<'b> RespHead<'b> {
                 Framing::Empty => self.status != 204,
                 Framing::Chunked | Framing::Close => false,
             };
-        self.headers
-            .iter()
-            .enumerate()
-            .filter(move |(i, h)| match self.special.field(*i, h.name) {
+        self.headers.iter().enumerate().filter_map(move |(i, h)| {
+            let pass = match self.special.field(i, h.name) {
                 Field::Connection
                 | Field::KeepAlive
                 | Field::ProxyConnection
                 | Field::Te
                 | Field::Upgrade
                 | Field::TransferEncoding => false,
+                // one field, one number (RFC 9113 8.1.1)
+                Field::ContentLength if self.length_once.is_some() => {
+                    return (length && self.length_once == Some(i))
+                        .then(|| (h.name, first_value(h.value)));
+                }
                 Field::ContentLength => length,
                 Field::Other => self.conn.named.is_empty() || !self.conn.names(h.name),
                 _ => true,
-            })
-            .map(|(_, h)| (h.name, h.value))
+            };
+            pass.then_some((h.name, h.value))
+        })
     }
 }
 

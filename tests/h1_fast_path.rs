@@ -110,6 +110,8 @@ async fn serve_script(mut s: TcpStream) {
             "/hop" => vec![w(b"HTTP/1.1 200 Fine Thanks\r\nconnection: keep-alive, x-hop\r\nkeep-alive: timeout=30\r\nx-hop: 1\r\nx-app: 2\r\ncontent-length: 2\r\n\r\nok")],
             "/conflicting-length" => vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok")],
             "/garbage" => vec![w(b"HTTP/1.1 2OO OK\r\n\r\n")],
+            "/length-list" => vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\nx-app: 1\r\n\r\nhello")],
+            "/length-twice" => vec![w(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nx-app: 1\r\ncontent-length:  5\r\n\r\nhello")],
             "/extra" => vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA")],
             "/held" => {
                 let released = RELEASE.notified();
@@ -344,6 +346,61 @@ async fn broken_responses_are_502_and_out_of_step_connections_are_not_reused() {
             .any(|l| l.contains("/cut") && l.contains("server_abort"))
     })
     .await;
+}
+
+/// A server's Content-Length given twice with one value (a list, or two
+/// fields) reaches every client as one field (RFC 9110 8.6 lets a recipient
+/// refuse it or keep one; HTTP/2 allows one number only, RFC 9113 8.1.1):
+/// HTTP/1.1 on the fast path and on hyper's (a request with a body), h2c.
+#[tokio::test]
+async fn a_repeated_content_length_of_one_value_reaches_clients_once() {
+    let (_p, listen, _) = start("").await;
+    let one_length = |what: &str, fields: Vec<String>| {
+        let lengths: Vec<&String> = fields
+            .iter()
+            .filter(|f| f.to_ascii_lowercase().starts_with("content-length:"))
+            .collect();
+        assert_eq!(lengths.len(), 1, "{what}: {fields:?}");
+        assert_eq!(lengths[0].split_once(':').unwrap().1.trim(), "5", "{what}");
+        assert!(fields.iter().any(|f| f == "x-app: 1"), "{what}: {fields:?}");
+    };
+    for path in ["/length-list", "/length-twice"] {
+        for (how, req) in [
+            ("fast path", format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")),
+            (
+                "hyper's path",
+                format!("POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"),
+            ),
+        ] {
+            let all = send_raw(listen, req.as_bytes(), "an answer").await;
+            let all = String::from_utf8_lossy(&all).into_owned();
+            let (head, body) = all.split_once("\r\n\r\n").expect("a head");
+            assert!(head.starts_with("HTTP/1.1 200 "), "{path} {how}: {all}");
+            assert_eq!(body, "hello", "{path} {how}");
+            one_length(
+                &format!("{path}, HTTP/1.1, {how}"),
+                head.lines().skip(1).map(str::to_string).collect(),
+            );
+        }
+        let c = h2c_client();
+        for method in [Method::GET, Method::POST] {
+            let req = Request::builder()
+                .method(method.clone())
+                .uri(format!("http://{listen}{path}"))
+                .body(BodyExt::boxed(Full::new(Bytes::from_static(b"x"))))
+                .unwrap();
+            let (resp, body) = send(&c, req).await;
+            assert_eq!(resp.status(), StatusCode::OK, "{path} h2c {method}");
+            assert_eq!(&body[..], b"hello", "{path} h2c {method}");
+            one_length(
+                &format!("{path}, h2c {method}"),
+                resp.headers()
+                    .iter()
+                    .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+                    .collect(),
+            );
+        }
+    }
 }
 
 #[tokio::test]

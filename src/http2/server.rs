@@ -1639,8 +1639,18 @@ fn encode_fields(block: &mut Vec<u8>, headers: &HeaderMap) -> Seen {
             continue;
         }
         seen.date |= name == header::DATE;
-        seen.length |= name == header::CONTENT_LENGTH;
-        hpack::encode_field(block, name.as_str().as_bytes(), value.as_bytes());
+        let mut value = value.as_bytes();
+        if name == header::CONTENT_LENGTH {
+            // HTTP/2 allows one field with one number (RFC 9113 8.1.1): of a
+            // length an HTTP/1.1 server repeated with one value (a list, or
+            // several fields; hyper accepts them if they agree), the first
+            if seen.length {
+                continue;
+            }
+            seen.length = true;
+            value = crate::h1::first_value(value);
+        }
+        hpack::encode_field(block, name.as_str().as_bytes(), value);
     }
     seen
 }
@@ -1881,6 +1891,29 @@ mod tests {
     type Answer = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
 
     impl WireFields for Full<Bytes> {}
+
+    #[test]
+    fn a_repeated_content_length_is_encoded_once_with_one_number() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5, 5"));
+        h.append("x-app", HeaderValue::from_static("1"));
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        h.append(header::CONNECTION, HeaderValue::from_static("close"));
+        let mut block = Vec::new();
+        let seen = encode_fields(&mut block, &h);
+        assert!(seen.length && !seen.date);
+        let mut got = Vec::new();
+        hpack::Decoder::new(4096)
+            .decode(&block, |n, v| {
+                got.push((n.to_vec(), v.to_bytes().to_vec()));
+            })
+            .unwrap();
+        let want: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (b"content-length".to_vec(), b"5".to_vec()),
+            (b"x-app".to_vec(), b"1".to_vec()),
+        ];
+        assert_eq!(got, want);
+    }
 
     fn settings() -> Settings {
         Settings {
