@@ -311,12 +311,23 @@ splice = false
         """A request scenario's result, with the proxy's CPU time (user +
         system) per request it answered: all proxies are pinned to the same
         CPU, so this is how much of it each request took, a figure that
-        moves less than req/s when the load generator's CPU is the limit."""
+        moves less than req/s when the load generator's CPU is the limit.
+        Also how idle the load generator's CPUs and the proxy's were (from
+        /proc/stat): the side with no idle time left is what bounds req/s."""
         cpu0 = self.cpu_s(name)
+        idle0 = cpu_idle()
         r = measure()
+        idle1 = cpu_idle()
         cpu = self.cpu_s(name) - cpu0
         if name != "direct" and r.get("requests"):
             r["cpu_us"] = cpu * 1e6 / r["requests"]
+        for key, cpus in (("load_idle", self.load_cpus), ("proxy_idle", self.proxy_cpus)):
+            idle = total = 0
+            for c in cpus.split(","):
+                i0, t0 = idle0[int(c)]
+                i1, t1 = idle1[int(c)]
+                idle, total = idle + i1 - i0, total + t1 - t0
+            r[key] = 100.0 * idle / total if total else None
         return r
 
     def bulk(self, port, name):
@@ -479,6 +490,18 @@ splice = false
         return results
 
 
+def cpu_idle():
+    """Per CPU number: (idle + iowait ticks, all ticks) so far, from /proc/stat."""
+    r = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            m = re.match(r"cpu(\d+) (.*)", line)
+            if m:
+                t = [int(x) for x in m.group(2).split()]
+                r[int(m.group(1))] = (t[3] + t[4], sum(t[:8]))
+    return r
+
+
 def med(vals, key):
     xs = [v[key] for v in vals if v.get(key) is not None]
     return statistics.median(xs) if xs else None
@@ -506,8 +529,12 @@ def render(results, args, versions):
         ("keepalive", "p50_ms", "HTTP/1.1 keep-alive, p50 ms", True),
         ("keepalive", "p99_ms", "HTTP/1.1 keep-alive, p99 ms", True),
         ("keepalive", "cpu_us", "HTTP/1.1 keep-alive, the proxy's CPU µs per request", True),
+        ("keepalive", "load_idle", "HTTP/1.1 keep-alive, idle share of the load generator's CPU, %", None),
+        ("keepalive", "proxy_idle", "HTTP/1.1 keep-alive, idle share of the proxy's CPU, %", None),
         ("close", "rps", "HTTP/1.1 new connection per request, req/s", False),
         ("close", "cpu_us", "HTTP/1.1 new connection per request, the proxy's CPU µs per request", True),
+        ("close", "load_idle", "HTTP/1.1 new connection per request, idle share of the load generator's CPU, %", None),
+        ("close", "proxy_idle", "HTTP/1.1 new connection per request, idle share of the proxy's CPU, %", None),
         ("fixed", "target_rps", "fixed rate: offered req/s (50% of the slowest proxy)", False),
         ("fixed", "p50_ms", "fixed rate, p50 ms", True),
         ("fixed", "p99_ms", "fixed rate, p99 ms", True),
@@ -515,6 +542,8 @@ def render(results, args, versions):
         ("fixed", "cpu_us", "fixed rate, the proxy's CPU µs per request", True),
         ("h2", "rps", "HTTP/2 (h2c, 10 streams/conn), req/s", False),
         ("h2", "cpu_us", "HTTP/2 (h2c), the proxy's CPU µs per request", True),
+        ("h2", "load_idle", "HTTP/2 (h2c), idle share of the load generator's CPU, %", None),
+        ("h2", "proxy_idle", "HTTP/2 (h2c), idle share of the proxy's CPU, %", None),
         ("bulk", "mbps", f"TCP mode bulk ({args.bulk_mib} MiB), defaults (HAProxy copies, rampart splices), MB/s", False),
         ("bulk", "cpu_ms_per_gib", "TCP mode bulk, defaults, the proxy's CPU ms per GiB", True),
         ("bulk_splice", "mbps", "TCP mode bulk, both splicing (HAProxy `option splice-request`/`-response`), MB/s", False),
@@ -527,7 +556,7 @@ def render(results, args, versions):
     ]
     out = ["| scenario | direct | haproxy | nginx | rampart | rampart/haproxy | rampart/nginx |",
            "|---|---:|---:|---:|---:|---:|---:|"]
-    for sc, key, label, _lower in rows:
+    for sc, key, label, lower in rows:
         # the bulk rows by way of relaying: each target's figure from its default
         # run ("bulk") or its other-way run ("bulk_other"); nginx's stream module
         # has one way (copying)
@@ -539,8 +568,11 @@ def render(results, args, versions):
         elif sc == "idle_unparked":
             src = {t: "idle" for t in PORTS} | {"rampart": "idle_unparked"}
         vals = {t: med(results.get((src[t], t), []), key) for t in PORTS}
+        # an idle share is a reading, not a figure to compare: no ratios
+        rh, rn = ((ratio(vals['rampart'], vals['haproxy']), ratio(vals['rampart'], vals['nginx']))
+                  if lower is not None else ("-", "-"))
         out.append(f"| {label} | {fmt(vals['direct'])} | {fmt(vals['haproxy'])} | {fmt(vals['nginx'])} | "
-                   f"{fmt(vals['rampart'])} | {ratio(vals['rampart'], vals['haproxy'])} | {ratio(vals['rampart'], vals['nginx'])} |")
+                   f"{fmt(vals['rampart'])} | {rh} | {rn} |")
     return "\n".join(out)
 
 
