@@ -319,24 +319,6 @@ impl ReqHead<'_> {
             .map(|h| h.value)
     }
 
-    /// Whether more of this request's body is still to come than the
-    /// `buffered` bytes (head included) hold: a chunked body always counts
-    /// (its end is not looked for here), a Content-Length one until all of it
-    /// is in. For the requests that fall back to hyper, which have a body.
-    pub fn awaits_body(&self, buffered: usize) -> bool {
-        if self.header("transfer-encoding").is_some() {
-            return true;
-        }
-        let Some(n) = self
-            .header("content-length")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        else {
-            return false;
-        };
-        n > buffered.saturating_sub(self.len) as u64
-    }
-
     /// GET, HEAD, PUT, DELETE, OPTIONS and TRACE (RFC 9110 9.2.2).
     pub fn idempotent(&self) -> bool {
         matches!(
@@ -865,23 +847,6 @@ mod tests {
         let mut out = Vec::new();
         r.write_upstream(b"10.0.0.9", "http", None, &mut out);
         (r.fallback, String::from_utf8(out).unwrap(), r.close())
-    }
-
-    #[test]
-    fn a_body_is_awaited_until_all_of_it_is_in() {
-        let awaits = |raw: &str| {
-            let slots = &mut header_slots();
-            let r = parse_request(raw.as_bytes(), slots).unwrap().unwrap();
-            assert_eq!(r.fallback, Some("request body"), "{raw:?}");
-            r.awaits_body(raw.len())
-        };
-        let head = "POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n";
-        assert!(awaits(head));
-        assert!(awaits(&format!("{head}hell")));
-        assert!(!awaits(&format!("{head}hello")));
-        // a chunked body's end is not looked for: it is always awaited
-        let chunked = "POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
-        assert!(awaits(chunked));
     }
 
     #[test]

@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+/// The listen(2) backlog of every listening socket.
+const BACKLOG: i32 = 4096;
+
 /// Binds a listening TCP socket.
 pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let domain = Domain::for_address(addr);
@@ -43,7 +46,7 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListe
     socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(4096)?;
+    socket.listen(BACKLOG)?;
     Ok(socket.into())
 }
 
@@ -91,9 +94,12 @@ async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
     // changes the listener's scheme or client_timeout.
     let mut shared: Option<Arc<proxy::conn::ListenerCtx>> = None;
     // Whether the socket's connections start with delayed acknowledgements
-    // (`quickack`): set when it was bound; None until the first connection
-    // here says so (a socket taken over from an old process, a reload).
+    // (`quickack`), as `prepare` set it for the listener; None until the
+    // first connection.
     let mut delaying: Option<bool> = None;
+    // After a reload changed that, connections already in the backlog were
+    // made with the old setting: the next BACKLOG ones are set one by one.
+    let mut set_each: u32 = 0;
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -141,12 +147,14 @@ async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
             )
         };
         let delay = mode == Mode::Http && layers.is_none();
-        if delaying != Some(delay) {
-            // the first connection, or a reload changed the listener: the
-            // listening socket is set for the next ones, this one by itself
+        if delaying.is_some_and(|d| d != delay) {
             quickack(&socket2::SockRef::from(listener.get_ref()), !delay);
+            set_each = BACKLOG as u32;
+        }
+        delaying = Some(delay);
+        if set_each > 0 {
+            set_each -= 1;
             quickack(&socket2::SockRef::from(&stream), !delay);
-            delaying = Some(delay);
         }
         // Accept first, then wait for a slot: while this loop waits with one
         // connection in hand, the rest stay in the kernel's backlog (not refused),
@@ -321,8 +329,9 @@ fn register(stream: std::net::TcpStream, peer: SocketAddr) -> Option<tokio::net:
 /// speaks first and is answered soon); TCP listeners, and those with TLS or
 /// the PROXY protocol in front, whose first bytes may be a handshake step or a
 /// header that the client does not follow at once, do not. The fast path asks
-/// for an acknowledgement at once while a request is only partly in
-/// (`ClientIo::ack_now`). Best effort: a socket that refuses keeps the default.
+/// for an acknowledgement at once while a request is only partly in, and when
+/// it hands a connection to hyper (`ClientIo::ack_now`). Best effort: a socket
+/// that refuses keeps the default.
 fn quickack(sock: &socket2::SockRef<'_>, on: bool) {
     if let Err(e) = sock.set_tcp_quickack(on) {
         tracing::debug!(error = %e, "TCP_QUICKACK not set");
@@ -486,8 +495,14 @@ impl ListenerSet {
                 if self.bound.contains_key(&addr) {
                     continue;
                 }
+                // connections start with delayed acknowledgements or not
+                // (`quickack`): set after listen(), which resets it
+                let delay = l.mode == Mode::Http && l.tls.is_none() && l.proxy_protocol.is_none();
                 if let Some(sockets) = self.inherited.remove(&addr) {
                     tracing::info!(listener = %l.name, %addr, sockets = sockets.len(), "listening on sockets taken over from the old process");
+                    for s in &sockets {
+                        quickack(&socket2::SockRef::from(s), !delay);
+                    }
                     new.push((addr, l.name.clone(), sockets));
                     continue;
                 }
@@ -498,10 +513,6 @@ impl ListenerSet {
                         addr,
                         source,
                     })?;
-                    // from the first connection on (the accept loop sets it
-                    // again when a reload changes the listener)
-                    let delay =
-                        l.mode == Mode::Http && l.tls.is_none() && l.proxy_protocol.is_none();
                     quickack(&socket2::SockRef::from(&s), !delay);
                     sockets.push(s);
                 }

@@ -180,3 +180,43 @@ fn a_client_socket_is_no_larger_than_a_tokio_socket() {
         std::mem::size_of::<ClientSocket>()
     );
 }
+
+#[tokio::test]
+async fn the_last_bytes_go_with_the_end_whole_or_in_part() {
+    // all taken at once: the client reads them and then the end, while the
+    // socket is still open on this side (the FIN went with them)
+    let (server, mut client) = pair().await;
+    let mut sock = ClientSocket::new(server);
+    let last = pattern(300, 4);
+    assert_eq!(sock.write_last(&last).unwrap(), last.len());
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut all))
+        .await
+        .expect("the end before the socket is dropped")
+        .unwrap();
+    assert_eq!(all, last);
+    drop(sock);
+
+    // more than the socket takes: the part taken is held (MSG_MORE) and the
+    // rest follows through send_all, which pushes it all; nothing is lost and
+    // the end comes when the socket is dropped
+    let (server, client) = pair().await;
+    let mut sock = ClientSocket::new(server);
+    let big = pattern(16 << 20, 5);
+    let n = sock.write_last(&big).unwrap();
+    assert!(n < big.len(), "16 MiB fit in the socket at once");
+    let reader = tokio::spawn(async move {
+        let mut client = client;
+        let mut all = Vec::new();
+        client.read_to_end(&mut all).await.unwrap();
+        all
+    });
+    sock.send_all(&big[n..]).await.unwrap();
+    drop(sock);
+    let all = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("the whole of it, then the end")
+        .unwrap();
+    assert_eq!(all.len(), big.len());
+    assert!(all == big);
+}

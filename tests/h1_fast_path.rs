@@ -348,6 +348,38 @@ async fn broken_responses_are_502_and_out_of_step_connections_are_not_reused() {
     .await;
 }
 
+/// A large answer on a connection that closes after it (its last bytes go
+/// with the FIN), to a client with a small receive buffer, so that the proxy's
+/// writes find the socket full: every byte arrives before the end. (The last
+/// write taken in part: tests/client_socket.rs.)
+#[tokio::test]
+async fn a_closing_answer_through_a_full_socket_arrives_whole() {
+    let (_p, listen, _) = start("").await;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(listen).await.unwrap();
+    s.write_all(b"GET /huge HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::with_capacity(33 << 20);
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut all))
+        .await
+        .expect("the whole answer and the end")
+        .unwrap();
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 200 ") && head.contains("connection: close"),
+        "{head}"
+    );
+    assert_eq!(all.len() - end, 32 << 20, "body bytes");
+    assert!(all[end..].iter().all(|&b| b == b'x'));
+}
+
 /// A server's Content-Length given twice with one value (a list, or two
 /// fields) reaches every client as one field (RFC 9110 8.6 lets a recipient
 /// refuse it or keep one; HTTP/2 allows one number only, RFC 9113 8.1.1):

@@ -39,9 +39,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 enum Step {
     /// An HTTP/2 connection preface (prior knowledge).
     H2,
-    /// A request the fast path does not take (why), and whether more of it
-    /// (its body) is still to come.
-    Fallback(&'static str, bool),
+    /// A request the fast path does not take.
+    Fallback(&'static str),
     /// Not a valid request head: answer and close.
     Reject(StatusCode, &'static str),
     /// A request answered by the proxy itself.
@@ -241,12 +240,14 @@ pub async fn serve<S: ClientIo>(
         first = false;
         served = true;
         let keep = match step {
-            Step::H2 | Step::Fallback(..) => {
-                if let Step::Fallback(why, more) = step {
+            Step::H2 | Step::Fallback(_) => {
+                if let Step::Fallback(why) = step {
                     tracing::trace!(peer = %ctx.peer, why, "request handed to hyper");
-                    if more && !acked {
-                        client.ack_now();
-                    }
+                }
+                if !acked {
+                    // hyper serves the connection from here on, bodies included:
+                    // it gets Linux's acknowledgements back
+                    client.ack_now();
                 }
                 let h2 = matches!(step, Step::H2);
                 let io = Prefixed::new(
@@ -359,11 +360,11 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
         }
     };
     if let Some(why) = r.fallback {
-        return Some(Step::Fallback(why, r.awaits_body(b.len())));
+        return Some(Step::Fallback(why));
     }
     if ctx.tls.as_ref().is_some_and(|t| t.subject_header.is_some()) {
         // hyper's path writes (and strips) the client certificate header
-        return Some(Step::Fallback("client certificate header", false));
+        return Some(Step::Fallback("client certificate header"));
     }
     let start = Instant::now();
     let view = View {
@@ -408,7 +409,6 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
         // shares plain HTTP/1.1 sockets
         return Some(Step::Fallback(
             "TLS, PROXY protocol or HTTP/2 to the server",
-            false,
         ));
     }
     let key = lifecycle::hash_key(&pool, ctx.peer.ip(), r.target, |h| r.header(h.as_str()));

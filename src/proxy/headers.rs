@@ -111,6 +111,22 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// A Content-Length given more than once with one value (a list, or several
+/// fields: hyper's client accepts them when they agree) as one field with one
+/// number (RFC 9110 8.6), as the raw path passes it on (`h1::RespHead`).
+pub(super) fn one_content_length(h: &mut HeaderMap) {
+    let mut all = h.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = all.next() else {
+        return;
+    };
+    if all.next().is_none() && !first.as_bytes().contains(&b',') {
+        return;
+    }
+    if let Ok(v) = HeaderValue::from_bytes(crate::h1::first_value(first.as_bytes())) {
+        h.insert(header::CONTENT_LENGTH, v);
+    }
+}
+
 /// Rewrites a client request into what the backend gets: HTTP/1.1, origin-form URI,
 /// no hop-by-hop headers (but the upgrade handshake when tunnelling). X-Forwarded-*
 /// come after: `set_forwarded` into the map, or `wire` into the bytes.

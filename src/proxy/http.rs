@@ -9,8 +9,8 @@ use super::body::{closing, plain, ProxyBody, ReqLog, UpstreamBody};
 use super::conn::ConnCtx;
 use super::grpc::{grpc_code, grpc_error};
 use super::headers::{
-    grpc_status, is_grpc, is_upgrade_request, keepalive_hint, prepare_request, request_host,
-    request_target, set_forwarded, strip_hop_by_hop, wire,
+    grpc_status, is_grpc, is_upgrade_request, keepalive_hint, one_content_length, prepare_request,
+    request_host, request_target, set_forwarded, strip_hop_by_hop, wire,
 };
 use super::lifecycle::{self, Lifecycle};
 use super::replay::{buffer_if_small, full, Buffered, Replay};
@@ -538,6 +538,7 @@ async fn handle(
                 } else {
                     let k = pool.keepalive_for(keepalive_hint(response.headers()));
                     strip_hop_by_hop(response.headers_mut());
+                    one_content_length(response.headers_mut());
                     k
                 };
                 if let Some(e) = &edits {
@@ -821,6 +822,30 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn a_content_length_repeated_with_one_value_is_kept_once() {
+        let lengths = |h: &HeaderMap| -> Vec<String> {
+            h.get_all(header::CONTENT_LENGTH)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect()
+        };
+        for values in [&["5, 5"][..], &["5", "5"], &[" 5 ,5"]] {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::CONTENT_LENGTH, HeaderValue::from_static(v));
+            }
+            h.insert("x-app", HeaderValue::from_static("1"));
+            one_content_length(&mut h);
+            assert_eq!(lengths(&h), ["5"], "{values:?}");
+            assert!(h.contains_key("x-app"));
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("7"));
+        one_content_length(&mut h);
+        assert_eq!(lengths(&h), ["7"]);
     }
 
     #[test]

@@ -67,10 +67,11 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     /// Before the connection is dropped: TLS says close_notify (a client that
     /// reads to the end must not see a truncation); a plain socket needs nothing.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
-    /// A request is partly in and more of it is awaited: acknowledge what came
-    /// at once, and what comes next, instead of after the delayed-ACK timer.
-    /// Only plain HTTP listeners turn quick acknowledgements off (`listener`,
-    /// `quickack`), so only a plain socket has anything to undo.
+    /// A request is partly in and more of it is awaited, or the connection
+    /// goes to hyper: acknowledge what came at once, and what comes next,
+    /// instead of after the delayed-ACK timer. Only plain HTTP listeners turn
+    /// quick acknowledgements off (`listener`, `quickack`), so only a plain
+    /// socket has anything to undo.
     fn ack_now(&self) {}
 }
 
@@ -122,8 +123,10 @@ impl ClientIo for ClientSocket {
         };
         // MSG_MORE holds the bytes back (Nagle's cork) until the shutdown
         // sends them with the FIN; whatever is not taken here goes out through
-        // `send_all`, which pushes it all.
-        match retry(|| sock.send_with_flags(data, libc::MSG_MORE)) {
+        // `send_all`, which pushes it all. MSG_NOSIGNAL as std's own writes:
+        // a client that has reset is an error here, never a SIGPIPE.
+        let flags = libc::MSG_MORE | libc::MSG_NOSIGNAL;
+        match retry(|| sock.send_with_flags(data, flags)) {
             Ok(n) => {
                 if n == data.len() {
                     if let Err(e) = sock.shutdown(std::net::Shutdown::Write) {
