@@ -36,10 +36,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--duration", type=int, default=5)
     a = ap.parse_args()
-    args = argparse.Namespace(rampart=a.new, threads=1, rounds=1, duration=a.duration,
-                              connections=50, out=None, only=None, shortest=False,
-                              quick=True, bulk_mib=16, idle=100)
-    b = bench.Bench(args)
+    b = bench.Bench(bench.tool_args(a.new, a.duration))
     extra = "-H 'Connection: close'" if a.mode == "close" else ""
     tick = os.sysconf("SC_CLK_TCK")
     load_cpus = [int(c) for c in b.load_cpus.split(",")]

@@ -60,6 +60,15 @@ http {{
 """
 
 
+def tool_args(rampart, duration=5, connections=50):
+    """The arguments a Bench takes when a tool (cpu_split.py, ab.py,
+    segments.py) starts the proxies with bench.py's configs: one thread each,
+    no bulk file to speak of."""
+    return argparse.Namespace(rampart=rampart, threads=1, rounds=1, duration=duration,
+                              connections=connections, out=None, only=None, shortest=False,
+                              quick=True, bulk_mib=16, idle=100)
+
+
 class Bench:
     def __init__(self, args):
         self.a = args

@@ -39,10 +39,7 @@ def main():
     ap.add_argument("rampart")
     ap.add_argument("--duration", type=int, default=5)
     a = ap.parse_args()
-    args = argparse.Namespace(rampart=a.rampart, threads=1, rounds=1, duration=a.duration,
-                              connections=50, out=None, only=None, shortest=False,
-                              quick=True, bulk_mib=16, idle=100)
-    b = bench.Bench(args)
+    b = bench.Bench(bench.tool_args(a.rampart, a.duration))
     tick = os.sysconf("SC_CLK_TCK")
     print("| mode | proxy | requests | user µs/req | system µs/req | minor faults/req "
           "| voluntary switches/req | involuntary/req |")

@@ -41,10 +41,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("rampart")
     a = ap.parse_args()
-    args = argparse.Namespace(rampart=a.rampart, threads=1, rounds=1, duration=1,
-                              connections=20, out=None, only=None, shortest=False,
-                              quick=True, bulk_mib=16, idle=100)
-    b = bench.Bench(args)
+    b = bench.Bench(bench.tool_args(a.rampart, duration=1, connections=20))
     rows = {}
     try:
         bench.raise_nofile()
