@@ -5,7 +5,9 @@
 //! listener keeps Linux's immediate acknowledgement. A request that comes in
 //! pieces, or whose body is still to come (it goes to hyper), is acknowledged
 //! at once, never by the delayed-ACK timer: counted by the kernel (TcpExt
-//! DelayedACKs) in a network namespace of the test's own.
+//! DelayedACKs) in a network namespace of the test's own. So is a connection
+//! that waited in the accept backlog while a reload turned its HTTP listener
+//! into a TCP one.
 
 mod common;
 
@@ -254,47 +256,72 @@ fn wait_acked(s: &TcpStream, what: &str) {
     }
 }
 
-#[test]
-fn a_request_in_pieces_is_acknowledged_at_once() {
+/// Runs rampart with `config` in a network namespace made for the test, and
+/// `exchange` on a thread inside it (given rampart's pid); kills rampart and
+/// removes the namespace afterwards, then returns what `exchange` returned.
+fn in_netns<T: Send + 'static>(
+    tag: &str,
+    config: &str,
+    exchange: impl FnOnce(i32, &std::path::Path) -> T + Send + 'static,
+) -> T {
     if !is_root() {
         panic!("this test makes a network namespace: run it as root (CI does)");
     }
-    let ns = Netns::new(&format!("rampart-acks-{}", std::process::id()));
-    let dir = temp_dir("acks");
+    let ns = Netns::new(&format!("rampart-{tag}-{}", std::process::id()));
+    let dir = temp_dir(tag);
+    let path = dir.join("rampart.toml");
+    std::fs::write(&path, config).unwrap();
+    let log = std::fs::File::create(dir.join("rampart.log")).unwrap();
+    let mut proxy = ns
+        .cmd(rampart_bin())
+        .args(["run", "-c"])
+        .arg(&path)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // `ip netns exec` execs rampart: the child's pid is rampart's
+    let pid = proxy.id() as i32;
+    let netns = format!("/var/run/netns/{}", ns.name);
+    let outcome = std::thread::spawn(move || {
+        let fd = std::fs::File::open(&netns).unwrap();
+        // SAFETY: setns(2) on this thread only, with a valid netns fd; the
+        // threads it starts are in the namespace too.
+        let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {netns}");
+        exchange(pid, &path)
+    })
+    .join();
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    drop(ns);
+    match outcome {
+        Ok(t) => t,
+        Err(e) => std::panic::resume_unwind(e),
+    }
+}
+
+/// Waits (polling, with a deadline) until something listens at `addr`.
+fn wait_listening_at(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listened at {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_request_in_pieces_is_acknowledged_at_once() {
     let (web, be, admin): (SocketAddr, SocketAddr, SocketAddr) = (
         "127.0.0.1:18080".parse().unwrap(),
         "127.0.0.1:18081".parse().unwrap(),
         "127.0.0.1:18082".parse().unwrap(),
     );
-    let config = dir.join("rampart.toml");
-    std::fs::write(
-        &config,
-        http_config_at(web, admin, "threads = 1\n", "", &[(be, 1)]),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("rampart.log")).unwrap();
-    let mut proxy = ns
-        .cmd(rampart_bin())
-        .args(["run", "-c"])
-        .arg(&config)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let path = format!("/var/run/netns/{}", ns.name);
-    let outcome = std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap();
-        // SAFETY: setns(2) on this thread only, with a valid netns fd; the
-        // threads it starts are in the namespace too.
-        let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns {path}");
+    let config = http_config_at(web, admin, "threads = 1\n", "", &[(be, 1)]);
+    let (piece, head) = in_netns("acks", &config, move |_, _| {
         let l = std::net::TcpListener::bind(be).unwrap();
         std::thread::spawn(move || backend(l));
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(web).is_err() {
-            assert!(Instant::now() < deadline, "rampart never listened");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening_at(web);
         // What the delayed-ACK timer sent while `first` waited to be
         // acknowledged, before `rest` completed the request.
         let timer_acks = |first: &[u8], rest: &[u8], body: &str| {
@@ -330,11 +357,7 @@ fn a_request_in_pieces_is_acknowledged_at_once() {
             "body 5",
         );
         (piece, head)
-    })
-    .join();
-    let _ = proxy.kill();
-    let _ = proxy.wait();
-    let (piece, head) = outcome.expect("the exchange in the namespace");
+    });
     assert_eq!(
         piece, 0,
         "the first piece of a head waited for the delayed-ACK timer"
@@ -343,5 +366,113 @@ fn a_request_in_pieces_is_acknowledged_at_once() {
         head, 0,
         "a head whose body is to come waited for the delayed-ACK timer"
     );
-    drop(ns);
+}
+
+/// The config of `reload_to_tcp`: the listener `web` (one connection at a
+/// time) in `mode`, to `pool`.
+fn one_at_a_time(
+    web: SocketAddr,
+    admin: SocketAddr,
+    mode: &str,
+    pool: &str,
+    be: SocketAddr,
+    raw: SocketAddr,
+) -> String {
+    format!(
+        r#"[global]
+threads = 1
+[admin]
+bind = "{admin}"
+[[listener]]
+name = "web"
+bind = ["{web}"]
+mode = "{mode}"
+pool = "{pool}"
+max_connections = 1
+[[pool]]
+name = "api"
+  [[pool.server]]
+  address = "{be}"
+[[pool]]
+name = "raw"
+  [[pool.server]]
+  address = "{raw}"
+"#
+    )
+}
+
+/// A connection that was already in the accept backlog when a reload turned
+/// its plain HTTP listener into a TCP one was made with delayed ACKs (the
+/// listener's setting then); it is served as TCP, so it must acknowledge at
+/// once like any TCP listener's connection: rampart sets it when it accepts it.
+#[test]
+fn a_connection_queued_across_a_reload_to_tcp_acknowledges_at_once() {
+    let (web, be, raw, admin): (SocketAddr, SocketAddr, SocketAddr, SocketAddr) = (
+        "127.0.0.1:18080".parse().unwrap(),
+        "127.0.0.1:18081".parse().unwrap(),
+        "127.0.0.1:18083".parse().unwrap(),
+        "127.0.0.1:18082".parse().unwrap(),
+    );
+    let config = one_at_a_time(web, admin, "http", "api", be, raw);
+    let fired = in_netns("acks-reload", &config, move |pid, path| {
+        let l = std::net::TcpListener::bind(be).unwrap();
+        std::thread::spawn(move || backend(l));
+        // the TCP backend: says which connections it accepted, answers nothing
+        let t = std::net::TcpListener::bind(raw).unwrap();
+        let (tx, accepted) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for s in t.incoming().flatten() {
+                if tx.send(s).is_err() {
+                    return;
+                }
+            }
+        });
+        wait_listening_at(admin);
+        // (a connection that ends at once: it leaves the slot before `a` is
+        // answered)
+        wait_listening_at(web);
+        // `a` holds the listener's one slot, idle after its answer
+        let mut a = connect(web);
+        a.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        let r = read_response(&mut a);
+        assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+        // `b` is accepted and waits for the slot in rampart's hands (one
+        // descriptor more); `c` waits in the kernel's backlog, made with the
+        // listener's delayed ACKs
+        let fds = common::fd_count(pid);
+        let b = connect(web);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while common::fd_count(pid) <= fds {
+            assert!(Instant::now() < deadline, "rampart never accepted b");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let c = connect(web);
+        // the reload: the listener becomes TCP (same name, same socket)
+        std::fs::write(path, one_at_a_time(web, admin, "tcp", "raw", be, raw)).unwrap();
+        let mut api = connect(admin);
+        api.write_all(
+            b"POST /api/reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = String::new();
+        api.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+        // the slot goes to `b` (served as HTTP, the listener it came to),
+        // which ends at once, then to `c`, served as TCP
+        drop(b);
+        drop(a);
+        let to_raw = accepted
+            .recv_timeout(Duration::from_secs(10))
+            .expect("c reached the TCP backend");
+        let before = delayed_acks();
+        (&c).write_all(b"ping").unwrap();
+        wait_acked(&c, "ping");
+        let fired = delayed_acks() - before;
+        drop(to_raw);
+        fired
+    });
+    assert_eq!(
+        fired, 0,
+        "a connection queued across the reload kept the delayed ACKs of the HTTP listener"
+    );
 }
