@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Where each proxy's CPU time per request goes: user and system time, minor
 page faults and context switches per request, from /proc, for HTTP/1.1 with a
-new connection per request and with keep-alive. The proxies run with
-bench.py's configs, pinned as there; wrk runs 5 s per proxy.
+new connection per request and with keep-alive, and for h2c. The proxies run
+with bench.py's configs, pinned as there; wrk (h2load for h2c, 10 streams per
+connection, as bench.py) runs 5 s per proxy.
 
 callgrind counts user-space instructions only; this shows the kernel's share
 and how fast those instructions run (user µs against instructions).
@@ -47,14 +48,19 @@ def main():
     try:
         bench.raise_nofile()
         b.setup()
-        for mode, extra in [("new connection", "-H 'Connection: close'"), ("keep-alive", "")]:
+        wrk = "wrk -t1 -c50 -d{d}s {extra} http://127.0.0.1:{port}/"
+        h2load = "h2load -c 50 -m 10 -t 1 -D {d} http://127.0.0.1:{port}/"
+        # (mode, command, its options, how many it answered, index in bench.PORTS)
+        modes = [("new connection", wrk, "-H 'Connection: close'", r"(\d+) requests in", 0),
+                 ("keep-alive", wrk, "", r"(\d+) requests in", 0),
+                 ("h2c", h2load, "", r"(\d+) succeeded", 2)]
+        for mode, cmd, extra, done, at in modes:
             for name in bench.PROXIES:
                 pids = b.pids(name)
                 c0 = counters(pids)
-                out = b.load(f"wrk -t1 -c50 -d{a.duration}s {extra} "
-                             f"http://127.0.0.1:{bench.PORTS[name][0]}/").stdout
+                out = b.load(cmd.format(d=a.duration, extra=extra, port=bench.PORTS[name][at])).stdout
                 c1 = counters(pids)
-                n = int(re.search(r"(\d+) requests in", out).group(1))
+                n = int(re.search(done, out).group(1))
                 d = [y - x for x, y in zip(c0, c1)]
                 print(f"| {mode} | {name} | {n:,} | {d[1] * 1e6 / tick / n:.1f} | "
                       f"{d[2] * 1e6 / tick / n:.1f} | {d[0] / n:.3f} | {d[3] / n:.3f} | {d[4] / n:.3f} |")
