@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Two rampart builds side by side, with HAProxy and nginx, in one setup: wrk
-(50 connections, keep-alive or a new connection per request) against each in
-turn, for ROUNDS interleaved rounds; per target the median req/s and the busy
+(50 connections, keep-alive or a new connection per request), or h2load (h2c,
+50 connections of 10 streams, as bench.py) against each in turn, for ROUNDS interleaved rounds; per target the median req/s and the busy
 CPU time per request of the load generator's CPU and of the proxies' (from
 /proc/stat: every proxy is pinned to the same CPU, and only the one under
 load is busy). A change's effect in a row that the load generator's CPU bounds
 shows in these CPU figures rather than in req/s.
 
-    python3 bench/ab.py OLD_BINARY NEW_BINARY [--mode close|keepalive] [--rounds 6]
+    python3 bench/ab.py OLD_BINARY NEW_BINARY [--mode close|keepalive|h2c] [--rounds 6]
 """
 import argparse
 import os
@@ -32,7 +32,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("old")
     ap.add_argument("new")
-    ap.add_argument("--mode", choices=["close", "keepalive"], default="close")
+    ap.add_argument("--mode", choices=["close", "keepalive", "h2c"], default="close")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--duration", type=int, default=5)
     a = ap.parse_args()
@@ -51,12 +51,18 @@ def main():
         b.start("old", [a.old, "run", "-c", b.write("old.toml", cfg)], b.proxy_cpus)
         b.wait_port(19113, "the old build")
         targets = {"haproxy": 19101, "nginx": 19102, "old": 19113, "new": 19103}
+        if a.mode == "h2c":
+            targets.update(haproxy=bench.PORTS["haproxy"][2], nginx=bench.PORTS["nginx"][2])
         for r in range(a.rounds):
             for name, port in targets.items():
                 t0 = busy_ticks()
-                out = b.load(f"wrk -t1 -c50 -d{a.duration}s {extra} http://127.0.0.1:{port}/").stdout
+                if a.mode == "h2c":
+                    out = b.load(f"h2load -c 50 -m 10 -t 1 -D {a.duration} http://127.0.0.1:{port}/").stdout
+                    n = int(re.search(r"(\d+) succeeded", out).group(1))
+                else:
+                    out = b.load(f"wrk -t1 -c50 -d{a.duration}s {extra} http://127.0.0.1:{port}/").stdout
+                    n = int(re.search(r"(\d+) requests in", out).group(1))
                 t1 = busy_ticks()
-                n = int(re.search(r"(\d+) requests in", out).group(1))
                 us = lambda cpus: sum(t1[c] - t0[c] for c in cpus) * 1e6 / tick / n  # noqa: E731
                 res.setdefault(name, {"rps": [], "load": [], "proxy": []})
                 res[name]["rps"].append(n / a.duration)

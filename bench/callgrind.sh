@@ -14,12 +14,16 @@
 #   tls        HTTP/1.1 keep-alive over TLS (rampart and HAProxy)
 #   h2-tls     HTTP/2 over TLS, ALPN h2, 10 streams per connection (rampart and HAProxy)
 #   h2c-post   (asked for by name) h2c with a 1 KiB request body each
+#   grpc       (asked for by name) gRPC unary, h2c on both sides, 10 streams
+#              per connection, to examples/grpcecho.rs (bench/h2.py's row):
+#              rampart `protocol = "h2"`, HAProxy `proto h2`, nginx `grpc_pass`
 #
 #   bench/callgrind.sh            N1=2000, N2=12000
 #   bench/callgrind.sh 1000 5000
 #   ROWS="keepalive h2c" bench/callgrind.sh
 #   RAMPART_BIN=/tmp/rampart-before bench/callgrind.sh   (no build)
 #   KEEP=/tmp/cg bench/callgrind.sh                      (keep the profiles)
+#   PROXIES=rampart bench/callgrind.sh                    (only these proxies)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n1=${1:-2000}
@@ -41,9 +45,14 @@ else
   cargo build --release --quiet
   bin=$PWD/target/release/rampart
 fi
+want() { [[ " $rows " == *" $1 "* ]]; }
+if want grpc; then
+  cargo build --release --quiet --example grpcecho
+  grpcecho=$PWD/target/release/examples/grpcecho
+fi
 d=$(mktemp -d /tmp/rampart-callgrind-XXXX)
 # KEEP=dir: keep the callgrind output files there (for callgrind_annotate)
-trap 'nginx -c $d/backend.conf -s stop 2>/dev/null || true; if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp $d/cg.*[0-9] "$KEEP"/; fi; rm -rf $d' EXIT
+trap '[ -n "${echo_pid:-}" ] && kill $echo_pid 2>/dev/null; nginx -c $d/backend.conf -s stop 2>/dev/null || true; if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp $d/cg.*[0-9] "$KEEP"/; fi; rm -rf $d' EXIT
 cd "$d"
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out key.pem 2>/dev/null
 openssl req -x509 -new -key key.pem -subj /CN=bench.example.com -addext subjectAltName=DNS:bench.example.com -days 30 -out cert.pem 2>/dev/null
@@ -60,6 +69,12 @@ http {
 }
 EOC
 taskset -c 0 nginx -c "$d/backend.conf"
+if want grpc; then
+  taskset -c 0 "$grpcecho" 127.0.0.1:19620 1 &
+  echo_pid=$!
+  # one gRPC message: uncompressed, 16 bytes of protobuf (bench/h2.py's)
+  printf '\x00\x00\x00\x00\x10\x0a\x0erampart-bench!' > grpc.body
+fi
 cat > r.toml <<EOC
 [global]
 threads = 1
@@ -87,6 +102,16 @@ pool = "be"
   [listener.tls]
   cert = ["$d/site.pem"]
   alpn = ["h2"]
+[[listener]]
+name = "grpc"
+bind = ["127.0.0.1:19621"]
+mode = "http"
+pool = "grpc"
+[[pool]]
+name = "grpc"
+protocol = "h2"
+  [[pool.server]]
+  address = "127.0.0.1:19620"
 [[pool]]
 name = "be"
 # max_idle_per_server: the default (sized by demand; this config capped it
@@ -117,6 +142,12 @@ frontend fe_plain
 backend be
   http-reuse always
   server s1 127.0.0.1:19600
+frontend fe_grpc
+  bind 127.0.0.1:19622 proto h2
+  default_backend be_grpc
+backend be_grpc
+  http-reuse always
+  server s1 127.0.0.1:19620 proto h2
 EOC
 cat > n.conf <<EOC
 daemon off;
@@ -134,6 +165,11 @@ http {
     listen 127.0.0.1:19611 http2;
     location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
+  upstream grpcbe { server 127.0.0.1:19620; keepalive 128; }
+  server {
+    listen 127.0.0.1:19623 http2;
+    location / { grpc_pass grpc://grpcbe; }
+  }
 }
 EOC
 
@@ -150,8 +186,12 @@ run() { # run NAME N URL CMD...
   grep -E '^(summary|totals):' "$d/cg.$name.$n" | head -1 | awk '{print $2}'
 }
 
+# is this row's proxy (the name's first word) one of $PROXIES?
+asked() { [[ " ${PROXIES:-rampart haproxy nginx} " == *" ${1%%-*} "* ]]; }
+
 per_request() { # NAME URL CMD...
   local name=$1 url=$2; shift 2
+  asked "$name" || return 0
   local a b
   a=$(run "$name" "$n1" "$url" "$@")
   b=$(run "$name" "$n2" "$url" "$@")
@@ -173,13 +213,13 @@ run_close() { # run_close NAME SECS URL CMD...
 
 per_close() { # NAME URL CMD...
   local name=$1 url=$2; shift 2
+  asked "$name" || return 0
   local a b
   read -r ia ra < <(run_close "$name" 3 "$url" "$@")
   read -r ib rb < <(run_close "$name" 9 "$url" "$@")
   echo "$name: $(( (ib - ia) / (rb - ra) )) instructions per request, a new connection each ($ia for $ra, $ib for $rb)"
 }
 
-want() { [[ " $rows " == *" $1 "* ]]; }
 if want keepalive; then
   H2LOAD_MODE=--h1
   per_request rampart-keepalive http://127.0.0.1:19601/ "$bin" run -c r.toml
@@ -205,6 +245,12 @@ if want h2c-post; then
   per_request rampart-h2c-post http://127.0.0.1:19601/ "$bin" run -c r.toml
   per_request haproxy-h2c-post http://127.0.0.1:19609/ haproxy -db -f h.cfg
   per_request nginx-h2c-post http://127.0.0.1:19611/ nginx -c "$d/n.conf"
+fi
+if want grpc; then
+  H2LOAD_MODE="-m 10 -d $d/grpc.body -H content-type:application/grpc -H te:trailers"
+  per_request rampart-grpc http://127.0.0.1:19621/bench.Echo/Call "$bin" run -c r.toml
+  per_request haproxy-grpc http://127.0.0.1:19622/bench.Echo/Call haproxy -db -f h.cfg
+  per_request nginx-grpc http://127.0.0.1:19623/bench.Echo/Call nginx -c "$d/n.conf"
 fi
 if want tls; then
   H2LOAD_MODE=--h1
