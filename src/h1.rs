@@ -24,38 +24,90 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields in a head (hyper's default too).
 pub const MAX_HEADERS: usize = 100;
 
-thread_local! {
-    static BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+/// Spare buffers a thread keeps however few it has used lately.
+pub const SPARE_MIN: usize = 64;
+
+/// A thread's spare `BUF_SIZE` buffers, and how many it has handed out.
+struct Spare {
+    bufs: Vec<Vec<u8>>,
+    /// Taken and not yet returned.
+    out: usize,
+    /// The most out at once since the last [`trim_spare`].
+    peak: usize,
+    /// When the last [`trim_spare`] acted (`clock::now_ms`).
+    trimmed_ms: u64,
 }
 
-/// A `BUF_SIZE` buffer from this thread's free list, returned to it on drop. A
+thread_local! {
+    static BUFS: RefCell<Spare> = const {
+        RefCell::new(Spare {
+            bufs: Vec::new(),
+            out: 0,
+            peak: 0,
+            trimmed_ms: 0,
+        })
+    };
+}
+
+/// A `BUF_SIZE` buffer from this thread's spares, returned to them on drop. A
 /// connection holds one only while it has bytes in flight, so an idle keep-alive
-/// connection costs no buffer.
+/// connection costs no buffer. The thread keeps as many as it had out at once
+/// lately (at least [`SPARE_MIN`]): 500 concurrent HTTP/2 streams to HTTP/1.1
+/// servers hold two each, and with a fixed 64 most of them were allocated and
+/// freed again for every request (16 KiB each: glibc's slow path, and its heap
+/// top given back to the kernel and faulted in again); [`trim_spare`] lets
+/// the spares of a past peak go.
 #[derive(Debug)]
 pub struct PooledBuf(Vec<u8>);
 
 impl PooledBuf {
     pub fn take() -> PooledBuf {
-        PooledBuf(
-            BUFS.with_borrow_mut(|v| v.pop())
-                .unwrap_or_else(|| Vec::with_capacity(BUF_SIZE)),
-        )
+        let spare = BUFS.with_borrow_mut(|s| {
+            s.out += 1;
+            s.peak = s.peak.max(s.out);
+            s.bufs.pop()
+        });
+        PooledBuf(spare.unwrap_or_else(|| Vec::with_capacity(BUF_SIZE)))
     }
 }
 
 impl Drop for PooledBuf {
     fn drop(&mut self) {
         // A buffer that grew for a large head is freed, not kept.
-        if self.0.capacity() == BUF_SIZE {
-            let mut b = std::mem::take(&mut self.0);
-            b.clear();
-            BUFS.with_borrow_mut(|v| {
-                if v.len() < 64 {
-                    v.push(b);
-                }
-            });
-        }
+        let keep = self.0.capacity() == BUF_SIZE;
+        BUFS.with_borrow_mut(|s| {
+            // (saturating: a buffer taken on another thread)
+            s.out = s.out.saturating_sub(1);
+            if keep && s.bufs.len() + s.out < s.peak.max(SPARE_MIN) {
+                let mut b = std::mem::take(&mut self.0);
+                b.clear();
+                s.bufs.push(b);
+            }
+        });
     }
+}
+
+/// Lets this thread's spare buffers beyond its recent need go: at most once a
+/// second, it keeps as many as the most that were out at once since the last
+/// time (at least [`SPARE_MIN`]), so a burst's spares are freed within two
+/// seconds of its end. Called by the accept loops' housekeeping tick.
+pub fn trim_spare(now_ms: u64) {
+    BUFS.with_borrow_mut(|s| {
+        if now_ms < s.trimmed_ms + 1000 {
+            return;
+        }
+        s.trimmed_ms = now_ms;
+        let keep = s.peak.max(SPARE_MIN).saturating_sub(s.out);
+        s.bufs.truncate(keep);
+        s.bufs.shrink_to(keep.max(SPARE_MIN));
+        s.peak = s.out;
+    });
+}
+
+/// This thread's spare buffers (tests).
+#[cfg(test)]
+fn spare_count() -> usize {
+    BUFS.with_borrow(|s| s.bufs.len())
 }
 
 impl Deref for PooledBuf {
@@ -839,6 +891,40 @@ impl BodyProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_keeps_the_spare_buffers_of_its_recent_peak_and_lets_them_go_after() {
+        // (each test runs on a thread of its own: these spares are this test's)
+        let n = SPARE_MIN * 4;
+        let burst: Vec<PooledBuf> = (0..n).map(|_| PooledBuf::take()).collect();
+        drop(burst);
+        assert_eq!(spare_count(), n, "every buffer of the burst kept");
+        // the same burst again is served from the spares: no new buffer
+        let again: Vec<PooledBuf> = (0..n).map(|_| PooledBuf::take()).collect();
+        assert_eq!(spare_count(), 0);
+        drop(again);
+        assert_eq!(spare_count(), n);
+        // a grown buffer is freed, not kept
+        let mut big = PooledBuf::take();
+        big.reserve(BUF_SIZE * 2);
+        drop(big);
+        assert_eq!(spare_count(), n - 1);
+        // the first trim keeps what the last second needed; within the
+        // second nothing moves; a second later, with nothing out since,
+        // SPARE_MIN stay
+        trim_spare(5_000);
+        assert_eq!(spare_count(), n - 1);
+        trim_spare(5_500);
+        assert_eq!(spare_count(), n - 1);
+        trim_spare(6_000);
+        assert_eq!(spare_count(), SPARE_MIN);
+        // buffers out at the trim count against what is kept
+        let held: Vec<PooledBuf> = (0..10).map(|_| PooledBuf::take()).collect();
+        trim_spare(7_000);
+        assert_eq!(spare_count(), SPARE_MIN - 10, "the window's peak was 10");
+        drop(held);
+        assert_eq!(spare_count(), SPARE_MIN);
+    }
 
     fn req(raw: &str) -> (Option<&'static str>, String, bool) {
         let raw: &'static [u8] = Box::leak(raw.as_bytes().to_vec().into_boxed_slice());

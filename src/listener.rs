@@ -115,6 +115,8 @@ async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
             },
             _ = &mut prune_tick => {
                 prune_tick.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+                // this worker's spare I/O buffers of a past burst go
+                crate::h1::trim_spare(crate::clock::now_ms());
                 let parks = adopted.parks.load(std::sync::atomic::Ordering::Relaxed);
                 // an eighth of the lists finished, at least 64: pruning stays
                 // O(1) a park
