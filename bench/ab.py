@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Two rampart builds side by side, with HAProxy and nginx, in one setup: wrk
-(50 connections, keep-alive or a new connection per request), or h2load (h2c,
-50 connections of 10 streams, as bench.py) against each in turn, for ROUNDS interleaved rounds; per target the median req/s and the busy
-CPU time per request of the load generator's CPU and of the proxies' (from
+"""Two rampart builds side by side, with HAProxy and nginx, in one setup:
+bench.py's wrk (50 connections, keep-alive or a new connection per request) or
+h2load (h2c, 10 streams per connection) against each in turn, for ROUNDS
+interleaved rounds; per target the median req/s and the busy CPU time per request of the load generator's CPU and of the proxies' (from
 /proc/stat: every proxy is pinned to the same CPU, and only the one under
 load is busy). A change's effect in a row that the load generator's CPU bounds
 shows in these CPU figures rather than in req/s.
@@ -11,7 +11,6 @@ shows in these CPU figures rather than in req/s.
 """
 import argparse
 import os
-import re
 import statistics
 import sys
 
@@ -56,12 +55,7 @@ def main():
         for r in range(a.rounds):
             for name, port in targets.items():
                 t0 = busy_ticks()
-                if a.mode == "h2c":
-                    out = b.load(f"h2load -c 50 -m 10 -t 1 -D {a.duration} http://127.0.0.1:{port}/").stdout
-                    n = int(re.search(r"(\d+) succeeded", out).group(1))
-                else:
-                    out = b.load(f"wrk -t1 -c50 -d{a.duration}s {extra} http://127.0.0.1:{port}/").stdout
-                    n = int(re.search(r"(\d+) requests in", out).group(1))
+                n = (b.h2(port) if a.mode == "h2c" else b.wrk(port, extra))["requests"]
                 t1 = busy_ticks()
                 us = lambda cpus: sum(t1[c] - t0[c] for c in cpus) * 1e6 / tick / n  # noqa: E731
                 res.setdefault(name, {"rps": [], "load": [], "proxy": []})

@@ -13,7 +13,6 @@ and how fast those instructions run (user µs against instructions).
 import argparse
 import glob
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -48,19 +47,16 @@ def main():
     try:
         bench.raise_nofile()
         b.setup()
-        wrk = "wrk -t1 -c50 -d{d}s {extra} http://127.0.0.1:{port}/"
-        h2load = "h2load -c 50 -m 10 -t 1 -D {d} http://127.0.0.1:{port}/"
-        # (mode, command, its options, how many it answered, index in bench.PORTS)
-        modes = [("new connection", wrk, "-H 'Connection: close'", r"(\d+) requests in", 0),
-                 ("keep-alive", wrk, "", r"(\d+) requests in", 0),
-                 ("h2c", h2load, "", r"(\d+) succeeded", 2)]
-        for mode, cmd, extra, done, at in modes:
+        # (mode, bench.py's measurement on a port of bench.PORTS[name])
+        modes = [("new connection", lambda name: b.wrk(bench.PORTS[name][0], "-H 'Connection: close'")),
+                 ("keep-alive", lambda name: b.wrk(bench.PORTS[name][0])),
+                 ("h2c", lambda name: b.h2(bench.PORTS[name][2]))]
+        for mode, measure in modes:
             for name in bench.PROXIES:
                 pids = b.pids(name)
                 c0 = counters(pids)
-                out = b.load(cmd.format(d=a.duration, extra=extra, port=bench.PORTS[name][at])).stdout
+                n = measure(name)["requests"]
                 c1 = counters(pids)
-                n = int(re.search(done, out).group(1))
                 d = [y - x for x, y in zip(c0, c1)]
                 print(f"| {mode} | {name} | {n:,} | {d[1] * 1e6 / tick / n:.1f} | "
                       f"{d[2] * 1e6 / tick / n:.1f} | {d[0] / n:.3f} | {d[3] / n:.3f} | {d[4] / n:.3f} |")

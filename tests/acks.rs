@@ -368,8 +368,8 @@ fn a_request_in_pieces_is_acknowledged_at_once() {
     );
 }
 
-/// The config of `reload_to_tcp`: the listener `web` (one connection at a
-/// time) in `mode`, to `pool`.
+/// The config of `a_connection_queued_across_a_reload_to_tcp_acknowledges_at_once`:
+/// the listener `web` (one connection at a time) in `mode`, to `pool`.
 fn one_at_a_time(
     web: SocketAddr,
     admin: SocketAddr,
