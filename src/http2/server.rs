@@ -22,6 +22,7 @@ use futures_util::task::AtomicWaker;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
+use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -140,7 +141,7 @@ enum BodyTx {
     /// The stream's service future is not made yet: what comes waits here. A
     /// body that has ended by then (a small upload, in the same read as its
     /// head) goes to the reader whole, with no channel made.
-    Early(Vec<Chunk>),
+    Early(SmallVec<[Chunk; 1]>),
     Chan(UnboundedSender<Chunk>),
 }
 
@@ -193,7 +194,7 @@ enum From {
     /// The body, as the connection receives it.
     Chan(UnboundedReceiver<Chunk>),
     /// The body had ended when the reader was made: all of it.
-    Whole(std::vec::IntoIter<Chunk>),
+    Whole(smallvec::IntoIter<[Chunk; 1]>),
 }
 
 impl RecvBody {
@@ -374,6 +375,7 @@ where
         svc,
         rbuf: BytesMut::with_capacity(16 * 1024),
         wbuf: Vec::with_capacity(16 * 1024),
+        block: Vec::with_capacity(256),
         wpos: 0,
         unflushed: false,
         decoder: hpack::Decoder::new(4096),
@@ -414,6 +416,9 @@ struct Conn<'a, IO, S, F, B> {
     rbuf: BytesMut,
     wbuf: Vec<u8>,
     wpos: usize,
+    /// A header block being encoded (kept: one allocation per connection,
+    /// not one per response head and trailers)
+    block: Vec<u8>,
     /// Written and not flushed yet (TLS).
     unflushed: bool,
     decoder: hpack::Decoder,
@@ -1275,7 +1280,7 @@ where
         let mut s = Stream {
             id,
             remote_open: !end_stream,
-            body: (!end_stream).then(|| BodyTx::Early(Vec::new())),
+            body: (!end_stream).then(|| BodyTx::Early(SmallVec::new())),
             unread: 0,
             recv_window: self.local_window,
             recv_unacked: 0,
@@ -1314,7 +1319,8 @@ where
         let s = &mut self.streams[i];
         let id = s.id;
         let end = s.head || body.is_end_stream();
-        let mut block = Vec::with_capacity(128);
+        let mut block = std::mem::take(&mut self.block);
+        block.clear();
         hpack::encode_status(&mut block, parts.status.as_u16());
         let mut seen = encode_fields(&mut block, &parts.headers);
         body.wire_fields(&mut |name, value| {
@@ -1335,6 +1341,7 @@ where
             }
         }
         frame::headers(&mut self.wbuf, id, &block, end, self.peer_max_frame);
+        self.block = block;
         if self.early_resets > 0 {
             self.early_resets -= 1;
         }
@@ -1474,9 +1481,9 @@ where
                     }
                     Err(f) => {
                         let trailers = f.into_trailers().unwrap_or_default();
-                        let mut block = Vec::with_capacity(64);
-                        encode_fields(&mut block, &trailers);
-                        frame::headers(&mut self.wbuf, id, &block, true, max_frame);
+                        self.block.clear();
+                        encode_fields(&mut self.block, &trailers);
+                        frame::headers(&mut self.wbuf, id, &self.block, true, max_frame);
                         s.out = Out::Done;
                         self.maybe_done(id);
                         return;
@@ -1693,7 +1700,13 @@ impl Fields {
             scheme: None,
             authority: None,
             path: None,
-            headers: HeaderMap::new(),
+            // a request's fields and the X-Forwarded-* added to them fit
+            // without growing the map (growing reallocates both its tables)
+            headers: if trailers {
+                HeaderMap::new()
+            } else {
+                HeaderMap::with_capacity(12)
+            },
             regular_seen: false,
             malformed: None,
             size: 0,
@@ -1810,12 +1823,20 @@ impl Fields {
         if end_stream && self.content_length.is_some_and(|n| n > 0) {
             return Err("a content-length over 0 and no body");
         }
+        let mut headers = self.headers;
         let mut parts = http::uri::Parts::default();
         parts.scheme = self.scheme;
         if let Some(a) = self.authority {
-            parts.authority = Some(
-                http::uri::Authority::from_maybe_shared(a).map_err(|_| "an invalid :authority")?,
-            );
+            let authority = http::uri::Authority::from_maybe_shared(a.clone())
+                .map_err(|_| "an invalid :authority")?;
+            // Host from :authority (RFC 9113 8.3.1), sharing its bytes: what
+            // an intermediary sends on, made here where the bytes are at hand
+            if !headers.contains_key(header::HOST) {
+                if let Ok(v) = HeaderValue::from_maybe_shared(a) {
+                    headers.insert(header::HOST, v);
+                }
+            }
+            parts.authority = Some(authority);
         }
         if let Some(p) = path {
             parts.path_and_query = Some(
@@ -1832,7 +1853,7 @@ impl Fields {
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_2;
-        *req.headers_mut() = self.headers;
+        *req.headers_mut() = headers;
         Ok((req, self.content_length, head))
     }
 }

@@ -143,8 +143,13 @@ pub(super) fn prepare_request(parts: &mut Parts, upgrade: bool, edits: Option<&R
     // Host from :authority replaces an existing one), before the rules' edits,
     // which may set Host themselves
     if let Some(a) = parts.uri.authority() {
-        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-            h.insert(header::HOST, v);
+        // (an HTTP/2 request's Host was made from :authority already)
+        if h.get(header::HOST)
+            .is_none_or(|v| v.as_bytes() != a.as_str().as_bytes())
+        {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                h.insert(header::HOST, v);
+            }
         }
         parts.uri = parts
             .uri
@@ -242,8 +247,16 @@ pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx) {
         host: host.as_ref().map(HeaderValue::as_bytes),
     };
     xf.fields(|name, parts| {
-        let value = match parts {
-            [one] => HeaderValue::from_bytes(one),
+        // the protocol is a static string, the host a copy of Host (shared,
+        // not copied): only X-Forwarded-For is new bytes
+        let value = match (name, parts, &host) {
+            (forwarded::PROTO, _, _) => match ctx.shared.proto {
+                "http" => Ok(HeaderValue::from_static("http")),
+                "https" => Ok(HeaderValue::from_static("https")),
+                p => HeaderValue::from_str(p),
+            },
+            (forwarded::HOST, _, Some(v)) => Ok(v.clone()),
+            (_, [one], _) => HeaderValue::from_bytes(one),
             _ => HeaderValue::from_bytes(&parts.concat()),
         };
         if let Ok(v) = value {
