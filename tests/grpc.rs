@@ -505,3 +505,195 @@ async fn a_server_goaway_under_load_loses_no_request() {
     assert!(stats["goaways"].as_u64().unwrap() >= 15, "{stats}");
     assert!(stats["unprocessed"].as_u64().unwrap() > 0, "{stats}");
 }
+
+/// GET `path` through `listen` on `c`: status, the `x-big` field's length, and
+/// the body, or why it broke off.
+async fn odd_get(
+    c: &Client,
+    listen: SocketAddr,
+    path: &str,
+) -> (StatusCode, usize, Result<String, String>) {
+    try_odd_get(c, listen, path)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// `odd_get`, and an error if no response head came.
+async fn try_odd_get(
+    c: &Client,
+    listen: SocketAddr,
+    path: &str,
+) -> Result<(StatusCode, usize, Result<String, String>), String> {
+    let resp = c
+        .get(format!("http://{listen}{path}").parse().unwrap())
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let status = resp.status();
+    let big = resp.headers().get("x-big").map_or(0, |v| v.len());
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .map_err(|e| format!("{e:?}"));
+    Ok((status, big, body))
+}
+
+/// rampart's HTTP/2 client (src/http2/client.rs) against a server that answers
+/// in each of the odd ways HTTP/2 allows or forbids (tests/h2/odd_server.py):
+/// interim responses, CONTINUATION, padding and trailers are served; a
+/// malformed or oversized head, a reset before the head and a refused stream
+/// fail (or are sent again) alone; a body cut short breaks off for the client
+/// rather than looking whole; and none of it ends the connection the other
+/// streams use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_servers_odd_answers_fail_only_their_own_stream() {
+    let dir = temp_dir("odd");
+    let stats_file = dir.join("stats.json");
+    let server = PyServer::start(
+        "odd_server.py",
+        free_addr("127.0.0.1"),
+        &[stats_file.to_str().unwrap()],
+    )
+    .await;
+    let stats = || -> Value {
+        serde_json::from_str(&std::fs::read_to_string(&stats_file).unwrap_or_default())
+            .unwrap_or(Value::Null)
+    };
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let config = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
+         [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"h2\"\n\
+         [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\nretries = 0\n\
+           [[pool.server]]\n  address = \"{}\"\n",
+        server.addr
+    );
+    let _p = Proxy::start(&config, &[listen]).await;
+    let c = client();
+    let ok = |body: &str| (StatusCode::OK, 0, Ok(body.to_string()));
+    assert_eq!(odd_get(&c, listen, "/ok").await, ok("ok"));
+    assert_eq!(odd_get(&c, listen, "/continue").await, ok("after-100"));
+    assert_eq!(
+        odd_get(&c, listen, "/big-head").await,
+        (StatusCode::OK, 40_000, Ok("big".into()))
+    );
+    assert_eq!(odd_get(&c, listen, "/padded").await, ok("padded-body"));
+    assert_eq!(odd_get(&c, listen, "/trailers").await, ok("t"));
+    for bad in ["/upper", "/huge-head", "/reset-before"] {
+        let (st, _, _) = odd_get(&c, listen, bad).await;
+        assert_eq!(st, StatusCode::BAD_GATEWAY, "{bad}");
+    }
+    // refused: not processed, so sent again (retries = 0 does not stop that)
+    assert_eq!(odd_get(&c, listen, "/refuse/a").await, ok("again"));
+    assert_eq!(stats()["refused"], 1);
+    // the server's head was out: the answer breaks off for the client (its
+    // connection closes, with or without the head), never looks whole
+    for cut in ["/reset-after", "/short"] {
+        match try_odd_get(&client(), listen, cut).await {
+            Err(_) => {}
+            Ok((st, _, body)) => {
+                assert_eq!(st, StatusCode::OK, "{cut}");
+                assert!(body.is_err(), "{cut}: {body:?}");
+            }
+        }
+    }
+    // one connection carried all of it
+    let c2 = client();
+    assert_eq!(odd_get(&c2, listen, "/ok").await, ok("ok"));
+    assert_eq!(stats()["connections"], 1, "{}", stats());
+    // a response, then the server closes: the response is whole, and the
+    // next request opens another connection
+    assert_eq!(
+        odd_get(&client(), listen, "/close-after").await,
+        ok(&"bye".repeat(100_000))
+    );
+    assert_eq!(odd_get(&client(), listen, "/ok").await, ok("ok"));
+    assert_eq!(stats()["connections"], 2, "{}", stats());
+}
+
+/// A hyper HTTP/2 server that answers every request with its own body, with
+/// windows of 16 KiB (stream) and 32 KiB (connection).
+async fn h2_echo() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let addr = free_addr("127.0.0.1");
+    let listener = common::listen(addr).await;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let svc =
+                hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(req.into_body()))
+                });
+            let mut builder =
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder
+                .initial_stream_window_size(16 * 1024)
+                .initial_connection_window_size(32 * 1024)
+                .adaptive_window(false);
+            tokio::spawn(async move {
+                let _ = builder
+                    .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// Request and response bodies far larger than every flow-control window on
+/// the way (the server's 16 KiB, rampart's own 64 KiB to it) come through
+/// whole and in order, several at once on one connection: a body kept for a
+/// replay (sent whole) and streaming ones, with and without a length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_larger_than_every_window_cross_an_h2_pool_whole() {
+    let (backend, task) = h2_echo().await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let config = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
+         [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"h2\"\n\
+         [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\n\
+           [pool.http2]\n  initial_stream_window_size = 65535\n  initial_connection_window_size = 65535\n\
+           [[pool.server]]\n  address = \"{backend}\"\n"
+    );
+    let _p = Proxy::start(&config, &[listen]).await;
+    let body = |n: usize, seed: u8| -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    };
+    let calls: Vec<_> = [(30_000usize, true), (3_000_000, true), (2_500_000, false)]
+        .into_iter()
+        .enumerate()
+        .map(|(k, (n, sized))| {
+            let sent = body(n, k as u8);
+            tokio::spawn(async move {
+                let req_body = if sized {
+                    BodyExt::boxed(http_body_util::Full::new(bytes::Bytes::from(sent.clone())))
+                } else {
+                    // no length: chunked to rampart, streamed to the server
+                    let chunks: Vec<Result<_, std::convert::Infallible>> = sent
+                        .chunks(100_000)
+                        .map(|c| Ok(hyper::body::Frame::data(bytes::Bytes::copy_from_slice(c))))
+                        .collect();
+                    BodyExt::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+                        chunks,
+                    )))
+                };
+                let req = hyper::Request::post(format!("http://{listen}/echo"))
+                    .body(req_body)
+                    .unwrap();
+                let resp = client().request(req).await.expect("request");
+                let st = resp.status();
+                let got = resp.into_body().collect().await.expect("body").to_bytes();
+                (n, st, got.len(), got.as_ref() == sent.as_slice())
+            })
+        })
+        .collect();
+    for c in calls {
+        let (n, st, len, same) = c.await.unwrap();
+        assert_eq!((st, len), (StatusCode::OK, n));
+        assert!(same, "the {n}-byte body came back changed");
+    }
+    task.abort();
+}

@@ -170,6 +170,19 @@ pub fn settings_ack(out: &mut Vec<u8>) {
     head(out, 0, SETTINGS, ACK, 0);
 }
 
+/// A SETTINGS frame's parameters, as (identifier, value); None when its
+/// length is not a multiple of 6 (a FRAME_SIZE_ERROR, RFC 9113 6.5).
+pub fn settings_values(p: &[u8]) -> Option<impl Iterator<Item = (u16, u32)> + '_> {
+    (p.len() % 6 == 0).then(|| {
+        p.chunks_exact(6).map(|s| {
+            (
+                u16::from_be_bytes([s[0], s[1]]),
+                u32::from_be_bytes([s[2], s[3], s[4], s[5]]),
+            )
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

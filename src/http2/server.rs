@@ -15,11 +15,12 @@
 //! (431), a write backlog (a client that sends and does not read), responses
 //! held by a window the client does not open (`stall_timeout`).
 
+use super::fields;
 use super::frame::{self, Head, Reason, MAX_WINDOW};
 use super::hpack;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use smallvec::SmallVec;
@@ -800,16 +801,14 @@ where
             }
             return Ok(());
         }
-        if h.len % 6 != 0 {
+        let Some(values) = frame::settings_values(p) else {
             return Err(Fatal(
                 Reason::FRAME_SIZE_ERROR,
                 "SETTINGS not a multiple of 6 bytes",
             ));
-        }
+        };
         self.got_settings = true;
-        for s in p.chunks_exact(6) {
-            let id = u16::from_be_bytes([s[0], s[1]]);
-            let v = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
+        for (id, v) in values {
             match id {
                 frame::SETTINGS_ENABLE_PUSH if v > 1 => {
                     return Err(Fatal(Reason::PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH over 1"));
@@ -1231,7 +1230,7 @@ where
             if !end_stream {
                 return self.reset(id, Reason::PROTOCOL_ERROR, true);
             }
-            if f.malformed.is_some() || f.too_large {
+            if f.block.malformed.is_some() || f.block.too_large {
                 return self.reset(id, Reason::PROTOCOL_ERROR, true);
             }
             let s = &mut self.streams[i];
@@ -1242,7 +1241,7 @@ where
                 }
             }
             if let Some(mut b) = s.body.take() {
-                b.send(Chunk::Trailers(Box::new(f.headers)));
+                b.send(Chunk::Trailers(Box::new(f.block.headers)));
                 s.body = b.ended();
             }
             self.maybe_done(id);
@@ -1259,11 +1258,11 @@ where
             self.closed(id, true);
             return Ok(());
         }
-        if let Some(why) = f.malformed {
+        if let Some(why) = f.block.malformed {
             tracing::debug!(stream = id, why, "malformed HTTP/2 request");
             return self.reset(id, Reason::PROTOCOL_ERROR, true);
         }
-        let too_large = f.too_large;
+        let too_large = f.block.too_large;
         let (req, content_length, head) = match f.request(end_stream) {
             Ok(r) => r,
             Err(why) => {
@@ -1642,7 +1641,7 @@ fn fatal(reason: Reason, why: &'static str) -> ConnError {
 fn encode_fields(block: &mut Vec<u8>, headers: &HeaderMap) -> Seen {
     let mut seen = Seen::default();
     for (name, value) in headers {
-        if is_connection_specific(name) {
+        if fields::is_connection_specific(name) {
             continue;
         }
         seen.date |= name == header::DATE;
@@ -1669,28 +1668,13 @@ struct Seen {
     length: bool,
 }
 
-fn is_connection_specific(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == "keep-alive"
-        || name == "proxy-connection"
-}
-
 /// A request head (or trailers) as decoded.
 struct Fields {
     method: Option<Method>,
     scheme: Option<http::uri::Scheme>,
     authority: Option<Bytes>,
     path: Option<Bytes>,
-    headers: HeaderMap,
-    regular_seen: bool,
-    malformed: Option<&'static str>,
-    size: usize,
-    limit: usize,
-    too_large: bool,
-    trailers: bool,
-    content_length: Option<u64>,
+    block: fields::Block,
 }
 
 impl Fields {
@@ -1702,41 +1686,24 @@ impl Fields {
             path: None,
             // a request's fields and the X-Forwarded-* added to them fit
             // without growing the map (growing reallocates both its tables)
-            headers: if trailers {
-                HeaderMap::new()
-            } else {
-                HeaderMap::with_capacity(12)
-            },
-            regular_seen: false,
-            malformed: None,
-            size: 0,
-            limit,
-            too_large: false,
-            trailers,
-            content_length: None,
+            block: fields::Block::new(limit, trailers, if trailers { 0 } else { 12 }),
         }
     }
 
     fn bad(&mut self, why: &'static str) {
-        if self.malformed.is_none() {
-            self.malformed = Some(why);
-        }
+        self.block.bad(why);
     }
 
     fn field(&mut self, name: &[u8], val: hpack::Value<'_>) {
         let value = val.bytes();
-        self.size += name.len() + value.len() + 32;
-        if self.size > self.limit {
-            self.too_large = true;
-        }
-        if self.too_large || self.malformed.is_some() {
+        if !self.block.count(name, value) {
             return;
         }
         if let Some(pseudo) = name.strip_prefix(b":") {
-            if !valid_value(value) {
+            if !fields::valid_value(value) {
                 return self.bad("a pseudo-header with a forbidden byte or edge whitespace");
             }
-            if self.regular_seen || self.trailers {
+            if self.block.regular_seen || self.block.trailers {
                 return self.bad("a pseudo-header after a regular field, or in trailers");
             }
             let slot = match pseudo {
@@ -1770,38 +1737,9 @@ impl Fields {
             *slot = Some(val.to_bytes());
             return;
         }
-        self.regular_seen = true;
-        if name.is_empty() || !name.iter().all(|&b| TOKEN_LOWER[b as usize]) {
-            return self.bad("a field name with an uppercase or non-token byte");
-        }
-        let Ok(n) = HeaderName::from_bytes(name) else {
-            return self.bad("an invalid field name");
-        };
-        if is_connection_specific(&n) {
-            return self.bad("a connection-specific field");
-        }
-        if n == header::TE && value != b"trailers" {
-            return self.bad("TE other than \"trailers\"");
-        }
-        // (HeaderValue refuses NUL, CR, LF and the other control bytes)
-        if edge_whitespace(value) {
-            return self.bad("a field value with whitespace at an end");
-        }
-        let Ok(v) = HeaderValue::from_maybe_shared(val.to_bytes()) else {
-            return self.bad("an invalid field value");
-        };
-        if n == header::CONTENT_LENGTH {
-            let cl = std::str::from_utf8(value)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok());
-            match (cl, self.content_length) {
-                (None, _) => return self.bad("an invalid content-length"),
-                (Some(a), Some(b)) if a != b => return self.bad("two content-lengths"),
-                (Some(a), _) => self.content_length = Some(a),
-            }
-        }
-        self.headers.append(n, v);
+        self.block.regular(name, val, |n, v| {
+            (n == header::TE && v != b"trailers").then_some("TE other than \"trailers\"")
+        });
     }
 
     /// The request, its content-length, and whether it is a HEAD.
@@ -1820,10 +1758,10 @@ impl Fields {
             (None, false) => return Err("no :path"),
             (p, _) => p.clone(),
         };
-        if end_stream && self.content_length.is_some_and(|n| n > 0) {
+        if end_stream && self.block.content_length.is_some_and(|n| n > 0) {
             return Err("a content-length over 0 and no body");
         }
-        let mut headers = self.headers;
+        let mut headers = self.block.headers;
         let mut parts = http::uri::Parts::default();
         parts.scheme = self.scheme;
         if let Some(a) = self.authority {
@@ -1854,51 +1792,9 @@ impl Fields {
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_2;
         *req.headers_mut() = headers;
-        Ok((req, self.content_length, head))
+        Ok((req, self.block.content_length, head))
     }
 }
-
-/// RFC 9113 8.2.1: no NUL, CR or LF, no whitespace at either end.
-fn valid_value(v: &[u8]) -> bool {
-    !edge_whitespace(v) && !v.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n')
-}
-
-fn edge_whitespace(v: &[u8]) -> bool {
-    match (v.first(), v.last()) {
-        (Some(&a), Some(&z)) => a == b' ' || a == b'\t' || z == b' ' || z == b'\t',
-        _ => false,
-    }
-}
-
-/// Token characters (RFC 9110 5.6.2) other than uppercase letters.
-static TOKEN_LOWER: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_lowercase()
-            || c.is_ascii_digit()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        b += 1;
-    }
-    t
-};
 
 #[cfg(test)]
 mod tests {

@@ -146,7 +146,7 @@ mod tests {
         // the client cancelled its stream (its body broke off): not the pool's fault
         let cancelled = ProxyError::Upstream(UpstreamError::H2 {
             addr,
-            source: h2::Error::from(h2::Reason::CANCEL),
+            source: crate::http2::client::Error::Cancelled,
         });
         cancelled.count_pool(pool);
         assert_eq!(pool.shared.errors.load(Ordering::Relaxed), 0);

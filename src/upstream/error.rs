@@ -57,13 +57,13 @@ pub enum UpstreamError {
     H2Handshake {
         addr: SocketAddr,
         #[source]
-        source: h2::Error,
+        source: crate::http2::client::Error,
     },
     #[error("HTTP/2 stream to {addr} failed: {source}")]
     H2 {
         addr: SocketAddr,
         #[source]
-        source: h2::Error,
+        source: crate::http2::client::Error,
     },
 }
 
@@ -88,9 +88,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Reset { source, .. } => source.is_user(),
             // the stream was cancelled because the client's body broke off
-            UpstreamError::H2 { source, .. } => {
-                source.reason() == Some(h2::Reason::CANCEL) && !source.is_remote()
-            }
+            UpstreamError::H2 { source, .. } => *source == crate::http2::client::Error::Cancelled,
             _ => false,
         }
     }

@@ -18,25 +18,28 @@
 use super::body::ReqBody;
 use super::connect::{connect_tcp, connect_tls, tasks};
 use super::error::{SendError, UpstreamError};
+use crate::http2::client::{self, Connection, RequestHead, SendBody};
 use crate::pool::{Pool, Server, ServerState};
 use bytes::Bytes;
-use h2::client::SendRequest;
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// The largest response head (and trailers) taken from a server, as HTTP/2
+/// counts a header list.
+const MAX_RESPONSE_HEADER_LIST: u32 = 64 * 1024;
 
 /// One HTTP/2 connection to a server.
 #[derive(Debug)]
 pub struct Conn {
-    send: Mutex<SendRequest<Bytes>>,
+    client: Connection,
     /// Streams started on it whose response has not ended.
     active: AtomicUsize,
     /// `clock::now_ms()` when `active` last fell to zero.
@@ -58,19 +61,12 @@ impl Conn {
         if self.closed.load(Ordering::Acquire) {
             return Room::Gone;
         }
-        let mut send = self.send.lock().unwrap_or_else(|e| e.into_inner());
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match send.poll_ready(&mut cx) {
-            Poll::Ready(Err(_)) => Room::Gone,
-            Poll::Pending => Room::Full,
-            Poll::Ready(Ok(())) => {
-                let max = limit.min(send.current_max_send_streams());
-                if self.active.load(Ordering::Relaxed) < max {
-                    Room::Yes
-                } else {
-                    Room::Full
-                }
-            }
+        match self.client.room(limit) {
+            client::Room::Gone => Room::Gone,
+            client::Room::Full => Room::Full,
+            // (a stream claimed and not yet started counts too)
+            client::Room::Yes if self.active.load(Ordering::Relaxed) < limit => Room::Yes,
+            client::Room::Yes => Room::Full,
         }
     }
 }
@@ -255,15 +251,13 @@ async fn claim(pool: &Pool, server: &Server) -> Result<(Claim, Duration), Upstre
     }
 }
 
-/// The h2 client's settings for a pool.
-fn builder(pool: &Pool) -> h2::client::Builder {
-    let mut b = h2::client::Builder::new();
-    b.initial_window_size(pool.http2.initial_stream_window_size)
-        .initial_connection_window_size(pool.http2.initial_connection_window_size)
-        // server push is not relayed to clients
-        .enable_push(false)
-        .max_concurrent_reset_streams(1024);
-    b
+/// This side's HTTP/2 settings for a pool's connections.
+fn config(pool: &Pool) -> client::Config {
+    client::Config {
+        stream_window: pool.http2.initial_stream_window_size,
+        conn_window: pool.http2.initial_connection_window_size,
+        max_header_list: MAX_RESPONSE_HEADER_LIST,
+    }
 }
 
 /// Opens a connection: TCP, TLS with ALPN h2 if the pool has `[pool.tls]`,
@@ -272,7 +266,7 @@ async fn connect(pool: &Pool, server: &Server) -> Result<Arc<Conn>, UpstreamErro
     let addr = server.addr;
     let stream = connect_tcp(addr, pool.connect_timeout).await?;
     let closed = Arc::new(AtomicBool::new(false));
-    let send = match &pool.tls {
+    let client = match &pool.tls {
         None => handshake(pool, server, stream, Arc::clone(&closed)).await?,
         Some(tls) => {
             let s = connect_tls(pool, tls, server, stream).await?;
@@ -283,7 +277,7 @@ async fn connect(pool: &Pool, server: &Server) -> Result<Arc<Conn>, UpstreamErro
         }
     };
     Ok(Arc::new(Conn {
-        send: Mutex::new(send),
+        client,
         active: AtomicUsize::new(0),
         idle_since: AtomicU64::new(crate::clock::now_ms()),
         closed,
@@ -295,170 +289,79 @@ async fn handshake<S>(
     server: &Server,
     io: S,
     closed: Arc<AtomicBool>,
-) -> Result<SendRequest<Bytes>, UpstreamError>
+) -> Result<Connection, UpstreamError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let addr = server.addr;
     let timeout = pool.connect_timeout;
-    let start = async {
-        let (send, mut conn) = builder(pool)
-            .handshake(io)
-            .await
-            .map_err(|source| UpstreamError::H2Handshake { addr, source })?;
-        let ping = conn.ping_pong();
-        tasks().spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%addr, error = %e, "HTTP/2 connection to the server ended with an error");
-            }
-            closed.store(true, Ordering::Release);
-        });
-        // The server's preface is its SETTINGS, and it answers a PING after
-        // it: once the PONG is in, its SETTINGS_MAX_CONCURRENT_STREAMS is
-        // known, and no stream is sent beyond it to be refused (one round
-        // trip, once per connection).
-        if let Some(mut ping) = ping {
-            ping.ping(h2::Ping::opaque())
-                .await
-                .map_err(|source| UpstreamError::H2Handshake { addr, source })?;
+    let (client, task) = Connection::new(io, config(pool));
+    tasks().spawn(async move {
+        if let Err(e) = task.await {
+            tracing::debug!(%addr, error = %e, "HTTP/2 connection to the server ended with an error");
         }
-        Ok(send)
-    };
-    tokio::time::timeout(timeout, start)
-        .await
-        .map_err(|_| UpstreamError::ConnectTimeout { addr, timeout })?
-}
-
-/// Did the server not process this stream (so it may be sent again, RFC 9113
-/// 8.7): above the last stream id of its GOAWAY, or refused?
-fn unprocessed(e: &h2::Error) -> bool {
-    (e.is_go_away() && e.is_remote()) || e.reason() == Some(h2::Reason::REFUSED_STREAM)
-}
-
-/// A request in HTTP/2 form: scheme and authority in the URI (from Host, which
-/// is removed: `:authority` replaces it), `te: trailers` kept for gRPC.
-fn to_h2(pool: &Pool, server: &Server, req: Request<ReqBody>) -> (Request<()>, ReqBody) {
-    let (mut parts, body) = req.into_parts();
-    let host = parts.headers.remove(http::header::HOST);
-    let authority = host
-        .as_ref()
-        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
-        .unwrap_or_else(|| {
-            http::uri::Authority::try_from(server.addr.to_string().as_str())
-                .unwrap_or_else(|_| http::uri::Authority::from_static("localhost"))
-        });
-    let scheme = if pool.tls.is_some() {
-        http::uri::Scheme::HTTPS
-    } else {
-        http::uri::Scheme::HTTP
-    };
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(scheme);
-    uri.authority = Some(authority);
-    uri.path_and_query = Some(
-        parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
-    if let Ok(u) = Uri::from_parts(uri) {
-        parts.uri = u;
+        closed.store(true, Ordering::Release);
+    });
+    // The server's preface is its SETTINGS, and it answers the PING sent
+    // after this side's: once the PONG is in, its SETTINGS_MAX_CONCURRENT_STREAMS
+    // is known, and no stream is sent beyond it to be refused (one round
+    // trip, once per connection).
+    match tokio::time::timeout(timeout, client.ready()).await {
+        Ok(Ok(())) => Ok(client),
+        Ok(Err(source)) => Err(UpstreamError::H2Handshake { addr, source }),
+        Err(_) => Err(UpstreamError::ConnectTimeout { addr, timeout }),
     }
-    parts.version = http::Version::HTTP_2;
-    (Request::from_parts(parts, ()), body)
 }
 
-/// Starts a stream on a claimed connection: the request head now, the body by a
-/// task of its own (it may go on after the response has begun: gRPC streaming).
-/// The request comes back if the connection turned out to be draining.
+/// Starts a stream on a claimed connection: the request head now, the body as
+/// the server's windows allow. The request comes back if the connection turned
+/// out to be draining.
 #[allow(clippy::result_large_err)]
 fn start(
     claim: &Claim,
     pool: &Pool,
     server: &Server,
     req: Request<ReqBody>,
-) -> Result<Result<h2::client::ResponseFuture, UpstreamError>, Request<ReqBody>> {
-    let mut send = claim.0.send.lock().unwrap_or_else(|e| e.into_inner());
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    if !matches!(send.poll_ready(&mut cx), Poll::Ready(Ok(()))) {
-        return Err(req);
-    }
-    let (head, body) = to_h2(pool, server, req);
-    let eos = body.is_end_stream();
-    let addr = server.addr;
-    let (response, tx) = match send.send_request(head, eos) {
-        Ok(r) => r,
-        Err(source) => return Ok(Err(UpstreamError::H2 { addr, source })),
+) -> Result<client::ResponseFuture, Request<ReqBody>> {
+    let (parts, body) = req.into_parts();
+    // :authority from Host (which it replaces), else the server's address
+    let host = parts.headers.get(http::header::HOST);
+    let addr_text;
+    let authority = match host {
+        Some(h) => h.as_bytes(),
+        None => {
+            addr_text = server.addr.to_string();
+            addr_text.as_bytes()
+        }
     };
-    match body {
-        _ if eos => {}
-        // a body already in memory (kept for resending) is handed to h2 whole;
-        // it goes out as the server's window allows, without a task of its own
-        ReqBody::Full(Some(data)) => {
-            let mut tx = tx;
-            if let Err(source) = tx.send_data(data, true) {
-                return Ok(Err(UpstreamError::H2 { addr, source }));
-            }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or(&b"/"[..], |p| p.as_str().as_bytes());
+    let head = RequestHead {
+        method: &parts.method,
+        scheme: if pool.tls.is_some() { "https" } else { "http" },
+        authority,
+        path,
+        headers: &parts.headers,
+    };
+    let body = match body {
+        b if b.is_end_stream() => SendBody::Empty,
+        // a body already in memory (kept for resending) goes whole, without
+        // a task of its own
+        ReqBody::Full(Some(data)) => SendBody::Whole(data),
+        b => SendBody::Stream(b),
+    };
+    match claim.0.client.send(&head, body) {
+        Ok(f) => Ok(f),
+        Err(body) => {
+            let body = match body {
+                SendBody::Empty => ReqBody::Full(None),
+                SendBody::Whole(d) => ReqBody::Full(Some(d)),
+                SendBody::Stream(b) => b,
+            };
+            Err(Request::from_parts(parts, body))
         }
-        body => {
-            tasks().spawn(pump(body, tx));
-        }
-    }
-    Ok(Ok(response))
-}
-
-/// Sends the request body on its stream, as the server's flow control allows;
-/// a body that fails cancels the stream.
-async fn pump(mut body: ReqBody, mut tx: h2::SendStream<Bytes>) {
-    let result: Result<(), h2::Error> = async {
-        loop {
-            let frame = poll_fn(|cx| {
-                if let Poll::Ready(r) = tx.poll_reset(cx) {
-                    return Poll::Ready(Err(r.map_or_else(|e| e, h2::Error::from)));
-                }
-                Pin::new(&mut body).poll_frame(cx).map(Ok)
-            })
-            .await?;
-            match frame {
-                None => return tx.send_data(Bytes::new(), true),
-                Some(Err(_)) => {
-                    tx.send_reset(h2::Reason::CANCEL);
-                    return Ok(());
-                }
-                Some(Ok(f)) => match f.into_data() {
-                    Ok(data) => {
-                        let eos = body.is_end_stream();
-                        if !data.is_empty() {
-                            // h2 buffers what it cannot send yet; wait for the
-                            // window before reading more from the client
-                            tx.reserve_capacity(1);
-                            while tx.capacity() == 0 {
-                                match poll_fn(|cx| tx.poll_capacity(cx)).await {
-                                    Some(Ok(_)) => {}
-                                    Some(Err(e)) => return Err(e),
-                                    None => return Ok(()),
-                                }
-                            }
-                        }
-                        tx.send_data(data, eos)?;
-                        if eos {
-                            return Ok(());
-                        }
-                    }
-                    Err(f) => {
-                        if let Ok(t) = f.into_trailers() {
-                            tx.reserve_capacity(0);
-                            return tx.send_trailers(t);
-                        }
-                    }
-                },
-            }
-        }
-    }
-    .await;
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "request body to an HTTP/2 server broke off");
     }
 }
 
@@ -495,13 +398,7 @@ pub async fn send(
                 req = r;
                 continue;
             }
-            Ok(Err(error)) => {
-                return Err(SendError {
-                    error,
-                    unsent: None,
-                })
-            }
-            Ok(Ok(f)) => f,
+            Ok(f) => f,
         };
         // server_timeout counts from the end of the request, as over HTTP/1.1
         let timeout = pool.server_timeout;
@@ -521,13 +418,11 @@ pub async fn send(
                 parts.version = http::Version::HTTP_11;
                 let body = H2Body {
                     recv,
-                    data_done: false,
-                    done: false,
                     _claim: claim,
                 };
                 return Ok((Response::from_parts(parts, body), connect_time));
             }
-            Some(Err(e)) if unprocessed(&e) && resent < 3 => match again {
+            Some(Err(e)) if e.unprocessed() && resent < 3 => match again {
                 Some(again) => {
                     tracing::debug!(%addr, error = %e, "the server did not process the stream: sent again");
                     resent += 1;
@@ -557,48 +452,26 @@ pub async fn send(
 }
 
 /// A response body from an HTTP/2 server: its DATA, then its trailers. Each
-/// chunk handed on is released to the server's flow-control window.
+/// chunk handed on is released to the server's flow-control windows.
 #[derive(Debug)]
 pub struct H2Body {
-    recv: h2::RecvStream,
-    data_done: bool,
-    done: bool,
+    recv: client::RecvBody,
     _claim: Claim,
 }
 
 impl Body for H2Body {
     type Data = Bytes;
-    type Error = h2::Error;
+    type Error = client::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        if !this.data_done {
-            match ready!(this.recv.poll_data(cx)) {
-                Some(Ok(b)) => {
-                    let _ = this.recv.flow_control().release_capacity(b.len());
-                    return Poll::Ready(Some(Ok(Frame::data(b))));
-                }
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => this.data_done = true,
-            }
-        }
-        match ready!(this.recv.poll_trailers(cx)) {
-            Ok(t) => {
-                this.done = true;
-                Poll::Ready(t.map(|t| Ok(Frame::trailers(t))))
-            }
-            Err(e) => Poll::Ready(Some(Err(e))),
-        }
+    ) -> Poll<Option<Result<Frame<Bytes>, client::Error>>> {
+        Pin::new(&mut self.recv).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done || self.recv.is_end_stream()
+        self.recv.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

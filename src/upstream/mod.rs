@@ -228,7 +228,7 @@ pub enum RespBodyError {
     #[error(transparent)]
     H1(#[from] hyper::Error),
     #[error("HTTP/2 stream: {0}")]
-    H2(#[from] h2::Error),
+    H2(#[from] crate::http2::client::Error),
     #[error(transparent)]
     Raw(#[from] raw::RawBodyError),
 }

@@ -1,0 +1,1467 @@
+//! The client side of an HTTP/2 connection: rampart's requests to the servers
+//! of a pool with `protocol = "h2"` (gRPC services and the like).
+//!
+//! Written for the proxy's path, as the server side is. A request's head is
+//! encoded from the proxy's `HeaderMap` straight into the connection's write
+//! buffer (literals against the static table, no dynamic table: HAProxy's
+//! choice too), and a response's fields are decoded into the `HeaderMap` the
+//! proxy hands on. One task per connection reads and writes; the requests on it
+//! share its state under one lock, held for a frame's work and never across an
+//! await (the connection and its streams live on one worker thread, so it is
+//! not contended).
+
+use super::fields;
+use super::frame::{self, Head, Reason, MAX_WINDOW};
+use super::hpack;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap};
+use http::{Method, StatusCode};
+use http_body::{Body, Frame};
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// The window HTTP/2 starts every stream and the connection with (RFC 9113 6.9.2).
+const DEFAULT_WINDOW: i64 = 65_535;
+/// The frame size this side accepts (its SETTINGS leave the default).
+const MAX_FRAME: usize = 16_384;
+/// Frames handled in one turn of the connection task before it yields.
+const FRAMES_PER_POLL: usize = 64;
+
+/// This side's settings for a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// SETTINGS_INITIAL_WINDOW_SIZE: what a server may send on a stream ahead
+    /// of the proxy reading it.
+    pub stream_window: u32,
+    /// The connection's receive window.
+    pub conn_window: u32,
+    /// The largest response header list accepted (name, value and 32 octets a
+    /// field, as RFC 9113 6.5.2 counts).
+    pub max_header_list: u32,
+}
+
+/// Why a stream failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("the server reset the stream ({0})")]
+    Reset(Reason),
+    /// The server's GOAWAY came with a last stream id below the stream's: the
+    /// server did not act on it (RFC 9113 6.8).
+    #[error("the server sent GOAWAY ({0}) without processing the stream")]
+    GoAway(Reason),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("the connection failed: {0}")]
+    Io(std::io::ErrorKind),
+    /// The server broke the protocol; this side ended the connection (or the
+    /// stream) with `reason`.
+    #[error("the server broke HTTP/2 ({0}): {1}")]
+    Protocol(Reason, &'static str),
+    /// The request's body broke off: this side cancelled the stream.
+    #[error("the request body broke off; the stream was cancelled")]
+    Cancelled,
+}
+
+impl Error {
+    /// Did the server not process the stream, so that it may be sent again
+    /// (RFC 9113 8.7)?
+    pub fn unprocessed(&self) -> bool {
+        matches!(
+            self,
+            Error::GoAway(_) | Error::Reset(Reason::REFUSED_STREAM)
+        )
+    }
+}
+
+/// The state a connection's task and its requests share.
+struct Shared {
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct Stream {
+    id: u32,
+    // the request
+    /// What the server lets this side send on the stream.
+    send_window: i64,
+    /// Request body bytes waiting for window.
+    out: Bytes,
+    /// The body ends after `out` (and `out_trailers`).
+    out_end: bool,
+    out_trailers: Option<HeaderMap>,
+    /// This side has not sent END_STREAM.
+    local_open: bool,
+    /// The body's pump, waiting for `out` to be sent.
+    pump: Option<Waker>,
+    // the response
+    head: Option<(StatusCode, HeaderMap)>,
+    head_seen: bool,
+    data: VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+    remote_open: bool,
+    /// What the server may still send on the stream.
+    recv_window: i64,
+    /// Taken by the reader and not yet given back.
+    unacked: i64,
+    /// Received and not taken by the reader (given back if it goes).
+    unread: i64,
+    /// content-length, and the DATA received.
+    expect: Option<u64>,
+    received: u64,
+    /// A HEAD request: its response has no body whatever its length says.
+    head_request: bool,
+    error: Option<Error>,
+    /// The response future or body reader waiting.
+    reader: Option<Waker>,
+}
+
+impl Stream {
+    fn fail(&mut self, e: Error) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+        self.local_open = false;
+        self.remote_open = false;
+        self.wake();
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.reader.take() {
+            w.wake();
+        }
+        if let Some(w) = self.pump.take() {
+            w.wake();
+        }
+    }
+}
+
+/// A header block being received in HEADERS and CONTINUATION frames.
+struct Partial {
+    stream: u32,
+    block: Vec<u8>,
+    end_stream: bool,
+}
+
+struct Inner {
+    cfg: Config,
+    streams: Vec<Stream>,
+    wbuf: Vec<u8>,
+    next_id: u32,
+    decoder: hpack::Decoder,
+    /// The server's SETTINGS.
+    peer_max_streams: u32,
+    peer_window: i64,
+    peer_max_frame: usize,
+    /// The connection's window for what this side sends.
+    send_window: i64,
+    /// What the server may still send on the connection, and what was taken
+    /// and not given back.
+    recv_window: i64,
+    recv_unacked: i64,
+    /// The initial window of streams the server sends on: 65,535 until it
+    /// acknowledged this side's SETTINGS.
+    local_window: i64,
+    got_settings: bool,
+    /// The PING sent after the preface was answered: the server's first
+    /// SETTINGS are in.
+    ready: bool,
+    ready_waker: Option<Waker>,
+    partial: Option<Partial>,
+    /// The last stream id of the server's GOAWAY.
+    goaway: Option<u32>,
+    /// The connection is over, and why.
+    ended: Option<Error>,
+    /// No handle is left: close once the streams are done.
+    released: bool,
+    /// A stream may have something to send.
+    out_dirty: bool,
+    task: Option<Waker>,
+}
+
+impl Inner {
+    fn find(&self, id: u32) -> Option<usize> {
+        self.streams.iter().position(|s| s.id == id)
+    }
+
+    fn wake_task(&mut self) {
+        if let Some(w) = self.task.take() {
+            w.wake();
+        }
+    }
+
+    /// Ends the connection: every stream fails with `e`.
+    fn end(&mut self, e: Error) {
+        if self.ended.is_none() {
+            self.ended = Some(e.clone());
+        }
+        for s in &mut self.streams {
+            if s.remote_open {
+                s.fail(e.clone());
+            } else {
+                // its response is whole: it reads to its end
+                s.local_open = false;
+                s.wake();
+            }
+        }
+        if let Some(w) = self.ready_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// A connection error of this side's: GOAWAY, and the end.
+    fn fatal(&mut self, reason: Reason, why: &'static str) {
+        if self.ended.is_none() {
+            frame::goaway(&mut self.wbuf, 0, reason);
+        }
+        self.end(Error::Protocol(reason, why));
+    }
+
+    /// A stream error of this side's: RST_STREAM, and the stream fails.
+    fn reset(&mut self, i: usize, reason: Reason, why: &'static str) {
+        let s = &mut self.streams[i];
+        if s.local_open || s.remote_open {
+            frame::rst_stream(&mut self.wbuf, s.id, reason);
+        }
+        s.fail(Error::Protocol(reason, why));
+    }
+
+    /// Gives back window for `n` bytes the reader took (or that no reader
+    /// will take), once half of it is used.
+    fn release(&mut self, i: Option<usize>, n: i64) {
+        if let Some(i) = i {
+            let half = (self.local_window / 2).max(1);
+            let s = &mut self.streams[i];
+            s.unacked += n;
+            if s.remote_open && s.unacked >= half {
+                frame::window_update(&mut self.wbuf, s.id, s.unacked as u32);
+                s.recv_window += s.unacked;
+                s.unacked = 0;
+            }
+        }
+        self.recv_unacked += n;
+        if self.recv_unacked >= (self.cfg.conn_window as i64 / 2).max(1) {
+            frame::window_update(&mut self.wbuf, 0, self.recv_unacked as u32);
+            self.recv_window += self.recv_unacked;
+            self.recv_unacked = 0;
+        }
+    }
+
+    /// A stream's response future or body went: the stream is forgotten, and
+    /// reset if either side had not ended it.
+    fn forget(&mut self, id: u32) {
+        let Some(i) = self.find(id) else {
+            return;
+        };
+        let s = self.streams.swap_remove(i);
+        if (s.local_open || s.remote_open) && self.ended.is_none() {
+            frame::rst_stream(&mut self.wbuf, id, Reason::CANCEL);
+        }
+        if let Some(w) = s.pump {
+            w.wake();
+        }
+        if s.unread > 0 {
+            self.release(None, s.unread);
+        }
+        self.wake_task();
+    }
+
+    // ---- frames from the server ----
+
+    fn frame(&mut self, h: Head, mut f: BytesMut) {
+        if !self.got_settings && h.kind != frame::SETTINGS {
+            return self.fatal(Reason::PROTOCOL_ERROR, "the first frame is not SETTINGS");
+        }
+        if let Some(p) = &self.partial {
+            if h.kind != frame::CONTINUATION || h.stream != p.stream {
+                return self.fatal(
+                    Reason::PROTOCOL_ERROR,
+                    "a frame other than CONTINUATION inside a header block",
+                );
+            }
+        }
+        f.advance(9);
+        match h.kind {
+            frame::DATA => self.data(h, f),
+            frame::HEADERS => self.headers(h, &f),
+            frame::CONTINUATION => self.continuation(h, &f),
+            frame::RST_STREAM => self.rst_stream(h, &f),
+            frame::SETTINGS => self.settings(h, &f),
+            frame::PUSH_PROMISE => self.fatal(
+                Reason::PROTOCOL_ERROR,
+                "PUSH_PROMISE, which this side disabled",
+            ),
+            frame::PING => {
+                if h.stream != 0 || h.len != 8 {
+                    return self.fatal(Reason::PROTOCOL_ERROR, "a PING on a stream or not 8 bytes");
+                }
+                if h.flags & frame::ACK != 0 {
+                    self.ready = true;
+                    if let Some(w) = self.ready_waker.take() {
+                        w.wake();
+                    }
+                } else {
+                    let mut p = [0u8; 8];
+                    p.copy_from_slice(&f);
+                    frame::ping(&mut self.wbuf, true, &p);
+                }
+            }
+            frame::GOAWAY => self.goaway(h, &f),
+            frame::WINDOW_UPDATE => self.window_update(h, &f),
+            // PRIORITY and unknown frame types are ignored (RFC 9113 5.3.2, 4.1)
+            _ => {}
+        }
+    }
+
+    fn settings(&mut self, h: Head, p: &[u8]) {
+        if h.stream != 0 {
+            return self.fatal(Reason::PROTOCOL_ERROR, "SETTINGS on a stream");
+        }
+        if h.flags & frame::ACK != 0 {
+            if h.len != 0 {
+                return self.fatal(Reason::FRAME_SIZE_ERROR, "a SETTINGS ACK with a payload");
+            }
+            // this side's window holds from now (it was 65,535 until then)
+            let delta = self.cfg.stream_window as i64 - self.local_window;
+            self.local_window = self.cfg.stream_window as i64;
+            for s in &mut self.streams {
+                s.recv_window += delta;
+            }
+            return;
+        }
+        let Some(values) = frame::settings_values(p) else {
+            return self.fatal(
+                Reason::FRAME_SIZE_ERROR,
+                "SETTINGS not a multiple of 6 bytes",
+            );
+        };
+        self.got_settings = true;
+        for (id, v) in values {
+            match id {
+                frame::SETTINGS_MAX_CONCURRENT_STREAMS => self.peer_max_streams = v,
+                frame::SETTINGS_INITIAL_WINDOW_SIZE => {
+                    if v as i64 > MAX_WINDOW {
+                        return self.fatal(
+                            Reason::FLOW_CONTROL_ERROR,
+                            "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1",
+                        );
+                    }
+                    let delta = v as i64 - self.peer_window;
+                    self.peer_window = v as i64;
+                    for s in &mut self.streams {
+                        s.send_window += delta;
+                        if s.send_window > MAX_WINDOW {
+                            return self.fatal(
+                                Reason::FLOW_CONTROL_ERROR,
+                                "a stream's window over 2^31-1",
+                            );
+                        }
+                    }
+                    self.out_dirty = true;
+                }
+                frame::SETTINGS_MAX_FRAME_SIZE => {
+                    if !(16_384..=16_777_215).contains(&v) {
+                        return self.fatal(
+                            Reason::PROTOCOL_ERROR,
+                            "SETTINGS_MAX_FRAME_SIZE out of range",
+                        );
+                    }
+                    self.peer_max_frame = v as usize;
+                }
+                frame::SETTINGS_ENABLE_PUSH if v > 1 => {
+                    return self.fatal(Reason::PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH over 1");
+                }
+                // the header table size is for an encoder's dynamic table,
+                // which this side's does not use
+                _ => {}
+            }
+        }
+        frame::settings_ack(&mut self.wbuf);
+    }
+
+    fn window_update(&mut self, h: Head, p: &[u8]) {
+        if h.len != 4 {
+            return self.fatal(Reason::FRAME_SIZE_ERROR, "WINDOW_UPDATE not 4 bytes long");
+        }
+        let n = (u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff) as i64;
+        if h.stream == 0 {
+            if n == 0 {
+                return self.fatal(Reason::PROTOCOL_ERROR, "a WINDOW_UPDATE of 0");
+            }
+            self.send_window += n;
+            if self.send_window > MAX_WINDOW {
+                return self.fatal(
+                    Reason::FLOW_CONTROL_ERROR,
+                    "the connection's window over 2^31-1",
+                );
+            }
+            self.out_dirty = true;
+            return;
+        }
+        let Some(i) = self.find(h.stream) else {
+            return;
+        };
+        if n == 0 {
+            return self.reset(i, Reason::PROTOCOL_ERROR, "a WINDOW_UPDATE of 0");
+        }
+        let s = &mut self.streams[i];
+        s.send_window += n;
+        if s.send_window > MAX_WINDOW {
+            return self.reset(
+                i,
+                Reason::FLOW_CONTROL_ERROR,
+                "a stream's window over 2^31-1",
+            );
+        }
+        self.out_dirty = true;
+    }
+
+    fn rst_stream(&mut self, h: Head, p: &[u8]) {
+        if h.stream == 0 || h.len != 4 {
+            return self.fatal(
+                Reason::PROTOCOL_ERROR,
+                "RST_STREAM on stream 0 or not 4 bytes",
+            );
+        }
+        let reason = Reason(u32::from_be_bytes([p[0], p[1], p[2], p[3]]));
+        let Some(i) = self.find(h.stream) else {
+            return;
+        };
+        let s = &mut self.streams[i];
+        if reason == Reason::NO_ERROR && !s.remote_open && s.error.is_none() {
+            // the response is whole; the server wants no more of the request
+            // body (RFC 9113 8.1)
+            s.local_open = false;
+            s.out = Bytes::new();
+            s.wake();
+            return;
+        }
+        s.fail(Error::Reset(reason));
+    }
+
+    fn goaway(&mut self, h: Head, p: &[u8]) {
+        if h.stream != 0 || h.len < 8 {
+            return self.fatal(
+                Reason::PROTOCOL_ERROR,
+                "GOAWAY on a stream or under 8 bytes",
+            );
+        }
+        let last = u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff;
+        let reason = Reason(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+        let last = self.goaway.map_or(last, |l| l.min(last));
+        self.goaway = Some(last);
+        for s in &mut self.streams {
+            if s.id > last {
+                s.fail(Error::GoAway(reason));
+            }
+        }
+        if reason != Reason::NO_ERROR {
+            tracing::debug!(%reason, last, "the server sent GOAWAY with an error");
+        }
+    }
+
+    fn data(&mut self, h: Head, mut payload: BytesMut) {
+        if h.stream == 0 {
+            return self.fatal(Reason::PROTOCOL_ERROR, "DATA on stream 0");
+        }
+        let len = h.len as i64;
+        if len > self.recv_window {
+            return self.fatal(
+                Reason::FLOW_CONTROL_ERROR,
+                "DATA beyond the connection's window",
+            );
+        }
+        self.recv_window -= len;
+        if h.flags & frame::PADDED != 0 {
+            let Some(&pad) = payload.first() else {
+                return self.fatal(Reason::PROTOCOL_ERROR, "PADDED DATA without its length");
+            };
+            if pad as usize + 1 > payload.len() {
+                return self.fatal(Reason::PROTOCOL_ERROR, "padding longer than the frame");
+            }
+            payload.advance(1);
+            payload.truncate(payload.len() - pad as usize);
+        }
+        // padding counts against the window, and is given back at once
+        let padding = len - payload.len() as i64;
+        let Some(i) = self.find(h.stream) else {
+            if h.stream >= self.next_id {
+                return self.fatal(Reason::PROTOCOL_ERROR, "DATA on a stream not opened");
+            }
+            // a stream this side is done with: nobody reads it
+            return self.release(None, len);
+        };
+        let s = &mut self.streams[i];
+        if !s.remote_open || !s.head_seen {
+            self.release(None, len);
+            return self.reset(
+                i,
+                Reason::PROTOCOL_ERROR,
+                "DATA before the response head or after its end",
+            );
+        }
+        if len > s.recv_window {
+            self.release(None, len);
+            return self.reset(
+                i,
+                Reason::FLOW_CONTROL_ERROR,
+                "DATA beyond the stream's window",
+            );
+        }
+        s.recv_window -= len;
+        s.received += payload.len() as u64;
+        let over = s.expect.is_some_and(|n| s.received > n);
+        let end = h.flags & frame::END_STREAM != 0;
+        let short = end && s.expect.is_some_and(|n| s.received != n);
+        if !payload.is_empty() {
+            s.unread += payload.len() as i64;
+            s.data.push_back(payload.freeze());
+        }
+        if end {
+            s.remote_open = false;
+        }
+        s.wake();
+        if padding > 0 {
+            self.release(Some(i), padding);
+        }
+        if over || short {
+            self.reset(
+                i,
+                Reason::PROTOCOL_ERROR,
+                "a body longer or shorter than its content-length",
+            );
+        }
+    }
+
+    fn headers(&mut self, h: Head, p: &[u8]) {
+        if h.stream == 0 {
+            return self.fatal(Reason::PROTOCOL_ERROR, "HEADERS on stream 0");
+        }
+        let mut p = p;
+        if h.flags & frame::PADDED != 0 {
+            let Some((&pad, rest)) = p.split_first() else {
+                return self.fatal(Reason::PROTOCOL_ERROR, "PADDED HEADERS without its length");
+            };
+            if pad as usize > rest.len() {
+                return self.fatal(Reason::PROTOCOL_ERROR, "padding longer than the frame");
+            }
+            p = &rest[..rest.len() - pad as usize];
+        }
+        if h.flags & frame::PRIORITY_FLAG != 0 {
+            if p.len() < 5 {
+                return self.fatal(
+                    Reason::FRAME_SIZE_ERROR,
+                    "HEADERS too short for its priority",
+                );
+            }
+            p = &p[5..];
+        }
+        let end_stream = h.flags & frame::END_STREAM != 0;
+        if h.flags & frame::END_HEADERS != 0 {
+            return self.header_block(h.stream, p, end_stream);
+        }
+        self.partial = Some(Partial {
+            stream: h.stream,
+            block: p.to_vec(),
+            end_stream,
+        });
+    }
+
+    fn continuation(&mut self, h: Head, p: &[u8]) {
+        let Some(mut part) = self.partial.take() else {
+            return self.fatal(
+                Reason::PROTOCOL_ERROR,
+                "CONTINUATION outside a header block",
+            );
+        };
+        part.block.extend_from_slice(p);
+        // a block may be compressed, but not beyond reason
+        if part.block.len() > 2 * self.cfg.max_header_list as usize + MAX_FRAME {
+            return self.fatal(Reason::ENHANCE_YOUR_CALM, "a header block without end");
+        }
+        if h.flags & frame::END_HEADERS != 0 {
+            return self.header_block(part.stream, &part.block, part.end_stream);
+        }
+        self.partial = Some(part);
+    }
+
+    fn header_block(&mut self, id: u32, block: &[u8], end_stream: bool) {
+        if id % 2 == 0 || id >= self.next_id {
+            return self.fatal(
+                Reason::PROTOCOL_ERROR,
+                "HEADERS on a stream this side did not open",
+            );
+        }
+        let i = self.find(id);
+        let trailers = i.is_some_and(|i| self.streams[i].head_seen);
+        let mut f = Fields::new(self.cfg.max_header_list as usize, trailers);
+        if self.decoder.decode(block, |n, v| f.field(n, v)).is_err() {
+            return self.fatal(
+                Reason::COMPRESSION_ERROR,
+                "a header block HPACK cannot decode",
+            );
+        }
+        // (a stream this side is done with: decoded for the table's sake only)
+        let Some(i) = i else {
+            return;
+        };
+        if !self.streams[i].remote_open {
+            return self.reset(i, Reason::STREAM_CLOSED, "HEADERS after the response's end");
+        }
+        if let Some(why) = f.block.malformed {
+            return self.reset(i, Reason::PROTOCOL_ERROR, why);
+        }
+        if f.block.too_large {
+            return self.reset(
+                i,
+                Reason::PROTOCOL_ERROR,
+                "a response head over the size limit",
+            );
+        }
+        let s = &mut self.streams[i];
+        if trailers {
+            if !end_stream {
+                return self.reset(i, Reason::PROTOCOL_ERROR, "trailers without END_STREAM");
+            }
+            if s.expect.is_some_and(|n| s.received != n) {
+                return self.reset(
+                    i,
+                    Reason::PROTOCOL_ERROR,
+                    "a body shorter than its content-length",
+                );
+            }
+            s.trailers = Some(f.block.headers);
+            s.remote_open = false;
+            s.wake();
+            return;
+        }
+        let Some(status) = f.status else {
+            return self.reset(i, Reason::PROTOCOL_ERROR, "a response without :status");
+        };
+        if status.is_informational() {
+            if end_stream {
+                return self.reset(
+                    i,
+                    Reason::PROTOCOL_ERROR,
+                    "an interim response that ends the stream",
+                );
+            }
+            // 100 Continue and the like: the final answer follows
+            return;
+        }
+        let bodiless = s.head_request
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        s.expect = if bodiless {
+            None
+        } else {
+            f.block.content_length
+        };
+        if end_stream && s.expect.is_some_and(|n| n > 0) {
+            return self.reset(
+                i,
+                Reason::PROTOCOL_ERROR,
+                "a content-length over 0 and no body",
+            );
+        }
+        s.head = Some((status, f.block.headers));
+        s.head_seen = true;
+        if end_stream {
+            s.remote_open = false;
+        }
+        s.wake();
+    }
+
+    // ---- what this side sends ----
+
+    /// Writes the streams' request bodies as far as the windows allow.
+    fn send_out(&mut self) {
+        if !self.out_dirty {
+            return;
+        }
+        self.out_dirty = false;
+        let max = self.peer_max_frame;
+        for s in &mut self.streams {
+            if !s.local_open {
+                continue;
+            }
+            while !s.out.is_empty() {
+                let n = (s.out.len() as i64)
+                    .min(s.send_window)
+                    .min(self.send_window)
+                    .min(max as i64);
+                if n <= 0 {
+                    break;
+                }
+                let chunk = s.out.split_to(n as usize);
+                let last = s.out.is_empty() && s.out_end && s.out_trailers.is_none();
+                frame::head(
+                    &mut self.wbuf,
+                    chunk.len(),
+                    frame::DATA,
+                    if last { frame::END_STREAM } else { 0 },
+                    s.id,
+                );
+                self.wbuf.extend_from_slice(&chunk);
+                s.send_window -= n;
+                self.send_window -= n;
+                if last {
+                    s.local_open = false;
+                }
+            }
+            if s.out.is_empty() && s.local_open && s.out_end {
+                match s.out_trailers.take() {
+                    Some(t) => {
+                        let mut block = Vec::with_capacity(64);
+                        encode_fields(&mut block, &t);
+                        frame::headers(&mut self.wbuf, s.id, &block, true, max);
+                    }
+                    None => frame::head(&mut self.wbuf, 0, frame::DATA, frame::END_STREAM, s.id),
+                }
+                s.local_open = false;
+            }
+            if s.out.is_empty() {
+                if let Some(w) = s.pump.take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+}
+
+/// A request's head, as the proxy made it.
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    pub scheme: &'a str,
+    pub authority: &'a [u8],
+    pub path: &'a [u8],
+    /// Host is left out (`authority` replaces it), and the fields HTTP/2 does
+    /// not carry.
+    pub headers: &'a HeaderMap,
+}
+
+/// Appends a request head's header block.
+fn encode_request(block: &mut Vec<u8>, r: &RequestHead<'_>) {
+    match *r.method {
+        Method::GET => block.push(0x82),
+        Method::POST => block.push(0x83),
+        ref m => {
+            hpack::encode_integer(block, 0, 4, 2);
+            hpack::encode_string(block, m.as_str().as_bytes());
+        }
+    }
+    block.push(if r.scheme == "https" { 0x87 } else { 0x86 });
+    hpack::encode_integer(block, 0, 4, 1);
+    hpack::encode_string(block, r.authority);
+    if r.path == b"/" {
+        block.push(0x84);
+    } else {
+        hpack::encode_integer(block, 0, 4, 4);
+        hpack::encode_string(block, r.path);
+    }
+    for (name, value) in r.headers {
+        if name == header::HOST
+            || fields::is_connection_specific(name)
+            || (name == header::TE && value.as_bytes() != b"trailers")
+        {
+            continue;
+        }
+        hpack::encode_field(block, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+/// Appends trailers' header block.
+fn encode_fields(block: &mut Vec<u8>, h: &HeaderMap) {
+    for (name, value) in h {
+        if !fields::is_connection_specific(name) {
+            hpack::encode_field(block, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+}
+
+/// A response's (or trailers') fields as they are decoded.
+struct Fields {
+    status: Option<StatusCode>,
+    block: fields::Block,
+}
+
+impl Fields {
+    fn new(limit: usize, trailers: bool) -> Fields {
+        Fields {
+            status: None,
+            block: fields::Block::new(limit, trailers, 0),
+        }
+    }
+
+    fn field(&mut self, name: &[u8], val: hpack::Value<'_>) {
+        let value = val.bytes();
+        if !self.block.count(name, value) {
+            return;
+        }
+        if name.first() == Some(&b':') {
+            let b = &self.block;
+            if name != b":status" || b.trailers || b.regular_seen || self.status.is_some() {
+                return self.block.bad("a pseudo-header out of place");
+            }
+            match StatusCode::from_bytes(value) {
+                Ok(s) => self.status = Some(s),
+                Err(_) => self.block.bad("an invalid :status"),
+            }
+            return;
+        }
+        self.block.regular(name, val, |_, _| None);
+    }
+}
+
+/// A handle on a connection: its streams are opened through it. The connection
+/// closes (GOAWAY, then the socket) once no handle is left and its streams
+/// are done.
+pub struct Connection {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("http2::client::Connection")
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let mut inner = self.shared.lock();
+        inner.released = true;
+        inner.wake_task();
+    }
+}
+
+/// Whether a connection takes another stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    Yes,
+    Full,
+    /// Ended, or draining after the server's GOAWAY: no new streams.
+    Gone,
+}
+
+impl Connection {
+    /// Starts a connection on `io`: the preface, this side's SETTINGS, its
+    /// connection window and a PING are queued. The returned future is the
+    /// connection's task (it ends when the connection does); `ready` waits for
+    /// the server's first SETTINGS.
+    pub fn new<IO>(io: IO, cfg: Config) -> (Connection, impl Future<Output = Result<(), Error>>)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut wbuf = Vec::with_capacity(16 * 1024);
+        wbuf.extend_from_slice(frame::PREFACE);
+        frame::settings(
+            &mut wbuf,
+            &[
+                (frame::SETTINGS_ENABLE_PUSH, 0),
+                (frame::SETTINGS_INITIAL_WINDOW_SIZE, cfg.stream_window),
+                (frame::SETTINGS_MAX_HEADER_LIST_SIZE, cfg.max_header_list),
+            ],
+        );
+        let conn_window = (cfg.conn_window as i64).clamp(DEFAULT_WINDOW, MAX_WINDOW);
+        if conn_window > DEFAULT_WINDOW {
+            frame::window_update(&mut wbuf, 0, (conn_window - DEFAULT_WINDOW) as u32);
+        }
+        // answered after the server's SETTINGS: `ready`
+        frame::ping(&mut wbuf, false, b"rampart\0");
+        let inner = Inner {
+            cfg,
+            streams: Vec::new(),
+            wbuf,
+            next_id: 1,
+            decoder: hpack::Decoder::new(4096),
+            peer_max_streams: u32::MAX,
+            peer_window: DEFAULT_WINDOW,
+            peer_max_frame: MAX_FRAME,
+            send_window: DEFAULT_WINDOW,
+            recv_window: conn_window,
+            recv_unacked: 0,
+            local_window: DEFAULT_WINDOW.max(cfg.stream_window as i64),
+            got_settings: false,
+            ready: false,
+            ready_waker: None,
+            partial: None,
+            goaway: None,
+            ended: None,
+            released: false,
+            out_dirty: false,
+            task: None,
+        };
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(inner),
+        });
+        let task = drive(io, Arc::clone(&shared));
+        (Connection { shared }, task)
+    }
+
+    /// Waits for the server's first SETTINGS (its stream limit is known then).
+    pub async fn ready(&self) -> Result<(), Error> {
+        poll_fn(|cx| {
+            let mut inner = self.shared.lock();
+            if let Some(e) = &inner.ended {
+                return Poll::Ready(Err(e.clone()));
+            }
+            if inner.ready {
+                return Poll::Ready(Ok(()));
+            }
+            inner.ready_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether another stream fits, under `limit` and the server's own.
+    pub fn room(&self, limit: usize) -> Room {
+        let inner = self.shared.lock();
+        if inner.ended.is_some() || inner.goaway.is_some() || inner.next_id > (1 << 31) - 2 {
+            return Room::Gone;
+        }
+        if inner.streams.len() < limit.min(inner.peer_max_streams as usize) {
+            Room::Yes
+        } else {
+            Room::Full
+        }
+    }
+
+    /// Opens a stream: the head goes out now, the body as the server's windows
+    /// allow (a streaming one by a task of its own, which may go on after the
+    /// response has begun: gRPC streaming). Hands the body back when the
+    /// connection takes no new stream.
+    pub fn send<B>(
+        &self,
+        head: &RequestHead<'_>,
+        body: SendBody<B>,
+    ) -> Result<ResponseFuture, SendBody<B>>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+    {
+        let mut inner = self.shared.lock();
+        if inner.ended.is_some() || inner.goaway.is_some() || inner.next_id > (1 << 31) - 2 {
+            return Err(body);
+        }
+        let id = inner.next_id;
+        inner.next_id += 2;
+        let eos = matches!(body, SendBody::Empty);
+        let mut block = Vec::with_capacity(256);
+        encode_request(&mut block, head);
+        let max = inner.peer_max_frame;
+        frame::headers(&mut inner.wbuf, id, &block, eos, max);
+        let mut s = Stream {
+            id,
+            send_window: inner.peer_window,
+            out: Bytes::new(),
+            out_end: false,
+            out_trailers: None,
+            local_open: !eos,
+            pump: None,
+            head: None,
+            head_seen: false,
+            data: VecDeque::new(),
+            trailers: None,
+            remote_open: true,
+            recv_window: inner.local_window,
+            unacked: 0,
+            unread: 0,
+            expect: None,
+            received: 0,
+            head_request: *head.method == Method::HEAD,
+            error: None,
+            reader: None,
+        };
+        let stream = match body {
+            SendBody::Empty => None,
+            SendBody::Whole(data) => {
+                s.out = data;
+                s.out_end = true;
+                inner.out_dirty = true;
+                None
+            }
+            SendBody::Stream(b) => Some(b),
+        };
+        inner.streams.push(s);
+        inner.wake_task();
+        drop(inner);
+        if let Some(b) = stream {
+            crate::upstream::tasks().spawn(pump(b, Arc::clone(&self.shared), id));
+        }
+        Ok(ResponseFuture {
+            shared: Arc::clone(&self.shared),
+            id,
+            done: false,
+        })
+    }
+}
+
+/// A request's body, as `send` takes it.
+pub enum SendBody<B> {
+    /// None: END_STREAM with the head.
+    Empty,
+    /// In memory (kept for a replay): sent as the windows allow, without a
+    /// task of its own.
+    Whole(Bytes),
+    /// Read from the client as it comes.
+    Stream(B),
+}
+
+/// Moves a streaming request body onto its stream, one chunk at a time: the
+/// next is read from the client once the server's window took the last.
+async fn pump<B>(mut body: B, shared: Arc<Shared>, id: u32)
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    loop {
+        let frame = poll_fn(|cx| {
+            {
+                let mut inner = shared.lock();
+                let Some(i) = inner.find(id) else {
+                    return Poll::Ready(None);
+                };
+                let s = &mut inner.streams[i];
+                if !s.local_open || s.error.is_some() {
+                    return Poll::Ready(None);
+                }
+                if !s.out.is_empty() {
+                    s.pump = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+            }
+            Pin::new(&mut body).poll_frame(cx).map(Some)
+        })
+        .await;
+        let Some(frame) = frame else {
+            return;
+        };
+        let mut inner = shared.lock();
+        let Some(i) = inner.find(id) else {
+            return;
+        };
+        let s = &mut inner.streams[i];
+        let end = match frame {
+            None => {
+                s.out_end = true;
+                true
+            }
+            Some(Ok(f)) => match f.into_data() {
+                Ok(d) => {
+                    s.out = d;
+                    s.out_end = body.is_end_stream();
+                    s.out_end
+                }
+                Err(f) => {
+                    s.out_trailers = f.into_trailers().ok();
+                    s.out_end = true;
+                    true
+                }
+            },
+            Some(Err(_)) => {
+                // the client's body broke off: so does the stream
+                let s = &mut inner.streams[i];
+                if s.local_open || s.remote_open {
+                    frame::rst_stream(&mut inner.wbuf, id, Reason::CANCEL);
+                }
+                inner.streams[i].fail(Error::Cancelled);
+                inner.wake_task();
+                return;
+            }
+        };
+        inner.out_dirty = true;
+        inner.wake_task();
+        if end {
+            return;
+        }
+    }
+}
+
+/// A stream's response head, when it comes.
+pub struct ResponseFuture {
+    shared: Arc<Shared>,
+    id: u32,
+    done: bool,
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<http::Response<RecvBody>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut inner = self.shared.lock();
+        let Some(i) = inner.find(self.id) else {
+            return Poll::Ready(Err(Error::Closed));
+        };
+        let s = &mut inner.streams[i];
+        if let Some((status, headers)) = s.head.take() {
+            drop(inner);
+            self.done = true;
+            let mut resp = http::Response::new(RecvBody {
+                shared: Arc::clone(&self.shared),
+                id: self.id,
+                done: false,
+            });
+            *resp.status_mut() = status;
+            *resp.headers_mut() = headers;
+            return Poll::Ready(Ok(resp));
+        }
+        if let Some(e) = &s.error {
+            return Poll::Ready(Err(e.clone()));
+        }
+        s.reader = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for ResponseFuture {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.lock().forget(self.id);
+        }
+    }
+}
+
+/// A response body: its DATA, then its trailers. What is taken is given back
+/// to the server's windows.
+pub struct RecvBody {
+    shared: Arc<Shared>,
+    id: u32,
+    done: bool,
+}
+
+impl std::fmt::Debug for RecvBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http2::client::RecvBody({})", self.id)
+    }
+}
+
+impl Body for RecvBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let mut inner = self.shared.lock();
+        let Some(i) = inner.find(self.id) else {
+            return Poll::Ready(Some(Err(Error::Closed)));
+        };
+        let s = &mut inner.streams[i];
+        if let Some(d) = s.data.pop_front() {
+            let n = d.len() as i64;
+            s.unread -= n;
+            inner.release(Some(i), n);
+            if !inner.wbuf.is_empty() {
+                inner.wake_task();
+            }
+            return Poll::Ready(Some(Ok(Frame::data(d))));
+        }
+        if let Some(e) = &s.error {
+            return Poll::Ready(Some(Err(e.clone())));
+        }
+        if !s.remote_open {
+            let t = s.trailers.take();
+            drop(inner);
+            self.done = true;
+            return Poll::Ready(t.map(|t| Ok(Frame::trailers(t))));
+        }
+        s.reader = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        if self.done {
+            return true;
+        }
+        let inner = self.shared.lock();
+        inner.find(self.id).is_some_and(|i| {
+            let s = &inner.streams[i];
+            !s.remote_open && s.data.is_empty() && s.trailers.is_none() && s.error.is_none()
+        })
+    }
+}
+
+impl Drop for RecvBody {
+    fn drop(&mut self) {
+        self.shared.lock().forget(self.id);
+    }
+}
+
+/// The connection's task: reads frames and handles them, writes what the
+/// streams queued, until the connection ends.
+async fn drive<IO>(mut io: IO, shared: Arc<Shared>) -> Result<(), Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut opos = 0;
+    let mut unflushed = false;
+    let mut read_closed = false;
+    poll_fn(|cx| {
+        loop {
+            let mut progress = false;
+            // read, and handle the whole frames
+            if !read_closed {
+                if rbuf.capacity() - rbuf.len() < 4096 {
+                    rbuf.reserve(16 * 1024);
+                }
+                match tokio_util::io::poll_read_buf(Pin::new(&mut io), cx, &mut rbuf) {
+                    Poll::Ready(Ok(0)) => {
+                        read_closed = true;
+                        shared.lock().end(Error::Closed);
+                    }
+                    Poll::Ready(Ok(_)) => progress = true,
+                    Poll::Ready(Err(e)) => {
+                        shared.lock().end(Error::Io(e.kind()));
+                        return Poll::Ready(Err(Error::Io(e.kind())));
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            let mut inner = shared.lock();
+            let mut n = 0;
+            while rbuf.len() >= 9 && inner.ended.is_none() && n < FRAMES_PER_POLL {
+                let h = Head::parse(&rbuf);
+                if h.len > MAX_FRAME {
+                    inner.fatal(
+                        Reason::FRAME_SIZE_ERROR,
+                        "a frame over SETTINGS_MAX_FRAME_SIZE",
+                    );
+                    break;
+                }
+                if rbuf.len() < 9 + h.len {
+                    break;
+                }
+                let f = rbuf.split_to(9 + h.len);
+                inner.frame(h, f);
+                n += 1;
+            }
+            // more may be buffered: another turn, after other tasks
+            let more = n == FRAMES_PER_POLL;
+            inner.send_out();
+            if opos == out.len() && !inner.wbuf.is_empty() {
+                out.clear();
+                opos = 0;
+                std::mem::swap(&mut out, &mut inner.wbuf);
+            }
+            let ended = inner.ended.clone();
+            let finished = inner.released && inner.streams.is_empty() && ended.is_none();
+            if finished && out.len() == opos {
+                let last = inner.next_id.saturating_sub(2);
+                frame::goaway(&mut out, last, Reason::NO_ERROR);
+                inner.end(Error::Closed);
+            }
+            if !inner.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                inner.task = Some(cx.waker().clone());
+            }
+            drop(inner);
+            // write
+            while opos < out.len() {
+                match Pin::new(&mut io).poll_write(cx, &out[opos..]) {
+                    Poll::Ready(Ok(0)) => {
+                        shared.lock().end(Error::Closed);
+                        return Poll::Ready(Err(Error::Closed));
+                    }
+                    Poll::Ready(Ok(w)) => {
+                        opos += w;
+                        unflushed = true;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        shared.lock().end(Error::Io(e.kind()));
+                        return Poll::Ready(Err(Error::Io(e.kind())));
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if unflushed && opos == out.len() {
+                match Pin::new(&mut io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => unflushed = false,
+                    Poll::Ready(Err(e)) => {
+                        shared.lock().end(Error::Io(e.kind()));
+                        return Poll::Ready(Err(Error::Io(e.kind())));
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if let Some(e) = ended.or(read_closed.then_some(Error::Closed)) {
+                if opos == out.len() && !unflushed {
+                    let _ = Pin::new(&mut io).poll_shutdown(cx);
+                    return Poll::Ready(match e {
+                        Error::Closed => Ok(()),
+                        e => Err(e),
+                    });
+                }
+                if !progress {
+                    return Poll::Pending;
+                }
+                continue;
+            }
+            if more {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if !progress && (opos < out.len() || shared.lock().wbuf.is_empty()) {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::HeaderValue;
+
+    fn decode(block: &[u8]) -> Vec<(String, String)> {
+        let mut d = hpack::Decoder::new(4096);
+        let mut v = Vec::new();
+        d.decode(block, |n, val| {
+            v.push((
+                String::from_utf8_lossy(n).into_owned(),
+                String::from_utf8_lossy(val.bytes()).into_owned(),
+            ))
+        })
+        .expect("a block rampart's own decoder reads");
+        v
+    }
+
+    #[test]
+    fn a_request_head_is_encoded_with_its_pseudo_fields_first_and_without_what_http2_forbids() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("example.com"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.append("x-many", HeaderValue::from_static("1"));
+        h.append("x-many", HeaderValue::from_static("2"));
+        let cases = [
+            (Method::GET, "http", "/", "GET"),
+            (Method::POST, "https", "/a.B/C?x=1", "POST"),
+            (Method::from_bytes(b"PURGE").unwrap(), "http", "/p", "PURGE"),
+        ];
+        for (method, scheme, path, m) in cases {
+            let mut block = Vec::new();
+            encode_request(
+                &mut block,
+                &RequestHead {
+                    method: &method,
+                    scheme,
+                    authority: b"example.com:8080",
+                    path: path.as_bytes(),
+                    headers: &h,
+                },
+            );
+            let fields = decode(&block);
+            let want: Vec<(String, String)> = [
+                (":method", m),
+                (":scheme", scheme),
+                (":authority", "example.com:8080"),
+                (":path", path),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+                ("x-many", "1"),
+                ("x-many", "2"),
+            ]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+            assert_eq!(fields, want);
+        }
+        // TE other than "trailers" is not sent (RFC 9113 8.2.2)
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        let mut block = Vec::new();
+        encode_request(
+            &mut block,
+            &RequestHead {
+                method: &Method::GET,
+                scheme: "http",
+                authority: b"a",
+                path: b"/",
+                headers: &h,
+            },
+        );
+        assert!(decode(&block).iter().all(|(n, _)| n != "te"));
+    }
+
+    fn response(fields: &[(&[u8], &[u8])], trailers: bool) -> Fields {
+        let mut f = Fields::new(1024, trailers);
+        for (n, v) in fields {
+            f.field(n, hpack::Value::Scratch(v));
+        }
+        f
+    }
+
+    #[test]
+    fn a_response_head_is_refused_when_http2_calls_it_malformed() {
+        let ok = response(
+            &[
+                (b":status", b"200"),
+                (b"content-length", b"5"),
+                (b"x-a", b"b"),
+            ],
+            false,
+        );
+        assert_eq!(ok.block.malformed, None);
+        assert_eq!(ok.status, Some(StatusCode::OK));
+        assert_eq!(ok.block.content_length, Some(5));
+        assert_eq!(ok.block.headers.get("x-a").unwrap(), "b");
+        type Case<'a> = (&'a [(&'a [u8], &'a [u8])], bool);
+        let bad: [Case; 9] = [
+            (&[(b":status", b"2000")], false),
+            (&[(b":status", b"200"), (b":status", b"200")], false),
+            (&[(b"x-a", b"b"), (b":status", b"200")], false),
+            (&[(b":status", b"200"), (b":path", b"/")], false),
+            (&[(b":status", b"200"), (b"X-Upper", b"1")], false),
+            (&[(b":status", b"200"), (b"connection", b"close")], false),
+            (&[(b":status", b"200"), (b"x-a", b" edge")], false),
+            (
+                &[
+                    (b":status", b"200"),
+                    (b"content-length", b"5"),
+                    (b"content-length", b"6"),
+                ],
+                false,
+            ),
+            (&[(b":status", b"200")], true),
+        ];
+        for (fields, trailers) in bad {
+            assert!(
+                response(fields, trailers).block.malformed.is_some(),
+                "{fields:?}"
+            );
+        }
+        // over the limit: too large, not malformed
+        let big = vec![b'v'; 2000];
+        let f = response(&[(b":status", b"200"), (b"x-big", &big)], false);
+        assert!(f.block.too_large && f.block.malformed.is_none());
+    }
+
+    #[test]
+    fn only_a_stream_the_server_did_not_process_may_be_sent_again() {
+        assert!(Error::Reset(Reason::REFUSED_STREAM).unprocessed());
+        assert!(Error::GoAway(Reason::NO_ERROR).unprocessed());
+        assert!(!Error::Reset(Reason::INTERNAL_ERROR).unprocessed());
+        assert!(!Error::Closed.unprocessed());
+    }
+}
