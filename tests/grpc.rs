@@ -697,3 +697,56 @@ async fn bodies_larger_than_every_window_cross_an_h2_pool_whole() {
     }
     task.abort();
 }
+
+/// A request to an HTTP/2 pool that fails after it was sent goes again, from
+/// the copy kept for it, to the other server: a PUT (idempotent) with a body
+/// reset by one server before any answer (`reset` in retry_on), or answered
+/// 503 (in retry_on), is answered by the echo server with the body sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_an_h2_server_fails_is_replayed_whole_on_the_other() {
+    let dir = temp_dir("h2replay");
+    let stats_file = dir.join("stats.json");
+    let odd = PyServer::start(
+        "odd_server.py",
+        free_addr("127.0.0.1"),
+        &[stats_file.to_str().unwrap()],
+    )
+    .await;
+    let (echo, task) = h2_echo().await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let config = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
+         [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"h2\"\n\
+         [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\nretries = 1\nretry_budget_percent = 100\n\
+         retry_on = [\"connect_failure\", \"reset\", \"503\"]\n\
+           [[pool.server]]\n  address = \"{}\"\n\
+           [[pool.server]]\n  address = \"{echo}\"\n",
+        odd.addr
+    );
+    let _p = Proxy::start(&config, &[listen]).await;
+    let c = client();
+    // round robin: of each two requests one goes to the odd server first
+    for i in 0..6 {
+        for path in ["/reset-before", "/status-503"] {
+            let sent = format!("body {i} for {path}");
+            let req = hyper::Request::put(format!("http://{listen}{path}"))
+                .body(BodyExt::boxed(http_body_util::Full::new(
+                    bytes::Bytes::from(sent.clone()),
+                )))
+                .unwrap();
+            let resp = c.request(req).await.expect("request");
+            let st = resp.status();
+            let got = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(
+                (st, got.as_ref()),
+                (StatusCode::OK, sent.as_bytes()),
+                "{path}"
+            );
+        }
+    }
+    // the odd server had its turns (and failed each)
+    let stats: Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats_file).unwrap()).unwrap();
+    assert!(stats["connections"].as_u64() >= Some(1), "{stats}");
+    task.abort();
+}

@@ -17,8 +17,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 use http_body::{Body, Frame};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -144,6 +145,28 @@ impl Stream {
     }
 }
 
+/// Hashes a stream id with one multiplication (the ids in a table are the
+/// ones this side chose, so no peer can crowd one bucket).
+#[derive(Default)]
+struct IdHash(u64);
+
+impl Hasher for IdHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        // (this side's ids are odd: the low bit says nothing)
+        self.0 = ((n >> 1) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// A header block being received in HEADERS and CONTINUATION frames.
 struct Partial {
     stream: u32,
@@ -154,6 +177,10 @@ struct Partial {
 struct Inner {
     cfg: Config,
     streams: Vec<Stream>,
+    /// Where each stream is in `streams` (a connection carries up to a
+    /// hundred at once: a scan per frame and per poll would cost more than
+    /// the rest of a request's work on it).
+    index: HashMap<u32, usize, BuildHasherDefault<IdHash>>,
     wbuf: Vec<u8>,
     next_id: u32,
     decoder: hpack::Decoder,
@@ -189,7 +216,21 @@ struct Inner {
 
 impl Inner {
     fn find(&self, id: u32) -> Option<usize> {
-        self.streams.iter().position(|s| s.id == id)
+        self.index.get(&id).copied()
+    }
+
+    fn add(&mut self, s: Stream) {
+        self.index.insert(s.id, self.streams.len());
+        self.streams.push(s);
+    }
+
+    fn remove(&mut self, i: usize) -> Stream {
+        let s = self.streams.swap_remove(i);
+        self.index.remove(&s.id);
+        if let Some(moved) = self.streams.get(i) {
+            self.index.insert(moved.id, i);
+        }
+        s
     }
 
     fn wake_task(&mut self) {
@@ -261,7 +302,7 @@ impl Inner {
         let Some(i) = self.find(id) else {
             return;
         };
-        let s = self.streams.swap_remove(i);
+        let s = self.remove(i);
         if (s.local_open || s.remote_open) && self.ended.is_none() {
             frame::rst_stream(&mut self.wbuf, id, Reason::CANCEL);
         }
@@ -879,6 +920,7 @@ impl Connection {
         let inner = Inner {
             cfg,
             streams: Vec::new(),
+            index: HashMap::default(),
             wbuf,
             next_id: 1,
             decoder: hpack::Decoder::new(4096),
@@ -990,7 +1032,7 @@ impl Connection {
             }
             SendBody::Stream(b) => Some(b),
         };
-        inner.streams.push(s);
+        inner.add(s);
         inner.wake_task();
         drop(inner);
         if let Some(b) = stream {

@@ -10,8 +10,9 @@ pub fn is_connection_specific(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == header::TRANSFER_ENCODING
         || name == header::UPGRADE
-        || name == "keep-alive"
-        || name == "proxy-connection"
+        // (a byte comparison: a name is lowercase already)
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
 }
 
 /// RFC 9113 8.2.1: no NUL, CR or LF, no whitespace at either end.

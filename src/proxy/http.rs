@@ -168,6 +168,10 @@ where
 enum Outgoing {
     Wire(crate::h1::PooledBuf),
     Req(Request<ReqBody>),
+    /// The request kept for a replay, sent from where it is kept (to an
+    /// HTTP/2 pool: its client encodes the head from a borrowed one, so no
+    /// copy is made unless a retry needs one).
+    Kept,
 }
 
 async fn handle(
@@ -355,15 +359,20 @@ async fn handle(
         }
         Buffered::Bytes(b) => {
             set_forwarded(&mut parts.headers, &ctx);
-            let kept = Replay::new(&parts, b.clone());
-            let body = full(b, &parts.method, &parts.headers);
-            if let ReqBody::Full(Some(b)) = &body {
+            let (out, kept) = if h2_pool {
+                (Outgoing::Kept, Replay::keep(parts, b))
+            } else {
+                let kept = Replay::new(&parts, b.clone());
+                let body = full(b, &parts.method, &parts.headers);
+                (Outgoing::Req(Request::from_parts(parts, body)), kept)
+            };
+            if let Some(b) = kept.body() {
                 whole = b.len() as u64;
                 if let Some(l) = &log {
                     l.bytes_in.store(whole, Ordering::Relaxed);
                 }
             }
-            (Outgoing::Req(Request::from_parts(parts, body)), Some(kept))
+            (out, Some(kept))
         }
         Buffered::Stream(body, first) => {
             set_forwarded(&mut parts.headers, &ctx);
@@ -426,6 +435,16 @@ async fn handle(
                 let sent = upstream::send(&pool, server, req, replay_fn, resend_fn, via).await;
                 (sent, None)
             }
+            Outgoing::Kept => match &kept {
+                Some(k) => (
+                    upstream::send_kept(&pool, server, k.parts(), k.body()).await,
+                    None,
+                ),
+                None => {
+                    let g = lc.abandon();
+                    return Ok(fail(&pool, g.server(&pool), g.err, log, start));
+                }
+            },
         };
         match sent {
             Err(SendError { error, unsent }) => {
@@ -462,6 +481,7 @@ async fn handle(
                 out = match (wire, unsent, replay) {
                     (Some(w), _, _) => Outgoing::Wire(w),
                     (None, Some(r), _) => Outgoing::Req(*r),
+                    (None, None, Some(_)) if h2_pool => Outgoing::Kept,
                     (None, None, Some(rp)) => Outgoing::Req(rp.request()),
                     (None, None, None) => {
                         let g = lc.abandon();
@@ -491,7 +511,11 @@ async fn handle(
                             continue;
                         }
                         (None, Some(rp)) => {
-                            out = Outgoing::Req(rp.request());
+                            out = if h2_pool {
+                                Outgoing::Kept
+                            } else {
+                                Outgoing::Req(rp.request())
+                            };
                             continue;
                         }
                         (None, None) => {}

@@ -9,7 +9,7 @@ use crate::upstream::ReqBody;
 use bytes::Bytes;
 use http::header::HeaderMap;
 use http::request::Parts;
-use http::{Method, Request, Uri};
+use http::{Method, Request};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use std::time::Duration;
@@ -26,10 +26,14 @@ pub(super) enum Buffered {
 /// server, nor an empty DATA frame to an HTTP/2 one. POST, PUT and PATCH keep
 /// their length of 0, as RFC 9110 8.6 asks of a user agent.
 pub(super) fn full(body: Bytes, method: &Method, headers: &HeaderMap) -> ReqBody {
+    ReqBody::Full(body_or_none(body, method, headers))
+}
+
+fn body_or_none(body: Bytes, method: &Method, headers: &HeaderMap) -> Option<Bytes> {
     let none = body.is_empty()
         && !headers.contains_key(http::header::CONTENT_LENGTH)
         && ![Method::POST, Method::PUT, Method::PATCH].contains(method);
-    ReqBody::Full((!none).then_some(body))
+    (!none).then_some(body)
 }
 
 /// Reads the whole body when the request may be replayed and its size is known and
@@ -87,27 +91,33 @@ pub(super) async fn first_frame(mut body: ClientBody, pool: &Pool) -> Result<Buf
 
 /// A request kept for replay on another server.
 pub(super) struct Replay {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    parts: Parts,
+    /// As `full` has it: None for no body at all.
+    body: Option<Bytes>,
 }
 
 impl Replay {
+    /// A copy of the request (it is sent as it is, and this one kept).
     pub(super) fn new(parts: &Parts, body: Bytes) -> Replay {
-        Replay {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-            body,
-        }
+        Replay::keep(parts.clone(), body)
+    }
+
+    /// The request itself, kept: it is sent from here (to an HTTP/2 server,
+    /// whose client encodes the head without taking it).
+    pub(super) fn keep(parts: Parts, body: Bytes) -> Replay {
+        let body = body_or_none(body, &parts.method, &parts.headers);
+        Replay { parts, body }
+    }
+
+    pub(super) fn parts(&self) -> &Parts {
+        &self.parts
+    }
+
+    pub(super) fn body(&self) -> Option<&Bytes> {
+        self.body.as_ref()
     }
 
     pub(super) fn request(&self) -> Request<ReqBody> {
-        let mut r = Request::new(full(self.body.clone(), &self.method, &self.headers));
-        *r.method_mut() = self.method.clone();
-        *r.uri_mut() = self.uri.clone();
-        *r.headers_mut() = self.headers.clone();
-        r
+        Request::from_parts(self.parts.clone(), ReqBody::Full(self.body.clone()))
     }
 }

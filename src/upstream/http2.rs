@@ -313,21 +313,40 @@ where
     }
 }
 
-/// Starts a stream on a claimed connection: the request head now, the body as
-/// the server's windows allow. The request comes back if the connection turned
-/// out to be draining.
+/// A request body as the HTTP/2 client takes it.
+fn to_send(body: ReqBody) -> SendBody<ReqBody> {
+    match body {
+        b if b.is_end_stream() => SendBody::Empty,
+        // a body already in memory (kept for resending) goes whole, without
+        // a task of its own
+        ReqBody::Full(Some(data)) => SendBody::Whole(data),
+        b => SendBody::Stream(b),
+    }
+}
+
+fn from_send(body: SendBody<ReqBody>) -> ReqBody {
+    match body {
+        SendBody::Empty => ReqBody::Full(None),
+        SendBody::Whole(d) => ReqBody::Full(Some(d)),
+        SendBody::Stream(b) => b,
+    }
+}
+
+/// Starts a stream on a claimed connection: the request head now (encoded
+/// from `parts`, which stay the caller's), the body as the server's windows
+/// allow. The body comes back if the connection turned out to be draining.
+// (the body handed back is large, and rare: moving it out is what it is for)
 #[allow(clippy::result_large_err)]
 fn start(
     claim: &Claim,
     pool: &Pool,
     server: &Server,
-    req: Request<ReqBody>,
-) -> Result<client::ResponseFuture, Request<ReqBody>> {
-    let (parts, body) = req.into_parts();
+    parts: &http::request::Parts,
+    body: SendBody<ReqBody>,
+) -> Result<client::ResponseFuture, SendBody<ReqBody>> {
     // :authority from Host (which it replaces), else the server's address
-    let host = parts.headers.get(http::header::HOST);
     let addr_text;
-    let authority = match host {
+    let authority = match parts.headers.get(http::header::HOST) {
         Some(h) => h.as_bytes(),
         None => {
             addr_text = server.addr.to_string();
@@ -345,24 +364,7 @@ fn start(
         path,
         headers: &parts.headers,
     };
-    let body = match body {
-        b if b.is_end_stream() => SendBody::Empty,
-        // a body already in memory (kept for resending) goes whole, without
-        // a task of its own
-        ReqBody::Full(Some(data)) => SendBody::Whole(data),
-        b => SendBody::Stream(b),
-    };
-    match claim.0.client.send(&head, body) {
-        Ok(f) => Ok(f),
-        Err(body) => {
-            let body = match body {
-                SendBody::Empty => ReqBody::Full(None),
-                SendBody::Whole(d) => ReqBody::Full(Some(d)),
-                SendBody::Stream(b) => b,
-            };
-            Err(Request::from_parts(parts, body))
-        }
-    }
+    claim.0.client.send(&head, body)
 }
 
 /// Sends `req` to `server` over HTTP/2. `again` rebuilds the request when its
@@ -374,8 +376,50 @@ pub async fn send(
     req: Request<ReqBody>,
     again: Option<&(dyn Fn() -> Request<ReqBody> + Sync)>,
 ) -> Result<(Response<H2Body>, Duration), SendError> {
+    let (parts, body) = req.into_parts();
+    let progress = body.progress().cloned();
+    let mut again = || again.map(|a| to_send(a().into_body()));
+    match exchange(pool, server, &parts, to_send(body), progress, &mut again).await {
+        Ok(r) => Ok(r),
+        Err((error, unsent)) => Err(SendError {
+            error,
+            unsent: unsent.map(|b| Box::new(Request::from_parts(parts, from_send(b)))),
+        }),
+    }
+}
+
+/// `send` for a request kept for replays (its body in memory): the head is
+/// encoded from the kept one, not from a copy of it.
+pub async fn send_kept(
+    pool: &Pool,
+    server: &Server,
+    parts: &http::request::Parts,
+    body: Option<&Bytes>,
+) -> Result<(Response<H2Body>, Duration), SendError> {
+    let whole = || body.map_or(SendBody::Empty, |b| SendBody::Whole(b.clone()));
+    let mut again = || Some(whole());
+    match exchange(pool, server, parts, whole(), None, &mut again).await {
+        Ok(r) => Ok(r),
+        Err((error, unsent)) => Err(SendError {
+            error,
+            unsent: unsent.map(|b| Box::new(Request::from_parts(parts.clone(), from_send(b)))),
+        }),
+    }
+}
+
+/// The exchange on a stream of a connection with room. A failure comes with
+/// the body when nothing was sent (no connection could be had). A stream the
+/// server did not process goes again with the body `again` gives, if any.
+async fn exchange(
+    pool: &Pool,
+    server: &Server,
+    parts: &http::request::Parts,
+    body: SendBody<ReqBody>,
+    progress: Option<Arc<super::ReqProgress>>,
+    again: &mut (dyn FnMut() -> Option<SendBody<ReqBody>> + Send),
+) -> Result<(Response<H2Body>, Duration), (UpstreamError, Option<SendBody<ReqBody>>)> {
     let addr = server.addr;
-    let mut req = req;
+    let mut body = body;
     let mut connect_time = Duration::ZERO;
     let mut resent = 0;
     loop {
@@ -384,18 +428,12 @@ pub async fn send(
                 connect_time += t;
                 c
             }
-            Err(error) => {
-                return Err(SendError {
-                    error,
-                    unsent: Some(Box::new(req)),
-                })
-            }
+            Err(error) => return Err((error, Some(body))),
         };
-        let progress = req.body().progress().cloned();
-        let response = match start(&claim, pool, server, req) {
+        let response = match start(&claim, pool, server, parts, body) {
             // draining since it was claimed: another connection
-            Err(r) => {
-                req = r;
+            Err(b) => {
+                body = b;
                 continue;
             }
             Ok(f) => f,
@@ -412,7 +450,7 @@ pub async fn send(
             r = response => Some(r),
             _ = deadline => None,
         };
-        match result {
+        let error = match result {
             Some(Ok(resp)) => {
                 let (mut parts, recv) = resp.into_parts();
                 parts.version = http::Version::HTTP_11;
@@ -422,32 +460,19 @@ pub async fn send(
                 };
                 return Ok((Response::from_parts(parts, body), connect_time));
             }
-            Some(Err(e)) if e.unprocessed() && resent < 3 => match again {
-                Some(again) => {
+            Some(Err(e)) if e.unprocessed() && resent < 3 => match again() {
+                Some(b) => {
                     tracing::debug!(%addr, error = %e, "the server did not process the stream: sent again");
                     resent += 1;
-                    req = again();
+                    body = b;
+                    continue;
                 }
-                None => {
-                    return Err(SendError {
-                        error: UpstreamError::H2 { addr, source: e },
-                        unsent: None,
-                    })
-                }
+                None => UpstreamError::H2 { addr, source: e },
             },
-            Some(Err(source)) => {
-                return Err(SendError {
-                    error: UpstreamError::H2 { addr, source },
-                    unsent: None,
-                })
-            }
-            None => {
-                return Err(SendError {
-                    error: UpstreamError::Timeout { addr, timeout },
-                    unsent: None,
-                })
-            }
-        }
+            Some(Err(source)) => UpstreamError::H2 { addr, source },
+            None => UpstreamError::Timeout { addr, timeout },
+        };
+        return Err((error, None));
     }
 }
 
@@ -483,14 +508,38 @@ impl Body for H2Body {
 /// may require.
 pub fn wants_trailers(h: &http::HeaderMap) -> bool {
     h.get_all(http::header::TE).iter().any(|v| {
-        v.to_str().is_ok_and(|s| {
-            s.split(',').any(|t| {
-                t.split(';')
+        let v = v.as_bytes();
+        // (gRPC's exactly, most often)
+        v == b"trailers"
+            || v.split(|&b| b == b',').any(|t| {
+                t.split(|&b| b == b';')
                     .next()
-                    .unwrap_or("")
-                    .trim()
-                    .eq_ignore_ascii_case("trailers")
+                    .unwrap_or_default()
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"trailers")
             })
-        })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn te_trailers_is_found_in_any_of_its_spellings() {
+        let wants = |values: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append(http::header::TE, http::HeaderValue::from_str(v).unwrap());
+            }
+            wants_trailers(&h)
+        };
+        assert!(wants(&["trailers"]));
+        assert!(wants(&["gzip, trailers"]));
+        assert!(wants(&["TRAILERS;q=0.5"]));
+        assert!(wants(&["gzip", " trailers "]));
+        assert!(!wants(&[]));
+        assert!(!wants(&["gzip"]));
+        assert!(!wants(&["trailersx"]));
+    }
 }

@@ -83,6 +83,22 @@ fn h1_exchange(response: Response<Incoming>, sender: Sender, connect_time: Durat
     }
 }
 
+/// Sends a request kept for replays to a server of an HTTP/2 pool (`protocol =
+/// "h2"`), its head encoded from the kept one rather than from a copy.
+pub async fn send_kept(
+    pool: &Pool,
+    server: &Server,
+    parts: &http::request::Parts,
+    body: Option<&Bytes>,
+) -> Result<Exchange, SendError> {
+    let (response, connect_time) = http2::send_kept(pool, server, parts, body).await?;
+    Ok(Exchange {
+        response: response.map(RespBody::H2),
+        sender: None,
+        connect_time,
+    })
+}
+
 /// Sends `req` to `server`, reusing an idle pooled connection when there is one.
 ///
 /// If a reused connection turns out to have been closed by the server before the

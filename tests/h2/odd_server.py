@@ -16,6 +16,7 @@ asks, the odd ways included, to test rampart's HTTP/2 client:
   /close-after     200 and 300,000 bytes of body ("bye" repeated, no length),
                    then the connection closed at once
   /trailers        200, body "t", trailers x-t: 1
+  /status-503      503, body "busy"
 
 STATS_FILE gets {"connections": N, "refused": N} after every change: the
 connections that carried a request, and the streams refused."""
@@ -116,6 +117,9 @@ class Conn(asyncio.Protocol):
             ok()
             c.send_data(sid, b"t")
             c.send_headers(sid, [("x-t", "1")], end_stream=True)
+        elif path == "/status-503":
+            c.send_headers(sid, [(":status", "503")])
+            c.send_data(sid, b"busy", end_stream=True)
         else:
             c.send_headers(sid, [(":status", "404")], end_stream=True)
 
