@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
             while matches!(server.read(&mut sink).await, Ok(n) if n > 0) {}
         };
         let exchange = async {
-            let Ok(response) = sent else {
+            let Ok((response, _)) = sent else {
                 return;
             };
             if let Ok(resp) = response.await {

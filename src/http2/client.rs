@@ -978,14 +978,15 @@ impl Connection {
     }
 
     /// Opens a stream: the head goes out now, the body as the server's windows
-    /// allow (a streaming one by a task of its own, which may go on after the
-    /// response has begun: gRPC streaming). Hands the body back when the
-    /// connection takes no new stream.
+    /// allow. A streaming body comes with the future that moves it (`Pump`), for
+    /// the caller to run as a task of its own: it may go on after the response
+    /// has begun (gRPC streaming). Hands the body back when the connection
+    /// takes no new stream.
     pub fn send<B>(
         &self,
         head: &RequestHead<'_>,
         body: SendBody<B>,
-    ) -> Result<ResponseFuture, SendBody<B>>
+    ) -> Result<(ResponseFuture, Option<Pump>), SendBody<B>>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
     {
@@ -1035,16 +1036,18 @@ impl Connection {
         inner.add(s);
         inner.wake_task();
         drop(inner);
-        if let Some(b) = stream {
-            crate::upstream::tasks().spawn(pump(b, Arc::clone(&self.shared), id));
-        }
-        Ok(ResponseFuture {
+        let pump = stream.map(|b| Box::pin(pump(b, Arc::clone(&self.shared), id)) as Pump);
+        let response = ResponseFuture {
             shared: Arc::clone(&self.shared),
             id,
             done: false,
-        })
+        };
+        Ok((response, pump))
     }
 }
+
+/// The future that moves a streaming request body onto its stream.
+pub type Pump = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A request's body, as `send` takes it.
 pub enum SendBody<B> {

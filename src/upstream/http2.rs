@@ -364,7 +364,11 @@ fn start(
         path,
         headers: &parts.headers,
     };
-    claim.0.client.send(&head, body)
+    let (response, pump) = claim.0.client.send(&head, body)?;
+    if let Some(p) = pump {
+        tasks().spawn(p);
+    }
+    Ok(response)
 }
 
 /// Sends `req` to `server` over HTTP/2. `again` rebuilds the request when its
@@ -415,7 +419,7 @@ async fn exchange(
     server: &Server,
     parts: &http::request::Parts,
     body: SendBody<ReqBody>,
-    progress: Option<Arc<super::ReqProgress>>,
+    progress: Option<Arc<super::body::ReqProgress>>,
     again: &mut (dyn FnMut() -> Option<SendBody<ReqBody>> + Send),
 ) -> Result<(Response<H2Body>, Duration), (UpstreamError, Option<SendBody<ReqBody>>)> {
     let addr = server.addr;
