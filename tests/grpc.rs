@@ -541,11 +541,11 @@ async fn try_odd_get(
 
 /// rampart's HTTP/2 client (src/http2/client.rs) against a server that answers
 /// in each of the odd ways HTTP/2 allows or forbids (tests/h2/odd_server.py):
-/// interim responses, CONTINUATION, padding and trailers are served; a
-/// malformed or oversized head, a reset before the head and a refused stream
-/// fail (or are sent again) alone; a body cut short breaks off for the client
-/// rather than looking whole; and none of it ends the connection the other
-/// streams use.
+/// interim responses, CONTINUATION, padding and trailers are served, and so is
+/// an answer reset after its end; a malformed or oversized head, a 101, a reset
+/// before the head and a refused stream fail (or are sent again) alone; a body
+/// cut short breaks off for the client rather than looking whole; and none of
+/// it ends the connection the other streams use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_servers_odd_answers_fail_only_their_own_stream() {
     let dir = temp_dir("odd");
@@ -579,7 +579,9 @@ async fn an_h2_servers_odd_answers_fail_only_their_own_stream() {
     );
     assert_eq!(odd_get(&c, listen, "/padded").await, ok("padded-body"));
     assert_eq!(odd_get(&c, listen, "/trailers").await, ok("t"));
-    for bad in ["/upper", "/huge-head", "/reset-before"] {
+    // a reset after the whole answer (trailers ended it) leaves it whole
+    assert_eq!(odd_get(&c, listen, "/reset-after-end").await, ok("whole"));
+    for bad in ["/upper", "/huge-head", "/reset-before", "/switch"] {
         let (st, _, _) = odd_get(&c, listen, bad).await;
         assert_eq!(st, StatusCode::BAD_GATEWAY, "{bad}");
     }

@@ -31,6 +31,8 @@ const DEFAULT_WINDOW: i64 = 65_535;
 const MAX_FRAME: usize = 16_384;
 /// Frames handled in one turn of the connection task before it yields.
 const FRAMES_PER_POLL: usize = 64;
+/// Frames from the server are not handled while this much waits to be written.
+const WRITE_HIGH: usize = 256 * 1024;
 
 /// This side's settings for a connection.
 #[derive(Debug, Clone, Copy)]
@@ -477,9 +479,9 @@ impl Inner {
             return;
         };
         let s = &mut self.streams[i];
-        if reason == Reason::NO_ERROR && !s.remote_open && s.error.is_none() {
-            // the response is whole; the server wants no more of the request
-            // body (RFC 9113 8.1)
+        if !s.remote_open && s.error.is_none() {
+            // the response is whole: whatever the code, the server wants no
+            // more of the request body (RFC 9113 8.1), and the answer stands
             s.local_open = false;
             s.out = Bytes::new();
             s.wake();
@@ -500,7 +502,8 @@ impl Inner {
         let last = self.goaway.map_or(last, |l| l.min(last));
         self.goaway = Some(last);
         for s in &mut self.streams {
-            if s.id > last {
+            // (a stream whose response is whole cannot have been unprocessed)
+            if s.id > last && s.remote_open {
                 s.fail(Error::GoAway(reason));
             }
         }
@@ -534,20 +537,20 @@ impl Inner {
         // padding counts against the window, and is given back at once
         let padding = len - payload.len() as i64;
         let Some(i) = self.find(h.stream) else {
-            if h.stream >= self.next_id {
+            if h.stream >= self.next_id || h.stream % 2 == 0 {
                 return self.fatal(Reason::PROTOCOL_ERROR, "DATA on a stream not opened");
             }
             // a stream this side is done with: nobody reads it
             return self.release(None, len);
         };
         let s = &mut self.streams[i];
-        if !s.remote_open || !s.head_seen {
+        if !s.remote_open {
             self.release(None, len);
-            return self.reset(
-                i,
-                Reason::PROTOCOL_ERROR,
-                "DATA before the response head or after its end",
-            );
+            return self.reset(i, Reason::STREAM_CLOSED, "DATA after the response's end");
+        }
+        if !s.head_seen {
+            self.release(None, len);
+            return self.reset(i, Reason::PROTOCOL_ERROR, "DATA before the response head");
         }
         if len > s.recv_window {
             self.release(None, len);
@@ -687,6 +690,10 @@ impl Inner {
         let Some(status) = f.status else {
             return self.reset(i, Reason::PROTOCOL_ERROR, "a response without :status");
         };
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            // no protocol switch in HTTP/2 (RFC 9113 8.6)
+            return self.reset(i, Reason::PROTOCOL_ERROR, "101 in HTTP/2");
+        }
         if status.is_informational() {
             if end_stream {
                 return self.reset(
@@ -701,8 +708,10 @@ impl Inner {
         let bodiless = s.head_request
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
+        // a body where none may be (HEAD, 204, 304) resets the stream, as a
+        // body longer than its content-length does
         s.expect = if bodiless {
-            None
+            Some(0)
         } else {
             f.block.content_length
         };
@@ -1077,8 +1086,13 @@ where
                 if !s.local_open || s.error.is_some() {
                     return Poll::Ready(None);
                 }
-                if !s.out.is_empty() {
+                // woken when the window took `out`, and when the stream ends
+                // or goes while the client's body is awaited (the body is
+                // then dropped, not held until the client sends more)
+                if !s.pump.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     s.pump = Some(cx.waker().clone());
+                }
+                if !s.out.is_empty() {
                     return Poll::Pending;
                 }
             }
@@ -1243,6 +1257,19 @@ impl Drop for RecvBody {
     }
 }
 
+/// Whether `rbuf` holds a whole frame.
+fn whole_frame(rbuf: &[u8]) -> bool {
+    rbuf.len() >= 9 && rbuf.len() >= 9 + Head::parse(rbuf).len
+}
+
+struct EndOnDrop(Arc<Shared>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.lock().end(Error::Closed);
+    }
+}
+
 /// The connection's task: reads frames and handles them, writes what the
 /// streams queued, until the connection ends.
 async fn drive<IO>(mut io: IO, shared: Arc<Shared>) -> Result<(), Error>
@@ -1254,11 +1281,17 @@ where
     let mut opos = 0;
     let mut unflushed = false;
     let mut read_closed = false;
+    // the connection is over: what the server sends is not read any more
+    let mut stopped = false;
+    // ends the connection for its streams, however the task ends (an abort
+    // at shutdown included): none waits for frames that will not come
+    let _end = EndOnDrop(Arc::clone(&shared));
     poll_fn(|cx| {
         loop {
             let mut progress = false;
-            // read, and handle the whole frames
-            if !read_closed {
+            // read when no whole frame waits (a server's small frames do not
+            // pile up faster than they are handled), and handle them
+            if !read_closed && !stopped && !whole_frame(&rbuf) {
                 if rbuf.capacity() - rbuf.len() < 4096 {
                     rbuf.reserve(16 * 1024);
                 }
@@ -1277,7 +1310,13 @@ where
             }
             let mut inner = shared.lock();
             let mut n = 0;
-            while rbuf.len() >= 9 && inner.ended.is_none() && n < FRAMES_PER_POLL {
+            // (while what is queued to write is under WRITE_HIGH: a server that
+            // sends PINGs and reads nothing does not grow it)
+            while rbuf.len() >= 9
+                && inner.ended.is_none()
+                && n < FRAMES_PER_POLL
+                && inner.wbuf.len() + (out.len() - opos) < WRITE_HIGH
+            {
                 let h = Head::parse(&rbuf);
                 if h.len > MAX_FRAME {
                     inner.fatal(
@@ -1301,11 +1340,12 @@ where
                 opos = 0;
                 std::mem::swap(&mut out, &mut inner.wbuf);
             }
+            stopped = inner.ended.is_some();
             let ended = inner.ended.clone();
             let finished = inner.released && inner.streams.is_empty() && ended.is_none();
             if finished && out.len() == opos {
-                let last = inner.next_id.saturating_sub(2);
-                frame::goaway(&mut out, last, Reason::NO_ERROR);
+                // (the last stream the server opened: none)
+                frame::goaway(&mut out, 0, Reason::NO_ERROR);
                 inner.end(Error::Closed);
             }
             if !inner.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {

@@ -157,6 +157,7 @@ pub fn sweep() {
             let keepalive = slot.keepalive.as_millis() as u64;
             slot.conns.retain(|c| {
                 !c.closed.load(Ordering::Acquire)
+                    && c.client.room(usize::MAX) != client::Room::Gone
                     && (c.active.load(Ordering::Relaxed) > 0
                         || c.idle_since.load(Ordering::Relaxed) + keepalive > now)
             });

@@ -17,11 +17,15 @@ asks, the odd ways included, to test rampart's HTTP/2 client:
                    then the connection closed at once
   /trailers        200, body "t", trailers x-t: 1
   /status-503      503, body "busy"
+  /switch          101 (forbidden in HTTP/2)
+  /reset-after-end 200, body "whole", trailers ending the stream, then
+                   RST_STREAM(CANCEL): the answer is whole all the same
 
 STATS_FILE gets {"connections": N, "refused": N} after every change: the
 connections that carried a request, and the streams refused."""
 import asyncio, json, os, sys
 import h2.config, h2.connection, h2.errors, h2.events
+from hyperframe.frame import RstStreamFrame
 
 port, stats_file = int(sys.argv[1]), sys.argv[2]
 stats = {"connections": 0, "refused": 0}
@@ -117,6 +121,15 @@ class Conn(asyncio.Protocol):
             ok()
             c.send_data(sid, b"t")
             c.send_headers(sid, [("x-t", "1")], end_stream=True)
+        elif path == "/switch":
+            c.send_headers(sid, [(":status", "101")])
+        elif path == "/reset-after-end":
+            ok()
+            c.send_data(sid, b"whole")
+            c.send_headers(sid, [("x-t", "1")], end_stream=True)
+            self.t.write(c.data_to_send())
+            # (the library refuses to reset a closed stream: a raw frame)
+            self.t.write(RstStreamFrame(sid, error_code=8).serialize())
         elif path == "/status-503":
             c.send_headers(sid, [(":status", "503")])
             c.send_data(sid, b"busy", end_stream=True)
