@@ -103,7 +103,7 @@ struct Stream {
     out_trailers: Option<HeaderMap>,
     /// This side has not sent END_STREAM.
     local_open: bool,
-    /// The body's pump, waiting for `out` to be sent.
+    /// The body's pump: woken when `out` was sent, and when the stream ends.
     pump: Option<Waker>,
     // the response
     head: Option<(StatusCode, HeaderMap)>,

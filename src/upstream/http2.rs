@@ -26,7 +26,7 @@ use http_body::{Body, Frame, SizeHint};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -44,8 +44,6 @@ pub struct Conn {
     active: AtomicUsize,
     /// `clock::now_ms()` when `active` last fell to zero.
     idle_since: AtomicU64,
-    /// Its connection task has ended (closed by either side, or failed).
-    closed: Arc<AtomicBool>,
 }
 
 /// What a connection can take now.
@@ -58,9 +56,7 @@ enum Room {
 
 impl Conn {
     fn room(&self, limit: usize) -> Room {
-        if self.closed.load(Ordering::Acquire) {
-            return Room::Gone;
-        }
+        // (Gone once the connection's task has ended, however it ended)
         match self.client.room(limit) {
             client::Room::Gone => Room::Gone,
             client::Room::Full => Room::Full,
@@ -156,8 +152,7 @@ pub fn sweep() {
             }
             let keepalive = slot.keepalive.as_millis() as u64;
             slot.conns.retain(|c| {
-                !c.closed.load(Ordering::Acquire)
-                    && c.client.room(usize::MAX) != client::Room::Gone
+                c.client.room(usize::MAX) != client::Room::Gone
                     && (c.active.load(Ordering::Relaxed) > 0
                         || c.idle_since.load(Ordering::Relaxed) + keepalive > now)
             });
@@ -266,31 +261,24 @@ fn config(pool: &Pool) -> client::Config {
 async fn connect(pool: &Pool, server: &Server) -> Result<Arc<Conn>, UpstreamError> {
     let addr = server.addr;
     let stream = connect_tcp(addr, pool.connect_timeout).await?;
-    let closed = Arc::new(AtomicBool::new(false));
     let client = match &pool.tls {
-        None => handshake(pool, server, stream, Arc::clone(&closed)).await?,
+        None => handshake(pool, server, stream).await?,
         Some(tls) => {
             let s = connect_tls(pool, tls, server, stream).await?;
             if s.get_ref().1.alpn_protocol() != Some(b"h2") {
                 return Err(UpstreamError::NoH2 { addr });
             }
-            handshake(pool, server, s, Arc::clone(&closed)).await?
+            handshake(pool, server, s).await?
         }
     };
     Ok(Arc::new(Conn {
         client,
         active: AtomicUsize::new(0),
         idle_since: AtomicU64::new(crate::clock::now_ms()),
-        closed,
     }))
 }
 
-async fn handshake<S>(
-    pool: &Pool,
-    server: &Server,
-    io: S,
-    closed: Arc<AtomicBool>,
-) -> Result<Connection, UpstreamError>
+async fn handshake<S>(pool: &Pool, server: &Server, io: S) -> Result<Connection, UpstreamError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -301,7 +289,6 @@ where
         if let Err(e) = task.await {
             tracing::debug!(%addr, error = %e, "HTTP/2 connection to the server ended with an error");
         }
-        closed.store(true, Ordering::Release);
     });
     // The server's preface is its SETTINGS, and it answers the PING sent
     // after this side's: once the PONG is in, its SETTINGS_MAX_CONCURRENT_STREAMS
