@@ -5,10 +5,16 @@
 //! encoded from the proxy's `HeaderMap` straight into the connection's write
 //! buffer (literals against the static table, no dynamic table: HAProxy's
 //! choice too), and a response's fields are decoded into the `HeaderMap` the
-//! proxy hands on. One task per connection reads and writes; the requests on it
-//! share its state under one lock, held for a frame's work and never across an
-//! await (the connection and its streams live on one worker thread, so it is
-//! not contended).
+//! proxy hands on. One task per connection reads and writes.
+//!
+//! No lock, and no atomic operation in this file's share of a request (issue
+//! 17: the hot path stays lock-free): a worker is a current-thread
+//! runtime, and a connection, its task and its requests never leave the thread
+//! that opened it (the pools of src/upstream/http2.rs are per thread). So the
+//! connection's state lives in this thread's table of connections, as the idle
+//! pools do, and the connection's handles (its task, the requests' futures and
+//! bodies) are keys into it with counts that are not atomic. A handle taken to
+//! another thread finds nothing there: its stream fails as closed.
 
 use super::fields;
 use super::frame::{self, Head, Reason, MAX_WINDOW};
@@ -17,12 +23,13 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 use http_body::{Body, Frame};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{ready, Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The window HTTP/2 starts every stream and the connection with (RFC 9113 6.9.2).
@@ -80,14 +87,130 @@ impl Error {
     }
 }
 
-/// The state a connection's task and its requests share.
-struct Shared {
-    inner: Mutex<Inner>,
+/// This thread's client connections.
+struct Table {
+    /// (boxed: an entry is large, and moves only as a pointer)
+    entries: Vec<Option<Box<Entry>>>,
+    free: Vec<u32>,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+struct Entry {
+    /// Unique in the process: a key from another thread's table finds no entry here.
+    id: u64,
+    /// The handles holding the key: the entry goes with the last.
+    refs: u32,
+    inner: Inner,
+}
+
+thread_local! {
+    static TABLE: RefCell<Table> = const {
+        RefCell::new(Table {
+            entries: Vec::new(),
+            free: Vec::new(),
+        })
+    };
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A counted handle on a connection of this thread's table.
+///
+/// The table is borrowed only within `with`, whose closures run no code but
+/// this file's and `Waker::wake` (tokio's schedulers never poll a task from
+/// `wake`), so no borrow is ever taken twice; and an entry that goes is
+/// dropped after the borrow ends.
+struct Handle {
+    slot: u32,
+    id: u64,
+}
+
+impl Handle {
+    /// A new entry for `inner`, with one handle on it.
+    fn insert(inner: Inner) -> Handle {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let entry = Box::new(Entry { id, refs: 1, inner });
+        let slot = TABLE.try_with(|t| {
+            let mut t = t.borrow_mut();
+            match t.free.pop() {
+                Some(slot) => {
+                    t.entries[slot as usize] = Some(entry);
+                    slot
+                }
+                None => {
+                    t.entries.push(Some(entry));
+                    (t.entries.len() - 1) as u32
+                }
+            }
+        });
+        // (a thread being torn down: a handle on nothing, whose streams fail)
+        Handle {
+            slot: slot.unwrap_or(u32::MAX),
+            id,
+        }
+    }
+
+    /// Runs `f` on the connection's state; None when it is not in this
+    /// thread's table.
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> Option<R> {
+        self.entry(|e| f(&mut e.inner))
+    }
+
+    fn entry<R>(&self, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
+        TABLE
+            .try_with(|t| {
+                let Ok(mut t) = t.try_borrow_mut() else {
+                    debug_assert!(false, "the HTTP/2 client's table borrowed twice");
+                    return None;
+                };
+                match t.entries.get_mut(self.slot as usize) {
+                    Some(Some(e)) if e.id == self.id => Some(f(e)),
+                    _ => None,
+                }
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Another handle on the connection of `e`, this handle's entry (within
+    /// `entry`: no second look into the table).
+    fn share_in(&self, e: &mut Entry) -> Handle {
+        e.refs += 1;
+        Handle {
+            slot: self.slot,
+            id: self.id,
+        }
+    }
+
+    /// Another handle on the same connection.
+    fn share(&self) -> Handle {
+        let slot = match self.entry(|e| e.refs += 1) {
+            Some(()) => self.slot,
+            None => u32::MAX,
+        };
+        Handle { slot, id: self.id }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let gone = TABLE.try_with(|t| {
+            let Ok(mut t) = t.try_borrow_mut() else {
+                return None;
+            };
+            let slot = self.slot as usize;
+            let e = t.entries.get_mut(slot)?.as_mut()?;
+            if e.id != self.id {
+                return None;
+            }
+            e.refs -= 1;
+            if e.refs > 0 {
+                return None;
+            }
+            t.free.push(self.slot);
+            t.entries[slot].take()
+        });
+        // (dropped here, the table no longer borrowed)
+        drop(gone);
     }
 }
 
@@ -875,7 +998,7 @@ impl Fields {
 /// closes (GOAWAY, then the socket) once no handle is left and its streams
 /// are done.
 pub struct Connection {
-    shared: Arc<Shared>,
+    h: Handle,
 }
 
 impl std::fmt::Debug for Connection {
@@ -886,9 +1009,10 @@ impl std::fmt::Debug for Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        let mut inner = self.shared.lock();
-        inner.released = true;
-        inner.wake_task();
+        self.h.with(|inner| {
+            inner.released = true;
+            inner.wake_task();
+        });
     }
 }
 
@@ -950,40 +1074,44 @@ impl Connection {
             out_dirty: false,
             task: None,
         };
-        let shared = Arc::new(Shared {
-            inner: Mutex::new(inner),
-        });
-        let task = drive(io, Arc::clone(&shared));
-        (Connection { shared }, task)
+        let h = Handle::insert(inner);
+        let task = drive(io, EndOnDrop(h.share()));
+        (Connection { h }, task)
     }
 
     /// Waits for the server's first SETTINGS (its stream limit is known then).
     pub async fn ready(&self) -> Result<(), Error> {
         poll_fn(|cx| {
-            let mut inner = self.shared.lock();
-            if let Some(e) = &inner.ended {
-                return Poll::Ready(Err(e.clone()));
-            }
-            if inner.ready {
-                return Poll::Ready(Ok(()));
-            }
-            inner.ready_waker = Some(cx.waker().clone());
-            Poll::Pending
+            self.h
+                .with(|inner| {
+                    if let Some(e) = &inner.ended {
+                        return Poll::Ready(Err(e.clone()));
+                    }
+                    if inner.ready {
+                        return Poll::Ready(Ok(()));
+                    }
+                    inner.ready_waker = Some(cx.waker().clone());
+                    Poll::Pending
+                })
+                .unwrap_or(Poll::Ready(Err(Error::Closed)))
         })
         .await
     }
 
     /// Whether another stream fits, under `limit` and the server's own.
     pub fn room(&self, limit: usize) -> Room {
-        let inner = self.shared.lock();
-        if inner.ended.is_some() || inner.goaway.is_some() || inner.next_id > (1 << 31) - 2 {
-            return Room::Gone;
-        }
-        if inner.streams.len() < limit.min(inner.peer_max_streams as usize) {
-            Room::Yes
-        } else {
-            Room::Full
-        }
+        self.h
+            .with(|inner| {
+                if inner.ended.is_some() || inner.goaway.is_some() || inner.next_id > (1 << 31) - 2
+                {
+                    Room::Gone
+                } else if inner.streams.len() < limit.min(inner.peer_max_streams as usize) {
+                    Room::Yes
+                } else {
+                    Room::Full
+                }
+            })
+            .unwrap_or(Room::Gone)
     }
 
     /// Opens a stream: the head goes out now, the body as the server's windows
@@ -999,58 +1127,67 @@ impl Connection {
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
     {
-        let mut inner = self.shared.lock();
-        if inner.ended.is_some() || inner.goaway.is_some() || inner.next_id > (1 << 31) - 2 {
-            return Err(body);
-        }
-        let id = inner.next_id;
-        inner.next_id += 2;
-        let eos = matches!(body, SendBody::Empty);
-        let mut block = Vec::with_capacity(256);
-        encode_request(&mut block, head);
-        let max = inner.peer_max_frame;
-        frame::headers(&mut inner.wbuf, id, &block, eos, max);
-        let mut s = Stream {
-            id,
-            send_window: inner.peer_window,
-            out: Bytes::new(),
-            out_end: false,
-            out_trailers: None,
-            local_open: !eos,
-            pump: None,
-            head: None,
-            head_seen: false,
-            data: VecDeque::new(),
-            trailers: None,
-            remote_open: true,
-            recv_window: inner.local_window,
-            unacked: 0,
-            unread: 0,
-            expect: None,
-            received: 0,
-            head_request: *head.method == Method::HEAD,
-            error: None,
-            reader: None,
+        // (a streaming body stays out of the table: it is the client's)
+        let (eos, mut whole, stream) = match body {
+            SendBody::Empty => (true, None, None),
+            SendBody::Whole(data) => (false, Some(data), None),
+            SendBody::Stream(b) => (false, None, Some(b)),
         };
-        let stream = match body {
-            SendBody::Empty => None,
-            SendBody::Whole(data) => {
+        let opened = self.h.entry(|e| {
+            let inner = &mut e.inner;
+            if inner.ended.is_some() || inner.goaway.is_some() || inner.next_id > (1 << 31) - 2 {
+                return None;
+            }
+            let id = inner.next_id;
+            inner.next_id += 2;
+            let mut block = Vec::with_capacity(256);
+            encode_request(&mut block, head);
+            let max = inner.peer_max_frame;
+            frame::headers(&mut inner.wbuf, id, &block, eos, max);
+            let mut s = Stream {
+                id,
+                send_window: inner.peer_window,
+                out: Bytes::new(),
+                out_end: false,
+                out_trailers: None,
+                local_open: !eos,
+                pump: None,
+                head: None,
+                head_seen: false,
+                data: VecDeque::new(),
+                trailers: None,
+                remote_open: true,
+                recv_window: inner.local_window,
+                unacked: 0,
+                unread: 0,
+                expect: None,
+                received: 0,
+                head_request: *head.method == Method::HEAD,
+                error: None,
+                reader: None,
+            };
+            if let Some(data) = whole.take() {
                 s.out = data;
                 s.out_end = true;
                 inner.out_dirty = true;
-                None
             }
-            SendBody::Stream(b) => Some(b),
+            inner.add(s);
+            inner.wake_task();
+            let pump = stream.is_some().then(|| self.h.share_in(e));
+            Some((id, self.h.share_in(e), pump))
+        });
+        let Some((id, h, pump_h)) = opened.flatten() else {
+            return Err(match (whole, stream) {
+                (Some(data), _) => SendBody::Whole(data),
+                (None, Some(b)) => SendBody::Stream(b),
+                (None, None) => SendBody::Empty,
+            });
         };
-        inner.add(s);
-        inner.wake_task();
-        drop(inner);
-        let pump = stream.map(|b| Box::pin(pump(b, Arc::clone(&self.shared), id)) as Pump);
-        let response = ResponseFuture {
-            shared: Arc::clone(&self.shared),
-            id,
-            done: false,
+        let pump = match (stream, pump_h) {
+            (Some(b), Some(h)) => Some(Box::pin(pump(b, h, id)) as Pump),
+            _ => None,
         };
+        let response = ResponseFuture { h, id, done: false };
         Ok((response, pump))
     }
 }
@@ -1071,73 +1208,73 @@ pub enum SendBody<B> {
 
 /// Moves a streaming request body onto its stream, one chunk at a time: the
 /// next is read from the client once the server's window took the last.
-async fn pump<B>(mut body: B, shared: Arc<Shared>, id: u32)
+async fn pump<B>(mut body: B, h: Handle, id: u32)
 where
     B: Body<Data = Bytes> + Unpin,
 {
     loop {
         let frame = poll_fn(|cx| {
-            {
-                let mut inner = shared.lock();
-                let Some(i) = inner.find(id) else {
-                    return Poll::Ready(None);
-                };
+            // woken when the window took `out`, and when the stream ends or
+            // goes while the client's body is awaited (the body is then
+            // dropped, not held until the client sends more)
+            let wait = h.with(|inner| {
+                let i = inner.find(id)?;
                 let s = &mut inner.streams[i];
                 if !s.local_open || s.error.is_some() {
-                    return Poll::Ready(None);
+                    return None;
                 }
-                // woken when the window took `out`, and when the stream ends
-                // or goes while the client's body is awaited (the body is
-                // then dropped, not held until the client sends more)
                 if !s.pump.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     s.pump = Some(cx.waker().clone());
                 }
-                if !s.out.is_empty() {
-                    return Poll::Pending;
-                }
+                Some(!s.out.is_empty())
+            });
+            match wait.flatten() {
+                None => Poll::Ready(None),
+                Some(true) => Poll::Pending,
+                Some(false) => Pin::new(&mut body).poll_frame(cx).map(Some),
             }
-            Pin::new(&mut body).poll_frame(cx).map(Some)
         })
         .await;
         let Some(frame) = frame else {
             return;
         };
-        let mut inner = shared.lock();
-        let Some(i) = inner.find(id) else {
-            return;
-        };
-        let s = &mut inner.streams[i];
-        let end = match frame {
-            None => {
-                s.out_end = true;
-                true
-            }
+        // (what is the client's, its body's end and its error, is looked at
+        // and dropped outside the table's borrow)
+        let (out, trailers, end) = match frame {
+            None => (None, None, true),
             Some(Ok(f)) => match f.into_data() {
-                Ok(d) => {
-                    s.out = d;
-                    s.out_end = body.is_end_stream();
-                    s.out_end
-                }
-                Err(f) => {
-                    s.out_trailers = f.into_trailers().ok();
-                    s.out_end = true;
-                    true
-                }
+                Ok(d) => (Some(d), None, body.is_end_stream()),
+                Err(f) => (None, f.into_trailers().ok(), true),
             },
             Some(Err(_)) => {
                 // the client's body broke off: so does the stream
-                let s = &mut inner.streams[i];
-                if s.local_open || s.remote_open {
-                    frame::rst_stream(&mut inner.wbuf, id, Reason::CANCEL);
-                }
-                inner.streams[i].fail(Error::Cancelled);
-                inner.wake_task();
+                h.with(|inner| {
+                    let Some(i) = inner.find(id) else {
+                        return;
+                    };
+                    let s = &inner.streams[i];
+                    if s.local_open || s.remote_open {
+                        frame::rst_stream(&mut inner.wbuf, id, Reason::CANCEL);
+                    }
+                    inner.streams[i].fail(Error::Cancelled);
+                    inner.wake_task();
+                });
                 return;
             }
         };
-        inner.out_dirty = true;
-        inner.wake_task();
-        if end {
+        let go_on = h.with(|inner| {
+            let i = inner.find(id)?;
+            let s = &mut inner.streams[i];
+            if let Some(d) = out {
+                s.out = d;
+            }
+            s.out_trailers = trailers;
+            s.out_end = end;
+            inner.out_dirty = true;
+            inner.wake_task();
+            (!end).then_some(())
+        });
+        if go_on.flatten().is_none() {
             return;
         }
     }
@@ -1145,7 +1282,7 @@ where
 
 /// A stream's response head, when it comes.
 pub struct ResponseFuture {
-    shared: Arc<Shared>,
+    h: Handle,
     id: u32,
     done: bool,
 }
@@ -1154,35 +1291,40 @@ impl Future for ResponseFuture {
     type Output = Result<http::Response<RecvBody>, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut inner = self.shared.lock();
-        let Some(i) = inner.find(self.id) else {
-            return Poll::Ready(Err(Error::Closed));
-        };
-        let s = &mut inner.streams[i];
-        if let Some((status, headers)) = s.head.take() {
-            drop(inner);
-            self.done = true;
-            let mut resp = http::Response::new(RecvBody {
-                shared: Arc::clone(&self.shared),
-                id: self.id,
-                done: false,
-            });
-            *resp.status_mut() = status;
-            *resp.headers_mut() = headers;
-            return Poll::Ready(Ok(resp));
-        }
-        if let Some(e) = &s.error {
-            return Poll::Ready(Err(e.clone()));
-        }
-        s.reader = Some(cx.waker().clone());
-        Poll::Pending
+        let id = self.id;
+        let h = &self.h;
+        let head = h.entry(|e| {
+            let Some(i) = e.inner.find(id) else {
+                return Poll::Ready(Err(Error::Closed));
+            };
+            let s = &mut e.inner.streams[i];
+            if let Some((status, headers)) = s.head.take() {
+                let body = RecvBody {
+                    h: h.share_in(e),
+                    id,
+                    done: false,
+                };
+                let mut resp = http::Response::new(body);
+                *resp.status_mut() = status;
+                *resp.headers_mut() = headers;
+                return Poll::Ready(Ok(resp));
+            }
+            if let Some(e) = &s.error {
+                return Poll::Ready(Err(e.clone()));
+            }
+            s.reader = Some(cx.waker().clone());
+            Poll::Pending
+        });
+        let resp = ready!(head.unwrap_or(Poll::Ready(Err(Error::Closed))))?;
+        self.done = true;
+        Poll::Ready(Ok(resp))
     }
 }
 
 impl Drop for ResponseFuture {
     fn drop(&mut self) {
         if !self.done {
-            self.shared.lock().forget(self.id);
+            self.h.with(|inner| inner.forget(self.id));
         }
     }
 }
@@ -1190,7 +1332,7 @@ impl Drop for ResponseFuture {
 /// A response body: its DATA, then its trailers. What is taken is given back
 /// to the server's windows.
 pub struct RecvBody {
-    shared: Arc<Shared>,
+    h: Handle,
     id: u32,
     done: bool,
 }
@@ -1212,48 +1354,59 @@ impl Body for RecvBody {
         if self.done {
             return Poll::Ready(None);
         }
-        let mut inner = self.shared.lock();
-        let Some(i) = inner.find(self.id) else {
-            return Poll::Ready(Some(Err(Error::Closed)));
-        };
-        let s = &mut inner.streams[i];
-        if let Some(d) = s.data.pop_front() {
-            let n = d.len() as i64;
-            s.unread -= n;
-            inner.release(Some(i), n);
-            if !inner.wbuf.is_empty() {
-                inner.wake_task();
+        let id = self.id;
+        let next = self.h.with(|inner| {
+            let Some(i) = inner.find(id) else {
+                return Poll::Ready(Some(Err(Error::Closed)));
+            };
+            let s = &mut inner.streams[i];
+            if let Some(d) = s.data.pop_front() {
+                let n = d.len() as i64;
+                s.unread -= n;
+                inner.release(Some(i), n);
+                if !inner.wbuf.is_empty() {
+                    inner.wake_task();
+                }
+                return Poll::Ready(Some(Ok(Frame::data(d))));
             }
-            return Poll::Ready(Some(Ok(Frame::data(d))));
+            if let Some(e) = &s.error {
+                return Poll::Ready(Some(Err(e.clone())));
+            }
+            if !s.remote_open {
+                return Poll::Ready(s.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            s.reader = Some(cx.waker().clone());
+            Poll::Pending
+        });
+        let next = next.unwrap_or(Poll::Ready(Some(Err(Error::Closed))));
+        match &next {
+            Poll::Ready(None) => self.done = true,
+            Poll::Ready(Some(Ok(f))) if f.is_trailers() => self.done = true,
+            _ => {}
         }
-        if let Some(e) = &s.error {
-            return Poll::Ready(Some(Err(e.clone())));
-        }
-        if !s.remote_open {
-            let t = s.trailers.take();
-            drop(inner);
-            self.done = true;
-            return Poll::Ready(t.map(|t| Ok(Frame::trailers(t))));
-        }
-        s.reader = Some(cx.waker().clone());
-        Poll::Pending
+        next
     }
 
     fn is_end_stream(&self) -> bool {
-        if self.done {
-            return true;
-        }
-        let inner = self.shared.lock();
-        inner.find(self.id).is_some_and(|i| {
-            let s = &inner.streams[i];
-            !s.remote_open && s.data.is_empty() && s.trailers.is_none() && s.error.is_none()
-        })
+        self.done
+            || self
+                .h
+                .with(|inner| {
+                    inner.find(self.id).is_some_and(|i| {
+                        let s = &inner.streams[i];
+                        !s.remote_open
+                            && s.data.is_empty()
+                            && s.trailers.is_none()
+                            && s.error.is_none()
+                    })
+                })
+                .unwrap_or(false)
     }
 }
 
 impl Drop for RecvBody {
     fn drop(&mut self) {
-        self.shared.lock().forget(self.id);
+        self.h.with(|inner| inner.forget(self.id));
     }
 }
 
@@ -1262,17 +1415,20 @@ fn whole_frame(rbuf: &[u8]) -> bool {
     rbuf.len() >= 9 && rbuf.len() >= 9 + Head::parse(rbuf).len
 }
 
-struct EndOnDrop(Arc<Shared>);
+/// The task's handle: ends the connection for its streams, however the task
+/// ends (an abort at shutdown, or a drop before it ran, included), so that
+/// none waits for frames that will not come.
+struct EndOnDrop(Handle);
 
 impl Drop for EndOnDrop {
     fn drop(&mut self) {
-        self.0.lock().end(Error::Closed);
+        self.0.with(|inner| inner.end(Error::Closed));
     }
 }
 
 /// The connection's task: reads frames and handles them, writes what the
 /// streams queued, until the connection ends.
-async fn drive<IO>(mut io: IO, shared: Arc<Shared>) -> Result<(), Error>
+async fn drive<IO>(mut io: IO, end: EndOnDrop) -> Result<(), Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -1283,9 +1439,7 @@ where
     let mut read_closed = false;
     // the connection is over: what the server sends is not read any more
     let mut stopped = false;
-    // ends the connection for its streams, however the task ends (an abort
-    // at shutdown included): none waits for frames that will not come
-    let _end = EndOnDrop(Arc::clone(&shared));
+    let h = &end.0;
     poll_fn(|cx| {
         loop {
             let mut progress = false;
@@ -1298,65 +1452,70 @@ where
                 match tokio_util::io::poll_read_buf(Pin::new(&mut io), cx, &mut rbuf) {
                     Poll::Ready(Ok(0)) => {
                         read_closed = true;
-                        shared.lock().end(Error::Closed);
+                        h.with(|inner| inner.end(Error::Closed));
                     }
                     Poll::Ready(Ok(_)) => progress = true,
                     Poll::Ready(Err(e)) => {
-                        shared.lock().end(Error::Io(e.kind()));
+                        h.with(|inner| inner.end(Error::Io(e.kind())));
                         return Poll::Ready(Err(Error::Io(e.kind())));
                     }
                     Poll::Pending => {}
                 }
             }
-            let mut inner = shared.lock();
-            let mut n = 0;
-            // (while what is queued to write is under WRITE_HIGH: a server that
-            // sends PINGs and reads nothing does not grow it)
-            while rbuf.len() >= 9
-                && inner.ended.is_none()
-                && n < FRAMES_PER_POLL
-                && inner.wbuf.len() + (out.len() - opos) < WRITE_HIGH
-            {
-                let h = Head::parse(&rbuf);
-                if h.len > MAX_FRAME {
-                    inner.fatal(
-                        Reason::FRAME_SIZE_ERROR,
-                        "a frame over SETTINGS_MAX_FRAME_SIZE",
-                    );
-                    break;
+            let turn = h.with(|inner| {
+                let mut n = 0;
+                // (while what is queued to write is under WRITE_HIGH: a server
+                // that sends PINGs and reads nothing does not grow it)
+                while rbuf.len() >= 9
+                    && inner.ended.is_none()
+                    && n < FRAMES_PER_POLL
+                    && inner.wbuf.len() + (out.len() - opos) < WRITE_HIGH
+                {
+                    let h = Head::parse(&rbuf);
+                    if h.len > MAX_FRAME {
+                        inner.fatal(
+                            Reason::FRAME_SIZE_ERROR,
+                            "a frame over SETTINGS_MAX_FRAME_SIZE",
+                        );
+                        break;
+                    }
+                    if rbuf.len() < 9 + h.len {
+                        break;
+                    }
+                    let f = rbuf.split_to(9 + h.len);
+                    inner.frame(h, f);
+                    n += 1;
                 }
-                if rbuf.len() < 9 + h.len {
-                    break;
+                inner.send_out();
+                if opos == out.len() && !inner.wbuf.is_empty() {
+                    out.clear();
+                    opos = 0;
+                    std::mem::swap(&mut out, &mut inner.wbuf);
                 }
-                let f = rbuf.split_to(9 + h.len);
-                inner.frame(h, f);
-                n += 1;
-            }
-            // more may be buffered: another turn, after other tasks
-            let more = n == FRAMES_PER_POLL;
-            inner.send_out();
-            if opos == out.len() && !inner.wbuf.is_empty() {
-                out.clear();
-                opos = 0;
-                std::mem::swap(&mut out, &mut inner.wbuf);
-            }
-            stopped = inner.ended.is_some();
-            let ended = inner.ended.clone();
-            let finished = inner.released && inner.streams.is_empty() && ended.is_none();
-            if finished && out.len() == opos {
-                // (the last stream the server opened: none)
-                frame::goaway(&mut out, 0, Reason::NO_ERROR);
-                inner.end(Error::Closed);
-            }
-            if !inner.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                inner.task = Some(cx.waker().clone());
-            }
-            drop(inner);
+                let stopped = inner.ended.is_some();
+                let ended = inner.ended.clone();
+                let finished = inner.released && inner.streams.is_empty() && ended.is_none();
+                if finished && out.len() == opos {
+                    // (the last stream the server opened: none)
+                    frame::goaway(&mut out, 0, Reason::NO_ERROR);
+                    inner.end(Error::Closed);
+                }
+                if !inner.task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    inner.task = Some(cx.waker().clone());
+                }
+                // more may be buffered: another turn, after other tasks
+                (n == FRAMES_PER_POLL, stopped, ended)
+            });
+            // (the table holds the entry while this task's handle is on it)
+            let Some((more, ended_now, ended)) = turn else {
+                return Poll::Ready(Err(Error::Closed));
+            };
+            stopped = ended_now;
             // write
             while opos < out.len() {
                 match Pin::new(&mut io).poll_write(cx, &out[opos..]) {
                     Poll::Ready(Ok(0)) => {
-                        shared.lock().end(Error::Closed);
+                        h.with(|inner| inner.end(Error::Closed));
                         return Poll::Ready(Err(Error::Closed));
                     }
                     Poll::Ready(Ok(w)) => {
@@ -1365,7 +1524,7 @@ where
                         progress = true;
                     }
                     Poll::Ready(Err(e)) => {
-                        shared.lock().end(Error::Io(e.kind()));
+                        h.with(|inner| inner.end(Error::Io(e.kind())));
                         return Poll::Ready(Err(Error::Io(e.kind())));
                     }
                     Poll::Pending => break,
@@ -1375,7 +1534,7 @@ where
                 match Pin::new(&mut io).poll_flush(cx) {
                     Poll::Ready(Ok(())) => unflushed = false,
                     Poll::Ready(Err(e)) => {
-                        shared.lock().end(Error::Io(e.kind()));
+                        h.with(|inner| inner.end(Error::Io(e.kind())));
                         return Poll::Ready(Err(Error::Io(e.kind())));
                     }
                     Poll::Pending => {}
@@ -1398,7 +1557,7 @@ where
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            if !progress && (opos < out.len() || shared.lock().wbuf.is_empty()) {
+            if !progress && (opos < out.len() || h.with(|i| i.wbuf.is_empty()).unwrap_or(true)) {
                 return Poll::Pending;
             }
         }
@@ -1410,6 +1569,7 @@ where
 mod tests {
     use super::*;
     use http::header::HeaderValue;
+    use std::time::Duration;
 
     fn decode(block: &[u8]) -> Vec<(String, String)> {
         let mut d = hpack::Decoder::new(4096);
@@ -1548,5 +1708,133 @@ mod tests {
         assert!(Error::GoAway(Reason::NO_ERROR).unprocessed());
         assert!(!Error::Reset(Reason::INTERNAL_ERROR).unprocessed());
         assert!(!Error::Closed.unprocessed());
+    }
+
+    const CFG: Config = Config {
+        stream_window: 65_535,
+        conn_window: 65_535,
+        max_header_list: 16 * 1024,
+    };
+
+    /// Entries in this thread's table.
+    fn live() -> usize {
+        TABLE.with_borrow(|t| t.entries.iter().filter(|e| e.is_some()).count())
+    }
+
+    /// An HTTP/2 server (the h2 crate's) on a loopback port: every request is
+    /// answered 200 with a body of "hello".
+    async fn server() -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(sock).await else {
+                        return;
+                    };
+                    while let Some(Ok((_, mut respond))) = conn.accept().await {
+                        let resp = http::Response::new(());
+                        if let Ok(mut body) = respond.send_response(resp, false) {
+                            let _ = body.send_data(Bytes::from_static(b"hello"), true);
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn get(headers: &HeaderMap) -> RequestHead<'_> {
+        RequestHead {
+            method: &Method::GET,
+            scheme: "http",
+            authority: b"test",
+            path: b"/",
+            headers,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connections_state_goes_with_its_last_handle() {
+        use http_body_util::BodyExt;
+        let addr = server().await;
+        let before = live();
+        let io = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (conn, task) = Connection::new(io, CFG);
+        let task = tokio::spawn(task);
+        conn.ready().await.unwrap();
+        assert_eq!(live(), before + 1);
+        let headers = HeaderMap::new();
+        let mut bodies = Vec::new();
+        for _ in 0..3 {
+            let Ok((resp, None)) = conn.send(&get(&headers), SendBody::<RecvBody>::Empty) else {
+                panic!("the connection took no stream");
+            };
+            let resp = resp.await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            bodies.push(resp.into_body());
+        }
+        // the handle, the task and the bodies not yet read hold the entry
+        drop(conn);
+        let last = bodies.pop().unwrap();
+        for b in bodies {
+            assert_eq!(b.collect().await.unwrap().to_bytes(), "hello");
+        }
+        assert_eq!(live(), before + 1);
+        // the last stream done, the task says GOAWAY and ends; the entry goes
+        assert_eq!(last.collect().await.unwrap().to_bytes(), "hello");
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the connection ends once no handle and no stream is left")
+            .unwrap()
+            .unwrap();
+        assert_eq!(live(), before);
+    }
+
+    #[tokio::test]
+    async fn a_handle_taken_to_another_thread_finds_nothing_there() {
+        let addr = server().await;
+        let io = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (conn, task) = Connection::new(io, CFG);
+        tokio::spawn(task);
+        conn.ready().await.unwrap();
+        let headers = HeaderMap::new();
+        let Ok((resp, _)) = conn.send(&get(&headers), SendBody::<RecvBody>::Empty) else {
+            panic!("the connection took no stream");
+        };
+        let slot = resp.h.slot as usize;
+        // another thread, whose table has an entry in the same slot
+        let (resp, others) = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let others: Vec<_> = (0..=slot)
+                    .map(|_| Connection::new(tokio::io::duplex(64).0, CFG))
+                    .collect();
+                let theirs = &others[slot].0;
+                assert_eq!(theirs.h.slot as usize, slot);
+                let refs = || theirs.h.entry(|e| (e.refs, e.inner.streams.len()));
+                let was = refs();
+                let mut resp = Box::pin(resp);
+                let got = std::future::poll_fn(|cx| Poll::Ready(resp.as_mut().poll(cx))).await;
+                assert!(matches!(got, Poll::Ready(Err(Error::Closed))), "{got:?}");
+                drop(resp);
+                // neither the poll nor the drop touched this thread's entry
+                assert_eq!(refs(), was);
+                assert_eq!(theirs.room(1), Room::Yes);
+                (got.map(|r| r.map(|_| ())), others.len())
+            })
+        })
+        .join()
+        .unwrap();
+        assert_eq!(resp, Poll::Ready(Err(Error::Closed)));
+        assert!(others > slot);
+        // the connection on this thread goes on serving
+        let Ok((resp, _)) = conn.send(&get(&headers), SendBody::<RecvBody>::Empty) else {
+            panic!("the connection took no stream");
+        };
+        assert_eq!(resp.await.unwrap().status(), StatusCode::OK);
     }
 }
