@@ -140,8 +140,17 @@ async fn frontend_counts_connections() {
             .parse()
             .unwrap()
     };
-    // (the harness's readiness probe was a connection too)
+    // The harness's readiness probe was a connection too, and the kernel may hand
+    // it to rampart after the admin API already answers: wait until it is counted.
+    let admin = s.admin;
+    wait_until(
+        Duration::from_secs(5),
+        "the readiness probe's connection counted",
+        || async move { frontend_total(&admin_get(admin, "/stats;csv").await.1) >= 1 },
+    )
+    .await;
     let before = frontend_total(&admin_get(s.admin, "/stats;csv").await.1);
+    assert_eq!(before, 1, "one readiness probe, one connection");
     for _ in 0..3 {
         // a new client each time: a new connection
         assert_eq!(
