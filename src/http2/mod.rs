@@ -8,7 +8,7 @@
 //! from the `HeaderMap` it is in (a backend's answer, or the request sent on).
 
 pub mod client;
-mod fields;
+pub mod fields;
 pub mod frame;
 pub mod hpack;
 mod huffman_table;

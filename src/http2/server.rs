@@ -1322,6 +1322,7 @@ where
         block.clear();
         hpack::encode_status(&mut block, parts.status.as_u16());
         let mut seen = encode_fields(&mut block, &parts.headers);
+        fields::recycle(parts.headers);
         body.wire_fields(&mut |name, value| {
             // an HTTP/1.1 head's fields, the connection's own already left out
             seen.date |= name.eq_ignore_ascii_case(b"date");
@@ -1482,6 +1483,7 @@ where
                         let trailers = f.into_trailers().unwrap_or_default();
                         self.block.clear();
                         encode_fields(&mut self.block, &trailers);
+                        fields::recycle(trailers);
                         frame::headers(&mut self.wbuf, id, &self.block, true, max_frame);
                         s.out = Out::Done;
                         self.maybe_done(id);

@@ -260,7 +260,15 @@ pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx) {
             _ => HeaderValue::from_bytes(&parts.concat()),
         };
         if let Ok(v) = value {
-            h.append(HeaderName::from_static(name), v);
+            // (a constant's name is built at compile time, `from_static`'s
+            // at run time)
+            let n = match name {
+                forwarded::FOR => X_FORWARDED_FOR,
+                forwarded::PROTO => X_FORWARDED_PROTO,
+                forwarded::HOST => X_FORWARDED_HOST,
+                other => HeaderName::from_static(other),
+            };
+            h.append(n, v);
         }
     });
 }
@@ -273,7 +281,8 @@ pub(super) fn is_grpc(h: &HeaderMap) -> bool {
 
 /// A server's `grpc-status`, from trailers or a trailers-only answer's headers.
 pub(super) fn grpc_status(h: &HeaderMap) -> Option<u32> {
-    std::str::from_utf8(h.get("grpc-status")?.as_bytes())
+    const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+    std::str::from_utf8(h.get(GRPC_STATUS)?.as_bytes())
         .ok()?
         .parse()
         .ok()

@@ -321,6 +321,7 @@ async fn handle(
             }
             whole = b.len() as u64;
             let wire = wire(&mut parts, &ctx, &b, length || !b.is_empty());
+            crate::http2::fields::recycle(parts.headers);
             (Outgoing::Wire(wire), None)
         }
         // a body that came whole with the head (an HTTP/2 client's POST: it
@@ -355,6 +356,7 @@ async fn handle(
             // failure only)
             replayable &= whole <= pool.retry.buffer;
             let wire = wire(&mut parts, &ctx, &b, length || !b.is_empty());
+            crate::http2::fields::recycle(parts.headers);
             (Outgoing::Wire(wire), None)
         }
         Buffered::Bytes(b) => {

@@ -121,3 +121,10 @@ impl Replay {
         Request::from_parts(self.parts.clone(), ReqBody::Full(self.body.clone()))
     }
 }
+
+impl Drop for Replay {
+    /// The request is over: its map serves a later one.
+    fn drop(&mut self) {
+        crate::http2::fields::recycle(std::mem::take(&mut self.parts.headers));
+    }
+}
