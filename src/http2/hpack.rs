@@ -355,14 +355,23 @@ fn string<'o, 's: 'o, 'b: 'o>(
 
 /// Appends an integer with an `n`-bit prefix; `first` holds the bits of the
 /// first byte above the prefix.
-pub fn encode_integer(out: &mut Vec<u8>, first: u8, n: u32, mut v: usize) {
+#[inline]
+pub fn encode_integer(out: &mut Vec<u8>, first: u8, n: u32, v: usize) {
     let mask = (1usize << n) - 1;
     if v < mask {
+        // (nearly every length, and an index under the prefix's: one
+        // octet, inlined)
         out.push(first | v as u8);
-        return;
+    } else {
+        encode_integer_long(out, first | mask as u8, v - mask);
     }
-    out.push(first | mask as u8);
-    v -= mask;
+}
+
+/// An integer past its prefix: the prefix's octet (all ones), then `v` in
+/// 7-bit groups.
+#[inline(never)]
+fn encode_integer_long(out: &mut Vec<u8>, first: u8, mut v: usize) {
+    out.push(first);
     while v >= 0x80 {
         out.push((v as u8 & 0x7f) | 0x80);
         v >>= 7;
@@ -373,6 +382,7 @@ pub fn encode_integer(out: &mut Vec<u8>, first: u8, n: u32, mut v: usize) {
 /// Appends a string literal in plain octets. (Huffman coding would save about
 /// a fifth of a head's octets for more instructions than the rest of the
 /// encoding; HAProxy does not use it either.)
+#[inline]
 pub fn encode_string(out: &mut Vec<u8>, s: &[u8]) {
     encode_integer(out, 0, 7, s.len());
     out.extend_from_slice(s);
@@ -408,6 +418,8 @@ pub fn encode_status(out: &mut Vec<u8>, status: u16) {
 /// Appends a field as a literal without indexing (RFC 7541 6.2.2), its name a
 /// static-table reference when the table has it. `name` must be lowercase.
 pub fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    // room for the lot at once: the two lengths' octets and the index's
+    out.reserve(name.len() + value.len() + 12);
     match static_name(name) {
         Some(i) => encode_integer(out, 0, 4, i),
         None => {
