@@ -231,7 +231,7 @@ struct Stream {
     // the response
     head: Option<(StatusCode, HeaderMap)>,
     head_seen: bool,
-    data: VecDeque<Bytes>,
+    data: Chunks,
     trailers: Option<HeaderMap>,
     remote_open: bool,
     /// What the server may still send on the stream.
@@ -248,6 +248,32 @@ struct Stream {
     error: Option<Error>,
     /// The response future or body reader waiting.
     reader: Option<Waker>,
+}
+
+/// DATA received and not read yet, in order: the first chunk without an
+/// allocation (an answer's body often comes in one), the others queued.
+#[derive(Default)]
+struct Chunks {
+    first: Option<Bytes>,
+    rest: VecDeque<Bytes>,
+}
+
+impl Chunks {
+    fn push(&mut self, b: Bytes) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(b);
+        } else {
+            self.rest.push_back(b);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Bytes> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
 }
 
 impl Stream {
@@ -690,7 +716,7 @@ impl Inner {
         let short = end && s.expect.is_some_and(|n| s.received != n);
         if !payload.is_empty() {
             s.unread += payload.len() as i64;
-            s.data.push_back(payload.freeze());
+            s.data.push(payload.freeze());
         }
         if end {
             s.remote_open = false;
@@ -1154,7 +1180,7 @@ impl Connection {
                 pump: None,
                 head: None,
                 head_seen: false,
-                data: VecDeque::new(),
+                data: Chunks::default(),
                 trailers: None,
                 remote_open: true,
                 recv_window: inner.local_window,
@@ -1360,7 +1386,7 @@ impl Body for RecvBody {
                 return Poll::Ready(Some(Err(Error::Closed)));
             };
             let s = &mut inner.streams[i];
-            if let Some(d) = s.data.pop_front() {
+            if let Some(d) = s.data.pop() {
                 let n = d.len() as i64;
                 s.unread -= n;
                 inner.release(Some(i), n);
@@ -1582,6 +1608,33 @@ mod tests {
         })
         .expect("a block rampart's own decoder reads");
         v
+    }
+
+    #[test]
+    fn chunks_come_out_in_the_order_they_came_in() {
+        let mut c = Chunks::default();
+        assert!(c.is_empty() && c.pop().is_none());
+        let mut next = 0u32;
+        let mut want = 0u32;
+        // pushes and pops interleaved every way: one in, two in, one out...
+        for round in 0..6 {
+            for _ in 0..=round % 3 {
+                c.push(Bytes::from(next.to_string()));
+                next += 1;
+            }
+            for _ in 0..round % 2 + 1 {
+                if let Some(b) = c.pop() {
+                    assert_eq!(b, want.to_string());
+                    want += 1;
+                }
+            }
+        }
+        while let Some(b) = c.pop() {
+            assert_eq!(b, want.to_string());
+            want += 1;
+        }
+        assert_eq!(want, next);
+        assert!(c.is_empty());
     }
 
     #[test]
