@@ -6,7 +6,7 @@
 use crate::pool::Pool;
 use crate::upstream::ClientBody;
 use crate::upstream::ReqBody;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::HeaderMap;
 use http::request::Parts;
 use http::{Method, Request};
@@ -51,13 +51,40 @@ pub(super) async fn buffer_if_small(
     }
     match body.size_hint().exact() {
         Some(n) if n <= pool.retry.buffer => {
-            match tokio::time::timeout(pool.server_timeout, body.collect()).await {
-                Ok(Ok(c)) => Ok(Buffered::Bytes(c.to_bytes())),
+            match tokio::time::timeout(pool.server_timeout, whole(body)).await {
+                Ok(Ok(b)) => Ok(Buffered::Bytes(b)),
                 _ => Err(()),
             }
         }
         _ => first_frame(body, pool).await,
     }
+}
+
+/// A body's bytes, read to its end (trailers dropped, as `Collected::to_bytes`
+/// drops them). One frame's data is kept as it came: no queue of frames and
+/// no copy for the usual body of one frame.
+async fn whole<B: Body<Data = Bytes> + Unpin>(mut body: B) -> Result<Bytes, ()> {
+    let mut first = Bytes::new();
+    let mut more: Option<BytesMut> = None;
+    while let Some(f) = body.frame().await {
+        let Ok(d) = f.map_err(|_| ())?.into_data() else {
+            continue;
+        };
+        if d.is_empty() {
+            continue;
+        }
+        match &mut more {
+            None if first.is_empty() => first = d,
+            None => {
+                let mut all = BytesMut::with_capacity(first.len() + d.len());
+                all.extend_from_slice(&first);
+                all.extend_from_slice(&d);
+                more = Some(all);
+            }
+            Some(all) => all.extend_from_slice(&d),
+        }
+    }
+    Ok(more.map_or(first, BytesMut::freeze))
 }
 
 /// A streaming body, its first frame read before any server is chosen, and
@@ -126,5 +153,58 @@ impl Drop for Replay {
     /// The request is over: its map serves a later one.
     fn drop(&mut self) {
         crate::http2::fields::recycle(std::mem::take(&mut self.parts.headers));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    type Frames = Vec<Result<Frame<Bytes>, std::io::Error>>;
+
+    fn body(
+        frames: Frames,
+    ) -> StreamBody<futures_util::stream::Iter<<Frames as IntoIterator>::IntoIter>> {
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn a_body_read_whole_keeps_one_frame_as_it_came_and_joins_several() {
+        let one = Bytes::from(vec![7u8; 100]);
+        let got = whole(body(vec![Ok(Frame::data(one.clone()))]))
+            .await
+            .unwrap();
+        assert_eq!(got, one);
+        assert_eq!(got.as_ptr(), one.as_ptr(), "one frame: not copied");
+
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-t", http::HeaderValue::from_static("1"));
+        let got = whole(body(vec![
+            Ok(Frame::data(Bytes::from_static(b"ab"))),
+            Ok(Frame::data(Bytes::new())),
+            Ok(Frame::data(Bytes::from_static(b"cd"))),
+            Ok(Frame::data(Bytes::from_static(b"e"))),
+            Ok(Frame::trailers(trailers)),
+        ]))
+        .await
+        .unwrap();
+        assert_eq!(got, "abcde");
+
+        let got = whole(body(vec![
+            Ok(Frame::data(Bytes::new())),
+            Ok(Frame::data(Bytes::from_static(b"x"))),
+        ]))
+        .await
+        .unwrap();
+        assert_eq!(got, "x");
+        assert_eq!(whole(body(vec![])).await.unwrap(), "");
+
+        let broken = whole(body(vec![
+            Ok(Frame::data(Bytes::from_static(b"ab"))),
+            Err(std::io::Error::other("reset")),
+        ]))
+        .await;
+        assert!(broken.is_err());
     }
 }
