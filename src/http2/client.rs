@@ -332,6 +332,9 @@ struct Inner {
     /// hundred at once: a scan per frame and per poll would cost more than
     /// the rest of a request's work on it).
     index: HashMap<u32, usize, BuildHasherDefault<IdHash>>,
+    /// A request's header block being encoded (kept: one allocation a
+    /// connection, not one a request).
+    enc: Vec<u8>,
     wbuf: Vec<u8>,
     next_id: u32,
     decoder: hpack::Decoder,
@@ -1080,6 +1083,7 @@ impl Connection {
             cfg,
             streams: Vec::new(),
             index: HashMap::default(),
+            enc: Vec::new(),
             wbuf,
             next_id: 1,
             decoder: hpack::Decoder::new(4096),
@@ -1166,10 +1170,12 @@ impl Connection {
             }
             let id = inner.next_id;
             inner.next_id += 2;
-            let mut block = Vec::with_capacity(256);
+            let mut block = std::mem::take(&mut inner.enc);
+            block.clear();
             encode_request(&mut block, head);
             let max = inner.peer_max_frame;
             frame::headers(&mut inner.wbuf, id, &block, eos, max);
+            inner.enc = block;
             let mut s = Stream {
                 id,
                 send_window: inner.peer_window,
