@@ -1003,14 +1003,14 @@ impl Fields {
         }
     }
 
-    fn field(&mut self, name: &[u8], val: hpack::Value<'_>) {
+    fn field(&mut self, name: hpack::Name<'_>, val: hpack::Value<'_>) {
         let value = val.bytes();
-        if !self.block.count(name, value) {
+        if !self.block.count(name.bytes, value) {
             return;
         }
-        if name.first() == Some(&b':') {
+        if name.bytes.first() == Some(&b':') {
             let b = &self.block;
-            if name != b":status" || b.trailers || b.regular_seen || self.status.is_some() {
+            if name.bytes != b":status" || b.trailers || b.regular_seen || self.status.is_some() {
                 return self.block.bad("a pseudo-header out of place");
             }
             match StatusCode::from_bytes(value) {
@@ -1608,7 +1608,7 @@ mod tests {
         let mut v = Vec::new();
         d.decode(block, |n, val| {
             v.push((
-                String::from_utf8_lossy(n).into_owned(),
+                String::from_utf8_lossy(n.bytes).into_owned(),
                 String::from_utf8_lossy(val.bytes()).into_owned(),
             ))
         })
@@ -1711,7 +1711,7 @@ mod tests {
     fn response(fields: &[(&[u8], &[u8])], trailers: bool) -> Fields {
         let mut f = Fields::new(1024, trailers);
         for (n, v) in fields {
-            f.field(n, hpack::Value::Scratch(v));
+            f.field(hpack::Name::bare(n), hpack::Value::Scratch(v));
         }
         f
     }

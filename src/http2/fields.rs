@@ -28,18 +28,16 @@ fn edge_whitespace(v: &[u8]) -> bool {
 }
 
 /// A regular (not pseudo) field as kept, or why it makes its message
-/// malformed (RFC 9113 8.2.1, 8.2.2). The value is shared with the decoder's
-/// table where it lives there.
+/// malformed (RFC 9113 8.2.1, 8.2.2). The name is the table's where it lives
+/// there, and so is the value.
 pub fn regular(
-    name: &[u8],
+    name: hpack::Name<'_>,
     val: hpack::Value<'_>,
 ) -> Result<(HeaderName, HeaderValue), &'static str> {
-    if name.is_empty() || !name.iter().all(|&b| TOKEN_LOWER[b as usize]) {
-        return Err("a field name with an uppercase or non-token byte");
-    }
-    let n = match known(name) {
-        Some(n) => n,
-        None => HeaderName::from_bytes(name).map_err(|_| "an invalid field name")?,
+    let n = match name.header {
+        Some(n) => n.clone(),
+        None => hpack::header_name(name.bytes)
+            .ok_or("a field name with an uppercase or non-token byte")?,
     };
     if is_connection_specific(&n) {
         return Err("a connection-specific field");
@@ -50,35 +48,6 @@ pub fn regular(
     }
     let v = HeaderValue::from_maybe_shared(val.to_bytes()).map_err(|_| "an invalid field value")?;
     Ok((n, v))
-}
-
-/// Names outside HTTP's standard set that requests and answers carry often:
-/// `HeaderName::from_bytes` copies such a name into an allocation of its own
-/// each time, one of these is static.
-fn known(name: &[u8]) -> Option<HeaderName> {
-    const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-    const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
-    const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
-    const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
-    const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
-    const X_FORWARDED_FOR: HeaderName = HeaderName::from_static(crate::forwarded::FOR);
-    const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static(crate::forwarded::PROTO);
-    const X_FORWARDED_HOST: HeaderName = HeaderName::from_static(crate::forwarded::HOST);
-    const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-    const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-    Some(match name {
-        b"grpc-status" => GRPC_STATUS,
-        b"grpc-message" => GRPC_MESSAGE,
-        b"grpc-encoding" => GRPC_ENCODING,
-        b"grpc-accept-encoding" => GRPC_ACCEPT_ENCODING,
-        b"grpc-timeout" => GRPC_TIMEOUT,
-        b"x-forwarded-for" => X_FORWARDED_FOR,
-        b"x-forwarded-proto" => X_FORWARDED_PROTO,
-        b"x-forwarded-host" => X_FORWARDED_HOST,
-        b"x-real-ip" => X_REAL_IP,
-        b"x-request-id" => X_REQUEST_ID,
-        _ => return None,
-    })
 }
 
 /// A thread's header maps kept for the requests that follow: a map is two
@@ -134,36 +103,6 @@ pub fn content_length(value: &[u8], before: Option<u64>) -> Result<u64, &'static
     }
 }
 
-/// Token characters (RFC 9110 5.6.2) other than uppercase letters.
-static TOKEN_LOWER: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_lowercase()
-            || c.is_ascii_digit()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        b += 1;
-    }
-    t
-};
-
 /// A header block's fields as they are decoded (a request's or a response's
 /// regular fields, or trailers), and what was wrong with them.
 pub struct Block {
@@ -214,7 +153,7 @@ impl Block {
     /// A regular field: checked, and kept unless `refuse` says why not.
     pub fn regular(
         &mut self,
-        name: &[u8],
+        name: hpack::Name<'_>,
         val: hpack::Value<'_>,
         refuse: impl FnOnce(&HeaderName, &[u8]) -> Option<&'static str>,
     ) {
@@ -241,27 +180,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_known_name_is_the_name_from_bytes_would_give() {
-        for n in [
-            "grpc-status",
-            "grpc-message",
-            "grpc-encoding",
-            "grpc-accept-encoding",
-            "grpc-timeout",
-            "x-forwarded-for",
-            "x-forwarded-proto",
-            "x-forwarded-host",
-            "x-real-ip",
-            "x-request-id",
-        ] {
-            let k = known(n.as_bytes()).unwrap_or_else(|| panic!("{n} not known"));
-            assert_eq!(k, HeaderName::from_bytes(n.as_bytes()).unwrap());
-            assert_eq!(k.as_str(), n);
-        }
-        assert!(known(b"x-other").is_none());
-        assert!(known(b"content-type").is_none());
-        let (n, v) = regular(b"grpc-status", hpack::Value::Scratch(b"0")).unwrap();
+    fn a_regular_field_takes_the_tables_name_or_checks_the_bytes() {
+        let (n, v) = regular(
+            hpack::Name::bare(b"grpc-status"),
+            hpack::Value::Scratch(b"0"),
+        )
+        .unwrap();
         assert_eq!((n.as_str(), v.as_bytes()), ("grpc-status", &b"0"[..]));
+        let bare = |n: &'static [u8]| regular(hpack::Name::bare(n), hpack::Value::Scratch(b"1"));
+        assert!(bare(b"X-Up").is_err());
+        assert!(bare(b"connection").is_err());
+        assert!(bare(b"x-ok").is_ok());
+        // a name a table made is taken as it is (checked when it was made)
+        let h = HeaderName::from_static("x-made");
+        let named = hpack::Name {
+            bytes: b"x-made",
+            header: Some(&h),
+        };
+        assert_eq!(regular(named, hpack::Value::Scratch(b"1")).unwrap().0, h);
+        // a connection-specific name is refused whichever way it came
+        let te = hpack::Name {
+            bytes: b"transfer-encoding",
+            header: Some(&header::TRANSFER_ENCODING),
+        };
+        assert!(regular(te, hpack::Value::Scratch(b"chunked")).is_err());
+        assert!(regular(named, hpack::Value::Scratch(b" edge")).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 use super::huffman_table::{CODES, LENGTHS};
 use bytes::Bytes;
+use http::header::HeaderName;
 use std::collections::VecDeque;
 
 /// Why a header block could not be decoded. Every one is a connection error of
@@ -110,11 +111,119 @@ const ENTRY_OVERHEAD: usize = 32;
 const MAX_STRING: usize = 1 << 20;
 
 /// One entry of a dynamic table: name and value in one allocation, which the
-/// values handed out share (`Value::to_bytes`).
+/// values handed out share (`Value::to_bytes`), and the name made a
+/// `HeaderName` once, when the entry is added, for every field that refers
+/// to it.
 struct Entry {
     bytes: Bytes,
     name_len: usize,
+    header: Option<HeaderName>,
 }
+
+/// A decoded field name: its bytes as the peer sent them, and the
+/// `HeaderName` of a regular field of that name (`header_name`) where a table
+/// holds one already, so the name is neither checked nor made again.
+#[derive(Clone, Copy)]
+pub struct Name<'a> {
+    pub bytes: &'a [u8],
+    pub header: Option<&'a HeaderName>,
+}
+
+impl<'a> Name<'a> {
+    /// A name that no table holds: its bytes only.
+    pub fn bare(bytes: &'a [u8]) -> Name<'a> {
+        Name {
+            bytes,
+            header: None,
+        }
+    }
+}
+
+/// The static table's names as `HeaderName`s, at the same index (none for a
+/// pseudo-header).
+static STATIC_HEADERS: [Option<HeaderName>; 61] = {
+    let mut t = [const { None }; 61];
+    let mut i = 0;
+    while i < STATIC.len() {
+        let n = STATIC[i].0;
+        if n.as_bytes()[0] != b':' {
+            // (a `None` replaced: nothing to drop, but const code may not
+            // drop a `HeaderName`-typed place)
+            std::mem::forget(t[i].replace(HeaderName::from_static(n)));
+        }
+        i += 1;
+    }
+    t
+};
+
+/// A regular field's name (RFC 9113 8.2.1 asks lowercase token characters),
+/// or `None` for any other name: uppercase, non-token, empty, or a
+/// pseudo-header's.
+pub fn header_name(name: &[u8]) -> Option<HeaderName> {
+    if name.is_empty() || !name.iter().all(|&b| TOKEN_LOWER[b as usize]) {
+        return None;
+    }
+    known(name).or_else(|| HeaderName::from_bytes(name).ok())
+}
+
+/// Names outside HTTP's standard set that requests and answers carry often:
+/// `HeaderName::from_bytes` copies such a name into an allocation of its own
+/// each time, one of these is static.
+fn known(name: &[u8]) -> Option<HeaderName> {
+    const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+    const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+    const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+    const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
+    const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+    const X_FORWARDED_FOR: HeaderName = HeaderName::from_static(crate::forwarded::FOR);
+    const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static(crate::forwarded::PROTO);
+    const X_FORWARDED_HOST: HeaderName = HeaderName::from_static(crate::forwarded::HOST);
+    const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+    const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    Some(match name {
+        b"grpc-status" => GRPC_STATUS,
+        b"grpc-message" => GRPC_MESSAGE,
+        b"grpc-encoding" => GRPC_ENCODING,
+        b"grpc-accept-encoding" => GRPC_ACCEPT_ENCODING,
+        b"grpc-timeout" => GRPC_TIMEOUT,
+        b"x-forwarded-for" => X_FORWARDED_FOR,
+        b"x-forwarded-proto" => X_FORWARDED_PROTO,
+        b"x-forwarded-host" => X_FORWARDED_HOST,
+        b"x-real-ip" => X_REAL_IP,
+        b"x-request-id" => X_REQUEST_ID,
+        _ => return None,
+    })
+}
+
+/// Token characters (RFC 9110 5.6.2) other than uppercase letters.
+static TOKEN_LOWER: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
 
 /// A decoded field value: where it lives decides what keeping it costs.
 #[derive(Clone, Copy)]
@@ -146,8 +255,11 @@ impl<'a> Value<'a> {
 }
 
 impl Entry {
-    fn name(&self) -> &[u8] {
-        &self.bytes[..self.name_len]
+    fn name(&self) -> Name<'_> {
+        Name {
+            bytes: &self.bytes[..self.name_len],
+            header: self.header.as_ref(),
+        }
     }
     fn value(&self) -> &[u8] {
         &self.bytes[self.name_len..]
@@ -190,12 +302,16 @@ impl Table {
     }
 
     /// The name and value at `index` (1-based over both tables).
-    fn get(&self, index: usize) -> Result<(&[u8], Value<'_>), HpackError> {
+    fn get(&self, index: usize) -> Result<(Name<'_>, Value<'_>), HpackError> {
         match index {
             0 => Err(HpackError::BadIndex(0)),
             1..=61 => {
                 let (n, v) = STATIC[index - 1];
-                Ok((n.as_bytes(), Value::Static(v.as_bytes())))
+                let name = Name {
+                    bytes: n.as_bytes(),
+                    header: STATIC_HEADERS[index - 1].as_ref(),
+                };
+                Ok((name, Value::Static(v.as_bytes())))
             }
             _ => self
                 .entries
@@ -247,7 +363,7 @@ impl Decoder {
     pub fn decode(
         &mut self,
         mut src: &[u8],
-        mut field: impl FnMut(&[u8], Value<'_>),
+        mut field: impl FnMut(Name<'_>, Value<'_>),
     ) -> Result<(), HpackError> {
         let mut first = true;
         while let Some(&b) = src.first() {
@@ -278,19 +394,24 @@ impl Decoder {
                     value_buf,
                     ..
                 } = self;
-                let name: &[u8] = if index == 0 {
-                    string(&mut src, name_buf)?
+                let name = if index == 0 {
+                    Name::bare(string(&mut src, name_buf)?)
                 } else {
                     table.get(index)?.0
                 };
                 let value = string(&mut src, value_buf)?;
                 if indexing {
-                    let mut bytes = Vec::with_capacity(name.len() + value.len());
-                    bytes.extend_from_slice(name);
+                    let mut bytes = Vec::with_capacity(name.bytes.len() + value.len());
+                    bytes.extend_from_slice(name.bytes);
                     bytes.extend_from_slice(value);
+                    let header = match name.header {
+                        Some(h) => Some(h.clone()),
+                        None => header_name(name.bytes),
+                    };
                     let e = Entry {
                         bytes: Bytes::from(bytes),
-                        name_len: name.len(),
+                        name_len: name.bytes.len(),
+                        header,
                     };
                     field(e.name(), Value::Shared(&e.bytes, e.value()));
                     table.insert(e);
@@ -675,7 +796,7 @@ mod tests {
         let mut v = Vec::new();
         d.decode(block, |n, val| {
             v.push((
-                String::from_utf8(n.to_vec()).unwrap(),
+                String::from_utf8(n.bytes.to_vec()).unwrap(),
                 String::from_utf8(val.to_bytes().to_vec()).unwrap(),
             ))
         })?;
@@ -1006,6 +1127,98 @@ mod tests {
         let mut one = Vec::new();
         encode_field_lowercase(&mut one, b"Content-Length", b"6");
         assert_eq!(one, [0x0f, 0x0d, 0x01, b'6']);
+    }
+
+    #[test]
+    fn a_known_name_is_the_name_from_bytes_would_give() {
+        for n in [
+            "grpc-status",
+            "grpc-message",
+            "grpc-encoding",
+            "grpc-accept-encoding",
+            "grpc-timeout",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-real-ip",
+            "x-request-id",
+        ] {
+            let k = known(n.as_bytes()).unwrap_or_else(|| panic!("{n} not known"));
+            assert_eq!(k, HeaderName::from_bytes(n.as_bytes()).unwrap());
+            assert_eq!(k.as_str(), n);
+            assert_eq!(header_name(n.as_bytes()), Some(k));
+        }
+        assert!(known(b"x-other").is_none());
+        assert!(known(b"content-type").is_none());
+        assert_eq!(header_name(b"x-other").unwrap().as_str(), "x-other");
+        for bad in [
+            &b""[..],
+            b"X-Other",
+            b":path",
+            b"a b",
+            b"a\x00",
+            b"caf\xc3\xa9",
+        ] {
+            assert_eq!(header_name(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_static_name_is_its_header_name() {
+        for (i, (n, _)) in STATIC.iter().enumerate() {
+            let h = STATIC_HEADERS[i].as_ref();
+            if n.starts_with(':') {
+                assert!(h.is_none(), "{n}");
+            } else {
+                assert_eq!(h, HeaderName::from_bytes(n.as_bytes()).ok().as_ref(), "{n}");
+                assert_eq!(h, header_name(n.as_bytes()).as_ref(), "{n}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_dynamic_entry_hands_out_the_name_it_made_once() {
+        let mut d = Decoder::new(4096);
+        let mut first = Vec::new();
+        // literals with incremental indexing: a new name, an uppercase one,
+        // a pseudo-header, and one named by the static table (content-type)
+        let mut block = vec![0x40];
+        encode_string(&mut block, b"x-custom");
+        encode_string(&mut block, b"a");
+        block.push(0x40);
+        encode_string(&mut block, b"X-Up");
+        encode_string(&mut block, b"b");
+        block.push(0x44); // :path
+        encode_string(&mut block, b"/p");
+        block.push(0x40 | 31); // content-type
+        encode_string(&mut block, b"text/x");
+        d.decode(&block, |n, _| {
+            first.push((n.bytes.to_vec(), n.header.cloned()));
+        })
+        .unwrap();
+        let custom = HeaderName::from_static("x-custom");
+        let want = vec![
+            (b"x-custom".to_vec(), Some(custom.clone())),
+            (b"X-Up".to_vec(), None),
+            (b":path".to_vec(), None),
+            (b"content-type".to_vec(), Some(http::header::CONTENT_TYPE)),
+        ];
+        assert_eq!(first, want);
+        // the same four by index (newest first: 62 is content-type), twice:
+        // each time the entry's own `HeaderName`, the same bytes in memory
+        let mut at = Vec::new();
+        for _ in 0..2 {
+            let mut again = Vec::new();
+            d.decode(&[0x80 | 65, 0x80 | 64, 0x80 | 63, 0x80 | 62], |n, _| {
+                again.push((n.bytes.to_vec(), n.header.cloned()));
+                if n.bytes == b"x-custom" {
+                    at.push(n.header.map(|h| h.as_str().as_ptr()));
+                }
+            })
+            .unwrap();
+            assert_eq!(again, want);
+        }
+        assert!(at[0].is_some() && at[0] == at[1], "{at:?}");
     }
 
     #[test]

@@ -1696,12 +1696,12 @@ impl Fields {
         self.block.bad(why);
     }
 
-    fn field(&mut self, name: &[u8], val: hpack::Value<'_>) {
+    fn field(&mut self, name: hpack::Name<'_>, val: hpack::Value<'_>) {
         let value = val.bytes();
-        if !self.block.count(name, value) {
+        if !self.block.count(name.bytes, value) {
             return;
         }
-        if let Some(pseudo) = name.strip_prefix(b":") {
+        if let Some(pseudo) = name.bytes.strip_prefix(b":") {
             if !fields::valid_value(value) {
                 return self.bad("a pseudo-header with a forbidden byte or edge whitespace");
             }
@@ -1824,7 +1824,7 @@ mod tests {
         let mut got = Vec::new();
         hpack::Decoder::new(4096)
             .decode(&block, |n, v| {
-                got.push((n.to_vec(), v.to_bytes().to_vec()));
+                got.push((n.bytes.to_vec(), v.to_bytes().to_vec()));
             })
             .unwrap();
         let want: Vec<(Vec<u8>, Vec<u8>)> = vec![
