@@ -752,3 +752,102 @@ async fn a_request_an_h2_server_fails_is_replayed_whole_on_the_other() {
     assert!(stats["connections"].as_u64() >= Some(1), "{stats}");
     task.abort();
 }
+
+/// A request to an HTTP/2 pool carries the X-Forwarded-* fields rampart
+/// writes: what earlier hops wrote in X-Forwarded-For is kept and the
+/// client's own X-Forwarded-Host and -Proto are replaced. Hop-by-hop fields,
+/// and those Connection names, do not reach the server. Bodiless, with a body
+/// kept for a replay, and with one streamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_pool_gets_rampart_s_forwarded_fields_and_no_hop_by_hop_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // an HTTP/2 server answering with the fields the test looks at
+    let addr = free_addr("127.0.0.1");
+    let listener = common::listen(addr).await;
+    let task = tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let svc = hyper::service::service_fn(
+                |req: hyper::Request<hyper::body::Incoming>| async move {
+                    let mut seen = String::new();
+                    for n in [
+                        "x-forwarded-for",
+                        "x-forwarded-proto",
+                        "x-forwarded-host",
+                        "x-secret",
+                        "keep-alive",
+                        "x-kept",
+                    ] {
+                        let all: Vec<_> = req
+                            .headers()
+                            .get_all(n)
+                            .iter()
+                            .map(|v| v.to_str().unwrap_or("?"))
+                            .collect();
+                        seen.push_str(&format!("{n}={}\n", all.join("|")));
+                    }
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes().len());
+                    seen.push_str(&format!("body={}\n", body.unwrap_or(usize::MAX)));
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from(seen)),
+                    ))
+                },
+            );
+            tokio::spawn(async move {
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                        .await;
+            });
+        }
+    });
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let config = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
+         [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"h2\"\n\
+         [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\n\
+           [[pool.server]]\n  address = \"{addr}\"\n"
+    );
+    let _p = Proxy::start(&config, &[listen]).await;
+    let spoof = "X-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: https\r\n\
+                 X-Forwarded-For: 203.0.113.9\r\nConnection: x-secret, close\r\n\
+                 X-Secret: hop\r\nKeep-Alive: timeout=5\r\nX-Kept: yes\r\n";
+    let plain = "Connection: close\r\nX-Kept: yes\r\n";
+    let cases = [
+        ("GET", spoof, "", "203.0.113.9, 127.0.0.1"),
+        ("GET", plain, "", "127.0.0.1"),
+        (
+            "POST",
+            spoof,
+            "Content-Length: 5\r\n\r\nhello",
+            "203.0.113.9, 127.0.0.1",
+        ),
+        // chunked: streamed to the server
+        (
+            "POST",
+            spoof,
+            "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "203.0.113.9, 127.0.0.1",
+        ),
+    ];
+    for (method, fields, rest, xff) in cases {
+        let rest = if rest.is_empty() { "\r\n" } else { rest };
+        let req = format!("{method} /f HTTP/1.1\r\nHost: shop.example\r\n{fields}{rest}");
+        let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        let out = String::from_utf8_lossy(&out);
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+        let want_body = if method == "POST" { 5 } else { 0 };
+        let want = format!(
+            "x-forwarded-for={xff}\nx-forwarded-proto=http\nx-forwarded-host=shop.example\n\
+             x-secret=\nkeep-alive=\nx-kept=yes\nbody={want_body}\n"
+        );
+        assert!(
+            out.starts_with("HTTP/1.1 200"),
+            "{method} {fields:?}: {out}"
+        );
+        assert_eq!(body, want, "{method} {fields:?} {rest:?}");
+    }
+    task.abort();
+}

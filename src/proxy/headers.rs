@@ -76,7 +76,11 @@ pub(super) fn keepalive_hint(h: &HeaderMap) -> Option<Duration> {
 
 /// Removes hop-by-hop headers, including any header the Connection header names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if h.contains_key(header::CONNECTION) {
+    // Most messages carry none of them: find the ones present by walking the few
+    // keys (cheap comparisons of standard names) instead of hashing six names.
+    let present = present(h, &HOP_BY_HOP);
+    // (HOP_BY_HOP[0] is Connection)
+    if present[0] {
         let named: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
             .iter()
@@ -95,20 +99,21 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
             h.remove(n);
         }
     }
-    // Most messages carry none of them: find the ones present by walking the few
-    // keys (cheap comparisons of standard names) instead of hashing six names.
-    let present: [bool; 6] = {
-        let mut p = [false; 6];
-        for k in h.keys() {
-            if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
-                p[i] = true;
-            }
-        }
-        p
-    };
     for (n, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         h.remove(n);
     }
+}
+
+/// Which of `names` the map has, found by one walk over its keys: a few
+/// comparisons each, where looking each name up hashes it.
+fn present<const N: usize>(h: &HeaderMap, names: &[HeaderName; N]) -> [bool; N] {
+    let mut p = [false; N];
+    for k in h.keys() {
+        if let Some(i) = names.iter().position(|n| n == k) {
+            p[i] = true;
+        }
+    }
+    p
 }
 
 /// A Content-Length given more than once with one value (a list, or several
@@ -234,8 +239,11 @@ pub(super) fn wire(parts: &mut Parts, ctx: &ConnCtx, body: &[u8], length: bool) 
 }
 
 pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx) {
-    let prior = prior_for(h);
-    for n in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
+    const XF: [HeaderName; 3] = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST];
+    // (most requests carry none: a walk over the keys, not three lookups)
+    let present = present(h, &XF);
+    let prior = if present[0] { prior_for(h) } else { None };
+    for (n, _) in XF.iter().zip(present).filter(|(_, p)| *p) {
         h.remove(n);
     }
     set_client_subject(h, ctx);
