@@ -230,7 +230,8 @@ static TOKEN_LOWER: [bool; 256] = {
 pub enum Value<'a> {
     /// In the static table.
     Static(&'static [u8]),
-    /// In a dynamic table entry (`.1`, a slice of `.0`): kept by sharing it.
+    /// In a dynamic table entry or the decoder's memo of short literal
+    /// values (`.1`, a slice of `.0`): kept by sharing it.
     Shared(&'a Bytes, &'a [u8]),
     /// In the header block or the decoder's scratch buffer: kept by a copy.
     Scratch(&'a [u8]),
@@ -322,10 +323,77 @@ impl Table {
     }
 }
 
+/// The longest literal value `Memo` keeps.
+const MEMO_MAX: usize = 48;
+/// How many it keeps.
+const MEMO_SLOTS: usize = 8;
+
+/// A short value in an allocation of its own that `Bytes` shares by a count.
+struct Short {
+    len: u8,
+    buf: [u8; MEMO_MAX],
+}
+
+impl AsRef<[u8]> for Short {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+}
+
+/// Short literal values sent "without indexing" that came lately, kept so a
+/// field repeating one shares it (a count) instead of copying it into an
+/// allocation of its own. A peer that never indexes its answers' fields, as
+/// hyper's and tonic's HTTP/2 servers (the h2 crate) send `content-type`,
+/// `content-length` and `grpc-status`, repeats the same few values on every
+/// stream. At most `MEMO_SLOTS` values of up to `MEMO_MAX` bytes, replaced
+/// by a clock (a value used since the hand last passed stays): about 900
+/// bytes at most a connection direction. Values sent "never indexed" (RFC
+/// 7541 6.2.3, sensitive ones) are not kept.
+#[derive(Default)]
+struct Memo {
+    slots: Vec<Bytes>,
+    /// A bit a slot: used since the hand last passed it.
+    used: u8,
+    hand: usize,
+}
+
+impl Memo {
+    /// The kept value equal to `v`, kept now if none is.
+    fn get(&mut self, v: &[u8]) -> &Bytes {
+        debug_assert!(v.len() <= MEMO_MAX);
+        if let Some(i) = self.slots.iter().position(|m| m.as_ref() == v) {
+            self.used |= 1 << i;
+            return &self.slots[i];
+        }
+        let mut short = Short {
+            len: v.len() as u8,
+            buf: [0; MEMO_MAX],
+        };
+        short.buf[..v.len()].copy_from_slice(v);
+        let b = Bytes::from_owner(short);
+        let i = if self.slots.len() < MEMO_SLOTS {
+            self.slots.push(b);
+            self.slots.len() - 1
+        } else {
+            // (at most one turn: the bits passed are cleared)
+            while self.used & (1 << self.hand) != 0 {
+                self.used &= !(1 << self.hand);
+                self.hand = (self.hand + 1) % MEMO_SLOTS;
+            }
+            let i = self.hand;
+            self.hand = (self.hand + 1) % MEMO_SLOTS;
+            self.slots[i] = b;
+            i
+        };
+        &self.slots[i]
+    }
+}
+
 /// Decodes the header blocks of one direction of one connection (the table
 /// lives from block to block).
 pub struct Decoder {
     table: Table,
+    memo: Memo,
     /// The largest table the peer may ask for: this side's
     /// `SETTINGS_HEADER_TABLE_SIZE`.
     limit: usize,
@@ -345,6 +413,7 @@ impl Decoder {
                 max: limit,
             },
             limit,
+            memo: Memo::default(),
             name_buf: Vec::new(),
             value_buf: Vec::new(),
         }
@@ -388,8 +457,10 @@ impl Decoder {
                 // 6.2: a literal, added to the table (01), or not (0000, 0001)
                 let indexing = b & 0x40 != 0;
                 let index = integer(&mut src, if indexing { 6 } else { 4 })?;
+                let never_indexed = b & 0xf0 == 0x10;
                 let Decoder {
                     table,
+                    memo,
                     name_buf,
                     value_buf,
                     ..
@@ -415,8 +486,11 @@ impl Decoder {
                     };
                     field(e.name(), Value::Shared(&e.bytes, e.value()));
                     table.insert(e);
-                } else {
+                } else if never_indexed || value.len() > MEMO_MAX {
                     field(name, Value::Scratch(value));
+                } else {
+                    let kept = memo.get(value);
+                    field(name, Value::Shared(kept, kept));
                 }
             }
             first = false;
@@ -1219,6 +1293,88 @@ mod tests {
             assert_eq!(again, want);
         }
         assert!(at[0].is_some() && at[0] == at[1], "{at:?}");
+    }
+
+    /// One literal field "without indexing" (name by static index), and
+    /// one "never indexed".
+    fn literal(index: usize, value: &[u8], never: bool) -> Vec<u8> {
+        let mut b = Vec::new();
+        encode_integer(&mut b, if never { 0x10 } else { 0x00 }, 4, index);
+        encode_string(&mut b, value);
+        b
+    }
+
+    #[test]
+    fn a_short_literal_value_that_repeats_is_shared_not_copied() {
+        let mut d = Decoder::new(4096);
+        let mut got: Vec<(Bytes, bool)> = Vec::new();
+        let long = [b'a'; MEMO_MAX + 1];
+        for _ in 0..2 {
+            let mut block = literal(31, b"application/grpc", false); // content-type
+            block.extend(literal(28, b"7", true)); // content-length, never indexed
+            block.extend(literal(28, &long, false));
+            d.decode(&block, |_, v| {
+                got.push((v.to_bytes(), matches!(v, Value::Shared(..))))
+            })
+            .unwrap();
+        }
+        let values: Vec<&[u8]> = got.iter().map(|(b, _)| b.as_ref()).collect();
+        assert_eq!(
+            values,
+            [
+                &b"application/grpc"[..],
+                b"7",
+                &long,
+                b"application/grpc",
+                b"7",
+                &long
+            ]
+        );
+        let shared: Vec<bool> = got.iter().map(|(_, s)| *s).collect();
+        assert_eq!(shared, [true, false, false, true, false, false]);
+        // the second block's value is the first's bytes, not a copy
+        assert_eq!(got[0].0.as_ptr(), got[3].0.as_ptr());
+        assert_ne!(got[1].0.as_ptr(), got[4].0.as_ptr());
+    }
+
+    #[test]
+    fn the_memo_keeps_a_value_in_use_and_replaces_the_others_in_turn() {
+        let mut m = Memo::default();
+        let at = |m: &mut Memo, v: &[u8]| m.get(v).clone();
+        let first: Vec<Bytes> = (0..MEMO_SLOTS as u8)
+            .map(|i| at(&mut m, &[b'v', i]))
+            .collect();
+        // all found again, as they were
+        for (i, b) in first.iter().enumerate() {
+            assert_eq!(m.get(&[b'v', i as u8]).as_ptr(), b.as_ptr());
+        }
+        assert_eq!(m.slots.len(), MEMO_SLOTS);
+        // v0 used again; the rest are not once new values start coming
+        m.used = 0;
+        assert_eq!(m.get(b"v\x00").as_ptr(), first[0].as_ptr());
+        let new: Vec<Bytes> = (1..MEMO_SLOTS as u8)
+            .map(|i| at(&mut m, &[b'n', i]))
+            .collect();
+        assert_eq!(
+            m.get(b"v\x00").as_ptr(),
+            first[0].as_ptr(),
+            "a value in use stays"
+        );
+        for i in 1..MEMO_SLOTS as u8 {
+            assert!(
+                m.slots.iter().all(|s| s.as_ref() != [b'v', i]),
+                "v{i} stays"
+            );
+        }
+        // (its bit was set again just now: the next new value takes another's
+        // place, and a value nobody used since goes)
+        m.used = 0;
+        let _ = at(&mut m, b"n9");
+        assert!(m.slots.iter().all(|s| s.as_ref() != b"v\x00"));
+        assert_eq!(m.slots.len(), MEMO_SLOTS);
+        // what was handed out is intact after its slot was reused
+        assert_eq!(first[3].as_ref(), b"v\x03");
+        assert_eq!(new[0].as_ref(), b"n\x01");
     }
 
     #[test]
