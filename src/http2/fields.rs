@@ -46,7 +46,13 @@ pub fn regular(
     if edge_whitespace(val.bytes()) {
         return Err("a field value with whitespace at an end");
     }
-    let v = HeaderValue::from_maybe_shared(val.to_bytes()).map_err(|_| "an invalid field value")?;
+    let v = match val {
+        // (checked when the memo kept it)
+        hpack::Value::Memo(_, v) => v.clone(),
+        _ => {
+            HeaderValue::from_maybe_shared(val.to_bytes()).map_err(|_| "an invalid field value")?
+        }
+    };
     Ok((n, v))
 }
 

@@ -11,7 +11,7 @@
 
 use super::huffman_table::{CODES, LENGTHS};
 use bytes::Bytes;
-use http::header::HeaderName;
+use http::header::{HeaderName, HeaderValue};
 use std::collections::VecDeque;
 
 /// Why a header block could not be decoded. Every one is a connection error of
@@ -235,6 +235,10 @@ pub enum Value<'a> {
     Shared(&'a Bytes, &'a [u8]),
     /// In the header block or the decoder's scratch buffer: kept by a copy.
     Scratch(&'a [u8]),
+    /// In the decoder's memo of short literal values (`.0`), and as a
+    /// `HeaderValue` checked once when it was kept (`.1`, the same bytes):
+    /// kept by sharing it.
+    Memo(&'a Bytes, &'a HeaderValue),
 }
 
 impl<'a> Value<'a> {
@@ -242,6 +246,7 @@ impl<'a> Value<'a> {
         match *self {
             Value::Static(v) => v,
             Value::Shared(_, v) | Value::Scratch(v) => v,
+            Value::Memo(b, _) => b,
         }
     }
 
@@ -251,6 +256,7 @@ impl<'a> Value<'a> {
             Value::Static(v) => Bytes::from_static(v),
             Value::Shared(b, v) => b.slice_ref(v),
             Value::Scratch(v) => Bytes::copy_from_slice(v),
+            Value::Memo(b, _) => b.clone(),
         }
     }
 }
@@ -351,19 +357,20 @@ impl AsRef<[u8]> for Short {
 /// 7541 6.2.3, sensitive ones) are not kept.
 #[derive(Default)]
 struct Memo {
-    slots: Vec<Bytes>,
+    slots: Vec<(Bytes, HeaderValue)>,
     /// A bit a slot: used since the hand last passed it.
     used: u8,
     hand: usize,
 }
 
 impl Memo {
-    /// The kept value equal to `v`, kept now if none is.
-    fn get(&mut self, v: &[u8]) -> &Bytes {
+    /// The kept value equal to `v`, kept now if none is; `None` for bytes
+    /// no `HeaderValue` may hold (a control byte: the message is malformed).
+    fn get(&mut self, v: &[u8]) -> Option<&(Bytes, HeaderValue)> {
         debug_assert!(v.len() <= MEMO_MAX);
-        if let Some(i) = self.slots.iter().position(|m| m.as_ref() == v) {
+        if let Some(i) = self.slots.iter().position(|m| m.0.as_ref() == v) {
             self.used |= 1 << i;
-            return &self.slots[i];
+            return Some(&self.slots[i]);
         }
         let mut short = Short {
             len: v.len() as u8,
@@ -371,6 +378,7 @@ impl Memo {
         };
         short.buf[..v.len()].copy_from_slice(v);
         let b = Bytes::from_owner(short);
+        let b = (b.clone(), HeaderValue::from_maybe_shared(b).ok()?);
         let i = if self.slots.len() < MEMO_SLOTS {
             self.slots.push(b);
             self.slots.len() - 1
@@ -385,7 +393,7 @@ impl Memo {
             self.slots[i] = b;
             i
         };
-        &self.slots[i]
+        Some(&self.slots[i])
     }
 }
 
@@ -489,8 +497,10 @@ impl Decoder {
                 } else if never_indexed || value.len() > MEMO_MAX {
                     field(name, Value::Scratch(value));
                 } else {
-                    let kept = memo.get(value);
-                    field(name, Value::Shared(kept, kept));
+                    match memo.get(value) {
+                        Some((b, v)) => field(name, Value::Memo(b, v)),
+                        None => field(name, Value::Scratch(value)),
+                    }
                 }
             }
             first = false;
@@ -1314,7 +1324,7 @@ mod tests {
             block.extend(literal(28, b"7", true)); // content-length, never indexed
             block.extend(literal(28, &long, false));
             d.decode(&block, |_, v| {
-                got.push((v.to_bytes(), matches!(v, Value::Shared(..))))
+                got.push((v.to_bytes(), matches!(v, Value::Memo(..))))
             })
             .unwrap();
         }
@@ -1340,29 +1350,29 @@ mod tests {
     #[test]
     fn the_memo_keeps_a_value_in_use_and_replaces_the_others_in_turn() {
         let mut m = Memo::default();
-        let at = |m: &mut Memo, v: &[u8]| m.get(v).clone();
+        let at = |m: &mut Memo, v: &[u8]| m.get(v).unwrap().0.clone();
         let first: Vec<Bytes> = (0..MEMO_SLOTS as u8)
-            .map(|i| at(&mut m, &[b'v', i]))
+            .map(|i| at(&mut m, &[b'v', b'0' + i]))
             .collect();
         // all found again, as they were
         for (i, b) in first.iter().enumerate() {
-            assert_eq!(m.get(&[b'v', i as u8]).as_ptr(), b.as_ptr());
+            assert_eq!(at(&mut m, &[b'v', b'0' + i as u8]).as_ptr(), b.as_ptr());
         }
         assert_eq!(m.slots.len(), MEMO_SLOTS);
         // v0 used again; the rest are not once new values start coming
         m.used = 0;
-        assert_eq!(m.get(b"v\x00").as_ptr(), first[0].as_ptr());
+        assert_eq!(at(&mut m, b"v0").as_ptr(), first[0].as_ptr());
         let new: Vec<Bytes> = (1..MEMO_SLOTS as u8)
-            .map(|i| at(&mut m, &[b'n', i]))
+            .map(|i| at(&mut m, &[b'n', b'0' + i]))
             .collect();
         assert_eq!(
-            m.get(b"v\x00").as_ptr(),
+            at(&mut m, b"v0").as_ptr(),
             first[0].as_ptr(),
             "a value in use stays"
         );
         for i in 1..MEMO_SLOTS as u8 {
             assert!(
-                m.slots.iter().all(|s| s.as_ref() != [b'v', i]),
+                m.slots.iter().all(|s| s.0.as_ref() != [b'v', b'0' + i]),
                 "v{i} stays"
             );
         }
@@ -1370,11 +1380,18 @@ mod tests {
         // place, and a value nobody used since goes)
         m.used = 0;
         let _ = at(&mut m, b"n9");
-        assert!(m.slots.iter().all(|s| s.as_ref() != b"v\x00"));
+        assert!(m.slots.iter().all(|s| s.0.as_ref() != b"v0"));
         assert_eq!(m.slots.len(), MEMO_SLOTS);
+        // the value checked once is the same bytes
+        for (b, v) in &m.slots {
+            assert_eq!(b.as_ptr(), v.as_bytes().as_ptr());
+        }
+        // a value no HeaderValue may hold is not kept
+        assert!(m.get(b"a\x01b").is_none());
+        assert!(m.slots.iter().all(|s| s.0.as_ref() != b"a\x01b"));
         // what was handed out is intact after its slot was reused
-        assert_eq!(first[3].as_ref(), b"v\x03");
-        assert_eq!(new[0].as_ref(), b"n\x01");
+        assert_eq!(first[3].as_ref(), b"v3");
+        assert_eq!(new[0].as_ref(), b"n1");
     }
 
     #[test]
