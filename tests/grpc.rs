@@ -851,3 +851,56 @@ async fn an_h2_pool_gets_rampart_s_forwarded_fields_and_no_hop_by_hop_one() {
     }
     task.abort();
 }
+
+/// A field sent "never indexed" (RFC 7541 6.2.3: a sensitive value, such as
+/// a token) is sent on the same way, both ways through an `h2` pool, as an
+/// intermediary must: a client's Authorization reaches the server so, and a
+/// server's field so marked reaches the client so. Plain fields stay plain.
+/// Client and server are python3-h2, which tell the representations apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_never_indexed_field_is_sent_on_never_indexed_both_ways() {
+    let dir = temp_dir("never");
+    let stats_file = dir.join("stats.json");
+    let server = PyServer::start(
+        "odd_server.py",
+        free_addr("127.0.0.1"),
+        &[stats_file.to_str().unwrap()],
+    )
+    .await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let config = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
+         [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"h2\"\n\
+         [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\n\
+           [[pool.server]]\n  address = \"{}\"\n",
+        server.addr
+    );
+    let _p = Proxy::start(&config, &[listen]).await;
+    let probe = format!("{}/tests/h2/probe.py", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            &probe,
+            "never",
+            "127.0.0.1",
+            &listen.port().to_string(),
+            "/never",
+        ])
+        .output()
+        .expect("/usr/bin/python3 (apt: python3-h2)");
+    let line = String::from_utf8_lossy(&out.stdout);
+    let got: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| {
+        panic!(
+            "probe: {e}: {line}; {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(got["status"], "200", "{got}");
+    // the server saw the client's Authorization "never indexed", x-plain not
+    assert_eq!(got["body"], "authorization", "{got}");
+    // and the client the server's x-answer-secret, x-answer-plain not
+    assert_eq!(
+        got["never"],
+        serde_json::json!(["x-answer-secret"]),
+        "{got}"
+    );
+}

@@ -976,7 +976,8 @@ fn encode_request(block: &mut Vec<u8>, r: &RequestHead<'_>) {
         {
             continue;
         }
-        hpack::encode_field(block, name.as_str().as_bytes(), value.as_bytes());
+        let (name, sensitive) = (name.as_str().as_bytes(), value.is_sensitive());
+        hpack::encode_field_as(block, sensitive, name, value.as_bytes());
     }
 }
 
@@ -984,7 +985,8 @@ fn encode_request(block: &mut Vec<u8>, r: &RequestHead<'_>) {
 fn encode_fields(block: &mut Vec<u8>, h: &HeaderMap) {
     for (name, value) in h {
         if !fields::is_connection_specific(name) {
-            hpack::encode_field(block, name.as_str().as_bytes(), value.as_bytes());
+            let (name, sensitive) = (name.as_str().as_bytes(), value.is_sensitive());
+            hpack::encode_field_as(block, sensitive, name, value.as_bytes());
         }
     }
 }

@@ -50,7 +50,11 @@ pub fn regular(
         // (checked when the memo kept it)
         hpack::Value::Memo(_, v) => v.clone(),
         _ => {
-            HeaderValue::from_maybe_shared(val.to_bytes()).map_err(|_| "an invalid field value")?
+            let mut v = HeaderValue::from_maybe_shared(val.to_bytes())
+                .map_err(|_| "an invalid field value")?;
+            // (sent on "never indexed", as it came)
+            v.set_sensitive(matches!(val, hpack::Value::Sensitive(_)));
+            v
         }
     };
     Ok((n, v))
@@ -211,6 +215,16 @@ mod tests {
         };
         assert!(regular(te, hpack::Value::Scratch(b"chunked")).is_err());
         assert!(regular(named, hpack::Value::Scratch(b" edge")).is_err());
+        // a value sent "never indexed" is marked sensitive, to go on that way
+        let auth = hpack::Name::bare(b"authorization");
+        assert!(regular(auth, hpack::Value::Sensitive(b"t"))
+            .unwrap()
+            .1
+            .is_sensitive());
+        assert!(!regular(auth, hpack::Value::Scratch(b"t"))
+            .unwrap()
+            .1
+            .is_sensitive());
     }
 
     #[test]

@@ -235,6 +235,10 @@ pub enum Value<'a> {
     Shared(&'a Bytes, &'a [u8]),
     /// In the header block or the decoder's scratch buffer: kept by a copy.
     Scratch(&'a [u8]),
+    /// Sent "never indexed" (RFC 7541 6.2.3), in the header block or the
+    /// decoder's scratch buffer: kept by a copy, and marked sensitive so that
+    /// it is sent on the same way (an intermediary must).
+    Sensitive(&'a [u8]),
     /// In the decoder's memo of short literal values (`.0`), and as a
     /// `HeaderValue` checked once when it was kept (`.1`, the same bytes):
     /// kept by sharing it.
@@ -245,7 +249,7 @@ impl<'a> Value<'a> {
     pub fn bytes(&self) -> &'a [u8] {
         match *self {
             Value::Static(v) => v,
-            Value::Shared(_, v) | Value::Scratch(v) => v,
+            Value::Shared(_, v) | Value::Scratch(v) | Value::Sensitive(v) => v,
             Value::Memo(b, _) => b,
         }
     }
@@ -255,7 +259,7 @@ impl<'a> Value<'a> {
         match *self {
             Value::Static(v) => Bytes::from_static(v),
             Value::Shared(b, v) => b.slice_ref(v),
-            Value::Scratch(v) => Bytes::copy_from_slice(v),
+            Value::Scratch(v) | Value::Sensitive(v) => Bytes::copy_from_slice(v),
             Value::Memo(b, _) => b.clone(),
         }
     }
@@ -494,7 +498,9 @@ impl Decoder {
                     };
                     field(e.name(), Value::Shared(&e.bytes, e.value()));
                     table.insert(e);
-                } else if never_indexed || value.len() > MEMO_MAX {
+                } else if never_indexed {
+                    field(name, Value::Sensitive(value));
+                } else if value.len() > MEMO_MAX {
                     field(name, Value::Scratch(value));
                 } else {
                     match memo.get(value) {
@@ -623,12 +629,21 @@ pub fn encode_status(out: &mut Vec<u8>, status: u16) {
 /// Appends a field as a literal without indexing (RFC 7541 6.2.2), its name a
 /// static-table reference when the table has it. `name` must be lowercase.
 pub fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    encode_field_as(out, false, name, value);
+}
+
+/// `encode_field`, or the same literal "never indexed" (RFC 7541 6.2.3) for a
+/// value that came that way (`HeaderValue::is_sensitive`): an intermediary
+/// must send it on as it came, so no hop after it indexes it either.
+#[inline]
+pub fn encode_field_as(out: &mut Vec<u8>, never_indexed: bool, name: &[u8], value: &[u8]) {
+    let first = if never_indexed { 0x10 } else { 0 };
     // room for the lot at once: the two lengths' octets and the index's
     out.reserve(name.len() + value.len() + 12);
     match static_name(name) {
-        Some(i) => encode_integer(out, 0, 4, i),
+        Some(i) => encode_integer(out, first, 4, i),
         None => {
-            out.push(0);
+            out.push(first);
             encode_string(out, name);
         }
     }
@@ -1348,6 +1363,36 @@ mod tests {
     }
 
     #[test]
+    fn a_never_indexed_field_comes_out_so_and_is_encoded_as_it_came() {
+        let mut d = Decoder::new(4096);
+        // authorization (23), by static name, and a name of its own
+        let mut block = literal(23, b"Bearer t", true);
+        encode_field_as(&mut block, true, b"x-token", b"t");
+        let mut sensitive = Vec::new();
+        d.decode(&block, |n, v| {
+            sensitive.push((
+                n.bytes.to_vec(),
+                matches!(v, Value::Sensitive(b"Bearer t" | b"t")),
+            ))
+        })
+        .unwrap();
+        assert_eq!(
+            sensitive,
+            [
+                (b"authorization".to_vec(), true),
+                (b"x-token".to_vec(), true)
+            ]
+        );
+        // the representation: 0001 and a 4-bit index, or 0001 0000 and the name
+        assert_eq!(&block[..2], &[0x1f, 23 - 15]);
+        let mut plain = Vec::new();
+        encode_field_as(&mut plain, false, b"x-token", b"t");
+        encode_field_as(&mut block, false, b"x-token", b"t");
+        assert_eq!(plain[0], 0x00);
+        assert_eq!(block[block.len() - plain.len()..], plain[..]);
+    }
+
+    #[test]
     fn the_memo_keeps_a_value_in_use_and_replaces_the_others_in_turn() {
         let mut m = Memo::default();
         let at = |m: &mut Memo, v: &[u8]| m.get(v).unwrap().0.clone();
@@ -1376,8 +1421,7 @@ mod tests {
                 "v{i} stays"
             );
         }
-        // (its bit was set again just now: the next new value takes another's
-        // place, and a value nobody used since goes)
+        // with no bit set, the hand's next slot goes: v0's
         m.used = 0;
         let _ = at(&mut m, b"n9");
         assert!(m.slots.iter().all(|s| s.0.as_ref() != b"v0"));

@@ -1647,6 +1647,7 @@ fn encode_fields(block: &mut Vec<u8>, headers: &HeaderMap) -> Seen {
             continue;
         }
         seen.date |= name == header::DATE;
+        let sensitive = value.is_sensitive();
         let mut value = value.as_bytes();
         if name == header::CONTENT_LENGTH {
             // HTTP/2 allows one field with one number (RFC 9113 8.1.1): of a
@@ -1658,7 +1659,7 @@ fn encode_fields(block: &mut Vec<u8>, headers: &HeaderMap) -> Seen {
             seen.length = true;
             value = crate::h1::first_value(value);
         }
-        hpack::encode_field(block, name.as_str().as_bytes(), value);
+        hpack::encode_field_as(block, sensitive, name.as_str().as_bytes(), value);
     }
     seen
 }

@@ -20,11 +20,14 @@ asks, the odd ways included, to test rampart's HTTP/2 client:
   /switch          101 (forbidden in HTTP/2)
   /reset-after-end 200, body "whole", trailers ending the stream, then
                    RST_STREAM(CANCEL): the answer is whole all the same
+  /never           200 with x-answer-secret sent "never indexed" (RFC 7541
+                   6.2.3) and x-answer-plain sent plainly; the body names the
+                   request's fields that came "never indexed", comma-separated
 
 STATS_FILE gets {"connections": N, "refused": N} after every change: the
 connections that carried a request, and the streams refused."""
 import asyncio, json, os, sys
-import h2.config, h2.connection, h2.errors, h2.events
+import h2.config, h2.connection, h2.errors, h2.events, hpack
 from hyperframe.frame import RstStreamFrame
 
 port, stats_file = int(sys.argv[1]), sys.argv[2]
@@ -47,6 +50,7 @@ class Conn(asyncio.Protocol):
         self.c.initiate_connection()
         self.t.write(self.c.data_to_send())
         self.paths = {}
+        self.never = {}
         self.counted = False
 
     def data_received(self, data):
@@ -59,6 +63,8 @@ class Conn(asyncio.Protocol):
         for e in events:
             if isinstance(e, h2.events.RequestReceived):
                 self.paths[e.stream_id] = dict(e.headers)[":path"]
+                self.never[e.stream_id] = [h[0] for h in e.headers
+                                           if isinstance(h, hpack.NeverIndexedHeaderTuple)]
                 if not self.counted:
                     # (a health check's bare TCP connection is not counted)
                     self.counted = True
@@ -130,6 +136,11 @@ class Conn(asyncio.Protocol):
             self.t.write(c.data_to_send())
             # (the library refuses to reset a closed stream: a raw frame)
             self.t.write(RstStreamFrame(sid, error_code=8).serialize())
+        elif path == "/never":
+            c.send_headers(sid, [(":status", "200"),
+                                 hpack.NeverIndexedHeaderTuple("x-answer-secret", "s"),
+                                 ("x-answer-plain", "p")])
+            c.send_data(sid, ",".join(self.never.pop(sid, [])).encode(), end_stream=True)
         elif path == "/status-503":
             c.send_headers(sid, [(":status", "503")])
             c.send_data(sid, b"busy", end_stream=True)

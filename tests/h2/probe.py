@@ -22,6 +22,10 @@ packages (Debian's python3-h2). Each prints one JSON line of what the server did
   probe.py reset-echo HOST PORT N         POST /stream-echo: N pieces of 1,000 bytes, each
                                           echoed back before the next, then RST_STREAM
                                           CANCEL, then a GET on the same connection
+  probe.py never HOST PORT PATH         GET PATH with authorization sent "never indexed"
+                                          (RFC 7541 6.2.3) and x-plain plainly: the
+                                          answer's status, its fields that came "never
+                                          indexed", and its body
 
 Any command takes --tls SNI at the end: h2 over TLS (ALPN h2) instead of h2c.
 """
@@ -313,6 +317,31 @@ def main():
             c.pump(0.1)
         print(json.dumps({"echoed": echoed, "statuses": c.statuses(), "rst": c.rst(),
                           "goaway": c.goaway(), "closed": c.closed}))
+        return
+    if cmd == "never":
+        req = request_headers(host, arg, [hpack.NeverIndexedHeaderTuple("authorization", "Bearer s3cret"),
+                                          ("x-plain", "p")])
+        c.send(HeadersFrame(1, enc.encode(req), flags=["END_HEADERS", "END_STREAM"]).serialize())
+        deadline = time.time() + 5
+        ended = lambda: any(s == 1 and fl & 0x1 for t, fl, s, p in c.seen if t in (0x0, 0x1))
+        while not ended() and time.time() < deadline and not c.closed:
+            c.pump(0.1)
+        d = hpack.Decoder()
+        never, status, body = [], None, b""
+        for t, fl, s, p in c.seen:
+            if s != 1:
+                continue
+            if t == 0x1 and fl & 0x4:
+                # (rampart pads nothing, nor sends priority: the block is the payload)
+                for h in d.decode(p):
+                    n = h[0].decode() if isinstance(h[0], bytes) else h[0]
+                    if n == ":status":
+                        status = h[1].decode() if isinstance(h[1], bytes) else h[1]
+                    if isinstance(h, hpack.NeverIndexedHeaderTuple):
+                        never.append(n)
+            elif t == 0x0:
+                body += p
+        print(json.dumps({"status": status, "never": never, "body": body.decode(errors="replace")}))
         return
     if cmd == "heads":
         # one decoder for the connection, as a client keeps it: whatever the
