@@ -518,6 +518,29 @@ async fn odd_get(
         .unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
+/// tests/h2/odd_server.py behind a one-thread rampart's `h2` pool, with
+/// `pool_keys` added to the pool's table: the server, its stats file, the
+/// listener and the proxy.
+async fn odd_pool(name: &str, pool_keys: &str) -> (PyServer, PathBuf, SocketAddr, Proxy) {
+    let stats_file = temp_dir(name).join("stats.json");
+    let server = PyServer::start(
+        "odd_server.py",
+        free_addr("127.0.0.1"),
+        &[stats_file.to_str().unwrap()],
+    )
+    .await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let config = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
+         [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"h2\"\n\
+         [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\n{pool_keys}\
+           [[pool.server]]\n  address = \"{}\"\n",
+        server.addr
+    );
+    let p = Proxy::start(&config, &[listen]).await;
+    (server, stats_file, listen, p)
+}
+
 /// `odd_get`, and an error if no response head came.
 async fn try_odd_get(
     c: &Client,
@@ -548,27 +571,11 @@ async fn try_odd_get(
 /// it ends the connection the other streams use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_servers_odd_answers_fail_only_their_own_stream() {
-    let dir = temp_dir("odd");
-    let stats_file = dir.join("stats.json");
-    let server = PyServer::start(
-        "odd_server.py",
-        free_addr("127.0.0.1"),
-        &[stats_file.to_str().unwrap()],
-    )
-    .await;
+    let (_server, stats_file, listen, _p) = odd_pool("odd", "retries = 0\n").await;
     let stats = || -> Value {
         serde_json::from_str(&std::fs::read_to_string(&stats_file).unwrap_or_default())
             .unwrap_or(Value::Null)
     };
-    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let config = format!(
-        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
-         [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"h2\"\n\
-         [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\nretries = 0\n\
-           [[pool.server]]\n  address = \"{}\"\n",
-        server.addr
-    );
-    let _p = Proxy::start(&config, &[listen]).await;
     let c = client();
     let ok = |body: &str| (StatusCode::OK, 0, Ok(body.to_string()));
     assert_eq!(odd_get(&c, listen, "/ok").await, ok("ok"));
@@ -859,23 +866,7 @@ async fn an_h2_pool_gets_rampart_s_forwarded_fields_and_no_hop_by_hop_one() {
 /// Client and server are python3-h2, which tell the representations apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_never_indexed_field_is_sent_on_never_indexed_both_ways() {
-    let dir = temp_dir("never");
-    let stats_file = dir.join("stats.json");
-    let server = PyServer::start(
-        "odd_server.py",
-        free_addr("127.0.0.1"),
-        &[stats_file.to_str().unwrap()],
-    )
-    .await;
-    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let config = format!(
-        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
-         [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"h2\"\n\
-         [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\n\
-           [[pool.server]]\n  address = \"{}\"\n",
-        server.addr
-    );
-    let _p = Proxy::start(&config, &[listen]).await;
+    let (_server, _, listen, _p) = odd_pool("never", "").await;
     let probe = format!("{}/tests/h2/probe.py", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("/usr/bin/python3")
         .args([
