@@ -976,8 +976,7 @@ fn encode_request(block: &mut Vec<u8>, r: &RequestHead<'_>) {
         {
             continue;
         }
-        let (name, sensitive) = (name.as_str().as_bytes(), value.is_sensitive());
-        hpack::encode_field_as(block, sensitive, name, value.as_bytes());
+        hpack::encode_header(block, name, value);
     }
 }
 
@@ -985,8 +984,7 @@ fn encode_request(block: &mut Vec<u8>, r: &RequestHead<'_>) {
 fn encode_fields(block: &mut Vec<u8>, h: &HeaderMap) {
     for (name, value) in h {
         if !fields::is_connection_specific(name) {
-            let (name, sensitive) = (name.as_str().as_bytes(), value.is_sensitive());
-            hpack::encode_field_as(block, sensitive, name, value.as_bytes());
+            hpack::encode_header(block, name, value);
         }
     }
 }

@@ -1,13 +1,16 @@
 //! HPACK (RFC 7541), the header compression of HTTP/2, written for rampart's own
-//! HTTP/2 server: the decoder hands each field to a callback as byte slices
-//! (borrowed from the header block, the tables or one reused scratch buffer), so
-//! a request's fields can go straight into the HTTP/1.1 bytes a backend gets,
-//! with no `HeaderName`, `HeaderValue` or `HeaderMap` between.
+//! HTTP/2 server and client: the decoder hands each field to a callback as
+//! borrowed bytes (from the header block, the tables, one reused scratch buffer
+//! or the memo of short literal values), with the name's `HeaderName` where a
+//! table made it once (`Name`) and the value's `HeaderValue` where the memo
+//! checked it once (`Value::Memo`), so a field is copied and checked only when
+//! it is kept.
 //!
 //! The encoder never adds to a dynamic table: each field is a static-table
-//! reference or a literal "without indexing" (RFC 7541 6.2.2) in plain octets,
-//! so rampart keeps no encoder state per connection and a peer's
-//! `SETTINGS_HEADER_TABLE_SIZE` needs no answer (as HAProxy encodes).
+//! reference or a literal "without indexing" (RFC 7541 6.2.2), or "never
+//! indexed" (6.2.3) for a value that came so, in plain octets, so rampart keeps
+//! no encoder state per connection and a peer's `SETTINGS_HEADER_TABLE_SIZE`
+//! needs no answer (as HAProxy encodes).
 
 use super::huffman_table::{CODES, LENGTHS};
 use bytes::Bytes;
@@ -230,8 +233,7 @@ static TOKEN_LOWER: [bool; 256] = {
 pub enum Value<'a> {
     /// In the static table.
     Static(&'static [u8]),
-    /// In a dynamic table entry or the decoder's memo of short literal
-    /// values (`.1`, a slice of `.0`): kept by sharing it.
+    /// In a dynamic table entry (`.1`, a slice of `.0`): kept by sharing it.
     Shared(&'a Bytes, &'a [u8]),
     /// In the header block or the decoder's scratch buffer: kept by a copy.
     Scratch(&'a [u8]),
@@ -335,8 +337,9 @@ impl Table {
 
 /// The longest literal value `Memo` keeps.
 const MEMO_MAX: usize = 48;
-/// How many it keeps.
+/// How many it keeps (one bit each in `Memo::used`).
 const MEMO_SLOTS: usize = 8;
+const _: () = assert!(MEMO_SLOTS <= u8::BITS as usize);
 
 /// A short value in an allocation of its own that `Bytes` shares by a count.
 struct Short {
@@ -630,6 +633,13 @@ pub fn encode_status(out: &mut Vec<u8>, status: u16) {
 /// static-table reference when the table has it. `name` must be lowercase.
 pub fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     encode_field_as(out, false, name, value);
+}
+
+/// A map's field as `encode_field_as` writes it, "never indexed" when its
+/// value is sensitive.
+pub fn encode_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    let name = name.as_str().as_bytes();
+    encode_field_as(out, value.is_sensitive(), name, value.as_bytes());
 }
 
 /// `encode_field`, or the same literal "never indexed" (RFC 7541 6.2.3) for a

@@ -22,7 +22,7 @@ packages (Debian's python3-h2). Each prints one JSON line of what the server did
   probe.py reset-echo HOST PORT N         POST /stream-echo: N pieces of 1,000 bytes, each
                                           echoed back before the next, then RST_STREAM
                                           CANCEL, then a GET on the same connection
-  probe.py never HOST PORT PATH         GET PATH with authorization sent "never indexed"
+  probe.py never HOST PORT PATH           GET PATH with authorization sent "never indexed"
                                           (RFC 7541 6.2.3) and x-plain plainly: the
                                           answer's status, its fields that came "never
                                           indexed", and its body
