@@ -62,29 +62,45 @@ pub struct PooledBuf(Vec<u8>);
 
 impl PooledBuf {
     pub fn take() -> PooledBuf {
-        let spare = BUFS.with_borrow_mut(|s| {
-            s.out += 1;
-            s.peak = s.peak.max(s.out);
-            s.bufs.pop()
-        });
-        PooledBuf(spare.unwrap_or_else(|| Vec::with_capacity(BUF_SIZE)))
+        PooledBuf(take_vec())
     }
 }
 
 impl Drop for PooledBuf {
     fn drop(&mut self) {
-        // A buffer that grew for a large head is freed, not kept.
-        let keep = self.0.capacity() == BUF_SIZE;
-        BUFS.with_borrow_mut(|s| {
-            // (saturating: a buffer taken on another thread)
-            s.out = s.out.saturating_sub(1);
-            if keep && s.bufs.len() + s.out < s.peak.max(SPARE_MIN) {
-                let mut b = std::mem::take(&mut self.0);
-                b.clear();
-                s.bufs.push(b);
-            }
-        });
+        give_back(std::mem::take(&mut self.0));
     }
+}
+
+/// An empty `BUF_SIZE` buffer from this thread's spares, as a plain `Vec`,
+/// counted out until it comes back through [`give_back`] (every one taken
+/// must: the count sizes the spares). The HTTP/2 server's connections hold
+/// theirs so, one to read and one to write, while they have streams.
+pub fn take_vec() -> Vec<u8> {
+    let spare = BUFS.with_borrow_mut(|s| {
+        s.out += 1;
+        s.peak = s.peak.max(s.out);
+        s.bufs.pop()
+    });
+    spare.unwrap_or_else(|| Vec::with_capacity(BUF_SIZE))
+}
+
+/// Returns a buffer [`take_vec`] gave (or the one that replaced it, grown):
+/// kept as a spare if it is still `BUF_SIZE` and the thread needs one,
+/// freed otherwise.
+pub fn give_back(mut b: Vec<u8>) {
+    // A buffer that grew for a large head is freed, not kept.
+    let keep = b.capacity() == BUF_SIZE;
+    // (`try_with`: a connection dropped as its thread ends frees its buffer)
+    let _ = BUFS.try_with(|s| {
+        let mut s = s.borrow_mut();
+        // (saturating: a buffer taken on another thread)
+        s.out = s.out.saturating_sub(1);
+        if keep && s.bufs.len() + s.out < s.peak.max(SPARE_MIN) {
+            b.clear();
+            s.bufs.push(b);
+        }
+    });
 }
 
 /// Lets this thread's spare buffers beyond its recent need go: at most once a
@@ -108,6 +124,12 @@ pub fn trim_spare(now_ms: u64) {
 #[cfg(test)]
 fn spare_count() -> usize {
     BUFS.with_borrow(|s| s.bufs.len())
+}
+
+/// This thread's buffers taken and not yet given back (tests).
+#[cfg(test)]
+pub(crate) fn spare_out() -> usize {
+    BUFS.with_borrow(|s| s.out)
 }
 
 impl Deref for PooledBuf {

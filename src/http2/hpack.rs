@@ -434,6 +434,13 @@ impl Decoder {
         }
     }
 
+    /// Lets go of the scratch room Huffman-coded strings took (an idle
+    /// connection's); the table and the memo stay.
+    pub fn shrink(&mut self) {
+        self.name_buf = Vec::new();
+        self.value_buf = Vec::new();
+    }
+
     /// The bytes the dynamic table holds now, as RFC 7541 4.1 counts them.
     pub fn table_size(&self) -> usize {
         self.table.size

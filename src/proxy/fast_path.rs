@@ -107,7 +107,8 @@ impl RequestView for View<'_, '_> {
 /// Serves one HTTP client connection until it closes, or until `graceful` is
 /// cancelled, after which in-flight requests finish and the connection closes.
 /// HTTP/1.1 requests start here; the connection is handed to hyper
-/// (`http::serve_hyper`) for HTTP/2 and for requests the fast path does not take.
+/// (`http::serve_h2`, `http::serve_h1`) for HTTP/2 and for requests the fast
+/// path does not take.
 ///
 /// A connection that was parked (`park`) is served again from here too, its
 /// request head due when it was due before (`ConnCtx::resumed`).
@@ -258,7 +259,11 @@ pub async fn serve<S: ClientIo>(
                 );
                 // Boxed, as is `proxy` below: this task's own future then stays
                 // small, which is what an idle connection costs.
-                Box::pin(http::serve_hyper(io, h2, ctx, &builders, graceful)).await;
+                if h2 {
+                    Box::pin(http::serve_h2(io, ctx, &builders, graceful)).await;
+                } else {
+                    Box::pin(http::serve_h1(io, ctx, &builders, graceful)).await;
+                }
                 return;
             }
             // the proxy's own answers are boxed too: a response inline would
