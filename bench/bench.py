@@ -433,6 +433,22 @@ splice = false
         time.sleep(1.0)
         return {"rss_mib": after / 1024, "bytes_per_conn": max(0, (after - before) * 1024 / n)}
 
+    def idle_h2(self, name):
+        """RSS growth holding N idle h2c connections, one GET done on each,
+        opened one after another as fast as they answer (bench/h2_idle.py,
+        pace 0): what a burst of HTTP/2 clients leaves behind once they all
+        went quiet."""
+        n = self.a.idle
+        self.restart(name)
+        # the worker: nginx's is its master's child
+        pid = self.pids(name)[-1]
+        out = sh(f"/usr/bin/python3 {os.path.dirname(os.path.abspath(__file__))}/h2_idle.py "
+                 f"{PORTS[name][2]} {n} {pid}").stdout
+        m = re.search(r"RSS (\d+) -> (\d+) KiB, (\d+) bytes each", out)
+        if not m:
+            sys.exit(f"bench/h2_idle.py against {name} printed {out!r}")
+        return {"rss_mib": int(m.group(2)) / 1024, "bytes_per_conn": int(m.group(3))}
+
     def shorten(self, haproxy, nginx, rampart):
         """--shortest: each proxy with its defaults. What the tuned configs add to
         the shortest working one is taken out: HAProxy's `http-reuse always` (its
@@ -495,6 +511,7 @@ splice = false
                 results.setdefault(("idle", t), []).append(self.idle(t))
                 if t == "rampart":
                     results.setdefault(("idle_unparked", t), []).append(self.idle(t, UNPARKED_PORT))
+                results.setdefault(("idle_h2", t), []).append(self.idle_h2(t))
             order = order[1:] + order[:1]
         return results
 
@@ -562,6 +579,7 @@ def render(results, args, versions):
         ("idle", "rss_mib", f"RSS holding {args.idle} idle keep-alive conns, MiB", True),
         ("idle", "bytes_per_conn", "bytes per idle connection", True),
         ("idle_unparked", "bytes_per_conn", "bytes per idle connection, rampart not parking (`park_idle_after = \"0s\"`)", True),
+        ("idle_h2", "bytes_per_conn", f"bytes per idle HTTP/2 connection ({args.idle} h2c, one GET each, opened back to back)", True),
     ]
     out = ["| scenario | direct | haproxy | nginx | rampart | rampart/haproxy | rampart/nginx |",
            "|---|---:|---:|---:|---:|---:|---:|"]

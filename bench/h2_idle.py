@@ -1,11 +1,12 @@
 # bench/h2_idle.py PORT N PID [PACE]: N h2c connections to a proxy on PORT, one
 # GET each, then held idle for 3 s; prints the growth of process PID's RSS per
-# connection. PACE: seconds between connections (default 0). The figure depends
-# on it: rampart's idle HTTP/2 connection gives its buffers back after a second,
-# to the heap, not to the system, so connections opened faster than that leave
-# the buffers of those still busy in the RSS (2,000 on 5cc8833: 12,771 bytes
-# each at PACE 0, 7,344 at 0.002). Debian's python3-h2 (/usr/bin/python3). The
-# proxy's backend must answer GET /.
+# connection. PACE: seconds between connections (default 0). The figure can
+# depend on it: memory a connection lets go of goes to the heap, not always to
+# the system, so a proxy that keeps a connection's buffers for a while after
+# its last stream shows them for every connection still within that while
+# (rampart kept them a second until 2026-12-03: 12,771 bytes each at PACE 0,
+# 7,344 at 0.002, 2,000 connections). bench.py's idle scenario runs it at 0.
+# Debian's python3-h2 (/usr/bin/python3). The proxy's backend must answer GET /.
 import os, socket, sys, time
 # (this directory's h2.py, the HTTP/2 bench, would shadow the h2 package)
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]

@@ -14,6 +14,8 @@ for pair in haproxy:haproxy nginx:nginx wrk:wrk h2load:nghttp2-client curl:curl 
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
+# bench/h2_idle.py (the idle HTTP/2 row) runs under Debian's python3, with its h2
+/usr/bin/python3 -c "import h2" >/dev/null 2>&1 || need+=(python3-h2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
