@@ -279,7 +279,7 @@ fn sizes() {
     );
     println!(
         "serve_tls_bytes {}",
-        size_of_return(serve::<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>)
+        size_of_return(serve::<Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>>)
     );
 }
 
