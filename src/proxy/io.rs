@@ -522,42 +522,16 @@ mod tests {
 
     /// A TLS connection over loopback: rampart's side (a `TlsStream` as the
     /// listener makes it) and a rustls client that trusts its self-signed
-    /// certificate (made with the openssl CLI, as tests/common/tls.rs does).
+    /// certificate (`tls::cert::self_signed`).
     async fn tls_pair() -> (
         Box<TlsStream<TcpStream>>,
         tokio_rustls::client::TlsStream<TcpStream>,
     ) {
         let dir = std::env::temp_dir().join(format!("rampart-io-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let ok = std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
-            .args(["-nodes", "-days", "2", "-subj", "/CN=io.test", "-addext"])
-            .args([
-                "subjectAltName=DNS:io.test",
-                "-addext",
-                "basicConstraints=CA:FALSE",
-                "-keyout",
-                "k.pem",
-                "-out",
-                "c.pem",
-            ])
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            ok.status.success(),
-            "openssl: {}",
-            String::from_utf8_lossy(&ok.stderr)
-        );
-        let cert = CertificateDer::from_pem_file(dir.join("c.pem")).unwrap();
-        let key = PrivateKeyDer::from_pem_file(dir.join("k.pem")).unwrap();
+        let (c, k) = crate::tls::cert::self_signed(&dir, "io.test").unwrap();
+        let cert = CertificateDer::from_pem_file(c).unwrap();
+        let key = PrivateKeyDer::from_pem_file(k).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         let provider = crate::tls::provider();
         let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))

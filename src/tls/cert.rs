@@ -11,6 +11,32 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// A throwaway self-signed ECDSA P-256 certificate for `name` (its subject
+/// and its one DNS name, not a CA), valid two days, made in `dir` with the
+/// openssl CLI: the paths of the certificate and of its key, PEM. For
+/// `import --verify`'s TLS listeners and for tests.
+pub fn self_signed(dir: &Path, name: &str) -> std::io::Result<(PathBuf, PathBuf)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let o = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+        .arg("-subj")
+        .arg(format!("/CN={name}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:{name}"))
+        .args(["-addext", "basicConstraints=CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()?;
+    if !o.status.success() {
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        ));
+    }
+    Ok((cert, key))
+}
+
 /// A certificate that expires sooner than this is served, with a warning.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 

@@ -341,40 +341,11 @@ fn first_alert(out: &str, err: &str) -> String {
 }
 
 fn test_certificate(local: &mut Local) -> Result<(), VerifyError> {
-    let cert = local.dir.join("cert.pem");
-    let key = local.dir.join("key.pem");
-    let o = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=verify.invalid",
-            "-addext",
-            "subjectAltName=DNS:verify.invalid",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .map_err(|e| {
-            VerifyError::Setup(format!(
-                "openssl: {e} (a test certificate for TLS listeners)"
-            ))
-        })?;
-    if !o.status.success() {
-        return Err(VerifyError::Setup(format!(
-            "openssl: {}",
-            String::from_utf8_lossy(&o.stderr)
-        )));
-    }
+    let (cert, key) = crate::tls::cert::self_signed(&local.dir, "verify.invalid").map_err(|e| {
+        VerifyError::Setup(format!(
+            "openssl: {e} (a test certificate for TLS listeners)"
+        ))
+    })?;
     let mut pem = std::fs::read(&cert).map_err(|e| VerifyError::Setup(e.to_string()))?;
     pem.extend(std::fs::read(&key).map_err(|e| VerifyError::Setup(e.to_string()))?);
     let both = local.dir.join("both.pem");
