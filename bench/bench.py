@@ -105,9 +105,13 @@ class Bench:
             p.wait()
             self.procs.remove((n, p))
         self.start(name, *self.cmds[name])
-        for port in PORTS[name][:2]:
+        for port in self.listen_ports(name):
             self.wait_port(port, name)
         time.sleep(0.5)
+
+    def listen_ports(self, name):
+        """The ports a started proxy listens on (waited for by `restart`)."""
+        return PORTS[name][:2]
 
     def stop_all(self):
         for _, p in self.procs:

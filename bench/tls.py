@@ -194,6 +194,9 @@ server_timeout = "60s"
             if out != "hello\n":
                 sys.exit(f"{name} does not proxy the backend over TLS: {out!r}; logs in {self.dir}")
 
+    def listen_ports(self, name):
+        return PORTS[name]
+
     # ---------- measurements ----------
     def pids(self, name):
         if name == "nginx":

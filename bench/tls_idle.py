@@ -3,27 +3,18 @@
 and rampart (rustls) started with bench/tls.py's configs (one thread or worker
 each, the ECDSA listener), each fresh, then N TLS 1.3 connections made to it one
 after another, one keep-alive GET each, held idle for 3 s; the growth of the
-proxy's RSS (nginx: its worker's) per connection. Two rounds, interleaved.
+proxy's RSS (nginx: its master's and worker's) per connection. Two rounds, interleaved.
 
     python3 bench/tls_idle.py target/release/rampart [N]
 
 Standard library only (Python's ssl module is the client); certificates made
 with the openssl CLI, as tls.py makes them.
 """
-import argparse, asyncio, os, signal, ssl, sys, time
+import argparse, asyncio, os, ssl, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tls as T  # noqa: E402
 from bench import raise_nofile  # noqa: E402
-
-
-def rss_kib(pids):
-    total = 0
-    for pid in pids:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total
 
 
 async def hold(port, n):
@@ -51,20 +42,12 @@ def main():
         b.setup()
         for name in ["haproxy", "nginx", "rampart"] * 2:
             # a fresh process: what earlier rounds freed but kept is not counted
-            for entry in [x for x in b.procs if x[0] == name]:
-                os.killpg(entry[1].pid, signal.SIGKILL)
-                entry[1].wait()
-                b.procs.remove(entry)
-            b.start(name, *b.cmds[name])
-            b.wait_port(T.PORTS[name][0], name)
-            time.sleep(0.5)
-            pids = b.pids(name)
-            pids = pids[-1:] if name == "nginx" else pids
-            before = rss_kib(pids)
+            b.restart(name)
+            before = b.rss_kib(name)
             loop = asyncio.new_event_loop()
             conns = loop.run_until_complete(hold(T.PORTS[name][0], n))
             time.sleep(3)
-            after = rss_kib(pids)
+            after = b.rss_kib(name)
             for w in conns:
                 w.transport.abort()
             loop.close()
