@@ -633,6 +633,7 @@ impl ListenerSet {
     }
 }
 
+/// What `boxed_handshake` gives: the handshake boxed, its session boxed.
 type Handshake<'a> = std::pin::Pin<
     Box<
         dyn std::future::Future<

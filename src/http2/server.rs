@@ -625,7 +625,7 @@ where
     /// idle one holds no buffer, nor do HAProxy's and nginx's. Given back a
     /// second later, as they were, the buffers of a burst of connections
     /// stayed in the heap between the small allocations of those left idle:
-    /// 2,000 idle connections opened at once measured 12 to 15 KB each, 3 KB
+    /// 2,000 idle connections opened at once measured 11.7 to 14.4 KB each, 3 KB
     /// now (bench/RESULTS.md). The room its streams had goes after
     /// `IDLE_ROOM_MS` (see `timers`): taken and freed again with every
     /// stream, it cost h2c 280 instructions a request.
