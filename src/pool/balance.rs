@@ -95,36 +95,38 @@ impl Balancer {
                     .find(|&i| m.eligible(i))
             }
             Algo::LeastConn => {
+                let mut best = None;
+                // a rotating start, so that equally loaded members take turns
+                let start = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
                 if n > LEAST_CONN_EXACT {
-                    // a large pool: the least loaded of a few members drawn at
-                    // random (Envoy's least_request), O(1) instead of O(n)
-                    let mut best: Option<usize> = None;
-                    for _ in 0..LEAST_CONN_DRAWS {
-                        let i = fastrand::usize(..n);
-                        if m.weight(i) > 0
-                            && m.eligible(i)
-                            && best.is_none_or(|b| less_loaded(m, i, b))
-                        {
-                            best = Some(i);
-                        }
+                    // a large pool: the least loaded of a few members (Envoy's
+                    // least_request), O(1) instead of O(n). The first is the
+                    // member at the cursor, and it wins ties: while it is as
+                    // idle as the others, the members take turns as in round
+                    // robin, so that each server's connection is used again at
+                    // an even pace. Drawn at random, one in seven requests found a
+                    // connection idle long enough for the kernel to have sent a
+                    // delayed ACK (TcpExtDelayedACKs, 1,000 servers, 50 clients):
+                    // a segment more each way, and 2 µs more of system time a
+                    // request. The others are drawn at random, so that members
+                    // that are busy together (next to each other in the list)
+                    // cannot fill the sample.
+                    consider(m, start, &mut best);
+                    let mut rng = fastrand::Rng::new();
+                    for _ in 1..LEAST_CONN_DRAWS {
+                        consider(m, rng.usize(..n), &mut best);
                     }
-                    if best.is_some() {
-                        return best;
+                    if let Some((i, ..)) = best {
+                        return Some(i);
                     }
-                    // every draw hit a member that is out: look at them all
+                    // every member looked at is out: look at them all
                 }
-                let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-                let mut best: Option<usize> = None;
-                for k in 0..n {
-                    let i = (start.wrapping_add(k)) % n;
-                    if m.weight(i) == 0 || !m.eligible(i) {
-                        continue;
-                    }
-                    if best.is_none_or(|b| less_loaded(m, i, b)) {
-                        best = Some(i);
-                    }
+                let mut i = start;
+                for _ in 0..n {
+                    consider(m, i, &mut best);
+                    i = if i + 1 == n { 0 } else { i + 1 };
                 }
-                best
+                best.map(|(i, ..)| i)
             }
             Algo::RandomTwo => {
                 let first = scan_eligible(m, fastrand::usize(..n))?;
@@ -206,13 +208,36 @@ impl Balancer {
 }
 
 /// least_conn compares every member of a pool up to this size; above it, the
-/// least loaded of [`LEAST_CONN_DRAWS`] members drawn at random.
+/// least loaded of [`LEAST_CONN_DRAWS`] members: the one at the cursor and the
+/// others drawn at random.
 pub const LEAST_CONN_EXACT: usize = 64;
-/// With 16 draws the pick is, 99.9% of the time, among the least loaded third
-/// of the eligible members (0.67^16 < 0.002), whatever the pool's size.
+/// With 15 members drawn at random the pick is, 99.7% of the time, among the
+/// least loaded third of the eligible members (0.67^15 < 0.003), whatever the
+/// pool's size.
 pub const LEAST_CONN_DRAWS: usize = 16;
 
 /// Is `a` less loaded than `b`, comparing (active + 1) / weight without division.
+/// least_conn: makes member `i` the `best` so far, (member, active + 1, weight),
+/// if it is less loaded and eligible. The load is compared first, and the
+/// eligibility (health, admin state, breaker, connection limit, exclusion: the
+/// costly part) is looked at only for a member that would become the best:
+/// checked for every member of a pool of 64, it cost more than the rest of the
+/// request (23,596 instructions a proxied request against round robin's 15,032).
+fn consider<M: Members + ?Sized>(m: &M, i: usize, best: &mut Option<(usize, u64, u64)>) {
+    let w = u64::from(m.weight(i));
+    if w == 0 {
+        return;
+    }
+    let load = u64::from(m.active(i)) + 1;
+    // less loaded: load / w < the best's load / the best's weight
+    if best.is_some_and(|(_, bl, bw)| load * bw >= bl * w) {
+        return;
+    }
+    if m.eligible(i) {
+        *best = Some((i, load, w));
+    }
+}
+
 fn less_loaded<M: Members + ?Sized>(m: &M, a: usize, b: usize) -> bool {
     let la = (u64::from(m.active(a)) + 1) * u64::from(m.weight(b));
     let lb = (u64::from(m.active(b)) + 1) * u64::from(m.weight(a));
@@ -427,6 +452,8 @@ mod tests {
         weights: Vec<u32>,
         active: RefCell<Vec<u32>>,
         down: Vec<bool>,
+        /// calls of `eligible`
+        checked: std::cell::Cell<usize>,
     }
 
     impl View {
@@ -435,6 +462,7 @@ mod tests {
                 weights: weights.to_vec(),
                 active: RefCell::new(vec![0; weights.len()]),
                 down: vec![false; weights.len()],
+                checked: std::cell::Cell::new(0),
             }
         }
     }
@@ -444,6 +472,7 @@ mod tests {
             self.weights.len()
         }
         fn eligible(&self, i: usize) -> bool {
+            self.checked.set(self.checked.get() + 1);
             !self.down[i]
         }
         fn weight(&self, i: usize) -> u32 {
@@ -551,6 +580,43 @@ mod tests {
         assert!((0..50).all(|_| b.pick(&v, 0) == Some(777)));
         v.down[777] = true;
         assert_eq!(b.pick(&v, 0), None);
+    }
+
+    #[test]
+    fn least_conn_checks_only_a_member_that_would_be_picked() {
+        // equally loaded: the first member looked at is the one picked, and the
+        // only one whose eligibility is checked (exact scan and random draws)
+        for n in [LEAST_CONN_EXACT, 1000] {
+            let v = View::new(&vec![1; n]);
+            let b = Balancer::new(Balance::LeastConn, &v.weights, &ids(n));
+            for _ in 0..100 {
+                assert!(b.pick(&v, 0).is_some());
+            }
+            assert_eq!(v.checked.get(), 100, "{n} members");
+        }
+        // all idle, on a pool too large to scan: the members take turns (each
+        // server's connection is used at an even pace)
+        let n = 1000;
+        let v = View::new(&vec![1; n]);
+        let b = Balancer::new(Balance::LeastConn, &v.weights, &ids(n));
+        let mut c = vec![0; n];
+        for _ in 0..2 * n {
+            c[b.pick(&v, 0).unwrap()] += 1;
+        }
+        assert!(c.iter().all(|&x| x == 2), "{:?}", &c[..20]);
+        // the least loaded is out: the next least loaded is picked
+        let mut v = View::new(&[1, 1, 1, 1]);
+        *v.active.borrow_mut() = vec![3, 0, 1, 2];
+        v.down[1] = true;
+        let b = Balancer::new(Balance::LeastConn, &v.weights, &ids(4));
+        for _ in 0..8 {
+            assert_eq!(b.pick(&v, 0), Some(2));
+        }
+        // a weight of 0 is never picked, even when idle
+        let v = View::new(&[0, 1]);
+        *v.active.borrow_mut() = vec![0, 9];
+        let b = Balancer::new(Balance::LeastConn, &v.weights, &ids(2));
+        assert_eq!(b.pick(&v, 0), Some(1));
     }
 
     #[test]
