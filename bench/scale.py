@@ -284,40 +284,68 @@ frontend fe
                 k += 1
         return "".join(out)
 
+    def cpu_ticks(self, name):
+        """The proxy's user + system time so far, in clock ticks (from /proc)."""
+        total = 0
+        for pid in self.pids(name):
+            f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+        return total
+
     def size(self):
+        """req/s and the proxy's CPU time per request (user + system, from
+        /proc: the figure that moves less when the load generator's CPU is the
+        limit), medians of `rounds` rounds; in each round every cell runs on a
+        fresh proxy, and the proxy that goes first alternates."""
         sizes = self.a.sizes
         self.backend(max(sizes))
+        tick = os.sysconf("SC_CLK_TCK")
+        cells = {}  # (balancer, proxy, n) -> [(req/s, CPU µs a request)]
+        rss = {}
+        for r in range(self.a.rounds):
+            for b, hb in self.balancers().items():
+                for n in sizes:
+                    for proxy in ("haproxy", "rampart") if r % 2 == 0 else ("rampart", "haproxy"):
+                        if proxy == "rampart":
+                            cfg = self.write("rampart.toml", self.rampart_config(1, n, b))
+                            self.start(proxy, [self.a.rampart, "run", "-c", cfg], self.a.proxy_cpus)
+                            port = 19103
+                        else:
+                            cfg = self.write("haproxy.cfg", self.haproxy_config(1, n, hb))
+                            self.start(proxy, ["haproxy", "-db", "-f", cfg], self.a.proxy_cpus)
+                            port = 19101
+                        self.wait_port("127.0.0.1", port, proxy)
+                        url = f"http://127.0.0.1:{port}/"
+                        # warm up: connections to the servers are opened once
+                        sh(f"taskset -c {self.a.load_cpus} wrk -t1 -c50 -d{self.a.warmup}s {url}")
+                        cpu0 = self.cpu_ticks(proxy)
+                        out = sh(f"taskset -c {self.a.load_cpus} wrk -t1 -c50 -d{self.a.duration}s {url}").stdout
+                        cpu = (self.cpu_ticks(proxy) - cpu0) / tick
+                        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+                        done = re.search(r"(\d+) requests in", out)
+                        bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+                        rps = float(m.group(1)) if m and not bad else 0.0
+                        us = cpu * 1e6 / int(done.group(1)) if done and rps else float("nan")
+                        cells.setdefault((b, proxy, n), []).append((rps, us))
+                        rss[(b, proxy, n)] = self.rss_kib(proxy)
+                        conns = f", {self.backend_connects():,} backend connects" if proxy == "rampart" else ""
+                        self.stop(proxy)
+                        print(f"size round {r + 1} {b} {proxy} {n}: {rps:,.0f} req/s, {us:.1f} µs CPU a request, "
+                              f"RSS {rss[(b, proxy, n)]:,} KiB{conns}", file=sys.stderr)
+        self.stop("backend")
+        med = lambda xs: sorted(xs)[len(xs) // 2]
         lines = ["| balancer | proxy | " + " | ".join(f"{n:,} servers" for n in sizes) + " |",
                  "|---|---|" + "---:|" * len(sizes)]
-        rss = {}
-        for b, hb in self.balancers().items():
+        for b in self.balancers():
             for proxy in ("haproxy", "rampart"):
-                cells = []
+                row = []
                 for n in sizes:
-                    if proxy == "rampart":
-                        cfg = self.write("rampart.toml", self.rampart_config(1, n, b))
-                        self.start(proxy, [self.a.rampart, "run", "-c", cfg], self.a.proxy_cpus)
-                        port = 19103
-                    else:
-                        cfg = self.write("haproxy.cfg", self.haproxy_config(1, n, hb))
-                        self.start(proxy, ["haproxy", "-db", "-f", cfg], self.a.proxy_cpus)
-                        port = 19101
-                    self.wait_port("127.0.0.1", port, proxy)
-                    url = f"http://127.0.0.1:{port}/"
-                    # warm up: connections to the servers are opened once
-                    sh(f"taskset -c {self.a.load_cpus} wrk -t1 -c50 -d{self.a.warmup}s {url}")
-                    out = sh(f"taskset -c {self.a.load_cpus} wrk -t1 -c50 -d{self.a.duration}s {url}").stdout
-                    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-                    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-                    rps = float(m.group(1)) if m and not bad else 0.0
-                    rss[(b, proxy, n)] = self.rss_kib(proxy)
-                    conns = f", {self.backend_connects():,} backend connects" if proxy == "rampart" else ""
-                    self.stop(proxy)
-                    cells.append(f"{rps:,.0f}")
-                    print(f"size {b} {proxy} {n}: {rps:,.0f} req/s, RSS {rss[(b, proxy, n)]:,} KiB{conns}", file=sys.stderr)
-                lines.append(f"| {b} | {proxy} | " + " | ".join(cells) + " |")
-        self.stop("backend")
-        self.rows.append(("HTTP/1.1 keep-alive req/s (wrk, 50 connections) through a pool of N servers", lines))
+                    xs = cells[(b, proxy, n)]
+                    row.append(f"{med([x[0] for x in xs]):,.0f} ({med([x[1] for x in xs]):.1f} µs)")
+                lines.append(f"| {b} | {proxy} | " + " | ".join(row) + " |")
+        self.rows.append((f"HTTP/1.1 keep-alive req/s (wrk, 50 connections) through a pool of N servers, and "
+                          f"(in brackets) the proxy's CPU time a request, user + system; medians of "
+                          f"{self.a.rounds} round(s) of {self.a.duration} s", lines))
         lo, hi = min(sizes), max(sizes)
         if lo == hi:
             return
@@ -326,7 +354,7 @@ frontend fe
             per = {p: (rss[(b, p, hi)] - rss[(b, p, lo)]) * 1024 / (hi - lo) for p in ("haproxy", "rampart")}
             mem.append(f"| {b} | {per['haproxy']:,.0f} | {per['rampart']:,.0f} |")
         self.rows.append((f"RSS per server after that run, bytes: (RSS with {hi:,} servers - RSS with {lo:,}) / {hi - lo:,} "
-                          "(it includes each server's connections to the backend)", mem))
+                          "(it includes each server's connections to the backend; the last round's)", mem))
 
     def balancers(self):
         return {b: h for b, h in BALANCERS.items() if not self.a.balancers or b in self.a.balancers}
@@ -494,6 +522,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smaller: up to 1,000 servers, 10,000 idle, no callgrind")
     ap.add_argument("--sizes", dest="sizes_opt", help="comma-separated pool sizes for 'size' (default 10,100,1000,10000)")
     ap.add_argument("--balancers", help="comma-separated balancers for 'size' (default: all)")
+    ap.add_argument("--rounds", type=int, help="rounds of 'size', medians reported (default 3, 1 with --quick)")
     ap.add_argument("--out")
     a = ap.parse_args()
     a.sizes = [10, 100, 1000] if a.quick else [10, 100, 1000, 10000]
@@ -504,6 +533,7 @@ def main():
     a.iters = 200_000 if a.quick else 1_000_000
     a.callgrind = not a.quick and shutil.which("valgrind") is not None
     a.warmup, a.duration = (1, 2) if a.quick else (3, 5)
+    a.rounds = a.rounds or (1 if a.quick else 3)
     ncpu = os.cpu_count() or 2
     a.proxy_cpus = str(ncpu - 1)
     a.load_cpus = ",".join(str(c) for c in range(0, max(1, ncpu - 1)))

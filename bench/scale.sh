@@ -4,7 +4,7 @@
 # pools, 100,000 idle connections; rampart beside HAProxy (and nginx) where the
 # figure is end to end. See bench/README.md.
 #
-#   bench/scale.sh --out bench/RESULTS-scale.md   full run (~15 minutes)
+#   bench/scale.sh --out bench/RESULTS-scale.md   full run (~30 minutes)
 #   bench/scale.sh --quick                       smaller, no callgrind (~3 minutes)
 #   bench/scale.sh --only pick,routes
 set -euo pipefail
