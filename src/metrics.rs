@@ -29,6 +29,9 @@ pub static STATE_FILE_WRITE_ERRORS: std::sync::atomic::AtomicU64 =
 /// session ends).
 pub static TCP_SPLICED_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Bytes of HTTP response bodies moved with splice(2) (counted as a response ends).
+pub static HTTP_SPLICED_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The last write of the state file failed (set and cleared by `statefile`).
 pub static STATE_FILE_FAILING: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);

@@ -147,6 +147,18 @@ async fn serve_script(mut s: TcpStream) {
                 std::future::pending::<()>().await;
                 return;
             }
+            "/big-until-close" => {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+                let _ = s.write_all(&pattern(BIG)).await;
+                return;
+            }
+            "/big-stall" => {
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG}\r\n\r\n");
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&pattern(BIG / 2)).await;
+                std::future::pending::<()>().await;
+                return;
+            }
             "/until-close" => {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nread until the server closes").await;
                 return;
@@ -708,4 +720,112 @@ async fn a_connection_whose_request_comes_late_is_served() {
         all.to_ascii_lowercase().contains("get /echo-head http/1.1"),
         "{all}"
     );
+}
+
+/// A long body between plain sockets goes through a pipe (splice) once a read
+/// has filled the proxy's buffer, and arrives whole; the connections stay in
+/// step (the backend connection serves the next request). A chunked body and a
+/// short one are copied; a body that ends with the server's close is spliced to
+/// its end; a server that stalls mid-way is cut after server_timeout.
+#[tokio::test]
+async fn a_long_body_is_spliced_and_its_connections_stay_in_step() {
+    let (p, listen, conns) = start("server_timeout = \"1s\"").await;
+    let admin = p.admin.expect("an admin address");
+    const SPLICED: &str = "rampart_http_spliced_bytes_total";
+    let c = client();
+    let big_chunked = c
+        .get(format!("http://{listen}/big-chunked").parse().unwrap())
+        .await
+        .unwrap();
+    let body = big_chunked.into_body().collect().await.unwrap().to_bytes();
+    assert!(body[..] == pattern(BIG)[..], "chunked: content differs");
+    let (st, body) = get(&c, &format!("http://{listen}/")).await;
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "ok"));
+    let m = admin_get(admin, "/metrics").await.1;
+    assert!(m.contains(SPLICED), "{m}");
+    assert_eq!(
+        metric(&m, SPLICED),
+        0.0,
+        "chunked and short bodies are copied"
+    );
+
+    for round in 1..=2 {
+        let resp = c
+            .get(format!("http://{listen}/big").parse().unwrap())
+            .await
+            .unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(
+            body[..] == pattern(BIG)[..],
+            "round {round}: {} bytes, content differs",
+            body.len()
+        );
+        // what was copied before the splice: the head's read and one full buffer
+        let m = wait_metric(admin, SPLICED, (round * (BIG - (64 << 10))) as f64).await;
+        assert!(metric(&m, SPLICED) <= (round * BIG) as f64, "{m}");
+    }
+    let (st, body) = get(&c, &format!("http://{listen}/")).await;
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "ok"));
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "one backend connection");
+
+    let before = metric(&admin_get(admin, "/metrics").await.1, SPLICED);
+    let all = send_raw(
+        listen,
+        b"GET /big-until-close HTTP/1.1\r\nHost: a\r\n\r\n",
+        "the proxy closes after the server did",
+    )
+    .await;
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    assert!(
+        all[end..] == pattern(BIG)[..],
+        "until close: {} body bytes",
+        all.len() - end
+    );
+    wait_metric(admin, SPLICED, before + (BIG - (64 << 10)) as f64).await;
+
+    // 512 KiB, then nothing: cut after server_timeout, what came passed on
+    let all = send_raw(
+        listen,
+        b"GET /big-stall HTTP/1.1\r\nHost: a\r\n\r\n",
+        "the proxy cuts the stalled body",
+    )
+    .await;
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    assert!(
+        all[end..] == pattern(BIG / 2)[..],
+        "stalled: {} body bytes",
+        all.len() - end
+    );
+    wait_for(
+        Duration::from_secs(5),
+        "a server_abort line for /big-stall",
+        || {
+            p.stdout()
+                .lines()
+                .any(|l| l.contains("path=\"/big-stall\"") && l.contains("end=server_abort"))
+        },
+    )
+    .await;
+
+    // `splice = false`: copied
+    let (p, listen, _) = start("splice = false").await;
+    let resp = c
+        .get(format!("http://{listen}/big").parse().unwrap())
+        .await
+        .unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        body[..] == pattern(BIG)[..],
+        "splice = false: content differs"
+    );
+    let m = admin_get(p.admin.unwrap(), "/metrics").await.1;
+    assert_eq!(metric(&m, SPLICED), 0.0, "{m}");
 }

@@ -508,6 +508,14 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     spliced
         .with_label_values::<&str>(&[])
         .inc_by(crate::metrics::TCP_SPLICED_BYTES.load(Ordering::Relaxed));
+    let http_spliced = counter(
+        "rampart_http_spliced_bytes_total",
+        "Bytes of HTTP response bodies moved with splice(2), zero-copy (counted as a response ends)",
+        &[],
+    );
+    http_spliced
+        .with_label_values::<&str>(&[])
+        .inc_by(crate::metrics::HTTP_SPLICED_BYTES.load(Ordering::Relaxed));
     let state_failing = gauge(
         "rampart_state_file_failing",
         "1 while the last write of the state file failed",
@@ -630,6 +638,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(tasks.collect());
     out.extend(state_errors.collect());
     out.extend(spliced.collect());
+    out.extend(http_spliced.collect());
     out.extend(state_failing.collect());
     out.extend(parked.collect());
     out.extend(parked_total.collect());

@@ -17,6 +17,7 @@ use super::http;
 use super::io::Prefixed;
 use super::io::{ClientIo, ClientSocket};
 use super::lifecycle::{self, Decision, Lifecycle};
+use super::splice::{self, Spliced};
 use crate::accesslog::End;
 use crate::h1::{self, BodyProgress, Framing, HeadError, PooledBuf};
 use crate::pool::{Pool, ServerGuard};
@@ -487,6 +488,11 @@ fn read_response_start(
     }
 }
 
+/// A response body with at least this much left, once a read has filled the
+/// buffer, is spliced to a plain client: below it, the pipe's own system calls
+/// (pipe2, fcntl, two closes) cost more than the copies they save.
+const SPLICE_MIN: u64 = 64 * 1024;
+
 /// Sends one request to its pool (retrying on other servers as configured) and
 /// the answer to the client. Returns whether the client connection stays open.
 ///
@@ -593,6 +599,10 @@ async fn forward<S: ClientIo>(
     let mut sent: u64 = 0;
     // Bytes after the end of the body: the connection is out of step; not reused.
     let mut clean = true;
+    // Of `sent`, the bytes spliced; and whether splicing may be tried (the
+    // pool's `splice`, until splice is refused).
+    let mut spliced: u64 = 0;
+    let mut splice_ok = pool.splice;
     let end = loop {
         let data = &rbuf[from..];
         let (n, complete) = match body.feed(data) {
@@ -622,6 +632,33 @@ async fn forward<S: ClientIo>(
         if complete {
             break End::Ok;
         }
+        // A long body between two plain sockets: once a read has filled the
+        // buffer, the rest goes through a pipe (splice), as tcp mode's bulk does,
+        // and not through this buffer.
+        if splice_ok && rbuf.len() == rbuf.capacity() {
+            let left = match body {
+                BodyProgress::Length(l) if l >= SPLICE_MIN => Some(Some(l)),
+                BodyProgress::Close => Some(None),
+                _ => None,
+            };
+            if let (Some(left), Some(Ok(to))) = (left, client.plain_socket()) {
+                let timeouts = (pool.server_timeout, client_timeout);
+                let (how, moved) = splice::body(&backend, to, left, timeouts.0, timeouts.1).await;
+                sent += moved;
+                spliced += moved;
+                match how {
+                    Spliced::Done => break End::Ok,
+                    Spliced::ServerFailed => break End::ServerAbort,
+                    Spliced::ClientFailed => break End::ClientAbort,
+                    Spliced::Refused => {
+                        splice_ok = false;
+                        if let BodyProgress::Length(l) = &mut body {
+                            *l -= moved;
+                        }
+                    }
+                }
+            }
+        }
         rbuf.clear();
         from = 0;
         match tokio::time::timeout(pool.server_timeout, backend.read_buf(&mut *rbuf)).await {
@@ -632,6 +669,9 @@ async fn forward<S: ClientIo>(
     };
     let st = &server.state;
     st.traffic.bytes_out.fetch_add(sent, Ordering::Relaxed);
+    if spliced > 0 {
+        crate::metrics::HTTP_SPLICED_BYTES.fetch_add(spliced, Ordering::Relaxed);
+    }
     pool.shared
         .histograms
         .request_duration

@@ -62,6 +62,12 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     /// The socket underneath, registered with the reactor, to watch for the
     /// client closing.
     fn socket(&mut self) -> io::Result<&TcpStream>;
+    /// The plain socket underneath, registered with the reactor, for bytes
+    /// spliced to it (`splice::body`); None when its bytes must go through a
+    /// layer of the proxy's own (TLS).
+    fn plain_socket(&mut self) -> Option<io::Result<&TcpStream>> {
+        None
+    }
     /// The address the client reached.
     fn local_addr(&self) -> io::Result<std::net::SocketAddr>;
     /// Before the connection is dropped: TLS says close_notify (a client that
@@ -154,6 +160,9 @@ impl ClientIo for ClientSocket {
     }
     fn socket(&mut self) -> io::Result<&TcpStream> {
         self.register().map(|s| &*s)
+    }
+    fn plain_socket(&mut self) -> Option<io::Result<&TcpStream>> {
+        Some(self.socket())
     }
     fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         match &self.sock {

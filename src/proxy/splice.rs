@@ -1,7 +1,8 @@
 //! splice(2) through a kernel pipe: the bytes of a plain TCP session go from one
 //! socket to the other without being copied into the proxy's memory (HAProxy's
 //! `option splice-auto`). Used by [`tcp::relay_tcp`](super::tcp::relay_tcp) once a
-//! direction carries bulk data.
+//! direction carries bulk data, and by the HTTP fast path for the rest of a long
+//! response body between plain sockets ([`body`]).
 //!
 //! The two calls here are the only `unsafe` of the relay. Both are plain system
 //! calls on descriptors: no user memory is read or written by `splice`, and
@@ -9,6 +10,9 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
 
 /// Bytes asked of one splice into the pipe. The kernel moves at most what the
 /// pipe holds, so this is a ceiling, not a buffer size.
@@ -49,13 +53,100 @@ impl Pipe {
     /// `from` reached EOF. WouldBlock: `from` has nothing, as long as the pipe was
     /// empty (which the caller makes sure of: a full pipe also says WouldBlock).
     pub(super) fn fill_from(&self, from: &impl AsRawFd) -> io::Result<usize> {
-        splice(from.as_raw_fd(), self.write.as_raw_fd(), CHUNK)
+        self.fill_at_most(from, CHUNK)
+    }
+
+    /// As `fill_from`, taking at most `len` bytes of `from` (the rest of a body:
+    /// what follows it is not the pipe's).
+    pub(super) fn fill_at_most(&self, from: &impl AsRawFd, len: usize) -> io::Result<usize> {
+        splice(from.as_raw_fd(), self.write.as_raw_fd(), len.min(CHUNK))
     }
 
     /// Moves up to `len` bytes held in the pipe to `to`. WouldBlock: `to` is full
     /// (the pipe holds `len` > 0 bytes, so it is not the one that would block).
     pub(super) fn drain_to(&self, to: &impl AsRawFd, len: usize) -> io::Result<usize> {
         splice(self.read.as_raw_fd(), to.as_raw_fd(), len)
+    }
+}
+
+/// How [`body`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Spliced {
+    /// All of it moved (the server's EOF, when no length was given).
+    Done,
+    /// The server closed early, failed, or sent nothing for its timeout.
+    ServerFailed,
+    /// The client failed, or took nothing for its timeout.
+    ClientFailed,
+    /// No pipe could be had, or splice is refused here; the pipe held nothing
+    /// then, so the caller copies the rest as usual.
+    Refused,
+}
+
+/// Moves a response body's rest, `left` bytes (`None`: until the server's
+/// EOF), from the server's socket to the client's through a pipe, without
+/// copying it into the proxy's memory. Returns how it ended and the bytes
+/// moved. Waits at most `server_timeout` for the server's next bytes and
+/// `client_timeout` for the client to take them, as the copying path does.
+pub(super) async fn body(
+    from: &TcpStream,
+    to: &TcpStream,
+    mut left: Option<u64>,
+    server_timeout: Duration,
+    client_timeout: Duration,
+) -> (Spliced, u64) {
+    let pipe = match Pipe::new() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(error = %e, "no pipe to splice a body through; copying");
+            return (Spliced::Refused, 0);
+        }
+    };
+    let mut moved = 0u64;
+    loop {
+        let want = match left {
+            Some(0) => return (Spliced::Done, moved),
+            Some(l) => usize::try_from(l).unwrap_or(usize::MAX),
+            None => CHUNK,
+        };
+        let held = loop {
+            match tokio::time::timeout(server_timeout, from.readable()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return (Spliced::ServerFailed, moved),
+            }
+            // The pipe is empty, so WouldBlock is about `from`: try_io clears
+            // its readiness and the next `readable` waits for more.
+            match from.try_io(Interest::READABLE, || pipe.fill_at_most(from, want)) {
+                Ok(0) if left.is_none() => return (Spliced::Done, moved),
+                Ok(0) => return (Spliced::ServerFailed, moved),
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                    tracing::debug!(error = %e, "splice refused; copying");
+                    return (Spliced::Refused, moved);
+                }
+                Err(_) => return (Spliced::ServerFailed, moved),
+            }
+        };
+        let mut rest = held;
+        while rest > 0 {
+            match tokio::time::timeout(client_timeout, to.writable()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return (Spliced::ClientFailed, moved),
+            }
+            match to.try_io(Interest::WRITABLE, || pipe.drain_to(to, rest)) {
+                Ok(0) => return (Spliced::ClientFailed, moved),
+                Ok(n) => {
+                    rest -= n;
+                    moved += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return (Spliced::ClientFailed, moved),
+            }
+        }
+        if let Some(l) = left.as_mut() {
+            *l -= held as u64;
+        }
     }
 }
 
