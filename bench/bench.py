@@ -511,6 +511,8 @@ splice = false
                 results.setdefault(("bulk", t), []).append(self.bulk(PORTS[t][1], t))
                 if t in SPLICE_PORTS:
                     results.setdefault(("bulk_other", t), []).append(self.bulk(SPLICE_PORTS[t], t))
+                # the same file as one HTTP response, through the HTTP listener
+                results.setdefault(("bulk_http", t), []).append(self.bulk(PORTS[t][0], t))
             for t in [x for x in order if x != "direct" and not self.a.shortest and want("idle")]:
                 results.setdefault(("idle", t), []).append(self.idle(t))
                 if t == "rampart":
@@ -580,6 +582,8 @@ def render(results, args, versions):
         ("bulk_splice", "cpu_ms_per_gib", "TCP mode bulk, both splicing, the proxy's CPU ms per GiB", True),
         ("bulk_copy", "mbps", "TCP mode bulk, both copying (rampart `splice = false`), MB/s", False),
         ("bulk_copy", "cpu_ms_per_gib", "TCP mode bulk, both copying, the proxy's CPU ms per GiB", True),
+        ("bulk_http", "mbps", f"HTTP mode bulk ({args.bulk_mib} MiB, one response), defaults (HAProxy and nginx copy, rampart splices), MB/s", False),
+        ("bulk_http", "cpu_ms_per_gib", "HTTP mode bulk, the proxy's CPU ms per GiB", True),
         ("idle", "rss_mib", f"RSS holding {args.idle} idle keep-alive conns, MiB", True),
         ("idle", "bytes_per_conn", "bytes per idle connection", True),
         ("idle_unparked", "bytes_per_conn", "bytes per idle connection, rampart not parking (`park_idle_after = \"0s\"`)", True),

@@ -642,8 +642,16 @@ async fn forward<S: ClientIo>(
                 _ => None,
             };
             if let (Some(left), Some(Ok(to))) = (left, client.plain_socket()) {
-                let timeouts = (pool.server_timeout, client_timeout);
-                let (how, moved) = splice::body(&backend, to, left, timeouts.0, timeouts.1).await;
+                // boxed: a future held only while splicing does not make every
+                // connection's future larger
+                let (how, moved) = Box::pin(splice::body(
+                    &backend,
+                    to,
+                    left,
+                    pool.server_timeout,
+                    client_timeout,
+                ))
+                .await;
                 sent += moved;
                 spliced += moved;
                 match how {
