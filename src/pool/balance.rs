@@ -216,7 +216,6 @@ pub const LEAST_CONN_EXACT: usize = 64;
 /// pool's size.
 pub const LEAST_CONN_DRAWS: usize = 16;
 
-/// Is `a` less loaded than `b`, comparing (active + 1) / weight without division.
 /// least_conn: makes member `i` the `best` so far, (member, active + 1, weight),
 /// if it is less loaded and eligible. The load is compared first, and the
 /// eligibility (health, admin state, breaker, connection limit, exclusion: the
@@ -238,6 +237,7 @@ fn consider<M: Members + ?Sized>(m: &M, i: usize, best: &mut Option<(usize, u64,
     }
 }
 
+/// Is `a` less loaded than `b`, comparing (active + 1) / weight without division.
 fn less_loaded<M: Members + ?Sized>(m: &M, a: usize, b: usize) -> bool {
     let la = (u64::from(m.active(a)) + 1) * u64::from(m.weight(b));
     let lb = (u64::from(m.active(b)) + 1) * u64::from(m.weight(a));
@@ -604,6 +604,15 @@ mod tests {
             c[b.pick(&v, 0).unwrap()] += 1;
         }
         assert!(c.iter().all(|&x| x == 2), "{:?}", &c[..20]);
+        // the member at the cursor is out: another is picked; all out but one:
+        // the scan behind the draws finds it
+        let mut v = View::new(&vec![1; n]);
+        v.down[0] = true;
+        let b = Balancer::new(Balance::LeastConn, &v.weights, &ids(n));
+        assert!((0..50).all(|_| b.pick(&v, 0).is_some_and(|i| i != 0)));
+        v.down = vec![true; n];
+        v.down[999] = false;
+        assert!((0..50).all(|_| b.pick(&v, 0) == Some(999)));
         // the least loaded is out: the next least loaded is picked
         let mut v = View::new(&[1, 1, 1, 1]);
         *v.active.borrow_mut() = vec![3, 0, 1, 2];

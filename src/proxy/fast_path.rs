@@ -655,7 +655,14 @@ async fn forward<S: ClientIo>(
                 sent += moved;
                 spliced += moved;
                 match how {
-                    Spliced::Done => break End::Ok,
+                    Spliced::Done => {
+                        if resp.close_client {
+                            // the connection's end goes out now, as after
+                            // `write_last`, not when the socket is dropped
+                            let _ = socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
+                        }
+                        break End::Ok;
+                    }
                     Spliced::ServerFailed => break End::ServerAbort,
                     Spliced::ClientFailed => break End::ClientAbort,
                     Spliced::Refused => {

@@ -110,7 +110,11 @@ pub(super) async fn body(
             None => CHUNK,
         };
         let held = loop {
-            match tokio::time::timeout(server_timeout, from.readable()).await {
+            // poll_read_ready, not readable(): it spends the task's budget, so a
+            // transfer both sides keep ready still lets the worker's other
+            // connections run
+            let ready = std::future::poll_fn(|cx| from.poll_read_ready(cx));
+            match tokio::time::timeout(server_timeout, ready).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => return (Spliced::ServerFailed, moved),
             }
@@ -130,7 +134,8 @@ pub(super) async fn body(
         };
         let mut rest = held;
         while rest > 0 {
-            match tokio::time::timeout(client_timeout, to.writable()).await {
+            let ready = std::future::poll_fn(|cx| to.poll_write_ready(cx));
+            match tokio::time::timeout(client_timeout, ready).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => return (Spliced::ClientFailed, moved),
             }
