@@ -192,6 +192,12 @@ async fn send_raw(listen: SocketAddr, bytes: &[u8], why: &str) -> Vec<u8> {
     all
 }
 
+/// GET `url` through hyper's client; the body's bytes.
+async fn get_bytes(c: &Client, url: &str) -> Bytes {
+    let resp = c.get(url.parse().unwrap()).await.unwrap();
+    resp.into_body().collect().await.unwrap().to_bytes()
+}
+
 fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }
@@ -248,11 +254,7 @@ async fn every_response_framing_passes_through() {
     assert_eq!((st, body.as_str()), (StatusCode::OK, "hello world"));
 
     for path in ["/big", "/big-chunked"] {
-        let resp = c
-            .get(format!("http://{listen}{path}").parse().unwrap())
-            .await
-            .unwrap();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = get_bytes(&c, &format!("http://{listen}{path}")).await;
         assert!(
             body[..] == pattern(BIG)[..],
             "{path}: {} bytes, content differs",
@@ -378,18 +380,14 @@ async fn a_closing_answer_through_a_full_socket_arrives_whole() {
         .await
         .expect("the whole answer and the end")
         .unwrap();
-    let end = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a head")
-        + 4;
-    let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
+    let (head, body) = split_head(&all);
+    let head = String::from_utf8_lossy(head).to_ascii_lowercase();
     assert!(
         head.starts_with("http/1.1 200 ") && head.contains("connection: close"),
         "{head}"
     );
-    assert_eq!(all.len() - end, 32 << 20, "body bytes");
-    assert!(all[end..].iter().all(|&b| b == b'x'));
+    assert_eq!(body.len(), 32 << 20, "body bytes");
+    assert!(body.iter().all(|&b| b == b'x'));
 }
 
 /// A server's Content-Length given twice with one value (a list, or two
@@ -733,11 +731,7 @@ async fn a_long_body_is_spliced_and_its_connections_stay_in_step() {
     let admin = p.admin.expect("an admin address");
     const SPLICED: &str = "rampart_http_spliced_bytes_total";
     let c = client();
-    let big_chunked = c
-        .get(format!("http://{listen}/big-chunked").parse().unwrap())
-        .await
-        .unwrap();
-    let body = big_chunked.into_body().collect().await.unwrap().to_bytes();
+    let body = get_bytes(&c, &format!("http://{listen}/big-chunked")).await;
     assert!(body[..] == pattern(BIG)[..], "chunked: content differs");
     let (st, body) = get(&c, &format!("http://{listen}/")).await;
     assert_eq!((st, body.as_str()), (StatusCode::OK, "ok"));
@@ -750,11 +744,7 @@ async fn a_long_body_is_spliced_and_its_connections_stay_in_step() {
     );
 
     for round in 1..=2 {
-        let resp = c
-            .get(format!("http://{listen}/big").parse().unwrap())
-            .await
-            .unwrap();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = get_bytes(&c, &format!("http://{listen}/big")).await;
         assert!(
             body[..] == pattern(BIG)[..],
             "round {round}: {} bytes, content differs",
@@ -776,15 +766,11 @@ async fn a_long_body_is_spliced_and_its_connections_stay_in_step() {
         "the proxy closes after the server did",
     )
     .await;
-    let end = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a head")
-        + 4;
+    let body = split_head(&all).1;
     assert!(
-        all[end..] == pattern(BIG)[..],
+        body == pattern(BIG),
         "until close: {} body bytes",
-        all.len() - end
+        body.len()
     );
     wait_metric(admin, SPLICED, before + (BIG / 2) as f64).await;
 
@@ -797,15 +783,11 @@ async fn a_long_body_is_spliced_and_its_connections_stay_in_step() {
         "the proxy cuts the stalled body",
     )
     .await;
-    let end = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a head")
-        + 4;
+    let body = split_head(&all).1;
     assert!(
-        all[end..] == pattern(BIG / 2)[..],
+        body == pattern(BIG / 2),
         "stalled: {} body bytes",
-        all.len() - end
+        body.len()
     );
     wait_for(
         Duration::from_secs(5),
@@ -821,11 +803,7 @@ async fn a_long_body_is_spliced_and_its_connections_stay_in_step() {
 
     // `splice = false`: copied
     let (p, listen, _) = start("splice = false").await;
-    let resp = c
-        .get(format!("http://{listen}/big").parse().unwrap())
-        .await
-        .unwrap();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let body = get_bytes(&c, &format!("http://{listen}/big")).await;
     assert!(
         body[..] == pattern(BIG)[..],
         "splice = false: content differs"

@@ -850,13 +850,8 @@ where
     let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut all))
         .await
         .expect("the answer, then the end");
-    let end = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a head")
-        + 4;
-    let body = all.split_off(end);
-    (String::from_utf8_lossy(&all).into_owned(), body)
+    let (head, body) = split_head(&all);
+    (String::from_utf8_lossy(head).into_owned(), body.to_vec())
 }
 
 /// A long body to a TLS client goes through rustls, never spliced (splice would

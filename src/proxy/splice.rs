@@ -119,13 +119,13 @@ pub(super) async fn body(
                 Ok(Err(_)) | Err(_) => return (Spliced::ServerFailed, moved),
             }
             // The pipe is empty, so WouldBlock is about `from`: try_io clears
-            // its readiness and the next `readable` waits for more.
+            // its readiness and the next poll_read_ready waits for more.
             match from.try_io(Interest::READABLE, || pipe.fill_at_most(from, want)) {
                 Ok(0) if left.is_none() => return (Spliced::Done, moved),
                 Ok(0) => return (Spliced::ServerFailed, moved),
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                Err(e) if refused(&e) => {
                     tracing::debug!(error = %e, "splice refused; copying");
                     return (Spliced::Refused, moved);
                 }
@@ -153,6 +153,12 @@ pub(super) async fn body(
             *l -= held as u64;
         }
     }
+}
+
+/// Whether splice is not supported for these descriptors (nothing moved: the
+/// caller may copy instead, without losing a byte).
+pub(super) fn refused(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS))
 }
 
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {

@@ -340,7 +340,7 @@ impl Half {
                         *progressed = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                    Err(e) if splice::refused(&e) => {
                         // splice is not supported here; nothing is held, so the
                         // direction goes on copying without losing a byte
                         tracing::debug!(error = %e, "splice refused; copying");

@@ -1084,6 +1084,16 @@ pub async fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (StatusCod
 
 /// The value of the first line of a Prometheus text that starts with
 /// `line_start` (metric name and labels); 0 when there is none.
+/// A raw HTTP/1.1 answer cut after its head: (head, body). Panics without one.
+pub fn split_head(all: &[u8]) -> (&[u8], &[u8]) {
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    all.split_at(end)
+}
+
 pub fn metric(text: &str, line_start: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(line_start))
