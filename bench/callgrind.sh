@@ -14,6 +14,9 @@
 #   tls        HTTP/1.1 keep-alive over TLS (rampart and HAProxy)
 #   h2-tls     HTTP/2 over TLS, ALPN h2, 10 streams per connection (rampart and HAProxy)
 #   h2c-post   (asked for by name) h2c with a 1 KiB request body each
+#   post       (asked for by name) HTTP/1.1 keep-alive, a POST of 1 KiB each
+#   get16k     (asked for by name) HTTP/1.1 keep-alive, a 16 KiB response each
+#   get64k     (asked for by name) HTTP/1.1 keep-alive, a 64 KiB response each
 #   grpc       (asked for by name) gRPC unary, h2c on both sides, 10 streams
 #              per connection, to examples/grpcecho.rs (bench/h2.py's row):
 #              rampart `protocol = "h2"`, HAProxy `proto h2`, nginx `grpc_pass`
@@ -65,9 +68,17 @@ events { worker_connections 1000; }
 http {
   access_log off;
   keepalive_requests 10000000;
-  server { listen 127.0.0.1:19600; location = / { return 200 "hello\n"; } }
+  server {
+    listen 127.0.0.1:19600;
+    location = / { return 200 "hello\n"; }
+    location /f/ { root $d/www; }
+  }
 }
 EOC
+mkdir -p www/f
+head -c 16384 /dev/urandom > www/f/16k
+head -c 65536 /dev/urandom > www/f/64k
+chmod -R a+rX "$d"
 taskset -c 0 nginx -c "$d/backend.conf"
 if want grpc; then
   taskset -c 0 "$grpcecho" 127.0.0.1:19620 1 &
@@ -258,6 +269,21 @@ if want h2c-post; then
   per_request haproxy-h2c-post http://127.0.0.1:19609/ haproxy -db -f h.cfg
   per_request nginx-h2c-post http://127.0.0.1:19611/ nginx -c "$d/n.conf"
 fi
+if want post; then
+  head -c 1024 /dev/zero > post.bin
+  H2LOAD_MODE="--h1 -d $d/post.bin"
+  per_request rampart-post http://127.0.0.1:19601/ "$bin" run -c r.toml
+  per_request haproxy-post http://127.0.0.1:19608/ haproxy -db -f h.cfg
+  per_request nginx-post http://127.0.0.1:19610/ nginx -c "$d/n.conf"
+fi
+for size in 16k 64k; do
+  if want get$size; then
+    H2LOAD_MODE=--h1
+    per_request rampart-get$size http://127.0.0.1:19601/f/$size "$bin" run -c r.toml
+    per_request haproxy-get$size http://127.0.0.1:19608/f/$size haproxy -db -f h.cfg
+    per_request nginx-get$size http://127.0.0.1:19610/f/$size nginx -c "$d/n.conf"
+  fi
+done
 if want grpc; then
   H2LOAD_MODE="-m 10 -d $d/grpc.body -H content-type:application/grpc -H te:trailers"
   per_request rampart-grpc http://127.0.0.1:19621/bench.Echo/Call "$bin" run -c r.toml

@@ -23,6 +23,8 @@ const BIG: usize = 1 << 20;
 static HELD: AtomicUsize = AtomicUsize::new(0);
 static HUNG: AtomicUsize = AtomicUsize::new(0);
 static RELEASE: Notify = Notify::const_new();
+/// A permit lets /stream send its body.
+static STREAM_GO: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
 
 /// A backend that answers by path with hand-written responses, on keep-alive
 /// connections. Counts the connections it accepted.
@@ -158,6 +160,23 @@ async fn serve_script(mut s: TcpStream) {
                 let _ = s.write_all(&pattern(BIG / 2)).await;
                 std::future::pending::<()>().await;
                 return;
+            }
+            // the head, and its body a moment later (`Notify`-free: the pause
+            // is the scenario, not a wait for anything)
+            "/paused-body" => {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n").await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                vec![w(b"paused")]
+            }
+            // a chunked head; its body once the test has seen the head
+            "/stream" => {
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .await;
+                if let Ok(p) = STREAM_GO.acquire().await {
+                    p.forget();
+                }
+                vec![w(b"4\r\nlate\r\n0\r\n\r\n")]
             }
             "/until-close" => {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nread until the server closes").await;
@@ -810,4 +829,62 @@ async fn a_long_body_is_spliced_and_its_connections_stay_in_step() {
     );
     let m = admin_get(p.admin.unwrap(), "/metrics").await.1;
     assert_eq!(metric(&m, SPLICED), 0.0, "{m}");
+}
+
+/// A head whose body the framing says is coming waits for it (MSG_MORE), so the
+/// two reach the client together, as HAProxy sends them, and not in a short
+/// segment of their own that the client acknowledges. A chunked head (a stream
+/// whose next bytes may be far off) is not held.
+#[tokio::test]
+async fn a_head_waits_for_its_body_but_not_for_a_stream() {
+    let (_p, listen, _) = start("").await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    for round in 1..=3 {
+        s.write_all(b"GET /paused-body HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        // the backend paused 50 ms between its head and its body: the first
+        // read holds both (the kernel holds a corked segment for 200 ms at most)
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(
+            got.starts_with("HTTP/1.1 200") && got.ends_with("\r\n\r\npaused"),
+            "round {round}: the first read was {got:?}"
+        );
+    }
+
+    // a stream's head arrives while the backend holds its body (until a permit)
+    s.write_all(b"GET /stream HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_until(
+        &mut s,
+        b"\r\n\r\n",
+        "the head of the stream before its body",
+    )
+    .await;
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    STREAM_GO.add_permits(1);
+    let rest = read_until(&mut s, b"0\r\n\r\n", "the stream's body").await;
+    assert_eq!(&rest[..], b"4\r\nlate\r\n0\r\n\r\n");
+}
+
+/// Reads from `s` until what came ends with `end` (within 5 s).
+async fn read_until(s: &mut TcpStream, end: &[u8], why: &str) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(end) {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect(why)
+            .unwrap();
+        assert!(n > 0, "closed: {why}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
 }

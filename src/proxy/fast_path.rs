@@ -611,19 +611,30 @@ async fn forward<S: ClientIo>(
         };
         clean &= n == data.len();
         let limit = client_timeout;
-        // the connection's last bytes: its end goes with them
-        let last = complete && resp.close_client;
+        let how = if complete && resp.close_client {
+            // the connection's last bytes: its end goes with them
+            Write::Last
+        } else if matches!(body, BodyProgress::Length(l) if l > 0) {
+            // the framing says more of this body follows: these bytes may
+            // wait for it, to go out together
+            Write::More
+        } else {
+            Write::Now
+        };
         let written = match head.take() {
             // The body bytes that came with the head go out with it, in one write.
             Some(mut h) if h.len() + n <= h.capacity() => {
                 h.extend_from_slice(&data[..n]);
-                send_client(client, &h, limit, last).await
+                send_client(client, &h, limit, how).await
             }
-            Some(h) => match send_client(client, &h, limit, false).await {
-                Ok(()) => send_client(client, &data[..n], limit, last).await,
+            // alone: as this step's bytes would go
+            Some(h) if n == 0 => send_client(client, &h, limit, how).await,
+            // with body bytes that follow it at once
+            Some(h) => match send_client(client, &h, limit, Write::More).await {
+                Ok(()) => send_client(client, &data[..n], limit, how).await,
                 Err(e) => Err(e),
             },
-            None => send_client(client, &data[..n], limit, last).await,
+            None => send_client(client, &data[..n], limit, how).await,
         };
         sent += n as u64;
         if written.is_err() {
@@ -733,16 +744,27 @@ async fn client_gone<S: ClientIo>(client: &mut S) {
 /// its end goes with them (`ClientIo::write_last`). A client that accepts
 /// nothing for `limit` is given up on; the timer is armed only when the socket
 /// cannot take everything at once.
+/// How a write to the client ends.
+#[derive(Clone, Copy)]
+enum Write {
+    /// sent at once
+    Now,
+    /// more of the same answer follows at once (`ClientIo::write_more`)
+    More,
+    /// the connection's last bytes (`ClientIo::write_last`)
+    Last,
+}
+
 async fn send_client<S: ClientIo>(
     client: &mut S,
     data: &[u8],
     limit: Duration,
-    last: bool,
+    how: Write,
 ) -> io::Result<()> {
-    let n = if last {
-        client.write_last(data)?
-    } else {
-        client.write_now(data)?
+    let n = match how {
+        Write::Now => client.write_now(data)?,
+        Write::More => client.write_more(data)?,
+        Write::Last => client.write_last(data)?,
     };
     if n == data.len() && client.flushed() {
         return Ok(());
@@ -764,7 +786,8 @@ async fn respond<S: ClientIo>(
 ) -> bool {
     let mut out = PooledBuf::take();
     serialize(resp, head, close, &mut out);
-    send_client(client, &out, limit, close).await.is_ok() && !close
+    let how = if close { Write::Last } else { Write::Now };
+    send_client(client, &out, limit, how).await.is_ok() && !close
 }
 
 fn serialize(resp: Response<ProxyBody>, head: bool, close: bool, out: &mut Vec<u8>) {

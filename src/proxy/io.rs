@@ -47,6 +47,15 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     fn write_last(&mut self, data: &[u8]) -> io::Result<usize> {
         self.write_now(data)
     }
+    /// As `write_now`, for bytes that more of the same answer follows at once
+    /// (the framing says how many are left): a plain socket may hold them back
+    /// (MSG_MORE) to go out with those, in full segments, instead of in a short
+    /// one of their own that the client acknowledges. The next write without
+    /// it sends them; if none comes, the kernel does within its retransmission
+    /// timeout (200 ms or more). TLS writes as usual.
+    fn write_more(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write_now(data)
+    }
     /// Whether everything taken so far is on the wire (TLS may hold records).
     fn flushed(&self) -> bool;
     /// Writes all of `data` and whatever is still held, waiting as needed.
@@ -116,6 +125,19 @@ impl ClientIo for ClientSocket {
             Sock::Gone => return Err(gone()),
         };
         match r {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+    fn write_more(&mut self, data: &[u8]) -> io::Result<usize> {
+        let sock = match &self.sock {
+            Sock::Reg(s) => socket2::SockRef::from(s),
+            Sock::Raw(s, _) => socket2::SockRef::from(s),
+            Sock::Gone => return Err(gone()),
+        };
+        // MSG_NOSIGNAL as std's own writes (see `write_last`)
+        match retry(|| sock.send_with_flags(data, libc::MSG_MORE | libc::MSG_NOSIGNAL)) {
             Ok(n) => Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             Err(e) => Err(e),
