@@ -6,8 +6,9 @@
 //! `Framing` says where a response ends, and [`ChunkedScanner`] finds the end of a
 //! chunked one while its bytes are copied through unchanged (trailers included).
 //!
-//! Only bodiless HTTP/1.1 requests take this path (see [`ReqHead::fallback`]);
-//! everything else goes to hyper, so request-body framing, `Expect`, upgrades and
+//! Only HTTP/1.1 requests with no body or a short one of a plain Content-Length
+//! take this path (see [`ReqHead::fallback`] and [`ReqHead::body`]); everything
+//! else goes to hyper, so chunked request bodies, `Expect`, upgrades and
 //! HTTP/1.0 keep-alive rules stay in one well-tested place.
 
 use crate::forwarded;
@@ -279,9 +280,12 @@ pub struct ReqHead<'b> {
     /// The request target as sent.
     pub target: &'b str,
     pub host: Option<&'b str>,
-    /// Why this request must go to hyper instead (it has a body, asks for an
-    /// upgrade, is not HTTP/1.1, ...), if it must.
+    /// Why this request must go to hyper instead (a chunked body, a
+    /// Content-Length that is not plain digits, an upgrade, not HTTP/1.1, ...),
+    /// if it must.
     pub fallback: Option<&'static str>,
+    /// The length of its body (its Content-Length; 0 without one).
+    pub body: u64,
     headers: &'b [httparse::Header<'b>],
     special: Special,
     conn: ConnectionTokens<'b>,
@@ -293,6 +297,15 @@ pub enum HeadError {
     Invalid(httparse::Error),
     /// More than `MAX_HEADERS` fields or `MAX_HEAD` bytes: answer 431.
     TooLarge,
+}
+
+/// A Content-Length of ASCII digits only (RFC 9110 8.6: `1*DIGIT`), short
+/// enough not to overflow.
+fn plain_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
 /// Parses a request head at the start of `buf`. `Ok(None)`: not complete yet.
@@ -318,6 +331,7 @@ pub fn parse_request<'b>(
     let mut host = None;
     let mut hosts = 0;
     let mut lengths = 0;
+    let mut body = 0;
     for (i, h) in headers.iter().enumerate() {
         let why = match special.note(i, field(h.name)) {
             Field::Connection => {
@@ -337,7 +351,14 @@ pub fn parse_request<'b>(
             }
             Field::ContentLength => {
                 lengths += 1;
-                (h.value != b"0").then_some("request body")
+                match plain_length(h.value) {
+                    Some(n) => {
+                        body = n;
+                        None
+                    }
+                    // a list, signs, spaces: hyper's path decides
+                    None => Some("request body"),
+                }
             }
             Field::TransferEncoding => Some("request body"),
             Field::Expect => Some("expect"),
@@ -369,6 +390,7 @@ pub fn parse_request<'b>(
         target,
         host,
         fallback: fallback.or(why),
+        body,
         headers,
         special,
         conn,
@@ -969,6 +991,36 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_content_length_is_the_body_this_path_takes() {
+        for (raw, body) in [
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+                3,
+            ),
+            (
+                "PUT / HTTP/1.1\r\nHost: a\r\ncontent-length: 007\r\n\r\n",
+                7,
+            ),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", 0),
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", 0),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 999999999999999999\r\n\r\n",
+                999_999_999_999_999_999,
+            ),
+        ] {
+            let mut slots = header_slots();
+            let r = parse_request(raw.as_bytes(), &mut slots).unwrap().unwrap();
+            assert_eq!((r.fallback, r.body), (None, body), "{raw:?}");
+        }
+        // passed on as it came
+        let (_, out, _) = req("POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
+        assert_eq!(
+            out,
+            "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nx-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: http\r\nx-forwarded-host: a\r\n\r\n"
+        );
+    }
+
+    #[test]
     fn a_repeated_content_length_is_refused_even_when_equal() {
         for raw in [
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n",
@@ -989,7 +1041,19 @@ mod tests {
     fn requests_that_go_to_hyper() {
         let cases = [
             (
-                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc",
+                "request body",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc",
+                "request body",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000000000000000\r\n\r\n",
+                "request body",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
                 "request body",
             ),
             (

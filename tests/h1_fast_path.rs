@@ -203,12 +203,7 @@ async fn serve_script(mut s: TcpStream) {
 async fn send_raw(listen: SocketAddr, bytes: &[u8], why: &str) -> Vec<u8> {
     let mut s = TcpStream::connect(listen).await.unwrap();
     s.write_all(bytes).await.unwrap();
-    let mut all = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
-        .await
-        .expect(why)
-        .unwrap();
-    all
+    read_to_close(&mut s, why).await
 }
 
 /// GET `url` through hyper's client; the body's bytes.
@@ -219,6 +214,15 @@ async fn get_bytes(c: &Client, url: &str) -> Bytes {
 
 fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+/// As `start`, with `extra` in the listener's table, after its line `after`.
+async fn start_listener(after: &str, extra: &str) -> (Proxy, SocketAddr, Arc<AtomicUsize>) {
+    let (be, conns) = scripted_backend().await;
+    let listen = free_addr("127.0.0.1");
+    let cfg = http_config(listen, "", &[(be, 1)]).replacen(after, &format!("{after}{extra}"), 1);
+    let proxy = Proxy::start(&cfg, &[listen]).await;
+    (proxy, listen, conns)
 }
 
 async fn start(pool_extra: &str) -> (Proxy, SocketAddr, Arc<AtomicUsize>) {
@@ -467,15 +471,14 @@ async fn a_repeated_content_length_of_one_value_reaches_clients_once() {
 #[tokio::test]
 async fn pipelined_requests_then_a_body_moves_the_connection_to_hyper() {
     let (_p, listen, _) = start("").await;
-    let all = send_raw(
-        listen,
-        b"GET /echo-head HTTP/1.1\r\nHost: a\r\n\r\n\
+    // a body longer than the fast path takes (16 KiB)
+    let mut raw = b"GET /echo-head HTTP/1.1\r\nHost: a\r\n\r\n\
           GET / HTTP/1.1\r\nHost: a\r\n\r\n\
-          POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
-          GET /chunked HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-        "closed after the last request",
-    )
-    .await;
+          POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 17000\r\n\r\nhello"
+        .to_vec();
+    raw.resize(raw.len() + 17000 - 5, b'.');
+    raw.extend_from_slice(b"GET /chunked HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let all = send_raw(listen, &raw, "closed after the last request").await;
     let all = String::from_utf8_lossy(&all).to_ascii_lowercase();
     let starts: Vec<_> = all.match_indices("http/1.1 200 ok\r\n").collect();
     assert_eq!(starts.len(), 4, "{all}");
@@ -595,11 +598,7 @@ async fn a_response_in_flight_at_shutdown_closes_its_connection() {
     p.signal(libc::SIGTERM);
     p.wait_phase(Duration::from_secs(5), "closing").await;
     RELEASE.notify_waiters();
-    let mut all = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
-        .await
-        .expect("closed after the response")
-        .unwrap();
+    let all = read_to_close(&mut s, "closed after the response").await;
     let all = String::from_utf8_lossy(&all);
     assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all}");
     assert!(all.ends_with("connection: close\r\n\r\nreleased"), "{all}");
@@ -726,11 +725,7 @@ async fn a_connection_whose_request_comes_late_is_served() {
     s.write_all(b"GET /echo-head HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
-    let mut all = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
-        .await
-        .expect("an answer")
-        .unwrap();
+    let all = read_to_close(&mut s, "an answer").await;
     let all = String::from_utf8_lossy(&all);
     assert!(all.starts_with("HTTP/1.1 200 "), "{all}");
     assert!(
@@ -887,4 +882,133 @@ async fn read_until(s: &mut TcpStream, end: &[u8], why: &str) -> Vec<u8> {
         got.extend_from_slice(&buf[..n]);
     }
     got
+}
+
+/// A request with a short body of a plain Content-Length stays on the fast
+/// path: read whole (also when it comes after its head), sent on with its
+/// head, counted, and the connection goes on in step. A proxy-made answer
+/// (a deny rule) skips the body. A longer body goes to hyper's path, as a
+/// chunked one does.
+#[tokio::test]
+async fn a_short_request_body_stays_on_the_fast_path() {
+    let (p, listen, conns) = start_listener(
+        "pool = \"api\"\n",
+        "  [[listener.rule]]\n  path = \"/denied\"\n  deny = 403\n",
+    )
+    .await;
+    // the fast path copies a chunked answer as it came, chunk extension
+    // included; hyper's path re-chunks it without
+    const RAW_CHUNKS: &[u8] = b"5\r\nhello\r\n6;e=1\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n";
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.set_nodelay(true).unwrap();
+
+    // head and body in one write, pipelined with a denied POST and a GET
+    s.write_all(
+        b"POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
+          POST /denied HTTP/1.1\r\nHost: a\r\nContent-Length: 19\r\n\r\nGET /x HTTP/1.1\r\n\r\n\
+          GET /chunked HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let got = read_until(&mut s, b"X-Sum: 11\r\n\r\n", "three answers").await;
+    let got = String::from_utf8_lossy(&got).into_owned();
+    let hello = got.find("content-length: 5\r\n\r\nhello").expect(&got);
+    let denied = got.find("HTTP/1.1 403 ").expect(&got);
+    let chunks = got.find(std::str::from_utf8(RAW_CHUNKS).unwrap());
+    assert!(
+        chunks.is_some_and(|c| hello < denied && denied < c),
+        "in order, the chunks as they came: {got:?}"
+    );
+    assert_eq!(got.matches("HTTP/1.1 ").count(), 3, "{got:?}");
+
+    // the body after its head, in a segment of its own
+    s.write_all(b"PUT /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    s.write_all(b"hello again").await.unwrap();
+    let got = read_until(&mut s, b"hello again", "the late body echoed").await;
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    s.write_all(b"GET /chunked HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_until(&mut s, b"X-Sum: 11\r\n\r\n", "the stream's answer").await;
+    assert!(got.ends_with(RAW_CHUNKS), "still the fast path");
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "one backend connection");
+    wait_for(Duration::from_secs(5), "the POST's bytes_in logged", || {
+        p.stdout()
+            .lines()
+            .any(|l| l.contains("method=POST path=\"/echo-body\"") && l.contains("bytes_in=5 "))
+    })
+    .await;
+
+    // longer than 16 KiB: hyper's path, whole
+    let long = pattern(20_000);
+    let head = format!(
+        "POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        long.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&long).await.unwrap();
+    s.write_all(b"GET /chunked HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let all = read_to_close(&mut s, "closed after the last answer").await;
+    let (head, rest) = split_head(&all);
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(head)
+    );
+    assert!(rest[..long.len()] == long[..], "the long body echoed whole");
+    let rest = String::from_utf8_lossy(&rest[long.len()..]).into_owned();
+    assert!(
+        rest.contains("hello") && !rest.contains("6;e=1"),
+        "now hyper's: {rest:?}"
+    );
+}
+
+/// A short body is read as hyper's path reads a long one: each pause in it is
+/// bounded by client_timeout (a body trickled for longer than
+/// request_header_timeout is still served), and one that pauses longer gets
+/// 408 and the connection closed.
+#[tokio::test]
+async fn a_short_body_that_pauses_gets_408_after_client_timeout() {
+    let (_p, listen, _) = start_listener(
+        "mode = \"http\"\n",
+        "client_timeout = \"1s\"\nrequest_header_timeout = \"2s\"\n",
+    )
+    .await;
+
+    // 10 bytes, one every 300 ms: 3 s in all
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(b"POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n")
+        .await
+        .unwrap();
+    for b in b"trickled!!" {
+        // pacing: the client's own rhythm
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.write_all(&[*b]).await.unwrap();
+    }
+    let got = read_until(&mut s, b"trickled!!", "the trickled body echoed").await;
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"), "{got:?}");
+
+    // half a body, then nothing
+    s.write_all(b"POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhalf")
+        .await
+        .unwrap();
+    let all = read_to_close(&mut s, "closed after client_timeout").await;
+    let all = String::from_utf8_lossy(&all);
+    assert!(all.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{all}");
+}
+
+/// Reads from `s` until the proxy closes it (within 10 s).
+async fn read_to_close(s: &mut TcpStream, why: &str) -> Vec<u8> {
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut all))
+        .await
+        .expect(why)
+        .unwrap();
+    all
 }

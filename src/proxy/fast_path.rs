@@ -56,8 +56,10 @@ enum Step {
 
 /// A request ready to go to its pool.
 struct Prepared {
-    /// Length of its head in the client buffer.
+    /// Length of its head and body in the client buffer.
     len: usize,
+    /// Length of its body (sent with the head, in `wire`).
+    body: u64,
     pool: Arc<Pool>,
     key: u64,
     priority: crate::rules::Priority,
@@ -148,6 +150,9 @@ pub async fn serve<S: ClientIo>(
         // Whether this request's first bytes were acknowledged at once
         // (`ClientIo::ack_now`).
         let mut acked = false;
+        // Whether the head is in and its body is awaited: each wait for it is
+        // bounded by client_timeout (a pause, not a rate, as on hyper's path).
+        let mut body_wait = false;
         let step = loop {
             if let Some(b) = buf.as_deref().filter(|b| !b.is_empty()) {
                 let start = &b[..b.len().min(H2_PREFACE.len())];
@@ -156,8 +161,12 @@ pub async fn serve<S: ClientIo>(
                         break Step::H2;
                     }
                 } else {
-                    if let Some(s) = prepare(&ctx, b) {
+                    if let Some(s) = prepare(&ctx, b, &mut body_wait) {
                         break s;
+                    }
+                    if body_wait {
+                        // read on, for client_timeout from now
+                        deadline = tokio::time::Instant::now() + builders.client_timeout;
                     }
                 }
             }
@@ -231,6 +240,15 @@ pub async fn serve<S: ClientIo>(
                                 continue;
                             }
                         }
+                    }
+                    Err(_) if body_wait => {
+                        // as hyper's path answers a body that paused this long
+                        tracing::debug!(peer = %ctx.peer, "request body paused for client_timeout");
+                        let resp = plain(StatusCode::REQUEST_TIMEOUT, "408 Request Timeout\n");
+                        Box::pin(respond(&mut client, resp, false, true, builders.client_timeout))
+                            .await;
+                        client.close().await;
+                        return;
                     }
                     Err(_) => {
                         tracing::debug!(peer = %ctx.peer, "no complete request in time; closed");
@@ -349,8 +367,8 @@ fn consume(buf: &mut Option<PooledBuf>, len: usize) {
 
 /// Parses the request at the start of `b` and, when the fast path takes it,
 /// routes it and writes it in the form the backend gets. `None`: the head is not
-/// complete yet.
-fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
+/// complete yet, or (`body_wait` set) its body is not.
+fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut bool) -> Option<Step> {
     let mut slots = h1::header_slots();
     let r = match h1::parse_request(b, &mut slots) {
         Ok(None) => return None,
@@ -368,6 +386,16 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
     if let Some(why) = r.fallback {
         return Some(Step::Fallback(why));
     }
+    // A short body is read whole before the request goes on, as part of it;
+    // a longer one streams through hyper's path.
+    if r.body > INLINE_BODY {
+        return Some(Step::Fallback("request body longer than 16 KiB"));
+    }
+    let whole = r.len + r.body as usize;
+    if b.len() < whole {
+        *body_wait = true;
+        return None;
+    }
     if ctx.tls.as_ref().is_some_and(|t| t.subject_header.is_some()) {
         // hyper's path writes (and strips) the client certificate header
         return Some(Step::Fallback("client certificate header"));
@@ -381,7 +409,7 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
     };
     let answer = |resp: Response<ProxyBody>| {
         Some(Step::Answer {
-            len: r.len,
+            len: whole,
             resp: Box::new(resp),
             head: r.method == "HEAD",
             close: r.close(),
@@ -430,10 +458,16 @@ fn prepare(ctx: &ConnCtx, b: &[u8]) -> Option<Step> {
         edits.as_ref(),
         &mut wire,
     );
+    wire.extend_from_slice(&b[r.len..whole]);
+    if let Some(l) = log.as_ref() {
+        l.bytes_in.store(r.body, Ordering::Relaxed);
+    }
     Some(Step::Proxy(Prepared {
         edits,
-        len: r.len,
-        replayable: r.idempotent() || pool.retry.non_idempotent,
+        len: whole,
+        body: r.body,
+        // a body longer than retry_buffer is not sent twice, as on hyper's path
+        replayable: (r.idempotent() || pool.retry.non_idempotent) && r.body <= pool.retry.buffer,
         head: r.method == "HEAD",
         close: r.close(),
         pool,
@@ -488,6 +522,12 @@ fn read_response_start(
     }
 }
 
+/// The longest request body the fast path takes (read whole with its head);
+/// longer ones go to hyper's path, which streams them. A 64 KiB upload costs
+/// hyper's path about what it costs HAProxy (bench/RESULTS.md), a short one
+/// a fifth more.
+const INLINE_BODY: u64 = h1::BUF_SIZE as u64;
+
 /// A response body with at least this much left, once a read has filled the
 /// buffer, is spliced to a plain client: below it, the pipe's own system calls
 /// (pipe2, fcntl, two closes) cost more than the copies they save.
@@ -516,6 +556,7 @@ async fn proxy<S: ClientIo>(
         wire,
         start,
         edits,
+        body,
         ..
     } = p;
     // Decided when the answer is written: a shutdown that starts while the
@@ -558,6 +599,10 @@ async fn proxy<S: ClientIo>(
                 continue;
             }
         };
+        if body > 0 {
+            let traffic = &server.state.traffic;
+            traffic.bytes_in.fetch_add(body, Ordering::Relaxed);
+        }
         let status = resp.status;
         if lc.answered(&mut guard, status, replayable) {
             // The response (and its connection, body unread) is dropped.
