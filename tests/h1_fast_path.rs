@@ -165,7 +165,7 @@ async fn serve_script(mut s: TcpStream) {
             // is the scenario, not a wait for anything)
             "/paused-body" => {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n").await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 vec![w(b"paused")]
             }
             // a chunked head; its body once the test has seen the head
@@ -839,7 +839,7 @@ async fn a_head_waits_for_its_body_but_not_for_a_stream() {
         s.write_all(b"GET /paused-body HTTP/1.1\r\nHost: a\r\n\r\n")
             .await
             .unwrap();
-        // the backend paused 50 ms between its head and its body: the first
+        // the backend paused 20 ms between its head and its body: the first
         // read holds both (the kernel holds a corked segment for 200 ms at most)
         let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
             .await

@@ -4,9 +4,11 @@
 //! spawned, no channel is crossed and no `HeaderMap` is built (crate::h1 does the
 //! parsing and rewriting).
 //!
-//! It takes bodiless HTTP/1.1 requests: GET, HEAD, DELETE and the like, most of
-//! a typical load. The first request it does not take (a body, an upgrade,
-//! `Expect`, HTTP/1.0, an HTTP/2 preface) hands the connection to hyper for the
+//! It takes HTTP/1.1 requests without a body or with a short one of a plain
+//! Content-Length (`INLINE_BODY`, read whole with the head): GET, HEAD, DELETE,
+//! API POSTs and the like, most of a typical load. The first request it does
+//! not take (a chunked or longer body, an upgrade, `Expect`, HTTP/1.0, an
+//! HTTP/2 preface) hands the connection to hyper for the
 //! rest of its life, with the bytes already read replayed in front
 //! ((`io::Prefixed`); http.rs serves it from there with the same routing, retries
 //! and accounting.
@@ -27,6 +29,7 @@ use crate::upstream::{self, RawExchange, UpstreamError};
 use ::http::{Method, Response, StatusCode};
 use bytes::Bytes;
 use std::io;
+use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -58,8 +61,9 @@ enum Step {
 struct Prepared {
     /// Length of its head and body in the client buffer.
     len: usize,
-    /// Length of its body (sent with the head, in `wire`).
-    body: u64,
+    /// Length of its body (sent with the head, in `wire`; at most
+    /// `INLINE_BODY`: u32 keeps the connection's future small).
+    body: u32,
     pool: Arc<Pool>,
     key: u64,
     priority: crate::rules::Priority,
@@ -150,9 +154,12 @@ pub async fn serve<S: ClientIo>(
         // Whether this request's first bytes were acknowledged at once
         // (`ClientIo::ack_now`).
         let mut acked = false;
-        // Whether the head is in and its body is awaited: each wait for it is
-        // bounded by client_timeout (a pause, not a rate, as on hyper's path).
-        let mut body_wait = false;
+        // When the head is in and its body is awaited: the length of both.
+        // Each wait for the body is bounded by client_timeout (a pause, not a
+        // rate, as on hyper's path for a body it streams).
+        // (u32: a future as small as can be; a head and a short body are far
+        // below 4 GiB)
+        let mut body_wait: Option<NonZeroU32> = None;
         let step = loop {
             if let Some(b) = buf.as_deref().filter(|b| !b.is_empty()) {
                 let start = &b[..b.len().min(H2_PREFACE.len())];
@@ -160,14 +167,15 @@ pub async fn serve<S: ClientIo>(
                     if start.len() == H2_PREFACE.len() {
                         break Step::H2;
                     }
-                } else {
+                } else if body_wait.is_none_or(|whole| b.len() >= whole.get() as usize) {
+                    // (the head is parsed again only once its body is all in)
                     if let Some(s) = prepare(&ctx, b, &mut body_wait) {
                         break s;
                     }
-                    if body_wait {
-                        // read on, for client_timeout from now
-                        deadline = tokio::time::Instant::now() + builders.client_timeout;
-                    }
+                }
+                if body_wait.is_some() {
+                    // read on, for client_timeout from now
+                    deadline = tokio::time::Instant::now() + builders.client_timeout;
                 }
             }
             let idle = buf.as_ref().is_none_or(|b| b.is_empty());
@@ -241,14 +249,10 @@ pub async fn serve<S: ClientIo>(
                             }
                         }
                     }
-                    Err(_) if body_wait => {
+                    Err(_) if body_wait.is_some() => {
                         // as hyper's path answers a body that paused this long
                         tracing::debug!(peer = %ctx.peer, "request body paused for client_timeout");
-                        let resp = plain(StatusCode::REQUEST_TIMEOUT, "408 Request Timeout\n");
-                        Box::pin(respond(&mut client, resp, false, true, builders.client_timeout))
-                            .await;
-                        client.close().await;
-                        return;
+                        break Step::Reject(StatusCode::REQUEST_TIMEOUT, "408 Request Timeout\n");
                     }
                     Err(_) => {
                         tracing::debug!(peer = %ctx.peer, "no complete request in time; closed");
@@ -367,8 +371,8 @@ fn consume(buf: &mut Option<PooledBuf>, len: usize) {
 
 /// Parses the request at the start of `b` and, when the fast path takes it,
 /// routes it and writes it in the form the backend gets. `None`: the head is not
-/// complete yet, or (`body_wait` set) its body is not.
-fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut bool) -> Option<Step> {
+/// complete yet, or its body is not (`body_wait` then says where it ends).
+fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Option<Step> {
     let mut slots = h1::header_slots();
     let r = match h1::parse_request(b, &mut slots) {
         Ok(None) => return None,
@@ -393,7 +397,8 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut bool) -> Option<Step> {
     }
     let whole = r.len + r.body as usize;
     if b.len() < whole {
-        *body_wait = true;
+        // (whole > b.len() >= 0, and at most MAX_HEAD + INLINE_BODY)
+        *body_wait = u32::try_from(whole).ok().and_then(NonZeroU32::new);
         return None;
     }
     if ctx.tls.as_ref().is_some_and(|t| t.subject_header.is_some()) {
@@ -465,7 +470,7 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut bool) -> Option<Step> {
     Some(Step::Proxy(Prepared {
         edits,
         len: whole,
-        body: r.body,
+        body: r.body as u32,
         // a body longer than retry_buffer is not sent twice, as on hyper's path
         replayable: (r.idempotent() || pool.retry.non_idempotent) && r.body <= pool.retry.buffer,
         head: r.method == "HEAD",
@@ -601,7 +606,9 @@ async fn proxy<S: ClientIo>(
         };
         if body > 0 {
             let traffic = &server.state.traffic;
-            traffic.bytes_in.fetch_add(body, Ordering::Relaxed);
+            traffic
+                .bytes_in
+                .fetch_add(u64::from(body), Ordering::Relaxed);
         }
         let status = resp.status;
         if lc.answered(&mut guard, status, replayable) {
@@ -672,8 +679,6 @@ async fn forward<S: ClientIo>(
                 h.extend_from_slice(&data[..n]);
                 send_client(client, &h, limit, how).await
             }
-            // alone: as this step's bytes would go
-            Some(h) if n == 0 => send_client(client, &h, limit, how).await,
             // with body bytes that follow it at once
             Some(h) => match send_client(client, &h, limit, Write::More).await {
                 Ok(()) => send_client(client, &data[..n], limit, how).await,
@@ -785,10 +790,6 @@ async fn client_gone<S: ClientIo>(client: &mut S) {
     }
 }
 
-/// Writes to the client; `last`: these are the connection's last bytes, and
-/// its end goes with them (`ClientIo::write_last`). A client that accepts
-/// nothing for `limit` is given up on; the timer is armed only when the socket
-/// cannot take everything at once.
 /// How a write to the client ends.
 #[derive(Clone, Copy)]
 enum Write {
@@ -800,6 +801,9 @@ enum Write {
     Last,
 }
 
+/// Writes to the client, as `how` says. A client that accepts nothing for
+/// `limit` is given up on; the timer is armed only when the socket cannot take
+/// everything at once.
 async fn send_client<S: ClientIo>(
     client: &mut S,
     data: &[u8],
@@ -873,10 +877,11 @@ mod tests {
 
     /// Every idle keep-alive connection holds its task's future, sized by its
     /// largest state: a response or a request kept inline (not boxed) makes every
-    /// connection pay for it. Release builds: 528 bytes (`examples/scalebench
-    /// sizes`); 832 with the proxy's own responses inline, 664 with a waiter
-    /// for readability. Tests run debug builds, whose layout differs: 544 bytes
-    /// there, 848 with a response inline; this bound is theirs.
+    /// connection pay for it. Release builds: 536 bytes (`examples/scalebench
+    /// sizes`; 528 before short request bodies took this path, 568 with their
+    /// 408 answer inline); 832 with the proxy's own responses inline, 664 with
+    /// a waiter for readability. Tests run debug builds, whose layout differs:
+    /// 552 bytes there, 848 with a response inline; this bound is theirs.
     #[test]
     fn an_idle_connection_future_stays_small() {
         let size = size_of_return(serve::<ClientSocket>);

@@ -39,7 +39,7 @@ enum RawFailure {
     Failed(UpstreamError),
 }
 
-/// Sends a complete, bodiless request (`req`, already in wire form) to `server` on a
+/// Sends a complete request (`req`: its head and any body, in wire form) to `server` on a
 /// pooled plain connection or a new one, and reads the response head.
 ///
 /// A pooled connection that the server closed meanwhile (the keep-alive race) is
