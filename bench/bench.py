@@ -37,7 +37,8 @@ def raise_nofile():
 
 def backend_config(d, www):
     """The backend every proxy is put in front of: nginx, 1 worker, a fixed 6-byte
-    answer on / and a sparse file on /big (h2c on 19010 for the direct row)."""
+    answer on / (to POSTs too, their bodies read and dropped), a sparse file on
+    /big and a 16 KiB one on /f/16k (h2c on 19010 for the direct row)."""
     return f"""
 worker_processes 1;
 daemon off;
@@ -55,6 +56,7 @@ http {{
     listen 127.0.0.1:19010 http2;
     location = / {{ return 200 "hello\\n"; }}
     location = /big {{ root {www}; }}
+    location /f/ {{ root {www}; }}
   }}
 }}
 """
@@ -145,6 +147,12 @@ class Bench:
         big = os.path.join(www, "big")
         with open(big, "wb") as f:
             f.truncate(self.a.bulk_mib * 1024 * 1024)
+        os.makedirs(os.path.join(www, "f"))
+        with open(os.path.join(www, "f", "16k"), "wb") as f:
+            f.write(os.urandom(16 * 1024))
+        # wrk's script for the POST row: a 1 KiB body on every request
+        self.write("post.lua", 'wrk.method = "POST"\nwrk.body = string.rep("x", 1024)\n'
+                   'wrk.headers["Content-Type"] = "application/json"\n')
         t = self.a.threads
         backend = self.write("backend.conf", backend_config(self.dir, www))
         haproxy = self.write("haproxy.cfg", f"""
@@ -277,9 +285,9 @@ splice = false
     def load(self, cmd):
         return sh(f"taskset -c {self.load_cpus} {cmd}")
 
-    def wrk(self, port, extra=""):
+    def wrk(self, port, extra="", path=""):
         d = self.a.duration
-        out = self.load(f"wrk -t1 -c{self.a.connections} -d{d}s --latency {extra} http://127.0.0.1:{port}/").stdout
+        out = self.load(f"wrk -t1 -c{self.a.connections} -d{d}s --latency {extra} http://127.0.0.1:{port}/{path}").stdout
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
         done = re.search(r"(\d+) requests in", out)
         lat = {}
@@ -289,6 +297,8 @@ splice = false
                 v = float(m.group(1))
                 lat[p] = v / 1000 if m.group(2) == "us" else v if m.group(2) == "ms" else v * 1000
         errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        if errors:
+            print(f"  wrk on {port}/{path} {extra}: {errors.group(1)} non-2xx answers", file=sys.stderr)
         sock = re.search(r"Socket errors: (.*)", out)
         return {"rps": rps, "p50_ms": lat.get("50"), "p99_ms": lat.get("99"),
                 "requests": int(done.group(1)) if done else 0,
@@ -492,6 +502,14 @@ splice = false
             # the fixed rate is set from this round's keep-alive figures
             for t in order if want("keepalive") or want("fixed") else []:
                 results.setdefault(("keepalive", t), []).append(self.with_cpu(t, lambda: self.wrk(PORTS[t][0])))
+            # an API's other requests: a POST of 1 KiB, and a 16 KiB answer
+            for t in order if want("post") else []:
+                lua = os.path.join(self.dir, "post.lua")
+                results.setdefault(("post", t), []).append(
+                    self.with_cpu(t, lambda: self.wrk(PORTS[t][0], f"-s {lua}")))
+            for t in order if want("get16k") else []:
+                results.setdefault(("get16k", t), []).append(
+                    self.with_cpu(t, lambda: self.wrk(PORTS[t][0], path="f/16k")))
             for t in order if want("close") else []:
                 results.setdefault(("close", t), []).append(
                     self.with_cpu(t, lambda: self.wrk(PORTS[t][0], '-H "Connection: close"')))
@@ -563,6 +581,10 @@ def render(results, args, versions):
         ("keepalive", "cpu_us", "HTTP/1.1 keep-alive, the proxy's CPU µs per request", True),
         ("keepalive", "load_idle", "HTTP/1.1 keep-alive, idle share of the load generator's CPU, %", None),
         ("keepalive", "proxy_idle", "HTTP/1.1 keep-alive, idle share of the proxy's CPU, %", None),
+        ("post", "rps", "HTTP/1.1 keep-alive POST (1 KiB body), req/s", False),
+        ("post", "cpu_us", "HTTP/1.1 keep-alive POST, the proxy's CPU µs per request", True),
+        ("get16k", "rps", "HTTP/1.1 keep-alive, 16 KiB answers, req/s", False),
+        ("get16k", "cpu_us", "HTTP/1.1 keep-alive, 16 KiB answers, the proxy's CPU µs per request", True),
         ("close", "rps", "HTTP/1.1 new connection per request, req/s", False),
         ("close", "cpu_us", "HTTP/1.1 new connection per request, the proxy's CPU µs per request", True),
         ("close", "load_idle", "HTTP/1.1 new connection per request, idle share of the load generator's CPU, %", None),
@@ -634,7 +656,7 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--out")
     ap.add_argument("--only", help="a comma-separated subset of the scenarios: "
-                    "keepalive, close, fixed, h2, bulk, idle")
+                    "keepalive, post, get16k, close, fixed, h2, bulk, idle")
     ap.add_argument("--shortest", action="store_true",
                     help="every proxy with its defaults (the shortest working config)")
     args = ap.parse_args()
