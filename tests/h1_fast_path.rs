@@ -852,7 +852,10 @@ async fn a_head_waits_for_its_body_but_not_for_a_stream() {
         );
     }
 
-    // a stream's head arrives while the backend holds its body (until a permit)
+    // a stream's head arrives while the backend holds its body (until a
+    // permit). The order only: a head held by mistake would still come within
+    // the kernel's 200 ms; that a stream is never held is the unit test
+    // `only_bytes_of_a_known_length_with_more_to_come_are_held_back`
     s.write_all(b"GET /stream HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();

@@ -390,6 +390,10 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
     if let Some(why) = r.fallback {
         return Some(Step::Fallback(why));
     }
+    if ctx.tls.as_ref().is_some_and(|t| t.subject_header.is_some()) {
+        // hyper's path writes (and strips) the client certificate header
+        return Some(Step::Fallback("client certificate header"));
+    }
     // A short body is read whole before the request goes on, as part of it;
     // a longer one streams through hyper's path.
     if r.body > INLINE_BODY {
@@ -400,10 +404,6 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
         // (whole > b.len() >= 0, and at most MAX_HEAD + INLINE_BODY)
         *body_wait = u32::try_from(whole).ok().and_then(NonZeroU32::new);
         return None;
-    }
-    if ctx.tls.as_ref().is_some_and(|t| t.subject_header.is_some()) {
-        // hyper's path writes (and strips) the client certificate header
-        return Some(Step::Fallback("client certificate header"));
     }
     let start = Instant::now();
     let view = View {
@@ -528,9 +528,11 @@ fn read_response_start(
 }
 
 /// The longest request body the fast path takes (read whole with its head);
-/// longer ones go to hyper's path, which streams them. A 64 KiB upload costs
-/// hyper's path about what it costs HAProxy (bench/RESULTS.md), a short one
-/// a fifth more.
+/// longer ones go to hyper's path, which streams them. On hyper's path a
+/// keep-alive POST of 1 KiB cost 1.16x HAProxy's CPU a request and 32,671
+/// instructions (15,813 here; bench/RESULTS.md); one of 64 KiB, 1.03x its CPU
+/// (one round, a session script), so above this size the fixed cost matters
+/// less than the copies.
 const INLINE_BODY: u64 = h1::BUF_SIZE as u64;
 
 /// A response body with at least this much left, once a read has filled the
@@ -663,16 +665,7 @@ async fn forward<S: ClientIo>(
         };
         clean &= n == data.len();
         let limit = client_timeout;
-        let how = if complete && resp.close_client {
-            // the connection's last bytes: its end goes with them
-            Write::Last
-        } else if matches!(body, BodyProgress::Length(l) if l > 0) {
-            // the framing says more of this body follows: these bytes may
-            // wait for it, to go out together
-            Write::More
-        } else {
-            Write::Now
-        };
+        let how = Write::of(&body, complete, resp.close_client);
         let written = match head.take() {
             // The body bytes that came with the head go out with it, in one write.
             Some(mut h) if h.len() + n <= h.capacity() => {
@@ -791,7 +784,7 @@ async fn client_gone<S: ClientIo>(client: &mut S) {
 }
 
 /// How a write to the client ends.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Write {
     /// sent at once
     Now,
@@ -799,6 +792,22 @@ enum Write {
     More,
     /// the connection's last bytes (`ClientIo::write_last`)
     Last,
+}
+
+impl Write {
+    /// How bytes of a response body go out, once `body` has taken them.
+    fn of(body: &BodyProgress, complete: bool, close_client: bool) -> Write {
+        match body {
+            // the connection's last bytes: its end goes with them
+            _ if complete && close_client => Write::Last,
+            // the framing says more of this body follows: these bytes may
+            // wait for it, to go out together
+            BodyProgress::Length(l) if *l > 0 => Write::More,
+            // complete, or a stream (chunked, or until the server closes)
+            // whose next bytes may be far off
+            _ => Write::Now,
+        }
+    }
 }
 
 /// Writes to the client, as `how` says. A client that accepts nothing for
@@ -888,6 +897,27 @@ mod tests {
         assert!(size <= DEBUG_BOUND, "serve's future is {size} bytes");
     }
     const DEBUG_BOUND: usize = 576;
+
+    #[test]
+    fn only_bytes_of_a_known_length_with_more_to_come_are_held_back() {
+        let chunked = BodyProgress::new(Framing::Chunked);
+        let cases = [
+            (BodyProgress::Length(100), false, false, Write::More),
+            (BodyProgress::Length(100), false, true, Write::More),
+            (BodyProgress::Length(0), true, false, Write::Now),
+            (BodyProgress::Length(0), true, true, Write::Last),
+            // streams: their next bytes may be far off
+            (chunked, false, false, Write::Now),
+            (BodyProgress::Close, false, true, Write::Now),
+        ];
+        for (body, complete, close, want) in cases {
+            assert_eq!(
+                Write::of(&body, complete, close),
+                want,
+                "{complete} {close}"
+            );
+        }
+    }
 
     #[test]
     fn proxy_made_responses_are_serialized() {

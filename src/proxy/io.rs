@@ -93,10 +93,10 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
 impl ClientIo for ClientSocket {
     const PARKABLE: bool = true;
     fn ack_now(&self) {
-        let r = match &self.sock {
-            Sock::Raw(s, _) => socket2::SockRef::from(s).set_tcp_quickack(true),
-            Sock::Reg(s) => socket2::SockRef::from(s).set_tcp_quickack(true),
-            Sock::Gone => Ok(()),
+        let r = match self.sock_ref() {
+            Ok(s) => s.set_tcp_quickack(true),
+            // closed: nothing to acknowledge
+            Err(_) => Ok(()),
         };
         if let Err(e) = r {
             tracing::trace!(error = %e, "TCP_QUICKACK not set");
@@ -131,42 +131,20 @@ impl ClientIo for ClientSocket {
         }
     }
     fn write_more(&mut self, data: &[u8]) -> io::Result<usize> {
-        let sock = match &self.sock {
-            Sock::Reg(s) => socket2::SockRef::from(s),
-            Sock::Raw(s, _) => socket2::SockRef::from(s),
-            Sock::Gone => return Err(gone()),
-        };
-        // MSG_NOSIGNAL as std's own writes (see `write_last`)
-        match retry(|| sock.send_with_flags(data, libc::MSG_MORE | libc::MSG_NOSIGNAL)) {
-            Ok(n) => Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            Err(e) => Err(e),
-        }
+        self.send_more(data)
     }
     fn write_last(&mut self, data: &[u8]) -> io::Result<usize> {
-        let sock = match &self.sock {
-            Sock::Reg(s) => socket2::SockRef::from(s),
-            Sock::Raw(s, _) => socket2::SockRef::from(s),
-            Sock::Gone => return Err(gone()),
-        };
-        // MSG_MORE holds the bytes back (Nagle's cork) until the shutdown
-        // sends them with the FIN; whatever is not taken here goes out through
-        // `send_all`, which pushes it all. MSG_NOSIGNAL as std's own writes:
-        // a client that has reset is an error here, never a SIGPIPE.
-        let flags = libc::MSG_MORE | libc::MSG_NOSIGNAL;
-        match retry(|| sock.send_with_flags(data, flags)) {
-            Ok(n) => {
-                if n == data.len() {
-                    if let Err(e) = sock.shutdown(std::net::Shutdown::Write) {
-                        // closing the socket sends what is held, and the FIN
-                        tracing::trace!(error = %e, "shutdown after the last write");
-                    }
-                }
-                Ok(n)
+        // held back (MSG_MORE) until the shutdown sends them with the FIN;
+        // whatever is not taken here goes out through `send_all`, which
+        // pushes it all
+        let n = self.send_more(data)?;
+        if n == data.len() {
+            if let Err(e) = self.sock_ref()?.shutdown(std::net::Shutdown::Write) {
+                // closing the socket sends what is held, and the FIN
+                tracing::trace!(error = %e, "shutdown after the last write");
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-            Err(e) => Err(e),
         }
+        Ok(n)
     }
     fn flushed(&self) -> bool {
         true
@@ -250,6 +228,28 @@ impl ClientSocket {
     }
 
     /// The socket out of the reactor, for parking.
+    /// The socket, registered or not, for calls tokio does not make.
+    fn sock_ref(&self) -> io::Result<socket2::SockRef<'_>> {
+        match &self.sock {
+            Sock::Reg(s) => Ok(socket2::SockRef::from(s)),
+            Sock::Raw(s, _) => Ok(socket2::SockRef::from(s)),
+            Sock::Gone => Err(gone()),
+        }
+    }
+
+    /// Writes what the socket takes of `data` at once, with MSG_MORE (the
+    /// kernel holds a short segment back for the next write, `write_more`);
+    /// WouldBlock counts as 0. MSG_NOSIGNAL as std's own writes: a client that
+    /// has reset is an error here, never a SIGPIPE.
+    fn send_more(&self, data: &[u8]) -> io::Result<usize> {
+        let sock = self.sock_ref()?;
+        match retry(|| sock.send_with_flags(data, libc::MSG_MORE | libc::MSG_NOSIGNAL)) {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn into_std(self) -> io::Result<std::net::TcpStream> {
         match self.sock {
             Sock::Raw(s, _) => Ok(s),
