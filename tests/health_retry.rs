@@ -395,3 +395,43 @@ async fn a_body_over_retry_buffer_is_not_replayed_on_a_status_even_when_whole() 
         }
     }
 }
+
+/// A body read whole (within `retry_buffer`) goes to an HTTP/1.1 server
+/// after its head in one write of two parts, not copied behind the head: each
+/// byte arrives in its place, also when the body is far larger than a socket
+/// takes at once (the rest is written as the server reads), and again, whole,
+/// when a listed status sends the request to the other server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_read_whole_reaches_the_server_in_order_and_again_on_a_retry() {
+    let extra = "retry_buffer = \"8MiB\"\nretry_on = [\"connect_failure\", \"reset\", \"503\"]";
+    let (a, b, listen, _p) = two_pods_behind(extra).await;
+    for (c, proto) in [(client(), "HTTP/1.1"), (h2c_client(), "h2c")] {
+        for size in [1usize, 3000, 4 * 1024 * 1024] {
+            // no byte where a shifted copy would have it
+            let body: Vec<u8> = (0..size)
+                .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0])
+                .collect();
+            let want = format!("{size} {:016x}", Fnv1a::of(&body));
+            let body = bytes::Bytes::from(body);
+            // round robin: of two requests, one at least starts at pod-a,
+            // which answers 503 once it has read the body, and goes again to
+            // pod-b
+            let before = (a.requests(), b.requests());
+            for _ in 0..2 {
+                let req = hyper::Request::put(format!("http://{listen}/digest?fail=a"))
+                    .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+                        body.clone(),
+                    )))
+                    .unwrap();
+                let (resp, got) = send(&c, req).await;
+                assert_eq!(resp.status(), StatusCode::OK, "{proto}, {size} bytes");
+                assert_eq!(String::from_utf8_lossy(&got), want, "{proto}, {size} bytes");
+            }
+            let (to_a, to_b) = (a.requests() - before.0, b.requests() - before.1);
+            assert!(
+                to_a >= 1 && to_b == 2,
+                "{proto}, {size} bytes: pod-a got {to_a}, pod-b {to_b}"
+            );
+        }
+    }
+}

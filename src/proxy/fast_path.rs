@@ -586,7 +586,7 @@ async fn proxy<S: ClientIo>(
         let server = &pool.servers[guard.index()];
         let sent = tokio::select! {
             biased;
-            r = upstream::send_raw(&pool, server, &wire, replayable) => r,
+            r = upstream::send_raw(&pool, server, [&wire, &[]], replayable) => r,
             () = client_gone(&mut *client) => return false,
         };
         // An invalid response head counts (and is retried) as a reset would be.

@@ -223,10 +223,11 @@ fn set_client_subject(h: &mut HeaderMap, ctx: &ConnCtx) {
     }
 }
 
-/// A request `prepare_request` left, without its X-Forwarded-* fields, as the
-/// bytes an HTTP/1.1 server gets: they are written straight to the wire (as on
-/// the fast path) rather than into the map.
-pub(super) fn wire(parts: &mut Parts, ctx: &ConnCtx, body: &[u8], length: bool) -> PooledBuf {
+/// The head of a request `prepare_request` left, without its X-Forwarded-*
+/// fields, as the bytes an HTTP/1.1 server gets: they are written straight to
+/// the wire (as on the fast path) rather than into the map. `body`: the length
+/// of the body that follows it.
+pub(super) fn wire(parts: &mut Parts, ctx: &ConnCtx, body: usize, length: bool) -> PooledBuf {
     set_client_subject(&mut parts.headers, ctx);
     let prior = prior_for(&parts.headers);
     let xf = forwarded::XForwarded {

@@ -178,7 +178,9 @@ where
 /// boxing the larger variant would cost an allocation and save nothing.
 #[allow(clippy::large_enum_variant)]
 enum Outgoing {
-    Wire(crate::h1::PooledBuf),
+    /// A request head in wire form and its body, read whole: written to the
+    /// server together (one `writev`), the body not copied after the head.
+    Wire(crate::h1::PooledBuf, Bytes),
     Req(Request<ReqBody>),
     /// The request kept for a replay, sent from where it is kept (to an
     /// HTTP/2 pool: its client encodes the head from a borrowed one, so no
@@ -332,9 +334,9 @@ async fn handle(
                 l.bytes_in.store(b.len() as u64, Ordering::Relaxed);
             }
             whole = b.len() as u64;
-            let wire = wire(&mut parts, &ctx, &b, length || !b.is_empty());
+            let wire = wire(&mut parts, &ctx, b.len(), length || !b.is_empty());
             crate::http2::fields::recycle(parts.headers);
-            (Outgoing::Wire(wire), None)
+            (Outgoing::Wire(wire, b), None)
         }
         // a body that came whole with the head (an HTTP/2 client's POST: it
         // is not kept for a replay, so it was not buffered above) goes as
@@ -367,9 +369,9 @@ async fn handle(
             // only within retry_buffer (larger ones are retried on a connect
             // failure only)
             replayable &= whole <= pool.retry.buffer;
-            let wire = wire(&mut parts, &ctx, &b, length || !b.is_empty());
+            let wire = wire(&mut parts, &ctx, b.len(), length || !b.is_empty());
             crate::http2::fields::recycle(parts.headers);
-            (Outgoing::Wire(wire), None)
+            (Outgoing::Wire(wire, b), None)
         }
         Buffered::Bytes(b) => {
             set_forwarded(&mut parts.headers, &ctx);
@@ -439,10 +441,10 @@ async fn handle(
         // what goes again after a failure: the same bytes, or the request
         // hyper handed back (or a copy of it)
         let (sent, wire) = match out {
-            Outgoing::Wire(w) => {
+            Outgoing::Wire(w, b) => {
                 let sent =
-                    upstream::send_wire(&pool, server, &w, replayable, head, wire_head).await;
-                (sent.map_err(SendError::from), Some(w))
+                    upstream::send_wire(&pool, server, [&w, &b], replayable, head, wire_head).await;
+                (sent.map_err(SendError::from), Some((w, b)))
             }
             Outgoing::Req(req) => {
                 let via = Some(&via);
@@ -493,7 +495,7 @@ async fn handle(
                 }
                 // a retry needs the request as it was (not sent) or a copy
                 out = match (wire, unsent, replay) {
-                    (Some(w), _, _) => Outgoing::Wire(w),
+                    (Some((w, b)), _, _) => Outgoing::Wire(w, b),
                     (None, Some(r), _) => Outgoing::Req(*r),
                     (None, None, Some(_)) if h2_pool => Outgoing::Kept,
                     (None, None, Some(rp)) => Outgoing::Req(rp.request()),
@@ -520,8 +522,8 @@ async fn handle(
                 if lc.answered(&mut guard, status.as_u16(), may_replay) {
                     // The response (and its connection, body unread) is dropped.
                     match (wire, replay) {
-                        (Some(w), _) => {
-                            out = Outgoing::Wire(w);
+                        (Some((w, b)), _) => {
+                            out = Outgoing::Wire(w, b);
                             continue;
                         }
                         (None, Some(rp)) => {

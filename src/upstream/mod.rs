@@ -40,7 +40,8 @@ pub fn sweep_idle() {
     http2::sweep();
 }
 
-/// Sends a request already in wire form (`wire_request`) to a plain HTTP/1.1
+/// Sends a request already in wire form (`wire_request`'s head, and the body
+/// read whole) to a plain HTTP/1.1
 /// server on a pooled socket shared with the fast path, or a new one, for a
 /// client that hyper serves (HTTP/2 above all): no hyper client dispatch, no
 /// connection task. The response body is read from the socket as it is polled.
@@ -50,7 +51,7 @@ pub fn sweep_idle() {
 pub async fn send_wire(
     pool: &Pool,
     server: &Server,
-    wire: &[u8],
+    wire: [&[u8]; 2],
     replayable: bool,
     head: bool,
     wire_head: bool,

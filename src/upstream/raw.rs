@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -39,8 +40,10 @@ enum RawFailure {
     Failed(UpstreamError),
 }
 
-/// Sends a complete request (`req`: its head and any body, in wire form) to `server` on a
-/// pooled plain connection or a new one, and reads the response head.
+/// Sends a complete request (`req`: in wire form, in two parts written as one,
+/// as a head and the body that was read whole, so the body is not copied after
+/// the head) to `server` on a pooled plain connection or a new one, and reads
+/// the response head.
 ///
 /// A pooled connection that the server closed meanwhile (the keep-alive race) is
 /// replaced by a new one: at once when the request could not be written, and when
@@ -48,7 +51,7 @@ enum RawFailure {
 pub async fn send_raw(
     pool: &Pool,
     server: &Server,
-    req: &[u8],
+    req: [&[u8]; 2],
     replayable: bool,
 ) -> Result<RawExchange, UpstreamError> {
     if let Some(mut stream) = take_idle_raw(&server.state) {
@@ -86,16 +89,26 @@ pub async fn send_raw(
 async fn exchange_raw(
     s: &mut TcpStream,
     addr: SocketAddr,
-    req: &[u8],
+    req: [&[u8]; 2],
     timeout: Duration,
 ) -> Result<PooledBuf, RawFailure> {
     let exchange = async {
-        let n = s.write(req).await.map_err(|_| RawFailure::Unsent)?;
-        if n == 0 {
+        let [head, body] = req;
+        let mut n = s
+            .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            .await
+            .map_err(|_| RawFailure::Unsent)?;
+        if n == 0 && head.len() + body.len() > 0 {
             return Err(RawFailure::Unsent);
         }
-        if n < req.len() {
-            s.write_all(&req[n..])
+        if n < head.len() {
+            s.write_all(&head[n..])
+                .await
+                .map_err(|source| RawFailure::NoAnswer(UpstreamError::Io { addr, source }))?;
+            n = head.len();
+        }
+        if let Some(rest) = body.get(n - head.len()..).filter(|r| !r.is_empty()) {
+            s.write_all(rest)
                 .await
                 .map_err(|source| RawFailure::NoAnswer(UpstreamError::Io { addr, source }))?;
         }
@@ -157,15 +170,16 @@ async fn read_response_head(
     }
 }
 
-/// The request as an HTTP/1.1 server gets it on a plain socket: `parts` as
-/// `proxy::headers::prepare_request` left them (origin-form target, Host set,
-/// hop-by-hop fields gone, cookies on one line), then `body`, already read
-/// whole. `length`: say the body's length when the fields do not (a body, or
-/// a method that has one even when empty). X-Forwarded-* are `xf`'s, not the
+/// The request head as an HTTP/1.1 server gets it on a plain socket: `parts`
+/// as `proxy::headers::prepare_request` left them (origin-form target, Host
+/// set, hop-by-hop fields gone, cookies on one line), for a body of `body`
+/// bytes, already read whole, which is written after it (`send_raw`).
+/// `length`: say the body's length when the fields do not (a body, or a
+/// method that has one even when empty). X-Forwarded-* are `xf`'s, not the
 /// client's.
 pub fn wire_request(
     parts: &http::request::Parts,
-    body: &[u8],
+    body: usize,
     length: bool,
     xf: &XForwarded<'_>,
 ) -> PooledBuf {
@@ -186,12 +200,11 @@ pub fn wire_request(
     }
     if length && !parts.headers.contains_key(header::CONTENT_LENGTH) {
         out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(body.len().to_string().as_bytes());
+        out.extend_from_slice(body.to_string().as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     xf.write_wire(&mut out);
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
     out
 }
 

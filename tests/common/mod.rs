@@ -193,6 +193,9 @@ impl BackendStats {
 /// - `/slow?ms=N`: answers after N ms;
 /// - `/big?bytes=N`: N bytes of body, streamed in 64 KiB chunks;
 /// - `/upload`: reads the whole request body, answers with its length;
+/// - `/digest?fail=N`: reads the whole request body, answers with its length
+///   and its FNV-1a hash (`fnv1a`: each byte in its place), or with 503 from
+///   the backend named `pod-N`;
 /// - `/status?code=N`: answers with status N;
 /// - `/echo-upgrade`: 101, then echoes every byte on the upgraded connection.
 pub struct Backend {
@@ -317,6 +320,26 @@ async fn handle(
             }
             text(&format!("{n} {sum}"))
         }
+        "/digest" => {
+            let fail = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("fail="))
+                .is_some_and(|n| format!("pod-{n}") == *name);
+            let mut body = req.into_body();
+            let (mut n, mut hash) = (0u64, Fnv1a::default());
+            while let Some(Ok(f)) = body.frame().await {
+                if let Ok(d) = f.into_data() {
+                    n += d.len() as u64;
+                    hash.write(&d);
+                }
+            }
+            let mut r = text(&format!("{n} {:016x}", hash.0));
+            if fail {
+                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            }
+            r
+        }
         "/stream-echo" => {
             // answers at once, then sends back each piece of the request body
             // as it comes (a bidirectional stream, as in gRPC)
@@ -382,6 +405,30 @@ impl Pattern {
     /// The checksum `/upload` reports for a pattern of `n` bytes.
     pub fn checksum(n: u64) -> u64 {
         (0..n).fold(0u64, |s, i| s.wrapping_add(i % 251))
+    }
+}
+
+/// The 64-bit FNV-1a hash that `/digest` reports: unlike `/upload`'s sum, it
+/// changes when bytes are reordered.
+pub struct Fnv1a(pub u64);
+
+impl Default for Fnv1a {
+    fn default() -> Fnv1a {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    pub fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    pub fn of(bytes: &[u8]) -> u64 {
+        let mut h = Fnv1a::default();
+        h.write(bytes);
+        h.0
     }
 }
 
