@@ -150,9 +150,12 @@ class Bench:
         os.makedirs(os.path.join(www, "f"))
         with open(os.path.join(www, "f", "16k"), "wb") as f:
             f.write(os.urandom(16 * 1024))
-        # wrk's script for the POST row: a 1 KiB body on every request
-        self.write("post.lua", 'wrk.method = "POST"\nwrk.body = string.rep("x", 1024)\n'
-                   'wrk.headers["Content-Type"] = "application/json"\n')
+        # wrk's scripts for the POST rows: a body of 1 KiB, or of 64 KiB (an
+        # upload: longer than rampart reads with the head, and than nginx
+        # keeps in memory by default), on every request
+        for name, size in (("post", 1024), ("post64k", 64 * 1024)):
+            self.write(f"{name}.lua", f'wrk.method = "POST"\nwrk.body = string.rep("x", {size})\n'
+                       'wrk.headers["Content-Type"] = "application/json"\n')
         t = self.a.threads
         backend = self.write("backend.conf", backend_config(self.dir, www))
         haproxy = self.write("haproxy.cfg", f"""
@@ -502,11 +505,12 @@ splice = false
             # the fixed rate is set from this round's keep-alive figures
             for t in order if want("keepalive") or want("fixed") else []:
                 results.setdefault(("keepalive", t), []).append(self.with_cpu(t, lambda: self.wrk(PORTS[t][0])))
-            # an API's other requests: a POST of 1 KiB, and a 16 KiB answer
-            for t in order if want("post") else []:
-                lua = os.path.join(self.dir, "post.lua")
-                results.setdefault(("post", t), []).append(
-                    self.with_cpu(t, lambda: self.wrk(PORTS[t][0], f"-s {lua}")))
+            # an API's other requests: a POST of 1 KiB or 64 KiB, and a 16 KiB answer
+            for post in ("post", "post64k"):
+                for t in order if want(post) else []:
+                    lua = os.path.join(self.dir, f"{post}.lua")
+                    results.setdefault((post, t), []).append(
+                        self.with_cpu(t, lambda: self.wrk(PORTS[t][0], f"-s {lua}")))
             for t in order if want("get16k") else []:
                 results.setdefault(("get16k", t), []).append(
                     self.with_cpu(t, lambda: self.wrk(PORTS[t][0], path="f/16k")))
@@ -583,6 +587,8 @@ def render(results, args, versions):
         ("keepalive", "proxy_idle", "HTTP/1.1 keep-alive, idle share of the proxy's CPU, %", None),
         ("post", "rps", "HTTP/1.1 keep-alive POST (1 KiB body), req/s", False),
         ("post", "cpu_us", "HTTP/1.1 keep-alive POST, the proxy's CPU µs per request", True),
+        ("post64k", "rps", "HTTP/1.1 keep-alive POST (64 KiB body), req/s", False),
+        ("post64k", "cpu_us", "HTTP/1.1 keep-alive POST of 64 KiB, the proxy's CPU µs per request", True),
         ("get16k", "rps", "HTTP/1.1 keep-alive, 16 KiB answers, req/s", False),
         ("get16k", "cpu_us", "HTTP/1.1 keep-alive, 16 KiB answers, the proxy's CPU µs per request", True),
         ("close", "rps", "HTTP/1.1 new connection per request, req/s", False),
@@ -656,7 +662,7 @@ def main():
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--out")
     ap.add_argument("--only", help="a comma-separated subset of the scenarios: "
-                    "keepalive, post, get16k, close, fixed, h2, bulk, idle")
+                    "keepalive, post, post64k, get16k, close, fixed, h2, bulk, idle")
     ap.add_argument("--shortest", action="store_true",
                     help="every proxy with its defaults (the shortest working config)")
     args = ap.parse_args()

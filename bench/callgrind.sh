@@ -15,6 +15,8 @@
 #   h2-tls     HTTP/2 over TLS, ALPN h2, 10 streams per connection (rampart and HAProxy)
 #   h2c-post   (asked for by name) h2c with a 1 KiB request body each
 #   post       (asked for by name) HTTP/1.1 keep-alive, a POST of 1 KiB each
+#   post64k    (asked for by name) HTTP/1.1 keep-alive, a POST of 64 KiB each
+#              (nginx with its defaults: such a body goes to a temporary file)
 #   get16k     (asked for by name) HTTP/1.1 keep-alive, a 16 KiB response each
 #   get64k     (asked for by name) HTTP/1.1 keep-alive, a 64 KiB response each
 #   grpc       (asked for by name) gRPC unary, h2c on both sides, 10 streams
@@ -269,13 +271,15 @@ if want h2c-post; then
   per_request haproxy-h2c-post http://127.0.0.1:19609/ haproxy -db -f h.cfg
   per_request nginx-h2c-post http://127.0.0.1:19611/ nginx -c "$d/n.conf"
 fi
-if want post; then
-  head -c 1024 /dev/zero > post.bin
-  H2LOAD_MODE="--h1 -d $d/post.bin"
-  per_request rampart-post http://127.0.0.1:19601/ "$bin" run -c r.toml
-  per_request haproxy-post http://127.0.0.1:19608/ haproxy -db -f h.cfg
-  per_request nginx-post http://127.0.0.1:19610/ nginx -c "$d/n.conf"
-fi
+for row in post:1024 post64k:65536; do
+  if want "${row%%:*}"; then
+    head -c "${row#*:}" /dev/zero > post.bin
+    H2LOAD_MODE="--h1 -d $d/post.bin"
+    per_request "rampart-${row%%:*}" http://127.0.0.1:19601/ "$bin" run -c r.toml
+    per_request "haproxy-${row%%:*}" http://127.0.0.1:19608/ haproxy -db -f h.cfg
+    per_request "nginx-${row%%:*}" http://127.0.0.1:19610/ nginx -c "$d/n.conf"
+  fi
+done
 for size in 16k 64k; do
   if want get$size; then
     H2LOAD_MODE=--h1
