@@ -653,8 +653,6 @@ pub fn server_builders(
     let mut h1 = hyper::server::conn::http1::Builder::new();
     h1.timer(TokioTimer::new())
         .header_read_timeout(request_header_timeout)
-        // flattened writes, as on the backend side (upstream)
-        .writev(false)
         .keep_alive(true);
     // rampart's own HTTP/2 server, every limit from `[listener.http2]`
     let h2 = crate::http2::server::Settings {

@@ -76,11 +76,9 @@ async fn handshake_http<S>(server: &Server, stream: S) -> Result<Sender, Upstrea
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    // Flattened writes (no writev) on both sides, with the server builder in
-    // proxy/http.rs: +2.5-3.5% keep-alive req/s in alternating runs (either side
-    // alone: no change). Large bodies still stream, bounded by hyper's buffer.
+    // writev where the stream has it (a plain socket): a request body's
+    // chunks are written where they are, not copied into hyper's buffer
     let (sender, conn) = http1::Builder::new()
-        .writev(false)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|source| UpstreamError::Handshake {

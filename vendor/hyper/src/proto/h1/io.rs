@@ -28,6 +28,9 @@ pub(crate) const DEFAULT_MAX_BUFFER_SIZE: usize = 8192 + 4096 * 100;
 /// Note that a flush can happen before reaching the maximum. This simply
 /// forces a flush if the queue gets this big.
 const MAX_BUF_LIST_BUFFERS: usize = 16;
+/// [rampart] The longest buffer `Queue` copies behind the head, when nothing
+/// is queued yet, rather than queueing it.
+const FLATTEN_SHORT: usize = 1024;
 
 pub(crate) struct Buffered<T, B> {
     flush_pipeline: bool,
@@ -281,7 +284,10 @@ where
         } else if self.write_buf.remaining() == 0 {
             Pin::new(&mut self.io).poll_flush(cx)
         } else {
-            if let WriteStrategy::Flatten = self.write_buf.strategy {
+            // [rampart] or nothing queued: all is behind the head
+            if matches!(self.write_buf.strategy, WriteStrategy::Flatten)
+                || !self.write_buf.queue.has_remaining()
+            {
                 return self.poll_flush_flattened(cx);
             }
 
@@ -548,7 +554,19 @@ impl<B: Buf> WriteBuf<B> {
 
     pub(super) fn buffer<BB: Buf + Into<B>>(&mut self, mut buf: BB) {
         debug_assert!(buf.has_remaining());
-        match self.strategy {
+        // [rampart] a short buffer with nothing queued before it is copied
+        // behind the head, as `Flatten` does: a head and a short body go in
+        // one plain write; longer ones are queued and written where they are
+        let strategy = match self.strategy {
+            WriteStrategy::Queue
+                if !self.queue.has_remaining() && buf.remaining() <= FLATTEN_SHORT =>
+            {
+                WriteStrategy::Flatten
+            }
+            WriteStrategy::Queue => WriteStrategy::Queue,
+            WriteStrategy::Flatten => WriteStrategy::Flatten,
+        };
+        match strategy {
             WriteStrategy::Flatten => {
                 let head = self.headers_mut();
 
@@ -924,9 +942,12 @@ mod tests {
     async fn write_buf_queue_disable_auto() {
         let _ = pretty_env_logger::try_init();
 
+        // [rampart] the first buffer longer than FLATTEN_SHORT, so that it and
+        // those after it are queued
+        let long = vec![b'w'; FLATTEN_SHORT + 1];
         let mock = Mock::new()
             .write(b"hello ")
-            .write(b"world, ")
+            .write(&long)
             .write(b"it's ")
             .write(b"hyper!")
             .build();
@@ -938,7 +959,7 @@ mod tests {
         // don't try to auto detect (via setting strategy above)
 
         buffered.headers_buf().extend(b"hello ");
-        buffered.buffer(Cursor::new(b"world, ".to_vec()));
+        buffered.buffer(Cursor::new(long.clone()));
         buffered.buffer(Cursor::new(b"it's ".to_vec()));
         buffered.buffer(Cursor::new(b"hyper!".to_vec()));
         assert_eq!(buffered.write_buf.queue.bufs_cnt(), 3);
@@ -946,6 +967,24 @@ mod tests {
         buffered.flush().await.expect("flush");
 
         assert_eq!(buffered.write_buf.queue.bufs_cnt(), 0);
+    }
+
+    // [rampart]
+    #[cfg(not(miri))]
+    #[tokio::test]
+    async fn write_buf_queue_copies_a_short_buffer_behind_the_head() {
+        let mock = Mock::new().write(b"hello world, it's hyper!").build();
+
+        let mut buffered = Buffered::<_, Cursor<Vec<u8>>>::new(Compat::new(mock));
+        buffered.write_buf.set_strategy(WriteStrategy::Queue);
+
+        buffered.headers_buf().extend(b"hello ");
+        buffered.buffer(Cursor::new(b"world, ".to_vec()));
+        buffered.buffer(Cursor::new(b"it's ".to_vec()));
+        buffered.buffer(Cursor::new(b"hyper!".to_vec()));
+        assert_eq!(buffered.write_buf.queue.bufs_cnt(), 0);
+
+        buffered.flush().await.expect("flush");
     }
 
     // #[cfg(feature = "nightly")]
