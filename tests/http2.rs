@@ -573,10 +573,13 @@ async fn large_bodies_both_ways_on_concurrent_streams_keep_flow_control() {
         let c = c.clone();
         tasks.push(tokio::spawn(async move {
             if i % 2 == 0 {
+                // (every other one sent chunked by the server)
                 let n = 1024 * 1024 + i * 1000;
-                let req = hyper::Request::get(format!("http://{listen}/big?bytes={n}"))
-                    .body(empty())
-                    .unwrap();
+                let chunked = i % 4 / 2;
+                let req =
+                    hyper::Request::get(format!("http://{listen}/big?bytes={n}&chunked={chunked}"))
+                        .body(empty())
+                        .unwrap();
                 let (resp, body) = send(&c, req).await;
                 assert_eq!(resp.status(), 200);
                 assert_eq!(body.len(), n, "stream {i}");

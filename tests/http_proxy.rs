@@ -1006,3 +1006,30 @@ async fn a_clients_own_forwarded_host_and_proto_never_reach_the_backend_on_eithe
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1", "{path}");
     }
 }
+
+/// A request that hyper's path serves (its body is past the 16 KiB the fast
+/// path reads with a head) gets a long answer whole and in order, sized or
+/// chunked by the server: read from the server into buffers it is split from
+/// (not copied out of), and written to the client where it lies (writev), a
+/// short answer behind its head in one write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_past_the_fast_path_gets_a_long_answer_whole_and_in_order() {
+    let backend = Backend::start("big", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(&http_config(listen, "", &[(backend.addr, 1)]), &[listen]).await;
+    let c = client();
+    for (n, chunked) in [(3 * 1024 * 1024 + 7, 0), (3 * 1024 * 1024 + 7, 1), (10, 1)] {
+        let req = Request::post(format!("http://{listen}/big?bytes={n}&chunked={chunked}"))
+            .body(BodyExt::boxed(http_body_util::Full::new(
+                bytes::Bytes::from(vec![b'u'; 20 * 1024]),
+            )))
+            .unwrap();
+        let (resp, body) = send(&c, req).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(body.len(), n, "chunked={chunked}");
+        assert!(
+            body.iter().enumerate().all(|(k, &b)| b == (k % 251) as u8),
+            "{n} bytes, chunked={chunked}: not the backend's pattern in order"
+        );
+    }
+}

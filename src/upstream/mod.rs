@@ -60,7 +60,7 @@ pub async fn send_wire(
     let connect_time = ex.connect_time;
     let response = raw::into_response(ex, pool, server, head, wire_head)?;
     Ok(Exchange {
-        response: response.map(|b| RespBody::Raw(Box::new(b))),
+        response: response.map(RespBody::Raw),
         sender: None,
         connect_time,
     })

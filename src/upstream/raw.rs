@@ -6,7 +6,7 @@
 use crate::forwarded::{self, XForwarded};
 use crate::h1::{self, BodyProgress, PooledBuf};
 use crate::pool::{Pool, Server, ServerState};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -218,7 +218,7 @@ pub(super) fn into_response(
     server: &Server,
     head_request: bool,
     wire_head: bool,
-) -> Result<Response<RawBody>, UpstreamError> {
+) -> Result<Response<Box<RawBody>>, UpstreamError> {
     let addr = server.addr;
     let bad = |reason: String| UpstreamError::BadResponse { addr, reason };
     let mut slots = h1::header_slots();
@@ -253,9 +253,11 @@ pub(super) fn into_response(
     }
     let keepalive = pool.keepalive_for(r.keepalive);
     let (from, framing, reusable) = (r.len, r.framing, r.reusable);
-    let mut body = RawBody {
+    // (boxed where it is made: a response is moved several times)
+    let mut body = Box::new(RawBody {
         stream: Some(ex.stream),
-        buf: ex.buf,
+        buf: Some(ex.buf),
+        more: BytesMut::new(),
         from,
         left: BodyProgress::new(framing),
         done: false,
@@ -267,7 +269,7 @@ pub(super) fn into_response(
             )
         }),
         fields,
-    };
+    });
     if matches!(body.left, BodyProgress::Length(0)) {
         body.end();
     }
@@ -325,7 +327,12 @@ impl WireHead {
 #[derive(Debug)]
 pub struct RawBody {
     stream: Option<TcpStream>,
-    buf: PooledBuf,
+    /// The buffer the head was read into, with the body's first bytes; given
+    /// back once they are taken.
+    buf: Option<PooledBuf>,
+    /// What is read after them: its data goes on as it is, split off (a
+    /// frame's bytes are not copied out of a reused buffer).
+    more: BytesMut,
     /// Where the unread bytes in `buf` start.
     from: usize,
     left: BodyProgress,
@@ -358,9 +365,12 @@ impl RawBody {
         let Some(w) = &self.fields else {
             return;
         };
+        let Some(buf) = &self.buf else {
+            return;
+        };
         for [a, b, c, d] in &w.at[..usize::from(w.n)] {
-            let name = self.buf.get(usize::from(*a)..usize::from(*b));
-            let value = self.buf.get(usize::from(*c)..usize::from(*d));
+            let name = buf.get(usize::from(*a)..usize::from(*b));
+            let value = buf.get(usize::from(*c)..usize::from(*d));
             if let (Some(name), Some(value)) = (name, value) {
                 f(name, value);
             }
@@ -378,7 +388,7 @@ impl RawBody {
         self.done = true;
         let stream = self.stream.take();
         // bytes after the end of the body: the connection is out of step
-        if self.from < self.buf.len() {
+        if self.from < self.buf.as_ref().map_or(0, |b| b.len()) || !self.more.is_empty() {
             return;
         }
         if let (Some(s), Some((state, max_idle, keepalive))) = (stream, self.checkin.take()) {
@@ -386,24 +396,67 @@ impl RawBody {
         }
     }
 
-    /// The next piece of the body from what is buffered: the data (possibly
-    /// empty) and whether the body is complete after it.
+    /// The next piece of the body from the bytes that came with the head: the
+    /// data (possibly empty) and whether the body is complete after it.
     fn take_buffered(&mut self) -> Result<(Bytes, bool), RawBodyError> {
-        let data = &self.buf[self.from..];
-        let (n, data, complete) = match &mut self.left {
-            BodyProgress::Chunked(s) => {
-                let mut out = Vec::new();
-                let end = s.decode(data, |d| out.extend_from_slice(d))?;
-                let n = end.unwrap_or(data.len());
-                (n, Bytes::from(out), end.is_some())
-            }
-            left => {
-                let (n, complete) = left.feed(data)?;
-                (n, Bytes::copy_from_slice(&data[..n]), complete)
-            }
+        let Some(buf) = &self.buf else {
+            return Ok((Bytes::new(), false));
+        };
+        let data = &buf[self.from..];
+        let (n, piece, complete) = piece(&mut self.left, data)?;
+        let data = match piece {
+            Piece::Span(r) => Bytes::copy_from_slice(&data[r]),
+            Piece::Joined(v) => Bytes::from(v),
         };
         self.from += n;
         Ok((data, complete))
+    }
+
+    /// The same from the bytes read after them, split off without a copy.
+    fn take_more(&mut self) -> Result<(Bytes, bool), RawBodyError> {
+        let (n, piece, complete) = piece(&mut self.left, &self.more)?;
+        let taken = self.more.split_to(n).freeze();
+        let data = match piece {
+            Piece::Span(r) => taken.slice(r),
+            Piece::Joined(v) => Bytes::from(v),
+        };
+        Ok((data, complete))
+    }
+}
+
+/// Where a piece of a body lies in the bytes it was read from.
+enum Piece {
+    /// One run of them.
+    Span(std::ops::Range<usize>),
+    /// Several (chunks), joined.
+    Joined(Vec<u8>),
+}
+
+/// Takes the body's framing off the start of `data`: how many bytes of it
+/// were used, the data in them, and whether the body is complete after them.
+fn piece(left: &mut BodyProgress, data: &[u8]) -> Result<(usize, Piece, bool), RawBodyError> {
+    match left {
+        BodyProgress::Chunked(s) => {
+            let mut piece = Piece::Span(0..0);
+            let end = s.decode(data, |d| {
+                let at = offset(d, data).unwrap_or(0);
+                match &mut piece {
+                    Piece::Span(r) if r.start == r.end => *r = at..at + d.len(),
+                    Piece::Span(r) => {
+                        let mut v = Vec::with_capacity(r.len() + d.len());
+                        v.extend_from_slice(&data[r.clone()]);
+                        v.extend_from_slice(d);
+                        piece = Piece::Joined(v);
+                    }
+                    Piece::Joined(v) => v.extend_from_slice(d),
+                }
+            })?;
+            Ok((end.unwrap_or(data.len()), piece, end.is_some()))
+        }
+        left => {
+            let (n, complete) = left.feed(data)?;
+            Ok((n, Piece::Span(0..n), complete))
+        }
     }
 }
 
@@ -420,8 +473,14 @@ impl Body for RawBody {
             if this.done {
                 return Poll::Ready(None);
             }
-            if this.from < this.buf.len() {
-                let (data, complete) = match this.take_buffered() {
+            let buffered = this.from < this.buf.as_ref().map_or(0, |b| b.len());
+            if buffered || !this.more.is_empty() {
+                let taken = if buffered {
+                    this.take_buffered()
+                } else {
+                    this.take_more()
+                };
+                let (data, complete) = match taken {
                     Ok(r) => r,
                     Err(e) => {
                         this.stop();
@@ -439,12 +498,17 @@ impl Body for RawBody {
             let Some(s) = &this.stream else {
                 return Poll::Ready(None);
             };
-            this.buf.clear();
-            this.from = 0;
+            // the head's buffer is all taken: it goes back, with the fields
+            // that were left in it
+            this.buf = None;
             this.fields = None;
+            if this.more.capacity() - this.more.len() < h1::BUF_SIZE / 4 {
+                // the room of frames already written is used again
+                this.more.reserve(h1::BUF_SIZE);
+            }
             let read = match s.poll_read_ready(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(())) => s.try_read_buf(&mut *this.buf),
+                Poll::Ready(Ok(())) => s.try_read_buf(&mut this.more),
                 Poll::Ready(Err(e)) => Err(e),
             };
             match read {
@@ -476,5 +540,58 @@ impl Body for RawBody {
             BodyProgress::Length(n) => SizeHint::with_exact(*n),
             _ => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h1::Framing;
+
+    /// What `piece` takes from each of `reads` in turn (as `RawBody` does
+    /// with what each read gives), as (bytes used, data, complete).
+    fn pieces(framing: Framing, reads: &[&[u8]]) -> Vec<(usize, Vec<u8>, bool)> {
+        let mut left = BodyProgress::new(framing);
+        reads
+            .iter()
+            .map(|data| {
+                let (n, p, complete) = piece(&mut left, data).unwrap();
+                let bytes = match p {
+                    Piece::Span(r) => data[r].to_vec(),
+                    Piece::Joined(v) => v,
+                };
+                (n, bytes, complete)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_piece_is_one_span_of_what_was_read_unless_chunks_must_be_joined() {
+        // a known length: the span up to it, and no further
+        assert_eq!(
+            pieces(Framing::Length(5), &[b"abc", b"deXY"]),
+            [(3, b"abc".to_vec(), false), (2, b"de".to_vec(), true)]
+        );
+        // until close: all of it
+        assert_eq!(
+            pieces(Framing::Close, &[b"abc"]),
+            [(3, b"abc".to_vec(), false)]
+        );
+        // one chunk's data, across reads: spans, the framing left out
+        assert_eq!(
+            pieces(Framing::Chunked, &[b"6\r\nabc", b"def\r\n0\r\n\r\n"]),
+            [(6, b"abc".to_vec(), false), (10, b"def".to_vec(), true)]
+        );
+        // two chunks and a third begun in one read: joined, in order
+        assert_eq!(
+            pieces(
+                Framing::Chunked,
+                &[
+                    b"2\r\nab\r\n3;x=y\r\ncde\r\n4\r\nfg",
+                    b"hi\r\n0\r\n\r\nNEXT"
+                ]
+            ),
+            [(24, b"abcdefg".to_vec(), false), (9, b"hi".to_vec(), true)]
+        );
     }
 }

@@ -191,7 +191,8 @@ impl BackendStats {
 /// An HTTP/1.1 backend. Paths:
 /// - `/` and anything else: `200` with body = the backend's name;
 /// - `/slow?ms=N`: answers after N ms;
-/// - `/big?bytes=N`: N bytes of body, streamed in 64 KiB chunks;
+/// - `/big?bytes=N`: N bytes of body, streamed in 64 KiB chunks (with
+///   `&chunked=1`, sent chunked: no Content-Length);
 /// - `/upload`: reads the whole request body, answers with its length;
 /// - `/digest?fail=N`: reads the whole request body, answers with its length
 ///   and its FNV-1a hash (`fnv1a`: each byte in its place), or with 503 from
@@ -302,7 +303,11 @@ async fn handle(
         }
         "/big" => {
             let n = query(&req, "bytes").unwrap_or(0);
-            Response::new(BodyExt::boxed(Pattern::new(n)))
+            if query(&req, "chunked") == Some(1) {
+                Response::new(BodyExt::boxed(Pattern::untold(n)))
+            } else {
+                Response::new(BodyExt::boxed(Pattern::new(n)))
+            }
         }
         "/upload" => {
             let mut body = req.into_body();
@@ -396,11 +401,24 @@ fn text(s: &str) -> Response<BoxBody> {
 pub struct Pattern {
     left: u64,
     pos: u64,
+    /// Whether it tells its length (an HTTP/1.1 server sends it chunked if not).
+    sized: bool,
 }
 
 impl Pattern {
     pub fn new(n: u64) -> Pattern {
-        Pattern { left: n, pos: 0 }
+        Pattern {
+            left: n,
+            pos: 0,
+            sized: true,
+        }
+    }
+    /// The same body, its length untold.
+    pub fn untold(n: u64) -> Pattern {
+        Pattern {
+            sized: false,
+            ..Pattern::new(n)
+        }
     }
     /// The checksum `/upload` reports for a pattern of `n` bytes.
     pub fn checksum(n: u64) -> u64 {
@@ -485,7 +503,11 @@ impl Body for Pattern {
         Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
     fn size_hint(&self) -> hyper::body::SizeHint {
-        hyper::body::SizeHint::with_exact(self.left)
+        if self.sized {
+            hyper::body::SizeHint::with_exact(self.left)
+        } else {
+            hyper::body::SizeHint::default()
+        }
     }
 }
 
