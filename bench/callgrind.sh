@@ -19,6 +19,10 @@
 #              (nginx with its defaults: such a body goes to a temporary file)
 #   get16k     (asked for by name) HTTP/1.1 keep-alive, a 16 KiB response each
 #   get64k     (asked for by name) HTTP/1.1 keep-alive, a 64 KiB response each
+#   upload64k  (asked for by name) HTTP/1.1 keep-alive, a POST of 20 KiB
+#              answered with 64 KiB (rampart: hyper's path, past the fast
+#              path's 16 KiB)
+#   post1m     (asked for by name) HTTP/1.1 keep-alive, a POST of 1 MiB each
 #   grpc       (asked for by name) gRPC unary, h2c on both sides, 10 streams
 #              per connection, to examples/grpcecho.rs (bench/h2.py's row):
 #              rampart `protocol = "h2"`, HAProxy `proto h2`, nginx `grpc_pass`
@@ -73,7 +77,8 @@ http {
   server {
     listen 127.0.0.1:19600;
     location = / { return 200 "hello\n"; }
-    location /f/ { root $d/www; }
+    # (a POST gets the file too: upload64k)
+    location /f/ { root $d/www; error_page 405 =200 \$uri; }
   }
 }
 EOC
@@ -271,7 +276,7 @@ if want h2c-post; then
   per_request haproxy-h2c-post http://127.0.0.1:19609/ haproxy -db -f h.cfg
   per_request nginx-h2c-post http://127.0.0.1:19611/ nginx -c "$d/n.conf"
 fi
-for row in post:1024 post64k:65536; do
+for row in post:1024 post64k:65536 post1m:1048576; do
   if want "${row%%:*}"; then
     head -c "${row#*:}" /dev/zero > post.bin
     H2LOAD_MODE="--h1 -d $d/post.bin"
@@ -288,6 +293,15 @@ for size in 16k 64k; do
     per_request nginx-get$size http://127.0.0.1:19610/f/$size nginx -c "$d/n.conf"
   fi
 done
+if want upload64k; then
+  # a body past the 16 KiB that rampart's fast path reads with the head, so
+  # the request and its answer take hyper's path
+  head -c 20480 /dev/zero > post.bin
+  H2LOAD_MODE="--h1 -d $d/post.bin"
+  per_request rampart-upload64k http://127.0.0.1:19601/f/64k "$bin" run -c r.toml
+  per_request haproxy-upload64k http://127.0.0.1:19608/f/64k haproxy -db -f h.cfg
+  per_request nginx-upload64k http://127.0.0.1:19610/f/64k nginx -c "$d/n.conf"
+fi
 if want grpc; then
   H2LOAD_MODE="-m 10 -d $d/grpc.body -H content-type:application/grpc -H te:trailers"
   per_request rampart-grpc http://127.0.0.1:19621/bench.Echo/Call "$bin" run -c r.toml
