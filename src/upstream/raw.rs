@@ -93,24 +93,22 @@ async fn exchange_raw(
     timeout: Duration,
 ) -> Result<PooledBuf, RawFailure> {
     let exchange = async {
-        let [head, body] = req;
         let mut n = s
-            .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            .write_vectored(&req.map(IoSlice::new))
             .await
             .map_err(|_| RawFailure::Unsent)?;
-        if n == 0 && head.len() + body.len() > 0 {
+        if n == 0 {
             return Err(RawFailure::Unsent);
         }
-        if n < head.len() {
-            s.write_all(&head[n..])
-                .await
-                .map_err(|source| RawFailure::NoAnswer(UpstreamError::Io { addr, source }))?;
-            n = head.len();
-        }
-        if let Some(rest) = body.get(n - head.len()..).filter(|r| !r.is_empty()) {
-            s.write_all(rest)
-                .await
-                .map_err(|source| RawFailure::NoAnswer(UpstreamError::Io { addr, source }))?;
+        // what the first write left of each part
+        for part in req {
+            let sent = n.min(part.len());
+            n -= sent;
+            if sent < part.len() {
+                s.write_all(&part[sent..])
+                    .await
+                    .map_err(|source| RawFailure::NoAnswer(UpstreamError::Io { addr, source }))?;
+            }
         }
         let mut buf = PooledBuf::take();
         read_response_head(s, &mut buf, addr).await?;
