@@ -2,7 +2,7 @@
 //! wait (`rampart::proxy::io::ClientSocket`): what it reads and writes before
 //! and after that, on real loopback sockets.
 
-use rampart::proxy::io::{ClientIo, ClientSocket};
+use rampart::proxy::io::{ClientIo, ClientSocket, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -219,4 +219,72 @@ async fn the_last_bytes_go_with_the_end_whole_or_in_part() {
         .unwrap();
     assert_eq!(all.len(), big.len());
     assert!(all == big);
+}
+
+/// Reads everything until the end, within `secs`.
+async fn read_all(mut client: tokio::net::TcpStream, secs: u64) -> Vec<u8> {
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(secs), client.read_to_end(&mut all))
+        .await
+        .expect("everything, then the end")
+        .unwrap();
+    all
+}
+
+/// A head and the body bytes after it, written from where they lie
+/// (`write_two`: one sendmsg): taken whole, they reach the client in order;
+/// taken in part (within the first part or within the second), the rest
+/// written after it completes them; the last ones carry the end.
+#[tokio::test]
+async fn two_parts_go_out_in_order_whole_or_in_part() {
+    // taken whole, as the last bytes: the end comes while the socket is open
+    let (server, client) = pair().await;
+    let mut sock = ClientSocket::new(server);
+    let (head, body) = (pattern(200, 1), pattern(3000, 2));
+    let n = sock.write_two([&head, &body], Write::Last).unwrap();
+    assert_eq!(n, head.len() + body.len());
+    assert!(!sock.is_registered(), "a write that fits needs no reactor");
+    let all = read_all(client, 5).await;
+    assert_eq!(all, [&head[..], &body[..]].concat());
+    drop(sock);
+
+    // taken whole, then more (held back, MSG_MORE) and the rest at once
+    let (server, client) = pair().await;
+    let mut sock = ClientSocket::new(server);
+    assert_eq!(
+        sock.write_two([&head, &body], Write::More).unwrap(),
+        head.len() + body.len()
+    );
+    let tail = pattern(500, 3);
+    assert_eq!(
+        sock.write_two([&tail, &[]], Write::Now).unwrap(),
+        tail.len()
+    );
+    drop(sock);
+    let all = read_all(client, 5).await;
+    assert_eq!(all, [&head[..], &body[..], &tail[..]].concat());
+
+    // more than the socket takes, cut within the second part, then within
+    // the first
+    for (a, b) in [(200, 16 << 20), (16 << 20, 1 << 20)] {
+        let (server, client) = pair().await;
+        let mut sock = ClientSocket::new(server);
+        let (head, body) = (pattern(a, 4), pattern(b, 5));
+        let n = sock.write_two([&head, &body], Write::Now).unwrap();
+        assert!(n < a + b, "{} bytes fit in the socket at once", a + b);
+        let reader = tokio::spawn(read_all(client, 30));
+        if n < a {
+            sock.send_all(&head[n..]).await.unwrap();
+            sock.send_all(&body).await.unwrap();
+        } else {
+            sock.send_all(&body[n - a..]).await.unwrap();
+        }
+        drop(sock);
+        let all = reader.await.unwrap();
+        assert_eq!(all.len(), a + b);
+        assert!(
+            all[..a] == head[..] && all[a..] == body[..],
+            "the bytes differ"
+        );
+    }
 }

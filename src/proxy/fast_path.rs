@@ -17,7 +17,7 @@ use super::body::{plain, ProxyBody, ReqLog};
 use super::conn::ConnCtx;
 use super::http;
 use super::io::Prefixed;
-use super::io::{ClientIo, ClientSocket};
+use super::io::{ClientIo, ClientSocket, Write};
 use super::lifecycle::{self, Decision, Lifecycle};
 use super::splice::{self, Spliced};
 use crate::accesslog::End;
@@ -666,17 +666,15 @@ async fn forward<S: ClientIo>(
         clean &= n == data.len();
         let limit = client_timeout;
         let how = Write::of(&body, complete, resp.close_client);
+        // The body bytes that came with the head go out with it: gathered
+        // from where they lie by a plain socket; joined behind the head for
+        // TLS, into one record, when they fit its buffer.
         let written = match head.take() {
-            // The body bytes that came with the head go out with it, in one write.
-            Some(mut h) if h.len() + n <= h.capacity() => {
+            Some(mut h) if !S::GATHERS && h.len() + n <= h.capacity() => {
                 h.extend_from_slice(&data[..n]);
                 send_client(client, &h, limit, how).await
             }
-            // with body bytes that follow it at once
-            Some(h) => match send_client(client, &h, limit, Write::More).await {
-                Ok(()) => send_client(client, &data[..n], limit, how).await,
-                Err(e) => Err(e),
-            },
+            Some(h) => send_client_two(client, [&h, &data[..n]], limit, how).await,
             None => send_client(client, &data[..n], limit, how).await,
         };
         sent += n as u64;
@@ -783,17 +781,6 @@ async fn client_gone<S: ClientIo>(client: &mut S) {
     }
 }
 
-/// How a write to the client ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Write {
-    /// sent at once
-    Now,
-    /// more of the same answer follows at once (`ClientIo::write_more`)
-    More,
-    /// the connection's last bytes (`ClientIo::write_last`)
-    Last,
-}
-
 impl Write {
     /// How bytes of a response body go out, once `body` has taken them.
     fn of(body: &BodyProgress, complete: bool, close_client: bool) -> Write {
@@ -819,15 +806,40 @@ async fn send_client<S: ClientIo>(
     limit: Duration,
     how: Write,
 ) -> io::Result<()> {
-    let n = match how {
-        Write::Now => client.write_now(data)?,
-        Write::More => client.write_more(data)?,
-        Write::Last => client.write_last(data)?,
-    };
+    let n = client.write(data, how)?;
     if n == data.len() && client.flushed() {
         return Ok(());
     }
     match tokio::time::timeout(limit, client.send_all(&data[n..])).await {
+        Ok(r) => r,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// As `send_client`, for two parts, the first before the second
+/// (`ClientIo::write_two`): a plain socket takes both in one system call.
+async fn send_client_two<S: ClientIo>(
+    client: &mut S,
+    parts: [&[u8]; 2],
+    limit: Duration,
+    how: Write,
+) -> io::Result<()> {
+    let n = client.write_two(parts, how)?;
+    let [a, b] = parts;
+    if n == a.len() + b.len() && client.flushed() {
+        return Ok(());
+    }
+    let (a, b) = match a.get(n..) {
+        Some(rest) => (rest, b),
+        None => (&[][..], &b[n - a.len()..]),
+    };
+    let rest = async {
+        if !a.is_empty() {
+            client.send_all(a).await?;
+        }
+        client.send_all(b).await
+    };
+    match tokio::time::timeout(limit, rest).await {
         Ok(r) => r,
         Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }

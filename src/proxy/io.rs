@@ -56,6 +56,30 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     fn write_more(&mut self, data: &[u8]) -> io::Result<usize> {
         self.write_now(data)
     }
+    /// `write_now`, `write_more` or `write_last`, as `how` says.
+    fn write(&mut self, data: &[u8], how: Write) -> io::Result<usize> {
+        match how {
+            Write::Now => self.write_now(data),
+            Write::More => self.write_more(data),
+            Write::Last => self.write_last(data),
+        }
+    }
+    /// Whether `write_two` writes both its parts in one system call, where
+    /// they lie (a plain socket: one sendmsg with two iovecs). Where it does
+    /// not (TLS, which copies into its records anyway), a caller whose parts
+    /// fit one buffer joins them, so that they go out in one record.
+    const GATHERS: bool = false;
+    /// As `write`, for two parts that go out one after the other (a response
+    /// head and the body bytes that came with it); Ok(n) with the first n
+    /// bytes of the two taken. Here: the first part as if more followed, then,
+    /// if it was all taken, the second.
+    fn write_two(&mut self, parts: [&[u8]; 2], how: Write) -> io::Result<usize> {
+        let first = self.write(parts[0], Write::More)?;
+        if first < parts[0].len() {
+            return Ok(first);
+        }
+        Ok(first + self.write(parts[1], how)?)
+    }
     /// Whether everything taken so far is on the wire (TLS may hold records).
     fn flushed(&self) -> bool;
     /// Writes all of `data` and whatever is still held, waiting as needed.
@@ -92,6 +116,27 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
 
 impl ClientIo for ClientSocket {
     const PARKABLE: bool = true;
+    const GATHERS: bool = true;
+    fn write_two(&mut self, parts: [&[u8]; 2], how: Write) -> io::Result<usize> {
+        let flags = match how {
+            Write::Now => libc::MSG_NOSIGNAL,
+            Write::More | Write::Last => libc::MSG_MORE | libc::MSG_NOSIGNAL,
+        };
+        let sock = self.sock_ref()?;
+        let iov = [io::IoSlice::new(parts[0]), io::IoSlice::new(parts[1])];
+        let n = match retry(|| sock.send_vectored_with_flags(&iov, flags)) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        if how == Write::Last && n == parts[0].len() + parts[1].len() {
+            if let Err(e) = sock.shutdown(std::net::Shutdown::Write) {
+                // closing the socket sends what is held, and the FIN
+                tracing::trace!(error = %e, "shutdown after the last write");
+            }
+        }
+        Ok(n)
+    }
     fn ack_now(&self) {
         let r = match self.sock_ref() {
             Ok(s) => s.set_tcp_quickack(true),
@@ -174,6 +219,17 @@ impl ClientIo for ClientSocket {
     fn close(&mut self) -> impl Future<Output = ()> + Send {
         std::future::ready(())
     }
+}
+
+/// How a write to the client ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// sent at once
+    Now,
+    /// more of the same answer follows at once (`ClientIo::write_more`)
+    More,
+    /// the connection's last bytes (`ClientIo::write_last`)
+    Last,
 }
 
 /// A plain client socket, registered with tokio's reactor only once it has to
