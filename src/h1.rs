@@ -140,6 +140,14 @@ impl Deref for PooledBuf {
     }
 }
 
+/// (For `Bytes::from_owner`: bytes shared from where they were read, the
+/// buffer given back when the last of them is dropped.)
+impl AsRef<[u8]> for PooledBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl DerefMut for PooledBuf {
     fn deref_mut(&mut self) -> &mut Vec<u8> {
         &mut self.0

@@ -219,8 +219,15 @@ pub(super) fn into_response(
 ) -> Result<Response<Box<RawBody>>, UpstreamError> {
     let addr = server.addr;
     let bad = |reason: String| UpstreamError::BadResponse { addr, reason };
+    let mut buf = HeadBuf::Pooled(ex.buf);
+    if !wire_head {
+        // the head's values go into a `HeaderMap`: they will share the buffer
+        // they were read into (with the body's first bytes, which go on from
+        // it too) rather than take an allocation each
+        buf.share();
+    }
     let mut slots = h1::header_slots();
-    let r = match h1::parse_response(&ex.buf, &mut slots, head_request) {
+    let r = match h1::parse_response(&buf, &mut slots, head_request) {
         Ok(Some(r)) if r.status == 101 => return Err(UpstreamError::Unexpected101 { addr }),
         Ok(Some(r)) => r,
         Ok(None) => return Err(bad("incomplete response head".into())),
@@ -228,15 +235,18 @@ pub(super) fn into_response(
     };
     let status = StatusCode::from_u16(r.status).map_err(|e| bad(e.to_string()))?;
     let fields = if wire_head {
-        WireHead::of(&r, &ex.buf)
+        WireHead::of(&r, &buf)
     } else {
         None
     };
     let mut headers = HeaderMap::new();
     if fields.is_none() {
-        // the values share one copy of the head rather than one allocation each
-        let head = Bytes::copy_from_slice(&ex.buf[..r.len]);
-        let shared = |v: &[u8]| match offset(v, &ex.buf).filter(|at| at + v.len() <= head.len()) {
+        let head = match &buf {
+            HeadBuf::Shared(b) => b.clone(),
+            // fields the wire form does not hold (rare): one copy of the head
+            HeadBuf::Pooled(b) => Bytes::copy_from_slice(&b[..r.len]),
+        };
+        let shared = |v: &[u8]| match offset(v, &head).filter(|at| at + v.len() <= r.len) {
             Some(at) => head.slice(at..at + v.len()),
             None => Bytes::copy_from_slice(v),
         };
@@ -254,7 +264,7 @@ pub(super) fn into_response(
     // (boxed where it is made: a response is moved several times)
     let mut body = Box::new(RawBody {
         stream: Some(ex.stream),
-        buf: Some(ex.buf),
+        buf: Some(buf),
         more: BytesMut::new(),
         from,
         left: BodyProgress::new(framing),
@@ -325,9 +335,9 @@ impl WireHead {
 #[derive(Debug)]
 pub struct RawBody {
     stream: Option<TcpStream>,
-    /// The buffer the head was read into, with the body's first bytes; given
-    /// back once they are taken.
-    buf: Option<PooledBuf>,
+    /// The buffer the head was read into, with the body's first bytes; let
+    /// go once they are taken.
+    buf: Option<HeadBuf>,
     /// What is read after them: its data goes on as it is, split off (a
     /// frame's bytes are not copied out of a reused buffer).
     more: BytesMut,
@@ -342,6 +352,43 @@ pub struct RawBody {
     /// `HeaderMap` is then empty); gone once `buf` is read into again.
     fields: Option<WireHead>,
 }
+
+/// The buffer a response head was read into, with the body's first bytes:
+/// pooled, or shared once bytes of it go on as they lie (`Bytes` slices of
+/// it, `Bytes::from_owner`; back to the thread's spares when the last of
+/// them is dropped).
+#[derive(Debug)]
+enum HeadBuf {
+    Pooled(PooledBuf),
+    Shared(Bytes),
+}
+
+impl std::ops::Deref for HeadBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            HeadBuf::Pooled(b) => b,
+            HeadBuf::Shared(b) => b,
+        }
+    }
+}
+
+impl HeadBuf {
+    /// The buffer's bytes as `Bytes`, shared from now on.
+    fn share(&mut self) -> Bytes {
+        let b = match std::mem::replace(self, HeadBuf::Shared(Bytes::new())) {
+            HeadBuf::Pooled(p) => Bytes::from_owner(p),
+            HeadBuf::Shared(b) => b,
+        };
+        *self = HeadBuf::Shared(b.clone());
+        b
+    }
+}
+
+/// Body bytes that came with the head go on as a slice of its buffer from
+/// this many on; fewer are copied, which costs less than sharing the buffer
+/// (an allocation, and reference counts) and lets it go back sooner.
+const SHARE_MIN: usize = 1024;
 
 /// Why a response body read from a plain HTTP/1.1 connection broke off.
 #[derive(Debug, thiserror::Error)]
@@ -397,13 +444,16 @@ impl RawBody {
     /// The next piece of the body from the bytes that came with the head: the
     /// data (possibly empty) and whether the body is complete after it.
     fn take_buffered(&mut self) -> Result<(Bytes, bool), RawBodyError> {
-        let Some(buf) = &self.buf else {
+        let Some(buf) = &mut self.buf else {
             return Ok((Bytes::new(), false));
         };
-        let data = &buf[self.from..];
-        let (n, piece, complete) = piece(&mut self.left, data)?;
+        let from = self.from;
+        let (n, piece, complete) = piece(&mut self.left, &buf[from..])?;
         let data = match piece {
-            Piece::Span(r) => Bytes::copy_from_slice(&data[r]),
+            Piece::Span(r) if r.len() < SHARE_MIN && matches!(buf, HeadBuf::Pooled(_)) => {
+                Bytes::copy_from_slice(&buf[from + r.start..from + r.end])
+            }
+            Piece::Span(r) => buf.share().slice(from + r.start..from + r.end),
             Piece::Joined(v) => Bytes::from(v),
         };
         self.from += n;
@@ -561,6 +611,55 @@ mod tests {
                 (n, bytes, complete)
             })
             .collect()
+    }
+
+    /// A body whose first `body.len()` bytes came after a 4-byte head in
+    /// one pooled buffer, its length said.
+    fn buffered(body: &[u8]) -> RawBody {
+        let mut buf = PooledBuf::take();
+        buf.extend_from_slice(b"HEAD");
+        buf.extend_from_slice(body);
+        RawBody {
+            stream: None,
+            buf: Some(HeadBuf::Pooled(buf)),
+            more: BytesMut::new(),
+            from: 4,
+            left: BodyProgress::new(Framing::Length(body.len() as u64)),
+            done: false,
+            checkin: None,
+            fields: None,
+        }
+    }
+
+    /// Whether `data` lies inside `b`'s bytes.
+    fn inside(data: &[u8], b: &RawBody) -> bool {
+        let buf = b.buf.as_deref().unwrap_or_default();
+        offset(data, buf).is_some()
+    }
+
+    #[test]
+    fn long_body_bytes_read_with_the_head_go_on_from_its_buffer_and_short_ones_are_copied() {
+        let out = h1::spare_out();
+        // long: a slice of the head's buffer, which stays out while the
+        // slice lives and goes back to the spares when it is dropped
+        let long: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let mut b = buffered(&long);
+        let (data, complete) = b.take_buffered().unwrap();
+        assert!(complete);
+        assert_eq!(&data[..], &long[..]);
+        assert!(inside(&data, &b), "the long body was copied");
+        drop(b);
+        assert_eq!(h1::spare_out(), out + 1, "the slice holds the buffer");
+        drop(data);
+        assert_eq!(h1::spare_out(), out, "the buffer went back");
+        // short: copied, and the buffer goes back with the body
+        let mut b = buffered(b"hello");
+        let (data, complete) = b.take_buffered().unwrap();
+        assert!(complete);
+        assert_eq!(&data[..], b"hello");
+        assert!(!inside(&data, &b), "a short body is copied");
+        drop(b);
+        assert_eq!(h1::spare_out(), out);
     }
 
     #[test]
