@@ -243,10 +243,12 @@ pub(super) fn into_response(
     if fields.is_none() {
         let head = match &buf {
             HeadBuf::Shared(b) => b.clone(),
-            // fields the wire form does not hold (rare): one copy of the head
+            // fields the wire form does not hold (more than `WIRE_FIELDS`, or
+            // a head of 64 KiB or more): one copy of the head
             HeadBuf::Pooled(b) => Bytes::copy_from_slice(&b[..r.len]),
         };
-        let shared = |v: &[u8]| match offset(v, &head).filter(|at| at + v.len() <= r.len) {
+        // where a value lies in the buffer is where it lies in `head`
+        let shared = |v: &[u8]| match offset(v, &buf).filter(|at| at + v.len() <= r.len) {
             Some(at) => head.slice(at..at + v.len()),
             None => Bytes::copy_from_slice(v),
         };
@@ -386,8 +388,10 @@ impl HeadBuf {
 }
 
 /// Body bytes that came with the head go on as a slice of its buffer from
-/// this many on; fewer are copied, which costs less than sharing the buffer
-/// (an allocation, and reference counts) and lets it go back sooner.
+/// this many on; fewer are copied while the buffer is not shared yet, which
+/// costs less than sharing it (an allocation, and reference counts) and lets
+/// it go back sooner. Once it is shared (a head whose values went into a
+/// `HeaderMap`, or a longer run before), every run is a slice.
 const SHARE_MIN: usize = 1024;
 
 /// Why a response body read from a plain HTTP/1.1 connection broke off.
