@@ -33,13 +33,16 @@
 #   RAMPART_BIN=/tmp/rampart-before bench/callgrind.sh   (no build)
 #   KEEP=/tmp/cg bench/callgrind.sh                      (keep the profiles)
 #   PROXIES=rampart bench/callgrind.sh                    (only these proxies)
+#   SYSCALLS=1 ROWS="keepalive h2c post64k" bench/callgrind.sh
+#                 system calls per 100 requests (strace -c, not valgrind; the
+#                 rows counted by h2load requests, not the wrk-based `close`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n1=${1:-2000}
 n2=${2:-12000}
 rows=${ROWS:-keepalive close h2c tls h2-tls}
 need=()
-for pair in valgrind:valgrind haproxy:haproxy nginx:nginx h2load:nghttp2-client wrk:wrk openssl:openssl curl:curl; do
+for pair in valgrind:valgrind strace:strace haproxy:haproxy nginx:nginx h2load:nghttp2-client wrk:wrk openssl:openssl curl:curl; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -204,6 +207,26 @@ started() { # started PID
 # total instructions of one run of `cmd` serving n requests at url
 run() { # run NAME N URL CMD...
   local name=$1 n=$2 url=$3; shift 3
+  if [ -n "${SYSCALLS:-}" ]; then
+    # SYSCALLS=1: system calls instead of instructions (the kernel's share of a
+    # request, which callgrind does not see): strace -c on every thread, from
+    # the proxy's first answer to the end of the load
+    "$@" >/dev/null 2>"$d/cg.$name.$n.err" &
+    local pid=$!
+    for _ in $(seq 300); do curl -sk -o /dev/null "$url" && break; sleep 0.1; done
+    # shellcheck disable=SC2046
+    strace -f -c -o "$d/st.$name.$n" $(ls /proc/$pid/task | sed 's/^/-p /') 2>/dev/null &
+    local sp=$!
+    # strace attaches before the load starts: poll its TracerPid
+    for _ in $(seq 100); do grep -q '^TracerPid:[[:space:]]*[1-9]' /proc/$pid/status && break; sleep 0.05; done
+    # shellcheck disable=SC2086
+    taskset -c 0 h2load $H2LOAD_MODE -n "$n" -c 10 "$url" | grep -E "^requests:" >&2
+    kill -INT $sp; wait $sp || true
+    kill -TERM $pid; wait $pid || true
+    [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$d/st.$name.$n" "$KEEP"/
+    awk '$NF == "total" {print $4}' "$d/st.$name.$n"
+    return
+  fi
   valgrind --tool=callgrind --callgrind-out-file="$d/cg.$name.$n" "$@" >/dev/null 2>"$d/cg.$name.$n.err" &
   local pid=$!
   for _ in $(seq 300); do curl -sk -o /dev/null "$url" && break; sleep 0.1; done
@@ -224,7 +247,11 @@ per_request() { # NAME URL CMD...
   local a b
   a=$(run "$name" "$n1" "$url" "$@")
   b=$(run "$name" "$n2" "$url" "$@")
-  echo "$name: $(( (b - a) / (n2 - n1) )) instructions per request ($a at $n1, $b at $n2)"
+  if [ -n "${SYSCALLS:-}" ]; then
+    echo "$name: $(( (b - a) * 100 / (n2 - n1) )) system calls per 100 requests ($a at $n1, $b at $n2)"
+  else
+    echo "$name: $(( (b - a) / (n2 - n1) )) instructions per request ($a at $n1, $b at $n2)"
+  fi
 }
 
 # the same with a new connection per request, for `secs` seconds of wrk:
@@ -244,6 +271,7 @@ run_close() { # run_close NAME SECS URL CMD...
 per_close() { # NAME URL CMD...
   local name=$1 url=$2; shift 2
   asked "$name" || return 0
+  if [ -n "${SYSCALLS:-}" ]; then echo "$name: not counted with SYSCALLS"; return 0; fi
   local a b
   read -r ia ra < <(run_close "$name" 3 "$url" "$@")
   read -r ib rb < <(run_close "$name" 9 "$url" "$@")
