@@ -33,6 +33,11 @@ pub enum End {
     ReadOnly,
     /// Over a rate limit (429).
     RateLimited,
+    /// Refused for what the client sent: a malformed or oversized request
+    /// head, or a malformed body (400, 431).
+    BadRequest,
+    /// The client did not send its request head or body in time (408).
+    ClientTimeout,
 }
 
 impl End {
@@ -47,6 +52,8 @@ impl End {
             End::CircuitOpen => "circuit_open",
             End::ReadOnly => "read_only",
             End::RateLimited => "rate_limited",
+            End::BadRequest => "bad_request",
+            End::ClientTimeout => "client_timeout",
             End::ConnectTimeout => "connect_timeout",
             End::ServerTimeout => "server_timeout",
             End::IdleTimeout => "idle_timeout",
@@ -54,6 +61,75 @@ impl End {
             End::QueueTimeout => "queue_timeout",
             End::Shed => "shed",
             End::Upgraded => "upgraded",
+        }
+    }
+}
+
+/// A request refused for what the client sent, before any pool saw it: the
+/// proxy answers it itself and closes the connection (HAProxy counts these as
+/// `ereq` and logs them as `<BADREQ>` or with a `c` state). Counted per
+/// listener (`request_errors` in `/stats;json`, a `reason` label of
+/// `rampart_listener_request_errors_total`) and access-logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFault {
+    /// The request head is not valid HTTP/1.1: 400.
+    MalformedHead,
+    /// The request head is longer than the proxy reads (64 KiB) or has too
+    /// many fields: 431.
+    HeadTooLarge,
+    /// Part of a request head came and the rest not within
+    /// request_header_timeout: 408. (A connection that sent nothing is closed
+    /// without an answer and not counted: browsers open spare connections.)
+    HeadTimeout,
+    /// The request body's framing is broken (chunk sizes, or fewer bytes than
+    /// its length before the connection half-closed): 400.
+    MalformedBody,
+    /// The request body paused for longer than client_timeout: 408.
+    BodyTimeout,
+}
+
+impl RequestFault {
+    /// The names of the reasons, as counted, indexed by [`RequestFault::index`].
+    pub const REASONS: [&'static str; 5] = [
+        "malformed_head",
+        "head_too_large",
+        "head_timeout",
+        "malformed_body",
+        "body_timeout",
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            RequestFault::MalformedHead | RequestFault::MalformedBody => {
+                http::StatusCode::BAD_REQUEST
+            }
+            RequestFault::HeadTooLarge => http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            RequestFault::HeadTimeout | RequestFault::BodyTimeout => {
+                http::StatusCode::REQUEST_TIMEOUT
+            }
+        }
+    }
+
+    /// The answer's body.
+    pub fn text(self) -> &'static str {
+        match self {
+            RequestFault::MalformedHead => "400 Bad Request\n",
+            RequestFault::HeadTooLarge => "431 Request Header Fields Too Large\n",
+            RequestFault::HeadTimeout => "408 Request Timeout\n",
+            RequestFault::MalformedBody => "400 Bad Request: the request body is malformed\n",
+            RequestFault::BodyTimeout => "408 Request Timeout: the request body stopped coming\n",
+        }
+    }
+
+    /// Its access log end state.
+    pub fn end(self) -> End {
+        match self {
+            RequestFault::HeadTimeout | RequestFault::BodyTimeout => End::ClientTimeout,
+            _ => End::BadRequest,
         }
     }
 }
@@ -71,7 +147,8 @@ pub struct Entry<'a> {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub connect: Option<Duration>,
-    pub total: Duration,
+    /// None where it is not known (a request head hyper refused).
+    pub total: Option<Duration>,
     pub end: End,
     /// The client connection's TLS (a TLS listener).
     pub tls: Option<&'a crate::tls::TlsInfo>,
@@ -213,7 +290,13 @@ fn format_text(e: &Entry<'_>) -> String {
         }
         None => s.push_str(" connect_ms=-"),
     }
-    let _ = write!(s, " total_ms={} end={}", ms(e.total), e.end.as_str());
+    match e.total {
+        Some(t) => {
+            let _ = write!(s, " total_ms={}", ms(t));
+        }
+        None => s.push_str(" total_ms=-"),
+    }
+    let _ = write!(s, " end={}", e.end.as_str());
     if let Some(g) = e.grpc_status {
         let _ = write!(s, " grpc_status={g}");
     }
@@ -247,7 +330,7 @@ struct JsonLine<'a> {
     bytes_in: u64,
     bytes_out: u64,
     connect_ms: Option<f64>,
-    total_ms: f64,
+    total_ms: Option<f64>,
     end: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     grpc_status: Option<u32>,
@@ -274,7 +357,7 @@ fn format_json(e: &Entry<'_>) -> String {
         bytes_in: e.bytes_in,
         bytes_out: e.bytes_out,
         connect_ms: e.connect.map(ms),
-        total_ms: ms(e.total),
+        total_ms: e.total.map(ms),
         end: e.end.as_str(),
         grpc_status: e.grpc_status,
         tls: e.tls.map(|t| t.version),
@@ -305,7 +388,7 @@ mod tests {
             bytes_in: 0,
             bytes_out: 12,
             connect: Some(Duration::from_micros(310)),
-            total: Duration::from_micros(1204),
+            total: Some(Duration::from_micros(1204)),
             end: End::Ok,
             tls: None,
             grpc_status: None,
@@ -345,5 +428,28 @@ mod tests {
         assert_eq!(j["cipher"], "TLS13_AES_128_GCM_SHA256");
         assert_eq!(j["sni"], "api.example.com");
         assert_eq!(j["client_cert"], "CN=alice, O=Example");
+
+        // a request refused before any pool, how long it was awaited unknown
+        let e = Entry {
+            pool: "-",
+            server: None,
+            method: None,
+            path: None,
+            status: Some(400),
+            connect: None,
+            total: None,
+            end: End::BadRequest,
+            tls: None,
+            grpc_status: None,
+            ..e
+        };
+        let t = format_text(&e);
+        assert!(
+            t.contains(" pool=- server=- status=400 bytes_in=0 bytes_out=12 connect_ms=- total_ms=- end=bad_request\n"),
+            "{t}"
+        );
+        let j: serde_json::Value = serde_json::from_str(&format_json(&e)).unwrap();
+        assert!(j["total_ms"].is_null(), "{j}");
+        assert_eq!(j["end"], "bad_request");
     }
 }

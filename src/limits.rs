@@ -103,6 +103,9 @@ pub struct ListenerShared {
     /// Connections refused for their PROXY header, by
     /// [`PpError::reason`](crate::proxy_protocol::PpError::reason).
     pub proxy_refused: [AtomicU64; crate::proxy_protocol::PpError::REASONS.len()],
+    /// Requests refused for what the client sent, by
+    /// [`RequestFault::index`](crate::accesslog::RequestFault::index).
+    pub request_errors: [AtomicU64; crate::accesslog::RequestFault::REASONS.len()],
 }
 
 impl ListenerShared {
@@ -117,6 +120,7 @@ impl ListenerShared {
             read_only_refused: AtomicU64::new(0),
             read_only_switches: AtomicU64::new(0),
             proxy_refused: Default::default(),
+            request_errors: Default::default(),
         }
     }
 }

@@ -494,7 +494,7 @@ async fn pipelined_requests_then_a_body_moves_the_connection_to_hyper() {
 
 #[tokio::test]
 async fn malformed_and_oversized_request_heads_are_refused() {
-    let (_p, listen, conns) = start("").await;
+    let (p, listen, conns) = start("").await;
     let bad = b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n";
     let all = send_raw(listen, bad, "closed after 400").await;
     assert!(
@@ -516,6 +516,177 @@ async fn malformed_and_oversized_request_heads_are_refused() {
         0,
         "nothing reached the backend"
     );
+    // counted by reason, and in HAProxy's CSV as the frontend's ereq
+    let v = p
+        .wait_stats(Duration::from_secs(5), "both refusals counted", |v| {
+            let e = &v["listeners"][0]["request_errors"];
+            e["malformed_head"] == 1 && e["head_too_large"] == 1
+        })
+        .await;
+    let e = &v["listeners"][0]["request_errors"];
+    assert_eq!(e["head_timeout"], 0, "{v}");
+    assert_eq!(e["body_timeout"], 0, "{v}");
+    let (_, metrics) = admin_get(p.admin_addr(), "/metrics").await;
+    for want in [
+        "rampart_listener_request_errors_total{listener=\"web\",reason=\"malformed_head\"} 1",
+        "rampart_listener_request_errors_total{listener=\"web\",reason=\"head_too_large\"} 1",
+        "rampart_listener_request_errors_total{listener=\"web\",reason=\"head_timeout\"} 0",
+    ] {
+        assert!(metrics.contains(want), "{want}: {metrics}");
+    }
+    let (_, csv) = admin_get(p.admin_addr(), "/stats;csv").await;
+    let frontend = csv
+        .lines()
+        .find(|l| l.starts_with("web,FRONTEND,"))
+        .unwrap();
+    assert_eq!(frontend.split(',').nth(12), Some("2"), "ereq: {csv}");
+    // and logged, with no pool
+    for status in ["400", "431"] {
+        wait_for(Duration::from_secs(5), &format!("a {status} line"), || {
+            p.stdout().lines().any(|l| {
+                l.contains("pool=- server=-")
+                    && l.contains(&format!("status={status} "))
+                    && l.contains("end=bad_request")
+            })
+        })
+        .await;
+    }
+}
+
+/// On a connection hyper serves (after a request the fast path handed over),
+/// a head hyper cannot read is answered by hyper (400), and counted and
+/// logged all the same (how long it was awaited is not known there).
+#[tokio::test]
+async fn a_head_hyper_refuses_is_counted_and_logged() {
+    let (p, listen, _) = start("").await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    let body = vec![b'x'; 20_000];
+    let mut raw = b"POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\n\r\n".to_vec();
+    raw.extend_from_slice(&body);
+    s.write_all(&raw).await.unwrap();
+    let got = read_until(&mut s, &body[..], "the long body echoed").await;
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n")
+        .await
+        .unwrap();
+    let all = read_to_close(&mut s, "closed after 400").await;
+    let all = String::from_utf8_lossy(&all);
+    assert!(all.contains("HTTP/1.1 400 Bad Request\r\n"), "{all}");
+    let v = p
+        .wait_stats(Duration::from_secs(5), "the refusal counted", |v| {
+            v["listeners"][0]["request_errors"]["malformed_head"] == 1
+        })
+        .await;
+    assert_eq!(
+        v["listeners"][0]["request_errors"]["head_timeout"], 0,
+        "{v}"
+    );
+    wait_for(Duration::from_secs(5), "the 400 line", || {
+        p.stdout().lines().any(|l| {
+            l.contains("pool=- server=- status=400") && l.contains("total_ms=- end=bad_request")
+        })
+    })
+    .await;
+}
+
+/// The same on a connection hyper serves: part of a head, and not the rest
+/// within request_header_timeout, gets 408 (vendor/hyper/PATCHES.md), counted
+/// and logged; a connection idle after its answer is closed without one.
+#[tokio::test]
+async fn a_partial_head_gets_408_from_hyper_too() {
+    let (p, listen, _) =
+        start_listener("mode = \"http\"\n", "request_header_timeout = \"300ms\"\n").await;
+    let long = |s: &'static str| {
+        let mut raw =
+            format!("POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\n\r\n{s}")
+                .into_bytes();
+        raw.resize(raw.len() + 20_000 - s.len(), b'x');
+        raw
+    };
+    let mut partial = TcpStream::connect(listen).await.unwrap();
+    let mut idle = TcpStream::connect(listen).await.unwrap();
+    for s in [&mut partial, &mut idle] {
+        s.write_all(&long("")).await.unwrap();
+        let got = read_until(s, &[b'x'; 20_000][..], "the long body echoed").await;
+        assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    }
+    partial
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    let all = read_to_close(&mut partial, "the partial head cut off").await;
+    let all = String::from_utf8_lossy(&all);
+    assert!(all.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{all}");
+    let all = read_to_close(&mut idle, "the idle connection closed").await;
+    assert!(all.is_empty(), "{}", String::from_utf8_lossy(&all));
+
+    let v = p.stats().await;
+    let e = &v["listeners"][0]["request_errors"];
+    assert_eq!(e["head_timeout"], 1, "{v}");
+    wait_for(Duration::from_secs(5), "the 408 line", || {
+        p.stdout().lines().any(|l| {
+            l.contains("pool=- server=- status=408") && l.contains("total_ms=- end=client_timeout")
+        })
+    })
+    .await;
+}
+
+/// The `total_ms` of an access log line.
+fn total_ms(line: &str) -> f64 {
+    let v = line.split(" total_ms=").nth(1).unwrap_or("");
+    v.split(' ').next().unwrap_or("").parse().unwrap_or(-1.0)
+}
+
+/// A request head that does not come whole within request_header_timeout is
+/// answered 408 (as HAProxy does), counted and logged; a connection that
+/// sent nothing (a browser's spare one, or a keep-alive's end) is closed
+/// without a word and not counted.
+#[tokio::test]
+async fn a_partial_head_gets_408_and_a_silent_connection_only_a_close() {
+    let (p, listen, conns) =
+        start_listener("mode = \"http\"\n", "request_header_timeout = \"300ms\"\n").await;
+    let mut partial = TcpStream::connect(listen).await.unwrap();
+    partial
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    let mut silent = TcpStream::connect(listen).await.unwrap();
+    let mut kept = TcpStream::connect(listen).await.unwrap();
+    kept.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+
+    let all = read_to_close(&mut partial, "the partial head cut off").await;
+    let all = String::from_utf8_lossy(&all);
+    assert!(all.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{all}");
+    assert!(all.contains("connection: close\r\n"), "{all}");
+    let all = read_to_close(&mut silent, "the silent connection closed").await;
+    assert!(all.is_empty(), "{}", String::from_utf8_lossy(&all));
+    let all = read_to_close(&mut kept, "the idle keep-alive connection closed").await;
+    let all = String::from_utf8_lossy(&all);
+    assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all}");
+    assert!(
+        !all.contains("408"),
+        "an idle connection was answered: {all}"
+    );
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "only the whole request");
+
+    // all three closed: one was counted
+    let v = p.stats().await;
+    let e = &v["listeners"][0]["request_errors"];
+    assert_eq!(e["head_timeout"], 1, "{v}");
+    assert_eq!(e["malformed_head"], 0, "{v}");
+    wait_for(Duration::from_secs(5), "the 408 line", || {
+        p.stdout()
+            .lines()
+            .any(|l| l.contains("status=408") && l.contains("end=client_timeout"))
+    })
+    .await;
+    let out = p.stdout();
+    let lines: Vec<_> = out.lines().filter(|l| l.contains("status=408")).collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(lines[0].contains("pool=- server=- status=408"), "{out}");
+    assert!(total_ms(lines[0]) >= 299.0, "awaited for 300 ms: {out}");
 }
 
 #[tokio::test]
@@ -977,7 +1148,7 @@ async fn a_short_request_body_stays_on_the_fast_path() {
 /// 408 and the connection closed.
 #[tokio::test]
 async fn a_short_body_that_pauses_gets_408_after_client_timeout() {
-    let (_p, listen, _) = start_listener(
+    let (p, listen, _) = start_listener(
         "mode = \"http\"\n",
         "client_timeout = \"1s\"\nrequest_header_timeout = \"2s\"\n",
     )
@@ -1004,6 +1175,26 @@ async fn a_short_body_that_pauses_gets_408_after_client_timeout() {
     let all = read_to_close(&mut s, "closed after client_timeout").await;
     let all = String::from_utf8_lossy(&all);
     assert!(all.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{all}");
+
+    // counted and logged, with the request's method and path, and the time
+    // since the wait for it began
+    let v = p.stats().await;
+    assert_eq!(
+        v["listeners"][0]["request_errors"]["body_timeout"], 1,
+        "{v}"
+    );
+    wait_for(Duration::from_secs(5), "the 408 line", || {
+        p.stdout().contains("status=408")
+    })
+    .await;
+    let out = p.stdout();
+    let line = out.lines().find(|l| l.contains("status=408")).unwrap();
+    assert!(
+        line.contains("pool=- server=- method=POST path=\"/echo-body\" status=408"),
+        "{line}"
+    );
+    assert!(line.contains("end=client_timeout"), "{line}");
+    assert!(total_ms(line) >= 999.0, "paused for 1 s: {line}");
 }
 
 /// Reads from `s` until the proxy closes it (within 10 s).

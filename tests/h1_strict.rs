@@ -464,9 +464,16 @@ async fn a_body_malformed_later_is_cut_off_at_the_server() {
         || !rec.lock().unwrap().errors.is_empty(),
     )
     .await;
-    let r = rec.lock().unwrap();
-    assert!(r.requests.is_empty(), "the server read a complete request");
-    assert!(r.errors[0].contains("cut short"), "{:?}", r.errors);
+    {
+        let r = rec.lock().unwrap();
+        assert!(r.requests.is_empty(), "the server read a complete request");
+        assert!(r.errors[0].contains("cut short"), "{:?}", r.errors);
+    }
+    // a refusal for what the client sent, counted as such
+    let v = admin_stats(admin).await;
+    let e = &v["listeners"][0]["request_errors"];
+    assert_eq!(e["malformed_body"], 1, "{v}");
+    assert_eq!(e["body_timeout"], 0, "{v}");
 }
 
 /// What one proxy did with a case, in a few words.

@@ -425,6 +425,13 @@ async fn slow_clients_are_cut_off_by_their_timeouts() {
     eprintln!("  slow POST answers: {t:?}");
     assert!(res.iter().all(|(_, ended)| *ended), "{t:?}");
     assert_eq!(t.get("HTTP/1.1 408 Request Timeout"), Some(&200), "{t:?}");
+    // each counted as what it was, on its listener (the slowloris's 408 may
+    // not reach a client still writing: its next byte meets a closed socket)
+    let v = admin_stats(lab.admin).await;
+    let l = &v["listeners"][0];
+    assert_eq!(l["name"], "web", "{v}");
+    assert_eq!(l["request_errors"]["head_timeout"], 300, "{v}");
+    assert_eq!(l["request_errors"]["body_timeout"], 200, "{v}");
 
     // slow reader: 50 downloads of 20 MB, of which the client reads 1 KiB
     let before = lab.backend.stats.connections.load(Ordering::SeqCst);

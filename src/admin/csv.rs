@@ -65,6 +65,8 @@ pub fn render(stats: &Stats) -> String {
         row[1] = "FRONTEND".into();
         row[4] = l.active.to_string();
         row[7] = l.total.to_string();
+        // requests refused for what the client sent, as HAProxy counts them
+        row[12] = l.request_errors.values().sum::<u64>().to_string();
         row[17] = "OPEN".into();
         row[26] = pid.to_string();
         row[27] = (iid + 1).to_string();

@@ -230,6 +230,11 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         "Connections refused for their PROXY header, by reason",
         &["listener", "reason"],
     );
+    let l_req_errors = counter(
+        "rampart_listener_request_errors_total",
+        "Requests refused for what the client sent (answered 400, 431 or 408 by the proxy), by reason",
+        &["listener", "reason"],
+    );
     let l_ro_switches = counter(
         "rampart_listener_read_only_switches_total",
         "Times the listener switched into or out of read-only mode",
@@ -431,6 +436,12 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
             }
         }
         if l.mode == crate::config::Mode::Http {
+            let reasons = crate::accesslog::RequestFault::REASONS;
+            for (reason, n) in reasons.iter().zip(&st.request_errors) {
+                l_req_errors
+                    .with_label_values(&[&*l.name, reason])
+                    .inc_by(n.load(Ordering::Relaxed));
+            }
             let ro = st.manual_read_only.load(Ordering::Relaxed)
                 || st.read_only_now.load(Ordering::Relaxed);
             l_ro.with_label_values(&[&*l.name]).set(i64::from(ro));
@@ -631,6 +642,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(l_ro_refused.collect());
     out.extend(l_ro_switches.collect());
     out.extend(l_pp_refused.collect());
+    out.extend(l_req_errors.collect());
     out.extend(dns_lookups.collect());
     out.extend(dns_errors.collect());
     out.extend(dns_members.collect());

@@ -98,6 +98,11 @@ pub struct ListenerView {
     /// untrusted, missing, timeout, closed); empty where the listener takes none.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub proxy_protocol_refused: std::collections::BTreeMap<String, u64>,
+    /// Requests refused for what the client sent (answered 400, 431 or 408
+    /// by the proxy itself), by reason (malformed_head, head_too_large,
+    /// head_timeout, malformed_body, body_timeout); empty for a TCP listener.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub request_errors: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -266,6 +271,14 @@ pub fn build(shared: &Shared, rates: &Mutex<crate::rates::Rates>) -> Stats {
                     .zip(&st.proxy_refused)
                     .map(|(r, n)| (r.to_string(), n.load(Ordering::Relaxed)))
                     .collect(),
+            },
+            request_errors: match l.mode {
+                crate::config::Mode::Http => crate::accesslog::RequestFault::REASONS
+                    .iter()
+                    .zip(&st.request_errors)
+                    .map(|(r, n)| (r.to_string(), n.load(Ordering::Relaxed)))
+                    .collect(),
+                _ => Default::default(),
             },
         })
         .collect();

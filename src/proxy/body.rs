@@ -80,7 +80,7 @@ impl ReqLog {
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out,
             connect: self.connect,
-            total: self.start.elapsed(),
+            total: Some(self.start.elapsed()),
             end,
             tls: self.tls.as_deref(),
             grpc_status: self.grpc_status,

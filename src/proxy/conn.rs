@@ -181,6 +181,43 @@ impl ConnCtx {
     pub fn listener_name(&self) -> &Arc<str> {
         &self.permits.listener().name
     }
+
+    /// Counts a request refused for what the client sent.
+    pub(super) fn count_fault(&self, fault: super::RequestFault) {
+        self.permits.listener().request_errors[fault.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request refused for what the client sent, and logs it (pool
+    /// `-`: no pool saw it). `req`: its method and target, when its head
+    /// could be read; `total`: since the proxy began waiting for it, where
+    /// known.
+    pub(super) fn refused(
+        &self,
+        fault: super::RequestFault,
+        req: Option<(&str, &str)>,
+        total: Option<Duration>,
+    ) {
+        self.count_fault(fault);
+        self.shared
+            .plane
+            .access_log
+            .write(&crate::accesslog::Entry {
+                client: self.peer,
+                listener: self.listener_name(),
+                pool: "-",
+                server: None,
+                method: req.map(|r| r.0),
+                path: req.map(|r| r.1),
+                status: Some(fault.status().as_u16()),
+                bytes_in: 0,
+                bytes_out: 0,
+                connect: None,
+                total,
+                end: fault.end(),
+                tls: self.tls.as_deref(),
+                grpc_status: None,
+            });
+    }
 }
 
 #[cfg(test)]

@@ -20,13 +20,14 @@ use super::io::Prefixed;
 use super::io::{ClientIo, ClientSocket, Write};
 use super::lifecycle::{self, Decision, Lifecycle};
 use super::splice::{self, Spliced};
+use super::RequestFault;
 use crate::accesslog::End;
 use crate::h1::{self, BodyProgress, Framing, HeadError, PooledBuf};
 use crate::pool::{Pool, ServerGuard};
 use crate::rules::{RequestView, RuleEdits};
 use crate::snapshot::ServerBuilders;
 use crate::upstream::{self, RawExchange, UpstreamError};
-use ::http::{Method, Response, StatusCode};
+use ::http::{Method, Response};
 use bytes::Bytes;
 use std::io;
 use std::num::NonZeroU32;
@@ -45,8 +46,9 @@ enum Step {
     H2,
     /// A request the fast path does not take.
     Fallback(&'static str),
-    /// Not a valid request head: answer and close.
-    Reject(StatusCode, &'static str),
+    /// A request refused for what the client sent: answer and close (and
+    /// log how long it was awaited).
+    Reject(RequestFault, Duration),
     /// A request answered by the proxy itself.
     Answer {
         len: usize,
@@ -160,8 +162,14 @@ pub async fn serve<S: ClientIo>(
         // (u32: a future as small as can be; a head and a short body are far
         // below 4 GiB)
         let mut body_wait: Option<NonZeroU32> = None;
+        // Milliseconds this request had been awaited when `deadline` was last
+        // set for its body (the log of a refusal: a u32, not an Instant, keeps
+        // the future small).
+        let mut waited_ms: u32 = 0;
         let step = loop {
             if let Some(b) = buf.as_deref().filter(|b| !b.is_empty()) {
+                // whether `deadline` is set for the body already (or the head's)
+                let for_body = body_wait.is_some();
                 let start = &b[..b.len().min(H2_PREFACE.len())];
                 if first && H2_PREFACE.starts_with(start) {
                     if start.len() == H2_PREFACE.len() {
@@ -169,12 +177,23 @@ pub async fn serve<S: ClientIo>(
                     }
                 } else if body_wait.is_none_or(|whole| b.len() >= whole.get() as usize) {
                     // (the head is parsed again only once its body is all in)
-                    if let Some(s) = prepare(&ctx, b, &mut body_wait) {
+                    if let Some(mut s) = prepare(&ctx, b, &mut body_wait) {
+                        if let Step::Reject(_, total) = &mut s {
+                            // a head refused: `deadline` is still the head's
+                            *total = since_set(deadline, builders.header_timeout);
+                        }
                         break s;
                     }
                 }
                 if body_wait.is_some() {
                     // read on, for client_timeout from now
+                    let set = if for_body {
+                        builders.client_timeout
+                    } else {
+                        builders.header_timeout
+                    };
+                    let ms = since_set(deadline, set).as_millis();
+                    waited_ms = waited_ms.saturating_add(u32::try_from(ms).unwrap_or(u32::MAX));
                     deadline = tokio::time::Instant::now() + builders.client_timeout;
                 }
             }
@@ -252,10 +271,20 @@ pub async fn serve<S: ClientIo>(
                     Err(_) if body_wait.is_some() => {
                         // as hyper's path answers a body that paused this long
                         tracing::debug!(peer = %ctx.peer, "request body paused for client_timeout");
-                        break Step::Reject(StatusCode::REQUEST_TIMEOUT, "408 Request Timeout\n");
+                        let total = Duration::from_millis(u64::from(waited_ms))
+                            + builders.client_timeout;
+                        break Step::Reject(RequestFault::BodyTimeout, total);
+                    }
+                    Err(_) if !idle => {
+                        // part of a head: answered, as HAProxy does
+                        tracing::debug!(peer = %ctx.peer, "no complete request head in time");
+                        let total = since_set(deadline, builders.header_timeout);
+                        break Step::Reject(RequestFault::HeadTimeout, total);
                     }
                     Err(_) => {
-                        tracing::debug!(peer = %ctx.peer, "no complete request in time; closed");
+                        // nothing came (a browser's spare connection, or the
+                        // keep-alive's end): closed without a word
+                        tracing::debug!(peer = %ctx.peer, "no request in time; closed");
                         return;
                     }
                 },
@@ -291,17 +320,9 @@ pub async fn serve<S: ClientIo>(
             }
             // the proxy's own answers are boxed too: a response inline would
             // make every idle connection's future as big as one
-            Step::Reject(status, msg) => {
-                let resp = plain(status, msg);
-                Box::pin(respond(
-                    &mut client,
-                    resp,
-                    false,
-                    true,
-                    builders.client_timeout,
-                ))
-                .await;
-                client.close().await;
+            Step::Reject(fault, total) => {
+                let read = buf.as_deref().map(|b| &b[..]);
+                Box::pin(refuse(&mut client, &ctx, fault, read, total, &builders)).await;
                 return;
             }
             Step::Answer {
@@ -359,6 +380,39 @@ fn park_at(b: &ServerBuilders, deadline: tokio::time::Instant) -> Option<tokio::
     b.park_after.map(|p| since + p).filter(|t| *t < deadline)
 }
 
+/// Answers a request refused for what the client sent (`fault`), logs and
+/// counts it, and closes the connection. `buf`: what was read of it.
+async fn refuse<S: ClientIo>(
+    client: &mut S,
+    ctx: &ConnCtx,
+    fault: RequestFault,
+    buf: Option<&[u8]>,
+    total: Duration,
+    builders: &ServerBuilders,
+) {
+    // a body that stopped coming had a head: its method and target are logged
+    let mut slots = h1::header_slots();
+    let head = match (fault, buf) {
+        (RequestFault::BodyTimeout, Some(b)) => h1::parse_request(b, &mut slots).ok().flatten(),
+        _ => None,
+    };
+    ctx.refused(
+        fault,
+        head.as_ref().map(|r| (r.method, r.target)),
+        Some(total),
+    );
+    let resp = plain(fault.status(), fault.text());
+    respond(client, resp, false, true, builders.client_timeout).await;
+    client.close().await;
+}
+
+/// How long ago `deadline` was set, `set` ahead of then.
+fn since_set(deadline: tokio::time::Instant, set: Duration) -> Duration {
+    deadline
+        .checked_sub(set)
+        .map_or(Duration::ZERO, |t| t.elapsed())
+}
+
 fn consume(buf: &mut Option<PooledBuf>, len: usize) {
     if let Some(b) = buf {
         let n = len.min(b.len());
@@ -377,14 +431,12 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
     let r = match h1::parse_request(b, &mut slots) {
         Ok(None) => return None,
         Ok(Some(r)) => r,
+        // (how long it was awaited: set by the caller)
         Err(HeadError::TooLarge) => {
-            return Some(Step::Reject(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "431 Request Header Fields Too Large\n",
-            ))
+            return Some(Step::Reject(RequestFault::HeadTooLarge, Duration::ZERO))
         }
         Err(HeadError::Invalid(_)) => {
-            return Some(Step::Reject(StatusCode::BAD_REQUEST, "400 Bad Request\n"))
+            return Some(Step::Reject(RequestFault::MalformedHead, Duration::ZERO))
         }
     };
     if let Some(why) = r.fallback {
@@ -890,6 +942,7 @@ fn serialize(resp: Response<ProxyBody>, head: bool, close: bool, out: &mut Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ::http::StatusCode;
 
     /// The size of what `f` returns, without calling it.
     fn size_of_return<A, B, C, D, F>(_: fn(A, B, C, D) -> F) -> usize {

@@ -45,6 +45,7 @@ pub(super) async fn serve_h1<S: super::io::ClientIo>(
     graceful: CancellationToken,
 ) {
     let peer = ctx.peer;
+    let conn = Arc::clone(&ctx);
     let draining = graceful.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let ctx = Arc::clone(&ctx);
@@ -77,6 +78,20 @@ pub(super) async fn serve_h1<S: super::io::ClientIo>(
     .await;
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "client connection ended with an error");
+        // hyper answered a head it could not read (400, 431), or part of one
+        // not followed by the rest in time (408), itself
+        let fault = if e.is_partial_head_timeout() {
+            Some(super::RequestFault::HeadTimeout)
+        } else if e.is_parse_too_large() {
+            Some(super::RequestFault::HeadTooLarge)
+        } else if e.is_parse() {
+            Some(super::RequestFault::MalformedHead)
+        } else {
+            None
+        };
+        if let Some(f) = fault {
+            conn.refused(f, None, None);
+        }
     }
 }
 
@@ -469,22 +484,17 @@ async fn handle(
                     // the client's body broke the framing or stalled mid-way:
                     // what the server got is cut off, and the client is told why
                     drop(lc.abandon());
-                    let (status, text) = if why == upstream::BODY_STALLED {
-                        (
-                            StatusCode::REQUEST_TIMEOUT,
-                            "408 Request Timeout: the request body stopped coming\n",
-                        )
+                    let fault = if why == upstream::BODY_STALLED {
+                        super::RequestFault::BodyTimeout
                     } else {
-                        (
-                            StatusCode::BAD_REQUEST,
-                            "400 Bad Request: the request body is malformed\n",
-                        )
+                        super::RequestFault::MalformedBody
                     };
+                    ctx.count_fault(fault);
                     if let Some(mut l) = log.take() {
-                        l.status = status.as_u16();
-                        l.finish(0, End::ClientAbort);
+                        l.status = fault.status().as_u16();
+                        l.finish(0, fault.end());
                     }
-                    return Ok(closing(plain(status, text)));
+                    return Ok(closing(plain(fault.status(), fault.text())));
                 }
                 // bytes that did not reach the server may go anywhere, as may
                 // a request hyper did not send
@@ -689,7 +699,7 @@ pub(super) fn decided(
         bytes_in: 0,
         bytes_out: 0,
         connect: None,
-        total: start.elapsed(),
+        total: Some(start.elapsed()),
         end,
         tls: ctx.tls.as_deref(),
         grpc_status: None,

@@ -34,6 +34,8 @@ use std::sync::atomic::Ordering;
 /// is served, with `Connection: close`, instead of meeting a closed connection.
 pub const DRAIN_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
+pub use crate::accesslog::RequestFault;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error(transparent)]

@@ -63,7 +63,7 @@ pub async fn serve<S>(
             bytes_in: a,
             bytes_out: b,
             connect,
-            total: start.elapsed(),
+            total: Some(start.elapsed()),
             end,
             tls: session.tls.as_ref(),
             grpc_status: None,

@@ -745,7 +745,7 @@ impl Proxy {
         }
     }
 
-    fn admin_addr(&self) -> SocketAddr {
+    pub fn admin_addr(&self) -> SocketAddr {
         self.admin.expect("the config has no [admin] bind")
     }
 

@@ -171,6 +171,11 @@ pub(super) enum User {
 #[derive(Debug)]
 pub(super) struct TimedOut;
 
+/// [rampart] The cause of a header read timeout after part of a request head
+/// came (the connection was answered 408).
+#[derive(Debug)]
+pub(crate) struct PartialHead;
+
 impl Error {
     /// Returns true if this was an HTTP parse error.
     ///
@@ -318,6 +323,13 @@ impl Error {
             return true;
         }
         self.find_source::<TimedOut>().is_some()
+    }
+
+    /// [rampart] Returns true if this is an HTTP/1 server's header read
+    /// timeout after part of a request head came: hyper answered it 408. (A
+    /// connection that sent nothing times out without an answer.)
+    pub fn is_partial_head_timeout(&self) -> bool {
+        self.is_timeout() && self.find_source::<PartialHead>().is_some()
     }
 
     pub(super) fn new(kind: Kind) -> Error {
@@ -697,6 +709,14 @@ impl fmt::Display for TimedOut {
 }
 
 impl StdError for TimedOut {}
+
+impl fmt::Display for PartialHead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("part of a request head came, and not the rest in time")
+    }
+}
+
+impl StdError for PartialHead {}
 
 #[cfg(test)]
 mod tests {

@@ -267,6 +267,17 @@ where
                             self.state.h1_header_read_timeout_running = false;
 
                             warn!("read header from client timeout");
+                            // [rampart] part of a head came and not the rest:
+                            // answered 408 (`Server::on_error`), as HAProxy's
+                            // `timeout http-request` does, and the error says
+                            // so (its cause); a connection that sent nothing
+                            // is closed without a word, as before.
+                            if !self.io.read_buf().is_empty() {
+                                return self.on_read_head_error(
+                                    crate::Error::new_header_timeout()
+                                        .with(crate::error::PartialHead),
+                                );
+                            }
                             return Poll::Ready(Some(Err(crate::Error::new_header_timeout())));
                         }
                     }

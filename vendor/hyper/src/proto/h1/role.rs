@@ -508,6 +508,9 @@ impl Http1Transaction for Server {
             | Kind::Parse(Parse::Version) => StatusCode::BAD_REQUEST,
             Kind::Parse(Parse::TooLarge) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Kind::Parse(Parse::UriTooLong) => StatusCode::URI_TOO_LONG,
+            // [rampart] part of a head, and not the rest in time
+            #[cfg(feature = "server")]
+            Kind::HeaderTimeout => StatusCode::REQUEST_TIMEOUT,
             _ => return None,
         };
 
