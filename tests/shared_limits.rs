@@ -496,4 +496,6 @@ async fn a_count_the_store_never_saw_seeds_it() {
     assert_eq!(ok_of(&c, &n, "jobs", "k7", 1).await, 1);
     wait_count(&redis, "jobs", 61).await;
     assert_eq!(ok_of(&c, &n, "jobs", "k7", 50).await, 39);
+    // and the store holds the quota, not one past it
+    wait_count(&redis, "jobs", 100).await;
 }

@@ -346,7 +346,13 @@ impl Limiter {
                 .quotas_changed
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        drop(m);
+        // Noted as pending for the next sync before the quota table is let
+        // go: a sync applying its answer (`sync::apply`, which sets the count
+        // to the store's plus what is pending, under this lock) then sees
+        // the request either in the count it replaces or in what is pending,
+        // never in neither (it was lost for one interval, and one request
+        // past the quota could pass). The locks nest quotas, then pending,
+        // everywhere.
         if self.link.is_some() {
             self.note(key, crate::clock::now_us(), |p| {
                 if p.q_window != current {
@@ -356,6 +362,7 @@ impl Limiter {
                 (p.q_len, p.q_window) = (len, current);
             });
         }
+        drop(m);
         Ok(())
     }
 

@@ -405,10 +405,12 @@ fn apply(limiters: &[Arc<Limiter>], batch: &[Item], answers: &[i64]) {
             continue; // the window turned meanwhile
         }
         let shard = (it.key % SHARDS as u64) as usize;
-        let since = pending_now(l, it.key).quota_n;
         let mut m = l.store.quotas[shard]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        // read under the quota table's lock, as requests note under it: each
+        // admitted request is in the store's count or in `since`
+        let since = pending_now(l, it.key).quota_n;
         if let Some(e) = m.get_mut(&it.key) {
             if e.window == it.p.q_window {
                 let used = used.max(0) as u64;
@@ -417,5 +419,90 @@ fn apply(limiters: &[Arc<Limiter>], batch: &[Item], answers: &[i64]) {
                 l.store.quotas_changed.store(true, Ordering::Relaxed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{KeyPart, RateLimitConfig, StoreConfig};
+    use std::sync::atomic::AtomicU64;
+
+    /// Requests counted on one thread while another syncs in a loop (the
+    /// store's answer is what it was sent, as Redis would count for a node
+    /// alone): after each sync, the node's count holds at least every request
+    /// that had returned. A request counted between the sync reading what was
+    /// pending and it setting the count was lost from it until the next sync.
+    #[test]
+    fn a_request_counted_while_a_sync_applies_is_not_lost() {
+        let store = StoreConfig {
+            url: "redis://127.0.0.1:1".into(),
+            client: redis::Client::open("redis://127.0.0.1:1").unwrap(),
+            sync_interval: Duration::from_millis(20),
+            fallback_share: 0.5,
+            key_prefix: "t".into(),
+        };
+        let l = Arc::new(Limiter::new(
+            RateLimitConfig {
+                name: "jobs".into(),
+                key: vec![KeyPart::ClientIp],
+                rate: None,
+                burst: 0,
+                quota: Some((u64::MAX / 2, Duration::from_secs(86_400))),
+                max_keys: 1000,
+                tiers: vec![],
+            },
+            Arc::default(),
+            Some(Arc::new(Link::new(store))),
+        ));
+        const N: u64 = 200_000;
+        const KEY: u64 = 7;
+        let done = Arc::new(AtomicU64::new(0));
+        let counting = {
+            let (l, done) = (Arc::clone(&l), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let q = l.cfg.quota.unwrap();
+                let unix = crate::clock::unix_now();
+                for _ in 0..N {
+                    l.quota_check(KEY, q, || "k".into(), unix, false).unwrap();
+                    l.quota_check(KEY, q, String::new, unix, true).unwrap();
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let limiters = vec![Arc::clone(&l)];
+        let mut global: i64 = 0;
+        let mut syncs = 0u64;
+        let mut batch = Vec::new();
+        loop {
+            let finished = counting.is_finished();
+            batch.clear();
+            take_batch(&l, 0, crate::clock::now_us(), 1_000_000_000, 0, &mut batch);
+            let answers: Vec<i64> = batch
+                .iter()
+                .filter(|it| it.p.q_len > 0)
+                .map(|it| {
+                    global += i64::from(it.p.quota_n);
+                    global
+                })
+                .collect();
+            apply(&limiters, &batch, &answers);
+            syncs += 1;
+            let returned = done.load(Ordering::SeqCst);
+            let used = l
+                .quotas(None, crate::clock::unix_now())
+                .first()
+                .map_or(0, |e| e.used);
+            assert!(
+                used >= returned,
+                "sync {syncs}: the count is {used} after {returned} requests returned"
+            );
+            if finished {
+                break;
+            }
+        }
+        counting.join().unwrap();
+        assert_eq!(global, N as i64, "every request reached the store");
+        assert!(syncs > 10, "{syncs} syncs ran beside the requests");
     }
 }
