@@ -103,6 +103,12 @@ pub struct ListenerShared {
     /// Connections refused for their PROXY header, by
     /// [`PpError::reason`](crate::proxy_protocol::PpError::reason).
     pub proxy_refused: [AtomicU64; crate::proxy_protocol::PpError::REASONS.len()],
+    /// Requests answered by a `deny` rule.
+    pub denied: AtomicU64,
+    /// Requests answered by a `redirect` rule.
+    pub redirected: AtomicU64,
+    /// Requests refused by a rate limit or quota (429).
+    pub rate_limited: AtomicU64,
     /// Requests refused for what the client sent, by
     /// [`RequestFault::index`](crate::accesslog::RequestFault::index).
     pub request_errors: [AtomicU64; crate::accesslog::RequestFault::REASONS.len()],
@@ -121,6 +127,9 @@ impl ListenerShared {
             read_only_switches: AtomicU64::new(0),
             proxy_refused: Default::default(),
             request_errors: Default::default(),
+            denied: AtomicU64::new(0),
+            redirected: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
         }
     }
 }

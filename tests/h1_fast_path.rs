@@ -534,12 +534,7 @@ async fn malformed_and_oversized_request_heads_are_refused() {
     ] {
         assert!(metrics.contains(want), "{want}: {metrics}");
     }
-    let (_, csv) = admin_get(p.admin_addr(), "/stats;csv").await;
-    let frontend = csv
-        .lines()
-        .find(|l| l.starts_with("web,FRONTEND,"))
-        .unwrap();
-    assert_eq!(frontend.split(',').nth(12), Some("2"), "ereq: {csv}");
+    assert_eq!(frontend_csv(p.admin_addr(), "web", 12).await, "2", "ereq");
     // and logged, with no pool
     for status in ["400", "431"] {
         wait_for(Duration::from_secs(5), &format!("a {status} line"), || {

@@ -149,6 +149,33 @@ async fn a_client_over_its_rate_gets_429_and_others_do_not() {
         call(&one, &keyed, Some("alice")).await.0,
         StatusCode::TOO_MANY_REQUESTS
     );
+
+    // every 429 counted, per listener and per limit, across the reloads
+    let by_ip = 200 - passed;
+    let by_key = 3;
+    let v = p.stats().await;
+    assert_eq!(v["listeners"][0]["rate_limited"], by_ip + by_key, "{v}");
+    assert_eq!(v["listeners"][0]["denied"], 0, "{v}");
+    let (_, m) = admin_get(admin, "/metrics").await;
+    for want in [
+        format!(
+            "rampart_listener_rate_limited_total{{listener=\"web\"}} {}",
+            by_ip + by_key
+        ),
+        format!("rampart_rate_limit_refused_total{{by=\"rate\",limit=\"per-ip\"}} {by_ip}"),
+        format!("rampart_rate_limit_refused_total{{by=\"rate\",limit=\"per-key\"}} {by_key}"),
+        "rampart_rate_limit_refused_total{by=\"quota\",limit=\"per-key\"} 0".to_string(),
+        // clients 127.0.0.1 and 127.0.0.2
+        "rampart_rate_limit_keys{kind=\"rate\",limit=\"per-ip\"} 2".to_string(),
+    ] {
+        assert!(m.contains(&want), "{want}: {m}");
+    }
+    // HAProxy's dreq
+    assert_eq!(
+        frontend_csv(admin, "web", 10).await,
+        (by_ip + by_key).to_string(),
+        "dreq"
+    );
 }
 
 async fn post_job(c: &Client, listen: SocketAddr, key: &str) -> (StatusCode, hyper::HeaderMap) {
@@ -192,6 +219,14 @@ async fn a_daily_quota_of_100_survives_a_reload_and_a_restart() {
         "Retry-After {ra}, midnight in {to_midnight}"
     );
     assert_eq!(h["ratelimit-policy"], "\"jobs\";q=100;w=86400");
+    let (_, m) = admin_get(admin, "/metrics").await;
+    for want in [
+        "rampart_rate_limit_refused_total{by=\"quota\",limit=\"jobs\"} 1",
+        "rampart_rate_limit_refused_total{by=\"rate\",limit=\"jobs\"} 0",
+        "rampart_rate_limit_keys{kind=\"quota\",limit=\"jobs\"} 1",
+    ] {
+        assert!(m.contains(want), "{want}: {m}");
+    }
     // another key, and other requests, are not counted against it
     assert_eq!(post_job(&c, listen, "free-2").await.0, StatusCode::OK);
     assert_eq!(

@@ -243,6 +243,28 @@ async fn rules_match_and_act_on_the_fast_path_and_the_hyper_path() {
     // no request that a rule answered reached a backend
     let reached = a.stats.last_uri.lock().unwrap().clone().unwrap_or_default();
     assert!(!reached.contains("/admin"), "{reached}");
+    // and each is counted on the listener, on both paths: the denied ones
+    // also as HAProxy's dreq
+    let denied = 2 * CASES
+        .iter()
+        .filter(|c| matches!(c.status, 401 | 403 | 405))
+        .count();
+    let redirected = 2 * CASES.iter().filter(|c| c.status == 301).count();
+    let v = p.stats().await;
+    assert_eq!(v["listeners"][0]["denied"], denied, "{v}");
+    assert_eq!(v["listeners"][0]["redirected"], redirected, "{v}");
+    let (_, m) = admin_get(admin, "/metrics").await;
+    for want in [
+        format!("rampart_listener_denied_total{{listener=\"web\"}} {denied}"),
+        format!("rampart_listener_redirected_total{{listener=\"web\"}} {redirected}"),
+    ] {
+        assert!(m.contains(&want), "{want}: {m}");
+    }
+    assert_eq!(
+        frontend_csv(admin, "web", 10).await,
+        denied.to_string(),
+        "dreq"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,6 +65,8 @@ pub fn render(stats: &Stats) -> String {
         row[1] = "FRONTEND".into();
         row[4] = l.active.to_string();
         row[7] = l.total.to_string();
+        // denied requests (HAProxy's http-request deny, rate limits included)
+        row[10] = (l.denied + l.rate_limited + l.read_only_refused).to_string();
         // requests refused for what the client sent, as HAProxy counts them
         row[12] = l.request_errors.values().sum::<u64>().to_string();
         row[17] = "OPEN".into();

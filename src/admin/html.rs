@@ -144,7 +144,7 @@ pub fn render(s: &Stats, refresh: u32) -> String {
     // listeners
     let _ = write!(
         o,
-        "<section id=\"listeners\"><h2>Listeners</h2><table><tr><th>listener</th><th>mode</th><th>default pool</th><th>open conns</th><th>total conns</th><th>request errors</th></tr>"
+        "<section id=\"listeners\"><h2>Listeners</h2><table><tr><th>listener</th><th>mode</th><th>default pool</th><th>open conns</th><th>total conns</th><th>denied</th><th>request errors</th></tr>"
     );
     for l in &s.listeners {
         // read-only mode shows next to the mode, with the writes it refused
@@ -161,12 +161,15 @@ pub fn render(s: &Stats, refresh: u32) -> String {
         };
         let _ = write!(
             o,
-            "<tr><td>{}</td><td>{}{ro}</td><td>{}</td><td>{}</td><td>{}</td><td title=\"{}\">{}</td></tr>",
+            "<tr><td>{}</td><td>{}{ro}</td><td>{}</td><td>{}</td><td>{}</td><td title=\"by rules: {}, by rate limits: {}\">{}</td><td title=\"{}\">{}</td></tr>",
             esc(&l.name),
             esc(&l.mode),
             esc(&l.pool),
             l.active,
             l.total,
+            l.denied,
+            l.rate_limited,
+            l.denied + l.rate_limited,
             // by reason, on hover
             esc(&l
                 .request_errors

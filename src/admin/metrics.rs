@@ -235,6 +235,21 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         "Requests refused for what the client sent (answered 400, 431 or 408 by the proxy), by reason",
         &["listener", "reason"],
     );
+    let l_denied = counter(
+        "rampart_listener_denied_total",
+        "Requests answered by a deny rule",
+        &["listener"],
+    );
+    let l_redirected = counter(
+        "rampart_listener_redirected_total",
+        "Requests answered by a redirect rule",
+        &["listener"],
+    );
+    let l_limited = counter(
+        "rampart_listener_rate_limited_total",
+        "Requests refused by a rate limit or quota (429)",
+        &["listener"],
+    );
     let l_ro_switches = counter(
         "rampart_listener_read_only_switches_total",
         "Times the listener switched into or out of read-only mode",
@@ -393,6 +408,30 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         "Times this node fell back to local-only limits because the store was unreachable",
         &[],
     );
+    let limit_refused = counter(
+        "rampart_rate_limit_refused_total",
+        "Requests refused by a rate limit, by what refused them: the rate or the quota",
+        &["limit", "by"],
+    );
+    let limit_keys = gauge(
+        "rampart_rate_limit_keys",
+        "Keys a rate limit holds now, for its rate and for its quota (each at most its max_keys)",
+        &["limit", "kind"],
+    );
+    for l in &snap.rate_limits {
+        let name = l.cfg.name.as_str();
+        for (by, n) in [
+            ("rate", &l.store.refused_rate),
+            ("quota", &l.store.refused_quota),
+        ] {
+            limit_refused
+                .with_label_values(&[name, by])
+                .inc_by(n.load(Ordering::Relaxed));
+        }
+        for (kind, n) in [("rate", l.store.len()), ("quota", l.store.quota_len())] {
+            limit_keys.with_label_values(&[name, kind]).set(n as i64);
+        }
+    }
     if let Some(link) = &snap.rate_link {
         store_up
             .with_label_values::<&str>(&[])
@@ -436,6 +475,14 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
             }
         }
         if l.mode == crate::config::Mode::Http {
+            for (c, n) in [
+                (&l_denied, &st.denied),
+                (&l_redirected, &st.redirected),
+                (&l_limited, &st.rate_limited),
+            ] {
+                c.with_label_values(&[&*l.name])
+                    .inc_by(n.load(Ordering::Relaxed));
+            }
             let reasons = crate::accesslog::RequestFault::REASONS;
             for (reason, n) in reasons.iter().zip(&st.request_errors) {
                 l_req_errors
@@ -623,6 +670,8 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(downtime.collect());
     out.extend(ejections.collect());
     out.extend(queue.collect());
+    out.extend(limit_refused.collect());
+    out.extend(limit_keys.collect());
     out.extend(store_up.collect());
     out.extend(store_syncs.collect());
     out.extend(store_fallbacks.collect());
@@ -643,6 +692,9 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(l_ro_switches.collect());
     out.extend(l_pp_refused.collect());
     out.extend(l_req_errors.collect());
+    out.extend(l_denied.collect());
+    out.extend(l_redirected.collect());
+    out.extend(l_limited.collect());
     out.extend(dns_lookups.collect());
     out.extend(dns_errors.collect());
     out.extend(dns_members.collect());

@@ -98,6 +98,15 @@ pub struct ListenerView {
     /// untrusted, missing, timeout, closed); empty where the listener takes none.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub proxy_protocol_refused: std::collections::BTreeMap<String, u64>,
+    /// Requests answered by a `deny` rule.
+    #[serde(default)]
+    pub denied: u64,
+    /// Requests answered by a `redirect` rule.
+    #[serde(default)]
+    pub redirected: u64,
+    /// Requests refused by a rate limit or quota (429).
+    #[serde(default)]
+    pub rate_limited: u64,
     /// Requests refused for what the client sent (answered 400, 431 or 408
     /// by the proxy itself), by reason (malformed_head, head_too_large,
     /// head_timeout, malformed_body, body_timeout); empty for a TCP listener.
@@ -272,6 +281,9 @@ pub fn build(shared: &Shared, rates: &Mutex<crate::rates::Rates>) -> Stats {
                     .map(|(r, n)| (r.to_string(), n.load(Ordering::Relaxed)))
                     .collect(),
             },
+            denied: st.denied.load(Ordering::Relaxed),
+            redirected: st.redirected.load(Ordering::Relaxed),
+            rate_limited: st.rate_limited.load(Ordering::Relaxed),
             request_errors: match l.mode {
                 crate::config::Mode::Http => crate::accesslog::RequestFault::REASONS
                     .iter()

@@ -98,16 +98,18 @@ pub fn decide(
     } else {
         match l.rules.evaluate(req) {
             Outcome::Terminal(Terminal::Deny { status, body }, _) => {
+                listener.denied.fetch_add(1, Ordering::Relaxed);
                 return Decision::Deny {
                     status: *status,
                     body: body.clone(),
-                }
+                };
             }
             Outcome::Terminal(Terminal::Redirect { status, to }, _) => {
+                listener.redirected.fetch_add(1, Ordering::Relaxed);
                 return Decision::Redirect {
                     status: *status,
                     location: to.render(req),
-                }
+                };
             }
             Outcome::Terminal(Terminal::Pool(i), a) => (*i, a),
             Outcome::Continue(a) => (l.router.route(req.host(), req.path()), a),
@@ -126,6 +128,13 @@ pub fn decide(
                 continue;
             };
             if let Err(over) = limiter.admit(req, now, crate::clock::unix_now) {
+                listener.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let by = if over.quota {
+                    &limiter.store.refused_quota
+                } else {
+                    &limiter.store.refused_rate
+                };
+                by.fetch_add(1, Ordering::Relaxed);
                 return Decision::Limited {
                     name: limiter.cfg.name.clone(),
                     policy: crate::ratelimit::policy_header(&limiter.cfg.name, over.q, over.w),

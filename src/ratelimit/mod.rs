@@ -92,6 +92,10 @@ pub struct Store {
     pending: Vec<Mutex<Table<link::Pend>>>,
     /// Quota counts changed since the state file was last written.
     pub quotas_changed: std::sync::atomic::AtomicBool,
+    /// Requests refused by the rate, and by the quota (kept across reloads
+    /// with the rest of the store, by the limit's name).
+    pub refused_rate: std::sync::atomic::AtomicU64,
+    pub refused_quota: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Store {
@@ -101,6 +105,8 @@ impl Default for Store {
             quotas: (0..SHARDS).map(|_| Mutex::new(Table::default())).collect(),
             pending: (0..SHARDS).map(|_| Mutex::new(Table::default())).collect(),
             quotas_changed: Default::default(),
+            refused_rate: Default::default(),
+            refused_quota: Default::default(),
         }
     }
 }
@@ -116,6 +122,14 @@ impl Store {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Quota keys held now (each in its current or a past window).
+    pub fn quota_len(&self) -> usize {
+        self.quotas
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
     }
 }
 

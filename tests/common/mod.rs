@@ -1135,6 +1135,17 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> (StatusCode, String) {
 }
 
 /// `/stats;json` of the admin server at `admin`.
+/// Column `col` of `listener`'s FRONTEND row in `/stats;csv` (HAProxy's
+/// order: 10 is dreq, 12 ereq).
+pub async fn frontend_csv(admin: SocketAddr, listener: &str, col: usize) -> String {
+    let (_, csv) = admin_get(admin, "/stats;csv").await;
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with(&format!("{listener},FRONTEND,")))
+        .unwrap_or_else(|| panic!("no FRONTEND row for {listener}: {csv}"));
+    row.split(',').nth(col).unwrap_or_default().to_string()
+}
+
 pub async fn admin_stats(admin: SocketAddr) -> serde_json::Value {
     let (st, body) = admin_get(admin, "/stats;json").await;
     assert_eq!(st, StatusCode::OK, "{body}");
