@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Read;
-use std::net::{IpAddr, SocketAddr, TcpListener as StdListener};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -106,15 +106,30 @@ fn next_port() -> u16 {
     (PORTS.start + (start + n * 13) % span) as u16
 }
 
+/// Whether `port` is free on `ip` right now: bound, not listened on, with
+/// SO_REUSEADDR. A listening socket would be a worse probe: a child process
+/// that another test thread spawns at that moment holds a copy of it until
+/// its exec (close-on-exec), and while that copy lives, the port cannot be
+/// bound for listening, even with SO_REUSEADDR: the proxy started there next
+/// fails with "Address already in use" and no holder is ever seen. A copy of
+/// a socket that only bound does not stand in the way of one that listens.
+fn port_free(ip: &str, port: u16) -> bool {
+    let addr = SocketAddr::new(ip.parse().expect("an IP address"), port);
+    let Ok(s) = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    ) else {
+        return false;
+    };
+    s.set_reuse_address(true).is_ok() && s.bind(&addr.into()).is_ok()
+}
+
 /// A port that is free on every one of `ips` right now.
 pub fn common_port(ips: &[&str]) -> u16 {
     for _ in 0..2000 {
         let port = next_port();
-        let all: Vec<_> = ips
-            .iter()
-            .map(|ip| StdListener::bind((*ip, port)))
-            .collect();
-        if all.iter().all(|r| r.is_ok()) {
+        if ips.iter().all(|ip| port_free(ip, port)) {
             return port;
         }
     }
@@ -123,8 +138,9 @@ pub fn common_port(ips: &[&str]) -> u16 {
 
 pub fn free_addr(ip: &str) -> SocketAddr {
     for _ in 0..2000 {
-        if let Ok(l) = StdListener::bind((ip, next_port())) {
-            return l.local_addr().unwrap();
+        let port = next_port();
+        if port_free(ip, port) {
+            return SocketAddr::new(ip.parse().expect("an IP address"), port);
         }
     }
     panic!("no free port on {ip}");
