@@ -147,10 +147,12 @@ pub fn free_addr(ip: &str) -> SocketAddr {
 }
 
 /// Binds a test server's listener at `addr`, a port `free_addr` found free a moment
-/// ago. Rarely (about once in a few hundred CI tests) the bind fails with
-/// EADDRINUSE although the port was free just before; the holder has never been
-/// seen. So this retries for up to 3 s, and if the port is still taken it fails
-/// with what `ss` says holds it, instead of a bare "Address already in use".
+/// ago. The bind once failed rarely (about once in a few hundred CI tests) with
+/// EADDRINUSE although the port was free just before, with no holder ever seen:
+/// most likely a copy of `free_addr`'s listening probe in a child being spawned
+/// (`port_free`, which no longer listens). This still retries for up to 3 s, and
+/// if the port stays taken it fails with what `ss` says holds it, instead of a
+/// bare "Address already in use".
 pub async fn listen(addr: SocketAddr) -> TcpListener {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
