@@ -134,6 +134,46 @@ impl RequestFault {
     }
 }
 
+/// Responses by status class, as HAProxy counts them (`hrsp_1xx` to
+/// `hrsp_other`): what a server answered, or what a listener's clients got.
+#[derive(Debug, Default)]
+pub struct StatusCounts([std::sync::atomic::AtomicU64; 6]);
+
+impl StatusCounts {
+    /// The classes' names, in order.
+    pub const CLASSES: [&'static str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+    #[inline]
+    pub fn count(&self, status: u16) {
+        let i = match status {
+            100..=599 => usize::from(status / 100 - 1),
+            _ => 5,
+        };
+        self.0[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The counts, in the order of [`StatusCounts::CLASSES`].
+    pub fn get(&self) -> [u64; 6] {
+        std::array::from_fn(|i| self.0[i].load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Sets the counts (what an older process counted: a binary upgrade).
+    pub fn set(&self, v: [u64; 6]) {
+        for (a, n) in self.0.iter().zip(v) {
+            a.store(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// By class name, for `/stats;json`.
+    pub fn by_class(&self) -> std::collections::BTreeMap<String, u64> {
+        Self::CLASSES
+            .iter()
+            .zip(self.get())
+            .map(|(c, n)| (c.to_string(), n))
+            .collect()
+    }
+}
+
 /// Everything one log line says.
 #[derive(Debug)]
 pub struct Entry<'a> {

@@ -103,6 +103,9 @@ pub struct ListenerShared {
     /// Connections refused for their PROXY header, by
     /// [`PpError::reason`](crate::proxy_protocol::PpError::reason).
     pub proxy_refused: [AtomicU64; crate::proxy_protocol::PpError::REASONS.len()],
+    /// Responses its clients got (HTTP), by status class: the servers' and
+    /// the proxy's own.
+    pub responses: crate::accesslog::StatusCounts,
     /// Requests answered by a `deny` rule.
     pub denied: AtomicU64,
     /// Requests answered by a `redirect` rule.
@@ -127,6 +130,7 @@ impl ListenerShared {
             read_only_switches: AtomicU64::new(0),
             proxy_refused: Default::default(),
             request_errors: Default::default(),
+            responses: Default::default(),
             denied: AtomicU64::new(0),
             redirected: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),

@@ -131,6 +131,94 @@ async fn counters_agree_with_traffic_in_csv_json_and_metrics() {
     assert!(metrics.contains("rampart_listener_connections_total{listener=\"web\"}"));
 }
 
+/// Responses are counted by status class (HAProxy's hrsp_*): per server, what
+/// it answered; per listener, what clients got, the proxy's own answers
+/// included; on the fast path and on the HTTP/2 server alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_are_counted_by_status_class() {
+    let s = setup("", "").await;
+    let (h1, h2) = (client(), h2c_client());
+    let mut sent = std::collections::BTreeMap::new();
+    for (c, code, n) in [
+        (&h1, 201, 4),
+        (&h1, 404, 2),
+        (&h1, 302, 2),
+        (&h2, 201, 2),
+        (&h2, 404, 1),
+    ] {
+        for _ in 0..n {
+            let url = format!("http://{}/status?code={code}", s.listen);
+            assert_eq!(get(c, &url).await.0.as_u16(), code);
+            *sent.entry(code / 100).or_insert(0u64) += 1;
+        }
+    }
+    // and one the proxy answers itself, never seen by a server
+    let mut raw = tokio::net::TcpStream::connect(s.listen).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raw.write_all(b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    raw.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 400 "));
+
+    let v = s.p.stats().await;
+    let l = &v["listeners"][0]["responses"];
+    assert_eq!(l["2xx"], sent[&2], "{v}");
+    assert_eq!(l["3xx"], sent[&3], "{v}");
+    assert_eq!(l["4xx"], sent[&4] + 1, "the 400 too: {v}");
+    assert_eq!(l["5xx"], 0, "{v}");
+    let servers = v["pools"][0]["servers"].as_array().unwrap();
+    let of = |class: &str| -> u64 {
+        servers
+            .iter()
+            .map(|x| x["responses"][class].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        (of("2xx"), of("3xx"), of("4xx")),
+        (sent[&2], sent[&3], sent[&4]),
+        "{v}"
+    );
+
+    let (_, m) = admin_get(s.admin, "/metrics").await;
+    let want = format!(
+        "rampart_listener_responses_total{{code=\"2xx\",listener=\"web\"}} {}",
+        sent[&2]
+    );
+    assert!(m.contains(&want), "{want}: {m}");
+    let a_id = s.a.addr.to_string();
+    let a = servers.iter().find(|x| x["id"] == a_id.as_str()).unwrap();
+    let want = format!(
+        "rampart_server_responses_total{{code=\"4xx\",pool=\"api\",server=\"{a_id}\"}} {}",
+        a["responses"]["4xx"]
+    );
+    assert!(m.contains(&want), "{want}: {m}");
+
+    // HAProxy's CSV: hrsp_1xx .. hrsp_other after check_duration
+    let (_, csv) = admin_get(s.admin, "/stats;csv").await;
+    let header = csv.lines().next().unwrap();
+    assert!(
+        header
+            .ends_with(",check_duration,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,"),
+        "{header}"
+    );
+    let rows = csv_rows(&csv);
+    let row = |px: &str, sv: &str| {
+        rows.iter()
+            .find(|r| r[0] == px && r[1] == sv)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row("web", "FRONTEND")[40], sent[&2].to_string(), "{csv}");
+    assert_eq!(
+        row("web", "FRONTEND")[42],
+        (sent[&4] + 1).to_string(),
+        "{csv}"
+    );
+    assert_eq!(row("api", "BACKEND")[42], sent[&4].to_string(), "{csv}");
+}
+
 /// A frontend counts connections, not requests; the client above may reuse them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frontend_counts_connections() {

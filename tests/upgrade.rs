@@ -188,6 +188,8 @@ async fn an_upgrade_under_load_refuses_nothing_and_carries_health_and_operator_s
     assert_eq!(old_pid, p.pid() as u32);
     let b_checks = server(&before, b.addr)["checks_failed"].as_u64().unwrap();
     let a_total = server(&before, a.addr)["total"].as_u64().unwrap();
+    let a_2xx = server(&before, a.addr)["responses"]["2xx"].as_u64().unwrap();
+    assert!(a_2xx > 0, "{before}");
 
     let out = std::process::Command::new(rampart_bin())
         .args(["upgrade", "--admin", &format!("http://{admin}")])
@@ -230,6 +232,7 @@ async fn an_upgrade_under_load_refuses_nothing_and_carries_health_and_operator_s
     assert_eq!(server(&after, c.addr)["status"], "DRAIN");
     assert_eq!(server(&after, c.addr)["weight"], 7);
     assert!(server(&after, a.addr)["total"].as_u64().unwrap() >= a_total);
+    assert!(server(&after, a.addr)["responses"]["2xx"].as_u64().unwrap() >= a_2xx);
     passed(100).await;
     stop.store(true, Ordering::SeqCst);
     let mut failures = Vec::new();

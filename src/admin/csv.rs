@@ -1,5 +1,5 @@
 //! `/stats;csv`: HAProxy's CSV stats format, so tools written for HAProxy read it.
-//! The 39 columns (through check_duration) are HAProxy's, in HAProxy's order.
+//! The 45 columns (through hrsp_other) are HAProxy's, in HAProxy's order.
 
 use super::model::Stats;
 use std::fmt::Write;
@@ -45,7 +45,24 @@ pub const COLUMNS: &[&str] = &[
     "check_status",
     "check_code",
     "check_duration",
+    "hrsp_1xx",
+    "hrsp_2xx",
+    "hrsp_3xx",
+    "hrsp_4xx",
+    "hrsp_5xx",
+    "hrsp_other",
 ];
+
+/// hrsp_1xx to hrsp_other (columns 39 to 44) from counts by class.
+fn hrsp(row: &mut [String], by_class: &std::collections::BTreeMap<String, u64>) {
+    if by_class.is_empty() {
+        return; // a TCP listener: empty, as HAProxy leaves them
+    }
+    let classes = crate::accesslog::StatusCounts::CLASSES;
+    for (i, c) in classes.iter().enumerate() {
+        row[39 + i] = by_class.get(*c).copied().unwrap_or(0).to_string();
+    }
+}
 
 /// Commas and newlines cannot appear in a field.
 fn clean(s: &str) -> String {
@@ -74,6 +91,7 @@ pub fn render(stats: &Stats) -> String {
         row[27] = (iid + 1).to_string();
         row[28] = "0".into();
         row[32] = "0".into();
+        hrsp(&mut row, &l.responses);
         push(&mut out, &row);
     }
     let base = stats.listeners.len();
@@ -126,6 +144,7 @@ pub fn render(stats: &Stats) -> String {
                 row[36] = if c.ok { "L7OK".into() } else { "L7STS".into() };
                 row[38] = format!("{:.0}", c.duration_ms);
             }
+            hrsp(&mut row, &s.responses);
             push(&mut out, &row);
         }
         // backend: type 1
@@ -165,6 +184,14 @@ pub fn render(stats: &Stats) -> String {
         row[30] = p.requests_total.to_string();
         row[32] = "1".into();
         row[33] = format!("{:.0}", p.rate);
+        // its servers' answers (HAProxy also counts the proxy's own here)
+        let mut sum = std::collections::BTreeMap::new();
+        for s in &p.servers {
+            for (c, n) in &s.responses {
+                *sum.entry(c.clone()).or_insert(0) += n;
+            }
+        }
+        hrsp(&mut row, &sum);
         push(&mut out, &row);
     }
     out

@@ -116,6 +116,11 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         "Requests that failed on a server and were retried on another",
         &ps,
     );
+    let responses = counter(
+        "rampart_server_responses_total",
+        "HTTP responses from a server, by status class (servers that answered any)",
+        &["pool", "server", "code"],
+    );
     let weight = gauge(
         "rampart_server_weight",
         "Weight of a server (configured, or set through the admin API)",
@@ -235,6 +240,11 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         "Requests refused for what the client sent (answered 400, 431 or 408 by the proxy), by reason",
         &["listener", "reason"],
     );
+    let l_responses = counter(
+        "rampart_listener_responses_total",
+        "Responses a listener's clients got (the servers' and the proxy's own), by status class",
+        &["listener", "code"],
+    );
     let l_denied = counter(
         "rampart_listener_denied_total",
         "Requests answered by a deny rule",
@@ -317,6 +327,14 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
             retries
                 .with_label_values(&l)
                 .inc_by(st.traffic.retries.load(Ordering::Relaxed));
+            // (a TCP pool's servers answer none: no series for them)
+            let by_class = st.traffic.responses.get();
+            if by_class.iter().any(|n| *n > 0) {
+                let classes = crate::accesslog::StatusCounts::CLASSES;
+                for (code, n) in classes.iter().zip(by_class) {
+                    responses.with_label_values(&[p, &*s.id, code]).inc_by(n);
+                }
+            }
             weight.with_label_values(&l).set(i64::from(s.weight));
             up.with_label_values(&l).set(i64::from(pool.usable(i, now)));
             let current = server_status(pool, i, now);
@@ -475,6 +493,12 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
             }
         }
         if l.mode == crate::config::Mode::Http {
+            for (code, n) in crate::accesslog::StatusCounts::CLASSES
+                .iter()
+                .zip(st.responses.get())
+            {
+                l_responses.with_label_values(&[&*l.name, code]).inc_by(n);
+            }
             for (c, n) in [
                 (&l_denied, &st.denied),
                 (&l_redirected, &st.redirected),
@@ -662,6 +686,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(econ.collect());
     out.extend(eresp.collect());
     out.extend(retries.collect());
+    out.extend(responses.collect());
     out.extend(weight.collect());
     out.extend(up.collect());
     out.extend(state.collect());
@@ -692,6 +717,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(l_ro_switches.collect());
     out.extend(l_pp_refused.collect());
     out.extend(l_req_errors.collect());
+    out.extend(l_responses.collect());
     out.extend(l_denied.collect());
     out.extend(l_redirected.collect());
     out.extend(l_limited.collect());

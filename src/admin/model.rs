@@ -98,6 +98,10 @@ pub struct ListenerView {
     /// untrusted, missing, timeout, closed); empty where the listener takes none.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub proxy_protocol_refused: std::collections::BTreeMap<String, u64>,
+    /// Responses its clients got (HTTP; the servers' and the proxy's own),
+    /// by status class; empty for a TCP listener.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub responses: std::collections::BTreeMap<String, u64>,
     /// Requests answered by a `deny` rule.
     #[serde(default)]
     pub denied: u64,
@@ -201,6 +205,10 @@ pub struct ServerView {
     pub connect_errors: u64,
     pub response_errors: u64,
     pub retries: u64,
+    /// Its HTTP responses by status class (1xx to 5xx, other); HAProxy's
+    /// hrsp_*.
+    #[serde(default)]
+    pub responses: std::collections::BTreeMap<String, u64>,
     pub checks_failed: u64,
     pub consecutive_failures: u32,
     pub went_down: u64,
@@ -280,6 +288,10 @@ pub fn build(shared: &Shared, rates: &Mutex<crate::rates::Rates>) -> Stats {
                     .zip(&st.proxy_refused)
                     .map(|(r, n)| (r.to_string(), n.load(Ordering::Relaxed)))
                     .collect(),
+            },
+            responses: match l.mode {
+                crate::config::Mode::Http => st.responses.by_class(),
+                _ => Default::default(),
             },
             denied: st.denied.load(Ordering::Relaxed),
             redirected: st.redirected.load(Ordering::Relaxed),
@@ -419,6 +431,7 @@ fn server_view(p: &Pool, i: usize, now: u64, rates: &crate::rates::Rates) -> Ser
         connect_errors: st.traffic.connect_errors.load(Ordering::Relaxed),
         response_errors: st.traffic.response_errors.load(Ordering::Relaxed),
         retries: st.traffic.retries.load(Ordering::Relaxed),
+        responses: st.traffic.responses.by_class(),
         checks_failed: st.checks.failed.load(Ordering::Relaxed),
         consecutive_failures: st.checks.fail_streak.load(Ordering::Relaxed),
         went_down: st.went_down.load(Ordering::Relaxed),

@@ -96,6 +96,8 @@ pub struct Traffic {
     pub response_errors: AtomicU64,
     /// Requests that failed here and were retried on another server.
     pub retries: AtomicU64,
+    /// Its responses (HTTP), by status class.
+    pub responses: crate::accesslog::StatusCounts,
     /// The last failed attempt here (unix seconds, and why), for the operator:
     /// written only on the error path, by [`Traffic::failed`].
     pub last_error: std::sync::Mutex<Option<(u64, String)>>,
@@ -150,6 +152,9 @@ pub struct Carried {
     /// Flips to UP (absent from an older process's handover: 0).
     #[serde(default)]
     pub went_up: u64,
+    /// Responses by status class (absent from an older process's handover: 0).
+    #[serde(default)]
+    pub responses: [u64; 6],
 }
 
 /// What an operator set through the admin API.
@@ -304,6 +309,7 @@ impl ServerState {
                 u64::from(self.traffic.max_active.load(Ordering::Relaxed)),
             ],
             went_up: r(&self.went_up),
+            responses: self.traffic.responses.get(),
         }
     }
 
@@ -341,6 +347,7 @@ impl ServerState {
         w(&self.checks.failed, failed);
         w(&self.went_down, down);
         w(&self.went_up, c.went_up);
+        self.traffic.responses.set(c.responses);
         self.traffic
             .max_active
             .store(max.min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);

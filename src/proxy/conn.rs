@@ -182,18 +182,27 @@ impl ConnCtx {
         &self.permits.listener().name
     }
 
+    /// Counts a response its client got, by status class.
+    #[inline]
+    pub(super) fn responded(&self, status: u16) {
+        self.permits.listener().responses.count(status);
+    }
+
     /// Counts a request refused for what the client sent.
     pub(super) fn count_fault(&self, fault: super::RequestFault) {
         self.permits.listener().request_errors[fault.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request refused for what the client sent, and logs it (pool
-    /// `-`: no pool saw it). `req`: its method and target, when its head
-    /// could be read; `total`: since the proxy began waiting for it, where
-    /// known.
+    /// `-`: no pool saw it) with `status` (the fault's, or a more precise one
+    /// such as 501 for a transfer coding rampart does not decode). `req`: its
+    /// method and target, when its head could be read; `total`: since the
+    /// proxy began waiting for it, where known. The answer is counted where
+    /// it is written (`responded`).
     pub(super) fn refused(
         &self,
         fault: super::RequestFault,
+        status: u16,
         req: Option<(&str, &str)>,
         total: Option<Duration>,
     ) {
@@ -208,7 +217,7 @@ impl ConnCtx {
                 server: None,
                 method: req.map(|r| r.0),
                 path: req.map(|r| r.1),
-                status: Some(fault.status().as_u16()),
+                status: Some(status),
                 bytes_in: 0,
                 bytes_out: 0,
                 connect: None,

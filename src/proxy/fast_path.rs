@@ -333,6 +333,7 @@ pub async fn serve<S: ClientIo>(
             } => {
                 consume(&mut buf, len);
                 let close = close || graceful.is_cancelled();
+                ctx.responded(resp.status().as_u16());
                 Box::pin(respond(
                     &mut client,
                     *resp,
@@ -344,7 +345,14 @@ pub async fn serve<S: ClientIo>(
             }
             Step::Proxy(p) => {
                 consume(&mut buf, p.len);
-                Box::pin(proxy(&mut client, p, &graceful, builders.client_timeout)).await
+                Box::pin(proxy(
+                    &mut client,
+                    p,
+                    &ctx,
+                    &graceful,
+                    builders.client_timeout,
+                ))
+                .await
             }
         };
         if !keep {
@@ -398,10 +406,12 @@ async fn refuse<S: ClientIo>(
     };
     ctx.refused(
         fault,
+        fault.status().as_u16(),
         head.as_ref().map(|r| (r.method, r.target)),
         Some(total),
     );
     let resp = plain(fault.status(), fault.text());
+    ctx.responded(fault.status().as_u16());
     respond(client, resp, false, true, builders.client_timeout).await;
     client.close().await;
 }
@@ -601,6 +611,7 @@ const SPLICE_MIN: u64 = 64 * 1024;
 async fn proxy<S: ClientIo>(
     client: &mut S,
     p: Prepared,
+    ctx: &ConnCtx,
     graceful: &CancellationToken,
     client_timeout: Duration,
 ) -> bool {
@@ -632,6 +643,7 @@ async fn proxy<S: ClientIo>(
             Ok(g) => g,
             Err(g) => {
                 let resp = http::fail(&pool, g.server(&pool), g.err, log, start);
+                ctx.responded(resp.status().as_u16());
                 return respond(client, resp, head, closing(), client_timeout).await;
             }
         };
@@ -653,6 +665,7 @@ async fn proxy<S: ClientIo>(
                 let resendable = error.is_connect();
                 if let Err(g) = lc.failed(&mut guard, error, resendable, replayable) {
                     let resp = http::fail(&pool, g.server(&pool), g.err, log, start);
+                    ctx.responded(resp.status().as_u16());
                     return respond(client, resp, head, closing(), client_timeout).await;
                 }
                 continue;
@@ -669,6 +682,7 @@ async fn proxy<S: ClientIo>(
             // The response (and its connection, body unread) is dropped.
             continue;
         }
+        ctx.responded(status);
         if let Some(l) = log.as_mut() {
             l.server = Some(Arc::clone(&server.id));
             l.connect = Some(ex.connect_time);

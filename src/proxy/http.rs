@@ -16,6 +16,7 @@ use super::lifecycle::{self, Lifecycle};
 use super::replay::{buffer_if_small, full, Buffered, Replay};
 use super::tunnel::tunnel;
 use super::ProxyError;
+use super::RequestFault;
 use crate::accesslog::End;
 use crate::config::Protocol;
 use crate::pool::{Pool, Server};
@@ -54,11 +55,12 @@ pub(super) async fn serve_h1<S: super::io::ClientIo>(
             let grpc = is_grpc(req.headers());
             // Boxed: the request's future is large (the whole lifecycle:
             // retries, the upstream exchange).
-            let resp = Box::pin(handle(ctx, req.map(ClientBody::Hyper))).await;
+            let resp = Box::pin(handle(&ctx, req.map(ClientBody::Hyper))).await;
             let mut resp = resp?;
             if grpc {
                 resp = grpc_error(resp);
             }
+            ctx.responded(resp.status().as_u16());
             if draining.is_cancelled() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
                 // the client opens its next connection elsewhere (or to the new
                 // process); hyper closes this one after the answer
@@ -90,7 +92,8 @@ pub(super) async fn serve_h1<S: super::io::ClientIo>(
             None
         };
         if let Some(f) = fault {
-            conn.refused(f, None, None);
+            conn.refused(f, f.status().as_u16(), None, None);
+            conn.responded(f.status().as_u16());
         }
     }
 }
@@ -118,12 +121,10 @@ pub(super) fn serve_h2<'a, S: super::io::ClientIo + 'a>(
         // connection holds one per stream.
         Box::pin(async move {
             let grpc = is_grpc(req.headers());
-            let Ok(resp) = handle(ctx, req.map(ClientBody::H2)).await;
-            if grpc {
-                grpc_error(resp)
-            } else {
-                resp
-            }
+            let Ok(resp) = handle(&ctx, req.map(ClientBody::H2)).await;
+            let resp = if grpc { grpc_error(resp) } else { resp };
+            ctx.responded(resp.status().as_u16());
+            resp
         })
     };
     // (`map`, not an `async` block: awaiting the connection there would copy
@@ -204,7 +205,7 @@ enum Outgoing {
 }
 
 async fn handle(
-    ctx: Arc<ConnCtx>,
+    ctx: &Arc<ConnCtx>,
     mut req: Request<ClientBody>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
@@ -222,6 +223,14 @@ async fn handle(
     }
     if let Some(refused) = strict_h1(&req) {
         tracing::debug!(peer = %ctx.peer, status = %refused.status(), "refused an ambiguous HTTP/1 request");
+        let target = request_target(&req);
+        let r = Some((req.method().as_str(), target));
+        ctx.refused(
+            RequestFault::MalformedHead,
+            refused.status().as_u16(),
+            r,
+            Some(start.elapsed()),
+        );
         return Ok(refused);
     }
     if req
@@ -231,6 +240,8 @@ async fn handle(
     {
         // RFC 9113 8.3.1 (":authority MUST NOT include userinfo"), RFC 9110
         // 4.2.4 (a recipient treats userinfo as an error)
+        let r = Some((req.method().as_str(), request_target(&req)));
+        ctx.refused(RequestFault::MalformedHead, 400, r, Some(start.elapsed()));
         return Ok(closing(plain(
             StatusCode::BAD_REQUEST,
             "400 Bad Request: the request target carries userinfo\n",
@@ -257,7 +268,7 @@ async fn handle(
         lifecycle::Decision::Reconfiguring => return Ok(reconfiguring()),
         d => {
             let target = request_target(&req).to_string();
-            return Ok(decided(d, &ctx, req.method().as_str(), &target, start));
+            return Ok(decided(d, ctx, req.method().as_str(), &target, start));
         }
     };
     let key = lifecycle::hash_key(&pool, ctx.peer.ip(), request_target(&req), |h| {
@@ -265,7 +276,7 @@ async fn handle(
     });
     let mut log = ctx.shared.plane.access_log.enabled().then(|| {
         Box::new(ReqLog::new(
-            &ctx,
+            ctx,
             req.method().clone(),
             request_target(&req).to_string(),
             &pool,
@@ -349,7 +360,7 @@ async fn handle(
                 l.bytes_in.store(b.len() as u64, Ordering::Relaxed);
             }
             whole = b.len() as u64;
-            let wire = wire(&mut parts, &ctx, b.len(), length || !b.is_empty());
+            let wire = wire(&mut parts, ctx, b.len(), length || !b.is_empty());
             crate::http2::fields::recycle(parts.headers);
             (Outgoing::Wire(wire, b), None)
         }
@@ -384,12 +395,12 @@ async fn handle(
             // only within retry_buffer (larger ones are retried on a connect
             // failure only)
             replayable &= whole <= pool.retry.buffer;
-            let wire = wire(&mut parts, &ctx, b.len(), length || !b.is_empty());
+            let wire = wire(&mut parts, ctx, b.len(), length || !b.is_empty());
             crate::http2::fields::recycle(parts.headers);
             (Outgoing::Wire(wire, b), None)
         }
         Buffered::Bytes(b) => {
-            set_forwarded(&mut parts.headers, &ctx);
+            set_forwarded(&mut parts.headers, ctx);
             let (out, kept) = if h2_pool {
                 (Outgoing::Kept, Replay::keep(parts, b))
             } else {
@@ -406,7 +417,7 @@ async fn handle(
             (out, Some(kept))
         }
         Buffered::Stream(body, first) => {
-            set_forwarded(&mut parts.headers, &ctx);
+            set_forwarded(&mut parts.headers, ctx);
             let body = ReqBody::Incoming {
                 fault: (!first.is_empty() || !body.is_end_stream())
                     .then(|| Arc::clone(fault.insert(Arc::default()))),
@@ -562,7 +573,7 @@ async fn handle(
                         let timeout = pool.tunnel_timeout;
                         ctx.tunnelled.store(true, Ordering::Relaxed);
                         ctx.shared.tracker.spawn(tunnel(
-                            Arc::clone(&ctx),
+                            Arc::clone(ctx),
                             client_up,
                             server_up,
                             guard,
@@ -609,7 +620,7 @@ async fn handle(
                         start,
                         idle_timeout: pool.server_timeout,
                         idle: None,
-                        private: pool.send_proxy.is_some().then(|| Arc::clone(&ctx)),
+                        private: pool.send_proxy.is_some().then(|| Arc::clone(ctx)),
                     }),
                 ));
             }

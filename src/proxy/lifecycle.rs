@@ -452,6 +452,11 @@ impl Lifecycle {
     /// client gets this answer, not a made-up 503).
     pub fn answered(&mut self, guard: &mut ServerGuard, status: u16, replayable: bool) -> bool {
         let pool = &self.pool;
+        pool.servers[guard.index()]
+            .state
+            .traffic
+            .responses
+            .count(status);
         if status >= 500 && pool.breaker.on_5xx {
             guard.failure();
         } else {
