@@ -188,7 +188,9 @@ async fn an_upgrade_under_load_refuses_nothing_and_carries_health_and_operator_s
     assert_eq!(old_pid, p.pid() as u32);
     let b_checks = server(&before, b.addr)["checks_failed"].as_u64().unwrap();
     let a_total = server(&before, a.addr)["total"].as_u64().unwrap();
-    let a_2xx = server(&before, a.addr)["responses"]["2xx"].as_u64().unwrap();
+    let a_2xx = server(&before, a.addr)["responses"]["2xx"]
+        .as_u64()
+        .unwrap();
     assert!(a_2xx > 0, "{before}");
 
     let out = std::process::Command::new(rampart_bin())
