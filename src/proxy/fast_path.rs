@@ -48,7 +48,7 @@ enum Step {
     Fallback(&'static str),
     /// A request refused for what the client sent: answer and close (and
     /// log how long it was awaited).
-    Reject(RequestFault, Duration),
+    Reject(RequestFault, Option<Duration>),
     /// A request answered by the proxy itself.
     Answer {
         len: usize,
@@ -180,7 +180,9 @@ pub async fn serve<S: ClientIo>(
                     if let Some(mut s) = prepare(&ctx, b, &mut body_wait) {
                         if let Step::Reject(_, total) = &mut s {
                             // a head refused: `deadline` is still the head's
-                            *total = since_set(deadline, builders.header_timeout);
+                            // (unless a drain shortened it: then not known)
+                            *total =
+                                (!lingering).then(|| since_set(deadline, builders.header_timeout));
                         }
                         break s;
                     }
@@ -197,7 +199,15 @@ pub async fn serve<S: ClientIo>(
                     deadline = tokio::time::Instant::now() + builders.client_timeout;
                 }
             }
-            let idle = buf.as_ref().is_none_or(|b| b.is_empty());
+            if buf
+                .as_deref()
+                .is_some_and(|b| b.iter().all(|&c| c == b'\r' || c == b'\n'))
+            {
+                // blank lines between requests (RFC 9112 2.2: ignored, as
+                // hyper does): an idle connection, holding no buffer
+                buf = None;
+            }
+            let idle = buf.is_none();
             if !idle && !acked {
                 // Part of a request is in and the rest is awaited. The listener
                 // delays acknowledgements, so that a request's is carried by its
@@ -273,17 +283,18 @@ pub async fn serve<S: ClientIo>(
                         tracing::debug!(peer = %ctx.peer, "request body paused for client_timeout");
                         let total = Duration::from_millis(u64::from(waited_ms))
                             + builders.client_timeout;
-                        break Step::Reject(RequestFault::BodyTimeout, total);
+                        break Step::Reject(RequestFault::BodyTimeout, Some(total));
                     }
-                    Err(_) if !idle => {
+                    Err(_) if !idle && !lingering => {
                         // part of a head: answered, as HAProxy does
                         tracing::debug!(peer = %ctx.peer, "no complete request head in time");
                         let total = since_set(deadline, builders.header_timeout);
-                        break Step::Reject(RequestFault::HeadTimeout, total);
+                        break Step::Reject(RequestFault::HeadTimeout, Some(total));
                     }
                     Err(_) => {
                         // nothing came (a browser's spare connection, or the
-                        // keep-alive's end): closed without a word
+                        // keep-alive's end), or a drain's linger is over:
+                        // closed without a word, as hyper does
                         tracing::debug!(peer = %ctx.peer, "no request in time; closed");
                         return;
                     }
@@ -395,7 +406,7 @@ async fn refuse<S: ClientIo>(
     ctx: &ConnCtx,
     fault: RequestFault,
     buf: Option<&[u8]>,
-    total: Duration,
+    total: Option<Duration>,
     builders: &ServerBuilders,
 ) {
     // a body that stopped coming had a head: its method and target are logged
@@ -408,7 +419,7 @@ async fn refuse<S: ClientIo>(
         fault,
         fault.status().as_u16(),
         head.as_ref().map(|r| (r.method, r.target)),
-        Some(total),
+        total,
     );
     let resp = plain(fault.status(), fault.text());
     ctx.responded(fault.status().as_u16());
@@ -442,12 +453,8 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
         Ok(None) => return None,
         Ok(Some(r)) => r,
         // (how long it was awaited: set by the caller)
-        Err(HeadError::TooLarge) => {
-            return Some(Step::Reject(RequestFault::HeadTooLarge, Duration::ZERO))
-        }
-        Err(HeadError::Invalid(_)) => {
-            return Some(Step::Reject(RequestFault::MalformedHead, Duration::ZERO))
-        }
+        Err(HeadError::TooLarge) => return Some(Step::Reject(RequestFault::HeadTooLarge, None)),
+        Err(HeadError::Invalid(_)) => return Some(Step::Reject(RequestFault::MalformedHead, None)),
     };
     if let Some(why) = r.fallback {
         return Some(Step::Fallback(why));
@@ -482,17 +489,30 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
             close: r.close(),
         })
     };
+    // TLS to the servers, connections private to one client (they carry its
+    // PROXY header) and HTTP/2 servers are the other path's: this one shares
+    // plain HTTP/1.1 sockets. Decided before any limit is charged: the other
+    // path decides again.
+    let plain_pool = |p: &Pool| {
+        p.tls.is_none() && p.send_proxy.is_none() && p.protocol != crate::config::Protocol::H2
+    };
     let (pool, edits, priority) = match lifecycle::decide(
         &ctx.shared.plane,
         ctx.permits.listener(),
         ctx.shared.bound,
         &view,
+        plain_pool,
     ) {
         Decision::Pool {
             pool,
             edits,
             priority,
         } => (pool, edits, priority),
+        Decision::Elsewhere => {
+            return Some(Step::Fallback(
+                "TLS, PROXY protocol or HTTP/2 to the server",
+            ))
+        }
         Decision::Reconfiguring => return answer(http::reconfiguring()),
         d @ (Decision::Deny { .. }
         | Decision::Redirect { .. }
@@ -501,17 +521,6 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
             return answer(http::decided(d, ctx, r.method, r.target, start))
         }
     };
-    if pool.tls.is_some()
-        || pool.send_proxy.is_some()
-        || pool.protocol == crate::config::Protocol::H2
-    {
-        // TLS to the servers, connections private to one client (they carry
-        // its PROXY header) and HTTP/2 servers are the other path's: this one
-        // shares plain HTTP/1.1 sockets
-        return Some(Step::Fallback(
-            "TLS, PROXY protocol or HTTP/2 to the server",
-        ));
-    }
     let key = lifecycle::hash_key(&pool, ctx.peer.ip(), r.target, |h| r.header(h.as_str()));
     let log = ctx.shared.plane.access_log.enabled().then(|| {
         // httparse accepted the method as a token, which is all Method needs.

@@ -80,20 +80,16 @@ pub(super) async fn serve_h1<S: super::io::ClientIo>(
     .await;
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "client connection ended with an error");
-        // hyper answered a head it could not read (400, 431), or part of one
-        // not followed by the rest in time (408), itself
-        let fault = if e.is_partial_head_timeout() {
-            Some(super::RequestFault::HeadTimeout)
-        } else if e.is_parse_too_large() {
-            Some(super::RequestFault::HeadTooLarge)
-        } else if e.is_parse() {
-            Some(super::RequestFault::MalformedHead)
-        } else {
-            None
-        };
-        if let Some(f) = fault {
-            conn.refused(f, f.status().as_u16(), None, None);
-            conn.responded(f.status().as_u16());
+        // hyper answered a head it could not read (400, 414, 431), or part
+        // of one not followed by the rest in time (408), itself
+        if let Some(status) = e.server_answer() {
+            let fault = match status.as_u16() {
+                408 => RequestFault::HeadTimeout,
+                414 | 431 => RequestFault::HeadTooLarge,
+                _ => RequestFault::MalformedHead,
+            };
+            conn.refused(fault, status.as_u16(), None, None);
+            conn.responded(status.as_u16());
         }
     }
 }
@@ -258,6 +254,7 @@ async fn handle(
         ctx.permits.listener(),
         ctx.shared.bound,
         &view,
+        |_| true,
     );
     let (pool, edits, priority) = match decision {
         lifecycle::Decision::Pool {
@@ -265,7 +262,9 @@ async fn handle(
             edits,
             priority,
         } => (pool, edits, priority),
-        lifecycle::Decision::Reconfiguring => return Ok(reconfiguring()),
+        lifecycle::Decision::Reconfiguring | lifecycle::Decision::Elsewhere => {
+            return Ok(reconfiguring())
+        }
         d => {
             let target = request_target(&req).to_string();
             return Ok(decided(d, ctx, req.method().as_str(), &target, start));
@@ -697,7 +696,9 @@ pub(super) fn decided(
             end = End::RateLimited;
             r
         }
-        lifecycle::Decision::Pool { .. } | lifecycle::Decision::Reconfiguring => reconfiguring(),
+        lifecycle::Decision::Pool { .. }
+        | lifecycle::Decision::Reconfiguring
+        | lifecycle::Decision::Elsewhere => reconfiguring(),
     };
     ctx.shared.plane.access_log.write(&crate::accesslog::Entry {
         client: ctx.peer,

@@ -78,16 +78,23 @@ pub enum Decision {
     },
     /// The listener is not in the current generation (a reload in progress).
     Reconfiguring,
+    /// To a pool the asking path does not serve (`stays` said no): decided
+    /// again, limits and all, by the path that does. Nothing was charged.
+    Elsewhere,
 }
 
 /// The policy point of an HTTP request: the listener's rules in order (a
 /// terminal one decides), then its routes and default pool. Rules are part of
 /// the listener's generation, read from the same snapshot as the pools.
+/// `stays`: whether the asking path serves the pool chosen; if not, the
+/// answer is `Elsewhere`, before any rate limit is charged or read-only
+/// refusal counted (the other path decides again).
 pub fn decide(
     plane: &Plane,
     listener: &Arc<ListenerShared>,
     bound: SocketAddr,
     req: &impl RequestView,
+    stays: impl FnOnce(&Pool) -> bool,
 ) -> Decision {
     let snap = plane.snapshot.load();
     let Some(l) = snap.listener_of(listener, bound) else {
@@ -118,6 +125,9 @@ pub fn decide(
     let Some(pool) = snap.pools.get(idx) else {
         return Decision::Reconfiguring;
     };
+    if !stays(pool) {
+        return Decision::Elsewhere;
+    }
     if applied.limits != 0 {
         let now = crate::clock::now_us();
         let mut bits = applied.limits;

@@ -1152,7 +1152,6 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> (StatusCode, String) {
     get(&client(), &format!("http://{admin}{path}")).await
 }
 
-/// `/stats;json` of the admin server at `admin`.
 /// Column `col` of `listener`'s FRONTEND row in `/stats;csv` (HAProxy's
 /// order: 10 is dreq, 12 ereq).
 pub async fn frontend_csv(admin: SocketAddr, listener: &str, col: usize) -> String {
@@ -1164,6 +1163,7 @@ pub async fn frontend_csv(admin: SocketAddr, listener: &str, col: usize) -> Stri
     row.split(',').nth(col).unwrap_or_default().to_string()
 }
 
+/// `/stats;json` of the admin server at `admin`.
 pub async fn admin_stats(admin: SocketAddr) -> serde_json::Value {
     let (st, body) = admin_get(admin, "/stats;json").await;
     assert_eq!(st, StatusCode::OK, "{body}");

@@ -332,6 +332,26 @@ impl Error {
         self.is_timeout() && self.find_source::<PartialHead>().is_some()
     }
 
+    /// [rampart] The status an HTTP/1 server answers this error with on its
+    /// own (`Server::on_error`): 400 for an invalid head, 431 for one too
+    /// large, 414 for a URI too long, 408 for part of a head not completed in
+    /// time; None where it answers nothing (an HTTP/2 preface, an idle
+    /// connection's timeout, an internal error).
+    #[cfg(all(feature = "http1", feature = "server"))]
+    pub fn server_answer(&self) -> Option<http::StatusCode> {
+        use http::StatusCode;
+        Some(match self.inner.kind {
+            Kind::Parse(Parse::Method)
+            | Kind::Parse(Parse::Header(_))
+            | Kind::Parse(Parse::Uri)
+            | Kind::Parse(Parse::Version) => StatusCode::BAD_REQUEST,
+            Kind::Parse(Parse::TooLarge) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Kind::Parse(Parse::UriTooLong) => StatusCode::URI_TOO_LONG,
+            Kind::HeaderTimeout if self.is_partial_head_timeout() => StatusCode::REQUEST_TIMEOUT,
+            _ => return None,
+        })
+    }
+
     pub(super) fn new(kind: Kind) -> Error {
         Error {
             inner: Box::new(ErrorImpl { kind, cause: None }),
@@ -343,7 +363,9 @@ impl Error {
         self
     }
 
-    #[cfg(any(all(feature = "http1", feature = "server"), feature = "ffi"))]
+    // [rampart] (`Server::on_error` reads `server_answer` now: only ffi reads
+    // the kind)
+    #[cfg(feature = "ffi")]
     pub(super) fn kind(&self) -> &Kind {
         &self.inner.kind
     }

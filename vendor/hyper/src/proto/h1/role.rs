@@ -500,19 +500,9 @@ impl Http1Transaction for Server {
     }
 
     fn on_error(err: &crate::Error) -> Option<MessageHead<Self::Outgoing>> {
-        use crate::error::Kind;
-        let status = match *err.kind() {
-            Kind::Parse(Parse::Method)
-            | Kind::Parse(Parse::Header(_))
-            | Kind::Parse(Parse::Uri)
-            | Kind::Parse(Parse::Version) => StatusCode::BAD_REQUEST,
-            Kind::Parse(Parse::TooLarge) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Kind::Parse(Parse::UriTooLong) => StatusCode::URI_TOO_LONG,
-            // [rampart] part of a head, and not the rest in time
-            #[cfg(feature = "server")]
-            Kind::HeaderTimeout => StatusCode::REQUEST_TIMEOUT,
-            _ => return None,
-        };
+        // [rampart] the mapping is `Error::server_answer`'s, which rampart
+        // reads to log and count the answer
+        let status = err.server_answer()?;
 
         debug!("sending automatic response ({}) for parse error", status);
         let msg = MessageHead {
