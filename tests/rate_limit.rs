@@ -399,9 +399,9 @@ name = "api"
 }
 
 /// A request that the fast path hands to hyper because of its pool (TLS to
-/// the servers, here) is charged once, not once on each path: with one
-/// request a minute and no burst, the first request of each new connection
-/// passes and the next is refused.
+/// the servers, here) is charged once, not once on each path: with 5 a
+/// minute and no burst, the first request passes (each on a new connection,
+/// so each the fast path's first, handed on) and the next is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_handed_to_hyper_for_its_pool_is_charged_once() {
     use common::tls::{self as t, Key, Pki};
@@ -409,42 +409,22 @@ async fn a_request_handed_to_hyper_for_its_pool_is_charged_once() {
     let cert = pki.issue("api", "api.internal", &["api.internal"], Key::Ecdsa, 30);
     let backend = t::tls_backend("secure-pod", &cert, false).await;
     let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let text = format!(
-        r#"[global]
-threads = 1
-[admin]
-bind = "{admin}"
-[[rate_limit]]
-name = "slow"
-key = "client_ip"
-rate = "1/m"
-[[listener]]
-name = "web"
-bind = ["{listen}"]
-mode = "http"
-pool = "api"
-  [[listener.rule]]
-  path_prefix = "/"
-  rate_limit = "slow"
-[[pool]]
-name = "api"
-  [pool.tls]
-  ca = {:?}
-  server_name = "api.internal"
-  [[pool.server]]
-  address = "{}"
-"#,
-        pki.ca().display().to_string(),
-        backend.addr
+    let tls = format!(
+        "  [pool.tls]\n  ca = {:?}\n  server_name = \"api.internal\"\n",
+        pki.ca().display().to_string()
     );
+    let text = config(listen, admin, backend.addr).replace(
+        "name = \"api\"\n  [[pool.server]]",
+        &format!("name = \"api\"\n{tls}  [[pool.server]]"),
+    );
+    assert!(text.contains("[pool.tls]"), "{text}");
     let _p = Proxy::start(&text, &[listen]).await;
-    let url = format!("http://{listen}/");
-    // a new connection each: each first request is the fast path's, handed on
-    let (st, body) = get(&client(), &url).await;
+    let url = format!("http://{listen}/keyed/jobs");
+    let (st, _, body) = call(&client(), &url, Some("alice")).await;
     assert_eq!(st, StatusCode::OK, "{body}");
-    let (st, _) = get(&client(), &url).await;
+    let (st, _, _) = call(&client(), &url, Some("alice")).await;
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
     let (_, m) = admin_get(admin, "/metrics").await;
-    let want = "rampart_rate_limit_refused_total{by=\"rate\",limit=\"slow\"} 1";
+    let want = "rampart_rate_limit_refused_total{by=\"rate\",limit=\"per-key\"} 1";
     assert!(m.contains(want), "{want}: {m}");
 }
