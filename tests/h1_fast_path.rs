@@ -632,6 +632,44 @@ async fn a_partial_head_gets_408_from_hyper_too() {
     .await;
 }
 
+/// A body that breaks, or does not come, before the request goes on (hyper's
+/// path reads its first frame, or all of a short one, before choosing a
+/// server): 400 or 408, counted as the client's fault and logged so.
+#[tokio::test]
+async fn a_body_that_breaks_or_stalls_before_a_server_is_chosen_is_counted() {
+    let (p, listen, conns) = start("server_timeout = \"500ms\"\n").await;
+    let bad =
+        b"POST /echo-body HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n";
+    let all = send_raw(listen, bad, "closed after 400").await;
+    let all = String::from_utf8_lossy(&all);
+    assert!(all.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{all}");
+    // a length past the fast path's, and no byte of it
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.write_all(b"POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\n\r\n")
+        .await
+        .unwrap();
+    let all = read_to_close(&mut s, "closed after 408").await;
+    let all = String::from_utf8_lossy(&all);
+    assert!(all.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{all}");
+    assert_eq!(conns.load(Ordering::SeqCst), 0, "no server saw either");
+    let v = p.stats().await;
+    let e = &v["listeners"][0]["request_errors"];
+    assert_eq!(
+        (e["malformed_body"].as_u64(), e["body_timeout"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    wait_for(Duration::from_secs(5), "both lines", || {
+        let out = p.stdout();
+        out.lines()
+            .any(|l| l.contains("status=400") && l.contains("end=bad_request"))
+            && out
+                .lines()
+                .any(|l| l.contains("status=408") && l.contains("end=client_timeout"))
+    })
+    .await;
+}
+
 /// The `total_ms` of an access log line.
 fn total_ms(line: &str) -> f64 {
     let v = line.split(" total_ms=").nth(1).unwrap_or("");

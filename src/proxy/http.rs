@@ -13,7 +13,7 @@ use super::headers::{
     request_host, request_target, set_forwarded, strip_hop_by_hop, wire,
 };
 use super::lifecycle::{self, Lifecycle};
-use super::replay::{buffer_if_small, full, Buffered, Replay};
+use super::replay::{buffer_if_small, full, BodyFault, Buffered, Replay};
 use super::tunnel::tunnel;
 use super::ProxyError;
 use super::RequestFault;
@@ -325,14 +325,30 @@ async fn handle(
     let mut fault: Option<Arc<std::sync::atomic::AtomicU8>> = None;
     let buffered = match buffer_if_small(body, replayable || h2_pool, &pool).await {
         Ok(b) => b,
-        Err(()) => {
+        Err(why) => {
+            // refused for what the client sent, as a body that breaks
+            // later is (below); one whose client left is only logged
+            let fault = match why {
+                BodyFault::Malformed => Some(RequestFault::MalformedBody),
+                BodyFault::Stalled => Some(RequestFault::BodyTimeout),
+                BodyFault::Gone => None,
+            };
+            let (status, text, end) = match fault {
+                Some(f) => {
+                    ctx.count_fault(f);
+                    (f.status(), f.text(), f.end())
+                }
+                None => (
+                    StatusCode::BAD_REQUEST,
+                    "400 Bad Request: the request body could not be read\n",
+                    End::ClientAbort,
+                ),
+            };
             if let Some(mut l) = log.take() {
-                l.finish(0, End::ClientAbort);
+                l.status = status.as_u16();
+                l.finish(0, end);
             }
-            return Ok(closing(plain(
-                StatusCode::BAD_REQUEST,
-                "400 Bad Request: the request body could not be read\n",
-            )));
+            return Ok(closing(plain(status, text)));
         }
     };
     // Without a streaming body, to a plain HTTP/1.1 server (not one the client's

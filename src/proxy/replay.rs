@@ -36,13 +36,34 @@ fn body_or_none(body: Bytes, method: &Method, headers: &HeaderMap) -> Option<Byt
     (!none).then_some(body)
 }
 
+/// Why a client's body could not be read before the request went on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyFault {
+    /// Its framing is broken: 400.
+    Malformed,
+    /// It stopped coming (for the pool's server_timeout): 408.
+    Stalled,
+    /// The client went away (or reset its stream) mid-body.
+    Gone,
+}
+
+impl BodyFault {
+    fn of(e: &crate::upstream::ClientBodyError) -> BodyFault {
+        if e.is_incomplete() {
+            BodyFault::Gone
+        } else {
+            BodyFault::Malformed
+        }
+    }
+}
+
 /// Reads the whole body when the request may be replayed and its size is known and
 /// within `retry_buffer`; otherwise leaves it streaming.
 pub(super) async fn buffer_if_small(
     body: ClientBody,
     replayable: bool,
     pool: &Pool,
-) -> Result<Buffered, ()> {
+) -> Result<Buffered, BodyFault> {
     if !replayable {
         return first_frame(body, pool).await;
     }
@@ -53,7 +74,8 @@ pub(super) async fn buffer_if_small(
         Some(n) if n <= pool.retry.buffer => {
             match tokio::time::timeout(pool.server_timeout, whole(body)).await {
                 Ok(Ok(b)) => Ok(Buffered::Bytes(b)),
-                _ => Err(()),
+                Ok(Err(e)) => Err(BodyFault::of(&e)),
+                Err(_) => Err(BodyFault::Stalled),
             }
         }
         _ => first_frame(body, pool).await,
@@ -63,11 +85,11 @@ pub(super) async fn buffer_if_small(
 /// A body's bytes, read to its end (trailers dropped, as `Collected::to_bytes`
 /// drops them). One frame's data is kept as it came: no queue of frames and
 /// no copy for the usual body of one frame.
-async fn whole<B: Body<Data = Bytes> + Unpin>(mut body: B) -> Result<Bytes, ()> {
+async fn whole<B: Body<Data = Bytes> + Unpin>(mut body: B) -> Result<Bytes, B::Error> {
     let mut first = Bytes::new();
     let mut more: Option<BytesMut> = None;
     while let Some(f) = body.frame().await {
-        let Ok(d) = f.map_err(|_| ())?.into_data() else {
+        let Ok(d) = f?.into_data() else {
             continue;
         };
         if d.is_empty() {
@@ -91,7 +113,7 @@ async fn whole<B: Body<Data = Bytes> + Unpin>(mut body: B) -> Result<Bytes, ()> 
 /// with it every frame that had already arrived (up to 64 KiB): a body
 /// malformed within what came with the head (a bad chunk size, chunk data not
 /// ended by CRLF) is refused by rampart and never reaches a server.
-pub(super) async fn first_frame(mut body: ClientBody, pool: &Pool) -> Result<Buffered, ()> {
+pub(super) async fn first_frame(mut body: ClientBody, pool: &Pool) -> Result<Buffered, BodyFault> {
     let mut ahead = std::collections::VecDeque::new();
     if body.is_end_stream() {
         return Ok(Buffered::Stream(body, ahead));
@@ -99,7 +121,8 @@ pub(super) async fn first_frame(mut body: ClientBody, pool: &Pool) -> Result<Buf
     match tokio::time::timeout(pool.server_timeout, body.frame()).await {
         Ok(Some(Ok(f))) => ahead.push_back(f),
         Ok(None) => return Ok(Buffered::Stream(body, ahead)),
-        Ok(Some(Err(_))) | Err(_) => return Err(()),
+        Ok(Some(Err(e))) => return Err(BodyFault::of(&e)),
+        Err(_) => return Err(BodyFault::Stalled),
     }
     let mut size = 0;
     while !body.is_end_stream() && size < 64 * 1024 && ahead.len() < 64 {
@@ -110,7 +133,7 @@ pub(super) async fn first_frame(mut body: ClientBody, pool: &Pool) -> Result<Buf
                 ahead.push_back(f);
             }
             Ok(None) | Err(_) => break,
-            Ok(Some(Err(_))) => return Err(()),
+            Ok(Some(Err(e))) => return Err(BodyFault::of(&e)),
         }
     }
     Ok(Buffered::Stream(body, ahead))
