@@ -637,21 +637,43 @@ async fn a_partial_head_gets_408_from_hyper_too() {
 /// server): 400 or 408, counted as the client's fault and logged so.
 #[tokio::test]
 async fn a_body_that_breaks_or_stalls_before_a_server_is_chosen_is_counted() {
-    let (p, listen, conns) = start("server_timeout = \"500ms\"\n").await;
+    // the pool's server_timeout stays at its 30 s: the wait for the client's
+    // body is the client's, bounded by its listener's client_timeout
+    let (p, listen, conns) = start_listener("mode = \"http\"\n", "client_timeout = \"1s\"\n").await;
     let bad =
         b"POST /echo-body HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n";
     let all = send_raw(listen, bad, "closed after 400").await;
     let all = String::from_utf8_lossy(&all);
     assert!(all.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{all}");
-    // a length past the fast path's, and no byte of it
+    // a length past the fast path's, read whole for a retry (under
+    // retry_buffer), trickled for longer than client_timeout in all but
+    // never pausing that long: served
     let mut s = TcpStream::connect(listen).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(b"POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        // pacing: the client's own rhythm
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        s.write_all(&[b'x'; 5000]).await.unwrap();
+    }
+    let got = read_until(&mut s, &[b'x'; 20000], "the trickled body echoed").await;
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"), "{got:?}");
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "only the whole body went on"
+    );
+    // then one with no byte of its body: 408 after client_timeout
+    // (read_to_close gives up after 10 s: a wait of server_timeout fails)
     s.write_all(b"POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\n\r\n")
         .await
         .unwrap();
     let all = read_to_close(&mut s, "closed after 408").await;
     let all = String::from_utf8_lossy(&all);
     assert!(all.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{all}");
-    assert_eq!(conns.load(Ordering::SeqCst), 0, "no server saw either");
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "no server saw the others");
     let v = p.stats().await;
     let e = &v["listeners"][0]["request_errors"];
     assert_eq!(

@@ -323,7 +323,14 @@ async fn handle(
     let seen = log.as_ref().map(|l| Arc::clone(&l.bytes_in));
     // set by a streaming body that turns out malformed (none without one)
     let mut fault: Option<Arc<std::sync::atomic::AtomicU8>> = None;
-    let buffered = match buffer_if_small(body, replayable || h2_pool, &pool).await {
+    let buffered = match buffer_if_small(
+        body,
+        replayable || h2_pool,
+        &pool,
+        ctx.shared.client_timeout,
+    )
+    .await
+    {
         Ok(b) => b,
         Err(why) => {
             // refused for what the client sent, as a body that breaks

@@ -41,7 +41,7 @@ fn body_or_none(body: Bytes, method: &Method, headers: &HeaderMap) -> Option<Byt
 pub(super) enum BodyFault {
     /// Its framing is broken: 400.
     Malformed,
-    /// It stopped coming (for the pool's server_timeout): 408.
+    /// It paused for the listener's client_timeout: 408.
     Stalled,
     /// The client went away (or reset its stream) mid-body.
     Gone,
@@ -58,38 +58,49 @@ impl BodyFault {
 }
 
 /// Reads the whole body when the request may be replayed and its size is known and
-/// within `retry_buffer`; otherwise leaves it streaming.
+/// within `retry_buffer`; otherwise leaves it streaming. Each wait for the
+/// client's bytes is bounded by `pause` (the listener's client_timeout, as on
+/// the fast path and for the body streamed on): a pause, not a total.
 pub(super) async fn buffer_if_small(
     body: ClientBody,
     replayable: bool,
     pool: &Pool,
+    pause: Duration,
 ) -> Result<Buffered, BodyFault> {
     if !replayable {
-        return first_frame(body, pool).await;
+        return first_frame(body, pause).await;
     }
     if body.is_end_stream() {
         return Ok(Buffered::Bytes(Bytes::new()));
     }
     match body.size_hint().exact() {
-        Some(n) if n <= pool.retry.buffer => {
-            match tokio::time::timeout(pool.server_timeout, whole(body)).await {
-                Ok(Ok(b)) => Ok(Buffered::Bytes(b)),
-                Ok(Err(e)) => Err(BodyFault::of(&e)),
-                Err(_) => Err(BodyFault::Stalled),
-            }
-        }
-        _ => first_frame(body, pool).await,
+        Some(n) if n <= pool.retry.buffer => match whole(body, pause).await {
+            Ok(b) => Ok(Buffered::Bytes(b)),
+            Err(Some(e)) => Err(BodyFault::of(&e)),
+            Err(None) => Err(BodyFault::Stalled),
+        },
+        _ => first_frame(body, pause).await,
     }
 }
 
 /// A body's bytes, read to its end (trailers dropped, as `Collected::to_bytes`
 /// drops them). One frame's data is kept as it came: no queue of frames and
-/// no copy for the usual body of one frame.
-async fn whole<B: Body<Data = Bytes> + Unpin>(mut body: B) -> Result<Bytes, B::Error> {
+/// no copy for the usual body of one frame. Err(None): no frame came for
+/// `pause`.
+async fn whole<B: Body<Data = Bytes> + Unpin>(
+    mut body: B,
+    pause: Duration,
+) -> Result<Bytes, Option<B::Error>> {
     let mut first = Bytes::new();
     let mut more: Option<BytesMut> = None;
-    while let Some(f) = body.frame().await {
-        let Ok(d) = f?.into_data() else {
+    loop {
+        let Some(f) = tokio::time::timeout(pause, body.frame())
+            .await
+            .map_err(|_| None)?
+        else {
+            break;
+        };
+        let Ok(d) = f.map_err(Some)?.into_data() else {
             continue;
         };
         if d.is_empty() {
@@ -113,12 +124,15 @@ async fn whole<B: Body<Data = Bytes> + Unpin>(mut body: B) -> Result<Bytes, B::E
 /// with it every frame that had already arrived (up to 64 KiB): a body
 /// malformed within what came with the head (a bad chunk size, chunk data not
 /// ended by CRLF) is refused by rampart and never reaches a server.
-pub(super) async fn first_frame(mut body: ClientBody, pool: &Pool) -> Result<Buffered, BodyFault> {
+pub(super) async fn first_frame(
+    mut body: ClientBody,
+    pause: Duration,
+) -> Result<Buffered, BodyFault> {
     let mut ahead = std::collections::VecDeque::new();
     if body.is_end_stream() {
         return Ok(Buffered::Stream(body, ahead));
     }
-    match tokio::time::timeout(pool.server_timeout, body.frame()).await {
+    match tokio::time::timeout(pause, body.frame()).await {
         Ok(Some(Ok(f))) => ahead.push_back(f),
         Ok(None) => return Ok(Buffered::Stream(body, ahead)),
         Ok(Some(Err(e))) => return Err(BodyFault::of(&e)),
@@ -184,6 +198,8 @@ mod tests {
     use super::*;
     use http_body_util::StreamBody;
 
+    const LONG: Duration = Duration::from_secs(30);
+
     type Frames = Vec<Result<Frame<Bytes>, std::io::Error>>;
 
     fn body(
@@ -195,7 +211,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_read_whole_keeps_one_frame_as_it_came_and_joins_several() {
         let one = Bytes::from(vec![7u8; 100]);
-        let got = whole(body(vec![Ok(Frame::data(one.clone()))]))
+        let got = whole(body(vec![Ok(Frame::data(one.clone()))]), LONG)
             .await
             .unwrap();
         assert_eq!(got, one);
@@ -203,31 +219,45 @@ mod tests {
 
         let mut trailers = HeaderMap::new();
         trailers.insert("x-t", http::HeaderValue::from_static("1"));
-        let got = whole(body(vec![
-            Ok(Frame::data(Bytes::from_static(b"ab"))),
-            Ok(Frame::data(Bytes::new())),
-            Ok(Frame::data(Bytes::from_static(b"cd"))),
-            Ok(Frame::data(Bytes::from_static(b"e"))),
-            Ok(Frame::trailers(trailers)),
-        ]))
+        let got = whole(
+            body(vec![
+                Ok(Frame::data(Bytes::from_static(b"ab"))),
+                Ok(Frame::data(Bytes::new())),
+                Ok(Frame::data(Bytes::from_static(b"cd"))),
+                Ok(Frame::data(Bytes::from_static(b"e"))),
+                Ok(Frame::trailers(trailers)),
+            ]),
+            LONG,
+        )
         .await
         .unwrap();
         assert_eq!(got, "abcde");
 
-        let got = whole(body(vec![
-            Ok(Frame::data(Bytes::new())),
-            Ok(Frame::data(Bytes::from_static(b"x"))),
-        ]))
+        let got = whole(
+            body(vec![
+                Ok(Frame::data(Bytes::new())),
+                Ok(Frame::data(Bytes::from_static(b"x"))),
+            ]),
+            LONG,
+        )
         .await
         .unwrap();
         assert_eq!(got, "x");
-        assert_eq!(whole(body(vec![])).await.unwrap(), "");
+        assert_eq!(whole(body(vec![]), LONG).await.unwrap(), "");
 
-        let broken = whole(body(vec![
-            Ok(Frame::data(Bytes::from_static(b"ab"))),
-            Err(std::io::Error::other("reset")),
-        ]))
+        let broken = whole(
+            body(vec![
+                Ok(Frame::data(Bytes::from_static(b"ab"))),
+                Err(std::io::Error::other("reset")),
+            ]),
+            LONG,
+        )
         .await;
-        assert!(broken.is_err());
+        assert!(matches!(broken, Err(Some(_))));
+
+        // a body that pauses longer than `pause` is stalled, not broken
+        let never = futures_util::stream::pending::<Result<Frame<Bytes>, std::io::Error>>();
+        let paused = whole(StreamBody::new(never), Duration::from_millis(20)).await;
+        assert!(matches!(paused, Err(None)));
     }
 }
