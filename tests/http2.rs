@@ -8,6 +8,7 @@ use common::tls::{self as t, Pki};
 use common::*;
 use serde_json::Value;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 const NO_ERROR: u64 = 0x0;
 
@@ -115,7 +116,7 @@ async fn a_rapid_reset_client_gets_goaway_and_costs_the_proxy_little() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_continuation_flood_and_an_oversized_header_list_are_refused() {
-    let (backend, listen, admin, _p) = proxied("  max_header_list_size = \"32KiB\"").await;
+    let (backend, listen, admin, p) = proxied("  max_header_list_size = \"32KiB\"").await;
     // CONTINUATION frames without END_HEADERS, 8 KB each, without end
     let r = tokio::task::spawn_blocking(move || probe("continuation", listen, "5000"))
         .await
@@ -131,6 +132,19 @@ async fn a_continuation_flood_and_an_oversized_header_list_are_refused() {
         .await
         .unwrap();
     assert_eq!(r["statuses"][0][1], "431", "{r}");
+    // counted and logged as a refusal for what the client sent, as an
+    // HTTP/1 head over its limit is
+    let v = p.stats().await;
+    let l = &v["listeners"][0];
+    assert_eq!(l["request_errors"]["head_too_large"], 1, "{v}");
+    assert_eq!(l["responses"]["4xx"], 1, "{v}");
+    wait_for(Duration::from_secs(5), "the 431 line", || {
+        p.stdout().lines().any(|l| {
+            l.contains("pool=- server=- method=GET path=\"/\" status=431")
+                && l.contains("end=bad_request")
+        })
+    })
+    .await;
     // under it: served
     let r = tokio::task::spawn_blocking(move || probe("big-headers", listen, "20000"))
         .await

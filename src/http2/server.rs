@@ -12,7 +12,7 @@
 //! the client resets before their answer (rapid reset, CVE-2023-44487), streams
 //! rampart resets for the client's errors, header blocks larger than the
 //! header list limit allows (CONTINUATION floods), header lists over the limit
-//! (431), a write backlog (a client that sends and does not read), responses
+//! (handed to the service marked [`HeaderListTooLarge`], to answer 431), a write backlog (a client that sends and does not read), responses
 //! held by a window the client does not open (`stall_timeout`).
 
 use super::fields;
@@ -359,7 +359,15 @@ pub trait WireFields {
     fn wire_fields(&self, _f: &mut dyn FnMut(&[u8], &[u8])) {}
 }
 
+/// Marks a request whose header list was over `max_header_list_size`. Its
+/// pseudo-header fields are kept and its other fields dropped; the service
+/// must answer it (431 Request Header Fields Too Large) and send it nowhere.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderListTooLarge;
+
 /// Serves one HTTP/2 connection; `io` starts with the client's preface.
+/// A request marked [`HeaderListTooLarge`] goes to `svc` like any other, to
+/// be answered there.
 /// `graceful` asks it to GOAWAY, finish its streams and close.
 ///
 /// Not an `async fn`: the future is the connection's state alone, with no
@@ -1333,7 +1341,7 @@ where
             return self.reset(id, Reason::PROTOCOL_ERROR, true);
         }
         let too_large = f.block.too_large;
-        let (req, content_length, head) = match f.request(end_stream) {
+        let (mut req, content_length, head) = match f.request(end_stream) {
             Ok(r) => r,
             Err(why) => {
                 tracing::debug!(stream = id, why, "malformed HTTP/2 request");
@@ -1365,14 +1373,10 @@ where
             polled: false,
         };
         if too_large {
-            // answered here, nothing sent on (as hyper did)
-            s.out = Out::Done;
-            let mut block = Vec::with_capacity(8);
-            hpack::encode_status(&mut block, 431);
-            frame::headers(&mut self.wbuf, id, &block, true, self.peer_max_frame);
-            self.streams.push(s);
-            self.maybe_done(id);
-            return Ok(());
+            // the service answers it (431), where it is counted and logged:
+            // the fields that fitted are dropped, the request marked
+            req.headers_mut().clear();
+            req.extensions_mut().insert(HeaderListTooLarge);
         }
         s.out = Out::Head(req);
         self.streams.push(s);
@@ -2096,6 +2100,62 @@ mod tests {
         .await;
         assert_eq!(code, Reason::ENHANCE_YOUR_CALM);
         assert_eq!(called.load(Ordering::SeqCst), 0);
+    }
+
+    /// A header list over max_header_list_size reaches the service marked,
+    /// with its pseudo-header fields and none of the others, and the
+    /// service's answer (here 431) goes out on its stream.
+    #[tokio::test]
+    async fn a_header_list_over_the_limit_reaches_the_service_marked() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut tx = Some(tx);
+        tokio::spawn(async move {
+            let svc = move |req: Request<RecvBody>| -> Answer {
+                let marked = req.extensions().get::<HeaderListTooLarge>().is_some();
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send((marked, req.headers().len(), req.uri().path().to_owned()));
+                }
+                let status = if marked { 431 } else { 200 };
+                let mut r = Response::new(Full::new(Bytes::new()));
+                *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                Box::pin(std::future::ready(r))
+            };
+            let cfg = Settings {
+                max_header_list_size: 1024,
+                ..settings()
+            };
+            let _ = serve(server, &cfg, svc, CancellationToken::new()).await;
+        });
+        let (mut out, mut block) = preface_and_request("GET");
+        hpack::encode_field(&mut block, b"x-big", &[b'b'; 2000]);
+        hpack::encode_field(&mut block, b"x-small", b"s");
+        frame::headers(&mut out, 1, &block, true, 16_384);
+        c.write_all(&out).await.unwrap();
+        let status = first_frame(&mut c, |h, p| {
+            (h.kind == frame::HEADERS).then(|| {
+                let mut d = hpack::Decoder::new(4096);
+                let mut status = Vec::new();
+                let _ = d.decode(p, |n, v| {
+                    if n.bytes == b":status" {
+                        status = v.bytes().to_vec();
+                    }
+                });
+                status
+            })
+        })
+        .await;
+        assert_eq!(status, b"431");
+        let (marked, fields, path) = tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .expect("the service was never called")
+            .unwrap();
+        assert!(marked);
+        assert_eq!((fields, path.as_str()), (0, "/"));
     }
 
     #[tokio::test]

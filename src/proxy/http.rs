@@ -116,6 +116,23 @@ pub(super) fn serve_h2<'a, S: super::io::ClientIo + 'a>(
         // Boxed: the request's future is large (the whole lifecycle), and the
         // connection holds one per stream.
         Box::pin(async move {
+            if req
+                .extensions()
+                .get::<crate::http2::server::HeaderListTooLarge>()
+                .is_some()
+            {
+                // refused for what the client sent, as an HTTP/1 head over
+                // its limit is
+                let fault = RequestFault::HeadTooLarge;
+                ctx.refused(
+                    fault,
+                    fault.status().as_u16(),
+                    Some((req.method().as_str(), request_target(&req))),
+                    None,
+                );
+                ctx.responded(fault.status().as_u16());
+                return plain(fault.status(), fault.text());
+            }
             let grpc = is_grpc(req.headers());
             let Ok(resp) = handle(&ctx, req.map(ClientBody::H2)).await;
             let resp = if grpc { grpc_error(resp) } else { resp };
