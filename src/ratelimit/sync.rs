@@ -458,11 +458,13 @@ mod tests {
         const N: u64 = 200_000;
         const KEY: u64 = 7;
         let done = Arc::new(AtomicU64::new(0));
+        // one instant for the whole test: a run across a quota window's end
+        // (UTC midnight) would otherwise read the new window's count
+        let unix = crate::clock::unix_now();
         let counting = {
             let (l, done) = (Arc::clone(&l), Arc::clone(&done));
             std::thread::spawn(move || {
                 let q = l.cfg.quota.unwrap();
-                let unix = crate::clock::unix_now();
                 for _ in 0..N {
                     l.quota_check(KEY, q, || "k".into(), unix, false).unwrap();
                     l.quota_check(KEY, q, String::new, unix, true).unwrap();
@@ -489,10 +491,7 @@ mod tests {
             apply(&limiters, &batch, &answers);
             syncs += 1;
             let returned = done.load(Ordering::SeqCst);
-            let used = l
-                .quotas(None, crate::clock::unix_now())
-                .first()
-                .map_or(0, |e| e.used);
+            let used = l.quotas(None, unix).first().map_or(0, |e| e.used);
             assert!(
                 used >= returned,
                 "sync {syncs}: the count is {used} after {returned} requests returned"
