@@ -81,8 +81,9 @@ pub enum RequestFault {
     /// request_header_timeout: 408. (A connection that sent nothing is closed
     /// without an answer and not counted: browsers open spare connections.)
     HeadTimeout,
-    /// The request body's framing is broken (chunk sizes, or fewer bytes than
-    /// its length before the connection half-closed): 400.
+    /// The request body's framing is broken (a bad chunk size, chunk data
+    /// not ended by CRLF): 400. A client that closes before its body's end
+    /// left; it is not counted here (`client_abort` in the log).
     MalformedBody,
     /// The request body paused for longer than client_timeout: 408.
     BodyTimeout,

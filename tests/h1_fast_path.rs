@@ -645,12 +645,12 @@ async fn a_body_that_breaks_or_stalls_before_a_server_is_chosen_is_counted() {
     let all = send_raw(listen, bad, "closed after 400").await;
     let all = String::from_utf8_lossy(&all);
     assert!(all.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{all}");
-    // a length past the fast path's, read whole for a retry (under
+    // a length past the fast path's, read whole for a retry (a PUT, under
     // retry_buffer), trickled for longer than client_timeout in all but
     // never pausing that long: served
     let mut s = TcpStream::connect(listen).await.unwrap();
     s.set_nodelay(true).unwrap();
-    s.write_all(b"POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\n\r\n")
+    s.write_all(b"PUT /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\n\r\n")
         .await
         .unwrap();
     for _ in 0..4 {
@@ -667,13 +667,30 @@ async fn a_body_that_breaks_or_stalls_before_a_server_is_chosen_is_counted() {
     );
     // then one with no byte of its body: 408 after client_timeout
     // (read_to_close gives up after 10 s: a wait of server_timeout fails)
-    s.write_all(b"POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\n\r\n")
+    s.write_all(b"PUT /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\n\r\n")
         .await
         .unwrap();
     let all = read_to_close(&mut s, "closed after 408").await;
     let all = String::from_utf8_lossy(&all);
     assert!(all.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{all}");
     assert_eq!(conns.load(Ordering::SeqCst), 1, "no server saw the others");
+    // a client that leaves mid-body (read whole, or streamed on) is no bad
+    // request: logged as a client abort, not counted
+    for method in ["PUT", "POST"] {
+        let mut s = TcpStream::connect(listen).await.unwrap();
+        let head = format!("{method} /left HTTP/1.1\r\nHost: a\r\nContent-Length: 20000\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&[b'y'; 100]).await.unwrap();
+        s.shutdown().await.unwrap();
+        read_to_close(&mut s, "closed after the client left").await;
+        wait_for(Duration::from_secs(5), "the client abort's line", || {
+            p.stdout().lines().any(|l| {
+                l.contains(&format!("method={method} path=\"/left\""))
+                    && l.contains("end=client_abort")
+            })
+        })
+        .await;
+    }
     let v = p.stats().await;
     let e = &v["listeners"][0]["request_errors"];
     assert_eq!(

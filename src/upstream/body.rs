@@ -30,10 +30,28 @@ pub enum ClientBodyError {
 
 impl ClientBodyError {
     /// The client went away (or reset its stream) mid-body, rather than
-    /// breaking its framing.
+    /// breaking its framing. hyper's HTTP/1 decoder reports broken framing
+    /// (a bad chunk size, chunk data not ended by CRLF) as an `io::Error` of
+    /// kind `InvalidInput` or `InvalidData`; an end of input before the body's
+    /// end (`UnexpectedEof`), a reset and any other I/O error are the client
+    /// leaving, as HAProxy counts them (a client abort, not a bad request).
+    /// An HTTP/2 stream whose body breaks its content-length is reset by the
+    /// server itself; what reaches a reader is the stream gone.
     pub fn is_incomplete(&self) -> bool {
         match self {
-            ClientBodyError::Hyper(e) => e.is_incomplete_message(),
+            ClientBodyError::Hyper(e) => {
+                let mut cause = std::error::Error::source(e);
+                while let Some(c) = cause {
+                    if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                        return !matches!(
+                            io.kind(),
+                            std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+                        );
+                    }
+                    cause = c.source();
+                }
+                true
+            }
             ClientBodyError::H2(_) => true,
         }
     }
