@@ -360,10 +360,15 @@ pub trait WireFields {
 }
 
 /// Marks a request whose header list was over `max_header_list_size`. Its
-/// pseudo-header fields are kept and its other fields dropped; the service
-/// must answer it (431 Request Header Fields Too Large) and send it nowhere.
+/// pseudo-header fields are kept when they came before the limit, and its
+/// other fields dropped; the service must answer it (431 Request Header
+/// Fields Too Large) and send it nowhere.
 #[derive(Debug, Clone, Copy)]
-pub struct HeaderListTooLarge;
+pub struct HeaderListTooLarge {
+    /// The request's target is the client's (else its `:path` came after the
+    /// limit, and the request is the method alone).
+    pub target_known: bool,
+}
 
 /// Serves one HTTP/2 connection; `io` starts with the client's preface.
 /// A request marked [`HeaderListTooLarge`] goes to `svc` like any other, to
@@ -1341,8 +1346,23 @@ where
             return self.reset(id, Reason::PROTOCOL_ERROR, true);
         }
         let too_large = f.block.too_large;
+        let method = if too_large { f.method.clone() } else { None };
         let (mut req, content_length, head) = match f.request(end_stream) {
             Ok(r) => r,
+            Err(_) if too_large => {
+                // a pseudo-header came after the limit and was dropped with
+                // the rest (a long :path): the method alone, the target
+                // unknown, still answered 431 by the service
+                let mut req = Request::new(());
+                let head = method == Some(Method::HEAD);
+                if let Some(m) = method {
+                    *req.method_mut() = m;
+                }
+                req.extensions_mut().insert(HeaderListTooLarge {
+                    target_known: false,
+                });
+                (req, None, head)
+            }
             Err(why) => {
                 tracing::debug!(stream = id, why, "malformed HTTP/2 request");
                 return self.reset(id, Reason::PROTOCOL_ERROR, true);
@@ -1376,7 +1396,10 @@ where
             // the service answers it (431), where it is counted and logged:
             // the fields that fitted are dropped, the request marked
             req.headers_mut().clear();
-            req.extensions_mut().insert(HeaderListTooLarge);
+            if req.extensions().get::<HeaderListTooLarge>().is_none() {
+                req.extensions_mut()
+                    .insert(HeaderListTooLarge { target_known: true });
+            }
         }
         s.out = Out::Head(req);
         self.streams.push(s);
@@ -2112,17 +2135,20 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = l.accept().await.unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let mut tx = Some(tx);
+        let (tx, mut rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let svc = move |req: Request<RecvBody>| -> Answer {
-                let marked = req.extensions().get::<HeaderListTooLarge>().is_some();
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send((marked, req.headers().len(), req.uri().path().to_owned()));
-                }
-                let status = if marked { 431 } else { 200 };
+                let mark = req.extensions().get::<HeaderListTooLarge>().copied();
+                let _ = tx.send((
+                    mark.map(|m| m.target_known),
+                    req.method().clone(),
+                    req.headers().len(),
+                    req.uri().path().to_owned(),
+                ));
                 let mut r = Response::new(Full::new(Bytes::new()));
-                *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                if mark.is_some() {
+                    *r.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+                }
                 Box::pin(std::future::ready(r))
             };
             let cfg = Settings {
@@ -2131,31 +2157,58 @@ mod tests {
             };
             let _ = serve(server, &cfg, svc, CancellationToken::new()).await;
         });
+        // stream 1: a field over the limit after the pseudo-headers
         let (mut out, mut block) = preface_and_request("GET");
         hpack::encode_field(&mut block, b"x-big", &[b'b'; 2000]);
         hpack::encode_field(&mut block, b"x-small", b"s");
         frame::headers(&mut out, 1, &block, true, 16_384);
+        // stream 3: a :path over the limit, dropped with what follows it
+        let mut block = Vec::new();
+        let long = format!("/{}", "p".repeat(2000));
+        for (n, v) in [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", long.as_str()),
+            (":authority", "a"),
+        ] {
+            hpack::encode_field(&mut block, n.as_bytes(), v.as_bytes());
+        }
+        frame::headers(&mut out, 3, &block, true, 16_384);
         c.write_all(&out).await.unwrap();
-        let status = first_frame(&mut c, |h, p| {
-            (h.kind == frame::HEADERS).then(|| {
-                let mut d = hpack::Decoder::new(4096);
+        // the answers' heads, in order, through one decoder
+        let mut d = hpack::Decoder::new(4096);
+        let mut statuses = Vec::new();
+        let mut statuses = first_frame(&mut c, |h, p| {
+            if h.kind == frame::HEADERS {
                 let mut status = Vec::new();
-                let _ = d.decode(p, |n, v| {
+                d.decode(p, |n, v| {
                     if n.bytes == b":status" {
                         status = v.bytes().to_vec();
                     }
-                });
-                status
-            })
+                })
+                .unwrap();
+                statuses.push((h.stream, status));
+            }
+            (statuses.len() == 2).then(|| std::mem::take(&mut statuses))
         })
         .await;
-        assert_eq!(status, b"431");
-        let (marked, fields, path) = tokio::time::timeout(Duration::from_secs(10), rx)
-            .await
-            .expect("the service was never called")
-            .unwrap();
-        assert!(marked);
-        assert_eq!((fields, path.as_str()), (0, "/"));
+        statuses.sort();
+        assert_eq!(statuses, [(1, b"431".to_vec()), (3, b"431".to_vec())]);
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let r = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("the service was never called")
+                .unwrap();
+            got.push(r);
+        }
+        assert_eq!(
+            got,
+            [
+                (Some(true), Method::GET, 0, "/".to_owned()),
+                (Some(false), Method::POST, 0, "/".to_owned()),
+            ]
+        );
     }
 
     #[tokio::test]

@@ -116,10 +116,9 @@ pub(super) fn serve_h2<'a, S: super::io::ClientIo + 'a>(
         // Boxed: the request's future is large (the whole lifecycle), and the
         // connection holds one per stream.
         Box::pin(async move {
-            if req
+            if let Some(m) = req
                 .extensions()
                 .get::<crate::http2::server::HeaderListTooLarge>()
-                .is_some()
             {
                 // refused for what the client sent, as an HTTP/1 head over
                 // its limit is
@@ -127,7 +126,15 @@ pub(super) fn serve_h2<'a, S: super::io::ClientIo + 'a>(
                 ctx.refused(
                     fault,
                     fault.status().as_u16(),
-                    Some((req.method().as_str(), request_target(&req))),
+                    // (`-`: a :path over the limit, dropped)
+                    Some((
+                        req.method().as_str(),
+                        if m.target_known {
+                            request_target(&req)
+                        } else {
+                            "-"
+                        },
+                    )),
                     None,
                 );
                 ctx.responded(fault.status().as_u16());
