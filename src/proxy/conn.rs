@@ -207,6 +207,18 @@ impl ConnCtx {
         total: Option<Duration>,
     ) {
         self.count_fault(fault);
+        self.unserved(fault.end(), status, req, total);
+    }
+
+    /// Logs a request that no pool saw (pool `-`), as `refused` does, with
+    /// its own `end`: a client that left before its request was whole.
+    pub(super) fn unserved(
+        &self,
+        end: crate::accesslog::End,
+        status: u16,
+        req: Option<(&str, &str)>,
+        total: Option<Duration>,
+    ) {
         self.shared
             .plane
             .access_log
@@ -222,7 +234,7 @@ impl ConnCtx {
                 bytes_out: 0,
                 connect: None,
                 total,
-                end: fault.end(),
+                end,
                 tls: self.tls.as_deref(),
                 grpc_status: None,
             });

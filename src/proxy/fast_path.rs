@@ -49,6 +49,10 @@ enum Step {
     /// A request refused for what the client sent: answer and close (and
     /// log how long it was awaited).
     Reject(RequestFault, Option<Duration>),
+    /// The client closed before its body's end (after this long): it left,
+    /// as on hyper's path: answered 400 in case it still reads, logged
+    /// `client_abort`, not counted as its fault.
+    Left(Duration),
     /// A request answered by the proxy itself.
     Answer {
         len: usize,
@@ -254,6 +258,11 @@ pub async fn serve<S: ClientIo>(
                         consume(&mut buf, 0);
                         continue;
                     }
+                    Ok(Ok(0)) | Ok(Err(_)) if body_wait.is_some() => {
+                        let total = Duration::from_millis(u64::from(waited_ms))
+                            + since_set(deadline, builders.client_timeout);
+                        break Step::Left(total);
+                    }
                     Ok(Ok(0)) | Ok(Err(_)) => return,
                     Ok(Ok(_)) => {}
                     Err(_) if park && park_at(&builders, deadline).is_some() => {
@@ -334,6 +343,11 @@ pub async fn serve<S: ClientIo>(
             Step::Reject(fault, total) => {
                 let read = buf.as_deref().map(|b| &b[..]);
                 Box::pin(refuse(&mut client, &ctx, fault, read, total, &builders)).await;
+                return;
+            }
+            Step::Left(total) => {
+                let read = buf.as_deref().map(|b| &b[..]);
+                Box::pin(left(&mut client, &ctx, read, total, &builders)).await;
                 return;
             }
             Step::Answer {
@@ -423,6 +437,33 @@ async fn refuse<S: ClientIo>(
     );
     let resp = plain(fault.status(), fault.text());
     ctx.responded(fault.status().as_u16());
+    respond(client, resp, false, true, builders.client_timeout).await;
+    client.close().await;
+}
+
+/// A client that closed before its body's end (`Step::Left`): answered 400,
+/// as hyper's path answers it, logged with its method and target.
+async fn left<S: ClientIo>(
+    client: &mut S,
+    ctx: &ConnCtx,
+    buf: Option<&[u8]>,
+    total: Duration,
+    builders: &ServerBuilders,
+) {
+    let mut slots = h1::header_slots();
+    let head = buf.and_then(|b| h1::parse_request(b, &mut slots).ok().flatten());
+    let status = ::http::StatusCode::BAD_REQUEST;
+    ctx.unserved(
+        End::ClientAbort,
+        status.as_u16(),
+        head.as_ref().map(|r| (r.method, r.target)),
+        Some(total),
+    );
+    let resp = plain(
+        status,
+        "400 Bad Request: the request body could not be read\n",
+    );
+    ctx.responded(status.as_u16());
     respond(client, resp, false, true, builders.client_timeout).await;
     client.close().await;
 }
