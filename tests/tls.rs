@@ -910,3 +910,68 @@ async fn a_long_body_to_a_tls_client_is_encrypted_not_spliced() {
     );
     wait_metric(admin, SPLICED, (n / 2) as f64).await;
 }
+
+/// A TLS session that breaks mid-body (a record that fails to decrypt) is the
+/// client leaving, as a reset is: logged `client_abort`, not counted as a
+/// malformed body (tokio-rustls reports every TLS error as `InvalidData`, the
+/// kind hyper's decoder gives broken framing). `Expect: 100-continue` makes
+/// the proxy say when it reads the body, so the bad record comes after the
+/// head was taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_session_that_breaks_mid_body_is_a_client_abort() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new("Break CA");
+    let site = pki.server("site", &["site.example.com"]);
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (admin, web) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let body = tls_listener("web", web, "api", &certs(&[&site])) + &pool("api", "", backend.addr);
+    let p = Proxy::start(&config(admin, "", &body), &[web]).await;
+    let (mut s, _) = t::connect(
+        t::client_config(&pki, &["http/1.1"]),
+        web,
+        Some("site.example.com"),
+        "",
+    )
+    .await
+    .unwrap();
+    // a PUT, read whole before a server is chosen
+    s.write_all(
+        b"PUT /broken HTTP/1.1\r\nHost: site.example.com\r\nContent-Length: 20000\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("no 100 Continue")
+            .unwrap();
+        assert!(n > 0, "closed before 100 Continue");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 100 Continue\r\n"), "{got:?}");
+    s.write_all(&[b'y'; 100]).await.unwrap();
+    s.flush().await.unwrap();
+    // an application data record of 32 bytes that no key made
+    let tcp = &mut s.get_mut().0;
+    let mut bad = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+    bad.extend_from_slice(&[0x5a; 32]);
+    tcp.write_all(&bad).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest))
+        .await
+        .expect("the proxy kept the broken session open");
+    wait_for(Duration::from_secs(5), "the client abort's line", || {
+        p.stdout()
+            .lines()
+            .any(|l| l.contains("path=\"/broken\"") && l.contains("end=client_abort"))
+    })
+    .await;
+    let v = p.stats().await;
+    assert_eq!(
+        v["listeners"][0]["request_errors"]["malformed_body"], 0,
+        "{v}"
+    );
+    assert_eq!(backend.requests(), 0);
+}

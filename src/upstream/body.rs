@@ -34,7 +34,8 @@ impl ClientBodyError {
     /// (a bad chunk size, chunk data not ended by CRLF) as an `io::Error` of
     /// kind `InvalidInput` or `InvalidData`; an end of input before the body's
     /// end (`UnexpectedEof`), a reset and any other I/O error are the client
-    /// leaving, as HAProxy counts them (a client abort, not a bad request).
+    /// leaving, as HAProxy counts them (a client abort, not a bad request),
+    /// and so is a TLS session that broke (a corrupt record, an alert).
     /// An HTTP/2 stream whose body breaks its content-length is reset by the
     /// server itself; what reaches a reader is the stream gone.
     pub fn is_incomplete(&self) -> bool {
@@ -43,6 +44,14 @@ impl ClientBodyError {
                 let mut cause = std::error::Error::source(e);
                 while let Some(c) = cause {
                     if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                        if io
+                            .get_ref()
+                            .is_some_and(|e| e.downcast_ref::<rustls::Error>().is_some())
+                        {
+                            // a TLS session that broke (tokio-rustls reports
+                            // every rustls error as InvalidData): gone
+                            return true;
+                        }
                         return !matches!(
                             io.kind(),
                             std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
