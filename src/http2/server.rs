@@ -365,8 +365,12 @@ pub trait WireFields {
 /// Fields Too Large) and send it nowhere.
 #[derive(Debug, Clone, Copy)]
 pub struct HeaderListTooLarge {
-    /// The request's target is the client's (else its `:path` came after the
-    /// limit, and the request is the method alone).
+    /// The request's method is the client's (else `:method` came after the
+    /// limit, and the request says GET).
+    pub method_known: bool,
+    /// The request's target is the client's (else its `:path`, or a
+    /// CONNECT's `:authority`, came after the limit, and the request says
+    /// `/`).
     pub target_known: bool,
 }
 
@@ -1346,21 +1350,34 @@ where
             return self.reset(id, Reason::PROTOCOL_ERROR, true);
         }
         let too_large = f.block.too_large;
+        // what of the request came before the limit, decided before
+        // request() takes the fields (a CONNECT's target is its :authority)
+        let mark = too_large.then(|| HeaderListTooLarge {
+            method_known: f.method.is_some(),
+            target_known: if f.method == Some(Method::CONNECT) {
+                f.authority.is_some()
+            } else {
+                f.path.is_some()
+            },
+        });
         let method = if too_large { f.method.clone() } else { None };
         let (mut req, content_length, head) = match f.request(end_stream) {
             Ok(r) => r,
-            Err(_) if too_large => {
+            Err(why) if too_large => {
                 // a pseudo-header came after the limit and was dropped with
-                // the rest (a long :path): the method alone, the target
-                // unknown, still answered 431 by the service
+                // the rest (a long :path), or one that fitted is malformed
+                // (fields after the limit are not checked): the method alone,
+                // still answered 431 by the service
+                tracing::debug!(
+                    stream = id,
+                    why,
+                    "HTTP/2 request over the header list limit"
+                );
                 let mut req = Request::new(());
                 let head = method == Some(Method::HEAD);
                 if let Some(m) = method {
                     *req.method_mut() = m;
                 }
-                req.extensions_mut().insert(HeaderListTooLarge {
-                    target_known: false,
-                });
                 (req, None, head)
             }
             Err(why) => {
@@ -1396,9 +1413,8 @@ where
             // the service answers it (431), where it is counted and logged:
             // the fields that fitted are dropped, the request marked
             req.headers_mut().clear();
-            if req.extensions().get::<HeaderListTooLarge>().is_none() {
-                req.extensions_mut()
-                    .insert(HeaderListTooLarge { target_known: true });
+            if let Some(mark) = mark {
+                req.extensions_mut().insert(mark);
             }
         }
         s.out = Out::Head(req);
@@ -2140,7 +2156,7 @@ mod tests {
             let svc = move |req: Request<RecvBody>| -> Answer {
                 let mark = req.extensions().get::<HeaderListTooLarge>().copied();
                 let _ = tx.send((
-                    mark.map(|m| m.target_known),
+                    mark.map(|m| (m.method_known, m.target_known)),
                     req.method().clone(),
                     req.headers().len(),
                     req.uri().path().to_owned(),
@@ -2174,6 +2190,32 @@ mod tests {
             hpack::encode_field(&mut block, n.as_bytes(), v.as_bytes());
         }
         frame::headers(&mut out, 3, &block, true, 16_384);
+        // stream 5: :method after a :path over the limit; stream 7: a
+        // CONNECT's :authority over it
+        for (id, fields) in [
+            (
+                5,
+                [
+                    (":scheme", "http"),
+                    (":path", long.as_str()),
+                    (":method", "HEAD"),
+                ],
+            ),
+            (
+                7,
+                [
+                    (":method", "CONNECT"),
+                    (":authority", long.as_str()),
+                    ("x-a", "1"),
+                ],
+            ),
+        ] {
+            let mut block = Vec::new();
+            for (n, v) in fields {
+                hpack::encode_field(&mut block, n.as_bytes(), v.as_bytes());
+            }
+            frame::headers(&mut out, id, &block, true, 16_384);
+        }
         c.write_all(&out).await.unwrap();
         // the answers' heads, in order, through one decoder
         let mut d = hpack::Decoder::new(4096);
@@ -2189,13 +2231,14 @@ mod tests {
                 .unwrap();
                 statuses.push((h.stream, status));
             }
-            (statuses.len() == 2).then(|| std::mem::take(&mut statuses))
+            (statuses.len() == 4).then(|| std::mem::take(&mut statuses))
         })
         .await;
         statuses.sort();
-        assert_eq!(statuses, [(1, b"431".to_vec()), (3, b"431".to_vec())]);
+        let want: Vec<_> = [1, 3, 5, 7].map(|id| (id, b"431".to_vec())).into();
+        assert_eq!(statuses, want);
         let mut got = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..4 {
             let r = tokio::time::timeout(Duration::from_secs(10), rx.recv())
                 .await
                 .expect("the service was never called")
@@ -2205,8 +2248,10 @@ mod tests {
         assert_eq!(
             got,
             [
-                (Some(true), Method::GET, 0, "/".to_owned()),
-                (Some(false), Method::POST, 0, "/".to_owned()),
+                (Some((true, true)), Method::GET, 0, "/".to_owned()),
+                (Some((true, false)), Method::POST, 0, "/".to_owned()),
+                (Some((false, false)), Method::GET, 0, "/".to_owned()),
+                (Some((true, false)), Method::CONNECT, 0, String::new()),
             ]
         );
     }

@@ -52,7 +52,7 @@ enum Step {
     /// The client closed before its body's end (after this long): it left,
     /// as on hyper's path: answered 400 in case it still reads, logged
     /// `client_abort`, not counted as its fault.
-    Left(Duration),
+    Left(Option<Duration>),
     /// A request answered by the proxy itself.
     Answer {
         len: usize,
@@ -258,9 +258,12 @@ pub async fn serve<S: ClientIo>(
                         consume(&mut buf, 0);
                         continue;
                     }
-                    Ok(Ok(0)) | Ok(Err(_)) if body_wait.is_some() => {
-                        let total = Duration::from_millis(u64::from(waited_ms))
-                            + since_set(deadline, builders.client_timeout);
+                    Ok(r) if body_wait.is_some() && r.as_ref().map_or_else(left_us, |n| *n == 0) => {
+                        // (not known when a drain's linger set the deadline)
+                        let total = (!lingering).then(|| {
+                            Duration::from_millis(u64::from(waited_ms))
+                                + since_set(deadline, builders.client_timeout)
+                        });
                         break Step::Left(total);
                     }
                     Ok(Ok(0)) | Ok(Err(_)) => return,
@@ -441,13 +444,20 @@ async fn refuse<S: ClientIo>(
     client.close().await;
 }
 
+/// Whether a read error is the client leaving (a reset, a TLS session that
+/// broke), rather than this side failing to wait for it (`NotConnected`:
+/// the socket could not be registered).
+fn left_us(e: &io::Error) -> bool {
+    e.kind() != io::ErrorKind::NotConnected
+}
+
 /// A client that closed before its body's end (`Step::Left`): answered 400,
 /// as hyper's path answers it, logged with its method and target.
 async fn left<S: ClientIo>(
     client: &mut S,
     ctx: &ConnCtx,
     buf: Option<&[u8]>,
-    total: Duration,
+    total: Option<Duration>,
     builders: &ServerBuilders,
 ) {
     let mut slots = h1::header_slots();
@@ -457,7 +467,7 @@ async fn left<S: ClientIo>(
         End::ClientAbort,
         status.as_u16(),
         head.as_ref().map(|r| (r.method, r.target)),
-        Some(total),
+        total,
     );
     let resp = plain(
         status,

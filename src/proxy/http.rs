@@ -126,9 +126,13 @@ pub(super) fn serve_h2<'a, S: super::io::ClientIo + 'a>(
                 ctx.refused(
                     fault,
                     fault.status().as_u16(),
-                    // (`-`: a :path over the limit, dropped)
+                    // (`-`: a :method or :path over the limit, dropped)
                     Some((
-                        req.method().as_str(),
+                        if m.method_known {
+                            req.method().as_str()
+                        } else {
+                            "-"
+                        },
                         if m.target_known {
                             request_target(&req)
                         } else {
