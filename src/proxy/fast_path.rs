@@ -258,7 +258,7 @@ pub async fn serve<S: ClientIo>(
                         consume(&mut buf, 0);
                         continue;
                     }
-                    Ok(r) if body_wait.is_some() && r.as_ref().map_or_else(left_us, |n| *n == 0) => {
+                    Ok(r) if body_wait.is_some() && r.as_ref().map_or_else(client_left, |n| *n == 0) => {
                         // (not known when a drain's linger set the deadline)
                         let total = (!lingering).then(|| {
                             Duration::from_millis(u64::from(waited_ms))
@@ -345,12 +345,20 @@ pub async fn serve<S: ClientIo>(
             // make every idle connection's future as big as one
             Step::Reject(fault, total) => {
                 let read = buf.as_deref().map(|b| &b[..]);
-                Box::pin(refuse(&mut client, &ctx, fault, read, total, &builders)).await;
+                Box::pin(refuse(
+                    &mut client,
+                    &ctx,
+                    Some(fault),
+                    read,
+                    total,
+                    &builders,
+                ))
+                .await;
                 return;
             }
             Step::Left(total) => {
                 let read = buf.as_deref().map(|b| &b[..]);
-                Box::pin(left(&mut client, &ctx, read, total, &builders)).await;
+                Box::pin(refuse(&mut client, &ctx, None, read, total, &builders)).await;
                 return;
             }
             Step::Answer {
@@ -417,65 +425,49 @@ fn park_at(b: &ServerBuilders, deadline: tokio::time::Instant) -> Option<tokio::
 }
 
 /// Answers a request refused for what the client sent (`fault`), logs and
-/// counts it, and closes the connection. `buf`: what was read of it.
+/// counts it, and closes the connection; with no fault, a client that left
+/// before its body's end (`Step::Left`), answered and logged as hyper's path
+/// does (`super::refusal`). `buf`: what was read of it.
 async fn refuse<S: ClientIo>(
     client: &mut S,
     ctx: &ConnCtx,
-    fault: RequestFault,
+    fault: Option<RequestFault>,
     buf: Option<&[u8]>,
     total: Option<Duration>,
     builders: &ServerBuilders,
 ) {
-    // a body that stopped coming had a head: its method and target are logged
+    let (status, text, end) = super::refusal(fault);
+    // a body that stopped coming, or whose client left, had a head: its
+    // method and target are logged
     let mut slots = h1::header_slots();
     let head = match (fault, buf) {
-        (RequestFault::BodyTimeout, Some(b)) => h1::parse_request(b, &mut slots).ok().flatten(),
+        (None | Some(RequestFault::BodyTimeout), Some(b)) => {
+            h1::parse_request(b, &mut slots).ok().flatten()
+        }
         _ => None,
     };
-    ctx.refused(
-        fault,
-        fault.status().as_u16(),
-        head.as_ref().map(|r| (r.method, r.target)),
-        total,
-    );
-    let resp = plain(fault.status(), fault.text());
-    ctx.responded(fault.status().as_u16());
-    respond(client, resp, false, true, builders.client_timeout).await;
+    let req = head.as_ref().map(|r| (r.method, r.target));
+    match fault {
+        Some(f) => ctx.refused(f, status.as_u16(), req, total),
+        None => ctx.unserved(end, status.as_u16(), req, total),
+    }
+    ctx.responded(status.as_u16());
+    respond(
+        client,
+        plain(status, text),
+        false,
+        true,
+        builders.client_timeout,
+    )
+    .await;
     client.close().await;
 }
 
 /// Whether a read error is the client leaving (a reset, a TLS session that
 /// broke), rather than this side failing to wait for it (`NotConnected`:
 /// the socket could not be registered).
-fn left_us(e: &io::Error) -> bool {
+fn client_left(e: &io::Error) -> bool {
     e.kind() != io::ErrorKind::NotConnected
-}
-
-/// A client that closed before its body's end (`Step::Left`): answered 400,
-/// as hyper's path answers it, logged with its method and target.
-async fn left<S: ClientIo>(
-    client: &mut S,
-    ctx: &ConnCtx,
-    buf: Option<&[u8]>,
-    total: Option<Duration>,
-    builders: &ServerBuilders,
-) {
-    let mut slots = h1::header_slots();
-    let head = buf.and_then(|b| h1::parse_request(b, &mut slots).ok().flatten());
-    let status = ::http::StatusCode::BAD_REQUEST;
-    ctx.unserved(
-        End::ClientAbort,
-        status.as_u16(),
-        head.as_ref().map(|r| (r.method, r.target)),
-        total,
-    );
-    let resp = plain(
-        status,
-        "400 Bad Request: the request body could not be read\n",
-    );
-    ctx.responded(status.as_u16());
-    respond(client, resp, false, true, builders.client_timeout).await;
-    client.close().await;
 }
 
 /// How long ago `deadline` was set, `set` ahead of then.

@@ -228,6 +228,25 @@ enum Outgoing {
     Kept,
 }
 
+/// Answers a request whose body was refused (`super::refusal`), counted
+/// when that is the client's fault, its log line finished; the connection
+/// closes.
+fn body_refused(
+    ctx: &ConnCtx,
+    log: &mut Option<Box<ReqLog>>,
+    fault: Option<RequestFault>,
+) -> Response<ProxyBody> {
+    if let Some(f) = fault {
+        ctx.count_fault(f);
+    }
+    let (status, text, end) = super::refusal(fault);
+    if let Some(mut l) = log.take() {
+        l.status = status.as_u16();
+        l.finish(0, end);
+    }
+    closing(plain(status, text))
+}
+
 async fn handle(
     ctx: &Arc<ConnCtx>,
     mut req: Request<ClientBody>,
@@ -368,22 +387,7 @@ async fn handle(
                 BodyFault::Stalled => Some(RequestFault::BodyTimeout),
                 BodyFault::Gone => None,
             };
-            let (status, text, end) = match fault {
-                Some(f) => {
-                    ctx.count_fault(f);
-                    (f.status(), f.text(), f.end())
-                }
-                None => (
-                    StatusCode::BAD_REQUEST,
-                    "400 Bad Request: the request body could not be read\n",
-                    End::ClientAbort,
-                ),
-            };
-            if let Some(mut l) = log.take() {
-                l.status = status.as_u16();
-                l.finish(0, end);
-            }
-            return Ok(closing(plain(status, text)));
+            return Ok(body_refused(ctx, &mut log, fault));
         }
     };
     // Without a streaming body, to a plain HTTP/1.1 server (not one the client's
@@ -546,16 +550,11 @@ async fn handle(
                     // what the server got is cut off, and the client is told why
                     drop(lc.abandon());
                     let fault = if why == upstream::BODY_STALLED {
-                        super::RequestFault::BodyTimeout
+                        RequestFault::BodyTimeout
                     } else {
-                        super::RequestFault::MalformedBody
+                        RequestFault::MalformedBody
                     };
-                    ctx.count_fault(fault);
-                    if let Some(mut l) = log.take() {
-                        l.status = fault.status().as_u16();
-                        l.finish(0, fault.end());
-                    }
-                    return Ok(closing(plain(fault.status(), fault.text())));
+                    return Ok(body_refused(ctx, &mut log, Some(fault)));
                 }
                 // bytes that did not reach the server may go anywhere, as may
                 // a request hyper did not send

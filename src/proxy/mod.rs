@@ -36,6 +36,22 @@ pub const DRAIN_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub use crate::accesslog::RequestFault;
 
+/// The answer and log end of a request refused for `fault`, or (None) of one
+/// whose client left before its body's end: answered 400 in case it still
+/// reads, logged `client_abort`, not counted as its fault.
+pub(super) fn refusal(
+    fault: Option<RequestFault>,
+) -> (::http::StatusCode, &'static str, crate::accesslog::End) {
+    match fault {
+        Some(f) => (f.status(), f.text(), f.end()),
+        None => (
+            ::http::StatusCode::BAD_REQUEST,
+            "400 Bad Request: the request body could not be read\n",
+            crate::accesslog::End::ClientAbort,
+        ),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error(transparent)]
