@@ -335,8 +335,8 @@ splice = false
         """Every process and thread of `names` (the backend's workers too) at
         real-time priority (SCHED_FIFO 1), or back to the default policy. A
         real-time task is not preempted by the machine's other processes,
-        which on these machines take the proxy's CPU for 4 to 6 ms about once
-        a second (a trace of the fixed-rate row, bench/RESULTS.md); the
+        which on these machines take the proxy's CPU for 3 to 6 ms several
+        times in a 10 s run (a trace of the fixed-rate row, bench/RESULTS.md); the
         kernel's real-time throttling still leaves them 5% of each CPU."""
         pids = []
         for n in names:
