@@ -2,7 +2,7 @@
 """What sets the fixed-rate row's tail: a scheduler trace of each proxy's run.
 
     python3 bench/tail.py --rampart target/release/rampart [--targets haproxy,rampart]
-                          [--duration 10] [--rounds 1] [--realtime]
+                          [--duration 10] [--rounds 1] [--realtime] [--rate N]
 
 Starts bench.py's backend and proxies, and for each target runs the fixed-rate
 scenario (h2load `--h1 --rps`, 50 connections, half the slowest proxy's
@@ -135,6 +135,7 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--realtime", action="store_true")
+    ap.add_argument("--rate", type=int, help="req/s to offer (default: half the slowest target's keep-alive req/s)")
     ap.add_argument("--keep", help="a directory to keep the traces and h2load's logs in")
     a = ap.parse_args()
     args = argparse.Namespace(rampart=a.rampart, threads=1, connections=50, duration=a.duration,
@@ -149,7 +150,7 @@ def main():
     load_cpu = int(b.load_cpus.split(",")[0])
     try:
         b.setup()
-        rate = int(min(b.wrk(B.PORTS[t][0])["rps"] for t in targets) * 0.5)
+        rate = a.rate or int(min(b.wrk(B.PORTS[t][0])["rps"] for t in targets) * 0.5)
         print(f"offered: {rate} req/s; the proxies on CPU {proxy_cpu}", file=sys.stderr)
         for rnd in range(a.rounds):
             for t in targets:
@@ -171,7 +172,7 @@ def main():
                 p999, ev = stalls(rows)
                 stretches = runs(trace, proxy_cpu)
                 load_stretches = runs(trace, load_cpu)
-                print(f"\n{t}, round {rnd + 1}: {len(rows)} requests, p99 {r['p99_ms']:.2f} ms, "
+                print(f"\n{t}, round {rnd + 1}: {len(rows)} requests, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
                       f"p99.9 {p999 / 1000:.2f} ms; {len(ev)} stalls hold the slowest 0.1%")
                 total, load_total = collections.Counter(), collections.Counter()
                 for s, e, n in sorted(ev, key=lambda x: -x[2])[:12]:
