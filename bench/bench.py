@@ -317,8 +317,11 @@ splice = false
             os.remove(log)
         per_client = max(1, int(rate / c))
         prio = "chrt -f 1 " if realtime else ""
-        self.load(f"{prio}h2load --h1 -c {c} -t 1 --rps {per_client} -D {d} --log-file={log} http://127.0.0.1:{port}/")
+        out = self.load(f"{prio}h2load --h1 -c {c} -t 1 --rps {per_client} -D {d} --log-file={log} http://127.0.0.1:{port}/")
         durs = []
+        if not os.path.exists(log):
+            print(f"  h2load on {port} wrote no log: {out.stderr.strip()[-300:]}", file=sys.stderr)
+            return {"rps": 0, "p50_ms": None, "p99_ms": None, "p999_ms": None}
         with open(log) as f:
             for line in f:
                 parts = line.split()
@@ -342,11 +345,15 @@ splice = false
         for n in names:
             ps = self.pids(n)
             pids += ps + [int(x) for p in ps for x in sh(f"pgrep -P {p}").stdout.split()]
+        ok = True
         for pid in sorted(set(pids)):
             cmd = ["chrt", "-f", "-a", "-p", "1", str(pid)] if on else ["chrt", "-o", "-a", "-p", "0", str(pid)]
             if subprocess.run(cmd, capture_output=True).returncode != 0:
-                return False
-        return True
+                if on:
+                    return False
+                # putting back: go on with the others, report at the end
+                ok = False
+        return ok
 
     def h2(self, port):
         out = self.load(f"h2load -c {self.a.connections} -m 10 -t 1 -D {self.a.duration} http://127.0.0.1:{port}/").stdout

@@ -17,9 +17,17 @@ proxy, or something else that took the CPU from it.
 as bench.py's real-time rows do.
 
 A task's time on a CPU is counted from its `sched_switch` in (or, from the
-idle CPU, its `sched_wakeup` onto that CPU: the kernel does not trace every
-switch out of the idle loop) to its `sched_switch` out; a stretch whose start
-was not traced is left out.
+idle CPU, its `sched_wakeup` onto that CPU) to its `sched_switch` out; a
+stretch whose start was not traced is left out. In the traces of these
+machines, fewer switches out of the idle task are recorded than into it
+(each round prints both counts), so some stretches that began on an idle CPU
+are missed. Each round also prints the CPUs' steal time (/proc/stat): time
+the machine's host gave to something else.
+
+A stall is counted in requests, not connections (h2load's log does not name
+the connection). With `--rps`, a request due during a stall waits in h2load
+and its duration is counted from when it is sent, so the log understates a
+stall's effect on the requests that were due in it.
 """
 import argparse
 import collections
@@ -41,25 +49,69 @@ def tw(path, value):
         f.write(value)
 
 
+EVENTS = ("sched/sched_switch", "sched/sched_wakeup")
+
+
+def tr(path):
+    with open(os.path.join(TRACEFS, path)) as f:
+        return f.read().strip()
+
+
 def trace_on():
+    """Starts tracing; returns the settings to put back (trace_off)."""
     if not os.path.exists(os.path.join(TRACEFS, "trace")):
         subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS], check=True)
+    clock = re.search(r"\[(\w+)\]", tr("trace_clock"))
+    saved = {"buffer_size_kb": tr("buffer_size_kb"), "trace_clock": clock.group(1) if clock else "local"}
     tw("tracing_on", "0")
     tw("trace", "")
     tw("buffer_size_kb", "100000")
     tw("trace_clock", "mono")
-    for e in ("sched/sched_switch", "sched/sched_wakeup"):
+    for e in EVENTS:
         tw(f"events/{e}/enable", "1")
     tw("tracing_on", "1")
+    return saved
 
 
-def trace_off(out):
+def trace_off(saved, out=None):
+    """Stops tracing, writes the trace to `out` (if given) and puts the
+    settings back."""
     tw("tracing_on", "0")
-    with open(out, "w") as f:
-        subprocess.run(["cat", os.path.join(TRACEFS, "trace")], stdout=f, check=True)
-    for e in ("sched/sched_switch", "sched/sched_wakeup"):
-        tw(f"events/{e}/enable", "0")
-    tw("trace", "")
+    try:
+        if out:
+            with open(out, "w") as f:
+                subprocess.run(["cat", os.path.join(TRACEFS, "trace")], stdout=f, check=True)
+    finally:
+        for e in EVENTS:
+            tw(f"events/{e}/enable", "0")
+        tw("trace", "")
+        for k, v in saved.items():
+            tw(k, v)
+
+
+def steal():
+    """Per CPU: ticks of steal time so far (time the machine's host ran
+    something else while this CPU had work), from /proc/stat."""
+    r = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            m = re.match(r"cpu(\d+) (.*)", line)
+            if m:
+                r[int(m.group(1))] = int(m.group(2).split()[7])
+    return r
+
+
+def idle_switches(trace, cpu):
+    """Traced switches into and out of `cpu`'s idle task. Fewer out than in
+    means switches out of the idle loop went untraced."""
+    into = out = 0
+    with open(trace) as f:
+        for line in f:
+            m = LINE.match(line)
+            if m and m.group(5) == "sched_switch" and int(m.group(3)) == cpu:
+                into += " next_pid=0 " in m.group(6)
+                out += " prev_pid=0 " in m.group(6)
+    return into, out
 
 
 def requests(log):
@@ -102,7 +154,7 @@ def runs(trace, cpu):
             ts, ev, rest = float(m.group(4)), m.group(5), m.group(6)
             if ev == "sched_wakeup":
                 # a task woken onto the idle CPU runs next (the switch out of
-                # the idle loop is not always traced)
+                # the idle task is not always in the trace)
                 w = re.search(r"comm=(.*?) pid=(\d+) .*target_cpu=(\d+)", rest)
                 if cur is None and w and int(w.group(3)) == cpu:
                     cur = (f"{w.group(1)}[{w.group(2)}]", ts)
@@ -157,15 +209,24 @@ def main():
                 names = ["backend"] + ([t] if t != "direct" else [])
                 if a.realtime and not b.realtime(names, True):
                     sys.exit("chrt failed: --realtime needs root")
+                trace = os.path.join(keep, f"{t}-{rnd}.trace")
                 try:
                     off = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
-                    trace_on()
-                    r = b.fixed_rate(B.PORTS[t][0], rate, realtime=a.realtime)
-                    trace = os.path.join(keep, f"{t}-{rnd}.trace")
-                    trace_off(trace)
+                    stolen = steal()
+                    saved = trace_on()
+                    try:
+                        r = b.fixed_rate(B.PORTS[t][0], rate, realtime=a.realtime)
+                    except BaseException:
+                        trace_off(saved)
+                        raise
+                    trace_off(saved, trace)
+                    stolen = {c: v - stolen.get(c, 0) for c, v in steal().items()}
                 finally:
-                    if a.realtime:
-                        b.realtime(names, False)
+                    if a.realtime and not b.realtime(names, False):
+                        sys.exit(f"could not set {names} back to the default scheduling policy")
+                if r.get("p50_ms") is None:
+                    print(f"\n{t}, round {rnd + 1}: no requests answered", file=sys.stderr)
+                    continue
                 log = os.path.join(keep, f"{t}-{rnd}.log")
                 os.replace(os.path.join(b.dir, f"h2load-{B.PORTS[t][0]}.log"), log)
                 rows = requests(log)
@@ -174,6 +235,10 @@ def main():
                 load_stretches = runs(trace, load_cpu)
                 print(f"\n{t}, round {rnd + 1}: {len(rows)} requests, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
                       f"p99.9 {p999 / 1000:.2f} ms; {len(ev)} stalls hold the slowest 0.1%")
+                tick = os.sysconf("SC_CLK_TCK")
+                print("  steal time (ms): " + ", ".join(f"CPU {c} {v * 1000 / tick:.0f}" for c, v in sorted(stolen.items()))
+                      + "; traced switches into / out of the idle task: "
+                      + ", ".join(f"CPU {c} {'/'.join(map(str, idle_switches(trace, c)))}" for c in (proxy_cpu, load_cpu)))
                 total, load_total = collections.Counter(), collections.Counter()
                 for s, e, n in sorted(ev, key=lambda x: -x[2])[:12]:
                     spent = attribute(stretches, s / 1e6 - off, e / 1e6 - off)
