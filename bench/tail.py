@@ -190,10 +190,7 @@ def main():
     ap.add_argument("--rate", type=int, help="req/s to offer (default: half the slowest target's keep-alive req/s)")
     ap.add_argument("--keep", help="a directory to keep the traces and h2load's logs in")
     a = ap.parse_args()
-    args = argparse.Namespace(rampart=a.rampart, threads=1, connections=50, duration=a.duration,
-                              rounds=a.rounds, out=None, only="fixed", shortest=False, quick=False,
-                              bulk_mib=16, idle=100)
-    b = B.Bench(args)
+    b = B.Bench(B.tool_args(a.rampart, duration=a.duration))
     B.raise_nofile()
     keep = a.keep or b.dir
     os.makedirs(keep, exist_ok=True)
