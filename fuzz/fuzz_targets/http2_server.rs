@@ -1,0 +1,409 @@
+//! rampart's HTTP/2 server (src/http2/server.rs) against whatever bytes a
+//! client sends: no panic, no hang, the connection ends once the client has
+//! closed its side, and what the server wrote is HTTP/2 a client can take:
+//! - whole frames, each within the largest SETTINGS_MAX_FRAME_SIZE the client
+//!   could have set, the control frames of their fixed lengths;
+//! - header blocks that decode, an answer's starting with `:status` and
+//!   holding no other pseudo-header, every name lowercase and none
+//!   connection-specific (the service's answers carry `Connection` and
+//!   `Transfer-Encoding`, which must be left out);
+//! - no more DATA than the client's windows could have allowed, on the
+//!   connection and on each stream.
+//!
+//! The first byte picks the server's settings (small windows, one stream at
+//! a time, a small header list limit, a keep-alive ping, ...); the rest is
+//! what the client sends after the preface (with bit 7 set, the preface too).
+//! The service reads each request's body and answers by its path's last byte:
+//! a short body, 150,000 bytes in pieces (past every initial window), the
+//! request's body echoed with trailers and an HTTP/1.1 server's fields, or
+//! at once with no body.
+#![no_main]
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use libfuzzer_sys::fuzz_target;
+use rampart::http2::frame::{self, Head};
+use rampart::http2::hpack::Decoder;
+use rampart::http2::server::{serve, HeaderListTooLarge, RecvBody, Settings, WireFields};
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// A response body: pieces, each after a turn of its own (the stream's waker
+/// path), then trailers; `wire` adds an HTTP/1.1 server's fields, as the
+/// proxy's raw answers do.
+struct Answer {
+    pieces: VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+    wire: bool,
+    yielded: bool,
+}
+
+impl Body for Answer {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if !self.yielded && self.pieces.len() > 1 {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.yielded = false;
+        if let Some(p) = self.pieces.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(p))));
+        }
+        match self.trailers.take() {
+            Some(t) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.trailers.is_some() {
+            return SizeHint::default();
+        }
+        SizeHint::with_exact(self.pieces.iter().map(|p| p.len() as u64).sum())
+    }
+}
+
+impl WireFields for Answer {
+    fn wire_fields(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
+        if self.wire {
+            f(b"Content-Type", b"text/plain");
+            f(b"X-Backend", b"fuzz");
+        }
+    }
+}
+
+type Service = Pin<Box<dyn Future<Output = Response<Answer>>>>;
+
+fn answer(req: Request<RecvBody>) -> Service {
+    Box::pin(async move {
+        let mut resp = Response::new(Answer {
+            pieces: VecDeque::new(),
+            trailers: None,
+            wire: false,
+            yielded: false,
+        });
+        // hop-by-hop fields an HTTP/1.1 server could send: never on HTTP/2
+        let h = resp.headers_mut();
+        h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        h.insert(
+            http::header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        if req.extensions().get::<HeaderListTooLarge>().is_some() {
+            *resp.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+            return resp;
+        }
+        let mode = req.uri().path().bytes().last().unwrap_or(0) % 4;
+        if mode == 3 {
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            return resp;
+        }
+        let mut body = req.into_body();
+        let mut got = Vec::new();
+        while let Some(f) = body.frame().await {
+            match f {
+                Ok(f) => {
+                    if let Some(d) = f.data_ref() {
+                        let room = (1usize << 20).saturating_sub(got.len());
+                        got.extend_from_slice(&d[..d.len().min(room)]);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let a = resp.body_mut();
+        match mode {
+            0 => a.pieces.push_back(Bytes::from_static(b"ok")),
+            1 => {
+                for _ in 0..3 {
+                    a.pieces.push_back(Bytes::from(vec![b'x'; 50_000]));
+                }
+            }
+            _ => {
+                a.pieces.push_back(Bytes::from(got));
+                let mut t = HeaderMap::new();
+                t.insert("grpc-status", HeaderValue::from_static("0"));
+                a.trailers = Some(t);
+                a.wire = true;
+            }
+        }
+        resp
+    })
+}
+
+fn settings(pick: u8) -> Settings {
+    let ms = Duration::from_millis;
+    Settings {
+        max_concurrent_streams: [100, 1, 2, 100][usize::from(pick & 3)],
+        max_header_list_size: if pick & 4 != 0 { 256 } else { 16 * 1024 },
+        initial_stream_window_size: if pick & 8 != 0 { 16 } else { 65_535 },
+        initial_connection_window_size: if pick & 16 != 0 { 1 << 20 } else { 65_535 },
+        max_frame_size: 16_384,
+        max_pending_accept_reset_streams: if pick & 32 != 0 { 2 } else { 20 },
+        max_local_error_reset_streams: if pick & 32 != 0 { 2 } else { 20 },
+        keepalive_interval: (pick & 64 != 0).then(|| ms(2)),
+        keepalive_timeout: ms(2),
+        idle_timeout: Some(ms(2)),
+        stall_timeout: ms(5),
+    }
+}
+
+/// What the client's bytes could allow the server at most: the largest frame
+/// size, and the windows (the largest initial stream window; the sums of the
+/// WINDOW_UPDATE increments, per stream and for the connection).
+#[derive(Default)]
+struct Allowed {
+    max_frame: usize,
+    initial: i64,
+    conn: i64,
+    streams: HashMap<u32, i64>,
+}
+
+fn allowed(mut input: &[u8]) -> Allowed {
+    let mut a = Allowed {
+        max_frame: 16_384,
+        initial: 65_535,
+        conn: 65_535,
+        ..Allowed::default()
+    };
+    while input.len() >= 9 {
+        let h = Head::parse(input);
+        let Some(p) = input.get(9..9 + h.len) else {
+            break;
+        };
+        if h.kind == frame::SETTINGS && h.flags & frame::ACK == 0 {
+            for (id, v) in frame::settings_values(p).into_iter().flatten() {
+                match id {
+                    frame::SETTINGS_MAX_FRAME_SIZE => {
+                        a.max_frame = a.max_frame.max(v as usize);
+                    }
+                    frame::SETTINGS_INITIAL_WINDOW_SIZE => a.initial = a.initial.max(i64::from(v)),
+                    _ => {}
+                }
+            }
+        }
+        if h.kind == frame::WINDOW_UPDATE && h.len == 4 {
+            let n = i64::from(u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff);
+            if h.stream == 0 {
+                a.conn += n;
+            } else {
+                *a.streams.entry(h.stream).or_default() += n;
+            }
+        }
+        input = &input[9 + h.len..];
+    }
+    a
+}
+
+/// Checks what the server wrote (whole frames; a last one cut short when the
+/// client went away is not looked at).
+fn check(out: &[u8], client: &[u8]) {
+    let allowed = allowed(client);
+    let mut rest = out;
+    let mut first = true;
+    let mut decoder = Decoder::new(4096);
+    let mut block: Option<(u32, Vec<u8>)> = None;
+    let mut answered: HashMap<u32, bool> = HashMap::new();
+    let mut conn_data = 0i64;
+    let mut data: HashMap<u32, i64> = HashMap::new();
+    while rest.len() >= 9 {
+        let h = Head::parse(rest);
+        let Some(p) = rest.get(9..9 + h.len) else {
+            break;
+        };
+        rest = &rest[9 + h.len..];
+        assert!(h.len <= allowed.max_frame, "a frame of {} bytes", h.len);
+        if first {
+            assert!(
+                h.kind == frame::SETTINGS && h.flags & frame::ACK == 0,
+                "the server's preface is not SETTINGS"
+            );
+            first = false;
+        }
+        // a header block is not interleaved with other frames (RFC 9113 6.10)
+        if let Some((stream, _)) = &block {
+            assert!(
+                h.kind == frame::CONTINUATION && h.stream == *stream,
+                "a header block interrupted"
+            );
+        }
+        match h.kind {
+            frame::SETTINGS => {
+                assert_eq!(h.stream, 0);
+                assert_eq!(h.len % 6, 0);
+                if h.flags & frame::ACK != 0 {
+                    assert_eq!(h.len, 0);
+                }
+            }
+            frame::PING => assert!(h.len == 8 && h.stream == 0),
+            frame::GOAWAY => assert!(h.len >= 8 && h.stream == 0),
+            frame::RST_STREAM => assert!(h.len == 4 && h.stream != 0),
+            frame::WINDOW_UPDATE => {
+                assert_eq!(h.len, 4);
+                let n = u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff;
+                assert!(n > 0, "a WINDOW_UPDATE of 0");
+            }
+            frame::DATA => {
+                assert!(h.stream % 2 == 1, "DATA on stream {}", h.stream);
+                assert_eq!(h.flags & frame::PADDED, 0);
+                conn_data += h.len as i64;
+                *data.entry(h.stream).or_default() += h.len as i64;
+            }
+            frame::HEADERS | frame::CONTINUATION => {
+                assert!(h.stream % 2 == 1, "a header block on stream {}", h.stream);
+                let mut b = match block.take() {
+                    Some((_, b)) => b,
+                    None => {
+                        assert_eq!(h.kind, frame::HEADERS, "CONTINUATION without HEADERS");
+                        assert_eq!(h.flags & (frame::PADDED | frame::PRIORITY_FLAG), 0);
+                        Vec::new()
+                    }
+                };
+                b.extend_from_slice(p);
+                if h.flags & frame::END_HEADERS == 0 {
+                    block = Some((h.stream, b));
+                    continue;
+                }
+                let trailers = answered.insert(h.stream, true).is_some();
+                let mut names: Vec<Vec<u8>> = Vec::new();
+                decoder
+                    .decode(&b, |n, _| names.push(n.bytes.to_vec()))
+                    .expect("a header block the server wrote does not decode");
+                let pseudo = names.iter().filter(|n| n.starts_with(b":")).count();
+                if trailers {
+                    assert_eq!(pseudo, 0, "a pseudo-header in trailers");
+                } else {
+                    assert_eq!(names.first().map(Vec::as_slice), Some(&b":status"[..]));
+                    assert_eq!(pseudo, 1, "pseudo-headers other than :status");
+                }
+                for n in &names {
+                    assert!(
+                        !n.iter().any(u8::is_ascii_uppercase),
+                        "a name with capitals: {:?}",
+                        String::from_utf8_lossy(n)
+                    );
+                    assert!(
+                        !matches!(
+                            n.as_slice(),
+                            b"connection"
+                                | b"transfer-encoding"
+                                | b"keep-alive"
+                                | b"upgrade"
+                                | b"proxy-connection"
+                        ),
+                        "a connection-specific field: {:?}",
+                        String::from_utf8_lossy(n)
+                    );
+                }
+            }
+            frame::PUSH_PROMISE => panic!("PUSH_PROMISE from the server"),
+            _ => {}
+        }
+    }
+    assert!(
+        conn_data <= allowed.conn,
+        "{conn_data} DATA bytes on a connection window of at most {}",
+        allowed.conn
+    );
+    for (id, sent) in data {
+        let window = allowed.initial + allowed.streams.get(&id).copied().unwrap_or(0);
+        assert!(
+            sent <= window,
+            "{sent} DATA bytes on stream {id}, whose window was at most {window}"
+        );
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&pick, input)) = data.split_first() else {
+        return;
+    };
+    let mut client_bytes = Vec::with_capacity(input.len() + frame::PREFACE.len());
+    if pick & 128 == 0 {
+        client_bytes.extend_from_slice(frame::PREFACE);
+    }
+    client_bytes.extend_from_slice(input);
+    let cfg = settings(pick);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let out = rt.block_on(async {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (mut rd, mut wr) = tokio::io::split(client);
+        // how many bytes the client has read; the server's end
+        let seen = Rc::new(Cell::new(0usize));
+        let ended = Rc::new(Cell::new(false));
+        let conn = {
+            let ended = Rc::clone(&ended);
+            async move {
+                let _ = serve(server, &cfg, answer, CancellationToken::new()).await;
+                ended.set(true);
+            }
+        };
+        let read = {
+            let seen = Rc::clone(&seen);
+            async move {
+                let mut out = Vec::new();
+                let mut buf = [0u8; 16 * 1024];
+                loop {
+                    match rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            out.extend_from_slice(&buf[..n]);
+                            seen.set(out.len());
+                        }
+                    }
+                }
+                out
+            }
+        };
+        let write = async {
+            let _ = wr.write_all(&client_bytes).await;
+            // until the server has nothing more to do on what it got: its
+            // output unchanged for many turns (everything here is in memory)
+            let mut still = 0;
+            let mut last = usize::MAX;
+            while still < 32 && !ended.get() {
+                tokio::task::yield_now().await;
+                if seen.get() == last {
+                    still += 1;
+                } else {
+                    still = 0;
+                    last = seen.get();
+                }
+            }
+            if pick & 64 != 0 && !ended.get() {
+                // the timers' turn: keep-alive ping, idle and stall timeouts
+                tokio::time::sleep(Duration::from_millis(12)).await;
+            }
+            let _ = wr.shutdown().await;
+        };
+        let all = async { tokio::join!(conn, read, write).1 };
+        tokio::time::timeout(Duration::from_secs(5), all)
+            .await
+            .expect("the connection did not end within 5 s of the client's end")
+    });
+    // (without the preface the server reads no frame)
+    let frames = client_bytes.strip_prefix(frame::PREFACE).unwrap_or(&[]);
+    check(&out, frames);
+});
