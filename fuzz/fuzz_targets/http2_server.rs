@@ -13,7 +13,10 @@
 //! The first byte picks the server's settings (small windows, one stream at
 //! a time, a small header list limit, a keep-alive ping, ...); the rest is
 //! what the client sends after the preface (with bit 7 set, the preface too).
-//! The service reads each request's body and answers by its path's last byte:
+//! The service checks each request is one an HTTP/1.1 server can be sent
+//! (no connection-specific field, `TE: trailers` only, clean values, one
+//! content-length and a body that ends at it, an origin-form target), reads
+//! its body and answers by its path's last byte:
 //! a short body, 150,000 bytes in pieces (past every initial window), the
 //! request's body echoed with trailers and an HTTP/1.1 server's fields, or
 //! at once with no body.
@@ -109,9 +112,14 @@ fn answer(req: Request<RecvBody>) -> Service {
         );
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         if req.extensions().get::<HeaderListTooLarge>().is_some() {
+            assert!(
+                req.headers().is_empty(),
+                "a list over the limit kept fields"
+            );
             *resp.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
             return resp;
         }
+        let length = well_formed(&req);
         let mode = req.uri().path().bytes().last().unwrap_or(0) % 4;
         if mode == 3 {
             *resp.status_mut() = StatusCode::NO_CONTENT;
@@ -119,16 +127,29 @@ fn answer(req: Request<RecvBody>) -> Service {
         }
         let mut body = req.into_body();
         let mut got = Vec::new();
-        while let Some(f) = body.frame().await {
-            match f {
-                Ok(f) => {
+        let mut total = 0u64;
+        let ended = loop {
+            match body.frame().await {
+                None => break true,
+                Some(Ok(f)) => {
                     if let Some(d) = f.data_ref() {
+                        total += d.len() as u64;
                         let room = (1usize << 20).saturating_sub(got.len());
                         got.extend_from_slice(&d[..d.len().min(room)]);
+                    } else if let Some(t) = f.trailers_ref() {
+                        fields_well_formed(t);
                     }
                 }
-                Err(_) => break,
+                Some(Err(_)) => break false,
             }
+        };
+        if let (true, Some(n)) = (ended, length) {
+            // RFC 9113 8.1.1: else malformed (what an HTTP/1.1 server would
+            // take as a request boundary)
+            assert_eq!(
+                total, n,
+                "a body that ended at other than its content-length"
+            );
         }
         let a = resp.body_mut();
         match mode {
@@ -148,6 +169,58 @@ fn answer(req: Request<RecvBody>) -> Service {
         }
         resp
     })
+}
+
+/// What the server may hand its service, which sends it on as HTTP/1.1
+/// (RFC 9113 8.2 and 8.3): no connection-specific field, a `TE` of
+/// `trailers` only, values without edge whitespace or CR, LF or NUL, one
+/// content-length of digits, a path in origin form (or `*` for OPTIONS) but
+/// for CONNECT. The content-length, if any.
+fn well_formed(req: &Request<RecvBody>) -> Option<u64> {
+    fields_well_formed(req.headers());
+    if let Some(te) = req.headers().get(http::header::TE) {
+        assert_eq!(te.as_bytes(), b"trailers", "a TE other than trailers");
+    }
+    let uri = req.uri();
+    if req.method() != http::Method::CONNECT {
+        let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("");
+        assert!(
+            target.starts_with('/') || (target == "*" && req.method() == http::Method::OPTIONS),
+            "a request target {target:?}"
+        );
+    }
+    let mut lengths = req.headers().get_all(http::header::CONTENT_LENGTH).iter();
+    let n = lengths.next().map(|v| {
+        let s = std::str::from_utf8(v.as_bytes()).expect("a content-length of text");
+        assert!(
+            !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()),
+            "a content-length {s:?}"
+        );
+        s.parse::<u64>().expect("a content-length that fits")
+    });
+    assert!(lengths.next().is_none(), "two content-lengths");
+    n
+}
+
+fn fields_well_formed(h: &HeaderMap) {
+    for (name, value) in h {
+        assert!(
+            !matches!(
+                name.as_str(),
+                "connection" | "transfer-encoding" | "keep-alive" | "upgrade" | "proxy-connection"
+            ),
+            "a connection-specific field reached the service: {name}"
+        );
+        let v = value.as_bytes();
+        assert!(
+            !v.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n'),
+            "a value with NUL, CR or LF"
+        );
+        assert!(
+            !matches!(v.first(), Some(b' ' | b'\t')) && !matches!(v.last(), Some(b' ' | b'\t')),
+            "a value with whitespace at an end: {name}"
+        );
+    }
 }
 
 fn settings(pick: u8) -> Settings {

@@ -1880,6 +1880,15 @@ impl Fields {
         }
         let path = match (&self.path, method == Method::CONNECT) {
             (Some(p), false) if p.is_empty() => return Err("an empty :path"),
+            // RFC 9113 8.3.1: the target's path and query (origin form), or
+            // `*` for OPTIONS. Sent on as an HTTP/1.1 request line, any other
+            // target ("admin", "?q") is one the proxy's routes and rules did
+            // not see as the server may read it.
+            (Some(p), false)
+                if !(p.starts_with(b"/") || (p == &b"*"[..] && method == Method::OPTIONS)) =>
+            {
+                return Err("a :path neither in origin form nor * for OPTIONS");
+            }
             (None, false) => return Err("no :path"),
             (p, _) => p.clone(),
         };
@@ -1993,11 +2002,7 @@ mod tests {
         with_head: impl FnOnce(&mut Vec<u8>),
         after: impl FnOnce(&mut Vec<u8>),
     ) -> (tokio::net::TcpStream, oneshot::Receiver<Read>) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = tokio::net::TcpStream::connect(l.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = l.accept().await.unwrap();
+        let (mut client, server) = connected().await;
         let (tx, rx) = oneshot::channel();
         let mut tx = Some(tx);
         let (started_tx, started) = oneshot::channel();
@@ -2050,6 +2055,16 @@ mod tests {
         (client, rx)
     }
 
+    /// A loopback connection: the client's end and the server's.
+    async fn connected() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        (c, server)
+    }
+
     async fn within(rx: oneshot::Receiver<Read>) -> Read {
         tokio::time::timeout(Duration::from_secs(10), rx)
             .await
@@ -2061,16 +2076,21 @@ mod tests {
     fn preface_and_request(method: &str) -> (Vec<u8>, Vec<u8>) {
         let mut out = frame::PREFACE.to_vec();
         frame::settings(&mut out, &[]);
+        (out, request_block(method, "/"))
+    }
+
+    /// The header block of a request for `path`.
+    fn request_block(method: &str, path: &str) -> Vec<u8> {
         let mut block = Vec::new();
         for (n, v) in [
             (":method", method),
             (":scheme", "http"),
             (":authority", "a"),
-            (":path", "/"),
+            (":path", path),
         ] {
             hpack::encode_field(&mut block, n.as_bytes(), v.as_bytes());
         }
-        (out, block)
+        block
     }
 
     /// What `pick` makes of the first frame from the server it takes, within
@@ -2111,11 +2131,7 @@ mod tests {
     /// ENHANCE_YOUR_CALM, having called the service for none of them.
     #[tokio::test]
     async fn a_window_update_before_the_reset_does_not_hide_a_rapid_reset() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = l.accept().await.unwrap();
+        let (mut c, server) = connected().await;
         let called = Arc::new(AtomicUsize::new(0));
         let calls = Arc::clone(&called);
         tokio::spawn(async move {
@@ -2146,11 +2162,7 @@ mod tests {
     /// service's answer (here 431) goes out on its stream.
     #[tokio::test]
     async fn a_header_list_over_the_limit_reaches_the_service_marked() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = l.accept().await.unwrap();
+        let (mut c, server) = connected().await;
         let (tx, mut rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let svc = move |req: Request<RecvBody>| -> Answer {
@@ -2256,6 +2268,81 @@ mod tests {
         );
     }
 
+    /// RFC 9113 8.3.1: `:path` is the target in origin form, or `*` for
+    /// OPTIONS. Any other (found by fuzz/fuzz_targets/http2_server.rs: "?d")
+    /// is a malformed request, reset with PROTOCOL_ERROR and never handed to
+    /// the service, which would send it on as an HTTP/1.1 request line its
+    /// routes and rules did not match as the server reads it.
+    #[tokio::test]
+    async fn a_path_not_in_origin_form_is_malformed() {
+        let (mut c, server) = connected().await;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let svc = move |req: Request<RecvBody>| -> Answer {
+                let _ = tx.send((req.method().clone(), req.uri().to_string()));
+                Box::pin(std::future::ready(Response::new(Full::new(Bytes::new()))))
+            };
+            let _ = serve(server, &settings(), svc, CancellationToken::new()).await;
+        });
+        let (mut out, _) = preface_and_request("GET");
+        let cases = [
+            (1, "GET", "admin/users"),
+            (3, "GET", "?q=1"),
+            (5, "GET", "*"),
+            (7, "OPTIONS", "*x"),
+            (9, "OPTIONS", "*"),
+            (11, "GET", "/a?q=1"),
+        ];
+        for (id, method, path) in cases {
+            frame::headers(&mut out, id, &request_block(method, path), true, 16_384);
+        }
+        c.write_all(&out).await.unwrap();
+        // each stream's first answer: RST_STREAM's code, or HEADERS
+        let mut seen: Vec<(u32, Option<Reason>)> = Vec::new();
+        let mut seen = first_frame(&mut c, |h, p| {
+            match h.kind {
+                frame::RST_STREAM => seen.push((
+                    h.stream,
+                    Some(Reason(u32::from_be_bytes([p[0], p[1], p[2], p[3]]))),
+                )),
+                frame::HEADERS => seen.push((h.stream, None)),
+                _ => {}
+            }
+            (seen.len() == cases.len()).then(|| std::mem::take(&mut seen))
+        })
+        .await;
+        seen.sort_by_key(|s| s.0);
+        let bad = Some(Reason::PROTOCOL_ERROR);
+        assert_eq!(
+            seen,
+            [
+                (1, bad),
+                (3, bad),
+                (5, bad),
+                (7, bad),
+                (9, None),
+                (11, None)
+            ]
+        );
+        let mut served = Vec::new();
+        for _ in 0..2 {
+            let r = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("the service was never called")
+                .unwrap();
+            served.push(r);
+        }
+        served.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(
+            served,
+            [
+                (Method::OPTIONS, "http://a*".to_owned()),
+                (Method::GET, "http://a/a?q=1".to_owned()),
+            ]
+        );
+        assert!(rx.try_recv().is_err(), "a malformed request was served");
+    }
+
     #[tokio::test]
     async fn a_body_ends_for_its_reader_with_the_clients_end_stream() {
         let (_c, rx) = serve_one(
@@ -2337,11 +2424,7 @@ mod tests {
     /// on this thread: the spares counted are the ones it uses.)
     #[tokio::test]
     async fn an_idle_connection_gives_its_buffers_back_at_once() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = l.accept().await.unwrap();
+        let (mut c, server) = connected().await;
         let before = crate::h1::spare_out();
         // an answer goes out when the test adds a permit
         let go = Arc::new(tokio::sync::Semaphore::new(0));
