@@ -257,6 +257,17 @@ fn cases() -> Vec<Case> {
             // RFC 9110 4.2.4: a recipient treats userinfo in a target as an error
             want: Refused(400),
         },
+        // ---- request targets (RFC 9112 3.2): origin form, absolute form, or `*`
+        // for OPTIONS; authority form is CONNECT's
+        Case { name: "asterisk-form target on GET", bytes: b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", want: Refused(400) },
+        Case {
+            name: "asterisk-form target on OPTIONS",
+            bytes: b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+            want: Forwarded(|s| if s.target == "*" { Ok(()) } else { Err(s.target.clone()) }),
+        },
+        Case { name: "a target without a slash", bytes: b"GET admin HTTP/1.1\r\nHost: a\r\n\r\n", want: Refused(400) },
+        Case { name: "a target of a query alone", bytes: b"GET ?q=1 HTTP/1.1\r\nHost: a\r\n\r\n", want: Refused(400) },
+        Case { name: "authority-form target on GET", bytes: b"GET b.example:80 HTTP/1.1\r\nHost: a\r\n\r\n", want: Refused(400) },
         // ---- Content-Length and Transfer-Encoding (RFC 9112 6.1, 6.3)
         Case {
             name: "Content-Length with Transfer-Encoding",
@@ -510,6 +521,8 @@ async fn the_table_against_haproxy_and_nginx() {
         ("HTTP/1.1 without Host", "RFC 9112 3.2 requires 400: rampart and nginx answer it; HAProxy 2.6 passes the request on"),
         ("absolute-form target with userinfo", "RFC 9110 4.2.4: userinfo in a target is treated as an error; rampart and nginx answer 400, HAProxy 2.6 passes the request on"),
         ("absolute-form target with another Host", "RFC 9112 3.2.2: the target's authority replaces Host, which rampart and nginx do; HAProxy 2.6 refuses the mismatch"),
+        ("asterisk-form target on GET", "RFC 9112 3.2.4: `*` is only for a server-wide OPTIONS; rampart and nginx answer 400, HAProxy 2.6 passes `GET *` on"),
+        ("asterisk-form target on OPTIONS", "RFC 9112 3.2.4 defines `OPTIONS *`; rampart and HAProxy pass it on, nginx 1.22 answers 400"),
         ("Content-Length with Transfer-Encoding", "RFC 9112 6.1 allows refusing or processing by Transfer-Encoding then closing; rampart and nginx refuse, HAProxy processes and closes"),
         ("Content-Length with Transfer-Encoding on GET", "as above"),
         ("duplicate Content-Length", "RFC 9112 6.3 allows refusing or using one; rampart and nginx refuse, HAProxy merges them"),

@@ -908,6 +908,20 @@ fn strict_h1<B>(req: &Request<B>) -> Option<Response<ProxyBody>> {
     if lengths > 1 {
         return bad("more than one Content-Length field");
     }
+    // RFC 9112 3.2: origin form, absolute form, or `*` for OPTIONS (authority
+    // form is CONNECT's, refused before). hyper reads a target such as
+    // "admin" or "b.example:80" as an authority alone, which went on as
+    // `GET /` with that Host; `GET *` went on as it came.
+    let uri = req.uri();
+    match (uri.scheme(), uri.authority()) {
+        (Some(_), Some(_)) => {}
+        (None, None) if uri.path().starts_with('/') => {}
+        (None, None) if uri.path() == "*" && req.method() == Method::OPTIONS => {}
+        (None, None) if uri.path() == "*" => {
+            return bad("`*` as the target of a request other than OPTIONS")
+        }
+        _ => return bad("a request target neither in origin nor in absolute form"),
+    }
     None
 }
 
