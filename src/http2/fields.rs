@@ -176,9 +176,15 @@ impl Block {
             return self.bad(why);
         }
         if n == header::CONTENT_LENGTH && !self.trailers {
+            let again = self.content_length.is_some();
             match content_length(val.bytes(), self.content_length) {
                 Ok(n) => self.content_length = Some(n),
                 Err(why) => return self.bad(why),
+            }
+            if again {
+                // the same length twice (RFC 9110 8.6 lets it be taken as
+                // one): kept once, as an HTTP/1.1 server must get it
+                return;
             }
         }
         self.headers.append(n, v);
@@ -225,6 +231,23 @@ mod tests {
             .unwrap()
             .1
             .is_sensitive());
+    }
+
+    /// RFC 9110 8.6: a length repeated with the same value may be taken as
+    /// one, and is kept once (an HTTP/1.1 server gets one Content-Length, as
+    /// rampart's own HTTP/1 side insists on); two values are malformed.
+    #[test]
+    fn a_repeated_content_length_is_kept_once_and_two_lengths_are_malformed() {
+        let cl = hpack::Name::bare(b"content-length");
+        let mut b = Block::new(16_384, false, 0);
+        b.regular(cl, hpack::Value::Scratch(b"5"), |_, _| None);
+        b.regular(cl, hpack::Value::Scratch(b"5"), |_, _| None);
+        assert_eq!(b.malformed, None);
+        assert_eq!(b.content_length, Some(5));
+        let got: Vec<_> = b.headers.get_all(header::CONTENT_LENGTH).iter().collect();
+        assert_eq!(got, [&HeaderValue::from_static("5")]);
+        b.regular(cl, hpack::Value::Scratch(b"6"), |_, _| None);
+        assert_eq!(b.malformed, Some("two content-lengths"));
     }
 
     #[test]
