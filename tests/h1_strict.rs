@@ -252,6 +252,12 @@ fn cases() -> Vec<Case> {
             }),
         },
         Case {
+            name: "absolute-form target with a query and no path",
+            bytes: b"GET http://b.example?q=1 HTTP/1.1\r\nHost: b.example\r\n\r\n",
+            // RFC 9112 3.2.1: an empty path is sent as "/"
+            want: Forwarded(|s| if s.target == "/?q=1" { Ok(()) } else { Err(s.target.clone()) }),
+        },
+        Case {
             name: "absolute-form target with userinfo",
             bytes: b"GET http://user:pw@b.example/p HTTP/1.1\r\nHost: b.example\r\n\r\n",
             // RFC 9110 4.2.4: a recipient treats userinfo in a target as an error
@@ -521,6 +527,7 @@ async fn the_table_against_haproxy_and_nginx() {
         ("HTTP/1.1 without Host", "RFC 9112 3.2 requires 400: rampart and nginx answer it; HAProxy 2.6 passes the request on"),
         ("absolute-form target with userinfo", "RFC 9110 4.2.4: userinfo in a target is treated as an error; rampart and nginx answer 400, HAProxy 2.6 passes the request on"),
         ("absolute-form target with another Host", "RFC 9112 3.2.2: the target's authority replaces Host, which rampart and nginx do; HAProxy 2.6 refuses the mismatch"),
+        ("absolute-form target with a query and no path", "RFC 9112 3.2.1: an empty path is sent as \"/\"; rampart sends \"/?q=1\" and nginx passes it on, HAProxy 2.6 answers 400"),
         ("asterisk-form target on GET", "RFC 9112 3.2.4: `*` is only for a server-wide OPTIONS; rampart and nginx answer 400, HAProxy 2.6 passes `GET *` on"),
         ("asterisk-form target on OPTIONS", "RFC 9112 3.2.4 defines `OPTIONS *`; rampart and HAProxy pass it on, nginx 1.22 answers 400"),
         ("Content-Length with Transfer-Encoding", "RFC 9112 6.1 allows refusing or processing by Transfer-Encoding then closing; rampart and nginx refuse, HAProxy processes and closes"),

@@ -156,11 +156,16 @@ pub(super) fn prepare_request(parts: &mut Parts, upgrade: bool, edits: Option<&R
                 h.insert(header::HOST, v);
             }
         }
-        parts.uri = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .map_or_else(|| Uri::from_static("/"), Uri::from);
+        parts.uri = match parts.uri.path_and_query() {
+            // an absolute-form target with an empty path and a query
+            // (`http://a.example?q=1`): the routes saw the path "/", and the
+            // server gets "/?q=1" (RFC 9112 3.2.1), not "?q=1"
+            Some(pq) if pq.as_str().starts_with('?') => {
+                Uri::try_from(format!("/{}", pq.as_str())).unwrap_or_else(|_| Uri::from_static("/"))
+            }
+            Some(pq) => Uri::from(pq.clone()),
+            None => Uri::from_static("/"),
+        };
     }
     // rules' header edits, before X-Forwarded-* (which stay rampart's)
     if let Some(e) = edits {
