@@ -8,18 +8,21 @@
 //!   connection-specific (the service's answers carry `Connection` and
 //!   `Transfer-Encoding`, which must be left out);
 //! - no more DATA than the client's windows could have allowed, on the
-//!   connection and on each stream.
+//!   connection and on each stream;
+//! - no frame on a stream after the server reset it, only WINDOW_UPDATE and
+//!   RST_STREAM after its END_STREAM, no DATA before HEADERS, no answer on a
+//!   stream the client did not open.
 //!
 //! The first byte picks the server's settings (small windows, one stream at
-//! a time, a small header list limit, a keep-alive ping, ...); the rest is
-//! what the client sends after the preface (with bit 7 set, the preface too).
+//! a time, a small header list limit, a keep-alive ping and timeouts, a
+//! graceful shutdown once the input is in, ...); the rest is what the client
+//! sends after the preface (with bit 7 set, the preface too).
 //! The service checks each request is one an HTTP/1.1 server can be sent
 //! (no connection-specific field, `TE: trailers` only, clean values, one
 //! content-length and a body that ends at it, an origin-form target), reads
-//! its body and answers by its path's last byte:
-//! a short body, 150,000 bytes in pieces (past every initial window), the
-//! request's body echoed with trailers and an HTTP/1.1 server's fields, or
-//! at once with no body.
+//! its body and answers by its path's last byte: a short body, 150,000 bytes
+//! in pieces (past every initial window), the request's body echoed with
+//! trailers and an HTTP/1.1 server's fields, or at once with no body.
 #![no_main]
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -30,7 +33,7 @@ use rampart::http2::frame::{self, Head};
 use rampart::http2::hpack::Decoder;
 use rampart::http2::server::{serve, HeaderListTooLarge, RecvBody, Settings, WireFields};
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -226,6 +229,7 @@ fn fields_well_formed(h: &HeaderMap) {
 fn settings(pick: u8) -> Settings {
     let ms = Duration::from_millis;
     Settings {
+        // (3: 100, and the connection is asked to shut down gracefully)
         max_concurrent_streams: [100, 1, 2, 100][usize::from(pick & 3)],
         max_header_list_size: if pick & 4 != 0 { 256 } else { 16 * 1024 },
         initial_stream_window_size: if pick & 8 != 0 { 16 } else { 65_535 },
@@ -235,29 +239,34 @@ fn settings(pick: u8) -> Settings {
         max_local_error_reset_streams: if pick & 32 != 0 { 2 } else { 20 },
         keepalive_interval: (pick & 64 != 0).then(|| ms(2)),
         keepalive_timeout: ms(2),
-        idle_timeout: Some(ms(2)),
+        // (only with the timers' turn: the rest runs the same every time)
+        idle_timeout: (pick & 64 != 0).then(|| ms(2)),
         stall_timeout: ms(5),
     }
 }
 
 /// What the client's bytes could allow the server at most: the largest frame
-/// size, and the windows (the largest initial stream window; the sums of the
-/// WINDOW_UPDATE increments, per stream and for the connection).
+/// size, and the windows (the largest initial stream window in force after
+/// any of its SETTINGS, the first of which comes before any stream; the sums
+/// of the WINDOW_UPDATE increments, per stream and for the connection); and
+/// the streams it opened.
 #[derive(Default)]
 struct Allowed {
     max_frame: usize,
     initial: i64,
     conn: i64,
     streams: HashMap<u32, i64>,
+    opened: HashSet<u32>,
 }
 
 fn allowed(mut input: &[u8]) -> Allowed {
     let mut a = Allowed {
         max_frame: 16_384,
-        initial: 65_535,
+        initial: i64::MIN,
         conn: 65_535,
         ..Allowed::default()
     };
+    let mut initial = 65_535i64;
     while input.len() >= 9 {
         let h = Head::parse(input);
         let Some(p) = input.get(9..9 + h.len) else {
@@ -269,10 +278,14 @@ fn allowed(mut input: &[u8]) -> Allowed {
                     frame::SETTINGS_MAX_FRAME_SIZE => {
                         a.max_frame = a.max_frame.max(v as usize);
                     }
-                    frame::SETTINGS_INITIAL_WINDOW_SIZE => a.initial = a.initial.max(i64::from(v)),
+                    frame::SETTINGS_INITIAL_WINDOW_SIZE => initial = i64::from(v),
                     _ => {}
                 }
             }
+            a.initial = a.initial.max(initial);
+        }
+        if h.kind == frame::HEADERS {
+            a.opened.insert(h.stream);
         }
         if h.kind == frame::WINDOW_UPDATE && h.len == 4 {
             let n = i64::from(u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff);
@@ -284,6 +297,10 @@ fn allowed(mut input: &[u8]) -> Allowed {
         }
         input = &input[9 + h.len..];
     }
+    if a.initial == i64::MIN {
+        // no SETTINGS: no stream is served
+        a.initial = 65_535;
+    }
     a
 }
 
@@ -293,9 +310,15 @@ fn check(out: &[u8], client: &[u8]) {
     let allowed = allowed(client);
     let mut rest = out;
     let mut first = true;
-    let mut decoder = Decoder::new(4096);
-    let mut block: Option<(u32, Vec<u8>)> = None;
+    // (the server's encoder never adds to the dynamic table: a decoder
+    // without one takes its blocks)
+    let mut decoder = Decoder::new(0);
+    // a header block being received: its stream, END_STREAM, the bytes
+    let mut block: Option<(u32, bool, Vec<u8>)> = None;
     let mut answered: HashMap<u32, bool> = HashMap::new();
+    // streams the server ended: true once it reset them, false once it sent
+    // END_STREAM (then only WINDOW_UPDATE and RST_STREAM may follow)
+    let mut ended: HashMap<u32, bool> = HashMap::new();
     let mut conn_data = 0i64;
     let mut data: HashMap<u32, i64> = HashMap::new();
     while rest.len() >= 9 {
@@ -313,11 +336,31 @@ fn check(out: &[u8], client: &[u8]) {
             first = false;
         }
         // a header block is not interleaved with other frames (RFC 9113 6.10)
-        if let Some((stream, _)) = &block {
+        if let Some((stream, _, _)) = &block {
             assert!(
                 h.kind == frame::CONTINUATION && h.stream == *stream,
                 "a header block interrupted"
             );
+        }
+        if h.stream != 0 {
+            match ended.get(&h.stream) {
+                Some(true) => panic!("a frame on stream {} after its RST_STREAM", h.stream),
+                Some(false) => assert!(
+                    matches!(h.kind, frame::WINDOW_UPDATE | frame::RST_STREAM),
+                    "a frame of type {} on stream {} after its END_STREAM",
+                    h.kind,
+                    h.stream
+                ),
+                None => {}
+            }
+            if matches!(h.kind, frame::HEADERS | frame::DATA | frame::WINDOW_UPDATE) {
+                assert!(
+                    allowed.opened.contains(&h.stream),
+                    "a frame of type {} on stream {}, which the client did not open",
+                    h.kind,
+                    h.stream
+                );
+            }
         }
         match h.kind {
             frame::SETTINGS => {
@@ -329,7 +372,10 @@ fn check(out: &[u8], client: &[u8]) {
             }
             frame::PING => assert!(h.len == 8 && h.stream == 0),
             frame::GOAWAY => assert!(h.len >= 8 && h.stream == 0),
-            frame::RST_STREAM => assert!(h.len == 4 && h.stream != 0),
+            frame::RST_STREAM => {
+                assert!(h.len == 4 && h.stream != 0);
+                ended.insert(h.stream, true);
+            }
             frame::WINDOW_UPDATE => {
                 assert_eq!(h.len, 4);
                 let n = u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff;
@@ -337,24 +383,31 @@ fn check(out: &[u8], client: &[u8]) {
             }
             frame::DATA => {
                 assert!(h.stream % 2 == 1, "DATA on stream {}", h.stream);
+                assert!(answered.contains_key(&h.stream), "DATA before HEADERS");
                 assert_eq!(h.flags & frame::PADDED, 0);
+                if h.flags & frame::END_STREAM != 0 {
+                    ended.insert(h.stream, false);
+                }
                 conn_data += h.len as i64;
                 *data.entry(h.stream).or_default() += h.len as i64;
             }
             frame::HEADERS | frame::CONTINUATION => {
                 assert!(h.stream % 2 == 1, "a header block on stream {}", h.stream);
-                let mut b = match block.take() {
-                    Some((_, b)) => b,
+                let (end, mut b) = match block.take() {
+                    Some((_, end, b)) => (end, b),
                     None => {
                         assert_eq!(h.kind, frame::HEADERS, "CONTINUATION without HEADERS");
                         assert_eq!(h.flags & (frame::PADDED | frame::PRIORITY_FLAG), 0);
-                        Vec::new()
+                        (h.flags & frame::END_STREAM != 0, Vec::new())
                     }
                 };
                 b.extend_from_slice(p);
                 if h.flags & frame::END_HEADERS == 0 {
-                    block = Some((h.stream, b));
+                    block = Some((h.stream, end, b));
                     continue;
+                }
+                if end {
+                    ended.insert(h.stream, false);
                 }
                 let trailers = answered.insert(h.stream, true).is_some();
                 let mut names: Vec<Vec<u8>> = Vec::new();
@@ -426,10 +479,12 @@ fuzz_target!(|data: &[u8]| {
         // how many bytes the client has read; the server's end
         let seen = Rc::new(Cell::new(0usize));
         let ended = Rc::new(Cell::new(false));
+        let graceful = CancellationToken::new();
         let conn = {
             let ended = Rc::clone(&ended);
+            let graceful = graceful.clone();
             async move {
-                let _ = serve(server, &cfg, answer, CancellationToken::new()).await;
+                let _ = serve(server, &cfg, answer, graceful).await;
                 ended.set(true);
             }
         };
@@ -452,6 +507,10 @@ fuzz_target!(|data: &[u8]| {
         };
         let write = async {
             let _ = wr.write_all(&client_bytes).await;
+            if pick & 3 == 3 {
+                // a reload or shutdown: GOAWAY with streams in flight
+                graceful.cancel();
+            }
             // until the server has nothing more to do on what it got: its
             // output unchanged for many turns (everything here is in memory)
             let mut still = 0;

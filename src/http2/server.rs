@@ -818,6 +818,16 @@ where
                 if h.stream == 0 {
                     return Err(Fatal(Reason::PROTOCOL_ERROR, "PRIORITY on stream 0"));
                 }
+                let closed = h.stream % 2 == 1 && h.stream <= self.last_id;
+                if (closed && self.find(h.stream).is_none())
+                    || self.recently_closed(h.stream) == Some(true)
+                {
+                    // a closed stream, or one this side reset already (a bad
+                    // PRIORITY on an idle stream): RFC 9113 5.1 allows no
+                    // frame but PRIORITY on it, so whatever this one holds,
+                    // no second RST_STREAM
+                    return Ok(());
+                }
                 if h.len != 5 {
                     self.reset(h.stream, Reason::FRAME_SIZE_ERROR, true)?;
                     return Ok(());
@@ -1352,7 +1362,7 @@ where
         let too_large = f.block.too_large;
         // what of the request came before the limit, decided before
         // request() takes the fields (a CONNECT's target is its :authority)
-        let mark = too_large.then(|| HeaderListTooLarge {
+        let mut mark = too_large.then(|| HeaderListTooLarge {
             method_known: f.method.is_some(),
             target_known: if f.method == Some(Method::CONNECT) {
                 f.authority.is_some()
@@ -1373,6 +1383,10 @@ where
                     why,
                     "HTTP/2 request over the header list limit"
                 );
+                if let Some(m) = mark.as_mut() {
+                    // (the request says `/`: not the client's target)
+                    m.target_known = false;
+                }
                 let mut req = Request::new(());
                 let head = method == Some(Method::HEAD);
                 if let Some(m) = method {
@@ -2228,6 +2242,11 @@ mod tests {
             }
             frame::headers(&mut out, id, &block, true, 16_384);
         }
+        // stream 9: a :path not in origin form, then a field over the limit:
+        // the request says `/`, which is not the client's target
+        let mut block = request_block("GET", "?q=1");
+        hpack::encode_field(&mut block, b"x-big", &[b'b'; 2000]);
+        frame::headers(&mut out, 9, &block, true, 16_384);
         c.write_all(&out).await.unwrap();
         // the answers' heads, in order, through one decoder
         let mut d = hpack::Decoder::new(4096);
@@ -2243,14 +2262,14 @@ mod tests {
                 .unwrap();
                 statuses.push((h.stream, status));
             }
-            (statuses.len() == 4).then(|| std::mem::take(&mut statuses))
+            (statuses.len() == 5).then(|| std::mem::take(&mut statuses))
         })
         .await;
         statuses.sort();
-        let want: Vec<_> = [1, 3, 5, 7].map(|id| (id, b"431".to_vec())).into();
+        let want: Vec<_> = [1, 3, 5, 7, 9].map(|id| (id, b"431".to_vec())).into();
         assert_eq!(statuses, want);
         let mut got = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..5 {
             let r = tokio::time::timeout(Duration::from_secs(10), rx.recv())
                 .await
                 .expect("the service was never called")
@@ -2264,6 +2283,7 @@ mod tests {
                 (Some((true, false)), Method::POST, 0, "/".to_owned()),
                 (Some((false, false)), Method::GET, 0, "/".to_owned()),
                 (Some((true, false)), Method::CONNECT, 0, String::new()),
+                (Some((true, false)), Method::GET, 0, "/".to_owned()),
             ]
         );
     }
@@ -2341,6 +2361,57 @@ mod tests {
             ]
         );
         assert!(rx.try_recv().is_err(), "a malformed request was served");
+    }
+
+    /// RFC 9113 5.1: no frame but PRIORITY on a closed stream, and frames on
+    /// a stream this side reset are ignored. A malformed PRIORITY (here 4
+    /// bytes long, a FRAME_SIZE_ERROR on a live or idle stream) on a stream
+    /// already reset (a malformed request, or an earlier bad PRIORITY on an
+    /// idle stream) or closed gets no second RST_STREAM. Found by
+    /// fuzz/fuzz_targets/http2_server.rs.
+    #[tokio::test]
+    async fn a_bad_priority_on_a_stream_already_reset_or_closed_is_ignored() {
+        let (mut c, server) = connected().await;
+        tokio::spawn(async move {
+            let svc = move |_: Request<RecvBody>| -> Answer {
+                Box::pin(std::future::ready(Response::new(Full::new(Bytes::new()))))
+            };
+            let _ = serve(server, &settings(), svc, CancellationToken::new()).await;
+        });
+        let (mut out, ok) = preface_and_request("GET");
+        // stream 1 malformed (reset), stream 3 served and closed, stream 7 idle
+        frame::headers(&mut out, 1, &request_block("GET", "?q"), true, 16_384);
+        frame::headers(&mut out, 3, &ok, true, 16_384);
+        c.write_all(&out).await.unwrap();
+        let mut out = Vec::new();
+        let bad_priority = |out: &mut Vec<u8>, id| {
+            frame::head(out, 4, frame::PRIORITY, 0, id);
+            out.extend_from_slice(&[0, 0, 0, 0]);
+        };
+        // (after stream 3's answer: it is closed)
+        first_frame(&mut c, |h, _| {
+            (h.kind == frame::HEADERS && h.stream == 3).then_some(())
+        })
+        .await;
+        for id in [1, 3, 7, 7] {
+            bad_priority(&mut out, id);
+        }
+        frame::ping(&mut out, false, b"fencing!");
+        c.write_all(&out).await.unwrap();
+        let mut resets = Vec::new();
+        let mut resets = first_frame(&mut c, |h, p| {
+            if h.kind == frame::RST_STREAM {
+                resets.push((
+                    h.stream,
+                    Reason(u32::from_be_bytes([p[0], p[1], p[2], p[3]])),
+                ));
+            }
+            (h.kind == frame::PING).then(|| std::mem::take(&mut resets))
+        })
+        .await;
+        // stream 1's reset came before stream 3's answer
+        resets.retain(|r| r.0 != 1);
+        assert_eq!(resets, [(7, Reason::FRAME_SIZE_ERROR)]);
     }
 
     #[tokio::test]
