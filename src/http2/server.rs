@@ -331,6 +331,8 @@ fn read_buf() -> BytesMut {
 struct Partial {
     stream: u32,
     end_stream: bool,
+    /// The HEADERS frame's priority made the stream depend on itself.
+    self_dependent: bool,
     block: Vec<u8>,
 }
 
@@ -819,22 +821,35 @@ where
                     return Err(Fatal(Reason::PROTOCOL_ERROR, "PRIORITY on stream 0"));
                 }
                 let closed = h.stream % 2 == 1 && h.stream <= self.last_id;
-                if (closed && self.find(h.stream).is_none())
-                    || self.recently_closed(h.stream) == Some(true)
-                {
-                    // a closed stream, or one this side reset already (a bad
-                    // PRIORITY on an idle stream): RFC 9113 5.1 allows no
-                    // frame but PRIORITY on it, so whatever this one holds,
-                    // no second RST_STREAM
+                if closed && self.find(h.stream).is_none() {
+                    // a closed stream (perhaps one this side reset): RFC
+                    // 9113 5.1 allows no frame but PRIORITY on it, so
+                    // whatever this one holds, no RST_STREAM
                     return Ok(());
                 }
+                // never opened: RFC 9113 6.4 allows no RST_STREAM on an idle
+                // stream (a client may open it later), so a stream error
+                // there ends the connection (5.4.1 allows that)
+                let idle = h.stream > self.last_id || h.stream % 2 == 0;
                 if h.len != 5 {
+                    if idle {
+                        return Err(Fatal(
+                            Reason::FRAME_SIZE_ERROR,
+                            "a PRIORITY frame not 5 bytes long on an idle stream",
+                        ));
+                    }
                     self.reset(h.stream, Reason::FRAME_SIZE_ERROR, true)?;
                     return Ok(());
                 }
                 let dep = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
                     & 0x7fff_ffff;
                 if dep == h.stream {
+                    if idle {
+                        return Err(Fatal(
+                            Reason::PROTOCOL_ERROR,
+                            "a PRIORITY frame making an idle stream depend on itself",
+                        ));
+                    }
                     self.reset(h.stream, Reason::PROTOCOL_ERROR, true)?;
                 }
                 Ok(())
@@ -1239,18 +1254,13 @@ where
             self.partial = Some(Partial {
                 stream: h.stream,
                 end_stream,
+                self_dependent,
                 block: block.to_vec(),
             });
             self.check_partial()?;
             return Ok(());
         }
-        if self_dependent {
-            // the block must still be decoded: the table moves with it
-            self.last_id = self.last_id.max(h.stream);
-            self.decode(block, false)?;
-            return self.reset(h.stream, Reason::PROTOCOL_ERROR, true);
-        }
-        self.header_block(h.stream, block, end_stream)
+        self.header_block(h.stream, block, end_stream, self_dependent)
     }
 
     fn check_partial(&self) -> Result<(), Fatal> {
@@ -1276,7 +1286,7 @@ where
         self.check_partial()?;
         if h.flags & frame::END_HEADERS != 0 {
             if let Some(p) = self.partial.take() {
-                return self.header_block(p.stream, &p.block, p.end_stream);
+                return self.header_block(p.stream, &p.block, p.end_stream, p.self_dependent);
             }
         }
         Ok(())
@@ -1296,7 +1306,17 @@ where
         Ok(f)
     }
 
-    fn header_block(&mut self, id: u32, block: &[u8], end_stream: bool) -> Result<(), Fatal> {
+    /// A whole header block. `self_dependent`: its HEADERS frame made the
+    /// stream depend on itself (RFC 9113 5.3.1: a stream error, unless the
+    /// stream is closed; the block is decoded all the same, the table moves
+    /// with it).
+    fn header_block(
+        &mut self,
+        id: u32,
+        block: &[u8],
+        end_stream: bool,
+        self_dependent: bool,
+    ) -> Result<(), Fatal> {
         if id % 2 == 0 {
             return Err(Fatal(
                 Reason::PROTOCOL_ERROR,
@@ -1321,6 +1341,9 @@ where
                 };
             };
             let f = self.decode(block, true)?;
+            if self_dependent {
+                return self.reset(id, Reason::PROTOCOL_ERROR, true);
+            }
             if !self.streams[i].remote_open {
                 return self.reset(id, Reason::STREAM_CLOSED, true);
             }
@@ -1346,6 +1369,9 @@ where
         }
         self.last_id = id;
         let f = self.decode(block, false)?;
+        if self_dependent {
+            return self.reset(id, Reason::PROTOCOL_ERROR, true);
+        }
         if self.goaway.is_some_and(|last| id > last) {
             // after GOAWAY: not served (the client may send it again elsewhere)
             return Ok(());
@@ -2365,10 +2391,11 @@ mod tests {
 
     /// RFC 9113 5.1: no frame but PRIORITY on a closed stream, and frames on
     /// a stream this side reset are ignored. A malformed PRIORITY (here 4
-    /// bytes long, a FRAME_SIZE_ERROR on a live or idle stream) on a stream
-    /// already reset (a malformed request, or an earlier bad PRIORITY on an
-    /// idle stream) or closed gets no second RST_STREAM. Found by
-    /// fuzz/fuzz_targets/http2_server.rs.
+    /// bytes long, a FRAME_SIZE_ERROR on a live stream) on a stream already
+    /// reset (a malformed request) or closed, or a HEADERS that makes a
+    /// stream this side reset depend on itself, gets no second RST_STREAM.
+    /// On an idle stream it gets none either (6.4): the connection ends with
+    /// GOAWAY FRAME_SIZE_ERROR. Found by fuzz/fuzz_targets/http2_server.rs.
     #[tokio::test]
     async fn a_bad_priority_on_a_stream_already_reset_or_closed_is_ignored() {
         let (mut c, server) = connected().await;
@@ -2393,13 +2420,25 @@ mod tests {
             (h.kind == frame::HEADERS && h.stream == 3).then_some(())
         })
         .await;
-        for id in [1, 3, 7, 7] {
+        for id in [1, 3] {
             bad_priority(&mut out, id);
         }
+        // HEADERS on stream 1 again, depending on itself (a stream error on
+        // a live stream): the stream is one this side reset
+        let block = request_block("GET", "/");
+        frame::head(
+            &mut out,
+            5 + block.len(),
+            frame::HEADERS,
+            frame::END_HEADERS | frame::END_STREAM | frame::PRIORITY_FLAG,
+            1,
+        );
+        out.extend_from_slice(&[0, 0, 0, 1, 16]);
+        out.extend_from_slice(&block);
         frame::ping(&mut out, false, b"fencing!");
         c.write_all(&out).await.unwrap();
         let mut resets = Vec::new();
-        let mut resets = first_frame(&mut c, |h, p| {
+        let resets = first_frame(&mut c, |h, p| {
             if h.kind == frame::RST_STREAM {
                 resets.push((
                     h.stream,
@@ -2409,9 +2448,20 @@ mod tests {
             (h.kind == frame::PING).then(|| std::mem::take(&mut resets))
         })
         .await;
-        // stream 1's reset came before stream 3's answer
-        resets.retain(|r| r.0 != 1);
-        assert_eq!(resets, [(7, Reason::FRAME_SIZE_ERROR)]);
+        // (stream 1's reset came before stream 3's answer)
+        assert_eq!(resets, []);
+        // on an idle stream no RST_STREAM either (RFC 9113 6.4): the
+        // connection ends
+        let mut out = Vec::new();
+        bad_priority(&mut out, 7);
+        c.write_all(&out).await.unwrap();
+        let end = first_frame(&mut c, |h, p| match h.kind {
+            frame::RST_STREAM => Some(Err(h.stream)),
+            frame::GOAWAY => Some(Ok(Reason(u32::from_be_bytes([p[4], p[5], p[6], p[7]])))),
+            _ => None,
+        })
+        .await;
+        assert_eq!(end, Ok(Reason::FRAME_SIZE_ERROR));
     }
 
     #[tokio::test]
