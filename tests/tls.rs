@@ -705,6 +705,79 @@ async fn tcp_listener_routes_tls_by_sni_without_terminating_it() {
     );
 }
 
+/// rustls's ClientHello for `name`, as a client sends it.
+fn client_hello(name: &str) -> Vec<u8> {
+    let cfg = t::client_config(&Pki::new("Hello CA"), &[]);
+    let name = rustls_pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let mut c = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let mut out = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut out).unwrap();
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passthrough_route_reads_the_server_name_as_rustls_does() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = start_echo(free_addr("127.0.0.1")).await;
+    let d = start_echo(free_addr("127.0.0.1")).await;
+    let (admin, edge) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let body = format!(
+        "\n[[listener]]\nname = \"edge\"\nbind = [\"{edge}\"]\nmode = \"tcp\"\npool = \"d\"\n  [[listener.route]]\n  sni = \"db.example.com\"\n  pool = \"a\"\n"
+    ) + &pool("a", "", a)
+        + &pool("d", "", d);
+    let _p = Proxy::start(&config(admin, "", &body), &[edge]).await;
+    let totals = || async {
+        let mut out = Vec::new();
+        for (name, addr) in [("a", a), ("d", d)] {
+            let v = pool_view(admin, name).await;
+            out.push(server_in(&v, addr)["total"].as_u64().unwrap());
+        }
+        out
+    };
+    // sends `hello`: Some(bytes echoed back) where a backend took it, None
+    // where the proxy closed the connection
+    let send = |hello: Vec<u8>| async move {
+        let mut s = tokio::net::TcpStream::connect(edge).await.unwrap();
+        s.write_all(&hello).await.unwrap();
+        let mut got = vec![0u8; hello.len()];
+        let r = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got)).await;
+        match r.expect("neither echoed nor closed within 5 s") {
+            Ok(_) => {
+                assert_eq!(got, hello);
+                true
+            }
+            Err(_) => false,
+        }
+    };
+    assert!(send(client_hello("db.example.com")).await);
+    assert!(send(client_hello("DB.Example.COM.")).await);
+    assert!(send(client_hello("other.example.com")).await);
+    assert_eq!(totals().await, [2, 1]);
+
+    // The same hello with its one name entry rewritten in place into two: one
+    // of an unknown name type, whose length has no defined encoding (RFC 6066
+    // 3), then a host name db.example.com. rustls stops at the unknown entry
+    // and refuses the hello (no host name); rampart used to skip it and route
+    // by the name after it, to a backend that reads no such name.
+    let mut h = client_hello("abcdefghijklmnopq");
+    let at = h
+        .windows(17)
+        .position(|w| w == b"abcdefghijklmnopq")
+        .unwrap();
+    assert_eq!(h[at - 3..at], [0, 0, 17]);
+    let spliced = [&[1u8, 0, 0, 0, 0, 14][..], b"db.example.com"].concat();
+    h.splice(at - 3..at + 17, spliced);
+    assert!(!send(h).await, "routed on a name after an unknown entry");
+    // an IP address as the name (some clients send one): no name, the default
+    let mut h = client_hello("abcdefghi");
+    let at = h.windows(9).position(|w| w == b"abcdefghi").unwrap();
+    h.splice(at..at + 9, b"192.0.2.1".iter().copied());
+    assert!(send(h).await);
+    assert_eq!(totals().await, [2, 2]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_shows_its_client_certificate_to_a_backend_that_requires_one() {
     let pki = Pki::new("mTLS backend CA");

@@ -14,7 +14,8 @@ pub enum Peeked {
     Incomplete,
     /// Not a TLS ClientHello.
     NotTls,
-    /// A ClientHello, and the server name it asks for (lower case), if any.
+    /// A ClientHello, and the server name it asks for (lower case, without a
+    /// trailing dot), if it names a valid DNS name.
     Hello(Option<String>),
 }
 
@@ -70,11 +71,13 @@ pub fn parse(buf: &[u8]) -> Peeked {
             return Peeked::NotTls;
         }
         let len = u16::from_be_bytes([rest[3], rest[4]]) as usize;
-        if len == 0 || len > 16 * 1024 + 256 {
+        // RFC 8446 5.1: a record of plaintext is at most 2^14 bytes
+        if len == 0 || len > 16 * 1024 {
             return Peeked::NotTls;
         }
         if rest.len() < 5 + len {
-            hs.extend_from_slice(&rest[5..]);
+            // only whole records are read, as a TLS stack reads them: a hello
+            // that ends inside a record that has not all come yet waits for it
             break;
         }
         hs.extend_from_slice(&rest[5..5 + len]);
@@ -124,21 +127,45 @@ fn hello_sni(body: &[u8]) -> Option<Option<String>> {
         if kind != 0 {
             continue;
         }
-        let mut list = Reader(Reader(data).vec16()?);
-        while !list.0.is_empty() {
-            let name_type = list.u8()?;
-            let name = list.vec16()?;
-            if name_type == 0 {
-                let name = std::str::from_utf8(name).ok()?;
-                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
-                    return None;
-                }
-                return Some(Some(name.trim_end_matches('.').to_ascii_lowercase()));
-            }
-        }
-        return Some(None);
+        return server_name(Reader(data).vec16()?);
     }
     Some(None)
+}
+
+/// The name in a `server_name` extension's list, read as rustls reads it, so
+/// that a listener that peeks and then terminates TLS with rustls routes by the
+/// name it answers for (tested against rustls by fuzz/fuzz_targets/tls_sni.rs):
+/// - The list names one host name (RFC 6066 3), first.
+/// - An entry of another type ends the list: its length has no defined
+///   encoding, so what follows it cannot be read.
+/// - A host name that is an IP address is no name (some clients send one).
+/// - A host name that is not a valid DNS name is refused, as rustls refuses it.
+///
+/// Some(None): no name to route by. None: malformed.
+fn server_name(list: &[u8]) -> Option<Option<String>> {
+    if list.is_empty() {
+        return None;
+    }
+    let mut list = Reader(list);
+    let mut found = None;
+    while !list.0.is_empty() {
+        if list.u8()? != 0 {
+            break;
+        }
+        let name = list.vec16()?;
+        if name.is_empty() || found.is_some() {
+            return None;
+        }
+        found = Some(match rustls_pki_types::ServerName::try_from(name).ok()? {
+            rustls_pki_types::ServerName::DnsName(d) => {
+                let d: &str = d.as_ref();
+                Some(d.strip_suffix('.').unwrap_or(d).to_ascii_lowercase())
+            }
+            rustls_pki_types::ServerName::IpAddress(_) => None,
+            _ => return None,
+        });
+    }
+    found
 }
 
 /// Why no ClientHello could be read.
@@ -252,5 +279,124 @@ mod tests {
             let junk: Vec<u8> = (0..rng.usize(..600)).map(|_| rng.u8(..)).collect();
             let _ = parse(&junk);
         }
+    }
+
+    /// A minimal ClientHello whose server_name extension holds `list` (the
+    /// entries as they go on the wire), in one record.
+    fn hello_with_names(list: &[u8]) -> Vec<u8> {
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[7; 32]); // random
+        body.push(0); // no session id
+        body.extend_from_slice(&[0, 4, 0x13, 0x01, 0xc0, 0x2f]); // cipher suites
+        body.extend_from_slice(&[1, 0]); // null compression
+        let mut exts = Vec::new();
+        let mut sn = (list.len() as u16).to_be_bytes().to_vec();
+        sn.extend_from_slice(list);
+        for (kind, data) in [
+            (0u16, sn),
+            (0x000d, vec![0, 2, 0x08, 0x04]), // signature_algorithms
+            (0x000a, vec![0, 2, 0x00, 0x1d]), // supported_groups
+        ] {
+            exts.extend_from_slice(&kind.to_be_bytes());
+            exts.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            exts.extend_from_slice(&data);
+        }
+        body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+        body.extend_from_slice(&exts);
+        let mut hs = vec![1];
+        hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        hs.extend_from_slice(&body);
+        let mut rec = vec![0x16, 3, 1];
+        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&hs);
+        rec
+    }
+
+    fn host_name(name: &[u8]) -> Vec<u8> {
+        let mut e = vec![0];
+        e.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        e.extend_from_slice(name);
+        e
+    }
+
+    /// What rustls, which terminates rampart's TLS, reads: Some(name) where it
+    /// accepts the hello, None where it refuses it or wants more.
+    fn rustls_reads(mut buf: &[u8]) -> Option<Option<String>> {
+        let mut acceptor = rustls::server::Acceptor::default();
+        while !buf.is_empty() {
+            acceptor.read_tls(&mut buf).ok()?;
+            if let Some(a) = acceptor.accept().ok()? {
+                return Some(a.client_hello().server_name().map(str::to_ascii_lowercase));
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn the_name_is_the_one_rustls_reads() {
+        let cases: [(&str, Vec<u8>, Peeked); 6] = [
+            (
+                "one host name",
+                host_name(b"A.Example.com."),
+                Peeked::Hello(Some("a.example.com".into())),
+            ),
+            // an entry of an unknown type cannot be skipped: rustls stops there
+            // and finds no host name (rampart used to route by b.example)
+            (
+                "a host name after an entry of another type",
+                [&[1u8, 0, 1, b'x'][..], &host_name(b"b.example")].concat(),
+                Peeked::NotTls,
+            ),
+            // used to be routed by "192.0.2.1"
+            (
+                "an IP address",
+                host_name(b"192.0.2.1"),
+                Peeked::Hello(None),
+            ),
+            // used to be routed as "a", every trailing dot trimmed
+            ("not a DNS name", host_name(b"a.."), Peeked::NotTls),
+            (
+                "a name with a space",
+                host_name(b"a b.example"),
+                Peeked::NotTls,
+            ),
+            (
+                "two host names (RFC 6066 3)",
+                [host_name(b"a.example"), host_name(b"b.example")].concat(),
+                Peeked::NotTls,
+            ),
+        ];
+        for (what, list, want) in cases {
+            let h = hello_with_names(&list);
+            assert_eq!(parse(&h), want, "{what}");
+            match (&want, rustls_reads(&h)) {
+                (Peeked::Hello(ours), Some(theirs)) => {
+                    assert_eq!(
+                        ours,
+                        &theirs.map(|n| n.trim_end_matches('.').to_string()),
+                        "{what}"
+                    )
+                }
+                (Peeked::NotTls, None) => {}
+                (_, theirs) => panic!("{what}: rustls reads {theirs:?}, rampart {want:?}"),
+            }
+        }
+        // an empty list is malformed for both
+        assert_eq!(parse(&hello_with_names(&[])), Peeked::NotTls);
+        assert_eq!(rustls_reads(&hello_with_names(&[])), None);
+    }
+
+    #[test]
+    fn a_hello_is_read_only_from_whole_records() {
+        // the hello ends inside its record, and the record's rest has not come
+        let mut h = hello_with_names(&host_name(b"a.example"));
+        let grown = u16::from_be_bytes([h[3], h[4]]) + 10;
+        h[3..5].copy_from_slice(&grown.to_be_bytes());
+        assert_eq!(parse(&h), Peeked::Incomplete);
+        assert_eq!(rustls_reads(&h), None);
+        h.extend_from_slice(&[0; 10]);
+        assert_eq!(parse(&h), Peeked::Hello(Some("a.example".into())));
+        // a record longer than TLS allows (2^14 bytes)
+        assert_eq!(parse(&[0x16, 3, 1, 0x40, 0x01]), Peeked::NotTls);
     }
 }
