@@ -14,15 +14,18 @@
 //!   stream the client did not open.
 //!
 //! The first byte picks the server's settings (small windows, one stream at
-//! a time, a small header list limit, a keep-alive ping and timeouts, a
-//! graceful shutdown once the input is in, ...); the rest is what the client
-//! sends after the preface (with bit 7 set, the preface too).
+//! a time, a small header list limit, a graceful shutdown once the input is
+//! in, ...; with bit 6, a second byte picks the timers: a keep-alive ping,
+//! the idle timeout, a client that reads nothing until the server has ended);
+//! the rest is what the client sends after the preface (with bit 7 set, the
+//! preface too).
 //! The service checks each request is one an HTTP/1.1 server can be sent
 //! (no connection-specific field, `TE: trailers` only, clean values, one
 //! content-length and a body that ends at it, an origin-form target), reads
 //! its body and answers by its path's last byte: a short body, 150,000 bytes
-//! in pieces (past every initial window), the request's body echoed with
-//! trailers and an HTTP/1.1 server's fields, or at once with no body.
+//! in pieces (past every initial window; on a path of odd length, broken off
+//! after the first), the request's body echoed with trailers and an HTTP/1.1
+//! server's fields, or at once with no body.
 #![no_main]
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -39,22 +42,35 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 /// A response body: pieces, each after a turn of its own (the stream's waker
 /// path), then trailers; `wire` adds an HTTP/1.1 server's fields, as the
-/// proxy's raw answers do.
+/// proxy's raw answers do. With `fail`, an error after the first piece (a
+/// backend that broke off its answer).
 struct Answer {
     pieces: VecDeque<Bytes>,
     trailers: Option<HeaderMap>,
     wire: bool,
     yielded: bool,
+    fail: bool,
+    sent: usize,
+}
+
+/// The error of a body that broke off.
+#[derive(Debug)]
+struct BrokenOff;
+
+impl std::fmt::Display for BrokenOff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the answer broke off")
+    }
 }
 
 impl Body for Answer {
     type Data = Bytes;
-    type Error = std::convert::Infallible;
+    type Error = BrokenOff;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
@@ -66,6 +82,10 @@ impl Body for Answer {
             return Poll::Pending;
         }
         self.yielded = false;
+        if self.fail && self.sent == 1 {
+            return Poll::Ready(Some(Err(BrokenOff)));
+        }
+        self.sent += 1;
         if let Some(p) = self.pieces.pop_front() {
             return Poll::Ready(Some(Ok(Frame::data(p))));
         }
@@ -105,6 +125,8 @@ fn answer(req: Request<RecvBody>) -> Service {
             trailers: None,
             wire: false,
             yielded: false,
+            fail: false,
+            sent: 0,
         });
         // hop-by-hop fields an HTTP/1.1 server could send: never on HTTP/2
         let h = resp.headers_mut();
@@ -124,6 +146,7 @@ fn answer(req: Request<RecvBody>) -> Service {
         }
         let length = well_formed(&req);
         let mode = req.uri().path().bytes().last().unwrap_or(0) % 4;
+        let path_len = req.uri().path().len();
         if mode == 3 {
             *resp.status_mut() = StatusCode::NO_CONTENT;
             return resp;
@@ -161,6 +184,8 @@ fn answer(req: Request<RecvBody>) -> Service {
                 for _ in 0..3 {
                     a.pieces.push_back(Bytes::from(vec![b'x'; 50_000]));
                 }
+                // (and on a path of odd length, broken off after the first)
+                a.fail = path_len % 2 == 1;
             }
             _ => {
                 a.pieces.push_back(Bytes::from(got));
@@ -226,7 +251,7 @@ fn fields_well_formed(h: &HeaderMap) {
     }
 }
 
-fn settings(pick: u8) -> Settings {
+fn settings(pick: u8, timers: u8) -> Settings {
     let ms = Duration::from_millis;
     Settings {
         // (3: 100, and the connection is asked to shut down gracefully)
@@ -237,10 +262,10 @@ fn settings(pick: u8) -> Settings {
         max_frame_size: 16_384,
         max_pending_accept_reset_streams: if pick & 32 != 0 { 2 } else { 20 },
         max_local_error_reset_streams: if pick & 32 != 0 { 2 } else { 20 },
-        keepalive_interval: (pick & 64 != 0).then(|| ms(2)),
+        keepalive_interval: (timers & 1 != 0).then(|| ms(2)),
         keepalive_timeout: ms(2),
         // (only with the timers' turn: the rest runs the same every time)
-        idle_timeout: (pick & 64 != 0).then(|| ms(2)),
+        idle_timeout: (timers & 2 != 0).then(|| ms(2)),
         stall_timeout: ms(5),
     }
 }
@@ -321,6 +346,19 @@ fn check(out: &[u8], client: &[u8]) {
     let mut ended: HashMap<u32, bool> = HashMap::new();
     let mut conn_data = 0i64;
     let mut data: HashMap<u32, i64> = HashMap::new();
+    // the content-length each answer declared
+    let mut declared: HashMap<u32, i64> = HashMap::new();
+    // an answer that ends (END_STREAM, not RST_STREAM) ends whole: a body cut
+    // short must not pass for a whole one (none sent: a HEAD, or a 204)
+    let whole = |stream: u32, data: &HashMap<u32, i64>, declared: &HashMap<u32, i64>| {
+        let sent = data.get(&stream).copied().unwrap_or(0);
+        if let (Some(&n), true) = (declared.get(&stream), sent > 0) {
+            assert_eq!(
+                sent, n,
+                "stream {stream} ended after {sent} of its {n} bytes"
+            );
+        }
+    };
     while rest.len() >= 9 {
         let h = Head::parse(rest);
         let Some(p) = rest.get(9..9 + h.len) else {
@@ -385,11 +423,12 @@ fn check(out: &[u8], client: &[u8]) {
                 assert!(h.stream % 2 == 1, "DATA on stream {}", h.stream);
                 assert!(answered.contains_key(&h.stream), "DATA before HEADERS");
                 assert_eq!(h.flags & frame::PADDED, 0);
-                if h.flags & frame::END_STREAM != 0 {
-                    ended.insert(h.stream, false);
-                }
                 conn_data += h.len as i64;
                 *data.entry(h.stream).or_default() += h.len as i64;
+                if h.flags & frame::END_STREAM != 0 {
+                    ended.insert(h.stream, false);
+                    whole(h.stream, &data, &declared);
+                }
             }
             frame::HEADERS | frame::CONTINUATION => {
                 assert!(h.stream % 2 == 1, "a header block on stream {}", h.stream);
@@ -411,9 +450,23 @@ fn check(out: &[u8], client: &[u8]) {
                 }
                 let trailers = answered.insert(h.stream, true).is_some();
                 let mut names: Vec<Vec<u8>> = Vec::new();
+                let mut length = None;
                 decoder
-                    .decode(&b, |n, _| names.push(n.bytes.to_vec()))
+                    .decode(&b, |n, v| {
+                        if n.bytes == b"content-length" {
+                            length = std::str::from_utf8(v.bytes())
+                                .ok()
+                                .and_then(|s| s.parse::<i64>().ok());
+                        }
+                        names.push(n.bytes.to_vec());
+                    })
                     .expect("a header block the server wrote does not decode");
+                if let (Some(n), false) = (length, trailers) {
+                    declared.insert(h.stream, n);
+                }
+                if end {
+                    whole(h.stream, &data, &declared);
+                }
                 let pseudo = names.iter().filter(|n| n.starts_with(b":")).count();
                 if trailers {
                     assert_eq!(pseudo, 0, "a pseudo-header in trailers");
@@ -459,47 +512,109 @@ fn check(out: &[u8], client: &[u8]) {
     }
 }
 
+/// The server's end of the pipe, watched: the bytes it wrote, and whether its
+/// last write found the pipe full (it waits on the client's reading).
+struct Watched<IO> {
+    io: IO,
+    written: Rc<Cell<usize>>,
+    blocked: Rc<Cell<bool>>,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.blocked.set(r.is_pending());
+        if let Poll::Ready(Ok(n)) = r {
+            self.written.set(self.written.get() + n);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
-    let Some((&pick, input)) = data.split_first() else {
+    let Some((&pick, mut input)) = data.split_first() else {
         return;
     };
+    // with bit 6, the timers' turn: the next byte picks them (bit 0 a
+    // keep-alive ping, bit 1 the idle timeout, bit 2 a client that reads
+    // nothing until the server has ended, through a pipe of 4 KiB, so that
+    // the server's writes back up and the stall timeout must end it; what
+    // the server wrote is read after)
+    let mut timers = 0;
+    if pick & 64 != 0 {
+        let Some((&t, rest)) = input.split_first() else {
+            return;
+        };
+        (timers, input) = (t, rest);
+    }
     let mut client_bytes = Vec::with_capacity(input.len() + frame::PREFACE.len());
     if pick & 128 == 0 {
         client_bytes.extend_from_slice(frame::PREFACE);
     }
     client_bytes.extend_from_slice(input);
-    let cfg = settings(pick);
+    let cfg = settings(pick, timers);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("a runtime");
+    let stalls = timers & 4 != 0;
     let out = rt.block_on(async {
-        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (client, server) = tokio::io::duplex(if stalls { 4096 } else { 64 * 1024 });
+        let written = Rc::new(Cell::new(0usize));
+        let blocked = Rc::new(Cell::new(false));
+        let server = Watched {
+            io: server,
+            written: Rc::clone(&written),
+            blocked: Rc::clone(&blocked),
+        };
         let (mut rd, mut wr) = tokio::io::split(client);
-        // how many bytes the client has read; the server's end
-        let seen = Rc::new(Cell::new(0usize));
+        // the server's end
         let ended = Rc::new(Cell::new(false));
+        let gone = Rc::new(tokio::sync::Notify::new());
         let graceful = CancellationToken::new();
         let conn = {
             let ended = Rc::clone(&ended);
+            let gone = Rc::clone(&gone);
             let graceful = graceful.clone();
             async move {
                 let _ = serve(server, &cfg, answer, graceful).await;
                 ended.set(true);
+                gone.notify_one();
             }
         };
         let read = {
-            let seen = Rc::clone(&seen);
             async move {
+                if stalls {
+                    gone.notified().await;
+                }
                 let mut out = Vec::new();
                 let mut buf = [0u8; 16 * 1024];
                 loop {
                     match rd.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            out.extend_from_slice(&buf[..n]);
-                            seen.set(out.len());
-                        }
+                        Ok(n) => out.extend_from_slice(&buf[..n]),
                     }
                 }
                 out
@@ -517,12 +632,18 @@ fuzz_target!(|data: &[u8]| {
             let mut last = usize::MAX;
             while still < 32 && !ended.get() {
                 tokio::task::yield_now().await;
-                if seen.get() == last {
+                if written.get() == last {
                     still += 1;
                 } else {
                     still = 0;
-                    last = seen.get();
+                    last = written.get();
                 }
+            }
+            // a server whose writes wait on a client that reads nothing, and
+            // keeps its side open: only the stall timeout ends it (else the
+            // 5 s below)
+            while stalls && blocked.get() && !ended.get() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
             if pick & 64 != 0 && !ended.get() {
                 // the timers' turn: keep-alive ping, idle and stall timeouts
@@ -533,7 +654,9 @@ fuzz_target!(|data: &[u8]| {
         let all = async { tokio::join!(conn, read, write).1 };
         tokio::time::timeout(Duration::from_secs(5), all)
             .await
-            .expect("the connection did not end within 5 s of the client's end")
+            .expect(
+            "the connection did not end within 5 s of the client's end or of a write backing up",
+        )
     });
     // (without the preface the server reads no frame)
     let frames = client_bytes.strip_prefix(frame::PREFACE).unwrap_or(&[]);
