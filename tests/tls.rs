@@ -724,7 +724,7 @@ async fn a_passthrough_route_reads_the_server_name_as_rustls_does() {
     let d = start_echo(free_addr("127.0.0.1")).await;
     let (admin, edge) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
     let body = format!(
-        "\n[[listener]]\nname = \"edge\"\nbind = [\"{edge}\"]\nmode = \"tcp\"\npool = \"d\"\n  [[listener.route]]\n  sni = \"db.example.com\"\n  pool = \"a\"\n"
+        "\n[[listener]]\nname = \"edge\"\nbind = [\"{edge}\"]\nmode = \"tcp\"\npool = \"d\"\n  [[listener.route]]\n  sni = \"db.example.com\"\n  pool = \"a\"\n  [[listener.route]]\n  sni = \"192.0.2.1\"\n  pool = \"a\"\n"
     ) + &pool("a", "", a)
         + &pool("d", "", d);
     let _p = Proxy::start(&config(admin, "", &body), &[edge]).await;
@@ -770,12 +770,13 @@ async fn a_passthrough_route_reads_the_server_name_as_rustls_does() {
     let spliced = [&[1u8, 0, 0, 0, 0, 14][..], b"db.example.com"].concat();
     h.splice(at - 3..at + 17, spliced);
     assert!(!send(h).await, "routed on a name after an unknown entry");
-    // an IP address as the name (some clients send one): no name, the default
+    // an IP address as the name (RFC 6066 forbids it, some clients send it):
+    // routed as sent, as HAProxy's req.ssl_sni reads it
     let mut h = client_hello("abcdefghi");
     let at = h.windows(9).position(|w| w == b"abcdefghi").unwrap();
     h.splice(at..at + 9, b"192.0.2.1".iter().copied());
     assert!(send(h).await);
-    assert_eq!(totals().await, [2, 2]);
+    assert_eq!(totals().await, [3, 1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,8 +24,8 @@
 //! content-length and a body that ends at it, an origin-form target), reads
 //! its body and answers by its path's last byte: a short body, 150,000 bytes
 //! in pieces (past every initial window; on a path of odd length, broken off
-//! after the first), the request's body echoed with trailers and an HTTP/1.1
-//! server's fields, or at once with no body.
+//! before the first or after it), the request's body echoed with trailers and
+//! an HTTP/1.1 server's fields, or at once with no body.
 #![no_main]
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -47,14 +47,14 @@ use tokio_util::sync::CancellationToken;
 
 /// A response body: pieces, each after a turn of its own (the stream's waker
 /// path), then trailers; `wire` adds an HTTP/1.1 server's fields, as the
-/// proxy's raw answers do. With `fail`, an error after the first piece (a
-/// backend that broke off its answer).
+/// proxy's raw answers do. With `fail`, an error once `sent` pieces are out
+/// (a backend that broke off its answer).
 struct Answer {
     pieces: VecDeque<Bytes>,
     trailers: Option<HeaderMap>,
     wire: bool,
     yielded: bool,
-    fail: bool,
+    fail: Option<usize>,
     sent: usize,
 }
 
@@ -82,7 +82,7 @@ impl Body for Answer {
             return Poll::Pending;
         }
         self.yielded = false;
-        if self.fail && self.sent == 1 {
+        if self.fail == Some(self.sent) {
             return Poll::Ready(Some(Err(BrokenOff)));
         }
         self.sent += 1;
@@ -125,7 +125,7 @@ fn answer(req: Request<RecvBody>) -> Service {
             trailers: None,
             wire: false,
             yielded: false,
-            fail: false,
+            fail: None,
             sent: 0,
         });
         // hop-by-hop fields an HTTP/1.1 server could send: never on HTTP/2
@@ -184,8 +184,9 @@ fn answer(req: Request<RecvBody>) -> Service {
                 for _ in 0..3 {
                     a.pieces.push_back(Bytes::from(vec![b'x'; 50_000]));
                 }
-                // (and on a path of odd length, broken off after the first)
-                a.fail = path_len % 2 == 1;
+                // (and on a path of odd length, broken off: before any piece
+                // where its length is 1 modulo 4, after the first where 3)
+                a.fail = (path_len % 2 == 1).then_some(path_len % 4 / 2);
             }
             _ => {
                 a.pieces.push_back(Bytes::from(got));
@@ -348,11 +349,12 @@ fn check(out: &[u8], client: &[u8]) {
     let mut data: HashMap<u32, i64> = HashMap::new();
     // the content-length each answer declared
     let mut declared: HashMap<u32, i64> = HashMap::new();
-    // an answer that ends (END_STREAM, not RST_STREAM) ends whole: a body cut
-    // short must not pass for a whole one (none sent: a HEAD, or a 204)
+    // an answer that ends (END_STREAM, not RST_STREAM) after its head ends
+    // whole: a body cut short must not pass for a whole one (an answer whose
+    // head ends the stream, a HEAD's or a 204, is not looked at)
     let whole = |stream: u32, data: &HashMap<u32, i64>, declared: &HashMap<u32, i64>| {
         let sent = data.get(&stream).copied().unwrap_or(0);
-        if let (Some(&n), true) = (declared.get(&stream), sent > 0) {
+        if let Some(&n) = declared.get(&stream) {
             assert_eq!(
                 sent, n,
                 "stream {stream} ended after {sent} of its {n} bytes"
@@ -464,7 +466,7 @@ fn check(out: &[u8], client: &[u8]) {
                 if let (Some(n), false) = (length, trailers) {
                     declared.insert(h.stream, n);
                 }
-                if end {
+                if end && trailers {
                     whole(h.stream, &data, &declared);
                 }
                 let pseudo = names.iter().filter(|n| n.starts_with(b":")).count();

@@ -1,11 +1,20 @@
 //! The server name of a TLS ClientHello, read from peeked bytes without
 //! terminating TLS (SNI passthrough routing, HAProxy's `req.ssl_sni`). The
 //! parser is total: any input gives an answer, never a panic.
+//!
+//! The backend behind a passthrough route reads the same hello with its own
+//! TLS stack, so a hello whose server name stacks could read differently (two
+//! `server_name` extensions, two host names, a host name after an entry of
+//! another type) is refused, not routed by one reading of it. rustls is the
+//! reference: fuzz/fuzz_targets/tls_sni.rs checks that where rustls reads a
+//! hello, this reads the same name, and that it routes by no name in a
+//! `server_name` extension rustls refuses.
 
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-/// The most ClientHello bytes looked at: one full TLS record and its header.
+/// The most ClientHello bytes looked at: one full TLS record and its header
+/// (a hello longer than about 16 KiB is refused).
 pub const MAX_PEEK: usize = 16 * 1024 + 5;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,25 +130,32 @@ fn hello_sni(body: &[u8]) -> Option<Option<String>> {
         return Some(None); // no extensions
     }
     let mut exts = Reader(r.vec16()?);
+    let mut sni = None;
     while !exts.0.is_empty() {
         let kind = exts.u16()?;
         let data = exts.vec16()?;
         if kind != 0 {
             continue;
         }
-        return server_name(Reader(data).vec16()?);
+        // one server_name extension (RFC 8446 4.2), its list and nothing after
+        let mut data = Reader(data);
+        let list = data.vec16()?;
+        if sni.is_some() || !data.0.is_empty() {
+            return None;
+        }
+        sni = Some(server_name(list)?);
     }
-    Some(None)
+    Some(sni.flatten())
 }
 
-/// The name in a `server_name` extension's list, read as rustls reads it, so
-/// that a listener that peeks and then terminates TLS with rustls routes by the
-/// name it answers for (tested against rustls by fuzz/fuzz_targets/tls_sni.rs):
+/// The name in a `server_name` extension's list, read as rustls reads it:
 /// - The list names one host name (RFC 6066 3), first.
 /// - An entry of another type ends the list: its length has no defined
 ///   encoding, so what follows it cannot be read.
-/// - A host name that is an IP address is no name (some clients send one).
-/// - A host name that is not a valid DNS name is refused, as rustls refuses it.
+/// - A host name that is not a valid DNS name or IP address is refused.
+/// - An IP address (RFC 6066 forbids it; some clients send one) is kept as
+///   sent, as HAProxy's `req.ssl_sni` and OpenSSL keep it (rustls reads no
+///   name there).
 ///
 /// Some(None): no name to route by. None: malformed.
 fn server_name(list: &[u8]) -> Option<Option<String>> {
@@ -161,7 +177,9 @@ fn server_name(list: &[u8]) -> Option<Option<String>> {
                 let d: &str = d.as_ref();
                 Some(d.strip_suffix('.').unwrap_or(d).to_ascii_lowercase())
             }
-            rustls_pki_types::ServerName::IpAddress(_) => None,
+            rustls_pki_types::ServerName::IpAddress(_) => {
+                Some(std::str::from_utf8(name).ok()?.to_ascii_lowercase())
+            }
             _ => return None,
         });
     }
@@ -284,22 +302,28 @@ mod tests {
     /// A minimal ClientHello whose server_name extension holds `list` (the
     /// entries as they go on the wire), in one record.
     fn hello_with_names(list: &[u8]) -> Vec<u8> {
+        let mut sn = (list.len() as u16).to_be_bytes().to_vec();
+        sn.extend_from_slice(list);
+        hello_with_exts(&[(0, sn)])
+    }
+
+    /// A minimal ClientHello with the extensions `exts` (type, data) before
+    /// signature_algorithms and supported_groups, in one record.
+    fn hello_with_exts(first: &[(u16, Vec<u8>)]) -> Vec<u8> {
         let mut body = vec![3, 3];
         body.extend_from_slice(&[7; 32]); // random
         body.push(0); // no session id
         body.extend_from_slice(&[0, 4, 0x13, 0x01, 0xc0, 0x2f]); // cipher suites
         body.extend_from_slice(&[1, 0]); // null compression
         let mut exts = Vec::new();
-        let mut sn = (list.len() as u16).to_be_bytes().to_vec();
-        sn.extend_from_slice(list);
-        for (kind, data) in [
-            (0u16, sn),
+        let rest = [
             (0x000d, vec![0, 2, 0x08, 0x04]), // signature_algorithms
             (0x000a, vec![0, 2, 0x00, 0x1d]), // supported_groups
-        ] {
+        ];
+        for (kind, data) in first.iter().chain(&rest) {
             exts.extend_from_slice(&kind.to_be_bytes());
             exts.extend_from_slice(&(data.len() as u16).to_be_bytes());
-            exts.extend_from_slice(&data);
+            exts.extend_from_slice(data);
         }
         body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
         body.extend_from_slice(&exts);
@@ -334,7 +358,7 @@ mod tests {
 
     #[test]
     fn the_name_is_the_one_rustls_reads() {
-        let cases: [(&str, Vec<u8>, Peeked); 6] = [
+        let cases: [(&str, Vec<u8>, Peeked); 5] = [
             (
                 "one host name",
                 host_name(b"A.Example.com."),
@@ -346,12 +370,6 @@ mod tests {
                 "a host name after an entry of another type",
                 [&[1u8, 0, 1, b'x'][..], &host_name(b"b.example")].concat(),
                 Peeked::NotTls,
-            ),
-            // used to be routed by "192.0.2.1"
-            (
-                "an IP address",
-                host_name(b"192.0.2.1"),
-                Peeked::Hello(None),
             ),
             // used to be routed as "a", every trailing dot trimmed
             ("not a DNS name", host_name(b"a.."), Peeked::NotTls),
@@ -384,6 +402,22 @@ mod tests {
         // an empty list is malformed for both
         assert_eq!(parse(&hello_with_names(&[])), Peeked::NotTls);
         assert_eq!(rustls_reads(&hello_with_names(&[])), None);
+        // so are two server_name extensions (rampart used to read the first)
+        // and bytes after the list in one
+        let a = [&[0u8, 12][..], &host_name(b"a.example")].concat();
+        let b = [&[0u8, 12][..], &host_name(b"b.example")].concat();
+        for exts in [
+            vec![(0, a.clone()), (0, b)],
+            vec![(0, [&a[..], b"x"].concat())],
+        ] {
+            let h = hello_with_exts(&exts);
+            assert_eq!(parse(&h), Peeked::NotTls, "{exts:?}");
+            assert_eq!(rustls_reads(&h), None, "{exts:?}");
+        }
+        // an IP address is kept as sent (rustls reads no name there)
+        let h = hello_with_names(&host_name(b"192.0.2.1"));
+        assert_eq!(parse(&h), Peeked::Hello(Some("192.0.2.1".into())));
+        assert_eq!(rustls_reads(&h), Some(None));
     }
 
     #[test]
