@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(n <= body.len());
     }
     // the same bytes in two pieces
-    let cut = if body.is_empty() { 0 } else { split % (body.len() + 1) };
+    let cut = if body.is_empty() {
+        0
+    } else {
+        split % (body.len() + 1)
+    };
     let mut pieces = ChunkedScanner::default();
     let first = pieces.feed(&body[..cut]);
     let in_pieces = match first {

@@ -29,6 +29,9 @@ fuzz_target!(|data: &[u8]| {
         // rampart adds X-Forwarded-* fields: a head at its own size or field
         // limit may be over them once rewritten (the server then decides)
         Err(h1::HeadError::TooLarge) => {}
-        other => panic!("the rewritten head does not parse: {other:?}\n{:?}", String::from_utf8_lossy(&out)),
+        other => panic!(
+            "the rewritten head does not parse: {other:?}\n{:?}",
+            String::from_utf8_lossy(&out)
+        ),
     }
 });

@@ -18,6 +18,9 @@ fuzz_target!(|data: &[u8]| {
     let mut slots2 = h1::header_slots();
     match h1::parse_response(&out, &mut slots2, head_request) {
         Ok(Some(again)) => assert_eq!(again.status, r.status),
-        other => panic!("the rewritten head does not parse: {other:?}\n{:?}", String::from_utf8_lossy(&out)),
+        other => panic!(
+            "the rewritten head does not parse: {other:?}\n{:?}",
+            String::from_utf8_lossy(&out)
+        ),
     }
 });

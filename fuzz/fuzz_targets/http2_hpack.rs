@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
         Some((b, rest)) => (*b as usize, rest),
         None => return,
     };
-    let cut = if blocks.is_empty() { 0 } else { cut % (blocks.len() + 1) };
+    let cut = if blocks.is_empty() {
+        0
+    } else {
+        cut % (blocks.len() + 1)
+    };
     let mut d = Decoder::new(4096);
     for block in [&blocks[..cut], &blocks[cut..]] {
         let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -32,7 +36,9 @@ fuzz_target!(|data: &[u8]| {
         }
         let mut back = Vec::new();
         Decoder::new(4096)
-            .decode(&again, |n, v| back.push((n.bytes.to_vec(), v.bytes().to_vec())))
+            .decode(&again, |n, v| {
+                back.push((n.bytes.to_vec(), v.bytes().to_vec()))
+            })
             .expect("what the encoder wrote decodes");
         assert_eq!(fields, back);
     }
