@@ -1080,9 +1080,16 @@ where
         self.recent.push_back((id, reset));
     }
 
-    /// Whether `id` closed lately, and if so whether this side reset it.
+    /// Whether `id` closed lately, and if so whether this side reset it. The
+    /// latest entry counts: a stream the client reset and this side then reset
+    /// for a frame sent on it after is one this side reset (frames on it are
+    /// ignored from then on, RFC 9113 5.1 and 5.4.2).
     fn recently_closed(&self, id: u32) -> Option<bool> {
-        self.recent.iter().find(|(i, _)| *i == id).map(|(_, r)| *r)
+        self.recent
+            .iter()
+            .rev()
+            .find(|(i, _)| *i == id)
+            .map(|(_, r)| *r)
     }
 
     fn find(&self, id: u32) -> Option<usize> {
@@ -2396,6 +2403,25 @@ mod tests {
     /// stream this side reset depend on itself, gets no second RST_STREAM.
     /// On an idle stream it gets none either (6.4): the connection ends with
     /// GOAWAY FRAME_SIZE_ERROR. Found by fuzz/fuzz_targets/http2_server.rs.
+    /// Sends a PING and collects the RST_STREAM frames the server sends
+    /// before its answer: those for everything sent before it.
+    async fn resets_before_a_ping(c: &mut tokio::net::TcpStream) -> Vec<(u32, Reason)> {
+        let mut out = Vec::new();
+        frame::ping(&mut out, false, b"fencing!");
+        c.write_all(&out).await.unwrap();
+        let mut resets = Vec::new();
+        first_frame(c, |h, p| {
+            if h.kind == frame::RST_STREAM {
+                resets.push((
+                    h.stream,
+                    Reason(u32::from_be_bytes([p[0], p[1], p[2], p[3]])),
+                ));
+            }
+            (h.kind == frame::PING).then(|| std::mem::take(&mut resets))
+        })
+        .await
+    }
+
     #[tokio::test]
     async fn a_bad_priority_on_a_stream_already_reset_or_closed_is_ignored() {
         let (mut c, server) = connected().await;
@@ -2435,19 +2461,8 @@ mod tests {
         );
         out.extend_from_slice(&[0, 0, 0, 1, 16]);
         out.extend_from_slice(&block);
-        frame::ping(&mut out, false, b"fencing!");
         c.write_all(&out).await.unwrap();
-        let mut resets = Vec::new();
-        let resets = first_frame(&mut c, |h, p| {
-            if h.kind == frame::RST_STREAM {
-                resets.push((
-                    h.stream,
-                    Reason(u32::from_be_bytes([p[0], p[1], p[2], p[3]])),
-                ));
-            }
-            (h.kind == frame::PING).then(|| std::mem::take(&mut resets))
-        })
-        .await;
+        let resets = resets_before_a_ping(&mut c).await;
         // (stream 1's reset came before stream 3's answer)
         assert_eq!(resets, []);
         // on an idle stream no RST_STREAM either (RFC 9113 6.4): the
@@ -2462,6 +2477,29 @@ mod tests {
         })
         .await;
         assert_eq!(end, Ok(Reason::FRAME_SIZE_ERROR));
+    }
+
+    #[tokio::test]
+    async fn a_stream_the_client_reset_is_reset_once_for_frames_sent_on_it_after() {
+        let (mut c, server) = connected().await;
+        tokio::spawn(async move {
+            // (an answer that never comes: the client resets the stream first)
+            let svc = move |_: Request<RecvBody>| -> Answer { Box::pin(std::future::pending()) };
+            let _ = serve(server, &settings(), svc, CancellationToken::new()).await;
+        });
+        let (mut out, ok) = preface_and_request("GET");
+        frame::headers(&mut out, 1, &ok, true, 16_384);
+        frame::rst_stream(&mut out, 1, Reason::CANCEL);
+        // found by the http2_server fuzz target: the first frame after the
+        // client's reset gets RST_STREAM STREAM_CLOSED (RFC 9113 5.1), and each
+        // one after that got another, where this side must ignore them (5.4.2)
+        frame::headers(&mut out, 1, &ok, true, 16_384);
+        frame::headers(&mut out, 1, &ok, true, 16_384);
+        frame::head(&mut out, 1, frame::DATA, 0, 1);
+        out.push(b'!');
+        c.write_all(&out).await.unwrap();
+        let resets = resets_before_a_ping(&mut c).await;
+        assert_eq!(resets, [(1, Reason::STREAM_CLOSED)]);
     }
 
     #[tokio::test]
