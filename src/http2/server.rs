@@ -2396,13 +2396,6 @@ mod tests {
         assert!(rx.try_recv().is_err(), "a malformed request was served");
     }
 
-    /// RFC 9113 5.1: no frame but PRIORITY on a closed stream, and frames on
-    /// a stream this side reset are ignored. A malformed PRIORITY (here 4
-    /// bytes long, a FRAME_SIZE_ERROR on a live stream) on a stream already
-    /// reset (a malformed request) or closed, or a HEADERS that makes a
-    /// stream this side reset depend on itself, gets no second RST_STREAM.
-    /// On an idle stream it gets none either (6.4): the connection ends with
-    /// GOAWAY FRAME_SIZE_ERROR. Found by fuzz/fuzz_targets/http2_server.rs.
     /// Sends a PING and collects the RST_STREAM frames the server sends
     /// before its answer: those for everything sent before it.
     async fn resets_before_a_ping(c: &mut tokio::net::TcpStream) -> Vec<(u32, Reason)> {
@@ -2422,6 +2415,13 @@ mod tests {
         .await
     }
 
+    /// RFC 9113 5.1: no frame but PRIORITY on a closed stream, and frames on
+    /// a stream this side reset are ignored. A malformed PRIORITY (here 4
+    /// bytes long, a FRAME_SIZE_ERROR on a live stream) on a stream already
+    /// reset (a malformed request) or closed, or a HEADERS that makes a
+    /// stream this side reset depend on itself, gets no second RST_STREAM.
+    /// On an idle stream it gets none either (6.4): the connection ends with
+    /// GOAWAY FRAME_SIZE_ERROR. Found by fuzz/fuzz_targets/http2_server.rs.
     #[tokio::test]
     async fn a_bad_priority_on_a_stream_already_reset_or_closed_is_ignored() {
         let (mut c, server) = connected().await;

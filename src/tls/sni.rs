@@ -24,7 +24,7 @@ pub enum Peeked {
     /// Not a TLS ClientHello.
     NotTls,
     /// A ClientHello, and the server name it asks for (lower case, without a
-    /// trailing dot), if it names a valid DNS name.
+    /// trailing dot), if it has a `server_name` extension.
     Hello(Option<String>),
 }
 
@@ -145,7 +145,7 @@ fn hello_sni(body: &[u8]) -> Option<Option<String>> {
         }
         sni = Some(server_name(list)?);
     }
-    Some(sni.flatten())
+    Some(sni)
 }
 
 /// The name in a `server_name` extension's list, read as rustls reads it:
@@ -157,8 +157,8 @@ fn hello_sni(body: &[u8]) -> Option<Option<String>> {
 ///   sent, as HAProxy's `req.ssl_sni` and OpenSSL keep it (rustls reads no
 ///   name there).
 ///
-/// Some(None): no name to route by. None: malformed.
-fn server_name(list: &[u8]) -> Option<Option<String>> {
+/// None: malformed.
+fn server_name(list: &[u8]) -> Option<String> {
     if list.is_empty() {
         return None;
     }
@@ -172,16 +172,16 @@ fn server_name(list: &[u8]) -> Option<Option<String>> {
         if name.is_empty() || found.is_some() {
             return None;
         }
-        found = Some(match rustls_pki_types::ServerName::try_from(name).ok()? {
-            rustls_pki_types::ServerName::DnsName(d) => {
-                let d: &str = d.as_ref();
-                Some(d.strip_suffix('.').unwrap_or(d).to_ascii_lowercase())
-            }
-            rustls_pki_types::ServerName::IpAddress(_) => {
-                Some(std::str::from_utf8(name).ok()?.to_ascii_lowercase())
-            }
-            _ => return None,
-        });
+        use rustls_pki_types::ServerName;
+        if !matches!(
+            ServerName::try_from(name).ok()?,
+            ServerName::DnsName(_) | ServerName::IpAddress(_)
+        ) {
+            return None;
+        }
+        // (ASCII, as both kinds are; an IP address has no trailing dot)
+        let name = std::str::from_utf8(name).ok()?;
+        found = Some(name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase());
     }
     found
 }
