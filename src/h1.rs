@@ -588,7 +588,8 @@ pub fn parse_response<'b>(
     // values of Content-Length, and the field of the first
     let mut lengths = 0;
     let mut first_length = None;
-    let mut te: Option<&[u8]> = None;
+    let mut has_te = false;
+    let mut last_coding: Option<&[u8]> = None;
     let mut keepalive = None;
     for (i, h) in headers.iter().enumerate() {
         match special.note(i, field(h.name)) {
@@ -605,7 +606,16 @@ pub fn parse_response<'b>(
                     length = Some(n);
                 }
             }
-            Field::TransferEncoding => te = Some(h.value),
+            // The codings of all its fields are one list (RFC 9110 5.3): the
+            // last field may add none (`Transfer-Encoding:` with no value after
+            // one with `chunked`), and the client, reading the fields passed on
+            // as they came, still finds `chunked` last.
+            Field::TransferEncoding => {
+                has_te = true;
+                if let Some(t) = tokens(h.value).last() {
+                    last_coding = Some(t);
+                }
+            }
             Field::KeepAlive => keepalive = keepalive_hint(h.value),
             _ => {}
         }
@@ -613,10 +623,10 @@ pub fn parse_response<'b>(
     let no_body = head_request || status == 204 || status == 304 || (100..200).contains(&status);
     let framing = if no_body {
         Framing::Empty
-    } else if let Some(te) = te {
+    } else if has_te {
         // The final coding must be chunked for the body to be delimited; an
         // HTTP/1.0 message cannot be chunked at all (RFC 9112 6.1).
-        match tokens(te).last() {
+        match last_coding {
             Some(t) if version == 1 && t.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
             _ => Framing::Close,
         }
@@ -630,14 +640,14 @@ pub fn parse_response<'b>(
         && (version == 1 || conn.keep_alive)
         // Content-Length alongside Transfer-Encoding: the connection must not be
         // reused (RFC 9112 6.1).
-        && !(te.is_some() && length.is_some());
+        && !(has_te && length.is_some());
     Ok(Some(RespHead {
         len,
         status,
         framing,
         reusable,
         keepalive,
-        has_te: te.is_some(),
+        has_te,
         http10: version == 0,
         length_once: first_length.filter(|_| lengths > 1),
         reason: resp.reason.unwrap_or(""),
@@ -864,18 +874,22 @@ impl ChunkedScanner {
                     self.state = expect(b, b'\n', Chunk::Size)?;
                     self.digits = 0;
                 }
+                // A bare LF ends no trailer line here, and is refused: a client
+                // that takes it for a line end (RFC 9112 2.2 allows that) would
+                // end the body at `0\r\n\n` and read what follows as the next
+                // response.
                 Chunk::TrailerStart => {
-                    self.state = if b == b'\r' {
-                        Chunk::EndLf
-                    } else {
-                        Chunk::Trailer
+                    self.state = match b {
+                        b'\r' => Chunk::EndLf,
+                        b'\n' => return Err(ChunkError),
+                        _ => Chunk::Trailer,
                     }
                 }
-                Chunk::Trailer => {
-                    if b == b'\r' {
-                        self.state = Chunk::TrailerLf;
-                    }
-                }
+                Chunk::Trailer => match b {
+                    b'\r' => self.state = Chunk::TrailerLf,
+                    b'\n' => return Err(ChunkError),
+                    _ => {}
+                },
                 Chunk::TrailerLf => self.state = expect(b, b'\n', Chunk::TrailerStart)?,
                 Chunk::EndLf => {
                     self.state = expect(b, b'\n', Chunk::Done)?;
@@ -1269,6 +1283,33 @@ mod tests {
             (f, out.as_str()),
             (Framing::Close, "HTTP/1.1 200 OK\r\n\r\n")
         );
+        // The codings of several fields are one list: an empty last field
+        // does not take `chunked` off its end (found by fuzz/h1_response: the
+        // body was read to the close while the client read it as chunked).
+        for (te, framing) in [
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: \r\n",
+                Framing::Chunked,
+            ),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: ,\r\n",
+                Framing::Chunked,
+            ),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n",
+                Framing::Close,
+            ),
+            (
+                "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+                Framing::Chunked,
+            ),
+            ("Transfer-Encoding: \r\n", Framing::Close),
+        ] {
+            let raw = format!("HTTP/1.1 200 OK\r\n{te}Content-Length: 3\r\n\r\n");
+            let (f, _, out) = resp(&raw, false).unwrap();
+            assert_eq!(f, framing, "{te:?}");
+            assert_eq!(out, format!("HTTP/1.1 200 OK\r\n{te}\r\n"));
+        }
         let mut slots = header_slots();
         let r = parse_response(
             b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n",
@@ -1444,6 +1485,10 @@ mod tests {
             b"ffffffffffffffffff\r\n",
             b"0\r\nX: 1\rY",
             b"0\r\n\rX",
+            // a bare LF in the trailer section: a client that takes it for a
+            // line end ends the body before the rest (found by fuzz/h1_chunks)
+            b"0\r\n\nHTTP/1.1 200 OK\r\n\r\n",
+            b"0\r\nX: 1\n\r\n",
             b"\r\n",
             b";ext\r\n",
             b" 4\r\n",

@@ -110,6 +110,12 @@ async fn serve_script(mut s: TcpStream) {
                 w(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal"),
             ],
             "/hop" => vec![w(b"HTTP/1.1 200 Fine Thanks\r\nconnection: keep-alive, x-hop\r\nkeep-alive: timeout=30\r\nx-hop: 1\r\nx-app: 2\r\ncontent-length: 2\r\n\r\nok")],
+            // two Transfer-Encoding fields whose codings end in chunked: the
+            // second adds none
+            "/te-empty-last" => vec![w(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: \r\n\r\n5\r\nhello\r\n0\r\n\r\n")],
+            // a bare LF ends the trailer section for a lenient client, which
+            // would then take the rest for the next answer
+            "/lf-trailer" => vec![w(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\nHTTP/1.1 200 OK\r\nx-smuggled: 1\r\ncontent-length: 2\r\n\r\n")],
             "/conflicting-length" => vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok")],
             "/garbage" => vec![w(b"HTTP/1.1 2OO OK\r\n\r\n")],
             "/length-list" => vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\nx-app: 1\r\n\r\nhello")],
@@ -382,6 +388,48 @@ async fn broken_responses_are_502_and_out_of_step_connections_are_not_reused() {
             .lines()
             .any(|l| l.contains("/cut") && l.contains("server_abort"))
     })
+    .await;
+}
+
+/// A chunked answer is read where any client reads it, so that a client never
+/// takes part of one answer for the next: the codings of several
+/// Transfer-Encoding fields are one list (an empty last field leaves
+/// `chunked` last), and a bare LF in the trailer section, where a lenient
+/// client ends the body, is refused (both found by fuzz/h1_response and
+/// fuzz/h1_chunks).
+#[tokio::test]
+async fn a_chunked_answer_ends_where_the_client_ends_it() {
+    let (p, listen, _) = start("").await;
+    let all = send_raw(
+        listen,
+        b"GET /te-empty-last HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "both answers, then the close",
+    )
+    .await;
+    let all = String::from_utf8_lossy(&all);
+    assert!(
+        all.starts_with("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: \r\n\r\n5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n"),
+        "{all}"
+    );
+    assert!(all.ends_with("\r\n\r\nok"), "{all}");
+
+    let all = send_raw(
+        listen,
+        b"GET /lf-trailer HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "the proxy closes",
+    )
+    .await;
+    let all = String::from_utf8_lossy(&all);
+    assert!(!all.contains("x-smuggled"), "{all}");
+    wait_for(
+        Duration::from_secs(5),
+        "access log line of /lf-trailer",
+        || {
+            p.stdout()
+                .lines()
+                .any(|l| l.contains("/lf-trailer") && l.contains("server_abort"))
+        },
+    )
     .await;
 }
 

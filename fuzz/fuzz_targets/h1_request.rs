@@ -1,6 +1,7 @@
 //! The fast path's request head parser, and what it writes to the backend: any
 //! head it takes, rewritten, must parse again as one complete head with the
-//! same method and target (the backend sees exactly one request).
+//! same method, target, Host and body length (the backend sees exactly one
+//! request, and its body where rampart sent it).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use rampart::h1;
@@ -25,6 +26,9 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(again.method, r.method);
             assert_eq!(again.target, r.target);
             assert_eq!(again.host, r.host);
+            // the body ends where rampart read it to end
+            assert_eq!(again.fallback, None, "{:?}", String::from_utf8_lossy(&out));
+            assert_eq!(again.body, r.body);
         }
         // rampart adds X-Forwarded-* fields: a head at its own size or field
         // limit may be over them once rewritten (the server then decides)
