@@ -19,9 +19,9 @@ fn elements<'a>(headers: &'a [httparse::Header<'a>], name: &'a str) -> Vec<&'a [
         .collect()
 }
 
-/// Where a client finds the body of this head (RFC 9112 6.3), written by
-/// rampart, so always HTTP/1.1: `Err` for a head it must refuse.
-/// With the status it reads.
+/// The status a client reads in this head, written by rampart (so always
+/// HTTP/1.1), and where it finds the body (RFC 9112 6.3); `Err` for a head
+/// it must refuse.
 fn client_framing(head: &[u8], head_request: bool) -> Result<(u16, Framing), String> {
     let mut fields = [httparse::EMPTY_HEADER; 256];
     let mut r = httparse::Response::new(&mut fields);
@@ -33,6 +33,7 @@ fn client_framing(head: &[u8], head_request: bool) -> Result<(u16, Framing), Str
     Ok((status, framing(status, r.headers, head_request)?))
 }
 
+/// The framing of RFC 9112 6.3, every field's codings and lengths read as one list.
 fn framing(
     status: u16,
     headers: &[httparse::Header<'_>],
