@@ -25,6 +25,8 @@ static HUNG: AtomicUsize = AtomicUsize::new(0);
 static RELEASE: Notify = Notify::const_new();
 /// A permit lets /stream send its body.
 static STREAM_GO: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+/// A permit lets /lf-trailer-late send the rest of its body.
+static LATE_GO: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
 
 /// A backend that answers by path with hand-written responses, on keep-alive
 /// connections. Counts the connections it accepted.
@@ -116,6 +118,17 @@ async fn serve_script(mut s: TcpStream) {
             // a bare LF ends the trailer section for a lenient client, which
             // would then take the rest for the next answer
             "/lf-trailer" => vec![w(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\nHTTP/1.1 200 OK\r\nx-smuggled: 1\r\ncontent-length: 2\r\n\r\n")],
+            // the same, the broken end sent once the test has seen the
+            // first chunk: the head has gone to the client by then
+            "/lf-trailer-late" => {
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+                    .await;
+                if let Ok(p) = LATE_GO.acquire().await {
+                    p.forget();
+                }
+                vec![w(b"0\r\n\nHTTP/1.1 200 OK\r\nx-smuggled: 1\r\ncontent-length: 2\r\n\r\n")]
+            }
             "/conflicting-length" => vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok")],
             "/garbage" => vec![w(b"HTTP/1.1 2OO OK\r\n\r\n")],
             "/length-list" => vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\nx-app: 1\r\n\r\nhello")],
@@ -355,7 +368,10 @@ async fn broken_responses_are_502_and_out_of_step_connections_are_not_reused() {
     for path in ["/conflicting-length", "/garbage"] {
         let (st, body) = get(&c, &format!("http://{listen}{path}")).await;
         assert_eq!(st, StatusCode::BAD_GATEWAY, "{path}: {body}");
-        assert!(body.contains("pool \"api\""), "{body}");
+        assert!(
+            body.contains("pool \"api\": the server sent an invalid response"),
+            "{body}"
+        );
     }
     // Bytes after the end of the body: the client gets the body, the connection
     // is closed, and the next request goes on a new one (which is then reused).
@@ -413,21 +429,60 @@ async fn a_chunked_answer_ends_where_the_client_ends_it() {
     );
     assert!(all.ends_with("\r\n\r\nok"), "{all}");
 
+    // Broken in the bytes that came with the head: nothing has gone to the
+    // client yet, which gets a 502 (HAProxy's answer to an invalid response
+    // it has not begun to forward), and its connection goes on.
     let all = send_raw(
         listen,
         b"GET /lf-trailer HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        "the proxy closes",
+        "a 502, the second answer, then the close",
     )
     .await;
     let all = String::from_utf8_lossy(&all);
+    assert!(all.starts_with("HTTP/1.1 502 "), "{all}");
+    assert!(all.contains("invalid response"), "{all}");
     assert!(!all.contains("x-smuggled"), "{all}");
+    assert!(all.ends_with("\r\n\r\nok"), "{all}");
+    // the same to an HTTP/2 client, whose answer is built from the server's
+    let c = h2c_client();
+    let req = Request::get(format!("http://{listen}/lf-trailer"))
+        .body(empty())
+        .unwrap();
+    let (resp, body) = send(&c, req).await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::BAD_GATEWAY,
+        "h2c: {}",
+        String::from_utf8_lossy(&body)
+    );
+
+    // Broken after the head and the first chunk went out: the answer is
+    // broken off (the connection closed) and logged server_abort.
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.write_all(
+        b"GET /lf-trailer-late HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let got = read_until(&mut s, b"5\r\nhello\r\n", "the head and the first chunk").await;
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    LATE_GO.add_permits(1);
+    let rest = read_to_close(&mut s, "the proxy closes").await;
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(!rest.contains("x-smuggled"), "{rest}");
+    assert!(!rest.contains("HTTP/1.1"), "no second answer: {rest}");
     wait_for(
         Duration::from_secs(5),
-        "access log line of /lf-trailer",
+        "access log lines of /lf-trailer and /lf-trailer-late",
         || {
-            p.stdout()
-                .lines()
-                .any(|l| l.contains("/lf-trailer") && l.contains("server_abort"))
+            let out = p.stdout();
+            let logged = |path: &str, status: u16| {
+                let (path, status) = (format!("path=\"{path}\""), format!("status={status} "));
+                out.lines().any(|l| {
+                    l.contains(&path) && l.contains(&status) && l.contains("end=server_abort")
+                })
+            };
+            logged("/lf-trailer", 502) && logged("/lf-trailer-late", 200)
         },
     )
     .await;

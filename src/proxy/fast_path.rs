@@ -609,6 +609,11 @@ struct RespStart {
     close_client: bool,
     /// The head as the client gets it.
     head: PooledBuf,
+    /// The body's framing, having taken the bytes read with the head.
+    body: BodyProgress,
+    /// Of those bytes, how many belong to the body, and whether it is
+    /// complete after them (`BodyProgress::feed`).
+    first: (usize, bool),
 }
 
 fn read_response_start(
@@ -623,6 +628,11 @@ fn read_response_start(
     match h1::parse_response(buf, &mut slots, head_request) {
         Ok(Some(r)) if r.status == 101 => Err(UpstreamError::Unexpected101 { addr }),
         Ok(Some(r)) => {
+            // A body whose framing is broken in the bytes read with its head
+            // is refused before anything reaches the client, as an invalid
+            // head is: the client gets a 502 (or a retry), not a cut answer.
+            let mut body = BodyProgress::new(r.framing);
+            let first = body.feed(&buf[r.len..]).map_err(|e| bad(e.to_string()))?;
             let close_client = close || r.framing == Framing::Close;
             let mut head = PooledBuf::take();
             r.write_client(close_client, edits, &mut head);
@@ -634,6 +644,8 @@ fn read_response_start(
                 keepalive: r.keepalive,
                 close_client,
                 head,
+                body,
+                first,
             })
         }
         Ok(None) => Err(bad("incomplete response head".into())),
@@ -705,7 +717,8 @@ async fn proxy<S: ClientIo>(
             r = upstream::send_raw(&pool, server, [&wire, &[]], replayable) => r,
             () = client_gone(&mut *client) => return false,
         };
-        // An invalid response head counts (and is retried) as a reset would be.
+        // An invalid response head (or a body broken in the bytes read with
+        // it) counts, and is retried, as a reset would be.
         let exchange = sent.and_then(|ex| {
             let resp = read_response_start(&ex.buf, server.addr, head, closing(), edits.as_ref())?;
             Ok((ex, resp))
@@ -765,7 +778,8 @@ async fn forward<S: ClientIo>(
     } = ex;
     let pool = guard.pool();
     let server = guard.server();
-    let mut body = BodyProgress::new(resp.framing);
+    let mut body = resp.body;
+    let mut first = Some(resp.first);
     let mut head = Some(resp.head);
     let mut from = resp.len;
     let mut sent: u64 = 0;
@@ -777,7 +791,11 @@ async fn forward<S: ClientIo>(
     let mut splice_ok = pool.splice;
     let end = loop {
         let data = &rbuf[from..];
-        let (n, complete) = match body.feed(data) {
+        let fed = match first.take() {
+            Some(f) => Ok(f),
+            None => body.feed(data),
+        };
+        let (n, complete) = match fed {
             Ok(r) => r,
             Err(_) => break End::ServerAbort,
         };

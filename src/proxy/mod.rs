@@ -105,6 +105,9 @@ impl ProxyError {
                 "the server did not respond in time"
             }
             ProxyError::Upstream(e) if e.is_connect() => "cannot connect to a server",
+            ProxyError::Upstream(
+                UpstreamError::BadResponse { .. } | UpstreamError::Unexpected101 { .. },
+            ) => "the server sent an invalid response",
             ProxyError::Upstream(_) => "the server closed the connection",
             ProxyError::UpgradeToH2Pool => {
                 "its servers speak HTTP/2, to which protocol upgrades (WebSocket) are not relayed"

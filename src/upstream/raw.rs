@@ -263,6 +263,17 @@ pub(super) fn into_response(
     }
     let keepalive = pool.keepalive_for(r.keepalive);
     let (from, framing, reusable) = (r.len, r.framing, r.reusable);
+    // A chunked body broken in the bytes read with its head is refused here,
+    // before the head goes to the client, as an invalid head is: the client
+    // gets a 502 (or a retry), not a head and a reset. (Scanned once more as
+    // it is polled: only the bytes read with the head, of chunked answers.)
+    if let (h1::Framing::Chunked, Some(first)) = (framing, buf.get(from..)) {
+        if !first.is_empty() {
+            h1::ChunkedScanner::default()
+                .feed(first)
+                .map_err(|e| bad(e.to_string()))?;
+        }
+    }
     // (boxed where it is made: a response is moved several times)
     let mut body = Box::new(RawBody {
         stream: Some(ex.stream),
