@@ -511,6 +511,22 @@ pub fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
+/// How many bytes at the start of `buf` are whole empty lines (CRLF, or a
+/// bare LF). A client skips them before a status line (httparse does, as
+/// HAProxy's parser does), so they are taken off before a head is looked at:
+/// an interim answer behind them is then seen as one, not read as the final
+/// answer, and they are never taken for a head's end.
+pub fn empty_lines(buf: &[u8]) -> usize {
+    let mut i = 0;
+    loop {
+        match buf.get(i..) {
+            Some([b'\r', b'\n', ..]) => i += 2,
+            Some([b'\n', ..]) => i += 1,
+            _ => return i,
+        }
+    }
+}
+
 /// Is this head an interim response (1xx other than 101 Switching Protocols)?
 pub fn is_interim(head: &[u8]) -> bool {
     head.len() > 12 && head.starts_with(b"HTTP/1.") && head[9] == b'1' && &head[9..12] != b"101"
@@ -559,6 +575,10 @@ pub enum RespError {
     TooLarge,
     #[error("invalid or conflicting Content-Length")]
     BadLength,
+    /// Interim answers are skipped before the final head is parsed
+    /// (`is_interim`): one here is out of place.
+    #[error("an interim (1xx) answer where the final answer belongs")]
+    Interim,
 }
 
 /// Parses a response head at the start of `buf`, given whether the request was
@@ -581,6 +601,9 @@ pub fn parse_response<'b>(
     let (Some(version), Some(status)) = (resp.version, resp.code) else {
         return Err(RespError::Invalid(httparse::Error::Status));
     };
+    if (100..200).contains(&status) && status != 101 {
+        return Err(RespError::Interim);
+    }
     let headers: &'b [httparse::Header<'b>] = resp.headers;
     let mut conn = ConnectionTokens::default();
     let mut special = Special::default();
@@ -1426,6 +1449,29 @@ mod tests {
         assert!(is_interim(b"HTTP/1.1 103 Early Hints\r\n\r\n"));
         assert!(!is_interim(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"));
         assert!(!is_interim(b"HTTP/1.1 200 OK\r\n\r\n"));
+        assert_eq!(empty_lines(b"HTTP/1.1 200 OK\r\n"), 0);
+        assert_eq!(empty_lines(b"\r\n\nHTTP/1.1 103 Early Hints\r\n"), 3);
+        assert_eq!(empty_lines(b"\r\n\r"), 2, "a lone CR waits for its LF");
+        assert_eq!(empty_lines(b"\r\rHTTP"), 0);
+        assert_eq!(empty_lines(b""), 0);
+        // one that got past the skipping is refused, not read as final
+        for head in [
+            &b"HTTP/1.1 103 Early Hints\r\n\r\n"[..],
+            b"HTTP/1.1 100\r\n\r\n",
+        ] {
+            let mut slots = header_slots();
+            assert!(matches!(
+                parse_response(head, &mut slots, false),
+                Err(RespError::Interim)
+            ));
+        }
+        let mut slots = header_slots();
+        let r = parse_response(
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            &mut slots,
+            false,
+        );
+        assert_eq!(r.map(|r| r.map(|r| r.status)).ok(), Some(Some(101)));
     }
 
     #[test]

@@ -112,6 +112,16 @@ async fn serve_script(mut s: TcpStream) {
                 w(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal"),
             ],
             "/hop" => vec![w(b"HTTP/1.1 200 Fine Thanks\r\nconnection: keep-alive, x-hop\r\nkeep-alive: timeout=30\r\nx-hop: 1\r\nx-app: 2\r\ncontent-length: 2\r\n\r\nok")],
+            // an interim answer behind an empty line, which a client skips
+            // before a status line: still an interim answer
+            "/blank-early-hints" => vec![w(b"\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal")],
+            // empty lines, and the head a moment later (the pause is the
+            // scenario: they are read apart)
+            "/blank-first" => {
+                let _ = s.write_all(b"\r\n\r\n").await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nlater")]
+            }
             // two Transfer-Encoding fields whose codings end in chunked: the
             // second adds none
             "/te-empty-last" => vec![w(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: \r\n\r\n5\r\nhello\r\n0\r\n\r\n")],
@@ -486,6 +496,47 @@ async fn a_chunked_answer_ends_where_the_client_ends_it() {
         },
     )
     .await;
+}
+
+/// Empty lines before a status line are skipped, as a client skips them: an
+/// interim answer behind one is not taken for the final answer (the client
+/// would wait on for its final answer and take the next request's for it),
+/// and empty lines alone are not a head. On each path: the fast path, hyper's
+/// (a request with a body) and h2c.
+#[tokio::test]
+async fn empty_lines_before_a_status_line_are_skipped() {
+    let (_p, listen, _) = start("").await;
+    for (path, body) in [("/blank-early-hints", "final"), ("/blank-first", "later")] {
+        for (how, first) in [
+            (
+                "fast path",
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"),
+            ),
+            (
+                "hyper's path",
+                format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx"),
+            ),
+        ] {
+            let req = format!("{first}GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let all = send_raw(listen, req.as_bytes(), "both answers, then the close").await;
+            let all = String::from_utf8_lossy(&all);
+            let statuses: Vec<&str> = all
+                .match_indices("HTTP/1.1 ")
+                .map(|(i, _)| &all[i + 9..i + 12])
+                .collect();
+            assert_eq!(statuses, ["200", "200"], "{path} {how}: {all}");
+            let (_, rest) = all.split_once("\r\n\r\n").unwrap();
+            assert!(rest.starts_with(body), "{path} {how}: {all}");
+            assert!(all.ends_with("\r\n\r\nok"), "{path} {how}: {all}");
+        }
+        let c = h2c_client();
+        let req = Request::get(format!("http://{listen}{path}"))
+            .body(empty())
+            .unwrap();
+        let (resp, got) = send(&c, req).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path} h2c");
+        assert_eq!(&got[..], body.as_bytes(), "{path} h2c");
+    }
 }
 
 /// A large answer on a connection that closes after it (its last bytes go

@@ -157,7 +157,15 @@ async fn read_response_head(
             });
         }
         answered = true;
-        while let Some(end) = h1::head_end(buf, scanned) {
+        loop {
+            let blank = h1::empty_lines(buf);
+            if blank > 0 {
+                buf.drain(..blank);
+                scanned = 0;
+            }
+            let Some(end) = h1::head_end(buf, scanned) else {
+                break;
+            };
             if !h1::is_interim(&buf[..end]) {
                 return Ok(());
             }
