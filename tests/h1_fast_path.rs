@@ -115,6 +115,13 @@ async fn serve_script(mut s: TcpStream) {
             // an interim answer behind an empty line, which a client skips
             // before a status line: still an interim answer
             "/blank-early-hints" => vec![w(b"\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal")],
+            // interim answers enough to fill reads, each after an empty
+            // line, then the final answer
+            "/many-interim" => {
+                let mut v = b"\r\nHTTP/1.1 100 Continue\r\n\r\n".repeat(2000);
+                v.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nafter");
+                vec![v]
+            }
             // empty lines, and the head a moment later (the pause is the
             // scenario: they are read apart)
             "/blank-first" => {
@@ -501,12 +508,17 @@ async fn a_chunked_answer_ends_where_the_client_ends_it() {
 /// Empty lines before a status line are skipped, as a client skips them: an
 /// interim answer behind one is not taken for the final answer (the client
 /// would wait on for its final answer and take the next request's for it),
-/// and empty lines alone are not a head. On each path: the fast path, hyper's
-/// (a request with a body) and h2c.
+/// and empty lines alone are not a head; 2,000 interim answers in a row (56
+/// KiB, over several reads) are all skipped. On each path: the fast path,
+/// hyper's (a request with a body) and h2c.
 #[tokio::test]
 async fn empty_lines_before_a_status_line_are_skipped() {
     let (_p, listen, _) = start("").await;
-    for (path, body) in [("/blank-early-hints", "final"), ("/blank-first", "later")] {
+    for (path, body) in [
+        ("/blank-early-hints", "final"),
+        ("/blank-first", "later"),
+        ("/many-interim", "after"),
+    ] {
         for (how, first) in [
             (
                 "fast path",

@@ -157,21 +157,26 @@ async fn read_response_head(
             });
         }
         answered = true;
+        // bytes taken off the front (empty lines, interim answers): let go of
+        // in one drain, however many a read brought
+        let mut skip = 0;
         loop {
-            let blank = h1::empty_lines(buf);
+            let blank = h1::empty_lines(&buf[skip..]);
             if blank > 0 {
-                buf.drain(..blank);
+                skip += blank;
                 scanned = 0;
             }
-            let Some(end) = h1::head_end(buf, scanned) else {
+            let Some(end) = h1::head_end(&buf[skip..], scanned) else {
                 break;
             };
-            if !h1::is_interim(&buf[..end]) {
+            if !h1::is_interim(&buf[skip..skip + end]) {
+                buf.drain(..skip);
                 return Ok(());
             }
-            buf.drain(..end);
+            skip += end;
             scanned = 0;
         }
+        buf.drain(..skip);
         scanned = buf.len().saturating_sub(3);
     }
 }
