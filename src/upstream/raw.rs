@@ -170,13 +170,17 @@ async fn read_response_head(
                 break;
             };
             if !h1::is_interim(&buf[skip..skip + end]) {
-                buf.drain(..skip);
+                if skip > 0 {
+                    buf.drain(..skip);
+                }
                 return Ok(());
             }
             skip += end;
             scanned = 0;
         }
-        buf.drain(..skip);
+        if skip > 0 {
+            buf.drain(..skip);
+        }
         scanned = buf.len().saturating_sub(3);
     }
 }
