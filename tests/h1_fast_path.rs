@@ -28,6 +28,13 @@ static STREAM_GO: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
 /// A permit lets /lf-trailer-late send the rest of its body.
 static LATE_GO: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
 
+/// Waits for a permit of `go`, and uses it up.
+async fn go(go: &tokio::sync::Semaphore) {
+    if let Ok(p) = go.acquire().await {
+        p.forget();
+    }
+}
+
 /// A backend that answers by path with hand-written responses, on keep-alive
 /// connections. Counts the connections it accepted.
 async fn scripted_backend() -> (SocketAddr, Arc<AtomicUsize>) {
@@ -141,9 +148,7 @@ async fn serve_script(mut s: TcpStream) {
                 let _ = s
                     .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
                     .await;
-                if let Ok(p) = LATE_GO.acquire().await {
-                    p.forget();
-                }
+                go(&LATE_GO).await;
                 vec![w(b"0\r\n\nHTTP/1.1 200 OK\r\nx-smuggled: 1\r\ncontent-length: 2\r\n\r\n")]
             }
             "/conflicting-length" => vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok")],
@@ -209,9 +214,7 @@ async fn serve_script(mut s: TcpStream) {
                 let _ = s
                     .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
                     .await;
-                if let Ok(p) = STREAM_GO.acquire().await {
-                    p.forget();
-                }
+                go(&STREAM_GO).await;
                 vec![w(b"4\r\nlate\r\n0\r\n\r\n")]
             }
             "/until-close" => {

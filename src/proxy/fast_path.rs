@@ -603,13 +603,13 @@ struct RespStart {
     /// Length of the backend's head in the response buffer.
     len: usize,
     status: u16,
-    framing: Framing,
     reusable: bool,
     keepalive: Option<Duration>,
     close_client: bool,
     /// The head as the client gets it.
     head: PooledBuf,
-    /// The body's framing, having taken the bytes read with the head.
+    /// The body's framing (`Close`: until the server closes), having taken
+    /// the bytes read with the head.
     body: BodyProgress,
     /// Of those bytes, how many belong to the body, and whether it is
     /// complete after them (`BodyProgress::feed`).
@@ -639,7 +639,6 @@ fn read_response_start(
             Ok(RespStart {
                 len: r.len,
                 status: r.status,
-                framing: r.framing,
                 reusable: r.reusable,
                 keepalive: r.keepalive,
                 close_client,
@@ -865,7 +864,7 @@ async fn forward<S: ClientIo>(
         rbuf.clear();
         from = 0;
         match tokio::time::timeout(pool.server_timeout, backend.read_buf(&mut *rbuf)).await {
-            Ok(Ok(0)) if resp.framing == Framing::Close => break End::Ok,
+            Ok(Ok(0)) if matches!(body, BodyProgress::Close) => break End::Ok,
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break End::ServerAbort,
             Ok(Ok(_)) => {}
         }

@@ -160,26 +160,26 @@ async fn read_response_head(
         // bytes taken off the front (empty lines, interim answers): let go of
         // in one drain, however many a read brought
         let mut skip = 0;
-        loop {
+        let whole = loop {
             let blank = h1::empty_lines(&buf[skip..]);
             if blank > 0 {
                 skip += blank;
                 scanned = 0;
             }
             let Some(end) = h1::head_end(&buf[skip..], scanned) else {
-                break;
+                break false;
             };
             if !h1::is_interim(&buf[skip..skip + end]) {
-                if skip > 0 {
-                    buf.drain(..skip);
-                }
-                return Ok(());
+                break true;
             }
             skip += end;
             scanned = 0;
-        }
+        };
         if skip > 0 {
             buf.drain(..skip);
+        }
+        if whole {
+            return Ok(());
         }
         scanned = buf.len().saturating_sub(3);
     }
