@@ -187,13 +187,39 @@ impl Block {
                 return;
             }
         }
-        self.headers.append(n, v);
+        if self.headers.try_append(n, v).is_err() {
+            // more fields than a HeaderMap holds (24,576): only a header list
+            // limit set far above the default lets that many through
+            self.too_large = true;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// More fields than a HeaderMap holds (24,576, with a header list limit
+    /// set far above the default) make the list too large; no panic.
+    #[test]
+    fn more_fields_than_a_map_holds_make_the_list_too_large() {
+        let mut b = Block::new(16 << 20, false, 0);
+        let mut full = false;
+        for i in 0..30_000 {
+            let name = format!("x-{i}");
+            if !b.count(name.as_bytes(), b"") {
+                full = true;
+                break;
+            }
+            b.regular(
+                hpack::Name::bare(name.as_bytes()),
+                hpack::Value::Scratch(b""),
+                |_, _| None,
+            );
+        }
+        assert!(full && b.too_large);
+        assert!(b.headers.len() <= 24_576);
+    }
 
     #[test]
     fn a_regular_field_takes_the_tables_name_or_checks_the_bytes() {

@@ -312,9 +312,6 @@ struct Stream<F, B> {
     waker: Waker,
     /// The HEAD method: the response has no body whatever the service says.
     head: bool,
-    /// Its service future was polled (the request accepted: a reset after
-    /// that is a client's cancel, not a rapid reset).
-    polled: bool,
 }
 
 /// A read buffer from the thread's spares (`h1::take_vec`; back through
@@ -334,6 +331,8 @@ struct Partial {
     /// The HEADERS frame's priority made the stream depend on itself.
     self_dependent: bool,
     block: Vec<u8>,
+    /// CONTINUATION frames so far.
+    continuations: usize,
 }
 
 /// How many bytes of frames to write before the connection stops reading the
@@ -692,7 +691,9 @@ where
     /// socket takes it at once.
     fn fail(&mut self, cx: &mut Context<'_>, e: ConnError) -> Result<(), ConnError> {
         if let ConnError::GoAway { reason, .. } = &e {
-            let last = self.last_id;
+            // never above a GOAWAY already sent (RFC 9113 6.8): streams the
+            // client opened after it were not served
+            let last = self.goaway.unwrap_or(self.last_id);
             frame::goaway(&mut self.wbuf, last, *reason);
             let _ = self.poll_write(cx);
         }
@@ -920,6 +921,10 @@ where
             ));
         };
         self.got_settings = true;
+        // the frame's last SETTINGS_INITIAL_WINDOW_SIZE, applied to the
+        // streams once after the loop: one frame with thousands of them costs
+        // one pass, not one per value
+        let mut initial_window = None;
         for (id, v) in values {
             match id {
                 frame::SETTINGS_ENABLE_PUSH if v > 1 => {
@@ -932,21 +937,7 @@ where
                             "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1",
                         ));
                     }
-                    let delta = v as i64 - self.peer_initial_window;
-                    self.peer_initial_window = v as i64;
-                    for s in &mut self.streams {
-                        s.send_window += delta;
-                        if s.send_window > MAX_WINDOW {
-                            return Err(Fatal(
-                                Reason::FLOW_CONTROL_ERROR,
-                                "a stream's window over 2^31-1",
-                            ));
-                        }
-                    }
-                    if delta > 0 {
-                        let ids: Vec<u32> = self.streams.iter().map(|s| s.id).collect();
-                        self.woken.extend(ids);
-                    }
+                    initial_window = Some(v as i64);
                 }
                 frame::SETTINGS_MAX_FRAME_SIZE => {
                     if !(16_384..=16_777_215).contains(&v) {
@@ -958,6 +949,23 @@ where
                     self.peer_max_frame = v as usize;
                 }
                 _ => {}
+            }
+        }
+        if let Some(v) = initial_window {
+            let delta = v - self.peer_initial_window;
+            self.peer_initial_window = v;
+            for s in &mut self.streams {
+                s.send_window += delta;
+                if s.send_window > MAX_WINDOW {
+                    return Err(Fatal(
+                        Reason::FLOW_CONTROL_ERROR,
+                        "a stream's window over 2^31-1",
+                    ));
+                }
+                if delta > 0 && (!s.pending.is_empty() || matches!(s.out, Out::Body(_))) {
+                    // a response body held by its window may go on
+                    self.woken.push(s.id);
+                }
             }
         }
         frame::settings_ack(&mut self.wbuf);
@@ -983,14 +991,19 @@ where
                     "the connection's window over 2^31-1",
                 ));
             }
-            // every stream with data waiting may go on
-            let ids: Vec<u32> = self
+            // every stream with data waiting may go on, until the window is
+            // used up again (a flood of small updates costs a stream or two
+            // each, not a pass over them all)
+            let ids: SmallVec<[u32; 16]> = self
                 .streams
                 .iter()
                 .filter(|s| !s.pending.is_empty() || matches!(s.out, Out::Body(_)))
                 .map(|s| s.id)
                 .collect();
             for id in ids {
+                if self.send_window <= 0 {
+                    break;
+                }
                 self.service(id);
             }
             return Ok(());
@@ -1014,8 +1027,8 @@ where
         }
         // only a response body goes on: a stream not answered yet waits for
         // its turn (one whose service is not even made must not be started
-        // by this frame, in the middle of its read: a reset after it would
-        // pass for a client's cancel, not count as a rapid reset)
+        // by this frame, in the middle of its read: a stream the client
+        // resets in the same read must never reach a server)
         if !s.pending.is_empty() || matches!(s.out, Out::Body(_)) {
             self.service(h.stream);
         }
@@ -1041,7 +1054,12 @@ where
         let code = Reason(u32::from_be_bytes([p[0], p[1], p[2], p[3]]));
         if let Some(i) = self.find(h.stream) {
             let s = self.streams.swap_remove(i);
-            if !s.polled {
+            // a reset before the answer started, whether or not the service
+            // was already called: a client can hold its resets back until
+            // its streams were served (a read later) and still cost a
+            // backend request each (rapid reset, CVE-2023-44487); answers
+            // sent take one back (`respond`)
+            if matches!(s.out, Out::Head(_) | Out::Waiting(_)) {
                 self.early_resets += 1;
                 if self.early_resets > self.cfg.max_pending_accept_reset_streams {
                     return Err(Fatal(
@@ -1263,6 +1281,7 @@ where
                 end_stream,
                 self_dependent,
                 block: block.to_vec(),
+                continuations: 0,
             });
             self.check_partial()?;
             return Ok(());
@@ -1272,7 +1291,11 @@ where
 
     fn check_partial(&self) -> Result<(), Fatal> {
         if let Some(p) = &self.partial {
-            if p.block.len() > self.cfg.max_header_list_size as usize + BLOCK_SLACK {
+            // each CONTINUATION's frame head counts too: empty ones, which
+            // never grow the block, still end a flood of them (CVE-2024-27316)
+            if p.block.len() + 9 * p.continuations
+                > self.cfg.max_header_list_size as usize + BLOCK_SLACK
+            {
                 return Err(Fatal(
                     Reason::PROTOCOL_ERROR,
                     "a header block larger than the header list limit allows",
@@ -1290,6 +1313,7 @@ where
             ));
         };
         p.block.extend_from_slice(payload);
+        p.continuations += 1;
         self.check_partial()?;
         if h.flags & frame::END_HEADERS != 0 {
             if let Some(p) = self.partial.take() {
@@ -1384,9 +1408,9 @@ where
             return Ok(());
         }
         if self.streams.len() >= self.cfg.max_concurrent_streams as usize {
-            frame::rst_stream(&mut self.wbuf, id, Reason::REFUSED_STREAM);
-            self.closed(id, true);
-            return Ok(());
+            // over the limit this side set: the client's error, counted as
+            // one (each costs a header block's decoding)
+            return self.reset(id, Reason::REFUSED_STREAM, true);
         }
         if let Some(why) = f.block.malformed {
             tracing::debug!(stream = id, why, "malformed HTTP/2 request");
@@ -1454,7 +1478,6 @@ where
             wake,
             waker,
             head,
-            polled: false,
         };
         if too_large {
             // the service answers it (431), where it is counted and logged:
@@ -1579,7 +1602,6 @@ where
             s.out = Out::Waiting((self.svc)(req.map(|()| body)));
         }
         if let Out::Waiting(fut) = &mut s.out {
-            s.polled = true;
             match Pin::new(fut).poll(&mut cx) {
                 Poll::Pending => return,
                 Poll::Ready(resp) => self.respond(i, resp),
@@ -1943,6 +1965,12 @@ impl Fields {
             return Err("a content-length over 0 and no body");
         }
         let mut headers = self.block.headers;
+        let mut hosts = headers.get_all(header::HOST).iter();
+        if hosts.next().is_some() && hosts.next().is_some() {
+            // routes and rules would see the first, a server may take the
+            // last (RFC 9110 7.2: 400 in HTTP/1.1; nginx refuses it too)
+            return Err("more than one host field");
+        }
         let mut parts = http::uri::Parts::default();
         parts.scheme = self.scheme;
         if let Some(a) = self.authority {
@@ -1952,7 +1980,9 @@ impl Fields {
             // an intermediary sends on, made here where the bytes are at hand
             if !headers.contains_key(header::HOST) {
                 if let Ok(v) = HeaderValue::from_maybe_shared(a) {
-                    headers.insert(header::HOST, v);
+                    // (a map already full is a list over the limit: its
+                    // fields are dropped for the 431)
+                    let _ = headers.try_insert(header::HOST, v);
                 }
             }
             parts.authority = Some(authority);
@@ -2172,13 +2202,10 @@ mod tests {
             .expect("no such frame from the server")
     }
 
-    /// A WINDOW_UPDATE between a stream's HEADERS and its RST_STREAM, in one
-    /// read, does not start the stream's service: the reset still counts as
-    /// a rapid reset, and past the limit the connection gets GOAWAY
-    /// ENHANCE_YOUR_CALM, having called the service for none of them.
-    #[tokio::test]
-    async fn a_window_update_before_the_reset_does_not_hide_a_rapid_reset() {
-        let (mut c, server) = connected().await;
+    /// A server whose service never answers: the client's socket, and how
+    /// many times the service was called.
+    async fn serve_never_answering() -> (tokio::net::TcpStream, Arc<AtomicUsize>) {
+        let (c, server) = connected().await;
         let called = Arc::new(AtomicUsize::new(0));
         let calls = Arc::clone(&called);
         tokio::spawn(async move {
@@ -2188,6 +2215,21 @@ mod tests {
             };
             let _ = serve(server, &settings(), svc, CancellationToken::new()).await;
         });
+        (c, called)
+    }
+
+    /// A GOAWAY frame's error code.
+    fn goaway_code(h: Head, p: &[u8]) -> Option<Reason> {
+        (h.kind == frame::GOAWAY).then(|| Reason(u32::from_be_bytes([p[4], p[5], p[6], p[7]])))
+    }
+
+    /// A WINDOW_UPDATE between a stream's HEADERS and its RST_STREAM, in one
+    /// read, does not start the stream's service: the reset still counts as
+    /// a rapid reset, and past the limit the connection gets GOAWAY
+    /// ENHANCE_YOUR_CALM, having called the service for none of them.
+    #[tokio::test]
+    async fn a_window_update_before_the_reset_does_not_hide_a_rapid_reset() {
+        let (mut c, called) = serve_never_answering().await;
         let (mut out, block) = preface_and_request("GET");
         // settings() allows 20
         for id in (1..60).step_by(2) {
@@ -2196,12 +2238,221 @@ mod tests {
             frame::rst_stream(&mut out, id, Reason::CANCEL);
         }
         c.write_all(&out).await.unwrap();
+        let code = first_frame(&mut c, goaway_code).await;
+        assert_eq!(code, Reason::ENHANCE_YOUR_CALM);
+        assert_eq!(called.load(Ordering::SeqCst), 0);
+    }
+
+    /// A client that holds its resets back until its streams were served (a
+    /// read later, their requests already on their way to a server) is
+    /// counted all the same: a reset before the answer started is a rapid
+    /// reset whether or not the service was called.
+    #[tokio::test]
+    async fn resets_held_back_until_the_streams_are_served_still_count() {
+        let (mut c, called) = serve_never_answering().await;
+        let (mut out, block) = preface_and_request("GET");
+        // settings() allows 20 resets before an answer
+        let ids: Vec<u32> = (1..60).step_by(2).collect();
+        for &id in &ids {
+            frame::headers(&mut out, id, &block, true, 16_384);
+        }
+        c.write_all(&out).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while called.load(Ordering::SeqCst) < ids.len() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the service was called {} times",
+                called.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut out = Vec::new();
+        for &id in &ids {
+            frame::rst_stream(&mut out, id, Reason::CANCEL);
+        }
+        c.write_all(&out).await.unwrap();
+        let code = first_frame(&mut c, goaway_code).await;
+        assert_eq!(code, Reason::ENHANCE_YOUR_CALM);
+    }
+
+    /// Streams opened over SETTINGS_MAX_CONCURRENT_STREAMS are refused and
+    /// counted as the client's errors: past the limit, GOAWAY.
+    #[tokio::test]
+    async fn refused_streams_count_as_the_clients_errors() {
+        let (mut c, server) = connected().await;
+        let cfg = Settings {
+            max_concurrent_streams: 1,
+            ..settings()
+        };
+        tokio::spawn(async move {
+            let svc = move |_: Request<RecvBody>| -> Answer { Box::pin(std::future::pending()) };
+            let _ = serve(server, &cfg, svc, CancellationToken::new()).await;
+        });
+        let (mut out, block) = preface_and_request("GET");
+        // one served (never answered), then 30 over the limit of 1;
+        // settings() allows 20 resets for the client's errors
+        for id in (1..63).step_by(2) {
+            frame::headers(&mut out, id, &block, true, 16_384);
+        }
+        c.write_all(&out).await.unwrap();
+        let mut refused = 0;
         let code = first_frame(&mut c, |h, p| {
-            (h.kind == frame::GOAWAY).then(|| Reason(u32::from_be_bytes([p[4], p[5], p[6], p[7]])))
+            if h.kind == frame::RST_STREAM {
+                assert_eq!(
+                    Reason(u32::from_be_bytes([p[0], p[1], p[2], p[3]])),
+                    Reason::REFUSED_STREAM
+                );
+                refused += 1;
+            }
+            goaway_code(h, p)
         })
         .await;
         assert_eq!(code, Reason::ENHANCE_YOUR_CALM);
-        assert_eq!(called.load(Ordering::SeqCst), 0);
+        assert_eq!(refused, 21);
+    }
+
+    /// A request with two Host fields is malformed: routes and rules would
+    /// see the first, a server might take the last. With :authority or
+    /// without, it is reset and never served; one Host is served.
+    #[tokio::test]
+    async fn two_host_fields_are_malformed() {
+        let (mut c, server) = connected().await;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let svc = move |req: Request<RecvBody>| -> Answer {
+                let _ = tx.send(req.uri().path().to_owned());
+                Box::pin(std::future::pending())
+            };
+            let _ = serve(server, &settings(), svc, CancellationToken::new()).await;
+        });
+        let (mut out, _) = preface_and_request("GET");
+        for (id, authority, hosts) in [
+            (1, None, &["a.example", "b.example"][..]),
+            (3, Some("a.example"), &["a.example", "b.example"][..]),
+            (5, None, &["a.example"][..]),
+        ] {
+            let mut block = Vec::new();
+            let path = format!("/{id}");
+            let mut fields = vec![(":method", "GET"), (":scheme", "http"), (":path", &path)];
+            if let Some(a) = authority {
+                fields.push((":authority", a));
+            }
+            for h in hosts {
+                fields.push(("host", h));
+            }
+            for (n, v) in fields {
+                hpack::encode_field(&mut block, n.as_bytes(), v.as_bytes());
+            }
+            frame::headers(&mut out, id, &block, true, 16_384);
+        }
+        c.write_all(&out).await.unwrap();
+        assert_eq!(
+            resets_before_a_ping(&mut c).await,
+            [(1, Reason::PROTOCOL_ERROR), (3, Reason::PROTOCOL_ERROR)]
+        );
+        let served = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the service was never called")
+            .unwrap();
+        assert_eq!(served, "/5");
+        assert!(
+            rx.try_recv().is_err(),
+            "a request with two hosts was served"
+        );
+    }
+
+    /// Empty CONTINUATION frames never grow the header block, but each
+    /// counts: a flood of them ends in GOAWAY, not at the idle timeout.
+    #[tokio::test]
+    async fn a_flood_of_empty_continuations_ends_the_connection() {
+        let (mut c, server) = connected().await;
+        tokio::spawn(async move {
+            let svc = move |_: Request<RecvBody>| -> Answer { Box::pin(std::future::pending()) };
+            let _ = serve(server, &settings(), svc, CancellationToken::new()).await;
+        });
+        let (mut out, block) = preface_and_request("GET");
+        let mut head = Vec::new();
+        frame::headers(&mut head, 1, &block, true, 16_384);
+        // the same frame without END_HEADERS (flags: END_STREAM only)
+        head[4] = frame::END_STREAM;
+        out.extend_from_slice(&head);
+        c.write_all(&out).await.unwrap();
+        let reader = tokio::spawn(async move {
+            let (mut r, mut w) = c.into_split();
+            let writer = tokio::spawn(async move {
+                // (16 KiB of list and 16 KiB of slack: 3,641 empty frames)
+                let mut out = Vec::new();
+                for _ in 0..10_000 {
+                    frame::head(&mut out, 0, frame::CONTINUATION, 0, 1);
+                }
+                let _ = w.write_all(&out).await;
+                w
+            });
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            drop(writer);
+            got
+        });
+        let got = tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("the connection was never closed")
+            .unwrap();
+        let mut at = 0;
+        let mut goaway = None;
+        while got.len() >= at + 9 {
+            let h = Head::parse(&got[at..at + 9]);
+            let p = &got[at + 9..(at + 9 + h.len).min(got.len())];
+            if h.kind == frame::GOAWAY && p.len() >= 8 {
+                goaway = Some(Reason(u32::from_be_bytes([p[4], p[5], p[6], p[7]])));
+            }
+            at += 9 + h.len;
+        }
+        assert_eq!(goaway, Some(Reason::PROTOCOL_ERROR));
+    }
+
+    /// RFC 9113 6.8: a GOAWAY for an error after a graceful one does not
+    /// raise the last stream id to a stream opened after the first, which
+    /// was never served.
+    #[tokio::test]
+    async fn a_later_goaway_keeps_the_first_ones_last_stream() {
+        let (mut c, server) = connected().await;
+        let stop = CancellationToken::new();
+        let graceful = stop.clone();
+        tokio::spawn(async move {
+            let svc = move |_: Request<RecvBody>| -> Answer { Box::pin(std::future::pending()) };
+            let _ = serve(server, &settings(), svc, graceful).await;
+        });
+        let (mut out, block) = preface_and_request("GET");
+        frame::headers(&mut out, 1, &block, true, 16_384);
+        c.write_all(&out).await.unwrap();
+        // the stream is open once a PING sent after it is answered
+        resets_before_a_ping(&mut c).await;
+        stop.cancel();
+        let goaway = |h: Head, p: &[u8]| {
+            (h.kind == frame::GOAWAY).then(|| {
+                (
+                    u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff,
+                    Reason(u32::from_be_bytes([p[4], p[5], p[6], p[7]])),
+                )
+            })
+        };
+        assert_eq!(first_frame(&mut c, goaway).await, (1, Reason::NO_ERROR));
+        let mut out = Vec::new();
+        frame::headers(&mut out, 3, &block, true, 16_384);
+        // DATA on stream 0: a connection error
+        frame::head(&mut out, 1, frame::DATA, 0, 0);
+        out.push(0);
+        c.write_all(&out).await.unwrap();
+        assert_eq!(
+            first_frame(&mut c, goaway).await,
+            (1, Reason::PROTOCOL_ERROR)
+        );
     }
 
     /// A header list over max_header_list_size reaches the service marked,
