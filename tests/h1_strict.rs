@@ -314,6 +314,10 @@ fn cases() -> Vec<Case> {
         Case { name: "chunk extension ended by a bare LF", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\nhello\r\n0\r\n\r\n", want: Refused(400) },
         Case { name: "chunk data not ended by CRLF", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n", want: Refused(400) },
         Case { name: "a bad second chunk size", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\nx\r\n0\r\n\r\n", want: Refused(400) },
+        // a bare LF in the trailer section: httparse ends the trailers at an
+        // empty line made of one, and the request behind it went unseen
+        Case { name: "an empty trailer line of a bare LF", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n", want: Refused(400) },
+        Case { name: "a trailer line ended by a bare LF", bytes: b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: 1\n\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n", want: Refused(400) },
         // ---- line ends, folding, field syntax
         Case { name: "bare LF line ends", bytes: b"GET / HTTP/1.1\nHost: a\n\n", want: Forwarded(crlf_only) },
         Case { name: "bare CR line ends", bytes: b"GET / HTTP/1.1\rHost: a\r\r\n", want: Refused(400) },
@@ -540,6 +544,8 @@ async fn the_table_against_haproxy_and_nginx() {
         ("a coding other than chunked", "RFC 9112 6.1: 501 for a coding a server does not understand (rampart, nginx); HAProxy answers 422"),
         ("Transfer-Encoding on HTTP/1.0", "RFC 9112 6.1: a server MUST treat it as faulty framing and close; rampart and nginx refuse, HAProxy processes it and closes"),
         ("chunk extension ended by a bare LF", "the CVE-2025-55315 class: rampart refuses, HAProxy 2.6 and nginx 1.22 accept it (a server that reads the bare LF differently could be desynchronised)"),
+        ("an empty trailer line of a bare LF", "HAProxy 2.6 and nginx 1.22 take the bare LF as a line end and pass on two requests; hyper's decoder (before rampart's patch) took it as trailer bytes and its trailer parser then ended there, swallowing the second request unseen: rampart refuses"),
+        ("a trailer line ended by a bare LF", "nginx passes on two requests, HAProxy 2.6 cuts the connection; rampart refuses, as above"),
         ("obs-fold", "RFC 9112 5.2 allows 400 or replacing the fold by spaces; rampart and nginx refuse, HAProxy unfolds"),
         ("NUL in a value", "RFC 9110 5.5: NUL is never valid; rampart and nginx refuse, HAProxy 2.6 passes it on"),
         ("a control byte in a value", "RFC 9110 5.5: control bytes are not field content; rampart refuses, HAProxy and nginx pass it on"),

@@ -547,6 +547,15 @@ impl ChunkedState {
 
         match byte {
             b'\r' => Poll::Ready(Ok(ChunkedState::TrailerLf)),
+            // [rampart] a bare LF ends nothing here: the trailer section is
+            // read up to CRLF CRLF, then parsed by httparse, which takes a
+            // bare LF as a line end, so an empty line made of one would end
+            // the trailers there and swallow the bytes after it (a request
+            // behind it on the connection) unseen
+            b'\n' => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "Invalid trailer: a bare LF",
+            ))),
             _ => Poll::Ready(Ok(ChunkedState::Trailer)),
         }
     }
@@ -599,6 +608,13 @@ impl ChunkedState {
                 }
                 Poll::Ready(Ok(ChunkedState::EndLf))
             }
+            // [rampart] as in read_trailer: `0\r\n\n` would end the body
+            // for httparse and for a peer that takes a bare LF as a line
+            // end, but not for this decoder
+            b'\n' => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "Invalid chunk end: a bare LF",
+            ))),
             byte => {
                 match trailers_buf {
                     None => {
