@@ -398,6 +398,53 @@ async fn the_pools_own_stream_limit_applies_over_h2_with_tls() {
     assert_eq!((conns, per_conn), (4, 3));
 }
 
+/// A server that takes no stream on a new connection, GOAWAY with its
+/// SETTINGS (a server draining while its listener still accepts) or
+/// SETTINGS_MAX_CONCURRENT_STREAMS = 0, fails the request as a connection
+/// that could not be had, at once; rampart does not drop that connection
+/// and open another without end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_takes_no_stream_fails_the_request_at_once() {
+    for mode in ["0", "none"] {
+        let dir = temp_dir("nostreams");
+        let stats_file = dir.join("stats.json");
+        let server = PyServer::start(
+            "goaway_server.py",
+            free_addr("127.0.0.1"),
+            &[mode, stats_file.to_str().unwrap()],
+        )
+        .await;
+        let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+        let config = format!(
+            "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
+             [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"h2\"\n\
+             [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\nretries = 1\n\
+               [[pool.server]]\n  address = \"{}\"\n",
+            server.addr
+        );
+        let _p = Proxy::start(&config, &[listen]).await;
+        let got = tokio::time::timeout(
+            Duration::from_secs(10),
+            client().get(format!("http://{listen}/x").parse().unwrap()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{mode}: no answer within 10 s"))
+        .expect("an answer");
+        assert!(
+            got.status() == StatusCode::BAD_GATEWAY
+                || got.status() == StatusCode::SERVICE_UNAVAILABLE,
+            "{mode}: {}",
+            got.status()
+        );
+        let stats: Value =
+            serde_json::from_str(&std::fs::read_to_string(&stats_file).unwrap()).unwrap();
+        let conns = stats["connections"].as_u64().unwrap();
+        // the first try and one retry
+        assert!((1..=2).contains(&conns), "{mode}: {conns} connections");
+        assert_eq!(stats["answered"], 0);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_goaway_under_load_loses_no_request() {
     let dir = temp_dir("goaway");
@@ -597,7 +644,7 @@ async fn an_h2_servers_odd_answers_fail_only_their_own_stream() {
     assert_eq!(stats()["refused"], 1);
     // the server's head was out: the answer breaks off for the client (its
     // connection closes, with or without the head), never looks whole
-    for cut in ["/reset-after", "/short"] {
+    for cut in ["/reset-after", "/short", "/long"] {
         match try_odd_get(&client(), listen, cut).await {
             Err(_) => {}
             Ok((st, _, body)) => {

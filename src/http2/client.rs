@@ -571,8 +571,13 @@ impl Inner {
                     }
                     self.peer_max_frame = v as usize;
                 }
-                frame::SETTINGS_ENABLE_PUSH if v > 1 => {
-                    return self.fatal(Reason::PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH over 1");
+                // RFC 9113 6.5.2: a server MUST NOT send 1, and a client
+                // treats it as a connection error
+                frame::SETTINGS_ENABLE_PUSH if v != 0 => {
+                    return self.fatal(
+                        Reason::PROTOCOL_ERROR,
+                        "SETTINGS_ENABLE_PUSH other than 0 from a server",
+                    );
                 }
                 // the header table size is for an encoder's dynamic table,
                 // which this side's does not use
@@ -714,7 +719,19 @@ impl Inner {
         }
         s.recv_window -= len;
         s.received += payload.len() as u64;
-        let over = s.expect.is_some_and(|n| s.received > n);
+        if s.expect.is_some_and(|n| s.received > n) {
+            // more than the content-length (or a body on HEAD, 204, 304):
+            // none of this frame reaches the reader, which gets the error
+            // after what came before it; a malformed answer is not passed
+            // on (RFC 9113 8.1.1), so a client reading that length never
+            // sees it whole
+            self.release(None, len);
+            return self.reset(
+                i,
+                Reason::PROTOCOL_ERROR,
+                "a body longer than its content-length",
+            );
+        }
         let end = h.flags & frame::END_STREAM != 0;
         let short = end && s.expect.is_some_and(|n| s.received != n);
         if !payload.is_empty() {
@@ -728,11 +745,11 @@ impl Inner {
         if padding > 0 {
             self.release(Some(i), padding);
         }
-        if over || short {
+        if short {
             self.reset(
                 i,
                 Reason::PROTOCOL_ERROR,
-                "a body longer or shorter than its content-length",
+                "a body shorter than its content-length",
             );
         }
     }
@@ -1848,6 +1865,33 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(live(), before);
+    }
+
+    /// RFC 9113 6.5.2: a server's SETTINGS_ENABLE_PUSH = 1 is a connection
+    /// error; the connection is never ready.
+    #[tokio::test]
+    async fn a_server_that_enables_push_breaks_the_protocol() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut out = Vec::new();
+            frame::settings(&mut out, &[(frame::SETTINGS_ENABLE_PUSH, 1)]);
+            s.write_all(&out).await.unwrap();
+            let mut buf = [0u8; 1024];
+            while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+        });
+        let io = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (conn, task) = Connection::new(io, CFG);
+        tokio::spawn(task);
+        let r = tokio::time::timeout(Duration::from_secs(10), conn.ready())
+            .await
+            .expect("neither ready nor failed");
+        assert!(
+            matches!(r, Err(Error::Protocol(Reason::PROTOCOL_ERROR, _))),
+            "{r:?}"
+        );
     }
 
     #[tokio::test]

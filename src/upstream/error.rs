@@ -53,6 +53,8 @@ pub enum UpstreamError {
     BadResponse { addr: SocketAddr, reason: String },
     #[error("{addr} did not agree to HTTP/2 (ALPN h2) in the TLS handshake")]
     NoH2 { addr: SocketAddr },
+    #[error("{addr} takes no HTTP/2 stream on a new connection (GOAWAY at once, or SETTINGS_MAX_CONCURRENT_STREAMS 0)")]
+    H2NoStreams { addr: SocketAddr },
     #[error("HTTP/2 handshake with {addr} failed: {source}")]
     H2Handshake {
         addr: SocketAddr,
@@ -78,6 +80,7 @@ impl UpstreamError {
                 | UpstreamError::Tls { .. }
                 | UpstreamError::ClosedBeforeSend { .. }
                 | UpstreamError::NoH2 { .. }
+                | UpstreamError::H2NoStreams { .. }
                 | UpstreamError::H2Handshake { .. }
         )
     }

@@ -295,9 +295,16 @@ where
     // is known, and no stream is sent beyond it to be refused (one round
     // trip, once per connection).
     match tokio::time::timeout(timeout, client.ready()).await {
-        Ok(Ok(())) => Ok(client),
-        Ok(Err(source)) => Err(UpstreamError::H2Handshake { addr, source }),
-        Err(_) => Err(UpstreamError::ConnectTimeout { addr, timeout }),
+        Ok(Ok(())) => {}
+        Ok(Err(source)) => return Err(UpstreamError::H2Handshake { addr, source }),
+        Err(_) => return Err(UpstreamError::ConnectTimeout { addr, timeout }),
+    }
+    // a server that already sent GOAWAY, or allows no stream at all, takes
+    // none on this connection: a failed connect (counted, retried on another
+    // server), not a connection to drop and open again without end
+    match client.room(1) {
+        client::Room::Yes => Ok(client),
+        client::Room::Full | client::Room::Gone => Err(UpstreamError::H2NoStreams { addr }),
     }
 }
 
@@ -414,6 +421,7 @@ async fn exchange(
     let mut body = body;
     let mut connect_time = Duration::ZERO;
     let mut resent = 0;
+    let mut drained = 0;
     loop {
         let claim = match claim(pool, server).await {
             Ok((c, t)) => {
@@ -423,11 +431,14 @@ async fn exchange(
             Err(error) => return Err((error, Some(body))),
         };
         let response = match start(&claim, pool, server, parts, body) {
-            // draining since it was claimed: another connection
-            Err(b) => {
+            // draining since it was claimed: another connection (a few
+            // times: a server that drains every connection at once fails)
+            Err(b) if drained < 3 => {
+                drained += 1;
                 body = b;
                 continue;
             }
+            Err(b) => return Err((UpstreamError::H2NoStreams { addr }, Some(b))),
             Ok(f) => f,
         };
         // server_timeout counts from the end of the request, as over HTTP/1.1

@@ -10,13 +10,19 @@ them again on another connection. Once the answered ones are done, the
 connection is closed. Every answer is 200 with the body "METHOD PATH LEN", LEN
 the request body's length.
 
+EVERY = 0: a server that takes no stream at all, GOAWAY(last_stream_id = 0)
+with its SETTINGS on every connection (a server draining while its listener
+still accepts). EVERY = "none": SETTINGS_MAX_CONCURRENT_STREAMS = 0 instead.
+
 STATS_FILE gets {"connections", "goaways", "answered", "unprocessed"} after
 every change. Prints {"listening": PORT} once it serves."""
 import asyncio, json, sys
-import h2.config, h2.connection, h2.events
+import h2.config, h2.connection, h2.events, h2.settings
 from hyperframe.frame import GoAwayFrame
 
-port, every, stats_file = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+port, every, stats_file = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+no_streams = every == "none"
+every = 0 if no_streams else int(every)
 stats = {"connections": 0, "goaways": 0, "answered": 0, "unprocessed": 0}
 
 
@@ -32,6 +38,10 @@ class Conn(asyncio.Protocol):
         self.t = transport
         self.c = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        if no_streams:
+            self.c.local_settings = h2.settings.Settings(
+                client=False,
+                initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 0})
         self.c.initiate_connection()
         self.t.write(self.c.data_to_send())
         self.requests = 0
@@ -40,6 +50,10 @@ class Conn(asyncio.Protocol):
         self.pending = {}     # stream id -> [method, path, body length]
         self.open = set()     # streams at most `last` not yet answered
         stats["connections"] += 1
+        if every == 0 and not no_streams:
+            self.last = 0
+            self.t.write(GoAwayFrame(0, last_stream_id=0).serialize())
+            stats["goaways"] += 1
         save()
 
     def data_received(self, data):

@@ -13,6 +13,7 @@ asks, the odd ways included, to test rampart's HTTP/2 client:
   /huge-head       200 with a 100,000-byte field (over rampart's 64 KiB limit)
   /padded          200, body "padded-body" in a DATA frame with 100 bytes of padding
   /short           200, content-length 10, 5 bytes of body
+  /long            200, content-length 5, 10 bytes of body in one DATA frame
   /close-after     200 and 300,000 bytes of body ("bye" repeated, no length),
                    then the connection closed at once
   /trailers        200, body "t", trailers x-t: 1
@@ -28,7 +29,7 @@ STATS_FILE gets {"connections": N, "refused": N} after every change: the
 connections that carried a request, and the streams refused."""
 import asyncio, json, os, sys
 import h2.config, h2.connection, h2.errors, h2.events, hpack
-from hyperframe.frame import RstStreamFrame
+from hyperframe.frame import DataFrame, RstStreamFrame
 
 port, stats_file = int(sys.argv[1]), sys.argv[2]
 stats = {"connections": 0, "refused": 0}
@@ -116,6 +117,11 @@ class Conn(asyncio.Protocol):
         elif path == "/short":
             ok([("content-length", "10")])
             c.send_data(sid, b"12345", end_stream=True)
+        elif path == "/long":
+            ok([("content-length", "5")])
+            self.t.write(c.data_to_send())
+            # (the library keeps to the length it was given: a raw frame)
+            self.t.write(DataFrame(sid, b"helloEXTRA", flags=["END_STREAM"]).serialize())
         elif path == "/close-after":
             body = b"bye" * 100000
             ok()  # no length: its end is END_STREAM alone
