@@ -708,9 +708,10 @@ pub fn keepalive_hint(v: &[u8]) -> Option<Duration> {
 
 impl RespHead<'_> {
     /// Writes the head the client gets: HTTP/1.1, hop-by-hop fields removed
-    /// (Transfer-Encoding stays: the body is passed on as it came), and
-    /// `Connection: close` when the client connection ends after this response.
-    /// `edits`: the response edits of the rules that matched the request.
+    /// (Transfer-Encoding stays, as one field: the body is passed on as it
+    /// came), and `Connection: close` when the client connection ends after
+    /// this response. `edits`: the response edits of the rules that matched
+    /// the request.
     pub fn write_client(&self, close: bool, edits: Option<&RuleEdits>, out: &mut Vec<u8>) {
         let conn = &self.conn;
         let dropped =
@@ -720,6 +721,7 @@ impl RespHead<'_> {
         out.push(b' ');
         out.extend_from_slice(self.reason.as_bytes());
         out.extend_from_slice(b"\r\n");
+        let mut te_written = false;
         for (i, h) in self.headers.iter().enumerate() {
             match self.special.field(i, h.name) {
                 Field::Connection
@@ -727,6 +729,9 @@ impl RespHead<'_> {
                 | Field::ProxyConnection
                 | Field::Te
                 | Field::Upgrade => {}
+                // a 204 has no body to frame (RFC 9112 6.1, RFC 9110 8.6):
+                // a lenient client would read one
+                Field::ContentLength | Field::TransferEncoding if self.status == 204 => {}
                 // Transfer-Encoding wins over Content-Length; never send both.
                 Field::ContentLength if self.has_te => {}
                 Field::ContentLength if self.length_once.is_some() => {
@@ -735,6 +740,15 @@ impl RespHead<'_> {
                     }
                 }
                 Field::TransferEncoding if self.http10 => {}
+                // the codings of every field as one list in one field, empty
+                // elements left out: read as this side read it by any client
+                // (some take only the last field, some refuse two)
+                Field::TransferEncoding => {
+                    if !te_written {
+                        te_written = true;
+                        self.write_codings(h.name.as_bytes(), out);
+                    }
+                }
                 // Connection may name extension fields, never the framing ones.
                 Field::Other if !conn.named.is_empty() && conn.names(h.name) => {}
                 _ if edits.is_some() && dropped(h.name) => {}
@@ -750,6 +764,32 @@ impl RespHead<'_> {
             out.extend_from_slice(b"connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
+    }
+}
+
+impl RespHead<'_> {
+    /// One Transfer-Encoding field with the codings of all of them (none when
+    /// they have none).
+    fn write_codings(&self, name: &[u8], out: &mut Vec<u8>) {
+        let mut first = true;
+        for (i, h) in self.headers.iter().enumerate() {
+            if self.special.field(i, h.name) != Field::TransferEncoding {
+                continue;
+            }
+            for t in tokens(h.value) {
+                if first {
+                    out.extend_from_slice(name);
+                    out.extend_from_slice(b": ");
+                    first = false;
+                } else {
+                    out.extend_from_slice(b", ");
+                }
+                out.extend_from_slice(t);
+            }
+        }
+        if !first {
+            out.extend_from_slice(b"\r\n");
+        }
     }
 }
 
@@ -1309,30 +1349,45 @@ mod tests {
         // The codings of several fields are one list: an empty last field
         // does not take `chunked` off its end (found by fuzz/h1_response: the
         // body was read to the close while the client read it as chunked).
-        for (te, framing) in [
+        // The client gets them as one field, empty elements left out.
+        for (te, framing, one) in [
             (
                 "Transfer-Encoding: chunked\r\nTransfer-Encoding: \r\n",
                 Framing::Chunked,
+                "Transfer-Encoding: chunked\r\n",
             ),
             (
                 "Transfer-Encoding: chunked\r\nTransfer-Encoding: ,\r\n",
                 Framing::Chunked,
+                "Transfer-Encoding: chunked\r\n",
             ),
             (
                 "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n",
                 Framing::Close,
+                "Transfer-Encoding: chunked, gzip\r\n",
             ),
             (
-                "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+                "Transfer-Encoding: gzip\r\ntransfer-encoding:  chunked \r\n",
                 Framing::Chunked,
+                "Transfer-Encoding: gzip, chunked\r\n",
             ),
-            ("Transfer-Encoding: \r\n", Framing::Close),
+            ("Transfer-Encoding: \r\n", Framing::Close, ""),
         ] {
             let raw = format!("HTTP/1.1 200 OK\r\n{te}Content-Length: 3\r\n\r\n");
             let (f, _, out) = resp(&raw, false).unwrap();
             assert_eq!(f, framing, "{te:?}");
-            assert_eq!(out, format!("HTTP/1.1 200 OK\r\n{te}\r\n"));
+            assert_eq!(out, format!("HTTP/1.1 200 OK\r\n{one}\r\n"));
         }
+        // a 204 frames no body: neither field goes on
+        let (f, _, out) = resp(
+            "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\nx-a: 1\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            (f, out.as_str()),
+            (Framing::Empty, "HTTP/1.1 204 No Content\r\nx-a: 1\r\n\r\n")
+        );
         let mut slots = header_slots();
         let r = parse_response(
             b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n",

@@ -20,13 +20,18 @@ pub(super) const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-c
 
 /// Hop-by-hop headers (RFC 9110 7.6.1 and the de-facto Keep-Alive/Proxy-Connection).
 /// `Trailer` is end-to-end (hyper needs it to send trailers), so it stays.
-pub(super) const HOP_BY_HOP: [HeaderName; 6] = [
+pub(super) const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
     header::TE,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    // not hop-by-hop by name, but rampart answers `100-continue` itself
+    // (hyper does, once the body is first read) and sends the body with the
+    // head: a server asked again could answer early and, believing the body
+    // unsent, read it as the next request
+    header::EXPECT,
 ];
 
 pub(super) fn request_target<B>(req: &Request<B>) -> &str {
@@ -92,6 +97,9 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
                     && !t.eq_ignore_ascii_case("close")
                     && !t.eq_ignore_ascii_case("keep-alive")
                     && !t.eq_ignore_ascii_case("upgrade")
+                    // end to end whatever Connection says (RFC 9110 7.6.1):
+                    // the routes used it, as the fast path passes it on
+                    && !t.eq_ignore_ascii_case("host")
             })
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();

@@ -643,12 +643,23 @@ async fn handle(
                 }
                 // a response read as bytes came without hop-by-hop fields, and
                 // its connection goes back to the pool by itself
+                let mut sender = sender;
                 let keepalive = if matches!(response.body(), upstream::RespBody::Raw(_)) {
                     pool.keepalive_timeout
                 } else {
                     let k = pool.keepalive_for(keepalive_hint(response.headers()));
-                    strip_hop_by_hop(response.headers_mut());
-                    one_content_length(response.headers_mut());
+                    let h = response.headers_mut();
+                    if h.contains_key(header::TRANSFER_ENCODING)
+                        && h.contains_key(header::CONTENT_LENGTH)
+                    {
+                        // hyper read the body by its Transfer-Encoding; the
+                        // length is not the body's, and the connection is not
+                        // used again (RFC 9112 6.1, 6.3)
+                        h.remove(header::CONTENT_LENGTH);
+                        sender = None;
+                    }
+                    strip_hop_by_hop(h);
+                    one_content_length(h);
                     k
                 };
                 if let Some(e) = &edits {

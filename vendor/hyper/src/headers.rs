@@ -146,13 +146,23 @@ pub(super) fn transfer_encoding_is_chunked(headers: &HeaderMap) -> bool {
 }
 
 #[cfg(all(feature = "client", feature = "http1"))]
-pub(super) fn is_chunked(mut encodings: ValueIter<'_, HeaderValue>) -> bool {
-    // chunked must always be the last encoding, according to spec
-    if let Some(line) = encodings.next_back() {
-        return is_chunked_(line);
+pub(super) fn is_chunked(encodings: ValueIter<'_, HeaderValue>) -> bool {
+    // [rampart] chunked must be the last coding of the list that all the
+    // fields make together (RFC 9110 5.3), whose empty elements are ignored
+    // (5.6.1): `chunked` then an empty field, or `chunked,`, is chunked, as
+    // rampart's own reader (h1::parse_response) and HAProxy take it. 1.12.0
+    // looked at the last element of the last field alone and read such an
+    // answer until close, chunk sizes and all.
+    let mut last: Option<&[u8]> = None;
+    for line in encodings {
+        for t in line.as_bytes().split(|&b| b == b',') {
+            let t = t.trim_ascii();
+            if !t.is_empty() {
+                last = Some(t);
+            }
+        }
     }
-
-    false
+    last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
 }
 
 #[cfg(feature = "http1")]
