@@ -155,15 +155,15 @@ fn parse_v2(buf: &[u8]) -> Result<Parsed, PpError> {
         0 => Ok(Parsed::Header { len, source: None }),
         1 => {
             let source = match fam {
-                // TCP or UDP over IPv4
-                0x11 | 0x12 => {
+                // TCP over IPv4
+                0x11 => {
                     if b.len() < 12 {
                         return Err(bad("v2 IPv4 addresses truncated"));
                     }
                     let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
                     Some(SocketAddr::new(ip.into(), u16::from_be_bytes([b[8], b[9]])))
                 }
-                0x21 | 0x22 => {
+                0x21 => {
                     if b.len() < 36 {
                         return Err(bad("v2 IPv6 addresses truncated"));
                     }
@@ -175,8 +175,10 @@ fn parse_v2(buf: &[u8]) -> Result<Parsed, PpError> {
                         u16::from_be_bytes([b[32], b[33]]),
                     ))
                 }
-                // UNSPEC, unix sockets: no address to believe
-                0x00 | 0x31 | 0x32 => None,
+                // UNSPEC, unix sockets: no address to believe; UDP: not
+                // the stream this connection is (HAProxy keeps the
+                // connection's own address for all of them)
+                0x00 | 0x12 | 0x22 | 0x31 | 0x32 => None,
                 _ => return Err(bad("v2 unknown address family")),
             };
             Ok(Parsed::Header { len, source })
@@ -458,6 +460,17 @@ mod tests {
                 source: None
             })
         );
+        // UDP over IPv4 and IPv6: not this stream's client
+        for (fam, n) in [(0x12, 12), (0x22, 36)] {
+            let h = v2(1, fam, &vec![1u8; n]);
+            assert_eq!(
+                parse(&h),
+                Ok(Parsed::Header {
+                    len: h.len(),
+                    source: None
+                })
+            );
+        }
         assert_eq!(parse(b"GET / HTTP/1.1\r\n"), Ok(Parsed::Absent));
         assert_eq!(parse(b"\x16\x03\x01"), Ok(Parsed::Absent));
     }
