@@ -197,6 +197,9 @@ struct Half {
     eof: bool,
     done: bool,
     amt: u64,
+    /// Bytes written since the writer was last flushed: a TLS writer may hold
+    /// what it took (rustls's buffer, when the socket would block) until then.
+    need_flush: bool,
     /// Splice mode: the pipe the bytes go through, and how many it holds.
     pipe: Option<splice::Pipe>,
     held: usize,
@@ -229,6 +232,7 @@ impl Half {
             eof: false,
             done: false,
             amt: 0,
+            need_flush: false,
             pipe: None,
             held: 0,
             no_pipe: false,
@@ -258,7 +262,20 @@ impl Half {
             if self.pos == self.cap && !self.eof {
                 let mut rb = ReadBuf::new(&mut self.buf);
                 match Pin::new(&mut *r).poll_read(cx, &mut rb) {
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        // nothing more to write for now: what the writer took
+                        // must go out, or a TLS peer waits for bytes rustls
+                        // holds while this side waits for its answer (tokio's
+                        // copy does the same)
+                        if self.need_flush {
+                            match Pin::new(&mut *w).poll_flush(cx) {
+                                Poll::Ready(Ok(())) => self.need_flush = false,
+                                Poll::Ready(Err(e)) => return Poll::Ready(Err((Side::Writer, e))),
+                                Poll::Pending => {}
+                            }
+                        }
+                        return Poll::Pending;
+                    }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err((Side::Reader, e))),
                     Poll::Ready(Ok(())) => {
                         let n = rb.filled().len();
@@ -282,6 +299,7 @@ impl Half {
                     Poll::Ready(Ok(n)) => {
                         self.pos += n;
                         self.amt += n as u64;
+                        self.need_flush = true;
                         *progressed = true;
                     }
                 }
@@ -501,6 +519,73 @@ mod tests {
         assert_eq!(back, b"world!");
         let r = relay.await.unwrap();
         assert_eq!((r.a_to_b, r.b_to_a, r.end), (5, 6, End::Ok));
+    }
+
+    /// A writer that, like tokio-rustls when its socket would block, takes
+    /// what it is given and sends it on only when flushed.
+    struct FlushToSend<W> {
+        inner: W,
+        held: Vec<u8>,
+    }
+
+    impl<W: AsyncRead + Unpin> AsyncRead for FlushToSend<W> {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<W: AsyncWrite + Unpin> AsyncWrite for FlushToSend<W> {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().held.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            while !this.held.is_empty() {
+                let n = ready!(Pin::new(&mut this.inner).poll_write(cx, &this.held))?;
+                this.held.drain(..n);
+            }
+            Pin::new(&mut this.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            ready!(self.as_mut().poll_flush(cx))?;
+            Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        }
+    }
+
+    /// What a writer holds until flushed (rustls's buffer under a TLS
+    /// stream) goes out once the reader has nothing more for now: a server
+    /// that answers and then waits for the client is not left waiting on
+    /// bytes the relay never sent.
+    #[tokio::test]
+    async fn what_a_writer_holds_is_flushed_when_the_reader_waits() {
+        let (mut client, proxy_a) = tokio::io::duplex(1024);
+        let (mut proxy_b, mut server) = tokio::io::duplex(1024);
+        let mut proxy_a = FlushToSend {
+            inner: proxy_a,
+            held: Vec::new(),
+        };
+        tokio::spawn(
+            async move { relay(&mut proxy_a, &mut proxy_b, Duration::from_secs(30)).await },
+        );
+        // the server answers, and waits for the client (no close)
+        server.write_all(b"hello").await.unwrap();
+        let mut got = [0u8; 5];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got))
+            .await
+            .expect("the answer stayed in the relay's writer")
+            .unwrap();
+        assert_eq!(&got, b"hello");
     }
 
     /// Two connected sockets: (the side a test drives, the side the relay gets).
