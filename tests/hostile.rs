@@ -706,6 +706,27 @@ async fn h2_attacks(tls: bool) {
     assert!(r["sent"].as_u64().unwrap() < 20000, "never stopped: {r}");
     assert!(row.rss_peak < row.rss_before + 50 * 1024);
 
+    // rapid reset with the resets held back until the requests reached the
+    // backend (each would cost a backend request): counted all the same
+    let held = || {
+        let uris = lab.backend.stats.uris.lock().unwrap();
+        uris.iter().filter(|u| u.contains("/slow?ms=5000")).count()
+    };
+    let before = held();
+    let (r, row) = lab
+        .run(
+            &format!("{what}: rapid reset, resets held back 50 ms"),
+            run("rapid-reset-held", "2000", &[]),
+        )
+        .await;
+    let reached = held() - before;
+    eprintln!("  rapid reset held back: {r}, {reached} requests reached the backend");
+    assert!(gave_up(&r), "{r}");
+    assert!(r["sent"].as_u64().unwrap() < 2000, "never stopped: {r}");
+    // (20 allowed, and a round or two of 10 in flight)
+    assert!(reached <= 50, "{reached} requests reached the backend");
+    assert!(row.rss_peak < row.rss_before + 50 * 1024);
+
     // CONTINUATION without end
     let (r, row) = lab
         .run(

