@@ -196,6 +196,29 @@ async fn alpn_picks_h2_or_http1_and_min_version_refuses_tls12() {
         t::get_over(s, "site.example.com", "/").await.unwrap(),
         (200, "pod".into())
     );
+    // HTTP/2's preface where ALPN chose http/1.1: not HTTP/2 (RFC 9113 3.2),
+    // an HTTP/1.1 refusal
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut s, _) = t::connect(
+            t::client_config(&pki, &["http/1.1"]),
+            web,
+            Some("site.example.com"),
+            "",
+        )
+        .await
+        .unwrap();
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+        assert!(
+            got.starts_with(b"HTTP/1.1 4") || got.starts_with(b"HTTP/1.1 5"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
     // openssl s_client
     for proto in ["h2", "http/1.1"] {
         let (ok, out) = t::s_client(
@@ -344,9 +367,23 @@ async fn client_certificates_are_required_verified_logged_and_passed_on() {
     assert_eq!(out, "pod");
     let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
     assert!(h.get("x-client-subject").is_none(), "{h:?}");
+    // nor the same name with `_` for `-`, which CGI-style servers read as it
+    let (ok, out, err) = call(opt, None, &["-H", "X_Client_Subject: CN=admin"]);
+    assert!(ok && out == "pod", "{err}");
+    let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+    assert!(h.get("x_client_subject").is_none(), "{h:?}");
     // ... but a certificate it shows must still verify
     let (ok, _, _) = call(opt, Some(&mallory), &[]);
     assert!(!ok);
+    // a subject value holding a comma stays one value (RFC 4514 escaping)
+    let bob = pki.issue("bob", "bob, CN=admin", &[], Key::Ecdsa, 30);
+    let (ok, out, err) = call(web, Some(&bob), &[]);
+    assert!(ok && out == "pod", "{err}");
+    let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        h["x-client-subject"].to_str().unwrap(),
+        "CN=bob\\, CN=admin, O=Rampart Tests"
+    );
 }
 
 /// Loops of new TLS connections, each with one request, over h2 or http/1.1:
@@ -544,6 +581,88 @@ async fn a_session_ticket_issued_before_a_reload_resumes_after_it() {
         assert!(
             out.contains("Reused,"),
             "{version}: not resumed after the reload: {out}"
+        );
+    }
+}
+
+/// A TLS session resumes only under the client-certificate policy it was made
+/// under (rustls takes the session's certificate, or its lack of one, as the
+/// resumed connection's): one made without a certificate where one is
+/// optional resumes on another listener with the same policy, never on one
+/// that requires a certificate, nor after a reload made the first require
+/// one. `session_tickets = false` resumes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resumes_only_where_its_client_certificate_policy_holds() {
+    let pki = Pki::new("Policy CA");
+    let site = pki.server("site", &["site.example.com"]);
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let [admin, opt, opt2, web, nosess] = [(); 5].map(|_| free_addr("127.0.0.1"));
+    let mtls = format!("  client_ca = {:?}\n", pki.ca().display().to_string());
+    let optional = certs(&[&site]) + &mtls + "  client_auth = \"optional\"\n";
+    let body = tls_listener("opt", opt, "api", &optional)
+        + &tls_listener("opt2", opt2, "api", &optional)
+        + &tls_listener("web", web, "api", &(certs(&[&site]) + &mtls))
+        + &tls_listener(
+            "nosess",
+            nosess,
+            "api",
+            &(certs(&[&site]) + "  session_tickets = false\n"),
+        )
+        + &pool("api", "", backend.addr);
+    let p = Proxy::start(&config(admin, "", &body), &[opt, opt2, web, nosess]).await;
+    let dir = temp_dir("policy-sess");
+    let request = b"GET / HTTP/1.1\r\nHost: site.example.com\r\nConnection: close\r\n\r\n";
+    let original = std::fs::read_to_string(&p.config).unwrap();
+    for version in ["-tls1_3", "-tls1_2"] {
+        let sess = dir.join(format!("s{version}.pem"));
+        let sess = sess.to_str().unwrap();
+        let args = ["-servername", "site.example.com", version, "-ign_eof"];
+        let (ok, out) = t::s_client(opt, &[&args[..], &["-sess_out", sess]].concat(), request);
+        assert!(
+            ok && out.contains("HTTP/1.1 200") && out.contains("New,"),
+            "{out}"
+        );
+        // the same policy on another listener: resumed
+        let (ok, out) = t::s_client(opt2, &[&args[..], &["-sess_in", sess]].concat(), request);
+        assert!(ok && out.contains("HTTP/1.1 200"), "{out}");
+        assert!(
+            out.contains("Reused,"),
+            "{version}: not resumed under the same policy: {out}"
+        );
+        // a listener that requires a certificate: not resumed, not served
+        let (_, out) = t::s_client(web, &[&args[..], &["-sess_in", sess]].concat(), request);
+        assert!(
+            !out.contains("Reused,"),
+            "{version}: resumed into a listener that requires a certificate: {out}"
+        );
+        assert!(
+            !out.contains("HTTP/1.1 200"),
+            "{version}: served without a certificate: {out}"
+        );
+        // a reload that makes `opt` require a certificate: its old
+        // sessions no longer pass
+        let required = original.replacen("  client_auth = \"optional\"\n", "", 1);
+        std::fs::write(&p.config, required).unwrap();
+        let (st, r) = admin_post(admin, "/api/reload", "").await;
+        assert_eq!(st, 200, "{r}");
+        let (_, out) = t::s_client(opt, &[&args[..], &["-sess_in", sess]].concat(), request);
+        assert!(
+            !out.contains("HTTP/1.1 200"),
+            "{version}: an old session passed after the reload: {out}"
+        );
+        std::fs::write(&p.config, &original).unwrap();
+        let (st, r) = admin_post(admin, "/api/reload", "").await;
+        assert_eq!(st, 200, "{r}");
+        // session_tickets = false: nothing resumes
+        let s2 = dir.join(format!("n{version}.pem"));
+        let s2 = s2.to_str().unwrap();
+        let (ok, out) = t::s_client(nosess, &[&args[..], &["-sess_out", s2]].concat(), request);
+        assert!(ok && out.contains("HTTP/1.1 200"), "{out}");
+        // no ticket (TLS 1.3) nor session id (TLS 1.2) came: openssl has
+        // no session to write
+        assert!(
+            !std::path::Path::new(s2).exists(),
+            "{version}: a session to resume with session_tickets = false"
         );
     }
 }
@@ -983,6 +1102,72 @@ async fn a_long_body_to_a_tls_client_is_encrypted_not_spliced() {
         got.len()
     );
     wait_metric(admin, SPLICED, (n / 2) as f64).await;
+}
+
+/// A TCP listener that ends TLS relays a server's answer whole to a client
+/// that reads it slowly, while the server then waits for the client. (The
+/// relay flushes its writer whenever its reader waits, so that what rustls
+/// holds goes out; `what_a_writer_holds_is_flushed_when_the_reader_waits` in
+/// src/proxy/tcp.rs tests that with a writer that sends only when flushed.
+/// Here, with tokio-rustls, the answer also arrived whole before that fix.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_tcp_relay_delivers_a_long_answer_to_a_slow_reader() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // more than the proxy's socket can hold (tcp_wmem's 4 MiB at most)
+    const N: usize = 16 << 20;
+    let pki = Pki::new("Relay CA");
+    let site = pki.server("site", &["site.example.com"]);
+    // the server: N bytes, then it waits for the client's word before closing
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let baddr = backend.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = backend.accept().await {
+            tokio::spawn(async move {
+                let data: Vec<u8> = (0..N).map(|i| (i % 251) as u8).collect();
+                if s.write_all(&data).await.is_err() {
+                    return;
+                }
+                let mut word = [0u8; 1];
+                let _ = s.read(&mut word).await;
+            });
+        }
+    });
+    let (admin, edge) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let body = format!(
+        "\n[[listener]]\nname = \"edge\"\nbind = [\"{edge}\"]\nmode = \"tcp\"\npool = \"raw\"\n  [listener.tls]\n{}\n",
+        certs(&[&site])
+    ) + &pool("raw", "", baddr);
+    let _p = Proxy::start(&config(admin, "", &body), &[edge]).await;
+    // a client with a small receive buffer: the proxy's writes wait often
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let tcp = sock.connect(edge).await.unwrap();
+    let cfg = Arc::new(t::client_config(&pki, &[]));
+    let name = rustls_pki_types::ServerName::try_from("site.example.com").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    // a slow reader: 64 KiB, then a pause (the scenario: the proxy's socket
+    // to it stays full, so rustls holds what the proxy writes last)
+    let mut got = Vec::with_capacity(N);
+    let read = async {
+        let mut piece = vec![0u8; 65536];
+        while got.len() < N {
+            let n = s.read(&mut piece).await.unwrap();
+            assert!(n > 0, "closed after {} bytes", got.len());
+            got.extend_from_slice(&piece[..n]);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .is_err()
+    {
+        panic!("the answer stopped short of {N} bytes: held in the proxy");
+    }
+    assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    s.write_all(b"k").await.unwrap();
 }
 
 /// A TLS session that breaks mid-body (a record that fails to decrypt) is the

@@ -175,7 +175,12 @@ pub async fn serve<S: ClientIo>(
                 // whether `deadline` is set for the body already (or the head's)
                 let for_body = body_wait.is_some();
                 let start = &b[..b.len().min(H2_PREFACE.len())];
-                if first && H2_PREFACE.starts_with(start) {
+                // (over TLS only where ALPN chose h2: a listener whose alpn
+                // leaves h2 out serves HTTP/1.1 alone)
+                if first
+                    && H2_PREFACE.starts_with(start)
+                    && ctx.tls.as_ref().is_none_or(|t| t.alpn_h2)
+                {
                     if start.len() == H2_PREFACE.len() {
                         break Step::H2;
                     }

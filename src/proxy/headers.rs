@@ -225,6 +225,16 @@ fn set_client_subject(h: &mut HeaderMap, ctx: &ConnCtx) {
     if let Some(tls) = &ctx.tls {
         if let Some(name) = &tls.subject_header {
             h.remove(name);
+            // the same name with `_` for `-`: CGI, WSGI and Rack servers read
+            // both as one (`HTTP_X_CLIENT_SUBJECT`), so a client's copy must
+            // not pass as rampart's
+            if name.as_str().contains('-') {
+                if let Ok(under) =
+                    HeaderName::from_bytes(name.as_str().replace('-', "_").as_bytes())
+                {
+                    h.remove(under);
+                }
+            }
             if let Some(v) = tls
                 .client_subject
                 .as_deref()

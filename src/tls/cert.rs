@@ -295,6 +295,13 @@ pub struct CaFile {
     pub roots: Arc<rustls::RootCertStore>,
 }
 
+impl CaFile {
+    /// The file's bytes as read.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 impl PartialEq for CaFile {
     fn eq(&self, other: &Self) -> bool {
         self.path == other.path && self.bytes == other.bytes

@@ -42,28 +42,47 @@ pub enum BuildError {
     Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
-/// Session tickets are encrypted with keys that rotate every 6 hours (a ticket
-/// stays valid for 12), shared by every listener and kept across reloads, so a
-/// client resumes its session after a reload.
-fn ticketer() -> Option<Arc<dyn rustls::server::ProducesTickets>> {
-    static T: OnceLock<Option<Arc<dyn rustls::server::ProducesTickets>>> = OnceLock::new();
-    T.get_or_init(|| {
-        match super::crypto::new_ticketer() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot make session ticket keys; resumption uses the session cache only");
-                None
-            }
-        }
-    })
-    .clone()
-}
+/// Where sessions are kept for resumption: the server-side cache (TLS 1.2
+/// session ids; TLS 1.3 without tickets) and the ticket keys, which rotate
+/// every 6 hours (a ticket stays valid for 12).
+type Resumption = (
+    Arc<dyn rustls::server::StoresServerSessions>,
+    Option<Arc<dyn rustls::server::ProducesTickets>>,
+);
 
-/// Server-side session cache (TLS 1.2 session ids; TLS 1.3 without tickets),
-/// process-wide and kept across reloads like the ticket keys.
-fn session_cache() -> Arc<dyn rustls::server::StoresServerSessions> {
-    static C: OnceLock<Arc<rustls::server::ServerSessionMemoryCache>> = OnceLock::new();
-    C.get_or_init(|| rustls::server::ServerSessionMemoryCache::new(20_000))
+/// The session cache and ticket keys of one client-certificate policy (the
+/// client CA's bytes, and whether a certificate is required), process-wide
+/// and kept across reloads, so a client resumes its session after a reload
+/// or on another listener with the same policy. A session resumes nowhere
+/// else: rustls checks neither on resumption and takes the certificate the
+/// session was made with (or none) as this connection's, so a session made
+/// where a certificate was optional, or under another CA, would pass a
+/// listener that requires one (RFC 8446 4.6.1 wants a PSK used only where it
+/// fits; nginx binds sessions to the CA list the same way).
+fn resumption(client_ca: Option<&CaFile>, required: bool) -> Resumption {
+    type Policy = (Option<Vec<u8>>, bool);
+    static BY_POLICY: OnceLock<std::sync::Mutex<HashMap<Policy, Resumption>>> = OnceLock::new();
+    let policy = (
+        client_ca.map(|c| c.bytes().to_vec()),
+        required && client_ca.is_some(),
+    );
+    let mut all = BY_POLICY
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    all.entry(policy)
+        .or_insert_with(|| {
+            let cache: Arc<dyn rustls::server::StoresServerSessions> =
+                rustls::server::ServerSessionMemoryCache::new(20_000);
+            let tickets = match super::crypto::new_ticketer() {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot make session ticket keys; resumption uses the session cache only");
+                    None
+                }
+            };
+            (cache, tickets)
+        })
         .clone()
 }
 
@@ -104,11 +123,15 @@ impl ListenerTls {
         };
         let mut sc = builder.with_cert_resolver(Arc::new(ByName::new(&certs, strict_sni)));
         sc.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-        sc.session_storage = session_cache();
         if session_tickets {
-            if let Some(t) = ticketer() {
+            let (cache, tickets) = resumption(client_ca.as_ref(), client_auth_required);
+            sc.session_storage = cache;
+            if let Some(t) = tickets {
                 sc.ticketer = t;
             }
+        } else {
+            // no resumption at all (rustls keeps a session cache by default)
+            sc.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         }
         Ok(ListenerTls {
             certs,
@@ -223,6 +246,8 @@ pub struct TlsInfo {
     pub client_cn: Option<Box<str>>,
     /// The listener passes `client_subject` to backends in this header.
     pub subject_header: Option<http::HeaderName>,
+    /// ALPN chose `h2`: over TLS, HTTP/2 is spoken only so (RFC 9113 3.2).
+    pub alpn_h2: bool,
 }
 
 /// Why a handshake failed (the `reason` label of the failure metric).
@@ -330,11 +355,67 @@ impl ServerTls {
     }
 }
 
+/// A certificate's subject as text: its attributes in the certificate's
+/// order, `TYPE=value`, joined by `, ` (and ` + ` within one RDN), each value
+/// escaped as RFC 4514 2.4 says, so that a value holding `, CN=admin` stays
+/// one value for a server that splits the text; bytes outside printable
+/// ASCII as `\XX`, so the text is always a valid header value. A value of no
+/// string type is `#` and the hex of its DER.
+fn subject_text(name: &x509_parser::x509::X509Name<'_>) -> String {
+    use std::fmt::Write;
+    let registry = x509_parser::objects::oid_registry();
+    let mut out = String::new();
+    for (i, rdn) in name.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        for (j, attr) in rdn.iter().enumerate() {
+            if j > 0 {
+                out.push_str(" + ");
+            }
+            match x509_parser::objects::oid2abbrev(attr.attr_type(), registry) {
+                Ok(a) => out.push_str(a),
+                Err(_) => out.push_str(&attr.attr_type().to_id_string()),
+            }
+            out.push('=');
+            match attr.as_str() {
+                Ok(v) => {
+                    let last = v.len().saturating_sub(1);
+                    for (k, b) in v.bytes().enumerate() {
+                        match b {
+                            b'"' | b'+' | b',' | b';' | b'<' | b'>' | b'\\' => {
+                                out.push('\\');
+                                out.push(b as char);
+                            }
+                            b' ' | b'#' if k == 0 => {
+                                out.push('\\');
+                                out.push(b as char);
+                            }
+                            b' ' if k == last => out.push_str("\\ "),
+                            0x21..=0x7e | b' ' => out.push(b as char),
+                            _ => {
+                                let _ = write!(out, "\\{b:02X}");
+                            }
+                        }
+                    }
+                }
+                Err(_) => {
+                    out.push('#');
+                    for b in attr.attr_value().as_bytes() {
+                        let _ = write!(out, "{b:02X}");
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 fn info(c: &rustls::ServerConnection) -> TlsInfo {
     let (client_subject, client_cn) = match c.peer_certificates().and_then(|p| p.first()) {
         Some(der) => match x509_parser::parse_x509_certificate(der) {
             Ok((_, cert)) => (
-                Some(cert.subject().to_string().into_boxed_str()),
+                Some(subject_text(cert.subject()).into_boxed_str()),
                 cert.subject()
                     .iter_common_name()
                     .next()
@@ -355,5 +436,6 @@ fn info(c: &rustls::ServerConnection) -> TlsInfo {
         client_subject,
         client_cn,
         subject_header: None,
+        alpn_h2: c.alpn_protocol() == Some(b"h2"),
     }
 }
