@@ -22,13 +22,14 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use wire::{Advert, Reject, ReplayGuard, WireState};
 
-const REJECTS: [Reject; 7] = [
+const REJECTS: [Reject; 8] = [
     Reject::Size,
     Reject::Magic,
     Reject::Version,
     Reject::Malformed,
     Reject::Auth,
     Reject::Replay,
+    Reject::Stale,
     Reject::UnknownPeer,
 ];
 
@@ -277,6 +278,7 @@ impl Ha {
         };
         let mut replay = ReplayGuard::default();
         let mut interval_warned = false;
+        let mut stale_warned: Option<Instant> = None;
         let peer_ips = |cfg: &HaConfig| -> Vec<IpAddr> {
             cfg.peers.iter().map(|p| p.ip().to_canonical()).collect()
         };
@@ -354,6 +356,16 @@ impl Ha {
                             let t = node.now();
                             let actions = node.fsm.handle(t, Event::Advert(heard));
                             node.exec(actions).await;
+                        }
+                        Err(Reject::Stale) => {
+                            node.ha.status.drop_count(Reject::Stale);
+                            // authentic (the tag checked), but dated too far
+                            // from this clock to tell from a replay: while the
+                            // clocks disagree, neither node hears the other
+                            if stale_warned.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(60)) {
+                                stale_warned = Some(Instant::now());
+                                tracing::warn!(%from, "a heartbeat from the peer is dated over 5 minutes from this host's clock and is refused as a possible replay: if the peer is up, both nodes may hold the VIP; sync the clocks (NTP)");
+                            }
                         }
                         Err(r) => {
                             node.ha.status.drop_count(r);

@@ -62,6 +62,8 @@ pub enum Reject {
     Auth,
     #[error("replayed or old sequence")]
     Replay,
+    #[error("a first advert (or a new boot's) whose timestamp is over 5 minutes from this clock")]
+    Stale,
     #[error("from a node that is not a configured peer")]
     UnknownPeer,
 }
@@ -75,6 +77,7 @@ impl Reject {
             Reject::Malformed => "malformed",
             Reject::Auth => "auth",
             Reject::Replay => "replay",
+            Reject::Stale => "stale",
             Reject::UnknownPeer => "unknown_peer",
         }
     }
@@ -214,7 +217,15 @@ impl ReplayGuard {
             }
         };
         if !ok {
-            return Err(Reject::Replay);
+            // a capture from long ago, or a peer whose clock is that far
+            // from this one: told apart for the operator (the second is a
+            // split brain until the clocks agree)
+            let first = !matches!(self.last.get(&a.node_id), Some(((b, _), _)) if *b == a.boot_id);
+            return Err(if first && !fresh_ts {
+                Reject::Stale
+            } else {
+                Reject::Replay
+            });
         }
         self.last.insert(a.node_id.clone(), (key, now));
         Ok(())
@@ -327,7 +338,7 @@ mod tests {
         old.timestamp_ms = wall - 3_600_000;
         assert_eq!(
             g2.accept_at(&old, 100_000, 3000, wall, 60_000),
-            Err(Reject::Replay)
+            Err(Reject::Stale)
         );
     }
 
