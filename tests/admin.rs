@@ -672,6 +672,100 @@ async fn token_and_read_auth() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A loopback client must name this host as loopback: a page whose own name
+/// was made to resolve to 127.0.0.1 (DNS rebinding) sends that name as Host,
+/// and neither reads nor writes (trusted from loopback without a token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebound_name_is_refused_from_loopback() {
+    let s = setup("", "").await;
+    let c = client();
+    let req = |method: &str, path: &str, host: &str| {
+        Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", s.admin))
+            .header("host", host)
+            .header("content-type", "application/json")
+            .header("origin", format!("http://{host}"))
+            .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+                bytes::Bytes::from("{\"weight\":3}"),
+            )))
+            .unwrap()
+    };
+    let write = format!("/api/pools/api/servers/{}", s.a.addr);
+    let port = s.admin.port();
+    for host in [
+        format!("rebind.evil.example:{port}"),
+        "rebind.evil.example".into(),
+    ] {
+        let (r, body) = send(&c, req("POST", &write, &host)).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{host}");
+        assert!(String::from_utf8_lossy(&body).contains("rebinding"));
+        assert_eq!(
+            send(&c, req("GET", "/stats;json", &host)).await.0.status(),
+            StatusCode::FORBIDDEN,
+            "{host}"
+        );
+        // the probes stay open to any name
+        assert_eq!(
+            send(&c, req("GET", "/live", &host)).await.0.status(),
+            StatusCode::OK
+        );
+    }
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "[::1]".into(),
+    ] {
+        let (r, body) = send(&c, req("POST", &write, &host)).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "{host}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    drop(s.p);
+}
+
+/// Clients that ask and never read the answers cannot hold the admin
+/// server's connections: a write that makes no progress for 10 s closes its
+/// connection, so with every slot taken a probe is answered soon after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_do_not_hold_the_admin_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup("", "").await;
+    let mut held = Vec::new();
+    let ask = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(300);
+    for _ in 0..256 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let mut c = sock.connect(s.admin).await.unwrap();
+        c.write_all(ask.as_bytes()).await.unwrap();
+        held.push(c);
+    }
+    // every slot is taken by a client that reads nothing; a probe on a new
+    // connection waits in the backlog until stalled ones are closed
+    let probe = async {
+        let mut p = tokio::net::TcpStream::connect(s.admin).await.unwrap();
+        p.write_all(b"GET /live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        p.read_to_end(&mut got).await.unwrap();
+        got
+    };
+    let got = tokio::time::timeout(Duration::from_secs(40), probe)
+        .await
+        .expect("the probe was never answered: the stalled clients hold every slot");
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    drop(held);
+    drop(s.p);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_status_and_server_commands() {
     let s = setup("", "").await;

@@ -316,5 +316,26 @@ pub fn render_table(s: &Stats) -> String {
             );
         }
     }
-    o
+    shown(o)
+}
+
+/// Text for a terminal: a server's own text (a health check's detail, a
+/// reload's error) may carry escape sequences, shown as `?`, not run.
+fn shown(o: String) -> String {
+    if !o.chars().any(|c| c.is_control() && c != '\n') {
+        return o;
+    }
+    o.chars()
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_bytes_from_a_server_are_not_sent_to_the_terminal() {
+        let t = super::shown("pg: \x1b]0;owned\x07 down\n\u{9b}2J".to_string());
+        assert_eq!(t, "pg: ?]0;owned? down\n?2J");
+        assert_eq!(super::shown("ok\n".into()), "ok\n");
+    }
 }

@@ -64,9 +64,15 @@ fn hrsp(row: &mut [String], by_class: &std::collections::BTreeMap<String, u64>) 
     }
 }
 
-/// Commas and newlines cannot appear in a field.
+/// Commas and newlines cannot appear in a field; one that a spreadsheet
+/// would run as a formula (`=`, `+`, `-`, `@` first) is quoted with `'`.
 fn clean(s: &str) -> String {
-    s.replace([',', '\n', '\r'], " ")
+    let s = s.replace([',', '\n', '\r'], " ");
+    if s.starts_with(['=', '+', '-', '@', '\t']) {
+        format!("'{s}")
+    } else {
+        s
+    }
 }
 
 pub fn render(stats: &Stats) -> String {
@@ -202,4 +208,19 @@ fn push(out: &mut String, row: &[String]) {
         let _ = write!(out, "{f},");
     }
     out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean;
+
+    #[test]
+    fn a_field_is_one_cell_and_never_a_formula() {
+        assert_eq!(clean("api,v2\r\nx"), "api v2  x");
+        assert_eq!(clean("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        for f in ["+1", "-1", "@SUM(A1)", "\tx"] {
+            assert!(clean(f).starts_with('\''), "{f}");
+        }
+        assert_eq!(clean("10.0.0.1:80"), "10.0.0.1:80");
+    }
 }

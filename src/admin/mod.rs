@@ -67,7 +67,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Cancellat
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc);
+                .serve_connection(TokioIo::new(Stalling::new(stream)), svc);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -95,6 +95,66 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Cancellat
 /// Admin connections served at once.
 const MAX_CONNECTIONS: usize = 256;
 
+/// How long an answer may wait for a client that reads nothing: past it the
+/// connection is closed and its slot freed (256 clients that never read
+/// would hold every slot, probes included, without it).
+const WRITE_STALL: Duration = Duration::from_secs(10);
+
+/// An admin connection whose writes fail once they make no progress for
+/// `WRITE_STALL` (reads are bounded by hyper's header timeout).
+struct Stalling {
+    io: tokio::net::TcpStream,
+    stall: crate::proxy::io::WriteStall,
+}
+
+impl Stalling {
+    fn new(io: tokio::net::TcpStream) -> Stalling {
+        Stalling {
+            io,
+            stall: crate::proxy::io::WriteStall::new(
+                WRITE_STALL,
+                "the admin client read nothing for 10 s",
+            ),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Stalling {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Stalling {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.io).poll_write(cx, buf);
+        this.stall.check(cx, r)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
 async fn route(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Resp {
     // the config in force now: a reload may change the credentials
     let cfg = shared.config.load_full();
@@ -113,6 +173,11 @@ async fn route(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Res
             }
         }
         _ => {}
+    }
+    if is_loopback(peer.ip()) {
+        if let Some(denied) = check_loopback_host(&req) {
+            return denied;
+        }
     }
     if method == Method::GET {
         if let Some(denied) = check_read(cfg, &req) {
@@ -557,6 +622,44 @@ async fn check_now(shared: &Shared) {
 
 fn is_loopback(ip: IpAddr) -> bool {
     ip.to_canonical().is_loopback()
+}
+
+/// A request from loopback must name this host as loopback: an IP address,
+/// `localhost` or the machine's host name. A page from elsewhere in a browser
+/// on this host (or behind `ssh -L`) can make its own name resolve to
+/// 127.0.0.1 (DNS rebinding); its requests then pass as same-origin and as
+/// loopback, trusted for writes without a token, but carry its name as Host.
+fn check_loopback_host(req: &Request<Incoming>) -> Option<Resp> {
+    let host = req.headers().get(header::HOST)?;
+    let host = host.to_str().unwrap_or("");
+    // the name without its port (an IPv6 literal keeps its brackets)
+    let name = match host.rsplit_once(':') {
+        Some((n, port))
+            if !n.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !n.ends_with(':') =>
+        {
+            n
+        }
+        _ => host,
+    };
+    let literal = name.parse::<IpAddr>().is_ok()
+        || name
+            .strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            .is_some_and(|n| n.parse::<IpAddr>().is_ok());
+    let local = name.eq_ignore_ascii_case("localhost")
+        || name.to_ascii_lowercase().ends_with(".localhost")
+        || std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .is_ok_and(|h| !h.trim().is_empty() && h.trim().eq_ignore_ascii_case(name));
+    if literal || local {
+        return None;
+    }
+    Some(error(
+        StatusCode::FORBIDDEN,
+        &format!(
+            "Host {host:?} is not a name of this host for a loopback client \
+             (use an IP address or localhost): refused, as DNS rebinding would send it"
+        ),
+    ))
 }
 
 fn check_write(cfg: &Config, peer: SocketAddr, req: &Request<Incoming>) -> Option<Resp> {

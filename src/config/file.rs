@@ -223,8 +223,11 @@ impl Default for AdminFile {
     }
 }
 
+/// Loopback: the stats page, the metrics and the API (quota keys among
+/// them) are for this host unless `bind` says otherwise, as HAProxy serves no
+/// stats until told where.
 fn default_admin_bind() -> Addr {
-    Addr(SocketAddr::from(([0, 0, 0, 0], 8404)))
+    Addr(SocketAddr::from(([127, 0, 0, 1], 8404)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

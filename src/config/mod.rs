@@ -96,6 +96,42 @@ name = "api"
         assert_eq!(c.global.shutdown_grace, Duration::from_secs(30));
     }
 
+    /// Without `[admin]` the admin server is this host's alone; a bind other
+    /// hosts reach, without read_auth, is warned about.
+    #[test]
+    fn the_admin_server_is_loopback_unless_bound_elsewhere_and_warned_about() {
+        let c = parse(
+            &GOOD.replace("[admin]\nbind = \"127.0.0.1:8404\"\n", ""),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.admin.bind, "127.0.0.1:8404".parse().unwrap());
+        assert!(
+            !c.warnings.iter().any(|w| w.contains("[admin]")),
+            "{:?}",
+            c.warnings
+        );
+        let open = GOOD.replace("127.0.0.1:8404", "0.0.0.0:8404");
+        let c = parse(&open, "t.toml").unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("[admin] bind") && w.contains("read_auth")),
+            "{:?}",
+            c.warnings
+        );
+        let guarded = open.replace(
+            "bind = \"0.0.0.0:8404\"",
+            "bind = \"0.0.0.0:8404\"\nread_auth = \"ops:PATH\"",
+        );
+        let c = parse(&guarded, "t.toml").unwrap();
+        assert!(
+            !c.warnings.iter().any(|w| w.contains("[admin]")),
+            "{:?}",
+            c.warnings
+        );
+    }
+
     fn problem(src: &str) -> Problem {
         match parse(src, "t.toml") {
             Err(ConfigError::Invalid { problems, .. }) => problems[0].clone(),

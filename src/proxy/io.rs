@@ -495,9 +495,46 @@ pub struct Prefixed<S> {
     pos: usize,
     io: S,
     ctx: Arc<ConnCtx>,
-    client_timeout: Duration,
-    /// Armed when a write has to wait; dropped when one makes progress.
+    stall: WriteStall,
+}
+
+/// A limit on how long writes may make no progress: armed when one has to
+/// wait, dropped when one goes through.
+pub struct WriteStall {
+    limit: Duration,
+    what: &'static str,
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteStall {
+    /// `what`: the error's text once `limit` passes.
+    pub fn new(limit: Duration, what: &'static str) -> WriteStall {
+        WriteStall {
+            limit,
+            what,
+            stalled: None,
+        }
+    }
+
+    /// After a write attempt: a stall longer than the limit becomes an error.
+    pub fn check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
+        let limit = self.limit;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if std::future::Future::poll(stalled.as_mut(), cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, self.what)));
+        }
+        r
+    }
 }
 
 impl<S: ClientIo> Prefixed<S> {
@@ -513,35 +550,21 @@ impl<S: ClientIo> Prefixed<S> {
             pos: 0,
             io,
             ctx,
-            client_timeout,
-            stalled: None,
+            stall: WriteStall::new(client_timeout, "the client read nothing for client_timeout"),
         }
     }
 
-    /// After a write attempt: a stall longer than client_timeout becomes an error.
+    /// After a write attempt: a stall longer than client_timeout becomes an
+    /// error, unless the connection is a tunnel now.
     fn check_stall<T>(
         &mut self,
         cx: &mut Context<'_>,
         r: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        if r.is_ready() {
-            self.stalled = None;
+        if r.is_pending() && self.ctx.tunnelled.load(Ordering::Relaxed) {
             return r;
         }
-        if self.ctx.tunnelled.load(Ordering::Relaxed) {
-            return r;
-        }
-        let limit = self.client_timeout;
-        let stalled = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        if std::future::Future::poll(stalled.as_mut(), cx).is_ready() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client read nothing for client_timeout",
-            )));
-        }
-        r
+        self.stall.check(cx, r)
     }
 }
 

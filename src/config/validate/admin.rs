@@ -6,7 +6,20 @@ use crate::config::file::*;
 use crate::config::model::*;
 use crate::config::problems::{KeyPath, Problems};
 
-pub(super) fn admin(a: &AdminFile, aat: &KeyPath, p: &mut Problems<'_>) -> Admin {
+pub(super) fn admin(
+    a: &AdminFile,
+    aat: &KeyPath,
+    p: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> Admin {
+    if !a.bind.0.ip().to_canonical().is_loopback() && a.read_auth.is_none() {
+        warnings.push(format!(
+            "[admin] bind = \"{}\" is reachable from other hosts and read_auth is not set: \
+             the stats page, metrics and API (quota keys included) are readable by anyone \
+             who can reach it",
+            a.bind.0
+        ));
+    }
     let read_auth_env = match a.read_auth.as_deref() {
         None => None,
         Some(s) => match s.split_once(':') {

@@ -107,7 +107,7 @@ pub(super) fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config
     }
 
     // [admin]
-    let admin = admin::admin(&raw.admin, &root.key("admin"), &mut p);
+    let admin = admin::admin(&raw.admin, &root.key("admin"), &mut p, &mut warnings);
 
     // [resolver]
     let resolver = resolver::resolver(
