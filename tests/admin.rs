@@ -715,6 +715,8 @@ async fn a_rebound_name_is_refused_from_loopback() {
         format!("127.0.0.1:{port}"),
         format!("localhost:{port}"),
         "[::1]".into(),
+        // a single label (`Host: x`): no internet name
+        "x".into(),
     ] {
         let (r, body) = send(&c, req("POST", &write, &host)).await;
         assert_eq!(

@@ -625,10 +625,11 @@ fn is_loopback(ip: IpAddr) -> bool {
 }
 
 /// A request from loopback must name this host as loopback: an IP address,
-/// `localhost` or the machine's host name. A page from elsewhere in a browser
-/// on this host (or behind `ssh -L`) can make its own name resolve to
-/// 127.0.0.1 (DNS rebinding); its requests then pass as same-origin and as
-/// loopback, trusted for writes without a token, but carry its name as Host.
+/// `localhost`, the machine's host name or another single label. A page from
+/// elsewhere in a browser on this host (or behind `ssh -L`) can make its own
+/// name resolve to 127.0.0.1 (DNS rebinding); its requests then pass as
+/// same-origin and as loopback, trusted for writes without a token, but
+/// carry its name as Host.
 fn check_loopback_host(req: &Request<Incoming>) -> Option<Resp> {
     let host = req.headers().get(header::HOST)?;
     let host = host.to_str().unwrap_or("");
@@ -646,7 +647,10 @@ fn check_loopback_host(req: &Request<Incoming>) -> Option<Resp> {
             .strip_prefix('[')
             .and_then(|n| n.strip_suffix(']'))
             .is_some_and(|n| n.parse::<IpAddr>().is_ok());
-    let local = name.eq_ignore_ascii_case("localhost")
+    // a single label (`x`, a short host name) is no name on the internet,
+    // where a rebinding page's name must resolve
+    let local = !name.contains('.')
+        || name.eq_ignore_ascii_case("localhost")
         || name.to_ascii_lowercase().ends_with(".localhost")
         || std::fs::read_to_string("/proc/sys/kernel/hostname")
             .is_ok_and(|h| !h.trim().is_empty() && h.trim().eq_ignore_ascii_case(name));
