@@ -301,7 +301,7 @@ fn main() -> ExitCode {
                 return Err(rampart::admin::client::ClientError::Refused(lines));
             }
             for w in &r.warnings {
-                eprintln!("warning: {w}");
+                eprintln!("warning: {}", rampart::admin::client::shown(w.clone()));
             }
             Ok(format!(
                 "reloaded: generation {}: {}",
@@ -376,17 +376,20 @@ where
             return ExitCode::from(EXIT_RUN);
         }
     };
+    // (servers' own text, a check's detail or a reload's error among it, is
+    // shown without the terminal escapes it may carry)
+    use rampart::admin::client::shown;
     match rt.block_on(f(client)) {
         Ok(out) => {
-            println!("{out}");
+            println!("{}", shown(out));
             ExitCode::SUCCESS
         }
         Err(rampart::admin::client::ClientError::Refused(why)) => {
-            eprintln!("{why}");
+            eprintln!("{}", shown(why));
             ExitCode::from(EXIT_CONFIG)
         }
         Err(e) => {
-            eprintln!("rampart: {e}");
+            eprintln!("rampart: {}", shown(e.to_string()));
             ExitCode::from(EXIT_RUN)
         }
     }

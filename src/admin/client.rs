@@ -321,7 +321,7 @@ pub fn render_table(s: &Stats) -> String {
 
 /// Text for a terminal: a server's own text (a health check's detail, a
 /// reload's error) may carry escape sequences, shown as `?`, not run.
-fn shown(o: String) -> String {
+pub fn shown(o: String) -> String {
     if !o.chars().any(|c| c.is_control() && c != '\n') {
         return o;
     }

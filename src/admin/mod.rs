@@ -631,8 +631,14 @@ fn is_loopback(ip: IpAddr) -> bool {
 /// same-origin and as loopback, trusted for writes without a token, but
 /// carry its name as Host.
 fn check_loopback_host(req: &Request<Incoming>) -> Option<Resp> {
+    // (none: not a browser's request, which always names its host)
     let host = req.headers().get(header::HOST)?;
-    let host = host.to_str().unwrap_or("");
+    let Ok(host) = host.to_str() else {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "a Host that is not ASCII: refused",
+        ));
+    };
     // the name without its port (an IPv6 literal keeps its brackets)
     let name = match host.rsplit_once(':') {
         Some((n, port))

@@ -433,6 +433,8 @@ where
         goaway: None,
         read_closed: false,
         early_resets: 0,
+        cancels_left: cfg.max_concurrent_streams,
+        cancels_at_ms: now,
         local_resets: 0,
         recent: VecDeque::new(),
         last_read_ms: now,
@@ -489,9 +491,18 @@ struct Conn<'a, IO, S, F, B> {
     /// The last stream id of the GOAWAY sent.
     goaway: Option<u32>,
     read_closed: bool,
-    /// Streams the client reset before their answer, less those it let
-    /// finish (rapid reset).
+    /// Streams the client reset before their service ran, less those it
+    /// let finish (rapid reset).
     early_resets: usize,
+    /// Resets of streams whose service ran and had not answered yet (the
+    /// request was on its way to a server): a bucket of
+    /// `max_concurrent_streams`, refilled at that many a second. A client
+    /// may cancel all it has in flight at once, and again a second later,
+    /// but not hold back its resets a read to dodge `early_resets` at the
+    /// rate of a flood; answers give nothing back (they are cheap to get).
+    cancels_left: u32,
+    /// When `cancels_left` was last refilled.
+    cancels_at_ms: u64,
     /// Streams reset for the client's errors.
     local_resets: usize,
     /// Streams closed lately, and whether this side reset them (their late
@@ -1054,19 +1065,37 @@ where
         let code = Reason(u32::from_be_bytes([p[0], p[1], p[2], p[3]]));
         if let Some(i) = self.find(h.stream) {
             let s = self.streams.swap_remove(i);
-            // a reset before the answer started, whether or not the service
-            // was already called: a client can hold its resets back until
-            // its streams were served (a read later) and still cost a
-            // backend request each (rapid reset, CVE-2023-44487); answers
-            // sent take one back (`respond`)
-            if matches!(s.out, Out::Head(_) | Out::Waiting(_)) {
-                self.early_resets += 1;
-                if self.early_resets > self.cfg.max_pending_accept_reset_streams {
-                    return Err(Fatal(
-                        Reason::ENHANCE_YOUR_CALM,
-                        "too many streams reset before their answer",
-                    ));
+            match s.out {
+                // before its service ran (rapid reset, CVE-2023-44487):
+                // answers sent take one back (`respond`)
+                Out::Head(_) => {
+                    self.early_resets += 1;
+                    if self.early_resets > self.cfg.max_pending_accept_reset_streams {
+                        return Err(Fatal(
+                            Reason::ENHANCE_YOUR_CALM,
+                            "too many streams reset before their answer",
+                        ));
+                    }
                 }
+                // served, not answered: a request cancelled on its way
+                Out::Waiting(_) => {
+                    let cap = self.cfg.max_concurrent_streams;
+                    let now = crate::clock::now_ms();
+                    let refill = now.saturating_sub(self.cancels_at_ms) * u64::from(cap) / 1000;
+                    if refill > 0 {
+                        self.cancels_left =
+                            (u64::from(self.cancels_left) + refill).min(u64::from(cap)) as u32;
+                        self.cancels_at_ms = now;
+                    }
+                    if self.cancels_left == 0 {
+                        return Err(Fatal(
+                            Reason::ENHANCE_YOUR_CALM,
+                            "requests cancelled faster than max_concurrent_streams a second",
+                        ));
+                    }
+                    self.cancels_left -= 1;
+                }
+                Out::Body(_) | Out::Done => {}
             }
             self.drop_stream(s, code);
             self.closed(h.stream, false);
@@ -2243,36 +2272,66 @@ mod tests {
         assert_eq!(called.load(Ordering::SeqCst), 0);
     }
 
-    /// A client that holds its resets back until its streams were served (a
-    /// read later, their requests already on their way to a server) is
-    /// counted all the same: a reset before the answer started is a rapid
-    /// reset whether or not the service was called.
+    /// Requests cancelled after their service ran (on their way to a server):
+    /// a client may cancel all it has in flight at once (a browser leaving a
+    /// page, gRPC deadlines) and go on, but one that holds its resets back a
+    /// read to dodge the rapid-reset count, round after round, gets GOAWAY
+    /// ENHANCE_YOUR_CALM once it cancels faster than max_concurrent_streams
+    /// (here 100) a second.
     #[tokio::test]
-    async fn resets_held_back_until_the_streams_are_served_still_count() {
+    async fn requests_cancelled_in_flight_are_allowed_in_bursts_not_as_a_flood() {
         let (mut c, called) = serve_never_answering().await;
         let (mut out, block) = preface_and_request("GET");
-        // settings() allows 20 resets before an answer
-        let ids: Vec<u32> = (1..60).step_by(2).collect();
-        for &id in &ids {
-            frame::headers(&mut out, id, &block, true, 16_384);
-        }
         c.write_all(&out).await.unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while called.load(Ordering::SeqCst) < ids.len() {
+        out.clear();
+        let mut next = 1u32;
+        // one round: 100 streams served, then all reset; true when the
+        // server answered a PING after it without GOAWAY
+        let mut round = async |c: &mut tokio::net::TcpStream| -> bool {
+            let ids: Vec<u32> = (0..100).map(|k| next + 2 * k).collect();
+            next += 200;
+            let mut out = Vec::new();
+            for &id in &ids {
+                frame::headers(&mut out, id, &block, true, 16_384);
+            }
+            c.write_all(&out).await.unwrap();
+            let want = (ids[99] as usize).div_ceil(2);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while called.load(Ordering::SeqCst) < want {
+                assert!(tokio::time::Instant::now() < deadline, "not all served");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let mut out = Vec::new();
+            for &id in &ids {
+                frame::rst_stream(&mut out, id, Reason::CANCEL);
+            }
+            frame::ping(&mut out, false, b"fencing!");
+            c.write_all(&out).await.unwrap();
+            first_frame(c, |h, p| {
+                (h.kind == frame::GOAWAY || (h.kind == frame::PING && h.flags & frame::ACK != 0))
+                    .then(|| {
+                        if h.kind == frame::GOAWAY {
+                            assert_eq!(
+                                Reason(u32::from_be_bytes([p[4], p[5], p[6], p[7]])),
+                                Reason::ENHANCE_YOUR_CALM
+                            );
+                        }
+                        h.kind == frame::PING
+                    })
+            })
+            .await
+        };
+        // a burst of all it has in flight: the connection goes on
+        assert!(round(&mut c).await, "GOAWAY after one burst of cancels");
+        // round after round at once: GOAWAY within a few
+        let mut rounds = 1;
+        while round(&mut c).await {
+            rounds += 1;
             assert!(
-                tokio::time::Instant::now() < deadline,
-                "the service was called {} times",
-                called.load(Ordering::SeqCst)
+                rounds < 10,
+                "no GOAWAY after {rounds} rounds of 100 cancels"
             );
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let mut out = Vec::new();
-        for &id in &ids {
-            frame::rst_stream(&mut out, id, Reason::CANCEL);
-        }
-        c.write_all(&out).await.unwrap();
-        let code = first_frame(&mut c, goaway_code).await;
-        assert_eq!(code, Reason::ENHANCE_YOUR_CALM);
     }
 
     /// Streams opened over SETTINGS_MAX_CONCURRENT_STREAMS are refused and

@@ -60,16 +60,26 @@ type Resumption = (
 /// listener that requires one (RFC 8446 4.6.1 wants a PSK used only where it
 /// fits; nginx binds sessions to the CA list the same way).
 fn resumption(client_ca: Option<&CaFile>, required: bool) -> Resumption {
-    type Policy = (Option<Vec<u8>>, bool);
-    static BY_POLICY: OnceLock<std::sync::Mutex<HashMap<Policy, Resumption>>> = OnceLock::new();
-    let policy = (
+    resumption_for((
         client_ca.map(|c| c.bytes().to_vec()),
         required && client_ca.is_some(),
-    );
+    ))
+}
+
+/// A client-certificate policy: the client CA file's bytes, and whether a
+/// certificate is required.
+type Policy = (Option<Vec<u8>>, bool);
+
+static BY_POLICY: OnceLock<std::sync::Mutex<HashMap<Policy, Resumption>>> = OnceLock::new();
+
+fn resumption_for(policy: Policy) -> Resumption {
     let mut all = BY_POLICY
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
+    // a policy no config holds any more (a client CA file replaced, a
+    // listener gone) is let go of, so reloads do not pile caches up
+    all.retain(|_, (cache, _)| Arc::strong_count(cache) > 1);
     all.entry(policy)
         .or_insert_with(|| {
             let cache: Arc<dyn rustls::server::StoresServerSessions> =
@@ -378,8 +388,8 @@ fn subject_text(name: &x509_parser::x509::X509Name<'_>) -> String {
                 Err(_) => out.push_str(&attr.attr_type().to_id_string()),
             }
             out.push('=');
-            match attr.as_str() {
-                Ok(v) => {
+            match attr_text(attr) {
+                Some(v) => {
                     let last = v.len().saturating_sub(1);
                     for (k, b) in v.bytes().enumerate() {
                         match b {
@@ -399,9 +409,13 @@ fn subject_text(name: &x509_parser::x509::X509Name<'_>) -> String {
                         }
                     }
                 }
-                Err(_) => {
+                None => {
+                    // RFC 4514 2.4: `#` and the hex of the value's DER
                     out.push('#');
-                    for b in attr.attr_value().as_bytes() {
+                    let v = attr.attr_value();
+                    let der =
+                        x509_parser::der_parser::asn1_rs::ToDer::to_der_vec(v).unwrap_or_default();
+                    for b in der {
                         let _ = write!(out, "{b:02X}");
                     }
                 }
@@ -409,6 +423,35 @@ fn subject_text(name: &x509_parser::x509::X509Name<'_>) -> String {
         }
     }
     out
+}
+
+/// An attribute's value as text, for every string type a name may use (as
+/// x509-parser shows them: BMPString as UTF-16, the other 8-bit ones as
+/// UTF-8); None for a value of no string type.
+fn attr_text(attr: &x509_parser::x509::AttributeTypeAndValue<'_>) -> Option<String> {
+    use x509_parser::der_parser::asn1_rs::Tag;
+    let v = attr.attr_value();
+    match v.tag() {
+        Tag::BmpString => {
+            let units: Vec<u16> = v
+                .data
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
+            String::from_utf16(&units).ok()
+        }
+        Tag::NumericString
+        | Tag::VisibleString
+        | Tag::PrintableString
+        | Tag::GeneralString
+        | Tag::ObjectDescriptor
+        | Tag::GraphicString
+        | Tag::T61String
+        | Tag::VideotexString
+        | Tag::Utf8String
+        | Tag::Ia5String => std::str::from_utf8(v.data).ok().map(str::to_owned),
+        _ => None,
+    }
 }
 
 fn info(c: &rustls::ServerConnection) -> TlsInfo {
@@ -437,5 +480,31 @@ fn info(c: &rustls::ServerConnection) -> TlsInfo {
         client_cn,
         subject_header: None,
         alpn_h2: c.alpn_protocol() == Some(b"h2"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One session cache and ticket key per policy, shared while a config
+    /// holds it, let go of once none does (a CA file replaced on reload).
+    #[test]
+    fn a_policy_no_config_holds_is_let_go_of() {
+        let a = resumption_for((Some(b"ca one".to_vec()), true));
+        let again = resumption_for((Some(b"ca one".to_vec()), true));
+        assert!(Arc::ptr_eq(&a.0, &again.0), "one cache per policy");
+        let other = resumption_for((Some(b"ca one".to_vec()), false));
+        assert!(!Arc::ptr_eq(&a.0, &other.0), "optional and required apart");
+        drop((a, again, other));
+        // the next build lets both go (other tests' policies may come and go
+        // meanwhile: only these two are looked at)
+        let b = resumption_for((Some(b"ca two".to_vec()), true));
+        let map = BY_POLICY.get().unwrap().lock().unwrap();
+        assert!(!map.contains_key(&(Some(b"ca one".to_vec()), true)));
+        assert!(!map.contains_key(&(Some(b"ca one".to_vec()), false)));
+        assert!(map.contains_key(&(Some(b"ca two".to_vec()), true)));
+        drop(map);
+        drop(b);
     }
 }

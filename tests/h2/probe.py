@@ -4,8 +4,8 @@ packages (Debian's python3-h2). Each prints one JSON line of what the server did
 
   probe.py idle HOST PORT WAIT            one request, then wait for GOAWAY
   probe.py rapid-reset HOST PORT N        N x (HEADERS, RST_STREAM CANCEL)
-  probe.py rapid-reset-held HOST PORT N   rounds of 10 HEADERS for /slow?ms=5000, 50 ms
-                                          for the server to start them, then their 10
+  probe.py rapid-reset-held HOST PORT N   rounds of 50 HEADERS for /slow?ms=5000, 10 ms
+                                          for the server to start them, then their 50
                                           RST_STREAM CANCEL; up to N streams
   probe.py continuation HOST PORT N       HEADERS without END_HEADERS, N CONTINUATIONs
   probe.py big-headers HOST PORT BYTES    one request with BYTES of header fields
@@ -415,14 +415,14 @@ def main():
         while sent < n and not c.goaway() and not c.closed:
             ids = []
             data = b""
-            for _ in range(10):
+            for _ in range(50):
                 block = enc.encode(request_headers(host, "/slow?ms=5000"))
                 data += HeadersFrame(sid, block, flags=["END_HEADERS", "END_STREAM"]).serialize()
                 ids.append(sid)
                 sid += 2
             if not c.send(data):
                 break
-            c.pump(0.05)
+            c.pump(0.01)
             rst = b"".join((4).to_bytes(3, "big") + bytes([0x3, 0]) + i.to_bytes(4, "big")
                            + (8).to_bytes(4, "big") for i in ids)
             if not c.send(rst):
