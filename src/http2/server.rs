@@ -1994,8 +1994,12 @@ impl Fields {
             return Err("a content-length over 0 and no body");
         }
         let mut headers = self.block.headers;
-        let mut hosts = headers.get_all(header::HOST).iter();
-        if hosts.next().is_some() && hosts.next().is_some() {
+        // (one lookup for both questions)
+        let (has_host, two_hosts) = {
+            let mut hosts = headers.get_all(header::HOST).iter();
+            (hosts.next().is_some(), hosts.next().is_some())
+        };
+        if two_hosts {
             // routes and rules would see the first, a server may take the
             // last (RFC 9110 7.2: 400 in HTTP/1.1; nginx refuses it too)
             return Err("more than one host field");
@@ -2007,7 +2011,7 @@ impl Fields {
                 .map_err(|_| "an invalid :authority")?;
             // Host from :authority (RFC 9113 8.3.1), sharing its bytes: what
             // an intermediary sends on, made here where the bytes are at hand
-            if !headers.contains_key(header::HOST) {
+            if !has_host {
                 if let Ok(v) = HeaderValue::from_maybe_shared(a) {
                     // (a map already full is a list over the limit: its
                     // fields are dropped for the 431)
