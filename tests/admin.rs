@@ -729,6 +729,48 @@ async fn a_rebound_name_is_refused_from_loopback() {
     drop(s.p);
 }
 
+/// A pool member that is the admin server's own address (a DNS answer of
+/// 127.0.0.1 with an SRV port of 8404, say) is not connected to: rampart's
+/// connections come from loopback, which the admin API trusts for writes, so
+/// any client could reach it through the listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_server_is_never_a_backend() {
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let cfg = http_config_at(
+        listen,
+        admin,
+        "threads = 1\naccess_log = \"off\"\n",
+        "retries = 0\n",
+        &[(admin, 1)],
+    );
+    let _p = Proxy::start(&cfg, &[listen, admin]).await;
+    let c = client();
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("http://{listen}/api/reload"))
+        .header("content-type", "application/json")
+        .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+            bytes::Bytes::new(),
+        )))
+        .unwrap();
+    let (r, body) = send(&c, req).await;
+    assert!(
+        r.status() == StatusCode::BAD_GATEWAY || r.status() == StatusCode::SERVICE_UNAVAILABLE,
+        "{}: {}",
+        r.status(),
+        String::from_utf8_lossy(&body)
+    );
+    // the admin server did no reload for it
+    let (_, reloads) = admin_get(admin, "/api/reload").await;
+    let v: Value = serde_json::from_str(&reloads).unwrap();
+    assert_eq!(
+        (v["reloads_ok"].as_u64(), v["reloads_failed"].as_u64()),
+        (Some(0), Some(0)),
+        "{reloads}"
+    );
+}
+
 /// Clients that ask and never read the answers cannot hold the admin
 /// server's connections: a write that makes no progress for 10 s closes its
 /// connection, so with every slot taken a probe is answered soon after.

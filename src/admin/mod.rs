@@ -35,6 +35,9 @@ type Resp = Response<Full<Bytes>>;
 
 /// Serves the admin API until `cancel`.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken) {
+    if let Ok(addr) = listener.local_addr() {
+        crate::upstream::admin_listening(addr);
+    }
     // A client opening connections without end waits in the backlog past this,
     // instead of costing a task each.
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));

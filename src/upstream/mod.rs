@@ -14,7 +14,7 @@ mod raw;
 pub use body::{
     ClientBody, ClientBodyError, ReqBody, ReqBodyError, ReqProgress, BODY_MALFORMED, BODY_STALLED,
 };
-pub use connect::{connect_tcp, connect_tls, tasks};
+pub use connect::{admin_listening, connect_tcp, connect_tls, tasks};
 pub use error::{SendError, UpstreamError};
 pub use idle::{checkin, checkin_raw, take_idle_raw, Private, Sender, Via};
 pub use raw::{send_raw, wire_request, RawBody, RawBodyError, RawExchange};
