@@ -218,6 +218,7 @@ impl Limiter {
     }
 
     /// The key of a request as text (for quotas, which operators look up).
+    /// Kept per quota entry as `bounded_key` makes it.
     pub fn key_text(&self, r: &impl RequestView) -> String {
         let mut out = String::new();
         for (i, part) in self.cfg.key.iter().enumerate() {
@@ -336,7 +337,7 @@ impl Limiter {
                 m.insert(
                     key,
                     QuotaEntry {
-                        key: text(),
+                        key: bounded_key(text()),
                         window: current,
                         len,
                         used: 0,
@@ -383,11 +384,12 @@ impl Limiter {
     /// Quota entries (all, or those whose key text is `key`), in their current
     /// window.
     pub fn quotas(&self, key: Option<&str>, unix: u64) -> Vec<QuotaEntry> {
+        let key = key.map(|k| bounded_key(k.to_owned()));
         let mut out = Vec::new();
         for shard in &self.store.quotas {
             let m = shard.lock().unwrap_or_else(|e| e.into_inner());
             for e in m.values() {
-                if key.is_none_or(|k| k == e.key) {
+                if key.as_deref().is_none_or(|k| k == e.key) {
                     let mut e = e.clone();
                     let current = unix / e.len.max(1);
                     if e.window != current {
@@ -430,6 +432,8 @@ impl Limiter {
     /// Forgets the quota use of the key whose text is `key`: the (key hash,
     /// window) of each entry forgotten.
     pub fn reset_quota(&self, key: &str) -> Vec<(u64, u64)> {
+        let key = bounded_key(key.to_owned());
+        let key = key.as_str();
         let mut gone = Vec::new();
         for (i, shard) in self.store.quotas.iter().enumerate() {
             let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
@@ -562,6 +566,29 @@ pub(crate) fn quota_limit(limit: u64, e: Option<&QuotaEntry>, share: f64) -> u64
     synced + ((limit - synced) as f64 * share).floor() as u64
 }
 
+/// Longest key text a quota entry keeps whole.
+const MAX_KEY_TEXT: usize = 128;
+
+/// A quota key's text as kept, shown and shared: a longer one (a header value
+/// of kilobytes, sent to fill memory) becomes its first 96 bytes, `…#` and a
+/// 64-bit hash of the whole, the same on every node and for the operator's
+/// full text alike, as HAProxy's `type string len N` keeps string keys short.
+pub fn bounded_key(text: String) -> String {
+    if text.len() <= MAX_KEY_TEXT {
+        return text;
+    }
+    let mut cut = 96;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{}…#{h:016x}", &text[..cut])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,21 +687,26 @@ mod tests {
         assert_ne!(by_header.key(&Req("a")), by_header.key(&Req("b")));
     }
 
-    #[test]
-    fn a_daily_quota_counts_per_utc_day() {
-        let l = Limiter::new(
+    /// A quota of `n` a day per `x-api-key`.
+    fn daily_quota(n: u64) -> Limiter {
+        Limiter::new(
             RateLimitConfig {
                 name: "jobs".into(),
                 key: vec![KeyPart::Header("x-api-key".into())],
                 rate: None,
                 burst: 0,
-                quota: Some((3, Duration::from_secs(86_400))),
+                quota: Some((n, Duration::from_secs(86_400))),
                 max_keys: 1000,
                 tiers: vec![],
             },
             Arc::default(),
             None,
-        );
+        )
+    }
+
+    #[test]
+    fn a_daily_quota_counts_per_utc_day() {
+        let l = daily_quota(3);
         // 2026-11-30 12:00 UTC
         let noon = 1_795_953_600 + 12 * 3600;
         let midnight = (noon / 86_400 + 1) * 86_400;
@@ -699,6 +731,32 @@ mod tests {
         assert!(!l.reset_quota("free-1").is_empty());
         assert!(l.admit(&Req("free-1"), 0, || midnight).is_ok());
         assert!(l.reset_quota("nobody").is_empty());
+    }
+
+    /// A key of kilobytes (a header value) is kept as 96 bytes and a hash:
+    /// two such keys stay apart, and the operator's full text finds its own.
+    #[test]
+    fn a_long_key_is_kept_short_and_still_found() {
+        let l = daily_quota(1);
+        let noon = 1_795_953_600 + 12 * 3600;
+        let long: &'static str = Box::leak("k".repeat(60_000).into_boxed_str());
+        let other: &'static str = Box::leak(format!("{}x", "k".repeat(59_999)).into_boxed_str());
+        assert!(l.admit(&Req(long), 0, || noon).is_ok());
+        assert!(l.admit(&Req(long), 0, || noon).is_err());
+        assert!(l.admit(&Req(other), 0, || noon).is_ok());
+        let all = l.quotas(None, noon);
+        assert_eq!(all.len(), 2);
+        assert!(
+            all.iter().all(|e| e.key.len() <= MAX_KEY_TEXT + 20),
+            "{:?}",
+            all[0].key
+        );
+        assert_ne!(all[0].key, all[1].key);
+        let mine = l.quotas(Some(long), noon);
+        assert_eq!((mine.len(), mine[0].used), (1, 1));
+        assert_eq!(l.reset_quota(long).len(), 1);
+        assert!(l.admit(&Req(long), 0, || noon).is_ok());
+        assert_eq!(bounded_key("short".into()), "short");
     }
 
     #[test]

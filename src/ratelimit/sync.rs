@@ -336,6 +336,9 @@ pub async fn reset_shared(link: &Link, limit: &str, key: &str, lens: &[u64]) -> 
     if lens.is_empty() {
         return Ok(());
     }
+    // (stored under the text its entries keep)
+    let key = super::bounded_key(key.to_owned());
+    let key = key.as_str();
     let unix = crate::clock::unix_now();
     let cfg = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(1)))
