@@ -156,14 +156,25 @@ async fn check_inner(
                 .await
                 .map_err(|e| CheckFailure::Http(e.to_string()))?;
             let status = resp.status().as_u16();
-            // the body is read (at most 64 KiB) only when it is looked at
+            // the body is read only when it is looked at, and only its first
+            // 64 KiB (a longer page is checked there, not failed)
             let body = match expect_body {
                 Some(_) if http_verdict(status, b"", expect_status, None).is_ok() => {
-                    http_body_util::Limited::new(resp.into_body(), 64 * 1024)
-                        .collect()
-                        .await
-                        .map_err(|e| CheckFailure::Http(e.to_string()))?
-                        .to_bytes()
+                    let mut body = resp.into_body();
+                    let mut got = Vec::new();
+                    while got.len() < 64 * 1024 {
+                        match body.frame().await {
+                            Some(f) => {
+                                let f = f.map_err(|e| CheckFailure::Http(e.to_string()))?;
+                                if let Ok(d) = f.into_data() {
+                                    got.extend_from_slice(&d);
+                                }
+                            }
+                            None => break,
+                        }
+                    }
+                    got.truncate(64 * 1024);
+                    Bytes::from(got)
                 }
                 _ => Bytes::new(),
             };

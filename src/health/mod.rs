@@ -441,6 +441,44 @@ mod tests {
         }
     }
 
+    /// A health page longer than the 64 KiB looked at: `expect_body` is
+    /// checked in its first 64 KiB, not failed for the length.
+    #[tokio::test]
+    async fn a_long_health_page_is_checked_in_its_first_64_kib() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let body = format!("status: ok\n{}", "x".repeat(100 * 1024));
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(body.as_bytes()).await;
+                });
+            }
+        });
+        let kind = |body: &str| CheckKind::Http {
+            method: http::Method::GET,
+            path: "/health".into(),
+            host: None,
+            expect_status: vec![(200, 399)],
+            expect_body: Some(body.into()),
+            h2: false,
+        };
+        let t = Duration::from_secs(5);
+        assert_eq!(
+            check_with(&kind("status: ok"), addr, None, t).await,
+            Ok("HTTP 200".into())
+        );
+        assert_eq!(
+            check_with(&kind("nope"), addr, None, t).await,
+            Err(CheckFailure::Body)
+        );
+    }
+
     /// A server (HTTP/1.1, or h2c) whose first connection gets 503, the next 200.
     async fn status_server(h2: bool) -> SocketAddr {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
