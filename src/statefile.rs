@@ -211,7 +211,15 @@ fn write_atomically(path: &Path, tmp: &Path, state: &StateFile) -> Result<(), St
     };
     let body = serde_json::to_vec_pretty(state).map_err(|e| io(std::io::Error::other(e)))?;
     {
-        let mut f = std::fs::File::create(tmp).map_err(io)?;
+        // owner only: quota entries name clients' keys (API keys from headers)
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(tmp)
+            .map_err(io)?;
         f.write_all(&body).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
@@ -445,6 +453,10 @@ name = "api"
         save(&path, &st, 0).unwrap();
         assert_eq!(load(&path).unwrap(), st);
         assert!(!tmp_path(&path, std::process::id()).exists());
+        // readable by its owner alone: quota keys may be API keys
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 
         // writes finishing out of order: an older state never replaces a newer one
         let mut newer = st.clone();
