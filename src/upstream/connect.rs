@@ -11,10 +11,10 @@ use tokio::net::TcpStream;
 use super::error::UpstreamError;
 use super::idle::{Sender, Via};
 
-/// The admin servers' addresses in this process (`admin_listening`).
-static ADMIN: std::sync::Mutex<Vec<SocketAddr>> = std::sync::Mutex::new(Vec::new());
-/// Whether `ADMIN` has any (the one check most connects make).
-static ANY_ADMIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The admin servers' addresses in this process (`admin_listening`), read
+/// without a lock by every connect.
+static ADMIN: std::sync::LazyLock<arc_swap::ArcSwap<Vec<SocketAddr>>> =
+    std::sync::LazyLock::new(Default::default);
 
 /// The admin server listens on `addr`: no backend connection goes there. The
 /// admin API trusts loopback clients, and a connection rampart makes comes
@@ -22,26 +22,22 @@ static ANY_ADMIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// 127.0.0.1 with an SRV port of 8404, say) would carry any client's
 /// request to it as trusted.
 pub fn admin_listening(addr: SocketAddr) {
-    ADMIN.lock().unwrap_or_else(|e| e.into_inner()).push(addr);
-    ANY_ADMIN.store(true, std::sync::atomic::Ordering::Release);
+    ADMIN.rcu(|all| {
+        let mut all = Vec::clone(all);
+        all.push(addr);
+        all
+    });
 }
 
 /// Whether `addr` reaches an admin server of this process by loopback.
 fn is_admin(addr: SocketAddr) -> bool {
-    if !ANY_ADMIN.load(std::sync::atomic::Ordering::Acquire) {
-        return false;
-    }
     let local = |ip: std::net::IpAddr| ip.to_canonical().is_loopback() || ip.is_unspecified();
-    ADMIN
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .any(|a| {
-            a.port() == addr.port()
-                && (a.ip().to_canonical() == addr.ip().to_canonical()
-                    || (a.ip().is_unspecified() && local(addr.ip()))
-                    || (local(a.ip()) && addr.ip().is_unspecified()))
-        })
+    ADMIN.load().iter().any(|a| {
+        a.port() == addr.port()
+            && (a.ip().to_canonical() == addr.ip().to_canonical()
+                || (a.ip().is_unspecified() && local(addr.ip()))
+                || (local(a.ip()) && addr.ip().is_unspecified()))
+    })
 }
 
 /// Connects a TCP socket to `addr` within `timeout`, with TCP_NODELAY set.
