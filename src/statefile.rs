@@ -220,6 +220,11 @@ fn write_atomically(path: &Path, tmp: &Path, state: &StateFile) -> Result<(), St
             .mode(0o600)
             .open(tmp)
             .map_err(io)?;
+        // (a file left by an older version's crash keeps its mode when
+        // opened: set it)
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
         f.write_all(&body).map_err(io)?;
         f.sync_all().map_err(io)?;
     }

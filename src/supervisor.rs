@@ -247,6 +247,9 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
         std::mem::take(&mut inherited.listeners),
     );
     let admin_bind = config.admin.bind;
+    // before anything connects to a backend (Control::start starts health
+    // checks and accepting): never the admin server
+    crate::upstream::admin_listening(admin_listener.local_addr().unwrap_or(admin_bind));
     let ha_config = config.ha.clone();
     let control = Control::start(
         Arc::clone(&shared),

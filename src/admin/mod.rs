@@ -35,6 +35,8 @@ type Resp = Response<Full<Bytes>>;
 
 /// Serves the admin API until `cancel`.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: CancellationToken) {
+    // (the supervisor registered it before anything could connect; an
+    // admin server started otherwise, as in tests, registers here)
     if let Ok(addr) = listener.local_addr() {
         crate::upstream::admin_listening(addr);
     }

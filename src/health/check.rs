@@ -97,6 +97,12 @@ async fn check_inner(
     tls: Option<&CheckTls>,
     timeout: Duration,
 ) -> Result<String, CheckFailure> {
+    // the admin server is no backend (a member at its address never passes)
+    if crate::upstream::is_admin(addr) {
+        return Err(CheckFailure::Connect(
+            "the admin server's address is not a backend".into(),
+        ));
+    }
     match kind {
         CheckKind::Tcp => {
             let stream = tokio::net::TcpStream::connect(addr)

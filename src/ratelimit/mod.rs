@@ -465,7 +465,9 @@ impl Limiter {
 
     /// Puts saved quota use back (state file, handover), keyed as requests
     /// would be; a count already there for the same window is kept if higher.
-    pub fn restore_quota(&self, hash: u64, e: QuotaEntry) {
+    pub fn restore_quota(&self, hash: u64, mut e: QuotaEntry) {
+        // (an entry a version before bounded keys saved keeps them too)
+        e.key = bounded_key(std::mem::take(&mut e.key));
         let shard = &self.store.quotas[(hash % SHARDS as u64) as usize];
         let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
         match m.get_mut(&hash) {
@@ -757,6 +759,23 @@ mod tests {
         assert_eq!(l.reset_quota(long).len(), 1);
         assert!(l.admit(&Req(long), 0, || noon).is_ok());
         assert_eq!(bounded_key("short".into()), "short");
+        // one restored from a state file an older version wrote, whole
+        let other_hash = l.key(&Req(other));
+        l.reset_quota(other);
+        l.restore_quota(
+            other_hash,
+            QuotaEntry {
+                key: other.to_owned(),
+                window: noon / 86_400,
+                len: 86_400,
+                used: 1,
+                synced: None,
+                seed: 0,
+            },
+        );
+        let restored = l.quotas(Some(other), noon);
+        assert_eq!(restored.len(), 1);
+        assert!(restored[0].key.len() <= MAX_KEY_TEXT + 20);
     }
 
     #[test]

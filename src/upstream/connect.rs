@@ -30,13 +30,16 @@ pub fn admin_listening(addr: SocketAddr) {
 }
 
 /// Whether `addr` reaches an admin server of this process by loopback.
-fn is_admin(addr: SocketAddr) -> bool {
-    let local = |ip: std::net::IpAddr| ip.to_canonical().is_loopback() || ip.is_unspecified();
+pub(crate) fn is_admin(addr: SocketAddr) -> bool {
+    // (IPv4-mapped forms as the addresses they map: `::ffff:0.0.0.0` reaches
+    // 127.0.0.1 too)
+    let unspecified = |ip: std::net::IpAddr| ip.to_canonical().is_unspecified();
+    let local = |ip: std::net::IpAddr| ip.to_canonical().is_loopback() || unspecified(ip);
     ADMIN.load().iter().any(|a| {
         a.port() == addr.port()
             && (a.ip().to_canonical() == addr.ip().to_canonical()
-                || (a.ip().is_unspecified() && local(addr.ip()))
-                || (local(a.ip()) && addr.ip().is_unspecified()))
+                || (unspecified(a.ip()) && local(addr.ip()))
+                || (local(a.ip()) && unspecified(addr.ip())))
     })
 }
 
@@ -138,4 +141,38 @@ where
 pub fn tasks() -> &'static tokio_util::task::TaskTracker {
     static TASKS: std::sync::OnceLock<tokio_util::task::TaskTracker> = std::sync::OnceLock::new();
     TASKS.get_or_init(tokio_util::task::TaskTracker::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The admin address in every form a connect could reach it by, and
+    /// nothing else.
+    #[test]
+    fn the_admin_address_in_every_form_and_no_other() {
+        admin_listening("127.0.0.1:18404".parse().unwrap());
+        admin_listening("[::]:18405".parse().unwrap());
+        for a in [
+            "127.0.0.1:18404",
+            "[::ffff:127.0.0.1]:18404",
+            "0.0.0.0:18404",
+            "[::ffff:0.0.0.0]:18404",
+            "[::]:18404",
+            "127.0.0.1:18405",
+            "127.0.0.9:18405",
+            "[::1]:18405",
+            "[::ffff:0.0.0.0]:18405",
+        ] {
+            assert!(is_admin(a.parse().unwrap()), "{a}");
+        }
+        for a in [
+            "127.0.0.1:18406",
+            "10.0.0.1:18404",
+            "127.0.0.2:18404",
+            "10.0.0.1:18405",
+        ] {
+            assert!(!is_admin(a.parse().unwrap()), "{a}");
+        }
+    }
 }

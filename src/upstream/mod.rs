@@ -14,6 +14,7 @@ mod raw;
 pub use body::{
     ClientBody, ClientBodyError, ReqBody, ReqBodyError, ReqProgress, BODY_MALFORMED, BODY_STALLED,
 };
+pub(crate) use connect::is_admin;
 pub use connect::{admin_listening, connect_tcp, connect_tls, tasks};
 pub use error::{SendError, UpstreamError};
 pub use idle::{checkin, checkin_raw, take_idle_raw, Private, Sender, Via};
