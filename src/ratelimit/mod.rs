@@ -583,11 +583,9 @@ pub fn bounded_key(text: String) -> String {
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    // (stable across runs and builds: the text names the key in Redis and in
+    // the state file)
+    let h = crate::pool::balance::hash_parts(&[text.as_bytes()]);
     format!("{}…#{h:016x}", &text[..cut])
 }
 
