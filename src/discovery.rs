@@ -58,6 +58,16 @@ pub enum LookupError {
 pub struct Answer {
     pub found: FoundSet,
     pub ttl: Duration,
+    /// One address family's query failed while the other answered: `found`
+    /// holds the other family's members only.
+    pub partial: Option<Partial>,
+}
+
+/// Which family's query failed in a partial answer, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    pub v6: bool,
+    pub error: String,
 }
 
 /// What the stats page and API show for one name.
@@ -128,7 +138,7 @@ impl Discovery {
     pub async fn resolve(&self, name: &DnsName) -> Result<Answer, LookupError> {
         match name {
             DnsName::Host { host, port } => {
-                let (ips, ttl) = self.lookup_ips(host).await?;
+                let (ips, ttl, partial) = self.lookup_ips(host).await?;
                 let found: Vec<Found> = ips
                     .into_iter()
                     .map(|ip| Found {
@@ -140,6 +150,7 @@ impl Discovery {
                 Ok(Answer {
                     found: FoundSet::new(found),
                     ttl,
+                    partial,
                 })
             }
             DnsName::Srv { name } => {
@@ -163,9 +174,10 @@ impl Discovery {
                     .ok_or(LookupError::Empty)?;
                 let mut ttl = Duration::from_secs(u64::from(ttl));
                 let mut found = Vec::new();
+                let mut partial = None;
                 for srv in &srvs {
                     let target = srv.target.to_string();
-                    let (ips, t) = match self.lookup_ips(&target).await {
+                    let (ips, t, p) = match self.lookup_ips(&target).await {
                         Ok(x) => x,
                         // a target with no address record is left out ...
                         Err(LookupError::Empty) => continue,
@@ -174,6 +186,7 @@ impl Discovery {
                         Err(e @ LookupError::Failed(_)) => return Err(e),
                     };
                     ttl = ttl.min(t);
+                    partial = partial.or(p);
                     for ip in ips {
                         found.push(Found {
                             addr: SocketAddr::new(ip, srv.port),
@@ -188,12 +201,16 @@ impl Discovery {
                 Ok(Answer {
                     found: FoundSet::new(found),
                     ttl,
+                    partial,
                 })
             }
         }
     }
 
-    async fn lookup_ips(&self, host: &str) -> Result<(Vec<IpAddr>, Duration), LookupError> {
+    async fn lookup_ips(&self, host: &str) -> Result<Addresses, LookupError> {
+        if self.cfg.prefer == Prefer::Any {
+            return self.lookup_both(host).await;
+        }
         let l = self.resolver.lookup_ip(host).await.map_err(classify)?;
         let ttl = l
             .as_lookup()
@@ -206,9 +223,60 @@ impl Discovery {
         if ips.is_empty() {
             return Err(LookupError::Empty);
         }
-        Ok((ips, ttl))
+        Ok((ips, ttl, None))
+    }
+
+    /// A and AAAA asked at once, each on its own. hickory's dual-stack lookup
+    /// hides a failed family behind the other's answer, which would drop every
+    /// member of the failed family until the next good answer; here the answer
+    /// says which family failed (`Partial`), and the watch keeps that family's
+    /// last members for hold_on_failure. A family with no records is just empty.
+    async fn lookup_both(&self, host: &str) -> Result<Addresses, LookupError> {
+        let (v4, v6) = tokio::join!(
+            self.resolver.lookup(host, RecordType::A),
+            self.resolver.lookup(host, RecordType::AAAA)
+        );
+        let mut ips = Vec::new();
+        let mut ttl: Option<u32> = None;
+        let mut partial: Option<Partial> = None;
+        for (is_v6, family) in [(false, v4), (true, v6)] {
+            let lookup = match family.map_err(classify) {
+                Ok(l) => l,
+                Err(LookupError::Empty) => continue,
+                Err(LookupError::Failed(error)) => match partial {
+                    // both failed: no answer at all
+                    Some(_) => return Err(LookupError::Failed(error)),
+                    None => {
+                        let kind = if is_v6 { "AAAA" } else { "A" };
+                        partial = Some(Partial {
+                            v6: is_v6,
+                            error: format!("{kind} query: {error}"),
+                        });
+                        continue;
+                    }
+                },
+            };
+            for r in lookup.answers() {
+                ttl = Some(ttl.map_or(r.ttl, |t| t.min(r.ttl)));
+                match &r.data {
+                    RData::A(a) => ips.push(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => ips.push(IpAddr::V6(a.0)),
+                    _ => {}
+                }
+            }
+        }
+        if ips.is_empty() {
+            // one family failed and the other has no records: no answer
+            return Err(partial.map_or(LookupError::Empty, |p| LookupError::Failed(p.error)));
+        }
+        let ttl = ttl.map_or(self.cfg.max_ttl, |t| Duration::from_secs(u64::from(t)));
+        Ok((ips, ttl, partial))
     }
 }
+
+/// A host's addresses, how long they are valid, and the family whose query
+/// failed, if one did.
+type Addresses = (Vec<IpAddr>, Duration, Option<Partial>);
 
 fn classify(e: hickory_resolver::net::NetError) -> LookupError {
     if e.is_no_records_found() || e.is_nx_domain() {
@@ -492,7 +560,21 @@ impl Watch {
         let mut wait = self.first_wait;
         loop {
             tokio::time::sleep(wait).await;
-            let result = self.disc.resolve(&self.key.entry).await;
+            // what to publish when failures outlast hold_on_failure: nothing,
+            // or the family that still answers
+            let mut fallback = FoundSet::default();
+            let result = match self.disc.resolve(&self.key.entry).await {
+                // a family failed that has members now: kept, as on a failure
+                Ok(a) => match &a.partial {
+                    Some(p) if self.last.iter().any(|f| f.addr.is_ipv6() == p.v6) => {
+                        let error = LookupError::Failed(p.error.clone());
+                        fallback = a.found;
+                        Err(error)
+                    }
+                    _ => Ok(a),
+                },
+                Err(e) => Err(e),
+            };
             let mut publish: Option<FoundSet> = None;
             let mut error: Option<String> = None;
             match result {
@@ -506,6 +588,11 @@ impl Watch {
                     self.update_status(|st| st.ttl = Some(a.ttl));
                 }
                 Err(LookupError::Empty) => {
+                    // a real answer: the resolver works, so hold_on_failure
+                    // counts from here, and a kept set is not dropped by the
+                    // first failure after a long empty spell
+                    failures = 0;
+                    last_good = Some(Instant::now());
                     wait = c.min_ttl;
                     if c.on_empty == OnEmpty::Clear && !self.last.is_empty() {
                         publish = Some(FoundSet::default());
@@ -524,9 +611,9 @@ impl Watch {
                         .min(c.max_ttl);
                     let held = last_good.map(|t| t.elapsed());
                     match held {
-                        Some(h) if h >= c.hold_on_failure && !self.last.is_empty() => {
-                            tracing::warn!(error = %e, held = ?h, "lookups failing past hold_on_failure; dropping the last members");
-                            publish = Some(FoundSet::default());
+                        Some(h) if h >= c.hold_on_failure && self.last != fallback => {
+                            tracing::warn!(error = %e, held = ?h, kept = fallback.len(), "lookups failing past hold_on_failure; dropping the last members");
+                            publish = Some(fallback);
                         }
                         _ => {
                             tracing::warn!(error = %e, failures, "lookup failed; keeping the last members")

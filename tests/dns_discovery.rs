@@ -3,8 +3,9 @@
 
 mod common;
 
-use common::dns::TestDns;
+use common::dns::{FaultyDns, TestDns};
 use common::*;
+use hickory_proto::rr::RecordType;
 use hyper::StatusCode;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -618,6 +619,137 @@ async fn ipv6_answers_are_used_and_prefer_picks_the_family() {
         assert_eq!(kinds, want, "prefer = {prefer}");
     }
     assert!(v4.requests() > 0 && v6.requests() > 0);
+}
+
+/// The AAAA query fails (SERVFAIL) while the A query answers: the IPv6 members
+/// are kept for hold_on_failure, as on a failed lookup, and then only they are
+/// dropped. (hickory's dual-stack lookup returns the A records alone then, which
+/// dropped every IPv6 member at once.) A server that fails AAAA queries for a
+/// name with no IPv6 members (dnsmasq refuses them) is no error at all:
+/// tests/dnsmasq.rs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_aaaa_query_keeps_the_ipv6_members_for_hold_on_failure() {
+    let port = common_port(&["127.0.0.2", "::1"]);
+    let _v4 = Backend::start("v4", SocketAddr::new(ip("127.0.0.2"), port)).await;
+    let _v6 = Backend::start("v6", SocketAddr::new(ip("::1"), port)).await;
+    let dns = TestDns::start("test.").await;
+    dns.set_ips("dual", &[ip("127.0.0.2"), ip("::1")], 1).await;
+    let faulty = FaultyDns::start(dns.addr).await;
+    let listen = free_addr("127.0.0.1");
+    let cfg = dns_config(
+        listen,
+        faulty.addr,
+        "hold_on_failure = \"2s\"",
+        "",
+        &format!("dual.test:{port}"),
+    );
+    let p = Proxy::start(&cfg, &[listen]).await;
+    let both = |v: &serde_json::Value| v["servers"].as_array().is_some_and(|s| s.len() == 2);
+    p.wait_pool(Duration::from_secs(5), "app", "both members", both)
+        .await;
+    let before = p.stats().await["dns"][0]["lookups"].as_u64().unwrap_or(0);
+    faulty.fail(&[RecordType::AAAA]);
+    let failing = Instant::now();
+    let v = p
+        .wait_stats(
+            Duration::from_secs(10),
+            "two lookups with AAAA failing",
+            |v| {
+                v["dns"][0]["lookups"]
+                    .as_u64()
+                    .is_some_and(|n| n >= before + 2)
+            },
+        )
+        .await;
+    if failing.elapsed() < Duration::from_millis(1500) {
+        let name = &v["dns"][0];
+        assert!(
+            name["errors"].as_u64().is_some_and(|e| e >= 1),
+            "the failed AAAA query is an error: {name}"
+        );
+        let servers = pool_state(listen).await["servers"].clone();
+        assert_eq!(servers.as_array().map(Vec::len), Some(2), "{servers}");
+    } else {
+        eprintln!("slow machine: two lookups took {:?}", failing.elapsed());
+    }
+    // past hold_on_failure the IPv6 member goes, and the A answer stays
+    wait_only_member(&p, SocketAddr::new(ip("127.0.0.2"), port)).await;
+    assert!(
+        failing.elapsed() >= Duration::from_millis(1500),
+        "dropped after only {:?}",
+        failing.elapsed()
+    );
+    // AAAA answers again: the IPv6 member is back
+    faulty.fail(&[]);
+    p.wait_pool(Duration::from_secs(5), "app", "both members again", both)
+        .await;
+}
+
+/// With on_empty = "keep", an empty answer is still an answer: the resolver
+/// works. hold_on_failure counts from the last answer of either kind, so a kept
+/// set is not dropped by the first failed lookup after an empty spell longer
+/// than hold_on_failure; it is dropped that long after the failures begin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_answer_restarts_the_hold_on_failure_clock() {
+    let dns = TestDns::start("test.").await;
+    let faulty = FaultyDns::start(dns.addr).await;
+    let b = Backend::start("pod", free_addr("127.0.0.2")).await;
+    dns.set_ips("app", &[b.addr.ip()], 1).await;
+    let listen = free_addr("127.0.0.1");
+    let cfg = dns_config(
+        listen,
+        faulty.addr,
+        "hold_on_failure = \"2s\"\non_empty = \"keep\"",
+        "",
+        &format!("app.test:{}", b.addr.port()),
+    );
+    let p = Proxy::start(&cfg, &[listen]).await;
+    let c = client();
+    assert_eq!(
+        get(&c, &format!("http://{listen}/")).await.0,
+        StatusCode::OK
+    );
+    // empty answers for longer than hold_on_failure (min_ttl is 200 ms)
+    dns.set_ips("app", &[], 1).await;
+    let emptied = Instant::now();
+    let lookups = p.stats().await["dns"][0]["lookups"].as_u64().unwrap_or(0);
+    p.wait_stats(Duration::from_secs(10), "empty answers for 2.5 s", |v| {
+        emptied.elapsed() >= Duration::from_millis(2500)
+            && v["dns"][0]["lookups"]
+                .as_u64()
+                .is_some_and(|n| n >= lookups + 3)
+    })
+    .await;
+    // the server fails now: the first two failures keep the members
+    faulty.fail(&[RecordType::A, RecordType::AAAA]);
+    let failing = Instant::now();
+    let errors = p.stats().await["dns"][0]["errors"].as_u64().unwrap_or(0);
+    p.wait_stats(Duration::from_secs(10), "two failed lookups", |v| {
+        v["dns"][0]["errors"]
+            .as_u64()
+            .is_some_and(|n| n >= errors + 2)
+    })
+    .await;
+    // (failures come 200 and 400 ms apart: the second is 0.8 s at most after
+    // the last empty answer, well inside hold_on_failure)
+    if failing.elapsed() < Duration::from_millis(1500) {
+        let servers = pool_state(listen).await["servers"].clone();
+        assert_eq!(servers.as_array().map(Vec::len), Some(1), "{servers}");
+        let (st, body) = get(&c, &format!("http://{listen}/")).await;
+        assert_eq!((st, body.as_str()), (StatusCode::OK, "pod"));
+    } else {
+        eprintln!("slow machine: two lookups took {:?}", failing.elapsed());
+    }
+    // ... and hold_on_failure after the last answer they are dropped
+    p.wait_pool(Duration::from_secs(10), "app", "members dropped", |v| {
+        v["servers"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+    assert!(
+        failing.elapsed() >= Duration::from_millis(1500),
+        "dropped after only {:?}",
+        failing.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

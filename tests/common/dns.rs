@@ -122,3 +122,83 @@ impl TestDns {
         }
     }
 }
+
+/// A resolver's view of a sick DNS server: a UDP front that passes queries on to
+/// `upstream` but answers SERVFAIL itself to the query types `fail` holds, as a
+/// server whose AAAA path is broken does.
+pub struct FaultyDns {
+    pub addr: SocketAddr,
+    pub fail: Arc<std::sync::Mutex<Vec<RecordType>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultyDns {
+    pub async fn start(upstream: SocketAddr) -> FaultyDns {
+        let sock = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = sock.local_addr().unwrap();
+        let fail: Arc<std::sync::Mutex<Vec<RecordType>>> = Arc::default();
+        let failing = Arc::clone(&fail);
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                let query = buf[..n].to_vec();
+                let Some(end) = question_end(&query) else {
+                    continue;
+                };
+                let qtype = RecordType::from(u16::from_be_bytes([query[end - 4], query[end - 3]]));
+                if failing.lock().unwrap().contains(&qtype) {
+                    // the question echoed, QR and RA set, RCODE 2, no records
+                    let mut answer = query[..end].to_vec();
+                    answer[2] |= 0x80;
+                    answer[3] = 0x80 | 2;
+                    answer[6..12].fill(0);
+                    let _ = sock.send_to(&answer, from).await;
+                    continue;
+                }
+                let sock = Arc::clone(&sock);
+                tokio::spawn(async move {
+                    let up = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                    let _ = up.send_to(&query, upstream).await;
+                    let mut back = vec![0u8; 65_535];
+                    if let Ok(Ok(m)) =
+                        tokio::time::timeout(Duration::from_secs(2), up.recv(&mut back)).await
+                    {
+                        let _ = sock.send_to(&back[..m], from).await;
+                    }
+                });
+            }
+        });
+        FaultyDns { addr, fail, task }
+    }
+
+    /// Answers SERVFAIL to these query types from now on (none: pass all on).
+    pub fn fail(&self, types: &[RecordType]) {
+        *self.fail.lock().unwrap() = types.to_vec();
+    }
+}
+
+impl Drop for FaultyDns {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Where the first question of a DNS message ends (after QTYPE and QCLASS).
+fn question_end(m: &[u8]) -> Option<usize> {
+    let mut i = 12;
+    loop {
+        let len = usize::from(*m.get(i)?);
+        if len == 0 {
+            i += 1;
+            break;
+        }
+        if len & 0xc0 != 0 {
+            return None;
+        }
+        i += 1 + len;
+    }
+    (i + 4 <= m.len()).then_some(i + 4)
+}
