@@ -9,14 +9,14 @@
 use crate::config::{Config, DnsName, OnEmpty, Prefer, ResolverConfig, ServerAddr};
 use crate::snapshot::{Discovered, DnsKey, Found, FoundSet};
 use hickory_resolver::config::{
-    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig as HickoryConfig,
-    ResolverOpts,
+    ConnectionConfig, NameServerConfig, ResolverConfig as HickoryConfig, ResolverOpts,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::TokioResolver;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -91,6 +91,12 @@ pub type NameRegistry = Mutex<BTreeMap<String, NameStatus>>;
 pub struct Discovery {
     resolver: TokioResolver,
     cfg: ResolverConfig,
+    /// resolv.conf's `domain` and `search` names, and its `ndots`: a name is
+    /// tried under each here, one query per name, so that a failure is never
+    /// hidden behind a later name's NXDOMAIN (hickory's own search goes on to
+    /// the next name on any error and returns the last one's).
+    search: Vec<Name>,
+    ndots: usize,
 }
 
 impl Discovery {
@@ -119,11 +125,13 @@ impl Discovery {
         opts.cache_size = 0;
         opts.timeout = cfg.timeout;
         opts.attempts = 1;
-        opts.ip_strategy = match cfg.prefer {
-            Prefer::Ipv4 => LookupIpStrategy::Ipv4thenIpv6,
-            Prefer::Ipv6 => LookupIpStrategy::Ipv6thenIpv4,
-            Prefer::Any => LookupIpStrategy::Ipv4AndIpv6,
-        };
+        let mut search: Vec<Name> = hconf.domain().into_iter().cloned().collect();
+        for n in hconf.search() {
+            if !search.contains(n) {
+                search.push(n.clone());
+            }
+        }
+        let ndots = opts.ndots;
         let resolver = TokioResolver::builder_with_config(hconf, TokioRuntimeProvider::default())
             .with_options(opts)
             .build()
@@ -131,6 +139,8 @@ impl Discovery {
         Ok(Discovery {
             resolver,
             cfg: cfg.clone(),
+            search,
+            ndots,
         })
     }
 
@@ -154,16 +164,19 @@ impl Discovery {
                 })
             }
             DnsName::Srv { name } => {
-                let lookup = self
-                    .resolver
-                    .lookup(name.as_str(), RecordType::SRV)
-                    .await
-                    .map_err(classify)?;
+                let mut answer = Err(LookupError::Empty);
+                for n in candidates(name, &self.search, self.ndots)? {
+                    answer = self.query(&n, RecordType::SRV).await;
+                    if answer != Err(LookupError::Empty) {
+                        break;
+                    }
+                }
+                let records = answer?;
                 let mut ttl = u32::MAX;
                 let mut srvs = Vec::new();
-                for r in lookup.answers() {
-                    if let RData::SRV(srv) = &r.data {
-                        ttl = ttl.min(r.ttl);
+                for (t, data) in &records {
+                    if let RData::SRV(srv) = data {
+                        ttl = ttl.min(*t);
                         srvs.push(srv.clone());
                     }
                 }
@@ -173,11 +186,20 @@ impl Discovery {
                     .min()
                     .ok_or(LookupError::Empty)?;
                 let mut ttl = Duration::from_secs(u64::from(ttl));
+                // the targets' addresses, asked all at once
+                let targets = futures_join_all(
+                    srvs.iter()
+                        .map(|srv| async move {
+                            let target = srv.target.to_string();
+                            self.lookup_ips(&target).await
+                        })
+                        .collect(),
+                )
+                .await;
                 let mut found = Vec::new();
                 let mut partial = None;
-                for srv in &srvs {
-                    let target = srv.target.to_string();
-                    let (ips, t, p) = match self.lookup_ips(&target).await {
+                for (srv, addrs) in srvs.iter().zip(targets) {
+                    let (ips, t, p) = match addrs {
                         Ok(x) => x,
                         // a target with no address record is left out ...
                         Err(LookupError::Empty) => continue,
@@ -207,22 +229,57 @@ impl Discovery {
         }
     }
 
-    async fn lookup_ips(&self, host: &str) -> Result<Addresses, LookupError> {
-        if self.cfg.prefer == Prefer::Any {
-            return self.lookup_both(host).await;
-        }
-        let l = self.resolver.lookup_ip(host).await.map_err(classify)?;
-        let ttl = l
-            .as_lookup()
-            .answers()
-            .iter()
-            .map(|r| r.ttl)
-            .min()
-            .map_or(self.cfg.max_ttl, |t| Duration::from_secs(u64::from(t)));
-        let ips: Vec<IpAddr> = l.iter().collect();
-        if ips.is_empty() {
+    /// One query, for one fully qualified name: its records with their TTLs.
+    /// NXDOMAIN and an answer without records of the type are `Empty`.
+    async fn query(&self, name: &Name, t: RecordType) -> Result<Vec<(u32, RData)>, LookupError> {
+        let lookup = self
+            .resolver
+            .lookup(name.clone(), t)
+            .await
+            .map_err(classify)?;
+        // every answer record's TTL counts (a CNAME's too); the data is
+        // filtered by its users
+        if !lookup.answers().iter().any(|r| r.record_type() == t) {
             return Err(LookupError::Empty);
         }
+        Ok(lookup
+            .answers()
+            .iter()
+            .map(|r| (r.ttl, r.data.clone()))
+            .collect())
+    }
+
+    /// A host's addresses: under the first search name that has any, in the
+    /// families `prefer` asks for. A failed query ends the search as a failure;
+    /// only a real empty answer goes on to the next name (or family).
+    async fn lookup_ips(&self, host: &str) -> Result<Addresses, LookupError> {
+        for n in candidates(host, &self.search, self.ndots)? {
+            let found = match self.cfg.prefer {
+                Prefer::Any => self.lookup_both(&n).await,
+                Prefer::Ipv4 => self.first_family(&n, RecordType::A, RecordType::AAAA).await,
+                Prefer::Ipv6 => self.first_family(&n, RecordType::AAAA, RecordType::A).await,
+            };
+            if found != Err(LookupError::Empty) {
+                return found;
+            }
+        }
+        Err(LookupError::Empty)
+    }
+
+    /// One family's addresses, or the other's when the first has no records
+    /// (not when its query failed: that would swap a pool's family on one lost
+    /// packet).
+    async fn first_family(
+        &self,
+        name: &Name,
+        first: RecordType,
+        then: RecordType,
+    ) -> Result<Addresses, LookupError> {
+        let records = match self.query(name, first).await {
+            Err(LookupError::Empty) => self.query(name, then).await?,
+            other => other?,
+        };
+        let (ips, ttl) = self.addresses(&records);
         Ok((ips, ttl, None))
     }
 
@@ -231,18 +288,17 @@ impl Discovery {
     /// member of the failed family until the next good answer; here the answer
     /// says which family failed (`Partial`), and the watch keeps that family's
     /// last members for hold_on_failure. A family with no records is just empty.
-    async fn lookup_both(&self, host: &str) -> Result<Addresses, LookupError> {
+    async fn lookup_both(&self, name: &Name) -> Result<Addresses, LookupError> {
         let (v4, v6) = tokio::join!(
-            self.resolver.lookup(host, RecordType::A),
-            self.resolver.lookup(host, RecordType::AAAA)
+            self.query(name, RecordType::A),
+            self.query(name, RecordType::AAAA)
         );
-        let mut ips = Vec::new();
-        let mut ttl: Option<u32> = None;
+        let mut records = Vec::new();
         let mut partial: Option<Partial> = None;
         for (is_v6, family) in [(false, v4), (true, v6)] {
-            let lookup = match family.map_err(classify) {
-                Ok(l) => l,
-                Err(LookupError::Empty) => continue,
+            match family {
+                Ok(r) => records.extend(r),
+                Err(LookupError::Empty) => {}
                 Err(LookupError::Failed(error)) => match partial {
                     // both failed: no answer at all
                     Some(_) => return Err(LookupError::Failed(error)),
@@ -252,26 +308,65 @@ impl Discovery {
                             v6: is_v6,
                             error: format!("{kind} query: {error}"),
                         });
-                        continue;
                     }
                 },
-            };
-            for r in lookup.answers() {
-                ttl = Some(ttl.map_or(r.ttl, |t| t.min(r.ttl)));
-                match &r.data {
-                    RData::A(a) => ips.push(IpAddr::V4(a.0)),
-                    RData::AAAA(a) => ips.push(IpAddr::V6(a.0)),
-                    _ => {}
-                }
             }
         }
-        if ips.is_empty() {
+        if records.is_empty() {
             // one family failed and the other has no records: no answer
             return Err(partial.map_or(LookupError::Empty, |p| LookupError::Failed(p.error)));
         }
-        let ttl = ttl.map_or(self.cfg.max_ttl, |t| Duration::from_secs(u64::from(t)));
+        let (ips, ttl) = self.addresses(&records);
         Ok((ips, ttl, partial))
     }
+
+    /// The addresses among `records`, and their shortest TTL.
+    fn addresses(&self, records: &[(u32, RData)]) -> (Vec<IpAddr>, Duration) {
+        let ips = records
+            .iter()
+            .filter_map(|(_, d)| match d {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .collect();
+        let ttl = records
+            .iter()
+            .map(|(t, _)| *t)
+            .min()
+            .map_or(self.cfg.max_ttl, |t| Duration::from_secs(u64::from(t)));
+        (ips, ttl)
+    }
+}
+
+/// The fully qualified names to ask for `name`, in order, as resolv.conf's
+/// search rules say (glibc's and hickory's): a name ending in a dot as it is; a
+/// name with more than `ndots` labels as it is first, then under each search
+/// domain; a shorter one under each search domain first, then as it is.
+fn candidates(name: &str, search: &[Name], ndots: usize) -> Result<Vec<Name>, LookupError> {
+    let name = Name::from_str(name)
+        .map_err(|e| LookupError::Failed(format!("not a DNS name: {name}: {e}")))?;
+    if name.is_fqdn() {
+        return Ok(vec![name]);
+    }
+    let mut raw = name.clone();
+    raw.set_fqdn(true);
+    let raw_first = usize::from(name.num_labels()) > ndots || name.is_localhost();
+    let mut out = Vec::with_capacity(search.len() + 1);
+    if raw_first {
+        out.push(raw.clone());
+    }
+    for domain in search {
+        if let Ok(n) = name.clone().append_domain(domain) {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    if !raw_first && !out.contains(&raw) {
+        out.push(raw);
+    }
+    Ok(out)
 }
 
 /// A host's addresses, how long they are valid, and the family whose query
@@ -555,8 +650,11 @@ struct Watch {
 impl Watch {
     async fn run(mut self) {
         let c = self.disc.cfg.clone();
-        let mut last_good = (!self.last.is_empty()).then(Instant::now);
+        // when the lookups began to fail (hold_on_failure counts from here)
+        let mut failing_since: Option<Instant> = None;
         let mut failures: u32 = 0;
+        // the name has no records now (warned about once, not every min_ttl)
+        let mut empty = false;
         let mut wait = self.first_wait;
         loop {
             tokio::time::sleep(wait).await;
@@ -580,7 +678,8 @@ impl Watch {
             match result {
                 Ok(a) => {
                     failures = 0;
-                    last_good = Some(Instant::now());
+                    failing_since = None;
+                    empty = false;
                     wait = refresh_after(a.ttl, c.min_ttl, c.max_ttl, fastrand::f64());
                     if a.found != self.last {
                         publish = Some(a.found);
@@ -588,19 +687,20 @@ impl Watch {
                     self.update_status(|st| st.ttl = Some(a.ttl));
                 }
                 Err(LookupError::Empty) => {
-                    // a real answer: the resolver works, so hold_on_failure
-                    // counts from here, and a kept set is not dropped by the
-                    // first failure after a long empty spell
+                    // a real answer: the resolver works, so a failure after
+                    // it starts hold_on_failure afresh, and a kept set is not
+                    // dropped by the first failure after a long empty spell
                     failures = 0;
-                    last_good = Some(Instant::now());
+                    failing_since = None;
                     wait = c.min_ttl;
                     if c.on_empty == OnEmpty::Clear && !self.last.is_empty() {
                         publish = Some(FoundSet::default());
-                    } else if !self.last.is_empty() {
+                    } else if !self.last.is_empty() && !empty {
                         tracing::warn!(
                             "empty answer; keeping the last members (on_empty = \"keep\")"
                         );
                     }
+                    empty = true;
                     error = Some("no such name (or no records)".into());
                 }
                 Err(LookupError::Failed(e)) => {
@@ -609,9 +709,9 @@ impl Watch {
                         .min_ttl
                         .saturating_mul(1 << failures.min(5))
                         .min(c.max_ttl);
-                    let held = last_good.map(|t| t.elapsed());
+                    let held = failing_since.get_or_insert_with(Instant::now).elapsed();
                     match held {
-                        Some(h) if h >= c.hold_on_failure && self.last != fallback => {
+                        h if h >= c.hold_on_failure && self.last != fallback => {
                             tracing::warn!(error = %e, held = ?h, kept = fallback.len(), "lookups failing past hold_on_failure; dropping the last members");
                             publish = Some(fallback);
                         }
@@ -735,6 +835,40 @@ mod tests {
                 "10.0.0.3:80".parse().unwrap()
             ]
         );
+    }
+
+    #[test]
+    fn search_names_follow_resolv_conf_rules() {
+        let n = |s: &str| Name::from_str(s).unwrap();
+        let search = [n("ns.svc.cluster.local."), n("svc.cluster.local.")];
+        let names = |name: &str, ndots: usize| -> Vec<String> {
+            candidates(name, &search, ndots)
+                .unwrap()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        // Kubernetes: ndots 5, a short name is tried under the search domains first
+        assert_eq!(
+            names("api", 5),
+            [
+                "api.ns.svc.cluster.local.",
+                "api.svc.cluster.local.",
+                "api."
+            ]
+        );
+        // more labels than ndots: as it is first
+        assert_eq!(
+            names("api.ns.svc.cluster.local", 4),
+            [
+                "api.ns.svc.cluster.local.",
+                "api.ns.svc.cluster.local.ns.svc.cluster.local.",
+                "api.ns.svc.cluster.local.svc.cluster.local."
+            ]
+        );
+        // a trailing dot: only as it is
+        assert_eq!(names("api.example.", 5), ["api.example."]);
+        assert!(candidates("bad..name", &search, 1).is_err());
     }
 
     #[test]

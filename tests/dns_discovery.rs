@@ -621,6 +621,30 @@ async fn ipv6_answers_are_used_and_prefer_picks_the_family() {
     assert!(v4.requests() > 0 && v6.requests() > 0);
 }
 
+/// Pods "v4" on 127.0.0.2 and "v6" on ::1 (one port), both records of
+/// `dual.test`, resolved through a `FaultyDns`; a proxy with these `[resolver]`
+/// keys whose pool `app` is that name.
+async fn dual_behind_faulty_dns(
+    resolver_extra: &str,
+) -> ([Backend; 2], TestDns, FaultyDns, Proxy, SocketAddr, u16) {
+    let port = common_port(&["127.0.0.2", "::1"]);
+    let v4 = Backend::start("v4", SocketAddr::new(ip("127.0.0.2"), port)).await;
+    let v6 = Backend::start("v6", SocketAddr::new(ip("::1"), port)).await;
+    let dns = TestDns::start("test.").await;
+    dns.set_ips("dual", &[ip("127.0.0.2"), ip("::1")], 1).await;
+    let faulty = FaultyDns::start(dns.addr).await;
+    let listen = free_addr("127.0.0.1");
+    let cfg = dns_config(
+        listen,
+        faulty.addr,
+        resolver_extra,
+        "",
+        &format!("dual.test:{port}"),
+    );
+    let p = Proxy::start(&cfg, &[listen]).await;
+    ([v4, v6], dns, faulty, p, listen, port)
+}
+
 /// The AAAA query fails (SERVFAIL) while the A query answers: the IPv6 members
 /// are kept for hold_on_failure, as on a failed lookup, and then only they are
 /// dropped. (hickory's dual-stack lookup returns the A records alone then, which
@@ -629,21 +653,8 @@ async fn ipv6_answers_are_used_and_prefer_picks_the_family() {
 /// tests/dnsmasq.rs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_aaaa_query_keeps_the_ipv6_members_for_hold_on_failure() {
-    let port = common_port(&["127.0.0.2", "::1"]);
-    let _v4 = Backend::start("v4", SocketAddr::new(ip("127.0.0.2"), port)).await;
-    let _v6 = Backend::start("v6", SocketAddr::new(ip("::1"), port)).await;
-    let dns = TestDns::start("test.").await;
-    dns.set_ips("dual", &[ip("127.0.0.2"), ip("::1")], 1).await;
-    let faulty = FaultyDns::start(dns.addr).await;
-    let listen = free_addr("127.0.0.1");
-    let cfg = dns_config(
-        listen,
-        faulty.addr,
-        "hold_on_failure = \"2s\"",
-        "",
-        &format!("dual.test:{port}"),
-    );
-    let p = Proxy::start(&cfg, &[listen]).await;
+    let (_pods, _dns, faulty, p, listen, port) =
+        dual_behind_faulty_dns("hold_on_failure = \"2s\"").await;
     let both = |v: &serde_json::Value| v["servers"].as_array().is_some_and(|s| s.len() == 2);
     p.wait_pool(Duration::from_secs(5), "app", "both members", both)
         .await;
@@ -685,30 +696,106 @@ async fn a_failed_aaaa_query_keeps_the_ipv6_members_for_hold_on_failure() {
         .await;
 }
 
-/// With on_empty = "keep", an empty answer is still an answer: the resolver
-/// works. hold_on_failure counts from the last answer of either kind, so a kept
-/// set is not dropped by the first failed lookup after an empty spell longer
-/// than hold_on_failure; it is dropped that long after the failures begin.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_empty_answer_restarts_the_hold_on_failure_clock() {
+/// A proxy whose pool `app` is `app.test` (one pod, this TTL), resolved
+/// through a `FaultyDns`, with these `[resolver]` keys; once a request passed.
+async fn behind_faulty_dns(
+    ttl: u32,
+    resolver_extra: &str,
+) -> (TestDns, FaultyDns, Backend, Proxy, SocketAddr) {
     let dns = TestDns::start("test.").await;
     let faulty = FaultyDns::start(dns.addr).await;
     let b = Backend::start("pod", free_addr("127.0.0.2")).await;
-    dns.set_ips("app", &[b.addr.ip()], 1).await;
+    dns.set_ips("app", &[b.addr.ip()], ttl).await;
     let listen = free_addr("127.0.0.1");
     let cfg = dns_config(
         listen,
         faulty.addr,
-        "hold_on_failure = \"2s\"\non_empty = \"keep\"",
+        resolver_extra,
         "",
         &format!("app.test:{}", b.addr.port()),
     );
     let p = Proxy::start(&cfg, &[listen]).await;
-    let c = client();
     assert_eq!(
-        get(&c, &format!("http://{listen}/")).await.0,
+        get(&client(), &format!("http://{listen}/")).await.0,
         StatusCode::OK
     );
+    (dns, faulty, b, p, listen)
+}
+
+/// prefer = "ipv4": a failed A query is a failed lookup (members kept), not a
+/// reason to take the name's AAAA records instead. (hickory's
+/// Ipv4thenIpv6 falls through to AAAA on any failure, so one lost packet moved
+/// the pool to its IPv6 addresses.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_a_query_does_not_swap_the_pool_to_ipv6() {
+    let (_pods, _dns, faulty, p, listen, port) =
+        dual_behind_faulty_dns("prefer = \"ipv4\"\nhold_on_failure = \"30s\"").await;
+    let v4 = SocketAddr::new(ip("127.0.0.2"), port);
+    wait_only_member(&p, v4).await;
+    faulty.fail(&[RecordType::A]);
+    let errors = p.stats().await["dns"][0]["errors"].as_u64().unwrap_or(0);
+    p.wait_stats(Duration::from_secs(10), "two failed A queries", |v| {
+        v["dns"][0]["errors"]
+            .as_u64()
+            .is_some_and(|n| n >= errors + 2)
+    })
+    .await;
+    let servers = pool_state(listen).await["servers"].clone();
+    let addrs: Vec<&str> = servers
+        .as_array()
+        .map(|ss| ss.iter().filter_map(|s| s["address"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(addrs, [v4.to_string()], "{servers}");
+    let (st, body) = get(&client(), &format!("http://{listen}/")).await;
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "v4"));
+}
+
+/// hold_on_failure counts from the first failed lookup, not from the last good
+/// one: with a TTL longer than hold_on_failure, the first failure comes later
+/// than hold_on_failure after the last answer, and used to drop every member
+/// at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_on_failure_counts_from_the_first_failure() {
+    let (_dns, faulty, _b, p, listen) = behind_faulty_dns(3, "hold_on_failure = \"1s\"").await;
+    // the next lookup is about 3 s away; it and the one after fail
+    faulty.fail(&[RecordType::A, RecordType::AAAA]);
+    let v = p
+        .wait_stats(Duration::from_secs(10), "a failed lookup", |v| {
+            v["dns"][0]["errors"].as_u64().is_some_and(|n| n >= 1)
+        })
+        .await;
+    let first = Instant::now();
+    let lookups = v["dns"][0]["lookups"].as_u64().unwrap_or(0);
+    p.wait_stats(Duration::from_secs(10), "a second failed lookup", |v| {
+        v["dns"][0]["errors"].as_u64().is_some_and(|n| n >= 2)
+    })
+    .await;
+    // (the second comes 400 ms after the first: inside hold_on_failure)
+    if first.elapsed() < Duration::from_millis(900) {
+        let servers = pool_state(listen).await["servers"].clone();
+        assert_eq!(servers.as_array().map(Vec::len), Some(1), "{servers}");
+    } else {
+        eprintln!(
+            "slow machine: the second failure took {:?}",
+            first.elapsed()
+        );
+    }
+    p.wait_pool(Duration::from_secs(10), "app", "members dropped", |v| {
+        v["servers"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+    assert!(lookups >= 2, "one good lookup, then failures: {lookups}");
+}
+
+/// With on_empty = "keep", an empty answer is still an answer: the resolver
+/// works. A kept set is not dropped by the first failed lookup after an empty
+/// spell longer than hold_on_failure (it was, when the clock ran from the last
+/// answer with records); it is dropped that long after the failures begin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_answer_restarts_the_hold_on_failure_clock() {
+    let (dns, faulty, _b, p, listen) =
+        behind_faulty_dns(1, "hold_on_failure = \"2s\"\non_empty = \"keep\"").await;
+    let c = client();
     // empty answers for longer than hold_on_failure (min_ttl is 200 ms)
     dns.set_ips("app", &[], 1).await;
     let emptied = Instant::now();
