@@ -50,10 +50,17 @@ impl Limit {
             .is_ok()
     }
 
-    /// Waits for a slot.
+    /// A slot if one is free now.
+    pub fn try_slot(self: &Arc<Self>) -> Option<LimitSlot> {
+        self.try_take().then(|| LimitSlot(Arc::clone(self)))
+    }
+
+    /// Waits for a slot. Cancel-safe: a wait dropped before it got one leaves
+    /// nothing counted.
     pub async fn take(self: &Arc<Self>) -> LimitSlot {
         if !self.try_take() {
             self.waiting.fetch_add(1, Ordering::SeqCst);
+            let _waiting = Waiting(self);
             loop {
                 let freed = self.freed.notified();
                 tokio::pin!(freed);
@@ -63,9 +70,17 @@ impl Limit {
                 }
                 freed.await;
             }
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
         LimitSlot(Arc::clone(self))
+    }
+}
+
+/// One waiter counted in `Limit::waiting` until dropped.
+struct Waiting<'a>(&'a Limit);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -167,5 +182,39 @@ impl Permits {
 impl Drop for Permits {
     fn drop(&mut self) {
         self.listener.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A wait given up before it got a slot (the accept loop's, at `kill`)
+    /// leaves no waiter counted: else every release would wake for nobody.
+    #[tokio::test]
+    async fn a_dropped_wait_leaves_no_waiter() {
+        let l = Arc::new(Limit::new(1));
+        let held = l.try_slot().expect("one slot");
+        assert!(l.try_slot().is_none());
+        let mut wait = Box::pin(l.take());
+        assert!(futures_poll_once(wait.as_mut()).await.is_none());
+        assert_eq!(l.waiting.load(Ordering::SeqCst), 1);
+        drop(wait);
+        assert_eq!(l.waiting.load(Ordering::SeqCst), 0);
+        drop(held);
+        let slot = l.take().await;
+        assert_eq!(l.active.load(Ordering::SeqCst), 1);
+        drop(slot);
+        assert_eq!(l.active.load(Ordering::SeqCst), 0);
+    }
+
+    async fn futures_poll_once<F: std::future::Future + Unpin>(mut f: F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 }

@@ -77,6 +77,9 @@ struct AcceptCtx {
 /// refuse new connections. Its connections are then cut if they are still open
 /// when `kill` fires (a removed address's grace is over).
 async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
+    // None once `stop` came while a connection in hand waited for its slot:
+    // the socket is closed then, not when the slot comes
+    let mut listener = Some(listener);
     // This loop's connections, so they can be cut (a future per connection that
     // every wake-up of it polled cost ~460 instructions a request; a JoinSet, a
     // lock and ~770 instructions a connection). Finished ones are pruned when
@@ -100,11 +103,11 @@ async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
     // After a reload changed that, connections already in the backlog were
     // made with the old setting: the next BACKLOG ones are set one by one.
     let mut set_each: u32 = 0;
-    loop {
+    while let Some(socket) = &listener {
         let (stream, peer) = tokio::select! {
             biased;
             _ = ctx.stop.cancelled() => break,
-            r = accept(&listener) => match r {
+            r = accept(socket) => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE/ENFILE/ENOBUFS: back off instead of spinning.
@@ -150,7 +153,7 @@ async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
         };
         let delay = mode == Mode::Http && layers.is_none();
         if delaying.is_some_and(|d| d != delay) {
-            quickack(&socket2::SockRef::from(listener.get_ref()), !delay);
+            quickack(&socket2::SockRef::from(socket.get_ref()), !delay);
             set_each = BACKLOG as u32;
         }
         delaying = Some(delay);
@@ -162,9 +165,36 @@ async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
         // connection in hand, the rest stay in the kernel's backlog (not refused),
         // and no slot is held by a loop that has nothing to serve. A connection
         // in hand is served even if the address stops accepting meanwhile
-        // (dropping it would reset a client that did nothing wrong).
-        let local = ls.limit.take().await;
-        let global = ctx.plane.limit.take().await;
+        // (dropping it would reset a client that did nothing wrong): the socket
+        // closes at `stop` all the same, and the wait ends at `kill`.
+        let free = ls.limit.try_slot().and_then(|local| {
+            let global = ctx.plane.limit.try_slot()?;
+            Some((global, local))
+        });
+        let slots = match free {
+            Some(s) => Some(s),
+            None => {
+                let slots = async {
+                    let local = ls.limit.take().await;
+                    (ctx.plane.limit.take().await, local)
+                };
+                tokio::pin!(slots);
+                loop {
+                    tokio::select! {
+                        biased;
+                        s = &mut slots => break Some(s),
+                        _ = ctx.stop.cancelled(), if listener.is_some() => {
+                            listener = None;
+                            tracing::debug!(addr = %ctx.addr, "stopped accepting; a connection waits for a slot");
+                        }
+                        _ = ctx.kill.cancelled() => break None,
+                    }
+                }
+            }
+        };
+        let Some((global, local)) = slots else {
+            break;
+        };
         let permits = Permits::new(global, local, ls);
         if conns.len() >= prune_at {
             prune(&mut conns);

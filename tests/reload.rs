@@ -980,3 +980,59 @@ async fn a_removed_addresss_tunnel_outlives_the_reload_until_its_grace_is_over()
     );
     eprintln!("tunnel on the removed address closed {took:?} after the reload (grace 1s)");
 }
+
+/// A removed address whose accept loop holds a connection waiting for a slot
+/// (every slot taken) still closes its socket at the reload: new clients are
+/// refused, not queued in a backlog nobody will accept from (they were, until
+/// the slot freed, which a tunnel may not do for the whole grace). The
+/// connection in hand is served once a slot frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_address_closes_while_a_connection_waits_for_a_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a, _b) = two_pods().await;
+    let old = free_addr("127.0.0.1");
+    let new = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let text = |bind: SocketAddr| {
+        config(bind, admin, "", &[(a.addr, 1)], "")
+            .replace("threads = 2", "threads = 1\nmax_connections = 1")
+            .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"60s\"")
+    };
+    let p = Proxy::start(&text(old), &[old, admin]).await;
+    let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    // the only slot, held by a tunnel (which a removed address's drain does
+    // not close: it lasts until the grace is over)
+    let mut holder = open_echo_tunnel(old).await;
+    echo_roundtrip(&mut holder, b"held").await;
+    let mut buf = [0u8; 256];
+    // the next one is accepted and waits for the slot
+    let mut late = tokio::net::TcpStream::connect(old).await.unwrap();
+    late.write_all(get).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), late.read(&mut buf))
+            .await
+            .is_err(),
+        "served beyond max_connections"
+    );
+    std::fs::write(&p.config, text(new)).unwrap();
+    let (st, r) = reload_api(admin).await;
+    assert_eq!(st, 200, "{r}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpStream::connect(old).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            r => assert!(
+                Instant::now() < deadline,
+                "the removed address still accepts: {r:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // the connection in hand is served when the slot frees
+    drop(holder);
+    let n = tokio::time::timeout(Duration::from_secs(5), late.read(&mut buf))
+        .await
+        .expect("the waiting connection was not served")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+}
