@@ -64,7 +64,12 @@ pub fn ready() {
     notify(&format!("MAINPID={}\nREADY=1\n", std::process::id()));
 }
 
-/// A reload starts; `ready()` follows when it is over.
+/// A reload is over (READY=1 alone: the main process is the one it was).
+pub fn reloaded() {
+    notify("READY=1\n");
+}
+
+/// A reload starts; `reloaded()` follows when it is over.
 pub fn reloading() {
     notify(&format!(
         "RELOADING=1\nMONOTONIC_USEC={}\n",

@@ -98,6 +98,41 @@ async fn sigterm_during_drain_keeps_serving_new_requests() {
     assert!(status.success(), "{status}");
 }
 
+/// A stopping process refuses reloads: a file watch or a SIGHUP during the
+/// drain would bind new addresses in a process about to exit (and, after a
+/// binary upgrade, tell systemd the old process is the main one again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_during_the_drain_is_refused_and_changes_nothing() {
+    let backend = Backend::start("b", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let added = free_addr("127.0.0.1");
+    let cfg = http_config(listen, "", &[(backend.addr, 1)]).replace(
+        "shutdown_grace = \"10s\"",
+        "shutdown_grace = \"10s\"\ndrain_delay = \"20s\"",
+    );
+    let mut p = Proxy::start(&cfg, &[listen]).await;
+    let generation = p.stats().await["config"]["generation"].as_u64();
+    p.signal(libc::SIGTERM);
+    p.wait_phase(Duration::from_secs(5), "draining").await;
+    // a config with a second listener arrives during the drain
+    let more = format!(
+        "{cfg}\n[[listener]]\nname = \"more\"\nbind = [\"{added}\"]\nmode = \"http\"\npool = \"api\"\n"
+    );
+    std::fs::write(&p.config, more).unwrap();
+    let (st, body) = admin_post(p.admin.unwrap(), "/api/reload", "").await;
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_ne!(r["ok"], true, "reloaded while stopping: {st} {body}");
+    assert!(body.contains("shutting down"), "{st} {body}");
+    assert_eq!(p.stats().await["config"]["generation"].as_u64(), generation);
+    assert!(
+        tokio::net::TcpStream::connect(added).await.is_err(),
+        "the stopping process bound the new address"
+    );
+    p.signal(libc::SIGINT);
+    let status = p.wait_exit(Duration::from_secs(5)).await;
+    assert!(status.success(), "{status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_balances_between_its_two_backends() {
     use std::io::{BufRead, BufReader};

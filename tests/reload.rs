@@ -1036,3 +1036,32 @@ async fn a_removed_address_closes_while_a_connection_waits_for_a_slot() {
         .unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
 }
+
+/// A reload reports the new config's own warnings (as `rampart check` and a
+/// start do), not only what needs a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reports_the_new_configs_warnings() {
+    let (a, _b) = two_pods().await;
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let text = config(listen, admin, "", &[(a.addr, 1)], "");
+    let p = Proxy::start(&text, &[listen, admin]).await;
+    let spare = format!(
+        "{text}\n[[pool]]\nname = \"spare\"\n  [[pool.server]]\n  address = \"{}\"\n",
+        a.addr
+    );
+    std::fs::write(&p.config, spare).unwrap();
+    let (st, r) = reload_api(admin).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["ok"], true, "{r}");
+    let said = |w: &Value| {
+        w.as_str()
+            .is_some_and(|w| w.contains("\"spare\" is not used by any listener"))
+    };
+    assert!(
+        r["warnings"]
+            .as_array()
+            .is_some_and(|ws| ws.iter().any(said)),
+        "{r}"
+    );
+}

@@ -565,9 +565,17 @@ impl Control {
     /// Re-reads the config file, validates it as `rampart check` does, and
     /// applies it. On any error nothing changes.
     async fn reload(&mut self, trigger: &'static str) -> ReloadRecord {
-        crate::sdnotify::reloading();
+        // (a stopping process says nothing: it is no longer the service's
+        // main process, or is about to stop being one)
+        let serving = !self.shared.handed_over.is_cancelled()
+            && !matches!(self.shared.phase(), Phase::Draining | Phase::Closing);
+        if serving {
+            crate::sdnotify::reloading();
+        }
         let record = self.reload_inner(trigger).await;
-        crate::sdnotify::ready();
+        if serving {
+            crate::sdnotify::reloaded();
+        }
         record
     }
 
@@ -619,6 +627,17 @@ impl Control {
     }
 
     fn try_reload(&mut self) -> Result<(Diff, Vec<String>), ReloadError> {
+        // A process that handed its sockets to a new one, or is stopping, does
+        // not take a new config: it would bind new addresses in a process about
+        // to exit (a file watch's reload, a SIGHUP meant for the new process)
+        if self.shared.handed_over.is_cancelled() {
+            return Err(ReloadError::Stopping(
+                "this process has handed over to a new one (binary upgrade)",
+            ));
+        }
+        if matches!(self.shared.phase(), Phase::Draining | Phase::Closing) {
+            return Err(ReloadError::Stopping("this process is shutting down"));
+        }
         let path = self.shared.config_path.clone().ok_or(ReloadError::NoFile)?;
         let new = config::load(&path)?;
         // Everything that can fail comes first; after it, nothing can.
@@ -630,7 +649,10 @@ impl Control {
             }
         }
         let prepared = self.listeners.prepare(&new)?;
-        let warnings = restart_only(&self.cfg, &new);
+        // the new config's own warnings (an exposed admin address...), and
+        // what only a restart applies
+        let mut warnings = new.warnings.clone();
+        warnings.extend(restart_only(&self.cfg, &new));
         let diff = self.reconcile(
             Arc::new(new),
             prepared,

@@ -61,6 +61,8 @@ pub enum ReloadError {
     Resolver(#[from] crate::discovery::DiscoveryError),
     #[error("ha.interface: {0:?}: {1}")]
     HaInterface(String, #[source] std::io::Error),
+    #[error("{0}: reload the process that serves now")]
+    Stopping(&'static str),
 }
 
 impl ReloadError {
