@@ -38,6 +38,8 @@ pub enum UpgradeError {
     Pid1,
     #[error("an upgrade is already in progress")]
     Busy,
+    #[error("this process is shutting down: start the new one instead")]
+    Stopping,
     #[error("cannot find this program's path: {0}")]
     Exe(#[source] io::Error),
     #[error("cannot start {path}: {source}")]
@@ -174,7 +176,7 @@ pub fn take_over() -> Result<Option<(Inherited, Taken)>, UpgradeError> {
 /// counts) at the moment it is sent, once the new process has connected.
 pub async fn hand_over(
     mut handover: Handover,
-    fds: Vec<RawFd>,
+    fds: Vec<std::os::fd::OwnedFd>,
     fresh: impl FnOnce(&mut Handover),
 ) -> Result<u32, UpgradeError> {
     if std::process::id() == 1 {
@@ -212,9 +214,11 @@ pub async fn hand_over(
                 let mut s = std_stream;
                 s.write_all(&(body.len() as u64).to_be_bytes())?;
                 s.write_all(&body)?;
-                for chunk in fds.chunks(FDS_PER_MSG) {
+                let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+                for chunk in raw.chunks(FDS_PER_MSG) {
                     send_fds(&s, chunk)?;
                 }
+                drop(fds);
                 Ok(s)
             })
             .await

@@ -98,11 +98,12 @@ async fn sigterm_during_drain_keeps_serving_new_requests() {
     assert!(status.success(), "{status}");
 }
 
-/// A stopping process refuses reloads: a file watch or a SIGHUP during the
-/// drain would bind new addresses in a process about to exit (and, after a
-/// binary upgrade, tell systemd the old process is the main one again).
+/// A stopping process refuses reloads and upgrades: a file watch or a SIGHUP
+/// during the drain would bind new addresses in a process about to exit (and,
+/// after a binary upgrade, tell systemd the old process is the main one
+/// again); an upgrade would hand over sockets that the stop is closing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_during_the_drain_is_refused_and_changes_nothing() {
+async fn a_reload_or_upgrade_during_the_drain_is_refused_and_changes_nothing() {
     let backend = Backend::start("b", free_addr("127.0.0.2")).await;
     let listen = free_addr("127.0.0.1");
     let added = free_addr("127.0.0.1");
@@ -128,6 +129,9 @@ async fn a_reload_during_the_drain_is_refused_and_changes_nothing() {
         tokio::net::TcpStream::connect(added).await.is_err(),
         "the stopping process bound the new address"
     );
+    let (st, body) = admin_post(p.admin.unwrap(), "/api/upgrade", "").await;
+    assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(body.contains("shutting down"), "{body}");
     p.signal(libc::SIGINT);
     let status = p.wait_exit(Duration::from_secs(5)).await;
     assert!(status.success(), "{status}");

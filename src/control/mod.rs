@@ -481,6 +481,9 @@ impl Control {
         if self.shared.handed_over.is_cancelled() {
             return Err(crate::upgrade::UpgradeError::Busy);
         }
+        if self.stopping() {
+            return Err(crate::upgrade::UpgradeError::Stopping);
+        }
         tracing::info!(trigger, "binary upgrade: starting the new process");
         let mut handover = crate::upgrade::Handover::default();
         let mut fds = Vec::new();
@@ -500,6 +503,22 @@ impl Control {
                 .is_some_and(|h| h.state() == crate::ha::fsm::State::Master);
             handover.ha = Some((addr, master));
             fds.push(fd);
+        }
+        // Copies of the descriptors, this process's own for as long as the
+        // handover takes: an accept loop closes its socket at shutdown, and its
+        // number could name another file by the time it is sent.
+        let fds: Vec<std::os::fd::OwnedFd> = fds
+            .into_iter()
+            .map(|fd| {
+                // SAFETY: `fd` is open now. The listener sockets are closed by a
+                // reload (which runs on this task, so not meanwhile) or at
+                // shutdown, after the phase leaves Running: checked below,
+                // after the copies, so a copy of a closing socket is not sent.
+                unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
+            })
+            .collect::<Result<_, _>>()?;
+        if self.stopping() {
+            return Err(crate::upgrade::UpgradeError::Stopping);
         }
         let snap = self.shared.plane.snapshot.load_full();
         for p in &snap.pools {
@@ -562,13 +581,17 @@ impl Control {
         Ok(())
     }
 
+    /// A stop was asked for: draining or closing.
+    fn stopping(&self) -> bool {
+        matches!(self.shared.phase(), Phase::Draining | Phase::Closing)
+    }
+
     /// Re-reads the config file, validates it as `rampart check` does, and
     /// applies it. On any error nothing changes.
     async fn reload(&mut self, trigger: &'static str) -> ReloadRecord {
         // (a stopping process says nothing: it is no longer the service's
         // main process, or is about to stop being one)
-        let serving = !self.shared.handed_over.is_cancelled()
-            && !matches!(self.shared.phase(), Phase::Draining | Phase::Closing);
+        let serving = !self.shared.handed_over.is_cancelled() && !self.stopping();
         if serving {
             crate::sdnotify::reloading();
         }
@@ -635,7 +658,7 @@ impl Control {
                 "this process has handed over to a new one (binary upgrade)",
             ));
         }
-        if matches!(self.shared.phase(), Phase::Draining | Phase::Closing) {
+        if self.stopping() {
             return Err(ReloadError::Stopping("this process is shutting down"));
         }
         let path = self.shared.config_path.clone().ok_or(ReloadError::NoFile)?;
