@@ -439,7 +439,18 @@ pub async fn initial_round(
     cfg: &Config,
     registry: &NameRegistry,
 ) -> (Discovered, FirstWait) {
-    let futs: Vec<_> = targets(cfg)
+    resolve_once(disc, targets(cfg), registry).await
+}
+
+/// Resolves these entries once, concurrently (at start-up; at a reload, the
+/// entries it adds, so that their pools have members when the new config
+/// goes live): their members, and when each watch should look again.
+pub async fn resolve_once(
+    disc: &Discovery,
+    keys: Vec<DnsKey>,
+    registry: &NameRegistry,
+) -> (Discovered, FirstWait) {
+    let futs: Vec<_> = keys
         .into_iter()
         .map(|key| async move {
             let r = disc.resolve(&key.entry).await;
@@ -481,7 +492,7 @@ pub async fn initial_round(
                     st.errors += 1;
                 }
                 st.last_error = Some(msg.clone());
-                tracing::warn!(pool = %key.pool, name = %key.entry, error = %msg, "name does not resolve at start-up; its members are added when it does");
+                tracing::warn!(pool = %key.pool, name = %key.entry, error = %msg, "name does not resolve yet; its members are added when it does");
                 waits.insert(key, c.min_ttl);
             }
         }

@@ -940,3 +940,30 @@ async fn reloads_keep_unchanged_dns_watches_and_resolve_new_entries_at_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A reload that changes a pool's DNS entry (a renamed pool, or a new spelling
+/// of the name: here `app.test` to `app.test.`) resolves the new entry before
+/// the new config goes live, as a start does. The pool keeps members through
+/// the reload even when the DNS server takes 400 ms to answer; before, it had
+/// none (503) until the new entry's watch got its first answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_a_dns_entry_serves_through_the_first_lookup() {
+    let (_dns, faulty, b, p, listen) = behind_faulty_dns(30, "").await;
+    let admin = admin_addr_for(listen);
+    faulty
+        .delay_ms
+        .store(400, std::sync::atomic::Ordering::SeqCst);
+    let text = std::fs::read_to_string(&p.config).unwrap();
+    let spelled = text.replace(
+        &format!("app.test:{}", b.addr.port()),
+        &format!("app.test.:{}", b.addr.port()),
+    );
+    assert_ne!(text, spelled);
+    std::fs::write(&p.config, spelled).unwrap();
+    let (st, body) = admin_post(admin, "/api/reload", "").await;
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = get(&client(), &format!("http://{listen}/")).await;
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "pod"));
+    let servers = pool_state(listen).await["servers"].clone();
+    assert_eq!(servers.as_array().map(Vec::len), Some(1), "{servers}");
+}

@@ -606,7 +606,7 @@ impl Control {
         let t0 = Instant::now();
         let at = SystemTime::now();
         self.listeners.settle().await;
-        let result = self.try_reload();
+        let result = self.try_reload().await;
         let millis = t0.elapsed().as_secs_f64() * 1000.0;
         let generation = self.shared.plane.snapshot.load().generation;
         let record = |ok, summary: String, errors, warnings| ReloadRecord {
@@ -649,7 +649,7 @@ impl Control {
         }
     }
 
-    fn try_reload(&mut self) -> Result<(Diff, Vec<String>), ReloadError> {
+    async fn try_reload(&mut self) -> Result<(Diff, Vec<String>), ReloadError> {
         // A process that handed its sockets to a new one, or is stopping, does
         // not take a new config: it would bind new addresses in a process about
         // to exit (a file watch's reload, a SIGHUP meant for the new process)
@@ -672,17 +672,24 @@ impl Control {
             }
         }
         let prepared = self.listeners.prepare(&new)?;
+        // The DNS entries the new config adds (a new pool, a renamed one, a new
+        // address text for the same name) are resolved once before it goes
+        // live, as at start-up (after everything that can fail): else their pools would have no members (503,
+        // the old members retired) until their watches' first answers.
+        let added: Vec<DnsKey> = crate::discovery::targets(&new)
+            .into_iter()
+            .filter(|k| !self.watches.is_running(k) && !self.discovered.contains_key(k))
+            .collect();
+        let (found, first_wait) = match (&disc, added.is_empty()) {
+            (Some(d), false) => crate::discovery::resolve_once(d, added, &self.shared.dns).await,
+            _ => Default::default(),
+        };
         // the new config's own warnings (an exposed admin address...), and
         // what only a restart applies
         let mut warnings = new.warnings.clone();
         warnings.extend(restart_only(&self.cfg, &new));
-        let diff = self.reconcile(
-            Arc::new(new),
-            prepared,
-            disc,
-            &FirstWait::new(),
-            (None, &[]),
-        );
+        self.discovered.extend(found);
+        let diff = self.reconcile(Arc::new(new), prepared, disc, &first_wait, (None, &[]));
         Ok((diff, warnings))
     }
 

@@ -129,6 +129,8 @@ impl TestDns {
 pub struct FaultyDns {
     pub addr: SocketAddr,
     pub fail: Arc<std::sync::Mutex<Vec<RecordType>>>,
+    /// How long each passed-on answer is held back, in milliseconds.
+    pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -138,6 +140,8 @@ impl FaultyDns {
         let addr = sock.local_addr().unwrap();
         let fail: Arc<std::sync::Mutex<Vec<RecordType>>> = Arc::default();
         let failing = Arc::clone(&fail);
+        let delay_ms: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+        let delay = Arc::clone(&delay_ms);
         let task = tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             loop {
@@ -159,7 +163,9 @@ impl FaultyDns {
                     continue;
                 }
                 let sock = Arc::clone(&sock);
+                let hold = Duration::from_millis(delay.load(std::sync::atomic::Ordering::SeqCst));
                 tokio::spawn(async move {
+                    tokio::time::sleep(hold).await;
                     let up = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
                     let _ = up.send_to(&query, upstream).await;
                     let mut back = vec![0u8; 65_535];
@@ -171,7 +177,12 @@ impl FaultyDns {
                 });
             }
         });
-        FaultyDns { addr, fail, task }
+        FaultyDns {
+            addr,
+            fail,
+            delay_ms,
+            task,
+        }
     }
 
     /// Answers SERVFAIL to these query types from now on (none: pass all on).
