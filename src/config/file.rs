@@ -592,14 +592,23 @@ pub struct HeaderMatchFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a status (deny = 403) or a table of `status` and `body` only (deny = { status = 403, body = \"...\" })"
+)]
 pub enum DenyFile {
     Status(u16),
-    Full {
-        status: u16,
-        #[serde(default)]
-        body: Option<String>,
-    },
+    Full(DenyFull),
+}
+
+/// `deny = { status = 403, body = "..." }`: a misspelt key is an error, not
+/// a default body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenyFull {
+    pub status: u16,
+    #[serde(default)]
+    pub body: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

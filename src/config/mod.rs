@@ -200,6 +200,34 @@ name = "api"
         assert_eq!(p.key, "pool[0].health.service");
     }
 
+    /// Values that were accepted and then failed at run time, or were read
+    /// as something else.
+    #[test]
+    fn values_that_would_fail_at_run_time_are_refused() {
+        // a static server on port 0 (a NAME:0 was refused already)
+        let p = problem(&GOOD.replace("127.0.0.2:8000", "127.0.0.2:0"));
+        assert_eq!(p.key, "pool[0].server[0].address");
+        assert!(p.message.contains("port 0"), "{}", p.message);
+        // an h2 PING answered in no time would close every idle connection
+        let p = problem(&GOOD.replace(
+            "pool = \"api\"\n  [[listener.route]]",
+            "pool = \"api\"\n[listener.http2]\nkeepalive_interval = \"10s\"\nkeepalive_timeout = \"0s\"\n  [[listener.route]]",
+        ));
+        assert_eq!(p.key, "listener[0].http2.keepalive_timeout");
+        // a misspelt deny key is not a default body
+        let rule = |deny: &str| {
+            GOOD.replace(
+                "  pool = \"api\"\n\n[[pool]]",
+                &format!("  pool = \"api\"\n  [[listener.rule]]\n  path_prefix = \"/x\"\n  deny = {deny}\n\n[[pool]]"),
+            )
+        };
+        parse(&rule("{ status = 403, body = \"no\" }"), "t.toml").unwrap();
+        let p = problem(&rule("{ status = 403, bdy = \"no\" }"));
+        assert_eq!(p.line, Some(19), "{p:?}");
+        assert!(p.key.contains("deny"), "{p:?}");
+        assert!(p.message.contains("`status` and `body` only"), "{p:?}");
+    }
+
     #[test]
     fn proxy_protocol_keys_are_checked() {
         let p = problem(&GOOD.replace(

@@ -244,6 +244,9 @@ impl ServerAddr {
     /// Parses a `[[pool.server]] address`.
     pub fn parse(s: &str) -> Result<ServerAddr, String> {
         if let Ok(a) = s.parse::<SocketAddr>() {
+            if a.port() == 0 {
+                return Err(format!("invalid port 0 in {s:?}"));
+            }
             return Ok(ServerAddr::Static(a));
         }
         let valid_name = |n: &str| {

@@ -219,9 +219,8 @@ impl Breaker {
 pub fn ejection_ms(cfg: &BreakerConfig, repeats: u32) -> u64 {
     let base = cfg.ejection_time.as_millis() as u64;
     let max = cfg.max_ejection_time.as_millis() as u64;
-    base.checked_shl(repeats.min(40))
-        .unwrap_or(u64::MAX)
-        .min(max)
+    // (a shift drops the bits it pushes out: 5 h << 40 wrapped to a short time)
+    base.saturating_mul(1u64 << repeats.min(40)).min(max)
 }
 
 #[cfg(test)]
@@ -237,6 +236,25 @@ mod tests {
             max_ejected_percent: 50,
             on_5xx: false,
         }
+    }
+
+    /// A long ejection time doubled many times is the cap, not what the
+    /// bits left over from a shift say.
+    #[test]
+    fn ejection_time_saturates_at_the_cap() {
+        // 2^34 ms (199 days): shifted by 30, every bit falls off the end
+        let base = 1u64 << 34;
+        let cap = 365 * 24 * 3600 * 1000;
+        let cfg = BreakerConfig {
+            ejection_time: Duration::from_millis(base),
+            max_ejection_time: Duration::from_millis(cap),
+            ..cfg()
+        };
+        for repeats in [0, 1, 20, 30, 40, 41, u32::MAX] {
+            let ms = ejection_ms(&cfg, repeats);
+            assert!(ms >= base && ms <= cap, "{repeats}: {ms}");
+        }
+        assert_eq!(ejection_ms(&cfg, 30), cap);
     }
 
     #[test]

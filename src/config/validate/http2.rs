@@ -105,6 +105,13 @@ pub(super) fn listener(
         "bytes (RFC 9113 6.5.2)",
     );
     let opt = |d: Duration| (!d.is_zero()).then_some(d);
+    if !h.keepalive_interval.0.is_zero() && h.keepalive_timeout.0.is_zero() {
+        // a PING that must be answered in no time closes every idle connection
+        p.add(
+            &at.key("keepalive_timeout"),
+            "must be more than 0 when keepalive_interval is set".to_string(),
+        );
+    }
     Http2Config {
         max_concurrent_streams,
         max_header_list_size,

@@ -152,7 +152,7 @@ pub(super) fn compile(
         if let Some(d) = &f.deny {
             let (status, body) = match d {
                 DenyFile::Status(s) => (*s, None),
-                DenyFile::Full { status, body } => (*status, body.clone()),
+                DenyFile::Full(f) => (f.status, f.body.clone()),
             };
             match StatusCode::from_u16(status) {
                 Ok(st) if (400..=599).contains(&status) => {
