@@ -300,6 +300,118 @@ async fn slow_response_gives_504_after_server_timeout() {
     assert!(t0.elapsed() >= Duration::from_millis(350));
 }
 
+/// A server that reads a request's head and then stops reading its upload (a
+/// lock, a GC pause) gets server_timeout, as an answer that does not come
+/// does: 504, and the server's slot freed. Before, the upload hung for ever
+/// (hyper stops polling a body it cannot flush, so no timer ran), holding the
+/// server's slot and, were it a breaker's trial, the server out of rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_reading_an_upload_gets_server_timeout() {
+    let sink = tokio::net::TcpListener::bind(free_addr("127.0.0.2"))
+        .await
+        .unwrap();
+    let backend = sink.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let (mut s, _) = sink.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut buf).await.unwrap_or(0) == 0 {
+                return s;
+            }
+            head.push(buf[0]);
+        }
+        // ... and reads no more, holding the connection open
+        s
+    });
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(
+        &http_config(
+            listen,
+            "server_timeout = \"1s\"\nretries = 0",
+            &[(backend, 1)],
+        ),
+        &[listen],
+    )
+    .await;
+    let size: usize = 256 << 20;
+    let s = TcpStream::connect(listen).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let head = format!("PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n");
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'u'; 64 << 10];
+        for _ in 0..size / chunk.len() {
+            wr.write_all(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(15), rd.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!(
+                "no answer after {:?} ({other:?}): {:?}",
+                t0.elapsed(),
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    let head = String::from_utf8_lossy(&got);
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+    writer.abort();
+    drop(held);
+}
+
+/// The other side of the same timer: a client that pauses its upload for
+/// longer than server_timeout (within client_timeout) is not the server's
+/// fault; the server reads all it is given, and answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_pausing_its_upload_past_server_timeout_is_still_served() {
+    let backend = Backend::start("up", free_addr("127.0.0.2")).await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(
+        &http_config(
+            listen,
+            "server_timeout = \"500ms\"\nretry_buffer = \"1KiB\"",
+            &[(backend.addr, 1)],
+        ),
+        &[listen],
+    )
+    .await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    let half = vec![b'u'; 100_000];
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&half).await.unwrap();
+    // a pause of three server_timeouts, the client's doing
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(&half).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("200000 ") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_and_hop_by_hop() {
     let backend = Backend::start("h", free_addr("127.0.0.2")).await;

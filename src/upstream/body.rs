@@ -164,6 +164,9 @@ impl Body for ReqBody {
                     Some(f) => Poll::Ready(Some(Ok(f))),
                     None => Pin::new(&mut *body).poll_frame(cx),
                 };
+                if let Some(p) = progress {
+                    p.pulled(r.is_pending());
+                }
                 if r.is_pending() {
                     let limit = *idle;
                     let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
@@ -264,9 +267,51 @@ impl ReqBody {
 pub struct ReqProgress {
     done: AtomicBool,
     notify: Notify,
+    /// When the sending side last asked the body for a frame (clock::now_ms).
+    pulled_at: AtomicU64,
+    /// That ask found nothing: the client is the one to send (client_timeout
+    /// bounds its pause), not the server the one not reading.
+    client_turn: AtomicBool,
 }
 
 impl ReqProgress {
+    /// The sending side asked for a frame; `pending`: the client had none.
+    fn pulled(&self, pending: bool) {
+        self.pulled_at
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
+        self.client_turn.store(pending, Ordering::Relaxed);
+    }
+
+    /// Resolves `timeout` after the upload is done, or once the server has not
+    /// taken any of it for `timeout` while the client had some to give: the
+    /// server stopped reading (a lock, a GC pause, an h2 window never opened),
+    /// which nothing else notices, as the body is then not even polled
+    /// (HAProxy's `timeout server` is an inactivity timeout both ways).
+    pub(crate) async fn server_deadline(progress: Option<&Self>, timeout: Duration) {
+        if let Some(p) = progress {
+            let limit = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+            // the send starts now (the body may have waited for a server)
+            p.pulled(false);
+            loop {
+                if p.is_done() {
+                    break;
+                }
+                let idle =
+                    crate::clock::now_ms().saturating_sub(p.pulled_at.load(Ordering::Relaxed));
+                let client_turn = p.client_turn.load(Ordering::Relaxed);
+                if !client_turn && idle >= limit {
+                    return;
+                }
+                let wait = if client_turn { limit } else { limit - idle };
+                tokio::select! {
+                    _ = p.wait() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(wait.max(1))) => {}
+                }
+            }
+        }
+        tokio::time::sleep(timeout).await;
+    }
+
     pub fn set_done(&self) {
         if !self.done.swap(true, Ordering::AcqRel) {
             self.notify.notify_waiters();

@@ -441,14 +441,10 @@ async fn exchange(
             Err(b) => return Err((UpstreamError::H2NoStreams { addr }, Some(b))),
             Ok(f) => f,
         };
-        // server_timeout counts from the end of the request, as over HTTP/1.1
+        // server_timeout counts from the end of the request, and bounds how
+        // long the server may take none of it, as over HTTP/1.1
         let timeout = pool.server_timeout;
-        let deadline = async {
-            if let Some(p) = &progress {
-                p.wait().await;
-            }
-            tokio::time::sleep(timeout).await;
-        };
+        let deadline = super::body::ReqProgress::server_deadline(progress.as_deref(), timeout);
         let result = tokio::select! {
             r = response => Some(r),
             _ = deadline => None,

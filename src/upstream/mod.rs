@@ -202,14 +202,10 @@ async fn send_on(
     req: Request<ReqBody>,
 ) -> Result<Response<Incoming>, SendFailure> {
     let timeout = pool.server_timeout;
-    // server_timeout counts from the end of the request: an upload may take longer.
+    // server_timeout counts from the end of the request (an upload may take
+    // longer), and bounds how long the server may stop reading it.
     let progress = req.body().progress().cloned();
-    let deadline = async {
-        if let Some(p) = &progress {
-            p.wait().await;
-        }
-        tokio::time::sleep(timeout).await;
-    };
+    let deadline = ReqProgress::server_deadline(progress.as_deref(), timeout);
     let result = tokio::select! {
         r = sender.try_send_request(req) => Some(r),
         _ = deadline => None,
