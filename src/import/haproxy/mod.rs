@@ -10,10 +10,11 @@
 mod rules;
 mod tokens;
 mod translate;
+#[cfg(test)]
+mod translation_tests;
 
 pub(crate) use tokens::{bind_addrs, old_style_bind, sections, Kind};
 
-use super::haproxy_cond::Acls;
 use super::out::{self, s, Table};
 use super::{Entry, Fidelity, Imported};
 use std::collections::HashMap;
@@ -60,6 +61,11 @@ struct Importer {
     mode_set: Vec<usize>,
     /// Pools whose backend says `mode http`.
     http_pools: Vec<usize>,
+    /// Whether each pool's first server has `ssl` (rampart's TLS to servers
+    /// is the pool's).
+    pool_ssl: HashMap<usize, bool>,
+    /// Pools with a server that has `check`: the others are not checked.
+    checked_pools: Vec<usize>,
 }
 
 /// Converts a haproxy.cfg. Never fails: what cannot be mapped is reported.
@@ -81,6 +87,8 @@ pub fn import(src: &str, file: &str) -> Imported {
         sticks: HashMap::new(),
         track: None,
         crt_store: HashMap::new(),
+        pool_ssl: HashMap::new(),
+        checked_pools: Vec::new(),
     };
     for sec in secs.iter().filter(|s| s.keyword == "crt-store") {
         let arg = |l: &Line, k: &str| {
@@ -144,7 +152,7 @@ pub fn import(src: &str, file: &str) -> Imported {
             Kind::Frontend => {
                 let li = im.new_listener(&sec.name);
                 im.mapped(&head, "a [[listener]]");
-                let mut acls = Acls::new();
+                let mut acls = rules::section_acls(&sec.lines);
                 for l in old_style_bind(sec).iter().chain(&sec.lines) {
                     if !im.frontend_line(l, li, &mut acls, None) {
                         im.other_line(l);
@@ -155,7 +163,7 @@ pub fn import(src: &str, file: &str) -> Imported {
                 let name = im.unique_pool_name(&sec.name);
                 let pi = im.new_pool(&name);
                 im.mapped(&head, "a [[pool]]");
-                let mut acls = Acls::new();
+                let mut acls = rules::section_acls(&sec.lines);
                 for l in &sec.lines {
                     if l.words[0] == "mode" {
                         if l.words.get(1).map(String::as_str) == Some("http") {
@@ -197,7 +205,7 @@ pub fn import(src: &str, file: &str) -> Imported {
                 let pi = im.new_pool(&name);
                 im.wanted.push((li, None, name.clone(), im.report.len()));
                 im.mapped(&head, "a [[listener]] and a [[pool]] of the same name");
-                let mut acls = Acls::new();
+                let mut acls = rules::section_acls(&sec.lines);
                 for l in old_style_bind(sec).iter().chain(&sec.lines) {
                     if l.words[0] == "stats" {
                         im.stats_line(l);
@@ -300,6 +308,13 @@ impl Importer {
     /// a listener without a pool); makes sure the result is a config rampart
     /// runs.
     fn finish(&mut self) {
+        // HAProxy checks only servers with `check`: inter, fall, rise,
+        // `timeout check`, `option httpchk` and `http-check` alone turn on nothing
+        for (i, p) in self.cfg.pools.iter_mut().enumerate() {
+            if !self.checked_pools.contains(&i) {
+                p.health = None;
+            }
+        }
         let usable = |cfg: &out::Config, ix: &HashMap<String, usize>, name: &str| {
             ix.get(name)
                 .filter(|&&i| !cfg.pools[i].servers.is_empty())

@@ -119,7 +119,12 @@ impl Importer {
             }
             i += 1;
         }
-        if tls.is_some() || !certs.is_empty() {
+        if tls.is_none() && (!certs.is_empty() || unusable.is_some()) {
+            // HAProxy serves plain text on a bind without `ssl`, whatever its crt
+            approx = true;
+            notes.push("crt without ssl: HAProxy serves plain text here, and so does rampart; the certificate is not used".into());
+        }
+        if tls.is_some() {
             if let Some(why) = unusable.filter(|_| certs.is_empty()) {
                 // serving plain text where TLS was meant would be worse than nothing
                 self.unsupported(l, format!("{why}; the bind is left out"));
@@ -132,7 +137,10 @@ impl Importer {
                 );
                 return;
             }
-            if t.get("__no_client_auth").is_some() {
+            // `verify none` is HAProxy's default: a ca-file without `verify
+            // optional|required` asks for no client certificate (rampart
+            // requires one when client_ca is given without client_auth)
+            if t.get("__no_client_auth").is_some() || t.get("client_auth").is_none() {
                 t.0.retain(|(k, _)| {
                     k != "client_ca" && k != "client_auth" && k != "__no_client_auth"
                 });
@@ -204,7 +212,11 @@ impl Importer {
                     self.unsupported(l, "rate-limit sessions N expected");
                     return true;
                 };
-                let name = self.rate_limit(&format!("{section}-sessions"), "all", n, 1, None);
+                let Some(name) = self.rate_limit(&format!("{section}-sessions"), "all", n, 1, None)
+                else {
+                    self.unsupported(l, "a rate too large to count");
+                    return true;
+                };
                 action.set("rate_limit", s(&name));
                 approx = true;
                 notes.push(format!(
@@ -297,13 +309,16 @@ impl Importer {
                         );
                         return true;
                     };
-                    let name = self.rate_limit(
+                    let Some(name) = self.rate_limit(
                         &format!("{tname}-http-req-rate"),
                         &key,
                         n,
                         period,
                         st.size,
-                    );
+                    ) else {
+                        self.unsupported(l, "a rate too large to count");
+                        return true;
+                    };
                     let mut r = a.clone();
                     r.0.retain(|(k, _)| !k.starts_with("__rate"));
                     r.set("rate_limit", s(&name));
@@ -340,12 +355,12 @@ impl Importer {
                     .and_then(|p| act.get(p + 1))
                     .and_then(|v| v.parse::<u16>().ok())
                     .unwrap_or(302);
-                let to = match kind {
-                    "location" if !target.contains("%[") => target.clone(),
-                    "prefix" if !target.contains("%[") => {
-                        format!("{}{{uri}}", target.trim_end_matches('/'))
-                    }
-                    "scheme" if target == "https" || target == "http" => {
+                // a log-format text: only one without expressions is mapped
+                let literal = log_format_literal(&target);
+                let to = match (kind, literal) {
+                    ("location", Some(t)) => t,
+                    ("prefix", Some(t)) => format!("{}{{uri}}", t.trim_end_matches('/')),
+                    ("scheme", _) if target == "https" || target == "http" => {
                         format!("{target}://{{host}}{{uri}}")
                     }
                     _ => {
@@ -374,18 +389,19 @@ impl Importer {
             }
             ("http-request" | "http-response", "set-header" | "add-header" | "del-header") => {
                 let name = act.get(2).cloned().unwrap_or_default();
-                let value = act.get(3).cloned();
                 if name.is_empty() {
                     self.unsupported(l, "a header name expected");
                     return true;
                 }
-                if value
-                    .as_deref()
-                    .is_some_and(|v| v.contains("%[") || v.contains("%c") || v.contains("%C"))
-                {
-                    self.unsupported(l, "a value with HAProxy's log-format expressions (%[...]) has no rampart equivalent");
-                    return true;
-                }
+                // a log-format text: `%%` is a `%`, any other `%` an expression
+                let value = match act.get(3).map(|v| log_format_literal(v)) {
+                    Some(Some(v)) => Some(v),
+                    Some(None) => {
+                        self.unsupported(l, "a value with HAProxy's log-format expressions (%[...], %ci, %H, ...) has no rampart equivalent");
+                        return true;
+                    }
+                    None => None,
+                };
                 if let Err(e) = out::header_ok(&name, value.as_deref()) {
                     self.unsupported(l, e);
                     return true;
@@ -470,8 +486,8 @@ impl Importer {
         n: u64,
         period: u64,
         size: Option<u64>,
-    ) -> String {
-        let (rate, _) = rate_text(n, period);
+    ) -> Option<String> {
+        let (rate, _) = rate_text(n, period)?;
         let burst = n.saturating_sub(1).to_string();
         for r in &self.cfg.rate_limits {
             if r.get("key") == Some(&s(key))
@@ -479,7 +495,7 @@ impl Importer {
                 && r.get("burst") == Some(&burst)
             {
                 if let Some(name) = r.get("name") {
-                    return name.trim_matches('"').to_string();
+                    return Some(name.trim_matches('"').to_string());
                 }
             }
         }
@@ -503,30 +519,54 @@ impl Importer {
             t.set("max_keys", sz.clamp(1, 10_000_000).to_string());
         }
         self.cfg.rate_limits.push(t);
-        name
+        Some(name)
     }
+}
+
+/// A log-format text without expressions, as HAProxy sends it: `%%` is a
+/// `%`; None when any other `%` starts an expression (`%[...]`, `%ci`, `%H`,
+/// `%{+Q}o`, ...).
+pub(super) fn log_format_literal(v: &str) -> Option<String> {
+    let mut out = String::with_capacity(v.len());
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' && chars.next() != Some('%') {
+            return None;
+        }
+        out.push(c);
+    }
+    Some(out)
 }
 
 pub(super) const STICK_TABLE: &str = "a [[rate_limit]] where a rule tests its http_req_rate (size → max_keys); other stored data and stickiness are not imported";
 
 impl Importer {
-    /// `acl NAME CRITERION [FLAGS] VALUES`, in a frontend or a backend.
-    pub(super) fn acl_line(&mut self, l: &Line, acls: &mut Acls) {
-        let w = &l.words;
-        cond::add_acl(acls, &w[1], &w[2..]);
-        match acls.get(&w[1]) {
-            Some(Ok((_, true))) => self.mapped(l, "rule matches where the ACL is used"),
-            Some(Ok((_, false))) => self.approx(
+    /// `acl NAME CRITERION [FLAGS] VALUES`, in a frontend or a backend: its
+    /// report line. The section's ACLs were collected before its rules
+    /// (`section_acls`): every line of a name counts, wherever it is.
+    pub(super) fn acl_line(&mut self, l: &Line) {
+        match cond::criterion(&l.words[2..]) {
+            Ok((_, true)) => self.mapped(l, "rule matches where the ACL is used"),
+            Ok((_, false)) => self.approx(
                 l,
                 "rule matches where the ACL is used; rampart's host match ignores the port and treats hdr_dom as the name or any name under it",
             ),
-            Some(Err(e)) => {
-                let e = e.clone();
-                self.unsupported(l, e)
-            }
-            None => {}
+            Err(e) => self.unsupported(l, e),
         }
     }
+}
+
+/// A section's named ACLs, every line of each name ORed (HAProxy adds a
+/// line to its name's ACL wherever it is, so one after a rule that uses the
+/// name counts for that rule too).
+pub(super) fn section_acls(lines: &[Line]) -> Acls {
+    let mut acls = Acls::new();
+    for l in lines {
+        if l.words.len() > 2 && l.words[0] == "acl" {
+            cond::add_acl(&mut acls, &l.words[1], &l.words[2..]);
+        }
+    }
+    acls
 }
 
 /// Where a section's rules go.
@@ -618,32 +658,43 @@ impl Importer {
                 .filter(|(_, t)| t.is_none())
                 .map(|(a, _)| a.clone())
                 .collect();
-            let tls: Vec<String> = b
-                .iter()
-                .filter(|(_, t)| t.is_some())
-                .map(|(a, _)| a.clone())
-                .collect();
-            let tls_table = b.iter().find_map(|(_, t)| t.clone());
+            // TLS binds by their TLS settings: binds with different
+            // certificates or client verification are listeners of their own
+            let mut tls_groups: Vec<(Table, Vec<String>)> = Vec::new();
+            for (a, t) in &b {
+                if let Some(t) = t {
+                    match tls_groups.iter_mut().find(|g| g.0 .0 == t.0) {
+                        Some(g) => g.1.push(a.clone()),
+                        None => tls_groups.push((t.clone(), vec![a.clone()])),
+                    }
+                }
+            }
             let mut sides = Vec::new();
-            if !plain.is_empty() || tls.is_empty() {
+            if !plain.is_empty() || tls_groups.is_empty() {
                 let mut p = l.clone();
                 if !plain.is_empty() {
                     p.keys.set("bind", list(&plain));
                 }
                 sides.push((p, false));
             }
-            if let Some(t) = tls_table {
+            for (k, (t, addrs)) in tls_groups.into_iter().enumerate() {
                 let mut p = l.clone();
-                if !plain.is_empty() {
+                let suffix = match (plain.is_empty(), k) {
+                    (true, 0) => String::new(),
+                    (true, k) => format!("-{}", k + 1),
+                    (false, 0) => "-tls".to_string(),
+                    (false, k) => format!("-tls-{}", k + 1),
+                };
+                if !suffix.is_empty() {
                     let name = p
                         .keys
                         .get("name")
                         .unwrap_or("\"\"")
                         .trim_matches('"')
                         .to_string();
-                    p.keys.set("name", s(&format!("{name}-tls")));
+                    p.keys.set("name", s(&format!("{name}{suffix}")));
                 }
-                p.keys.set("bind", list(&tls));
+                p.keys.set("bind", list(&addrs));
                 p.tls = Some(t);
                 sides.push((p, true));
             }

@@ -124,15 +124,16 @@ pub(crate) fn sections(src: &str) -> (Vec<Section>, Vec<Line>) {
 pub(super) fn duration(v: &str) -> Option<String> {
     let (num, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
     let n: u64 = num.parse().ok()?;
+    // a value too large for milliseconds in a u64 is not a duration
     let ms = match unit {
-        "" | "ms" => n,
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
-        "us" => n.div_ceil(1000),
+        "" | "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        "us" => Some(n.div_ceil(1000)),
         _ => return None,
-    };
+    }?;
     Some(if ms % 1000 == 0 {
         format!("{}s", ms / 1000)
     } else {
@@ -196,7 +197,7 @@ pub(super) fn stick(words: &[String]) -> Stick {
                         Some('g') => (&v[..v.len() - 1], 1_000_000_000),
                         _ => (v.as_str(), 1),
                     };
-                    n.parse::<u64>().ok().map(|n| n * mul)
+                    n.parse::<u64>().ok().and_then(|n| n.checked_mul(mul))
                 });
                 i += 1;
             }
@@ -227,14 +228,21 @@ pub(super) fn secs(d: &str) -> Option<u64> {
 }
 
 /// N requests per PERIOD seconds as rampart writes a rate, and whether it is
-/// exact.
-pub(super) fn rate_text(n: u64, period: u64) -> (String, bool) {
-    for (unit, len) in [("s", 1), ("m", 60), ("h", 3600)] {
-        if (n * len) % period == 0 && n * len / period > 0 {
-            return (format!("{}/{unit}", n * len / period), true);
+/// exact; None when N is too large to count (or PERIOD is 0).
+pub(super) fn rate_text(n: u64, period: u64) -> Option<(String, bool)> {
+    if period == 0 {
+        return None;
+    }
+    for (unit, len) in [("s", 1u64), ("m", 60), ("h", 3600)] {
+        let x = n.checked_mul(len)?;
+        if x % period == 0 && x / period > 0 {
+            return Some((format!("{}/{unit}", x / period), true));
         }
     }
-    (format!("{}/h", (n * 3600).div_ceil(period)), false)
+    Some((
+        format!("{}/h", n.checked_mul(3600)?.div_ceil(period)),
+        false,
+    ))
 }
 
 /// `frontend NAME ADDR` / `listen NAME ADDR` (the old syntax) as a bind line.

@@ -303,7 +303,7 @@ impl Importer {
                 true
             }
             "acl" if w.len() > 2 => {
-                self.acl_line(l, acls);
+                self.acl_line(l);
                 true
             }
             "use_backend" if w.len() > 3 && (w[2] == "if" || w[2] == "unless") => {
@@ -368,7 +368,7 @@ impl Importer {
         let w = &l.words;
         match w[0].as_str() {
             "acl" if w.len() > 2 => {
-                self.acl_line(l, acls);
+                self.acl_line(l);
                 true
             }
             "http-request" | "http-response" | "tcp-request" => {
@@ -504,6 +504,8 @@ impl Importer {
         }
         let mut approx = template;
         let mut ssl = false;
+        let mut check = false;
+        let mut disabled = false;
         let mut check_ssl = false;
         let mut tls = Table::default();
         let mut i = 0;
@@ -512,14 +514,17 @@ impl Importer {
             let arg = params.get(i + 1);
             match (p, arg) {
                 ("check", _) => {
+                    check = true;
                     self.health(pi);
                 }
                 ("weight", Some(v)) => {
+                    // 0..=256 in HAProxy and rampart alike: 0 takes no traffic
                     if let Ok(n) = v.parse::<u32>() {
-                        sv.set("weight", n.clamp(1, 256).to_string());
+                        sv.set("weight", n.min(256).to_string());
                     }
                     i += 1;
                 }
+                ("disabled", _) => disabled = true,
                 ("backup", _) => sv.set("backup", "true".into()),
                 ("inter", Some(v)) => {
                     if let Some(d) = duration(v) {
@@ -610,6 +615,32 @@ impl Importer {
             }
             i += 1;
         }
+        // rampart's TLS to servers is the pool's: a backend whose servers
+        // differ on ssl keeps those that agree with its first server
+        match self.pool_ssl.get(&pi).copied() {
+            Some(first) if first != ssl => {
+                self.unsupported(
+                    l,
+                    format!(
+                        "the servers of this backend differ on ssl, and rampart's TLS to servers is the pool's ([pool.tls]): this {} server is left out",
+                        if ssl { "TLS" } else { "plain" }
+                    ),
+                );
+                return;
+            }
+            Some(_) => {}
+            None => {
+                self.pool_ssl.insert(pi, ssl);
+            }
+        }
+        if check && !self.checked_pools.contains(&pi) {
+            self.checked_pools.push(pi);
+        }
+        if disabled {
+            sv.set("weight", "0".into());
+            approx = true;
+            notes.push("disabled → weight = 0: no traffic (HAProxy also stops checking it; rampart checks it)");
+        }
         if ssl {
             match &self.cfg.pools[pi].tls {
                 Some(prev) if prev.0 != tls.0 => {
@@ -643,6 +674,15 @@ impl Importer {
         ) {
             if h.get("kind") == Some("\"http\"") && h.get("expect_status").is_none() {
                 h.set("expect_status", s(&st));
+            }
+        }
+        // `timeout check` from defaults, unless the backend set its own
+        if let (Some(h), Some(d)) = (
+            self.cfg.pools[pi].health.as_mut(),
+            self.defaults.timeouts.get("check").cloned(),
+        ) {
+            if h.get("timeout").is_none() {
+                h.set("timeout", s(&d));
             }
         }
         self.cfg.pools[pi].servers.push(sv);
