@@ -312,7 +312,10 @@ impl Importer {
         t.set("burst", "0".into());
         if let Some(mb) = size {
             // nginx: about 16,000 states per megabyte
-            t.set("max_keys", (mb * 16_000).clamp(1, 10_000_000).to_string());
+            t.set(
+                "max_keys",
+                mb.saturating_mul(16_000).clamp(1, 10_000_000).to_string(),
+            );
         }
         self.cfg.rate_limits.push(t);
         self.zones
@@ -334,6 +337,9 @@ impl Importer {
             self.unsupported(d, "upstream NAME expected");
             return;
         };
+        if !self.upstream_names.contains(&name) {
+            self.upstream_names.push(name.clone());
+        }
         let mut p = out::Pool::default();
         p.keys.set("name", s(&name));
         self.mapped(d, "a [[pool]]");
@@ -459,8 +465,13 @@ impl Importer {
             let (k, v) = a.split_once('=').unwrap_or((a, ""));
             match k {
                 "weight" => {
+                    // nginx: 1 and up; rampart: up to 256
                     if let Ok(n) = v.parse::<u32>() {
                         sv.set("weight", n.clamp(1, 256).to_string());
+                        if n > 256 {
+                            approx = true;
+                            notes.push("a weight over 256 is 256 in rampart: the servers' shares differ from nginx's");
+                        }
                     }
                 }
                 "backup" => sv.set("backup", "true".into()),
@@ -555,6 +566,13 @@ impl Importer {
         }
         let name = if self.pool_ix.contains_key(&host) {
             host.clone()
+        } else if self.upstream_names.contains(&host) {
+            // an upstream of this file that was left out: not a host name
+            self.unsupported(
+                d,
+                format!("the upstream {host:?} has no server rampart can use (see its line)"),
+            );
+            return None;
         } else {
             // a server of its own
             let (h, port) = match host.rsplit_once(':') {

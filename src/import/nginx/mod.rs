@@ -14,6 +14,8 @@
 mod http;
 mod server;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use super::nginx_parse::{parse, Directive};
 use super::out::{self, list, s, Table};
@@ -26,14 +28,15 @@ pub(super) fn duration(v: &str) -> Option<String> {
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
     let n: u64 = num.parse().ok()?;
+    // a value too large for milliseconds in a u64 is not a duration
     let ms = match unit {
-        "" | "s" => n * 1000,
-        "ms" => n,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
+        "" | "s" => n.checked_mul(1000),
+        "ms" => Some(n),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
         _ => return None,
-    };
+    }?;
     Some(if ms % 1000 == 0 {
         format!("{}s", ms / 1000)
     } else {
@@ -81,23 +84,41 @@ pub(super) struct Loc {
     m: Table,
     /// prefix length, for longest-first
     len: usize,
+    /// the pattern as written (without its modifier)
+    pat: String,
+    /// the `location` line, for the report
+    line: usize,
+    text: String,
     /// rules (match keys + actions), in order
     rules: Vec<Table>,
     /// the pool this location proxies to
     pool: Option<String>,
+    /// whether it has allow/deny, add_header, proxy_set_header of its own
+    /// (nginx then inherits none of the server's of that kind)
+    own_access: bool,
+    own_add_header: bool,
+    own_set_header: bool,
+}
+
+/// One `listen` of a server block.
+#[derive(Debug, Clone)]
+pub(super) struct Listen {
+    addr: String,
+    ssl: bool,
+    default: bool,
+    proxy_protocol: bool,
 }
 
 /// A server block, mapped.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Server {
-    binds: Vec<String>,
-    tls: bool,
-    default: bool,
+    /// the `server` line
+    line: usize,
+    binds: Vec<Listen>,
     names: Vec<String>,
     certs: Vec<String>,
     keys: Vec<String>,
     tls_extra: Table,
-    proxy_protocol: bool,
     /// rules for the whole server (before its locations)
     pre: Vec<Table>,
     locs: Vec<Loc>,
@@ -114,6 +135,10 @@ pub(super) struct Importer {
     streams: Vec<(Vec<String>, String, Table, bool)>,
     /// proxy settings that nginx inherits down to locations: timeouts and retries
     pool_settings: Vec<(String, Table)>,
+    /// every `upstream` name of the file, those left out included
+    upstream_names: Vec<String>,
+    /// `$server_name` in the server block being read: its first name
+    server_name: String,
 }
 
 impl Importer {
@@ -136,6 +161,13 @@ impl Importer {
     }
 
     pub(super) fn main_level(&mut self, ds: &[Directive]) {
+        // conf.d snippets: their upstreams, zones and resolvers first, as
+        // http does, since servers name them wherever they are in the file
+        for d in ds {
+            if matches!(d.name.as_str(), "upstream" | "limit_req_zone" | "resolver") {
+                self.http_level(std::slice::from_ref(d));
+            }
+        }
         for d in ds {
             match d.name.as_str() {
                 "worker_processes" => match d.args.first().map(String::as_str) {
@@ -186,8 +218,9 @@ impl Importer {
                 {
                     self.stream_level(std::slice::from_ref(d));
                 }
+                "upstream" | "limit_req_zone" | "resolver" => {}
                 // conf.d snippets: what http holds, at the top
-                "server" | "upstream" | "limit_req_zone" | "resolver" | "map" | "log_format"
+                "server" | "map" | "log_format"
                 | "proxy_connect_timeout" | "proxy_read_timeout" | "proxy_send_timeout"
                 | "proxy_next_upstream" | "proxy_next_upstream_tries" | "proxy_set_header"
                 | "proxy_http_version" | "keepalive_timeout" | "client_max_body_size"
@@ -219,12 +252,13 @@ impl Importer {
                 .unwrap_or("")
                 .trim_matches('"')
                 .to_string();
-            for (n, t) in &settings {
-                if n == "*" || *n == name {
-                    for (k, v) in &t.0 {
-                        if !k.starts_with("__") {
-                            p.keys.set(k, v.clone());
-                        }
+            // the http level's first: a server's or a location's own win
+            let http_level = settings.iter().filter(|(n, _)| n == "*");
+            let own = settings.iter().filter(|(n, _)| *n == name);
+            for (_, t) in http_level.chain(own) {
+                for (k, v) in &t.0 {
+                    if !k.starts_with("__") {
+                        p.keys.set(k, v.clone());
                     }
                 }
             }
@@ -251,41 +285,87 @@ impl Importer {
                 a.set(k.trim_start_matches("__"), v);
                 a
             });
-        // group server blocks by (addresses, tls)
-        let mut groups: Vec<(Vec<String>, bool, Vec<usize>)> = Vec::new();
-        for (i, sv) in self.servers.iter().enumerate() {
-            let mut binds = sv.binds.clone();
-            binds.sort();
-            match groups.iter_mut().find(|g| g.0 == binds && g.1 == sv.tls) {
-                Some(g) => g.2.push(i),
-                None => groups.push((binds, sv.tls, vec![i])),
-            }
-        }
-        let mut taken: Vec<String> = Vec::new();
-        for (gi, (binds, tls, members)) in groups.into_iter().enumerate() {
-            let free: Vec<String> = binds
-                .iter()
-                .filter(|b| !taken.contains(b))
-                .cloned()
-                .collect();
-            if free.len() < binds.len() {
-                self.report.push(Entry {
-                    line: 0,
-                    directive: "(listen)".into(),
-                    fidelity: Fidelity::Approximated,
-                    note: format!("server blocks that share only some addresses: {} kept on the first listener", binds.len() - free.len()),
-                });
-            }
-            if free.is_empty() {
+        // locations nginx orders in a way rampart's rules cannot (said once)
+        for sv in &self.servers {
+            if !sv.locs.iter().any(|l| l.kind == LocKind::Regex) {
                 continue;
             }
-            taken.extend(free.iter().cloned());
-            // the default server: the one marked default_server, else the first
-            let def = members
-                .iter()
-                .copied()
-                .find(|&i| self.servers[i].default)
-                .unwrap_or(members[0]);
+            for loc in &sv.locs {
+                if let Some(stop) = stop_above(loc, &sv.locs) {
+                    self.report.push(Entry {
+                        line: loc.line,
+                        directive: loc.text.clone(),
+                        fidelity: Fidelity::Approximated,
+                        note: format!(
+                            "placed with the ^~ location {:?} it extends, before the regex locations: nginx takes this longer prefix over that one, but tries the regexes first for its paths",
+                            stop.pat
+                        ),
+                    });
+                }
+            }
+        }
+        // the servers of each address, in file order (nginx: ssl and
+        // proxy_protocol on one listen of an address hold for every server
+        // there; its default server is the one marked default_server there,
+        // else its first)
+        let mut addrs: Vec<AddrServers> = Vec::new();
+        for (i, sv) in self.servers.iter().enumerate() {
+            for b in &sv.binds {
+                let k = match addrs.iter().position(|a| a.addr == b.addr) {
+                    Some(k) => k,
+                    None => {
+                        addrs.push(AddrServers {
+                            addr: b.addr.clone(),
+                            ssl: false,
+                            proxy_protocol: false,
+                            members: Vec::new(),
+                            default: None,
+                        });
+                        addrs.len() - 1
+                    }
+                };
+                let a = &mut addrs[k];
+                a.ssl |= b.ssl;
+                a.proxy_protocol |= b.proxy_protocol;
+                if !a.members.contains(&i) {
+                    a.members.push(i);
+                }
+                if b.default && a.default.is_none() {
+                    a.default = Some(i);
+                }
+            }
+        }
+        // addresses with the same servers, default server and protocols share
+        // a listener
+        let mut groups: Vec<Group> = Vec::new();
+        for a in addrs {
+            let def = a.default.unwrap_or(a.members[0]);
+            match groups.iter_mut().find(|g| {
+                g.ssl == a.ssl
+                    && g.proxy_protocol == a.proxy_protocol
+                    && g.members == a.members
+                    && g.default == def
+            }) {
+                Some(g) => g.binds.push(a.addr),
+                None => groups.push(Group {
+                    binds: vec![a.addr],
+                    ssl: a.ssl,
+                    proxy_protocol: a.proxy_protocol,
+                    members: a.members,
+                    default: def,
+                }),
+            }
+        }
+        let mut unnamed_reported: Vec<usize> = Vec::new();
+        for (gi, g) in groups.into_iter().enumerate() {
+            let Group {
+                mut binds,
+                ssl: tls,
+                proxy_protocol: pp,
+                members,
+                default: def,
+            } = g;
+            binds.sort();
             let mut l = out::Listener::default();
             let first_name = self.servers[def].names.first().cloned();
             let name = match first_name {
@@ -308,12 +388,12 @@ impl Importer {
                 k += 1;
             }
             l.keys.set("name", s(&name));
-            l.keys.set("bind", list(&free));
+            l.keys.set("bind", list(&binds));
             l.keys.set("mode", s("http"));
             for (k, v) in &http_settings.0 {
                 l.keys.set(k, v.clone());
             }
-            if members.iter().any(|&i| self.servers[i].proxy_protocol) {
+            if pp {
                 l.keys.set(
                     "proxy_protocol",
                     "{ from = [\"0.0.0.0/0\", \"::/0\"], mode = \"required\" }".into(),
@@ -350,28 +430,49 @@ impl Importer {
                 }
                 l.tls = Some(t);
             }
-            // rules: named servers first (their host matches), the default last
-            let order: Vec<usize> = members
+            // which server a Host reaches, in nginx's order: exact names, then
+            // wildcards *.NAME (longest first), then the default server for
+            // every other Host. The default server's own names go first too
+            // when another server's wildcard could take them.
+            let wildcards = members
                 .iter()
-                .copied()
-                .filter(|&i| i != def)
-                .chain(std::iter::once(def))
-                .collect();
-            let mut default_pool: Option<String> = None;
-            for i in order {
-                let sv = &self.servers[i];
-                let hosts: Vec<Option<String>> = if i == def || sv.names.is_empty() {
-                    vec![None]
+                .any(|&i| i != def && self.servers[i].names.iter().any(|n| n.starts_with("*.")));
+            let mut pairs: Vec<(usize, Option<String>)> = Vec::new();
+            for &i in &members {
+                let names = self.servers[i].names.clone();
+                if i == def {
+                    if wildcards {
+                        pairs.extend(names.into_iter().map(|n| (i, Some(n))));
+                    }
+                } else if names.is_empty() {
+                    // `server_name _`, "", none, or only regexes: nginx sends it
+                    // no Host rampart can name; it must not catch every Host
+                    if !unnamed_reported.contains(&i) {
+                        unnamed_reported.push(i);
+                        self.report.push(Entry {
+                            line: self.servers[i].line,
+                            directive: "server".into(),
+                            fidelity: Fidelity::Unsupported,
+                            note: format!(
+                                "not the default server of {} and no name rampart matches (server_name _, \"\", none, or only regexes): its rules are left out",
+                                binds.join(", ")
+                            ),
+                        });
+                    }
                 } else {
-                    sv.names.iter().cloned().map(Some).collect()
-                };
-                let mut locs = sv.locs.clone();
-                locs.sort_by(|a, b| {
-                    a.kind.cmp(&b.kind).then_with(|| match a.kind {
-                        LocKind::PrefixStop | LocKind::Prefix => b.len.cmp(&a.len),
-                        _ => std::cmp::Ordering::Equal,
-                    })
-                });
+                    pairs.extend(names.into_iter().map(|n| (i, Some(n))));
+                }
+            }
+            pairs.sort_by_key(|(_, h)| match h {
+                Some(n) if n.starts_with("*.") => (1u8, usize::MAX - n.len()),
+                _ => (0u8, 0usize),
+            });
+            pairs.push((def, None));
+            let mut default_pool: Option<String> = None;
+            for (i, h) in &pairs {
+                let i = *i;
+                let sv = &self.servers[i];
+                let locs = ordered_locs(&sv.locs);
                 // nginx answers 404 to what no location of the server matches;
                 // a named server's requests never reach another server's rules
                 let has_root = sv
@@ -382,65 +483,54 @@ impl Importer {
                     r.matches_everything()
                         && (r.get("deny").is_some() || r.get("redirect").is_some())
                 });
-                for h in &hosts {
-                    let with_host = |t: &Table| -> Table {
-                        let mut t = t.clone();
-                        if let Some(h) = h {
-                            t.set("host", s(h));
-                        }
-                        t
-                    };
-                    for r in &sv.pre {
-                        l.rules.push(with_host(r));
+                let with_host = |t: &Table| -> Table {
+                    let mut t = t.clone();
+                    if let Some(h) = h {
+                        t.set("host", s(h));
                     }
-                    for loc in &locs {
-                        for r in &loc.rules {
-                            let mut t = loc.m.clone();
-                            t.0.extend(
-                                r.0.iter()
-                                    .filter(|(k, _)| {
-                                        k != "path_regex" || loc.m.get("path_regex").is_none()
-                                    })
-                                    .cloned(),
-                            );
-                            if r.get("path_regex").is_some()
-                                && loc.m.get("path_regex").is_none()
-                                && loc
-                                    .m
-                                    .0
-                                    .iter()
-                                    .any(|(k, _)| k == "path" || k == "path_prefix")
-                            {
-                                // rewrite inside a prefix location: the regex decides
-                                t.0.retain(|(k, _)| k != "path" && k != "path_prefix");
-                            }
-                            l.rules.push(with_host(&t));
-                        }
-                        if let Some(p) = &loc.pool {
-                            if h.is_none() && i == def && loc.m.0.is_empty() {
-                                default_pool = Some(p.clone());
-                            } else {
-                                let mut t = loc.m.clone();
-                                t.set("pool", s(p));
-                                l.rules.push(with_host(&t));
-                            }
-                        } else if loc
-                            .rules
-                            .iter()
-                            .all(|r| r.get("deny").is_none() && r.get("redirect").is_none())
-                        {
-                            // a location rampart cannot serve: answer it rather
-                            // than let it fall through to another pool
-                            let mut t = loc.m.clone();
-                            t.set("deny", "{ status = 501, body = \"not imported: this location serves files or rewrites in nginx\\n\" }".into());
-                            l.rules.push(with_host(&t));
-                        }
-                    }
-                    if !has_root && !ends_in_terminal {
-                        let mut t = Table::default();
-                        t.set("deny", "404".into());
+                    t
+                };
+                for r in &sv.pre {
+                    l.rules.push(with_host(r));
+                }
+                for loc in &locs {
+                    for r in &loc.rules {
+                        // the location's match and the rule's own (a rewrite's
+                        // regex) must both hold
+                        let mut t = loc.m.clone();
+                        t.0.extend(
+                            r.0.iter()
+                                .filter(|(k, _)| {
+                                    k != "path_regex" || loc.m.get("path_regex").is_none()
+                                })
+                                .cloned(),
+                        );
                         l.rules.push(with_host(&t));
                     }
+                    if let Some(p) = &loc.pool {
+                        if h.is_none() && i == def && loc.m.0.is_empty() {
+                            default_pool = Some(p.clone());
+                        } else {
+                            let mut t = loc.m.clone();
+                            t.set("pool", s(p));
+                            l.rules.push(with_host(&t));
+                        }
+                    } else if loc
+                        .rules
+                        .iter()
+                        .all(|r| r.get("deny").is_none() && r.get("redirect").is_none())
+                    {
+                        // a location rampart cannot serve: answer it rather
+                        // than let it fall through to another pool
+                        let mut t = loc.m.clone();
+                        t.set("deny", "{ status = 501, body = \"not imported: this location serves files or rewrites in nginx\\n\" }".into());
+                        l.rules.push(with_host(&t));
+                    }
+                }
+                if !has_root && !ends_in_terminal {
+                    let mut t = Table::default();
+                    t.set("deny", "404".into());
+                    l.rules.push(with_host(&t));
                 }
             }
             let pool = default_pool.or_else(|| {
@@ -509,6 +599,59 @@ impl Importer {
     }
 }
 
+/// The servers that listen on one address.
+struct AddrServers {
+    addr: String,
+    ssl: bool,
+    proxy_protocol: bool,
+    members: Vec<usize>,
+    default: Option<usize>,
+}
+
+/// Addresses with the same servers: one listener.
+struct Group {
+    binds: Vec<String>,
+    ssl: bool,
+    proxy_protocol: bool,
+    members: Vec<usize>,
+    default: usize,
+}
+
+/// The `^~` location that a longer plain prefix location extends: nginx
+/// takes the longest prefix first, so the longer one wins for its paths.
+fn stop_above<'a>(loc: &Loc, locs: &'a [Loc]) -> Option<&'a Loc> {
+    if loc.kind != LocKind::Prefix {
+        return None;
+    }
+    locs.iter().find(|s| {
+        s.kind == LocKind::PrefixStop
+            && s.pat.len() < loc.pat.len()
+            && loc.pat.starts_with(s.pat.as_str())
+    })
+}
+
+/// A server's locations in the order of rampart's rules: exact, `^~`
+/// prefixes (with the longer plain prefixes that extend one of them),
+/// regexes in file order, prefixes; prefixes longest first.
+fn ordered_locs(locs: &[Loc]) -> Vec<Loc> {
+    let tier = |l: &Loc| {
+        if stop_above(l, locs).is_some() {
+            LocKind::PrefixStop
+        } else {
+            l.kind
+        }
+    };
+    let mut out = locs.to_vec();
+    out.sort_by(|a, b| {
+        let ta = tier(a);
+        ta.cmp(&tier(b)).then_with(|| match ta {
+            LocKind::PrefixStop | LocKind::Prefix => b.len.cmp(&a.len),
+            _ => std::cmp::Ordering::Equal,
+        })
+    });
+    out
+}
+
 pub(super) fn groups_name_ok(n: &str) -> bool {
     !n.is_empty()
         && n.chars()
@@ -539,6 +682,8 @@ pub fn import(src: &str, file: &str) -> Imported {
         servers: Vec::new(),
         streams: Vec::new(),
         pool_settings: Vec::new(),
+        upstream_names: Vec::new(),
+        server_name: String::new(),
     };
     im.cfg.header = vec![
         format!("Imported from {file} by `rampart import nginx`."),

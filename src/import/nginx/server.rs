@@ -1,7 +1,7 @@
 //! A `server` block and its `location`s: listeners, host matches, access
 //! rules, headers, rate limits, returns and rewrites, in nginx's precedence.
 
-use super::{listen_addr, Importer, Loc, LocKind, Server};
+use super::{listen_addr, Importer, Listen, Loc, LocKind, Server};
 use crate::import::haproxy_cond::src_complement;
 use crate::import::nginx_parse::Directive;
 use crate::import::out::{self, list, s, Table};
@@ -10,30 +10,51 @@ use crate::import::Fidelity;
 
 impl Importer {
     pub(super) fn server(&mut self, d: &Directive, b: &[Directive], inherited: &Table) {
-        let mut sv = Server::default();
+        // the server's own proxy settings go before its locations' (which win)
+        let first_setting = self.pool_settings.len();
+        let mut sv = Server {
+            line: d.line,
+            ..Server::default()
+        };
         self.mapped(
             d,
             "rules of the listener(s) for its addresses, matched by its names",
         );
+        // $server_name: the first name of server_name, as written ("" without one)
+        self.server_name = b
+            .iter()
+            .find(|e| e.name == "server_name")
+            .and_then(|e| e.args.first().cloned())
+            .unwrap_or_default();
         let mut settings = inherited.clone();
         let mut access: Vec<&Directive> = Vec::new();
+        // add_header and proxy_set_header rules of the server itself
+        let mut add_headers: Vec<Table> = Vec::new();
+        let mut set_headers: Vec<Table> = Vec::new();
         for e in b {
             let a0 = e.args.first().cloned().unwrap_or_default();
             match e.name.as_str() {
                 "listen" => match listen_addr(&a0) {
                     Ok(addr) => {
                         let mut approx = Vec::new();
+                        // ssl, default_server, proxy_protocol: of this address
+                        let mut ls = Listen {
+                            addr,
+                            ssl: false,
+                            default: false,
+                            proxy_protocol: false,
+                        };
                         for o in &e.args[1..] {
                             match o.as_str() {
-                                "ssl" => sv.tls = true,
-                                "default_server" | "default" => sv.default = true,
+                                "ssl" => ls.ssl = true,
+                                "default_server" | "default" => ls.default = true,
                                 "http2" => {}
-                                "proxy_protocol" => sv.proxy_protocol = true,
+                                "proxy_protocol" => ls.proxy_protocol = true,
                                 "reuseport" => {}
                                 o => approx.push(o.to_string()),
                             }
                         }
-                        sv.binds.push(addr);
+                        sv.binds.push(ls);
                         if approx.is_empty() {
                             self.mapped(e, "bind (and TLS, default_server, proxy_protocol as given)");
                         } else {
@@ -79,16 +100,23 @@ impl Importer {
                 }
                 "ssl_client_certificate" | "ssl_trusted_certificate" if e.name == "ssl_client_certificate" => {
                     sv.tls_extra.set("client_ca", s(&a0));
-                    self.mapped(e, "[listener.tls] client_ca");
+                    self.mapped(e, "[listener.tls] client_ca, with ssl_verify_client on or optional (nginx verifies no client certificate without it)");
                 }
-                "ssl_verify_client" => {
-                    match a0.as_str() {
-                        "on" => sv.tls_extra.set("client_auth", s("required")),
-                        "optional" => sv.tls_extra.set("client_auth", s("optional")),
-                        _ => {}
+                "ssl_verify_client" => match a0.as_str() {
+                    "on" => {
+                        sv.tls_extra.set("client_auth", s("required"));
+                        self.mapped(e, "[listener.tls] client_auth = \"required\"");
                     }
-                    self.mapped(e, "[listener.tls] client_auth");
-                }
+                    "optional" => {
+                        sv.tls_extra.set("client_auth", s("optional"));
+                        self.mapped(e, "[listener.tls] client_auth = \"optional\"");
+                    }
+                    "off" => self.mapped(e, "no client certificates: client_ca is not used"),
+                    _ => self.unsupported(
+                        e,
+                        "a client certificate asked for and not verified (optional_no_ca) is not in rampart: no client certificates",
+                    ),
+                },
                 "ssl_protocols" => {
                     if !e.args.iter().any(|p| p == "TLSv1.2") && e.args.iter().any(|p| p == "TLSv1.3") {
                         sv.tls_extra.set("min_version", s("1.3"));
@@ -119,6 +147,7 @@ impl Importer {
                 "add_header" => {
                     let mut rules = Vec::new();
                     self.add_header(e, &mut rules);
+                    add_headers.extend(rules.iter().cloned());
                     sv.pre.extend(rules);
                 }
                 "proxy_pass" => {
@@ -131,7 +160,10 @@ impl Importer {
                 _ => {
                     let mut t = Table::default();
                     if e.name == "proxy_set_header" {
-                        self.proxy_set_header(e, Some(&mut sv.pre));
+                        let mut rules = Vec::new();
+                        self.proxy_set_header(e, Some(&mut rules));
+                        set_headers.extend(rules.iter().cloned());
+                        sv.pre.extend(rules);
                     } else if self.proxy_setting(e, &mut t) {
                         settings.0.extend(t.0);
                     } else {
@@ -140,11 +172,57 @@ impl Importer {
                 }
             }
         }
-        if let Some(r) = self.access_rules(&access) {
-            sv.pre.insert(0, r);
+        // nginx verifies client certificates only with ssl_verify_client on
+        // or optional; rampart requires them whenever client_ca is given
+        if sv.tls_extra.get("client_auth").is_none() {
+            sv.tls_extra.0.retain(|(k, _)| k != "client_ca");
+        }
+        // allow/deny, add_header, proxy_set_header: a location with any of its
+        // own inherits none of the server's of that kind. When one has, the
+        // server's rules go to the other locations (headers: those that
+        // proxy, since rampart's own answers take no header edits) instead of
+        // applying to every request.
+        let server_access = self.access_rules(&access);
+        if sv.locs.iter().any(|l| l.own_add_header) && !add_headers.is_empty() {
+            sv.pre.retain(|r| !add_headers.iter().any(|h| h.0 == r.0));
+            for l in sv
+                .locs
+                .iter_mut()
+                .filter(|l| !l.own_add_header && l.pool.is_some())
+            {
+                for (k, h) in add_headers.iter().enumerate() {
+                    l.rules.insert(k, h.clone());
+                }
+            }
+        }
+        if sv.locs.iter().any(|l| l.own_set_header) && !set_headers.is_empty() {
+            sv.pre.retain(|r| !set_headers.iter().any(|h| h.0 == r.0));
+            for l in sv
+                .locs
+                .iter_mut()
+                .filter(|l| !l.own_set_header && l.pool.is_some())
+            {
+                for (k, h) in set_headers.iter().enumerate() {
+                    l.rules.insert(k, h.clone());
+                }
+            }
+        }
+        if let Some(r) = server_access {
+            if sv.locs.iter().any(|l| l.own_access) {
+                for l in sv.locs.iter_mut().filter(|l| !l.own_access) {
+                    l.rules.insert(0, r.clone());
+                }
+            } else {
+                sv.pre.insert(0, r);
+            }
         }
         if sv.binds.is_empty() {
-            sv.binds.push("0.0.0.0:80".into());
+            sv.binds.push(Listen {
+                addr: "0.0.0.0:80".into(),
+                ssl: false,
+                default: false,
+                proxy_protocol: false,
+            });
             self.report.push(Entry {
                 line: d.line,
                 directive: "server".into(),
@@ -152,10 +230,14 @@ impl Importer {
                 note: "no listen: nginx's default, *:80".into(),
             });
         }
-        // proxy settings of the server apply to the pools its locations use
+        // proxy settings of the server apply to the pools its locations use,
+        // before the locations' own (nginx: a location's setting wins, and a
+        // server's setting holds wherever it is in the block)
+        let mut at = first_setting;
         for l in &sv.locs {
             if let Some(p) = &l.pool {
-                self.pool_settings.push((p.clone(), settings.clone()));
+                self.pool_settings.insert(at, (p.clone(), settings.clone()));
+                at += 1;
             }
         }
         self.servers.push(sv);
@@ -266,15 +348,8 @@ impl Importer {
 
     /// `return` and `rewrite ... redirect|permanent` → deny or redirect rules.
     pub(super) fn return_or_rewrite(&mut self, e: &Directive, rules: &mut Vec<Table>) {
-        let vars = |t: &str| -> Option<String> {
-            let out = t
-                .replace("$request_uri", "{uri}")
-                .replace("$host", "{host}")
-                .replace("$server_name", "{host}")
-                .replace("$uri", "{path}")
-                .replace("$is_args$args", "{query}");
-            (!out.contains('$')).then_some(out)
-        };
+        let server_name = self.server_name.clone();
+        let vars = |t: &str| -> Option<String> { redirect_vars(t, &server_name) };
         let mut r = Table::default();
         if e.name == "return" {
             let code: Option<u16> = e.args.first().and_then(|c| c.parse().ok());
@@ -285,7 +360,7 @@ impl Importer {
                         self.mapped(e, "a redirect rule");
                     }
                     None => {
-                        self.unsupported(e, "a target with nginx variables other than $host, $request_uri, $uri is not mapped");
+                        self.unsupported(e, "a target with nginx variables other than $host, $request_uri, $uri, $is_args$args, $server_name is not mapped");
                         return;
                     }
                 },
@@ -399,12 +474,20 @@ impl Importer {
                 return None;
             }
         }
+        let block = e.block.clone().unwrap_or_default();
+        let has = |name: &str| block.iter().any(|d| d.name == name);
         let mut loc = Loc {
             kind,
             m,
             len: pat.len(),
+            pat: pat.clone(),
+            line: e.line,
+            text: e.text(),
             rules: Vec::new(),
             pool: None,
+            own_access: has("allow") || has("deny"),
+            own_add_header: has("add_header"),
+            own_set_header: has("proxy_set_header"),
         };
         self.mapped(
             e,
@@ -412,14 +495,27 @@ impl Importer {
         );
         let mut local = settings.clone();
         let mut access: Vec<&Directive> = Vec::new();
-        let block = e.block.clone().unwrap_or_default();
         for d in &block {
             match d.name.as_str() {
                 "proxy_pass" => {
                     let prefix = (kind != LocKind::Regex).then_some(pat.as_str());
                     loc.pool = self.proxy_pass(d, prefix);
                 }
-                "return" | "rewrite" => self.return_or_rewrite(d, &mut loc.rules),
+                "return" | "rewrite" => {
+                    let entry = self.report.len();
+                    let mut rules = Vec::new();
+                    self.return_or_rewrite(d, &mut rules);
+                    if kind == LocKind::Regex && rules.iter().any(|r| r.get("path_regex").is_some())
+                    {
+                        // both regexes would have to match: a rule has one
+                        if let Some(en) = self.report.get_mut(entry) {
+                            en.fidelity = Fidelity::Unsupported;
+                            en.note = "a rewrite inside a regex location: both regexes must match, and a rampart rule has one path_regex; not imported".into();
+                        }
+                    } else {
+                        loc.rules.extend(rules);
+                    }
+                }
                 "allow" | "deny" => access.push(d),
                 "limit_req" => self.limit_req(d, &mut loc.rules),
                 "add_header" => self.add_header(d, &mut loc.rules),
@@ -469,4 +565,47 @@ impl Importer {
         }
         Some(loc)
     }
+}
+
+/// A redirect target's nginx variables → rampart's placeholders: `$host`,
+/// `$request_uri`, `$uri`, `$is_args$args`, and `$server_name` (the server's
+/// first name, as written). Only whole variable names (`$name` or `${name}`)
+/// are replaced; None when another variable is there.
+pub(super) fn redirect_vars(t: &str, server_name: &str) -> Option<String> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::new();
+    let mut rest = t;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (name, mut used) = match after.strip_prefix('{') {
+            Some(braced) => {
+                let end = braced.find('}')?;
+                (&braced[..end], end + 2)
+            }
+            None => {
+                let end = after.find(|c: char| !is_name(c)).unwrap_or(after.len());
+                (&after[..end], end)
+            }
+        };
+        match name {
+            "request_uri" => out.push_str("{uri}"),
+            "host" => out.push_str("{host}"),
+            "uri" => out.push_str("{path}"),
+            "server_name" if !server_name.contains(|c: char| c == '{' || c == '}' || c == '$') => {
+                out.push_str(server_name)
+            }
+            "is_args"
+                if after[used..].starts_with("$args")
+                    && !after[used + 5..].starts_with(is_name) =>
+            {
+                out.push_str("{query}");
+                used += 5;
+            }
+            _ => return None,
+        }
+        rest = &after[used..];
+    }
+    out.push_str(rest);
+    Some(out)
 }

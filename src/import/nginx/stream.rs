@@ -100,6 +100,12 @@ impl Importer {
                     let mut t = Table::default();
                     if tls.get("__ssl").is_some() {
                         if certs.0.is_empty() {
+                            self.report.push(Entry {
+                                line: d.line,
+                                directive: "server".into(),
+                                fidelity: Fidelity::Unsupported,
+                                note: "listen ... ssl without an ssl_certificate in this server (stream-level certificates are not imported): the listener is left out".into(),
+                            });
                             continue;
                         }
                         t.set("cert", cert_list(&certs.0, &certs.1));

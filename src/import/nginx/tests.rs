@@ -1,0 +1,317 @@
+//! The nginx importer on small configs: what each one must (not) become.
+
+use super::{duration, import};
+use crate::import::{Entry, Fidelity};
+
+/// The import of an `http` block holding `body`, with an upstream `u`.
+fn http(body: &str) -> (toml::Value, Vec<Entry>) {
+    run(&format!(
+        "events {{}}\nhttp {{\n  upstream u {{ server 10.0.0.1:80; }}\n{body}\n}}\n"
+    ))
+}
+
+fn run(src: &str) -> (toml::Value, Vec<Entry>) {
+    let im = import(src, "test.conf");
+    let cfg: toml::Value = toml::from_str(&im.toml).unwrap_or_else(|e| panic!("{e}\n{}", im.toml));
+    (cfg, im.report)
+}
+
+fn listeners(cfg: &toml::Value) -> Vec<toml::Value> {
+    cfg.get("listener")
+        .and_then(|l| l.as_array())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The listener whose first bind address is `addr`.
+fn on(cfg: &toml::Value, addr: &str) -> toml::Value {
+    listeners(cfg)
+        .into_iter()
+        .find(|l| l["bind"][0].as_str() == Some(addr))
+        .unwrap_or_else(|| panic!("no listener on {addr}: {cfg:#?}"))
+}
+
+fn rules(l: &toml::Value) -> Vec<toml::Value> {
+    l.get("rule")
+        .and_then(|r| r.as_array())
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn str_of<'a>(r: &'a toml::Value, k: &str) -> Option<&'a str> {
+    r.get(k).and_then(|v| v.as_str())
+}
+
+/// The index of the first rule `f` accepts.
+fn pos(rs: &[toml::Value], f: impl Fn(&toml::Value) -> bool) -> usize {
+    rs.iter()
+        .position(f)
+        .unwrap_or_else(|| panic!("no such rule in {rs:#?}"))
+}
+
+#[test]
+fn ssl_is_a_property_of_each_listen_address() {
+    let (cfg, _) = http(
+        "server { listen 80; listen 443 ssl; server_name a.example;
+           ssl_certificate /nonexistent/c.pem; ssl_certificate_key /nonexistent/k.pem;
+           location / { proxy_pass http://u; } }",
+    );
+    assert_eq!(listeners(&cfg).len(), 2, "{cfg:#?}");
+    assert!(on(&cfg, "0.0.0.0:80").get("tls").is_none());
+    assert!(on(&cfg, "0.0.0.0:443").get("tls").is_some());
+}
+
+#[test]
+fn a_server_that_shares_only_some_addresses_keeps_its_rules() {
+    let (cfg, _) = http(
+        "server { listen 80; listen 8080; server_name a.example; location / { proxy_pass http://u; } }
+         server { listen 80; server_name b.example; location / { return 403; } }",
+    );
+    let rs = rules(&on(&cfg, "0.0.0.0:80"));
+    pos(&rs, |r| {
+        str_of(r, "host") == Some("b.example")
+            && r.get("deny").and_then(|d| d.as_integer()) == Some(403)
+    });
+    // :8080 is server a's alone
+    assert!(!rules(&on(&cfg, "0.0.0.0:8080"))
+        .iter()
+        .any(|r| str_of(r, "host") == Some("b.example")));
+}
+
+#[test]
+fn a_server_without_a_usable_name_catches_no_host() {
+    let (cfg, report) = http(
+        "server { listen 80 default_server; server_name a.example; location / { proxy_pass http://u; } }
+         server { listen 80; server_name _; location / { return 403; } }",
+    );
+    let rs = rules(&on(&cfg, "0.0.0.0:80"));
+    assert!(!rs.iter().any(|r| r.get("deny").is_some()), "{rs:#?}");
+    assert!(
+        report
+            .iter()
+            .any(|e| e.directive == "server" && e.fidelity == Fidelity::Unsupported),
+        "{report:#?}"
+    );
+}
+
+#[test]
+fn exact_server_names_come_before_wildcards() {
+    let (cfg, _) = http(
+        "server { listen 80; server_name default.example; location / { proxy_pass http://u; } }
+         server { listen 80; server_name *.example.com; location / { return 403; } }
+         server { listen 80; server_name api.example.com; location / { return 302 http://api.example.net/; } }",
+    );
+    let rs = rules(&on(&cfg, "0.0.0.0:80"));
+    let exact = pos(&rs, |r| str_of(r, "host") == Some("api.example.com"));
+    let wildcard = pos(&rs, |r| str_of(r, "host") == Some("*.example.com"));
+    assert!(exact < wildcard, "{rs:#?}");
+}
+
+#[test]
+fn the_longest_prefix_wins_over_a_shorter_caret_tilde_one() {
+    let (cfg, report) = http(
+        "server { listen 80;
+           location ^~ /api/ { return 403; }
+           location /api/v2/ { proxy_pass http://u; }
+           location / { proxy_pass http://u; } }",
+    );
+    let rs = rules(&on(&cfg, "0.0.0.0:80"));
+    let v2 = pos(&rs, |r| str_of(r, "path_prefix") == Some("/api/v2/"));
+    let api = pos(&rs, |r| str_of(r, "path_prefix") == Some("/api/"));
+    assert!(v2 < api, "{rs:#?}");
+    assert!(!report
+        .iter()
+        .any(|e| e.directive == "location /api/v2/" && e.fidelity != Fidelity::Mapped));
+    // with a regex location, nginx would try it first for /api/v2/...: said
+    let (_, report) = http(
+        r"server { listen 80;
+           location ^~ /api/ { return 403; }
+           location /api/v2/ { proxy_pass http://u; }
+           location ~ \.php$ { return 404; } }",
+    );
+    assert!(
+        report
+            .iter()
+            .any(|e| e.directive == "location /api/v2/" && e.fidelity == Fidelity::Approximated),
+        "{report:#?}"
+    );
+}
+
+#[test]
+fn a_locations_own_proxy_settings_win_over_the_http_levels() {
+    let (cfg, _) = run("events {}
+         http {
+           proxy_read_timeout 10s;
+           upstream u { server 10.0.0.1:80; }
+           server { listen 80; location / { proxy_read_timeout 99s; proxy_pass http://u; } }
+         }");
+    assert_eq!(cfg["pool"][0]["server_timeout"].as_str(), Some("99s"));
+}
+
+#[test]
+fn a_rewrite_keeps_its_locations_prefix() {
+    let (cfg, report) = http(
+        r"server { listen 80;
+           location /old/ { rewrite ^ https://new.example/ permanent; }
+           location / { proxy_pass http://u; }
+           location ~ ^/x { rewrite ^/x/a$ https://new.example/a permanent; } }",
+    );
+    let rs = rules(&on(&cfg, "0.0.0.0:80"));
+    let r = &rs[pos(&rs, |r| r.get("redirect").is_some())];
+    assert_eq!(str_of(r, "path_prefix"), Some("/old/"), "{r:#?}");
+    assert_eq!(str_of(r, "path_regex"), Some("^"));
+    // in a regex location, two regexes: not imported, and said
+    assert_eq!(
+        rs.iter().filter(|r| r.get("redirect").is_some()).count(),
+        1,
+        "{rs:#?}"
+    );
+    assert!(report
+        .iter()
+        .any(|e| e.directive.starts_with("rewrite ^/x/a$") && e.fidelity == Fidelity::Unsupported));
+}
+
+#[test]
+fn a_locations_own_access_rules_replace_the_servers() {
+    let (cfg, _) = http(
+        "server { listen 80;
+           allow 10.0.0.0/8; deny all;
+           location /public/ { allow all; proxy_pass http://u; }
+           location / { proxy_pass http://u; } }",
+    );
+    let rs = rules(&on(&cfg, "0.0.0.0:80"));
+    let public = pos(&rs, |r| str_of(r, "path_prefix") == Some("/public/"));
+    let deny = pos(&rs, |r| r.get("deny").is_some());
+    assert!(public < deny, "{rs:#?}");
+}
+
+#[test]
+fn a_locations_own_add_header_replaces_the_servers() {
+    let (cfg, _) = http(
+        "server { listen 80;
+           add_header X-A a always;
+           location /own/ { add_header X-B b always; proxy_pass http://u; }
+           location / { proxy_pass http://u; } }",
+    );
+    let rs = rules(&on(&cfg, "0.0.0.0:80"));
+    let own = pos(&rs, |r| {
+        str_of(r, "path_prefix") == Some("/own/") && r.get("pool").is_some()
+    });
+    let xa = pos(&rs, |r| {
+        r.get("response_set_header")
+            .is_some_and(|h| h.get("X-A").is_some())
+    });
+    assert!(own < xa, "{rs:#?}");
+}
+
+#[test]
+fn server_name_is_the_first_name_and_other_variables_are_refused() {
+    let (cfg, report) = http(
+        "server { listen 80; server_name www.example.com example.com;
+           return 301 https://$server_name$request_uri; }
+         server { listen 8080; return 301 https://$hostname/; }",
+    );
+    let rs = rules(&on(&cfg, "0.0.0.0:80"));
+    assert_eq!(
+        rs[0]["redirect"]["to"].as_str(),
+        Some("https://www.example.com{uri}")
+    );
+    assert!(!rules(&on(&cfg, "0.0.0.0:8080"))
+        .iter()
+        .any(|r| r.get("redirect").is_some()));
+    assert!(report
+        .iter()
+        .any(|e| e.directive == "return 301 https://$hostname/"
+            && e.fidelity == Fidelity::Unsupported));
+    assert_eq!(
+        super::server::redirect_vars("$scheme://$host$is_args$args", "x"),
+        None
+    );
+    assert_eq!(
+        super::server::redirect_vars("https://${host}/a$is_args$args", "x").as_deref(),
+        Some("https://{host}/a{query}")
+    );
+}
+
+#[test]
+fn a_weight_over_256_is_reported() {
+    let (cfg, report) = run("events {}
+         http {
+           upstream w { server 10.0.0.1:80 weight=1000; server 10.0.0.2:80; }
+           server { listen 80; location / { proxy_pass http://w; } }
+         }");
+    assert_eq!(
+        cfg["pool"][0]["server"][0]["weight"].as_integer(),
+        Some(256)
+    );
+    assert!(report
+        .iter()
+        .any(|e| e.directive.contains("weight=1000") && e.fidelity == Fidelity::Approximated));
+}
+
+#[test]
+fn proxy_pass_to_an_upstream_left_out_is_not_a_host_name() {
+    let (cfg, report) = run("events {}
+         http {
+           upstream sock { server unix:/run/app.sock; }
+           server { listen 80; location / { proxy_pass http://sock; } }
+         }");
+    let pools = cfg["pool"].as_array().unwrap();
+    assert!(
+        !pools
+            .iter()
+            .any(|p| p["server"][0]["address"].as_str() == Some("sock:80")),
+        "{pools:#?}"
+    );
+    assert!(report
+        .iter()
+        .any(|e| e.directive == "proxy_pass http://sock" && e.fidelity == Fidelity::Unsupported));
+}
+
+#[test]
+fn a_client_ca_without_ssl_verify_client_verifies_nothing() {
+    let (cfg, _) = http(
+        "server { listen 443 ssl; ssl_certificate /nonexistent/c.pem; ssl_certificate_key /nonexistent/k.pem;
+           ssl_client_certificate /nonexistent/ca.pem; location / { proxy_pass http://u; } }
+         server { listen 8443 ssl; ssl_certificate /nonexistent/c.pem; ssl_certificate_key /nonexistent/k.pem;
+           ssl_client_certificate /nonexistent/ca.pem; ssl_verify_client optional;
+           location / { proxy_pass http://u; } }",
+    );
+    let l443 = on(&cfg, "0.0.0.0:443");
+    let plain = &l443["tls"];
+    assert!(plain.get("client_ca").is_none(), "{plain:#?}");
+    let l8443 = on(&cfg, "0.0.0.0:8443");
+    let optional = &l8443["tls"];
+    assert_eq!(optional["client_ca"].as_str(), Some("/nonexistent/ca.pem"));
+    assert_eq!(optional["client_auth"].as_str(), Some("optional"));
+}
+
+#[test]
+fn a_stream_tls_server_without_a_certificate_is_reported() {
+    let (_, report) = run(
+        "stream { upstream pg { server 10.0.0.1:5432; } server { listen 5433 ssl; proxy_pass pg; } }",
+    );
+    assert!(
+        report
+            .iter()
+            .any(|e| e.fidelity == Fidelity::Unsupported && e.note.contains("ssl_certificate")),
+        "{report:#?}"
+    );
+}
+
+#[test]
+fn huge_numbers_are_refused_not_overflowed() {
+    assert_eq!(duration("99999999999999999s"), None);
+    assert_eq!(duration("2m").as_deref(), Some("120s"));
+    let (_, report) = run("events {}
+         http {
+           proxy_read_timeout 99999999999999999s;
+           limit_req_zone $binary_remote_addr zone=z:99999999999999999m rate=1r/s;
+           upstream u { server 10.0.0.1:80; }
+           server { listen 80; location / { limit_req zone=z; proxy_pass http://u; } }
+         }");
+    assert!(report
+        .iter()
+        .any(|e| e.directive.starts_with("proxy_read_timeout")
+            && e.fidelity == Fidelity::Unsupported));
+}
