@@ -415,12 +415,18 @@ impl Importer {
                     extra.0.extend(self.servers[i].tls_extra.0.clone());
                 }
                 if certs.is_empty() {
-                    self.report.push(Entry {
-                        line: 0,
-                        directive: "(listen ssl)".into(),
-                        fidelity: Fidelity::Unsupported,
-                        note: format!("listener {name:?}: ssl without ssl_certificate; left out"),
-                    });
+                    // every server of the listener is lost: each is said, at its line
+                    for &i in &members {
+                        self.report.push(Entry {
+                            line: self.servers[i].line,
+                            directive: "server".into(),
+                            fidelity: Fidelity::Unsupported,
+                            note: format!(
+                                "listener {name:?} ({}): ssl without ssl_certificate; left out",
+                                binds.join(", ")
+                            ),
+                        });
+                    }
                     continue;
                 }
                 let mut t = Table::default();
