@@ -967,3 +967,43 @@ async fn a_reload_that_changes_a_dns_entry_serves_through_the_first_lookup() {
     let servers = pool_state(listen).await["servers"].clone();
     assert_eq!(servers.as_array().map(Vec::len), Some(1), "{servers}");
 }
+
+/// Every server is at max_connections_per_server, a request waits in the
+/// queue, and DNS adds a pod (a scale-out): the waiting request is served by
+/// the new pod. Before, a waiter kept the pool it started with, never saw the
+/// new member, and got 503 at queue_timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_request_is_served_by_a_pod_dns_adds() {
+    let dns = TestDns::start("test.").await;
+    let (a, b) = two_pods().await;
+    let port = a.addr.port();
+    dns.set_ips("app", &[a.addr.ip()], 1).await;
+    let listen = free_addr("127.0.0.1");
+    let cfg = dns_config(
+        listen,
+        dns.addr,
+        "",
+        "max_connections_per_server = 1\nqueue_timeout = \"8s\"\nserver_timeout = \"30s\"",
+        &format!("app.test:{port}"),
+    );
+    let p = Proxy::start(&cfg, &[listen, admin_addr_for(listen)]).await;
+    // the only slot, held for 10 s
+    let slow =
+        tokio::spawn(
+            async move { get(&client(), &format!("http://{listen}/slow?ms=10000")).await },
+        );
+    p.wait_pool(Duration::from_secs(5), "app", "the slot taken", |v| {
+        v["active"].as_u64() == Some(1)
+    })
+    .await;
+    let waiting = tokio::spawn(async move { get(&client(), &format!("http://{listen}/")).await });
+    p.wait_pool(Duration::from_secs(5), "app", "a request queued", |v| {
+        v["queue"].as_u64() == Some(1)
+    })
+    .await;
+    dns.set_ips("app", &[a.addr.ip(), b.addr.ip()], 1).await;
+    let r = waiting.await;
+    let (st, body) = r.unwrap_or_else(|e| panic!("{e}: {}", p.stderr()));
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "pod-b"));
+    slow.abort();
+}

@@ -387,6 +387,7 @@ impl Control {
                 self.health.seed(&new_pool, s, report);
             }
         }
+        new_pool.shared.set_latest(&new_pool);
         self.shared
             .plane
             .snapshot
@@ -736,6 +737,9 @@ impl Control {
         }
         let diff = diff(&old_cfg, &new, &cur, &snap, starting);
         let snap = Arc::new(snap);
+        for p in &snap.pools {
+            p.shared.set_latest(p);
+        }
         self.shared.plane.snapshot.store(Arc::clone(&snap));
         self.shared.config.store(Arc::clone(&new));
         self.shared.plane.limit.set_max(new.global.max_connections);
@@ -824,6 +828,7 @@ impl Control {
         };
         let new_pool = Arc::new(Snapshot::build_pool(pc, &self.discovered, Some(old)));
         let (added, removed) = crate::snapshot::member_changes(old, &new_pool);
+        new_pool.shared.set_latest(&new_pool);
         self.shared
             .plane
             .snapshot

@@ -62,6 +62,27 @@ pub struct PoolShared {
     /// over, `Snapshot::refresh_pool`) and by building the pool anew.
     pub dns_in_place: AtomicU64,
     pub dns_rebuilt: AtomicU64,
+    /// The pool of the snapshot in force (the control task sets it before
+    /// storing a snapshot): a request waiting in the queue moves to it when it
+    /// wakes, so it sees the members DNS or a reload added, and none retired.
+    latest: std::sync::Mutex<std::sync::Weak<Pool>>,
+}
+
+impl PoolShared {
+    /// `pool` is the one in force now.
+    pub fn set_latest(&self, pool: &Arc<Pool>) {
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(pool);
+    }
+
+    /// The pool in force, if it is not `than`.
+    fn newer(&self, than: &Arc<Pool>) -> Option<Arc<Pool>> {
+        let latest = self
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .upgrade()?;
+        (!Arc::ptr_eq(&latest, than)).then_some(latest)
+    }
 }
 
 impl PoolShared {
@@ -326,6 +347,17 @@ impl Pool {
         backup_ok.then_some(true)
     }
 
+    /// The indices in `to` (a later generation of this pool) of the servers at
+    /// `idx` here that it still has (by identity, not address).
+    pub fn remap(&self, to: &Pool, idx: &[usize]) -> Vec<usize> {
+        idx.iter()
+            .filter_map(|&i| {
+                let uid = self.servers.get(i)?.state.uid;
+                to.servers.iter().position(|s| s.state.uid == uid)
+            })
+            .collect()
+    }
+
     /// Is there a server, not in `exclude`, that could take traffic now?
     pub fn has_candidate(&self, exclude: &[usize]) -> bool {
         self.tier(exclude, clock::now_ms()).is_some()
@@ -437,17 +469,24 @@ impl Pool {
         // nobody.)
         let mut look = !jumped || entry.first_in_line();
         let mut offered = false;
+        // the pool in force once it changed while this request waited, and
+        // `exclude` in its indices
+        let mut moved: Option<(Arc<Pool>, Vec<usize>)> = None;
         loop {
+            let (pool, exclude) = match &moved {
+                Some((p, e)) => (p, e.as_slice()),
+                None => (self, exclude),
+            };
             if look {
-                if let Some(g) = self.try_acquire(key, exclude) {
+                if let Some(g) = pool.try_acquire(key, exclude) {
                     queue.admitted(prio);
                     return Ok(g);
                 }
-                if self.tier(exclude, clock::now_ms()).is_none() {
+                if pool.tier(exclude, clock::now_ms()).is_none() {
                     return Err(PickError::NoServer);
                 }
                 // a retry cannot use a slot on a server it tried: another may
-                if offered && !exclude.is_empty() && self.free_slot() {
+                if offered && !exclude.is_empty() && pool.free_slot() {
                     entry.pass_on();
                 }
             }
@@ -460,6 +499,10 @@ impl Pool {
                 return Err(PickError::QueueTimeout);
             }
             offered = true;
+            if let Some(newer) = self.shared.newer(pool) {
+                let exclude = pool.remap(&newer, exclude);
+                moved = Some((newer, exclude));
+            }
         }
     }
 

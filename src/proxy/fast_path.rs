@@ -684,7 +684,7 @@ async fn proxy<S: ClientIo>(
     client_timeout: Duration,
 ) -> bool {
     let Prepared {
-        pool,
+        mut pool,
         key,
         priority,
         replayable,
@@ -710,11 +710,16 @@ async fn proxy<S: ClientIo>(
         let mut guard = match acquired {
             Ok(g) => g,
             Err(g) => {
-                let resp = http::fail(&pool, g.server(&pool), g.err, log, start);
+                let resp = http::fail(&lc.pool, g.server(&lc.pool), g.err, log, start);
                 ctx.responded(resp.status().as_u16());
                 return respond(client, resp, head, closing(), client_timeout).await;
             }
         };
+        // a request that waited in the queue through a change of the pool
+        // holds a slot in the pool in force
+        if !Arc::ptr_eq(guard.pool(), &pool) {
+            pool = Arc::clone(guard.pool());
+        }
         let server = &pool.servers[guard.index()];
         let sent = tokio::select! {
             biased;
@@ -733,7 +738,7 @@ async fn proxy<S: ClientIo>(
                 // Nothing was sent after a connect failure: any request can go again.
                 let resendable = error.is_connect();
                 if let Err(g) = lc.failed(&mut guard, error, resendable, replayable) {
-                    let resp = http::fail(&pool, g.server(&pool), g.err, log, start);
+                    let resp = http::fail(&lc.pool, g.server(&lc.pool), g.err, log, start);
                     ctx.responded(resp.status().as_u16());
                     return respond(client, resp, head, closing(), client_timeout).await;
                 }

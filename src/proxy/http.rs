@@ -303,7 +303,7 @@ async fn handle(
         &view,
         |_| true,
     );
-    let (pool, edits, priority) = match decision {
+    let (mut pool, edits, priority) = match decision {
         lifecycle::Decision::Pool {
             pool,
             edits,
@@ -496,8 +496,13 @@ async fn handle(
     loop {
         let mut guard = match lc.acquire().await {
             Ok(g) => g,
-            Err(g) => return Ok(fail(&pool, g.server(&pool), g.err, log, start)),
+            Err(g) => return Ok(fail(&lc.pool, g.server(&lc.pool), g.err, log, start)),
         };
+        // a request that waited in the queue through a change of the pool
+        // holds a slot in the pool in force
+        if !Arc::ptr_eq(guard.pool(), &pool) {
+            pool = Arc::clone(guard.pool());
+        }
         let server = &pool.servers[guard.index()];
         let mut progress = None;
         if let Outgoing::Req(req) = &mut out {
@@ -538,7 +543,7 @@ async fn handle(
                 ),
                 None => {
                     let g = lc.abandon();
-                    return Ok(fail(&pool, g.server(&pool), g.err, log, start));
+                    return Ok(fail(&lc.pool, g.server(&lc.pool), g.err, log, start));
                 }
             },
         };
@@ -561,7 +566,7 @@ async fn handle(
                 let resendable = unsent.is_some() || (wire.is_some() && error.is_connect());
                 let may_replay = replay.is_some() || (wire.is_some() && replayable);
                 if let Err(g) = lc.failed(&mut guard, error, resendable, may_replay) {
-                    return Ok(fail(&pool, g.server(&pool), g.err, log, start));
+                    return Ok(fail(&lc.pool, g.server(&lc.pool), g.err, log, start));
                 }
                 // a retry needs the request as it was (not sent) or a copy
                 out = match (wire, unsent, replay) {
@@ -571,7 +576,7 @@ async fn handle(
                     (None, None, Some(rp)) => Outgoing::Req(rp.request()),
                     (None, None, None) => {
                         let g = lc.abandon();
-                        return Ok(fail(&pool, g.server(&pool), g.err, log, start));
+                        return Ok(fail(&lc.pool, g.server(&lc.pool), g.err, log, start));
                     }
                 };
             }

@@ -377,6 +377,17 @@ impl Lifecycle {
             .await
         {
             Ok(g) => {
+                if !Arc::ptr_eq(g.pool(), &self.pool) {
+                    // it waited in the queue through a change of the pool:
+                    // what it tried is in the new pool's indices from now on
+                    let new = Arc::clone(g.pool());
+                    self.tried = self.pool.remap(&new, &self.tried);
+                    self.last = self
+                        .last
+                        .take()
+                        .and_then(|(err, i)| Some((err, *self.pool.remap(&new, &[i]).first()?)));
+                    self.pool = new;
+                }
                 g.server()
                     .state
                     .traffic

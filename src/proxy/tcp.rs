@@ -78,12 +78,15 @@ pub async fn serve<S>(
         let mut guard = match lc.acquire().await {
             Ok(g) => g,
             Err(g) => {
-                g.err.count_pool(&pool);
-                log(g.server(&pool).map(|s| &*s.id), None, 0, 0, g.err.end());
+                g.err.count_pool(&lc.pool);
+                log(g.server(&lc.pool).map(|s| &*s.id), None, 0, 0, g.err.end());
                 return;
             }
         };
-        let server = &pool.servers[guard.index()];
+        // (a session that waited in the queue through a change of the pool
+        // holds a slot in the pool in force)
+        let current = Arc::clone(guard.pool());
+        let server = &current.servers[guard.index()];
         let connect_start = Instant::now();
         match upstream::connect_tcp(server.addr, pool.connect_timeout).await {
             Ok(s) => {

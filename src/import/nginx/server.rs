@@ -592,9 +592,7 @@ pub(super) fn redirect_vars(t: &str, server_name: &str) -> Option<String> {
             "request_uri" => out.push_str("{uri}"),
             "host" => out.push_str("{host}"),
             "uri" => out.push_str("{path}"),
-            "server_name" if !server_name.contains(['{', '}', '$']) => {
-                out.push_str(server_name)
-            }
+            "server_name" if !server_name.contains(['{', '}', '$']) => out.push_str(server_name),
             "is_args"
                 if after[used..].starts_with("$args")
                     && !after[used + 5..].starts_with(is_name) =>
