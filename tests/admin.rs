@@ -906,3 +906,53 @@ async fn cli_watch_redraws_until_interrupted() {
     assert!(st.success(), "{st}");
     let _ = BodyExt::boxed(http_body_util::Full::new(bytes::Bytes::new()));
 }
+
+/// A check that was running when the server was put in maintenance does not
+/// undo the UNKNOWN that maintenance set: leaving maintenance, the server
+/// waits for a check of its own before it takes traffic again. Before, the
+/// running check's verdict (from before) made it UP in maintenance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_running_when_maint_is_set_does_not_make_the_server_up() {
+    let s = setup(
+        "",
+        "[pool.health]\nkind = \"http\"\npath = \"/slow?ms=800\"\ninterval = \"1s\"\ntimeout = \"3s\"\nrise = 1\nfall = 1",
+    )
+    .await;
+    let server_of = |v: &serde_json::Value| {
+        v["servers"]
+            .as_array()
+            .and_then(|ss| {
+                ss.iter()
+                    .find(|x| x["address"] == s.b.addr.to_string().as_str())
+            })
+            .cloned()
+            .unwrap_or_default()
+    };
+    s.p.wait_pool(Duration::from_secs(10), "api", "pod-b UP", |v| {
+        server_of(v)["health"] == "UP"
+    })
+    .await;
+    // a check of pod-b has just reached it (it answers in 800 ms) ...
+    let seen = s.b.requests();
+    wait_for(Duration::from_secs(5), "a check in flight", || {
+        s.b.requests() > seen
+    })
+    .await;
+    // ... and pod-b goes into maintenance meanwhile
+    let (st, body) = admin_post(
+        s.admin,
+        &format!("/api/pools/api/servers/{}", s.b.addr),
+        "{\"state\":\"maint\"}",
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    // the check ends within 800 ms; for 2 s, pod-b stays UNKNOWN
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let (_, body) = get(&client(), &format!("http://{}/api/pools/api", s.admin)).await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let b = server_of(&v);
+        assert_eq!(b["health"], "UNKNOWN", "{b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

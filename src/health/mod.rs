@@ -262,12 +262,21 @@ async fn check_loop(
     let mut rf = RiseFall::new(state.health(), cfg.rise, cfg.fall);
     loop {
         if state.admin() == crate::pool::AdminState::Maint {
-            // In maintenance: not checked. Look again at the normal interval.
-            tokio::time::sleep(cfg.interval).await;
+            // In maintenance: not checked. Look again at the normal interval,
+            // or at once when it ends (set_admin asks for a check then).
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.interval) => {}
+                _ = state.checks.now.notified() => {}
+            }
             continue;
         }
         let started = Instant::now();
         let report = check_once(&cfg, addr, tls.as_ref()).await;
+        if state.admin() == crate::pool::AdminState::Maint {
+            // put in maintenance while this check ran: its verdict is from
+            // before, and must not undo the UNKNOWN that maintenance set
+            continue;
+        }
         if rf.state() != state.health() {
             // changed from outside (maintenance resets it to UNKNOWN, a restored state file)
             rf = RiseFall::new(state.health(), cfg.rise, cfg.fall);
