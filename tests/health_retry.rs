@@ -342,6 +342,25 @@ async fn retry_on_a_listed_status_goes_to_another_server_and_respects_methods() 
     assert_eq!(a.requests() + b.requests(), 3);
 }
 
+/// A failure is retried (the retry counted, a token of the budget spent) only
+/// when another server could take the request: a pool of one server whose
+/// connect fails answers 502 and counts no retry. On the fast path and on
+/// hyper's (h2c).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_with_no_other_server_counts_no_retry() {
+    let dead = free_addr("127.0.0.4");
+    let listen = free_addr("127.0.0.1");
+    let p = Proxy::start(&http_config(listen, "", &[(dead, 1)]), &[listen]).await;
+    for (c, proto) in [(client(), "HTTP/1.1"), (h2c_client(), "h2c")] {
+        let (st, body) = get(&c, &format!("http://{listen}/")).await;
+        assert_eq!(st, StatusCode::BAD_GATEWAY, "{proto}: {body}");
+    }
+    let v = p.pool("api").await;
+    assert_eq!(v["retries"], 0, "{v}");
+    assert_eq!(server_in(&v, dead)["retries"], 0, "{v}");
+    assert_eq!(server_in(&v, dead)["total"], 2, "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_is_retried_after_a_connect_failure_with_its_body() {
     let dead = free_addr("127.0.0.4");

@@ -446,9 +446,12 @@ impl Lifecycle {
         if !client_fault {
             guard.failure();
         }
+        // (the budget is asked last: a retry that cannot be made spends nothing)
         let again = self.attempts_left()
             && !client_fault
-            && may_retry(&self.pool, &error, resendable, replayable);
+            && may_retry(&self.pool, &error, resendable, replayable)
+            && self.another_server(idx)
+            && self.pool.retry_allowed();
         let err = ProxyError::Upstream(error);
         err.count_server(&self.pool.servers[idx]);
         if !again {
@@ -507,6 +510,13 @@ impl Lifecycle {
         retry
     }
 
+    /// Whether a server neither tried nor `idx` could take the request now.
+    fn another_server(&self, idx: usize) -> bool {
+        let mut others = self.tried.clone();
+        others.push(idx);
+        self.pool.has_candidate(&others)
+    }
+
     fn note_retry(&mut self, idx: usize) {
         self.pool.servers[idx]
             .state
@@ -518,14 +528,13 @@ impl Lifecycle {
     }
 }
 
-/// Whether a failed attempt goes to another server, as the pool's retry settings
-/// and budget allow.
+/// Whether the pool's retry settings send a failed attempt to another server
+/// (whether there is one, and the budget, are asked after).
 fn may_retry(pool: &Pool, error: &UpstreamError, resendable: bool, replayable: bool) -> bool {
     let r = &pool.retry;
-    let allowed = match error {
+    match error {
         e if e.is_connect() => r.on_connect_failure && (resendable || replayable),
         UpstreamError::Timeout { .. } => r.on_timeout && replayable,
         _ => r.on_reset && (resendable || replayable),
-    };
-    allowed && pool.retry_allowed()
+    }
 }
