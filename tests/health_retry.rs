@@ -342,6 +342,42 @@ async fn retry_on_a_listed_status_goes_to_another_server_and_respects_methods() 
     assert_eq!(a.requests() + b.requests(), 3);
 }
 
+/// A listed status sends the request to another server only with a slot on
+/// it in hand: with the other server's only slot taken, the client gets the
+/// server's own answer, not a 503 made up by rampart once the retry (the
+/// answer already dropped) timed out in the queue. On the fast path and on
+/// hyper's (h2c).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_retry_without_a_free_slot_gives_the_servers_own_answer() {
+    let extra = "max_connections_per_server = 1\nqueue_timeout = \"1s\"\nretry_on = [\"503\"]";
+    let (a, b, listen, p) = two_pods_behind(extra).await;
+    // a slow request holds one server's only slot
+    let slow_c = client();
+    let slow =
+        tokio::spawn(async move { get(&slow_c, &format!("http://{listen}/slow?ms=4000")).await });
+    let active = |s: &Backend| s.stats.active.load(Ordering::SeqCst);
+    wait_for(Duration::from_secs(5), "the slow request in flight", || {
+        active(&a) + active(&b) == 1
+    })
+    .await;
+    let free = if active(&a) == 1 { &b } else { &a };
+    for (c, proto) in [(client(), "HTTP/1.1"), (h2c_client(), "h2c")] {
+        let (st, body) = get(&c, &format!("http://{listen}/status?code=503")).await;
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{proto}: {body}");
+        assert_eq!(body, free.name, "{proto}: the server's answer");
+    }
+    assert_eq!(p.pool("api").await["retries"], 0);
+    assert_eq!(slow.await.unwrap().0, StatusCode::OK);
+    // with both slots free, the listed status goes to the other server
+    wait_until(Duration::from_secs(5), "both slots free", || async {
+        p.pool("api").await["active"] == 0
+    })
+    .await;
+    let (st, _) = get(&client(), &format!("http://{listen}/status?code=503")).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(p.pool("api").await["retries"], 1);
+}
+
 /// A failure is retried (the retry counted, a token of the budget spent) only
 /// when another server could take the request: a pool of one server whose
 /// connect fails answers 502 and counts no retry. On the fast path and on

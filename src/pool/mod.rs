@@ -371,7 +371,14 @@ impl Pool {
             .count()
     }
 
-    fn try_acquire(self: &Arc<Self>, key: u64, exclude: &[usize]) -> Option<ServerGuard> {
+    /// A slot on a server not in `exclude` that is free now (no queueing, and
+    /// no look at the queue: the caller decides whether it may go ahead of
+    /// waiting requests).
+    pub(crate) fn try_acquire(
+        self: &Arc<Self>,
+        key: u64,
+        exclude: &[usize],
+    ) -> Option<ServerGuard> {
         self.try_acquire_at(key, exclude, clock::now_ms())
     }
 

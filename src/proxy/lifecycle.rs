@@ -291,6 +291,9 @@ pub struct Lifecycle {
     /// The pool circuit's say on this request: None before the first acquire,
     /// and again once its outcome is recorded.
     circuit: Option<Admit>,
+    /// The slot a retry on a status goes to: taken before the answer that
+    /// sent it there was dropped, handed out by the next `acquire`.
+    next: Option<ServerGuard>,
 }
 
 impl Drop for Lifecycle {
@@ -329,6 +332,7 @@ impl Lifecycle {
             last: None,
             priority,
             circuit: None,
+            next: None,
         }
     }
 
@@ -359,6 +363,15 @@ impl Lifecycle {
     /// request to it; or, when none is left, the failure the client hears about:
     /// the last attempt's, else why no server could be picked.
     pub async fn acquire(&mut self) -> Result<ServerGuard, GiveUp> {
+        if let Some(g) = self.next.take() {
+            // a retry on a status: its slot was taken when it was decided
+            g.server()
+                .state
+                .traffic
+                .total
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(g);
+        }
         if let (Some(cfg), true) = (&self.pool.circuit, self.tried.is_empty()) {
             // the first attempt asks the circuit; an open one fails fast
             match self.pool.shared.circuit.admit(cfg, crate::clock::now_ms()) {
@@ -472,42 +485,37 @@ impl Lifecycle {
     /// A server answered with `status`: reported to its breaker. Returns whether
     /// the request goes to another server instead (the retry then counted): a
     /// status listed in retry_on, attempts and budget left, a copy of the request
-    /// kept (`replayable`), and another server able to take it (otherwise the
-    /// client gets this answer, not a made-up 503).
+    /// kept (`replayable`), and a slot on another server free now, taken here
+    /// (the next `acquire` hands it out). Otherwise the client gets this answer,
+    /// not a 503 made up after the answer was dropped: the retry does not wait
+    /// in the queue, and cannot find its server gone, once the answer is lost.
     pub fn answered(&mut self, guard: &mut ServerGuard, status: u16, replayable: bool) -> bool {
-        let pool = &self.pool;
-        pool.servers[guard.index()]
-            .state
-            .traffic
-            .responses
-            .count(status);
-        if status >= 500 && pool.breaker.on_5xx {
+        let idx = guard.index();
+        self.pool.servers[idx].state.traffic.responses.count(status);
+        if status >= 500 && self.pool.breaker.on_5xx {
             guard.failure();
         } else {
             guard.success();
         }
-        let idx = guard.index();
-        let retry = replayable
-            && self.attempts_left()
-            && pool.retry.on_status.contains(&status)
-            && {
-                let mut others = self.tried.clone();
-                others.push(idx);
-                pool.has_candidate(&others)
-            }
-            && pool.retry_allowed();
-        if retry {
-            pool.servers[idx]
-                .state
-                .traffic
-                .response_errors
-                .fetch_add(1, Ordering::Relaxed);
-            self.note_retry(idx);
-        } else {
+        let next =
+            if replayable && self.attempts_left() && self.pool.retry.on_status.contains(&status) {
+                self.slot_elsewhere(idx)
+            } else {
+                None
+            };
+        let Some(next) = next else {
             // the answer the client gets: a server error fails the circuit's count
             self.outcome(status < 500);
-        }
-        retry
+            return false;
+        };
+        self.pool.servers[idx]
+            .state
+            .traffic
+            .response_errors
+            .fetch_add(1, Ordering::Relaxed);
+        self.note_retry(idx);
+        self.next = Some(next);
+        true
     }
 
     /// Whether a server neither tried nor `idx` could take the request now.
@@ -515,6 +523,30 @@ impl Lifecycle {
         let mut others = self.tried.clone();
         others.push(idx);
         self.pool.has_candidate(&others)
+    }
+
+    /// For a retry on a status: a slot free now on a server neither tried nor
+    /// `idx`, if the budget allows the retry (its token is spent only once the
+    /// slot is in hand). None when no server is left, when every one is full
+    /// or requests of its class or a higher one wait for a slot (the request
+    /// does not queue while it holds an answer), or when the budget is spent.
+    fn slot_elsewhere(&self, idx: usize) -> Option<ServerGuard> {
+        let pool = &self.pool;
+        let queue = &pool.shared.queue;
+        if queue.must_queue(self.priority) {
+            return None;
+        }
+        let mut others = self.tried.clone();
+        others.push(idx);
+        let slot = pool.try_acquire(self.key, &others)?;
+        if !pool.retry_allowed() {
+            // dropped: the slot is free again
+            return None;
+        }
+        if pool.max_conn_per_server > 0 {
+            queue.admitted(self.priority);
+        }
+        Some(slot)
     }
 
     fn note_retry(&mut self, idx: usize) {
