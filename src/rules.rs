@@ -408,10 +408,13 @@ impl Applied {
     }
 }
 
-/// Whether a request is a write: as rules said, else a non-idempotent method
-/// (POST, PUT, PATCH, DELETE).
+/// Whether a request is a write: as rules said, else any method but the safe
+/// ones (GET, HEAD, OPTIONS, TRACE; RFC 9110 9.2.1). Not only POST, PUT, PATCH
+/// and DELETE: WebDAV's PROPPATCH, MKCOL, MOVE, COPY and LOCK change things
+/// too, and a method rampart does not know may; a read by another method
+/// (WebDAV's PROPFIND) is a rule's `writes = false`.
 pub fn is_write(writes: Option<bool>, method: &str) -> bool {
-    writes.unwrap_or(matches!(method, "POST" | "PUT" | "PATCH" | "DELETE"))
+    writes.unwrap_or(!matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE"))
 }
 
 /// The header edits of the rules that matched one request.
@@ -994,6 +997,32 @@ mod tests {
         );
         assert!(Template::parse("https://{hots}/").is_err());
         assert!(Template::parse("https://{host").is_err());
+    }
+
+    #[test]
+    fn a_write_is_any_method_but_the_safe_ones() {
+        for m in ["GET", "HEAD", "OPTIONS", "TRACE"] {
+            assert!(!is_write(None, m), "{m}");
+            assert!(is_write(Some(true), m), "{m}: a rule says");
+        }
+        for m in [
+            "POST",
+            "PUT",
+            "PATCH",
+            "DELETE",
+            "PROPPATCH",
+            "MKCOL",
+            "MOVE",
+            "COPY",
+            "LOCK",
+            "UNLOCK",
+            "PURGE",
+            "CONNECT",
+            "get",
+        ] {
+            assert!(is_write(None, m), "{m}");
+            assert!(!is_write(Some(false), m), "{m}: a rule says");
+        }
     }
 
     #[test]

@@ -128,7 +128,21 @@ async fn writes_pause_while_the_primary_is_down_and_reads_go_on() {
         1.0
     );
     let before = primary.requests();
-    for m in ["POST", "PUT", "PATCH", "DELETE"] {
+    // every method but GET, HEAD, OPTIONS and TRACE is a write: WebDAV's and
+    // those rampart does not know too
+    let writes = [
+        "POST",
+        "PUT",
+        "PATCH",
+        "DELETE",
+        "PROPPATCH",
+        "MKCOL",
+        "MOVE",
+        "COPY",
+        "LOCK",
+        "PURGE",
+    ];
+    for m in writes {
         let (st, body, h) = send(&c, m, &url("/jobs")).await;
         assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{m}");
         assert_eq!(
@@ -153,7 +167,7 @@ async fn writes_pause_while_the_primary_is_down_and_reads_go_on() {
             &metrics,
             "rampart_listener_read_only_refused_total{listener=\"web\"}"
         ),
-        4.0
+        writes.len() as f64
     );
     let (_, listeners) = admin_get(admin, "/api/listeners").await;
     let v: Value = serde_json::from_str(&listeners).unwrap();
@@ -254,6 +268,86 @@ async fn the_operators_switch_survives_a_reload_and_a_restart() {
         .await
         .unwrap();
     assert!(out.contains("web: normal"), "{out}");
+    let (st, body, _) = send(&c, "POST", &url("/jobs")).await;
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "primary"));
+}
+
+/// A one-server primary whose breaker is HALF-OPEN (its trial request in
+/// flight) is not an empty pool: writes are not refused with the read-only
+/// answer while the trial runs (read-only mode would otherwise switch on for
+/// the length of every trial, and off again once it succeeded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breakers_trial_does_not_make_the_listener_read_only() {
+    let primary = Backend::start("primary", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let text = format!(
+        r#"[global]
+threads = 1
+access_log = "text"
+[admin]
+bind = "{admin}"
+[[listener]]
+name = "web"
+bind = ["{listen}"]
+mode = "http"
+pool = "primary"
+read_only_when = ["pool:primary"]
+read_only_message = "writes are paused"
+[[pool]]
+name = "primary"
+  [pool.breaker]
+  consecutive_failures = 1
+  ejection_time = "200ms"
+  max_ejected_percent = 100
+  on_5xx = true
+  [[pool.server]]
+  address = "{primary}"
+"#,
+        primary = primary.addr
+    );
+    let _p = Proxy::start(&text, &[listen]).await;
+    let c = client();
+    let url = |p: &str| format!("http://{listen}{p}");
+    let breaker = || async {
+        pool_view(admin, "primary").await["servers"][0]["breaker"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    // a 500 opens the breaker (on_5xx, one failure)
+    let (st, _, _) = send(&c, "GET", &url("/status?code=500")).await;
+    assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(breaker().await, "open");
+    // once ejection_time is up, a GET is the trial; it is held at the server
+    // (until then a GET is answered 503 at once, and another is sent)
+    let trial = loop {
+        let c2 = c.clone();
+        let u = url("/slow?ms=3000");
+        let t = tokio::spawn(async move { send(&c2, "GET", &u).await });
+        wait_for(
+            Duration::from_secs(5),
+            "a GET at the server or answered",
+            || primary.stats.active.load(Ordering::SeqCst) == 1 || t.is_finished(),
+        )
+        .await;
+        if primary.stats.active.load(Ordering::SeqCst) == 1 {
+            break t;
+        }
+        let (st, _, _) = t.await.unwrap();
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "before the trial");
+    };
+    assert_eq!(breaker().await, "half-open");
+    // a write meanwhile is not refused as in read-only mode (the server is
+    // busy with its trial: no server takes it now)
+    let (st, body, _) = send(&c, "POST", &url("/jobs")).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(!body.contains("writes are paused"), "{body}");
+    let l: Value = serde_json::from_str(&admin_get(admin, "/api/listeners").await.1).unwrap();
+    assert_eq!(l[0]["read_only_refused"], 0, "{l}");
+    // the trial succeeds, the breaker closes, writes reach the server
+    let (st, body, _) = trial.await.unwrap();
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "primary"));
+    assert_eq!(breaker().await, "closed");
     let (st, body, _) = send(&c, "POST", &url("/jobs")).await;
     assert_eq!((st, body.as_str()), (StatusCode::OK, "primary"));
 }

@@ -17,8 +17,9 @@ use crate::config::{Balance, HashKey};
 use crate::limits::ListenerShared;
 use crate::plane::Plane;
 use crate::pool::balance::hash_parts;
+use crate::pool::breaker::BreakerState;
 use crate::pool::circuit::Admit;
-use crate::pool::{Pool, Server, ServerGuard};
+use crate::pool::{AdminState, Health, Pool, Server, ServerGuard};
 use crate::rules::Priority;
 use crate::rules::{is_write, Applied, Outcome, ReadOnly, RequestView, RuleEdits, Terminal};
 use crate::upstream::UpstreamError;
@@ -219,7 +220,7 @@ fn read_only<'a>(
         ro.when.iter().find_map(|&i| {
             snap.pools
                 .get(i)
-                .filter(|p| p.eligible_count() == 0)
+                .filter(|p| !has_eligible(p))
                 .map(|p| Why::Empty(&p.name))
         })
     };
@@ -232,6 +233,21 @@ fn read_only<'a>(
         }
     }
     None
+}
+
+/// Whether a pool of `read_only_when` has an eligible server: one that could
+/// take traffic now, or one whose breaker is HALF-OPEN (its single trial
+/// request in flight). A trial is not a failure: counted out, a pool of one
+/// server would switch read-only mode on for the length of every trial, and
+/// off again.
+fn has_eligible(p: &Pool) -> bool {
+    p.has_candidate(&[])
+        || p.servers.iter().any(|s| {
+            s.weight > 0
+                && s.state.health() == Health::Up
+                && s.state.admin() == AdminState::Ready
+                && s.state.breaker.state() == BreakerState::HalfOpen
+        })
 }
 
 /// Why writes are refused (formatted only where it is logged, not per request).
