@@ -601,6 +601,11 @@ pub fn parse_response<'b>(
     let (Some(version), Some(status)) = (resp.version, resp.code) else {
         return Err(RespError::Invalid(httparse::Error::Status));
     };
+    // httparse takes any three digits; 000 to 099 is no status (RFC 9110
+    // 15: 100 to 599, and hyper's client takes 100 to 999), and not passed on
+    if status < 100 {
+        return Err(RespError::Invalid(httparse::Error::Status));
+    }
     if (100..200).contains(&status) && status != 101 {
         return Err(RespError::Interim);
     }
@@ -1527,6 +1532,33 @@ mod tests {
             false,
         );
         assert_eq!(r.map(|r| r.map(|r| r.status)).ok(), Some(Some(101)));
+    }
+
+    #[test]
+    fn a_status_below_100_is_an_invalid_head() {
+        for head in [
+            &b"HTTP/1.1 000 Zero\r\ncontent-length: 2\r\n\r\nok"[..],
+            b"HTTP/1.1 099 Odd\r\ncontent-length: 2\r\n\r\nok",
+            b"HTTP/1.0 042 X\r\n\r\n",
+        ] {
+            let mut slots = header_slots();
+            assert!(
+                matches!(
+                    parse_response(head, &mut slots, false),
+                    Err(RespError::Invalid(httparse::Error::Status))
+                ),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        for (head, status) in [
+            (&b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"[..], 200),
+            (b"HTTP/1.1 999 Custom\r\ncontent-length: 0\r\n\r\n", 999),
+        ] {
+            let mut slots = header_slots();
+            let r = parse_response(head, &mut slots, false);
+            assert_eq!(r.map(|r| r.map(|r| r.status)).ok(), Some(Some(status)));
+        }
     }
 
     #[test]

@@ -157,6 +157,9 @@ async fn serve_script(mut s: TcpStream) {
             "/chunked-comma" => vec![w(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked,\r\n\r\n5\r\nhello\r\n0\r\n\r\n")],
             "/conflicting-length" => vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok")],
             "/garbage" => vec![w(b"HTTP/1.1 2OO OK\r\n\r\n")],
+            // three digits, but no status (hyper's client refuses them)
+            "/status-000" => vec![w(b"HTTP/1.1 000 Zero\r\ncontent-length: 2\r\n\r\nok")],
+            "/status-099" => vec![w(b"HTTP/1.1 099 Odd\r\ncontent-length: 2\r\n\r\nok")],
             "/length-list" => vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\nx-app: 1\r\n\r\nhello")],
             "/length-twice" => vec![w(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nx-app: 1\r\ncontent-length:  5\r\n\r\nhello")],
             "/extra" => vec![w(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA")],
@@ -389,7 +392,12 @@ async fn every_response_framing_passes_through() {
 async fn broken_responses_are_502_and_out_of_step_connections_are_not_reused() {
     let (p, listen, conns) = start("").await;
     let c = client();
-    for path in ["/conflicting-length", "/garbage"] {
+    for path in [
+        "/conflicting-length",
+        "/garbage",
+        "/status-000",
+        "/status-099",
+    ] {
         let (st, body) = get(&c, &format!("http://{listen}{path}")).await;
         assert_eq!(st, StatusCode::BAD_GATEWAY, "{path}: {body}");
         assert!(
