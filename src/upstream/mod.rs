@@ -144,9 +144,7 @@ pub async fn send(
                     // keep-alive race): the request never reached the application,
                     // so a replayable one goes again on a new connection.
                     (Some(again), UpstreamError::Reset { source, .. })
-                        if source.is_incomplete_message()
-                            || source.is_canceled()
-                            || source.is_closed() =>
+                        if keepalive_race(source) =>
                     {
                         req = again();
                     }
@@ -188,6 +186,37 @@ pub async fn send(
             unsent: None,
         }),
     }
+}
+
+/// Whether a request on a reused connection failed as one does when the
+/// server closed the idle connection as the request was written to it (the
+/// keep-alive race): hyper saw the answer cut off before it began, the
+/// connection closed, or the request canceled; or the server reset it, which
+/// hyper reports as an I/O error (ECONNRESET, EPIPE, ECONNABORTED), as the
+/// raw path takes any read error before an answer's first byte. A failure of
+/// the request's own body (`is_user`) is not the server's doing.
+fn keepalive_race(e: &hyper::Error) -> bool {
+    e.is_incomplete_message() || e.is_canceled() || e.is_closed() || (!e.is_user() && reset(e))
+}
+
+/// Whether `e`, or an error in its chain of sources, is the peer's reset of
+/// the connection.
+fn reset(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            ) {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
 }
 
 enum SendFailure {
@@ -287,6 +316,57 @@ impl Body for RespBody {
             RespBody::H1(b) => b.size_hint(),
             RespBody::H2(b) => b.size_hint(),
             RespBody::Raw(b) => b.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reset;
+    use std::io::{Error, ErrorKind};
+
+    /// An error wrapping its cause, as hyper's wraps an I/O error.
+    #[derive(Debug)]
+    struct Wrapped(Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "connection error: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_reset_anywhere_in_the_chain_is_the_keepalive_race() {
+        for kind in [
+            ErrorKind::ConnectionReset,
+            ErrorKind::BrokenPipe,
+            ErrorKind::ConnectionAborted,
+        ] {
+            assert!(reset(&Error::from(kind)), "{kind:?}");
+            assert!(reset(&Wrapped(Error::from(kind))), "{kind:?} wrapped");
+            assert!(
+                reset(&Wrapped(Error::from_raw_os_error(match kind {
+                    ErrorKind::ConnectionReset => libc::ECONNRESET,
+                    ErrorKind::BrokenPipe => libc::EPIPE,
+                    _ => libc::ECONNABORTED,
+                }))),
+                "{kind:?} from the OS"
+            );
+        }
+        for kind in [
+            ErrorKind::TimedOut,
+            ErrorKind::ConnectionRefused,
+            ErrorKind::InvalidData,
+            ErrorKind::Other,
+        ] {
+            assert!(!reset(&Error::from(kind)), "{kind:?}");
+            assert!(!reset(&Wrapped(Error::from(kind))), "{kind:?} wrapped");
         }
     }
 }
