@@ -1007,3 +1007,98 @@ async fn a_queued_request_is_served_by_a_pod_dns_adds() {
     assert_eq!((st, body.as_str()), (StatusCode::OK, "pod-b"));
     slow.abort();
 }
+
+/// An operator's maint (and weight) of a DNS member survives the member
+/// leaving the answer and coming back, as a pod that restarts leaves a
+/// headless Service while it is not ready. Before, it came back ready and took
+/// traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_in_maint_that_leaves_the_answer_comes_back_in_maint() {
+    let dns = TestDns::start("test.").await;
+    let (a, b) = two_pods().await;
+    let port = a.addr.port();
+    dns.set_ips("app", &[a.addr.ip(), b.addr.ip()], 1).await;
+    let listen = free_addr("127.0.0.1");
+    let admin = admin_addr_for(listen);
+    let cfg = dns_config(listen, dns.addr, "", "", &format!("app.test:{port}"));
+    let p = Proxy::start(&cfg, &[listen, admin]).await;
+    let b_addr = b.addr.to_string();
+    let b_of = |v: &serde_json::Value| {
+        v["servers"]
+            .as_array()
+            .and_then(|ss| ss.iter().find(|s| s["address"] == b_addr.as_str()))
+            .cloned()
+    };
+    p.wait_pool(Duration::from_secs(5), "app", "both members", |v| {
+        b_of(v).is_some()
+    })
+    .await;
+    let (st, body) = admin_post(
+        admin,
+        &format!("/api/pools/app/servers/{}", b.addr),
+        "{\"state\":\"maint\",\"weight\":7}",
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    // pod-b leaves the answer, then comes back
+    dns.set_ips("app", &[a.addr.ip()], 1).await;
+    p.wait_pool(Duration::from_secs(5), "app", "pod-b gone", |v| {
+        b_of(v).is_none()
+    })
+    .await;
+    dns.set_ips("app", &[a.addr.ip(), b.addr.ip()], 1).await;
+    let v = p
+        .wait_pool(Duration::from_secs(5), "app", "pod-b back", |v| {
+            b_of(v).is_some()
+        })
+        .await;
+    let back = b_of(&v).unwrap_or_default();
+    assert_eq!(back["admin"], "maint", "{back}");
+    assert_eq!(back["weight"], 7, "{back}");
+    let seen = tally(&bodies(&client(), &format!("http://{listen}/"), 10).await);
+    assert_eq!(seen.get("pod-b"), None, "{seen:?}");
+}
+
+/// The same across a restart: the state file's maint of a DNS member that is
+/// not in the answer at start-up applies when it appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_maint_applies_to_a_member_that_appears_after_start() {
+    let dns = TestDns::start("test.").await;
+    let (a, b) = two_pods().await;
+    let port = a.addr.port();
+    dns.set_ips("app", &[a.addr.ip()], 1).await;
+    let dir = temp_dir("dns-saved-maint");
+    let state = dir.join("state.json");
+    std::fs::write(
+        &state,
+        serde_json::json!({
+            "version": 1,
+            "servers": [{"pool": "app", "address": b.addr.to_string(),
+                         "admin": "maint", "weight": null, "health": "UP"}],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let listen = free_addr("127.0.0.1");
+    let admin = admin_addr_for(listen);
+    let cfg = dns_config(listen, dns.addr, "", "", &format!("app.test:{port}")).replace(
+        "[global]\n",
+        &format!("[global]\nstate_file = \"{}\"\n", state.display()),
+    );
+    let p = Proxy::start(&cfg, &[listen, admin]).await;
+    dns.set_ips("app", &[a.addr.ip(), b.addr.ip()], 1).await;
+    let b_addr = b.addr.to_string();
+    let v = p
+        .wait_pool(Duration::from_secs(5), "app", "pod-b in the answer", |v| {
+            v["servers"].as_array().is_some_and(|s| s.len() == 2)
+        })
+        .await;
+    let back = v["servers"]
+        .as_array()
+        .and_then(|ss| ss.iter().find(|s| s["address"] == b_addr.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(back["admin"], "maint", "{back}");
+    drop(p);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -97,6 +97,10 @@ pub struct Control {
     /// What the state file held at start: kept for servers that are not members
     /// right now.
     saved: statefile::StateFile,
+    /// An operator's drain, maint or weight of DNS members that left their
+    /// pool's answer, by (pool, address): given back if they return (a pod
+    /// that restarts leaves the headless Service while it is not ready).
+    departed: HashMap<(String, std::net::SocketAddr), (AdminState, Option<u32>)>,
     /// Numbers the state file writes, which finish off this task in any order.
     save_seq: u64,
     dirty: bool,
@@ -153,6 +157,7 @@ impl Control {
             watches,
             listeners,
             saved: statefile::StateFile::default(),
+            departed: HashMap::new(),
             save_seq: 0,
             dirty: false,
             first_checks: HashMap::new(),
@@ -382,6 +387,26 @@ impl Control {
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let new_pool = Arc::new(r.pool);
+        // members that left take the operator's say with them, and get it back
+        // if they return (before anything can pick them)
+        for s in &r.removed {
+            let (admin, weight) = (s.state.admin(), s.state.weight_override());
+            if admin != AdminState::Ready || weight.is_some() {
+                self.departed
+                    .insert((key.pool.clone(), s.addr), (admin, weight));
+            }
+        }
+        let mut reweighted = false;
+        for s in &r.added {
+            if let Some((admin, weight)) = self.departed.remove(&(key.pool.clone(), s.addr)) {
+                s.state.set_admin(admin, false);
+                if weight.is_some() {
+                    s.state.set_weight_override(weight);
+                    reweighted = true;
+                }
+                tracing::info!(pool = %key.pool, server = %s.id, admin = admin.as_str(), ?weight, "a member back in the answer keeps the operator's state");
+            }
+        }
         for (addr, report) in checked {
             if let Some(s) = r.added.iter().find(|s| s.addr == addr) {
                 self.health.seed(&new_pool, s, report);
@@ -394,6 +419,10 @@ impl Control {
             .store(Arc::new(cur.with_pool(Arc::clone(&new_pool))));
         self.members_changed(&new_pool, &r.added, &r.removed);
         self.health.members_changed(&new_pool, &r.added, &r.removed);
+        if reweighted {
+            // an override reaches the balancer with a rebuild
+            self.rebuild_pool(&key.pool);
+        }
         self.dirty = true;
     }
 
@@ -717,6 +746,8 @@ impl Control {
             self.clear_overrides_of_changed_weights(&old_cfg, &new, &cur);
         }
         let wanted: HashSet<DnsKey> = crate::discovery::targets(&new).into_iter().collect();
+        self.departed
+            .retain(|(pool, _), _| wanted.iter().any(|k| k.pool == *pool));
         self.discovered.retain(|k, _| wanted.contains(k));
         self.first_checks.retain(|k, _| wanted.contains(k));
 
@@ -725,6 +756,11 @@ impl Control {
             let n = statefile::restore(&snap, &saved);
             if n > 0 {
                 tracing::info!(servers = n, "restored server states from the state file");
+            }
+            // the operator's say on members not in their answer now, for when
+            // they are
+            for (pool, addr, admin, weight) in statefile::absent_operator_states(&snap, &saved) {
+                self.departed.insert((pool, addr), (admin, weight));
             }
             // rebuild so restored weights reach the balancers
             snap = Snapshot::build(&new, Some(&snap), &self.discovered, snap.generation);
