@@ -1145,3 +1145,90 @@ async fn an_upload_past_the_fast_path_gets_a_long_answer_whole_and_in_order() {
         );
     }
 }
+
+/// Reads from `c` until a response head is in; all that was read.
+async fn read_head(c: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// The keep-alive race: a server closes a kept-alive connection just as a
+/// request goes out on it (its idle timeout is shorter than ours). A request
+/// that may not be replayed (a POST) fails with 502, as nothing says it did not
+/// reach the application; but the server did nothing wrong, and its breaker
+/// (here ejecting at the first failure) does not count it. Before, each such
+/// race counted as a failure, and a burst after a server's idle sweep ejected a
+/// healthy server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keepalive_race_is_not_held_against_the_server() {
+    let sink = tokio::net::TcpListener::bind(free_addr("127.0.0.2"))
+        .await
+        .unwrap();
+    let backend = sink.local_addr().unwrap();
+    // answers a connection's first request, kept alive, and closes it when the
+    // next one comes
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = sink.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    let listen = free_addr("127.0.0.1");
+    let p = Proxy::start(
+        &http_config(
+            listen,
+            "[pool.breaker]\nconsecutive_failures = 1\nmax_ejected_percent = 100",
+            &[(backend, 1)],
+        ),
+        &[listen],
+    )
+    .await;
+    // a short body (the fast path) and a chunked one (hyper's client, whose
+    // idle connections are its own): each after a request of its path
+    let short = "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+    let chunked =
+        "POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    for (first, post) in [
+        ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", short),
+        (chunked, chunked),
+    ] {
+        let mut c = TcpStream::connect(listen).await.unwrap();
+        // the first request leaves a kept-alive connection in the pool
+        c.write_all(first.as_bytes()).await.unwrap();
+        let answer = read_head(&mut c).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // the POST goes out on it, and the server closes it
+        c.write_all(post.as_bytes()).await.unwrap();
+        let second = read_head(&mut c).await;
+        assert!(second.starts_with("HTTP/1.1 502"), "{second}");
+        let v = p
+            .wait_pool(Duration::from_secs(5), "api", "the 502 counted", |v| {
+                v["servers"][0]["response_errors"].as_u64() >= Some(1)
+            })
+            .await;
+        let server = &v["servers"][0];
+        assert_eq!(server["breaker"], "closed", "{server}");
+        assert_eq!(server["ejections"], 0, "{server}");
+        // and the server still takes requests
+        let (st, body) = get(&client(), &format!("http://{listen}/")).await;
+        assert_eq!((st, body.as_str()), (StatusCode::OK, "ok"), "{post}");
+    }
+}

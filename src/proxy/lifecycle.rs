@@ -294,6 +294,11 @@ pub fn hash_ip(ip: IpAddr) -> u64 {
     }
 }
 
+/// The keep-alive race: neither the server's nor the pool's failure.
+fn err_is_idle_race(e: &ProxyError) -> bool {
+    matches!(e, ProxyError::Upstream(u) if u.is_idle_race())
+}
+
 /// Where one request stands in its pool.
 pub struct Lifecycle {
     pub pool: Arc<Pool>,
@@ -472,7 +477,7 @@ impl Lifecycle {
     ) -> Result<(), GiveUp> {
         let idx = guard.index();
         let client_fault = error.is_client_fault();
-        if !client_fault {
+        if !client_fault && !error.is_idle_race() {
             guard.failure();
         }
         // (the budget is asked last: a retry that cannot be made spends nothing)
@@ -484,7 +489,7 @@ impl Lifecycle {
         let err = ProxyError::Upstream(error);
         err.count_server(&self.pool.servers[idx]);
         if !again {
-            if !client_fault {
+            if !client_fault && !err_is_idle_race(&err) {
                 self.outcome(false);
             }
             return Err(GiveUp {

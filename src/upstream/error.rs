@@ -43,6 +43,17 @@ pub enum UpstreamError {
     },
     #[error("{addr} closed the connection before responding")]
     Closed { addr: SocketAddr },
+    /// A kept-alive connection the server closed as the request went out on
+    /// it (its idle timeout, shorter than ours): nothing says the request
+    /// reached the application, nor that it did not, so one that may not be
+    /// replayed fails; but the server did nothing wrong, and its breaker does
+    /// not count it.
+    #[error("{addr} closed a kept-alive connection as the request was sent on it: {source}")]
+    IdleRace {
+        addr: SocketAddr,
+        #[source]
+        source: Box<UpstreamError>,
+    },
     #[error("{addr} failed while responding: {source}")]
     Io {
         addr: SocketAddr,
@@ -83,6 +94,11 @@ impl UpstreamError {
                 | UpstreamError::H2NoStreams { .. }
                 | UpstreamError::H2Handshake { .. }
         )
+    }
+
+    /// The keep-alive race (`IdleRace`): not the server's failure.
+    pub fn is_idle_race(&self) -> bool {
+        matches!(self, UpstreamError::IdleRace { .. })
     }
 
     /// Was it the client's side that failed (its request body broke off)? Then the

@@ -148,6 +148,17 @@ pub async fn send(
                     {
                         req = again();
                     }
+                    // ... and one that may not be replayed fails, but not as
+                    // the server's fault
+                    (None, UpstreamError::Reset { source, .. }) if keepalive_race(source) => {
+                        return Err(SendError {
+                            error: UpstreamError::IdleRace {
+                                addr: server.addr,
+                                source: Box::new(error),
+                            },
+                            unsent: None,
+                        })
+                    }
                     _ => {
                         return Err(SendError {
                             error,

@@ -65,7 +65,13 @@ pub async fn send_raw(
             }
             Err(RawFailure::Unsent) => {}
             Err(RawFailure::NoAnswer(_)) if replayable => {}
-            Err(RawFailure::NoAnswer(e) | RawFailure::Failed(e)) => return Err(e),
+            Err(RawFailure::NoAnswer(e)) => {
+                return Err(UpstreamError::IdleRace {
+                    addr: server.addr,
+                    source: Box::new(e),
+                })
+            }
+            Err(RawFailure::Failed(e)) => return Err(e),
         }
     }
     let started = Instant::now();
