@@ -198,6 +198,7 @@ impl Discovery {
                 .await;
                 let mut found = Vec::new();
                 let mut partial = None;
+                let heaviest = srvs.iter().map(|s| s.weight).max().unwrap_or(0);
                 for (srv, addrs) in srvs.iter().zip(targets) {
                     let (ips, t, p) = match addrs {
                         Ok(x) => x,
@@ -212,7 +213,7 @@ impl Discovery {
                     for ip in ips {
                         found.push(Found {
                             addr: SocketAddr::new(ip, srv.port),
-                            weight: Some(srv_weight(srv.weight)),
+                            weight: Some(srv_weight(srv.weight, heaviest)),
                             backup: srv.priority > best,
                         });
                     }
@@ -382,9 +383,16 @@ fn classify(e: hickory_resolver::net::NetError) -> LookupError {
 }
 
 /// SRV weights are 0..=65535; ours are 1..=256 (an SRV weight of 0 still gets a
-/// little traffic, as RFC 2782 asks).
-fn srv_weight(w: u16) -> u32 {
-    u32::from(w).clamp(1, 256)
+/// little traffic, as RFC 2782 asks). Weights above 256 are scaled down with
+/// the heaviest of the answer, so their ratios hold (1000:100 stays 10:1, not
+/// 256:100).
+fn srv_weight(w: u16, heaviest: u16) -> u32 {
+    let w = u32::from(w);
+    let heaviest = u32::from(heaviest);
+    if heaviest <= 256 {
+        return w.max(1);
+    }
+    ((w * 256 + heaviest / 2) / heaviest).clamp(1, 256)
 }
 
 /// When to look again: the TTL clamped to [min, max], minus up to 10% jitter so the
@@ -884,8 +892,13 @@ mod tests {
 
     #[test]
     fn srv_weights_map_into_range() {
-        assert_eq!(srv_weight(0), 1);
-        assert_eq!(srv_weight(10), 10);
-        assert_eq!(srv_weight(60000), 256);
+        assert_eq!(srv_weight(0, 10), 1);
+        assert_eq!(srv_weight(10, 10), 10);
+        assert_eq!(srv_weight(60000, 60000), 256);
+        // above 256 the ratios hold
+        assert_eq!(srv_weight(1000, 1000), 256);
+        assert_eq!(srv_weight(100, 1000), 26);
+        assert_eq!(srv_weight(1, 65535), 1);
+        assert_eq!(srv_weight(65535, 65535), 256);
     }
 }

@@ -602,10 +602,15 @@ pub fn members(pc: &PoolConfig, discovered: &Discovered) -> Vec<MemberSpec> {
                         out.push(MemberSpec {
                             addr: f.addr,
                             name: None,
-                            // an SRV weight scales the entry's weight
-                            weight: f
-                                .weight
-                                .map_or(s.weight, |w| w.min(crate::config::MAX_WEIGHT)),
+                            // an SRV record's weight replaces the entry's (the
+                            // records split the traffic among their targets),
+                            // but an entry of weight 0 takes none, whatever
+                            // its records say
+                            weight: match (s.weight, f.weight) {
+                                (0, _) => 0,
+                                (w, None) => w,
+                                (_, Some(w)) => w.min(crate::config::MAX_WEIGHT),
+                            },
                             backup: s.backup || f.backup,
                             source: Some(Arc::clone(&source)),
                         });
@@ -759,6 +764,37 @@ mod tests {
         };
         assert_eq!(view(a), view(b), "{why}");
         assert!(a.balancer() == b.balancer(), "{why}: balancers differ");
+    }
+
+    /// An SRV record's weight replaces its entry's, except that an entry of
+    /// weight 0 (taken out of traffic in the config) stays out.
+    #[test]
+    fn srv_weights_replace_the_entrys_but_not_a_zero() {
+        for (entry, want) in [(3, 7), (0, 0)] {
+            let text = format!(
+                "[[listener]]\nname = \"l\"\nbind = [\"127.0.0.1:1\"]\nmode = \"http\"\npool = \"p\"\n\
+                 [[pool]]\nname = \"p\"\n\
+                 [[pool.server]]\naddress = \"_http._tcp.svc.test\"\nweight = {entry}\n"
+            );
+            let cfg = crate::config::parse(&text, "t.toml").unwrap();
+            let pc = &cfg.pools[0];
+            let ServerAddr::Dns(d) = &pc.servers[0].address else {
+                unreachable!()
+            };
+            let mut found = Discovered::new();
+            found.insert(
+                dns_key(pc, d),
+                vec![Found {
+                    addr: SocketAddr::from(([127, 3, 0, 1], 8000)),
+                    weight: Some(7),
+                    backup: false,
+                }]
+                .into(),
+            );
+            let m = members(pc, &found);
+            assert_eq!(m.len(), 1);
+            assert_eq!(m[0].weight, want, "entry weight {entry}");
+        }
     }
 
     #[test]
