@@ -537,8 +537,27 @@ impl ListenerSet {
                 // connections start with delayed acknowledgements or not
                 // (`quickack`): set after listen(), which resets it
                 let delay = l.mode == Mode::Http && l.tls.is_none() && l.proxy_protocol.is_none();
-                if let Some(sockets) = self.inherited.remove(&addr) {
+                if let Some(mut sockets) = self.inherited.remove(&addr) {
                     tracing::info!(listener = %l.name, %addr, sockets = sockets.len(), "listening on sockets taken over from the old process");
+                    // more workers than the old process had: each gets a
+                    // socket of its own when the old ones share their port
+                    // (SO_REUSEPORT); else the others never accept here
+                    let shared = sockets
+                        .first()
+                        .is_some_and(|s| socket2::SockRef::from(s).reuse_port().unwrap_or(false));
+                    while sockets.len() < self.workers.len() {
+                        if !shared {
+                            tracing::warn!(listener = %l.name, %addr, sockets = sockets.len(), workers = self.workers.len(), "fewer inherited sockets than worker threads, and they are not SO_REUSEPORT: the other threads do not accept here until a restart");
+                            break;
+                        }
+                        match bind(addr, true) {
+                            Ok(s) => sockets.push(s),
+                            Err(e) => {
+                                tracing::warn!(listener = %l.name, %addr, error = %e, "cannot add a socket for a new worker thread; the inherited ones serve");
+                                break;
+                            }
+                        }
+                    }
                     for s in &sockets {
                         quickack(&socket2::SockRef::from(s), !delay);
                     }

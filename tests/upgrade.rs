@@ -326,3 +326,57 @@ async fn quota_counts_cross_an_upgrade_without_a_state_file() {
     let v: Value = serde_json::from_str(&q).unwrap();
     assert_eq!(v[0]["used"], 100, "{v}");
 }
+
+/// The listening sockets on `addr` (each once, whoever holds it), from
+/// /proc/net/tcp.
+fn listening_sockets(addr: SocketAddr) -> usize {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 only")
+    };
+    let want = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1] == want && f[3] == "0A"
+        })
+        .count()
+}
+
+/// An upgrade whose config asks for more threads gives each new worker a
+/// socket of its own on the addresses it takes over (they share their port):
+/// before, only the inherited sockets' count of workers accepted there until
+/// a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_to_more_threads_gives_every_worker_a_socket() {
+    let (a, _b) = two_pods().await;
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let mut p = Proxy::start(&config(listen, admin, &[a.addr], None), &[listen, admin]).await;
+    assert_eq!(listening_sockets(listen), 2);
+    let text = std::fs::read_to_string(&p.config).unwrap();
+    std::fs::write(&p.config, text.replace("threads = 2", "threads = 4")).unwrap();
+    let out = std::process::Command::new(rampart_bin())
+        .args(["upgrade", "--admin", &format!("http://{admin}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", p.stderr());
+    let said = String::from_utf8_lossy(&out.stdout);
+    let new_pid: u32 = said
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    let _kill = KillPid(new_pid);
+    assert!(p.wait_exit(Duration::from_secs(10)).await.success());
+    assert_eq!(listening_sockets(listen), 4);
+    assert_eq!(
+        get(&client(), &format!("http://{listen}/")).await.1,
+        "pod-a"
+    );
+}
