@@ -152,7 +152,7 @@ pub fn import(src: &str, file: &str) -> Imported {
             Kind::Frontend => {
                 let li = im.new_listener(&sec.name);
                 im.mapped(&head, "a [[listener]]");
-                let mut acls = rules::section_acls(&sec.lines);
+                let mut acls = Importer::section_acls(&sec.lines);
                 for l in old_style_bind(sec).iter().chain(&sec.lines) {
                     if !im.frontend_line(l, li, &mut acls, None) {
                         im.other_line(l);
@@ -163,7 +163,7 @@ pub fn import(src: &str, file: &str) -> Imported {
                 let name = im.unique_pool_name(&sec.name);
                 let pi = im.new_pool(&name);
                 im.mapped(&head, "a [[pool]]");
-                let mut acls = rules::section_acls(&sec.lines);
+                let mut acls = Importer::section_acls(&sec.lines);
                 for l in &sec.lines {
                     if l.words[0] == "mode" {
                         if l.words.get(1).map(String::as_str) == Some("http") {
@@ -205,7 +205,7 @@ pub fn import(src: &str, file: &str) -> Imported {
                 let pi = im.new_pool(&name);
                 im.wanted.push((li, None, name.clone(), im.report.len()));
                 im.mapped(&head, "a [[listener]] and a [[pool]] of the same name");
-                let mut acls = rules::section_acls(&sec.lines);
+                let mut acls = Importer::section_acls(&sec.lines);
                 for l in old_style_bind(sec).iter().chain(&sec.lines) {
                     if l.words[0] == "stats" {
                         im.stats_line(l);

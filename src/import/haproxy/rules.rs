@@ -556,17 +556,19 @@ impl Importer {
     }
 }
 
-/// A section's named ACLs, every line of each name ORed (HAProxy adds a
-/// line to its name's ACL wherever it is, so one after a rule that uses the
-/// name counts for that rule too).
-pub(super) fn section_acls(lines: &[Line]) -> Acls {
-    let mut acls = Acls::new();
-    for l in lines {
-        if l.words.len() > 2 && l.words[0] == "acl" {
-            cond::add_acl(&mut acls, &l.words[1], &l.words[2..]);
+impl Importer {
+    /// A section's named ACLs, every line of each name ORed (HAProxy adds a
+    /// line to its name's ACL wherever it is, so one after a rule that uses
+    /// the name counts for that rule too).
+    pub(super) fn section_acls(lines: &[Line]) -> Acls {
+        let mut acls = Acls::new();
+        for l in lines {
+            if l.words.len() > 2 && l.words[0] == "acl" {
+                cond::add_acl(&mut acls, &l.words[1], &l.words[2..]);
+            }
         }
+        acls
     }
-    acls
 }
 
 /// Where a section's rules go.
