@@ -1102,3 +1102,32 @@ async fn a_saved_maint_applies_to_a_member_that_appears_after_start() {
     drop(p);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A pod DNS adds to a serving pool ramps up over slow_start, as one that
+/// comes back UP does (and as HAProxy ramps a server it resolves): it is not
+/// handed its full share the moment it appears, cold caches and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_dns_adds_ramps_up_over_slow_start() {
+    let dns = TestDns::start("test.").await;
+    let (a, b) = two_pods().await;
+    let port = a.addr.port();
+    dns.set_ips("app", &[a.addr.ip()], 1).await;
+    let listen = free_addr("127.0.0.1");
+    let cfg = dns_config(
+        listen,
+        dns.addr,
+        "",
+        "slow_start = \"60s\"",
+        &format!("app.test:{port}"),
+    );
+    let p = Proxy::start(&cfg, &[listen, admin_addr_for(listen)]).await;
+    dns.set_ips("app", &[a.addr.ip(), b.addr.ip()], 1).await;
+    p.wait_pool(Duration::from_secs(5), "app", "pod-b in the pool", |v| {
+        v["servers"].as_array().is_some_and(|s| s.len() == 2)
+    })
+    .await;
+    // seconds into a 60 s ramp: pod-b's share is a few percent, not half
+    let seen = tally(&bodies(&client(), &format!("http://{listen}/"), 60).await);
+    let to_b = seen.get("pod-b").copied().unwrap_or(0);
+    assert!(to_b < 15, "pod-b took {to_b} of 60 at once: {seen:?}");
+}

@@ -397,7 +397,10 @@ impl Control {
             }
         }
         let mut reweighted = false;
+        let now = crate::clock::now_ms();
         for s in &r.added {
+            // a member that joins a serving pool ramps up (slow_start)
+            s.state.ramp_from_next_up(now);
             if let Some((admin, weight)) = self.departed.remove(&(key.pool.clone(), s.addr)) {
                 s.state.set_admin(admin, false);
                 if weight.is_some() {

@@ -64,6 +64,9 @@ pub struct ServerState {
     health: AtomicU8,
     /// `clock::now_ms()` when the server last came back UP from DOWN (slow start).
     up_since: AtomicU64,
+    /// Its next UP starts a slow-start ramp too, from UNKNOWN: a member DNS
+    /// added while serving, or one leaving maintenance (HAProxy ramps both).
+    ramp_at_up: std::sync::atomic::AtomicBool,
     /// Set when the member left its pool (DNS, reload): its idle connections
     /// are closed.
     retired: std::sync::atomic::AtomicBool,
@@ -197,6 +200,7 @@ impl ServerState {
             checks: Checks::default(),
             health: AtomicU8::new(initial as u8),
             up_since: AtomicU64::new(0),
+            ramp_at_up: std::sync::atomic::AtomicBool::new(false),
             retired: std::sync::atomic::AtomicBool::new(false),
             admin: AtomicU8::new(AdminState::Ready as u8),
             weight_override: AtomicU32::new(NO_WEIGHT),
@@ -238,7 +242,7 @@ impl ServerState {
         }
         if h == Health::Up {
             self.went_up.fetch_add(1, Ordering::Relaxed);
-            if old == Health::Down as u8 {
+            if old == Health::Down as u8 || self.ramp_at_up.swap(false, Ordering::AcqRel) {
                 self.up_since.store(now, Ordering::Release);
             }
         }
@@ -276,10 +280,23 @@ impl ServerState {
             if a == AdminState::Maint {
                 self.set_health(Health::Unknown, clock::now_ms());
             } else if was == AdminState::Maint as u8 {
+                self.ramp_from_next_up(clock::now_ms());
                 self.checks.now.notify_one();
             }
+        } else if was == AdminState::Maint as u8 {
+            self.ramp_from_next_up(clock::now_ms());
         }
         true
+    }
+
+    /// Slow start for a server that joins the traffic now: a ramp from `now`
+    /// if it is UP, else from its first UP.
+    pub fn ramp_from_next_up(&self, now: u64) {
+        if self.health() == Health::Up {
+            self.up_since.store(now, Ordering::Release);
+        } else {
+            self.ramp_at_up.store(true, Ordering::Release);
+        }
     }
 
     /// What a new process takes over (binary upgrade).
