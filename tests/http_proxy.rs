@@ -1158,21 +1158,13 @@ async fn read_head(c: &mut TcpStream) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
-/// The keep-alive race: a server closes a kept-alive connection just as a
-/// request goes out on it (its idle timeout is shorter than ours). A request
-/// that may not be replayed (a POST) fails with 502, as nothing says it did not
-/// reach the application; but the server did nothing wrong, and its breaker
-/// (here ejecting at the first failure) does not count it. Before, each such
-/// race counted as a failure, and a burst after a server's idle sweep ejected a
-/// healthy server.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_keepalive_race_is_not_held_against_the_server() {
+/// A server that answers a connection's first request, kept alive, and closes
+/// the connection `after` the next one comes.
+async fn closes_the_next_request(after: Duration) -> SocketAddr {
     let sink = tokio::net::TcpListener::bind(free_addr("127.0.0.2"))
         .await
         .unwrap();
     let backend = sink.local_addr().unwrap();
-    // answers a connection's first request, kept alive, and closes it when the
-    // next one comes
     tokio::spawn(async move {
         while let Ok((mut s, _)) = sink.accept().await {
             tokio::spawn(async move {
@@ -1188,9 +1180,23 @@ async fn the_keepalive_race_is_not_held_against_the_server() {
                     .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                     .await;
                 let _ = s.read(&mut buf).await;
+                tokio::time::sleep(after).await;
             });
         }
     });
+    backend
+}
+
+/// The keep-alive race: a server closes a kept-alive connection just as a
+/// request goes out on it (its idle timeout is shorter than ours). A request
+/// that may not be replayed (a POST) fails with 502, as nothing says it did not
+/// reach the application; but the server did nothing wrong, and its breaker
+/// (here ejecting at the first failure) does not count it. Before, each such
+/// race counted as a failure, and a burst after a server's idle sweep ejected a
+/// healthy server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keepalive_race_is_not_held_against_the_server() {
+    let backend = closes_the_next_request(Duration::ZERO).await;
     let listen = free_addr("127.0.0.1");
     let p = Proxy::start(
         &http_config(
@@ -1231,4 +1237,38 @@ async fn the_keepalive_race_is_not_held_against_the_server() {
         let (st, body) = get(&client(), &format!("http://{listen}/")).await;
         assert_eq!((st, body.as_str()), (StatusCode::OK, "ok"), "{post}");
     }
+}
+
+/// ... but a server that takes the request and fails while handling it (here,
+/// closes 300 ms later: a crash) is the server's failure, counted by its
+/// breaker as nginx counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_fails_after_taking_a_request_is_counted() {
+    let backend = closes_the_next_request(Duration::from_millis(300)).await;
+    let listen = free_addr("127.0.0.1");
+    let p = Proxy::start(
+        &http_config(
+            listen,
+            "[pool.breaker]\nconsecutive_failures = 1\nmax_ejected_percent = 100",
+            &[(backend, 1)],
+        ),
+        &[listen],
+    )
+    .await;
+    let mut c = TcpStream::connect(listen).await.unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_head(&mut c).await.starts_with("HTTP/1.1 200"));
+    c.write_all(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let second = read_head(&mut c).await;
+    assert!(second.starts_with("HTTP/1.1 502"), "{second}");
+    let v = p
+        .wait_pool(Duration::from_secs(5), "api", "the server ejected", |v| {
+            v["servers"][0]["ejections"].as_u64() >= Some(1)
+        })
+        .await;
+    assert_eq!(v["servers"][0]["breaker"], "open", "{v}");
 }

@@ -80,6 +80,12 @@ pub enum UpstreamError {
     },
 }
 
+/// How soon after a request went out on a kept-alive connection its close or
+/// reset is taken for the keep-alive race (the server's close crossed the
+/// request: about a round trip) rather than a server that failed while
+/// handling it (a crash takes the breaker's count, as with nginx).
+pub const RACE_WINDOW: Duration = Duration::from_millis(50);
+
 impl UpstreamError {
     /// Did the failure happen while establishing the connection?
     pub fn is_connect(&self) -> bool {

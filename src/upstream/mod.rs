@@ -136,6 +136,7 @@ pub async fn send(
         // half dead) is abandoned rather than waited for.
         let ready = tokio::time::timeout(pool.connect_timeout, sender.ready()).await;
         if matches!(ready, Ok(Ok(()))) {
+            let sent = Instant::now();
             match send_on(pool, server, &mut sender, req).await {
                 Ok(response) => return Ok(h1_exchange(response, sender, Duration::ZERO)),
                 Err(SendFailure::Unsent(r)) => req = *r,
@@ -150,7 +151,9 @@ pub async fn send(
                     }
                     // ... and one that may not be replayed fails, but not as
                     // the server's fault
-                    (None, UpstreamError::Reset { source, .. }) if keepalive_race(source) => {
+                    (None, UpstreamError::Reset { source, .. })
+                        if keepalive_race(source) && sent.elapsed() <= error::RACE_WINDOW =>
+                    {
                         return Err(SendError {
                             error: UpstreamError::IdleRace {
                                 addr: server.addr,

@@ -55,6 +55,7 @@ pub async fn send_raw(
     replayable: bool,
 ) -> Result<RawExchange, UpstreamError> {
     if let Some(mut stream) = take_idle_raw(&server.state) {
+        let sent = Instant::now();
         match exchange_raw(&mut stream, server.addr, req, pool.server_timeout).await {
             Ok(buf) => {
                 return Ok(RawExchange {
@@ -65,12 +66,13 @@ pub async fn send_raw(
             }
             Err(RawFailure::Unsent) => {}
             Err(RawFailure::NoAnswer(_)) if replayable => {}
-            Err(RawFailure::NoAnswer(e)) => {
+            Err(RawFailure::NoAnswer(e)) if sent.elapsed() <= super::error::RACE_WINDOW => {
                 return Err(UpstreamError::IdleRace {
                     addr: server.addr,
                     source: Box::new(e),
                 })
             }
+            Err(RawFailure::NoAnswer(e)) => return Err(e),
             Err(RawFailure::Failed(e)) => return Err(e),
         }
     }
