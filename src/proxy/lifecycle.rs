@@ -306,7 +306,8 @@ pub struct Lifecycle {
     /// Servers already tried (by index in `pool`).
     tried: Vec<usize>,
     /// The last failed attempt: what the client hears if no server is left.
-    last: Option<(ProxyError, usize)>,
+    /// (The server is None when it left the pool while the request waited.)
+    last: Option<(ProxyError, Option<usize>)>,
     /// Its class in the pool's queue.
     priority: Priority,
     /// The pool circuit's say on this request: None before the first acquire,
@@ -416,10 +417,11 @@ impl Lifecycle {
                     // what it tried is in the new pool's indices from now on
                     let new = Arc::clone(g.pool());
                     self.tried = self.pool.remap(&new, &self.tried);
-                    self.last = self
-                        .last
-                        .take()
-                        .and_then(|(err, i)| Some((err, *self.pool.remap(&new, &[i]).first()?)));
+                    let pool = &self.pool;
+                    self.last = self.last.take().map(|(err, i)| {
+                        let i = i.and_then(|i| pool.remap(&new, &[i]).first().copied());
+                        (err, i)
+                    });
                     self.pool = new;
                 }
                 g.server()
@@ -430,12 +432,9 @@ impl Lifecycle {
                 Ok(g)
             }
             Err(pick) => Err(match self.last.take() {
-                Some((err, i)) => {
+                Some((err, server)) => {
                     self.outcome(false);
-                    GiveUp {
-                        err,
-                        server: Some(i),
-                    }
+                    GiveUp { err, server }
                 }
                 None => GiveUp {
                     err: pick.into(),
@@ -449,10 +448,7 @@ impl Lifecycle {
     /// about the last failed attempt.
     pub fn abandon(&mut self) -> GiveUp {
         match self.last.take() {
-            Some((err, i)) => GiveUp {
-                err,
-                server: Some(i),
-            },
+            Some((err, server)) => GiveUp { err, server },
             None => GiveUp {
                 err: crate::pool::PickError::NoServer.into(),
                 server: None,
@@ -499,7 +495,7 @@ impl Lifecycle {
         }
         tracing::debug!(pool = %self.pool.name, server = %self.pool.servers[idx].id, error = %err, "retrying on another server");
         self.note_retry(idx);
-        self.last = Some((err, idx));
+        self.last = Some((err, Some(idx)));
         Ok(())
     }
 

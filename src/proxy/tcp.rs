@@ -83,12 +83,11 @@ pub async fn serve<S>(
                 return;
             }
         };
-        // (a session that waited in the queue through a change of the pool
-        // holds a slot in the pool in force)
-        let current = Arc::clone(guard.pool());
-        let server = &current.servers[guard.index()];
+        // (the guard's pool: a session that waited in the queue through a
+        // change of the pool holds a slot in the pool in force, `lc.pool`)
+        let addr = guard.server().addr;
         let connect_start = Instant::now();
-        match upstream::connect_tcp(server.addr, pool.connect_timeout).await {
+        match upstream::connect_tcp(addr, lc.pool.connect_timeout).await {
             Ok(s) => {
                 guard.success();
                 lc.connected();
@@ -103,14 +102,16 @@ pub async fn serve<S>(
                 tracing::debug!(pool = %pool.name, error = %e, "tcp connect failed");
                 // Nothing was sent: the session can go to another server as it is.
                 if let Err(g) = lc.failed(&mut guard, e, true, false) {
-                    g.err.count_pool(&pool);
-                    log(Some(&server.id), None, 0, 0, g.err.end());
+                    g.err.count_pool(&lc.pool);
+                    log(Some(&guard.server().id), None, 0, 0, g.err.end());
                     return;
                 }
             }
         }
     };
     let server = guard.server();
+    // the settings of the pool the slot is in
+    let pool = &lc.pool;
     if let Some(v) = pool.send_proxy {
         // who the client is, for a server behind us that reads the PROXY protocol
         let header = crate::proxy_protocol::header(v, peer, session.local, session.tls.as_ref());
@@ -124,7 +125,7 @@ pub async fn serve<S>(
     }
     let out = match &pool.tls {
         None => relay_plain(&mut client, &mut backend, pool.splice, pool.server_timeout).await,
-        Some(tls) => match upstream::connect_tls(&pool, tls, server, backend).await {
+        Some(tls) => match upstream::connect_tls(pool, tls, server, backend).await {
             Ok(mut b) => relay(&mut client, &mut b, pool.server_timeout).await,
             Err(e) => {
                 server.state.traffic.failed(true, &e);
