@@ -100,7 +100,9 @@ pub struct Control {
     /// An operator's drain, maint or weight of DNS members that left their
     /// pool's answer, by (pool, address): given back if they return (a pod
     /// that restarts leaves the headless Service while it is not ready).
-    departed: HashMap<(String, std::net::SocketAddr), (AdminState, Option<u32>)>,
+    /// Kept for `DEPARTED_FOR` (an address a new, unrelated pod reuses later
+    /// starts ready).
+    departed: HashMap<(String, std::net::SocketAddr), (AdminState, Option<u32>, Instant)>,
     /// Numbers the state file writes, which finish off this task in any order.
     save_seq: u64,
     dirty: bool,
@@ -114,6 +116,11 @@ pub struct Control {
         Option<tokio::sync::mpsc::UnboundedReceiver<Checked>>,
     ),
 }
+
+/// How long an operator's state of a DNS member that left its answer is kept
+/// for its return (a pod's restart takes seconds to minutes; an address reused
+/// by another pod much later starts ready).
+const DEPARTED_FOR: Duration = Duration::from_secs(15 * 60);
 
 /// A round of first checks of the new members of a name's answer.
 struct Round {
@@ -389,30 +396,33 @@ impl Control {
         let new_pool = Arc::new(r.pool);
         // members that left take the operator's say with them, and get it back
         // if they return (before anything can pick them)
+        self.departed
+            .retain(|_, (_, _, at)| at.elapsed() < DEPARTED_FOR);
         for s in &r.removed {
             let (admin, weight) = (s.state.admin(), s.state.weight_override());
             if admin != AdminState::Ready || weight.is_some() {
                 self.departed
-                    .insert((key.pool.clone(), s.addr), (admin, weight));
-            }
-        }
-        let mut reweighted = false;
-        let now = crate::clock::now_ms();
-        for s in &r.added {
-            // a member that joins a serving pool ramps up (slow_start)
-            s.state.ramp_from_next_up(now);
-            if let Some((admin, weight)) = self.departed.remove(&(key.pool.clone(), s.addr)) {
-                s.state.set_admin(admin, false);
-                if weight.is_some() {
-                    s.state.set_weight_override(weight);
-                    reweighted = true;
-                }
-                tracing::info!(pool = %key.pool, server = %s.id, admin = admin.as_str(), ?weight, "a member back in the answer keeps the operator's state");
+                    .insert((key.pool.clone(), s.addr), (admin, weight, Instant::now()));
             }
         }
         for (addr, report) in checked {
             if let Some(s) = r.added.iter().find(|s| s.addr == addr) {
                 self.health.seed(&new_pool, s, report);
+            }
+        }
+        // after the first checks' verdicts: maintenance sets its UNKNOWN over them
+        let mut reweighted = false;
+        let now = crate::clock::now_ms();
+        for s in &r.added {
+            // a member that joins a serving pool ramps up (slow_start)
+            s.state.ramp_from_next_up(now);
+            if let Some((admin, weight, _)) = self.departed.remove(&(key.pool.clone(), s.addr)) {
+                s.state.set_admin(admin, new_pool.health.is_some());
+                if weight.is_some() {
+                    s.state.set_weight_override(weight);
+                    reweighted = true;
+                }
+                tracing::info!(pool = %key.pool, server = %s.id, admin = admin.as_str(), ?weight, "a member back in the answer keeps the operator's state");
             }
         }
         new_pool.shared.set_latest(&new_pool);
@@ -629,7 +639,8 @@ impl Control {
             crate::sdnotify::reloading();
         }
         let record = self.reload_inner(trigger).await;
-        if serving {
+        // (a stop may have begun while the reload waited for DNS)
+        if serving && !self.shared.handed_over.is_cancelled() && !self.stopping() {
             crate::sdnotify::reloaded();
         }
         record
@@ -717,6 +728,13 @@ impl Control {
             (Some(d), false) => crate::discovery::resolve_once(d, added, &self.shared.dns).await,
             _ => Default::default(),
         };
+        // a stop (or a handover) may have begun during that wait: the sockets
+        // bound for the new config are closed, nothing changes
+        if self.shared.handed_over.is_cancelled() || self.stopping() {
+            return Err(ReloadError::Stopping(
+                "this process began to stop during the reload",
+            ));
+        }
         // the new config's own warnings (an exposed admin address...), and
         // what only a restart applies
         let mut warnings = new.warnings.clone();
@@ -763,7 +781,8 @@ impl Control {
             // the operator's say on members not in their answer now, for when
             // they are
             for (pool, addr, admin, weight) in statefile::absent_operator_states(&snap, &saved) {
-                self.departed.insert((pool, addr), (admin, weight));
+                self.departed
+                    .insert((pool, addr), (admin, weight, Instant::now()));
             }
             // rebuild so restored weights reach the balancers
             snap = Snapshot::build(&new, Some(&snap), &self.discovered, snap.generation);
