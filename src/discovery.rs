@@ -63,11 +63,36 @@ pub struct Answer {
     pub partial: Option<Partial>,
 }
 
-/// Which family's query failed in a partial answer, and how.
+/// Which families' queries failed in a partial answer (over all of an SRV
+/// answer's targets, both may have), and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partial {
+    pub v4: bool,
     pub v6: bool,
     pub error: String,
+}
+
+impl Partial {
+    /// Is `addr` of a family whose query failed?
+    pub fn failed(&self, addr: SocketAddr) -> bool {
+        if addr.is_ipv6() {
+            self.v6
+        } else {
+            self.v4
+        }
+    }
+
+    /// Both targets' failures, for an answer made of both.
+    fn and(self, other: Option<Partial>) -> Partial {
+        match other {
+            Some(o) => Partial {
+                v4: self.v4 || o.v4,
+                v6: self.v6 || o.v6,
+                error: self.error,
+            },
+            None => self,
+        }
+    }
 }
 
 /// What the stats page and API show for one name.
@@ -197,7 +222,7 @@ impl Discovery {
                 )
                 .await;
                 let mut found = Vec::new();
-                let mut partial = None;
+                let mut partial: Option<Partial> = None;
                 let heaviest = srvs.iter().map(|s| s.weight).max().unwrap_or(0);
                 for (srv, addrs) in srvs.iter().zip(targets) {
                     let (ips, t, p) = match addrs {
@@ -209,7 +234,10 @@ impl Discovery {
                         Err(e @ LookupError::Failed(_)) => return Err(e),
                     };
                     ttl = ttl.min(t);
-                    partial = partial.or(p);
+                    partial = match (partial, p) {
+                        (Some(a), b) => Some(a.and(b)),
+                        (None, b) => b,
+                    };
                     for ip in ips {
                         found.push(Found {
                             addr: SocketAddr::new(ip, srv.port),
@@ -306,6 +334,7 @@ impl Discovery {
                     None => {
                         let kind = if is_v6 { "AAAA" } else { "A" };
                         partial = Some(Partial {
+                            v4: !is_v6,
                             v6: is_v6,
                             error: format!("{kind} query: {error}"),
                         });
@@ -680,11 +709,19 @@ impl Watch {
             // what to publish when failures outlast hold_on_failure: nothing,
             // or the family that still answers
             let mut fallback = FoundSet::default();
+            // and until then, with a family failing: the answer of the family
+            // that answers (a scale-out is followed), with the failed family's
+            // last members kept
+            let mut holding: Option<FoundSet> = None;
             let result = match self.disc.resolve(&self.key.entry).await {
-                // a family failed that has members now: kept, as on a failure
+                // a family failed that has members now: they are kept, as on
+                // a failure
                 Ok(a) => match &a.partial {
-                    Some(p) if self.last.iter().any(|f| f.addr.is_ipv6() == p.v6) => {
+                    Some(p) if self.last.iter().any(|f| p.failed(f.addr)) => {
                         let error = LookupError::Failed(p.error.clone());
+                        let mut merged = a.found.to_vec();
+                        merged.extend(self.last.iter().filter(|f| p.failed(f.addr)).cloned());
+                        holding = Some(FoundSet::new(merged));
                         fallback = a.found;
                         Err(error)
                     }
@@ -735,7 +772,8 @@ impl Watch {
                             publish = Some(fallback);
                         }
                         _ => {
-                            tracing::warn!(error = %e, failures, "lookup failed; keeping the last members")
+                            tracing::warn!(error = %e, failures, "lookup failed; keeping the last members");
+                            publish = holding.filter(|h| *h != self.last);
                         }
                     }
                     self.update_status(|st| st.errors += 1);
