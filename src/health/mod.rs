@@ -282,6 +282,12 @@ async fn check_loop(
             rf = RiseFall::new(state.health(), cfg.rise, cfg.fall);
         }
         record(&state, &mut rf, report, &flipped);
+        if state.admin() == crate::pool::AdminState::Maint {
+            // maintenance came between the look above and the record: its
+            // UNKNOWN stands (the verdict is from before)
+            state.set_health(crate::pool::Health::Unknown, crate::clock::now_ms());
+            continue;
+        }
         let wait = if rf.changing() {
             cfg.fast_interval
         } else {

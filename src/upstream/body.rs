@@ -290,8 +290,9 @@ impl ReqProgress {
     pub(crate) async fn server_deadline(progress: Option<&Self>, timeout: Duration) {
         if let Some(p) = progress {
             let limit = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-            // the send starts now (the body may have waited for a server)
-            p.pulled(false);
+            // the send starts now (the body may have waited for a server);
+            // whose turn it is stays as the body last said
+            p.pulled_at.store(crate::clock::now_ms(), Ordering::Relaxed);
             loop {
                 if p.is_done() {
                     break;
