@@ -181,6 +181,8 @@ impl Importer {
     }
 
     pub(super) fn http_level(&mut self, ds: &[Directive]) {
+        // proxy settings and listener keys (`__`) of the http level: every
+        // pool's and listener's, before a server's or a location's own
         let mut inherited = Table::default();
         // upstreams and zones first: servers name them
         for d in ds {
@@ -196,7 +198,7 @@ impl Importer {
                 "upstream" | "limit_req_zone" | "resolver" => {}
                 "server" => {
                     let b = d.block.clone().unwrap_or_default();
-                    self.server(d, &b, &inherited);
+                    self.server(d, &b);
                 }
                 "resolver_timeout" => match d.args.first().and_then(|a| duration(a)) {
                     Some(t) => {

@@ -9,7 +9,10 @@ use crate::import::Entry;
 use crate::import::Fidelity;
 
 impl Importer {
-    pub(super) fn server(&mut self, d: &Directive, b: &[Directive], inherited: &Table) {
+    /// A server block. The http level's proxy settings are not here:
+    /// `finish` applies them to every pool before the servers' and the
+    /// locations' own.
+    pub(super) fn server(&mut self, d: &Directive, b: &[Directive]) {
         // the server's own proxy settings go before its locations' (which win)
         let first_setting = self.pool_settings.len();
         let mut sv = Server {
@@ -26,7 +29,8 @@ impl Importer {
             .find(|e| e.name == "server_name")
             .and_then(|e| e.args.first().cloned())
             .unwrap_or_default();
-        let mut settings = inherited.clone();
+        // the server's own proxy settings, wherever they are in the block
+        let mut settings = Table::default();
         let mut access: Vec<&Directive> = Vec::new();
         // add_header and proxy_set_header rules of the server itself
         let mut add_headers: Vec<Table> = Vec::new();
@@ -129,7 +133,7 @@ impl Importer {
                 | "ssl_session_tickets" | "ssl_dhparam" | "ssl_ecdh_curve" | "ssl_stapling" | "ssl_stapling_verify"
                 | "ssl_buffer_size" => self.approx(e, "rustls chooses modern suites; resumption and tickets are on"),
                 "location" => {
-                    if let Some(l) = self.location(e, &mut settings) {
+                    if let Some(l) = self.location(e) {
                         sv.locs.push(l);
                     }
                 }
@@ -231,8 +235,9 @@ impl Importer {
             });
         }
         // proxy settings of the server apply to the pools its locations use,
-        // before the locations' own (nginx: a location's setting wins, and a
-        // server's setting holds wherever it is in the block)
+        // after the http level's and before the locations' own (nginx: a
+        // location's setting wins, and a server's setting holds wherever it
+        // is in the block). Each level's entry holds only its own directives.
         let mut at = first_setting;
         for l in &sv.locs {
             if let Some(p) = &l.pool {
@@ -433,7 +438,7 @@ impl Importer {
         rules.push(r);
     }
 
-    pub(super) fn location(&mut self, e: &Directive, settings: &mut Table) -> Option<Loc> {
+    pub(super) fn location(&mut self, e: &Directive) -> Option<Loc> {
         let (kind, pat) = match e.args.as_slice() {
             [m, p] if m == "=" => (LocKind::Exact, p.clone()),
             [m, p] if m == "^~" => (LocKind::PrefixStop, p.clone()),
@@ -493,7 +498,9 @@ impl Importer {
             e,
             "rules matching this path, in nginx's order of precedence",
         );
-        let mut local = settings.clone();
+        // the location's own proxy settings: the server's and the http
+        // level's go before them (see `server` and `finish`)
+        let mut local = Table::default();
         let mut access: Vec<&Directive> = Vec::new();
         for d in &block {
             match d.name.as_str() {

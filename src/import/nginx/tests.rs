@@ -287,6 +287,38 @@ fn a_client_ca_without_ssl_verify_client_verifies_nothing() {
 }
 
 #[test]
+fn a_servers_proxy_settings_win_over_the_http_levels_wherever_they_are() {
+    for server in [
+        "proxy_read_timeout 120s; location / { proxy_pass http://u; }",
+        "location / { proxy_pass http://u; } proxy_read_timeout 120s;",
+    ] {
+        let (cfg, _) = run(&format!(
+            "events {{}}
+             http {{
+               proxy_read_timeout 60s;
+               upstream u {{ server 10.0.0.1:80; }}
+               server {{ listen 80; {server} }}
+             }}"
+        ));
+        assert_eq!(
+            cfg["pool"][0]["server_timeout"].as_str(),
+            Some("120s"),
+            "{server}"
+        );
+    }
+    // and a location's own wins over both
+    let (cfg, _) = run("events {}
+         http {
+           proxy_read_timeout 60s;
+           upstream u { server 10.0.0.1:80; }
+           server { listen 80;
+             location / { proxy_read_timeout 99s; proxy_pass http://u; }
+             proxy_read_timeout 120s; }
+         }");
+    assert_eq!(cfg["pool"][0]["server_timeout"].as_str(), Some("99s"));
+}
+
+#[test]
 fn a_stream_tls_server_without_a_certificate_is_reported() {
     let (_, report) = run(
         "stream { upstream pg { server 10.0.0.1:5432; } server { listen 5433 ssl; proxy_pass pg; } }",
