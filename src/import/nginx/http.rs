@@ -184,12 +184,26 @@ impl Importer {
         // proxy settings and listener keys (`__`) of the http level: every
         // pool's and listener's, before a server's or a location's own
         let mut inherited = Table::default();
+        // the [listener.tls] settings each server inherits unless it sets its
+        // own (nginx merges them wherever they are in the block)
+        let mut server_tls = Table::default();
         // upstreams and zones first: servers name them
         for d in ds {
             match d.name.as_str() {
                 "upstream" => self.upstream(d, false),
                 "limit_req_zone" => self.limit_req_zone(d),
                 "resolver" => self.resolver(d),
+                "ssl_client_certificate" => {
+                    if let Some(ca) = d.args.first() {
+                        server_tls.set("client_ca", s(ca));
+                    }
+                }
+                "ssl_verify_client" => match d.args.first().map(String::as_str) {
+                    Some("on") => server_tls.set("client_auth", s("required")),
+                    Some("optional") => server_tls.set("client_auth", s("optional")),
+                    // off, optional_no_ca: no client certificate is verified
+                    _ => server_tls.0.retain(|(k, _)| k != "client_auth"),
+                },
                 _ => {}
             }
         }
@@ -198,8 +212,26 @@ impl Importer {
                 "upstream" | "limit_req_zone" | "resolver" => {}
                 "server" => {
                     let b = d.block.clone().unwrap_or_default();
-                    self.server(d, &b);
+                    self.server(d, &b, &server_tls);
                 }
+                "ssl_client_certificate" => self.mapped(
+                    d,
+                    "[listener.tls] client_ca of each server block without its own, where ssl_verify_client is on or optional (nginx verifies no client certificate without it)",
+                ),
+                "ssl_verify_client" => match d.args.first().map(String::as_str) {
+                    Some(v @ ("on" | "optional")) => self.mapped(
+                        d,
+                        format!(
+                            "[listener.tls] client_auth = \"{}\" of each server block without its own ssl_verify_client",
+                            if v == "on" { "required" } else { "optional" }
+                        ),
+                    ),
+                    Some("off") => self.mapped(d, "no client certificates: client_ca is not used"),
+                    _ => self.unsupported(
+                        d,
+                        "a client certificate asked for and not verified (optional_no_ca) is not in rampart: no client certificates",
+                    ),
+                },
                 "resolver_timeout" => match d.args.first().and_then(|a| duration(a)) {
                     Some(t) => {
                         self.cfg.resolver.set("timeout", s(&t));

@@ -9,14 +9,17 @@ use crate::import::Entry;
 use crate::import::Fidelity;
 
 impl Importer {
-    /// A server block. The http level's proxy settings are not here:
+    /// A server block. `inherited`: what it takes of the http level's
+    /// [listener.tls] settings (client_ca, client_auth), which its own
+    /// directives replace. The http level's proxy settings are not here:
     /// `finish` applies them to every pool before the servers' and the
     /// locations' own.
-    pub(super) fn server(&mut self, d: &Directive, b: &[Directive]) {
+    pub(super) fn server(&mut self, d: &Directive, b: &[Directive], inherited: &Table) {
         // the server's own proxy settings go before its locations' (which win)
         let first_setting = self.pool_settings.len();
         let mut sv = Server {
             line: d.line,
+            tls_extra: inherited.clone(),
             ..Server::default()
         };
         self.mapped(
@@ -31,6 +34,8 @@ impl Importer {
             .unwrap_or_default();
         // the server's own proxy settings, wherever they are in the block
         let mut settings = Table::default();
+        // the report entry of its own ssl_client_certificate
+        let mut client_ca_entry: Option<usize> = None;
         let mut access: Vec<&Directive> = Vec::new();
         // add_header and proxy_set_header rules of the server itself
         let mut add_headers: Vec<Table> = Vec::new();
@@ -104,6 +109,7 @@ impl Importer {
                 }
                 "ssl_client_certificate" | "ssl_trusted_certificate" if e.name == "ssl_client_certificate" => {
                     sv.tls_extra.set("client_ca", s(&a0));
+                    client_ca_entry = Some(self.report.len());
                     self.mapped(e, "[listener.tls] client_ca, with ssl_verify_client on or optional (nginx verifies no client certificate without it)");
                 }
                 "ssl_verify_client" => match a0.as_str() {
@@ -115,11 +121,18 @@ impl Importer {
                         sv.tls_extra.set("client_auth", s("optional"));
                         self.mapped(e, "[listener.tls] client_auth = \"optional\"");
                     }
-                    "off" => self.mapped(e, "no client certificates: client_ca is not used"),
-                    _ => self.unsupported(
-                        e,
-                        "a client certificate asked for and not verified (optional_no_ca) is not in rampart: no client certificates",
-                    ),
+                    "off" => {
+                        // the http level's ssl_verify_client no longer holds
+                        sv.tls_extra.0.retain(|(k, _)| k != "client_auth");
+                        self.mapped(e, "no client certificates: client_ca is not used");
+                    }
+                    _ => {
+                        sv.tls_extra.0.retain(|(k, _)| k != "client_auth");
+                        self.unsupported(
+                            e,
+                            "a client certificate asked for and not verified (optional_no_ca) is not in rampart: no client certificates",
+                        );
+                    }
                 },
                 "ssl_protocols" => {
                     if !e.args.iter().any(|p| p == "TLSv1.2") && e.args.iter().any(|p| p == "TLSv1.3") {
@@ -177,9 +190,15 @@ impl Importer {
             }
         }
         // nginx verifies client certificates only with ssl_verify_client on
-        // or optional; rampart requires them whenever client_ca is given
-        if sv.tls_extra.get("client_auth").is_none() {
+        // or optional (the server's own, else the http level's); rampart
+        // requires them whenever client_ca is given
+        if sv.tls_extra.get("client_auth").is_none() && sv.tls_extra.get("client_ca").is_some() {
             sv.tls_extra.0.retain(|(k, _)| k != "client_ca");
+            if let Some(i) = client_ca_entry {
+                if let Some(en) = self.report.get_mut(i) {
+                    en.note = "not imported: no ssl_verify_client on or optional holds for this server (its own or the http level's), so nginx asks for no client certificate; rampart would require one with client_ca".into();
+                }
+            }
         }
         // allow/deny, add_header, proxy_set_header: a location with any of its
         // own inherits none of the server's of that kind. When one has, the

@@ -270,7 +270,7 @@ fn proxy_pass_to_an_upstream_left_out_is_not_a_host_name() {
 
 #[test]
 fn a_client_ca_without_ssl_verify_client_verifies_nothing() {
-    let (cfg, _) = http(
+    let (cfg, report) = http(
         "server { listen 443 ssl; ssl_certificate /nonexistent/c.pem; ssl_certificate_key /nonexistent/k.pem;
            ssl_client_certificate /nonexistent/ca.pem; location / { proxy_pass http://u; } }
          server { listen 8443 ssl; ssl_certificate /nonexistent/c.pem; ssl_certificate_key /nonexistent/k.pem;
@@ -284,6 +284,59 @@ fn a_client_ca_without_ssl_verify_client_verifies_nothing() {
     let optional = &l8443["tls"];
     assert_eq!(optional["client_ca"].as_str(), Some("/nonexistent/ca.pem"));
     assert_eq!(optional["client_auth"].as_str(), Some("optional"));
+    // the CA left out is said so, not reported as a client_ca
+    assert!(
+        report.iter().any(
+            |e| e.directive == "ssl_client_certificate /nonexistent/ca.pem"
+                && e.note.starts_with("not imported")
+        ),
+        "{report:#?}"
+    );
+}
+
+#[test]
+fn ssl_verify_client_and_ssl_client_certificate_of_http_hold_in_its_servers() {
+    let (cfg, report) = run("events {}
+         http {
+           ssl_verify_client on;
+           upstream u { server 10.0.0.1:80; }
+           server { listen 443 ssl; ssl_certificate /nonexistent/c.pem; ssl_certificate_key /nonexistent/k.pem;
+             ssl_client_certificate /nonexistent/ca.pem; location / { proxy_pass http://u; } }
+           server { listen 8443 ssl; ssl_certificate /nonexistent/c.pem; ssl_certificate_key /nonexistent/k.pem;
+             location / { proxy_pass http://u; } }
+           server { listen 9443 ssl; ssl_certificate /nonexistent/c.pem; ssl_certificate_key /nonexistent/k.pem;
+             ssl_verify_client off; location / { proxy_pass http://u; } }
+           ssl_client_certificate /nonexistent/http-ca.pem;
+         }");
+    // the server's own CA, verified as the http level says
+    let l443 = on(&cfg, "0.0.0.0:443");
+    let own = &l443["tls"];
+    assert_eq!(
+        own["client_ca"].as_str(),
+        Some("/nonexistent/ca.pem"),
+        "{own:#?}"
+    );
+    assert_eq!(own["client_auth"].as_str(), Some("required"));
+    // the http level's CA, written after the server blocks: nginx merges it all the same
+    let l8443 = on(&cfg, "0.0.0.0:8443");
+    let inherited = &l8443["tls"];
+    assert_eq!(
+        inherited["client_ca"].as_str(),
+        Some("/nonexistent/http-ca.pem"),
+        "{inherited:#?}"
+    );
+    assert_eq!(inherited["client_auth"].as_str(), Some("required"));
+    // a server's own ssl_verify_client off wins
+    let l9443 = on(&cfg, "0.0.0.0:9443");
+    let off = &l9443["tls"];
+    assert!(off.get("client_ca").is_none(), "{off:#?}");
+    assert!(off.get("client_auth").is_none(), "{off:#?}");
+    assert!(
+        report
+            .iter()
+            .any(|e| e.directive == "ssl_verify_client on" && e.fidelity == Fidelity::Mapped),
+        "{report:#?}"
+    );
 }
 
 #[test]
