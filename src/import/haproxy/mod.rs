@@ -28,7 +28,24 @@ struct Defaults {
     retries: Option<String>,
     httpchk: Option<(String, String)>,
     expect_status: Option<String>,
+    /// Its health lines: indices into `Importer::health_lines`.
+    health_lines: Vec<usize>,
 }
+
+/// A report entry of a line that sets health checks, and the pools it sets
+/// them for: `finish` re-marks it when none of them is checked.
+struct HealthLine {
+    entry: usize,
+    pools: Vec<usize>,
+    /// from `defaults` (it holds for the pools that follow)
+    defaults: bool,
+    /// a server's inter, fall or rise (the rest of its line is the server)
+    server: bool,
+}
+
+/// What a server's health parameters become, in its report entry.
+const INTER_NOTE: &str = "inter → the pool's health interval";
+const FALL_RISE_NOTE: &str = "fall/rise → the pool's health check";
 
 struct Importer {
     cfg: out::Config,
@@ -66,6 +83,8 @@ struct Importer {
     pool_ssl: HashMap<usize, bool>,
     /// Pools with a server that has `check`: the others are not checked.
     checked_pools: Vec<usize>,
+    /// The lines that set health checks, for `finish` to say which are off.
+    health_lines: Vec<HealthLine>,
 }
 
 /// Converts a haproxy.cfg. Never fails: what cannot be mapped is reported.
@@ -89,6 +108,7 @@ pub fn import(src: &str, file: &str) -> Imported {
         crt_store: HashMap::new(),
         pool_ssl: HashMap::new(),
         checked_pools: Vec::new(),
+        health_lines: Vec::new(),
     };
     for sec in secs.iter().filter(|s| s.keyword == "crt-store") {
         let arg = |l: &Line, k: &str| {
@@ -262,6 +282,22 @@ pub fn import(src: &str, file: &str) -> Imported {
 }
 
 impl Importer {
+    /// The report entry about to be pushed sets health checks: of the pool
+    /// `pool`, or (None) of the pools that follow this `defaults` section.
+    /// `server`: a server line's inter, fall or rise.
+    fn health_line(&mut self, pool: Option<usize>, server: bool) {
+        let line = HealthLine {
+            entry: self.report.len(),
+            pools: pool.into_iter().collect(),
+            defaults: pool.is_none(),
+            server,
+        };
+        if pool.is_none() {
+            self.defaults.health_lines.push(self.health_lines.len());
+        }
+        self.health_lines.push(line);
+    }
+
     fn other_line(&mut self, l: &Line) {
         match l.words[0].as_str() {
             "log" => self.unsupported(l, "rampart logs to stderr and its access log to stdout"),
@@ -313,6 +349,33 @@ impl Importer {
         for (i, p) in self.cfg.pools.iter_mut().enumerate() {
             if !self.checked_pools.contains(&i) {
                 p.health = None;
+            }
+        }
+        // and the lines that set them for those pools alone are not mapped
+        for h in &self.health_lines {
+            if h.pools.iter().any(|p| self.checked_pools.contains(p)) {
+                continue;
+            }
+            let Some(e) = self.report.get_mut(h.entry) else {
+                continue;
+            };
+            if e.fidelity == Fidelity::Mapped {
+                e.fidelity = Fidelity::Approximated;
+            }
+            let off = if h.defaults {
+                "no server of the backends that follow has `check`: health checks are off, as in HAProxy"
+            } else {
+                "no server of this backend has `check`: health checks are off, as in HAProxy"
+            };
+            if h.server {
+                e.note = e
+                    .note
+                    .replace(&format!("; {INTER_NOTE}"), "")
+                    .replace(&format!("; {FALL_RISE_NOTE}"), "");
+                e.note
+                    .push_str(&format!("; inter, fall and rise are not imported: {off}"));
+            } else {
+                e.note = format!("not imported: {off}");
             }
         }
         let usable = |cfg: &out::Config, ix: &HashMap<String, usize>, name: &str| {

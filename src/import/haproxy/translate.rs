@@ -5,7 +5,7 @@ use super::rules::{RuleAt, STICK_TABLE};
 use super::tokens::{
     bind_addrs, duration, timeout_key, timeout_key_name, with_base, Line, Section,
 };
-use super::Importer;
+use super::{Importer, FALL_RISE_NOTE, INTER_NOTE};
 use crate::import::haproxy_cond::{self as cond, Acls};
 use crate::import::out::{self, list, s, Table};
 use crate::import::{Entry, Fidelity};
@@ -88,6 +88,9 @@ impl Importer {
                 "timeout" if w.len() > 2 => match (w[1].as_str(), duration(&w[2])) {
                     ("connect" | "server" | "client" | "queue" | "check" | "tunnel", Some(d)) => {
                         self.defaults.timeouts.insert(w[1].clone(), d);
+                        if w[1] == "check" {
+                            self.health_line(None, false);
+                        }
                         self.mapped(l, timeout_key(&w[1]));
                     }
                     (_, None) => self.unsupported(l, "not a duration"),
@@ -129,6 +132,7 @@ impl Importer {
                     }
                     None => self.defaults.httpchk = Some((method, path)),
                 }
+                self.health_line(pool, false);
                 self.mapped(l, "[pool.health] kind = \"http\", path and method");
             }
             Some("pgsql-check") => match pool {
@@ -142,6 +146,7 @@ impl Importer {
                     let h = self.health(i);
                     h.set("kind", s("postgres"));
                     h.set("user", s(&user));
+                    self.health_line(pool, false);
                     self.approx(
                         l,
                         "[pool.health] kind = \"postgres\": rampart logs in and runs a query (HAProxy only reads the startup answer); add role = \"primary\" or \"replica\" for role-aware pools",
@@ -191,6 +196,7 @@ impl Importer {
                     }
                     None => self.defaults.expect_status = Some(st.clone()),
                 }
+                self.health_line(pool, false);
                 self.mapped(l, "[pool.health] expect_status");
             }
             _ => self.unsupported(l, "only http-check expect status is mapped"),
@@ -231,6 +237,12 @@ impl Importer {
         self.cfg.pools.push(p);
         let i = self.cfg.pools.len() - 1;
         self.pool_ix.insert(name.to_string(), i);
+        // the health lines of defaults hold for it too
+        for &k in &self.defaults.health_lines {
+            if let Some(h) = self.health_lines.get_mut(k) {
+                h.pools.push(i);
+            }
+        }
         i
     }
 
@@ -452,6 +464,7 @@ impl Importer {
                         match w[1].as_str() {
                             "check" => {
                                 self.health(pi).set("timeout", s(&d));
+                                self.health_line(Some(pi), false);
                             }
                             k => self.cfg.pools[pi].keys.set(timeout_key_name(k), s(&d)),
                         }
@@ -529,14 +542,14 @@ impl Importer {
                 ("inter", Some(v)) => {
                     if let Some(d) = duration(v) {
                         self.health(pi).set("interval", s(&d));
-                        notes.push("inter → the pool's health interval");
+                        notes.push(INTER_NOTE);
                     }
                     i += 1;
                 }
                 ("fall", Some(v)) | ("rise", Some(v)) => {
                     if let Ok(n) = v.parse::<u32>() {
                         self.health(pi).set(p, n.to_string());
-                        notes.push("fall/rise → the pool's health check");
+                        notes.push(FALL_RISE_NOTE);
                     }
                     i += 1;
                 }
@@ -687,6 +700,10 @@ impl Importer {
         }
         self.cfg.pools[pi].servers.push(sv);
         notes.dedup();
+        // inter, fall, rise: said to be off by `finish` if no server has check
+        let health_params = notes
+            .iter()
+            .any(|n| *n == INTER_NOTE || *n == FALL_RISE_NOTE);
         let mut note = if template {
             "a server entry by name: one member per DNS record (the template's count is not a limit)".to_string()
         } else {
@@ -695,6 +712,9 @@ impl Importer {
         for n in notes {
             note.push_str("; ");
             note.push_str(n);
+        }
+        if health_params {
+            self.health_line(Some(pi), true);
         }
         if approx {
             self.approx(l, note);

@@ -158,6 +158,62 @@ backend c
 }
 
 #[test]
+fn health_settings_of_backends_without_check_are_not_reported_as_mapped() {
+    let (_, report) = run("defaults
+  mode http
+  timeout connect 1s
+  timeout client 1s
+  timeout server 1s
+  timeout check 7s
+  option httpchk GET /d
+backend b
+  option httpchk GET /h
+  http-check expect status 200
+  timeout check 3s
+  server s1 10.0.0.1:80 inter 2s fall 3
+defaults
+  mode http
+  timeout check 5s
+backend c
+  timeout check 4s
+  server s1 10.0.0.1:80 check inter 2s
+backend d
+  server s1 10.0.0.2:80
+");
+    // b has no server with check: HAProxy checks nothing there, nor does rampart
+    for line in [
+        "timeout check 7s",
+        "option httpchk GET /d",
+        "option httpchk GET /h",
+        "http-check expect status 200",
+        "timeout check 3s",
+        "server s1 10.0.0.1:80 inter 2s fall 3",
+    ] {
+        assert!(
+            reported(&report, line, Fidelity::Approximated),
+            "{line}: {report:#?}"
+        );
+    }
+    let s1 = report
+        .iter()
+        .find(|e| e.directive == "server s1 10.0.0.1:80 inter 2s fall 3")
+        .unwrap();
+    assert!(!s1.note.contains("→ the pool's health"), "{s1:#?}");
+    assert!(s1.note.contains("`check`"), "{s1:#?}");
+    // c is checked: its lines, and the defaults it follows, hold
+    for line in [
+        "timeout check 5s",
+        "timeout check 4s",
+        "server s1 10.0.0.1:80 check inter 2s",
+    ] {
+        assert!(
+            reported(&report, line, Fidelity::Mapped),
+            "{line}: {report:#?}"
+        );
+    }
+}
+
+#[test]
 fn log_format_in_a_header_value_is_refused_and_percent_percent_is_one() {
     let (cfg, report) = run(&format!(
         "frontend f
