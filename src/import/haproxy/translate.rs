@@ -304,6 +304,15 @@ impl Importer {
                 }
                 true
             }
+            // HAProxy ignores a health check in a frontend (no backend
+            // capability): it is not the next backends' default either
+            "option" if own_pool.is_none() && w.get(1).map(String::as_str) == Some("httpchk") => {
+                self.approx(
+                    l,
+                    "not imported: HAProxy ignores it in a frontend (health checks are a backend's)",
+                );
+                true
+            }
             "option" if own_pool.is_none() => {
                 self.option(l, None);
                 true

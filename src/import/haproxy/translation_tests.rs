@@ -214,6 +214,24 @@ backend d
 }
 
 #[test]
+fn option_httpchk_in_a_frontend_is_ignored_as_haproxy_ignores_it() {
+    let (cfg, report) = run("frontend f
+  bind :80
+  option httpchk GET /x
+  default_backend b
+backend b
+  server s1 10.0.0.1:80 check
+");
+    let b = pool(&cfg, "b");
+    assert_eq!(b["health"]["kind"].as_str(), Some("tcp"), "{b:#?}");
+    assert!(reported(
+        &report,
+        "option httpchk GET /x",
+        Fidelity::Approximated
+    ));
+}
+
+#[test]
 fn log_format_in_a_header_value_is_refused_and_percent_percent_is_one() {
     let (cfg, report) = run(&format!(
         "frontend f
