@@ -273,6 +273,7 @@ impl<'b> ConnectionTokens<'b> {
     }
 }
 
+#[inline]
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
