@@ -464,11 +464,15 @@ fn sigterm_handover_within_one_interval_and_rogue_adverts_are_dropped() {
         inject_udp(&mac_b, a, b, &forged.encode(Some(&[9u8; 32][..]), a, b));
         // a genuine advert, captured on the wire, sent again
         raw_send(&captured);
+        // a datagram from an address that is no peer (a port scan, a probe)
+        let stranger: IpAddr = "192.0.2.77".parse().unwrap();
+        inject_udp(&mac_b, stranger, b, b"hello");
     });
     wait_until(Duration::from_secs(5), "the drops counted", || {
         let d = lab.stats('b')["ha"]["dropped"].clone();
         count(&d, "auth") >= count(&before, "auth") + 2
             && count(&d, "replay") > count(&before, "replay")
+            && count(&d, "unknown_peer") > count(&before, "unknown_peer")
     });
     // Two more genuine adverts from A (500 ms) outlast the takeover a forged
     // leaving advert would have caused.

@@ -43,7 +43,7 @@ pub struct HaStatus {
     pub transitions: AtomicU64,
     pub adverts_sent: AtomicU64,
     pub adverts_received: AtomicU64,
-    dropped: [AtomicU64; 7],
+    dropped: [AtomicU64; REJECTS.len()],
     /// node id -> (when, priority)
     peers: Mutex<HashMap<String, (SystemTime, u8)>>,
     /// Why the node is in FAULT, if it is.
