@@ -935,6 +935,27 @@ fn reloading_ha_keeps_the_vip_on_the_master_and_re_adds_a_changed_vip_set() {
         "A changed state"
     );
     assert!(!lab.has_vip('b'));
+    // 4. the VIPs move to another interface: released from eth0, added there
+    let ns_a = lab.a.ns.name.clone();
+    // (a veth pair inside A's namespace: this kernel may lack dummy links)
+    ip(&[
+        "-n", &ns_a, "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p",
+    ]);
+    ip(&["-n", &ns_a, "link", "set", "eth1p", "up"]);
+    ip(&["-n", &ns_a, "link", "set", "eth1", "up"]);
+    lab.reload_with('a', 5, |t| {
+        t.replace("interface = \"eth0\"", "interface = \"eth1\"")
+    });
+    let on = |dev: &str| {
+        let out = Command::new("ip")
+            .args(["-n", &ns_a, "-4", "addr", "show", "dev", dev])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/"))
+    };
+    wait_until(Duration::from_secs(3), "the VIP on eth1", || on("eth1"));
+    assert!(!on("eth0"), "the VIP is still on eth0");
+    assert_eq!(lab.ha_state('a'), "MASTER");
     // The reloaded notify script is the one that runs at the next transition.
     lab.signal('a', libc::SIGTERM);
     lab.wait_exit('a');

@@ -448,10 +448,11 @@ impl Node<'_> {
                         old = ?self.cfg.vips, new = ?new.vips, master,
                         "HA interface or VIPs changed: releasing the old addresses and adding the new ones"
                     );
+                    // (decided before self.cfg changes below)
+                    let same_interface = new.interface == self.cfg.interface;
                     if master {
                         for &(ip, len) in &self.cfg.vips {
-                            let kept = new.interface == self.cfg.interface
-                                && new.vips.contains(&(ip, len));
+                            let kept = same_interface && new.vips.contains(&(ip, len));
                             if !kept {
                                 release(self.index, ip, len);
                             }
@@ -463,8 +464,7 @@ impl Node<'_> {
                     self.cfg.interface = new.interface.clone();
                     if master {
                         for &(ip, len) in &new.vips {
-                            if old_vips.contains(&(ip, len)) && new.interface == self.cfg.interface
-                            {
+                            if old_vips.contains(&(ip, len)) && same_interface {
                                 continue;
                             }
                             if let Err(e) = vip::add(self.index, ip, len) {
