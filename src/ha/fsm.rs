@@ -47,6 +47,9 @@ pub struct FsmConfig {
 pub struct Heard {
     pub node_id: String,
     pub priority: u8,
+    /// The interval it advertises at (0: unknown): a BACKUP waits for three
+    /// of the longer of its and ours, as RFC 5798 waits on the master's
+    pub interval_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +121,15 @@ impl Fsm {
         3 * self.cfg.interval_ms + self.skew_ms()
     }
 
+    /// The master-down time after hearing a master that advertises every
+    /// `theirs` ms: three of its intervals when they are longer than ours
+    /// (else a BACKUP whose peer moved to a longer interval first, in a
+    /// rolling reload, took over between two of its adverts, over and over).
+    fn master_down_after(&self, theirs: u64) -> u64 {
+        // (a minute at most: an authenticated but misconfigured peer)
+        3 * self.cfg.interval_ms.max(theirs.min(60_000)) + self.skew_ms()
+    }
+
     fn beats_us(&self, h: &Heard) -> bool {
         (h.priority, h.node_id.as_str()) > (self.cfg.priority, self.cfg.node_id.as_str())
     }
@@ -183,7 +195,7 @@ impl Fsm {
                     // the master is leaving: take over after only the skew
                     self.master_down_at = self.master_down_at.min(now + self.skew_ms());
                 } else if !self.cfg.preempt || self.beats_us(&h) {
-                    self.master_down_at = now + self.master_down_ms();
+                    self.master_down_at = now + self.master_down_after(h.interval_ms);
                     self.worse_master_since = None;
                 } else if self.worse_master_since.is_none() {
                     self.worse_master_since = Some(now);
@@ -257,7 +269,28 @@ mod tests {
         Event::Advert(Heard {
             node_id: id.into(),
             priority: prio,
+            interval_ms: 0,
         })
+    }
+
+    /// A master that advertises every 500 ms, heard by a BACKUP at 100 ms:
+    /// it waits three of the master's intervals, not its own.
+    #[test]
+    fn a_backup_waits_on_a_slower_masters_interval() {
+        let mut f = fsm("b", 100, false, 0);
+        f.handle(0, Event::Start);
+        f.handle(
+            1000,
+            Event::Advert(Heard {
+                node_id: "a".into(),
+                priority: 200,
+                interval_ms: 500,
+            }),
+        );
+        // 300 ms + skew of ours would have been the takeover
+        assert!(f.handle(1000 + 400, Event::Tick).is_empty());
+        assert_eq!(f.state(), State::Backup);
+        assert!(f.next_wakeup() >= Some(1000 + 1500));
     }
 
     #[test]

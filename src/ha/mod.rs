@@ -343,7 +343,7 @@ impl Ha {
                             let ours = node.cfg.advert_interval.as_millis() as u32;
                             if a.interval_ms != ours && !interval_warned {
                                 interval_warned = true;
-                                tracing::warn!(peer = %a.node_id, theirs_ms = a.interval_ms, ours_ms = ours, "the peer advertises at another interval: takeover timing will be off");
+                                tracing::warn!(peer = %a.node_id, theirs_ms = a.interval_ms, ours_ms = ours, "the peer advertises at another interval: a takeover waits on the longer one");
                             }
                             node.ha.status
                                 .peers
@@ -352,7 +352,7 @@ impl Ha {
                                 .insert(a.node_id.clone(), (SystemTime::now(), a.priority));
                             // only masters advertise; others' adverts (e.g. a
                             // FAULT node's priority 0) still count as "leaving"
-                            let heard = Heard { node_id: a.node_id, priority: if a.state == WireState::Master { a.priority } else { 0 } };
+                            let heard = Heard { node_id: a.node_id, priority: if a.state == WireState::Master { a.priority } else { 0 }, interval_ms: u64::from(a.interval_ms) };
                             let t = node.now();
                             let actions = node.fsm.handle(t, Event::Advert(heard));
                             node.exec(actions).await;
