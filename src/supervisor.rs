@@ -251,6 +251,13 @@ pub fn run(config: Config, opts: RunOptions) -> Result<(), RunError> {
     // checks and accepting): never the admin server
     crate::upstream::admin_listening(admin_listener.local_addr().unwrap_or(admin_bind));
     let ha_config = config.ha.clone();
+    // A binary upgrade carries the old process's server health: its first
+    // round of checks is done (else /ready, and an HA node tracking it,
+    // would say "not ready" and hand the VIP away until each server's first
+    // check here)
+    if !inherited.servers.is_empty() {
+        shared.plane.first_round_done.store(true, Ordering::Release);
+    }
     let control = Control::start(
         Arc::clone(&shared),
         config,

@@ -975,6 +975,13 @@ fn reloading_ha_keeps_the_vip_on_the_master_and_re_adds_a_changed_vip_set() {
 fn a_binary_upgrade_of_the_master_keeps_the_vip_and_the_peer_stays_backup() {
     let mut lab = Lab::new("u", "250ms");
     lab.both_up();
+    // A tracks its own readiness too (config/ha.toml does): the new process
+    // is ready at once, with the health it took over, not after a first
+    // round of checks of its own (before, it went to FAULT and gave the VIP
+    // away)
+    lab.reload_with('a', 2, |t| {
+        t.replace("track = [\"pool:be\"]", "track = [\"pool:be\", \"ready\"]")
+    });
     let b_transitions = lab.stats('b')["ha"]["transitions"].as_u64().unwrap();
     let old_pid = lab.stats('a')["pid"].as_u64().unwrap();
     let watch = VipWatch::start(&lab);
