@@ -50,6 +50,10 @@ pub struct Heard {
     /// The interval it advertises at (0: unknown): a BACKUP waits for three
     /// of the longer of its and ours, as RFC 5798 waits on the master's
     pub interval_ms: u64,
+    /// Whether it wins a tie of priority and node_id (a config copied to the
+    /// peer without a new node_id): its address is the greater, as VRRP
+    /// breaks ties by the primary address.
+    pub wins_tie: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +135,9 @@ impl Fsm {
     }
 
     fn beats_us(&self, h: &Heard) -> bool {
-        (h.priority, h.node_id.as_str()) > (self.cfg.priority, self.cfg.node_id.as_str())
+        let theirs = (h.priority, h.node_id.as_str());
+        let ours = (self.cfg.priority, self.cfg.node_id.as_str());
+        theirs > ours || (theirs == ours && h.wins_tie)
     }
 
     /// When the runtime must deliver the next `Tick`.
@@ -189,7 +195,6 @@ impl Fsm {
                 });
                 self.next_advert_at = now + self.cfg.interval_ms;
             }
-            (_, Event::Advert(h)) if h.node_id == self.cfg.node_id => {}
             (State::Backup, Event::Advert(h)) => {
                 if h.priority == 0 {
                     // the master is leaving: take over after only the skew
@@ -205,6 +210,12 @@ impl Fsm {
                 if h.priority == 0 {
                     // another master leaving (a split brain ending): nothing to do
                 } else if self.beats_us(&h) {
+                    // one last advert first: the better master hears a worse
+                    // one (a split brain healing) and announces the VIP again,
+                    // so neighbours that learnt this node's MAC move back
+                    out.push(Action::SendAdvert {
+                        priority: self.cfg.priority,
+                    });
                     self.become_backup(now, &mut out);
                 } else {
                     // a worse master: a split brain healed. Tell it (and re-announce
@@ -270,7 +281,46 @@ mod tests {
             node_id: id.into(),
             priority: prio,
             interval_ms: 0,
+            wins_tie: false,
         })
+    }
+
+    /// Two nodes with one node_id and one priority (a copied config): the
+    /// greater address wins, on both sides, rather than both staying MASTER
+    /// (an advert naming our own node_id used to be ignored).
+    #[test]
+    fn a_tie_of_node_id_and_priority_goes_to_the_greater_address() {
+        let same = |wins_tie| {
+            Event::Advert(Heard {
+                node_id: "a".into(),
+                priority: 100,
+                interval_ms: 0,
+                wins_tie,
+            })
+        };
+        for (wins_tie, master_after) in [(true, false), (false, true)] {
+            let mut f = fsm("a", 100, true, 0);
+            f.handle(10_000, Event::Tick);
+            assert_eq!(f.state(), State::Master);
+            let actions = f.handle(10_100, same(wins_tie));
+            assert_eq!(f.state() == State::Master, master_after, "{actions:?}");
+        }
+    }
+
+    /// A MASTER that yields to a better one sends one advert at its own
+    /// priority first, so the winner announces the VIP again.
+    #[test]
+    fn a_master_that_yields_says_so_first() {
+        let mut f = fsm("a", 100, true, 0);
+        f.handle(10_000, Event::Tick);
+        assert_eq!(f.state(), State::Master);
+        let actions = f.handle(10_100, heard("b", 200));
+        assert_eq!(
+            actions.first(),
+            Some(&Action::SendAdvert { priority: 100 }),
+            "{actions:?}"
+        );
+        assert_eq!(f.state(), State::Backup);
     }
 
     /// A master that advertises every 500 ms, heard by a BACKUP at 100 ms:
@@ -285,6 +335,7 @@ mod tests {
                 node_id: "a".into(),
                 priority: 200,
                 interval_ms: 500,
+                wins_tie: false,
             }),
         );
         // 300 ms + skew of ours would have been the takeover

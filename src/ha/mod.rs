@@ -278,6 +278,8 @@ impl Ha {
         };
         let mut replay = ReplayGuard::default();
         let mut interval_warned = false;
+        // when a peer advertising our node_id was last warned about
+        let mut same_id_warned: Option<Instant> = None;
         let mut stale_warned: Option<Instant> = None;
         let peer_ips = |cfg: &HaConfig| -> Vec<IpAddr> {
             cfg.peers.iter().map(|p| p.ip().to_canonical()).collect()
@@ -352,7 +354,12 @@ impl Ha {
                                 .insert(a.node_id.clone(), (SystemTime::now(), a.priority));
                             // only masters advertise; others' adverts (e.g. a
                             // FAULT node's priority 0) still count as "leaving"
-                            let heard = Heard { node_id: a.node_id, priority: if a.state == WireState::Master { a.priority } else { 0 }, interval_ms: u64::from(a.interval_ms) };
+                            if a.node_id == node.cfg.node_id && same_id_warned.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(60)) {
+                                same_id_warned = Some(Instant::now());
+                                tracing::error!(peer = %from.ip(), node_id = %a.node_id, "a peer advertises this node's node_id: give each node its own; meanwhile the greater address wins ties");
+                            }
+                            let wins_tie = from.ip().to_canonical() > node.cfg.bind.ip().to_canonical();
+                            let heard = Heard { node_id: a.node_id, priority: if a.state == WireState::Master { a.priority } else { 0 }, interval_ms: u64::from(a.interval_ms), wins_tie };
                             let t = node.now();
                             let actions = node.fsm.handle(t, Event::Advert(heard));
                             node.exec(actions).await;
