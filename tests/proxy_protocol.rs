@@ -488,3 +488,106 @@ async fn behind_a_wildcard_bind_the_proxy_header_names_the_address_the_client_re
         "{line}"
     );
 }
+
+/// Reads the PROXY header (v1 TCP4, or v2 PROXY over TCP/IPv4) a connection
+/// must start with: the (source, destination) it names, None for a
+/// connection that starts with anything else.
+async fn read_proxy_header(s: &mut tokio::net::TcpStream) -> Option<(SocketAddr, SocketAddr)> {
+    let mut first = [0u8; 6];
+    s.read_exact(&mut first).await.ok()?;
+    if &first == b"PROXY " {
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while !line.ends_with(b"\r\n") {
+            if line.len() > 107 {
+                return None;
+            }
+            s.read_exact(&mut b).await.ok()?;
+            line.push(b[0]);
+        }
+        let line = String::from_utf8(line).ok()?;
+        let f: Vec<&str> = line.trim_end().split(' ').collect();
+        if f.len() != 5 || f[0] != "TCP4" {
+            return None;
+        }
+        let src = SocketAddr::new(f[1].parse().ok()?, f[3].parse().ok()?);
+        let dst = SocketAddr::new(f[2].parse().ok()?, f[4].parse().ok()?);
+        return Some((src, dst));
+    }
+    let mut rest = [0u8; 10];
+    s.read_exact(&mut rest).await.ok()?;
+    let head = [&first[..], &rest[..]].concat();
+    if &head[..12] != b"\r\n\r\n\0\r\nQUIT\n" || head[12] != 0x21 || head[13] != 0x11 {
+        return None;
+    }
+    let len = u16::from_be_bytes([head[14], head[15]]) as usize;
+    if len < 12 {
+        return None;
+    }
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.ok()?;
+    let ip = |b: &[u8]| std::net::IpAddr::from([b[0], b[1], b[2], b[3]]);
+    let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+    Some((
+        SocketAddr::new(ip(&body[0..4]), port(&body[8..10])),
+        SocketAddr::new(ip(&body[4..8]), port(&body[10..12])),
+    ))
+}
+
+/// Each connection a server saw: its peer, and the (source, destination) of
+/// the PROXY header it started with (None: it had none).
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(SocketAddr, Option<(SocketAddr, SocketAddr)>)>>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_of_a_send_proxy_pool_send_the_header_so_a_server_that_requires_it_is_up() {
+    for version in ["v1", "v2"] {
+        // like nginx's `listen ... proxy_protocol`: a connection without the
+        // header is refused ("broken header"); after it, a request gets 200
+        let server = common::listen(free_addr("127.0.0.2")).await;
+        let backend = server.local_addr().unwrap();
+        let seen: Seen = Default::default();
+        let record = std::sync::Arc::clone(&seen);
+        let accepting = tokio::spawn(async move {
+            while let Ok((mut s, peer)) = server.accept().await {
+                let record = std::sync::Arc::clone(&record);
+                tokio::spawn(async move {
+                    let header = read_proxy_header(&mut s).await;
+                    record.lock().unwrap().push((peer, header));
+                    if header.is_none() {
+                        let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+                        return;
+                    }
+                    let mut req = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !req.ends_with(b"\r\n\r\n") {
+                        if s.read_exact(&mut b).await.is_err() {
+                            return;
+                        }
+                        req.push(b[0]);
+                    }
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                });
+            }
+        });
+        let listen = free_addr("127.0.0.1");
+        let extra = format!(
+            "send_proxy = \"{version}\"\n[pool.health]\nkind = \"http\"\npath = \"/health\"\ninterval = \"200ms\"\nfast_interval = \"100ms\"\ntimeout = \"1s\"\nrise = 1\nfall = 1\n"
+        );
+        let p = Proxy::start(&http_config(listen, &extra, &[(backend, 1)]), &[listen]).await;
+        // (before the fix the checks went without the header: always DOWN)
+        p.wait_server(Duration::from_secs(10), "api", backend, "UP")
+            .await;
+        let seen = seen.lock().unwrap().clone();
+        assert!(!seen.is_empty(), "{version}");
+        for (peer, header) in seen {
+            // the header names the check's own connection: its source is the
+            // check socket's address, its destination the server
+            assert_eq!(header, Some((peer, backend)), "{version}");
+        }
+        accepting.abort();
+    }
+}

@@ -78,23 +78,53 @@ pub type CheckTls = (crate::tls::PoolTls, rustls_pki_types::ServerName<'static>)
 
 /// Runs one check against `addr`; `Ok` carries a short description of the
 /// success. Over TLS when `tls` is given (tcp: the handshake must
-/// succeed, certificate verified; http: the request goes over it).
+/// succeed, certificate verified; http: the request goes over it). With
+/// `send_proxy` (the pool's), each check connection starts with a PROXY
+/// header, as the pool's connections for traffic do.
 pub async fn check_with(
     kind: &CheckKind,
     addr: SocketAddr,
     tls: Option<&CheckTls>,
+    send_proxy: Option<crate::proxy_protocol::Version>,
     timeout: Duration,
 ) -> Result<String, CheckFailure> {
-    match tokio::time::timeout(timeout, check_inner(kind, addr, tls, timeout)).await {
+    match tokio::time::timeout(timeout, check_inner(kind, addr, tls, send_proxy, timeout)).await {
         Ok(r) => r,
         Err(_) => Err(CheckFailure::Timeout(timeout)),
     }
+}
+
+/// A check's TCP connection to `addr`. With `send_proxy`, the PROXY header
+/// goes first (before any TLS, in the order of the pool's connections for
+/// traffic), naming the check's own connection: its local address as the
+/// source, the server as the destination (HAProxy sends the header on the
+/// checks of a `send-proxy` server too). A server that requires the header
+/// (nginx's `listen ... proxy_protocol`) closes a connection without it, so
+/// without it no check could pass and every server would be DOWN.
+async fn connect(
+    addr: SocketAddr,
+    send_proxy: Option<crate::proxy_protocol::Version>,
+) -> Result<tokio::net::TcpStream, CheckFailure> {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| CheckFailure::Connect(e.to_string()))?;
+    if let Some(v) = send_proxy {
+        let local = stream
+            .local_addr()
+            .map_err(|e| CheckFailure::Connect(e.to_string()))?;
+        let header = crate::proxy_protocol::header(v, local, addr, None);
+        tokio::io::AsyncWriteExt::write_all(&mut stream, &header)
+            .await
+            .map_err(|e| CheckFailure::Connect(format!("cannot send the PROXY header: {e}")))?;
+    }
+    Ok(stream)
 }
 
 async fn check_inner(
     kind: &CheckKind,
     addr: SocketAddr,
     tls: Option<&CheckTls>,
+    send_proxy: Option<crate::proxy_protocol::Version>,
     timeout: Duration,
 ) -> Result<String, CheckFailure> {
     // the admin server is no backend (a member at its address never passes)
@@ -105,9 +135,7 @@ async fn check_inner(
     }
     match kind {
         CheckKind::Tcp => {
-            let stream = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(|e| CheckFailure::Connect(e.to_string()))?;
+            let stream = connect(addr, send_proxy).await?;
             if let Some((tls, name)) = tls {
                 tls.connect(name.clone(), stream)
                     .await
@@ -124,9 +152,7 @@ async fn check_inner(
             expect_body,
             h2,
         } => {
-            let stream = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(|e| CheckFailure::Connect(e.to_string()))?;
+            let stream = connect(addr, send_proxy).await?;
             if *h2 {
                 let host = host.clone().unwrap_or_else(|| addr.to_string());
                 let (status, body) = match tls {
@@ -187,9 +213,7 @@ async fn check_inner(
             http_verdict(status, &body, expect_status, expect_body.as_deref())
         }
         CheckKind::Grpc { service } => {
-            let stream = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(|e| CheckFailure::Connect(e.to_string()))?;
+            let stream = connect(addr, send_proxy).await?;
             match tls {
                 None => grpc_check(stream, "http", &addr.to_string(), service).await,
                 Some((tls, name)) => {
@@ -219,11 +243,30 @@ async fn check_inner(
             if let Some(p) = password {
                 cfg.password(p);
             }
-            let (client, conn) = cfg
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(|e| CheckFailure::Postgres(e.to_string()))?;
-            let _conn_task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn));
+            let (client, _conn_task) = match send_proxy {
+                None => {
+                    let (client, conn) = cfg
+                        .connect(tokio_postgres::NoTls)
+                        .await
+                        .map_err(|e| CheckFailure::Postgres(e.to_string()))?;
+                    (
+                        client,
+                        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn)),
+                    )
+                }
+                // the PROXY header first: over a connection of our own
+                Some(_) => {
+                    let stream = connect(addr, send_proxy).await?;
+                    let (client, conn) = cfg
+                        .connect_raw(stream, tokio_postgres::NoTls)
+                        .await
+                        .map_err(|e| CheckFailure::Postgres(e.to_string()))?;
+                    (
+                        client,
+                        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn)),
+                    )
+                }
+            };
             // Lag is 0 on a primary and on a replica that has replayed all it
             // received (an idle primary would otherwise look like growing lag).
             let row = client

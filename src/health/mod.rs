@@ -90,13 +90,15 @@ fn jittered(d: Duration) -> Duration {
 /// that appear (DNS) get a task, members that leave have theirs stopped. Each
 /// task carries a tracing span and writes only its member's health.
 pub struct HealthManager {
-    /// Server uid -> its task and the settings it runs with.
+    /// Server uid -> its task and the settings it runs with (the pool's
+    /// `[health]`, `[tls]` and `send_proxy`).
     tasks: HashMap<
         u64,
         (
             CancellationToken,
             Arc<HealthConfig>,
             Option<crate::tls::PoolTls>,
+            Option<crate::proxy_protocol::Version>,
         ),
     >,
     cancel: CancellationToken,
@@ -130,15 +132,15 @@ impl HealthManager {
             let cfg = Arc::new(cfg.clone());
             for s in &pool.servers {
                 live.insert(s.state.uid);
-                if let Some((_, running, tls)) = self.tasks.get(&s.state.uid) {
-                    if **running == *cfg && *tls == pool.tls {
+                if let Some((_, running, tls, send_proxy)) = self.tasks.get(&s.state.uid) {
+                    if **running == *cfg && *tls == pool.tls && *send_proxy == pool.send_proxy {
                         continue;
                     }
                 }
                 self.start(pool, s, &cfg);
             }
         }
-        self.tasks.retain(|uid, (token, _, _)| {
+        self.tasks.retain(|uid, (token, _, _, _)| {
             let keep = live.contains(uid);
             if !keep {
                 token.cancel();
@@ -151,7 +153,7 @@ impl HealthManager {
     /// tasks started and stopped, whatever the size of the pool.
     pub fn members_changed(&mut self, pool: &Pool, added: &[Arc<Server>], removed: &[Arc<Server>]) {
         for s in removed {
-            if let Some((token, _, _)) = self.tasks.remove(&s.state.uid) {
+            if let Some((token, _, _, _)) = self.tasks.remove(&s.state.uid) {
                 token.cancel();
             }
         }
@@ -167,20 +169,26 @@ impl HealthManager {
         let token = self.cancel.child_token();
         let replaced = self.tasks.insert(
             s.state.uid,
-            (token.clone(), Arc::clone(cfg), pool.tls.clone()),
+            (
+                token.clone(),
+                Arc::clone(cfg),
+                pool.tls.clone(),
+                pool.send_proxy,
+            ),
         );
-        if let Some((old, _, _)) = replaced {
+        if let Some((old, _, _, _)) = replaced {
             old.cancel();
         }
         let span = tracing::info_span!("health", pool = %pool.name, server = %s.id);
         let (addr, state, cfg) = (s.addr, Arc::clone(&s.state), Arc::clone(cfg));
         let tls = check_tls(pool, s.source.as_deref(), s.addr);
+        let send_proxy = pool.send_proxy;
         let flipped = Arc::clone(&self.flipped);
         self.tracker.spawn(tracing::Instrument::instrument(
             async move {
                 tokio::select! {
                     _ = token.cancelled() => {}
-                    _ = check_loop(addr, tls, state, cfg, flipped) => {}
+                    _ = check_loop(addr, tls, send_proxy, state, cfg, flipped) => {}
                 }
             },
             span,
@@ -202,6 +210,7 @@ impl HealthManager {
             return done(Vec::new());
         };
         let cfg = Arc::new(cfg.clone());
+        let send_proxy = pool.send_proxy;
         let span = tracing::info_span!("health", pool = %pool.name, first_checks = %source);
         // (the set aborts its checks if the task below is dropped)
         let mut checks = tokio::task::JoinSet::new();
@@ -209,7 +218,10 @@ impl HealthManager {
             let tls = check_tls(pool, Some(source), addr);
             let cfg = Arc::clone(&cfg);
             checks.spawn(tracing::Instrument::instrument(
-                async move { (addr, check_once(&cfg, addr, tls.as_ref()).await) },
+                async move {
+                    let report = check_once(&cfg, addr, tls.as_ref(), send_proxy).await;
+                    (addr, report)
+                },
                 tracing::info_span!(parent: &span, "check", server = %addr),
             ));
         }
@@ -246,7 +258,7 @@ impl HealthManager {
     }
 
     pub fn stop_all(&mut self) {
-        for (_, (t, _, _)) in self.tasks.drain() {
+        for (_, (t, _, _, _)) in self.tasks.drain() {
             t.cancel();
         }
     }
@@ -255,6 +267,7 @@ impl HealthManager {
 async fn check_loop(
     addr: SocketAddr,
     tls: Option<CheckTls>,
+    send_proxy: Option<crate::proxy_protocol::Version>,
     state: Arc<ServerState>,
     cfg: Arc<HealthConfig>,
     flipped: Arc<tokio::sync::Notify>,
@@ -271,7 +284,7 @@ async fn check_loop(
             continue;
         }
         let started = Instant::now();
-        let report = check_once(&cfg, addr, tls.as_ref()).await;
+        let report = check_once(&cfg, addr, tls.as_ref(), send_proxy).await;
         if state.admin() == crate::pool::AdminState::Maint {
             // put in maintenance while this check ran: its verdict is from
             // before, and must not undo the UNKNOWN that maintenance set
@@ -308,10 +321,15 @@ fn check_tls(pool: &Pool, source: Option<&str>, addr: SocketAddr) -> Option<Chec
         .map(|t| (t.clone(), t.name_for(source, addr)))
 }
 
-/// Runs one check and reports it.
-async fn check_once(cfg: &HealthConfig, addr: SocketAddr, tls: Option<&CheckTls>) -> CheckReport {
+/// Runs one check (with the pool's `send_proxy`) and reports it.
+async fn check_once(
+    cfg: &HealthConfig,
+    addr: SocketAddr,
+    tls: Option<&CheckTls>,
+    send_proxy: Option<crate::proxy_protocol::Version>,
+) -> CheckReport {
     let started = Instant::now();
-    let result = check_with(&cfg.check, addr, tls, cfg.timeout).await;
+    let result = check_with(&cfg.check, addr, tls, send_proxy, cfg.timeout).await;
     CheckReport {
         at: SystemTime::now(),
         duration: started.elapsed(),
@@ -414,7 +432,7 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let r = check_with(&CheckKind::Tcp, dead, None, Duration::from_secs(1)).await;
+        let r = check_with(&CheckKind::Tcp, dead, None, None, Duration::from_secs(1)).await;
         assert!(matches!(r, Err(CheckFailure::Connect(_))), "{r:?}");
         // HTTP/1.1 and HTTP/2 (h2c) servers answering 503, then "all ok here"
         for h2 in [false, true] {
@@ -429,19 +447,21 @@ mod tests {
             };
             let t = Duration::from_secs(2);
             assert_eq!(
-                check_with(&kind(None), addr, None, t).await,
+                check_with(&kind(None), addr, None, None, t).await,
                 Err(CheckFailure::Status(503)),
                 "h2: {h2}"
             );
             assert_eq!(
-                check_with(&kind(Some("ok")), addr, None, t).await,
+                check_with(&kind(Some("ok")), addr, None, None, t).await,
                 Ok("HTTP 200".into())
             );
             assert_eq!(
-                check_with(&kind(Some("nope")), addr, None, t).await,
+                check_with(&kind(Some("nope")), addr, None, None, t).await,
                 Err(CheckFailure::Body)
             );
-            assert!(check_with(&CheckKind::Tcp, addr, None, t).await.is_ok());
+            assert!(check_with(&CheckKind::Tcp, addr, None, None, t)
+                .await
+                .is_ok());
             // the other protocol's check fails: each speaks what it says
             let other = CheckKind::Http {
                 method: http::Method::GET,
@@ -451,7 +471,7 @@ mod tests {
                 expect_body: None,
                 h2: !h2,
             };
-            let r = check_with(&other, addr, None, t).await;
+            let r = check_with(&other, addr, None, None, t).await;
             assert!(matches!(r, Err(CheckFailure::Http(_))), "h2: {h2}: {r:?}");
         }
     }
@@ -485,11 +505,11 @@ mod tests {
         };
         let t = Duration::from_secs(5);
         assert_eq!(
-            check_with(&kind("status: ok"), addr, None, t).await,
+            check_with(&kind("status: ok"), addr, None, None, t).await,
             Ok("HTTP 200".into())
         );
         assert_eq!(
-            check_with(&kind("nope"), addr, None, t).await,
+            check_with(&kind("nope"), addr, None, None, t).await,
             Err(CheckFailure::Body)
         );
     }
