@@ -176,9 +176,12 @@ fn parse_v2(buf: &[u8]) -> Result<Parsed, PpError> {
                     ))
                 }
                 // UNSPEC, unix sockets: no address to believe; UDP: not
-                // the stream this connection is (HAProxy keeps the
-                // connection's own address for all of them)
-                0x00 | 0x12 | 0x22 | 0x31 | 0x32 => None,
+                // the stream this connection is; IPv4, IPv6 and unix with
+                // an UNSPEC transport (0x10, 0x20, 0x30): not a TCP
+                // address either. HAProxy keeps the connection's own
+                // address for all of them; their address block, whatever
+                // it holds, is skipped with the rest of the declared length
+                0x00 | 0x10 | 0x20 | 0x30 | 0x12 | 0x22 | 0x31 | 0x32 => None,
                 _ => return Err(bad("v2 unknown address family")),
             };
             Ok(Parsed::Header { len, source })
@@ -469,6 +472,19 @@ mod tests {
                     len: h.len(),
                     source: None
                 })
+            );
+        }
+        // IPv4, IPv6 and unix with an UNSPEC transport: accepted without an
+        // address (the connection's own stands), the address block skipped
+        // by the declared length, whatever it holds
+        for (fam, n) in [(0x10, 12), (0x20, 36), (0x30, 216), (0x10, 0), (0x20, 5)] {
+            let mut h = v2(1, fam, &vec![7u8; n]);
+            let len = h.len();
+            h.extend_from_slice(b"GET / HTTP/1.1\r\n");
+            assert_eq!(
+                parse(&h),
+                Ok(Parsed::Header { len, source: None }),
+                "family {fam:#04x}, {n} bytes"
             );
         }
         assert_eq!(parse(b"GET / HTTP/1.1\r\n"), Ok(Parsed::Absent));
