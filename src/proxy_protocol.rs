@@ -239,7 +239,14 @@ pub fn header(
             body.extend_from_slice(&src.port().to_be_bytes());
             body.extend_from_slice(&dst.port().to_be_bytes());
             if let Some(t) = tls {
-                ssl_tlvs(t, &mut body);
+                let mut tlvs = Vec::with_capacity(128);
+                ssl_tlvs(t, &mut tlvs);
+                // The length is 16 bits: TLVs that would not fit are left
+                // out, never sent under a length that wrapped (the header
+                // would be garbage to the server)
+                if body.len() + tlvs.len() <= usize::from(u16::MAX) {
+                    body.extend_from_slice(&tlvs);
+                }
             }
             h.extend_from_slice(&(body.len() as u16).to_be_bytes());
             h.extend_from_slice(&body);
@@ -255,6 +262,12 @@ const PP2_SUBTYPE_SSL_CN: u8 = 0x22;
 const PP2_SUBTYPE_SSL_CIPHER: u8 = 0x23;
 const PP2_CLIENT_SSL: u8 = 0x01;
 const PP2_CLIENT_CERT_CONN: u8 = 0x02;
+/// The longest client certificate CN sent: X.509 bounds a CN at 64
+/// characters (ub-common-name), at most 256 bytes in UTF-8. A longer one is
+/// left out, not cut (a cut name could be someone else's): with it, the
+/// header stays far within the 16 bits of its length, and within the 1 KiB
+/// that receivers such as rampart read.
+const CN_MAX: usize = 256;
 
 fn tlv(kind: u8, value: &[u8], out: &mut Vec<u8>) {
     let len = value.len().min(u16::MAX as usize - 64);
@@ -280,7 +293,7 @@ fn ssl_tlvs(t: &crate::tls::TlsInfo, out: &mut Vec<u8>) {
     ssl.extend_from_slice(&0u32.to_be_bytes());
     tlv(PP2_SUBTYPE_SSL_VERSION, t.version.as_bytes(), &mut ssl);
     tlv(PP2_SUBTYPE_SSL_CIPHER, t.cipher.as_bytes(), &mut ssl);
-    if let Some(cn) = &t.client_cn {
+    if let Some(cn) = t.client_cn.as_deref().filter(|cn| cn.len() <= CN_MAX) {
         tlv(PP2_SUBTYPE_SSL_CN, cn.as_bytes(), &mut ssl);
     }
     tlv(PP2_TYPE_SSL, &ssl, out);
@@ -579,6 +592,80 @@ mod tests {
                     other => panic!("{v:?} {src} {dst}: {other:?}"),
                 }
             }
+        }
+    }
+
+    /// The TLVs in `b`, which must hold whole TLVs and nothing else.
+    fn walk(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            assert!(b.len() >= 3, "a TLV cut short");
+            let len = usize::from(u16::from_be_bytes([b[1], b[2]]));
+            assert!(b.len() >= 3 + len, "a TLV longer than what holds it");
+            out.push((b[0], b[3..3 + len].to_vec()));
+            b = &b[3 + len..];
+        }
+        out
+    }
+
+    #[test]
+    fn the_v2_length_never_wraps_and_a_cn_too_long_for_x509_is_left_out() {
+        let src: SocketAddr = "192.0.2.7:51234".parse().unwrap();
+        let dst: SocketAddr = "198.51.100.1:443".parse().unwrap();
+        let short_sni = "db.example.com".to_string();
+        let long_sni = format!("{}.example.com", "s".repeat(240));
+        for (cn, sni, kept) in [
+            ("alice".to_string(), short_sni.clone(), true),
+            ("\u{1F600}".repeat(64), short_sni.clone(), true),
+            // a 64 KiB CN: with it the body was over 65535 bytes and its
+            // length wrapped
+            ("c".repeat(70_000), long_sni, false),
+            ("c".repeat(CN_MAX + 1), short_sni, false),
+        ] {
+            let t = crate::tls::TlsInfo {
+                version: "TLSv1.3",
+                cipher: "TLS13_AES_128_GCM_SHA256",
+                sni: Some(sni.as_str().into()),
+                client_subject: Some(format!("CN={cn}").into()),
+                client_cn: Some(cn.as_str().into()),
+                ..Default::default()
+            };
+            let h = header(Version::V2, src, dst, Some(&t));
+            let declared = usize::from(u16::from_be_bytes([h[14], h[15]]));
+            assert_eq!(declared, h.len() - 16, "the declared length is the body's");
+            assert_eq!(
+                parse(&h),
+                Ok(Parsed::Header {
+                    len: h.len(),
+                    source: Some(src)
+                })
+            );
+            let tlvs = walk(&h[16 + 12..]);
+            let authority = tlvs
+                .iter()
+                .find(|(k, _)| *k == PP2_TYPE_AUTHORITY)
+                .map(|(_, v)| v.as_slice());
+            assert_eq!(authority, Some(sni.as_bytes()));
+            let ssl = &tlvs
+                .iter()
+                .find(|(k, _)| *k == PP2_TYPE_SSL)
+                .expect("the SSL TLV")
+                .1;
+            assert_eq!(ssl[0], PP2_CLIENT_SSL | PP2_CLIENT_CERT_CONN);
+            let sub = walk(&ssl[5..]);
+            assert!(sub
+                .iter()
+                .any(|(k, v)| *k == PP2_SUBTYPE_SSL_VERSION && v == b"TLSv1.3"));
+            let got = sub
+                .iter()
+                .find(|(k, _)| *k == PP2_SUBTYPE_SSL_CN)
+                .map(|(_, v)| v.as_slice());
+            assert_eq!(
+                got,
+                kept.then_some(cn.as_bytes()),
+                "a CN of {} bytes",
+                cn.len()
+            );
         }
     }
 
