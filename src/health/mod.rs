@@ -86,21 +86,21 @@ fn jittered(d: Duration) -> Duration {
     Duration::from_millis(ms - spread + fastrand::u64(..=2 * spread))
 }
 
+/// A running check task: its stop, and the settings it runs with.
+type CheckTask = (
+    CancellationToken,
+    Arc<HealthConfig>,
+    Option<crate::tls::PoolTls>,
+    Option<crate::proxy_protocol::Version>,
+);
+
 /// Keeps one check task per member of every pool with `[pool.health]`: members
 /// that appear (DNS) get a task, members that leave have theirs stopped. Each
 /// task carries a tracing span and writes only its member's health.
 pub struct HealthManager {
     /// Server uid -> its task and the settings it runs with (the pool's
     /// `[health]`, `[tls]` and `send_proxy`).
-    tasks: HashMap<
-        u64,
-        (
-            CancellationToken,
-            Arc<HealthConfig>,
-            Option<crate::tls::PoolTls>,
-            Option<crate::proxy_protocol::Version>,
-        ),
-    >,
+    tasks: HashMap<u64, CheckTask>,
     cancel: CancellationToken,
     tracker: TaskTracker,
     /// Notified at each health flip (the control task records it in the state file).
