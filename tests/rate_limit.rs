@@ -428,3 +428,65 @@ async fn a_request_handed_to_hyper_for_its_pool_is_charged_once() {
     let want = "rampart_rate_limit_refused_total{by=\"rate\",limit=\"per-key\"} 1";
     assert!(m.contains(want), "{want}: {m}");
 }
+
+/// A request refused by one limit is not charged to another it passed first:
+/// with a daily quota defined before a per-IP rate, a client bursting over
+/// its rate spends its quota only on what got through (each limit counted a
+/// request as it passed it, and a later 429 kept the charge: 20 used for 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_by_a_later_limit_uses_no_quota() {
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let text = format!(
+        r#"[global]
+threads = 1
+[admin]
+bind = "{admin}"
+[[rate_limit]]
+name = "jobs-free"
+key = "header:x-api-key"
+quota = "100/day"
+[[rate_limit]]
+name = "per-ip"
+key = "client_ip"
+rate = "1/m"
+[[listener]]
+name = "web"
+bind = ["{listen}"]
+mode = "http"
+pool = "api"
+  [[listener.rule]]
+  method = ["POST"]
+  path = "/jobs"
+  rate_limit = "jobs-free"
+  [[listener.rule]]
+  path_prefix = "/"
+  rate_limit = "per-ip"
+[[pool]]
+name = "api"
+  [[pool.server]]
+  address = "{}"
+"#,
+        backend.addr
+    );
+    let _p = Proxy::start(&text, &[listen]).await;
+    let c = client();
+    let mut passed = 0u64;
+    for _ in 0..20 {
+        let (st, h) = post_job(&c, listen, "free-1").await;
+        match st {
+            StatusCode::OK => passed += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(h["ratelimit-policy"], "\"per-ip\";q=1;w=60")
+            }
+            s => panic!("{s}"),
+        }
+    }
+    // one a minute, no burst: the first passes
+    assert_eq!(passed, 1);
+    assert_eq!(backend.requests() as u64, passed);
+    let (_, list) = admin_get(admin, "/api/quotas?limit=jobs-free&key=free-1").await;
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v[0]["used"].as_u64(), Some(passed), "{v}");
+    assert_eq!(v[0]["remaining"].as_u64(), Some(100 - passed), "{v}");
+}

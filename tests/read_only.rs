@@ -351,3 +351,71 @@ name = "primary"
     let (st, body, _) = send(&c, "POST", &url("/jobs")).await;
     assert_eq!((st, body.as_str()), (StatusCode::OK, "primary"));
 }
+
+/// A write refused because the listener is read-only uses none of its quota:
+/// a client retrying while the primary is down keeps its budget for when it
+/// is back (the read-only answer came after the limits, which had counted it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_refused_read_only_uses_no_quota() {
+    let primary = Backend::start("primary", free_addr("127.0.0.1")).await;
+    let replica = Backend::start("replica", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let dir = temp_dir("ro-quota");
+    let text = config(
+        listen,
+        admin,
+        primary.addr,
+        replica.addr,
+        &dir.join("state.json"),
+    )
+    .replace(
+        "[[listener]]\n",
+        "[[rate_limit]]\nname = \"jobs\"\nkey = \"client_ip\"\nquota = \"100/day\"\n[[listener]]\n",
+    )
+    .replace(
+        "  [[listener.rule]]          # reads go to the replicas",
+        "  [[listener.rule]]\n  method = [\"POST\"]\n  path = \"/jobs\"\n  rate_limit = \"jobs\"\n  [[listener.rule]]          # reads go to the replicas",
+    );
+    assert!(text.contains("rate_limit = \"jobs\""), "{text}");
+    let _p = Proxy::start(&text, &[listen]).await;
+    wait_until(Duration::from_secs(10), "primary UP", || async {
+        health(admin, "primary").await == "UP"
+    })
+    .await;
+    let c = client();
+    let url = format!("http://{listen}/jobs");
+    let used = || async {
+        let (_, list) = admin_get(admin, "/api/quotas?limit=jobs").await;
+        let v: Value = serde_json::from_str(&list).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["used"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(send(&c, "POST", &url).await.0, StatusCode::OK);
+    assert_eq!(used().await, 1);
+
+    primary.stats.health_status.store(503, Ordering::SeqCst);
+    wait_until(Duration::from_secs(10), "primary DOWN", || async {
+        health(admin, "primary").await == "DOWN"
+    })
+    .await;
+    for _ in 0..5 {
+        let (st, body, _) = send(&c, "POST", &url).await;
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    }
+    let l: Value = serde_json::from_str(&admin_get(admin, "/api/listeners").await.1).unwrap();
+    assert_eq!(l[0]["read_only_refused"], 5, "{l}");
+    assert_eq!(used().await, 1, "a refused write used the quota");
+
+    // back: the next write is the second counted
+    primary.stats.health_status.store(200, Ordering::SeqCst);
+    wait_until(Duration::from_secs(10), "primary UP again", || async {
+        health(admin, "primary").await == "UP"
+    })
+    .await;
+    let (st, body, _) = send(&c, "POST", &url).await;
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "primary"));
+    assert_eq!(used().await, 2);
+}

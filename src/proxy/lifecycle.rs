@@ -129,6 +129,17 @@ pub fn decide(
     if !stays(pool) {
         return Decision::Elsewhere;
     }
+    // A refused write is not charged to a rate or a quota: read-only first.
+    if is_write(applied.writes, req.method()) {
+        if let Some((ro, _)) = read_only(&snap, l, pool) {
+            listener.read_only_refused.fetch_add(1, Ordering::Relaxed);
+            return Decision::ReadOnly {
+                status: ro.status,
+                body: ro.body.clone(),
+                retry_after: ro.retry_after,
+            };
+        }
+    }
     if applied.limits != 0 {
         let now = crate::clock::now_us();
         let mut bits = applied.limits;
@@ -139,6 +150,19 @@ pub fn decide(
                 continue;
             };
             if let Err(over) = limiter.admit(req, now, crate::clock::unix_now) {
+                // the limits before this one counted the request, which does
+                // not pass: it uses none of them
+                let mut before = applied.limits & ((1u64 << i) - 1);
+                if before != 0 {
+                    let unix = crate::clock::unix_now();
+                    while before != 0 {
+                        let j = before.trailing_zeros() as usize;
+                        before &= before - 1;
+                        if let Some(earlier) = snap.rate_limits.get(j) {
+                            earlier.refund(req, now, unix);
+                        }
+                    }
+                }
                 listener.rate_limited.fetch_add(1, Ordering::Relaxed);
                 let by = if over.quota {
                     &limiter.store.refused_quota
@@ -152,16 +176,6 @@ pub fn decide(
                     retry_after: over.retry_after.as_micros().div_ceil(1_000_000).max(1) as u64,
                 };
             }
-        }
-    }
-    if is_write(applied.writes, req.method()) {
-        if let Some((ro, _)) = read_only(&snap, l, pool) {
-            listener.read_only_refused.fetch_add(1, Ordering::Relaxed);
-            return Decision::ReadOnly {
-                status: ro.status,
-                body: ro.body.clone(),
-                retry_after: ro.retry_after,
-            };
         }
     }
     Decision::Pool {

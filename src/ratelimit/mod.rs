@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::{KeyPart, RateLimitConfig};
+use crate::config::{KeyPart, RateLimitConfig, Tier};
 
 impl RateLimitConfig {
     /// T, the time one request "costs", in microseconds.
@@ -142,6 +142,16 @@ pub struct Limiter {
     pub link: Option<Arc<link::Link>>,
 }
 
+/// What applies to a request under a limit (`Limiter::applies`): its key,
+/// rate, burst, quota and tier with the header value that put it there.
+type Applies<'a> = (
+    u64,
+    Option<(u64, Duration)>,
+    u64,
+    Option<(u64, Duration)>,
+    Option<(&'a Tier, &'a [u8])>,
+);
+
 /// Why a request was limited.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limited {
@@ -250,25 +260,7 @@ impl Limiter {
         now: u64,
         unix: impl FnOnce() -> u64,
     ) -> Result<(), Limited> {
-        let tier = if self.cfg.tiers.is_empty() {
-            None
-        } else {
-            self.cfg.tiers.iter().find_map(|t| {
-                let v = r.header(&t.header)?;
-                t.values.contains(v).then_some((t, v))
-            })
-        };
-        let (key, rate, burst, quota) = match tier {
-            Some((t, v)) => {
-                let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-                for &b in t.name.as_bytes().iter().chain(&[0xff]).chain(v) {
-                    h ^= u64::from(b);
-                    h = h.wrapping_mul(0x0100_0000_01b3);
-                }
-                (h, t.rate, t.burst, t.quota)
-            }
-            None => (self.key(r), self.cfg.rate, self.cfg.burst, self.cfg.quota),
-        };
+        let (key, rate, burst, quota, tier) = self.applies(r);
         let text = || match tier {
             Some((t, v)) => format!("{}:{}", t.name, String::from_utf8_lossy(v)),
             None => self.key_text(r),
@@ -281,9 +273,61 @@ impl Limiter {
             self.check(key, rate, burst, now)?;
         }
         if let Some(q) = quota {
-            self.quota_check(key, q, String::new, unix, true)?;
+            if let Err(over) = self.quota_check(key, q, String::new, unix, true) {
+                // used up since the first look (by another request): this
+                // one passed the rate, which it gives back
+                if let Some(rate) = rate {
+                    self.uncheck(key, rate, now);
+                }
+                return Err(over);
+            }
         }
         Ok(())
+    }
+
+    /// Gives back what `admit` (at `now` µs, `unix` seconds) counted for a
+    /// request that was then refused all the same (by a later limit of its
+    /// rules): a refused request uses none of a rate or a quota. Not on the
+    /// way of a request that passes.
+    pub fn refund(&self, r: &impl RequestView, now: u64, unix: u64) {
+        let (key, rate, _, quota, _) = self.applies(r);
+        if let Some(rate) = rate {
+            self.uncheck(key, rate, now);
+        }
+        if let Some(q) = quota {
+            self.quota_uncount(key, q, unix);
+        }
+    }
+
+    /// What applies to a request: its key, rate, burst and quota, and its
+    /// tier (with the header value that put it there), if any.
+    #[inline]
+    fn applies<'a>(&'a self, r: &'a impl RequestView) -> Applies<'a> {
+        let tier = if self.cfg.tiers.is_empty() {
+            None
+        } else {
+            self.cfg.tiers.iter().find_map(|t| {
+                let v = r.header(&t.header)?;
+                t.values.contains(v).then_some((t, v))
+            })
+        };
+        match tier {
+            Some((t, v)) => {
+                let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+                for &b in t.name.as_bytes().iter().chain(&[0xff]).chain(v) {
+                    h ^= u64::from(b);
+                    h = h.wrapping_mul(0x0100_0000_01b3);
+                }
+                (h, t.rate, t.burst, t.quota, tier)
+            }
+            None => (
+                self.key(r),
+                self.cfg.rate,
+                self.cfg.burst,
+                self.cfg.quota,
+                None,
+            ),
+        }
     }
 
     /// `key`'s use of the quota `(limit, window)` at `unix`: Err when used up;
@@ -379,6 +423,35 @@ impl Limiter {
         }
         drop(m);
         Ok(())
+    }
+
+    /// Takes back one request counted by `quota_check` at `unix`, in the
+    /// table and in what is pending for the store (unless a sync sent it
+    /// already: the store's count then keeps it until the window ends).
+    fn quota_uncount(&self, key: u64, (_, window): (u64, Duration), unix: u64) {
+        let len = window.as_secs().max(1);
+        let current = unix / len;
+        let shard = (key % SHARDS as u64) as usize;
+        let mut m = self.store.quotas[shard]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(e) = m.get_mut(&key).filter(|e| e.window == current) else {
+            return;
+        };
+        e.used = e.used.saturating_sub(1);
+        self.store
+            .quotas_changed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // under the quota table's lock, as it was counted (see quota_check)
+        if self.link.is_some() {
+            let mut pending = self.store.pending[shard]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(p) = pending.get_mut(&key).filter(|p| p.q_window == current) {
+                p.quota_n = p.quota_n.saturating_sub(1);
+            }
+        }
+        drop(m);
     }
 
     /// Quota entries (all, or those whose key text is `key`), in their current
@@ -554,6 +627,33 @@ impl Limiter {
         drop(m);
         self.note_rate(key, now, t0);
         Ok(())
+    }
+
+    /// Takes back one request that `check` admitted for `key` at `now` (its
+    /// TAT moves back by T, not before `now`), and from what is pending for
+    /// the store.
+    fn uncheck(&self, key: u64, rate: (u64, Duration), now: u64) {
+        let t0 = RateLimitConfig::interval_us(rate);
+        let t = match &self.link {
+            Some(link) if !link.is_up() => (t0 as f64 / link.share()) as u64,
+            _ => t0,
+        };
+        let shard = (key % SHARDS as u64) as usize;
+        let mut m = self.store.shards[shard]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = m.get_mut(&key) {
+            *v = v.saturating_sub(t).max(now);
+        }
+        drop(m);
+        if self.link.is_some() {
+            let mut pending = self.store.pending[shard]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(p) = pending.get_mut(&key) {
+                p.rate_n = p.rate_n.saturating_sub(1);
+            }
+        }
     }
 }
 
@@ -731,6 +831,49 @@ mod tests {
         assert!(!l.reset_quota("free-1").is_empty());
         assert!(l.admit(&Req("free-1"), 0, || midnight).is_ok());
         assert!(l.reset_quota("nobody").is_empty());
+    }
+
+    /// A request a later limit refused is given back (`refund`): the rate and
+    /// the quota are as if it had not come, and so is what the next sync
+    /// would send to the shared store.
+    #[test]
+    fn a_refund_gives_back_the_rate_the_quota_and_what_is_pending() {
+        let mut cfg = daily_quota(100).cfg.clone();
+        cfg.rate = Some((1, Duration::from_secs(60)));
+        let store = crate::config::StoreConfig {
+            url: "redis://127.0.0.1:1".into(),
+            client: redis::Client::open("redis://127.0.0.1:1").unwrap(),
+            sync_interval: Duration::from_millis(20),
+            fallback_share: 0.5,
+            key_prefix: "t".into(),
+        };
+        let l = Limiter::new(cfg, Arc::default(), Some(Arc::new(Link::new(store))));
+        let noon = 1_795_953_600 + 12 * 3600;
+        let t0 = 1_000_000;
+        let key = l.key(&Req("k"));
+        let pending = |l: &Limiter| {
+            let p = l.store.pending[(key % SHARDS as u64) as usize]
+                .lock()
+                .unwrap()
+                .get(&key)
+                .copied()
+                .unwrap_or_default();
+            (p.rate_n, p.quota_n)
+        };
+        assert!(l.admit(&Req("k"), t0, || noon).is_ok());
+        assert_eq!(l.quotas(Some("k"), noon)[0].used, 1);
+        assert_eq!(pending(&l), (1, 1));
+        // one a minute, no burst: the next is refused
+        assert!(l.admit(&Req("k"), t0 + 1, || noon).is_err());
+        // the first, refused by a later limit, is given back
+        l.refund(&Req("k"), t0, noon);
+        assert_eq!(l.quotas(Some("k"), noon)[0].used, 0);
+        assert_eq!(pending(&l), (0, 0));
+        // its rate too: one passes now, and only one
+        assert!(l.admit(&Req("k"), t0 + 2, || noon).is_ok());
+        assert!(l.admit(&Req("k"), t0 + 3, || noon).is_err());
+        assert_eq!(l.quotas(Some("k"), noon)[0].used, 1);
+        assert_eq!(pending(&l), (1, 1));
     }
 
     /// A key of kilobytes (a header value) is kept as 96 bytes and a hash:
