@@ -236,7 +236,9 @@ impl Limiter {
                 out.push('|');
             }
             match part {
-                KeyPart::ClientIp => out.push_str(&r.src().to_string()),
+                // as the key's hash has it: an IPv4 client on a dual-stack
+                // listener (`::ffff:1.2.3.4`) is `1.2.3.4`, as on 0.0.0.0
+                KeyPart::ClientIp => out.push_str(&r.src().to_canonical().to_string()),
                 KeyPart::Header(n) => {
                     out.push_str(&String::from_utf8_lossy(r.header(n).unwrap_or(b"")))
                 }
@@ -785,6 +787,48 @@ mod tests {
             Limiter::new(c, Arc::default(), None)
         };
         assert_ne!(by_header.key(&Req("a")), by_header.key(&Req("b")));
+    }
+
+    /// An IPv4 client on a dual-stack listener (`::ffff:1.2.3.4`) is the same
+    /// key, by its hash and by its text, as on a listener bound to 0.0.0.0: a
+    /// shared quota is one count in the store (its name is the text), and an
+    /// operator finds it as `1.2.3.4`.
+    #[test]
+    fn a_v4_mapped_client_is_keyed_as_its_v4_address() {
+        struct Src(std::net::IpAddr);
+        impl RequestView for Src {
+            fn method(&self) -> &str {
+                "POST"
+            }
+            fn host(&self) -> Option<&str> {
+                None
+            }
+            fn target(&self) -> &str {
+                "/jobs"
+            }
+            fn header(&self, _: &str) -> Option<&[u8]> {
+                None
+            }
+            fn src(&self) -> std::net::IpAddr {
+                self.0
+            }
+        }
+        let mut cfg = daily_quota(10).cfg.clone();
+        cfg.key = vec![KeyPart::ClientIp];
+        let l = Limiter::new(cfg, Arc::default(), None);
+        let v4 = Src("1.2.3.4".parse().unwrap());
+        let mapped = Src("::ffff:1.2.3.4".parse().unwrap());
+        assert_eq!(l.key(&mapped), l.key(&v4));
+        assert_eq!(l.key_text(&mapped), l.key_text(&v4));
+        assert_eq!(l.key_text(&mapped), "1.2.3.4");
+        let noon = 1_795_953_600 + 12 * 3600;
+        assert!(l.admit(&mapped, 0, || noon).is_ok());
+        assert!(l.admit(&v4, 0, || noon).is_ok());
+        let q = l.quotas(Some("1.2.3.4"), noon);
+        assert_eq!(q.first().map(|e| e.used), Some(2), "{q:?}");
+        // a real IPv6 client stays itself
+        let v6 = Src("2001:db8::1".parse().unwrap());
+        assert_eq!(l.key_text(&v6), "2001:db8::1");
     }
 
     /// A quota of `n` a day per `x-api-key`.
