@@ -177,7 +177,8 @@ impl Limiter {
                 if p.rate_n == 0 {
                     p.first = now;
                 }
-                p.rate_n += 1;
+                // (kept through a long outage of the store: saturates)
+                p.rate_n = p.rate_n.saturating_add(1);
                 p.t_us = t_us;
             });
         }
@@ -419,7 +420,7 @@ impl Limiter {
                 if p.q_window != current {
                     p.quota_n = 0;
                 }
-                p.quota_n += 1;
+                p.quota_n = p.quota_n.saturating_add(1);
                 (p.q_len, p.q_window) = (len, current);
             });
         }
@@ -918,6 +919,43 @@ mod tests {
         assert!(l.admit(&Req("k"), t0 + 3, || noon).is_err());
         assert_eq!(l.quotas(Some("k"), noon)[0].used, 1);
         assert_eq!(pending(&l), (1, 1));
+    }
+
+    /// While the shared store is unreachable, what a key was admitted stays
+    /// pending (each failed sync gives it back): a count at its maximum stays
+    /// there, where `+= 1` wrapped to zero (or panicked, in a debug build).
+    #[test]
+    fn pending_counts_saturate_through_a_long_outage() {
+        let mut cfg = daily_quota(100).cfg.clone();
+        cfg.rate = Some((1000, Duration::from_secs(1)));
+        cfg.burst = 10;
+        let store = crate::config::StoreConfig {
+            url: "redis://127.0.0.1:1".into(),
+            client: redis::Client::open("redis://127.0.0.1:1").unwrap(),
+            sync_interval: Duration::from_millis(20),
+            fallback_share: 0.5,
+            key_prefix: "t".into(),
+        };
+        let l = Limiter::new(cfg, Arc::default(), Some(Arc::new(Link::new(store))));
+        let noon = 1_795_953_600 + 12 * 3600;
+        let key = l.key(&Req("k"));
+        let shard = (key % SHARDS as u64) as usize;
+        l.store.pending[shard].lock().unwrap().insert(
+            key,
+            link::Pend {
+                rate_n: u32::MAX,
+                t_us: 1000,
+                first: 1,
+                quota_n: u32::MAX,
+                q_len: 86_400,
+                q_window: noon / 86_400,
+                touched: 1,
+                taken: 0,
+            },
+        );
+        assert!(l.admit(&Req("k"), 1_000_000, || noon).is_ok());
+        let p = l.store.pending[shard].lock().unwrap()[&key];
+        assert_eq!((p.rate_n, p.quota_n), (u32::MAX, u32::MAX));
     }
 
     /// A key of kilobytes (a header value) is kept as 96 bytes and a hash:
