@@ -540,13 +540,20 @@ impl Limiter {
     }
 
     /// Puts saved quota use back (state file, handover), keyed as requests
-    /// would be; a count already there for the same window is kept if higher.
+    /// would be; a count already there for the same window is kept if higher,
+    /// one for a later window is kept as it is.
+    ///
+    /// Not added: a binary upgrade restores the state file, then the old
+    /// process's fresher counts, which include the file's. And not replaced
+    /// by an ended window's: this process counted in the new one (a restart
+    /// or handover just after the window turned), and those counts go on.
     pub fn restore_quota(&self, hash: u64, mut e: QuotaEntry) {
         // (an entry a version before bounded keys saved keeps them too)
         e.key = bounded_key(std::mem::take(&mut e.key));
         let shard = &self.store.quotas[(hash % SHARDS as u64) as usize];
         let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
         match m.get_mut(&hash) {
+            Some(old) if old.window > e.window => {}
             Some(old) if old.window == e.window => {
                 old.used = old.used.max(e.used);
                 old.seed = old.seed.max(e.used);
@@ -956,6 +963,40 @@ mod tests {
         assert!(l.admit(&Req("k"), 1_000_000, || noon).is_ok());
         let p = l.store.pending[shard].lock().unwrap()[&key];
         assert_eq!((p.rate_n, p.quota_n), (u32::MAX, u32::MAX));
+    }
+
+    /// A count restored (state file, handover) for a window that has ended
+    /// does not replace the one this process keeps for the new window: it was
+    /// put in its place, and the new window's requests were forgotten.
+    #[test]
+    fn a_restored_count_of_an_ended_window_keeps_the_new_ones() {
+        let l = daily_quota(100);
+        let noon = 1_795_953_600 + 12 * 3600;
+        let midnight = (noon / 86_400 + 1) * 86_400;
+        let key = l.key(&Req("k"));
+        let saved = |window: u64, used: u64| QuotaEntry {
+            key: "k".into(),
+            window,
+            len: 86_400,
+            used,
+            synced: None,
+            seed: 0,
+        };
+        let used = || l.quotas(Some("k"), midnight).first().map(|e| e.used);
+        for _ in 0..3 {
+            assert!(l.admit(&Req("k"), 0, || midnight).is_ok());
+        }
+        // saved just before midnight, restored just after
+        l.restore_quota(key, saved(noon / 86_400, 90));
+        assert_eq!(used(), Some(3));
+        assert!(l.admit(&Req("k"), 0, || midnight).is_ok());
+        assert_eq!(used(), Some(4));
+        // of the same window: the higher count (the old process's counts
+        // come twice in an upgrade, in the state file and the handover)
+        l.restore_quota(key, saved(midnight / 86_400, 10));
+        assert_eq!(used(), Some(10));
+        l.restore_quota(key, saved(midnight / 86_400, 5));
+        assert_eq!(used(), Some(10));
     }
 
     /// A key of kilobytes (a header value) is kept as 96 bytes and a hash:
