@@ -78,10 +78,10 @@ impl Link {
 /// What a node admitted for one key since the last sync, and how it counts.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Pend {
-    /// Admitted under the rate, with T (µs) of the rate that applied, the
+    /// Admitted under the rate, with T (ns) of the rate that applied, the
     /// first of them at `first` (µs, `now_us`).
     pub rate_n: u32,
-    pub t_us: u64,
+    pub t_ns: u64,
     pub first: u64,
     /// Counted against the quota, in the window `q_window` of `q_len` seconds.
     pub quota_n: u32,

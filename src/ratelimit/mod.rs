@@ -26,11 +26,16 @@ use std::time::Duration;
 use crate::config::{KeyPart, RateLimitConfig, Tier};
 
 impl RateLimitConfig {
-    /// T, the time one request "costs", in microseconds.
-    fn interval_us((n, per): (u64, Duration)) -> u64 {
-        // (no u128 arithmetic on the request path: as_micros() is u128)
-        let per_us = per.as_secs() * 1_000_000 + u64::from(per.subsec_micros());
-        (per_us / n.max(1)).max(1)
+    /// T, the time one request "costs", in nanoseconds, rounded up: the rate
+    /// allowed is never above the one configured. (In whole microseconds,
+    /// rounded down, 300000/s was T = 3 µs, which allowed 333333/s.)
+    fn interval_ns((n, per): (u64, Duration)) -> u64 {
+        // (no u128 arithmetic on the request path: as_nanos() is u128)
+        let per_ns = per
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(per.subsec_nanos()));
+        per_ns.div_ceil(n.max(1)).max(1)
     }
 }
 
@@ -169,9 +174,10 @@ impl Limiter {
         Limiter { cfg, store, link }
     }
 
-    /// Notes a request admitted under the rate (T = `t_us`), for the next sync.
+    /// Notes a request admitted under the rate (T = `t_ns`) at `now` (µs),
+    /// for the next sync.
     #[inline]
-    fn note_rate(&self, key: u64, now: u64, t_us: u64) {
+    fn note_rate(&self, key: u64, now: u64, t_ns: u64) {
         if self.link.is_some() {
             self.note(key, now, |p| {
                 if p.rate_n == 0 {
@@ -179,7 +185,7 @@ impl Limiter {
                 }
                 // (kept through a long outage of the store: saturates)
                 p.rate_n = p.rate_n.saturating_add(1);
-                p.t_us = t_us;
+                p.t_ns = t_ns;
             });
         }
     }
@@ -574,16 +580,17 @@ impl Limiter {
         out
     }
 
-    /// Whether a request with `key` at `now` (µs) conforms to `rate` with
-    /// `burst`; counts it if so.
+    /// Whether a request with `key` at `now_us` conforms to `rate` with
+    /// `burst`; counts it if so. (TATs are kept in nanoseconds, as T is.)
     pub fn check(
         &self,
         key: u64,
         rate: (u64, Duration),
         burst: u64,
-        now: u64,
+        now_us: u64,
     ) -> Result<(), Limited> {
-        let t0 = RateLimitConfig::interval_us(rate);
+        let now = now_us.saturating_mul(1000);
+        let t0 = RateLimitConfig::interval_ns(rate);
         // alone (the shared store unreachable), a node takes its share of the rate
         let t = match &self.link {
             Some(link) if !link.is_up() => (t0 as f64 / link.share()) as u64,
@@ -593,7 +600,7 @@ impl Limiter {
         let shard = &self.store.shards[(key % SHARDS as u64) as usize];
         let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
         let over = |tat: u64| Limited {
-            retry_after: Duration::from_micros(tat.saturating_sub(tau).saturating_sub(now)),
+            retry_after: Duration::from_nanos(tat.saturating_sub(tau).saturating_sub(now)),
             quota: false,
             q: rate.0,
             w: rate.1.as_secs().max(1),
@@ -606,7 +613,7 @@ impl Limiter {
             }
             *v = tat.saturating_add(t);
             drop(m);
-            self.note_rate(key, now, t0);
+            self.note_rate(key, now_us, t0);
             return Ok(());
         }
         let per_shard = (self.cfg.max_keys / SHARDS).max(1);
@@ -635,15 +642,16 @@ impl Limiter {
         // a new key's TAT starts at now: it conforms (burst >= 0)
         m.insert(key, now.saturating_add(t));
         drop(m);
-        self.note_rate(key, now, t0);
+        self.note_rate(key, now_us, t0);
         Ok(())
     }
 
-    /// Takes back one request that `check` admitted for `key` at `now` (its
-    /// TAT moves back by T, not before `now`), and from what is pending for
-    /// the store.
-    fn uncheck(&self, key: u64, rate: (u64, Duration), now: u64) {
-        let t0 = RateLimitConfig::interval_us(rate);
+    /// Takes back one request that `check` admitted for `key` at `now_us`
+    /// (its TAT moves back by T, not before then), and from what is pending
+    /// for the store.
+    fn uncheck(&self, key: u64, rate: (u64, Duration), now_us: u64) {
+        let now = now_us.saturating_mul(1000);
+        let t0 = RateLimitConfig::interval_ns(rate);
         let t = match &self.link {
             Some(link) if !link.is_up() => (t0 as f64 / link.share()) as u64,
             _ => t0,
@@ -760,6 +768,31 @@ mod tests {
         assert!((105..=112).contains(&ok), "{ok}");
         // another key is not affected
         assert!(l.check(3, R, 10, t0).is_ok());
+    }
+
+    /// High rates are kept, not rounded up: T in whole microseconds, rounded
+    /// down, made 300000/s allow 333333/s and 700000/s allow 1000000/s.
+    #[test]
+    fn a_high_rate_allows_no_more_than_configured() {
+        for (n, per) in [(300_000, 1), (700_000, 1), (1_000_000_000, 1), (7, 60)] {
+            let t = RateLimitConfig::interval_ns((n, Duration::from_secs(per)));
+            let allowed = per as f64 * 1e9 / t as f64;
+            assert!(allowed <= n as f64, "{n}/{per}s: T {t} ns allows {allowed}");
+            assert!(allowed >= n as f64 * 0.999, "{n}/{per}s: {allowed}");
+        }
+        // one request every microsecond for a second: the rate is what passes
+        for rate in [300_000u64, 700_000] {
+            let l = limiter(rate, 0, 1000);
+            let r = (rate, Duration::from_secs(1));
+            let t0: u64 = 1_000_000;
+            let ok = (0..1_000_000u64)
+                .filter(|i| l.check(1, r, 0, t0 + *i).is_ok())
+                .count() as u64;
+            assert!(
+                (rate - rate / 500..=rate + 1).contains(&ok),
+                "{rate}/s: {ok} passed in a second"
+            );
+        }
     }
 
     struct Req(&'static str);
@@ -951,7 +984,7 @@ mod tests {
             key,
             link::Pend {
                 rate_n: u32::MAX,
-                t_us: 1000,
+                t_ns: 1_000_000,
                 first: 1,
                 quota_n: u32::MAX,
                 q_len: 86_400,

@@ -137,8 +137,8 @@ fn give_back(limiters: &[Arc<Limiter>], batch: &[Item]) {
                 p.first = it.p.first;
             }
             p.rate_n = p.rate_n.saturating_add(it.p.rate_n);
-            if p.t_us == 0 {
-                p.t_us = it.p.t_us;
+            if p.t_ns == 0 {
+                p.t_ns = it.p.t_ns;
             }
         }
         // (counts of a window that has ended since no longer matter)
@@ -287,14 +287,15 @@ async fn sync_once(
     let prefix = &link.cfg.key_prefix;
     let unix = crate::clock::unix_now();
     let mut inv = script.prepare_invoke();
-    let rates: Vec<&Item> = batch.iter().filter(|it| it.p.t_us > 0).collect();
+    let rates: Vec<&Item> = batch.iter().filter(|it| it.p.t_ns > 0).collect();
     let quotas: Vec<&Item> = batch.iter().filter(|it| it.p.q_len > 0).collect();
     inv.arg(rates.len());
     for it in &rates {
         let name = limiters.get(it.limit).map_or("", |l| l.cfg.name.as_str());
         inv.arg(format!("{prefix}{name}:r:{:016x}", it.key))
             .arg(it.p.rate_n)
-            .arg(it.p.t_us)
+            // (T in µs, with its fraction: the store's TATs are in µs)
+            .arg(it.p.t_ns as f64 / 1000.0)
             .arg(it.span);
     }
     inv.arg(quotas.len());
@@ -376,7 +377,7 @@ fn pending_now(l: &Limiter, key: u64) -> Pend {
 fn apply(limiters: &[Arc<Limiter>], batch: &[Item], answers: &[i64]) {
     let now = crate::clock::now_us();
     let unix = crate::clock::unix_now();
-    let rates = batch.iter().filter(|it| it.p.t_us > 0);
+    let rates = batch.iter().filter(|it| it.p.t_ns > 0);
     let quotas = batch.iter().filter(|it| it.p.q_len > 0);
     let (ra, qa) = answers.split_at(answers.len().min(rates.clone().count()));
     for (it, &lead) in rates.zip(ra) {
@@ -385,7 +386,10 @@ fn apply(limiters: &[Arc<Limiter>], batch: &[Item], answers: &[i64]) {
         };
         let shard = (it.key % SHARDS as u64) as usize;
         let since = pending_now(l, it.key).rate_n;
-        let global = now + lead.max(0) as u64 + u64::from(since) * it.p.t_us;
+        // (in ns, as the local TATs)
+        let global = (now + lead.max(0) as u64)
+            .saturating_mul(1000)
+            .saturating_add(u64::from(since).saturating_mul(it.p.t_ns));
         let mut m = l.store.shards[shard]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
