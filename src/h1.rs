@@ -273,7 +273,9 @@ impl<'b> ConnectionTokens<'b> {
     }
 }
 
-#[inline]
+// (always: for a time the compiler stopped inlining it, which cost each
+// answer 140 instructions, by callgrind)
+#[inline(always)]
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
