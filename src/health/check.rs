@@ -88,7 +88,7 @@ pub async fn check_with(
     send_proxy: Option<crate::proxy_protocol::Version>,
     timeout: Duration,
 ) -> Result<String, CheckFailure> {
-    match tokio::time::timeout(timeout, check_inner(kind, addr, tls, send_proxy, timeout)).await {
+    match tokio::time::timeout(timeout, check_inner(kind, addr, tls, send_proxy)).await {
         Ok(r) => r,
         Err(_) => Err(CheckFailure::Timeout(timeout)),
     }
@@ -125,7 +125,6 @@ async fn check_inner(
     addr: SocketAddr,
     tls: Option<&CheckTls>,
     send_proxy: Option<crate::proxy_protocol::Version>,
-    timeout: Duration,
 ) -> Result<String, CheckFailure> {
     // the admin server is no backend (a member at its address never passes)
     if crate::upstream::is_admin(addr) {
@@ -234,39 +233,22 @@ async fn check_inner(
             max_replica_lag,
         } => {
             let mut cfg = tokio_postgres::Config::new();
-            cfg.host(addr.ip().to_string())
-                .port(addr.port())
-                .user(user)
+            // (no host, port or connect timeout: the connection is ours, and
+            // check_with's timeout covers the whole check)
+            cfg.user(user)
                 .dbname(database)
-                .application_name("rampart-health-check")
-                .connect_timeout(timeout);
+                .application_name("rampart-health-check");
             if let Some(p) = password {
                 cfg.password(p);
             }
-            let (client, _conn_task) = match send_proxy {
-                None => {
-                    let (client, conn) = cfg
-                        .connect(tokio_postgres::NoTls)
-                        .await
-                        .map_err(|e| CheckFailure::Postgres(e.to_string()))?;
-                    (
-                        client,
-                        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn)),
-                    )
-                }
-                // the PROXY header first: over a connection of our own
-                Some(_) => {
-                    let stream = connect(addr, send_proxy).await?;
-                    let (client, conn) = cfg
-                        .connect_raw(stream, tokio_postgres::NoTls)
-                        .await
-                        .map_err(|e| CheckFailure::Postgres(e.to_string()))?;
-                    (
-                        client,
-                        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn)),
-                    )
-                }
-            };
+            // over a connection of our own, as every check: the PROXY header
+            // (send_proxy) goes first
+            let stream = connect(addr, send_proxy).await?;
+            let (client, conn) = cfg
+                .connect_raw(stream, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| CheckFailure::Postgres(e.to_string()))?;
+            let _conn_task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn));
             // Lag is 0 on a primary and on a replica that has replayed all it
             // received (an idle primary would otherwise look like growing lag).
             let row = client
