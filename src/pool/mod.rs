@@ -323,12 +323,17 @@ impl Pool {
     }
 
     /// Could server `i` take traffic (ignoring its connection limit)?
+    #[inline]
     pub fn usable(&self, i: usize, now: u64) -> bool {
+        self.in_service(i) && self.servers[i].state.breaker.admits(now)
+    }
+
+    /// Is server `i` in service, as far as its weight, health and operator
+    /// say (its breaker aside)?
+    #[inline]
+    pub fn in_service(&self, i: usize) -> bool {
         let s = &self.servers[i];
-        s.weight > 0
-            && s.state.health() == Health::Up
-            && s.state.admin() == AdminState::Ready
-            && s.state.breaker.admits(now)
+        s.weight > 0 && s.state.health() == Health::Up && s.state.admin() == AdminState::Ready
     }
 
     /// Which tier serves now: `Some(false)` if a non-backup server is usable,

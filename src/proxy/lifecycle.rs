@@ -19,7 +19,7 @@ use crate::plane::Plane;
 use crate::pool::balance::hash_parts;
 use crate::pool::breaker::BreakerState;
 use crate::pool::circuit::Admit;
-use crate::pool::{AdminState, Health, Pool, Server, ServerGuard};
+use crate::pool::{Pool, Server, ServerGuard};
 use crate::rules::Priority;
 use crate::rules::{is_write, Applied, Outcome, ReadOnly, RequestView, RuleEdits, Terminal};
 use crate::upstream::UpstreamError;
@@ -256,11 +256,8 @@ fn read_only<'a>(
 /// off again.
 fn has_eligible(p: &Pool) -> bool {
     p.has_candidate(&[])
-        || p.servers.iter().any(|s| {
-            s.weight > 0
-                && s.state.health() == Health::Up
-                && s.state.admin() == AdminState::Ready
-                && s.state.breaker.state() == BreakerState::HalfOpen
+        || (0..p.servers.len()).any(|i| {
+            p.in_service(i) && p.servers[i].state.breaker.state() == BreakerState::HalfOpen
         })
 }
 
@@ -549,11 +546,16 @@ impl Lifecycle {
         true
     }
 
-    /// Whether a server neither tried nor `idx` could take the request now.
-    fn another_server(&self, idx: usize) -> bool {
+    /// The servers tried, and `idx`: those a retry does not go to.
+    fn tried_and(&self, idx: usize) -> Vec<usize> {
         let mut others = self.tried.clone();
         others.push(idx);
-        self.pool.has_candidate(&others)
+        others
+    }
+
+    /// Whether a server neither tried nor `idx` could take the request now.
+    fn another_server(&self, idx: usize) -> bool {
+        self.pool.has_candidate(&self.tried_and(idx))
     }
 
     /// For a retry on a status: a slot free now on a server neither tried nor
@@ -567,9 +569,7 @@ impl Lifecycle {
         if queue.must_queue(self.priority) {
             return None;
         }
-        let mut others = self.tried.clone();
-        others.push(idx);
-        let slot = pool.try_acquire(self.key, &others)?;
+        let slot = pool.try_acquire(self.key, &self.tried_and(idx))?;
         if !pool.retry_allowed() {
             // dropped: the slot is free again
             return None;
