@@ -67,6 +67,12 @@ async fn counters_agree_with_traffic_in_csv_json_and_metrics() {
         );
     }
     let (a_id, b_id) = (s.a.addr.to_string(), s.b.addr.to_string());
+    // a request's counters are settled when it ends, just after its client has
+    // the answer: wait for the last one to end, not for its bytes to arrive
+    s.p.wait_pool(Duration::from_secs(5), "api", "every request ended", |v| {
+        v["active"].as_u64() == Some(0)
+    })
+    .await;
 
     // CSV: HAProxy's header, stot per server
     let (st, csv) = admin_get(s.admin, "/stats;csv").await;
