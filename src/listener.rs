@@ -224,6 +224,7 @@ async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
                     shared,
                     drain: ctx.drain.clone(),
                     builders,
+                    reached: None,
                 };
                 let h = if layers.is_none() {
                     // the usual case: the connection's own future, nothing wrapped
@@ -236,12 +237,13 @@ async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
                         let Some(mut stream) = register(stream, peer) else {
                             return;
                         };
-                        let Some(peer) = layers
+                        let Some((peer, reached)) = layers
                             .client(&mut stream, peer, addr, permits.listener())
                             .await
                         else {
                             return;
                         };
+                        let http = HttpStart { reached, ..http };
                         match &layers.tls {
                             None => {
                                 let client = proxy::io::ClientSocket::from_registered(stream);
@@ -270,10 +272,13 @@ async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
                     let Some(mut stream) = register(stream, peer) else {
                         return;
                     };
-                    let Some(peer) = layers.client(&mut stream, peer, addr, permits.listener()).await else {
+                    let Some((peer, reached)) = layers.client(&mut stream, peer, addr, permits.listener()).await else {
                         return;
                     };
-                    let local = stream.local_addr().unwrap_or(addr);
+                    let local = match reached {
+                        Some(a) => a,
+                        None => stream.local_addr().unwrap_or(addr),
+                    };
                     let sni = match layers.sni_peek {
                         None => None,
                         Some(within) => match crate::tls::sni::peek(&stream, within).await {
@@ -387,6 +392,8 @@ struct HttpStart {
     shared: Arc<proxy::conn::ListenerCtx>,
     drain: CancellationToken,
     builders: Arc<crate::snapshot::ServerBuilders>,
+    /// The address the client reached, as its PROXY header names it.
+    reached: Option<SocketAddr>,
 }
 
 impl HttpStart {
@@ -402,7 +409,9 @@ impl HttpStart {
         if let Some(info) = tls {
             conn = conn.with_tls(info);
         }
-        if wildcard {
+        if let Some(reached) = self.reached {
+            conn.local = reached;
+        } else if wildcard {
             // a wildcard bind: the address this client reached (one system call,
             // only for such listeners)
             if let Ok(local) = stream.local_addr() {
@@ -428,8 +437,9 @@ impl Layers {
     }
 
     /// The client a new connection stands for: its peer, or the one its PROXY
-    /// header names (where the listener accepts them). None: refused (a header
-    /// from an untrusted source, a missing or malformed one); the connection is
+    /// header names (where the listener accepts them), and the address that
+    /// client reached when the header names it. None: refused (a header from
+    /// an untrusted source, a missing or malformed one); the connection is
     /// closed.
     async fn client(
         &self,
@@ -437,9 +447,9 @@ impl Layers {
         peer: SocketAddr,
         addr: SocketAddr,
         listener: &ListenerShared,
-    ) -> Option<SocketAddr> {
+    ) -> Option<(SocketAddr, Option<SocketAddr>)> {
         let Some(pp) = &self.pp else {
-            return Some(peer);
+            return Some((peer, None));
         };
         // Boxed: its header buffer (1 KiB) would otherwise take room in the
         // connection's task for as long as the connection lasts

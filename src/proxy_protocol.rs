@@ -26,12 +26,14 @@ pub enum Parsed {
     Incomplete,
     /// No PROXY header: the protocol's own bytes start here.
     Absent,
-    /// A header of `len` bytes; `source` is the client it names (None for v2
-    /// LOCAL, v1 UNKNOWN and address families without one: the connection's own
-    /// peer then stands).
+    /// A header of `len` bytes; `source` is the client it names and
+    /// `destination` the address that client reached (None for v2 LOCAL, v1
+    /// UNKNOWN and address families without one: the connection's own peer
+    /// and local address then stand).
     Header {
         len: usize,
         source: Option<SocketAddr>,
+        destination: Option<SocketAddr>,
     },
 }
 
@@ -95,6 +97,7 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, PpError> {
         return Ok(Parsed::Header {
             len: end + 2,
             source: None,
+            destination: None,
         });
     }
     let (src, dst, sport, dport) = (f.next(), f.next(), f.next(), f.next());
@@ -119,12 +122,13 @@ pub fn parse(buf: &[u8]) -> Result<Parsed, PpError> {
         s.parse().map_err(|_| bad("v1 invalid port"))
     };
     let (src, dst) = (ip(src)?, ip(dst)?);
-    let (sport, _dport) = (port(sport)?, port(dport)?);
+    let (sport, dport) = (port(sport)?, port(dport)?);
     match (proto, src, dst) {
         ("TCP4", IpAddr::V4(_), IpAddr::V4(_)) | ("TCP6", IpAddr::V6(_), IpAddr::V6(_)) => {
             Ok(Parsed::Header {
                 len: end + 2,
                 source: Some(SocketAddr::new(src, sport)),
+                destination: Some(SocketAddr::new(dst, dport)),
             })
         }
         ("TCP4" | "TCP6", _, _) => Err(bad("v1 address family does not match its protocol")),
@@ -152,27 +156,38 @@ fn parse_v2(buf: &[u8]) -> Result<Parsed, PpError> {
     let b = &buf[16..len];
     match ver_cmd & 0x0f {
         // LOCAL: the balancer's own connection (health checks): no client
-        0 => Ok(Parsed::Header { len, source: None }),
+        0 => Ok(Parsed::Header {
+            len,
+            source: None,
+            destination: None,
+        }),
         1 => {
-            let source = match fam {
+            let port = |at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+            let ends = match fam {
                 // TCP over IPv4
                 0x11 => {
                     if b.len() < 12 {
                         return Err(bad("v2 IPv4 addresses truncated"));
                     }
-                    let ip = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
-                    Some(SocketAddr::new(ip.into(), u16::from_be_bytes([b[8], b[9]])))
+                    let src = Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+                    let dst = Ipv4Addr::new(b[4], b[5], b[6], b[7]);
+                    Some((
+                        SocketAddr::new(src.into(), port(8)),
+                        SocketAddr::new(dst.into(), port(10)),
+                    ))
                 }
                 0x21 => {
                     if b.len() < 36 {
                         return Err(bad("v2 IPv6 addresses truncated"));
                     }
-                    let mut o = [0u8; 16];
-                    o.copy_from_slice(&b[..16]);
-                    let ip = Ipv6Addr::from(o);
-                    Some(SocketAddr::new(
-                        ip.into(),
-                        u16::from_be_bytes([b[32], b[33]]),
+                    let ip = |at: usize| {
+                        let mut o = [0u8; 16];
+                        o.copy_from_slice(&b[at..at + 16]);
+                        IpAddr::from(Ipv6Addr::from(o))
+                    };
+                    Some((
+                        SocketAddr::new(ip(0), port(32)),
+                        SocketAddr::new(ip(16), port(34)),
                     ))
                 }
                 // UNSPEC, unix sockets: no address to believe; UDP: not
@@ -184,7 +199,11 @@ fn parse_v2(buf: &[u8]) -> Result<Parsed, PpError> {
                 0x00 | 0x10 | 0x20 | 0x30 | 0x12 | 0x22 | 0x31 | 0x32 => None,
                 _ => return Err(bad("v2 unknown address family")),
             };
-            Ok(Parsed::Header { len, source })
+            Ok(Parsed::Header {
+                len,
+                source: ends.map(|e| e.0),
+                destination: ends.map(|e| e.1),
+            })
         }
         _ => Err(bad("v2 unknown command")),
     }
@@ -374,14 +393,17 @@ pub struct Accept {
 }
 
 /// Reads the PROXY header of a new connection, if there is one, and returns the
-/// client address the connection stands for. Nothing after the header is read.
+/// client address the connection stands for, and the address that client
+/// reached when the header names it (then a `send_proxy` pool passes it on, as
+/// HAProxy's send-proxy does after accept-proxy). Nothing after the header is
+/// read.
 /// A header from a source not in `from` is refused (never believed); without a
 /// header, `Required` refuses and `Optional` takes the connection's own peer.
 pub async fn accept(
     stream: &mut TcpStream,
     peer: SocketAddr,
     cfg: &Accept,
-) -> Result<SocketAddr, PpError> {
+) -> Result<(SocketAddr, Option<SocketAddr>), PpError> {
     let trusted = cfg.from.iter().any(|c| c.contains(peer.ip()));
     let deadline = tokio::time::Instant::now() + cfg.timeout;
     let mut buf = [0u8; V2_MAX];
@@ -395,7 +417,11 @@ pub async fn accept(
             return Err(PpError::Closed);
         }
         match parse(&buf[..n])? {
-            Parsed::Header { len, source } => {
+            Parsed::Header {
+                len,
+                source,
+                destination,
+            } => {
                 if !trusted {
                     return Err(PpError::Untrusted(peer.ip()));
                 }
@@ -404,9 +430,9 @@ pub async fn accept(
                     .read_exact(&mut buf[..len])
                     .await
                     .map_err(|_| PpError::Closed)?;
-                return Ok(source.unwrap_or(peer));
+                return Ok((source.unwrap_or(peer), destination));
             }
-            Parsed::Absent if cfg.mode == Mode::Optional => return Ok(peer),
+            Parsed::Absent if cfg.mode == Mode::Optional => return Ok((peer, None)),
             Parsed::Absent => return Err(PpError::Missing(peer.ip())),
             Parsed::Incomplete => {
                 // a header split across segments (rare): peek again shortly
@@ -440,21 +466,24 @@ mod tests {
             parse(h),
             Ok(Parsed::Header {
                 len: 45,
-                source: Some("192.0.2.7:51234".parse().unwrap())
+                source: Some("192.0.2.7:51234".parse().unwrap()),
+                destination: Some("198.51.100.1:443".parse().unwrap()),
             })
         );
         assert_eq!(
             parse(b"PROXY TCP6 2001:db8::1 2001:db8::2 1 2\r\n"),
             Ok(Parsed::Header {
                 len: 40,
-                source: Some("[2001:db8::1]:1".parse().unwrap())
+                source: Some("[2001:db8::1]:1".parse().unwrap()),
+                destination: Some("[2001:db8::2]:2".parse().unwrap()),
             })
         );
         assert_eq!(
             parse(b"PROXY UNKNOWN\r\n"),
             Ok(Parsed::Header {
                 len: 15,
-                source: None
+                source: None,
+                destination: None,
             })
         );
         let mut body = vec![192, 0, 2, 9, 198, 51, 100, 1];
@@ -466,14 +495,16 @@ mod tests {
             parse(&h),
             Ok(Parsed::Header {
                 len: h.len(),
-                source: Some("192.0.2.9:4000".parse().unwrap())
+                source: Some("192.0.2.9:4000".parse().unwrap()),
+                destination: Some("198.51.100.1:443".parse().unwrap()),
             })
         );
         assert_eq!(
             parse(&v2(0, 0, &[])),
             Ok(Parsed::Header {
                 len: 16,
-                source: None
+                source: None,
+                destination: None,
             })
         );
         // UDP over IPv4 and IPv6: not this stream's client
@@ -483,7 +514,8 @@ mod tests {
                 parse(&h),
                 Ok(Parsed::Header {
                     len: h.len(),
-                    source: None
+                    source: None,
+                    destination: None,
                 })
             );
         }
@@ -496,7 +528,11 @@ mod tests {
             h.extend_from_slice(b"GET / HTTP/1.1\r\n");
             assert_eq!(
                 parse(&h),
-                Ok(Parsed::Header { len, source: None }),
+                Ok(Parsed::Header {
+                    len,
+                    source: None,
+                    destination: None
+                }),
                 "family {fam:#04x}, {n} bytes"
             );
         }
@@ -584,10 +620,13 @@ mod tests {
                     Ok(Parsed::Header {
                         len,
                         source: Some(s),
+                        destination: Some(d),
                     }) => {
                         assert_eq!(len, h.len());
                         assert_eq!(s.port(), src.port());
                         assert_eq!(s.ip().to_canonical(), src.ip().to_canonical(), "{v:?}");
+                        assert_eq!(d.port(), dst.port());
+                        assert_eq!(d.ip().to_canonical(), dst.ip().to_canonical(), "{v:?}");
                     }
                     other => panic!("{v:?} {src} {dst}: {other:?}"),
                 }
@@ -637,7 +676,8 @@ mod tests {
                 parse(&h),
                 Ok(Parsed::Header {
                     len: h.len(),
-                    source: Some(src)
+                    source: Some(src),
+                    destination: Some(dst),
                 })
             );
             let tlvs = walk(&h[16 + 12..]);

@@ -591,3 +591,54 @@ async fn health_checks_of_a_send_proxy_pool_send_the_header_so_a_server_that_req
         accepting.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_header_received_is_passed_on_with_the_destination_it_names() {
+    // HAProxy's accept-proxy then send-proxy: the header sent on names the
+    // original client and the address that client reached, not rampart's own
+    // listening address (a server behind two tiers logs the real destination)
+    for mode in ["http", "tcp"] {
+        for version in ["v1", "v2"] {
+            let server = common::listen(free_addr("127.0.0.2")).await;
+            let backend = server.local_addr().unwrap();
+            let got = tokio::spawn(async move {
+                let (mut s, _) = server.accept().await.unwrap();
+                let header = read_proxy_header(&mut s).await;
+                let mut req = Vec::new();
+                let mut b = [0u8; 1];
+                while !req.ends_with(b"\r\n\r\n") {
+                    if s.read_exact(&mut b).await.is_err() {
+                        break;
+                    }
+                    req.push(b[0]);
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+                header
+            });
+            let (admin, edge) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+            let text = format!(
+                "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n[[listener]]\nname = \"edge\"\nbind = [\"{edge}\"]\nmode = \"{mode}\"\npool = \"p\"\nproxy_protocol = {{ from = [\"127.0.0.7\"], mode = \"required\" }}\n[[pool]]\nname = \"p\"\nsend_proxy = \"{version}\"\n  [[pool.server]]\n  address = \"{backend}\"\n"
+            );
+            let _p = Proxy::start(&text, &[edge]).await;
+            let header = b"PROXY TCP4 203.0.113.9 198.51.100.1 40000 8443\r\n";
+            let out = exchange("127.0.0.7", edge, &[&[&header[..], GET].concat()]).await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{mode} {version}: {out}");
+            let seen = tokio::time::timeout(Duration::from_secs(5), got)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                seen,
+                Some((
+                    "203.0.113.9:40000".parse().unwrap(),
+                    "198.51.100.1:8443".parse().unwrap()
+                )),
+                "{mode} {version}"
+            );
+        }
+    }
+}
