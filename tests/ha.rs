@@ -570,6 +570,47 @@ fn an_empty_tracked_pool_faults_the_master_and_the_peer_takes_over() {
 }
 
 #[test]
+fn a_vip_removed_from_the_master_by_something_else_is_put_back() {
+    // `ip addr flush`, or a network manager that restarts, takes the VIP off
+    // the master: both nodes would go on believing all is well while nobody
+    // answers on it. The master puts it back (and announces it again).
+    let mut lab = Lab::new("k", "250ms");
+    lab.both_up();
+    let out = Command::new("ip")
+        .args([
+            "-n",
+            &lab.a.ns.name,
+            "addr",
+            "del",
+            &format!("{VIP}/24"),
+            "dev",
+            "eth0",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t0 = Instant::now();
+    wait_until(Duration::from_secs(5), "the VIP back on node A", || {
+        lab.has_vip('a')
+    });
+    eprintln!("the VIP was back on node A after {:?}", t0.elapsed());
+    let stats = lab.stats('a');
+    assert_eq!(stats["ha"]["state"], "MASTER");
+    assert!(
+        stats["ha"]["vips_reinstated"].as_u64() >= Some(1),
+        "{stats}"
+    );
+    assert!(!lab.has_vip('b'), "the backup did not take it");
+    wait_until(Duration::from_secs(5), "served through the VIP", || {
+        lab.client_get_vip().as_deref() == Some("backend-ok\n")
+    });
+}
+
+#[test]
 fn split_brain_heals_to_exactly_one_master() {
     let mut lab = Lab::new("s", "250ms");
     lab.both_up();

@@ -650,6 +650,14 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         );
         recv.with_label_values::<&str>(&[])
             .inc_by(ha.adverts_received.load(Ordering::Relaxed));
+        let reinstated = counter(
+            "rampart_ha_vips_reinstated_total",
+            "VIPs found missing from the interface while MASTER, and added back",
+            &[],
+        );
+        reinstated
+            .with_label_values::<&str>(&[])
+            .inc_by(ha.vips_reinstated.load(Ordering::Relaxed));
         let dropped = counter(
             "rampart_ha_dropped_total",
             "Heartbeats dropped, by reason",
@@ -673,7 +681,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         for c in [&st, &prio] {
             out.extend(c.collect());
         }
-        for c in [&tr, &sent, &recv, &dropped] {
+        for c in [&tr, &sent, &recv, &reinstated, &dropped] {
             out.extend(c.collect());
         }
         out.extend(seen.collect());

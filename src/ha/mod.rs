@@ -43,6 +43,8 @@ pub struct HaStatus {
     pub transitions: AtomicU64,
     pub adverts_sent: AtomicU64,
     pub adverts_received: AtomicU64,
+    /// VIPs found missing from the interface while MASTER, and added back.
+    pub vips_reinstated: AtomicU64,
     dropped: [AtomicU64; REJECTS.len()],
     /// node id -> (when, priority)
     peers: Mutex<HashMap<String, (SystemTime, u8)>>,
@@ -77,6 +79,7 @@ impl HaStatus {
             transitions: AtomicU64::new(0),
             adverts_sent: AtomicU64::new(0),
             adverts_received: AtomicU64::new(0),
+            vips_reinstated: AtomicU64::new(0),
             dropped: Default::default(),
             peers: Mutex::new(HashMap::new()),
             fault_reason: Mutex::new(None),
@@ -162,6 +165,7 @@ impl HaStatus {
             "transitions": self.transitions.load(Ordering::Relaxed),
             "adverts_sent": self.adverts_sent.load(Ordering::Relaxed),
             "adverts_received": self.adverts_received.load(Ordering::Relaxed),
+            "vips_reinstated": self.vips_reinstated.load(Ordering::Relaxed),
             "fault": *self.fault_reason.lock().unwrap_or_else(|e| e.into_inner()),
             "resumed_master": self.resumed_master.load(Ordering::Relaxed),
             "history": *self.history.lock().unwrap_or_else(|e| e.into_inner()),
@@ -399,6 +403,9 @@ impl Ha {
                         let actions = node.fsm.handle(t, Event::Fault(faulted));
                         node.exec(actions).await;
                     }
+                    // after the fault check: a node that just faulted (its
+                    // link down) does not fight for an address it is leaving
+                    node.keep_vips();
                 }
             }
         }
@@ -574,6 +581,37 @@ impl Node<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// While MASTER, puts back a VIP that left the interface without this
+    /// node's doing (an `ip addr flush`, a network manager restarted), and
+    /// announces it again: otherwise the pair would serve nobody until the
+    /// next failover, both nodes believing all is well (keepalived does the
+    /// same).
+    fn keep_vips(&mut self) {
+        if self.fsm.state() != State::Master || self.faulted {
+            return;
+        }
+        let mut back = false;
+        for &(ip, len) in &self.cfg.vips {
+            match vip::reinstate(self.index, ip, len) {
+                Ok(false) => {}
+                Ok(true) => {
+                    back = true;
+                    self.ha
+                        .status
+                        .vips_reinstated
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(vip = %ip, interface = %self.cfg.interface, "the VIP was removed from the interface by something else; added it back");
+                }
+                Err(e) => {
+                    tracing::warn!(vip = %ip, error = %e, "cannot check that the VIP is on the interface")
+                }
+            }
+        }
+        if back {
+            self.announce();
         }
     }
 

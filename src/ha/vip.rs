@@ -121,6 +121,23 @@ pub fn add(index: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
     }
 }
 
+/// Adds `addr/prefix` if it is not on the interface: Ok(true) if it was
+/// missing (someone removed it: `ip addr flush`, a network manager that
+/// restarted) and is back, Ok(false) if it was there.
+pub fn reinstate(index: u32, addr: IpAddr, prefix: u8) -> io::Result<bool> {
+    match netlink_addr(
+        RTM_NEWADDR,
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        index,
+        addr,
+        prefix,
+    ) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Removes `addr/prefix`; absent counts as success.
 pub fn remove(index: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
     match netlink_addr(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, index, addr, prefix) {
