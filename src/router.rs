@@ -26,10 +26,17 @@ pub enum HostMatch {
 impl HostMatch {
     pub fn parse(pattern: &str) -> Result<HostMatch, String> {
         let p = pattern.trim().to_ascii_lowercase();
+        // labels of letters, digits, '-' and '_', none empty: ".example.com"
+        // (nginx's "the name and its subdomains") or "example.com." could
+        // never match (a request's trailing dot is dropped)
         let valid = |s: &str| {
             !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+                && s.split('.').all(|label| {
+                    !label.is_empty()
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                })
         };
         if let Some(rest) = p.strip_prefix("*.") {
             if valid(rest) {
@@ -38,8 +45,13 @@ impl HostMatch {
         } else if valid(&p) {
             return Ok(HostMatch::Exact(p));
         }
+        if p.starts_with('.') {
+            return Err(format!(
+                "invalid host pattern {pattern:?}: for a name and its subdomains (nginx's \".example.com\"), write two entries: \"example.com\" and \"*.example.com\""
+            ));
+        }
         Err(format!(
-            "invalid host pattern {pattern:?}: write an exact name (\"api.example.com\") or a wildcard (\"*.example.com\")"
+            "invalid host pattern {pattern:?}: write an exact name (\"api.example.com\") or a wildcard (\"*.example.com\"), labels of letters, digits, '-' and '_' between single dots"
         ))
     }
 
@@ -230,8 +242,11 @@ impl RouteIndex {
     }
 }
 
-/// "example.com:8080" -> "example.com", "[::1]:80" -> "[::1]". Byte-wise, from
-/// the end: it runs for every request that is routed or matched on its host.
+/// "example.com:8080" -> "example.com", "[::1]:80" -> "[::1]", and the
+/// fully-qualified "example.com." -> "example.com" (the same name: a host rule
+/// must not be passed by writing its name with the root's dot, which servers
+/// behind take as the name without it, as nginx does). Byte-wise, from the
+/// end: it runs for every request that is routed or matched on its host.
 pub fn strip_port(host: &str) -> &str {
     let b = host.as_bytes();
     if b.first() == Some(&b'[') {
@@ -244,11 +259,82 @@ pub fn strip_port(host: &str) -> &str {
     while i > 0 && b[i - 1].is_ascii_digit() {
         i -= 1;
     }
-    if i > 0 && b[i - 1] == b':' {
+    let name = if i > 0 && b[i - 1] == b':' {
         &host[..i - 1]
     } else {
         host
+    };
+    match name.strip_suffix('.') {
+        Some(n) if !n.is_empty() => n,
+        _ => name,
     }
+}
+
+/// The path rules and routes match: percent-decoded, its `.` and `..`
+/// segments resolved and repeated slashes merged, as nginx matches its
+/// locations. Without it `/%69nternal` or `/static/../internal` passed a
+/// `path_prefix = "/internal"` deny, and reached a server that decodes and
+/// resolves them itself. (The request is sent on as it came.) A path that
+/// needs none of it (the usual one) is returned as it is, not copied. None:
+/// a path that cannot be resolved (a `%` not followed by two hex digits, an
+/// encoded NUL, a `..` above the root), refused with 400 as nginx does.
+/// Targets that are not a path (`*`, an authority) are returned as they are.
+pub fn normalize_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
+        return Some(Cow::Borrowed(path));
+    }
+    let plain = !b
+        .iter()
+        .enumerate()
+        .any(|(i, &c)| c == b'%' || (c == b'/' && matches!(b.get(i + 1), Some(b'/' | b'.'))));
+    if plain {
+        return Some(Cow::Borrowed(path));
+    }
+    let hex = |c: Option<&u8>| c.and_then(|&c| char::from(c).to_digit(16));
+    let mut decoded = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let v = hex(b.get(i + 1))? * 16 + hex(b.get(i + 2))?;
+            if v == 0 {
+                return None;
+            }
+            decoded.push(v as u8);
+            i += 3;
+        } else {
+            decoded.push(b[i]);
+            i += 1;
+        }
+    }
+    let mut segments: Vec<&[u8]> = Vec::new();
+    for seg in decoded.split(|&c| c == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop()?;
+            }
+            s => segments.push(s),
+        }
+    }
+    // "/a/b/", "/a/b/." and "/a/b/c/.." name a folder: the slash stays
+    let folder = matches!(
+        decoded.rsplit(|&c| c == b'/').next(),
+        Some(b"" | b"." | b"..")
+    );
+    let mut out = Vec::with_capacity(decoded.len());
+    for s in &segments {
+        out.push(b'/');
+        out.extend_from_slice(s);
+    }
+    if folder || out.is_empty() {
+        out.push(b'/');
+    }
+    Some(Cow::Owned(match String::from_utf8(out) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }))
 }
 
 #[cfg(test)]
@@ -303,6 +389,8 @@ mod tests {
             "x.org",
             "y.org",
             ".example.com",
+            "A.Example.COM.:8443",
+            "a.example.com.",
         ];
         let paths = [
             "/",
@@ -347,6 +435,9 @@ mod tests {
         assert_eq!(r.route(None, "/static/x"), 3);
         assert_eq!(r.route(Some("other.org"), "/"), 0);
         assert_eq!(r.route(None, "/"), 0);
+        // the root's dot names the same host
+        assert_eq!(r.route(Some("api.example.com."), "/v1/users"), 1);
+        assert_eq!(r.route(Some("www.example.com.:8080"), "/"), 2);
     }
 
     #[test]
@@ -360,11 +451,64 @@ mod tests {
         assert_eq!(strip_port("1.2.3.4:8080"), "1.2.3.4");
         assert_eq!(strip_port("1.2.3.4"), "1.2.3.4");
         assert_eq!(strip_port(""), "");
+        assert_eq!(strip_port("a.b."), "a.b");
+        assert_eq!(strip_port("A.b.:8443"), "A.b");
+        assert_eq!(strip_port("."), ".");
+    }
+
+    #[test]
+    fn paths_are_matched_decoded_and_resolved() {
+        for (raw, want) in [
+            ("/", Some("/")),
+            ("/api/v1", Some("/api/v1")),
+            ("/static/a.css", Some("/static/a.css")),
+            ("/.well-known/x", Some("/.well-known/x")),
+            ("/%69nternal/x", Some("/internal/x")),
+            ("/%2e%2e/x", None),
+            ("/a/%2e%2e/internal", Some("/internal")),
+            ("/static/../internal/x", Some("/internal/x")),
+            ("/a/./b", Some("/a/b")),
+            ("//internal", Some("/internal")),
+            ("/a//b///c", Some("/a/b/c")),
+            ("/%2Finternal", Some("/internal")),
+            ("/a/b/", Some("/a/b/")),
+            ("/a/b/.", Some("/a/b/")),
+            ("/a/b/..", Some("/a/")),
+            ("/a/..", Some("/")),
+            ("/..", None),
+            ("/a/../../b", None),
+            ("/a%zz", None),
+            ("/a%4", None),
+            ("/a%", None),
+            ("/a%00b", None),
+            ("/caf%C3%A9", Some("/café")),
+            ("/%FF", Some("/\u{FFFD}")),
+            ("*", Some("*")),
+            ("", Some("")),
+        ] {
+            assert_eq!(normalize_path(raw).as_deref(), want, "{raw:?}");
+        }
+        // the usual path is not copied
+        assert!(matches!(
+            normalize_path("/api/v1/users"),
+            Some(std::borrow::Cow::Borrowed(_))
+        ));
     }
 
     #[test]
     fn bad_patterns_refused() {
-        for p in ["", "*.", "a b", "*foo.com", "http://x"] {
+        for p in [
+            "",
+            "*.",
+            "a b",
+            "*foo.com",
+            "http://x",
+            ".example.com",
+            "example.com.",
+            "a..b",
+            "*..com",
+            ".",
+        ] {
             assert!(HostMatch::parse(p).is_err(), "{p:?}");
         }
     }

@@ -68,8 +68,17 @@ pub trait RequestView {
     /// The client, after the PROXY protocol.
     fn src(&self) -> IpAddr;
 
-    /// The path, without the query string (views may keep it computed).
+    /// The path rules, routes and limit keys match, without the query string:
+    /// the front ends' views give it normalized (`router::normalize_path`:
+    /// decoded, dot-segments resolved), so that no spelling of a path passes
+    /// a rule written for it.
     fn path(&self) -> &str {
+        self.raw_path()
+    }
+
+    /// The path as the client sent it, without the query string (what a
+    /// redirect's `{path}` copies).
+    fn raw_path(&self) -> &str {
         let t = self.target();
         t.split_once('?').map_or(t, |(p, _)| p)
     }
@@ -293,7 +302,7 @@ impl Template {
             match p {
                 Part::Lit(s) => out.push_str(s),
                 Part::Host => out.push_str(r.bare_host().unwrap_or("")),
-                Part::Path => out.push_str(r.path()),
+                Part::Path => out.push_str(r.raw_path()),
                 Part::Query => {
                     if let Some((_, q)) = r.target().split_once('?') {
                         out.push('?');

@@ -114,6 +114,15 @@ const CASES: &[Case] = &[
     Case { what: "header value, other", method: "GET", path: "/", host: None, headers: &[("x-canary", "2")], status: 200, expect: "a" },
     Case { what: "wildcard host", method: "GET", path: "/", host: Some("db.internal.example"), headers: &[], status: 200, expect: "b" },
     Case { what: "route after rules", method: "GET", path: "/b/x", host: None, headers: &[], status: 200, expect: "b" },
+    // a rule matches the path however it is spelt (decoded, resolved, as
+    // nginx matches its locations), and the host with the root's dot
+    Case { what: "deny, %-encoded", method: "GET", path: "/%61dmin/x", host: None, headers: &[], status: 403, expect: "admin is internal\n" },
+    Case { what: "deny, dot-segments", method: "GET", path: "/b/../admin/x", host: None, headers: &[], status: 403, expect: "admin is internal\n" },
+    Case { what: "deny, repeated slash", method: "GET", path: "//admin/x", host: None, headers: &[], status: 403, expect: "admin is internal\n" },
+    Case { what: "route, encoded", method: "GET", path: "/%62/x", host: None, headers: &[], status: 200, expect: "b" },
+    Case { what: "above the root", method: "GET", path: "/b/..%2f..%2fadmin", host: None, headers: &[], status: 400, expect: "400 Bad Request\n" },
+    Case { what: "bad escape", method: "GET", path: "/b/%zz", host: None, headers: &[], status: 400, expect: "400 Bad Request\n" },
+    Case { what: "host with the root's dot", method: "GET", path: "/p", host: Some("old.example.com."), headers: &[], status: 301, expect: "https://new.example.com/p" },
     Case { what: "earlier rule wins over route", method: "GET", path: "/b/x", host: Some("old.example.com"), headers: &[], status: 301, expect: "https://new.example.com/b/x" },
 ];
 

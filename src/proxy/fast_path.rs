@@ -89,7 +89,9 @@ struct Prepared {
 struct View<'a, 'b> {
     r: &'a h1::ReqHead<'b>,
     src: std::net::IpAddr,
-    path: &'a str,
+    /// What rules and routes match (`router::normalize_path`).
+    path: std::borrow::Cow<'a, str>,
+    raw_path: &'a str,
     bare_host: Option<&'a str>,
 }
 
@@ -110,7 +112,10 @@ impl RequestView for View<'_, '_> {
         self.src
     }
     fn path(&self) -> &str {
-        self.path
+        &self.path
+    }
+    fn raw_path(&self) -> &str {
+        self.raw_path
     }
     fn bare_host(&self) -> Option<&str> {
         self.bare_host
@@ -523,10 +528,15 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
         return None;
     }
     let start = Instant::now();
+    let raw_path = r.path();
+    let Some(path) = crate::router::normalize_path(raw_path) else {
+        return Some(Step::Reject(RequestFault::MalformedHead, None));
+    };
     let view = View {
         r: &r,
         src: ctx.peer.ip(),
-        path: r.path(),
+        path,
+        raw_path,
         bare_host: r.host.map(crate::router::strip_port),
     };
     let answer = |resp: Response<ProxyBody>| {

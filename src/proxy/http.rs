@@ -290,10 +290,19 @@ async fn handle(
             "400 Bad Request: the request target carries userinfo\n",
         )));
     }
+    let raw_path = req.uri().path();
+    let Some(path) = crate::router::normalize_path(raw_path) else {
+        let r = Some((req.method().as_str(), request_target(&req)));
+        ctx.refused(RequestFault::MalformedHead, 400, r, Some(start.elapsed()));
+        // as the fast path answers it
+        let f = RequestFault::MalformedHead;
+        return Ok(closing(plain(f.status(), f.text())));
+    };
     let view = View {
         req: &req,
         src: ctx.peer.ip(),
-        path: req.uri().path(),
+        path,
+        raw_path,
         bare_host: request_host(&req).map(crate::router::strip_port),
     };
     let decision = lifecycle::decide(
@@ -790,7 +799,9 @@ pub(super) fn decided(
 struct View<'a> {
     req: &'a Request<ClientBody>,
     src: std::net::IpAddr,
-    path: &'a str,
+    /// What rules and routes match (`router::normalize_path`).
+    path: std::borrow::Cow<'a, str>,
+    raw_path: &'a str,
     bare_host: Option<&'a str>,
 }
 
@@ -811,7 +822,10 @@ impl crate::rules::RequestView for View<'_> {
         self.src
     }
     fn path(&self) -> &str {
-        self.path
+        &self.path
+    }
+    fn raw_path(&self) -> &str {
+        self.raw_path
     }
     fn bare_host(&self) -> Option<&str> {
         self.bare_host
