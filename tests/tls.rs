@@ -110,10 +110,24 @@ async fn certificates_are_chosen_by_sni_with_a_default_and_any_key_type() {
     assert!(!ok || !out.contains("subject="), "{out}");
     let (ok, _) = t::s_client(strict, &["-servername", "a.example.com"], b"");
     assert!(ok);
+    // a strict listener does not give a client without SNI the default either
+    // (HAProxy's strict-sni: "the default certificate is not used")
+    let (ok, out) = t::s_client(strict, &["-noservername"], b"");
+    assert!(!ok || !out.contains("subject="), "{out}");
+    // a name with the root's dot is the same name (openssl sends the dot)
+    for (at, name, cn) in [
+        (strict, "a.example.com.", "a.example.com"),
+        (web, "a.example.com.", "a.example.com"),
+        (web, "x.b.example.com.", "b wildcard"),
+    ] {
+        let (ok, out) = t::s_client(at, &["-servername", name], b"");
+        assert!(ok, "{name}: {out}");
+        assert!(out.contains(&format!("subject=CN = {cn}")), "{name}: {out}");
+    }
     wait_metric(
         admin,
         "rampart_tls_handshake_failures_total{listener=\"strict\",reason=\"no_sni_match\"}",
-        1.0,
+        2.0,
     )
     .await;
     let m = wait_metric(
@@ -192,6 +206,21 @@ async fn alpn_picks_h2_or_http1_and_min_version_refuses_tls12() {
     .await
     .unwrap();
     assert_eq!(seen.alpn.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(
+        t::get_over(s, "site.example.com", "/").await.unwrap(),
+        (200, "pod".into())
+    );
+    // a client that offers only http/1.0 (curl --http1.0) is served, not
+    // refused in the handshake (no protocol in common)
+    let (s, seen) = t::connect(
+        t::client_config(&pki, &["http/1.0"]),
+        web,
+        Some("site.example.com"),
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.alpn.as_deref(), Some(&b"http/1.0"[..]));
     assert_eq!(
         t::get_over(s, "site.example.com", "/").await.unwrap(),
         (200, "pod".into())

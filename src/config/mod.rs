@@ -139,6 +139,27 @@ name = "api"
         }
     }
 
+    /// A listener's client_ca = "system" would authenticate any publicly
+    /// issued client certificate: refused, naming the key (a pool's ca may
+    /// be the OS store).
+    #[test]
+    fn client_ca_system_is_refused() {
+        let src = GOOD.replace(
+            "pool = \"api\"\n  [[listener.route]]",
+            "pool = \"api\"\n  [listener.tls]\n  cert = [\"missing.pem\"]\n  client_ca = \"system\"\n  [[listener.route]]",
+        );
+        let Err(ConfigError::Invalid { problems, .. }) = parse(&src, "t.toml") else {
+            panic!("expected an invalid config");
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key == "listener[0].tls.client_ca"
+                    && p.message.contains("publicly issued")),
+            "{problems:?}"
+        );
+    }
+
     #[test]
     fn unknown_route_pool_names_key_and_line() {
         let p = problem(&GOOD.replace(

@@ -224,7 +224,11 @@ impl ByName {
 impl ResolvesServerCert for ByName {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let schemes = hello.signature_schemes();
-        match hello.server_name() {
+        // a name with the root's dot (rustls keeps it) is the same name
+        let sni = hello
+            .server_name()
+            .map(|n| n.strip_suffix('.').filter(|n| !n.is_empty()).unwrap_or(n));
+        match sni {
             Some(name) => {
                 let lower;
                 let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -239,6 +243,10 @@ impl ResolvesServerCert for ByName {
                     None => Self::pick(&self.default, schemes),
                 }
             }
+            // HAProxy's strict-sni: "the default certificate is not used",
+            // for a client without SNI either (it would show a scanner the
+            // names the default certificate holds)
+            None if self.strict => None,
             None => Self::pick(&self.default, schemes),
         }
     }
@@ -475,7 +483,10 @@ fn info(c: &rustls::ServerConnection) -> TlsInfo {
             .negotiated_cipher_suite()
             .and_then(|s| s.suite().as_str())
             .unwrap_or("unknown"),
-        sni: c.server_name().map(Box::from),
+        sni: c
+            .server_name()
+            .map(|n| n.strip_suffix('.').filter(|n| !n.is_empty()).unwrap_or(n))
+            .map(Box::from),
         client_subject,
         client_cn,
         subject_header: None,

@@ -40,7 +40,22 @@ fn load_cert(
     }
 }
 
-fn load_ca(base: &Path, path: &str, at: &KeyPath, p: &mut Problems<'_>) -> Option<CaFile> {
+/// `system`: whether `"system"` names the OS trust store (a pool's `ca`); for
+/// a listener's `client_ca` it would let any publicly issued certificate in.
+fn load_ca(
+    base: &Path,
+    path: &str,
+    system: bool,
+    at: &KeyPath,
+    p: &mut Problems<'_>,
+) -> Option<CaFile> {
+    if path == "system" && !system {
+        p.add(
+            at,
+            "\"system\" (the OS trust store) would accept any publicly issued client certificate: give the file of the CA that signs your clients' certificates (\"./system\" for a file of that name)",
+        );
+        return None;
+    }
     let r = if path == "system" {
         CaFile::system()
     } else {
@@ -79,7 +94,7 @@ pub(super) fn listener(
             warnings,
         ));
     }
-    let alpn = match (&t.alpn, mode) {
+    let mut alpn = match (&t.alpn, mode) {
         (Some(a), _) => a.clone(),
         (None, Mode::Http) => vec!["h2".into(), "http/1.1".into()],
         (None, Mode::Tcp) => Vec::new(),
@@ -87,12 +102,22 @@ pub(super) fn listener(
     for (i, a) in alpn.iter().enumerate() {
         if a.is_empty() || a.len() > 255 {
             p.add(&at.index("alpn", i), "a protocol name is 1 to 255 bytes");
-        } else if mode == Mode::Http && a != "h2" && a != "http/1.1" {
+        } else if mode == Mode::Http && !matches!(a.as_str(), "h2" | "http/1.1" | "http/1.0") {
             p.add(
                 &at.index("alpn", i),
-                format!("{a:?}: an http listener speaks \"h2\" and \"http/1.1\""),
+                format!("{a:?}: an http listener speaks \"h2\", \"http/1.1\" and \"http/1.0\""),
             );
         }
+    }
+    // A listener that speaks HTTP/1.1 speaks 1.0: offered last, as nginx
+    // does, so that a client offering only "http/1.0" (curl --http1.0) is
+    // served, not refused in the handshake (rustls ends a handshake whose
+    // lists do not meet)
+    if mode == Mode::Http
+        && alpn.iter().any(|a| a == "http/1.1")
+        && !alpn.iter().any(|a| a == "http/1.0")
+    {
+        alpn.push("http/1.0".into());
     }
     let tls13_only = match t.min_version.as_str() {
         "1.2" => false,
@@ -108,7 +133,7 @@ pub(super) fn listener(
     let client_ca = t
         .client_ca
         .as_deref()
-        .and_then(|c| load_ca(base, c, &at.key("client_ca"), p));
+        .and_then(|c| load_ca(base, c, false, &at.key("client_ca"), p));
     let client_auth_required = match t.client_auth.as_deref() {
         None | Some("required") => true,
         Some("optional") => false,
@@ -181,8 +206,8 @@ pub(super) fn pool(
 ) -> Option<PoolTls> {
     let before = p.list.len();
     let ca = match (t.verify, t.insecure, &t.ca) {
-        (true, _, Some(ca)) => load_ca(base, ca, &at.key("ca"), p),
-        (true, _, None) => load_ca(base, "system", &at.key("ca"), p),
+        (true, _, Some(ca)) => load_ca(base, ca, true, &at.key("ca"), p),
+        (true, _, None) => load_ca(base, "system", true, &at.key("ca"), p),
         (false, true, _) => None,
         (false, false, _) => {
             p.add(
