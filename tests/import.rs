@@ -258,6 +258,7 @@ fn tls_binds_acls_and_request_rules_map_to_listeners_and_rules() {
         "crt-base completes the path"
     );
     assert_eq!(l[1]["tls"]["alpn"][1].as_str(), Some("http/1.1"));
+    assert_eq!(l[1]["tls"]["alpn"][2].as_str(), Some("http/1.0"));
     let rules = |i: usize| l[i]["rule"].as_array().unwrap().clone();
     // `redirect scheme https unless { ssl_fc }`: on the plain side, every request
     // (and nothing after it is reachable); not on the TLS side

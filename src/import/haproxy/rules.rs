@@ -55,11 +55,16 @@ impl Importer {
                 ("alpn", Some(a)) => {
                     takes_arg = true;
                     let protos: Vec<String> = a.split(',').map(String::from).collect();
-                    if protos.iter().all(|p| p == "h2" || p == "http/1.1") {
+                    if protos
+                        .iter()
+                        .all(|p| matches!(p.as_str(), "h2" | "http/1.1" | "http/1.0"))
+                    {
                         t.set("alpn", list(&protos));
                     } else {
                         approx = true;
-                        notes.push(format!("alpn {a}: rampart offers h2 and http/1.1"));
+                        notes.push(format!(
+                            "alpn {a}: rampart offers h2, http/1.1 and http/1.0"
+                        ));
                     }
                 }
                 ("ca-file", Some(c)) => {
