@@ -30,6 +30,8 @@ fn check(text: &str) -> (bool, String, String) {
     let out = Command::new(common::rampart_bin())
         .args(["check", "-c"])
         .arg(&path)
+        // set, but empty: a secret that is no secret
+        .env("RAMPART_TEST_EMPTY", "")
         .output()
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -154,6 +156,13 @@ fn broken_configs_name_key_and_line() {
             17,
         ),
         (
+            "password variable empty",
+            "name = \"api\"\n",
+            "name = \"api\"\n[pool.health]\nkind = \"postgres\"\npassword_env = \"RAMPART_TEST_EMPTY\"\n",
+            "pool[0].health.password_env",
+            17,
+        ),
+        (
             "bad expect_status",
             "name = \"api\"\n",
             "name = \"api\"\n[pool.health]\nkind = \"http\"\nexpect_status = \"2xx\"\n",
@@ -214,6 +223,7 @@ fn broken_configs_name_key_and_line() {
             9,
         ),
         ("bad retry_buffer", "name = \"api\"\n", "name = \"api\"\nretry_buffer = \"lots\"\n", "retry_buffer", 15),
+        ("burst without rate", "[[pool]]", "[[rate_limit]]\nname = \"x\"\nquota = \"100/day\"\nburst = 5\n\n[[pool]]", "rate_limit[0].burst", 16),
         ("breaker percent", "name = \"api\"\n", "name = \"api\"\n[pool.breaker]\nmax_ejected_percent = 150\n", "pool[0].breaker.max_ejected_percent", 16),
     ];
     for (what, from, to, key, line) in cases {

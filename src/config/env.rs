@@ -10,13 +10,10 @@ use super::problems::{KeyPath, Problem, Problems};
 pub(super) fn resolve(cfg: &mut Config, src: &str) -> Result<(), Vec<Problem>> {
     let mut p = Problems::new(src);
     let at = KeyPath::default().key("admin");
-    let mut read = |key: &'static str, var: &str| match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            p.add(
-                &at.key(key),
-                format!("environment variable {var:?} is not set (or empty)"),
-            );
+    let mut read = |key: &'static str, var: &str| match secret(var) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            p.add(&at.key(key), e);
             None
         }
     };
@@ -33,5 +30,19 @@ pub(super) fn resolve(cfg: &mut Config, src: &str) -> Result<(), Vec<Problem>> {
         Ok(())
     } else {
         Err(p.list)
+    }
+}
+
+/// A secret from the environment: set, UTF-8 and not empty, or why not.
+pub(super) fn secret(var: &str) -> Result<String, String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        Ok(_) => Err(format!("environment variable {var:?} is empty")),
+        Err(std::env::VarError::NotPresent) => {
+            Err(format!("environment variable {var:?} is not set"))
+        }
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(format!("environment variable {var:?} is not valid UTF-8"))
+        }
     }
 }

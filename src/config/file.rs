@@ -379,7 +379,10 @@ pub struct RateLimitFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a key (\"client_ip\", \"header:NAME\", \"path\", ...) or a list of them"
+)]
 pub enum OneOrMany {
     One(String),
     Many(Vec<String>),
@@ -468,7 +471,10 @@ pub struct ListenerTlsFile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a PEM file with chain and key (\"site.pem\") or a table of `path` and `key` only ({ path = \"site.crt\", key = \"site.key\" })"
+)]
 pub enum CertEntry {
     Path(String),
     Pair(CertPair),
@@ -842,7 +848,10 @@ pub struct Size(pub u64);
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
-        #[serde(untagged)]
+        #[serde(
+            untagged,
+            expecting = "a size: a whole number of bytes (65536) or text with a unit (\"64KiB\", \"1MiB\")"
+        )]
         enum Raw {
             N(u64),
             S(String),

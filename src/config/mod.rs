@@ -160,6 +160,95 @@ name = "api"
         );
     }
 
+    /// A tcp listener's SNI route to a pool hashing on an HTTP field: every
+    /// session would hash the same empty text onto one server.
+    #[test]
+    fn a_tcp_routes_pool_hashing_on_http_is_refused() {
+        let src = r#"
+[[listener]]
+name = "tls"
+bind = ["127.0.0.1:8443"]
+mode = "tcp"
+pool = "a"
+  [[listener.route]]
+  sni = "b.example.com"
+  pool = "b"
+
+[[pool]]
+name = "a"
+  [[pool.server]]
+  address = "127.0.0.2:8000"
+
+[[pool]]
+name = "b"
+balance = "hash"
+hash_key = "uri"
+  [[pool.server]]
+  address = "127.0.0.2:8001"
+"#;
+        let p = problem(src);
+        assert_eq!(p.key, "listener[0].route[0].pool");
+        assert!(p.message.contains("client_ip"), "{}", p.message);
+    }
+
+    #[test]
+    fn proxy_protocol_networks_are_checked_when_off() {
+        let p = problem(&GOOD.replace(
+            "pool = \"api\"\n  [[listener.route]]",
+            "pool = \"api\"\nproxy_protocol = { from = [\"10.0.0.0/40\"], mode = \"off\" }\n  [[listener.route]]",
+        ));
+        assert_eq!(p.key, "listener[0].proxy_protocol.from[0]");
+    }
+
+    #[test]
+    fn a_burst_without_a_rate_is_refused() {
+        let p = problem(&format!(
+            "{GOOD}\n[[rate_limit]]\nname = \"daily\"\nquota = \"100/day\"\nburst = 50\n"
+        ));
+        assert_eq!(p.key, "rate_limit[0].burst");
+        assert!(p.message.contains("only with rate"), "{}", p.message);
+        assert!(parse(
+            &format!("{GOOD}\n[[rate_limit]]\nname = \"x\"\nrate = \"10/s\"\nburst = 5\n"),
+            "t.toml"
+        )
+        .is_ok());
+    }
+
+    /// [ha] notify is found beside the config file (as auth_key_file), and
+    /// must be an executable.
+    #[test]
+    fn the_notify_program_is_relative_to_the_config_and_executable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("rampart-notify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let hook = dir.join("hook.sh");
+        std::fs::write(&hook, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join("plain.txt"), "x").unwrap();
+        let cfg = |notify: &str| {
+            format!(
+                "{GOOD}\n[ha]\ninterface = \"lo\"\nvips = [\"192.0.2.100/24\"]\nnode_id = \"a\"\npriority = 100\nbind = \"127.0.0.1:5405\"\npeers = [\"127.0.0.2:5405\"]\nauth = \"none\"\nnotify = \"{notify}\"\n"
+            )
+        };
+        let c = parse_in(&cfg("hook.sh"), "rampart.toml", &dir).unwrap();
+        assert_eq!(c.ha.unwrap().notify.as_deref(), Some(hook.as_path()));
+        for (bad, why) in [
+            ("plain.txt", "not an executable"),
+            ("nope.sh", "does not exist"),
+        ] {
+            match parse_in(&cfg(bad), "rampart.toml", &dir) {
+                Err(ConfigError::Invalid { problems, .. }) => assert!(
+                    problems
+                        .iter()
+                        .any(|p| p.key == "ha.notify" && p.message.contains(why)),
+                    "{bad}: {problems:?}"
+                ),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn unknown_route_pool_names_key_and_line() {
         let p = problem(&GOOD.replace(
@@ -247,6 +336,24 @@ name = "api"
         assert_eq!(p.line, Some(19), "{p:?}");
         assert!(p.key.contains("deny"), "{p:?}");
         assert!(p.message.contains("`status` and `body` only"), "{p:?}");
+        // the other values of more than one shape say which shapes they take
+        let p = problem(&GOOD.replace(
+            "pool = \"api\"\n  [[listener.route]]",
+            "pool = \"api\"\n  [listener.tls]\n  cert = [{ path = \"a.pem\", kye = \"a.key\" }]\n  [[listener.route]]",
+        ));
+        assert!(p.key.contains("cert"), "{p:?}");
+        assert!(p.message.contains("`path` and `key` only"), "{p:?}");
+        let p = problem(&GOOD.replace(
+            "name = \"api\"\n  [[pool.server]]",
+            "name = \"api\"\nretry_buffer = 1.5\n  [[pool.server]]",
+        ));
+        assert!(p.key.contains("retry_buffer"), "{p:?}");
+        assert!(p.message.contains("a size"), "{p:?}");
+        let p = problem(&format!(
+            "{GOOD}\n[[rate_limit]]\nname = \"x\"\nrate = \"1/s\"\nkey = 5\n"
+        ));
+        assert!(p.key.contains("key"), "{p:?}");
+        assert!(p.message.contains("a list of them"), "{p:?}");
     }
 
     #[test]

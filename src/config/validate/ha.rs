@@ -136,9 +136,19 @@ pub(super) fn ha(
             },
         }
     }
-    if let Some(n) = &h.notify {
-        if !n.exists() {
-            p.add(&at.key("notify"), format!("{} does not exist", n.display()));
+    // relative to the config file's folder, as auth_key_file and the
+    // certificates are: the check and the run find the same program, whatever
+    // the working directory (systemd's is /)
+    let notify = h.notify.as_ref().map(|n| base.join(n));
+    if let Some(n) = &notify {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(n) {
+            Err(_) => p.add(&at.key("notify"), format!("{} does not exist", n.display())),
+            Ok(m) if !m.is_file() || m.permissions().mode() & 0o111 == 0 => p.add(
+                &at.key("notify"),
+                format!("{} is not an executable file", n.display()),
+            ),
+            Ok(_) => {}
         }
     }
     (p.list.len() == before).then(|| HaConfig {
@@ -153,6 +163,6 @@ pub(super) fn ha(
         preempt_delay: h.preempt_delay.0,
         key: key.unwrap_or(HaKey::None),
         track,
-        notify: h.notify.clone(),
+        notify,
     })
 }

@@ -108,13 +108,10 @@ pub(super) fn health(h: &HealthFile, at: &KeyPath, p: &mut Problems<'_>) -> Opti
         HealthKind::Postgres => {
             let password = match &h.password_env {
                 None => None,
-                Some(var) => match std::env::var(var) {
+                Some(var) => match crate::config::env::secret(var) {
                     Ok(v) => Some(v),
-                    Err(_) => {
-                        p.add(
-                            &at.key("password_env"),
-                            format!("environment variable {var:?} is not set"),
-                        );
+                    Err(e) => {
+                        p.add(&at.key("password_env"), e);
                         None
                     }
                 },

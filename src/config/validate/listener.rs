@@ -84,17 +84,12 @@ pub(super) fn listener(
     if let Some(u) = used_pools.get_mut(pool) {
         *u = true;
     }
-    if lf.mode == Mode::Tcp {
-        if !lf.routes.is_empty() && lf.tls.is_some() {
-            p.add(
-                &at.index("route", 0),
-                "a tcp listener routes by the SNI of TLS it passes through; with [listener.tls] it terminates TLS and has one pool",
-            );
-        }
-        if let Some(pc) = pools.get(pool) {
+    // a tcp listener's pools (its own and its routes') hash on the client only
+    let tcp_hash = |ix: usize, key: &KeyPath, p: &mut Problems<'_>| {
+        if let Some(pc) = pools.get(ix) {
             if pc.balance == Balance::Hash && pc.hash_key != HashKey::ClientIp {
                 p.add(
-                    &at.key("pool"),
+                    key,
                     format!(
                         "pool {:?} hashes on an HTTP field, which a tcp listener does not have; use hash_key = \"client_ip\"",
                         pc.name
@@ -102,6 +97,15 @@ pub(super) fn listener(
                 );
             }
         }
+    };
+    if lf.mode == Mode::Tcp {
+        if !lf.routes.is_empty() && lf.tls.is_some() {
+            p.add(
+                &at.index("route", 0),
+                "a tcp listener routes by the SNI of TLS it passes through; with [listener.tls] it terminates TLS and has one pool",
+            );
+        }
+        tcp_hash(pool, &at.key("pool"), p);
     }
     let mut routes = Vec::with_capacity(lf.routes.len());
     for (j, rf) in lf.routes.iter().enumerate() {
@@ -168,6 +172,9 @@ pub(super) fn listener(
         if let Some(u) = used_pools.get_mut(rpool) {
             *u = true;
         }
+        if lf.mode == Mode::Tcp && pool_index.contains_key(rf.pool.as_str()) {
+            tcp_hash(rpool, &rat.key("pool"), p);
+        }
         routes.push(Route {
             host,
             path_prefix: rf.path_prefix.clone(),
@@ -176,6 +183,15 @@ pub(super) fn listener(
     }
     let proxy_protocol = lf.proxy_protocol.as_ref().and_then(|pp| {
         let ppat = at.key("proxy_protocol");
+        // checked whatever the mode: a list written wrong is found now, not
+        // when someone switches it on
+        let mut from = Vec::new();
+        for (k, s) in pp.from.iter().enumerate() {
+            match crate::proxy_protocol::Cidr::parse(s) {
+                Ok(c) => from.push(c),
+                Err(e) => p.add(&ppat.index("from", k), e),
+            }
+        }
         let mode = match pp.mode.as_str() {
             "required" => crate::proxy_protocol::Mode::Required,
             "optional" => crate::proxy_protocol::Mode::Optional,
@@ -188,13 +204,6 @@ pub(super) fn listener(
                 return None;
             }
         };
-        let mut from = Vec::new();
-        for (k, s) in pp.from.iter().enumerate() {
-            match crate::proxy_protocol::Cidr::parse(s) {
-                Ok(c) => from.push(c),
-                Err(e) => p.add(&ppat.index("from", k), e),
-            }
-        }
         if pp.from.is_empty() {
             p.add(
                 &ppat.key("from"),

@@ -464,6 +464,9 @@ pub(super) fn rate_limits(
                 v
             }
         };
+        if f.burst > 0 && f.rate.is_none() {
+            p.add(&at.key("burst"), BURST_WITHOUT_RATE);
+        }
         let tiered = key.contains(&KeyPart::Tier);
         if f.rate.is_none() && f.quota.is_none() && !tiered {
             p.add(&at, "give rate, quota or both");
@@ -484,6 +487,11 @@ pub(super) fn rate_limits(
     }
     out
 }
+
+/// A burst is what a rate lets through at once; without a rate it would be
+/// silently ignored.
+const BURST_WITHOUT_RATE: &str =
+    "burst is used only with rate (requests at once above the steady rate); give rate, or remove burst (a quota counts every request)";
 
 /// Parses "N/unit" with the given units (seconds each).
 fn per(text: &str, units: &[(&str, u64)]) -> Option<(u64, std::time::Duration)> {
@@ -570,6 +578,9 @@ fn tiers(
             }
             v
         });
+        if t.burst > 0 && t.rate.is_none() {
+            p.add(&at.key("burst"), BURST_WITHOUT_RATE);
+        }
         out.push(crate::config::limits::Tier {
             name: t.name.clone(),
             header,
