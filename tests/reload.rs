@@ -1065,3 +1065,51 @@ async fn a_reload_reports_the_new_configs_warnings() {
         "{r}"
     );
 }
+
+/// A reload that gives a pool checks, or changes what they ask, judges each
+/// carried server by the first check of the new kind: the old verdict
+/// answered another question (a replica a TCP check found UP is not a
+/// primary), and with rise/fall it would stand for several intervals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_what_is_checked_judges_by_the_first_new_check() {
+    let good = Backend::start("good", free_addr("127.0.0.1")).await;
+    let sick = Backend::start("sick", free_addr("127.0.0.1")).await;
+    sick.stats.health_status.store(500, Ordering::SeqCst);
+    // nothing listens here
+    let dead = free_addr("127.0.0.1");
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let servers = [(good.addr, 1), (sick.addr, 1), (dead, 1)];
+    // an hour between checks, three to flip: only a decisive first check
+    // changes anything within the test
+    let slow = "interval = \"1h\"\nfast_interval = \"1h\"\nrise = 3\nfall = 3\n";
+    let p = Proxy::start(&config(listen, admin, "", &servers, ""), &[listen]).await;
+    for a in [good.addr, sick.addr, dead] {
+        p.wait_server(Duration::from_secs(5), "api", a, "UP").await;
+    }
+    // checks added: the dead server is DOWN at once
+    let tcp = format!("[pool.health]\nkind = \"tcp\"\n{slow}");
+    std::fs::write(&p.config, config(listen, admin, &tcp, &servers, "")).unwrap();
+    assert_eq!(reload_api(admin).await.0, 200);
+    p.wait_server(Duration::from_secs(5), "api", dead, "DOWN")
+        .await;
+    // the others' first check confirmed them
+    wait_until(Duration::from_secs(5), "the first TCP checks", || async {
+        good.stats.connections.load(Ordering::SeqCst) >= 1
+            && sick.stats.connections.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    assert_eq!(p.server_status("api", good.addr).await, "UP");
+    assert_eq!(p.server_status("api", sick.addr).await, "UP");
+    // another question (HTTP): the sick server is DOWN at once
+    let http = format!("[pool.health]\nkind = \"http\"\npath = \"/health\"\n{slow}");
+    std::fs::write(&p.config, config(listen, admin, &http, &servers, "")).unwrap();
+    assert_eq!(reload_api(admin).await.0, 200);
+    p.wait_server(Duration::from_secs(5), "api", sick.addr, "DOWN")
+        .await;
+    wait_until(Duration::from_secs(5), "the first HTTP check", || async {
+        good.stats.health_checks.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    assert_eq!(p.server_status("api", good.addr).await, "UP");
+    assert_eq!(p.server_status("api", dead).await, "DOWN");
+}

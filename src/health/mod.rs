@@ -105,6 +105,9 @@ pub struct HealthManager {
     tracker: TaskTracker,
     /// Notified at each health flip (the control task records it in the state file).
     flipped: Arc<tokio::sync::Notify>,
+    /// Members of pools without checks: UP by default, not by a check. One
+    /// that a reload gives checks is judged by its first one.
+    unchecked: HashSet<u64>,
 }
 
 impl HealthManager {
@@ -118,28 +121,45 @@ impl HealthManager {
             cancel,
             tracker,
             flipped,
+            unchecked: HashSet::new(),
         }
     }
 
     /// Starts and stops check tasks so there is exactly one per current member,
     /// running with its pool's current settings: a member whose pool's `[health]`
     /// changed gets a new task, which starts from the member's current health
-    /// (a DOWN server stays DOWN until `rise` checks pass).
+    /// (a DOWN server stays DOWN until `rise` checks pass). Where what is
+    /// checked changed (the kind of check or what it asks, the TLS or PROXY
+    /// header it goes with), or a pool without checks got some, the new
+    /// task's first result decides at once: the old verdict answered another
+    /// question (a replica that a TCP check found UP is not a primary).
     pub fn sync(&mut self, pools: &[Arc<Pool>]) {
         let mut live = HashSet::new();
+        let mut unchecked = HashSet::new();
         for pool in pools {
-            let Some(cfg) = &pool.health else { continue };
+            let Some(cfg) = &pool.health else {
+                unchecked.extend(pool.servers.iter().map(|s| s.state.uid));
+                continue;
+            };
             let cfg = Arc::new(cfg.clone());
             for s in &pool.servers {
                 live.insert(s.state.uid);
-                if let Some((_, running, tls, send_proxy)) = self.tasks.get(&s.state.uid) {
-                    if **running == *cfg && *tls == pool.tls && *send_proxy == pool.send_proxy {
-                        continue;
+                let decisive = match self.tasks.get(&s.state.uid) {
+                    Some((_, running, tls, send_proxy)) => {
+                        let same_question = running.check == cfg.check
+                            && *tls == pool.tls
+                            && *send_proxy == pool.send_proxy;
+                        if same_question && **running == *cfg {
+                            continue;
+                        }
+                        !same_question
                     }
-                }
-                self.start(pool, s, &cfg);
+                    None => self.unchecked.contains(&s.state.uid),
+                };
+                self.start(pool, s, &cfg, decisive);
             }
         }
+        self.unchecked = unchecked;
         self.tasks.retain(|uid, (token, _, _, _)| {
             let keep = live.contains(uid);
             if !keep {
@@ -153,19 +173,24 @@ impl HealthManager {
     /// tasks started and stopped, whatever the size of the pool.
     pub fn members_changed(&mut self, pool: &Pool, added: &[Arc<Server>], removed: &[Arc<Server>]) {
         for s in removed {
+            self.unchecked.remove(&s.state.uid);
             if let Some((token, _, _, _)) = self.tasks.remove(&s.state.uid) {
                 token.cancel();
             }
         }
-        let Some(cfg) = &pool.health else { return };
+        let Some(cfg) = &pool.health else {
+            self.unchecked.extend(added.iter().map(|s| s.state.uid));
+            return;
+        };
         let cfg = Arc::new(cfg.clone());
         for s in added {
-            self.start(pool, s, &cfg);
+            self.start(pool, s, &cfg, false);
         }
     }
 
-    /// Starts the check task of member `s` (stopping the one it had).
-    fn start(&mut self, pool: &Pool, s: &Server, cfg: &Arc<HealthConfig>) {
+    /// Starts the check task of member `s` (stopping the one it had);
+    /// `decisive`: its first result decides, whatever rise and fall say.
+    fn start(&mut self, pool: &Pool, s: &Server, cfg: &Arc<HealthConfig>, decisive: bool) {
         let token = self.cancel.child_token();
         let replaced = self.tasks.insert(
             s.state.uid,
@@ -188,7 +213,7 @@ impl HealthManager {
             async move {
                 tokio::select! {
                     _ = token.cancelled() => {}
-                    _ = check_loop(addr, tls, send_proxy, state, cfg, flipped) => {}
+                    _ = check_loop(addr, tls, send_proxy, state, cfg, flipped, decisive) => {}
                 }
             },
             span,
@@ -271,6 +296,7 @@ async fn check_loop(
     state: Arc<ServerState>,
     cfg: Arc<HealthConfig>,
     flipped: Arc<tokio::sync::Notify>,
+    mut decisive: bool,
 ) {
     let mut rf = RiseFall::new(state.health(), cfg.rise, cfg.fall);
     loop {
@@ -290,7 +316,15 @@ async fn check_loop(
             // before, and must not undo the UNKNOWN that maintenance set
             continue;
         }
-        if rf.state() != state.health() {
+        if decisive {
+            // the first result of a check that asks something new decides:
+            // as from UNKNOWN, unless it confirms the current state
+            decisive = false;
+            let now = state.health();
+            let confirms = (now == Health::Up) == report.ok && now != Health::Unknown;
+            let from = if confirms { now } else { Health::Unknown };
+            rf = RiseFall::new(from, cfg.rise, cfg.fall);
+        } else if rf.state() != state.health() {
             // changed from outside (maintenance resets it to UNKNOWN, a restored state file)
             rf = RiseFall::new(state.health(), cfg.rise, cfg.fall);
         }
