@@ -8,6 +8,7 @@ use crate::snapshot::Snapshot;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateFileError {
@@ -32,7 +33,39 @@ pub struct SavedServer {
     pub admin: String,
     pub weight: Option<u32>,
     pub health: String,
+    /// When the server was first found gone from its pool (Unix seconds) and
+    /// its entry carried over for its return; none while it is a member (and
+    /// in files older versions wrote). Dropped once older than
+    /// [`DEPARTED_FOR`]: an address a new, unrelated pod reuses later starts
+    /// ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub departed_at: Option<u64>,
 }
+
+impl SavedServer {
+    /// Whether an operator set anything here (drain, maint, a weight): what is
+    /// worth keeping for a server that left.
+    fn holds_operator_state(&self) -> bool {
+        AdminState::parse(&self.admin).is_some_and(|a| a != AdminState::Ready)
+            || self.weight.is_some()
+    }
+
+    /// How long the server has been gone at `now` (Unix seconds): zero for a
+    /// member, and for a time in the future (a clock set back).
+    fn away(&self, now: u64) -> Duration {
+        Duration::from_secs(self.departed_at.map_or(0, |t| now.saturating_sub(t)))
+    }
+
+    /// Whether the server left longer ago than an operator's state of it is kept.
+    fn expired(&self, now: u64) -> bool {
+        self.away(now) >= DEPARTED_FOR
+    }
+}
+
+/// How long an operator's state of a server that left its pool is kept for its
+/// return, in the running process and across restarts (a pod's restart takes
+/// seconds to minutes; an address reused by another pod much later starts ready).
+pub const DEPARTED_FOR: Duration = Duration::from_secs(15 * 60);
 
 /// A listener an operator switched to read-only (`rampart mode`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,10 +115,19 @@ impl Default for StateFile {
     }
 }
 
-/// What the snapshot holds now, plus the entries of `previous` for servers that are
-/// not members right now (a DNS member briefly absent keeps its drain/maint state)
-/// in pools that still exist.
+/// What the snapshot holds now, plus the entries of `previous` that hold an
+/// operator's state (drain, maint, a weight) for servers that are not members
+/// right now (a DNS member briefly absent keeps its drain/maint state) in pools
+/// that still exist, each stamped with when it was first carried over and
+/// dropped [`DEPARTED_FOR`] after that: with pod churn, every address ever seen
+/// would otherwise stay in the file, and an old maint come back on an unrelated
+/// pod that reuses the address.
 pub fn capture_merged(snap: &Snapshot, previous: &StateFile) -> StateFile {
+    capture_merged_at(snap, previous, crate::clock::unix_now())
+}
+
+/// [`capture_merged`] at `now` (Unix seconds).
+pub fn capture_merged_at(snap: &Snapshot, previous: &StateFile, now: u64) -> StateFile {
     let mut st = capture(snap);
     let present: std::collections::HashSet<(String, String)> = st
         .servers
@@ -94,8 +136,21 @@ pub fn capture_merged(snap: &Snapshot, previous: &StateFile) -> StateFile {
         .collect();
     for old in &previous.servers {
         let pool_exists = snap.pools.iter().any(|p| *p.name == *old.pool);
-        if pool_exists && !present.contains(&(old.pool.clone(), old.address.clone())) {
-            st.servers.push(old.clone());
+        if !pool_exists
+            || present.contains(&(old.pool.clone(), old.address.clone()))
+            || !old.holds_operator_state()
+        {
+            continue;
+        }
+        // (a member at the last write left now; a time ahead of `now` is a
+        // clock set back, and must not keep the entry for as long)
+        let departed_at = old.departed_at.map_or(now, |t| t.min(now));
+        let carried = SavedServer {
+            departed_at: Some(departed_at),
+            ..old.clone()
+        };
+        if !carried.expired(now) {
+            st.servers.push(carried);
         }
     }
     st
@@ -143,6 +198,7 @@ pub fn capture(snap: &Snapshot) -> StateFile {
                 admin: s.state.admin().as_str().to_string(),
                 weight: s.state.weight_override(),
                 health: s.state.health().as_str().to_string(),
+                departed_at: None,
             });
         }
     }
@@ -321,25 +377,40 @@ pub fn restore_quotas(snap: &Snapshot, quotas: &[SavedQuota]) {
     }
 }
 
+/// An operator's state of a server that is not a member of its pool now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AbsentState {
+    pub pool: String,
+    pub addr: std::net::SocketAddr,
+    pub admin: AdminState,
+    pub weight: Option<u32>,
+    /// How long it has been gone (zero if it was a member at the last write):
+    /// what is left of [`DEPARTED_FOR`] is how long the state is kept for it.
+    pub away: Duration,
+}
+
 /// The saved drain, maint or weight of servers in pools of `snap` that are not
-/// members now (DNS members absent from the answer at start-up).
-pub fn absent_operator_states(
-    snap: &Snapshot,
-    state: &StateFile,
-) -> Vec<(String, std::net::SocketAddr, AdminState, Option<u32>)> {
+/// members now (DNS members absent from the answer at start-up), at `now` (Unix
+/// seconds); those gone longer than [`DEPARTED_FOR`] are left out.
+pub fn absent_operator_states(snap: &Snapshot, state: &StateFile, now: u64) -> Vec<AbsentState> {
     state
         .servers
         .iter()
         .filter_map(|saved| {
             let pool = snap.pools.iter().find(|p| *p.name == *saved.pool)?;
             let addr: std::net::SocketAddr = saved.address.parse().ok()?;
-            if pool.servers.iter().any(|s| s.addr == addr) {
+            if pool.servers.iter().any(|s| s.addr == addr) || saved.expired(now) {
                 return None;
             }
             let admin = AdminState::parse(&saved.admin)?;
             let weight = saved.weight.filter(|w| *w <= crate::config::MAX_WEIGHT);
-            (admin != AdminState::Ready || weight.is_some())
-                .then(|| (saved.pool.clone(), addr, admin, weight))
+            (admin != AdminState::Ready || weight.is_some()).then(|| AbsentState {
+                pool: saved.pool.clone(),
+                addr,
+                admin,
+                weight,
+                away: saved.away(now),
+            })
         })
         .collect()
 }
@@ -348,6 +419,13 @@ pub fn absent_operator_states(
 /// and address). Returns how many were restored. Weights take effect when the
 /// pools are rebuilt.
 pub fn restore(snap: &Snapshot, state: &StateFile) -> usize {
+    restore_at(snap, state, crate::clock::unix_now())
+}
+
+/// [`restore`] at `unix_now` (Unix seconds): an entry of a server that left
+/// longer than [`DEPARTED_FOR`] ago is not applied to a member at its address
+/// now (an unrelated pod that reuses it).
+pub fn restore_at(snap: &Snapshot, state: &StateFile, unix_now: u64) -> usize {
     let now = crate::clock::now_ms();
     let mut n = 0;
     restore_quotas(snap, &state.quotas);
@@ -383,6 +461,9 @@ pub fn restore(snap: &Snapshot, state: &StateFile) -> usize {
         let Some(&(pool, server)) = members.get(&(saved.pool.as_str(), addr)) else {
             continue;
         };
+        if saved.expired(unix_now) {
+            continue;
+        }
         if let Some(a) = AdminState::parse(&saved.admin) {
             // the saved health follows; a check is not asked for here
             server.state.set_admin(a, false);
@@ -433,6 +514,7 @@ name = "api"
             admin: admin.into(),
             weight: w,
             health: "UP".into(),
+            departed_at: None,
         };
         let previous = StateFile {
             version: 1,
@@ -460,6 +542,142 @@ name = "api"
         assert_eq!(merged.servers[0].admin, "drain");
     }
 
+    fn one_member_snapshot() -> Snapshot {
+        let cfg = crate::config::parse(
+            r#"
+[admin]
+bind = "127.0.0.1:18404"
+[[listener]]
+name = "web"
+bind = ["127.0.0.1:18080"]
+mode = "http"
+pool = "api"
+[[pool]]
+name = "api"
+  [[pool.server]]
+  address = "127.0.0.2:80"
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        Snapshot::build(&cfg, None, &Default::default(), 1)
+    }
+
+    fn saved_at(addr: &str, admin: &str, weight: Option<u32>, at: Option<u64>) -> SavedServer {
+        SavedServer {
+            pool: "api".into(),
+            address: addr.into(),
+            admin: admin.into(),
+            weight,
+            health: "UP".into(),
+            departed_at: at,
+        }
+    }
+
+    #[test]
+    fn departed_servers_are_kept_only_with_operator_state_and_only_for_departed_for() {
+        let snap = one_member_snapshot();
+        let t0 = 1_700_000_000u64;
+        let window = DEPARTED_FOR.as_secs();
+        let previous = StateFile {
+            servers: vec![
+                saved_at("127.0.0.2:80", "ready", None, None),
+                // a member at the last write, gone now: stamped now
+                saved_at("10.1.1.1:80", "maint", None, None),
+                // gone, and nothing an operator set: dropped at once
+                saved_at("10.1.1.2:80", "ready", None, None),
+                // carried over before: keeps its first stamp
+                saved_at("10.1.1.3:80", "ready", Some(5), Some(t0 - 60)),
+                // gone for DEPARTED_FOR: dropped
+                saved_at("10.1.1.4:80", "drain", None, Some(t0 - window)),
+            ],
+            ..StateFile::default()
+        };
+        let stamps = |st: &StateFile| -> Vec<(String, Option<u64>)> {
+            st.servers
+                .iter()
+                .map(|s| (s.address.clone(), s.departed_at))
+                .collect()
+        };
+        let merged = capture_merged_at(&snap, &previous, t0);
+        assert_eq!(
+            stamps(&merged),
+            [
+                ("127.0.0.2:80".to_string(), None),
+                ("10.1.1.1:80".to_string(), Some(t0)),
+                ("10.1.1.3:80".to_string(), Some(t0 - 60)),
+            ]
+        );
+        assert_eq!(merged.servers[1].admin, "maint");
+        // every later write keeps the first stamp, until the window is over
+        let later = capture_merged_at(&snap, &merged, t0 + window - 1);
+        assert_eq!(
+            stamps(&later),
+            [
+                ("127.0.0.2:80".to_string(), None),
+                ("10.1.1.1:80".to_string(), Some(t0)),
+            ]
+        );
+        let over = capture_merged_at(&snap, &later, t0 + window);
+        assert_eq!(stamps(&over), [("127.0.0.2:80".to_string(), None)]);
+        // a clock set back does not stretch the window
+        let back = capture_merged_at(&snap, &merged, t0 - 3600);
+        assert_eq!(back.servers[1].departed_at, Some(t0 - 3600));
+    }
+
+    #[test]
+    fn at_start_an_entry_gone_for_departed_for_is_neither_restored_nor_awaited() {
+        let snap = one_member_snapshot();
+        let t0 = 1_700_000_000u64;
+        let window = DEPARTED_FOR.as_secs();
+        let state = StateFile {
+            servers: vec![
+                // left long ago; the address is an unrelated member now
+                saved_at("127.0.0.2:80", "maint", None, Some(t0 - window)),
+                saved_at("10.1.1.1:80", "drain", None, Some(t0 - window - 1)),
+                saved_at("10.1.1.2:80", "maint", Some(3), Some(t0 - 100)),
+                // a member at the last write (or a file without the field)
+                saved_at("10.1.1.3:80", "drain", None, None),
+            ],
+            ..StateFile::default()
+        };
+        assert_eq!(restore_at(&snap, &state, t0), 0);
+        assert_eq!(snap.pools[0].servers[0].state.admin(), AdminState::Ready);
+        let absent: Vec<(String, AdminState, Duration)> = absent_operator_states(&snap, &state, t0)
+            .into_iter()
+            .map(|a| (a.addr.to_string(), a.admin, a.away))
+            .collect();
+        assert_eq!(
+            absent,
+            [
+                (
+                    "10.1.1.2:80".to_string(),
+                    AdminState::Maint,
+                    Duration::from_secs(100)
+                ),
+                ("10.1.1.3:80".to_string(), AdminState::Drain, Duration::ZERO),
+            ]
+        );
+        // back within the window: the operator's state is given back
+        let recent = StateFile {
+            servers: vec![saved_at("127.0.0.2:80", "maint", None, Some(t0 - 100))],
+            ..StateFile::default()
+        };
+        assert_eq!(restore_at(&snap, &recent, t0), 1);
+        assert_eq!(snap.pools[0].servers[0].state.admin(), AdminState::Maint);
+    }
+
+    #[test]
+    fn a_file_written_before_departed_at_still_reads() {
+        let old = r#"{"version":1,"servers":[{"pool":"api","address":"10.1.1.1:80",
+            "admin":"maint","weight":null,"health":"UP"}]}"#;
+        let st: StateFile = serde_json::from_str(old).unwrap();
+        assert_eq!(st.servers, [saved_at("10.1.1.1:80", "maint", None, None)]);
+        // and a member's entry is written without it
+        let json = serde_json::to_string(&st).unwrap();
+        assert!(!json.contains("departed_at"), "{json}");
+    }
+
     #[test]
     fn save_and_load_round_trip_atomically() {
         let dir = std::env::temp_dir().join(format!("rampart-statefile-{}", std::process::id()));
@@ -474,6 +692,7 @@ name = "api"
                 admin: "drain".into(),
                 weight: Some(7),
                 health: "UP".into(),
+                departed_at: None,
             }],
             listeners: vec![SavedListener {
                 name: "web".into(),

@@ -146,6 +146,7 @@ fn state_writer_child() {
                 admin: "ready".into(),
                 weight: Some(u32::try_from(seq % 1_000_000).unwrap_or(0)),
                 health: "UP".into(),
+                departed_at: None,
             }],
             ..StateFile::default()
         };
@@ -231,6 +232,76 @@ async fn a_corrupted_state_file_is_moved_aside_and_never_blocks_start() {
         statefile::load(&state).is_ok_and(|s| weight_in(&s, a.addr) == Some(7))
     })
     .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Servers that left their pool: the file keeps an entry only while it holds an
+/// operator's state, and only for DEPARTED_FOR after the server left. A maint
+/// written days ago for an address an unrelated server has now is not restored
+/// onto it, and stale entries are not written again (with pod churn, every
+/// address ever seen stayed in the file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_that_left_long_ago_are_neither_restored_nor_written_again() {
+    let (a, b) = two_pods().await;
+    let dir = temp_dir("statefile-departed");
+    let state = dir.join("state.json");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let days_ago = now - 3 * 86_400;
+    let entry = |addr: &str, admin: &str, departed_at: Option<u64>| statefile::SavedServer {
+        pool: "api".into(),
+        address: addr.into(),
+        admin: admin.into(),
+        weight: None,
+        health: "UP".into(),
+        departed_at,
+    };
+    let file = StateFile {
+        servers: vec![
+            // a pod in maintenance that left days ago; `a` has its address now
+            entry(&a.addr.to_string(), "maint", Some(days_ago)),
+            entry("10.255.0.1:80", "maint", Some(days_ago)),
+            // left, with nothing an operator set
+            entry("10.255.0.2:80", "ready", None),
+            // left a minute ago: kept for its return
+            entry("10.255.0.3:80", "drain", Some(now - 60)),
+        ],
+        ..StateFile::default()
+    };
+    statefile::save(&state, &file, 0).unwrap();
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let _p = Proxy::start(&config(listen, admin, &state, &a, &b), &[listen, admin]).await;
+    assert_eq!(
+        server_json(admin, a.addr).await["admin"],
+        "ready",
+        "an old departed server's maint is not restored onto its address"
+    );
+    // a change writes the file
+    assert!(set_weight(admin, b.addr, 7).await);
+    wait_for(Duration::from_secs(5), "the write after the change", || {
+        statefile::load(&state).is_ok_and(|s| weight_in(&s, b.addr) == Some(7))
+    })
+    .await;
+    let saved = statefile::load(&state).unwrap();
+    let mut entries: Vec<(String, String, Option<u64>)> = saved
+        .servers
+        .iter()
+        .map(|s| (s.address.clone(), s.admin.clone(), s.departed_at))
+        .collect();
+    entries.sort();
+    let mut want = vec![
+        (a.addr.to_string(), "ready".to_string(), None),
+        (b.addr.to_string(), "ready".to_string(), None),
+        (
+            "10.255.0.3:80".to_string(),
+            "drain".to_string(),
+            Some(now - 60),
+        ),
+    ];
+    want.sort();
+    assert_eq!(entries, want);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

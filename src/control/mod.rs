@@ -119,8 +119,8 @@ pub struct Control {
 
 /// How long an operator's state of a DNS member that left its answer is kept
 /// for its return (a pod's restart takes seconds to minutes; an address reused
-/// by another pod much later starts ready).
-const DEPARTED_FOR: Duration = Duration::from_secs(15 * 60);
+/// by another pod much later starts ready). The state file keeps it as long.
+const DEPARTED_FOR: Duration = statefile::DEPARTED_FOR;
 
 /// A round of first checks of the new members of a name's answer.
 struct Round {
@@ -779,10 +779,15 @@ impl Control {
                 tracing::info!(servers = n, "restored server states from the state file");
             }
             // the operator's say on members not in their answer now, for when
-            // they are
-            for (pool, addr, admin, weight) in statefile::absent_operator_states(&snap, &saved) {
+            // they are (for what is left of DEPARTED_FOR since they left, not a
+            // fresh window at every start)
+            let unix = crate::clock::unix_now();
+            for a in statefile::absent_operator_states(&snap, &saved, unix) {
+                let left = Instant::now()
+                    .checked_sub(a.away)
+                    .unwrap_or_else(Instant::now);
                 self.departed
-                    .insert((pool, addr), (admin, weight, Instant::now()));
+                    .insert((a.pool, a.addr), (a.admin, a.weight, left));
             }
             // rebuild so restored weights reach the balancers
             snap = Snapshot::build(&new, Some(&snap), &self.discovered, snap.generation);
