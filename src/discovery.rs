@@ -640,20 +640,24 @@ impl Watches {
             self.disc = disc;
         }
         let wanted = targets(cfg);
-        let mut stopped = Vec::new();
         self.running.retain(|k, t| {
             let keep = wanted.contains(k);
             if !keep {
                 t.cancel();
-                stopped.push(k.clone());
             }
             keep
         });
-        if !stopped.is_empty() {
+        // The rows (and `rampart_dns_*` series) of entries no longer wanted go,
+        // on both paths: a new resolver drained `running` above, so what is
+        // stopped cannot be told from it (a reload that removes the last DNS
+        // entry left every row behind).
+        {
+            let keep: std::collections::HashSet<String> = wanted
+                .iter()
+                .map(|k| status_key(&k.pool, &k.entry))
+                .collect();
             let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-            for k in &stopped {
-                reg.remove(&status_key(&k.pool, &k.entry));
-            }
+            reg.retain(|k, _| keep.contains(k));
         }
         let Some(disc) = &self.disc else {
             return;
@@ -676,6 +680,9 @@ impl Watches {
             self.tracker.spawn(tracing::Instrument::instrument(
                 async move {
                     tokio::select! {
+                        // (first: a stopped watch must not put its row back
+                        // after `sync` removed it)
+                        biased;
                         _ = token.cancelled() => {}
                         _ = w.run() => {}
                     }

@@ -967,6 +967,91 @@ async fn reloads_keep_unchanged_dns_watches_and_resolve_new_entries_at_once() {
     }
 }
 
+/// A reload with other resolver settings restarts every watch; the rows of the
+/// entries it drops leave `/stats;json` and their `rampart_dns_*` series leave
+/// `/metrics`, and so do all of them after a reload to a config with no DNS
+/// entry. Before, a new (or no) resolver emptied the running watches before the
+/// stopped ones were collected, and their rows stayed for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_that_change_the_resolver_remove_the_rows_of_dropped_names() {
+    let dns = TestDns::start("test.").await;
+    let (a, b) = two_pods().await;
+    let port = a.addr.port();
+    dns.set_ips("app", &[a.addr.ip()], 3600).await;
+    dns.set_ips("other", &[b.addr.ip()], 3600).await;
+    let listen = free_addr("127.0.0.1");
+    let admin = admin_addr_for(listen);
+    let base = dns_config(listen, dns.addr, "", "", &format!("app.test:{port}"));
+    let p = Proxy::start(&base, &[listen, admin]).await;
+    let names = || async move {
+        let (_, body) = admin_get(admin, "/stats;json").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut names: Vec<String> = v["dns"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let dns_series = || async move {
+        let (_, m) = admin_get(admin, "/metrics").await;
+        m.lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with("rampart_dns_"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let reload = |text: String| {
+        let path = p.config.clone();
+        async move {
+            std::fs::write(&path, text).unwrap();
+            let (st, body) = admin_post(admin, "/api/reload", "").await;
+            assert_eq!(st, 200, "{body}");
+        }
+    };
+    wait_until(Duration::from_secs(5), "app.test watched", || async move {
+        names().await.iter().any(|n| n.starts_with("app.test"))
+    })
+    .await;
+    assert!(
+        dns_series().await.iter().any(|l| l.contains("app.test")),
+        "{:?}",
+        dns_series().await
+    );
+    // another resolver setting, and the pool's name swapped
+    let swapped = base
+        .replace(
+            "timeout = \"500ms\"\nmin_ttl",
+            "timeout = \"600ms\"\nmin_ttl",
+        )
+        .replace(&format!("app.test:{port}"), &format!("other.test:{port}"));
+    assert!(swapped.contains("600ms") && swapped.contains("other.test"));
+    reload(swapped).await;
+    wait_until(
+        Duration::from_secs(5),
+        "only the new name has a row",
+        || async move {
+            let after = names().await;
+            after.len() == 1 && after[0].starts_with("other.test")
+        },
+    )
+    .await;
+    let series = dns_series().await;
+    assert!(!series.iter().any(|l| l.contains("app.test")), "{series:?}");
+    // no DNS entry left: no rows, no series
+    reload(base.replace(&format!("app.test:{port}"), &a.addr.to_string())).await;
+    wait_until(Duration::from_secs(5), "no DNS rows", || async move {
+        names().await.is_empty()
+    })
+    .await;
+    assert_eq!(dns_series().await, Vec::<String>::new());
+    let seen = tally(&bodies(&client(), &format!("http://{listen}/"), 5).await);
+    assert_eq!(seen.len(), 1, "the static server serves: {seen:?}");
+}
+
 /// A reload that changes a pool's DNS entry (a renamed pool, or a new spelling
 /// of the name: here `app.test` to `app.test.`) resolves the new entry before
 /// the new config goes live, as a start does. The pool keeps members through
