@@ -41,11 +41,19 @@ enum Command {
     Status {
         #[arg(long, default_value = "http://127.0.0.1:8404", env = "RAMPART_ADMIN")]
         admin: String,
+        /// Bearer token for the admin API (or RAMPART_ADMIN_TOKEN): reads need
+        /// it when `[admin] read_auth` is set.
+        #[arg(long, env = "RAMPART_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Redraw the status every second until interrupted.
     Watch {
         #[arg(long, default_value = "http://127.0.0.1:8404", env = "RAMPART_ADMIN")]
         admin: String,
+        /// Bearer token for the admin API (or RAMPART_ADMIN_TOKEN): reads need
+        /// it when `[admin] read_auth` is set.
+        #[arg(long, env = "RAMPART_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Set a server's state: drain (no new requests), ready, or maint (out and unchecked).
     Server {
@@ -192,10 +200,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status { admin } => admin_call(admin, None, |c| async move {
+        Command::Status { admin, token } => admin_call(admin, token, |c| async move {
             Ok(rampart::admin::client::render_table(&c.stats().await?))
         }),
-        Command::Watch { admin } => {
+        Command::Watch { admin, token } => {
             let rt = match cli_runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -203,7 +211,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_RUN);
                 }
             };
-            let client = match rampart::admin::client::AdminClient::new(&admin, None) {
+            let client = match rampart::admin::client::AdminClient::new(&admin, token) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("rampart: {e}");

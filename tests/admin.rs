@@ -639,6 +639,91 @@ async fn token_and_read_auth() {
             .status(),
         StatusCode::OK
     );
+    // or the admin token (it can write: it may read), which is what the CLI sends
+    assert_eq!(
+        send(&c, req("GET", "/stats;json", Some("Bearer s3cret-token")))
+            .await
+            .0
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&c, req("GET", "/stats;json", Some("Bearer wrong")))
+            .await
+            .0
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let url = format!("http://{admin}");
+    let cli = |args: &[&str], token_env: Option<&str>| {
+        let mut cmd = std::process::Command::new(rampart_bin());
+        cmd.args(args)
+            .args(["--admin", &url])
+            .env_remove("RAMPART_ADMIN_TOKEN");
+        if let Some(t) = token_env {
+            cmd.env("RAMPART_ADMIN_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = cli(&["status", "--token", "s3cret-token"], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("pool api"), "{out}");
+    let (code, out, err) = cli(&["quota", "show", "--token", "s3cret-token"], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("no quota use"), "{out}");
+    let (code, out, err) = cli(&["status"], Some("s3cret-token"));
+    assert_eq!(code, Some(0), "the token from RAMPART_ADMIN_TOKEN: {err}");
+    assert!(out.contains("pool api"), "{out}");
+    // without it (or with a wrong one): exit 2, and the error says what to give
+    for args in [
+        &["status"][..],
+        &["status", "--token", "wrong"],
+        &["quota", "show"],
+    ] {
+        let (code, _, err) = cli(args, None);
+        assert_eq!(code, Some(2), "rampart {args:?}: {err}");
+        assert!(
+            err.contains("401") && err.contains("--token"),
+            "rampart {args:?}: {err}"
+        );
+    }
+    // `watch` reads with it too
+    let mut watch = std::process::Command::new(rampart_bin())
+        .args(["watch", "--admin", &url, "--token", "s3cret-token"])
+        .env_remove("RAMPART_ADMIN_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut screen = watch.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let t0 = Instant::now();
+        while !String::from_utf8_lossy(&buf).contains("pool api")
+            && t0.elapsed() < Duration::from_secs(10)
+        {
+            match screen.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf
+    });
+    wait_for(Duration::from_secs(15), "watch's first table", || {
+        reader.is_finished()
+    })
+    .await;
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let text = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(text.contains("pool api"), "{text}");
     // writes need the token, even from loopback
     let path = format!("/api/pools/api/servers/{}", a.addr);
     assert_eq!(

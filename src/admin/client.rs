@@ -23,12 +23,32 @@ pub enum ClientError {
     Http(String),
     #[error("admin API answered {status}: {body}")]
     Status { status: u16, body: String },
+    /// 401: credentials missing or wrong ([admin] token_env, or read_auth for reads).
+    #[error(
+        "admin API answered 401: {body}: give the admin token with --token or RAMPART_ADMIN_TOKEN"
+    )]
+    Unauthorized { body: String },
     #[error("unexpected answer from the admin API: {0}")]
     Json(#[from] serde_json::Error),
     /// The proxy refused what was asked (a reload of a config that does not
     /// validate): every problem, one per line.
     #[error("{0}")]
     Refused(String),
+}
+
+impl ClientError {
+    /// The error for an answer with a status other than the one asked for.
+    fn status(status: http::StatusCode, body: &[u8]) -> ClientError {
+        let body = String::from_utf8_lossy(body).trim().to_string();
+        if status == http::StatusCode::UNAUTHORIZED {
+            ClientError::Unauthorized { body }
+        } else {
+            ClientError::Status {
+                status: status.as_u16(),
+                body,
+            }
+        }
+    }
 }
 
 pub struct AdminClient {
@@ -57,10 +77,7 @@ impl AdminClient {
     ) -> Result<Bytes, ClientError> {
         let (status, body) = self.send(method, path, body).await?;
         if !status.is_success() {
-            return Err(ClientError::Status {
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&body).trim().to_string(),
-            });
+            return Err(ClientError::status(status, &body));
         }
         Ok(body)
     }
@@ -134,10 +151,7 @@ impl AdminClient {
             http::StatusCode::OK | http::StatusCode::UNPROCESSABLE_ENTITY => {
                 Ok(serde_json::from_slice(&body)?)
             }
-            s => Err(ClientError::Status {
-                status: s.as_u16(),
-                body: String::from_utf8_lossy(&body).trim().to_string(),
-            }),
+            s => Err(ClientError::status(s, &body)),
         }
     }
 

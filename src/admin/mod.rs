@@ -2,7 +2,7 @@
 //! JSON), Prometheus metrics, Kubernetes probes and the JSON admin API.
 //!
 //! Reads are open unless `[admin] read_auth` asks for basic auth (the probes stay
-//! open). Writes need `Authorization: Bearer <token>` when `[admin] token_env` is
+//! open; the admin token, where one is set, reads too). Writes need `Authorization: Bearer <token>` when `[admin] token_env` is
 //! set, and otherwise come only from loopback clients.
 
 pub mod body;
@@ -725,17 +725,32 @@ fn check_write(cfg: &Config, peer: SocketAddr, req: &Request<Incoming>) -> Optio
 
 fn check_read(cfg: &Config, req: &Request<Incoming>) -> Option<Resp> {
     let (user, pass) = cfg.admin.read_auth.as_ref()?;
-    let ok = req
+    let auth = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.to_str().ok());
+    let basic = auth
         .and_then(|v| v.strip_prefix("Basic "))
         .and_then(base64_decode)
         .is_some_and(|cred| constant_time_eq(&cred, format!("{user}:{pass}").as_bytes()));
-    if ok {
+    // the admin token's holder can write, so it may read too (the CLI sends it)
+    let bearer = match (
+        &cfg.admin.token,
+        auth.and_then(|v| v.strip_prefix("Bearer ")),
+    ) {
+        (Some(token), Some(given)) => constant_time_eq(given.as_bytes(), token.as_bytes()),
+        _ => false,
+    };
+    if basic || bearer {
         return None;
     }
-    let mut r = error(StatusCode::UNAUTHORIZED, "authentication required");
+    let msg = if cfg.admin.token.is_some() {
+        "authentication required: basic auth ([admin] read_auth) or \
+         \"Authorization: Bearer <token>\" with the admin token"
+    } else {
+        "authentication required: basic auth ([admin] read_auth)"
+    };
+    let mut r = error(StatusCode::UNAUTHORIZED, msg);
     r.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"rampart\""),
