@@ -1047,3 +1047,18 @@ async fn a_check_running_when_maint_is_set_does_not_make_the_server_up() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `POST /api/listeners/mode` has the prefix `/api/listeners/` and the suffix
+/// `/mode`, overlapping: it is 404. Before, slicing the name out between them
+/// panicked and the client got no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_mode_path_without_a_name_is_404() {
+    let s = setup("", "").await;
+    let body = "{\"mode\":\"read-only\"}";
+    let (st, text) = admin_post(s.admin, "/api/listeners/mode", body).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{text}");
+    // the admin server still answers, and a listener's own path still works
+    let (st, text) = admin_post(s.admin, "/api/listeners/web/mode", "{\"mode\":\"normal\"}").await;
+    assert_eq!(st, StatusCode::OK, "{text}");
+    assert_eq!(admin_get(s.admin, "/live").await.0, StatusCode::OK);
+}

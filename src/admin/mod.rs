@@ -263,8 +263,10 @@ async fn route(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Res
             }
         }
         (Method::GET, "/api/listeners") => json(StatusCode::OK, &stats(shared).listeners),
-        (Method::POST, p) if p.starts_with("/api/listeners/") && p.ends_with("/mode") => {
-            let name = percent_decode(&p["/api/listeners/".len()..p.len() - "/mode".len()]);
+        (Method::POST, p) if listener_of_mode_path(p).is_some() => {
+            let name = listener_of_mode_path(p)
+                .map(percent_decode)
+                .unwrap_or_default();
             set_listener_mode(shared, &name, req).await
         }
         _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
@@ -792,6 +794,13 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The (encoded) listener name of `/api/listeners/{name}/mode`. (Cut with
+/// prefix and suffix, which cannot overlap: `/api/listeners/mode` has both,
+/// overlapping, and sliced between them panicked.)
+fn listener_of_mode_path(p: &str) -> Option<&str> {
+    p.strip_prefix("/api/listeners/")?.strip_suffix("/mode")
+}
+
 fn query_param(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -866,6 +875,13 @@ mod tests {
             Some("10")
         );
         assert!(constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd"));
+        assert_eq!(
+            listener_of_mode_path("/api/listeners/web/mode"),
+            Some("web")
+        );
+        assert_eq!(listener_of_mode_path("/api/listeners//mode"), Some(""));
+        assert_eq!(listener_of_mode_path("/api/listeners/mode"), None);
+        assert_eq!(listener_of_mode_path("/api/listeners/web"), None);
         assert!(is_loopback("::ffff:127.0.0.1".parse().unwrap()));
         assert!(!is_loopback("192.0.2.1".parse().unwrap()));
     }
