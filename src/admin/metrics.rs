@@ -344,14 +344,14 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
                     .set(i64::from(name == current));
             }
             if pool.health.is_some() {
-                let total = st.checks.total.load(Ordering::Relaxed);
-                let failed = st.checks.failed.load(Ordering::Relaxed);
+                // (each its own counter: `total - failed` went down when a
+                // scrape fell between the check loop's two additions)
                 checks
                     .with_label_values(&[p, &*s.id, "ok"])
-                    .inc_by(total.saturating_sub(failed));
+                    .inc_by(st.checks.ok.load(Ordering::Relaxed));
                 checks
                     .with_label_values(&[p, &*s.id, "failed"])
-                    .inc_by(failed);
+                    .inc_by(st.checks.failed.load(Ordering::Relaxed));
             }
             went_down
                 .with_label_values(&l)

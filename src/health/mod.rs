@@ -386,6 +386,7 @@ fn record(
     use std::sync::atomic::Ordering::Relaxed;
     state.checks.total.fetch_add(1, Relaxed);
     if report.ok {
+        state.checks.ok.fetch_add(1, Relaxed);
         state.checks.fail_streak.store(0, Relaxed);
     } else {
         state.checks.failed.fetch_add(1, Relaxed);
@@ -439,6 +440,32 @@ mod tests {
         assert_eq!(rf.observe(false), None);
         assert_eq!(rf.observe(true), None);
         assert_eq!(rf.observe(true), Some(Health::Up));
+    }
+
+    #[test]
+    fn passed_and_failed_checks_are_counted_apart() {
+        let state = ServerState::new(Health::Unknown);
+        let mut rf = RiseFall::new(Health::Unknown, 1, 1);
+        let flipped = tokio::sync::Notify::new();
+        let report = |ok: bool| CheckReport {
+            at: std::time::SystemTime::now(),
+            duration: Duration::from_millis(1),
+            ok,
+            detail: if ok { "HTTP 200" } else { "HTTP 500" }.into(),
+        };
+        for ok in [true, true, false, true, false] {
+            record(&state, &mut rf, report(ok), &flipped);
+        }
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        // what `rampart_server_health_checks_total{result="ok"}` exports:
+        // its own counter, not total - failed
+        assert_eq!(n(&state.checks.ok), 3);
+        assert_eq!(n(&state.checks.failed), 2);
+        assert_eq!(n(&state.checks.total), 5);
+        // (a handover keeps it)
+        let next = ServerState::new(Health::Unknown);
+        next.adopt(&state.carry());
+        assert_eq!(n(&next.checks.ok), 3);
     }
 
     #[test]

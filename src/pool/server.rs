@@ -126,6 +126,10 @@ impl Traffic {
 pub struct Checks {
     /// Active checks run.
     pub total: AtomicU64,
+    /// Passed active checks: a counter of its own, never `total - failed`
+    /// (the check loop adds to those one after the other, and a scrape
+    /// between them saw one more pass, then one less).
+    pub ok: AtomicU64,
     /// Failed active checks (HAProxy's chkfail).
     pub failed: AtomicU64,
     /// Failed active checks in a row (reset by a success).
@@ -158,6 +162,10 @@ pub struct Carried {
     /// Responses by status class (absent from an older process's handover: 0).
     #[serde(default)]
     pub responses: [u64; 6],
+    /// Passed checks (absent from an older process's handover: checks_total
+    /// less checks_failed, as it counted them).
+    #[serde(default)]
+    pub checks_ok: Option<u64>,
 }
 
 /// What an operator set through the admin API.
@@ -327,6 +335,7 @@ impl ServerState {
             ],
             went_up: r(&self.went_up),
             responses: self.traffic.responses.get(),
+            checks_ok: Some(r(&self.checks.ok)),
         }
     }
 
@@ -362,6 +371,10 @@ impl ServerState {
         w(&self.traffic.retries, retries);
         w(&self.checks.total, checks);
         w(&self.checks.failed, failed);
+        w(
+            &self.checks.ok,
+            c.checks_ok.unwrap_or(checks.saturating_sub(failed)),
+        );
         w(&self.went_down, down);
         w(&self.went_up, c.went_up);
         self.traffic.responses.set(c.responses);
