@@ -78,6 +78,8 @@ pub struct ServerState {
     pub status_since: AtomicU64,
     down_since: AtomicU64,
     downtime_ms: AtomicU64,
+    /// The most `downtime()` returned (ms): a counter's value never goes down.
+    downtime_shown: AtomicU64,
     /// UP -> DOWN flips (HAProxy's chkdown).
     pub went_down: AtomicU64,
     /// Flips to UP, from UNKNOWN or DOWN.
@@ -215,6 +217,7 @@ impl ServerState {
             status_since: AtomicU64::new(clock::now_ms()),
             down_since: AtomicU64::new(0),
             downtime_ms: AtomicU64::new(0),
+            downtime_shown: AtomicU64::new(0),
             went_down: AtomicU64::new(0),
             went_up: AtomicU64::new(0),
         }
@@ -236,10 +239,11 @@ impl ServerState {
         }
         self.status_since.store(now, Ordering::Release);
         if old == Health::Down as u8 {
+            // (cleared, then added: `downtime_sum` relies on that order)
             let since = self.down_since.swap(0, Ordering::AcqRel);
             if since != 0 {
                 self.downtime_ms
-                    .fetch_add(now.saturating_sub(since), Ordering::Relaxed);
+                    .fetch_add(now.saturating_sub(since), Ordering::AcqRel);
             }
         }
         if h == Health::Down {
@@ -256,15 +260,40 @@ impl ServerState {
         }
     }
 
-    /// Total time spent DOWN, including the current stretch.
+    /// Total time spent DOWN, including the current stretch; exported as a
+    /// counter, so never less than it returned before (a `now` older than
+    /// the last caller's, or a read that `set_health` tore, would be).
     pub fn downtime(&self, now: u64) -> Duration {
-        let since = self.down_since.load(Ordering::Acquire);
-        let current = if since == 0 {
-            0
-        } else {
-            now.saturating_sub(since)
+        let ms = self.downtime_sum(now);
+        let shown = self.downtime_shown.fetch_max(ms, Ordering::AcqRel);
+        Duration::from_millis(ms.max(shown))
+    }
+
+    /// `downtime_ms` plus the current stretch, read as one. `set_health`
+    /// clears `down_since`, then adds the stretch to `downtime_ms`: a read of
+    /// the old `down_since` and the new sum counts the stretch twice, so
+    /// `down_since` is read again after the sum and the read retried if it
+    /// changed. (A read of the cleared `down_since` and the old sum misses
+    /// the stretch, low, not high: `downtime` keeps what it showed before.)
+    fn downtime_sum(&self, now: u64) -> u64 {
+        let stretch = |since: u64| {
+            if since == 0 {
+                0
+            } else {
+                now.saturating_sub(since)
+            }
         };
-        Duration::from_millis(self.downtime_ms.load(Ordering::Relaxed) + current)
+        let mut since = self.down_since.load(Ordering::Acquire);
+        for _ in 0..4 {
+            let sum = self.downtime_ms.load(Ordering::Acquire);
+            let again = self.down_since.load(Ordering::Acquire);
+            if again == since {
+                return sum.saturating_add(stretch(since));
+            }
+            since = again;
+        }
+        // flipping faster than it can be read: the sum alone (low, not high)
+        self.downtime_ms.load(Ordering::Acquire)
     }
 
     pub fn admin(&self) -> AdminState {
@@ -362,6 +391,7 @@ impl ServerState {
         w(&self.up_since, up_since);
         w(&self.down_since, down_since);
         w(&self.downtime_ms, downtime);
+        w(&self.downtime_shown, 0);
         let [total, bin, bout, econn, eresp, retries, checks, failed, down, max] = c.counters;
         w(&self.traffic.total, total);
         w(&self.traffic.bytes_in, bin);
@@ -431,5 +461,44 @@ impl ServerState {
             self.traffic.max_active.fetch_max(now, Ordering::Relaxed);
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `downtime()` interleaved by hand with `set_health` (and with the two
+    /// steps of its DOWN -> UP, the window a concurrent scrape can fall in):
+    /// what it returns never goes down, and never counts a stretch twice.
+    #[test]
+    fn downtime_never_goes_down_and_never_double_counts() {
+        let ms = |d: Duration| d.as_millis();
+        let s = ServerState::new(Health::Up);
+        s.set_health(Health::Down, 1_000);
+        assert_eq!(ms(s.downtime(1_500)), 500);
+        // a scrape that took its `now` before the one above ended after it
+        assert_eq!(ms(s.downtime(1_400)), 500, "an older now");
+        assert_eq!(ms(s.downtime(1_900)), 900);
+        // DOWN -> UP at 2_000, stopped between its two steps: down_since is
+        // cleared, the stretch not added yet
+        let since = s.down_since.swap(0, Ordering::AcqRel);
+        assert_eq!(since, 1_000);
+        assert_eq!(ms(s.downtime(1_950)), 900, "a torn read shows no less");
+        s.downtime_ms.fetch_add(2_000 - since, Ordering::AcqRel);
+        s.health.store(Health::Up as u8, Ordering::Release);
+        // the sum alone now, the stretch counted once
+        assert_eq!(ms(s.downtime(2_500)), 1_000);
+        assert_eq!(ms(s.downtime(9_000)), 1_000, "UP: no more downtime");
+        // and through set_health itself
+        s.set_health(Health::Down, 10_000);
+        assert_eq!(ms(s.downtime(10_250)), 1_250);
+        s.set_health(Health::Up, 10_500);
+        assert_eq!(ms(s.downtime(10_400)), 1_500, "an older now after UP");
+        assert_eq!(ms(s.downtime(11_000)), 1_500);
+        // a handover starts from the old process's sum
+        let next = ServerState::new(Health::Up);
+        next.adopt(&s.carry());
+        assert_eq!(ms(next.downtime(20_000)), 1_500);
     }
 }
