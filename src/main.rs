@@ -151,9 +151,11 @@ enum Command {
     },
 }
 
-/// Exit codes: 0 ok, 1 invalid config, 2 could not start or run.
+/// Exit codes: 0 ok, 1 invalid config, 2 could not start or run, or a
+/// command line that does not say what to do (as clap's own usage errors).
 const EXIT_CONFIG: u8 = 1;
 const EXIT_RUN: u8 = 2;
+const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -255,31 +257,40 @@ fn main() -> ExitCode {
             limit,
             admin,
             token,
-        } => admin_call(admin, token, |c| async move {
-            if action == "reset" {
-                let Some(key) = key else {
-                    return Ok("give the KEY to reset".to_string());
-                };
-                let reset = c.reset_quota(&key, limit.as_deref()).await?;
-                return Ok(if reset.is_empty() {
-                    format!("{key}: no quota use to reset")
-                } else {
-                    format!("{key}: reset in {}", reset.join(", "))
-                });
+        } => {
+            let reset = action == "reset";
+            if reset && key.is_none() {
+                // a usage error: not a result on stdout with exit 0, which a
+                // script would take for a reset
+                eprintln!(
+                    "rampart: quota reset needs the KEY whose use to forget: \
+                     rampart quota reset KEY [--limit NAME]"
+                );
+                return ExitCode::from(EXIT_USAGE);
             }
-            let list = c.quotas(key.as_deref(), limit.as_deref()).await?;
-            let mut out = String::new();
-            for q in &list {
-                out.push_str(&format!(
-                    "{} {}: {}/{} used, {} left, resets in {}s\n",
-                    q.limit, q.key, q.used, q.quota, q.remaining, q.resets_in
-                ));
-            }
-            if list.is_empty() {
-                out.push_str("no quota use\n");
-            }
-            Ok(out.trim_end().to_string())
-        }),
+            admin_call(admin, token, |c| async move {
+                if let (true, Some(key)) = (reset, key.as_deref()) {
+                    let reset = c.reset_quota(key, limit.as_deref()).await?;
+                    return Ok(if reset.is_empty() {
+                        format!("{key}: no quota use to reset")
+                    } else {
+                        format!("{key}: reset in {}", reset.join(", "))
+                    });
+                }
+                let list = c.quotas(key.as_deref(), limit.as_deref()).await?;
+                let mut out = String::new();
+                for q in &list {
+                    out.push_str(&format!(
+                        "{} {}: {}/{} used, {} left, resets in {}s\n",
+                        q.limit, q.key, q.used, q.quota, q.remaining, q.resets_in
+                    ));
+                }
+                if list.is_empty() {
+                    out.push_str("no quota use\n");
+                }
+                Ok(out.trim_end().to_string())
+            })
+        }
         Command::Mode {
             mode,
             listener,

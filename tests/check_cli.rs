@@ -309,3 +309,26 @@ fn run_reports_an_address_in_use() {
         "{err}"
     );
 }
+
+/// `rampart quota reset` without a KEY is a usage error: on stderr, exit 2 (as
+/// clap's own), and nothing asked of the admin API (unreachable here). Before,
+/// it printed to stdout and exited 0, which a script takes for a reset.
+#[test]
+fn quota_reset_without_a_key_is_a_usage_error() {
+    let out = Command::new(common::rampart_bin())
+        .args(["quota", "reset", "--admin", "http://127.0.0.1:1"])
+        .env_remove("RAMPART_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains("KEY") && !stderr.contains("cannot reach"),
+        "{stderr}"
+    );
+}
