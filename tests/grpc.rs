@@ -754,6 +754,162 @@ async fn bodies_larger_than_every_window_cross_an_h2_pool_whole() {
     task.abort();
 }
 
+/// An HTTP/2 server (the h2 crate's) whose `/big` answer is 8 MiB sent only
+/// as the client's windows allow: each piece is handed to h2 within the send
+/// capacity h2 granted, which follows the stream's and the connection's
+/// windows, and counted in `sent`. Any other path is answered "small". Its
+/// accepted connections are counted in `conns`.
+struct WindowedBackend {
+    addr: SocketAddr,
+    sent: Arc<AtomicUsize>,
+    conns: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WindowedBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn windowed_backend() -> WindowedBackend {
+    const BIG: usize = 8 << 20;
+    let addr = free_addr("127.0.0.1");
+    let listener = common::listen(addr).await;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let conns = Arc::new(AtomicUsize::new(0));
+    let (sent2, conns2) = (sent.clone(), conns.clone());
+    let task = tokio::spawn(async move {
+        let big = bytes::Bytes::from(vec![b'b'; BIG]);
+        while let Ok((sock, _)) = listener.accept().await {
+            conns2.fetch_add(1, Ordering::SeqCst);
+            let (big, sent) = (big.clone(), sent2.clone());
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(sock).await else {
+                    return;
+                };
+                // (accept drives the connection: the answers go out meanwhile)
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let (big, sent) = (big.clone(), sent.clone());
+                    tokio::spawn(async move {
+                        if req.uri().path() != "/big" {
+                            let head = hyper::Response::builder()
+                                .header("content-length", "5")
+                                .body(())
+                                .unwrap();
+                            if let Ok(mut body) = respond.send_response(head, false) {
+                                let _ = body.send_data(bytes::Bytes::from_static(b"small"), true);
+                            }
+                            return;
+                        }
+                        let head = hyper::Response::builder()
+                            .header("content-length", BIG.to_string())
+                            .body(())
+                            .unwrap();
+                        let Ok(mut tx) = respond.send_response(head, false) else {
+                            return;
+                        };
+                        let mut off = 0;
+                        while off < BIG {
+                            tx.reserve_capacity((BIG - off).min(64 * 1024));
+                            while tx.capacity() == 0 {
+                                match std::future::poll_fn(|cx| tx.poll_capacity(cx)).await {
+                                    Some(Ok(_)) => {}
+                                    _ => return,
+                                }
+                            }
+                            let n = tx.capacity().min(BIG - off);
+                            if tx.send_data(big.slice(off..off + n), off + n == BIG).is_err() {
+                                return;
+                            }
+                            sent.fetch_add(n, Ordering::SeqCst);
+                            off += n;
+                        }
+                    });
+                }
+            });
+        }
+    });
+    WindowedBackend {
+        addr,
+        sent,
+        conns,
+        task,
+    }
+}
+
+/// An HTTP/2 client connection to `listen`, its frames written by hand, that
+/// asks GET of each of `paths` (streams 1, 3, ...) and reads nothing: its
+/// SETTINGS_INITIAL_WINDOW_SIZE is 0 and it never sends WINDOW_UPDATE, so no
+/// response DATA may go to it. Held open until dropped.
+async fn h2_client_reading_nothing(listen: SocketAddr, paths: &[&str]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // SETTINGS (type 4) on stream 0: SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 0
+    out.extend_from_slice(&[0, 0, 6, 0x4, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&[0, 0x4, 0, 0, 0, 0]);
+    let authority = listen.to_string();
+    for (k, path) in paths.iter().enumerate() {
+        let id = 1 + 2 * k as u32;
+        // HPACK: GET and http from the static table, then :path and
+        // :authority as literals without indexing (static names 4 and 1)
+        let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+        block.extend_from_slice(path.as_bytes());
+        block.extend_from_slice(&[0x01, authority.len() as u8]);
+        block.extend_from_slice(authority.as_bytes());
+        // HEADERS (type 1) with END_STREAM | END_HEADERS (0x1 | 0x4)
+        out.extend_from_slice(&(block.len() as u32).to_be_bytes()[1..]);
+        out.extend_from_slice(&[0x1, 0x5]);
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&block);
+    }
+    let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
+    s.write_all(&out).await.unwrap();
+    s
+}
+
+/// A client that reads nothing holds up only its own streams on the HTTP/2
+/// connection to the server, never the connection's others: rampart gives the
+/// connection's window back as DATA arrives (as nghttp2 and Envoy do), and
+/// only the stream's as its reader takes it. Here two `/big` answers for a
+/// client whose window is 0 fill their 1 MiB stream windows, 2 MiB together:
+/// all of the connection's window. Were it given back only as readers take
+/// the data, the server could send no DATA on that connection any more, and
+/// another client's small answer on it would wait until client_timeout
+/// (30 s) closed the first client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_does_not_stall_the_other_streams_of_its_server_connection() {
+    let b = windowed_backend().await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let config = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
+         [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"h2\"\n\
+         [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\n\
+           [pool.http2]\n  initial_stream_window_size = 1048576\n\
+           initial_connection_window_size = 2097152\n\
+           [[pool.server]]\n  address = \"{}\"\n",
+        b.addr
+    );
+    let _p = Proxy::start(&config, &[listen]).await;
+    let _stalled = h2_client_reading_nothing(listen, &["/big", "/big"]).await;
+    // the server sent all the windows let it: 1 MiB on each stream, the whole
+    // connection window (rampart's server takes a frame or so of each, far
+    // from the half of a window at which any of it would come back)
+    wait_for(
+        Duration::from_secs(10),
+        "both /big answers at their stream windows",
+        || b.sent.load(Ordering::SeqCst) >= 2 << 20,
+    )
+    .await;
+    let (c, url) = (client(), format!("http://{listen}/small"));
+    let got = tokio::time::timeout(Duration::from_secs(10), get(&c, &url))
+        .await
+        .expect("/small stalled behind the streams of a client that reads nothing");
+    assert_eq!(got, (StatusCode::OK, "small".to_string()));
+    // on the same connection as the stalled streams, not a new one
+    assert_eq!(b.conns.load(Ordering::SeqCst), 1);
+}
+
 /// A request to an HTTP/2 pool that fails after it was sent goes again, from
 /// the copy kept for it, to the other server: a PUT (idempotent) with a body
 /// reset by one server before any answer (`reset` in retry_on), or answered

@@ -431,7 +431,13 @@ pub struct PoolHttp2File {
     /// connection is opened past this, or past the server's own
     /// SETTINGS_MAX_CONCURRENT_STREAMS, whichever is lower.
     pub max_concurrent_streams: u32,
+    /// What a server may send on a stream ahead of the client reading it:
+    /// what one stream may hold in rampart's memory.
     pub initial_stream_window_size: Size,
+    /// The connection's receive window, given back as DATA arrives (not as
+    /// clients read, so one slow client cannot stall the connection's other
+    /// streams): a connection buffers at most its streams times the stream
+    /// window.
     pub initial_connection_window_size: Size,
 }
 

@@ -47,7 +47,9 @@ pub struct Config {
     /// SETTINGS_INITIAL_WINDOW_SIZE: what a server may send on a stream ahead
     /// of the proxy reading it.
     pub stream_window: u32,
-    /// The connection's receive window.
+    /// The connection's receive window. Given back as DATA arrives
+    /// (`Inner::release_conn`), it bounds what is in flight; what is buffered
+    /// is bounded by each stream's window (streams × `stream_window`).
     pub conn_window: u32,
     /// The largest response header list accepted (name, value and 32 octets a
     /// field, as RFC 9113 6.5.2 counts).
@@ -236,10 +238,8 @@ struct Stream {
     remote_open: bool,
     /// What the server may still send on the stream.
     recv_window: i64,
-    /// Taken by the reader and not yet given back.
+    /// Taken by the reader and not yet given back to the stream's window.
     unacked: i64,
-    /// Received and not taken by the reader (given back if it goes).
-    unread: i64,
     /// content-length, and the DATA received.
     expect: Option<u64>,
     received: u64,
@@ -344,8 +344,8 @@ struct Inner {
     peer_max_frame: usize,
     /// The connection's window for what this side sends.
     send_window: i64,
-    /// What the server may still send on the connection, and what was taken
-    /// and not given back.
+    /// What the server may still send on the connection, and what was
+    /// received and not given back yet (`release_conn`).
     recv_window: i64,
     recv_unacked: i64,
     /// The initial window of streams the server sends on: 65,535 until it
@@ -429,24 +429,41 @@ impl Inner {
         s.fail(Error::Protocol(reason, why));
     }
 
-    /// Gives back window for `n` bytes the reader took (or that no reader
-    /// will take), once half of it is used.
-    fn release(&mut self, i: Option<usize>, n: i64) {
-        if let Some(i) = i {
-            let half = (self.local_window / 2).max(1);
-            let s = &mut self.streams[i];
-            s.unacked += n;
-            if s.remote_open && s.unacked >= half {
-                frame::window_update(&mut self.wbuf, s.id, s.unacked as u32);
-                s.recv_window += s.unacked;
-                s.unacked = 0;
-            }
-        }
+    /// Gives back the connection's window for a DATA frame of `n` bytes (its
+    /// padding included) as soon as it is received, whether it went into a
+    /// stream's buffer, to a stream this side is done with, or nowhere
+    /// (once half the window is used: one WINDOW_UPDATE for many frames).
+    ///
+    /// Not when a reader takes it, as nghttp2 and Envoy do not: a stream whose
+    /// client does not read (a slow client, or one whose own window toward
+    /// rampart is 0) would otherwise keep what it holds out of the window
+    /// the connection's other streams share, and a few such streams would stop
+    /// the server from sending DATA on any stream of the connection. What a
+    /// stream may hold unread is bounded by its own window, which comes back
+    /// only as its reader takes the data (`release_stream`); so what a
+    /// connection buffers is at most its streams times the stream window
+    /// (`[pool.http2] max_concurrent_streams` × `initial_stream_window_size`),
+    /// and the connection's window bounds only what is in flight.
+    fn release_conn(&mut self, n: i64) {
         self.recv_unacked += n;
         if self.recv_unacked >= (self.cfg.conn_window as i64 / 2).max(1) {
             frame::window_update(&mut self.wbuf, 0, self.recv_unacked as u32);
             self.recv_window += self.recv_unacked;
             self.recv_unacked = 0;
+        }
+    }
+
+    /// Gives back stream `i`'s window for `n` bytes its reader took (or its
+    /// padding, which no reader takes), once half of it is used. The
+    /// connection's window for them came back when they were received.
+    fn release_stream(&mut self, i: usize, n: i64) {
+        let half = (self.local_window / 2).max(1);
+        let s = &mut self.streams[i];
+        s.unacked += n;
+        if s.remote_open && s.unacked >= half {
+            frame::window_update(&mut self.wbuf, s.id, s.unacked as u32);
+            s.recv_window += s.unacked;
+            s.unacked = 0;
         }
     }
 
@@ -463,9 +480,8 @@ impl Inner {
         if let Some(w) = s.pump {
             w.wake();
         }
-        if s.unread > 0 {
-            self.release(None, s.unread);
-        }
+        // (what it held unread had its connection window given back when it
+        // came: nothing to give back here)
         self.wake_task();
     }
 
@@ -691,26 +707,28 @@ impl Inner {
             payload.advance(1);
             payload.truncate(payload.len() - pad as usize);
         }
-        // padding counts against the window, and is given back at once
+        // padding counts against the windows, and is given back at once
         let padding = len - payload.len() as i64;
         let Some(i) = self.find(h.stream) else {
             if h.stream >= self.next_id || h.stream % 2 == 0 {
                 return self.fatal(Reason::PROTOCOL_ERROR, "DATA on a stream not opened");
             }
-            // a stream this side is done with: nobody reads it
-            return self.release(None, len);
+            // a stream this side is done with (or reset): nobody reads it
+            return self.release_conn(len);
         };
+        // the connection's window comes back for the whole frame now, whatever
+        // becomes of it on its stream: a stream's unread data is bounded by
+        // the stream's window, not held out of the one all streams share
+        // (`release_conn`)
+        self.release_conn(len);
         let s = &mut self.streams[i];
         if !s.remote_open {
-            self.release(None, len);
             return self.reset(i, Reason::STREAM_CLOSED, "DATA after the response's end");
         }
         if !s.head_seen {
-            self.release(None, len);
             return self.reset(i, Reason::PROTOCOL_ERROR, "DATA before the response head");
         }
         if len > s.recv_window {
-            self.release(None, len);
             return self.reset(
                 i,
                 Reason::FLOW_CONTROL_ERROR,
@@ -725,7 +743,6 @@ impl Inner {
             // after what came before it; a malformed answer is not passed
             // on (RFC 9113 8.1.1), so a client reading that length never
             // sees it whole
-            self.release(None, len);
             return self.reset(
                 i,
                 Reason::PROTOCOL_ERROR,
@@ -735,7 +752,6 @@ impl Inner {
         let end = h.flags & frame::END_STREAM != 0;
         let short = end && s.expect.is_some_and(|n| s.received != n);
         if !payload.is_empty() {
-            s.unread += payload.len() as i64;
             s.data.push(payload.freeze());
         }
         if end {
@@ -743,7 +759,7 @@ impl Inner {
         }
         s.wake();
         if padding > 0 {
-            self.release(Some(i), padding);
+            self.release_stream(i, padding);
         }
         if short {
             self.reset(
@@ -1208,7 +1224,6 @@ impl Connection {
                 remote_open: true,
                 recv_window: inner.local_window,
                 unacked: 0,
-                unread: 0,
                 expect: None,
                 received: 0,
                 head_request: *head.method == Method::HEAD,
@@ -1379,7 +1394,7 @@ impl Drop for ResponseFuture {
 }
 
 /// A response body: its DATA, then its trailers. What is taken is given back
-/// to the server's windows.
+/// to the stream's window (the connection's came back as it arrived).
 pub struct RecvBody {
     h: Handle,
     id: u32,
@@ -1410,9 +1425,7 @@ impl Body for RecvBody {
             };
             let s = &mut inner.streams[i];
             if let Some(d) = s.data.pop() {
-                let n = d.len() as i64;
-                s.unread -= n;
-                inner.release(Some(i), n);
+                inner.release_stream(i, d.len() as i64);
                 if !inner.wbuf.is_empty() {
                     inner.wake_task();
                 }

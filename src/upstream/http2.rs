@@ -476,7 +476,8 @@ async fn exchange(
 }
 
 /// A response body from an HTTP/2 server: its DATA, then its trailers. Each
-/// chunk handed on is released to the server's flow-control windows.
+/// chunk handed on is released to its stream's flow-control window (the
+/// connection's window came back as the chunk arrived).
 #[derive(Debug)]
 pub struct H2Body {
     recv: client::RecvBody,
