@@ -963,6 +963,62 @@ async fn a_request_an_h2_server_fails_is_replayed_whole_on_the_other() {
     task.abort();
 }
 
+/// A request an HTTP/2 server refuses (REFUSED_STREAM) on every try was not
+/// processed (RFC 9113 8.7): once the resends on that server are spent, it
+/// goes to the other server as a request never sent would, a POST too (not
+/// replayed after a failure that may have reached the application), and the
+/// refusals do not eject the server that sent them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_an_h2_server_keeps_refusing_goes_to_the_other() {
+    let dir = temp_dir("h2refused");
+    let stats_file = dir.join("stats.json");
+    let odd = PyServer::start(
+        "odd_server.py",
+        free_addr("127.0.0.1"),
+        &[stats_file.to_str().unwrap()],
+    )
+    .await;
+    let (echo, task) = h2_echo().await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let config = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
+         [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"h2\"\n\
+         [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\nretries = 1\nretry_budget_percent = 100\n\
+           [[pool.server]]\n  address = \"{}\"\n\
+           [[pool.server]]\n  address = \"{echo}\"\n",
+        odd.addr
+    );
+    let _p = Proxy::start(&config, &[listen]).await;
+    let c = client();
+    // more requests than the breaker's 5 failures in a row, whichever server
+    // round robin gives each first
+    for i in 0..8 {
+        let sent = format!("body {i}");
+        let req = hyper::Request::post(format!("http://{listen}/refuse-always"))
+            .body(BodyExt::boxed(http_body_util::Full::new(
+                bytes::Bytes::from(sent.clone()),
+            )))
+            .unwrap();
+        let resp = c.request(req).await.expect("request");
+        let st = resp.status();
+        let got = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            (st, got.as_ref()),
+            (StatusCode::OK, sent.as_bytes()),
+            "POST {i}"
+        );
+    }
+    // the refusing server had its turns: the first try and three resends each
+    let stats: Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats_file).unwrap()).unwrap();
+    assert!(stats["refused_always"].as_u64() >= Some(4), "{stats}");
+    // and is still in rotation
+    let view = pool_view(admin, "h2").await;
+    let server = server_by_id(&view, &odd.addr.to_string());
+    assert_eq!(server["breaker"], "closed", "{view}");
+    task.abort();
+}
+
 /// A request to an HTTP/2 pool carries the X-Forwarded-* fields rampart
 /// writes: what earlier hops wrote in X-Forwarded-For is kept and the
 /// client's own X-Forwarded-Host and -Proto are replaced. Hop-by-hop fields,

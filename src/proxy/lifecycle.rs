@@ -472,9 +472,11 @@ impl Lifecycle {
     }
 
     /// An attempt failed: it is reported to the server's breaker (unless the
-    /// client's body broke off) and counted. Ok: try another server (the retry is
-    /// counted). Err: give up with this failure. `resendable`: nothing was sent,
-    /// so the request can go again as it is; `replayable`: a copy was kept.
+    /// client's body broke off, or the server did nothing wrong: the keep-alive
+    /// race, an HTTP/2 stream it did not process) and counted. Ok: try another
+    /// server (the retry is counted). Err: give up with this failure.
+    /// `resendable`: nothing was sent, or nothing processed, so the request can
+    /// go again as it is; `replayable`: a copy was kept.
     pub fn failed(
         &mut self,
         guard: &mut ServerGuard,
@@ -484,7 +486,10 @@ impl Lifecycle {
     ) -> Result<(), GiveUp> {
         let idx = guard.index();
         let client_fault = error.is_client_fault();
-        if !client_fault && !error.is_idle_race() {
+        // (a server that refuses streams or drains with GOAWAY sheds load or
+        // shuts down: its breaker does not eject it for that; the pool's
+        // circuit still counts a request that got no answer)
+        if !client_fault && !error.is_idle_race() && !error.is_unprocessed() {
             guard.failure();
         }
         // (the budget is asked last: a retry that cannot be made spends nothing)
@@ -596,7 +601,11 @@ impl Lifecycle {
 fn may_retry(pool: &Pool, error: &UpstreamError, resendable: bool, replayable: bool) -> bool {
     let r = &pool.retry;
     match error {
-        e if e.is_connect() => r.on_connect_failure && (resendable || replayable),
+        // nothing reached the application: a failed connect, or an HTTP/2
+        // stream the server did not process (RFC 9113 8.7)
+        e if e.is_connect() || e.is_unprocessed() => {
+            r.on_connect_failure && (resendable || replayable)
+        }
         UpstreamError::Timeout { .. } => r.on_timeout && replayable,
         _ => r.on_reset && (resendable || replayable),
     }

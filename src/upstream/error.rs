@@ -107,6 +107,14 @@ impl UpstreamError {
         matches!(self, UpstreamError::IdleRace { .. })
     }
 
+    /// An HTTP/2 stream the server did not process: refused (REFUSED_STREAM)
+    /// or above its GOAWAY's last stream id (RFC 9113 8.7). The request did
+    /// not reach the application, so it may go to another server whatever its
+    /// method; and the server, shedding load or shutting down, did not fail.
+    pub fn is_unprocessed(&self) -> bool {
+        matches!(self, UpstreamError::H2 { source, .. } if source.unprocessed())
+    }
+
     /// Was it the client's side that failed (its request body broke off)? Then the
     /// server is not to blame and the request is not retried.
     pub fn is_client_fault(&self) -> bool {

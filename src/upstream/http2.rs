@@ -13,7 +13,9 @@
 //! new requests go to another connection, and a stream it did not process (above
 //! GOAWAY's last stream id, or refused with REFUSED_STREAM) is sent again on
 //! another connection when its body was kept (RFC 9113 8.7 says it may be,
-//! whatever its method).
+//! whatever its method); after a REFUSED_STREAM another connection with room
+//! is preferred. One still not processed after three resends is handed back
+//! as a request never sent, for the lifecycle to take to another server.
 
 use super::body::ReqBody;
 use super::connect::{connect_tcp, connect_tls, tasks};
@@ -27,7 +29,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -169,7 +171,13 @@ enum Step {
 
 /// A connection with room for one more stream (claimed), opening one if none
 /// has room; the time spent connecting is returned when this request waited for it.
-async fn claim(pool: &Pool, server: &Server) -> Result<(Claim, Duration), UpstreamError> {
+/// `avoid` (a connection that just refused a stream) is taken only when no
+/// other connection has room.
+async fn claim(
+    pool: &Pool,
+    server: &Server,
+    avoid: Option<&Weak<Conn>>,
+) -> Result<(Claim, Duration), UpstreamError> {
     let limit = pool.http2.max_concurrent_streams as usize;
     let state = &server.state;
     let started = Instant::now();
@@ -180,17 +188,20 @@ async fn claim(pool: &Pool, server: &Server) -> Result<(Claim, Duration), Upstre
         let step = with_slot(state, |slot| {
             slot.keepalive = pool.keepalive_timeout;
             let mut found = None;
+            let mut avoided = None;
             slot.conns.retain(|c| match c.room(limit) {
                 Room::Gone => false,
                 Room::Full => true,
                 Room::Yes => {
-                    if found.is_none() {
+                    if avoid.is_some_and(|a| std::ptr::eq(a.as_ptr(), Arc::as_ptr(c))) {
+                        avoided = Some(Arc::clone(c));
+                    } else if found.is_none() {
                         found = Some(Arc::clone(c));
                     }
                     true
                 }
             });
-            if let Some(c) = found {
+            if let Some(c) = found.or(avoided) {
                 return Step::Use(Claim::new(c));
             }
             // a connection being opened takes `limit` streams: wait for it
@@ -407,8 +418,11 @@ pub async fn send_kept(
 }
 
 /// The exchange on a stream of a connection with room. A failure comes with
-/// the body when nothing was sent (no connection could be had). A stream the
-/// server did not process goes again with the body `again` gives, if any.
+/// the body when nothing was sent (no connection could be had), or when the
+/// server did not process the stream (RFC 9113 8.7) on the last of the tries
+/// here: the lifecycle may then send it to another server as it would a
+/// request never sent. A stream the server did not process goes again, up to
+/// three times, with the body `again` gives, if any.
 async fn exchange(
     pool: &Pool,
     server: &Server,
@@ -422,8 +436,11 @@ async fn exchange(
     let mut connect_time = Duration::ZERO;
     let mut resent = 0;
     let mut drained = 0;
+    // the connection that refused the last try (REFUSED_STREAM): the next
+    // goes to another one with room, if there is one
+    let mut refused_on: Option<Weak<Conn>> = None;
     loop {
-        let claim = match claim(pool, server).await {
+        let claim = match claim(pool, server, refused_on.as_ref()).await {
             Ok((c, t)) => {
                 connect_time += t;
                 c
@@ -459,12 +476,22 @@ async fn exchange(
                 };
                 return Ok((Response::from_parts(parts, body), connect_time));
             }
-            Some(Err(e)) if e.unprocessed() && resent < 3 => match again() {
-                Some(b) => {
+            Some(Err(e)) if e.unprocessed() => match again() {
+                Some(b) if resent < 3 => {
                     tracing::debug!(%addr, error = %e, "the server did not process the stream: sent again");
                     resent += 1;
+                    // (unprocessed and reset: REFUSED_STREAM)
+                    if matches!(e, client::Error::Reset(_)) {
+                        refused_on = Some(Arc::downgrade(&claim.0));
+                    }
                     body = b;
                     continue;
+                }
+                // still not processed after the resends here: handed back
+                // as never sent, so that another server may have it
+                Some(b) => {
+                    tracing::debug!(%addr, error = %e, "the server did not process the stream again: handed back");
+                    return Err((UpstreamError::H2 { addr, source: e }, Some(b)));
                 }
                 None => UpstreamError::H2 { addr, source: e },
             },

@@ -5,6 +5,7 @@ asks, the odd ways included, to test rampart's HTTP/2 client:
 
   /ok              200, body "ok"
   /refuse/KEY      RST_STREAM(REFUSED_STREAM) the first time KEY is seen, then 200 "again"
+  /refuse-always   RST_STREAM(REFUSED_STREAM), every time
   /reset-before    RST_STREAM(INTERNAL_ERROR), no response head
   /reset-after     200, 5 bytes of body, then RST_STREAM(INTERNAL_ERROR)
   /upper           200 with a field name in capitals (malformed in HTTP/2)
@@ -25,14 +26,15 @@ asks, the odd ways included, to test rampart's HTTP/2 client:
                    6.2.3) and x-answer-plain sent plainly; the body names the
                    request's fields that came "never indexed", comma-separated
 
-STATS_FILE gets {"connections": N, "refused": N} after every change: the
-connections that carried a request, and the streams refused."""
+STATS_FILE gets {"connections": N, "refused": N, "refused_always": N} after
+every change: the connections that carried a request, the streams refused on
+/refuse/KEY, and those refused on /refuse-always."""
 import asyncio, json, os, sys
 import h2.config, h2.connection, h2.errors, h2.events, hpack
 from hyperframe.frame import DataFrame, RstStreamFrame
 
 port, stats_file = int(sys.argv[1]), sys.argv[2]
-stats = {"connections": 0, "refused": 0}
+stats = {"connections": 0, "refused": 0, "refused_always": 0}
 refused = set()
 
 
@@ -92,6 +94,10 @@ class Conn(asyncio.Protocol):
             else:
                 ok()
                 c.send_data(sid, b"again", end_stream=True)
+        elif path == "/refuse-always":
+            stats["refused_always"] += 1
+            save()
+            c.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
         elif path == "/reset-before":
             c.reset_stream(sid, h2.errors.ErrorCodes.INTERNAL_ERROR)
         elif path == "/reset-after":
