@@ -1019,6 +1019,66 @@ async fn a_request_an_h2_server_keeps_refusing_goes_to_the_other() {
     task.abort();
 }
 
+/// A new HTTP/2 connection to a server is set up within one connect_timeout
+/// in all, not one for each step: a server whose TLS handshake and whose
+/// SETTINGS each come 0.7 s late (each step within the 1 s timeout, the two
+/// together beyond it) fails the request as a connect timeout (502), where
+/// with a timeout per step the connection took 1.4 s and the request went
+/// through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_h2_connection_is_set_up_within_one_connect_timeout() {
+    let pki = Pki::new("h2slow");
+    let cert = pki.server("backend", &["backend.example.com"]);
+    let mut tls = t::server_config(&cert);
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let backend = free_addr("127.0.0.1");
+    let listener = common::listen(backend).await;
+    let late = Duration::from_millis(700);
+    let task = tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(late).await;
+                let Ok(s) = acceptor.accept(sock).await else {
+                    return;
+                };
+                tokio::time::sleep(late).await;
+                let svc = hyper::service::service_fn(
+                    |_req: hyper::Request<hyper::body::Incoming>| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                        ))
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+            });
+        }
+    });
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let config = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
+         [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"h2\"\n\
+         [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\nconnect_timeout = \"1s\"\nretries = 0\n\
+           [pool.tls]\n  ca = \"{}\"\n  server_name = \"backend.example.com\"\n\
+           [[pool.server]]\n  address = \"{backend}\"\n",
+        pki.ca().display()
+    );
+    let _p = Proxy::start(&config, &[listen]).await;
+    let started = std::time::Instant::now();
+    let (st, body) = get(&client(), &format!("http://{listen}/x")).await;
+    assert_eq!(st, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    task.abort();
+}
+
 /// A request to an HTTP/2 pool carries the X-Forwarded-* fields rampart
 /// writes: what earlier hops wrote in X-Forwarded-For is kept and the
 /// client's own X-Forwarded-Host and -Proto are replaced. Hop-by-hop fields,

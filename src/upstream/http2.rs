@@ -268,19 +268,17 @@ fn config(pool: &Pool) -> client::Config {
 }
 
 /// Opens a connection: TCP, TLS with ALPN h2 if the pool has `[pool.tls]`,
-/// then the HTTP/2 preface, all within connect_timeout.
+/// then the HTTP/2 preface and the server's SETTINGS, all within one
+/// connect_timeout (the requests waiting for the connection have that one
+/// deadline too: each step under a connect_timeout of its own could take
+/// three).
 async fn connect(pool: &Pool, server: &Server) -> Result<Arc<Conn>, UpstreamError> {
     let addr = server.addr;
-    let stream = connect_tcp(addr, pool.connect_timeout).await?;
-    let client = match &pool.tls {
-        None => handshake(pool, server, stream).await?,
-        Some(tls) => {
-            let s = connect_tls(pool, tls, server, stream).await?;
-            if s.get_ref().1.alpn_protocol() != Some(b"h2") {
-                return Err(UpstreamError::NoH2 { addr });
-            }
-            handshake(pool, server, s).await?
-        }
+    let timeout = pool.connect_timeout;
+    let client = match tokio::time::timeout(timeout, setup(pool, server)).await {
+        Ok(c) => c?,
+        // (a connection's task already started ends as its handle goes)
+        Err(_) => return Err(UpstreamError::ConnectTimeout { addr, timeout }),
     };
     Ok(Arc::new(Conn {
         client,
@@ -289,12 +287,29 @@ async fn connect(pool: &Pool, server: &Server) -> Result<Arc<Conn>, UpstreamErro
     }))
 }
 
+/// `connect`'s steps, which its one timeout bounds together (the TCP connect
+/// and the TLS handshake keep timeouts of their own, never shorter than what
+/// is left of it, and give the same ConnectTimeout).
+async fn setup(pool: &Pool, server: &Server) -> Result<Connection, UpstreamError> {
+    let addr = server.addr;
+    let stream = connect_tcp(addr, pool.connect_timeout).await?;
+    match &pool.tls {
+        None => handshake(pool, server, stream).await,
+        Some(tls) => {
+            let s = connect_tls(pool, tls, server, stream).await?;
+            if s.get_ref().1.alpn_protocol() != Some(b"h2") {
+                return Err(UpstreamError::NoH2 { addr });
+            }
+            handshake(pool, server, s).await
+        }
+    }
+}
+
 async fn handshake<S>(pool: &Pool, server: &Server, io: S) -> Result<Connection, UpstreamError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let addr = server.addr;
-    let timeout = pool.connect_timeout;
     let (client, task) = Connection::new(io, config(pool));
     tasks().spawn(async move {
         if let Err(e) = task.await {
@@ -304,11 +319,9 @@ where
     // The server's preface is its SETTINGS, and it answers the PING sent
     // after this side's: once the PONG is in, its SETTINGS_MAX_CONCURRENT_STREAMS
     // is known, and no stream is sent beyond it to be refused (one round
-    // trip, once per connection).
-    match tokio::time::timeout(timeout, client.ready()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(source)) => return Err(UpstreamError::H2Handshake { addr, source }),
-        Err(_) => return Err(UpstreamError::ConnectTimeout { addr, timeout }),
+    // trip, once per connection), within `connect`'s timeout.
+    if let Err(source) = client.ready().await {
+        return Err(UpstreamError::H2Handshake { addr, source });
     }
     // a server that already sent GOAWAY, or allows no stream at all, takes
     // none on this connection: a failed connect (counted, retried on another
