@@ -661,7 +661,7 @@ async fn an_h2_servers_odd_answers_fail_only_their_own_stream() {
     // next request opens another connection
     assert_eq!(
         odd_get(&client(), listen, "/close-after").await,
-        ok(&"bye".repeat(100_000))
+        ok(&"bye".repeat(60_000))
     );
     assert_eq!(odd_get(&client(), listen, "/ok").await, ok("ok"));
     assert_eq!(stats()["connections"], 2, "{}", stats());
@@ -819,7 +819,10 @@ async fn windowed_backend() -> WindowedBackend {
                                 }
                             }
                             let n = tx.capacity().min(BIG - off);
-                            if tx.send_data(big.slice(off..off + n), off + n == BIG).is_err() {
+                            if tx
+                                .send_data(big.slice(off..off + n), off + n == BIG)
+                                .is_err()
+                            {
                                 return;
                             }
                             sent.fetch_add(n, Ordering::SeqCst);

@@ -445,7 +445,10 @@ impl Default for PoolHttp2File {
     fn default() -> Self {
         PoolHttp2File {
             max_concurrent_streams: 100,
-            initial_stream_window_size: Size(1024 * 1024),
+            // what one stream may hold unread: a client that opens many
+            // streams and reads none holds at most this much of rampart's
+            // memory for each (HAProxy grants 64 KiB)
+            initial_stream_window_size: Size(256 * 1024),
             initial_connection_window_size: Size(2 * 1024 * 1024),
         }
     }

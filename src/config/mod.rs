@@ -282,7 +282,7 @@ hash_key = "uri"
         .unwrap();
         assert_eq!(c.pools[0].protocol, Protocol::H2);
         assert_eq!(c.pools[0].http2.max_concurrent_streams, 8);
-        assert_eq!(c.pools[0].http2.initial_stream_window_size, 1 << 20);
+        assert_eq!(c.pools[0].http2.initial_stream_window_size, 256 << 10);
         assert!(matches!(
             &c.pools[0].health.as_ref().unwrap().check,
             CheckKind::Grpc { service } if service == "api.v1"
