@@ -201,9 +201,12 @@ impl Snapshot {
             || Arc::new(PoolShared::new(&pc.name)),
             |o| Arc::clone(&o.shared),
         );
-        Pool::new(pc, shared, members(pc, discovered), |addr| {
+        let conn_epoch = Pool::next_conn_epoch(old.map(|o| &**o), pc);
+        let mut pool = Pool::new(pc, shared, members(pc, discovered), |addr| {
             old_members.get(&addr).copied()
-        })
+        });
+        pool.conn_epoch = conn_epoch;
+        pool
     }
 
     /// Pool `old` after the answer for `key` changed from `before` to the one
@@ -794,6 +797,37 @@ mod tests {
             let m = members(pc, &found);
             assert_eq!(m.len(), 1);
             assert_eq!(m[0].weight, want, "entry weight {entry}");
+        }
+    }
+
+    /// A pool's connection epoch stays through reloads that keep how its
+    /// backend connections are made, and moves on when one changes
+    /// `send_proxy` or `protocol` (or `[pool.tls]`), the member's state kept.
+    #[test]
+    fn the_connection_epoch_moves_only_when_connections_are_made_otherwise() {
+        let text = |pool_extra: &str, weight: u32| {
+            format!(
+                "[[listener]]\nname = \"l\"\nbind = [\"127.0.0.1:1\"]\nmode = \"http\"\npool = \"p\"\n\
+                 [[pool]]\nname = \"p\"\n{pool_extra}\n\
+                 [[pool.server]]\naddress = \"127.2.0.1:80\"\nweight = {weight}\n"
+            )
+        };
+        let build = |text: String, old: Option<&Arc<Pool>>| {
+            let cfg = crate::config::parse(&text, "t.toml").unwrap();
+            Arc::new(Snapshot::build_pool(&cfg.pools[0], &Discovered::new(), old))
+        };
+        let p0 = build(text("", 1), None);
+        assert_eq!(p0.conn_epoch, 0);
+        let p1 = build(text("", 2), Some(&p0));
+        assert_eq!(p1.conn_epoch, 0, "a weight is not how connections are made");
+        let p2 = build(text("send_proxy = \"v1\"", 2), Some(&p1));
+        assert_eq!(p2.conn_epoch, 1);
+        let p3 = build(text("send_proxy = \"v1\"", 2), Some(&p2));
+        assert_eq!(p3.conn_epoch, 1);
+        let p4 = build(text("protocol = \"h2\"", 2), Some(&p3));
+        assert_eq!(p4.conn_epoch, 2);
+        for (a, b) in [(&p0, &p1), (&p1, &p2), (&p2, &p3), (&p3, &p4)] {
+            assert!(Arc::ptr_eq(&a.servers[0].state, &b.servers[0].state));
         }
     }
 

@@ -789,6 +789,91 @@ async fn tls_to_backends_is_verified_pooled_resumed_and_health_checked() {
     }
 }
 
+/// A reload that changes how a pool's backend connections are made (here its
+/// `[pool.tls]` server name, then its CA) leaves no request on a connection
+/// made the old way: the next one makes a new handshake under the new
+/// settings (SNI the new name; refused by a CA that does not trust the
+/// server) instead of reusing the kept-alive connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_a_pools_tls_does_not_reuse_its_old_connections() {
+    let pki = Pki::new("Reload backend CA");
+    let other = Pki::new("Reload other CA");
+    let cert = pki.issue(
+        "api",
+        "api.internal",
+        &["api.internal", "api2.internal"],
+        Key::Ecdsa,
+        30,
+    );
+    // keeps its connections alive
+    let backend = t::tls_backend("secure-pod", &cert, false).await;
+    let (admin, web) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let listener = format!(
+        "\n[[listener]]\nname = \"web\"\nbind = [\"{web}\"]\nmode = \"http\"\npool = \"api\"\n"
+    );
+    let text = |ca: &Pki, name: &str| {
+        let tls = format!(
+            "retries = 0\n  [pool.tls]\n  ca = {:?}\n  server_name = \"{name}\"\n",
+            ca.ca().display().to_string()
+        );
+        let body = format!("{listener}{}", pool("api", &tls, backend.addr));
+        config(admin, "", &body)
+    };
+    let p = Proxy::start(&text(&pki, "api.internal"), &[web, admin]).await;
+    let url = format!("http://{web}/");
+    let c = client();
+    let handshakes = || backend.handshakes.load(Ordering::SeqCst);
+    let last_sni = || backend.sni.lock().unwrap().last().cloned().flatten();
+    for _ in 0..3 {
+        let (st, b) = get(&c, &url).await;
+        assert_eq!((st.as_u16(), b.as_str()), (200, "secure-pod"));
+    }
+    // the backend connection is kept alive and reused: no more handshakes
+    let before = handshakes();
+    for _ in 0..5 {
+        assert_eq!(get(&c, &url).await.0, 200);
+    }
+    assert_eq!(handshakes(), before, "the connection was not reused");
+    assert_eq!(last_sni().as_deref(), Some("api.internal"));
+
+    // another server name: the next request is made on a new connection,
+    // which asks for the new name
+    std::fs::write(&p.config, text(&pki, "api2.internal")).unwrap();
+    let (st, r) = admin_post(admin, "/api/reload", "").await;
+    assert_eq!(st, 200, "{r}");
+    let (st, b) = get(&c, &url).await;
+    assert_eq!((st.as_u16(), b.as_str()), (200, "secure-pod"));
+    assert_eq!(handshakes(), before + 1, "no new handshake");
+    assert_eq!(last_sni().as_deref(), Some("api2.internal"));
+    // ... and that one is kept alive in turn
+    for _ in 0..5 {
+        assert_eq!(get(&c, &url).await.0, 200);
+    }
+    assert_eq!(handshakes(), before + 1);
+
+    // a CA that does not trust the server: refused, never sent over the
+    // connection the old CA verified
+    std::fs::write(&p.config, text(&other, "api2.internal")).unwrap();
+    let (st, r) = admin_post(admin, "/api/reload", "").await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(get(&c, &url).await.0, 502);
+    let v = p.pool("api").await;
+    let err = v["servers"][0]["last_error"]["error"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        err.contains("TLS handshake") && err.contains("UnknownIssuer"),
+        "{v}"
+    );
+    // back to the trusted CA: served again, on a new connection
+    std::fs::write(&p.config, text(&pki, "api.internal")).unwrap();
+    let (st, r) = admin_post(admin, "/api/reload", "").await;
+    assert_eq!(st, 200, "{r}");
+    let (st, b) = get(&c, &url).await;
+    assert_eq!((st.as_u16(), b.as_str()), (200, "secure-pod"));
+    assert_eq!(last_sni().as_deref(), Some("api.internal"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_listener_routes_tls_by_sni_without_terminating_it() {
     let pki = Pki::new("Passthrough CA");

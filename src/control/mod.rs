@@ -836,7 +836,19 @@ impl Control {
                 }
             }
         }
-        if retired > 0 {
+        // Pools whose backend connections are made otherwise now (another
+        // `[pool.tls]`, `protocol` or `send_proxy`): their members' idle
+        // connections, made the old way, are not reused (the new pool's
+        // epoch differs) and every worker closes them at once.
+        let mut reconnect = false;
+        for p in &snap.pools {
+            if cur.pool(&p.name).is_some_and(|o| o.conn_epoch != p.conn_epoch) {
+                for s in &p.servers {
+                    reconnect |= s.state.advance_conn_epoch(p.conn_epoch);
+                }
+            }
+        }
+        if retired > 0 || reconnect {
             self.shared.retired.notify_waiters();
         }
         self.health.sync(&snap.pools);

@@ -44,8 +44,9 @@ pub struct Shared {
     pub phase: AtomicU8,
     /// What DNS discovery knows of each name.
     pub dns: std::sync::Arc<crate::discovery::NameRegistry>,
-    /// Woken when members leave their pool, so every worker closes their idle
-    /// connections at once.
+    /// Woken when members leave their pool, or a reload changes how their
+    /// connections are made, so every worker closes their idle connections
+    /// at once.
     pub retired: tokio::sync::Notify,
     /// The config file: re-read by a reload, shown on the stats page.
     pub config_path: Option<std::path::PathBuf>,

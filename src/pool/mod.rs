@@ -176,6 +176,14 @@ pub struct Pool {
     pub circuit: Option<crate::config::CircuitConfig>,
     /// `read_only_when` for requests routed here.
     pub read_only: Option<crate::rules::ReadOnly>,
+    /// Which settings this pool's backend connections are made under: the
+    /// same number across reloads and DNS refreshes while `tls`, `protocol`
+    /// and `send_proxy` stay the same, the next one when a reload changes
+    /// them ([`Pool::next_conn_epoch`]). Idle connections are kept with the
+    /// epoch they were made under and reused only by a pool of that epoch,
+    /// so none made under a CA, server name or protocol a reload replaced
+    /// carries another request.
+    pub conn_epoch: u64,
     /// Each member behind its own `Arc`, so that a DNS refresh builds the next
     /// pool by copying pointers, not members (`Snapshot::refresh_pool`).
     pub servers: Vec<Arc<Server>>,
@@ -257,6 +265,24 @@ impl Pool {
         Pool::assemble(cfg, shared, servers, balancer)
     }
 
+    /// The connection epoch of a pool of config `cfg` that follows `old`
+    /// (None: a new pool): `old`'s while the settings a backend connection is
+    /// made with (`[pool.tls]`, `protocol`, `send_proxy`) stay the same, the
+    /// next one when they change.
+    pub fn next_conn_epoch(old: Option<&Pool>, cfg: &PoolConfig) -> u64 {
+        match old {
+            None => 0,
+            Some(o)
+                if o.tls == cfg.tls
+                    && o.protocol == cfg.protocol
+                    && o.send_proxy == cfg.send_proxy =>
+            {
+                o.conn_epoch
+            }
+            Some(o) => o.conn_epoch + 1,
+        }
+    }
+
     /// This pool, of config `cfg`, with other members (`d` says what
     /// changed): the shared state kept, the balancer carried forward where it
     /// can be ([`Balancer::next`]), else built from the members.
@@ -270,7 +296,9 @@ impl Pool {
             .balancer
             .next(d)
             .unwrap_or_else(|| balancer_for(cfg.balance, &servers));
-        Pool::assemble(cfg, Arc::clone(&self.shared), servers, balancer)
+        let mut pool = Pool::assemble(cfg, Arc::clone(&self.shared), servers, balancer);
+        pool.conn_epoch = self.conn_epoch;
+        pool
     }
 
     fn assemble(
@@ -302,6 +330,7 @@ impl Pool {
             http2: cfg.http2,
             circuit: cfg.circuit,
             read_only: cfg.read_only.clone(),
+            conn_epoch: 0,
             balancer,
             servers,
             shared,

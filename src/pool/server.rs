@@ -70,6 +70,10 @@ pub struct ServerState {
     /// Set when the member left its pool (DNS, reload): its idle connections
     /// are closed.
     retired: std::sync::atomic::AtomicBool,
+    /// The highest `Pool::conn_epoch` of a snapshot put in force with this
+    /// member: idle connections made under an older one (another
+    /// `[pool.tls]`, `protocol` or `send_proxy`) are closed, never reused.
+    conn_epoch: AtomicU64,
     /// Operator state (admin API), see `AdminState`.
     admin: AtomicU8,
     /// Operator weight; `NO_WEIGHT` when the config's weight applies.
@@ -212,6 +216,7 @@ impl ServerState {
             up_since: AtomicU64::new(0),
             ramp_at_up: std::sync::atomic::AtomicBool::new(false),
             retired: std::sync::atomic::AtomicBool::new(false),
+            conn_epoch: AtomicU64::new(0),
             admin: AtomicU8::new(AdminState::Ready as u8),
             weight_override: AtomicU32::new(NO_WEIGHT),
             status_since: AtomicU64::new(clock::now_ms()),
@@ -422,6 +427,20 @@ impl ServerState {
 
     pub fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Acquire)
+    }
+
+    /// The connection epoch of its pool in force (see `Pool::conn_epoch`):
+    /// a connection made under an older one is not kept.
+    #[inline]
+    pub fn conn_epoch(&self) -> u64 {
+        self.conn_epoch.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot whose pool makes connections under `epoch` is in force
+    /// (the control task, after storing it): connections of older epochs
+    /// are closed at every worker's next sweep. Whether it was news.
+    pub fn advance_conn_epoch(&self, epoch: u64) -> bool {
+        self.conn_epoch.fetch_max(epoch, Ordering::Relaxed) < epoch
     }
 
     pub fn weight_override(&self) -> Option<u32> {

@@ -211,11 +211,14 @@ impl UpstreamBody {
         let upload_done = self.progress.as_ref().is_none_or(|p| p.is_done());
         if complete && upload_done {
             if let Some(sender) = self.sender.take() {
+                // (kept with the epoch of the pool it was sent for)
+                let (state, pool) = (&guard.server().state, guard.pool());
                 match &self.private {
-                    Some(ctx) => ctx.private.put(&guard.server().state, sender),
+                    Some(ctx) => ctx.private.put(state, pool.conn_epoch, sender),
                     None => upstream::checkin(
-                        &guard.server().state,
-                        guard.pool().max_idle_per_server,
+                        state,
+                        pool.conn_epoch,
+                        pool.max_idle_per_server,
                         self.keepalive,
                         sender,
                     ),

@@ -902,7 +902,13 @@ async fn forward<S: ClientIo>(
         st.traffic.response_errors.fetch_add(1, Ordering::Relaxed);
     }
     if end == End::Ok && clean && resp.reusable {
-        upstream::checkin_raw(st, pool.max_idle_per_server, keepalive, backend);
+        upstream::checkin_raw(
+            st,
+            pool.conn_epoch,
+            pool.max_idle_per_server,
+            keepalive,
+            backend,
+        );
     }
     if let Some(mut l) = log {
         l.finish(sent, end);

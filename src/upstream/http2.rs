@@ -46,6 +46,10 @@ pub struct Conn {
     active: AtomicUsize,
     /// `clock::now_ms()` when `active` last fell to zero.
     idle_since: AtomicU64,
+    /// The `Pool::conn_epoch` it was made under: a pool of another epoch
+    /// (a reload changed `[pool.tls]`, `protocol` or `send_proxy`) starts no
+    /// stream on it.
+    epoch: u64,
 }
 
 /// What a connection can take now.
@@ -143,8 +147,9 @@ impl Drop for SlotCount<'_> {
 }
 
 /// Closes this thread's connections that are closed or draining, idle longer
-/// than the pool's keepalive_timeout, or to servers that left their pool
-/// (called with the HTTP/1.1 sweep, every second).
+/// than the pool's keepalive_timeout, to servers that left their pool, or made
+/// under settings a reload replaced (called with the HTTP/1.1 sweep, every
+/// second). A connection dropped here with streams still open ends when they do.
 pub fn sweep() {
     let now = crate::clock::now_ms();
     CONNS.with_borrow_mut(|m| {
@@ -153,8 +158,10 @@ pub fn sweep() {
                 return false;
             }
             let keepalive = slot.keepalive.as_millis() as u64;
+            let epoch = slot.state.conn_epoch();
             slot.conns.retain(|c| {
-                c.client.room(usize::MAX) != client::Room::Gone
+                c.epoch >= epoch
+                    && c.client.room(usize::MAX) != client::Room::Gone
                     && (c.active.load(Ordering::Relaxed) > 0
                         || c.idle_since.load(Ordering::Relaxed) + keepalive > now)
             });
@@ -179,6 +186,7 @@ async fn claim(
     avoid: Option<&Weak<Conn>>,
 ) -> Result<(Claim, Duration), UpstreamError> {
     let limit = pool.http2.max_concurrent_streams as usize;
+    let epoch = pool.conn_epoch;
     let state = &server.state;
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + pool.connect_timeout;
@@ -189,16 +197,25 @@ async fn claim(
             slot.keepalive = pool.keepalive_timeout;
             let mut found = None;
             let mut avoided = None;
-            slot.conns.retain(|c| match c.room(limit) {
-                Room::Gone => false,
-                Room::Full => true,
-                Room::Yes => {
-                    if avoid.is_some_and(|a| std::ptr::eq(a.as_ptr(), Arc::as_ptr(c))) {
-                        avoided = Some(Arc::clone(c));
-                    } else if found.is_none() {
-                        found = Some(Arc::clone(c));
+            slot.conns.retain(|c| {
+                // made under other settings: an older connection takes no
+                // more streams (it ends with those it has), a newer one is
+                // left to the pool in force (this request holds the pool of
+                // a snapshot before a reload)
+                if c.epoch != epoch {
+                    return c.epoch > epoch;
+                }
+                match c.room(limit) {
+                    Room::Gone => false,
+                    Room::Full => true,
+                    Room::Yes => {
+                        if avoid.is_some_and(|a| std::ptr::eq(a.as_ptr(), Arc::as_ptr(c))) {
+                            avoided = Some(Arc::clone(c));
+                        } else if found.is_none() {
+                            found = Some(Arc::clone(c));
+                        }
+                        true
                     }
-                    true
                 }
             });
             if let Some(c) = found.or(avoided) {
@@ -284,6 +301,7 @@ async fn connect(pool: &Pool, server: &Server) -> Result<Arc<Conn>, UpstreamErro
         client,
         active: AtomicUsize::new(0),
         idle_since: AtomicU64::new(crate::clock::now_ms()),
+        epoch: pool.conn_epoch,
     }))
 }
 

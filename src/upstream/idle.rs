@@ -38,17 +38,39 @@ struct Idle<C> {
 /// upgrades, HTTP/2 clients) and plain sockets (the HTTP/1.1 fast path, proxy/fast_path.rs).
 struct IdleList {
     state: Arc<ServerState>,
+    /// The `Pool::conn_epoch` they were all made under.
+    epoch: u64,
     conns: VecDeque<Idle<Sender>>,
     raw: VecDeque<Idle<TcpStream>>,
+}
+
+impl IdleList {
+    /// This list, for connections made under `epoch`: emptied first if its
+    /// own were made under an older one (a reload changed how connections
+    /// to the server are made); None if under a newer one (the caller holds
+    /// the pool of a snapshot before that reload).
+    fn of_epoch(&mut self, epoch: u64) -> Option<&mut IdleList> {
+        if self.epoch != epoch {
+            if self.epoch > epoch {
+                return None;
+            }
+            self.conns.clear();
+            self.raw.clear();
+            self.epoch = epoch;
+        }
+        Some(self)
+    }
 }
 
 thread_local! {
     static IDLE: RefCell<HashMap<u64, IdleList>> = RefCell::new(HashMap::new());
 }
 
-pub(super) fn take_idle(server: &ServerState) -> Option<Sender> {
+/// An idle connection to `server` made under `epoch` (the `Pool::conn_epoch`
+/// of the caller's pool), if this thread has one that looks alive.
+pub(super) fn take_idle(server: &ServerState, epoch: u64) -> Option<Sender> {
     IDLE.with_borrow_mut(|m| {
-        let list = &mut m.get_mut(&server.uid)?.conns;
+        let list = &mut m.get_mut(&server.uid)?.of_epoch(epoch)?.conns;
         let now = crate::clock::now_ms();
         while let Some(c) = list.pop_back() {
             if !c.conn.is_closed() && c.expires > now {
@@ -59,10 +81,12 @@ pub(super) fn take_idle(server: &ServerState) -> Option<Sender> {
     })
 }
 
-/// An idle plain connection to `server`, if this thread has one that looks alive.
-pub fn take_idle_raw(server: &ServerState) -> Option<TcpStream> {
+/// An idle plain connection to `server` made under `epoch` (the
+/// `Pool::conn_epoch` of the caller's pool), if this thread has one that
+/// looks alive.
+pub fn take_idle_raw(server: &ServerState, epoch: u64) -> Option<TcpStream> {
     IDLE.with_borrow_mut(|m| {
-        let list = &mut m.get_mut(&server.uid)?.raw;
+        let list = &mut m.get_mut(&server.uid)?.of_epoch(epoch)?.raw;
         let now = crate::clock::now_ms();
         while let Some(c) = list.pop_back() {
             if c.expires > now && raw_is_open(&c.conn) {
@@ -107,24 +131,31 @@ fn idle_cap(state: &ServerState, max_idle: Option<usize>) -> usize {
     })
 }
 
-/// Puts an idle connection in this thread's pool, dropping the oldest when full.
+/// Puts an idle connection, made under `epoch`, in this thread's pool,
+/// dropping the oldest when full. One made under settings a reload replaced
+/// (an older epoch than the pool's in force) is closed instead.
 fn park<C>(
     state: &Arc<ServerState>,
+    epoch: u64,
     max_idle: Option<usize>,
     keepalive: Duration,
     conn: C,
     list: impl FnOnce(&mut IdleList) -> &mut VecDeque<Idle<C>>,
 ) {
     let max_idle = idle_cap(state, max_idle);
-    if max_idle == 0 || keepalive.is_zero() || state.is_retired() {
+    if max_idle == 0 || keepalive.is_zero() || state.is_retired() || epoch < state.conn_epoch() {
         return;
     }
     IDLE.with_borrow_mut(|m| {
         let entry = m.entry(state.uid).or_insert_with(|| IdleList {
             state: Arc::clone(state),
+            epoch,
             conns: VecDeque::new(),
             raw: VecDeque::new(),
         });
+        let Some(entry) = entry.of_epoch(epoch) else {
+            return;
+        };
         let list = list(entry);
         if list.len() >= max_idle {
             // keep the most recently used ones: drop the oldest
@@ -137,36 +168,42 @@ fn park<C>(
     });
 }
 
-/// Returns a plain connection whose last response was read completely.
+/// Returns a plain connection whose last response was read completely;
+/// `epoch` is the `Pool::conn_epoch` of the pool it was made (or taken) for.
 pub fn checkin_raw(
     state: &Arc<ServerState>,
+    epoch: u64,
     max_idle: Option<usize>,
     keepalive: Duration,
     s: TcpStream,
 ) {
-    park(state, max_idle, keepalive, s, |l| &mut l.raw);
+    park(state, epoch, max_idle, keepalive, s, |l| &mut l.raw);
 }
 
-/// Returns a connection whose last response was read completely to this thread's pool.
+/// Returns a connection whose last response was read completely to this
+/// thread's pool; `epoch` is the `Pool::conn_epoch` of the pool it was made
+/// (or taken) for.
 pub fn checkin(
     state: &Arc<ServerState>,
+    epoch: u64,
     max_idle: Option<usize>,
     keepalive: Duration,
     sender: Sender,
 ) {
     if !sender.is_closed() {
-        park(state, max_idle, keepalive, sender, |l| &mut l.conns);
+        park(state, epoch, max_idle, keepalive, sender, |l| &mut l.conns);
     }
 }
 
 /// Closes this thread's idle connections that were closed by the server, have
-/// outlived their keep-alive timeout, or belong to a member that left its pool.
-/// Each worker calls it every second and when members are retired.
+/// outlived their keep-alive timeout, belong to a member that left its pool,
+/// or were made under settings a reload replaced. Each worker calls it every
+/// second and when members are retired or their pool's settings change.
 pub fn sweep() {
     let now = crate::clock::now_ms();
     IDLE.with_borrow_mut(|m| {
         m.retain(|_, list| {
-            if list.state.is_retired() {
+            if list.state.is_retired() || list.epoch < list.state.conn_epoch() {
                 return false;
             }
             list.conns
@@ -183,25 +220,33 @@ pub fn sweep() {
 /// idle connection per server is kept.
 #[derive(Debug, Default)]
 pub struct Private {
-    idle: std::sync::Mutex<Vec<(u64, Sender)>>,
+    /// (server uid, the `Pool::conn_epoch` it was made under, connection)
+    idle: std::sync::Mutex<Vec<(u64, u64, Sender)>>,
 }
 
 impl Private {
-    pub(super) fn take(&self, server: &ServerState) -> Option<Sender> {
+    /// The idle connection to `server` made under `epoch`, if there is one.
+    pub(super) fn take(&self, server: &ServerState, epoch: u64) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let i = idle.iter().position(|(uid, _)| *uid == server.uid)?;
-        let (_, s) = idle.swap_remove(i);
-        (!s.is_closed()).then_some(s)
+        let i = idle.iter().position(|(uid, _, _)| *uid == server.uid)?;
+        // one made for the pool in force, while this request holds the pool
+        // of a snapshot before a reload, stays for the next request
+        if idle[i].1 > epoch {
+            return None;
+        }
+        let (_, made, s) = idle.swap_remove(i);
+        (made == epoch && !s.is_closed()).then_some(s)
     }
 
-    /// Keeps a connection whose last response was read completely.
-    pub fn put(&self, server: &ServerState, sender: Sender) {
-        if sender.is_closed() || server.is_retired() {
+    /// Keeps a connection whose last response was read completely (made
+    /// under `epoch`, unless a reload has replaced those settings since).
+    pub fn put(&self, server: &ServerState, epoch: u64, sender: Sender) {
+        if sender.is_closed() || server.is_retired() || epoch < server.conn_epoch() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|(uid, _)| *uid != server.uid);
-        idle.push((server.uid, sender));
+        idle.retain(|(uid, _, _)| *uid != server.uid);
+        idle.push((server.uid, epoch, sender));
     }
 }
 
@@ -240,22 +285,65 @@ mod tests {
         // a peak of 50 concurrent requests: 50 kept, not the old fixed 32
         let busy = state(50);
         for s in sockets(60, &mut ends).await {
-            checkin_raw(&busy, None, keep, s);
+            checkin_raw(&busy, 0, None, keep, s);
         }
         assert_eq!(kept(&busy), 50);
         // a quiet server keeps the floor
         let quiet = state(3);
         for s in sockets(40, &mut ends).await {
-            checkin_raw(&quiet, None, keep, s);
+            checkin_raw(&quiet, 0, None, keep, s);
         }
         assert_eq!(kept(&quiet), DEMAND_MIN);
         // a set cap is the cap, whatever the peak
         let capped = state(50);
         for s in sockets(20, &mut ends).await {
-            checkin_raw(&capped, Some(8), keep, s);
+            checkin_raw(&capped, 0, Some(8), keep, s);
         }
         assert_eq!(kept(&capped), 8);
         assert_eq!(idle_cap(&state(1_000_000), None), DEMAND_MAX);
         assert_eq!(idle_cap(&state(50), Some(0)), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn connections_made_under_replaced_pool_settings_are_never_reused() {
+        let keep = Duration::from_secs(60);
+        let mut ends = Vec::new();
+        let state = Arc::new(ServerState::new(Health::Up));
+        for s in sockets(2, &mut ends).await {
+            checkin_raw(&state, 0, None, keep, s);
+        }
+        // the pool they were made for finds them
+        let s = take_idle_raw(&state, 0).expect("an idle connection");
+        checkin_raw(&state, 0, None, keep, s);
+        assert_eq!(kept(&state), 2);
+        // a pool whose [tls], protocol or send_proxy a reload changed does
+        // not, and they are closed
+        assert!(take_idle_raw(&state, 1).is_none());
+        assert_eq!(kept(&state), 0);
+        for s in sockets(1, &mut ends).await {
+            checkin_raw(&state, 1, None, keep, s);
+        }
+        // a request that began before the reload returns its connection:
+        // not kept, and the new ones stay
+        for s in sockets(1, &mut ends).await {
+            checkin_raw(&state, 0, None, keep, s);
+        }
+        assert_eq!(kept(&state), 1);
+        assert!(take_idle_raw(&state, 0).is_none());
+        assert_eq!(kept(&state), 1);
+        // once the next epoch is in force, the sweep closes the older ones,
+        // and one returned late is not kept either
+        assert!(state.advance_conn_epoch(2));
+        assert!(!state.advance_conn_epoch(1));
+        sweep();
+        assert_eq!(kept(&state), 0);
+        for s in sockets(1, &mut ends).await {
+            checkin_raw(&state, 1, None, keep, s);
+        }
+        assert_eq!(kept(&state), 0);
+        for s in sockets(1, &mut ends).await {
+            checkin_raw(&state, 2, None, keep, s);
+        }
+        assert_eq!(kept(&state), 1);
     }
 }

@@ -128,8 +128,8 @@ pub async fn send(
     // a pool that sends the PROXY protocol uses the client's private connections
     let private = via.filter(|_| pool.send_proxy.is_some());
     let idle = match private {
-        Some(v) => v.private.take(&server.state),
-        None => take_idle(&server.state),
+        Some(v) => v.private.take(&server.state, pool.conn_epoch),
+        None => take_idle(&server.state, pool.conn_epoch),
     };
     if let Some(mut sender) = idle {
         // A pooled connection is ready at once; one that is not (still busy, or

@@ -54,7 +54,7 @@ pub async fn send_raw(
     req: [&[u8]; 2],
     replayable: bool,
 ) -> Result<RawExchange, UpstreamError> {
-    if let Some(mut stream) = take_idle_raw(&server.state) {
+    if let Some(mut stream) = take_idle_raw(&server.state, pool.conn_epoch) {
         let sent = Instant::now();
         match exchange_raw(&mut stream, server.addr, req, pool.server_timeout).await {
             Ok(buf) => {
@@ -310,6 +310,7 @@ pub(super) fn into_response(
         checkin: reusable.then(|| {
             (
                 Arc::clone(&server.state),
+                pool.conn_epoch,
                 pool.max_idle_per_server,
                 keepalive,
             )
@@ -383,9 +384,9 @@ pub struct RawBody {
     from: usize,
     left: BodyProgress,
     done: bool,
-    /// The server, the pool's idle cap and the keep-alive time, when the
-    /// connection may carry another request.
-    checkin: Option<(Arc<ServerState>, Option<usize>, Duration)>,
+    /// The server, the pool's connection epoch and idle cap, and the
+    /// keep-alive time, when the connection may carry another request.
+    checkin: Option<(Arc<ServerState>, u64, Option<usize>, Duration)>,
     /// The response's fields, when they were left in `buf` (the response's
     /// `HeaderMap` is then empty); gone once `buf` is read into again.
     fields: Option<WireHead>,
@@ -476,8 +477,10 @@ impl RawBody {
         if self.from < self.buf.as_ref().map_or(0, |b| b.len()) || !self.more.is_empty() {
             return;
         }
-        if let (Some(s), Some((state, max_idle, keepalive))) = (stream, self.checkin.take()) {
-            super::idle::checkin_raw(&state, max_idle, keepalive, s);
+        if let (Some(s), Some((state, epoch, max_idle, keepalive))) =
+            (stream, self.checkin.take())
+        {
+            super::idle::checkin_raw(&state, epoch, max_idle, keepalive, s);
         }
     }
 
