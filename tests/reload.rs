@@ -477,6 +477,113 @@ async fn a_configmap_style_symlink_swap_is_picked_up_by_watch_config() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `GET /api/reload`: the generation and what the last reload did.
+async fn reloads(admin: SocketAddr) -> Value {
+    let (st, body) = admin_get(admin, "/api/reload").await;
+    assert_eq!(st, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// Waits until the file watch has reloaded the config to generation `g`;
+/// `GET /api/reload` then.
+async fn wait_watched(admin: SocketAddr, g: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = reloads(admin).await;
+        if r["generation"].as_u64() >= Some(g) {
+            assert_eq!(r["last_reload"]["ok"], true, "{r}");
+            assert_eq!(r["last_reload"]["trigger"], "file watch", "{r}");
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the file watch did not reload to generation {g}: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A config with `watch_config = true` whose pool "api" (of one server that
+/// is never asked) has `[pool.tls] ca = ca`, and `weight`.
+fn watched_config(listen: SocketAddr, admin: SocketAddr, ca: &str, weight: u32) -> String {
+    let tls = format!("  [pool.tls]\n  ca = {ca:?}\n");
+    let server = SocketAddr::from(([127, 0, 0, 1], 9));
+    config(listen, admin, &tls, &[(server, weight)], "").replace(
+        "access_log = \"off\"",
+        "access_log = \"off\"\nwatch_config = true",
+    )
+}
+
+/// An edit that names another CA file and removes the one the config in force
+/// names: the watch sees the old file missing and applies the edit all the
+/// same (the config no longer names it), and the edits after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_config_applies_an_edit_that_removes_the_file_the_old_config_named() {
+    let pki = common::tls::Pki::new("Watch renamed CA");
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let files = temp_dir("watch-renamed");
+    let old_ca = files.join("old-ca.pem").display().to_string();
+    let new_ca = files.join("new-ca.pem").display().to_string();
+    std::fs::copy(pki.ca(), &old_ca).unwrap();
+    let text = watched_config(listen, admin, &old_ca, 1);
+    let p = Proxy::start(&text, &[listen, admin]).await;
+    assert_eq!(generation(admin).await, 1);
+    std::fs::copy(pki.ca(), &new_ca).unwrap();
+    std::fs::write(&p.config, watched_config(listen, admin, &new_ca, 1)).unwrap();
+    std::fs::remove_file(&old_ca).unwrap();
+    wait_watched(admin, 2).await;
+    // the next edit is applied too
+    std::fs::write(&p.config, watched_config(listen, admin, &new_ca, 2)).unwrap();
+    let r = wait_watched(admin, 3).await;
+    assert_eq!(r["reloads_failed"], 0, "{r}");
+    let _ = std::fs::remove_dir_all(&files);
+}
+
+/// A config that names a file before it is there (a ConfigMap updated before
+/// the Secret it refers to) is refused, not read again while nothing
+/// changes, and applied by the file watch once the file appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_config_applies_a_refused_config_once_the_file_it_names_appears() {
+    let pki = common::tls::Pki::new("Watch later CA");
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let first = pki.ca().display().to_string();
+    let text = watched_config(listen, admin, &first, 1);
+    let p = Proxy::start(&text, &[listen, admin]).await;
+    // relative to the config file's folder
+    std::fs::write(&p.config, watched_config(listen, admin, "later-ca.pem", 1)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = reloads(admin).await;
+        if r["reloads_failed"] == 1 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the edit was not read: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(r["last_reload"]["trigger"], "file watch", "{r}");
+    assert!(
+        r["last_reload"]["errors"].to_string().contains("later-ca.pem"),
+        "{r}"
+    );
+    assert_eq!(r["generation"], 1, "{r}");
+    // not read again while nothing changes (the watch looks twice a second)
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        let r = reloads(admin).await;
+        assert_eq!(r["reloads_failed"], 1, "read again: {r}");
+        assert_eq!(r["generation"], 1, "{r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // the file appears (written whole, then renamed into place)
+    let dir = p.config.parent().unwrap();
+    std::fs::copy(pki.ca(), dir.join("later-ca.pem.tmp")).unwrap();
+    std::fs::rename(dir.join("later-ca.pem.tmp"), dir.join("later-ca.pem")).unwrap();
+    let r = wait_watched(admin, 2).await;
+    assert_eq!(r["reloads_failed"], 1, "{r}");
+}
+
 struct KillOnDrop<'a>(&'a mut std::process::Child);
 
 impl Drop for KillOnDrop<'_> {
