@@ -106,6 +106,9 @@ struct StreamWake {
     /// Request body bytes its reader took since the connection last looked
     /// (the windows the client gets back).
     taken: AtomicUsize,
+    /// Request body chunks its reader took since the connection last looked
+    /// (see `QUEUED_CHUNKS`).
+    chunks: AtomicUsize,
     ready: Arc<Ready>,
 }
 
@@ -230,6 +233,7 @@ impl Body for RecvBody {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Chunk::Data(c))) => {
                 b.wake.taken.fetch_add(c.len(), Ordering::Release);
+                b.wake.chunks.fetch_add(1, Ordering::Release);
                 b.wake.fire();
                 if let Some(l) = self.left.as_mut() {
                     *l = l.saturating_sub(c.len() as u64);
@@ -293,8 +297,14 @@ struct Stream<F, B> {
     /// client ends the body (dropped: the end), or what came before the
     /// reader was made.
     body: Option<BodyTx>,
-    /// Handed to the body's reader and not yet given back to the windows.
+    /// Handed to the body's reader (or held in `staged`) and not yet given
+    /// back to the windows.
     unread: i64,
+    /// Data chunks handed to the body's reader and not taken yet.
+    queued: usize,
+    /// Small DATA payloads held back while the reader has `QUEUED_CHUNKS`
+    /// chunks not taken, joined into one chunk (see `Stream::pass_data`).
+    staged: BytesMut,
     /// What the client may still send before a WINDOW_UPDATE.
     recv_window: i64,
     /// Taken by the body's reader and not yet given back.
@@ -312,6 +322,41 @@ struct Stream<F, B> {
     waker: Waker,
     /// The HEAD method: the response has no body whatever the service says.
     head: bool,
+}
+
+impl<F, B> Stream<F, B> {
+    /// Hands a DATA payload to the body's reader; false when the reader is
+    /// gone. A payload under `copy_under` is copied out of the read buffer
+    /// (see `COPY_UNDER`), and held back in `staged` while the reader has
+    /// `QUEUED_CHUNKS` chunks not taken (or something is staged already: the
+    /// order is kept), until the reader takes one or `copy_under` bytes are
+    /// staged.
+    fn pass_data(&mut self, b: &mut BodyTx, payload: BytesMut, copy_under: usize) -> bool {
+        if payload.len() >= copy_under {
+            return self.flush_staged(b) && self.send_data(b, payload.freeze());
+        }
+        if self.staged.is_empty() && self.queued < QUEUED_CHUNKS {
+            return self.send_data(b, Bytes::copy_from_slice(&payload));
+        }
+        self.staged.extend_from_slice(&payload);
+        self.staged.len() < copy_under || self.flush_staged(b)
+    }
+
+    /// What is staged goes to the reader, as one chunk: before anything that
+    /// follows it (more data, the trailers, the end), and once the reader
+    /// has taken chunks. False when the reader is gone.
+    fn flush_staged(&mut self, b: &mut BodyTx) -> bool {
+        if self.staged.is_empty() {
+            return true;
+        }
+        let d = std::mem::take(&mut self.staged).freeze();
+        self.send_data(b, d)
+    }
+
+    fn send_data(&mut self, b: &mut BodyTx, d: Bytes) -> bool {
+        self.queued += 1;
+        b.send(Chunk::Data(d))
+    }
 }
 
 /// A read buffer from the thread's spares (`h1::take_vec`; back through
@@ -346,6 +391,23 @@ const FRAMES_PER_POLL: usize = 256;
 /// on top of `max_header_list_size` (a block is compressed: the decoded list
 /// is limited; the block itself only needs a sanity bound).
 const BLOCK_SLACK: usize = 16 * 1024;
+/// DATA payloads shorter than this (or than a quarter of
+/// `max_frame_size`, when that is larger) are copied out of the read buffer
+/// for the body's reader; longer ones are handed over as slices of it, with
+/// no copy. A slice keeps the whole read buffer allocated (16 to 64 KiB, more
+/// when `max_frame_size` is raised: it grows to hold a frame) until its reader
+/// takes it: 1-byte DATA frames queued unread, each in a read buffer of its
+/// own between ignored frames of 16 KiB, would make the windows, which count
+/// bytes of data, bound nothing (a 1 MiB window, gigabytes held). 16 KiB is
+/// the least SETTINGS_MAX_FRAME_SIZE a client can be held to: a body sent in
+/// full frames is never copied, and a slice keeps at most a few times its
+/// size.
+const COPY_UNDER: usize = 16 * 1024;
+/// Chunks a request body's reader may have queued, not taken, before small
+/// DATA payloads are held back and joined into one chunk. A chunk costs ~100
+/// bytes however small (its allocation, its slot in the channel): a window
+/// of 1-byte DATA frames would cost a hundred times the window.
+const QUEUED_CHUNKS: usize = 64;
 /// How many closed streams are remembered (late frames on those this side
 /// reset are ignored; HEADERS on the others are stream errors).
 const RECENT_CLOSED: usize = 128;
@@ -1168,6 +1230,7 @@ where
         if h.stream == 0 {
             return Err(Fatal(Reason::PROTOCOL_ERROR, "DATA on stream 0"));
         }
+        let copy_under = COPY_UNDER.max(self.cfg.max_frame_size as usize / 4);
         // the whole frame counts against the windows, padding included
         let flow = h.len as i64;
         self.recv_window -= flow;
@@ -1237,14 +1300,21 @@ where
         }
         if let Some(mut b) = s.body.take() {
             let mut open = !end;
+            let mut passed = true;
             if !payload.is_empty() {
                 s.unread += payload.len() as i64;
-                if !b.send(Chunk::Data(payload.freeze())) {
-                    // the reader is gone: nobody takes what it had either
-                    self.recv_unacked += s.unread;
-                    s.unread = 0;
-                    open = false;
-                }
+                passed = s.pass_data(&mut b, payload, copy_under);
+            }
+            // (the end comes after what was held back)
+            if passed && end {
+                passed = s.flush_staged(&mut b);
+            }
+            if !passed {
+                // the reader is gone: nobody takes what it had either
+                self.recv_unacked += s.unread;
+                s.unread = 0;
+                s.staged = BytesMut::new();
+                open = false;
             }
             s.body = if open { Some(b) } else { b.ended() };
         } else {
@@ -1421,6 +1491,8 @@ where
                 }
             }
             if let Some(mut b) = s.body.take() {
+                // (after the data held back; a reader gone takes neither)
+                s.flush_staged(&mut b);
                 b.send(Chunk::Trailers(Box::new(f.block.headers)));
                 s.body = b.ended();
             }
@@ -1488,6 +1560,7 @@ where
         let wake = Arc::new(StreamWake {
             woken: AtomicBool::new(false),
             taken: AtomicUsize::new(0),
+            chunks: AtomicUsize::new(0),
             ready: Arc::clone(&self.ready),
         });
         let waker = Waker::from(Arc::clone(&wake));
@@ -1496,6 +1569,8 @@ where
             remote_open: !end_stream,
             body: (!end_stream).then(|| BodyTx::Early(SmallVec::new())),
             unread: 0,
+            queued: 0,
+            staged: BytesMut::new(),
             recv_window: self.local_window,
             recv_unacked: 0,
             content_length,
@@ -1582,6 +1657,23 @@ where
         s.unread -= taken;
         s.recv_unacked += taken;
         self.recv_unacked += taken;
+        if s.queued > 0 {
+            let took = s.wake.chunks.swap(0, Ordering::Acquire);
+            s.queued = s.queued.saturating_sub(took);
+        }
+        if !s.staged.is_empty() && s.queued < QUEUED_CHUNKS {
+            // the reader took chunks: what was held back goes
+            if let Some(mut b) = s.body.take() {
+                if s.flush_staged(&mut b) {
+                    s.body = Some(b);
+                } else {
+                    self.recv_unacked += s.unread;
+                    s.unread = 0;
+                    s.staged = BytesMut::new();
+                    s.body = b.ended();
+                }
+            }
+        }
         // given back once half the window is used
         let half = (self.cfg.initial_stream_window_size as i64 / 2).max(1);
         if s.remote_open && s.recv_unacked >= half {
@@ -2870,6 +2962,79 @@ mod tests {
         })
         .await;
         assert_eq!(credited, 8);
+    }
+
+    /// Small DATA payloads queued for a reader that does not read yet hold
+    /// no read buffer: each is copied out of it (a chunk that shared the
+    /// buffer would not be unique, or would reach to the buffer's end), and
+    /// past `QUEUED_CHUNKS` chunks not taken they are joined into one. Here
+    /// 200 1-byte frames, each followed by an ignored frame of 16,000 bytes
+    /// (so each lands in a read buffer of its own), come to at most
+    /// `QUEUED_CHUNKS` + 1 chunks, in order, none with room for more than a
+    /// few hundred bytes.
+    #[tokio::test]
+    async fn small_data_frames_queued_unread_hold_no_read_buffer() {
+        let (mut c, server) = connected().await;
+        let (go_tx, go_rx) = oneshot::channel::<()>();
+        let (got_tx, got_rx) = oneshot::channel::<Vec<Bytes>>();
+        let mut reader = Some((go_rx, got_tx));
+        tokio::spawn(async move {
+            let svc = move |req: Request<RecvBody>| -> Answer {
+                let mut body = req.into_body();
+                if let Some((go, got)) = reader.take() {
+                    tokio::spawn(async move {
+                        // (reads once every frame is queued)
+                        let _ = go.await;
+                        let mut chunks = Vec::new();
+                        while let Some(Ok(f)) = body.frame().await {
+                            if let Ok(d) = f.into_data() {
+                                chunks.push(d);
+                            }
+                        }
+                        let _ = got.send(chunks);
+                    });
+                }
+                Box::pin(std::future::pending())
+            };
+            let _ = serve(server, &settings(), svc, CancellationToken::new()).await;
+        });
+        let (mut out, block) = preface_and_request("POST");
+        frame::headers(&mut out, 1, &block, false, 16_384);
+        for k in 0..200u32 {
+            let end = if k == 199 { frame::END_STREAM } else { 0 };
+            frame::head(&mut out, 1, frame::DATA, end, 1);
+            out.push(k as u8);
+            // an unknown frame type: ignored (RFC 9113 4.1)
+            frame::head(&mut out, 16_000, 0xfa, 0, 0);
+            out.resize(out.len() + 16_000, 0);
+        }
+        c.write_all(&out).await.unwrap();
+        // every frame is handled once a PING sent after them is answered
+        assert_eq!(resets_before_a_ping(&mut c).await, []);
+        go_tx.send(()).unwrap();
+        let chunks = tokio::time::timeout(Duration::from_secs(10), got_rx)
+            .await
+            .expect("the reader was never done")
+            .expect("the reader's task ended");
+        let data: Vec<u8> = chunks.iter().flat_map(|d| d.iter().copied()).collect();
+        let want: Vec<u8> = (0..200u32).map(|k| k as u8).collect();
+        assert_eq!(data, want);
+        assert!(
+            chunks.len() <= QUEUED_CHUNKS + 1,
+            "{} chunks queued for 200 bytes",
+            chunks.len()
+        );
+        for (k, d) in chunks.into_iter().enumerate() {
+            let len = d.len();
+            let own = d
+                .try_into_mut()
+                .unwrap_or_else(|_| panic!("chunk {k} shares its allocation"));
+            assert!(
+                own.capacity() < 1024,
+                "chunk {k} of {len} bytes keeps {} bytes allocated",
+                own.capacity()
+            );
+        }
     }
 
     #[tokio::test]
