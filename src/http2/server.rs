@@ -408,6 +408,11 @@ const COPY_UNDER: usize = 16 * 1024;
 /// bytes however small (its allocation, its slot in the channel): a window
 /// of 1-byte DATA frames would cost a hundred times the window.
 const QUEUED_CHUNKS: usize = 64;
+/// How long a connection done with its streams (after its GOAWAY) reads on
+/// without a byte from the client, its write side shut down, before it closes
+/// (see `Conn::linger`): as long as an HTTP/1 connection lingers when its
+/// listener drains (`proxy::DRAIN_LINGER`, a layer above this one).
+const LINGER: Duration = Duration::from_secs(1);
 /// How many closed streams are remembered (late frames on those this side
 /// reset are ignored; HEADERS on the others are stream errors).
 const RECENT_CLOSED: usize = 128;
@@ -506,6 +511,7 @@ where
         timer: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
         timer_at: u64::MAX,
         graceful: Box::pin(graceful.cancelled_owned()),
+        closing: None,
     };
     c.start();
     std::future::poll_fn(move |cx| c.poll(cx))
@@ -579,6 +585,18 @@ struct Conn<'a, IO, S, F, B> {
     timer: Pin<Box<tokio::time::Sleep>>,
     timer_at: u64,
     graceful: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    /// Done with its streams, the client not gone: lingering (see `linger`).
+    closing: Option<Closing>,
+}
+
+/// A connection lingering (`Conn::linger`).
+struct Closing {
+    /// Its write side is shut down (FIN, or TLS's close_notify and FIN, sent).
+    shut: bool,
+    /// When it started lingering.
+    since_ms: u64,
+    /// When bytes last came from the client.
+    heard_ms: u64,
 }
 
 impl<IO, S, F, B> Conn<'_, IO, S, F, B> {
@@ -648,6 +666,9 @@ where
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
         self.ready.conn.register(cx.waker());
+        if self.closing.is_some() {
+            return self.linger(cx);
+        }
         self.sweep();
         if self.goaway.is_none() && self.graceful.as_mut().poll(cx).is_ready() {
             self.send_goaway(Reason::NO_ERROR);
@@ -694,7 +715,7 @@ where
                 }
             }
             if self.finished() {
-                return Poll::Ready(self.close(cx));
+                return self.close(cx);
             }
             if !progress {
                 break;
@@ -704,7 +725,7 @@ where
             return Poll::Ready(Err(e));
         }
         if self.finished() {
-            return Poll::Ready(self.close(cx));
+            return self.close(cx);
         }
         self.idle();
         Poll::Pending
@@ -753,11 +774,81 @@ where
         (self.goaway.is_some() || self.read_closed) && nothing_left
     }
 
-    fn close(&mut self, cx: &mut Context<'_>) -> Result<(), ConnError> {
-        // FIN (and TLS's close_notify) if the socket takes it now; it closes
-        // when dropped
-        let _ = Pin::new(&mut self.io).poll_shutdown(cx);
-        Ok(())
+    fn close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        if self.read_closed {
+            // the client sends nothing more: FIN (and TLS's close_notify) if
+            // the socket takes it now; it closes when dropped
+            let _ = Pin::new(&mut self.io).poll_shutdown(cx);
+            return Poll::Ready(Ok(()));
+        }
+        let now = crate::clock::now_ms();
+        self.closing = Some(Closing {
+            shut: false,
+            since_ms: now,
+            heard_ms: now,
+        });
+        // (nothing is read into them, or written, from now on)
+        self.give_back_buffers();
+        self.linger(cx)
+    }
+
+    /// Closes a connection done with its streams, the client still there:
+    /// its write side is shut down, and what the client still sends is read
+    /// and dropped until its FIN, or until it has sent nothing for `LINGER`
+    /// (at most `stall_timeout` in all). A socket closed at once receives
+    /// the WINDOW_UPDATEs a client sends as it reads the last answers, and
+    /// Linux answers them with a reset: the client loses what it had not
+    /// read yet, streams at or below the GOAWAY's last id cut short.
+    fn linger(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        let Some(mut c) = self.closing.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        if !c.shut {
+            match Pin::new(&mut self.io).poll_shutdown(cx) {
+                Poll::Ready(Ok(())) => c.shut = true,
+                // (the client is gone)
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => {}
+            }
+        }
+        let mut buf = [0u8; 2048];
+        let mut more = true;
+        for _ in 0..32 {
+            let mut rb = tokio::io::ReadBuf::new(&mut buf);
+            match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+                // the client's FIN, or the connection failed: done
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => c.heard_ms = crate::clock::now_ms(),
+                Poll::Pending => {
+                    more = false;
+                    break;
+                }
+            }
+        }
+        if more {
+            // (the client has sent more: another turn, after the other tasks)
+            cx.waker().wake_by_ref();
+        }
+        let now = crate::clock::now_ms();
+        let ms = |d: Duration| d.as_millis() as u64;
+        let all = ms(self.cfg.stall_timeout.max(LINGER));
+        let due = (c.heard_ms + ms(LINGER)).min(c.since_ms.saturating_add(all));
+        if now >= due {
+            return Poll::Ready(Ok(()));
+        }
+        if due != self.timer_at {
+            self.timer_at = due;
+            let at = tokio::time::Instant::now() + Duration::from_millis(due - now);
+            self.timer.as_mut().reset(at);
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            // (the coarse clock may not be there yet: looked at again)
+            self.timer_at = u64::MAX;
+            cx.waker().wake_by_ref();
+        }
+        self.closing = Some(c);
+        Poll::Pending
     }
 
     /// Ends the connection for the client's error: GOAWAY, written if the
@@ -2608,6 +2699,91 @@ mod tests {
             first_frame(&mut c, goaway).await,
             (1, Reason::PROTOCOL_ERROR)
         );
+    }
+
+    /// Once its last stream is done after a graceful GOAWAY, a connection
+    /// shuts its write side down and reads on until the client's FIN. Here
+    /// the client reads a 4 MiB answer slowly (a read a millisecond), sending
+    /// WINDOW_UPDATEs as it reads, as browsers do; the drain starts once the
+    /// answer's head came, and the server has written it all (the windows
+    /// allow all of it at once) long before the client has read it. A socket
+    /// closed then would get those WINDOW_UPDATEs and be reset by Linux,
+    /// and the client lose what it had not read yet: every byte arrives, and
+    /// the GOAWAY, then the server's FIN, and no reset.
+    #[tokio::test]
+    async fn a_drained_connection_reads_on_until_the_client_has_read_all() {
+        const SIZE: usize = 4 << 20;
+        const WINDOW: u32 = 8 << 20;
+        let (mut c, server) = connected().await;
+        let stop = CancellationToken::new();
+        let graceful = stop.clone();
+        tokio::spawn(async move {
+            let svc = move |_: Request<RecvBody>| -> Answer {
+                let body = Bytes::from(vec![7u8; SIZE]);
+                Box::pin(std::future::ready(Response::new(Full::new(body))))
+            };
+            let _ = serve(server, &settings(), svc, graceful).await;
+        });
+        let mut out = frame::PREFACE.to_vec();
+        frame::settings(&mut out, &[(frame::SETTINGS_INITIAL_WINDOW_SIZE, WINDOW)]);
+        frame::window_update(&mut out, 0, WINDOW - 65_535);
+        frame::headers(&mut out, 1, &request_block("GET", "/"), true, 16_384);
+        c.write_all(&out).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut body, mut ended, mut goaway) = (0, false, None);
+        loop {
+            let n = match tokio::time::timeout_at(deadline, c.read(&mut buf))
+                .await
+                .expect("the connection was never closed")
+            {
+                Ok(n) => n,
+                Err(e) => panic!("the connection failed after {body} of {SIZE} bytes: {e}"),
+            };
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            let mut at = 0;
+            let mut updates = Vec::new();
+            while let Some(head) = got.get(at..at + 9) {
+                let h = Head::parse(head);
+                let Some(p) = got.get(at + 9..at + 9 + h.len) else {
+                    break;
+                };
+                match h.kind {
+                    frame::HEADERS if h.stream == 1 => stop.cancel(),
+                    frame::DATA if h.stream == 1 => {
+                        assert!(!ended, "DATA after END_STREAM");
+                        body += h.len;
+                        ended = h.flags & frame::END_STREAM != 0;
+                        if h.len > 0 {
+                            frame::window_update(&mut updates, 0, h.len as u32);
+                            if !ended {
+                                frame::window_update(&mut updates, 1, h.len as u32);
+                            }
+                        }
+                    }
+                    frame::GOAWAY => {
+                        goaway = Some(Reason(u32::from_be_bytes([p[4], p[5], p[6], p[7]])));
+                    }
+                    _ => {}
+                }
+                at += 9 + h.len;
+            }
+            got.drain(..at);
+            if !updates.is_empty() {
+                if let Err(e) = c.write_all(&updates).await {
+                    panic!("the connection failed after {body} of {SIZE} bytes: {e}");
+                }
+            }
+            // (a slow client: pacing, not waiting for anything)
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(body, SIZE);
+        assert!(ended, "no END_STREAM");
+        assert_eq!(goaway, Some(Reason::NO_ERROR));
     }
 
     /// A header list over max_header_list_size reaches the service marked,
