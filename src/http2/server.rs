@@ -1231,28 +1231,35 @@ where
                     }
                 }
                 // served, not answered: a request cancelled on its way
-                Out::Waiting(_) => {
-                    let cap = self.cfg.max_concurrent_streams;
-                    let now = crate::clock::now_ms();
-                    let refill = now.saturating_sub(self.cancels_at_ms) * u64::from(cap) / 1000;
-                    if refill > 0 {
-                        self.cancels_left =
-                            (u64::from(self.cancels_left) + refill).min(u64::from(cap)) as u32;
-                        self.cancels_at_ms = now;
-                    }
-                    if self.cancels_left == 0 {
-                        return Err(Fatal(
-                            Reason::ENHANCE_YOUR_CALM,
-                            "requests cancelled faster than max_concurrent_streams a second",
-                        ));
-                    }
-                    self.cancels_left -= 1;
-                }
+                Out::Waiting(_) => self.charge_cancel()?,
                 Out::Body(_) | Out::Done => {}
             }
             self.drop_stream(s, code);
             self.closed(h.stream, false);
         }
+        Ok(())
+    }
+
+    /// A request cancelled on its way to a server (its stream reset after
+    /// its service ran, before it answered), by the client's RST_STREAM or
+    /// by this side's for the client's error (a client that makes the server
+    /// reset its streams cancels as surely: MadeYouReset, CVE-2025-8671):
+    /// one from `cancels_left`, GOAWAY ENHANCE_YOUR_CALM when none is left.
+    fn charge_cancel(&mut self) -> Result<(), Fatal> {
+        let cap = self.cfg.max_concurrent_streams;
+        let now = crate::clock::now_ms();
+        let refill = now.saturating_sub(self.cancels_at_ms) * u64::from(cap) / 1000;
+        if refill > 0 {
+            self.cancels_left = (u64::from(self.cancels_left) + refill).min(u64::from(cap)) as u32;
+            self.cancels_at_ms = now;
+        }
+        if self.cancels_left == 0 {
+            return Err(Fatal(
+                Reason::ENHANCE_YOUR_CALM,
+                "requests cancelled faster than max_concurrent_streams a second",
+            ));
+        }
+        self.cancels_left -= 1;
         Ok(())
     }
 
@@ -1301,8 +1308,11 @@ where
     fn reset(&mut self, id: u32, code: Reason, ours: bool) -> Result<(), Fatal> {
         frame::rst_stream(&mut self.wbuf, id, code);
         self.closed(id, true);
+        let mut cancelled = false;
         if let Some(i) = self.find(id) {
             let s = self.streams.swap_remove(i);
+            // (its request on its way to a server: cancelled)
+            cancelled = matches!(s.out, Out::Waiting(_));
             self.drop_stream(s, code);
         }
         if ours {
@@ -1312,6 +1322,9 @@ where
                     Reason::ENHANCE_YOUR_CALM,
                     "too many streams reset for the client's errors",
                 ));
+            }
+            if cancelled {
+                self.charge_cancel()?;
             }
         }
         Ok(())
@@ -2420,7 +2433,7 @@ mod tests {
 
     /// A server whose service never answers: the client's socket, and how
     /// many times the service was called.
-    async fn serve_never_answering() -> (tokio::net::TcpStream, Arc<AtomicUsize>) {
+    async fn serve_never_answering(cfg: Settings) -> (tokio::net::TcpStream, Arc<AtomicUsize>) {
         let (c, server) = connected().await;
         let called = Arc::new(AtomicUsize::new(0));
         let calls = Arc::clone(&called);
@@ -2429,7 +2442,7 @@ mod tests {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Box::pin(std::future::pending())
             };
-            let _ = serve(server, &settings(), svc, CancellationToken::new()).await;
+            let _ = serve(server, &cfg, svc, CancellationToken::new()).await;
         });
         (c, called)
     }
@@ -2445,7 +2458,7 @@ mod tests {
     /// ENHANCE_YOUR_CALM, having called the service for none of them.
     #[tokio::test]
     async fn a_window_update_before_the_reset_does_not_hide_a_rapid_reset() {
-        let (mut c, called) = serve_never_answering().await;
+        let (mut c, called) = serve_never_answering(settings()).await;
         let (mut out, block) = preface_and_request("GET");
         // settings() allows 20
         for id in (1..60).step_by(2) {
@@ -2467,7 +2480,33 @@ mod tests {
     /// (here 100) a second.
     #[tokio::test]
     async fn requests_cancelled_in_flight_are_allowed_in_bursts_not_as_a_flood() {
-        let (mut c, called) = serve_never_answering().await;
+        cancels_in_flight(settings(), |out, id| {
+            frame::rst_stream(out, id, Reason::CANCEL)
+        })
+        .await;
+    }
+
+    /// MadeYouReset (CVE-2025-8671): a stream this side resets for the
+    /// client's error (here a WINDOW_UPDATE of 0) while its request is on its
+    /// way to a server cancels the request as surely as the client's
+    /// RST_STREAM, and is charged to the same budget: however many errors the
+    /// client is allowed, round after round of them ends in GOAWAY
+    /// ENHANCE_YOUR_CALM within a few.
+    #[tokio::test]
+    async fn streams_reset_for_the_clients_errors_in_flight_count_as_cancels() {
+        let cfg = Settings {
+            max_local_error_reset_streams: 1_000_000,
+            ..settings()
+        };
+        cancels_in_flight(cfg, |out, id| frame::window_update(out, id, 0)).await;
+    }
+
+    /// Rounds of 100 requests served (never answered), then all cancelled
+    /// by what `cancel` writes for each: the first round is allowed (a burst
+    /// of all a client has in flight), and GOAWAY ENHANCE_YOUR_CALM comes
+    /// within 10 (`cfg.max_concurrent_streams` is 100).
+    async fn cancels_in_flight(cfg: Settings, cancel: fn(&mut Vec<u8>, u32)) {
+        let (mut c, called) = serve_never_answering(cfg).await;
         let (mut out, block) = preface_and_request("GET");
         c.write_all(&out).await.unwrap();
         out.clear();
@@ -2490,7 +2529,7 @@ mod tests {
             }
             let mut out = Vec::new();
             for &id in &ids {
-                frame::rst_stream(&mut out, id, Reason::CANCEL);
+                cancel(&mut out, id);
             }
             frame::ping(&mut out, false, b"fencing!");
             c.write_all(&out).await.unwrap();
