@@ -322,6 +322,8 @@ struct Stream<F, B> {
     waker: Waker,
     /// The HEAD method: the response has no body whatever the service says.
     head: bool,
+    /// In `Conn::held`.
+    held: bool,
 }
 
 impl<F, B> Stream<F, B> {
@@ -504,6 +506,7 @@ where
         cancels_at_ms: now,
         local_resets: 0,
         recent: VecDeque::new(),
+        held: VecDeque::new(),
         last_read_ms: now,
         ping_sent_ms: None,
         idle_since_ms: now,
@@ -576,6 +579,9 @@ struct Conn<'a, IO, S, F, B> {
     /// Streams closed lately, and whether this side reset them (their late
     /// frames are then ignored).
     recent: VecDeque<(u32, bool)>,
+    /// Streams with data held by the connection's window, in the order they
+    /// were held, each once (`Stream::held`): served in turn (`serve_held`).
+    held: VecDeque<u32>,
     last_read_ms: u64,
     ping_sent_ms: Option<u64>,
     /// When the last stream ended (idle timeout).
@@ -707,6 +713,14 @@ where
                 if self.woken.is_empty() {
                     self.woken = batch;
                 }
+            }
+            // (the connection's window left to streams held by it, by a
+            // write backlog that the socket has taken since)
+            if !self.held.is_empty()
+                && self.send_window > 0
+                && self.wbuf.len() - self.wpos < WRITE_HIGH
+            {
+                progress |= self.serve_held();
             }
             if self.wpos < self.wbuf.len() || self.unflushed {
                 match self.poll_write(cx) {
@@ -921,6 +935,7 @@ where
         }
         // (their service futures are dropped: the requests are cancelled)
         self.streams.clear();
+        self.held.clear();
         self.wbuf.clear();
         self.wpos = 0;
     }
@@ -1155,21 +1170,10 @@ where
                     "the connection's window over 2^31-1",
                 ));
             }
-            // every stream with data waiting may go on, until the window is
-            // used up again (a flood of small updates costs a stream or two
-            // each, not a pass over them all)
-            let ids: SmallVec<[u32; 16]> = self
-                .streams
-                .iter()
-                .filter(|s| !s.pending.is_empty() || matches!(s.out, Out::Body(_)))
-                .map(|s| s.id)
-                .collect();
-            for id in ids {
-                if self.send_window <= 0 {
-                    break;
-                }
-                self.service(id);
-            }
+            // the streams held by the window go on, in turn, until it is used
+            // up again (a flood of small updates costs a stream or two each,
+            // not a pass over them all)
+            self.serve_held();
             return Ok(());
         }
         if h.stream > self.last_id {
@@ -1268,6 +1272,10 @@ where
     fn drop_stream(&mut self, mut s: Stream<F, B>, code: Reason) {
         if let Some(b) = s.body.take() {
             b.reset(code);
+        }
+        if s.held {
+            // (`held` holds live streams only: no more than there are)
+            self.held.retain(|&id| id != s.id);
         }
         if s.unread > 0 {
             // what the reader has not taken (or the connection not counted)
@@ -1686,6 +1694,7 @@ where
             wake,
             waker,
             head,
+            held: false,
         };
         if too_large {
             // the service answers it (431), where it is counted and logged:
@@ -1838,14 +1847,31 @@ where
         }
         let max_frame = self.peer_max_frame;
         let s = &mut self.streams[i];
+        // a DATA frame sent this turn
+        let mut sent = false;
         loop {
             if !s.pending.is_empty() || s.pending_end {
+                if sent && !s.pending.is_empty() && !self.held.is_empty() {
+                    // others wait for the connection's window: a frame each,
+                    // in turn (see `serve_held`)
+                    if !s.held {
+                        s.held = true;
+                        self.held.push_back(id);
+                    }
+                    return;
+                }
                 let room = s.send_window.min(self.send_window).max(0) as usize;
                 let n = s.pending.len().min(room).min(max_frame);
                 if n == 0 && !s.pending.is_empty() {
-                    // held by the client's window
+                    // held by the client's window; by the connection's, in
+                    // line for it (its own WINDOW_UPDATE wakes it otherwise)
+                    if s.send_window > 0 && !s.held {
+                        s.held = true;
+                        self.held.push_back(id);
+                    }
                     return;
                 }
+                sent |= n > 0;
                 let chunk = s.pending.split_to(n);
                 let last = s.pending.is_empty() && s.pending_end;
                 frame::head(
@@ -1911,6 +1937,27 @@ where
                 }
             }
         }
+    }
+
+    /// Streams held by the connection's window take a DATA frame each, in
+    /// the order they were held (one with more goes back in line), while the
+    /// window and the write backlog allow: a large download does not take
+    /// the whole window from the answers behind it, as when streams were
+    /// served in the order they were opened, each as far as the windows
+    /// allowed. True when frames were written.
+    fn serve_held(&mut self) -> bool {
+        let before = self.wbuf.len();
+        while self.send_window > 0 && self.wbuf.len() - self.wpos < WRITE_HIGH {
+            let Some(id) = self.held.pop_front() else {
+                break;
+            };
+            let Some(i) = self.find(id) else {
+                continue;
+            };
+            self.streams[i].held = false;
+            self.service(id);
+        }
+        self.wbuf.len() != before
     }
 
     /// Forgets a stream both sides are done with. One whose response is
@@ -2018,6 +2065,7 @@ where
                     self.woken = Vec::new();
                 }
                 self.recent.shrink_to_fit();
+                self.held = VecDeque::new();
                 self.decoder.shrink();
             } else {
                 next = next.min(due);
@@ -2823,6 +2871,75 @@ mod tests {
         assert_eq!(body, SIZE);
         assert!(ended, "no END_STREAM");
         assert_eq!(goaway, Some(Reason::NO_ERROR));
+    }
+
+    /// Streams held by the connection's window share it, a frame each in
+    /// turn: with the client's connection window at its default of 65,535
+    /// (its streams' at 1 MiB), a small answer opened after a large one ends
+    /// while the large one has most of its way to go, where it waited for
+    /// the large one's end when streams took the window in the order they
+    /// were opened. The client gives the window back frame by frame.
+    #[tokio::test]
+    async fn streams_held_by_the_connections_window_take_it_in_turn() {
+        const BIG: usize = 512 * 1024;
+        const SMALL: usize = 20_000;
+        let (mut c, server) = connected().await;
+        tokio::spawn(async move {
+            let svc = move |req: Request<RecvBody>| -> Answer {
+                let n = if req.uri().path() == "/big" {
+                    BIG
+                } else {
+                    SMALL
+                };
+                let body = Full::new(Bytes::from(vec![7u8; n]));
+                Box::pin(std::future::ready(Response::new(body)))
+            };
+            let _ = serve(server, &settings(), svc, CancellationToken::new()).await;
+        });
+        let mut out = frame::PREFACE.to_vec();
+        frame::settings(&mut out, &[(frame::SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20)]);
+        frame::headers(&mut out, 1, &request_block("GET", "/big"), true, 16_384);
+        frame::headers(&mut out, 3, &request_block("GET", "/small"), true, 16_384);
+        c.write_all(&out).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        // DATA received on streams 1 and 3, and whether each ended
+        let mut body = [0usize; 2];
+        let mut ended = [false; 2];
+        while !ended[1] {
+            let n = tokio::time::timeout_at(deadline, c.read(&mut buf))
+                .await
+                .expect("stream 3 never ended")
+                .unwrap();
+            assert!(n > 0, "closed before stream 3 ended");
+            got.extend_from_slice(&buf[..n]);
+            let mut at = 0;
+            let mut updates = Vec::new();
+            while let Some(head) = got.get(at..at + 9) {
+                let h = Head::parse(head);
+                if got.len() < at + 9 + h.len {
+                    break;
+                }
+                if h.kind == frame::DATA && (h.stream == 1 || h.stream == 3) {
+                    let k = (h.stream / 2) as usize;
+                    body[k] += h.len;
+                    ended[k] |= h.flags & frame::END_STREAM != 0;
+                    if h.len > 0 {
+                        frame::window_update(&mut updates, 0, h.len as u32);
+                    }
+                }
+                at += 9 + h.len;
+            }
+            got.drain(..at);
+            c.write_all(&updates).await.unwrap();
+        }
+        assert_eq!(body[1], SMALL);
+        assert!(
+            !ended[0] && body[0] < BIG / 2,
+            "stream 3 ended after {} of stream 1's {BIG} bytes",
+            body[0]
+        );
     }
 
     /// A header list over max_header_list_size reaches the service marked,
