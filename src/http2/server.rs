@@ -1176,7 +1176,9 @@ where
             self.serve_held();
             return Ok(());
         }
-        if h.stream > self.last_id {
+        // (an even id is a stream only a server opens, and this one opens
+        // none: idle, whatever the last id the client used)
+        if h.stream > self.last_id || h.stream % 2 == 0 {
             return Err(Fatal(
                 Reason::PROTOCOL_ERROR,
                 "WINDOW_UPDATE on an idle stream",
@@ -1213,7 +1215,9 @@ where
                 "RST_STREAM not 4 bytes long",
             ));
         }
-        if h.stream > self.last_id {
+        // (an even id is a stream only a server opens, and this one opens
+        // none: idle, whatever the last id the client used)
+        if h.stream > self.last_id || h.stream % 2 == 0 {
             return Err(Fatal(
                 Reason::PROTOCOL_ERROR,
                 "RST_STREAM on an idle stream",
@@ -1371,7 +1375,9 @@ where
         // by its window, whatever its streams' are)
         let padding = flow - payload.len() as i64;
         self.recv_unacked += padding;
-        if h.stream > self.last_id {
+        // (an even id is a stream only a server opens, and this one opens
+        // none: idle, whatever the last id the client used)
+        if h.stream > self.last_id || h.stream % 2 == 0 {
             return Err(Fatal(Reason::PROTOCOL_ERROR, "DATA on an idle stream"));
         }
         let Some(i) = self.find(h.stream) else {

@@ -525,6 +525,14 @@ CASES = [
      lambda c: (c.send(frame(CONTINUATION, END_HEADERS, 1, c.headers())), 1)[1]),
     ("idle: PRIORITY is accepted", "5.1", ("ping-ack",),
      with_ping(priority(1))),
+    # an even id below the last stream opened is still idle: only a server
+    # opens even streams (5.1.1), and rampart opens none
+    ("idle: DATA on an even stream", "5.1", ("conn", PROTOCOL_ERROR),
+     lambda c: (c.send(req(c, 3) + frame(DATA, END_STREAM, 2, b"x")), 2)[1]),
+    ("idle: RST_STREAM on an even stream", "5.1", ("conn", PROTOCOL_ERROR),
+     lambda c: (c.send(req(c, 3) + rst(2)), 2)[1]),
+    ("idle: WINDOW_UPDATE on an even stream", "5.1", ("conn", PROTOCOL_ERROR),
+     lambda c: (c.send(req(c, 3) + wu(2, 100)), 2)[1]),
     ("half-closed (remote): DATA", "5.1", ("stream", STREAM_CLOSED),
      lambda c: (c.send(req(c, 1) + frame(DATA, END_STREAM, 1, b"x")), 1)[1]),
     ("half-closed (remote): HEADERS", "5.1", ("stream", STREAM_CLOSED),
