@@ -416,8 +416,13 @@ const QUEUED_CHUNKS: usize = 64;
 /// listener drains (`proxy::DRAIN_LINGER`, a layer above this one).
 const LINGER: Duration = Duration::from_secs(1);
 /// How many closed streams are remembered (late frames on those this side
-/// reset are ignored; HEADERS on the others are stream errors).
+/// reset are ignored; HEADERS on the others are stream errors): at least as
+/// many as the client may have open (`max_concurrent_streams`, 256 by
+/// default), whose late frames may all be on their way when this side
+/// resets them at once, and at least `RECENT_CLOSED`, at most
+/// `RECENT_CLOSED_MAX` (8 bytes each, looked through one by one).
 const RECENT_CLOSED: usize = 128;
+const RECENT_CLOSED_MAX: usize = 1024;
 
 /// A response body that may hold its response's fields itself: an HTTP/1.1
 /// server's head, read as bytes and left where it was read, goes out as HPACK
@@ -1293,7 +1298,9 @@ where
     }
 
     fn closed(&mut self, id: u32, reset: bool) {
-        if self.recent.len() == RECENT_CLOSED {
+        let keep =
+            (self.cfg.max_concurrent_streams as usize).clamp(RECENT_CLOSED, RECENT_CLOSED_MAX);
+        if self.recent.len() >= keep {
             self.recent.pop_front();
         }
         self.recent.push_back((id, reset));
@@ -3221,6 +3228,39 @@ mod tests {
         })
         .await;
         assert_eq!(end, Ok(Reason::FRAME_SIZE_ERROR));
+    }
+
+    /// The streams this side reset are remembered as many as the client may
+    /// have open (here 300, more than the least kept, 128): a late DATA frame
+    /// on the first of 300 streams reset at once is ignored, not answered
+    /// with RST_STREAM STREAM_CLOSED and counted as the client's error.
+    #[tokio::test]
+    async fn as_many_reset_streams_are_remembered_as_may_be_open() {
+        let (mut c, server) = connected().await;
+        tokio::spawn(async move {
+            let svc = move |_: Request<RecvBody>| -> Answer { Box::pin(std::future::pending()) };
+            let cfg = Settings {
+                max_concurrent_streams: 300,
+                max_local_error_reset_streams: 1_000,
+                ..settings()
+            };
+            let _ = serve(server, &cfg, svc, CancellationToken::new()).await;
+        });
+        let (mut out, _) = preface_and_request("GET");
+        // 300 malformed requests, each reset with PROTOCOL_ERROR
+        let bad = request_block("GET", "?q");
+        for id in (1..600).step_by(2) {
+            frame::headers(&mut out, id, &bad, false, 16_384);
+        }
+        c.write_all(&out).await.unwrap();
+        let resets = resets_before_a_ping(&mut c).await;
+        assert_eq!(resets.len(), 300);
+        assert!(resets.iter().all(|&(_, r)| r == Reason::PROTOCOL_ERROR));
+        let mut out = Vec::new();
+        frame::head(&mut out, 1, frame::DATA, frame::END_STREAM, 1);
+        out.push(b'!');
+        c.write_all(&out).await.unwrap();
+        assert_eq!(resets_before_a_ping(&mut c).await, []);
     }
 
     #[tokio::test]
