@@ -201,8 +201,10 @@ pub async fn watch_file(path: PathBuf, shared: Arc<Shared>, cancel: Cancellation
         if !shared.config.load().global.watch_config {
             continue;
         }
-        let bytes: Vec<Option<Vec<u8>>> =
-            watched.iter().map(|w| std::fs::read(&w.path).ok()).collect();
+        let bytes: Vec<Option<Vec<u8>>> = watched
+            .iter()
+            .map(|w| std::fs::read(&w.path).ok())
+            .collect();
         if watched.iter().zip(&bytes).all(|(w, b)| w.bytes == *b) {
             // the same text under a new inode
             continue;

@@ -564,7 +564,9 @@ async fn watch_config_applies_a_refused_config_once_the_file_it_names_appears() 
     };
     assert_eq!(r["last_reload"]["trigger"], "file watch", "{r}");
     assert!(
-        r["last_reload"]["errors"].to_string().contains("later-ca.pem"),
+        r["last_reload"]["errors"]
+            .to_string()
+            .contains("later-ca.pem"),
         "{r}"
     );
     assert_eq!(r["generation"], 1, "{r}");

@@ -842,7 +842,10 @@ impl Control {
         // epoch differs) and every worker closes them at once.
         let mut reconnect = false;
         for p in &snap.pools {
-            if cur.pool(&p.name).is_some_and(|o| o.conn_epoch != p.conn_epoch) {
+            if cur
+                .pool(&p.name)
+                .is_some_and(|o| o.conn_epoch != p.conn_epoch)
+            {
                 for s in &p.servers {
                     reconnect |= s.state.advance_conn_epoch(p.conn_epoch);
                 }

@@ -477,8 +477,7 @@ impl RawBody {
         if self.from < self.buf.as_ref().map_or(0, |b| b.len()) || !self.more.is_empty() {
             return;
         }
-        if let (Some(s), Some((state, epoch, max_idle, keepalive))) =
-            (stream, self.checkin.take())
+        if let (Some(s), Some((state, epoch, max_idle, keepalive))) = (stream, self.checkin.take())
         {
             super::idle::checkin_raw(&state, epoch, max_idle, keepalive, s);
         }
