@@ -9,6 +9,10 @@
 //! - `X-Forwarded-Host`: the Host the request came with (the authority for HTTP/2
 //!   and absolute-form requests). A client's own value is never passed on, also
 //!   when the request has no Host (HTTP/1.0).
+//! - `Forwarded` (RFC 7239): a client's is dropped, never passed on. It carries
+//!   the same claims (`for`, `host`, `proto`), and frameworks that read it before
+//!   X-Forwarded-* (Rack, Spring's ForwardedHeaderFilter) would otherwise take a
+//!   client's `host=` and `proto=` for the proxy's.
 
 /// The fields one request gets.
 #[derive(Debug)]
@@ -32,6 +36,7 @@ pub enum Incoming {
     /// X-Forwarded-For: its value is kept, in front of the client's IP.
     Prior,
     /// X-Forwarded-Proto and -Host: dropped; this proxy writes its own.
+    /// Forwarded: dropped.
     Replaced,
     /// Anything else.
     Other,
@@ -42,6 +47,9 @@ pub enum Incoming {
 pub fn incoming(name: &[u8]) -> Incoming {
     // most fields are decided by their length alone
     if !(15..=17).contains(&name.len()) || !name[..12].eq_ignore_ascii_case(b"x-forwarded-") {
+        if name.len() == 9 && name.eq_ignore_ascii_case(b"forwarded") {
+            return Incoming::Replaced;
+        }
         return Incoming::Other;
     }
     match &name[12..] {

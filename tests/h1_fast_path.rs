@@ -290,6 +290,7 @@ async fn heads_are_rewritten_and_one_backend_connection_serves_every_request() {
             .header("te", "trailers")
             .header("x-forwarded-for", "203.0.113.7")
             .header("x-forwarded-host", "spoofed")
+            .header("forwarded", "for=192.0.2.1;host=evil.example;proto=https")
             .header("x-app", "kept")
             .body(empty())
             .unwrap();
@@ -308,7 +309,17 @@ async fn heads_are_rewritten_and_one_backend_connection_serves_every_request() {
             seen.contains(&format!("x-forwarded-host: {listen}\r\n")),
             "{seen}"
         );
-        for gone in ["x-private", "keep-alive", "te:", "connection", "spoofed"] {
+        // RFC 7239's Forwarded makes the same claims as X-Forwarded-*: a
+        // client's is not passed on either
+        for gone in [
+            "x-private",
+            "keep-alive",
+            "te:",
+            "connection",
+            "spoofed",
+            "\r\nforwarded:",
+            "evil.example",
+        ] {
             assert!(!seen.contains(gone), "{gone} reached the backend: {seen}");
         }
     }

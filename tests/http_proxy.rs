@@ -417,8 +417,19 @@ async fn forwarding_headers_and_hop_by_hop() {
     let backend = Backend::start("h", free_addr("127.0.0.2")).await;
     let listen = free_addr("127.0.0.1");
     let _p = Proxy::start(&http_config(listen, "", &[(backend.addr, 1)]), &[listen]).await;
+    // hyper's path (h2c) drops a client's Forwarded too, as the fast path does
+    let req = Request::get(format!("http://{listen}/x?y=1"))
+        .header("forwarded", "for=192.0.2.1;host=evil.example;proto=https")
+        .body(empty())
+        .unwrap();
+    let (resp, _) = send(&h2c_client(), req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let h = backend.stats.last_headers.lock().unwrap().clone().unwrap();
+    assert!(!h.contains_key("forwarded"), "{h:?}");
+    assert_eq!(h["x-forwarded-proto"], "http");
     let req = Request::get(format!("http://{listen}/x?y=1"))
         .header("host", "shop.example.com")
+        .header("forwarded", "for=192.0.2.1;host=evil.example;proto=https")
         .header("x-forwarded-for", "203.0.113.7")
         .header("connection", "x-secret")
         .header("x-secret", "hop")
@@ -434,6 +445,7 @@ async fn forwarding_headers_and_hop_by_hop() {
     assert_eq!(h["x-forwarded-host"], "shop.example.com");
     assert_eq!(h["host"], "shop.example.com");
     assert_eq!(h["x-end-to-end"], "kept");
+    assert!(!h.contains_key("forwarded"), "{h:?}");
     assert!(
         !h.contains_key("x-secret"),
         "a header named by Connection is hop-by-hop"

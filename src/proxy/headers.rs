@@ -263,7 +263,12 @@ pub(super) fn wire(parts: &mut Parts, ctx: &ConnCtx, body: usize, length: bool) 
 }
 
 pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx) {
-    const XF: [HeaderName; 3] = [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST];
+    const XF: [HeaderName; 4] = [
+        X_FORWARDED_FOR,
+        X_FORWARDED_PROTO,
+        X_FORWARDED_HOST,
+        header::FORWARDED,
+    ];
     // (most requests carry none: a walk over the keys, not three lookups)
     let present = present(h, &XF);
     let prior = if present[0] { prior_for(h) } else { None };
