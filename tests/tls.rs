@@ -1348,3 +1348,66 @@ async fn a_tls_session_that_breaks_mid_body_is_a_client_abort() {
     );
     assert_eq!(backend.requests(), 0);
 }
+
+/// An answer whose end is the connection's end (no length, not chunked) that
+/// breaks off because its server failed reaches a TLS client without
+/// close_notify: the client sees it cut short (RFC 9112 9.8), never whole. An
+/// answer that ends as it should still gets close_notify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_cut_short_by_its_server_ends_without_close_notify() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new("Cut CA");
+    let site = pki.server("site", &["site.example.com"]);
+    // a server that answers with no length, then ends: with a reset
+    // (/cut) or with its FIN (/whole)
+    let server = listen(free_addr("127.0.0.1")).await;
+    let backend = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = server.accept().await {
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut b = [0u8; 1];
+                while !req.ends_with(b"\r\n\r\n") {
+                    if s.read_exact(&mut b).await.is_err() {
+                        return;
+                    }
+                    req.push(b[0]);
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\npart").await;
+                if req.starts_with(b"GET /cut ") {
+                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                }
+            });
+        }
+    });
+    let (admin, web) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let body = tls_listener("web", web, "api", &certs(&[&site])) + &pool("api", "", backend);
+    let _p = Proxy::start(&config(admin, "", &body), &[web]).await;
+    for (path, whole) in [("/whole", true), ("/cut", false)] {
+        let (mut s, _) = t::connect(
+            t::client_config(&pki, &["http/1.1"]),
+            web,
+            Some("site.example.com"),
+            "",
+        )
+        .await
+        .unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: site.example.com\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let end = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+            .await
+            .expect("the connection ends");
+        assert!(
+            got.ends_with(b"part"),
+            "{path}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        match (whole, end) {
+            (true, Ok(_)) => {}
+            (false, Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            (_, end) => panic!("{path}: {end:?}"),
+        }
+    }
+}

@@ -889,6 +889,10 @@ async fn forward<S: ClientIo>(
             Ok(Ok(_)) => {}
         }
     };
+    if end == End::ServerAbort {
+        // (the connection then closes: `forward` says not to keep it)
+        client.cut();
+    }
     let st = &server.state;
     st.traffic.bytes_out.fetch_add(sent, Ordering::Relaxed);
     if spliced > 0 {

@@ -106,6 +106,11 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
     /// Before the connection is dropped: TLS says close_notify (a client that
     /// reads to the end must not see a truncation); a plain socket needs nothing.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
+    /// The answer being sent broke off (its server failed): the connection
+    /// ends without TLS's close_notify, so that a client reading an answer
+    /// whose end is the connection's end sees it cut short (RFC 9112 9.8),
+    /// not whole. A plain socket can say no more than its FIN.
+    fn cut(&mut self) {}
     /// A request is partly in and more of it is awaited, or the connection
     /// goes to hyper: acknowledge what came at once, and what comes next,
     /// instead of after the delayed-ACK timer. Only plain HTTP listeners turn
@@ -480,6 +485,11 @@ impl ClientIo for Box<TlsStream<TcpStream>> {
         use tokio::io::AsyncWriteExt;
         // bounded: a client that reads nothing does not hold the task
         let _ = tokio::time::timeout(CLOSE_WITHIN, self.shutdown()).await;
+    }
+    fn cut(&mut self) {
+        // the socket's write side ends here: the close_notify that `close`
+        // then tries cannot follow what was sent
+        let _ = socket2::SockRef::from(self.get_ref().0).shutdown(std::net::Shutdown::Write);
     }
 }
 
