@@ -775,7 +775,32 @@ impl RespHead<'_> {
     }
 }
 
+/// Whether Transfer-Encoding field values name a coding other than chunked
+/// (gzip, compress, deflate: RFC 9112 7): a body whose framing a proxy
+/// decodes only in part, and that cannot be passed on to a client whose
+/// framing is the proxy's own (HTTP/2, or HTTP/1.1 rewritten) without that
+/// coding going unsaid.
+pub fn other_codings<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    values
+        .into_iter()
+        .flat_map(tokens)
+        .any(|t| !t.eq_ignore_ascii_case(b"chunked"))
+}
+
 impl RespHead<'_> {
+    /// Whether its Transfer-Encoding names a coding other than chunked
+    /// ([`other_codings`]).
+    pub fn other_codings(&self) -> bool {
+        self.has_te
+            && other_codings(
+                self.headers
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, h)| self.special.field(*i, h.name) == Field::TransferEncoding)
+                    .map(|(_, h)| h.value),
+            )
+    }
+
     /// One Transfer-Encoding field with the codings of all of them (none when
     /// they have none).
     fn write_codings(&self, name: &[u8], out: &mut Vec<u8>) {

@@ -662,6 +662,18 @@ async fn handle(
                     pool.keepalive_timeout
                 } else {
                     let k = pool.keepalive_for(keepalive_hint(response.headers()));
+                    let codings = response.headers().get_all(header::TRANSFER_ENCODING);
+                    if crate::h1::other_codings(codings.iter().map(HeaderValue::as_bytes)) {
+                        // hyper decoded the chunked framing only, and the
+                        // field goes (hop-by-hop): the coded bytes would pass
+                        // for the body
+                        let err = ProxyError::Upstream(UpstreamError::BadResponse {
+                            addr: server.addr,
+                            reason: "a transfer coding other than chunked, which rampart does not decode".into(),
+                        });
+                        err.count_server(server);
+                        return Ok(fail(&pool, Some(server), err, log, start));
+                    }
                     let h = response.headers_mut();
                     if h.contains_key(header::TRANSFER_ENCODING)
                         && h.contains_key(header::CONTENT_LENGTH)

@@ -259,6 +259,14 @@ pub(super) fn into_response(
         Err(e) => return Err(bad(e.to_string())),
     };
     let status = StatusCode::from_u16(r.status).map_err(|e| bad(e.to_string()))?;
+    if r.other_codings() {
+        // the body is decoded from its chunked framing only, and its head
+        // goes without Transfer-Encoding: the client would take the coded
+        // bytes for the body (as a request with such a coding gets 501)
+        return Err(bad(
+            "a transfer coding other than chunked, which rampart does not decode".into(),
+        ));
+    }
     let fields = if wire_head {
         WireHead::of(&r, &buf)
     } else {
