@@ -661,6 +661,10 @@ pub fn server_builders(
     let mut h1 = hyper::server::conn::http1::Builder::new();
     h1.timer(TokioTimer::new())
         .header_read_timeout(request_header_timeout)
+        // the fast path's limit: a connection that went to hyper (a chunked
+        // upload, Expect) does not take heads six times larger than one that
+        // did not
+        .max_header_size(crate::h1::MAX_HEAD)
         .keep_alive(true);
     // rampart's own HTTP/2 server, every limit from `[listener.http2]`
     let h2 = crate::http2::server::Settings {

@@ -645,3 +645,27 @@ async fn the_table_against_haproxy_and_nginx() {
         rows.join("\n")
     );
 }
+
+/// The head size limit is the fast path's (64 KiB) on a connection that went
+/// to hyper's path (a chunked upload first) too: hyper's own default let
+/// heads of 400 KiB through there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_served_by_hyper_keeps_the_head_size_limit() {
+    let (backend, _rec) = recorder().await;
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(&http_config(listen, "", &[(backend, 1)]), &[listen]).await;
+    let big = "b".repeat(100 * 1024);
+    // alone, on the fast path: 431
+    let got = send(
+        listen,
+        format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(got.statuses, vec![431]);
+    // after a chunked upload, which hyper serves with the rest of the connection
+    let bytes = format!(
+        "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n"
+    );
+    let got = send(listen, bytes.as_bytes()).await;
+    assert_eq!(got.statuses, vec![200, 431], "{got:?}");
+}
