@@ -312,3 +312,44 @@ async fn rules_reload_with_the_listener() {
     assert_eq!(get(&c, &format!("http://{listen}/exact")).await.1, "a");
     assert_eq!(get(&c, &format!("http://{listen}/users/7")).await.1, "b");
 }
+
+/// X-Forwarded-Host is the Host the client sent, on both paths, whatever a
+/// rule sets Host to (hyper's path took the rewritten one, and none at all
+/// after del_header = ["host"]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_forwarded_host_is_the_clients_host_whatever_a_rule_sets() {
+    let a = Backend::start("a", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let cfg = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n[[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"a\"\n  [[listener.rule]]\n  path_prefix = \"/set\"\n  set_header = {{ host = \"internal\" }}\n  [[listener.rule]]\n  path_prefix = \"/del\"\n  del_header = [\"host\"]\n[[pool]]\nname = \"a\"\n  [[pool.server]]\n  address = \"{}\"\n",
+        a.addr
+    );
+    let _p = Proxy::start(&cfg, &[listen]).await;
+    for what in ["fast path", "hyper path (h2c)"] {
+        for (path, host) in [("/set", Some("internal")), ("/del", None)] {
+            let status = if what == "fast path" {
+                let req = Request::get(format!("http://{listen}{path}"))
+                    .header("host", "shop.example")
+                    .body(empty())
+                    .unwrap();
+                send(&client(), req).await.0.status()
+            } else {
+                // the :authority is the request's host in HTTP/2
+                let req = Request::get(format!("http://shop.example{path}"))
+                    .body(empty())
+                    .unwrap();
+                h2_request(listen, req).await.status()
+            };
+            assert_eq!(status, StatusCode::OK, "{what} {path}");
+            let h = a.stats.last_headers.lock().unwrap().clone().unwrap();
+            assert_eq!(
+                h.get("x-forwarded-host").map(|v| v.to_str().unwrap()),
+                Some("shop.example"),
+                "{what} {path}: {h:?}"
+            );
+            if let Some(host) = host {
+                assert_eq!(h["host"], host, "{what} {path}");
+            }
+        }
+    }
+}

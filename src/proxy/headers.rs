@@ -143,7 +143,15 @@ pub(super) fn one_content_length(h: &mut HeaderMap) {
 /// Rewrites a client request into what the backend gets: HTTP/1.1, origin-form URI,
 /// no hop-by-hop headers (but the upgrade handshake when tunnelling). X-Forwarded-*
 /// come after: `set_forwarded` into the map, or `wire` into the bytes.
-pub(super) fn prepare_request(parts: &mut Parts, upgrade: bool, edits: Option<&RuleEdits>) {
+///
+/// Returns the Host the client's request named (its field, or the authority
+/// that replaced it), before the rules' edits: what X-Forwarded-Host says,
+/// as on the fast path, whatever a rule sets Host to.
+pub(super) fn prepare_request(
+    parts: &mut Parts,
+    upgrade: bool,
+    edits: Option<&RuleEdits>,
+) -> Option<HeaderValue> {
     let h = &mut parts.headers;
     let upgrade_value = if upgrade {
         h.get(header::UPGRADE).cloned()
@@ -175,6 +183,7 @@ pub(super) fn prepare_request(parts: &mut Parts, upgrade: bool, edits: Option<&R
             None => Uri::from_static("/"),
         };
     }
+    let client_host = h.get(header::HOST).cloned();
     // rules' header edits, before X-Forwarded-* (which stay rampart's)
     if let Some(e) = edits {
         e.edit_request(h);
@@ -203,6 +212,7 @@ pub(super) fn prepare_request(parts: &mut Parts, upgrade: bool, edits: Option<&R
             }
         }
     }
+    client_host
 }
 
 /// X-Forwarded-* as `forwarded` says: what earlier hops wrote in X-Forwarded-For
@@ -250,19 +260,26 @@ fn set_client_subject(h: &mut HeaderMap, ctx: &ConnCtx) {
 /// fields, as the bytes an HTTP/1.1 server gets: they are written straight to
 /// the wire (as on the fast path) rather than into the map. `body`: the length
 /// of the body that follows it.
-pub(super) fn wire(parts: &mut Parts, ctx: &ConnCtx, body: usize, length: bool) -> PooledBuf {
+pub(super) fn wire(
+    parts: &mut Parts,
+    ctx: &ConnCtx,
+    host: Option<&HeaderValue>,
+    body: usize,
+    length: bool,
+) -> PooledBuf {
     set_client_subject(&mut parts.headers, ctx);
     let prior = prior_for(&parts.headers);
     let xf = forwarded::XForwarded {
         prior_for: prior.as_deref(),
         client_ip: ctx.peer_ip.as_bytes(),
         proto: ctx.shared.proto,
-        host: parts.headers.get(header::HOST).map(HeaderValue::as_bytes),
+        host: host.map(HeaderValue::as_bytes),
     };
     upstream::wire_request(parts, body, length, &xf)
 }
 
-pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx) {
+/// `host`: the Host the client's request named (`prepare_request`).
+pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx, host: Option<HeaderValue>) {
     const XF: [HeaderName; 4] = [
         X_FORWARDED_FOR,
         X_FORWARDED_PROTO,
@@ -276,7 +293,6 @@ pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx) {
         h.remove(n);
     }
     set_client_subject(h, ctx);
-    let host = h.get(header::HOST).cloned();
     let xf = forwarded::XForwarded {
         prior_for: prior.as_deref(),
         client_ip: ctx.peer_ip.as_bytes(),

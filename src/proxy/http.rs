@@ -363,7 +363,7 @@ async fn handle(
             .is_some_and(crate::rules::RuleEdits::edits_response)
         && !is_grpc(req.headers());
     let (mut parts, body) = req.into_parts();
-    prepare_request(&mut parts, upgrade, edits.as_ref());
+    let client_host = prepare_request(&mut parts, upgrade, edits.as_ref());
     if te_trailers {
         parts
             .headers
@@ -423,7 +423,13 @@ async fn handle(
                 l.bytes_in.store(b.len() as u64, Ordering::Relaxed);
             }
             whole = b.len() as u64;
-            let wire = wire(&mut parts, ctx, b.len(), length || !b.is_empty());
+            let wire = wire(
+                &mut parts,
+                ctx,
+                client_host.as_ref(),
+                b.len(),
+                length || !b.is_empty(),
+            );
             crate::http2::fields::recycle(parts.headers);
             (Outgoing::Wire(wire, b), None)
         }
@@ -458,12 +464,18 @@ async fn handle(
             // only within retry_buffer (larger ones are retried on a connect
             // failure only)
             replayable &= whole <= pool.retry.buffer;
-            let wire = wire(&mut parts, ctx, b.len(), length || !b.is_empty());
+            let wire = wire(
+                &mut parts,
+                ctx,
+                client_host.as_ref(),
+                b.len(),
+                length || !b.is_empty(),
+            );
             crate::http2::fields::recycle(parts.headers);
             (Outgoing::Wire(wire, b), None)
         }
         Buffered::Bytes(b) => {
-            set_forwarded(&mut parts.headers, ctx);
+            set_forwarded(&mut parts.headers, ctx, client_host);
             let (out, kept) = if h2_pool {
                 (Outgoing::Kept, Replay::keep(parts, b))
             } else {
@@ -480,7 +492,7 @@ async fn handle(
             (out, Some(kept))
         }
         Buffered::Stream(body, first) => {
-            set_forwarded(&mut parts.headers, ctx);
+            set_forwarded(&mut parts.headers, ctx, client_host);
             let body = ReqBody::Incoming {
                 fault: (!first.is_empty() || !body.is_end_stream())
                     .then(|| Arc::clone(fault.insert(Arc::default()))),
