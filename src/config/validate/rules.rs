@@ -41,9 +41,31 @@ fn header_name(s: &str, at: &KeyPath, p: &mut Problems<'_>) -> Option<HeaderName
     }
 }
 
+/// Fields of a request that rampart writes itself: a rule's edit of them
+/// would never reach the server.
+const REQUEST_RAMPARTS: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+];
+
+/// A request field a rule may not edit (`del`: the edit removes it), and why.
+fn request_only(name: &HeaderName, del: bool) -> Option<&'static str> {
+    if REQUEST_RAMPARTS.contains(&name.as_str()) {
+        return Some(
+            "rampart writes X-Forwarded-* itself (and drops a client's Forwarded): a rule's edit would never reach the server",
+        );
+    }
+    (del && name == http::header::HOST).then_some(
+        "an HTTP/1.1 request needs a Host (RFC 9112 3.2): give it another value with set_header instead",
+    )
+}
+
 fn header_pairs(
     map: &std::collections::BTreeMap<String, String>,
     at: &KeyPath,
+    request: bool,
     p: &mut Problems<'_>,
 ) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::with_capacity(map.len());
@@ -51,6 +73,10 @@ fn header_pairs(
         let Some(name) = header_name(n, at, p) else {
             continue;
         };
+        if let Some(why) = request.then(|| request_only(&name, false)).flatten() {
+            p.add(at, format!("{n:?}: {why}"));
+            continue;
+        }
         match HeaderValue::from_str(v) {
             Ok(v) => out.push((name, v)),
             Err(_) => p.add(at, format!("{v:?} is not a valid value for {n:?}")),
@@ -67,7 +93,17 @@ fn header_names(
 ) -> Vec<HeaderName> {
     list.iter()
         .enumerate()
-        .filter_map(|(i, n)| header_name(n, &rule.index(key, i), p))
+        .filter_map(|(i, n)| {
+            let at = rule.index(key, i);
+            let name = header_name(n, &at, p)?;
+            if key == "del_header" {
+                if let Some(why) = request_only(&name, true) {
+                    p.add(&at, format!("{n:?}: {why}"));
+                    return None;
+                }
+            }
+            Some(name)
+        })
         .collect()
 }
 
@@ -212,10 +248,15 @@ pub(super) fn compile(
         }
         let edits = Edits {
             del: header_names(&f.del_header, &rat, "del_header", p),
-            set: header_pairs(&f.set_header, &rat.key("set_header"), p),
-            add: header_pairs(&f.add_header, &rat.key("add_header"), p),
+            set: header_pairs(&f.set_header, &rat.key("set_header"), true, p),
+            add: header_pairs(&f.add_header, &rat.key("add_header"), true, p),
             response_del: header_names(&f.response_del_header, &rat, "response_del_header", p),
-            response_set: header_pairs(&f.response_set_header, &rat.key("response_set_header"), p),
+            response_set: header_pairs(
+                &f.response_set_header,
+                &rat.key("response_set_header"),
+                false,
+                p,
+            ),
         };
         let rate_limit = f.rate_limit.as_ref().and_then(|n| {
             let ix = limit_index.get(n.as_str()).copied();

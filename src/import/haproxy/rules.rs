@@ -398,6 +398,22 @@ impl Importer {
                     self.unsupported(l, "a header name expected");
                     return true;
                 }
+                let lower = name.to_ascii_lowercase();
+                if head == "http-request" {
+                    if lower.starts_with("x-forwarded-") || lower == "forwarded" {
+                        // what such rules are for (X-Forwarded-Proto https
+                        // behind TLS, the client's address) rampart does itself
+                        self.approx(
+                            l,
+                            "rampart writes X-Forwarded-For/-Proto/-Host itself (https on a TLS listener) and drops a client's Forwarded: the rule is left out",
+                        );
+                        return true;
+                    }
+                    if verb == "del-header" && lower == "host" {
+                        self.unsupported(l, "an HTTP/1.1 request needs a Host");
+                        return true;
+                    }
+                }
                 // a log-format text: `%%` is a `%`, any other `%` an expression
                 let value = match act.get(3).map(|v| log_format_literal(v)) {
                     Some(Some(v)) => Some(v),
@@ -412,6 +428,7 @@ impl Importer {
                     return true;
                 }
                 let resp = head == "http-response";
+
                 match (verb, value, resp) {
                     ("del-header", _, false) => {
                         action.set("del_header", list(std::slice::from_ref(&name)))
