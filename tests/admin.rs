@@ -871,9 +871,12 @@ async fn clients_that_never_read_do_not_hold_the_admin_server() {
     let s = setup("", "").await;
     let mut held = Vec::new();
     let ask = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(300);
-    for _ in 0..256 {
+    // from 8 addresses, 32 each: one address holds at most 32 connections
+    for i in 0..=255u8 {
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         sock.set_recv_buffer_size(4096).unwrap();
+        sock.bind(std::net::SocketAddr::from(([127, 0, 0, 2 + i / 32], 0)))
+            .unwrap();
         let mut c = sock.connect(s.admin).await.unwrap();
         c.write_all(ask.as_bytes()).await.unwrap();
         held.push(c);
@@ -899,6 +902,44 @@ async fn clients_that_never_read_do_not_hold_the_admin_server() {
     );
     drop(held);
     drop(s.p);
+}
+
+/// One client that opens connections and sends a byte on each (held up to
+/// the 10 s header timeout) cannot take every admin slot: past 32 from one
+/// address its connections are closed at once, and a probe from elsewhere is
+/// answered now, not after the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_take_every_admin_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup("", "").await;
+    let mut held = Vec::new();
+    for _ in 0..256 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut c = sock.connect(s.admin).await.unwrap();
+        // (a refused one may be closed already: its write may fail)
+        let _ = c.write_all(b"G").await;
+        held.push(c);
+    }
+    let probe = async {
+        let mut p = tokio::net::TcpStream::connect(s.admin).await.unwrap();
+        p.write_all(b"GET /live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        p.read_to_end(&mut got).await.unwrap();
+        got
+    };
+    // well within the header timeout that would free the slots otherwise
+    let got = tokio::time::timeout(Duration::from_secs(5), probe)
+        .await
+        .expect("the probe waited: one client holds every slot");
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    drop(held);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

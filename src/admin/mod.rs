@@ -43,6 +43,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Cancellat
     // A client opening connections without end waits in the backlog past this,
     // instead of costing a task each.
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    // connections per client address: one client cannot hold every slot
+    // (probes and scrapes from elsewhere would wait behind it)
+    let per_peer: Arc<std::sync::Mutex<PeerCounts>> = Arc::default();
     // its connections: counted, and given a moment to finish at the end
     let conns = tokio_util::task::TaskTracker::new();
     loop {
@@ -62,9 +65,14 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Cancellat
                 }
             },
         };
+        let Some(peer_slot) = PeerSlot::take(&per_peer, peer.ip()) else {
+            tracing::debug!(%peer, "admin connection closed: {MAX_PER_PEER} already open from this address");
+            continue;
+        };
         let shared = Arc::clone(&shared);
         let stop = cancel.clone();
         conns.spawn(async move {
+            let _peer_slot = peer_slot;
             let svc = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
                 async move { Ok::<_, Infallible>(route(&shared, peer, req).await) }
@@ -99,6 +107,48 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Cancellat
 
 /// Admin connections served at once.
 const MAX_CONNECTIONS: usize = 256;
+
+/// Admin connections served at once from one client address: a client that
+/// opens connections and sends nothing (each held up to the 10 s header
+/// timeout) keeps at most these, not every slot.
+const MAX_PER_PEER: usize = 32;
+
+/// Open admin connections by client address.
+type PeerCounts = std::collections::HashMap<std::net::IpAddr, usize>;
+
+/// One of a client address's admin connections (`MAX_PER_PEER`), given back
+/// when dropped.
+struct PeerSlot {
+    map: Arc<std::sync::Mutex<PeerCounts>>,
+    ip: std::net::IpAddr,
+}
+
+impl PeerSlot {
+    fn take(map: &Arc<std::sync::Mutex<PeerCounts>>, ip: std::net::IpAddr) -> Option<PeerSlot> {
+        let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= MAX_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            map: Arc::clone(map),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// How long an answer may wait for a client that reads nothing: past it the
 /// connection is closed and its slot freed (256 clients that never read
