@@ -247,6 +247,7 @@ impl RouteIndex {
 /// must not be passed by writing its name with the root's dot, which servers
 /// behind take as the name without it, as nginx does). Byte-wise, from the
 /// end: it runs for every request that is routed or matched on its host.
+#[inline]
 pub fn strip_port(host: &str) -> &str {
     let b = host.as_bytes();
     if b.first() == Some(&b'[') {
@@ -270,28 +271,37 @@ pub fn strip_port(host: &str) -> &str {
     }
 }
 
-/// The path rules and routes match: percent-decoded, its `.` and `..`
-/// segments resolved and repeated slashes merged, as nginx matches its
-/// locations. Without it `/%69nternal` or `/static/../internal` passed a
-/// `path_prefix = "/internal"` deny, and reached a server that decodes and
-/// resolves them itself. (The request is sent on as it came.) A path that
-/// needs none of it (the usual one) is returned as it is, not copied. None:
-/// a path that cannot be resolved (a `%` not followed by two hex digits, an
-/// encoded NUL, a `..` above the root), refused with 400 as nginx does.
-/// Targets that are not a path (`*`, an authority) are returned as they are.
+/// The path rules and routes match: percent-decoded, its `.` segments
+/// dropped and repeated slashes merged, as nginx matches its locations.
+/// Without it `/%69nternal` or `//internal` passed a `path_prefix =
+/// "/internal"` deny, and reached a server that decodes them itself. (The
+/// request is sent on as it came.) A path that needs none of it (the usual
+/// one) is returned as it is, not copied. None: a path refused with 400: a
+/// `%` not followed by two hex digits, an encoded NUL, or a `..` segment
+/// (plain, encoded or Tomcat's `..;`), which the rules and the server could
+/// resolve differently. Targets that are not a path (`*`, an authority) are
+/// returned as they are.
+#[inline]
 pub fn normalize_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
-    use std::borrow::Cow;
     let b = path.as_bytes();
     if b.first() != Some(&b'/') {
-        return Some(Cow::Borrowed(path));
+        return Some(std::borrow::Cow::Borrowed(path));
     }
     let plain = !b
         .iter()
         .enumerate()
         .any(|(i, &c)| c == b'%' || (c == b'/' && matches!(b.get(i + 1), Some(b'/' | b'.'))));
     if plain {
-        return Some(Cow::Borrowed(path));
+        return Some(std::borrow::Cow::Borrowed(path));
     }
+    normalize_spelt(b)
+}
+
+/// `normalize_path` of a path that needs it (`b` starts with `/`).
+#[cold]
+#[inline(never)]
+fn normalize_spelt(b: &[u8]) -> Option<std::borrow::Cow<'static, str>> {
+    use std::borrow::Cow;
     let hex = |c: Option<&u8>| c.and_then(|&c| char::from(c).to_digit(16));
     let mut decoded = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -312,17 +322,17 @@ pub fn normalize_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
     for seg in decoded.split(|&c| c == b'/') {
         match seg {
             b"" | b"." => {}
-            b".." => {
-                segments.pop()?;
-            }
+            // A `..` is refused, not resolved: the server gets the path as
+            // it came, and one that does not resolve it (or resolves
+            // Tomcat's `..;`) would serve /internal/../x as /internal while
+            // the rules saw /x. Clients that follow RFC 3986 (browsers, curl)
+            // never send one.
+            s if s == b".." || s.starts_with(b"..;") => return None,
             s => segments.push(s),
         }
     }
-    // "/a/b/", "/a/b/." and "/a/b/c/.." name a folder: the slash stays
-    let folder = matches!(
-        decoded.rsplit(|&c| c == b'/').next(),
-        Some(b"" | b"." | b"..")
-    );
+    // "/a/b/" and "/a/b/." name a folder: the slash stays
+    let folder = matches!(decoded.rsplit(|&c| c == b'/').next(), Some(b"" | b"."));
     let mut out = Vec::with_capacity(decoded.len());
     for s in &segments {
         out.push(b'/');
@@ -465,16 +475,20 @@ mod tests {
             ("/.well-known/x", Some("/.well-known/x")),
             ("/%69nternal/x", Some("/internal/x")),
             ("/%2e%2e/x", None),
-            ("/a/%2e%2e/internal", Some("/internal")),
-            ("/static/../internal/x", Some("/internal/x")),
+            ("/a/%2e%2e/internal", None),
+            ("/static/../internal/x", None),
+            ("/internal/../x", None),
+            ("/x/..;/internal", None),
+            ("/x/%2e%2e;/internal", None),
+            ("/a/..b/c", Some("/a/..b/c")),
             ("/a/./b", Some("/a/b")),
             ("//internal", Some("/internal")),
             ("/a//b///c", Some("/a/b/c")),
             ("/%2Finternal", Some("/internal")),
             ("/a/b/", Some("/a/b/")),
             ("/a/b/.", Some("/a/b/")),
-            ("/a/b/..", Some("/a/")),
-            ("/a/..", Some("/")),
+            ("/a/b/..", None),
+            ("/a/..", None),
             ("/..", None),
             ("/a/../../b", None),
             ("/a%zz", None),

@@ -117,7 +117,10 @@ const CASES: &[Case] = &[
     // a rule matches the path however it is spelt (decoded, resolved, as
     // nginx matches its locations), and the host with the root's dot
     Case { what: "deny, %-encoded", method: "GET", path: "/%61dmin/x", host: None, headers: &[], status: 403, expect: "admin is internal\n" },
-    Case { what: "deny, dot-segments", method: "GET", path: "/b/../admin/x", host: None, headers: &[], status: 403, expect: "admin is internal\n" },
+    Case { what: "dot-dot towards a denied path", method: "GET", path: "/b/../admin/x", host: None, headers: &[], status: 400, expect: "400 Bad Request\n" },
+    Case { what: "dot-dot away from a denied path", method: "GET", path: "/admin/../b/x", host: None, headers: &[], status: 400, expect: "400 Bad Request\n" },
+    Case { what: "Tomcat's dot-dot", method: "GET", path: "/b/..;/admin/x", host: None, headers: &[], status: 400, expect: "400 Bad Request\n" },
+    Case { what: "dot segment", method: "GET", path: "/./admin/x", host: None, headers: &[], status: 403, expect: "admin is internal\n" },
     Case { what: "deny, repeated slash", method: "GET", path: "//admin/x", host: None, headers: &[], status: 403, expect: "admin is internal\n" },
     Case { what: "route, encoded", method: "GET", path: "/%62/x", host: None, headers: &[], status: 200, expect: "b" },
     Case { what: "above the root", method: "GET", path: "/b/..%2f..%2fadmin", host: None, headers: &[], status: 400, expect: "400 Bad Request\n" },
