@@ -19,6 +19,9 @@ fuzz_target!(|data: &[u8]| {
             stream_window: 65_535,
             conn_window: 65_535,
             max_header_list: 16 * 1024,
+            // (the runtime has no timer: no keepalive PINGs)
+            keepalive_interval: None,
+            keepalive_timeout: std::time::Duration::from_secs(5),
         };
         let (conn, task) = Connection::new(client, cfg);
         let headers = HeaderMap::new();

@@ -439,6 +439,13 @@ pub struct PoolHttp2File {
     /// streams): a connection buffers at most its streams times the stream
     /// window.
     pub initial_connection_window_size: Size,
+    /// PING a connection whose server has sent nothing for this long, with
+    /// streams open or not ("0s": never). A connection whose flow a NAT or a
+    /// firewall dropped would otherwise take requests until TCP gave up on it.
+    pub keepalive_interval: Dur,
+    /// ... and close it when nothing comes back within this long: its open
+    /// streams fail as on a lost connection, the next request opens another.
+    pub keepalive_timeout: Dur,
 }
 
 impl Default for PoolHttp2File {
@@ -450,6 +457,8 @@ impl Default for PoolHttp2File {
             // memory for each (HAProxy grants 64 KiB)
             initial_stream_window_size: Size(256 * 1024),
             initial_connection_window_size: Size(2 * 1024 * 1024),
+            keepalive_interval: Dur(Duration::from_secs(10)),
+            keepalive_timeout: Dur(Duration::from_secs(5)),
         }
     }
 }

@@ -283,6 +283,12 @@ hash_key = "uri"
         assert_eq!(c.pools[0].protocol, Protocol::H2);
         assert_eq!(c.pools[0].http2.max_concurrent_streams, 8);
         assert_eq!(c.pools[0].http2.initial_stream_window_size, 256 << 10);
+        // keepalive PINGs to the servers by default
+        assert_eq!(
+            c.pools[0].http2.keepalive_interval,
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(c.pools[0].http2.keepalive_timeout, Duration::from_secs(5));
         assert!(matches!(
             &c.pools[0].health.as_ref().unwrap().check,
             CheckKind::Grpc { service } if service == "api.v1"
@@ -304,6 +310,23 @@ hash_key = "uri"
         ));
         assert_eq!(p.key, "pool[0].http2.initial_stream_window_size");
         assert!(p.message.contains("6.9.2"), "{}", p.message);
+        // keepalive PINGs: "0s" turns them off; too often, or a PING that
+        // must be answered in no time, is refused by name
+        let c = parse(
+            &pool("protocol = \"h2\"\n[pool.http2]\nkeepalive_interval = \"0s\"\nkeepalive_timeout = \"0s\""),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.pools[0].http2.keepalive_interval, None);
+        let p = problem(&pool(
+            "protocol = \"h2\"\n[pool.http2]\nkeepalive_interval = \"500ms\"",
+        ));
+        assert_eq!(p.key, "pool[0].http2.keepalive_interval");
+        assert!(p.message.contains("1s"), "{}", p.message);
+        let p = problem(&pool(
+            "protocol = \"h2\"\n[pool.http2]\nkeepalive_interval = \"2s\"\nkeepalive_timeout = \"0s\"",
+        ));
+        assert_eq!(p.key, "pool[0].http2.keepalive_timeout");
         let p = problem(&pool("[pool.health]\nkind = \"grpc\""));
         assert_eq!(p.key, "pool[0].health.kind");
         let p = problem(&pool("[pool.health]\nkind = \"http\"\nservice = \"x\""));

@@ -150,6 +150,10 @@ pub struct PoolHttp2 {
     pub max_concurrent_streams: u32,
     pub initial_stream_window_size: u32,
     pub initial_connection_window_size: u32,
+    /// PING a connection silent this long (None: no PINGs) ...
+    pub keepalive_interval: Option<Duration>,
+    /// ... and end it when nothing comes back within this long.
+    pub keepalive_timeout: Duration,
 }
 
 /// The shared key, or no authentication at all (`auth = "none"`).

@@ -30,7 +30,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 
 /// The window HTTP/2 starts every stream and the connection with (RFC 9113 6.9.2).
 const DEFAULT_WINDOW: i64 = 65_535;
@@ -40,6 +42,8 @@ const MAX_FRAME: usize = 16_384;
 const FRAMES_PER_POLL: usize = 64;
 /// Frames from the server are not handled while this much waits to be written.
 const WRITE_HIGH: usize = 256 * 1024;
+/// The payload of the keepalive's PINGs (the handshake's is `rampart\0`).
+const KEEPALIVE_PING: &[u8; 8] = b"rampart?";
 
 /// This side's settings for a connection.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +58,12 @@ pub struct Config {
     /// The largest response header list accepted (name, value and 32 octets a
     /// field, as RFC 9113 6.5.2 counts).
     pub max_header_list: u32,
+    /// A PING when the server has sent nothing for this long, streams open or
+    /// not (None: never) ...
+    pub keepalive_interval: Option<Duration>,
+    /// ... and the connection ends (`Error::Io(TimedOut)`) when nothing at
+    /// all comes from the server within this long after it.
+    pub keepalive_timeout: Duration,
 }
 
 /// Why a stream failed.
@@ -365,6 +375,8 @@ struct Inner {
     released: bool,
     /// A stream may have something to send.
     out_dirty: bool,
+    /// A keepalive PING is asked for now (`Connection::probe`).
+    probe: bool,
     task: Option<Waker>,
 }
 
@@ -1135,10 +1147,11 @@ impl Connection {
             ended: None,
             released: false,
             out_dirty: false,
+            probe: false,
             task: None,
         };
         let h = Handle::insert(inner);
-        let task = drive(io, EndOnDrop(h.share()));
+        let task = drive(io, EndOnDrop(h.share()), cfg);
         (Connection { h }, task)
     }
 
@@ -1159,6 +1172,20 @@ impl Connection {
                 .unwrap_or(Poll::Ready(Err(Error::Closed)))
         })
         .await
+    }
+
+    /// A keepalive PING now, not after `keepalive_interval` (a stream on the
+    /// connection got no answer in time: the connection may be the one that
+    /// is gone), unless one is out already; nothing comes back within
+    /// `keepalive_timeout`, and the connection ends. Nothing without a
+    /// keepalive.
+    pub fn probe(&self) {
+        self.h.with(|inner| {
+            if inner.cfg.keepalive_interval.is_some() && inner.ended.is_none() {
+                inner.probe = true;
+                inner.wake_task();
+            }
+        });
     }
 
     /// Whether another stream fits, under `limit` and the server's own.
@@ -1488,9 +1515,82 @@ impl Drop for EndOnDrop {
     }
 }
 
+/// A connection's liveness check (`Config::keepalive_interval`): a PING
+/// when the server has sent nothing for the interval, and the connection
+/// taken for dead when nothing then comes within `keepalive_timeout`. Any
+/// bytes from the server count, not only the PING's ACK (a server busy
+/// sending responses is there, and may answer a PING behind them).
+///
+/// A connection whose flow a NAT, a conntrack table or a firewall dropped,
+/// to a server that is well (its health checks open connections of their
+/// own, and pass), would otherwise stay the first with room: every request
+/// put on it would wait server_timeout, until TCP gave up on the writes
+/// (about 15 minutes). So the PINGs go whether or not streams are open, as
+/// Envoy's `connection_keepalive` does: an idle connection found dead is
+/// gone before a request is put on it.
+///
+/// The arithmetic only; the task arms its timer for what `tick` says.
+#[derive(Debug)]
+struct Keepalive {
+    interval: Duration,
+    timeout: Duration,
+    /// When the server last sent something.
+    heard: Instant,
+    /// When the PING not answered yet was sent.
+    ping: Option<Instant>,
+}
+
+/// What the keepalive wants done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tick {
+    /// Nothing before then.
+    Until(Instant),
+    /// A PING now; then nothing before the instant given.
+    Ping(Instant),
+    /// The PING went unanswered: the connection is dead.
+    Dead,
+}
+
+impl Keepalive {
+    fn new(interval: Duration, timeout: Duration, now: Instant) -> Keepalive {
+        Keepalive {
+            interval,
+            timeout,
+            heard: now,
+            ping: None,
+        }
+    }
+
+    /// The server sent something: it is there.
+    fn heard(&mut self, now: Instant) {
+        self.heard = now;
+        self.ping = None;
+    }
+
+    /// What is due at `now`. `probe`: a PING now, however lately the server
+    /// was heard from, unless one is out already.
+    fn tick(&mut self, now: Instant, probe: bool) -> Tick {
+        if let Some(sent) = self.ping {
+            let due = sent + self.timeout;
+            return if now >= due {
+                Tick::Dead
+            } else {
+                Tick::Until(due)
+            };
+        }
+        let due = self.heard + self.interval;
+        if probe || now >= due {
+            self.ping = Some(now);
+            return Tick::Ping(now + self.timeout);
+        }
+        Tick::Until(due)
+    }
+}
+
 /// The connection's task: reads frames and handles them, writes what the
-/// streams queued, until the connection ends.
-async fn drive<IO>(mut io: IO, end: EndOnDrop) -> Result<(), Error>
+/// streams queued, until the connection ends (or its keepalive finds it
+/// dead: `Error::Io(TimedOut)`).
+async fn drive<IO>(mut io: IO, end: EndOnDrop, cfg: Config) -> Result<(), Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -1501,6 +1601,14 @@ where
     let mut read_closed = false;
     // the connection is over: what the server sends is not read any more
     let mut stopped = false;
+    let mut keepalive = cfg
+        .keepalive_interval
+        .map(|iv| Keepalive::new(iv, cfg.keepalive_timeout, Instant::now()));
+    // something was read since the keepalive last looked
+    let mut heard = false;
+    // the keepalive's timer (made when first armed), and when it is armed for
+    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut timer_at: Option<Instant> = None;
     let h = &end.0;
     poll_fn(|cx| {
         loop {
@@ -1516,7 +1624,10 @@ where
                         read_closed = true;
                         h.with(|inner| inner.end(Error::Closed));
                     }
-                    Poll::Ready(Ok(_)) => progress = true,
+                    Poll::Ready(Ok(_)) => {
+                        progress = true;
+                        heard = true;
+                    }
                     Poll::Ready(Err(e)) => {
                         h.with(|inner| inner.end(Error::Io(e.kind())));
                         return Poll::Ready(Err(Error::Io(e.kind())));
@@ -1548,6 +1659,21 @@ where
                     inner.frame(h, f);
                     n += 1;
                 }
+                // the keepalive: a PING when the server has been silent, the
+                // end when one went unanswered
+                let tick = keepalive.as_mut().map(|k| {
+                    let now = Instant::now();
+                    if std::mem::take(&mut heard) {
+                        k.heard(now);
+                    }
+                    let tick = k.tick(now, std::mem::take(&mut inner.probe));
+                    match tick {
+                        Tick::Ping(_) => frame::ping(&mut inner.wbuf, false, KEEPALIVE_PING),
+                        Tick::Dead => inner.end(Error::Io(std::io::ErrorKind::TimedOut)),
+                        Tick::Until(_) => {}
+                    }
+                    (now, tick)
+                });
                 inner.send_out();
                 if opos == out.len() && !inner.wbuf.is_empty() {
                     out.clear();
@@ -1566,13 +1692,44 @@ where
                     inner.task = Some(cx.waker().clone());
                 }
                 // more may be buffered: another turn, after other tasks
-                (n == FRAMES_PER_POLL, stopped, ended)
+                (n == FRAMES_PER_POLL, stopped, ended, tick)
             });
             // (the table holds the entry while this task's handle is on it)
-            let Some((more, ended_now, ended)) = turn else {
+            let Some((more, ended_now, ended, tick)) = turn else {
                 return Poll::Ready(Err(Error::Closed));
             };
             stopped = ended_now;
+            match tick {
+                // its streams failed (`end`): the socket goes now, not after
+                // what is queued for a peer that reads nothing was written
+                Some((_, Tick::Dead)) => {
+                    tracing::debug!(
+                        timeout = ?cfg.keepalive_timeout,
+                        "no answer to a keepalive PING: the HTTP/2 connection is taken for dead"
+                    );
+                    return Poll::Ready(Err(Error::Io(std::io::ErrorKind::TimedOut)));
+                }
+                Some((now, Tick::Until(at) | Tick::Ping(at))) => {
+                    // (armed again only for an earlier time, or once the
+                    // armed one passed: a read does not move the timer, which
+                    // wakes the task early and is armed for the later time
+                    // then)
+                    if timer_at.is_none_or(|t| at < t || t <= now) {
+                        timer_at = Some(at);
+                        match &mut timer {
+                            Some(t) => t.as_mut().reset(at),
+                            None => timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                        }
+                    }
+                    if let (Some(t), Some(_)) = (&mut timer, timer_at) {
+                        if t.as_mut().poll(cx).is_ready() {
+                            timer_at = None;
+                            cx.waker().wake_by_ref();
+                        }
+                    }
+                }
+                None => {}
+            }
             // write
             while opos < out.len() {
                 match Pin::new(&mut io).poll_write(cx, &out[opos..]) {
@@ -1803,6 +1960,8 @@ mod tests {
         stream_window: 65_535,
         conn_window: 65_535,
         max_header_list: 16 * 1024,
+        keepalive_interval: None,
+        keepalive_timeout: Duration::from_secs(5),
     };
 
     /// Entries in this thread's table.
@@ -1952,5 +2111,167 @@ mod tests {
             panic!("the connection took no stream");
         };
         assert_eq!(resp.await.unwrap().status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn the_keepalive_pings_a_silent_server_and_gives_up_on_one_that_stays_silent() {
+        let (iv, to) = (Duration::from_secs(10), Duration::from_secs(5));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut k = Keepalive::new(iv, to, t0);
+        // silent for less than the interval: nothing until it has passed
+        assert_eq!(k.tick(at(3), false), Tick::Until(at(10)));
+        // whatever the server sends puts the PING off
+        k.heard(at(8));
+        assert_eq!(k.tick(at(10), false), Tick::Until(at(18)));
+        // silent for the interval: a PING, answered within the timeout
+        assert_eq!(k.tick(at(18), false), Tick::Ping(at(23)));
+        assert_eq!(k.tick(at(20), false), Tick::Until(at(23)));
+        k.heard(at(21));
+        assert_eq!(k.tick(at(21), false), Tick::Until(at(31)));
+        // a PING not answered: dead at the timeout, not before
+        assert_eq!(k.tick(at(31), false), Tick::Ping(at(36)));
+        assert_eq!(k.tick(at(35), false), Tick::Until(at(36)));
+        assert_eq!(k.tick(at(36), false), Tick::Dead);
+        // a probe PINGs at once, however lately the server was heard from,
+        // and not again while that PING is out
+        let mut k = Keepalive::new(iv, to, t0);
+        assert_eq!(k.tick(at(1), true), Tick::Ping(at(6)));
+        assert_eq!(k.tick(at(2), true), Tick::Until(at(6)));
+        assert_eq!(k.tick(at(6), false), Tick::Dead);
+    }
+
+    /// The server end of a connection: its SETTINGS, then an ACK for every
+    /// PING while `answer` holds (the handshake's included). It reads all
+    /// that comes, answers nothing else, and never closes.
+    async fn pinged_server(
+        mut io: tokio::io::DuplexStream,
+        answer: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        pings: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut out = Vec::new();
+        frame::settings(&mut out, &[]);
+        if io.write_all(&out).await.is_err() {
+            return;
+        }
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut preface = false;
+        loop {
+            match io.read(&mut chunk).await {
+                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
+            if !preface {
+                if buf.len() < frame::PREFACE.len() {
+                    continue;
+                }
+                buf.drain(..frame::PREFACE.len());
+                preface = true;
+            }
+            while whole_frame(&buf) {
+                let h = Head::parse(&buf);
+                let f: Vec<u8> = buf.drain(..9 + h.len).collect();
+                if h.kind != frame::PING || h.flags & frame::ACK != 0 {
+                    continue;
+                }
+                pings.fetch_add(1, Ordering::SeqCst);
+                if answer.load(Ordering::SeqCst) {
+                    let mut p = [0u8; 8];
+                    p.copy_from_slice(&f[9..17]);
+                    let mut out = Vec::new();
+                    frame::ping(&mut out, true, &p);
+                    if io.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A connection whose server answers its PINGs lives on, idle or not; one
+    /// whose server goes silent (its flow dropped on the way) ends within
+    /// keepalive_interval and keepalive_timeout, its open stream failed as
+    /// timed out and no room left on it. (Paused time: the runtime moves the
+    /// clock on whenever every task waits.)
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_whose_server_goes_silent_ends_after_the_keepalive() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        use std::sync::Arc;
+        let cfg = Config {
+            keepalive_interval: Some(Duration::from_secs(10)),
+            keepalive_timeout: Duration::from_secs(5),
+            ..CFG
+        };
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let answer = Arc::new(AtomicBool::new(true));
+        let pings = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(pinged_server(server, answer.clone(), pings.clone()));
+        let (conn, task) = Connection::new(client, cfg);
+        let task = tokio::spawn(task);
+        conn.ready().await.unwrap();
+        // a minute, idle: a PING every 10 s, each answered
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(pings.load(Ordering::SeqCst) >= 5, "{pings:?}");
+        assert_eq!(conn.room(1), Room::Yes);
+        // the server goes silent, a stream open: it fails within 10 + 5 s
+        answer.store(false, Ordering::SeqCst);
+        let started = Instant::now();
+        let headers = HeaderMap::new();
+        let Ok((resp, None)) = conn.send(&get(&headers), SendBody::<RecvBody>::Empty) else {
+            panic!("the connection took no stream");
+        };
+        let got = resp.await;
+        assert!(
+            matches!(got, Err(Error::Io(std::io::ErrorKind::TimedOut))),
+            "{got:?}"
+        );
+        // (10 + 5 s, and a timer's rounding to the millisecond)
+        assert!(
+            started.elapsed() < Duration::from_secs(16),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(conn.room(1), Room::Gone);
+        assert_eq!(
+            task.await.unwrap(),
+            Err(Error::Io(std::io::ErrorKind::TimedOut))
+        );
+    }
+
+    /// `probe` (a stream timed out) PINGs at once: a silent server's
+    /// connection ends within keepalive_timeout, not the interval too.
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_finds_a_silent_server_within_the_keepalive_timeout() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        use std::sync::Arc;
+        let cfg = Config {
+            keepalive_interval: Some(Duration::from_secs(60)),
+            keepalive_timeout: Duration::from_secs(5),
+            ..CFG
+        };
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let answer = Arc::new(AtomicBool::new(true));
+        let pings = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(pinged_server(server, answer.clone(), pings.clone()));
+        let (conn, task) = Connection::new(client, cfg);
+        let task = tokio::spawn(task);
+        conn.ready().await.unwrap();
+        answer.store(false, Ordering::SeqCst);
+        let started = Instant::now();
+        conn.probe();
+        assert_eq!(
+            task.await.unwrap(),
+            Err(Error::Io(std::io::ErrorKind::TimedOut))
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{:?}",
+            started.elapsed()
+        );
+        // the handshake's PING and the probe's
+        assert_eq!(pings.load(Ordering::SeqCst), 2);
+        assert_eq!(conn.room(1), Room::Gone);
     }
 }

@@ -785,6 +785,8 @@ mod tests {
                 max_concurrent_streams: 100,
                 initial_stream_window_size: 1 << 20,
                 initial_connection_window_size: 2 << 20,
+                keepalive_interval: Some(Duration::from_secs(10)),
+                keepalive_timeout: Duration::from_secs(5),
             },
         };
         let members = servers

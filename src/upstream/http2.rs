@@ -281,6 +281,8 @@ fn config(pool: &Pool) -> client::Config {
         stream_window: pool.http2.initial_stream_window_size,
         conn_window: pool.http2.initial_connection_window_size,
         max_header_list: MAX_RESPONSE_HEADER_LIST,
+        keepalive_interval: pool.http2.keepalive_interval,
+        keepalive_timeout: pool.http2.keepalive_timeout,
     }
 }
 
@@ -330,8 +332,15 @@ where
     let addr = server.addr;
     let (client, task) = Connection::new(io, config(pool));
     tasks().spawn(async move {
-        if let Err(e) = task.await {
-            tracing::debug!(%addr, error = %e, "HTTP/2 connection to the server ended with an error");
+        match task.await {
+            Ok(()) => {}
+            // the keepalive (or TCP's) found it dead: its streams failed
+            Err(e @ client::Error::Io(std::io::ErrorKind::TimedOut)) => {
+                tracing::warn!(%addr, error = %e, "HTTP/2 connection to the server timed out; closed");
+            }
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "HTTP/2 connection to the server ended with an error");
+            }
         }
     });
     // The server's preface is its SETTINGS, and it answers the PING sent
@@ -527,7 +536,14 @@ async fn exchange(
                 None => UpstreamError::H2 { addr, source: e },
             },
             Some(Err(source)) => UpstreamError::H2 { addr, source },
-            None => UpstreamError::Timeout { addr, timeout },
+            None => {
+                // the connection may be the one that is gone (its flow
+                // dropped on the way): a keepalive PING now rather than after
+                // keepalive_interval, so that the requests after this one
+                // do not go there too
+                claim.0.client.probe();
+                UpstreamError::Timeout { addr, timeout }
+            }
         };
         return Err((error, None));
     }

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 /// The largest flow-control window (RFC 9113 6.9.1).
 const WINDOW_MAX: u64 = (1 << 31) - 1;
+/// The shortest `[pool.http2] keepalive_interval`: a PING a second is already
+/// more than a server needs to show it is there.
+const KEEPALIVE_INTERVAL_MIN: Duration = Duration::from_secs(1);
 
 /// `v` within `lo..=hi`, or a problem named `at.key` (and `v` clamped into it).
 fn bounded(
@@ -32,6 +35,20 @@ pub(super) fn pool(
     at: &KeyPath,
     p: &mut Problems<'_>,
 ) -> PoolHttp2 {
+    let interval = h.keepalive_interval.0;
+    if !interval.is_zero() && interval < KEEPALIVE_INTERVAL_MIN {
+        p.add(
+            &at.key("keepalive_interval"),
+            "must be at least 1s (or \"0s\": no keepalive PINGs)",
+        );
+    }
+    if !interval.is_zero() && h.keepalive_timeout.0.is_zero() {
+        // a PING that must be answered in no time would end every connection
+        p.add(
+            &at.key("keepalive_timeout"),
+            "must be more than 0 when keepalive_interval is set",
+        );
+    }
     let mut check = |key: &'static str, v: u64, lo: u64, hi: u64, what: &str| {
         bounded(at, p, key, v, lo, hi, what)
     };
@@ -57,6 +74,8 @@ pub(super) fn pool(
             WINDOW_MAX,
             "bytes (RFC 9113 6.9.2)",
         ),
+        keepalive_interval: (!interval.is_zero()).then_some(interval),
+        keepalive_timeout: h.keepalive_timeout.0,
     }
 }
 
