@@ -1219,3 +1219,166 @@ async fn a_never_indexed_field_is_sent_on_never_indexed_both_ways() {
         "{got}"
     );
 }
+
+/// A TCP relay in front of a server: it passes bytes both ways until
+/// `blackhole`, when every connection it carries at that moment stops passing
+/// anything either way and neither of its sockets closes (a flow a NAT or a
+/// firewall dropped, the server itself well). Connections made after that
+/// pass as before.
+struct Relay {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    /// Connections numbered below this pass nothing.
+    cut: tokio::sync::watch::Sender<usize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(to: SocketAddr) -> Relay {
+        let addr = free_addr("127.0.0.1");
+        let listener = common::listen(addr).await;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (cut, cut_rx) = tokio::sync::watch::channel(0usize);
+        let n = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                let Ok(up) = tokio::net::TcpStream::connect(to).await else {
+                    continue;
+                };
+                let i = n.fetch_add(1, Ordering::SeqCst);
+                let (down_r, down_w) = down.into_split();
+                let (up_r, up_w) = up.into_split();
+                tokio::spawn(relay_pipe(down_r, up_w, i, cut_rx.clone()));
+                tokio::spawn(relay_pipe(up_r, down_w, i, cut_rx.clone()));
+            }
+        });
+        Relay {
+            addr,
+            accepted,
+            cut,
+            task,
+        }
+    }
+
+    /// The connections carried now pass nothing more, either way.
+    fn blackhole(&self) {
+        self.cut.send_replace(self.accepted.load(Ordering::SeqCst));
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One direction of the relay's connection `i`: what `from` reads goes to
+/// `to` until the connection is cut; then nothing, both sockets held open
+/// (until the test's runtime drops the task).
+async fn relay_pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    i: usize,
+    mut cut: tokio::sync::watch::Receiver<usize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            r = from.read(&mut buf) => match r {
+                Ok(n) if n > 0 => n,
+                _ => return,
+            },
+            _ = cut.wait_for(|c| i < *c) => break,
+        };
+        // (what was read as the cut came is not passed on)
+        let cut_now = i < *cut.borrow();
+        if cut_now {
+            break;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+    // blackholed: `from` and `to` stay open, and nothing passes
+    std::future::pending::<()>().await;
+}
+
+/// A connection to a server whose flow is dropped on the way (a NAT's or a
+/// firewall's table lost it; the server is well, and new connections reach
+/// it) is found dead by the keepalive PINGs and closed, and the next requests
+/// go over a new connection within seconds. Without the PINGs the dead
+/// connection stayed the first with room: each request on it waited
+/// server_timeout (30 s), and TCP never failed it (the relay's end of it
+/// acknowledges all that comes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_flow_is_dropped_is_found_dead_by_the_keepalive() {
+    // an HTTP/2 server answering with the number of the connection it came on
+    let backend = free_addr("127.0.0.1");
+    let listener = common::listen(backend).await;
+    let server = tokio::spawn(async move {
+        let mut next = 0usize;
+        while let Ok((sock, _)) = listener.accept().await {
+            let id = next;
+            next += 1;
+            let svc = hyper::service::service_fn(
+                move |_req: hyper::Request<hyper::body::Incoming>| async move {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from(format!("conn-{id}"))),
+                    ))
+                },
+            );
+            tokio::spawn(async move {
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                        .await;
+            });
+        }
+    });
+    let relay = Relay::start(backend).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let config = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
+         [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"h2\"\n\
+         [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\nserver_timeout = \"30s\"\n\
+           [pool.http2]\n  keepalive_interval = \"1s\"\n  keepalive_timeout = \"1s\"\n\
+           [[pool.server]]\n  address = \"{}\"\n",
+        relay.addr
+    );
+    let _p = Proxy::start(&config, &[listen]).await;
+    let url = format!("http://{listen}/x");
+    assert_eq!(
+        get(&client(), &url).await,
+        (StatusCode::OK, "conn-0".to_string())
+    );
+    relay.blackhole();
+    let cut = std::time::Instant::now();
+    // requests until one is answered, each given 4 s (one on the dead
+    // connection waits for server_timeout): the keepalive PINGs the silent
+    // connection 1 s after its last frame and gives up on it 1 s later, so
+    // a request soon after that goes over a new connection
+    let mut tries = Vec::new();
+    let body = loop {
+        assert!(
+            cut.elapsed() < Duration::from_secs(10),
+            "no answer within 10 s of the cut: {tries:?}"
+        );
+        match tokio::time::timeout(Duration::from_secs(4), try_get(&url)).await {
+            Ok(Ok((StatusCode::OK, body))) => break body,
+            other => tries.push(format!("{:?}: {other:?}", cut.elapsed())),
+        }
+        // (the request on the dead connection fails as it is found dead: the
+        // next a little later, not in a busy loop)
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        cut.elapsed() < Duration::from_secs(10),
+        "{:?}: {tries:?}",
+        cut.elapsed()
+    );
+    // over a second connection, which the relay passes as any other
+    assert_eq!(body, "conn-1", "{tries:?}");
+    assert_eq!(relay.accepted.load(Ordering::SeqCst), 2, "{tries:?}");
+    server.abort();
+}
