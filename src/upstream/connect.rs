@@ -65,6 +65,28 @@ pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStrea
     }
 }
 
+/// TCP's own liveness check on a backend socket that stays open for long (an
+/// HTTP/2 connection to a server): keepalive probes after 30 s of silence,
+/// every 10 s, and TCP_USER_TIMEOUT, so that the connection fails once the
+/// server acknowledged nothing for 60 s (probes, or data it never took),
+/// not after some 15 minutes of retransmissions. The HTTP/2 keepalive PINGs
+/// (`[pool.http2] keepalive_interval`) find a dead connection sooner, also
+/// behind a middlebox whose TCP acknowledges for the server; this floor
+/// holds when they are off. Best effort, as TCP_NODELAY.
+pub fn keepalive_floor(s: &TcpStream) {
+    let sock = socket2::SockRef::from(s);
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    if let Err(e) = sock.set_tcp_keepalive(&probes) {
+        tracing::debug!(error = %e, "SO_KEEPALIVE not set on a backend connection");
+    }
+    if let Err(e) = sock.set_tcp_user_timeout(Some(Duration::from_secs(60))) {
+        tracing::debug!(error = %e, "TCP_USER_TIMEOUT not set on a backend connection");
+    }
+}
+
 pub(super) async fn connect_http(
     pool: &Pool,
     server: &Server,

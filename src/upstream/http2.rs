@@ -18,7 +18,7 @@
 //! as a request never sent, for the lifecycle to take to another server.
 
 use super::body::ReqBody;
-use super::connect::{connect_tcp, connect_tls, tasks};
+use super::connect::{connect_tcp, connect_tls, keepalive_floor, tasks};
 use super::error::{SendError, UpstreamError};
 use crate::http2::client::{self, Connection, RequestHead, SendBody};
 use crate::pool::{Pool, Server, ServerState};
@@ -313,6 +313,8 @@ async fn connect(pool: &Pool, server: &Server) -> Result<Arc<Conn>, UpstreamErro
 async fn setup(pool: &Pool, server: &Server) -> Result<Connection, UpstreamError> {
     let addr = server.addr;
     let stream = connect_tcp(addr, pool.connect_timeout).await?;
+    // (an HTTP/2 connection stays open for long, and carries many requests)
+    keepalive_floor(&stream);
     match &pool.tls {
         None => handshake(pool, server, stream).await,
         Some(tls) => {
