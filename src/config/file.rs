@@ -457,7 +457,10 @@ impl Default for PoolHttp2File {
             // memory for each (HAProxy grants 64 KiB)
             initial_stream_window_size: Size(256 * 1024),
             initial_connection_window_size: Size(2 * 1024 * 1024),
-            keepalive_interval: Dur(Duration::from_secs(10)),
+            // off: gRPC servers refuse PINGs more often than every 5
+            // minutes (too_many_pings); the sockets' TCP keepalive and
+            // TCP_USER_TIMEOUT bound a dead connection meanwhile
+            keepalive_interval: Dur(Duration::ZERO),
             keepalive_timeout: Dur(Duration::from_secs(5)),
         }
     }

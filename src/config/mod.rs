@@ -283,11 +283,9 @@ hash_key = "uri"
         assert_eq!(c.pools[0].protocol, Protocol::H2);
         assert_eq!(c.pools[0].http2.max_concurrent_streams, 8);
         assert_eq!(c.pools[0].http2.initial_stream_window_size, 256 << 10);
-        // keepalive PINGs to the servers by default
-        assert_eq!(
-            c.pools[0].http2.keepalive_interval,
-            Some(Duration::from_secs(10))
-        );
+        // no keepalive PINGs to the servers by default (gRPC servers refuse
+        // frequent ones)
+        assert_eq!(c.pools[0].http2.keepalive_interval, None);
         assert_eq!(c.pools[0].http2.keepalive_timeout, Duration::from_secs(5));
         assert!(matches!(
             &c.pools[0].health.as_ref().unwrap().check,
