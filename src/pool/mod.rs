@@ -200,6 +200,11 @@ pub enum PickError {
     /// The pool is saturated and this request's priority class is shed.
     #[error("shed: the pool is saturated and this request's priority is shed")]
     Shed,
+    /// A reload changed how the pool's servers are reached (TLS, the PROXY
+    /// header, HTTP/2) while the request waited in its queue: the way it was
+    /// to be sent is no longer theirs.
+    #[error("the pool's connection settings changed while the request waited")]
+    Reconfigured,
 }
 
 impl Pool {
@@ -541,6 +546,12 @@ impl Pool {
             }
             offered = true;
             if let Some(newer) = self.shared.newer(pool) {
+                if newer.conn_epoch != pool.conn_epoch {
+                    // its front end chose how to send it (plain bytes, TLS,
+                    // a PROXY header, HTTP/2) by this pool: not sent the
+                    // old way to servers that now expect another
+                    return Err(PickError::Reconfigured);
+                }
                 let exclude = pool.remap(&newer, exclude);
                 moved = Some((newer, exclude));
             }
@@ -743,7 +754,23 @@ mod tests {
         servers: &[(u32, bool)],
         slow_start: Duration,
     ) -> Arc<Pool> {
-        let cfg = PoolConfig {
+        let cfg = pool_cfg(max, queue, slow_start);
+        let members = servers
+            .iter()
+            .enumerate()
+            .map(|(i, &(weight, backup))| MemberSpec {
+                addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                name: None,
+                weight,
+                backup,
+                source: None,
+            })
+            .collect();
+        Arc::new(Pool::new(&cfg, Arc::default(), members, |_| None))
+    }
+
+    fn pool_cfg(max: u32, queue: Duration, slow_start: Duration) -> PoolConfig {
+        PoolConfig {
             name: "p".into(),
             balance: Balance::RoundRobin,
             hash_key: HashKey::ClientIp,
@@ -788,19 +815,7 @@ mod tests {
                 keepalive_interval: Some(Duration::from_secs(10)),
                 keepalive_timeout: Duration::from_secs(5),
             },
-        };
-        let members = servers
-            .iter()
-            .enumerate()
-            .map(|(i, &(weight, backup))| MemberSpec {
-                addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
-                name: None,
-                weight,
-                backup,
-                source: None,
-            })
-            .collect();
-        Arc::new(Pool::new(&cfg, Arc::default(), members, |_| None))
+        }
     }
 
     fn pool(max: u32, queue: Duration) -> Arc<Pool> {
@@ -870,6 +885,47 @@ mod tests {
         assert_eq!(q.stats(Priority::Critical).shed, 0);
         assert_eq!(q.stats(Priority::High).admitted, 1);
         assert_eq!(q.stats(Priority::Low).admitted, 1);
+    }
+
+    /// A request waiting in the queue through a reload that changed how the
+    /// servers are reached (here TLS added) is not moved to the new pool: its
+    /// front end chose to send it the old way (plain bytes). 503, never
+    /// cleartext to a server that now expects TLS. Through a reload that
+    /// keeps the way, it moves and is served.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_moves_to_a_newer_pool_only_if_it_is_reached_the_same_way() {
+        for (changed, want) in [(false, Ok(0)), (true, Err(PickError::Reconfigured))] {
+            let p = pool(1, Duration::from_secs(60));
+            p.shared.set_latest(&p);
+            let held = p.acquire(0, &[], Priority::Normal).await.unwrap();
+            let c = Arc::clone(&p);
+            let waiting = tokio::spawn(async move {
+                c.acquire(0, &[], Priority::Normal).await.map(|g| g.index())
+            });
+            while p.shared.queue.waiting() == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // the reload: the same server, carried over
+            let mut cfg = pool_cfg(1, Duration::from_secs(60), Duration::ZERO);
+            if changed {
+                cfg.send_proxy = Some(crate::proxy_protocol::Version::V2);
+            }
+            let members = vec![MemberSpec {
+                addr: p.servers[0].addr,
+                name: None,
+                weight: 1,
+                backup: false,
+                source: None,
+            }];
+            let mut next = Pool::new(&cfg, Arc::clone(&p.shared), members, |_| {
+                Some(&p.servers[0])
+            });
+            next.conn_epoch = p.conn_epoch + u64::from(changed);
+            let next = Arc::new(next);
+            p.shared.set_latest(&next);
+            drop(held);
+            assert_eq!(waiting.await.unwrap(), want, "changed: {changed}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -80,7 +80,7 @@ impl ProxyError {
 
     pub fn end(&self) -> End {
         match self {
-            ProxyError::Pick(PickError::NoServer) => End::NoServer,
+            ProxyError::Pick(PickError::NoServer | PickError::Reconfigured) => End::NoServer,
             ProxyError::Pick(PickError::QueueTimeout) => End::QueueTimeout,
             ProxyError::Pick(PickError::Shed) => End::Shed,
             ProxyError::Upstream(UpstreamError::ConnectTimeout { .. }) => End::ConnectTimeout,
@@ -100,6 +100,9 @@ impl ProxyError {
             ProxyError::Pick(PickError::QueueTimeout) => "all servers are busy (queue timeout)",
             ProxyError::Pick(PickError::Shed) => {
                 "all servers are busy and requests of this priority are shed"
+            }
+            ProxyError::Pick(PickError::Reconfigured) => {
+                "a reload changed how the servers are reached while the request waited; send it again"
             }
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => {
                 "the server did not respond in time"
@@ -182,6 +185,7 @@ mod tests {
             (PickError::NoServer.into(), 503, End::NoServer),
             (PickError::QueueTimeout.into(), 503, End::QueueTimeout),
             (PickError::Shed.into(), 503, End::Shed),
+            (PickError::Reconfigured.into(), 503, End::NoServer),
             (
                 UpstreamError::Connect {
                     addr,
