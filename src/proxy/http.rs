@@ -675,7 +675,11 @@ async fn handle(
                 } else {
                     let k = pool.keepalive_for(keepalive_hint(response.headers()));
                     let codings = response.headers().get_all(header::TRANSFER_ENCODING);
-                    if crate::h1::other_codings(codings.iter().map(HeaderValue::as_bytes)) {
+                    // (an answer without a body carries its GET's field)
+                    let bodiless = head || matches!(status.as_u16(), 204 | 304);
+                    if !bodiless
+                        && crate::h1::other_codings(codings.iter().map(HeaderValue::as_bytes))
+                    {
                         // hyper decoded the chunked framing only, and the
                         // field goes (hop-by-hop): the coded bytes would pass
                         // for the body

@@ -259,7 +259,9 @@ pub(super) fn into_response(
         Err(e) => return Err(bad(e.to_string())),
     };
     let status = StatusCode::from_u16(r.status).map_err(|e| bad(e.to_string()))?;
-    if r.other_codings() {
+    // (an answer without a body, to HEAD or a 204 or 304, carries its GET's
+    // field: nothing is decoded)
+    if r.framing != h1::Framing::Empty && r.other_codings() {
         // the body is decoded from its chunked framing only, and its head
         // goes without Transfer-Encoding: the client would take the coded
         // bytes for the body (as a request with such a coding gets 501)
