@@ -486,10 +486,11 @@ impl Lifecycle {
     ) -> Result<(), GiveUp> {
         let idx = guard.index();
         let client_fault = error.is_client_fault();
-        // (a server that refuses streams or drains with GOAWAY sheds load or
-        // shuts down: its breaker does not eject it for that; the pool's
-        // circuit still counts a request that got no answer)
-        if !client_fault && !error.is_idle_race() && !error.is_unprocessed() {
+        // (a server that refuses a stream or drains with GOAWAY sheds load or
+        // shuts down: its breaker does not eject it for that, unless it
+        // refused the same stream four times; the pool's circuit still
+        // counts a request that got no answer)
+        if !client_fault && !error.is_idle_race() && !error.spares_server() {
             guard.failure();
         }
         // (the budget is asked last: a retry that cannot be made spends nothing)

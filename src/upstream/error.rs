@@ -78,6 +78,14 @@ pub enum UpstreamError {
         #[source]
         source: crate::http2::client::Error,
     },
+    /// Not processed again and again (`source` the last time): sent on three
+    /// times, then handed back for another server.
+    #[error("{addr} did not process the stream, sent again three times: {source}")]
+    H2Refused {
+        addr: SocketAddr,
+        #[source]
+        source: crate::http2::client::Error,
+    },
 }
 
 /// How soon after a request went out on a kept-alive connection its close or
@@ -112,6 +120,16 @@ impl UpstreamError {
     /// not reach the application, so it may go to another server whatever its
     /// method; and the server, shedding load or shutting down, did not fail.
     pub fn is_unprocessed(&self) -> bool {
+        matches!(self, UpstreamError::H2 { source, .. } if source.unprocessed())
+            || matches!(self, UpstreamError::H2Refused { .. })
+    }
+
+    /// A server that did not process one stream (`is_unprocessed`, not sent
+    /// again and again): it shed load or is shutting down, and its breaker
+    /// does not count it. One that refused a stream four times in a row
+    /// (`H2Refused`) is counted: a server that refuses every stream would
+    /// otherwise keep its share of requests, each paying four round trips.
+    pub fn spares_server(&self) -> bool {
         matches!(self, UpstreamError::H2 { source, .. } if source.unprocessed())
     }
 

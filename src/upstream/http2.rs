@@ -533,7 +533,7 @@ async fn exchange(
                 // as never sent, so that another server may have it
                 Some(b) => {
                     tracing::debug!(%addr, error = %e, "the server did not process the stream again: handed back");
-                    return Err((UpstreamError::H2 { addr, source: e }, Some(b)));
+                    return Err((UpstreamError::H2Refused { addr, source: e }, Some(b)));
                 }
                 None => UpstreamError::H2 { addr, source: e },
             },
