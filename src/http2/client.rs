@@ -764,7 +764,16 @@ impl Inner {
         let end = h.flags & frame::END_STREAM != 0;
         let short = end && s.expect.is_some_and(|n| s.received != n);
         if !payload.is_empty() {
-            s.data.push(payload.freeze());
+            // a small payload is copied out of the read buffer: a slice would
+            // keep the whole buffer (16 KiB or more) allocated until a client
+            // that may read slowly takes it, and the stream's window, which
+            // counts bytes of data, would bound nothing (a server sending
+            // 1-byte frames: a 256 KiB window pinning gigabytes)
+            s.data.push(if payload.len() < COPY_UNDER {
+                Bytes::copy_from_slice(&payload)
+            } else {
+                payload.freeze()
+            });
         }
         if end {
             s.remote_open = false;
@@ -1499,6 +1508,11 @@ impl Drop for RecvBody {
     }
 }
 
+/// DATA payloads shorter than this are copied out of the read buffer for
+/// the response body's reader (`Inner::data`); longer ones are slices of it,
+/// which keep at most four times their size allocated.
+const COPY_UNDER: usize = 4 * 1024;
+
 /// Whether `rbuf` holds a whole frame.
 fn whole_frame(rbuf: &[u8]) -> bool {
     rbuf.len() >= 9 && rbuf.len() >= 9 + Head::parse(rbuf).len
@@ -2037,6 +2051,53 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(live(), before);
+    }
+
+    /// Small DATA payloads from a server are copied out of the read buffer:
+    /// each chunk owns a small allocation, not a slice that keeps a 16 KiB
+    /// buffer alive while a slow client has not taken it.
+    #[tokio::test]
+    async fn small_data_from_a_server_holds_no_read_buffer() {
+        use http_body_util::BodyExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (sock, _) = l.accept().await.unwrap();
+            let mut conn = h2::server::handshake(sock).await.unwrap();
+            tokio::spawn(async move {
+                if let Some(Ok((_, mut respond))) = conn.accept().await {
+                    let mut body = respond
+                        .send_response(http::Response::new(()), false)
+                        .unwrap();
+                    for k in 0..100u8 {
+                        body.send_data(Bytes::from(vec![k]), k == 99).unwrap();
+                    }
+                }
+                while conn.accept().await.is_some() {}
+            });
+        });
+        let io = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (conn, task) = Connection::new(io, CFG);
+        tokio::spawn(task);
+        conn.ready().await.unwrap();
+        let headers = HeaderMap::new();
+        let Ok((resp, None)) = conn.send(&get(&headers), SendBody::<RecvBody>::Empty) else {
+            panic!("the connection took no stream");
+        };
+        let mut body = resp.await.unwrap().into_body();
+        let mut got = Vec::new();
+        while let Some(f) = body.frame().await {
+            let Ok(d) = f.unwrap().into_data() else {
+                continue;
+            };
+            let len = d.len();
+            let own = d
+                .try_into_mut()
+                .unwrap_or_else(|_| panic!("a chunk of {len} bytes shares the read buffer"));
+            assert!(own.capacity() < 1024, "{} bytes kept", own.capacity());
+            got.extend_from_slice(&own);
+        }
+        assert_eq!(got, (0..100u8).collect::<Vec<_>>());
     }
 
     /// RFC 9113 6.5.2: a server's SETTINGS_ENABLE_PUSH = 1 is a connection
