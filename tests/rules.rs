@@ -353,3 +353,28 @@ async fn x_forwarded_host_is_the_clients_host_whatever_a_rule_sets() {
         }
     }
 }
+
+/// `del_header = ["x-forwarded-for"]` drops a client's chain before rampart
+/// appends the client's own address, on both paths (an edge proxy that
+/// trusts no earlier hop): the server sees only the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_x_forwarded_for_drops_a_forged_chain() {
+    let a = Backend::start("a", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let cfg = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n[[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"a\"\n  [[listener.rule]]\n  del_header = [\"x-forwarded-for\"]\n[[pool]]\nname = \"a\"\n  [[pool.server]]\n  address = \"{}\"\n",
+        a.addr
+    );
+    let _p = Proxy::start(&cfg, &[listen]).await;
+    for (what, c) in [("fast path", client()), ("hyper path (h2c)", h2c_client())] {
+        let req = Request::get(format!("http://{listen}/"))
+            .header("x-forwarded-for", "6.6.6.6")
+            .body(empty())
+            .unwrap();
+        let (resp, _) = send(&c, req).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{what}");
+        let h = a.stats.last_headers.lock().unwrap().clone().unwrap();
+        let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["127.0.0.1"], "{what}");
+    }
+}

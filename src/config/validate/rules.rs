@@ -51,14 +51,17 @@ const REQUEST_RAMPARTS: &[&str] = &[
 ];
 
 /// A request field a rule may not edit (`del`: the edit removes it), and why.
+/// Deleting X-Forwarded-For is an edit that stands: the client's chain is
+/// dropped before rampart appends the client's address (an edge proxy that
+/// trusts no earlier hop).
 fn request_only(name: &HeaderName, del: bool) -> Option<&'static str> {
-    if REQUEST_RAMPARTS.contains(&name.as_str()) {
-        return Some(
-            "rampart writes X-Forwarded-* itself (and drops a client's Forwarded): a rule's edit would never reach the server",
+    if del {
+        return (name == http::header::HOST).then_some(
+            "an HTTP/1.1 request needs a Host (RFC 9112 3.2): give it another value with set_header instead",
         );
     }
-    (del && name == http::header::HOST).then_some(
-        "an HTTP/1.1 request needs a Host (RFC 9112 3.2): give it another value with set_header instead",
+    REQUEST_RAMPARTS.contains(&name.as_str()).then_some(
+        "rampart writes X-Forwarded-For/-Proto/-Host itself (and drops a client's Forwarded): a rule's value would never reach the server",
     )
 }
 

@@ -400,7 +400,11 @@ impl Importer {
                 }
                 let lower = name.to_ascii_lowercase();
                 if head == "http-request" {
-                    if lower.starts_with("x-forwarded-") || lower == "forwarded" {
+                    let written = matches!(
+                        lower.as_str(),
+                        "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded"
+                    );
+                    if written && verb != "del-header" {
                         // what such rules are for (X-Forwarded-Proto https
                         // behind TLS, the client's address) rampart does itself
                         self.approx(

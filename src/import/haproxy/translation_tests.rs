@@ -310,3 +310,35 @@ fn huge_numbers_are_refused_not_overflowed() {
         Fidelity::Unsupported
     ));
 }
+
+/// X-Forwarded-* that rampart writes: setting one is left out (approximated),
+/// deleting X-Forwarded-For is kept (it drops a client's forged chain), and
+/// other X-Forwarded- names are ordinary headers.
+#[test]
+fn forwarded_headers_rampart_writes_are_left_out_and_a_delete_of_xff_is_kept() {
+    let (cfg, report) = run(&format!(
+        "frontend f
+  bind :80
+  http-request set-header X-Forwarded-Proto https
+  http-request del-header X-Forwarded-For
+  http-request set-header X-Forwarded-Port 443
+  default_backend b
+{BACKEND_B}"
+    ));
+    assert!(reported(
+        &report,
+        "http-request set-header X-Forwarded-Proto https",
+        Fidelity::Approximated
+    ));
+    let rules = array(&on(&cfg, "0.0.0.0:80"), "rule");
+    let has = |key: &str, name: &str| {
+        rules.iter().any(|r| match r.get(key) {
+            Some(toml::Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(name)),
+            Some(toml::Value::Table(t)) => t.contains_key(name),
+            _ => false,
+        })
+    };
+    assert!(!has("set_header", "X-Forwarded-Proto"), "{rules:#?}");
+    assert!(has("del_header", "X-Forwarded-For"), "{rules:#?}");
+    assert!(has("set_header", "X-Forwarded-Port"), "{rules:#?}");
+}

@@ -96,7 +96,12 @@ impl Importer {
                 self.mapped(d, "rampart appends the client to X-Forwarded-For")
             }
             ("x-forwarded-proto", "$scheme") => self.mapped(d, "rampart sets X-Forwarded-Proto"),
-            ("x-forwarded-host", "$host" | "$http_host") => self.approx(d, "rampart passes Host unchanged; X-Forwarded-Host is not set"),
+            ("x-forwarded-host", "$host" | "$http_host") => self.mapped(d, "rampart sets X-Forwarded-Host to the client's Host"),
+            ("host", "") => self.unsupported(d, "an HTTP/1.1 request needs a Host: not removed"),
+            ("x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded", v) if !v.is_empty() => self.approx(
+                d,
+                "rampart writes X-Forwarded-For/-Proto/-Host itself (https on a TLS listener) and drops a client's Forwarded: left out",
+            ),
             ("upgrade", "$http_upgrade") | ("connection", "upgrade" | "Upgrade" | "$connection_upgrade") => {
                 self.mapped(d, "rampart passes WebSocket upgrades")
             }
