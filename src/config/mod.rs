@@ -232,6 +232,17 @@ hash_key = "uri"
         };
         let c = parse_in(&cfg("hook.sh"), "rampart.toml", &dir).unwrap();
         assert_eq!(c.ha.unwrap().notify.as_deref(), Some(hook.as_path()));
+        // a config given without a folder ("-c rampart.toml"): the program
+        // is named by its absolute path, never looked up in PATH (tests run
+        // in the crate's folder)
+        let rel = format!("target/rampart-notify-{}.sh", std::process::id());
+        std::fs::write(&rel, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&rel, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let c = parse_in(&cfg(&rel), "rampart.toml", Path::new("")).unwrap();
+        let got = c.ha.unwrap().notify.unwrap();
+        let _ = std::fs::remove_file(&rel);
+        assert!(got.is_absolute(), "{got:?}");
+        assert!(got.ends_with(&rel), "{got:?}");
         for (bad, why) in [
             ("plain.txt", "not an executable"),
             ("nope.sh", "does not exist"),

@@ -139,7 +139,12 @@ pub(super) fn ha(
     // relative to the config file's folder, as auth_key_file and the
     // certificates are: the check and the run find the same program, whatever
     // the working directory (systemd's is /)
-    let notify = h.notify.as_ref().map(|n| base.join(n));
+    // (absolute: "hook.sh" beside a config given as "rampart.toml" would be
+    // looked up in PATH by the run, not beside the config)
+    let notify = h.notify.as_ref().map(|n| {
+        let n = base.join(n);
+        std::path::absolute(&n).unwrap_or(n)
+    });
     if let Some(n) = &notify {
         use std::os::unix::fs::PermissionsExt;
         match std::fs::metadata(n) {
