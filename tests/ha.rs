@@ -610,6 +610,43 @@ fn a_vip_removed_from_the_master_by_something_else_is_put_back() {
     });
 }
 
+/// An interface made anew (a network manager that restarted it: same name,
+/// new index) is followed: node A, whose eth0 is deleted and created again
+/// while it is MASTER, either keeps the VIP on the new eth0 or, having
+/// faulted meanwhile, takes it again when B dies. With the old index it
+/// could do neither (a takeover ended in FAULT: "the VIP could not be
+/// added").
+#[test]
+fn an_interface_made_anew_is_followed() {
+    let mut lab = Lab::new("i", "250ms");
+    lab.both_up();
+    let (a, sw) = (lab.a.ns.name.clone(), lab.sw.name.clone());
+    ip(&["-n", &a, "link", "del", "eth0"]);
+    ip(&[
+        "link", "add", "eth0", "netns", &a, "type", "veth", "peer", "name", "pa", "netns", &sw,
+    ]);
+    ip(&["-n", &sw, "link", "set", "pa", "master", "br0", "up"]);
+    ip(&["-n", &a, "addr", "add", "192.0.2.1/24", "dev", "eth0"]);
+    ip(&["-n", &a, "link", "set", "eth0", "up"]);
+    wait_until(Duration::from_secs(10), "one master again", || {
+        let (sa, sb) = (lab.ha_state('a'), lab.ha_state('b'));
+        (sa == "MASTER" && lab.has_vip('a') && sb == "BACKUP")
+            || (sb == "MASTER" && lab.has_vip('b') && sa == "BACKUP")
+    });
+    if lab.ha_state('b') == "MASTER" {
+        lab.signal('b', libc::SIGKILL);
+        lab.wait_exit('b');
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "node A MASTER on the new eth0",
+        || lab.ha_state('a') == "MASTER" && lab.has_vip('a'),
+    );
+    wait_until(Duration::from_secs(5), "served through the VIP", || {
+        lab.client_get_vip().as_deref() == Some("backend-ok\n")
+    });
+}
+
 #[test]
 fn split_brain_heals_to_exactly_one_master() {
     let mut lab = Lab::new("s", "250ms");

@@ -278,6 +278,7 @@ impl Ha {
             start: Instant::now(),
             vip_failed: false,
             faulted: false,
+            keep_warned: None,
             ha: &self,
         };
         let mut replay = ReplayGuard::default();
@@ -390,6 +391,7 @@ impl Ha {
                     node.exec(actions).await;
                 }
                 _ = check.tick() => {
+                    node.follow_interface();
                     let reason = node.fault_reason(&plane);
                     let faulted = reason.is_some();
                     *node.ha.status.fault_reason.lock().unwrap_or_else(|e| e.into_inner()) = reason.clone();
@@ -434,6 +436,8 @@ struct Node<'a> {
     start: Instant,
     vip_failed: bool,
     faulted: bool,
+    /// When `keep_vips` last warned that it could not look (once a minute).
+    keep_warned: Option<Instant>,
     ha: &'a Ha,
 }
 
@@ -584,6 +588,29 @@ impl Node<'_> {
         }
     }
 
+    /// Follows the interface by its name: one made anew (a network manager
+    /// that restarted a bridge, bond or VLAN) has a new index, and the VIP
+    /// added, announced or checked by the old one would fail (a takeover
+    /// then ends in FAULT) or go nowhere.
+    fn follow_interface(&mut self) {
+        let Ok(index) = vip::ifindex(&self.cfg.interface) else {
+            // gone for now: the link check faults the node meanwhile
+            return;
+        };
+        if index == self.index {
+            return;
+        }
+        match vip::mac(&self.cfg.interface) {
+            Ok(mac) => {
+                tracing::info!(interface = %self.cfg.interface, index, "the interface was made anew: following it");
+                (self.index, self.mac) = (index, mac);
+            }
+            Err(e) => {
+                tracing::debug!(interface = %self.cfg.interface, error = %e, "the interface's address is not readable yet")
+            }
+        }
+    }
+
     /// While MASTER, puts back a VIP that left the interface without this
     /// node's doing (an `ip addr flush`, a network manager restarted), and
     /// announces it again: otherwise the pair would serve nobody until the
@@ -606,7 +633,13 @@ impl Node<'_> {
                     tracing::warn!(vip = %ip, interface = %self.cfg.interface, "the VIP was removed from the interface by something else; added it back");
                 }
                 Err(e) => {
-                    tracing::warn!(vip = %ip, error = %e, "cannot check that the VIP is on the interface")
+                    if self
+                        .keep_warned
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+                    {
+                        self.keep_warned = Some(Instant::now());
+                        tracing::warn!(vip = %ip, error = %e, "cannot check that the VIP is on the interface (warned once a minute)");
+                    }
                 }
             }
         }
