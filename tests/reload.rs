@@ -1222,3 +1222,39 @@ async fn a_reload_that_changes_what_is_checked_judges_by_the_first_new_check() {
     assert_eq!(p.server_status("api", good.addr).await, "UP");
     assert_eq!(p.server_status("api", dead).await, "DOWN");
 }
+
+/// Two reloads in a row (a config tool that writes twice): the first changes
+/// what is checked, the second only the interval, before the first new check
+/// has answered. The decision of that first check is not lost: a server that
+/// does not answer the new question is DOWN as soon as it fails, not after
+/// `fall` checks an hour apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_reload_before_the_first_new_check_keeps_its_decision() {
+    // accepts connections (the kernel's backlog) and never answers
+    let mute = listen(free_addr("127.0.0.1")).await;
+    let mute_addr = mute.local_addr().unwrap();
+    let (listen_at, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let servers = [(mute_addr, 1)];
+    let health = |kind: &str, interval: &str| {
+        format!(
+            "[pool.health]\nkind = \"{kind}\"\npath = \"/health\"\ntimeout = \"2s\"\ninterval = \"{interval}\"\nfast_interval = \"1h\"\nrise = 3\nfall = 3\n"
+        )
+        .replace("path = \"/health\"\n", if kind == "http" { "path = \"/health\"\n" } else { "" })
+    };
+    let p = Proxy::start(
+        &config(listen_at, admin, &health("tcp", "1h"), &servers, ""),
+        &[listen_at],
+    )
+    .await;
+    p.wait_server(Duration::from_secs(5), "api", mute_addr, "UP")
+        .await;
+    // another question, then at once only another interval
+    for h in [health("http", "1h"), health("http", "2h")] {
+        std::fs::write(&p.config, config(listen_at, admin, &h, &servers, "")).unwrap();
+        assert_eq!(reload_api(admin).await.0, 200);
+    }
+    // the first HTTP check times out after 2 s: DOWN then
+    p.wait_server(Duration::from_secs(8), "api", mute_addr, "DOWN")
+        .await;
+    drop(mute);
+}

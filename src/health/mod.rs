@@ -86,12 +86,14 @@ fn jittered(d: Duration) -> Duration {
     Duration::from_millis(ms - spread + fastrand::u64(..=2 * spread))
 }
 
-/// A running check task: its stop, and the settings it runs with.
+/// A running check task: its stop, the settings it runs with, and whether
+/// its first result, which decides, is still to come.
 type CheckTask = (
     CancellationToken,
     Arc<HealthConfig>,
     Option<crate::tls::PoolTls>,
     Option<crate::proxy_protocol::Version>,
+    Arc<std::sync::atomic::AtomicBool>,
 );
 
 /// Keeps one check task per member of every pool with `[pool.health]`: members
@@ -145,14 +147,16 @@ impl HealthManager {
             for s in &pool.servers {
                 live.insert(s.state.uid);
                 let decisive = match self.tasks.get(&s.state.uid) {
-                    Some((_, running, tls, send_proxy)) => {
+                    Some((_, running, tls, send_proxy, undecided)) => {
                         let same_question = running.check == cfg.check
                             && *tls == pool.tls
                             && *send_proxy == pool.send_proxy;
                         if same_question && **running == *cfg {
                             continue;
                         }
-                        !same_question
+                        // (a task replaced before its decisive first result
+                        // hands the decision on: two reloads in a row)
+                        !same_question || undecided.load(std::sync::atomic::Ordering::Relaxed)
                     }
                     None => self.unchecked.contains(&s.state.uid),
                 };
@@ -160,7 +164,7 @@ impl HealthManager {
             }
         }
         self.unchecked = unchecked;
-        self.tasks.retain(|uid, (token, _, _, _)| {
+        self.tasks.retain(|uid, (token, _, _, _, _)| {
             let keep = live.contains(uid);
             if !keep {
                 token.cancel();
@@ -174,7 +178,7 @@ impl HealthManager {
     pub fn members_changed(&mut self, pool: &Pool, added: &[Arc<Server>], removed: &[Arc<Server>]) {
         for s in removed {
             self.unchecked.remove(&s.state.uid);
-            if let Some((token, _, _, _)) = self.tasks.remove(&s.state.uid) {
+            if let Some((token, _, _, _, _)) = self.tasks.remove(&s.state.uid) {
                 token.cancel();
             }
         }
@@ -192,6 +196,7 @@ impl HealthManager {
     /// `decisive`: its first result decides, whatever rise and fall say.
     fn start(&mut self, pool: &Pool, s: &Server, cfg: &Arc<HealthConfig>, decisive: bool) {
         let token = self.cancel.child_token();
+        let undecided = Arc::new(std::sync::atomic::AtomicBool::new(decisive));
         let replaced = self.tasks.insert(
             s.state.uid,
             (
@@ -199,9 +204,10 @@ impl HealthManager {
                 Arc::clone(cfg),
                 pool.tls.clone(),
                 pool.send_proxy,
+                Arc::clone(&undecided),
             ),
         );
-        if let Some((old, _, _, _)) = replaced {
+        if let Some((old, _, _, _, _)) = replaced {
             old.cancel();
         }
         let span = tracing::info_span!("health", pool = %pool.name, server = %s.id);
@@ -213,7 +219,7 @@ impl HealthManager {
             async move {
                 tokio::select! {
                     _ = token.cancelled() => {}
-                    _ = check_loop(addr, tls, send_proxy, state, cfg, flipped, decisive) => {}
+                    _ = check_loop(addr, tls, send_proxy, state, cfg, flipped, undecided) => {}
                 }
             },
             span,
@@ -283,7 +289,7 @@ impl HealthManager {
     }
 
     pub fn stop_all(&mut self) {
-        for (_, (t, _, _, _)) in self.tasks.drain() {
+        for (_, (t, _, _, _, _)) in self.tasks.drain() {
             t.cancel();
         }
     }
@@ -296,7 +302,7 @@ async fn check_loop(
     state: Arc<ServerState>,
     cfg: Arc<HealthConfig>,
     flipped: Arc<tokio::sync::Notify>,
-    mut decisive: bool,
+    undecided: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut rf = RiseFall::new(state.health(), cfg.rise, cfg.fall);
     loop {
@@ -316,10 +322,9 @@ async fn check_loop(
             // before, and must not undo the UNKNOWN that maintenance set
             continue;
         }
-        if decisive {
+        if undecided.swap(false, std::sync::atomic::Ordering::Relaxed) {
             // the first result of a check that asks something new decides:
             // as from UNKNOWN, unless it confirms the current state
-            decisive = false;
             let now = state.health();
             let confirms = (now == Health::Up) == report.ok && now != Health::Unknown;
             let from = if confirms { now } else { Health::Unknown };
