@@ -108,7 +108,8 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Cancellat
 /// Admin connections served at once.
 const MAX_CONNECTIONS: usize = 256;
 
-/// Admin connections served at once from one client address: a client that
+/// Admin connections served at once from one client address (an IPv6 /64):
+/// a client that
 /// opens connections and sends nothing (each held up to the 10 s header
 /// timeout) keeps at most these, not every slot.
 const MAX_PER_PEER: usize = 32;
@@ -125,6 +126,15 @@ struct PeerSlot {
 
 impl PeerSlot {
     fn take(map: &Arc<std::sync::Mutex<PeerCounts>>, ip: std::net::IpAddr) -> Option<PeerSlot> {
+        // an IPv6 client holds a /64 (RFC 6177): counted as one
+        let ip = match ip.to_canonical() {
+            std::net::IpAddr::V6(a) => {
+                let mut o = a.octets();
+                o[8..].fill(0);
+                std::net::IpAddr::from(o)
+            }
+            v4 => v4,
+        };
         let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
         let n = m.entry(ip).or_insert(0);
         if *n >= MAX_PER_PEER {
@@ -911,6 +921,24 @@ fn error(status: StatusCode, msg: &str) -> Resp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One address holds at most MAX_PER_PEER slots; an IPv6 /64 is one
+    /// address; a slot dropped is given back.
+    #[test]
+    fn peer_slots_per_address_and_per_ipv6_64() {
+        let map: Arc<std::sync::Mutex<PeerCounts>> = Arc::default();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let mut held: Vec<PeerSlot> = (0..MAX_PER_PEER)
+            .map(|k| PeerSlot::take(&map, ip(&format!("2001:db8::{:x}", k + 1))).unwrap())
+            .collect();
+        assert!(PeerSlot::take(&map, ip("2001:db8::ffff:1")).is_none());
+        assert!(PeerSlot::take(&map, ip("2001:db8:0:1::1")).is_some());
+        assert!(PeerSlot::take(&map, ip("192.0.2.1")).is_some());
+        held.pop();
+        assert!(PeerSlot::take(&map, ip("2001:db8::1")).is_some());
+        drop(held);
+        assert!(map.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn helpers() {
