@@ -99,7 +99,8 @@ fn interval_of(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<Duratio
             return None;
         }
     }
-    (usec > 0).then(|| Duration::from_micros(usec / 2))
+    // (a period under 2 µs would be zero, which tokio's interval refuses)
+    (usec >= 2).then(|| Duration::from_micros(usec / 2))
 }
 
 /// Pings the watchdog until `stop`.
@@ -156,6 +157,12 @@ mod tests {
             "another process's"
         );
         assert_eq!(interval_of(Some("0"), None, 7), None);
+        // half of 1 µs is no period at all (tokio's interval would panic)
+        assert_eq!(interval_of(Some("1"), None, 7), None);
+        assert_eq!(
+            interval_of(Some("2"), None, 7),
+            Some(Duration::from_micros(1))
+        );
         assert_eq!(interval_of(Some("soon"), None, 7), None);
         assert_eq!(interval_of(None, None, 7), None);
     }

@@ -189,6 +189,11 @@ pub async fn hand_over(
     let mut child = tokio::process::Command::new(&exe)
         .args(std::env::args_os().skip(1))
         .env(ENV, &sock_path)
+        // systemd's WATCHDOG_PID names this process: the new one, which
+        // becomes the main process (MAINPID=), would take it as someone
+        // else's watchdog and never ping, and systemd would kill it
+        // WatchdogSec after this one is gone
+        .env_remove("WATCHDOG_PID")
         .kill_on_drop(false)
         .spawn()
         .map_err(|source| UpgradeError::Spawn {

@@ -143,6 +143,25 @@ fn the_unit_file_verifies_and_runs_real_commands() {
             }
         }
     }
+    // and the check before the start runs as written, on a real config: its
+    // arguments parse (a bare path instead of `-c PATH` failed every start)
+    for cmd in key("ExecStartPre") {
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rampart.toml");
+        let args: Vec<String> = cmd
+            .split_whitespace()
+            .skip(1)
+            .map(|a| a.replace("/etc/rampart/rampart.toml", example.to_str().unwrap()))
+            .collect();
+        let out = std::process::Command::new(rampart_bin())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // the stop timeout covers the default drain (drain_delay 0s + shutdown_grace 30s)
     let stop: u64 = key("TimeoutStopSec")[0]
         .trim_end_matches('s')

@@ -380,3 +380,43 @@ async fn an_upgrade_to_more_threads_gives_every_worker_a_socket() {
         "pod-a"
     );
 }
+
+/// Under systemd, WATCHDOG_PID names the main process. The new process of an
+/// upgrade becomes the main process: it must not inherit the old one's
+/// WATCHDOG_PID (it would take the watchdog for someone else's and never
+/// ping, and systemd would kill it WatchdogSec after the old one left).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_new_process_of_an_upgrade_does_not_inherit_watchdog_pid() {
+    let backend = Backend::start("a", free_addr("127.0.0.2")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let text = http_config_at(listen, admin, "threads = 1", "", &[(backend.addr, 1)]);
+    let mut p = Proxy::start_env(
+        &text,
+        &[listen, admin],
+        "info",
+        &[("WATCHDOG_PID", "1"), ("WATCHDOG_USEC", "30000000")],
+    )
+    .await;
+    let out = std::process::Command::new(rampart_bin())
+        .args(["upgrade", "--admin", &format!("http://{admin}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", p.stderr());
+    let said = String::from_utf8_lossy(&out.stdout);
+    let new_pid: u32 = said
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    let _kill = KillPid(new_pid);
+    let env = std::fs::read(format!("/proc/{new_pid}/environ")).unwrap();
+    let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
+    assert!(
+        vars.iter().any(|v| v.starts_with(b"WATCHDOG_USEC=")),
+        "the rest of the environment is passed on"
+    );
+    assert!(
+        !vars.iter().any(|v| v.starts_with(b"WATCHDOG_PID=")),
+        "WATCHDOG_PID was passed on"
+    );
+    assert!(p.wait_exit(Duration::from_secs(10)).await.success());
+}
