@@ -43,9 +43,6 @@ echo 'rampart:x:10001:10001:rampart:/nonexistent:/usr/sbin/nologin' >> "$out/etc
 echo 'rampart:x:10001:' >> "$out/etc/group"
 mkdir -p "$out/usr/local/bin" "$out/etc/rampart" "$out/var/lib/rampart"
 install -m 0755 "$bin" "$out/usr/local/bin/rampart"
-if command -v setcap >/dev/null; then
-  setcap cap_net_bind_service=+ep "$out/usr/local/bin/rampart"
-fi
 cp "$here/../config/rampart.toml" "$out/etc/rampart/rampart.toml"
 chown 10001:10001 "$out/var/lib/rampart"
 echo "rootfs in $out: $(du -sh "$out" | cut -f1)"

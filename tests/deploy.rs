@@ -119,6 +119,13 @@ fn rampart_container(c: &Value, cfg: &toml::Value, grace: u64, sidecar: bool) {
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+    // with every capability dropped, a binary that carries a file capability
+    // cannot be run at all (exec: operation not permitted): the image's has none
+    let dockerfile = std::fs::read_to_string(repo("docker/Dockerfile")).unwrap();
+    assert!(
+        !dockerfile.lines().any(|l| l.contains("setcap") && !l.trim_start().starts_with('#')),
+        "docker/Dockerfile sets a file capability"
+    );
     assert!(c["resources"]["requests"]["memory"].is_string());
     assert!(c["resources"]["limits"]["memory"].is_string());
     // the config comes from the ConfigMap, read-only
@@ -212,6 +219,8 @@ fn compose_vip_pair() {
             caps.contains(&"NET_ADMIN") && caps.contains(&"NET_RAW"),
             "{node}"
         );
+        // Docker gives added capabilities to root only
+        assert_eq!(s["user"].as_str(), Some("0:0"), "{node}");
         let cfg_path = s["command"][2].as_str().unwrap();
         let file = cfg_path.strip_prefix("/etc/rampart/").unwrap();
         let dir = Path::new(&repo("docker/compose")).to_path_buf();
