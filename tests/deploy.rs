@@ -123,7 +123,9 @@ fn rampart_container(c: &Value, cfg: &toml::Value, grace: u64, sidecar: bool) {
     // cannot be run at all (exec: operation not permitted): the image's has none
     let dockerfile = std::fs::read_to_string(repo("docker/Dockerfile")).unwrap();
     assert!(
-        !dockerfile.lines().any(|l| l.contains("setcap") && !l.trim_start().starts_with('#')),
+        !dockerfile
+            .lines()
+            .any(|l| l.contains("setcap") && !l.trim_start().starts_with('#')),
         "docker/Dockerfile sets a file capability"
     );
     assert!(c["resources"]["requests"]["memory"].is_string());

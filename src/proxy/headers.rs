@@ -145,8 +145,9 @@ pub(super) fn one_content_length(h: &mut HeaderMap) {
 /// come after: `set_forwarded` into the map, or `wire` into the bytes.
 ///
 /// Returns the Host the client's request named (its field, or the authority
-/// that replaced it), before the rules' edits: what X-Forwarded-Host says,
-/// as on the fast path, whatever a rule sets Host to.
+/// that replaced it) when rules edited the request (None: the Host field is
+/// still the client's): what X-Forwarded-Host says, as on the fast path,
+/// whatever a rule sets Host to.
 pub(super) fn prepare_request(
     parts: &mut Parts,
     upgrade: bool,
@@ -183,9 +184,11 @@ pub(super) fn prepare_request(
             None => Uri::from_static("/"),
         };
     }
-    let client_host = h.get(header::HOST).cloned();
-    // rules' header edits, before X-Forwarded-* (which stay rampart's)
+    // rules' header edits, before X-Forwarded-* (which stay rampart's); the
+    // client's Host kept first only when they may change it
+    let mut client_host = None;
     if let Some(e) = edits {
+        client_host = h.get(header::HOST).cloned();
         e.edit_request(h);
     }
     if let Some(v) = upgrade_value {
@@ -273,12 +276,15 @@ pub(super) fn wire(
         prior_for: prior.as_deref(),
         client_ip: ctx.peer_ip.as_bytes(),
         proto: ctx.shared.proto,
-        host: host.map(HeaderValue::as_bytes),
+        host: host
+            .or_else(|| parts.headers.get(header::HOST))
+            .map(HeaderValue::as_bytes),
     };
     upstream::wire_request(parts, body, length, &xf)
 }
 
-/// `host`: the Host the client's request named (`prepare_request`).
+/// `host`: the Host the client's request named, when rules edited it
+/// (`prepare_request`).
 pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx, host: Option<HeaderValue>) {
     const XF: [HeaderName; 4] = [
         X_FORWARDED_FOR,
@@ -293,6 +299,7 @@ pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx, host: Option<Heade
         h.remove(n);
     }
     set_client_subject(h, ctx);
+    let host = host.or_else(|| h.get(header::HOST).cloned());
     let xf = forwarded::XForwarded {
         prior_for: prior.as_deref(),
         client_ip: ctx.peer_ip.as_bytes(),
