@@ -125,7 +125,7 @@ async fn pod_replacement_is_followed_within_ttl() {
     dns.set_ips("app", &[ip("127.0.0.3")], 1).await;
     let changed = Instant::now();
     let mut first_ok = None;
-    while changed.elapsed() < Duration::from_secs(5) {
+    while changed.elapsed() < Duration::from_secs(10) {
         let (st, body) = get(&c, &format!("http://{listen}/")).await;
         if st == StatusCode::OK {
             assert_eq!(
@@ -142,9 +142,12 @@ async fn pod_replacement_is_followed_within_ttl() {
         }
     }
     let took = first_ok.expect("never reached the new pod");
+    // TTL 1 s, then a lookup and a request: about 1-2 s; 4 s leaves room for a
+    // loaded machine and still fails a proxy that waits for max_ttl (30 s)
+    // or never looks the name up again
     assert!(
-        took <= Duration::from_secs(2),
-        "TTL 1 s + 1 s, took {took:?}"
+        took <= Duration::from_secs(4),
+        "TTL 1 s + up to 3 s, took {took:?}"
     );
     eprintln!("requests reached the new pod {took:?} after the DNS change");
     assert!(new.requests() > 0);

@@ -136,15 +136,17 @@ retries = 0
             break changed.elapsed();
         }
         assert!(
-            changed.elapsed() < Duration::from_secs(5),
+            changed.elapsed() < Duration::from_secs(10),
             "never reached the new pod: {}",
             p.stderr()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    // TTL 1 s, then a lookup and a request: about 1-2 s; 4 s leaves room for
+    // a loaded machine and still fails a proxy that ignores the TTL
     assert!(
-        took <= Duration::from_secs(2),
-        "TTL 1 s + 1 s, took {took:?}"
+        took <= Duration::from_secs(4),
+        "TTL 1 s + up to 3 s, took {took:?}"
     );
     eprintln!("dnsmasq: requests reached the new pod {took:?} after the DNS change");
     for _ in 0..10 {
