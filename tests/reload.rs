@@ -667,7 +667,10 @@ async fn a_thousand_reloads_keep_memory_and_fds_flat_and_forget_removed_pools() 
         rss1 <= rss0 + rss0 / 10,
         "RSS grew more than 10%: {rss0} -> {rss1} KiB"
     );
-    assert_eq!(fds1, fds0, "fd count changed");
+    // at most the baseline: that one may still count a connection on its way
+    // out (the client's to the extra listener, removed by the last warm-up
+    // reload), while a leak of one fd per reload (or per two) ends far above
+    assert!(fds1 <= fds0, "fd count grew: {fds0} -> {fds1}");
 }
 
 /// A GET on a kept-alive connection: the body (Content-Length framing).
