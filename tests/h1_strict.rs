@@ -169,15 +169,39 @@ struct Got {
     closed: bool,
 }
 
+/// The final answers' statuses in what a client read (a 100 Continue is not
+/// one).
+fn final_statuses(all: &[u8]) -> Vec<u16> {
+    let text = String::from_utf8_lossy(all);
+    text.match_indices("HTTP/1.")
+        .filter_map(|(i, _)| text[i..].split(' ').nth(1)?.get(..3)?.parse().ok())
+        .filter(|s: &u16| *s >= 200)
+        .collect()
+}
+
+/// `send_expecting` one answer.
 async fn send(addr: SocketAddr, bytes: &[u8]) -> Got {
+    send_expecting(addr, bytes, 1).await
+}
+
+/// Sends `bytes` on a new connection and reads until the peer closes or,
+/// once `want` final answers have come, until nothing more comes for 700 ms
+/// (kept open). Until they have come, silence is a slow server, not an end:
+/// it is waited for, up to 4 s (below HAProxy's 5 s client timeout here).
+async fn send_expecting(addr: SocketAddr, bytes: &[u8], want: usize) -> Got {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(bytes).await.unwrap();
     let mut all = Vec::new();
     let mut closed = false;
-    // read until the peer closes, or until nothing came for a while (kept open)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
     loop {
+        let until = if final_statuses(&all).len() >= want {
+            tokio::time::Instant::now() + Duration::from_millis(700)
+        } else {
+            deadline
+        };
         let mut chunk = [0u8; 8192];
-        match tokio::time::timeout(Duration::from_millis(700), s.read(&mut chunk)).await {
+        match tokio::time::timeout_at(until, s.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) => {
                 closed = true;
                 break;
@@ -186,14 +210,10 @@ async fn send(addr: SocketAddr, bytes: &[u8]) -> Got {
             Err(_) => break,
         }
     }
-    let text = String::from_utf8_lossy(&all);
-    // final answers (a 100 Continue is not one)
-    let statuses = text
-        .match_indices("HTTP/1.")
-        .filter_map(|(i, _)| text[i..].split(' ').nth(1)?.get(..3)?.parse().ok())
-        .filter(|s: &u16| *s >= 200)
-        .collect();
-    Got { statuses, closed }
+    Got {
+        statuses: final_statuses(&all),
+        closed,
+    }
 }
 
 enum Want {
@@ -666,6 +686,6 @@ async fn a_connection_served_by_hyper_keeps_the_head_size_limit() {
     let bytes = format!(
         "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n"
     );
-    let got = send(listen, bytes.as_bytes()).await;
+    let got = send_expecting(listen, bytes.as_bytes(), 2).await;
     assert_eq!(got.statuses, vec![200, 431], "{got:?}");
 }
