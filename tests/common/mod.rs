@@ -1180,8 +1180,6 @@ pub async fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (StatusCod
     (resp.status(), String::from_utf8_lossy(&body).into_owned())
 }
 
-/// The value of the first line of a Prometheus text that starts with
-/// `line_start` (metric name and labels); 0 when there is none.
 /// A raw HTTP/1.1 answer cut after its head: (head, body). Panics without one.
 pub fn split_head(all: &[u8]) -> (&[u8], &[u8]) {
     let end = all
@@ -1192,21 +1190,39 @@ pub fn split_head(all: &[u8]) -> (&[u8], &[u8]) {
     all.split_at(end)
 }
 
+/// The value of the first line of a Prometheus text that starts with
+/// `line_start` (metric name and labels). Panics when there is none: a
+/// renamed or relabelled series must not read as 0 (an assertion that
+/// something is 0 would pass for it).
 pub fn metric(text: &str, line_start: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
+    find_metric(text, line_start)
+        .unwrap_or_else(|| panic!("no metric line starts with {line_start:?} in:\n{text}"))
+}
+
+/// `metric`, or 0 while there is no such line: for a labelled series that
+/// only appears with its first event (a TLS failure reason, a GOAWAY code).
+pub fn metric_or_zero(text: &str, line_start: &str) -> f64 {
+    find_metric(text, line_start).unwrap_or(0.0)
+}
+
+/// The value of the first line that starts with `line_start` (None: no such
+/// line); a line without a number at its end panics.
+fn find_metric(text: &str, line_start: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.starts_with(line_start))?;
+    let value = line.rsplit(' ').next().and_then(|v| v.parse().ok());
+    Some(value.unwrap_or_else(|| panic!("metric line without a value: {line:?}")))
 }
 
 /// Polls the admin server's /metrics until the line reaches `min` (at most 5 s);
 /// returns the text. Counters a connection's end bumps may trail what the client
-/// saw (a refused handshake is counted just after its alert went out).
+/// saw (a refused handshake is counted just after its alert went out). A
+/// series that is not there yet counts as 0 (labelled series appear with their
+/// first event): it keeps polling, and times out if the series never comes.
 pub async fn wait_metric(admin: SocketAddr, line_start: &str, min: f64) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let m = admin_get(admin, "/metrics").await.1;
-        if metric(&m, line_start) >= min {
+        if metric_or_zero(&m, line_start) >= min {
             return m;
         }
         assert!(Instant::now() < deadline, "{line_start} < {min}: {m}");
