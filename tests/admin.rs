@@ -599,14 +599,16 @@ async fn token_and_read_auth() {
     );
     let dir = temp_dir("auth");
     std::fs::write(dir.join("c.toml"), &cfg).unwrap();
-    let mut child = std::process::Command::new(rampart_bin())
-        .args(["run", "-c"])
-        .arg(dir.join("c.toml"))
-        .env("RAMPART_TEST_TOKEN", "s3cret-token")
-        .env("RAMPART_TEST_READ_PW", "pw")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = KillOnDrop(
+        std::process::Command::new(rampart_bin())
+            .args(["run", "-c"])
+            .arg(dir.join("c.toml"))
+            .env("RAMPART_TEST_TOKEN", "s3cret-token")
+            .env("RAMPART_TEST_READ_PW", "pw")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_listening(admin, Duration::from_secs(10)).await;
     let c = client();
     let req = |method: &str, path: &str, auth: Option<&str>| {
@@ -693,13 +695,15 @@ async fn token_and_read_auth() {
         );
     }
     // `watch` reads with it too
-    let mut watch = std::process::Command::new(rampart_bin())
-        .args(["watch", "--admin", &url, "--token", "s3cret-token"])
-        .env_remove("RAMPART_ADMIN_TOKEN")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut watch = KillOnDrop(
+        std::process::Command::new(rampart_bin())
+            .args(["watch", "--admin", &url, "--token", "s3cret-token"])
+            .env_remove("RAMPART_ADMIN_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut screen = watch.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         use std::io::Read;
@@ -720,8 +724,7 @@ async fn token_and_read_auth() {
         reader.is_finished()
     })
     .await;
-    let _ = watch.kill();
-    let _ = watch.wait();
+    drop(watch);
     let text = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
     assert!(text.contains("pool api"), "{text}");
     // writes need the token, even from loopback
@@ -758,8 +761,7 @@ async fn token_and_read_auth() {
         send(&c, plain).await.0.status(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -1004,11 +1006,13 @@ async fn cli_status_and_server_commands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_watch_redraws_until_interrupted() {
     let s = setup("", "").await;
-    let mut child = std::process::Command::new(rampart_bin())
-        .args(["watch", "--admin", &format!("http://{}", s.admin)])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        std::process::Command::new(rampart_bin())
+            .args(["watch", "--admin", &format!("http://{}", s.admin)])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut out = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         use std::io::Read;

@@ -144,18 +144,20 @@ async fn demo_balances_between_its_two_backends() {
     use std::process::{Command, Stdio};
     let listen = free_addr("127.0.0.1");
     let admin = free_addr("127.0.0.1");
-    let mut child = Command::new(rampart_bin())
-        .args([
-            "demo",
-            "--listen",
-            &listen.to_string(),
-            "--admin",
-            &admin.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(rampart_bin())
+            .args([
+                "demo",
+                "--listen",
+                &listen.to_string(),
+                "--admin",
+                &admin.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let stdout = child.stdout.take().unwrap();
     // read the banner on a thread; the demo prints it once it accepts connections
     let banner = std::thread::spawn(move || {

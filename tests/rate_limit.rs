@@ -348,14 +348,7 @@ name = "api"
         String::from_utf8_lossy(&out.stderr)
     );
     // run from its own folder (Proxy::start writes the config elsewhere)
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _child = Killed(
+    let _child = KillOnDrop(
         std::process::Command::new(rampart_bin())
             .args(["run", "-c"])
             .arg(&cfg)

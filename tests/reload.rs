@@ -443,14 +443,15 @@ async fn a_configmap_style_symlink_swap_is_picked_up_by_watch_config() {
     std::fs::write(dir.join("..v1/rampart.toml"), text(a.addr)).unwrap();
     std::os::unix::fs::symlink("..v1", dir.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/rampart.toml", dir.join("rampart.toml")).unwrap();
-    let mut child = std::process::Command::new(rampart_bin())
-        .args(["run", "-c"])
-        .arg(dir.join("rampart.toml"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _kill = KillOnDrop(&mut child);
+    let _child = KillOnDrop(
+        std::process::Command::new(rampart_bin())
+            .args(["run", "-c"])
+            .arg(dir.join("rampart.toml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_until(Duration::from_secs(10), "pod-a served", || async {
         get_maybe(&format!("http://{listen}/")).await.as_deref() == Some("pod-a")
     })
@@ -584,15 +585,6 @@ async fn watch_config_applies_a_refused_config_once_the_file_it_names_appears() 
     std::fs::rename(dir.join("later-ca.pem.tmp"), dir.join("later-ca.pem")).unwrap();
     let r = wait_watched(admin, 2).await;
     assert_eq!(r["reloads_failed"], 1, "{r}");
-}
-
-struct KillOnDrop<'a>(&'a mut std::process::Child);
-
-impl Drop for KillOnDrop<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 async fn get_maybe(url: &str) -> Option<String> {

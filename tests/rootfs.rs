@@ -54,19 +54,22 @@ async fn the_runtime_layout_runs_as_its_user_in_a_chroot() {
         &[(backend.addr, 1)],
     );
     std::fs::write(root.join("etc/rampart/test.toml"), cfg).unwrap();
-    let mut child = Command::new("chroot")
-        .arg("--userspec=10001:10001")
-        .arg(&root)
-        .args([
-            "/usr/local/bin/rampart",
-            "run",
-            "-c",
-            "/etc/rampart/test.toml",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // (killed on drop: a failed assertion does not leave it running)
+    let mut child = KillOnDrop(
+        Command::new("chroot")
+            .arg("--userspec=10001:10001")
+            .arg(&root)
+            .args([
+                "/usr/local/bin/rampart",
+                "run",
+                "-c",
+                "/etc/rampart/test.toml",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(15);
     let c = client();
     let served = loop {
@@ -97,8 +100,7 @@ async fn the_runtime_layout_runs_as_its_user_in_a_chroot() {
     let uid = st.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert_eq!(pid, u64::from(child.id()));
     assert_eq!(uid.split_whitespace().nth(1), Some("10001"), "{uid}");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     // (the layout holds a copy of the debug binary: do not leave it behind)
     let _ = std::fs::remove_dir_all(&root);
 }

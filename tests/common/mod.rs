@@ -607,6 +607,31 @@ pub fn rampart_cli(admin: SocketAddr, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A child process that is killed (and reaped) when the guard goes out of
+/// scope, so that a failed assertion does not leave it running after the
+/// test. Derefs to the `Child` (id, try_wait, kill, ...).
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The rampart binary running a config, killed on drop.
 pub struct Proxy {
     pub child: Child,
