@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 const BASE: &str = r#"[global]
 threads = 1
@@ -281,11 +282,14 @@ fn run_refuses_a_broken_config_with_exit_code_1() {
         BASE.replace("pool = \"api\"\n\n", "pool = \"nope\"\n\n"),
     )
     .unwrap();
-    let out = Command::new(common::rampart_bin())
-        .args(["run", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    // (a run that starts after all would never exit: killed at the deadline)
+    let out = common::output_within(
+        Command::new(common::rampart_bin())
+            .args(["run", "-c"])
+            .arg(&path),
+        Duration::from_secs(30),
+        "rampart run with a broken config",
+    );
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("pool \"nope\" is not defined"));
@@ -298,11 +302,13 @@ fn run_reports_an_address_in_use() {
     let dir = common::temp_dir("run-inuse");
     let path = dir.join("t.toml");
     std::fs::write(&path, BASE.replace("127.0.0.1:8080", &addr.to_string())).unwrap();
-    let out = Command::new(common::rampart_bin())
-        .args(["run", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        Command::new(common::rampart_bin())
+            .args(["run", "-c"])
+            .arg(&path),
+        Duration::from_secs(30),
+        "rampart run on an address in use",
+    );
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -632,6 +632,52 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Runs `cmd` (stdout and stderr captured) and waits at most `within` for it
+/// to exit, polling (a blocking call, for plain `#[test]`s); a process still
+/// running then is killed and the test fails, instead of hanging the CI.
+pub fn output_within(cmd: &mut Command, within: Duration, what: &str) -> std::process::Output {
+    // (as `Command::output`: no stdin)
+    let mut child = KillOnDrop(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}")),
+    );
+    // the pipes are drained as the process runs (a full pipe would block it)
+    let out = read_to_end_in_thread(child.stdout.take());
+    let err = read_to_end_in_thread(child.stderr.take());
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    }
+}
+
+/// Reads `r` to its end on a thread of its own.
+fn read_to_end_in_thread<R: Read + Send + 'static>(
+    r: Option<R>,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut r) = r {
+            let _ = r.read_to_end(&mut buf);
+        }
+        buf
+    })
+}
+
 /// The rampart binary running a config, killed on drop.
 pub struct Proxy {
     pub child: Child,
