@@ -226,6 +226,7 @@ fn broken_configs_name_key_and_line() {
             9,
         ),
         ("bad retry_buffer", "name = \"api\"\n", "name = \"api\"\nretry_buffer = \"lots\"\n", "retry_buffer", 15),
+        ("retry_buffer too large", "name = \"api\"\n", "name = \"api\"\nretry_buffer = \"4096MiB\"\n", "pool[0].retry_buffer", 15),
         ("burst without rate", "[[pool]]", "[[rate_limit]]\nname = \"x\"\nquota = \"100/day\"\nburst = 5\n\n[[pool]]", "rate_limit[0].burst", 16),
         ("breaker percent", "name = \"api\"\n", "name = \"api\"\n[pool.breaker]\nmax_ejected_percent = 150\n", "pool[0].breaker.max_ejected_percent", 16),
     ];

@@ -856,8 +856,9 @@ async fn json_access_log_line_per_request() {
     .await;
     assert_eq!(resp.status(), StatusCode::OK);
     get(&c, &format!("http://{listen}/status?code=404")).await;
-    wait_for(Duration::from_secs(5), "two access log lines", || {
-        p.stdout().lines().count() >= 2
+    get(&c, &format!("http://{listen}/slow?ms=200")).await;
+    wait_for(Duration::from_secs(5), "three access log lines", || {
+        p.stdout().lines().count() >= 3
     })
     .await;
     let lines: Vec<serde_json::Value> = p
@@ -874,7 +875,14 @@ async fn json_access_log_line_per_request() {
     assert_eq!(l["listener"], "web");
     assert_eq!(l["server"], backend.addr.to_string());
     assert_eq!(l["end"], "ok");
-    assert!(l["total_ms"].as_f64().unwrap() >= 0.0);
+    // the request's time: a number, at least what the server took
+    let total = l["total_ms"].as_f64().unwrap();
+    assert!(total.is_finite() && total >= 0.0, "{l}");
+    let slow = lines
+        .iter()
+        .find(|l| l["path"] == "/slow?ms=200")
+        .expect("line for the slow request");
+    assert!(slow["total_ms"].as_f64().unwrap() >= 190.0, "{slow}");
     let up = lines
         .iter()
         .find(|l| l["path"] == "/upload")

@@ -830,8 +830,11 @@ name = "echo"
                     .unwrap();
                 match c.request(req).await {
                     Ok(r) if r.status() == 200 => {
-                        let _ = http_body_util::BodyExt::collect(r.into_body()).await;
-                        ok += 1
+                        // a body cut short is a failure, not a success
+                        match http_body_util::BodyExt::collect(r.into_body()).await {
+                            Ok(_) => ok += 1,
+                            Err(e) => errors.push(format!("body: {e:?}")),
+                        }
                     }
                     other => errors.push(format!("{other:?}")),
                 }

@@ -373,6 +373,8 @@ impl AsyncRead for ClientSocket {
             // every request).
             match retry(|| sock.recv(unsafe { buf.unfilled_mut() })) {
                 Ok(n) => {
+                    // SAFETY: recv(2) initialized the first n bytes of
+                    // `unfilled_mut()` (see above)
                     unsafe { buf.assume_init(n) };
                     buf.advance(n);
                     return Poll::Ready(Ok(()));

@@ -81,6 +81,14 @@ pub(super) fn pool(
     if pf.retries > 10 {
         p.add(&at.key("retries"), "must be between 0 and 10");
     }
+    // a body within it is held in memory while its request lasts: a few
+    // hundred such requests at 64 MiB would already be gigabytes
+    if pf.retry_buffer.0 > MAX_RETRY_BUFFER {
+        p.add(
+            &at.key("retry_buffer"),
+            "at most 64MiB (each replayable body up to it is held in memory while its request lasts)",
+        );
+    }
     if pf.retry_budget_percent > 100 {
         p.add(&at.key("retry_budget_percent"), "must be between 0 and 100");
     }
@@ -280,3 +288,6 @@ pub(super) fn pool(
         servers,
     }
 }
+
+/// The largest `retry_buffer`.
+const MAX_RETRY_BUFFER: u64 = 64 * 1024 * 1024;
