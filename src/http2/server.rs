@@ -3351,6 +3351,68 @@ mod tests {
     /// `QUEUED_CHUNKS` + 1 chunks, in order, none with room for more than a
     /// few hundred bytes.
     #[tokio::test]
+    async fn small_data_held_back_goes_to_a_reader_that_catches_up_before_the_end() {
+        // a body still open (a gRPC stream, an upload going on): what was
+        // held back while the reader lagged reaches it once it takes its
+        // queued chunks, not only at 16 KiB or at the end
+        let (mut c, server) = connected().await;
+        let (go_tx, go_rx) = oneshot::channel::<()>();
+        let (n_tx, mut n_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let mut reader = Some((go_rx, n_tx));
+        tokio::spawn(async move {
+            let svc = move |req: Request<RecvBody>| -> Answer {
+                let mut body = req.into_body();
+                if let Some((go, n)) = reader.take() {
+                    tokio::spawn(async move {
+                        let _ = go.await;
+                        let mut all = Vec::new();
+                        while let Some(Ok(f)) = body.frame().await {
+                            if let Ok(d) = f.into_data() {
+                                all.extend_from_slice(&d);
+                                let _ = n.send(all.clone());
+                            }
+                        }
+                    });
+                }
+                Box::pin(std::future::pending())
+            };
+            let _ = serve(server, &settings(), svc, CancellationToken::new()).await;
+        });
+        let (mut out, block) = preface_and_request("POST");
+        frame::headers(&mut out, 1, &block, false, 16_384);
+        for k in 0..200u32 {
+            frame::head(&mut out, 1, frame::DATA, 0, 1);
+            out.push(k as u8);
+        }
+        c.write_all(&out).await.unwrap();
+        assert_eq!(resets_before_a_ping(&mut c).await, []);
+        go_tx.send(()).unwrap();
+        let want: Vec<u8> = (0..200u32).map(|k| k as u8).collect();
+        let got = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let all = n_rx.recv().await.expect("the reader's task ended");
+                if all.len() >= want.len() {
+                    return all;
+                }
+            }
+        })
+        .await
+        .expect("what was held back never reached the reader");
+        assert_eq!(got, want);
+        // and a frame after it, the body still open
+        let mut more = Vec::new();
+        frame::head(&mut more, 1, frame::DATA, 0, 1);
+        more.push(200);
+        c.write_all(&more).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), n_rx.recv())
+            .await
+            .expect("the next frame never reached the reader")
+            .expect("the reader's task ended");
+        assert_eq!(got.len(), 201);
+        assert_eq!(got[200], 200);
+    }
+
+    #[tokio::test]
     async fn small_data_frames_queued_unread_hold_no_read_buffer() {
         let (mut c, server) = connected().await;
         let (go_tx, go_rx) = oneshot::channel::<()>();
