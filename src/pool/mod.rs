@@ -479,6 +479,20 @@ impl Pool {
         exclude: &[usize],
         prio: Priority,
     ) -> Result<ServerGuard, PickError> {
+        self.acquire_in(key, exclude, prio, true).await
+    }
+
+    /// As `acquire`; `same_way`: a waiter is not moved to a newer pool whose
+    /// servers are reached another way (`conn_epoch`), but refused
+    /// (`PickError::Reconfigured`): its front end chose how to send it by
+    /// this pool (HTTP). TCP sessions decide after, by the pool they get.
+    pub async fn acquire_in(
+        self: &Arc<Self>,
+        key: u64,
+        exclude: &[usize],
+        prio: Priority,
+        same_way: bool,
+    ) -> Result<ServerGuard, PickError> {
         let queue = &self.shared.queue;
         // While requests of its class or a higher one wait, a newcomer queues
         // behind them instead of taking a slot that was freed for a waiter.
@@ -546,10 +560,12 @@ impl Pool {
             }
             offered = true;
             if let Some(newer) = self.shared.newer(pool) {
-                if newer.conn_epoch != pool.conn_epoch {
+                if same_way && newer.conn_epoch != pool.conn_epoch {
                     // its front end chose how to send it (plain bytes, TLS,
                     // a PROXY header, HTTP/2) by this pool: not sent the
-                    // old way to servers that now expect another
+                    // old way to servers that now expect another. The slot
+                    // it was offered goes to the next waiter.
+                    entry.pass_on();
                     return Err(PickError::Reconfigured);
                 }
                 let exclude = pool.remap(&newer, exclude);
@@ -926,6 +942,56 @@ mod tests {
             drop(held);
             assert_eq!(waiting.await.unwrap(), want, "changed: {changed}");
         }
+    }
+
+    /// The slot offered to a waiter that is refused (`Reconfigured`) goes to
+    /// the next waiter, not lost until the queue's timeout; and a front end
+    /// that decides how to reach the server after its slot (TCP) is moved to
+    /// the new pool, not refused.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_waiters_slot_goes_on_and_tcp_follows_the_new_pool() {
+        let p = pool(1, Duration::from_secs(60));
+        p.shared.set_latest(&p);
+        let held = p.acquire(0, &[], Priority::Normal).await.unwrap();
+        let spawn = |pool: &Arc<Pool>, same_way: bool| {
+            let c = Arc::clone(pool);
+            tokio::spawn(async move {
+                c.acquire_in(0, &[], Priority::Normal, same_way)
+                    .await
+                    .map(|g| (Arc::as_ptr(g.pool()) as usize, g.index()))
+            })
+        };
+        // an HTTP request and a TCP session wait in the old pool
+        let http = spawn(&p, true);
+        while p.shared.queue.waiting() < 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let tcp = spawn(&p, false);
+        while p.shared.queue.waiting() < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // the reload: the same server, now reached with a PROXY header
+        let mut cfg = pool_cfg(1, Duration::from_secs(60), Duration::ZERO);
+        cfg.send_proxy = Some(crate::proxy_protocol::Version::V2);
+        let members = vec![MemberSpec {
+            addr: p.servers[0].addr,
+            name: None,
+            weight: 1,
+            backup: false,
+            source: None,
+        }];
+        let mut next = Pool::new(&cfg, Arc::clone(&p.shared), members, |_| {
+            Some(&p.servers[0])
+        });
+        next.conn_epoch = p.conn_epoch + 1;
+        let next = Arc::new(next);
+        p.shared.set_latest(&next);
+        let t0 = tokio::time::Instant::now();
+        drop(held);
+        assert_eq!(http.await.unwrap(), Err(PickError::Reconfigured));
+        // the slot went on at once to the session behind, in the new pool
+        assert_eq!(tcp.await.unwrap(), Ok((Arc::as_ptr(&next) as usize, 0)));
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
     }
 
     #[tokio::test(start_paused = true)]

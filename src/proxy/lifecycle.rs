@@ -327,6 +327,9 @@ pub struct Lifecycle {
     /// The slot a retry on a status goes to: taken before the answer that
     /// sent it there was dropped, handed out by the next `acquire`.
     next: Option<ServerGuard>,
+    /// A wait in the queue may end in a pool whose servers are reached
+    /// another way (TCP, which decides how after it has its slot).
+    any_way: bool,
 }
 
 impl Drop for Lifecycle {
@@ -366,7 +369,16 @@ impl Lifecycle {
             priority,
             circuit: None,
             next: None,
+            any_way: false,
         }
+    }
+
+    /// For a front end that decides how to reach the server only once it has
+    /// its slot (TCP): a request that waited through a reload that changed
+    /// that is served by the new pool, not refused.
+    pub fn reached_any_way(mut self) -> Lifecycle {
+        self.any_way = true;
+        self
     }
 
     /// The request's outcome, for the pool's circuit (once per request).
@@ -419,7 +431,7 @@ impl Lifecycle {
         }
         match self
             .pool
-            .acquire(self.key, &self.tried, self.priority)
+            .acquire_in(self.key, &self.tried, self.priority, !self.any_way)
             .await
         {
             Ok(g) => {

@@ -73,7 +73,8 @@ pub async fn serve<S>(
     let key = lifecycle::hash_key(&pool, peer.ip(), "", |_| None);
     // Pick and connect; a failed connect is retried on another server before any
     // byte is relayed.
-    let mut lc = Lifecycle::new(Arc::clone(&pool), key, crate::rules::Priority::Normal);
+    let mut lc =
+        Lifecycle::new(Arc::clone(&pool), key, crate::rules::Priority::Normal).reached_any_way();
     let (guard, mut backend, connect) = loop {
         let mut guard = match lc.acquire().await {
             Ok(g) => g,
