@@ -125,6 +125,7 @@ fn broken_configs_name_key_and_line() {
         ("redirect status", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  redirect = { to = \"https://{host}/\", status = 200 }\n", "listener[0].rule[0].redirect.status", 13),
         ("redirect variable", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  redirect = { to = \"https://{hots}/\" }\n", "listener[0].rule[0].redirect.to", 13),
         ("rule deletes Host", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  del_header = [\"host\"]\n", "listener[0].rule[0].del_header[0]", 13),
+        ("rule deletes X-Forwarded-Proto", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  del_header = [\"x-forwarded-proto\"]\n", "listener[0].rule[0].del_header[0]", 13),
         ("rule sets X-Forwarded-Proto", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  set_header = { \"x-forwarded-proto\" = \"https\" }\n", "listener[0].rule[0].set_header", 13),
         ("rule edits a framing header", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  set_header = { \"content-length\" = \"1\" }\n", "listener[0].rule[0].set_header", 13),
         ("rule source that is not a network", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  src = [\"10.0.0.0/33\"]\n  deny = 403\n", "listener[0].rule[0].src[0]", 13),

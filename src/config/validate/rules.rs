@@ -55,13 +55,16 @@ const REQUEST_RAMPARTS: &[&str] = &[
 /// dropped before rampart appends the client's address (an edge proxy that
 /// trusts no earlier hop).
 fn request_only(name: &HeaderName, del: bool) -> Option<&'static str> {
-    if del {
-        return (name == http::header::HOST).then_some(
+    if del && name == http::header::HOST {
+        return Some(
             "an HTTP/1.1 request needs a Host (RFC 9112 3.2): give it another value with set_header instead",
         );
     }
+    if del && name.as_str() == "x-forwarded-for" {
+        return None;
+    }
     REQUEST_RAMPARTS.contains(&name.as_str()).then_some(
-        "rampart writes X-Forwarded-For/-Proto/-Host itself (and drops a client's Forwarded): a rule's value would never reach the server",
+        "rampart writes X-Forwarded-For/-Proto/-Host itself (and drops a client's Forwarded): a rule's edit would not reach the server (only deleting X-Forwarded-For does something: it drops the client's chain)",
     )
 }
 

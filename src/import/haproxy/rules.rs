@@ -404,7 +404,7 @@ impl Importer {
                         lower.as_str(),
                         "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded"
                     );
-                    if written && verb != "del-header" {
+                    if written && !(verb == "del-header" && lower == "x-forwarded-for") {
                         // what such rules are for (X-Forwarded-Proto https
                         // behind TLS, the client's address) rampart does itself
                         self.approx(

@@ -98,7 +98,9 @@ impl Importer {
             ("x-forwarded-proto", "$scheme") => self.mapped(d, "rampart sets X-Forwarded-Proto"),
             ("x-forwarded-host", "$host" | "$http_host") => self.mapped(d, "rampart sets X-Forwarded-Host to the client's Host"),
             ("host", "") => self.unsupported(d, "an HTTP/1.1 request needs a Host: not removed"),
-            ("x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded", v) if !v.is_empty() => self.approx(
+            // (deleting X-Forwarded-For is kept below: it drops a forged chain)
+            (n, v) if matches!(n, "x-forwarded-proto" | "x-forwarded-host" | "forwarded")
+                || (n == "x-forwarded-for" && !v.is_empty()) => self.approx(
                 d,
                 "rampart writes X-Forwarded-For/-Proto/-Host itself (https on a TLS listener) and drops a client's Forwarded: left out",
             ),
