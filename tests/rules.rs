@@ -352,6 +352,23 @@ async fn x_forwarded_host_is_the_clients_host_whatever_a_rule_sets() {
             assert_eq!(h["host"], host, "{what} {path}");
         }
     }
+    // an HTTP/1.0 request without Host (hyper's path): a rule's Host is not
+    // passed off as the client's
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
+        s.write_all(b"GET /set HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert!(
+            got.starts_with(b"HTTP/1.0 200") || got.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        let h = a.stats.last_headers.lock().unwrap().clone().unwrap();
+        assert_eq!(h["host"], "internal");
+        assert!(h.get("x-forwarded-host").is_none(), "{h:?}");
+    }
 }
 
 /// `del_header = ["x-forwarded-for"]` drops a client's chain before rampart

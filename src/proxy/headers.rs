@@ -145,14 +145,14 @@ pub(super) fn one_content_length(h: &mut HeaderMap) {
 /// come after: `set_forwarded` into the map, or `wire` into the bytes.
 ///
 /// Returns the Host the client's request named (its field, or the authority
-/// that replaced it) when rules edited the request (None: the Host field is
-/// still the client's): what X-Forwarded-Host says, as on the fast path,
-/// whatever a rule sets Host to.
+/// that replaced it; None: it had none) when rules edited the request (None:
+/// the Host field is still the client's): what X-Forwarded-Host says, as on
+/// the fast path, whatever a rule sets Host to.
 pub(super) fn prepare_request(
     parts: &mut Parts,
     upgrade: bool,
     edits: Option<&RuleEdits>,
-) -> Option<HeaderValue> {
+) -> Option<Option<HeaderValue>> {
     let h = &mut parts.headers;
     let upgrade_value = if upgrade {
         h.get(header::UPGRADE).cloned()
@@ -188,7 +188,7 @@ pub(super) fn prepare_request(
     // client's Host kept first only when they may change it
     let mut client_host = None;
     if let Some(e) = edits {
-        client_host = h.get(header::HOST).cloned();
+        client_host = Some(h.get(header::HOST).cloned());
         e.edit_request(h);
     }
     if let Some(v) = upgrade_value {
@@ -266,7 +266,7 @@ fn set_client_subject(h: &mut HeaderMap, ctx: &ConnCtx) {
 pub(super) fn wire(
     parts: &mut Parts,
     ctx: &ConnCtx,
-    host: Option<&HeaderValue>,
+    host: Option<Option<&HeaderValue>>,
     body: usize,
     length: bool,
 ) -> PooledBuf {
@@ -277,7 +277,7 @@ pub(super) fn wire(
         client_ip: ctx.peer_ip.as_bytes(),
         proto: ctx.shared.proto,
         host: host
-            .or_else(|| parts.headers.get(header::HOST))
+            .unwrap_or_else(|| parts.headers.get(header::HOST))
             .map(HeaderValue::as_bytes),
     };
     upstream::wire_request(parts, body, length, &xf)
@@ -285,7 +285,7 @@ pub(super) fn wire(
 
 /// `host`: the Host the client's request named, when rules edited it
 /// (`prepare_request`).
-pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx, host: Option<HeaderValue>) {
+pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx, host: Option<Option<HeaderValue>>) {
     const XF: [HeaderName; 4] = [
         X_FORWARDED_FOR,
         X_FORWARDED_PROTO,
@@ -299,7 +299,7 @@ pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx, host: Option<Heade
         h.remove(n);
     }
     set_client_subject(h, ctx);
-    let host = host.or_else(|| h.get(header::HOST).cloned());
+    let host = host.unwrap_or_else(|| h.get(header::HOST).cloned());
     let xf = forwarded::XForwarded {
         prior_for: prior.as_deref(),
         client_ip: ctx.peer_ip.as_bytes(),

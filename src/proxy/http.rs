@@ -426,7 +426,7 @@ async fn handle(
             let wire = wire(
                 &mut parts,
                 ctx,
-                client_host.as_ref(),
+                client_host.as_ref().map(Option::as_ref),
                 b.len(),
                 length || !b.is_empty(),
             );
@@ -467,7 +467,7 @@ async fn handle(
             let wire = wire(
                 &mut parts,
                 ctx,
-                client_host.as_ref(),
+                client_host.as_ref().map(Option::as_ref),
                 b.len(),
                 length || !b.is_empty(),
             );
