@@ -109,16 +109,7 @@ fn netlink_addr(msg_type: u16, flags: u16, index: u32, addr: IpAddr, prefix: u8)
 
 /// Adds `addr/prefix` to the interface; already present counts as success.
 pub fn add(index: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
-    match netlink_addr(
-        RTM_NEWADDR,
-        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-        index,
-        addr,
-        prefix,
-    ) {
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
-        r => r,
-    }
+    reinstate(index, addr, prefix).map(drop)
 }
 
 /// Adds `addr/prefix` if it is not on the interface: Ok(true) if it was
