@@ -490,24 +490,7 @@ mod tests {
 
     #[test]
     fn absent_members_keep_their_saved_state_and_restore_applies_it() {
-        let cfg = crate::config::parse(
-            r#"
-[admin]
-bind = "127.0.0.1:18404"
-[[listener]]
-name = "web"
-bind = ["127.0.0.1:18080"]
-mode = "http"
-pool = "api"
-[[pool]]
-name = "api"
-  [[pool.server]]
-  address = "127.0.0.2:80"
-"#,
-            "t.toml",
-        )
-        .unwrap();
-        let snap = Snapshot::build(&cfg, None, &Default::default(), 1);
+        let snap = one_member_snapshot();
         let saved = |pool: &str, addr: &str, admin: &str, w: Option<u32>| SavedServer {
             pool: pool.into(),
             address: addr.into(),

@@ -2258,20 +2258,12 @@ mod tests {
     /// clock on whenever every task waits.)
     #[tokio::test(start_paused = true)]
     async fn a_connection_whose_server_goes_silent_ends_after_the_keepalive() {
-        use std::sync::atomic::{AtomicBool, AtomicUsize};
-        use std::sync::Arc;
         let cfg = Config {
             keepalive_interval: Some(Duration::from_secs(10)),
             keepalive_timeout: Duration::from_secs(5),
             ..CFG
         };
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let answer = Arc::new(AtomicBool::new(true));
-        let pings = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(pinged_server(server, answer.clone(), pings.clone()));
-        let (conn, task) = Connection::new(client, cfg);
-        let task = tokio::spawn(task);
-        conn.ready().await.unwrap();
+        let (conn, task, answer, pings) = pinged_connection(cfg).await;
         // a minute, idle: a PING every 10 s, each answered
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert!(pings.load(Ordering::SeqCst) >= 5, "{pings:?}");
@@ -2301,17 +2293,18 @@ mod tests {
         );
     }
 
-    /// `probe` (a stream timed out) PINGs at once: a silent server's
-    /// connection ends within keepalive_timeout, not the interval too.
-    #[tokio::test(start_paused = true)]
-    async fn a_probe_finds_a_silent_server_within_the_keepalive_timeout() {
+    /// A ready connection (`cfg`) to `pinged_server`: the task, whether the
+    /// server answers PINGs (it does until told not to), and how many came.
+    async fn pinged_connection(
+        cfg: Config,
+    ) -> (
+        Connection,
+        tokio::task::JoinHandle<Result<(), Error>>,
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
         use std::sync::atomic::{AtomicBool, AtomicUsize};
         use std::sync::Arc;
-        let cfg = Config {
-            keepalive_interval: Some(Duration::from_secs(60)),
-            keepalive_timeout: Duration::from_secs(5),
-            ..CFG
-        };
         let (client, server) = tokio::io::duplex(64 * 1024);
         let answer = Arc::new(AtomicBool::new(true));
         let pings = Arc::new(AtomicUsize::new(0));
@@ -2319,6 +2312,19 @@ mod tests {
         let (conn, task) = Connection::new(client, cfg);
         let task = tokio::spawn(task);
         conn.ready().await.unwrap();
+        (conn, task, answer, pings)
+    }
+
+    /// `probe` (a stream timed out) PINGs at once: a silent server's
+    /// connection ends within keepalive_timeout, not the interval too.
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_finds_a_silent_server_within_the_keepalive_timeout() {
+        let cfg = Config {
+            keepalive_interval: Some(Duration::from_secs(60)),
+            keepalive_timeout: Duration::from_secs(5),
+            ..CFG
+        };
+        let (conn, task, answer, pings) = pinged_connection(cfg).await;
         answer.store(false, Ordering::SeqCst);
         let started = Instant::now();
         conn.probe();

@@ -903,6 +903,30 @@ mod tests {
         assert_eq!(q.stats(Priority::Low).admitted, 1);
     }
 
+    /// A reload of `p` (one server, queue of 60 s): its server carried over,
+    /// `changed`: now reached with a PROXY header (another connection
+    /// epoch). The new pool is the one in force.
+    fn reloaded(p: &Arc<Pool>, changed: bool) -> Arc<Pool> {
+        let mut cfg = pool_cfg(1, Duration::from_secs(60), Duration::ZERO);
+        if changed {
+            cfg.send_proxy = Some(crate::proxy_protocol::Version::V2);
+        }
+        let members = vec![MemberSpec {
+            addr: p.servers[0].addr,
+            name: None,
+            weight: 1,
+            backup: false,
+            source: None,
+        }];
+        let mut next = Pool::new(&cfg, Arc::clone(&p.shared), members, |_| {
+            Some(&p.servers[0])
+        });
+        next.conn_epoch = p.conn_epoch + u64::from(changed);
+        let next = Arc::new(next);
+        p.shared.set_latest(&next);
+        next
+    }
+
     /// A request waiting in the queue through a reload that changed how the
     /// servers are reached (here TLS added) is not moved to the new pool: its
     /// front end chose to send it the old way (plain bytes). 503, never
@@ -921,24 +945,7 @@ mod tests {
             while p.shared.queue.waiting() == 0 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            // the reload: the same server, carried over
-            let mut cfg = pool_cfg(1, Duration::from_secs(60), Duration::ZERO);
-            if changed {
-                cfg.send_proxy = Some(crate::proxy_protocol::Version::V2);
-            }
-            let members = vec![MemberSpec {
-                addr: p.servers[0].addr,
-                name: None,
-                weight: 1,
-                backup: false,
-                source: None,
-            }];
-            let mut next = Pool::new(&cfg, Arc::clone(&p.shared), members, |_| {
-                Some(&p.servers[0])
-            });
-            next.conn_epoch = p.conn_epoch + u64::from(changed);
-            let next = Arc::new(next);
-            p.shared.set_latest(&next);
+            let _next = reloaded(&p, changed);
             drop(held);
             assert_eq!(waiting.await.unwrap(), want, "changed: {changed}");
         }
@@ -970,22 +977,7 @@ mod tests {
         while p.shared.queue.waiting() < 2 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        // the reload: the same server, now reached with a PROXY header
-        let mut cfg = pool_cfg(1, Duration::from_secs(60), Duration::ZERO);
-        cfg.send_proxy = Some(crate::proxy_protocol::Version::V2);
-        let members = vec![MemberSpec {
-            addr: p.servers[0].addr,
-            name: None,
-            weight: 1,
-            backup: false,
-            source: None,
-        }];
-        let mut next = Pool::new(&cfg, Arc::clone(&p.shared), members, |_| {
-            Some(&p.servers[0])
-        });
-        next.conn_epoch = p.conn_epoch + 1;
-        let next = Arc::new(next);
-        p.shared.set_latest(&next);
+        let next = reloaded(&p, true);
         let t0 = tokio::time::Instant::now();
         drop(held);
         assert_eq!(http.await.unwrap(), Err(PickError::Reconfigured));
