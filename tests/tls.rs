@@ -27,6 +27,14 @@ fn pool(name: &str, extra: &str, server: SocketAddr) -> String {
     format!("\n[[pool]]\nname = \"{name}\"\n{extra}\n  [[pool.server]]\n  address = \"{server}\"\n")
 }
 
+/// A plain http listener `name` on `bind` for the pool of the same name.
+fn listener(name: &str, bind: SocketAddr) -> String {
+    format!("\n[[listener]]\nname = \"{name}\"\nbind = [\"{bind}\"]\nmode = \"http\"\npool = \"{name}\"\n")
+}
+
+/// A `[pool.health]` http check every 200 ms that decides at once.
+const HEALTH: &str = "  [pool.health]\n  kind = \"http\"\n  path = \"/health\"\n  interval = \"200ms\"\n  rise = 1\n  fall = 1\n";
+
 fn certs(list: &[&Issued]) -> String {
     let files: Vec<String> = list
         .iter()
@@ -415,6 +423,202 @@ async fn client_certificates_are_required_verified_logged_and_passed_on() {
     );
 }
 
+/// `client_crl`: a revoked client certificate is refused in the handshake,
+/// counted apart, before the backend sees anything; a CA with no CRL refuses
+/// what it issued (as OpenSSL's CRL_CHECK_ALL in nginx and HAProxy); a new CRL
+/// file is read on the file watch without a restart, and a stale one is
+/// refused while the CRL before it keeps holding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_client_certificates_are_refused_and_a_new_crl_is_read_on_the_fly() {
+    let pki = Pki::new("CRL CA");
+    let other = Pki::new("CRL Other CA");
+    let site = pki.server("site", &["site.example.com"]);
+    let alice = pki.issue("alice", "alice", &[], Key::Ecdsa, 30);
+    let bob = pki.issue("bob", "bob", &[], Key::Ecdsa, 30);
+    let carol = pki.issue("carol", "carol", &[], Key::Ecdsa, 30);
+    let dir = temp_dir("crl");
+    let live = dir.join("clients.crl");
+    let tmp = dir.join("clients.crl.tmp");
+    std::fs::copy(pki.crl("bob.crl", &[&bob], false), &live).unwrap();
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (admin, web, unknown) = (
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+    );
+    let ca = pki.ca().display().to_string();
+    let mtls = |crl: &std::path::Path| {
+        certs(&[&site])
+            + &format!(
+                "  client_ca = {ca:?}\n  client_crl = {:?}\n",
+                crl.display().to_string()
+            )
+    };
+    let body = tls_listener("web", web, "api", &mtls(&live))
+        + &tls_listener(
+            "unknown",
+            unknown,
+            "api",
+            &mtls(&other.crl("none.crl", &[], false)),
+        )
+        + &pool("api", "", backend.addr);
+    let p = Proxy::start(
+        &config(admin, "watch_config = true", &body),
+        &[web, unknown],
+    )
+    .await;
+    let call = |addr: SocketAddr, cert: &Issued| {
+        let url = format!("https://site.example.com:{}/", addr.port());
+        let r = resolve("site.example.com", addr);
+        let (crt, key) = (
+            cert.crt.display().to_string(),
+            cert.key.display().to_string(),
+        );
+        t::curl(&[
+            "--cacert",
+            &ca,
+            "--resolve",
+            &r,
+            &url,
+            "--cert",
+            &crt,
+            "--key",
+            &key,
+        ])
+    };
+    // alice is served; bob, revoked, never reaches the backend
+    let (ok, out, err) = call(web, &alice);
+    assert!(ok && out == "pod", "{err}");
+    let before = backend.requests();
+    let (ok, _, _) = call(web, &bob);
+    assert!(!ok, "served a revoked client certificate");
+    assert_eq!(
+        backend.requests(),
+        before,
+        "a revoked client reached the backend"
+    );
+    wait_metric(
+        admin,
+        "rampart_tls_handshake_failures_total{listener=\"web\",reason=\"revoked_client_cert\"}",
+        1.0,
+    )
+    .await;
+    // when the CRL goes stale, for alerting: the week openssl gave it
+    let m = admin_get(admin, "/metrics").await.1;
+    let next = metric(
+        &m,
+        &format!(
+            "rampart_tls_crl_next_update_timestamp_seconds{{crl={:?},listener=\"web\"}}",
+            live.display().to_string()
+        ),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now + 6.9 * 86400.0..now + 7.1 * 86400.0).contains(&next),
+        "{next} (now {now})"
+    );
+    // a CRL of another CA only: what client_ca issued has no known status
+    let (ok, _, _) = call(unknown, &alice);
+    assert!(!ok, "served a certificate no CRL speaks for");
+    wait_metric(
+        admin,
+        "rampart_tls_handshake_failures_total{listener=\"unknown\",reason=\"client_cert_revocation_unknown\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(backend.requests(), before);
+
+    // a new CRL, revoking alice too, swapped in as a CA's tooling would:
+    // read on the file watch
+    std::fs::copy(pki.crl("both.crl", &[&alice, &bob], false), &tmp).unwrap();
+    std::fs::rename(&tmp, &live).unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "alice refused under the new CRL",
+        || !call(web, &alice).0,
+    )
+    .await;
+    let (ok, out, err) = call(web, &carol);
+    assert!(ok && out == "pod", "{err}");
+    assert!(!call(web, &bob).0, "bob served under the new CRL");
+
+    // a stale CRL: refused with the reason, and the CRL before it holds
+    std::fs::copy(pki.crl("stale.crl", &[], true), &tmp).unwrap();
+    std::fs::rename(&tmp, &live).unwrap();
+    let last = wait_reloads_failed(admin, 1).await;
+    let errors = last["last_reload"]["errors"].to_string();
+    assert!(
+        errors.contains("went stale")
+            && errors.contains("clients.crl")
+            && errors.contains("listener[0].tls.client_crl"),
+        "{last}"
+    );
+    assert!(!call(web, &alice).0, "alice served after a refused CRL");
+    let (ok, out, err) = call(web, &carol);
+    assert!(ok && out == "pod", "{err}");
+    drop(p);
+}
+
+/// `[pool.tls] crl`: a server whose certificate is on the pool's CRL is
+/// refused like one that does not verify, and a health check finds it so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_refuses_a_server_whose_certificate_its_crl_revokes() {
+    let pki = Pki::new("Pool CRL CA");
+    let fine = pki.issue("fine", "api.internal", &["api.internal"], Key::Ecdsa, 30);
+    let revoked = pki.issue("revoked", "api.internal", &["api.internal"], Key::Ecdsa, 30);
+    let crl = pki.crl("pool.crl", &[&revoked], false);
+    let good = t::tls_backend("fine-pod", &fine, false).await;
+    let bad = t::tls_backend("revoked-pod", &revoked, false).await;
+    let (admin, l_good, l_bad, l_checked) = (
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+    );
+    let tls = format!(
+        "  [pool.tls]\n  ca = {:?}\n  crl = {:?}\n  server_name = \"api.internal\"\n",
+        pki.ca().display().to_string(),
+        crl.display().to_string()
+    );
+    let body = listener("good", l_good)
+        + &pool("good", &format!("retries = 0\n{tls}"), good.addr)
+        + &listener("bad", l_bad)
+        + &pool("bad", &format!("retries = 0\n{tls}"), bad.addr)
+        + &listener("checked", l_checked)
+        + &pool("checked", &format!("{tls}{HEALTH}"), bad.addr);
+    let p = Proxy::start(&config(admin, "", &body), &[l_good, l_bad, l_checked]).await;
+    let c = client();
+    let (st, b) = get(&c, &format!("http://{l_good}/")).await;
+    assert_eq!((st.as_u16(), b.as_str()), (200, "fine-pod"));
+    let (st, _) = get(&c, &format!("http://{l_bad}/")).await;
+    assert_eq!(st.as_u16(), 502);
+    wait_for(
+        Duration::from_secs(5),
+        "the refusal logged with its reason",
+        || p.stderr().contains("invalid peer certificate: Revoked"),
+    )
+    .await;
+    p.wait_pool(Duration::from_secs(10), "checked", "its server DOWN", |v| {
+        v["servers"][0]["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("DOWN"))
+    })
+    .await;
+    let m = admin_get(admin, "/metrics").await.1;
+    assert!(
+        metric(
+            &m,
+            &format!(
+                "rampart_pool_tls_crl_next_update_timestamp_seconds{{crl={:?},pool=\"bad\"}}",
+                crl.display().to_string()
+            )
+        ) > 0.0
+    );
+}
+
 /// Loops of new TLS connections, each with one request, over h2 or http/1.1:
 /// counts successes, failures, and connections that saw each certificate.
 struct TlsLoad {
@@ -542,21 +746,7 @@ async fn a_certificate_swapped_on_disk_is_served_without_a_failed_handshake() {
     broken.extend(std::fs::read(&old.key).unwrap());
     std::fs::write(&tmp, broken).unwrap();
     std::fs::rename(&tmp, &live).unwrap();
-    let mut last = serde_json::Value::Null;
-    wait_for(
-        Duration::from_secs(10),
-        "the broken certificate to be refused",
-        || {
-            let text = std::process::Command::new("curl")
-                .args(["-s", &format!("http://{admin}/api/reload")])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            last = serde_json::from_str(&text).unwrap_or_default();
-            last["reloads_failed"] == 1
-        },
-    )
-    .await;
+    let last = wait_reloads_failed(admin, 1).await;
     let errors = last["last_reload"]["errors"].to_string();
     assert!(
         errors.contains("does not match the certificate") && errors.contains("site.pem"),
@@ -717,18 +907,14 @@ async fn tls_to_backends_is_verified_pooled_resumed_and_health_checked() {
         free_addr("127.0.0.1"),
     );
     let ca = format!("{:?}", pki.ca().display().to_string());
-    let listener = |name: &str, bind: SocketAddr| {
-        format!("\n[[listener]]\nname = \"{name}\"\nbind = [\"{bind}\"]\nmode = \"http\"\npool = \"{name}\"\n")
-    };
-    let health = "  [pool.health]\n  kind = \"http\"\n  path = \"/health\"\n  interval = \"200ms\"\n  rise = 1\n  fall = 1\n";
     let body = listener("good", ok_l)
-        + &pool("good", &format!("retries = 0\n  [pool.tls]\n  ca = {ca}\n  server_name = \"api.internal\"\n{health}"), good.addr)
+        + &pool("good", &format!("retries = 0\n  [pool.tls]\n  ca = {ca}\n  server_name = \"api.internal\"\n{HEALTH}"), good.addr)
         + &listener("byip", by_ip)
         + &pool("byip", &format!("  [pool.tls]\n  ca = {ca}\n"), good.addr)
         + &listener("wrongca", wrong_ca)
         + &pool("wrongca", &format!("retries = 0\n  [pool.tls]\n  ca = {:?}\n  server_name = \"api.internal\"\n", other.ca().display().to_string()), good.addr)
         + &listener("checked", checked)
-        + &pool("checked", &format!("  [pool.tls]\n  ca = {:?}\n  server_name = \"api.internal\"\n{health}", other.ca().display().to_string()), good.addr)
+        + &pool("checked", &format!("  [pool.tls]\n  ca = {:?}\n  server_name = \"api.internal\"\n{HEALTH}", other.ca().display().to_string()), good.addr)
         + &listener("wrongname", wrong_name)
         + &pool("wrongname", &format!("retries = 0\n  [pool.tls]\n  ca = {ca}\n  server_name = \"other.internal\"\n"), good.addr);
     let p = Proxy::start(
@@ -1024,9 +1210,6 @@ async fn a_pool_shows_its_client_certificate_to_a_backend_that_requires_one() {
         free_addr("127.0.0.1"),
     );
     let ca = format!("{:?}", pki.ca().display().to_string());
-    let listener = |name: &str, bind: SocketAddr| {
-        format!("\n[[listener]]\nname = \"{name}\"\nbind = [\"{bind}\"]\nmode = \"http\"\npool = \"{name}\"\n")
-    };
     let body = listener("with", with)
         + &pool(
             "with",
@@ -1087,16 +1270,7 @@ fn check_validates_certificates_and_keys() {
         );
         let path = dir.join("rampart.toml");
         std::fs::write(&path, text).unwrap();
-        let out = std::process::Command::new(rampart_bin())
-            .args(["check", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
+        rampart_check(&path)
     };
     let run =
         |cert: &std::path::Path| check(&format!("  cert = [{:?}]", cert.display().to_string()));
@@ -1141,6 +1315,102 @@ fn check_validates_certificates_and_keys() {
             "{file:?}: {out}"
         );
     }
+}
+
+/// `rampart check` on CRLs: a stale or broken one, one without the CA it
+/// belongs with, or one where nothing is verified, is refused with its key;
+/// one of another CA is a warning.
+#[test]
+fn check_validates_crls() {
+    let pki = Pki::new("Check CRL CA");
+    let other = Pki::new("Check CRL Other CA");
+    let site = pki.server("site", &["site.example.com"]);
+    let fresh = pki.crl("fresh.crl", &[], false);
+    let stale = pki.crl("stale.crl", &[], true);
+    let foreign = other.crl("foreign.crl", &[], false);
+    let dir = temp_dir("check-crl");
+    let garbage = dir.join("garbage.crl");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN X509 CRL-----\nMAAA\n-----END X509 CRL-----\n",
+    )
+    .unwrap();
+    let ca = format!("{:?}", pki.ca().display().to_string());
+    let q = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+    // `tls` is the body of [listener.tls], `pool_tls` of [pool.tls]
+    let check = |tls: &str, pool_tls: &str| {
+        let listen = free_addr("127.0.0.1");
+        let text = format!(
+            "[[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"api\"\n  [listener.tls]\n  cert = [{}]\n{tls}\n\n[[pool]]\nname = \"api\"\n  [[pool.server]]\n  address = \"127.0.0.1:9\"\n  [pool.tls]\n{pool_tls}\n",
+            q(&site.pem)
+        );
+        let path = dir.join("rampart.toml");
+        std::fs::write(&path, text).unwrap();
+        rampart_check(&path)
+    };
+    let (ok, out) = check(
+        &format!("  client_ca = {ca}\n  client_crl = {}", q(&fresh)),
+        &format!("  ca = {ca}\n  crl = {}", q(&fresh)),
+    );
+    assert!(ok && !out.contains("warning"), "{out}");
+    for (tls, pool_tls, key, why) in [
+        (
+            format!("  client_ca = {ca}\n  client_crl = {}", q(&stale)),
+            String::new(),
+            "listener[0].tls.client_crl",
+            "went stale on 2025-01-02",
+        ),
+        (
+            format!("  client_crl = {}", q(&fresh)),
+            String::new(),
+            "listener[0].tls.client_crl",
+            "needs client_ca",
+        ),
+        (
+            format!("  client_ca = {ca}\n  client_crl = {}", q(&garbage)),
+            String::new(),
+            "listener[0].tls.client_crl",
+            "garbage.crl",
+        ),
+        (
+            format!("  client_ca = {ca}\n  client_crl = {}", q(&pki.ca())),
+            String::new(),
+            "listener[0].tls.client_crl",
+            "no PEM CRL",
+        ),
+        (
+            String::new(),
+            format!("  ca = {ca}\n  crl = {}", q(&stale)),
+            "pool[0].tls.crl",
+            "went stale",
+        ),
+        (
+            String::new(),
+            format!("  verify = false\n  insecure = true\n  crl = {}", q(&fresh)),
+            "pool[0].tls.crl",
+            "verify = false",
+        ),
+    ] {
+        let (ok, out) = check(&tls, &pool_tls);
+        assert!(!ok, "{tls} / {pool_tls} accepted: {out}");
+        assert!(
+            out.contains(key) && out.contains(why),
+            "{tls} / {pool_tls}: {out}"
+        );
+    }
+    // a CRL of a CA that client_ca does not hold revokes nothing, and
+    // client_ca's CA is left with none: both said
+    let (ok, out) = check(
+        &format!("  client_ca = {ca}\n  client_crl = {}", q(&foreign)),
+        "",
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warning")
+            && out.contains("issued by no certificate of")
+            && out.contains("no CRL of CN=Check CRL CA"),
+        "{out}"
+    );
 }
 
 /// GET `path` with `Connection: close` on `s`; the answer's head and body.

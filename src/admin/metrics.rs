@@ -469,12 +469,36 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         "When a listener's certificate expires (notAfter, seconds since the epoch), by listener and certificate file",
         &["listener", "cert"],
     );
+    let crl_next = gauge(
+        "rampart_tls_crl_next_update_timestamp_seconds",
+        "When a listener's client CRL goes stale (its earliest nextUpdate, seconds since the epoch): from then on every client certificate it covers is refused",
+        &["listener", "crl"],
+    );
+    let pool_crl_next = gauge(
+        "rampart_pool_tls_crl_next_update_timestamp_seconds",
+        "When a pool's CRL goes stale (its earliest nextUpdate, seconds since the epoch): from then on every server certificate it covers is refused",
+        &["pool", "crl"],
+    );
+    for pool in &snap.pools {
+        if let Some(crl) = pool.tls.as_ref().and_then(|t| t.crl.as_ref()) {
+            if let Some(next) = crl.next_update {
+                pool_crl_next
+                    .with_label_values(&[&*pool.name, &*crl.path.display().to_string()])
+                    .set(next);
+            }
+        }
+    }
     for l in &snap.listeners {
         if let Some(tls) = &l.tls {
             for (cert, not_after) in &tls.certs {
                 expiry
                     .with_label_values(&[&*l.name, cert.as_str()])
                     .set(*not_after);
+            }
+            if let Some((crl, next)) = &tls.crl {
+                crl_next
+                    .with_label_values(&[&*l.name, crl.as_str()])
+                    .set(*next);
             }
         }
         let st = &l.shared;
@@ -745,6 +769,8 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(last_reload.collect());
     out.extend(dropped.collect());
     out.extend(expiry.collect());
+    out.extend(crl_next.collect());
+    out.extend(pool_crl_next.collect());
     // families with no samples (e.g. no DNS names) are left out
     out.retain(|f| !f.get_metric().is_empty());
     out

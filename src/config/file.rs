@@ -479,6 +479,8 @@ pub struct ListenerTlsFile {
     #[serde(default = "default_min_version")]
     pub min_version: String,
     pub client_ca: Option<String>,
+    /// CRLs (PEM) of client_ca's CAs: revoked client certificates are refused.
+    pub client_crl: Option<String>,
     pub client_auth: Option<String>,
     #[serde(default = "default_true")]
     pub session_tickets: bool,
@@ -530,6 +532,8 @@ pub struct PoolTlsFile {
     /// A client certificate (chain and key, or with `key`).
     pub cert: Option<String>,
     pub key: Option<String>,
+    /// CRLs (PEM) of `ca`'s CAs: servers with revoked certificates are refused.
+    pub crl: Option<String>,
     #[serde(default = "default_true")]
     pub verify: bool,
     #[serde(default)]

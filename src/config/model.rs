@@ -409,6 +409,7 @@ impl Config {
                     v.extend(c.key_path.clone());
                 }
                 v.extend(t.client_ca.as_ref().map(|c| c.path.clone()));
+                v.extend(t.client_crl.as_ref().map(|c| c.path.clone()));
             }
         }
         for p in &self.pools {
@@ -418,6 +419,7 @@ impl Config {
                         .filter(|c| c.from_file())
                         .map(|c| c.path.clone()),
                 );
+                v.extend(t.crl.as_ref().map(|c| c.path.clone()));
                 if let Some(c) = &t.cert {
                     v.push(c.path.clone());
                     v.extend(c.key_path.clone());

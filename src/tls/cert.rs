@@ -67,6 +67,20 @@ pub enum CertError {
     Key { path: String, reason: String },
     #[error("{path}: the private key does not match the certificate")]
     KeyMismatch { path: String },
+    #[error("{path}: no PEM CRL (-----BEGIN X509 CRL-----) in it")]
+    NoCrl { path: String },
+    #[error("{path}: CRL {index} does not parse: {reason}")]
+    CrlParse {
+        path: String,
+        index: usize,
+        reason: String,
+    },
+    #[error("{path}: the CRL of {issuer} went stale on {expired} (its nextUpdate): give a fresh one (nginx and HAProxy would refuse every certificate it covers)")]
+    CrlExpired {
+        path: String,
+        issuer: String,
+        expired: String,
+    },
     #[error("{path}: the certificate ({subject}) expired on {expired}")]
     Expired {
         path: String,
@@ -359,5 +373,144 @@ impl CaFile {
             bytes: Vec::new(),
             roots: Arc::new(roots),
         })
+    }
+}
+
+/// A PEM file of certificate revocation lists (a listener's `client_crl`, a
+/// pool's `crl`), checked when the config is read: every CRL parses and none
+/// is past its nextUpdate (OpenSSL, and so nginx and HAProxy, refuse every
+/// certificate a stale CRL covers; rampart refuses the stale file instead, and
+/// a running proxy whose CRL goes stale refuses as they do).
+pub struct CrlFile {
+    pub path: PathBuf,
+    bytes: Vec<u8>,
+    pub crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
+    /// Each CRL's issuer, DER (its distinguished name), then as text.
+    pub issuers: Vec<(Vec<u8>, String)>,
+    /// The earliest nextUpdate of the file's CRLs, seconds since the epoch
+    /// (None when no CRL has one: then it never goes stale).
+    pub next_update: Option<i64>,
+}
+
+impl PartialEq for CrlFile {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.bytes == other.bytes
+    }
+}
+
+impl std::fmt::Debug for CrlFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrlFile")
+            .field("path", &self.path)
+            .field("crls", &self.crls.len())
+            .field("next_update", &self.next_update)
+            .finish()
+    }
+}
+
+impl Clone for CrlFile {
+    fn clone(&self) -> Self {
+        CrlFile {
+            path: self.path.clone(),
+            bytes: self.bytes.clone(),
+            crls: self.crls.clone(),
+            issuers: self.issuers.clone(),
+            next_update: self.next_update,
+        }
+    }
+}
+
+impl CrlFile {
+    /// The file's bytes as read.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn load(path: &Path) -> Result<CrlFile, CertError> {
+        use rustls_pki_types::CertificateRevocationListDer as Der;
+        let p = || path.display().to_string();
+        let bytes = read(path)?;
+        let crls: Vec<Der<'static>> = Der::pem_slice_iter(&bytes)
+            .collect::<Result<_, _>>()
+            .map_err(|e| CertError::Pem {
+                path: p(),
+                what: "a CRL",
+                reason: e.to_string(),
+            })?;
+        if crls.is_empty() {
+            return Err(CertError::NoCrl { path: p() });
+        }
+        let now = now();
+        let mut issuers = Vec::with_capacity(crls.len());
+        let mut next_update: Option<i64> = None;
+        for (index, der) in crls.iter().enumerate() {
+            let bad = |reason: String| CertError::CrlParse {
+                path: p(),
+                index,
+                reason,
+            };
+            let (_, crl) =
+                x509_parser::parse_x509_crl(der.as_ref()).map_err(|e| bad(e.to_string()))?;
+            // what rustls will check signatures and serials against
+            webpki::OwnedCertRevocationList::from_der(der.as_ref())
+                .map_err(|e| bad(format!("{e:?}")))?;
+            let issuer = crl.issuer();
+            if let Some(next) = crl.next_update().map(|t| t.timestamp()) {
+                if next < now {
+                    return Err(CertError::CrlExpired {
+                        path: p(),
+                        issuer: issuer.to_string(),
+                        expired: utc(next),
+                    });
+                }
+                next_update = Some(next_update.map_or(next, |n| n.min(next)));
+            }
+            issuers.push((issuer.as_raw().to_vec(), issuer.to_string()));
+        }
+        Ok(CrlFile {
+            path: path.to_path_buf(),
+            bytes,
+            crls,
+            issuers,
+            next_update,
+        })
+    }
+
+    /// What a CA file and this CRL file say to each other, as warnings: a CRL
+    /// issued by no certificate of the CA file (it revokes nothing: a typo,
+    /// or a CRL of an intermediate the clients send), and a certificate of
+    /// the CA file with no CRL (what it issued has no revocation status, and
+    /// is refused, as OpenSSL's CRL_CHECK_ALL refuses it in nginx and HAProxy).
+    pub fn against(&self, ca: &CaFile) -> Vec<String> {
+        let mut out = Vec::new();
+        let subjects: Vec<(Vec<u8>, String)> = match read_certs(&ca.path) {
+            Ok((_, certs)) => certs
+                .iter()
+                .filter_map(|c| {
+                    let (_, c) = x509_parser::parse_x509_certificate(c).ok()?;
+                    Some((c.subject().as_raw().to_vec(), c.subject().to_string()))
+                })
+                .collect(),
+            Err(_) => return out,
+        };
+        for (raw, name) in &self.issuers {
+            if !subjects.iter().any(|(s, _)| s == raw) {
+                out.push(format!(
+                    "{}: the CRL of {name} was issued by no certificate of {}: it revokes nothing unless clients send that CA as an intermediate",
+                    self.path.display(),
+                    ca.path.display()
+                ));
+            }
+        }
+        for (raw, name) in &subjects {
+            if !self.issuers.iter().any(|(s, _)| s == raw) {
+                out.push(format!(
+                    "{}: no CRL of {name} (a certificate of {}): every certificate it issued is refused, its revocation status being unknown",
+                    self.path.display(),
+                    ca.path.display()
+                ));
+            }
+        }
+        out
     }
 }

@@ -1,9 +1,10 @@
 //! TLS from rampart to a pool's servers (`[pool.tls]`): the rustls client config
 //! built when the config is read, the name each server is verified against,
-//! and the handshake on a new backend connection. Sessions are resumed: every
-//! pool shares one client session cache, kept across reloads.
+//! and the handshake on a new backend connection. Sessions are resumed: pools
+//! that verify servers alike (the same CA and CRL files) share one client
+//! session cache, kept across reloads.
 
-use super::cert::{CaFile, CertFile};
+use super::cert::{CaFile, CertFile, CrlFile};
 use super::crypto::Built;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
@@ -18,30 +19,61 @@ use tokio::net::TcpStream;
 pub struct PoolTls {
     /// None: not verified (`verify = false` with `insecure = true`).
     pub ca: Option<CaFile>,
+    /// The revocation lists servers' certificates are checked against.
+    pub crl: Option<CrlFile>,
     /// SNI and the name verified; None: the server's DNS name, or its IP address.
     pub server_name: Option<String>,
     pub cert: Option<Arc<CertFile>>,
     pub built: Built<rustls::ClientConfig>,
 }
 
-fn sessions() -> Arc<dyn rustls::client::ClientSessionStore> {
-    static S: OnceLock<Arc<rustls::client::ClientSessionMemoryCache>> = OnceLock::new();
-    S.get_or_init(|| Arc::new(rustls::client::ClientSessionMemoryCache::new(4096)))
+/// How servers are verified: the CA file's bytes (None: not verified; empty:
+/// the system's store) and the CRL file's.
+type Policy = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The session cache of one verification policy. A resumed session skips the
+/// server's certificate (rustls takes the one it was made with), so a session
+/// made under another CA, or before a CRL revoked its server, must not resume.
+fn sessions(policy: Policy) -> Arc<dyn rustls::client::ClientSessionStore> {
+    type Caches = std::collections::HashMap<Policy, Arc<rustls::client::ClientSessionMemoryCache>>;
+    static S: OnceLock<std::sync::Mutex<Caches>> = OnceLock::new();
+    let mut all = S
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    // a policy no config holds any more is let go of
+    all.retain(|_, c| Arc::strong_count(c) > 1);
+    all.entry(policy)
+        .or_insert_with(|| Arc::new(rustls::client::ClientSessionMemoryCache::new(4096)))
         .clone()
 }
 
 impl PoolTls {
     pub fn build(
         ca: Option<CaFile>,
+        crl: Option<CrlFile>,
         server_name: Option<String>,
         cert: Option<Arc<CertFile>>,
         alpn: &[&[u8]],
-    ) -> Result<PoolTls, rustls::Error> {
+    ) -> Result<PoolTls, BuildError> {
         let provider = super::crypto::provider();
         let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()?;
         let builder = match &ca {
-            Some(ca) => builder.with_root_certificates(Arc::clone(&ca.roots)),
+            Some(ca) => match &crl {
+                None => builder.with_root_certificates(Arc::clone(&ca.roots)),
+                // every certificate of the chain, an unknown status refused,
+                // a stale CRL refused (as OpenSSL's CRL_CHECK_ALL in HAProxy)
+                Some(crl) => builder.with_webpki_verifier(
+                    rustls::client::WebPkiServerVerifier::builder_with_provider(
+                        Arc::clone(&ca.roots),
+                        Arc::clone(&provider),
+                    )
+                    .with_crls(crl.crls.iter().cloned())
+                    .enforce_revocation_expiration()
+                    .build()?,
+                ),
+            },
             None => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(Insecure(provider))),
@@ -50,10 +82,14 @@ impl PoolTls {
             Some(c) => builder.with_client_cert_resolver(Arc::new(ClientCert(Arc::clone(&c.key)))),
             None => builder.with_no_client_auth(),
         };
-        cc.resumption = rustls::client::Resumption::store(sessions());
+        cc.resumption = rustls::client::Resumption::store(sessions((
+            ca.as_ref().map(|c| c.bytes().to_vec()),
+            crl.as_ref().map(|c| c.bytes().to_vec()),
+        )));
         cc.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
         Ok(PoolTls {
             ca,
+            crl,
             server_name,
             cert,
             built: Built(Arc::new(cc)),
@@ -90,6 +126,15 @@ impl PoolTls {
             .connect(name, stream)
             .await
     }
+}
+
+/// Why a pool's ClientConfig could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("ca or crl: {0}")]
+    Verifier(#[from] rustls::client::VerifierBuilderError),
 }
 
 #[derive(Debug)]

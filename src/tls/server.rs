@@ -3,7 +3,7 @@
 //! refused like any bad config), certificate choice by SNI, and the handshake
 //! done at accept time, under `handshake_timeout`, counted in the metrics.
 
-use super::cert::{CaFile, CertFile};
+use super::cert::{CaFile, CertFile, CrlFile};
 use super::crypto::Built;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -23,6 +23,8 @@ pub struct ListenerTls {
     /// Only TLS 1.3.
     pub tls13_only: bool,
     pub client_ca: Option<CaFile>,
+    /// The revocation lists client certificates are checked against.
+    pub client_crl: Option<CrlFile>,
     pub client_auth_required: bool,
     pub session_tickets: bool,
     pub handshake_timeout: Duration,
@@ -38,7 +40,7 @@ pub struct ListenerTls {
 pub enum BuildError {
     #[error("{0}")]
     Rustls(#[from] rustls::Error),
-    #[error("client_ca: {0}")]
+    #[error("client_ca or client_crl: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
@@ -51,24 +53,27 @@ type Resumption = (
 );
 
 /// The session cache and ticket keys of one client-certificate policy (the
-/// client CA's bytes, and whether a certificate is required), process-wide
+/// client CA's and CRL's bytes, and whether a certificate is required), process-wide
 /// and kept across reloads, so a client resumes its session after a reload
 /// or on another listener with the same policy. A session resumes nowhere
 /// else: rustls checks neither on resumption and takes the certificate the
 /// session was made with (or none) as this connection's, so a session made
 /// where a certificate was optional, or under another CA, would pass a
 /// listener that requires one (RFC 8446 4.6.1 wants a PSK used only where it
-/// fits; nginx binds sessions to the CA list the same way).
-fn resumption(client_ca: Option<&CaFile>, required: bool) -> Resumption {
+/// fits; nginx binds sessions to the CA list the same way). A new CRL is a
+/// new policy too: a client whose certificate it revokes does not resume a
+/// session made before.
+fn resumption(client_ca: Option<&CaFile>, crl: Option<&CrlFile>, required: bool) -> Resumption {
     resumption_for((
         client_ca.map(|c| c.bytes().to_vec()),
+        crl.map(|c| c.bytes().to_vec()),
         required && client_ca.is_some(),
     ))
 }
 
-/// A client-certificate policy: the client CA file's bytes, and whether a
-/// certificate is required.
-type Policy = (Option<Vec<u8>>, bool);
+/// A client-certificate policy: the client CA file's bytes, the CRL file's,
+/// and whether a certificate is required.
+type Policy = (Option<Vec<u8>>, Option<Vec<u8>>, bool);
 
 static BY_POLICY: OnceLock<std::sync::Mutex<HashMap<Policy, Resumption>>> = OnceLock::new();
 
@@ -104,6 +109,7 @@ impl ListenerTls {
         alpn: Vec<String>,
         tls13_only: bool,
         client_ca: Option<CaFile>,
+        client_crl: Option<CrlFile>,
         client_auth_required: bool,
         session_tickets: bool,
         handshake_timeout: Duration,
@@ -127,6 +133,14 @@ impl ListenerTls {
                 if !client_auth_required {
                     v = v.allow_unauthenticated();
                 }
+                if let Some(crl) = &client_crl {
+                    // every certificate of the chain (OpenSSL's
+                    // CRL_CHECK_ALL, as nginx and HAProxy set it), an
+                    // unknown status refused, a stale CRL refused
+                    v = v
+                        .with_crls(crl.crls.iter().cloned())
+                        .enforce_revocation_expiration();
+                }
                 builder.with_client_cert_verifier(v.build()?)
             }
             None => builder.with_no_client_auth(),
@@ -134,7 +148,11 @@ impl ListenerTls {
         let mut sc = builder.with_cert_resolver(Arc::new(ByName::new(&certs, strict_sni)));
         sc.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
         if session_tickets {
-            let (cache, tickets) = resumption(client_ca.as_ref(), client_auth_required);
+            let (cache, tickets) = resumption(
+                client_ca.as_ref(),
+                client_crl.as_ref(),
+                client_auth_required,
+            );
             sc.session_storage = cache;
             if let Some(t) = tickets {
                 sc.ticketer = t;
@@ -148,6 +166,7 @@ impl ListenerTls {
             alpn,
             tls13_only,
             client_ca,
+            client_crl,
             client_auth_required,
             session_tickets,
             handshake_timeout,
@@ -274,6 +293,11 @@ pub enum Failure {
     Timeout,
     NoSniMatch,
     BadClientCert,
+    /// The client certificate (or a CA of its chain) is on a CRL.
+    RevokedClientCert,
+    /// No CRL says whether the client certificate is revoked, or the one
+    /// that does is past its nextUpdate.
+    ClientCertRevocationUnknown,
     ProtocolVersion,
     /// The client closed or reset the connection during the handshake.
     ClientClosed,
@@ -287,6 +311,8 @@ impl Failure {
             Failure::Timeout => "timeout",
             Failure::NoSniMatch => "no_sni_match",
             Failure::BadClientCert => "bad_client_cert",
+            Failure::RevokedClientCert => "revoked_client_cert",
+            Failure::ClientCertRevocationUnknown => "client_cert_revocation_unknown",
             Failure::ProtocolVersion => "protocol_version",
             Failure::ClientClosed => "client_closed",
             Failure::Handshake => "handshake_error",
@@ -297,8 +323,15 @@ impl Failure {
         let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
             return Failure::ClientClosed;
         };
+        use rustls::CertificateError as C;
         use rustls::PeerIncompatible as P;
         match tls {
+            rustls::Error::InvalidCertificate(C::Revoked) => Failure::RevokedClientCert,
+            rustls::Error::InvalidCertificate(
+                C::UnknownRevocationStatus
+                | C::ExpiredRevocationList
+                | C::ExpiredRevocationListContext { .. },
+            ) => Failure::ClientCertRevocationUnknown,
             rustls::Error::General(m) if m.contains("no server certificate") => Failure::NoSniMatch,
             rustls::Error::NoCertificatesPresented
             | rustls::Error::InvalidCertificate(_)
@@ -321,6 +354,8 @@ pub struct ServerTls {
     pub subject_header: Option<http::HeaderName>,
     /// (file, notAfter) of each certificate, for the expiry metric.
     pub certs: Vec<(String, i64)>,
+    /// (file, earliest nextUpdate) of the client CRL, for its metric.
+    pub crl: Option<(String, i64)>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -343,6 +378,10 @@ impl ServerTls {
                 .iter()
                 .map(|c| (c.path.display().to_string(), c.not_after))
                 .collect(),
+            crl: cfg
+                .client_crl
+                .as_ref()
+                .and_then(|c| Some((c.path.display().to_string(), c.next_update?))),
         }
     }
 
@@ -502,19 +541,24 @@ mod tests {
     /// holds it, let go of once none does (a CA file replaced on reload).
     #[test]
     fn a_policy_no_config_holds_is_let_go_of() {
-        let a = resumption_for((Some(b"ca one".to_vec()), true));
-        let again = resumption_for((Some(b"ca one".to_vec()), true));
+        let a = resumption_for((Some(b"ca one".to_vec()), None, true));
+        let again = resumption_for((Some(b"ca one".to_vec()), None, true));
         assert!(Arc::ptr_eq(&a.0, &again.0), "one cache per policy");
-        let other = resumption_for((Some(b"ca one".to_vec()), false));
+        let other = resumption_for((Some(b"ca one".to_vec()), None, false));
         assert!(!Arc::ptr_eq(&a.0, &other.0), "optional and required apart");
-        drop((a, again, other));
+        let revoking = resumption_for((Some(b"ca one".to_vec()), Some(b"crl".to_vec()), true));
+        assert!(
+            !Arc::ptr_eq(&a.0, &revoking.0),
+            "a CRL is a policy of its own"
+        );
+        drop((a, again, other, revoking));
         // the next build lets both go (other tests' policies may come and go
         // meanwhile: only these two are looked at)
-        let b = resumption_for((Some(b"ca two".to_vec()), true));
+        let b = resumption_for((Some(b"ca two".to_vec()), None, true));
         let map = BY_POLICY.get().unwrap().lock().unwrap();
-        assert!(!map.contains_key(&(Some(b"ca one".to_vec()), true)));
-        assert!(!map.contains_key(&(Some(b"ca one".to_vec()), false)));
-        assert!(map.contains_key(&(Some(b"ca two".to_vec()), true)));
+        assert!(!map.contains_key(&(Some(b"ca one".to_vec()), None, true)));
+        assert!(!map.contains_key(&(Some(b"ca one".to_vec()), None, false)));
+        assert!(map.contains_key(&(Some(b"ca two".to_vec()), None, true)));
         drop(map);
         drop(b);
     }

@@ -591,6 +591,36 @@ pub fn rampart_bin() -> &'static str {
     env!("CARGO_BIN_EXE_rampart")
 }
 
+/// `rampart check -c PATH`: whether it passed, and its stdout then stderr.
+pub fn rampart_check(path: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new(rampart_bin())
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .expect("run rampart check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Polls `/api/reload` until `reloads_failed` is `n`; what it said then.
+pub async fn wait_reloads_failed(admin: SocketAddr, n: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = admin_get(admin, "/api/reload").await.1;
+        let last: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if last["reloads_failed"] == n {
+            return last;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reloads_failed is not {n}: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Runs `rampart ARGS --admin http://ADMIN` (the CLI against a running proxy),
 /// which must succeed; its stdout.
 pub fn rampart_cli(admin: SocketAddr, args: &[&str]) -> String {

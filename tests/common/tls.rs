@@ -182,6 +182,41 @@ impl Pki {
         }
     }
 
+    /// A CRL of this CA, in `file` (PEM) of its folder, revoking `revoked`;
+    /// `stale`: its nextUpdate has passed (a day in 2025), else it is a week
+    /// from now. Its path.
+    pub fn crl(&self, file: &str, revoked: &[&Issued], stale: bool) -> PathBuf {
+        let dir = &self.dir;
+        let (cnf, index, number) = (
+            format!("{file}.cnf"),
+            format!("{file}.index"),
+            format!("{file}.crlnumber"),
+        );
+        std::fs::write(
+            dir.join(&cnf),
+            format!("[ca]\ndefault_ca = d\n[d]\ndatabase = {index}\ncrlnumber = {number}\ndefault_md = sha256\ndefault_crl_days = 7\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.join(&index), "").unwrap();
+        std::fs::write(dir.join(&number), "01\n").unwrap();
+        let ca = ["-config", &cnf, "-keyfile", "ca.key", "-cert", "ca.pem"];
+        for r in revoked {
+            let crt = r.crt.display().to_string();
+            openssl(dir, &[&["ca"][..], &ca, &["-revoke", &crt]].concat());
+        }
+        let mut args = [&["ca"][..], &ca, &["-gencrl", "-out", file]].concat();
+        if stale {
+            args.extend([
+                "-crl_lastupdate",
+                "250101000000Z",
+                "-crl_nextupdate",
+                "250102000000Z",
+            ]);
+        }
+        openssl(dir, &args);
+        dir.join(file)
+    }
+
     pub fn server(&self, file: &str, dns: &[&str]) -> Issued {
         self.issue(
             file,

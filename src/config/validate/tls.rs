@@ -5,6 +5,7 @@
 
 use crate::config::file::{CertEntry, ListenerTlsFile, Mode, PoolTlsFile};
 use crate::config::problems::{KeyPath, Problems};
+use crate::tls::cert::CrlFile;
 use crate::tls::{CaFile, CertFile, ListenerTls, PoolTls};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,6 +63,24 @@ fn load_ca(
         CaFile::load(&resolve(base, path))
     };
     r.map_err(|e| p.add(at, e.to_string())).ok()
+}
+
+/// A CRL file, and what it and its CA file say to each other (warnings).
+fn load_crl(
+    base: &Path,
+    path: &str,
+    ca: Option<&CaFile>,
+    at: &KeyPath,
+    p: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
+) -> Option<CrlFile> {
+    let crl = CrlFile::load(&resolve(base, path))
+        .map_err(|e| p.add(at, e.to_string()))
+        .ok()?;
+    if let Some(ca) = ca.filter(|c| c.from_file()) {
+        warnings.extend(crl.against(ca).into_iter().map(|w| format!("{at}: {w}")));
+    }
+    Some(crl)
 }
 
 pub(super) fn listener(
@@ -134,6 +153,24 @@ pub(super) fn listener(
         .client_ca
         .as_deref()
         .and_then(|c| load_ca(base, c, false, &at.key("client_ca"), p));
+    let client_crl = match (&t.client_crl, &t.client_ca) {
+        (None, _) => None,
+        (Some(_), None) => {
+            p.add(
+                &at.key("client_crl"),
+                "needs client_ca (the CA whose revoked client certificates it lists)",
+            );
+            None
+        }
+        (Some(c), Some(_)) => load_crl(
+            base,
+            c,
+            client_ca.as_ref(),
+            &at.key("client_crl"),
+            p,
+            warnings,
+        ),
+    };
     let client_auth_required = match t.client_auth.as_deref() {
         None | Some("required") => true,
         Some("optional") => false,
@@ -182,6 +219,7 @@ pub(super) fn listener(
         alpn,
         tls13_only,
         client_ca,
+        client_crl,
         client_auth_required,
         t.session_tickets,
         t.handshake_timeout.0,
@@ -231,6 +269,17 @@ pub(super) fn pool(
             );
         }
     }
+    let crl = match (&t.crl, t.verify) {
+        (None, _) => None,
+        (Some(_), false) => {
+            p.add(
+                &at.key("crl"),
+                "is not used with verify = false (no server certificate is verified)",
+            );
+            None
+        }
+        (Some(c), true) => load_crl(base, c, ca.as_ref(), &at.key("crl"), p, warnings),
+    };
     if t.key.is_some() && t.cert.is_none() {
         p.add(&at.key("key"), "is the key of cert, which is not given");
     }
@@ -241,7 +290,7 @@ pub(super) fn pool(
     if p.list.len() > before {
         return None;
     }
-    match PoolTls::build(ca, t.server_name.clone(), cert, alpn) {
+    match PoolTls::build(ca, crl, t.server_name.clone(), cert, alpn) {
         Ok(t) => Some(t),
         Err(e) => {
             p.add(at, e.to_string());

@@ -71,6 +71,10 @@ impl Importer {
                     takes_arg = true;
                     t.set("client_ca", s(&with_base(&self.ca_base, c)));
                 }
+                ("crl-file", Some(c)) => {
+                    takes_arg = true;
+                    t.set("client_crl", s(&with_base(&self.ca_base, c)));
+                }
                 ("verify", Some(v)) => {
                     takes_arg = true;
                     match v.as_str() {
@@ -106,7 +110,7 @@ impl Importer {
                 (
                     "ciphers" | "ciphersuites" | "curves" | "ecdhe" | "ssl-max-ver" | "npn"
                     | "name" | "process" | "thread" | "backlog" | "interface" | "maxconn" | "level"
-                    | "mode" | "user" | "group" | "id" | "nice" | "tcp-ut" | "mss" | "crl-file"
+                    | "mode" | "user" | "group" | "id" | "nice" | "tcp-ut" | "mss"
                     | "ca-verify-file" | "ocsp-update",
                     Some(_),
                 ) => {
@@ -147,7 +151,10 @@ impl Importer {
             // requires one when client_ca is given without client_auth)
             if t.get("__no_client_auth").is_some() || t.get("client_auth").is_none() {
                 t.0.retain(|(k, _)| {
-                    k != "client_ca" && k != "client_auth" && k != "__no_client_auth"
+                    k != "client_ca"
+                        && k != "client_crl"
+                        && k != "client_auth"
+                        && k != "__no_client_auth"
                 });
             }
             let mut tt = Table::default();

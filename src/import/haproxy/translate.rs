@@ -612,6 +612,10 @@ impl Importer {
                     tls.set("cert", s(&with_base(&self.crt_base, v)));
                     i += 1;
                 }
+                ("crl-file", Some(v)) => {
+                    tls.set("crl", s(&with_base(&self.ca_base, v)));
+                    i += 1;
+                }
                 ("sni", Some(v)) => {
                     match v.strip_prefix("str(").and_then(|x| x.strip_suffix(')')) {
                         Some(name) => tls.set("server_name", s(name)),
@@ -662,6 +666,10 @@ impl Importer {
             sv.set("weight", "0".into());
             approx = true;
             notes.push("disabled → weight = 0: no traffic (HAProxy also stops checking it; rampart checks it)");
+        }
+        if tls.get("verify") == Some("false") && tls.get("crl").is_some() {
+            // HAProxy reads no CRL where it verifies nothing
+            tls.0.retain(|(k, _)| k != "crl");
         }
         if ssl {
             match &self.cfg.pools[pi].tls {

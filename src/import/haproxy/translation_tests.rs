@@ -74,13 +74,14 @@ fn tls_binds_with_different_certificates_are_listeners_of_their_own() {
 fn a_ca_file_without_verify_asks_for_no_client_certificate() {
     let (cfg, _) = run(&format!(
         "frontend f
-  bind :443 ssl crt /nonexistent/a.pem ca-file /nonexistent/ca.pem
-  bind :8443 ssl crt /nonexistent/a.pem ca-file /nonexistent/ca.pem verify optional
+  bind :443 ssl crt /nonexistent/a.pem ca-file /nonexistent/ca.pem crl-file /nonexistent/crl.pem
+  bind :8443 ssl crt /nonexistent/a.pem ca-file /nonexistent/ca.pem verify optional crl-file crl.pem
   default_backend b
 {BACKEND_B}"
     ));
     let l443 = on(&cfg, "0.0.0.0:443");
     assert!(l443["tls"].get("client_ca").is_none(), "{l443:#?}");
+    assert!(l443["tls"].get("client_crl").is_none(), "{l443:#?}");
     assert!(l443["tls"].get("client_auth").is_none(), "{l443:#?}");
     let l8443 = on(&cfg, "0.0.0.0:8443");
     assert_eq!(
@@ -88,6 +89,42 @@ fn a_ca_file_without_verify_asks_for_no_client_certificate() {
         Some("/nonexistent/ca.pem")
     );
     assert_eq!(l8443["tls"]["client_auth"].as_str(), Some("optional"));
+    assert_eq!(l8443["tls"]["client_crl"].as_str(), Some("crl.pem"));
+}
+
+#[test]
+fn a_servers_crl_file_is_its_pools_crl_where_it_verifies() {
+    let (cfg, _) = run("global
+  ca-base /etc/ssl/ca
+frontend f
+  bind :80
+  default_backend b
+backend b
+  server s1 10.0.0.1:443 ssl verify required ca-file ca.pem crl-file crl.pem
+backend c
+  server s1 10.0.0.2:443 ssl verify none crl-file crl.pem
+");
+    let pools = array(&cfg, "pool");
+    let b = pools
+        .iter()
+        .find(|p| p["name"].as_str() == Some("b"))
+        .unwrap();
+    assert_eq!(
+        b["tls"]["crl"].as_str(),
+        Some("/etc/ssl/ca/crl.pem"),
+        "{b:#?}"
+    );
+    assert_eq!(
+        b["tls"]["ca"].as_str(),
+        Some("/etc/ssl/ca/ca.pem"),
+        "{b:#?}"
+    );
+    // HAProxy reads no CRL where it verifies nothing; rampart refuses one there
+    let c = pools
+        .iter()
+        .find(|p| p["name"].as_str() == Some("c"))
+        .unwrap();
+    assert!(c["tls"].get("crl").is_none(), "{c:#?}");
 }
 
 #[test]

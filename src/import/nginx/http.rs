@@ -205,6 +205,11 @@ impl Importer {
                         server_tls.set("client_ca", s(ca));
                     }
                 }
+                "ssl_crl" => {
+                    if let Some(crl) = d.args.first() {
+                        server_tls.set("client_crl", s(crl));
+                    }
+                }
                 "ssl_verify_client" => match d.args.first().map(String::as_str) {
                     Some("on") => server_tls.set("client_auth", s("required")),
                     Some("optional") => server_tls.set("client_auth", s("optional")),
@@ -224,6 +229,10 @@ impl Importer {
                 "ssl_client_certificate" => self.mapped(
                     d,
                     "[listener.tls] client_ca of each server block without its own, where ssl_verify_client is on or optional (nginx verifies no client certificate without it)",
+                ),
+                "ssl_crl" => self.mapped(
+                    d,
+                    "[listener.tls] client_crl of each server block without its own, where client certificates are verified",
                 ),
                 "ssl_verify_client" => match d.args.first().map(String::as_str) {
                     Some(v @ ("on" | "optional")) => self.mapped(

@@ -36,6 +36,8 @@ impl Importer {
         let mut settings = Table::default();
         // the report entry of its own ssl_client_certificate
         let mut client_ca_entry: Option<usize> = None;
+        // ... and of its own ssl_crl
+        let mut client_crl_entry: Option<usize> = None;
         let mut access: Vec<&Directive> = Vec::new();
         // add_header and proxy_set_header rules of the server itself
         let mut add_headers: Vec<Table> = Vec::new();
@@ -111,6 +113,11 @@ impl Importer {
                     sv.tls_extra.set("client_ca", s(&a0));
                     client_ca_entry = Some(self.report.len());
                     self.mapped(e, "[listener.tls] client_ca, with ssl_verify_client on or optional (nginx verifies no client certificate without it)");
+                }
+                "ssl_crl" => {
+                    sv.tls_extra.set("client_crl", s(&a0));
+                    client_crl_entry = Some(self.report.len());
+                    self.mapped(e, "[listener.tls] client_crl, where client certificates are verified");
                 }
                 "ssl_verify_client" => match a0.as_str() {
                     "on" => {
@@ -197,6 +204,15 @@ impl Importer {
             if let Some(i) = client_ca_entry {
                 if let Some(en) = self.report.get_mut(i) {
                     en.note = "not imported: no ssl_verify_client on or optional holds for this server (its own or the http level's), so nginx asks for no client certificate; rampart would require one with client_ca".into();
+                }
+            }
+        }
+        // a CRL is read only where client certificates are verified
+        if sv.tls_extra.get("client_ca").is_none() && sv.tls_extra.get("client_crl").is_some() {
+            sv.tls_extra.0.retain(|(k, _)| k != "client_crl");
+            if let Some(i) = client_crl_entry {
+                if let Some(en) = self.report.get_mut(i) {
+                    en.note = "not imported: this server verifies no client certificate (no ssl_client_certificate with ssl_verify_client on or optional), so nginx reads no CRL".into();
                 }
             }
         }

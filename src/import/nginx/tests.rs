@@ -301,12 +301,14 @@ fn ssl_verify_client_and_ssl_client_certificate_of_http_hold_in_its_servers() {
            ssl_verify_client on;
            upstream u { server 10.0.0.1:80; }
            server { listen 443 ssl; ssl_certificate /nonexistent/c.pem; ssl_certificate_key /nonexistent/k.pem;
-             ssl_client_certificate /nonexistent/ca.pem; location / { proxy_pass http://u; } }
+             ssl_client_certificate /nonexistent/ca.pem; ssl_crl /nonexistent/crl.pem;
+             location / { proxy_pass http://u; } }
            server { listen 8443 ssl; ssl_certificate /nonexistent/c.pem; ssl_certificate_key /nonexistent/k.pem;
              location / { proxy_pass http://u; } }
            server { listen 9443 ssl; ssl_certificate /nonexistent/c.pem; ssl_certificate_key /nonexistent/k.pem;
              ssl_verify_client off; location / { proxy_pass http://u; } }
            ssl_client_certificate /nonexistent/http-ca.pem;
+           ssl_crl /nonexistent/http-crl.pem;
          }");
     // the server's own CA, verified as the http level says
     let l443 = on(&cfg, "0.0.0.0:443");
@@ -317,6 +319,7 @@ fn ssl_verify_client_and_ssl_client_certificate_of_http_hold_in_its_servers() {
         "{own:#?}"
     );
     assert_eq!(own["client_auth"].as_str(), Some("required"));
+    assert_eq!(own["client_crl"].as_str(), Some("/nonexistent/crl.pem"));
     // the http level's CA, written after the server blocks: nginx merges it all the same
     let l8443 = on(&cfg, "0.0.0.0:8443");
     let inherited = &l8443["tls"];
@@ -326,11 +329,16 @@ fn ssl_verify_client_and_ssl_client_certificate_of_http_hold_in_its_servers() {
         "{inherited:#?}"
     );
     assert_eq!(inherited["client_auth"].as_str(), Some("required"));
+    assert_eq!(
+        inherited["client_crl"].as_str(),
+        Some("/nonexistent/http-crl.pem")
+    );
     // a server's own ssl_verify_client off wins
     let l9443 = on(&cfg, "0.0.0.0:9443");
     let off = &l9443["tls"];
     assert!(off.get("client_ca").is_none(), "{off:#?}");
     assert!(off.get("client_auth").is_none(), "{off:#?}");
+    assert!(off.get("client_crl").is_none(), "{off:#?}");
     assert!(
         report
             .iter()

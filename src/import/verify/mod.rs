@@ -235,7 +235,7 @@ pub fn run(
             }
         }
     }
-    let tls = crate::tls::client::PoolTls::build(None, None, None, &[b"http/1.1"])
+    let tls = crate::tls::client::PoolTls::build(None, None, None, None, &[b"http/1.1"])
         .map_err(|e| VerifyError::Setup(e.to_string()))?;
     let tls = Arc::clone(&tls.built.0);
     let mut outcome = Outcome::default();
