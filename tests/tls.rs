@@ -531,6 +531,39 @@ async fn revoked_client_certificates_are_refused_and_a_new_crl_is_read_on_the_fl
     .await;
     assert_eq!(backend.requests(), before);
 
+    // alice's sessions, TLS 1.3 and 1.2, resumable while the CRL stands
+    let request = b"GET / HTTP/1.1\r\nHost: site.example.com\r\nConnection: close\r\n\r\n";
+    let (crt, key) = (
+        alice.crt.display().to_string(),
+        alice.key.display().to_string(),
+    );
+    let alice_args = |version: &'static str| {
+        [
+            "-servername",
+            "site.example.com",
+            version,
+            "-ign_eof",
+            "-cert",
+            &crt,
+            "-key",
+            &key,
+        ]
+        .map(String::from)
+    };
+    let sessions = ["-tls1_3", "-tls1_2"].map(|v| (v, dir.join(format!("alice{v}.pem"))));
+    for (version, sess) in &sessions {
+        let sess = sess.display().to_string();
+        let args = alice_args(version);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, out) = t::s_client(web, &[&args[..], &["-sess_out", &sess]].concat(), request);
+        assert!(ok && out.contains("HTTP/1.1 200"), "{out}");
+        let (ok, out) = t::s_client(web, &[&args[..], &["-sess_in", &sess]].concat(), request);
+        assert!(
+            ok && out.contains("HTTP/1.1 200") && out.contains("Reused,"),
+            "{version}: not resumed under the same CRL: {out}"
+        );
+    }
+
     // a new CRL, revoking alice too, swapped in as a CA's tooling would:
     // read on the file watch
     std::fs::copy(pki.crl("both.crl", &[&alice, &bob], false), &tmp).unwrap();
@@ -541,6 +574,23 @@ async fn revoked_client_certificates_are_refused_and_a_new_crl_is_read_on_the_fl
         || !call(web, &alice).0,
     )
     .await;
+    // ... and her sessions from before it do not resume
+    let before = backend.requests();
+    for (version, sess) in &sessions {
+        let sess = sess.display().to_string();
+        let args = alice_args(version);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (_, out) = t::s_client(web, &[&args[..], &["-sess_in", &sess]].concat(), request);
+        assert!(
+            !out.contains("HTTP/1.1 200") && !out.contains("Reused,"),
+            "{version}: a revoked client resumed a session from before the CRL: {out}"
+        );
+    }
+    assert_eq!(
+        backend.requests(),
+        before,
+        "a revoked client reached the backend"
+    );
     let (ok, out, err) = call(web, &carol);
     assert!(ok && out == "pod", "{err}");
     assert!(!call(web, &bob).0, "bob served under the new CRL");
@@ -572,24 +622,33 @@ async fn a_pool_refuses_a_server_whose_certificate_its_crl_revokes() {
     let crl = pki.crl("pool.crl", &[&revoked], false);
     let good = t::tls_backend("fine-pod", &fine, false).await;
     let bad = t::tls_backend("revoked-pod", &revoked, false).await;
-    let (admin, l_good, l_bad, l_checked) = (
-        free_addr("127.0.0.1"),
-        free_addr("127.0.0.1"),
-        free_addr("127.0.0.1"),
-        free_addr("127.0.0.1"),
-    );
-    let tls = format!(
-        "  [pool.tls]\n  ca = {:?}\n  crl = {:?}\n  server_name = \"api.internal\"\n",
-        pki.ca().display().to_string(),
-        crl.display().to_string()
-    );
+    // a new connection, so a new handshake, for each request
+    let later = t::tls_backend("later-pod", &fine, true).await;
+    let [admin, l_good, l_bad, l_checked, l_later] = [(); 5].map(|_| free_addr("127.0.0.1"));
+    let dir = temp_dir("pool-crl");
+    let live = dir.join("pool.crl");
+    let tmp = dir.join("pool.crl.tmp");
+    std::fs::copy(pki.crl("empty.crl", &[], false), &live).unwrap();
+    let tls = |crl: &std::path::Path| {
+        format!(
+            "  [pool.tls]\n  ca = {:?}\n  crl = {:?}\n  server_name = \"api.internal\"\n",
+            pki.ca().display().to_string(),
+            crl.display().to_string()
+        )
+    };
     let body = listener("good", l_good)
-        + &pool("good", &format!("retries = 0\n{tls}"), good.addr)
+        + &pool("good", &format!("retries = 0\n{}", tls(&crl)), good.addr)
         + &listener("bad", l_bad)
-        + &pool("bad", &format!("retries = 0\n{tls}"), bad.addr)
+        + &pool("bad", &format!("retries = 0\n{}", tls(&crl)), bad.addr)
         + &listener("checked", l_checked)
-        + &pool("checked", &format!("{tls}{HEALTH}"), bad.addr);
-    let p = Proxy::start(&config(admin, "", &body), &[l_good, l_bad, l_checked]).await;
+        + &pool("checked", &format!("{}{HEALTH}", tls(&crl)), bad.addr)
+        + &listener("later", l_later)
+        + &pool("later", &format!("retries = 0\n{}", tls(&live)), later.addr);
+    let p = Proxy::start(
+        &config(admin, "watch_config = true", &body),
+        &[l_good, l_bad, l_checked, l_later],
+    )
+    .await;
     let c = client();
     let (st, b) = get(&c, &format!("http://{l_good}/")).await;
     assert_eq!((st.as_u16(), b.as_str()), (200, "fine-pod"));
@@ -617,6 +676,32 @@ async fn a_pool_refuses_a_server_whose_certificate_its_crl_revokes() {
             )
         ) > 0.0
     );
+    // a server whose sessions resume while its CRL stands...
+    for _ in 0..2 {
+        let (st, b) = get(&c, &format!("http://{l_later}/")).await;
+        assert_eq!((st.as_u16(), b.as_str()), (200, "later-pod"));
+    }
+    assert!(
+        later.resumed.load(Ordering::Relaxed) >= 1,
+        "no session resumed"
+    );
+    // ... is refused once a new CRL revokes it: no session from before the
+    // CRL resumes past it (rustls resumes only under the verifier a session
+    // was made with, and a reload builds a new one)
+    std::fs::copy(pki.crl("fine.crl", &[&fine], false), &tmp).unwrap();
+    std::fs::rename(&tmp, &live).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, _) = get(&c, &format!("http://{l_later}/")).await;
+        if st.as_u16() == 502 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a server its new CRL revokes still served: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Loops of new TLS connections, each with one request, over h2 or http/1.1:

@@ -1,8 +1,7 @@
 //! TLS from rampart to a pool's servers (`[pool.tls]`): the rustls client config
 //! built when the config is read, the name each server is verified against,
-//! and the handshake on a new backend connection. Sessions are resumed: pools
-//! that verify servers alike (the same CA and CRL files) share one client
-//! session cache, kept across reloads.
+//! and the handshake on a new backend connection. Sessions are resumed: every
+//! pool shares one client session cache, kept across reloads.
 
 use super::cert::{CaFile, CertFile, CrlFile};
 use super::crypto::Built;
@@ -27,24 +26,13 @@ pub struct PoolTls {
     pub built: Built<rustls::ClientConfig>,
 }
 
-/// How servers are verified: the CA file's bytes (None: not verified; empty:
-/// the system's store) and the CRL file's.
-type Policy = (Option<Vec<u8>>, Option<Vec<u8>>);
-
-/// The session cache of one verification policy. A resumed session skips the
-/// server's certificate (rustls takes the one it was made with), so a session
-/// made under another CA, or before a CRL revoked its server, must not resume.
-fn sessions(policy: Policy) -> Arc<dyn rustls::client::ClientSessionStore> {
-    type Caches = std::collections::HashMap<Policy, Arc<rustls::client::ClientSessionMemoryCache>>;
-    static S: OnceLock<std::sync::Mutex<Caches>> = OnceLock::new();
-    let mut all = S
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    // a policy no config holds any more is let go of
-    all.retain(|_, c| Arc::strong_count(c) > 1);
-    all.entry(policy)
-        .or_insert_with(|| Arc::new(rustls::client::ClientSessionMemoryCache::new(4096)))
+/// One client session cache for every pool. rustls resumes a session only
+/// with the verifier it was made under (each build of a pool's TLS makes a new
+/// one), so a session made before a reload that changed the CA or the CRL
+/// never skips the new verification.
+fn sessions() -> Arc<dyn rustls::client::ClientSessionStore> {
+    static S: OnceLock<Arc<rustls::client::ClientSessionMemoryCache>> = OnceLock::new();
+    S.get_or_init(|| Arc::new(rustls::client::ClientSessionMemoryCache::new(4096)))
         .clone()
 }
 
@@ -82,10 +70,7 @@ impl PoolTls {
             Some(c) => builder.with_client_cert_resolver(Arc::new(ClientCert(Arc::clone(&c.key)))),
             None => builder.with_no_client_auth(),
         };
-        cc.resumption = rustls::client::Resumption::store(sessions((
-            ca.as_ref().map(|c| c.bytes().to_vec()),
-            crl.as_ref().map(|c| c.bytes().to_vec()),
-        )));
+        cc.resumption = rustls::client::Resumption::store(sessions());
         cc.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
         Ok(PoolTls {
             ca,
