@@ -38,6 +38,7 @@ fn limiter(max_keys: usize) -> Limiter {
             burst: 1_000_000,
             quota: None,
             max_keys,
+            ipv6_prefix: 64,
             tiers: vec![],
         },
         Arc::default(),

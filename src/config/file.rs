@@ -376,6 +376,15 @@ pub struct RateLimitFile {
     /// Keys tracked at most (memory bound).
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
+    /// The `client_ip` key of an IPv6 client: its first this many bits (a
+    /// client holds a whole /64, and could take a fresh budget from each of
+    /// its addresses); 128 counts each address apart, as nginx does.
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+}
+
+fn default_ipv6_prefix() -> u8 {
+    64
 }
 
 #[derive(Debug, Deserialize)]

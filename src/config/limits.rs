@@ -42,6 +42,8 @@ pub struct RateLimitConfig {
     /// (requests, window): a quota per fixed UTC window (a day or an hour).
     pub quota: Option<(u64, Duration)>,
     pub max_keys: usize,
+    /// The bits of an IPv6 client's address its `client_ip` key is (1 to 128).
+    pub ipv6_prefix: u8,
     /// With `key = "tier"`: the tiers, matched in order.
     pub tiers: Vec<Tier>,
 }

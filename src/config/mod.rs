@@ -160,6 +160,28 @@ name = "api"
         );
     }
 
+    /// An IPv6 prefix that is no prefix is refused, naming the key; the
+    /// default is a client's /64.
+    #[test]
+    fn a_rate_limits_ipv6_prefix_is_1_to_128() {
+        let with = |extra: &str| {
+            format!("{GOOD}\n[[rate_limit]]\nname = \"per-ip\"\nrate = \"10/s\"\n{extra}\n")
+        };
+        let cfg = parse(&with(""), "t.toml").expect("valid");
+        assert_eq!(cfg.rate_limits[0].ipv6_prefix, 64);
+        for bad in ["ipv6_prefix = 0", "ipv6_prefix = 129"] {
+            let Err(ConfigError::Invalid { problems, .. }) = parse(&with(bad), "t.toml") else {
+                panic!("{bad}: expected an invalid config");
+            };
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.key == "rate_limit[0].ipv6_prefix" && p.message.contains("1 to 128")),
+                "{bad}: {problems:?}"
+            );
+        }
+    }
+
     /// A tcp listener's SNI route to a pool hashing on an HTTP field: every
     /// session would hash the same empty text onto one server.
     #[test]

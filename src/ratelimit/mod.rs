@@ -209,6 +209,14 @@ impl Limiter {
         f(p);
     }
 
+    /// An IPv6 client's network under this limit: its first `ipv6_prefix`
+    /// bits (the address itself at 128).
+    #[inline]
+    fn v6_net(&self, a: std::net::Ipv6Addr) -> std::net::Ipv6Addr {
+        let bits = u32::from(self.cfg.ipv6_prefix.clamp(1, 128));
+        std::net::Ipv6Addr::from(u128::from(a) & (u128::MAX << (128 - bits)))
+    }
+
     /// The key of a request under this limit: FNV-1a over its parts, stable
     /// across processes and builds (quota counts are saved by it).
     pub fn key(&self, r: &impl RequestView) -> u64 {
@@ -223,7 +231,7 @@ impl Limiter {
             match part {
                 KeyPart::ClientIp => match r.src().to_canonical() {
                     std::net::IpAddr::V4(a) => feed(&a.octets()),
-                    std::net::IpAddr::V6(a) => feed(&a.octets()),
+                    std::net::IpAddr::V6(a) => feed(&self.v6_net(a).octets()),
                 },
                 KeyPart::Header(n) => feed(r.header(n).unwrap_or(b"")),
                 KeyPart::Path => feed(r.path().as_bytes()),
@@ -245,7 +253,13 @@ impl Limiter {
             match part {
                 // as the key's hash has it: an IPv4 client on a dual-stack
                 // listener (`::ffff:1.2.3.4`) is `1.2.3.4`, as on 0.0.0.0
-                KeyPart::ClientIp => out.push_str(&r.src().to_canonical().to_string()),
+                KeyPart::ClientIp => match r.src().to_canonical() {
+                    std::net::IpAddr::V6(a) if self.cfg.ipv6_prefix < 128 => {
+                        use std::fmt::Write;
+                        let _ = write!(out, "{}/{}", self.v6_net(a), self.cfg.ipv6_prefix);
+                    }
+                    a => out.push_str(&a.to_string()),
+                },
                 KeyPart::Header(n) => {
                     out.push_str(&String::from_utf8_lossy(r.header(n).unwrap_or(b"")))
                 }
@@ -736,6 +750,7 @@ mod tests {
                 burst,
                 quota: None,
                 max_keys,
+                ipv6_prefix: 64,
                 tiers: vec![],
             },
             Arc::default(),
@@ -838,24 +853,6 @@ mod tests {
     /// operator finds it as `1.2.3.4`.
     #[test]
     fn a_v4_mapped_client_is_keyed_as_its_v4_address() {
-        struct Src(std::net::IpAddr);
-        impl RequestView for Src {
-            fn method(&self) -> &str {
-                "POST"
-            }
-            fn host(&self) -> Option<&str> {
-                None
-            }
-            fn target(&self) -> &str {
-                "/jobs"
-            }
-            fn header(&self, _: &str) -> Option<&[u8]> {
-                None
-            }
-            fn src(&self) -> std::net::IpAddr {
-                self.0
-            }
-        }
         let mut cfg = daily_quota(10).cfg.clone();
         cfg.key = vec![KeyPart::ClientIp];
         let l = Limiter::new(cfg, Arc::default(), None);
@@ -869,9 +866,64 @@ mod tests {
         assert!(l.admit(&v4, 0, || noon).is_ok());
         let q = l.quotas(Some("1.2.3.4"), noon);
         assert_eq!(q.first().map(|e| e.used), Some(2), "{q:?}");
-        // a real IPv6 client stays itself
-        let v6 = Src("2001:db8::1".parse().unwrap());
-        assert_eq!(l.key_text(&v6), "2001:db8::1");
+        // a real IPv6 client is its /64: one budget for every address of it
+        let v6 = Src("2001:db8:0:7::1".parse().unwrap());
+        let same_net = Src("2001:db8:0:7:a:b:c:d".parse().unwrap());
+        let next_net = Src("2001:db8:0:8::1".parse().unwrap());
+        assert_eq!(l.key_text(&v6), "2001:db8:0:7::/64");
+        assert_eq!(l.key(&v6), l.key(&same_net));
+        assert_ne!(l.key(&v6), l.key(&next_net));
+        assert!(l.admit(&v6, 0, || noon).is_ok());
+        assert!(l.admit(&same_net, 0, || noon).is_ok());
+        let q = l.quotas(Some("2001:db8:0:7::/64"), noon);
+        assert_eq!(q.first().map(|e| e.used), Some(2), "{q:?}");
+        // ipv6_prefix = 128: each address on its own, as nginx counts
+        let mut cfg = l.cfg.clone();
+        cfg.ipv6_prefix = 128;
+        let each = Limiter::new(cfg, Arc::default(), None);
+        assert_eq!(each.key_text(&v6), "2001:db8:0:7::1");
+        assert_ne!(each.key(&v6), each.key(&same_net));
+        assert_eq!(each.key(&mapped), l.key(&mapped), "IPv4 is as it was");
+    }
+
+    /// Rotating through the addresses of one /64 gets no fresh budget.
+    #[test]
+    fn an_ipv6_client_cannot_take_a_fresh_rate_from_each_address_of_its_64() {
+        // 1/s, burst 2: three requests at once pass, the fourth does not
+        let l = limiter(1, 2, 1000);
+        let base = u128::from("2001:db8:0:7::".parse::<std::net::Ipv6Addr>().unwrap());
+        let admitted = (1..=100u128)
+            .filter(|i| {
+                let a = std::net::Ipv6Addr::from(base | i);
+                l.admit(&Src(a.into()), 1_000_000, || 0).is_ok()
+            })
+            .count();
+        assert_eq!(admitted, 3);
+        // another /64 has its own budget
+        assert!(l
+            .admit(&Src("2001:db8:0:8::1".parse().unwrap()), 1_000_000, || 0)
+            .is_ok());
+    }
+
+    /// A request from a client address, with nothing else to key on.
+    struct Src(std::net::IpAddr);
+
+    impl RequestView for Src {
+        fn method(&self) -> &str {
+            "GET"
+        }
+        fn host(&self) -> Option<&str> {
+            None
+        }
+        fn target(&self) -> &str {
+            "/"
+        }
+        fn header(&self, _: &str) -> Option<&[u8]> {
+            None
+        }
+        fn src(&self) -> std::net::IpAddr {
+            self.0
+        }
     }
 
     /// A quota of `n` a day per `x-api-key`.
@@ -884,6 +936,7 @@ mod tests {
                 burst: 0,
                 quota: Some((n, Duration::from_secs(86_400))),
                 max_keys: 1000,
+                ipv6_prefix: 64,
                 tiers: vec![],
             },
             Arc::default(),

@@ -457,6 +457,7 @@ mod tests {
                 burst: 0,
                 quota: Some((u64::MAX / 2, Duration::from_secs(86_400))),
                 max_keys: 1000,
+                ipv6_prefix: 64,
                 tiers: vec![],
             },
             Arc::default(),

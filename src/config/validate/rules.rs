@@ -522,6 +522,12 @@ pub(super) fn rate_limits(
         if f.max_keys < 16 {
             p.add(&at.key("max_keys"), "must be at least 16");
         }
+        if !(1..=128).contains(&f.ipv6_prefix) {
+            p.add(
+                &at.key("ipv6_prefix"),
+                "the bits of an IPv6 client address that make its key: 1 to 128 (64: a client's /64; 128: each address)",
+            );
+        }
         out.push(RateLimitConfig {
             name: f.name.clone(),
             tiers: if tiered { tiers.clone() } else { Vec::new() },
@@ -530,6 +536,7 @@ pub(super) fn rate_limits(
             burst: f.burst,
             quota,
             max_keys: f.max_keys,
+            ipv6_prefix: f.ipv6_prefix,
         });
     }
     out

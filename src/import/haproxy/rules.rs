@@ -247,7 +247,12 @@ impl Importer {
                     return true;
                 }
                 let key = match rest.get(1).map(String::as_str) {
-                    Some("src") => "client_ip".to_string(),
+                    // HAProxy counts each IPv6 address apart
+                    Some("src") => "client_ip/128".to_string(),
+                    // src,ipmask(32,64): a /64 per IPv6 client
+                    Some(k) if ipmask_v6(k).is_some() => {
+                        format!("client_ip/{}", ipmask_v6(k).unwrap_or(128))
+                    }
                     Some("path") => "path".to_string(),
                     Some(k) => {
                         match k
@@ -274,8 +279,16 @@ impl Importer {
                     .cloned()
                     .or_else(|| Some(section.to_string()));
                 self.track = Some((key.clone(), table));
+                let shown = match key.strip_prefix("client_ip/") {
+                    Some("128") => {
+                        "client_ip, ipv6_prefix = 128: each IPv6 address apart, as HAProxy counts"
+                            .to_string()
+                    }
+                    Some(bits) => format!("client_ip, ipv6_prefix = {bits}"),
+                    None => key.clone(),
+                };
                 let mut note = format!(
-                    "the key ({key}) of the [[rate_limit]] that a rule testing the tracked http_req_rate makes"
+                    "the key ({shown}) of the [[rate_limit]] that a rule testing the tracked http_req_rate makes"
                 );
                 if cnd.is_some() {
                     note.push_str("; its condition is not kept: the limit counts every request the rule applies to");
@@ -523,7 +536,12 @@ impl Importer {
         let (rate, _) = rate_text(n, period)?;
         let burst = n.saturating_sub(1).to_string();
         for r in &self.cfg.rate_limits {
-            if r.get("key") == Some(&s(key))
+            let (k, bits) = match key.split_once('/') {
+                Some((k, b)) => (k, Some(b)),
+                None => (key, None),
+            };
+            if r.get("key") == Some(&s(k))
+                && r.get("ipv6_prefix") == bits
                 && r.get("rate") == Some(&s(&rate))
                 && r.get("burst") == Some(&burst)
             {
@@ -545,7 +563,14 @@ impl Importer {
         }
         let mut t = Table::default();
         t.set("name", s(&name));
-        t.set("key", s(key));
+        // "client_ip/N": the client's address, its first N bits for IPv6
+        match key.strip_prefix("client_ip/") {
+            Some(bits) => {
+                t.set("key", s("client_ip"));
+                t.set("ipv6_prefix", bits.to_string());
+            }
+            None => t.set("key", s(key)),
+        }
         t.set("rate", s(&rate));
         t.set("burst", burst);
         if let Some(sz) = size {
@@ -776,4 +801,13 @@ impl Importer {
         }
         self.cfg.drop_unused_rate_limits();
     }
+}
+
+/// `src,ipmask(32,N)`: the IPv6 prefix N (1 to 128) of a key that keeps
+/// whole IPv4 addresses; None for any other sample.
+fn ipmask_v6(k: &str) -> Option<u8> {
+    let args = k.strip_prefix("src,ipmask(")?.strip_suffix(')')?;
+    let (v4, v6) = args.split_once(',')?;
+    let v6: u8 = v6.trim().parse().ok()?;
+    (v4.trim() == "32" && (1..=128).contains(&v6)).then_some(v6)
 }

@@ -379,3 +379,37 @@ fn forwarded_headers_rampart_writes_are_left_out_and_a_delete_of_xff_is_kept() {
     assert!(has("del_header", "X-Forwarded-For"), "{rules:#?}");
     assert!(has("set_header", "X-Forwarded-Port"), "{rules:#?}");
 }
+
+#[test]
+fn a_tracked_source_keeps_haproxys_ipv6_granularity() {
+    let frontend = |track: &str| {
+        run(&format!(
+            "frontend f
+  bind :80
+  stick-table type ipv6 size 100k expire 30s store http_req_rate(10s)
+  http-request track-sc0 {track}
+  http-request deny deny_status 429 if {{ sc_http_req_rate(0) gt 50 }}
+  default_backend b
+{BACKEND_B}"
+        ))
+    };
+    // src: each IPv6 address apart, as HAProxy counts
+    let (cfg, _) = frontend("src");
+    let rl = &array(&cfg, "rate_limit")[0];
+    assert_eq!(rl["key"].as_str(), Some("client_ip"), "{rl:#?}");
+    assert_eq!(rl["ipv6_prefix"].as_integer(), Some(128), "{rl:#?}");
+    // src,ipmask(32,64): a /64 per IPv6 client
+    let (cfg, _) = frontend("src,ipmask(32,64)");
+    let rl = &array(&cfg, "rate_limit")[0];
+    assert_eq!(rl["key"].as_str(), Some("client_ip"), "{rl:#?}");
+    assert_eq!(rl["ipv6_prefix"].as_integer(), Some(64), "{rl:#?}");
+    // an IPv4 mask rampart cannot keep: not mapped
+    let (cfg, report) = frontend("src,ipmask(24,64)");
+    assert!(array(&cfg, "rate_limit").is_empty(), "{cfg:#?}");
+    assert!(
+        report
+            .iter()
+            .any(|e| e.directive.contains("ipmask(24,64)") && e.fidelity == Fidelity::Unsupported),
+        "{report:#?}"
+    );
+}

@@ -360,6 +360,10 @@ impl Importer {
         t.set("key", s(&k));
         t.set("rate", s(&rate));
         t.set("burst", "0".into());
+        if k == "client_ip" {
+            // nginx counts each IPv6 address apart; rampart's default is a /64
+            t.set("ipv6_prefix", "128".into());
+        }
         if let Some(mb) = size {
             // nginx: about 16,000 states per megabyte
             t.set(
@@ -372,6 +376,9 @@ impl Importer {
             .insert(zone.clone(), self.cfg.rate_limits.len() - 1);
         let exact = k != "all" || key == "$server_name";
         let mut note = format!("[[rate_limit]] {zone:?} (key {k}, {rate}; the zone's size → max_keys at nginx's 16,000 per MB)");
+        if k == "client_ip" {
+            note.push_str("; ipv6_prefix = 128 counts each IPv6 address apart, as nginx does (64 would count a client's whole /64 as one)");
+        }
         if !exact {
             note.push_str("; $host is counted as one key for the listener");
         }
