@@ -206,6 +206,13 @@ impl Snapshot {
             old_members.get(&addr).copied()
         });
         pool.conn_epoch = conn_epoch;
+        if let Some(o) = old.filter(|o| o.conn_epoch == conn_epoch) {
+            // backend connections are made as before: with the TLS config
+            // they were made with, whose verifier their sessions resume
+            // under (rustls resumes a session only with the verifier it
+            // was made by, and a reload builds a new one)
+            pool.tls.clone_from(&o.tls);
+        }
         pool
     }
 

@@ -1145,6 +1145,46 @@ async fn a_reload_that_changes_a_pools_tls_does_not_reuse_its_old_connections() 
     assert_eq!(last_sni().as_deref(), Some("api.internal"));
 }
 
+/// A reload that leaves a pool's TLS as it was keeps its sessions: the next
+/// connection to a server resumes, where a full handshake would cost the
+/// server (and rampart) an asymmetric signature per connection after every
+/// reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_keeps_a_pools_tls_resumes_its_sessions() {
+    let pki = Pki::new("Resume CA");
+    let cert = pki.issue("api", "api.internal", &["api.internal"], Key::Ecdsa, 30);
+    // a new connection, so a new handshake, for each request
+    let backend = t::tls_backend("secure-pod", &cert, true).await;
+    let (admin, web) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let text = |retries: u32| {
+        let tls = format!(
+            "retries = {retries}\n  [pool.tls]\n  ca = {:?}\n  server_name = \"api.internal\"\n",
+            pki.ca().display().to_string()
+        );
+        config(
+            admin,
+            "",
+            &(listener("api", web) + &pool("api", &tls, backend.addr)),
+        )
+    };
+    let p = Proxy::start(&text(0), &[web, admin]).await;
+    let url = format!("http://{web}/");
+    let c = client();
+    let resumed = || backend.resumed.load(Ordering::SeqCst);
+    for _ in 0..2 {
+        let (st, b) = get(&c, &url).await;
+        assert_eq!((st.as_u16(), b.as_str()), (200, "secure-pod"));
+    }
+    assert_eq!(resumed(), 1, "the second connection did not resume");
+    // a reload that changes something else of the pool
+    std::fs::write(&p.config, text(1)).unwrap();
+    let (st, r) = admin_post(admin, "/api/reload", "").await;
+    assert_eq!(st, 200, "{r}");
+    let (st, b) = get(&c, &url).await;
+    assert_eq!((st.as_u16(), b.as_str()), (200, "secure-pod"));
+    assert_eq!(resumed(), 2, "a session did not resume after the reload");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_listener_routes_tls_by_sni_without_terminating_it() {
     let pki = Pki::new("Passthrough CA");

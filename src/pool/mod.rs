@@ -303,6 +303,9 @@ impl Pool {
             .unwrap_or_else(|| balancer_for(cfg.balance, &servers));
         let mut pool = Pool::assemble(cfg, Arc::clone(&self.shared), servers, balancer);
         pool.conn_epoch = self.conn_epoch;
+        // the TLS config this pool's connections are made with, kept
+        // across reloads that do not change it (see `Snapshot::build_pool`)
+        pool.tls.clone_from(&self.tls);
         pool
     }
 
