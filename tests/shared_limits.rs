@@ -76,6 +76,14 @@ impl Redis {
         assert_eq!(r, 0, "SIGSTOP redis-server");
     }
 
+    /// Lets a frozen process go on (SIGCONT): it then runs what its clients
+    /// sent meanwhile.
+    fn thaw(&self) {
+        // SAFETY: kill(2) on our own child.
+        let r = unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+        assert_eq!(r, 0, "SIGCONT redis-server");
+    }
+
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -527,4 +535,40 @@ async fn a_count_the_store_never_saw_seeds_it() {
     assert_eq!(ok_of(&c, &n, "jobs", "k7", 50).await, 39);
     // and the store holds the quota, not one past it
     wait_count(&redis, "jobs", 100).await;
+}
+
+/// A sync Redis runs but does not answer in time (it hangs, then goes on
+/// and runs what waited in its socket buffer) is counted once: the node
+/// sends that batch again under its name until an answer comes, and Redis
+/// adds a batch it has seen nothing for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_redis_ran_without_answering_is_counted_once() {
+    let port = common_port(&["127.0.0.1"]);
+    let redis = Redis::start(port).await;
+    let backend = Backend::start("b", free_addr("127.0.0.2")).await;
+    // a sync every 20 ms, answered within 200 ms
+    let (a, _b) = two_nodes(backend.addr, &redis).await;
+    let c = client();
+    wait_store_up(&a, true).await;
+    assert_eq!(ok_of(&c, &a, "thousand", "once", 10).await, 10);
+    wait_count(&redis, "thousand", 10).await;
+
+    // Redis hangs: the batch with the next requests is sent, and not answered
+    redis.freeze();
+    assert_eq!(ok_of(&c, &a, "thousand", "once", 5).await, 5);
+    wait_store_up(&a, false).await;
+    // ... and goes on: it runs every sync that waited for it, and the node
+    // sends its unanswered batch again
+    redis.thaw();
+    wait_store_up(&a, true).await;
+    wait_count(&redis, "thousand", 15).await;
+    // syncs go on (the key is hot, so each one reads it): the count stays
+    let syncs = |s: &serde_json::Value| s["syncs_ok"].as_u64().unwrap_or(0);
+    let after = syncs(&store_state(&a).await);
+    wait_until(Duration::from_secs(10), "ten more syncs", || async {
+        syncs(&store_state(&a).await) >= after + 10
+    })
+    .await;
+    assert_eq!(redis.quota_count("thousand").await, 15);
+    wait_used(&a, "thousand", "once", 15).await;
 }

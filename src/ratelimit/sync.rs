@@ -27,7 +27,11 @@
 //! falls back to local-only limits, each enforcing `fallback_share` of every
 //! rate and of every quota's remainder, logs it and counts it, keeps its
 //! pending counts, and tries again every interval; once a sync succeeds the
-//! counts kept meanwhile are sent and limits are shared again.
+//! counts kept meanwhile are sent and limits are shared again. A batch that
+//! was sent and not answered (a timeout) may have been run, or may still be
+//! run from Redis's socket buffer: it is sent again as it was, under its name,
+//! before anything else, and the script adds a batch only the first time it
+//! sees its name, so every admitted request is counted once.
 
 use super::link::{Link, Pend};
 use super::{Limiter, SHARDS};
@@ -159,15 +163,26 @@ fn give_back(limiters: &[Arc<Limiter>], batch: &[Item]) {
 /// `max(TAT, now - span)`, as GCRA would have counted them one by one had
 /// they come evenly (from `now` they would look like a burst and a key well
 /// under its rate would be refused after each sync).
+///
+/// ARGV[1] names the batch (`{prefix}batch:{node}:{n}`): the first run of a
+/// batch marks the name for a minute (a node sends an unanswered batch again
+/// every interval, so its second run comes well within that; the marks of a
+/// node syncing every 100 ms take about 600 small keys), and a run that finds
+/// it marked adds
+/// nothing and only answers. A node that saw no answer (a timeout: Redis may
+/// have run the batch, or may still run it from its socket buffer) sends the
+/// same batch under the same name until it gets one, so it is counted once.
 const SCRIPT: &str = r#"
 redis.replicate_commands()
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {}
-local i = 1
+local fresh = redis.call('SET', ARGV[1], '1', 'NX', 'EX', 60)
+local i = 2
 local nr = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nr do
   local k, n, T, span = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]); i = i + 4
+  if not fresh then n = 0 end
   local tat = tonumber(redis.call('GET', k) or '0')
   if n > 0 then
     if tat < now - span then tat = now - span end
@@ -182,6 +197,7 @@ end
 local nq = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nq do
   local k, n, ttl, floor = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]); i = i + 4
+  if not fresh then n = 0 end
   local used = tonumber(redis.call('GET', k) or '0')
   if used < floor then
     used = floor
@@ -210,6 +226,12 @@ pub async fn run(current: impl Fn() -> Current + Send, stop: tokio_util::sync::C
     let mut conn: Option<(String, redis::aio::MultiplexedConnection)> = None;
     let mut batch: Vec<Item> = Vec::new();
     let mut start = 0usize;
+    // this process's batches are named `{node}:{seq}`
+    let node = fastrand::u64(..);
+    let mut seq = 0u64;
+    // a batch sent without an answer: sent again, under its name, before
+    // anything else (its counts are not pending any more: they are in it)
+    let mut unanswered: Option<(u64, Vec<Item>)> = None;
     loop {
         let snap = current();
         let interval = snap
@@ -226,8 +248,39 @@ pub async fn run(current: impl Fn() -> Current + Send, stop: tokio_util::sync::C
                 return;
             }
             conn = None;
+            // (a store taken out of the config: its counts stay unsent)
+            unanswered = None;
             continue;
         };
+        let timeout = (interval * 5).clamp(Duration::from_millis(200), Duration::from_secs(2));
+        if let Some((id, old)) = unanswered.take() {
+            let name = batch_name(&link, node, id);
+            match sync_once(
+                &link,
+                &mut conn,
+                &script,
+                &snap.limits,
+                &old,
+                &name,
+                timeout,
+            )
+            .await
+            {
+                Ok(answers) => {
+                    apply(&snap.limits, &old, &answers);
+                    link.came_up(old.len());
+                }
+                Err(e) => {
+                    conn = None;
+                    link.went_down(e.to_string());
+                    unanswered = Some((id, old));
+                    if last {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         batch.clear();
         let now = crate::clock::now_us();
         let hot = (interval.as_micros() as u64 * HOT_INTERVALS).max(HOT_MIN.as_micros() as u64);
@@ -242,16 +295,34 @@ pub async fn run(current: impl Fn() -> Current + Send, stop: tokio_util::sync::C
             }
             continue;
         }
-        let timeout = (interval * 5).clamp(Duration::from_millis(200), Duration::from_secs(2));
-        match sync_once(&link, &mut conn, &script, &snap.limits, &batch, timeout).await {
+        seq += 1;
+        let name = batch_name(&link, node, seq);
+        match sync_once(
+            &link,
+            &mut conn,
+            &script,
+            &snap.limits,
+            &batch,
+            &name,
+            timeout,
+        )
+        .await
+        {
             Ok(answers) => {
                 apply(&snap.limits, &batch, &answers);
                 link.came_up(batch.len());
             }
             Err(e) => {
                 conn = None;
-                give_back(&snap.limits, &batch);
-                link.went_down(e);
+                link.went_down(e.to_string());
+                match e {
+                    // never sent: its counts go back to pending
+                    SyncError::Unsent(_) => give_back(&snap.limits, &batch),
+                    // perhaps run: sent again as it is, under its name
+                    SyncError::Unanswered(_) => {
+                        unanswered = Some((seq, std::mem::take(&mut batch)));
+                    }
+                }
             }
         }
         if last {
@@ -260,15 +331,33 @@ pub async fn run(current: impl Fn() -> Current + Send, stop: tokio_util::sync::C
     }
 }
 
-/// One batch to Redis (connecting first if need be): the script's answers.
+/// Why a sync failed: whether Redis may have run the batch.
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    /// Nothing was sent (no connection).
+    #[error("{0}")]
+    Unsent(String),
+    /// Sent, and no usable answer came: Redis may have run it.
+    #[error("{0}")]
+    Unanswered(String),
+}
+
+/// The store's name of batch `seq` of node `node`.
+fn batch_name(link: &Link, node: u64, seq: u64) -> String {
+    format!("{}batch:{node:016x}:{seq}", link.cfg.key_prefix)
+}
+
+/// One batch to Redis (connecting first if need be), named `name`: the
+/// script's answers.
 async fn sync_once(
     link: &Link,
     conn: &mut Option<(String, redis::aio::MultiplexedConnection)>,
     script: &redis::Script,
     limiters: &[Arc<Limiter>],
     batch: &[Item],
+    name: &str,
     timeout: Duration,
-) -> Result<Vec<i64>, String> {
+) -> Result<Vec<i64>, SyncError> {
     if conn.as_ref().is_none_or(|(url, _)| *url != link.cfg.url) {
         let cfg = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -278,15 +367,16 @@ async fn sync_once(
             .client
             .get_multiplexed_async_connection_with_config(&cfg)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(|e| SyncError::Unsent(format!("connect: {e}")))?;
         *conn = Some((link.cfg.url.clone(), c));
     }
     let Some((_, c)) = conn.as_mut() else {
-        return Err("no connection".into());
+        return Err(SyncError::Unsent("no connection".into()));
     };
     let prefix = &link.cfg.key_prefix;
     let unix = crate::clock::unix_now();
     let mut inv = script.prepare_invoke();
+    inv.arg(name);
     let rates: Vec<&Item> = batch.iter().filter(|it| it.p.t_ns > 0).collect();
     let quotas: Vec<&Item> = batch.iter().filter(|it| it.p.q_len > 0).collect();
     inv.arg(rates.len());
@@ -311,13 +401,13 @@ async fn sync_once(
     let answers: Vec<i64> = inv
         .invoke_async(c)
         .await
-        .map_err(|e| format!("script: {e}"))?;
+        .map_err(|e| SyncError::Unanswered(format!("script: {e}")))?;
     if answers.len() != rates.len() + quotas.len() {
-        return Err(format!(
+        return Err(SyncError::Unanswered(format!(
             "script answered {} values for {} keys",
             answers.len(),
             rates.len() + quotas.len()
-        ));
+        )));
     }
     Ok(answers)
 }
