@@ -230,8 +230,9 @@ pub async fn run(current: impl Fn() -> Current + Send, stop: tokio_util::sync::C
     let node = fastrand::u64(..);
     let mut seq = 0u64;
     // a batch sent without an answer: sent again, under its name, before
-    // anything else (its counts are not pending any more: they are in it)
-    let mut unanswered: Option<(u64, Vec<Item>)> = None;
+    // anything else (its counts are not pending any more: they are in it),
+    // with the limits it was taken from (its items name them by index)
+    let mut unanswered: Option<(u64, Vec<Item>, Vec<Arc<Limiter>>)> = None;
     loop {
         let snap = current();
         let interval = snap
@@ -253,27 +254,17 @@ pub async fn run(current: impl Fn() -> Current + Send, stop: tokio_util::sync::C
             continue;
         };
         let timeout = (interval * 5).clamp(Duration::from_millis(200), Duration::from_secs(2));
-        if let Some((id, old)) = unanswered.take() {
+        if let Some((id, old, limits)) = unanswered.take() {
             let name = batch_name(&link, node, id);
-            match sync_once(
-                &link,
-                &mut conn,
-                &script,
-                &snap.limits,
-                &old,
-                &name,
-                timeout,
-            )
-            .await
-            {
+            match sync_once(&link, &mut conn, &script, &limits, &old, &name, timeout).await {
                 Ok(answers) => {
-                    apply(&snap.limits, &old, &answers);
+                    apply(&limits, &old, &answers);
                     link.came_up(old.len());
                 }
                 Err(e) => {
                     conn = None;
                     link.went_down(e.to_string());
-                    unanswered = Some((id, old));
+                    unanswered = Some((id, old, limits));
                     if last {
                         return;
                     }
@@ -320,7 +311,7 @@ pub async fn run(current: impl Fn() -> Current + Send, stop: tokio_util::sync::C
                     SyncError::Unsent(_) => give_back(&snap.limits, &batch),
                     // perhaps run: sent again as it is, under its name
                     SyncError::Unanswered(_) => {
-                        unanswered = Some((seq, std::mem::take(&mut batch)));
+                        unanswered = Some((seq, std::mem::take(&mut batch), snap.limits.clone()));
                     }
                 }
             }
