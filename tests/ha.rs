@@ -297,19 +297,7 @@ track = ["pool:be"]
 
     /// The node's /stats;json, fetched inside its namespace.
     fn stats(&self, which: char) -> serde_json::Value {
-        let ns = if which == 'a' {
-            self.a.ns.name.clone()
-        } else {
-            self.b.ns.name.clone()
-        };
-        let body = in_ns(&ns, || {
-            http_get(
-                "127.0.0.1:8404".parse().unwrap(),
-                "/stats;json",
-                Duration::from_secs(2),
-            )
-        });
-        serde_json::from_str(&body.unwrap_or_else(|| "null".into())).unwrap()
+        stats_in(&self.node_ref(which).ns.name)
     }
 
     fn ha_state(&self, which: char) -> String {
@@ -1160,4 +1148,211 @@ fn a_listeners_read_only_switch_runs_the_notify_program() {
         "{}",
         lab.stats('a')
     );
+}
+
+/// Node `ns`'s /stats;json (null when it does not answer).
+fn stats_in(ns: &str) -> serde_json::Value {
+    let body = in_ns(ns, || {
+        http_get(
+            "127.0.0.1:8404".parse().unwrap(),
+            "/stats;json",
+            Duration::from_secs(2),
+        )
+    });
+    serde_json::from_str(&body.unwrap_or_else(|| "null".into())).unwrap()
+}
+
+/// Watches both nodes' HA states, and whether node B holds the VIP, until
+/// finished: for as long as it looks, A is MASTER and B is BACKUP without it.
+struct PairWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u32, u32, Vec<String>)>,
+}
+
+impl PairWatch {
+    fn start(lab: &Lab) -> PairWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (a, b, s) = (
+            lab.a.ns.name.clone(),
+            lab.b.ns.name.clone(),
+            std::sync::Arc::clone(&stop),
+        );
+        let thread = std::thread::spawn(move || {
+            let (mut looks, mut unknown, mut wrong) = (0, 0, Vec::new());
+            while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                let state = |ns: &str| {
+                    stats_in(ns)["ha"]["state"]
+                        .as_str()
+                        .unwrap_or("?")
+                        .to_string()
+                };
+                let (sa, sb) = (state(&a), state(&b));
+                let out = Command::new("ip")
+                    .args(["-n", &b, "-4", "addr", "show", "dev", "eth0"])
+                    .output()
+                    .unwrap();
+                let vip_on_b = String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/"));
+                looks += 1;
+                // a node that did not answer in time tells nothing
+                if sa == "?" || sb == "?" {
+                    unknown += 1;
+                }
+                let fine = (sa == "MASTER" || sa == "?") && (sb == "BACKUP" || sb == "?");
+                if !fine || vip_on_b {
+                    wrong.push(format!("A {sa}, B {sb}, the VIP on B: {vip_on_b}"));
+                }
+            }
+            (looks, unknown, wrong)
+        });
+        PairWatch { stop, thread }
+    }
+
+    fn finish(self, during: &str) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (looks, unknown, wrong) = self.thread.join().unwrap();
+        eprintln!("during {during}: both states looked at {looks} times ({unknown} without an answer), wrong {}", wrong.len());
+        assert!(wrong.is_empty(), "during {during}: {wrong:#?}");
+        assert!(looks > unknown + 3, "{looks} looks, {unknown} unanswered");
+    }
+}
+
+/// The key node B's last heartbeat from node A verified with ("current",
+/// "previous", "grace"; "?" for none).
+fn key_b_heard_a_with(lab: &Lab) -> String {
+    let b = lab.stats('b');
+    b["ha"]["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["node_id"] == "node-a")
+        .and_then(|p| p["key"].as_str())
+        .unwrap_or("?")
+        .to_string()
+}
+
+impl Lab {
+    /// Waits until node B has accepted `n` more heartbeats from A than now:
+    /// at 250 ms, 4 of them (1 s) outlast B's master-down time (0.9 s).
+    fn b_hears(&self, n: u64, what: &str) {
+        let heard = |lab: &Lab| {
+            lab.stats('b')["ha"]["adverts_received"]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        let from = heard(self);
+        wait_until(Duration::from_secs(5), what, || heard(self) >= from + n);
+    }
+
+    /// Node `which`'s /metrics.
+    fn metrics(&self, which: char) -> String {
+        let ns = self.node_ref(which).ns.name.clone();
+        in_ns(&ns, || {
+            http_get(
+                "127.0.0.1:8404".parse().unwrap(),
+                "/metrics",
+                Duration::from_secs(2),
+            )
+        })
+        .unwrap_or_default()
+    }
+
+    fn node_ref(&self, which: char) -> &Node {
+        if which == 'a' {
+            &self.a
+        } else {
+            &self.b
+        }
+    }
+}
+
+/// The pair's key rotated by reload, one node after the other (the BACKUP
+/// first), as the README says: first with `auth_previous_key_file`, then by a
+/// plain change of `auth_key_file` within the grace. Node B never stops
+/// hearing node A: no heartbeat is refused, no node changes state, and the
+/// pair never has two MASTERs.
+#[test]
+fn the_heartbeat_key_is_rotated_by_reload_without_a_failover() {
+    let mut lab = Lab::new("kr", "250ms");
+    lab.both_up();
+    let old = lab.dir.join("ha.key");
+    let new = lab.dir.join("ha-2.key");
+    let key: Vec<u8> = (0..40).map(|_| fastrand::alphanumeric() as u8).collect();
+    std::fs::write(&new, &key).unwrap();
+    let line = |k: &std::path::Path| format!("auth_key_file = \"{}\"", k.display());
+    let previous = |k: &std::path::Path| format!("\nauth_previous_key_file = \"{}\"", k.display());
+    let transitions = |lab: &Lab| {
+        let of = |which: char| lab.stats(which)["ha"]["transitions"].as_u64().unwrap();
+        (of('a'), of('b'))
+    };
+    let before = transitions(&lab);
+    let auth_drops = |lab: &Lab| {
+        lab.stats('b')["ha"]["dropped"]["auth"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let b_auth_drops = auth_drops(&lab);
+    // B hears A under the key it signs with
+    lab.b_hears(2, "heartbeats from A");
+    assert_eq!(key_b_heard_a_with(&lab), "current");
+    let watch = PairWatch::start(&lab);
+
+    // 1. both sign with the new key and accept the old one: B first
+    let rotate = |t: String| t.replace(&line(&old), &format!("{}{}", line(&new), previous(&old)));
+    lab.reload_with('b', 2, rotate);
+    // A still signs with the old key: B hears it under the previous one,
+    // for longer than its master-down time
+    lab.b_hears(4, "A's heartbeats under the previous key");
+    assert_eq!(key_b_heard_a_with(&lab), "previous");
+    lab.reload_with('a', 2, rotate);
+    wait_until(
+        Duration::from_secs(5),
+        "A's heartbeats under the new key",
+        || key_b_heard_a_with(&lab) == "current",
+    );
+    lab.b_hears(4, "A's heartbeats under the new key");
+    let m = lab.metrics('b');
+    assert!(
+        m.lines().any(|l| l.starts_with("rampart_ha_peer_key{")
+            && l.contains("peer=\"node-a\"")
+            && l.contains("key=\"current\"")
+            && l.ends_with(" 1")),
+        "{m}"
+    );
+    assert!(
+        lab.log('b')
+            .contains("verified with another of this node's keys"),
+        "B logs the change of key: {}",
+        lab.log('b')
+    );
+
+    // 2. the previous key goes
+    let retire = |t: String| t.replace(&previous(&old), "");
+    lab.reload_with('b', 3, retire);
+    lab.reload_with('a', 3, retire);
+    lab.b_hears(4, "A's heartbeats after the previous key went");
+    assert_eq!(key_b_heard_a_with(&lab), "current");
+
+    // 3. a plain change back to the first key, B first, within the grace
+    let back = |t: String| t.replace(&line(&new), &line(&old));
+    lab.reload_with('b', 4, back);
+    lab.b_hears(4, "A's heartbeats under the key in grace");
+    assert_eq!(key_b_heard_a_with(&lab), "grace");
+    lab.reload_with('a', 4, back);
+    wait_until(
+        Duration::from_secs(5),
+        "A's heartbeats under the key B signs with",
+        || key_b_heard_a_with(&lab) == "current",
+    );
+    lab.b_hears(4, "A's heartbeats after the plain change");
+
+    watch.finish("the key rotations");
+    assert_eq!(
+        transitions(&lab),
+        before,
+        "a node changed state: A {}, B {}",
+        lab.stats('a')["ha"]["history"],
+        lab.stats('b')["ha"]["history"]
+    );
+    assert_eq!(auth_drops(&lab), b_auth_drops, "B refused a heartbeat");
+    assert!(lab.has_vip('a') && !lab.has_vip('b'));
 }

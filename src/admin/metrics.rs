@@ -698,11 +698,21 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
             &["peer"],
         )
         .unwrap_or_else(|e| crate::metrics::unreachable_metric(e));
-        for (peer, ago, _) in ha.peers() {
-            seen.with_label_values(&[peer.as_str()])
-                .set(ago.as_secs_f64());
+        let peer_key = gauge(
+            "rampart_ha_peer_key",
+            "1 for the key that verified a peer's last heartbeat: current (auth_key_file), previous (auth_previous_key_file) or grace (what auth_key_file held before the last reload, for a minute after it)",
+            &["peer", "key"],
+        );
+        for p in ha.peers() {
+            seen.with_label_values(&[p.node_id.as_str()])
+                .set(p.ago.as_secs_f64());
+            for k in crate::ha::keys::KeyUsed::ALL {
+                peer_key
+                    .with_label_values(&[p.node_id.as_str(), k.label()])
+                    .set(i64::from(p.key == Some(k)));
+            }
         }
-        for c in [&st, &prio] {
+        for c in [&st, &prio, &peer_key] {
             out.extend(c.collect());
         }
         for c in [&tr, &sent, &recv, &reinstated, &dropped] {

@@ -77,7 +77,11 @@ pub struct HaFile {
     pub preempt: bool,
     #[serde(default)]
     pub preempt_delay: Dur,
+    /// The key that signs heartbeats (and is tried first on receipt).
     pub auth_key_file: Option<std::path::PathBuf>,
+    /// A second key, accepted on receipt but never used to sign: the old key
+    /// during a rotation.
+    pub auth_previous_key_file: Option<std::path::PathBuf>,
     /// "hmac-sha256" (the default, needs auth_key_file) or "none".
     pub auth: Option<String>,
     #[serde(default)]

@@ -282,6 +282,73 @@ hash_key = "uri"
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// `[ha] auth_previous_key_file` is read and checked as `auth_key_file`
+    /// is, a problem naming it, and has no place beside `auth = "none"`.
+    #[test]
+    fn the_previous_ha_key_is_checked_like_the_key() {
+        let dir = std::env::temp_dir().join(format!("rampart-hakeys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (new, old) = ("n".repeat(40), "o".repeat(32));
+        // a final newline is not part of a key
+        std::fs::write(dir.join("new.key"), format!("{new}\n")).unwrap();
+        std::fs::write(dir.join("old.key"), &old).unwrap();
+        std::fs::write(dir.join("short.key"), "s".repeat(31)).unwrap();
+        let cfg = |auth: &str| {
+            format!(
+                "{GOOD}\n[ha]\ninterface = \"lo\"\nvips = [\"192.0.2.100/24\"]\nnode_id = \"a\"\npriority = 100\nbind = \"127.0.0.1:5405\"\npeers = [\"127.0.0.2:5405\"]\n{auth}\n"
+            )
+        };
+        let c = parse_in(
+            &cfg("auth_key_file = \"new.key\"\nauth_previous_key_file = \"old.key\""),
+            "rampart.toml",
+            &dir,
+        )
+        .unwrap();
+        let key = c.ha.unwrap().key;
+        assert_eq!(key.hmac(), Some(new.as_bytes()));
+        assert_eq!(key.previous(), Some(old.as_bytes()));
+        assert!(!format!("{key:?}").contains("nnnn"), "{key:?}");
+        let c = parse_in(&cfg("auth_key_file = \"new.key\""), "rampart.toml", &dir).unwrap();
+        assert_eq!(c.ha.unwrap().key.previous(), None);
+        for (auth, why) in [
+            (
+                "auth_key_file = \"new.key\"\nauth_previous_key_file = \"short.key\"",
+                "short.key: the key must be at least 32 bytes, it has 31",
+            ),
+            (
+                "auth_key_file = \"new.key\"\nauth_previous_key_file = \"nope.key\"",
+                "cannot read nope.key",
+            ),
+            (
+                "auth = \"none\"\nauth_previous_key_file = \"old.key\"",
+                "auth = \"none\"",
+            ),
+        ] {
+            match parse_in(&cfg(auth), "rampart.toml", &dir) {
+                Err(ConfigError::Invalid { problems, .. }) => assert!(
+                    problems
+                        .iter()
+                        .any(|p| p.key == "ha.auth_previous_key_file" && p.message.contains(why)),
+                    "{auth}: {problems:?}"
+                ),
+                other => panic!("{auth}: {other:?}"),
+            }
+        }
+        // the same key twice is allowed, with a warning
+        let c = parse_in(
+            &cfg("auth_key_file = \"new.key\"\nauth_previous_key_file = \"new.key\""),
+            "rampart.toml",
+            &dir,
+        )
+        .unwrap();
+        assert!(
+            c.warnings.iter().any(|w| w.contains("the same key")),
+            "{:?}",
+            c.warnings
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn unknown_route_pool_names_key_and_line() {
         let p = problem(&GOOD.replace(

@@ -156,27 +156,44 @@ pub struct PoolHttp2 {
     pub keepalive_timeout: Duration,
 }
 
-/// The shared key, or no authentication at all (`auth = "none"`).
+/// The shared keys, or no authentication at all (`auth = "none"`).
 #[derive(Clone, PartialEq, Eq)]
 pub enum HaKey {
-    Hmac(Vec<u8>),
+    Hmac {
+        /// `auth_key_file`: signs every heartbeat, and is tried first on receipt.
+        key: Vec<u8>,
+        /// `auth_previous_key_file`: also accepted on receipt, never used to
+        /// sign (a key rotation: the peer may still sign with it).
+        previous: Option<Vec<u8>>,
+    },
     None,
 }
 
 impl std::fmt::Debug for HaKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HaKey::Hmac(_) => f.write_str("HaKey::Hmac(..)"),
+            HaKey::Hmac { previous: None, .. } => f.write_str("HaKey::Hmac(..)"),
+            HaKey::Hmac {
+                previous: Some(_), ..
+            } => f.write_str("HaKey::Hmac(.., previous: ..)"),
             HaKey::None => f.write_str("HaKey::None"),
         }
     }
 }
 
 impl HaKey {
-    /// The HMAC key, None for `auth = "none"`.
+    /// The HMAC key that signs, None for `auth = "none"`.
     pub fn hmac(&self) -> Option<&[u8]> {
         match self {
-            HaKey::Hmac(k) => Some(k),
+            HaKey::Hmac { key, .. } => Some(key),
+            HaKey::None => None,
+        }
+    }
+
+    /// The key that is also accepted (`auth_previous_key_file`), if any.
+    pub fn previous(&self) -> Option<&[u8]> {
+        match self {
+            HaKey::Hmac { previous, .. } => previous.as_deref(),
             HaKey::None => None,
         }
     }

@@ -66,7 +66,7 @@ pub struct Shared {
     /// Request rates, sampled by the control task.
     pub rates: std::sync::Mutex<crate::rates::Rates>,
     /// HA status, when `[ha]` is configured.
-    pub ha: std::sync::OnceLock<std::sync::Arc<crate::ha::HaStatus>>,
+    pub ha: std::sync::OnceLock<std::sync::Arc<crate::ha::status::HaStatus>>,
     /// Where a reload sends a new `[ha]` to the running HA task.
     pub ha_reconfigure: std::sync::OnceLock<tokio::sync::watch::Sender<crate::config::HaConfig>>,
     /// The runtimes (control first, then the workers), named, for their task

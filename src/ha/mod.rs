@@ -1,18 +1,22 @@
-//! Active/passive VIP failover: the authenticated heartbeat (`wire`), the pure state
-//! machine (`fsm`), moving the address (`vip`), and the task that ties them to
-//! sockets, timers and the proxy's own health (`run`).
+//! Active/passive VIP failover: the authenticated heartbeat (`wire`), the keys
+//! it is accepted under (`keys`), the pure state machine (`fsm`), moving the
+//! address (`vip`), what the stats show of it (`status`), and the task that
+//! ties them to sockets, timers and the proxy's own health (`run`).
 
 pub mod fsm;
+pub mod keys;
+pub mod status;
 pub mod vip;
 pub mod wire;
 
 use crate::config::{HaConfig, Track};
 use crate::plane::Plane;
 use fsm::{Action, Event, Fsm, FsmConfig, Heard, State};
-use std::collections::HashMap;
+use keys::{KeyRing, KeyUsed};
+use status::HaStatus;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 // The config checks `node_id` against its own constant, since config does not
 // depend on the heartbeat codec: the two must agree.
@@ -21,161 +25,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use wire::{Advert, Reject, ReplayGuard, WireState};
-
-const REJECTS: [Reject; 8] = [
-    Reject::Size,
-    Reject::Magic,
-    Reject::Version,
-    Reject::Malformed,
-    Reject::Auth,
-    Reject::Replay,
-    Reject::Stale,
-    Reject::UnknownPeer,
-];
-
-/// What the stats page, /metrics and `rampart status` show of HA.
-#[derive(Debug)]
-pub struct HaStatus {
-    pub node_id: String,
-    /// A reload may change it.
-    priority: AtomicU8,
-    state: AtomicU8,
-    pub transitions: AtomicU64,
-    pub adverts_sent: AtomicU64,
-    pub adverts_received: AtomicU64,
-    /// VIPs found missing from the interface while MASTER, and added back.
-    pub vips_reinstated: AtomicU64,
-    dropped: [AtomicU64; REJECTS.len()],
-    /// node id -> (when, priority)
-    peers: Mutex<HashMap<String, (SystemTime, u8)>>,
-    /// Why the node is in FAULT, if it is.
-    pub fault_reason: Mutex<Option<String>>,
-    /// The last [`HISTORY`] state changes, oldest first.
-    history: Mutex<std::collections::VecDeque<Change>>,
-    /// This process took over as MASTER from the process it upgraded.
-    pub resumed_master: std::sync::atomic::AtomicBool,
-}
-
-/// How many state changes `/stats;json` keeps.
-const HISTORY: usize = 32;
-
-/// One state change, as `/stats;json`'s `ha.history` shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-struct Change {
-    at: String,
-    from: &'static str,
-    to: &'static str,
-    /// Why, for a change into FAULT.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    why: Option<String>,
-}
-
-impl HaStatus {
-    fn new(cfg: &HaConfig) -> HaStatus {
-        HaStatus {
-            node_id: cfg.node_id.clone(),
-            priority: AtomicU8::new(cfg.priority),
-            state: AtomicU8::new(0),
-            transitions: AtomicU64::new(0),
-            adverts_sent: AtomicU64::new(0),
-            adverts_received: AtomicU64::new(0),
-            vips_reinstated: AtomicU64::new(0),
-            dropped: Default::default(),
-            peers: Mutex::new(HashMap::new()),
-            fault_reason: Mutex::new(None),
-            history: Default::default(),
-            resumed_master: Default::default(),
-        }
-    }
-
-    pub fn priority(&self) -> u8 {
-        self.priority.load(Ordering::Relaxed)
-    }
-
-    pub fn state(&self) -> State {
-        match self.state.load(Ordering::Acquire) {
-            1 => State::Backup,
-            2 => State::Master,
-            3 => State::Fault,
-            _ => State::Init,
-        }
-    }
-
-    /// Records a change from the state last made known to `to`.
-    fn changed(&self, to: State, why: Option<String>) -> State {
-        let from = self.state();
-        self.set_state(to);
-        self.transitions.fetch_add(1, Ordering::Relaxed);
-        let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        if h.len() == HISTORY {
-            h.pop_front();
-        }
-        h.push_back(Change {
-            at: crate::clock::rfc3339_now(),
-            from: from.as_str(),
-            to: to.as_str(),
-            why,
-        });
-        from
-    }
-
-    fn set_state(&self, s: State) {
-        let v = match s {
-            State::Init => 0,
-            State::Backup => 1,
-            State::Master => 2,
-            State::Fault => 3,
-        };
-        self.state.store(v, Ordering::Release);
-    }
-
-    pub fn dropped(&self) -> Vec<(&'static str, u64)> {
-        REJECTS
-            .iter()
-            .zip(&self.dropped)
-            .map(|(r, c)| (r.label(), c.load(Ordering::Relaxed)))
-            .collect()
-    }
-
-    fn drop_count(&self, r: Reject) {
-        if let Some(i) = REJECTS.iter().position(|x| *x == r) {
-            self.dropped[i].fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Peers and how long ago each was heard.
-    pub fn peers(&self) -> Vec<(String, Duration, u8)> {
-        let now = SystemTime::now();
-        let mut v: Vec<_> = self
-            .peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, (t, p))| (k.clone(), now.duration_since(*t).unwrap_or_default(), *p))
-            .collect();
-        v.sort();
-        v
-    }
-
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "state": self.state().as_str(),
-            "node_id": self.node_id,
-            "priority": self.priority(),
-            "transitions": self.transitions.load(Ordering::Relaxed),
-            "adverts_sent": self.adverts_sent.load(Ordering::Relaxed),
-            "adverts_received": self.adverts_received.load(Ordering::Relaxed),
-            "vips_reinstated": self.vips_reinstated.load(Ordering::Relaxed),
-            "fault": *self.fault_reason.lock().unwrap_or_else(|e| e.into_inner()),
-            "resumed_master": self.resumed_master.load(Ordering::Relaxed),
-            "history": *self.history.lock().unwrap_or_else(|e| e.into_inner()),
-            "peers": self.peers().into_iter().map(|(id, ago, prio)| serde_json::json!({
-                "node_id": id, "last_seen_secs": ago.as_secs_f64(), "priority": prio,
-            })).collect::<Vec<_>>(),
-            "dropped": self.dropped().into_iter().map(|(k, v)| (k.to_string(), v)).collect::<HashMap<_, _>>(),
-        })
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HaError {
@@ -267,6 +116,7 @@ impl Ha {
         reconfig.mark_unchanged();
         let mut node = Node {
             fsm: Fsm::new(fsm_config(&self.cfg)),
+            keys: KeyRing::new(&self.cfg.key),
             cfg: self.cfg.clone(),
             index: self.index,
             mac: self.mac,
@@ -342,21 +192,26 @@ impl Ha {
                     let master_down = 4 * node.cfg.advert_interval.as_millis() as u64;
                     let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
                     let now_ms = node.now();
-                    match Advert::decode(&buf[..n], node.cfg.key.hmac(), from.ip(), node.cfg.bind.ip())
-                        .and_then(|a| replay.accept_at(&a, now_ms, master_down, wall, 300_000).map(|_| a))
+                    match node.keys.open(&buf[..n], from.ip(), node.cfg.bind.ip(), now_ms)
+                        .and_then(|(a, key)| replay.accept_at(&a, now_ms, master_down, wall, 300_000).map(|_| (a, key)))
                     {
-                        Ok(a) => {
+                        Ok((a, key)) => {
                             node.ha.status.adverts_received.fetch_add(1, Ordering::Relaxed);
                             let ours = node.cfg.advert_interval.as_millis() as u32;
                             if a.interval_ms != ours && !interval_warned {
                                 interval_warned = true;
                                 tracing::warn!(peer = %a.node_id, theirs_ms = a.interval_ms, ours_ms = ours, "the peer advertises at another interval: a takeover waits on the longer one");
                             }
-                            node.ha.status
-                                .peers
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .insert(a.node_id.clone(), (SystemTime::now(), a.priority));
+                            let before = node.ha.status.heard(&a.node_id, a.priority, key);
+                            // logged when it changes (a first advert under the
+                            // signing key is the usual case, not news)
+                            match (before, key) {
+                                (None, Some(KeyUsed::Current)) => {}
+                                (b, Some(k)) if b != Some(k) => {
+                                    tracing::info!(peer = %a.node_id, key = k.label(), "the peer's heartbeats are verified with another of this node's keys");
+                                }
+                                _ => {}
+                            }
                             // only masters advertise; others' adverts (e.g. a
                             // FAULT node's priority 0) still count as "leaving"
                             if a.node_id == node.cfg.node_id && same_id_warned.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(60)) {
@@ -391,6 +246,7 @@ impl Ha {
                     node.exec(actions).await;
                 }
                 _ = check.tick() => {
+                    node.expire_grace();
                     node.follow_interface();
                     let reason = node.fault_reason(&plane);
                     let faulted = reason.is_some();
@@ -426,6 +282,9 @@ fn fsm_config(cfg: &HaConfig) -> FsmConfig {
 
 struct Node<'a> {
     fsm: Fsm,
+    /// The keys heartbeats are signed with and accepted under (a reload
+    /// replaces them, keeping the replaced signing key for a grace).
+    keys: KeyRing,
     /// The `[ha]` in force (a reload replaces it); `ha.cfg` is the one it started with.
     cfg: HaConfig,
     /// The interface's index and MAC (a reload may move the VIPs to another).
@@ -499,13 +358,66 @@ impl Node<'_> {
                 }
             }
         }
-        self.ha
-            .status
-            .priority
-            .store(new.priority, Ordering::Relaxed);
+        self.reload_keys(&new);
+        self.ha.status.set_priority(new.priority);
         self.fsm.reconfigure(fsm_config(&new));
         tracing::info!(priority = new.priority, peers = ?new.peers, "HA settings reloaded");
         self.cfg = new;
+    }
+
+    /// Applies a reload's keys: a changed `auth_key_file` signs from now on,
+    /// and the key it replaces is accepted for a grace (`keys::GRACE_MS`). What
+    /// is known of the peers is relabelled under the new keys.
+    fn reload_keys(&mut self, new: &HaConfig) {
+        let now = self.now();
+        let next = self.keys.reloaded(&new.key, now);
+        if next == self.keys {
+            return;
+        }
+        let old = std::mem::replace(&mut self.keys, next);
+        let ring = &self.keys;
+        let lost = self.ha.status.relabel_peers(|k| ring.relabel(&old, k, now));
+        let new_signing_key = self.keys.signing() != old.signing();
+        tracing::info!(
+            new_signing_key,
+            previous_key = self.keys.has_previous(),
+            replaced_key_accepted_secs = self.keys.grace_left(now).div_ceil(1000),
+            "HA keys reloaded"
+        );
+        // (with auth = "none" nothing is verified, and nothing refused for its key)
+        let authenticated = self.keys.signing().is_some();
+        for (peer, ago) in lost {
+            if authenticated && ago < Duration::from_millis(keys::GRACE_MS) {
+                tracing::warn!(%peer, ago_secs = ago.as_secs(), "the peer's last heartbeat was signed with a key this node no longer accepts: its next ones are refused until it signs with auth_key_file's key");
+            }
+        }
+        if new_signing_key && self.fsm.state() == State::Master {
+            // (said, not warned: it is also what a rotation in the right order does)
+            tracing::info!("this MASTER signs its heartbeats with the new key from now on: a BACKUP that does not accept it yet (as its auth_key_file or auth_previous_key_file) takes over after 3 missed adverts");
+        }
+    }
+
+    /// Ends the grace of the key a reload replaced once it is over, and says
+    /// whether a peer was still heard under it.
+    fn expire_grace(&mut self) {
+        let now = self.now();
+        if !self.keys.expire(now) {
+            return;
+        }
+        let lost = self
+            .ha
+            .status
+            .relabel_peers(|k| (k != KeyUsed::Grace).then_some(k));
+        let behind: Vec<String> = lost
+            .into_iter()
+            .filter(|(_, ago)| *ago < Duration::from_millis(keys::GRACE_MS))
+            .map(|(peer, _)| peer)
+            .collect();
+        if behind.is_empty() {
+            tracing::info!("the HA key replaced by the last reload is no longer accepted");
+        } else {
+            tracing::warn!(peers = ?behind, "the HA key replaced by the last reload is no longer accepted, and these peers still signed with it: their heartbeats are refused from now on (this node, if BACKUP, takes over); give them the new key, or give this node auth_previous_key_file with the old one");
+        }
     }
 
     fn fault_reason(&mut self, plane: &Plane) -> Option<String> {
@@ -670,7 +582,7 @@ impl Node<'_> {
                 .as_millis() as u64,
         };
         for peer in &self.cfg.peers {
-            let bytes = advert.encode(self.cfg.key.hmac(), self.cfg.bind.ip(), peer.ip());
+            let bytes = advert.encode(self.keys.signing(), self.cfg.bind.ip(), peer.ip());
             match self.ha.sock.send_to(&bytes, peer).await {
                 Ok(_) => {
                     self.ha.status.adverts_sent.fetch_add(1, Ordering::Relaxed);

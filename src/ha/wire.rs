@@ -129,51 +129,82 @@ impl Advert {
         from: IpAddr,
         to: IpAddr,
     ) -> Result<Advert, Reject> {
-        if buf.len() != LEN {
-            return Err(Reject::Size);
+        match key {
+            Some(k) => Advert::decode_any(buf, &[k], from, to).map(|(a, _)| a),
+            None => {
+                frame(buf)?;
+                parse(buf)
+            }
         }
-        if &buf[0..4] != MAGIC {
-            return Err(Reject::Magic);
-        }
-        if buf[4] != VERSION {
-            return Err(Reject::Version);
-        }
-        if let Some(k) = key {
-            let mac = tag(k, &buf[..BODY_LEN], from, to).ok_or(Reject::Auth)?;
-            // constant-time comparison
-            mac.verify_slice(&buf[BODY_LEN..])
-                .map_err(|_| Reject::Auth)?;
-        }
-        let state = match buf[5] {
-            0 => WireState::Init,
-            1 => WireState::Backup,
-            2 => WireState::Master,
-            3 => WireState::Fault,
-            _ => return Err(Reject::Malformed),
-        };
-        let id = &buf[12..44];
-        let end = id.iter().position(|&c| c == 0).unwrap_or(NODE_ID_LEN);
-        let node_id = std::str::from_utf8(&id[..end]).map_err(|_| Reject::Malformed)?;
-        if node_id.is_empty() || id[end..].iter().any(|&c| c != 0) {
-            return Err(Reject::Malformed);
-        }
-        let u64_at = |i: usize| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&buf[i..i + 8]);
-            u64::from_be_bytes(a)
-        };
-        let mut iv = [0u8; 4];
-        iv.copy_from_slice(&buf[8..12]);
-        Ok(Advert {
-            state,
-            priority: buf[6],
-            interval_ms: u32::from_be_bytes(iv),
-            node_id: node_id.to_string(),
-            boot_id: u64_at(44),
-            seq: u64_at(52),
-            timestamp_ms: u64_at(60),
-        })
     }
+
+    /// Parses a message that arrived from `from` at `to` and verifies it under
+    /// the first of `keys` whose tag it carries (each compared in constant
+    /// time), returned with that key's index. None of them (or no keys at
+    /// all): refused as `Auth`.
+    pub fn decode_any(
+        buf: &[u8],
+        keys: &[&[u8]],
+        from: IpAddr,
+        to: IpAddr,
+    ) -> Result<(Advert, usize), Reject> {
+        frame(buf)?;
+        let i = keys
+            .iter()
+            .position(|k| {
+                tag(k, &buf[..BODY_LEN], from, to)
+                    .is_some_and(|mac| mac.verify_slice(&buf[BODY_LEN..]).is_ok())
+            })
+            .ok_or(Reject::Auth)?;
+        Ok((parse(buf)?, i))
+    }
+}
+
+/// The checks that come before the tag's: size, magic and version.
+fn frame(buf: &[u8]) -> Result<(), Reject> {
+    if buf.len() != LEN {
+        return Err(Reject::Size);
+    }
+    if &buf[0..4] != MAGIC {
+        return Err(Reject::Magic);
+    }
+    if buf[4] != VERSION {
+        return Err(Reject::Version);
+    }
+    Ok(())
+}
+
+/// The fields of a message `frame` accepted (`LEN` bytes).
+fn parse(buf: &[u8]) -> Result<Advert, Reject> {
+    let state = match buf[5] {
+        0 => WireState::Init,
+        1 => WireState::Backup,
+        2 => WireState::Master,
+        3 => WireState::Fault,
+        _ => return Err(Reject::Malformed),
+    };
+    let id = &buf[12..44];
+    let end = id.iter().position(|&c| c == 0).unwrap_or(NODE_ID_LEN);
+    let node_id = std::str::from_utf8(&id[..end]).map_err(|_| Reject::Malformed)?;
+    if node_id.is_empty() || id[end..].iter().any(|&c| c != 0) {
+        return Err(Reject::Malformed);
+    }
+    let u64_at = |i: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&buf[i..i + 8]);
+        u64::from_be_bytes(a)
+    };
+    let mut iv = [0u8; 4];
+    iv.copy_from_slice(&buf[8..12]);
+    Ok(Advert {
+        state,
+        priority: buf[6],
+        interval_ms: u32::from_be_bytes(iv),
+        node_id: node_id.to_string(),
+        boot_id: u64_at(44),
+        seq: u64_at(52),
+        timestamp_ms: u64_at(60),
+    })
 }
 
 /// Per-peer replay protection: only (boot_id, seq) newer than the last accepted.
@@ -295,6 +326,32 @@ mod tests {
             v.resize(n, 0);
             assert_eq!(Advert::decode(&v, key, a(), b()), Err(Reject::Size));
         }
+    }
+
+    #[test]
+    fn decode_any_names_the_first_key_that_verifies() {
+        let (k1, k2, k3) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        let m = sample();
+        let bytes = m.encode(Some(&k2[..]), a(), b());
+        assert_eq!(
+            Advert::decode_any(&bytes, &[&k1[..], &k2[..]], a(), b()),
+            Ok((m.clone(), 1))
+        );
+        assert_eq!(
+            Advert::decode_any(&bytes, &[&k2[..], &k2[..]], a(), b()),
+            Ok((m, 0))
+        );
+        assert_eq!(
+            Advert::decode_any(&bytes, &[&k1[..], &k3[..]], a(), b()),
+            Err(Reject::Auth)
+        );
+        // no key at all verifies nothing (auth = "none" is `decode(.., None, ..)`)
+        assert_eq!(Advert::decode_any(&bytes, &[], a(), b()), Err(Reject::Auth));
+        // the frame is checked before any key
+        assert_eq!(
+            Advert::decode_any(&bytes[..10], &[&k2[..]], a(), b()),
+            Err(Reject::Size)
+        );
     }
 
     #[test]

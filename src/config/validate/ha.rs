@@ -73,35 +73,40 @@ pub(super) fn ha(
     let key = match (h.auth.as_deref(), &h.auth_key_file) {
         (Some("none"), _) => {
             warnings.push("[ha] auth = \"none\": heartbeats are not authenticated".into());
+            if h.auth_previous_key_file.is_some() {
+                p.add(
+                    &at.key("auth_previous_key_file"),
+                    "has no use with auth = \"none\": heartbeats are neither signed nor checked",
+                );
+            }
             Some(HaKey::None)
         }
-        (None | Some("hmac-sha256"), Some(path)) => match std::fs::read(base.join(path)) {
-            Ok(mut k) => {
-                while k.last().is_some_and(|c| c.is_ascii_whitespace()) {
-                    k.pop();
+        (None | Some("hmac-sha256"), Some(path)) => {
+            let key = read_key(base, path, &at.key("auth_key_file"), p);
+            let previous = h
+                .auth_previous_key_file
+                .as_ref()
+                .map(|prev| read_key(base, prev, &at.key("auth_previous_key_file"), p));
+            match (key, previous) {
+                (Some(key), None) => Some(HaKey::Hmac {
+                    key,
+                    previous: None,
+                }),
+                (Some(key), Some(Some(previous))) => {
+                    if previous == key {
+                        warnings.push(
+                            "[ha] auth_previous_key_file holds the same key as auth_key_file: it adds nothing (a rotation needs the new key in auth_key_file)"
+                                .into(),
+                        );
+                    }
+                    Some(HaKey::Hmac {
+                        key,
+                        previous: Some(previous),
+                    })
                 }
-                if k.len() < 32 {
-                    p.add(
-                        &at.key("auth_key_file"),
-                        format!(
-                            "{}: the key must be at least 32 bytes, it has {}",
-                            path.display(),
-                            k.len()
-                        ),
-                    );
-                    None
-                } else {
-                    Some(HaKey::Hmac(k))
-                }
+                _ => None,
             }
-            Err(e) => {
-                p.add(
-                    &at.key("auth_key_file"),
-                    format!("cannot read {}: {e}", path.display()),
-                );
-                None
-            }
-        },
+        }
         (None | Some("hmac-sha256"), None) => {
             p.add(
                 at,
@@ -170,4 +175,34 @@ pub(super) fn ha(
         track,
         notify,
     })
+}
+
+/// Reads a heartbeat key (`auth_key_file`, `auth_previous_key_file`), relative to
+/// the config file's folder: trailing whitespace (a final newline) is not part
+/// of it, and what is left must be at least 32 bytes. A problem names `at`.
+fn read_key(base: &Path, path: &Path, at: &KeyPath, p: &mut Problems<'_>) -> Option<Vec<u8>> {
+    match std::fs::read(base.join(path)) {
+        Ok(mut k) => {
+            while k.last().is_some_and(|c| c.is_ascii_whitespace()) {
+                k.pop();
+            }
+            if k.len() < 32 {
+                p.add(
+                    at,
+                    format!(
+                        "{}: the key must be at least 32 bytes, it has {}",
+                        path.display(),
+                        k.len()
+                    ),
+                );
+                None
+            } else {
+                Some(k)
+            }
+        }
+        Err(e) => {
+            p.add(at, format!("cannot read {}: {e}", path.display()));
+            None
+        }
+    }
 }
