@@ -148,6 +148,11 @@ fn named_files(path: &Path, text: &[u8]) -> Vec<PathBuf> {
         add(tls.get("cert"));
         add(tls.get("key"));
     }
+    // a postgres check's own CA
+    let pools = doc.get("pool").and_then(toml::Value::as_array);
+    for health in pools.into_iter().flatten().filter_map(|p| p.get("health")) {
+        add(health.get("ca").filter(|c| c.as_str() != Some("system")));
+    }
     v.sort();
     v.dedup();
     v
@@ -278,6 +283,13 @@ name = "c"
   ca = "unused.pem"
   verify = false
   insecure = true
+
+[[pool]]
+name = "pg"
+  [pool.health]
+  kind = "postgres"
+  ssl = "verify-full"
+  ca = "pg-ca.pem"
 "#;
         let dir = Path::new("/etc/rampart");
         let got = named_files(&dir.join("rampart.toml"), text.as_bytes());
@@ -287,6 +299,7 @@ name = "c"
             "/etc/rampart/later/ca.pem",
             "/etc/rampart/me.pem",
             "/etc/rampart/other.key",
+            "/etc/rampart/pg-ca.pem",
             "/etc/rampart/site.pem",
         ]
         .into_iter()

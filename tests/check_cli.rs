@@ -167,6 +167,20 @@ fn broken_configs_name_key_and_line() {
             17,
         ),
         (
+            "unknown postgres ssl mode",
+            "name = \"api\"\n",
+            "name = \"api\"\n[pool.health]\nkind = \"postgres\"\nssl = \"sometimes\"\n",
+            "pool[0].health.ssl",
+            17,
+        ),
+        (
+            "postgres verify-full without a CA",
+            "name = \"api\"\n",
+            "name = \"api\"\n[pool.health]\nkind = \"postgres\"\nssl = \"verify-full\"\n",
+            "pool[0].health.ssl",
+            17,
+        ),
+        (
             "bad expect_status",
             "name = \"api\"\n",
             "name = \"api\"\n[pool.health]\nkind = \"http\"\nexpect_status = \"2xx\"\n",

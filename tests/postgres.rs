@@ -4,8 +4,10 @@
 
 mod common;
 
+use common::tls::{Issued, Pki};
 use common::*;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -65,14 +67,7 @@ impl Clusters {
 
     fn start() -> Clusters {
         let dir = temp_dir("pg");
-        if common::netns::is_root() {
-            let st = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .unwrap();
-            assert!(st.success());
-        }
+        chown_postgres(&[dir.as_path()]);
         let primary = free_addr("127.0.0.1");
         let replica = free_addr("127.0.0.1");
         let c = Clusters {
@@ -141,22 +136,131 @@ fn append(path: &Path, text: &str) {
     f.write_all(text.as_bytes()).unwrap();
 }
 
+/// Stops the server of data directory `d`, if it runs (for a drop: errors
+/// are not looked at).
+fn pg_stop(d: &str) {
+    if Path::new(d).join("postmaster.pid").exists() {
+        let bin = pg_bin().join("pg_ctl");
+        let mut cmd = if common::netns::is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&bin);
+            c
+        } else {
+            Command::new(&bin)
+        };
+        let _ = cmd.args(["-D", d, "-m", "immediate", "stop"]).output();
+    }
+}
+
+/// `chown postgres:postgres` of `paths` (recursively) when we are root: the
+/// server runs as `postgres` and must own its files.
+fn chown_postgres(paths: &[&Path]) {
+    if common::netns::is_root() {
+        let st = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .args(paths)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
 impl Drop for Clusters {
     fn drop(&mut self) {
         for name in ["primary", "replica"] {
-            let d = self.data(name);
-            if Path::new(&d).join("postmaster.pid").exists() {
-                let bin = pg_bin().join("pg_ctl");
-                let mut cmd = if common::netns::is_root() {
-                    let mut c = Command::new("runuser");
-                    c.args(["-u", "postgres", "--"]).arg(&bin);
-                    c
-                } else {
-                    Command::new(&bin)
-                };
-                let _ = cmd.args(["-D", &d, "-m", "immediate", "stop"]).output();
-            }
+            pg_stop(&self.data(name));
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A lone PostgreSQL server that takes the `postgres` user over TLS only, as
+/// managed Postgres and hardened installs do: `ssl = on` with `cert`, and
+/// pg_hba.conf's one line for it on 127.0.0.1 is `hostssl` (SCRAM, with
+/// `password`). One more role, `plain`, is taken without TLS only
+/// (`hostnossl`, trust), so that a session over TLS that the server refuses
+/// after the handshake can be seen tried again without. Stopped and removed
+/// on drop.
+struct TlsOnly {
+    dir: PathBuf,
+    addr: SocketAddr,
+}
+
+impl TlsOnly {
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn start(cert: &Issued, password: &str) -> TlsOnly {
+        let s = TlsOnly {
+            dir: temp_dir("pg-tls"),
+            addr: free_addr("127.0.0.1"),
+        };
+        let pwfile = s.dir.join("pwfile");
+        std::fs::write(&pwfile, password).unwrap();
+        chown_postgres(&[s.dir.as_path()]);
+        let data = s.data();
+        pg(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                &format!("--pwfile={}", pwfile.display()),
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        // the certificate and its key, which the server reads only when the
+        // key is its own and no one else's
+        let (crt, key) = (s.dir.join("data/server.crt"), s.dir.join("data/server.key"));
+        std::fs::copy(&cert.crt, &crt).unwrap();
+        std::fs::copy(&cert.key, &key).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        chown_postgres(&[crt.as_path(), key.as_path()]);
+        append(
+            &s.dir.join("data/postgresql.conf"),
+            &format!(
+                "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nfsync = off\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+                s.addr.port(),
+                s.dir.display()
+            ),
+        );
+        // no `host` line: `postgres` without TLS finds no entry
+        std::fs::write(
+            s.dir.join("data/pg_hba.conf"),
+            "local all all trust\nhostssl all postgres 127.0.0.1/32 scram-sha-256\nhostnossl all plain 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        let log = s.dir.join("server.log").display().to_string();
+        pg("pg_ctl", &["-D", &data, "-l", &log, "-w", "start"]);
+        let (socket, port) = (s.dir.display().to_string(), s.addr.port().to_string());
+        pg(
+            "psql",
+            &[
+                "-X",
+                "-h",
+                &socket,
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                "CREATE ROLE plain LOGIN",
+            ],
+        );
+        s
+    }
+}
+
+impl Drop for TlsOnly {
+    fn drop(&mut self) {
+        pg_stop(&self.data());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -392,4 +496,108 @@ name = "pg-primary"
         post().await.0 == hyper::StatusCode::OK
     })
     .await;
+}
+
+/// A server that takes `postgres` over TLS only (`hostssl`), checked with
+/// each `ssl` mode: without TLS it is DOWN for want of a pg_hba.conf entry;
+/// by default (prefer, libpq's), with require, with verify-ca against the CA
+/// of its certificate, and with verify-full against it under the name the
+/// certificate is for, it is UP (SCRAM over TLS, without channel binding).
+/// Against another CA (verify-full or verify-ca), or with verify-full under
+/// a name the certificate is not for, it is DOWN with the reason. And a role
+/// the server takes without TLS only (`hostnossl`) is UP with prefer (the
+/// session the server refused over TLS is tried again without, as libpq
+/// does) and DOWN with require.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_only_server_is_checked_over_tls_as_ssl_says() {
+    let (pki, other) = (Pki::new("PG Test CA"), Pki::new("PG Other CA"));
+    // for the name db.test only: reached at 127.0.0.1, verify-full must be
+    // told the name ([pool.tls] server_name), verify-ca does not look at it
+    let cert = pki.server("db", &["db.test"]);
+    let server = tokio::task::spawn_blocking(move || TlsOnly::start(&cert, "s3cret"))
+        .await
+        .unwrap();
+    let (ca, other_ca) = (
+        pki.ca().display().to_string(),
+        other.ca().display().to_string(),
+    );
+    // (pool, its health keys, more of its keys)
+    let pools = [
+        ("off", "ssl = \"disable\"".to_string(), String::new()),
+        ("prefer", String::new(), String::new()),
+        ("require", "ssl = \"require\"".to_string(), String::new()),
+        (
+            "verify_ca",
+            format!("ssl = \"verify-ca\"\nca = \"{ca}\""),
+            String::new(),
+        ),
+        (
+            "verify_full",
+            "ssl = \"verify-full\"".to_string(),
+            format!("[pool.tls]\nca = \"{ca}\"\nserver_name = \"db.test\"\n"),
+        ),
+        (
+            "wrong_name",
+            format!("ssl = \"verify-full\"\nca = \"{ca}\""),
+            String::new(),
+        ),
+        (
+            "wrong_ca",
+            format!("ssl = \"verify-full\"\nca = \"{other_ca}\""),
+            String::new(),
+        ),
+        (
+            "wrong_ca_verify_ca",
+            format!("ssl = \"verify-ca\"\nca = \"{other_ca}\""),
+            String::new(),
+        ),
+        (
+            "plain_prefer",
+            "user = \"plain\"".to_string(),
+            String::new(),
+        ),
+        (
+            "plain_require",
+            "user = \"plain\"\nssl = \"require\"".to_string(),
+            String::new(),
+        ),
+    ];
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let mut cfg = format!(
+        "[global]\nthreads = 1\naccess_log = \"off\"\n[admin]\nbind = \"{admin}\"\n[[listener]]\nname = \"pg\"\nbind = [\"{listen}\"]\nmode = \"tcp\"\npool = \"prefer\"\n"
+    );
+    for (name, health, more) in &pools {
+        cfg.push_str(&format!(
+            "[[pool]]\nname = \"{name}\"\nconnect_timeout = \"1s\"\n[pool.health]\nkind = \"postgres\"\npassword_env = \"PG_TLS_TEST_PASSWORD\"\ninterval = \"300ms\"\ntimeout = \"3s\"\nrise = 1\nfall = 1\n{health}\n{more}  [[pool.server]]\n  address = \"{}\"\n",
+            server.addr
+        ));
+    }
+    let p = Proxy::start_env(
+        &cfg,
+        &[listen],
+        "info",
+        &[("PG_TLS_TEST_PASSWORD", "s3cret")],
+    )
+    .await;
+    let addr = server.addr;
+    for (pool, want, says) in [
+        ("off", "DOWN", "no pg_hba.conf entry"),
+        ("prefer", "UP", "primary"),
+        ("require", "UP", "primary"),
+        ("verify_ca", "UP", "primary"),
+        ("verify_full", "UP", "primary"),
+        ("wrong_name", "DOWN", "not valid for name"),
+        ("wrong_ca", "DOWN", "UnknownIssuer"),
+        ("wrong_ca_verify_ca", "DOWN", "UnknownIssuer"),
+        ("plain_prefer", "UP", "primary"),
+        ("plain_require", "DOWN", "no pg_hba.conf entry"),
+    ] {
+        let v = p
+            .wait_pool(Duration::from_secs(15), pool, want, |v| {
+                server_in(v, addr)["status"] == want
+            })
+            .await;
+        let detail = server_in(&v, addr)["last_check"]["detail"].to_string();
+        assert!(detail.contains(says), "{pool}: {detail}");
+    }
 }

@@ -822,6 +822,12 @@ pub struct HealthFile {
     pub database: Option<String>,
     pub role: Option<PgRole>,
     pub max_replica_lag: Option<Dur>,
+    /// TLS, as libpq's `sslmode`: "disable", "prefer" (the default),
+    /// "require", "verify-ca" or "verify-full".
+    pub ssl: Option<String>,
+    /// CA certificates (PEM, or "system") for ssl = "verify-ca" and
+    /// "verify-full"; unset: `[pool.tls]`'s.
+    pub ca: Option<String>,
     // grpc
     /// The service asked about in grpc.health.v1.Health/Check ("": the server).
     pub service: Option<String>,

@@ -506,6 +506,106 @@ hash_key = "uri"
         assert!(c.listeners[0].proxy_protocol.is_none());
     }
 
+    /// A postgres check's TLS (`ssl`, libpq's sslmode): `prefer` by default,
+    /// a CA for the modes that verify (its own `ca`, relative to the config's
+    /// folder, else `[pool.tls]`'s), and every wrong setting refused by its key.
+    #[test]
+    fn postgres_check_ssl_is_checked() {
+        use crate::tls::PgSslMode;
+        let dir = std::env::temp_dir().join(format!("rampart-pg-ssl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // cert.pem: a self-signed certificate, as good a CA file as any here
+        crate::tls::cert::self_signed(&dir, "db.test").unwrap();
+        let pool = |health: &str, more: &str| {
+            GOOD.replace(
+                "name = \"api\"\n  [[pool.server]]",
+                &format!(
+                    "name = \"api\"\n[pool.health]\nkind = \"postgres\"\n{health}\n{more}\n  [[pool.server]]"
+                ),
+            )
+        };
+        let ssl = |src: &str| match parse_in(src, "t.toml", &dir) {
+            Ok(c) => match &c.pools[0].health.as_ref().unwrap().check {
+                CheckKind::Postgres { ssl, .. } => ssl.clone(),
+                other => panic!("{other:?}"),
+            },
+            Err(e) => panic!("{e}"),
+        };
+        let s = ssl(&pool("", "")).expect("prefer by default");
+        assert_eq!(s.mode, PgSslMode::Prefer);
+        assert!(s.tls.ca.is_none());
+        assert!(ssl(&pool("ssl = \"disable\"", "")).is_none());
+        let s = ssl(&pool("ssl = \"require\"", "")).unwrap();
+        assert_eq!(s.mode, PgSslMode::Require);
+        assert!(s.tls.ca.is_none());
+        // its own CA
+        let own = pool("ssl = \"verify-full\"\nca = \"cert.pem\"", "");
+        let s = ssl(&own).unwrap();
+        assert_eq!(s.mode, PgSslMode::VerifyFull);
+        assert_eq!(s.tls.ca.as_ref().unwrap().path, dir.join("cert.pem"));
+        // a change to it is a reason to reload
+        let c = parse_in(&own, "t.toml", &dir).unwrap();
+        assert!(c.tls_files().contains(&dir.join("cert.pem")));
+        // [pool.tls]'s CA and name
+        let s = ssl(&pool(
+            "ssl = \"verify-ca\"",
+            "[pool.tls]\nca = \"cert.pem\"\nserver_name = \"db.test\"",
+        ))
+        .unwrap();
+        assert_eq!(s.mode, PgSslMode::VerifyCa);
+        assert!(s.tls.ca.is_some());
+        assert_eq!(s.tls.server_name.as_deref(), Some("db.test"));
+        for (health, more, key, says) in [
+            (
+                "ssl = \"sometimes\"",
+                "",
+                "pool[0].health.ssl",
+                "\"verify-full\"",
+            ),
+            ("ssl = \"allow\"", "", "pool[0].health.ssl", "\"prefer\""),
+            ("ssl = \"verify-full\"", "", "pool[0].health.ssl", "give ca"),
+            (
+                "ssl = \"verify-ca\"",
+                "[pool.tls]\nverify = false\ninsecure = true",
+                "pool[0].health.ssl",
+                "give ca",
+            ),
+            (
+                "ssl = \"require\"\nca = \"cert.pem\"",
+                "",
+                "pool[0].health.ca",
+                "only used with ssl = \"verify-ca\" or \"verify-full\"",
+            ),
+            (
+                "ca = \"cert.pem\"",
+                "",
+                "pool[0].health.ca",
+                "not \"prefer\"",
+            ),
+            (
+                "ssl = \"verify-full\"\nca = \"missing.pem\"",
+                "",
+                "pool[0].health.ca",
+                "missing.pem",
+            ),
+        ] {
+            let p = match parse_in(&pool(health, more), "t.toml", &dir) {
+                Err(ConfigError::Invalid { problems, .. }) => problems[0].clone(),
+                other => panic!("{health}: expected an invalid config, got {other:?}"),
+            };
+            assert_eq!(p.key, key, "{health}: {p:?}");
+            assert!(p.message.contains(says), "{health}: {p:?}");
+        }
+        // keys of postgres checks only
+        let p = problem(&GOOD.replace(
+            "name = \"api\"\n  [[pool.server]]",
+            "name = \"api\"\n[pool.health]\nkind = \"tcp\"\nssl = \"require\"\n  [[pool.server]]",
+        ));
+        assert_eq!(p.key, "pool[0].health.ssl");
+        assert!(p.message.contains("kind = \"postgres\""), "{p:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn bad_duration_has_line_and_key() {
         let p = problem(&GOOD.replace("threads = 1", "threads = 1\ndrain_delay = \"5 parsecs\""));

@@ -379,6 +379,9 @@ pub enum CheckKind {
         database: String,
         role: PgRole,
         max_replica_lag: Duration,
+        /// TLS (`ssl`, libpq's sslmode); None: `disable`. Boxed: the CA and
+        /// CRL it keeps would make every check kind this large.
+        ssl: Option<Box<crate::tls::PgTls>>,
     },
     /// grpc.health.v1.Health/Check over HTTP/2; SERVING is up.
     Grpc {
@@ -441,6 +444,20 @@ impl Config {
                     v.push(c.path.clone());
                     v.extend(c.key_path.clone());
                 }
+            }
+            // a postgres check's own `ca` (the rest is [pool.tls]'s, above)
+            if let Some(HealthConfig {
+                check: CheckKind::Postgres { ssl: Some(s), .. },
+                ..
+            }) = &p.health
+            {
+                v.extend(
+                    s.tls
+                        .ca
+                        .as_ref()
+                        .filter(|c| c.from_file())
+                        .map(|c| c.path.clone()),
+                );
             }
         }
         v.sort();

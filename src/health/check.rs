@@ -9,7 +9,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::task::AbortOnDropHandle;
 
 /// Why a check failed.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,12 +76,16 @@ where
 }
 
 /// TLS for the checks of a pool with `[pool.tls]`: the checks see the servers
-/// as requests do.
+/// as requests do. A postgres check's is its own (`ssl`), with the name the
+/// server is verified under.
 pub type CheckTls = (crate::tls::PoolTls, rustls_pki_types::ServerName<'static>);
 
 /// Runs one check against `addr`; `Ok` carries a short description of the
 /// success. Over TLS when `tls` is given (tcp: the handshake must
-/// succeed, certificate verified; http: the request goes over it). With
+/// succeed, certificate verified; http: the request goes over it). A
+/// postgres check goes over TLS as its `ssl` says, asked for inside the
+/// protocol; `tls`, if given, is then that TLS and the server's name (the
+/// health manager's `check_tls`; without it, the name is the address). With
 /// `send_proxy` (the pool's), each check connection starts with a PROXY
 /// header, as the pool's connections for traffic do.
 pub async fn check_with(
@@ -231,6 +238,7 @@ async fn check_inner(
             database,
             role,
             max_replica_lag,
+            ssl,
         } => {
             let mut cfg = tokio_postgres::Config::new();
             // (no host, port or connect timeout: the connection is ours, and
@@ -241,14 +249,13 @@ async fn check_inner(
             if let Some(p) = password {
                 cfg.password(p);
             }
-            // over a connection of our own, as every check: the PROXY header
-            // (send_proxy) goes first
-            let stream = connect(addr, send_proxy).await?;
-            let (client, conn) = cfg
-                .connect_raw(stream, tokio_postgres::NoTls)
-                .await
-                .map_err(|e| CheckFailure::Postgres(e.to_string()))?;
-            let _conn_task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn));
+            // TLS as `ssl` says, verifying the name check_tls found for the
+            // server (else, called without, its address)
+            let ssl = ssl.as_deref().map(|pg| {
+                let name = tls.map_or_else(|| pg.tls.name_for(None, addr), |(_, n)| n.clone());
+                (pg, name)
+            });
+            let (client, _conn_task) = pg_session(&mut cfg, addr, send_proxy, ssl).await?;
             // Lag is 0 on a primary and on a replica that has replayed all it
             // received (an idle primary would otherwise look like growing lag).
             let row = client
@@ -260,14 +267,14 @@ async fn check_inner(
                     &[],
                 )
                 .await
-                .map_err(|e| CheckFailure::Postgres(e.to_string()));
+                .map_err(|e| CheckFailure::Postgres(pg_error(&e)));
             let row = row?;
             let replica: bool = row
                 .try_get(0)
-                .map_err(|e| CheckFailure::Postgres(e.to_string()))?;
+                .map_err(|e| CheckFailure::Postgres(pg_error(&e)))?;
             let lag_s: f64 = row
                 .try_get(1)
-                .map_err(|e| CheckFailure::Postgres(e.to_string()))?;
+                .map_err(|e| CheckFailure::Postgres(pg_error(&e)))?;
             // the value comes from the checked server: never trust it to be sane
             let lag = Duration::try_from_secs_f64(lag_s.max(0.0))
                 .map_err(|_| CheckFailure::Postgres(format!("nonsensical replica lag {lag_s}")))?;
@@ -293,6 +300,96 @@ async fn check_inner(
             })
         }
     }
+}
+
+/// A postgres check's session, on a connection of its own as every check's
+/// (the PROXY header first, with `send_proxy`), over TLS as `ssl` says (None:
+/// `disable`); its connection task is aborted however the check ends.
+async fn pg_session(
+    cfg: &mut tokio_postgres::Config,
+    addr: SocketAddr,
+    send_proxy: Option<crate::proxy_protocol::Version>,
+    ssl: Option<(&crate::tls::PgTls, rustls_pki_types::ServerName<'static>)>,
+) -> Result<(tokio_postgres::Client, AbortOnDropHandle<()>), CheckFailure> {
+    use tokio_postgres::config::SslMode;
+    let Some((pg, name)) = ssl else {
+        cfg.ssl_mode(SslMode::Disable);
+        return pg_plain(cfg, addr, send_proxy).await;
+    };
+    let prefer = pg.mode == crate::tls::PgSslMode::Prefer;
+    // prefer: an `N` to the SSLRequest goes on without TLS; the other modes
+    // end there
+    cfg.ssl_mode(if prefer {
+        SslMode::Prefer
+    } else {
+        SslMode::Require
+    });
+    let agreed = Arc::new(AtomicBool::new(false));
+    let stream = connect(addr, send_proxy).await?;
+    let over_tls = match cfg
+        .connect_raw(stream, pg.connector(name, Arc::clone(&agreed)))
+        .await
+    {
+        Ok((client, conn)) => return Ok((client, run_connection(conn))),
+        Err(e) => e,
+    };
+    // prefer, as libpq: a session the server agreed to have over TLS that
+    // failed (a handshake the two sides could not agree on, a pg_hba.conf
+    // that takes this client only without TLS) is tried again without
+    if !prefer || !agreed.load(Ordering::Relaxed) {
+        return Err(CheckFailure::Postgres(pg_error(&over_tls)));
+    }
+    cfg.ssl_mode(SslMode::Disable);
+    pg_plain(cfg, addr, send_proxy)
+        .await
+        .map_err(|without| match without {
+            CheckFailure::Postgres(e) => CheckFailure::Postgres(format!(
+                "over TLS: {}; without TLS: {e}",
+                pg_error(&over_tls)
+            )),
+            other => other,
+        })
+}
+
+/// A postgres check's session without TLS (`cfg` says `disable`).
+async fn pg_plain(
+    cfg: &tokio_postgres::Config,
+    addr: SocketAddr,
+    send_proxy: Option<crate::proxy_protocol::Version>,
+) -> Result<(tokio_postgres::Client, AbortOnDropHandle<()>), CheckFailure> {
+    let stream = connect(addr, send_proxy).await?;
+    let (client, conn) = cfg
+        .connect_raw(stream, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| CheckFailure::Postgres(pg_error(&e)))?;
+    Ok((client, run_connection(conn)))
+}
+
+/// A tokio-postgres error with its causes, on one line ("db error: FATAL: no
+/// pg_hba.conf entry for ...", "error performing TLS handshake: invalid peer
+/// certificate: UnknownIssuer"): its Display names only the kind of error.
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    // (a server's error may add DETAIL and HINT lines)
+    s.replace('\n', " ")
+}
+
+/// Runs a postgres check's connection (it carries the client's queries) until
+/// the handle is dropped.
+fn run_connection<S, T>(conn: tokio_postgres::Connection<S, T>) -> AbortOnDropHandle<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    AbortOnDropHandle::new(tokio::spawn(async move {
+        let _ = conn.await;
+    }))
 }
 
 /// TLS for a check over HTTP/2: the handshake, and ALPN must have chosen h2.

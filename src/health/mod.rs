@@ -1,8 +1,9 @@
 //! Active health checks: one task per server of every pool with `[pool.health]`.
 //! A check is TCP (connect), HTTP (status and optional body) or Postgres (a real
-//! client, role-aware: primary / replica / any, replica lag). Results go through a
-//! rise/fall counter; health changes only after `rise`/`fall` consecutive results,
-//! and is logged once when it flips, with the reason.
+//! client, role-aware: primary / replica / any, replica lag; TLS as libpq's
+//! sslmode). Results go through a rise/fall counter; health changes only after
+//! `rise`/`fall` consecutive results, and is logged once when it flips, with
+//! the reason.
 
 use crate::clock;
 use crate::config::HealthConfig;
@@ -353,11 +354,15 @@ async fn check_loop(
 }
 
 /// The TLS a check of `addr` (found under `source`) goes over, if the pool's
-/// servers speak TLS.
+/// servers speak TLS; a postgres check's is its own (`ssl`: asked for inside
+/// the protocol, as the servers take it), with the name the server is
+/// verified under.
 fn check_tls(pool: &Pool, source: Option<&str>, addr: SocketAddr) -> Option<CheckTls> {
-    pool.tls
-        .as_ref()
-        .map(|t| (t.clone(), t.name_for(source, addr)))
+    let tls = match pool.health.as_ref().map(|h| &h.check) {
+        Some(crate::config::CheckKind::Postgres { ssl, .. }) => ssl.as_ref().map(|pg| &pg.tls),
+        _ => pool.tls.as_ref(),
+    };
+    tls.map(|t| (t.clone(), t.name_for(source, addr)))
 }
 
 /// Runs one check (with the pool's `send_proxy`) and reports it.

@@ -134,11 +134,12 @@ impl ResolvesClientCert for ClientCert {
     }
 }
 
-/// `verify = false, insecure = true`: any certificate is accepted, though the
-/// handshake signatures are still checked (the peer holds the key of the
-/// certificate it shows).
+/// `verify = false, insecure = true` (and a postgres check's `ssl = "prefer"`
+/// or `"require"`): any certificate is accepted, though the handshake
+/// signatures are still checked (the peer holds the key of the certificate it
+/// shows).
 #[derive(Debug)]
-struct Insecure(Arc<rustls::crypto::CryptoProvider>);
+pub(super) struct Insecure(pub(super) Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for Insecure {
     fn verify_server_cert(

@@ -1,8 +1,11 @@
 //! `[pool.health]`: active checks and their thresholds.
 
+use super::tls::load_ca;
 use crate::config::file::*;
 use crate::config::model::*;
 use crate::config::problems::{KeyPath, Problems};
+use crate::tls::{PgSslMode, PgTls, PoolTls};
+use std::path::Path;
 use std::time::Duration;
 
 pub(super) fn health(h: &HealthFile, at: &KeyPath, p: &mut Problems<'_>) -> Option<HealthConfig> {
@@ -56,6 +59,8 @@ pub(super) fn health(h: &HealthFile, at: &KeyPath, p: &mut Problems<'_>) -> Opti
             h.max_replica_lag.is_some(),
             "postgres",
         );
+        only(p, "ssl", h.ssl.is_some(), "postgres");
+        only(p, "ca", h.ca.is_some(), "postgres");
     }
     if h.kind != HealthKind::Grpc {
         only(p, "service", h.service.is_some(), "grpc");
@@ -122,6 +127,8 @@ pub(super) fn health(h: &HealthFile, at: &KeyPath, p: &mut Problems<'_>) -> Opti
                 database: h.database.clone().unwrap_or_else(|| "postgres".into()),
                 role: h.role.unwrap_or(PgRole::Any),
                 max_replica_lag: h.max_replica_lag.map_or(Duration::ZERO, |d| d.0),
+                // (postgres_ssl's, once the pool's [pool.tls] is known)
+                ssl: None,
             }
         }
         HealthKind::Grpc => {
@@ -144,6 +151,74 @@ pub(super) fn health(h: &HealthFile, at: &KeyPath, p: &mut Problems<'_>) -> Opti
         initial_up: h.initial == InitialState::Up,
         check,
     })
+}
+
+/// A postgres check's `ssl` and `ca`: None for `disable`, or the TLS it
+/// goes with. The default is libpq's, `prefer`: TLS wherever the server
+/// offers it, so a server that takes only TLS connections (`hostssl` lines in
+/// pg_hba.conf) can be checked without a word in the config, and a server it
+/// fails with is checked without TLS as before. The modes that verify
+/// certificates need a CA: `ca`, else `[pool.tls]`'s (with its CRL), as
+/// libpq refuses verify-full without a root certificate; the name verified is
+/// `[pool.tls]`'s `server_name`, else the DNS name the server was found
+/// under, else its address (libpq verifies the host it connected to).
+pub(super) fn postgres_ssl(
+    h: &HealthFile,
+    pool_tls: Option<&PoolTls>,
+    at: &KeyPath,
+    base: &Path,
+    p: &mut Problems<'_>,
+) -> Option<Box<PgTls>> {
+    let mode = match h.ssl.as_deref() {
+        Some("disable") => None,
+        None | Some("prefer") => Some(PgSslMode::Prefer),
+        Some("require") => Some(PgSslMode::Require),
+        Some("verify-ca") => Some(PgSslMode::VerifyCa),
+        Some("verify-full") => Some(PgSslMode::VerifyFull),
+        Some(v) => {
+            p.add(
+                &at.key("ssl"),
+                format!("unknown mode {v:?}: use \"disable\", \"prefer\", \"require\", \"verify-ca\" or \"verify-full\" (libpq's sslmode)"),
+            );
+            return None;
+        }
+    };
+    let verifies = mode.is_some_and(PgSslMode::verifies);
+    if h.ca.is_some() && !verifies {
+        p.add(
+            &at.key("ca"),
+            format!(
+                "is only used with ssl = \"verify-ca\" or \"verify-full\", not \"{}\" (which verifies no certificate)",
+                mode.map_or("disable", PgSslMode::name)
+            ),
+        );
+        return None;
+    }
+    let mode = mode?;
+    let (ca, crl) = if !verifies {
+        (None, None)
+    } else if let Some(ca) = &h.ca {
+        (Some(load_ca(base, ca, true, &at.key("ca"), p)?), None)
+    } else if let Some(t) = pool_tls.filter(|t| t.ca.is_some()) {
+        (t.ca.clone(), t.crl.clone())
+    } else {
+        p.add(
+            &at.key("ssl"),
+            format!(
+                "\"{}\" verifies the servers' certificates: give ca (a PEM file of the CA that signs them, or \"system\" for the OS trust store), or a [pool.tls] that verifies",
+                mode.name()
+            ),
+        );
+        return None;
+    };
+    let server_name = pool_tls.and_then(|t| t.server_name.clone());
+    match PgTls::build(mode, ca, crl, server_name) {
+        Ok(t) => Some(Box::new(t)),
+        Err(e) => {
+            p.add(&at.key("ssl"), e.to_string());
+            None
+        }
+    }
 }
 
 /// "200-399", "200", "200,204,300-399" -> inclusive ranges.

@@ -247,6 +247,22 @@ pub(super) fn pool(
         .tls
         .as_ref()
         .and_then(|t| tls::pool(t, &at.key("tls"), base, alpn, p, warnings));
+    // a postgres check's TLS, which may verify with [pool.tls]'s CA (not
+    // looked at when [pool.tls] was refused: its problems are said already)
+    let pg_health = pf
+        .health
+        .as_ref()
+        .filter(|h| h.kind == HealthKind::Postgres && (pf.tls.is_none() || tls.is_some()));
+    if let Some(h) = pg_health {
+        let pg = health::postgres_ssl(h, tls.as_ref(), &at.key("health"), base, p);
+        if let Some(HealthConfig {
+            check: CheckKind::Postgres { ssl, .. },
+            ..
+        }) = &mut health
+        {
+            *ssl = pg;
+        }
+    }
     let read_only = rules::read_only(
         &pf.read_only_when,
         pf.read_only_status,

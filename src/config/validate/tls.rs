@@ -41,9 +41,10 @@ fn load_cert(
     }
 }
 
-/// `system`: whether `"system"` names the OS trust store (a pool's `ca`); for
-/// a listener's `client_ca` it would let any publicly issued certificate in.
-fn load_ca(
+/// `system`: whether `"system"` names the OS trust store (a pool's `ca`, a
+/// postgres check's); for a listener's `client_ca` it would let any publicly
+/// issued certificate in.
+pub(super) fn load_ca(
     base: &Path,
     path: &str,
     system: bool,
