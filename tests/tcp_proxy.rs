@@ -85,6 +85,85 @@ async fn half_close_session(pool_extra: &str) -> Proxy {
     p
 }
 
+/// A server answers the start of a long upload with an error and closes, the
+/// rest of the upload unread (so its close is a reset), as Postgres does with a
+/// FATAL ErrorResponse during a COPY. The proxy's writes of the upload then
+/// fail; the error, which the server sent before its reset, must still reach
+/// the client whole, followed by an EOF (HAProxy and nginx deliver it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_last_words_reach_a_client_still_uploading() {
+    last_words_session("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_last_words_reach_a_client_still_uploading_without_splice() {
+    last_words_session("splice = false").await;
+}
+
+async fn last_words_session(pool_extra: &str) {
+    let mut last = b"EFATAL: terminating connection due to administrator command".to_vec();
+    last.resize(200, b'.');
+    let l = common::listen(free_addr("127.0.0.2")).await;
+    let server = l.local_addr().unwrap();
+    let _task = {
+        let last = last.clone();
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            // the start of the upload (bulk: with splice on, the proxy splices it)
+            let mut first = vec![0u8; 256 << 10];
+            if s.read_exact(&mut first).await.is_err() {
+                return;
+            }
+            let _ = s.write_all(&last).await;
+            // more of the upload waits unread: the close (at the end of this
+            // task) is a reset
+            let _ = s.peek(&mut [0u8; 1]).await;
+        })
+    };
+    let listen = free_addr("127.0.0.1");
+    let p = Proxy::start(&tcp_config(listen, pool_extra, &[server]), &[listen]).await;
+    let (mut rd, mut wr) = TcpStream::connect(listen).await.unwrap().into_split();
+    // 16 MiB, more than the sockets between the proxy and the server hold, so the
+    // proxy is still writing when the server leaves. The upload is refused or
+    // drained after that, either is fine; it ends by shutting the client's side.
+    let upload = tokio::spawn(async move {
+        let chunk = vec![b'd'; 64 << 10];
+        for _ in 0..256 {
+            if wr.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // to the EOF, or to a reset: what came before it is the point
+    let read = async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the client's side was left open");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&last),
+        "what the client got of the server's last words"
+    );
+    upload.await.unwrap();
+    wait_for(Duration::from_secs(5), "the session's log line", || {
+        p.stdout()
+            .lines()
+            .any(|line| line.contains(" bytes_out=200 ") && line.contains(" end=server_abort"))
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_balanced_round_robin() {
     let port = common_port(&["127.0.0.2", "127.0.0.3"]);

@@ -1,6 +1,9 @@
 //! TCP mode: pick a server, connect within `connect_timeout`, then relay bytes both
 //! ways until both directions have closed. A direction that reaches EOF shuts down
 //! the write side of the other socket (half-close) while the other direction goes on.
+//! A direction that breaks does not end the other one either: a server that sends an
+//! error and closes while the client is still uploading (Postgres's FATAL during a
+//! COPY) has that error delivered, as HAProxy and nginx do.
 
 use super::splice;
 use crate::accesslog::{End, Entry};
@@ -21,6 +24,14 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 const BUF_SIZE: usize = 32 * 1024;
+
+/// How long a session one of whose sockets broke waits, once everything for the
+/// other socket is passed on with its EOF, for that socket's peer to close too
+/// (it is reading what was passed on meanwhile). Closing first, while the peer
+/// still sends, would be a reset that throws away what it has not read yet; a
+/// peer that neither closes nor stops sending gets that reset after this long
+/// (nginx's lingering close, whose `lingering_timeout` is 5 s).
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Who a tcp session is for, as the accept-time layers found out.
 #[derive(Debug)]
@@ -189,7 +200,8 @@ pub struct Relayed {
     /// Of those, the bytes moved with splice(2).
     pub spliced: u64,
     /// `Ok` (both sides closed), `ClientAbort` (error on `a`), `ServerAbort` (error
-    /// on `b`) or `IdleTimeout`.
+    /// on `b`) or `IdleTimeout`. The first error decides, even when the other
+    /// direction then went on and finished.
     pub end: End,
 }
 
@@ -201,6 +213,9 @@ struct Half {
     cap: usize,
     eof: bool,
     done: bool,
+    /// Its writer broke: what its reader still sends is read and dropped
+    /// ([`Half::poll_discard`]), until that reader's EOF.
+    sink: bool,
     amt: u64,
     /// Bytes written since the writer was last flushed: a TLS writer may hold
     /// what it took (rustls's buffer, when the socket would block) until then.
@@ -236,6 +251,7 @@ impl Half {
             cap: 0,
             eof: false,
             done: false,
+            sink: false,
             amt: 0,
             need_flush: false,
             pipe: None,
@@ -260,6 +276,10 @@ impl Half {
         R: AsyncRead + Unpin + ?Sized,
         W: AsyncWrite + Unpin + ?Sized,
     {
+        if self.sink {
+            ready!(self.poll_discard(cx, r));
+            return Poll::Ready(Ok(Copied::Done));
+        }
         loop {
             if to_bulk && self.pos == self.cap && self.cap == self.buf.len() && !self.eof {
                 return Poll::Ready(Ok(Copied::Bulk));
@@ -331,6 +351,10 @@ impl Half {
         w: &mut TcpStream,
         progressed: &mut bool,
     ) -> Poll<Result<(), (Side, io::Error)>> {
+        if self.sink {
+            ready!(self.poll_discard(cx, r));
+            return Poll::Ready(Ok(()));
+        }
         loop {
             let Some(pipe) = &self.pipe else {
                 match ready!(self.poll_copy(cx, r, w, progressed, !self.no_pipe))? {
@@ -406,10 +430,42 @@ impl Half {
             };
         }
     }
+
+    /// A direction whose writer broke: reads what `r` still sends and drops it,
+    /// until `r`'s EOF (or error). `r` is the socket the other direction still
+    /// writes to, and a socket closed with unread bytes is reset, which throws
+    /// away whatever it had not sent yet: the server's last message, on its way
+    /// to a client that keeps uploading. Kept drained, it closes with a FIN.
+    /// The dropped bytes are neither counted nor progress (they keep no session
+    /// alive).
+    fn poll_discard<R>(&mut self, cx: &mut Context<'_>, r: &mut R) -> Poll<()>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+    {
+        if self.buf.is_empty() {
+            // It was splicing: what its pipe holds was for the writer that
+            // broke, and reads need a buffer again (once, off the hot path).
+            self.pipe = None;
+            self.held = 0;
+            self.buf = vec![0; BUF_SIZE].into_boxed_slice();
+        }
+        (self.pos, self.cap) = (0, 0);
+        loop {
+            let mut rb = ReadBuf::new(&mut self.buf);
+            match ready!(Pin::new(&mut *r).poll_read(cx, &mut rb)) {
+                Ok(()) if !rb.filled().is_empty() => {}
+                // EOF, or the reader broke too: nothing is left to keep drained
+                _ => {
+                    self.done = true;
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
 }
 
-/// Copies `a` -> `b` and `b` -> `a` until both directions reach EOF, an error occurs,
-/// or nothing moves for `idle`.
+/// Copies `a` -> `b` and `b` -> `a` until both directions reach EOF or nothing moves
+/// for `idle`. An error ends only its own direction (see `drive`).
 pub async fn relay<A, B>(a: &mut A, b: &mut B, idle: Duration) -> Relayed
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -440,61 +496,139 @@ pub async fn relay_tcp(a: &mut TcpStream, b: &mut TcpStream, idle: Duration) -> 
 }
 
 /// The relay's loop: both directions (`step(half, a_to_b, ..)`), the idle timer.
+///
+/// An error ends only the direction it happened in ([`Halves::turn`]); the other
+/// one goes on to its EOF, bounded by the idle timeout, so what a peer sent before
+/// its socket broke is still delivered. Once only a drain is left, the session
+/// waits at most [`LINGER`] for the peer the last bytes went to to close.
 async fn drive<F>(idle: Duration, mut step: F) -> Relayed
 where
     F: FnMut(&mut Half, bool, &mut Context<'_>, &mut bool) -> Poll<Result<(), (Side, io::Error)>>,
 {
-    let mut up = Half::new();
-    let mut down = Half::new();
+    let mut h = Halves {
+        up: Half::new(),
+        down: Half::new(),
+        broke: None,
+    };
+    // when a lingering session ends at the latest
+    let mut linger: Option<tokio::time::Instant> = None;
     let mut last = tokio::time::Instant::now();
     let sleep = tokio::time::sleep(idle);
     tokio::pin!(sleep);
     let end = poll_fn(|cx| {
         let mut progressed = false;
-        if !up.done {
-            if let Poll::Ready(Err((side, e))) = step(&mut up, true, cx, &mut progressed) {
-                tracing::debug!(error = %e, "relay a->b ended");
-                return Poll::Ready(match side {
-                    Side::Reader => End::ClientAbort,
-                    Side::Writer => End::ServerAbort,
-                });
-            }
+        h.turn(&mut step, true, cx, &mut progressed);
+        let up_sank = h.up.sink;
+        h.turn(&mut step, false, cx, &mut progressed);
+        if h.up.sink && !up_sank {
+            // `down`'s reader broke just now (the server's socket is gone), so
+            // `up`, polled before that, only drains from now on: its reads are
+            // to be what wakes us
+            h.turn(&mut step, true, cx, &mut progressed);
         }
-        if !down.done {
-            if let Poll::Ready(Err((side, e))) = step(&mut down, false, cx, &mut progressed) {
-                tracing::debug!(error = %e, "relay b->a ended");
-                return Poll::Ready(match side {
-                    Side::Reader => End::ServerAbort,
-                    Side::Writer => End::ClientAbort,
-                });
-            }
-        }
+        let (up, down) = (&h.up, &h.down);
         if up.done && down.done {
-            return Poll::Ready(End::Ok);
+            return Poll::Ready(h.broke.unwrap_or(End::Ok));
+        }
+        if up.sink && down.sink {
+            // both writers broke: both sockets are gone, nothing is left to deliver
+            return Poll::Ready(h.broke.unwrap_or(End::Ok));
+        }
+        if linger.is_none() && (up.done || up.sink) && (down.done || down.sink) {
+            // One direction passed everything on with its EOF; the other only
+            // drains the socket that went to. Its peer closes once it has read
+            // that, or is cut off (reset) after LINGER.
+            let until = tokio::time::Instant::now() + LINGER;
+            linger = Some(until);
+            if until < sleep.deadline() {
+                sleep.as_mut().reset(until);
+            }
         }
         if progressed {
             // The timer is moved lazily: only when it fires do we look at `last`.
             last = tokio::time::Instant::now();
         }
         while sleep.as_mut().poll(cx).is_ready() {
-            let deadline = last + idle;
+            let idle_end = last + idle;
+            let deadline = linger.map_or(idle_end, |l| l.min(idle_end));
             if deadline <= tokio::time::Instant::now() {
-                return Poll::Ready(End::IdleTimeout);
+                return Poll::Ready(h.broke.unwrap_or(End::IdleTimeout));
             }
             sleep.as_mut().reset(deadline);
         }
         Poll::Pending
     })
     .await;
-    let spliced = up.spliced + down.spliced;
+    let spliced = h.up.spliced + h.down.spliced;
     if spliced > 0 {
         crate::metrics::TCP_SPLICED_BYTES.fetch_add(spliced, Ordering::Relaxed);
     }
     Relayed {
-        a_to_b: up.amt,
-        b_to_a: down.amt,
+        a_to_b: h.up.amt,
+        b_to_a: h.down.amt,
         spliced,
         end,
+    }
+}
+
+/// Both directions of a relay, and how it broke.
+struct Halves {
+    /// client -> server (`a` -> `b`)
+    up: Half,
+    /// server -> client
+    down: Half,
+    /// The first error: how the session ended, whatever was delivered after it.
+    broke: Option<End>,
+}
+
+impl Halves {
+    /// Polls one direction (`up`, or `down`) until it would block or is done.
+    /// An error ends only that direction, and sets what follows on both.
+    fn turn<F>(&mut self, step: &mut F, up: bool, cx: &mut Context<'_>, progressed: &mut bool)
+    where
+        F: FnMut(
+            &mut Half,
+            bool,
+            &mut Context<'_>,
+            &mut bool,
+        ) -> Poll<Result<(), (Side, io::Error)>>,
+    {
+        let (this, other) = if up {
+            (&mut self.up, &mut self.down)
+        } else {
+            (&mut self.down, &mut self.up)
+        };
+        while !this.done {
+            let Poll::Ready(Err((side, e))) = step(this, up, cx, progressed) else {
+                return;
+            };
+            // `up` reads the client and writes to the server, `down` the reverse
+            let end = match (&side, up) {
+                (Side::Reader, true) | (Side::Writer, false) => End::ClientAbort,
+                (Side::Reader, false) | (Side::Writer, true) => End::ServerAbort,
+            };
+            tracing::debug!(error = %e, up, end = ?end, "a relay direction broke");
+            if self.broke.is_none() {
+                self.broke = Some(end);
+            }
+            match side {
+                // Nothing more comes from the reader, and its socket, which the
+                // other direction writes to, is gone both ways. What was read is
+                // passed on with an EOF (the next step shuts the writer down:
+                // after a reset, whether a read says EOF or the error depends
+                // only on which call took the socket's error first), and the
+                // other direction only drains.
+                Side::Reader => {
+                    this.eof = true;
+                    other.sink = true;
+                }
+                // The writer's socket is gone, but its peer may have sent bytes
+                // before it went (a server's last error) that wait unread in it:
+                // the other direction reads them on to EOF and passes them on.
+                // This one only drains.
+                Side::Writer => this.sink = true,
+            }
+        }
     }
 }
 
@@ -675,7 +809,9 @@ mod tests {
         let writer = tokio::spawn(async move {
             let _ = client.write_all(&data).await;
             let _ = client.write_all(&data).await;
-            client
+            // the client closes once it has sent it all: the relay, which
+            // drains what it sends after the reset, ends then, not after LINGER
+            drop(client);
         });
         let mut server = server;
         let mut first = vec![0u8; 256 << 10];
@@ -688,7 +824,98 @@ mod tests {
         let r = relay.await.unwrap();
         assert_eq!(r.end, End::ServerAbort);
         assert!(r.spliced > 0, "the direction never spliced");
-        drop(writer.await.unwrap());
+        writer.await.unwrap();
+    }
+
+    /// What a server sends before it leaves: an error it answers the start of a
+    /// long upload with (Postgres's FATAL during a COPY).
+    fn last_words() -> Vec<u8> {
+        let mut m = b"EFATAL: terminating connection due to administrator command".to_vec();
+        m.resize(200, b'.');
+        m
+    }
+
+    /// The server answers the start of a long upload with its last words and
+    /// closes with the rest unread, which is a reset. The relay's next write of
+    /// the upload fails; the last words, which came before the reset, must
+    /// still reach the client whole, followed by an EOF. On this one thread the
+    /// reset is in before the relay runs again, so the relay meets the failed
+    /// write and the unread words at once: it must read the words all the same.
+    async fn last_words_after_a_broken_upload(splicing: bool) {
+        let (client, mut proxy_a) = pair().await;
+        let (mut proxy_b, mut server) = pair().await;
+        let relay = tokio::spawn(async move {
+            let idle = Duration::from_secs(30);
+            if splicing {
+                relay_tcp(&mut proxy_a, &mut proxy_b, idle).await
+            } else {
+                relay(&mut proxy_a, &mut proxy_b, idle).await
+            }
+        });
+        let (mut cr, mut cw) = client.into_split();
+        // more than the sockets between the relay and the server hold, so the
+        // relay is still writing when the server leaves
+        let upload = tokio::spawn(async move {
+            // refused, or drained by the relay after the reset: either way it ends
+            let _ = cw.write_all(&pattern(16 << 20, 7)).await;
+            // dropping `cw` shuts the client's side down, which ends the drain
+        });
+        let mut first = vec![0u8; 256 << 10];
+        server.read_exact(&mut first).await.unwrap();
+        server.write_all(&last_words()).await.unwrap();
+        // more of the upload waits unread: the close is a reset
+        server.peek(&mut [0u8; 1]).await.unwrap();
+        drop(server);
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), cr.read_to_end(&mut got))
+            .await
+            .expect("the client's side was left open")
+            .expect("a reset instead of the server's last words and an EOF");
+        assert_eq!(got, last_words());
+        upload.await.unwrap();
+        let r = relay.await.unwrap();
+        assert_eq!((r.b_to_a, r.end), (200, End::ServerAbort));
+    }
+
+    #[tokio::test]
+    async fn a_servers_last_words_reach_the_client_after_a_broken_upload() {
+        last_words_after_a_broken_upload(false).await;
+    }
+
+    #[tokio::test]
+    async fn a_servers_last_words_reach_the_client_after_a_broken_spliced_upload() {
+        last_words_after_a_broken_upload(true).await;
+    }
+
+    /// The mirror image: the client sends its last bytes and resets while the
+    /// server, silent, keeps the session open. The bytes reach the server with
+    /// an EOF, and the session ends without waiting for the idle timeout.
+    #[tokio::test]
+    async fn a_clients_last_bytes_reach_a_silent_server_after_its_reset() {
+        let (client, mut proxy_a) = pair().await;
+        let (mut proxy_b, mut server) = pair().await;
+        let relay = tokio::spawn(async move {
+            relay_tcp(&mut proxy_a, &mut proxy_b, Duration::from_secs(30)).await
+        });
+        let mut client = client;
+        client.write_all(b"bye").await.unwrap();
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client);
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), server.read_to_end(&mut got))
+            .await
+            .expect("the server's side was left open")
+            .unwrap();
+        assert_eq!(got, b"bye");
+        // the server closes on the EOF, as servers do: the relay's drain ends
+        drop(server);
+        let r = tokio::time::timeout(Duration::from_secs(10), relay)
+            .await
+            .expect("the relay waited for the idle timeout")
+            .unwrap();
+        assert_eq!((r.a_to_b, r.end), (3, End::ClientAbort));
     }
 
     #[tokio::test(start_paused = true)]
