@@ -107,19 +107,24 @@ async fn last_words_session(pool_extra: &str) {
     let server = l.local_addr().unwrap();
     let _task = {
         let last = last.clone();
+        // every connection (Proxy::start's readiness probe is one, through
+        // the proxy) gets the same treatment; the probe sends nothing
         tokio::spawn(async move {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            // the start of the upload (bulk: with splice on, the proxy splices it)
-            let mut first = vec![0u8; 256 << 10];
-            if s.read_exact(&mut first).await.is_err() {
-                return;
+            while let Ok((mut s, _)) = l.accept().await {
+                let last = last.clone();
+                tokio::spawn(async move {
+                    // the start of the upload (bulk: with splice on, the proxy
+                    // splices it)
+                    let mut first = vec![0u8; 256 << 10];
+                    if s.read_exact(&mut first).await.is_err() {
+                        return;
+                    }
+                    let _ = s.write_all(&last).await;
+                    // more of the upload waits unread: the close (at the end
+                    // of this task) is a reset
+                    let _ = s.peek(&mut [0u8; 1]).await;
+                });
             }
-            let _ = s.write_all(&last).await;
-            // more of the upload waits unread: the close (at the end of this
-            // task) is a reset
-            let _ = s.peek(&mut [0u8; 1]).await;
         })
     };
     let listen = free_addr("127.0.0.1");
