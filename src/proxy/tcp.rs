@@ -442,6 +442,11 @@ impl Half {
     where
         R: AsyncRead + Unpin + ?Sized,
     {
+        if self.eof {
+            // its reader is at EOF already: nothing is left to keep drained
+            self.done = true;
+            return Poll::Ready(());
+        }
         if self.buf.is_empty() {
             // It was splicing: what its pipe holds was for the writer that
             // broke, and reads need a buffer again (once, off the hot path).
@@ -517,13 +522,15 @@ where
     tokio::pin!(sleep);
     let end = poll_fn(|cx| {
         let mut progressed = false;
-        h.turn(&mut step, true, cx, &mut progressed);
-        let up_sank = h.up.sink;
+        // a drain goes last: a fast uploader being drained would otherwise
+        // spend the task's budget before the server's last words are read
+        if !h.up.sink {
+            h.turn(&mut step, true, cx, &mut progressed);
+        }
         h.turn(&mut step, false, cx, &mut progressed);
-        if h.up.sink && !up_sank {
-            // `down`'s reader broke just now (the server's socket is gone), so
-            // `up`, polled before that, only drains from now on: its reads are
-            // to be what wakes us
+        if h.up.sink {
+            // (also when `down`'s reader broke just now: `up` only drains
+            // from now on, and its reads are to be what wakes us)
             h.turn(&mut step, true, cx, &mut progressed);
         }
         let (up, down) = (&h.up, &h.down);
@@ -571,6 +578,20 @@ where
     }
 }
 
+/// A direction that now only drains its reader (`up`: the client's socket).
+/// Only the client's socket is kept drained, so that what was passed on to the
+/// client (a server's last error) is not thrown away by a reset when it
+/// closes; draining the server's socket for a client that is gone would keep
+/// the server streaming into nothing (a killed client's long SELECT) and hold
+/// its slot, so that direction just ends, as HAProxy and nginx end it.
+fn sink(h: &mut Half, up: bool) {
+    if up {
+        h.sink = true;
+    } else {
+        h.done = true;
+    }
+}
+
 /// Both directions of a relay, and how it broke.
 struct Halves {
     /// client -> server (`a` -> `b`)
@@ -607,6 +628,13 @@ impl Halves {
                 (Side::Reader, true) | (Side::Writer, false) => End::ClientAbort,
                 (Side::Reader, false) | (Side::Writer, true) => End::ServerAbort,
             };
+            if matches!(side, Side::Reader) && e.kind() == io::ErrorKind::UnexpectedEof {
+                // a TLS peer that closed (or half-closed) without close_notify:
+                // its EOF, as HAProxy and nginx read it; the answer it waits
+                // for still goes to it
+                this.eof = true;
+                continue;
+            }
             tracing::debug!(error = %e, up, end = ?end, "a relay direction broke");
             if self.broke.is_none() {
                 self.broke = Some(end);
@@ -620,13 +648,13 @@ impl Halves {
                 // other direction only drains.
                 Side::Reader => {
                     this.eof = true;
-                    other.sink = true;
+                    sink(other, !up);
                 }
                 // The writer's socket is gone, but its peer may have sent bytes
                 // before it went (a server's last error) that wait unread in it:
                 // the other direction reads them on to EOF and passes them on.
                 // This one only drains.
-                Side::Writer => this.sink = true,
+                Side::Writer => sink(this, up),
             }
         }
     }
@@ -916,6 +944,71 @@ mod tests {
             .expect("the relay waited for the idle timeout")
             .unwrap();
         assert_eq!((r.a_to_b, r.end), (3, End::ClientAbort));
+    }
+
+    /// A client gone in the middle of a long answer: the session ends at
+    /// once, and the server's socket is closed rather than read into nothing
+    /// for LINGER (a killed client's long SELECT goes on streaming otherwise).
+    #[tokio::test(start_paused = true)]
+    async fn a_client_gone_mid_answer_ends_the_session_at_once() {
+        let (client, mut proxy_a) = tokio::io::duplex(1024);
+        let (mut proxy_b, mut server) = tokio::io::duplex(1024);
+        let t0 = tokio::time::Instant::now();
+        let relay = tokio::spawn(async move {
+            relay(&mut proxy_a, &mut proxy_b, Duration::from_secs(30)).await
+        });
+        // the server streams until its socket is closed (paced, so that the
+        // paused clock can move while it does)
+        let streaming = tokio::spawn(async move {
+            let chunk = [b'r'; 512];
+            while server.write_all(&chunk).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let mut client = client;
+        let mut first = [0u8; 512];
+        client.read_exact(&mut first).await.unwrap();
+        drop(client);
+        let r = relay.await.unwrap();
+        assert_eq!(r.end, End::ClientAbort);
+        assert!(t0.elapsed() < LINGER, "{:?}", t0.elapsed());
+        // the server learns at once too: its writes fail
+        streaming.await.unwrap();
+        assert!(t0.elapsed() < LINGER, "{:?}", t0.elapsed());
+    }
+
+    /// A client that keeps uploading to a server that has gone: what the
+    /// server said is delivered, and the session ends LINGER after that,
+    /// not at the idle timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_ends_after_linger() {
+        let (client, mut proxy_a) = tokio::io::duplex(1024);
+        let (mut proxy_b, mut server) = tokio::io::duplex(1024);
+        let t0 = tokio::time::Instant::now();
+        let relay = tokio::spawn(async move {
+            relay(&mut proxy_a, &mut proxy_b, Duration::from_secs(30)).await
+        });
+        server.write_all(b"bye").await.unwrap();
+        drop(server);
+        let (mut cr, mut cw) = tokio::io::split(client);
+        // (paced, so that the paused clock can move: a peer always ready
+        // would keep the runtime busy)
+        let uploading = tokio::spawn(async move {
+            while cw.write_all(&[b'u'; 256]).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let mut got = Vec::new();
+        let _ = cr.read_to_end(&mut got).await;
+        assert_eq!(got, b"bye");
+        let r = relay.await.unwrap();
+        assert_eq!(r.end, End::ServerAbort);
+        let took = t0.elapsed();
+        assert!(
+            (LINGER..Duration::from_secs(30)).contains(&took),
+            "{took:?}"
+        );
+        uploading.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
