@@ -561,6 +561,18 @@ async fn a_tls_only_server_is_checked_over_tls_as_ssl_says() {
             "user = \"plain\"\nssl = \"require\"".to_string(),
             String::new(),
         ),
+        // verifying modes never fall back to plain text either, though the
+        // certificate verifies and plain text would be let in
+        (
+            "plain_verify_full",
+            "user = \"plain\"\nssl = \"verify-full\"".to_string(),
+            format!("[pool.tls]\nca = \"{ca}\"\nserver_name = \"db.test\"\n"),
+        ),
+        (
+            "plain_verify_ca",
+            format!("user = \"plain\"\nssl = \"verify-ca\"\nca = \"{ca}\""),
+            String::new(),
+        ),
     ];
     let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
     let mut cfg = format!(
@@ -591,6 +603,8 @@ async fn a_tls_only_server_is_checked_over_tls_as_ssl_says() {
         ("wrong_ca_verify_ca", "DOWN", "UnknownIssuer"),
         ("plain_prefer", "UP", "primary"),
         ("plain_require", "DOWN", "no pg_hba.conf entry"),
+        ("plain_verify_full", "DOWN", "no pg_hba.conf entry"),
+        ("plain_verify_ca", "DOWN", "no pg_hba.conf entry"),
     ] {
         let v = p
             .wait_pool(Duration::from_secs(15), pool, want, |v| {
@@ -599,5 +613,18 @@ async fn a_tls_only_server_is_checked_over_tls_as_ssl_says() {
             .await;
         let detail = server_in(&v, addr)["last_check"]["detail"].to_string();
         assert!(detail.contains(says), "{pool}: {detail}");
+        if pool != "plain_prefer" {
+            // only prefer tries plain text after TLS
+            assert!(!detail.contains("without TLS"), "{pool}: {detail}");
+        }
     }
+    // every check that got in ended its session as a client does (Terminate,
+    // and close_notify over TLS): the server logs no broken connection for
+    // checks every 300 ms
+    let log = std::fs::read_to_string(server.dir.join("server.log")).unwrap_or_default();
+    let broken: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("unexpected EOF") || l.contains("could not receive data"))
+        .collect();
+    assert!(broken.is_empty(), "{broken:#?}");
 }

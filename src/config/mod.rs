@@ -588,6 +588,20 @@ hash_key = "uri"
                 "pool[0].health.ca",
                 "missing.pem",
             ),
+            // any publicly issued certificate for any name would pass (libpq
+            // refuses it as well): given, or from a [pool.tls] without a ca
+            (
+                "ssl = \"verify-ca\"\nca = \"system\"",
+                "",
+                "pool[0].health.ssl",
+                "OS trust store",
+            ),
+            (
+                "ssl = \"verify-ca\"",
+                "[pool.tls]\nserver_name = \"db.test\"",
+                "pool[0].health.ssl",
+                "OS trust store",
+            ),
         ] {
             let p = match parse_in(&pool(health, more), "t.toml", &dir) {
                 Err(ConfigError::Invalid { problems, .. }) => problems[0].clone(),

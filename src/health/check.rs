@@ -255,51 +255,66 @@ async fn check_inner(
                 let name = tls.map_or_else(|| pg.tls.name_for(None, addr), |(_, n)| n.clone());
                 (pg, name)
             });
-            let (client, _conn_task) = pg_session(&mut cfg, addr, send_proxy, ssl).await?;
-            // Lag is 0 on a primary and on a replica that has replayed all it
-            // received (an idle primary would otherwise look like growing lag).
-            let row = client
-                .query_one(
-                    "SELECT pg_is_in_recovery(), \
-                     CASE WHEN NOT pg_is_in_recovery() THEN 0::float8 \
-                          WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0::float8 \
-                          ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8, 0::float8) END",
-                    &[],
-                )
-                .await
-                .map_err(|e| CheckFailure::Postgres(pg_error(&e)));
-            let row = row?;
-            let replica: bool = row
-                .try_get(0)
-                .map_err(|e| CheckFailure::Postgres(pg_error(&e)))?;
-            let lag_s: f64 = row
-                .try_get(1)
-                .map_err(|e| CheckFailure::Postgres(pg_error(&e)))?;
-            // the value comes from the checked server: never trust it to be sane
-            let lag = Duration::try_from_secs_f64(lag_s.max(0.0))
-                .map_err(|_| CheckFailure::Postgres(format!("nonsensical replica lag {lag_s}")))?;
-            match (role, replica) {
-                (PgRole::Primary, true) | (PgRole::Replica, false) => {
-                    return Err(CheckFailure::Role {
-                        want: *role,
-                        replica,
-                    })
-                }
-                _ => {}
-            }
-            if replica && !max_replica_lag.is_zero() && lag > *max_replica_lag {
-                return Err(CheckFailure::Lag {
-                    lag,
-                    max: *max_replica_lag,
-                });
-            }
-            Ok(if replica {
-                format!("replica, lag {:.1}s", lag.as_secs_f64())
-            } else {
-                "primary".into()
-            })
+            let (client, conn_task) = pg_session(&mut cfg, addr, send_proxy, ssl).await?;
+            let verdict = pg_verdict(&client, *role, *max_replica_lag).await;
+            // the session ends as a client ends it (Terminate, and over TLS a
+            // close_notify), or the server logs an unexpected EOF per check
+            drop(client);
+            let _ = tokio::time::timeout(Duration::from_millis(500), conn_task).await;
+            verdict
         }
     }
+}
+
+/// What a postgres check's session says of the server: its role and lag,
+/// against what the check wants.
+async fn pg_verdict(
+    client: &tokio_postgres::Client,
+    role: PgRole,
+    max_replica_lag: Duration,
+) -> Result<String, CheckFailure> {
+    // Lag is 0 on a primary and on a replica that has replayed all it
+    // received (an idle primary would otherwise look like growing lag).
+    let row = client
+        .query_one(
+            "SELECT pg_is_in_recovery(), \
+             CASE WHEN NOT pg_is_in_recovery() THEN 0::float8 \
+                  WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0::float8 \
+                  ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8, 0::float8) END",
+            &[],
+        )
+        .await
+        .map_err(|e| CheckFailure::Postgres(pg_error(&e)));
+    let row = row?;
+    let replica: bool = row
+        .try_get(0)
+        .map_err(|e| CheckFailure::Postgres(pg_error(&e)))?;
+    let lag_s: f64 = row
+        .try_get(1)
+        .map_err(|e| CheckFailure::Postgres(pg_error(&e)))?;
+    // the value comes from the checked server: never trust it to be sane
+    let lag = Duration::try_from_secs_f64(lag_s.max(0.0))
+        .map_err(|_| CheckFailure::Postgres(format!("nonsensical replica lag {lag_s}")))?;
+    match (role, replica) {
+        (PgRole::Primary, true) | (PgRole::Replica, false) => {
+            return Err(CheckFailure::Role {
+                want: role,
+                replica,
+            })
+        }
+        _ => {}
+    }
+    if replica && !max_replica_lag.is_zero() && lag > max_replica_lag {
+        return Err(CheckFailure::Lag {
+            lag,
+            max: max_replica_lag,
+        });
+    }
+    Ok(if replica {
+        format!("replica, lag {:.1}s", lag.as_secs_f64())
+    } else {
+        "primary".into()
+    })
 }
 
 /// A postgres check's session, on a connection of its own as every check's

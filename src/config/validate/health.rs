@@ -211,6 +211,15 @@ pub(super) fn postgres_ssl(
         );
         return None;
     };
+    // libpq refuses this too: any publicly issued certificate, for any
+    // name, would pass
+    if mode == PgSslMode::VerifyCa && ca.as_ref().is_some_and(|c| !c.from_file()) {
+        p.add(
+            &at.key("ssl"),
+            "\"verify-ca\" with the OS trust store (ca = \"system\", or a [pool.tls] without its own ca) accepts any publicly issued certificate for any name: use \"verify-full\", or give the file of the CA that signs your servers' certificates",
+        );
+        return None;
+    }
     let server_name = pool_tls.and_then(|t| t.server_name.clone());
     match PgTls::build(mode, ca, crl, server_name) {
         Ok(t) => Some(Box::new(t)),
