@@ -571,4 +571,19 @@ async fn a_sync_redis_ran_without_answering_is_counted_once() {
     .await;
     assert_eq!(redis.quota_count("thousand").await, 15);
     wait_used(&a, "thousand", "once", 15).await;
+    // what Redis keeps of it: the number of each node's last batch, one key
+    // per node (however many batches, and however long an outage lasts)
+    let mut c = redis.conn().await.unwrap();
+    let marks: Vec<String> = redis::cmd("KEYS")
+        .arg("rampart:batch:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(!marks.is_empty() && marks.len() <= 2, "{marks:?}");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&marks[0])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(ttl > 3600, "{ttl}");
 }

@@ -164,26 +164,36 @@ fn give_back(limiters: &[Arc<Limiter>], batch: &[Item]) {
 /// they come evenly (from `now` they would look like a burst and a key well
 /// under its rate would be refused after each sync).
 ///
-/// ARGV[1] names the batch (`{prefix}batch:{node}:{n}`): the first run of a
-/// batch marks the name for a minute (a node sends an unanswered batch again
-/// every interval, so its second run comes well within that; the marks of a
-/// node syncing every 100 ms take about 600 small keys), and a run that finds
-/// it marked adds
-/// nothing and only answers. A node that saw no answer (a timeout: Redis may
-/// have run the batch, or may still run it from its socket buffer) sends the
-/// same batch under the same name until it gets one, so it is counted once.
+/// ARGV[1] is the node's mark (`{prefix}batch:{node}`: the sequence number of
+/// its last batch that counted, kept a day) and ARGV[2] this batch's number
+/// (0: it counts nothing, and needs no mark). A node's batches go out in
+/// order, one at a time, so a batch numbered at or below the mark has been
+/// counted: it adds nothing and only answers. A node that saw no answer (a
+/// timeout: Redis may have run the batch, or may still run it from its
+/// socket buffer) sends the same batch, numbered the same, until it gets one,
+/// so it is counted once however long that takes. Values under the prefix
+/// that are not numbers count as 0.
 const SCRIPT: &str = r#"
 redis.replicate_commands()
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {}
-local fresh = redis.call('SET', ARGV[1], '1', 'NX', 'EX', 60)
-local i = 2
+local fresh = true
+local seq = tonumber(ARGV[2])
+if seq > 0 then
+  local last = tonumber(redis.call('GET', ARGV[1]) or '0') or 0
+  if seq <= last then
+    fresh = false
+  else
+    redis.call('SET', ARGV[1], ARGV[2], 'EX', 86400)
+  end
+end
+local i = 3
 local nr = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nr do
   local k, n, T, span = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]); i = i + 4
   if not fresh then n = 0 end
-  local tat = tonumber(redis.call('GET', k) or '0')
+  local tat = tonumber(redis.call('GET', k) or '0') or 0
   if n > 0 then
     if tat < now - span then tat = now - span end
     tat = tat + n * T
@@ -198,7 +208,7 @@ local nq = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nq do
   local k, n, ttl, floor = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]); i = i + 4
   if not fresh then n = 0 end
-  local used = tonumber(redis.call('GET', k) or '0')
+  local used = tonumber(redis.call('GET', k) or '0') or 0
   if used < floor then
     used = floor
     redis.call('SET', k, floor, 'EX', ttl)
@@ -254,9 +264,19 @@ pub async fn run(current: impl Fn() -> Current + Send, stop: tokio_util::sync::C
             continue;
         };
         let timeout = (interval * 5).clamp(Duration::from_millis(200), Duration::from_secs(2));
+        let mark = format!("{}batch:{node:016x}", link.cfg.key_prefix);
         if let Some((id, old, limits)) = unanswered.take() {
-            let name = batch_name(&link, node, id);
-            match sync_once(&link, &mut conn, &script, &limits, &old, &name, timeout).await {
+            match sync_once(
+                &link,
+                &mut conn,
+                &script,
+                &limits,
+                &old,
+                (&mark, id),
+                timeout,
+            )
+            .await
+            {
                 Ok(answers) => {
                     apply(&limits, &old, &answers);
                     link.came_up(old.len());
@@ -286,15 +306,21 @@ pub async fn run(current: impl Fn() -> Current + Send, stop: tokio_util::sync::C
             }
             continue;
         }
-        seq += 1;
-        let name = batch_name(&link, node, seq);
+        // (a batch that counts nothing is not numbered: run twice, it does
+        // no harm)
+        let id = if batch.iter().any(|it| it.p.rate_n > 0 || it.p.quota_n > 0) {
+            seq += 1;
+            seq
+        } else {
+            0
+        };
         match sync_once(
             &link,
             &mut conn,
             &script,
             &snap.limits,
             &batch,
-            &name,
+            (&mark, id),
             timeout,
         )
         .await
@@ -309,10 +335,12 @@ pub async fn run(current: impl Fn() -> Current + Send, stop: tokio_util::sync::C
                 match e {
                     // never sent: its counts go back to pending
                     SyncError::Unsent(_) => give_back(&snap.limits, &batch),
-                    // perhaps run: sent again as it is, under its name
-                    SyncError::Unanswered(_) => {
-                        unanswered = Some((seq, std::mem::take(&mut batch), snap.limits.clone()));
+                    // perhaps run: sent again as it is, numbered the same
+                    SyncError::Unanswered(_) if id > 0 => {
+                        unanswered = Some((id, std::mem::take(&mut batch), snap.limits.clone()));
                     }
+                    // (counting nothing, it is just taken again)
+                    SyncError::Unanswered(_) => {}
                 }
             }
         }
@@ -325,28 +353,25 @@ pub async fn run(current: impl Fn() -> Current + Send, stop: tokio_util::sync::C
 /// Why a sync failed: whether Redis may have run the batch.
 #[derive(Debug, thiserror::Error)]
 enum SyncError {
-    /// Nothing was sent (no connection).
+    /// Not run: nothing was sent (no connection), or Redis answered with an
+    /// error (busy, loading, out of memory, a script error).
     #[error("{0}")]
     Unsent(String),
-    /// Sent, and no usable answer came: Redis may have run it.
+    /// Sent, and no answer came (a timeout, the connection lost): Redis may
+    /// have run it.
     #[error("{0}")]
     Unanswered(String),
 }
 
-/// The store's name of batch `seq` of node `node`.
-fn batch_name(link: &Link, node: u64, seq: u64) -> String {
-    format!("{}batch:{node:016x}:{seq}", link.cfg.key_prefix)
-}
-
-/// One batch to Redis (connecting first if need be), named `name`: the
-/// script's answers.
+/// One batch to Redis (connecting first if need be), numbered `id` under the
+/// node's `mark`: the script's answers.
 async fn sync_once(
     link: &Link,
     conn: &mut Option<(String, redis::aio::MultiplexedConnection)>,
     script: &redis::Script,
     limiters: &[Arc<Limiter>],
     batch: &[Item],
-    name: &str,
+    (mark, id): (&str, u64),
     timeout: Duration,
 ) -> Result<Vec<i64>, SyncError> {
     if conn.as_ref().is_none_or(|(url, _)| *url != link.cfg.url) {
@@ -367,7 +392,7 @@ async fn sync_once(
     let prefix = &link.cfg.key_prefix;
     let unix = crate::clock::unix_now();
     let mut inv = script.prepare_invoke();
-    inv.arg(name);
+    inv.arg(mark).arg(id);
     let rates: Vec<&Item> = batch.iter().filter(|it| it.p.t_ns > 0).collect();
     let quotas: Vec<&Item> = batch.iter().filter(|it| it.p.q_len > 0).collect();
     inv.arg(rates.len());
@@ -389,11 +414,16 @@ async fn sync_once(
             .arg(ttl)
             .arg(it.floor);
     }
-    let answers: Vec<i64> = inv
-        .invoke_async(c)
-        .await
-        .map_err(|e| SyncError::Unanswered(format!("script: {e}")))?;
+    let answers: Vec<i64> = inv.invoke_async(c).await.map_err(|e| {
+        let text = format!("script: {e}");
+        if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() {
+            SyncError::Unanswered(text)
+        } else {
+            SyncError::Unsent(text)
+        }
+    })?;
     if answers.len() != rates.len() + quotas.len() {
+        // (it ran, and marked the batch: sent again, it answers only)
         return Err(SyncError::Unanswered(format!(
             "script answered {} values for {} keys",
             answers.len(),
