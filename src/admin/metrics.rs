@@ -471,12 +471,12 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     );
     let crl_next = gauge(
         "rampart_tls_crl_next_update_timestamp_seconds",
-        "When a listener's client CRL goes stale (its earliest nextUpdate, seconds since the epoch): from then on every client certificate it covers is refused",
+        "When a listener's client CRL goes stale (its earliest nextUpdate, seconds since the epoch): from then on every full handshake with a client certificate it covers is refused",
         &["listener", "crl"],
     );
     let pool_crl_next = gauge(
         "rampart_pool_tls_crl_next_update_timestamp_seconds",
-        "When a pool's CRL goes stale (its earliest nextUpdate, seconds since the epoch): from then on every server certificate it covers is refused",
+        "When a pool's CRL goes stale (its earliest nextUpdate, seconds since the epoch): from then on every full handshake with a server certificate it covers is refused",
         &["pool", "crl"],
     );
     for pool in &snap.pools {

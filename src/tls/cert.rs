@@ -75,12 +75,8 @@ pub enum CertError {
         index: usize,
         reason: String,
     },
-    #[error("{path}: the CRL of {issuer} went stale on {expired} (its nextUpdate): give a fresh one (nginx and HAProxy would refuse every certificate it covers)")]
-    CrlExpired {
-        path: String,
-        issuer: String,
-        expired: String,
-    },
+    #[error("{path}: two CRLs of {issuer}: only the first would be read (rustls takes the first of an issuer, where OpenSSL takes the newest); keep the newest alone")]
+    CrlTwice { path: String, issuer: String },
     #[error("{path}: the certificate ({subject}) expired on {expired}")]
     Expired {
         path: String,
@@ -306,6 +302,10 @@ impl CertFile {
 pub struct CaFile {
     pub path: PathBuf,
     bytes: Vec<u8>,
+    /// The OS trust store's roots, hashed (0 for a file, whose bytes say it):
+    /// a reload that finds them changed (a root distrusted by an update)
+    /// builds the TLS config anew.
+    system: u64,
     pub roots: Arc<rustls::RootCertStore>,
 }
 
@@ -318,7 +318,7 @@ impl CaFile {
 
 impl PartialEq for CaFile {
     fn eq(&self, other: &Self) -> bool {
-        self.path == other.path && self.bytes == other.bytes
+        self.path == other.path && self.bytes == other.bytes && self.system == other.system
     }
 }
 
@@ -350,6 +350,7 @@ impl CaFile {
         Ok(CaFile {
             path: path.to_path_buf(),
             bytes,
+            system: 0,
             roots: Arc::new(roots),
         })
     }
@@ -357,6 +358,14 @@ impl CaFile {
     /// The system's trusted roots (/etc/ssl/certs and the like).
     pub fn system() -> Result<CaFile, CertError> {
         let found = rustls_native_certs::load_native_certs();
+        let system = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for c in &found.certs {
+                c.as_ref().hash(&mut h);
+            }
+            h.finish()
+        };
         let mut roots = rustls::RootCertStore::empty();
         let (added, _) = roots.add_parsable_certificates(found.certs);
         if added == 0 {
@@ -371,25 +380,31 @@ impl CaFile {
         Ok(CaFile {
             path: PathBuf::from("system"),
             bytes: Vec::new(),
+            system,
             roots: Arc::new(roots),
         })
     }
 }
 
 /// A PEM file of certificate revocation lists (a listener's `client_crl`, a
-/// pool's `crl`), checked when the config is read: every CRL parses and none
-/// is past its nextUpdate (OpenSSL, and so nginx and HAProxy, refuse every
-/// certificate a stale CRL covers; rampart refuses the stale file instead, and
-/// a running proxy whose CRL goes stale refuses as they do).
+/// pool's `crl`), checked when the config is read: every CRL parses, and no
+/// two are of one issuer (and issuing distribution point). A CRL past its
+/// nextUpdate is loaded with a warning: as in nginx and HAProxy, every
+/// certificate it covers is then refused, and an unrelated reload is not.
+/// Cloned with the pool's or listener's TLS config (a DNS refresh clones
+/// it): its contents are shared.
+#[derive(Clone)]
 pub struct CrlFile {
     pub path: PathBuf,
-    bytes: Vec<u8>,
-    pub crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
+    bytes: Arc<[u8]>,
+    pub crls: Arc<[rustls_pki_types::CertificateRevocationListDer<'static>]>,
     /// Each CRL's issuer, DER (its distinguished name), then as text.
-    pub issuers: Vec<(Vec<u8>, String)>,
+    pub issuers: Arc<[(Vec<u8>, String)]>,
     /// The earliest nextUpdate of the file's CRLs, seconds since the epoch
-    /// (None when no CRL has one: then it never goes stale).
+    /// (None when no CRL has one: then it never goes stale), and the issuer
+    /// of that CRL.
     pub next_update: Option<i64>,
+    stalest: String,
 }
 
 impl PartialEq for CrlFile {
@@ -405,18 +420,6 @@ impl std::fmt::Debug for CrlFile {
             .field("crls", &self.crls.len())
             .field("next_update", &self.next_update)
             .finish()
-    }
-}
-
-impl Clone for CrlFile {
-    fn clone(&self) -> Self {
-        CrlFile {
-            path: self.path.clone(),
-            bytes: self.bytes.clone(),
-            crls: self.crls.clone(),
-            issuers: self.issuers.clone(),
-            next_update: self.next_update,
-        }
     }
 }
 
@@ -440,9 +443,11 @@ impl CrlFile {
         if crls.is_empty() {
             return Err(CertError::NoCrl { path: p() });
         }
-        let now = now();
         let mut issuers = Vec::with_capacity(crls.len());
+        // (issuer, issuing distribution point) of each, to find one twice
+        let mut scopes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(crls.len());
         let mut next_update: Option<i64> = None;
+        let mut stalest = String::new();
         for (index, der) in crls.iter().enumerate() {
             let bad = |reason: String| CertError::CrlParse {
                 path: p(),
@@ -455,25 +460,48 @@ impl CrlFile {
             webpki::OwnedCertRevocationList::from_der(der.as_ref())
                 .map_err(|e| bad(format!("{e:?}")))?;
             let issuer = crl.issuer();
+            let idp = crl
+                .extensions()
+                .iter()
+                .find(|e| {
+                    e.oid == x509_parser::oid_registry::OID_X509_EXT_ISSUER_DISTRIBUTION_POINT
+                })
+                .map(|e| e.value.to_vec());
+            let scope = (issuer.as_raw().to_vec(), idp);
+            if scopes.contains(&scope) {
+                return Err(CertError::CrlTwice {
+                    path: p(),
+                    issuer: issuer.to_string(),
+                });
+            }
+            scopes.push(scope);
             if let Some(next) = crl.next_update().map(|t| t.timestamp()) {
-                if next < now {
-                    return Err(CertError::CrlExpired {
-                        path: p(),
-                        issuer: issuer.to_string(),
-                        expired: utc(next),
-                    });
+                if next_update.is_none_or(|n| next < n) {
+                    next_update = Some(next);
+                    stalest = issuer.to_string();
                 }
-                next_update = Some(next_update.map_or(next, |n| n.min(next)));
             }
             issuers.push((issuer.as_raw().to_vec(), issuer.to_string()));
         }
         Ok(CrlFile {
             path: path.to_path_buf(),
-            bytes,
-            crls,
-            issuers,
+            bytes: bytes.into(),
+            crls: crls.into(),
+            issuers: issuers.into(),
             next_update,
+            stalest,
         })
+    }
+
+    /// Whether a CRL of the file is past its nextUpdate, as a warning.
+    pub fn stale(&self) -> Option<String> {
+        let next = self.next_update.filter(|&n| n < now())?;
+        Some(format!(
+            "{}: the CRL of {} went stale on {} (its nextUpdate): every certificate it covers is refused until a fresh one is given (as nginx and HAProxy refuse them)",
+            self.path.display(),
+            self.stalest,
+            utc(next)
+        ))
     }
 
     /// What a CA file and this CRL file say to each other, as warnings: a CRL
@@ -493,7 +521,7 @@ impl CrlFile {
                 .collect(),
             Err(_) => return out,
         };
-        for (raw, name) in &self.issuers {
+        for (raw, name) in self.issuers.iter() {
             if !subjects.iter().any(|(s, _)| s == raw) {
                 out.push(format!(
                     "{}: the CRL of {name} was issued by no certificate of {}: it revokes nothing unless clients send that CA as an intermediate",

@@ -78,8 +78,17 @@ fn load_crl(
     let crl = CrlFile::load(&resolve(base, path))
         .map_err(|e| p.add(at, e.to_string()))
         .ok()?;
-    if let Some(ca) = ca.filter(|c| c.from_file()) {
-        warnings.extend(crl.against(ca).into_iter().map(|w| format!("{at}: {w}")));
+    warnings.extend(crl.stale().map(|w| format!("{at}: {w}")));
+    match ca {
+        Some(ca) if ca.from_file() => {
+            warnings.extend(crl.against(ca).into_iter().map(|w| format!("{at}: {w}")))
+        }
+        // every CA of a public chain would need its CRL here
+        Some(_) => warnings.push(format!(
+            "{at}: with the OS trust store, a server whose chain has a CA without a CRL in {} is refused (its revocation status is unknown): give the file of your servers' CA as ca",
+            crl.path.display()
+        )),
+        None => {}
     }
     Some(crl)
 }
