@@ -231,7 +231,14 @@ impl Limiter {
             match part {
                 KeyPart::ClientIp => match r.src().to_canonical() {
                     std::net::IpAddr::V4(a) => feed(&a.octets()),
-                    std::net::IpAddr::V6(a) => feed(&self.v6_net(a).octets()),
+                    std::net::IpAddr::V6(a) => {
+                        feed(&self.v6_net(a).octets());
+                        // the network is not the address of the same bits
+                        // (2001:db8::/64 is not 2001:db8::), nor a /48 a /64
+                        if self.cfg.ipv6_prefix < 128 {
+                            feed(&[self.cfg.ipv6_prefix]);
+                        }
+                    }
                 },
                 KeyPart::Header(n) => feed(r.header(n).unwrap_or(b"")),
                 KeyPart::Path => feed(r.path().as_bytes()),
@@ -884,6 +891,9 @@ mod tests {
         assert_eq!(each.key_text(&v6), "2001:db8:0:7::1");
         assert_ne!(each.key(&v6), each.key(&same_net));
         assert_eq!(each.key(&mapped), l.key(&mapped), "IPv4 is as it was");
+        // a network and the address of its bits are two keys
+        let net_address = Src("2001:db8:0:7::".parse().unwrap());
+        assert_ne!(l.key(&v6), each.key(&net_address));
     }
 
     /// Rotating through the addresses of one /64 gets no fresh budget.
