@@ -706,10 +706,13 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         for p in ha.peers() {
             seen.with_label_values(&[p.node_id.as_str()])
                 .set(p.ago.as_secs_f64());
-            for k in crate::ha::keys::KeyUsed::ALL {
-                peer_key
-                    .with_label_values(&[p.node_id.as_str(), k.label()])
-                    .set(i64::from(p.key == Some(k)));
+            // (none for a peer heard without a key: auth = "none")
+            if p.key.is_some() {
+                for k in crate::ha::keys::KeyUsed::ALL {
+                    peer_key
+                        .with_label_values(&[p.node_id.as_str(), k.label()])
+                        .set(i64::from(p.key == Some(k)));
+                }
             }
         }
         for c in [&st, &prio, &peer_key] {
