@@ -29,9 +29,9 @@
 //! pending counts, and tries again every interval; once a sync succeeds the
 //! counts kept meanwhile are sent and limits are shared again. A batch that
 //! was sent and not answered (a timeout) may have been run, or may still be
-//! run from Redis's socket buffer: it is sent again as it was, under its name,
+//! run from Redis's socket buffer: it is sent again as it was, numbered the same,
 //! before anything else, and the script adds a batch only the first time it
-//! sees its name, so every admitted request is counted once.
+//! sees its number, so every admitted request is counted once.
 
 use super::link::{Link, Pend};
 use super::{Limiter, SHARDS};
@@ -171,17 +171,34 @@ fn give_back(limiters: &[Arc<Limiter>], batch: &[Item]) {
 /// counted: it adds nothing and only answers. A node that saw no answer (a
 /// timeout: Redis may have run the batch, or may still run it from its
 /// socket buffer) sends the same batch, numbered the same, until it gets one,
-/// so it is counted once however long that takes. Values under the prefix
-/// that are not numbers count as 0.
+/// so it is counted once however long that takes. A value under the prefix
+/// that is not a number (another type, text) is reset to 0 before anything
+/// is written, so that no write of the script fails halfway (Redis does not
+/// roll a script back).
 const SCRIPT: &str = r#"
 redis.replicate_commands()
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {}
+-- a number under our prefix; a key there that holds anything else (another
+-- type, text) is ours to reset, so that no write below can fail
+local function num(k)
+  local v = redis.pcall('GET', k)
+  if type(v) == 'table' then
+    redis.call('DEL', k)
+    return 0
+  end
+  local n = tonumber(v or '0')
+  if n == nil then
+    redis.call('DEL', k)
+    return 0
+  end
+  return n
+end
 local fresh = true
 local seq = tonumber(ARGV[2])
 if seq > 0 then
-  local last = tonumber(redis.call('GET', ARGV[1]) or '0') or 0
+  local last = num(ARGV[1])
   if seq <= last then
     fresh = false
   else
@@ -193,7 +210,7 @@ local nr = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nr do
   local k, n, T, span = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]); i = i + 4
   if not fresh then n = 0 end
-  local tat = tonumber(redis.call('GET', k) or '0') or 0
+  local tat = num(k)
   if n > 0 then
     if tat < now - span then tat = now - span end
     tat = tat + n * T
@@ -208,7 +225,7 @@ local nq = tonumber(ARGV[i]); i = i + 1
 for _ = 1, nq do
   local k, n, ttl, floor = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]); i = i + 4
   if not fresh then n = 0 end
-  local used = tonumber(redis.call('GET', k) or '0') or 0
+  local used = num(k)
   if used < floor then
     used = floor
     redis.call('SET', k, floor, 'EX', ttl)
@@ -236,10 +253,10 @@ pub async fn run(current: impl Fn() -> Current + Send, stop: tokio_util::sync::C
     let mut conn: Option<(String, redis::aio::MultiplexedConnection)> = None;
     let mut batch: Vec<Item> = Vec::new();
     let mut start = 0usize;
-    // this process's batches are named `{node}:{seq}`
+    // this process's batches are numbered `seq` under its mark `{node}`
     let node = fastrand::u64(..);
     let mut seq = 0u64;
-    // a batch sent without an answer: sent again, under its name, before
+    // a batch sent without an answer: sent again, numbered the same, before
     // anything else (its counts are not pending any more: they are in it),
     // with the limits it was taken from (its items name them by index)
     let mut unanswered: Option<(u64, Vec<Item>, Vec<Arc<Limiter>>)> = None;
@@ -353,12 +370,12 @@ pub async fn run(current: impl Fn() -> Current + Send, stop: tokio_util::sync::C
 /// Why a sync failed: whether Redis may have run the batch.
 #[derive(Debug, thiserror::Error)]
 enum SyncError {
-    /// Not run: nothing was sent (no connection), or Redis answered with an
-    /// error (busy, loading, out of memory, a script error).
+    /// Not run: nothing was sent (no connection), or Redis refused it before
+    /// running it (busy, loading, out of memory, a read-only replica).
     #[error("{0}")]
     Unsent(String),
-    /// Sent, and no answer came (a timeout, the connection lost): Redis may
-    /// have run it.
+    /// Sent, and no answer came (a timeout, the connection lost), or an
+    /// error from inside the script: Redis may have run it, or part of it.
     #[error("{0}")]
     Unanswered(String),
 }
@@ -416,10 +433,14 @@ async fn sync_once(
     }
     let answers: Vec<i64> = inv.invoke_async(c).await.map_err(|e| {
         let text = format!("script: {e}");
-        if e.is_timeout() || e.is_io_error() || e.is_connection_dropped() {
-            SyncError::Unanswered(text)
-        } else {
-            SyncError::Unsent(text)
+        // refused before it ran; anything else may have run, in part (Redis
+        // does not roll a script back): sent again, numbered the same, it
+        // counts nothing twice
+        match e.code() {
+            Some("BUSY" | "LOADING" | "OOM" | "READONLY" | "MASTERDOWN" | "NOSCRIPT") => {
+                SyncError::Unsent(text)
+            }
+            _ => SyncError::Unanswered(text),
         }
     })?;
     if answers.len() != rates.len() + quotas.len() {
