@@ -258,9 +258,12 @@ async fn check_inner(
             let (client, conn_task) = pg_session(&mut cfg, addr, send_proxy, ssl).await?;
             let verdict = pg_verdict(&client, *role, *max_replica_lag).await;
             // the session ends as a client ends it (Terminate, and over TLS a
-            // close_notify), or the server logs an unexpected EOF per check
+            // close_notify), or the server logs an unexpected EOF per check;
+            // off the check's clock, so a verdict made is not a timeout
             drop(client);
-            let _ = tokio::time::timeout(Duration::from_millis(500), conn_task).await;
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_millis(500), conn_task).await;
+            });
             verdict
         }
     }
@@ -319,7 +322,8 @@ async fn pg_verdict(
 
 /// A postgres check's session, on a connection of its own as every check's
 /// (the PROXY header first, with `send_proxy`), over TLS as `ssl` says (None:
-/// `disable`); its connection task is aborted however the check ends.
+/// `disable`); its connection task is aborted if the check ends before its
+/// verdict (a timeout), else given 500 ms to end the session cleanly.
 async fn pg_session(
     cfg: &mut tokio_postgres::Config,
     addr: SocketAddr,

@@ -537,10 +537,6 @@ where
         if up.done && down.done {
             return Poll::Ready(h.broke.unwrap_or(End::Ok));
         }
-        if up.sink && down.sink {
-            // both writers broke: both sockets are gone, nothing is left to deliver
-            return Poll::Ready(h.broke.unwrap_or(End::Ok));
-        }
         if linger.is_none() && (up.done || up.sink) && (down.done || down.sink) {
             // One direction passed everything on with its EOF; the other only
             // drains the socket that went to. Its peer closes once it has read
@@ -632,6 +628,7 @@ impl Halves {
                 // a TLS peer that closed (or half-closed) without close_notify:
                 // its EOF, as HAProxy and nginx read it; the answer it waits
                 // for still goes to it
+                tracing::debug!(up, "a TLS peer closed without close_notify");
                 this.eof = true;
                 continue;
             }
