@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 /// Why a check failed.
 #[derive(Debug, Clone, PartialEq)]
@@ -261,9 +262,12 @@ async fn check_inner(
             // close_notify), or the server logs an unexpected EOF per check;
             // off the check's clock, so a verdict made is not a timeout
             drop(client);
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_millis(500), conn_task).await;
-            });
+            tokio::spawn(
+                async move {
+                    let _ = tokio::time::timeout(Duration::from_millis(500), conn_task).await;
+                }
+                .instrument(tracing::debug_span!("postgres check end", %addr)),
+            );
             verdict
         }
     }
