@@ -546,8 +546,8 @@ async fn a_count_the_store_never_saw_seeds_it() {
 
 /// A sync Redis runs but does not answer in time (it hangs, then goes on
 /// and runs what waited in its socket buffer) is counted once: the node
-/// sends that batch again under its name until an answer comes, and Redis
-/// adds a batch it has seen nothing for.
+/// sends that batch again, numbered the same, until an answer comes, and
+/// Redis counts only a number above the node's last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_redis_ran_without_answering_is_counted_once() {
     let port = common_port(&["127.0.0.1"]);

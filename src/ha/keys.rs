@@ -184,7 +184,8 @@ impl KeyRing {
 
 #[cfg(test)]
 mod tests {
-    use super::super::wire::{ReplayGuard, WireState};
+    use super::super::wire::tests::advert;
+    use super::super::wire::ReplayGuard;
     use super::*;
 
     const OLD: &[u8] = &[1u8; 32];
@@ -202,18 +203,6 @@ mod tests {
         HaKey::Hmac {
             key: key.to_vec(),
             previous: previous.map(<[u8]>::to_vec),
-        }
-    }
-
-    fn advert(seq: u64) -> Advert {
-        Advert {
-            state: WireState::Master,
-            priority: 150,
-            interval_ms: 1000,
-            node_id: "lb-a".into(),
-            boot_id: 1_700_000_000_000,
-            seq,
-            timestamp_ms: 1_700_000_000_123,
         }
     }
 

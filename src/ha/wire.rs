@@ -264,17 +264,22 @@ impl ReplayGuard {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn sample() -> Advert {
+        advert(42)
+    }
+
+    /// A MASTER's advert of sequence number `seq` (for the key ring's tests too).
+    pub(in crate::ha) fn advert(seq: u64) -> Advert {
         Advert {
             state: WireState::Master,
             priority: 150,
             interval_ms: 1000,
             node_id: "lb-a".into(),
             boot_id: 1_700_000_000_000,
-            seq: 42,
+            seq,
             timestamp_ms: 1_700_000_000_123,
         }
     }
