@@ -303,7 +303,7 @@ impl Limiter {
             self.check(key, rate, burst, now)?;
         }
         if let Some(q) = quota {
-            if let Err(over) = self.quota_check(key, q, String::new, unix, true) {
+            if let Err(over) = self.quota_check(key, q, text, unix, true) {
                 // used up since the first look (by another request): this
                 // one passed the rate, which it gives back
                 if let Some(rate) = rate {
@@ -388,38 +388,26 @@ impl Limiter {
                 w: len,
             });
         }
-        if !count {
-            if !m.contains_key(&key) {
-                let per_shard = (self.cfg.max_keys / SHARDS).max(1);
-                if m.len() >= per_shard {
-                    // full: keys of past windows go first, else any one
-                    let old: Vec<u64> = m
-                        .iter()
-                        .take(8)
-                        .filter(|(_, e)| e.window != unix / e.len.max(1))
-                        .map(|(k, _)| *k)
-                        .collect();
-                    if old.is_empty() {
-                        if let Some(k) = m.keys().next().copied() {
-                            m.remove(&k);
-                        }
-                    }
-                    for k in old {
-                        m.remove(&k);
-                    }
-                }
-                m.insert(
-                    key,
-                    QuotaEntry {
-                        key: bounded_key(text()),
-                        window: current,
-                        len,
-                        used: 0,
-                        synced: None,
-                        seed: 0,
-                    },
-                );
+        if !m.contains_key(&key) {
+            // (made at the first look; made again at the count if another
+            // key's took its place in between)
+            let per_shard = (self.cfg.max_keys / SHARDS).max(1);
+            if m.len() >= per_shard {
+                evict_quota(&mut m, unix);
             }
+            m.insert(
+                key,
+                QuotaEntry {
+                    key: bounded_key(text()),
+                    window: current,
+                    len,
+                    used: 0,
+                    synced: None,
+                    seed: 0,
+                },
+            );
+        }
+        if !count {
             return Ok(());
         }
         if let Some(e) = m.get_mut(&key) {
@@ -693,6 +681,33 @@ impl Limiter {
                 p.rate_n = p.rate_n.saturating_sub(1);
             }
         }
+    }
+}
+
+/// Makes room in a full quota shard: of a small sample (8 entries, not a
+/// scan, so a flood of new keys costs O(1) each), the entries of ended windows
+/// go, or else the one that used the least of its quota. A flood of keys used
+/// once each then takes the place of its own kind, not of a key that has used
+/// much of its quota, which an eviction would give a fresh one (as the oldest
+/// or first entry did).
+fn evict_quota(m: &mut Table<QuotaEntry>, unix: u64) {
+    let mut ended = [0u64; 8];
+    let mut n = 0;
+    let mut least: Option<(u64, u64)> = None;
+    for (&k, e) in m.iter().take(8) {
+        if e.window != unix / e.len.max(1) {
+            ended[n] = k;
+            n += 1;
+        } else if least.is_none_or(|(_, used)| e.used < used) {
+            least = Some((k, e.used));
+        }
+    }
+    if n > 0 {
+        for k in &ended[..n] {
+            m.remove(k);
+        }
+    } else if let Some((k, _)) = least {
+        m.remove(&k);
     }
 }
 
@@ -1138,6 +1153,35 @@ mod tests {
         let restored = l.quotas(Some(other), noon);
         assert_eq!(restored.len(), 1);
         assert!(restored[0].key.len() <= MAX_KEY_TEXT + 20);
+    }
+
+    /// A full quota table makes room from the keys that used the least: a
+    /// flood of new keys, each used once, does not wipe the count of a key
+    /// that used most of its quota (evicting it gave it a fresh one).
+    #[test]
+    fn a_flood_of_new_keys_does_not_reset_a_used_quota() {
+        let mut cfg = daily_quota(100).cfg;
+        cfg.max_keys = 8 * SHARDS;
+        let l = Limiter::new(cfg, Arc::default(), None);
+        let q = (100, Duration::from_secs(86_400));
+        let noon = 1_795_953_600 + 12 * 3600;
+        // keys of one shard (the victim is key 0)
+        let admit = |k: u64| {
+            l.quota_check(k * SHARDS as u64, q, || format!("k{k}"), noon, false)?;
+            l.quota_check(k * SHARDS as u64, q, || format!("k{k}"), noon, true)
+        };
+        for _ in 0..90 {
+            assert!(admit(0).is_ok());
+        }
+        for k in 1..20_000 {
+            assert!(admit(k).is_ok());
+            assert!(l.store.quota_len() <= 8, "{} keys", l.store.quota_len());
+        }
+        assert_eq!(l.quotas(Some("k0"), noon)[0].used, 90);
+        for _ in 0..10 {
+            assert!(admit(0).is_ok());
+        }
+        assert!(admit(0).is_err(), "the quota of 100 was used up");
     }
 
     #[test]
