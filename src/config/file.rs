@@ -535,6 +535,35 @@ fn default_handshake_timeout() -> Dur {
     Dur(Duration::from_secs(10))
 }
 
+/// `[pool.cookie]`: persistence by a cookie rampart inserts in responses
+/// (HAProxy's `cookie NAME insert indirect nocache`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CookieFile {
+    pub name: String,
+    /// A secret hashed into each server's value with its address.
+    pub key: Option<String>,
+    /// The cookie is taken out of requests before they reach the server.
+    #[serde(default = "default_true")]
+    pub indirect: bool,
+    /// A response that sets the cookie gets `Cache-Control: private`.
+    #[serde(default = "default_true")]
+    pub nocache: bool,
+    #[serde(default = "default_true")]
+    pub httponly: bool,
+    #[serde(default)]
+    pub secure: bool,
+    pub domain: Option<String>,
+    #[serde(default = "default_cookie_path")]
+    pub path: String,
+    pub max_age: Option<Dur>,
+    pub same_site: Option<String>,
+}
+
+fn default_cookie_path() -> String {
+    "/".into()
+}
+
 /// `[pool.tls]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -753,6 +782,8 @@ pub struct PoolFile {
     pub protocol: Option<String>,
     /// `[pool.http2]`: the HTTP/2 client's settings (with protocol = "h2").
     pub http2: Option<PoolHttp2File>,
+    /// `[pool.cookie]`: a client stays on the server a cookie names.
+    pub cookie: Option<CookieFile>,
     #[serde(default, rename = "server")]
     pub servers: Vec<ServerFile>,
 }
@@ -950,6 +981,9 @@ pub struct ServerFile {
     /// Used only when no non-backup server of the pool is available.
     #[serde(default)]
     pub backup: bool,
+    /// With `[pool.cookie]`: this server's value of the cookie (HAProxy's
+    /// `cookie` on a server); else a hash of its address.
+    pub cookie: Option<String>,
 }
 
 fn default_weight() -> u32 {

@@ -182,6 +182,133 @@ name = "api"
         }
     }
 
+    /// `[pool.cookie]`: its attributes as `Set-Cookie` writes them, and every
+    /// value that would make a broken cookie refused with its key.
+    #[test]
+    fn a_pool_cookie_is_checked() {
+        let with = |cookie: &str, server: &str| {
+            GOOD.replace(
+                "  [[pool.server]]\n  address = \"127.0.0.2:8000\"\n",
+                &format!("  [pool.cookie]\n{cookie}\n  [[pool.server]]\n  address = \"127.0.0.2:8000\"\n{server}\n  [[pool.server]]\n  address = \"127.0.0.3:8000\"\n  cookie = \"b\"\n"),
+            )
+        };
+        let cfg = parse(
+            &with(
+                "name = \"SRV\"\nsecure = true\ndomain = \"example.com\"\nmax_age = \"1h\"\nsame_site = \"none\"",
+                "cookie = \"a\"",
+            ),
+            "t.toml",
+        )
+        .expect("valid");
+        let c = cfg.pools[0].cookie.as_ref().unwrap();
+        assert_eq!(
+            c.attributes,
+            "; Path=/; Domain=example.com; Max-Age=3600; Secure; HttpOnly; SameSite=None"
+        );
+        assert_eq!(c.values.len(), 2);
+        assert!(c.indirect && c.nocache);
+        for (cookie, server, key, why) in [
+            (
+                "name = \"S RV\"",
+                "",
+                "pool[0].cookie.name",
+                "not a cookie name",
+            ),
+            (
+                "name = \"\"",
+                "",
+                "pool[0].cookie.name",
+                "not a cookie name",
+            ),
+            (
+                "name = \"S\"\npath = \"/a;b\"",
+                "",
+                "pool[0].cookie.path",
+                "not a cookie path",
+            ),
+            (
+                "name = \"S\"\npath = \"a\"",
+                "",
+                "pool[0].cookie.path",
+                "not a cookie path",
+            ),
+            (
+                "name = \"S\"\ndomain = \"a b\"",
+                "",
+                "pool[0].cookie.domain",
+                "not a cookie domain",
+            ),
+            (
+                "name = \"S\"\nmax_age = \"1500ms\"",
+                "",
+                "pool[0].cookie.max_age",
+                "whole number",
+            ),
+            (
+                "name = \"S\"\nsame_site = \"None\"",
+                "",
+                "pool[0].cookie.same_site",
+                "secure = true",
+            ),
+            (
+                "name = \"S\"\nsame_site = \"loose\"",
+                "",
+                "pool[0].cookie.same_site",
+                "unknown value",
+            ),
+            (
+                "name = \"S\"\nkey = \"\"",
+                "",
+                "pool[0].cookie.key",
+                "must not be empty",
+            ),
+            (
+                "name = \"S\"",
+                "cookie = \"a;b\"",
+                "pool[0].server[0].cookie",
+                "not a cookie value",
+            ),
+            (
+                "name = \"S\"",
+                "cookie = \"b\"",
+                "pool[0].server[1].cookie",
+                "also the value of 127.0.0.2:8000",
+            ),
+        ] {
+            let src = with(cookie, server);
+            let Err(ConfigError::Invalid { problems, .. }) = parse(&src, "t.toml") else {
+                panic!("{cookie} {server}: expected an invalid config");
+            };
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.key == key && p.message.contains(why)),
+                "{cookie} {server}: {problems:?}"
+            );
+        }
+        // a server's value needs [pool.cookie], and a DNS entry has none
+        let no_cookie = GOOD.replace(
+            "address = \"127.0.0.2:8000\"\n",
+            "address = \"127.0.0.2:8000\"\n  cookie = \"a\"\n",
+        );
+        let Err(ConfigError::Invalid { problems, .. }) = parse(&no_cookie, "t.toml") else {
+            panic!("a server cookie without [pool.cookie]");
+        };
+        assert!(problems
+            .iter()
+            .any(|p| p.key == "pool[0].server[0].cookie" && p.message.contains("[pool.cookie]")));
+        let dns = with("name = \"S\"", "").replace(
+            "address = \"127.0.0.3:8000\"",
+            "address = \"api.example.com:8000\"",
+        );
+        let Err(ConfigError::Invalid { problems, .. }) = parse(&dns, "t.toml") else {
+            panic!("a DNS entry's cookie");
+        };
+        assert!(problems
+            .iter()
+            .any(|p| p.key == "pool[0].server[1].cookie" && p.message.contains("DNS")));
+    }
+
     /// A tcp listener's SNI route to a pool hashing on an HTTP field: every
     /// session would hash the same empty text onto one server.
     #[test]

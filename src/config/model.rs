@@ -132,6 +132,24 @@ pub struct PoolConfig {
     pub circuit: Option<CircuitConfig>,
     /// `read_only_when` for requests routed here (None: off).
     pub read_only: Option<crate::rules::ReadOnly>,
+    /// `[pool.cookie]`: persistence by a cookie (None: off).
+    pub cookie: Option<std::sync::Arc<CookieConfig>>,
+}
+
+/// `[pool.cookie]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieConfig {
+    pub name: String,
+    /// Hashed into each server's value (None: the address alone).
+    pub key: Option<String>,
+    /// Taken out of the requests the servers get.
+    pub indirect: bool,
+    /// `Cache-Control: private` on a response that sets it.
+    pub nocache: bool,
+    /// What follows the value in `Set-Cookie` (`; Path=/; HttpOnly`).
+    pub attributes: String,
+    /// The values written for static servers (`[[pool.server]] cookie`).
+    pub values: Vec<(SocketAddr, String)>,
 }
 
 /// What a pool's servers speak (`protocol`).

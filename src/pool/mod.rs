@@ -6,6 +6,7 @@ pub mod balance;
 pub mod breaker;
 pub mod budget;
 pub mod circuit;
+pub mod persist;
 pub mod priority;
 mod server;
 
@@ -189,6 +190,8 @@ pub struct Pool {
     pub servers: Vec<Arc<Server>>,
     pub shared: Arc<PoolShared>,
     balancer: Balancer,
+    /// `[pool.cookie]`: each server's value of the cookie.
+    pub persist: Option<persist::Persist>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -340,6 +343,10 @@ impl Pool {
             read_only: cfg.read_only.clone(),
             conn_epoch: 0,
             balancer,
+            persist: cfg
+                .cookie
+                .as_ref()
+                .map(|c| persist::Persist::new(c, &servers)),
             servers,
             shared,
         }
@@ -420,16 +427,30 @@ impl Pool {
         self: &Arc<Self>,
         key: u64,
         exclude: &[usize],
+        prefer: Option<usize>,
     ) -> Option<ServerGuard> {
-        self.try_acquire_at(key, exclude, clock::now_ms())
+        self.try_acquire_at(key, exclude, prefer, clock::now_ms())
     }
 
+    /// As `try_acquire`; `prefer`: the server a request's cookie names, tried
+    /// first. While it can take the request (UP, or draining, its breaker
+    /// closed) the request goes nowhere else: None when it is full, so the
+    /// request waits in the queue for it (HAProxy queues a persistent
+    /// request on its server).
     fn try_acquire_at(
         self: &Arc<Self>,
         key: u64,
         exclude: &[usize],
+        prefer: Option<usize>,
         now: u64,
     ) -> Option<ServerGuard> {
+        if let Some(i) = prefer.filter(|i| !exclude.contains(i)) {
+            match self.persist_to(i, now) {
+                Slot::Taken(g) => return Some(g),
+                Slot::Full => return None,
+                Slot::Refused => {}
+            }
+        }
         let backup = self.tier(exclude, now)?;
         let mut view = View {
             pool: self,
@@ -451,25 +472,47 @@ impl Pool {
                 }
                 None => return None,
             };
-            let st = &self.servers[i].state;
-            if !st.try_take(self.max_conn_per_server) {
-                continue;
-            }
-            match st.breaker.try_begin(now) {
-                Some(trial) => {
-                    return Some(ServerGuard {
-                        pool: Arc::clone(self),
-                        idx: i,
-                        trial,
-                        reported: false,
-                    })
-                }
-                None => {
-                    st.traffic.active.fetch_sub(1, Ordering::AcqRel);
-                }
+            if let Slot::Taken(g) = self.take(i, now) {
+                return Some(g);
             }
         }
         None
+    }
+
+    /// A slot on server `i`, if it has one free and its breaker lets the
+    /// request through (a HALF-OPEN breaker lets one trial).
+    fn take(self: &Arc<Self>, i: usize, now: u64) -> Slot {
+        let st = &self.servers[i].state;
+        if !st.try_take(self.max_conn_per_server) {
+            return Slot::Full;
+        }
+        match st.breaker.try_begin(now) {
+            Some(trial) => Slot::Taken(ServerGuard {
+                pool: Arc::clone(self),
+                idx: i,
+                trial,
+                reported: false,
+            }),
+            None => {
+                // (another request took the breaker's single trial)
+                st.traffic.active.fetch_sub(1, Ordering::AcqRel);
+                Slot::Refused
+            }
+        }
+    }
+
+    /// A slot on server `i` for a request its cookie sends there: it takes
+    /// the request while UP and not in maintenance (a draining server keeps
+    /// its persistent clients, as in HAProxy; its weight does not matter)
+    /// and while its breaker admits requests.
+    fn persist_to(self: &Arc<Self>, i: usize, now: u64) -> Slot {
+        let Some(st) = self.servers.get(i).map(|s| &s.state) else {
+            return Slot::Refused;
+        };
+        if st.health() != Health::Up || st.admin() == AdminState::Maint || !st.breaker.admits(now) {
+            return Slot::Refused;
+        }
+        self.take(i, now)
     }
 
     /// Picks a server not in `exclude` and takes a slot on it. When every usable
@@ -482,25 +525,27 @@ impl Pool {
         exclude: &[usize],
         prio: Priority,
     ) -> Result<ServerGuard, PickError> {
-        self.acquire_in(key, exclude, prio, true).await
+        self.acquire_in(key, exclude, prio, true, None).await
     }
 
     /// As `acquire`; `same_way`: a waiter is not moved to a newer pool whose
     /// servers are reached another way (`conn_epoch`), but refused
     /// (`PickError::Reconfigured`): its front end chose how to send it by
     /// this pool (HTTP). TCP sessions decide after, by the pool they get.
+    /// `prefer`: the server a request's cookie names (`try_acquire_at`).
     pub async fn acquire_in(
         self: &Arc<Self>,
         key: u64,
         exclude: &[usize],
         prio: Priority,
         same_way: bool,
+        mut prefer: Option<usize>,
     ) -> Result<ServerGuard, PickError> {
         let queue = &self.shared.queue;
         // While requests of its class or a higher one wait, a newcomer queues
         // behind them instead of taking a slot that was freed for a waiter.
         if !queue.must_queue(prio) {
-            if let Some(g) = self.try_acquire(key, exclude) {
+            if let Some(g) = self.try_acquire(key, exclude, prefer) {
                 // (a pool without a connection limit has no queue to report on:
                 // no shared counter is touched for it on the request path)
                 if self.max_conn_per_server > 0 {
@@ -541,15 +586,16 @@ impl Pool {
                 None => (self, exclude),
             };
             if look {
-                if let Some(g) = pool.try_acquire(key, exclude) {
+                if let Some(g) = pool.try_acquire(key, exclude, prefer) {
                     queue.admitted(prio);
                     return Ok(g);
                 }
                 if pool.tier(exclude, clock::now_ms()).is_none() {
                     return Err(PickError::NoServer);
                 }
-                // a retry cannot use a slot on a server it tried: another may
-                if offered && !exclude.is_empty() && pool.free_slot() {
+                // a retry cannot use a slot on a server it tried, nor a
+                // persistent request one on another server: another may
+                if offered && (!exclude.is_empty() || prefer.is_some()) && pool.free_slot() {
                     entry.pass_on();
                 }
             }
@@ -572,6 +618,7 @@ impl Pool {
                     return Err(PickError::Reconfigured);
                 }
                 let exclude = pool.remap(&newer, exclude);
+                prefer = prefer.and_then(|i| pool.remap(&newer, &[i]).first().copied());
                 moved = Some((newer, exclude));
             }
         }
@@ -702,6 +749,16 @@ impl Members for View<'_> {
     }
 }
 
+/// What asking a server for a slot found (`Pool::take`).
+enum Slot {
+    Taken(ServerGuard),
+    /// It can take the request, once it has a free slot.
+    Full,
+    /// It cannot take it now (out of service, or its breaker's trial is
+    /// another request's).
+    Refused,
+}
+
 /// One taken slot on a server; released (and a queued request woken) on drop. The
 /// request's outcome is reported through it to the server's breaker.
 #[derive(Debug)]
@@ -827,6 +884,7 @@ mod tests {
             protocol: crate::config::Protocol::Http1,
             circuit: None,
             read_only: None,
+            cookie: None,
             http2: crate::config::PoolHttp2 {
                 max_concurrent_streams: 100,
                 initial_stream_window_size: 1 << 20,
@@ -966,7 +1024,7 @@ mod tests {
         let spawn = |pool: &Arc<Pool>, same_way: bool| {
             let c = Arc::clone(pool);
             tokio::spawn(async move {
-                c.acquire_in(0, &[], Priority::Normal, same_way)
+                c.acquire_in(0, &[], Priority::Normal, same_way, None)
                     .await
                     .map(|g| (Arc::as_ptr(g.pool()) as usize, g.index()))
             })
@@ -1139,7 +1197,7 @@ mod tests {
         st.set_health(Health::Up, 50_000);
         // 0.1 s into a 100 s ramp: the random skip would refuse ~99.9% of picks
         for _ in 0..1000 {
-            assert!(p.try_acquire_at(0, &[], 50_100).is_some());
+            assert!(p.try_acquire_at(0, &[], None, 50_100).is_some());
         }
     }
 
@@ -1168,13 +1226,13 @@ mod tests {
         // 10 s into a 100 s window: about 10% of its normal share
         let mut to_ramping = 0;
         for _ in 0..4000 {
-            if p.try_acquire_at(0, &[], 60_000).unwrap().index() == 1 {
+            if p.try_acquire_at(0, &[], None, 60_000).unwrap().index() == 1 {
                 to_ramping += 1;
             }
         }
         // ... and its full share once the window is over
         let full = (0..100)
-            .filter(|_| p.try_acquire_at(0, &[], 150_000).unwrap().index() == 1)
+            .filter(|_| p.try_acquire_at(0, &[], None, 150_000).unwrap().index() == 1)
             .count();
         assert_eq!(full, 50);
         // a full share would be 2000; ~10% of the turns are taken

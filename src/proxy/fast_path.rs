@@ -548,11 +548,16 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
         })
     };
     // TLS to the servers, connections private to one client (they carry its
-    // PROXY header) and HTTP/2 servers are the other path's: this one shares
+    // PROXY header), HTTP/2 servers and persistence cookies are the other path's: this one shares
     // plain HTTP/1.1 sockets. Decided before any limit is charged: the other
     // path decides again.
+    // Persistence by a cookie reads and edits fields this path passes as
+    // they are: hyper's path serves those pools too.
     let plain_pool = |p: &Pool| {
-        p.tls.is_none() && p.send_proxy.is_none() && p.protocol != crate::config::Protocol::H2
+        p.tls.is_none()
+            && p.send_proxy.is_none()
+            && p.protocol != crate::config::Protocol::H2
+            && p.persist.is_none()
     };
     let (pool, edits, priority) = match lifecycle::decide(
         &ctx.shared.plane,
@@ -568,7 +573,7 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
         } => (pool, edits, priority),
         Decision::Elsewhere => {
             return Some(Step::Fallback(
-                "TLS, PROXY protocol or HTTP/2 to the server",
+                "TLS, PROXY protocol, HTTP/2 or a persistence cookie to the server",
             ))
         }
         Decision::Reconfiguring => return answer(http::reconfiguring()),

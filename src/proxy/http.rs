@@ -339,6 +339,16 @@ async fn handle(
         ))
     });
     let mut lc = Lifecycle::new(Arc::clone(&pool), key, priority);
+    // `[pool.cookie]`: the server the request's cookie names (in `pool`)
+    let asked = pool.persist.as_ref().and_then(|p| {
+        let cookies = req.headers().get_all(header::COOKIE);
+        p.server_of(cookies.iter().map(HeaderValue::as_bytes))
+            .map(|(i, _)| i)
+    });
+    let asked = asked.map(|i| {
+        lc.prefer(i);
+        (Arc::clone(&pool), i)
+    });
     let h2_pool = pool.protocol == Protocol::H2;
     if let Some(l) = log.as_mut() {
         l.grpc = is_grpc(req.headers());
@@ -361,8 +371,12 @@ async fn handle(
         && !edits
             .as_ref()
             .is_some_and(crate::rules::RuleEdits::edits_response)
-        && !is_grpc(req.headers());
+        && !is_grpc(req.headers())
+        && pool.persist.is_none();
     let (mut parts, body) = req.into_parts();
+    if let Some(p) = pool.persist.as_ref().filter(|p| p.cfg.indirect) {
+        crate::pool::persist::strip_from(&mut parts.headers, &p.cfg.name);
+    }
     let client_host = prepare_request(&mut parts, upgrade, edits.as_ref());
     if te_trailers {
         parts
@@ -631,6 +645,15 @@ async fn handle(
                             continue;
                         }
                         (None, None) => {}
+                    }
+                }
+                if let Some(p) = &pool.persist {
+                    // a client its cookie did not send here is sent here from now on
+                    let had = asked
+                        .as_ref()
+                        .and_then(|(ap, i)| ap.persist.as_ref()?.value(*i));
+                    if had != p.value(guard.index()) {
+                        p.insert(guard.index(), response.headers_mut());
                     }
                 }
                 if let Some(l) = log.as_mut() {

@@ -330,6 +330,9 @@ pub struct Lifecycle {
     /// A wait in the queue may end in a pool whose servers are reached
     /// another way (TCP, which decides how after it has its slot).
     any_way: bool,
+    /// The server the request's cookie names (`[pool.cookie]`), asked first
+    /// by the first attempt; a retry goes elsewhere.
+    prefer: Option<usize>,
 }
 
 impl Drop for Lifecycle {
@@ -370,7 +373,14 @@ impl Lifecycle {
             circuit: None,
             next: None,
             any_way: false,
+            prefer: None,
         }
+    }
+
+    /// The first attempt goes to server `i` (of this pool) while it can take
+    /// it: the server the request's persistence cookie names.
+    pub fn prefer(&mut self, i: usize) {
+        self.prefer = Some(i);
     }
 
     /// For a front end that decides how to reach the server only once it has
@@ -431,7 +441,13 @@ impl Lifecycle {
         }
         match self
             .pool
-            .acquire_in(self.key, &self.tried, self.priority, !self.any_way)
+            .acquire_in(
+                self.key,
+                &self.tried,
+                self.priority,
+                !self.any_way,
+                self.prefer.take(),
+            )
             .await
         {
             Ok(g) => {
@@ -587,7 +603,7 @@ impl Lifecycle {
         if queue.must_queue(self.priority) {
             return None;
         }
-        let slot = pool.try_acquire(self.key, &self.tried_and(idx))?;
+        let slot = pool.try_acquire(self.key, &self.tried_and(idx), None)?;
         if !pool.retry_allowed() {
             // dropped: the slot is free again
             return None;

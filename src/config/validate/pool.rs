@@ -120,6 +120,7 @@ pub(super) fn pool(
             );
         }
     }
+    let mut cookie_values: Vec<(std::net::SocketAddr, String)> = Vec::new();
     for (j, sf) in pf.servers.iter().enumerate() {
         let sat = at.index("server", j);
         if sf.weight > MAX_WEIGHT {
@@ -141,6 +142,29 @@ pub(super) fn pool(
                         &sat.key("name"),
                         "a DNS entry has one member per record; members are named by their ip:port",
                     );
+                }
+                if let Some(v) = &sf.cookie {
+                    match (&address, &pf.cookie) {
+                        (_, None) => p.add(&sat.key("cookie"), "is only used with [pool.cookie]"),
+                        (ServerAddr::Dns(_), _) => p.add(
+                            &sat.key("cookie"),
+                            "a DNS entry has one member per record: each takes a value of its own, a hash of its address",
+                        ),
+                        (ServerAddr::Static(a), Some(_)) => {
+                            if let Err(why) = cookie_value(v) {
+                                p.add(&sat.key("cookie"), why);
+                            } else if let Some((other, _)) =
+                                cookie_values.iter().find(|(_, x)| x == v)
+                            {
+                                p.add(
+                                    &sat.key("cookie"),
+                                    format!("{v:?} is also the value of {other} in pool {:?}", pf.name),
+                                );
+                            } else {
+                                cookie_values.push((*a, v.clone()));
+                            }
+                        }
+                    }
                 }
                 servers.push(ServerConfig {
                     address,
@@ -272,7 +296,12 @@ pub(super) fn pool(
         pool_names,
         p,
     );
+    let cookie = pf
+        .cookie
+        .as_ref()
+        .and_then(|c| cookie(c, &at.key("cookie"), cookie_values, p));
     PoolConfig {
+        cookie,
         tls,
         protocol,
         http2,
@@ -303,6 +332,108 @@ pub(super) fn pool(
         slow_start: pf.slow_start.0,
         servers,
     }
+}
+
+/// `[pool.cookie]`: None when it has a problem (reported).
+fn cookie(
+    c: &CookieFile,
+    at: &KeyPath,
+    values: Vec<(std::net::SocketAddr, String)>,
+    p: &mut Problems<'_>,
+) -> Option<std::sync::Arc<CookieConfig>> {
+    let before = p.list.len();
+    // RFC 6265 4.1.1: a cookie-name is a token
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if c.name.is_empty() || !c.name.bytes().all(tchar) {
+        p.add(
+            &at.key("name"),
+            format!(
+                "{:?} is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)",
+                c.name
+            ),
+        );
+    }
+    if c.key.as_deref() == Some("") {
+        p.add(&at.key("key"), "must not be empty (leave it out for none)");
+    }
+    // RFC 6265 4.1.1: an attribute value is any CHAR but a control or ';'
+    let av = |s: &str| !s.is_empty() && s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b';');
+    let mut attributes = String::new();
+    if !av(&c.path) || !c.path.starts_with('/') {
+        p.add(
+            &at.key("path"),
+            format!("{:?} is not a cookie path (it starts with '/', and has no ';' or control character)", c.path),
+        );
+    }
+    attributes.push_str("; Path=");
+    attributes.push_str(&c.path);
+    if let Some(d) = &c.domain {
+        if !av(d) || d.contains(' ') {
+            p.add(&at.key("domain"), format!("{d:?} is not a cookie domain"));
+        }
+        attributes.push_str("; Domain=");
+        attributes.push_str(d);
+    }
+    if let Some(m) = c.max_age {
+        if m.0.as_secs() == 0 || m.0.subsec_nanos() != 0 {
+            p.add(
+                &at.key("max_age"),
+                "must be a whole number of seconds, at least 1s",
+            );
+        }
+        attributes.push_str(&format!("; Max-Age={}", m.0.as_secs()));
+    }
+    if c.secure {
+        attributes.push_str("; Secure");
+    }
+    if c.httponly {
+        attributes.push_str("; HttpOnly");
+    }
+    if let Some(s) = &c.same_site {
+        let v = match s.to_ascii_lowercase().as_str() {
+            "strict" => "Strict",
+            "lax" => "Lax",
+            "none" if !c.secure => {
+                p.add(
+                    &at.key("same_site"),
+                    "\"None\" needs secure = true (browsers refuse a SameSite=None cookie that is not Secure)",
+                );
+                "None"
+            }
+            "none" => "None",
+            _ => {
+                p.add(
+                    &at.key("same_site"),
+                    format!("unknown value {s:?}: use \"Strict\", \"Lax\" or \"None\""),
+                );
+                ""
+            }
+        };
+        attributes.push_str("; SameSite=");
+        attributes.push_str(v);
+    }
+    (p.list.len() == before).then(|| {
+        std::sync::Arc::new(CookieConfig {
+            name: c.name.clone(),
+            key: c.key.clone(),
+            indirect: c.indirect,
+            nocache: c.nocache,
+            attributes,
+            values,
+        })
+    })
+}
+
+/// Whether `v` can be a cookie's value as written (RFC 6265 4.1.1's
+/// cookie-octets, unquoted).
+fn cookie_value(v: &str) -> Result<(), String> {
+    let octet = |b: u8| matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e);
+    if v.is_empty() || !v.bytes().all(octet) {
+        return Err(format!(
+            "{v:?} is not a cookie value (printable ASCII without space, '\"', ',', ';' or '\\')"
+        ));
+    }
+    Ok(())
 }
 
 /// The largest `retry_buffer`.

@@ -1,0 +1,211 @@
+//! Persistence by a cookie (`[pool.cookie]`, HAProxy's `cookie SRV insert
+//! indirect nocache`), through real sockets: the cookie set on the first
+//! answer keeps the client on its server, over HTTP/1.1 and h2c; a draining
+//! server keeps its clients, one in maintenance gives them up; a persistent
+//! request waits for its full server rather than go to a free one.
+
+mod common;
+
+use common::*;
+use hyper::{header, Request, StatusCode};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+fn config(listen: SocketAddr, admin: SocketAddr, pool_extra: &str, servers: &[&Backend]) -> String {
+    let mut s = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n[[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"api\"\n  [listener.http2]\n[[pool]]\nname = \"api\"\n{pool_extra}\n"
+    );
+    for b in servers {
+        s.push_str(&format!(
+            "  [[pool.server]]\n  address = \"{}\"\n  name = \"{}\"\n",
+            b.addr, b.name
+        ));
+    }
+    s
+}
+
+async fn backends(names: &[&str]) -> Vec<Backend> {
+    let mut out = Vec::new();
+    for n in names {
+        out.push(Backend::start(n, free_addr("127.0.0.1")).await);
+    }
+    out
+}
+
+/// A GET of `/` with these `Cookie` fields: (status, the server that
+/// answered, its `Set-Cookie` and `Cache-Control` fields).
+async fn get_with(
+    c: &Client,
+    listen: SocketAddr,
+    path: &str,
+    cookies: &[&str],
+) -> (StatusCode, String, Vec<String>, Vec<String>) {
+    let mut req = Request::get(format!("http://{listen}{path}"));
+    for v in cookies {
+        req = req.header(header::COOKIE, *v);
+    }
+    let (resp, body) = send(c, req.body(empty()).unwrap()).await;
+    let all = |name| {
+        resp.headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    (
+        resp.status(),
+        String::from_utf8_lossy(&body).into_owned(),
+        all(header::SET_COOKIE),
+        all(header::CACHE_CONTROL),
+    )
+}
+
+/// The value a `Set-Cookie: SRV=...; ...` gives.
+fn value(set_cookie: &[String]) -> String {
+    assert_eq!(set_cookie.len(), 1, "{set_cookie:?}");
+    let v = set_cookie[0].strip_prefix("SRV=").expect("SRV=");
+    v.split(';').next().unwrap().to_string()
+}
+
+/// The `Cookie` field the backend got last.
+fn cookie_seen(b: &Backend) -> Option<String> {
+    let h = b.stats.last_headers.lock().unwrap().clone()?;
+    let all: Vec<String> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    (!all.is_empty()).then(|| all.join("; "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cookie_keeps_a_client_on_its_server() {
+    let s = backends(&["s1", "s2", "s3"]).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let cfg = config(
+        listen,
+        admin,
+        "  [pool.cookie]\n  name = \"SRV\"\n",
+        &s.iter().collect::<Vec<_>>(),
+    );
+    let _p = Proxy::start(&cfg, &[listen]).await;
+    let by_name = |n: &str| s.iter().find(|b| b.name == n).unwrap();
+
+    for c in [client(), h2c_client()] {
+        // without the cookie: round robin, and each answer sets it
+        let mut values = std::collections::HashMap::new();
+        for _ in 0..3 {
+            let (st, server, set, cache) = get_with(&c, listen, "/", &[]).await;
+            assert_eq!(st, StatusCode::OK);
+            assert!(set[0].ends_with("; Path=/; HttpOnly"), "{set:?}");
+            assert_eq!(cache, ["private"]);
+            values.insert(server, value(&set));
+        }
+        assert_eq!(values.len(), 3, "round robin: {values:?}");
+        // with it: the same server every time, the cookie not set again, and
+        // the server never sees it (the client's other cookies it does)
+        let v1 = values["s1"].clone();
+        for _ in 0..9 {
+            let cookie = format!("a=1; SRV={v1}; b=2");
+            let (st, server, set, cache) = get_with(&c, listen, "/", &[&cookie]).await;
+            assert_eq!((st, server.as_str()), (StatusCode::OK, "s1"));
+            assert!(set.is_empty() && cache.is_empty(), "{set:?} {cache:?}");
+            assert_eq!(cookie_seen(by_name("s1")).as_deref(), Some("a=1; b=2"));
+        }
+        // alone in its field, it leaves no Cookie field behind
+        let (_, server, _, _) = get_with(&c, listen, "/", &[&format!("SRV={v1}")]).await;
+        assert_eq!(server, "s1");
+        assert_eq!(cookie_seen(by_name("s1")), None);
+        // a value no server has: balanced, and set to the server's
+        let (_, server, set, _) = get_with(&c, listen, "/", &["SRV=0123456789abcdef"]).await;
+        assert_eq!(value(&set), values[&server]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_server_keeps_its_clients_and_one_in_maintenance_gives_them_up() {
+    let s = backends(&["s1", "s2"]).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    // s2's value is written in the config (HAProxy's `cookie web2`)
+    let cfg = config(
+        listen,
+        admin,
+        "  [pool.cookie]\n  name = \"SRV\"\n  nocache = false\n  httponly = false\n",
+        &s.iter().collect::<Vec<_>>(),
+    )
+    .replace("name = \"s2\"\n", "name = \"s2\"\n  cookie = \"web2\"\n");
+    let _p = Proxy::start(&cfg, &[listen]).await;
+    let c = client();
+    let on_s2 = ["SRV=web2"];
+
+    let (_, server, _, _) = get_with(&c, listen, "/", &on_s2).await;
+    assert_eq!(server, "s2");
+    rampart_cli(admin, &["server", "drain", "api", "s2"]);
+    for _ in 0..6 {
+        // new clients go to s1 alone; s2's own stay with it
+        let (_, server, set, cache) = get_with(&c, listen, "/", &[]).await;
+        assert_eq!(server, "s1");
+        assert!(!set[0].contains("HttpOnly") && cache.is_empty(), "{set:?}");
+        let (_, server, set, _) = get_with(&c, listen, "/", &on_s2).await;
+        assert_eq!(server, "s2");
+        assert!(set.is_empty());
+    }
+    rampart_cli(admin, &["server", "maint", "api", "s2"]);
+    let (_, server, set, _) = get_with(&c, listen, "/", &on_s2).await;
+    assert_eq!(server, "s1");
+    let v1 = value(&set);
+    assert_ne!(v1, "web2");
+    // and the new value keeps it on s1 once s2 is back
+    rampart_cli(admin, &["server", "ready", "api", "s2"]);
+    for _ in 0..4 {
+        let (_, server, set, _) = get_with(&c, listen, "/", &[&format!("SRV={v1}")]).await;
+        assert_eq!(server, "s1");
+        assert!(set.is_empty());
+    }
+    let (_, server, _, _) = get_with(&c, listen, "/", &on_s2).await;
+    assert_eq!(server, "s2");
+}
+
+/// Under `max_connections_per_server`, a request whose cookie names a full
+/// server waits in the queue for it, as HAProxy queues it on its server,
+/// while a free server is there: a session's requests are not spread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_request_waits_for_its_full_server() {
+    let s = backends(&["s1", "s2"]).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let cfg = config(
+        listen,
+        admin,
+        "max_connections_per_server = 1\nqueue_timeout = \"10s\"\n  [pool.cookie]\n  name = \"SRV\"\n",
+        &s.iter().collect::<Vec<_>>(),
+    );
+    let _p = Proxy::start(&cfg, &[listen]).await;
+    let c = client();
+    // s1's value, from an answer of s1
+    let v1 = loop {
+        let (_, server, set, _) = get_with(&c, listen, "/", &[]).await;
+        if server == "s1" {
+            break value(&set);
+        }
+    };
+    let cookie = format!("SRV={v1}");
+    let slow = {
+        let (c, cookie) = (c.clone(), cookie.clone());
+        tokio::spawn(async move { get_with(&c, listen, "/slow?ms=1500", &[&cookie]).await })
+    };
+    wait_for(
+        Duration::from_secs(5),
+        "s1 busy with the slow request",
+        || s[0].stats.active.load(Ordering::SeqCst) == 1,
+    )
+    .await;
+    let before = s[1].requests();
+    let (st, server, set, _) = get_with(&c, listen, "/", &[&cookie]).await;
+    assert_eq!((st, server.as_str()), (StatusCode::OK, "s1"));
+    assert!(set.is_empty());
+    assert_eq!(slow.await.unwrap().1, "s1");
+    // it waited: s2 was free all along, and s1 never had two at once
+    assert_eq!(s[1].requests(), before, "s2 got the persistent request");
+    assert_eq!(s[0].stats.max_active.load(Ordering::SeqCst), 1);
+}
