@@ -1468,7 +1468,8 @@ fn check_validates_certificates_and_keys() {
 
 /// `rampart check` on CRLs: a stale or broken one, one without the CA it
 /// belongs with, or one where nothing is verified, is refused with its key;
-/// one of another CA is a warning.
+/// one of another CA is a warning, and so is a delta CRL, left out (a file
+/// of delta CRLs only is refused).
 #[test]
 fn check_validates_crls() {
     let pki = Pki::new("Check CRL CA");
@@ -1477,11 +1478,17 @@ fn check_validates_crls() {
     let fresh = pki.crl("fresh.crl", &[], false);
     let stale = pki.crl("stale.crl", &[], true);
     let foreign = other.crl("foreign.crl", &[], false);
+    let delta = pki.delta_crl("delta.crl");
     // an old and a new CRL of one CA in one file (`cat old.crl new.crl`)
     let twice = pki.dir.join("twice.crl");
     let mut both = std::fs::read(&stale).unwrap();
     both.extend(std::fs::read(&fresh).unwrap());
     std::fs::write(&twice, both).unwrap();
+    // a full CRL and its delta, as a CA publishes them (`cat full.crl delta.crl`)
+    let with_delta = pki.dir.join("with-delta.crl");
+    let mut both = std::fs::read(&fresh).unwrap();
+    both.extend(std::fs::read(&delta).unwrap());
+    std::fs::write(&with_delta, both).unwrap();
     let dir = temp_dir("check-crl");
     let garbage = dir.join("garbage.crl");
     std::fs::write(
@@ -1533,6 +1540,12 @@ fn check_validates_crls() {
             "no PEM CRL",
         ),
         (
+            format!("  client_ca = {ca}\n  client_crl = {}", q(&delta)),
+            String::new(),
+            "listener[0].tls.client_crl",
+            "delta.crl: no usable CRL in it: delta CRLs only",
+        ),
+        (
             String::new(),
             format!("  verify = false\n  insecure = true\n  crl = {}", q(&fresh)),
             "pool[0].tls.crl",
@@ -1577,6 +1590,30 @@ fn check_validates_crls() {
             && out.contains("no CRL of CN=Check CRL CA"),
         "{out}"
     );
+    // a delta CRL beside its full CRL: left out with a warning, as nginx and
+    // HAProxy leave it out; the full CRL is read (not two CRLs of one CA)
+    for (tls, pool_tls, key) in [
+        (
+            format!("  client_ca = {ca}\n  client_crl = {}", q(&with_delta)),
+            String::new(),
+            "listener[0].tls.client_crl",
+        ),
+        (
+            String::new(),
+            format!("  ca = {ca}\n  crl = {}", q(&with_delta)),
+            "pool[0].tls.crl",
+        ),
+    ] {
+        let (ok, out) = check(&tls, &pool_tls);
+        assert!(ok, "{out}");
+        assert!(
+            out.contains("warning")
+                && out.contains(key)
+                && out.contains("with-delta.crl: CRL 1 (of CN=Check CRL CA) is a delta CRL")
+                && !out.contains("no CRL of"),
+            "{out}"
+        );
+    }
 }
 
 /// GET `path` with `Connection: close` on `s`; the answer's head and body.

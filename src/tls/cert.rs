@@ -77,6 +77,8 @@ pub enum CertError {
     },
     #[error("{path}: two CRLs of {issuer}: only the first would be read (rustls takes the first of an issuer, where OpenSSL takes the newest); keep the newest alone")]
     CrlTwice { path: String, issuer: String },
+    #[error("{path}: no usable CRL in it: delta CRLs only (Delta CRL Indicator), which are not read (as nginx and HAProxy do not read them); give the full CRL of each CA")]
+    OnlyDeltaCrls { path: String },
     #[error("{path}: the certificate ({subject}) expired on {expired}")]
     Expired {
         path: String,
@@ -391,6 +393,9 @@ impl CaFile {
 /// two are of one issuer (and issuing distribution point). A CRL past its
 /// nextUpdate is loaded with a warning: as in nginx and HAProxy, every
 /// certificate it covers is then refused, and an unrelated reload is not.
+/// A delta CRL is left out, with a warning, as nginx and HAProxy leave it out
+/// (OpenSSL without `X509_V_FLAG_USE_DELTAS`), where rustls would refuse the
+/// file.
 /// Cloned with the pool's or listener's TLS config (a DNS refresh clones
 /// it): its contents are shared.
 #[derive(Clone)]
@@ -429,26 +434,30 @@ impl CrlFile {
         &self.bytes
     }
 
-    pub fn load(path: &Path) -> Result<CrlFile, CertError> {
+    /// Loads and checks the file. Ok carries warnings: the delta CRLs left out.
+    pub fn load(path: &Path) -> Result<(CrlFile, Vec<String>), CertError> {
         use rustls_pki_types::CertificateRevocationListDer as Der;
+        use x509_parser::oid_registry::OID_X509_EXT_DELTA_CRL_INDICATOR;
         let p = || path.display().to_string();
         let bytes = read(path)?;
-        let crls: Vec<Der<'static>> = Der::pem_slice_iter(&bytes)
+        let all: Vec<Der<'static>> = Der::pem_slice_iter(&bytes)
             .collect::<Result<_, _>>()
             .map_err(|e| CertError::Pem {
                 path: p(),
                 what: "a CRL",
                 reason: e.to_string(),
             })?;
-        if crls.is_empty() {
+        if all.is_empty() {
             return Err(CertError::NoCrl { path: p() });
         }
-        let mut issuers = Vec::with_capacity(crls.len());
+        let mut crls = Vec::with_capacity(all.len());
+        let mut issuers = Vec::with_capacity(all.len());
+        let mut skipped = Vec::new();
         // (issuer, issuing distribution point) of each, to find one twice
-        let mut scopes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(crls.len());
+        let mut scopes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(all.len());
         let mut next_update: Option<i64> = None;
         let mut stalest = String::new();
-        for (index, der) in crls.iter().enumerate() {
+        for (index, der) in all.into_iter().enumerate() {
             let bad = |reason: String| CertError::CrlParse {
                 path: p(),
                 index,
@@ -456,10 +465,21 @@ impl CrlFile {
             };
             let (_, crl) =
                 x509_parser::parse_x509_crl(der.as_ref()).map_err(|e| bad(e.to_string()))?;
+            let issuer = crl.issuer();
+            if crl
+                .extensions()
+                .iter()
+                .any(|e| e.oid == OID_X509_EXT_DELTA_CRL_INDICATOR)
+            {
+                skipped.push(format!(
+                    "{}: CRL {index} (of {issuer}) is a delta CRL: left out, as nginx and HAProxy leave it out; only full CRLs are read",
+                    p()
+                ));
+                continue;
+            }
             // what rustls will check signatures and serials against
             webpki::OwnedCertRevocationList::from_der(der.as_ref())
                 .map_err(|e| bad(format!("{e:?}")))?;
-            let issuer = crl.issuer();
             let idp = crl
                 .extensions()
                 .iter()
@@ -482,15 +502,22 @@ impl CrlFile {
                 }
             }
             issuers.push((issuer.as_raw().to_vec(), issuer.to_string()));
+            crls.push(der);
         }
-        Ok(CrlFile {
-            path: path.to_path_buf(),
-            bytes: bytes.into(),
-            crls: crls.into(),
-            issuers: issuers.into(),
-            next_update,
-            stalest,
-        })
+        if crls.is_empty() {
+            return Err(CertError::OnlyDeltaCrls { path: p() });
+        }
+        Ok((
+            CrlFile {
+                path: path.to_path_buf(),
+                bytes: bytes.into(),
+                crls: crls.into(),
+                issuers: issuers.into(),
+                next_update,
+                stalest,
+            },
+            skipped,
+        ))
     }
 
     /// Whether a CRL of the file is past its nextUpdate, as a warning.

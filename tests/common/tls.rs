@@ -186,25 +186,40 @@ impl Pki {
     /// `stale`: its nextUpdate has passed (a day in 2025), else it is a week
     /// from now. Its path.
     pub fn crl(&self, file: &str, revoked: &[&Issued], stale: bool) -> PathBuf {
+        self.make_crl(file, revoked, stale, false)
+    }
+
+    /// A delta CRL of this CA (CRL number 2, its Delta CRL Indicator naming
+    /// base CRL 1, what `crl` makes), revoking nothing, in `file`. Its path.
+    pub fn delta_crl(&self, file: &str) -> PathBuf {
+        self.make_crl(file, &[], false, true)
+    }
+
+    fn make_crl(&self, file: &str, revoked: &[&Issued], stale: bool, delta: bool) -> PathBuf {
         let dir = &self.dir;
         let (cnf, index, number) = (
             format!("{file}.cnf"),
             format!("{file}.index"),
             format!("{file}.crlnumber"),
         );
+        // OpenSSL's config reads no value for deltaCRL: it is given as DER
+        // (INTEGER 1, the base CRL's number)
         std::fs::write(
             dir.join(&cnf),
-            format!("[ca]\ndefault_ca = d\n[d]\ndatabase = {index}\ncrlnumber = {number}\ndefault_md = sha256\ndefault_crl_days = 7\n"),
+            format!("[ca]\ndefault_ca = d\n[d]\ndatabase = {index}\ncrlnumber = {number}\ndefault_md = sha256\ndefault_crl_days = 7\n[delta]\ndeltaCRL = critical,DER:02:01:01\n"),
         )
         .unwrap();
         std::fs::write(dir.join(&index), "").unwrap();
-        std::fs::write(dir.join(&number), "01\n").unwrap();
+        std::fs::write(dir.join(&number), if delta { "02\n" } else { "01\n" }).unwrap();
         let ca = ["-config", &cnf, "-keyfile", "ca.key", "-cert", "ca.pem"];
         for r in revoked {
             let crt = r.crt.display().to_string();
             openssl(dir, &[&["ca"][..], &ca, &["-revoke", &crt]].concat());
         }
         let mut args = [&["ca"][..], &ca, &["-gencrl", "-out", file]].concat();
+        if delta {
+            args.extend(["-crlexts", "delta"]);
+        }
         if stale {
             args.extend([
                 "-crl_lastupdate",

@@ -75,9 +75,10 @@ fn load_crl(
     p: &mut Problems<'_>,
     warnings: &mut Vec<String>,
 ) -> Option<CrlFile> {
-    let crl = CrlFile::load(&resolve(base, path))
+    let (crl, skipped) = CrlFile::load(&resolve(base, path))
         .map_err(|e| p.add(at, e.to_string()))
         .ok()?;
+    warnings.extend(skipped.into_iter().map(|w| format!("{at}: {w}")));
     warnings.extend(crl.stale().map(|w| format!("{at}: {w}")));
     match ca {
         Some(ca) if ca.from_file() => {
