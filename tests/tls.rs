@@ -1467,18 +1467,21 @@ fn check_validates_certificates_and_keys() {
 }
 
 /// `rampart check` on CRLs: a stale or broken one, one without the CA it
-/// belongs with, or one where nothing is verified, is refused with its key;
-/// one of another CA is a warning, and so is a delta CRL, left out (a file
-/// of delta CRLs only is refused).
+/// belongs with, one its CA's key does not verify, or one where nothing is
+/// verified, is refused with its key; one of another CA is a warning, and so
+/// is a delta CRL, left out (a file of delta CRLs only is refused).
 #[test]
 fn check_validates_crls() {
     let pki = Pki::new("Check CRL CA");
     let other = Pki::new("Check CRL Other CA");
+    // the same name with another key: a CA re-keyed, its CRL signed anew
+    let rekeyed = Pki::new("Check CRL CA");
     let site = pki.server("site", &["site.example.com"]);
     let fresh = pki.crl("fresh.crl", &[], false);
     let stale = pki.crl("stale.crl", &[], true);
     let foreign = other.crl("foreign.crl", &[], false);
     let delta = pki.delta_crl("delta.crl");
+    let resigned = rekeyed.crl("resigned.crl", &[], false);
     // an old and a new CRL of one CA in one file (`cat old.crl new.crl`)
     let twice = pki.dir.join("twice.crl");
     let mut both = std::fs::read(&stale).unwrap();
@@ -1509,6 +1512,7 @@ fn check_validates_crls() {
         std::fs::write(&path, text).unwrap();
         rampart_check(&path)
     };
+    // signed by the key of ca.pem's certificate of its issuer's name
     let (ok, out) = check(
         &format!("  client_ca = {ca}\n  client_crl = {}", q(&fresh)),
         &format!("  ca = {ca}\n  crl = {}", q(&fresh)),
@@ -1544,6 +1548,18 @@ fn check_validates_crls() {
             String::new(),
             "listener[0].tls.client_crl",
             "delta.crl: no usable CRL in it: delta CRLs only",
+        ),
+        (
+            format!("  client_ca = {ca}\n  client_crl = {}", q(&resigned)),
+            String::new(),
+            "listener[0].tls.client_crl",
+            "resigned.crl: the CRL of CN=Check CRL CA is not signed by the key of any",
+        ),
+        (
+            String::new(),
+            format!("  ca = {ca}\n  crl = {}", q(&resigned)),
+            "pool[0].tls.crl",
+            "resigned.crl: the CRL of CN=Check CRL CA is not signed by the key of any",
         ),
         (
             String::new(),

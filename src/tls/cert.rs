@@ -77,6 +77,12 @@ pub enum CertError {
     },
     #[error("{path}: two CRLs of {issuer}: only the first would be read (rustls takes the first of an issuer, where OpenSSL takes the newest); keep the newest alone")]
     CrlTwice { path: String, issuer: String },
+    #[error("{path}: the CRL of {issuer} {why}: rustls would refuse every certificate it covers")]
+    CrlSignature {
+        path: String,
+        issuer: String,
+        why: String,
+    },
     #[error("{path}: no usable CRL in it: delta CRLs only (Delta CRL Indicator), which are not read (as nginx and HAProxy do not read them); give the full CRL of each CA")]
     OnlyDeltaCrls { path: String },
     #[error("{path}: the certificate ({subject}) expired on {expired}")]
@@ -389,8 +395,9 @@ impl CaFile {
 }
 
 /// A PEM file of certificate revocation lists (a listener's `client_crl`, a
-/// pool's `crl`), checked when the config is read: every CRL parses, and no
-/// two are of one issuer (and issuing distribution point). A CRL past its
+/// pool's `crl`), checked when the config is read: every CRL parses, no two
+/// are of one issuer (and issuing distribution point), and (`against`) each
+/// CRL of a CA of the CA file is signed by that CA's key. A CRL past its
 /// nextUpdate is loaded with a warning: as in nginx and HAProxy, every
 /// certificate it covers is then refused, and an unrelated reload is not.
 /// A delta CRL is left out, with a warning, as nginx and HAProxy leave it out
@@ -531,33 +538,55 @@ impl CrlFile {
         ))
     }
 
-    /// What a CA file and this CRL file say to each other, as warnings: a CRL
-    /// issued by no certificate of the CA file (it revokes nothing: a typo,
-    /// or a CRL of an intermediate the clients send), and a certificate of
-    /// the CA file with no CRL (what it issued has no revocation status, and
-    /// is refused, as OpenSSL's CRL_CHECK_ALL refuses it in nginx and HAProxy).
-    pub fn against(&self, ca: &CaFile) -> Vec<String> {
+    /// What a CA file and this CRL file say to each other. Refused: a CRL of
+    /// a CA of the file that no certificate of the file with that name
+    /// verifies (a CA re-keyed under its old name: rustls would refuse every
+    /// certificate the CRL covers, in the handshake). Warnings: a CRL issued
+    /// by no certificate of the CA file (it revokes nothing: a typo, or a CRL
+    /// of an intermediate the clients send), and a certificate of the CA file
+    /// with no CRL (what it issued has no revocation status, and is refused,
+    /// as OpenSSL's CRL_CHECK_ALL refuses it in nginx and HAProxy).
+    pub fn against(&self, ca: &CaFile) -> Result<Vec<String>, CertError> {
         let mut out = Vec::new();
-        let subjects: Vec<(Vec<u8>, String)> = match read_certs(&ca.path) {
-            Ok((_, certs)) => certs
+        // each certificate's subject, DER then as text, and its
+        // SubjectPublicKeyInfo, DER
+        let certs: Vec<(Vec<u8>, String, Vec<u8>)> = match parse_certs(&ca.path, ca.bytes()) {
+            Ok(certs) => certs
                 .iter()
                 .filter_map(|c| {
                     let (_, c) = x509_parser::parse_x509_certificate(c).ok()?;
-                    Some((c.subject().as_raw().to_vec(), c.subject().to_string()))
+                    let subject = c.subject();
+                    Some((
+                        subject.as_raw().to_vec(),
+                        subject.to_string(),
+                        c.public_key().raw.to_vec(),
+                    ))
                 })
                 .collect(),
-            Err(_) => return out,
+            Err(_) => return Ok(out),
         };
-        for (raw, name) in self.issuers.iter() {
-            if !subjects.iter().any(|(s, _)| s == raw) {
+        // issuers and crls are in step (load pushes both or neither)
+        for ((raw, name), der) in self.issuers.iter().zip(self.crls.iter()) {
+            let keys: Vec<&[u8]> = certs
+                .iter()
+                .filter(|(s, _, _)| s == raw)
+                .map(|(_, _, k)| k.as_slice())
+                .collect();
+            if keys.is_empty() {
                 out.push(format!(
                     "{}: the CRL of {name} was issued by no certificate of {}: it revokes nothing unless clients send that CA as an intermediate",
                     self.path.display(),
                     ca.path.display()
                 ));
+            } else if let Some(why) = signature_problem(der.as_ref(), &keys, &ca.path) {
+                return Err(CertError::CrlSignature {
+                    path: self.path.display().to_string(),
+                    issuer: name.clone(),
+                    why,
+                });
             }
         }
-        for (raw, name) in &subjects {
+        for (raw, name, _) in &certs {
             if !self.issuers.iter().any(|(s, _)| s == raw) {
                 out.push(format!(
                     "{}: no CRL of {name} (a certificate of {}): every certificate it issued is refused, its revocation status being unknown",
@@ -566,6 +595,122 @@ impl CrlFile {
                 ));
             }
         }
-        out
+        Ok(out)
+    }
+}
+
+/// What is wrong with the signature of a CRL (`der`) given the keys of the
+/// certificates of `ca` named as its issuer (`keys`, SubjectPublicKeyInfos,
+/// DER), checked as rustls checks it in a handshake: with the crypto
+/// provider's signature algorithms, matched to the CRL's signature algorithm
+/// and to the key's algorithm byte for byte, as webpki matches them
+/// (`verify_signed_data`). None when one of the keys verifies it.
+fn signature_problem(der: &[u8], keys: &[&[u8]], ca: &Path) -> Option<String> {
+    let Some((tbs, alg, signature)) = signed_parts(der) else {
+        return Some("does not parse".into());
+    };
+    let provider = super::crypto::provider();
+    let algs: Vec<_> = provider
+        .signature_verification_algorithms
+        .all
+        .iter()
+        .filter(|a| a.signature_alg_id().as_ref() == alg)
+        .collect();
+    if algs.is_empty() {
+        return Some("is signed with an algorithm rustls does not verify".into());
+    }
+    let verified = keys
+        .iter()
+        .filter_map(|k| alg_and_bits(contents(k)?))
+        .any(|(key_alg, key)| {
+            algs.iter().any(|a| {
+                a.public_key_alg_id().as_ref() == key_alg
+                    && a.verify_signature(key, tbs, signature).is_ok()
+            })
+        });
+    (!verified).then(|| {
+        format!(
+            "is not signed by the key of any certificate of {} named so (a CA re-keyed under the same name?)",
+            ca.display()
+        )
+    })
+}
+
+/// A signed X.509 structure (a CRL, a certificate: SEQUENCE { tbs,
+/// AlgorithmIdentifier, BIT STRING }) in the pieces webpki verifies: the
+/// signed bytes (the tbs whole, its tag and length too), the signature
+/// algorithm and the signature (as `alg_and_bits` gives them).
+fn signed_parts(der: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    use x509_parser::asn1_rs::{Any, FromDer};
+    let signed = contents(der)?;
+    let (rest, _) = Any::from_der(signed).ok()?;
+    let tbs = signed.strip_suffix(rest)?;
+    let (alg, signature) = alg_and_bits(rest)?;
+    Some((tbs, alg, signature))
+}
+
+/// The contents of the DER element `der` starts with.
+fn contents(der: &[u8]) -> Option<&[u8]> {
+    use x509_parser::asn1_rs::{Any, FromDer};
+    Any::from_der(der).ok().map(|(_, any)| any.data)
+}
+
+/// An AlgorithmIdentifier then a BIT STRING (what ends a signed structure;
+/// a SubjectPublicKeyInfo's contents), as rustls's signature algorithms take
+/// them: the AlgorithmIdentifier's contents (the form of their ids) and the
+/// bits, which must fill their last byte.
+fn alg_and_bits(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    use x509_parser::asn1_rs::{Any, FromDer, Tag};
+    let (rest, alg) = Any::from_der(der).ok()?;
+    let (_, bits) = Any::from_der(rest).ok()?;
+    if alg.tag() != Tag::Sequence || bits.tag() != Tag::BitString {
+        return None;
+    }
+    Some((alg.data, bits.data.strip_prefix(&[0u8])?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A certificate is signed as a CRL is (tbs, AlgorithmIdentifier, BIT
+    /// STRING): a self-signed one verifies with its own key, found among
+    /// others, and not with the key of another of the same name (a CA
+    /// re-keyed).
+    #[test]
+    fn a_signature_verifies_with_its_signers_key_only() {
+        fn first(path: &Path) -> Vec<u8> {
+            read_certs(path).unwrap().1.remove(0).to_vec()
+        }
+        fn key(cert: &[u8]) -> Vec<u8> {
+            let (_, c) = x509_parser::parse_x509_certificate(cert).unwrap();
+            c.public_key().raw.to_vec()
+        }
+        let dir = std::env::temp_dir().join(format!("rampart-cert-sig-{}", std::process::id()));
+        let (one, two) = (dir.join("one"), dir.join("two"));
+        std::fs::create_dir_all(&one).unwrap();
+        std::fs::create_dir_all(&two).unwrap();
+        let signed = first(&self_signed(&one, "sig.test").unwrap().0);
+        let other = first(&self_signed(&two, "sig.test").unwrap().0);
+        let _ = std::fs::remove_dir_all(&dir);
+        let (own, rekeyed) = (key(&signed), key(&other));
+        let ca = Path::new("ca.pem");
+        assert_eq!(signature_problem(&signed, &[own.as_slice()], ca), None);
+        assert_eq!(
+            signature_problem(&signed, &[rekeyed.as_slice(), own.as_slice()], ca),
+            None
+        );
+        let why = signature_problem(&signed, &[rekeyed.as_slice()], ca).unwrap();
+        assert!(
+            why.contains("not signed by the key of any certificate of ca.pem"),
+            "{why}"
+        );
+        // the pieces are x509-parser's: the tbs whole (tag and length too),
+        // the signature without the BIT STRING's unused-bits byte
+        let (tbs, _, signature) = signed_parts(&signed).unwrap();
+        let (_, c) = x509_parser::parse_x509_certificate(&signed).unwrap();
+        let raw: &[u8] = c.tbs_certificate.as_ref();
+        assert_eq!(tbs, raw);
+        assert_eq!(signature, &*c.signature_value.data);
     }
 }

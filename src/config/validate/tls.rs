@@ -66,7 +66,8 @@ pub(super) fn load_ca(
     r.map_err(|e| p.add(at, e.to_string())).ok()
 }
 
-/// A CRL file, and what it and its CA file say to each other (warnings).
+/// A CRL file, and what it and its CA file say to each other (warnings, or
+/// a CRL its CA's key does not verify, refused).
 fn load_crl(
     base: &Path,
     path: &str,
@@ -81,9 +82,13 @@ fn load_crl(
     warnings.extend(skipped.into_iter().map(|w| format!("{at}: {w}")));
     warnings.extend(crl.stale().map(|w| format!("{at}: {w}")));
     match ca {
-        Some(ca) if ca.from_file() => {
-            warnings.extend(crl.against(ca).into_iter().map(|w| format!("{at}: {w}")))
-        }
+        Some(ca) if ca.from_file() => match crl.against(ca) {
+            Ok(found) => warnings.extend(found.into_iter().map(|w| format!("{at}: {w}"))),
+            Err(e) => {
+                p.add(at, e.to_string());
+                return None;
+            }
+        },
         // every CA of a public chain would need its CRL here
         Some(_) => warnings.push(format!(
             "{at}: with the OS trust store, a server whose chain has a CA without a CRL in {} is refused (its revocation status is unknown): give the file of your servers' CA as ca",
