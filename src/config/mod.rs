@@ -363,6 +363,41 @@ hash_key = "uri"
         .is_ok());
     }
 
+    /// GOOD with an `[ha]` section for node "a" on lo, ending with `rest`
+    /// (its `auth` keys, say).
+    fn with_ha(rest: &str) -> String {
+        format!(
+            "{GOOD}\n[ha]\ninterface = \"lo\"\nvips = [\"192.0.2.100/24\"]\nnode_id = \"a\"\npriority = 100\nbind = \"127.0.0.1:5405\"\npeers = [\"127.0.0.2:5405\"]\n{rest}\n"
+        )
+    }
+
+    /// A folder of heartbeat keys for `tag`'s test: new.key (40 bytes, and a
+    /// final newline that is not part of the key), old.key (32 bytes) and
+    /// short.key (31: too short). Returns it with new.key's and old.key's keys.
+    fn ha_key_dir(tag: &str) -> (std::path::PathBuf, String, String) {
+        let dir = std::env::temp_dir().join(format!("rampart-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (new, old) = ("n".repeat(40), "o".repeat(32));
+        std::fs::write(dir.join("new.key"), format!("{new}\n")).unwrap();
+        std::fs::write(dir.join("old.key"), &old).unwrap();
+        std::fs::write(dir.join("short.key"), "s".repeat(31)).unwrap();
+        (dir, new, old)
+    }
+
+    /// Asserts that `src`, read beside `base`, is refused with a problem
+    /// naming `key` whose message says `why`.
+    fn assert_refused(src: &str, base: &Path, key: &str, why: &str) {
+        match parse_in(src, "rampart.toml", base) {
+            Err(ConfigError::Invalid { problems, .. }) => assert!(
+                problems
+                    .iter()
+                    .any(|p| p.key == key && p.message.contains(why)),
+                "no {key} problem saying {why:?}: {problems:?}"
+            ),
+            other => panic!("{key}, {why:?}: expected an invalid config, got {other:?}"),
+        }
+    }
+
     /// [ha] notify is found beside the config file (as auth_key_file), and
     /// must be an executable.
     #[test]
@@ -374,11 +409,7 @@ hash_key = "uri"
         std::fs::write(&hook, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(dir.join("plain.txt"), "x").unwrap();
-        let cfg = |notify: &str| {
-            format!(
-                "{GOOD}\n[ha]\ninterface = \"lo\"\nvips = [\"192.0.2.100/24\"]\nnode_id = \"a\"\npriority = 100\nbind = \"127.0.0.1:5405\"\npeers = [\"127.0.0.2:5405\"]\nauth = \"none\"\nnotify = \"{notify}\"\n"
-            )
-        };
+        let cfg = |notify: &str| with_ha(&format!("auth = \"none\"\nnotify = \"{notify}\""));
         let c = parse_in(&cfg("hook.sh"), "rampart.toml", &dir).unwrap();
         assert_eq!(c.ha.unwrap().notify.as_deref(), Some(hook.as_path()));
         // a config given without a folder ("-c rampart.toml"): the program
@@ -396,15 +427,7 @@ hash_key = "uri"
             ("plain.txt", "not an executable"),
             ("nope.sh", "does not exist"),
         ] {
-            match parse_in(&cfg(bad), "rampart.toml", &dir) {
-                Err(ConfigError::Invalid { problems, .. }) => assert!(
-                    problems
-                        .iter()
-                        .any(|p| p.key == "ha.notify" && p.message.contains(why)),
-                    "{bad}: {problems:?}"
-                ),
-                other => panic!("{bad}: {other:?}"),
-            }
+            assert_refused(&cfg(bad), &dir, "ha.notify", why);
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -413,20 +436,9 @@ hash_key = "uri"
     /// is, a problem naming it, and has no place beside `auth = "none"`.
     #[test]
     fn the_previous_ha_key_is_checked_like_the_key() {
-        let dir = std::env::temp_dir().join(format!("rampart-hakeys-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (new, old) = ("n".repeat(40), "o".repeat(32));
-        // a final newline is not part of a key
-        std::fs::write(dir.join("new.key"), format!("{new}\n")).unwrap();
-        std::fs::write(dir.join("old.key"), &old).unwrap();
-        std::fs::write(dir.join("short.key"), "s".repeat(31)).unwrap();
-        let cfg = |auth: &str| {
-            format!(
-                "{GOOD}\n[ha]\ninterface = \"lo\"\nvips = [\"192.0.2.100/24\"]\nnode_id = \"a\"\npriority = 100\nbind = \"127.0.0.1:5405\"\npeers = [\"127.0.0.2:5405\"]\n{auth}\n"
-            )
-        };
+        let (dir, new, old) = ha_key_dir("hakeys");
         let c = parse_in(
-            &cfg("auth_key_file = \"new.key\"\nauth_previous_key_file = \"old.key\""),
+            &with_ha("auth_key_file = \"new.key\"\nauth_previous_key_file = \"old.key\""),
             "rampart.toml",
             &dir,
         )
@@ -435,7 +447,7 @@ hash_key = "uri"
         assert_eq!(key.hmac(), Some(new.as_bytes()));
         assert_eq!(key.previous(), Some(old.as_bytes()));
         assert!(!format!("{key:?}").contains("nnnn"), "{key:?}");
-        let c = parse_in(&cfg("auth_key_file = \"new.key\""), "rampart.toml", &dir).unwrap();
+        let c = parse_in(&with_ha("auth_key_file = \"new.key\""), "rampart.toml", &dir).unwrap();
         assert_eq!(c.ha.unwrap().key.previous(), None);
         for (auth, why) in [
             (
@@ -451,19 +463,11 @@ hash_key = "uri"
                 "auth = \"none\"",
             ),
         ] {
-            match parse_in(&cfg(auth), "rampart.toml", &dir) {
-                Err(ConfigError::Invalid { problems, .. }) => assert!(
-                    problems
-                        .iter()
-                        .any(|p| p.key == "ha.auth_previous_key_file" && p.message.contains(why)),
-                    "{auth}: {problems:?}"
-                ),
-                other => panic!("{auth}: {other:?}"),
-            }
+            assert_refused(&with_ha(auth), &dir, "ha.auth_previous_key_file", why);
         }
         // the same key twice is allowed, with a warning
         let c = parse_in(
-            &cfg("auth_key_file = \"new.key\"\nauth_previous_key_file = \"new.key\""),
+            &with_ha("auth_key_file = \"new.key\"\nauth_previous_key_file = \"new.key\""),
             "rampart.toml",
             &dir,
         )
