@@ -700,7 +700,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         .unwrap_or_else(|e| crate::metrics::unreachable_metric(e));
         let peer_key = gauge(
             "rampart_ha_peer_key",
-            "1 for the key that verified a peer's last heartbeat: current (auth_key_file), previous (auth_previous_key_file) or grace (what auth_key_file held before the last reload, for a minute after it)",
+            "1 for the key that verified a peer's last heartbeat: current (auth_key_file), previous (auth_previous_key_file) or grace (what auth_key_file held before the last reload, for auth_key_grace after it)",
             &["peer", "key"],
         );
         for p in ha.peers() {

@@ -82,6 +82,9 @@ pub struct HaFile {
     /// A second key, accepted on receipt but never used to sign: the old key
     /// during a rotation.
     pub auth_previous_key_file: Option<std::path::PathBuf>,
+    /// How long after a reload that changed `auth_key_file` the key it
+    /// replaced is still accepted ("0s": not at all). Default: 60 s.
+    pub auth_key_grace: Option<Dur>,
     /// "hmac-sha256" (the default, needs auth_key_file) or "none".
     pub auth: Option<String>,
     #[serde(default)]

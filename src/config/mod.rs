@@ -480,6 +480,44 @@ hash_key = "uri"
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// `[ha] auth_key_grace`: 60 s unless set, "0s" for none, at most an
+    /// hour; a problem names it, and it has no place beside `auth = "none"`.
+    #[test]
+    fn the_ha_key_grace_is_checked() {
+        let (dir, _, _) = ha_key_dir("hagrace");
+        let signed = |grace: &str| with_ha(&format!("auth_key_file = \"new.key\"\n{grace}"));
+        for (grace, secs) in [
+            ("", 60),
+            ("auth_key_grace = \"0s\"", 0),
+            ("auth_key_grace = \"1m30s\"", 90),
+            ("auth_key_grace = \"1h\"", 3600),
+        ] {
+            let c = parse_in(&signed(grace), "rampart.toml", &dir).unwrap();
+            assert_eq!(
+                c.ha.unwrap().key_grace,
+                Duration::from_secs(secs),
+                "{grace}"
+            );
+        }
+        // a bad duration is refused as the file is read, naming the key on
+        // its line
+        let bad = signed("auth_key_grace = \"a minute\"");
+        assert_refused(&bad, &dir, "auth_key_grace", "invalid duration");
+        assert_refused(
+            &signed("auth_key_grace = \"61m\""),
+            &dir,
+            "ha.auth_key_grace",
+            "must be at most 3600s",
+        );
+        assert_refused(
+            &with_ha("auth = \"none\"\nauth_key_grace = \"0s\""),
+            &dir,
+            "ha.auth_key_grace",
+            "auth = \"none\"",
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn unknown_route_pool_names_key_and_line() {
         let p = problem(&GOOD.replace(

@@ -217,6 +217,15 @@ impl HaKey {
     }
 }
 
+/// `[ha] auth_key_grace`'s default: how long after a reload that changed
+/// `auth_key_file` the key it replaced is still accepted.
+pub const AUTH_KEY_GRACE: Duration = Duration::from_secs(60);
+
+/// The longest `[ha] auth_key_grace`: a grace is for reloading the nodes one
+/// after the other, and whoever holds the replaced key can forge heartbeats
+/// meanwhile.
+pub const AUTH_KEY_GRACE_MAX: Duration = Duration::from_secs(3600);
+
 /// The longest `node_id`: the heartbeat carries it in a fixed field of this size
 /// (`ha::wire::NODE_ID_LEN`, checked equal there).
 pub const NODE_ID_MAX: usize = 32;
@@ -235,6 +244,9 @@ pub struct HaConfig {
     pub preempt: bool,
     pub preempt_delay: Duration,
     pub key: HaKey,
+    /// `auth_key_grace`: how long after a reload that changed the signing key
+    /// the key it replaced is still accepted (zero: not at all).
+    pub key_grace: Duration,
     pub track: Vec<Track>,
     pub notify: Option<PathBuf>,
 }

@@ -5,9 +5,10 @@
 //! - `auth_key_file`'s key (`current`);
 //! - `auth_previous_key_file`'s (`previous`): the old key, kept for as long as
 //!   the operator leaves it in the config;
-//! - for [`GRACE_MS`] after a reload that changed `auth_key_file`, the key it
-//!   held before (`grace`), so that two nodes reloaded one after the other
-//!   with a new key keep hearing each other in between.
+//! - for `auth_key_grace` (60 s by default, none with "0s") after a reload
+//!   that changed `auth_key_file`, the key it held before (`grace`), so that
+//!   two nodes reloaded one after the other with a new key keep hearing each
+//!   other in between.
 //!
 //! Which key verified a heartbeat does not bear on replay protection: the
 //! replay guard runs after the tag is checked, on the sender's (boot, sequence),
@@ -19,10 +20,6 @@ use super::wire::{Advert, Reject};
 use crate::config::HaKey;
 use std::net::IpAddr;
 
-/// How long after a reload that changed `auth_key_file` the key it replaced is
-/// still accepted (ms).
-pub const GRACE_MS: u64 = 60_000;
-
 /// Which of a node's keys verified a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyUsed {
@@ -30,7 +27,8 @@ pub enum KeyUsed {
     Current,
     /// `auth_previous_key_file`.
     Previous,
-    /// What `auth_key_file` held before the last reload, within [`GRACE_MS`] of it.
+    /// What `auth_key_file` held before the last reload, within `auth_key_grace`
+    /// of it.
     Grace,
 }
 
@@ -80,23 +78,27 @@ impl KeyRing {
         }
     }
 
-    /// The keys after a reload at `now` to `key`. When the signing key
-    /// changed, the one it replaces is accepted until `now + GRACE_MS`, unless
-    /// the new config accepts it anyway (as `auth_previous_key_file`). A grace
-    /// running since an earlier reload goes on if this one did not change the
-    /// signing key, and ends if it did (one grace key at a time). Between
+    /// The keys after a reload at `now` to `key`, with a grace of `grace_ms`
+    /// (`auth_key_grace`). When the signing key changed, the one it replaces
+    /// is accepted until `now + grace_ms` (with 0, not at all), unless the new
+    /// config accepts it anyway (as `auth_previous_key_file`). A grace running
+    /// since an earlier reload goes on if this one did not change the signing
+    /// key, and ends if it did (one grace key at a time); it ends by
+    /// `now + grace_ms` at the latest (a grace shortened after a leak cuts the
+    /// running one, a longer one does not stretch it). Between
     /// `auth = "none"` and a key there is no grace: an unauthenticated node's
     /// messages are never accepted by one that wants a key.
-    pub fn reloaded(&self, key: &HaKey, now: u64) -> KeyRing {
+    pub fn reloaded(&self, key: &HaKey, grace_ms: u64, now: u64) -> KeyRing {
         let mut next = KeyRing::new(key);
+        let until = now.saturating_add(grace_ms);
+        let running = self.grace.as_ref();
         let grace = match (&self.current, &next.current) {
-            (Some(old), Some(new)) if old != new => {
-                Some((old.clone(), now.saturating_add(GRACE_MS)))
-            }
-            (Some(_), Some(_)) => self.grace.clone().filter(|(_, until)| now < *until),
+            (Some(old), Some(new)) if old != new => Some((old.clone(), until)),
+            (Some(_), Some(_)) => running.map(|(k, end)| (k.clone(), until.min(*end))),
             _ => None,
         };
         next.grace = grace
+            .filter(|(_, end)| now < *end)
             .filter(|(k, _)| next.current.as_ref() != Some(k) && next.previous.as_ref() != Some(k));
         next
     }
@@ -122,7 +124,7 @@ impl KeyRing {
     fn grace_key(&self, now: u64) -> Option<&[u8]> {
         self.grace
             .as_ref()
-            .filter(|(_, until)| now < *until)
+            .filter(|(_, end)| now < *end)
             .map(|(k, _)| k.as_slice())
     }
 
@@ -191,6 +193,8 @@ mod tests {
     const OLD: &[u8] = &[1u8; 32];
     const NEW: &[u8] = &[2u8; 32];
     const OTHER: &[u8] = &[3u8; 32];
+    /// `auth_key_grace`'s default, in ms.
+    const GRACE_MS: u64 = 60_000;
 
     fn a() -> IpAddr {
         "192.0.2.1".parse().unwrap()
@@ -235,7 +239,7 @@ mod tests {
         let ring = KeyRing::new(&hmac(NEW, Some(NEW)));
         assert_eq!(heard(&ring, NEW, 0), Ok(Some(KeyUsed::Current)));
         // and a grace key equal to the previous one is not kept twice
-        let r = KeyRing::new(&hmac(OLD, None)).reloaded(&hmac(NEW, Some(OLD)), 0);
+        let r = KeyRing::new(&hmac(OLD, None)).reloaded(&hmac(NEW, Some(OLD)), GRACE_MS, 0);
         assert_eq!(heard(&r, OLD, 0), Ok(Some(KeyUsed::Previous)));
         assert_eq!(r.grace, None);
     }
@@ -258,7 +262,7 @@ mod tests {
     fn a_reload_that_changes_the_key_accepts_the_old_one_for_the_grace() {
         let before = KeyRing::new(&hmac(OLD, None));
         let t = 5_000;
-        let after = before.reloaded(&hmac(NEW, None), t);
+        let after = before.reloaded(&hmac(NEW, None), GRACE_MS, t);
         assert_eq!(after.signing(), Some(NEW));
         assert_eq!(after.grace_left(t + 1_000), GRACE_MS - 1_000);
         assert_eq!(after.grace_left(t + GRACE_MS + 1), 0);
@@ -277,33 +281,80 @@ mod tests {
         assert_eq!(heard(&ended, OLD, t), Err(Reject::Auth));
     }
 
+    /// `auth_key_grace = "0s"` (a leaked key): the replaced key is refused
+    /// from the reload on, and nothing else is taken away.
+    #[test]
+    fn a_grace_of_zero_refuses_the_replaced_key_at_once() {
+        let before = KeyRing::new(&hmac(OLD, None));
+        let t = 5_000;
+        let after = before.reloaded(&hmac(NEW, None), 0, t);
+        assert_eq!(after.grace, None);
+        assert_eq!(after.grace_left(t), 0);
+        assert_eq!(heard(&after, NEW, t), Ok(Some(KeyUsed::Current)));
+        assert_eq!(heard(&after, OLD, t), Err(Reject::Auth));
+        // a peer last heard under the replaced key is heard under none now
+        assert_eq!(after.relabel(&before, KeyUsed::Current, t), None);
+        // auth_previous_key_file is still accepted: the grace is not about it
+        let kept = before.reloaded(&hmac(NEW, Some(OLD)), 0, t);
+        assert_eq!(heard(&kept, OLD, t), Ok(Some(KeyUsed::Previous)));
+    }
+
+    #[test]
+    fn a_custom_grace_accepts_the_replaced_key_until_it_ends() {
+        let (grace, t) = (5_000, 1_000);
+        let mut after = KeyRing::new(&hmac(OLD, None)).reloaded(&hmac(NEW, None), grace, t);
+        assert_eq!(after.grace_left(t), grace);
+        assert_eq!(heard(&after, OLD, t), Ok(Some(KeyUsed::Grace)));
+        assert_eq!(heard(&after, OLD, t + grace - 1), Ok(Some(KeyUsed::Grace)));
+        assert_eq!(heard(&after, OLD, t + grace), Err(Reject::Auth));
+        assert!(after.expire(t + grace));
+    }
+
+    /// A leak found after the reload that replaced the key: a second reload
+    /// with a shorter grace cuts the running one; a longer one does not
+    /// stretch it.
+    #[test]
+    fn a_reload_with_a_shorter_grace_cuts_a_running_one() {
+        let r1 = KeyRing::new(&hmac(OLD, None)).reloaded(&hmac(NEW, None), GRACE_MS, 0);
+        let t = 10_000;
+        let cut = r1.reloaded(&hmac(NEW, None), 0, t);
+        assert_eq!(cut.grace, None);
+        assert_eq!(heard(&cut, OLD, t), Err(Reject::Auth));
+        assert_eq!(cut.relabel(&r1, KeyUsed::Grace, t), None);
+        let shorter = r1.reloaded(&hmac(NEW, None), 5_000, t);
+        assert_eq!(shorter.grace_left(t), 5_000);
+        assert_eq!(heard(&shorter, OLD, t + 5_000), Err(Reject::Auth));
+        let longer = r1.reloaded(&hmac(NEW, None), 2 * GRACE_MS, t);
+        assert_eq!(longer.grace_left(t), GRACE_MS - t);
+    }
+
     #[test]
     fn a_grace_survives_other_reloads_and_ends_with_the_next_key_change() {
-        let r1 = KeyRing::new(&hmac(OLD, None)).reloaded(&hmac(NEW, None), 0);
+        let r1 = KeyRing::new(&hmac(OLD, None)).reloaded(&hmac(NEW, None), GRACE_MS, 0);
         // a reload that changes something else: the grace runs on, not anew
-        let r2 = r1.reloaded(&hmac(NEW, None), 10_000);
+        let r2 = r1.reloaded(&hmac(NEW, None), GRACE_MS, 10_000);
         assert_eq!(heard(&r2, OLD, 10_000), Ok(Some(KeyUsed::Grace)));
         assert_eq!(heard(&r2, OLD, GRACE_MS), Err(Reject::Auth));
         // a reload back to the old key: the one it replaces is in grace now
-        let back = r1.reloaded(&hmac(OLD, None), 1_000);
+        let back = r1.reloaded(&hmac(OLD, None), GRACE_MS, 1_000);
         assert_eq!(heard(&back, OLD, 1_000), Ok(Some(KeyUsed::Current)));
         assert_eq!(heard(&back, NEW, 1_000), Ok(Some(KeyUsed::Grace)));
         // a third key: only the last one replaced is in grace
-        let third = r1.reloaded(&hmac(OTHER, None), 1_000);
+        let third = r1.reloaded(&hmac(OTHER, None), GRACE_MS, 1_000);
         assert_eq!(heard(&third, NEW, 1_000), Ok(Some(KeyUsed::Grace)));
         assert_eq!(heard(&third, OLD, 1_000), Err(Reject::Auth));
         // an unchanged config after the grace ended: nothing comes back
-        let late = r1.reloaded(&hmac(NEW, None), GRACE_MS + 1);
+        let late = r1.reloaded(&hmac(NEW, None), GRACE_MS, GRACE_MS + 1);
         assert_eq!(late.grace, None);
     }
 
     #[test]
     fn no_grace_to_or_from_no_authentication() {
-        let to_key = KeyRing::new(&HaKey::None).reloaded(&hmac(NEW, None), 0);
+        let to_key = KeyRing::new(&HaKey::None).reloaded(&hmac(NEW, None), GRACE_MS, 0);
         assert_eq!(to_key.grace, None);
         let unsigned = advert(7).encode(None, a(), b());
         assert_eq!(to_key.open(&unsigned, a(), b(), 0), Err(Reject::Auth));
-        let to_none = KeyRing::new(&hmac(OLD, None)).reloaded(&HaKey::None, 0);
+        let to_none = KeyRing::new(&hmac(OLD, None)).reloaded(&HaKey::None, GRACE_MS, 0);
         assert_eq!(to_none.signing(), None);
         assert_eq!(
             to_none.open(&unsigned, a(), b(), 0).map(|(_, k)| k),
@@ -320,7 +371,7 @@ mod tests {
         let captured = advert(7).encode(Some(OLD), a(), b());
         let (m, _) = before.open(&captured, a(), b(), 0).unwrap();
         assert_eq!(guard.accept(&m), Ok(()));
-        let after = before.reloaded(&hmac(NEW, None), 1_000);
+        let after = before.reloaded(&hmac(NEW, None), GRACE_MS, 1_000);
         // authentic under the grace key, and refused as heard before
         let (m, used) = after.open(&captured, a(), b(), 1_000).unwrap();
         assert_eq!(used, Some(KeyUsed::Grace));
@@ -342,19 +393,19 @@ mod tests {
     fn relabelling_follows_the_key_not_the_name() {
         let old = KeyRing::new(&hmac(OLD, None));
         // rotated with the old key as the previous one
-        let new = old.reloaded(&hmac(NEW, Some(OLD)), 0);
+        let new = old.reloaded(&hmac(NEW, Some(OLD)), GRACE_MS, 0);
         assert_eq!(
             new.relabel(&old, KeyUsed::Current, 0),
             Some(KeyUsed::Previous)
         );
         // rotated by a plain change: the old key is in grace
-        let plain = old.reloaded(&hmac(NEW, None), 0);
+        let plain = old.reloaded(&hmac(NEW, None), GRACE_MS, 0);
         assert_eq!(
             plain.relabel(&old, KeyUsed::Current, 0),
             Some(KeyUsed::Grace)
         );
         // the previous key removed: a peer last heard under it is not any more
-        let done = new.reloaded(&hmac(NEW, None), 1);
+        let done = new.reloaded(&hmac(NEW, None), GRACE_MS, 1);
         assert_eq!(done.relabel(&new, KeyUsed::Previous, 1), None);
         assert_eq!(
             done.relabel(&new, KeyUsed::Current, 1),

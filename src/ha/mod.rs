@@ -280,6 +280,11 @@ fn fsm_config(cfg: &HaConfig) -> FsmConfig {
     }
 }
 
+/// A peer last heard within this long is taken to be up and signing as it
+/// was, and is warned about when its key stops being accepted; one heard
+/// longer ago is a BACKUP keeping quiet, or gone, and says nothing of its key.
+const HEARD_LATELY: Duration = Duration::from_secs(60);
+
 struct Node<'a> {
     fsm: Fsm,
     /// The keys heartbeats are signed with and accepted under (a reload
@@ -366,11 +371,12 @@ impl Node<'_> {
     }
 
     /// Applies a reload's keys: a changed `auth_key_file` signs from now on,
-    /// and the key it replaces is accepted for a grace (`keys::GRACE_MS`). What
-    /// is known of the peers is relabelled under the new keys.
+    /// and the key it replaces is accepted for a grace (`auth_key_grace`).
+    /// What is known of the peers is relabelled under the new keys.
     fn reload_keys(&mut self, new: &HaConfig) {
         let now = self.now();
-        let next = self.keys.reloaded(&new.key, now);
+        let grace_ms = new.key_grace.as_millis() as u64;
+        let next = self.keys.reloaded(&new.key, grace_ms, now);
         if next == self.keys {
             return;
         }
@@ -387,7 +393,7 @@ impl Node<'_> {
         // (with auth = "none" nothing is verified, and nothing refused for its key)
         let authenticated = self.keys.signing().is_some();
         for (peer, ago) in lost {
-            if authenticated && ago < Duration::from_millis(keys::GRACE_MS) {
+            if authenticated && ago < HEARD_LATELY {
                 tracing::warn!(%peer, ago_secs = ago.as_secs(), "the peer's last heartbeat was signed with a key this node no longer accepts: its next ones are refused until it signs with auth_key_file's key");
             }
         }
@@ -410,7 +416,7 @@ impl Node<'_> {
             .relabel_peers(|k| (k != KeyUsed::Grace).then_some(k));
         let behind: Vec<String> = lost
             .into_iter()
-            .filter(|(_, ago)| *ago < Duration::from_millis(keys::GRACE_MS))
+            .filter(|(_, ago)| *ago < HEARD_LATELY)
             .map(|(peer, _)| peer)
             .collect();
         if behind.is_empty() {

@@ -257,6 +257,7 @@ mod tests {
             preempt: false,
             preempt_delay: Duration::ZERO,
             key: crate::config::HaKey::None,
+            key_grace: crate::config::AUTH_KEY_GRACE,
             track: vec![],
             notify: None,
         })

@@ -122,6 +122,21 @@ pub(super) fn ha(
             None
         }
     };
+    let key_grace = h.auth_key_grace.map_or(AUTH_KEY_GRACE, |g| g.0);
+    if matches!(key, Some(HaKey::None)) && h.auth_key_grace.is_some() {
+        p.add(
+            &at.key("auth_key_grace"),
+            "has no use with auth = \"none\": there is no key to replace",
+        );
+    }
+    if key_grace > AUTH_KEY_GRACE_MAX {
+        p.add(
+            &at.key("auth_key_grace"),
+            format!(
+                "must be at most {AUTH_KEY_GRACE_MAX:?} (\"0s\": the replaced key is refused at once), got {key_grace:?}"
+            ),
+        );
+    }
     let mut track = Vec::new();
     for (i, t) in h.track.iter().enumerate() {
         match t.as_str() {
@@ -172,6 +187,7 @@ pub(super) fn ha(
         preempt: h.preempt,
         preempt_delay: h.preempt_delay.0,
         key: key.unwrap_or(HaKey::None),
+        key_grace,
         track,
         notify,
     })
