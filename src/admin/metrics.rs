@@ -715,7 +715,18 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
                 }
             }
         }
-        for c in [&st, &prio, &peer_key] {
+        let previous_unused = gauge(
+            "rampart_ha_previous_key_unused",
+            &format!(
+                "1 while auth_previous_key_file is set and no longer used: the peer's last {} heartbeats in a row verified with auth_key_file's key (0 while nothing is heard, as on a MASTER)",
+                crate::ha::keys::PREVIOUS_UNUSED_AFTER
+            ),
+            &[],
+        );
+        previous_unused
+            .with_label_values::<&str>(&[])
+            .set(i64::from(ha.previous_key_unused()));
+        for c in [&st, &prio, &peer_key, &previous_unused] {
             out.extend(c.collect());
         }
         for c in [&tr, &sent, &recv, &reinstated, &dropped] {

@@ -10,6 +10,12 @@
 //!   two nodes reloaded one after the other with a new key keep hearing each
 //!   other in between.
 //!
+//! Once the peer's heartbeats verify with the current key only, for
+//! [`PREVIOUS_UNUSED_AFTER`] of them in a row, `auth_previous_key_file` is no
+//! longer used ([`PreviousUse`]): the rotation is over, and the key, still
+//! accepted, can be removed. Only a MASTER sends heartbeats, so it is the
+//! BACKUP that can tell.
+//!
 //! Which key verified a heartbeat does not bear on replay protection: the
 //! replay guard runs after the tag is checked, on the sender's (boot, sequence),
 //! whatever the key, and it is kept across reloads. An advert signed with the
@@ -19,6 +25,11 @@
 use super::wire::{Advert, Reject};
 use crate::config::HaKey;
 use std::net::IpAddr;
+
+/// How many heartbeats in a row, all verified with the current key, show that
+/// the peer no longer signs with `auth_previous_key_file`'s (a minute at the
+/// default `advert_interval`).
+pub const PREVIOUS_UNUSED_AFTER: u32 = 60;
 
 /// Which of a node's keys verified a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +192,34 @@ impl KeyRing {
         }
         let (advert, i) = Advert::decode_any(buf, &keys[..n], from, to)?;
         Ok((advert, labels.get(i).copied()))
+    }
+}
+
+/// Whether `auth_previous_key_file`'s key is still used: it is not once
+/// [`PREVIOUS_UNUSED_AFTER`] heartbeats in a row, from any peer, verified with
+/// the current key. A new one (a reload that changes the keys) starts over.
+#[derive(Debug, Default)]
+pub struct PreviousUse {
+    /// Accepted heartbeats in a row verified with the current key.
+    current_run: u32,
+}
+
+impl PreviousUse {
+    /// Records an accepted heartbeat, verified with `used` under `ring` (None:
+    /// `auth = "none"`). True when it is the one that shows `ring`'s previous
+    /// key unused: once, until a heartbeat under another key starts over.
+    pub fn heard(&mut self, ring: &KeyRing, used: Option<KeyUsed>) -> bool {
+        let before = self.unused(ring);
+        self.current_run = match used {
+            Some(KeyUsed::Current) => self.current_run.saturating_add(1),
+            _ => 0,
+        };
+        !before && self.unused(ring)
+    }
+
+    /// Whether `ring` has a previous key, and the peers no longer sign with it.
+    pub fn unused(&self, ring: &KeyRing) -> bool {
+        ring.has_previous() && self.current_run >= PREVIOUS_UNUSED_AFTER
     }
 }
 
@@ -387,6 +426,44 @@ mod tests {
         assert_eq!(guard.accept(&m), Ok(()));
         let (m, _) = after.open(&next, a(), b(), 4_000).unwrap();
         assert_eq!(guard.accept(&m), Err(Reject::Replay));
+    }
+
+    /// `n` heartbeats verified with `used` under `ring`: how many of them
+    /// showed the previous key unused.
+    fn hear(usage: &mut PreviousUse, ring: &KeyRing, used: KeyUsed, n: u32) -> usize {
+        (0..n).filter(|_| usage.heard(ring, Some(used))).count()
+    }
+
+    #[test]
+    fn the_previous_key_is_unused_once_the_peer_signs_with_the_current_one_for_a_while() {
+        const N: u32 = PREVIOUS_UNUSED_AFTER;
+        let ring = KeyRing::new(&hmac(NEW, Some(OLD)));
+        let mut usage = PreviousUse::default();
+        // the peer still signs with the old key
+        assert_eq!(hear(&mut usage, &ring, KeyUsed::Previous, 2 * N), 0);
+        assert!(!usage.unused(&ring));
+        // then with the new one: not until the span is over, and said once
+        assert_eq!(hear(&mut usage, &ring, KeyUsed::Current, N - 1), 0);
+        assert!(!usage.unused(&ring));
+        assert_eq!(hear(&mut usage, &ring, KeyUsed::Current, 1), 1);
+        assert!(usage.unused(&ring));
+        // (once)
+        assert_eq!(hear(&mut usage, &ring, KeyUsed::Current, 2 * N), 0);
+        assert!(usage.unused(&ring));
+        // the previous key again (a peer's rotation undone): in use, and the
+        // span starts over
+        assert_eq!(hear(&mut usage, &ring, KeyUsed::Previous, 1), 0);
+        assert!(!usage.unused(&ring));
+        assert_eq!(hear(&mut usage, &ring, KeyUsed::Current, N - 1), 0);
+        assert_eq!(hear(&mut usage, &ring, KeyUsed::Current, 1), 1, "again");
+        // a heartbeat under the key in grace breaks the span as well
+        assert_eq!(hear(&mut usage, &ring, KeyUsed::Grace, 1), 0);
+        assert!(!usage.unused(&ring));
+        // without auth_previous_key_file there is nothing to say
+        let without = KeyRing::new(&hmac(NEW, None));
+        let mut usage = PreviousUse::default();
+        assert_eq!(hear(&mut usage, &without, KeyUsed::Current, 2 * N), 0);
+        assert!(!usage.unused(&without));
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod wire;
 use crate::config::{HaConfig, Track};
 use crate::plane::Plane;
 use fsm::{Action, Event, Fsm, FsmConfig, Heard, State};
-use keys::{KeyRing, KeyUsed};
+use keys::{KeyRing, KeyUsed, PreviousUse};
 use status::HaStatus;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -117,6 +117,7 @@ impl Ha {
         let mut node = Node {
             fsm: Fsm::new(fsm_config(&self.cfg)),
             keys: KeyRing::new(&self.cfg.key),
+            previous_use: PreviousUse::default(),
             cfg: self.cfg.clone(),
             index: self.index,
             mac: self.mac,
@@ -212,6 +213,7 @@ impl Ha {
                                 }
                                 _ => {}
                             }
+                            node.note_key(key);
                             // only masters advertise; others' adverts (e.g. a
                             // FAULT node's priority 0) still count as "leaving"
                             if a.node_id == node.cfg.node_id && same_id_warned.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(60)) {
@@ -290,6 +292,8 @@ struct Node<'a> {
     /// The keys heartbeats are signed with and accepted under (a reload
     /// replaces them, keeping the replaced signing key for a grace).
     keys: KeyRing,
+    /// Whether the peers still sign with `auth_previous_key_file`'s key.
+    previous_use: PreviousUse,
     /// The `[ha]` in force (a reload replaces it); `ha.cfg` is the one it started with.
     cfg: HaConfig,
     /// The interface's index and MAC (a reload may move the VIPs to another).
@@ -381,6 +385,9 @@ impl Node<'_> {
             return;
         }
         let old = std::mem::replace(&mut self.keys, next);
+        // what was heard says nothing of whether the new keys are used
+        self.previous_use = PreviousUse::default();
+        self.ha.status.set_previous_key_unused(false);
         let ring = &self.keys;
         let lost = self.ha.status.relabel_peers(|k| ring.relabel(&old, k, now));
         let new_signing_key = self.keys.signing() != old.signing();
@@ -401,6 +408,20 @@ impl Node<'_> {
             // (said, not warned: it is also what a rotation in the right order does)
             tracing::info!("this MASTER signs its heartbeats with the new key from now on: a BACKUP that does not accept it yet (as its auth_key_file or auth_previous_key_file) takes over after 3 missed adverts");
         }
+    }
+
+    /// Follows which key the peers' heartbeats verify with (`key`, that of
+    /// the one just accepted), to say once, and show, when
+    /// `auth_previous_key_file` is no longer used.
+    fn note_key(&mut self, key: Option<KeyUsed>) {
+        if self.previous_use.heard(&self.keys, key) {
+            tracing::warn!(
+                heartbeats = keys::PREVIOUS_UNUSED_AFTER,
+                "auth_previous_key_file's key is still accepted but no longer used: the peer's heartbeats have all verified with auth_key_file's key for a while; once the key rotation is over, remove auth_previous_key_file from both nodes and reload"
+            );
+        }
+        let unused = self.previous_use.unused(&self.keys);
+        self.ha.status.set_previous_key_unused(unused);
     }
 
     /// Ends the grace of the key a reload replaced once it is over, and says

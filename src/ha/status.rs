@@ -1,13 +1,14 @@
 //! What the stats page, `/metrics` and `rampart status` show of HA: the
-//! state and its last changes, the counters, and the peers heard (with the key
-//! each was last heard under).
+//! state and its last changes, the counters, the peers heard (with the key
+//! each was last heard under), and whether `auth_previous_key_file` is still
+//! used.
 
 use super::fsm::State;
 use super::keys::KeyUsed;
 use super::wire::Reject;
 use crate::config::HaConfig;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -42,7 +43,10 @@ pub struct HaStatus {
     /// The last [`HISTORY`] state changes, oldest first.
     history: Mutex<std::collections::VecDeque<Change>>,
     /// This process took over as MASTER from the process it upgraded.
-    pub resumed_master: std::sync::atomic::AtomicBool,
+    pub resumed_master: AtomicBool,
+    /// `auth_previous_key_file` is set, and the peers no longer sign with it
+    /// (`keys::PreviousUse`).
+    previous_key_unused: AtomicBool,
 }
 
 /// How many state changes `/stats;json` keeps.
@@ -96,6 +100,7 @@ impl HaStatus {
             fault_reason: Mutex::new(None),
             history: Default::default(),
             resumed_master: Default::default(),
+            previous_key_unused: Default::default(),
         }
     }
 
@@ -157,6 +162,17 @@ impl HaStatus {
         if let Some(i) = REJECTS.iter().position(|x| *x == r) {
             self.dropped[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Whether `auth_previous_key_file` is set and no longer used: the
+    /// peers' heartbeats have verified with `auth_key_file`'s key for a while
+    /// (false too while nothing is heard, as on a MASTER).
+    pub fn previous_key_unused(&self) -> bool {
+        self.previous_key_unused.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_previous_key_unused(&self, unused: bool) {
+        self.previous_key_unused.store(unused, Ordering::Relaxed);
     }
 
     /// Peers and how long ago each was heard, by node id.
@@ -231,6 +247,7 @@ impl HaStatus {
             "vips_reinstated": self.vips_reinstated.load(Ordering::Relaxed),
             "fault": *self.fault_reason.lock().unwrap_or_else(|e| e.into_inner()),
             "resumed_master": self.resumed_master.load(Ordering::Relaxed),
+            "previous_key_unused": self.previous_key_unused(),
             "history": *self.history.lock().unwrap_or_else(|e| e.into_inner()),
             "peers": self.peers().into_iter().map(|p| serde_json::json!({
                 "node_id": p.node_id, "last_seen_secs": p.ago.as_secs_f64(), "priority": p.priority,
@@ -284,5 +301,17 @@ mod tests {
         assert_eq!(s.heard("lb-a", 150, None), None);
         assert!(s.relabel_peers(|_| Some(KeyUsed::Current)).is_empty());
         assert_eq!(s.peers()[0].key, None);
+    }
+
+    #[test]
+    fn whether_the_previous_key_is_unused_is_shown() {
+        let s = status();
+        assert!(!s.previous_key_unused());
+        assert_eq!(s.to_json()["previous_key_unused"], false);
+        s.set_previous_key_unused(true);
+        assert!(s.previous_key_unused());
+        assert_eq!(s.to_json()["previous_key_unused"], true);
+        s.set_previous_key_unused(false);
+        assert_eq!(s.to_json()["previous_key_unused"], false);
     }
 }
