@@ -1230,6 +1230,12 @@ fn key_b_heard_a_with(lab: &Lab) -> String {
         .to_string()
 }
 
+/// `previous_key_unused` in node `which`'s `/stats;json` (None when it does
+/// not answer).
+fn previous_key_unused(lab: &Lab, which: char) -> Option<bool> {
+    lab.stats(which)["ha"]["previous_key_unused"].as_bool()
+}
+
 impl Lab {
     /// Waits until node B has accepted `n` more heartbeats from A than now:
     /// at 250 ms, 4 of them (1 s) outlast B's master-down time (0.9 s).
@@ -1269,7 +1275,8 @@ impl Lab {
 /// first), as the README says: first with `auth_previous_key_file`, then by a
 /// plain change of `auth_key_file` within the grace. Node B never stops
 /// hearing node A: no heartbeat is refused, no node changes state, and the
-/// pair never has two MASTERs.
+/// pair never has two MASTERs. Once A signs with the new key, B tells that
+/// the previous one is no longer used.
 #[test]
 fn the_heartbeat_key_is_rotated_by_reload_without_a_failover() {
     let mut lab = Lab::new("kr", "250ms");
@@ -1303,6 +1310,7 @@ fn the_heartbeat_key_is_rotated_by_reload_without_a_failover() {
     // for longer than its master-down time
     lab.b_hears(4, "A's heartbeats under the previous key");
     assert_eq!(key_b_heard_a_with(&lab), "previous");
+    assert_eq!(previous_key_unused(&lab, 'b'), Some(false));
     lab.reload_with('a', 2, rotate);
     wait_until(
         Duration::from_secs(5),
@@ -1324,6 +1332,23 @@ fn the_heartbeat_key_is_rotated_by_reload_without_a_failover() {
         "B logs the change of key: {}",
         lab.log('b')
     );
+    // once A's heartbeats have all verified with the new key, 60 in a row
+    // (15 s at 250 ms), B says the previous key is no longer used; A, the
+    // MASTER, hears none and does not
+    let gauge = "\nrampart_ha_previous_key_unused 1\n";
+    let shown = || lab.metrics('b').contains(gauge);
+    wait_until(
+        Duration::from_secs(30),
+        "B to show the previous key unused",
+        shown,
+    );
+    assert_eq!(previous_key_unused(&lab, 'b'), Some(true));
+    wait_until(
+        Duration::from_secs(5),
+        "B's warning that the previous key is unused",
+        || lab.log('b').contains("still accepted but no longer used"),
+    );
+    assert_eq!(previous_key_unused(&lab, 'a'), Some(false));
 
     // 2. the previous key goes
     let retire = |t: String| t.replace(&previous(&old), "");
@@ -1331,6 +1356,11 @@ fn the_heartbeat_key_is_rotated_by_reload_without_a_failover() {
     lab.reload_with('a', 3, retire);
     lab.b_hears(4, "A's heartbeats after the previous key went");
     assert_eq!(key_b_heard_a_with(&lab), "current");
+    wait_until(
+        Duration::from_secs(5),
+        "B to show no previous key unused once it has none",
+        || previous_key_unused(&lab, 'b') == Some(false),
+    );
 
     // 3. a plain change back to the first key, B first, within the grace
     let back = |t: String| t.replace(&line(&new), &line(&old));
