@@ -447,7 +447,12 @@ hash_key = "uri"
         assert_eq!(key.hmac(), Some(new.as_bytes()));
         assert_eq!(key.previous(), Some(old.as_bytes()));
         assert!(!format!("{key:?}").contains("nnnn"), "{key:?}");
-        let c = parse_in(&with_ha("auth_key_file = \"new.key\""), "rampart.toml", &dir).unwrap();
+        let c = parse_in(
+            &with_ha("auth_key_file = \"new.key\""),
+            "rampart.toml",
+            &dir,
+        )
+        .unwrap();
         assert_eq!(c.ha.unwrap().key.previous(), None);
         for (auth, why) in [
             (
