@@ -488,3 +488,35 @@ name = "api"
     assert_eq!(v[0]["used"].as_u64(), Some(passed), "{v}");
     assert_eq!(v[0]["remaining"].as_u64(), Some(100 - passed), "{v}");
 }
+
+/// An IPv6 client is counted under its /64, and an operator finds and
+/// resets it by its own address: `rampart quota show ::1` shows `::/64`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_clients_quota_is_found_by_its_address() {
+    let backend = Backend::start("pod", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("::1"), free_addr("127.0.0.1"));
+    let text = quota_config(listen, admin, backend.addr, None)
+        .replace("key = \"header:x-api-key\"", "key = \"client_ip\"");
+    let _p = Proxy::start(&text, &[listen]).await;
+    let c = client();
+    for _ in 0..3 {
+        assert_eq!(post_job(&c, listen, "-").await.0, StatusCode::OK);
+    }
+    let show = |key: &'static str| {
+        tokio::task::spawn_blocking(move || rampart_cli(admin, &["quota", "show", key]))
+    };
+    for key in ["::1", "::/64"] {
+        let shown = show(key).await.unwrap();
+        assert!(shown.contains("jobs ::/64: 3/100 used"), "{key}: {shown}");
+    }
+    let out = tokio::task::spawn_blocking(move || rampart_cli(admin, &["quota", "reset", "::1"]))
+        .await
+        .unwrap();
+    assert!(out.contains("::1: reset in jobs"), "{out}");
+    let (_, list) = admin_get(admin, "/api/quotas?limit=jobs").await;
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert!(
+        v.as_array().unwrap().iter().all(|q| q["used"] == 0),
+        "{list}"
+    );
+}

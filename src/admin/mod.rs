@@ -396,7 +396,8 @@ fn quotas(shared: &Shared, limit: Option<&str>, key: Option<&str>) -> Vec<QuotaV
         if limit.is_some_and(|n| n != l.cfg.name) {
             continue;
         }
-        for e in l.quotas(key, unix) {
+        let key = key.map(|k| l.operator_key(k));
+        for e in l.quotas(key.as_deref(), unix) {
             let quota = l.quota_of(&e);
             let len = e.len.max(1);
             out.push(QuotaView {
@@ -436,6 +437,7 @@ async fn reset_quota(shared: &Shared, req: Request<Incoming>) -> Resp {
         if limit.as_deref().is_some_and(|n| n != l.cfg.name) {
             continue;
         }
+        let key = l.operator_key(&key);
         let here = !l.reset_quota(&key).is_empty();
         // shared: the store's count goes too, even if this node never saw the key
         let lens = l.quota_lens();

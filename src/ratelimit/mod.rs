@@ -278,6 +278,37 @@ impl Limiter {
         out
     }
 
+    /// The key text an operator's `key` stands for under this limit: an IPv6
+    /// address where the key has the client's IP is the network it is
+    /// counted under (`2001:db8:0:7::1` is `2001:db8:0:7::/64`), so that
+    /// `rampart quota show` and `reset` find a client by any of its
+    /// addresses; an IPv4-mapped one is its IPv4 address, as requests are
+    /// keyed. Anything else is as given.
+    pub fn operator_key(&self, key: &str) -> String {
+        if self.cfg.ipv6_prefix >= 128 || !self.cfg.key.contains(&KeyPart::ClientIp) {
+            return key.to_owned();
+        }
+        let parts: Vec<&str> = key.split('|').collect();
+        if parts.len() != self.cfg.key.len() {
+            return key.to_owned();
+        }
+        let parts: Vec<String> = parts
+            .iter()
+            .zip(&self.cfg.key)
+            .map(
+                |(text, part)| match (part, text.parse::<std::net::Ipv6Addr>()) {
+                    // (an IPv4 client on a dual-stack listener is its IPv4 address)
+                    (KeyPart::ClientIp, Ok(a)) => match a.to_ipv4_mapped() {
+                        Some(v4) => v4.to_string(),
+                        None => format!("{}/{}", self.v6_net(a), self.cfg.ipv6_prefix),
+                    },
+                    _ => (*text).to_owned(),
+                },
+            )
+            .collect();
+        parts.join("|")
+    }
+
     /// Whether a request conforms to this limit: its rate (GCRA, `now` in µs)
     /// and its quota (`unix` seconds); counted by both if so. With tiers, the
     /// request's tier gives the rate and the quota, and the key is the tier and
@@ -899,6 +930,16 @@ mod tests {
         assert!(l.admit(&same_net, 0, || noon).is_ok());
         let q = l.quotas(Some("2001:db8:0:7::/64"), noon);
         assert_eq!(q.first().map(|e| e.used), Some(2), "{q:?}");
+        // an operator finds it by any address of it, as by its network
+        for text in [
+            "2001:db8:0:7::1",
+            "2001:db8:0:7:ffff::9",
+            "2001:db8:0:7::/64",
+        ] {
+            assert_eq!(l.operator_key(text), "2001:db8:0:7::/64", "{text}");
+        }
+        assert_eq!(l.operator_key("1.2.3.4"), "1.2.3.4");
+        assert_eq!(l.operator_key("::ffff:1.2.3.4"), "1.2.3.4");
         // ipv6_prefix = 128: each address on its own, as nginx counts
         let mut cfg = l.cfg.clone();
         cfg.ipv6_prefix = 128;
