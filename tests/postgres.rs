@@ -628,3 +628,151 @@ async fn a_tls_only_server_is_checked_over_tls_as_ssl_says() {
         .collect();
     assert!(broken.is_empty(), "{broken:#?}");
 }
+
+/// Runs `sql` on the server at `addr` as postgres; the first column of the
+/// first row, as text, if any.
+async fn sql(addr: SocketAddr, sql: &str) -> Option<String> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(addr.ip().to_string())
+        .port(addr.port())
+        .user("postgres")
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(2));
+    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+    let task = tokio::spawn(conn);
+    let rows = client.simple_query(sql).await.unwrap();
+    drop(client);
+    let _ = task.await;
+    rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    })
+}
+
+/// A replica cut off from its primary (its WAL receiver stopped: a network
+/// partition, a replication slot gone) has replayed all it received, and
+/// read a lag of 0 for ever while the primary took writes it never got. It
+/// is now held to `max_replica_lag` by the time it has been behind its
+/// cluster, which the check of the primary shows, and back UP once it
+/// streams and catches up. When the primary itself is down, nothing shows
+/// the cluster going on: the replica, cut off too, keeps serving reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_from_its_primary_is_behind_while_the_primary_goes_on() {
+    let pgs = tokio::task::spawn_blocking(Clusters::start).await.unwrap();
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let cfg = format!(
+        r#"[global]
+threads = 1
+access_log = "off"
+[admin]
+bind = "{admin}"
+[[listener]]
+name = "pg-ro"
+bind = ["{listen}"]
+mode = "tcp"
+pool = "replica"
+[[pool]]
+name = "replica"
+  [pool.health]
+  kind = "postgres"
+  user = "postgres"
+  role = "replica"
+  max_replica_lag = "2s"
+  interval = "300ms"
+  fast_interval = "300ms"
+  timeout = "250ms"
+  rise = 1
+  fall = 1
+  [[pool.server]]
+  address = "{}"
+  [[pool.server]]
+  address = "{}"
+"#,
+        pgs.primary, pgs.replica
+    );
+    let p = Proxy::start(&cfg, &[listen]).await;
+    let replica = pgs.replica;
+    let detail = |v: &serde_json::Value| server_in(v, replica)["last_check"]["detail"].to_string();
+    p.wait_pool(Duration::from_secs(15), "replica", "the replica UP", |v| {
+        server_in(v, replica)["status"] == "UP"
+    })
+    .await;
+
+    // cut off: no primary_conninfo, no WAL receiver (pg_basebackup -R wrote
+    // it with ALTER SYSTEM's file: kept to put back)
+    let conninfo = sql(replica, "SHOW primary_conninfo").await.unwrap();
+    assert!(conninfo.contains("port="), "{conninfo}");
+    sql(replica, "ALTER SYSTEM SET primary_conninfo = ''").await;
+    sql(replica, "SELECT pg_reload_conf()").await;
+    wait_until(Duration::from_secs(15), "the WAL receiver gone", || async {
+        sql(replica, "SELECT count(*) FROM pg_stat_wal_receiver")
+            .await
+            .as_deref()
+            == Some("0")
+    })
+    .await;
+    // the primary goes on without it
+    sql(
+        pgs.primary,
+        "CREATE TABLE cut_off (x int); INSERT INTO cut_off VALUES (1)",
+    )
+    .await;
+    let v = p
+        .wait_pool(
+            Duration::from_secs(15),
+            "replica",
+            "the cut-off replica DOWN",
+            |v| server_in(v, replica)["status"] == "DOWN",
+        )
+        .await;
+    assert!(
+        detail(&v).contains("without a WAL receiver, behind its cluster"),
+        "{v}"
+    );
+
+    // streaming again, it catches up and is UP
+    let back = format!(
+        "ALTER SYSTEM SET primary_conninfo = '{}'",
+        conninfo.replace('\'', "''")
+    );
+    sql(replica, &back).await;
+    sql(replica, "SELECT pg_reload_conf()").await;
+    let v = p
+        .wait_pool(
+            Duration::from_secs(20),
+            "replica",
+            "the replica back UP",
+            |v| server_in(v, replica)["status"] == "UP",
+        )
+        .await;
+    assert!(detail(&v).contains("replica, lag"), "{v}");
+
+    // the primary dies: the replica is cut off too, and nothing is known to
+    // be newer than what it has, so it stays UP through check after check
+    let d = pgs.data("primary");
+    tokio::task::spawn_blocking(move || pg("pg_ctl", &["-D", &d, "-m", "immediate", "stop"]))
+        .await
+        .unwrap();
+    let v = p
+        .wait_pool(
+            Duration::from_secs(15),
+            "replica",
+            "the replica cut off",
+            |v| detail(v).contains("nothing newer is known"),
+        )
+        .await;
+    assert_eq!(server_in(&v, replica)["status"], "UP", "{v}");
+    let series = |result: &str| {
+        format!("rampart_server_health_checks_total{{pool=\"replica\",result=\"{result}\",server=\"{replica}\"}}")
+    };
+    let m = admin_get(admin, "/metrics").await.1;
+    let (ok, failed) = (metric(&m, &series("ok")), metric(&m, &series("failed")));
+    let m = wait_metric(admin, &series("ok"), ok + 10.0).await;
+    assert_eq!(
+        metric(&m, &series("failed")),
+        failed,
+        "a check failed since"
+    );
+    assert_eq!(p.server_status("replica", replica).await, "UP");
+    assert_eq!(in_recovery(listen).await, Ok(true), "reads go on");
+}

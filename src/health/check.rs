@@ -23,8 +23,17 @@ pub enum CheckFailure {
     Status(u16),
     Body,
     Http(String),
-    Role { want: PgRole, replica: bool },
-    Lag { lag: Duration, max: Duration },
+    Role {
+        want: PgRole,
+        replica: bool,
+    },
+    /// `cut_off`: a replica without a WAL receiver, its lag the time it has
+    /// been behind its cluster.
+    Lag {
+        lag: Duration,
+        max: Duration,
+        cut_off: bool,
+    },
     Postgres(String),
     Grpc(String),
 }
@@ -47,9 +56,19 @@ impl fmt::Display for CheckFailure {
                 },
                 if *replica { "replica" } else { "primary" }
             ),
-            CheckFailure::Lag { lag, max } => {
+            CheckFailure::Lag {
+                lag,
+                max,
+                cut_off: false,
+            } => {
                 write!(f, "replica lag {:.1}s exceeds {:?}", lag.as_secs_f64(), max)
             }
+            CheckFailure::Lag { lag, max, .. } => write!(
+                f,
+                "replica without a WAL receiver, behind its cluster for {:.1}s, more than {:?}",
+                lag.as_secs_f64(),
+                max
+            ),
             CheckFailure::Postgres(e) => write!(f, "postgres: {e}"),
             CheckFailure::Grpc(e) => write!(f, "gRPC health: {e}"),
         }
@@ -89,14 +108,17 @@ pub type CheckTls = (crate::tls::PoolTls, rustls_pki_types::ServerName<'static>)
 /// health manager's `check_tls`; without it, the name is the address). With
 /// `send_proxy` (the pool's), each check connection starts with a PROXY
 /// header, as the pool's connections for traffic do.
+/// `pg`: what a postgres check of this server keeps across its checks (the
+/// server's check loop has it; a lone first check does not).
 pub async fn check_with(
     kind: &CheckKind,
     addr: SocketAddr,
     tls: Option<&CheckTls>,
     send_proxy: Option<crate::proxy_protocol::Version>,
     timeout: Duration,
+    pg: Option<&mut PgTrack>,
 ) -> Result<String, CheckFailure> {
-    match tokio::time::timeout(timeout, check_inner(kind, addr, tls, send_proxy)).await {
+    match tokio::time::timeout(timeout, check_inner(kind, addr, tls, send_proxy, pg)).await {
         Ok(r) => r,
         Err(_) => Err(CheckFailure::Timeout(timeout)),
     }
@@ -133,6 +155,7 @@ async fn check_inner(
     addr: SocketAddr,
     tls: Option<&CheckTls>,
     send_proxy: Option<crate::proxy_protocol::Version>,
+    pg: Option<&mut PgTrack>,
 ) -> Result<String, CheckFailure> {
     // the admin server is no backend (a member at its address never passes)
     if crate::upstream::is_admin(addr) {
@@ -257,7 +280,7 @@ async fn check_inner(
                 (pg, name)
             });
             let (client, conn_task) = pg_session(&mut cfg, addr, send_proxy, ssl).await?;
-            let verdict = pg_verdict(&client, *role, *max_replica_lag).await;
+            let verdict = pg_verdict(&client, *role, *max_replica_lag, pg).await;
             // the session ends as a client ends it (Terminate, and over TLS a
             // close_notify), or the server logs an unexpected EOF per check;
             // off the check's clock, so a verdict made is not a timeout
@@ -273,35 +296,121 @@ async fn check_inner(
     }
 }
 
+/// The WAL position each Postgres cluster (by its system identifier) is
+/// known to have reached, and when (ms): from its primary, or a replica that
+/// streams from it. Every postgres check of every pool shares it, so that a
+/// replica without a WAL receiver (cut off from its primary) is known to be
+/// behind while its primary, or another replica, shows that the cluster goes
+/// on without it; and is not while nothing shows that (its primary is down:
+/// then it serves reads, which read-only mode needs, as before).
+#[derive(Debug, Clone, Default)]
+pub struct WalMarks(Arc<std::sync::Mutex<std::collections::HashMap<u64, (u64, u64)>>>);
+
+impl WalMarks {
+    fn reached(&self, cluster: u64, lsn: u64, now_ms: u64) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let e = m.entry(cluster).or_insert((lsn, now_ms));
+        *e = (e.0.max(lsn), now_ms);
+    }
+
+    /// The cluster's position, if one was seen since `since_ms`.
+    fn known(&self, cluster: u64, since_ms: u64) -> Option<u64> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&cluster)
+            .filter(|(_, at)| *at >= since_ms)
+            .map(|(lsn, _)| *lsn)
+    }
+}
+
+/// What the postgres checks of one server keep across checks.
+#[derive(Debug)]
+pub struct PgTrack {
+    marks: WalMarks,
+    /// How old a cluster's mark may be and still count (a few intervals).
+    fresh: Duration,
+    /// Since when (ms) this replica, without a WAL receiver, has been behind
+    /// its cluster's mark.
+    behind_since: Option<u64>,
+}
+
+impl PgTrack {
+    pub fn new(marks: WalMarks, fresh: Duration) -> PgTrack {
+        PgTrack {
+            marks,
+            fresh,
+            behind_since: None,
+        }
+    }
+}
+
 /// What a postgres check's session says of the server: its role and lag,
 /// against what the check wants.
+///
+/// A replica's lag is 0 when it has replayed all it received (an idle
+/// primary would otherwise look like growing lag), else the age of the last
+/// transaction it replayed. That holds while its WAL receiver runs: one cut
+/// off from its primary has replayed all it received, and would read 0
+/// forever. Its lag is then the time it has been behind its cluster (`pg`'s
+/// marks), or 0 while nothing newer is known.
 async fn pg_verdict(
     client: &tokio_postgres::Client,
     role: PgRole,
     max_replica_lag: Duration,
+    pg: Option<&mut PgTrack>,
 ) -> Result<String, CheckFailure> {
-    // Lag is 0 on a primary and on a replica that has replayed all it
-    // received (an idle primary would otherwise look like growing lag).
     let row = client
         .query_one(
             "SELECT pg_is_in_recovery(), \
              CASE WHEN NOT pg_is_in_recovery() THEN 0::float8 \
                   WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0::float8 \
-                  ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8, 0::float8) END",
+                  ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8, 0::float8) END, \
+             COALESCE((SELECT COALESCE(status = 'streaming', true) FROM pg_stat_wal_receiver), false), \
+             (SELECT system_identifier FROM pg_control_system()), \
+             (CASE WHEN pg_is_in_recovery() \
+                   THEN COALESCE(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn(), '0/0') \
+                   ELSE pg_current_wal_flush_lsn() END - '0/0'::pg_lsn)::float8, \
+             (COALESCE(pg_last_wal_replay_lsn(), '0/0') - '0/0'::pg_lsn)::float8",
             &[],
         )
         .await
         .map_err(|e| CheckFailure::Postgres(pg_error(&e)));
     let row = row?;
-    let replica: bool = row
-        .try_get(0)
-        .map_err(|e| CheckFailure::Postgres(pg_error(&e)))?;
-    let lag_s: f64 = row
-        .try_get(1)
-        .map_err(|e| CheckFailure::Postgres(pg_error(&e)))?;
+    let col = |e: tokio_postgres::Error| CheckFailure::Postgres(pg_error(&e));
+    let replica: bool = row.try_get(0).map_err(col)?;
+    let lag_s: f64 = row.try_get(1).map_err(col)?;
+    // its WAL receiver streams (one that keeps trying to reach a primary it
+    // is cut off from is not streaming; a user without pg_read_all_stats
+    // sees no status, only that a receiver runs)
+    let receiving: bool = row.try_get(2).map_err(col)?;
+    // (a u64 the server keeps in an int8: its bits)
+    let cluster = row.try_get::<_, i64>(3).map_err(col)? as u64;
+    // (positions in bytes, exact as f64 below 2^53: 8 PiB of WAL)
+    let reached = row.try_get::<_, f64>(4).map_err(col)?.max(0.0) as u64;
+    let replayed = row.try_get::<_, f64>(5).map_err(col)?.max(0.0) as u64;
     // the value comes from the checked server: never trust it to be sane
-    let lag = Duration::try_from_secs_f64(lag_s.max(0.0))
+    let mut lag = Duration::try_from_secs_f64(lag_s.max(0.0))
         .map_err(|_| CheckFailure::Postgres(format!("nonsensical replica lag {lag_s}")))?;
+    let mut cut_off = None;
+    if let Some(pg) = pg {
+        let now = crate::clock::now_ms();
+        if !replica || receiving {
+            pg.marks.reached(cluster, reached, now);
+            pg.behind_since = None;
+        } else {
+            let since = now.saturating_sub(pg.fresh.as_millis() as u64);
+            match pg.marks.known(cluster, since) {
+                Some(mark) if mark > replayed => {
+                    let behind = now - *pg.behind_since.get_or_insert(now);
+                    lag = Duration::from_millis(behind);
+                    cut_off = Some(true);
+                }
+                _ => {
+                    pg.behind_since = None;
+                    cut_off = Some(false);
+                }
+            }
+        }
+    }
     match (role, replica) {
         (PgRole::Primary, true) | (PgRole::Replica, false) => {
             return Err(CheckFailure::Role {
@@ -315,12 +424,19 @@ async fn pg_verdict(
         return Err(CheckFailure::Lag {
             lag,
             max: max_replica_lag,
+            cut_off: cut_off == Some(true),
         });
     }
-    Ok(if replica {
-        format!("replica, lag {:.1}s", lag.as_secs_f64())
-    } else {
-        "primary".into()
+    Ok(match (replica, cut_off) {
+        (false, _) => "primary".into(),
+        (true, Some(true)) => format!(
+            "replica, no WAL receiver: behind its cluster for {:.1}s",
+            lag.as_secs_f64()
+        ),
+        (true, Some(false)) => {
+            "replica, no WAL receiver: nothing newer is known (its primary down?)".into()
+        }
+        (true, None) => format!("replica, lag {:.1}s", lag.as_secs_f64()),
     })
 }
 

@@ -111,6 +111,8 @@ pub struct HealthManager {
     /// Members of pools without checks: UP by default, not by a check. One
     /// that a reload gives checks is judged by its first one.
     unchecked: HashSet<u64>,
+    /// How far each Postgres cluster is known to be (postgres checks).
+    wal: check::WalMarks,
 }
 
 impl HealthManager {
@@ -125,6 +127,7 @@ impl HealthManager {
             tracker,
             flipped,
             unchecked: HashSet::new(),
+            wal: check::WalMarks::default(),
         }
     }
 
@@ -216,11 +219,13 @@ impl HealthManager {
         let tls = check_tls(pool, s.source.as_deref(), s.addr);
         let send_proxy = pool.send_proxy;
         let flipped = Arc::clone(&self.flipped);
+        // a cluster's mark counts for a few of this pool's intervals
+        let pg = check::PgTrack::new(self.wal.clone(), cfg.interval.saturating_mul(3));
         self.tracker.spawn(tracing::Instrument::instrument(
             async move {
                 tokio::select! {
                     _ = token.cancelled() => {}
-                    _ = check_loop(addr, tls, send_proxy, state, cfg, flipped, undecided) => {}
+                    _ = check_loop(Member { addr, tls, send_proxy }, state, cfg, flipped, undecided, pg) => {}
                 }
             },
             span,
@@ -251,7 +256,7 @@ impl HealthManager {
             let cfg = Arc::clone(&cfg);
             checks.spawn(tracing::Instrument::instrument(
                 async move {
-                    let report = check_once(&cfg, addr, tls.as_ref(), send_proxy).await;
+                    let report = check_once(&cfg, addr, tls.as_ref(), send_proxy, None).await;
                     (addr, report)
                 },
                 tracing::info_span!(parent: &span, "check", server = %addr),
@@ -296,14 +301,24 @@ impl HealthManager {
     }
 }
 
-async fn check_loop(
+/// The member a check loop checks, and how it reaches it.
+struct Member {
     addr: SocketAddr,
     tls: Option<CheckTls>,
     send_proxy: Option<crate::proxy_protocol::Version>,
+}
+
+async fn check_loop(
+    Member {
+        addr,
+        tls,
+        send_proxy,
+    }: Member,
     state: Arc<ServerState>,
     cfg: Arc<HealthConfig>,
     flipped: Arc<tokio::sync::Notify>,
     undecided: Arc<std::sync::atomic::AtomicBool>,
+    mut pg: check::PgTrack,
 ) {
     let mut rf = RiseFall::new(state.health(), cfg.rise, cfg.fall);
     loop {
@@ -317,7 +332,7 @@ async fn check_loop(
             continue;
         }
         let started = Instant::now();
-        let report = check_once(&cfg, addr, tls.as_ref(), send_proxy).await;
+        let report = check_once(&cfg, addr, tls.as_ref(), send_proxy, Some(&mut pg)).await;
         if state.admin() == crate::pool::AdminState::Maint {
             // put in maintenance while this check ran: its verdict is from
             // before, and must not undo the UNKNOWN that maintenance set
@@ -371,9 +386,10 @@ async fn check_once(
     addr: SocketAddr,
     tls: Option<&CheckTls>,
     send_proxy: Option<crate::proxy_protocol::Version>,
+    pg: Option<&mut check::PgTrack>,
 ) -> CheckReport {
     let started = Instant::now();
-    let result = check_with(&cfg.check, addr, tls, send_proxy, cfg.timeout).await;
+    let result = check_with(&cfg.check, addr, tls, send_proxy, cfg.timeout, pg).await;
     CheckReport {
         at: SystemTime::now(),
         duration: started.elapsed(),
@@ -503,7 +519,15 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let r = check_with(&CheckKind::Tcp, dead, None, None, Duration::from_secs(1)).await;
+        let r = check_with(
+            &CheckKind::Tcp,
+            dead,
+            None,
+            None,
+            Duration::from_secs(1),
+            None,
+        )
+        .await;
         assert!(matches!(r, Err(CheckFailure::Connect(_))), "{r:?}");
         // HTTP/1.1 and HTTP/2 (h2c) servers answering 503, then "all ok here"
         for h2 in [false, true] {
@@ -518,19 +542,19 @@ mod tests {
             };
             let t = Duration::from_secs(2);
             assert_eq!(
-                check_with(&kind(None), addr, None, None, t).await,
+                check_with(&kind(None), addr, None, None, t, None).await,
                 Err(CheckFailure::Status(503)),
                 "h2: {h2}"
             );
             assert_eq!(
-                check_with(&kind(Some("ok")), addr, None, None, t).await,
+                check_with(&kind(Some("ok")), addr, None, None, t, None).await,
                 Ok("HTTP 200".into())
             );
             assert_eq!(
-                check_with(&kind(Some("nope")), addr, None, None, t).await,
+                check_with(&kind(Some("nope")), addr, None, None, t, None).await,
                 Err(CheckFailure::Body)
             );
-            assert!(check_with(&CheckKind::Tcp, addr, None, None, t)
+            assert!(check_with(&CheckKind::Tcp, addr, None, None, t, None)
                 .await
                 .is_ok());
             // the other protocol's check fails: each speaks what it says
@@ -542,7 +566,7 @@ mod tests {
                 expect_body: None,
                 h2: !h2,
             };
-            let r = check_with(&other, addr, None, None, t).await;
+            let r = check_with(&other, addr, None, None, t, None).await;
             assert!(matches!(r, Err(CheckFailure::Http(_))), "h2: {h2}: {r:?}");
         }
     }
@@ -576,11 +600,11 @@ mod tests {
         };
         let t = Duration::from_secs(5);
         assert_eq!(
-            check_with(&kind("status: ok"), addr, None, None, t).await,
+            check_with(&kind("status: ok"), addr, None, None, t, None).await,
             Ok("HTTP 200".into())
         );
         assert_eq!(
-            check_with(&kind("nope"), addr, None, None, t).await,
+            check_with(&kind("nope"), addr, None, None, t, None).await,
             Err(CheckFailure::Body)
         );
     }
