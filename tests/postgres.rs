@@ -267,6 +267,15 @@ impl Drop for TlsOnly {
 
 /// `SELECT pg_is_in_recovery()` through `addr` (a rampart listener), on a new connection.
 async fn in_recovery(addr: SocketAddr) -> Result<bool, String> {
+    Ok(try_sql(addr, "SELECT pg_is_in_recovery()")
+        .await?
+        .as_deref()
+        == Some("t"))
+}
+
+/// Runs `sql` on the server at `addr` as postgres: the first column of the
+/// first row it returns, as text, if any.
+async fn try_sql(addr: SocketAddr, sql: &str) -> Result<Option<String>, String> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(addr.ip().to_string())
         .port(addr.port())
@@ -278,13 +287,18 @@ async fn in_recovery(addr: SocketAddr) -> Result<bool, String> {
         .await
         .map_err(|e| e.to_string())?;
     let task = tokio::spawn(conn);
-    let row = client
-        .query_one("SELECT pg_is_in_recovery()", &[])
-        .await
-        .map_err(|e| e.to_string());
+    let rows = client.simple_query(sql).await.map_err(|e| e.to_string());
     drop(client);
-    task.abort();
-    Ok(row?.get(0))
+    let _ = task.await;
+    Ok(rows?.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    }))
+}
+
+/// `try_sql`, which must succeed.
+async fn sql(addr: SocketAddr, sql: &str) -> Option<String> {
+    try_sql(addr, sql).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -627,26 +641,6 @@ async fn a_tls_only_server_is_checked_over_tls_as_ssl_says() {
         .filter(|l| l.contains("unexpected EOF") || l.contains("could not receive data"))
         .collect();
     assert!(broken.is_empty(), "{broken:#?}");
-}
-
-/// Runs `sql` on the server at `addr` as postgres; the first column of the
-/// first row, as text, if any.
-async fn sql(addr: SocketAddr, sql: &str) -> Option<String> {
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(addr.ip().to_string())
-        .port(addr.port())
-        .user("postgres")
-        .dbname("postgres")
-        .connect_timeout(Duration::from_secs(2));
-    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
-    let task = tokio::spawn(conn);
-    let rows = client.simple_query(sql).await.unwrap();
-    drop(client);
-    let _ = task.await;
-    rows.iter().find_map(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-        _ => None,
-    })
 }
 
 /// A replica cut off from its primary (its WAL receiver stopped: a network
