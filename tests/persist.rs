@@ -61,6 +61,17 @@ async fn get_with(
     )
 }
 
+/// `get_with` with one `Cookie` field, in a task of its own.
+fn in_flight(
+    c: &Client,
+    listen: SocketAddr,
+    path: &'static str,
+    cookie: &str,
+) -> tokio::task::JoinHandle<(StatusCode, String, Vec<String>, Vec<String>)> {
+    let (c, cookie) = (c.clone(), cookie.to_string());
+    tokio::spawn(async move { get_with(&c, listen, path, &[&cookie]).await })
+}
+
 /// The value a `Set-Cookie: SRV=...; ...` gives.
 fn value(set_cookie: &[String]) -> String {
     assert_eq!(set_cookie.len(), 1, "{set_cookie:?}");
@@ -120,6 +131,22 @@ async fn a_cookie_keeps_a_client_on_its_server() {
         // a value no server has: balanced, and set to the server's
         let (_, server, set, _) = get_with(&c, listen, "/", &["SRV=0123456789abcdef"]).await;
         assert_eq!(value(&set), values[&server]);
+        // a server's own cookie of the name goes (rampart owns it, as
+        // HAProxy's insert does); its other cookies stay
+        let (_, server, set, _) = get_with(&c, listen, "/set-cookie", &[]).await;
+        assert_eq!(
+            set,
+            [
+                "session=abc".to_string(),
+                format!("SRV={}; Path=/; HttpOnly", values[&server])
+            ]
+        );
+        let cookie = format!("SRV={v1}");
+        let (_, server, set, _) = get_with(&c, listen, "/set-cookie", &[&cookie]).await;
+        assert_eq!(
+            (server.as_str(), set),
+            ("s1", vec!["session=abc".to_string()])
+        );
     }
 }
 
@@ -177,10 +204,10 @@ async fn a_persistent_request_waits_for_its_full_server() {
     let cfg = config(
         listen,
         admin,
-        "max_connections_per_server = 1\nqueue_timeout = \"10s\"\n  [pool.cookie]\n  name = \"SRV\"\n",
+        "max_connections_per_server = 1\nqueue_timeout = \"10s\"\nshed_after = \"50ms\"\n  [pool.cookie]\n  name = \"SRV\"\n",
         &s.iter().collect::<Vec<_>>(),
     );
-    let _p = Proxy::start(&cfg, &[listen]).await;
+    let p = Proxy::start(&cfg, &[listen]).await;
     let c = client();
     // s1's value, from an answer of s1
     let v1 = loop {
@@ -190,10 +217,7 @@ async fn a_persistent_request_waits_for_its_full_server() {
         }
     };
     let cookie = format!("SRV={v1}");
-    let slow = {
-        let (c, cookie) = (c.clone(), cookie.clone());
-        tokio::spawn(async move { get_with(&c, listen, "/slow?ms=1500", &[&cookie]).await })
-    };
+    let slow = in_flight(&c, listen, "/slow?ms=1500", &cookie);
     wait_for(
         Duration::from_secs(5),
         "s1 busy with the slow request",
@@ -208,4 +232,44 @@ async fn a_persistent_request_waits_for_its_full_server() {
     // it waited: s2 was free all along, and s1 never had two at once
     assert_eq!(s[1].requests(), before, "s2 got the persistent request");
     assert_eq!(s[0].stats.max_active.load(Ordering::SeqCst), 1);
+
+    // while one waits for s1, others are not held up: a request without the
+    // cookie goes to s2 at once (the waiter is not in the pool's queue, in
+    // which it made every newcomer queue and, with shed_after, shed)
+    let slow = in_flight(&c, listen, "/slow?ms=3000", &cookie);
+    wait_for(Duration::from_secs(5), "s1 busy again", || {
+        s[0].stats.active.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let waiter = in_flight(&c, listen, "/", &cookie);
+    let s1 = s[0].addr;
+    p.wait_pool(
+        Duration::from_secs(5),
+        "api",
+        "one request queued on s1",
+        |v| server_in(v, s1)["queued"] == 1,
+    )
+    .await;
+    let (st, server, _, _) = get_with(&c, listen, "/", &[]).await;
+    assert_eq!((st, server.as_str()), (StatusCode::OK, "s2"));
+    assert_eq!(
+        s[0].stats.active.load(Ordering::SeqCst),
+        1,
+        "s1's slow request ended first"
+    );
+    assert_eq!(waiter.await.unwrap().1, "s1");
+    assert_eq!(slow.await.unwrap().1, "s1");
+
+    // a draining s1, full, with s2 out: its persistent request waits for it
+    // (s1 counts as no server in service, yet it takes its own clients)
+    rampart_cli(admin, &["server", "maint", "api", "s2"]);
+    rampart_cli(admin, &["server", "drain", "api", "s1"]);
+    let slow = in_flight(&c, listen, "/slow?ms=500", &cookie);
+    wait_for(Duration::from_secs(5), "s1 busy, draining", || {
+        s[0].stats.active.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let (st, server, _, _) = get_with(&c, listen, "/", &[&cookie]).await;
+    assert_eq!((st, server.as_str()), (StatusCode::OK, "s1"));
+    assert_eq!(slow.await.unwrap().1, "s1");
 }

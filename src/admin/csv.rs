@@ -107,7 +107,8 @@ pub fn render(stats: &Stats) -> String {
             let mut row = vec![String::new(); COLUMNS.len()];
             row[0] = clean(&p.name);
             row[1] = clean(&s.id);
-            row[2] = "0".into();
+            // (requests waiting for this server: persistent ones)
+            row[2] = s.queued.to_string();
             row[3] = "0".into();
             row[4] = s.active.to_string();
             row[5] = s.max_active.to_string();

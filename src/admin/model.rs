@@ -196,6 +196,10 @@ pub struct ServerView {
     pub effective_weight: u32,
     pub active: u32,
     pub max_active: u32,
+    /// Requests waiting for this server in particular: their persistence
+    /// cookie names it and it is full (HAProxy's qcur of a server).
+    #[serde(default)]
+    pub queued: u32,
     /// max_connections_per_server (0 = no limit).
     pub limit: u32,
     pub total: u64,
@@ -423,6 +427,7 @@ fn server_view(p: &Pool, i: usize, now: u64, rates: &crate::rates::Rates) -> Ser
         effective_weight: effective,
         active: st.traffic.active.load(Ordering::Relaxed),
         max_active: st.traffic.max_active.load(Ordering::Relaxed),
+        queued: st.traffic.pinned.load(Ordering::Relaxed),
         limit: p.max_conn_per_server,
         total: st.traffic.total.load(Ordering::Relaxed),
         rate: rates.server(st.uid),

@@ -269,10 +269,16 @@ name = "api"
                 "not a cookie value",
             ),
             (
-                "name = \"S\"",
-                "cookie = \"b\"",
-                "pool[0].server[1].cookie",
-                "also the value of 127.0.0.2:8000",
+                "name = \"__Host-S\"\nsecure = true\ndomain = \"a.example\"",
+                "",
+                "pool[0].cookie.name",
+                "__Host-",
+            ),
+            (
+                "name = \"__Secure-S\"",
+                "",
+                "pool[0].cookie.name",
+                "__Secure-",
             ),
         ] {
             let src = with(cookie, server);
@@ -286,6 +292,22 @@ name = "api"
                 "{cookie} {server}: {problems:?}"
             );
         }
+        // servers may share a value (HAProxy: a backup its normal server's)
+        let shared = parse(&with("name = \"S\"", "cookie = \"b\""), "t.toml").expect("valid");
+        assert_eq!(shared.pools[0].cookie.as_ref().unwrap().values.len(), 2);
+        // a tcp listener has no cookie: said, not refused (HAProxy ignores it too)
+        let tcp = with("name = \"S\"", "").replace("mode = \"http\"", "mode = \"tcp\"").replace(
+            "  [[listener.route]]\n  host = \"*.example.com\"\n  path_prefix = \"/v1\"\n  pool = \"api\"\n",
+            "",
+        );
+        let c = parse(&tcp, "t.toml").expect("valid");
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("[pool.cookie] does not apply")),
+            "{:?}",
+            c.warnings
+        );
         // a server's value needs [pool.cookie], and a DNS entry has none
         let no_cookie = GOOD.replace(
             "address = \"127.0.0.2:8000\"\n",

@@ -19,7 +19,7 @@ use balance::{Balancer, Members};
 use breaker::Change;
 use budget::RetryBudget;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -427,30 +427,16 @@ impl Pool {
         self: &Arc<Self>,
         key: u64,
         exclude: &[usize],
-        prefer: Option<usize>,
     ) -> Option<ServerGuard> {
-        self.try_acquire_at(key, exclude, prefer, clock::now_ms())
+        self.try_acquire_at(key, exclude, clock::now_ms())
     }
 
-    /// As `try_acquire`; `prefer`: the server a request's cookie names, tried
-    /// first. While it can take the request (UP, or draining, its breaker
-    /// closed) the request goes nowhere else: None when it is full, so the
-    /// request waits in the queue for it (HAProxy queues a persistent
-    /// request on its server).
     fn try_acquire_at(
         self: &Arc<Self>,
         key: u64,
         exclude: &[usize],
-        prefer: Option<usize>,
         now: u64,
     ) -> Option<ServerGuard> {
-        if let Some(i) = prefer.filter(|i| !exclude.contains(i)) {
-            match self.persist_to(i, now) {
-                Slot::Taken(g) => return Some(g),
-                Slot::Full => return None,
-                Slot::Refused => {}
-            }
-        }
         let backup = self.tier(exclude, now)?;
         let mut view = View {
             pool: self,
@@ -501,18 +487,58 @@ impl Pool {
         }
     }
 
-    /// A slot on server `i` for a request its cookie sends there: it takes
-    /// the request while UP and not in maintenance (a draining server keeps
-    /// its persistent clients, as in HAProxy; its weight does not matter)
-    /// and while its breaker admits requests.
+    /// Whether server `i` takes the requests whose persistence cookie names
+    /// it: while UP and not in maintenance (a draining server keeps its
+    /// persistent clients, as in HAProxy; its weight does not matter), and
+    /// while its breaker admits requests.
+    pub fn persists(&self, i: usize, now: u64) -> bool {
+        self.servers.get(i).is_some_and(|s| {
+            let st = &s.state;
+            st.health() == Health::Up && st.admin() != AdminState::Maint && st.breaker.admits(now)
+        })
+    }
+
+    /// A slot on server `i` for a request its cookie sends there.
     fn persist_to(self: &Arc<Self>, i: usize, now: u64) -> Slot {
-        let Some(st) = self.servers.get(i).map(|s| &s.state) else {
-            return Slot::Refused;
-        };
-        if st.health() != Health::Up || st.admin() == AdminState::Maint || !st.breaker.admits(now) {
+        if !self.persists(i, now) {
             return Slot::Refused;
         }
         self.take(i, now)
+    }
+
+    /// A slot on server `i` for a request its cookie sends there, waiting
+    /// for one while the server is full, for at most `queue_timeout`: as
+    /// HAProxy queues a persistent request on its server, not in its
+    /// backend's queue. It waits apart from the pool's queue (which it does
+    /// not slow or shed), and the slots freed on its server are offered to
+    /// such waiters first. None when the server cannot take it (now, or
+    /// once it went DOWN or into maintenance while it waited): the request is
+    /// balanced as any other.
+    async fn persistent(self: &Arc<Self>, i: usize) -> Option<Result<ServerGuard, PickError>> {
+        let st = &self.servers.get(i)?.state;
+        let deadline = tokio::time::Instant::now() + self.queue_timeout;
+        let mut pinned = None;
+        loop {
+            let freed = st.traffic.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.persist_to(i, clock::now_ms()) {
+                Slot::Taken(g) => return Some(Ok(g)),
+                Slot::Refused => return None,
+                Slot::Full => {}
+            }
+            if self.max_conn_per_server == 0 {
+                return None;
+            }
+            pinned.get_or_insert_with(|| Pinned::new(&st.traffic.pinned));
+            // woken by a slot freed there, and every 250 ms to look at its
+            // state again (a server that goes DOWN frees nothing)
+            let look = (tokio::time::Instant::now() + Duration::from_millis(250)).min(deadline);
+            let _ = tokio::time::timeout_at(look, freed).await;
+            if tokio::time::Instant::now() >= deadline {
+                return Some(Err(PickError::QueueTimeout));
+            }
+        }
     }
 
     /// Picks a server not in `exclude` and takes a slot on it. When every usable
@@ -539,13 +565,18 @@ impl Pool {
         exclude: &[usize],
         prio: Priority,
         same_way: bool,
-        mut prefer: Option<usize>,
+        prefer: Option<usize>,
     ) -> Result<ServerGuard, PickError> {
+        if let Some(i) = prefer.filter(|i| !exclude.contains(i)) {
+            if let Some(r) = self.persistent(i).await {
+                return r;
+            }
+        }
         let queue = &self.shared.queue;
         // While requests of its class or a higher one wait, a newcomer queues
         // behind them instead of taking a slot that was freed for a waiter.
         if !queue.must_queue(prio) {
-            if let Some(g) = self.try_acquire(key, exclude, prefer) {
+            if let Some(g) = self.try_acquire(key, exclude) {
                 // (a pool without a connection limit has no queue to report on:
                 // no shared counter is touched for it on the request path)
                 if self.max_conn_per_server > 0 {
@@ -586,16 +617,15 @@ impl Pool {
                 None => (self, exclude),
             };
             if look {
-                if let Some(g) = pool.try_acquire(key, exclude, prefer) {
+                if let Some(g) = pool.try_acquire(key, exclude) {
                     queue.admitted(prio);
                     return Ok(g);
                 }
                 if pool.tier(exclude, clock::now_ms()).is_none() {
                     return Err(PickError::NoServer);
                 }
-                // a retry cannot use a slot on a server it tried, nor a
-                // persistent request one on another server: another may
-                if offered && (!exclude.is_empty() || prefer.is_some()) && pool.free_slot() {
+                // a retry cannot use a slot on a server it tried: another may
+                if offered && !exclude.is_empty() && pool.free_slot() {
                     entry.pass_on();
                 }
             }
@@ -618,7 +648,6 @@ impl Pool {
                     return Err(PickError::Reconfigured);
                 }
                 let exclude = pool.remap(&newer, exclude);
-                prefer = prefer.and_then(|i| pool.remap(&newer, &[i]).first().copied());
                 moved = Some((newer, exclude));
             }
         }
@@ -724,7 +753,8 @@ impl Members for View<'_> {
             || self.exclude.contains(&i)
             || !p.usable(i, self.now)
             || (p.max_conn_per_server > 0
-                && s.state.traffic.active.load(Ordering::Acquire) >= p.max_conn_per_server)
+                && (s.state.traffic.active.load(Ordering::Acquire) >= p.max_conn_per_server
+                    || (p.persist.is_some() && s.state.traffic.pinned.load(Ordering::Acquire) > 0)))
         {
             return false;
         }
@@ -746,6 +776,23 @@ impl Members for View<'_> {
             .traffic
             .active
             .load(Ordering::Relaxed)
+    }
+}
+
+/// One request pinned to a server (`Pool::persistent`), counted in its
+/// `pinned` while it waits.
+struct Pinned<'a>(&'a AtomicU32);
+
+impl<'a> Pinned<'a> {
+    fn new(n: &'a AtomicU32) -> Pinned<'a> {
+        n.fetch_add(1, Ordering::SeqCst);
+        Pinned(n)
+    }
+}
+
+impl Drop for Pinned<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -813,6 +860,10 @@ impl Drop for ServerGuard {
             st.breaker.abandon_trial();
         }
         st.traffic.active.fetch_sub(1, Ordering::SeqCst);
+        if self.pool.max_conn_per_server > 0 && st.traffic.pinned.load(Ordering::SeqCst) > 0 {
+            // the slot is for the requests whose cookie names this server
+            st.traffic.freed.notify_waiters();
+        }
         if self.pool.max_conn_per_server > 0 {
             // the freed slot is offered to the first waiter in priority order
             self.pool.shared.queue.wake_one();
@@ -1197,7 +1248,7 @@ mod tests {
         st.set_health(Health::Up, 50_000);
         // 0.1 s into a 100 s ramp: the random skip would refuse ~99.9% of picks
         for _ in 0..1000 {
-            assert!(p.try_acquire_at(0, &[], None, 50_100).is_some());
+            assert!(p.try_acquire_at(0, &[], 50_100).is_some());
         }
     }
 
@@ -1226,13 +1277,13 @@ mod tests {
         // 10 s into a 100 s window: about 10% of its normal share
         let mut to_ramping = 0;
         for _ in 0..4000 {
-            if p.try_acquire_at(0, &[], None, 60_000).unwrap().index() == 1 {
+            if p.try_acquire_at(0, &[], 60_000).unwrap().index() == 1 {
                 to_ramping += 1;
             }
         }
         // ... and its full share once the window is over
         let full = (0..100)
-            .filter(|_| p.try_acquire_at(0, &[], None, 150_000).unwrap().index() == 1)
+            .filter(|_| p.try_acquire_at(0, &[], 150_000).unwrap().index() == 1)
             .count();
         assert_eq!(full, 50);
         // a full share would be 2000; ~10% of the turns are taken

@@ -6,9 +6,10 @@
 //! cookie set anew.
 //!
 //! A server's value is written in the config (`[[pool.server]] cookie`), or a
-//! hash of its address (and `key`): the same in every process and node, and
-//! across reloads, so a client keeps its server when another rampart of the
-//! same config answers, and a pod with a new address is a new value.
+//! hash of its address (an HMAC under `key`): the same in every process and
+//! node, and across reloads, so a client keeps its server when another
+//! rampart of the same config answers, and a pod with a new address is a new
+//! value.
 
 use super::Server;
 use crate::config::CookieConfig;
@@ -16,12 +17,16 @@ use http::{HeaderMap, HeaderValue};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// A pool's cookie values: each server's, and the server of each.
+/// A pool's cookie values: each server's, and the servers of each.
 #[derive(Debug)]
 pub struct Persist {
     pub cfg: Arc<CookieConfig>,
     values: Vec<Box<str>>,
+    /// The first server of each value ...
     by_value: HashMap<Box<str>, usize>,
+    /// ... and the next one of the same value, if any (HAProxy lets servers
+    /// share one, a backup with its normal server).
+    next: Vec<Option<usize>>,
 }
 
 impl Persist {
@@ -33,24 +38,31 @@ impl Persist {
                 None => hashed(cfg.key.as_deref(), s.addr),
             })
             .collect();
-        let mut by_value = HashMap::with_capacity(values.len());
+        let mut by_value: HashMap<Box<str>, usize> = HashMap::with_capacity(values.len());
+        let mut last: HashMap<&str, usize> = HashMap::new();
+        let mut next = vec![None; values.len()];
         for (i, v) in values.iter().enumerate() {
-            // (a written value equal to another server's hash: the first wins)
             by_value.entry(v.clone()).or_insert(i);
+            if let Some(j) = last.insert(v, i) {
+                next[j] = Some(i);
+            }
         }
         Persist {
             cfg: Arc::clone(cfg),
             values,
             by_value,
+            next,
         }
     }
 
-    /// The server a request's cookie names, if any, and that value.
-    pub fn server_of<'a>(&self, cookies: impl Iterator<Item = &'a [u8]>) -> Option<(usize, &str)> {
-        let v = find(cookies, self.cfg.name.as_bytes())?;
-        let v = std::str::from_utf8(v).ok()?;
-        let (k, &i) = self.by_value.get_key_value(v)?;
-        Some((i, k))
+    /// The servers a request's cookie names, in the order written.
+    pub fn servers_of<'a>(
+        &'a self,
+        cookies: impl Iterator<Item = &'a [u8]>,
+    ) -> impl Iterator<Item = usize> + 'a {
+        let v = find(cookies, self.cfg.name.as_bytes()).and_then(|v| std::str::from_utf8(v).ok());
+        let first = v.and_then(|v| self.by_value.get(v).copied());
+        std::iter::successors(first, |&i| self.next.get(i).copied().flatten())
     }
 
     /// Server `i`'s value.
@@ -65,10 +77,17 @@ impl Persist {
         HeaderValue::from_str(&text).ok()
     }
 
-    /// Sets the cookie to server `i`'s value in a response (beside the
-    /// server's own cookies), and with `nocache` keeps shared caches from
-    /// storing it (HAProxy's `nocache` adds `Cache-Control: private` too).
-    pub fn insert(&self, i: usize, headers: &mut HeaderMap) {
+    /// The answer of server `i` to a client whose cookie had the value
+    /// `had`: the server's own cookies of this name go (rampart's insert
+    /// owns it, as HAProxy's does without `preserve`), and a client not sent
+    /// here by its cookie gets it set to this server's value, beside the
+    /// server's other cookies; with `nocache`, with `Cache-Control: private`
+    /// too, so that no shared cache hands it to other clients.
+    pub fn answer(&self, i: usize, had: Option<&str>, headers: &mut HeaderMap) {
+        drop_named(headers, self.cfg.name.as_bytes());
+        if had.is_some() && had == self.value(i) {
+            return;
+        }
         let Some(v) = self.set_cookie(i) else {
             return;
         };
@@ -82,12 +101,33 @@ impl Persist {
     }
 }
 
+/// Takes the `Set-Cookie` fields of cookie `name` out of a response.
+fn drop_named(headers: &mut HeaderMap, name: &[u8]) {
+    let set = headers.get_all(http::header::SET_COOKIE);
+    let named = |v: &HeaderValue| {
+        let b = v.as_bytes();
+        let n = b.split(|&c| c == b'=').next().unwrap_or(b);
+        n.trim_ascii() == name
+    };
+    if !set.iter().any(named) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = set.iter().filter(|v| !named(v)).cloned().collect();
+    headers.remove(http::header::SET_COOKIE);
+    for v in kept {
+        headers.append(http::header::SET_COOKIE, v);
+    }
+}
+
 /// Takes the cookie `name` out of a request's `Cookie` fields (`indirect`):
 /// the server never sees it; a field left empty goes.
 pub fn strip_from(headers: &mut HeaderMap, name: &str) {
     let name = name.as_bytes();
     let cookies = headers.get_all(http::header::COOKIE);
-    if !cookies.iter().any(|v| strip(v.as_bytes(), name).is_some()) {
+    if !cookies
+        .iter()
+        .any(|v| pairs(v.as_bytes()).any(|(n, _)| n == name))
+    {
         return;
     }
     let kept: Vec<HeaderValue> = cookies
@@ -103,19 +143,36 @@ pub fn strip_from(headers: &mut HeaderMap, name: &str) {
     }
 }
 
-/// A server's value when none is written: 16 hex digits of a hash of the
-/// key (if any) and its address.
+/// A server's value when none is written: 16 hex digits of a hash of its
+/// address; with a `key`, of an HMAC-SHA256 under it, so that without the
+/// key a value tells nothing of the address (FNV and its like can be run
+/// backwards from a few values).
 fn hashed(key: Option<&str>, addr: std::net::SocketAddr) -> Box<str> {
+    use hmac::{Hmac, Mac};
     let addr = addr.to_string();
-    let h =
-        crate::pool::balance::hash_parts(&[key.unwrap_or("").as_bytes(), &[0], addr.as_bytes()]);
+    let h = match key.map(|k| Hmac::<sha2::Sha256>::new_from_slice(k.as_bytes())) {
+        Some(Ok(mut mac)) => {
+            mac.update(addr.as_bytes());
+            let tag = mac.finalize().into_bytes();
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&tag[..8]);
+            u64::from_be_bytes(first)
+        }
+        _ => crate::pool::balance::hash_parts(&[addr.as_bytes()]),
+    };
     format!("{h:016x}").into()
 }
 
 /// The value of the cookie `name` in `Cookie` fields (an HTTP/2 client may
-/// send several: RFC 9113 8.2.3): the first pair of that name.
+/// send several: RFC 9113 8.2.3): the first pair of that name, unquoted.
 pub fn find<'a>(mut fields: impl Iterator<Item = &'a [u8]>, name: &[u8]) -> Option<&'a [u8]> {
-    fields.find_map(|f| pairs(f).find(|(n, _)| *n == name).map(|(_, v)| v))
+    let v = fields.find_map(|f| pairs(f).find(|(n, _)| *n == name).map(|(_, v)| v))?;
+    // (a value may come quoted: RFC 6265 4.1.1)
+    Some(
+        v.strip_prefix(b"\"")
+            .and_then(|v| v.strip_suffix(b"\""))
+            .unwrap_or(v),
+    )
 }
 
 /// The `name=value` pairs of a `Cookie` field, trimmed (a pair without `=`
@@ -212,16 +269,11 @@ mod tests {
         assert_eq!(p.value(1), Some("web2"));
         let v0 = p.value(0).unwrap().to_string();
         assert_eq!(v0.len(), 16);
-        let c = format!("x=1; SRV={v0}");
-        assert_eq!(
-            p.server_of([c.as_bytes()].into_iter()),
-            Some((0, v0.as_str()))
-        );
-        assert_eq!(
-            p.server_of([&b"SRV=web2"[..]].into_iter()).map(|s| s.0),
-            Some(1)
-        );
-        assert_eq!(p.server_of([&b"SRV=web3"[..]].into_iter()), None);
+        let of = |c: &str| p.servers_of([c.as_bytes()].into_iter()).collect::<Vec<_>>();
+        assert_eq!(of(&format!("x=1; SRV={v0}")), [0]);
+        assert_eq!(of("SRV=web2"), [1]);
+        assert_eq!(of("SRV=\"web2\""), [1]);
+        assert_eq!(of("SRV=web3"), [0usize; 0]);
         assert_eq!(
             p.set_cookie(1).unwrap(),
             HeaderValue::from_static("SRV=web2; Path=/; HttpOnly")
@@ -232,5 +284,51 @@ mod tests {
         assert_eq!(again.value(0), Some(v0.as_str()));
         let keyed = Persist::new(&cfg(Some("s3cret"), vec![]), &servers[..1]);
         assert_ne!(keyed.value(0), Some(v0.as_str()));
+        assert_eq!(keyed.value(0).unwrap().len(), 16);
+        // servers may share a value (HAProxy lets a backup have its normal
+        // server's): each in turn, in the order written
+        let three = [
+            servers[0].clone(),
+            servers[1].clone(),
+            server("10.0.0.3:80"),
+        ];
+        let shared = cfg(None, vec![("10.0.0.1:80", "web"), ("10.0.0.3:80", "web")]);
+        let p = Persist::new(&shared, &three);
+        let of = |c: &str| p.servers_of([c.as_bytes()].into_iter()).collect::<Vec<_>>();
+        assert_eq!(of("SRV=web"), [0, 2]);
+    }
+
+    #[test]
+    fn the_servers_own_cookie_of_the_name_goes_and_ours_is_set_when_due() {
+        let servers = [server("10.0.0.1:80")];
+        let p = Persist::new(&cfg(None, vec![("10.0.0.1:80", "web1")]), &servers);
+        let answer = |had| {
+            let mut h = HeaderMap::new();
+            h.append("set-cookie", HeaderValue::from_static("SRV=theirs; Path=/"));
+            h.append("set-cookie", HeaderValue::from_static("session=abc"));
+            p.answer(0, had, &mut h);
+            let all = |n| {
+                h.get_all(n)
+                    .iter()
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            };
+            (all("set-cookie"), all("cache-control"))
+        };
+        assert_eq!(
+            answer(None),
+            (
+                vec![
+                    "session=abc".to_string(),
+                    "SRV=web1; Path=/; HttpOnly".into()
+                ],
+                vec!["private".to_string()]
+            )
+        );
+        assert_eq!(
+            answer(Some("web1")),
+            (vec!["session=abc".to_string()], vec![])
+        );
+        assert_eq!(answer(Some("web2")).0.len(), 2);
     }
 }

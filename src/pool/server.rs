@@ -97,6 +97,11 @@ pub struct Traffic {
     pub active: AtomicU32,
     /// Highest `active` seen (smax).
     pub max_active: AtomicU32,
+    /// Requests waiting for a slot here in particular (their persistence
+    /// cookie names it): a slot freed here is theirs, not the pool queue's.
+    pub pinned: AtomicU32,
+    /// Woken when a slot here is freed while requests are pinned to it.
+    pub freed: Notify,
     pub total: AtomicU64,
     /// Bytes client -> server / server -> client.
     pub bytes_in: AtomicU64,

@@ -340,10 +340,18 @@ async fn handle(
     });
     let mut lc = Lifecycle::new(Arc::clone(&pool), key, priority);
     // `[pool.cookie]`: the server the request's cookie names (in `pool`)
+    // (of several servers sharing its value, the first that takes it)
     let asked = pool.persist.as_ref().and_then(|p| {
         let cookies = req.headers().get_all(header::COOKIE);
-        p.server_of(cookies.iter().map(HeaderValue::as_bytes))
-            .map(|(i, _)| i)
+        let mut named = p.servers_of(cookies.iter().map(HeaderValue::as_bytes));
+        let first = named.next()?;
+        let now = crate::clock::now_ms();
+        Some(
+            std::iter::once(first)
+                .chain(named)
+                .find(|&i| pool.persists(i, now))
+                .unwrap_or(first),
+        )
     });
     let asked = asked.map(|i| {
         lc.prefer(i);
@@ -647,15 +655,6 @@ async fn handle(
                         (None, None) => {}
                     }
                 }
-                if let Some(p) = &pool.persist {
-                    // a client its cookie did not send here is sent here from now on
-                    let had = asked
-                        .as_ref()
-                        .and_then(|(ap, i)| ap.persist.as_ref()?.value(*i));
-                    if had != p.value(guard.index()) {
-                        p.insert(guard.index(), response.headers_mut());
-                    }
-                }
                 if let Some(l) = log.as_mut() {
                     l.server = Some(Arc::clone(&server.id));
                     l.connect = Some(connect_time);
@@ -667,6 +666,7 @@ async fn handle(
                 }
                 if let Some(client_up) = client_upgrade {
                     if status == StatusCode::SWITCHING_PROTOCOLS {
+                        persist_answer(&pool, asked.as_ref(), guard.index(), &mut response);
                         let server_up = hyper::upgrade::on(&mut response);
                         let timeout = pool.tunnel_timeout;
                         ctx.tunnelled.store(true, Ordering::Relaxed);
@@ -730,6 +730,8 @@ async fn handle(
                 if let Some(e) = &edits {
                     e.edit_response(response.headers_mut());
                 }
+                // (after the rules' edits, which do not undo it)
+                persist_answer(&pool, asked.as_ref(), guard.index(), &mut response);
                 let (parts, body) = response.into_parts();
                 return Ok(Response::from_parts(
                     parts,
@@ -750,6 +752,20 @@ async fn handle(
                 ));
             }
         }
+    }
+}
+
+/// `[pool.cookie]`: server `i` of `pool` answers a request whose cookie
+/// named `asked` (a server of the pool it was decided in, then).
+fn persist_answer<B>(
+    pool: &crate::pool::Pool,
+    asked: Option<&(Arc<crate::pool::Pool>, usize)>,
+    i: usize,
+    response: &mut Response<B>,
+) {
+    if let Some(p) = &pool.persist {
+        let had = asked.and_then(|(ap, j)| ap.persist.as_ref()?.value(*j));
+        p.answer(i, had, response.headers_mut());
     }
 }
 

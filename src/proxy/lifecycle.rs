@@ -603,7 +603,7 @@ impl Lifecycle {
         if queue.must_queue(self.priority) {
             return None;
         }
-        let slot = pool.try_acquire(self.key, &self.tried_and(idx), None)?;
+        let slot = pool.try_acquire(self.key, &self.tried_and(idx))?;
         if !pool.retry_allowed() {
             // dropped: the slot is free again
             return None;

@@ -216,6 +216,7 @@ impl BackendStats {
 ///   and its FNV-1a hash (`fnv1a`: each byte in its place), or with 503 from
 ///   the backend named `pod-N`;
 /// - `/status?code=N`: answers with status N;
+/// - `/set-cookie`: sets the cookies `SRV` and `session`;
 /// - `/echo-upgrade`: 101, then echoes every byte on the upgraded connection.
 pub struct Backend {
     pub name: String,
@@ -372,6 +373,15 @@ async fn handle(
             // answers at once, without reading the (large) request body
             let mut r = text("rejected");
             *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            r
+        }
+        "/set-cookie" => {
+            // a server that sets cookies of its own
+            let mut r = text(&name);
+            for c in ["SRV=set-by-the-server; Path=/", "session=abc"] {
+                r.headers_mut()
+                    .append(hyper::header::SET_COOKIE, c.parse().unwrap());
+            }
             r
         }
         "/status" => {

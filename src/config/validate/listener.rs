@@ -85,8 +85,14 @@ pub(super) fn listener(
         *u = true;
     }
     // a tcp listener's pools (its own and its routes') hash on the client only
-    let tcp_hash = |ix: usize, key: &KeyPath, p: &mut Problems<'_>| {
+    let tcp_hash = |ix: usize, key: &KeyPath, p: &mut Problems<'_>, w: &mut Vec<String>| {
         if let Some(pc) = pools.get(ix) {
+            if pc.cookie.is_some() {
+                w.push(format!(
+                    "listener {:?} is tcp: pool {:?}'s [pool.cookie] does not apply to it (no cookie in a TCP session)",
+                    lf.name, pc.name
+                ));
+            }
             if pc.balance == Balance::Hash && pc.hash_key != HashKey::ClientIp {
                 p.add(
                     key,
@@ -105,7 +111,7 @@ pub(super) fn listener(
                 "a tcp listener routes by the SNI of TLS it passes through; with [listener.tls] it terminates TLS and has one pool",
             );
         }
-        tcp_hash(pool, &at.key("pool"), p);
+        tcp_hash(pool, &at.key("pool"), p, warnings);
     }
     let mut routes = Vec::with_capacity(lf.routes.len());
     for (j, rf) in lf.routes.iter().enumerate() {
@@ -173,7 +179,7 @@ pub(super) fn listener(
             *u = true;
         }
         if lf.mode == Mode::Tcp && pool_index.contains_key(rf.pool.as_str()) {
-            tcp_hash(rpool, &rat.key("pool"), p);
+            tcp_hash(rpool, &rat.key("pool"), p, warnings);
         }
         routes.push(Route {
             host,

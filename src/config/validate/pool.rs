@@ -151,17 +151,11 @@ pub(super) fn pool(
                             "a DNS entry has one member per record: each takes a value of its own, a hash of its address",
                         ),
                         (ServerAddr::Static(a), Some(_)) => {
-                            if let Err(why) = cookie_value(v) {
-                                p.add(&sat.key("cookie"), why);
-                            } else if let Some((other, _)) =
-                                cookie_values.iter().find(|(_, x)| x == v)
-                            {
-                                p.add(
-                                    &sat.key("cookie"),
-                                    format!("{v:?} is also the value of {other} in pool {:?}", pf.name),
-                                );
-                            } else {
-                                cookie_values.push((*a, v.clone()));
+                            // (several servers may share a value, as in
+                            // HAProxy: a backup its normal server's)
+                            match cookie_value(v) {
+                                Err(why) => p.add(&sat.key("cookie"), why),
+                                Ok(()) => cookie_values.push((*a, v.clone())),
                             }
                         }
                     }
@@ -351,6 +345,18 @@ fn cookie(
                 "{:?} is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)",
                 c.name
             ),
+        );
+    }
+    // browsers drop a cookie whose name's prefix its attributes break
+    if c.name.starts_with("__Host-") && (!c.secure || c.path != "/" || c.domain.is_some()) {
+        p.add(
+            &at.key("name"),
+            "a __Host- cookie needs secure = true, path = \"/\" and no domain (browsers drop it otherwise)",
+        );
+    } else if c.name.starts_with("__Secure-") && !c.secure {
+        p.add(
+            &at.key("name"),
+            "a __Secure- cookie needs secure = true (browsers drop it otherwise)",
         );
     }
     if c.key.as_deref() == Some("") {
