@@ -15,7 +15,7 @@ pub use file::{AccessLogFormat, Balance, HashKey, Mode, OnEmpty, PgRole, Prefer}
 pub use limits::{CircuitConfig, KeyPart, RateLimitConfig, StoreConfig, Tier};
 pub use model::*;
 pub use problems::{ConfigError, Problem};
-pub use validate::parse_status_ranges;
+pub use validate::{cookie_value, parse_status_ranges};
 
 use file::FileConfig;
 use problems::{key_at, line_of};

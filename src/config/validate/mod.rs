@@ -15,6 +15,7 @@ mod rules;
 mod tls;
 
 pub use health::parse_status_ranges;
+pub use pool::cookie_value;
 
 use crate::config::file::FileConfig;
 use crate::config::model::Config;

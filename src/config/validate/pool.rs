@@ -431,8 +431,9 @@ fn cookie(
 }
 
 /// Whether `v` can be a cookie's value as written (RFC 6265 4.1.1's
-/// cookie-octets, unquoted).
-fn cookie_value(v: &str) -> Result<(), String> {
+/// cookie-octets, unquoted). Public for the importers, which check a
+/// server's value before writing it.
+pub fn cookie_value(v: &str) -> Result<(), String> {
     let octet = |b: u8| matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e);
     if v.is_empty() || !v.bytes().all(octet) {
         return Err(format!(
