@@ -65,6 +65,7 @@ pub struct Pool {
     pub tls: Option<Table>,
     pub health: Option<Table>,
     pub breaker: Option<Table>,
+    pub cookie: Option<Table>,
     pub servers: Vec<Table>,
 }
 
@@ -128,6 +129,11 @@ impl Config {
                 o.push_str("  [pool.health]\n");
                 h.render(&mut o, "  ");
             }
+            // before the servers, as the other tables of the pool
+            if let Some(c) = &p.cookie {
+                o.push_str("  [pool.cookie]\n");
+                c.render(&mut o, "  ");
+            }
             for sv in &p.servers {
                 o.push_str("  [[pool.server]]\n");
                 sv.render(&mut o, "  ");
@@ -140,6 +146,45 @@ impl Config {
 /// Whether rampart's loader takes this as a `[[pool.server]] address`.
 pub fn address_ok(a: &str) -> Result<(), String> {
     crate::config::ServerAddr::parse(a).map(|_| ())
+}
+
+/// Whether rampart's loader takes this as a `[[pool.server]] cookie`.
+pub fn cookie_value_ok(v: &str) -> Result<(), String> {
+    crate::config::cookie_value(v)
+}
+
+/// A `[pool.cookie]` named `name`, with `indirect`, `nocache`, `httponly`
+/// and `secure` off: rampart's defaults turn the first three on, and neither
+/// HAProxy nor nginx does unless told, so each importer turns on what the
+/// original says.
+pub fn cookie(name: &str) -> Table {
+    let mut t = Table::default();
+    t.set("name", s(name));
+    for k in ["indirect", "nocache", "httponly", "secure"] {
+        t.set(k, "false".into());
+    }
+    t
+}
+
+/// A cookie's `SameSite` value (any case) as `[pool.cookie] same_site`.
+pub fn same_site(v: &str) -> Option<&'static str> {
+    match v.to_ascii_lowercase().as_str() {
+        "strict" => Some("Strict"),
+        "lax" => Some("Lax"),
+        "none" => Some("None"),
+        _ => None,
+    }
+}
+
+/// `same_site = "None"` without `secure = true` is left out of a
+/// `[pool.cookie]` (browsers refuse such a cookie, rampart such a config):
+/// the note that says so, when it was.
+pub fn lone_same_site_none(t: &mut Table) -> Option<&'static str> {
+    if t.get("same_site") != Some("\"None\"") || t.get("secure") == Some("true") {
+        return None;
+    }
+    t.0.retain(|(k, _)| k != "same_site");
+    Some("SameSite=None without secure is left out (browsers refuse it, and rampart)")
 }
 
 /// Whether a header edit's name and value are valid HTTP.
@@ -192,11 +237,11 @@ impl Config {
                 .listeners
                 .get_mut(*i)
                 .is_some_and(|l| drop_key(&mut l.keys, k)),
-            [("pool", Some(i)), ("server", Some(j)), ("name", _)] => self
+            [("pool", Some(i)), ("server", Some(j)), (k @ ("name" | "cookie"), _)] => self
                 .pools
                 .get_mut(*i)
                 .and_then(|p| p.servers.get_mut(*j))
-                .is_some_and(|sv| drop_key(sv, "name")),
+                .is_some_and(|sv| drop_key(sv, k)),
             [("pool", Some(i)), ("server", Some(j)), ..] => {
                 let Some(p) = self.pools.get_mut(*i) else {
                     return false;
@@ -217,6 +262,22 @@ impl Config {
                 .pools
                 .get_mut(*i)
                 .is_some_and(|p| p.tls.take().is_some()),
+            // a cookie's attribute goes alone; with its name, the cookie goes
+            // whole, and the servers' values (which need it) with it
+            [("pool", Some(i)), ("cookie", _), (k, _), ..] if *k != "name" => self
+                .pools
+                .get_mut(*i)
+                .and_then(|p| p.cookie.as_mut())
+                .is_some_and(|c| drop_key(c, k)),
+            [("pool", Some(i)), ("cookie", _), ..] => {
+                let Some(p) = self.pools.get_mut(*i) else {
+                    return false;
+                };
+                for sv in &mut p.servers {
+                    drop_key(sv, "cookie");
+                }
+                p.cookie.take().is_some()
+            }
             [("pool", Some(i)), (k, _), ..] if REQUIRED.contains(k) || *k == "server" => (*i
                 < self.pools.len())
             .then(|| self.pools.remove(*i))

@@ -7,6 +7,7 @@
 //! What is mapped is listed in the README (Importing a config); every other
 //! directive is reported, with why.
 
+mod cookie;
 mod rules;
 mod tokens;
 mod translate;
@@ -30,6 +31,43 @@ struct Defaults {
     expect_status: Option<String>,
     /// Its health lines: indices into `Importer::health_lines`.
     health_lines: Vec<usize>,
+    /// Its `cookie` and `dynamic-cookie-key` lines.
+    cookie: PoolCookie,
+}
+
+/// A `cookie NAME insert ...` line, as `[pool.cookie]`.
+#[derive(Debug, Clone)]
+struct CookieLine {
+    table: Table,
+    /// `dynamic`: HAProxy gives a server without a value of its own one
+    /// hashed from `dynamic-cookie-key` and its address
+    dynamic: bool,
+}
+
+/// A pool's cookie persistence, settled by `finish`: its `cookie`,
+/// `dynamic-cookie-key` and servers' `cookie` lines come in any order.
+#[derive(Debug, Clone, Default)]
+struct PoolCookie {
+    /// whether the backend (or the `defaults` it follows) has a `cookie` line
+    seen: bool,
+    /// that line, when rampart can do what it says
+    line: Option<CookieLine>,
+    /// `dynamic-cookie-key`, and its report entry (None: from `defaults`)
+    key: Option<(String, Option<usize>)>,
+    servers: Vec<ServerCookie>,
+}
+
+/// A server of a pool with persistence, as its line set it.
+#[derive(Debug, Clone)]
+struct ServerCookie {
+    /// its index in the pool's servers
+    server: usize,
+    /// its report entry
+    entry: usize,
+    /// its `cookie VALUE`
+    value: Option<String>,
+    /// whether its address is a DNS name (its members take a hash each)
+    dns: bool,
 }
 
 /// A report entry of a line that sets health checks, and the pools it sets
@@ -46,6 +84,8 @@ struct HealthLine {
 /// What a server's health parameters become, in its report entry.
 const INTER_NOTE: &str = "inter → the pool's health interval";
 const FALL_RISE_NOTE: &str = "fall/rise → the pool's health check";
+/// What a server's `cookie VALUE` becomes, in its report entry.
+const COOKIE_NOTE: &str = "cookie → its value of [pool.cookie]";
 
 struct Importer {
     cfg: out::Config,
@@ -85,6 +125,8 @@ struct Importer {
     checked_pools: Vec<usize>,
     /// The lines that set health checks, for `finish` to say which are off.
     health_lines: Vec<HealthLine>,
+    /// Each pool's cookie persistence, for `finish` to settle.
+    cookies: HashMap<usize, PoolCookie>,
 }
 
 /// Converts a haproxy.cfg. Never fails: what cannot be mapped is reported.
@@ -109,6 +151,7 @@ pub fn import(src: &str, file: &str) -> Imported {
         pool_ssl: HashMap::new(),
         checked_pools: Vec::new(),
         health_lines: Vec::new(),
+        cookies: HashMap::new(),
     };
     for sec in secs.iter().filter(|s| s.keyword == "crt-store") {
         let arg = |l: &Line, k: &str| {
@@ -310,9 +353,15 @@ impl Importer {
                 "connection-level rules are not in rampart (tcp listeners route by SNI; limits apply to HTTP requests)",
             ),
             "compression" => self.unsupported(l, "rampart does not compress"),
-            "cookie" | "dynamic-cookie-key" | "stick" => {
-                self.unsupported(l, "cookie and stick-table persistence are not in rampart: balance = \"hash\" keeps a client on a server")
-            }
+            // a backend's (see `backend_line`): HAProxy warns and ignores it here
+            "cookie" | "dynamic-cookie-key" => self.approx(
+                l,
+                "not imported: HAProxy ignores it outside a backend (persistence is a backend's)",
+            ),
+            "stick" => self.unsupported(
+                l,
+                "stick-table persistence is not in rampart: [pool.cookie] keeps a client on its server by a cookie, balance = \"hash\" by its address or a header",
+            ),
             _ => self.unsupported(l, "no rampart equivalent is mapped"),
         }
     }
@@ -344,6 +393,7 @@ impl Importer {
     /// a listener without a pool); makes sure the result is a config rampart
     /// runs.
     fn finish(&mut self) {
+        self.settle_cookies();
         // HAProxy checks only servers with `check`: inter, fall, rise,
         // `timeout check`, `option httpchk` and `http-check` alone turn on nothing
         for (i, p) in self.cfg.pools.iter_mut().enumerate() {

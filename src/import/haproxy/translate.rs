@@ -5,7 +5,7 @@ use super::rules::{RuleAt, STICK_TABLE};
 use super::tokens::{
     bind_addrs, duration, timeout_key, timeout_key_name, with_base, Line, Section,
 };
-use super::{Importer, FALL_RISE_NOTE, INTER_NOTE};
+use super::{Importer, ServerCookie, COOKIE_NOTE, FALL_RISE_NOTE, INTER_NOTE};
 use crate::import::haproxy_cond::{self as cond, Acls};
 use crate::import::out::{self, list, s, Table};
 use crate::import::{Entry, Fidelity};
@@ -102,6 +102,8 @@ impl Importer {
                 }
                 "option" => self.option(l, None),
                 "http-check" => self.http_check(l, None),
+                "cookie" => self.cookie_line(l, None),
+                "dynamic-cookie-key" => self.dynamic_cookie_key(l, None),
                 "log" => self.unsupported(l, "rampart logs to stderr and stdout"),
                 _ => self.unsupported(l, "no rampart equivalent is mapped"),
             }
@@ -243,6 +245,8 @@ impl Importer {
                 h.pools.push(i);
             }
         }
+        // and its cookie, unless the backend says otherwise
+        self.cookies.insert(i, self.defaults.cookie.clone());
         i
     }
 
@@ -450,6 +454,14 @@ impl Importer {
                 self.http_check(l, Some(pi));
                 true
             }
+            "cookie" => {
+                self.cookie_line(l, Some(pi));
+                true
+            }
+            "dynamic-cookie-key" => {
+                self.dynamic_cookie_key(l, Some(pi));
+                true
+            }
             "retries" if w.len() > 1 => {
                 if let Ok(n) = w[1].parse::<u32>() {
                     self.cfg.pools[pi]
@@ -529,6 +541,7 @@ impl Importer {
         let mut check = false;
         let mut disabled = false;
         let mut check_ssl = false;
+        let mut cookie = None;
         let mut tls = Table::default();
         let mut i = 0;
         while i < params.len() {
@@ -584,10 +597,16 @@ impl Importer {
                     notes.push("check port: rampart checks the server's own port");
                     i += 1;
                 }
+                // settled with the backend's `cookie` line (`settle_cookies`)
+                ("cookie", Some(v)) => {
+                    cookie = Some(v.clone());
+                    notes.push(COOKIE_NOTE);
+                    i += 1;
+                }
                 (
-                    "resolve-prefer" | "init-addr" | "cookie" | "id" | "slowstart"
-                    | "on-marked-down" | "agent-check" | "agent-port" | "agent-inter" | "addr"
-                    | "observe" | "error-limit",
+                    "resolve-prefer" | "init-addr" | "id" | "slowstart" | "on-marked-down"
+                    | "agent-check" | "agent-port" | "agent-inter" | "addr" | "observe"
+                    | "error-limit",
                     _,
                 ) => {
                     approx = true;
@@ -715,6 +734,7 @@ impl Importer {
                 h.set("timeout", s(&d));
             }
         }
+        let server = self.cfg.pools[pi].servers.len();
         self.cfg.pools[pi].servers.push(sv);
         notes.dedup();
         // inter, fall, rise: said to be off by `finish` if no server has check
@@ -733,6 +753,13 @@ impl Importer {
         if health_params {
             self.health_line(Some(pi), true);
         }
+        let entry = self.report.len();
+        self.cookies.entry(pi).or_default().servers.push(ServerCookie {
+            server,
+            entry,
+            value: cookie,
+            dns: !by_ip,
+        });
         if approx {
             self.approx(l, note);
         } else {
