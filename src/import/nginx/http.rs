@@ -1,5 +1,6 @@
-//! The `http` level: proxy settings and headers, upstreams and their servers,
-//! `proxy_pass`, resolvers and `limit_req_zone`.
+//! The `http` level: proxy settings and headers, upstreams and their servers
+//! (and nginx Plus's `sticky cookie`), `proxy_pass`, resolvers and
+//! `limit_req_zone`.
 
 use super::{duration, Importer};
 use crate::import::nginx_parse::Directive;
@@ -472,6 +473,7 @@ impl Importer {
                 ),
                 "zone" => self.mapped(e, "rampart's pool state is shared by every thread already"),
                 "resolver" => self.resolver(e),
+                "sticky" => self.sticky(e, &mut p, stream),
                 _ => self.unsupported(e, "no rampart equivalent is mapped"),
             }
         }
@@ -594,6 +596,85 @@ impl Importer {
         }
     }
 
+    /// nginx Plus's `sticky cookie NAME [expires=] [domain=] [path=]
+    /// [httponly] [secure] [samesite=]` as `[pool.cookie]`. nginx neither takes
+    /// the cookie out of the requests it passes nor adds Cache-Control, so
+    /// `indirect` and `nocache` are off; `sticky route` and `sticky learn`
+    /// follow what the servers say, and are not imported.
+    pub(super) fn sticky(&mut self, e: &Directive, p: &mut out::Pool, stream: bool) {
+        let why = match e.args.first().map(String::as_str) {
+            _ if stream => Some("sticky is an http upstream's: a stream has no cookies"),
+            Some("cookie") => None,
+            Some("route") => Some(
+                "sticky route sends a client to the server a variable names (a route the servers wrote in a cookie or the URI); rampart's persistence is a cookie of its own ([pool.cookie], as sticky cookie)",
+            ),
+            Some("learn") => Some(
+                "sticky learn follows a session cookie the servers set, remembered in a shared zone; rampart's persistence is a cookie of its own ([pool.cookie], as sticky cookie)",
+            ),
+            _ => Some("sticky cookie|route|learn expected"),
+        };
+        if let Some(why) = why {
+            self.unsupported(e, why);
+            return;
+        }
+        let Some(name) = e.args.get(1) else {
+            self.unsupported(e, "sticky cookie NAME expected");
+            return;
+        };
+        let mut t = out::cookie(name);
+        let mut notes: Vec<String> = Vec::new();
+        let mut approx = false;
+        for a in &e.args[2..] {
+            let (k, v) = a.split_once('=').unwrap_or((a, ""));
+            match k {
+                // what nginx's `expires max` sends as max-age: 10 years
+                "expires" if v == "max" => {
+                    t.set("max_age", s("315360000s"));
+                    notes.push(
+                        "expires=max → max_age = \"315360000s\", 10 years (nginx Plus: until 31 Dec 2037)".into(),
+                    );
+                }
+                "expires" => match max_age(v) {
+                    Some(d) => t.set("max_age", s(&d)),
+                    None => {
+                        approx = true;
+                        notes.push(format!(
+                            "expires={v}: not a whole number of seconds: left out (a session cookie)"
+                        ));
+                    }
+                },
+                "domain" | "path" if !v.is_empty() => t.set(k, s(v)),
+                "httponly" | "secure" => t.set(k, "true".into()),
+                "samesite" => match out::same_site(v) {
+                    Some(x) => t.set("same_site", s(x)),
+                    None => {
+                        approx = true;
+                        notes.push(format!("samesite={v}: not imported (strict, lax or none)"));
+                    }
+                },
+                _ => {
+                    approx = true;
+                    notes.push(format!("{a}: not imported"));
+                }
+            }
+        }
+        if let Some(n) = out::lone_same_site_none(&mut t) {
+            approx = true;
+            notes.push(n.into());
+        }
+        p.cookie = Some(t);
+        let mut note = "[pool.cookie] with indirect = false and nocache = false (nginx passes the cookie on and adds no Cache-Control); nginx Plus's values (a hash of each address) are not rampart's: clients that hold one are balanced anew once".to_string();
+        for n in notes {
+            note.push_str("; ");
+            note.push_str(&n);
+        }
+        if approx {
+            self.approx(e, note);
+        } else {
+            self.mapped(e, note);
+        }
+    }
+
     /// The pool for `proxy_pass URL`: an upstream by name, or a new pool of one
     /// server.
     pub(super) fn proxy_pass(&mut self, d: &Directive, loc_prefix: Option<&str>) -> Option<String> {
@@ -692,4 +773,9 @@ impl Importer {
         }
         Some(name)
     }
+}
+
+/// An nginx time as `[pool.cookie] max_age`: whole seconds, at least one.
+fn max_age(v: &str) -> Option<String> {
+    duration(v).filter(|d| d.as_str() != "0s" && !d.ends_with("ms"))
 }

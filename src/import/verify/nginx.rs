@@ -31,7 +31,9 @@ pub(super) fn rewrite(
         v
     };
     // what the import could not use, and what the local world has no use for
-    const DROP: [&str; 30] = [
+    // (`sticky` is nginx Plus's: the nginx of the comparison refuses it, and
+    // with one backend per pool it cannot change which pool answers)
+    const DROP: [&str; 31] = [
         "include",
         "resolver",
         "resolver_timeout",
@@ -62,6 +64,7 @@ pub(super) fn rewrite(
         "proxy_ssl_certificate_key",
         "proxy_ssl_trusted_certificate",
         "status_zone",
+        "sticky",
     ];
     const KEEP: [&str; 6] = ["map", "geo", "set", "split_clients", "log_format", "types"];
     fn walk(
