@@ -413,3 +413,273 @@ fn a_tracked_source_keeps_haproxys_ipv6_granularity() {
         "{report:#?}"
     );
 }
+
+/// `cookie NAME insert ...` is `[pool.cookie]` with each switch as the line
+/// has it (HAProxy's are off unless written; rampart's indirect, nocache and
+/// httponly are on unless written), before the servers, whose values are
+/// their `cookie`: all mapped, and rampart reads it so.
+#[test]
+fn cookie_insert_and_server_values_are_mapped_exactly() {
+    let im = import(
+        &format!(
+            "{DEFAULTS}frontend f
+  bind :80
+  default_backend b
+backend b
+  cookie SERVERID insert indirect nocache
+  server s1 10.0.0.1:80 cookie s1
+  server s2 10.0.0.2:80 cookie s2
+"
+        ),
+        "test.cfg",
+    );
+    assert_eq!(im.exit_code(), 0, "{:#?}", im.report);
+    for line in [
+        "cookie SERVERID insert indirect nocache",
+        "server s1 10.0.0.1:80 cookie s1",
+        "server s2 10.0.0.2:80 cookie s2",
+    ] {
+        assert!(reported(&im.report, line, Fidelity::Mapped), "{line}");
+    }
+    let table = im.toml.find("[pool.cookie]");
+    assert!(
+        table.is_some() && table < im.toml.find("[[pool.server]]"),
+        "{}",
+        im.toml
+    );
+    let cfg: toml::Value = toml::from_str(&im.toml).unwrap();
+    let b = pool(&cfg, "b");
+    let want: toml::Value = toml::from_str(
+        r#"name = "SERVERID"
+indirect = true
+nocache = true
+httponly = false
+secure = false"#,
+    )
+    .unwrap();
+    assert_eq!(b["cookie"], want, "{b:#?}");
+    let servers = array(&b, "server");
+    assert_eq!(servers[0]["cookie"].as_str(), Some("s1"));
+    assert_eq!(servers[1]["cookie"].as_str(), Some("s2"));
+    let loaded = crate::config::parse(&im.toml, "imported.toml")
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", im.toml));
+    let c = loaded.pools[0].cookie.as_deref().unwrap();
+    assert!(c.indirect && c.nocache, "{c:#?}");
+    assert_eq!(c.attributes, "; Path=/");
+    assert_eq!(c.values.len(), 2, "{c:#?}");
+}
+
+#[test]
+fn cookie_insert_alone_turns_off_what_rampart_turns_on() {
+    let (cfg, report) = run("backend b
+  cookie X insert
+  server s1 10.0.0.1:80
+");
+    let c = &pool(&cfg, "b")["cookie"];
+    assert_eq!(c["name"].as_str(), Some("X"));
+    for k in ["indirect", "nocache", "httponly", "secure"] {
+        assert_eq!(c[k].as_bool(), Some(false), "{k}: {c:#?}");
+    }
+    assert!(reported(&report, "cookie X insert", Fidelity::Mapped));
+    // HAProxy clears the cookie of a server without a value; rampart sets one
+    let s1 = report
+        .iter()
+        .find(|e| e.directive == "server s1 10.0.0.1:80")
+        .unwrap();
+    assert_eq!(s1.fidelity, Fidelity::Approximated, "{s1:#?}");
+    assert!(s1.note.contains("no cookie value"), "{s1:#?}");
+}
+
+/// rampart only inserts a cookie of its own: the modes that work on the
+/// servers' cookie are not imported, nor the servers' values with them.
+#[test]
+fn cookie_rewrite_prefix_and_passive_modes_are_unsupported() {
+    for mode in ["rewrite", "prefix", ""] {
+        let line = format!("cookie JSESSIONID {mode}");
+        let (cfg, report) = run(&format!(
+            "backend b
+  {line}
+  server s1 10.0.0.1:80 cookie s1
+"
+        ));
+        let b = pool(&cfg, "b");
+        assert!(b.get("cookie").is_none(), "{mode}: {b:#?}");
+        assert!(array(&b, "server")[0].get("cookie").is_none(), "{b:#?}");
+        assert!(
+            reported(&report, line.trim_end(), Fidelity::Unsupported),
+            "{mode}: {report:#?}"
+        );
+        let s1 = report
+            .iter()
+            .find(|e| e.directive == "server s1 10.0.0.1:80 cookie s1")
+            .unwrap();
+        assert_eq!(s1.fidelity, Fidelity::Approximated, "{s1:#?}");
+        assert!(s1.note.contains("cookie line is not imported"), "{s1:#?}");
+    }
+}
+
+#[test]
+fn dynamic_cookie_key_is_the_cookies_key_before_or_after_it() {
+    let (cfg, report) = run("backend b
+  dynamic-cookie-key s3cr3t
+  cookie SRV insert dynamic indirect
+  server s1 10.0.0.1:80
+  server s2 10.0.0.2:80
+");
+    let c = &pool(&cfg, "b")["cookie"];
+    assert_eq!(c["key"].as_str(), Some("s3cr3t"), "{c:#?}");
+    assert_eq!(c["indirect"].as_bool(), Some(true), "{c:#?}");
+    assert!(reported(
+        &report,
+        "dynamic-cookie-key s3cr3t",
+        Fidelity::Mapped
+    ));
+    // HAProxy's hash is not rampart's: said, but the mapping holds
+    let line = report
+        .iter()
+        .find(|e| e.directive == "cookie SRV insert dynamic indirect")
+        .unwrap();
+    assert_eq!(line.fidelity, Fidelity::Mapped, "{line:#?}");
+    assert!(line.note.contains("balanced anew once"), "{line:#?}");
+    // servers without a value take a hash of the key and their address in both
+    assert!(
+        reported(&report, "server s1 10.0.0.1:80", Fidelity::Mapped),
+        "{report:#?}"
+    );
+    // no cookie line uses it (nor does HAProxy): not imported
+    let (cfg, report) = run("backend b
+  dynamic-cookie-key s3cr3t
+  server s1 10.0.0.1:80
+");
+    assert!(pool(&cfg, "b").get("cookie").is_none(), "{cfg:#?}");
+    assert!(
+        reported(&report, "dynamic-cookie-key s3cr3t", Fidelity::Approximated),
+        "{report:#?}"
+    );
+}
+
+#[test]
+fn a_cookie_in_defaults_is_each_following_backends_unless_it_has_its_own() {
+    let (cfg, _) = run("defaults
+  mode http
+  cookie D insert nocache
+  dynamic-cookie-key k
+backend b
+  server s1 10.0.0.1:80
+backend c
+  cookie C insert indirect
+  server s1 10.0.0.2:80
+");
+    let b = &pool(&cfg, "b")["cookie"];
+    assert_eq!(b["name"].as_str(), Some("D"), "{b:#?}");
+    assert_eq!(b["nocache"].as_bool(), Some(true), "{b:#?}");
+    assert_eq!(b["indirect"].as_bool(), Some(false), "{b:#?}");
+    assert_eq!(b["key"].as_str(), Some("k"), "{b:#?}");
+    let c = &pool(&cfg, "c")["cookie"];
+    assert_eq!(c["name"].as_str(), Some("C"), "{c:#?}");
+    assert_eq!(c["nocache"].as_bool(), Some(false), "{c:#?}");
+    assert_eq!(c["key"].as_str(), Some("k"), "{c:#?}");
+}
+
+#[test]
+fn a_server_cookie_without_a_cookie_line_is_not_imported() {
+    let (cfg, report) = run("backend b
+  server s1 10.0.0.1:80 cookie s1
+");
+    let b = pool(&cfg, "b");
+    assert!(b.get("cookie").is_none(), "{b:#?}");
+    assert!(array(&b, "server")[0].get("cookie").is_none(), "{b:#?}");
+    let s1 = report
+        .iter()
+        .find(|e| e.directive == "server s1 10.0.0.1:80 cookie s1")
+        .unwrap();
+    assert_eq!(s1.fidelity, Fidelity::Approximated, "{s1:#?}");
+    assert!(s1.note.contains("no cookie line"), "{s1:#?}");
+    assert!(!s1.note.contains("→ its value"), "{s1:#?}");
+}
+
+/// A value rampart refuses (a DNS entry's, another server's, a broken one)
+/// is left out, never the server; the config loads without a repair.
+#[test]
+fn server_values_rampart_refuses_are_left_out_not_the_servers() {
+    let (cfg, report) = run("backend b
+  cookie SRV insert indirect nocache
+  server s1 10.0.0.1:80 cookie a
+  server s2 10.0.0.2:80 cookie a backup
+  server s3 app.example:80 cookie c
+  server s4 10.0.0.4:80 cookie a,b
+");
+    let servers = array(&pool(&cfg, "b"), "server");
+    assert_eq!(servers.len(), 4, "{servers:#?}");
+    assert_eq!(servers[0]["cookie"].as_str(), Some("a"));
+    for sv in &servers[1..] {
+        assert!(sv.get("cookie").is_none(), "{sv:#?}");
+    }
+    assert!(
+        !report.iter().any(|e| e.directive == "(check)"),
+        "{report:#?}"
+    );
+    for (line, why) in [
+        ("server s2 10.0.0.2:80 cookie a backup", "another server's value"),
+        ("server s3 app.example:80 cookie c", "DNS entry"),
+        ("server s4 10.0.0.4:80 cookie a,b", "not a cookie value"),
+    ] {
+        let e = report.iter().find(|e| e.directive == line).unwrap();
+        assert_eq!(e.fidelity, Fidelity::Approximated, "{e:#?}");
+        assert!(e.note.contains(why), "{e:#?}");
+    }
+}
+
+#[test]
+fn cookie_attributes_rampart_has_and_has_not() {
+    let (cfg, report) = run("backend b
+  cookie SRV insert httponly secure domain .a.example domain .b.example attr SameSite=Strict maxidle 30m maxlife 8h
+  server s1 10.0.0.1:80 cookie s1
+");
+    let c = &pool(&cfg, "b")["cookie"];
+    assert_eq!(c["domain"].as_str(), Some(".a.example"), "{c:#?}");
+    assert_eq!(c["same_site"].as_str(), Some("Strict"), "{c:#?}");
+    assert_eq!(c["httponly"].as_bool(), Some(true), "{c:#?}");
+    assert_eq!(c["secure"].as_bool(), Some(true), "{c:#?}");
+    // maxidle and maxlife are not a browser's expiry
+    assert!(c.get("max_age").is_none(), "{c:#?}");
+    let e = report
+        .iter()
+        .find(|e| e.directive.starts_with("cookie SRV"))
+        .unwrap();
+    assert_eq!(e.fidelity, Fidelity::Approximated, "{e:#?}");
+    for part in [".b.example", "maxidle", "maxlife"] {
+        assert!(e.note.contains(part), "{part}: {e:#?}");
+    }
+    // SameSite=None without secure: browsers and rampart refuse it
+    let (cfg, report) = run("backend b
+  cookie SRV insert attr SameSite=None
+  server s1 10.0.0.1:80
+");
+    assert!(pool(&cfg, "b")["cookie"].get("same_site").is_none());
+    assert!(reported(
+        &report,
+        "cookie SRV insert attr SameSite=None",
+        Fidelity::Approximated
+    ));
+}
+
+#[test]
+fn stick_points_to_the_cookie_and_a_frontends_cookie_is_ignored() {
+    let (cfg, report) = run("frontend f
+  bind :80
+  cookie F insert
+  default_backend b
+backend b
+  stick on src
+  server s1 10.0.0.1:80
+");
+    assert!(pool(&cfg, "b").get("cookie").is_none(), "{cfg:#?}");
+    let stick = report
+        .iter()
+        .find(|e| e.directive == "stick on src")
+        .unwrap();
+    assert_eq!(stick.fidelity, Fidelity::Unsupported);
+    assert!(stick.note.contains("[pool.cookie]"), "{stick:#?}");
+    assert!(reported(&report, "cookie F insert", Fidelity::Approximated));
+}

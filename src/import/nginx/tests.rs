@@ -408,3 +408,77 @@ fn huge_numbers_are_refused_not_overflowed() {
         .any(|e| e.directive.starts_with("proxy_read_timeout")
             && e.fidelity == Fidelity::Unsupported));
 }
+
+/// nginx Plus's `sticky cookie` is the upstream's `[pool.cookie]`: nginx
+/// passes the cookie on and adds no Cache-Control (indirect and nocache off),
+/// and sets HttpOnly only when told (rampart's default is on).
+#[test]
+fn sticky_cookie_is_the_pools_cookie() {
+    let (cfg, report) = run("events {}
+         http {
+           upstream u {
+             server 10.0.0.1:80;
+             server 10.0.0.2:80;
+             sticky cookie srv_id expires=1h domain=.example.com path=/ httponly secure samesite=lax;
+           }
+           server { listen 80; location / { proxy_pass http://u; } }
+         }");
+    let want: toml::Value = toml::from_str(
+        r#"name = "srv_id"
+indirect = false
+nocache = false
+httponly = true
+secure = true
+max_age = "3600s"
+domain = ".example.com"
+path = "/"
+same_site = "Lax""#,
+    )
+    .unwrap();
+    assert_eq!(cfg["pool"][0]["cookie"], want, "{cfg:#?}");
+    let e = report
+        .iter()
+        .find(|e| e.directive.starts_with("sticky cookie"))
+        .unwrap();
+    assert_eq!(e.fidelity, Fidelity::Mapped, "{e:#?}");
+    // rampart's loader took it as it is
+    assert!(
+        !report.iter().any(|e| e.directive == "(check)"),
+        "{report:#?}"
+    );
+    // expires=max: what nginx sends as max-age for `expires max`
+    let (cfg, _) = run("events {}
+         http {
+           upstream u { server 10.0.0.1:80; sticky cookie s expires=max; }
+           server { listen 80; location / { proxy_pass http://u; } }
+         }");
+    let c = &cfg["pool"][0]["cookie"];
+    assert_eq!(c["max_age"].as_str(), Some("315360000s"), "{c:#?}");
+    assert_eq!(c["httponly"].as_bool(), Some(false), "{c:#?}");
+}
+
+#[test]
+fn sticky_route_and_learn_are_unsupported() {
+    let (cfg, report) = run("events {}
+         http {
+           upstream u { server 10.0.0.1:80 route=a; sticky route $route_cookie $route_uri; }
+           upstream v {
+             server 10.0.0.2:80;
+             sticky learn create=$upstream_cookie_sid lookup=$cookie_sid zone=sessions:1m;
+           }
+           server { listen 80;
+             location /v/ { proxy_pass http://v; }
+             location / { proxy_pass http://u; } }
+         }");
+    for p in cfg["pool"].as_array().unwrap() {
+        assert!(p.get("cookie").is_none(), "{p:#?}");
+    }
+    for d in ["sticky route", "sticky learn"] {
+        assert!(
+            report
+                .iter()
+                .any(|e| e.directive.starts_with(d) && e.fidelity == Fidelity::Unsupported),
+            "{d}: {report:#?}"
+        );
+    }
+}
