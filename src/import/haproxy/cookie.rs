@@ -161,7 +161,6 @@ impl Importer {
             // HAProxy's dynamic values need a key: without one, its servers
             // without a value get no cookie
             let hashed = line.dynamic && pc.key.is_some();
-            let mut used: Vec<&str> = Vec::new();
             for sc in &pc.servers {
                 let problem = match &sc.value {
                     Some(v) if sc.dns => Some(format!(
@@ -171,11 +170,10 @@ impl Importer {
                         Err(why) => Some(format!(
                             "cookie: {why}: not imported, the server takes a hash of its address"
                         )),
-                        Ok(()) if used.contains(&v.as_str()) => Some(format!(
-                            "cookie {v} is another server's value too, and rampart's values are one per server: this one takes a hash of its address (clients holding {v} go to the first)"
-                        )),
+                        // (servers may share a value, a backup its normal
+                        // server's: rampart sends its clients to the first
+                        // that takes them, as HAProxy does)
                         Ok(()) => {
-                            used.push(v);
                             if let Some(sv) = self
                                 .cfg
                                 .pools
@@ -250,6 +248,8 @@ fn attr(t: &mut Table, a: &str) -> Result<(), String> {
             t.set("same_site", s(v));
             Ok(())
         }
-        _ => Err(format!("attr {a:?}: rampart sets no attribute but SameSite: left out")),
+        _ => Err(format!(
+            "attr {a:?}: rampart sets no attribute but SameSite: left out"
+        )),
     }
 }

@@ -754,12 +754,16 @@ impl Importer {
             self.health_line(Some(pi), true);
         }
         let entry = self.report.len();
-        self.cookies.entry(pi).or_default().servers.push(ServerCookie {
-            server,
-            entry,
-            value: cookie,
-            dns: !by_ip,
-        });
+        self.cookies
+            .entry(pi)
+            .or_default()
+            .servers
+            .push(ServerCookie {
+                server,
+                entry,
+                value: cookie,
+                dns: !by_ip,
+            });
         if approx {
             self.approx(l, note);
         } else {

@@ -611,16 +611,22 @@ fn server_values_rampart_refuses_are_left_out_not_the_servers() {
 ");
     let servers = array(&pool(&cfg, "b"), "server");
     assert_eq!(servers.len(), 4, "{servers:#?}");
+    // a shared value is kept: rampart lets a backup share its server's
     assert_eq!(servers[0]["cookie"].as_str(), Some("a"));
-    for sv in &servers[1..] {
+    assert_eq!(servers[1]["cookie"].as_str(), Some("a"));
+    for sv in &servers[2..] {
         assert!(sv.get("cookie").is_none(), "{sv:#?}");
     }
     assert!(
         !report.iter().any(|e| e.directive == "(check)"),
         "{report:#?}"
     );
+    let shared = report
+        .iter()
+        .find(|e| e.directive == "server s2 10.0.0.2:80 cookie a backup")
+        .unwrap();
+    assert_eq!(shared.fidelity, Fidelity::Mapped, "{shared:#?}");
     for (line, why) in [
-        ("server s2 10.0.0.2:80 cookie a backup", "another server's value"),
         ("server s3 app.example:80 cookie c", "DNS entry"),
         ("server s4 10.0.0.4:80 cookie a,b", "not a cookie value"),
     ] {
