@@ -51,6 +51,11 @@ pub struct MemberSpec {
 pub struct PoolShared {
     /// Requests waiting for a free server slot, by priority class.
     pub queue: priority::Queue,
+    /// Woken when a slot is freed on a server requests are pinned to (their
+    /// persistence cookie names it): one per pool, not per server, whose
+    /// memory counts at 10,000 members; a waiter for another server of the
+    /// pool looks and waits again.
+    pub pinned_freed: tokio::sync::Notify,
     /// Requests that ended with an error response (502/503/504) or a failed tcp session.
     pub errors: AtomicU64,
     /// Retries made (each on another server than the failed attempt).
@@ -346,7 +351,7 @@ impl Pool {
             persist: cfg
                 .cookie
                 .as_ref()
-                .map(|c| persist::Persist::new(c, &servers)),
+                .map(|c| persist::Persist::new(c, servers.iter().map(|s| s.addr))),
             servers,
             shared,
         }
@@ -519,7 +524,7 @@ impl Pool {
         let deadline = tokio::time::Instant::now() + self.queue_timeout;
         let mut pinned = None;
         loop {
-            let freed = st.traffic.freed.notified();
+            let freed = self.shared.pinned_freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
             match self.persist_to(i, clock::now_ms()) {
@@ -862,7 +867,7 @@ impl Drop for ServerGuard {
         st.traffic.active.fetch_sub(1, Ordering::SeqCst);
         if self.pool.max_conn_per_server > 0 && st.traffic.pinned.load(Ordering::SeqCst) > 0 {
             // the slot is for the requests whose cookie names this server
-            st.traffic.freed.notify_waiters();
+            self.pool.shared.pinned_freed.notify_waiters();
         }
         if self.pool.max_conn_per_server > 0 {
             // the freed slot is offered to the first waiter in priority order

@@ -11,10 +11,10 @@
 //! rampart of the same config answers, and a pod with a new address is a new
 //! value.
 
-use super::Server;
 use crate::config::CookieConfig;
 use http::{HeaderMap, HeaderValue};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// A pool's cookie values: each server's, and the servers of each.
@@ -30,12 +30,12 @@ pub struct Persist {
 }
 
 impl Persist {
-    pub fn new(cfg: &Arc<CookieConfig>, servers: &[Arc<Server>]) -> Persist {
-        let values: Vec<Box<str>> = servers
-            .iter()
-            .map(|s| match cfg.values.iter().find(|(a, _)| *a == s.addr) {
+    /// The values of the servers at `addrs`, in the pool's order.
+    pub fn new(cfg: &Arc<CookieConfig>, addrs: impl Iterator<Item = SocketAddr>) -> Persist {
+        let values: Vec<Box<str>> = addrs
+            .map(|addr| match cfg.values.iter().find(|(a, _)| *a == addr) {
                 Some((_, v)) => v.as_str().into(),
-                None => hashed(cfg.key.as_deref(), s.addr),
+                None => hashed(cfg.key.as_deref(), addr),
             })
             .collect();
         let mut by_value: HashMap<Box<str>, usize> = HashMap::with_capacity(values.len());
@@ -147,7 +147,7 @@ pub fn strip_from(headers: &mut HeaderMap, name: &str) {
 /// address; with a `key`, of an HMAC-SHA256 under it, so that without the
 /// key a value tells nothing of the address (FNV and its like can be run
 /// backwards from a few values).
-fn hashed(key: Option<&str>, addr: std::net::SocketAddr) -> Box<str> {
+fn hashed(key: Option<&str>, addr: SocketAddr) -> Box<str> {
     use hmac::{Hmac, Mac};
     let addr = addr.to_string();
     let h = match key.map(|k| Hmac::<sha2::Sha256>::new_from_slice(k.as_bytes())) {
@@ -237,15 +237,8 @@ mod tests {
         assert_eq!(strip(b"a=1; XSRV=2", b"SRV"), None);
     }
 
-    fn server(addr: &str) -> Arc<Server> {
-        Arc::new(Server {
-            addr: addr.parse().unwrap(),
-            id: Arc::from(addr),
-            weight: 1,
-            backup: false,
-            source: None,
-            state: Arc::new(crate::pool::ServerState::new(crate::pool::Health::Up)),
-        })
+    fn server(addr: &str) -> SocketAddr {
+        addr.parse().unwrap()
     }
 
     fn cfg(key: Option<&str>, values: Vec<(&str, &str)>) -> Arc<CookieConfig> {
@@ -265,7 +258,10 @@ mod tests {
     #[test]
     fn values_are_written_or_hashed_and_name_their_server() {
         let servers = [server("10.0.0.1:80"), server("10.0.0.2:80")];
-        let p = Persist::new(&cfg(None, vec![("10.0.0.2:80", "web2")]), &servers);
+        let p = Persist::new(
+            &cfg(None, vec![("10.0.0.2:80", "web2")]),
+            servers.iter().copied(),
+        );
         assert_eq!(p.value(1), Some("web2"));
         let v0 = p.value(0).unwrap().to_string();
         assert_eq!(v0.len(), 16);
@@ -280,20 +276,16 @@ mod tests {
         );
         // the same address is the same value in another process (or pool
         // generation), and another key another value
-        let again = Persist::new(&cfg(None, vec![]), &servers[..1]);
+        let again = Persist::new(&cfg(None, vec![]), servers[..1].iter().copied());
         assert_eq!(again.value(0), Some(v0.as_str()));
-        let keyed = Persist::new(&cfg(Some("s3cret"), vec![]), &servers[..1]);
+        let keyed = Persist::new(&cfg(Some("s3cret"), vec![]), servers[..1].iter().copied());
         assert_ne!(keyed.value(0), Some(v0.as_str()));
         assert_eq!(keyed.value(0).unwrap().len(), 16);
         // servers may share a value (HAProxy lets a backup have its normal
         // server's): each in turn, in the order written
-        let three = [
-            servers[0].clone(),
-            servers[1].clone(),
-            server("10.0.0.3:80"),
-        ];
+        let three = [servers[0], servers[1], server("10.0.0.3:80")];
         let shared = cfg(None, vec![("10.0.0.1:80", "web"), ("10.0.0.3:80", "web")]);
-        let p = Persist::new(&shared, &three);
+        let p = Persist::new(&shared, three.iter().copied());
         let of = |c: &str| p.servers_of([c.as_bytes()].into_iter()).collect::<Vec<_>>();
         assert_eq!(of("SRV=web"), [0, 2]);
     }
@@ -301,7 +293,10 @@ mod tests {
     #[test]
     fn the_servers_own_cookie_of_the_name_goes_and_ours_is_set_when_due() {
         let servers = [server("10.0.0.1:80")];
-        let p = Persist::new(&cfg(None, vec![("10.0.0.1:80", "web1")]), &servers);
+        let p = Persist::new(
+            &cfg(None, vec![("10.0.0.1:80", "web1")]),
+            servers.iter().copied(),
+        );
         let answer = |had| {
             let mut h = HeaderMap::new();
             h.append("set-cookie", HeaderValue::from_static("SRV=theirs; Path=/"));

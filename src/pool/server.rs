@@ -98,10 +98,9 @@ pub struct Traffic {
     /// Highest `active` seen (smax).
     pub max_active: AtomicU32,
     /// Requests waiting for a slot here in particular (their persistence
-    /// cookie names it): a slot freed here is theirs, not the pool queue's.
+    /// cookie names it): a slot freed here is theirs, not the pool queue's
+    /// (they are woken by their pool's `PoolShared::pinned_freed`).
     pub pinned: AtomicU32,
-    /// Woken when a slot here is freed while requests are pinned to it.
-    pub freed: Notify,
     pub total: AtomicU64,
     /// Bytes client -> server / server -> client.
     pub bytes_in: AtomicU64,
