@@ -720,7 +720,7 @@ name = "replica"
         )
         .await;
     assert!(
-        detail(&v).contains("without a WAL receiver, behind its cluster"),
+        detail(&v).contains("without a streaming WAL receiver, behind its cluster"),
         "{v}"
     );
 
@@ -752,7 +752,7 @@ name = "replica"
             Duration::from_secs(15),
             "replica",
             "the replica cut off",
-            |v| detail(v).contains("nothing newer is known"),
+            |v| detail(v).contains("no check sees its cluster now"),
         )
         .await;
     assert_eq!(server_in(&v, replica)["status"], "UP", "{v}");

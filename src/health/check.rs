@@ -65,7 +65,7 @@ impl fmt::Display for CheckFailure {
             }
             CheckFailure::Lag { lag, max, .. } => write!(
                 f,
-                "replica without a WAL receiver, behind its cluster for {:.1}s, more than {:?}",
+                "replica without a streaming WAL receiver, behind its cluster for {:.1}s, more than {:?}",
                 lag.as_secs_f64(),
                 max
             ),
@@ -296,62 +296,89 @@ async fn check_inner(
     }
 }
 
-/// The WAL position each Postgres cluster (by its system identifier) is
-/// known to have reached, and when (ms): from its primary, or a replica that
-/// streams from it. Every postgres check of every pool shares it, so that a
-/// replica without a WAL receiver (cut off from its primary) is known to be
-/// behind while its primary, or another replica, shows that the cluster goes
-/// on without it; and is not while nothing shows that (its primary is down:
-/// then it serves reads, which read-only mode needs, as before).
+/// What each Postgres cluster (known by its system identifier) was seen to
+/// have written, and when: by checks of its primary, or of a replica that
+/// streams from it, in every pool. A replica without a WAL receiver (cut off
+/// from its primary) has replayed all it received, so its own lag reads 0;
+/// its lag is, instead, how long the cluster has had WAL that it has not
+/// replayed. While no check sees the cluster (its primary down), nothing is
+/// known: such a replica is not held to `max_replica_lag`, and serves the
+/// reads of read-only mode.
 #[derive(Debug, Clone, Default)]
-pub struct WalMarks(Arc<std::sync::Mutex<std::collections::HashMap<u64, (u64, u64)>>>);
+pub struct WalMarks(Arc<std::sync::Mutex<std::collections::HashMap<u64, Cluster>>>);
+
+/// One cluster's history: the positions seen (each with when it was first
+/// seen, ms), oldest first, at most [`HISTORY`] of them; and until when what
+/// was seen last counts (the looking check's pool's three intervals and its
+/// timeout).
+#[derive(Debug, Default)]
+pub struct Cluster {
+    seen: std::collections::VecDeque<(u64, u64)>,
+    fresh_until: u64,
+}
+
+/// Positions kept per cluster: with a check a second, minutes of history; a
+/// replica further behind than the oldest is behind by at least its age.
+const HISTORY: usize = 256;
 
 impl WalMarks {
-    fn reached(&self, cluster: u64, lsn: u64, now_ms: u64) {
+    /// A check saw `cluster` at `lsn` (`primary`: by its primary, else by a
+    /// streaming replica), valid until `fresh_until`.
+    fn reached(&self, cluster: u64, lsn: u64, primary: bool, now: u64, fresh_until: u64) {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let e = m.entry(cluster).or_insert((lsn, now_ms));
-        *e = (e.0.max(lsn), now_ms);
+        let c = m.entry(cluster).or_default();
+        if primary && c.seen.back().is_some_and(|&(last, _)| lsn < last) {
+            // a primary behind what was seen: a failover that lost the
+            // tail, on a new timeline; the history starts again
+            c.seen.clear();
+        }
+        if c.seen.back().is_none_or(|&(last, _)| lsn > last) {
+            c.seen.push_back((lsn, now));
+            if c.seen.len() > HISTORY {
+                c.seen.pop_front();
+            }
+        }
+        c.fresh_until = c.fresh_until.max(fresh_until);
     }
 
-    /// The cluster's position, if one was seen since `since_ms`.
-    fn known(&self, cluster: u64, since_ms: u64) -> Option<u64> {
+    /// How long (ms) `cluster` has had WAL past `replayed`: None while no
+    /// check sees it.
+    fn behind(&self, cluster: u64, replayed: u64, now: u64) -> Option<u64> {
         let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(&cluster)
-            .filter(|(_, at)| *at >= since_ms)
-            .map(|(lsn, _)| *lsn)
+        let c = m.get(&cluster).filter(|c| now <= c.fresh_until)?;
+        Some(
+            c.seen
+                .iter()
+                .find(|(lsn, _)| *lsn > replayed)
+                .map_or(0, |(_, first)| now.saturating_sub(*first)),
+        )
     }
 }
 
-/// What the postgres checks of one server keep across checks.
+/// What the postgres checks of one server share with the others.
 #[derive(Debug)]
 pub struct PgTrack {
     marks: WalMarks,
-    /// How old a cluster's mark may be and still count (a few intervals).
+    /// How long what this check sees counts (its pool's three intervals and
+    /// its timeout).
     fresh: Duration,
-    /// Since when (ms) this replica, without a WAL receiver, has been behind
-    /// its cluster's mark.
-    behind_since: Option<u64>,
 }
 
 impl PgTrack {
     pub fn new(marks: WalMarks, fresh: Duration) -> PgTrack {
-        PgTrack {
-            marks,
-            fresh,
-            behind_since: None,
-        }
+        PgTrack { marks, fresh }
     }
 }
 
 /// What a postgres check's session says of the server: its role and lag,
 /// against what the check wants.
 ///
-/// A replica's lag is 0 when it has replayed all it received (an idle
-/// primary would otherwise look like growing lag), else the age of the last
-/// transaction it replayed. That holds while its WAL receiver runs: one cut
-/// off from its primary has replayed all it received, and would read 0
-/// forever. Its lag is then the time it has been behind its cluster (`pg`'s
-/// marks), or 0 while nothing newer is known.
+/// A replica whose WAL receiver streams: its lag is 0 when it has replayed
+/// all it received (an idle primary would otherwise look like growing lag),
+/// else the age of the last transaction it replayed. One whose receiver does
+/// not (cut off, or fed from the archive): how long its cluster has had WAL
+/// it has not replayed (`pg`'s marks); 0 while nothing is known of the
+/// cluster.
 async fn pg_verdict(
     client: &tokio_postgres::Client,
     role: PgRole,
@@ -365,7 +392,6 @@ async fn pg_verdict(
                   WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0::float8 \
                   ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8, 0::float8) END, \
              COALESCE((SELECT COALESCE(status = 'streaming', true) FROM pg_stat_wal_receiver), false), \
-             (SELECT system_identifier FROM pg_control_system()), \
              (CASE WHEN pg_is_in_recovery() \
                    THEN COALESCE(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn(), '0/0') \
                    ELSE pg_current_wal_flush_lsn() END - '0/0'::pg_lsn)::float8, \
@@ -378,36 +404,40 @@ async fn pg_verdict(
     let col = |e: tokio_postgres::Error| CheckFailure::Postgres(pg_error(&e));
     let replica: bool = row.try_get(0).map_err(col)?;
     let lag_s: f64 = row.try_get(1).map_err(col)?;
-    // its WAL receiver streams (one that keeps trying to reach a primary it
-    // is cut off from is not streaming; a user without pg_read_all_stats
-    // sees no status, only that a receiver runs)
+    // its WAL receiver streams (a user without pg_read_all_stats sees that
+    // one runs, not its state)
     let receiving: bool = row.try_get(2).map_err(col)?;
-    // (a u64 the server keeps in an int8: its bits)
-    let cluster = row.try_get::<_, i64>(3).map_err(col)? as u64;
     // (positions in bytes, exact as f64 below 2^53: 8 PiB of WAL)
-    let reached = row.try_get::<_, f64>(4).map_err(col)?.max(0.0) as u64;
-    let replayed = row.try_get::<_, f64>(5).map_err(col)?.max(0.0) as u64;
+    let reached = row.try_get::<_, f64>(3).map_err(col)?.max(0.0) as u64;
+    let replayed = row.try_get::<_, f64>(4).map_err(col)?.max(0.0) as u64;
     // the value comes from the checked server: never trust it to be sane
     let mut lag = Duration::try_from_secs_f64(lag_s.max(0.0))
         .map_err(|_| CheckFailure::Postgres(format!("nonsensical replica lag {lag_s}")))?;
-    let mut cut_off = None;
+    // (None: not tracked; Some(None): cut off, nothing known of its cluster)
+    let mut cut_off: Option<Option<u64>> = None;
     if let Some(pg) = pg {
-        let now = crate::clock::now_ms();
-        if !replica || receiving {
-            pg.marks.reached(cluster, reached, now);
-            pg.behind_since = None;
-        } else {
-            let since = now.saturating_sub(pg.fresh.as_millis() as u64);
-            match pg.marks.known(cluster, since) {
-                Some(mark) if mark > replayed => {
-                    let behind = now - *pg.behind_since.get_or_insert(now);
-                    lag = Duration::from_millis(behind);
-                    cut_off = Some(true);
+        // which cluster: asked apart, and not an error when refused (a
+        // hardened server may revoke pg_control_system() from PUBLIC)
+        let cluster = client
+            .query_one("SELECT system_identifier FROM pg_control_system()", &[])
+            .await
+            .ok()
+            .and_then(|r| r.try_get::<_, i64>(0).ok())
+            // (a u64 the server keeps in an int8: its bits)
+            .map(|id| id as u64);
+        if let Some(cluster) = cluster {
+            let now = crate::clock::now_ms();
+            if !replica || receiving {
+                let until = now.saturating_add(pg.fresh.as_millis() as u64);
+                pg.marks.reached(cluster, reached, !replica, now, until);
+            } else {
+                let behind = pg.marks.behind(cluster, replayed, now);
+                if let Some(ms) = behind {
+                    lag = Duration::from_millis(ms);
+                } else {
+                    lag = Duration::ZERO;
                 }
-                _ => {
-                    pg.behind_since = None;
-                    cut_off = Some(false);
-                }
+                cut_off = Some(behind);
             }
         }
     }
@@ -424,17 +454,18 @@ async fn pg_verdict(
         return Err(CheckFailure::Lag {
             lag,
             max: max_replica_lag,
-            cut_off: cut_off == Some(true),
+            cut_off: cut_off.is_some(),
         });
     }
     Ok(match (replica, cut_off) {
         (false, _) => "primary".into(),
-        (true, Some(true)) => format!(
-            "replica, no WAL receiver: behind its cluster for {:.1}s",
+        (true, Some(Some(_))) => format!(
+            "replica, no streaming WAL receiver: behind its cluster for {:.1}s",
             lag.as_secs_f64()
         ),
-        (true, Some(false)) => {
-            "replica, no WAL receiver: nothing newer is known (its primary down?)".into()
+        (true, Some(None)) => {
+            "replica, no streaming WAL receiver: no check sees its cluster now (its primary down?)"
+                .into()
         }
         (true, None) => format!("replica, lag {:.1}s", lag.as_secs_f64()),
     })
@@ -757,6 +788,43 @@ fn memchr_find(hay: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A replica without a streaming receiver is behind its cluster for as
+    /// long as the cluster has had WAL it has not replayed: one fed from the
+    /// archive a segment behind is seconds behind, not for ever; one cut off
+    /// is behind since the first position it lacks; nothing is known once
+    /// no check sees the cluster; a primary behind what was seen (a failover
+    /// that lost the tail) starts the history again.
+    #[test]
+    fn a_replica_is_behind_its_cluster_since_the_first_position_it_lacks() {
+        let m = WalMarks::default();
+        let (c, fresh) = (7, 1_000);
+        for t in 0..10u64 {
+            m.reached(c, 100 * (t + 1), true, t * 500, t * 500 + fresh);
+        }
+        let now = 4_500;
+        // caught up, or at the last position: not behind
+        assert_eq!(m.behind(c, 1_000, now), Some(0));
+        // fed from the archive a little behind: since that position came
+        assert_eq!(m.behind(c, 850, now), Some(500));
+        // cut off early on: since the first position after it
+        assert_eq!(m.behind(c, 150, now), Some(now - 500));
+        // no look for longer than the last one counts: nothing is known
+        assert_eq!(m.behind(c, 150, now + fresh + 1), None);
+        assert_eq!(m.behind(8, 150, now), None);
+        // a streaming replica's position alone does not start it again
+        m.reached(c, 400, false, now, now + fresh);
+        assert_eq!(m.behind(c, 150, now), Some(now - 500));
+        // a primary behind what was seen: a new history
+        m.reached(c, 600, true, 5_000, 5_000 + fresh);
+        assert_eq!(m.behind(c, 500, 5_200), Some(200));
+        assert_eq!(m.behind(c, 600, 5_200), Some(0));
+        // the history is bounded
+        for t in 0..(HISTORY as u64 * 2) {
+            m.reached(c, 1_000 + t, true, 6_000 + t, 6_000 + t + fresh);
+        }
+        assert_eq!(m.0.lock().unwrap()[&c].seen.len(), HISTORY);
+    }
 
     #[test]
     fn grpc_health_messages() {

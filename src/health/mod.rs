@@ -219,8 +219,9 @@ impl HealthManager {
         let tls = check_tls(pool, s.source.as_deref(), s.addr);
         let send_proxy = pool.send_proxy;
         let flipped = Arc::clone(&self.flipped);
-        // a cluster's mark counts for a few of this pool's intervals
-        let pg = check::PgTrack::new(self.wal.clone(), cfg.interval.saturating_mul(3));
+        // what its checks see of a cluster counts for three of its intervals
+        let fresh = cfg.interval.saturating_mul(3).saturating_add(cfg.timeout);
+        let pg = check::PgTrack::new(self.wal.clone(), fresh);
         self.tracker.spawn(tracing::Instrument::instrument(
             async move {
                 tokio::select! {
