@@ -718,7 +718,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         let previous_unused = gauge(
             "rampart_ha_previous_key_unused",
             &format!(
-                "1 while auth_previous_key_file is set and no longer used: the peer's last {} heartbeats in a row verified with auth_key_file's key (0 while nothing is heard, as on a MASTER)",
+                "1 while auth_previous_key_file is set and no longer used: the peer's last {} heartbeats in a row verified with auth_key_file's key (0 while nothing is heard, as on a MASTER, and with more than one peer)",
                 crate::ha::keys::PREVIOUS_UNUSED_AFTER
             ),
             &[],

@@ -119,6 +119,12 @@ impl KeyRing {
         self.current.as_deref()
     }
 
+    /// Whether `other` signs and accepts as `auth_previous_key_file` the
+    /// same keys (graces aside).
+    pub fn same_keys(&self, other: &KeyRing) -> bool {
+        self.current == other.current && self.previous == other.previous
+    }
+
     /// Whether `auth_previous_key_file` is set.
     pub fn has_previous(&self) -> bool {
         self.previous.is_some()
@@ -208,13 +214,24 @@ impl PreviousUse {
     /// Records an accepted heartbeat, verified with `used` under `ring` (None:
     /// `auth = "none"`). True when it is the one that shows `ring`'s previous
     /// key unused: once, until a heartbeat under another key starts over.
-    pub fn heard(&mut self, ring: &KeyRing, used: Option<KeyUsed>) -> bool {
+    /// `peers`: how many the node has. Of several, only the MASTER is heard:
+    /// a BACKUP that still signs with the previous key is not, and removing
+    /// the key would cut it off; nothing is said then.
+    pub fn heard(&mut self, ring: &KeyRing, used: Option<KeyUsed>, peers: usize) -> bool {
         let before = self.unused(ring);
         self.current_run = match used {
-            Some(KeyUsed::Current) => self.current_run.saturating_add(1),
+            Some(KeyUsed::Current) if peers == 1 => self.current_run.saturating_add(1),
             _ => 0,
         };
         !before && self.unused(ring)
+    }
+
+    /// This node is MASTER now, and hears no heartbeats: what it heard as a
+    /// BACKUP says nothing any more. True when that changed what is shown.
+    pub fn mastering(&mut self, ring: &KeyRing) -> bool {
+        let was = self.unused(ring);
+        self.current_run = 0;
+        was
     }
 
     /// Whether `ring` has a previous key, and the peers no longer sign with it.
@@ -431,7 +448,7 @@ mod tests {
     /// `n` heartbeats verified with `used` under `ring`: how many of them
     /// showed the previous key unused.
     fn hear(usage: &mut PreviousUse, ring: &KeyRing, used: KeyUsed, n: u32) -> usize {
-        (0..n).filter(|_| usage.heard(ring, Some(used))).count()
+        (0..n).filter(|_| usage.heard(ring, Some(used), 1)).count()
     }
 
     #[test]
@@ -464,6 +481,25 @@ mod tests {
         let mut usage = PreviousUse::default();
         assert_eq!(hear(&mut usage, &without, KeyUsed::Current, 2 * N), 0);
         assert!(!usage.unused(&without));
+    }
+
+    /// Of several peers only the MASTER is heard: a BACKUP still signing
+    /// with the previous key is not, so nothing is said. And a node that
+    /// takes over hears none: what it heard before is forgotten.
+    #[test]
+    fn the_previous_key_is_said_unused_only_of_one_peer_and_not_by_a_master() {
+        const N: u32 = PREVIOUS_UNUSED_AFTER;
+        let ring = KeyRing::new(&hmac(NEW, Some(OLD)));
+        let mut usage = PreviousUse::default();
+        let said = (0..2 * N)
+            .filter(|_| usage.heard(&ring, Some(KeyUsed::Current), 2))
+            .count();
+        assert_eq!(said, 0);
+        assert!(!usage.unused(&ring));
+        assert_eq!(hear(&mut usage, &ring, KeyUsed::Current, N), 1);
+        assert!(usage.mastering(&ring), "shown until it took over");
+        assert!(!usage.unused(&ring));
+        assert!(!usage.mastering(&ring), "(nothing to change)");
     }
 
     #[test]

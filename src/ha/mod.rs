@@ -249,6 +249,7 @@ impl Ha {
                 }
                 _ = check.tick() => {
                     node.expire_grace();
+                    node.forget_key_use();
                     node.follow_interface();
                     let reason = node.fault_reason(&plane);
                     let faulted = reason.is_some();
@@ -385,9 +386,11 @@ impl Node<'_> {
             return;
         }
         let old = std::mem::replace(&mut self.keys, next);
-        // what was heard says nothing of whether the new keys are used
-        self.previous_use = PreviousUse::default();
-        self.ha.status.set_previous_key_unused(false);
+        if !self.keys.same_keys(&old) {
+            // what was heard says nothing of whether the new keys are used
+            self.previous_use = PreviousUse::default();
+            self.ha.status.set_previous_key_unused(false);
+        }
         let ring = &self.keys;
         let lost = self.ha.status.relabel_peers(|k| ring.relabel(&old, k, now));
         let new_signing_key = self.keys.signing() != old.signing();
@@ -414,7 +417,10 @@ impl Node<'_> {
     /// the one just accepted), to say once, and show, when
     /// `auth_previous_key_file` is no longer used.
     fn note_key(&mut self, key: Option<KeyUsed>) {
-        if self.previous_use.heard(&self.keys, key) {
+        if self
+            .previous_use
+            .heard(&self.keys, key, self.cfg.peers.len())
+        {
             tracing::warn!(
                 heartbeats = keys::PREVIOUS_UNUSED_AFTER,
                 "auth_previous_key_file's key is still accepted but no longer used: the peer's heartbeats have all verified with auth_key_file's key for a while; once the key rotation is over, remove auth_previous_key_file from both nodes and reload"
@@ -422,6 +428,15 @@ impl Node<'_> {
         }
         let unused = self.previous_use.unused(&self.keys);
         self.ha.status.set_previous_key_unused(unused);
+    }
+
+    /// A MASTER hears no heartbeats: what a BACKUP it was heard of the
+    /// peer's keys says nothing once it took over (the gauge would say
+    /// "unused" for as long as it is MASTER).
+    fn forget_key_use(&mut self) {
+        if self.fsm.state() == State::Master && self.previous_use.mastering(&self.keys) {
+            self.ha.status.set_previous_key_unused(false);
+        }
     }
 
     /// Ends the grace of the key a reload replaced once it is over, and says
