@@ -1518,6 +1518,26 @@ fn check_validates_crls() {
         &format!("  ca = {ca}\n  crl = {}", q(&fresh)),
     );
     assert!(ok && !out.contains("warning"), "{out}");
+    // a CA file in a rollover holds the old and the new certificate of one
+    // name: a CRL signed by one of the keys is loaded, and what the other
+    // key issued is said to be refused
+    let rollover = dir.join("rollover.pem");
+    let mut both = std::fs::read(pki.ca()).unwrap();
+    both.extend(std::fs::read(rekeyed.ca()).unwrap());
+    std::fs::write(&rollover, both).unwrap();
+    let (ok, out) = check(
+        &format!(
+            "  client_ca = {}\n  client_crl = {}",
+            q(&rollover),
+            q(&fresh)
+        ),
+        "",
+    );
+    assert!(
+        ok && out.contains("warning")
+            && out.contains("not by 1 other: what the other key issued is refused"),
+        "{out}"
+    );
     for (tls, pool_tls, key, why) in [
         (
             format!("  client_ca = {ca}\n  client_crl = {}", q(&twice)),

@@ -479,7 +479,7 @@ impl CrlFile {
                 .any(|e| e.oid == OID_X509_EXT_DELTA_CRL_INDICATOR)
             {
                 skipped.push(format!(
-                    "{}: CRL {index} (of {issuer}) is a delta CRL: left out, as nginx and HAProxy leave it out; only full CRLs are read",
+                    "{}: CRL {index} (of {issuer}) is a delta CRL: left out, as nginx and HAProxy leave it out; only full CRLs are read, and what only the delta revokes is not refused until the next full CRL",
                     p()
                 ));
                 continue;
@@ -578,12 +578,34 @@ impl CrlFile {
                     self.path.display(),
                     ca.path.display()
                 ));
-            } else if let Some(why) = signature_problem(der.as_ref(), &keys, &ca.path) {
-                return Err(CertError::CrlSignature {
+            } else {
+                let why = |why: String| CertError::CrlSignature {
                     path: self.path.display().to_string(),
                     issuer: name.clone(),
                     why,
-                });
+                };
+                match signed_by(der.as_ref(), &keys) {
+                    Signed::Unparsed => return Err(why("does not parse".into())),
+                    // (as rustls does in a handshake that needs the CRL; a
+                    // root's, under an intermediate of the file, is not)
+                    Signed::Unsupported => out.push(format!(
+                        "{}: the CRL of {name} is signed with an algorithm rustls does not verify: a handshake that needs it fails",
+                        self.path.display()
+                    )),
+                    Signed::By(v) if !v.contains(&true) => return Err(why(format!(
+                        "is not signed by the key of any certificate of {} named so (a CA re-keyed under the same name?)",
+                        ca.path.display()
+                    ))),
+                    // a CA being re-keyed: the handshake checks the CRL with
+                    // the key that verified the client's chain
+                    Signed::By(v) if v.contains(&false) => out.push(format!(
+                        "{}: the CRL of {name} is signed by one key of that name in {} and not by {} other: what the other key issued is refused (its revocation status cannot be read)",
+                        self.path.display(),
+                        ca.path.display(),
+                        v.iter().filter(|ok| !**ok).count()
+                    )),
+                    Signed::By(_) => {}
+                }
             }
         }
         for (raw, name, _) in &certs {
@@ -599,15 +621,25 @@ impl CrlFile {
     }
 }
 
-/// What is wrong with the signature of a CRL (`der`) given the keys of the
-/// certificates of `ca` named as its issuer (`keys`, SubjectPublicKeyInfos,
-/// DER), checked as rustls checks it in a handshake: with the crypto
-/// provider's signature algorithms, matched to the CRL's signature algorithm
-/// and to the key's algorithm byte for byte, as webpki matches them
-/// (`verify_signed_data`). None when one of the keys verifies it.
-fn signature_problem(der: &[u8], keys: &[&[u8]], ca: &Path) -> Option<String> {
+/// What the keys named as a CRL's issuer say of its signature.
+#[derive(Debug, PartialEq)]
+enum Signed {
+    Unparsed,
+    /// No signature algorithm of the crypto provider is the CRL's.
+    Unsupported,
+    /// Whether each distinct key verifies it.
+    By(Vec<bool>),
+}
+
+/// Checks the signature of a CRL (`der`) with the keys of the certificates
+/// named as its issuer (`keys`, SubjectPublicKeyInfos, DER), as rustls checks
+/// it in a handshake: with the crypto provider's signature algorithms,
+/// matched to the CRL's signature algorithm and to the key's algorithm byte
+/// for byte, as webpki matches them (`verify_signed_data`). A key given
+/// twice (a cross-signed CA) is one.
+fn signed_by(der: &[u8], keys: &[&[u8]]) -> Signed {
     let Some((tbs, alg, signature)) = signed_parts(der) else {
-        return Some("does not parse".into());
+        return Signed::Unparsed;
     };
     let provider = super::crypto::provider();
     let algs: Vec<_> = provider
@@ -617,23 +649,24 @@ fn signature_problem(der: &[u8], keys: &[&[u8]], ca: &Path) -> Option<String> {
         .filter(|a| a.signature_alg_id().as_ref() == alg)
         .collect();
     if algs.is_empty() {
-        return Some("is signed with an algorithm rustls does not verify".into());
+        return Signed::Unsupported;
     }
-    let verified = keys
-        .iter()
-        .filter_map(|k| alg_and_bits(contents(k)?))
-        .any(|(key_alg, key)| {
-            algs.iter().any(|a| {
-                a.public_key_alg_id().as_ref() == key_alg
-                    && a.verify_signature(key, tbs, signature).is_ok()
+    let mut distinct: Vec<&[u8]> = keys.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    Signed::By(
+        distinct
+            .iter()
+            .map(|k| {
+                alg_and_bits(contents(k).unwrap_or_default()).is_some_and(|(key_alg, key)| {
+                    algs.iter().any(|a| {
+                        a.public_key_alg_id().as_ref() == key_alg
+                            && a.verify_signature(key, tbs, signature).is_ok()
+                    })
+                })
             })
-        });
-    (!verified).then(|| {
-        format!(
-            "is not signed by the key of any certificate of {} named so (a CA re-keyed under the same name?)",
-            ca.display()
-        )
-    })
+            .collect(),
+    )
 }
 
 /// A signed X.509 structure (a CRL, a certificate: SEQUENCE { tbs,
@@ -694,17 +727,25 @@ mod tests {
         let other = first(&self_signed(&two, "sig.test").unwrap().0);
         let _ = std::fs::remove_dir_all(&dir);
         let (own, rekeyed) = (key(&signed), key(&other));
-        let ca = Path::new("ca.pem");
-        assert_eq!(signature_problem(&signed, &[own.as_slice()], ca), None);
         assert_eq!(
-            signature_problem(&signed, &[rekeyed.as_slice(), own.as_slice()], ca),
-            None
+            signed_by(&signed, &[own.as_slice()]),
+            Signed::By(vec![true])
         );
-        let why = signature_problem(&signed, &[rekeyed.as_slice()], ca).unwrap();
-        assert!(
-            why.contains("not signed by the key of any certificate of ca.pem"),
-            "{why}"
+        // a CA re-keyed under its name: each key says, and one given twice
+        // (cross-signed) is one
+        let both = signed_by(
+            &signed,
+            &[rekeyed.as_slice(), own.as_slice(), own.as_slice()],
         );
+        let Signed::By(v) = both else {
+            panic!("{both:?}")
+        };
+        assert_eq!((v.len(), v.iter().filter(|ok| **ok).count()), (2, 1));
+        assert_eq!(
+            signed_by(&signed, &[rekeyed.as_slice()]),
+            Signed::By(vec![false])
+        );
+        assert_eq!(signed_by(b"junk", &[own.as_slice()]), Signed::Unparsed);
         // the pieces are x509-parser's: the tbs whole (tag and length too),
         // the signature without the BIT STRING's unused-bits byte
         let (tbs, _, signature) = signed_parts(&signed).unwrap();
