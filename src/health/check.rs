@@ -322,23 +322,37 @@ pub struct Cluster {
 const HISTORY: usize = 256;
 
 impl WalMarks {
-    /// A check saw `cluster` at `lsn` (`primary`: by its primary, else by a
-    /// streaming replica), valid until `fresh_until`.
-    fn reached(&self, cluster: u64, lsn: u64, primary: bool, now: u64, fresh_until: u64) {
+    /// A check that began at `started` saw `cluster` at `lsn` (`primary`: by
+    /// its primary, else by a streaming replica), valid until `fresh_until`.
+    fn reached(&self, cluster: u64, lsn: u64, primary: bool, started: u64, fresh_until: u64) {
+        let now = started;
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let c = m.entry(cluster).or_default();
-        if primary && c.seen.back().is_some_and(|&(last, _)| lsn < last) {
-            // a primary behind what was seen: a failover that lost the
-            // tail, on a new timeline; the history starts again
+        if primary && c.seen.iter().any(|&(l, first)| l > lsn && first < started) {
+            // a primary behind what was seen before its check began: a
+            // failover that lost the tail, on a new timeline; the history
+            // starts again. (Positions seen since are other checks that
+            // ran while this one did.)
             c.seen.clear();
         }
-        if c.seen.back().is_none_or(|&(last, _)| lsn > last) {
+        let pushed = c.seen.back().is_none_or(|&(last, _)| lsn > last);
+        if pushed {
             c.seen.push_back((lsn, now));
             if c.seen.len() > HISTORY {
-                c.seen.pop_front();
+                // every other position goes, the oldest kept: the history
+                // keeps its span (dropping the oldest would cap a lag at it)
+                let mut i = 0;
+                c.seen.retain(|_| {
+                    i += 1;
+                    i % 2 == 1
+                });
             }
         }
-        c.fresh_until = c.fresh_until.max(fresh_until);
+        // only a primary, or a replica that brings something new, shows the
+        // cluster alive (a replica stuck on what it has says nothing)
+        if primary || pushed {
+            c.fresh_until = c.fresh_until.max(fresh_until);
+        }
     }
 
     /// How long (ms) `cluster` has had WAL past `replayed`: None while no
@@ -362,11 +376,17 @@ pub struct PgTrack {
     /// How long what this check sees counts (its pool's three intervals and
     /// its timeout).
     fresh: Duration,
+    /// The server refused `pg_control_system()` (said once; not asked again).
+    refused: bool,
 }
 
 impl PgTrack {
     pub fn new(marks: WalMarks, fresh: Duration) -> PgTrack {
-        PgTrack { marks, fresh }
+        PgTrack {
+            marks,
+            fresh,
+            refused: false,
+        }
     }
 }
 
@@ -385,6 +405,7 @@ async fn pg_verdict(
     max_replica_lag: Duration,
     pg: Option<&mut PgTrack>,
 ) -> Result<String, CheckFailure> {
+    let started = crate::clock::now_ms();
     let row = client
         .query_one(
             "SELECT pg_is_in_recovery(), \
@@ -415,21 +436,33 @@ async fn pg_verdict(
         .map_err(|_| CheckFailure::Postgres(format!("nonsensical replica lag {lag_s}")))?;
     // (None: not tracked; Some(None): cut off, nothing known of its cluster)
     let mut cut_off: Option<Option<u64>> = None;
-    if let Some(pg) = pg {
+    if let Some(pg) = pg.filter(|pg| !pg.refused) {
         // which cluster: asked apart, and not an error when refused (a
         // hardened server may revoke pg_control_system() from PUBLIC)
-        let cluster = client
+        let cluster = match client
             .query_one("SELECT system_identifier FROM pg_control_system()", &[])
             .await
-            .ok()
-            .and_then(|r| r.try_get::<_, i64>(0).ok())
+        {
             // (a u64 the server keeps in an int8: its bits)
-            .map(|id| id as u64);
+            Ok(r) => r.try_get::<_, i64>(0).ok().map(|id| id as u64),
+            Err(e) => {
+                pg.refused = true;
+                tracing::warn!(error = %pg_error(&e), "pg_control_system() refused: this server's replicas are judged by their own lag only (one cut off from its primary reads 0); grant the check's user EXECUTE on it");
+                None
+            }
+        };
         if let Some(cluster) = cluster {
             let now = crate::clock::now_ms();
             if !replica || receiving {
-                let until = now.saturating_add(pg.fresh.as_millis() as u64);
-                pg.marks.reached(cluster, reached, !replica, now, until);
+                let fresh = u64::try_from(pg.fresh.as_millis()).unwrap_or(u64::MAX);
+                // (the check began before its first query: `started`)
+                pg.marks.reached(
+                    cluster,
+                    reached,
+                    !replica,
+                    started,
+                    now.saturating_add(fresh),
+                );
             } else {
                 let behind = pg.marks.behind(cluster, replayed, now);
                 if let Some(ms) = behind {
@@ -815,15 +848,28 @@ mod tests {
         // a streaming replica's position alone does not start it again
         m.reached(c, 400, false, now, now + fresh);
         assert_eq!(m.behind(c, 150, now), Some(now - 500));
-        // a primary behind what was seen: a new history
+        // a primary behind what was seen before its check began: a new
+        // history
         m.reached(c, 600, true, 5_000, 5_000 + fresh);
         assert_eq!(m.behind(c, 500, 5_200), Some(200));
         assert_eq!(m.behind(c, 600, 5_200), Some(0));
-        // the history is bounded
-        for t in 0..(HISTORY as u64 * 2) {
-            m.reached(c, 1_000 + t, true, 6_000 + t, 6_000 + t + fresh);
+        // a primary's check that began before a faster one saw more: no
+        // failover, the history goes on
+        m.reached(c, 700, false, 5_100, 5_100 + fresh);
+        m.reached(c, 650, true, 5_050, 5_050 + fresh);
+        assert_eq!(m.behind(c, 500, 5_200), Some(200));
+        // a replica that brings nothing new does not keep the cluster seen
+        m.reached(c, 700, false, 9_000, 9_000 + fresh);
+        assert_eq!(m.behind(c, 500, 6_300), None);
+        // the history is bounded, and keeps its span: a replica behind from
+        // its start stays behind since then
+        m.reached(c, 800, true, 10_000, 10_000 + fresh);
+        for t in 1..=(HISTORY as u64 * 4) {
+            m.reached(c, 800 + t, true, 10_000 + t, 10_000 + t + fresh);
         }
-        assert_eq!(m.0.lock().unwrap()[&c].seen.len(), HISTORY);
+        let now = 10_000 + HISTORY as u64 * 4;
+        assert!(m.0.lock().unwrap()[&c].seen.len() <= HISTORY);
+        assert_eq!(m.behind(c, 500, now), Some(now - 5_000));
     }
 
     #[test]

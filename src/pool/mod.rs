@@ -19,7 +19,7 @@ use balance::{Balancer, Members};
 use breaker::Change;
 use budget::RetryBudget;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -522,7 +522,7 @@ impl Pool {
     async fn persistent(self: &Arc<Self>, i: usize) -> Option<Result<ServerGuard, PickError>> {
         let st = &self.servers.get(i)?.state;
         let deadline = tokio::time::Instant::now() + self.queue_timeout;
-        let mut pinned = None;
+        let mut pinned: Option<Pinned<'_>> = None;
         loop {
             let freed = self.shared.pinned_freed.notified();
             tokio::pin!(freed);
@@ -532,17 +532,25 @@ impl Pool {
                 Slot::Refused => return None,
                 Slot::Full => {}
             }
-            if self.max_conn_per_server == 0 {
+            if self.max_conn_per_server == 0 || self.shared.newer(self).is_some() {
+                // (a pool a reload or DNS replaced: the queue's way moves
+                // the request to the pool in force)
                 return None;
             }
-            pinned.get_or_insert_with(|| Pinned::new(&st.traffic.pinned));
-            // woken by a slot freed there, and every 250 ms to look at its
-            // state again (a server that goes DOWN frees nothing)
-            let look = (tokio::time::Instant::now() + Duration::from_millis(250)).min(deadline);
-            let _ = tokio::time::timeout_at(look, freed).await;
+            if pinned.is_none() {
+                // counted first, then looked at again: a slot freed between
+                // the look above and the count woke nobody
+                pinned = Some(Pinned::new(self, st));
+                continue;
+            }
             if tokio::time::Instant::now() >= deadline {
                 return Some(Err(PickError::QueueTimeout));
             }
+            // woken by a slot freed there, and every 250 ms to look at its
+            // state again (a server that goes DOWN frees nothing); a last
+            // look at the deadline
+            let look = (tokio::time::Instant::now() + Duration::from_millis(250)).min(deadline);
+            let _ = tokio::time::timeout_at(look, freed).await;
         }
     }
 
@@ -786,18 +794,29 @@ impl Members for View<'_> {
 
 /// One request pinned to a server (`Pool::persistent`), counted in its
 /// `pinned` while it waits.
-struct Pinned<'a>(&'a AtomicU32);
+struct Pinned<'a> {
+    pool: &'a Pool,
+    state: &'a ServerState,
+}
 
 impl<'a> Pinned<'a> {
-    fn new(n: &'a AtomicU32) -> Pinned<'a> {
-        n.fetch_add(1, Ordering::SeqCst);
-        Pinned(n)
+    fn new(pool: &'a Pool, state: &'a ServerState) -> Pinned<'a> {
+        state.traffic.pinned.fetch_add(1, Ordering::SeqCst);
+        Pinned { pool, state }
     }
 }
 
 impl Drop for Pinned<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let t = &self.state.traffic;
+        if t.pinned.fetch_sub(1, Ordering::SeqCst) == 1
+            && t.active.load(Ordering::SeqCst) < self.pool.max_conn_per_server
+        {
+            // the last one gone (served elsewhere, timed out, its client
+            // left) with a slot free there, which the pool's waiters were
+            // not offered while it was pinned: they look again
+            self.pool.shared.queue.wake_all();
+        }
     }
 }
 
