@@ -25,12 +25,27 @@ fn config(listen: SocketAddr, admin: SocketAddr, pool_extra: &str, servers: &[&B
     s
 }
 
-async fn backends(names: &[&str]) -> Vec<Backend> {
-    let mut out = Vec::new();
+/// Backends named `names` behind a proxy whose pool has `pool_extra` (its
+/// config then `edit`ed): the backends, the proxy's listener and admin
+/// addresses, and the proxy.
+async fn start(
+    names: &[&str],
+    pool_extra: &str,
+    edit: impl FnOnce(String) -> String,
+) -> (Vec<Backend>, SocketAddr, SocketAddr, Proxy) {
+    let mut s = Vec::new();
     for n in names {
-        out.push(Backend::start(n, free_addr("127.0.0.1")).await);
+        s.push(Backend::start(n, free_addr("127.0.0.1")).await);
     }
-    out
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let cfg = edit(config(
+        listen,
+        admin,
+        pool_extra,
+        &s.iter().collect::<Vec<_>>(),
+    ));
+    let p = Proxy::start(&cfg, &[listen]).await;
+    (s, listen, admin, p)
 }
 
 /// A GET of `/` with these `Cookie` fields: (status, the server that
@@ -92,15 +107,12 @@ fn cookie_seen(b: &Backend) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cookie_keeps_a_client_on_its_server() {
-    let s = backends(&["s1", "s2", "s3"]).await;
-    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let cfg = config(
-        listen,
-        admin,
+    let (s, listen, _, _p) = start(
+        &["s1", "s2", "s3"],
         "  [pool.cookie]\n  name = \"SRV\"\n",
-        &s.iter().collect::<Vec<_>>(),
-    );
-    let _p = Proxy::start(&cfg, &[listen]).await;
+        |c| c,
+    )
+    .await;
     let by_name = |n: &str| s.iter().find(|b| b.name == n).unwrap();
 
     for c in [client(), h2c_client()] {
@@ -152,17 +164,13 @@ async fn a_cookie_keeps_a_client_on_its_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_server_keeps_its_clients_and_one_in_maintenance_gives_them_up() {
-    let s = backends(&["s1", "s2"]).await;
-    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
     // s2's value is written in the config (HAProxy's `cookie web2`)
-    let cfg = config(
-        listen,
-        admin,
+    let (_s, listen, admin, _p) = start(
+        &["s1", "s2"],
         "  [pool.cookie]\n  name = \"SRV\"\n  nocache = false\n  httponly = false\n",
-        &s.iter().collect::<Vec<_>>(),
+        |c| c.replace("name = \"s2\"\n", "name = \"s2\"\n  cookie = \"web2\"\n"),
     )
-    .replace("name = \"s2\"\n", "name = \"s2\"\n  cookie = \"web2\"\n");
-    let _p = Proxy::start(&cfg, &[listen]).await;
+    .await;
     let c = client();
     let on_s2 = ["SRV=web2"];
 
@@ -199,15 +207,12 @@ async fn a_draining_server_keeps_its_clients_and_one_in_maintenance_gives_them_u
 /// while a free server is there: a session's requests are not spread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persistent_request_waits_for_its_full_server() {
-    let s = backends(&["s1", "s2"]).await;
-    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let cfg = config(
-        listen,
-        admin,
+    let (s, listen, admin, p) = start(
+        &["s1", "s2"],
         "max_connections_per_server = 1\nqueue_timeout = \"10s\"\nshed_after = \"50ms\"\n  [pool.cookie]\n  name = \"SRV\"\n",
-        &s.iter().collect::<Vec<_>>(),
-    );
-    let p = Proxy::start(&cfg, &[listen]).await;
+        |c| c,
+    )
+    .await;
     let c = client();
     // s1's value, from an answer of s1
     let v1 = loop {

@@ -65,6 +65,15 @@ impl Clusters {
         self.dir.join(name).display().to_string()
     }
 
+    /// A `[[pool]]` of both nodes, checked as `role` every 300 ms, rise and
+    /// fall 1; `health`: more `[pool.health]` keys.
+    fn pool(&self, name: &str, role: &str, health: &str) -> String {
+        format!(
+            "[[pool]]\nname = \"{name}\"\n  [pool.health]\n  kind = \"postgres\"\n  user = \"postgres\"\n  role = \"{role}\"\n  interval = \"300ms\"\n  timeout = \"250ms\"\n  rise = 1\n  fall = 1\n{health}  [[pool.server]]\n  address = \"{}\"\n  [[pool.server]]\n  address = \"{}\"\n",
+            self.primary, self.replica
+        )
+    }
+
     fn start() -> Clusters {
         let dir = temp_dir("pg");
         chown_postgres(&[dir.as_path()]);
@@ -431,22 +440,9 @@ read_only_message = "System is under heavy load, job submission temporarily disa
 name = "api"
   [[pool.server]]
   address = "{}"
-[[pool]]
-name = "pg-primary"
-  [pool.health]
-  kind = "postgres"
-  user = "postgres"
-  role = "primary"
-  interval = "300ms"
-  timeout = "250ms"
-  rise = 1
-  fall = 1
-  [[pool.server]]
-  address = "{}"
-  [[pool.server]]
-  address = "{}"
-"#,
-        api.addr, pgs.primary, pgs.replica
+{}"#,
+        api.addr,
+        pgs.pool("pg-primary", "primary", "")
     );
     let _p = Proxy::start(&cfg, &[listen]).await;
     let c = client();
@@ -665,24 +661,12 @@ name = "pg-ro"
 bind = ["{listen}"]
 mode = "tcp"
 pool = "replica"
-[[pool]]
-name = "replica"
-  [pool.health]
-  kind = "postgres"
-  user = "postgres"
-  role = "replica"
-  max_replica_lag = "2s"
-  interval = "300ms"
-  fast_interval = "300ms"
-  timeout = "250ms"
-  rise = 1
-  fall = 1
-  [[pool.server]]
-  address = "{}"
-  [[pool.server]]
-  address = "{}"
-"#,
-        pgs.primary, pgs.replica
+{}"#,
+        pgs.pool(
+            "replica",
+            "replica",
+            "  max_replica_lag = \"2s\"\n  fast_interval = \"300ms\"\n"
+        )
     );
     let p = Proxy::start(&cfg, &[listen]).await;
     let replica = pgs.replica;

@@ -281,16 +281,7 @@ name = "api"
                 "__Secure-",
             ),
         ] {
-            let src = with(cookie, server);
-            let Err(ConfigError::Invalid { problems, .. }) = parse(&src, "t.toml") else {
-                panic!("{cookie} {server}: expected an invalid config");
-            };
-            assert!(
-                problems
-                    .iter()
-                    .any(|p| p.key == key && p.message.contains(why)),
-                "{cookie} {server}: {problems:?}"
-            );
+            assert_refused(&with(cookie, server), Path::new("."), key, why);
         }
         // servers may share a value (HAProxy: a backup its normal server's)
         let shared = parse(&with("name = \"S\"", "cookie = \"b\""), "t.toml").expect("valid");
@@ -313,22 +304,17 @@ name = "api"
             "address = \"127.0.0.2:8000\"\n",
             "address = \"127.0.0.2:8000\"\n  cookie = \"a\"\n",
         );
-        let Err(ConfigError::Invalid { problems, .. }) = parse(&no_cookie, "t.toml") else {
-            panic!("a server cookie without [pool.cookie]");
-        };
-        assert!(problems
-            .iter()
-            .any(|p| p.key == "pool[0].server[0].cookie" && p.message.contains("[pool.cookie]")));
+        assert_refused(
+            &no_cookie,
+            Path::new("."),
+            "pool[0].server[0].cookie",
+            "[pool.cookie]",
+        );
         let dns = with("name = \"S\"", "").replace(
             "address = \"127.0.0.3:8000\"",
             "address = \"api.example.com:8000\"",
         );
-        let Err(ConfigError::Invalid { problems, .. }) = parse(&dns, "t.toml") else {
-            panic!("a DNS entry's cookie");
-        };
-        assert!(problems
-            .iter()
-            .any(|p| p.key == "pool[0].server[1].cookie" && p.message.contains("DNS")));
+        assert_refused(&dns, Path::new("."), "pool[0].server[1].cookie", "DNS");
     }
 
     /// A tcp listener's SNI route to a pool hashing on an HTTP field: every

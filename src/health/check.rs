@@ -325,7 +325,6 @@ impl WalMarks {
     /// A check that began at `started` saw `cluster` at `lsn` (`primary`: by
     /// its primary, else by a streaming replica), valid until `fresh_until`.
     fn reached(&self, cluster: u64, lsn: u64, primary: bool, started: u64, fresh_until: u64) {
-        let now = started;
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let c = m.entry(cluster).or_default();
         if primary && c.seen.iter().any(|&(l, first)| l > lsn && first < started) {
@@ -337,7 +336,7 @@ impl WalMarks {
         }
         let pushed = c.seen.back().is_none_or(|&(last, _)| lsn > last);
         if pushed {
-            c.seen.push_back((lsn, now));
+            c.seen.push_back((lsn, started));
             if c.seen.len() > HISTORY {
                 // every other position goes, the oldest kept: the history
                 // keeps its span (dropping the oldest would cap a lag at it)
