@@ -24,14 +24,18 @@ use tracing::Instrument;
 /// The listen(2) backlog of every listening socket.
 const BACKLOG: i32 = 4096;
 
-/// Binds a listening TCP socket.
+/// Binds a listening TCP socket. Listeners' sockets are SO_REUSEPORT with one
+/// worker too (as HAProxy binds them by default): a reload that moves a listener
+/// from an address to the wildcard of its port binds the new socket while the
+/// old one still serves, and a binary upgrade to more workers adds sockets to
+/// the inherited one. The admin socket is not, and it is bound first: a second
+/// proxy started by mistake with the same config fails there, instead of
+/// sharing the listeners' connections.
 pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let domain = Domain::for_address(addr);
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
+    socket.set_reuse_port(reuse_port)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
         // Best effort, as for IPv4 below.
@@ -485,7 +489,6 @@ pub struct Prepared {
 /// Every bound address of the running proxy, on every worker.
 pub struct ListenerSet {
     workers: Vec<tokio::runtime::Handle>,
-    reuse_port: bool,
     bound: HashMap<SocketAddr, Bound>,
     /// Accept loops of removed addresses that may not have closed their socket yet.
     closing: Vec<tokio::task::JoinHandle<()>>,
@@ -506,7 +509,6 @@ impl ListenerSet {
         inherited: HashMap<SocketAddr, Vec<std::net::TcpListener>>,
     ) -> ListenerSet {
         ListenerSet {
-            reuse_port: workers.len() > 1,
             workers,
             bound: HashMap::new(),
             closing: Vec::new(),
@@ -576,7 +578,7 @@ impl ListenerSet {
                 }
                 let mut sockets = Vec::with_capacity(self.workers.len());
                 for _ in 0..self.workers.len() {
-                    let s = bind(addr, self.reuse_port).map_err(|source| BindError {
+                    let s = bind(addr, true).map_err(|source| BindError {
                         listener: l.name.clone(),
                         addr,
                         source,

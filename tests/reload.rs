@@ -337,6 +337,20 @@ async fn down_and_drained_servers_stay_so_through_20_reloads() {
     drop(p);
 }
 
+/// A GET of 1.5 s through `addr`, once `backend` has it in hand.
+async fn slow_in_flight(
+    addr: SocketAddr,
+    backend: &Backend,
+) -> tokio::task::JoinHandle<(hyper::StatusCode, String)> {
+    let slow =
+        tokio::spawn(async move { get(&client(), &format!("http://{addr}/slow?ms=1500")).await });
+    wait_for(Duration::from_secs(5), "the slow request to arrive", || {
+        backend.stats.active.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    slow
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_that_moves_drains_the_old_address_and_serves_the_new_one() {
     let (a, _b) = two_pods().await;
@@ -345,15 +359,7 @@ async fn a_listener_that_moves_drains_the_old_address_and_serves_the_new_one() {
     let admin = free_addr("127.0.0.1");
     let p = Proxy::start(&config(old, admin, "", &[(a.addr, 1)], ""), &[old, admin]).await;
     // A kept-alive connection on the old address, with a request in flight.
-    let c = client();
-    let slow = {
-        let c = c.clone();
-        tokio::spawn(async move { get(&c, &format!("http://{old}/slow?ms=1500")).await })
-    };
-    wait_for(Duration::from_secs(5), "the slow request to arrive", || {
-        a.stats.active.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    let slow = slow_in_flight(old, &a).await;
     std::fs::write(&p.config, config(new, admin, "", &[(a.addr, 1)], "")).unwrap();
     let (st, r) = reload_api(admin).await;
     assert_eq!(st, 200, "{r}");
@@ -369,6 +375,70 @@ async fn a_listener_that_moves_drains_the_old_address_and_serves_the_new_one() {
     assert_eq!(slow.await.unwrap(), (hyper::StatusCode::OK, "pod-a".into()));
     let s = admin_stats(admin).await;
     assert_eq!(s["listeners"][0]["name"], "web");
+}
+
+/// With one worker thread too, a listener moved from an address to the wildcard
+/// address of the same port is bound while the old socket still serves its
+/// request (listeners are SO_REUSEPORT, as HAProxy's are by default), where the
+/// reload was refused before ("cannot listen on 0.0.0.0:P: address in use").
+/// Traffic stays on loopback: the wildcard socket is reached at 127.0.0.1 and 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_moved_to_the_wildcard_of_its_port_is_bound_with_one_thread() {
+    let (a, _b) = two_pods().await;
+    let port = common_port(&["0.0.0.0", "127.0.0.1"]);
+    let old: SocketAddr = ([127, 0, 0, 1], port).into();
+    let wild: SocketAddr = ([0, 0, 0, 0], port).into();
+    let admin = free_addr("127.0.0.1");
+    let text = |listen: SocketAddr| {
+        let global = "threads = 1\nshutdown_grace = \"5s\"\naccess_log = \"off\"\n";
+        http_config_at(listen, admin, global, "", &[(a.addr, 1)])
+    };
+    let p = Proxy::start(&text(old), &[old, admin]).await;
+    let slow = slow_in_flight(old, &a).await;
+    std::fs::write(&p.config, text(wild)).unwrap();
+    let (st, r) = reload_api(admin).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(generation(admin).await, 2);
+    // the request in flight on the old socket finishes ...
+    assert_eq!(slow.await.unwrap(), (hyper::StatusCode::OK, "pod-a".into()));
+    // ... and the port serves through the wildcard socket, at 127.0.0.1 and
+    // at 127.0.0.2, which the old socket did not listen on
+    for host in ["127.0.0.1", "127.0.0.2"] {
+        assert_eq!(
+            get(&client(), &format!("http://{host}:{port}/")).await.0,
+            200,
+            "{host}"
+        );
+    }
+}
+
+/// Listeners share their port (SO_REUSEPORT) but the admin socket does not, and
+/// it is bound first: a second proxy started with the same config fails to
+/// start, naming the admin address, and takes none of the first one's traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_proxy_on_the_same_config_does_not_start() {
+    let (a, _b) = two_pods().await;
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let p = Proxy::start(
+        &config(listen, admin, "", &[(a.addr, 1)], ""),
+        &[listen, admin],
+    )
+    .await;
+    let out = output_within(
+        std::process::Command::new(rampart_bin())
+            .args(["run", "-c"])
+            .arg(&p.config),
+        Duration::from_secs(30),
+        "a second rampart run",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("listener \"admin\": cannot listen on") && err.contains(&admin.to_string()),
+        "{err}"
+    );
+    assert_eq!(get(&client(), &format!("http://{listen}/")).await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -352,16 +352,17 @@ fn listening_sockets(addr: SocketAddr) -> usize {
 /// An upgrade whose config asks for more threads gives each new worker a
 /// socket of its own on the addresses it takes over (they share their port):
 /// before, only the inherited sockets' count of workers accepted there until
-/// a restart.
+/// a restart. From one thread too: its socket is SO_REUSEPORT as well (before,
+/// it was not, and the new workers had none).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_to_more_threads_gives_every_worker_a_socket() {
     let (a, _b) = two_pods().await;
     let listen = free_addr("127.0.0.1");
     let admin = free_addr("127.0.0.1");
-    let mut p = Proxy::start(&config(listen, admin, &[a.addr], None), &[listen, admin]).await;
-    assert_eq!(listening_sockets(listen), 2);
-    let text = std::fs::read_to_string(&p.config).unwrap();
-    std::fs::write(&p.config, text.replace("threads = 2", "threads = 4")).unwrap();
+    let text = config(listen, admin, &[a.addr], None).replace("threads = 2", "threads = 1");
+    let mut p = Proxy::start(&text, &[listen, admin]).await;
+    assert_eq!(listening_sockets(listen), 1);
+    std::fs::write(&p.config, text.replace("threads = 1", "threads = 4")).unwrap();
     let out = std::process::Command::new(rampart_bin())
         .args(["upgrade", "--admin", &format!("http://{admin}")])
         .output()
