@@ -38,6 +38,8 @@ pub enum End {
     BadRequest,
     /// The client did not send its request head or body in time (408).
     ClientTimeout,
+    /// A gRPC call's deadline (`grpc-timeout`) passed before the answer.
+    Deadline,
 }
 
 impl End {
@@ -56,6 +58,7 @@ impl End {
             End::ClientTimeout => "client_timeout",
             End::ConnectTimeout => "connect_timeout",
             End::ServerTimeout => "server_timeout",
+            End::Deadline => "deadline",
             End::IdleTimeout => "idle_timeout",
             End::NoServer => "no_server",
             End::QueueTimeout => "queue_timeout",

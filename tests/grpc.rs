@@ -230,6 +230,121 @@ async fn grpc_unary_and_streaming_over_tls_to_h2c_servers_with_trailers_and_heal
     assert_eq!(gone[0]["code"], "UNAVAILABLE", "{}", gone[0]);
 }
 
+/// A call of `/test.Echo/Sleep` through `listen` (h2c): the server sleeps
+/// `ms` and answers the time left to the deadline it was given; the client's
+/// own deadline is 10 s.
+async fn sleep_call(listen: SocketAddr, ms: u64) -> Value {
+    let body: String = ms.to_string().bytes().map(|b| format!("{b:02x}")).collect();
+    let out = grpc(args(&[
+        &listen.to_string(),
+        "/test.Echo/Sleep",
+        "--body",
+        &body,
+    ]))
+    .await;
+    out[0].clone()
+}
+
+/// The time left that a Sleep call's server read from its grpc-timeout.
+fn left_ms(call: &Value) -> u64 {
+    let reply = call["reply"].as_str().unwrap_or_else(|| panic!("{call}"));
+    let left = reply
+        .strip_prefix("left=")
+        .unwrap_or_else(|| panic!("{call}"));
+    left.parse().unwrap_or_else(|_| panic!("{call}"))
+}
+
+/// `max_grpc_timeout` (Envoy's): a gRPC call waits for its answer as long as
+/// its `grpc-timeout` says, at most the cap, instead of `server_timeout`, and
+/// the server is told the cap. A server that does not answer by then (one
+/// that holds every response) gets the call cancelled, and its client
+/// DEADLINE_EXCEEDED from rampart; that counts against neither the server nor
+/// the pool. Without the key a call waits `server_timeout`, as before, and
+/// fails UNAVAILABLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_grpc_timeout_is_its_wait_under_max_grpc_timeout() {
+    let dir = temp_dir("grpc-deadline");
+    let (srv, _) = grpc_server("a", &dir).await;
+    let held = h2_backend(100, None).await;
+    let admin = free_addr("127.0.0.1");
+    // (listener and pool name, server, server_timeout, pool keys)
+    let cases = [
+        ("plain", srv.addr, "1s", ""),
+        ("uncapped", srv.addr, "1s", "max_grpc_timeout = \"0s\"\n"),
+        ("capped", srv.addr, "30s", "max_grpc_timeout = \"1s\"\n"),
+        ("held", held.addr, "30s", "max_grpc_timeout = \"1s\"\n"),
+    ];
+    let mut config = format!("[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n");
+    let mut at = std::collections::HashMap::new();
+    for (name, server, timeout, keys) in cases {
+        let listen = free_addr("127.0.0.1");
+        at.insert(name, listen);
+        config.push_str(&format!(
+            "[[listener]]\nname = \"{name}\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"{name}\"\n\
+             [[pool]]\nname = \"{name}\"\nprotocol = \"h2\"\nserver_timeout = \"{timeout}\"\n{keys}\
+               [[pool.server]]\n  address = \"{server}\"\n"
+        ));
+    }
+    let listens: Vec<SocketAddr> = at.values().copied().collect();
+    let _p = Proxy::start(&config, &listens).await;
+
+    // without the key: server_timeout (1 s) ends a call of 1.5 s
+    let c = sleep_call(at["plain"], 1500).await;
+    assert_eq!(c["code"], "UNAVAILABLE", "{c}");
+    // with it: the call's own 10 s, and the server reads what the client set
+    let c = sleep_call(at["uncapped"], 1500).await;
+    assert_eq!(c["code"], "OK", "{c}");
+    let left = left_ms(&c);
+    assert!((7000..=8600).contains(&left), "{c}");
+    // capped at 1 s: the server is told 1 s at most
+    let c = sleep_call(at["capped"], 10).await;
+    assert_eq!(c["code"], "OK", "{c}");
+    assert!(left_ms(&c) <= 1000, "{c}");
+
+    // a server that holds the call past the cap: rampart ends it there
+    let c = h2c_client();
+    for _ in 0..3 {
+        let req = hyper::Request::post(format!("http://{}/test.Echo/Call", at["held"]))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("grpc-timeout", "10S")
+            .body(http_body_util::Full::new(bytes::Bytes::new()).boxed())
+            .unwrap();
+        let sent = std::time::Instant::now();
+        let resp = c.request(req).await.unwrap();
+        let took = sent.elapsed();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let h = resp.headers().clone();
+        assert_eq!(h["grpc-status"], "4", "DEADLINE_EXCEEDED: {h:?}");
+        let msg = h["grpc-message"].to_str().unwrap();
+        assert!(msg.contains("grpc-timeout"), "{msg}");
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+    }
+    // cancelled there: the server holds none of them
+    wait_for(Duration::from_secs(5), "the held calls cancelled", || {
+        held.in_flight.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    // the server is not blamed (no response error, its breaker closed), nor
+    // the pool (no error counted), where the plain pool's timeout counted
+    let pool = pool_view(admin, "held").await;
+    let s = server_by_id(&pool, &held.addr.to_string());
+    assert_eq!(
+        (
+            &s["response_errors"],
+            &s["consecutive_failures"],
+            &s["breaker"]
+        ),
+        (&Value::from(0), &Value::from(0), &Value::from("closed")),
+        "{s}"
+    );
+    assert_eq!(pool["errors"], 0, "{pool}");
+    assert_eq!(pool_view(admin, "plain").await["errors"], 1);
+}
+
 /// An HTTP/2 server (hyper; h2c, or h2 over TLS with ALPN) that counts its
 /// connections and the streams open on each, and holds every response until
 /// the gate opens.
@@ -246,6 +361,17 @@ struct H2Backend {
 impl Drop for H2Backend {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A stream an `H2Backend` holds: its counts, taken down when it ends.
+struct Open([Arc<AtomicUsize>; 2]);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            n.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -276,10 +402,11 @@ async fn h2_backend(max_streams: u32, tls: Option<rustls::ServerConfig>) -> H2Ba
                         let now = open.fetch_add(1, Ordering::SeqCst) + 1;
                         m.fetch_max(now, Ordering::SeqCst);
                         f.fetch_add(1, Ordering::SeqCst);
+                        // (counted off when answered, or dropped: a stream the
+                        // client reset)
+                        let _open = Open([open, f]);
                         let _ =
                             tokio::time::timeout(Duration::from_secs(10), g.wait_for(|o| *o)).await;
-                        open.fetch_sub(1, Ordering::SeqCst);
-                        f.fetch_sub(1, Ordering::SeqCst);
                         Ok::<_, std::convert::Infallible>(hyper::Response::new(
                             http_body_util::Full::new(bytes::Bytes::from(format!("conn-{id}"))),
                         ))

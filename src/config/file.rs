@@ -728,6 +728,10 @@ pub struct PoolFile {
     /// Priority shedding: a saturated pool sheds `low` requests that waited this
     /// long in its queue (`normal` after 4x, `high` after 16x, `critical` never).
     pub shed_after: Option<Dur>,
+    /// Set: a gRPC call's `grpc-timeout`, at most this (0s: no cap), is how
+    /// long it waits for its answer, instead of `server_timeout` (Envoy's
+    /// `max_grpc_timeout`). Unset: `grpc-timeout` is passed on, not read.
+    pub max_grpc_timeout: Option<Dur>,
     /// Idle keep-alive connections to one server kept per worker thread. Unset:
     /// as many as the server's peak of concurrent requests (at least 32, at
     /// most 1,024), so that a burst of responses never closes connections the

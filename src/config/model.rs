@@ -109,6 +109,8 @@ pub struct PoolConfig {
     pub queue_timeout: Duration,
     /// `shed_after`: priority shedding (None: every class waits up to queue_timeout).
     pub shed_after: Option<Duration>,
+    /// `max_grpc_timeout` (None: `grpc-timeout` not read; zero: no cap).
+    pub max_grpc_timeout: Option<Duration>,
     /// None: sized by demand (`upstream::idle`).
     pub max_idle_per_server: Option<usize>,
     pub keepalive_timeout: Duration,

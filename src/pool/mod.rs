@@ -159,6 +159,8 @@ pub struct Pool {
     pub hash_key: HashKey,
     pub connect_timeout: Duration,
     pub server_timeout: Duration,
+    /// `max_grpc_timeout` (None: `grpc-timeout` not read; zero: no cap).
+    pub max_grpc_timeout: Option<Duration>,
     pub max_conn_per_server: u32,
     pub queue_timeout: Duration,
     /// `shed_after`: how long each priority class may wait before it is shed.
@@ -329,6 +331,7 @@ impl Pool {
             hash_key: cfg.hash_key.clone(),
             connect_timeout: cfg.connect_timeout,
             server_timeout: cfg.server_timeout,
+            max_grpc_timeout: cfg.max_grpc_timeout,
             max_conn_per_server: cfg.max_connections_per_server,
             queue_timeout: cfg.queue_timeout,
             shedding: cfg.shed_after.map(priority::Shedding::from_shed_after),
@@ -930,6 +933,7 @@ mod tests {
             max_connections_per_server: max,
             queue_timeout: queue,
             shed_after: None,
+            max_grpc_timeout: None,
             max_idle_per_server: Some(1),
             keepalive_timeout: Duration::from_secs(1),
             tunnel_timeout: Duration::from_secs(1),

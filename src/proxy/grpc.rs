@@ -2,8 +2,69 @@
 //! the access log their `grpc-status`.
 
 use super::body::ProxyBody;
-use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Response, StatusCode};
+use std::time::{Duration, Instant};
+
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// A gRPC call's deadline under a pool's `max_grpc_timeout` (`max`; zero: no
+/// cap), as Envoy's `max_grpc_timeout` reads it: the call's `grpc-timeout`,
+/// at most `max`, counted from `start` (when the request came). A timeout
+/// over the cap is rewritten to the cap for the server, which then stops as
+/// soon as rampart gives up. None for a call without a valid `grpc-timeout`
+/// (it waits `server_timeout`, as any request).
+pub(super) fn call_deadline(
+    headers: &mut HeaderMap,
+    max: Duration,
+    start: Instant,
+) -> Option<crate::upstream::CallDeadline> {
+    let asked = parse_timeout(headers.get(GRPC_TIMEOUT)?.as_bytes())?;
+    let budget = if max.is_zero() { asked } else { asked.min(max) };
+    // (99,999,999 hours may be past what a clock holds: then no deadline)
+    let at = tokio::time::Instant::from_std(start).checked_add(budget)?;
+    if budget < asked {
+        headers.insert(GRPC_TIMEOUT, timeout_value(budget));
+    }
+    Some(crate::upstream::CallDeadline { at, budget })
+}
+
+/// `grpc-timeout`: 1 to 8 digits and a unit, H M S m u n (gRPC over HTTP/2).
+fn parse_timeout(v: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = v.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// `d` as a `grpc-timeout` value: milliseconds (rounded down, at least 1)
+/// while they fit in 8 digits, else seconds, minutes or hours.
+fn timeout_value(d: Duration) -> HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let ms = d.as_millis();
+    let v = if ms <= MAX {
+        format!("{}m", ms.max(1))
+    } else if u128::from(d.as_secs()) <= MAX {
+        format!("{}S", d.as_secs())
+    } else if u128::from(d.as_secs() / 60) <= MAX {
+        format!("{}M", d.as_secs() / 60)
+    } else {
+        format!("{}H", (d.as_secs() / 3600).min(99_999_999))
+    };
+    HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("99999999H"))
+}
 
 /// A gRPC client reads its outcome from `grpc-status`, not the HTTP status: an
 /// answer rampart made itself (no server, queue timeout, 502, 504, 431...)
@@ -14,7 +75,10 @@ pub(super) fn grpc_error(resp: Response<ProxyBody>) -> Response<ProxyBody> {
     if !matches!(resp.body(), ProxyBody::Full(_)) || resp.status() == StatusCode::OK {
         return resp;
     }
-    let code = grpc_code(resp.status().as_u16());
+    let code = match resp.extensions().get::<GrpcCode>() {
+        Some(c) => c.0,
+        None => grpc_code(resp.status().as_u16()),
+    };
     let message = match resp.body() {
         ProxyBody::Full(Some(b)) => String::from_utf8_lossy(b).trim().to_string(),
         _ => resp.status().to_string(),
@@ -41,6 +105,14 @@ pub(super) fn grpc_error(resp: Response<ProxyBody>) -> Response<ProxyBody> {
     out
 }
 
+/// gRPC's status for a call whose deadline passed.
+pub(super) const DEADLINE_EXCEEDED: u32 = 4;
+
+/// The gRPC status of an answer rampart made, where gRPC's mapping of its HTTP
+/// status is not it (a response extension, read by `grpc_error`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct GrpcCode(pub u32);
+
 /// The gRPC status of an HTTP status rampart answered with (gRPC's HTTP mapping).
 pub(super) fn grpc_code(status: u16) -> u32 {
     match status {
@@ -51,5 +123,65 @@ pub(super) fn grpc_code(status: u16) -> u32 {
         404 => 12,                   // UNIMPLEMENTED
         429 | 502 | 503 | 504 => 14, // UNAVAILABLE
         _ => 2,                      // UNKNOWN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_are_read_and_written() {
+        for (v, d) in [
+            ("1H", Duration::from_secs(3600)),
+            ("2M", Duration::from_secs(120)),
+            ("30S", Duration::from_secs(30)),
+            ("250m", Duration::from_millis(250)),
+            ("99999999u", Duration::from_micros(99_999_999)),
+            ("5n", Duration::from_nanos(5)),
+        ] {
+            assert_eq!(parse_timeout(v.as_bytes()), Some(d), "{v}");
+        }
+        for bad in ["", "m", "123456789m", "1x", "-1S", "1.5S", " 1S", "1s"] {
+            assert_eq!(parse_timeout(bad.as_bytes()), None, "{bad:?}");
+        }
+        for (d, v) in [
+            (Duration::from_millis(1500), "1500m"),
+            (Duration::from_micros(10), "1m"),
+            (Duration::from_secs(200_000), "200000S"),
+            (Duration::from_secs(99_999_999 * 60), "99999999M"),
+            (Duration::from_secs(100_000_000 * 60), "1666666H"),
+        ] {
+            let got = timeout_value(d);
+            assert_eq!(got, v, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn a_calls_deadline_is_its_timeout_at_most_the_cap() {
+        let start = Instant::now();
+        let mut h = HeaderMap::new();
+        let at = |d: Duration| tokio::time::Instant::from_std(start) + d;
+        // no grpc-timeout, or one that cannot be read: none
+        assert!(call_deadline(&mut h, Duration::ZERO, start).is_none());
+        h.insert(GRPC_TIMEOUT, HeaderValue::from_static("soon"));
+        assert!(call_deadline(&mut h, Duration::ZERO, start).is_none());
+        // under the cap (or without one): as asked, the field as it was
+        h.insert(GRPC_TIMEOUT, HeaderValue::from_static("2S"));
+        let c = call_deadline(&mut h, Duration::from_secs(5), start).unwrap();
+        assert_eq!(
+            (c.at, c.budget),
+            (at(Duration::from_secs(2)), Duration::from_secs(2))
+        );
+        assert_eq!(h[GRPC_TIMEOUT], "2S");
+        let c = call_deadline(&mut h, Duration::ZERO, start).unwrap();
+        assert_eq!(c.budget, Duration::from_secs(2));
+        // over it: the cap, and the server is told the cap
+        let c = call_deadline(&mut h, Duration::from_millis(500), start).unwrap();
+        assert_eq!(
+            (c.at, c.budget),
+            (at(Duration::from_millis(500)), Duration::from_millis(500))
+        );
+        assert_eq!(h[GRPC_TIMEOUT], "500m");
     }
 }

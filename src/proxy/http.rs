@@ -7,7 +7,7 @@
 
 use super::body::{closing, plain, ProxyBody, ReqLog, UpstreamBody};
 use super::conn::ConnCtx;
-use super::grpc::{grpc_code, grpc_error};
+use super::grpc::{call_deadline, grpc_code, grpc_error, GrpcCode};
 use super::headers::{
     grpc_status, is_grpc, is_upgrade_request, keepalive_hint, one_content_length, prepare_request,
     request_host, request_target, set_forwarded, strip_hop_by_hop, wire,
@@ -386,6 +386,13 @@ async fn handle(
         crate::pool::persist::strip_from(&mut parts.headers, &p.cfg.name);
     }
     let client_host = prepare_request(&mut parts, upgrade, edits.as_ref());
+    // (a reload may change the pool a queued request ends in; the deadline
+    // is the one its call was given when it came)
+    if let Some(max) = pool.max_grpc_timeout.filter(|_| is_grpc(&parts.headers)) {
+        if let Some(call) = call_deadline(&mut parts.headers, max, start) {
+            parts.extensions.insert(call);
+        }
+    }
     if te_trailers {
         parts
             .headers
@@ -925,7 +932,7 @@ pub(super) fn fail(
     if let Some(mut l) = log {
         l.status = status.as_u16();
         if l.grpc {
-            l.grpc_status = Some(grpc_code(status.as_u16()));
+            l.grpc_status = Some(err.grpc_code());
         }
         if let Some(s) = server {
             l.server = Some(Arc::clone(&s.id));
@@ -938,6 +945,10 @@ pub(super) fn fail(
         _ => None,
     };
     let mut resp = plain(status, err.body(&pool.name));
+    let code = err.grpc_code();
+    if code != grpc_code(status.as_u16()) {
+        resp.extensions_mut().insert(GrpcCode(code));
+    }
     if let Some(secs) = retry_after {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -71,7 +71,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::Pick(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(
+                UpstreamError::Timeout { .. } | UpstreamError::Deadline { .. },
+            ) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpgradeToH2Pool => StatusCode::NOT_IMPLEMENTED,
             ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -85,11 +87,21 @@ impl ProxyError {
             ProxyError::Pick(PickError::Shed) => End::Shed,
             ProxyError::Upstream(UpstreamError::ConnectTimeout { .. }) => End::ConnectTimeout,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => End::ServerTimeout,
+            ProxyError::Upstream(UpstreamError::Deadline { .. }) => End::Deadline,
             ProxyError::Upstream(e) if e.is_client_fault() => End::ClientAbort,
             ProxyError::Upstream(e) if e.is_connect() => End::ConnectError,
             ProxyError::Upstream(_) => End::ServerAbort,
             ProxyError::UpgradeToH2Pool => End::Unsupported,
             ProxyError::CircuitOpen { .. } => End::CircuitOpen,
+        }
+    }
+
+    /// The `grpc-status` a gRPC client gets for this failure: gRPC's mapping
+    /// of the HTTP status, but DEADLINE_EXCEEDED for its call's deadline.
+    pub(crate) fn grpc_code(&self) -> u32 {
+        match self {
+            ProxyError::Upstream(UpstreamError::Deadline { .. }) => grpc::DEADLINE_EXCEEDED,
+            _ => grpc::grpc_code(self.status().as_u16()),
         }
     }
 
@@ -106,6 +118,9 @@ impl ProxyError {
             }
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => {
                 "the server did not respond in time"
+            }
+            ProxyError::Upstream(UpstreamError::Deadline { .. }) => {
+                "the server did not respond within the call's deadline (grpc-timeout)"
             }
             ProxyError::Upstream(e) if e.is_connect() => "cannot connect to a server",
             ProxyError::Upstream(
@@ -212,6 +227,15 @@ mod tests {
                 .into(),
                 504,
                 End::ServerTimeout,
+            ),
+            (
+                UpstreamError::Deadline {
+                    addr,
+                    budget: Duration::from_millis(300),
+                }
+                .into(),
+                504,
+                End::Deadline,
             ),
             (
                 UpstreamError::ClosedBeforeSend { addr }.into(),

@@ -31,6 +31,10 @@ pub enum UpstreamError {
     },
     #[error("{addr} sent no response within {timeout:?}")]
     Timeout { addr: SocketAddr, timeout: Duration },
+    /// A gRPC call's deadline (`grpc-timeout`, under `max_grpc_timeout`)
+    /// passed before the answer: the client's limit, not the server's fault.
+    #[error("{addr} sent no response within the call's deadline ({budget:?}, grpc-timeout)")]
+    Deadline { addr: SocketAddr, budget: Duration },
     #[error("{addr} switched protocols (101) for a request that did not ask to")]
     Unexpected101 { addr: SocketAddr },
     #[error("{addr} closed a new connection before the request was sent")]
@@ -133,13 +137,17 @@ impl UpstreamError {
         matches!(self, UpstreamError::H2 { source, .. } if source.unprocessed())
     }
 
-    /// Was it the client's side that failed (its request body broke off)? Then the
-    /// server is not to blame and the request is not retried.
+    /// Was it the client's side that failed (its request body broke off, or
+    /// its call's deadline passed)? Then the server is not to blame and the
+    /// request is not retried.
     pub fn is_client_fault(&self) -> bool {
         match self {
             UpstreamError::Reset { source, .. } => source.is_user(),
             // the stream was cancelled because the client's body broke off
             UpstreamError::H2 { source, .. } => *source == crate::http2::client::Error::Cancelled,
+            // the client's own limit: not retried, not the server's failure,
+            // and no pool's circuit opens for clients in a hurry
+            UpstreamError::Deadline { .. } => true,
             _ => false,
         }
     }

@@ -501,9 +501,11 @@ async fn exchange(
             Ok(f) => f,
         };
         // server_timeout counts from the end of the request, and bounds how
-        // long the server may take none of it, as over HTTP/1.1
+        // long the server may take none of it, as over HTTP/1.1 (a gRPC
+        // call's deadline instead, if it has one)
         let timeout = pool.server_timeout;
-        let deadline = super::body::ReqProgress::server_deadline(progress.as_deref(), timeout);
+        let call = parts.extensions.get::<super::CallDeadline>().copied();
+        let deadline = super::answer_due(call, progress.as_deref(), timeout);
         let result = tokio::select! {
             r = response => Some(r),
             _ = deadline => None,
@@ -538,6 +540,8 @@ async fn exchange(
                 None => UpstreamError::H2 { addr, source: e },
             },
             Some(Err(source)) => UpstreamError::H2 { addr, source },
+            // (a call's own deadline says nothing of the connection)
+            None if call.is_some() => super::no_answer(addr, call, timeout),
             None => {
                 // the connection may be the one that is gone (its flow
                 // dropped on the way): a keepalive PING now rather than after

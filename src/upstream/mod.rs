@@ -238,6 +238,48 @@ enum SendFailure {
     Failed(UpstreamError),
 }
 
+/// A gRPC call's deadline, from its `grpc-timeout` under the pool's
+/// `max_grpc_timeout`: a request extension. Its exchange waits for the answer
+/// until `at`, instead of `server_timeout`.
+#[derive(Clone, Copy, Debug)]
+pub struct CallDeadline {
+    pub at: tokio::time::Instant,
+    /// The timeout it was given (what the error says).
+    pub budget: Duration,
+}
+
+/// Resolves when an exchange has waited too long for its answer: at the call's
+/// deadline if it has one, else after `server_timeout` as
+/// `ReqProgress::server_deadline` counts it.
+async fn answer_due(
+    call: Option<CallDeadline>,
+    progress: Option<&ReqProgress>,
+    server_timeout: Duration,
+) {
+    match call {
+        Some(c) => tokio::time::sleep_until(c.at).await,
+        None => ReqProgress::server_deadline(progress, server_timeout).await,
+    }
+}
+
+/// The error of an exchange whose `answer_due` came first.
+fn no_answer(
+    addr: std::net::SocketAddr,
+    call: Option<CallDeadline>,
+    server_timeout: Duration,
+) -> UpstreamError {
+    match call {
+        Some(c) => UpstreamError::Deadline {
+            addr,
+            budget: c.budget,
+        },
+        None => UpstreamError::Timeout {
+            addr,
+            timeout: server_timeout,
+        },
+    }
+}
+
 async fn send_on(
     pool: &Pool,
     server: &Server,
@@ -245,10 +287,11 @@ async fn send_on(
     req: Request<ReqBody>,
 ) -> Result<Response<Incoming>, SendFailure> {
     let timeout = pool.server_timeout;
+    let call = req.extensions().get::<CallDeadline>().copied();
     // server_timeout counts from the end of the request (an upload may take
     // longer), and bounds how long the server may stop reading it.
     let progress = req.body().progress().cloned();
-    let deadline = ReqProgress::server_deadline(progress.as_deref(), timeout);
+    let deadline = answer_due(call, progress.as_deref(), timeout);
     let result = tokio::select! {
         r = sender.try_send_request(req) => Some(r),
         _ = deadline => None,
@@ -262,10 +305,7 @@ async fn send_on(
                 source: e.into_error(),
             })),
         },
-        None => Err(SendFailure::Failed(UpstreamError::Timeout {
-            addr: server.addr,
-            timeout,
-        })),
+        None => Err(SendFailure::Failed(no_answer(server.addr, call, timeout))),
     }
 }
 

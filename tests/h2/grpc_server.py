@@ -8,12 +8,16 @@ protobuf classes:     grpc_server.py PORT NAME STATE_FILE
                        messages b"msg-0" .. b"msg-{N-1}", then trailing
                        metadata x-count: N
   /test.Echo/Fail      unary: fails with RESOURCE_EXHAUSTED "quota"
+  /test.Echo/Sleep     unary: the request is a number of milliseconds, in
+                       ASCII; sleeps that long, then answers "left=MS" with
+                       the time left to the call's deadline as the server
+                       reads it (grpc-timeout), or "left=none"
   /grpc.health.v1.Health/Check
                        SERVING (b"\\x08\\x01") unless STATE_FILE contains
                        "NOT_SERVING" (b"\\x08\\x02")
 
 Prints {"listening": PORT} once it serves."""
-import json, sys
+import json, sys, time
 from concurrent import futures
 import grpc
 
@@ -30,6 +34,12 @@ def stream(request, context):
     for i in range(n):
         yield b"msg-%d" % i
     context.set_trailing_metadata((("x-count", str(n)),))
+
+
+def sleep(request, context):
+    time.sleep(int(request.decode()) / 1000)
+    left = context.time_remaining()
+    return b"left=none" if left is None else b"left=%d" % int(left * 1000)
 
 
 def fail(request, context):
@@ -49,6 +59,7 @@ echo = grpc.method_handlers_generic_handler("test.Echo", {
     "Call": grpc.unary_unary_rpc_method_handler(call),
     "Stream": grpc.unary_stream_rpc_method_handler(stream),
     "Fail": grpc.unary_unary_rpc_method_handler(fail),
+    "Sleep": grpc.unary_unary_rpc_method_handler(sleep),
 })
 health = grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
     "Check": grpc.unary_unary_rpc_method_handler(check),

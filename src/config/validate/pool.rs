@@ -311,6 +311,7 @@ pub(super) fn pool(
         max_connections_per_server: pf.max_connections_per_server,
         queue_timeout: pf.queue_timeout.0,
         shed_after: pf.shed_after.map(|d| d.0),
+        max_grpc_timeout: pf.max_grpc_timeout.map(|d| d.0),
         max_idle_per_server: pf.max_idle_per_server,
         keepalive_timeout: pf.keepalive_timeout.0,
         tunnel_timeout: pf.tunnel_timeout.0,
