@@ -2,24 +2,38 @@
 //! indirect nocache`), through real sockets: the cookie set on the first
 //! answer keeps the client on its server, over HTTP/1.1 and h2c; a draining
 //! server keeps its clients, one in maintenance gives them up; a persistent
-//! request waits for its full server rather than go to a free one.
+//! request waits for its full server rather than go to a free one. The one
+//! race sockets cannot order (a slot kept for such waiters, and the last of
+//! them gone before it looked again) is driven on the pool the proxy builds
+//! from the same config, one step at a time.
 
 mod common;
 
 use common::*;
 use hyper::{header, Request, StatusCode};
+use rampart::rules::Priority;
+use rampart::snapshot::Snapshot;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
-fn config(listen: SocketAddr, admin: SocketAddr, pool_extra: &str, servers: &[&Backend]) -> String {
+/// A config whose pool `api` has `pool_extra` and the servers `(name,
+/// address)`.
+fn config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    pool_extra: &str,
+    servers: &[(&str, SocketAddr)],
+) -> String {
     let mut s = format!(
         "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n[[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"api\"\n  [listener.http2]\n[[pool]]\nname = \"api\"\n{pool_extra}\n"
     );
-    for b in servers {
+    for (name, addr) in servers {
         s.push_str(&format!(
-            "  [[pool.server]]\n  address = \"{}\"\n  name = \"{}\"\n",
-            b.addr, b.name
+            "  [[pool.server]]\n  address = \"{addr}\"\n  name = \"{name}\"\n"
         ));
     }
     s
@@ -38,12 +52,8 @@ async fn start(
         s.push(Backend::start(n, free_addr("127.0.0.1")).await);
     }
     let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let cfg = edit(config(
-        listen,
-        admin,
-        pool_extra,
-        &s.iter().collect::<Vec<_>>(),
-    ));
+    let servers: Vec<(&str, SocketAddr)> = s.iter().map(|b| (b.name.as_str(), b.addr)).collect();
+    let cfg = edit(config(listen, admin, pool_extra, &servers));
     let p = Proxy::start(&cfg, &[listen]).await;
     (s, listen, admin, p)
 }
@@ -85,6 +95,15 @@ fn in_flight(
 ) -> tokio::task::JoinHandle<(StatusCode, String, Vec<String>, Vec<String>)> {
     let (c, cookie) = (c.clone(), cookie.to_string());
     tokio::spawn(async move { get_with(&c, listen, path, &[&cookie]).await })
+}
+
+/// `f` polled once, in this task: its output if it was ready.
+async fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match Pin::new(&mut *f).poll(cx) {
+        Poll::Ready(out) => Poll::Ready(Some(out)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
 }
 
 /// The value a `Set-Cookie: SRV=...; ...` gives.
@@ -277,4 +296,94 @@ async fn a_persistent_request_waits_for_its_full_server() {
     let (st, server, _, _) = get_with(&c, listen, "/", &[&cookie]).await;
     assert_eq!((st, server.as_str()), (StatusCode::OK, "s1"));
     assert_eq!(slow.await.unwrap().1, "s1");
+}
+
+/// A slot freed on a server that requests wait for by their cookie is kept
+/// for them: the pool's queue is offered it, but no waiter there takes it.
+/// When the last of them leaves without taking it (its client gone before
+/// its request looked again), the queue is woken, and a request waiting
+/// there takes the slot at once, rather than at the next release elsewhere
+/// or at its `queue_timeout`.
+///
+/// Through sockets this is a race a test cannot order: the slot must be
+/// freed after the pinned request's client went but before its connection
+/// noticed, and the queue's waiter must look in between. The proxy notices
+/// a client's close or reset before it polls that client's request again
+/// (hyper's HTTP/1 dispatcher reads first; rampart's HTTP/2 connection reads
+/// before it runs the streams woken): a client that left before the release
+/// left with its server full, the ordinary release's case, and one still
+/// there takes the slot. So the pool the proxy builds from this config is
+/// driven here, its requests polled one step at a time, as their
+/// connections' tasks would poll them.
+#[tokio::test(start_paused = true)]
+async fn the_last_pinned_waiter_to_leave_hands_its_free_slot_to_the_queue() {
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let cfg = rampart::config::parse(
+        &config(
+            at(8080),
+            at(9090),
+            "max_connections_per_server = 1\nqueue_timeout = \"20s\"\n  [pool.cookie]\n  name = \"SRV\"\n",
+            &[("s1", at(10001)), ("s2", at(10002))],
+        ),
+        "persist.toml",
+    )
+    .expect("config");
+    let pool = std::sync::Arc::new(Snapshot::build_pool(
+        &cfg.pools[0],
+        &Default::default(),
+        None,
+    ));
+    let id = |i: usize| pool.servers[i].id.to_string();
+    let traffic = |i: usize| &pool.servers[i].state.traffic;
+    // the server a request carrying s1's cookie asks for, found as the
+    // proxy finds it
+    let persist = pool.persist.as_ref().expect("[pool.cookie]");
+    let cookie = format!("a=1; SRV={}", persist.value(0).expect("s1's value"));
+    let s1 = persist
+        .servers_of([cookie.as_bytes()].into_iter())
+        .next()
+        .expect("the cookie names a server");
+    assert_eq!(id(s1), "s1");
+    let normal = Priority::Normal;
+
+    // s1 and s2 full
+    let on_s1 = pool
+        .acquire_in(0, &[], normal, true, Some(s1))
+        .await
+        .expect("s1 free");
+    assert_eq!(id(on_s1.index()), "s1");
+    let on_s2 = pool.acquire(0, &[], normal).await.expect("s2 free");
+    assert_eq!(id(on_s2.index()), "s2");
+    // a request with s1's cookie waits for s1 ...
+    let mut pinned = Box::pin(pool.acquire_in(0, &[], normal, true, Some(s1)));
+    assert!(poll_once(&mut pinned).await.is_none(), "s1 took two");
+    assert_eq!(traffic(s1).pinned.load(Ordering::SeqCst), 1);
+    // ... and one without a cookie in the pool's queue
+    let mut queued = Box::pin(pool.acquire(0, &[], normal));
+    assert!(poll_once(&mut queued).await.is_none(), "a server took two");
+    assert_eq!(pool.shared.queue.waiting(), 1);
+
+    // s1's slot is freed: the queue's waiter, offered it, looks first and
+    // leaves it to the request pinned to s1
+    drop(on_s1);
+    assert!(
+        poll_once(&mut queued).await.is_none(),
+        "the queue's waiter took the slot kept for s1's own"
+    );
+    assert_eq!(traffic(s1).active.load(Ordering::SeqCst), 0);
+    assert_eq!(traffic(s1).pinned.load(Ordering::SeqCst), 1);
+    // whose client goes away before its request looks again
+    drop(pinned);
+    assert_eq!(traffic(s1).pinned.load(Ordering::SeqCst), 0);
+
+    // the queue's waiter takes s1's slot now: not at s2's release, which
+    // does not come, nor at its queue_timeout (the clock is paused: unwoken,
+    // it would see these 5 seconds pass at once)
+    let served = tokio::time::timeout(Duration::from_secs(5), &mut queued)
+        .await
+        .expect("the queue was not woken for s1's free slot")
+        .expect("a slot");
+    assert_eq!(id(served.index()), "s1");
+    assert_eq!(pool.shared.queue.waiting(), 0);
+    drop(on_s2);
 }
