@@ -110,6 +110,11 @@ fn rampart_container(c: &Value, cfg: &toml::Value, grace: u64, sidecar: bool) {
     }
     // the stop: the drain budget fits in the pod's grace period
     let budget = secs(cfg["global"]["drain_budget"].as_str().unwrap());
+    if sidecar {
+        // stopped after the app, its only client: no propagation wait, which
+        // would only hold the pod's deletion
+        assert_eq!(cfg["global"]["drain_delay"].as_str(), Some("0s"));
+    }
     assert!(
         budget < grace,
         "drain_budget {budget}s >= terminationGracePeriodSeconds {grace}"
