@@ -525,6 +525,76 @@ async fn the_pools_own_stream_limit_applies_over_h2_with_tls() {
     assert_eq!((conns, per_conn), (4, 3));
 }
 
+/// A reload that changes how a pool's connections are made (here `[pool.tls]
+/// server_name`) starts a new connection epoch on HTTP/2 too: a stream in
+/// flight on the old connection finishes there, the next request opens a new
+/// connection under the new settings, and the old one takes no more streams.
+/// A reload that changes nothing of that (a weight) keeps the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_how_connections_are_made_moves_h2_streams_to_a_new_one() {
+    let pki = Pki::new("h2epoch");
+    let cert = pki.server("backend", &["one.example.com", "two.example.com"]);
+    let b = h2_backend(100, Some(t::server_config(&cert))).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let config = |name: &str, weight: u32| {
+        format!(
+            "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
+             [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"h2\"\n\
+             [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\n\
+               [pool.tls]\n  ca = \"{}\"\n  server_name = \"{name}\"\n\
+               [[pool.server]]\n  address = \"{}\"\n  weight = {weight}\n",
+            pki.ca().display(),
+            b.addr
+        )
+    };
+    let p = Proxy::start(&config("one.example.com", 1), &[listen, admin]).await;
+    let reload = |text: String| {
+        let path = p.config.clone();
+        async move {
+            std::fs::write(&path, text).unwrap();
+            let (st, body) = admin_post(admin, "/api/reload", "").await;
+            assert_eq!(st, StatusCode::OK, "{body}");
+        }
+    };
+    // a stream held open on the first connection
+    let first = fire(listen, 1).pop().unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the first request at the server",
+        || b.in_flight.load(Ordering::SeqCst) == 1,
+    )
+    .await;
+    assert_eq!(b.conns.load(Ordering::SeqCst), 1);
+
+    reload(config("two.example.com", 1)).await;
+    // the next request: a second connection, though the first has room
+    let second = fire(listen, 1).pop().unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the second request at the server",
+        || b.in_flight.load(Ordering::SeqCst) == 2,
+    )
+    .await;
+    assert_eq!(b.conns.load(Ordering::SeqCst), 2);
+    b.gate.send_replace(true);
+    assert_eq!(first.await.unwrap(), (StatusCode::OK, "conn-0".into()));
+    assert_eq!(second.await.unwrap(), (StatusCode::OK, "conn-1".into()));
+    // the old connection takes no more streams; the new one does
+    for _ in 0..3 {
+        assert_eq!(
+            get(&client(), &format!("http://{listen}/")).await.1,
+            "conn-1"
+        );
+    }
+    // a weight is not how connections are made: the connection stays
+    reload(config("two.example.com", 2)).await;
+    assert_eq!(
+        get(&client(), &format!("http://{listen}/")).await.1,
+        "conn-1"
+    );
+    assert_eq!(b.conns.load(Ordering::SeqCst), 2);
+}
+
 /// A server that takes no stream on a new connection, GOAWAY with its
 /// SETTINGS (a server draining while its listener still accepts) or
 /// SETTINGS_MAX_CONCURRENT_STREAMS = 0, fails the request as a connection
