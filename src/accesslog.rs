@@ -90,16 +90,19 @@ pub enum RequestFault {
     MalformedBody,
     /// The request body paused for longer than client_timeout: 408.
     BodyTimeout,
+    /// The request body is longer than the listener's max_request_body: 413.
+    BodyTooLarge,
 }
 
 impl RequestFault {
     /// The names of the reasons, as counted, indexed by [`RequestFault::index`].
-    pub const REASONS: [&'static str; 5] = [
+    pub const REASONS: [&'static str; 6] = [
         "malformed_head",
         "head_too_large",
         "head_timeout",
         "malformed_body",
         "body_timeout",
+        "body_too_large",
     ];
 
     pub fn index(self) -> usize {
@@ -115,6 +118,7 @@ impl RequestFault {
             RequestFault::HeadTimeout | RequestFault::BodyTimeout => {
                 http::StatusCode::REQUEST_TIMEOUT
             }
+            RequestFault::BodyTooLarge => http::StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -126,6 +130,9 @@ impl RequestFault {
             RequestFault::HeadTimeout => "408 Request Timeout\n",
             RequestFault::MalformedBody => "400 Bad Request: the request body is malformed\n",
             RequestFault::BodyTimeout => "408 Request Timeout: the request body stopped coming\n",
+            RequestFault::BodyTooLarge => {
+                "413 Content Too Large: the request body is over the listener's max_request_body\n"
+            }
         }
     }
 

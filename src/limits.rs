@@ -130,6 +130,8 @@ pub struct ListenerShared {
     /// Requests refused for what the client sent, by
     /// [`RequestFault::index`](crate::accesslog::RequestFault::index).
     pub request_errors: [AtomicU64; crate::accesslog::RequestFault::REASONS.len()],
+    /// `max_request_body` in force (0: no limit): set by each generation.
+    pub max_request_body: AtomicU64,
 }
 
 impl ListenerShared {
@@ -149,6 +151,7 @@ impl ListenerShared {
             denied: AtomicU64::new(0),
             redirected: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
+            max_request_body: AtomicU64::new(0),
         }
     }
 }

@@ -293,6 +293,10 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
         None => Arc::new(ListenerShared::new(&l.name)),
     };
     shared.limit.set_max(l.max_connections);
+    shared.max_request_body.store(
+        l.max_request_body.unwrap_or(0),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     ListenerRuntime {
         name: Arc::from(l.name.as_str()),
         binds: l.binds.clone(),

@@ -275,6 +275,9 @@ pub struct ListenerFile {
     /// a task holds about 1,500 (`0s`: never; TLS connections never park).
     #[serde(default = "default_park_idle_after")]
     pub park_idle_after: Dur,
+    /// HTTP: a request body longer than this is refused with 413 (nginx's
+    /// `client_max_body_size`); unset or 0: no limit.
+    pub max_request_body: Option<Size>,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteFile>,
     /// `[[listener.rule]]`: matched in order, before the routes (http listeners).

@@ -88,6 +88,42 @@ name = "api"
   address = "127.0.0.2:8000"
 "#;
 
+    /// `max_request_body`: a size (0: none); on a tcp listener, a warning.
+    #[test]
+    fn max_request_body_is_a_size_for_http_listeners() {
+        let with = |v: &str| {
+            GOOD.replace(
+                "mode = \"http\"\n",
+                &format!("mode = \"http\"\nmax_request_body = {v}\n"),
+            )
+        };
+        assert_eq!(
+            parse(&with("\"10MiB\""), "t.toml").unwrap().listeners[0].max_request_body,
+            Some(10 << 20)
+        );
+        assert_eq!(
+            parse(&with("0"), "t.toml").unwrap().listeners[0].max_request_body,
+            None
+        );
+        assert_eq!(
+            parse(GOOD, "t.toml").unwrap().listeners[0].max_request_body,
+            None
+        );
+        let p = problem(&with("\"ten\""));
+        assert!(p.key.contains("max_request_body"), "{p:?}");
+        let tcp = with("\"1MiB\"")
+            .replace("mode = \"http\"", "mode = \"tcp\"")
+            .replace("  [[listener.route]]\n  host = \"*.example.com\"\n  path_prefix = \"/v1\"\n  pool = \"api\"\n", "");
+        let c = parse(&tcp, "t.toml").unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("max_request_body") && w.contains("tcp")),
+            "{:?}",
+            c.warnings
+        );
+    }
+
     #[test]
     fn good_config_parses() {
         let c = parse(GOOD, "t.toml").unwrap();

@@ -67,6 +67,8 @@ pub struct ListenerConfig {
     /// None: idle connections are never parked.
     pub park_idle_after: Option<Duration>,
     pub client_timeout: Duration,
+    /// `max_request_body` (None: no limit).
+    pub max_request_body: Option<u64>,
     /// Pools are indices into `Config::pools`.
     pub routes: Vec<Route>,
     /// `[[listener.rule]]`, compiled (evaluated before the routes).

@@ -521,6 +521,17 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
     if r.body > INLINE_BODY {
         return Some(Step::Fallback("request body longer than 16 KiB"));
     }
+    if r.body > 0 {
+        let max = ctx
+            .permits
+            .listener()
+            .max_request_body
+            .load(Ordering::Relaxed);
+        if max > 0 && r.body > max {
+            // refused there (413), as every request over it is
+            return Some(Step::Fallback("request body over max_request_body"));
+        }
+    }
     let whole = r.len + r.body as usize;
     if b.len() < whole {
         // (whole > b.len() >= 0, and at most MAX_HEAD + INLINE_BODY)

@@ -290,6 +290,26 @@ async fn handle(
             "400 Bad Request: the request target carries userinfo\n",
         )));
     }
+    let max_body = ctx
+        .permits
+        .listener()
+        .max_request_body
+        .load(Ordering::Relaxed);
+    if max_body > 0 {
+        // (the length it declares: hyper's Content-Length, an HTTP/2 stream's
+        // content-length)
+        if req.body().size_hint().lower() > max_body {
+            // refused before any of it is read (nor `100 Continue` sent);
+            // the connection closes rather than read what follows
+            let r = Some((req.method().as_str(), request_target(&req)));
+            let f = RequestFault::BodyTooLarge;
+            ctx.refused(f, f.status().as_u16(), r, Some(start.elapsed()));
+            return Ok(closing(plain(f.status(), f.text())));
+        }
+        if !req.body().is_end_stream() {
+            req = req.map(|b| ClientBody::capped(b, max_body));
+        }
+    }
     let raw_path = req.uri().path();
     let Some(path) = crate::router::normalize_path(raw_path) else {
         let r = Some((req.method().as_str(), request_target(&req)));
@@ -375,7 +395,7 @@ async fn handle(
     // the answer of a server the request goes to as bytes can go back to an
     // HTTP/2 client with its fields left in the buffer they were read into,
     // when nothing here reads or edits them (response edits, gRPC statuses)
-    let wire_head = matches!(req.body(), ClientBody::H2(_))
+    let wire_head = req.body().is_h2()
         && !edits
             .as_ref()
             .is_some_and(crate::rules::RuleEdits::edits_response)
@@ -423,6 +443,7 @@ async fn handle(
             let fault = match why {
                 BodyFault::Malformed => Some(RequestFault::MalformedBody),
                 BodyFault::Stalled => Some(RequestFault::BodyTimeout),
+                BodyFault::TooLarge => Some(RequestFault::BodyTooLarge),
                 BodyFault::Gone => None,
             };
             return Ok(body_refused(ctx, &mut log, fault));
@@ -601,13 +622,14 @@ async fn handle(
             Err(SendError { error, unsent }) => {
                 let why = fault.as_ref().map_or(0, |f| f.load(Ordering::Relaxed));
                 if why != 0 {
-                    // the client's body broke the framing or stalled mid-way:
-                    // what the server got is cut off, and the client is told why
+                    // the client's body broke the framing, stalled mid-way or
+                    // went over max_request_body: what the server got is cut
+                    // off, and the client is told why
                     drop(lc.abandon());
-                    let fault = if why == upstream::BODY_STALLED {
-                        RequestFault::BodyTimeout
-                    } else {
-                        RequestFault::MalformedBody
+                    let fault = match why {
+                        upstream::BODY_STALLED => RequestFault::BodyTimeout,
+                        upstream::BODY_TOO_LARGE => RequestFault::BodyTooLarge,
+                        _ => RequestFault::MalformedBody,
                     };
                     return Ok(body_refused(ctx, &mut log, Some(fault)));
                 }

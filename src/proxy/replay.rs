@@ -45,12 +45,16 @@ pub(super) enum BodyFault {
     Stalled,
     /// The client went away (or reset its stream) mid-body.
     Gone,
+    /// It went over the listener's max_request_body: 413.
+    TooLarge,
 }
 
 impl BodyFault {
     fn of(e: &crate::upstream::ClientBodyError) -> BodyFault {
         if e.is_incomplete() {
             BodyFault::Gone
+        } else if e.is_too_large() {
+            BodyFault::TooLarge
         } else {
             BodyFault::Malformed
         }

@@ -17,6 +17,9 @@ use tokio::sync::Notify;
 pub enum ClientBody {
     Hyper(Incoming),
     H2(crate::http2::server::RecvBody),
+    /// A body under the listener's `max_request_body`: how many more bytes
+    /// it may bring (`ClientBody::capped`).
+    Capped(Box<ClientBody>, u64),
 }
 
 /// Why a client's body stopped.
@@ -26,6 +29,24 @@ pub enum ClientBodyError {
     Hyper(#[from] hyper::Error),
     #[error(transparent)]
     H2(#[from] crate::http2::server::RecvError),
+    #[error("the request body is longer than the listener's max_request_body")]
+    TooLarge,
+}
+
+impl ClientBody {
+    /// `body`, refused once it brings more than `limit` bytes.
+    pub fn capped(body: ClientBody, limit: u64) -> ClientBody {
+        ClientBody::Capped(Box::new(body), limit)
+    }
+
+    /// From an HTTP/2 client (through a cap or not).
+    pub fn is_h2(&self) -> bool {
+        match self {
+            ClientBody::H2(_) => true,
+            ClientBody::Hyper(_) => false,
+            ClientBody::Capped(b, _) => b.is_h2(),
+        }
+    }
 }
 
 impl ClientBodyError {
@@ -62,7 +83,13 @@ impl ClientBodyError {
                 true
             }
             ClientBodyError::H2(_) => true,
+            ClientBodyError::TooLarge => false,
         }
+    }
+
+    /// Over the listener's `max_request_body`.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, ClientBodyError::TooLarge)
     }
 }
 
@@ -77,6 +104,17 @@ impl Body for ClientBody {
         match self.get_mut() {
             ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(ClientBodyError::from),
             ClientBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(ClientBodyError::from),
+            ClientBody::Capped(b, left) => {
+                let r = Pin::new(&mut **b).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(f))) = &r {
+                    let n = f.data_ref().map_or(0, |d| d.len() as u64);
+                    match left.checked_sub(n) {
+                        Some(l) => *left = l,
+                        None => return Poll::Ready(Some(Err(ClientBodyError::TooLarge))),
+                    }
+                }
+                r
+            }
         }
     }
 
@@ -84,6 +122,7 @@ impl Body for ClientBody {
         match self {
             ClientBody::Hyper(b) => b.is_end_stream(),
             ClientBody::H2(b) => b.is_end_stream(),
+            ClientBody::Capped(b, _) => b.is_end_stream(),
         }
     }
 
@@ -91,6 +130,7 @@ impl Body for ClientBody {
         match self {
             ClientBody::Hyper(b) => b.size_hint(),
             ClientBody::H2(b) => b.size_hint(),
+            ClientBody::Capped(b, _) => b.size_hint(),
         }
     }
 }
@@ -130,6 +170,8 @@ pub enum ReqBody {
 pub const BODY_MALFORMED: u8 = 1;
 /// [`ReqBody::Incoming`]'s `fault`: the client paused longer than client_timeout.
 pub const BODY_STALLED: u8 = 2;
+/// [`ReqBody::Incoming`]'s `fault`: the body went over max_request_body.
+pub const BODY_TOO_LARGE: u8 = 3;
 
 /// Why a client's request body could not be read to its end.
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +227,12 @@ impl Body for ReqBody {
                 match &r {
                     Poll::Ready(Some(Err(e))) if !e.is_incomplete() => {
                         if let Some(f) = fault {
-                            f.store(BODY_MALFORMED, Ordering::Relaxed);
+                            let why = if e.is_too_large() {
+                                BODY_TOO_LARGE
+                            } else {
+                                BODY_MALFORMED
+                            };
+                            f.store(why, Ordering::Relaxed);
                         }
                     }
                     Poll::Ready(Some(Ok(f))) => {

@@ -13,6 +13,7 @@ mod raw;
 
 pub use body::{
     ClientBody, ClientBodyError, ReqBody, ReqBodyError, ReqProgress, BODY_MALFORMED, BODY_STALLED,
+    BODY_TOO_LARGE,
 };
 pub(crate) use connect::is_admin;
 pub use connect::{admin_listening, connect_tcp, connect_tls, tasks};

@@ -52,6 +52,12 @@ pub(super) fn listener(
     if lf.client_timeout.0.is_zero() {
         p.add(&at.key("client_timeout"), "must be greater than zero");
     }
+    if lf.mode == Mode::Tcp && lf.max_request_body.is_some_and(|s| s.0 > 0) {
+        warnings.push(format!(
+            "{}: a tcp listener has no request body; it does not apply",
+            at.key("max_request_body")
+        ));
+    }
     if !lf.park_idle_after.0.is_zero() && lf.park_idle_after.0 >= lf.request_header_timeout.0 {
         warnings.push(format!(
             "{}: not below request_header_timeout, so idle connections close before they would be parked",
@@ -274,6 +280,7 @@ pub(super) fn listener(
         request_header_timeout: lf.request_header_timeout.0,
         park_idle_after: Some(lf.park_idle_after.0).filter(|d| !d.is_zero()),
         client_timeout: lf.client_timeout.0,
+        max_request_body: lf.max_request_body.map(|s| s.0).filter(|&n| n > 0),
         routes,
         proxy_protocol,
     }

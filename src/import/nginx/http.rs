@@ -2,7 +2,7 @@
 //! (and nginx Plus's `sticky cookie`), `proxy_pass`, resolvers and
 //! `limit_req_zone`.
 
-use super::{duration, Importer};
+use super::{duration, size, Importer};
 use crate::import::nginx_parse::Directive;
 use crate::import::out::{self, list, s, Table};
 use crate::import::Entry;
@@ -162,7 +162,11 @@ impl Importer {
                 self.approx(d, "rampart's access log ([global] access_log = text or json) and stderr")
             }
             "include" => self.unsupported(d, "includes are not followed: import the included file on its own"),
-            "client_max_body_size" | "client_body_buffer_size" | "large_client_header_buffers"
+            "client_max_body_size" => self.approx(
+                d,
+                "max_request_body is the listener's: mapped from the http level only; set it on this server's listener by hand",
+            ),
+            "client_body_buffer_size" | "large_client_header_buffers"
             | "client_header_buffer_size" | "client_body_timeout" => {
                 self.approx(d, "rampart streams bodies; its header limits are its own")
             }
@@ -262,6 +266,13 @@ impl Importer {
                         self.mapped(d, "the listener's request_header_timeout");
                     }
                     None => self.unsupported(d, "not a duration"),
+                },
+                "client_max_body_size" => match d.args.first().and_then(|a| size(a)) {
+                    Some(n) => {
+                        inherited.set("__max_request_body", n.to_string());
+                        self.mapped(d, "the listener's max_request_body (413 over it)");
+                    }
+                    None => self.unsupported(d, "not a size"),
                 },
                 "send_timeout" => match d.args.first().and_then(|a| duration(a)) {
                     Some(t) => {

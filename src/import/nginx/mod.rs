@@ -44,6 +44,22 @@ pub(super) fn duration(v: &str) -> Option<String> {
     })
 }
 
+/// An nginx size (`client_max_body_size 10m`: bytes, k, m or g, either case)
+/// → a number of bytes.
+pub(super) fn size(v: &str) -> Option<u64> {
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "k" | "K" => 1 << 10,
+        "m" | "M" => 1 << 20,
+        "g" | "G" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
 /// A `listen` address → a socket address, and its options.
 pub(super) fn listen_addr(a: &str) -> Result<String, String> {
     if a.starts_with("unix:") {
