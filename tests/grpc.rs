@@ -254,34 +254,79 @@ fn left_ms(call: &Value) -> u64 {
     left.parse().unwrap_or_else(|_| panic!("{call}"))
 }
 
-/// `max_grpc_timeout` (Envoy's): a gRPC call waits for its answer as long as
-/// its `grpc-timeout` says, at most the cap, instead of `server_timeout`, and
-/// the server is told the cap. A server that does not answer by then (one
-/// that holds every response) gets the call cancelled, and its client
-/// DEADLINE_EXCEEDED from rampart; that counts against neither the server nor
-/// the pool. Without the key a call waits `server_timeout`, as before, and
-/// fails UNAVAILABLE.
+/// A gRPC call (`content-type: application/grpc`, `grpc-timeout: 10S`) of
+/// `path` through `listen`: over HTTP/2, or over HTTP/1.1 as gRPC-Web sends
+/// it (no `te: trailers`). Its response head and how long it took.
+async fn timed_call(listen: SocketAddr, path: &str, h2: bool) -> (hyper::HeaderMap, Duration) {
+    let c = if h2 { h2c_client() } else { client() };
+    let mut req = hyper::Request::post(format!("http://{listen}{path}"))
+        .header("content-type", "application/grpc")
+        .header("grpc-timeout", "10S");
+    if h2 {
+        req = req.header("te", "trailers");
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::new()).boxed())
+        .unwrap();
+    let sent = std::time::Instant::now();
+    let resp = c.request(req).await.unwrap();
+    let took = sent.elapsed();
+    assert_eq!(resp.status(), StatusCode::OK);
+    (resp.headers().clone(), took)
+}
+
+/// rampart's own DEADLINE_EXCEEDED, `why` in its message, about 1 s after the
+/// call (its cap), where its client would have waited 10 s.
+fn deadline_exceeded((h, took): &(hyper::HeaderMap, Duration), why: &str) {
+    assert_eq!(h["grpc-status"], "4", "DEADLINE_EXCEEDED: {h:?}");
+    let msg = h["grpc-message"].to_str().unwrap();
+    assert!(msg.contains("grpc-timeout") && msg.contains(why), "{msg}");
+    assert!(
+        *took >= Duration::from_millis(900) && *took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+/// `max_grpc_timeout` (after Envoy's): a gRPC call waits for its answer as
+/// long as its `grpc-timeout` says, at most the cap, instead of
+/// `server_timeout`, and the server is told the time left. A server that does
+/// not answer by then (one that holds every response) has the call
+/// cancelled, and its client gets DEADLINE_EXCEEDED from rampart: on an HTTP/2
+/// pool, on an HTTP/1.1 pool through hyper's client, for a gRPC-Web call over
+/// HTTP/1.1 (which the fast path hands over), and for a call still waiting in
+/// the pool's queue. A deadline shorter than `server_timeout` is the client's
+/// hurry and blames neither the server nor the pool; one at least as long
+/// blames them as a timeout would. Without the key a call waits
+/// `server_timeout`, as before, and fails UNAVAILABLE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_calls_grpc_timeout_is_its_wait_under_max_grpc_timeout() {
     let dir = temp_dir("grpc-deadline");
     let (srv, _) = grpc_server("a", &dir).await;
     let held = h2_backend(100, None).await;
+    let h1 = Backend::start("h1", free_addr("127.0.0.1")).await;
     let admin = free_addr("127.0.0.1");
-    // (listener and pool name, server, server_timeout, pool keys)
+    let cap = "max_grpc_timeout = \"1s\"\n";
+    let no_cap = "max_grpc_timeout = \"0s\"\n";
+    let one_slot =
+        "max_grpc_timeout = \"1s\"\nmax_connections_per_server = 1\nqueue_timeout = \"20s\"\n";
+    // (listener and pool name, server, protocol, server_timeout, pool keys)
     let cases = [
-        ("plain", srv.addr, "1s", ""),
-        ("uncapped", srv.addr, "1s", "max_grpc_timeout = \"0s\"\n"),
-        ("capped", srv.addr, "30s", "max_grpc_timeout = \"1s\"\n"),
-        ("held", held.addr, "30s", "max_grpc_timeout = \"1s\"\n"),
+        ("plain", srv.addr, "h2", "1s", ""),
+        ("uncapped", srv.addr, "h2", "1s", no_cap),
+        ("capped", srv.addr, "h2", "30s", cap),
+        ("held", held.addr, "h2", "30s", cap),
+        ("blamed", held.addr, "h2", "1s", no_cap),
+        ("queued", held.addr, "h2", "30s", one_slot),
+        ("h1", h1.addr, "http1", "30s", cap),
     ];
     let mut config = format!("[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n");
     let mut at = std::collections::HashMap::new();
-    for (name, server, timeout, keys) in cases {
+    for (name, server, protocol, timeout, keys) in cases {
         let listen = free_addr("127.0.0.1");
         at.insert(name, listen);
         config.push_str(&format!(
             "[[listener]]\nname = \"{name}\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"{name}\"\n\
-             [[pool]]\nname = \"{name}\"\nprotocol = \"h2\"\nserver_timeout = \"{timeout}\"\n{keys}\
+             [[pool]]\nname = \"{name}\"\nprotocol = \"{protocol}\"\nserver_timeout = \"{timeout}\"\n{keys}\
                [[pool.server]]\n  address = \"{server}\"\n"
         ));
     }
@@ -291,45 +336,41 @@ async fn a_calls_grpc_timeout_is_its_wait_under_max_grpc_timeout() {
     // without the key: server_timeout (1 s) ends a call of 1.5 s
     let c = sleep_call(at["plain"], 1500).await;
     assert_eq!(c["code"], "UNAVAILABLE", "{c}");
-    // with it: the call's own 10 s, and the server reads what the client set
+    // with it: the call's own 10 s, and the server is told the time left
     let c = sleep_call(at["uncapped"], 1500).await;
     assert_eq!(c["code"], "OK", "{c}");
     let left = left_ms(&c);
-    assert!((7000..=8600).contains(&left), "{c}");
+    assert!((5000..=8600).contains(&left), "{c}");
     // capped at 1 s: the server is told 1 s at most
     let c = sleep_call(at["capped"], 10).await;
     assert_eq!(c["code"], "OK", "{c}");
     assert!(left_ms(&c) <= 1000, "{c}");
 
-    // a server that holds the call past the cap: rampart ends it there
-    let c = h2c_client();
+    // a server that holds the call past the cap: rampart ends it there, and
+    // cancels its stream
     for _ in 0..3 {
-        let req = hyper::Request::post(format!("http://{}/test.Echo/Call", at["held"]))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .header("grpc-timeout", "10S")
-            .body(http_body_util::Full::new(bytes::Bytes::new()).boxed())
-            .unwrap();
-        let sent = std::time::Instant::now();
-        let resp = c.request(req).await.unwrap();
-        let took = sent.elapsed();
-        assert_eq!(resp.status(), StatusCode::OK);
-        let h = resp.headers().clone();
-        assert_eq!(h["grpc-status"], "4", "DEADLINE_EXCEEDED: {h:?}");
-        let msg = h["grpc-message"].to_str().unwrap();
-        assert!(msg.contains("grpc-timeout"), "{msg}");
-        assert!(
-            took >= Duration::from_millis(900) && took < Duration::from_secs(5),
-            "{took:?}"
+        deadline_exceeded(
+            &timed_call(at["held"], "/test.Echo/Call", true).await,
+            "respond",
         );
     }
-    // cancelled there: the server holds none of them
     wait_for(Duration::from_secs(5), "the held calls cancelled", || {
         held.in_flight.load(Ordering::SeqCst) == 0
     })
     .await;
-    // the server is not blamed (no response error, its breaker closed), nor
-    // the pool (no error counted), where the plain pool's timeout counted
+    // an HTTP/1.1 pool (hyper's client), from HTTP/2 and from gRPC-Web
+    deadline_exceeded(
+        &timed_call(at["h1"], "/slow?ms=3000", true).await,
+        "respond",
+    );
+    deadline_exceeded(
+        &timed_call(at["h1"], "/slow?ms=3000", false).await,
+        "respond",
+    );
+
+    // the cap (1 s) is under server_timeout (30 s): the server is not blamed
+    // (no response error, its breaker closed), nor the pool (no error
+    // counted), where the plain pool's timeout counted
     let pool = pool_view(admin, "held").await;
     let s = server_by_id(&pool, &held.addr.to_string());
     assert_eq!(
@@ -342,7 +383,41 @@ async fn a_calls_grpc_timeout_is_its_wait_under_max_grpc_timeout() {
         "{s}"
     );
     assert_eq!(pool["errors"], 0, "{pool}");
+    assert_eq!(pool_view(admin, "h1").await["errors"], 0);
     assert_eq!(pool_view(admin, "plain").await["errors"], 1);
+    // a deadline of 2 s, over server_timeout (1 s): waited for, then blamed
+    // on the server as a timeout would be
+    let c = hyper::Request::post(format!("http://{}/test.Echo/Call", at["blamed"]))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "2S")
+        .body(http_body_util::Full::new(bytes::Bytes::new()).boxed())
+        .unwrap();
+    let sent = std::time::Instant::now();
+    let resp = h2c_client().request(c).await.unwrap();
+    assert_eq!(resp.headers()["grpc-status"], "4", "{resp:?}");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        sent.elapsed()
+    );
+    let pool = pool_view(admin, "blamed").await;
+    assert_eq!(pool["errors"], 1, "{pool}");
+    let s = server_by_id(&pool, &held.addr.to_string());
+    assert_eq!(s["response_errors"], 1, "{s}");
+
+    // a call waiting in the queue (the one slot held by a plain request) ends
+    // at its deadline there
+    let holder = fire(at["queued"], 1).pop().unwrap();
+    wait_for(Duration::from_secs(5), "the slot taken", || {
+        held.in_flight.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let queued = timed_call(at["queued"], "/test.Echo/Call", true).await;
+    deadline_exceeded(&queued, "before a server was free");
+    assert_eq!(held.in_flight.load(Ordering::SeqCst), 1, "never sent");
+    held.gate.send_replace(true);
+    assert_eq!(holder.await.unwrap().0, StatusCode::OK);
 }
 
 /// An HTTP/2 server (hyper; h2c, or h2 over TLS with ALPN) that counts its

@@ -564,11 +564,18 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
     // path decides again.
     // Persistence by a cookie reads and edits fields this path passes as
     // they are: hyper's path serves those pools too.
+    // A gRPC call (gRPC-Web, over HTTP/1.1) to a pool that reads its
+    // deadline (`max_grpc_timeout`) is the other path's too.
+    let grpc = || {
+        r.header("content-type")
+            .is_some_and(|v| v.starts_with(b"application/grpc"))
+    };
     let plain_pool = |p: &Pool| {
         p.tls.is_none()
             && p.send_proxy.is_none()
             && p.protocol != crate::config::Protocol::H2
             && p.persist.is_none()
+            && (p.max_grpc_timeout.is_none() || !grpc())
     };
     let (pool, edits, priority) = match lifecycle::decide(
         &ctx.shared.plane,
@@ -582,11 +589,9 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
             edits,
             priority,
         } => (pool, edits, priority),
-        Decision::Elsewhere => {
-            return Some(Step::Fallback(
-                "TLS, PROXY protocol, HTTP/2 or a persistence cookie to the server",
-            ))
-        }
+        Decision::Elsewhere => return Some(Step::Fallback(
+            "TLS, PROXY protocol, HTTP/2, a persistence cookie or a gRPC deadline to the server",
+        )),
         Decision::Reconfiguring => return answer(http::reconfiguring()),
         d @ (Decision::Deny { .. }
         | Decision::Redirect { .. }

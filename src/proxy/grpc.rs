@@ -9,24 +9,29 @@ use std::time::{Duration, Instant};
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// A gRPC call's deadline under a pool's `max_grpc_timeout` (`max`; zero: no
-/// cap), as Envoy's `max_grpc_timeout` reads it: the call's `grpc-timeout`,
-/// at most `max`, counted from `start` (when the request came). A timeout
-/// over the cap is rewritten to the cap for the server, which then stops as
-/// soon as rampart gives up. None for a call without a valid `grpc-timeout`
-/// (it waits `server_timeout`, as any request).
+/// cap): the call's `grpc-timeout`, at most `max`, counted from `start` (when
+/// the request came). Each attempt tells the server the time left
+/// (`CallDeadline::header_value`). None for a call without a valid, positive
+/// `grpc-timeout`: it waits `server_timeout`, as any request (where Envoy
+/// waits for ever, up to the cap).
 pub(super) fn call_deadline(
-    headers: &mut HeaderMap,
+    headers: &HeaderMap,
     max: Duration,
+    server_timeout: Duration,
     start: Instant,
 ) -> Option<crate::upstream::CallDeadline> {
     let asked = parse_timeout(headers.get(GRPC_TIMEOUT)?.as_bytes())?;
+    if asked.is_zero() {
+        return None;
+    }
     let budget = if max.is_zero() { asked } else { asked.min(max) };
     // (99,999,999 hours may be past what a clock holds: then no deadline)
     let at = tokio::time::Instant::from_std(start).checked_add(budget)?;
-    if budget < asked {
-        headers.insert(GRPC_TIMEOUT, timeout_value(budget));
-    }
-    Some(crate::upstream::CallDeadline { at, budget })
+    Some(crate::upstream::CallDeadline {
+        at,
+        budget,
+        blames: budget >= server_timeout,
+    })
 }
 
 /// `grpc-timeout`: 1 to 8 digits and a unit, H M S m u n (gRPC over HTTP/2).
@@ -47,23 +52,6 @@ fn parse_timeout(v: &[u8]) -> Option<Duration> {
         b'n' => Duration::from_nanos(n),
         _ => return None,
     })
-}
-
-/// `d` as a `grpc-timeout` value: milliseconds (rounded down, at least 1)
-/// while they fit in 8 digits, else seconds, minutes or hours.
-fn timeout_value(d: Duration) -> HeaderValue {
-    const MAX: u128 = 99_999_999;
-    let ms = d.as_millis();
-    let v = if ms <= MAX {
-        format!("{}m", ms.max(1))
-    } else if u128::from(d.as_secs()) <= MAX {
-        format!("{}S", d.as_secs())
-    } else if u128::from(d.as_secs() / 60) <= MAX {
-        format!("{}M", d.as_secs() / 60)
-    } else {
-        format!("{}H", (d.as_secs() / 3600).min(99_999_999))
-    };
-    HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("99999999H"))
 }
 
 /// A gRPC client reads its outcome from `grpc-status`, not the HTTP status: an
@@ -129,6 +117,7 @@ pub(super) fn grpc_code(status: u16) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::grpc_timeout_value;
 
     #[test]
     fn grpc_timeouts_are_read_and_written() {
@@ -147,13 +136,15 @@ mod tests {
         }
         for (d, v) in [
             (Duration::from_millis(1500), "1500m"),
+            // rounded up, at least 1 ms
+            (Duration::from_micros(1500), "2m"),
             (Duration::from_micros(10), "1m"),
+            (Duration::ZERO, "1m"),
             (Duration::from_secs(200_000), "200000S"),
             (Duration::from_secs(99_999_999 * 60), "99999999M"),
             (Duration::from_secs(100_000_000 * 60), "1666666H"),
         ] {
-            let got = timeout_value(d);
-            assert_eq!(got, v, "{d:?}");
+            assert_eq!(grpc_timeout_value(d), v, "{d:?}");
         }
     }
 
@@ -162,26 +153,32 @@ mod tests {
         let start = Instant::now();
         let mut h = HeaderMap::new();
         let at = |d: Duration| tokio::time::Instant::from_std(start) + d;
-        // no grpc-timeout, or one that cannot be read: none
-        assert!(call_deadline(&mut h, Duration::ZERO, start).is_none());
-        h.insert(GRPC_TIMEOUT, HeaderValue::from_static("soon"));
-        assert!(call_deadline(&mut h, Duration::ZERO, start).is_none());
-        // under the cap (or without one): as asked, the field as it was
+        let server_timeout = Duration::from_secs(1);
+        let deadline = |h: &HeaderMap, max: Duration| call_deadline(h, max, server_timeout, start);
+        // no grpc-timeout, one that cannot be read, or 0: none
+        assert!(deadline(&h, Duration::ZERO).is_none());
+        for bad in ["soon", "0S", "0n"] {
+            h.insert(GRPC_TIMEOUT, HeaderValue::from_static(bad));
+            assert!(deadline(&h, Duration::ZERO).is_none(), "{bad}");
+        }
+        // under the cap (or without one): as asked
         h.insert(GRPC_TIMEOUT, HeaderValue::from_static("2S"));
-        let c = call_deadline(&mut h, Duration::from_secs(5), start).unwrap();
+        let c = deadline(&h, Duration::from_secs(5)).unwrap();
         assert_eq!(
             (c.at, c.budget),
             (at(Duration::from_secs(2)), Duration::from_secs(2))
         );
-        assert_eq!(h[GRPC_TIMEOUT], "2S");
-        let c = call_deadline(&mut h, Duration::ZERO, start).unwrap();
-        assert_eq!(c.budget, Duration::from_secs(2));
-        // over it: the cap, and the server is told the cap
-        let c = call_deadline(&mut h, Duration::from_millis(500), start).unwrap();
+        assert!(c.blames, "2 s of a server with a server_timeout of 1 s");
+        assert_eq!(
+            deadline(&h, Duration::ZERO).unwrap().budget,
+            Duration::from_secs(2)
+        );
+        // over it: the cap
+        let c = deadline(&h, Duration::from_millis(500)).unwrap();
         assert_eq!(
             (c.at, c.budget),
             (at(Duration::from_millis(500)), Duration::from_millis(500))
         );
-        assert_eq!(h[GRPC_TIMEOUT], "500m");
+        assert!(!c.blames, "half of server_timeout: the client's hurry");
     }
 }

@@ -7,7 +7,7 @@
 
 use super::body::{closing, plain, ProxyBody, ReqLog, UpstreamBody};
 use super::conn::ConnCtx;
-use super::grpc::{call_deadline, grpc_code, grpc_error, GrpcCode};
+use super::grpc::{call_deadline, grpc_code, grpc_error, GrpcCode, DEADLINE_EXCEEDED};
 use super::headers::{
     grpc_status, is_grpc, is_upgrade_request, keepalive_hint, one_content_length, prepare_request,
     request_host, request_target, set_forwarded, strip_hop_by_hop, wire,
@@ -408,10 +408,12 @@ async fn handle(
     let client_host = prepare_request(&mut parts, upgrade, edits.as_ref());
     // (a reload may change the pool a queued request ends in; the deadline
     // is the one its call was given when it came)
-    if let Some(max) = pool.max_grpc_timeout.filter(|_| is_grpc(&parts.headers)) {
-        if let Some(call) = call_deadline(&mut parts.headers, max, start) {
-            parts.extensions.insert(call);
-        }
+    let call = pool
+        .max_grpc_timeout
+        .filter(|_| is_grpc(&parts.headers))
+        .and_then(|max| call_deadline(&parts.headers, max, pool.server_timeout, start));
+    if let Some(c) = call {
+        parts.extensions.insert(c);
     }
     if te_trailers {
         parts
@@ -457,6 +459,8 @@ async fn handle(
     let raw = !h2_pool
         && !upgrade
         && !wants_trailers
+        // (hyper's client and the HTTP/2 one count a call's deadline)
+        && call.is_none()
         && pool.tls.is_none()
         && pool.send_proxy.is_none()
         && parts.headers.contains_key(header::HOST)
@@ -565,9 +569,24 @@ async fn handle(
         .map(|f| f as &(dyn Fn() -> Request<ReqBody> + Sync));
     let replay_fn = resend_fn.filter(|_| replayable);
     loop {
-        let mut guard = match lc.acquire().await {
-            Ok(g) => g,
-            Err(g) => return Ok(fail(&lc.pool, g.server(&lc.pool), g.err, log, start)),
+        // a call's deadline bounds its wait in the queue too, and a call whose
+        // deadline passed meanwhile is not sent
+        let acquired = match call {
+            None => Some(lc.acquire().await),
+            Some(c) => tokio::time::timeout_at(c.at, lc.acquire())
+                .await
+                .ok()
+                .filter(|_| tokio::time::Instant::now() < c.at),
+        };
+        let mut guard = match acquired {
+            Some(Ok(g)) => g,
+            Some(Err(g)) => return Ok(fail(&lc.pool, g.server(&lc.pool), g.err, log, start)),
+            None => {
+                let err = ProxyError::Deadline {
+                    budget: call.map_or(std::time::Duration::ZERO, |c| c.budget),
+                };
+                return Ok(fail(&lc.pool, None, err, log, start));
+            }
         };
         // a request that waited in the queue through a change of the pool
         // holds a slot in the pool in force
@@ -950,11 +969,18 @@ pub(super) fn fail(
         .request_duration
         .observe(start.elapsed().as_secs_f64());
     let status = err.status();
+    // DEADLINE_EXCEEDED for a call's deadline; else gRPC's mapping of the status
+    let code = match &err {
+        ProxyError::Deadline { .. } | ProxyError::Upstream(UpstreamError::Deadline { .. }) => {
+            DEADLINE_EXCEEDED
+        }
+        _ => grpc_code(status.as_u16()),
+    };
     tracing::debug!(pool = %pool.name, error = %err, "request failed");
     if let Some(mut l) = log {
         l.status = status.as_u16();
         if l.grpc {
-            l.grpc_status = Some(err.grpc_code());
+            l.grpc_status = Some(code);
         }
         if let Some(s) = server {
             l.server = Some(Arc::clone(&s.id));
@@ -967,7 +993,6 @@ pub(super) fn fail(
         _ => None,
     };
     let mut resp = plain(status, err.body(&pool.name));
-    let code = err.grpc_code();
     if code != grpc_code(status.as_u16()) {
         resp.extensions_mut().insert(GrpcCode(code));
     }

@@ -64,6 +64,9 @@ pub enum ProxyError {
     /// A protocol upgrade (WebSocket) asked of a pool whose servers speak HTTP/2.
     #[error("protocol upgrades are not relayed to HTTP/2 servers")]
     UpgradeToH2Pool,
+    /// A gRPC call's deadline passed before it had a server (in the queue).
+    #[error("the call's deadline ({budget:?}, grpc-timeout) passed before a server was free")]
+    Deadline { budget: std::time::Duration },
 }
 
 impl ProxyError {
@@ -73,7 +76,8 @@ impl ProxyError {
             ProxyError::Pick(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(
                 UpstreamError::Timeout { .. } | UpstreamError::Deadline { .. },
-            ) => StatusCode::GATEWAY_TIMEOUT,
+            )
+            | ProxyError::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpgradeToH2Pool => StatusCode::NOT_IMPLEMENTED,
             ProxyError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -87,21 +91,14 @@ impl ProxyError {
             ProxyError::Pick(PickError::Shed) => End::Shed,
             ProxyError::Upstream(UpstreamError::ConnectTimeout { .. }) => End::ConnectTimeout,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => End::ServerTimeout,
-            ProxyError::Upstream(UpstreamError::Deadline { .. }) => End::Deadline,
+            ProxyError::Upstream(UpstreamError::Deadline { .. }) | ProxyError::Deadline { .. } => {
+                End::Deadline
+            }
             ProxyError::Upstream(e) if e.is_client_fault() => End::ClientAbort,
             ProxyError::Upstream(e) if e.is_connect() => End::ConnectError,
             ProxyError::Upstream(_) => End::ServerAbort,
             ProxyError::UpgradeToH2Pool => End::Unsupported,
             ProxyError::CircuitOpen { .. } => End::CircuitOpen,
-        }
-    }
-
-    /// The `grpc-status` a gRPC client gets for this failure: gRPC's mapping
-    /// of the HTTP status, but DEADLINE_EXCEEDED for its call's deadline.
-    pub(crate) fn grpc_code(&self) -> u32 {
-        match self {
-            ProxyError::Upstream(UpstreamError::Deadline { .. }) => grpc::DEADLINE_EXCEEDED,
-            _ => grpc::grpc_code(self.status().as_u16()),
         }
     }
 
@@ -121,6 +118,9 @@ impl ProxyError {
             }
             ProxyError::Upstream(UpstreamError::Deadline { .. }) => {
                 "the server did not respond within the call's deadline (grpc-timeout)"
+            }
+            ProxyError::Deadline { .. } => {
+                "the call's deadline (grpc-timeout) passed before a server was free"
             }
             ProxyError::Upstream(e) if e.is_connect() => "cannot connect to a server",
             ProxyError::Upstream(
@@ -160,7 +160,9 @@ impl ProxyError {
     /// Counts a request (or tcp session) that failed for good against its pool;
     /// not one the client broke (a malformed or stalled body, a client gone).
     pub fn count_pool(&self, pool: &Pool) {
-        if matches!(self, ProxyError::Upstream(e) if e.is_client_fault()) {
+        if matches!(self, ProxyError::Upstream(e) if e.is_client_fault())
+            || matches!(self, ProxyError::Deadline { .. })
+        {
             return;
         }
         pool.shared.errors.fetch_add(1, Ordering::Relaxed);
@@ -232,6 +234,7 @@ mod tests {
                 UpstreamError::Deadline {
                     addr,
                     budget: Duration::from_millis(300),
+                    blames: false,
                 }
                 .into(),
                 504,

@@ -12,6 +12,67 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// `grpc-timeout`.
+pub(crate) const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
+/// A gRPC call's deadline, from its `grpc-timeout` under the pool's
+/// `max_grpc_timeout`: a request extension. Its exchange waits for the answer
+/// until `at`, instead of `server_timeout`, and each attempt tells the server
+/// the time left.
+#[derive(Clone, Copy, Debug)]
+pub struct CallDeadline {
+    pub at: tokio::time::Instant,
+    /// The timeout it was given (what the error says).
+    pub budget: Duration,
+    /// The budget is at least the pool's `server_timeout`: a server that
+    /// does not answer within it is blamed as for `server_timeout` (its
+    /// breaker, the pool's circuit and errors); a shorter one is the client's
+    /// own hurry, and blames nobody.
+    pub blames: bool,
+}
+
+impl CallDeadline {
+    /// The time left, as a `grpc-timeout` value: milliseconds rounded up (at
+    /// least 1) while they fit in 8 digits, else seconds, minutes or hours.
+    pub fn header_value(&self) -> http::HeaderValue {
+        let left = self
+            .at
+            .saturating_duration_since(tokio::time::Instant::now());
+        grpc_timeout_value(left)
+    }
+}
+
+/// `d` as a `grpc-timeout` value (gRPC over HTTP/2: at most 8 digits and a
+/// unit).
+pub fn grpc_timeout_value(d: Duration) -> http::HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let ms = d.as_nanos().div_ceil(1_000_000).max(1);
+    let v = if ms <= MAX {
+        format!("{ms}m")
+    } else if u128::from(d.as_secs()) <= MAX {
+        format!("{}S", d.as_secs())
+    } else if u128::from(d.as_secs() / 60) <= MAX {
+        format!("{}M", d.as_secs() / 60)
+    } else {
+        format!("{}H", (d.as_secs() / 3600).min(99_999_999))
+    };
+    http::HeaderValue::from_str(&v).unwrap_or(http::HeaderValue::from_static("99999999H"))
+}
+
+/// Resolves when an exchange has waited too long for its answer: at the call's
+/// deadline if it has one, else after `server_timeout` as
+/// `ReqProgress::server_deadline` counts it.
+pub(crate) async fn answer_due(
+    call: Option<CallDeadline>,
+    progress: Option<&ReqProgress>,
+    server_timeout: Duration,
+) {
+    match call {
+        Some(c) => tokio::time::sleep_until(c.at).await,
+        None => ReqProgress::server_deadline(progress, server_timeout).await,
+    }
+}
+
 /// A client's request body: from hyper (HTTP/1.1), or from rampart's own
 /// HTTP/2 server.
 pub enum ClientBody {

@@ -32,9 +32,15 @@ pub enum UpstreamError {
     #[error("{addr} sent no response within {timeout:?}")]
     Timeout { addr: SocketAddr, timeout: Duration },
     /// A gRPC call's deadline (`grpc-timeout`, under `max_grpc_timeout`)
-    /// passed before the answer: the client's limit, not the server's fault.
+    /// passed before the answer. `blames`: its budget was at least
+    /// server_timeout, and the server is blamed as for a timeout; else it was
+    /// the client's hurry (see `CallDeadline::blames`).
     #[error("{addr} sent no response within the call's deadline ({budget:?}, grpc-timeout)")]
-    Deadline { addr: SocketAddr, budget: Duration },
+    Deadline {
+        addr: SocketAddr,
+        budget: Duration,
+        blames: bool,
+    },
     #[error("{addr} switched protocols (101) for a request that did not ask to")]
     Unexpected101 { addr: SocketAddr },
     #[error("{addr} closed a new connection before the request was sent")]
@@ -145,10 +151,33 @@ impl UpstreamError {
             UpstreamError::Reset { source, .. } => source.is_user(),
             // the stream was cancelled because the client's body broke off
             UpstreamError::H2 { source, .. } => *source == crate::http2::client::Error::Cancelled,
-            // the client's own limit: not retried, not the server's failure,
-            // and no pool's circuit opens for clients in a hurry
-            UpstreamError::Deadline { .. } => true,
+            // a deadline shorter than server_timeout is the client's own
+            // limit: not the server's failure, and no pool's circuit opens
+            // for clients in a hurry (never retried: no time is left)
+            UpstreamError::Deadline { blames, .. } => !blames,
             _ => false,
+        }
+    }
+}
+
+impl UpstreamError {
+    /// The error of an exchange whose answer did not come in time: by the
+    /// call's deadline if it has one, else by `server_timeout`.
+    pub(crate) fn no_answer(
+        addr: SocketAddr,
+        call: Option<super::body::CallDeadline>,
+        server_timeout: Duration,
+    ) -> UpstreamError {
+        match call {
+            Some(c) => UpstreamError::Deadline {
+                addr,
+                budget: c.budget,
+                blames: c.blames,
+            },
+            None => UpstreamError::Timeout {
+                addr,
+                timeout: server_timeout,
+            },
         }
     }
 }

@@ -17,7 +17,7 @@
 //! is preferred. One still not processed after three resends is handed back
 //! as a request never sent, for the lifecycle to take to another server.
 
-use super::body::ReqBody;
+use super::body::{answer_due, CallDeadline, ReqBody, GRPC_TIMEOUT};
 use super::connect::{connect_tcp, connect_tls, keepalive_floor, tasks};
 use super::error::{SendError, UpstreamError};
 use crate::http2::client::{self, Connection, RequestHead, SendBody};
@@ -390,8 +390,21 @@ fn start(
     pool: &Pool,
     server: &Server,
     parts: &http::request::Parts,
+    call: Option<CallDeadline>,
     body: SendBody<ReqBody>,
 ) -> Result<client::ResponseFuture, SendBody<ReqBody>> {
+    // a call with a deadline tells the server the time left (the head is
+    // encoded from the request kept for replays: a copy of its fields)
+    let timed;
+    let headers = match call {
+        Some(c) => {
+            let mut h = parts.headers.clone();
+            h.insert(GRPC_TIMEOUT, c.header_value());
+            timed = h;
+            &timed
+        }
+        None => &parts.headers,
+    };
     // :authority from Host (which it replaces), else the server's address
     let addr_text;
     let authority = match parts.headers.get(http::header::HOST) {
@@ -410,7 +423,7 @@ fn start(
         scheme: if pool.tls.is_some() { "https" } else { "http" },
         authority,
         path,
-        headers: &parts.headers,
+        headers,
     };
     let (response, pump) = claim.0.client.send(&head, body)?;
     if let Some(p) = pump {
@@ -478,6 +491,7 @@ async fn exchange(
     let mut connect_time = Duration::ZERO;
     let mut resent = 0;
     let mut drained = 0;
+    let call = parts.extensions.get::<CallDeadline>().copied();
     // the connection that refused the last try (REFUSED_STREAM): the next
     // goes to another one with room, if there is one
     let mut refused_on: Option<Weak<Conn>> = None;
@@ -489,7 +503,7 @@ async fn exchange(
             }
             Err(error) => return Err((error, Some(body))),
         };
-        let response = match start(&claim, pool, server, parts, body) {
+        let response = match start(&claim, pool, server, parts, call, body) {
             // draining since it was claimed: another connection (a few
             // times: a server that drains every connection at once fails)
             Err(b) if drained < 3 => {
@@ -504,8 +518,7 @@ async fn exchange(
         // long the server may take none of it, as over HTTP/1.1 (a gRPC
         // call's deadline instead, if it has one)
         let timeout = pool.server_timeout;
-        let call = parts.extensions.get::<super::CallDeadline>().copied();
-        let deadline = super::answer_due(call, progress.as_deref(), timeout);
+        let deadline = answer_due(call, progress.as_deref(), timeout);
         let result = tokio::select! {
             r = response => Some(r),
             _ = deadline => None,
@@ -540,15 +553,18 @@ async fn exchange(
                 None => UpstreamError::H2 { addr, source: e },
             },
             Some(Err(source)) => UpstreamError::H2 { addr, source },
-            // (a call's own deadline says nothing of the connection)
-            None if call.is_some() => super::no_answer(addr, call, timeout),
+            // (a call's own deadline shorter than server_timeout says
+            // nothing of the connection)
+            None if call.is_some_and(|c| !c.blames) => {
+                UpstreamError::no_answer(addr, call, timeout)
+            }
             None => {
                 // the connection may be the one that is gone (its flow
                 // dropped on the way): a keepalive PING now rather than after
                 // keepalive_interval, so that the requests after this one
                 // do not go there too
                 claim.0.client.probe();
-                UpstreamError::Timeout { addr, timeout }
+                UpstreamError::no_answer(addr, call, timeout)
             }
         };
         return Err((error, None));

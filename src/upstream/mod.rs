@@ -12,8 +12,8 @@ mod idle;
 mod raw;
 
 pub use body::{
-    ClientBody, ClientBodyError, ReqBody, ReqBodyError, ReqProgress, BODY_MALFORMED, BODY_STALLED,
-    BODY_TOO_LARGE,
+    grpc_timeout_value, CallDeadline, ClientBody, ClientBodyError, ReqBody, ReqBodyError,
+    ReqProgress, BODY_MALFORMED, BODY_STALLED, BODY_TOO_LARGE,
 };
 pub(crate) use connect::is_admin;
 pub use connect::{admin_listening, connect_tcp, connect_tls, tasks};
@@ -30,6 +30,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use self::body::{answer_due, GRPC_TIMEOUT};
 use self::connect::connect_http;
 use self::idle::take_idle;
 
@@ -239,48 +240,6 @@ enum SendFailure {
     Failed(UpstreamError),
 }
 
-/// A gRPC call's deadline, from its `grpc-timeout` under the pool's
-/// `max_grpc_timeout`: a request extension. Its exchange waits for the answer
-/// until `at`, instead of `server_timeout`.
-#[derive(Clone, Copy, Debug)]
-pub struct CallDeadline {
-    pub at: tokio::time::Instant,
-    /// The timeout it was given (what the error says).
-    pub budget: Duration,
-}
-
-/// Resolves when an exchange has waited too long for its answer: at the call's
-/// deadline if it has one, else after `server_timeout` as
-/// `ReqProgress::server_deadline` counts it.
-async fn answer_due(
-    call: Option<CallDeadline>,
-    progress: Option<&ReqProgress>,
-    server_timeout: Duration,
-) {
-    match call {
-        Some(c) => tokio::time::sleep_until(c.at).await,
-        None => ReqProgress::server_deadline(progress, server_timeout).await,
-    }
-}
-
-/// The error of an exchange whose `answer_due` came first.
-fn no_answer(
-    addr: std::net::SocketAddr,
-    call: Option<CallDeadline>,
-    server_timeout: Duration,
-) -> UpstreamError {
-    match call {
-        Some(c) => UpstreamError::Deadline {
-            addr,
-            budget: c.budget,
-        },
-        None => UpstreamError::Timeout {
-            addr,
-            timeout: server_timeout,
-        },
-    }
-}
-
 async fn send_on(
     pool: &Pool,
     server: &Server,
@@ -288,7 +247,12 @@ async fn send_on(
     req: Request<ReqBody>,
 ) -> Result<Response<Incoming>, SendFailure> {
     let timeout = pool.server_timeout;
+    let mut req = req;
     let call = req.extensions().get::<CallDeadline>().copied();
+    if let Some(c) = call {
+        // the time left, as the server should count it
+        req.headers_mut().insert(GRPC_TIMEOUT, c.header_value());
+    }
     // server_timeout counts from the end of the request (an upload may take
     // longer), and bounds how long the server may stop reading it.
     let progress = req.body().progress().cloned();
@@ -306,7 +270,11 @@ async fn send_on(
                 source: e.into_error(),
             })),
         },
-        None => Err(SendFailure::Failed(no_answer(server.addr, call, timeout))),
+        None => Err(SendFailure::Failed(UpstreamError::no_answer(
+            server.addr,
+            call,
+            timeout,
+        ))),
     }
 }
 
