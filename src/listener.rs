@@ -25,12 +25,13 @@ use tracing::Instrument;
 const BACKLOG: i32 = 4096;
 
 /// Binds a listening TCP socket. Listeners' sockets are SO_REUSEPORT with one
-/// worker too (as HAProxy binds them by default): a reload that moves a listener
-/// from an address to the wildcard of its port binds the new socket while the
-/// old one still serves, and a binary upgrade to more workers adds sockets to
-/// the inherited one. The admin socket is not, and it is bound first: a second
-/// proxy started by mistake with the same config fails there, instead of
-/// sharing the listeners' connections.
+/// worker too (as HAProxy binds them by default; `[global] reuse_port = false`
+/// is its `noreuseport`): a reload that moves a listener from an address to the
+/// wildcard of its port binds the new socket while the old one still serves,
+/// and a binary upgrade to more workers adds sockets to the inherited one. The
+/// admin socket is not, and it is bound first: a second proxy started by
+/// mistake with the same config fails there, instead of sharing the
+/// listeners' connections.
 pub fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let domain = Domain::for_address(addr);
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
@@ -578,7 +579,7 @@ impl ListenerSet {
                 }
                 let mut sockets = Vec::with_capacity(self.workers.len());
                 for _ in 0..self.workers.len() {
-                    let s = bind(addr, true).map_err(|source| BindError {
+                    let s = bind(addr, cfg.global.reuse_port).map_err(|source| BindError {
                         listener: l.name.clone(),
                         addr,
                         source,

@@ -412,19 +412,25 @@ async fn a_listener_moved_to_the_wildcard_of_its_port_is_bound_with_one_thread()
     }
 }
 
-/// Listeners share their port (SO_REUSEPORT) but the admin socket does not, and
-/// it is bound first: a second proxy started with the same config fails to
-/// start, naming the admin address, and takes none of the first one's traffic.
+/// Listeners share their port (SO_REUSEPORT, with one thread too) but the
+/// admin socket does not, and it is bound first: a second proxy started with
+/// the same config fails to start, naming the admin address, and takes none of
+/// the first one's traffic. Another socket may share the listener's port
+/// (SO_REUSEPORT too), unless `reuse_port = false` (HAProxy's `noreuseport`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_proxy_on_the_same_config_does_not_start() {
     let (a, _b) = two_pods().await;
     let listen = free_addr("127.0.0.1");
     let admin = free_addr("127.0.0.1");
-    let p = Proxy::start(
-        &config(listen, admin, "", &[(a.addr, 1)], ""),
-        &[listen, admin],
-    )
-    .await;
+    let text = config(listen, admin, "", &[(a.addr, 1)], "").replace("threads = 2", "threads = 1");
+    // another socket on the listener's port, SO_REUSEPORT
+    let shared = || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.bind(&listen.into()).map(|()| s)
+    };
+    let p = Proxy::start(&text, &[listen, admin]).await;
+    assert!(shared().is_ok(), "SO_REUSEPORT with one thread");
     let out = output_within(
         std::process::Command::new(rampart_bin())
             .args(["run", "-c"])
@@ -438,6 +444,13 @@ async fn a_second_proxy_on_the_same_config_does_not_start() {
         err.contains("listener \"admin\": cannot listen on") && err.contains(&admin.to_string()),
         "{err}"
     );
+    assert_eq!(get(&client(), &format!("http://{listen}/")).await.0, 200);
+    drop(p);
+    // reuse_port = false: the port is the proxy's alone
+    let text = text.replace("threads = 1", "threads = 1\nreuse_port = false");
+    let _p = Proxy::start(&text, &[listen, admin]).await;
+    let e = shared().map(|_| ()).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
     assert_eq!(get(&client(), &format!("http://{listen}/")).await.0, 200);
 }
 

@@ -188,6 +188,10 @@ pub struct GlobalFile {
     /// Reload when the config file (or the directory it is in) changes.
     #[serde(default)]
     pub watch_config: bool,
+    /// Listening sockets are SO_REUSEPORT (HAProxy's default; `false` is its
+    /// `noreuseport`: one worker thread only).
+    #[serde(default = "default_true")]
+    pub reuse_port: bool,
 }
 
 impl Default for GlobalFile {
@@ -201,6 +205,7 @@ impl Default for GlobalFile {
             access_log: AccessLogFormat::default(),
             state_file: None,
             watch_config: false,
+            reuse_port: true,
         }
     }
 }

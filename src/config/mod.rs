@@ -88,6 +88,18 @@ name = "api"
   address = "127.0.0.2:8000"
 "#;
 
+    /// `reuse_port = false` (HAProxy's `noreuseport`) is for one worker
+    /// thread: more share each port by SO_REUSEPORT.
+    #[test]
+    fn reuse_port_off_needs_one_thread() {
+        let off = GOOD.replace("threads = 1", "threads = 1\nreuse_port = false");
+        assert!(!parse(&off, "t.toml").unwrap().global.reuse_port);
+        assert!(parse(GOOD, "t.toml").unwrap().global.reuse_port);
+        let p = problem(&off.replace("threads = 1", "threads = 2"));
+        assert_eq!(p.key, "global.reuse_port", "{p:?}");
+        assert!(p.message.contains("threads = 1"), "{p:?}");
+    }
+
     /// `max_request_body`: a size (0: none); on a tcp listener, a warning.
     #[test]
     fn max_request_body_is_a_size_for_http_listeners() {

@@ -30,6 +30,8 @@ pub struct Config {
 pub struct Global {
     /// Worker threads, already resolved (`threads = 0` becomes the core count).
     pub threads: usize,
+    /// Listening sockets are SO_REUSEPORT.
+    pub reuse_port: bool,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
     pub drain_delay: Duration,

@@ -27,6 +27,12 @@ pub(super) fn global(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    if !g.reuse_port && threads > 1 {
+        p.add(
+            &gpath.key("reuse_port"),
+            format!("false needs threads = 1: each of the {threads} worker threads listens on a socket of its own, which share their port by SO_REUSEPORT"),
+        );
+    }
     let drain = match drain_split(
         g.drain_budget.map(|d| d.0),
         g.drain_delay.map(|d| d.0),
@@ -43,6 +49,7 @@ pub(super) fn global(
     }
     Global {
         threads,
+        reuse_port: g.reuse_port,
         max_connections: g.max_connections,
         shutdown_grace: drain.shutdown_grace,
         drain_delay: drain.drain_delay,
