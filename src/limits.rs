@@ -132,6 +132,8 @@ pub struct ListenerShared {
     pub request_errors: [AtomicU64; crate::accesslog::RequestFault::REASONS.len()],
     /// `max_request_body` in force (0: no limit): set by each generation.
     pub max_request_body: AtomicU64,
+    /// `error_pages` in force: set by each generation.
+    pub error_pages: arc_swap::ArcSwap<crate::config::ErrorPages>,
 }
 
 impl ListenerShared {
@@ -152,6 +154,7 @@ impl ListenerShared {
             redirected: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             max_request_body: AtomicU64::new(0),
+            error_pages: Default::default(),
         }
     }
 }

@@ -297,6 +297,7 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
         l.max_request_body.unwrap_or(0),
         std::sync::atomic::Ordering::Relaxed,
     );
+    shared.error_pages.store(Arc::clone(&l.error_pages));
     ListenerRuntime {
         name: Arc::from(l.name.as_str()),
         binds: l.binds.clone(),

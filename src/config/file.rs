@@ -192,6 +192,9 @@ pub struct GlobalFile {
     /// `noreuseport`: one worker thread only).
     #[serde(default = "default_true")]
     pub reuse_port: bool,
+    /// Every HTTP listener's `error_pages`, unless it has its own for a status.
+    #[serde(default)]
+    pub error_pages: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for GlobalFile {
@@ -206,6 +209,7 @@ impl Default for GlobalFile {
             state_file: None,
             watch_config: false,
             reuse_port: true,
+            error_pages: Default::default(),
         }
     }
 }
@@ -283,6 +287,10 @@ pub struct ListenerFile {
     /// HTTP: a request body longer than this is refused with 413 (nginx's
     /// `client_max_body_size`); unset or 0: no limit.
     pub max_request_body: Option<Size>,
+    /// HTTP: `{ "503" = "errors/503.http" }`, the pages of rampart's own
+    /// error answers, over `[global] error_pages`.
+    #[serde(default)]
+    pub error_pages: std::collections::BTreeMap<String, String>,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteFile>,
     /// `[[listener.rule]]`: matched in order, before the routes (http listeners).

@@ -71,6 +71,8 @@ pub struct ListenerConfig {
     pub client_timeout: Duration,
     /// `max_request_body` (None: no limit).
     pub max_request_body: Option<u64>,
+    /// `error_pages`, its own over `[global]`'s.
+    pub error_pages: std::sync::Arc<ErrorPages>,
     /// Pools are indices into `Config::pools`.
     pub routes: Vec<Route>,
     /// `[[listener.rule]]`, compiled (evaluated before the routes).
@@ -513,5 +515,40 @@ impl Config {
             servers,
             self.global.threads
         )
+    }
+}
+
+/// `error_pages`: what rampart's own error answers carry instead of its short
+/// plain-text bodies (HAProxy's `errorfile`), by status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ErrorPages(pub Vec<ErrorPage>);
+
+/// One status's page: the fields it sets and its body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorPage {
+    pub status: http::StatusCode,
+    /// Content-Type and whatever else the file's head says (not its framing
+    /// or hop-by-hop fields, which the answer sets itself).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub body: bytes::Bytes,
+}
+
+impl ErrorPages {
+    pub fn get(&self, status: http::StatusCode) -> Option<&ErrorPage> {
+        self.0.iter().find(|p| p.status == status)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// These, and `base`'s pages for the statuses these have not.
+    pub fn over(mut self, base: &ErrorPages) -> ErrorPages {
+        for p in &base.0 {
+            if self.get(p.status).is_none() {
+                self.0.push(p.clone());
+            }
+        }
+        self
     }
 }

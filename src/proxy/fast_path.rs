@@ -382,7 +382,7 @@ pub async fn serve<S: ClientIo>(
                 ctx.responded(resp.status().as_u16());
                 Box::pin(respond(
                     &mut client,
-                    *resp,
+                    http::error_page(&ctx, *resp),
                     head,
                     close,
                     builders.client_timeout,
@@ -464,7 +464,7 @@ async fn refuse<S: ClientIo>(
     ctx.responded(status.as_u16());
     respond(
         client,
-        plain(status, text),
+        http::error_page(ctx, plain(status, text)),
         false,
         true,
         builders.client_timeout,
@@ -742,6 +742,7 @@ async fn proxy<S: ClientIo>(
             Ok(g) => g,
             Err(g) => {
                 let resp = http::fail(&lc.pool, g.server(&lc.pool), g.err, log, start);
+                let resp = http::error_page(ctx, resp);
                 ctx.responded(resp.status().as_u16());
                 return respond(client, resp, head, closing(), client_timeout).await;
             }
@@ -770,6 +771,7 @@ async fn proxy<S: ClientIo>(
                 let resendable = error.is_connect();
                 if let Err(g) = lc.failed(&mut guard, error, resendable, replayable) {
                     let resp = http::fail(&lc.pool, g.server(&lc.pool), g.err, log, start);
+                    let resp = http::error_page(ctx, resp);
                     ctx.responded(resp.status().as_u16());
                     return respond(client, resp, head, closing(), client_timeout).await;
                 }

@@ -57,9 +57,11 @@ pub(super) async fn serve_h1<S: super::io::ClientIo>(
             // retries, the upstream exchange).
             let resp = Box::pin(handle(&ctx, req.map(ClientBody::Hyper))).await;
             let mut resp = resp?;
-            if grpc {
-                resp = grpc_error(resp);
-            }
+            resp = if grpc {
+                grpc_error(resp)
+            } else {
+                error_page(&ctx, resp)
+            };
             ctx.responded(resp.status().as_u16());
             if draining.is_cancelled() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
                 // the client opens its next connection elsewhere (or to the new
@@ -142,11 +144,15 @@ pub(super) fn serve_h2<'a, S: super::io::ClientIo + 'a>(
                     None,
                 );
                 ctx.responded(fault.status().as_u16());
-                return plain(fault.status(), fault.text());
+                return error_page(&ctx, plain(fault.status(), fault.text()));
             }
             let grpc = is_grpc(req.headers());
             let Ok(resp) = handle(&ctx, req.map(ClientBody::H2)).await;
-            let resp = if grpc { grpc_error(resp) } else { resp };
+            let resp = if grpc {
+                grpc_error(resp)
+            } else {
+                error_page(&ctx, resp)
+            };
             ctx.responded(resp.status().as_u16());
             resp
         })
@@ -801,6 +807,31 @@ async fn handle(
             }
         }
     }
+}
+
+/// An answer rampart made itself (a body of its own, an error status) with
+/// the listener's page for its status, if it has one (`error_pages`): the
+/// page's body and fields (its Content-Type above all) in place of the short
+/// text, the answer's own fields (Retry-After, Allow, RateLimit, Connection)
+/// kept. A server's answers never come here.
+pub(super) fn error_page(ctx: &ConnCtx, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    if !resp.status().is_client_error() && !resp.status().is_server_error() {
+        return resp;
+    }
+    if !matches!(resp.body(), ProxyBody::Full(_)) {
+        return resp;
+    }
+    let pages = ctx.permits.listener().error_pages.load();
+    let Some(page) = pages.get(resp.status()) else {
+        return resp;
+    };
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CACHE_CONTROL);
+    for (name, value) in &page.headers {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, ProxyBody::Full(Some(page.body.clone())))
 }
 
 /// `[pool.cookie]`: server `i` of `pool` answers a request whose cookie

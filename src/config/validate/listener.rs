@@ -15,6 +15,8 @@ use std::path::Path;
 /// pools some listener uses.
 pub(super) struct Cx<'a, 'b> {
     pub base: &'a Path,
+    /// `[global] error_pages`.
+    pub error_pages: &'a ErrorPages,
     pub pool_index: &'a HashMap<&'b str, usize>,
     pub limit_index: &'a HashMap<&'b str, usize>,
     pub pools: &'a [PoolConfig],
@@ -31,6 +33,7 @@ pub(super) fn listener(
 ) -> ListenerConfig {
     let Cx {
         base,
+        error_pages,
         pool_index,
         limit_index,
         pools,
@@ -281,6 +284,9 @@ pub(super) fn listener(
         park_idle_after: Some(lf.park_idle_after.0).filter(|d| !d.is_zero()),
         client_timeout: lf.client_timeout.0,
         max_request_body: lf.max_request_body.map(|s| s.0).filter(|&n| n > 0),
+        error_pages: std::sync::Arc::new(
+            super::pages::pages(&lf.error_pages, &at.key("error_pages"), base, p).over(error_pages),
+        ),
         routes,
         proxy_protocol,
     }

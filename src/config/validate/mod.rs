@@ -9,6 +9,7 @@ mod ha;
 mod health;
 mod http2;
 mod listener;
+mod pages;
 mod pool;
 mod resolver;
 mod rules;
@@ -81,6 +82,13 @@ pub(super) fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config
     let mut bound: Vec<(SocketAddr, String)> = vec![(raw.admin.bind.0, "admin.bind".to_string())];
     let mut listeners = Vec::with_capacity(raw.listeners.len());
     let mut used_pools = vec![false; pools.len()];
+    // `[global] error_pages`: every listener's, under its own
+    let error_pages = pages::pages(
+        &raw.global.error_pages,
+        &root.key("global").key("error_pages"),
+        base,
+        &mut p,
+    );
     for (i, lf) in raw.listeners.iter().enumerate() {
         let at = root.index("listener", i);
         if lf.name.trim().is_empty() {
@@ -93,6 +101,7 @@ pub(super) fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config
         }
         let cx = listener::Cx {
             base,
+            error_pages: &error_pages,
             pool_index: &pool_index,
             limit_index: &limit_index,
             pools: &pools,

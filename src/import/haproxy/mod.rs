@@ -127,6 +127,9 @@ struct Importer {
     health_lines: Vec<HealthLine>,
     /// Each pool's cookie persistence, for `finish` to settle.
     cookies: HashMap<usize, PoolCookie>,
+    /// `errorfile` lines: of defaults (None, `[global] error_pages`) and of
+    /// each listener, by status.
+    errorfiles: HashMap<Option<usize>, std::collections::BTreeMap<String, String>>,
 }
 
 /// Converts a haproxy.cfg. Never fails: what cannot be mapped is reported.
@@ -152,6 +155,7 @@ pub fn import(src: &str, file: &str) -> Imported {
         checked_pools: Vec::new(),
         health_lines: Vec::new(),
         cookies: HashMap::new(),
+        errorfiles: HashMap::new(),
     };
     for sec in secs.iter().filter(|s| s.keyword == "crt-store") {
         let arg = |l: &Line, k: &str| {
@@ -353,6 +357,10 @@ impl Importer {
                 "connection-level rules are not in rampart (tcp listeners route by SNI; limits apply to HTTP requests)",
             ),
             "compression" => self.unsupported(l, "rampart does not compress"),
+            "errorfile" => self.approx(
+                l,
+                "not imported: error_pages are a listener's (or [global]'s): set them on the listeners that use this backend",
+            ),
             // a backend's (see `backend_line`): HAProxy warns and ignores it here
             "cookie" | "dynamic-cookie-key" => self.approx(
                 l,

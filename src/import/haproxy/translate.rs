@@ -104,6 +104,7 @@ impl Importer {
                 "http-check" => self.http_check(l, None),
                 "cookie" => self.cookie_line(l, None),
                 "dynamic-cookie-key" => self.dynamic_cookie_key(l, None),
+                "errorfile" if w.len() > 2 => self.errorfile(l, None),
                 "log" => self.unsupported(l, "rampart logs to stderr and stdout"),
                 _ => self.unsupported(l, "no rampart equivalent is mapped"),
             }
@@ -250,6 +251,39 @@ impl Importer {
         i
     }
 
+    /// `errorfile CODE FILE`: in defaults (`li` None) `[global] error_pages`,
+    /// in a frontend or listen section its listener's. rampart reads the same
+    /// file (a whole HTTP response) when it loads the config.
+    pub(super) fn errorfile(&mut self, l: &Line, li: Option<usize>) {
+        let (code, path) = (&l.words[1], &l.words[2]);
+        if !matches!(code.parse::<u16>(), Ok(400..=599)) {
+            self.unsupported(l, "not an error status (400 to 599)");
+            return;
+        }
+        let pages = self.errorfiles.entry(li).or_default();
+        pages.insert(code.clone(), path.clone());
+        let table = format!(
+            "{{ {} }}",
+            pages
+                .iter()
+                .map(|(c, p)| format!("{} = {}", s(c), s(p)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        match li {
+            None => self.cfg.global.set("error_pages", table),
+            Some(i) => self.cfg.listeners[i].keys.set("error_pages", table),
+        }
+        self.mapped(
+            l,
+            if li.is_some() {
+                "the listener's error_pages (the same file)"
+            } else {
+                "[global] error_pages (the same file)"
+            },
+        );
+    }
+
     pub(super) fn new_listener(&mut self, name: &str) -> usize {
         let mut l = out::Listener::default();
         l.keys.set("name", s(name));
@@ -296,6 +330,10 @@ impl Importer {
                 } else {
                     self.unsupported(l, "not a number");
                 }
+                true
+            }
+            "errorfile" if w.len() > 2 => {
+                self.errorfile(l, Some(li));
                 true
             }
             "timeout" if w.len() > 2 && w[1] == "client" => {

@@ -689,3 +689,36 @@ backend b
     assert!(stick.note.contains("[pool.cookie]"), "{stick:#?}");
     assert!(reported(&report, "cookie F insert", Fidelity::Approximated));
 }
+
+/// `errorfile`: in defaults, `[global] error_pages`; in a frontend, its
+/// listener's; a status that is not an error, unsupported; in a backend,
+/// not imported (pages are a listener's).
+#[test]
+fn errorfiles_are_error_pages() {
+    let im = import(
+        "defaults
+  mode http
+  errorfile 503 /etc/haproxy/errors/503.http
+  errorfile 504 /etc/haproxy/errors/504.http
+frontend f
+  bind :80
+  errorfile 502 /srv/502.http
+  errorfile 200 /srv/ok.http
+  default_backend b
+backend b
+  errorfile 500 /srv/500.http
+  server s1 10.0.0.1:80
+",
+        "test.cfg",
+    );
+    let cfg: toml::Value = toml::from_str(&im.toml).unwrap_or_else(|e| panic!("{e}\n{}", im.toml));
+    let global = &cfg["global"]["error_pages"];
+    assert_eq!(global["503"].as_str(), Some("/etc/haproxy/errors/503.http"));
+    assert_eq!(global["504"].as_str(), Some("/etc/haproxy/errors/504.http"));
+    let own = &on(&cfg, "0.0.0.0:80")["error_pages"];
+    assert_eq!(own["502"].as_str(), Some("/srv/502.http"));
+    assert!(own.get("200").is_none(), "{own}");
+    assert!(reported(&im.report, "errorfile 200 /srv/ok.http", Fidelity::Unsupported));
+    assert!(reported(&im.report, "errorfile 500 /srv/500.http", Fidelity::Approximated));
+    assert!(reported(&im.report, "errorfile 503 /etc/haproxy/errors/503.http", Fidelity::Mapped));
+}

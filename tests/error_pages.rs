@@ -1,0 +1,109 @@
+//! `error_pages` (HAProxy's `errorfile`): rampart's own error answers carry
+//! the page of their status, a HAProxy errorfile (a whole HTTP response) or a
+//! plain file, on the fast path, hyper's and HTTP/2; a server's own errors
+//! and gRPC calls' statuses are left alone; a reload reads the files again;
+//! a file that cannot be read refuses the config, naming the key.
+
+mod common;
+
+use common::*;
+use http_body_util::BodyExt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+const ERRORFILE_503: &str = "HTTP/1.0 503 Service Unavailable\nCache-Control: no-cache\nConnection: close\nContent-Type: text/html\n\n<html><body><h1>503 Service Unavailable</h1>\nNo server is available to handle this request.\n</body></html>\n";
+
+fn config(listen: SocketAddr, admin: SocketAddr, backend: SocketAddr, dir: &Path) -> String {
+    // a closed port (502), a pool that never serves (503), the backend
+    let closed = free_addr("127.0.0.1");
+    format!(
+        "[global]\nthreads = 1\nerror_pages = {{ \"503\" = \"{}\" }}\n\
+         [admin]\nbind = \"{admin}\"\n\
+         [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"api\"\n\
+         error_pages = {{ \"502\" = \"{}\" }}\n\
+           [[listener.route]]\n  path_prefix = \"/down\"\n  pool = \"down\"\n\
+           [[listener.route]]\n  path_prefix = \"/none\"\n  pool = \"none\"\n\
+         [[pool]]\nname = \"api\"\n  [[pool.server]]\n  address = \"{backend}\"\n\
+         [[pool]]\nname = \"down\"\nretries = 0\n  [[pool.server]]\n  address = \"{closed}\"\n\
+         [[pool]]\nname = \"none\"\n  [[pool.server]]\n  address = \"{backend}\"\n  weight = 0\n",
+        dir.join("503.http").display(),
+        dir.join("502.html").display(),
+    )
+}
+
+/// Status, Content-Type, Retry-After and body of a request through `c`.
+async fn ask(c: &Client, method: &str, url: &str) -> (u16, String, Option<String>, String) {
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(http_body_util::Empty::new().boxed())
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    let h = |n: &str| {
+        resp.headers()
+            .get(n)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let (ctype, retry) = (h("content-type").unwrap_or_default(), h("retry-after"));
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, ctype, retry, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rampart_answers_its_own_errors_with_the_configured_pages() {
+    let dir = temp_dir("error-pages");
+    std::fs::write(dir.join("503.http"), ERRORFILE_503).unwrap();
+    std::fs::write(dir.join("502.html"), "<p>bad gateway, ours</p>").unwrap();
+    let backend = Backend::start("a", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let _p = Proxy::start(&config(listen, admin, backend.addr, &dir), &[listen, admin]).await;
+
+    let page_503 = ERRORFILE_503.split_once("\n\n").unwrap().1;
+    for (what, c) in [("HTTP/1.1", client()), ("h2c", h2c_client())] {
+        // the global 503 page, from a HAProxy errorfile: its body and fields,
+        // the answer's Retry-After kept
+        let (st, ctype, retry, body) = ask(&c, "GET", &format!("http://{listen}/none")).await;
+        assert_eq!((st, ctype.as_str()), (503, "text/html"), "{what}");
+        assert_eq!(body, page_503, "{what}");
+        assert_eq!(retry.as_deref(), Some("1"), "{what}");
+        // the listener's own 502 page, a plain HTML file
+        let (st, ctype, _, body) = ask(&c, "GET", &format!("http://{listen}/down")).await;
+        assert_eq!(st, 502, "{what}");
+        assert_eq!(ctype, "text/html; charset=utf-8", "{what}");
+        assert_eq!(body, "<p>bad gateway, ours</p>", "{what}");
+        // a HEAD gets the fields, no body
+        let (st, ctype, _, body) = ask(&c, "HEAD", &format!("http://{listen}/none")).await;
+        assert_eq!((st, ctype.as_str(), body.as_str()), (503, "text/html", ""), "{what}");
+        // a server's own 503 is its own
+        let (st, _, _, body) =
+            ask(&c, "GET", &format!("http://{listen}/status?code=503")).await;
+        assert_eq!((st, body.as_str()), (503, "a"), "{what}");
+    }
+    // a gRPC call gets its status, not a page
+    let req = hyper::Request::post(format!("http://{listen}/none"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Empty::new().boxed())
+        .unwrap();
+    let resp = h2c_client().request(req).await.unwrap();
+    assert_eq!(resp.headers()["grpc-status"], "14");
+    assert_eq!(resp.headers()["content-type"], "application/grpc");
+
+    // a reload reads the files again
+    std::fs::write(dir.join("502.html"), "<p>changed</p>").unwrap();
+    let (st, body) = admin_post(admin, "/api/reload", "").await;
+    assert_eq!(st, 200, "{body}");
+    let (_, _, _, body) = ask(&client(), "GET", &format!("http://{listen}/down")).await;
+    assert_eq!(body, "<p>changed</p>");
+    // a page that cannot be read refuses the config, and the old one serves
+    std::fs::remove_file(dir.join("502.html")).unwrap();
+    let (st, body) = admin_post(admin, "/api/reload", "").await;
+    assert_eq!(st, 422, "{body}");
+    assert!(
+        body.contains("listener[0].error_pages") && body.contains("502.html: cannot read"),
+        "{body}"
+    );
+    let (_, _, _, body) = ask(&client(), "GET", &format!("http://{listen}/down")).await;
+    assert_eq!(body, "<p>changed</p>");
+}
