@@ -47,7 +47,12 @@ async fn ask(c: &Client, method: &str, url: &str) -> (u16, String, Option<String
     let (ctype, retry) = (h("content-type").unwrap_or_default(), h("retry-after"));
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, ctype, retry, String::from_utf8_lossy(&body).into_owned())
+    (
+        status,
+        ctype,
+        retry,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,10 +79,13 @@ async fn rampart_answers_its_own_errors_with_the_configured_pages() {
         assert_eq!(body, "<p>bad gateway, ours</p>", "{what}");
         // a HEAD gets the fields, no body
         let (st, ctype, _, body) = ask(&c, "HEAD", &format!("http://{listen}/none")).await;
-        assert_eq!((st, ctype.as_str(), body.as_str()), (503, "text/html", ""), "{what}");
+        assert_eq!(
+            (st, ctype.as_str(), body.as_str()),
+            (503, "text/html", ""),
+            "{what}"
+        );
         // a server's own 503 is its own
-        let (st, _, _, body) =
-            ask(&c, "GET", &format!("http://{listen}/status?code=503")).await;
+        let (st, _, _, body) = ask(&c, "GET", &format!("http://{listen}/status?code=503")).await;
         assert_eq!((st, body.as_str()), (503, "a"), "{what}");
     }
     // a gRPC call gets its status, not a page

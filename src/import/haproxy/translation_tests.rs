@@ -718,7 +718,19 @@ backend b
     let own = &on(&cfg, "0.0.0.0:80")["error_pages"];
     assert_eq!(own["502"].as_str(), Some("/srv/502.http"));
     assert!(own.get("200").is_none(), "{own}");
-    assert!(reported(&im.report, "errorfile 200 /srv/ok.http", Fidelity::Unsupported));
-    assert!(reported(&im.report, "errorfile 500 /srv/500.http", Fidelity::Approximated));
-    assert!(reported(&im.report, "errorfile 503 /etc/haproxy/errors/503.http", Fidelity::Mapped));
+    assert!(reported(
+        &im.report,
+        "errorfile 200 /srv/ok.http",
+        Fidelity::Unsupported
+    ));
+    assert!(reported(
+        &im.report,
+        "errorfile 500 /srv/500.http",
+        Fidelity::Approximated
+    ));
+    assert!(reported(
+        &im.report,
+        "errorfile 503 /etc/haproxy/errors/503.http",
+        Fidelity::Mapped
+    ));
 }
