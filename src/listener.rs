@@ -558,6 +558,9 @@ impl ListenerSet {
                     let shared = sockets
                         .first()
                         .is_some_and(|s| socket2::SockRef::from(s).reuse_port().unwrap_or(false));
+                    if shared && !cfg.global.reuse_port {
+                        tracing::warn!(listener = %l.name, %addr, "the sockets taken over from the old process are SO_REUSEPORT, which reuse_port = false does not change: another socket may share the port until a restart");
+                    }
                     while sockets.len() < self.workers.len() {
                         if !shared {
                             tracing::warn!(listener = %l.name, %addr, sockets = sockets.len(), workers = self.workers.len(), "fewer inherited sockets than worker threads, and they are not SO_REUSEPORT: the other threads do not accept here until a restart");

@@ -447,11 +447,22 @@ async fn a_second_proxy_on_the_same_config_does_not_start() {
     assert_eq!(get(&client(), &format!("http://{listen}/")).await.0, 200);
     drop(p);
     // reuse_port = false: the port is the proxy's alone
-    let text = text.replace("threads = 1", "threads = 1\nreuse_port = false");
-    let _p = Proxy::start(&text, &[listen, admin]).await;
+    let off = text.replace("threads = 1", "threads = 1\nreuse_port = false");
+    let p = Proxy::start(&off, &[listen, admin]).await;
     let e = shared().map(|_| ()).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
     assert_eq!(get(&client(), &format!("http://{listen}/")).await.0, 200);
+    // a reload that turns it on says that bound addresses keep their sockets
+    std::fs::write(&p.config, &text).unwrap();
+    let (st, r) = reload_api(admin).await;
+    assert_eq!(st, 200, "{r}");
+    let said = r["warnings"].as_array().unwrap().iter().any(|w| {
+        w.as_str()
+            .is_some_and(|w| w.contains("global.reuse_port changed"))
+    });
+    assert!(said, "{r}");
+    let e = shared().map(|_| ()).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1025,6 +1025,12 @@ fn restart_only(old: &Config, new: &Config) -> Vec<String> {
             old.global.threads, new.global.threads
         ));
     }
+    if old.global.reuse_port != new.global.reuse_port {
+        w.push(format!(
+            "global.reuse_port changed ({} -> {}): addresses already bound keep their sockets; it applies to those bound from now on, and to all at the next restart",
+            old.global.reuse_port, new.global.reuse_port
+        ));
+    }
     if old.global.access_log != new.global.access_log {
         w.push("global.access_log changed: applies at the next restart or upgrade".into());
     }

@@ -17,7 +17,6 @@ const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 pub(super) fn call_deadline(
     headers: &HeaderMap,
     max: Duration,
-    server_timeout: Duration,
     start: Instant,
 ) -> Option<crate::upstream::CallDeadline> {
     let asked = parse_timeout(headers.get(GRPC_TIMEOUT)?.as_bytes())?;
@@ -27,11 +26,7 @@ pub(super) fn call_deadline(
     let budget = if max.is_zero() { asked } else { asked.min(max) };
     // (99,999,999 hours may be past what a clock holds: then no deadline)
     let at = tokio::time::Instant::from_std(start).checked_add(budget)?;
-    Some(crate::upstream::CallDeadline {
-        at,
-        budget,
-        blames: budget >= server_timeout,
-    })
+    Some(crate::upstream::CallDeadline { at, budget })
 }
 
 /// `grpc-timeout`: 1 to 8 digits and a unit, H M S m u n (gRPC over HTTP/2).
@@ -153,8 +148,7 @@ mod tests {
         let start = Instant::now();
         let mut h = HeaderMap::new();
         let at = |d: Duration| tokio::time::Instant::from_std(start) + d;
-        let server_timeout = Duration::from_secs(1);
-        let deadline = |h: &HeaderMap, max: Duration| call_deadline(h, max, server_timeout, start);
+        let deadline = |h: &HeaderMap, max: Duration| call_deadline(h, max, start);
         // no grpc-timeout, one that cannot be read, or 0: none
         assert!(deadline(&h, Duration::ZERO).is_none());
         for bad in ["soon", "0S", "0n"] {
@@ -168,7 +162,6 @@ mod tests {
             (c.at, c.budget),
             (at(Duration::from_secs(2)), Duration::from_secs(2))
         );
-        assert!(c.blames, "2 s of a server with a server_timeout of 1 s");
         assert_eq!(
             deadline(&h, Duration::ZERO).unwrap().budget,
             Duration::from_secs(2)
@@ -179,6 +172,5 @@ mod tests {
             (c.at, c.budget),
             (at(Duration::from_millis(500)), Duration::from_millis(500))
         );
-        assert!(!c.blames, "half of server_timeout: the client's hurry");
     }
 }

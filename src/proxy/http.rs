@@ -417,7 +417,7 @@ async fn handle(
     let call = pool
         .max_grpc_timeout
         .filter(|_| is_grpc(&parts.headers))
-        .and_then(|max| call_deadline(&parts.headers, max, pool.server_timeout, start));
+        .and_then(|max| call_deadline(&parts.headers, max, start));
     if let Some(c) = call {
         parts.extensions.insert(c);
     }

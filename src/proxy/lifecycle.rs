@@ -636,6 +636,8 @@ fn may_retry(pool: &Pool, error: &UpstreamError, resendable: bool, replayable: b
             r.on_connect_failure && (resendable || replayable)
         }
         UpstreamError::Timeout { .. } => r.on_timeout && replayable,
+        // no time is left for another server
+        UpstreamError::Deadline { .. } => false,
         _ => r.on_reset && (resendable || replayable),
     }
 }

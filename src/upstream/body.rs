@@ -24,11 +24,6 @@ pub struct CallDeadline {
     pub at: tokio::time::Instant,
     /// The timeout it was given (what the error says).
     pub budget: Duration,
-    /// The budget is at least the pool's `server_timeout`: a server that
-    /// does not answer within it is blamed as for `server_timeout` (its
-    /// breaker, the pool's circuit and errors); a shorter one is the client's
-    /// own hurry, and blames nobody.
-    pub blames: bool,
 }
 
 impl CallDeadline {
@@ -171,7 +166,11 @@ impl Body for ClientBody {
                     let n = f.data_ref().map_or(0, |d| d.len() as u64);
                     match left.checked_sub(n) {
                         Some(l) => *left = l,
-                        None => return Poll::Ready(Some(Err(ClientBodyError::TooLarge))),
+                        None => {
+                            // (and stays over it: a later frame is refused too)
+                            *left = 0;
+                            return Poll::Ready(Some(Err(ClientBodyError::TooLarge)));
+                        }
                     }
                 }
                 r
@@ -383,6 +382,14 @@ pub struct ReqProgress {
 }
 
 impl ReqProgress {
+    /// How long since the upload ended (the last ask for a frame), if it has.
+    pub(crate) fn since_done(&self) -> Option<Duration> {
+        self.is_done().then(|| {
+            let at = self.pulled_at.load(Ordering::Relaxed);
+            Duration::from_millis(crate::clock::now_ms().saturating_sub(at))
+        })
+    }
+
     /// The sending side asked for a frame; `pending`: the client had none.
     fn pulled(&self, pending: bool) {
         self.pulled_at

@@ -32,9 +32,11 @@ pub enum UpstreamError {
     #[error("{addr} sent no response within {timeout:?}")]
     Timeout { addr: SocketAddr, timeout: Duration },
     /// A gRPC call's deadline (`grpc-timeout`, under `max_grpc_timeout`)
-    /// passed before the answer. `blames`: its budget was at least
-    /// server_timeout, and the server is blamed as for a timeout; else it was
-    /// the client's hurry (see `CallDeadline::blames`).
+    /// passed before the answer. `blames`: the server had the whole request
+    /// for at least server_timeout on this attempt, and is blamed as for a
+    /// timeout (its breaker, the pool's circuit and errors); else the
+    /// deadline was the client's hurry, or went on the queue, the connect or
+    /// the upload, and blames nobody.
     #[error("{addr} sent no response within the call's deadline ({budget:?}, grpc-timeout)")]
     Deadline {
         addr: SocketAddr,
@@ -162,17 +164,24 @@ impl UpstreamError {
 
 impl UpstreamError {
     /// The error of an exchange whose answer did not come in time: by the
-    /// call's deadline if it has one, else by `server_timeout`.
+    /// call's deadline if it has one, else by `server_timeout`. `sent`: when
+    /// this attempt's request went out; `progress`: its streaming body's.
     pub(crate) fn no_answer(
         addr: SocketAddr,
         call: Option<super::body::CallDeadline>,
         server_timeout: Duration,
+        sent: tokio::time::Instant,
+        progress: Option<&super::body::ReqProgress>,
     ) -> UpstreamError {
         match call {
             Some(c) => UpstreamError::Deadline {
                 addr,
                 budget: c.budget,
-                blames: c.blames,
+                // what the server had of the call: since the upload ended
+                blames: match progress {
+                    Some(p) => p.since_done().is_some_and(|d| d >= server_timeout),
+                    None => sent.elapsed() >= server_timeout,
+                },
             },
             None => UpstreamError::Timeout {
                 addr,

@@ -518,6 +518,7 @@ async fn exchange(
         // long the server may take none of it, as over HTTP/1.1 (a gRPC
         // call's deadline instead, if it has one)
         let timeout = pool.server_timeout;
+        let sent = tokio::time::Instant::now();
         let deadline = answer_due(call, progress.as_deref(), timeout);
         let result = tokio::select! {
             r = response => Some(r),
@@ -553,18 +554,17 @@ async fn exchange(
                 None => UpstreamError::H2 { addr, source: e },
             },
             Some(Err(source)) => UpstreamError::H2 { addr, source },
-            // (a call's own deadline shorter than server_timeout says
-            // nothing of the connection)
-            None if call.is_some_and(|c| !c.blames) => {
-                UpstreamError::no_answer(addr, call, timeout)
-            }
             None => {
+                let e = UpstreamError::no_answer(addr, call, timeout, sent, progress.as_deref());
                 // the connection may be the one that is gone (its flow
                 // dropped on the way): a keepalive PING now rather than after
                 // keepalive_interval, so that the requests after this one
-                // do not go there too
-                claim.0.client.probe();
-                UpstreamError::no_answer(addr, call, timeout)
+                // do not go there too (a call's deadline that blames nobody
+                // says nothing of the connection)
+                if !e.is_client_fault() {
+                    claim.0.client.probe();
+                }
+                e
             }
         };
         return Err((error, None));

@@ -256,6 +256,7 @@ async fn send_on(
     // server_timeout counts from the end of the request (an upload may take
     // longer), and bounds how long the server may stop reading it.
     let progress = req.body().progress().cloned();
+    let sent = tokio::time::Instant::now();
     let deadline = answer_due(call, progress.as_deref(), timeout);
     let result = tokio::select! {
         r = sender.try_send_request(req) => Some(r),
@@ -274,6 +275,8 @@ async fn send_on(
             server.addr,
             call,
             timeout,
+            sent,
+            progress.as_deref(),
         ))),
     }
 }
