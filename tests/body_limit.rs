@@ -67,6 +67,17 @@ async fn a_request_body_over_max_request_body_is_refused_with_413() {
     assert!(r.starts_with("HTTP/1.1 413"), "{r}");
     assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
     assert!(r.contains("max_request_body"), "{r}");
+    // ... and a client that sends its whole body (8 MiB, more than the
+    // sockets' buffers hold) without waiting can: what it sends after the
+    // 413 is read and dropped, not reset, and it reads the 413
+    let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
+    s.write_all(post(8 << 20, "").as_bytes()).await.unwrap();
+    let sent = s.write_all(&vec![7u8; 8 << 20]).await;
+    assert!(sent.is_ok(), "the upload was reset: {sent:?}");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let r = String::from_utf8_lossy(&out);
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
     // ... with Expect: 100-continue, no 100 first, and the body never sent
     let r = exchange(listen, &post(1 << 20, "Expect: 100-continue\r\n"), b"").await;
     assert!(r.starts_with("HTTP/1.1 413"), "no 100 Continue first: {r}");
@@ -83,6 +94,21 @@ async fn a_request_body_over_max_request_body_is_refused_with_413() {
     }
     body.extend_from_slice(b"0\r\n\r\n");
     let r = exchange(listen, chunked, &body).await;
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+    // ... also when it goes over once the server has the request: the
+    // first chunk goes on, the server is waiting for the rest, then the rest
+    // comes and goes over
+    let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
+    s.write_all(chunked.as_bytes()).await.unwrap();
+    s.write_all(&body[..605 + 2]).await.unwrap();
+    wait_for(Duration::from_secs(5), "the upload at the server", || {
+        backend.stats.active.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    s.write_all(&body[607..]).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let r = String::from_utf8_lossy(&out);
     assert!(r.starts_with("HTTP/1.1 413"), "{r}");
     // ... and under it, served
     let small = b"258\r\n".iter().chain(&[7u8; 600]).chain(b"\r\n0\r\n\r\n");
@@ -121,12 +147,13 @@ async fn a_request_body_over_max_request_body_is_refused_with_413() {
     let resp = h2.request(req).await.unwrap();
     assert_eq!(resp.status(), 413);
 
-    // counted: the two heads over it, the chunked body, the two HTTP/2 ones
-    assert_eq!(refused(admin, "body_too_large").await, 5);
+    // counted: the three heads over it, the two chunked bodies, the two
+    // HTTP/2 ones
+    assert_eq!(refused(admin, "body_too_large").await, 7);
     let (_, m) = admin_get(admin, "/metrics").await;
     assert!(
         m.contains(
-            "rampart_listener_request_errors_total{listener=\"web\",reason=\"body_too_large\"} 5"
+            "rampart_listener_request_errors_total{listener=\"web\",reason=\"body_too_large\"} 7"
         ),
         "{m}"
     );

@@ -451,7 +451,7 @@ async fn refuse<S: ClientIo>(
     // method and target are logged
     let mut slots = h1::header_slots();
     let head = match (fault, buf) {
-        (None | Some(RequestFault::BodyTimeout), Some(b)) => {
+        (None | Some(RequestFault::BodyTimeout | RequestFault::BodyTooLarge), Some(b)) => {
             h1::parse_request(b, &mut slots).ok().flatten()
         }
         _ => None,
@@ -470,7 +470,28 @@ async fn refuse<S: ClientIo>(
         builders.client_timeout,
     )
     .await;
+    if fault == Some(RequestFault::BodyTooLarge) {
+        linger(client).await;
+    }
     client.close().await;
+}
+
+/// After a refusal that leaves the request's body unread (413): what the
+/// client goes on sending is read and dropped, until it stops (its end, or
+/// a second without a byte), for at most 5 s and 16 MiB. Closing a socket
+/// with unread bytes resets the connection, and a reset can reach the
+/// client before it read the answer (nginx's lingering close).
+async fn linger<S: ClientIo>(client: &mut S) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut left: usize = 16 << 20;
+    while left > 0 {
+        let wait = until.min(tokio::time::Instant::now() + Duration::from_secs(1));
+        match tokio::time::timeout_at(wait, client.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+            _ => return,
+        }
+    }
 }
 
 /// Whether a read error is the client leaving (a reset, a TLS session that
@@ -509,6 +530,20 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
         Err(HeadError::TooLarge) => return Some(Step::Reject(RequestFault::HeadTooLarge, None)),
         Err(HeadError::Invalid(_)) => return Some(Step::Reject(RequestFault::MalformedHead, None)),
     };
+    // A declared body over max_request_body is refused here, before any of
+    // it is read (with `Expect: 100-continue`, hyper's path does it, without
+    // a 100); what the client goes on sending is read and dropped before the
+    // close (`linger`).
+    if r.body > 0 && r.fallback.is_none() {
+        let max = ctx
+            .permits
+            .listener()
+            .max_request_body
+            .load(Ordering::Relaxed);
+        if max > 0 && r.body > max {
+            return Some(Step::Reject(RequestFault::BodyTooLarge, None));
+        }
+    }
     if let Some(why) = r.fallback {
         return Some(Step::Fallback(why));
     }
@@ -520,17 +555,6 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
     // a longer one streams through hyper's path.
     if r.body > INLINE_BODY {
         return Some(Step::Fallback("request body longer than 16 KiB"));
-    }
-    if r.body > 0 {
-        let max = ctx
-            .permits
-            .listener()
-            .max_request_body
-            .load(Ordering::Relaxed);
-        if max > 0 && r.body > max {
-            // refused there (413), as every request over it is
-            return Some(Step::Fallback("request body over max_request_body"));
-        }
     }
     let whole = r.len + r.body as usize;
     if b.len() < whole {

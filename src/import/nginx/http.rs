@@ -268,6 +268,12 @@ impl Importer {
                     None => self.unsupported(d, "not a duration"),
                 },
                 "client_max_body_size" => match d.args.first().and_then(|a| size(a)) {
+                    // a server or location that allows more (0: any size)
+                    // would refuse what nginx takes: not mapped then
+                    Some(n) if raised_below(ds, n) => self.approx(
+                        d,
+                        "not mapped: a server or location allows larger bodies, and max_request_body is a whole listener's; set it by hand",
+                    ),
                     Some(n) => {
                         inherited.set("__max_request_body", n.to_string());
                         self.mapped(d, "the listener's max_request_body (413 over it)");
@@ -789,4 +795,18 @@ impl Importer {
 /// An nginx time as `[pool.cookie] max_age`: whole seconds, at least one.
 fn max_age(v: &str) -> Option<String> {
     duration(v).filter(|d| d.as_str() != "0s" && !d.ends_with("ms"))
+}
+
+/// Whether a block nested in `ds` (a server, a location) sets
+/// `client_max_body_size` above `n`, or to 0 (no limit).
+fn raised_below(ds: &[Directive], n: u64) -> bool {
+    ds.iter().filter_map(|d| d.block.as_deref()).any(|b| {
+        b.iter().any(|e| {
+            e.name == "client_max_body_size"
+                && e.args
+                    .first()
+                    .and_then(|a| size(a))
+                    .is_none_or(|m| m == 0 || m > n)
+        }) || raised_below(b, n)
+    })
 }

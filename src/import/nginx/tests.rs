@@ -482,3 +482,42 @@ fn sticky_route_and_learn_are_unsupported() {
         );
     }
 }
+
+/// `client_max_body_size` at the http level is each listener's
+/// `max_request_body` (in bytes), unless a server or a location allows more
+/// (or any size, 0): then the listener-wide limit would refuse what nginx
+/// takes there, and it is not mapped.
+#[test]
+fn an_http_level_body_limit_is_the_listeners() {
+    let server = "server { listen 80; location / { proxy_pass http://u; } }";
+    let (cfg, report) = http(&format!("  client_max_body_size 10m;\n  {server}"));
+    assert_eq!(
+        on(&cfg, "0.0.0.0:80")["max_request_body"].as_integer(),
+        Some(10 << 20)
+    );
+    assert!(report
+        .iter()
+        .any(|e| e.directive == "client_max_body_size 10m" && e.fidelity == Fidelity::Mapped));
+    for raised in ["0", "20m"] {
+        let (cfg, report) = http(&format!(
+            "  client_max_body_size 1m;\n  server {{ listen 80; location /up {{ client_max_body_size {raised}; proxy_pass http://u; }} location / {{ proxy_pass http://u; }} }}"
+        ));
+        assert!(
+            on(&cfg, "0.0.0.0:80").get("max_request_body").is_none(),
+            "{raised}"
+        );
+        assert!(
+            report
+                .iter()
+                .any(|e| e.directive == "client_max_body_size 1m"
+                    && e.fidelity == Fidelity::Approximated),
+            "{raised}: {report:?}"
+        );
+    }
+    // a smaller one below: the http level's still holds where nginx's does
+    let (cfg, _) = http("  client_max_body_size 1m;\n  server { listen 80; location /small { client_max_body_size 1k; proxy_pass http://u; } location / { proxy_pass http://u; } }");
+    assert_eq!(
+        on(&cfg, "0.0.0.0:80")["max_request_body"].as_integer(),
+        Some(1 << 20)
+    );
+}
