@@ -17,16 +17,19 @@ fn config(listen: SocketAddr, admin: SocketAddr, backend: SocketAddr, dir: &Path
     // a closed port (502), a pool that never serves (503), the backend
     let closed = free_addr("127.0.0.1");
     format!(
-        "[global]\nthreads = 1\nerror_pages = {{ \"503\" = \"{}\" }}\n\
+        "[global]\nthreads = 1\nerror_pages = {{ \"503\" = \"{}\", \"403\" = \"{}\" }}\n\
          [admin]\nbind = \"{admin}\"\n\
          [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"api\"\n\
          error_pages = {{ \"502\" = \"{}\" }}\n\
+           [[listener.rule]]\n  path_prefix = \"/secret\"\n  deny = {{ status = 403, body = \"ours to keep\\n\" }}\n\
+           [[listener.rule]]\n  path_prefix = \"/private\"\n  deny = 403\n\
            [[listener.route]]\n  path_prefix = \"/down\"\n  pool = \"down\"\n\
            [[listener.route]]\n  path_prefix = \"/none\"\n  pool = \"none\"\n\
          [[pool]]\nname = \"api\"\n  [[pool.server]]\n  address = \"{backend}\"\n\
          [[pool]]\nname = \"down\"\nretries = 0\n  [[pool.server]]\n  address = \"{closed}\"\n\
          [[pool]]\nname = \"none\"\n  [[pool.server]]\n  address = \"{backend}\"\n  weight = 0\n",
         dir.join("503.http").display(),
+        dir.join("403.json").display(),
         dir.join("502.html").display(),
     )
 }
@@ -60,6 +63,7 @@ async fn rampart_answers_its_own_errors_with_the_configured_pages() {
     let dir = temp_dir("error-pages");
     std::fs::write(dir.join("503.http"), ERRORFILE_503).unwrap();
     std::fs::write(dir.join("502.html"), "<p>bad gateway, ours</p>").unwrap();
+    std::fs::write(dir.join("403.json"), "{\"error\": \"forbidden\"}").unwrap();
     let backend = Backend::start("a", free_addr("127.0.0.1")).await;
     let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
     let _p = Proxy::start(&config(listen, admin, backend.addr, &dir), &[listen, admin]).await;
@@ -77,6 +81,13 @@ async fn rampart_answers_its_own_errors_with_the_configured_pages() {
         assert_eq!(st, 502, "{what}");
         assert_eq!(ctype, "text/html; charset=utf-8", "{what}");
         assert_eq!(body, "<p>bad gateway, ours</p>", "{what}");
+        // a deny rule without a text of its own gets the page; one with its
+        // own text keeps it
+        let (st, ctype, _, body) = ask(&c, "GET", &format!("http://{listen}/private")).await;
+        assert_eq!((st, ctype.as_str()), (403, "application/json"), "{what}");
+        assert_eq!(body, "{\"error\": \"forbidden\"}", "{what}");
+        let (st, _, _, body) = ask(&c, "GET", &format!("http://{listen}/secret")).await;
+        assert_eq!((st, body.as_str()), (403, "ours to keep\n"), "{what}");
         // a HEAD gets the fields, no body
         let (st, ctype, _, body) = ask(&c, "HEAD", &format!("http://{listen}/none")).await;
         assert_eq!(
@@ -88,15 +99,24 @@ async fn rampart_answers_its_own_errors_with_the_configured_pages() {
         let (st, _, _, body) = ask(&c, "GET", &format!("http://{listen}/status?code=503")).await;
         assert_eq!((st, body.as_str()), (503, "a"), "{what}");
     }
-    // a gRPC call gets its status, not a page
-    let req = hyper::Request::post(format!("http://{listen}/none"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(http_body_util::Empty::new().boxed())
-        .unwrap();
-    let resp = h2c_client().request(req).await.unwrap();
-    assert_eq!(resp.headers()["grpc-status"], "14");
-    assert_eq!(resp.headers()["content-type"], "application/grpc");
+    // a gRPC call gets its status, not a page: over HTTP/2, and a gRPC-Web
+    // call over HTTP/1.1 (which the fast path hands to hyper's)
+    for (c, ctype) in [
+        (h2c_client(), "application/grpc"),
+        (client(), "application/grpc-web+proto"),
+    ] {
+        let req = hyper::Request::post(format!("http://{listen}/none"))
+            .header("content-type", ctype)
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"\0\0\0\0\0")).boxed())
+            .unwrap();
+        let resp = c.request(req).await.unwrap();
+        assert_eq!(resp.headers()["grpc-status"], "14", "{ctype}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/grpc",
+            "{ctype}"
+        );
+    }
 
     // a reload reads the files again
     std::fs::write(dir.join("502.html"), "<p>changed</p>").unwrap();

@@ -534,7 +534,13 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
     // it is read (with `Expect: 100-continue`, hyper's path does it, without
     // a 100); what the client goes on sending is read and dropped before the
     // close (`linger`).
-    if r.body > 0 && r.fallback.is_none() {
+    // (not for a head hyper's path refuses or answers otherwise: Expect,
+    // Transfer-Encoding, Upgrade, a missing Host)
+    let plain_head = matches!(
+        r.fallback,
+        None | Some("HTTP/1.0" | "absolute-form or asterisk target")
+    );
+    if r.body > 0 && plain_head {
         let max = ctx
             .permits
             .listener()
@@ -588,18 +594,19 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
     // path decides again.
     // Persistence by a cookie reads and edits fields this path passes as
     // they are: hyper's path serves those pools too.
-    // A gRPC call (gRPC-Web, over HTTP/1.1) to a pool that reads its
-    // deadline (`max_grpc_timeout`) is the other path's too.
-    let grpc = || {
-        r.header("content-type")
-            .is_some_and(|v| v.starts_with(b"application/grpc"))
-    };
+    // A gRPC call (gRPC-Web, over HTTP/1.1) is the other path's too: its
+    // errors are gRPC statuses, and its deadline may be read there.
+    let grpc = r.body > 0
+        && r.header("content-type")
+            .is_some_and(|v| v.starts_with(b"application/grpc"));
+    if grpc {
+        return Some(Step::Fallback("a gRPC call"));
+    }
     let plain_pool = |p: &Pool| {
         p.tls.is_none()
             && p.send_proxy.is_none()
             && p.protocol != crate::config::Protocol::H2
             && p.persist.is_none()
-            && (p.max_grpc_timeout.is_none() || !grpc())
     };
     let (pool, edits, priority) = match lifecycle::decide(
         &ctx.shared.plane,
@@ -613,9 +620,11 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
             edits,
             priority,
         } => (pool, edits, priority),
-        Decision::Elsewhere => return Some(Step::Fallback(
-            "TLS, PROXY protocol, HTTP/2, a persistence cookie or a gRPC deadline to the server",
-        )),
+        Decision::Elsewhere => {
+            return Some(Step::Fallback(
+                "TLS, PROXY protocol, HTTP/2 or a persistence cookie to the server",
+            ))
+        }
         Decision::Reconfiguring => return answer(http::reconfiguring()),
         d @ (Decision::Deny { .. }
         | Decision::Redirect { .. }

@@ -818,7 +818,9 @@ pub(super) fn error_page(ctx: &ConnCtx, resp: Response<ProxyBody>) -> Response<P
     if !resp.status().is_client_error() && !resp.status().is_server_error() {
         return resp;
     }
-    if !matches!(resp.body(), ProxyBody::Full(_)) {
+    // (a deny rule's or read-only mode's own text is the operator's: kept,
+    // as HAProxy keeps a deny's own content over its errorfile)
+    if !matches!(resp.body(), ProxyBody::Full(_)) || resp.extensions().get::<Authored>().is_some() {
         return resp;
     }
     let pages = ctx.permits.listener().error_pages.load();
@@ -826,13 +828,26 @@ pub(super) fn error_page(ctx: &ConnCtx, resp: Response<ProxyBody>) -> Response<P
         return resp;
     };
     let (mut parts, _) = resp.into_parts();
+    // the page's Content-Type, and its Cache-Control if it has one (else the
+    // answer's no-store stays); fields the answer has of its own (Retry-After,
+    // Allow, RateLimit) are kept; a field the page repeats keeps every line
     parts.headers.remove(header::CONTENT_TYPE);
-    parts.headers.remove(header::CACHE_CONTROL);
+    if page.headers.iter().any(|(n, _)| n == header::CACHE_CONTROL) {
+        parts.headers.remove(header::CACHE_CONTROL);
+    }
+    let own: Vec<header::HeaderName> = parts.headers.keys().cloned().collect();
     for (name, value) in &page.headers {
-        parts.headers.insert(name, value.clone());
+        if !own.contains(name) {
+            parts.headers.append(name, value.clone());
+        }
     }
     Response::from_parts(parts, ProxyBody::Full(Some(page.body.clone())))
 }
+
+/// An answer whose text an operator wrote (a deny rule's `body`,
+/// `read_only_message`): no error page replaces it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Authored;
 
 /// `[pool.cookie]`: server `i` of `pool` answers a request whose cookie
 /// named `asked` (a server of the pool it was decided in, then).
@@ -860,8 +875,18 @@ pub(super) fn decided(
     let mut end = End::Rule;
     let resp = match d {
         lifecycle::Decision::Deny { status, body } => {
+            // (the default text a deny without a body gets: `403 Forbidden`)
+            let default = format!(
+                "{} {}\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            );
+            let authored = body != default.as_bytes();
             let mut r = Response::new(ProxyBody::Full(Some(body)));
             *r.status_mut() = status;
+            if authored {
+                r.extensions_mut().insert(Authored);
+            }
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -885,8 +910,12 @@ pub(super) fn decided(
             body,
             retry_after,
         } => {
+            let authored = body != crate::rules::DEFAULT_READ_ONLY_MESSAGE.as_bytes();
             let mut r = Response::new(ProxyBody::Full(Some(body)));
             *r.status_mut() = status;
+            if authored {
+                r.extensions_mut().insert(Authored);
+            }
             let h = r.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,

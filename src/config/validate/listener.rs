@@ -285,7 +285,8 @@ pub(super) fn listener(
         client_timeout: lf.client_timeout.0,
         max_request_body: lf.max_request_body.map(|s| s.0).filter(|&n| n > 0),
         error_pages: std::sync::Arc::new(
-            super::pages::pages(&lf.error_pages, &at.key("error_pages"), base, p).over(error_pages),
+            super::pages::pages(&lf.error_pages, &at.key("error_pages"), base, p, warnings)
+                .over(error_pages),
         ),
         routes,
         proxy_protocol,

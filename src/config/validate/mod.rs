@@ -88,6 +88,7 @@ pub(super) fn validate(raw: FileConfig, src: &str, base: &Path) -> Result<Config
         &root.key("global").key("error_pages"),
         base,
         &mut p,
+        &mut warnings,
     );
     for (i, lf) in raw.listeners.iter().enumerate() {
         let at = root.index("listener", i);

@@ -15,6 +15,7 @@ pub(super) fn pages(
     at: &KeyPath,
     base: &Path,
     p: &mut Problems<'_>,
+    warnings: &mut Vec<String>,
 ) -> ErrorPages {
     let mut out = Vec::new();
     for (code, path) in files {
@@ -53,7 +54,15 @@ pub(super) fn pages(
                 ),
             ),
             Ok(v) => match page(status, &v, &file) {
-                Ok(page) => out.push(page),
+                Ok((page, other)) => {
+                    if let Some(other) = other {
+                        warnings.push(format!(
+                            "{at}: {code}: {} answers {other}: served with {code}, the status of what went wrong",
+                            file.display()
+                        ));
+                    }
+                    out.push(page);
+                }
                 Err(why) => p.add(key, format!("{code}: {}: {why}", file.display())),
             },
         }
@@ -62,10 +71,14 @@ pub(super) fn pages(
 }
 
 /// A page from a file's bytes: a whole HTTP response (HAProxy's errorfile:
-/// `HTTP/1.0 503 Service Unavailable`, fields, a blank line, the body), whose
-/// status must be `status`; else the file is the body, its Content-Type told
-/// by its extension.
-fn page(status: http::StatusCode, file: &[u8], path: &Path) -> Result<ErrorPage, String> {
+/// `HTTP/1.0 503 Service Unavailable`, fields, a blank line, the body), with
+/// the status it says if that is not `status` (the answer keeps `status`);
+/// else the file is the body, its Content-Type told by its extension.
+fn page(
+    status: http::StatusCode,
+    file: &[u8],
+    path: &Path,
+) -> Result<(ErrorPage, Option<u16>), String> {
     if !file.starts_with(b"HTTP/") {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         let ctype = match ext.to_ascii_lowercase().as_str() {
@@ -74,14 +87,15 @@ fn page(status: http::StatusCode, file: &[u8], path: &Path) -> Result<ErrorPage,
             "xml" => "application/xml",
             _ => "text/plain; charset=utf-8",
         };
-        return Ok(ErrorPage {
+        let page = ErrorPage {
             status,
             headers: vec![(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static(ctype),
             )],
             body: bytes::Bytes::copy_from_slice(file),
-        });
+        };
+        return Ok((page, None));
     }
     let mut slots = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut slots);
@@ -92,13 +106,7 @@ fn page(status: http::StatusCode, file: &[u8], path: &Path) -> Result<ErrorPage,
         }
         Err(e) => return Err(format!("not a valid HTTP response: {e}")),
     };
-    if resp.code != Some(status.as_u16()) {
-        return Err(format!(
-            "answers {} where the key says {}",
-            resp.code.unwrap_or(0),
-            status.as_u16()
-        ));
-    }
+    let other = resp.code.filter(|&c| c != status.as_u16());
     let mut headers = Vec::new();
     for h in resp.headers.iter() {
         let name = http::HeaderName::from_bytes(h.name.as_bytes())
@@ -121,11 +129,12 @@ fn page(status: http::StatusCode, file: &[u8], path: &Path) -> Result<ErrorPage,
             .map_err(|_| format!("invalid value of {}", h.name))?;
         headers.push((name, value));
     }
-    Ok(ErrorPage {
+    let page = ErrorPage {
         status,
         headers,
         body: bytes::Bytes::copy_from_slice(&file[len..]),
-    })
+    };
+    Ok((page, other))
 }
 
 #[cfg(test)]
@@ -136,17 +145,19 @@ mod tests {
     fn a_haproxy_errorfile_or_a_plain_body() {
         let s = http::StatusCode::SERVICE_UNAVAILABLE;
         let raw = b"HTTP/1.0 503 Service Unavailable\r\nCache-Control: no-cache\r\nConnection: close\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\n<h1>x";
-        let p = page(s, raw, Path::new("503.http")).unwrap();
+        let (p, other) = page(s, raw, Path::new("503.http")).unwrap();
+        assert_eq!(other, None);
         let names: Vec<&str> = p.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["cache-control", "content-type"]);
         assert_eq!(&p.body[..], b"<h1>x");
         // LF line ends, as such files are often saved
         let lf = b"HTTP/1.0 503 Service Unavailable\nContent-Type: text/html\n\nhi\n";
-        assert_eq!(&page(s, lf, Path::new("x")).unwrap().body[..], b"hi\n");
-        let e = page(http::StatusCode::BAD_GATEWAY, raw, Path::new("x")).unwrap_err();
-        assert!(e.contains("answers 503 where the key says 502"), "{e}");
+        assert_eq!(&page(s, lf, Path::new("x")).unwrap().0.body[..], b"hi\n");
+        // another status than the key's: said, and the key's is served
+        let (p, other) = page(http::StatusCode::BAD_GATEWAY, raw, Path::new("x")).unwrap();
+        assert_eq!((p.status.as_u16(), other), (502, Some(503)));
         assert!(page(s, b"HTTP/1.0 503 x\r\nbad", Path::new("x")).is_err());
-        let html = page(s, b"<p>down</p>", Path::new("down.HTML")).unwrap();
+        let (html, _) = page(s, b"<p>down</p>", Path::new("down.HTML")).unwrap();
         assert_eq!(html.headers[0].1, "text/html; charset=utf-8");
         assert_eq!(&html.body[..], b"<p>down</p>");
     }

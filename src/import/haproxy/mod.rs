@@ -33,6 +33,8 @@ struct Defaults {
     health_lines: Vec<usize>,
     /// Its `cookie` and `dynamic-cookie-key` lines.
     cookie: PoolCookie,
+    /// Its `errorfile` lines, by status: the listeners that follow have them.
+    errorfiles: std::collections::BTreeMap<String, String>,
 }
 
 /// A `cookie NAME insert ...` line, as `[pool.cookie]`.
@@ -127,9 +129,8 @@ struct Importer {
     health_lines: Vec<HealthLine>,
     /// Each pool's cookie persistence, for `finish` to settle.
     cookies: HashMap<usize, PoolCookie>,
-    /// `errorfile` lines: of defaults (None, `[global] error_pages`) and of
-    /// each listener, by status.
-    errorfiles: HashMap<Option<usize>, std::collections::BTreeMap<String, String>>,
+    /// Each listener's `errorfile` lines (its defaults' and its own), by status.
+    errorfiles: HashMap<usize, std::collections::BTreeMap<String, String>>,
 }
 
 /// Converts a haproxy.cfg. Never fails: what cannot be mapped is reported.

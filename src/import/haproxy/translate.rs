@@ -251,17 +251,50 @@ impl Importer {
         i
     }
 
-    /// `errorfile CODE FILE`: in defaults (`li` None) `[global] error_pages`,
-    /// in a frontend or listen section its listener's. rampart reads the same
-    /// file (a whole HTTP response) when it loads the config.
+    /// `errorfile CODE FILE`: in defaults (`li` None) the error_pages of
+    /// the listeners that follow it, in a frontend or listen section its
+    /// listener's. rampart reads the same file (a whole HTTP response) when
+    /// it loads the config.
     pub(super) fn errorfile(&mut self, l: &Line, li: Option<usize>) {
         let (code, path) = (&l.words[1], &l.words[2]);
         if !matches!(code.parse::<u16>(), Ok(400..=599)) {
             self.unsupported(l, "not an error status (400 to 599)");
             return;
         }
-        let pages = self.errorfiles.entry(li).or_default();
-        pages.insert(code.clone(), path.clone());
+        match li {
+            None => {
+                self.defaults.errorfiles.insert(code.clone(), path.clone());
+            }
+            Some(i) => {
+                self.errorfiles
+                    .entry(i)
+                    .or_default()
+                    .insert(code.clone(), path.clone());
+                self.set_error_pages(i);
+            }
+        }
+        let to = if li.is_some() {
+            "the listener's error_pages (the same file)"
+        } else {
+            "the error_pages of the listeners that follow (the same file)"
+        };
+        if path.starts_with('/') {
+            self.mapped(l, to);
+        } else {
+            // HAProxy reads it from its working directory (or its
+            // `default-path`), rampart from the config file's
+            self.approx(
+                l,
+                format!("{to}; a relative path is read from rampart's config file's folder, HAProxy's from its working directory: check it"),
+            );
+        }
+    }
+
+    /// Writes listener `li`'s `error_pages` from its errorfile lines.
+    fn set_error_pages(&mut self, li: usize) {
+        let Some(pages) = self.errorfiles.get(&li) else {
+            return;
+        };
         let table = format!(
             "{{ {} }}",
             pages
@@ -270,18 +303,7 @@ impl Importer {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        match li {
-            None => self.cfg.global.set("error_pages", table),
-            Some(i) => self.cfg.listeners[i].keys.set("error_pages", table),
-        }
-        self.mapped(
-            l,
-            if li.is_some() {
-                "the listener's error_pages (the same file)"
-            } else {
-                "[global] error_pages (the same file)"
-            },
-        );
+        self.cfg.listeners[li].keys.set("error_pages", table);
     }
 
     pub(super) fn new_listener(&mut self, name: &str) -> usize {
@@ -294,7 +316,12 @@ impl Importer {
             l.keys.set("client_timeout", s(d));
         }
         self.cfg.listeners.push(l);
-        self.cfg.listeners.len() - 1
+        let li = self.cfg.listeners.len() - 1;
+        if !self.defaults.errorfiles.is_empty() {
+            self.errorfiles.insert(li, self.defaults.errorfiles.clone());
+            self.set_error_pages(li);
+        }
+        li
     }
 
     /// A frontend's lines (or a listen section's frontend half).

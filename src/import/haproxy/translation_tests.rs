@@ -690,9 +690,11 @@ backend b
     assert!(reported(&report, "cookie F insert", Fidelity::Approximated));
 }
 
-/// `errorfile`: in defaults, `[global] error_pages`; in a frontend, its
-/// listener's; a status that is not an error, unsupported; in a backend,
-/// not imported (pages are a listener's).
+/// `errorfile`: in defaults, the error_pages of each listener that follows
+/// (a second defaults section's for the listeners after it); in a frontend,
+/// its listener's too; a status that is not an error, unsupported; in a
+/// backend, not imported (pages are a listener's); a relative path,
+/// approximated (HAProxy reads it from its working directory).
 #[test]
 fn errorfiles_are_error_pages() {
     let im = import(
@@ -708,16 +710,34 @@ frontend f
 backend b
   errorfile 500 /srv/500.http
   server s1 10.0.0.1:80
+defaults
+  mode http
+  errorfile 503 errors/other.http
+frontend g
+  bind :81
+  default_backend b
 ",
         "test.cfg",
     );
     let cfg: toml::Value = toml::from_str(&im.toml).unwrap_or_else(|e| panic!("{e}\n{}", im.toml));
-    let global = &cfg["global"]["error_pages"];
-    assert_eq!(global["503"].as_str(), Some("/etc/haproxy/errors/503.http"));
-    assert_eq!(global["504"].as_str(), Some("/etc/haproxy/errors/504.http"));
+    assert!(cfg
+        .get("global")
+        .and_then(|g| g.get("error_pages"))
+        .is_none());
     let own = &on(&cfg, "0.0.0.0:80")["error_pages"];
+    assert_eq!(own["503"].as_str(), Some("/etc/haproxy/errors/503.http"));
+    assert_eq!(own["504"].as_str(), Some("/etc/haproxy/errors/504.http"));
     assert_eq!(own["502"].as_str(), Some("/srv/502.http"));
     assert!(own.get("200").is_none(), "{own}");
+    // the second defaults section's, alone
+    let g = &on(&cfg, "0.0.0.0:81")["error_pages"];
+    assert_eq!(g["503"].as_str(), Some("errors/other.http"));
+    assert!(g.get("504").is_none(), "{g}");
+    assert!(reported(
+        &im.report,
+        "errorfile 503 errors/other.http",
+        Fidelity::Approximated
+    ));
     assert!(reported(
         &im.report,
         "errorfile 200 /srv/ok.http",

@@ -270,7 +270,7 @@ impl Importer {
                 "client_max_body_size" => match d.args.first().and_then(|a| size(a)) {
                     // a server or location that allows more (0: any size)
                     // would refuse what nginx takes: not mapped then
-                    Some(n) if raised_below(ds, n) => self.approx(
+                    Some(n) if self.largest_body.is_some_and(|m| m == 0 || m > n) => self.approx(
                         d,
                         "not mapped: a server or location allows larger bodies, and max_request_body is a whole listener's; set it by hand",
                     ),
@@ -797,16 +797,27 @@ fn max_age(v: &str) -> Option<String> {
     duration(v).filter(|d| d.as_str() != "0s" && !d.ends_with("ms"))
 }
 
-/// Whether a block nested in `ds` (a server, a location) sets
-/// `client_max_body_size` above `n`, or to 0 (no limit).
-fn raised_below(ds: &[Directive], n: u64) -> bool {
-    ds.iter().filter_map(|d| d.block.as_deref()).any(|b| {
-        b.iter().any(|e| {
-            e.name == "client_max_body_size"
-                && e.args
-                    .first()
-                    .and_then(|a| size(a))
-                    .is_none_or(|m| m == 0 || m > n)
-        }) || raised_below(b, n)
-    })
+/// The largest `client_max_body_size` anywhere in `ds` (0, no limit, is the
+/// largest), None if none says one (a conf.d snippet's servers included,
+/// whatever level the line that is mapped is at).
+pub(super) fn largest_body(ds: &[Directive]) -> Option<u64> {
+    let mut most: Option<u64> = None;
+    for d in ds {
+        let here = match d.name.as_str() {
+            "client_max_body_size" => d.args.first().and_then(|a| size(a)),
+            _ => None,
+        };
+        for m in here
+            .into_iter()
+            .chain(d.block.as_deref().and_then(largest_body))
+        {
+            most = Some(match most {
+                Some(0) => 0,
+                _ if m == 0 => 0,
+                Some(x) => x.max(m),
+                None => m,
+            });
+        }
+    }
+    most
 }

@@ -155,6 +155,9 @@ pub(super) struct Importer {
     upstream_names: Vec<String>,
     /// `$server_name` in the server block being read: its first name
     server_name: String,
+    /// The largest `client_max_body_size` of the file (0: no limit), None if
+    /// it has none: an http-level one below it is not a listener's limit.
+    largest_body: Option<u64>,
 }
 
 impl Importer {
@@ -706,6 +709,7 @@ pub fn import(src: &str, file: &str) -> Imported {
         pool_settings: Vec::new(),
         upstream_names: Vec::new(),
         server_name: String::new(),
+        largest_body: None,
     };
     im.cfg.header = vec![
         format!("Imported from {file} by `rampart import nginx`."),
@@ -713,7 +717,10 @@ pub fn import(src: &str, file: &str) -> Imported {
             .into(),
     ];
     match parse(src) {
-        Ok(ds) => im.main_level(&ds),
+        Ok(ds) => {
+            im.largest_body = http::largest_body(&ds);
+            im.main_level(&ds)
+        }
         Err(e) => im.report.push(Entry {
             line: 0,
             directive: "(file)".into(),

@@ -514,6 +514,12 @@ fn an_http_level_body_limit_is_the_listeners() {
             "{raised}: {report:?}"
         );
     }
+    // a conf.d snippet (no http block): the same
+    let (cfg, _) = run("upstream u { server 10.0.0.1:80; }\nclient_max_body_size 1m;\nserver { listen 80; location /up { client_max_body_size 20m; proxy_pass http://u; } }\n");
+    assert!(
+        on(&cfg, "0.0.0.0:80").get("max_request_body").is_none(),
+        "{cfg}"
+    );
     // a smaller one below: the http level's still holds where nginx's does
     let (cfg, _) = http("  client_max_body_size 1m;\n  server { listen 80; location /small { client_max_body_size 1k; proxy_pass http://u; } location / { proxy_pass http://u; } }");
     assert_eq!(
