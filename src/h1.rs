@@ -297,6 +297,8 @@ pub struct ReqHead<'b> {
     pub fallback: Option<&'static str>,
     /// The length of its body (its Content-Length; 0 without one).
     pub body: u64,
+    /// A gRPC call (gRPC-Web over HTTP/1.1): `content-type: application/grpc...`.
+    pub grpc: bool,
     headers: &'b [httparse::Header<'b>],
     special: Special,
     conn: ConnectionTokens<'b>,
@@ -343,6 +345,7 @@ pub fn parse_request<'b>(
     let mut hosts = 0;
     let mut lengths = 0;
     let mut body = 0;
+    let mut grpc = false;
     for (i, h) in headers.iter().enumerate() {
         let why = match special.note(i, field(h.name)) {
             Field::Connection => {
@@ -374,7 +377,13 @@ pub fn parse_request<'b>(
             Field::TransferEncoding => Some("request body"),
             Field::Expect => Some("expect"),
             Field::Upgrade => Some("upgrade"),
-            _ => None,
+            _ => {
+                // (its length first: the one compare most fields pay)
+                grpc |= h.name.len() == 12
+                    && h.value.starts_with(b"application/grpc")
+                    && eq_lowercase(h.name.as_bytes(), b"content-type");
+                None
+            }
         };
         fallback = fallback.or(why);
     }
@@ -402,6 +411,7 @@ pub fn parse_request<'b>(
         host,
         fallback: fallback.or(why),
         body,
+        grpc,
         headers,
         special,
         conn,
@@ -1217,6 +1227,31 @@ mod tests {
             req("DELETE /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").0,
             None
         );
+    }
+
+    /// A gRPC call (gRPC-Web over HTTP/1.1) is told by its Content-Type,
+    /// in any case.
+    #[test]
+    fn a_grpc_call_is_found_by_its_content_type() {
+        for (ctype, grpc) in [
+            ("application/grpc-web+proto", true),
+            ("application/grpc", true),
+            ("text/plain", false),
+            ("application/json", false),
+        ] {
+            for name in ["Content-Type", "content-type", "CONTENT-TYPE"] {
+                let raw = format!(
+                    "POST /x HTTP/1.1\r\nHost: a\r\n{name}: {ctype}\r\nContent-Length: 1\r\n\r\nx"
+                );
+                let mut slots = header_slots();
+                let r = parse_request(raw.as_bytes(), &mut slots).unwrap().unwrap();
+                assert_eq!(r.grpc, grpc, "{name}: {ctype}");
+            }
+        }
+        // another field of the same length is not it
+        let raw = "POST /x HTTP/1.1\r\nHost: a\r\nx-grpc-type1: application/grpc\r\n\r\n";
+        let mut slots = header_slots();
+        assert!(!parse_request(raw.as_bytes(), &mut slots).unwrap().unwrap().grpc);
     }
 
     #[test]

@@ -596,10 +596,7 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
     // they are: hyper's path serves those pools too.
     // A gRPC call (gRPC-Web, over HTTP/1.1) is the other path's too: its
     // errors are gRPC statuses, and its deadline may be read there.
-    let grpc = r.body > 0
-        && r.header("content-type")
-            .is_some_and(|v| v.starts_with(b"application/grpc"));
-    if grpc {
+    if r.grpc {
         return Some(Step::Fallback("a gRPC call"));
     }
     let plain_pool = |p: &Pool| {

@@ -579,7 +579,8 @@ async fn handle(
         // deadline passed meanwhile is not sent
         let acquired = match call {
             None => Some(lc.acquire().await),
-            Some(c) => tokio::time::timeout_at(c.at, lc.acquire())
+            // (boxed: the timer would make every request's future larger)
+            Some(c) => Box::pin(tokio::time::timeout_at(c.at, lc.acquire()))
                 .await
                 .ok()
                 .filter(|_| tokio::time::Instant::now() < c.at),
