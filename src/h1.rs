@@ -1251,7 +1251,12 @@ mod tests {
         // another field of the same length is not it
         let raw = "POST /x HTTP/1.1\r\nHost: a\r\nx-grpc-type1: application/grpc\r\n\r\n";
         let mut slots = header_slots();
-        assert!(!parse_request(raw.as_bytes(), &mut slots).unwrap().unwrap().grpc);
+        assert!(
+            !parse_request(raw.as_bytes(), &mut slots)
+                .unwrap()
+                .unwrap()
+                .grpc
+        );
     }
 
     #[test]

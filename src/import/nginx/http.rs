@@ -796,28 +796,3 @@ impl Importer {
 fn max_age(v: &str) -> Option<String> {
     duration(v).filter(|d| d.as_str() != "0s" && !d.ends_with("ms"))
 }
-
-/// The largest `client_max_body_size` anywhere in `ds` (0, no limit, is the
-/// largest), None if none says one (a conf.d snippet's servers included,
-/// whatever level the line that is mapped is at).
-pub(super) fn largest_body(ds: &[Directive]) -> Option<u64> {
-    let mut most: Option<u64> = None;
-    for d in ds {
-        let here = match d.name.as_str() {
-            "client_max_body_size" => d.args.first().and_then(|a| size(a)),
-            _ => None,
-        };
-        for m in here
-            .into_iter()
-            .chain(d.block.as_deref().and_then(largest_body))
-        {
-            most = Some(match most {
-                Some(0) => 0,
-                _ if m == 0 => 0,
-                Some(x) => x.max(m),
-                None => m,
-            });
-        }
-    }
-    most
-}

@@ -60,6 +60,31 @@ pub(super) fn size(v: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
+/// The largest `client_max_body_size` anywhere in `ds` (0, no limit, is the
+/// largest), None if none says one (a conf.d snippet's servers included,
+/// whatever level the line that is mapped is at).
+fn largest_body(ds: &[Directive]) -> Option<u64> {
+    let mut most: Option<u64> = None;
+    for d in ds {
+        let here = match d.name.as_str() {
+            "client_max_body_size" => d.args.first().and_then(|a| size(a)),
+            _ => None,
+        };
+        for m in here
+            .into_iter()
+            .chain(d.block.as_deref().and_then(largest_body))
+        {
+            most = Some(match most {
+                Some(0) => 0,
+                _ if m == 0 => 0,
+                Some(x) => x.max(m),
+                None => m,
+            });
+        }
+    }
+    most
+}
+
 /// A `listen` address → a socket address, and its options.
 pub(super) fn listen_addr(a: &str) -> Result<String, String> {
     if a.starts_with("unix:") {
@@ -718,7 +743,7 @@ pub fn import(src: &str, file: &str) -> Imported {
     ];
     match parse(src) {
         Ok(ds) => {
-            im.largest_body = http::largest_body(&ds);
+            im.largest_body = largest_body(&ds);
             im.main_level(&ds)
         }
         Err(e) => im.report.push(Entry {
