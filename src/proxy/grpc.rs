@@ -2,11 +2,11 @@
 //! the access log their `grpc-status`.
 
 use super::body::ProxyBody;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 use std::time::{Duration, Instant};
 
-const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+use crate::upstream::GRPC_TIMEOUT;
 
 /// A gRPC call's deadline under a pool's `max_grpc_timeout` (`max`; zero: no
 /// cap): the call's `grpc-timeout`, at most `max`, counted from `start` (when

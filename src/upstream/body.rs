@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 /// `grpc-timeout`.
-pub(crate) const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+pub const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
 /// A gRPC call's deadline, from its `grpc-timeout` under the pool's
 /// `max_grpc_timeout`: a request extension. Its exchange waits for the answer

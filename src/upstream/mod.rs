@@ -13,7 +13,7 @@ mod raw;
 
 pub use body::{
     grpc_timeout_value, CallDeadline, ClientBody, ClientBodyError, ReqBody, ReqBodyError,
-    ReqProgress, BODY_MALFORMED, BODY_STALLED, BODY_TOO_LARGE,
+    ReqProgress, BODY_MALFORMED, BODY_STALLED, BODY_TOO_LARGE, GRPC_TIMEOUT,
 };
 pub(crate) use connect::is_admin;
 pub use connect::{admin_listening, connect_tcp, connect_tls, tasks};
@@ -30,7 +30,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use self::body::{answer_due, GRPC_TIMEOUT};
+use self::body::answer_due;
 use self::connect::connect_http;
 use self::idle::take_idle;
 
