@@ -135,3 +135,75 @@ async fn rampart_answers_its_own_errors_with_the_configured_pages() {
     let (_, _, _, body) = ask(&client(), "GET", &format!("http://{listen}/down")).await;
     assert_eq!(body, "<p>changed</p>");
 }
+
+/// nginx's `error_page 502 503 504 /50x.html` with `location = /50x.html {
+/// root ...; }`, imported by `rampart import nginx`: with its upstream down,
+/// rampart answers what nginx answers, the same file as the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_nginx_error_page_is_the_page_nginx_answers() {
+    let dir = temp_dir("nginx-error-page");
+    let html = dir.join("html");
+    std::fs::create_dir_all(&html).unwrap();
+    let page = "<html><body><h1>Back in a moment</h1></body></html>\n";
+    std::fs::write(html.join("50x.html"), page).unwrap();
+    let (closed, ng) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let d = dir.display();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
+               upstream app {{ server {closed}; }}\n\
+               server {{\n    listen {ng};\n    error_page 502 503 504 /50x.html;\n\
+                 location / {{ proxy_pass http://app; }}\n\
+                 location = /50x.html {{ root {}; internal; }}\n  }}\n}}\n",
+            html.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("rampart.toml");
+    let import = std::process::Command::new(rampart_bin())
+        .args(["import", "nginx"])
+        .arg(&conf)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&import.stderr).into_owned();
+    assert!(
+        report.contains("mapped: error_page 502 503 504 /50x.html"),
+        "{report}"
+    );
+    // rampart on its own address, with an admin address for the harness
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let toml = std::fs::read_to_string(&out)
+        .unwrap()
+        .replace(&format!("\"{ng}\""), &format!("\"{listen}\""));
+    assert!(toml.contains(&format!("\"{listen}\"")), "{toml}");
+    let toml = format!("{toml}\n[admin]\nbind = \"{admin}\"\n");
+    let _nginx = KillOnDrop(
+        std::process::Command::new("nginx")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nginx (scripts/test.sh installs it)"),
+    );
+    let _proxy = Proxy::start(&toml, &[listen]).await;
+    wait_listening(ng, std::time::Duration::from_secs(10)).await;
+    let c = client();
+    let theirs = ask(&c, "GET", &format!("http://{ng}/orders")).await;
+    let ours = ask(&c, "GET", &format!("http://{listen}/orders")).await;
+    assert_eq!(theirs.0, 502, "{theirs:?}");
+    assert_eq!(theirs.3, page);
+    assert_eq!(ours.0, theirs.0, "{ours:?}");
+    assert_eq!(ours.3, theirs.3);
+    assert!(
+        ours.1.starts_with("text/html") && theirs.1.starts_with("text/html"),
+        "{ours:?} {theirs:?}"
+    );
+}

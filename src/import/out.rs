@@ -12,6 +12,15 @@ pub fn list(vs: &[String]) -> String {
     format!("[{}]", items.join(", "))
 }
 
+/// An inline table of strings: `{ "502" = "/srv/502.html" }`.
+pub fn string_table<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    let items: Vec<String> = pairs
+        .into_iter()
+        .map(|(k, v)| format!("{} = {}", s(k), s(v)))
+        .collect();
+    format!("{{ {} }}", items.join(", "))
+}
+
 /// The match keys of a rule (`[[listener.rule]]`'s conditions).
 const MATCH_KEYS: [&str; 8] = [
     "host",

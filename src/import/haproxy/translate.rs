@@ -295,14 +295,7 @@ impl Importer {
         let Some(pages) = self.errorfiles.get(&li) else {
             return;
         };
-        let table = format!(
-            "{{ {} }}",
-            pages
-                .iter()
-                .map(|(c, p)| format!("{} = {}", s(c), s(p)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let table = out::string_table(pages);
         self.cfg.listeners[li].keys.set("error_pages", table);
     }
 

@@ -205,6 +205,13 @@ impl Importer {
                 "upstream" => self.upstream(d, false),
                 "limit_req_zone" => self.limit_req_zone(d),
                 "resolver" => self.resolver(d),
+                // read by each server without error_page lines of its own;
+                // reported by `finish`
+                "error_page" => self.http_pages.push(d.clone()),
+                "root" => {
+                    self.http_root = d.args.first().cloned();
+                    self.http_root_line = Some(d.clone());
+                }
                 "ssl_client_certificate" => {
                     if let Some(ca) = d.args.first() {
                         server_tls.set("client_ca", s(ca));
@@ -226,7 +233,7 @@ impl Importer {
         }
         for d in ds {
             match d.name.as_str() {
-                "upstream" | "limit_req_zone" | "resolver" => {}
+                "upstream" | "limit_req_zone" | "resolver" | "error_page" | "root" => {}
                 "server" => {
                     let b = d.block.clone().unwrap_or_default();
                     self.server(d, &b, &server_tls);

@@ -12,6 +12,7 @@
 //! (longest first).
 
 mod http;
+mod pages;
 mod server;
 mod stream;
 #[cfg(test)]
@@ -41,6 +42,14 @@ pub(super) fn duration(v: &str) -> Option<String> {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
+    })
+}
+
+/// Whether `proxy_intercept_errors on` is anywhere in `ds`.
+fn intercepts_errors(ds: &[Directive]) -> bool {
+    ds.iter().any(|d| {
+        (d.name == "proxy_intercept_errors" && d.args.first().map(String::as_str) == Some("on"))
+            || d.block.as_deref().is_some_and(intercepts_errors)
     })
 }
 
@@ -139,6 +148,12 @@ pub(super) struct Loc {
     own_access: bool,
     own_add_header: bool,
     own_set_header: bool,
+    /// its `root` and `alias` (the value, and the line's report entry), read
+    /// for error pages
+    root: Option<(String, usize)>,
+    alias: Option<(String, usize)>,
+    /// `try_files $uri ...`: a file at the path is served before anything else
+    try_uri: bool,
 }
 
 /// One `listen` of a server block.
@@ -163,6 +178,10 @@ pub(super) struct Server {
     /// rules for the whole server (before its locations)
     pre: Vec<Table>,
     locs: Vec<Loc>,
+    /// its `root` (the value, and the line's report entry)
+    root: Option<(String, usize)>,
+    /// its error pages, resolved: (status, file), the first line's for each
+    pages: Vec<(String, String)>,
 }
 
 pub(super) struct Importer {
@@ -183,6 +202,19 @@ pub(super) struct Importer {
     /// The largest `client_max_body_size` of the file (0: no limit), None if
     /// it has none: an http-level one below it is not a listener's limit.
     largest_body: Option<u64>,
+    /// the http level's error_page lines and `root` (value and line), which
+    /// a server without error_page lines of its own resolves
+    http_pages: Vec<Directive>,
+    http_root: Option<String>,
+    http_root_line: Option<Directive>,
+    /// whether a server's page was read from the http level's root
+    http_root_used: bool,
+    /// the report of each http-level error_page line, from the first server
+    /// that resolved it
+    http_page_notes: std::collections::BTreeMap<usize, Entry>,
+    /// `proxy_intercept_errors on` somewhere: nginx then serves its pages in
+    /// place of servers' own error answers too
+    intercept_errors: bool,
 }
 
 impl Importer {
@@ -208,7 +240,10 @@ impl Importer {
         // conf.d snippets: their upstreams, zones and resolvers first, as
         // http does, since servers name them wherever they are in the file
         for d in ds {
-            if matches!(d.name.as_str(), "upstream" | "limit_req_zone" | "resolver") {
+            if matches!(
+                d.name.as_str(),
+                "upstream" | "limit_req_zone" | "resolver" | "error_page" | "root"
+            ) {
                 self.http_level(std::slice::from_ref(d));
             }
         }
@@ -262,7 +297,7 @@ impl Importer {
                 {
                     self.stream_level(std::slice::from_ref(d));
                 }
-                "upstream" | "limit_req_zone" | "resolver" => {}
+                "upstream" | "limit_req_zone" | "resolver" | "error_page" | "root" => {}
                 // conf.d snippets: what http holds, at the top
                 "server" | "map" | "log_format"
                 | "proxy_connect_timeout" | "proxy_read_timeout" | "proxy_send_timeout"
@@ -329,6 +364,7 @@ impl Importer {
                 a.set(k.trim_start_matches("__"), v);
                 a
             });
+        self.report_http_pages();
         // locations nginx orders in a way rampart's rules cannot (said once)
         for sv in &self.servers {
             if !sv.locs.iter().any(|l| l.kind == LocKind::Regex) {
@@ -436,6 +472,9 @@ impl Importer {
             l.keys.set("mode", s("http"));
             for (k, v) in &http_settings.0 {
                 l.keys.set(k, v.clone());
+            }
+            if let Some(pages) = self.listener_pages(def, &members, &name) {
+                l.keys.set("error_pages", pages);
             }
             if pp {
                 l.keys.set(
@@ -735,6 +774,12 @@ pub fn import(src: &str, file: &str) -> Imported {
         upstream_names: Vec::new(),
         server_name: String::new(),
         largest_body: None,
+        http_pages: Vec::new(),
+        http_root: None,
+        http_root_line: None,
+        http_root_used: false,
+        http_page_notes: std::collections::BTreeMap::new(),
+        intercept_errors: false,
     };
     im.cfg.header = vec![
         format!("Imported from {file} by `rampart import nginx`."),
@@ -744,6 +789,7 @@ pub fn import(src: &str, file: &str) -> Imported {
     match parse(src) {
         Ok(ds) => {
             im.largest_body = largest_body(&ds);
+            im.intercept_errors = intercepts_errors(&ds);
             im.main_level(&ds)
         }
         Err(e) => im.report.push(Entry {

@@ -42,6 +42,8 @@ impl Importer {
         // add_header and proxy_set_header rules of the server itself
         let mut add_headers: Vec<Table> = Vec::new();
         let mut set_headers: Vec<Table> = Vec::new();
+        // its own error_page lines (without any, the http level's hold)
+        let mut own_pages: Vec<Directive> = Vec::new();
         for e in b {
             let a0 = e.args.first().cloned().unwrap_or_default();
             match e.name.as_str() {
@@ -67,20 +69,26 @@ impl Importer {
                         }
                         sv.binds.push(ls);
                         if approx.is_empty() {
-                            self.mapped(e, "bind (and TLS, default_server, proxy_protocol as given)");
+                            self.mapped(
+                                e,
+                                "bind (and TLS, default_server, proxy_protocol as given)",
+                            );
                         } else {
                             self.approx(e, format!("bind; not imported: {}", approx.join(" ")));
                         }
                     }
                     Err(er) => self.unsupported(e, er),
                 },
-                "http2" => self.mapped(e, "rampart serves HTTP/2 (h2 by ALPN on TLS, h2c in clear)"),
+                "http2" => {
+                    self.mapped(e, "rampart serves HTTP/2 (h2 by ALPN on TLS, h2c in clear)")
+                }
                 "server_name" => {
                     let mut approx = false;
                     for n in &e.args {
                         if n.starts_with('~') {
                             approx = true;
-                        } else if n == "_" || n.is_empty() || n == "localhost" && e.args.len() == 1 {
+                        } else if n == "_" || n.is_empty() || n == "localhost" && e.args.len() == 1
+                        {
                             // catch-all names
                             if n != "localhost" {
                                 continue;
@@ -96,7 +104,10 @@ impl Importer {
                         }
                     }
                     if approx {
-                        self.approx(e, "host matches; regex and mid-name wildcard names are not imported");
+                        self.approx(
+                            e,
+                            "host matches; regex and mid-name wildcard names are not imported",
+                        );
                     } else {
                         self.mapped(e, "host matches of its rules");
                     }
@@ -109,7 +120,9 @@ impl Importer {
                     sv.keys.push(a0.clone());
                     self.mapped(e, "[listener.tls] cert's key");
                 }
-                "ssl_client_certificate" | "ssl_trusted_certificate" if e.name == "ssl_client_certificate" => {
+                "ssl_client_certificate" | "ssl_trusted_certificate"
+                    if e.name == "ssl_client_certificate" =>
+                {
                     sv.tls_extra.set("client_ca", s(&a0));
                     client_ca_entry = Some(self.report.len());
                     self.mapped(e, "[listener.tls] client_ca, with ssl_verify_client on or optional (nginx verifies no client certificate without it)");
@@ -117,7 +130,10 @@ impl Importer {
                 "ssl_crl" => {
                     sv.tls_extra.set("client_crl", s(&a0));
                     client_crl_entry = Some(self.report.len());
-                    self.mapped(e, "[listener.tls] client_crl, where client certificates are verified");
+                    self.mapped(
+                        e,
+                        "[listener.tls] client_crl, where client certificates are verified",
+                    );
                 }
                 "ssl_verify_client" => match a0.as_str() {
                     "on" => {
@@ -142,16 +158,31 @@ impl Importer {
                     }
                 },
                 "ssl_protocols" => {
-                    if !e.args.iter().any(|p| p == "TLSv1.2") && e.args.iter().any(|p| p == "TLSv1.3") {
+                    if !e.args.iter().any(|p| p == "TLSv1.2")
+                        && e.args.iter().any(|p| p == "TLSv1.3")
+                    {
                         sv.tls_extra.set("min_version", s("1.3"));
                         self.mapped(e, "[listener.tls] min_version = \"1.3\"");
                     } else {
-                        self.approx(e, "rampart serves TLS 1.2 and 1.3 (older versions are refused)");
+                        self.approx(
+                            e,
+                            "rampart serves TLS 1.2 and 1.3 (older versions are refused)",
+                        );
                     }
                 }
-                "ssl_ciphers" | "ssl_prefer_server_ciphers" | "ssl_session_cache" | "ssl_session_timeout"
-                | "ssl_session_tickets" | "ssl_dhparam" | "ssl_ecdh_curve" | "ssl_stapling" | "ssl_stapling_verify"
-                | "ssl_buffer_size" => self.approx(e, "rustls chooses modern suites; resumption and tickets are on"),
+                "ssl_ciphers"
+                | "ssl_prefer_server_ciphers"
+                | "ssl_session_cache"
+                | "ssl_session_timeout"
+                | "ssl_session_tickets"
+                | "ssl_dhparam"
+                | "ssl_ecdh_curve"
+                | "ssl_stapling"
+                | "ssl_stapling_verify"
+                | "ssl_buffer_size" => self.approx(
+                    e,
+                    "rustls chooses modern suites; resumption and tickets are on",
+                ),
                 "location" => {
                     if let Some(l) = self.location(e) {
                         sv.locs.push(l);
@@ -177,8 +208,14 @@ impl Importer {
                 "proxy_pass" => {
                     self.unsupported(e, "proxy_pass belongs in a location");
                 }
-                "root" | "index" | "try_files" | "autoindex" | "error_page" => {
-                    self.unsupported(e, "rampart serves no files and no error pages of its own: put a file server behind it")
+                "root" => {
+                    // (mapped if an error page is read from it)
+                    sv.root = Some((a0.clone(), self.report.len()));
+                    self.unsupported(e, "rampart serves no files: put a file server behind it");
+                }
+                "error_page" => own_pages.push(e.clone()),
+                "index" | "try_files" | "autoindex" => {
+                    self.unsupported(e, "rampart serves no files: put a file server behind it")
                 }
                 _ if self.common(e) => {}
                 _ => {
@@ -269,6 +306,7 @@ impl Importer {
                 note: "no listen: nginx's default, *:80".into(),
             });
         }
+        self.server_pages(&mut sv, &own_pages);
         // proxy settings of the server apply to the pools its locations use,
         // after the http level's and before the locations' own (nginx: a
         // location's setting wins, and a server's setting holds wherever it
@@ -528,6 +566,11 @@ impl Importer {
             own_access: has("allow") || has("deny"),
             own_add_header: has("add_header"),
             own_set_header: has("proxy_set_header"),
+            root: None,
+            alias: None,
+            try_uri: block.iter().any(|d| {
+                d.name == "try_files" && d.args.first().map(String::as_str) == Some("$uri")
+            }),
         };
         self.mapped(
             e,
@@ -565,10 +608,23 @@ impl Importer {
                     self.proxy_set_header(d, Some(&mut loc.rules));
                 }
                 "location" => self.unsupported(d, "nested locations are not mapped"),
-                "root" | "alias" | "index" | "try_files" | "autoindex" | "expires"
-                | "error_page" => {
+                "root" | "alias" => {
+                    // (mapped if an error page is read from it)
+                    let v = Some((d.args.first().cloned().unwrap_or_default(), self.report.len()));
+                    if d.name == "root" {
+                        loc.root = v;
+                    } else {
+                        loc.alias = v;
+                    }
+                    self.unsupported(d, "rampart serves no files: put a file server behind it");
+                }
+                "index" | "try_files" | "autoindex" | "expires" => {
                     self.unsupported(d, "rampart serves no files: put a file server behind it")
                 }
+                "error_page" => self.unsupported(
+                    d,
+                    "not imported: rampart's error_pages are a listener's, not a path's; put the line in the server block",
+                ),
                 "proxy_buffering"
                 | "proxy_buffers"
                 | "proxy_buffer_size"

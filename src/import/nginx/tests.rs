@@ -527,3 +527,148 @@ fn an_http_level_body_limit_is_the_listeners() {
         Some(1 << 20)
     );
 }
+
+/// The pages of a listener: status → file.
+fn pages(l: &toml::Value) -> Vec<(String, String)> {
+    l.get("error_pages")
+        .and_then(|p| p.as_table())
+        .map(|t| {
+            t.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn entry<'a>(report: &'a [Entry], directive: &str) -> &'a Entry {
+    report
+        .iter()
+        .find(|e| e.directive == directive)
+        .unwrap_or_else(|| panic!("no {directive:?} in {report:#?}"))
+}
+
+/// `error_page CODE ... URI`: the file nginx serves for the URI (the
+/// location it reaches, its root or alias, else the server's or the http
+/// level's root) is the listener's page for each status.
+#[test]
+fn error_page_uris_become_the_files_of_the_listeners_error_pages() {
+    let p = |a: &str, b: &str| (a.to_string(), b.to_string());
+    // nginx's own default: a location with its root
+    let (cfg, report) = http(
+        "server { listen 80;
+           error_page 500 502 503 504 /50x.html;
+           location / { proxy_pass http://u; }
+           location = /50x.html { root /usr/share/nginx/html; } }",
+    );
+    let f = "/usr/share/nginx/html/50x.html";
+    assert_eq!(
+        pages(&on(&cfg, "0.0.0.0:80")),
+        vec![p("500", f), p("502", f), p("503", f), p("504", f)]
+    );
+    assert_eq!(
+        entry(&report, "error_page 500 502 503 504 /50x.html").fidelity,
+        Fidelity::Mapped
+    );
+    assert_eq!(
+        entry(&report, "root /usr/share/nginx/html").fidelity,
+        Fidelity::Mapped
+    );
+    // the http level's, with the http level's root; an alias; a prefix location
+    let (cfg, report) = http(
+        "  root /srv/www;\n  error_page 404 /errors/404.html;\n  error_page 502 /502.json;\n
+         server { listen 80; location / { proxy_pass http://u; } location /errors/ { alias /srv/pages/; } location = /502.json { internal; } }
+         server { listen 81; location / { proxy_pass http://u; } error_page 503 /maint.html; root /srv/81; location = /maint.html { } }",
+    );
+    assert_eq!(
+        pages(&on(&cfg, "0.0.0.0:80")),
+        vec![
+            p("404", "/srv/pages/404.html"),
+            p("502", "/srv/www/502.json")
+        ]
+    );
+    // a server with its own lines inherits none of the http level's
+    assert_eq!(
+        pages(&on(&cfg, "0.0.0.0:81")),
+        vec![p("503", "/srv/81/maint.html")]
+    );
+    assert_eq!(entry(&report, "root /srv/www").fidelity, Fidelity::Mapped);
+    assert_eq!(
+        entry(&report, "alias /srv/pages/").fidelity,
+        Fidelity::Mapped
+    );
+    // a URI that reaches a location that proxies is not a file
+    let (_, report2) = http(
+        "  error_page 502 /502.json;\n  server { listen 80; root /srv; location / { proxy_pass http://u; } }",
+    );
+    assert!(entry(&report2, "error_page 502 /502.json")
+        .note
+        .contains("proxies"));
+    // what is not a file, or changes the status: not imported
+    for (line, why) in [
+        ("error_page 404 =200 /empty.gif", "=CODE"),
+        ("error_page 502 @fallback", "named location"),
+        ("error_page 503 https://status.example/", "redirect"),
+        ("error_page 502 /api/down", "proxies"),
+    ] {
+        let (cfg, report) = http(&format!(
+            "server {{ listen 80; {line}; root /srv; location / {{ proxy_pass http://u; }} }}"
+        ));
+        assert!(pages(&on(&cfg, "0.0.0.0:80")).is_empty(), "{line}");
+        let e = entry(&report, line);
+        assert_eq!(e.fidelity, Fidelity::Unsupported, "{line}");
+        assert!(e.note.contains(why), "{line}: {}", e.note);
+        // a root no page reads serves nothing in rampart
+        assert_eq!(entry(&report, "root /srv").fidelity, Fidelity::Unsupported);
+    }
+    // no root: nginx's relative html, said; intercepted errors, said
+    let (cfg, report) = http(
+        "server { listen 80; error_page 502 /50x.html; proxy_intercept_errors on;
+           location /api/ { proxy_pass http://u; } }",
+    );
+    assert_eq!(
+        pages(&on(&cfg, "0.0.0.0:80")),
+        vec![p("502", "html/50x.html")]
+    );
+    let e = entry(&report, "error_page 502 /50x.html");
+    assert_eq!(e.fidelity, Fidelity::Approximated);
+    assert!(
+        e.note.contains("relative") && e.note.contains("proxy_intercept_errors"),
+        "{}",
+        e.note
+    );
+    // two servers of one listener with different pages: the default server's
+    let (cfg, report) = http(
+        "server { listen 80; server_name a.example; error_page 502 /a.html; root /a; location /api { proxy_pass http://u; } }
+         server { listen 80; server_name b.example; error_page 502 /b.html; root /b; location /api { proxy_pass http://u; } }",
+    );
+    assert_eq!(pages(&on(&cfg, "0.0.0.0:80")), vec![p("502", "/a/a.html")]);
+    assert!(report.iter().any(|e| e.fidelity == Fidelity::Approximated
+        && e.note.contains("differ from the default server's")));
+    // a conf.d snippet (no http block): the top level is the http level
+    let (cfg, _) = run(
+        "upstream u { server 10.0.0.1:80; }\nerror_page 503 /503.html;\nroot /srv;\nserver { listen 80; location /api/ { proxy_pass http://u; } }\n",
+    );
+    assert_eq!(
+        pages(&on(&cfg, "0.0.0.0:80")),
+        vec![p("503", "/srv/503.html")]
+    );
+}
+
+/// A page under a location that serves files first (`try_files $uri
+/// @proxy`, as Mastodon's nginx.conf has it) is the file.
+#[test]
+fn an_error_page_under_try_files_is_the_file() {
+    let (cfg, report) = http(
+        "server { listen 80; root /srv/public; error_page 500 502 /500.html;
+           location / { try_files $uri @proxy; }
+           location @proxy { proxy_pass http://u; } }",
+    );
+    assert_eq!(
+        pages(&on(&cfg, "0.0.0.0:80")),
+        vec![
+            ("500".to_string(), "/srv/public/500.html".to_string()),
+            ("502".to_string(), "/srv/public/500.html".to_string())
+        ]
+    );
+    let _ = entry(&report, "error_page 500 502 /500.html");
+}
