@@ -136,6 +136,31 @@ async fn rampart_answers_its_own_errors_with_the_configured_pages() {
     assert_eq!(body, "<p>changed</p>");
 }
 
+/// `rampart import FORMAT source`, moved from the original's address `from`
+/// to one of its own, with an admin address for the harness: the config,
+/// that address and the import's report.
+fn imported(format: &str, source: &Path, from: SocketAddr) -> (String, SocketAddr, String) {
+    let out = source.with_extension("rampart.toml");
+    let import = std::process::Command::new(rampart_bin())
+        .args(["import", format])
+        .arg(source)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&import.stderr).into_owned();
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let toml = std::fs::read_to_string(&out)
+        .unwrap_or_else(|e| panic!("{e}: {report}"))
+        .replace(&format!("\"{from}\""), &format!("\"{listen}\""));
+    assert!(toml.contains(&format!("\"{listen}\"")), "{toml}");
+    (
+        format!("{toml}\n[admin]\nbind = \"{admin}\"\n"),
+        listen,
+        report,
+    )
+}
+
 /// nginx's `error_page 502 503 504 /50x.html` with `location = /50x.html {
 /// root ...; }`, imported by `rampart import nginx`: with its upstream down,
 /// rampart answers what nginx answers, the same file as the body.
@@ -162,37 +187,12 @@ async fn an_imported_nginx_error_page_is_the_page_nginx_answers() {
         ),
     )
     .unwrap();
-    let out = dir.join("rampart.toml");
-    let import = std::process::Command::new(rampart_bin())
-        .args(["import", "nginx"])
-        .arg(&conf)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&import.stderr).into_owned();
+    let (toml, listen, report) = imported("nginx", &conf, ng);
     assert!(
         report.contains("mapped: error_page 502 503 504 /50x.html"),
         "{report}"
     );
-    // rampart on its own address, with an admin address for the harness
-    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let toml = std::fs::read_to_string(&out)
-        .unwrap()
-        .replace(&format!("\"{ng}\""), &format!("\"{listen}\""));
-    assert!(toml.contains(&format!("\"{listen}\"")), "{toml}");
-    let toml = format!("{toml}\n[admin]\nbind = \"{admin}\"\n");
-    let _nginx = KillOnDrop(
-        std::process::Command::new("nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nginx (scripts/test.sh installs it)"),
-    );
+    let _nginx = nginx(&dir, &conf);
     let _proxy = Proxy::start(&toml, &[listen]).await;
     wait_listening(ng, std::time::Duration::from_secs(10)).await;
     let c = client();
@@ -206,4 +206,69 @@ async fn an_imported_nginx_error_page_is_the_page_nginx_answers() {
         ours.1.starts_with("text/html") && theirs.1.starts_with("text/html"),
         "{ours:?} {theirs:?}"
     );
+}
+
+/// HAProxy's `http-errors` section named by `errorfiles`, and `http-error
+/// status N ... file`, imported by `rampart import haproxy`: with its
+/// server down, rampart answers what HAProxy answers, from the same files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_haproxy_http_errors_are_the_pages_haproxy_answers() {
+    let dir = temp_dir("haproxy-http-errors");
+    let html = "<html><body><h1>No server, sorry</h1></body></html>\n";
+    let errorfile = format!(
+        "HTTP/1.0 503 Service Unavailable\r\nCache-Control: no-cache\r\nConnection: close\r\nContent-Type: text/html\r\n\r\n{html}"
+    );
+    std::fs::write(dir.join("503.http"), &errorfile).unwrap();
+    let json = "{\"error\": \"forbidden\"}\n";
+    std::fs::write(dir.join("403.json"), json).unwrap();
+    let (closed, ha) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 100\n\
+             http-errors site\n  errorfile 503 {}\n\
+             defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n  retries 0\n\
+             frontend web\n  bind {ha}\n  errorfiles site\n\
+               http-error status 403 content-type application/json file {}\n\
+               http-request deny if {{ path_beg /private }}\n  default_backend app\n\
+             backend app\n  server s1 {closed} check inter 200ms fall 1\n",
+            dir.join("503.http").display(),
+            dir.join("403.json").display(),
+        ),
+    )
+    .unwrap();
+    let (toml, listen, report) = imported("haproxy", &cfg, ha);
+    assert!(report.contains("mapped: errorfiles site"), "{report}");
+    let _haproxy = haproxy(&cfg);
+    let _proxy = Proxy::start(&toml, &[listen]).await;
+    wait_listening(ha, std::time::Duration::from_secs(10)).await;
+    let c = client();
+    // both 503 once the check finds the server down (a refused connection
+    // to a server thought up is HAProxy's 503 but rampart's 502)
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "both to see the server down",
+        || {
+            let c = c.clone();
+            async move {
+                ask(&c, "GET", &format!("http://{ha}/")).await.0 == 503
+                    && ask(&c, "GET", &format!("http://{listen}/")).await.0 == 503
+            }
+        },
+    )
+    .await;
+    for (path, status, body, ctype) in [
+        ("/orders", 503, html, "text/html"),
+        ("/private/x", 403, json, "application/json"),
+    ] {
+        let theirs = ask(&c, "GET", &format!("http://{ha}{path}")).await;
+        let ours = ask(&c, "GET", &format!("http://{listen}{path}")).await;
+        assert_eq!((theirs.0, theirs.3.as_str()), (status, body), "{theirs:?}");
+        assert_eq!((ours.0, ours.3.as_str()), (status, body), "{ours:?}");
+        assert!(
+            ours.1.starts_with(ctype) && theirs.1.starts_with(ctype),
+            "{path}: {ours:?} {theirs:?}"
+        );
+    }
 }

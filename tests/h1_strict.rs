@@ -631,15 +631,7 @@ async fn the_table_against_haproxy_and_nginx() {
     )
     .unwrap();
     // (both killed on drop: a failed assertion does not leave them running)
-    let haproxy = KillOnDrop(
-        std::process::Command::new("haproxy")
-            .args(["-db", "-f"])
-            .arg(&ha_cfg)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("haproxy (scripts/test.sh installs it)"),
-    );
+    let haproxy = haproxy(&ha_cfg);
     // nginx
     let ng = free_addr("127.0.0.1");
     let nd = dir.join("nginx");
@@ -650,17 +642,7 @@ async fn the_table_against_haproxy_and_nginx() {
         format!("worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n  server {{ listen {ng}; location / {{ proxy_pass http://{backend}; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n}}\n"),
     )
     .unwrap();
-    let nginx = KillOnDrop(
-        std::process::Command::new("nginx")
-            .arg("-p")
-            .arg(&nd)
-            .arg("-c")
-            .arg(nd.join("nginx.conf"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nginx (scripts/test.sh installs it)"),
-    );
+    let nginx = nginx(&nd, &nd.join("nginx.conf"));
     for a in [ha, ng] {
         wait_listening(a, Duration::from_secs(10)).await;
     }

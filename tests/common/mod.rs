@@ -672,6 +672,36 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// HAProxy (from PATH; scripts/test.sh installs it) in the foreground on
+/// `cfg`, killed when the guard drops.
+pub fn haproxy(cfg: &std::path::Path) -> KillOnDrop {
+    KillOnDrop(
+        std::process::Command::new("haproxy")
+            .args(["-db", "-f"])
+            .arg(cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy (scripts/test.sh installs it)"),
+    )
+}
+
+/// nginx (from PATH; scripts/test.sh installs it) with prefix `dir` on
+/// `conf` (which says `daemon off`), killed when the guard drops.
+pub fn nginx(dir: &std::path::Path, conf: &std::path::Path) -> KillOnDrop {
+    KillOnDrop(
+        std::process::Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nginx (scripts/test.sh installs it)"),
+    )
+}
+
 /// Runs `cmd` (stdout and stderr captured) and waits at most `within` for it
 /// to exit, polling (a blocking call, for plain `#[test]`s); a process still
 /// running then is killed and the test fails, instead of hanging the CI.

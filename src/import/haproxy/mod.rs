@@ -131,6 +131,8 @@ struct Importer {
     cookies: HashMap<usize, PoolCookie>,
     /// Each listener's `errorfile` lines (its defaults' and its own), by status.
     errorfiles: HashMap<usize, std::collections::BTreeMap<String, String>>,
+    /// The `http-errors` sections: their `errorfile` lines, by status.
+    http_errors: HashMap<String, Vec<(String, String)>>,
 }
 
 /// Converts a haproxy.cfg. Never fails: what cannot be mapped is reported.
@@ -157,7 +159,19 @@ pub fn import(src: &str, file: &str) -> Imported {
         health_lines: Vec::new(),
         cookies: HashMap::new(),
         errorfiles: HashMap::new(),
+        http_errors: HashMap::new(),
     };
+    for sec in secs.iter().filter(|s| s.keyword == "http-errors") {
+        let pages = im.http_errors.entry(sec.name.clone()).or_default();
+        for l in sec
+            .lines
+            .iter()
+            .filter(|l| l.words[0] == "errorfile" && l.words.len() > 2)
+        {
+            pages.retain(|(c, _)| *c != l.words[1]);
+            pages.push((l.words[1].clone(), l.words[2].clone()));
+        }
+    }
     for sec in secs.iter().filter(|s| s.keyword == "crt-store") {
         let arg = |l: &Line, k: &str| {
             l.words
@@ -300,6 +314,24 @@ pub fn import(src: &str, file: &str) -> Imported {
                     }
                 }
             }
+            Kind::Other if sec.keyword == "http-errors" => {
+                im.mapped(&head, "its pages, where errorfiles names it");
+                for l in &sec.lines {
+                    match (
+                        l.words[0].as_str(),
+                        l.words.get(1).map(|c| c.parse::<u16>()),
+                    ) {
+                        ("errorfile", Some(Ok(400..=599))) if l.words.len() > 2 => im.mapped(
+                            l,
+                            "a page of the error_pages where errorfiles names the section",
+                        ),
+                        ("errorfile", _) => {
+                            im.unsupported(l, "errorfile CODE (400 to 599) FILE expected")
+                        }
+                        _ => im.unsupported(l, "in an http-errors section"),
+                    }
+                }
+            }
             Kind::Other => {
                 im.unsupported(&head, "this section has no rampart equivalent");
                 for l in &sec.lines {
@@ -358,7 +390,7 @@ impl Importer {
                 "connection-level rules are not in rampart (tcp listeners route by SNI; limits apply to HTTP requests)",
             ),
             "compression" => self.unsupported(l, "rampart does not compress"),
-            "errorfile" => self.approx(
+            "errorfile" | "errorfiles" | "http-error" => self.approx(
                 l,
                 "not imported: error_pages are a listener's (or [global]'s): set them on the listeners that use this backend",
             ),

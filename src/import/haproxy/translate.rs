@@ -105,6 +105,8 @@ impl Importer {
                 "cookie" => self.cookie_line(l, None),
                 "dynamic-cookie-key" => self.dynamic_cookie_key(l, None),
                 "errorfile" if w.len() > 2 => self.errorfile(l, None),
+                "errorfiles" if w.len() > 1 => self.errorfiles(l, None),
+                "http-error" => self.http_error(l, None),
                 "log" => self.unsupported(l, "rampart logs to stderr and stdout"),
                 _ => self.unsupported(l, "no rampart equivalent is mapped"),
             }
@@ -261,32 +263,129 @@ impl Importer {
             self.unsupported(l, "not an error status (400 to 599)");
             return;
         }
-        match li {
-            None => {
-                self.defaults.errorfiles.insert(code.clone(), path.clone());
+        self.add_pages(l, li, vec![(code.clone(), path.clone())], None);
+    }
+
+    /// `errorfiles NAME [CODE ...]`: the pages of the `http-errors NAME`
+    /// section (those of the codes given, else all), as `errorfile` lines
+    /// there, in order with them (the last for a status wins).
+    pub(super) fn errorfiles(&mut self, l: &Line, li: Option<usize>) {
+        let Some(section) = self.http_errors.get(&l.words[1]).cloned() else {
+            self.unsupported(l, format!("no http-errors section {:?}", l.words[1]));
+            return;
+        };
+        let codes = &l.words[2..];
+        let pages: Vec<(String, String)> = section
+            .into_iter()
+            .filter(|(c, _)| codes.is_empty() || codes.contains(c))
+            .collect();
+        let missing: Vec<&String> = codes
+            .iter()
+            .filter(|c| !pages.iter().any(|(p, _)| p == *c))
+            .collect();
+        let approx = (!missing.is_empty()).then(|| {
+            format!(
+                "the section has no page for {}: HAProxy's own answer",
+                missing
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
+        self.add_pages(l, li, pages, approx);
+    }
+
+    /// `http-error status CODE [content-type TYPE] errorfile FILE | file
+    /// FILE`: a page for CODE, a whole response or a body. An inline
+    /// `string`, a log-format body and added `hdr` fields are not in
+    /// rampart's pages, which are files.
+    pub(super) fn http_error(&mut self, l: &Line, li: Option<usize>) {
+        let w = &l.words;
+        let arg = |k: &str| w.iter().position(|x| x == k).and_then(|i| w.get(i + 1));
+        let code = match (w.get(1).map(String::as_str), w.get(2)) {
+            (Some("status"), Some(c)) if matches!(c.parse::<u16>(), Ok(400..=599)) => c.clone(),
+            _ => {
+                self.unsupported(l, "http-error status CODE (400 to 599) expected");
+                return;
             }
-            Some(i) => {
-                self.errorfiles
-                    .entry(i)
-                    .or_default()
-                    .insert(code.clone(), path.clone());
-                self.set_error_pages(i);
+        };
+        if [
+            "string",
+            "lf-string",
+            "lf-file",
+            "hdr",
+            "default-errorfiles",
+            "errorfiles",
+        ]
+        .iter()
+        .any(|k| w.contains(&k.to_string()))
+        {
+            self.unsupported(
+                l,
+                "not imported: rampart's pages are files (errorfile or file), without added fields",
+            );
+            return;
+        }
+        let (path, approx) = match (arg("errorfile"), arg("file")) {
+            (Some(f), _) => (f.clone(), None),
+            (None, Some(f)) => {
+                // rampart types a body by its file's extension
+                let by_ext = match f.rsplit('.').next() {
+                    Some("html" | "htm") => "text/html",
+                    Some("json") => "application/json",
+                    Some("xml") => "application/xml",
+                    _ => "text/plain",
+                };
+                let given = arg("content-type").map(|t| t.split(';').next().unwrap_or(t).trim());
+                let approx = given.filter(|g| !g.eq_ignore_ascii_case(by_ext)).map(|g| {
+                    format!("served as {by_ext} (by its extension), not {g}: write it as a whole response (HTTP/1.1 {code} ..., then Content-Type) to keep it")
+                });
+                (f.clone(), approx)
             }
+            (None, None) => {
+                self.unsupported(l, "not imported: no errorfile or file: HAProxy's own page");
+                return;
+            }
+        };
+        self.add_pages(l, li, vec![(code, path)], approx);
+    }
+
+    /// Pages `(status, file)` of line `l`: in defaults (`li` None) the
+    /// error_pages of the listeners that follow it, else listener `li`'s.
+    fn add_pages(
+        &mut self,
+        l: &Line,
+        li: Option<usize>,
+        pages: Vec<(String, String)>,
+        approx: Option<String>,
+    ) {
+        let relative = pages.iter().any(|(_, p)| !p.starts_with('/'));
+        let target = match li {
+            None => &mut self.defaults.errorfiles,
+            Some(i) => self.errorfiles.entry(i).or_default(),
+        };
+        for (code, path) in pages {
+            target.insert(code, path);
+        }
+        if let Some(i) = li {
+            self.set_error_pages(i);
+        }
+        let mut notes: Vec<String> = approx.into_iter().collect();
+        if relative {
+            // HAProxy reads it from its working directory (or its
+            // `default-path`), rampart from the config file's
+            notes.push("a relative path is read from rampart's config file's folder, HAProxy's from its working directory: check it".into());
         }
         let to = if li.is_some() {
             "the listener's error_pages (the same file)"
         } else {
             "the error_pages of the listeners that follow (the same file)"
         };
-        if path.starts_with('/') {
+        if notes.is_empty() {
             self.mapped(l, to);
         } else {
-            // HAProxy reads it from its working directory (or its
-            // `default-path`), rampart from the config file's
-            self.approx(
-                l,
-                format!("{to}; a relative path is read from rampart's config file's folder, HAProxy's from its working directory: check it"),
-            );
+            self.approx(l, format!("{to}; {}", notes.join("; ")));
         }
     }
 
@@ -354,6 +453,14 @@ impl Importer {
             }
             "errorfile" if w.len() > 2 => {
                 self.errorfile(l, Some(li));
+                true
+            }
+            "errorfiles" if w.len() > 1 => {
+                self.errorfiles(l, Some(li));
+                true
+            }
+            "http-error" => {
+                self.http_error(l, Some(li));
                 true
             }
             "timeout" if w.len() > 2 && w[1] == "client" => {

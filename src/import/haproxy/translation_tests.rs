@@ -754,3 +754,86 @@ frontend g
         Fidelity::Mapped
     ));
 }
+
+/// `http-errors` sections named by `errorfiles` (all their pages, or the
+/// codes given), in order with `errorfile` lines (the last for a status
+/// wins), and `http-error status N errorfile|file`: the same error_pages.
+#[test]
+fn http_errors_sections_and_http_error_are_error_pages() {
+    let im = import(
+        "http-errors site
+  errorfile 503 /srv/site/503.http
+  errorfile 403 /srv/site/403.http
+  errorfile 404 /srv/site/404.http
+defaults
+  mode http
+  errorfiles site 503
+frontend f
+  bind :80
+  errorfile 502 /srv/502.http
+  errorfiles site 403 404 429
+  http-error status 500 content-type text/html file /srv/500.html
+  http-error status 504 content-type application/json file /srv/504.txt
+  http-error status 429 errorfile /srv/429.http
+  http-error status 400 content-type text/plain string \"bad\"
+  errorfiles nowhere
+  default_backend b
+backend b
+  errorfiles site
+  server s1 10.0.0.1:80
+frontend g
+  bind :81
+  errorfile 503 /srv/g-503.http
+  errorfiles site
+  default_backend b
+",
+        "test.cfg",
+    );
+    let cfg: toml::Value = toml::from_str(&im.toml).unwrap_or_else(|e| panic!("{e}\n{}", im.toml));
+    let f = &on(&cfg, "0.0.0.0:80")["error_pages"];
+    let page = |t: &toml::Value, c: &str| t.get(c).and_then(|v| v.as_str()).map(String::from);
+    assert_eq!(page(f, "503").as_deref(), Some("/srv/site/503.http"));
+    assert_eq!(page(f, "502").as_deref(), Some("/srv/502.http"));
+    assert_eq!(page(f, "403").as_deref(), Some("/srv/site/403.http"));
+    assert_eq!(page(f, "404").as_deref(), Some("/srv/site/404.http"));
+    assert_eq!(page(f, "500").as_deref(), Some("/srv/500.html"));
+    assert_eq!(page(f, "504").as_deref(), Some("/srv/504.txt"));
+    assert_eq!(page(f, "429").as_deref(), Some("/srv/429.http"));
+    assert_eq!(page(f, "400"), None, "{f}");
+    // the section's pages come after the frontend's own errorfile: they win
+    let g = &on(&cfg, "0.0.0.0:81")["error_pages"];
+    assert_eq!(page(g, "503").as_deref(), Some("/srv/site/503.http"));
+    for (line, fidelity) in [
+        ("http-errors site", Fidelity::Mapped),
+        ("errorfile 403 /srv/site/403.http", Fidelity::Mapped),
+        ("errorfiles site 503", Fidelity::Mapped),
+        // no 429 in the section
+        ("errorfiles site 403 404 429", Fidelity::Approximated),
+        (
+            "http-error status 500 content-type text/html file /srv/500.html",
+            Fidelity::Mapped,
+        ),
+        // served as text/plain by its extension
+        (
+            "http-error status 504 content-type application/json file /srv/504.txt",
+            Fidelity::Approximated,
+        ),
+        (
+            "http-error status 429 errorfile /srv/429.http",
+            Fidelity::Mapped,
+        ),
+        (
+            "http-error status 400 content-type text/plain string bad",
+            Fidelity::Unsupported,
+        ),
+        ("errorfiles nowhere", Fidelity::Unsupported),
+        // a backend's: pages are a listener's
+        ("errorfiles site", Fidelity::Approximated),
+    ] {
+        assert!(
+            reported(&im.report, line, fidelity),
+            "{line}: {:#?}",
+            im.report
+        );
+    }
+}
