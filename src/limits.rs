@@ -125,6 +125,8 @@ pub struct ListenerShared {
     pub denied: AtomicU64,
     /// Requests answered by a `redirect` rule.
     pub redirected: AtomicU64,
+    /// Requests a rule answered itself (`respond`).
+    pub responded: AtomicU64,
     /// Requests refused by a rate limit or quota (429).
     pub rate_limited: AtomicU64,
     /// Requests refused for what the client sent, by
@@ -152,6 +154,7 @@ impl ListenerShared {
             responses: Default::default(),
             denied: AtomicU64::new(0),
             redirected: AtomicU64::new(0),
+            responded: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             max_request_body: AtomicU64::new(0),
             error_pages: Default::default(),

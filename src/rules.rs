@@ -327,6 +327,12 @@ pub enum Terminal {
         status: StatusCode,
         to: Template,
     },
+    /// An answer of the operator's own (`respond`).
+    Respond {
+        status: StatusCode,
+        body: Bytes,
+        content_type: http::HeaderValue,
+    },
     /// Index into the generation's pools.
     Pool(usize),
 }

@@ -23,6 +23,7 @@ fn config(listen: SocketAddr, admin: SocketAddr, backend: SocketAddr, dir: &Path
          error_pages = {{ \"502\" = \"{}\" }}\n\
            [[listener.rule]]\n  path_prefix = \"/secret\"\n  deny = {{ status = 403, body = \"ours to keep\\n\" }}\n\
            [[listener.rule]]\n  path_prefix = \"/private\"\n  deny = 403\n\
+           [[listener.rule]]\n  path_prefix = \"/maint\"\n  respond = {{ status = 503, body = \"planned\\n\" }}\n\
            [[listener.route]]\n  path_prefix = \"/down\"\n  pool = \"down\"\n\
            [[listener.route]]\n  path_prefix = \"/none\"\n  pool = \"none\"\n\
          [[pool]]\nname = \"api\"\n  [[pool.server]]\n  address = \"{backend}\"\n\
@@ -88,6 +89,9 @@ async fn rampart_answers_its_own_errors_with_the_configured_pages() {
         assert_eq!(body, "{\"error\": \"forbidden\"}", "{what}");
         let (st, _, _, body) = ask(&c, "GET", &format!("http://{listen}/secret")).await;
         assert_eq!((st, body.as_str()), (403, "ours to keep\n"), "{what}");
+        // a respond rule's answer is the operator's own: no page
+        let (st, _, _, body) = ask(&c, "GET", &format!("http://{listen}/maint")).await;
+        assert_eq!((st, body.as_str()), (503, "planned\n"), "{what}");
         // a HEAD gets the fields, no body
         let (st, ctype, _, body) = ask(&c, "HEAD", &format!("http://{listen}/none")).await;
         assert_eq!(
@@ -163,7 +167,8 @@ fn imported(format: &str, source: &Path, from: SocketAddr) -> (String, SocketAdd
 
 /// nginx's `error_page 502 503 504 /50x.html` with `location = /50x.html {
 /// root ...; }`, imported by `rampart import nginx`: with its upstream down,
-/// rampart answers what nginx answers, the same file as the body.
+/// rampart answers what nginx answers, the same file as the body; and its
+/// `return 200 "ok\n"` the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_imported_nginx_error_page_is_the_page_nginx_answers() {
     let dir = temp_dir("nginx-error-page");
@@ -182,7 +187,8 @@ async fn an_imported_nginx_error_page_is_the_page_nginx_answers() {
                upstream app {{ server {closed}; }}\n\
                server {{\n    listen {ng};\n    error_page 502 503 504 /50x.html;\n\
                  location / {{ proxy_pass http://app; }}\n\
-                 location = /50x.html {{ root {}; internal; }}\n  }}\n}}\n",
+                 location = /50x.html {{ root {}; internal; }}\n\
+                 location = /healthz {{ default_type text/plain; return 200 \"ok\\n\"; }}\n  }}\n}}\n",
             html.display()
         ),
     )
@@ -205,12 +211,18 @@ async fn an_imported_nginx_error_page_is_the_page_nginx_answers() {
     assert!(
         ours.1.starts_with("text/html") && theirs.1.starts_with("text/html"),
         "{ours:?} {theirs:?}"
-    );
+    ); // `return 200 "ok\n"`: a respond rule
+    let theirs = ask(&c, "GET", &format!("http://{ng}/healthz")).await;
+    let ours = ask(&c, "GET", &format!("http://{listen}/healthz")).await;
+    assert_eq!((theirs.0, theirs.3.as_str()), (200, "ok\n"), "{theirs:?}");
+    assert_eq!((ours.0, ours.3.as_str()), (200, "ok\n"), "{ours:?}");
+    assert!(ours.1.starts_with("text/plain") && theirs.1.starts_with("text/plain"));
 }
 
 /// HAProxy's `http-errors` section named by `errorfiles`, and `http-error
 /// status N ... file`, imported by `rampart import haproxy`: with its
-/// server down, rampart answers what HAProxy answers, from the same files.
+/// server down, rampart answers what HAProxy answers, from the same files;
+/// and its `http-request return` the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imported_haproxy_http_errors_are_the_pages_haproxy_answers() {
     let dir = temp_dir("haproxy-http-errors");
@@ -231,7 +243,8 @@ async fn imported_haproxy_http_errors_are_the_pages_haproxy_answers() {
              defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n  retries 0\n\
              frontend web\n  bind {ha}\n  errorfiles site\n\
                http-error status 403 content-type application/json file {}\n\
-               http-request deny if {{ path_beg /private }}\n  default_backend app\n\
+               http-request deny if {{ path_beg /private }}\n\
+               http-request return status 200 content-type text/plain string ok if {{ path /healthz }}\n  default_backend app\n\
              backend app\n  server s1 {closed} check inter 200ms fall 1\n",
             dir.join("503.http").display(),
             dir.join("403.json").display(),
@@ -261,6 +274,8 @@ async fn imported_haproxy_http_errors_are_the_pages_haproxy_answers() {
     for (path, status, body, ctype) in [
         ("/orders", 503, html, "text/html"),
         ("/private/x", 403, json, "application/json"),
+        // `http-request return`: a respond rule
+        ("/healthz", 200, "ok", "text/plain"),
     ] {
         let theirs = ask(&c, "GET", &format!("http://{ha}{path}")).await;
         let ours = ask(&c, "GET", &format!("http://{listen}{path}")).await;

@@ -68,6 +68,13 @@ pool = "a"
   method = ["GET", "HEAD", "DELETE"]
   not = true
   deny = 405
+  # 10, 11: answers of the proxy's own: a health check, a maintenance page
+  [[listener.rule]]
+  path = "/healthz"
+  respond = {{ body = "ok\n" }}
+  [[listener.rule]]
+  path_prefix = "/maint"
+  respond = {{ status = 503, body = "{{\"down\": true}}", content_type = "application/json" }}
   # the old syntax: a route, evaluated after the rules
   [[listener.route]]
   path_prefix = "/b/"
@@ -101,6 +108,9 @@ const CASES: &[Case] = &[
     Case { what: "deny by path and src", method: "GET", path: "/admin/x", host: None, headers: &[], status: 403, expect: "admin is internal\n" },
     Case { what: "not: another method", method: "PATCH", path: "/", host: None, headers: &[], status: 405, expect: "405 Method Not Allowed\n" },
     Case { what: "not: a listed method", method: "HEAD", path: "/", host: None, headers: &[], status: 200, expect: "" },
+    Case { what: "respond", method: "GET", path: "/healthz", host: None, headers: &[], status: 200, expect: "ok\n" },
+    Case { what: "respond to HEAD", method: "HEAD", path: "/healthz", host: None, headers: &[], status: 200, expect: "" },
+    Case { what: "respond with a status", method: "GET", path: "/maint/x", host: None, headers: &[], status: 503, expect: "{\"down\": true}" },
     Case { what: "redirect with {uri}", method: "GET", path: "/p?q=1", host: Some("old.example.com"), headers: &[], status: 301, expect: "https://new.example.com/p?q=1" },
     Case { what: "exact path", method: "GET", path: "/exact", host: None, headers: &[], status: 200, expect: "b" },
     Case { what: "exact path, longer", method: "GET", path: "/exact/more", host: None, headers: &[], status: 200, expect: "a" },
@@ -189,10 +199,25 @@ async fn rules_match_and_act_on_the_fast_path_and_the_hyper_path() {
                 "{path}: {}",
                 case.what
             );
+            if case.what.starts_with("respond") {
+                let ctype = if case.status == 503 {
+                    "application/json"
+                } else {
+                    "text/plain; charset=utf-8"
+                };
+                assert_eq!(headers["content-type"], ctype, "{path}: {}", case.what);
+                if case.method == "HEAD" && !h2 {
+                    // the length of what a GET gets
+                    assert_eq!(headers["content-length"], "3", "{path}: {}", case.what);
+                }
+            }
             if st == StatusCode::OK {
                 // rule 0's response edit applies to every proxied answer, but
                 // those to /users, where a later rule removes it
-                let want: Option<&[u8]> = (!case.path.starts_with("/users")).then_some(b"yes");
+                // (and those rampart gave itself)
+                let want: Option<&[u8]> = (!case.path.starts_with("/users")
+                    && !case.what.starts_with("respond"))
+                .then_some(b"yes");
                 assert_eq!(
                     headers.get("x-rule").map(|v| v.as_bytes()),
                     want,
@@ -262,13 +287,19 @@ async fn rules_match_and_act_on_the_fast_path_and_the_hyper_path() {
         .filter(|c| matches!(c.status, 401 | 403 | 405))
         .count();
     let redirected = 2 * CASES.iter().filter(|c| c.status == 301).count();
+    let responded = 2 * CASES
+        .iter()
+        .filter(|c| c.what.starts_with("respond"))
+        .count();
     let v = p.stats().await;
     assert_eq!(v["listeners"][0]["denied"], denied, "{v}");
     assert_eq!(v["listeners"][0]["redirected"], redirected, "{v}");
+    assert_eq!(v["listeners"][0]["responded"], responded, "{v}");
     let (_, m) = admin_get(admin, "/metrics").await;
     for want in [
         format!("rampart_listener_denied_total{{listener=\"web\"}} {denied}"),
         format!("rampart_listener_redirected_total{{listener=\"web\"}} {redirected}"),
+        format!("rampart_listener_responded_total{{listener=\"web\"}} {responded}"),
     ] {
         assert!(m.contains(&want), "{want}: {m}");
     }

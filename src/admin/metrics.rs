@@ -255,6 +255,11 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
         "Requests answered by a redirect rule",
         &["listener"],
     );
+    let l_responded = counter(
+        "rampart_listener_responded_total",
+        "Requests answered by a respond rule",
+        &["listener"],
+    );
     let l_limited = counter(
         "rampart_listener_rate_limited_total",
         "Requests refused by a rate limit or quota (429)",
@@ -526,6 +531,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
             for (c, n) in [
                 (&l_denied, &st.denied),
                 (&l_redirected, &st.redirected),
+                (&l_responded, &st.responded),
                 (&l_limited, &st.rate_limited),
             ] {
                 c.with_label_values(&[&*l.name])
@@ -776,6 +782,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     out.extend(l_responses.collect());
     out.extend(l_denied.collect());
     out.extend(l_redirected.collect());
+    out.extend(l_responded.collect());
     out.extend(l_limited.collect());
     out.extend(dns_lookups.collect());
     out.extend(dns_errors.collect());

@@ -108,6 +108,9 @@ pub struct ListenerView {
     /// Requests answered by a `redirect` rule.
     #[serde(default)]
     pub redirected: u64,
+    /// Requests answered by a `respond` rule.
+    #[serde(default)]
+    pub responded: u64,
     /// Requests refused by a rate limit or quota (429).
     #[serde(default)]
     pub rate_limited: u64,
@@ -299,6 +302,7 @@ pub fn build(shared: &Shared, rates: &Mutex<crate::rates::Rates>) -> Stats {
             },
             denied: st.denied.load(Ordering::Relaxed),
             redirected: st.redirected.load(Ordering::Relaxed),
+            responded: st.responded.load(Ordering::Relaxed),
             rate_limited: st.rate_limited.load(Ordering::Relaxed),
             request_errors: match l.mode {
                 crate::config::Mode::Http => crate::accesslog::RequestFault::REASONS

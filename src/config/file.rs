@@ -655,6 +655,10 @@ pub struct RuleFile {
     /// `deny = 403`, or `deny = { status = 403, body = "..." }`
     pub deny: Option<DenyFile>,
     pub redirect: Option<RedirectFile>,
+    /// `respond = { status = 200, body = "ok\n", content_type = "..." }`:
+    /// rampart answers itself (HAProxy's `http-request return`, nginx's
+    /// `return 200 "..."`).
+    pub respond: Option<RespondFile>,
     pub pool: Option<String>,
     #[serde(default)]
     pub set_header: std::collections::BTreeMap<String, String>,
@@ -701,6 +705,20 @@ pub struct DenyFull {
     pub status: u16,
     #[serde(default)]
     pub body: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespondFile {
+    #[serde(default = "default_respond_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+    pub content_type: Option<String>,
+}
+
+fn default_respond_status() -> u16 {
+    200
 }
 
 #[derive(Debug, Deserialize)]

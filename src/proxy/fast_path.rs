@@ -625,6 +625,7 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
         Decision::Reconfiguring => return answer(http::reconfiguring()),
         d @ (Decision::Deny { .. }
         | Decision::Redirect { .. }
+        | Decision::Respond { .. }
         | Decision::ReadOnly { .. }
         | Decision::Limited { .. }) => {
             return answer(http::decided(d, ctx, r.method, r.target, start))

@@ -894,6 +894,18 @@ pub(super) fn decided(
             );
             r
         }
+        lifecycle::Decision::Respond {
+            status,
+            body,
+            content_type,
+        } => {
+            let mut r = Response::new(ProxyBody::Full(Some(body)));
+            *r.status_mut() = status;
+            // the operator's own answer: no error page replaces it
+            r.extensions_mut().insert(Authored);
+            r.headers_mut().insert(header::CONTENT_TYPE, content_type);
+            r
+        }
         lifecycle::Decision::Redirect { status, location } => {
             let mut r = Response::new(ProxyBody::empty());
             *r.status_mut() = status;

@@ -63,6 +63,12 @@ pub enum Decision {
         status: StatusCode,
         location: String,
     },
+    /// Answered by a rule: `respond`.
+    Respond {
+        status: StatusCode,
+        body: Bytes,
+        content_type: http::HeaderValue,
+    },
     /// A write while the listener or its pool is read-only.
     ReadOnly {
         status: StatusCode,
@@ -117,6 +123,21 @@ pub fn decide(
                 return Decision::Redirect {
                     status: *status,
                     location: to.render(req),
+                };
+            }
+            Outcome::Terminal(
+                Terminal::Respond {
+                    status,
+                    body,
+                    content_type,
+                },
+                _,
+            ) => {
+                listener.responded.fetch_add(1, Ordering::Relaxed);
+                return Decision::Respond {
+                    status: *status,
+                    body: body.clone(),
+                    content_type: content_type.clone(),
                 };
             }
             Outcome::Terminal(Terminal::Pool(i), a) => (*i, a),

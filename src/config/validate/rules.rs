@@ -231,6 +231,46 @@ pub(super) fn compile(
                 Err(e) => p.add(&rdat.key("to"), e),
             }
         }
+        if let Some(r) = &f.respond {
+            let at = rat.key("respond");
+            let status = match StatusCode::from_u16(r.status) {
+                Ok(st) if (200..=599).contains(&r.status) => Some(st),
+                _ => {
+                    p.add(
+                        &at.key("status"),
+                        format!("{} is not a status to answer with (200 to 599)", r.status),
+                    );
+                    None
+                }
+            };
+            if matches!(r.status, 204 | 304) && !r.body.is_empty() {
+                p.add(
+                    &at.key("body"),
+                    format!("a {} answer has no body", r.status),
+                );
+            }
+            let ctype = r
+                .content_type
+                .as_deref()
+                .unwrap_or("text/plain; charset=utf-8");
+            let content_type = match http::HeaderValue::from_str(ctype) {
+                Ok(v) if !ctype.is_empty() => Some(v),
+                _ => {
+                    p.add(
+                        &at.key("content_type"),
+                        format!("{ctype:?} is not a Content-Type value"),
+                    );
+                    None
+                }
+            };
+            if let (Some(status), Some(content_type)) = (status, content_type) {
+                terminals.push(Terminal::Respond {
+                    status,
+                    body: Bytes::from(r.body.clone()),
+                    content_type,
+                });
+            }
+        }
         if let Some(name) = &f.pool {
             match pool_index.get(name.as_str()) {
                 Some(&ix) => {
@@ -242,14 +282,19 @@ pub(super) fn compile(
                 None => p.add(&rat.key("pool"), format!("pool {name:?} is not defined")),
             }
         }
-        let set_count = [f.deny.is_some(), f.redirect.is_some(), f.pool.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let set_count = [
+            f.deny.is_some(),
+            f.redirect.is_some(),
+            f.respond.is_some(),
+            f.pool.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if set_count > 1 {
             p.add(
                 &rat,
-                "deny, redirect and pool each decide the request: a rule has at most one of them",
+                "deny, redirect, respond and pool each decide the request: a rule has at most one of them",
             );
         }
         let edits = Edits {
@@ -298,7 +343,7 @@ pub(super) fn compile(
         {
             p.add(
                 &rat,
-                "the rule does nothing: give deny, redirect, pool, rate_limit, priority, writes or a header edit",
+                "the rule does nothing: give deny, redirect, respond, pool, rate_limit, priority, writes or a header edit",
             );
         }
         let mut rule = Rule::new(m, terminals.into_iter().next(), edits);

@@ -371,6 +371,55 @@ impl Importer {
                     notes.push("its options are not imported".into());
                 }
             }
+            ("http-request", "return") => {
+                // return [status N] [content-type T] [string S] ...
+                let mut status = 200u16;
+                let mut ctype: Option<String> = None;
+                let mut body: Option<String> = None;
+                let mut i = 2;
+                while i < act.len() {
+                    let v = act.get(i + 1);
+                    match (act[i].as_str(), v) {
+                        ("status", Some(v)) => match v.parse::<u16>() {
+                            Ok(n @ 200..=599) => status = n,
+                            _ => {
+                                self.unsupported(l, "a status from 200 to 599 expected");
+                                return true;
+                            }
+                        },
+                        ("content-type", Some(v)) => ctype = Some(v.clone()),
+                        ("string", Some(v)) => body = Some(v.clone()),
+                        ("default-errorfiles", _) => {
+                            i += 1;
+                            continue;
+                        }
+                        _ => {
+                            self.unsupported(l, "only return with status, content-type and a string is mapped (rampart's respond has a fixed text, without added fields)");
+                            return true;
+                        }
+                    }
+                    i += 2;
+                }
+                match (body, status) {
+                    // HAProxy's own page for an error: rampart's (and its error_pages)
+                    (None, 400..=599) => action.set("deny", status.to_string()),
+                    (Some(_), 204 | 304) => {
+                        self.unsupported(l, "a 204 or 304 answer has no body");
+                        return true;
+                    }
+                    (body, _) => {
+                        let mut t = format!("{{ status = {status}");
+                        if let Some(b) = body {
+                            t.push_str(&format!(", body = {}", s(&b)));
+                        }
+                        if let Some(c) = ctype {
+                            t.push_str(&format!(", content_type = {}", s(&c)));
+                        }
+                        t.push_str(" }");
+                        action.set("respond", t);
+                    }
+                }
+            }
             ("http-request", "redirect") => {
                 let kind = act.get(2).map(String::as_str).unwrap_or("");
                 let target = act.get(3).cloned().unwrap_or_default();
@@ -783,7 +832,7 @@ impl Importer {
                 // (HAProxy's `redirect scheme https` on the plain side)
                 if let Some(cut) = p.rules.iter().position(|r| {
                     r.matches_everything()
-                        && ["deny", "redirect", "pool"]
+                        && ["deny", "redirect", "respond", "pool"]
                             .iter()
                             .any(|k| r.get(k).is_some())
                 }) {

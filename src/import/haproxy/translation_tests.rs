@@ -837,3 +837,61 @@ frontend g
         );
     }
 }
+
+/// `http-request return`: a respond rule (status, content-type, a string);
+/// an error status without a payload is HAProxy's own page, a deny; a file
+/// or a log-format payload is not mapped.
+#[test]
+fn http_request_return_is_a_respond_rule() {
+    let im = import(
+        "defaults
+  mode http
+frontend f
+  bind :80
+  http-request return status 200 content-type text/plain string \"ok\" if { path /healthz }
+  http-request return status 503 content-type application/json string \"{}\" if { path_beg /maint }
+  http-request return status 429 if { path_beg /slow }
+  http-request return if { path /empty }
+  http-request return status 200 content-type text/html file /srv/x.html if { path /x }
+  http-request return status 200 content-type text/plain lf-string \"%[src]\" if { path /ip }
+  default_backend b
+backend b
+  server s1 10.0.0.1:80
+",
+        "test.cfg",
+    );
+    let cfg: toml::Value = toml::from_str(&im.toml).unwrap_or_else(|e| panic!("{e}\n{}", im.toml));
+    let rules = array(&on(&cfg, "0.0.0.0:80"), "rule");
+    let by_path = |p: &str| {
+        rules
+            .iter()
+            .find(|r| {
+                r.get("path")
+                    .or(r.get("path_prefix"))
+                    .and_then(|v| v.as_str())
+                    == Some(p)
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no rule for {p}: {rules:#?}"))
+    };
+    let h = &by_path("/healthz")["respond"];
+    assert_eq!(h["status"].as_integer(), Some(200));
+    assert_eq!(h["body"].as_str(), Some("ok"));
+    assert_eq!(h["content_type"].as_str(), Some("text/plain"));
+    let m = &by_path("/maint")["respond"];
+    assert_eq!(m["status"].as_integer(), Some(503));
+    assert_eq!(m["content_type"].as_str(), Some("application/json"));
+    assert_eq!(by_path("/slow")["deny"].as_integer(), Some(429));
+    assert_eq!(
+        by_path("/empty")["respond"]["status"].as_integer(),
+        Some(200)
+    );
+    assert!(by_path("/empty")["respond"].get("body").is_none());
+    for (line, f) in [
+        ("http-request return status 200 content-type text/plain string ok if { path /healthz }", Fidelity::Mapped),
+        ("http-request return status 200 content-type text/html file /srv/x.html if { path /x }", Fidelity::Unsupported),
+        ("http-request return status 200 content-type text/plain lf-string %[src] if { path /ip }", Fidelity::Unsupported),
+    ] {
+        assert!(reported(&im.report, line, f), "{line}: {:#?}", im.report);
+    }
+}

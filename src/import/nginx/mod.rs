@@ -212,6 +212,9 @@ pub(super) struct Importer {
     /// the report of each http-level error_page line, from the first server
     /// that resolved it
     http_page_notes: std::collections::BTreeMap<usize, Entry>,
+    /// the Content-Type of a `return` with a text in the location being
+    /// read: its `default_type`, or an `add_header Content-Type`
+    return_type: Option<String>,
     /// `proxy_intercept_errors on` somewhere: nginx then serves its pages in
     /// place of servers' own error answers too
     intercept_errors: bool,
@@ -570,7 +573,9 @@ impl Importer {
                     .any(|l| l.m.0.is_empty() && l.kind != LocKind::Exact);
                 let ends_in_terminal = sv.pre.iter().any(|r| {
                     r.matches_everything()
-                        && (r.get("deny").is_some() || r.get("redirect").is_some())
+                        && ["deny", "redirect", "respond"]
+                            .iter()
+                            .any(|k| r.get(k).is_some())
                 });
                 let with_host = |t: &Table| -> Table {
                     let mut t = t.clone();
@@ -604,11 +609,11 @@ impl Importer {
                             t.set("pool", s(p));
                             l.rules.push(with_host(&t));
                         }
-                    } else if loc
-                        .rules
-                        .iter()
-                        .all(|r| r.get("deny").is_none() && r.get("redirect").is_none())
-                    {
+                    } else if loc.rules.iter().all(|r| {
+                        ["deny", "redirect", "respond"]
+                            .iter()
+                            .all(|k| r.get(k).is_none())
+                    }) {
                         // a location rampart cannot serve: answer it rather
                         // than let it fall through to another pool
                         let mut t = loc.m.clone();
@@ -780,6 +785,7 @@ pub fn import(src: &str, file: &str) -> Imported {
         http_root_used: false,
         http_page_notes: std::collections::BTreeMap::new(),
         intercept_errors: false,
+        return_type: None,
     };
     im.cfg.header = vec![
         format!("Imported from {file} by `rampart import nginx`."),

@@ -465,8 +465,39 @@ impl Importer {
                     }
                     self.mapped(e, "a deny rule");
                 }
+                (Some(c), body) if (200..=299).contains(&c) => match body {
+                    Some(b) if b.contains('$') => {
+                        self.unsupported(e, "a text with nginx variables is not mapped");
+                        return;
+                    }
+                    Some(_) if c == 204 => {
+                        self.unsupported(e, "a 204 answer has no body");
+                        return;
+                    }
+                    Some(b) => match self.return_type.clone() {
+                        Some(ct) => {
+                            r.set(
+                                "respond",
+                                format!(
+                                    "{{ status = {c}, body = {}, content_type = {} }}",
+                                    s(b),
+                                    s(&ct)
+                                ),
+                            );
+                            self.mapped(e, "a respond rule, with the location's Content-Type");
+                        }
+                        None => {
+                            r.set("respond", format!("{{ status = {c}, body = {} }}", s(b)));
+                            self.approx(e, "a respond rule, its Content-Type text/plain (nginx's is the location's default_type)");
+                        }
+                    },
+                    None => {
+                        r.set("respond", format!("{{ status = {c} }}"));
+                        self.mapped(e, "a respond rule");
+                    }
+                },
                 _ => {
-                    self.unsupported(e, "rampart's rules answer redirects and errors (3xx with a target, 400-599), not other statuses");
+                    self.unsupported(e, "rampart's rules answer 2xx, redirects (3xx with a target) and errors (400-599), not other statuses");
                     return;
                 }
             }
@@ -580,6 +611,18 @@ impl Importer {
         // level's go before them (see `server` and `finish`)
         let mut local = Table::default();
         let mut access: Vec<&Directive> = Vec::new();
+        // the type of a `return`'s text here (an added field is the last word)
+        self.return_type =
+            block
+                .iter()
+                .rev()
+                .find_map(|d| match (d.name.as_str(), d.args.as_slice()) {
+                    ("default_type", [t]) => Some(t.clone()),
+                    ("add_header", [n, v, ..]) if n.eq_ignore_ascii_case("content-type") => {
+                        Some(v.clone())
+                    }
+                    _ => None,
+                });
         for d in &block {
             match d.name.as_str() {
                 "proxy_pass" => {
@@ -655,6 +698,7 @@ impl Importer {
                 }
             }
         }
+        self.return_type = None;
         if let Some(r) = self.access_rules(&access) {
             loc.rules.insert(0, r);
         }

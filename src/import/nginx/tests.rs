@@ -672,3 +672,39 @@ fn an_error_page_under_try_files_is_the_file() {
     );
     let _ = entry(&report, "error_page 500 502 /500.html");
 }
+
+/// `return 200 "text"` (a health answer of nginx's own) and `return 204`:
+/// respond rules; a location answered so gets no "not imported" rule.
+#[test]
+fn return_of_a_success_status_is_a_respond_rule() {
+    let (cfg, report) = http(
+        "server { listen 80;
+           location = /healthz { return 200 \"ok\\n\"; }
+           location = /ping { return 204; }
+           location = /ip { return 200 $remote_addr; }
+           location = /t { default_type application/json; return 200 '{}'; }
+           location / { proxy_pass http://u; } }",
+    );
+    let rs = rules(&on(&cfg, "0.0.0.0:80"));
+    let h = &rs[pos(&rs, |r| str_of(r, "path") == Some("/healthz"))];
+    assert_eq!(h["respond"]["status"].as_integer(), Some(200));
+    assert_eq!(h["respond"]["body"].as_str(), Some("ok\n"));
+    let j = &rs[pos(&rs, |r| str_of(r, "path") == Some("/t"))];
+    assert_eq!(
+        j["respond"]["content_type"].as_str(),
+        Some("application/json")
+    );
+    let p = &rs[pos(&rs, |r| str_of(r, "path") == Some("/ping"))];
+    assert_eq!(p["respond"]["status"].as_integer(), Some(204));
+    assert!(!rs.iter().any(
+        |r| matches!(str_of(r, "path"), Some("/healthz" | "/ping")) && r.get("deny").is_some()
+    ));
+    for (line, f) in [
+        ("return 204", Fidelity::Mapped),
+        ("return 200 \"ok\\n\"", Fidelity::Approximated),
+        ("return 200 $remote_addr", Fidelity::Unsupported),
+        ("return 200 {}", Fidelity::Mapped),
+    ] {
+        assert_eq!(entry(&report, line).fidelity, f, "{line}");
+    }
+}

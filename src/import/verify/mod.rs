@@ -426,9 +426,10 @@ fn rampart_local(cfg: &mut toml::Table, local: &mut Local) -> Vec<Listener> {
                 for r in rs.iter_mut().filter_map(Value::as_table_mut) {
                     r.remove("rate_limit");
                 }
-                const ACTIONS: [&str; 11] = [
+                const ACTIONS: [&str; 12] = [
                     "deny",
                     "redirect",
+                    "respond",
                     "pool",
                     "set_header",
                     "add_header",
