@@ -35,6 +35,8 @@ struct Defaults {
     cookie: PoolCookie,
     /// Its `errorfile` lines, by status: the listeners that follow have them.
     errorfiles: std::collections::BTreeMap<String, String>,
+    /// Its `default-server` options, in order.
+    default_server: Vec<String>,
 }
 
 /// A `cookie NAME insert ...` line, as `[pool.cookie]`.
@@ -133,6 +135,8 @@ struct Importer {
     errorfiles: HashMap<usize, std::collections::BTreeMap<String, String>>,
     /// The `http-errors` sections: their `errorfile` lines, by status.
     http_errors: HashMap<String, Vec<(String, String)>>,
+    /// Each pool's `default-server` options (its defaults' and its own).
+    default_server: HashMap<usize, Vec<String>>,
 }
 
 /// Converts a haproxy.cfg. Never fails: what cannot be mapped is reported.
@@ -160,6 +164,7 @@ pub fn import(src: &str, file: &str) -> Imported {
         cookies: HashMap::new(),
         errorfiles: HashMap::new(),
         http_errors: HashMap::new(),
+        default_server: HashMap::new(),
     };
     for sec in secs.iter().filter(|s| s.keyword == "http-errors") {
         let pages = im.http_errors.entry(sec.name.clone()).or_default();

@@ -274,6 +274,9 @@ pub(super) fn with_base(base: &Option<String>, path: &str) -> String {
     }
 }
 
+/// `timeout http-keep-alive`: what rampart does instead.
+pub(super) const KEEP_ALIVE_NOTE: &str = "rampart waits for a keep-alive connection's next request for request_header_timeout (timeout http-request), as HAProxy does without this timeout";
+
 pub(super) fn timeout_key(k: &str) -> &'static str {
     match k {
         "connect" => "each pool's connect_timeout",

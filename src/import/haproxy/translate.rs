@@ -3,7 +3,7 @@
 
 use super::rules::{RuleAt, STICK_TABLE};
 use super::tokens::{
-    bind_addrs, duration, timeout_key, timeout_key_name, with_base, Line, Section,
+    bind_addrs, duration, timeout_key, timeout_key_name, with_base, Line, Section, KEEP_ALIVE_NOTE,
 };
 use super::{Importer, ServerCookie, COOKIE_NOTE, FALL_RISE_NOTE, INTER_NOTE};
 use crate::import::haproxy_cond::{self as cond, Acls};
@@ -93,9 +93,18 @@ impl Importer {
                         }
                         self.mapped(l, timeout_key(&w[1]));
                     }
+                    ("http-request", Some(d)) => {
+                        self.defaults.timeouts.insert(w[1].clone(), d);
+                        self.mapped(l, "each listener's request_header_timeout");
+                    }
+                    ("http-keep-alive", Some(_)) => self.approx(l, KEEP_ALIVE_NOTE),
                     (_, None) => self.unsupported(l, "not a duration"),
                     _ => self.unsupported(l, "no rampart equivalent for this timeout"),
                 },
+                "default-server" => {
+                    self.defaults.default_server.extend(w[1..].iter().cloned());
+                    self.mapped(l, "the options of each server of the backends that follow, before its own (each server's line reports them)");
+                }
                 "retries" if w.len() > 1 => {
                     self.defaults.retries = Some(w[1].clone());
                     self.mapped(l, "each pool's retries");
@@ -250,6 +259,9 @@ impl Importer {
         }
         // and its cookie, unless the backend says otherwise
         self.cookies.insert(i, self.defaults.cookie.clone());
+        // and its default-server options
+        self.default_server
+            .insert(i, self.defaults.default_server.clone());
         i
     }
 
@@ -407,6 +419,9 @@ impl Importer {
         if let Some(d) = self.defaults.timeouts.get("client") {
             l.keys.set("client_timeout", s(d));
         }
+        if let Some(d) = self.defaults.timeouts.get("http-request") {
+            l.keys.set("request_header_timeout", s(d));
+        }
         self.cfg.listeners.push(l);
         let li = self.cfg.listeners.len() - 1;
         if !self.defaults.errorfiles.is_empty() {
@@ -463,14 +478,23 @@ impl Importer {
                 self.http_error(l, Some(li));
                 true
             }
-            "timeout" if w.len() > 2 && w[1] == "client" => {
+            "timeout" if w.len() > 2 && matches!(w[1].as_str(), "client" | "http-request") => {
+                let key = if w[1] == "client" {
+                    "client_timeout"
+                } else {
+                    "request_header_timeout"
+                };
                 match duration(&w[2]) {
                     Some(d) => {
-                        self.cfg.listeners[li].keys.set("client_timeout", s(&d));
-                        self.mapped(l, "client_timeout");
+                        self.cfg.listeners[li].keys.set(key, s(&d));
+                        self.mapped(l, key);
                     }
                     None => self.unsupported(l, "not a duration"),
                 }
+                true
+            }
+            "timeout" if w.len() > 2 && w[1] == "http-keep-alive" => {
+                self.approx(l, KEEP_ALIVE_NOTE);
                 true
             }
             // HAProxy ignores a health check in a frontend (no backend
@@ -611,6 +635,14 @@ impl Importer {
                 self.server(l, pi);
                 true
             }
+            "default-server" => {
+                self.default_server
+                    .entry(pi)
+                    .or_default()
+                    .extend(w[1..].iter().cloned());
+                self.mapped(l, "the options of each server that follows, before its own (each server's line reports them)");
+                true
+            }
             "option" => {
                 self.option(l, Some(pi));
                 true
@@ -679,6 +711,16 @@ impl Importer {
         } else {
             (w[1].clone(), w[2].clone(), &w[3..])
         };
+        // default-server's options first: the server's own override them
+        let params: Vec<String> = self
+            .default_server
+            .get(&pi)
+            .into_iter()
+            .flatten()
+            .chain(params)
+            .cloned()
+            .collect();
+        let params = params.as_slice();
         let addr = match addr.rsplit_once(':') {
             Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => format!("{h}:{p}"),
             // an SRV name: the records give the ports

@@ -895,3 +895,74 @@ backend b
         assert!(reported(&im.report, line, f), "{line}: {:#?}", im.report);
     }
 }
+
+/// `default-server` (in defaults and in a backend): its options are each
+/// following server's, before its own; `timeout http-request` is the
+/// listener's request_header_timeout, `http-keep-alive` approximated.
+#[test]
+fn default_server_options_and_http_timeouts() {
+    let im = import(
+        "defaults
+  mode http
+  timeout http-request 7s
+  timeout http-keep-alive 3s
+  default-server inter 3s fall 3 rise 2
+frontend f
+  bind :80
+  default_backend b
+frontend g
+  bind :81
+  timeout http-request 4s
+  default_backend c
+backend b
+  default-server weight 7
+  server s1 10.0.0.1:80 check
+  server s2 10.0.0.2:80 check weight 9
+backend c
+  server s3 10.0.0.3:80 check inter 1s
+",
+        "test.cfg",
+    );
+    let cfg: toml::Value = toml::from_str(&im.toml).unwrap_or_else(|e| panic!("{e}\n{}", im.toml));
+    assert_eq!(
+        on(&cfg, "0.0.0.0:80")["request_header_timeout"].as_str(),
+        Some("7s")
+    );
+    assert_eq!(
+        on(&cfg, "0.0.0.0:81")["request_header_timeout"].as_str(),
+        Some("4s")
+    );
+    let pools = array(&cfg, "pool");
+    let pool = |n: &str| {
+        pools
+            .iter()
+            .find(|p| p["name"].as_str() == Some(n))
+            .cloned()
+            .unwrap()
+    };
+    let b = pool("b");
+    assert_eq!(b["health"]["interval"].as_str(), Some("3s"), "{b}");
+    assert_eq!(b["health"]["fall"].as_integer(), Some(3));
+    assert_eq!(b["health"]["rise"].as_integer(), Some(2));
+    let servers = array(&b, "server");
+    assert_eq!(servers[0]["weight"].as_integer(), Some(7));
+    assert_eq!(servers[1]["weight"].as_integer(), Some(9));
+    // the server's own inter wins over the defaults'
+    assert_eq!(pool("c")["health"]["interval"].as_str(), Some("1s"));
+    assert!(array(&pool("c"), "server")[0].get("weight").is_none());
+    assert!(reported(
+        &im.report,
+        "default-server inter 3s fall 3 rise 2",
+        Fidelity::Mapped
+    ));
+    assert!(reported(
+        &im.report,
+        "timeout http-keep-alive 3s",
+        Fidelity::Approximated
+    ));
+    assert!(reported(
+        &im.report,
+        "timeout http-request 4s",
+        Fidelity::Mapped
+    ));
+}

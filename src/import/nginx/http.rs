@@ -123,6 +123,9 @@ impl Importer {
                     None => self.approx(d, "remove it with a [[listener.rule]] del_header (not imported at this level)"),
                 }
             }
+            (n, v) if v.strip_prefix("$http_").is_some_and(|h| h.replace('_', "-") == n) => {
+                self.mapped(d, "rampart passes the client's field on unchanged")
+            }
             (_, v) if v.contains('$') => self.unsupported(
                 d,
                 "a header value from nginx variables has no rampart equivalent (X-Forwarded-For/-Proto are rampart's)",

@@ -708,3 +708,28 @@ fn return_of_a_success_status_is_a_respond_rule() {
         assert_eq!(entry(&report, line).fidelity, f, "{line}");
     }
 }
+
+/// `proxy_set_header Authorization $http_authorization`: the client's own
+/// field, which rampart passes on anyway.
+#[test]
+fn a_header_set_to_its_own_value_is_passed_on() {
+    let (_, report) = http(
+        "server { listen 80; location / { proxy_set_header Authorization $http_authorization; proxy_set_header X-Api-Key $http_x_api_key; proxy_set_header X-Other $http_x_api_key; proxy_pass http://u; } }",
+    );
+    for (line, f) in [
+        (
+            "proxy_set_header Authorization $http_authorization",
+            Fidelity::Mapped,
+        ),
+        (
+            "proxy_set_header X-Api-Key $http_x_api_key",
+            Fidelity::Mapped,
+        ),
+        (
+            "proxy_set_header X-Other $http_x_api_key",
+            Fidelity::Unsupported,
+        ),
+    ] {
+        assert_eq!(entry(&report, line).fidelity, f, "{line}");
+    }
+}
