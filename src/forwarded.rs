@@ -24,6 +24,9 @@ pub struct XForwarded<'a> {
     pub client_ip: &'a [u8],
     pub proto: &'static str,
     pub host: Option<&'a [u8]>,
+    /// The listener's `client_ip_header` (`x-real-ip`): the client's IP
+    /// alone, in place of any such field the client sent.
+    pub real_ip: Option<&'a http::HeaderName>,
 }
 
 pub const FOR: &str = "x-forwarded-for";
@@ -61,9 +64,17 @@ pub fn incoming(name: &[u8]) -> Incoming {
     }
 }
 
+/// Whether a field the client sent named `name` gives way to the listener's
+/// `client_ip_header` (`real_ip`), which rampart writes.
+#[inline]
+pub fn replaced_by(real_ip: Option<&http::HeaderName>, name: &[u8]) -> bool {
+    real_ip.is_some_and(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
+}
+
 impl XForwarded<'_> {
-    /// The fields to send, in order: `field(name, parts)`, the value being the
-    /// concatenation of `parts`.
+    /// The X-Forwarded-* fields to send, in order: `field(name, parts)`, the
+    /// value being the concatenation of `parts` (`real_ip`'s, whose name is
+    /// the operator's, is the caller's to add).
     #[inline]
     pub fn fields(&self, mut field: impl FnMut(&'static str, &[&[u8]])) {
         match self.prior_for {
@@ -94,6 +105,12 @@ impl XForwarded<'_> {
             out.extend_from_slice(host);
             out.extend_from_slice(b"\r\n");
         }
+        if let Some(name) = self.real_ip {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(self.client_ip);
+            out.extend_from_slice(b"\r\n");
+        }
     }
 }
 
@@ -122,12 +139,14 @@ mod tests {
                 client_ip: b"127.0.0.1",
                 proto: "http",
                 host: Some(b"a.example"),
+                real_ip: None,
             },
             XForwarded {
                 prior_for: None,
                 client_ip: b"::1",
                 proto: "https",
                 host: None,
+                real_ip: None,
             },
         ] {
             let mut wire = Vec::new();
@@ -144,6 +163,7 @@ mod tests {
             client_ip: b"127.0.0.1",
             proto: "http",
             host: Some(b"shop.example.com"),
+            real_ip: None,
         };
         assert_eq!(
             render(&x),
@@ -154,6 +174,7 @@ mod tests {
             client_ip: b"::1",
             proto: "https",
             host: None,
+            real_ip: None,
         };
         assert_eq!(
             render(&x),
@@ -165,5 +186,26 @@ mod tests {
         assert_eq!(incoming(b"x-forwarded-port"), Incoming::Other);
         assert_eq!(incoming(b"x-forwarded"), Incoming::Other);
         assert_eq!(incoming(b"host"), Incoming::Other);
+    }
+
+    #[test]
+    fn the_client_ip_header_follows_on_the_wire_and_replaces_the_clients() {
+        let name = http::HeaderName::from_static("x-real-ip");
+        let x = XForwarded {
+            prior_for: None,
+            client_ip: b"192.0.2.7",
+            proto: "http",
+            host: None,
+            real_ip: Some(&name),
+        };
+        let mut wire = Vec::new();
+        x.write_wire(&mut wire);
+        assert_eq!(
+            wire,
+            b"x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: http\r\nx-real-ip: 192.0.2.7\r\n"
+        );
+        assert!(replaced_by(Some(&name), b"X-Real-IP"));
+        assert!(!replaced_by(Some(&name), b"x-real-ipv6"));
+        assert!(!replaced_by(None, b"x-real-ip"));
     }
 }

@@ -453,6 +453,7 @@ impl ReqHead<'_> {
         &self,
         client_ip: &[u8],
         proto: &'static str,
+        real_ip: Option<&http::HeaderName>,
         edits: Option<&RuleEdits>,
         out: &mut Vec<u8>,
     ) {
@@ -474,6 +475,7 @@ impl ReqHead<'_> {
                 | Field::Upgrade => {}
                 Field::Other if !conn.named.is_empty() && conn.names(h.name) => {}
                 _ if edits.is_some() && dropped(h.name) => {}
+                Field::Other if forwarded::replaced_by(real_ip, h.name.as_bytes()) => {}
                 Field::Other => match forwarded::incoming(h.name.as_bytes()) {
                     forwarded::Incoming::Prior => {
                         let v = xff.get_or_insert_with(|| Vec::with_capacity(64));
@@ -490,7 +492,9 @@ impl ReqHead<'_> {
         }
         if let Some(e) = edits {
             for (n, v) in e.rules.request_additions(e.applied) {
-                if forwarded::incoming(n.as_str().as_bytes()) == forwarded::Incoming::Other {
+                if forwarded::incoming(n.as_str().as_bytes()) == forwarded::Incoming::Other
+                    && !forwarded::replaced_by(real_ip, n.as_str().as_bytes())
+                {
                     push_header(out, n.as_str().as_bytes(), v.as_bytes());
                 }
             }
@@ -500,6 +504,7 @@ impl ReqHead<'_> {
             client_ip,
             proto,
             host: self.host.map(str::as_bytes),
+            real_ip,
         };
         xf.write_wire(out);
         out.extend_from_slice(b"\r\n");
@@ -1103,7 +1108,7 @@ mod tests {
         let slots = Box::leak(Box::new(header_slots()));
         let r = parse_request(raw, slots).unwrap().unwrap();
         let mut out = Vec::new();
-        r.write_upstream(b"10.0.0.9", "http", None, &mut out);
+        r.write_upstream(b"10.0.0.9", "http", None, None, &mut out);
         (r.fallback, String::from_utf8(out).unwrap(), r.close())
     }
 

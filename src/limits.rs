@@ -136,6 +136,8 @@ pub struct ListenerShared {
     pub max_request_body: AtomicU64,
     /// `error_pages` in force: set by each generation.
     pub error_pages: arc_swap::ArcSwap<crate::config::ErrorPages>,
+    /// `client_ip_header` in force: set by each generation.
+    pub client_ip_header: arc_swap::ArcSwapOption<http::HeaderName>,
 }
 
 impl ListenerShared {
@@ -158,6 +160,7 @@ impl ListenerShared {
             rate_limited: AtomicU64::new(0),
             max_request_body: AtomicU64::new(0),
             error_pages: Default::default(),
+            client_ip_header: Default::default(),
         }
     }
 }

@@ -122,6 +122,8 @@ fn broken_configs_name_key_and_line() {
         ("rule with two terminal actions", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  deny = 403\n  pool = \"api\"\n", "listener[0].rule[0]", 12),
         ("rule that does nothing", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  path = \"/x\"\n", "listener[0].rule[0]", 12),
         ("deny with a success status", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  deny = 200\n", "listener[0].rule[0].deny", 13),
+        ("client_ip_header that rampart writes", "pool = \"api\"\n", "pool = \"api\"\nclient_ip_header = \"X-Forwarded-For\"\n", "listener[0].client_ip_header", 12),
+        ("client_ip_header not a name", "pool = \"api\"\n", "pool = \"api\"\nclient_ip_header = \"x real ip\"\n", "listener[0].client_ip_header", 12),
         ("respond with an informational status", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  respond = { status = 101 }\n", "listener[0].rule[0].respond.status", 13),
         ("respond 204 with a body", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  respond = { status = 204, body = \"x\" }\n", "listener[0].rule[0].respond.body", 13),
         ("respond with a bad content type", "pool = \"api\"\n", "pool = \"api\"\n  [[listener.rule]]\n  respond = { content_type = \"text/plain\\n\" }\n", "listener[0].rule[0].respond.content_type", 13),

@@ -426,3 +426,112 @@ async fn deleting_x_forwarded_for_drops_a_forged_chain() {
         assert_eq!(xff, ["127.0.0.1"], "{what}");
     }
 }
+
+/// An HTTP/2 (h2c) server that answers every request with the values of its
+/// `x-real-ip` fields, joined by ",".
+async fn real_ip_h2_server() -> SocketAddr {
+    let addr = free_addr("127.0.0.1");
+    let listener = listen(addr).await;
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        let seen: Vec<&str> = req
+                            .headers()
+                            .get_all("x-real-ip")
+                            .iter()
+                            .map(|v| v.to_str().unwrap_or("?"))
+                            .collect();
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(seen.join(","))),
+                        ))
+                    });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+/// `client_ip_header = "X-Real-IP"` (nginx's `proxy_set_header X-Real-IP
+/// $remote_addr`): every request to a server carries the client's address
+/// in it, once, whatever the client sent in that field or a rule set: on
+/// the fast path, hyper's (a chunked upload), HTTP/2 to an HTTP/1.1 pool,
+/// and to an HTTP/2 pool; a reload turns it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_ip_header_carries_the_client_and_never_a_forged_value() {
+    let a = Backend::start("a", free_addr("127.0.0.1")).await;
+    let h2 = real_ip_h2_server().await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let cfg = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
+         [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"a\"\nclient_ip_header = \"X-Real-IP\"\n\
+           [[listener.rule]]\n  path_prefix = \"/h2\"\n  pool = \"h2\"\n\
+           [[listener.rule]]\n  path_prefix = \"/set\"\n  set_header = {{ \"x-real-ip\" = \"7.7.7.7\" }}\n\
+         [[pool]]\nname = \"a\"\n  [[pool.server]]\n  address = \"{}\"\n\
+         [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\n  [[pool.server]]\n  address = \"{h2}\"\n",
+        a.addr
+    );
+    let p = Proxy::start(&cfg, &[listen]).await;
+    let seen = || -> Vec<String> {
+        let h = a.stats.last_headers.lock().unwrap().clone().unwrap();
+        h.get_all("x-real-ip")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    };
+    for (what, c) in [("fast path", client()), ("HTTP/2 client", h2c_client())] {
+        for path in ["/", "/set"] {
+            let req = Request::get(format!("http://{listen}{path}"))
+                .header("x-real-ip", "6.6.6.6")
+                .header("X-Real-IP", "5.5.5.5")
+                .body(empty())
+                .unwrap();
+            let (resp, _) = send(&c, req).await;
+            assert_eq!(resp.status(), StatusCode::OK, "{what} {path}");
+            assert_eq!(seen(), ["127.0.0.1"], "{what} {path}");
+        }
+        // to an HTTP/2 pool
+        let req = Request::get(format!("http://{listen}/h2"))
+            .header("x-real-ip", "6.6.6.6")
+            .body(empty())
+            .unwrap();
+        let (resp, body) = send(&c, req).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{what} h2");
+        assert_eq!(&body[..], b"127.0.0.1", "{what} h2");
+    }
+    // a chunked upload, which goes to hyper's path
+    let req = Request::post(format!("http://{listen}/up"))
+        .header("x-real-ip", "6.6.6.6")
+        .body(
+            http_body_util::StreamBody::new(futures_util::stream::iter(vec![Ok::<
+                _,
+                std::convert::Infallible,
+            >(
+                hyper::body::Frame::data(bytes::Bytes::from_static(b"abc")),
+            )]))
+            .boxed(),
+        )
+        .unwrap();
+    let (resp, _) = send(&client(), req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(seen(), ["127.0.0.1"], "chunked");
+    // a reload without it: the client's field passes again
+    std::fs::write(
+        &p.config,
+        cfg.replace("client_ip_header = \"X-Real-IP\"\n", ""),
+    )
+    .unwrap();
+    let (st, body) = admin_post(admin, "/api/reload", "").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let req = Request::get(format!("http://{listen}/"))
+        .header("x-real-ip", "6.6.6.6")
+        .body(empty())
+        .unwrap();
+    send(&client(), req).await;
+    assert_eq!(seen(), ["6.6.6.6"]);
+}

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         return; // hyper's to parse
     }
     let mut out = Vec::new();
-    r.write_upstream(b"10.0.0.1", "http", None, &mut out);
+    r.write_upstream(b"10.0.0.1", "http", None, None, &mut out);
     let mut slots2 = h1::header_slots();
     match h1::parse_request(&out, &mut slots2) {
         Ok(Some(again)) => {

@@ -287,6 +287,9 @@ pub struct ListenerFile {
     /// HTTP: a request body longer than this is refused with 413 (nginx's
     /// `client_max_body_size`); unset or 0: no limit.
     pub max_request_body: Option<Size>,
+    /// HTTP: the field each request to a server carries the client's address
+    /// in (`X-Real-IP`), replacing any the client sent.
+    pub client_ip_header: Option<String>,
     /// HTTP: `{ "503" = "errors/503.http" }`, the pages of rampart's own
     /// error answers, over `[global] error_pages`.
     #[serde(default)]

@@ -71,6 +71,8 @@ pub struct ListenerConfig {
     pub client_timeout: Duration,
     /// `max_request_body` (None: no limit).
     pub max_request_body: Option<u64>,
+    /// `client_ip_header`, lowercase (None: none).
+    pub client_ip_header: Option<http::HeaderName>,
     /// `error_pages`, its own over `[global]`'s.
     pub error_pages: std::sync::Arc<ErrorPages>,
     /// Pools are indices into `Config::pools`.

@@ -272,6 +272,7 @@ pub(super) fn wire(
 ) -> PooledBuf {
     set_client_subject(&mut parts.headers, ctx);
     let prior = prior_for(&parts.headers);
+    let real_ip = ctx.permits.listener().client_ip_header.load();
     let xf = forwarded::XForwarded {
         prior_for: prior.as_deref(),
         client_ip: ctx.peer_ip.as_bytes(),
@@ -279,6 +280,7 @@ pub(super) fn wire(
         host: host
             .unwrap_or_else(|| parts.headers.get(header::HOST))
             .map(HeaderValue::as_bytes),
+        real_ip: real_ip.as_deref(),
     };
     upstream::wire_request(parts, body, length, &xf)
 }
@@ -300,12 +302,20 @@ pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx, host: Option<Optio
     }
     set_client_subject(h, ctx);
     let host = host.unwrap_or_else(|| h.get(header::HOST).cloned());
+    let real_ip = ctx.permits.listener().client_ip_header.load();
     let xf = forwarded::XForwarded {
         prior_for: prior.as_deref(),
         client_ip: ctx.peer_ip.as_bytes(),
         proto: ctx.shared.proto,
         host: host.as_ref().map(HeaderValue::as_bytes),
+        real_ip: real_ip.as_deref(),
     };
+    if let Some(name) = xf.real_ip {
+        // (insert: the client's own lines give way)
+        if let Ok(v) = HeaderValue::from_bytes(xf.client_ip) {
+            h.insert(name.clone(), v);
+        }
+    }
     xf.fields(|name, parts| {
         // the protocol is a static string, the host a copy of Host (shared,
         // not copied): only X-Forwarded-For is new bytes

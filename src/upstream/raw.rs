@@ -213,7 +213,9 @@ pub fn wire_request(
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
-        if forwarded::incoming(name.as_str().as_bytes()) != forwarded::Incoming::Other {
+        if forwarded::incoming(name.as_str().as_bytes()) != forwarded::Incoming::Other
+            || xf.real_ip == Some(name)
+        {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());

@@ -61,6 +61,43 @@ pub(super) fn listener(
             at.key("max_request_body")
         ));
     }
+    let client_ip_header = lf.client_ip_header.as_deref().and_then(|n| {
+        let at = at.key("client_ip_header");
+        let name = match http::HeaderName::from_bytes(n.as_bytes()) {
+            Ok(name) => name,
+            Err(_) => {
+                p.add(&at, format!("{n:?} is not a field name"));
+                return None;
+            }
+        };
+        // fields that frame a message, belong to one hop, or rampart writes
+        const OWN: [&str; 13] = [
+            "host",
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "upgrade",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "forwarded",
+        ];
+        if OWN.contains(&name.as_str()) {
+            p.add(
+                &at,
+                format!("{n:?} frames a message, belongs to one hop or is rampart's own X-Forwarded-*: name another field (X-Real-IP)"),
+            );
+            return None;
+        }
+        if lf.mode == Mode::Tcp {
+            warnings.push(format!("{at}: a tcp listener has no request fields; it does not apply"));
+        }
+        Some(name)
+    });
     if !lf.park_idle_after.0.is_zero() && lf.park_idle_after.0 >= lf.request_header_timeout.0 {
         warnings.push(format!(
             "{}: not below request_header_timeout, so idle connections close before they would be parked",
@@ -284,6 +321,7 @@ pub(super) fn listener(
         park_idle_after: Some(lf.park_idle_after.0).filter(|d| !d.is_zero()),
         client_timeout: lf.client_timeout.0,
         max_request_body: lf.max_request_body.map(|s| s.0).filter(|&n| n > 0),
+        client_ip_header,
         error_pages: std::sync::Arc::new(
             super::pages::pages(&lf.error_pages, &at.key("error_pages"), base, p, warnings)
                 .over(error_pages),

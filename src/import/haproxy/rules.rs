@@ -487,6 +487,28 @@ impl Importer {
                         return true;
                     }
                 }
+                // the client's address in a field of its own (X-Real-IP)
+                if head == "http-request"
+                    && verb == "set-header"
+                    && act.get(3).map(String::as_str) == Some("%[src]")
+                    && out::header_ok(&name, None).is_ok()
+                    && lower != "host"
+                {
+                    let conditional = l.words.iter().any(|w| w == "if" || w == "unless");
+                    match at {
+                        RuleAt::Listener(li) if !conditional => {
+                            self.cfg.listeners[li]
+                                .keys
+                                .set("client_ip_header", s(&name));
+                            self.mapped(l, "the listener's client_ip_header (the client's address, in place of any the client sent)");
+                        }
+                        _ => self.unsupported(
+                            l,
+                            "client_ip_header is a whole listener's: set it on the listeners this applies to",
+                        ),
+                    }
+                    return true;
+                }
                 // a log-format text: `%%` is a `%`, any other `%` an expression
                 let value = match act.get(3).map(|v| log_format_literal(v)) {
                     Some(Some(v)) => Some(v),

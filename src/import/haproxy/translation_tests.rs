@@ -966,3 +966,41 @@ backend c
         Fidelity::Mapped
     ));
 }
+
+/// `http-request set-header X-Real-IP %[src]` in a frontend: its listener's
+/// client_ip_header; under a condition, not imported (it is a listener's).
+#[test]
+fn set_header_of_src_is_the_client_ip_header() {
+    let im = import(
+        "defaults
+  mode http
+frontend f
+  bind :80
+  http-request set-header X-Real-IP %[src]
+  default_backend b
+frontend g
+  bind :81
+  http-request set-header X-Client %[src] if { path_beg /api }
+  default_backend b
+backend b
+  server s1 10.0.0.1:80
+",
+        "test.cfg",
+    );
+    let cfg: toml::Value = toml::from_str(&im.toml).unwrap_or_else(|e| panic!("{e}\n{}", im.toml));
+    assert_eq!(
+        on(&cfg, "0.0.0.0:80")["client_ip_header"].as_str(),
+        Some("X-Real-IP")
+    );
+    assert!(on(&cfg, "0.0.0.0:81").get("client_ip_header").is_none());
+    assert!(reported(
+        &im.report,
+        "http-request set-header X-Real-IP %[src]",
+        Fidelity::Mapped
+    ));
+    assert!(reported(
+        &im.report,
+        "http-request set-header X-Client %[src] if { path_beg /api }",
+        Fidelity::Unsupported
+    ));
+}

@@ -123,6 +123,10 @@ impl Importer {
                     None => self.approx(d, "remove it with a [[listener.rule]] del_header (not imported at this level)"),
                 }
             }
+            (n, "$remote_addr") if n != "host" => {
+                self.client_ip_header.get_or_insert_with(|| name.clone());
+                self.mapped(d, "client_ip_header of every listener: each request to a server carries the client's address in it, in place of any the client sent")
+            }
             (n, v) if v.strip_prefix("$http_").is_some_and(|h| h.replace('_', "-") == n) => {
                 self.mapped(d, "rampart passes the client's field on unchanged")
             }

@@ -215,6 +215,9 @@ pub(super) struct Importer {
     /// the Content-Type of a `return` with a text in the location being
     /// read: its `default_type`, or an `add_header Content-Type`
     return_type: Option<String>,
+    /// `proxy_set_header NAME $remote_addr` somewhere (X-Real-IP): every
+    /// listener's client_ip_header
+    client_ip_header: Option<String>,
     /// `proxy_intercept_errors on` somewhere: nginx then serves its pages in
     /// place of servers' own error answers too
     intercept_errors: bool,
@@ -475,6 +478,9 @@ impl Importer {
             l.keys.set("mode", s("http"));
             for (k, v) in &http_settings.0 {
                 l.keys.set(k, v.clone());
+            }
+            if let Some(h) = &self.client_ip_header {
+                l.keys.set("client_ip_header", s(h));
             }
             if let Some(pages) = self.listener_pages(def, &members, &name) {
                 l.keys.set("error_pages", pages);
@@ -786,6 +792,7 @@ pub fn import(src: &str, file: &str) -> Imported {
         http_page_notes: std::collections::BTreeMap::new(),
         intercept_errors: false,
         return_type: None,
+        client_ip_header: None,
     };
     im.cfg.header = vec![
         format!("Imported from {file} by `rampart import nginx`."),

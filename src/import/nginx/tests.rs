@@ -733,3 +733,19 @@ fn a_header_set_to_its_own_value_is_passed_on() {
         assert_eq!(entry(&report, line).fidelity, f, "{line}");
     }
 }
+
+/// `proxy_set_header X-Real-IP $remote_addr`: the listeners' client_ip_header.
+#[test]
+fn x_real_ip_from_remote_addr_is_the_client_ip_header() {
+    let (cfg, report) = http(
+        "server { listen 80; location / { proxy_set_header X-Real-IP $remote_addr; proxy_pass http://u; } }",
+    );
+    assert_eq!(
+        str_of(&on(&cfg, "0.0.0.0:80"), "client_ip_header"),
+        Some("X-Real-IP")
+    );
+    assert_eq!(
+        entry(&report, "proxy_set_header X-Real-IP $remote_addr").fidelity,
+        Fidelity::Mapped
+    );
+}
