@@ -68,13 +68,16 @@ pool = "a"
   method = ["GET", "HEAD", "DELETE"]
   not = true
   deny = 405
-  # 10, 11: answers of the proxy's own: a health check, a maintenance page
+  # 10, 11, 12: answers of the proxy's own: a health check, a maintenance page, no content
   [[listener.rule]]
   path = "/healthz"
   respond = {{ body = "ok\n" }}
   [[listener.rule]]
   path_prefix = "/maint"
   respond = {{ status = 503, body = "{{\"down\": true}}", content_type = "application/json" }}
+  [[listener.rule]]
+  path = "/nocontent"
+  respond = {{ status = 204 }}
   # the old syntax: a route, evaluated after the rules
   [[listener.route]]
   path_prefix = "/b/"
@@ -111,6 +114,7 @@ const CASES: &[Case] = &[
     Case { what: "respond", method: "GET", path: "/healthz", host: None, headers: &[], status: 200, expect: "ok\n" },
     Case { what: "respond to HEAD", method: "HEAD", path: "/healthz", host: None, headers: &[], status: 200, expect: "" },
     Case { what: "respond with a status", method: "GET", path: "/maint/x", host: None, headers: &[], status: 503, expect: "{\"down\": true}" },
+    Case { what: "respond 204", method: "GET", path: "/nocontent", host: None, headers: &[], status: 204, expect: "" },
     Case { what: "redirect with {uri}", method: "GET", path: "/p?q=1", host: Some("old.example.com"), headers: &[], status: 301, expect: "https://new.example.com/p?q=1" },
     Case { what: "exact path", method: "GET", path: "/exact", host: None, headers: &[], status: 200, expect: "b" },
     Case { what: "exact path, longer", method: "GET", path: "/exact/more", host: None, headers: &[], status: 200, expect: "a" },
@@ -199,7 +203,14 @@ async fn rules_match_and_act_on_the_fast_path_and_the_hyper_path() {
                 "{path}: {}",
                 case.what
             );
-            if case.what.starts_with("respond") {
+            if case.status == 204 {
+                // no content: no length, no type (RFC 9110 8.6)
+                assert!(
+                    headers.get("content-length").is_none()
+                        && headers.get("content-type").is_none(),
+                    "{path}: {headers:?}"
+                );
+            } else if case.what.starts_with("respond") {
                 let ctype = if case.status == 503 {
                     "application/json"
                 } else {

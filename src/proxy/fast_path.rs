@@ -1098,7 +1098,10 @@ fn serialize(resp: Response<ProxyBody>, head: bool, close: bool, out: &mut Vec<u
         out.extend_from_slice(v.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    // (a 204 or 304 has no body and says no length: RFC 9110 8.6)
+    if !matches!(parts.status.as_u16(), 204 | 304) {
+        out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }

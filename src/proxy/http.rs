@@ -899,11 +899,19 @@ pub(super) fn decided(
             body,
             content_type,
         } => {
-            let mut r = Response::new(ProxyBody::Full(Some(body)));
+            // (an empty body ends the answer with its head, HTTP/2's too)
+            let mut r = Response::new(if body.is_empty() {
+                ProxyBody::empty()
+            } else {
+                ProxyBody::Full(Some(body))
+            });
             *r.status_mut() = status;
             // the operator's own answer: no error page replaces it
             r.extensions_mut().insert(Authored);
-            r.headers_mut().insert(header::CONTENT_TYPE, content_type);
+            // a 204 or 304 has no content to type (nginx sends none either)
+            if !matches!(status.as_u16(), 204 | 304) {
+                r.headers_mut().insert(header::CONTENT_TYPE, content_type);
+            }
             r
         }
         lifecycle::Decision::Redirect { status, location } => {

@@ -168,11 +168,12 @@ pub fn import(src: &str, file: &str) -> Imported {
     };
     for sec in secs.iter().filter(|s| s.keyword == "http-errors") {
         let pages = im.http_errors.entry(sec.name.clone()).or_default();
-        for l in sec
-            .lines
-            .iter()
-            .filter(|l| l.words[0] == "errorfile" && l.words.len() > 2)
-        {
+        // (an error status: HAProxy's 200, monitor-uri's, is not a page of rampart's)
+        for l in sec.lines.iter().filter(|l| {
+            l.words[0] == "errorfile"
+                && l.words.len() > 2
+                && matches!(l.words[1].parse::<u16>(), Ok(400..=599))
+        }) {
             pages.retain(|(c, _)| *c != l.words[1]);
             pages.push((l.words[1].clone(), l.words[2].clone()));
         }
@@ -581,6 +582,13 @@ mod tests {
         );
         assert_eq!(words(r"bind a\ b"), ["bind", "a b"]);
         assert!(words("   # only a comment").is_empty());
+        // as haproxy 2.6 reads them (checked with `http-request return ...
+        // string`): \n a line feed, \x41 a byte, \d kept for a regex, in
+        // double quotes and out; none inside single quotes
+        assert_eq!(words(r#"s "a\nb\dc\x41\ e""#), ["s", "a\nb\\dcA e"]);
+        assert_eq!(words(r"s a\nb\dc\x41\ e"), ["s", "a\nb\\dcA e"]);
+        assert_eq!(words(r"s 'a\nb'"), ["s", r"a\nb"]);
+        assert_eq!(words(r"s a\x4"), ["s", r"a\x4"]);
     }
 
     #[test]

@@ -376,6 +376,8 @@ impl Importer {
                 let mut status = 200u16;
                 let mut ctype: Option<String> = None;
                 let mut body: Option<String> = None;
+                // the proxy's errorfile for the status (else an empty answer)
+                let mut errorfiles = false;
                 let mut i = 2;
                 while i < act.len() {
                     let v = act.get(i + 1);
@@ -390,6 +392,7 @@ impl Importer {
                         ("content-type", Some(v)) => ctype = Some(v.clone()),
                         ("string", Some(v)) => body = Some(v.clone()),
                         ("default-errorfiles", _) => {
+                            errorfiles = true;
                             i += 1;
                             continue;
                         }
@@ -401,17 +404,17 @@ impl Importer {
                     i += 2;
                 }
                 match (body, status) {
-                    // HAProxy's own page for an error: rampart's (and its error_pages)
-                    (None, 400..=599) => action.set("deny", status.to_string()),
+                    // the proxy's page for an error: rampart's (and its error_pages)
+                    (None, 400..=599) if errorfiles => action.set("deny", status.to_string()),
                     (Some(_), 204 | 304) => {
                         self.unsupported(l, "a 204 or 304 answer has no body");
                         return true;
                     }
-                    (body, _) => {
-                        let mut t = format!("{{ status = {status}");
-                        if let Some(b) = body {
-                            t.push_str(&format!(", body = {}", s(&b)));
-                        }
+                    // without a payload HAProxy answers the status alone
+                    // (and drops a content-type)
+                    (None, _) => action.set("respond", format!("{{ status = {status} }}")),
+                    (Some(b), _) => {
+                        let mut t = format!("{{ status = {status}, body = {}", s(&b));
                         if let Some(c) = ctype {
                             t.push_str(&format!(", content_type = {}", s(&c)));
                         }

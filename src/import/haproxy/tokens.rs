@@ -9,9 +9,37 @@ pub(crate) struct Line {
     pub(crate) words: Vec<String>,
 }
 
+/// The escape after a backslash, read from `chars` into `cur`.
+fn escape(chars: &mut std::str::Chars<'_>, cur: &mut String) {
+    match chars.next() {
+        Some(c @ (' ' | '#' | '\\' | '"' | '\'' | '$')) => cur.push(c),
+        Some('r') => cur.push('\r'),
+        Some('n') => cur.push('\n'),
+        Some('t') => cur.push('\t'),
+        Some('x') => {
+            let hex: String = chars.clone().take(2).collect();
+            match u8::from_str_radix(&hex, 16) {
+                // (a byte above ASCII stays as written: words are text)
+                Ok(b) if hex.len() == 2 && b.is_ascii() => {
+                    chars.nth(1);
+                    cur.push(char::from(b));
+                }
+                _ => cur.push_str("\\x"),
+            }
+        }
+        Some(c) => {
+            cur.push('\\');
+            cur.push(c);
+        }
+        None => cur.push('\\'),
+    }
+}
+
 /// Splits a line into words: `#` starts a comment outside quotes; "..." and
-/// '...' group (no escapes inside single quotes); a backslash escapes the next
-/// character elsewhere.
+/// '...' group (no escapes inside single quotes); elsewhere a backslash
+/// escapes as HAProxy's `parse_line` does: `\ `, `\#`, `\\`, `\"`, `\'` and
+/// `\$` are the character, `\r`, `\n`, `\t` and `\xNN` control characters and
+/// bytes, and any other (a regex's `\d`) stays as written.
 pub(super) fn words(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
@@ -21,11 +49,7 @@ pub(super) fn words(line: &str) -> Vec<String> {
     while let Some(c) = chars.next() {
         match (quote, c) {
             (Some(q), c) if c == q => quote = None,
-            (Some('"'), '\\') => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-            }
+            (Some('"'), '\\') => escape(&mut chars, &mut cur),
             (Some(_), c) => cur.push(c),
             (None, '#') => break,
             (None, '"' | '\'') => {
@@ -33,10 +57,8 @@ pub(super) fn words(line: &str) -> Vec<String> {
                 in_word = true;
             }
             (None, '\\') => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                    in_word = true;
-                }
+                escape(&mut chars, &mut cur);
+                in_word = true;
             }
             (None, c) if c.is_whitespace() => {
                 if in_word {

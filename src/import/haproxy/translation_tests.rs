@@ -762,6 +762,7 @@ frontend g
 fn http_errors_sections_and_http_error_are_error_pages() {
     let im = import(
         "http-errors site
+  errorfile 200 /srv/site/200.http
   errorfile 503 /srv/site/503.http
   errorfile 403 /srv/site/403.http
   errorfile 404 /srv/site/404.http
@@ -803,6 +804,8 @@ frontend g
     // the section's pages come after the frontend's own errorfile: they win
     let g = &on(&cfg, "0.0.0.0:81")["error_pages"];
     assert_eq!(page(g, "503").as_deref(), Some("/srv/site/503.http"));
+    // HAProxy's 200 (monitor-uri's) is no error page of rampart's
+    assert_eq!(page(g, "200"), None, "{g}");
     for (line, fidelity) in [
         ("http-errors site", Fidelity::Mapped),
         ("errorfile 403 /srv/site/403.http", Fidelity::Mapped),
@@ -839,8 +842,9 @@ frontend g
 }
 
 /// `http-request return`: a respond rule (status, content-type, a string);
-/// an error status without a payload is HAProxy's own page, a deny; a file
-/// or a log-format payload is not mapped.
+/// without a payload, the status alone (HAProxy's empty answer), with
+/// `default-errorfiles` a deny (the proxy's page); a file or a log-format
+/// payload is not mapped.
 #[test]
 fn http_request_return_is_a_respond_rule() {
     let im = import(
@@ -850,7 +854,8 @@ frontend f
   bind :80
   http-request return status 200 content-type text/plain string \"ok\" if { path /healthz }
   http-request return status 503 content-type application/json string \"{}\" if { path_beg /maint }
-  http-request return status 429 if { path_beg /slow }
+  http-request return status 429 default-errorfiles if { path_beg /slow }
+  http-request return status 403 content-type text/plain if { path_beg /quiet }
   http-request return if { path /empty }
   http-request return status 200 content-type text/html file /srv/x.html if { path /x }
   http-request return status 200 content-type text/plain lf-string \"%[src]\" if { path /ip }
@@ -882,6 +887,12 @@ backend b
     assert_eq!(m["status"].as_integer(), Some(503));
     assert_eq!(m["content_type"].as_str(), Some("application/json"));
     assert_eq!(by_path("/slow")["deny"].as_integer(), Some(429));
+    // no payload: the status alone, as HAProxy answers it
+    assert_eq!(
+        by_path("/quiet")["respond"]["status"].as_integer(),
+        Some(403)
+    );
+    assert!(by_path("/quiet")["respond"].get("content_type").is_none());
     assert_eq!(
         by_path("/empty")["respond"]["status"].as_integer(),
         Some(200)

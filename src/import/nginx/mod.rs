@@ -152,8 +152,12 @@ pub(super) struct Loc {
     /// for error pages
     root: Option<(String, usize)>,
     alias: Option<(String, usize)>,
-    /// `try_files $uri ...`: a file at the path is served before anything else
-    try_uri: bool,
+    /// `try_files $uri ... FALLBACK`: a file at the path is served before
+    /// anything else; the fallback (when not `=404`) serves the rest
+    try_uri: Option<Option<String>>,
+    /// what hands its requests to something else (`proxy_pass`,
+    /// `fastcgi_pass`, `return`, ...), mapped or not
+    handler: Option<String>,
 }
 
 /// One `listen` of a server block.
@@ -209,8 +213,8 @@ pub(super) struct Importer {
     http_root_line: Option<Directive>,
     /// whether a server's page was read from the http level's root
     http_root_used: bool,
-    /// the report of each http-level error_page line, from the first server
-    /// that resolved it
+    /// the report of each http-level error_page line (by its index in
+    /// `http_pages`), from the first server that resolved it
     http_page_notes: std::collections::BTreeMap<usize, Entry>,
     /// the Content-Type of a `return` with a text in the location being
     /// read: its `default_type`, or an `add_header Content-Type`

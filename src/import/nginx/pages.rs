@@ -34,7 +34,7 @@ impl Importer {
         } else {
             own.to_vec()
         };
-        for d in &lines {
+        for (i, d) in lines.iter().enumerate() {
             let (fidelity, note) = match self.resolve_page(d, sv) {
                 Ok(r) => {
                     for i in &r.dirs {
@@ -77,7 +77,7 @@ impl Importer {
                 note,
             };
             if own.is_empty() {
-                self.http_page_notes.entry(d.line).or_insert(entry);
+                self.http_page_notes.entry(i).or_insert(entry);
             } else {
                 self.report.push(entry);
             }
@@ -147,13 +147,24 @@ impl Importer {
             (None, p) => regex().or(p),
         };
         if let Some(l) = loc {
-            if l.try_uri && l.pool.is_some() {
-                approx.push("nginx serves the page from its pool when the file is missing (try_files); rampart's must be there".into());
-            } else if l.pool.is_some() {
-                return Err(format!(
-                    "not imported: {path} reaches a location that proxies (line {}); rampart's pages are files",
-                    l.line
-                ));
+            match (&l.try_uri, &l.handler) {
+                (Some(Some(fallback)), _) => approx.push(format!(
+                    "nginx serves the page from {fallback} when the file is missing (try_files); rampart's must be there"
+                )),
+                (Some(None), _) => {}
+                (None, Some(h)) if h == "proxy_pass" => {
+                    return Err(format!(
+                        "not imported: {path} reaches a location that proxies (line {}); rampart's pages are files",
+                        l.line
+                    ))
+                }
+                (None, Some(h)) => {
+                    return Err(format!(
+                        "not imported: {path} reaches a location whose {h} answers it (line {}); rampart's pages are files",
+                        l.line
+                    ))
+                }
+                (None, None) => {}
             }
         }
         let mut dirs = Vec::new();
@@ -186,10 +197,8 @@ impl Importer {
                         }
                         r
                     }
-                    None => {
-                        approx.push("no root: nginx's default, html under its prefix".into());
-                        "html".into()
-                    }
+                    // nginx's default, html under its prefix
+                    None => "html".into(),
                 };
                 format!("{}{path}", root.trim_end_matches('/'))
             }
@@ -198,8 +207,10 @@ impl Importer {
             return Err("not imported: nginx variables in the page's root or alias".into());
         }
         if !file.starts_with('/') {
-            approx.push(format!(
-                "{file:?} is relative: nginx reads it from its prefix (/etc/nginx or /usr/share/nginx), rampart from its config file's folder"
+            // (rampart would read it from its config file's folder, where it
+            // is not: the imported config would not load)
+            return Err(format!(
+                "not imported: {file:?} is relative to nginx's prefix (`nginx -V`, --prefix): give error_pages its absolute path by hand"
             ));
         }
         Ok(Resolved {
@@ -213,8 +224,8 @@ impl Importer {
     /// The report of the http level's error_page lines and root: what the
     /// first server that used each made of it.
     pub(super) fn report_http_pages(&mut self) {
-        for d in std::mem::take(&mut self.http_pages) {
-            let entry = self.http_page_notes.remove(&d.line).unwrap_or_else(|| Entry {
+        for (i, d) in std::mem::take(&mut self.http_pages).into_iter().enumerate() {
+            let entry = self.http_page_notes.remove(&i).unwrap_or_else(|| Entry {
                 line: d.line,
                 directive: d.text(),
                 fidelity: Fidelity::Approximated,

@@ -488,7 +488,7 @@ impl Importer {
                         }
                         None => {
                             r.set("respond", format!("{{ status = {c}, body = {} }}", s(b)));
-                            self.approx(e, "a respond rule, its Content-Type text/plain (nginx's is the location's default_type)");
+                            self.approx(e, "a respond rule, its Content-Type text/plain (nginx's is the default_type in force or the type of the URI's extension; a location's own default_type or added Content-Type is read)");
                         }
                     },
                     None => {
@@ -599,9 +599,28 @@ impl Importer {
             own_set_header: has("proxy_set_header"),
             root: None,
             alias: None,
-            try_uri: block.iter().any(|d| {
-                d.name == "try_files" && d.args.first().map(String::as_str) == Some("$uri")
-            }),
+            try_uri: block
+                .iter()
+                .find(|d| {
+                    d.name == "try_files" && d.args.first().map(String::as_str) == Some("$uri")
+                })
+                .map(|d| d.args.last().filter(|a| *a != "=404").cloned()),
+            handler: block
+                .iter()
+                .find(|d| {
+                    matches!(
+                        d.name.as_str(),
+                        "proxy_pass"
+                            | "fastcgi_pass"
+                            | "uwsgi_pass"
+                            | "scgi_pass"
+                            | "grpc_pass"
+                            | "memcached_pass"
+                            | "return"
+                            | "rewrite"
+                    )
+                })
+                .map(|d| d.name.clone()),
         };
         self.mapped(
             e,

@@ -620,22 +620,26 @@ fn error_page_uris_become_the_files_of_the_listeners_error_pages() {
         // a root no page reads serves nothing in rampart
         assert_eq!(entry(&report, "root /srv").fidelity, Fidelity::Unsupported);
     }
-    // no root: nginx's relative html, said; intercepted errors, said
+    // no root: nginx's relative html, which rampart cannot find
     let (cfg, report) = http(
-        "server { listen 80; error_page 502 /50x.html; proxy_intercept_errors on;
+        "server { listen 80; error_page 502 /50x.html; location /api/ { proxy_pass http://u; } }",
+    );
+    assert!(pages(&on(&cfg, "0.0.0.0:80")).is_empty());
+    let e = entry(&report, "error_page 502 /50x.html");
+    assert_eq!(e.fidelity, Fidelity::Unsupported);
+    assert!(e.note.contains("relative"), "{}", e.note);
+    // intercepted errors, said
+    let (cfg, report) = http(
+        "server { listen 80; root /srv; error_page 502 /50x.html; proxy_intercept_errors on;
            location /api/ { proxy_pass http://u; } }",
     );
     assert_eq!(
         pages(&on(&cfg, "0.0.0.0:80")),
-        vec![p("502", "html/50x.html")]
+        vec![p("502", "/srv/50x.html")]
     );
     let e = entry(&report, "error_page 502 /50x.html");
     assert_eq!(e.fidelity, Fidelity::Approximated);
-    assert!(
-        e.note.contains("relative") && e.note.contains("proxy_intercept_errors"),
-        "{}",
-        e.note
-    );
+    assert!(e.note.contains("proxy_intercept_errors"), "{}", e.note);
     // two servers of one listener with different pages: the default server's
     let (cfg, report) = http(
         "server { listen 80; server_name a.example; error_page 502 /a.html; root /a; location /api { proxy_pass http://u; } }
@@ -670,7 +674,23 @@ fn an_error_page_under_try_files_is_the_file() {
             ("502".to_string(), "/srv/public/500.html".to_string())
         ]
     );
-    let _ = entry(&report, "error_page 500 502 /500.html");
+    let e = entry(&report, "error_page 500 502 /500.html");
+    assert!(
+        e.note.contains("@proxy when the file is missing"),
+        "{}",
+        e.note
+    );
+    // a URI that a script handler answers (Laravel's `error_page 404
+    // /index.php`) is no file to serve: its source would be the page
+    let (cfg, report) = http(
+        "server { listen 80; root /srv/app/public; error_page 404 /index.php;
+           location ~ \\.php$ { fastcgi_pass 127.0.0.1:9000; }
+           location /api/ { proxy_pass http://u; } }",
+    );
+    assert!(pages(&on(&cfg, "0.0.0.0:80")).is_empty());
+    let e = entry(&report, "error_page 404 /index.php");
+    assert_eq!(e.fidelity, Fidelity::Unsupported);
+    assert!(e.note.contains("fastcgi_pass"), "{}", e.note);
 }
 
 /// `return 200 "text"` (a health answer of nginx's own) and `return 204`:

@@ -376,6 +376,7 @@ fn rampart_local(cfg: &mut toml::Table, local: &mut Local) -> Vec<Listener> {
     if let Some(g) = g.as_table_mut() {
         g.insert("threads".into(), Value::Integer(1));
         g.remove("state_file");
+        g.remove("error_pages");
     }
     let mut out = Vec::new();
     if let Some(ls) = cfg.get_mut("listener").and_then(Value::as_array_mut) {
@@ -414,6 +415,8 @@ fn rampart_local(cfg: &mut toml::Table, local: &mut Local) -> Vec<Listener> {
                 .collect();
             l.insert("bind".into(), Value::Array(local_binds));
             l.remove("proxy_protocol");
+            // pages change no status: their files need not be here
+            l.remove("error_pages");
             if let Some(t) = l.get_mut("tls").and_then(Value::as_table_mut) {
                 t.insert(
                     "cert".into(),
