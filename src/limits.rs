@@ -136,8 +136,12 @@ pub struct ListenerShared {
     pub max_request_body: AtomicU64,
     /// `error_pages` in force: set by each generation.
     pub error_pages: arc_swap::ArcSwap<crate::config::ErrorPages>,
-    /// `client_ip_header` in force: set by each generation.
-    pub client_ip_header: arc_swap::ArcSwapOption<http::HeaderName>,
+    /// `client_ip_header` in force: set by each generation (read through
+    /// `client_ip_header()`).
+    client_ip_header: arc_swap::ArcSwapOption<http::HeaderName>,
+    /// Whether it is set: most listeners have none, and a flag costs their
+    /// requests less than the swap's load.
+    client_ip_header_on: std::sync::atomic::AtomicBool,
 }
 
 impl ListenerShared {
@@ -161,7 +165,25 @@ impl ListenerShared {
             max_request_body: AtomicU64::new(0),
             error_pages: Default::default(),
             client_ip_header: Default::default(),
+            client_ip_header_on: Default::default(),
         }
+    }
+
+    /// `client_ip_header` in force, if any.
+    #[inline]
+    pub fn client_ip_header(&self) -> Option<Arc<http::HeaderName>> {
+        if self.client_ip_header_on.load(Ordering::Relaxed) {
+            self.client_ip_header.load_full()
+        } else {
+            None
+        }
+    }
+
+    /// Sets `client_ip_header` (a new generation's).
+    pub fn set_client_ip_header(&self, name: Option<http::HeaderName>) {
+        self.client_ip_header_on
+            .store(name.is_some(), Ordering::Relaxed);
+        self.client_ip_header.store(name.map(Arc::new));
     }
 }
 

@@ -298,9 +298,7 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
         std::sync::atomic::Ordering::Relaxed,
     );
     shared.error_pages.store(Arc::clone(&l.error_pages));
-    shared
-        .client_ip_header
-        .store(l.client_ip_header.clone().map(Arc::new));
+    shared.set_client_ip_header(l.client_ip_header.clone());
     ListenerRuntime {
         name: Arc::from(l.name.as_str()),
         binds: l.binds.clone(),

@@ -638,7 +638,7 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
         Box::new(ReqLog::new(ctx, method, r.target.to_string(), &pool, start))
     });
     let mut wire = PooledBuf::take();
-    let real_ip = ctx.permits.listener().client_ip_header.load();
+    let real_ip = ctx.permits.listener().client_ip_header();
     r.write_upstream(
         ctx.peer_ip.as_bytes(),
         ctx.shared.proto,

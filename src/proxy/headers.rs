@@ -272,7 +272,7 @@ pub(super) fn wire(
 ) -> PooledBuf {
     set_client_subject(&mut parts.headers, ctx);
     let prior = prior_for(&parts.headers);
-    let real_ip = ctx.permits.listener().client_ip_header.load();
+    let real_ip = ctx.permits.listener().client_ip_header();
     let xf = forwarded::XForwarded {
         prior_for: prior.as_deref(),
         client_ip: ctx.peer_ip.as_bytes(),
@@ -302,7 +302,7 @@ pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx, host: Option<Optio
     }
     set_client_subject(h, ctx);
     let host = host.unwrap_or_else(|| h.get(header::HOST).cloned());
-    let real_ip = ctx.permits.listener().client_ip_header.load();
+    let real_ip = ctx.permits.listener().client_ip_header();
     let xf = forwarded::XForwarded {
         prior_for: prior.as_deref(),
         client_ip: ctx.peer_ip.as_bytes(),
