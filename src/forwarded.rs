@@ -67,8 +67,17 @@ pub fn incoming(name: &[u8]) -> Incoming {
 /// Whether a field the client sent named `name` gives way to the listener's
 /// `client_ip_header` (`real_ip`), which rampart writes.
 #[inline]
+/// Any case, and `_` for `-`: CGI, WSGI and Rack servers read `X_Real_IP`
+/// as `HTTP_X_REAL_IP`, the field's own variable.
 pub fn replaced_by(real_ip: Option<&http::HeaderName>, name: &[u8]) -> bool {
-    real_ip.is_some_and(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
+    real_ip.is_some_and(|n| {
+        let n = n.as_str().as_bytes();
+        n.len() == name.len()
+            && n.iter().zip(name).all(|(&a, &b)| {
+                let b = if b == b'_' { b'-' } else { b };
+                a == b.to_ascii_lowercase()
+            })
+    })
 }
 
 impl XForwarded<'_> {
@@ -205,6 +214,8 @@ mod tests {
             b"x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: http\r\nx-real-ip: 192.0.2.7\r\n"
         );
         assert!(replaced_by(Some(&name), b"X-Real-IP"));
+        assert!(replaced_by(Some(&name), b"X_Real_IP"));
+        assert!(replaced_by(Some(&name), b"x-real_ip"));
         assert!(!replaced_by(Some(&name), b"x-real-ipv6"));
         assert!(!replaced_by(None, b"x-real-ip"));
     }

@@ -169,14 +169,13 @@ impl ListenerShared {
         }
     }
 
-    /// `client_ip_header` in force, if any.
+    /// `client_ip_header` in force, if any (a guard: no shared count is
+    /// touched to read it).
     #[inline]
-    pub fn client_ip_header(&self) -> Option<Arc<http::HeaderName>> {
-        if self.client_ip_header_on.load(Ordering::Relaxed) {
-            self.client_ip_header.load_full()
-        } else {
-            None
-        }
+    pub fn client_ip_header(&self) -> Option<arc_swap::Guard<Option<Arc<http::HeaderName>>>> {
+        self.client_ip_header_on
+            .load(Ordering::Relaxed)
+            .then(|| self.client_ip_header.load())
     }
 
     /// Sets `client_ip_header` (a new generation's).

@@ -439,7 +439,8 @@ async fn deleting_x_forwarded_for_drops_a_forged_chain() {
 }
 
 /// An HTTP/2 (h2c) server that answers every request with the values of its
-/// `x-real-ip` fields, joined by ",".
+/// `x-real-ip` fields (`x_real_ip` too, which CGI servers read the same),
+/// joined by ",".
 async fn real_ip_h2_server() -> SocketAddr {
     let addr = free_addr("127.0.0.1");
     let listener = listen(addr).await;
@@ -450,9 +451,9 @@ async fn real_ip_h2_server() -> SocketAddr {
                     hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
                         let seen: Vec<&str> = req
                             .headers()
-                            .get_all("x-real-ip")
                             .iter()
-                            .map(|v| v.to_str().unwrap_or("?"))
+                            .filter(|(n, _)| n.as_str().replace('_', "-") == "x-real-ip")
+                            .map(|(_, v)| v.to_str().unwrap_or("?"))
                             .collect();
                         Ok::<_, std::convert::Infallible>(hyper::Response::new(
                             http_body_util::Full::new(bytes::Bytes::from(seen.join(","))),
@@ -488,11 +489,12 @@ async fn the_client_ip_header_carries_the_client_and_never_a_forged_value() {
         a.addr
     );
     let p = Proxy::start(&cfg, &[listen]).await;
+    // (`X_Real_IP` is the same variable to CGI, WSGI and Rack servers)
     let seen = || -> Vec<String> {
         let h = a.stats.last_headers.lock().unwrap().clone().unwrap();
-        h.get_all("x-real-ip")
-            .iter()
-            .map(|v| v.to_str().unwrap().to_string())
+        h.iter()
+            .filter(|(n, _)| n.as_str().replace('_', "-") == "x-real-ip")
+            .map(|(_, v)| v.to_str().unwrap().to_string())
             .collect()
     };
     for (what, c) in [("fast path", client()), ("HTTP/2 client", h2c_client())] {
@@ -500,6 +502,7 @@ async fn the_client_ip_header_carries_the_client_and_never_a_forged_value() {
             let req = Request::get(format!("http://{listen}{path}"))
                 .header("x-real-ip", "6.6.6.6")
                 .header("X-Real-IP", "5.5.5.5")
+                .header("X_Real_IP", "4.4.4.4")
                 .body(empty())
                 .unwrap();
             let (resp, _) = send(&c, req).await;
@@ -509,6 +512,7 @@ async fn the_client_ip_header_carries_the_client_and_never_a_forged_value() {
         // to an HTTP/2 pool
         let req = Request::get(format!("http://{listen}/h2"))
             .header("x-real-ip", "6.6.6.6")
+            .header("x_real_ip", "4.4.4.4")
             .body(empty())
             .unwrap();
         let (resp, body) = send(&c, req).await;
@@ -518,6 +522,7 @@ async fn the_client_ip_header_carries_the_client_and_never_a_forged_value() {
     // a chunked upload, which goes to hyper's path
     let req = Request::post(format!("http://{listen}/up"))
         .header("x-real-ip", "6.6.6.6")
+        .header("x_real_ip", "4.4.4.4")
         .body(
             http_body_util::StreamBody::new(futures_util::stream::iter(vec![Ok::<
                 _,
@@ -531,7 +536,17 @@ async fn the_client_ip_header_carries_the_client_and_never_a_forged_value() {
     let (resp, _) = send(&client(), req).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(seen(), ["127.0.0.1"], "chunked");
-    // a reload without it: the client's field passes again
+    // a reload without it: the client's field passes again, on a connection
+    // opened before it too
+    let open = client();
+    let (resp, _) = send(
+        &open,
+        Request::get(format!("http://{listen}/"))
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
     std::fs::write(
         &p.config,
         cfg.replace("client_ip_header = \"X-Real-IP\"\n", ""),
@@ -539,10 +554,12 @@ async fn the_client_ip_header_carries_the_client_and_never_a_forged_value() {
     .unwrap();
     let (st, body) = admin_post(admin, "/api/reload", "").await;
     assert_eq!(st, StatusCode::OK, "{body}");
-    let req = Request::get(format!("http://{listen}/"))
-        .header("x-real-ip", "6.6.6.6")
-        .body(empty())
-        .unwrap();
-    send(&client(), req).await;
-    assert_eq!(seen(), ["6.6.6.6"]);
+    for c in [open, client()] {
+        let req = Request::get(format!("http://{listen}/"))
+            .header("x-real-ip", "6.6.6.6")
+            .body(empty())
+            .unwrap();
+        send(&c, req).await;
+        assert_eq!(seen(), ["6.6.6.6"]);
+    }
 }

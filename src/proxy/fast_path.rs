@@ -642,7 +642,7 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
     r.write_upstream(
         ctx.peer_ip.as_bytes(),
         ctx.shared.proto,
-        real_ip.as_deref(),
+        real_ip.as_ref().and_then(|g| g.as_deref()),
         edits.as_ref(),
         &mut wire,
     );

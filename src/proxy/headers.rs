@@ -280,7 +280,7 @@ pub(super) fn wire(
         host: host
             .unwrap_or_else(|| parts.headers.get(header::HOST))
             .map(HeaderValue::as_bytes),
-        real_ip: real_ip.as_deref(),
+        real_ip: real_ip.as_ref().and_then(|g| g.as_deref()),
     };
     upstream::wire_request(parts, body, length, &xf)
 }
@@ -308,12 +308,20 @@ pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx, host: Option<Optio
         client_ip: ctx.peer_ip.as_bytes(),
         proto: ctx.shared.proto,
         host: host.as_ref().map(HeaderValue::as_bytes),
-        real_ip: real_ip.as_deref(),
+        real_ip: real_ip.as_ref().and_then(|g| g.as_deref()),
     };
     if let Some(name) = xf.real_ip {
-        // (insert: the client's own lines give way)
+        // the client's own lines give way, `_` spellings too; rampart's last
+        let theirs: Vec<HeaderName> = h
+            .keys()
+            .filter(|k| forwarded::replaced_by(Some(name), k.as_str().as_bytes()))
+            .cloned()
+            .collect();
+        for k in theirs {
+            h.remove(k);
+        }
         if let Ok(v) = HeaderValue::from_bytes(xf.client_ip) {
-            h.insert(name.clone(), v);
+            h.append(name.clone(), v);
         }
     }
     xf.fields(|name, parts| {

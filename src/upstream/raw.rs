@@ -214,7 +214,7 @@ pub fn wire_request(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
         if forwarded::incoming(name.as_str().as_bytes()) != forwarded::Incoming::Other
-            || xf.real_ip == Some(name)
+            || forwarded::replaced_by(xf.real_ip, name.as_str().as_bytes())
         {
             continue;
         }

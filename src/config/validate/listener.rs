@@ -96,6 +96,14 @@ pub(super) fn listener(
         if lf.mode == Mode::Tcp {
             warnings.push(format!("{at}: a tcp listener has no request fields; it does not apply"));
         }
+        let subject = lf.tls.as_ref().and_then(|t| t.client_subject_header.as_deref());
+        if subject.is_some_and(|s| s.eq_ignore_ascii_case(name.as_str())) {
+            p.add(
+                &at,
+                format!("{n:?} is also tls.client_subject_header: the client's address would replace its certificate's subject"),
+            );
+            return None;
+        }
         Some(name)
     });
     if !lf.park_idle_after.0.is_zero() && lf.park_idle_after.0 >= lf.request_header_timeout.0 {

@@ -589,6 +589,8 @@ mod tests {
         assert_eq!(words(r"s a\nb\dc\x41\ e"), ["s", "a\nb\\dcA e"]);
         assert_eq!(words(r"s 'a\nb'"), ["s", r"a\nb"]);
         assert_eq!(words(r"s a\x4"), ["s", r"a\x4"]);
+        // `\$`: an escape in double quotes only (a regex's literal `$` out)
+        assert_eq!(words(r#"s a\$b "a\$b""#), ["s", r"a\$b", "a$b"]);
     }
 
     #[test]

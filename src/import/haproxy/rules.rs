@@ -500,10 +500,17 @@ impl Importer {
                     let conditional = l.words.iter().any(|w| w == "if" || w == "unless");
                     match at {
                         RuleAt::Listener(li) if !conditional => {
-                            self.cfg.listeners[li]
-                                .keys
-                                .set("client_ip_header", s(&name));
-                            self.mapped(l, "the listener's client_ip_header (the client's address, in place of any the client sent)");
+                            let keys = &mut self.cfg.listeners[li].keys;
+                            match keys.get("client_ip_header").map(|v| v.trim_matches('"').to_string()) {
+                                Some(first) if !first.eq_ignore_ascii_case(&name) => self.unsupported(
+                                    l,
+                                    format!("rampart writes the client's address in one field, client_ip_header ({first}): not in this one too"),
+                                ),
+                                _ => {
+                                    keys.set("client_ip_header", s(&name));
+                                    self.mapped(l, "the listener's client_ip_header (the client's address, in place of any the client sent)");
+                                }
+                            }
                         }
                         _ => self.unsupported(
                             l,

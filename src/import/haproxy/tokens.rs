@@ -9,18 +9,25 @@ pub(crate) struct Line {
     pub(crate) words: Vec<String>,
 }
 
-/// The escape after a backslash, read from `chars` into `cur`.
-fn escape(chars: &mut std::str::Chars<'_>, cur: &mut String) {
+/// The escape after a backslash, read from `chars` into `cur` (`\$` is one
+/// inside double quotes only).
+fn escape(chars: &mut std::str::Chars<'_>, cur: &mut String, in_quotes: bool) {
     match chars.next() {
-        Some(c @ (' ' | '#' | '\\' | '"' | '\'' | '$')) => cur.push(c),
+        Some(c @ (' ' | '#' | '\\' | '"' | '\'')) => cur.push(c),
+        Some('$') if in_quotes => cur.push('$'),
         Some('r') => cur.push('\r'),
         Some('n') => cur.push('\n'),
         Some('t') => cur.push('\t'),
         Some('x') => {
             let hex: String = chars.clone().take(2).collect();
             match u8::from_str_radix(&hex, 16) {
-                // (a byte above ASCII stays as written: words are text)
-                Ok(b) if hex.len() == 2 && b.is_ascii() => {
+                // (a byte above ASCII stays as written: words are text; and
+                // from_str_radix takes a sign, which is no hex digit)
+                Ok(b)
+                    if hex.len() == 2
+                        && hex.chars().all(|c| c.is_ascii_hexdigit())
+                        && b.is_ascii() =>
+                {
                     chars.nth(1);
                     cur.push(char::from(b));
                 }
@@ -37,9 +44,10 @@ fn escape(chars: &mut std::str::Chars<'_>, cur: &mut String) {
 
 /// Splits a line into words: `#` starts a comment outside quotes; "..." and
 /// '...' group (no escapes inside single quotes); elsewhere a backslash
-/// escapes as HAProxy's `parse_line` does: `\ `, `\#`, `\\`, `\"`, `\'` and
-/// `\$` are the character, `\r`, `\n`, `\t` and `\xNN` control characters and
-/// bytes, and any other (a regex's `\d`) stays as written.
+/// escapes as HAProxy's `parse_line` does: `\ `, `\#`, `\\`, `\"` and `\'`
+/// are the character (`\$` too, in double quotes), `\r`, `\n`, `\t` and `\xNN`
+/// control characters and bytes, and any other (a regex's `\d`) stays as
+/// written.
 pub(super) fn words(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
@@ -49,7 +57,7 @@ pub(super) fn words(line: &str) -> Vec<String> {
     while let Some(c) = chars.next() {
         match (quote, c) {
             (Some(q), c) if c == q => quote = None,
-            (Some('"'), '\\') => escape(&mut chars, &mut cur),
+            (Some('"'), '\\') => escape(&mut chars, &mut cur, true),
             (Some(_), c) => cur.push(c),
             (None, '#') => break,
             (None, '"' | '\'') => {
@@ -57,7 +65,7 @@ pub(super) fn words(line: &str) -> Vec<String> {
                 in_word = true;
             }
             (None, '\\') => {
-                escape(&mut chars, &mut cur);
+                escape(&mut chars, &mut cur, false);
                 in_word = true;
             }
             (None, c) if c.is_whitespace() => {

@@ -10,6 +10,14 @@ use crate::import::haproxy_cond::{self as cond, Acls};
 use crate::import::out::{self, list, s, Table};
 use crate::import::{Entry, Fidelity};
 
+/// `timeout http-request 0`: HAProxy then waits for ever.
+const ZERO_HTTP_REQUEST: &str = "0 is no timeout in HAProxy; rampart's request_header_timeout is above zero (10s unless set): set it by hand";
+
+/// Whether a duration `duration` wrote is zero.
+fn zero(d: &str) -> bool {
+    d.chars().take_while(char::is_ascii_digit).all(|c| c == '0')
+}
+
 impl Importer {
     pub(super) fn note(&mut self, l: &Line, f: Fidelity, note: impl Into<String>) {
         self.report.push(Entry {
@@ -93,6 +101,7 @@ impl Importer {
                         }
                         self.mapped(l, timeout_key(&w[1]));
                     }
+                    ("http-request", Some(d)) if zero(&d) => self.unsupported(l, ZERO_HTTP_REQUEST),
                     ("http-request", Some(d)) => {
                         self.defaults.timeouts.insert(w[1].clone(), d);
                         self.mapped(l, "each listener's request_header_timeout");
@@ -485,6 +494,9 @@ impl Importer {
                     "request_header_timeout"
                 };
                 match duration(&w[2]) {
+                    Some(d) if key == "request_header_timeout" && zero(&d) => {
+                        self.unsupported(l, ZERO_HTTP_REQUEST)
+                    }
                     Some(d) => {
                         self.cfg.listeners[li].keys.set(key, s(&d));
                         self.mapped(l, key);
@@ -711,13 +723,35 @@ impl Importer {
         } else {
             (w[1].clone(), w[2].clone(), &w[3..])
         };
-        // default-server's options first: the server's own override them
+        // default-server's options first: the server's own override them,
+        // and its `no-X` (`enabled`) takes a default's X (`disabled`) back
+        let own = params;
+        // (the switches a server line can turn off; its other `no-` options
+        // are TLS tweaks, reported as not imported)
+        const SWITCHES: [&str; 6] = [
+            "check",
+            "ssl",
+            "backup",
+            "send-proxy",
+            "send-proxy-v2",
+            "check-ssl",
+        ];
+        let negation = |o: &String| {
+            o == "enabled" || o.strip_prefix("no-").is_some_and(|x| SWITCHES.contains(&x))
+        };
+        let negated = |w: &String| {
+            own.iter().any(|o| {
+                o.strip_prefix("no-") == Some(w.as_str()) && SWITCHES.contains(&w.as_str())
+                    || (o == "enabled" && w == "disabled")
+            })
+        };
         let params: Vec<String> = self
             .default_server
             .get(&pi)
             .into_iter()
             .flatten()
-            .chain(params)
+            .filter(|w| !negated(w))
+            .chain(own.iter().filter(|o| !negation(o)))
             .cloned()
             .collect();
         let params = params.as_slice();

@@ -925,12 +925,24 @@ frontend g
   bind :81
   timeout http-request 4s
   default_backend c
+frontend h
+  bind :82
+  timeout http-request 0
+  use_backend e if { path_beg /e }
+  default_backend d
 backend b
   default-server weight 7
   server s1 10.0.0.1:80 check
   server s2 10.0.0.2:80 check weight 9
 backend c
   server s3 10.0.0.3:80 check inter 1s
+backend d
+  default-server ssl verify none backup disabled
+  server s4 10.0.0.4:443
+  server s5 10.0.0.5:443 no-backup enabled
+backend e
+  default-server check
+  server s6 10.0.0.6:80 no-check
 ",
         "test.cfg",
     );
@@ -966,6 +978,16 @@ backend c
         "default-server inter 3s fall 3 rise 2",
         Fidelity::Mapped
     ));
+    // a server's no-X (enabled) takes a default's X (disabled) back
+    let d = array(&pool("d"), "server");
+    assert_eq!(d[0]["backup"].as_bool(), Some(true));
+    assert_eq!(d[0]["weight"].as_integer(), Some(0));
+    assert!(
+        d[1].get("backup").is_none() && d[1].get("weight").is_none(),
+        "{d:?}"
+    );
+    assert!(pool("d").get("tls").is_some());
+    assert!(pool("e").get("health").is_none(), "{:?}", pool("e"));
     assert!(reported(
         &im.report,
         "timeout http-keep-alive 3s",
@@ -976,6 +998,16 @@ backend c
         "timeout http-request 4s",
         Fidelity::Mapped
     ));
+    // 0: no timeout in HAProxy, none rampart has
+    assert!(reported(
+        &im.report,
+        "timeout http-request 0",
+        Fidelity::Unsupported
+    ));
+    assert_eq!(
+        on(&cfg, "0.0.0.0:82")["request_header_timeout"].as_str(),
+        Some("7s")
+    );
 }
 
 /// `http-request set-header X-Real-IP %[src]` in a frontend: its listener's

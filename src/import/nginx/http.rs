@@ -123,10 +123,21 @@ impl Importer {
                     None => self.approx(d, "remove it with a [[listener.rule]] del_header (not imported at this level)"),
                 }
             }
-            (n, "$remote_addr") if n != "host" => {
-                self.client_ip_header.get_or_insert_with(|| name.clone());
-                self.mapped(d, "client_ip_header of every listener: each request to a server carries the client's address in it, in place of any the client sent")
-            }
+            (n, "$remote_addr") if n != "host" => match self.client_ip_header.clone() {
+                Some(first) if !first.eq_ignore_ascii_case(name) => self.unsupported(
+                    d,
+                    format!("rampart writes the client's address in one field, client_ip_header ({first}): not in this one too"),
+                ),
+                _ => {
+                    self.client_ip_header.get_or_insert_with(|| name.clone());
+                    let note = "client_ip_header of every listener: each request to a server carries the client's address in it, in place of any the client sent";
+                    if self.real_ip_module {
+                        self.approx(d, format!("{note}; with set_real_ip_from, nginx's $remote_addr is the address a trusted proxy named, rampart's the connection's (or the PROXY protocol's)"));
+                    } else {
+                        self.mapped(d, note);
+                    }
+                }
+            },
             (n, v) if v.strip_prefix("$http_").is_some_and(|h| h.replace('_', "-") == n) => {
                 self.mapped(d, "rampart passes the client's field on unchanged")
             }

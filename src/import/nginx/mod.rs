@@ -45,6 +45,12 @@ pub(super) fn duration(v: &str) -> Option<String> {
     })
 }
 
+/// Whether a directive named `name` is anywhere in `ds`.
+fn has_directive(ds: &[Directive], name: &str) -> bool {
+    ds.iter()
+        .any(|d| d.name == name || d.block.as_deref().is_some_and(|b| has_directive(b, name)))
+}
+
 /// Whether `proxy_intercept_errors on` is anywhere in `ds`.
 fn intercepts_errors(ds: &[Directive]) -> bool {
     ds.iter().any(|d| {
@@ -222,6 +228,9 @@ pub(super) struct Importer {
     /// `proxy_set_header NAME $remote_addr` somewhere (X-Real-IP): every
     /// listener's client_ip_header
     client_ip_header: Option<String>,
+    /// `set_real_ip_from` somewhere: `$remote_addr` is then what a trusted
+    /// proxy's field named
+    real_ip_module: bool,
     /// `proxy_intercept_errors on` somewhere: nginx then serves its pages in
     /// place of servers' own error answers too
     intercept_errors: bool,
@@ -797,6 +806,7 @@ pub fn import(src: &str, file: &str) -> Imported {
         intercept_errors: false,
         return_type: None,
         client_ip_header: None,
+        real_ip_module: false,
     };
     im.cfg.header = vec![
         format!("Imported from {file} by `rampart import nginx`."),
@@ -807,6 +817,7 @@ pub fn import(src: &str, file: &str) -> Imported {
         Ok(ds) => {
             im.largest_body = largest_body(&ds);
             im.intercept_errors = intercepts_errors(&ds);
+            im.real_ip_module = has_directive(&ds, "set_real_ip_from");
             im.main_level(&ds)
         }
         Err(e) => im.report.push(Entry {

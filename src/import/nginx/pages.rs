@@ -147,18 +147,20 @@ impl Importer {
             (None, p) => regex().or(p),
         };
         if let Some(l) = loc {
+            // (a handler answers what try_files found too: `try_files $uri
+            // =404; fastcgi_pass ...` runs the script)
             match (&l.try_uri, &l.handler) {
-                (Some(Some(fallback)), _) => approx.push(format!(
+                (Some(Some(fallback)), None) => approx.push(format!(
                     "nginx serves the page from {fallback} when the file is missing (try_files); rampart's must be there"
                 )),
-                (Some(None), _) => {}
-                (None, Some(h)) if h == "proxy_pass" => {
+                (Some(None), None) => {}
+                (_, Some(h)) if h == "proxy_pass" => {
                     return Err(format!(
                         "not imported: {path} reaches a location that proxies (line {}); rampart's pages are files",
                         l.line
                     ))
                 }
-                (None, Some(h)) => {
+                (_, Some(h)) => {
                     return Err(format!(
                         "not imported: {path} reaches a location whose {h} answers it (line {}); rampart's pages are files",
                         l.line

@@ -684,7 +684,7 @@ fn an_error_page_under_try_files_is_the_file() {
     // /index.php`) is no file to serve: its source would be the page
     let (cfg, report) = http(
         "server { listen 80; root /srv/app/public; error_page 404 /index.php;
-           location ~ \\.php$ { fastcgi_pass 127.0.0.1:9000; }
+           location ~ \\.php$ { try_files $uri =404; fastcgi_pass 127.0.0.1:9000; }
            location /api/ { proxy_pass http://u; } }",
     );
     assert!(pages(&on(&cfg, "0.0.0.0:80")).is_empty());
