@@ -65,10 +65,10 @@ pub fn incoming(name: &[u8]) -> Incoming {
 }
 
 /// Whether a field the client sent named `name` gives way to the listener's
-/// `client_ip_header` (`real_ip`), which rampart writes.
+/// `client_ip_header` (`real_ip`), which rampart writes: in any case, and
+/// with `_` for `-` (CGI, WSGI and Rack servers read `X_Real_IP` as
+/// `HTTP_X_REAL_IP`, the field's own variable).
 #[inline]
-/// Any case, and `_` for `-`: CGI, WSGI and Rack servers read `X_Real_IP`
-/// as `HTTP_X_REAL_IP`, the field's own variable.
 pub fn replaced_by(real_ip: Option<&http::HeaderName>, name: &[u8]) -> bool {
     real_ip.is_some_and(|n| {
         let n = n.as_str().as_bytes();

@@ -71,22 +71,13 @@ pub(super) fn listener(
             }
         };
         // fields that frame a message, belong to one hop, or rampart writes
-        const OWN: [&str; 13] = [
-            "host",
-            "content-length",
-            "transfer-encoding",
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "te",
-            "trailer",
-            "upgrade",
-            "x-forwarded-for",
-            "x-forwarded-proto",
-            "x-forwarded-host",
-            "forwarded",
-        ];
-        if OWN.contains(&name.as_str()) {
+        // (those rules may not edit either), and Host
+        let own = |n: &str| {
+            super::rules::NOT_EDITABLE.contains(&n)
+                || super::rules::REQUEST_RAMPARTS.contains(&n)
+                || n == "host"
+        };
+        if own(name.as_str()) {
             p.add(
                 &at,
                 format!("{n:?} frames a message, belongs to one hop or is rampart's own X-Forwarded-*: name another field (X-Real-IP)"),

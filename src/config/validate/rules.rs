@@ -11,7 +11,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use std::collections::HashMap;
 
 /// Fields that frame the message or belong to one hop: rampart writes them.
-const NOT_EDITABLE: &[&str] = &[
+pub(super) const NOT_EDITABLE: &[&str] = &[
     "connection",
     "content-length",
     "keep-alive",
@@ -43,7 +43,7 @@ fn header_name(s: &str, at: &KeyPath, p: &mut Problems<'_>) -> Option<HeaderName
 
 /// Fields of a request that rampart writes itself: a rule's edit of them
 /// would never reach the server.
-const REQUEST_RAMPARTS: &[&str] = &[
+pub(super) const REQUEST_RAMPARTS: &[&str] = &[
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",

@@ -45,18 +45,10 @@ pub(super) fn duration(v: &str) -> Option<String> {
     })
 }
 
-/// Whether a directive named `name` is anywhere in `ds`.
-fn has_directive(ds: &[Directive], name: &str) -> bool {
+/// Whether a directive anywhere in `ds`, blocks included, is one `f` accepts.
+fn any_directive(ds: &[Directive], f: &impl Fn(&Directive) -> bool) -> bool {
     ds.iter()
-        .any(|d| d.name == name || d.block.as_deref().is_some_and(|b| has_directive(b, name)))
-}
-
-/// Whether `proxy_intercept_errors on` is anywhere in `ds`.
-fn intercepts_errors(ds: &[Directive]) -> bool {
-    ds.iter().any(|d| {
-        (d.name == "proxy_intercept_errors" && d.args.first().map(String::as_str) == Some("on"))
-            || d.block.as_deref().is_some_and(intercepts_errors)
-    })
+        .any(|d| f(d) || d.block.as_deref().is_some_and(|b| any_directive(b, f)))
 }
 
 /// An nginx size (`client_max_body_size 10m`: bytes, k, m or g, either case)
@@ -816,8 +808,11 @@ pub fn import(src: &str, file: &str) -> Imported {
     match parse(src) {
         Ok(ds) => {
             im.largest_body = largest_body(&ds);
-            im.intercept_errors = intercepts_errors(&ds);
-            im.real_ip_module = has_directive(&ds, "set_real_ip_from");
+            im.intercept_errors = any_directive(&ds, &|d| {
+                d.name == "proxy_intercept_errors"
+                    && d.args.first().map(String::as_str) == Some("on")
+            });
+            im.real_ip_module = any_directive(&ds, &|d| d.name == "set_real_ip_from");
             im.main_level(&ds)
         }
         Err(e) => im.report.push(Entry {
