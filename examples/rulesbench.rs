@@ -67,7 +67,7 @@ fn main() {
     let t = Instant::now();
     for _ in 0..n {
         match std::hint::black_box(rules).evaluate(std::hint::black_box(&req)) {
-            Outcome::Continue(a) => limits += a.limits,
+            Outcome::Continue(a, _) => limits += a.limits,
             Outcome::Terminal(..) => panic!("no rule decides this request"),
         }
     }

@@ -448,7 +448,8 @@ impl ReqHead<'_> {
     /// removed (and those the Connection field names), X-Forwarded-* as
     /// `forwarded` says (`client_ip`, the listener's scheme `proto`).
     /// `edits`: the header edits of the rules that matched (applied before
-    /// X-Forwarded-*, which stay rampart's).
+    /// X-Forwarded-*, which stay rampart's), and the target if they rewrote
+    /// the path.
     pub fn write_upstream(
         &self,
         client_ip: &[u8],
@@ -462,7 +463,8 @@ impl ReqHead<'_> {
             |name: &str| edits.is_some_and(|e| e.rules.drops_request_header(e.applied, name));
         out.extend_from_slice(self.method.as_bytes());
         out.push(b' ');
-        out.extend_from_slice(self.target.as_bytes());
+        let target = edits.and_then(|e| e.target.as_deref());
+        out.extend_from_slice(target.unwrap_or(self.target).as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
         let mut xff: Option<Vec<u8>> = None;
         for (i, h) in self.headers.iter().enumerate() {

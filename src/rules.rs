@@ -137,11 +137,11 @@ impl Match {
             && self.src.is_empty()
     }
 
-    pub fn matches(&self, r: &impl RequestView) -> bool {
+    pub fn matches(&self, r: &(impl RequestView + ?Sized)) -> bool {
         self.all(r) != self.not
     }
 
-    fn all(&self, r: &impl RequestView) -> bool {
+    fn all(&self, r: &(impl RequestView + ?Sized)) -> bool {
         if let Some(h) = &self.host {
             match r.bare_host() {
                 Some(host) if h.matches(host) => {}
@@ -296,7 +296,7 @@ impl Template {
 
     /// The target for a request: `{host}` without its port, `{query}` with its
     /// `?` (or empty), `{uri}` the path and query.
-    pub fn render(&self, r: &impl RequestView) -> String {
+    pub fn render(&self, r: &(impl RequestView + ?Sized)) -> String {
         let mut out = String::with_capacity(64);
         for p in &self.0 {
             match p {
@@ -337,6 +337,139 @@ pub enum Terminal {
     Pool(usize),
 }
 
+/// A rule's edit of the path the server gets (the query stays as sent). It
+/// works on the path the rules match (`RequestView::path`: decoded, dot
+/// segments resolved), as nginx's `proxy_pass` with a URI does; the result is
+/// percent-encoded where a path needs it (`Rewritten`).
+#[derive(Debug, Clone)]
+pub enum PathRewrite {
+    /// `rewrite_prefix = "/v2/"`: the rule's `path_prefix` (or `path`) is
+    /// replaced with this.
+    Prefix(String),
+    /// `rewrite_path = { regex, to }`: a path `regex` matches becomes `to`,
+    /// its `$1`, `${name}` filled from the match (`$$` is a `$`): the whole
+    /// path, as nginx's `rewrite` and HAProxy's `replace-path` write it.
+    Regex { re: regex::Regex, to: String },
+}
+
+impl PartialEq for PathRewrite {
+    fn eq(&self, o: &PathRewrite) -> bool {
+        match (self, o) {
+            (PathRewrite::Prefix(a), PathRewrite::Prefix(b)) => a == b,
+            (PathRewrite::Regex { re: a, to: x }, PathRewrite::Regex { re: b, to: y }) => {
+                a.as_str() == b.as_str() && x == y
+            }
+            _ => false,
+        }
+    }
+}
+
+impl PathRewrite {
+    /// The new path for `path` under a rule matching `m`; None: unchanged
+    /// (the prefix is not there, or the regex does not match).
+    pub fn apply(&self, m: &Match, path: &str) -> Option<String> {
+        let new = match self {
+            PathRewrite::Prefix(to) => {
+                let from = m.path_prefix.as_deref().or(m.path.as_deref())?;
+                let rest = path.strip_prefix(from)?;
+                let mut out = String::with_capacity(to.len() + rest.len());
+                out.push_str(to);
+                out.push_str(rest);
+                out
+            }
+            PathRewrite::Regex { re, to } => {
+                let caps = re.captures(path)?;
+                let mut out = String::with_capacity(to.len() + path.len());
+                caps.expand(to, &mut out);
+                out
+            }
+        };
+        Some(if new.starts_with('/') {
+            new
+        } else {
+            format!("/{new}")
+        })
+    }
+}
+
+/// A request's path as rules rewrote it: `path` as rules match it (decoded),
+/// `target` as the server gets it (encoded, the client's query after it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewritten {
+    pub path: String,
+    pub target: String,
+    /// The length of the path in `target`.
+    path_len: usize,
+}
+
+impl Rewritten {
+    /// `path` (decoded) with the query of `target` (the client's).
+    pub fn new(path: String, target: &str) -> Rewritten {
+        let mut out = String::with_capacity(path.len() + 8);
+        encode_path(&path, &mut out);
+        let path_len = out.len();
+        if let Some((_, q)) = target.split_once('?') {
+            out.push('?');
+            out.push_str(q);
+        }
+        Rewritten {
+            path,
+            target: out,
+            path_len,
+        }
+    }
+}
+
+/// Appends `path`, percent-encoding every byte RFC 3986's path does not
+/// allow as it is (`%`, `?`, `#`, spaces, controls, non-ASCII: nginx's
+/// escaping of a URI it rewrote).
+pub fn encode_path(path: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in path.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
+        }
+    }
+}
+
+/// A request seen through a rewrite: later rules, the routes and a
+/// redirect's template see the new path.
+pub struct RewrittenView<'a, V: ?Sized> {
+    pub inner: &'a V,
+    pub rw: &'a Rewritten,
+}
+
+impl<V: RequestView + ?Sized> RequestView for RewrittenView<'_, V> {
+    fn method(&self) -> &str {
+        self.inner.method()
+    }
+    fn host(&self) -> Option<&str> {
+        self.inner.host()
+    }
+    fn target(&self) -> &str {
+        &self.rw.target
+    }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.inner.header(name)
+    }
+    fn src(&self) -> IpAddr {
+        self.inner.src()
+    }
+    fn path(&self) -> &str {
+        &self.rw.path
+    }
+    fn raw_path(&self) -> &str {
+        &self.rw.target[..self.rw.path_len]
+    }
+    fn bare_host(&self) -> Option<&str> {
+        self.inner.bare_host()
+    }
+}
+
 /// A header line an edit writes.
 type Line = (HeaderName, HeaderValue);
 
@@ -348,11 +481,14 @@ pub struct Edits {
     pub add: Vec<(HeaderName, HeaderValue)>,
     pub response_del: Vec<HeaderName>,
     pub response_set: Vec<(HeaderName, HeaderValue)>,
+    /// `rewrite_prefix` or `rewrite_path`: the path the server gets.
+    pub rewrite: Option<PathRewrite>,
 }
 
 impl Edits {
     pub fn is_empty(&self) -> bool {
-        self.del.is_empty()
+        self.rewrite.is_none()
+            && self.del.is_empty()
             && self.set.is_empty()
             && self.add.is_empty()
             && self.response_del.is_empty()
@@ -437,6 +573,9 @@ pub fn is_write(writes: Option<bool>, method: &str) -> bool {
 pub struct RuleEdits {
     pub rules: std::sync::Arc<RuleSet>,
     pub applied: Applied,
+    /// The target the server gets when a rule rewrote the path (None: the
+    /// client's).
+    pub target: Option<Box<str>>,
 }
 
 impl RuleEdits {
@@ -487,9 +626,18 @@ pub const DEFAULT_READ_ONLY_MESSAGE: &str =
 /// What the rules decided for a request.
 #[derive(Debug)]
 pub enum Outcome<'r> {
-    /// No terminal rule matched: routes and the default pool decide.
-    Continue(Applied),
-    Terminal(&'r Terminal, Applied),
+    /// No terminal rule matched: routes and the default pool decide (on the
+    /// path as rewritten, if a rule did).
+    Continue(Applied, Option<Box<Rewritten>>),
+    Terminal(&'r Terminal, Applied, Option<Box<Rewritten>>),
+}
+
+impl Outcome<'_> {
+    fn rewritten(&mut self) -> &mut Option<Box<Rewritten>> {
+        match self {
+            Outcome::Continue(_, w) | Outcome::Terminal(_, _, w) => w,
+        }
+    }
 }
 
 impl RuleSet {
@@ -523,10 +671,21 @@ impl RuleSet {
 
     /// The first matching terminal rule, and the edits of every matching rule
     /// up to it.
-    pub fn evaluate(&self, r: &impl RequestView) -> Outcome<'_> {
-        let mut applied = Applied::default();
+    pub fn evaluate(&self, r: &(impl RequestView + ?Sized)) -> Outcome<'_> {
+        self.evaluate_from(0, r, Applied::default())
+    }
+
+    /// `evaluate` from the rule `from` on, with what the rules before it
+    /// applied. After a rule rewrites the path, the rest see the new one
+    /// (HAProxy's `set-path` before `use_backend`, nginx's `rewrite ... last`).
+    fn evaluate_from(
+        &self,
+        from: usize,
+        r: &(impl RequestView + ?Sized),
+        mut applied: Applied,
+    ) -> Outcome<'_> {
         let mut method = None;
-        for rule in &self.rules {
+        for (i, rule) in self.rules.iter().enumerate().skip(from) {
             let m = &rule.matcher;
             let hit = match rule.only {
                 Only::Always => true,
@@ -569,11 +728,29 @@ impl RuleSet {
             if rule.priority.is_some() {
                 applied.priority = rule.priority;
             }
+            if let Some(path) = rule
+                .edits
+                .rewrite
+                .as_ref()
+                .and_then(|w| w.apply(&rule.matcher, r.path()))
+            {
+                let rw = Box::new(Rewritten::new(path, r.target()));
+                let mut out = match &rule.terminal {
+                    Some(t) => Outcome::Terminal(t, applied, None),
+                    None => {
+                        let view = RewrittenView { inner: r, rw: &rw };
+                        self.evaluate_from(i + 1, &view as &dyn RequestView, applied)
+                    }
+                };
+                // (a later rule's rewrite is the last word)
+                out.rewritten().get_or_insert(rw);
+                return out;
+            }
             if let Some(t) = &rule.terminal {
-                return Outcome::Terminal(t, applied);
+                return Outcome::Terminal(t, applied, None);
             }
         }
-        Outcome::Continue(applied)
+        Outcome::Continue(applied, None)
     }
 
     /// The edits of the rules in `applied`, in rule order.
@@ -919,7 +1096,7 @@ mod tests {
         .unwrap();
         let r = req("GET", "a", "/v1/x");
         match rules.evaluate(&r) {
-            Outcome::Terminal(Terminal::Pool(3), applied) => {
+            Outcome::Terminal(Terminal::Pool(3), applied, _) => {
                 let mut h = http::HeaderMap::new();
                 rules.edit_request(applied, &mut h);
                 assert_eq!(h["x-a"], "1");
@@ -930,7 +1107,7 @@ mod tests {
         }
         assert!(matches!(
             rules.evaluate(&req("GET", "a", "/other")),
-            Outcome::Terminal(Terminal::Deny { .. }, _)
+            Outcome::Terminal(Terminal::Deny { .. }, _, _)
         ));
         assert_eq!(rules.unreachable(), None);
         let with_tail = RuleSet::new(vec![deny(Match::default()), deny(Match::default())]).unwrap();
@@ -975,7 +1152,7 @@ mod tests {
             ),
         ])
         .unwrap();
-        let Outcome::Continue(applied) = rules.evaluate(&req("GET", "a", "/")) else {
+        let Outcome::Continue(applied, _) = rules.evaluate(&req("GET", "a", "/")) else {
             panic!()
         };
         let lines: Vec<_> = rules
@@ -1056,6 +1233,181 @@ mod tests {
         assert_eq!(
             RuleSet::new((0..65).map(|_| edit()).collect()).unwrap_err(),
             64
+        );
+    }
+
+    fn rewrite(m: Match, w: PathRewrite, terminal: Option<Terminal>) -> Rule {
+        Rule::new(
+            m,
+            terminal,
+            Edits {
+                rewrite: Some(w),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn prefix(p: &str) -> Match {
+        Match {
+            path_prefix: Some(p.into()),
+            ..Default::default()
+        }
+    }
+
+    fn target_of(o: &Outcome<'_>) -> Option<String> {
+        match o {
+            Outcome::Continue(_, w) | Outcome::Terminal(_, _, w) => {
+                w.as_ref().map(|w| w.target.clone())
+            }
+        }
+    }
+
+    #[test]
+    fn a_prefix_rewrite_replaces_the_matched_prefix_and_keeps_the_query() {
+        let set = RuleSet::new(vec![rewrite(
+            prefix("/api/"),
+            PathRewrite::Prefix("/".into()),
+            Some(Terminal::Pool(1)),
+        )])
+        .unwrap();
+        let o = set.evaluate(&req("GET", "a", "/api/users/7?x=1&y"));
+        assert!(matches!(o, Outcome::Terminal(Terminal::Pool(1), ..)));
+        assert_eq!(target_of(&o).as_deref(), Some("/users/7?x=1&y"));
+        // nginx's `location /api { proxy_pass http://b/; }` keeps the slash
+        let set = RuleSet::new(vec![rewrite(
+            prefix("/api"),
+            PathRewrite::Prefix("/".into()),
+            None,
+        )])
+        .unwrap();
+        let o = set.evaluate(&req("GET", "a", "/api/x"));
+        assert_eq!(target_of(&o).as_deref(), Some("//x"));
+        // an exact path is its own prefix
+        let exact = Match {
+            path: Some("/old".into()),
+            ..Default::default()
+        };
+        let set = RuleSet::new(vec![rewrite(
+            exact,
+            PathRewrite::Prefix("/new".into()),
+            None,
+        )])
+        .unwrap();
+        let o = set.evaluate(&req("GET", "a", "/old?q"));
+        assert_eq!(target_of(&o).as_deref(), Some("/new?q"));
+        let o = set.evaluate(&req("GET", "a", "/older"));
+        assert_eq!(target_of(&o), None, "not matched, not rewritten");
+    }
+
+    #[test]
+    fn a_rewrite_works_on_the_decoded_path_and_encodes_what_it_sends() {
+        struct Norm(Req, &'static str);
+        impl RequestView for Norm {
+            fn method(&self) -> &str {
+                self.0.method()
+            }
+            fn host(&self) -> Option<&str> {
+                self.0.host()
+            }
+            fn target(&self) -> &str {
+                self.0.target()
+            }
+            fn header(&self, name: &str) -> Option<&[u8]> {
+                self.0.header(name)
+            }
+            fn src(&self) -> IpAddr {
+                self.0.src()
+            }
+            fn path(&self) -> &str {
+                self.1
+            }
+        }
+        let set = RuleSet::new(vec![rewrite(
+            prefix("/api/"),
+            PathRewrite::Prefix("/v2/".into()),
+            None,
+        )])
+        .unwrap();
+        // `/%61pi/a%20b%3Fc%25` as the front ends normalize it
+        let r = Norm(req("GET", "a", "/%61pi/a%20b%3Fc%25?q=%20"), "/api/a b?c%");
+        let o = set.evaluate(&r);
+        assert_eq!(target_of(&o).as_deref(), Some("/v2/a%20b%3Fc%25?q=%20"));
+        let mut out = String::new();
+        encode_path("/é#\u{7f}~!$&'()*+,;=:@", &mut out);
+        assert_eq!(out, "/%C3%A9%23%7F~!$&'()*+,;=:@");
+    }
+
+    #[test]
+    fn later_rules_and_routes_see_the_rewritten_path_and_a_later_rewrite_wins() {
+        let re = |r: &str, to: &str| PathRewrite::Regex {
+            re: regex::Regex::new(r).unwrap(),
+            to: to.into(),
+        };
+        let set = RuleSet::new(vec![
+            rewrite(Match::default(), re("^/zpi/(.*)$", "/api/$1"), None),
+            // sees the rewritten path
+            rewrite(prefix("/api/"), PathRewrite::Prefix("/v1/".into()), None),
+            Rule::new(
+                prefix("/v1/admin"),
+                Some(Terminal::Pool(2)),
+                Edits::default(),
+            ),
+        ])
+        .unwrap();
+        let o = set.evaluate(&req("GET", "a", "/zpi/admin/x?k=v"));
+        assert!(
+            matches!(o, Outcome::Terminal(Terminal::Pool(2), ..)),
+            "{o:?}"
+        );
+        assert_eq!(target_of(&o).as_deref(), Some("/v1/admin/x?k=v"));
+        let o = set.evaluate(&req("GET", "a", "/zpi/users"));
+        let Outcome::Continue(_, Some(w)) = &o else {
+            panic!("{o:?}")
+        };
+        assert_eq!(
+            (w.path.as_str(), w.target.as_str()),
+            ("/v1/users", "/v1/users")
+        );
+        // a regex that does not match leaves the path alone
+        let o = set.evaluate(&req("GET", "a", "/other"));
+        assert_eq!(target_of(&o), None);
+        // a result without a leading slash gets one
+        let set =
+            RuleSet::new(vec![rewrite(Match::default(), re("^/x/(.*)", "$1"), None)]).unwrap();
+        assert_eq!(
+            target_of(&set.evaluate(&req("GET", "a", "/x/y"))).as_deref(),
+            Some("/y")
+        );
+        // the whole path becomes `to`, not only the part matched
+        let set = RuleSet::new(vec![rewrite(Match::default(), re("/foo", "/bar"), None)]).unwrap();
+        assert_eq!(
+            target_of(&set.evaluate(&req("GET", "a", "/x/foo/y?q"))).as_deref(),
+            Some("/bar?q")
+        );
+    }
+
+    #[test]
+    fn a_redirect_after_a_rewrite_renders_the_new_path() {
+        let set = RuleSet::new(vec![
+            rewrite(prefix("/old/"), PathRewrite::Prefix("/new/".into()), None),
+            Rule::new(
+                Match::default(),
+                Some(Terminal::Redirect {
+                    status: StatusCode::MOVED_PERMANENTLY,
+                    to: Template::parse("https://{host}{path}{query}").unwrap(),
+                }),
+                Edits::default(),
+            ),
+        ])
+        .unwrap();
+        let r = req("GET", "a", "/old/p?q");
+        let o = set.evaluate(&r);
+        let Outcome::Terminal(Terminal::Redirect { to, .. }, _, Some(w)) = &o else {
+            panic!("{o:?}")
+        };
+        assert_eq!(
+            to.render(&RewrittenView { inner: &r, rw: w }),
+            "https://a/new/p?q"
         );
     }
 }

@@ -438,27 +438,20 @@ async fn deleting_x_forwarded_for_drops_a_forged_chain() {
     }
 }
 
-/// An HTTP/2 (h2c) server that answers every request with the values of its
-/// `x-real-ip` fields (`x_real_ip` too, which CGI servers read the same),
-/// joined by ",".
-async fn real_ip_h2_server() -> SocketAddr {
+/// An HTTP/2 (h2c) server that answers every request with `answer`'s text.
+async fn h2_server(answer: fn(&Request<hyper::body::Incoming>) -> String) -> SocketAddr {
     let addr = free_addr("127.0.0.1");
     let listener = listen(addr).await;
     tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                        let seen: Vec<&str> = req
-                            .headers()
-                            .iter()
-                            .filter(|(n, _)| n.as_str().replace('_', "-") == "x-real-ip")
-                            .map(|(_, v)| v.to_str().unwrap_or("?"))
-                            .collect();
+                let svc = hyper::service::service_fn(
+                    move |req: Request<hyper::body::Incoming>| async move {
                         Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from(seen.join(","))),
+                            http_body_util::Full::new(bytes::Bytes::from(answer(&req))),
                         ))
-                    });
+                    },
+                );
                 let _ =
                     hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                         .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
@@ -469,6 +462,18 @@ async fn real_ip_h2_server() -> SocketAddr {
     addr
 }
 
+/// The values of a request's `x-real-ip` fields (`x_real_ip` too, which CGI
+/// servers read the same), joined by ",".
+fn real_ips(req: &Request<hyper::body::Incoming>) -> String {
+    let seen: Vec<&str> = req
+        .headers()
+        .iter()
+        .filter(|(n, _)| n.as_str().replace('_', "-") == "x-real-ip")
+        .map(|(_, v)| v.to_str().unwrap_or("?"))
+        .collect();
+    seen.join(",")
+}
+
 /// `client_ip_header = "X-Real-IP"` (nginx's `proxy_set_header X-Real-IP
 /// $remote_addr`): every request to a server carries the client's address
 /// in it, once, whatever the client sent in that field or a rule set: on
@@ -477,7 +482,7 @@ async fn real_ip_h2_server() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_ip_header_carries_the_client_and_never_a_forged_value() {
     let a = Backend::start("a", free_addr("127.0.0.1")).await;
-    let h2 = real_ip_h2_server().await;
+    let h2 = h2_server(real_ips).await;
     let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
     let cfg = format!(
         "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
@@ -523,15 +528,7 @@ async fn the_client_ip_header_carries_the_client_and_never_a_forged_value() {
     let req = Request::post(format!("http://{listen}/up"))
         .header("x-real-ip", "6.6.6.6")
         .header("x_real_ip", "4.4.4.4")
-        .body(
-            http_body_util::StreamBody::new(futures_util::stream::iter(vec![Ok::<
-                _,
-                std::convert::Infallible,
-            >(
-                hyper::body::Frame::data(bytes::Bytes::from_static(b"abc")),
-            )]))
-            .boxed(),
-        )
+        .body(chunked(b"abc"))
         .unwrap();
     let (resp, _) = send(&client(), req).await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -562,4 +559,67 @@ async fn the_client_ip_header_carries_the_client_and_never_a_forged_value() {
         send(&c, req).await;
         assert_eq!(seen(), ["6.6.6.6"]);
     }
+}
+
+/// `rewrite_prefix` (nginx's `proxy_pass http://b/;` in `location /api/`)
+/// and `rewrite_path` (HAProxy's `replace-path`, nginx's `rewrite`): the
+/// server gets the new path with the client's query, on the fast path,
+/// hyper's (a chunked upload), from an HTTP/2 client and to an HTTP/2 pool;
+/// later rules and the routes match the new path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_rewrite_the_path_the_server_gets() {
+    let a = Backend::start("a", free_addr("127.0.0.1")).await;
+    let b = Backend::start("b", free_addr("127.0.0.1")).await;
+    let h2 = h2_server(|req| {
+        let t = req.uri().path_and_query().map_or("", |p| p.as_str());
+        t.to_string()
+    })
+    .await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let cfg = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
+         [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"a\"\n\
+           [[listener.rule]]\n  path_prefix = \"/api/\"\n  rewrite_prefix = \"/\"\n  pool = \"a\"\n\
+           [[listener.rule]]\n  path = \"/h2\"\n  rewrite_prefix = \"/v2/root\"\n  pool = \"h2\"\n\
+           [[listener.rule]]\n  rewrite_path = {{ regex = \"^/zpi/(?P<rest>.*)$\", to = \"/r/${{rest}}\" }}\n\
+           [[listener.rule]]\n  path_prefix = \"/r/admin/\"\n  pool = \"b\"\n\
+           [[listener.route]]\n  path_prefix = \"/r/b/\"\n  pool = \"b\"\n\
+         [[pool]]\nname = \"a\"\n  [[pool.server]]\n  address = \"{}\"\n\
+         [[pool]]\nname = \"b\"\n  [[pool.server]]\n  address = \"{}\"\n\
+         [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\n  [[pool.server]]\n  address = \"{h2}\"\n",
+        a.addr, b.addr
+    );
+    let _p = Proxy::start(&cfg, &[listen]).await;
+    let last = |s: &Backend| s.stats.last_uri.lock().unwrap().take();
+    for (what, c) in [("fast path", client()), ("HTTP/2 client", h2c_client())] {
+        for (sent, who, want) in [
+            ("/api/users/7?x=1&y=%20", &a, "/users/7?x=1&y=%20"),
+            // matched decoded, sent encoded (nginx's proxy_pass with a URI)
+            ("/%61pi/a%20b%3Fc?q", &a, "/a%20b%3Fc?q"),
+            ("/zpi/admin/1?k", &b, "/r/admin/1?k"),
+            ("/zpi/b/2", &b, "/r/b/2"),
+            ("/zpi/other", &a, "/r/other"),
+            ("/plain?x", &a, "/plain?x"),
+        ] {
+            let req = Request::get(format!("http://{listen}{sent}"))
+                .body(empty())
+                .unwrap();
+            let (resp, _) = send(&c, req).await;
+            assert_eq!(resp.status(), StatusCode::OK, "{what} {sent}");
+            assert_eq!(last(who).as_deref(), Some(want), "{what} {sent}");
+        }
+        let req = Request::get(format!("http://{listen}/h2?q=1"))
+            .body(empty())
+            .unwrap();
+        let (resp, body) = send(&c, req).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{what} h2");
+        assert_eq!(&body[..], b"/v2/root?q=1", "{what} h2");
+    }
+    // a chunked upload, which goes to hyper's path
+    let req = Request::post(format!("http://{listen}/api/up?z"))
+        .body(chunked(b"abc"))
+        .unwrap();
+    let (resp, _) = send(&client(), req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(last(&a).as_deref(), Some("/up?z"), "chunked");
 }

@@ -673,6 +673,13 @@ pub struct RuleFile {
     pub response_set_header: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub response_del_header: Vec<String>,
+    /// `rewrite_prefix = "/"`: the rule's `path_prefix` (or `path`) is
+    /// replaced with this in the path the server gets (nginx's `proxy_pass`
+    /// with a URI).
+    pub rewrite_prefix: Option<String>,
+    /// `rewrite_path = { regex = "^/old/(.*)", to = "/new/$1" }` (HAProxy's
+    /// `replace-path`, nginx's `rewrite ... break`).
+    pub rewrite_path: Option<RewritePathFile>,
     /// The request is (true) or is not (false) a write, for read-only mode;
     /// unset: POST, PUT, PATCH and DELETE are.
     pub writes: Option<bool>,
@@ -708,6 +715,13 @@ pub struct DenyFull {
     pub status: u16,
     #[serde(default)]
     pub body: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewritePathFile {
+    pub regex: String,
+    pub to: String,
 }
 
 #[derive(Debug, Deserialize)]

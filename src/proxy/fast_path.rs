@@ -631,7 +631,12 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
             return answer(http::decided(d, ctx, r.method, r.target, start))
         }
     };
-    let key = lifecycle::hash_key(&pool, ctx.peer.ip(), r.target, |h| r.header(h.as_str()));
+    // (the balancing key is the target the server gets, as HAProxy's
+    // `balance uri` after a `set-path`)
+    let target = edits.as_ref().and_then(|e| e.target.as_deref());
+    let key = lifecycle::hash_key(&pool, ctx.peer.ip(), target.unwrap_or(r.target), |h| {
+        r.header(h.as_str())
+    });
     let log = ctx.shared.plane.access_log.enabled().then(|| {
         // httparse accepted the method as a token, which is all Method needs.
         let method = Method::from_bytes(r.method.as_bytes()).unwrap_or_default();

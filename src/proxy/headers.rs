@@ -190,6 +190,10 @@ pub(super) fn prepare_request(
     if let Some(e) = edits {
         client_host = Some(h.get(header::HOST).cloned());
         e.edit_request(h);
+        // a rule's path (encoded by `rules::encode_path`, so it parses)
+        if let Some(t) = e.target.as_deref().and_then(|t| Uri::try_from(t).ok()) {
+            parts.uri = t;
+        }
     }
     if let Some(v) = upgrade_value {
         h.insert(header::UPGRADE, v);

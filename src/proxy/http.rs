@@ -352,9 +352,13 @@ async fn handle(
             return Ok(decided(d, ctx, req.method().as_str(), &target, start));
         }
     };
-    let key = lifecycle::hash_key(&pool, ctx.peer.ip(), request_target(&req), |h| {
-        req.headers().get(h).map(|v| v.as_bytes())
-    });
+    let rewritten = edits.as_ref().and_then(|e| e.target.as_deref());
+    let key = lifecycle::hash_key(
+        &pool,
+        ctx.peer.ip(),
+        rewritten.unwrap_or_else(|| request_target(&req)),
+        |h| req.headers().get(h).map(|v| v.as_bytes()),
+    );
     let mut log = ctx.shared.plane.access_log.enabled().then(|| {
         Box::new(ReqLog::new(
             ctx,

@@ -21,7 +21,9 @@ use crate::pool::breaker::BreakerState;
 use crate::pool::circuit::Admit;
 use crate::pool::{Pool, Server, ServerGuard};
 use crate::rules::Priority;
-use crate::rules::{is_write, Applied, Outcome, ReadOnly, RequestView, RuleEdits, Terminal};
+use crate::rules::{
+    is_write, Applied, Outcome, ReadOnly, RequestView, RewrittenView, RuleEdits, Terminal,
+};
 use crate::upstream::UpstreamError;
 use bytes::Bytes;
 use http::{HeaderName, StatusCode};
@@ -107,22 +109,30 @@ pub fn decide(
     let Some(l) = snap.listener_of(listener, bound) else {
         return Decision::Reconfiguring;
     };
-    let (idx, applied) = if l.rules.is_empty() {
-        (l.router.route(req.host(), req.path()), Applied::default())
+    let (idx, applied, rewritten) = if l.rules.is_empty() {
+        (
+            l.router.route(req.host(), req.path()),
+            Applied::default(),
+            None,
+        )
     } else {
         match l.rules.evaluate(req) {
-            Outcome::Terminal(Terminal::Deny { status, body }, _) => {
+            Outcome::Terminal(Terminal::Deny { status, body }, ..) => {
                 listener.denied.fetch_add(1, Ordering::Relaxed);
                 return Decision::Deny {
                     status: *status,
                     body: body.clone(),
                 };
             }
-            Outcome::Terminal(Terminal::Redirect { status, to }, _) => {
+            Outcome::Terminal(Terminal::Redirect { status, to }, _, rw) => {
                 listener.redirected.fetch_add(1, Ordering::Relaxed);
+                let location = match rw.as_deref() {
+                    Some(rw) => to.render(&RewrittenView { inner: req, rw }),
+                    None => to.render(req),
+                };
                 return Decision::Redirect {
                     status: *status,
-                    location: to.render(req),
+                    location,
                 };
             }
             Outcome::Terminal(
@@ -131,7 +141,7 @@ pub fn decide(
                     body,
                     content_type,
                 },
-                _,
+                ..,
             ) => {
                 listener.responded.fetch_add(1, Ordering::Relaxed);
                 return Decision::Respond {
@@ -140,8 +150,11 @@ pub fn decide(
                     content_type: content_type.clone(),
                 };
             }
-            Outcome::Terminal(Terminal::Pool(i), a) => (*i, a),
-            Outcome::Continue(a) => (l.router.route(req.host(), req.path()), a),
+            Outcome::Terminal(Terminal::Pool(i), a, rw) => (*i, a, rw),
+            Outcome::Continue(a, rw) => {
+                let path = rw.as_deref().map_or(req.path(), |w| w.path.as_str());
+                (l.router.route(req.host(), path), a, rw)
+            }
         }
     };
     let Some(pool) = snap.pools.get(idx) else {
@@ -205,6 +218,7 @@ pub fn decide(
         edits: (!applied.is_empty()).then(|| RuleEdits {
             rules: Arc::clone(&l.rules),
             applied,
+            target: rewritten.map(|w| w.target.into_boxed_str()),
         }),
     }
 }

@@ -1077,6 +1077,14 @@ pub fn empty() -> BoxReq {
     BodyExt::boxed(Full::new(Bytes::new()))
 }
 
+/// A body of one frame without a length: sent chunked over HTTP/1.1.
+pub fn chunked(data: &'static [u8]) -> BoxReq {
+    let frame = Ok(hyper::body::Frame::data(Bytes::from_static(data)));
+    BodyExt::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+        vec![frame],
+    )))
+}
+
 /// GET `url`; returns status and body text.
 pub async fn get(c: &Client, url: &str) -> (StatusCode, String) {
     let resp = c

@@ -5,7 +5,7 @@
 use crate::config::file::{DenyFile, RuleFile};
 use crate::config::problems::{KeyPath, Problems};
 use crate::router::HostMatch;
-use crate::rules::{Edits, HeaderCond, Match, Rule, RuleSet, Template, Terminal};
+use crate::rules::{Edits, HeaderCond, Match, PathRewrite, Rule, RuleSet, Template, Terminal};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use std::collections::HashMap;
@@ -116,6 +116,132 @@ fn header_names(
 /// Compiles a listener's rules; `pools` maps pool names to their index (and
 /// marks the ones used).
 #[allow(clippy::too_many_arguments)]
+/// A rule's `rewrite_prefix` or `rewrite_path`, checked.
+fn rewrite(f: &RuleFile, rat: &KeyPath, p: &mut Problems<'_>) -> Option<PathRewrite> {
+    // the new path is written as rules match paths (decoded) and encoded
+    // when sent; the query is the client's
+    let text = |at: &KeyPath, v: &str, p: &mut Problems<'_>| {
+        if let Some(c) = v
+            .chars()
+            .find(|c| matches!(c, '?' | '#' | '%') || c.is_control())
+        {
+            p.add(
+                at,
+                format!(
+                    "{c:?} in {v:?}: write the path decoded (rampart encodes it for the server); the query stays the client's"
+                ),
+            );
+            return false;
+        }
+        true
+    };
+    match (&f.rewrite_prefix, &f.rewrite_path) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            p.add(rat, "give rewrite_prefix or rewrite_path, not both");
+            None
+        }
+        (Some(to), None) => {
+            let at = rat.key("rewrite_prefix");
+            if f.path_prefix.is_none() && f.path.is_none() {
+                p.add(
+                    &at,
+                    "replaces the rule's path_prefix (or path): give one, or use rewrite_path",
+                );
+                return None;
+            }
+            if f.not {
+                p.add(
+                    &at,
+                    "a rule with not = true matches paths without its prefix: there is nothing to replace",
+                );
+                return None;
+            }
+            if !to.starts_with('/') {
+                p.add(&at, format!("must start with '/', got {to:?}"));
+                return None;
+            }
+            text(&at, to, p).then(|| PathRewrite::Prefix(to.clone()))
+        }
+        (None, Some(w)) => {
+            let at = rat.key("rewrite_path");
+            let re = match regex::Regex::new(&w.regex) {
+                Ok(r) => r,
+                Err(e) => {
+                    p.add(&at.key("regex"), format!("invalid regex: {e}"));
+                    return None;
+                }
+            };
+            let to_at = at.key("to");
+            if !text(&to_at, &w.to, p) {
+                return None;
+            }
+            if let Err(e) = capture_refs(&re, &w.to) {
+                p.add(&to_at, e);
+                return None;
+            }
+            Some(PathRewrite::Regex {
+                re,
+                to: w.to.clone(),
+            })
+        }
+    }
+}
+
+/// Checks the `$1`, `${name}` references of a replacement against the
+/// regex's groups: the `regex` crate writes an unknown one as nothing, and
+/// reads `$1a` as the group named `1a`.
+fn capture_refs(re: &regex::Regex, to: &str) -> Result<(), String> {
+    let b = to.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        let (name, next, braced) = match b.get(i + 1) {
+            Some(b'$') => {
+                i += 2;
+                continue;
+            }
+            Some(b'{') => match to[i + 2..].find('}') {
+                Some(j) => (&to[i + 2..i + 2 + j], i + 3 + j, true),
+                None => return Err(format!("unclosed '${{' in {to:?}")),
+            },
+            _ => {
+                let n = b[i + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+                    .count();
+                (&to[i + 1..i + 1 + n], i + 1 + n, false)
+            }
+        };
+        if name.is_empty() {
+            return Err(format!(
+                "a '$' without a group in {to:?}: write $$ for a '$'"
+            ));
+        }
+        let known = match name.parse::<usize>() {
+            Ok(n) => n < re.captures_len(),
+            Err(_) => re.capture_names().flatten().any(|g| g == name),
+        };
+        if !known {
+            let digits = name.bytes().take_while(u8::is_ascii_digit).count();
+            return Err(if !braced && digits > 0 && digits < name.len() {
+                format!(
+                    "${name} in {to:?} is read as the group named {name:?}: write ${{{}}}{}",
+                    &name[..digits],
+                    &name[digits..]
+                )
+            } else {
+                format!("${name} in {to:?}: the regex has no such group")
+            });
+        }
+        i = next;
+    }
+    Ok(())
+}
+
 pub(super) fn compile(
     files: &[RuleFile],
     at: &KeyPath,
@@ -308,6 +434,7 @@ pub(super) fn compile(
                 false,
                 p,
             ),
+            rewrite: rewrite(f, &rat, p),
         };
         let rate_limit = f.rate_limit.as_ref().and_then(|n| {
             let ix = limit_index.get(n.as_str()).copied();
@@ -340,10 +467,12 @@ pub(super) fn compile(
             && f.add_header.is_empty()
             && f.response_del_header.is_empty()
             && f.response_set_header.is_empty()
+            && f.rewrite_prefix.is_none()
+            && f.rewrite_path.is_none()
         {
             p.add(
                 &rat,
-                "the rule does nothing: give deny, redirect, respond, pool, rate_limit, priority, writes or a header edit",
+                "the rule does nothing: give deny, redirect, respond, pool, rate_limit, priority, writes, a header edit or a path rewrite",
             );
         }
         let mut rule = Rule::new(m, terminals.into_iter().next(), edits);
