@@ -464,6 +464,27 @@ impl Importer {
                     notes.push("drop-query / append-slash / cookies are not imported".into());
                 }
             }
+            ("http-request", "replace-path" | "set-path") => {
+                let rewrite = if verb == "set-path" {
+                    act.get(2)
+                        .ok_or_else(|| "set-path FMT expected".to_string())
+                        .and_then(|f| set_path(f))
+                } else {
+                    match (act.get(2), act.get(3)) {
+                        (Some(re), Some(f)) => replace_path(re, f),
+                        _ => Err("replace-path REGEX FMT expected".into()),
+                    }
+                };
+                match rewrite {
+                    Ok(v) => action.set("rewrite_path", v),
+                    Err(why) => {
+                        self.unsupported(l, why);
+                        return true;
+                    }
+                }
+                approx = true;
+                notes.push("rampart matches the regex against the decoded path (HAProxy, the path as sent), and encodes what it sends".into());
+            }
             ("http-request" | "http-response", "set-header" | "add-header" | "del-header") => {
                 let name = act.get(2).cloned().unwrap_or_default();
                 if name.is_empty() {
@@ -677,6 +698,73 @@ pub(super) fn log_format_literal(v: &str) -> Option<String> {
     Some(out)
 }
 
+/// `http-request replace-path REGEX FMT` → a rule's `rewrite_path`: `\N`
+/// becomes `${N}`; a log-format expression, a query and encoded bytes are
+/// not rampart's.
+fn replace_path(re: &str, fmt: &str) -> Result<String, String> {
+    let compiled =
+        regex::Regex::new(re).map_err(|_| "a regex rampart's regex crate refuses".to_string())?;
+    let mut to = String::with_capacity(fmt.len());
+    let mut chars = fmt.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let n = chars.next().and_then(|d| d.to_digit(10)).unwrap_or(0) as usize;
+                if n >= compiled.captures_len() {
+                    return Err(format!("\\{n} is not one of the regex's groups"));
+                }
+                to.push_str(&format!("${{{n}}}"));
+            }
+            '%' => {
+                return Err(
+                    "a log-format expression (or '%') in the format: rampart rewrites from the regex's groups only"
+                        .into(),
+                )
+            }
+            '?' | '#' => {
+                return Err(
+                    "a query in the format: rampart rewrites the path only (the query stays the client's)"
+                        .into(),
+                )
+            }
+            '$' => to.push_str("$$"),
+            c => to.push(c),
+        }
+    }
+    Ok(format!("{{ regex = {}, to = {} }}", s(re), s(&to)))
+}
+
+/// `http-request set-path FMT` → a rule's `rewrite_path` of every path: a
+/// fixed text, and `%[path]` (the path as it is: `/api%[path]` adds a
+/// prefix).
+fn set_path(fmt: &str) -> Result<String, String> {
+    let mut to = String::with_capacity(fmt.len());
+    let mut rest = fmt;
+    while let Some(i) = rest.find(['%', '$', '?', '#']) {
+        to.push_str(&rest[..i]);
+        let after = &rest[i..];
+        if let Some(r) = after.strip_prefix("%[path]") {
+            to.push_str("${0}");
+            rest = r;
+        } else if let Some(r) = after.strip_prefix('$') {
+            to.push_str("$$");
+            rest = r;
+        } else if after.starts_with(['?', '#']) {
+            return Err(
+                "a query in the format: rampart rewrites the path only (the query stays the client's)"
+                    .into(),
+            );
+        } else {
+            return Err(
+                "a log-format expression other than %[path]: rampart's new path is a fixed text around the old one"
+                    .into(),
+            );
+        }
+    }
+    to.push_str(rest);
+    Ok(format!("{{ regex = {}, to = {} }}", s("^.*$"), s(&to)))
+}
+
 pub(super) const STICK_TABLE: &str = "a [[rate_limit]] where a rule tests its http_req_rate (size → max_keys); other stored data and stickiness are not imported";
 
 impl Importer {
@@ -717,6 +805,35 @@ pub(super) enum RuleAt {
     Pool(usize),
 }
 
+/// A backend's rules, less its path rewrite: HAProxy rewrites after
+/// `use_backend` chose the backend, so the rewrite goes on the rule that
+/// picks it (before it, the new path would be what that rule matches). One
+/// without a condition of its own is taken; others are reported in `failed`.
+fn backend_rewrites(
+    rules: Vec<(Table, usize)>,
+    failed: &mut Vec<(usize, &'static str)>,
+) -> (Option<String>, Vec<(Table, usize)>) {
+    let mut kept = None;
+    let mut others = Vec::new();
+    for (r, e) in rules {
+        let Some(w) = r.get("rewrite_path").map(String::from) else {
+            others.push((r, e));
+            continue;
+        };
+        if r.0.len() > 1 {
+            failed.push((e, "a backend's path rewrite with a condition: rampart puts a backend's rewrite on the rule that picks it, which has one condition"));
+        } else if kept.is_some() {
+            failed.push((
+                e,
+                "a backend's second path rewrite: the rule that picks the backend takes one",
+            ));
+        } else {
+            kept = Some(w);
+        }
+    }
+    (kept, others)
+}
+
 impl Importer {
     /// Each listener's rules in HAProxy's order: its `http-request` rules,
     /// then per `use_backend` rule the rules of the backend it picks (ANDed
@@ -730,7 +847,7 @@ impl Importer {
                 .cloned()
                 .unwrap_or_default()
         };
-        let mut failed: Vec<usize> = Vec::new();
+        let mut failed: Vec<(usize, &'static str)> = Vec::new();
         let mut all = Vec::new();
         for li in 0..self.cfg.listeners.len() {
             let mut out: Vec<Table> = Vec::new();
@@ -739,11 +856,15 @@ impl Importer {
                 out.push(r);
             }
             let routes = std::mem::take(&mut self.cfg.listeners[li].rules);
-            for route in routes {
-                if let Some(pool) = route.get("pool") {
+            for mut route in routes {
+                if let Some(pool) = route.get("pool").map(String::from) {
                     let mut m = route.clone();
                     m.0.retain(|(k, _)| k != "pool");
-                    for (pr, e) in rules_of(pool) {
+                    let (rewrites, others) = backend_rewrites(rules_of(&pool), &mut failed);
+                    if let Some(w) = rewrites {
+                        route.set("rewrite_path", w);
+                    }
+                    for (pr, e) in others {
                         let merged = if m.0.is_empty() {
                             Some(pr.clone())
                         } else if pr.get("not").is_some() || m.get("not").is_some() {
@@ -756,15 +877,23 @@ impl Importer {
                                 r.set("__entry", e.to_string());
                                 out.push(r);
                             }
-                            None => failed.push(e),
+                            None => failed.push((e, "this backend rule cannot be ANDed with the condition of a use_backend that picks the backend (both test the same key, or one is negated)")),
                         }
                     }
                 }
                 out.push(route);
             }
             if let Some(pool) = self.cfg.listeners[li].keys.get("pool").map(String::from) {
-                for (mut r, e) in rules_of(&pool) {
+                let (rewrites, others) = backend_rewrites(rules_of(&pool), &mut failed);
+                for (mut r, e) in others {
                     r.set("__entry", e.to_string());
+                    out.push(r);
+                }
+                if let Some(w) = rewrites {
+                    // the default backend's requests: every one left
+                    let mut r = Table::default();
+                    r.set("rewrite_path", w);
+                    r.set("pool", pool);
                     out.push(r);
                 }
             }
@@ -773,10 +902,10 @@ impl Importer {
         for (li, out) in all.into_iter().enumerate() {
             self.cfg.listeners[li].rules = out;
         }
-        for e in failed {
+        for (e, why) in failed {
             if let Some(en) = self.report.get_mut(e) {
                 en.fidelity = Fidelity::Unsupported;
-                en.note = "this backend rule cannot be ANDed with the condition of a use_backend that picks the backend (both test the same key, or one is negated)".into();
+                en.note = why.into();
             }
         }
     }

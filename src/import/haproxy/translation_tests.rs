@@ -1047,3 +1047,75 @@ backend b
         Fidelity::Unsupported
     ));
 }
+
+#[test]
+fn replace_path_and_set_path_rewrite_the_path() {
+    let (cfg, report) = run("frontend f
+  bind :80
+  http-request replace-path ^/zpi/(.*)$ /api/\\1
+  http-request set-path /v1%[path] if { path_beg /old }
+  http-request set-path /x?y=1 if { path_beg /q }
+  http-request set-path %[hdr(host)]%[path] if { path_beg /h }
+  http-request replace-path ^/a/(.*)$ /b/\\2 if { path_beg /two }
+  use_backend api if { path_beg /api/ }
+  default_backend web
+backend api
+  http-request replace-path ^/api(/.*)$ \\1
+  server s1 10.0.0.1:80
+backend web
+  http-request replace-path ^(.*)$ /web\\1
+  http-request replace-path ^(.*)$ /again\\1
+  server s2 10.0.0.2:80
+");
+    let rules = array(&on(&cfg, "0.0.0.0:80"), "rule");
+    let w = |r: &toml::Value| {
+        (
+            r["rewrite_path"]["regex"].as_str().unwrap().to_string(),
+            r["rewrite_path"]["to"].as_str().unwrap().to_string(),
+        )
+    };
+    let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+    // the frontend's, in order, before use_backend (which sees the new path)
+    assert_eq!(w(&rules[0]), s("^/zpi/(.*)$", "/api/${1}"));
+    assert_eq!(w(&rules[1]), s("^.*$", "/v1${0}"));
+    assert_eq!(rules[1]["path_prefix"].as_str(), Some("/old"));
+    // a backend's: on the rule that picks it
+    let api = rules
+        .iter()
+        .find(|r| r.get("pool").and_then(|p| p.as_str()) == Some("api"))
+        .unwrap();
+    assert_eq!(api["path_prefix"].as_str(), Some("/api/"));
+    assert_eq!(w(api), s("^/api(/.*)$", "${1}"));
+    // the default backend's: a last rule for the requests left
+    let last = rules.last().unwrap();
+    assert_eq!(last["pool"].as_str(), Some("web"));
+    assert_eq!(w(last), s("^(.*)$", "/web${1}"));
+    for (line, why) in [
+        ("http-request set-path /x?y=1 if { path_beg /q }", "query"),
+        (
+            "http-request set-path %[hdr(host)]%[path] if { path_beg /h }",
+            "other than %[path]",
+        ),
+        (
+            "http-request replace-path ^/a/(.*)$ /b/\\2 if { path_beg /two }",
+            "groups",
+        ),
+        (
+            "http-request replace-path ^(.*)$ /again\\1",
+            "second path rewrite",
+        ),
+    ] {
+        let e = report
+            .iter()
+            .find(|e| e.directive == line)
+            .unwrap_or_else(|| panic!("no {line:?} in {report:#?}"));
+        assert_eq!(e.fidelity, Fidelity::Unsupported, "{line}");
+        assert!(e.note.contains(why), "{line}: {}", e.note);
+    }
+    // what the importer wrote, rampart reads
+    let im = import(
+        &format!("{DEFAULTS}frontend f\n  bind :80\n  http-request replace-path ^/zpi/(.*)$ /api/\\1\n  default_backend web\nbackend web\n  http-request set-path /web%[path]\n  server s2 10.0.0.2:80\n"),
+        "t.cfg",
+    );
+    crate::config::parse(&im.toml, "t.toml").unwrap_or_else(|e| panic!("{e}\n{}", im.toml));
+}

@@ -718,8 +718,13 @@ impl Importer {
     }
 
     /// The pool for `proxy_pass URL`: an upstream by name, or a new pool of one
-    /// server.
-    pub(super) fn proxy_pass(&mut self, d: &Directive, loc_prefix: Option<&str>) -> Option<String> {
+    /// server; and the URI part that replaces the location's prefix
+    /// `loc_prefix` (a prefix or exact location's), if any.
+    pub(super) fn proxy_pass(
+        &mut self,
+        d: &Directive,
+        loc_prefix: Option<&str>,
+    ) -> Option<(String, Option<String>)> {
         let url = d.args.first().cloned().unwrap_or_default();
         let (scheme, rest) = match url.split_once("://") {
             Some((s, r)) => (s.to_string(), r.to_string()),
@@ -738,11 +743,19 @@ impl Importer {
         };
         let mut notes = Vec::new();
         let mut approx = false;
+        let mut uri = None;
         if !path.is_empty() && Some(path.as_str()) != loc_prefix {
-            approx = true;
-            notes.push(format!(
-                "the URI part {path:?} (nginx replaces the location's prefix with it) is not imported: rampart passes the URI unchanged"
-            ));
+            if loc_prefix.is_some() && !path.contains(['?', '#', '%']) {
+                notes.push(format!(
+                    "the URI part {path:?} replaces the location's prefix (rewrite_prefix)"
+                ));
+                uri = Some(path.clone());
+            } else {
+                approx = true;
+                notes.push(format!(
+                    "the URI part {path:?} is not imported (a query, an encoded byte, or a regex location): rampart passes the path unchanged"
+                ));
+            }
         }
         let name = if self.pool_ix.contains_key(&host) {
             host.clone()
@@ -813,7 +826,7 @@ impl Importer {
         } else {
             self.mapped(d, note);
         }
-        Some(name)
+        Some((name, uri))
     }
 }
 

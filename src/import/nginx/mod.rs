@@ -125,6 +125,38 @@ pub(super) enum LocKind {
     Prefix,
 }
 
+/// The rules that send a location's requests to its pool `p`, with its
+/// path rewrites: a `rewrite ... break` that matches decides the path (nginx
+/// then ignores `proxy_pass`'s URI part), else the URI part replaces the
+/// location's prefix.
+fn pool_rules(loc: &Loc, p: &str) -> Vec<Table> {
+    let mut m = loc.m.clone();
+    if m.0.is_empty() && loc.uri_rewrite.is_some() {
+        // `location /`: its prefix is the one replaced
+        m.set("path_prefix", s("/"));
+    }
+    let mut out = Vec::new();
+    if let Some((value, re)) = &loc.break_rewrite {
+        let mut t = m.clone();
+        if loc.uri_rewrite.is_some() && t.get("path_regex").is_none() {
+            // (only where it matches: elsewhere the URI part applies)
+            t.set("path_regex", s(re));
+        }
+        t.set("rewrite_path", value.clone());
+        t.set("pool", s(p));
+        out.push(t);
+    }
+    if loc.break_rewrite.is_none() || loc.uri_rewrite.is_some() {
+        let mut t = m;
+        if let Some(u) = &loc.uri_rewrite {
+            t.set("rewrite_prefix", s(u));
+        }
+        t.set("pool", s(p));
+        out.push(t);
+    }
+    out
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct Loc {
     kind: LocKind,
@@ -141,6 +173,11 @@ pub(super) struct Loc {
     rules: Vec<Table>,
     /// the pool this location proxies to
     pool: Option<String>,
+    /// `proxy_pass`'s URI part, which replaces the location's prefix
+    uri_rewrite: Option<String>,
+    /// `rewrite REGEX REPLACEMENT break`: (the `rewrite_path` value, the
+    /// regex), on the rule that proxies
+    break_rewrite: Option<(String, String)>,
     /// whether it has allow/deny, add_header, proxy_set_header of its own
     /// (nginx then inherits none of the server's of that kind)
     own_access: bool,
@@ -612,13 +649,14 @@ impl Importer {
                         );
                         l.rules.push(with_host(&t));
                     }
+                    let rewrites = loc.uri_rewrite.is_some() || loc.break_rewrite.is_some();
                     if let Some(p) = &loc.pool {
-                        if h.is_none() && i == def && loc.m.0.is_empty() {
+                        if h.is_none() && i == def && loc.m.0.is_empty() && !rewrites {
                             default_pool = Some(p.clone());
                         } else {
-                            let mut t = loc.m.clone();
-                            t.set("pool", s(p));
-                            l.rules.push(with_host(&t));
+                            for t in pool_rules(loc, p) {
+                                l.rules.push(with_host(&t));
+                            }
                         }
                     } else if loc.rules.iter().all(|r| {
                         ["deny", "redirect", "respond"]

@@ -512,8 +512,19 @@ impl Importer {
                 "redirect" => 302,
                 "permanent" => 301,
                 _ if rep.starts_with("http://") || rep.starts_with("https://") => 302,
+                "" | "last" | "break" => {
+                    match rewrite_path(re, rep) {
+                        Ok(t) => {
+                            r.set("rewrite_path", t);
+                            self.mapped(e, "a rule's rewrite_path (later rules and the routes see the new path)");
+                            rules.push(r);
+                        }
+                        Err(why) => self.unsupported(e, why),
+                    }
+                    return;
+                }
                 _ => {
-                    self.unsupported(e, "rewriting the URI (last/break) is not in rampart: only redirects are mapped");
+                    self.unsupported(e, format!("unknown flag {flag:?}"));
                     return;
                 }
             };
@@ -594,6 +605,8 @@ impl Importer {
             text: e.text(),
             rules: Vec::new(),
             pool: None,
+            uri_rewrite: None,
+            break_rewrite: None,
             own_access: has("allow") || has("deny"),
             own_add_header: has("add_header"),
             own_set_header: has("proxy_set_header"),
@@ -630,6 +643,8 @@ impl Importer {
         // level's go before them (see `server` and `finish`)
         let mut local = Table::default();
         let mut access: Vec<&Directive> = Vec::new();
+        // the report entry of the `rewrite ... break` kept
+        let mut breaks_at: Option<usize> = None;
         // the type of a `return`'s text here (an added field is the last word)
         self.return_type =
             block
@@ -646,12 +661,45 @@ impl Importer {
             match d.name.as_str() {
                 "proxy_pass" => {
                     let prefix = (kind != LocKind::Regex).then_some(pat.as_str());
-                    loc.pool = self.proxy_pass(d, prefix);
+                    match self.proxy_pass(d, prefix) {
+                        Some((pool, uri)) => {
+                            loc.pool = Some(pool);
+                            loc.uri_rewrite = uri;
+                        }
+                        None => loc.pool = None,
+                    }
                 }
                 "return" | "rewrite" => {
                     let entry = self.report.len();
                     let mut rules = Vec::new();
                     self.return_or_rewrite(d, &mut rules);
+                    let path_rewrite = rules
+                        .last()
+                        .and_then(|r| r.get("rewrite_path"))
+                        .map(str::to_string);
+                    if let Some(value) = path_rewrite {
+                        rules.pop();
+                        let again = "nginx searches the locations again with the new path: rampart's rules after this one (in nginx's order) and the routes see it, not those before it";
+                        let note = if d.args.get(2).map(String::as_str) != Some("break") {
+                            // `last`, or no flag: a rule of its own
+                            let mut r = Table::default();
+                            r.set("rewrite_path", value);
+                            loc.rules.push(r);
+                            Some((Fidelity::Approximated, again.to_string()))
+                        } else if loc.break_rewrite.is_some() {
+                            Some((Fidelity::Unsupported, "only a location's first rewrite ... break is imported".to_string()))
+                        } else {
+                            let re = d.args.first().cloned().unwrap_or_default();
+                            loc.break_rewrite = Some((value, re));
+                            breaks_at = Some(entry);
+                            Some((Fidelity::Mapped, "the rewrite_path of the rule that proxies this location's requests".to_string()))
+                        };
+                        if let (Some((f, n)), Some(en)) = (note, self.report.get_mut(entry)) {
+                            en.fidelity = f;
+                            en.note = n;
+                        }
+                        continue;
+                    }
                     if kind == LocKind::Regex && rules.iter().any(|r| r.get("path_regex").is_some())
                     {
                         // both regexes would have to match: a rule has one
@@ -718,6 +766,11 @@ impl Importer {
             }
         }
         self.return_type = None;
+        if let (Some(en), None) = (breaks_at.and_then(|i| self.report.get_mut(i)), &loc.pool) {
+            en.fidelity = Fidelity::Unsupported;
+            en.note = "a rewrite ... break in a location that does not proxy: rampart has nothing to send the new path to".into();
+            loc.break_rewrite = None;
+        }
         if let Some(r) = self.access_rules(&access) {
             loc.rules.insert(0, r);
         }
@@ -726,6 +779,55 @@ impl Importer {
         }
         Some(loc)
     }
+}
+
+/// `rewrite REGEX REPLACEMENT` (a path, not a redirect) → the value of a
+/// rule's `rewrite_path`: nginx's `$1`..`$9` and named captures become
+/// `${1}`, `${name}`; other variables, a query (`?`) and encoded bytes are
+/// not rampart's (its `to` is a decoded path).
+pub(super) fn rewrite_path(re: &str, rep: &str) -> Result<String, String> {
+    let Ok(compiled) = regex::Regex::new(re) else {
+        return Err("a regex rampart's regex crate refuses".into());
+    };
+    if let Some(c) = rep.chars().find(|c| matches!(c, '?' | '#' | '%')) {
+        return Err(format!(
+            "{c:?} in the replacement: rampart rewrites the path only (the query stays the client's), written decoded"
+        ));
+    }
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut to = String::new();
+    let mut rest = rep;
+    while let Some(i) = rest.find('$') {
+        to.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (name, used) = match after.strip_prefix('{') {
+            Some(b) => match b.find('}') {
+                Some(end) => (&b[..end], end + 2),
+                None => return Err("an unclosed ${ in the replacement".into()),
+            },
+            // nginx's captures are one digit: `$1a` is $1 and "a"
+            None if after.starts_with(|c: char| c.is_ascii_digit()) => (&after[..1], 1),
+            None => {
+                let end = after.find(|c: char| !is_name(c)).unwrap_or(after.len());
+                (&after[..end], end)
+            }
+        };
+        let group = match name.parse::<usize>() {
+            Ok(n) => n < compiled.captures_len(),
+            Err(_) => compiled.capture_names().flatten().any(|g| g == name),
+        };
+        if !group {
+            return Err(format!(
+                "${name} in the replacement is not one of the regex's captures: rampart rewrites from captures only"
+            ));
+        }
+        to.push_str("${");
+        to.push_str(name);
+        to.push('}');
+        rest = &after[used..];
+    }
+    to.push_str(rest);
+    Ok(format!("{{ regex = {}, to = {} }}", s(re), s(&to)))
 }
 
 /// A redirect target's nginx variables → rampart's placeholders: `$host`,

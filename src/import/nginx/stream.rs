@@ -49,7 +49,7 @@ impl Importer {
                                 }
                                 Err(er) => self.unsupported(e, er),
                             },
-                            "proxy_pass" => pool = self.proxy_pass(e, None),
+                            "proxy_pass" => pool = self.proxy_pass(e, None).map(|(p, _)| p),
                             "proxy_timeout" => {
                                 match duration(&a0) {
                                     Some(t) => {

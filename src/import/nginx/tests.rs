@@ -769,3 +769,112 @@ fn x_real_ip_from_remote_addr_is_the_client_ip_header() {
         Fidelity::Mapped
     );
 }
+
+#[test]
+fn proxy_pass_with_a_uri_replaces_the_locations_prefix() {
+    let (cfg, report) = http(
+        "server { listen 80;
+           location /api/ { proxy_pass http://u/; }
+           location = /exact { proxy_pass http://u/other; }
+           location /same/ { proxy_pass http://u/same/; }
+           location /q/ { proxy_pass http://u/x?a=1; }
+           location / { proxy_pass http://u/app/; } }",
+    );
+    let rs = rules(&on(&cfg, "0.0.0.0:80"));
+    let api = &rs[pos(&rs, |r| str_of(r, "path_prefix") == Some("/api/"))];
+    assert_eq!(str_of(api, "rewrite_prefix"), Some("/"), "{api:#?}");
+    assert_eq!(str_of(api, "pool"), Some("u"));
+    let exact = &rs[pos(&rs, |r| str_of(r, "path") == Some("/exact"))];
+    assert_eq!(str_of(exact, "rewrite_prefix"), Some("/other"));
+    let same = &rs[pos(&rs, |r| str_of(r, "path_prefix") == Some("/same/"))];
+    assert_eq!(
+        same.get("rewrite_prefix"),
+        None,
+        "the same URI: nothing to do"
+    );
+    let q = &rs[pos(&rs, |r| str_of(r, "path_prefix") == Some("/q/"))];
+    assert_eq!(q.get("rewrite_prefix"), None, "a query: not imported");
+    assert_eq!(
+        entry(&report, "proxy_pass http://u/x?a=1").fidelity,
+        Fidelity::Approximated
+    );
+    // `location /` with a URI: a rule with the prefix "/", not the default pool
+    let root = &rs[pos(&rs, |r| str_of(r, "path_prefix") == Some("/"))];
+    assert_eq!(str_of(root, "rewrite_prefix"), Some("/app/"));
+    assert_eq!(
+        entry(&report, "proxy_pass http://u/").fidelity,
+        Fidelity::Mapped
+    );
+}
+
+#[test]
+fn rewrites_of_the_path_become_rewrite_path() {
+    let (cfg, report) = http(
+        r"server { listen 80;
+           rewrite ^/zpi/(.*)$ /api/$1 last;
+           location /a/ { rewrite ^/a/(?<rest>.*)$ /b/$rest break; proxy_pass http://u; }
+           location /both/ { rewrite ^/both/x/(.*)$ /y/$1a break; proxy_pass http://u/z/; }
+           location /again/ { rewrite ^/again/(.*)$ /a/$1 last; }
+           location /nopass/ { rewrite ^(.*)$ /n$1 break; }
+           location /args/ { rewrite ^(.*)$ /n$1?x=1 break; proxy_pass http://u; }
+           location /var/ { rewrite ^(.*)$ /$host$1 break; proxy_pass http://u; }
+           location / { proxy_pass http://u; } }",
+    );
+    let rs = rules(&on(&cfg, "0.0.0.0:80"));
+    let to = |r: &toml::Value| {
+        let w = &r["rewrite_path"];
+        (
+            w["regex"].as_str().unwrap().to_string(),
+            w["to"].as_str().unwrap().to_string(),
+        )
+    };
+    // the server's, before every location's rules
+    assert_eq!(
+        to(&rs[0]),
+        ("^/zpi/(.*)$".to_string(), "/api/${1}".to_string())
+    );
+    assert_eq!(rs[0].get("pool"), None);
+    assert_eq!(
+        entry(&report, "rewrite ^/zpi/(.*)$ /api/$1 last").fidelity,
+        Fidelity::Mapped
+    );
+    // break: on the rule that proxies
+    let a = &rs[pos(&rs, |r| str_of(r, "path_prefix") == Some("/a/"))];
+    assert_eq!(to(a).1, "/b/${rest}");
+    assert_eq!(str_of(a, "pool"), Some("u"));
+    // break and a URI part: the rewrite where its regex matches, else the URI
+    let both: Vec<_> = rs
+        .iter()
+        .filter(|r| str_of(r, "path_prefix") == Some("/both/"))
+        .collect();
+    assert_eq!(both.len(), 2, "{both:#?}");
+    assert_eq!(str_of(both[0], "path_regex"), Some("^/both/x/(.*)$"));
+    assert_eq!(to(both[0]).1, "/y/${1}a", "nginx's $1a is $1 and a");
+    assert_eq!(str_of(both[1], "rewrite_prefix"), Some("/z/"));
+    // last: a rule of its own, approximated
+    let again = &rs[pos(&rs, |r| str_of(r, "path_prefix") == Some("/again/"))];
+    assert_eq!(to(again).1, "/a/${1}");
+    assert_eq!(again.get("pool"), None);
+    assert_eq!(
+        entry(&report, "rewrite ^/again/(.*)$ /a/$1 last").fidelity,
+        Fidelity::Approximated
+    );
+    for (line, why) in [
+        ("rewrite ^(.*)$ /n$1 break", "does not proxy"),
+        ("rewrite ^(.*)$ /n$1?x=1 break", "the query"),
+        (
+            "rewrite ^(.*)$ /$host$1 break",
+            "not one of the regex's captures",
+        ),
+    ] {
+        let e = entry(&report, line);
+        assert_eq!(e.fidelity, Fidelity::Unsupported, "{line}");
+        assert!(e.note.contains(why), "{line}: {}", e.note);
+    }
+    // what the importer wrote, rampart reads
+    let im = import(
+        "events {}\nhttp {\n upstream u { server 10.0.0.1:80; }\n server { listen 80; rewrite ^/zpi/(.*)$ /api/$1 last; location /both/ { rewrite ^/both/x/(.*)$ /y/$1a break; proxy_pass http://u/z/; } location / { proxy_pass http://u; } }\n}\n",
+        "t.conf",
+    );
+    crate::config::parse(&im.toml, "t.toml").unwrap_or_else(|e| panic!("{e}\n{}", im.toml));
+}
