@@ -368,6 +368,12 @@ impl PathRewrite {
     /// The new path for `path` under a rule matching `m`; None: unchanged
     /// (the prefix is not there, or the regex does not match).
     pub fn apply(&self, m: &Match, path: &str) -> Option<String> {
+        // `*` and authorities are not paths; a path that was not UTF-8
+        // once decoded is held with U+FFFD in place of its bytes, which the
+        // server must not get for them
+        if !path.starts_with('/') || path.contains('\u{FFFD}') {
+            return None;
+        }
         let new = match self {
             PathRewrite::Prefix(to) => {
                 let from = m.path_prefix.as_deref().or(m.path.as_deref())?;
@@ -384,12 +390,44 @@ impl PathRewrite {
                 out
             }
         };
-        Some(if new.starts_with('/') {
-            new
-        } else {
-            format!("/{new}")
-        })
+        Some(tidy(&new))
     }
+}
+
+/// A rewritten path as `router::normalize_path` leaves a client's: a leading
+/// `/`, repeated slashes merged, `.` segments dropped and `..` (or Tomcat's
+/// `..;`) resolved, so that the rules after the rewrite and the server see
+/// one path (`/api../x` under `path_prefix = "/api"` and `rewrite_prefix =
+/// "/"` is `/x`, not `/../x`, and `//host/x` is not read as an authority).
+fn tidy(path: &str) -> String {
+    let clean = path.starts_with('/')
+        && !path
+            .as_bytes()
+            .windows(2)
+            .any(|w| w[0] == b'/' && matches!(w[1], b'/' | b'.'));
+    if clean {
+        return path.to_string();
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "" | "." => {}
+            s if s == ".." || s.starts_with("..;") => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let folder = matches!(path.rsplit('/').next(), Some("" | "." | ".."));
+    let mut out = String::with_capacity(path.len() + 1);
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if folder || out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 /// A request's path as rules rewrote it: `path` as rules match it (decoded),
@@ -1273,7 +1311,8 @@ mod tests {
         let o = set.evaluate(&req("GET", "a", "/api/users/7?x=1&y"));
         assert!(matches!(o, Outcome::Terminal(Terminal::Pool(1), ..)));
         assert_eq!(target_of(&o).as_deref(), Some("/users/7?x=1&y"));
-        // nginx's `location /api { proxy_pass http://b/; }` keeps the slash
+        // nginx's `location /api { proxy_pass http://b/; }` sends `//x`:
+        // rampart merges the slashes, as it matches a client's
         let set = RuleSet::new(vec![rewrite(
             prefix("/api"),
             PathRewrite::Prefix("/".into()),
@@ -1281,7 +1320,7 @@ mod tests {
         )])
         .unwrap();
         let o = set.evaluate(&req("GET", "a", "/api/x"));
-        assert_eq!(target_of(&o).as_deref(), Some("//x"));
+        assert_eq!(target_of(&o).as_deref(), Some("/x"));
         // an exact path is its own prefix
         let exact = Match {
             path: Some("/old".into()),
@@ -1377,6 +1416,35 @@ mod tests {
         assert_eq!(
             target_of(&set.evaluate(&req("GET", "a", "/x/y"))).as_deref(),
             Some("/y")
+        );
+        // what a rewrite makes of dots and slashes is resolved, as a
+        // client's path is: the server and the later rules see one path
+        let set = RuleSet::new(vec![rewrite(
+            prefix("/api"),
+            PathRewrite::Prefix("/".into()),
+            None,
+        )])
+        .unwrap();
+        for (sent, want) in [
+            ("/api../secret?q", "/secret?q"),
+            ("/api./x", "/x"),
+            ("/api/evil.example/x", "/evil.example/x"),
+            ("/api..;/x/", "/x/"),
+            ("/api", "/"),
+        ] {
+            assert_eq!(
+                target_of(&set.evaluate(&req("GET", "a", sent))).as_deref(),
+                Some(want),
+                "{sent}"
+            );
+        }
+        // `*` is not a path; nor is a path that was not UTF-8 rewritten
+        let set =
+            RuleSet::new(vec![rewrite(Match::default(), re("(.*)", "/app$1"), None)]).unwrap();
+        assert_eq!(target_of(&set.evaluate(&req("OPTIONS", "a", "*"))), None);
+        assert_eq!(
+            target_of(&set.evaluate(&req("GET", "a", "/caf\u{FFFD}"))),
+            None
         );
         // the whole path becomes `to`, not only the part matched
         let set = RuleSet::new(vec![rewrite(Match::default(), re("/foo", "/bar"), None)]).unwrap();

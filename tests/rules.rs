@@ -583,6 +583,9 @@ async fn rules_rewrite_the_path_the_server_gets() {
            [[listener.rule]]\n  path = \"/h2\"\n  rewrite_prefix = \"/v2/root\"\n  pool = \"h2\"\n\
            [[listener.rule]]\n  rewrite_path = {{ regex = \"^/zpi/(?P<rest>.*)$\", to = \"/r/${{rest}}\" }}\n\
            [[listener.rule]]\n  path_prefix = \"/r/admin/\"\n  pool = \"b\"\n\
+           [[listener.rule]]\n  path_prefix = \"/dd\"\n  rewrite_prefix = \"/\"\n\
+           [[listener.rule]]\n  path = \"/secret\"\n  deny = 403\n\
+           [[listener.rule]]\n  rewrite_path = {{ regex = \"^/dup/(.*)$\", to = \"/${{1}}/${{1}}\" }}\n\
            [[listener.route]]\n  path_prefix = \"/r/b/\"\n  pool = \"b\"\n\
          [[pool]]\nname = \"a\"\n  [[pool.server]]\n  address = \"{}\"\n\
          [[pool]]\nname = \"b\"\n  [[pool.server]]\n  address = \"{}\"\n\
@@ -622,4 +625,59 @@ async fn rules_rewrite_the_path_the_server_gets() {
     let (resp, _) = send(&client(), req).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(last(&a).as_deref(), Some("/up?z"), "chunked");
+    // a `..` a rewrite makes is resolved before the rules after it look:
+    // `/dd../secret` is `/secret` to them (and would be to the server)
+    for c in [client(), h2c_client()] {
+        let (resp, _) = send(
+            &c,
+            Request::get(format!("http://{listen}/dd../secret"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        let (resp, _) = send(
+            &c,
+            Request::get(format!("http://{listen}/dd//x/./y"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(last(&a).as_deref(), Some("/x/y"));
+    }
+    // a target longer than a server can be sent: 414 on both paths
+    let long = format!("/dup/{}", "a".repeat(34_000));
+    for (what, body) in [("fast path", empty()), ("chunked", chunked(b"x"))] {
+        let req = Request::post(format!("http://{listen}{long}"))
+            .body(body)
+            .unwrap();
+        let (resp, _) = send(&client(), req).await;
+        assert_eq!(resp.status(), StatusCode::URI_TOO_LONG, "{what}");
+    }
+    let (resp, _) = send(
+        &client(),
+        Request::get(format!("http://{listen}/dup/x"))
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(last(&a).as_deref(), Some("/x/x"));
+    // a fragment is no request's: `/secret#x` is /secret to the rules, as to
+    // a server that drops it (it went past them on the fast path)
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
+        s.write_all(b"GET /secret#x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert!(
+            got.starts_with(b"HTTP/1.1 403"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
 }

@@ -92,6 +92,9 @@ pub enum Decision {
     Elsewhere,
 }
 
+/// The longest target a rule's path rewrite may make (`http::Uri`'s limit).
+const MAX_REWRITTEN: usize = u16::MAX as usize - 1;
+
 /// The policy point of an HTTP request: the listener's rules in order (a
 /// terminal one decides), then its routes and default pool. Rules are part of
 /// the listener's generation, read from the same snapshot as the pools.
@@ -157,6 +160,17 @@ pub fn decide(
             }
         }
     };
+    // (the `http` crate holds no longer target, and hyper's path would have
+    // to send the client's: both paths refuse it alike)
+    if rewritten
+        .as_ref()
+        .is_some_and(|w| w.target.len() > MAX_REWRITTEN)
+    {
+        return Decision::Deny {
+            status: StatusCode::URI_TOO_LONG,
+            body: Bytes::from_static(b"414 URI Too Long\n"),
+        };
+    }
     let Some(pool) = snap.pools.get(idx) else {
         return Decision::Reconfiguring;
     };

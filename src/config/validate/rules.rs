@@ -113,9 +113,6 @@ fn header_names(
         .collect()
 }
 
-/// Compiles a listener's rules; `pools` maps pool names to their index (and
-/// marks the ones used).
-#[allow(clippy::too_many_arguments)]
 /// A rule's `rewrite_prefix` or `rewrite_path`, checked.
 fn rewrite(f: &RuleFile, rat: &KeyPath, p: &mut Problems<'_>) -> Option<PathRewrite> {
     // the new path is written as rules match paths (decoded) and encoded
@@ -242,6 +239,9 @@ fn capture_refs(re: &regex::Regex, to: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Compiles a listener's rules; `pools` maps pool names to their index (and
+/// marks the ones used).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn compile(
     files: &[RuleFile],
     at: &KeyPath,
@@ -502,7 +502,9 @@ pub(super) fn compile(
         Err(n) => {
             p.add(
                 at,
-                format!("more than {n} rules edit headers on this listener; merge some"),
+                format!(
+                    "more than {n} rules edit headers or the path on this listener; merge some"
+                ),
             );
             RuleSet::default()
         }
