@@ -140,31 +140,6 @@ async fn rampart_answers_its_own_errors_with_the_configured_pages() {
     assert_eq!(body, "<p>changed</p>");
 }
 
-/// `rampart import FORMAT source`, moved from the original's address `from`
-/// to one of its own, with an admin address for the harness: the config,
-/// that address and the import's report.
-fn imported(format: &str, source: &Path, from: SocketAddr) -> (String, SocketAddr, String) {
-    let out = source.with_extension("rampart.toml");
-    let import = std::process::Command::new(rampart_bin())
-        .args(["import", format])
-        .arg(source)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&import.stderr).into_owned();
-    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let toml = std::fs::read_to_string(&out)
-        .unwrap_or_else(|e| panic!("{e}: {report}"))
-        .replace(&format!("\"{from}\""), &format!("\"{listen}\""));
-    assert!(toml.contains(&format!("\"{listen}\"")), "{toml}");
-    (
-        format!("{toml}\n[admin]\nbind = \"{admin}\"\n"),
-        listen,
-        report,
-    )
-}
-
 /// nginx's `error_page 502 503 504 /50x.html` with `location = /50x.html {
 /// root ...; }`, imported by `rampart import nginx`: with its upstream down,
 /// rampart answers what nginx answers, the same file as the body; and its
@@ -177,22 +152,17 @@ async fn an_imported_nginx_error_page_is_the_page_nginx_answers() {
     let page = "<html><body><h1>Back in a moment</h1></body></html>\n";
     std::fs::write(html.join("50x.html"), page).unwrap();
     let (closed, ng) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let d = dir.display();
-    let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
-               upstream app {{ server {closed}; }}\n\
+    let conf = nginx_conf(
+        &dir,
+        &format!(
+            "upstream app {{ server {closed}; }}\n\
                server {{\n    listen {ng};\n    error_page 502 503 504 /50x.html;\n\
                  location / {{ proxy_pass http://app; }}\n\
                  location = /50x.html {{ root {}; internal; }}\n\
-                 location = /healthz {{ default_type text/plain; return 200 \"ok\\n\"; }}\n  }}\n}}\n",
+                 location = /healthz {{ default_type text/plain; return 200 \"ok\\n\"; }}\n  }}",
             html.display()
         ),
-    )
-    .unwrap();
+    );
     let (toml, listen, report) = imported("nginx", &conf, ng);
     assert!(
         report.contains("mapped: error_page 502 503 504 /50x.html"),

@@ -636,13 +636,11 @@ async fn the_table_against_haproxy_and_nginx() {
     let ng = free_addr("127.0.0.1");
     let nd = dir.join("nginx");
     std::fs::create_dir_all(&nd).unwrap();
-    let d = nd.display();
-    std::fs::write(
-        nd.join("nginx.conf"),
-        format!("worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n  server {{ listen {ng}; location / {{ proxy_pass http://{backend}; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n}}\n"),
-    )
-    .unwrap();
-    let nginx = nginx(&nd, &nd.join("nginx.conf"));
+    let conf = nginx_conf(
+        &nd,
+        &format!("  server {{ listen {ng}; location / {{ proxy_pass http://{backend}; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"),
+    );
+    let nginx = nginx(&nd, &conf);
     for a in [ha, ng] {
         wait_listening(a, Duration::from_secs(10)).await;
     }

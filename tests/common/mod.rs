@@ -686,6 +686,51 @@ pub fn haproxy(cfg: &std::path::Path) -> KillOnDrop {
     )
 }
 
+/// `rampart import FORMAT source`, moved from the original's address `from`
+/// to one of its own, with an admin address for the harness: the config,
+/// that address and the import's report.
+pub fn imported(
+    format: &str,
+    source: &std::path::Path,
+    from: SocketAddr,
+) -> (String, SocketAddr, String) {
+    let out = source.with_extension("rampart.toml");
+    let import = std::process::Command::new(rampart_bin())
+        .args(["import", format])
+        .arg(source)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&import.stderr).into_owned();
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let toml = std::fs::read_to_string(&out)
+        .unwrap_or_else(|e| panic!("{e}: {report}"))
+        .replace(&format!("\"{from}\""), &format!("\"{listen}\""));
+    assert!(toml.contains(&format!("\"{listen}\"")), "{toml}");
+    (
+        format!("{toml}\n[admin]\nbind = \"{admin}\"\n"),
+        listen,
+        report,
+    )
+}
+
+/// Writes `dir/nginx.conf`: one worker in the foreground, its files in
+/// `dir`, and an `http` block of `http` (upstreams, servers); its path.
+pub fn nginx_conf(dir: &std::path::Path, http: &str) -> PathBuf {
+    let d = dir.display();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n{http}\n}}\n"
+        ),
+    )
+    .unwrap();
+    conf
+}
+
 /// nginx (from PATH; scripts/test.sh installs it) with prefix `dir` on
 /// `conf` (which says `daemon off`), killed when the guard drops.
 pub fn nginx(dir: &std::path::Path, conf: &std::path::Path) -> KillOnDrop {
