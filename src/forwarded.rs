@@ -29,6 +29,77 @@ pub struct XForwarded<'a> {
     pub real_ip: Option<&'a http::HeaderName>,
 }
 
+/// `[listener.client_ip_from]`: a request that comes from a trusted proxy
+/// (`from`) has the client that proxy names in `header` (nginx's realip
+/// module: `set_real_ip_from`, `real_ip_header`, `real_ip_recursive`;
+/// HAProxy's `http-request set-src hdr(x-forwarded-for)`). Rules' `src`, rate
+/// limits, `hash_key = "client_ip"`, the access log, X-Forwarded-For's last
+/// entry and `client_ip_header` see that client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientIpFrom {
+    pub header: http::HeaderName,
+    pub from: Vec<crate::proxy_protocol::Cidr>,
+    /// Past the last entry, every one a trusted proxy wrote (nginx's
+    /// `real_ip_recursive on`); else the last entry alone.
+    pub recursive: bool,
+}
+
+impl ClientIpFrom {
+    /// The client of a request from `peer` (the connection's client, after
+    /// the PROXY protocol) whose fields are `fields` (name, value), in order:
+    /// the list of its `header` lines is read from its end, an entry taken
+    /// while the address before it (`peer` first) is a trusted proxy's, as
+    /// nginx does; one that is not an address ends the walk (the first one:
+    /// `peer` stays).
+    pub fn client<'a>(
+        &self,
+        peer: std::net::IpAddr,
+        fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> std::net::IpAddr {
+        let trusted = |ip: std::net::IpAddr| self.from.iter().any(|c| c.contains(ip));
+        let mut client = peer.to_canonical();
+        if !trusted(client) {
+            return client;
+        }
+        let name = self.header.as_str().as_bytes();
+        let entries: Vec<&[u8]> = fields
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, l)| l.split(|&b| b == b','))
+            .map(|e| e.trim_ascii())
+            .filter(|e| !e.is_empty())
+            .collect();
+        for e in entries.iter().rev() {
+            let Some(ip) = entry_ip(e) else {
+                break;
+            };
+            client = ip.to_canonical();
+            if !self.recursive || !trusted(client) {
+                break;
+            }
+        }
+        client
+    }
+}
+
+/// The address of one X-Forwarded-For entry: `192.0.2.7`, `2001:db8::7`, and
+/// with a port as some proxies write them (`192.0.2.7:4711`,
+/// `[2001:db8::7]:4711`). None: not an address (`unknown`, RFC 7239's
+/// obfuscated names).
+fn entry_ip(e: &[u8]) -> Option<std::net::IpAddr> {
+    let s = std::str::from_utf8(e).ok()?;
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    let (ip, port) = s.split_once(':')?;
+    port.parse::<u16>().ok()?;
+    ip.parse::<std::net::Ipv4Addr>()
+        .ok()
+        .map(std::net::IpAddr::V4)
+}
+
 pub const FOR: &str = "x-forwarded-for";
 pub const PROTO: &str = "x-forwarded-proto";
 pub const HOST: &str = "x-forwarded-host";
@@ -126,6 +197,62 @@ impl XForwarded<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_is_read_from_the_end_while_proxies_are_trusted() {
+        let cidr = |s: &str| crate::proxy_protocol::Cidr::parse(s).unwrap();
+        let from = |recursive| ClientIpFrom {
+            header: http::HeaderName::from_static("x-forwarded-for"),
+            from: vec![cidr("10.0.0.0/8"), cidr("2001:db8::/32")],
+            recursive,
+        };
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let run = |recursive, peer: &str, lines: &[&str]| {
+            let fields = lines
+                .iter()
+                .map(|l| (&b"X-Forwarded-For"[..], l.as_bytes()))
+                .chain([(&b"x-real-ip"[..], &b"192.0.2.99"[..])]);
+            from(recursive).client(ip(peer), fields).to_string()
+        };
+        // an untrusted peer's header is not read
+        assert_eq!(run(false, "192.0.2.1", &["203.0.113.9"]), "192.0.2.1");
+        // a trusted one's last entry
+        assert_eq!(
+            run(false, "10.0.0.5", &["203.0.113.9, 10.0.0.7"]),
+            "10.0.0.7"
+        );
+        assert_eq!(run(false, "10.0.0.5", &["203.0.113.9"]), "203.0.113.9");
+        // recursive: past every trusted proxy, lines joined in order
+        assert_eq!(
+            run(
+                true,
+                "10.0.0.5",
+                &["198.51.100.1, 203.0.113.9", "10.0.0.7 ,10.1.1.1"]
+            ),
+            "203.0.113.9"
+        );
+        // every entry trusted: the first
+        assert_eq!(run(true, "10.0.0.5", &["10.0.0.9, 10.0.0.7"]), "10.0.0.9");
+        // not an address: the walk ends (at the peer, if the last)
+        assert_eq!(run(true, "10.0.0.5", &["203.0.113.9, unknown"]), "10.0.0.5");
+        assert_eq!(run(true, "10.0.0.5", &["unknown, 10.0.0.7"]), "10.0.0.7");
+        assert_eq!(run(false, "10.0.0.5", &[]), "10.0.0.5");
+        assert_eq!(run(false, "10.0.0.5", &[" , "]), "10.0.0.5");
+        // ports, brackets, IPv6 and IPv4-mapped peers
+        assert_eq!(run(false, "10.0.0.5", &["203.0.113.9:4711"]), "203.0.113.9");
+        assert_eq!(
+            run(false, "2001:db8::1", &["[2001:db8:1::9]:443"]),
+            "2001:db8:1::9"
+        );
+        assert_eq!(
+            run(false, "::ffff:10.0.0.5", &["203.0.113.9"]),
+            "203.0.113.9"
+        );
+        assert_eq!(
+            run(false, "10.0.0.5", &["::ffff:203.0.113.9"]),
+            "203.0.113.9"
+        );
+    }
 
     fn render(x: &XForwarded<'_>) -> String {
         let mut out = String::new();

@@ -441,6 +441,11 @@ impl ReqHead<'_> {
             .map(|h| h.value)
     }
 
+    /// Every field line, (name, value), in order.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers.iter().map(|h| (h.name.as_bytes(), h.value))
+    }
+
     /// GET, HEAD, PUT, DELETE, OPTIONS and TRACE (RFC 9110 9.2.2).
     pub fn idempotent(&self) -> bool {
         matches!(

@@ -142,6 +142,10 @@ pub struct ListenerShared {
     /// Whether it is set: most listeners have none, and a flag costs their
     /// requests less than the swap's load.
     client_ip_header_on: std::sync::atomic::AtomicBool,
+    /// `client_ip_from` in force (read through `client_ip_from()`), and
+    /// whether it is set.
+    client_ip_from: arc_swap::ArcSwapOption<crate::forwarded::ClientIpFrom>,
+    client_ip_from_on: std::sync::atomic::AtomicBool,
 }
 
 impl ListenerShared {
@@ -166,6 +170,42 @@ impl ListenerShared {
             error_pages: Default::default(),
             client_ip_header: Default::default(),
             client_ip_header_on: Default::default(),
+            client_ip_from: Default::default(),
+            client_ip_from_on: Default::default(),
+        }
+    }
+
+    /// `client_ip_from` in force, if any.
+    #[inline]
+    pub fn client_ip_from(
+        &self,
+    ) -> Option<arc_swap::Guard<Option<Arc<crate::forwarded::ClientIpFrom>>>> {
+        self.client_ip_from_on
+            .load(Ordering::Relaxed)
+            .then(|| self.client_ip_from.load())
+    }
+
+    /// Sets `client_ip_from` (a new generation's).
+    pub fn set_client_ip_from(&self, c: Option<Arc<crate::forwarded::ClientIpFrom>>) {
+        self.client_ip_from_on.store(c.is_some(), Ordering::Relaxed);
+        self.client_ip_from.store(c);
+    }
+
+    /// The client of a request from the connection's `peer` with the fields
+    /// `fields` gives (name, value): the one `client_ip_from` believes, else
+    /// `peer`.
+    #[inline]
+    pub fn request_client<'a, I: Iterator<Item = (&'a [u8], &'a [u8])>>(
+        &self,
+        peer: std::net::IpAddr,
+        fields: impl FnOnce() -> I,
+    ) -> std::net::IpAddr {
+        match self.client_ip_from() {
+            Some(g) => match g.as_deref() {
+                Some(c) => c.client(peer, fields()),
+                None => peer,
+            },
+            None => peer,
         }
     }
 

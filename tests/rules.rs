@@ -681,3 +681,73 @@ async fn rules_rewrite_the_path_the_server_gets() {
         );
     }
 }
+
+/// `[listener.client_ip_from]` (nginx's `set_real_ip_from` and
+/// `real_ip_header`): behind a trusted proxy, a request's client is the one
+/// the proxy names in X-Forwarded-For, for the rules' `src`, the
+/// `client_ip_header` and X-Forwarded-For's last entry, on the fast path,
+/// hyper's and HTTP/2; from anyone else the field is not believed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_names_the_client_and_no_one_else_does() {
+    let a = Backend::start("a", free_addr("127.0.0.1")).await;
+    let (trusting, wary, admin) = (
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+        free_addr("127.0.0.1"),
+    );
+    let listener = |name: &str, bind: SocketAddr, from: &str| {
+        format!(
+            "[[listener]]\nname = \"{name}\"\nbind = [\"{bind}\"]\nmode = \"http\"\npool = \"a\"\nclient_ip_header = \"X-Real-IP\"\n\
+             client_ip_from = {{ from = [\"{from}\"], recursive = true }}\n\
+               [[listener.rule]]\n  src = [\"203.0.113.0/24\"]\n  deny = 403\n"
+        )
+    };
+    let cfg = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n{}{}\
+         [[pool]]\nname = \"a\"\n  [[pool.server]]\n  address = \"{}\"\n",
+        listener("trusting", trusting, "127.0.0.0/8"),
+        listener("wary", wary, "10.0.0.0/8"),
+        a.addr
+    );
+    let _p = Proxy::start(&cfg, &[trusting, wary]).await;
+    let seen = |name: &str| -> String {
+        let h = a.stats.last_headers.lock().unwrap().clone().unwrap();
+        let v: Vec<&str> = h
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        v.join(" | ")
+    };
+    let get = |at: SocketAddr, xff: &'static str, chunked_body: bool| {
+        let b = Request::builder()
+            .method(if chunked_body { "POST" } else { "GET" })
+            .uri(format!("http://{at}/"))
+            .header("x-forwarded-for", xff);
+        b.body(if chunked_body { chunked(b"x") } else { empty() })
+            .unwrap()
+    };
+    for (what, c, chunked_body) in [
+        ("fast path", client(), false),
+        ("hyper's path", client(), true),
+        ("HTTP/2", h2c_client(), false),
+    ] {
+        // the client the trusted proxy names is the one rules see
+        let (resp, _) = send(&c, get(trusting, "203.0.113.9", chunked_body)).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{what}");
+        // recursive: past the trusted proxies at the end
+        let (resp, _) = send(&c, get(trusting, "198.51.100.7, 127.0.0.9", chunked_body)).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{what}");
+        assert_eq!(seen("x-real-ip"), "198.51.100.7", "{what}");
+        assert_eq!(
+            seen("x-forwarded-for"),
+            "198.51.100.7, 127.0.0.9, 198.51.100.7",
+            "{what}"
+        );
+        // an untrusted peer names no one
+        let (resp, _) = send(&c, get(wary, "203.0.113.9", chunked_body)).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{what}");
+        assert_eq!(seen("x-real-ip"), "127.0.0.1", "{what}");
+        assert_eq!(seen("x-forwarded-for"), "203.0.113.9, 127.0.0.1", "{what}");
+    }
+}

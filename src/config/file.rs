@@ -309,6 +309,10 @@ pub struct ListenerFile {
     /// `{ from = ["10.0.0.0/8"], mode = "required" }`: accept PROXY protocol
     /// headers (v1 and v2) from these sources.
     pub proxy_protocol: Option<ProxyProtocolFile>,
+    /// HTTP: `{ from = ["10.0.0.0/8"], header = "X-Forwarded-For" }`: the
+    /// client of a request from these proxies is the one they name (nginx's
+    /// realip module).
+    pub client_ip_from: Option<ClientIpFromFile>,
     /// TLS terminated on this listener.
     pub tls: Option<ListenerTlsFile>,
     /// HTTP/2 limits (h2c and h2 over TLS).
@@ -602,6 +606,21 @@ pub struct PoolTlsFile {
     pub verify: bool,
     #[serde(default)]
     pub insecure: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientIpFromFile {
+    #[serde(default)]
+    pub from: Vec<String>,
+    #[serde(default = "default_client_ip_from_header")]
+    pub header: String,
+    #[serde(default)]
+    pub recursive: bool,
+}
+
+fn default_client_ip_from_header() -> String {
+    "X-Forwarded-For".into()
 }
 
 #[derive(Debug, Deserialize)]

@@ -73,6 +73,8 @@ pub struct ListenerConfig {
     pub max_request_body: Option<u64>,
     /// `client_ip_header`, lowercase (None: none).
     pub client_ip_header: Option<http::HeaderName>,
+    /// `client_ip_from` (None: the connection's client is each request's).
+    pub client_ip_from: Option<std::sync::Arc<crate::forwarded::ClientIpFrom>>,
     /// `error_pages`, its own over `[global]`'s.
     pub error_pages: std::sync::Arc<ErrorPages>,
     /// Pools are indices into `Config::pools`.

@@ -41,8 +41,10 @@ pub(super) struct ReqLog {
 }
 
 impl ReqLog {
+    /// `client`: the request's (`ListenerShared::request_client`).
     pub(super) fn new(
         ctx: &ConnCtx,
+        client: std::net::IpAddr,
         method: Method,
         path: String,
         pool: &Pool,
@@ -50,7 +52,7 @@ impl ReqLog {
     ) -> ReqLog {
         ReqLog {
             ctx_plane: Arc::clone(&ctx.shared.plane),
-            client: ctx.peer,
+            client: std::net::SocketAddr::new(client, ctx.peer.port()),
             listener: Arc::clone(ctx.listener_name()),
             pool: Arc::clone(&pool.name),
             server: None,

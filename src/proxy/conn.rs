@@ -110,7 +110,7 @@ pub(super) struct IpText {
 }
 
 impl IpText {
-    fn new(ip: std::net::IpAddr) -> IpText {
+    pub(super) fn new(ip: std::net::IpAddr) -> IpText {
         use std::io::Write;
         let mut t = IpText {
             len: 0,

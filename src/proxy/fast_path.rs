@@ -573,9 +573,14 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
     let Some(path) = crate::router::normalize_path(raw_path) else {
         return Some(Step::Reject(RequestFault::MalformedHead, None));
     };
+    // (the client a trusted proxy names, with `client_ip_from`)
+    let src = ctx
+        .permits
+        .listener()
+        .request_client(ctx.peer.ip(), || r.fields());
     let view = View {
         r: &r,
-        src: ctx.peer.ip(),
+        src,
         path,
         raw_path,
         bare_host: r.host.map(crate::router::strip_port),
@@ -628,24 +633,34 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
         | Decision::Respond { .. }
         | Decision::ReadOnly { .. }
         | Decision::Limited { .. }) => {
-            return answer(http::decided(d, ctx, r.method, r.target, start))
+            return answer(http::decided(d, ctx, src, r.method, r.target, start))
         }
     };
     // (the balancing key is the target the server gets, as HAProxy's
     // `balance uri` after a `set-path`)
     let target = edits.as_ref().and_then(|e| e.target.as_deref());
-    let key = lifecycle::hash_key(&pool, ctx.peer.ip(), target.unwrap_or(r.target), |h| {
+    let key = lifecycle::hash_key(&pool, src, target.unwrap_or(r.target), |h| {
         r.header(h.as_str())
     });
     let log = ctx.shared.plane.access_log.enabled().then(|| {
         // httparse accepted the method as a token, which is all Method needs.
         let method = Method::from_bytes(r.method.as_bytes()).unwrap_or_default();
-        Box::new(ReqLog::new(ctx, method, r.target.to_string(), &pool, start))
+        Box::new(ReqLog::new(
+            ctx,
+            src,
+            method,
+            r.target.to_string(),
+            &pool,
+            start,
+        ))
     });
     let mut wire = PooledBuf::take();
     let real_ip = ctx.permits.listener().client_ip_header();
+    let src_text = (src != ctx.peer.ip()).then(|| super::conn::IpText::new(src));
     r.write_upstream(
-        ctx.peer_ip.as_bytes(),
+        src_text
+            .as_ref()
+            .map_or(ctx.peer_ip.as_bytes(), super::conn::IpText::as_bytes),
         ctx.shared.proto,
         real_ip.as_ref().and_then(|g| g.as_deref()),
         edits.as_ref(),

@@ -270,6 +270,7 @@ fn set_client_subject(h: &mut HeaderMap, ctx: &ConnCtx) {
 pub(super) fn wire(
     parts: &mut Parts,
     ctx: &ConnCtx,
+    client_ip: &[u8],
     host: Option<Option<&HeaderValue>>,
     body: usize,
     length: bool,
@@ -279,7 +280,7 @@ pub(super) fn wire(
     let real_ip = ctx.permits.listener().client_ip_header();
     let xf = forwarded::XForwarded {
         prior_for: prior.as_deref(),
-        client_ip: ctx.peer_ip.as_bytes(),
+        client_ip,
         proto: ctx.shared.proto,
         host: host
             .unwrap_or_else(|| parts.headers.get(header::HOST))
@@ -290,8 +291,14 @@ pub(super) fn wire(
 }
 
 /// `host`: the Host the client's request named, when rules edited it
-/// (`prepare_request`).
-pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx, host: Option<Option<HeaderValue>>) {
+/// (`prepare_request`); `client_ip`: the request's client as text (the
+/// connection's, or the one `client_ip_from` believes).
+pub(super) fn set_forwarded(
+    h: &mut HeaderMap,
+    ctx: &ConnCtx,
+    client_ip: &[u8],
+    host: Option<Option<HeaderValue>>,
+) {
     const XF: [HeaderName; 4] = [
         X_FORWARDED_FOR,
         X_FORWARDED_PROTO,
@@ -309,7 +316,7 @@ pub(super) fn set_forwarded(h: &mut HeaderMap, ctx: &ConnCtx, host: Option<Optio
     let real_ip = ctx.permits.listener().client_ip_header();
     let xf = forwarded::XForwarded {
         prior_for: prior.as_deref(),
-        client_ip: ctx.peer_ip.as_bytes(),
+        client_ip,
         proto: ctx.shared.proto,
         host: host.as_ref().map(HeaderValue::as_bytes),
         real_ip: real_ip.as_ref().and_then(|g| g.as_deref()),

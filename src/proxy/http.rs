@@ -324,9 +324,19 @@ async fn handle(
         let f = RequestFault::MalformedHead;
         return Ok(closing(plain(f.status(), f.text())));
     };
+    // (the client a trusted proxy names, with `client_ip_from`)
+    let src = ctx.permits.listener().request_client(ctx.peer.ip(), || {
+        req.headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+    });
+    let src_text = (src != ctx.peer.ip()).then(|| super::conn::IpText::new(src));
+    let client_ip = src_text
+        .as_ref()
+        .map_or(ctx.peer_ip.as_bytes(), super::conn::IpText::as_bytes);
     let view = View {
         req: &req,
-        src: ctx.peer.ip(),
+        src,
         path,
         raw_path,
         bare_host: request_host(&req).map(crate::router::strip_port),
@@ -349,19 +359,20 @@ async fn handle(
         }
         d => {
             let target = request_target(&req).to_string();
-            return Ok(decided(d, ctx, req.method().as_str(), &target, start));
+            return Ok(decided(d, ctx, src, req.method().as_str(), &target, start));
         }
     };
     let rewritten = edits.as_ref().and_then(|e| e.target.as_deref());
     let key = lifecycle::hash_key(
         &pool,
-        ctx.peer.ip(),
+        src,
         rewritten.unwrap_or_else(|| request_target(&req)),
         |h| req.headers().get(h).map(|v| v.as_bytes()),
     );
     let mut log = ctx.shared.plane.access_log.enabled().then(|| {
         Box::new(ReqLog::new(
             ctx,
+            src,
             req.method().clone(),
             request_target(&req).to_string(),
             &pool,
@@ -490,6 +501,7 @@ async fn handle(
             let wire = wire(
                 &mut parts,
                 ctx,
+                client_ip,
                 client_host.as_ref().map(Option::as_ref),
                 b.len(),
                 length || !b.is_empty(),
@@ -531,6 +543,7 @@ async fn handle(
             let wire = wire(
                 &mut parts,
                 ctx,
+                client_ip,
                 client_host.as_ref().map(Option::as_ref),
                 b.len(),
                 length || !b.is_empty(),
@@ -539,7 +552,7 @@ async fn handle(
             (Outgoing::Wire(wire, b), None)
         }
         Buffered::Bytes(b) => {
-            set_forwarded(&mut parts.headers, ctx, client_host);
+            set_forwarded(&mut parts.headers, ctx, client_ip, client_host);
             let (out, kept) = if h2_pool {
                 (Outgoing::Kept, Replay::keep(parts, b))
             } else {
@@ -556,7 +569,7 @@ async fn handle(
             (out, Some(kept))
         }
         Buffered::Stream(body, first) => {
-            set_forwarded(&mut parts.headers, ctx, client_host);
+            set_forwarded(&mut parts.headers, ctx, client_ip, client_host);
             let body = ReqBody::Incoming {
                 fault: (!first.is_empty() || !body.is_end_stream())
                     .then(|| Arc::clone(fault.insert(Arc::default()))),
@@ -873,6 +886,7 @@ fn persist_answer<B>(
 pub(super) fn decided(
     d: lifecycle::Decision,
     ctx: &ConnCtx,
+    client: std::net::IpAddr,
     method: &str,
     target: &str,
     start: Instant,
@@ -976,7 +990,7 @@ pub(super) fn decided(
         | lifecycle::Decision::Elsewhere => reconfiguring(),
     };
     ctx.shared.plane.access_log.write(&crate::accesslog::Entry {
-        client: ctx.peer,
+        client: std::net::SocketAddr::new(client, ctx.peer.port()),
         listener: ctx.listener_name(),
         pool: "-",
         server: None,

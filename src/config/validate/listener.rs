@@ -267,6 +267,44 @@ pub(super) fn listener(
             timeout: lf.request_header_timeout.0,
         })
     });
+    let client_ip_from = lf.client_ip_from.as_ref().and_then(|c| {
+        let cat = at.key("client_ip_from");
+        if lf.mode == Mode::Tcp {
+            p.add(
+                &cat,
+                "a tcp listener reads no request fields: take the client from the PROXY protocol (proxy_protocol)",
+            );
+            return None;
+        }
+        let mut from = Vec::new();
+        for (k, s) in c.from.iter().enumerate() {
+            match crate::proxy_protocol::Cidr::parse(s) {
+                Ok(c) => from.push(c),
+                Err(e) => p.add(&cat.index("from", k), e),
+            }
+        }
+        if c.from.is_empty() {
+            p.add(
+                &cat.key("from"),
+                "list the proxies whose word on the client is believed, e.g. [\"10.0.0.0/8\"] (a client could name any address otherwise)",
+            );
+        }
+        let header = match http::HeaderName::from_bytes(c.header.as_bytes()) {
+            Ok(h) if h != http::header::HOST && !super::rules::NOT_EDITABLE.contains(&h.as_str()) => h,
+            _ => {
+                p.add(
+                    &cat.key("header"),
+                    format!("{:?} is not a field a proxy names the client in (X-Forwarded-For, X-Real-IP)", c.header),
+                );
+                return None;
+            }
+        };
+        Some(std::sync::Arc::new(crate::forwarded::ClientIpFrom {
+            header,
+            from,
+            recursive: c.recursive,
+        }))
+    });
     let tls = lf
         .tls
         .as_ref()
@@ -321,6 +359,7 @@ pub(super) fn listener(
         client_timeout: lf.client_timeout.0,
         max_request_body: lf.max_request_body.map(|s| s.0).filter(|&n| n > 0),
         client_ip_header,
+        client_ip_from,
         error_pages: std::sync::Arc::new(
             super::pages::pages(&lf.error_pages, &at.key("error_pages"), base, p, warnings)
                 .over(error_pages),
