@@ -464,6 +464,42 @@ impl Importer {
                     notes.push("drop-query / append-slash / cookies are not imported".into());
                 }
             }
+            ("http-request", "set-src") => {
+                let Some(header) = act.get(2).and_then(|v| set_src_field(v)) else {
+                    self.unsupported(l, "only set-src hdr(NAME) or hdr_ip(NAME) (the field's last address) is mapped");
+                    return true;
+                };
+                let RuleAt::Listener(li) = at else {
+                    self.unsupported(
+                        l,
+                        "client_ip_from is a listener's: a backend's set-src is not imported",
+                    );
+                    return true;
+                };
+                // whom HAProxy believes: the condition's `src` networks
+                let from = match (cnd, alts.as_slice()) {
+                    (None, _) => None,
+                    (Some(_), [a]) if a.0.len() == 1 && a.get("src").is_some() => {
+                        a.get("src").map(String::from)
+                    }
+                    _ => {
+                        self.unsupported(l, "a condition other than `src` networks: client_ip_from believes the proxies in its `from`");
+                        return true;
+                    }
+                };
+                let everyone = from.is_none();
+                let from = from.unwrap_or_else(|| "[\"0.0.0.0/0\", \"::/0\"]".into());
+                self.cfg.listeners[li].keys.set(
+                    "client_ip_from",
+                    format!("{{ from = {from}, header = {} }}", s(&header)),
+                );
+                if everyone {
+                    self.approx(l, "the listener's client_ip_from, believing every client as HAProxy does without a condition: narrow `from` to your proxies");
+                } else {
+                    self.mapped(l, "the listener's client_ip_from (the field's last address, from these networks)");
+                }
+                return true;
+            }
             ("http-request", "replace-path" | "set-path") => {
                 let rewrite = if verb == "set-path" {
                     act.get(2)
@@ -696,6 +732,24 @@ pub(super) fn log_format_literal(v: &str) -> Option<String> {
         out.push(c);
     }
     Some(out)
+}
+
+/// The field of `set-src hdr(NAME)` (`req.hdr`, `hdr_ip`; the last
+/// occurrence, HAProxy's default, or `-1`).
+fn set_src_field(sample: &str) -> Option<String> {
+    let f = sample.strip_prefix("req.").unwrap_or(sample);
+    let inner = f
+        .strip_prefix("hdr(")
+        .or_else(|| f.strip_prefix("hdr_ip("))?
+        .strip_suffix(')')?;
+    let (name, occ) = match inner.split_once(',') {
+        Some((n, o)) => (n, Some(o.trim())),
+        None => (inner, None),
+    };
+    if !matches!(occ, None | Some("-1")) || out::header_ok(name, None).is_err() {
+        return None;
+    }
+    Some(name.to_string())
 }
 
 /// `http-request replace-path REGEX FMT` → a rule's `rewrite_path`: `\N`

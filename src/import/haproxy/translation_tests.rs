@@ -1119,3 +1119,60 @@ backend web
     );
     crate::config::parse(&im.toml, "t.toml").unwrap_or_else(|e| panic!("{e}\n{}", im.toml));
 }
+
+#[test]
+fn set_src_from_a_field_is_the_listeners_client_ip_from() {
+    let (cfg, report) = run("frontend a
+  bind :80
+  http-request set-src hdr(x-forwarded-for) if { src 10.0.0.0/8 192.0.2.0/24 }
+  default_backend b
+frontend c
+  bind :81
+  http-request set-src req.hdr_ip(X-Real-IP,-1)
+  default_backend b
+frontend d
+  bind :82
+  http-request set-src hdr(x-forwarded-for,1)
+  http-request set-src hdr(x-forwarded-for) if { path_beg /x }
+  default_backend b
+backend b
+  http-request set-src hdr(x-forwarded-for)
+  server s1 10.0.0.1:80
+");
+    let a = &on(&cfg, "0.0.0.0:80")["client_ip_from"];
+    assert_eq!(a["header"].as_str(), Some("x-forwarded-for"));
+    assert_eq!(
+        a["from"].as_array().unwrap(),
+        &vec![
+            toml::Value::from("10.0.0.0/8"),
+            toml::Value::from("192.0.2.0/24")
+        ]
+    );
+    // without a condition HAProxy believes everyone: said so
+    let c = &on(&cfg, "0.0.0.0:81")["client_ip_from"];
+    assert_eq!(c["header"].as_str(), Some("X-Real-IP"));
+    assert_eq!(c["from"].as_array().unwrap().len(), 2);
+    assert!(on(&cfg, "0.0.0.0:82").get("client_ip_from").is_none());
+    let fid = |d: &str| {
+        report
+            .iter()
+            .find(|e| e.directive == d)
+            .unwrap_or_else(|| panic!("no {d:?}"))
+            .fidelity
+    };
+    assert_eq!(
+        fid("http-request set-src hdr(x-forwarded-for) if { src 10.0.0.0/8 192.0.2.0/24 }"),
+        Fidelity::Mapped
+    );
+    assert_eq!(
+        fid("http-request set-src req.hdr_ip(X-Real-IP,-1)"),
+        Fidelity::Approximated
+    );
+    for d in [
+        "http-request set-src hdr(x-forwarded-for,1)",
+        "http-request set-src hdr(x-forwarded-for) if { path_beg /x }",
+        "http-request set-src hdr(x-forwarded-for)",
+    ] {
+        assert_eq!(fid(d), Fidelity::Unsupported, "{d}");
+    }
+}

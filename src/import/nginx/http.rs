@@ -130,12 +130,8 @@ impl Importer {
                 ),
                 _ => {
                     self.client_ip_header.get_or_insert_with(|| name.clone());
-                    let note = "client_ip_header of every listener: each request to a server carries the client's address in it, in place of any the client sent";
-                    if self.real_ip_module {
-                        self.approx(d, format!("{note}; with set_real_ip_from, nginx's $remote_addr is the address a trusted proxy named, rampart's the connection's (or the PROXY protocol's)"));
-                    } else {
-                        self.mapped(d, note);
-                    }
+                    let note = "client_ip_header of every listener: each request to a server carries the client's address in it (the one a trusted proxy names, with set_real_ip_from), in place of any the client sent";
+                    self.mapped(d, note);
                 }
             },
             (n, v) if v.strip_prefix("$http_").is_some_and(|h| h.replace('_', "-") == n) => {
@@ -162,6 +158,32 @@ impl Importer {
 
     /// Directives that mean the same wherever they are (http, server,
     /// location): performance switches, compression, logs.
+    /// The report of a realip line of the http or a server level.
+    pub(super) fn real_ip_line(&mut self, d: &Directive) {
+        let a = d.args.first().map(String::as_str).unwrap_or("");
+        match (d.name.as_str(), a) {
+            ("set_real_ip_from", n) => match crate::proxy_protocol::Cidr::parse(n) {
+                Ok(_) => self.mapped(d, "client_ip_from.from of the listener(s)"),
+                Err(_) if n == "unix:" => {
+                    self.unsupported(d, "rampart listens on no UNIX socket")
+                }
+                Err(e) => self.unsupported(d, e),
+            },
+            ("real_ip_header", "proxy_protocol") => self.approx(
+                d,
+                "the PROXY protocol's address: rampart's listener takes it with proxy_protocol (listen ... proxy_protocol), from the addresses in its `from`",
+            ),
+            ("real_ip_header", h) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
+                self.mapped(d, "client_ip_from.header of the listener(s)")
+            }
+            ("real_ip_header", _) => self.unsupported(d, "not a field name"),
+            ("real_ip_recursive", "on" | "off") => {
+                self.mapped(d, "client_ip_from.recursive of the listener(s)")
+            }
+            _ => self.unsupported(d, "on or off expected"),
+        }
+    }
+
     pub(super) fn common(&mut self, d: &Directive) -> bool {
         match d.name.as_str() {
             "sendfile" | "tcp_nopush" | "tcp_nodelay" | "server_tokens" | "types_hash_max_size"
@@ -190,7 +212,7 @@ impl Importer {
             }
             "set_real_ip_from" | "real_ip_header" | "real_ip_recursive" => self.unsupported(
                 d,
-                "rampart takes the client address from the PROXY protocol (proxy_protocol.from), not from X-Forwarded-For",
+                "not imported here: rampart's client_ip_from is a listener's (from the http and server levels)",
             ),
             "limit_req_status" => {
                 if d.args.first().map(String::as_str) == Some("429") {
@@ -226,6 +248,12 @@ impl Importer {
                 // read by each server without error_page lines of its own;
                 // reported by `finish`
                 "error_page" => self.http_pages.push(d.clone()),
+                "set_real_ip_from" | "real_ip_header" | "real_ip_recursive" => {
+                    let mut r = std::mem::take(&mut self.http_real_ip);
+                    r.read(d);
+                    self.http_real_ip = r;
+                    self.real_ip_line(d);
+                }
                 "root" => {
                     self.http_root = d.args.first().cloned();
                     self.http_root_line = Some(d.clone());
@@ -251,7 +279,8 @@ impl Importer {
         }
         for d in ds {
             match d.name.as_str() {
-                "upstream" | "limit_req_zone" | "resolver" | "error_page" | "root" => {}
+                "upstream" | "limit_req_zone" | "resolver" | "error_page" | "root" | "set_real_ip_from"
+                | "real_ip_header" | "real_ip_recursive" => {}
                 "server" => {
                     let b = d.block.clone().unwrap_or_default();
                     self.server(d, &b, &server_tls);

@@ -221,6 +221,57 @@ pub(super) struct Server {
     root: Option<(String, usize)>,
     /// its error pages, resolved: (status, file), the first line's for each
     pages: Vec<(String, String)>,
+    /// its own realip lines (each inherits from `http` apart)
+    real_ip: RealIp,
+}
+
+/// nginx's realip module at one level: `set_real_ip_from` (the networks),
+/// `real_ip_header`, `real_ip_recursive`, each None where not written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct RealIp {
+    from: Option<Vec<String>>,
+    header: Option<String>,
+    recursive: Option<bool>,
+}
+
+impl RealIp {
+    /// Reads one realip line into `self`; false when it is not one.
+    fn read(&mut self, d: &Directive) -> bool {
+        let a = d.args.first().cloned().unwrap_or_default();
+        match d.name.as_str() {
+            "set_real_ip_from" => self.from.get_or_insert_with(Vec::new).push(a),
+            "real_ip_header" => self.header = Some(a),
+            "real_ip_recursive" => self.recursive = Some(a == "on"),
+            _ => return false,
+        }
+        true
+    }
+
+    /// This level's, each line nginx inherits from `outer` where not set.
+    fn over(&self, outer: &RealIp) -> RealIp {
+        RealIp {
+            from: self.from.clone().or_else(|| outer.from.clone()),
+            header: self.header.clone().or_else(|| outer.header.clone()),
+            recursive: self.recursive.or(outer.recursive),
+        }
+    }
+
+    /// The listener's `client_ip_from` value (None: nothing trusted, or the
+    /// PROXY protocol's address, which `proxy_protocol` gives).
+    fn client_ip_from(&self) -> Option<String> {
+        let from = self.from.as_ref().filter(|f| !f.is_empty())?;
+        // nginx's default field is X-Real-IP
+        let header = self.header.as_deref().unwrap_or("X-Real-IP");
+        if header == "proxy_protocol" {
+            return None;
+        }
+        let mut t = format!("{{ from = {}, header = {}", list(from), s(header));
+        if self.recursive == Some(true) {
+            t.push_str(", recursive = true");
+        }
+        t.push_str(" }");
+        Some(t)
+    }
 }
 
 pub(super) struct Importer {
@@ -257,9 +308,8 @@ pub(super) struct Importer {
     /// `proxy_set_header NAME $remote_addr` somewhere (X-Real-IP): every
     /// listener's client_ip_header
     client_ip_header: Option<String>,
-    /// `set_real_ip_from` somewhere: `$remote_addr` is then what a trusted
-    /// proxy's field named
-    real_ip_module: bool,
+    /// the http level's realip lines
+    http_real_ip: RealIp,
     /// `proxy_intercept_errors on` somewhere: nginx then serves its pages in
     /// place of servers' own error answers too
     intercept_errors: bool,
@@ -274,6 +324,19 @@ impl Importer {
             note: note.into(),
         });
     }
+    /// Reports that server `i` has its own `what` where listener `name`
+    /// (`key`, a listener's) has its default server's.
+    pub(super) fn not_the_listeners(&mut self, i: usize, what: &str, key: &str, name: &str) {
+        self.report.push(Entry {
+            line: self.servers[i].line,
+            directive: "server".into(),
+            fidelity: Fidelity::Approximated,
+            note: format!(
+                "its {what} differ from the default server's: {key} a listener's, and listener {name:?} has the default server's"
+            ),
+        });
+    }
+
     pub(super) fn mapped(&mut self, d: &Directive, n: impl Into<String>) {
         self.note(d, Fidelity::Mapped, n)
     }
@@ -523,6 +586,21 @@ impl Importer {
             }
             if let Some(h) = &self.client_ip_header {
                 l.keys.set("client_ip_header", s(h));
+            }
+            // the default server's realip settings (each server's own over
+            // the http level's)
+            let real_ip = |i: usize| self.servers[i].real_ip.over(&self.http_real_ip);
+            let ours = real_ip(def);
+            if let Some(v) = ours.client_ip_from() {
+                l.keys.set("client_ip_from", v);
+            }
+            let differ: Vec<usize> = members
+                .iter()
+                .copied()
+                .filter(|&i| i != def && real_ip(i) != ours)
+                .collect();
+            for i in differ {
+                self.not_the_listeners(i, "realip settings", "client_ip_from is", &name);
             }
             if let Some(pages) = self.listener_pages(def, &members, &name) {
                 l.keys.set("error_pages", pages);
@@ -836,7 +914,7 @@ pub fn import(src: &str, file: &str) -> Imported {
         intercept_errors: false,
         return_type: None,
         client_ip_header: None,
-        real_ip_module: false,
+        http_real_ip: RealIp::default(),
     };
     im.cfg.header = vec![
         format!("Imported from {file} by `rampart import nginx`."),
@@ -850,7 +928,6 @@ pub fn import(src: &str, file: &str) -> Imported {
                 d.name == "proxy_intercept_errors"
                     && d.args.first().map(String::as_str) == Some("on")
             });
-            im.real_ip_module = any_directive(&ds, &|d| d.name == "set_real_ip_from");
             im.main_level(&ds)
         }
         Err(e) => im.report.push(Entry {

@@ -263,14 +263,7 @@ impl Importer {
             theirs.sort();
             ours.sort();
             if i != def && theirs != ours {
-                self.report.push(Entry {
-                    line: self.servers[i].line,
-                    directive: "server".into(),
-                    fidelity: Fidelity::Approximated,
-                    note: format!(
-                        "its error pages differ from the default server's: error_pages are a listener's, and listener {name:?} has the default server's"
-                    ),
-                });
+                self.not_the_listeners(i, "error pages", "error_pages are", name);
             }
         }
         (!pages.is_empty()).then(|| string_table(pages.iter().map(|(c, f)| (c, f))))

@@ -217,6 +217,7 @@ impl Importer {
                 "index" | "try_files" | "autoindex" => {
                     self.unsupported(e, "rampart serves no files: put a file server behind it")
                 }
+                _ if sv.real_ip.read(e) => self.real_ip_line(e),
                 _ if self.common(e) => {}
                 _ => {
                     let mut t = Table::default();

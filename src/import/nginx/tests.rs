@@ -878,3 +878,64 @@ fn rewrites_of_the_path_become_rewrite_path() {
     );
     crate::config::parse(&im.toml, "t.toml").unwrap_or_else(|e| panic!("{e}\n{}", im.toml));
 }
+
+/// nginx's realip module: `set_real_ip_from`, `real_ip_header` and
+/// `real_ip_recursive` of the http level and a server's own (each inherited
+/// apart) are the listener's `client_ip_from`, the default server's.
+#[test]
+fn realip_lines_become_the_listeners_client_ip_from() {
+    let (cfg, report) = http(
+        "set_real_ip_from 10.0.0.0/8;
+         set_real_ip_from 2001:db8::/32;
+         real_ip_header X-Forwarded-For;
+         server { listen 80; real_ip_recursive on; location / { proxy_pass http://u; } }
+         server { listen 81; set_real_ip_from 192.0.2.1; location / { set_real_ip_from 192.0.2.2; proxy_pass http://u; } }
+         server { listen 82; real_ip_header proxy_protocol; location / { proxy_pass http://u; } }
+         server { listen 83; server_name other; set_real_ip_from 192.0.2.9; location / { proxy_pass http://u; } }
+         server { listen 83 default_server; location / { proxy_pass http://u; } }",
+    );
+    let from = |addr: &str| on(&cfg, addr).get("client_ip_from").cloned();
+    let a = from("0.0.0.0:80").expect("the http level's");
+    assert_eq!(
+        a["from"].as_array().unwrap(),
+        &vec![
+            toml::Value::from("10.0.0.0/8"),
+            toml::Value::from("2001:db8::/32")
+        ]
+    );
+    assert_eq!(a["header"].as_str(), Some("X-Forwarded-For"));
+    assert_eq!(a["recursive"].as_bool(), Some(true));
+    // a server's own list replaces the http level's; the field is inherited
+    let b = from("0.0.0.0:81").unwrap();
+    assert_eq!(
+        b["from"].as_array().unwrap(),
+        &vec![toml::Value::from("192.0.2.1")]
+    );
+    assert_eq!(b["header"].as_str(), Some("X-Forwarded-For"));
+    assert!(b.get("recursive").is_none());
+    assert_eq!(
+        entry(&report, "set_real_ip_from 192.0.2.2").fidelity,
+        Fidelity::Unsupported,
+        "a location's own"
+    );
+    // the PROXY protocol's address is the listener's proxy_protocol
+    assert!(from("0.0.0.0:82").is_none());
+    assert_eq!(
+        entry(&report, "real_ip_header proxy_protocol").fidelity,
+        Fidelity::Approximated
+    );
+    // the default server's for a listener of several, the other said so
+    let d = from("0.0.0.0:83").unwrap();
+    assert_eq!(d["from"][0].as_str(), Some("10.0.0.0/8"));
+    assert!(report
+        .iter()
+        .any(|e| e.directive == "server" && e.note.contains("realip settings differ")));
+    assert_eq!(
+        entry(&report, "set_real_ip_from 10.0.0.0/8").fidelity,
+        Fidelity::Mapped
+    );
+    assert_eq!(
+        entry(&report, "real_ip_recursive on").fidelity,
+        Fidelity::Mapped
+    );
+}

@@ -1,7 +1,9 @@
-//! Path rewrites imported from nginx (`proxy_pass` with a URI, `rewrite`)
-//! and HAProxy (`replace-path`, `set-path`): rampart on the imported config
-//! sends the server the target nginx or HAProxy sends it, request for
-//! request, the real proxy beside it.
+//! Imported configs against the proxies they came from: rampart on what
+//! `rampart import` made of an nginx or HAProxy config sends the server
+//! what nginx or HAProxy sends it, request for request, the real proxy
+//! beside it. Path rewrites (nginx's `proxy_pass` with a URI and `rewrite`,
+//! HAProxy's `replace-path` and `set-path`) and the client a trusted proxy
+//! names (nginx's realip module).
 
 mod common;
 
@@ -107,4 +109,76 @@ async fn imported_haproxy_path_rewrites_send_what_haproxy_sends() {
     }
     assert_eq!(seen(&c, listen, "/zpi/x", &backend).await, "/x");
     assert_eq!(seen(&c, listen, "/other", &backend).await, "/app/other");
+}
+
+/// nginx's `set_real_ip_from`, `real_ip_header X-Forwarded-For` and
+/// `real_ip_recursive on`, with `proxy_set_header X-Real-IP $remote_addr`,
+/// `$proxy_add_x_forwarded_for` and a location's `deny` of the client's
+/// network: the same status, X-Real-IP and X-Forwarded-For from rampart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_realip_names_the_client_nginx_names() {
+    let dir = temp_dir("nginx-realip");
+    let backend = Backend::start("a", free_addr("127.0.0.1")).await;
+    let ng = free_addr("127.0.0.1");
+    let conf = nginx_conf(
+        &dir,
+        &format!(
+            "set_real_ip_from 127.0.0.0/8;\n  real_ip_header X-Forwarded-For;\n  real_ip_recursive on;\n\
+             upstream app {{ server {}; }}\n\
+             server {{\n    listen {ng};\n\
+               proxy_set_header X-Real-IP $remote_addr;\n\
+               proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+               location /adm {{ deny 203.0.113.0/24; allow all; proxy_pass http://app; }}\n\
+               location / {{ proxy_pass http://app; }}\n  }}",
+            backend.addr
+        ),
+    );
+    let (toml, listen, report) = imported("nginx", &conf, ng);
+    assert!(report.contains("mapped: real_ip_recursive on"), "{report}");
+    let _nginx = nginx(&dir, &conf);
+    let _proxy = Proxy::start(&toml, &[listen]).await;
+    wait_listening(ng, std::time::Duration::from_secs(10)).await;
+    let c = client();
+    // (status, X-Real-IP, X-Forwarded-For) for a request with `xff`
+    let ask = |via: SocketAddr, path: &'static str, xff: Option<&'static str>| {
+        let c = c.clone();
+        let backend = &backend;
+        async move {
+            backend.stats.last_headers.lock().unwrap().take();
+            let mut req = hyper::Request::get(format!("http://{via}{path}"));
+            if let Some(x) = xff {
+                req = req.header("x-forwarded-for", x);
+            }
+            let (resp, _) = send(&c, req.body(empty()).unwrap()).await;
+            let h = backend.stats.last_headers.lock().unwrap().take();
+            let field = |n: &str| {
+                h.as_ref()
+                    .and_then(|h| h.get(n))
+                    .map(|v| v.to_str().unwrap().to_string())
+            };
+            (
+                resp.status().as_u16(),
+                field("x-real-ip"),
+                field("x-forwarded-for"),
+            )
+        }
+    };
+    for (path, xff) in [
+        ("/", Some("198.51.100.7, 127.0.0.9")),
+        ("/", Some("198.51.100.7")),
+        ("/", Some("unknown, 127.0.0.9")),
+        ("/", Some("10.9.9.9, 198.51.100.7")),
+        ("/", None),
+        ("/adm", Some("203.0.113.9")),
+        ("/adm", Some("203.0.113.9, 198.51.100.7")),
+    ] {
+        let theirs = ask(ng, path, xff).await;
+        let ours = ask(listen, path, xff).await;
+        assert_eq!(ours, theirs, "{path} {xff:?}");
+    }
+    // (the trusted proxy's word was taken)
+    let (st, real, _) = ask(listen, "/adm", Some("203.0.113.9")).await;
+    assert_eq!((st, real), (403, None));
+    let (_, real, _) = ask(listen, "/", Some("198.51.100.7, 127.0.0.9")).await;
+    assert_eq!(real.as_deref(), Some("198.51.100.7"));
 }
