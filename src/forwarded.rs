@@ -46,11 +46,13 @@ pub struct ClientIpFrom {
 
 impl ClientIpFrom {
     /// The client of a request from `peer` (the connection's client, after
-    /// the PROXY protocol) whose fields are `fields` (name, value), in order:
-    /// the list of its `header` lines is read from its end, an entry taken
-    /// while the address before it (`peer` first) is a trusted proxy's, as
-    /// nginx does; one that is not an address ends the walk (the first one:
-    /// `peer` stays).
+    /// the PROXY protocol) whose fields are `fields` (name, value), in order,
+    /// as nginx's realip finds it: the field's entries (X-Forwarded-For's
+    /// every line, another field's first) are read from the end, an entry
+    /// taken while the address before it (`peer` first) is a trusted
+    /// proxy's; one that is not an address ends the walk (the first one:
+    /// `peer` stays). Entries are split at commas and spaces; nothing is
+    /// allocated.
     pub fn client<'a>(
         &self,
         peer: std::net::IpAddr,
@@ -62,14 +64,28 @@ impl ClientIpFrom {
             return client;
         }
         let name = self.header.as_str().as_bytes();
-        let entries: Vec<&[u8]> = fields
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .flat_map(|(_, l)| l.split(|&b| b == b','))
-            .map(|e| e.trim_ascii())
-            .filter(|e| !e.is_empty())
-            .collect();
-        for e in entries.iter().rev() {
-            let Some(ip) = entry_ip(e) else {
+        let every_line = name == FOR.as_bytes();
+        // the lines, kept by reference (more than 16: the last 16)
+        let mut lines: [&[u8]; 16] = [&[]; 16];
+        let mut n = 0usize;
+        for (_, v) in fields.filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            lines[n % lines.len()] = v;
+            n += 1;
+            if !every_line {
+                break;
+            }
+        }
+        let kept = n.min(lines.len());
+        let entries = (0..kept)
+            .rev()
+            .map(|i| lines[(n - kept + i) % lines.len()])
+            .flat_map(|l| l.rsplit(|&b| b == b',' || b == b' '))
+            .filter(|e| !e.is_empty());
+        for e in entries {
+            let Some(ip) = std::str::from_utf8(e)
+                .ok()
+                .and_then(|s| s.parse::<std::net::IpAddr>().ok())
+            else {
                 break;
             };
             client = ip.to_canonical();
@@ -79,25 +95,6 @@ impl ClientIpFrom {
         }
         client
     }
-}
-
-/// The address of one X-Forwarded-For entry: `192.0.2.7`, `2001:db8::7`, and
-/// with a port as some proxies write them (`192.0.2.7:4711`,
-/// `[2001:db8::7]:4711`). None: not an address (`unknown`, RFC 7239's
-/// obfuscated names).
-fn entry_ip(e: &[u8]) -> Option<std::net::IpAddr> {
-    let s = std::str::from_utf8(e).ok()?;
-    if let Ok(ip) = s.parse() {
-        return Some(ip);
-    }
-    if let Some(rest) = s.strip_prefix('[') {
-        return rest.split_once(']')?.0.parse().ok();
-    }
-    let (ip, port) = s.split_once(':')?;
-    port.parse::<u16>().ok()?;
-    ip.parse::<std::net::Ipv4Addr>()
-        .ok()
-        .map(std::net::IpAddr::V4)
 }
 
 pub const FOR: &str = "x-forwarded-for";
@@ -238,10 +235,17 @@ mod tests {
         assert_eq!(run(true, "10.0.0.5", &["unknown, 10.0.0.7"]), "10.0.0.7");
         assert_eq!(run(false, "10.0.0.5", &[]), "10.0.0.5");
         assert_eq!(run(false, "10.0.0.5", &[" , "]), "10.0.0.5");
-        // ports, brackets, IPv6 and IPv4-mapped peers
-        assert_eq!(run(false, "10.0.0.5", &["203.0.113.9:4711"]), "203.0.113.9");
+        // not addresses to nginx either: with a port, in brackets
+        assert_eq!(run(false, "10.0.0.5", &["203.0.113.9:4711"]), "10.0.0.5");
+        assert_eq!(run(false, "10.0.0.5", &["[2001:db8:1::9]"]), "10.0.0.5");
+        // entries are split at spaces too
         assert_eq!(
-            run(false, "2001:db8::1", &["[2001:db8:1::9]:443"]),
+            run(false, "10.0.0.5", &["203.0.113.9 198.51.100.2"]),
+            "198.51.100.2"
+        );
+        // IPv6 and IPv4-mapped peers
+        assert_eq!(
+            run(false, "2001:db8::1", &["2001:db8:1::9"]),
             "2001:db8:1::9"
         );
         assert_eq!(
@@ -250,6 +254,23 @@ mod tests {
         );
         assert_eq!(
             run(false, "10.0.0.5", &["::ffff:203.0.113.9"]),
+            "203.0.113.9"
+        );
+        // more lines than are kept: the last ones
+        let many: Vec<String> = (0..40).map(|i| format!("10.0.1.{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(run(true, "10.0.0.5", &many), "10.0.1.24");
+        // another field: its first line, as a list
+        let real = ClientIpFrom {
+            header: http::HeaderName::from_static("x-real-ip"),
+            ..from(false)
+        };
+        let fields = [
+            (&b"X-Real-IP"[..], &b"198.51.100.1, 203.0.113.9"[..]),
+            (&b"x-real-ip"[..], &b"192.0.2.4"[..]),
+        ];
+        assert_eq!(
+            real.client(ip("10.0.0.5"), fields.into_iter()).to_string(),
             "203.0.113.9"
         );
     }

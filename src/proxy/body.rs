@@ -52,7 +52,7 @@ impl ReqLog {
     ) -> ReqLog {
         ReqLog {
             ctx_plane: Arc::clone(&ctx.shared.plane),
-            client: std::net::SocketAddr::new(client, ctx.peer.port()),
+            client: ctx.client_addr(client),
             listener: Arc::clone(ctx.listener_name()),
             pool: Arc::clone(&pool.name),
             server: None,

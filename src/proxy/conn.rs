@@ -149,6 +149,17 @@ impl ConnCtx {
         }
     }
 
+    /// The client of a request as the access log names it: the
+    /// connection's, or the address `client_ip_from` believes (port 0: a
+    /// proxy's field names no port, as nginx's `$remote_port` then).
+    pub(super) fn client_addr(&self, ip: std::net::IpAddr) -> SocketAddr {
+        if ip == self.peer.ip() {
+            self.peer
+        } else {
+            SocketAddr::new(ip, 0)
+        }
+    }
+
     /// The connection came over TLS (its listener's scheme is https).
     pub fn with_tls(mut self, info: crate::tls::TlsInfo) -> ConnCtx {
         self.tls = Some(Arc::new(info));

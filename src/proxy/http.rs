@@ -990,7 +990,7 @@ pub(super) fn decided(
         | lifecycle::Decision::Elsewhere => reconfiguring(),
     };
     ctx.shared.plane.access_log.write(&crate::accesslog::Entry {
-        client: std::net::SocketAddr::new(client, ctx.peer.port()),
+        client: ctx.client_addr(client),
         listener: ctx.listener_name(),
         pool: "-",
         server: None,

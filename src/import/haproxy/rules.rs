@@ -476,6 +476,23 @@ impl Importer {
                     );
                     return true;
                 };
+                if self.cfg.listeners[li].keys.get("mode") == Some("\"tcp\"") {
+                    self.unsupported(l, "request rules apply to http listeners; this one is tcp");
+                    return true;
+                }
+                if self.cfg.listeners[li].keys.get("client_ip_from").is_some() {
+                    self.unsupported(
+                        l,
+                        "a second set-src: client_ip_from is one per listener (the first line's)",
+                    );
+                    return true;
+                }
+                // rules before it saw the balancer in HAProxy, the client in
+                // rampart (which reads the field before every rule)
+                let before = self.pre_rules.get(&li).is_some_and(|rs| {
+                    rs.iter()
+                        .any(|(r, _)| r.get("src").is_some() || r.get("rate_limit").is_some())
+                });
                 // whom HAProxy believes: the condition's `src` networks
                 let from = match (cnd, alts.as_slice()) {
                     (None, _) => None,
@@ -493,10 +510,19 @@ impl Importer {
                     "client_ip_from",
                     format!("{{ from = {from}, header = {} }}", s(&header)),
                 );
+                let mut note =
+                    "the listener's client_ip_from (the field's last address, from these networks)"
+                        .to_string();
                 if everyone {
-                    self.approx(l, "the listener's client_ip_from, believing every client as HAProxy does without a condition: narrow `from` to your proxies");
+                    note = "the listener's client_ip_from, believing every client as HAProxy does without a condition: narrow `from` to your proxies".into();
+                }
+                if before {
+                    note.push_str("; rules before this line test the client or count it: in HAProxy they saw the proxy's address, in rampart the client it names");
+                }
+                if everyone || before {
+                    self.approx(l, note);
                 } else {
-                    self.mapped(l, "the listener's client_ip_from (the field's last address, from these networks)");
+                    self.mapped(l, note);
                 }
                 return true;
             }
@@ -867,10 +893,17 @@ fn backend_rewrites(
     rules: Vec<(Table, usize)>,
     failed: &mut Vec<(usize, &'static str)>,
 ) -> (Option<String>, Vec<(Table, usize)>) {
-    let mut kept = None;
+    let mut kept: Option<(String, usize)> = None;
+    let mut tested_after = false;
     let mut others = Vec::new();
     for (r, e) in rules {
         let Some(w) = r.get("rewrite_path").map(String::from) else {
+            // (a rule after the rewrite that reads the path: HAProxy's sees
+            // the new one)
+            tested_after |= kept.is_some()
+                && ["path", "path_prefix", "path_regex", "redirect"]
+                    .iter()
+                    .any(|k| r.get(k).is_some());
             others.push((r, e));
             continue;
         };
@@ -882,10 +915,15 @@ fn backend_rewrites(
                 "a backend's second path rewrite: the rule that picks the backend takes one",
             ));
         } else {
-            kept = Some(w);
+            kept = Some((w, e));
         }
     }
-    (kept, others)
+    if tested_after {
+        if let Some((_, e)) = kept.take() {
+            failed.push((e, "a backend's path rewrite before rules that read the path: rampart rewrites on the rule that picks the backend, after the backend's rules, which would see the old path"));
+        }
+    }
+    (kept.map(|(w, _)| w), others)
 }
 
 impl Importer {
@@ -1024,6 +1062,10 @@ impl Importer {
             }
             for (mut p, is_tls) in sides {
                 let tcp = p.keys.get("mode") == Some("\"tcp\"");
+                if tcp {
+                    // (a `mode tcp` after the set-src line)
+                    p.keys.0.retain(|(k, _)| k != "client_ip_from");
+                }
                 let want = if is_tls { "\"true\"" } else { "\"false\"" };
                 p.rules.retain(|r| {
                     if tcp {

@@ -1176,3 +1176,55 @@ backend b
         assert_eq!(fid(d), Fidelity::Unsupported, "{d}");
     }
 }
+
+/// From a review: a backend's rewrite before its rules that read the path
+/// is not moved after them; a set-src after rules that test the client, a
+/// second one and one in a tcp frontend are said.
+#[test]
+fn rewrites_and_set_src_that_rampart_would_order_otherwise_are_said() {
+    let (cfg, report) = run("frontend f
+  bind :80
+  http-request deny if !{ src 10.0.0.0/8 }
+  http-request set-src hdr(x-forwarded-for) if { src 10.0.0.0/8 }
+  http-request set-src hdr(x-real-ip) if { src 10.0.0.0/8 }
+  use_backend api if { path_beg /api/ }
+  default_backend web
+frontend t
+  mode tcp
+  bind :81
+  http-request set-src hdr(x-forwarded-for)
+  default_backend web
+backend api
+  http-request replace-path ^/api(/.*)$ \\1
+  http-request deny if { path_beg /admin }
+  server s1 10.0.0.1:80
+backend web
+  server s2 10.0.0.2:80
+");
+    let fid = |d: &str| {
+        report
+            .iter()
+            .find(|e| e.directive == d)
+            .unwrap_or_else(|| panic!("no {d:?} in {report:#?}"))
+            .clone()
+    };
+    let e = fid("http-request set-src hdr(x-forwarded-for) if { src 10.0.0.0/8 }");
+    assert_eq!(e.fidelity, Fidelity::Approximated, "{}", e.note);
+    assert!(e.note.contains("rules before this line"), "{}", e.note);
+    assert_eq!(
+        fid("http-request set-src hdr(x-real-ip) if { src 10.0.0.0/8 }").fidelity,
+        Fidelity::Unsupported
+    );
+    assert_eq!(
+        fid("http-request set-src hdr(x-forwarded-for)").fidelity,
+        Fidelity::Unsupported
+    );
+    assert!(on(&cfg, "0.0.0.0:81").get("client_ip_from").is_none());
+    let e = fid("http-request replace-path ^/api(/.*)$ \\1");
+    assert_eq!(e.fidelity, Fidelity::Unsupported, "{}", e.note);
+    let rules = array(&on(&cfg, "0.0.0.0:80"), "rule");
+    assert!(
+        rules.iter().all(|r| r.get("rewrite_path").is_none()),
+        "{rules:#?}"
+    );
+}

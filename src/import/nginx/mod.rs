@@ -238,9 +238,22 @@ impl RealIp {
     /// Reads one realip line into `self`; false when it is not one.
     fn read(&mut self, d: &Directive) -> bool {
         let a = d.args.first().cloned().unwrap_or_default();
+        // (a value rampart would refuse is reported, not kept)
         match d.name.as_str() {
-            "set_real_ip_from" => self.from.get_or_insert_with(Vec::new).push(a),
-            "real_ip_header" => self.header = Some(a),
+            "set_real_ip_from" => {
+                let list = self.from.get_or_insert_with(Vec::new);
+                if crate::proxy_protocol::Cidr::parse(&a).is_ok() {
+                    list.push(a);
+                }
+            }
+            "real_ip_header" => {
+                let ok = a == "proxy_protocol"
+                    || ::http::HeaderName::from_bytes(a.as_bytes())
+                        .is_ok_and(|h| h != ::http::header::HOST);
+                if ok {
+                    self.header = Some(a);
+                }
+            }
             "real_ip_recursive" => self.recursive = Some(a == "on"),
             _ => return false,
         }
@@ -593,6 +606,14 @@ impl Importer {
             let ours = real_ip(def);
             if let Some(v) = ours.client_ip_from() {
                 l.keys.set("client_ip_from", v);
+                if pp {
+                    self.report.push(Entry {
+                        line: self.servers[def].line,
+                        directive: "(listen proxy_protocol with set_real_ip_from)".into(),
+                        fidelity: Fidelity::Approximated,
+                        note: "nginx trusts the field when the connection's own peer (the balancer that sent the PROXY header) is in set_real_ip_from; rampart, when the address the PROXY header names is: list those in client_ip_from.from".into(),
+                    });
+                }
             }
             let differ: Vec<usize> = members
                 .iter()

@@ -39,6 +39,9 @@ impl Importer {
         // ... and of its own ssl_crl
         let mut client_crl_entry: Option<usize> = None;
         let mut access: Vec<&Directive> = Vec::new();
+        // a `rewrite ... last|break` read (nginx skips the rewrite lines
+        // after it when it matches)
+        let mut stopped = false;
         // add_header and proxy_set_header rules of the server itself
         let mut add_headers: Vec<Table> = Vec::new();
         let mut set_headers: Vec<Table> = Vec::new();
@@ -189,9 +192,11 @@ impl Importer {
                     }
                 }
                 "return" | "rewrite" => {
+                    let entry = self.report.len();
                     let mut rules = Vec::new();
                     self.return_or_rewrite(e, &mut rules);
                     sv.pre.extend(rules);
+                    self.after_a_stop(e, entry, &mut stopped);
                 }
                 "allow" | "deny" => access.push(e),
                 "limit_req" => {
@@ -554,6 +559,23 @@ impl Importer {
         rules.push(r);
     }
 
+    /// After the rewrite-module line `d` (its report at `entry`): one that
+    /// follows a `rewrite ... last|break` of its level is approximated, as
+    /// nginx runs it only when that rewrite did not match, and rampart's
+    /// rules always do; `stopped` is set by such a rewrite.
+    fn after_a_stop(&mut self, d: &Directive, entry: usize, stopped: &mut bool) {
+        if *stopped {
+            if let Some(en) = self.report.get_mut(entry) {
+                if en.fidelity == Fidelity::Mapped {
+                    en.fidelity = Fidelity::Approximated;
+                }
+                en.note.push_str("; after a rewrite ... last|break: nginx skips it when that rewrite matched, rampart's rule applies");
+            }
+        }
+        *stopped |= d.name == "rewrite"
+            && matches!(d.args.get(2).map(String::as_str), Some("last" | "break"));
+    }
+
     pub(super) fn location(&mut self, e: &Directive) -> Option<Loc> {
         let (kind, pat) = match e.args.as_slice() {
             [m, p] if m == "=" => (LocKind::Exact, p.clone()),
@@ -646,6 +668,8 @@ impl Importer {
         let mut access: Vec<&Directive> = Vec::new();
         // the report entry of the `rewrite ... break` kept
         let mut breaks_at: Option<usize> = None;
+        // a `rewrite ... last|break` read (see `after_a_stop`)
+        let mut stopped = false;
         // the type of a `return`'s text here (an added field is the last word)
         self.return_type =
             block
@@ -699,6 +723,7 @@ impl Importer {
                             en.fidelity = f;
                             en.note = n;
                         }
+                        self.after_a_stop(d, entry, &mut stopped);
                         continue;
                     }
                     if kind == LocKind::Regex && rules.iter().any(|r| r.get("path_regex").is_some())
@@ -711,6 +736,7 @@ impl Importer {
                     } else {
                         loc.rules.extend(rules);
                     }
+                    self.after_a_stop(d, entry, &mut stopped);
                 }
                 "allow" | "deny" => access.push(d),
                 "limit_req" => self.limit_req(d, &mut loc.rules),

@@ -939,3 +939,49 @@ fn realip_lines_become_the_listeners_client_ip_from() {
         Fidelity::Mapped
     );
 }
+
+/// From a review: what follows a `rewrite ... last|break` is skipped by
+/// nginx when that rewrite matched (approximated); realip values rampart
+/// would refuse are not kept (the import loads); the PROXY protocol beside
+/// realip is said to differ.
+#[test]
+fn what_nginx_would_skip_or_refuse_is_said() {
+    let (cfg, report) = http(
+        r"set_real_ip_from unix:;
+         set_real_ip_from lb.internal;
+         set_real_ip_from 10.0.0.0/8;
+         real_ip_header X-Forwarded-For;
+         server { listen 80 proxy_protocol;
+           rewrite ^/a/(.*)$ /b/$1 break;
+           rewrite ^/b/(.*)$ /c/$1 break;
+           location /x/ { rewrite ^/x/(.*)$ /y/$1 break; return 403; proxy_pass http://u; }
+           location / { proxy_pass http://u; } }",
+    );
+    assert_eq!(
+        entry(&report, "rewrite ^/a/(.*)$ /b/$1 break").fidelity,
+        Fidelity::Mapped
+    );
+    for d in ["rewrite ^/b/(.*)$ /c/$1 break", "return 403"] {
+        let e = entry(&report, d);
+        assert_eq!(e.fidelity, Fidelity::Approximated, "{d}");
+        assert!(e.note.contains("nginx skips it"), "{d}: {}", e.note);
+    }
+    let l = on(&cfg, "0.0.0.0:80");
+    assert_eq!(
+        l["client_ip_from"]["from"].as_array().unwrap(),
+        &vec![toml::Value::from("10.0.0.0/8")]
+    );
+    assert_eq!(
+        entry(&report, "set_real_ip_from unix:").fidelity,
+        Fidelity::Unsupported
+    );
+    assert_eq!(
+        entry(&report, "(listen proxy_protocol with set_real_ip_from)").fidelity,
+        Fidelity::Approximated
+    );
+    let im = import(
+        "events {}\nhttp {\n set_real_ip_from lb.internal;\n set_real_ip_from 10.0.0.0/8;\n upstream u { server 10.0.0.1:80; }\n server { listen 80; location / { proxy_pass http://u; } }\n}\n",
+        "t.conf",
+    );
+    crate::config::parse(&im.toml, "t.toml").unwrap_or_else(|e| panic!("{e}\n{}", im.toml));
+}
