@@ -146,6 +146,10 @@ pub struct ListenerShared {
     /// whether it is set.
     client_ip_from: arc_swap::ArcSwapOption<crate::forwarded::ClientIpFrom>,
     client_ip_from_on: std::sync::atomic::AtomicBool,
+    /// `compression` in force (read through `compression()`), and whether
+    /// it is set.
+    compression: arc_swap::ArcSwapOption<crate::config::Compression>,
+    compression_on: std::sync::atomic::AtomicBool,
 }
 
 impl ListenerShared {
@@ -172,7 +176,30 @@ impl ListenerShared {
             client_ip_header_on: Default::default(),
             client_ip_from: Default::default(),
             client_ip_from_on: Default::default(),
+            compression: Default::default(),
+            compression_on: Default::default(),
         }
+    }
+
+    /// Whether `compression` is set (a relaxed load: the fast path's test).
+    #[inline]
+    pub fn compresses(&self) -> bool {
+        self.compression_on.load(Ordering::Relaxed)
+    }
+
+    /// `compression` in force, if any.
+    pub fn compression(&self) -> Option<Arc<crate::config::Compression>> {
+        if self.compresses() {
+            self.compression.load_full()
+        } else {
+            None
+        }
+    }
+
+    /// Sets `compression` (a new generation's).
+    pub fn set_compression(&self, c: Option<Arc<crate::config::Compression>>) {
+        self.compression_on.store(c.is_some(), Ordering::Relaxed);
+        self.compression.store(c);
     }
 
     /// `client_ip_from` in force, if any.

@@ -300,6 +300,7 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
     shared.error_pages.store(Arc::clone(&l.error_pages));
     shared.set_client_ip_header(l.client_ip_header.clone());
     shared.set_client_ip_from(l.client_ip_from.clone());
+    shared.set_compression(l.compression.clone());
     ListenerRuntime {
         name: Arc::from(l.name.as_str()),
         binds: l.binds.clone(),

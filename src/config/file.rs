@@ -313,6 +313,9 @@ pub struct ListenerFile {
     /// client of a request from these proxies is the one they name (nginx's
     /// realip module).
     pub client_ip_from: Option<ClientIpFromFile>,
+    /// HTTP: `{ types = ["text/html", "application/json"], min_length = 20,
+    /// level = 1 }`: servers' answers gzipped for clients that accept it.
+    pub compression: Option<CompressionFile>,
     /// TLS terminated on this listener.
     pub tls: Option<ListenerTlsFile>,
     /// HTTP/2 limits (h2c and h2 over TLS).
@@ -606,6 +609,40 @@ pub struct PoolTlsFile {
     pub verify: bool,
     #[serde(default)]
     pub insecure: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionFile {
+    #[serde(default = "default_compression_types")]
+    pub types: Vec<String>,
+    #[serde(default = "default_compression_min_length")]
+    pub min_length: u64,
+    #[serde(default = "default_compression_level")]
+    pub level: u32,
+}
+
+fn default_compression_types() -> Vec<String> {
+    [
+        "text/html",
+        "text/plain",
+        "text/css",
+        "text/javascript",
+        "application/javascript",
+        "application/json",
+        "application/xml",
+        "image/svg+xml",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn default_compression_min_length() -> u64 {
+    20
+}
+
+fn default_compression_level() -> u32 {
+    1
 }
 
 #[derive(Debug, Deserialize)]

@@ -75,6 +75,8 @@ pub struct ListenerConfig {
     pub client_ip_header: Option<http::HeaderName>,
     /// `client_ip_from` (None: the connection's client is each request's).
     pub client_ip_from: Option<std::sync::Arc<crate::forwarded::ClientIpFrom>>,
+    /// `compression` (None: answers go as the servers sent them).
+    pub compression: Option<std::sync::Arc<Compression>>,
     /// `error_pages`, its own over `[global]`'s.
     pub error_pages: std::sync::Arc<ErrorPages>,
     /// Pools are indices into `Config::pools`.
@@ -520,6 +522,18 @@ impl Config {
             self.global.threads
         )
     }
+}
+
+/// `[listener.compression]`: servers' answers gzipped for the clients that
+/// accept it (nginx's `gzip`, HAProxy's `compression algo gzip`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compression {
+    /// Media types, lower case: `text/html`, `text/*`, or `*` (any).
+    pub types: Vec<String>,
+    /// An answer whose Content-Length is below this is sent as it is.
+    pub min_length: u64,
+    /// zlib's level, 1 (fastest) to 9.
+    pub level: u32,
 }
 
 /// `error_pages`: what rampart's own error answers carry instead of its short

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,6 +105,8 @@ impl Drop for ReqLog {
 pub enum ProxyBody {
     Upstream(UpstreamBody),
     Full(Option<Bytes>),
+    /// A server's answer gzipped on its way (`[listener.compression]`).
+    Gzip(Box<Gzip>),
 }
 
 impl ProxyBody {
@@ -119,6 +122,8 @@ pub enum BodyError {
     Upstream(#[from] upstream::RespBodyError),
     #[error("the server paused longer than server_timeout ({0:?}) inside the response body")]
     Idle(Duration),
+    #[error("compressing the response body: {0}")]
+    Compress(std::io::Error),
 }
 
 impl crate::http2::server::WireFields for ProxyBody {
@@ -140,6 +145,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Full(o) => Poll::Ready(o.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Gzip(g) => Pin::new(g.as_mut()).poll_frame(cx),
         }
     }
 
@@ -147,6 +153,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream(b) => b.inner.is_end_stream(),
             ProxyBody::Full(o) => o.is_none(),
+            ProxyBody::Gzip(g) => g.is_end_stream(),
         }
     }
 
@@ -155,6 +162,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => b.inner.size_hint(),
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Gzip(g) => g.size_hint(),
         }
     }
 }
@@ -328,4 +336,94 @@ pub(super) fn closing(mut r: Response<ProxyBody>) -> Response<ProxyBody> {
     r.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
+}
+
+/// A server's answer gzipped as it comes (`[listener.compression]`; which
+/// answers: `compress::applies`): each part the server sends goes on
+/// compressed at once (a sync flush), so a slow or endless answer is not
+/// held back.
+pub struct Gzip {
+    inner: ProxyBody,
+    enc: Option<flate2::write::GzEncoder<Vec<u8>>>,
+    /// Trailers that came after the last data, sent after the gzip end.
+    pending: Option<Frame<Bytes>>,
+}
+
+impl Gzip {
+    pub fn new(inner: ProxyBody, level: u32) -> Gzip {
+        Gzip {
+            inner,
+            enc: Some(flate2::write::GzEncoder::new(
+                Vec::with_capacity(4096),
+                flate2::Compression::new(level),
+            )),
+            pending: None,
+        }
+    }
+}
+
+fn data(out: Vec<u8>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
+}
+
+impl Body for Gzip {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        if let Some(f) = this.pending.take() {
+            return Poll::Ready(Some(Ok(f)));
+        }
+        loop {
+            let Some(enc) = this.enc.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(d) => {
+                        // (writing to a Vec fails only if memory does)
+                        if let Err(e) = enc.write_all(&d).and_then(|()| enc.flush()) {
+                            this.enc = None;
+                            return Poll::Ready(Some(Err(BodyError::Compress(e))));
+                        }
+                        let out = std::mem::take(enc.get_mut());
+                        if !out.is_empty() {
+                            return data(out);
+                        }
+                    }
+                    Err(trailers) => {
+                        this.pending = Some(trailers);
+                        return match this.enc.take().map(|e| e.finish()) {
+                            Some(Ok(out)) if !out.is_empty() => data(out),
+                            Some(Err(e)) => Poll::Ready(Some(Err(BodyError::Compress(e)))),
+                            _ => Poll::Ready(this.pending.take().map(Ok)),
+                        };
+                    }
+                },
+                Some(Err(e)) => {
+                    this.enc = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {
+                    return match this.enc.take().map(|e| e.finish()) {
+                        Some(Ok(out)) if !out.is_empty() => data(out),
+                        Some(Err(e)) => Poll::Ready(Some(Err(BodyError::Compress(e)))),
+                        _ => Poll::Ready(None),
+                    };
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.enc.is_none() && self.pending.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
 }

@@ -553,6 +553,17 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
     if let Some(why) = r.fallback {
         return Some(Step::Fallback(why));
     }
+    // the answer may be gzipped: hyper's path streams it through the encoder
+    if ctx.permits.listener().compresses()
+        && r.method != "HEAD"
+        && super::compress::accepts_gzip(
+            r.fields()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(b"accept-encoding"))
+                .map(|(_, v)| v),
+        )
+    {
+        return Some(Step::Fallback("compression"));
+    }
     if ctx.tls.as_ref().is_some_and(|t| t.subject_header.is_some()) {
         // hyper's path writes (and strips) the client certificate header
         return Some(Step::Fallback("client certificate header"));

@@ -416,12 +416,24 @@ async fn handle(
     // the answer of a server the request goes to as bytes can go back to an
     // HTTP/2 client with its fields left in the buffer they were read into,
     // when nothing here reads or edits them (response edits, gRPC statuses)
+    // `[listener.compression]`, for a client that takes gzip (not a HEAD:
+    // its answer has no body to say it of)
+    let gzip = ctx.permits.listener().compression().filter(|_| {
+        req.method() != Method::HEAD
+            && super::compress::accepts_gzip(
+                req.headers()
+                    .get_all(header::ACCEPT_ENCODING)
+                    .iter()
+                    .map(HeaderValue::as_bytes),
+            )
+    });
     let wire_head = req.body().is_h2()
         && !edits
             .as_ref()
             .is_some_and(crate::rules::RuleEdits::edits_response)
         && !is_grpc(req.headers())
-        && pool.persist.is_none();
+        && pool.persist.is_none()
+        && gzip.is_none();
     let (mut parts, body) = req.into_parts();
     if let Some(p) = pool.persist.as_ref().filter(|p| p.cfg.indirect) {
         crate::pool::persist::strip_from(&mut parts.headers, &p.cfg.name);
@@ -804,24 +816,33 @@ async fn handle(
                 }
                 // (after the rules' edits, which do not undo it)
                 persist_answer(&pool, asked.as_ref(), guard.index(), &mut response);
+                let level = gzip
+                    .as_ref()
+                    .filter(|c| super::compress::applies(c, response.status(), response.headers()))
+                    .map(|c| c.level);
+                if level.is_some() {
+                    super::compress::mark(response.headers_mut());
+                }
                 let (parts, body) = response.into_parts();
-                return Ok(Response::from_parts(
-                    parts,
-                    ProxyBody::Upstream(UpstreamBody {
-                        inner: body,
-                        sender,
-                        guard: Some(guard),
-                        log,
-                        bytes: 0,
-                        failed: false,
-                        progress,
-                        keepalive,
-                        start,
-                        idle_timeout: pool.server_timeout,
-                        idle: None,
-                        private: pool.send_proxy.is_some().then(|| Arc::clone(ctx)),
-                    }),
-                ));
+                let body = ProxyBody::Upstream(UpstreamBody {
+                    inner: body,
+                    sender,
+                    guard: Some(guard),
+                    log,
+                    bytes: 0,
+                    failed: false,
+                    progress,
+                    keepalive,
+                    start,
+                    idle_timeout: pool.server_timeout,
+                    idle: None,
+                    private: pool.send_proxy.is_some().then(|| Arc::clone(ctx)),
+                });
+                let body = match level {
+                    Some(l) => ProxyBody::Gzip(Box::new(super::body::Gzip::new(body, l))),
+                    None => body,
+                };
+                return Ok(Response::from_parts(parts, body));
             }
         }
     }

@@ -8,6 +8,7 @@
 
 pub mod body;
 mod coarse;
+mod compress;
 pub mod conn;
 pub mod fast_path;
 mod grpc;

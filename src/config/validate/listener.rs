@@ -305,6 +305,38 @@ pub(super) fn listener(
             recursive: c.recursive,
         }))
     });
+    let compression = lf.compression.as_ref().and_then(|c| {
+        let cat = at.key("compression");
+        if lf.mode == Mode::Tcp {
+            p.add(&cat, "a tcp listener has no answers to compress");
+            return None;
+        }
+        if !(1..=9).contains(&c.level) {
+            p.add(&cat.key("level"), format!("{} is not a level: 1 (fastest) to 9", c.level));
+        }
+        if c.types.is_empty() {
+            p.add(&cat.key("types"), "list the media types to compress, e.g. [\"text/html\", \"application/json\"], or [\"*\"]");
+        }
+        let mut types = Vec::new();
+        for (k, t) in c.types.iter().enumerate() {
+            let t = t.trim().to_ascii_lowercase();
+            let ok = t == "*"
+                || t.split_once('/').is_some_and(|(a, b)| {
+                    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b));
+                    token(a) && (b == "*" || token(b))
+                });
+            if ok {
+                types.push(t);
+            } else {
+                p.add(&cat.index("types", k), format!("{t:?} is not a media type (type/subtype, type/* or *)"));
+            }
+        }
+        Some(std::sync::Arc::new(Compression {
+            types,
+            min_length: c.min_length,
+            level: c.level,
+        }))
+    });
     let tls = lf
         .tls
         .as_ref()
@@ -360,6 +392,7 @@ pub(super) fn listener(
         max_request_body: lf.max_request_body.map(|s| s.0).filter(|&n| n > 0),
         client_ip_header,
         client_ip_from,
+        compression,
         error_pages: std::sync::Arc::new(
             super::pages::pages(&lf.error_pages, &at.key("error_pages"), base, p, warnings)
                 .over(error_pages),
