@@ -20,72 +20,54 @@ type Parts = tokio::sync::mpsc::Receiver<Bytes>;
 
 /// A server answering by path; `/stream` sends what the test puts in `parts`.
 async fn server(parts: Arc<Mutex<Option<Parts>>>) -> SocketAddr {
-    let addr = free_addr("127.0.0.1");
-    let listener = listen(addr).await;
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            let parts = Arc::clone(&parts);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let parts = Arc::clone(&parts);
-                    async move {
-                        let page = PAGE.repeat(50);
-                        let (status, ctype, extra, body): (u16, &str, &[(&str, &str)], BoxReq) =
-                            match req.uri().path() {
-                                "/page" => (
-                                    200,
-                                    "text/html; charset=utf-8",
-                                    &[("etag", "\"v1\"")],
-                                    full(page),
-                                ),
-                                "/json" => (200, "application/json", &[], full(page)),
-                                "/missing" => (404, "text/html", &[], full(page)),
-                                "/created" => (201, "text/html", &[], full(page)),
-                                "/png" => (200, "image/png", &[], full(page)),
-                                "/small" => (200, "text/html", &[], full("tiny".into())),
-                                "/encoded" => {
-                                    (200, "text/html", &[("content-encoding", "br")], full(page))
-                                }
-                                "/stream" => {
-                                    let rx = parts.lock().unwrap().take().expect("one stream");
-                                    let s = futures_util::stream::unfold(rx, |mut rx| async move {
-                                        rx.recv().await.map(|b| {
-                                            (
-                                                Ok::<_, std::convert::Infallible>(
-                                                    hyper::body::Frame::data(b),
-                                                ),
-                                                rx,
-                                            )
-                                        })
-                                    });
-                                    (
-                                        200,
-                                        "text/html",
-                                        &[],
-                                        BodyExt::boxed(http_body_util::StreamBody::new(s)),
-                                    )
-                                }
-                                _ => (200, "text/plain", &[], full(page)),
-                            };
-                        let mut r = Response::new(body);
-                        *r.status_mut() = StatusCode::from_u16(status).unwrap();
-                        r.headers_mut()
-                            .insert("content-type", ctype.parse().unwrap());
-                        for (n, v) in extra {
-                            r.headers_mut().insert(*n, v.parse().unwrap());
-                        }
-                        Ok::<_, std::convert::Infallible>(r)
+    answering(move |req: Request<hyper::body::Incoming>| {
+        let parts = Arc::clone(&parts);
+        async move {
+            let page = PAGE.repeat(50);
+            let (status, ctype, extra, body): (u16, &str, &[(&str, &str)], BoxReq) =
+                match req.uri().path() {
+                    "/page" => (
+                        200,
+                        "text/html; charset=utf-8",
+                        &[("etag", "\"v1\"")],
+                        full(page),
+                    ),
+                    "/json" => (200, "application/json", &[], full(page)),
+                    "/missing" => (404, "text/html", &[], full(page)),
+                    "/created" => (201, "text/html", &[], full(page)),
+                    "/png" => (200, "image/png", &[], full(page)),
+                    "/small" => (200, "text/html", &[], full("tiny".into())),
+                    "/encoded" => (200, "text/html", &[("content-encoding", "br")], full(page)),
+                    "/stream" => {
+                        let rx = parts.lock().unwrap().take().expect("one stream");
+                        let s = futures_util::stream::unfold(rx, |mut rx| async move {
+                            rx.recv().await.map(|b| {
+                                (
+                                    Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)),
+                                    rx,
+                                )
+                            })
+                        });
+                        (
+                            200,
+                            "text/html",
+                            &[],
+                            BodyExt::boxed(http_body_util::StreamBody::new(s)),
+                        )
                     }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
-                .await;
-            });
+                    _ => (200, "text/plain", &[], full(page)),
+                };
+            let mut r = Response::new(body);
+            *r.status_mut() = StatusCode::from_u16(status).unwrap();
+            r.headers_mut()
+                .insert("content-type", ctype.parse().unwrap());
+            for (n, v) in extra {
+                r.headers_mut().insert(*n, v.parse().unwrap());
+            }
+            r
         }
-    });
-    addr
+    })
+    .await
 }
 
 fn full(s: String) -> BoxReq {
@@ -150,6 +132,9 @@ async fn answers_are_gzipped_for_clients_that_take_it() {
                 assert_eq!(gunzip(&body), page, "{what} {path}");
             } else {
                 assert_eq!(enc, None, "{what} {path} {ae:?}");
+                // an answer gzipped for others says it varies (a cache keeps both)
+                let varies = resp.headers().get("vary").is_some();
+                assert_eq!(varies, path == "/page", "{what} {path} {ae:?}");
                 let want = if path == "/small" {
                     "tiny".to_string()
                 } else {

@@ -182,3 +182,94 @@ async fn an_imported_realip_names_the_client_nginx_names() {
     let (_, real, _) = ask(listen, "/", Some("198.51.100.7, 127.0.0.9")).await;
     assert_eq!(real.as_deref(), Some("198.51.100.7"));
 }
+
+/// A server of pages by path: `/json` and `/html` (with an ETag), `/png`.
+async fn page_server() -> SocketAddr {
+    answering(|req| async move {
+        let ctype = match req.uri().path() {
+            "/json" => "application/json",
+            "/html" => "text/html",
+            _ => "image/png",
+        };
+        let body = "{\"words\": \"again and again\"}\n".repeat(40);
+        let mut r = hyper::Response::new(http_body_util::BodyExt::boxed(
+            http_body_util::Full::new(bytes::Bytes::from(body)),
+        ));
+        r.headers_mut()
+            .insert("content-type", ctype.parse().unwrap());
+        r.headers_mut().insert("etag", "\"v1\"".parse().unwrap());
+        r
+    })
+    .await
+}
+
+/// nginx's `gzip on` with `gzip_types application/json`, imported: the same
+/// answers compressed (text/html always, as nginx), the same fields
+/// (Content-Encoding, Vary, a weak ETag) and the same bytes once inflated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_gzip_compresses_what_nginx_compresses() {
+    use std::io::Write;
+    let dir = temp_dir("nginx-gzip");
+    let backend = page_server().await;
+    let ng = free_addr("127.0.0.1");
+    let conf = nginx_conf(
+        &dir,
+        &format!(
+            "gzip on;\n  gzip_types application/json;\n  gzip_vary on;\n  gzip_proxied any;\n\
+             upstream app {{ server {backend}; }}\n\
+             server {{\n    listen {ng};\n    location / {{ proxy_pass http://app; }}\n  }}"
+        ),
+    );
+    let (toml, listen, report) = imported("nginx", &conf, ng);
+    assert!(report.contains("mapped: gzip on"), "{report}");
+    let _nginx = nginx(&dir, &conf);
+    let _proxy = Proxy::start(&toml, &[listen]).await;
+    wait_listening(ng, std::time::Duration::from_secs(10)).await;
+    let c = client();
+    let ask = |via: SocketAddr, path: &'static str, ae: Option<&'static str>| {
+        let c = c.clone();
+        async move {
+            let mut req = hyper::Request::get(format!("http://{via}{path}"));
+            if let Some(v) = ae {
+                req = req.header("accept-encoding", v);
+            }
+            let (resp, body) = send(&c, req.body(empty()).unwrap()).await;
+            let field = |n: &str| {
+                resp.headers()
+                    .get(n)
+                    .map(|v| v.to_str().unwrap().to_string())
+            };
+            let enc = field("content-encoding");
+            let body = if enc.as_deref() == Some("gzip") {
+                let mut d = flate2::write::GzDecoder::new(Vec::new());
+                d.write_all(&body).unwrap();
+                d.finish().unwrap()
+            } else {
+                body.to_vec()
+            };
+            (
+                resp.status().as_u16(),
+                enc,
+                field("vary"),
+                field("etag"),
+                body,
+            )
+        }
+    };
+    for (path, ae) in [
+        ("/json", Some("gzip, deflate")),
+        ("/html", Some("gzip")),
+        ("/png", Some("gzip")),
+        ("/json", None),
+        ("/json", Some("gzip;q=0")),
+    ] {
+        let theirs = ask(ng, path, ae).await;
+        let ours = ask(listen, path, ae).await;
+        assert_eq!(ours, theirs, "{path} {ae:?}");
+    }
+    let (_, enc, _, etag, _) = ask(listen, "/json", Some("gzip")).await;
+    assert_eq!(
+        (enc.as_deref(), etag.as_deref()),
+        (Some("gzip"), Some("W/\"v1\""))
+    );
+}

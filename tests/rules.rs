@@ -438,28 +438,15 @@ async fn deleting_x_forwarded_for_drops_a_forged_chain() {
     }
 }
 
-/// An HTTP/2 (h2c) server that answers every request with `answer`'s text.
+/// A server (h2c among others) that answers every request with `answer`'s
+/// text.
 async fn h2_server(answer: fn(&Request<hyper::body::Incoming>) -> String) -> SocketAddr {
-    let addr = free_addr("127.0.0.1");
-    let listener = listen(addr).await;
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: Request<hyper::body::Incoming>| async move {
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from(answer(&req))),
-                        ))
-                    },
-                );
-                let _ =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
-                        .await;
-            });
-        }
-    });
-    addr
+    answering(move |req| async move {
+        hyper::Response::new(BodyExt::boxed(http_body_util::Full::new(
+            bytes::Bytes::from(answer(&req)),
+        )))
+    })
+    .await
 }
 
 /// The values of a request's `x-real-ip` fields (`x_real_ip` too, which CGI

@@ -536,6 +536,19 @@ pub struct Compression {
     pub level: u32,
 }
 
+/// A media type `compression.types` takes (lower case): `type/subtype`,
+/// `type/*` or `*`.
+pub fn media_type_ok(t: &str) -> bool {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    t == "*"
+        || t.split_once('/')
+            .is_some_and(|(a, b)| token(a) && (b == "*" || token(b)))
+}
+
 /// `error_pages`: what rampart's own error answers carry instead of its short
 /// plain-text bodies (HAProxy's `errorfile`), by status.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -7,6 +7,12 @@ pub fn s(v: &str) -> String {
     toml::Value::String(v.to_string()).to_string()
 }
 
+/// A media type rampart's `compression.types` takes: `type/subtype`,
+/// `type/*` or `*` (as its config check reads them).
+pub fn media_type_ok(t: &str) -> bool {
+    crate::config::media_type_ok(t)
+}
+
 pub fn list(vs: &[String]) -> String {
     let items: Vec<String> = vs.iter().map(|v| s(v)).collect();
     format!("[{}]", items.join(", "))

@@ -93,15 +93,7 @@ pub fn mark(headers: &mut HeaderMap) {
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::ACCEPT_RANGES);
     headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    let varies = headers.get_all(header::VARY).iter().any(|v| {
-        v.as_bytes().split(|&b| b == b',').any(|t| {
-            let t = t.trim_ascii();
-            t == b"*" || t.eq_ignore_ascii_case(b"accept-encoding")
-        })
-    });
-    if !varies {
-        headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    }
+    vary(headers);
     if let Some(etag) = headers.get(header::ETAG) {
         if etag.as_bytes().starts_with(b"\"") {
             let mut weak = b"W/".to_vec();
@@ -110,6 +102,21 @@ pub fn mark(headers: &mut HeaderMap) {
                 headers.insert(header::ETAG, v);
             }
         }
+    }
+}
+
+/// `Vary: Accept-Encoding` on an answer that would be gzipped for a client
+/// that takes it, whether this one does or not (a cache then keeps both;
+/// nginx's `gzip_vary on` says it on both).
+pub fn vary(headers: &mut HeaderMap) {
+    let varies = headers.get_all(header::VARY).iter().any(|v| {
+        v.as_bytes().split(|&b| b == b',').any(|t| {
+            let t = t.trim_ascii();
+            t == b"*" || t.eq_ignore_ascii_case(b"accept-encoding")
+        })
+    });
+    if !varies {
+        headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     }
 }
 

@@ -553,15 +553,9 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
     if let Some(why) = r.fallback {
         return Some(Step::Fallback(why));
     }
-    // the answer may be gzipped: hyper's path streams it through the encoder
-    if ctx.permits.listener().compresses()
-        && r.method != "HEAD"
-        && super::compress::accepts_gzip(
-            r.fields()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(b"accept-encoding"))
-                .map(|(_, v)| v),
-        )
-    {
+    // the answer may be gzipped, or say it varies by Accept-Encoding: hyper's
+    // path streams it through the encoder (a HEAD's is left as it is)
+    if r.method != "HEAD" && ctx.permits.listener().compresses() {
         return Some(Step::Fallback("compression"));
     }
     if ctx.tls.as_ref().is_some_and(|t| t.subject_header.is_some()) {

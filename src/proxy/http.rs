@@ -416,17 +416,22 @@ async fn handle(
     // the answer of a server the request goes to as bytes can go back to an
     // HTTP/2 client with its fields left in the buffer they were read into,
     // when nothing here reads or edits them (response edits, gRPC statuses)
-    // `[listener.compression]`, for a client that takes gzip (not a HEAD:
-    // its answer has no body to say it of)
-    let gzip = ctx.permits.listener().compression().filter(|_| {
-        req.method() != Method::HEAD
-            && super::compress::accepts_gzip(
+    // `[listener.compression]` (not for a HEAD, as nginx: its answer has no
+    // body to say it of), and whether the client takes gzip
+    let gzip = ctx
+        .permits
+        .listener()
+        .compression()
+        .filter(|_| req.method() != Method::HEAD)
+        .map(|c| {
+            let takes = super::compress::accepts_gzip(
                 req.headers()
                     .get_all(header::ACCEPT_ENCODING)
                     .iter()
                     .map(HeaderValue::as_bytes),
-            )
-    });
+            );
+            (c, takes)
+        });
     let wire_head = req.body().is_h2()
         && !edits
             .as_ref()
@@ -816,13 +821,20 @@ async fn handle(
                 }
                 // (after the rules' edits, which do not undo it)
                 persist_answer(&pool, asked.as_ref(), guard.index(), &mut response);
-                let level = gzip
-                    .as_ref()
-                    .filter(|c| super::compress::applies(c, response.status(), response.headers()))
-                    .map(|c| c.level);
-                if level.is_some() {
-                    super::compress::mark(response.headers_mut());
-                }
+                let level = match &gzip {
+                    Some((c, takes))
+                        if super::compress::applies(c, response.status(), response.headers()) =>
+                    {
+                        if *takes {
+                            super::compress::mark(response.headers_mut());
+                            Some(c.level)
+                        } else {
+                            super::compress::vary(response.headers_mut());
+                            None
+                        }
+                    }
+                    _ => None,
+                };
                 let (parts, body) = response.into_parts();
                 let body = ProxyBody::Upstream(UpstreamBody {
                     inner: body,

@@ -715,6 +715,32 @@ pub fn imported(
     )
 }
 
+/// A server on a free loopback port that answers each request (HTTP/1.1,
+/// or HTTP/2 with prior knowledge) with what `answer` makes of it.
+pub async fn answering<F, Fut>(answer: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<BoxReq>> + Send + 'static,
+{
+    let addr = free_addr("127.0.0.1");
+    let listener = listen(addr).await;
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let answer = answer.clone();
+                    async move { Ok::<_, Infallible>(answer(req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 /// Writes `dir/nginx.conf`: one worker in the foreground, its files in
 /// `dir`, and an `http` block of `http` (upstreams, servers); its path.
 pub fn nginx_conf(dir: &std::path::Path, http: &str) -> PathBuf {

@@ -320,12 +320,7 @@ pub(super) fn listener(
         let mut types = Vec::new();
         for (k, t) in c.types.iter().enumerate() {
             let t = t.trim().to_ascii_lowercase();
-            let ok = t == "*"
-                || t.split_once('/').is_some_and(|(a, b)| {
-                    let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b));
-                    token(a) && (b == "*" || token(b))
-                });
-            if ok {
+            if media_type_ok(&t) {
                 types.push(t);
             } else {
                 p.add(&cat.index("types", k), format!("{t:?} is not a media type (type/subtype, type/* or *)"));

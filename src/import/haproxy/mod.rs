@@ -37,6 +37,28 @@ struct Defaults {
     errorfiles: std::collections::BTreeMap<String, String>,
     /// Its `default-server` options, in order.
     default_server: Vec<String>,
+    /// Its `compression` lines.
+    compression: Compression,
+}
+
+/// `compression algo ...` and `compression type ...` of a section.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Compression {
+    /// gzip among the algorithms (None: no `algo` line)
+    gzip: Option<bool>,
+    types: Option<Vec<String>>,
+}
+
+impl Compression {
+    /// The listener's `compression` value (None: nothing gzipped).
+    fn value(&self) -> Option<String> {
+        if self.gzip != Some(true) {
+            return None;
+        }
+        // without `compression type`, HAProxy compresses any type
+        let types = self.types.clone().unwrap_or_else(|| vec!["*".into()]);
+        Some(format!("{{ types = {} }}", out::list(&types)))
+    }
 }
 
 /// A `cookie NAME insert ...` line, as `[pool.cookie]`.
@@ -133,6 +155,8 @@ struct Importer {
     cookies: HashMap<usize, PoolCookie>,
     /// Each listener's `errorfile` lines (its defaults' and its own), by status.
     errorfiles: HashMap<usize, std::collections::BTreeMap<String, String>>,
+    /// Each listener's `compression` lines, its defaults' first.
+    compression: HashMap<usize, Compression>,
     /// The `http-errors` sections: their `errorfile` lines, by status.
     http_errors: HashMap<String, Vec<(String, String)>>,
     /// Each pool's `default-server` options (its defaults' and its own).
@@ -163,6 +187,7 @@ pub fn import(src: &str, file: &str) -> Imported {
         health_lines: Vec::new(),
         cookies: HashMap::new(),
         errorfiles: HashMap::new(),
+        compression: HashMap::new(),
         http_errors: HashMap::new(),
         default_server: HashMap::new(),
     };
@@ -395,7 +420,10 @@ impl Importer {
                 l,
                 "connection-level rules are not in rampart (tcp listeners route by SNI; limits apply to HTTP requests)",
             ),
-            "compression" => self.unsupported(l, "rampart does not compress"),
+            "compression" => self.unsupported(
+                l,
+                "not imported: rampart's compression is a listener's (a frontend's, or defaults'): put it there",
+            ),
             "errorfile" | "errorfiles" | "http-error" => self.approx(
                 l,
                 "not imported: error_pages are a listener's (or [global]'s): set them on the listeners that use this backend",

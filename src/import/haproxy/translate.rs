@@ -124,6 +124,7 @@ impl Importer {
                 "dynamic-cookie-key" => self.dynamic_cookie_key(l, None),
                 "errorfile" if w.len() > 2 => self.errorfile(l, None),
                 "errorfiles" if w.len() > 1 => self.errorfiles(l, None),
+                "compression" => self.compression(l, None),
                 "http-error" => self.http_error(l, None),
                 "log" => self.unsupported(l, "rampart logs to stderr and stdout"),
                 _ => self.unsupported(l, "no rampart equivalent is mapped"),
@@ -437,7 +438,72 @@ impl Importer {
             self.errorfiles.insert(li, self.defaults.errorfiles.clone());
             self.set_error_pages(li);
         }
+        if let Some(v) = self.defaults.compression.value() {
+            self.cfg.listeners[li].keys.set("compression", v);
+        }
+        self.compression
+            .insert(li, self.defaults.compression.clone());
         li
+    }
+
+    /// `compression algo|type|offload ...`: in defaults (`li` None) the
+    /// compression of the listeners that follow, else listener `li`'s.
+    fn compression(&mut self, l: &Line, li: Option<usize>) {
+        let w = &l.words;
+        let mut c = match li {
+            None => self.defaults.compression.clone(),
+            Some(i) => self.compression.get(&i).cloned().unwrap_or_default(),
+        };
+        let to = if li.is_some() {
+            "the listener's compression"
+        } else {
+            "the compression of the listeners that follow"
+        };
+        match w.get(1).map(String::as_str) {
+            Some("algo") => {
+                let algos = &w[2..];
+                c.gzip = Some(algos.iter().any(|a| a == "gzip"));
+                if algos.iter().any(|a| a != "gzip" && a != "identity") {
+                    self.approx(l, format!("{to}: gzip only (deflate and raw-deflate are not rampart's)"));
+                } else {
+                    self.mapped(l, to);
+                }
+            }
+            Some("type") => {
+                let types: Vec<String> = w[2..]
+                    .iter()
+                    .map(|t| t.to_ascii_lowercase())
+                    .filter(|t| crate::import::out::media_type_ok(t))
+                    .collect();
+                if types.len() + 2 == w.len() {
+                    self.mapped(l, format!("{to}: its types"));
+                } else {
+                    self.approx(l, format!("{to}: its types, less those that are not media types"));
+                }
+                c.types = Some(types);
+            }
+            Some("offload") => self.approx(
+                l,
+                "rampart passes Accept-Encoding on: the servers may compress themselves (rampart leaves an encoded answer as it is)",
+            ),
+            _ => {
+                self.unsupported(l, "compression algo|type|offload expected");
+                return;
+            }
+        }
+        match li {
+            None => self.defaults.compression = c,
+            Some(i) => {
+                match c.value() {
+                    Some(v) => self.cfg.listeners[i].keys.set("compression", v),
+                    None => self.cfg.listeners[i]
+                        .keys
+                        .0
+                        .retain(|(k, _)| k != "compression"),
+                }
+                self.compression.insert(i, c);
+            }
+        }
     }
 
     /// A frontend's lines (or a listen section's frontend half).
@@ -477,6 +543,10 @@ impl Importer {
             }
             "errorfile" if w.len() > 2 => {
                 self.errorfile(l, Some(li));
+                true
+            }
+            "compression" => {
+                self.compression(l, Some(li));
                 true
             }
             "errorfiles" if w.len() > 1 => {

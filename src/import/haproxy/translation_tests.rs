@@ -1228,3 +1228,59 @@ backend web
         "{rules:#?}"
     );
 }
+
+#[test]
+fn compression_lines_are_the_listeners_compression() {
+    let (cfg, report) = run("defaults web
+  mode http
+  compression algo gzip
+  compression type text/html application/json
+frontend a
+  bind :80
+  default_backend b
+frontend c
+  bind :81
+  compression algo identity
+  default_backend b
+frontend d
+  bind :82
+  compression algo deflate gzip
+  compression type text/css
+  default_backend b
+backend b
+  compression algo gzip
+  server s1 10.0.0.1:80
+");
+    let types = |addr: &str| {
+        on(&cfg, addr)
+            .get("compression")
+            .map(|c| c["types"].as_array().unwrap().clone())
+    };
+    assert_eq!(
+        types("0.0.0.0:80").unwrap(),
+        ["text/html", "application/json"]
+            .map(toml::Value::from)
+            .to_vec()
+    );
+    assert!(types("0.0.0.0:81").is_none());
+    assert_eq!(
+        types("0.0.0.0:82").unwrap(),
+        vec![toml::Value::from("text/css")]
+    );
+    let fid = |d: &str| {
+        report
+            .iter()
+            .filter(|e| e.directive == d)
+            .map(|e| e.fidelity)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        fid("compression algo deflate gzip"),
+        [Fidelity::Approximated]
+    );
+    assert_eq!(
+        fid("compression algo gzip"),
+        [Fidelity::Mapped, Fidelity::Unsupported],
+        "defaults', then a backend's"
+    );
+}

@@ -158,6 +158,41 @@ impl Importer {
 
     /// Directives that mean the same wherever they are (http, server,
     /// location): performance switches, compression, logs.
+    /// The report of a gzip line of the http or a server level.
+    pub(super) fn gzip_line(&mut self, d: &Directive) {
+        let a = d.args.first().map(String::as_str).unwrap_or("");
+        match (d.name.as_str(), a) {
+            ("gzip", "on" | "off") => self.mapped(d, "the listener's compression"),
+            ("gzip_types", _) => {
+                let bad: Vec<&String> = d
+                    .args
+                    .iter()
+                    .filter(|t| !out::media_type_ok(&t.to_ascii_lowercase()))
+                    .collect();
+                if bad.is_empty() {
+                    self.mapped(d, "compression.types (with text/html, as nginx always compresses it)")
+                } else {
+                    self.approx(d, format!("compression.types, without {bad:?}: not media types rampart reads"))
+                }
+            }
+            ("gzip_min_length", v) if super::size(v).is_some() => {
+                self.mapped(d, "compression.min_length")
+            }
+            ("gzip_comp_level", v) if v.parse::<u32>().is_ok_and(|l| (1..=9).contains(&l)) => {
+                self.mapped(d, "compression.level")
+            }
+            ("gzip_vary", "on") => self.mapped(d, "rampart's answers that it would compress say Vary: Accept-Encoding"),
+            ("gzip_vary", _) => self.approx(d, "rampart's answers that it would compress say Vary: Accept-Encoding all the same"),
+            ("gzip_proxied", "any") => self.mapped(d, "rampart compresses answers to requests that came through proxies too"),
+            ("gzip_proxied", _) => self.approx(d, "rampart compresses answers to requests that came through proxies (with Via) whatever their caching fields say, as nginx's gzip_proxied any"),
+            ("gzip_disable" | "gzip_buffers" | "gzip_http_version", _) => self.approx(
+                d,
+                "rampart compresses for every client that accepts gzip (HTTP/1.0 too, whatever its User-Agent) and streams",
+            ),
+            _ => self.unsupported(d, "a value rampart's compression does not take"),
+        }
+    }
+
     /// The report of a realip line of the http or a server level.
     pub(super) fn real_ip_line(&mut self, d: &Directive) {
         let a = d.args.first().map(String::as_str).unwrap_or("");
@@ -191,9 +226,13 @@ impl Importer {
             | "aio" | "directio" | "open_file_cache" | "reset_timedout_connection" => {
                 self.mapped(d, "nothing to set in rampart")
             }
-            n if n.starts_with("gzip") || n == "brotli" => {
-                self.unsupported(d, "rampart does not compress")
+            "brotli" | "gunzip" | "gzip_static" => {
+                self.unsupported(d, "rampart compresses with gzip only, servers' answers only")
             }
+            n if n.starts_with("gzip") => self.unsupported(
+                d,
+                "not imported here: rampart's compression is a listener's (from the http and server levels)",
+            ),
             "keepalive_timeout" | "keepalive_requests" => self.approx(
                 d,
                 "rampart closes idle client connections after request_header_timeout",
@@ -254,6 +293,12 @@ impl Importer {
                     self.http_real_ip = r;
                     self.real_ip_line(d);
                 }
+                n if n.starts_with("gzip_") && !matches!(n, "gzip_static") || n == "gzip" => {
+                    let mut g = std::mem::take(&mut self.http_gzip);
+                    g.read(d);
+                    self.http_gzip = g;
+                    self.gzip_line(d);
+                }
                 "root" => {
                     self.http_root = d.args.first().cloned();
                     self.http_root_line = Some(d.clone());
@@ -281,6 +326,7 @@ impl Importer {
             match d.name.as_str() {
                 "upstream" | "limit_req_zone" | "resolver" | "error_page" | "root" | "set_real_ip_from"
                 | "real_ip_header" | "real_ip_recursive" => {}
+                n if n.starts_with("gzip_") && !matches!(n, "gzip_static") || n == "gzip" => {}
                 "server" => {
                     let b = d.block.clone().unwrap_or_default();
                     self.server(d, &b, &server_tls);

@@ -223,6 +223,70 @@ pub(super) struct Server {
     pages: Vec<(String, String)>,
     /// its own realip lines (each inherits from `http` apart)
     real_ip: RealIp,
+    /// its own gzip lines (each inherits from `http` apart)
+    gzip: Gzip,
+}
+
+/// nginx's gzip module at one level: each line None where not written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Gzip {
+    on: Option<bool>,
+    types: Option<Vec<String>>,
+    min_length: Option<u64>,
+    level: Option<u32>,
+}
+
+impl Gzip {
+    /// Reads one gzip line into `self`; false when it is not one it keeps.
+    fn read(&mut self, d: &Directive) -> bool {
+        let a = d.args.first().map(String::as_str).unwrap_or("");
+        match d.name.as_str() {
+            "gzip" => self.on = Some(a == "on"),
+            "gzip_types" => {
+                // (a type rampart would refuse is left out, and said)
+                self.types = Some(
+                    d.args
+                        .iter()
+                        .map(|t| t.to_ascii_lowercase())
+                        .filter(|t| out::media_type_ok(t))
+                        .collect(),
+                )
+            }
+            "gzip_min_length" => self.min_length = size(a),
+            "gzip_comp_level" => self.level = a.parse().ok().filter(|l| (1..=9).contains(l)),
+            _ => return false,
+        }
+        true
+    }
+
+    fn over(&self, outer: &Gzip) -> Gzip {
+        Gzip {
+            on: self.on.or(outer.on),
+            types: self.types.clone().or_else(|| outer.types.clone()),
+            min_length: self.min_length.or(outer.min_length),
+            level: self.level.or(outer.level),
+        }
+    }
+
+    /// The listener's `compression` value (None: gzip off).
+    fn compression(&self) -> Option<String> {
+        if self.on != Some(true) {
+            return None;
+        }
+        // nginx always compresses text/html (its default list)
+        let mut types = vec!["text/html".to_string()];
+        for t in self.types.iter().flatten() {
+            if !types.contains(t) {
+                types.push(t.clone());
+            }
+        }
+        Some(format!(
+            "{{ types = {}, min_length = {}, level = {} }}",
+            list(&types),
+            self.min_length.unwrap_or(20),
+            self.level.unwrap_or(1)
+        ))
+    }
 }
 
 /// nginx's realip module at one level: `set_real_ip_from` (the networks),
@@ -323,6 +387,8 @@ pub(super) struct Importer {
     client_ip_header: Option<String>,
     /// the http level's realip lines
     http_real_ip: RealIp,
+    /// the http level's gzip lines
+    http_gzip: Gzip,
     /// `proxy_intercept_errors on` somewhere: nginx then serves its pages in
     /// place of servers' own error answers too
     intercept_errors: bool,
@@ -622,6 +688,20 @@ impl Importer {
                 .collect();
             for i in differ {
                 self.not_the_listeners(i, "realip settings", "client_ip_from is", &name);
+            }
+            // and its gzip settings
+            let gzip = |i: usize| self.servers[i].gzip.over(&self.http_gzip);
+            let ours = gzip(def);
+            if let Some(v) = ours.compression() {
+                l.keys.set("compression", v);
+            }
+            let differ: Vec<usize> = members
+                .iter()
+                .copied()
+                .filter(|&i| i != def && gzip(i).compression() != ours.compression())
+                .collect();
+            for i in differ {
+                self.not_the_listeners(i, "gzip settings", "compression is", &name);
             }
             if let Some(pages) = self.listener_pages(def, &members, &name) {
                 l.keys.set("error_pages", pages);
@@ -936,6 +1016,7 @@ pub fn import(src: &str, file: &str) -> Imported {
         return_type: None,
         client_ip_header: None,
         http_real_ip: RealIp::default(),
+        http_gzip: Gzip::default(),
     };
     im.cfg.header = vec![
         format!("Imported from {file} by `rampart import nginx`."),

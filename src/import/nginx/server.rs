@@ -223,6 +223,10 @@ impl Importer {
                     self.unsupported(e, "rampart serves no files: put a file server behind it")
                 }
                 _ if sv.real_ip.read(e) => self.real_ip_line(e),
+                n if (n == "gzip" || n.starts_with("gzip_")) && n != "gzip_static" => {
+                    sv.gzip.read(e);
+                    self.gzip_line(e);
+                }
                 _ if self.common(e) => {}
                 _ => {
                     let mut t = Table::default();

@@ -985,3 +985,46 @@ fn what_nginx_would_skip_or_refuse_is_said() {
     );
     crate::config::parse(&im.toml, "t.toml").unwrap_or_else(|e| panic!("{e}\n{}", im.toml));
 }
+
+/// nginx's `gzip` lines of the http level and a server's own are the
+/// listener's `compression` (text/html always among the types, as nginx
+/// compresses it whatever gzip_types says); a location's are not imported.
+#[test]
+fn gzip_lines_become_the_listeners_compression() {
+    let (cfg, report) = http(
+        "gzip on;
+         gzip_types application/json text/css bogus;
+         gzip_min_length 1k;
+         gzip_comp_level 6;
+         gzip_proxied expired;
+         server { listen 80; location / { proxy_pass http://u; } }
+         server { listen 81; gzip off; location / { proxy_pass http://u; } }
+         server { listen 82; gzip_types *; location / { gzip off; proxy_pass http://u; } }",
+    );
+    let c = on(&cfg, "0.0.0.0:80")["compression"].clone();
+    assert_eq!(
+        c["types"].as_array().unwrap(),
+        &["text/html", "application/json", "text/css"]
+            .map(toml::Value::from)
+            .to_vec()
+    );
+    assert_eq!(c["min_length"].as_integer(), Some(1024));
+    assert_eq!(c["level"].as_integer(), Some(6));
+    assert!(on(&cfg, "0.0.0.0:81").get("compression").is_none());
+    let c = on(&cfg, "0.0.0.0:82")["compression"].clone();
+    assert_eq!(c["types"][1].as_str(), Some("*"));
+    assert_eq!(entry(&report, "gzip on").fidelity, Fidelity::Mapped);
+    for (d, f) in [
+        (
+            "gzip_types application/json text/css bogus",
+            Fidelity::Approximated,
+        ),
+        ("gzip_proxied expired", Fidelity::Approximated),
+        ("gzip off", Fidelity::Mapped),
+    ] {
+        assert_eq!(entry(&report, d).fidelity, f, "{d}");
+    }
+    assert!(report
+        .iter()
+        .any(|e| e.directive == "gzip off" && e.fidelity == Fidelity::Unsupported));
+}
