@@ -151,6 +151,24 @@ async fn answers_are_gzipped_for_clients_that_take_it() {
         let (resp, _) = ask(c.clone(), "HEAD", "/page", Some("gzip")).await;
         assert!(resp.headers().get("content-encoding").is_none(), "{what}");
     }
+    // nor to HTTP/1.0, as nginx and HAProxy (its caches ignore Vary)
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
+        s.write_all(b"GET /page HTTP/1.0\r\nHost: a\r\nAccept-Encoding: gzip\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(
+            text.starts_with("http/1.") && text.contains(" 200 "),
+            "{text}"
+        );
+        assert!(!text.contains("content-encoding"), "{text}");
+        assert!(text.contains("vary: accept-encoding"), "{text}");
+        assert!(text.ends_with(&page.to_ascii_lowercase()), "{text}");
+    }
     // a streamed answer goes on as it comes: the first part reaches the
     // client, whole and decodable, before the server sends the second
     let c = client();

@@ -221,7 +221,7 @@ async fn imported_gzip_compresses_what_nginx_compresses() {
         ),
     );
     let (toml, listen, report) = imported("nginx", &conf, ng);
-    assert!(report.contains("mapped: gzip on"), "{report}");
+    assert!(report.contains("approximated: gzip on"), "{report}");
     let _nginx = nginx(&dir, &conf);
     let _proxy = Proxy::start(&toml, &[listen]).await;
     wait_listening(ng, std::time::Duration::from_secs(10)).await;

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use std::io::Write;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -344,19 +343,28 @@ pub(super) fn closing(mut r: Response<ProxyBody>) -> Response<ProxyBody> {
 /// held back.
 pub struct Gzip {
     inner: ProxyBody,
-    enc: Option<flate2::write::GzEncoder<Vec<u8>>>,
+    /// The compressor, made at the first part (an answer that waits holds
+    /// none); None once the stream has ended.
+    z: Option<Lazy>,
+    level: u32,
+    /// Its place among the answers compressed at once (`compress::Slot`).
+    _slot: super::compress::Slot,
     /// Trailers that came after the last data, sent after the gzip end.
     pending: Option<Frame<Bytes>>,
 }
 
+enum Lazy {
+    Waiting,
+    Running(super::compress::Deflate),
+}
+
 impl Gzip {
-    pub fn new(inner: ProxyBody, level: u32) -> Gzip {
+    pub fn new(inner: ProxyBody, level: u32, slot: super::compress::Slot) -> Gzip {
         Gzip {
             inner,
-            enc: Some(flate2::write::GzEncoder::new(
-                Vec::with_capacity(4096),
-                flate2::Compression::new(level),
-            )),
+            z: Some(Lazy::Waiting),
+            level,
+            _slot: slot,
             pending: None,
         }
     }
@@ -379,48 +387,48 @@ impl Body for Gzip {
             return Poll::Ready(Some(Ok(f)));
         }
         loop {
-            let Some(enc) = this.enc.as_mut() else {
+            if this.z.is_none() {
                 return Poll::Ready(None);
-            };
-            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            }
+            let (bytes, finish) = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(d) => {
-                        // (writing to a Vec fails only if memory does)
-                        if let Err(e) = enc.write_all(&d).and_then(|()| enc.flush()) {
-                            this.enc = None;
-                            return Poll::Ready(Some(Err(BodyError::Compress(e))));
-                        }
-                        let out = std::mem::take(enc.get_mut());
-                        if !out.is_empty() {
-                            return data(out);
-                        }
-                    }
+                    Ok(d) if d.is_empty() => continue,
+                    Ok(d) => (d, false),
                     Err(trailers) => {
                         this.pending = Some(trailers);
-                        return match this.enc.take().map(|e| e.finish()) {
-                            Some(Ok(out)) if !out.is_empty() => data(out),
-                            Some(Err(e)) => Poll::Ready(Some(Err(BodyError::Compress(e)))),
-                            _ => Poll::Ready(this.pending.take().map(Ok)),
-                        };
+                        (Bytes::new(), true)
                     }
                 },
                 Some(Err(e)) => {
-                    this.enc = None;
+                    this.z = None;
                     return Poll::Ready(Some(Err(e)));
                 }
-                None => {
-                    return match this.enc.take().map(|e| e.finish()) {
-                        Some(Ok(out)) if !out.is_empty() => data(out),
-                        Some(Err(e)) => Poll::Ready(Some(Err(BodyError::Compress(e)))),
-                        _ => Poll::Ready(None),
-                    };
+                None => (Bytes::new(), true),
+            };
+            if matches!(this.z, Some(Lazy::Waiting)) {
+                this.z = Some(Lazy::Running(super::compress::Deflate::new(this.level)));
+            }
+            let Some(Lazy::Running(z)) = this.z.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let out = z.feed(&bytes, finish);
+            if finish {
+                this.z = None;
+            }
+            match out {
+                Ok(out) if !out.is_empty() => return data(out),
+                Ok(_) if finish => return Poll::Ready(this.pending.take().map(Ok)),
+                Ok(_) => {}
+                Err(e) => {
+                    this.z = None;
+                    return Poll::Ready(Some(Err(BodyError::Compress(e))));
                 }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.enc.is_none() && self.pending.is_none()
+        self.z.is_none() && self.pending.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -120,6 +120,144 @@ pub fn vary(headers: &mut HeaderMap) {
     }
 }
 
+/// Answers being compressed now, in the whole process: each holds a
+/// compressor (some 300 KiB) from its first part to its end.
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// At most this many answers are compressed at once (about 75 MiB of
+/// compressors; HAProxy's `maxzlibmem` bounds the same): past it an answer
+/// goes as the server sent it, so slow clients holding many streams open
+/// cannot make the proxy hold compressors without end.
+pub const MAX_LIVE: usize = 256;
+
+/// A place among the `MAX_LIVE` answers compressed at once, given back when
+/// dropped.
+pub struct Slot(());
+
+impl Slot {
+    pub fn take() -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        let n = LIVE.fetch_add(1, Ordering::Relaxed);
+        if n >= MAX_LIVE {
+            LIVE.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Slot(()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A gzip stream, written part by part: a deflate compressor taken from this
+/// thread's pool (a compressor is some 300 KiB of tables: made for each
+/// answer, its allocation and first touch cost more than compressing a
+/// 16 KiB answer) and given back, reset, when the stream is dropped.
+pub struct Deflate {
+    c: Option<flate2::Compress>,
+    level: u32,
+    crc: flate2::Crc,
+    header: bool,
+}
+
+/// The gzip header rampart writes: no name, no time, unknown OS.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+/// Compressors kept per thread, by level (a bound on the memory held idle).
+const POOL_MAX: usize = 8;
+
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<(u32, flate2::Compress)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Deflate {
+    pub fn new(level: u32) -> Deflate {
+        let pooled = POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            let i = p.iter().position(|(l, _)| *l == level)?;
+            Some(p.swap_remove(i).1)
+        });
+        Deflate {
+            c: Some(
+                pooled.unwrap_or_else(|| {
+                    flate2::Compress::new(flate2::Compression::new(level), false)
+                }),
+            ),
+            level,
+            crc: flate2::Crc::new(),
+            header: false,
+        }
+    }
+
+    /// `data` compressed and flushed (`finish`: and the stream ended, with
+    /// gzip's trailer), to be sent at once.
+    pub fn feed(&mut self, data: &[u8], finish: bool) -> std::io::Result<Vec<u8>> {
+        let Some(c) = self.c.as_mut() else {
+            return Err(std::io::Error::other("the gzip stream has ended"));
+        };
+        let mut out = Vec::with_capacity(data.len() / 2 + 64);
+        if !self.header {
+            out.extend_from_slice(&GZIP_HEADER);
+            self.header = true;
+        }
+        self.crc.update(data);
+        let flush = if finish {
+            flate2::FlushCompress::Finish
+        } else {
+            flate2::FlushCompress::Sync
+        };
+        let mut input = data;
+        loop {
+            if out.capacity() - out.len() < 64 {
+                out.reserve(4096.max(input.len() / 2));
+            }
+            let before = c.total_in();
+            let status = c
+                .compress_vec(input, &mut out, flush)
+                .map_err(std::io::Error::other)?;
+            input = &input[(c.total_in() - before) as usize..];
+            // done when all is in and the flush left room in the output
+            // (a full output may hold back the flush's end)
+            let done = match status {
+                flate2::Status::StreamEnd => true,
+                _ => !finish && input.is_empty() && out.len() < out.capacity(),
+            };
+            if done {
+                break;
+            }
+        }
+        if finish {
+            out.extend_from_slice(&self.crc.sum().to_le_bytes());
+            out.extend_from_slice(&self.crc.amount().to_le_bytes());
+            self.give_back();
+        }
+        Ok(out)
+    }
+
+    fn give_back(&mut self) {
+        if let Some(mut c) = self.c.take() {
+            c.reset();
+            let level = self.level;
+            POOL.with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < POOL_MAX {
+                    p.push((level, c));
+                }
+            });
+        }
+    }
+}
+
+impl Drop for Deflate {
+    fn drop(&mut self) {
+        self.give_back();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +331,58 @@ mod tests {
         ] {
             assert!(!applies(&c, status, &answer(fields)), "{status} {fields:?}");
         }
+    }
+
+    #[test]
+    fn a_stream_of_parts_is_one_gzip_member_and_compressors_are_reused() {
+        use std::io::Write;
+        let parts: Vec<Vec<u8>> = (0..50)
+            .map(|i| {
+                format!("part {i} of the same words again and again\n")
+                    .repeat(i % 7 + 1)
+                    .into_bytes()
+            })
+            .collect();
+        for round in 0..3 {
+            let mut d = Deflate::new(1);
+            let mut out = Vec::new();
+            let mut dec = flate2::write::GzDecoder::new(Vec::new());
+            for (i, p) in parts.iter().enumerate() {
+                let chunk = d.feed(p, false).unwrap();
+                out.extend_from_slice(&chunk);
+                // each part is decodable as soon as it is sent
+                dec.write_all(&chunk).unwrap();
+                dec.flush().unwrap();
+                let so_far: usize = parts[..=i].iter().map(Vec::len).sum();
+                assert_eq!(dec.get_ref().len(), so_far, "round {round} part {i}");
+            }
+            out.extend_from_slice(&d.feed(&[], true).unwrap());
+            assert!(d.feed(b"x", false).is_err(), "ended");
+            let mut whole = flate2::write::GzDecoder::new(Vec::new());
+            whole.write_all(&out).unwrap();
+            assert_eq!(whole.finish().unwrap(), parts.concat(), "round {round}");
+            // given back: the next stream's
+            assert_eq!(POOL.with(|p| p.borrow().len()), 1, "round {round}");
+        }
+        // a large part, past the output's first reserve
+        let big: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
+            .collect();
+        let mut d = Deflate::new(6);
+        let mut out = d.feed(&big, false).unwrap();
+        out.extend_from_slice(&d.feed(&big, true).unwrap());
+        let mut whole = flate2::write::GzDecoder::new(Vec::new());
+        whole.write_all(&out).unwrap();
+        assert_eq!(whole.finish().unwrap(), [big.clone(), big].concat());
+    }
+
+    #[test]
+    fn no_more_than_max_live_answers_are_compressed_at_once() {
+        let held: Vec<Slot> = std::iter::from_fn(Slot::take).take(MAX_LIVE + 1).collect();
+        assert_eq!(held.len(), MAX_LIVE);
+        assert!(Slot::take().is_none());
+        drop(held);
+        assert!(Slot::take().is_some());
     }
 
     #[test]

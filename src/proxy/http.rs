@@ -424,12 +424,14 @@ async fn handle(
         .compression()
         .filter(|_| req.method() != Method::HEAD)
         .map(|c| {
-            let takes = super::compress::accepts_gzip(
-                req.headers()
-                    .get_all(header::ACCEPT_ENCODING)
-                    .iter()
-                    .map(HeaderValue::as_bytes),
-            );
+            // (nor to HTTP/1.0, as nginx and HAProxy: its caches ignore Vary)
+            let takes = req.version() >= Version::HTTP_11
+                && super::compress::accepts_gzip(
+                    req.headers()
+                        .get_all(header::ACCEPT_ENCODING)
+                        .iter()
+                        .map(HeaderValue::as_bytes),
+                );
             (c, takes)
         });
     let wire_head = req.body().is_h2()
@@ -825,12 +827,16 @@ async fn handle(
                     Some((c, takes))
                         if super::compress::applies(c, response.status(), response.headers()) =>
                     {
-                        if *takes {
-                            super::compress::mark(response.headers_mut());
-                            Some(c.level)
-                        } else {
-                            super::compress::vary(response.headers_mut());
-                            None
+                        // (past `MAX_LIVE` answers compressed at once, as sent)
+                        match takes.then(super::compress::Slot::take).flatten() {
+                            Some(slot) => {
+                                super::compress::mark(response.headers_mut());
+                                Some((c.level, slot))
+                            }
+                            None => {
+                                super::compress::vary(response.headers_mut());
+                                None
+                            }
                         }
                     }
                     _ => None,
@@ -851,7 +857,9 @@ async fn handle(
                     private: pool.send_proxy.is_some().then(|| Arc::clone(ctx)),
                 });
                 let body = match level {
-                    Some(l) => ProxyBody::Gzip(Box::new(super::body::Gzip::new(body, l))),
+                    Some((l, slot)) => {
+                        ProxyBody::Gzip(Box::new(super::body::Gzip::new(body, l, slot)))
+                    }
                     None => body,
                 };
                 return Ok(Response::from_parts(parts, body));

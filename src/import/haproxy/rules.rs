@@ -1064,7 +1064,9 @@ impl Importer {
                 let tcp = p.keys.get("mode") == Some("\"tcp\"");
                 if tcp {
                     // (a `mode tcp` after the set-src line)
-                    p.keys.0.retain(|(k, _)| k != "client_ip_from");
+                    p.keys
+                        .0
+                        .retain(|(k, _)| k != "client_ip_from" && k != "compression");
                 }
                 let want = if is_tls { "\"true\"" } else { "\"false\"" };
                 p.rules.retain(|r| {

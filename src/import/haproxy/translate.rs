@@ -461,8 +461,9 @@ impl Importer {
         };
         match w.get(1).map(String::as_str) {
             Some("algo") => {
+                // (HAProxy adds to the algorithms a section inherited)
                 let algos = &w[2..];
-                c.gzip = Some(algos.iter().any(|a| a == "gzip"));
+                c.gzip = Some(c.gzip == Some(true) || algos.iter().any(|a| a == "gzip"));
                 if algos.iter().any(|a| a != "gzip" && a != "identity") {
                     self.approx(l, format!("{to}: gzip only (deflate and raw-deflate are not rampart's)"));
                 } else {
@@ -476,11 +477,16 @@ impl Importer {
                     .filter(|t| crate::import::out::media_type_ok(t))
                     .collect();
                 if types.len() + 2 == w.len() {
-                    self.mapped(l, format!("{to}: its types"));
+                    self.mapped(l, format!("{to}: its types (added to those inherited, as HAProxy)"));
                 } else {
-                    self.approx(l, format!("{to}: its types, less those that are not media types"));
+                    self.approx(l, format!("{to}: its types, less those that are not media types rampart reads (HAProxy matches a prefix)"));
                 }
-                c.types = Some(types);
+                // (HAProxy adds to the types a section inherited)
+                if !types.is_empty() {
+                    let mut all = c.types.take().unwrap_or_default();
+                    all.extend(types.into_iter().filter(|t| !all.contains(t)).collect::<Vec<_>>());
+                    c.types = Some(all);
+                }
             }
             Some("offload") => self.approx(
                 l,

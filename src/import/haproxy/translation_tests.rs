@@ -1246,6 +1246,11 @@ frontend d
   bind :82
   compression algo deflate gzip
   compression type text/css
+  compression type text
+  default_backend b
+frontend e
+  mode tcp
+  bind :83
   default_backend b
 backend b
   compression algo gzip
@@ -1262,10 +1267,13 @@ backend b
             .map(toml::Value::from)
             .to_vec()
     );
-    assert!(types("0.0.0.0:81").is_none());
+    // HAProxy adds a section's algorithms and types to those it inherited
+    assert_eq!(types("0.0.0.0:81"), types("0.0.0.0:80"));
     assert_eq!(
         types("0.0.0.0:82").unwrap(),
-        vec![toml::Value::from("text/css")]
+        ["text/html", "application/json", "text/css"]
+            .map(toml::Value::from)
+            .to_vec()
     );
     let fid = |d: &str| {
         report
@@ -1278,6 +1286,8 @@ backend b
         fid("compression algo deflate gzip"),
         [Fidelity::Approximated]
     );
+    assert_eq!(fid("compression type text"), [Fidelity::Approximated]);
+    assert!(on(&cfg, "0.0.0.0:83").get("compression").is_none(), "tcp");
     assert_eq!(
         fid("compression algo gzip"),
         [Fidelity::Mapped, Fidelity::Unsupported],

@@ -162,7 +162,11 @@ impl Importer {
     pub(super) fn gzip_line(&mut self, d: &Directive) {
         let a = d.args.first().map(String::as_str).unwrap_or("");
         match (d.name.as_str(), a) {
-            ("gzip", "on" | "off") => self.mapped(d, "the listener's compression"),
+            ("gzip", "off") => self.mapped(d, "the listener's compression"),
+            ("gzip", "on") => self.approx(
+                d,
+                "the listener's compression; rampart also compresses for requests that came through a proxy (with Via; nginx's gzip_proxied off, its default, does not) and says Vary: Accept-Encoding (nginx's gzip_vary is off by default); HTTP/1.0 requests are not compressed, as nginx's gzip_http_version 1.1",
+            ),
             ("gzip_types", _) => {
                 let bad: Vec<&String> = d
                     .args

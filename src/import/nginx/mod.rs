@@ -248,7 +248,9 @@ impl Gzip {
                     d.args
                         .iter()
                         .map(|t| t.to_ascii_lowercase())
-                        .filter(|t| out::media_type_ok(t))
+                        // (nginx reads `*` alone as any type; `text/*` is
+                        // a name to it, not a pattern)
+                        .filter(|t| out::media_type_ok(t) && (t == "*" || !t.contains('*')))
                         .collect(),
                 )
             }
