@@ -201,7 +201,7 @@ scenario and target, interleaved, medians. Proxies: {a.threads} thread(s)/worker
 to CPU(s) {b.proxy_cpus}; wrk, curl and the plain nginx backend on CPU(s) {b.load_cpus}.
 {a.connections} client connections. Each proxy gzips `text/plain` at zlib level 1, its default:
 HAProxy `compression algo gzip`, nginx `gzip on` (`gzip_proxied any`), rampart
-`compression = {{ types = ["text/plain"] }}` (miniz_oxide, flushed after each part the server
+`compression = {{ types = ["text/plain"] }}` (zlib-rs, flushed after each part the server
 sends). Ratios above 1.00 favour rampart for req/s, below 1.00 for CPU and bytes.
 
 {table}
