@@ -421,6 +421,7 @@ impl Body for Gzip {
                 Ok(_) => {}
                 Err(e) => {
                     this.z = None;
+                    this.pending = None;
                     return Poll::Ready(Some(Err(BodyError::Compress(e))));
                 }
             }

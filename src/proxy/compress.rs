@@ -121,11 +121,11 @@ pub fn vary(headers: &mut HeaderMap) {
 }
 
 /// Answers being compressed now, in the whole process: each holds a
-/// compressor (some 300 KiB) from its first part to its end.
+/// compressor (some 370 KiB) from its first part to its end.
 static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// At most this many answers are compressed at once (about 75 MiB of
-/// compressors; HAProxy's `maxzlibmem` bounds the same): past it an answer
+/// At most this many answers are compressed at once (about 92 MiB of
+/// compressors, some 370 KiB each; HAProxy's `maxzlibmem` bounds the same): past it an answer
 /// goes as the server sent it, so slow clients holding many streams open
 /// cannot make the proxy hold compressors without end.
 pub const MAX_LIVE: usize = 256;
@@ -153,7 +153,7 @@ impl Drop for Slot {
 }
 
 /// A gzip stream, written part by part: a deflate compressor taken from this
-/// thread's pool (a compressor is some 300 KiB of tables: made for each
+/// thread's pool (a compressor is some 370 KiB of tables: made for each
 /// answer, its allocation and first touch cost more than compressing a
 /// 16 KiB answer) and given back, reset, when the stream is dropped.
 pub struct Deflate {
@@ -166,7 +166,7 @@ pub struct Deflate {
 /// The gzip header rampart writes: no name, no time, unknown OS.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
-/// Compressors kept per thread, by level (a bound on the memory held idle).
+/// Compressors kept per thread and level (a bound on the memory held idle).
 const POOL_MAX: usize = 8;
 
 thread_local! {
@@ -216,9 +216,14 @@ impl Deflate {
                 out.reserve(4096.max(input.len() / 2));
             }
             let before = c.total_in();
-            let status = c
-                .compress_vec(input, &mut out, flush)
-                .map_err(std::io::Error::other)?;
+            let status = match c.compress_vec(input, &mut out, flush) {
+                Ok(s) => s,
+                Err(e) => {
+                    // (not given back: a stream cut mid-block is not clean)
+                    self.c = None;
+                    return Err(std::io::Error::other(e));
+                }
+            };
             input = &input[(c.total_in() - before) as usize..];
             // done when all is in and the flush left room in the output
             // (a full output may hold back the flush's end)
@@ -235,6 +240,10 @@ impl Deflate {
             out.extend_from_slice(&self.crc.amount().to_le_bytes());
             self.give_back();
         }
+        // (a Vec's spare room stays with its Bytes while a slow client reads)
+        if out.len() < out.capacity() / 2 {
+            out.shrink_to_fit();
+        }
         Ok(out)
     }
 
@@ -242,9 +251,10 @@ impl Deflate {
         if let Some(mut c) = self.c.take() {
             c.reset();
             let level = self.level;
-            POOL.with(|p| {
+            // (`try_with`: not once the thread's locals are gone)
+            let _ = POOL.try_with(|p| {
                 let mut p = p.borrow_mut();
-                if p.len() < POOL_MAX {
+                if p.iter().filter(|(l, _)| *l == level).count() < POOL_MAX {
                     p.push((level, c));
                 }
             });

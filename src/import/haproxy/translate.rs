@@ -460,6 +460,10 @@ impl Importer {
             "the compression of the listeners that follow"
         };
         match w.get(1).map(String::as_str) {
+            _ if li.is_some_and(|i| self.cfg.listeners[i].keys.get("mode") == Some("\"tcp\"")) => {
+                self.unsupported(l, "a tcp listener has no answers to compress");
+                return;
+            }
             Some("algo") => {
                 // (HAProxy adds to the algorithms a section inherited)
                 let algos = &w[2..];
@@ -471,9 +475,11 @@ impl Importer {
                 }
             }
             Some("type") => {
+                // (HAProxy matches a prefix: `text` is every text/ type)
                 let types: Vec<String> = w[2..]
                     .iter()
                     .map(|t| t.to_ascii_lowercase())
+                    .map(|t| if t.contains('/') { t } else { format!("{t}/*") })
                     .filter(|t| crate::import::out::media_type_ok(t))
                     .collect();
                 if types.len() + 2 == w.len() {

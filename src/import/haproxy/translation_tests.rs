@@ -1251,6 +1251,7 @@ frontend d
 frontend e
   mode tcp
   bind :83
+  compression algo gzip
   default_backend b
 backend b
   compression algo gzip
@@ -1271,7 +1272,7 @@ backend b
     assert_eq!(types("0.0.0.0:81"), types("0.0.0.0:80"));
     assert_eq!(
         types("0.0.0.0:82").unwrap(),
-        ["text/html", "application/json", "text/css"]
+        ["text/html", "application/json", "text/css", "text/*"]
             .map(toml::Value::from)
             .to_vec()
     );
@@ -1286,11 +1287,15 @@ backend b
         fid("compression algo deflate gzip"),
         [Fidelity::Approximated]
     );
-    assert_eq!(fid("compression type text"), [Fidelity::Approximated]);
+    assert_eq!(fid("compression type text"), [Fidelity::Mapped]);
     assert!(on(&cfg, "0.0.0.0:83").get("compression").is_none(), "tcp");
     assert_eq!(
         fid("compression algo gzip"),
-        [Fidelity::Mapped, Fidelity::Unsupported],
-        "defaults', then a backend's"
+        [
+            Fidelity::Mapped,
+            Fidelity::Unsupported,
+            Fidelity::Unsupported
+        ],
+        "defaults', a tcp frontend's, a backend's"
     );
 }
