@@ -136,20 +136,12 @@ pub struct ListenerShared {
     pub max_request_body: AtomicU64,
     /// `error_pages` in force: set by each generation.
     pub error_pages: arc_swap::ArcSwap<crate::config::ErrorPages>,
-    /// `client_ip_header` in force: set by each generation (read through
-    /// `client_ip_header()`).
-    client_ip_header: arc_swap::ArcSwapOption<http::HeaderName>,
-    /// Whether it is set: most listeners have none, and a flag costs their
-    /// requests less than the swap's load.
-    client_ip_header_on: std::sync::atomic::AtomicBool,
-    /// `client_ip_from` in force (read through `client_ip_from()`), and
-    /// whether it is set.
-    client_ip_from: arc_swap::ArcSwapOption<crate::forwarded::ClientIpFrom>,
-    client_ip_from_on: std::sync::atomic::AtomicBool,
-    /// `compression` in force (read through `compression()`), and whether
-    /// it is set.
-    compression: arc_swap::ArcSwapOption<crate::config::Compression>,
-    compression_on: std::sync::atomic::AtomicBool,
+    /// `client_ip_header` in force: set by each generation.
+    pub client_ip_header: Switch<http::HeaderName>,
+    /// `client_ip_from` in force: set by each generation.
+    pub client_ip_from: Switch<crate::forwarded::ClientIpFrom>,
+    /// `compression` in force: set by each generation.
+    pub compression: Switch<crate::config::Compression>,
 }
 
 impl ListenerShared {
@@ -173,49 +165,9 @@ impl ListenerShared {
             max_request_body: AtomicU64::new(0),
             error_pages: Default::default(),
             client_ip_header: Default::default(),
-            client_ip_header_on: Default::default(),
             client_ip_from: Default::default(),
-            client_ip_from_on: Default::default(),
             compression: Default::default(),
-            compression_on: Default::default(),
         }
-    }
-
-    /// Whether `compression` is set (a relaxed load: the fast path's test).
-    #[inline]
-    pub fn compresses(&self) -> bool {
-        self.compression_on.load(Ordering::Relaxed)
-    }
-
-    /// `compression` in force, if any.
-    pub fn compression(&self) -> Option<Arc<crate::config::Compression>> {
-        if self.compresses() {
-            self.compression.load_full()
-        } else {
-            None
-        }
-    }
-
-    /// Sets `compression` (a new generation's).
-    pub fn set_compression(&self, c: Option<Arc<crate::config::Compression>>) {
-        self.compression_on.store(c.is_some(), Ordering::Relaxed);
-        self.compression.store(c);
-    }
-
-    /// `client_ip_from` in force, if any.
-    #[inline]
-    pub fn client_ip_from(
-        &self,
-    ) -> Option<arc_swap::Guard<Option<Arc<crate::forwarded::ClientIpFrom>>>> {
-        self.client_ip_from_on
-            .load(Ordering::Relaxed)
-            .then(|| self.client_ip_from.load())
-    }
-
-    /// Sets `client_ip_from` (a new generation's).
-    pub fn set_client_ip_from(&self, c: Option<Arc<crate::forwarded::ClientIpFrom>>) {
-        self.client_ip_from_on.store(c.is_some(), Ordering::Relaxed);
-        self.client_ip_from.store(c);
     }
 
     /// The client of a request from the connection's `peer` with the fields
@@ -227,29 +179,68 @@ impl ListenerShared {
         peer: std::net::IpAddr,
         fields: impl FnOnce() -> I,
     ) -> std::net::IpAddr {
-        match self.client_ip_from() {
-            Some(g) => match g.as_deref() {
-                Some(c) => c.client(peer, fields()),
-                None => peer,
-            },
+        match self.client_ip_from.load().get() {
+            Some(c) => c.client(peer, fields()),
             None => peer,
         }
     }
+}
 
-    /// `client_ip_header` in force, if any (a guard: no shared count is
-    /// touched to read it).
+/// A listener setting that each generation sets and most listeners leave
+/// unset. A relaxed flag answers "is it set?" for the requests of listeners
+/// without it, for less than the swap's load; the value sits behind an
+/// `ArcSwapOption`, read without touching a shared count.
+#[derive(Debug)]
+pub struct Switch<T> {
+    on: std::sync::atomic::AtomicBool,
+    value: arc_swap::ArcSwapOption<T>,
+}
+
+impl<T> Default for Switch<T> {
+    fn default() -> Self {
+        Switch {
+            on: Default::default(),
+            value: Default::default(),
+        }
+    }
+}
+
+impl<T> Switch<T> {
+    /// Whether it is set (a relaxed load: the fast path's test).
     #[inline]
-    pub fn client_ip_header(&self) -> Option<arc_swap::Guard<Option<Arc<http::HeaderName>>>> {
-        self.client_ip_header_on
-            .load(Ordering::Relaxed)
-            .then(|| self.client_ip_header.load())
+    pub fn is_set(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
     }
 
-    /// Sets `client_ip_header` (a new generation's).
-    pub fn set_client_ip_header(&self, name: Option<http::HeaderName>) {
-        self.client_ip_header_on
-            .store(name.is_some(), Ordering::Relaxed);
-        self.client_ip_header.store(name.map(Arc::new));
+    /// The value in force, held for as long as the guard lives.
+    #[inline]
+    pub fn load(&self) -> Held<T> {
+        Held(self.is_set().then(|| self.value.load()))
+    }
+
+    /// The value in force, to keep past the current request.
+    pub fn load_full(&self) -> Option<Arc<T>> {
+        if self.is_set() {
+            self.value.load_full()
+        } else {
+            None
+        }
+    }
+
+    /// Sets it (a new generation's value).
+    pub fn set(&self, value: Option<Arc<T>>) {
+        self.on.store(value.is_some(), Ordering::Relaxed);
+        self.value.store(value);
+    }
+}
+
+/// A [`Switch`]'s value, held.
+pub struct Held<T>(Option<arc_swap::Guard<Option<Arc<T>>>>);
+
+impl<T> Held<T> {
+    #[inline]
+    pub fn get(&self) -> Option<&T> {
+        self.0.as_ref().and_then(|g| g.as_deref())
     }
 }
 
@@ -306,6 +297,21 @@ mod tests {
         assert_eq!(l.active.load(Ordering::SeqCst), 1);
         drop(slot);
         assert_eq!(l.active.load(Ordering::SeqCst), 0);
+    }
+
+    /// A generation that drops a setting leaves it unset, not its old value.
+    #[test]
+    fn a_switch_follows_each_set() {
+        let s: Switch<u32> = Switch::default();
+        assert!(!s.is_set() && s.load().get().is_none() && s.load_full().is_none());
+        s.set(Some(Arc::new(7)));
+        assert!(s.is_set());
+        assert_eq!(
+            (s.load().get(), s.load_full().as_deref()),
+            (Some(&7), Some(&7))
+        );
+        s.set(None);
+        assert!(!s.is_set() && s.load().get().is_none() && s.load_full().is_none());
     }
 
     async fn futures_poll_once<F: std::future::Future + Unpin>(mut f: F) -> Option<F::Output> {

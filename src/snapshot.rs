@@ -298,9 +298,11 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
         std::sync::atomic::Ordering::Relaxed,
     );
     shared.error_pages.store(Arc::clone(&l.error_pages));
-    shared.set_client_ip_header(l.client_ip_header.clone());
-    shared.set_client_ip_from(l.client_ip_from.clone());
-    shared.set_compression(l.compression.clone());
+    shared
+        .client_ip_header
+        .set(l.client_ip_header.clone().map(Arc::new));
+    shared.client_ip_from.set(l.client_ip_from.clone());
+    shared.compression.set(l.compression.clone());
     ListenerRuntime {
         name: Arc::from(l.name.as_str()),
         binds: l.binds.clone(),

@@ -555,7 +555,7 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
     }
     // the answer may be gzipped, or say it varies by Accept-Encoding: hyper's
     // path streams it through the encoder (a HEAD's is left as it is)
-    if r.method != "HEAD" && ctx.permits.listener().compresses() {
+    if r.method != "HEAD" && ctx.permits.listener().compression.is_set() {
         return Some(Step::Fallback("compression"));
     }
     if ctx.tls.as_ref().is_some_and(|t| t.subject_header.is_some()) {
@@ -660,14 +660,14 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
         ))
     });
     let mut wire = PooledBuf::take();
-    let real_ip = ctx.permits.listener().client_ip_header();
+    let real_ip = ctx.permits.listener().client_ip_header.load();
     let src_text = (src != ctx.peer.ip()).then(|| super::conn::IpText::new(src));
     r.write_upstream(
         src_text
             .as_ref()
             .map_or(ctx.peer_ip.as_bytes(), super::conn::IpText::as_bytes),
         ctx.shared.proto,
-        real_ip.as_ref().and_then(|g| g.as_deref()),
+        real_ip.get(),
         edits.as_ref(),
         &mut wire,
     );

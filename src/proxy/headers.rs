@@ -277,7 +277,7 @@ pub(super) fn wire(
 ) -> PooledBuf {
     set_client_subject(&mut parts.headers, ctx);
     let prior = prior_for(&parts.headers);
-    let real_ip = ctx.permits.listener().client_ip_header();
+    let real_ip = ctx.permits.listener().client_ip_header.load();
     let xf = forwarded::XForwarded {
         prior_for: prior.as_deref(),
         client_ip,
@@ -285,7 +285,7 @@ pub(super) fn wire(
         host: host
             .unwrap_or_else(|| parts.headers.get(header::HOST))
             .map(HeaderValue::as_bytes),
-        real_ip: real_ip.as_ref().and_then(|g| g.as_deref()),
+        real_ip: real_ip.get(),
     };
     upstream::wire_request(parts, body, length, &xf)
 }
@@ -313,13 +313,13 @@ pub(super) fn set_forwarded(
     }
     set_client_subject(h, ctx);
     let host = host.unwrap_or_else(|| h.get(header::HOST).cloned());
-    let real_ip = ctx.permits.listener().client_ip_header();
+    let real_ip = ctx.permits.listener().client_ip_header.load();
     let xf = forwarded::XForwarded {
         prior_for: prior.as_deref(),
         client_ip,
         proto: ctx.shared.proto,
         host: host.as_ref().map(HeaderValue::as_bytes),
-        real_ip: real_ip.as_ref().and_then(|g| g.as_deref()),
+        real_ip: real_ip.get(),
     };
     if let Some(name) = xf.real_ip {
         // the client's own lines give way, `_` spellings too; rampart's last

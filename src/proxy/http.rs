@@ -421,7 +421,8 @@ async fn handle(
     let gzip = ctx
         .permits
         .listener()
-        .compression()
+        .compression
+        .load_full()
         .filter(|_| req.method() != Method::HEAD)
         .map(|c| {
             // (nor to HTTP/1.0, as nginx and HAProxy: its caches ignore Vary)
