@@ -588,22 +588,31 @@ async fn h2c_clients_get_http11_responses_of_every_framing() {
         1,
         "every response ended where its framing said: one backend connection"
     );
-    // a client that takes trailers gets them
-    let mut r = req("GET", "/chunked");
-    r.headers_mut().insert("te", "trailers".parse().unwrap());
-    let got = c
-        .request(r)
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap();
-    let trailers = got.trailers().cloned().unwrap_or_default();
-    assert_eq!(&got.to_bytes()[..], b"hello, world");
+    // a client that takes trailers gets them (through hyper's client, on a
+    // connection of its own), and an answer that ended in its trailers gives
+    // that connection back: the second one is sent on it
+    for _ in 0..2 {
+        let mut r = req("GET", "/chunked");
+        r.headers_mut().insert("te", "trailers".parse().unwrap());
+        let got = c
+            .request(r)
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap();
+        let trailers = got.trailers().cloned().unwrap_or_default();
+        assert_eq!(&got.to_bytes()[..], b"hello, world");
+        assert_eq!(
+            trailers.get("x-trailer").map(|v| v.as_bytes()),
+            Some(&b"t"[..])
+        );
+    }
     assert_eq!(
-        trailers.get("x-trailer").map(|v| v.as_bytes()),
-        Some(&b"t"[..])
+        conns.load(Ordering::SeqCst),
+        2,
+        "a response whose trailers went to the client ended its exchange"
     );
     let (r, body) = send(&c, req("GET", "/close")).await;
     assert_eq!(
@@ -1306,4 +1315,80 @@ async fn a_server_that_fails_after_taking_a_request_is_counted() {
         })
         .await;
     assert_eq!(v["servers"][0]["breaker"], "open", "{v}");
+}
+
+/// An upload that ends in trailers is complete when its trailers are sent:
+/// hyper's client does not poll a body past them, so waiting for the end
+/// after them would drop each backend connection (an HTTP/1.1 client on
+/// hyper's path, here a compressing listener's, and an HTTP/2 client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_ending_in_trailers_keeps_its_backend_connection() {
+    let (backend, conns) = answering_counted(|req: Request<hyper::body::Incoming>| async move {
+        let got = req.into_body().collect().await.unwrap();
+        let sum = got
+            .trailers()
+            .and_then(|t| t.get("x-sum"))
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let text = format!("{} bytes, x-sum {sum:?}", got.to_bytes().len());
+        hyper::Response::new(
+            http_body_util::Full::new(bytes::Bytes::from(text))
+                .map_err(|e| match e {})
+                .boxed(),
+        )
+    })
+    .await;
+    let listen = free_addr("127.0.0.1");
+    let config = http_config(listen, "", &[(backend, 1)]).replace(
+        "pool = \"api\"\n",
+        "pool = \"api\"\ncompression = { types = [\"text/html\"] }\n",
+    );
+    let _p = Proxy::start(&config, &[listen]).await;
+    for i in 0..3 {
+        let mut s = TcpStream::connect(listen).await.unwrap();
+        s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nx-sum: 5\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.ends_with("5 bytes, x-sum \"5\""), "{got}");
+        assert_eq!(conns.load(Ordering::SeqCst), 1, "HTTP/1.1 upload {i}");
+    }
+    let c = h2c_client();
+    for i in 0..3 {
+        let req = Request::post(format!("http://{listen}/up"))
+            .header("trailer", "x-sum")
+            .body(WithTrailers(Some(bytes::Bytes::from_static(b"hello")), true).boxed())
+            .unwrap();
+        let (r, body) = send(&c, req).await;
+        assert_eq!(
+            (r.status(), &body[..]),
+            (StatusCode::OK, &b"5 bytes, x-sum \"5\""[..])
+        );
+        assert_eq!(conns.load(Ordering::SeqCst), 1, "HTTP/2 upload {i}");
+    }
+}
+
+/// A body of one data frame and then the trailers `x-sum: 5`, each given
+/// when polled (a body streamed, not one of known length).
+struct WithTrailers(Option<bytes::Bytes>, bool);
+
+impl hyper::body::Body for WithTrailers {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        let frame = match self.0.take() {
+            Some(d) => Some(hyper::body::Frame::data(d)),
+            None => std::mem::take(&mut self.1).then(|| {
+                let mut t = hyper::HeaderMap::new();
+                t.insert("x-sum", hyper::header::HeaderValue::from_static("5"));
+                hyper::body::Frame::trailers(t)
+            }),
+        };
+        std::task::Poll::Ready(frame.map(Ok))
+    }
 }

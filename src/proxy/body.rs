@@ -288,6 +288,13 @@ impl Body for UpstreamBody {
                         .bytes_out
                         .fetch_add(d.len() as u64, Ordering::Relaxed);
                 }
+                // Trailers are a body's last frame, and a sender need not poll
+                // past them (hyper's HTTP/2 server does not): the exchange is
+                // complete now, else its connection would be dropped with the
+                // body and the request logged as the client's abort.
+                if frame.is_trailers() {
+                    this.finish(true);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {

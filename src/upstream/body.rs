@@ -307,7 +307,9 @@ impl Body for ReqBody {
                                 s.fetch_add(d.len() as u64, Ordering::Relaxed);
                             }
                         }
-                        if body.is_end_stream() {
+                        // (trailers are the last frame, though an HTTP/1.1
+                        // body does not say it has ended until polled again)
+                        if f.is_trailers() || body.is_end_stream() {
                             if let Some(p) = progress {
                                 p.set_done();
                             }

@@ -722,10 +722,22 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<BoxReq>> + Send + 'static,
 {
+    answering_counted(answer).await.0
+}
+
+/// [`answering`], and how many connections it has accepted.
+pub async fn answering_counted<F, Fut>(answer: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<BoxReq>> + Send + 'static,
+{
     let addr = free_addr("127.0.0.1");
     let listener = listen(addr).await;
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&conns);
     tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
             let answer = answer.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
@@ -738,7 +750,7 @@ where
             });
         }
     });
-    addr
+    (addr, conns)
 }
 
 /// Writes `dir/nginx.conf`: one worker in the foreground, its files in
