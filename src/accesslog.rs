@@ -90,7 +90,7 @@ pub enum RequestFault {
     MalformedBody,
     /// The request body paused for longer than client_timeout: 408.
     BodyTimeout,
-    /// The request body is longer than the listener's max_request_body: 413.
+    /// The request body is longer than its max_request_body (the listener's or a rule's): 413.
     BodyTooLarge,
 }
 
@@ -131,7 +131,7 @@ impl RequestFault {
             RequestFault::MalformedBody => "400 Bad Request: the request body is malformed\n",
             RequestFault::BodyTimeout => "408 Request Timeout: the request body stopped coming\n",
             RequestFault::BodyTooLarge => {
-                "413 Content Too Large: the request body is over the listener's max_request_body\n"
+                "413 Content Too Large: the request body is over max_request_body\n"
             }
         }
     }

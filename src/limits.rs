@@ -132,7 +132,9 @@ pub struct ListenerShared {
     /// Requests refused for what the client sent, by
     /// [`RequestFault::index`](crate::accesslog::RequestFault::index).
     pub request_errors: [AtomicU64; crate::accesslog::RequestFault::REASONS.len()],
-    /// `max_request_body` in force (0: no limit): set by each generation.
+    /// The longest request body any request may send (0: no limit): the
+    /// listener's `max_request_body`, or more where its rules allow more
+    /// (`RuleSet::max_body_bound`). Set by each generation.
     pub max_request_body: AtomicU64,
     /// `error_pages` in force: set by each generation.
     pub error_pages: arc_swap::ArcSwap<crate::config::ErrorPages>,

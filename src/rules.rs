@@ -545,6 +545,12 @@ pub struct Rule {
     pub rate_limit: Option<usize>,
     /// `priority = "..."`: the request's class in its pool's queue.
     pub priority: Option<Priority>,
+    /// `max_request_body`: the longest body allowed (0: no limit).
+    pub max_body: Option<u64>,
+    /// Its place among the rules with `max_request_body` (set by
+    /// `RuleSet::new`): what `Applied` keeps, two bytes where the limit
+    /// would take sixteen (every idle connection's future holds one).
+    body_slot: Option<u16>,
     /// Its bit among the rules with edits (at most `MAX_EDIT_RULES`).
     edit_bit: Option<u8>,
     /// How its match is tested (set by `RuleSet::new`).
@@ -565,6 +571,8 @@ impl Rule {
             writes: None,
             rate_limit: None,
             priority: None,
+            max_body: None,
+            body_slot: None,
             edit_bit: None,
             only: Only::General,
         }
@@ -575,7 +583,23 @@ impl Rule {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    /// The `max_request_body` of each rule with one, by its `body_slot`.
+    body_limits: Vec<u64>,
 }
+
+/// More rules of a kind than a listener may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TooMany {
+    #[error(
+        "more than {MAX_EDIT_RULES} rules edit headers or the path on this listener; merge some"
+    )]
+    Edits,
+    #[error("more than {MAX_BODY_RULES} rules set max_request_body on this listener; merge some")]
+    BodyLimits,
+}
+
+/// Rules with `max_request_body` per listener.
+pub const MAX_BODY_RULES: usize = u16::MAX as usize + 1;
 
 /// What the non-terminal actions of the matching rules say about one request:
 /// whose header edits apply (by their bit), and whether it is a write.
@@ -588,6 +612,9 @@ pub struct Applied {
     pub limits: u64,
     /// Set by the last matching rule with `priority`; None: `normal`.
     pub priority: Option<Priority>,
+    /// The `body_slot` of the last matching rule with `max_request_body`;
+    /// None: the listener's limit holds (`RuleSet::max_body` reads it).
+    pub max_body: Option<u16>,
 }
 
 impl Applied {
@@ -679,24 +706,52 @@ impl Outcome<'_> {
 }
 
 impl RuleSet {
-    /// Fails when more than `MAX_EDIT_RULES` rules have header edits.
-    pub fn new(mut rules: Vec<Rule>) -> Result<RuleSet, usize> {
+    /// Fails when more than `MAX_EDIT_RULES` rules have header edits, or
+    /// more than `MAX_BODY_RULES` a `max_request_body`.
+    pub fn new(mut rules: Vec<Rule>) -> Result<RuleSet, TooMany> {
         let mut n = 0usize;
+        let mut body_limits = Vec::new();
         for r in &mut rules {
             r.only = r.matcher.only();
             if !r.edits.is_empty() {
                 if n == MAX_EDIT_RULES {
-                    return Err(n);
+                    return Err(TooMany::Edits);
                 }
                 r.edit_bit = Some(n as u8);
                 n += 1;
             }
+            if let Some(m) = r.max_body {
+                let slot = u16::try_from(body_limits.len()).map_err(|_| TooMany::BodyLimits)?;
+                r.body_slot = Some(slot);
+                body_limits.push(m);
+            }
         }
-        Ok(RuleSet { rules })
+        Ok(RuleSet { rules, body_limits })
+    }
+
+    /// The `max_request_body` the rules in `applied` set, if one did.
+    pub fn max_body(&self, applied: Applied) -> Option<u64> {
+        applied
+            .max_body
+            .and_then(|slot| self.body_limits.get(usize::from(slot)).copied())
     }
 
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// The longest body any request may send when the listener allows
+    /// `listener` (0: no limit): the largest the rules' `max_request_body`
+    /// allow, if they raise it. A body over it is refused before the rules
+    /// are read.
+    pub fn max_body_bound(&self, listener: u64) -> u64 {
+        self.body_limits.iter().fold(listener, |bound, &m| {
+            if bound == 0 || m == 0 {
+                0
+            } else {
+                bound.max(m)
+            }
+        })
     }
 
     /// The pools the rules send requests to (`pool = ...`), by index.
@@ -765,6 +820,9 @@ impl RuleSet {
             }
             if rule.priority.is_some() {
                 applied.priority = rule.priority;
+            }
+            if rule.body_slot.is_some() {
+                applied.max_body = rule.body_slot;
             }
             if let Some(path) = rule
                 .edits
@@ -1255,6 +1313,44 @@ mod tests {
         }
     }
 
+    /// The last matching rule with `max_request_body` sets the request's;
+    /// `Applied` keeps its slot, the set its limit.
+    #[test]
+    fn the_last_matching_body_limit_decides() {
+        let limit = |prefix: Option<&str>, n: u64| {
+            let mut r = Rule::new(
+                Match {
+                    path_prefix: prefix.map(String::from),
+                    ..Default::default()
+                },
+                None,
+                Edits::default(),
+            );
+            r.max_body = Some(n);
+            r
+        };
+        let set = RuleSet::new(vec![
+            limit(None, 10),
+            limit(Some("/up"), 0),
+            limit(Some("/up/x"), 5),
+        ])
+        .unwrap();
+        let of = |target: &'static str| match set.evaluate(&req("POST", "a", target)) {
+            Outcome::Continue(a, _) => set.max_body(a),
+            Outcome::Terminal(..) => panic!("no terminal rule"),
+        };
+        assert_eq!(
+            (of("/a"), of("/up/a"), of("/up/x")),
+            (Some(10), Some(0), Some(5))
+        );
+        assert_eq!(set.max_body_bound(100), 0);
+        assert_eq!(RuleSet::default().max_body(Applied::default()), None);
+        let many = (0..=MAX_BODY_RULES as u64)
+            .map(|n| limit(None, n))
+            .collect();
+        assert_eq!(RuleSet::new(many).unwrap_err(), TooMany::BodyLimits);
+    }
+
     #[test]
     fn too_many_edit_rules_refused() {
         let edit = || {
@@ -1270,7 +1366,7 @@ mod tests {
         assert!(RuleSet::new((0..64).map(|_| edit()).collect()).is_ok());
         assert_eq!(
             RuleSet::new((0..65).map(|_| edit()).collect()).unwrap_err(),
-            64
+            TooMany::Edits
         );
     }
 

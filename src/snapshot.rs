@@ -111,6 +111,8 @@ pub struct ListenerRuntime {
     pub rules: Arc<crate::rules::RuleSet>,
     /// `read_only_when`.
     pub read_only: Option<Arc<crate::rules::ReadOnly>>,
+    /// `max_request_body` (0: no limit), unless a rule says otherwise.
+    pub max_request_body: u64,
     /// hyper's server builders (HTTP listeners), with this generation's timeouts.
     pub http: Option<Arc<ServerBuilders>>,
     /// Counters and connection limit: they outlive generations.
@@ -293,8 +295,9 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
         None => Arc::new(ListenerShared::new(&l.name)),
     };
     shared.limit.set_max(l.max_connections);
+    let max_body = l.max_request_body.unwrap_or(0);
     shared.max_request_body.store(
-        l.max_request_body.unwrap_or(0),
+        l.rules.max_body_bound(max_body),
         std::sync::atomic::Ordering::Relaxed,
     );
     shared.error_pages.store(Arc::clone(&l.error_pages));
@@ -311,6 +314,7 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
         router: Router::new(l.routes.clone(), l.pool),
         rules: Arc::clone(&l.rules),
         read_only: l.read_only.clone().map(Arc::new),
+        max_request_body: max_body,
         http: (l.mode == Mode::Http).then(|| {
             Arc::new(server_builders(
                 (l.request_header_timeout, l.park_idle_after),

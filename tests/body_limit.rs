@@ -38,6 +38,18 @@ fn post(len: usize, extra: &str) -> String {
     format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n{extra}\r\n")
 }
 
+/// A chunked body of three chunks of 600 bytes (7 each), and its end.
+fn three_chunks() -> Vec<u8> {
+    let mut body = Vec::new();
+    for _ in 0..3 {
+        body.extend_from_slice(b"258\r\n");
+        body.extend_from_slice(&[7u8; 600]);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    body
+}
+
 /// The listener's count of one refusal reason.
 async fn refused(admin: SocketAddr, reason: &str) -> u64 {
     admin_stats(admin).await["listeners"][0]["request_errors"][reason]
@@ -86,13 +98,7 @@ async fn a_request_body_over_max_request_body_is_refused_with_413() {
 
     // chunked, going over it on the way: 413, what the server got cut off
     let chunked = "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
-    let mut body = Vec::new();
-    for _ in 0..3 {
-        body.extend_from_slice(b"258\r\n");
-        body.extend_from_slice(&[7u8; 600]);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(b"0\r\n\r\n");
+    let body = three_chunks();
     let r = exchange(listen, chunked, &body).await;
     assert!(r.starts_with("HTTP/1.1 413"), "{r}");
     // ... also when it goes over once the server has the request: the
@@ -174,4 +180,100 @@ async fn a_request_body_over_max_request_body_is_refused_with_413() {
         .unwrap();
     let r = String::from_utf8_lossy(&out);
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+}
+
+/// A rule's `max_request_body` (nginx's `client_max_body_size` in a
+/// location) replaces the listener's for the requests it matches, higher or
+/// lower, or none (0); the last matching rule with one decides, and a rule
+/// that answers (deny) comes first. On the fast path (short bodies, read
+/// whole before the rules), on hyper's path (longer and chunked bodies), and
+/// over HTTP/2; a declared length over the rule's limit is refused before
+/// the body is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rules_max_request_body_replaces_the_listeners() {
+    let backend = Backend::start("a", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    // (the backend reads the body at /upload: the later rules match a field)
+    let rule = |m: &str, action: &str| format!("\n  [[listener.rule]]\n  {m}\n  {action}\n");
+    let kind = |k: &str| format!("header = {{ name = \"x-kind\", value = \"{k}\" }}");
+    let rules = [
+        rule("path_prefix = \"/upload\"", "max_request_body = \"1MiB\""),
+        rule(&kind("avatar"), "max_request_body = 10"),
+        rule(&kind("free"), "max_request_body = 0"),
+        rule(&kind("denied"), "deny = 403"),
+    ]
+    .concat();
+    let cfg = config(listen, admin, backend.addr, "1KiB").replacen(
+        "pool = \"api\"\n",
+        &format!("pool = \"api\"\n{rules}"),
+        1,
+    );
+    let _p = Proxy::start(&cfg, &[listen, admin]).await;
+    let post_to = |path: &str, len: usize, fields: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\nConnection: close\r\n{fields}\r\n"
+        )
+    };
+    let served = |r: &str, len: usize| {
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(r.ends_with(&format!("{len} {}", 7 * len)), "{r}");
+    };
+
+    // the listener's 1 KiB where no rule sets one (the fast path: the rules
+    // are read after the short body)
+    let r = exchange(listen, &post_to("/other", 2048, ""), &[7u8; 2048]).await;
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+    // a rule's 1 MiB: a body of 100 KiB (hyper's path) goes through
+    let r = exchange(
+        listen,
+        &post_to("/upload", 100 << 10, ""),
+        &[7u8; 100 << 10],
+    )
+    .await;
+    served(&r, 100 << 10);
+    // a later rule's 10 bytes: the last match decides
+    let avatar = "x-kind: avatar\r\n";
+    let r = exchange(listen, &post_to("/upload", 11, avatar), &[7u8; 11]).await;
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+    let r = exchange(listen, &post_to("/upload", 10, avatar), &[7u8; 10]).await;
+    served(&r, 10);
+    // over the rule's limit, declared: 413 before the body, no 100 first
+    let asked = backend.stats.requests.load(Ordering::SeqCst);
+    let expect = post_to("/upload", 2 << 20, "Expect: 100-continue\r\n");
+    let r = exchange(listen, &expect, b"").await;
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+    assert!(!r.contains("100 Continue"), "{r}");
+    assert_eq!(backend.stats.requests.load(Ordering::SeqCst), asked);
+    // no limit at all: 3 MiB
+    let free = post_to("/upload", 3 << 20, "x-kind: free\r\n");
+    served(&exchange(listen, &free, &vec![7u8; 3 << 20]).await, 3 << 20);
+    // a rule that answers comes before the limit, as nginx's `return`
+    let denied = post_to("/upload", 2 << 20, "x-kind: denied\r\n");
+    let r = exchange(listen, &denied, b"").await;
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+
+    // chunked (hyper's path, counted as it streams): 1,800 bytes pass under
+    // the rule's 1 MiB, not under the listener's 1 KiB
+    let body = three_chunks();
+    let chunked = |path: &str| {
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    };
+    served(&exchange(listen, &chunked("/upload"), &body).await, 1800);
+    let r = exchange(listen, &chunked("/other"), &body).await;
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+
+    // HTTP/2
+    let h2 = h2c_client();
+    let full = |path: &str, n: usize| {
+        hyper::Request::post(format!("http://{listen}{path}"))
+            .body(http_body_util::Full::new(bytes::Bytes::from(vec![7u8; n])).boxed())
+            .unwrap()
+    };
+    let resp = h2.request(full("/other", 4096)).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    let resp = h2.request(full("/upload", 4096)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&got[..], format!("4096 {}", 7 * 4096).as_bytes());
+    assert_eq!(refused(admin, "body_too_large").await, 5);
 }

@@ -743,6 +743,10 @@ pub struct RuleFile {
     pub rate_limit: Option<String>,
     /// The request's priority class: "critical", "high", "normal" or "low".
     pub priority: Option<String>,
+    /// The longest request body allowed (0: no limit), in place of the
+    /// listener's `max_request_body` (nginx's `client_max_body_size` in a
+    /// location).
+    pub max_request_body: Option<Size>,
 }
 
 #[derive(Debug, Deserialize)]

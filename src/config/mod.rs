@@ -136,6 +136,48 @@ name = "api"
         );
     }
 
+    /// A rule's `max_request_body` replaces the listener's for the requests
+    /// it matches; the listener's bound (checked before the rules are read)
+    /// is the most any request may send.
+    #[test]
+    fn a_rules_max_request_body_is_a_size_and_raises_the_bound() {
+        let with = |listener: &str, rules: &[&str]| {
+            let rules: String = rules
+                .iter()
+                .map(|v| {
+                    format!(
+                        "  [[listener.rule]]\n  path_prefix = \"/up\"\n  max_request_body = {v}\n"
+                    )
+                })
+                .collect();
+            GOOD.replace(
+                "mode = \"http\"\n",
+                &format!("mode = \"http\"\nmax_request_body = {listener}\n"),
+            )
+            .replace("\n[[pool]]", &format!("{rules}\n[[pool]]"))
+        };
+        let bound = |src: &str| {
+            let c = parse(src, "t.toml").unwrap();
+            let l = &c.listeners[0];
+            l.rules.max_body_bound(l.max_request_body.unwrap_or(0))
+        };
+        assert_eq!(bound(&with("\"1KiB\"", &[])), 1024);
+        assert_eq!(bound(&with("\"1KiB\"", &["\"1MiB\"", "10"])), 1 << 20);
+        assert_eq!(bound(&with("\"1MiB\"", &["10"])), 1 << 20);
+        assert_eq!(bound(&with("\"1KiB\"", &["0"])), 0);
+        assert_eq!(bound(&with("0", &["\"1MiB\""])), 0);
+        let bad = with("0", &["\"big\""]);
+        let p = problem(&bad);
+        let line = bad
+            .lines()
+            .position(|l| l.contains("\"big\""))
+            .map(|i| i + 1);
+        assert!(
+            p.key.contains("max_request_body") && p.line == line,
+            "{p:?}"
+        );
+    }
+
     #[test]
     fn good_config_parses() {
         let c = parse(GOOD, "t.toml").unwrap();

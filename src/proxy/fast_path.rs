@@ -530,8 +530,8 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
         Err(HeadError::TooLarge) => return Some(Step::Reject(RequestFault::HeadTooLarge, None)),
         Err(HeadError::Invalid(_)) => return Some(Step::Reject(RequestFault::MalformedHead, None)),
     };
-    // A declared body over max_request_body is refused here, before any of
-    // it is read (with `Expect: 100-continue`, hyper's path does it, without
+    // A declared body over max_request_body (the most any rule allows) is
+    // refused here, before any of it is read (with `Expect: 100-continue`, hyper's path does it, without
     // a 100); what the client goes on sending is read and dropped before the
     // close (`linger`).
     // (not for a head hyper's path refuses or answers otherwise: Expect,
@@ -622,10 +622,16 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
         &view,
         plain_pool,
     ) {
+        // (a body over the limit the rules set: the listener's was checked
+        // before the body was read)
+        Decision::Pool { max_body, .. } if max_body > 0 && r.body > max_body => {
+            return Some(Step::Reject(RequestFault::BodyTooLarge, None))
+        }
         Decision::Pool {
             pool,
             edits,
             priority,
+            ..
         } => (pool, edits, priority),
         Decision::Elsewhere => {
             return Some(Step::Fallback(

@@ -296,25 +296,15 @@ async fn handle(
             "400 Bad Request: the request target carries userinfo\n",
         )));
     }
-    let max_body = ctx
+    // A declared body over the most any rule allows is refused before the
+    // rules are read, and one over the request's own limit after them.
+    let bound = ctx
         .permits
         .listener()
         .max_request_body
         .load(Ordering::Relaxed);
-    if max_body > 0 {
-        // (the length it declares: hyper's Content-Length, an HTTP/2 stream's
-        // content-length)
-        if req.body().size_hint().lower() > max_body {
-            // refused before any of it is read (nor `100 Continue` sent);
-            // the connection closes rather than read what follows
-            let r = Some((req.method().as_str(), request_target(&req)));
-            let f = RequestFault::BodyTooLarge;
-            ctx.refused(f, f.status().as_u16(), r, Some(start.elapsed()));
-            return Ok(closing(plain(f.status(), f.text())));
-        }
-        if !req.body().is_end_stream() {
-            req = req.map(|b| ClientBody::capped(b, max_body));
-        }
+    if bound > 0 && too_large(&req, bound) {
+        return Ok(body_too_large(ctx, &req, start));
     }
     let raw_path = req.uri().path();
     let Some(path) = crate::router::normalize_path(raw_path) else {
@@ -353,7 +343,18 @@ async fn handle(
             pool,
             edits,
             priority,
-        } => (pool, edits, priority),
+            max_body,
+        } => {
+            if max_body > 0 {
+                if too_large(&req, max_body) {
+                    return Ok(body_too_large(ctx, &req, start));
+                }
+                if !req.body().is_end_stream() {
+                    req = req.map(|b| ClientBody::capped(b, max_body));
+                }
+            }
+            (pool, edits, priority)
+        }
         lifecycle::Decision::Reconfiguring | lifecycle::Decision::Elsewhere => {
             return Ok(reconfiguring())
         }
@@ -921,6 +922,22 @@ fn persist_answer<B>(
         let had = asked.and_then(|(ap, j)| ap.persist.as_ref()?.value(*j));
         p.answer(i, had, response.headers_mut());
     }
+}
+
+/// Whether a request declares a body longer than `max` (hyper's
+/// Content-Length, an HTTP/2 stream's content-length).
+fn too_large(req: &Request<ClientBody>, max: u64) -> bool {
+    req.body().size_hint().lower() > max
+}
+
+/// 413 to a request that declares a body over its limit: refused before any
+/// of it is read (nor `100 Continue` sent); the connection closes rather than
+/// read what follows.
+fn body_too_large(ctx: &ConnCtx, req: &Request<ClientBody>, start: Instant) -> Response<ProxyBody> {
+    let r = Some((req.method().as_str(), request_target(req)));
+    let f = RequestFault::BodyTooLarge;
+    ctx.refused(f, f.status().as_u16(), r, Some(start.elapsed()));
+    closing(plain(f.status(), f.text()))
 }
 
 /// The answer a rule gave (deny or redirect), logged with `end=rule`, or read-only

@@ -57,6 +57,9 @@ pub enum Decision {
         edits: Option<RuleEdits>,
         /// Its class in the pool's queue (rules' `priority`).
         priority: Priority,
+        /// The longest body it may send (0: no limit): its rules' or its
+        /// listener's `max_request_body`.
+        max_body: u64,
     },
     /// Answered by a rule: `deny`.
     Deny { status: StatusCode, body: Bytes },
@@ -229,6 +232,7 @@ pub fn decide(
     Decision::Pool {
         pool: Arc::clone(pool),
         priority: applied.priority.unwrap_or_default(),
+        max_body: l.rules.max_body(applied).unwrap_or(l.max_request_body),
         edits: (!applied.is_empty()).then(|| RuleEdits {
             rules: Arc::clone(&l.rules),
             applied,

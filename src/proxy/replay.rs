@@ -45,7 +45,7 @@ pub(super) enum BodyFault {
     Stalled,
     /// The client went away (or reset its stream) mid-body.
     Gone,
-    /// It went over the listener's max_request_body: 413.
+    /// It went over its max_request_body: 413.
     TooLarge,
 }
 

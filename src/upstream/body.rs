@@ -85,7 +85,7 @@ pub enum ClientBodyError {
     Hyper(#[from] hyper::Error),
     #[error(transparent)]
     H2(#[from] crate::http2::server::RecvError),
-    #[error("the request body is longer than the listener's max_request_body")]
+    #[error("the request body is longer than its max_request_body")]
     TooLarge,
 }
 

@@ -460,6 +460,7 @@ pub(super) fn compile(
         });
         if set_count == 0
             && f.priority.is_none()
+            && f.max_request_body.is_none()
             && f.writes.is_none()
             && f.rate_limit.is_none()
             && f.del_header.is_empty()
@@ -472,13 +473,14 @@ pub(super) fn compile(
         {
             p.add(
                 &rat,
-                "the rule does nothing: give deny, redirect, respond, pool, rate_limit, priority, writes, a header edit or a path rewrite",
+                "the rule does nothing: give deny, redirect, respond, pool, rate_limit, priority, max_request_body, writes, a header edit or a path rewrite",
             );
         }
         let mut rule = Rule::new(m, terminals.into_iter().next(), edits);
         rule.writes = f.writes;
         rule.rate_limit = rate_limit;
         rule.priority = priority;
+        rule.max_body = f.max_request_body.map(|s| s.0);
         rules.push(rule);
     }
     if p.list.len() > before {
@@ -499,13 +501,8 @@ pub(super) fn compile(
             }
             set
         }
-        Err(n) => {
-            p.add(
-                at,
-                format!(
-                    "more than {n} rules edit headers or the path on this listener; merge some"
-                ),
-            );
+        Err(too_many) => {
+            p.add(at, too_many.to_string());
             RuleSet::default()
         }
     }
