@@ -2,8 +2,9 @@
 //! `rampart import` made of an nginx or HAProxy config sends the server
 //! what nginx or HAProxy sends it, request for request, the real proxy
 //! beside it. Path rewrites (nginx's `proxy_pass` with a URI and `rewrite`,
-//! HAProxy's `replace-path` and `set-path`) and the client a trusted proxy
-//! names (nginx's realip module).
+//! HAProxy's `replace-path` and `set-path`), the client a trusted proxy
+//! names (nginx's realip module), gzip, and body limits (nginx's
+//! `client_max_body_size` at each level).
 
 mod common;
 
@@ -272,4 +273,88 @@ async fn imported_gzip_compresses_what_nginx_compresses() {
         (enc.as_deref(), etag.as_deref()),
         (Some("gzip"), Some("W/\"v1\""))
     );
+}
+
+/// nginx's `client_max_body_size` at the http level, a server's and
+/// locations' own (0 among them: no limit), and a second server that
+/// inherits the http level's: rampart on the import refuses (413) and
+/// serves what nginx refuses and serves, body size for body size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_body_limits_refuse_what_nginx_refuses() {
+    let dir = temp_dir("nginx-body-limits");
+    // (a server that reads every body: one that answers first and closes
+    // would leave the upload's fate to a race)
+    let backend = answering(|req: hyper::Request<hyper::body::Incoming>| async move {
+        use http_body_util::BodyExt;
+        let n = req
+            .into_body()
+            .collect()
+            .await
+            .map_or(0, |b| b.to_bytes().len());
+        hyper::Response::new(
+            http_body_util::Full::new(bytes::Bytes::from(n.to_string()))
+                .map_err(|e| match e {})
+                .boxed(),
+        )
+    })
+    .await;
+    let ng = free_addr("127.0.0.1");
+    let conf = nginx_conf(
+        &dir,
+        &format!(
+            "upstream app {{ server {}; }}\n\
+             client_max_body_size 2k;\n\
+             server {{\n    listen {ng} default_server;\n    client_max_body_size 4k;\n\
+                 location /upload {{ client_max_body_size 64k; proxy_pass http://app; }}\n\
+                 location /small/ {{ client_max_body_size 1k; proxy_pass http://app; }}\n\
+                 location /free {{ client_max_body_size 0; proxy_pass http://app; }}\n\
+                 location / {{ proxy_pass http://app; }}\n  }}\n\
+             server {{\n    listen {ng};\n    server_name other.test;\n\
+                 location / {{ proxy_pass http://app; }}\n  }}",
+            backend
+        ),
+    );
+    let (toml, listen, report) = imported("nginx", &conf, ng);
+    for size in ["2k", "4k", "64k", "1k", "0"] {
+        let line = format!("mapped: client_max_body_size {size}:");
+        assert!(report.contains(&line), "{line}: {report}");
+    }
+    let _nginx = nginx(&dir, &conf);
+    let _proxy = Proxy::start(&toml, &[listen]).await;
+    wait_listening(ng, std::time::Duration::from_secs(10)).await;
+    let c = client();
+    let status = |via: SocketAddr, host: &'static str, path: &'static str, n: usize| {
+        let c = c.clone();
+        async move {
+            let req = hyper::Request::post(format!("http://{via}{path}"))
+                .header("host", host)
+                .body(http_body_util::BodyExt::boxed(http_body_util::Full::new(
+                    bytes::Bytes::from(vec![7u8; n]),
+                )))
+                .unwrap();
+            c.request(req)
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    let mut refused = 0;
+    for (host, path, n) in [
+        ("x.test", "/other", 4096),
+        ("x.test", "/other", 4097),
+        ("x.test", "/upload", 65_536),
+        ("x.test", "/upload", 65_537),
+        ("x.test", "/small/a", 1024),
+        ("x.test", "/small/a", 1025),
+        ("x.test", "/free", 300_000),
+        ("other.test", "/upload", 2048),
+        ("other.test", "/upload", 2049),
+    ] {
+        let theirs = status(ng, host, path, n).await;
+        let ours = status(listen, host, path, n).await;
+        assert_eq!(ours, theirs, "{host}{path} with {n} bytes");
+        assert!(theirs == 200 || theirs == 413, "{host}{path}: {theirs}");
+        refused += usize::from(theirs == 413);
+    }
+    assert_eq!(refused, 4, "each limit was reached");
 }

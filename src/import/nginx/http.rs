@@ -245,10 +245,6 @@ impl Importer {
                 self.approx(d, "rampart's access log ([global] access_log = text or json) and stderr")
             }
             "include" => self.unsupported(d, "includes are not followed: import the included file on its own"),
-            "client_max_body_size" => self.approx(
-                d,
-                "max_request_body is the listener's: mapped from the http level only; set it on this server's listener by hand",
-            ),
             "client_body_buffer_size" | "large_client_header_buffers"
             | "client_header_buffer_size" | "client_body_timeout" => {
                 self.approx(d, "rampart streams bodies; its header limits are its own")
@@ -372,12 +368,7 @@ impl Importer {
                     None => self.unsupported(d, "not a duration"),
                 },
                 "client_max_body_size" => match d.args.first().and_then(|a| size(a)) {
-                    // a server or location that allows more (0: any size)
-                    // would refuse what nginx takes: not mapped then
-                    Some(n) if self.largest_body.is_some_and(|m| m == 0 || m > n) => self.approx(
-                        d,
-                        "not mapped: a server or location allows larger bodies, and max_request_body is a whole listener's; set it by hand",
-                    ),
+                    // (a server's or a location's own is a rule's)
                     Some(n) => {
                         inherited.set("__max_request_body", n.to_string());
                         self.mapped(d, "the listener's max_request_body (413 over it)");

@@ -67,31 +67,6 @@ pub(super) fn size(v: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
-/// The largest `client_max_body_size` anywhere in `ds` (0, no limit, is the
-/// largest), None if none says one (a conf.d snippet's servers included,
-/// whatever level the line that is mapped is at).
-fn largest_body(ds: &[Directive]) -> Option<u64> {
-    let mut most: Option<u64> = None;
-    for d in ds {
-        let here = match d.name.as_str() {
-            "client_max_body_size" => d.args.first().and_then(|a| size(a)),
-            _ => None,
-        };
-        for m in here
-            .into_iter()
-            .chain(d.block.as_deref().and_then(largest_body))
-        {
-            most = Some(match most {
-                Some(0) => 0,
-                _ if m == 0 => 0,
-                Some(x) => x.max(m),
-                None => m,
-            });
-        }
-    }
-    most
-}
-
 /// A `listen` address → a socket address, and its options.
 pub(super) fn listen_addr(a: &str) -> Result<String, String> {
     if a.starts_with("unix:") {
@@ -154,6 +129,11 @@ fn pool_rules(loc: &Loc, p: &str) -> Vec<Table> {
         t.set("pool", s(p));
         out.push(t);
     }
+    if let Some(n) = loc.max_body {
+        for t in &mut out {
+            t.set("max_request_body", n.to_string());
+        }
+    }
     out
 }
 
@@ -190,6 +170,8 @@ pub(super) struct Loc {
     /// `try_files $uri ... FALLBACK`: a file at the path is served before
     /// anything else; the fallback (when not `=404`) serves the rest
     try_uri: Option<Option<String>>,
+    /// its own `client_max_body_size`, on the rules that proxy it
+    max_body: Option<u64>,
     /// what hands its requests to something else (`proxy_pass`,
     /// `fastcgi_pass`, `return`, ...), mapped or not
     handler: Option<String>,
@@ -368,9 +350,6 @@ pub(super) struct Importer {
     upstream_names: Vec<String>,
     /// `$server_name` in the server block being read: its first name
     server_name: String,
-    /// The largest `client_max_body_size` of the file (0: no limit), None if
-    /// it has none: an http-level one below it is not a listener's limit.
-    largest_body: Option<u64>,
     /// the http level's error_page lines and `root` (value and line), which
     /// a server without error_page lines of its own resolves
     http_pages: Vec<Directive>,
@@ -832,7 +811,12 @@ impl Importer {
                     }
                     let rewrites = loc.uri_rewrite.is_some() || loc.break_rewrite.is_some();
                     if let Some(p) = &loc.pool {
-                        if h.is_none() && i == def && loc.m.0.is_empty() && !rewrites {
+                        if h.is_none()
+                            && i == def
+                            && loc.m.0.is_empty()
+                            && !rewrites
+                            && loc.max_body.is_none()
+                        {
                             default_pool = Some(p.clone());
                         } else {
                             for t in pool_rules(loc, p) {
@@ -1008,7 +992,6 @@ pub fn import(src: &str, file: &str) -> Imported {
         pool_settings: Vec::new(),
         upstream_names: Vec::new(),
         server_name: String::new(),
-        largest_body: None,
         http_pages: Vec::new(),
         http_root: None,
         http_root_line: None,
@@ -1027,7 +1010,6 @@ pub fn import(src: &str, file: &str) -> Imported {
     ];
     match parse(src) {
         Ok(ds) => {
-            im.largest_body = largest_body(&ds);
             im.intercept_errors = any_directive(&ds, &|d| {
                 d.name == "proxy_intercept_errors"
                     && d.args.first().map(String::as_str) == Some("on")

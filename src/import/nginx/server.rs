@@ -1,7 +1,7 @@
 //! A `server` block and its `location`s: listeners, host matches, access
 //! rules, headers, rate limits, returns and rewrites, in nginx's precedence.
 
-use super::{listen_addr, Importer, Listen, Loc, LocKind, Server};
+use super::{listen_addr, size, Importer, Listen, Loc, LocKind, Server};
 use crate::import::haproxy_cond::src_complement;
 use crate::import::nginx_parse::Directive;
 use crate::import::out::{self, list, s, Table};
@@ -219,6 +219,16 @@ impl Importer {
                     self.unsupported(e, "rampart serves no files: put a file server behind it");
                 }
                 "error_page" => own_pages.push(e.clone()),
+                "client_max_body_size" => match e.args.first().and_then(|a| size(a)) {
+                    Some(n) => {
+                        // (before the locations: one of theirs is the last word)
+                        let mut t = Table::default();
+                        t.set("max_request_body", n.to_string());
+                        sv.pre.push(t);
+                        self.mapped(e, "a rule of this server's requests: their max_request_body, unless a location says its own");
+                    }
+                    None => self.unsupported(e, "not a size"),
+                },
                 "index" | "try_files" | "autoindex" => {
                     self.unsupported(e, "rampart serves no files: put a file server behind it")
                 }
@@ -639,6 +649,7 @@ impl Importer {
             own_set_header: has("proxy_set_header"),
             root: None,
             alias: None,
+            max_body: None,
             try_uri: block
                 .iter()
                 .find(|d| {
@@ -672,6 +683,8 @@ impl Importer {
         let mut access: Vec<&Directive> = Vec::new();
         // the report entry of the `rewrite ... break` kept
         let mut breaks_at: Option<usize> = None;
+        // the report entry of its client_max_body_size
+        let mut body_at: Option<usize> = None;
         // a `rewrite ... last|break` read (see `after_a_stop`)
         let mut stopped = false;
         // the type of a `return`'s text here (an added field is the last word)
@@ -766,6 +779,14 @@ impl Importer {
                     d,
                     "not imported: rampart's error_pages are a listener's, not a path's; put the line in the server block",
                 ),
+                "client_max_body_size" => match d.args.first().and_then(|a| size(a)) {
+                    Some(n) => {
+                        loc.max_body = Some(n);
+                        body_at = Some(self.report.len());
+                        self.mapped(d, "the max_request_body of the rules that proxy this location's requests");
+                    }
+                    None => self.unsupported(d, "not a size"),
+                },
                 "proxy_buffering"
                 | "proxy_buffers"
                 | "proxy_buffer_size"
@@ -801,6 +822,10 @@ impl Importer {
             en.fidelity = Fidelity::Unsupported;
             en.note = "a rewrite ... break in a location that does not proxy: rampart has nothing to send the new path to".into();
             loc.break_rewrite = None;
+        }
+        if let (Some(en), None) = (body_at.and_then(|i| self.report.get_mut(i)), &loc.pool) {
+            en.fidelity = Fidelity::Unsupported;
+            en.note = "not imported: the location does not proxy to a pool rampart has".into();
         }
         if let Some(r) = self.access_rules(&access) {
             loc.rules.insert(0, r);

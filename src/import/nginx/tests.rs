@@ -484,48 +484,65 @@ fn sticky_route_and_learn_are_unsupported() {
 }
 
 /// `client_max_body_size` at the http level is each listener's
-/// `max_request_body` (in bytes), unless a server or a location allows more
-/// (or any size, 0): then the listener-wide limit would refuse what nginx
-/// takes there, and it is not mapped.
+/// `max_request_body` (in bytes); a server's own is a rule before its
+/// locations', and a location's own is on the rules that proxy it (the
+/// last matching rule with one decides, as nginx's innermost level does).
 #[test]
-fn an_http_level_body_limit_is_the_listeners() {
+fn body_limits_are_the_listeners_a_servers_and_a_locations() {
     let server = "server { listen 80; location / { proxy_pass http://u; } }";
     let (cfg, report) = http(&format!("  client_max_body_size 10m;\n  {server}"));
-    assert_eq!(
-        on(&cfg, "0.0.0.0:80")["max_request_body"].as_integer(),
-        Some(10 << 20)
-    );
+    let l = on(&cfg, "0.0.0.0:80");
+    assert_eq!(l["max_request_body"].as_integer(), Some(10 << 20));
+    assert!(rules(&l)
+        .iter()
+        .all(|r| r.get("max_request_body").is_none()));
     assert!(report
         .iter()
         .any(|e| e.directive == "client_max_body_size 10m" && e.fidelity == Fidelity::Mapped));
-    for raised in ["0", "20m"] {
-        let (cfg, report) = http(&format!(
-            "  client_max_body_size 1m;\n  server {{ listen 80; location /up {{ client_max_body_size {raised}; proxy_pass http://u; }} location / {{ proxy_pass http://u; }} }}"
-        ));
-        assert!(
-            on(&cfg, "0.0.0.0:80").get("max_request_body").is_none(),
-            "{raised}"
-        );
+    let (cfg, report) = http(
+        "  client_max_body_size 1m;\n  server { listen 80; client_max_body_size 2m;\n    location /up { client_max_body_size 0; proxy_pass http://u; }\n    location / { client_max_body_size 1k; proxy_pass http://u; }\n    location /api { proxy_pass http://u; } }",
+    );
+    let l = on(&cfg, "0.0.0.0:80");
+    assert_eq!(l["max_request_body"].as_integer(), Some(1 << 20));
+    let limit = |r: &toml::Value| r.get("max_request_body").and_then(|v| v.as_integer());
+    let rs = rules(&l);
+    // the server's, first and for every request of it
+    let server_rule = rs.iter().position(|r| limit(r) == Some(2 << 20));
+    assert_eq!(server_rule, Some(0), "{rs:#?}");
+    assert!(str_of(&rs[0], "path_prefix").is_none() && str_of(&rs[0], "pool").is_none());
+    // each location's on the rule that proxies it; /api has none of its own
+    let of = |prefix: &str| {
+        rs.iter()
+            .find(|r| str_of(r, "path_prefix") == Some(prefix) && r.get("pool").is_some())
+            .unwrap_or_else(|| panic!("no rule for {prefix}: {rs:#?}"))
+    };
+    assert_eq!(limit(of("/up")), Some(0));
+    assert_eq!(limit(of("/api")), None);
+    // `location /` with a limit of its own is a rule, not the default pool
+    let root = rs
+        .iter()
+        .find(|r| r.get("path_prefix").is_none() && r.get("pool").is_some())
+        .unwrap_or_else(|| panic!("no rule for /: {rs:#?}"));
+    assert_eq!(limit(root), Some(1 << 10));
+    for d in [
+        "client_max_body_size 1m",
+        "client_max_body_size 2m",
+        "client_max_body_size 0",
+        "client_max_body_size 1k",
+    ] {
         assert!(
             report
                 .iter()
-                .any(|e| e.directive == "client_max_body_size 1m"
-                    && e.fidelity == Fidelity::Approximated),
-            "{raised}: {report:?}"
+                .any(|e| e.directive == d && e.fidelity == Fidelity::Mapped),
+            "{d}: {report:#?}"
         );
     }
-    // a conf.d snippet (no http block): the same
-    let (cfg, _) = run("upstream u { server 10.0.0.1:80; }\nclient_max_body_size 1m;\nserver { listen 80; location /up { client_max_body_size 20m; proxy_pass http://u; } }\n");
-    assert!(
-        on(&cfg, "0.0.0.0:80").get("max_request_body").is_none(),
-        "{cfg}"
+    // and the result is a config rampart takes
+    let im = import(
+        "events {}\nhttp { upstream u { server 10.0.0.1:80; }\n server { listen 80; client_max_body_size 2m; location /up { client_max_body_size 0; proxy_pass http://u; } location / { proxy_pass http://u; } } }\n",
+        "test.conf",
     );
-    // a smaller one below: the http level's still holds where nginx's does
-    let (cfg, _) = http("  client_max_body_size 1m;\n  server { listen 80; location /small { client_max_body_size 1k; proxy_pass http://u; } location / { proxy_pass http://u; } }");
-    assert_eq!(
-        on(&cfg, "0.0.0.0:80")["max_request_body"].as_integer(),
-        Some(1 << 20)
-    );
+    crate::config::parse(&im.toml, "t.toml").unwrap_or_else(|e| panic!("{e}\n{}", im.toml));
 }
 
 /// The pages of a listener: status → file.
