@@ -1392,3 +1392,94 @@ impl hyper::body::Body for WithTrailers {
         std::task::Poll::Ready(frame.map(Ok))
     }
 }
+
+/// A server that answers an upload before reading it (413 from its own body
+/// limit) and closes: the client gets that answer, over HTTP/1.1 (a length
+/// and chunked, both on hyper's path) and HTTP/2, as from HAProxy. rampart
+/// wrote on until the server's close failed the write, and answered 502
+/// with the server's answer unread in the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_early_answer_to_an_upload_reaches_the_client() {
+    let l = listen(free_addr("127.0.0.1")).await;
+    let backend = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                // (the body left unread: the close resets the connection)
+                let _ = s
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large")
+                    .await;
+            });
+        }
+    });
+    let listen = free_addr("127.0.0.1");
+    let _p = Proxy::start(&http_config(listen, "", &[(backend, 1)]), &[listen]).await;
+    const BIG: usize = 8 << 20;
+    for chunked in [false, true] {
+        let mut s = TcpStream::connect(listen).await.unwrap();
+        let framing = if chunked {
+            "Transfer-Encoding: chunked".to_string()
+        } else {
+            format!("Content-Length: {BIG}")
+        };
+        let head = format!("POST /up HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let (mut rd, mut wr) = s.into_split();
+        // the upload goes on while the answer is read (a client that
+        // stops sending once answered, as curl does)
+        let upload = tokio::spawn(async move {
+            let piece = if chunked {
+                let mut c = b"10000\r\n".to_vec();
+                c.extend_from_slice(&[7u8; 0x10000]);
+                c.extend_from_slice(b"\r\n");
+                c
+            } else {
+                vec![7u8; 0x10000]
+            };
+            for _ in 0..BIG / 0x10000 {
+                if wr.write_all(&piece).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !got.ends_with(b"too large") {
+            match tokio::time::timeout_at(deadline, rd.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        upload.abort();
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            got.starts_with("HTTP/1.1 413") && got.ends_with("too large"),
+            "chunked {chunked}: {got}"
+        );
+    }
+    let req = Request::post(format!("http://{listen}/up"))
+        .body(
+            http_body_util::StreamBody::new(futures_util::stream::iter((0..BIG / 0x10000).map(
+                |_| {
+                    Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(
+                        vec![7u8; 0x10000],
+                    )))
+                },
+            )))
+            .boxed(),
+        )
+        .unwrap();
+    let resp = h2c_client().request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"too large");
+}

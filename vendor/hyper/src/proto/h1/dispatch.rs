@@ -171,8 +171,10 @@ where
         // benchmarks often use. Perhaps it should be a config option instead.
         for _ in 0..16 {
             let _ = self.poll_read(cx)?;
-            let write_ready = self.poll_write(cx)?.is_ready();
-            let flush_ready = self.poll_flush(cx)?.is_ready();
+            let write = self.poll_write(cx);
+            let write_ready = self.answer_despite(write)?.is_ready();
+            let flush = self.poll_flush(cx);
+            let flush_ready = self.answer_despite(flush)?.is_ready();
 
             // If we can write more body and the connection is ready, we should
             // write again. If we return `Ready(Ok(())` here, we will yield
@@ -204,7 +206,8 @@ where
                 // Write was previously pending, but may have become ready since polling flush, so
                 // we need to check it again. If it is still pending, it is safe to yield and rely
                 // on wake-up from the connection futures.
-                if self.poll_write(cx)?.is_pending() {
+                let write = self.poll_write(cx);
+                if self.answer_despite(write)?.is_pending() {
                     // That write can have buffered bytes before going pending: a body that
                     // reached end-of-stream between the two write polls buffers the end of the
                     // message here, and then the write goes pending on the *next* message.
@@ -212,7 +215,8 @@ where
                     // until the peer gives up, since the wake-ups we then rely on are for
                     // reads. Flush what was just buffered before yielding.
                     if self.conn.has_buffered_write() {
-                        let _ = self.poll_flush(cx)?;
+                        let flush = self.poll_flush(cx);
+                        let _ = self.answer_despite(flush)?;
                     }
                     return Poll::Ready(Ok(()));
                 }
@@ -452,6 +456,33 @@ where
             debug!("error writing: {}", err);
             crate::Error::new_body_write(err)
         })
+    }
+
+    /// [rampart] A client whose request could not be written to its end
+    /// (the server closed while the body was going out, as a server that
+    /// answers an upload early with 413 does, then closes) still reads the
+    /// answer the server sent before it closed: the write side is given up
+    /// and the exchange goes on reading, until the answer comes or the read
+    /// fails too (then that error is the exchange's). Without this, the
+    /// write error failed the exchange with the answer unread in the socket
+    /// (HAProxy forwards such an answer). The request body's own error (the
+    /// caller cut it off), and every error of a server's, are returned as
+    /// they were.
+    fn answer_despite(&mut self, written: Poll<crate::Result<()>>) -> Poll<crate::Result<()>> {
+        match written {
+            Poll::Ready(Err(e))
+                if e.is_body_write()
+                    && !T::should_read_first()
+                    && !self.dispatch.should_poll()
+                    && !self.conn.is_read_closed() =>
+            {
+                debug!("error writing the request, reading the answer: {}", e);
+                self.body_rx.set(None);
+                self.conn.close_write();
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
     }
 
     fn close(&mut self) {
