@@ -1368,6 +1368,27 @@ async fn an_upload_ending_in_trailers_keeps_its_backend_connection() {
         );
         assert_eq!(conns.load(Ordering::SeqCst), 1, "HTTP/2 upload {i}");
     }
+    // with a declared length, the server is sent the length and not the
+    // trailers (HTTP/1.1 has none after a length), and its connection is
+    // kept all the same: the upload ended with its last byte
+    for i in 0..3 {
+        // (long enough to stream, not to go whole as bytes)
+        let req = Request::post(format!("http://{listen}/up"))
+            .header("trailer", "x-sum")
+            .header("content-length", "100000")
+            .body(WithTrailers(Some(bytes::Bytes::from(vec![b'h'; 100_000])), true).boxed())
+            .unwrap();
+        let (r, body) = send(&c, req).await;
+        assert_eq!(
+            (r.status(), &body[..12]),
+            (StatusCode::OK, &b"100000 bytes"[..])
+        );
+        assert_eq!(
+            conns.load(Ordering::SeqCst),
+            1,
+            "HTTP/2 upload of a length {i}"
+        );
+    }
 }
 
 /// A body of one data frame and then the trailers `x-sum: 5`, each given
@@ -1395,11 +1416,13 @@ impl hyper::body::Body for WithTrailers {
 
 /// A server that answers an upload before reading it (413 from its own body
 /// limit) and closes: the client gets that answer, over HTTP/1.1 (a length
-/// and chunked, both on hyper's path) and HTTP/2, as from HAProxy. rampart
-/// wrote on until the server's close failed the write, and answered 502
-/// with the server's answer unread in the socket.
+/// and chunked, both on hyper's path) and HTTP/2, as from HAProxy; a long
+/// answer too, read on after writing the upload failed. rampart wrote on
+/// until the server's close failed the write, and answered 502 with the
+/// server's answer unread in the socket (or cut a long one off).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_servers_early_answer_to_an_upload_reaches_the_client() {
+    const LONG: usize = 100_000;
     let l = listen(free_addr("127.0.0.1")).await;
     let backend = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -1413,58 +1436,34 @@ async fn a_servers_early_answer_to_an_upload_reaches_the_client() {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
+                let body = if head.starts_with(b"POST /long ") {
+                    vec![b'x'; LONG]
+                } else {
+                    b"too large".to_vec()
+                };
+                let mut answer = format!(
+                    "HTTP/1.1 413 Payload Too Large\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                answer.extend_from_slice(&body);
                 // (the body left unread: the close resets the connection)
-                let _ = s
-                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large")
-                    .await;
+                let _ = s.write_all(&answer).await;
             });
         }
     });
     let listen = free_addr("127.0.0.1");
     let _p = Proxy::start(&http_config(listen, "", &[(backend, 1)]), &[listen]).await;
     const BIG: usize = 8 << 20;
-    for chunked in [false, true] {
-        let mut s = TcpStream::connect(listen).await.unwrap();
-        let framing = if chunked {
-            "Transfer-Encoding: chunked".to_string()
-        } else {
-            format!("Content-Length: {BIG}")
-        };
-        let head = format!("POST /up HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\n");
-        s.write_all(head.as_bytes()).await.unwrap();
-        let (mut rd, mut wr) = s.into_split();
-        // the upload goes on while the answer is read (a client that
-        // stops sending once answered, as curl does)
-        let upload = tokio::spawn(async move {
-            let piece = if chunked {
-                let mut c = b"10000\r\n".to_vec();
-                c.extend_from_slice(&[7u8; 0x10000]);
-                c.extend_from_slice(b"\r\n");
-                c
-            } else {
-                vec![7u8; 0x10000]
-            };
-            for _ in 0..BIG / 0x10000 {
-                if wr.write_all(&piece).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !got.ends_with(b"too large") {
-            match tokio::time::timeout_at(deadline, rd.read(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
-                _ => break,
-            }
+    for (path, want) in [("/up", 9), ("/long", LONG)] {
+        for chunked in [false, true] {
+            let (head, body) = early_answer(listen, path, chunked, BIG).await;
+            assert!(
+                head.starts_with("HTTP/1.1 413"),
+                "{path} chunked {chunked}: {head}"
+            );
+            assert_eq!(body, want, "{path} chunked {chunked}: {head}");
         }
-        upload.abort();
-        let got = String::from_utf8_lossy(&got);
-        assert!(
-            got.starts_with("HTTP/1.1 413") && got.ends_with("too large"),
-            "chunked {chunked}: {got}"
-        );
     }
     let req = Request::post(format!("http://{listen}/up"))
         .body(
@@ -1482,4 +1481,72 @@ async fn a_servers_early_answer_to_an_upload_reaches_the_client() {
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"too large");
+}
+
+/// Uploads `big` bytes to `path` through `listen` (with a length, or
+/// chunked) while reading the answer, as a client that stops sending once
+/// answered: the answer's head, and how much of its body (by its
+/// Content-Length) came before the connection ended or 10 s passed.
+async fn early_answer(
+    listen: SocketAddr,
+    path: &str,
+    chunked: bool,
+    big: usize,
+) -> (String, usize) {
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_string()
+    } else {
+        format!("Content-Length: {big}")
+    };
+    let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let upload = tokio::spawn(async move {
+        let piece = if chunked {
+            let mut c = b"10000\r\n".to_vec();
+            c.extend_from_slice(&[7u8; 0x10000]);
+            c.extend_from_slice(b"\r\n");
+            c
+        } else {
+            vec![7u8; 0x10000]
+        };
+        for _ in 0..big / 0x10000 {
+            if wr.write_all(&piece).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16384];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let split = |got: &[u8]| {
+        let end = got
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(got.len(), |i| i + 4);
+        (got[..end].to_vec(), got.len() - end)
+    };
+    let complete = |got: &[u8]| {
+        if !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            return false;
+        }
+        let (head, body) = split_head(got);
+        let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+        let len = text
+            .split("content-length: ")
+            .nth(1)
+            .and_then(|r| r.split("\r\n").next())
+            .and_then(|n| n.trim().parse::<usize>().ok());
+        len.is_some_and(|n| body.len() >= n)
+    };
+    while !complete(&got) {
+        match tokio::time::timeout_at(deadline, rd.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    upload.abort();
+    let (head, body) = split(&got);
+    (String::from_utf8_lossy(&head).into_owned(), body)
 }

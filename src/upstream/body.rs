@@ -308,8 +308,14 @@ impl Body for ReqBody {
                             }
                         }
                         // (trailers are the last frame, though an HTTP/1.1
-                        // body does not say it has ended until polled again)
-                        if f.is_trailers() || body.is_end_stream() {
+                        // body does not say it has ended until polled again;
+                        // and a body of a declared length has been sent whole
+                        // with its last byte: hyper's client writes no
+                        // trailers after a length, nor asks for them)
+                        if f.is_trailers()
+                            || body.is_end_stream()
+                            || body.size_hint().exact() == Some(0)
+                        {
                             if let Some(p) = progress {
                                 p.set_done();
                             }
@@ -355,6 +361,23 @@ impl Body for ReqBody {
             }
             ReqBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ReqBody::Full(None) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl Drop for ReqBody {
+    fn drop(&mut self) {
+        // Given up before its end by what sent it (hyper's client, once
+        // writing to a server that answered early and closed failed): from
+        // now on it is the server's turn, bounded by `server_timeout`, not
+        // the client's that may never come.
+        if let ReqBody::Incoming {
+            progress: Some(p), ..
+        } = self
+        {
+            if !p.is_done() {
+                p.pulled(false);
+            }
         }
     }
 }

@@ -362,13 +362,13 @@ where
 }
 
 /// A request body as the HTTP/2 client takes it.
-fn to_send(body: ReqBody) -> SendBody<ReqBody> {
-    match body {
+fn to_send(mut body: ReqBody) -> SendBody<ReqBody> {
+    match &mut body {
         b if b.is_end_stream() => SendBody::Empty,
         // a body already in memory (kept for resending) goes whole, without
         // a task of its own
-        ReqBody::Full(Some(data)) => SendBody::Whole(data),
-        b => SendBody::Stream(b),
+        ReqBody::Full(data @ Some(_)) => data.take().map_or(SendBody::Empty, SendBody::Whole),
+        _ => SendBody::Stream(body),
     }
 }
 

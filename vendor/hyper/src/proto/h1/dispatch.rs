@@ -25,6 +25,9 @@ pub(crate) struct Dispatcher<D, Bs: Body, I, T> {
     body_tx: SenderDropGuard,
     body_rx: Pin<Box<Option<Bs>>>,
     is_closing: bool,
+    /// [rampart] Writing the request failed and was given up, its answer
+    /// still read (`answer_despite`): nothing is written or flushed again.
+    write_given_up: bool,
 }
 
 pub(crate) trait Dispatch {
@@ -84,6 +87,7 @@ where
             body_tx: SenderDropGuard::none(),
             body_rx: Box::pin(None),
             is_closing: false,
+            write_given_up: false,
         }
     }
 
@@ -153,7 +157,7 @@ where
             if let Some(pending) = self.conn.pending_upgrade() {
                 self.conn.take_error()?;
                 return Poll::Ready(Ok(Dispatched::Upgrade(pending)));
-            } else if should_shutdown {
+            } else if should_shutdown && !self.write_given_up {
                 ready!(self.conn.poll_shutdown(cx)).map_err(crate::Error::new_shutdown)?;
             }
             self.conn.take_error()?;
@@ -359,7 +363,7 @@ where
 
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<crate::Result<()>> {
         loop {
-            if self.is_closing {
+            if self.is_closing || self.write_given_up {
                 return Poll::Ready(Ok(()));
             } else if self.body_rx.is_none()
                 && self.conn.can_write_head()
@@ -452,6 +456,10 @@ where
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<crate::Result<()>> {
+        if self.write_given_up {
+            // (what is left in the write buffer would only fail again)
+            return Poll::Ready(Ok(()));
+        }
         self.conn.poll_flush(cx).map_err(|err| {
             debug!("error writing: {}", err);
             crate::Error::new_body_write(err)
@@ -462,8 +470,10 @@ where
     /// (the server closed while the body was going out, as a server that
     /// answers an upload early with 413 does, then closes) still reads the
     /// answer the server sent before it closed: the write side is given up
-    /// and the exchange goes on reading, until the answer comes or the read
-    /// fails too (then that error is the exchange's). Without this, the
+    /// (nothing is written or flushed again, so the same error cannot end
+    /// the answer's body once its head is through) and the exchange goes on
+    /// reading, until the answer is whole or the read fails too (then that
+    /// error is the exchange's). Without this, the
     /// write error failed the exchange with the answer unread in the socket
     /// (HAProxy forwards such an answer). The request body's own error (the
     /// caller cut it off), and every error of a server's, are returned as
@@ -479,6 +489,7 @@ where
                 debug!("error writing the request, reading the answer: {}", e);
                 self.body_rx.set(None);
                 self.conn.close_write();
+                self.write_given_up = true;
                 Poll::Ready(Ok(()))
             }
             other => other,
