@@ -87,6 +87,13 @@ pub trait RequestView {
     fn bare_host(&self) -> Option<&str> {
         self.host().map(strip_port)
     }
+
+    /// The length of the body the request declares (Content-Length, an
+    /// HTTP/2 stream's content-length; 0 when it declares none), checked
+    /// against `max_request_body` once the rules have decided.
+    fn declared_body(&self) -> u64 {
+        0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -505,6 +512,9 @@ impl<V: RequestView + ?Sized> RequestView for RewrittenView<'_, V> {
     }
     fn bare_host(&self) -> Option<&str> {
         self.inner.bare_host()
+    }
+    fn declared_body(&self) -> u64 {
+        self.inner.declared_body()
     }
 }
 

@@ -201,13 +201,17 @@ async fn a_rules_max_request_body_replaces_the_listeners() {
         rule(&kind("avatar"), "max_request_body = 10"),
         rule(&kind("free"), "max_request_body = 0"),
         rule(&kind("denied"), "deny = 403"),
+        rule(
+            &kind("limited"),
+            "rate_limit = \"once\"\n  max_request_body = 10",
+        ),
     ]
     .concat();
     let cfg = config(listen, admin, backend.addr, "1KiB").replacen(
         "pool = \"api\"\n",
         &format!("pool = \"api\"\n{rules}"),
         1,
-    );
+    ) + "\n[[rate_limit]]\nname = \"once\"\nkey = \"all\"\nrate = \"1/h\"\nburst = 0\n";
     let _p = Proxy::start(&cfg, &[listen, admin]).await;
     let post_to = |path: &str, len: usize, fields: &str| {
         format!(
@@ -247,10 +251,20 @@ async fn a_rules_max_request_body_replaces_the_listeners() {
     // no limit at all: 3 MiB
     let free = post_to("/upload", 3 << 20, "x-kind: free\r\n");
     served(&exchange(listen, &free, &vec![7u8; 3 << 20]).await, 3 << 20);
-    // a rule that answers comes before the limit, as nginx's `return`
+    // a rule that answers comes before the limit
     let denied = post_to("/upload", 2 << 20, "x-kind: denied\r\n");
     let r = exchange(listen, &denied, b"").await;
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    // a body refused for its length uses none of a rate limit (one request
+    // an hour here): as nginx checks a declared length before `limit_req`
+    let limited = |n: usize| post_to("/upload", n, "x-kind: limited\r\n");
+    for _ in 0..3 {
+        let r = exchange(listen, &limited(11), &[7u8; 11]).await;
+        assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+    }
+    served(&exchange(listen, &limited(5), &[7u8; 5]).await, 5);
+    let r = exchange(listen, &limited(5), &[7u8; 5]).await;
+    assert!(r.starts_with("HTTP/1.1 429"), "{r}");
 
     // chunked (hyper's path, counted as it streams): 1,800 bytes pass under
     // the rule's 1 MiB, not under the listener's 1 KiB
@@ -275,5 +289,5 @@ async fn a_rules_max_request_body_replaces_the_listeners() {
     assert_eq!(resp.status(), 200);
     let got = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&got[..], format!("4096 {}", 7 * 4096).as_bytes());
-    assert_eq!(refused(admin, "body_too_large").await, 5);
+    assert_eq!(refused(admin, "body_too_large").await, 8);
 }

@@ -217,14 +217,28 @@ impl ConnCtx {
         req: Option<(&str, &str)>,
         total: Option<Duration>,
     ) {
+        self.refused_from(self.peer.ip(), fault, status, req, total);
+    }
+
+    /// `refused`, logged with `client` (the one `client_ip_from` believes,
+    /// read from the request's head).
+    pub(super) fn refused_from(
+        &self,
+        client: std::net::IpAddr,
+        fault: super::RequestFault,
+        status: u16,
+        req: Option<(&str, &str)>,
+        total: Option<Duration>,
+    ) {
         self.count_fault(fault);
-        self.unserved(fault.end(), status, req, total);
+        self.unserved_from(client, fault.end(), status, req, total);
     }
 
     /// Logs a request that no pool saw (pool `-`), as `refused` does, with
     /// its own `end`: a client that left before its request was whole.
-    pub(super) fn unserved(
+    pub(super) fn unserved_from(
         &self,
+        client: std::net::IpAddr,
         end: crate::accesslog::End,
         status: u16,
         req: Option<(&str, &str)>,
@@ -234,7 +248,7 @@ impl ConnCtx {
             .plane
             .access_log
             .write(&crate::accesslog::Entry {
-                client: self.peer,
+                client: self.client_addr(client),
                 listener: self.listener_name(),
                 pool: "-",
                 server: None,

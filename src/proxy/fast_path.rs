@@ -120,6 +120,9 @@ impl RequestView for View<'_, '_> {
     fn bare_host(&self) -> Option<&str> {
         self.bare_host
     }
+    fn declared_body(&self) -> u64 {
+        self.r.body
+    }
 }
 
 /// Serves one HTTP client connection until it closes, or until `graceful` is
@@ -457,9 +460,16 @@ async fn refuse<S: ClientIo>(
         _ => None,
     };
     let req = head.as_ref().map(|r| (r.method, r.target));
+    // (logged with the client `client_ip_from` believes, when the head
+    // that names it was read)
+    let src = head.as_ref().map_or(ctx.peer.ip(), |r| {
+        ctx.permits
+            .listener()
+            .request_client(ctx.peer.ip(), || r.fields())
+    });
     match fault {
-        Some(f) => ctx.refused(f, status.as_u16(), req, total),
-        None => ctx.unserved(end, status.as_u16(), req, total),
+        Some(f) => ctx.refused_from(src, f, status.as_u16(), req, total),
+        None => ctx.unserved_from(src, end, status.as_u16(), req, total),
     }
     ctx.responded(status.as_u16());
     respond(
@@ -624,9 +634,7 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
     ) {
         // (a body over the limit the rules set: the listener's was checked
         // before the body was read)
-        Decision::Pool { max_body, .. } if max_body > 0 && r.body > max_body => {
-            return Some(Step::Reject(RequestFault::BodyTooLarge, None))
-        }
+        Decision::TooLarge => return Some(Step::Reject(RequestFault::BodyTooLarge, None)),
         Decision::Pool {
             pool,
             edits,

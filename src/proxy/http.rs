@@ -345,16 +345,13 @@ async fn handle(
             priority,
             max_body,
         } => {
-            if max_body > 0 {
-                if too_large(&req, max_body) {
-                    return Ok(body_too_large(ctx, &req, start));
-                }
-                if !req.body().is_end_stream() {
-                    req = req.map(|b| ClientBody::capped(b, max_body));
-                }
+            // (a declared length over it was refused by `decide`)
+            if max_body > 0 && !req.body().is_end_stream() {
+                req = req.map(|b| ClientBody::capped(b, max_body));
             }
             (pool, edits, priority)
         }
+        lifecycle::Decision::TooLarge => return Ok(body_too_large(ctx, &req, start)),
         lifecycle::Decision::Reconfiguring | lifecycle::Decision::Elsewhere => {
             return Ok(reconfiguring())
         }
@@ -936,7 +933,14 @@ fn too_large(req: &Request<ClientBody>, max: u64) -> bool {
 fn body_too_large(ctx: &ConnCtx, req: &Request<ClientBody>, start: Instant) -> Response<ProxyBody> {
     let r = Some((req.method().as_str(), request_target(req)));
     let f = RequestFault::BodyTooLarge;
-    ctx.refused(f, f.status().as_u16(), r, Some(start.elapsed()));
+    // (logged with the client `client_ip_from` believes, as the request's
+    // answers are)
+    let client = ctx.permits.listener().request_client(ctx.peer.ip(), || {
+        req.headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+    });
+    ctx.refused_from(client, f, f.status().as_u16(), r, Some(start.elapsed()));
     closing(plain(f.status(), f.text()))
 }
 
@@ -1045,6 +1049,7 @@ pub(super) fn decided(
             r
         }
         lifecycle::Decision::Pool { .. }
+        | lifecycle::Decision::TooLarge
         | lifecycle::Decision::Reconfiguring
         | lifecycle::Decision::Elsewhere => reconfiguring(),
     };
@@ -1102,6 +1107,9 @@ impl crate::rules::RequestView for View<'_> {
     }
     fn bare_host(&self) -> Option<&str> {
         self.bare_host
+    }
+    fn declared_body(&self) -> u64 {
+        self.req.body().size_hint().lower()
     }
 }
 

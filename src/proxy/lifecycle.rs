@@ -80,6 +80,10 @@ pub enum Decision {
         body: Bytes,
         retry_after: u64,
     },
+    /// A declared body over the request's `max_request_body` (its rules'
+    /// or its listener's): 413, before any limit is charged, as nginx
+    /// checks a location's `client_max_body_size` before `limit_req`.
+    TooLarge,
     /// Over a rate limit: 429.
     Limited {
         name: String,
@@ -180,6 +184,10 @@ pub fn decide(
     if !stays(pool) {
         return Decision::Elsewhere;
     }
+    let max_body = l.rules.max_body(applied).unwrap_or(l.max_request_body);
+    if max_body > 0 && req.declared_body() > max_body {
+        return Decision::TooLarge;
+    }
     // A refused write is not charged to a rate or a quota: read-only first.
     if is_write(applied.writes, req.method()) {
         if let Some((ro, _)) = read_only(&snap, l, pool) {
@@ -232,7 +240,7 @@ pub fn decide(
     Decision::Pool {
         pool: Arc::clone(pool),
         priority: applied.priority.unwrap_or_default(),
-        max_body: l.rules.max_body(applied).unwrap_or(l.max_request_body),
+        max_body,
         edits: (!applied.is_empty()).then(|| RuleEdits {
             rules: Arc::clone(&l.rules),
             applied,
