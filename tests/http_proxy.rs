@@ -1436,26 +1436,40 @@ async fn a_servers_early_answer_to_an_upload_reaches_the_client() {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let body = if head.starts_with(b"POST /long ") {
+                let body = if head.starts_with(b"POST /long") {
                     vec![b'x'; LONG]
                 } else {
                     b"too large".to_vec()
                 };
+                if head.starts_with(b"POST /long-late ") {
+                    // a server slow to answer: the upload has filled what
+                    // the sockets hold by then, and rampart waits to write
+                    // when the answer comes (its head is read before the
+                    // write fails)
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
                 let mut answer = format!(
                     "HTTP/1.1 413 Payload Too Large\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                     body.len()
                 )
                 .into_bytes();
                 answer.extend_from_slice(&body);
-                // (the body left unread: the close resets the connection)
+                // (the body left unread: the close resets the connection,
+                // and the kernel drops what it has not sent of the answer:
+                // the close waits until all of it was taken, as a server
+                // whose answer went out before it closed)
                 let _ = s.write_all(&answer).await;
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while unsent(&s) > 0 && Instant::now() < deadline {
+                    tokio::task::yield_now().await;
+                }
             });
         }
     });
     let listen = free_addr("127.0.0.1");
     let _p = Proxy::start(&http_config(listen, "", &[(backend, 1)]), &[listen]).await;
     const BIG: usize = 8 << 20;
-    for (path, want) in [("/up", 9), ("/long", LONG)] {
+    for (path, want) in [("/up", 9), ("/long", LONG), ("/long-late", LONG)] {
         for chunked in [false, true] {
             let (head, body) = early_answer(listen, path, chunked, BIG).await;
             assert!(
@@ -1481,6 +1495,17 @@ async fn a_servers_early_answer_to_an_upload_reaches_the_client() {
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"too large");
+}
+
+/// Bytes written to `s` that its peer has not acknowledged (SIOCOUTQ).
+fn unsent(s: &TcpStream) -> i32 {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one c_int into `n`, which outlives
+    // the call, on the open socket `s` borrows.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    assert_eq!(r, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+    n
 }
 
 /// Uploads `big` bytes to `path` through `listen` (with a length, or

@@ -476,14 +476,16 @@ where
     /// error is the exchange's). Without this, the
     /// write error failed the exchange with the answer unread in the socket
     /// (HAProxy forwards such an answer). The request body's own error (the
-    /// caller cut it off), and every error of a server's, are returned as
-    /// they were.
+    /// caller cut it off), a write error once the answer has been read, and
+    /// every error of a server's, are returned as they were.
     fn answer_despite(&mut self, written: Poll<crate::Result<()>>) -> Poll<crate::Result<()>> {
         match written {
+            // (the response awaited, or its body being read: its head may
+            // have come in the same wake-up as the write's failure)
             Poll::Ready(Err(e))
                 if e.is_body_write()
                     && !T::should_read_first()
-                    && !self.dispatch.should_poll()
+                    && (!self.dispatch.should_poll() || self.conn.can_read_body())
                     && !self.conn.is_read_closed() =>
             {
                 debug!("error writing the request, reading the answer: {}", e);
