@@ -541,9 +541,9 @@ fn prepare(ctx: &ConnCtx, b: &[u8], body_wait: &mut Option<NonZeroU32>) -> Optio
         Err(HeadError::Invalid(_)) => return Some(Step::Reject(RequestFault::MalformedHead, None)),
     };
     // A declared body over max_request_body (the most any rule allows) is
-    // refused here, before any of it is read (with `Expect: 100-continue`, hyper's path does it, without
-    // a 100); what the client goes on sending is read and dropped before the
-    // close (`linger`).
+    // refused here, before any of it is read (with `Expect: 100-continue`,
+    // hyper's path does it, without a 100); what the client goes on sending
+    // is read and dropped before the close (`linger`).
     // (not for a head hyper's path refuses or answers otherwise: Expect,
     // Transfer-Encoding, Upgrade, a missing Host)
     let plain_head = matches!(

@@ -440,13 +440,6 @@ impl Error {
         Error::new(Kind::Body).with(cause)
     }
 
-    /// [rampart] Whether writing to the connection failed (not the body
-    /// being written: its own error is the caller's).
-    #[cfg(all(feature = "http1", any(feature = "client", feature = "server")))]
-    pub(super) fn is_body_write(&self) -> bool {
-        matches!(self.inner.kind, Kind::BodyWrite)
-    }
-
     #[cfg(all(
         any(feature = "client", feature = "server"),
         any(feature = "http1", feature = "http2")

@@ -175,10 +175,8 @@ where
         // benchmarks often use. Perhaps it should be a config option instead.
         for _ in 0..16 {
             let _ = self.poll_read(cx)?;
-            let write = self.poll_write(cx);
-            let write_ready = self.answer_despite(write)?.is_ready();
-            let flush = self.poll_flush(cx);
-            let flush_ready = self.answer_despite(flush)?.is_ready();
+            let write_ready = self.poll_write(cx)?.is_ready();
+            let flush_ready = self.poll_flush(cx)?.is_ready();
 
             // If we can write more body and the connection is ready, we should
             // write again. If we return `Ready(Ok(())` here, we will yield
@@ -210,8 +208,7 @@ where
                 // Write was previously pending, but may have become ready since polling flush, so
                 // we need to check it again. If it is still pending, it is safe to yield and rely
                 // on wake-up from the connection futures.
-                let write = self.poll_write(cx);
-                if self.answer_despite(write)?.is_pending() {
+                if self.poll_write(cx)?.is_pending() {
                     // That write can have buffered bytes before going pending: a body that
                     // reached end-of-stream between the two write polls buffers the end of the
                     // message here, and then the write goes pending on the *next* message.
@@ -219,8 +216,7 @@ where
                     // until the peer gives up, since the wake-ups we then rely on are for
                     // reads. Flush what was just buffered before yielding.
                     if self.conn.has_buffered_write() {
-                        let flush = self.poll_flush(cx);
-                        let _ = self.answer_despite(flush)?;
+                        let _ = self.poll_flush(cx)?;
                     }
                     return Poll::Ready(Ok(()));
                 }
@@ -455,17 +451,6 @@ where
         }
     }
 
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<crate::Result<()>> {
-        if self.write_given_up {
-            // (what is left in the write buffer would only fail again)
-            return Poll::Ready(Ok(()));
-        }
-        self.conn.poll_flush(cx).map_err(|err| {
-            debug!("error writing: {}", err);
-            crate::Error::new_body_write(err)
-        })
-    }
-
     /// [rampart] A client whose request could not be written to its end
     /// (the server closed while the body was going out, as a server that
     /// answers an upload early with 413 does, then closes) still reads the
@@ -473,28 +458,35 @@ where
     /// (nothing is written or flushed again, so the same error cannot end
     /// the answer's body once its head is through) and the exchange goes on
     /// reading, until the answer is whole or the read fails too (then that
-    /// error is the exchange's). Without this, the
-    /// write error failed the exchange with the answer unread in the socket
-    /// (HAProxy forwards such an answer). The request body's own error (the
-    /// caller cut it off), a write error once the answer has been read, and
-    /// every error of a server's, are returned as they were.
-    fn answer_despite(&mut self, written: Poll<crate::Result<()>>) -> Poll<crate::Result<()>> {
-        match written {
+    /// error is the exchange's). Without this, the write error failed the
+    /// exchange with the answer unread in the socket (HAProxy forwards such
+    /// an answer). Writing to the connection fails only here (every write
+    /// goes out through this flush); a write error once the answer has been
+    /// read, and every error of a server's, are returned as they were.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<crate::Result<()>> {
+        if self.write_given_up {
+            // (what is left in the write buffer would only fail again)
+            return Poll::Ready(Ok(()));
+        }
+        match ready!(self.conn.poll_flush(cx)) {
+            Ok(()) => Poll::Ready(Ok(())),
             // (the response awaited, or its body being read: its head may
             // have come in the same wake-up as the write's failure)
-            Poll::Ready(Err(e))
-                if e.is_body_write()
-                    && !T::should_read_first()
+            Err(_err)
+                if !T::should_read_first()
                     && (!self.dispatch.should_poll() || self.conn.can_read_body())
                     && !self.conn.is_read_closed() =>
             {
-                debug!("error writing the request, reading the answer: {}", e);
+                debug!("error writing the request, reading the answer: {}", _err);
                 self.body_rx.set(None);
                 self.conn.close_write();
                 self.write_given_up = true;
                 Poll::Ready(Ok(()))
             }
-            other => other,
+            Err(err) => {
+                debug!("error writing: {}", err);
+                Poll::Ready(Err(crate::Error::new_body_write(err)))
+            }
         }
     }
 
