@@ -751,6 +751,7 @@ impl RespHead<'_> {
         let conn = &self.conn;
         let dropped =
             |name: &str| edits.is_some_and(|e| e.rules.drops_response_header(e.applied, name));
+        let replaces = edits.is_some_and(|e| e.rules.replaces_response_values(e.applied));
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(&itoa_status(self.status));
         out.push(b' ');
@@ -787,6 +788,12 @@ impl RespHead<'_> {
                 // Connection may name extension fields, never the framing ones.
                 Field::Other if !conn.named.is_empty() && conn.names(h.name) => {}
                 _ if edits.is_some() && dropped(h.name) => {}
+                _ if replaces => {
+                    match edits.and_then(|e| e.rules.response_value(e.applied, h.name, h.value)) {
+                        Some(v) => push_header(out, h.name.as_bytes(), v.as_bytes()),
+                        None => push_header(out, h.name.as_bytes(), h.value),
+                    }
+                }
                 _ => push_header(out, h.name.as_bytes(), h.value),
             }
         }

@@ -529,6 +529,9 @@ pub struct Edits {
     pub add: Vec<(HeaderName, HeaderValue)>,
     pub response_del: Vec<HeaderName>,
     pub response_set: Vec<(HeaderName, HeaderValue)>,
+    /// `response_replace_header`: values of a server's field rewritten by a
+    /// regex (before any rule's deletes and sets, which they never rewrite).
+    pub response_replace: Vec<HeaderReplace>,
     /// `rewrite_prefix` or `rewrite_path`: the path the server gets.
     pub rewrite: Option<PathRewrite>,
 }
@@ -541,6 +544,43 @@ impl Edits {
             && self.add.is_empty()
             && self.response_del.is_empty()
             && self.response_set.is_empty()
+            && self.response_replace.is_empty()
+    }
+
+    fn edits_response(&self) -> bool {
+        !self.response_del.is_empty()
+            || !self.response_set.is_empty()
+            || !self.response_replace.is_empty()
+    }
+}
+
+/// `response_replace_header = { name, regex, to }`: every line of `name` from
+/// the server whose value `regex` matches becomes `to`, its `$1` or `${name}`
+/// filled from the match (HAProxy's `http-response replace-header`; nginx's
+/// `proxy_redirect` is one on `Location` and `Refresh`). The whole value is
+/// replaced, as HAProxy does; a value that is not UTF-8 is left as it is.
+#[derive(Debug, Clone)]
+pub struct HeaderReplace {
+    pub name: HeaderName,
+    pub re: regex::Regex,
+    pub to: String,
+}
+
+impl PartialEq for HeaderReplace {
+    fn eq(&self, o: &HeaderReplace) -> bool {
+        self.name == o.name && self.re.as_str() == o.re.as_str() && self.to == o.to
+    }
+}
+
+impl HeaderReplace {
+    /// The new value for `value`; None: unchanged (not UTF-8, no match, or a
+    /// result that is not a field value).
+    pub fn apply(&self, value: &[u8]) -> Option<HeaderValue> {
+        let text = std::str::from_utf8(value).ok()?;
+        let caps = self.re.captures(text)?;
+        let mut out = String::with_capacity(self.to.len() + text.len());
+        caps.expand(&self.to, &mut out);
+        HeaderValue::from_str(out.trim_matches([' ', '\t'])).ok()
     }
 }
 
@@ -664,9 +704,7 @@ impl RuleEdits {
 
     /// Whether a response edit applies.
     pub fn edits_response(&self) -> bool {
-        self.rules
-            .edits(self.applied)
-            .any(|e| !e.response_del.is_empty() || !e.response_set.is_empty())
+        self.rules.edits(self.applied).any(Edits::edits_response)
     }
 }
 
@@ -884,6 +922,17 @@ impl RuleSet {
 
     /// Applies the response edits of `applied` to a header map.
     pub fn edit_response(&self, applied: Applied, h: &mut http::HeaderMap) {
+        // the server's values first, as the fast path rewrites them while
+        // copying its lines (a rule's set is never rewritten)
+        for r in self.edits(applied).flat_map(|e| &e.response_replace) {
+            if let http::header::Entry::Occupied(mut o) = h.entry(&r.name) {
+                for v in o.iter_mut() {
+                    if let Some(new) = r.apply(v.as_bytes()) {
+                        *v = new;
+                    }
+                }
+            }
+        }
         for e in self.edits(applied) {
             for n in &e.response_del {
                 h.remove(n);
@@ -945,6 +994,34 @@ impl RuleSet {
                     .iter()
                     .any(|(n, _)| name.eq_ignore_ascii_case(n.as_str()))
         })
+    }
+
+    /// A line of the server's `name` as the response edits of `applied`
+    /// rewrite it (`response_replace_header`, in rule order); None: as sent.
+    /// (Lines a rule deletes or sets are `drops_response_header`'s.)
+    pub fn response_value(
+        &self,
+        applied: Applied,
+        name: &str,
+        value: &[u8],
+    ) -> Option<HeaderValue> {
+        let mut new: Option<HeaderValue> = None;
+        for e in self.edits(applied) {
+            for r in &e.response_replace {
+                if name.eq_ignore_ascii_case(r.name.as_str()) {
+                    let now = new.as_ref().map_or(value, HeaderValue::as_bytes);
+                    if let Some(v) = r.apply(now) {
+                        new = Some(v);
+                    }
+                }
+            }
+        }
+        new
+    }
+
+    /// Whether any response edit of `applied` rewrites values.
+    pub fn replaces_response_values(&self, applied: Applied) -> bool {
+        self.edits(applied).any(|e| !e.response_replace.is_empty())
     }
 
     /// Header lines the response edits of `applied` set.

@@ -738,3 +738,127 @@ async fn a_trusted_proxy_names_the_client_and_no_one_else_does() {
         assert_eq!(seen("x-forwarded-for"), "203.0.113.9, 127.0.0.1", "{what}");
     }
 }
+
+/// `response_replace_header` (HAProxy's `http-response replace-header`,
+/// nginx's `proxy_redirect`): every line of the server's field that the
+/// regex matches becomes the replacement, whole, on the fast path, hyper's
+/// (a chunked upload) and to an HTTP/2 client; lines it does not match, a
+/// rule's own `response_set_header` and the answers of requests the rule
+/// does not match stay as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_rewrites_the_servers_redirects() {
+    let app = answering(|req: Request<hyper::body::Incoming>| async move {
+        let path = req.uri().path().to_string();
+        let mut r = hyper::Response::new(http_body_util::BodyExt::boxed(
+            http_body_util::Full::new(bytes::Bytes::from_static(b"moved")),
+        ));
+        *r.status_mut() = StatusCode::FOUND;
+        let h = r.headers_mut();
+        h.insert(
+            "location",
+            format!("http://app.internal{path}").parse().unwrap(),
+        );
+        h.append(
+            "link",
+            "<http://app.internal/a.css>; rel=preload".parse().unwrap(),
+        );
+        h.append(
+            "link",
+            "<https://cdn.example/b.js>; rel=preload".parse().unwrap(),
+        );
+        h.append(
+            "link",
+            "<http://app.internal/c.js>; rel=preload".parse().unwrap(),
+        );
+        h.insert("x-other", "http://app.internal/keep".parse().unwrap());
+        h.insert(
+            "x-bytes",
+            hyper::header::HeaderValue::from_bytes(b"http://app.internal/\xff").unwrap(),
+        );
+        r
+    })
+    .await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let cfg = format!(
+        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
+         [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"app\"\n\
+           [[listener.rule]]\n  path_prefix = \"/app/\"\n  \
+             response_replace_header = {{ name = \"Location\", regex = \"^http://app\\\\.internal/(.*)$\", to = \"https://www.example.com/app/$1\" }}\n\
+           [[listener.rule]]\n  path_prefix = \"/app/\"\n  \
+             response_set_header = {{ \"x-set\" = \"http://app.internal/set\" }}\n  \
+             response_replace_header = [\n    \
+               {{ name = \"link\", regex = \"^<http://app\\\\.internal(/[^>]*)>(.*)$\", to = \"<${{1}}>$2\" }},\n    \
+               {{ name = \"x-set\", regex = \"app\", to = \"rewritten\" }},\n    \
+               {{ name = \"x-bytes\", regex = \"app\", to = \"rewritten\" }},\n  ]\n\
+           [[listener.rule]]\n  path_prefix = \"/app/twice/\"\n  \
+             response_replace_header = {{ name = \"location\", regex = \"^https://www\\\\.example\\\\.com(/.*)$\", to = \"$1\" }}\n\
+         [[pool]]\nname = \"app\"\n  [[pool.server]]\n  address = \"{app}\"\n"
+    );
+    let _p = Proxy::start(&cfg, &[listen]).await;
+    let fields = |resp: &hyper::Response<()>, n: &str| -> Vec<String> {
+        resp.headers()
+            .get_all(n)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    };
+    let b = |s: &str| s.to_string();
+    let upload: Option<&'static [u8]> = Some(b"abc");
+    for (what, c, body) in [
+        ("fast path", client(), None),
+        ("chunked upload", client(), upload),
+        ("HTTP/2 client", h2c_client(), None),
+    ] {
+        let req = |path: &str| {
+            let r = Request::post(format!("http://{listen}{path}"));
+            r.body(body.map_or_else(empty, chunked)).unwrap()
+        };
+        let (resp, _) = send(&c, req("/app/list?p=2")).await;
+        assert_eq!(resp.status(), StatusCode::FOUND, "{what}");
+        assert_eq!(
+            fields(&resp, "location"),
+            [b("https://www.example.com/app/app/list")],
+            "{what}"
+        );
+        assert_eq!(
+            fields(&resp, "link"),
+            [
+                b("</a.css>; rel=preload"),
+                b("<https://cdn.example/b.js>; rel=preload"),
+                b("</c.js>; rel=preload"),
+            ],
+            "{what}"
+        );
+        // not named, a rule's own value, a value that is not UTF-8: as they were
+        assert_eq!(
+            fields(&resp, "x-other"),
+            [b("http://app.internal/keep")],
+            "{what}"
+        );
+        assert_eq!(
+            fields(&resp, "x-set"),
+            [b("http://app.internal/set")],
+            "{what}"
+        );
+        assert_eq!(
+            fields(&resp, "x-bytes"),
+            [b("http://app.internal/\u{FFFD}")],
+            "{what}"
+        );
+        // a later rule's replace works on the earlier one's result
+        let (resp, _) = send(&c, req("/app/twice/x")).await;
+        assert_eq!(fields(&resp, "location"), [b("/app/app/twice/x")], "{what}");
+        // a request the rules do not match keeps the server's answer
+        let (resp, _) = send(&c, req("/other")).await;
+        assert_eq!(
+            fields(&resp, "location"),
+            [b("http://app.internal/other")],
+            "{what}"
+        );
+        assert_eq!(fields(&resp, "link").len(), 3, "{what}");
+        assert!(
+            fields(&resp, "link")[0].starts_with("<http://app.internal/"),
+            "{what}"
+        );
+    }
+}

@@ -729,6 +729,11 @@ pub struct RuleFile {
     pub response_set_header: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub response_del_header: Vec<String>,
+    /// `response_replace_header = { name = "Location", regex = "^http://app/(.*)$",
+    /// to = "/$1" }` (or a list of them): HAProxy's `http-response
+    /// replace-header`, nginx's `proxy_redirect`.
+    #[serde(default)]
+    pub response_replace_header: Replaces,
     /// `rewrite_prefix = "/"`: the rule's `path_prefix` (or `path`) is
     /// replaced with this in the path the server gets (nginx's `proxy_pass`
     /// with a URI).
@@ -780,6 +785,58 @@ pub struct DenyFull {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RewritePathFile {
+    pub regex: String,
+    pub to: String,
+}
+
+/// One `{ name, regex, to }` or a list of them.
+#[derive(Debug)]
+pub enum Replaces {
+    One(ReplaceHeaderFile),
+    Many(Vec<ReplaceHeaderFile>),
+}
+
+// (by hand, not `untagged`: a misspelt key inside is then named as such)
+impl<'de> Deserialize<'de> for Replaces {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Replaces;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("{ name = \"Location\", regex = \"^http://app/(.*)$\", to = \"/$1\" }, or a list of them")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<Replaces, A::Error> {
+                ReplaceHeaderFile::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(Replaces::One)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, s: A) -> Result<Replaces, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(s))
+                    .map(Replaces::Many)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Default for Replaces {
+    fn default() -> Replaces {
+        Replaces::Many(Vec::new())
+    }
+}
+
+impl Replaces {
+    pub fn as_slice(&self) -> &[ReplaceHeaderFile] {
+        match self {
+            Replaces::One(r) => std::slice::from_ref(r),
+            Replaces::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceHeaderFile {
+    pub name: String,
     pub regex: String,
     pub to: String,
 }

@@ -2,10 +2,12 @@
 //! rule is refused with its key and line named and a running proxy keeps the
 //! rules it has.
 
-use crate::config::file::{DenyFile, RuleFile};
+use crate::config::file::{DenyFile, Replaces, RuleFile};
 use crate::config::problems::{KeyPath, Problems};
 use crate::router::HostMatch;
-use crate::rules::{Edits, HeaderCond, Match, PathRewrite, Rule, RuleSet, Template, Terminal};
+use crate::rules::{
+    Edits, HeaderCond, HeaderReplace, Match, PathRewrite, Rule, RuleSet, Template, Terminal,
+};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use std::collections::HashMap;
@@ -183,6 +185,49 @@ fn rewrite(f: &RuleFile, rat: &KeyPath, p: &mut Problems<'_>) -> Option<PathRewr
             })
         }
     }
+}
+
+/// A rule's `response_replace_header`, checked.
+fn replaces(f: &RuleFile, rat: &KeyPath, p: &mut Problems<'_>) -> Vec<HeaderReplace> {
+    let one = matches!(f.response_replace_header, Replaces::One(_));
+    let mut out = Vec::new();
+    for (i, r) in f.response_replace_header.as_slice().iter().enumerate() {
+        let at = if one {
+            rat.key("response_replace_header")
+        } else {
+            rat.index("response_replace_header", i)
+        };
+        let Some(name) = header_name(&r.name, &at.key("name"), p) else {
+            continue;
+        };
+        let re = match regex::Regex::new(&r.regex) {
+            Ok(re) => re,
+            Err(e) => {
+                p.add(&at.key("regex"), format!("invalid regex: {e}"));
+                continue;
+            }
+        };
+        if let Some(c) = r.to.chars().find(|c| c.is_control() && *c != '\t') {
+            p.add(
+                &at.key("to"),
+                format!(
+                    "{c:?} in {:?}: a field value holds no control characters",
+                    r.to
+                ),
+            );
+            continue;
+        }
+        if let Err(e) = capture_refs(&re, &r.to) {
+            p.add(&at.key("to"), e);
+            continue;
+        }
+        out.push(HeaderReplace {
+            name,
+            re,
+            to: r.to.clone(),
+        });
+    }
+    out
 }
 
 /// Checks the `$1`, `${name}` references of a replacement against the
@@ -434,6 +479,7 @@ pub(super) fn compile(
                 false,
                 p,
             ),
+            response_replace: replaces(f, &rat, p),
             rewrite: rewrite(f, &rat, p),
         };
         let rate_limit = f.rate_limit.as_ref().and_then(|n| {
@@ -468,6 +514,7 @@ pub(super) fn compile(
             && f.add_header.is_empty()
             && f.response_del_header.is_empty()
             && f.response_set_header.is_empty()
+            && f.response_replace_header.as_slice().is_empty()
             && f.rewrite_prefix.is_none()
             && f.rewrite_path.is_none()
         {
