@@ -1,8 +1,8 @@
 //! Pure routing: (host, path) -> pool index. No I/O, no allocation per request.
 //!
 //! A few routes are scanned in order. Past [`SCAN_MAX`], a listener's routes are
-//! compiled into an index ([`RouteIndex`]): exact hosts and wildcard suffixes in
-//! hash maps, path prefixes by length, so a request costs O(labels of its host +
+//! compiled into an index ([`RouteIndex`]): exact hosts and wildcard suffixes
+//! and prefixes in hash maps, path prefixes by length, so a request costs O(labels of its host +
 //! distinct prefix lengths), not O(routes). First match wins either way: the
 //! index returns the lowest-numbered matching route (a test checks the two
 //! against each other).
@@ -21,6 +21,10 @@ pub enum HostMatch {
     /// `*.example.com`, stored as `.example.com`: matches `a.example.com`, `a.b.example.com`,
     /// not `example.com` itself (as nginx's `*.example.com`).
     Suffix(String),
+    /// `mail.*`, stored as `mail.`: matches `mail.example.com`, `mail.a.b`,
+    /// not `mail` itself (as nginx's `mail.*`; HAProxy's `hdr_beg(host)
+    /// mail.`).
+    Prefix(String),
 }
 
 impl HostMatch {
@@ -42,6 +46,10 @@ impl HostMatch {
             if valid(rest) {
                 return Ok(HostMatch::Suffix(format!(".{rest}")));
             }
+        } else if let Some(rest) = p.strip_suffix(".*") {
+            if valid(rest) {
+                return Ok(HostMatch::Prefix(format!("{rest}.")));
+            }
         } else if valid(&p) {
             return Ok(HostMatch::Exact(p));
         }
@@ -51,7 +59,7 @@ impl HostMatch {
             ));
         }
         Err(format!(
-            "invalid host pattern {pattern:?}: write an exact name (\"api.example.com\") or a wildcard (\"*.example.com\"), labels of letters, digits, '-' and '_' between single dots"
+            "invalid host pattern {pattern:?}: write an exact name (\"api.example.com\") or a wildcard (\"*.example.com\", \"mail.*\"), labels of letters, digits, '-' and '_' between single dots"
         ))
     }
 
@@ -62,6 +70,10 @@ impl HostMatch {
             HostMatch::Suffix(s) => {
                 host.len() > s.len()
                     && host.as_bytes()[host.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
+            }
+            HostMatch::Prefix(s) => {
+                host.len() > s.len()
+                    && host.as_bytes()[..s.len()].eq_ignore_ascii_case(s.as_bytes())
             }
         }
     }
@@ -140,6 +152,8 @@ struct RouteIndex {
     exact: HashMap<Box<[u8]>, Group>,
     /// ".example.com" (from "*.example.com", lowercase) -> its routes
     suffix: HashMap<Box<[u8]>, Group>,
+    /// "mail." (from "mail.*", lowercase) -> its routes
+    prefix: HashMap<Box<[u8]>, Group>,
     /// Routes without a host.
     any: Group,
 }
@@ -204,6 +218,7 @@ impl RouteIndex {
                 None => &mut ix.any,
                 Some(HostMatch::Exact(h)) => ix.exact.entry(h.as_bytes().into()).or_default(),
                 Some(HostMatch::Suffix(s)) => ix.suffix.entry(s.as_bytes().into()).or_default(),
+                Some(HostMatch::Prefix(s)) => ix.prefix.entry(s.as_bytes().into()).or_default(),
             };
             group.add(i, r.path_prefix.as_deref());
         }
@@ -235,6 +250,17 @@ impl RouteIndex {
             for (at, _) in lower.iter().enumerate().skip(1).filter(|(_, &b)| b == b'.') {
                 if let Some(g) = self.suffix.get(&lower[at..]) {
                     best = earliest(best, g.first(path));
+                }
+            }
+        }
+        if !self.prefix.is_empty() {
+            // "mail.*" matches a host that starts with "mail." and is longer:
+            // every dot but a trailing one ends a candidate prefix
+            for (at, _) in lower.iter().enumerate().filter(|(_, &b)| b == b'.') {
+                if at + 1 < lower.len() {
+                    if let Some(g) = self.prefix.get(&lower[..=at]) {
+                        best = earliest(best, g.first(path));
+                    }
                 }
             }
         }
@@ -387,6 +413,9 @@ mod tests {
             "example.com",
             "*.com",
             "x.org",
+            "a.*",
+            "a.example.*",
+            "example.*",
         ];
         let prefixes = ["/", "/v1", "/v1/", "/v2", "/static", "/s"];
         let req_hosts = [
@@ -401,6 +430,10 @@ mod tests {
             ".example.com",
             "A.Example.COM.:8443",
             "a.example.com.",
+            "a.",
+            "a",
+            "example.com.:80",
+            "A.b",
         ];
         let paths = [
             "/",
@@ -448,6 +481,33 @@ mod tests {
         // the root's dot names the same host
         assert_eq!(r.route(Some("api.example.com."), "/v1/users"), 1);
         assert_eq!(r.route(Some("www.example.com.:8080"), "/"), 2);
+    }
+
+    #[test]
+    fn a_trailing_wildcard_matches_names_that_start_with_it() {
+        let m = HostMatch::parse("Mail.*").unwrap();
+        assert_eq!(m, HostMatch::Prefix("mail.".into()));
+        for (host, want) in [
+            ("mail.example.com", true),
+            ("MAIL.example.org", true),
+            ("mail.x", true),
+            ("mail.", false),
+            ("mail", false),
+            ("email.example.com", false),
+            ("x.mail.example.com", false),
+        ] {
+            assert_eq!(m.matches(host), want, "{host:?}");
+        }
+        let r = Router::new(
+            vec![Route {
+                host: Some(m),
+                path_prefix: None,
+                pool: 1,
+            }],
+            0,
+        );
+        assert_eq!(r.route(Some("mail.example.com:8080"), "/"), 1);
+        assert_eq!(r.route(Some("www.example.com"), "/"), 0);
     }
 
     #[test]
@@ -522,6 +582,11 @@ mod tests {
             "a..b",
             "*..com",
             ".",
+            "a.*.*",
+            "*.a.*",
+            ".*",
+            "a*",
+            "*",
         ] {
             assert!(HostMatch::parse(p).is_err(), "{p:?}");
         }

@@ -358,3 +358,207 @@ async fn imported_body_limits_refuse_what_nginx_refuses() {
     }
     assert_eq!(refused, 4, "each limit was reached");
 }
+
+/// GET `path` with this Host through the proxy at `via`: the status, the
+/// Location and Server fields, and the body.
+async fn answer(
+    c: &Client,
+    via: SocketAddr,
+    host: &str,
+    path: &str,
+) -> (u16, Option<String>, Option<String>, String) {
+    let req = hyper::Request::get(format!("http://{via}{path}"))
+        .header("host", host)
+        .body(empty())
+        .unwrap();
+    let (resp, body) = send(c, req).await;
+    let field = |n: &str| {
+        resp.headers()
+            .get(n)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    (
+        resp.status().as_u16(),
+        field("location"),
+        field("server"),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// A server that echoes the Host and target it got, and answers a path
+/// under `/go` with a redirect to itself by that Host, as an application
+/// behind a proxy that sets Host does.
+async fn self_redirecting() -> SocketAddr {
+    answering(|req: hyper::Request<hyper::body::Incoming>| async move {
+        let host = req
+            .headers()
+            .get("host")
+            .map_or("", |v| v.to_str().unwrap_or(""))
+            .to_string();
+        let target = req.uri().path_and_query().map_or("", |p| p.as_str());
+        let mut r = hyper::Response::new(http_body_util::BodyExt::boxed(
+            http_body_util::Full::new(bytes::Bytes::from(format!("{host} {target}"))),
+        ));
+        if req.uri().path().contains("/go") {
+            *r.status_mut() = hyper::StatusCode::FOUND;
+            r.headers_mut().insert(
+                "location",
+                format!("http://{host}{target}").parse().unwrap(),
+            );
+        }
+        r.headers_mut().insert("server", "app/1.0".parse().unwrap());
+        r
+    })
+    .await
+}
+
+/// An HAProxy config in the shape of a real one (openculinary's in the
+/// corpus): a backend picked by the Host's first label (`hdr_beg(host)
+/// backups.`), each backend setting the Host its application expects,
+/// rewriting the application's absolute redirects back to paths
+/// (`http-response replace-header Location http://NAME/(.*) /\1`), and one
+/// stripping a prefix with `set-path %[path,regsub(^/api/,/)]`. rampart on
+/// the import sends the server what HAProxy sends, and the client what
+/// HAProxy sends: status, Location, Server, and the Host and target the
+/// server saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_haproxy_host_prefixes_and_location_rewrites_answer_as_haproxy() {
+    let dir = temp_dir("haproxy-location");
+    let backend = self_redirecting().await;
+    let ha = free_addr("127.0.0.1");
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 100\n\
+             defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
+             frontend web\n  bind {ha}\n\
+               acl backups_request hdr_beg(host) backups.\n\
+               use_backend backups if backups_request\n\
+               acl api_request path_beg /api\n\
+               use_backend api if api_request\n\
+               default_backend frontend\n\
+               http-response del-header server\n\
+             backend api\n  http-request set-header Host api\n\
+               http-request set-path %[path,regsub(^/api/,/)]\n  server s {b}\n\
+             backend backups\n  http-request set-header Host backups\n\
+               http-response replace-header Location http://backups/(.*) /\\1\n  server s {b}\n\
+             backend frontend\n  http-request set-header Host frontend\n\
+               http-response replace-header Location http://frontend/(.*) /\\1\n  server s {b}\n",
+            b = backend
+        ),
+    )
+    .unwrap();
+    let (toml, listen, report) = imported("haproxy", &cfg, ha);
+    for line in [
+        "mapped: acl backups_request hdr_beg(host) backups.",
+        "mapped: use_backend backups if backups_request",
+        "mapped: http-response replace-header Location http://backups/(.*) /\\1",
+        "mapped: http-response replace-header Location http://frontend/(.*) /\\1",
+        "approximated: http-request set-path %[path,regsub(^/api/,/)]",
+    ] {
+        assert!(report.contains(line), "{line}: {report}");
+    }
+    let _haproxy = haproxy(&cfg);
+    let _proxy = Proxy::start(&toml, &[listen]).await;
+    wait_listening(ha, std::time::Duration::from_secs(10)).await;
+    let c = client();
+    let ask = |via, host, path| answer(&c, via, host, path);
+    let mut redirects = 0;
+    for (host, path) in [
+        ("backups.example.com", "/go/list?page=2"),
+        ("backups.example.com:8080", "/api/go/x"),
+        ("backups.example.com", "/plain"),
+        ("backupsx.example.com", "/go/y"),
+        ("www.example.com", "/go/z?q"),
+        ("www.example.com", "/api/go/a"),
+        ("www.example.com", "/api/users/7?x=1"),
+        ("www.example.com", "/apix/go"),
+        ("backups", "/go/bare"),
+        ("www.example.com", "/"),
+    ] {
+        let theirs = ask(ha, host, path).await;
+        let ours = ask(listen, host, path).await;
+        assert_eq!(ours, theirs, "{host} {path}");
+        if theirs.1.as_deref().is_some_and(|l| l.starts_with('/')) {
+            redirects += 1;
+        }
+    }
+    // (the rewrites did rewrite: redirects back to paths, and a prefix gone)
+    assert_eq!(redirects, 5);
+    let (_, location, server, body) = ask(listen, "backups.example.com", "/go/list").await;
+    assert_eq!(
+        (location.as_deref(), server, body.as_str()),
+        (Some("/go/list"), None, "backups /go/list")
+    );
+    let (_, _, _, body) = ask(listen, "www.example.com", "/api/users/7").await;
+    assert_eq!(body, "api /users/7");
+}
+
+/// nginx's `server_name` wildcards, both kinds, in its order: an exact name,
+/// then `*.NAME` (longest first), then `NAME.*` (longest first), then the
+/// default server: rampart on the import answers each Host from the server
+/// nginx picks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_server_names_pick_the_server_nginx_picks() {
+    let dir = temp_dir("nginx-server-names");
+    let ng = free_addr("127.0.0.1");
+    let server = |names: &str, answer: &str| {
+        format!(
+            "server {{\n    listen {ng};\n    server_name {names};\n    location / {{ return 200 \"{answer}\\n\"; }}\n  }}\n  "
+        )
+    };
+    let conf = nginx_conf(
+        &dir,
+        &[
+            format!(
+                "server {{\n    listen {ng} default_server;\n    location / {{ return 200 \"default\\n\"; }}\n  }}\n  "
+            ),
+            server("mail.*", "mail-any"),
+            server("mail.example.*", "mail-example-any"),
+            server("*.example.com", "any-example-com"),
+            server("*.mail.example.com", "any-mail-example-com"),
+            server("mail.example.com", "exact"),
+        ]
+        .concat(),
+    );
+    let (toml, listen, report) = imported("nginx", &conf, ng);
+    for line in [
+        "mapped: server_name mail.*:",
+        "mapped: server_name mail.example.*:",
+    ] {
+        assert!(report.contains(line), "{line}: {report}");
+    }
+    let _nginx = nginx(&dir, &conf);
+    let _proxy = Proxy::start(&toml, &[listen]).await;
+    wait_listening(ng, std::time::Duration::from_secs(10)).await;
+    let c = client();
+    let ask = |via, host| {
+        let c = &c;
+        async move {
+            let (status, _, _, body) = answer(c, via, host, "/").await;
+            (status, body)
+        }
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for host in [
+        "mail.example.com",
+        "MAIL.Example.com:8080",
+        "x.mail.example.com",
+        "www.example.com",
+        "mail.example.org",
+        "mail.example.co.uk",
+        "mail.other.org",
+        "mail",
+        "mailx.example.org",
+        "other.org",
+        "example.com",
+    ] {
+        let theirs = ask(ng, host).await;
+        let ours = ask(listen, host).await;
+        assert_eq!(ours, theirs, "{host}");
+        seen.insert(theirs.1);
+    }
+    // (every server answered some Host)
+    assert_eq!(seen.len(), 6, "{seen:?}");
+}

@@ -205,10 +205,17 @@ fn host_alts(how: &str, vals: &[String], crit: &str) -> Alts {
                 out.push(one("host", s(&host)));
                 out.push(one("host", s(&format!("*.{host}"))));
             }
+            // "mail." starts every name under it: "mail.*", as nginx writes it
+            "beg"
+                if host.ends_with('.')
+                    && crate::router::HostMatch::parse(&format!("{host}*")).is_ok() =>
+            {
+                out.push(one("host", s(&format!("{host}*"))))
+            }
             "reg" | "beg" | "end" | "sub" => {
                 return Err(format!(
-                    "{crit} -m {how}: rampart matches hosts exactly or by \"*.domain\""
-                ))
+                "{crit} -m {how}: rampart matches hosts exactly, by \"*.domain\" or by \"name.*\""
+            ))
             }
             other => return Err(format!("{crit} -m {other} is not mapped")),
         }
@@ -511,6 +518,11 @@ mod tests {
         assert_eq!(a[0].get("path_regex"), Some("'(?i)\\.php$'"));
         let (a, _) = criterion(&w("hdr_end(host) .example.com")).unwrap();
         assert_eq!(a[0].get("host"), Some("\"*.example.com\""));
+        let (a, exact) = criterion(&w("hdr_beg(host) backups.")).unwrap();
+        assert_eq!(a[0].get("host"), Some("\"backups.*\""));
+        assert!(exact);
+        // a prefix that is not whole labels has no rampart pattern
+        assert!(criterion(&w("hdr_beg(host) api")).is_err());
         let (a, _) = criterion(&w("method POST put")).unwrap();
         assert_eq!(a[0].get("method"), Some("[\"POST\", \"PUT\"]"));
         let (a, _) = criterion(&w("src 10.0.0.0/8 192.168.1.1")).unwrap();

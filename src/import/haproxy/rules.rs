@@ -547,6 +547,31 @@ impl Importer {
                 approx = true;
                 notes.push("rampart matches the regex against the decoded path (HAProxy, the path as sent), and encodes what it sends".into());
             }
+            ("http-response", "replace-header") => {
+                let (Some(name), Some(re), Some(fmt)) = (act.get(2), act.get(3), act.get(4)) else {
+                    self.unsupported(l, "replace-header NAME REGEX FMT expected");
+                    return true;
+                };
+                if let Err(e) = out::header_ok(name, None) {
+                    self.unsupported(l, e);
+                    return true;
+                }
+                match regex_replacement(re, fmt) {
+                    Ok(to) => action.set(
+                        "response_replace_header",
+                        format!(
+                            "{{ name = {}, regex = {}, to = {} }}",
+                            s(name),
+                            s(re),
+                            s(&to)
+                        ),
+                    ),
+                    Err(why) => {
+                        self.unsupported(l, why);
+                        return true;
+                    }
+                }
+            }
             ("http-request" | "http-response", "set-header" | "add-header" | "del-header") => {
                 let name = act.get(2).cloned().unwrap_or_default();
                 if name.is_empty() {
@@ -782,18 +807,41 @@ fn set_src_field(sample: &str) -> Option<String> {
 /// becomes `${N}`; a log-format expression, a query and encoded bytes are
 /// not rampart's.
 fn replace_path(re: &str, fmt: &str) -> Result<String, String> {
+    if fmt.contains(['?', '#']) {
+        return Err(
+            "a query in the format: rampart rewrites the path only (the query stays the client's)"
+                .into(),
+        );
+    }
+    let to = regex_replacement(re, fmt)?;
+    Ok(format!("{{ regex = {}, to = {} }}", s(re), s(&to)))
+}
+
+/// A replacement of HAProxy's (`replace-path`, `replace-header`) as
+/// rampart writes it: `\N` becomes `${N}`, `$` is `$$`; a log-format
+/// expression is not rampart's.
+fn regex_replacement(re: &str, fmt: &str) -> Result<String, String> {
     let compiled =
         regex::Regex::new(re).map_err(|_| "a regex rampart's regex crate refuses".to_string())?;
+    substitution(fmt, |n| {
+        (n < compiled.captures_len())
+            .then_some(n)
+            .ok_or_else(|| format!("\\{n} is not one of the regex's groups"))
+    })
+}
+
+/// `fmt` with each `\N` written as `${group(N)}` and each `$` as `$$`.
+fn substitution(
+    fmt: &str,
+    group: impl Fn(usize) -> Result<usize, String>,
+) -> Result<String, String> {
     let mut to = String::with_capacity(fmt.len());
     let mut chars = fmt.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
             '\\' if chars.peek().is_some_and(char::is_ascii_digit) => {
                 let n = chars.next().and_then(|d| d.to_digit(10)).unwrap_or(0) as usize;
-                if n >= compiled.captures_len() {
-                    return Err(format!("\\{n} is not one of the regex's groups"));
-                }
-                to.push_str(&format!("${{{n}}}"));
+                to.push_str(&format!("${{{}}}", group(n)?));
             }
             '%' => {
                 return Err(
@@ -801,23 +849,84 @@ fn replace_path(re: &str, fmt: &str) -> Result<String, String> {
                         .into(),
                 )
             }
-            '?' | '#' => {
-                return Err(
-                    "a query in the format: rampart rewrites the path only (the query stays the client's)"
-                        .into(),
-                )
-            }
             '$' => to.push_str("$$"),
             c => to.push(c),
         }
     }
-    Ok(format!("{{ regex = {}, to = {} }}", s(re), s(&to)))
+    Ok(to)
+}
+
+/// `%[path,regsub(REGEX,SUBST[,FLAGS])]`, the whole of a `set-path` format:
+/// sed's `s/REGEX/SUBST/`, the first match replaced (with `g`, every one;
+/// mapped only where the regex is anchored at the start, so there is one),
+/// as a `rewrite_path` of the whole path.
+fn regsub_path(fmt: &str) -> Option<Result<String, String>> {
+    let args = fmt.strip_prefix("%[path,regsub(")?.strip_suffix(")]")?;
+    Some(regsub_rewrite(args))
+}
+
+fn regsub_rewrite(args: &str) -> Result<String, String> {
+    let parts: Vec<&str> = args.split(',').collect();
+    let (re, subst, flags) = match parts.as_slice() {
+        [re, subst] => (*re, *subst, ""),
+        [re, subst, flags] => (*re, *subst, flags.trim()),
+        _ => {
+            return Err("regsub(REGEX,SUBST[,FLAGS]) with no ',' in REGEX or SUBST expected".into())
+        }
+    };
+    if let Some(f) = flags.chars().find(|f| !matches!(f, 'g' | 'i')) {
+        return Err(format!("regsub's flag {f:?} is not mapped"));
+    }
+    if subst.contains(['?', '#']) {
+        return Err(
+            "a query in the substitution: rampart rewrites the path only (the query stays the client's)"
+                .into(),
+        );
+    }
+    if subst.contains("\\0") {
+        return Err("\\0 (the whole match) in the substitution is not mapped".into());
+    }
+    // (an alternation may anchor only one side: `^/a|/b`)
+    let anchored = re.starts_with('^') && !re.contains('|');
+    if flags.contains('g') && !anchored {
+        return Err(
+            "regsub with g, its regex not anchored at ^: rampart replaces one match".into(),
+        );
+    }
+    let groups = regex::Regex::new(re)
+        .map_err(|_| "a regex rampart's regex crate refuses".to_string())?
+        .captures_len()
+        - 1;
+    let ci = if flags.contains('i') { "i" } else { "" };
+    // what comes before the match (none, when anchored) and after it are
+    // groups of their own around the regex's
+    let (regex, before, after) = if anchored {
+        (format!("^(?{ci}:{})(.*)$", &re[1..]), None, groups + 1)
+    } else {
+        (format!("^(.*?)(?{ci}:{re})(.*)$"), Some(1), groups + 2)
+    };
+    let shift = usize::from(before.is_some());
+    let mut to = String::new();
+    if before.is_some() {
+        to.push_str("${1}");
+    }
+    to.push_str(&substitution(subst, |n| {
+        (n <= groups)
+            .then_some(if n == 0 { 0 } else { n + shift })
+            .ok_or_else(|| format!("\\{n} is not one of the regex's groups"))
+    })?);
+    to.push_str(&format!("${{{after}}}"));
+    regex::Regex::new(&regex).map_err(|_| "a regex rampart's regex crate refuses".to_string())?;
+    Ok(format!("{{ regex = {}, to = {} }}", s(&regex), s(&to)))
 }
 
 /// `http-request set-path FMT` → a rule's `rewrite_path` of every path: a
 /// fixed text, and `%[path]` (the path as it is: `/api%[path]` adds a
 /// prefix).
 fn set_path(fmt: &str) -> Result<String, String> {
+    if let Some(r) = regsub_path(fmt) {
+        return r;
+    }
     let mut to = String::with_capacity(fmt.len());
     let mut rest = fmt;
     while let Some(i) = rest.find(['%', '$', '?', '#']) {

@@ -46,6 +46,22 @@ fn reported(report: &[Entry], directive: &str, f: Fidelity) -> bool {
         .any(|e| e.directive == directive && e.fidelity == f)
 }
 
+/// `line` is in the report as unsupported, its note saying `why`.
+fn refused(report: &[Entry], line: &str, why: &str) {
+    let e = report
+        .iter()
+        .find(|e| e.directive == line)
+        .unwrap_or_else(|| panic!("no {line:?} in {report:#?}"));
+    assert_eq!(e.fidelity, Fidelity::Unsupported, "{line}");
+    assert!(e.note.contains(why), "{line}: {}", e.note);
+}
+
+/// What the importer wrote from `cfg` (after the defaults), rampart reads.
+fn readable(cfg: &str) {
+    let im = import(&format!("{DEFAULTS}{cfg}"), "t.cfg");
+    crate::config::parse(&im.toml, "t.toml").unwrap_or_else(|e| panic!("{e}\n{}", im.toml));
+}
+
 const BACKEND_B: &str = "backend b
   server s1 10.0.0.1:80
 ";
@@ -1105,19 +1121,95 @@ backend web
             "second path rewrite",
         ),
     ] {
-        let e = report
-            .iter()
-            .find(|e| e.directive == line)
-            .unwrap_or_else(|| panic!("no {line:?} in {report:#?}"));
-        assert_eq!(e.fidelity, Fidelity::Unsupported, "{line}");
-        assert!(e.note.contains(why), "{line}: {}", e.note);
+        refused(&report, line, why);
     }
     // what the importer wrote, rampart reads
-    let im = import(
-        &format!("{DEFAULTS}frontend f\n  bind :80\n  http-request replace-path ^/zpi/(.*)$ /api/\\1\n  default_backend web\nbackend web\n  http-request set-path /web%[path]\n  server s2 10.0.0.2:80\n"),
-        "t.cfg",
+    readable("frontend f\n  bind :80\n  http-request replace-path ^/zpi/(.*)$ /api/\\1\n  default_backend web\nbackend web\n  http-request set-path /web%[path]\n  server s2 10.0.0.2:80\n");
+}
+
+/// `set-path %[path,regsub(REGEX,SUBST[,FLAGS])]` is sed's `s/REGEX/SUBST/`
+/// on the path: the rewrite rampart gets gives what sed gives.
+#[test]
+fn set_path_with_regsub_replaces_the_first_match() {
+    let (cfg, report) = run("frontend f
+  bind :80
+  http-request set-path %[path,regsub(^/api/,/)] if { path_beg /api/ }
+  http-request set-path %[path,regsub(/v([0-9]+)/,/version\\1/)] if { path_beg /x/ }
+  http-request set-path %[path,regsub(^/A/,/b/,i)] if { path_beg /c/ }
+  http-request set-path %[path,regsub(/a/,/b/,g)] if { path_beg /d/ }
+  http-request set-path %[path,regsub(^/a|/b,/c)] if { path_beg /e/ }
+  default_backend web
+backend web
+  server s2 10.0.0.2:80
+");
+    let rules = array(&on(&cfg, "0.0.0.0:80"), "rule");
+    let apply = |r: &toml::Value, path: &str| -> String {
+        let re = regex::Regex::new(r["rewrite_path"]["regex"].as_str().unwrap()).unwrap();
+        let to = r["rewrite_path"]["to"].as_str().unwrap();
+        match re.captures(path) {
+            Some(c) => {
+                let mut out = String::new();
+                c.expand(to, &mut out);
+                out
+            }
+            None => path.to_string(),
+        }
+    };
+    assert_eq!(apply(&rules[0], "/api/users/7"), "/users/7");
+    assert_eq!(apply(&rules[0], "/apix/users"), "/apix/users");
+    // the first match, wherever it is, its groups kept
+    assert_eq!(apply(&rules[1], "/x/v2/a/v3/b"), "/x/version2/a/v3/b");
+    assert_eq!(apply(&rules[1], "/x/none"), "/x/none");
+    // i: case-insensitive
+    assert_eq!(apply(&rules[2], "/a/z"), "/b/z");
+    assert_eq!(apply(&rules[2], "/A/z"), "/b/z");
+    // (an alternation anchors one side only: `^/a` or `/b` anywhere)
+    assert_eq!(apply(&rules[3], "/e/x/b/y"), "/e/x/c/y");
+    assert_eq!(apply(&rules[3], "/a/q"), "/c/q");
+    assert_eq!(rules.len(), 4, "{rules:#?}");
+    refused(
+        &report,
+        "http-request set-path %[path,regsub(/a/,/b/,g)] if { path_beg /d/ }",
+        "anchored",
     );
-    crate::config::parse(&im.toml, "t.toml").unwrap_or_else(|e| panic!("{e}\n{}", im.toml));
+    readable("frontend f\n  bind :80\n  http-request set-path %[path,regsub(/v([0-9]+)/,/version\\1/)]\n  default_backend web\nbackend web\n  server s2 10.0.0.2:80\n");
+}
+
+/// `http-response replace-header NAME REGEX FMT` is a rule's
+/// `response_replace_header`, on the requests its backend gets.
+#[test]
+fn replace_header_in_a_response_is_a_rules() {
+    let (cfg, report) = run("frontend f
+  bind :80
+  use_backend blog if { path_beg /blog }
+  default_backend web
+backend blog
+  http-response replace-header Location http://blog/(.*) /\\1
+  server s1 10.0.0.1:80
+backend web
+  http-response replace-header Location (.*) %[src]
+  http-response replace-header Location x(.*) /\\2
+  server s2 10.0.0.2:80
+");
+    let rules = array(&on(&cfg, "0.0.0.0:80"), "rule");
+    let r = rules
+        .iter()
+        .find(|r| r.get("response_replace_header").is_some())
+        .unwrap_or_else(|| panic!("{rules:#?}"));
+    assert_eq!(r["path_prefix"].as_str(), Some("/blog"));
+    let rr = &r["response_replace_header"];
+    assert_eq!(rr["name"].as_str(), Some("Location"));
+    assert_eq!(rr["regex"].as_str(), Some("http://blog/(.*)"));
+    assert_eq!(rr["to"].as_str(), Some("/${1}"));
+    for (line, why) in [
+        (
+            "http-response replace-header Location (.*) %[src]",
+            "log-format",
+        ),
+        ("http-response replace-header Location x(.*) /\\2", "groups"),
+    ] {
+        refused(&report, line, why);
+    }
 }
 
 #[test]

@@ -731,12 +731,14 @@ impl Importer {
                 l.tls = Some(t);
             }
             // which server a Host reaches, in nginx's order: exact names, then
-            // wildcards *.NAME (longest first), then the default server for
-            // every other Host. The default server's own names go first too
-            // when another server's wildcard could take them.
+            // wildcards *.NAME (longest first), then NAME.* (longest first),
+            // then the default server for every other Host. The default
+            // server's own names go first too when another server's wildcard
+            // could take them.
+            let wildcard = |n: &str| n.starts_with("*.") || n.ends_with(".*");
             let wildcards = members
                 .iter()
-                .any(|&i| i != def && self.servers[i].names.iter().any(|n| n.starts_with("*.")));
+                .any(|&i| i != def && self.servers[i].names.iter().any(|n| wildcard(n)));
             let mut pairs: Vec<(usize, Option<String>)> = Vec::new();
             for &i in &members {
                 let names = self.servers[i].names.clone();
@@ -765,6 +767,7 @@ impl Importer {
             }
             pairs.sort_by_key(|(_, h)| match h {
                 Some(n) if n.starts_with("*.") => (1u8, usize::MAX - n.len()),
+                Some(n) if n.ends_with(".*") => (2u8, usize::MAX - n.len()),
                 _ => (0u8, 0usize),
             });
             pairs.push((def, None));

@@ -100,7 +100,10 @@ impl Importer {
                         } else if let Some(d) = n.strip_prefix('.') {
                             sv.names.push(d.to_string());
                             sv.names.push(format!("*.{d}"));
-                        } else if n.starts_with("*.") || !n.contains('*') {
+                        } else if n.starts_with("*.") && !n[2..].contains('*')
+                            || n.ends_with(".*") && !n[..n.len() - 2].contains('*')
+                            || !n.contains('*')
+                        {
                             sv.names.push(n.clone());
                         } else {
                             approx = true;

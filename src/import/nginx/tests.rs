@@ -107,6 +107,30 @@ fn exact_server_names_come_before_wildcards() {
     assert!(exact < wildcard, "{rs:#?}");
 }
 
+/// nginx's order: exact names, `*.NAME` longest first, `NAME.*` longest
+/// first, then the default server.
+#[test]
+fn trailing_wildcard_server_names_come_after_leading_ones() {
+    let (cfg, report) = http(
+        "server { listen 80; server_name default.example; location / { proxy_pass http://u; } }
+         server { listen 80; server_name mail.*; location / { return 403; } }
+         server { listen 80; server_name mail.example.* *.example.com; location / { return 404; } }
+         server { listen 80; server_name mail.example.com; location / { return 410; } }",
+    );
+    let rs = rules(&on(&cfg, "0.0.0.0:80"));
+    let at = |h: &str| pos(&rs, |r| str_of(r, "host") == Some(h));
+    let order = [
+        at("mail.example.com"),
+        at("*.example.com"),
+        at("mail.example.*"),
+        at("mail.*"),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?} {rs:#?}");
+    assert!(report
+        .iter()
+        .any(|e| e.directive == "server_name mail.*" && e.fidelity == Fidelity::Mapped));
+}
+
 #[test]
 fn the_longest_prefix_wins_over_a_shorter_caret_tilde_one() {
     let (cfg, report) = http(
