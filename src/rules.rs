@@ -559,6 +559,8 @@ impl Edits {
 /// filled from the match (HAProxy's `http-response replace-header`; nginx's
 /// `proxy_redirect` is one on `Location` and `Refresh`). The whole value is
 /// replaced, as HAProxy does; a value that is not UTF-8 is left as it is.
+/// Of one rule's list, the first entry that names a field and matches a
+/// line rewrites that line; the rules apply one after another.
 #[derive(Debug, Clone)]
 pub struct HeaderReplace {
     pub name: HeaderName,
@@ -572,6 +574,15 @@ impl PartialEq for HeaderReplace {
     }
 }
 
+/// The value the first of `list` that names `name` and matches `value`
+/// makes of it (one rule's list is tried in order, as nginx tries its
+/// `proxy_redirect` lines); None: none does.
+fn first_replace(list: &[HeaderReplace], name: &str, value: &[u8]) -> Option<HeaderValue> {
+    list.iter()
+        .filter(|r| name.eq_ignore_ascii_case(r.name.as_str()))
+        .find_map(|r| r.apply(value))
+}
+
 impl HeaderReplace {
     /// The new value for `value`; None: unchanged (not UTF-8, no match, or a
     /// result that is not a field value).
@@ -580,7 +591,9 @@ impl HeaderReplace {
         let caps = self.re.captures(text)?;
         let mut out = String::with_capacity(self.to.len() + text.len());
         caps.expand(&self.to, &mut out);
-        HeaderValue::from_str(out.trim_matches([' ', '\t'])).ok()
+        // (UTF-8 beyond ASCII is a field value's obs-text; a control
+        // character is not, and leaves the line as it was)
+        HeaderValue::from_bytes(out.trim_matches([' ', '\t']).as_bytes()).ok()
     }
 }
 
@@ -924,11 +937,19 @@ impl RuleSet {
     pub fn edit_response(&self, applied: Applied, h: &mut http::HeaderMap) {
         // the server's values first, as the fast path rewrites them while
         // copying its lines (a rule's set is never rewritten)
-        for r in self.edits(applied).flat_map(|e| &e.response_replace) {
-            if let http::header::Entry::Occupied(mut o) = h.entry(&r.name) {
-                for v in o.iter_mut() {
-                    if let Some(new) = r.apply(v.as_bytes()) {
-                        *v = new;
+        for e in self.edits(applied) {
+            let list = &e.response_replace;
+            for (i, r) in list.iter().enumerate() {
+                // (each field once, at the first entry that names it)
+                if list[..i].iter().any(|p| p.name == r.name) {
+                    continue;
+                }
+                if let http::header::Entry::Occupied(mut o) = h.entry(&r.name) {
+                    for v in o.iter_mut() {
+                        if let Some(new) = first_replace(&list[i..], r.name.as_str(), v.as_bytes())
+                        {
+                            *v = new;
+                        }
                     }
                 }
             }
@@ -1007,13 +1028,9 @@ impl RuleSet {
     ) -> Option<HeaderValue> {
         let mut new: Option<HeaderValue> = None;
         for e in self.edits(applied) {
-            for r in &e.response_replace {
-                if name.eq_ignore_ascii_case(r.name.as_str()) {
-                    let now = new.as_ref().map_or(value, HeaderValue::as_bytes);
-                    if let Some(v) = r.apply(now) {
-                        new = Some(v);
-                    }
-                }
+            let now = new.as_ref().map_or(value, HeaderValue::as_bytes);
+            if let Some(v) = first_replace(&e.response_replace, name, now) {
+                new = Some(v);
             }
         }
         new

@@ -359,14 +359,19 @@ async fn imported_body_limits_refuse_what_nginx_refuses() {
     assert_eq!(refused, 4, "each limit was reached");
 }
 
-/// GET `path` with this Host through the proxy at `via`: the status, the
-/// Location and Server fields, and the body.
-async fn answer(
-    c: &Client,
-    via: SocketAddr,
-    host: &str,
-    path: &str,
-) -> (u16, Option<String>, Option<String>, String) {
+/// What a client got: the status, the Location, Refresh and Server fields,
+/// and the body.
+#[derive(Debug, PartialEq)]
+struct Answer {
+    status: u16,
+    location: Option<String>,
+    refresh: Option<String>,
+    server: Option<String>,
+    body: String,
+}
+
+/// GET `path` with this Host through the proxy at `via`.
+async fn answer(c: &Client, via: SocketAddr, host: &str, path: &str) -> Answer {
     let req = hyper::Request::get(format!("http://{via}{path}"))
         .header("host", host)
         .body(empty())
@@ -377,12 +382,13 @@ async fn answer(
             .get(n)
             .map(|v| v.to_str().unwrap().to_string())
     };
-    (
-        resp.status().as_u16(),
-        field("location"),
-        field("server"),
-        String::from_utf8_lossy(&body).into_owned(),
-    )
+    Answer {
+        status: resp.status().as_u16(),
+        location: field("location"),
+        refresh: field("refresh"),
+        server: field("server"),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
 }
 
 /// A server that echoes the Host and target it got, and answers a path
@@ -404,6 +410,10 @@ async fn self_redirecting() -> SocketAddr {
             r.headers_mut().insert(
                 "location",
                 format!("http://{host}{target}").parse().unwrap(),
+            );
+            r.headers_mut().insert(
+                "refresh",
+                format!("3; URL=http://{host}{target}").parse().unwrap(),
             );
         }
         r.headers_mut().insert("server", "app/1.0".parse().unwrap());
@@ -480,19 +490,23 @@ async fn imported_haproxy_host_prefixes_and_location_rewrites_answer_as_haproxy(
         let theirs = ask(ha, host, path).await;
         let ours = ask(listen, host, path).await;
         assert_eq!(ours, theirs, "{host} {path}");
-        if theirs.1.as_deref().is_some_and(|l| l.starts_with('/')) {
+        if theirs
+            .location
+            .as_deref()
+            .is_some_and(|l| l.starts_with('/'))
+        {
             redirects += 1;
         }
     }
     // (the rewrites did rewrite: redirects back to paths, and a prefix gone)
     assert_eq!(redirects, 5);
-    let (_, location, server, body) = ask(listen, "backups.example.com", "/go/list").await;
+    let a = ask(listen, "backups.example.com", "/go/list").await;
     assert_eq!(
-        (location.as_deref(), server, body.as_str()),
+        (a.location.as_deref(), a.server, a.body.as_str()),
         (Some("/go/list"), None, "backups /go/list")
     );
-    let (_, _, _, body) = ask(listen, "www.example.com", "/api/users/7").await;
-    assert_eq!(body, "api /users/7");
+    let a = ask(listen, "www.example.com", "/api/users/7").await;
+    assert_eq!(a.body, "api /users/7");
 }
 
 /// nginx's `server_name` wildcards, both kinds, in its order: an exact name,
@@ -536,8 +550,8 @@ async fn imported_server_names_pick_the_server_nginx_picks() {
     let ask = |via, host| {
         let c = &c;
         async move {
-            let (status, _, _, body) = answer(c, via, host, "/").await;
-            (status, body)
+            let a = answer(c, via, host, "/").await;
+            (a.status, a.body)
         }
     };
     let mut seen = std::collections::BTreeSet::new();
@@ -561,4 +575,96 @@ async fn imported_server_names_pick_the_server_nginx_picks() {
     }
     // (every server answered some Host)
     assert_eq!(seen.len(), 6, "{seen:?}");
+}
+
+/// nginx's defaults toward a server: without a `proxy_set_header Host` that
+/// holds, the server gets proxy_pass's host as its Host (`$proxy_host`),
+/// and its redirects to proxy_pass's URL come back to the location
+/// (`proxy_redirect default`, Location and Refresh); a location with a
+/// `proxy_set_header` of its own inherits none of its server's (Host $host
+/// among them); `proxy_redirect off`, a text and a regex of one's own.
+/// rampart on the import answers each request as nginx does: status,
+/// Location, Refresh, and the Host and target the server saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_nginx_hosts_and_redirects_answer_as_nginx() {
+    let dir = temp_dir("nginx-redirects");
+    let backend = self_redirecting().await;
+    let ng = free_addr("127.0.0.1");
+    let conf = nginx_conf(
+        &dir,
+        &format!(
+            "upstream app {{ server {backend}; }}\n\
+             server {{\n    listen {ng} default_server;\n\
+                 location /plain/ {{ proxy_pass http://app; }}\n\
+                 location /hosted/ {{ proxy_set_header Host $host; proxy_pass http://app; }}\n\
+                 location /one/ {{ proxy_pass http://app/two/; }}\n\
+                 location /direct/ {{ proxy_pass http://{backend}; }}\n\
+                 location /off/ {{ proxy_redirect off; proxy_pass http://app; }}\n\
+                 location /text/ {{ proxy_redirect http://app/text/ https://www.example.com/t/; proxy_pass http://app; }}\n\
+                 location /re/ {{ proxy_redirect ~^http://app/re/(.*)$ /again/$1; proxy_pass http://app; }}\n\
+                 location / {{ proxy_set_header Host $proxy_host; proxy_pass http://app; }}\n  }}\n\
+             server {{\n    listen {ng};\n    server_name other.test;\n    proxy_set_header Host $host;\n\
+                 location / {{ proxy_pass http://app; }}\n\
+                 location /own/ {{ proxy_set_header X-Own 1; proxy_pass http://app; }}\n  }}"
+        ),
+    );
+    let (toml, listen, report) = imported("nginx", &conf, ng);
+    for line in [
+        "mapped: proxy_redirect off:",
+        "mapped: proxy_redirect http://app/text/ https://www.example.com/t/:",
+        "mapped: proxy_redirect ~^http://app/re/(.*)$ /again/$1:",
+        "mapped: proxy_set_header Host $proxy_host:",
+    ] {
+        assert!(report.contains(line), "{line}: {report}");
+    }
+    let _nginx = nginx(&dir, &conf);
+    let _proxy = Proxy::start(&toml, &[listen]).await;
+    wait_listening(ng, std::time::Duration::from_secs(10)).await;
+    let c = client();
+    let ask = |via, host, path| answer(&c, via, host, path);
+    // nginx writes a Location its proxy_redirect rewrote to a path absolute
+    // (its absolute_redirect: the request's host and nginx's own port);
+    // rampart leaves it a path, which a client resolves to the same URL
+    let resolved = |host: &str, mut a: Answer| {
+        let base = format!("http://{host}:{}", ng.port());
+        if let Some(l) = a.location.as_deref().and_then(|l| l.strip_prefix(&base)) {
+            a.location = Some(l.to_string());
+        }
+        a
+    };
+    let mut rewritten = 0;
+    for (host, path) in [
+        ("a.test", "/plain/go/x?q=1"),
+        ("a.test", "/plain/list"),
+        ("a.test", "/hosted/go/y"),
+        ("a.test", "/one/go/z"),
+        ("a.test", "/direct/go/d"),
+        ("a.test", "/off/go/o"),
+        ("a.test", "/text/go/t"),
+        ("a.test", "/re/go/r"),
+        ("a.test", "/go/root"),
+        ("other.test", "/go/s"),
+        ("other.test", "/own/go/w"),
+    ] {
+        let theirs = resolved(host, ask(ng, host, path).await);
+        let mut ours = ask(listen, host, path).await;
+        // (and each says its own name)
+        assert_eq!(ours.server.as_deref(), Some("app/1.0"));
+        ours.server = theirs.server.clone();
+        assert_eq!(ours, theirs, "{host} {path}");
+        if theirs
+            .location
+            .as_deref()
+            .is_some_and(|l| !l.starts_with("http://"))
+        {
+            rewritten += 1;
+        }
+    }
+    // (the defaults did something: the Host and the redirect rewritten)
+    let a = ask(listen, "a.test", "/one/go/z").await;
+    assert_eq!(
+        (a.body.as_str(), a.location.as_deref(), a.refresh.as_deref()),
+        ("app /two/go/z", Some("/one/go/z"), Some("3; URL=/one/go/z"))
+    );
+    assert!(rewritten >= 6, "{rewritten}");
 }

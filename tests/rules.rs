@@ -789,7 +789,10 @@ async fn a_rule_rewrites_the_servers_redirects() {
              response_replace_header = [\n    \
                {{ name = \"link\", regex = \"^<http://app\\\\.internal(/[^>]*)>(.*)$\", to = \"<${{1}}>$2\" }},\n    \
                {{ name = \"x-set\", regex = \"app\", to = \"rewritten\" }},\n    \
-               {{ name = \"x-bytes\", regex = \"app\", to = \"rewritten\" }},\n  ]\n\
+               {{ name = \"x-bytes\", regex = \"app\", to = \"rewritten\" }},\n    \
+               {{ name = \"x-other\", regex = \"^http://app\\\\.internal/(.*)$\", to = \"http://b/$1\" }},\n    \
+               {{ name = \"x-other\", regex = \"^http://b/(.*)$\", to = \"/c/$1\" }},\n    \
+               {{ name = \"x-other\", regex = \"^http://app\\\\.internal/keep$\", to = \"/not-this\" }},\n  ]\n\
            [[listener.rule]]\n  path_prefix = \"/app/twice/\"\n  \
              response_replace_header = {{ name = \"location\", regex = \"^https://www\\\\.example\\\\.com(/.*)$\", to = \"$1\" }}\n\
          [[pool]]\nname = \"app\"\n  [[pool.server]]\n  address = \"{app}\"\n"
@@ -829,12 +832,9 @@ async fn a_rule_rewrites_the_servers_redirects() {
             ],
             "{what}"
         );
-        // not named, a rule's own value, a value that is not UTF-8: as they were
-        assert_eq!(
-            fields(&resp, "x-other"),
-            [b("http://app.internal/keep")],
-            "{what}"
-        );
+        // the first of a list that matches a line rewrites it, once
+        assert_eq!(fields(&resp, "x-other"), [b("http://b/keep")], "{what}");
+        // a rule's own value, a value that is not UTF-8: as they were
         assert_eq!(
             fields(&resp, "x-set"),
             [b("http://app.internal/set")],

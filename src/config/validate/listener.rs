@@ -181,7 +181,7 @@ pub(super) fn listener(
                 if rf.sni.is_none() {
                     p.add(
                         &rat.key("sni"),
-                        "a tcp listener's route needs sni = \"name\" (or \"*.domain\")",
+                        "a tcp listener's route needs sni = \"name\" (or \"*.domain\", \"name.*\")",
                     );
                 }
                 ("sni", &rf.sni)

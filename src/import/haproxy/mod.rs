@@ -161,6 +161,10 @@ struct Importer {
     http_errors: HashMap<String, Vec<(String, String)>>,
     /// Each pool's `default-server` options (its defaults' and its own).
     default_server: HashMap<usize, Vec<String>>,
+    /// the `http-response set|add|del|replace-header` lines of the file by
+    /// the field they name (lowercase): their section's kind and number,
+    /// their line and verb
+    response_fields: HashMap<String, Vec<(Kind, usize, usize, String)>>,
 }
 
 /// Converts a haproxy.cfg. Never fails: what cannot be mapped is reported.
@@ -190,7 +194,29 @@ pub fn import(src: &str, file: &str) -> Imported {
         compression: HashMap::new(),
         http_errors: HashMap::new(),
         default_server: HashMap::new(),
+        response_fields: HashMap::new(),
     };
+    for sec in &secs {
+        for l in &sec.lines {
+            if let [head, verb, name, ..] = l.words.as_slice() {
+                if head == "http-response"
+                    && matches!(
+                        verb.as_str(),
+                        "set-header"
+                            | "add-header"
+                            | "del-header"
+                            | "replace-header"
+                            | "replace-value"
+                    )
+                {
+                    im.response_fields
+                        .entry(name.to_ascii_lowercase())
+                        .or_default()
+                        .push((sec.kind, sec.no, l.no, verb.clone()));
+                }
+            }
+        }
+    }
     for sec in secs.iter().filter(|s| s.keyword == "http-errors") {
         let pages = im.http_errors.entry(sec.name.clone()).or_default();
         // (an error status: HAProxy's 200, monitor-uri's, is not a page of rampart's)

@@ -2,7 +2,7 @@
 //! `http-response`, `use_backend`, ACLs, stick-table rate limits, and the order
 //! HAProxy applies them in.
 
-use super::tokens::{rate_text, with_base, Line};
+use super::tokens::{rate_text, with_base, Kind, Line};
 use super::Importer;
 use crate::import::haproxy_cond::{self as cond, Acls};
 use crate::import::out::{self, list, s, Table};
@@ -556,6 +556,7 @@ impl Importer {
                     self.unsupported(l, e);
                     return true;
                 }
+                self.response_order(l, name, &mut approx, &mut notes);
                 match regex_replacement(re, fmt) {
                     Ok(to) => action.set(
                         "response_replace_header",
@@ -641,6 +642,9 @@ impl Importer {
                     return true;
                 }
                 let resp = head == "http-response";
+                if resp {
+                    self.response_order(l, &name, &mut approx, &mut notes);
+                }
 
                 match (verb, value, resp) {
                     ("del-header", _, false) => {
@@ -703,6 +707,34 @@ impl Importer {
         }
         self.push_rules(at, rules, entry);
         true
+    }
+
+    /// An `http-response` edit of `name` (line `l`) that rampart orders
+    /// otherwise: HAProxy runs a backend's response rules before its
+    /// frontend's (rampart, the frontend's first, in rule order), and its
+    /// `replace-header` rewrites what an earlier `set-header` of its
+    /// section set (rampart's, the server's lines only).
+    fn response_order(&self, l: &Line, name: &str, approx: &mut bool, notes: &mut Vec<String>) {
+        let Some(all) = self.response_fields.get(&name.to_ascii_lowercase()) else {
+            return;
+        };
+        let Some((kind, sec, _, verb)) = all.iter().find(|e| e.2 == l.no) else {
+            return;
+        };
+        let half = |k: &Kind| matches!(k, Kind::Frontend | Kind::Backend);
+        let crossed = half(kind) && all.iter().any(|e| half(&e.0) && e.0 != *kind);
+        let set_first = verb == "replace-header"
+            && all.iter().any(|e| {
+                e.1 == *sec && e.2 < l.no && matches!(e.3.as_str(), "set-header" | "add-header")
+            });
+        if crossed {
+            *approx = true;
+            notes.push(format!("a frontend and a backend both edit {name}: HAProxy runs the backend's response rules first, rampart the frontend's"));
+        }
+        if set_first {
+            *approx = true;
+            notes.push(format!("a set-header of {name} before it: HAProxy rewrites the value it set, rampart the server's lines only"));
+        }
     }
 
     pub(super) fn push_rules(&mut self, at: RuleAt, rules: Vec<Table>, entry: usize) {
@@ -830,19 +862,38 @@ fn regex_replacement(re: &str, fmt: &str) -> Result<String, String> {
     })
 }
 
-/// `fmt` with each `\N` written as `${group(N)}` and each `$` as `$$`.
+/// `fmt` read as HAProxy's `exp_replace` reads it, written as rampart's:
+/// `\N` as `${group(N)}`, `\\` as a `\`, `\xHH` as that character (ASCII),
+/// `\` before anything else as that thing, and each `$` as `$$`.
 fn substitution(
     fmt: &str,
     group: impl Fn(usize) -> Result<usize, String>,
 ) -> Result<String, String> {
     let mut to = String::with_capacity(fmt.len());
-    let mut chars = fmt.chars().peekable();
+    let mut chars = fmt.chars();
     while let Some(c) = chars.next() {
         match c {
-            '\\' if chars.peek().is_some_and(char::is_ascii_digit) => {
-                let n = chars.next().and_then(|d| d.to_digit(10)).unwrap_or(0) as usize;
-                to.push_str(&format!("${{{}}}", group(n)?));
-            }
+            '\\' => match chars.next() {
+                Some(d @ '0'..='9') => {
+                    let n = d.to_digit(10).unwrap_or(0) as usize;
+                    to.push_str(&format!("${{{}}}", group(n)?));
+                }
+                Some('x') => {
+                    let hex: String = [chars.next(), chars.next()].into_iter().flatten().collect();
+                    match u8::from_str_radix(&hex, 16) {
+                        Ok(b) if b.is_ascii() && !b.is_ascii_control() => {
+                            if b == b'$' {
+                                to.push('$');
+                            }
+                            to.push(char::from(b));
+                        }
+                        _ => return Err(format!("\\x{hex} in the format is not mapped")),
+                    }
+                }
+                Some('$') => to.push_str("$$"),
+                Some(other) => to.push(other),
+                None => return Err("a '\\' that ends the format".into()),
+            },
             '%' => {
                 return Err(
                     "a log-format expression (or '%') in the format: rampart rewrites from the regex's groups only"
@@ -865,14 +916,40 @@ fn regsub_path(fmt: &str) -> Option<Result<String, String>> {
     Some(regsub_rewrite(args))
 }
 
-fn regsub_rewrite(args: &str) -> Result<String, String> {
-    let parts: Vec<&str> = args.split(',').collect();
-    let (re, subst, flags) = match parts.as_slice() {
-        [re, subst] => (*re, *subst, ""),
-        [re, subst, flags] => (*re, *subst, flags.trim()),
-        _ => {
-            return Err("regsub(REGEX,SUBST[,FLAGS]) with no ',' in REGEX or SUBST expected".into())
+/// A converter's arguments as HAProxy's argument parser reads them: split
+/// at commas outside single quotes, each `'...'` taken as written (a regex
+/// with a parenthesis must be quoted, else it ends the arguments). A double
+/// quote, or a quote that does not close, is not mapped.
+fn converter_args(args: &str) -> Result<Vec<String>, String> {
+    let mut out = vec![String::new()];
+    let mut quoted = false;
+    for c in args.chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            ',' if !quoted => out.push(String::new()),
+            '"' => return Err("a double-quoted converter argument is not mapped".into()),
+            '(' | ')' if !quoted => return Err(
+                "a parenthesis outside quotes ends HAProxy's converter arguments: quote the regex ('...')".into(),
+            ),
+            c => {
+                if let Some(a) = out.last_mut() {
+                    a.push(c);
+                }
+            }
         }
+    }
+    if quoted {
+        return Err("a converter argument whose quote does not close".into());
+    }
+    Ok(out)
+}
+
+fn regsub_rewrite(args: &str) -> Result<String, String> {
+    let parts = converter_args(args)?;
+    let (re, subst, flags) = match parts.as_slice() {
+        [re, subst] => (re.as_str(), subst.as_str(), ""),
+        [re, subst, flags] => (re.as_str(), subst.as_str(), flags.trim()),
+        _ => return Err("regsub(REGEX,SUBST[,FLAGS]) expected".into()),
     };
     if let Some(f) = flags.chars().find(|f| !matches!(f, 'g' | 'i')) {
         return Err(format!("regsub's flag {f:?} is not mapped"));
@@ -900,10 +977,16 @@ fn regsub_rewrite(args: &str) -> Result<String, String> {
     let ci = if flags.contains('i') { "i" } else { "" };
     // what comes before the match (none, when anchored) and after it are
     // groups of their own around the regex's
+    // (`(?s)`: a path may hold a decoded newline, which HAProxy's regsub,
+    // with no such wrapping, steps over)
     let (regex, before, after) = if anchored {
-        (format!("^(?{ci}:{})(.*)$", &re[1..]), None, groups + 1)
+        (format!("^(?{ci}:{})((?s:.*))$", &re[1..]), None, groups + 1)
     } else {
-        (format!("^(.*?)(?{ci}:{re})(.*)$"), Some(1), groups + 2)
+        (
+            format!("^((?s:.*?))(?{ci}:{re})((?s:.*))$"),
+            Some(1),
+            groups + 2,
+        )
     };
     let shift = usize::from(before.is_some());
     let mut to = String::new();

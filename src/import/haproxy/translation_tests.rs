@@ -1134,10 +1134,13 @@ fn set_path_with_regsub_replaces_the_first_match() {
     let (cfg, report) = run("frontend f
   bind :80
   http-request set-path %[path,regsub(^/api/,/)] if { path_beg /api/ }
-  http-request set-path %[path,regsub(/v([0-9]+)/,/version\\1/)] if { path_beg /x/ }
+  http-request set-path \"%[path,regsub('/v([0-9]+)/','/version\\1/')]\" if { path_beg /x/ }
   http-request set-path %[path,regsub(^/A/,/b/,i)] if { path_beg /c/ }
   http-request set-path %[path,regsub(/a/,/b/,g)] if { path_beg /d/ }
   http-request set-path %[path,regsub(^/a|/b,/c)] if { path_beg /e/ }
+  http-request set-path %[path,regsub(^/q/,/x\\\\y/)] if { path_beg /q/ }
+  http-request set-path \"%[path,regsub(^/s/,/t\\/u/)]\" if { path_beg /s/ }
+  http-request set-path %[path,regsub(/v([0-9]+)/,/w/)] if { path_beg /u/ }
   default_backend web
 backend web
   server s2 10.0.0.2:80
@@ -1166,13 +1169,24 @@ backend web
     // (an alternation anchors one side only: `^/a` or `/b` anywhere)
     assert_eq!(apply(&rules[3], "/e/x/b/y"), "/e/x/c/y");
     assert_eq!(apply(&rules[3], "/a/q"), "/c/q");
-    assert_eq!(rules.len(), 4, "{rules:#?}");
+    // HAProxy's escapes, as HAProxy 2.6 answered them: the file's `\\\\`
+    // is a `\\`, and regsub's `\\y` a `y`; `\\/` a `/`
+    assert_eq!(apply(&rules[4], "/q/1"), "/xy/1");
+    assert_eq!(apply(&rules[5], "/s/2"), "/t/u/2");
+    // (a path with a decoded newline is rewritten too)
+    assert_eq!(apply(&rules[0], "/api/a\nb"), "/a\nb");
+    assert_eq!(rules.len(), 6, "{rules:#?}");
+    refused(
+        &report,
+        "http-request set-path %[path,regsub(/v([0-9]+)/,/w/)] if { path_beg /u/ }",
+        "quote the regex",
+    );
     refused(
         &report,
         "http-request set-path %[path,regsub(/a/,/b/,g)] if { path_beg /d/ }",
         "anchored",
     );
-    readable("frontend f\n  bind :80\n  http-request set-path %[path,regsub(/v([0-9]+)/,/version\\1/)]\n  default_backend web\nbackend web\n  server s2 10.0.0.2:80\n");
+    readable("frontend f\n  bind :80\n  http-request set-path \"%[path,regsub('/v([0-9]+)/','/version\\1/')]\"\n  default_backend web\nbackend web\n  server s2 10.0.0.2:80\n");
 }
 
 /// `http-response replace-header NAME REGEX FMT` is a rule's
@@ -1209,6 +1223,50 @@ backend web
         ("http-response replace-header Location x(.*) /\\2", "groups"),
     ] {
         refused(&report, line, why);
+    }
+}
+
+/// HAProxy runs a backend's `http-response` rules before its frontend's,
+/// and a `replace-header` rewrites what a `set-header` before it set:
+/// where that could matter, the line is approximated; edits of one field in
+/// backends that never answer one request together are mapped.
+#[test]
+fn response_edits_in_haproxys_order_are_approximated_where_it_differs() {
+    let (_, report) = run("frontend f
+  bind :80
+  http-response del-header X-Both
+  use_backend a if { path_beg /a }
+  default_backend b
+backend a
+  http-response set-header X-Both 1
+  http-response replace-header Location http://a/(.*) /\\1
+  server s1 10.0.0.1:80
+backend b
+  http-response set-header X-Set 1
+  http-response replace-header X-Set 1 2
+  http-response replace-header Location http://b/(.*) /\\1
+  server s2 10.0.0.2:80
+");
+    let fidelity = |line: &str| {
+        report
+            .iter()
+            .find(|e| e.directive == line)
+            .unwrap_or_else(|| panic!("no {line:?} in {report:#?}"))
+            .clone()
+    };
+    for line in [
+        "http-response del-header X-Both",
+        "http-response set-header X-Both 1",
+        "http-response replace-header X-Set 1 2",
+    ] {
+        assert_eq!(fidelity(line).fidelity, Fidelity::Approximated, "{line}");
+    }
+    for line in [
+        "http-response replace-header Location http://a/(.*) /\\1",
+        "http-response replace-header Location http://b/(.*) /\\1",
+        "http-response set-header X-Set 1",
+    ] {
+        assert_eq!(fidelity(line).fidelity, Fidelity::Mapped, "{line}");
     }
 }
 

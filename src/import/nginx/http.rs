@@ -93,6 +93,10 @@ impl Importer {
         let lname = name.to_ascii_lowercase();
         match (lname.as_str(), value.as_str()) {
             ("host", "$host" | "$http_host") => self.mapped(d, "rampart passes the client's Host"),
+            ("host", "$proxy_host") => self.mapped(
+                d,
+                "the Host of proxy_pass's URL, as nginx's default: a set_header on the rules that proxy",
+            ),
             ("x-forwarded-for", "$proxy_add_x_forwarded_for" | "$remote_addr") => {
                 self.mapped(d, "rampart appends the client to X-Forwarded-For")
             }
@@ -261,6 +265,21 @@ impl Importer {
                 }
             }
             "limit_req_log_level" | "limit_req_dry_run" => self.approx(d, "rampart counts limited requests in rampart_rate_limited_total and logs end=rate_limited"),
+            "proxy_redirect" => match redirect_line(d) {
+                Ok(Redirect::Off) => self.mapped(
+                    d,
+                    "no rewrite of servers' Location and Refresh where it holds (rampart's default)",
+                ),
+                Ok(Redirect::Default) => self.mapped(
+                    d,
+                    "response_replace_header on Location and Refresh: proxy_pass's URL becomes the location's path",
+                ),
+                Ok(_) => self.mapped(
+                    d,
+                    "response_replace_header on Location (and Refresh) of the rules that proxy where it holds",
+                ),
+                Err(why) => self.unsupported(d, why),
+            },
             "if" => self.unsupported(d, "if blocks are not mapped: write [[listener.rule]] matches by hand"),
             "set" | "map" => self.unsupported(d, "nginx variables have no rampart equivalent"),
             "more_set_headers" | "more_clear_headers" | "expires" | "etag" | "if_modified_since" => {
@@ -903,4 +922,63 @@ impl Importer {
 /// An nginx time as `[pool.cookie] max_age`: whole seconds, at least one.
 fn max_age(v: &str) -> Option<String> {
     duration(v).filter(|d| d.as_str() != "0s" && !d.ends_with("ms"))
+}
+
+/// A `proxy_redirect` line, read.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Redirect {
+    Off,
+    /// proxy_pass's URL (with `/` when it has no URI part) becomes the
+    /// location's path (`/` then)
+    Default,
+    /// a Location that starts with `from` has it replaced by `to`
+    Text {
+        from: String,
+        to: String,
+    },
+    /// a Location `re` matches becomes `to` (captures as `${N}`)
+    Regex {
+        re: String,
+        to: String,
+    },
+}
+
+/// `proxy_redirect off|default|FROM TO|~REGEX TO|~*REGEX TO`: what rampart
+/// can do of it, or why not.
+pub(super) fn redirect_line(d: &Directive) -> Result<Redirect, String> {
+    match d.args.as_slice() {
+        [a] if a == "off" => Ok(Redirect::Off),
+        [a] if a == "default" => Ok(Redirect::Default),
+        [from, to] => {
+            let (re, ci) = match from.strip_prefix("~*") {
+                Some(r) => (Some(r), true),
+                None => (from.strip_prefix('~'), false),
+            };
+            match re {
+                Some(re) => {
+                    let compiled = regex::Regex::new(re)
+                        .map_err(|_| "a regex rampart's regex crate refuses".to_string())?;
+                    let to = super::server::captures_as_rampart(to, &compiled).map_err(|name| {
+                        format!(
+                            "${name}: only the regex's captures are mapped, not nginx variables"
+                        )
+                    })?;
+                    let re = if ci {
+                        format!("(?i){re}")
+                    } else {
+                        re.to_string()
+                    };
+                    Ok(Redirect::Regex { re, to })
+                }
+                None if from.contains('$') || to.contains('$') => {
+                    Err("a text with nginx variables is not mapped".into())
+                }
+                None => Ok(Redirect::Text {
+                    from: from.clone(),
+                    to: to.clone(),
+                }),
+            }
+        }
+        _ => Err("off, default, or FROM TO expected".into()),
+    }
 }

@@ -129,12 +129,174 @@ fn pool_rules(loc: &Loc, p: &str) -> Vec<Table> {
         t.set("pool", s(p));
         out.push(t);
     }
-    if let Some(n) = loc.max_body {
-        for t in &mut out {
+    for t in &mut out {
+        if let Some(n) = loc.max_body {
             t.set("max_request_body", n.to_string());
+        }
+        if let Some(h) = &loc.host_header {
+            t.set("set_header", format!("{{ \"Host\" = {} }}", s(h)));
+        }
+        match loc.replaces.as_slice() {
+            [] => {}
+            [one] => t.set("response_replace_header", one.clone()),
+            many => t.set("response_replace_header", format!("[{}]", many.join(", "))),
         }
     }
     out
+}
+
+/// What a level (http, server, location) says of the Host a server gets
+/// and of the rewrites of its redirects. nginx inherits `proxy_set_header`
+/// and `proxy_redirect` lines from the nearest level that has any, none
+/// from further up.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Inherit {
+    /// None: no proxy_set_header here; else whether one sets Host (to
+    /// anything but nginx's default, `$proxy_host`)
+    host: Option<bool>,
+    /// None: no proxy_redirect here; else its lines
+    redirects: Option<Vec<Directive>>,
+}
+
+impl Inherit {
+    pub(super) fn of(ds: &[Directive]) -> Inherit {
+        let sets = ds.iter().filter(|d| d.name == "proxy_set_header");
+        let redirects: Vec<Directive> = ds
+            .iter()
+            .filter(|d| d.name == "proxy_redirect")
+            .cloned()
+            .collect();
+        Inherit {
+            host: (ds.iter().any(|d| d.name == "proxy_set_header")).then(|| {
+                sets.clone().any(|d| {
+                    d.args
+                        .first()
+                        .is_some_and(|n| n.eq_ignore_ascii_case("host"))
+                        && d.args.get(1).map(String::as_str) != Some("$proxy_host")
+                })
+            }),
+            redirects: (!redirects.is_empty()).then_some(redirects),
+        }
+    }
+
+    /// This level's, else `outer`'s.
+    fn or(&self, outer: &Inherit) -> Inherit {
+        Inherit {
+            host: self.host.or(outer.host),
+            redirects: self.redirects.clone().or_else(|| outer.redirects.clone()),
+        }
+    }
+}
+
+/// `$proxy_host` of a `proxy_pass` URL: its host, and its port unless the
+/// scheme's own.
+fn proxy_host(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split('/').next().unwrap_or(rest);
+    let default = if scheme == "https" { "443" } else { "80" };
+    Some(match host.rsplit_once(':') {
+        Some((h, p)) if p == default && !h.ends_with(':') => h.to_string(),
+        _ => host.to_string(),
+    })
+}
+
+/// The `response_replace_header` entries (TOML inline tables) of the
+/// `proxy_redirect` lines that hold for a location proxying to `url`
+/// (`loc_name`: its path, for a prefix or exact location); None: nginx's
+/// default.
+fn redirect_replaces(
+    lines: Option<&[Directive]>,
+    url: &str,
+    loc_name: Option<&str>,
+) -> Vec<String> {
+    use http::Redirect;
+    let read: Vec<Redirect> = match lines {
+        None => vec![Redirect::Default],
+        Some(ls) => ls
+            .iter()
+            .filter_map(|d| http::redirect_line(d).ok())
+            .collect(),
+    };
+    let mut out = Vec::new();
+    let text = |from: &str, to: &str, out: &mut Vec<String>| {
+        // `$` is a `$` in nginx's text, and in rampart's `$$`
+        let to = to.replace('$', "$$");
+        let from = regex::escape(from);
+        out.push(format!(
+            "{{ name = \"Location\", regex = {}, to = {} }}",
+            s(&format!("^{from}(.*)$")),
+            s(&format!("{to}${{1}}"))
+        ));
+        out.push(format!(
+            "{{ name = \"Refresh\", regex = {}, to = {} }}",
+            s(&format!("^(.*?(?i:url=)){from}(.*)$")),
+            s(&format!("${{1}}{to}${{2}}"))
+        ));
+    };
+    for r in read {
+        match r {
+            Redirect::Off => return Vec::new(),
+            Redirect::Default => {
+                if url.contains('$') {
+                    continue;
+                }
+                let has_uri = url
+                    .split_once("://")
+                    .is_some_and(|(_, rest)| rest.contains('/'));
+                match (has_uri, loc_name) {
+                    (false, _) => text(&format!("{url}/"), "/", &mut out),
+                    (true, Some(name)) => text(url, name, &mut out),
+                    (true, None) => {}
+                }
+            }
+            Redirect::Text { from, to } => text(&from, &to, &mut out),
+            Redirect::Regex { re, to } => {
+                out.push(format!(
+                    "{{ name = \"Location\", regex = {}, to = {} }}",
+                    s(&re),
+                    s(&to)
+                ));
+                if let Some((re, to)) = refresh_regex(&re, &to) {
+                    out.push(format!(
+                        "{{ name = \"Refresh\", regex = {}, to = {} }}",
+                        s(&re),
+                        s(&to)
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A `proxy_redirect ~REGEX TO` on a Refresh field: nginx matches the
+/// regex against what follows its `url=`, and replaces all of that. The
+/// regex (`(?i)` first for `~*`) and `to` (its groups as `${N}`) of a
+/// Location's, for the whole field: one group before them, so theirs move
+/// up by one. None: a `^` that does not only anchor it.
+fn refresh_regex(re: &str, to: &str) -> Option<(String, String)> {
+    let (flags, body) = re.strip_prefix("(?i)").map_or(("", re), |b| ("(?i)", b));
+    let anchored = body.starts_with('^') && !body.contains('|');
+    let inner = if anchored { &body[1..] } else { body };
+    if inner.contains('^') {
+        return None;
+    }
+    let skip = if anchored { "" } else { "(?s:.*?)" };
+    let regex = format!("^(.*?(?i:url=)){skip}(?:{flags}{inner})(?s:.*)$");
+    let mut shifted = String::from("${1}");
+    let mut rest = to;
+    while let Some(i) = rest.find("${") {
+        shifted.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after.find('}')?;
+        match after[..end].parse::<usize>() {
+            Ok(n) => shifted.push_str(&format!("${{{}}}", n + 1)),
+            Err(_) => shifted.push_str(&rest[i..i + 3 + end]),
+        }
+        rest = &after[end + 1..];
+    }
+    shifted.push_str(rest);
+    Some((regex, shifted))
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +334,12 @@ pub(super) struct Loc {
     try_uri: Option<Option<String>>,
     /// its own `client_max_body_size`, on the rules that proxy it
     max_body: Option<u64>,
+    /// the Host nginx sends its server (`$proxy_host`) where no
+    /// `proxy_set_header Host` holds, on the rules that proxy it
+    host_header: Option<String>,
+    /// `response_replace_header` entries of the `proxy_redirect` lines that
+    /// hold (nginx's default where none do), on the rules that proxy it
+    replaces: Vec<String>,
     /// what hands its requests to something else (`proxy_pass`,
     /// `fastcgi_pass`, `return`, ...), mapped or not
     handler: Option<String>,
@@ -350,6 +518,10 @@ pub(super) struct Importer {
     upstream_names: Vec<String>,
     /// `$server_name` in the server block being read: its first name
     server_name: String,
+    /// the http level's and the server's being read `proxy_set_header` Host
+    /// and `proxy_redirect` lines
+    http_inherit: Inherit,
+    server_inherit: Inherit,
     /// the http level's error_page lines and `root` (value and line), which
     /// a server without error_page lines of its own resolves
     http_pages: Vec<Directive>,
@@ -408,6 +580,8 @@ impl Importer {
     }
 
     pub(super) fn main_level(&mut self, ds: &[Directive]) {
+        // (a conf.d snippet's top level is its http level)
+        self.http_inherit = Inherit::of(ds);
         // conf.d snippets: their upstreams, zones and resolvers first, as
         // http does, since servers name them wherever they are in the file
         for d in ds {
@@ -452,6 +626,7 @@ impl Importer {
                 "http" => {
                     self.mapped(d, "listeners and pools");
                     let b = d.block.clone().unwrap_or_default();
+                    self.http_inherit = Inherit::of(&b);
                     self.http_level(&b);
                 }
                 "stream" => {
@@ -819,6 +994,8 @@ impl Importer {
                             && loc.m.0.is_empty()
                             && !rewrites
                             && loc.max_body.is_none()
+                            && loc.host_header.is_none()
+                            && loc.replaces.is_empty()
                         {
                             default_pool = Some(p.clone());
                         } else {
@@ -995,6 +1172,8 @@ pub fn import(src: &str, file: &str) -> Imported {
         pool_settings: Vec::new(),
         upstream_names: Vec::new(),
         server_name: String::new(),
+        http_inherit: Inherit::default(),
+        server_inherit: Inherit::default(),
         http_pages: Vec::new(),
         http_root: None,
         http_root_line: None,

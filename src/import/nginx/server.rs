@@ -27,6 +27,7 @@ impl Importer {
             "rules of the listener(s) for its addresses, matched by its names",
         );
         // $server_name: the first name of server_name, as written ("" without one)
+        self.server_inherit = super::Inherit::of(b);
         self.server_name = b
             .iter()
             .find(|e| e.name == "server_name")
@@ -653,6 +654,8 @@ impl Importer {
             root: None,
             alias: None,
             max_body: None,
+            host_header: None,
+            replaces: Vec::new(),
             try_uri: block
                 .iter()
                 .find(|d| {
@@ -690,6 +693,8 @@ impl Importer {
         let mut body_at: Option<usize> = None;
         // a `rewrite ... last|break` read (see `after_a_stop`)
         let mut stopped = false;
+        // proxy_pass's URL and its report entry
+        let mut pass: Option<(String, usize)> = None;
         // the type of a `return`'s text here (an added field is the last word)
         self.return_type =
             block
@@ -706,6 +711,7 @@ impl Importer {
             match d.name.as_str() {
                 "proxy_pass" => {
                     let prefix = (kind != LocKind::Regex).then_some(pat.as_str());
+                    pass = Some((d.args.first().cloned().unwrap_or_default(), self.report.len()));
                     match self.proxy_pass(d, prefix) {
                         Some((pool, uri)) => {
                             loc.pool = Some(pool);
@@ -795,7 +801,6 @@ impl Importer {
                 | "proxy_buffer_size"
                 | "proxy_busy_buffers_size"
                 | "proxy_request_buffering"
-                | "proxy_redirect"
                 | "proxy_cache"
                 | "proxy_cache_valid"
                 | "proxy_intercept_errors"
@@ -833,10 +838,56 @@ impl Importer {
         if let Some(r) = self.access_rules(&access) {
             loc.rules.insert(0, r);
         }
+        if let (Some(_), Some((url, at))) = (&loc.pool, &pass) {
+            self.host_and_redirects(&mut loc, &block, url, *at);
+        }
         if let Some(p) = &loc.pool {
             self.pool_settings.push((p.clone(), local));
         }
         Some(loc)
+    }
+
+    /// nginx's defaults where no line of the location's, its server's or
+    /// the http level's says otherwise: the server gets proxy_pass's host as
+    /// its Host (`proxy_set_header Host $proxy_host`), and a redirect of its
+    /// to proxy_pass's URL comes back as one to the location
+    /// (`proxy_redirect default`). Said on the proxy_pass line (`at`).
+    fn host_and_redirects(&mut self, loc: &mut Loc, block: &[Directive], url: &str, at: usize) {
+        let held = super::Inherit::of(block)
+            .or(&self.server_inherit)
+            .or(&self.http_inherit);
+        let mut notes = Vec::new();
+        if held.host != Some(true) {
+            if let Some(h) = super::proxy_host(url) {
+                notes.push(format!(
+                    "the server gets Host {h:?}, nginx's default (proxy_set_header Host $proxy_host) where no proxy_set_header Host holds"
+                ));
+                loc.host_header = Some(h);
+            }
+        }
+        let name = matches!(
+            loc.kind,
+            LocKind::Exact | LocKind::Prefix | LocKind::PrefixStop
+        )
+        .then_some(loc.pat.as_str());
+        // nginx's implicit `proxy_redirect default` is for servers told
+        // their name is proxy_pass's: one that gets the client's Host
+        // redirects to that (each rewrite an edit of every answer, and one
+        // that keeps HTTP/2 answers off their shortest path)
+        if held.redirects.is_some() || loc.host_header.is_some() {
+            loc.replaces = super::redirect_replaces(held.redirects.as_deref(), url, name);
+        }
+        if held.redirects.is_none() && !loc.replaces.is_empty() {
+            notes.push(
+                "a Location or Refresh from it to proxy_pass's URL is rewritten to the location's, nginx's proxy_redirect default".into(),
+            );
+        }
+        if let Some(en) = self.report.get_mut(at) {
+            for n in notes {
+                en.note.push_str("; ");
+                en.note.push_str(&n);
+            }
+        }
     }
 }
 
@@ -853,6 +904,20 @@ pub(super) fn rewrite_path(re: &str, rep: &str) -> Result<String, String> {
             "{c:?} in the replacement: rampart rewrites the path only (the query stays the client's), written decoded"
         ));
     }
+    let to = captures_as_rampart(rep, &compiled).map_err(|name| match name.as_str() {
+        "{" => "an unclosed ${ in the replacement".to_string(),
+        _ => format!(
+            "${name} in the replacement is not one of the regex's captures: rampart rewrites from captures only"
+        ),
+    })?;
+    Ok(format!("{{ regex = {}, to = {} }}", s(re), s(&to)))
+}
+
+/// nginx's replacement text with its `$1`..`$9` (one digit: `$1a` is $1
+/// and "a") and named captures as rampart writes them (`${1}`, `${name}`);
+/// Err: the name of a variable that is not one of `compiled`'s captures
+/// (or an unclosed `${`).
+pub(super) fn captures_as_rampart(rep: &str, compiled: &regex::Regex) -> Result<String, String> {
     let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut to = String::new();
     let mut rest = rep;
@@ -862,9 +927,8 @@ pub(super) fn rewrite_path(re: &str, rep: &str) -> Result<String, String> {
         let (name, used) = match after.strip_prefix('{') {
             Some(b) => match b.find('}') {
                 Some(end) => (&b[..end], end + 2),
-                None => return Err("an unclosed ${ in the replacement".into()),
+                None => return Err("{".into()),
             },
-            // nginx's captures are one digit: `$1a` is $1 and "a"
             None if after.starts_with(|c: char| c.is_ascii_digit()) => (&after[..1], 1),
             None => {
                 let end = after.find(|c: char| !is_name(c)).unwrap_or(after.len());
@@ -876,9 +940,7 @@ pub(super) fn rewrite_path(re: &str, rep: &str) -> Result<String, String> {
             Err(_) => compiled.capture_names().flatten().any(|g| g == name),
         };
         if !group {
-            return Err(format!(
-                "${name} in the replacement is not one of the regex's captures: rampart rewrites from captures only"
-            ));
+            return Err(name.to_string());
         }
         to.push_str("${");
         to.push_str(name);
@@ -886,7 +948,7 @@ pub(super) fn rewrite_path(re: &str, rep: &str) -> Result<String, String> {
         rest = &after[used..];
     }
     to.push_str(rest);
-    Ok(format!("{{ regex = {}, to = {} }}", s(re), s(&to)))
+    Ok(to)
 }
 
 /// A redirect target's nginx variables → rampart's placeholders: `$host`,
