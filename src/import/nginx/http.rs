@@ -2,6 +2,7 @@
 //! (and nginx Plus's `sticky cookie`), `proxy_pass`, resolvers and
 //! `limit_req_zone`.
 
+use super::proxied::{redirect_line, Redirect};
 use super::{duration, size, Importer};
 use crate::import::nginx_parse::Directive;
 use crate::import::out::{self, list, s, Table};
@@ -922,63 +923,4 @@ impl Importer {
 /// An nginx time as `[pool.cookie] max_age`: whole seconds, at least one.
 fn max_age(v: &str) -> Option<String> {
     duration(v).filter(|d| d.as_str() != "0s" && !d.ends_with("ms"))
-}
-
-/// A `proxy_redirect` line, read.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) enum Redirect {
-    Off,
-    /// proxy_pass's URL (with `/` when it has no URI part) becomes the
-    /// location's path (`/` then)
-    Default,
-    /// a Location that starts with `from` has it replaced by `to`
-    Text {
-        from: String,
-        to: String,
-    },
-    /// a Location `re` matches becomes `to` (captures as `${N}`)
-    Regex {
-        re: String,
-        to: String,
-    },
-}
-
-/// `proxy_redirect off|default|FROM TO|~REGEX TO|~*REGEX TO`: what rampart
-/// can do of it, or why not.
-pub(super) fn redirect_line(d: &Directive) -> Result<Redirect, String> {
-    match d.args.as_slice() {
-        [a] if a == "off" => Ok(Redirect::Off),
-        [a] if a == "default" => Ok(Redirect::Default),
-        [from, to] => {
-            let (re, ci) = match from.strip_prefix("~*") {
-                Some(r) => (Some(r), true),
-                None => (from.strip_prefix('~'), false),
-            };
-            match re {
-                Some(re) => {
-                    let compiled = regex::Regex::new(re)
-                        .map_err(|_| "a regex rampart's regex crate refuses".to_string())?;
-                    let to = super::server::captures_as_rampart(to, &compiled).map_err(|name| {
-                        format!(
-                            "${name}: only the regex's captures are mapped, not nginx variables"
-                        )
-                    })?;
-                    let re = if ci {
-                        format!("(?i){re}")
-                    } else {
-                        re.to_string()
-                    };
-                    Ok(Redirect::Regex { re, to })
-                }
-                None if from.contains('$') || to.contains('$') => {
-                    Err("a text with nginx variables is not mapped".into())
-                }
-                None => Ok(Redirect::Text {
-                    from: from.clone(),
-                    to: to.clone(),
-                }),
-            }
-        }
-        _ => Err("off, default, or FROM TO expected".into()),
-    }
 }

@@ -13,6 +13,7 @@
 
 mod http;
 mod pages;
+mod proxied;
 mod server;
 mod stream;
 #[cfg(test)]
@@ -21,6 +22,7 @@ mod tests;
 use super::nginx_parse::{parse, Directive};
 use super::out::{self, list, s, Table};
 use super::{Entry, Fidelity, Imported};
+use proxied::Inherit;
 use std::collections::HashMap;
 
 /// An nginx duration (`30s`, `1m`, `500ms`, a bare number = seconds) →
@@ -143,160 +145,6 @@ fn pool_rules(loc: &Loc, p: &str) -> Vec<Table> {
         }
     }
     out
-}
-
-/// What a level (http, server, location) says of the Host a server gets
-/// and of the rewrites of its redirects. nginx inherits `proxy_set_header`
-/// and `proxy_redirect` lines from the nearest level that has any, none
-/// from further up.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Inherit {
-    /// None: no proxy_set_header here; else whether one sets Host (to
-    /// anything but nginx's default, `$proxy_host`)
-    host: Option<bool>,
-    /// None: no proxy_redirect here; else its lines
-    redirects: Option<Vec<Directive>>,
-}
-
-impl Inherit {
-    pub(super) fn of(ds: &[Directive]) -> Inherit {
-        let sets = ds.iter().filter(|d| d.name == "proxy_set_header");
-        let redirects: Vec<Directive> = ds
-            .iter()
-            .filter(|d| d.name == "proxy_redirect")
-            .cloned()
-            .collect();
-        Inherit {
-            host: (ds.iter().any(|d| d.name == "proxy_set_header")).then(|| {
-                sets.clone().any(|d| {
-                    d.args
-                        .first()
-                        .is_some_and(|n| n.eq_ignore_ascii_case("host"))
-                        && d.args.get(1).map(String::as_str) != Some("$proxy_host")
-                })
-            }),
-            redirects: (!redirects.is_empty()).then_some(redirects),
-        }
-    }
-
-    /// This level's, else `outer`'s.
-    fn or(&self, outer: &Inherit) -> Inherit {
-        Inherit {
-            host: self.host.or(outer.host),
-            redirects: self.redirects.clone().or_else(|| outer.redirects.clone()),
-        }
-    }
-}
-
-/// `$proxy_host` of a `proxy_pass` URL: its host, and its port unless the
-/// scheme's own.
-fn proxy_host(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    let host = rest.split('/').next().unwrap_or(rest);
-    let default = if scheme == "https" { "443" } else { "80" };
-    Some(match host.rsplit_once(':') {
-        Some((h, p)) if p == default && !h.ends_with(':') => h.to_string(),
-        _ => host.to_string(),
-    })
-}
-
-/// The `response_replace_header` entries (TOML inline tables) of the
-/// `proxy_redirect` lines that hold for a location proxying to `url`
-/// (`loc_name`: its path, for a prefix or exact location); None: nginx's
-/// default.
-fn redirect_replaces(
-    lines: Option<&[Directive]>,
-    url: &str,
-    loc_name: Option<&str>,
-) -> Vec<String> {
-    use http::Redirect;
-    let read: Vec<Redirect> = match lines {
-        None => vec![Redirect::Default],
-        Some(ls) => ls
-            .iter()
-            .filter_map(|d| http::redirect_line(d).ok())
-            .collect(),
-    };
-    let mut out = Vec::new();
-    let text = |from: &str, to: &str, out: &mut Vec<String>| {
-        // `$` is a `$` in nginx's text, and in rampart's `$$`
-        let to = to.replace('$', "$$");
-        let from = regex::escape(from);
-        out.push(format!(
-            "{{ name = \"Location\", regex = {}, to = {} }}",
-            s(&format!("^{from}(.*)$")),
-            s(&format!("{to}${{1}}"))
-        ));
-        out.push(format!(
-            "{{ name = \"Refresh\", regex = {}, to = {} }}",
-            s(&format!("^(.*?(?i:url=)){from}(.*)$")),
-            s(&format!("${{1}}{to}${{2}}"))
-        ));
-    };
-    for r in read {
-        match r {
-            Redirect::Off => return Vec::new(),
-            Redirect::Default => {
-                if url.contains('$') {
-                    continue;
-                }
-                let has_uri = url
-                    .split_once("://")
-                    .is_some_and(|(_, rest)| rest.contains('/'));
-                match (has_uri, loc_name) {
-                    (false, _) => text(&format!("{url}/"), "/", &mut out),
-                    (true, Some(name)) => text(url, name, &mut out),
-                    (true, None) => {}
-                }
-            }
-            Redirect::Text { from, to } => text(&from, &to, &mut out),
-            Redirect::Regex { re, to } => {
-                out.push(format!(
-                    "{{ name = \"Location\", regex = {}, to = {} }}",
-                    s(&re),
-                    s(&to)
-                ));
-                if let Some((re, to)) = refresh_regex(&re, &to) {
-                    out.push(format!(
-                        "{{ name = \"Refresh\", regex = {}, to = {} }}",
-                        s(&re),
-                        s(&to)
-                    ));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// A `proxy_redirect ~REGEX TO` on a Refresh field: nginx matches the
-/// regex against what follows its `url=`, and replaces all of that. The
-/// regex (`(?i)` first for `~*`) and `to` (its groups as `${N}`) of a
-/// Location's, for the whole field: one group before them, so theirs move
-/// up by one. None: a `^` that does not only anchor it.
-fn refresh_regex(re: &str, to: &str) -> Option<(String, String)> {
-    let (flags, body) = re.strip_prefix("(?i)").map_or(("", re), |b| ("(?i)", b));
-    let anchored = body.starts_with('^') && !body.contains('|');
-    let inner = if anchored { &body[1..] } else { body };
-    if inner.contains('^') {
-        return None;
-    }
-    let skip = if anchored { "" } else { "(?s:.*?)" };
-    let regex = format!("^(.*?(?i:url=)){skip}(?:{flags}{inner})(?s:.*)$");
-    let mut shifted = String::from("${1}");
-    let mut rest = to;
-    while let Some(i) = rest.find("${") {
-        shifted.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        let end = after.find('}')?;
-        match after[..end].parse::<usize>() {
-            Ok(n) => shifted.push_str(&format!("${{{}}}", n + 1)),
-            Err(_) => shifted.push_str(&rest[i..i + 3 + end]),
-        }
-        rest = &after[end + 1..];
-    }
-    shifted.push_str(rest);
-    Some((regex, shifted))
 }
 
 #[derive(Debug, Clone)]

@@ -1,7 +1,7 @@
 //! A `server` block and its `location`s: listeners, host matches, access
 //! rules, headers, rate limits, returns and rewrites, in nginx's precedence.
 
-use super::{listen_addr, size, Importer, Listen, Loc, LocKind, Server};
+use super::{listen_addr, proxied, size, Importer, Listen, Loc, LocKind, Server};
 use crate::import::haproxy_cond::src_complement;
 use crate::import::nginx_parse::Directive;
 use crate::import::out::{self, list, s, Table};
@@ -27,7 +27,7 @@ impl Importer {
             "rules of the listener(s) for its addresses, matched by its names",
         );
         // $server_name: the first name of server_name, as written ("" without one)
-        self.server_inherit = super::Inherit::of(b);
+        self.server_inherit = proxied::Inherit::of(b);
         self.server_name = b
             .iter()
             .find(|e| e.name == "server_name")
@@ -853,12 +853,12 @@ impl Importer {
     /// to proxy_pass's URL comes back as one to the location
     /// (`proxy_redirect default`). Said on the proxy_pass line (`at`).
     fn host_and_redirects(&mut self, loc: &mut Loc, block: &[Directive], url: &str, at: usize) {
-        let held = super::Inherit::of(block)
+        let held = proxied::Inherit::of(block)
             .or(&self.server_inherit)
             .or(&self.http_inherit);
         let mut notes = Vec::new();
         if held.host != Some(true) {
-            if let Some(h) = super::proxy_host(url) {
+            if let Some(h) = proxied::proxy_host(url) {
                 notes.push(format!(
                     "the server gets Host {h:?}, nginx's default (proxy_set_header Host $proxy_host) where no proxy_set_header Host holds"
                 ));
@@ -875,7 +875,7 @@ impl Importer {
         // redirects to that (each rewrite an edit of every answer, and one
         // that keeps HTTP/2 answers off their shortest path)
         if held.redirects.is_some() || loc.host_header.is_some() {
-            loc.replaces = super::redirect_replaces(held.redirects.as_deref(), url, name);
+            loc.replaces = proxied::redirect_replaces(held.redirects.as_deref(), url, name);
         }
         if held.redirects.is_none() && !loc.replaces.is_empty() {
             notes.push(
@@ -904,51 +904,13 @@ pub(super) fn rewrite_path(re: &str, rep: &str) -> Result<String, String> {
             "{c:?} in the replacement: rampart rewrites the path only (the query stays the client's), written decoded"
         ));
     }
-    let to = captures_as_rampart(rep, &compiled).map_err(|name| match name.as_str() {
+    let to = proxied::captures_as_rampart(rep, &compiled).map_err(|name| match name.as_str() {
         "{" => "an unclosed ${ in the replacement".to_string(),
         _ => format!(
             "${name} in the replacement is not one of the regex's captures: rampart rewrites from captures only"
         ),
     })?;
     Ok(format!("{{ regex = {}, to = {} }}", s(re), s(&to)))
-}
-
-/// nginx's replacement text with its `$1`..`$9` (one digit: `$1a` is $1
-/// and "a") and named captures as rampart writes them (`${1}`, `${name}`);
-/// Err: the name of a variable that is not one of `compiled`'s captures
-/// (or an unclosed `${`).
-pub(super) fn captures_as_rampart(rep: &str, compiled: &regex::Regex) -> Result<String, String> {
-    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let mut to = String::new();
-    let mut rest = rep;
-    while let Some(i) = rest.find('$') {
-        to.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        let (name, used) = match after.strip_prefix('{') {
-            Some(b) => match b.find('}') {
-                Some(end) => (&b[..end], end + 2),
-                None => return Err("{".into()),
-            },
-            None if after.starts_with(|c: char| c.is_ascii_digit()) => (&after[..1], 1),
-            None => {
-                let end = after.find(|c: char| !is_name(c)).unwrap_or(after.len());
-                (&after[..end], end)
-            }
-        };
-        let group = match name.parse::<usize>() {
-            Ok(n) => n < compiled.captures_len(),
-            Err(_) => compiled.capture_names().flatten().any(|g| g == name),
-        };
-        if !group {
-            return Err(name.to_string());
-        }
-        to.push_str("${");
-        to.push_str(name);
-        to.push('}');
-        rest = &after[used..];
-    }
-    to.push_str(rest);
-    Ok(to)
 }
 
 /// A redirect target's nginx variables → rampart's placeholders: `$host`,
