@@ -509,10 +509,10 @@ async fn imported_haproxy_host_prefixes_and_location_rewrites_answer_as_haproxy(
     assert_eq!(a.body, "api /users/7");
 }
 
-/// nginx's `server_name` wildcards, both kinds, in its order: an exact name,
-/// then `*.NAME` (longest first), then `NAME.*` (longest first), then the
-/// default server: rampart on the import answers each Host from the server
-/// nginx picks.
+/// nginx's `server_name` wildcards, all kinds, in its order: an exact name
+/// (`.NAME`'s bare name among them), then `*.NAME` (longest first), then
+/// `NAME.*` (longest first), then the default server: rampart on the import
+/// answers each Host from the server nginx picks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imported_server_names_pick_the_server_nginx_picks() {
     let dir = temp_dir("nginx-server-names");
@@ -533,6 +533,8 @@ async fn imported_server_names_pick_the_server_nginx_picks() {
             server("*.example.com", "any-example-com"),
             server("*.mail.example.com", "any-mail-example-com"),
             server("mail.example.com", "exact"),
+            server(".example.org", "dot-example-org"),
+            server("example.org", "exact-example-org"),
         ]
         .concat(),
     );
@@ -567,14 +569,19 @@ async fn imported_server_names_pick_the_server_nginx_picks() {
         "mailx.example.org",
         "other.org",
         "example.com",
+        "example.org",
+        "www.example.org",
     ] {
         let theirs = ask(ng, host).await;
         let ours = ask(listen, host).await;
         assert_eq!(ours, theirs, "{host}");
         seen.insert(theirs.1);
     }
-    // (every server answered some Host)
-    assert_eq!(seen.len(), 6, "{seen:?}");
+    // (every server answered some Host but the last: nginx takes
+    // `.example.org` as the exact name too, and ignores a later server's
+    // `example.org` as a conflicting name)
+    assert_eq!(seen.len(), 7, "{seen:?}");
+    assert!(!seen.contains("exact-example-org\n"), "{seen:?}");
 }
 
 /// nginx's defaults toward a server: without a `proxy_set_header Host` that
