@@ -721,8 +721,13 @@ impl Importer {
         let Some((kind, sec, _, verb)) = all.iter().find(|e| e.2 == l.no) else {
             return;
         };
-        let half = |k: &Kind| matches!(k, Kind::Frontend | Kind::Backend);
-        let crossed = half(kind) && all.iter().any(|e| half(&e.0) && e.0 != *kind);
+        // two sections one request can pass through: a frontend (or a
+        // listen) and a backend (or a listen), not two of one kind
+        let crossed = all.iter().any(|e| {
+            e.1 != *sec
+                && !(e.0 == Kind::Frontend && *kind == Kind::Frontend)
+                && !(e.0 == Kind::Backend && *kind == Kind::Backend)
+        });
         let set_first = verb == "replace-header"
             && all.iter().any(|e| {
                 e.1 == *sec && e.2 < l.no && matches!(e.3.as_str(), "set-header" | "add-header")
@@ -839,14 +844,20 @@ fn set_src_field(sample: &str) -> Option<String> {
 /// becomes `${N}`; a log-format expression, a query and encoded bytes are
 /// not rampart's.
 fn replace_path(re: &str, fmt: &str) -> Result<String, String> {
-    if fmt.contains(['?', '#']) {
+    let to = path_only(regex_replacement(re, fmt)?)?;
+    Ok(format!("{{ regex = {}, to = {} }}", s(re), s(&to)))
+}
+
+/// A new path as rampart writes it (`to`, its escapes read): one with a
+/// query or a fragment is not rampart's, which rewrites the path only.
+fn path_only(to: String) -> Result<String, String> {
+    if to.contains(['?', '#']) {
         return Err(
             "a query in the format: rampart rewrites the path only (the query stays the client's)"
                 .into(),
         );
     }
-    let to = regex_replacement(re, fmt)?;
-    Ok(format!("{{ regex = {}, to = {} }}", s(re), s(&to)))
+    Ok(to)
 }
 
 /// A replacement of HAProxy's (`replace-path`, `replace-header`) as
@@ -923,8 +934,18 @@ fn regsub_path(fmt: &str) -> Option<Result<String, String>> {
 fn converter_args(args: &str) -> Result<Vec<String>, String> {
     let mut out = vec![String::new()];
     let mut quoted = false;
-    for c in args.chars() {
+    let mut chars = args.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
+            // outside single quotes, `\\`, `\'` and `\"` are the character
+            // (HAProxy 2.6 answers `regsub(^/h/,/i\\\\1/)` in a file with
+            // group 1); any other backslash stays, for the regex or the
+            // substitution
+            '\\' if !quoted && matches!(chars.peek(), Some('\\' | '\'' | '"')) => {
+                if let (Some(a), Some(n)) = (out.last_mut(), chars.next()) {
+                    a.push(n);
+                }
+            }
             '\'' => quoted = !quoted,
             ',' if !quoted => out.push(String::new()),
             '"' => return Err("a double-quoted converter argument is not mapped".into()),
@@ -953,15 +974,6 @@ fn regsub_rewrite(args: &str) -> Result<String, String> {
     };
     if let Some(f) = flags.chars().find(|f| !matches!(f, 'g' | 'i')) {
         return Err(format!("regsub's flag {f:?} is not mapped"));
-    }
-    if subst.contains(['?', '#']) {
-        return Err(
-            "a query in the substitution: rampart rewrites the path only (the query stays the client's)"
-                .into(),
-        );
-    }
-    if subst.contains("\\0") {
-        return Err("\\0 (the whole match) in the substitution is not mapped".into());
     }
     // (an alternation may anchor only one side: `^/a|/b`)
     let anchored = re.starts_with('^') && !re.contains('|');
@@ -994,11 +1006,15 @@ fn regsub_rewrite(args: &str) -> Result<String, String> {
         to.push_str("${1}");
     }
     to.push_str(&substitution(subst, |n| {
+        if n == 0 {
+            return Err("\\0 (the whole match) in the substitution is not mapped".into());
+        }
         (n <= groups)
             .then_some(if n == 0 { 0 } else { n + shift })
             .ok_or_else(|| format!("\\{n} is not one of the regex's groups"))
     })?);
     to.push_str(&format!("${{{after}}}"));
+    let to = path_only(to)?;
     regex::Regex::new(&regex).map_err(|_| "a regex rampart's regex crate refuses".to_string())?;
     Ok(format!("{{ regex = {}, to = {} }}", s(&regex), s(&to)))
 }

@@ -1141,6 +1141,9 @@ fn set_path_with_regsub_replaces_the_first_match() {
   http-request set-path %[path,regsub(^/q/,/x\\\\y/)] if { path_beg /q/ }
   http-request set-path \"%[path,regsub(^/s/,/t\\/u/)]\" if { path_beg /s/ }
   http-request set-path %[path,regsub(/v([0-9]+)/,/w/)] if { path_beg /u/ }
+  http-request set-path %[path,regsub(^/h/,/i\\\\\\\\1/)] if { path_beg /h/ }
+  http-request set-path %[path,regsub(^/e/,/f\\\\\\\\z/)] if { path_beg /e2/ }
+  http-request set-path %[path,regsub(^/k/,/l\\x3fm/)] if { path_beg /k/ }
   default_backend web
 backend web
   server s2 10.0.0.2:80
@@ -1169,13 +1172,29 @@ backend web
     // (an alternation anchors one side only: `^/a` or `/b` anywhere)
     assert_eq!(apply(&rules[3], "/e/x/b/y"), "/e/x/c/y");
     assert_eq!(apply(&rules[3], "/a/q"), "/c/q");
-    // HAProxy's escapes, as HAProxy 2.6 answered them: the file's `\\\\`
-    // is a `\\`, and regsub's `\\y` a `y`; `\\/` a `/`
+    // HAProxy's escapes, as HAProxy 2.6 answered them: the file's `\\` is
+    // a `\` (its tokenizer), and regsub's `\y` a `y`; `\/` a `/`
     assert_eq!(apply(&rules[4], "/q/1"), "/xy/1");
     assert_eq!(apply(&rules[5], "/s/2"), "/t/u/2");
     // (a path with a decoded newline is rewritten too)
     assert_eq!(apply(&rules[0], "/api/a\nb"), "/a\nb");
-    assert_eq!(rules.len(), 6, "{rules:#?}");
+    // the file's `\\\\z` is `\\z` to the converter, `\z` to regsub: a `z`
+    // (HAProxy 2.6 answered /e/1 with /fz/1); its `\\\\1` is group 1, which
+    // `^/h/` does not have (HAProxy: empty; rampart refuses it)
+    assert_eq!(apply(&rules[6], "/e/1"), "/fz/1");
+    assert_eq!(rules.len(), 7, "{rules:#?}");
+    refused(
+        &report,
+        "http-request set-path %[path,regsub(^/h/,/i\\\\1/)] if { path_beg /h/ }",
+        "\\1 is not one of the regex's groups",
+    );
+    // (the file's `\x3f` is a `?`: HAProxy 2.6 put it in the path, a query
+    // to the server)
+    refused(
+        &report,
+        "http-request set-path %[path,regsub(^/k/,/l?m/)] if { path_beg /k/ }",
+        "query",
+    );
     refused(
         &report,
         "http-request set-path %[path,regsub(/v([0-9]+)/,/w/)] if { path_beg /u/ }",
@@ -1268,6 +1287,21 @@ backend b
     ] {
         assert_eq!(fidelity(line).fidelity, Fidelity::Mapped, "{line}");
     }
+    // a listen is a frontend and a backend both
+    let (_, report) = run("listen l
+  bind :81
+  http-response set-header X-L 1
+  use_backend c if { path_beg /c }
+  server s0 10.0.0.3:80
+backend c
+  http-response del-header X-L
+  server s1 10.0.0.1:80
+");
+    let e = report
+        .iter()
+        .find(|e| e.directive == "http-response del-header X-L")
+        .unwrap();
+    assert_eq!(e.fidelity, Fidelity::Approximated, "{report:#?}");
 }
 
 #[test]

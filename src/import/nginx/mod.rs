@@ -429,7 +429,7 @@ impl Importer {
 
     pub(super) fn main_level(&mut self, ds: &[Directive]) {
         // (a conf.d snippet's top level is its http level)
-        self.http_inherit = Inherit::of(ds);
+        self.http_inherit = Inherit::of(ds, true);
         // conf.d snippets: their upstreams, zones and resolvers first, as
         // http does, since servers name them wherever they are in the file
         for d in ds {
@@ -474,7 +474,7 @@ impl Importer {
                 "http" => {
                     self.mapped(d, "listeners and pools");
                     let b = d.block.clone().unwrap_or_default();
-                    self.http_inherit = Inherit::of(&b);
+                    self.http_inherit = Inherit::of(&b, true);
                     self.http_level(&b);
                 }
                 "stream" => {

@@ -15,35 +15,53 @@ pub(super) struct Inherit {
     /// None: no proxy_set_header here; else whether one sets Host (to
     /// anything but nginx's default, `$proxy_host`)
     pub(super) host: Option<bool>,
+    /// the level that decides the Host has an `include` (not followed),
+    /// which may set it: taken as setting it (the client's Host is passed)
+    pub(super) host_unsure: bool,
     /// None: no proxy_redirect here; else its lines
     pub(super) redirects: Option<Vec<Directive>>,
 }
 
 impl Inherit {
-    pub(super) fn of(ds: &[Directive]) -> Inherit {
-        let sets = ds.iter().filter(|d| d.name == "proxy_set_header");
+    /// `http`: the http level, whose globbed includes (`conf.d/*.conf`,
+    /// `sites-enabled/*`) are taken to hold server blocks. An include of
+    /// MIME types sets nothing here either.
+    pub(super) fn of(ds: &[Directive], http: bool) -> Inherit {
+        let includes = ds.iter().any(|d| {
+            d.name == "include"
+                && d.args
+                    .first()
+                    .is_some_and(|f| !(f.ends_with(".types") || http && f.contains('*')))
+        });
+        let sets_host = ds.iter().any(|d| {
+            d.name == "proxy_set_header"
+                && d.args
+                    .first()
+                    .is_some_and(|n| n.eq_ignore_ascii_case("host"))
+                && d.args.get(1).map(String::as_str) != Some("$proxy_host")
+        });
         let redirects: Vec<Directive> = ds
             .iter()
             .filter(|d| d.name == "proxy_redirect")
             .cloned()
             .collect();
         Inherit {
-            host: (ds.iter().any(|d| d.name == "proxy_set_header")).then(|| {
-                sets.clone().any(|d| {
-                    d.args
-                        .first()
-                        .is_some_and(|n| n.eq_ignore_ascii_case("host"))
-                        && d.args.get(1).map(String::as_str) != Some("$proxy_host")
-                })
-            }),
+            host: (includes || ds.iter().any(|d| d.name == "proxy_set_header"))
+                .then_some(sets_host || includes),
+            host_unsure: includes && !sets_host,
             redirects: (!redirects.is_empty()).then_some(redirects),
         }
     }
 
     /// This level's, else `outer`'s.
     pub(super) fn or(&self, outer: &Inherit) -> Inherit {
+        let (host, host_unsure) = match self.host {
+            Some(h) => (Some(h), self.host_unsure),
+            None => (outer.host, outer.host_unsure),
+        };
         Inherit {
-            host: self.host.or(outer.host),
+            host,
+            host_unsure,
             redirects: self.redirects.clone().or_else(|| outer.redirects.clone()),
         }
     }
@@ -54,9 +72,9 @@ impl Inherit {
 pub(super) fn proxy_host(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
     let host = rest.split('/').next().unwrap_or(rest);
-    let default = if scheme == "https" { "443" } else { "80" };
+    let default: u16 = if scheme == "https" { 443 } else { 80 };
     Some(match host.rsplit_once(':') {
-        Some((h, p)) if p == default && !h.ends_with(':') => h.to_string(),
+        Some((h, p)) if p.parse::<u16>() == Ok(default) && !h.ends_with(':') => h.to_string(),
         _ => host.to_string(),
     })
 }
@@ -133,11 +151,25 @@ pub(super) fn redirect_replaces(
 /// up by one. None: a `^` that does not only anchor it.
 fn refresh_regex(re: &str, to: &str) -> Option<(String, String)> {
     let (flags, body) = re.strip_prefix("(?i)").map_or(("", re), |b| ("(?i)", b));
-    let anchored = body.starts_with('^') && !body.contains('|');
-    let inner = if anchored { &body[1..] } else { body };
-    if inner.contains('^') {
+    // the `^` and `|` that are operators: not escaped, not in a class
+    let (mut carets, mut bars) = (Vec::new(), false);
+    let (mut escaped, mut class) = (false, false);
+    for (i, c) in body.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '[' if !class => class = true,
+            ']' if class => class = false,
+            '^' if !class => carets.push(i),
+            '|' if !class => bars = true,
+            _ => {}
+        }
+    }
+    let anchored = carets == [0] && !bars;
+    if !(anchored || carets.is_empty()) {
         return None;
     }
+    let inner = if anchored { &body[1..] } else { body };
     let skip = if anchored { "" } else { "(?s:.*?)" };
     let regex = format!("^(.*?(?i:url=)){skip}(?:{flags}{inner})(?s:.*)$");
     let mut shifted = String::from("${1}");
@@ -267,6 +299,8 @@ mod tests {
             ("https://h:443/a", "h"),
             ("https://h:80", "h:80"),
             ("http://[::1]:8080", "[::1]:8080"),
+            ("http://[::1]:80", "[::1]"),
+            ("http://h:080", "h"),
         ] {
             assert_eq!(proxy_host(url).as_deref(), Some(want), "{url}");
         }
@@ -296,8 +330,14 @@ mod tests {
             apply(r, "0;url=http://app/z").as_deref(),
             Some("0;url=/y/z")
         );
-        // a `^` that is not the regex's anchor
+        // a `^` that is not the regex's anchor; one in a class or escaped is
+        // no anchor
         assert_eq!(refresh_regex("a|^b", "/"), None);
+        let r = refresh_regex("^http://app/([^/]+)/\\^(.*)$", "/${1}/${2}").unwrap();
+        assert_eq!(
+            apply(r, "1; url=http://app/a/^b").as_deref(),
+            Some("1; url=/a/b")
+        );
     }
 
     #[test]

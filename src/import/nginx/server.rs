@@ -27,7 +27,7 @@ impl Importer {
             "rules of the listener(s) for its addresses, matched by its names",
         );
         // $server_name: the first name of server_name, as written ("" without one)
-        self.server_inherit = proxied::Inherit::of(b);
+        self.server_inherit = proxied::Inherit::of(b, false);
         self.server_name = b
             .iter()
             .find(|e| e.name == "server_name")
@@ -853,10 +853,15 @@ impl Importer {
     /// to proxy_pass's URL comes back as one to the location
     /// (`proxy_redirect default`). Said on the proxy_pass line (`at`).
     fn host_and_redirects(&mut self, loc: &mut Loc, block: &[Directive], url: &str, at: usize) {
-        let held = proxied::Inherit::of(block)
+        let held = proxied::Inherit::of(block, false)
             .or(&self.server_inherit)
             .or(&self.http_inherit);
         let mut notes = Vec::new();
+        if held.host_unsure {
+            notes.push(
+                "an include where it is may set proxy_set_header lines: rampart passes the client's Host (nginx sends proxy_pass's host unless the included file sets Host)".into(),
+            );
+        }
         if held.host != Some(true) {
             if let Some(h) = proxied::proxy_host(url) {
                 notes.push(format!(
@@ -883,6 +888,9 @@ impl Importer {
             );
         }
         if let Some(en) = self.report.get_mut(at) {
+            if held.host_unsure {
+                en.fidelity = Fidelity::Approximated;
+            }
             for n in notes {
                 en.note.push_str("; ");
                 en.note.push_str(&n);

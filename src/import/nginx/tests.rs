@@ -1069,3 +1069,38 @@ fn gzip_lines_become_the_listeners_compression() {
         .iter()
         .any(|e| e.directive == "gzip off" && e.fidelity == Fidelity::Unsupported));
 }
+
+/// An include is not followed: where one may set proxy_set_header lines
+/// (Debian's `proxy_params` sets `Host $http_host`), the client's Host is
+/// passed and the line says why; an include of MIME types, or of server
+/// files at the http level, sets none.
+#[test]
+fn an_include_that_may_set_the_host_leaves_the_clients() {
+    let (cfg, report) = http(
+        "  include mime.types;\n  include /etc/nginx/conf.d/*.conf;\n\
+         server { listen 80;\n\
+           location /p/ { include proxy_params; proxy_pass http://u; }\n\
+           location / { proxy_pass http://u; } }",
+    );
+    let rs = rules(&on(&cfg, "0.0.0.0:80"));
+    let host_of = |prefix: Option<&str>| {
+        rs.iter()
+            .find(|r| str_of(r, "pool").is_some() && str_of(r, "path_prefix") == prefix)
+            .and_then(|r| r.get("set_header"))
+            .and_then(|h| h.get("Host"))
+            .and_then(|h| h.as_str())
+            .map(String::from)
+    };
+    assert_eq!(host_of(Some("/p/")), None, "{rs:#?}");
+    assert_eq!(host_of(None).as_deref(), Some("u"), "{rs:#?}");
+    let e = report
+        .iter()
+        .filter(|e| e.directive == "proxy_pass http://u")
+        .map(|e| (e.fidelity, e.note.contains("include")))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        e,
+        [(Fidelity::Approximated, true), (Fidelity::Mapped, false)],
+        "{report:#?}"
+    );
+}
