@@ -33,6 +33,11 @@
 #   RAMPART_BIN=/tmp/rampart-before bench/callgrind.sh   (no build)
 #   KEEP=/tmp/cg bench/callgrind.sh                      (keep the profiles)
 #   PROXIES=rampart bench/callgrind.sh                    (only these proxies)
+#   RAMPART_RULES="$(cat rules.toml)" HAPROXY_RULES="..." NGINX_RULES="..." \
+#     bench/callgrind.sh
+#                 what rules cost: `[[listener.rule]]` tables on rampart's plain
+#                 listener, lines in HAProxy's plain frontend, directives in
+#                 nginx's plain location
 #   SYSCALLS=1 ROWS="keepalive h2c post64k" bench/callgrind.sh
 #                 system calls per 100 requests (strace -c, not valgrind; the
 #                 rows counted by h2load requests, not the wrk-based `close`)
@@ -107,6 +112,7 @@ name = "plain"
 bind = ["127.0.0.1:19601"]
 mode = "http"
 pool = "be"
+${RAMPART_RULES:-}
 [[listener]]
 name = "tls"
 bind = ["127.0.0.1:19602"]
@@ -159,6 +165,7 @@ frontend fe_plain
   option http-keep-alive
   bind 127.0.0.1:19608
   bind 127.0.0.1:19609 proto h2
+${HAPROXY_RULES:-}
   default_backend be
 backend be
   http-reuse always
@@ -184,7 +191,7 @@ http {
   server {
     listen 127.0.0.1:19610;
     listen 127.0.0.1:19611 http2;
-    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; ${NGINX_RULES:-} }
   }
   upstream grpcbe { server 127.0.0.1:19620; keepalive 128; }
   server {

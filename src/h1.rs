@@ -12,7 +12,7 @@
 //! HTTP/1.0 keep-alive rules stay in one well-tested place.
 
 use crate::forwarded;
-use crate::rules::RuleEdits;
+use crate::rules::{RuleEdits, ServerLine};
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::ops::{Deref, DerefMut};
@@ -749,9 +749,6 @@ impl RespHead<'_> {
     /// the request.
     pub fn write_client(&self, close: bool, edits: Option<&RuleEdits>, out: &mut Vec<u8>) {
         let conn = &self.conn;
-        let dropped =
-            |name: &str| edits.is_some_and(|e| e.rules.drops_response_header(e.applied, name));
-        let replaces = edits.is_some_and(|e| e.rules.replaces_response_values(e.applied));
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(&itoa_status(self.status));
         out.push(b' ');
@@ -787,13 +784,15 @@ impl RespHead<'_> {
                 }
                 // Connection may name extension fields, never the framing ones.
                 Field::Other if !conn.named.is_empty() && conn.names(h.name) => {}
-                _ if edits.is_some() && dropped(h.name) => {}
-                _ if replaces => {
-                    match edits.and_then(|e| e.rules.response_value(e.applied, h.name, h.value)) {
-                        Some(v) => push_header(out, h.name.as_bytes(), v.as_bytes()),
-                        None => push_header(out, h.name.as_bytes(), h.value),
+                _ if edits.is_some() => match edits
+                    .map(|e| e.rules.response_line(e.applied, h.name.as_bytes(), h.value))
+                {
+                    Some(ServerLine::Dropped) => {}
+                    Some(ServerLine::Rewritten(v)) => {
+                        push_header(out, h.name.as_bytes(), v.as_bytes())
                     }
-                }
+                    _ => push_header(out, h.name.as_bytes(), h.value),
+                },
                 _ => push_header(out, h.name.as_bytes(), h.value),
             }
         }

@@ -521,6 +521,14 @@ impl<V: RequestView + ?Sized> RequestView for RewrittenView<'_, V> {
 /// A header line an edit writes.
 type Line = (HeaderName, HeaderValue);
 
+/// What the response edits make of one line of a server's head.
+#[derive(Debug, PartialEq)]
+pub enum ServerLine {
+    AsSent,
+    Dropped,
+    Rewritten(HeaderValue),
+}
+
 /// Header edits, applied in this order: delete, set (replace), add (append).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Edits {
@@ -577,9 +585,9 @@ impl PartialEq for HeaderReplace {
 /// The value the first of `list` that names `name` and matches `value`
 /// makes of it (one rule's list is tried in order, as nginx tries its
 /// `proxy_redirect` lines); None: none does.
-fn first_replace(list: &[HeaderReplace], name: &str, value: &[u8]) -> Option<HeaderValue> {
+fn first_replace(list: &[HeaderReplace], name: &[u8], value: &[u8]) -> Option<HeaderValue> {
     list.iter()
-        .filter(|r| name.eq_ignore_ascii_case(r.name.as_str()))
+        .filter(|r| name.eq_ignore_ascii_case(r.name.as_str().as_bytes()))
         .find_map(|r| r.apply(value))
 }
 
@@ -648,6 +656,10 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     /// The `max_request_body` of each rule with one, by its `body_slot`.
     body_limits: Vec<u64>,
+    /// The rule (its index) of each edit bit, in rule order: a request's
+    /// edits are found by its bits, not by a walk over every rule (they are
+    /// read for each field of an answer that rules edit).
+    edit_rules: Vec<u32>,
 }
 
 /// More rules of a kind than a listener may have.
@@ -770,16 +782,16 @@ impl RuleSet {
     /// Fails when more than `MAX_EDIT_RULES` rules have header edits, or
     /// more than `MAX_BODY_RULES` a `max_request_body`.
     pub fn new(mut rules: Vec<Rule>) -> Result<RuleSet, TooMany> {
-        let mut n = 0usize;
         let mut body_limits = Vec::new();
-        for r in &mut rules {
+        let mut edit_rules = Vec::new();
+        for (i, r) in rules.iter_mut().enumerate() {
             r.only = r.matcher.only();
             if !r.edits.is_empty() {
-                if n == MAX_EDIT_RULES {
+                if edit_rules.len() == MAX_EDIT_RULES {
                     return Err(TooMany::Edits);
                 }
-                r.edit_bit = Some(n as u8);
-                n += 1;
+                r.edit_bit = Some(edit_rules.len() as u8);
+                edit_rules.push(u32::try_from(i).map_err(|_| TooMany::Edits)?);
             }
             if let Some(m) = r.max_body {
                 let slot = u16::try_from(body_limits.len()).map_err(|_| TooMany::BodyLimits)?;
@@ -787,7 +799,11 @@ impl RuleSet {
                 body_limits.push(m);
             }
         }
-        Ok(RuleSet { rules, body_limits })
+        Ok(RuleSet {
+            rules,
+            body_limits,
+            edit_rules,
+        })
     }
 
     /// The `max_request_body` the rules in `applied` set, if one did.
@@ -912,9 +928,20 @@ impl RuleSet {
 
     /// The edits of the rules in `applied`, in rule order.
     pub fn edits(&self, applied: Applied) -> impl Iterator<Item = &Edits> {
-        self.rules.iter().filter_map(move |r| match r.edit_bit {
-            Some(b) if applied.bits & (1 << b) != 0 => Some(&r.edits),
-            _ => None,
+        let mut bits = applied.bits;
+        std::iter::from_fn(move || {
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if let Some(r) = self
+                    .edit_rules
+                    .get(b)
+                    .and_then(|&i| self.rules.get(i as usize))
+                {
+                    return Some(&r.edits);
+                }
+            }
+            None
         })
     }
 
@@ -944,9 +971,14 @@ impl RuleSet {
                 if list[..i].iter().any(|p| p.name == r.name) {
                     continue;
                 }
+                // (`entry` on a map without the name would grow it)
+                if !h.contains_key(&r.name) {
+                    continue;
+                }
                 if let http::header::Entry::Occupied(mut o) = h.entry(&r.name) {
                     for v in o.iter_mut() {
-                        if let Some(new) = first_replace(&list[i..], r.name.as_str(), v.as_bytes())
+                        if let Some(new) =
+                            first_replace(&list[i..], r.name.as_str().as_bytes(), v.as_bytes())
                         {
                             *v = new;
                         }
@@ -1004,41 +1036,23 @@ impl RuleSet {
         })
     }
 
-    /// Whether a header from the server is removed or replaced by the
-    /// response edits of `applied`.
-    pub fn drops_response_header(&self, applied: Applied, name: &str) -> bool {
-        self.edits(applied).any(|e| {
-            e.response_del
-                .iter()
-                .any(|n| name.eq_ignore_ascii_case(n.as_str()))
-                || e.response_set
-                    .iter()
-                    .any(|(n, _)| name.eq_ignore_ascii_case(n.as_str()))
-        })
-    }
-
     /// A line of the server's `name` as the response edits of `applied`
-    /// rewrite it (`response_replace_header`, in rule order); None: as sent.
-    /// (Lines a rule deletes or sets are `drops_response_header`'s.)
-    pub fn response_value(
-        &self,
-        applied: Applied,
-        name: &str,
-        value: &[u8],
-    ) -> Option<HeaderValue> {
+    /// leave it, in one pass over them: dropped (a rule deletes or sets the
+    /// field: the sets are `response_additions`), rewritten by the rules'
+    /// `response_replace_header` in rule order, or as sent.
+    pub fn response_line(&self, applied: Applied, name: &[u8], value: &[u8]) -> ServerLine {
         let mut new: Option<HeaderValue> = None;
         for e in self.edits(applied) {
+            let named = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
+            if e.response_del.iter().any(named) || e.response_set.iter().any(|(n, _)| named(n)) {
+                return ServerLine::Dropped;
+            }
             let now = new.as_ref().map_or(value, HeaderValue::as_bytes);
             if let Some(v) = first_replace(&e.response_replace, name, now) {
                 new = Some(v);
             }
         }
-        new
-    }
-
-    /// Whether any response edit of `applied` rewrites values.
-    pub fn replaces_response_values(&self, applied: Applied) -> bool {
-        self.edits(applied).any(|e| !e.response_replace.is_empty())
+        new.map_or(ServerLine::AsSent, ServerLine::Rewritten)
     }
 
     /// Header lines the response edits of `applied` set.

@@ -771,6 +771,8 @@ async fn a_rule_rewrites_the_servers_redirects() {
             "<http://app.internal/c.js>; rel=preload".parse().unwrap(),
         );
         h.insert("x-other", "http://app.internal/keep".parse().unwrap());
+        h.insert("x-gone", "1".parse().unwrap());
+        h.insert("x-set", "from the server".parse().unwrap());
         h.insert(
             "x-bytes",
             hyper::header::HeaderValue::from_bytes(b"http://app.internal/\xff").unwrap(),
@@ -786,6 +788,7 @@ async fn a_rule_rewrites_the_servers_redirects() {
              response_replace_header = {{ name = \"Location\", regex = \"^http://app\\\\.internal/(.*)$\", to = \"https://www.example.com/app/$1\" }}\n\
            [[listener.rule]]\n  path_prefix = \"/app/\"\n  \
              response_set_header = {{ \"x-set\" = \"http://app.internal/set\" }}\n  \
+             response_del_header = [\"x-gone\"]\n  \
              response_replace_header = [\n    \
                {{ name = \"link\", regex = \"^<http://app\\\\.internal(/[^>]*)>(.*)$\", to = \"<${{1}}>$2\" }},\n    \
                {{ name = \"x-set\", regex = \"app\", to = \"rewritten\" }},\n    \
@@ -834,6 +837,8 @@ async fn a_rule_rewrites_the_servers_redirects() {
         );
         // the first of a list that matches a line rewrites it, once
         assert_eq!(fields(&resp, "x-other"), [b("http://b/keep")], "{what}");
+        // a server's line a rule deletes, or sets (in its place)
+        assert!(fields(&resp, "x-gone").is_empty(), "{what}");
         // a rule's own value, a value that is not UTF-8: as they were
         assert_eq!(
             fields(&resp, "x-set"),

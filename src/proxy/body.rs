@@ -125,11 +125,24 @@ pub enum BodyError {
     Compress(std::io::Error),
 }
 
+use crate::rules::ServerLine;
+
 impl crate::http2::server::WireFields for ProxyBody {
     fn wire_fields(&self, f: &mut dyn FnMut(&[u8], &[u8])) {
-        if let ProxyBody::Upstream(u) = self {
-            u.inner.wire_fields(f);
-        }
+        let ProxyBody::Upstream(u) = self else {
+            return;
+        };
+        let Some(e) = u.wire_edits.as_deref() else {
+            return u.inner.wire_fields(f);
+        };
+        // as the fast path edits the lines it copies (`RespHead::write_client`)
+        u.inner.wire_fields(
+            &mut |name, value| match e.rules.response_line(e.applied, name, value) {
+                ServerLine::Dropped => {}
+                ServerLine::Rewritten(v) => f(name, v.as_bytes()),
+                ServerLine::AsSent => f(name, value),
+            },
+        );
     }
 }
 
@@ -190,6 +203,11 @@ pub struct UpstreamBody {
     pub(super) idle: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The client connection whose private connection this is (send_proxy).
     pub(super) private: Option<Arc<ConnCtx>>,
+    /// The response edits of the request's rules, for a head whose fields
+    /// stay in the body's buffer (`WireFields`): the lines they delete or
+    /// set are left out there, those they rewrite rewritten (the lines they
+    /// set are in the response's `HeaderMap`).
+    pub(super) wire_edits: Option<Box<crate::rules::RuleEdits>>,
 }
 
 impl UpstreamBody {

@@ -433,13 +433,8 @@ async fn handle(
                 );
             (c, takes)
         });
-    let wire_head = req.body().is_h2()
-        && !edits
-            .as_ref()
-            .is_some_and(crate::rules::RuleEdits::edits_response)
-        && !is_grpc(req.headers())
-        && pool.persist.is_none()
-        && gzip.is_none();
+    let wire_head =
+        req.body().is_h2() && !is_grpc(req.headers()) && pool.persist.is_none() && gzip.is_none();
     let (mut parts, body) = req.into_parts();
     if let Some(p) = pool.persist.as_ref().filter(|p| p.cfg.indirect) {
         crate::pool::persist::strip_from(&mut parts.headers, &p.cfg.name);
@@ -854,6 +849,12 @@ async fn handle(
                     idle_timeout: pool.server_timeout,
                     idle: None,
                     private: pool.send_proxy.is_some().then(|| Arc::clone(ctx)),
+                    // (the edits' sets went into the map above; a head with
+                    // its fields in the map had them all edited there)
+                    wire_edits: edits
+                        .as_ref()
+                        .filter(|e| wire_head && e.edits_response())
+                        .map(|e| Box::new(e.clone())),
                 });
                 let body = match level {
                     Some((l, slot)) => {
