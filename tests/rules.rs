@@ -772,6 +772,15 @@ async fn a_rule_rewrites_the_servers_redirects() {
         );
         h.insert("x-other", "http://app.internal/keep".parse().unwrap());
         h.insert("x-gone", "1".parse().unwrap());
+        if path.ends_with("/many") {
+            // more fields than an HTTP/2 answer keeps in its buffer
+            for i in 0..20 {
+                h.insert(
+                    hyper::header::HeaderName::from_bytes(format!("x-pad-{i}").as_bytes()).unwrap(),
+                    "pad".parse().unwrap(),
+                );
+            }
+        }
         h.insert("x-set", "from the server".parse().unwrap());
         h.insert(
             "x-bytes",
@@ -850,6 +859,23 @@ async fn a_rule_rewrites_the_servers_redirects() {
             [b("http://app.internal/\u{FFFD}")],
             "{what}"
         );
+        // the same with more fields than an HTTP/2 answer keeps in its
+        // buffer (edited in a map instead)
+        let (resp, _) = send(&c, req("/app/many")).await;
+        assert_eq!(
+            fields(&resp, "location"),
+            [b("https://www.example.com/app/app/many")],
+            "{what}"
+        );
+        assert!(fields(&resp, "x-gone").is_empty(), "{what}");
+        assert_eq!(
+            fields(&resp, "x-set"),
+            [b("http://app.internal/set")],
+            "{what}"
+        );
+        assert_eq!(fields(&resp, "x-pad-19"), [b("pad")], "{what}");
+        assert_eq!(fields(&resp, "link").len(), 3, "{what}");
+        assert_eq!(fields(&resp, "date").len(), 1, "{what}");
         // a later rule's replace works on the earlier one's result
         let (resp, _) = send(&c, req("/app/twice/x")).await;
         assert_eq!(fields(&resp, "location"), [b("/app/app/twice/x")], "{what}");

@@ -411,9 +411,6 @@ async fn handle(
     // a client that takes trailers gets hyper's client, which passes them on
     let wants_trailers = upstream::http2::wants_trailers(req.headers());
     let te_trailers = h2_pool && wants_trailers;
-    // the answer of a server the request goes to as bytes can go back to an
-    // HTTP/2 client with its fields left in the buffer they were read into,
-    // when nothing here reads or edits them (response edits, gRPC statuses)
     // `[listener.compression]` (not for a HEAD, as nginx: its answer has no
     // body to say it of), and whether the client takes gzip
     let gzip = ctx
@@ -433,6 +430,11 @@ async fn handle(
                 );
             (c, takes)
         });
+    // the answer of a server the request goes to as bytes can go back to an
+    // HTTP/2 client with its fields left in the buffer they were read into,
+    // when nothing here reads them (gRPC statuses) or adds to them (a
+    // persistence cookie, compression); the rules' response edits are made
+    // as the fields are encoded (`UpstreamBody::wire_edits`)
     let wire_head =
         req.body().is_h2() && !is_grpc(req.headers()) && pool.persist.is_none() && gzip.is_none();
     let (mut parts, body) = req.into_parts();
@@ -854,7 +856,13 @@ async fn handle(
                     wire_edits: edits
                         .as_ref()
                         .filter(|e| wire_head && e.edits_response())
-                        .map(|e| Box::new(e.clone())),
+                        .map(|e| {
+                            Box::new(crate::rules::RuleEdits {
+                                rules: Arc::clone(&e.rules),
+                                applied: e.applied,
+                                target: None,
+                            })
+                        }),
                 });
                 let body = match level {
                     Some((l, slot)) => {
