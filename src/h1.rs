@@ -784,16 +784,13 @@ impl RespHead<'_> {
                 }
                 // Connection may name extension fields, never the framing ones.
                 Field::Other if !conn.named.is_empty() && conn.names(h.name) => {}
-                _ if edits.is_some() => match edits
-                    .map(|e| e.rules.response_line(e.applied, h.name.as_bytes(), h.value))
-                {
-                    Some(ServerLine::Dropped) => {}
-                    Some(ServerLine::Rewritten(v)) => {
-                        push_header(out, h.name.as_bytes(), v.as_bytes())
-                    }
-                    _ => push_header(out, h.name.as_bytes(), h.value),
+                _ => match edits.map_or(ServerLine::AsSent, |e| {
+                    e.server_line(h.name.as_bytes(), h.value)
+                }) {
+                    ServerLine::Dropped => {}
+                    ServerLine::Rewritten(v) => push_header(out, h.name.as_bytes(), v.as_bytes()),
+                    ServerLine::AsSent => push_header(out, h.name.as_bytes(), h.value),
                 },
-                _ => push_header(out, h.name.as_bytes(), h.value),
             }
         }
         if let Some(e) = edits {

@@ -550,9 +550,7 @@ impl Edits {
             && self.del.is_empty()
             && self.set.is_empty()
             && self.add.is_empty()
-            && self.response_del.is_empty()
-            && self.response_set.is_empty()
-            && self.response_replace.is_empty()
+            && !self.edits_response()
     }
 
     fn edits_response(&self) -> bool {
@@ -725,6 +723,11 @@ impl RuleEdits {
 
     pub fn edit_response(&self, h: &mut http::HeaderMap) {
         self.rules.edit_response(self.applied, h);
+    }
+
+    /// What the response edits make of a line of the server's head.
+    pub fn server_line(&self, name: &[u8], value: &[u8]) -> ServerLine {
+        self.rules.response_line(self.applied, name, value)
     }
 
     /// Whether a response edit applies.
@@ -962,27 +965,17 @@ impl RuleSet {
 
     /// Applies the response edits of `applied` to a header map.
     pub fn edit_response(&self, applied: Applied, h: &mut http::HeaderMap) {
-        // the server's values first, as the fast path rewrites them while
-        // copying its lines (a rule's set is never rewritten)
+        // the server's values first, line by line, as the fast path rewrites
+        // them while copying its lines (a rule's set is never rewritten)
         for e in self.edits(applied) {
-            let list = &e.response_replace;
-            for (i, r) in list.iter().enumerate() {
-                // (each field once, at the first entry that names it)
-                if list[..i].iter().any(|p| p.name == r.name) {
-                    continue;
-                }
-                // (`entry` on a map without the name would grow it)
-                if !h.contains_key(&r.name) {
-                    continue;
-                }
-                if let http::header::Entry::Occupied(mut o) = h.entry(&r.name) {
-                    for v in o.iter_mut() {
-                        if let Some(new) =
-                            first_replace(&list[i..], r.name.as_str().as_bytes(), v.as_bytes())
-                        {
-                            *v = new;
-                        }
-                    }
+            if e.response_replace.is_empty() {
+                continue;
+            }
+            for (name, v) in h.iter_mut() {
+                if let Some(new) =
+                    first_replace(&e.response_replace, name.as_str().as_bytes(), v.as_bytes())
+                {
+                    *v = new;
                 }
             }
         }

@@ -136,13 +136,12 @@ impl crate::http2::server::WireFields for ProxyBody {
             return u.inner.wire_fields(f);
         };
         // as the fast path edits the lines it copies (`RespHead::write_client`)
-        u.inner.wire_fields(
-            &mut |name, value| match e.rules.response_line(e.applied, name, value) {
+        u.inner
+            .wire_fields(&mut |name, value| match e.server_line(name, value) {
                 ServerLine::Dropped => {}
                 ServerLine::Rewritten(v) => f(name, v.as_bytes()),
                 ServerLine::AsSent => f(name, value),
-            },
-        );
+            });
     }
 }
 
