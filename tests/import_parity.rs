@@ -193,9 +193,7 @@ async fn page_server() -> SocketAddr {
             _ => "image/png",
         };
         let body = "{\"words\": \"again and again\"}\n".repeat(40);
-        let mut r = hyper::Response::new(http_body_util::BodyExt::boxed(
-            http_body_util::Full::new(bytes::Bytes::from(body)),
-        ));
+        let mut r = full_answer(body);
         r.headers_mut()
             .insert("content-type", ctype.parse().unwrap());
         r.headers_mut().insert("etag", "\"v1\"".parse().unwrap());
@@ -291,11 +289,7 @@ async fn imported_body_limits_refuse_what_nginx_refuses() {
             .collect()
             .await
             .map_or(0, |b| b.to_bytes().len());
-        hyper::Response::new(
-            http_body_util::Full::new(bytes::Bytes::from(n.to_string()))
-                .map_err(|e| match e {})
-                .boxed(),
-        )
+        full_answer(n.to_string())
     })
     .await;
     let ng = free_addr("127.0.0.1");
@@ -402,9 +396,7 @@ async fn self_redirecting() -> SocketAddr {
             .map_or("", |v| v.to_str().unwrap_or(""))
             .to_string();
         let target = req.uri().path_and_query().map_or("", |p| p.as_str());
-        let mut r = hyper::Response::new(http_body_util::BodyExt::boxed(
-            http_body_util::Full::new(bytes::Bytes::from(format!("{host} {target}"))),
-        ));
+        let mut r = full_answer(format!("{host} {target}"));
         if req.uri().path().contains("/go") {
             *r.status_mut() = hyper::StatusCode::FOUND;
             r.headers_mut().insert(

@@ -441,12 +441,7 @@ async fn deleting_x_forwarded_for_drops_a_forged_chain() {
 /// A server (h2c among others) that answers every request with `answer`'s
 /// text.
 async fn h2_server(answer: fn(&Request<hyper::body::Incoming>) -> String) -> SocketAddr {
-    answering(move |req| async move {
-        hyper::Response::new(BodyExt::boxed(http_body_util::Full::new(
-            bytes::Bytes::from(answer(&req)),
-        )))
-    })
-    .await
+    answering(move |req| async move { full_answer(answer(&req)) }).await
 }
 
 /// The values of a request's `x-real-ip` fields (`x_real_ip` too, which CGI
@@ -749,9 +744,7 @@ async fn a_trusted_proxy_names_the_client_and_no_one_else_does() {
 async fn a_rule_rewrites_the_servers_redirects() {
     let app = answering(|req: Request<hyper::body::Incoming>| async move {
         let path = req.uri().path().to_string();
-        let mut r = hyper::Response::new(http_body_util::BodyExt::boxed(
-            http_body_util::Full::new(bytes::Bytes::from_static(b"moved")),
-        ));
+        let mut r = full_answer("moved");
         *r.status_mut() = StatusCode::FOUND;
         let h = r.headers_mut();
         h.insert(

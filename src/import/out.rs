@@ -203,6 +203,16 @@ pub fn lone_same_site_none(t: &mut Table) -> Option<&'static str> {
 }
 
 /// Whether a header edit's name and value are valid HTTP.
+/// A `response_replace_header` entry: `{ name = ..., regex = ..., to = ... }`.
+pub fn replace_entry(name: &str, regex: &str, to: &str) -> String {
+    format!(
+        "{{ name = {}, regex = {}, to = {} }}",
+        s(name),
+        s(regex),
+        s(to)
+    )
+}
+
 pub fn header_ok(name: &str, value: Option<&str>) -> Result<(), String> {
     hyper::header::HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| format!("{name:?} is not a valid header name"))?;

@@ -422,7 +422,12 @@ async fn handle(
 }
 
 fn text(s: &str) -> Response<BoxBody> {
-    Response::new(BodyExt::boxed(Full::new(Bytes::from(s.to_string()))))
+    full_answer(s.to_string())
+}
+
+/// A 200 answer of `body`, whole (for a server of `answering`).
+pub fn full_answer(body: impl Into<Bytes>) -> Response<BoxReq> {
+    Response::new(BodyExt::boxed(Full::new(body.into())))
 }
 
 /// A body of `n` bytes (byte i = i % 251), produced in 64 KiB chunks without holding it.

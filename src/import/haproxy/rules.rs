@@ -558,15 +558,9 @@ impl Importer {
                 }
                 self.response_order(l, name, &mut approx, &mut notes);
                 match regex_replacement(re, fmt) {
-                    Ok(to) => action.set(
-                        "response_replace_header",
-                        format!(
-                            "{{ name = {}, regex = {}, to = {} }}",
-                            s(name),
-                            s(re),
-                            s(&to)
-                        ),
-                    ),
+                    Ok(to) => {
+                        action.set("response_replace_header", out::replace_entry(name, re, &to))
+                    }
                     Err(why) => {
                         self.unsupported(l, why);
                         return true;
@@ -987,31 +981,26 @@ fn regsub_rewrite(args: &str) -> Result<String, String> {
         .captures_len()
         - 1;
     let ci = if flags.contains('i') { "i" } else { "" };
-    // what comes before the match (none, when anchored) and after it are
-    // groups of their own around the regex's
+    // what comes before the match (unless anchored) and after it are groups
+    // of their own around the regex's, which move up past the first
     // (`(?s)`: a path may hold a decoded newline, which HAProxy's regsub,
     // with no such wrapping, steps over)
-    let (regex, before, after) = if anchored {
-        (format!("^(?{ci}:{})((?s:.*))$", &re[1..]), None, groups + 1)
+    let shift = usize::from(!anchored);
+    let regex = if anchored {
+        format!("^(?{ci}:{})((?s:.*))$", &re[1..])
     } else {
-        (
-            format!("^((?s:.*?))(?{ci}:{re})((?s:.*))$"),
-            Some(1),
-            groups + 2,
-        )
+        format!("^((?s:.*?))(?{ci}:{re})((?s:.*))$")
     };
-    let shift = usize::from(before.is_some());
-    let mut to = String::new();
-    if before.is_some() {
-        to.push_str("${1}");
-    }
-    to.push_str(&substitution(subst, |n| {
-        if n == 0 {
-            return Err("\\0 (the whole match) in the substitution is not mapped".into());
-        }
-        (n <= groups)
-            .then_some(if n == 0 { 0 } else { n + shift })
-            .ok_or_else(|| format!("\\{n} is not one of the regex's groups"))
+    let after = groups + 1 + shift;
+    let mut to = if anchored {
+        String::new()
+    } else {
+        "${1}".to_string()
+    };
+    to.push_str(&substitution(subst, |n| match n {
+        0 => Err("\\0 (the whole match) in the substitution is not mapped".into()),
+        n if n <= groups => Ok(n + shift),
+        n => Err(format!("\\{n} is not one of the regex's groups")),
     })?);
     to.push_str(&format!("${{{after}}}"));
     let to = path_only(to)?;

@@ -4,7 +4,7 @@
 //! any of its lines.
 
 use crate::import::nginx_parse::Directive;
-use crate::import::out::s;
+use crate::import::out::replace_entry;
 
 /// What a level (http, server, location) says of the Host a server gets
 /// and of the rewrites of its redirects. nginx inherits `proxy_set_header`
@@ -97,15 +97,15 @@ pub(super) fn redirect_replaces(
         // `$` is a `$` in nginx's text, and in rampart's `$$`
         let to = to.replace('$', "$$");
         let from = regex::escape(from);
-        out.push(format!(
-            "{{ name = \"Location\", regex = {}, to = {} }}",
-            s(&format!("^{from}(.*)$")),
-            s(&format!("{to}${{1}}"))
+        out.push(replace_entry(
+            "Location",
+            &format!("^{from}(.*)$"),
+            &format!("{to}${{1}}"),
         ));
-        out.push(format!(
-            "{{ name = \"Refresh\", regex = {}, to = {} }}",
-            s(&format!("^(.*?(?i:url=)){from}(.*)$")),
-            s(&format!("${{1}}{to}${{2}}"))
+        out.push(replace_entry(
+            "Refresh",
+            &format!("^(.*?(?i:url=)){from}(.*)$"),
+            &format!("${{1}}{to}${{2}}"),
         ));
     };
     for r in read {
@@ -126,17 +126,9 @@ pub(super) fn redirect_replaces(
             }
             Redirect::Text { from, to } => text(&from, &to, &mut out),
             Redirect::Regex { re, to } => {
-                out.push(format!(
-                    "{{ name = \"Location\", regex = {}, to = {} }}",
-                    s(&re),
-                    s(&to)
-                ));
+                out.push(replace_entry("Location", &re, &to));
                 if let Some((re, to)) = refresh_regex(&re, &to) {
-                    out.push(format!(
-                        "{{ name = \"Refresh\", regex = {}, to = {} }}",
-                        s(&re),
-                        s(&to)
-                    ));
+                    out.push(replace_entry("Refresh", &re, &to));
                 }
             }
         }
