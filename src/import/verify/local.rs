@@ -16,6 +16,9 @@ pub struct Local {
     /// the addresses the original listens on
     pub theirs: HashSet<String>,
     pub pools: BTreeMap<String, u16>,
+    /// rampart's admin port (0: not chosen yet): its own, so that runs side
+    /// by side do not both take the default 8404
+    pub admin: u16,
     /// certificate and key in one file, and each alone
     pub pem: PathBuf,
     pub cert: PathBuf,
@@ -33,6 +36,7 @@ fn free_port(local: &Local, also: &[u16]) -> u16 {
         also.contains(&p)
             || local.binds.values().any(|&(a, b)| a == p || b == p)
             || local.pools.values().any(|&a| a == p)
+            || local.admin == p
     };
     (0..200)
         .map(|_| fastrand::u16(10_000..32_768))
@@ -54,6 +58,13 @@ impl Local {
         let p = (ours, free_port(self, &[ours]));
         self.binds.insert(addr.to_string(), p);
         p
+    }
+    /// rampart's admin port.
+    pub fn admin_port(&mut self) -> u16 {
+        if self.admin == 0 {
+            self.admin = free_port(self, &[]);
+        }
+        self.admin
     }
     /// The local backend's port for a pool (by its name in rampart's config).
     pub fn pool_port(&mut self, name: &str) -> u16 {

@@ -79,6 +79,7 @@ pub fn run(
         binds: BTreeMap::new(),
         theirs: HashSet::new(),
         pools: BTreeMap::new(),
+        admin: 0,
         pem: PathBuf::new(),
         cert: PathBuf::new(),
         key: PathBuf::new(),
@@ -370,6 +371,10 @@ fn rampart_local(cfg: &mut toml::Table, local: &mut Local) -> Vec<Listener> {
     ] {
         cfg.remove(k);
     }
+    let mut admin = toml::Table::new();
+    let port = local.admin_port();
+    admin.insert("bind".into(), Value::String(format!("{}:{port}", local.ip)));
+    cfg.insert("admin".into(), Value::Table(admin));
     let g = cfg
         .entry("global")
         .or_insert_with(|| Value::Table(toml::Table::new()));
