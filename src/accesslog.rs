@@ -40,6 +40,8 @@ pub enum End {
     ClientTimeout,
     /// A gRPC call's deadline (`grpc-timeout`) passed before the answer.
     Deadline,
+    /// A tcp connection no route took, on a listener without a pool: closed.
+    NoRoute,
 }
 
 impl End {
@@ -59,6 +61,7 @@ impl End {
             End::ConnectTimeout => "connect_timeout",
             End::ServerTimeout => "server_timeout",
             End::Deadline => "deadline",
+            End::NoRoute => "no_route",
             End::IdleTimeout => "idle_timeout",
             End::NoServer => "no_server",
             End::QueueTimeout => "queue_timeout",

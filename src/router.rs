@@ -90,7 +90,8 @@ pub struct Route {
 pub struct Router {
     /// Shared: a new snapshot (a DNS change of some pool) copies no route.
     pub routes: Arc<[Route]>,
-    pub default_pool: usize,
+    /// None: what no route takes goes nowhere (a tcp listener without a pool).
+    pub default_pool: Option<usize>,
     index: Option<Arc<RouteIndex>>,
 }
 
@@ -102,7 +103,7 @@ impl PartialEq for Router {
 }
 
 impl Router {
-    pub fn new(routes: Vec<Route>, default_pool: usize) -> Router {
+    pub fn new(routes: Vec<Route>, default_pool: Option<usize>) -> Router {
         let index = (routes.len() > SCAN_MAX).then(|| Arc::new(RouteIndex::new(&routes)));
         Router {
             routes: routes.into(),
@@ -111,8 +112,8 @@ impl Router {
         }
     }
 
-    /// First matching route wins, else the default pool.
-    pub fn route(&self, host: Option<&str>, path: &str) -> usize {
+    /// First matching route wins, else the default pool (None: none).
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
         let host = host.map(strip_port);
         let found = match &self.index {
             Some(ix) => match ix.lookup(host, path.as_bytes()) {
@@ -121,7 +122,7 @@ impl Router {
             },
             None => self.scan(host, path),
         };
-        found.map_or(self.default_pool, |i| self.routes[i].pool)
+        found.map_or(self.default_pool, |i| Some(self.routes[i].pool))
     }
 
     /// The first matching route, in order (`host` without its port).
@@ -396,7 +397,7 @@ mod tests {
                     pool: 3,
                 },
             ],
-            0,
+            Some(0),
         )
     }
 
@@ -456,11 +457,12 @@ mod tests {
                     pool: k + 1,
                 })
                 .collect();
-            let r = Router::new(routes, 0);
+            let r = Router::new(routes, Some(0));
             assert!(r.index.is_some());
             for h in req_hosts.iter().copied().map(Some).chain([None]) {
                 for p in paths {
                     let want = r.scan(h.map(strip_port), p).map_or(0, |i| r.routes[i].pool);
+                    let want = Some(want);
                     assert_eq!(r.route(h, p), want, "round {round}: {h:?} {p:?}");
                 }
             }
@@ -470,17 +472,17 @@ mod tests {
     #[test]
     fn first_match_wins() {
         let r = router();
-        assert_eq!(r.route(Some("api.example.com"), "/v1/users"), 1);
-        assert_eq!(r.route(Some("API.Example.com:8080"), "/v1/users"), 1);
-        assert_eq!(r.route(Some("api.example.com"), "/v2"), 2);
-        assert_eq!(r.route(Some("www.example.com"), "/static/x"), 2);
-        assert_eq!(r.route(Some("example.com"), "/static/x"), 3);
-        assert_eq!(r.route(None, "/static/x"), 3);
-        assert_eq!(r.route(Some("other.org"), "/"), 0);
-        assert_eq!(r.route(None, "/"), 0);
+        assert_eq!(r.route(Some("api.example.com"), "/v1/users"), Some(1));
+        assert_eq!(r.route(Some("API.Example.com:8080"), "/v1/users"), Some(1));
+        assert_eq!(r.route(Some("api.example.com"), "/v2"), Some(2));
+        assert_eq!(r.route(Some("www.example.com"), "/static/x"), Some(2));
+        assert_eq!(r.route(Some("example.com"), "/static/x"), Some(3));
+        assert_eq!(r.route(None, "/static/x"), Some(3));
+        assert_eq!(r.route(Some("other.org"), "/"), Some(0));
+        assert_eq!(r.route(None, "/"), Some(0));
         // the root's dot names the same host
-        assert_eq!(r.route(Some("api.example.com."), "/v1/users"), 1);
-        assert_eq!(r.route(Some("www.example.com.:8080"), "/"), 2);
+        assert_eq!(r.route(Some("api.example.com."), "/v1/users"), Some(1));
+        assert_eq!(r.route(Some("www.example.com.:8080"), "/"), Some(2));
     }
 
     #[test]
@@ -504,10 +506,45 @@ mod tests {
                 path_prefix: None,
                 pool: 1,
             }],
-            0,
+            Some(0),
         );
-        assert_eq!(r.route(Some("mail.example.com:8080"), "/"), 1);
-        assert_eq!(r.route(Some("www.example.com"), "/"), 0);
+        assert_eq!(r.route(Some("mail.example.com:8080"), "/"), Some(1));
+        assert_eq!(r.route(Some("www.example.com"), "/"), Some(0));
+    }
+
+    /// A tcp listener's routes by SNI: without a pool, a name no route has
+    /// goes nowhere; the empty name (a ClientHello without one) is an exact
+    /// route of its own. The same through the index, past SCAN_MAX.
+    #[test]
+    fn a_router_without_a_pool_routes_only_what_its_routes_take() {
+        for filler in [0, SCAN_MAX + 4] {
+            let mut routes: Vec<Route> = (0..filler)
+                .map(|k| Route {
+                    host: Some(HostMatch::parse(&format!("n{k}.example.net")).unwrap()),
+                    path_prefix: None,
+                    pool: 9,
+                })
+                .collect();
+            routes.push(Route {
+                host: Some(HostMatch::parse("db.example.com").unwrap()),
+                path_prefix: None,
+                pool: 1,
+            });
+            routes.push(Route {
+                host: Some(HostMatch::Exact(String::new())),
+                path_prefix: None,
+                pool: 2,
+            });
+            let r = Router::new(routes, None);
+            assert_eq!(r.index.is_some(), filler > 0);
+            assert_eq!(r.route(Some("db.example.com"), ""), Some(1));
+            assert_eq!(r.route(Some(""), ""), Some(2));
+            assert_eq!(r.route(Some("other.example.com"), ""), None);
+            assert_eq!(r.route(None, ""), None);
+            if filler > 0 {
+                assert_eq!(r.route(Some("n3.example.net"), ""), Some(9));
+            }
+        }
     }
 
     #[test]

@@ -279,7 +279,7 @@ pub fn build(shared: &Shared, rates: &Mutex<crate::rates::Rates>) -> Stats {
             mode: format!("{:?}", l.mode).to_lowercase(),
             pool: snap
                 .pools
-                .get(l.router.default_pool)
+                .get(l.router.default_pool.unwrap_or(usize::MAX))
                 .map(|p| p.name.to_string())
                 .unwrap_or_default(),
             active: st.active.load(Ordering::Relaxed),

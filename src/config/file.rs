@@ -268,7 +268,10 @@ pub struct ListenerFile {
     pub name: String,
     pub bind: Vec<Addr>,
     pub mode: Mode,
-    pub pool: String,
+    /// The pool of requests no route takes; a tcp listener with routes may
+    /// have none (connections no route takes are closed).
+    #[serde(default)]
+    pub pool: Option<String>,
     #[serde(default)]
     pub max_connections: usize,
     /// HTTP: the whole request header must arrive within this long; it also bounds

@@ -438,6 +438,37 @@ hash_key = "uri"
         assert!(p.message.contains("client_ip"), "{}", p.message);
     }
 
+    /// A tcp listener with SNI routes may go without a pool (what no route
+    /// takes is closed), and route a ClientHello without a name (`sni =
+    /// ""`); any other listener without a pool is refused, naming the key.
+    #[test]
+    fn only_a_tcp_listener_with_routes_goes_without_a_pool() {
+        let tcp = |routes: &str| {
+            format!(
+                "[[listener]]\nname = \"tls\"\nbind = [\"127.0.0.1:8443\"]\nmode = \"tcp\"\n{routes}\n[[pool]]\nname = \"a\"\n  [[pool.server]]\n  address = \"127.0.0.2:8000\"\n"
+            )
+        };
+        let cfg = parse(
+            &tcp("  [[listener.route]]\n  sni = \"db.example.com\"\n  pool = \"a\"\n  [[listener.route]]\n  sni = \"\"\n  pool = \"a\"\n"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(cfg.listeners[0].pool, None);
+        assert_eq!(
+            cfg.listeners[0].routes[1].host,
+            Some(crate::router::HostMatch::Exact(String::new()))
+        );
+        let p = problem(&tcp(""));
+        assert_eq!(p.key, "listener[0].pool");
+        assert!(p.message.contains("required"), "{}", p.message);
+        let p = problem(&GOOD.replacen("pool = \"api\"\n", "", 1));
+        assert_eq!(p.key, "listener[0].pool");
+        assert!(p.message.contains("required"), "{}", p.message);
+        // an http listener's host is never empty
+        let p = problem(&GOOD.replacen("host = \"", "host = \"\"\n#", 1));
+        assert!(p.key.ends_with(".host"), "{}", p.key);
+    }
+
     #[test]
     fn proxy_protocol_networks_are_checked_when_off() {
         let p = problem(&GOOD.replace(

@@ -61,8 +61,9 @@ pub struct ListenerConfig {
     pub name: String,
     pub binds: Vec<SocketAddr>,
     pub mode: Mode,
-    /// Index into `Config::pools`.
-    pub pool: usize,
+    /// Index into `Config::pools`: the pool of what no route takes (None:
+    /// a tcp listener with routes closes such connections).
+    pub pool: Option<usize>,
     /// 0 = only the global limit applies.
     pub max_connections: usize,
     pub request_header_timeout: Duration,

@@ -31,21 +31,36 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// Routing: the pool a request on the listener `listener` (accepted on `bound`)
-/// goes to, in the current snapshot. TCP listeners route to their pool (no host,
-/// no path).
+/// Where a tcp connection goes.
+pub enum Routed {
+    Pool(Arc<Pool>),
+    /// No route takes it, and its listener has no pool: closed.
+    Nowhere,
+    /// Its listener is no longer in the config (a reload): closed.
+    Gone,
+}
+
+/// Routing: the pool a tcp connection on the listener `listener` (accepted
+/// on `bound`) goes to, in the current snapshot, by the server name of its
+/// ClientHello (`sni`, a passthrough route's) or else the listener's pool.
 #[inline]
 pub fn route(
     plane: &Plane,
     listener: &Arc<ListenerShared>,
     bound: SocketAddr,
-    host: Option<&str>,
-    path: &str,
-) -> Option<Arc<Pool>> {
+    sni: Option<&str>,
+) -> Routed {
     let snap = plane.snapshot.load();
-    let l = snap.listener_of(listener, bound)?;
-    let idx = l.router.route(host, path);
-    snap.pools.get(idx).cloned()
+    let Some(l) = snap.listener_of(listener, bound) else {
+        return Routed::Gone;
+    };
+    match l.router.route(sni, "") {
+        None => Routed::Nowhere,
+        Some(idx) => snap
+            .pools
+            .get(idx)
+            .map_or(Routed::Gone, |p| Routed::Pool(Arc::clone(p))),
+    }
 }
 
 /// What a listener's rules and routes decided for an HTTP request.
@@ -160,7 +175,7 @@ pub fn decide(
                     content_type: content_type.clone(),
                 };
             }
-            Outcome::Terminal(Terminal::Pool(i), a, rw) => (*i, a, rw),
+            Outcome::Terminal(Terminal::Pool(i), a, rw) => (Some(*i), a, rw),
             Outcome::Continue(a, rw) => {
                 let path = rw.as_deref().map_or(req.path(), |w| w.path.as_str());
                 (l.router.route(req.host(), path), a, rw)
@@ -178,7 +193,8 @@ pub fn decide(
             body: Bytes::from_static(b"414 URI Too Long\n"),
         };
     }
-    let Some(pool) = snap.pools.get(idx) else {
+    // (an http listener always has a pool: the config requires it)
+    let Some(pool) = idx.and_then(|i| snap.pools.get(i)) else {
         return Decision::Reconfiguring;
     };
     if !stays(pool) {
@@ -261,7 +277,7 @@ pub fn listener_read_only(
         .rules
         .pools()
         .chain(l.router.routes.iter().map(|r| r.pool))
-        .chain(std::iter::once(l.router.default_pool));
+        .chain(l.router.default_pool);
     let mut seen = Vec::new();
     for i in routed {
         if seen.contains(&i) {

@@ -58,10 +58,45 @@ pub async fn serve<S>(
 {
     let start = Instant::now();
     let peer = session.peer;
-    let Some(pool) = lifecycle::route(&plane, listener, bound, session.sni.as_deref(), "") else {
-        return;
-    };
     let listener_name = &listener.name;
+    // (a ClientHello without a server name is routed as the empty name: a
+    // route `sni = ""` takes it)
+    let sni = session.sni.as_deref().unwrap_or("");
+    let pool = match lifecycle::route(&plane, listener, bound, Some(sni)) {
+        lifecycle::Routed::Pool(p) => p,
+        lifecycle::Routed::Gone => return,
+        lifecycle::Routed::Nowhere => {
+            // no route takes its server name, and the listener has no pool
+            listener.denied.fetch_add(1, Ordering::Relaxed);
+            plane.access_log.write(&Entry {
+                client: peer,
+                listener: listener_name,
+                pool: "-",
+                server: None,
+                method: None,
+                path: None,
+                status: None,
+                bytes_in: 0,
+                bytes_out: 0,
+                connect: None,
+                total: Some(start.elapsed()),
+                end: End::NoRoute,
+                tls: session.tls.as_ref(),
+                grpc_status: None,
+            });
+            // read what was peeked (the ClientHello) before closing, so that
+            // the client gets a FIN, not the reset of a socket closed with
+            // unread bytes
+            let mut sink = vec![0u8; 16 * 1024];
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::io::AsyncReadExt::read(&mut client, &mut sink),
+            )
+            .await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut client).await;
+            return;
+        }
+    };
     let log = |server: Option<&str>, connect: Option<Duration>, a: u64, b: u64, end: End| {
         plane.access_log.write(&Entry {
             client: peer,

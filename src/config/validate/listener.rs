@@ -116,17 +116,31 @@ pub(super) fn listener(
             bound.push((addr.0, format!("listener {:?}", lf.name)));
         }
     }
-    let pool = match pool_index.get(lf.pool.as_str()) {
-        Some(&ix) => ix,
+    let pool = match &lf.pool {
+        Some(name) => match pool_index.get(name.as_str()) {
+            Some(&ix) => Some(ix),
+            None => {
+                p.add(&at.key("pool"), format!("pool {name:?} is not defined"));
+                None
+            }
+        },
+        None if lf.mode == Mode::Tcp && !lf.routes.is_empty() => None,
+        None if lf.mode == Mode::Tcp => {
+            p.add(
+                &at.key("pool"),
+                "required: the pool of the listener's connections (a tcp listener with [[listener.route]] sni may go without: then a connection no route takes is closed)",
+            );
+            None
+        }
         None => {
             p.add(
                 &at.key("pool"),
-                format!("pool {:?} is not defined", lf.pool),
+                "required: the pool of the requests no route or rule sends elsewhere",
             );
-            0
+            None
         }
     };
-    if let Some(u) = used_pools.get_mut(pool) {
+    if let Some(u) = pool.and_then(|pool| used_pools.get_mut(pool)) {
         *u = true;
     }
     // a tcp listener's pools (its own and its routes') hash on the client only
@@ -156,7 +170,9 @@ pub(super) fn listener(
                 "a tcp listener routes by the SNI of TLS it passes through; with [listener.tls] it terminates TLS and has one pool",
             );
         }
-        tcp_hash(pool, &at.key("pool"), p, warnings);
+        if let Some(pool) = pool {
+            tcp_hash(pool, &at.key("pool"), p, warnings);
+        }
     }
     let mut routes = Vec::with_capacity(lf.routes.len());
     for (j, rf) in lf.routes.iter().enumerate() {
@@ -181,7 +197,7 @@ pub(super) fn listener(
                 if rf.sni.is_none() {
                     p.add(
                         &rat.key("sni"),
-                        "a tcp listener's route needs sni = \"name\" (or \"*.domain\", \"name.*\")",
+                        "a tcp listener's route needs sni = \"name\" (or \"*.domain\", \"name.*\", or \"\" for a ClientHello without a name)",
                     );
                 }
                 ("sni", &rf.sni)
@@ -189,6 +205,11 @@ pub(super) fn listener(
         };
         let host = match pattern {
             None => None,
+            // a ClientHello that names no server (the data plane routes it
+            // as the empty name)
+            Some(h) if h.is_empty() && lf.mode == Mode::Tcp => {
+                Some(HostMatch::Exact(String::new()))
+            }
             Some(h) => match HostMatch::parse(h) {
                 Ok(m) => Some(m),
                 Err(e) => {
