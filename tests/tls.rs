@@ -1920,3 +1920,78 @@ async fn an_answer_cut_short_by_its_server_ends_without_close_notify() {
         }
     }
 }
+
+/// A passthrough listener with routes and no pool (nginx's map of
+/// `$ssl_preread_server_name` without a default, HAProxy's use_backend by
+/// `req.ssl_sni` without a default_backend): a name no route takes is closed
+/// after its ClientHello is read (a FIN, not a reset), logged as `no_route`
+/// and counted as denied; `sni = ""` takes a ClientHello without a name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passthrough_listener_without_a_pool_closes_what_no_route_takes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = start_echo(free_addr("127.0.0.1")).await;
+    let nameless = start_echo(free_addr("127.0.0.1")).await;
+    let (admin, edge) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let body = format!(
+        "\n[[listener]]\nname = \"edge\"\nbind = [\"{edge}\"]\nmode = \"tcp\"\n  [[listener.route]]\n  sni = \"db.example.com\"\n  pool = \"a\"\n  [[listener.route]]\n  sni = \"\"\n  pool = \"nameless\"\n"
+    ) + &pool("a", "", a)
+        + &pool("nameless", "", nameless);
+    let p = Proxy::start(&config(admin, "", &body), &[edge]).await;
+    // Ok(true): echoed by a backend; Ok(false): closed with a FIN before
+    // any byte came back; Err: reset
+    let send = |hello: Vec<u8>| async move {
+        let mut s = tokio::net::TcpStream::connect(edge).await.unwrap();
+        s.write_all(&hello).await.unwrap();
+        let mut got = vec![0u8; hello.len()];
+        let r = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut n = 0;
+            while n < got.len() {
+                match s.read(&mut got[n..]).await? {
+                    // (a socket closed with unread bytes sends a reset
+                    // after its FIN: EPIPE here)
+                    0 => return s.take_error()?.map_or(Ok(false), Err),
+                    k => n += k,
+                }
+            }
+            Ok::<_, std::io::Error>(true)
+        })
+        .await
+        .expect("neither echoed nor closed within 5 s");
+        if let Ok(true) = r {
+            assert_eq!(got, hello);
+        }
+        r.map_err(|e| e.kind())
+    };
+    assert_eq!(send(client_hello("db.example.com")).await, Ok(true));
+    // rustls sends no server name for an IP address
+    assert_eq!(send(client_hello("127.0.0.1")).await, Ok(true));
+    assert_eq!(send(client_hello("other.example.com")).await, Ok(false));
+    let totals = || async {
+        let mut out = Vec::new();
+        for (name, addr) in [("a", a), ("nameless", nameless)] {
+            let v = pool_view(admin, name).await;
+            out.push(server_in(&v, addr)["total"].as_u64().unwrap());
+        }
+        out
+    };
+    assert_eq!(totals().await, [1, 1]);
+    let v = admin_stats(admin).await;
+    assert_eq!(v["listeners"][0]["denied"], 1, "{v}");
+    assert_eq!(v["listeners"][0]["pool"], "", "{v}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !p.stdout().contains("end=no_route") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no no_route line: {}",
+            p.stdout()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        p.stdout()
+            .lines()
+            .any(|l| l.contains("listener=edge pool=- ") && l.contains("end=no_route")),
+        "{}",
+        p.stdout()
+    );
+}
