@@ -6,7 +6,9 @@
 //! before the config is written:
 //! - `__tls` = "true"/"false": `ssl_fc`, decided per listener (TLS or plain);
 //! - `__rate_gt` (and `__rate_table`): a tracked `http_req_rate` compared
-//!   with a number, which becomes a `[[rate_limit]]`.
+//!   with a number, which becomes a `[[rate_limit]]`;
+//! - `__sni_found`: `req.ssl_sni -m found`, a ClientHello with a server name
+//!   (its negation is the route `sni = ""`).
 
 use super::out::{list, s, Table};
 use std::collections::HashMap;
@@ -120,7 +122,12 @@ pub fn criterion(words: &[String]) -> Alts {
                 _ => Err(format!("{crit}: only \"gt N\" is mapped")),
             }
         }
-        ("hdr" | "hdr_val", "host") => host_alts(&how, &vals, crit),
+        ("hdr" | "hdr_val", "host") => host_alts("host", &how, &vals, crit),
+        // the server name of a ClientHello a tcp listener passes through
+        ("req_ssl_sni" | "ssl_sni", "") if how == "found" => {
+            Ok((vec![one("__sni_found", "true".into())], true))
+        }
+        ("req_ssl_sni" | "ssl_sni", "") => host_alts("sni", &how, &vals, crit),
         ("path", "") => path_alts(&how, &vals, ignore_case, crit),
         ("method", "") => {
             if how != "str" {
@@ -178,7 +185,8 @@ pub fn criterion(words: &[String]) -> Alts {
     }
 }
 
-fn host_alts(how: &str, vals: &[String], crit: &str) -> Alts {
+/// Host (or SNI: `key`) patterns of an ACL's values.
+fn host_alts(key: &str, how: &str, vals: &[String], crit: &str) -> Alts {
     if vals.is_empty() {
         return Err(format!("{crit} without values"));
     }
@@ -188,33 +196,35 @@ fn host_alts(how: &str, vals: &[String], crit: &str) -> Alts {
         // HAProxy compares the whole header, port included; rampart's host
         // match ignores the port
         let (host, had_port) = match v.rsplit_once(':') {
-            Some((h, p)) if p.parse::<u16>().is_ok() && !h.contains(':') => (h.to_string(), true),
+            Some((h, p)) if key == "host" && p.parse::<u16>().is_ok() && !h.contains(':') => {
+                (h.to_string(), true)
+            }
             _ => (v.clone(), false),
         };
         if had_port {
             exact = false;
         }
         match how {
-            "str" => out.push(one("host", s(&host))),
+            "str" => out.push(one(key, s(&host))),
             "end" if host.starts_with('.') && host.len() > 1 => {
-                out.push(one("host", s(&format!("*{host}"))))
+                out.push(one(key, s(&format!("*{host}"))))
             }
             "dom" => {
                 // a dot-delimited part: the name itself, or any name under it
                 exact = false;
-                out.push(one("host", s(&host)));
-                out.push(one("host", s(&format!("*.{host}"))));
+                out.push(one(key, s(&host)));
+                out.push(one(key, s(&format!("*.{host}"))));
             }
             // "mail." starts every name under it: "mail.*", as nginx writes it
             "beg"
                 if host.ends_with('.')
                     && crate::router::HostMatch::parse(&format!("{host}*")).is_ok() =>
             {
-                out.push(one("host", s(&format!("{host}*"))))
+                out.push(one(key, s(&format!("{host}*"))))
             }
             "reg" | "beg" | "end" | "sub" => {
                 return Err(format!(
-                "{crit} -m {how}: rampart matches hosts exactly, by \"*.domain\" or by \"name.*\""
+                "{crit} -m {how}: rampart matches {key}s exactly, by \"*.domain\" or by \"name.*\""
             ))
             }
             other => return Err(format!("{crit} -m {other} is not mapped")),
@@ -317,6 +327,8 @@ fn negated(t: &Table) -> Result<Table, String> {
         }
     }
     match t.0.as_slice() {
+        // no server name in the ClientHello
+        [(k, _)] if k == "__sni_found" => Ok(one("sni", s(""))),
         [(k, v)] if k == "__tls" => {
             let flip = if v == "\"true\"" {
                 "\"false\""

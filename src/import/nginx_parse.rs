@@ -15,7 +15,12 @@ pub struct Directive {
 impl Directive {
     /// The directive as its source wrote it (for the report), without the block.
     pub fn text(&self) -> String {
-        let mut t = self.name.clone();
+        // (a map's `""` line: a name that is empty)
+        let mut t = if self.name.is_empty() {
+            "\"\"".to_string()
+        } else {
+            self.name.clone()
+        };
         for a in &self.args {
             t.push(' ');
             if a.is_empty() || a.contains(char::is_whitespace) {

@@ -71,6 +71,8 @@ impl Table {
 pub struct Listener {
     pub keys: Table,
     pub tls: Option<Table>,
+    /// `[[listener.route]]`: a tcp listener's routes by SNI.
+    pub routes: Vec<Table>,
     pub rules: Vec<Table>,
 }
 
@@ -123,6 +125,10 @@ impl Config {
             if let Some(t) = &l.tls {
                 o.push_str("  [listener.tls]\n");
                 t.render(&mut o, "  ");
+            }
+            for r in &l.routes {
+                o.push_str("  [[listener.route]]\n");
+                r.render(&mut o, "  ");
             }
             for r in &l.rules {
                 o.push_str("  [[listener.rule]]\n");

@@ -165,6 +165,10 @@ struct Importer {
     /// the field they name (lowercase): their section's kind and number,
     /// their line and verb
     response_fields: HashMap<String, Vec<(Kind, usize, usize, String)>>,
+    /// A frontend's `tcp-request inspect-delay` (its duration) and `content
+    /// accept if { req_ssl_hello_type 1 }` (None) lines, with their report
+    /// entries: what a tcp listener routing by SNI waits for.
+    sni_waits: Vec<(usize, Option<Option<String>>, usize)>,
 }
 
 /// Converts a haproxy.cfg. Never fails: what cannot be mapped is reported.
@@ -195,6 +199,7 @@ pub fn import(src: &str, file: &str) -> Imported {
         http_errors: HashMap::new(),
         default_server: HashMap::new(),
         response_fields: HashMap::new(),
+        sni_waits: Vec::new(),
     };
     for sec in &secs {
         for l in &sec.lines {
@@ -564,9 +569,11 @@ impl Importer {
             self.cfg.listeners[li].rules.remove(r);
         }
         self.assemble_rules();
-        // a listener without a default pool takes its first rule's
+        self.sni_routes();
+        // a listener without a default pool takes its first rule's (a tcp
+        // listener with routes closes what they do not take, as HAProxy)
         for l in &mut self.cfg.listeners {
-            if l.keys.get("pool").is_none() {
+            if l.keys.get("pool").is_none() && l.routes.is_empty() {
                 if let Some(p) = l.rules.iter().find_map(|r| r.get("pool")) {
                     let p = p.to_string();
                     l.keys.set("pool", p);
@@ -575,9 +582,9 @@ impl Importer {
         }
         self.split_tls();
         let before = self.cfg.listeners.len();
-        self.cfg
-            .listeners
-            .retain(|l| l.keys.get("pool").is_some() && l.keys.get("bind").is_some());
+        self.cfg.listeners.retain(|l| {
+            (l.keys.get("pool").is_some() || !l.routes.is_empty()) && l.keys.get("bind").is_some()
+        });
         let dropped_listeners = before - self.cfg.listeners.len();
         self.cfg.pools.retain(|p| !p.servers.is_empty());
         if dropped_listeners > 0 {

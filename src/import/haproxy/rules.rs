@@ -1148,7 +1148,7 @@ impl Importer {
             for mut route in routes {
                 if let Some(pool) = route.get("pool").map(String::from) {
                     let mut m = route.clone();
-                    m.0.retain(|(k, _)| k != "pool");
+                    m.0.retain(|(k, _)| k != "pool" && k != "__entry");
                     let (rewrites, others) = backend_rewrites(rules_of(&pool), &mut failed);
                     if let Some(w) = rewrites {
                         route.set("rewrite_path", w);
@@ -1195,6 +1195,96 @@ impl Importer {
             if let Some(en) = self.report.get_mut(e) {
                 en.fidelity = Fidelity::Unsupported;
                 en.note = why.into();
+            }
+        }
+    }
+
+    /// A tcp listener's `use_backend` lines by `req.ssl_sni` become its
+    /// `[[listener.route]]`s, in order: an unconditional one is its pool (what
+    /// follows it is never reached); without a pool, a connection no route
+    /// takes is closed, as HAProxy closes it without a `default_backend`. The
+    /// `tcp-request` lines that wait for the ClientHello set how long
+    /// (request_header_timeout).
+    pub(super) fn sni_routes(&mut self) {
+        let mut notes: Vec<(usize, Fidelity, String)> = Vec::new();
+        for l in &mut self.cfg.listeners {
+            if l.keys.get("mode") != Some("\"tcp\"") {
+                continue;
+            }
+            let mut kept = Vec::new();
+            let mut decided = false;
+            for r in std::mem::take(&mut l.rules) {
+                let entry = r.get("__entry").and_then(|e| e.parse::<usize>().ok());
+                let by_sni = r.get("sni").is_some() || r.get("__sni_found").is_some();
+                let only_sni =
+                    r.0.iter()
+                        .all(|(k, _)| matches!(k.as_str(), "sni" | "pool" | "__entry"));
+                let unconditional = r.0.iter().all(|(k, _)| k == "pool" || k == "__entry");
+                if r.get("pool").is_none() || !(by_sni || unconditional) {
+                    // not a use_backend rampart routes a tcp listener by
+                    // (split_tls reports it)
+                    kept.push(r);
+                    continue;
+                }
+                if decided {
+                    if let Some(e) = entry {
+                        notes.push((e, Fidelity::Unsupported, "never reached: a use_backend without a condition before it takes every connection".into()));
+                    }
+                } else if unconditional {
+                    l.keys
+                        .set("pool", r.get("pool").unwrap_or_default().to_string());
+                    decided = true;
+                    if let Some(e) = entry {
+                        notes.push((
+                            e,
+                            Fidelity::Mapped,
+                            "the listener's pool: every connection no route before it takes".into(),
+                        ));
+                    }
+                } else if only_sni {
+                    if let Some(en) = entry.and_then(|e| self.report.get_mut(e)) {
+                        en.note = en.note.replace(
+                            "a [[listener.rule]] with pool",
+                            "a [[listener.route]] by sni",
+                        );
+                    }
+                    l.routes.push(r);
+                } else if let Some(e) = entry {
+                    notes.push((e, Fidelity::Unsupported, "a route by req.ssl_sni tests the server name alone: rampart's tcp routes test nothing else".into()));
+                }
+            }
+            l.rules = kept;
+        }
+        for (e, f, note) in notes {
+            if let Some(en) = self.report.get_mut(e) {
+                en.fidelity = f;
+                en.note = note;
+            }
+        }
+        // what the frontends wait for before they route
+        for (li, delay, e) in std::mem::take(&mut self.sni_waits) {
+            let routes = self
+                .cfg
+                .listeners
+                .get(li)
+                .is_some_and(|l| !l.routes.is_empty());
+            let Some(en) = self.report.get_mut(e) else {
+                continue;
+            };
+            match (routes, delay) {
+                (true, Some(Some(d))) => {
+                    self.cfg.listeners[li]
+                        .keys
+                        .set("request_header_timeout", s(&d));
+                    en.fidelity = Fidelity::Approximated;
+                    en.note = "request_header_timeout: how long rampart waits for the whole ClientHello it routes by; past it, rampart closes the connection where HAProxy routes what it has (to the default backend)".into();
+                }
+                (true, Some(None)) => en.note = "not a duration".into(),
+                (true, None) => {
+                    en.fidelity = Fidelity::Approximated;
+                    en.note = "rampart routes once the whole ClientHello is in, as this waits for; a connection that does not start with one is closed, where HAProxy passes it on after inspect-delay".into();
+                }
+                (false, _) => en.note = "connection-level rules are not in rampart; a tcp listener waits for the ClientHello only to route by its server name (use_backend if { req.ssl_sni ... })".into(),
             }
         }
     }
@@ -1265,8 +1355,32 @@ impl Importer {
                         .0
                         .retain(|(k, _)| k != "client_ip_from" && k != "compression");
                 }
+                if is_tls {
+                    // HAProxy deciphers a bind with ssl before the rules:
+                    // req.ssl_sni sees no ClientHello there
+                    for r in std::mem::take(&mut p.routes) {
+                        if let Some(e) = r.get("__entry").and_then(|e| e.parse().ok()) {
+                            dropped_entries.push((
+                                e,
+                                "not on this frontend's ssl binds: HAProxy deciphers them first, so req.ssl_sni sees no ClientHello (its plain binds keep the route)",
+                            ));
+                        }
+                    }
+                }
+                for r in &mut p.routes {
+                    r.0.retain(|(k, _)| !k.starts_with("__"));
+                }
                 let want = if is_tls { "\"true\"" } else { "\"false\"" };
                 p.rules.retain(|r| {
+                    if !tcp && (r.get("sni").is_some() || r.get("__sni_found").is_some()) {
+                        if let Some(e) = r.get("__entry").and_then(|e| e.parse().ok()) {
+                            dropped_entries.push((
+                                e,
+                                "req.ssl_sni routes a tcp listener by the ClientHello it passes through; this one is http",
+                            ));
+                        }
+                        return false;
+                    }
                     if tcp {
                         if let Some(e) = r.get("__entry").and_then(|e| e.parse().ok()) {
                             dropped_entries.push((

@@ -619,7 +619,9 @@ impl Importer {
                     Ok((alts, exact)) => {
                         let n = alts.len();
                         let entry = self.report.len();
-                        for rule in alts {
+                        for mut rule in alts {
+                            // (its line, for what a tcp listener cannot keep)
+                            rule.set("__entry", entry.to_string());
                             let lst = &mut self.cfg.listeners[li];
                             lst.rules.push(rule);
                             let ri = lst.rules.len() - 1;
@@ -647,11 +649,43 @@ impl Importer {
             }
             "use_backend" if w.len() == 2 => {
                 // no condition: every request that gets here
-                self.cfg.listeners[li].rules.push(Table::default());
+                let mut rule = Table::default();
+                rule.set("__entry", self.report.len().to_string());
+                self.cfg.listeners[li].rules.push(rule);
                 let ri = self.cfg.listeners[li].rules.len() - 1;
                 self.wanted
                     .push((li, Some(ri), w[1].clone(), self.report.len()));
                 self.mapped(l, "a [[listener.rule]] with pool and no match");
+                true
+            }
+            // what an SNI-routing frontend waits for (settled in `sni_routes`)
+            "tcp-request" if w.len() == 3 && w[1] == "inspect-delay" => {
+                self.sni_waits
+                    .push((li, Some(duration(&w[2])), self.report.len()));
+                self.unsupported(l, "not a duration");
+                true
+            }
+            "tcp-request"
+                if w[1..].iter().map(String::as_str).eq([
+                    "content",
+                    "accept",
+                    "if",
+                    "{",
+                    "req_ssl_hello_type",
+                    "1",
+                    "}",
+                ]) || w[1..].iter().map(String::as_str).eq([
+                    "content",
+                    "accept",
+                    "if",
+                    "{",
+                    "req.ssl_hello_type",
+                    "1",
+                    "}",
+                ]) =>
+            {
+                self.sni_waits.push((li, None, self.report.len()));
+                self.unsupported(l, "");
                 true
             }
             "http-request" | "http-response" | "rate-limit" | "tcp-request" => {

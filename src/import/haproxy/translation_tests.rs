@@ -1483,3 +1483,142 @@ backend b
         "defaults', a tcp frontend's, a backend's"
     );
 }
+
+/// The routes of a listener, as (sni, pool).
+fn sni_routes(l: &toml::Value) -> Vec<(String, String)> {
+    array(l, "route")
+        .iter()
+        .map(|r| {
+            (
+                r["sni"].as_str().unwrap_or("?").to_string(),
+                r["pool"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// HAProxy's SNI routing (TLS passthrough): a tcp frontend's `use_backend`
+/// lines by `req.ssl_sni` / `req_ssl_sni` become its `[[listener.route]]`s
+/// in order (`-m end .x`, `-m beg x.`, `-m dom x`, `!{ req.ssl_sni -m
+/// found }` as sni = ""); `tcp-request inspect-delay` is how long rampart
+/// waits for the ClientHello; an unconditional use_backend is the pool and
+/// ends the list; without a default_backend the listener has no pool; a
+/// condition on more than the name, an http frontend and the ssl binds of a
+/// frontend keep no route.
+#[test]
+fn use_backend_by_the_server_name_becomes_a_tcp_listeners_routes() {
+    let (cfg, report) = run("frontend edge
+  mode tcp
+  bind 127.0.0.1:5443
+  bind 127.0.0.1:5446 ssl crt /nonexistent/edge.pem
+  tcp-request inspect-delay 5s
+  tcp-request content accept if { req_ssl_hello_type 1 }
+  acl db req_ssl_sni -i db.example.com
+  acl org req.ssl_sni -m dom example.org
+  use_backend pg if db
+  use_backend org if org
+  use_backend apps if { req.ssl_sni -m end .apps.example.com }
+  use_backend apps if { req.ssl_sni -m beg mail. }
+  use_backend pg if { req.ssl_sni -i x.example.com } { src 10.0.0.0/8 }
+  use_backend empty if !{ req.ssl_sni -m found }
+  default_backend dflt
+frontend strict
+  mode tcp
+  bind 127.0.0.1:5444
+  tcp-request inspect-delay 2s
+  use_backend pg if { req_ssl_sni -i db.example.com }
+frontend catchall
+  mode tcp
+  bind 127.0.0.1:5445
+  use_backend pg if { req_ssl_sni -i db.example.com }
+  use_backend apps
+  use_backend org if { req_ssl_sni -i org.example.com }
+frontend web
+  bind 127.0.0.1:8080
+  use_backend pg if { req_ssl_sni -i db.example.com }
+  default_backend dflt
+backend dflt
+  mode tcp
+  server s 127.0.0.1:9001
+backend pg
+  mode tcp
+  server s 127.0.0.1:9002
+backend org
+  mode tcp
+  server s 127.0.0.1:9003
+backend apps
+  mode tcp
+  server s 127.0.0.1:9004
+backend empty
+  mode tcp
+  server s 127.0.0.1:9007
+");
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    let edge = on(&cfg, "127.0.0.1:5443");
+    assert_eq!(edge["pool"].as_str(), Some("dflt"));
+    assert_eq!(edge["request_header_timeout"].as_str(), Some("5s"));
+    assert_eq!(
+        sni_routes(&edge),
+        pairs(&[
+            ("db.example.com", "pg"),
+            ("example.org", "org"),
+            ("*.example.org", "org"),
+            ("*.apps.example.com", "apps"),
+            ("mail.*", "apps"),
+            ("", "empty"),
+        ])
+    );
+    refused(
+        &report,
+        "use_backend pg if { req.ssl_sni -i x.example.com } { src 10.0.0.0/8 }",
+        "the server name alone",
+    );
+    // the ssl binds decipher first: no route there
+    let tls = on(&cfg, "127.0.0.1:5446");
+    assert!(sni_routes(&tls).is_empty(), "{tls:#?}");
+    assert!(reported(
+        &report,
+        "tcp-request inspect-delay 5s",
+        Fidelity::Approximated
+    ));
+    assert!(reported(
+        &report,
+        "tcp-request content accept if { req_ssl_hello_type 1 }",
+        Fidelity::Approximated
+    ));
+    let strict = on(&cfg, "127.0.0.1:5444");
+    assert!(strict.get("pool").is_none(), "{strict:#?}");
+    assert_eq!(strict["request_header_timeout"].as_str(), Some("2s"));
+    assert_eq!(sni_routes(&strict), pairs(&[("db.example.com", "pg")]));
+    let catchall = on(&cfg, "127.0.0.1:5445");
+    assert_eq!(catchall["pool"].as_str(), Some("apps"));
+    assert_eq!(sni_routes(&catchall), pairs(&[("db.example.com", "pg")]));
+    refused(
+        &report,
+        "use_backend org if { req_ssl_sni -i org.example.com }",
+        "never reached",
+    );
+    // an http frontend has no ClientHello to read
+    let web = on(&cfg, "127.0.0.1:8080");
+    assert!(array(&web, "rule").is_empty(), "{web:#?}");
+    assert!(sni_routes(&web).is_empty(), "{web:#?}");
+    let e = report
+        .iter()
+        .find(|e| {
+            e.directive == "use_backend pg if { req_ssl_sni -i db.example.com }" && e.line > 30
+        })
+        .unwrap_or_else(|| panic!("{report:#?}"));
+    assert_eq!(e.fidelity, Fidelity::Unsupported, "{e:?}");
+    // rampart reads what it wrote
+    let toml = import(
+        &format!("{DEFAULTS}frontend strict\n  mode tcp\n  bind 127.0.0.1:5444\n  use_backend pg if {{ req_ssl_sni -i db.example.com }}\nbackend pg\n  mode tcp\n  server s 127.0.0.1:9002\n"),
+        "t.cfg",
+    )
+    .toml;
+    let c = crate::config::parse(&toml, "t.toml").unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    assert_eq!(c.listeners[0].pool, None);
+}

@@ -816,16 +816,36 @@ impl Importer {
         loc_prefix: Option<&str>,
     ) -> Option<(String, Option<String>)> {
         let url = d.args.first().cloned().unwrap_or_default();
+        let t = match self.target(&url, loc_prefix) {
+            Ok(t) => t,
+            Err(why) => {
+                self.unsupported(d, why);
+                return None;
+            }
+        };
+        let mut note = format!("pool = {:?}", t.pool);
+        for n in t.notes {
+            note.push_str("; ");
+            note.push_str(&n);
+        }
+        if t.approx {
+            self.approx(d, note);
+        } else {
+            self.mapped(d, note);
+        }
+        Some((t.pool, t.uri))
+    }
+
+    /// The pool a `proxy_pass` target (or a stream map's value) names: an
+    /// upstream of the file, or a server of its own (a pool made for it).
+    pub(super) fn target(&mut self, url: &str, loc_prefix: Option<&str>) -> Result<Target, String> {
+        let url = url.to_string();
         let (scheme, rest) = match url.split_once("://") {
             Some((s, r)) => (s.to_string(), r.to_string()),
             None => (String::new(), url.clone()),
         };
         if url.contains('$') {
-            self.unsupported(
-                d,
-                "a target built from variables is not mapped: name an upstream",
-            );
-            return None;
+            return Err("a target built from variables is not mapped: name an upstream".into());
         }
         let (host, path) = match rest.find('/') {
             Some(i) => (rest[..i].to_string(), rest[i..].to_string()),
@@ -851,11 +871,9 @@ impl Importer {
             host.clone()
         } else if self.upstream_names.contains(&host) {
             // an upstream of this file that was left out: not a host name
-            self.unsupported(
-                d,
-                format!("the upstream {host:?} has no server rampart can use (see its line)"),
-            );
-            return None;
+            return Err(format!(
+                "the upstream {host:?} has no server rampart can use (see its line)"
+            ));
         } else {
             // a server of its own
             let (h, port) = match host.rsplit_once(':') {
@@ -870,13 +888,9 @@ impl Importer {
                 ),
             };
             if h.is_empty() {
-                self.unsupported(d, "no host in the target");
-                return None;
+                return Err("no host in the target".into());
             }
-            if let Err(why) = out::address_ok(&format!("{h}:{port}")) {
-                self.unsupported(d, why);
-                return None;
-            }
+            out::address_ok(&format!("{h}:{port}"))?;
             let name = host.replace(':', "-");
             if !self.pool_ix.contains_key(&name) {
                 let mut p = out::Pool::default();
@@ -906,18 +920,23 @@ impl Importer {
                 self.cfg.pools[pi].tls.get_or_insert_with(Table::default);
             }
         }
-        let mut note = format!("pool = {name:?}");
-        for n in notes {
-            note.push_str("; ");
-            note.push_str(&n);
-        }
-        if approx {
-            self.approx(d, note);
-        } else {
-            self.mapped(d, note);
-        }
-        Some((name, uri))
+        Ok(Target {
+            pool: name,
+            uri,
+            notes,
+            approx,
+        })
     }
+}
+
+/// What a `proxy_pass` target names.
+pub(super) struct Target {
+    pub pool: String,
+    /// The URI part that replaces a location's prefix.
+    pub uri: Option<String>,
+    /// What the report says of it, and whether it approximates nginx.
+    pub notes: Vec<String>,
+    pub approx: bool,
 }
 
 /// An nginx time as `[pool.cookie] max_age`: whole seconds, at least one.

@@ -358,8 +358,8 @@ pub(super) struct Importer {
     /// limit_req_zone NAME → its rate limit's index
     zones: HashMap<String, usize>,
     servers: Vec<Server>,
-    /// stream servers: (binds, pool, tls certs, proxy_protocol, line)
-    streams: Vec<(Vec<String>, String, Table, bool)>,
+    /// stream servers, each a tcp listener
+    streams: Vec<stream::Stream>,
     /// proxy settings that nginx inherits down to locations: timeouts and retries
     pool_settings: Vec<(String, Table)>,
     /// every `upstream` name of the file, those left out included
@@ -883,25 +883,42 @@ impl Importer {
             }
             self.cfg.listeners.push(l);
         }
-        for (binds, pool, t, pp) in std::mem::take(&mut self.streams) {
-            if binds.is_empty() {
+        for st in std::mem::take(&mut self.streams) {
+            if st.binds.is_empty() {
                 continue;
             }
             let mut l = out::Listener::default();
-            let name = format!("{pool}-tcp");
+            // (two servers of one pool or one map: names of their own)
+            let mut name = st.name.clone();
+            let mut k = 2;
+            while self
+                .cfg
+                .listeners
+                .iter()
+                .any(|x| x.keys.get("name") == Some(&s(&name)))
+            {
+                name = format!("{}-{k}", st.name);
+                k += 1;
+            }
             l.keys.set("name", s(&name));
-            l.keys.set("bind", list(&binds));
+            l.keys.set("bind", list(&st.binds));
             l.keys.set("mode", s("tcp"));
-            l.keys.set("pool", s(&pool));
-            if pp {
+            if let Some(p) = &st.pool {
+                l.keys.set("pool", s(p));
+            }
+            for (k, v) in st.keys.0 {
+                l.keys.set(&k, v);
+            }
+            if st.proxy_protocol {
                 l.keys.set(
                     "proxy_protocol",
                     "{ from = [\"0.0.0.0/0\", \"::/0\"], mode = \"required\" }".into(),
                 );
             }
-            if !t.0.is_empty() {
-                l.tls = Some(t);
+            if !st.tls.0.is_empty() {
+                l.tls = Some(st.tls);
             }
+            l.routes = st.routes;
             self.cfg.listeners.push(l);
         }
         self.cfg.drop_unused_rate_limits();

@@ -5,6 +5,36 @@ use crate::import::nginx_parse::Directive;
 use crate::import::out::{s, Table};
 use crate::import::Entry;
 use crate::import::Fidelity;
+use std::collections::HashMap;
+
+/// A stream `server`, a tcp listener.
+pub(super) struct Stream {
+    pub binds: Vec<String>,
+    /// Its name.
+    pub name: String,
+    /// Its default pool (what `proxy_pass` names, or its map's default;
+    /// None: a map without a default, whose other names are closed).
+    pub pool: Option<String>,
+    /// `[listener.tls]`, when it terminates TLS.
+    pub tls: Table,
+    pub proxy_protocol: bool,
+    /// `[[listener.route]]` by SNI, from a map of `$ssl_preread_server_name`.
+    pub routes: Vec<Table>,
+    /// The listener's own keys (request_header_timeout).
+    pub keys: Table,
+}
+
+/// A `map $ssl_preread_server_name $VAR`: the pool for each name, in
+/// nginx's precedence, and the pool of any other name.
+#[derive(Clone)]
+struct SniMap {
+    line: usize,
+    routes: Vec<(String, String)>,
+    default: Option<String>,
+}
+
+/// The source of the maps that route by SNI.
+const SNI_VAR: &str = "$ssl_preread_server_name";
 
 impl Importer {
     pub(super) fn stream_level(&mut self, ds: &[Directive]) {
@@ -15,19 +45,67 @@ impl Importer {
                 self.resolver(d);
             }
         }
+        // the maps of the server name that a server's proxy_pass names (the
+        // others are reported below)
+        let named: Vec<String> = ds
+            .iter()
+            .filter(|d| d.name == "server")
+            .flat_map(|d| d.block.iter().flatten())
+            .filter(|e| e.name == "proxy_pass")
+            .filter_map(|e| e.args.first().cloned())
+            .collect();
+        let mut maps: HashMap<String, SniMap> = HashMap::new();
+        for d in ds {
+            if d.name == "map"
+                && d.args.len() == 2
+                && d.args[0] == SNI_VAR
+                && named.contains(&d.args[1])
+            {
+                let m = self.sni_map(d);
+                maps.insert(d.args[1].clone(), m);
+            }
+        }
+        let preread_timeout = ds
+            .iter()
+            .find(|d| d.name == "preread_timeout")
+            .and_then(|d| d.args.first())
+            .and_then(|a| duration(a));
         let mut inherited = Table::default();
         for d in ds {
             match d.name.as_str() {
                 "upstream" | "resolver" => {}
+                "map" if d.args.len() == 2 && maps.contains_key(&d.args[1]) => {}
+                "map" if d.args.first().map(String::as_str) == Some(SNI_VAR) => self.unsupported(
+                    d,
+                    "no server's proxy_pass names its variable (a map of the server name becomes the routes of the listener whose proxy_pass names it)",
+                ),
+                "preread_timeout" => match &preread_timeout {
+                    Some(t) => self.mapped(
+                        d,
+                        format!("the listeners' request_header_timeout ({t}): how long rampart waits for the ClientHello it routes by"),
+                    ),
+                    None => self.unsupported(d, "not a duration"),
+                },
                 "server" => {
                     self.mapped(d, "a tcp [[listener]]");
                     let mut binds = Vec::new();
                     let mut pool = None;
+                    let mut pool_less = false;
+                    let mut name = None;
+                    let mut routes = Vec::new();
+                    let mut keys = Table::default();
+                    if let Some(t) = &preread_timeout {
+                        keys.set("request_header_timeout", s(t));
+                    }
+                    let block = d.block.as_deref().unwrap_or_default();
+                    let preread = block
+                        .iter()
+                        .any(|e| e.name == "ssl_preread" && e.args.first().map(String::as_str) == Some("on"));
                     let mut tls = Table::default();
                     let mut certs = (Vec::new(), Vec::new());
                     let mut pp = false;
                     let mut local = inherited.clone();
-                    for e in d.block.iter().flatten() {
+                    for e in block {
                         let a0 = e.args.first().cloned().unwrap_or_default();
                         match e.name.as_str() {
                             "listen" => match listen_addr(&a0) {
@@ -49,7 +127,61 @@ impl Importer {
                                 }
                                 Err(er) => self.unsupported(e, er),
                             },
+                            "proxy_pass" if maps.contains_key(&a0) => {
+                                let m = &maps[&a0];
+                                if m.routes.is_empty() && m.default.is_none() {
+                                    self.unsupported(
+                                        e,
+                                        format!("the map on line {} names no pool rampart can use", m.line),
+                                    );
+                                    continue;
+                                }
+                                name = Some(format!("{}-tcp", a0.trim_start_matches('$')));
+                                pool = m.default.clone();
+                                let shown = match &m.default {
+                                    Some(p) => format!("pool = {p:?}"),
+                                    None => "no pool: nginx closes a connection whose name the map lacks (it has no default), and so does rampart".into(),
+                                };
+                                if preread {
+                                    routes = m
+                                        .routes
+                                        .iter()
+                                        .map(|(sni, p)| {
+                                            let mut t = Table::default();
+                                            t.set("sni", s(sni));
+                                            t.set("pool", s(p));
+                                            t
+                                        })
+                                        .collect();
+                                    self.mapped(e, format!(
+                                        "a [[listener.route]] by sni for each name of the map on line {}, and for any other name, {shown}",
+                                        m.line
+                                    ));
+                                } else if m.default.is_some() {
+                                    self.mapped(e, format!(
+                                        "{shown}: without ssl_preread on, {SNI_VAR} is empty and the map on line {} gives its default",
+                                        m.line
+                                    ));
+                                } else {
+                                    self.unsupported(e, format!(
+                                        "without ssl_preread on, {SNI_VAR} is empty and the map on line {} has no default: nginx closes every connection",
+                                        m.line
+                                    ));
+                                    continue;
+                                }
+                                if pool.is_none() {
+                                    // a tcp listener with routes and no pool
+                                    pool_less = true;
+                                }
+                            }
                             "proxy_pass" => pool = self.proxy_pass(e, None).map(|(p, _)| p),
+                            "preread_timeout" => match duration(&a0) {
+                                Some(t) => {
+                                    keys.set("request_header_timeout", s(&t));
+                                    self.mapped(e, "the listener's request_header_timeout: how long rampart waits for the ClientHello it routes by");
+                                }
+                                None => self.unsupported(e, "not a duration"),
+                            },
                             "proxy_timeout" => {
                                 match duration(&a0) {
                                     Some(t) => {
@@ -81,6 +213,17 @@ impl Importer {
                                 certs.1.push(a0);
                                 self.mapped(e, "[listener.tls] cert's key");
                             }
+                            "ssl_preread" if !routes.is_empty() || maps.contains_key(
+                                block
+                                    .iter()
+                                    .find(|p| p.name == "proxy_pass")
+                                    .and_then(|p| p.args.first())
+                                    .map(String::as_str)
+                                    .unwrap_or_default(),
+                            ) && preread => self.approx(
+                                e,
+                                "rampart peeks the ClientHello's server name for the listener's routes; a connection that does not start with one is closed (nginx passes it on with an empty name)",
+                            ),
                             "ssl_preread" => self.approx(
                                 e,
                                 "rampart peeks the SNI itself for routes with sni (none imported)",
@@ -88,7 +231,7 @@ impl Importer {
                             _ => self.unsupported(e, "no rampart equivalent is mapped"),
                         }
                     }
-                    let Some(pool) = pool else {
+                    if pool.is_none() && !pool_less {
                         self.report.push(Entry {
                             line: d.line,
                             directive: "server".into(),
@@ -110,8 +253,30 @@ impl Importer {
                         }
                         t.set("cert", cert_list(&certs.0, &certs.1));
                     }
-                    self.pool_settings.push((pool.clone(), local));
-                    self.streams.push((binds, pool, t, pp));
+                    // the server's timeouts and PROXY header are its
+                    // sessions', whichever pool its map picks
+                    let routed = routes
+                        .iter()
+                        .filter_map(|r| r.get("pool"))
+                        .map(|p| p.trim_matches('"').to_string());
+                    let mut named: Vec<String> = Vec::new();
+                    for p in pool.iter().cloned().chain(routed) {
+                        if !named.contains(&p) {
+                            self.pool_settings.push((p.clone(), local.clone()));
+                            named.push(p);
+                        }
+                    }
+                    self.streams.push(Stream {
+                        name: name.unwrap_or_else(|| {
+                            format!("{}-tcp", named.first().map_or("", String::as_str))
+                        }),
+                        binds,
+                        pool,
+                        tls: t,
+                        proxy_protocol: pp,
+                        routes,
+                        keys,
+                    });
                 }
                 "proxy_timeout" | "proxy_connect_timeout" => {
                     match d.args.first().and_then(|a| duration(a)) {
@@ -132,6 +297,147 @@ impl Importer {
                 }
                 _ => self.unsupported(d, "no rampart equivalent is mapped"),
             }
+        }
+    }
+}
+
+impl Importer {
+    /// A `map $ssl_preread_server_name $VAR { ... }`, each line reported:
+    /// exact names first (as the map lists them), then `*.domain` and
+    /// `name.*` patterns, longest first, as nginx looks them up.
+    fn sni_map(&mut self, d: &Directive) -> SniMap {
+        let block = d.block.as_deref().unwrap_or_default();
+        let hostnames = block.iter().any(|e| e.name == "hostnames");
+        let mut exact = Vec::new();
+        let mut head = Vec::new();
+        let mut tail = Vec::new();
+        let mut default = None;
+        let mut empty: Option<(&Directive, String)> = None;
+        self.mapped(
+            d,
+            "the routes of the tcp listener whose proxy_pass names it",
+        );
+        for e in block {
+            let value = match (e.name.as_str(), e.args.as_slice()) {
+                ("hostnames", []) => {
+                    self.mapped(e, "sni patterns: *.domain, name.* and .domain (the domain and any name under it)");
+                    continue;
+                }
+                ("volatile", []) => {
+                    self.mapped(e, "no effect: rampart reads the name once a connection");
+                    continue;
+                }
+                ("include", _) => {
+                    self.unsupported(e, "not followed: copy its lines into the map");
+                    continue;
+                }
+                (_, [v]) => v.clone(),
+                _ => {
+                    self.unsupported(e, "a map line is NAME VALUE");
+                    continue;
+                }
+            };
+            let key = e.name.to_ascii_lowercase();
+            if key.starts_with('~') {
+                self.unsupported(e, "a regex name is not mapped: rampart's sni routes are names, *.domain and name.*");
+                continue;
+            }
+            let target = match self.target(&value, None) {
+                Ok(t) => t,
+                Err(why) => {
+                    self.unsupported(e, why);
+                    continue;
+                }
+            };
+            let with_notes = |what: String| -> String {
+                std::iter::once(what)
+                    .chain(target.notes.iter().cloned())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            if key == "default" {
+                let note = with_notes(format!(
+                    "the listener's pool = {:?}: a name no line has, or none",
+                    target.pool
+                ));
+                self.note(
+                    e,
+                    if target.approx {
+                        Fidelity::Approximated
+                    } else {
+                        Fidelity::Mapped
+                    },
+                    note,
+                );
+                default = Some(target.pool);
+                continue;
+            }
+            if key.is_empty() {
+                // a client that sends no name: the default's (checked below)
+                empty = Some((e, target.pool));
+                continue;
+            }
+            let key = key.trim_end_matches('.');
+            let patterns: Vec<String> = match key.strip_prefix('.') {
+                Some(domain) if hostnames => vec![domain.to_string(), format!("*.{domain}")],
+                _ if !hostnames && (key.contains('*') || key.starts_with('.')) => {
+                    self.unsupported(e, "without hostnames, the map compares this as text, which no server name holds");
+                    continue;
+                }
+                _ => vec![key.to_string()],
+            };
+            if let Some(Err(why)) = patterns
+                .iter()
+                .map(|p| crate::router::HostMatch::parse(p).map(|_| ()))
+                .find(Result::is_err)
+            {
+                self.unsupported(e, format!("not an sni route: {why}"));
+                continue;
+            }
+            let shown = patterns
+                .iter()
+                .map(|p| format!("sni = {p:?}"))
+                .collect::<Vec<_>>()
+                .join(" and ");
+            let note = with_notes(format!(
+                "[[listener.route]] {shown}, pool = {:?}",
+                target.pool
+            ));
+            self.note(
+                e,
+                if target.approx {
+                    Fidelity::Approximated
+                } else {
+                    Fidelity::Mapped
+                },
+                note,
+            );
+            for p in patterns {
+                let r = (p, target.pool.clone());
+                if r.0.starts_with("*.") {
+                    head.push(r);
+                } else if r.0.ends_with(".*") {
+                    tail.push(r);
+                } else {
+                    exact.push(r);
+                }
+            }
+        }
+        if let Some((e, pool)) = empty {
+            self.mapped(
+                e,
+                format!("[[listener.route]] sni = \"\", pool = {pool:?}: a ClientHello without a server name"),
+            );
+            exact.push((String::new(), pool));
+        }
+        head.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
+        tail.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
+        exact.extend(head);
+        exact.extend(tail);
+        SniMap {
+            line: d.line,
+            routes: exact,
+            default,
         }
     }
 }

@@ -1104,3 +1104,114 @@ fn an_include_that_may_set_the_host_leaves_the_clients() {
         "{report:#?}"
     );
 }
+
+/// The routes of a listener, as (sni, pool).
+fn routes(l: &toml::Value) -> Vec<(String, String)> {
+    l.get("route")
+        .and_then(|r| r.as_array())
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            (
+                str_of(r, "sni").unwrap_or("?").to_string(),
+                str_of(r, "pool").unwrap_or("?").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// nginx's SNI proxy: a map of `$ssl_preread_server_name` that a stream
+/// server's `proxy_pass` names becomes that tcp listener's routes, in
+/// nginx's precedence (exact names as listed, then `*.x` and `x.*` longest
+/// first); `default` is the listener's pool, `""` a ClientHello without a
+/// name; a regex line and a mask without `hostnames` are refused; without a
+/// default the listener has no pool; without `ssl_preread on` the map gives
+/// its default.
+#[test]
+fn a_map_of_the_server_name_becomes_the_listeners_sni_routes() {
+    let (cfg, report) = run("stream {
+           preread_timeout 7s;
+           upstream dflt { server 127.0.0.1:9001; }
+           upstream pg { server 127.0.0.1:9002; }
+           upstream apps { server 127.0.0.1:9003; }
+           map $ssl_preread_server_name $name {
+             hostnames;
+             default dflt;
+             mail.* pg;
+             *.example.com apps;
+             .example.org pg;
+             *.apps.example.com pg;
+             ~^x\\. pg;
+             db.example.com pg;
+             \"\" apps;
+             raw.example.net 127.0.0.1:9009;
+             bad..name pg;
+           }
+           map $ssl_preread_server_name $strict {
+             db.example.com pg;
+             *.example.com apps;
+           }
+           server { listen 127.0.0.1:4443; ssl_preread on; proxy_pass $name; }
+           server { listen 127.0.0.1:4444; proxy_pass $strict; ssl_preread on; preread_timeout 2s; }
+           server { listen 127.0.0.1:4445; proxy_pass $name; }
+         }");
+    let l = on(&cfg, "127.0.0.1:4443");
+    assert_eq!(str_of(&l, "mode"), Some("tcp"));
+    assert_eq!(str_of(&l, "pool"), Some("dflt"));
+    assert_eq!(str_of(&l, "request_header_timeout"), Some("7s"));
+    let want: Vec<(String, String)> = [
+        ("example.org", "pg"),
+        ("db.example.com", "pg"),
+        ("raw.example.net", "127.0.0.1-9009"),
+        ("", "apps"),
+        ("*.apps.example.com", "pg"),
+        ("*.example.com", "apps"),
+        ("*.example.org", "pg"),
+        ("mail.*", "pg"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(routes(&l), want);
+    for (line, f) in [
+        ("map $ssl_preread_server_name $name", Fidelity::Mapped),
+        ("\"\" apps", Fidelity::Mapped),
+        ("~^x\\. pg", Fidelity::Unsupported),
+        ("bad..name pg", Fidelity::Unsupported),
+        ("*.example.com apps", Fidelity::Mapped),
+        ("proxy_pass $name", Fidelity::Mapped),
+    ] {
+        assert!(
+            report
+                .iter()
+                .any(|e| e.directive == line && e.fidelity == f),
+            "{line}: {report:#?}"
+        );
+    }
+    // without a default: no pool, and without hostnames a mask is text
+    let strict = on(&cfg, "127.0.0.1:4444");
+    assert!(strict.get("pool").is_none(), "{strict:#?}");
+    assert_eq!(str_of(&strict, "request_header_timeout"), Some("2s"));
+    assert_eq!(
+        routes(&strict),
+        [("db.example.com".to_string(), "pg".to_string())]
+    );
+    assert!(report.iter().any(|e| e.directive == "*.example.com apps"
+        && e.fidelity == Fidelity::Unsupported
+        && e.note.contains("hostnames")));
+    // no ssl_preread: the name is empty, the map's default
+    let plain = on(&cfg, "127.0.0.1:4445");
+    assert_eq!(str_of(&plain, "pool"), Some("dflt"));
+    assert!(routes(&plain).is_empty());
+    // and rampart runs what it wrote
+    let toml = import(
+        "stream { upstream pg { server 127.0.0.1:9002; }
+           map $ssl_preread_server_name $n { db.example.com pg; }
+           server { listen 127.0.0.1:4446; ssl_preread on; proxy_pass $n; } }",
+        "t.conf",
+    )
+    .toml;
+    let c = crate::config::parse(&toml, "t.toml").unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    assert_eq!(c.listeners[0].pool, None);
+}
