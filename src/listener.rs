@@ -290,6 +290,7 @@ async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
                             Ok(sni) => sni,
                             Err(e) => {
                                 tracing::debug!(%addr, %peer, error = %e, "connection closed: no TLS ClientHello to route on");
+                                close_read(&stream);
                                 return;
                             }
                         },
@@ -758,4 +759,19 @@ async fn handshake(
             None
         }
     }
+}
+
+/// Closes a client's connection after reading what it has sent (up to 64
+/// KiB), so that it gets a FIN, not the reset of a socket closed with unread
+/// bytes (a tcp listener that routes by SNI and got no ClientHello).
+fn close_read(stream: &tokio::net::TcpStream) {
+    let mut sink = [0u8; 4096];
+    let mut left: usize = 64 * 1024;
+    while left > 0 {
+        match stream.try_read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
 }

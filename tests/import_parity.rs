@@ -3,13 +3,17 @@
 //! what nginx or HAProxy sends it, request for request, the real proxy
 //! beside it. Path rewrites (nginx's `proxy_pass` with a URI and `rewrite`,
 //! HAProxy's `replace-path` and `set-path`), the client a trusted proxy
-//! names (nginx's realip module), gzip, and body limits (nginx's
-//! `client_max_body_size` at each level).
+//! names (nginx's realip module), gzip, body limits (nginx's
+//! `client_max_body_size` at each level), and TLS passthrough routed by the
+//! ClientHello's server name (nginx's map of `$ssl_preread_server_name`,
+//! HAProxy's `req.ssl_sni`).
 
 mod common;
 
+use common::tls::client_hello;
 use common::*;
 use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The target `backend` got for GET `path` through the proxy at `via`.
 async fn seen(c: &Client, via: SocketAddr, path: &str, backend: &Backend) -> String {
@@ -666,4 +670,250 @@ async fn imported_nginx_hosts_and_redirects_answer_as_nginx() {
         ("app /two/go/z", Some("/one/go/z"), Some("3; URL=/one/go/z"))
     );
     assert!(rewritten >= 6, "{rewritten}");
+}
+
+/// A TCP server that reads what a client sends first, answers `name` and
+/// closes its side; its address.
+async fn naming(name: &'static str) -> SocketAddr {
+    let addr = free_addr("127.0.0.1");
+    let l = listen(addr).await;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                if !matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
+                    return;
+                }
+                let _ = s.write_all(name.as_bytes()).await;
+                let _ = s.shutdown().await;
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Who answers `first` sent to `via`: a backend's name, "" where the proxy
+/// closed the connection, "<reset>" where it reset it.
+async fn who(via: SocketAddr, first: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(via).await.unwrap();
+    s.write_all(first).await.unwrap();
+    let mut got = Vec::new();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut got))
+        .await
+        .unwrap_or_else(|_| panic!("{via}: neither answered nor closed within 10 s"));
+    match r {
+        Ok(_) => String::from_utf8_lossy(&got).into_owned(),
+        Err(_) => "<reset>".into(),
+    }
+}
+
+/// What a client sends first: a ClientHello naming `name` (an IP address:
+/// none named), or "PLAIN", an HTTP request.
+fn first_bytes(name: &str) -> Vec<u8> {
+    if name == "PLAIN" {
+        b"GET / HTTP/1.0\r\n\r\n".to_vec()
+    } else {
+        client_hello(name)
+    }
+}
+
+/// The SNI tests' backends, each answering its name: dflt, pg, org, apps,
+/// any, mail, empty.
+async fn sni_backends() -> [SocketAddr; 7] {
+    let mut out = [free_addr("127.0.0.1"); 7];
+    for (o, name) in out
+        .iter_mut()
+        .zip(["dflt", "pg", "org", "apps", "any", "mail", "empty"])
+    {
+        *o = naming(name).await;
+    }
+    out
+}
+
+/// Each of [`NAMES`] through each pair (the original's listener, rampart's
+/// on its import) reaches the same backend, or is closed by both; every
+/// backend answered some name, and some connection was closed (the
+/// listener without a default).
+async fn same_servers(pairs: [(SocketAddr, SocketAddr); 2]) {
+    let mut seen = std::collections::BTreeSet::new();
+    for name in NAMES {
+        let hello = first_bytes(name);
+        for (theirs, ours) in pairs {
+            let want = who(theirs, &hello).await;
+            assert_eq!(who(ours, &hello).await, want, "{name} ({theirs})");
+            seen.insert(want);
+        }
+    }
+    assert_eq!(
+        seen.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["", "any", "apps", "dflt", "empty", "mail", "org", "pg"]
+    );
+}
+
+/// The server names the SNI tests send.
+const NAMES: [&str; 12] = [
+    "db.example.com",
+    "DB.Example.COM",
+    "example.org",
+    "www.example.org",
+    "a.apps.example.com",
+    "x.example.com",
+    "example.com",
+    "mail.foo.net",
+    "mail",
+    "x.y.z",
+    "other.example.net",
+    // no server name
+    "127.0.0.1",
+];
+
+/// nginx's SNI proxy (`ssl_preread on` and a map of
+/// `$ssl_preread_server_name` with `hostnames`: exact names, `.domain`,
+/// `*.x` and `mail.*` of different lengths, `""`, a default; and a map
+/// without a default): rampart on the import sends each ClientHello to the
+/// backend nginx sends it to, and closes what nginx closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_sni_maps_pass_tls_through_to_the_server_nginx_picks() {
+    let dir = temp_dir("nginx-sni-map");
+    let [dflt, pg, org, apps, any, mail, empty] = sni_backends().await;
+    let (ng, ng_strict) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let d = dir.display();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+daemon off;
+master_process off;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{}}
+stream {{
+  map $ssl_preread_server_name $name {{
+    hostnames;
+    default dflt;
+    mail.* mail;
+    *.example.com any;
+    db.example.com pg;
+    .example.org org;
+    *.apps.example.com apps;
+    \"\" empty;
+  }}
+  map $ssl_preread_server_name $strict {{
+    db.example.com pg;
+  }}
+  upstream dflt {{ server {dflt}; }}
+  upstream pg {{ server {pg}; }}
+  upstream org {{ server {org}; }}
+  upstream apps {{ server {apps}; }}
+  upstream any {{ server {any}; }}
+  upstream mail {{ server {mail}; }}
+  upstream empty {{ server {empty}; }}
+  server {{ listen {ng}; ssl_preread on; proxy_pass $name; }}
+  server {{ listen {ng_strict}; ssl_preread on; proxy_pass $strict; }}
+}}
+"
+        ),
+    )
+    .unwrap();
+    let (toml, listen, report) = imported("nginx", &conf, ng);
+    let strict = free_addr("127.0.0.1");
+    let toml = toml.replace(&format!("\"{ng_strict}\""), &format!("\"{strict}\""));
+    for line in [
+        "mapped: map $ssl_preread_server_name $name:",
+        "mapped: .example.org org:",
+        "mapped: \"\" empty:",
+        "mapped: proxy_pass $strict:",
+    ] {
+        assert!(report.contains(line), "{line}: {report}");
+    }
+    let _nginx = nginx(&dir, &conf);
+    let _proxy = Proxy::start(&toml, &[listen, strict]).await;
+    wait_listening(ng, std::time::Duration::from_secs(10)).await;
+    wait_listening(ng_strict, std::time::Duration::from_secs(10)).await;
+    same_servers([(ng, listen), (ng_strict, strict)]).await;
+    // what is not TLS: nginx passes it on with an empty name, rampart
+    // closes it (the import says so, approximated)
+    let plain = first_bytes("PLAIN");
+    assert_eq!(who(ng, &plain).await, "empty");
+    assert_eq!(who(listen, &plain).await, "");
+    assert!(report.contains("approximated: ssl_preread on:"), "{report}");
+}
+
+/// HAProxy's SNI routing (`tcp-request inspect-delay`, `content accept if
+/// { req_ssl_hello_type 1 }`, use_backend by `req_ssl_sni -i`, `req.ssl_sni
+/// -m dom / end / beg`, `!{ req.ssl_sni -m found }`, a default_backend; and a
+/// frontend without one): rampart on the import sends each ClientHello to
+/// the backend HAProxy sends it to, and closes what HAProxy closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_sni_routing_passes_tls_through_to_the_server_haproxy_picks() {
+    let dir = temp_dir("haproxy-sni");
+    let [dflt, pg, org, apps, any, mail, empty] = sni_backends().await;
+    let (ha, ha_strict) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend edge
+  bind {ha}
+  tcp-request inspect-delay 5s
+  tcp-request content accept if {{ req_ssl_hello_type 1 }}
+  acl is_db req_ssl_sni -i db.example.com
+  acl is_org req.ssl_sni -m dom example.org
+  use_backend pg if is_db
+  use_backend org if is_org
+  use_backend apps if {{ req.ssl_sni -m end .apps.example.com }}
+  use_backend any if {{ req.ssl_sni -i -m end .example.com }}
+  use_backend mail if {{ req.ssl_sni -m beg mail. }}
+  use_backend empty if !{{ req.ssl_sni -m found }}
+  default_backend dflt
+frontend strict
+  bind {ha_strict}
+  tcp-request inspect-delay 5s
+  tcp-request content accept if {{ req_ssl_hello_type 1 }}
+  use_backend pg if {{ req_ssl_sni -i db.example.com }}
+backend dflt
+  server s {dflt}
+backend pg
+  server s {pg}
+backend org
+  server s {org}
+backend apps
+  server s {apps}
+backend any
+  server s {any}
+backend mail
+  server s {mail}
+backend empty
+  server s {empty}
+"
+        ),
+    )
+    .unwrap();
+    let (toml, listen, report) = imported("haproxy", &cfg, ha);
+    let strict = free_addr("127.0.0.1");
+    let toml = toml.replace(&format!("\"{ha_strict}\""), &format!("\"{strict}\""));
+    for line in [
+        "mapped: use_backend pg if is_db: a [[listener.route]] by sni",
+        "mapped: use_backend empty if !{ req.ssl_sni -m found }: a [[listener.route]] by sni",
+        "approximated: tcp-request inspect-delay 5s:",
+    ] {
+        assert!(report.contains(line), "{line}: {report}");
+    }
+    let _haproxy = haproxy(&cfg);
+    let _proxy = Proxy::start(&toml, &[listen, strict]).await;
+    wait_listening(ha, std::time::Duration::from_secs(10)).await;
+    wait_listening(ha_strict, std::time::Duration::from_secs(10)).await;
+    same_servers([(ha, listen), (ha_strict, strict)]).await;
 }

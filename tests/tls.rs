@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::tls::{self as t, Issued, Key, Pki};
+use common::tls::{self as t, client_hello, Issued, Key, Pki};
 use common::*;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1271,18 +1271,6 @@ async fn tcp_listener_routes_tls_by_sni_without_terminating_it() {
             b.handshakes.load(Ordering::SeqCst)
         )
     );
-}
-
-/// rustls's ClientHello for `name`, as a client sends it.
-fn client_hello(name: &str) -> Vec<u8> {
-    let cfg = t::client_config(&Pki::new("Hello CA"), &[]);
-    let name = rustls_pki_types::ServerName::try_from(name.to_string()).unwrap();
-    let mut c = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
-    let mut out = Vec::new();
-    while c.wants_write() {
-        c.write_tls(&mut out).unwrap();
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -520,3 +520,21 @@ pub fn cert_not_after(cert: &Issued) -> i64 {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
+
+/// rustls's ClientHello for `name`, as a client sends it (an IP address:
+/// one without a server name).
+pub fn client_hello(name: &str) -> Vec<u8> {
+    // (no certificate is verified: it never gets that far)
+    let cfg = rustls::ClientConfig::builder_with_provider(rampart::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let mut c = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let mut out = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut out).unwrap();
+    }
+    out
+}
