@@ -209,6 +209,9 @@ pub struct Entry<'a> {
     /// A gRPC call's status: the server's `grpc-status` (trailers, or the
     /// headers of a trailers-only answer), or the one rampart answered with.
     pub grpc_status: Option<u32>,
+    /// The server name of the ClientHello a tcp listener passed through
+    /// (routing by SNI), as ` sni=`: a TLS listener's is in `tls`.
+    pub sni: Option<&'a str>,
 }
 
 enum Msg {
@@ -365,6 +368,8 @@ fn format_text(e: &Entry<'_>) -> String {
         if let Some(sub) = &t.client_subject {
             let _ = write!(s, " client_cert={sub:?}");
         }
+    } else if let Some(sni) = e.sni {
+        let _ = write!(s, " sni={sni}");
     }
     s.push('\n');
     s
@@ -416,7 +421,7 @@ fn format_json(e: &Entry<'_>) -> String {
         grpc_status: e.grpc_status,
         tls: e.tls.map(|t| t.version),
         cipher: e.tls.map(|t| t.cipher),
-        sni: e.tls.and_then(|t| t.sni.as_deref()),
+        sni: e.tls.and_then(|t| t.sni.as_deref()).or(e.sni),
         client_cert: e.tls.and_then(|t| t.client_subject.as_deref()),
     };
     // Serializing plain fields cannot fail; an empty line would only be skipped.
@@ -446,6 +451,7 @@ mod tests {
             end: End::Ok,
             tls: None,
             grpc_status: None,
+            sni: None,
         };
         let t = format_text(&e);
         assert!(t.contains("client=127.0.0.1:5000 listener=web pool=api server=127.0.0.2:8000 method=GET path=\"/x\" status=200 bytes_in=0 bytes_out=12 connect_ms=0.31 total_ms=1.204 end=ok"), "{t}");
@@ -469,6 +475,7 @@ mod tests {
         let e = Entry {
             tls: Some(&info),
             grpc_status: Some(14),
+            sni: None,
             ..e
         };
         let t = format_text(&e);
@@ -495,6 +502,7 @@ mod tests {
             end: End::BadRequest,
             tls: None,
             grpc_status: None,
+            sni: None,
             ..e
         };
         let t = format_text(&e);
@@ -505,5 +513,17 @@ mod tests {
         let j: serde_json::Value = serde_json::from_str(&format_json(&e)).unwrap();
         assert!(j["total_ms"].is_null(), "{j}");
         assert_eq!(j["end"], "bad_request");
+        // a ClientHello passed through (routed by its name), and refused
+        let e = Entry {
+            status: None,
+            end: End::NoRoute,
+            sni: Some("db.example.com"),
+            ..e
+        };
+        let t = format_text(&e);
+        assert!(t.ends_with(" end=no_route sni=db.example.com\n"), "{t}");
+        let j: serde_json::Value = serde_json::from_str(&format_json(&e)).unwrap();
+        assert_eq!(j["sni"], "db.example.com");
+        assert!(j.get("tls").is_none(), "{j}");
     }
 }

@@ -247,7 +247,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
     );
     let l_denied = counter(
         "rampart_listener_denied_total",
-        "Requests answered by a deny rule",
+        "Requests answered by a deny rule; a tcp listener's connections no route took (it has no pool)",
         &["listener"],
     );
     let l_redirected = counter(
@@ -521,6 +521,9 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
                     .inc_by(n.load(Ordering::Relaxed));
             }
         }
+        l_denied
+            .with_label_values(&[&*l.name])
+            .inc_by(st.denied.load(Ordering::Relaxed));
         if l.mode == crate::config::Mode::Http {
             for (code, n) in crate::accesslog::StatusCounts::CLASSES
                 .iter()
@@ -529,7 +532,6 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
                 l_responses.with_label_values(&[&*l.name, code]).inc_by(n);
             }
             for (c, n) in [
-                (&l_denied, &st.denied),
                 (&l_redirected, &st.redirected),
                 (&l_responded, &st.responded),
                 (&l_limited, &st.rate_limited),

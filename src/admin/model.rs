@@ -102,7 +102,8 @@ pub struct ListenerView {
     /// by status class; empty for a TCP listener.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub responses: std::collections::BTreeMap<String, u64>,
-    /// Requests answered by a `deny` rule.
+    /// Requests answered by a `deny` rule; a tcp listener's connections no
+    /// route took (a listener without a pool).
     #[serde(default)]
     pub denied: u64,
     /// Requests answered by a `redirect` rule.
@@ -277,11 +278,12 @@ pub fn build(shared: &Shared, rates: &Mutex<crate::rates::Rates>) -> Stats {
         .map(|(l, st)| ListenerView {
             name: l.name.to_string(),
             mode: format!("{:?}", l.mode).to_lowercase(),
-            pool: snap
-                .pools
-                .get(l.router.default_pool.unwrap_or(usize::MAX))
-                .map(|p| p.name.to_string())
-                .unwrap_or_default(),
+            // "-": a tcp listener without a pool (what no route takes is closed)
+            pool: l
+                .router
+                .default_pool
+                .and_then(|i| snap.pools.get(i))
+                .map_or_else(|| "-".to_string(), |p| p.name.to_string()),
             active: st.active.load(Ordering::Relaxed),
             total: st.total.load(Ordering::Relaxed),
             read_only_manual: st.manual_read_only.load(Ordering::Relaxed),

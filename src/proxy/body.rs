@@ -86,6 +86,7 @@ impl ReqLog {
             end,
             tls: self.tls.as_deref(),
             grpc_status: self.grpc_status,
+            sni: None,
         });
     }
 }

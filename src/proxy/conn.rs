@@ -262,6 +262,7 @@ impl ConnCtx {
                 end,
                 tls: self.tls.as_deref(),
                 grpc_status: None,
+                sni: None,
             });
     }
 }

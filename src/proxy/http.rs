@@ -1077,6 +1077,7 @@ pub(super) fn decided(
         end,
         tls: ctx.tls.as_deref(),
         grpc_status: None,
+        sni: None,
     });
     resp
 }

@@ -46,6 +46,28 @@ pub struct Session {
     pub tls: Option<crate::tls::TlsInfo>,
 }
 
+/// Reads and drops what `client` has sent and is there to read now, up to
+/// `max` bytes; never waits for more.
+async fn read_what_came<S: AsyncRead + Unpin>(client: &mut S, max: usize) {
+    let mut sink = vec![0u8; 16 * 1024];
+    let mut left = max;
+    while left > 0 {
+        let got = poll_fn(|cx| {
+            let mut buf = ReadBuf::new(&mut sink);
+            match Pin::new(&mut *client).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => Poll::Ready(buf.filled().len()),
+                // an error or nothing there yet: done
+                _ => Poll::Ready(0),
+            }
+        })
+        .await;
+        if got == 0 {
+            break;
+        }
+        left = left.saturating_sub(got);
+    }
+}
+
 /// Handles one TCP session accepted on `bound` for `listener`.
 pub async fn serve<S>(
     mut client: S,
@@ -83,16 +105,12 @@ pub async fn serve<S>(
                 end: End::NoRoute,
                 tls: session.tls.as_ref(),
                 grpc_status: None,
+                sni: session.sni.as_deref(),
             });
-            // read what was peeked (the ClientHello) before closing, so that
-            // the client gets a FIN, not the reset of a socket closed with
-            // unread bytes
-            let mut sink = vec![0u8; 16 * 1024];
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                tokio::io::AsyncReadExt::read(&mut client, &mut sink),
-            )
-            .await;
+            // read what was peeked (the ClientHello) and whatever else came
+            // before closing, so that the client gets a FIN, not the reset
+            // of a socket closed with unread bytes
+            read_what_came(&mut client, 64 * 1024).await;
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut client).await;
             return;
         }
@@ -113,6 +131,7 @@ pub async fn serve<S>(
             end,
             tls: session.tls.as_ref(),
             grpc_status: None,
+            sni: session.sni.as_deref(),
         })
     };
     // a tcp pool hashes on the client's address (the config allows no other key)

@@ -351,6 +351,23 @@ impl RealIp {
     }
 }
 
+/// A stream `server`, a tcp listener.
+pub(super) struct Stream {
+    pub binds: Vec<String>,
+    /// Its name.
+    pub name: String,
+    /// Its default pool (what `proxy_pass` names, or its map's default;
+    /// None: a map without a default, whose other names are closed).
+    pub pool: Option<String>,
+    /// `[listener.tls]`, when it terminates TLS.
+    pub tls: Table,
+    pub proxy_protocol: bool,
+    /// `[[listener.route]]` by SNI, from a map of `$ssl_preread_server_name`.
+    pub routes: Vec<Table>,
+    /// The listener's own keys (request_header_timeout).
+    pub keys: Table,
+}
+
 pub(super) struct Importer {
     cfg: out::Config,
     report: Vec<Entry>,
@@ -359,7 +376,7 @@ pub(super) struct Importer {
     zones: HashMap<String, usize>,
     servers: Vec<Server>,
     /// stream servers, each a tcp listener
-    streams: Vec<stream::Stream>,
+    streams: Vec<Stream>,
     /// proxy settings that nginx inherits down to locations: timeouts and retries
     pool_settings: Vec<(String, Table)>,
     /// every `upstream` name of the file, those left out included

@@ -1,28 +1,11 @@
 //! The `stream` level: TCP listeners and upstreams.
 
-use super::{cert_list, duration, listen_addr, Importer};
+use super::{cert_list, duration, listen_addr, Importer, Stream};
 use crate::import::nginx_parse::Directive;
 use crate::import::out::{s, Table};
 use crate::import::Entry;
 use crate::import::Fidelity;
 use std::collections::HashMap;
-
-/// A stream `server`, a tcp listener.
-pub(super) struct Stream {
-    pub binds: Vec<String>,
-    /// Its name.
-    pub name: String,
-    /// Its default pool (what `proxy_pass` names, or its map's default;
-    /// None: a map without a default, whose other names are closed).
-    pub pool: Option<String>,
-    /// `[listener.tls]`, when it terminates TLS.
-    pub tls: Table,
-    pub proxy_protocol: bool,
-    /// `[[listener.route]]` by SNI, from a map of `$ssl_preread_server_name`.
-    pub routes: Vec<Table>,
-    /// The listener's own keys (request_header_timeout).
-    pub keys: Table,
-}
 
 /// A `map $ssl_preread_server_name $VAR`: the pool for each name, in
 /// nginx's precedence, and the pool of any other name.
