@@ -849,7 +849,7 @@ stream {{
 /// HAProxy's SNI routing (`tcp-request inspect-delay`, `content accept if
 /// { req_ssl_hello_type 1 }`, use_backend by `req_ssl_sni -i`, `req.ssl_sni
 /// -m dom / end / beg`, `!{ req.ssl_sni -m found }`, a default_backend; and a
-/// frontend without one): rampart on the import sends each ClientHello to
+/// frontend without one, that accepts by a named ACL): rampart on the import sends each ClientHello to
 /// the backend HAProxy sends it to, and closes what HAProxy closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imported_sni_routing_passes_tls_through_to_the_server_haproxy_picks() {
@@ -881,7 +881,8 @@ frontend edge
 frontend strict
   bind {ha_strict}
   tcp-request inspect-delay 5s
-  tcp-request content accept if {{ req_ssl_hello_type 1 }}
+  acl hello req.ssl_hello_type 1
+  tcp-request content accept if hello
   use_backend pg if {{ req_ssl_sni -i db.example.com }}
 backend dflt
   server s {dflt}

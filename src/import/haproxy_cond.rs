@@ -8,7 +8,9 @@
 //! - `__rate_gt` (and `__rate_table`): a tracked `http_req_rate` compared
 //!   with a number, which becomes a `[[rate_limit]]`;
 //! - `__sni_found`: `req.ssl_sni -m found`, a ClientHello with a server name
-//!   (its negation is the route `sni = ""`).
+//!   (its negation is the route `sni = ""`);
+//! - `__hello`: `req.ssl_hello_type 1`, a ClientHello is in (what a tcp
+//!   frontend that routes by SNI waits for).
 
 use super::out::{list, s, Table};
 use std::collections::HashMap;
@@ -84,6 +86,8 @@ pub fn criterion(words: &[String]) -> Alts {
         Some((b, a)) => (b.to_string(), a.trim_end_matches(')').to_string()),
         None => (crit_l.clone(), String::new()),
     };
+    // (`req.ssl_sni` and `req_ssl_sni` are HAProxy's; `ssl_sni` is not)
+    let had_req = base.starts_with("req.");
     let base = base.strip_prefix("req.").unwrap_or(&base).to_string();
     // the match method: a suffix (path_beg) or -m
     let (fetch, suffix) = match base.rsplit_once('_') {
@@ -124,10 +128,20 @@ pub fn criterion(words: &[String]) -> Alts {
         }
         ("hdr" | "hdr_val", "host") => host_alts("host", &how, &vals, crit),
         // the server name of a ClientHello a tcp listener passes through
-        ("req_ssl_sni" | "ssl_sni", "") if how == "found" => {
-            Ok((vec![one("__sni_found", "true".into())], true))
+        ("req_ssl_sni", "") | ("ssl_sni", "") if fetch == "req_ssl_sni" || had_req => {
+            if how == "found" {
+                Ok((vec![one("__sni_found", "true".into())], true))
+            } else {
+                // HAProxy compares the text as sent unless -i; rampart
+                // without case
+                host_alts("sni", &how, &vals, crit).map(|(a, e)| (a, e && ignore_case))
+            }
         }
-        ("req_ssl_sni" | "ssl_sni", "") => host_alts("sni", &how, &vals, crit),
+        ("req_ssl_hello_type", "") | ("ssl_hello_type", "")
+            if (fetch == "req_ssl_hello_type" || had_req) && vals == ["1"] =>
+        {
+            Ok((vec![one("__hello", "true".into())], true))
+        }
         ("path", "") => path_alts(&how, &vals, ignore_case, crit),
         ("method", "") => {
             if how != "str" {

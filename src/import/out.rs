@@ -259,6 +259,12 @@ impl Config {
                 };
                 (*j < l.rules.len()).then(|| l.rules.remove(*j)).is_some()
             }
+            [("listener", Some(i)), ("route", Some(j)), ..] => {
+                let Some(l) = self.listeners.get_mut(*i) else {
+                    return false;
+                };
+                (*j < l.routes.len()).then(|| l.routes.remove(*j)).is_some()
+            }
             // a listener whose TLS is refused goes whole (never plain instead)
             [("listener", Some(i)), (k, _), ..] if *k == "tls" || REQUIRED.contains(k) => (*i
                 < self.listeners.len())
@@ -433,11 +439,12 @@ impl Config {
         let known = |v: Option<&str>| v.is_none_or(|p| names.iter().any(|n| n == p));
         for l in &mut self.listeners {
             l.rules.retain(|r| known(r.get("pool")));
+            l.routes.retain(|r| known(r.get("pool")));
         }
-        self.listeners.retain(|l| {
-            l.keys
-                .get("pool")
-                .is_some_and(|p| names.iter().any(|n| n == p))
+        // (a tcp listener with routes may have no pool)
+        self.listeners.retain(|l| match l.keys.get("pool") {
+            Some(p) => names.iter().any(|n| n == p),
+            None => !l.routes.is_empty(),
         });
         let limits: Vec<String> = self
             .rate_limits
@@ -452,5 +459,53 @@ impl Config {
         }
         self.placeholder_pool();
         self.placeholder_listener("http");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The repair keeps a tcp listener with routes and no pool: a route the
+    /// loader refuses goes alone, and so does one whose pool went.
+    #[test]
+    fn a_repair_keeps_a_listener_of_routes_without_a_pool() {
+        let table = |kv: &[(&str, &str)]| {
+            let mut t = Table::default();
+            for (k, v) in kv {
+                t.set(k, s(v));
+            }
+            t
+        };
+        let pool = |name: &str, address: &str| Pool {
+            keys: table(&[("name", name)]),
+            servers: vec![table(&[("address", address)])],
+            ..Default::default()
+        };
+        let mut cfg = Config {
+            listeners: vec![Listener {
+                keys: table(&[("name", "edge"), ("mode", "tcp")]),
+                routes: vec![
+                    table(&[("sni", "db.example.com"), ("pool", "a")]),
+                    table(&[("sni", "bad..name"), ("pool", "a")]),
+                    table(&[("sni", "b.example.com"), ("pool", "b")]),
+                ],
+                ..Default::default()
+            }],
+            pools: vec![pool("a", "127.0.0.1:9001"), pool("b", "not an address")],
+            ..Default::default()
+        };
+        cfg.listeners[0]
+            .keys
+            .set("bind", list(&["127.0.0.1:5443".to_string()]));
+        let mut report = Vec::new();
+        cfg.repair(&mut report);
+        let text = cfg.render();
+        let parsed =
+            crate::config::parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(parsed.listeners.len(), 1, "{text}");
+        assert_eq!(parsed.listeners[0].pool, None);
+        assert_eq!(parsed.listeners[0].routes.len(), 1, "{text}");
+        assert_eq!(report.len(), 2, "{report:#?}");
     }
 }

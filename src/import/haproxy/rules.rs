@@ -1051,6 +1051,10 @@ impl Importer {
     pub(super) fn acl_line(&mut self, l: &Line) {
         match cond::criterion(&l.words[2..]) {
             Ok((_, true)) => self.mapped(l, "rule matches where the ACL is used"),
+            Ok((_, false)) if l.words[2].to_ascii_lowercase().contains("ssl_sni") => self.approx(
+                l,
+                "route matches where the ACL is used; rampart compares server names without case (HAProxy with -i) and treats -m dom as the name or any name under it",
+            ),
             Ok((_, false)) => self.approx(
                 l,
                 "rule matches where the ACL is used; rampart's host match ignores the port and treats hdr_dom as the name or any name under it",
@@ -1250,7 +1254,14 @@ impl Importer {
                     }
                     l.routes.push(r);
                 } else if let Some(e) = entry {
-                    notes.push((e, Fidelity::Unsupported, "a route by req.ssl_sni tests the server name alone: rampart's tcp routes test nothing else".into()));
+                    let why = if r.get("not").is_some() {
+                        "a negated server-name test (unless, !): rampart's tcp routes take the names they list"
+                    } else if r.get("__sni_found").is_some() {
+                        "any server name at all: rampart's tcp routes take the names they list"
+                    } else {
+                        "a route by req.ssl_sni tests the server name alone: rampart's tcp routes test nothing else"
+                    };
+                    notes.push((e, Fidelity::Unsupported, why.into()));
                 }
             }
             l.rules = kept;
@@ -1259,6 +1270,35 @@ impl Importer {
             if let Some(en) = self.report.get_mut(e) {
                 en.fidelity = f;
                 en.note = note;
+            }
+        }
+        // HAProxy reads a ClientHello only where a frontend waits for one:
+        // an inspect-delay and a content rule that accepts once it is in
+        let waits = |li: usize, hello: bool| {
+            self.sni_waits.iter().any(|(l, d, _)| {
+                *l == li
+                    && match d {
+                        None => hello,
+                        Some(Some(d)) => !hello && !super::tokens::zero(d),
+                        Some(None) => false,
+                    }
+            })
+        };
+        let mut unread = Vec::new();
+        for (li, l) in self.cfg.listeners.iter().enumerate() {
+            let read = waits(li, true) && waits(li, false);
+            if !l.routes.is_empty() && !read {
+                unread.extend(
+                    l.routes
+                        .iter()
+                        .filter_map(|r| r.get("__entry").and_then(|e| e.parse::<usize>().ok())),
+                );
+            }
+        }
+        for e in unread {
+            if let Some(en) = self.report.get_mut(e) {
+                en.fidelity = Fidelity::Approximated;
+                en.note.push_str("; the frontend does not wait for the ClientHello (tcp-request inspect-delay, and content accept if { req_ssl_hello_type 1 }), so HAProxy reads no name and sends every connection to its default backend, where rampart routes by the name");
             }
         }
         // what the frontends wait for before they route
@@ -1272,6 +1312,9 @@ impl Importer {
                 continue;
             };
             match (routes, delay) {
+                (true, Some(Some(d))) if super::tokens::zero(&d) => {
+                    en.note = "0: HAProxy then reads no ClientHello; rampart needs a time".into()
+                }
                 (true, Some(Some(d))) => {
                     self.cfg.listeners[li]
                         .keys
@@ -1296,6 +1339,8 @@ impl Importer {
     pub(super) fn split_tls(&mut self) {
         let mut out = Vec::new();
         let mut dropped_entries: Vec<(usize, &'static str)> = Vec::new();
+        // routes the plain binds keep and the ssl ones cannot
+        let mut half_kept: Vec<usize> = Vec::new();
         let binds = std::mem::take(&mut self.binds);
         for (li, l) in std::mem::take(&mut self.cfg.listeners)
             .into_iter()
@@ -1360,10 +1405,14 @@ impl Importer {
                     // req.ssl_sni sees no ClientHello there
                     for r in std::mem::take(&mut p.routes) {
                         if let Some(e) = r.get("__entry").and_then(|e| e.parse().ok()) {
-                            dropped_entries.push((
-                                e,
-                                "not on this frontend's ssl binds: HAProxy deciphers them first, so req.ssl_sni sees no ClientHello (its plain binds keep the route)",
-                            ));
+                            if plain.is_empty() {
+                                dropped_entries.push((
+                                    e,
+                                    "on a bind with ssl, HAProxy deciphers first, so req.ssl_sni sees no ClientHello",
+                                ));
+                            } else {
+                                half_kept.push(e);
+                            }
                         }
                     }
                 }
@@ -1372,7 +1421,11 @@ impl Importer {
                 }
                 let want = if is_tls { "\"true\"" } else { "\"false\"" };
                 p.rules.retain(|r| {
-                    if !tcp && (r.get("sni").is_some() || r.get("__sni_found").is_some()) {
+                    if !tcp
+                        && ["sni", "__sni_found", "__hello"]
+                            .iter()
+                            .any(|k| r.get(k).is_some())
+                    {
                         if let Some(e) = r.get("__entry").and_then(|e| e.parse().ok()) {
                             dropped_entries.push((
                                 e,
@@ -1412,6 +1465,12 @@ impl Importer {
             }
         }
         self.cfg.listeners = out;
+        for e in half_kept {
+            if let Some(en) = self.report.get_mut(e) {
+                en.fidelity = Fidelity::Approximated;
+                en.note.push_str("; on the frontend's plain binds only: HAProxy deciphers a bind with ssl first, so req.ssl_sni sees no ClientHello there");
+            }
+        }
         for (e, why) in dropped_entries {
             if let Some(en) = self.report.get_mut(e) {
                 en.fidelity = Fidelity::Unsupported;

@@ -327,3 +327,8 @@ pub(super) fn timeout_key_name(k: &str) -> &'static str {
         _ => "tunnel_timeout",
     }
 }
+
+/// Whether a duration [`duration`] wrote is zero.
+pub(super) fn zero(d: &str) -> bool {
+    d.chars().take_while(char::is_ascii_digit).all(|c| c == '0')
+}

@@ -3,7 +3,8 @@
 
 use super::rules::{RuleAt, STICK_TABLE};
 use super::tokens::{
-    bind_addrs, duration, timeout_key, timeout_key_name, with_base, Line, Section, KEEP_ALIVE_NOTE,
+    bind_addrs, duration, timeout_key, timeout_key_name, with_base, zero, Line, Section,
+    KEEP_ALIVE_NOTE,
 };
 use super::{Importer, ServerCookie, COOKIE_NOTE, FALL_RISE_NOTE, INTER_NOTE};
 use crate::import::haproxy_cond::{self as cond, Acls};
@@ -12,11 +13,6 @@ use crate::import::{Entry, Fidelity};
 
 /// `timeout http-request 0`: HAProxy then waits for ever.
 const ZERO_HTTP_REQUEST: &str = "0 is no timeout in HAProxy; rampart's request_header_timeout is above zero (10s unless set): set it by hand";
-
-/// Whether a duration `duration` wrote is zero.
-fn zero(d: &str) -> bool {
-    d.chars().take_while(char::is_ascii_digit).all(|c| c == '0')
-}
 
 impl Importer {
     pub(super) fn note(&mut self, l: &Line, f: Fidelity, note: impl Into<String>) {
@@ -665,24 +661,15 @@ impl Importer {
                 self.unsupported(l, "not a duration");
                 true
             }
+            // `content accept if { req_ssl_hello_type 1 }` (or an ACL of it)
             "tcp-request"
-                if w[1..].iter().map(String::as_str).eq([
-                    "content",
-                    "accept",
-                    "if",
-                    "{",
-                    "req_ssl_hello_type",
-                    "1",
-                    "}",
-                ]) || w[1..].iter().map(String::as_str).eq([
-                    "content",
-                    "accept",
-                    "if",
-                    "{",
-                    "req.ssl_hello_type",
-                    "1",
-                    "}",
-                ]) =>
+                if w.len() > 4
+                    && w[1..4] == ["content", "accept", "if"]
+                    && cond::condition(&w[4..], false, acls).is_ok_and(|(alts, _)| {
+                        alts.len() == 1
+                            && !alts[0].0.is_empty()
+                            && alts[0].0.iter().all(|(k, _)| k == "__hello")
+                    }) =>
             {
                 self.sni_waits.push((li, None, self.report.len()));
                 self.unsupported(l, "");

@@ -1622,3 +1622,98 @@ backend empty
     let c = crate::config::parse(&toml, "t.toml").unwrap_or_else(|e| panic!("{e}\n{toml}"));
     assert_eq!(c.listeners[0].pool, None);
 }
+
+/// What HAProxy reads of a ClientHello depends on the frontend waiting for
+/// it: without an inspect-delay and a content rule that accepts once it is
+/// in (by an ACL too), HAProxy routes no name and rampart does, so the
+/// routes are approximated. A name test without -i (HAProxy compares the
+/// case) is approximated; a negated one, `ssl_sni` (not HAProxy's) and a 0
+/// delay are refused.
+#[test]
+fn sni_routes_say_what_the_frontend_waits_for() {
+    let e = |report: &[Entry], line: &str| -> Entry {
+        report
+            .iter()
+            .find(|e| e.directive == line)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {line:?} in {report:#?}"))
+    };
+    let (cfg, report) = run("frontend waits
+  mode tcp
+  bind 127.0.0.1:5443
+  tcp-request inspect-delay 3s
+  acl hello req.ssl_hello_type 1
+  tcp-request content accept if hello
+  use_backend pg if { req_ssl_sni -i db.example.com }
+  use_backend pg if { req_ssl_sni Mixed.example.com }
+  use_backend pg unless { req_ssl_sni -i x.example.com }
+  use_backend pg if { ssl_sni -i y.example.com }
+  default_backend dflt
+frontend nowait
+  mode tcp
+  bind 127.0.0.1:5444
+  use_backend pg if { req.ssl_sni -i db2.example.com }
+  default_backend dflt
+frontend zero
+  mode tcp
+  bind 127.0.0.1:5445
+  tcp-request inspect-delay 0
+  tcp-request content accept if { req_ssl_hello_type 1 }
+  use_backend pg if { req.ssl_sni -i db3.example.com }
+  default_backend dflt
+backend dflt
+  mode tcp
+  server s 127.0.0.1:9001
+backend pg
+  mode tcp
+  server s 127.0.0.1:9002
+");
+    let waits = on(&cfg, "127.0.0.1:5443");
+    assert_eq!(waits["request_header_timeout"].as_str(), Some("3s"));
+    assert_eq!(
+        sni_routes(&waits),
+        [
+            ("db.example.com".to_string(), "pg".to_string()),
+            ("Mixed.example.com".to_string(), "pg".to_string())
+        ]
+    );
+    let f = |line| e(&report, line).fidelity;
+    assert_eq!(
+        f("use_backend pg if { req_ssl_sni -i db.example.com }"),
+        Fidelity::Mapped
+    );
+    assert_eq!(
+        f("tcp-request content accept if hello"),
+        Fidelity::Approximated
+    );
+    assert_eq!(
+        f("use_backend pg if { req_ssl_sni Mixed.example.com }"),
+        Fidelity::Approximated
+    );
+    refused(
+        &report,
+        "use_backend pg unless { req_ssl_sni -i x.example.com }",
+        "negated",
+    );
+    refused(
+        &report,
+        "use_backend pg if { ssl_sni -i y.example.com }",
+        "ssl_sni",
+    );
+    // no wait: HAProxy sends it all to the default backend
+    let nowait = e(
+        &report,
+        "use_backend pg if { req.ssl_sni -i db2.example.com }",
+    );
+    assert_eq!(nowait.fidelity, Fidelity::Approximated, "{nowait:?}");
+    assert!(nowait.note.contains("does not wait"), "{nowait:?}");
+    let zero = e(
+        &report,
+        "use_backend pg if { req.ssl_sni -i db3.example.com }",
+    );
+    assert_eq!(zero.fidelity, Fidelity::Approximated, "{zero:?}");
+    refused(&report, "tcp-request inspect-delay 0", "0");
+    assert!(on(&cfg, "127.0.0.1:5445")
+        .get("request_header_timeout")
+        .is_none());
+}

@@ -13,7 +13,15 @@ use std::collections::HashMap;
 struct SniMap {
     line: usize,
     routes: Vec<(String, String)>,
+    /// The pool of its `""` line: a ClientHello without a name (and, as
+    /// nginx reads no name there, a listener that does not preread).
+    empty: Option<String>,
     default: Option<String>,
+}
+
+/// Whether an nginx time is zero.
+fn zero(t: &str) -> bool {
+    t.trim_end_matches(char::is_alphabetic).parse::<u64>() == Ok(0)
 }
 
 /// The source of the maps that route by SNI.
@@ -63,6 +71,10 @@ impl Importer {
                     "no server's proxy_pass names its variable (a map of the server name becomes the routes of the listener whose proxy_pass names it)",
                 ),
                 "preread_timeout" => match &preread_timeout {
+                    Some(t) if zero(t) => self.unsupported(
+                        d,
+                        "0: nginx closes a connection before it reads a ClientHello; rampart needs a time",
+                    ),
                     Some(t) => self.mapped(
                         d,
                         format!("the listeners' request_header_timeout ({t}): how long rampart waits for the ClientHello it routes by"),
@@ -77,13 +89,16 @@ impl Importer {
                     let mut name = None;
                     let mut routes = Vec::new();
                     let mut keys = Table::default();
-                    if let Some(t) = &preread_timeout {
+                    if let Some(t) = preread_timeout.as_ref().filter(|t| !zero(t)) {
                         keys.set("request_header_timeout", s(t));
                     }
                     let block = d.block.as_deref().unwrap_or_default();
                     let preread = block
                         .iter()
                         .any(|e| e.name == "ssl_preread" && e.args.first().map(String::as_str) == Some("on"));
+                    let ssl = block
+                        .iter()
+                        .any(|e| e.name == "listen" && e.args.iter().skip(1).any(|a| a == "ssl"));
                     let mut tls = Table::default();
                     let mut certs = (Vec::new(), Vec::new());
                     let mut pp = false;
@@ -112,45 +127,58 @@ impl Importer {
                             },
                             "proxy_pass" if maps.contains_key(&a0) => {
                                 let m = &maps[&a0];
-                                if m.routes.is_empty() && m.default.is_none() {
-                                    self.unsupported(
-                                        e,
-                                        format!("the map on line {} names no pool rampart can use", m.line),
-                                    );
-                                    continue;
-                                }
                                 name = Some(format!("{}-tcp", a0.trim_start_matches('$')));
-                                pool = m.default.clone();
-                                let shown = match &m.default {
-                                    Some(p) => format!("pool = {p:?}"),
-                                    None => "no pool: nginx closes a connection whose name the map lacks (it has no default), and so does rampart".into(),
-                                };
-                                if preread {
-                                    routes = m
-                                        .routes
-                                        .iter()
-                                        .map(|(sni, p)| {
-                                            let mut t = Table::default();
-                                            t.set("sni", s(sni));
-                                            t.set("pool", s(p));
-                                            t
-                                        })
-                                        .collect();
+                                if preread && !ssl {
+                                    if m.routes.is_empty() && m.empty.is_none() && m.default.is_none() {
+                                        self.unsupported(
+                                            e,
+                                            format!("the map on line {} names no pool rampart can use", m.line),
+                                        );
+                                        continue;
+                                    }
+                                    pool = m.default.clone();
+                                    let route = |sni: &str, p: &str| {
+                                        let mut t = Table::default();
+                                        t.set("sni", s(sni));
+                                        t.set("pool", s(p));
+                                        t
+                                    };
+                                    routes = m.routes.iter().map(|(sni, p)| route(sni, p)).collect();
+                                    if let Some(p) = &m.empty {
+                                        routes.push(route("", p));
+                                    }
+                                    let shown = match &m.default {
+                                        Some(p) => format!("pool = {p:?}"),
+                                        None => "no pool: nginx closes a connection whose name the map lacks (it has no default), and so does rampart".into(),
+                                    };
                                     self.mapped(e, format!(
                                         "a [[listener.route]] by sni for each name of the map on line {}, and for any other name, {shown}",
                                         m.line
                                     ));
-                                } else if m.default.is_some() {
-                                    self.mapped(e, format!(
-                                        "{shown}: without ssl_preread on, {SNI_VAR} is empty and the map on line {} gives its default",
-                                        m.line
-                                    ));
                                 } else {
-                                    self.unsupported(e, format!(
-                                        "without ssl_preread on, {SNI_VAR} is empty and the map on line {} has no default: nginx closes every connection",
-                                        m.line
-                                    ));
-                                    continue;
+                                    // nginx reads no ClientHello here: the
+                                    // name is empty
+                                    let why = if ssl {
+                                        "on a listen ... ssl, nginx deciphers first and reads no ClientHello"
+                                    } else {
+                                        "without ssl_preread on"
+                                    };
+                                    match m.empty.clone().or_else(|| m.default.clone()) {
+                                        Some(p) => {
+                                            self.mapped(e, format!(
+                                                "pool = {p:?}: {why}, so {SNI_VAR} is empty and the map on line {} gives its \"\" line, else its default",
+                                                m.line
+                                            ));
+                                            pool = Some(p);
+                                        }
+                                        None => {
+                                            self.unsupported(e, format!(
+                                                "{why}, so {SNI_VAR} is empty, and the map on line {} has no line for it: nginx closes every connection",
+                                                m.line
+                                            ));
+                                            continue;
+                                        }
+                                    }
                                 }
                                 if pool.is_none() {
                                     // a tcp listener with routes and no pool
@@ -159,6 +187,10 @@ impl Importer {
                             }
                             "proxy_pass" => pool = self.proxy_pass(e, None).map(|(p, _)| p),
                             "preread_timeout" => match duration(&a0) {
+                                Some(t) if zero(&t) => self.unsupported(
+                                    e,
+                                    "0: nginx closes a connection before it reads a ClientHello; rampart needs a time",
+                                ),
                                 Some(t) => {
                                     keys.set("request_header_timeout", s(&t));
                                     self.mapped(e, "the listener's request_header_timeout: how long rampart waits for the ClientHello it routes by");
@@ -295,7 +327,8 @@ impl Importer {
         let mut head = Vec::new();
         let mut tail = Vec::new();
         let mut default = None;
-        let mut empty: Option<(&Directive, String)> = None;
+        let mut empty = None;
+        let mut seen: Vec<String> = Vec::new();
         self.mapped(
             d,
             "the routes of the tcp listener whose proxy_pass names it",
@@ -325,6 +358,39 @@ impl Importer {
                 self.unsupported(e, "a regex name is not mapped: rampart's sni routes are names, *.domain and name.*");
                 continue;
             }
+            // a name's routes, checked before its value makes a pool
+            let patterns: Option<Vec<String>> = if key == "default" || key.is_empty() {
+                None
+            } else {
+                if key.ends_with('.') {
+                    self.unsupported(
+                        e,
+                        "nginx looks a name up without its trailing dot: this line matches none",
+                    );
+                    continue;
+                }
+                let pats = match key.strip_prefix('.') {
+                    Some(domain) if hostnames => vec![domain.to_string(), format!("*.{domain}")],
+                    _ if !hostnames && (key.contains('*') || key.starts_with('.')) => {
+                        self.unsupported(e, "without hostnames, the map compares this as text, which no server name holds");
+                        continue;
+                    }
+                    _ => vec![key.clone()],
+                };
+                if let Some(Err(why)) = pats
+                    .iter()
+                    .map(|p| crate::router::HostMatch::parse(p).map(|_| ()))
+                    .find(Result::is_err)
+                {
+                    self.unsupported(e, format!("not an sni route: {why}"));
+                    continue;
+                }
+                if pats.iter().any(|p| seen.contains(p)) {
+                    self.unsupported(e, "a name an earlier line has: nginx refuses the config (conflicting parameter)");
+                    continue;
+                }
+                Some(pats)
+            };
             let target = match self.target(&value, None) {
                 Ok(t) => t,
                 Err(why) => {
@@ -332,70 +398,49 @@ impl Importer {
                     continue;
                 }
             };
+            let fidelity = if target.approx {
+                Fidelity::Approximated
+            } else {
+                Fidelity::Mapped
+            };
             let with_notes = |what: String| -> String {
                 std::iter::once(what)
                     .chain(target.notes.iter().cloned())
                     .collect::<Vec<_>>()
                     .join("; ")
             };
-            if key == "default" {
-                let note = with_notes(format!(
-                    "the listener's pool = {:?}: a name no line has, or none",
-                    target.pool
-                ));
-                self.note(
-                    e,
-                    if target.approx {
-                        Fidelity::Approximated
-                    } else {
-                        Fidelity::Mapped
-                    },
-                    note,
-                );
-                default = Some(target.pool);
-                continue;
-            }
-            if key.is_empty() {
-                // a client that sends no name: the default's (checked below)
-                empty = Some((e, target.pool));
-                continue;
-            }
-            let key = key.trim_end_matches('.');
-            let patterns: Vec<String> = match key.strip_prefix('.') {
-                Some(domain) if hostnames => vec![domain.to_string(), format!("*.{domain}")],
-                _ if !hostnames && (key.contains('*') || key.starts_with('.')) => {
-                    self.unsupported(e, "without hostnames, the map compares this as text, which no server name holds");
-                    continue;
+            let Some(patterns) = patterns else {
+                let note = if key == "default" {
+                    format!(
+                        "the listener's pool = {:?}: a name no line has",
+                        target.pool
+                    )
+                } else {
+                    format!("[[listener.route]] sni = \"\", pool = {:?}: a ClientHello without a server name", target.pool)
+                };
+                self.note(e, fidelity, with_notes(note));
+                if key == "default" {
+                    default = Some(target.pool);
+                } else {
+                    empty = Some(target.pool);
                 }
-                _ => vec![key.to_string()],
-            };
-            if let Some(Err(why)) = patterns
-                .iter()
-                .map(|p| crate::router::HostMatch::parse(p).map(|_| ()))
-                .find(Result::is_err)
-            {
-                self.unsupported(e, format!("not an sni route: {why}"));
                 continue;
-            }
+            };
             let shown = patterns
                 .iter()
                 .map(|p| format!("sni = {p:?}"))
                 .collect::<Vec<_>>()
                 .join(" and ");
-            let note = with_notes(format!(
-                "[[listener.route]] {shown}, pool = {:?}",
-                target.pool
-            ));
             self.note(
                 e,
-                if target.approx {
-                    Fidelity::Approximated
-                } else {
-                    Fidelity::Mapped
-                },
-                note,
+                fidelity,
+                with_notes(format!(
+                    "[[listener.route]] {shown}, pool = {:?}",
+                    target.pool
+                )),
             );
             for p in patterns {
+                seen.push(p.clone());
                 let r = (p, target.pool.clone());
                 if r.0.starts_with("*.") {
                     head.push(r);
@@ -406,13 +451,6 @@ impl Importer {
                 }
             }
         }
-        if let Some((e, pool)) = empty {
-            self.mapped(
-                e,
-                format!("[[listener.route]] sni = \"\", pool = {pool:?}: a ClientHello without a server name"),
-            );
-            exact.push((String::new(), pool));
-        }
         head.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         tail.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         exact.extend(head);
@@ -420,6 +458,7 @@ impl Importer {
         SniMap {
             line: d.line,
             routes: exact,
+            empty,
             default,
         }
     }

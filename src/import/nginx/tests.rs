@@ -1147,6 +1147,9 @@ fn a_map_of_the_server_name_becomes_the_listeners_sni_routes() {
              \"\" apps;
              raw.example.net 127.0.0.1:9009;
              bad..name pg;
+             DB.example.com apps;
+             *.example.org apps;
+             dot.example.net. apps;
            }
            map $ssl_preread_server_name $strict {
              db.example.com pg;
@@ -1155,6 +1158,11 @@ fn a_map_of_the_server_name_becomes_the_listeners_sni_routes() {
            server { listen 127.0.0.1:4443; ssl_preread on; proxy_pass $name; }
            server { listen 127.0.0.1:4444; proxy_pass $strict; ssl_preread on; preread_timeout 2s; }
            server { listen 127.0.0.1:4445; proxy_pass $name; }
+           server { listen 127.0.0.1:4447 ssl; ssl_preread on; proxy_pass $strict;
+             ssl_certificate /nonexistent/c.pem; ssl_certificate_key /nonexistent/k.pem; }
+           server { listen 127.0.0.1:4448 ssl; ssl_preread on; proxy_pass $name;
+             ssl_certificate /nonexistent/c.pem; ssl_certificate_key /nonexistent/k.pem;
+             preread_timeout 0; }
          }");
     let l = on(&cfg, "127.0.0.1:4443");
     assert_eq!(str_of(&l, "mode"), Some("tcp"));
@@ -1164,11 +1172,11 @@ fn a_map_of_the_server_name_becomes_the_listeners_sni_routes() {
         ("example.org", "pg"),
         ("db.example.com", "pg"),
         ("raw.example.net", "127.0.0.1-9009"),
-        ("", "apps"),
         ("*.apps.example.com", "pg"),
         ("*.example.com", "apps"),
         ("*.example.org", "pg"),
         ("mail.*", "pg"),
+        ("", "apps"),
     ]
     .iter()
     .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -1181,6 +1189,14 @@ fn a_map_of_the_server_name_becomes_the_listeners_sni_routes() {
         ("bad..name pg", Fidelity::Unsupported),
         ("*.example.com apps", Fidelity::Mapped),
         ("proxy_pass $name", Fidelity::Mapped),
+        // nginx refuses a second line for a name, and never looks a name
+        // up with its trailing dot
+        ("DB.example.com apps", Fidelity::Unsupported),
+        ("*.example.org apps", Fidelity::Unsupported),
+        ("dot.example.net. apps", Fidelity::Unsupported),
+        // on a listen ... ssl, nginx reads no ClientHello: nothing to route
+        ("proxy_pass $strict", Fidelity::Unsupported),
+        ("preread_timeout 0", Fidelity::Unsupported),
     ] {
         assert!(
             report
@@ -1200,10 +1216,18 @@ fn a_map_of_the_server_name_becomes_the_listeners_sni_routes() {
     assert!(report.iter().any(|e| e.directive == "*.example.com apps"
         && e.fidelity == Fidelity::Unsupported
         && e.note.contains("hostnames")));
-    // no ssl_preread: the name is empty, the map's default
+    // no ssl_preread: the name is empty, the map's "" line
     let plain = on(&cfg, "127.0.0.1:4445");
-    assert_eq!(str_of(&plain, "pool"), Some("dflt"));
+    assert_eq!(str_of(&plain, "pool"), Some("apps"));
     assert!(routes(&plain).is_empty());
+    let deciphered = on(&cfg, "127.0.0.1:4448");
+    assert_eq!(str_of(&deciphered, "pool"), Some("apps"));
+    assert!(routes(&deciphered).is_empty());
+    // (its own 0 is refused: the stream level's)
+    assert_eq!(str_of(&deciphered, "request_header_timeout"), Some("7s"));
+    assert!(listeners(&cfg)
+        .iter()
+        .all(|l| l["bind"][0].as_str() != Some("127.0.0.1:4447")));
     // and rampart runs what it wrote
     let toml = import(
         "stream { upstream pg { server 127.0.0.1:9002; }
