@@ -1484,6 +1484,15 @@ backend b
     );
 }
 
+/// Two tcp backends, `dflt` and `pg`.
+const DFLT_PG: &str = "backend dflt
+  mode tcp
+  server s 127.0.0.1:9001
+backend pg
+  mode tcp
+  server s 127.0.0.1:9002
+";
+
 /// The routes of a listener, as (sni, pool).
 fn sni_routes(l: &toml::Value) -> Vec<(String, String)> {
     array(l, "route")
@@ -1507,43 +1516,38 @@ fn sni_routes(l: &toml::Value) -> Vec<(String, String)> {
 /// frontend keep no route.
 #[test]
 fn use_backend_by_the_server_name_becomes_a_tcp_listeners_routes() {
-    let (cfg, report) = run("frontend edge
+    let (cfg, report) = run(&format!(
+        "frontend edge
   mode tcp
   bind 127.0.0.1:5443
   bind 127.0.0.1:5446 ssl crt /nonexistent/edge.pem
   tcp-request inspect-delay 5s
-  tcp-request content accept if { req_ssl_hello_type 1 }
+  tcp-request content accept if {{ req_ssl_hello_type 1 }}
   acl db req_ssl_sni -i db.example.com
   acl org req.ssl_sni -m dom example.org
   use_backend pg if db
   use_backend org if org
-  use_backend apps if { req.ssl_sni -m end .apps.example.com }
-  use_backend apps if { req.ssl_sni -m beg mail. }
-  use_backend pg if { req.ssl_sni -i x.example.com } { src 10.0.0.0/8 }
-  use_backend empty if !{ req.ssl_sni -m found }
+  use_backend apps if {{ req.ssl_sni -m end .apps.example.com }}
+  use_backend apps if {{ req.ssl_sni -m beg mail. }}
+  use_backend pg if {{ req.ssl_sni -i x.example.com }} {{ src 10.0.0.0/8 }}
+  use_backend empty if !{{ req.ssl_sni -m found }}
   default_backend dflt
 frontend strict
   mode tcp
   bind 127.0.0.1:5444
   tcp-request inspect-delay 2s
-  use_backend pg if { req_ssl_sni -i db.example.com }
+  use_backend pg if {{ req_ssl_sni -i db.example.com }}
 frontend catchall
   mode tcp
   bind 127.0.0.1:5445
-  use_backend pg if { req_ssl_sni -i db.example.com }
+  use_backend pg if {{ req_ssl_sni -i db.example.com }}
   use_backend apps
-  use_backend org if { req_ssl_sni -i org.example.com }
+  use_backend org if {{ req_ssl_sni -i org.example.com }}
 frontend web
   bind 127.0.0.1:8080
-  use_backend pg if { req_ssl_sni -i db.example.com }
+  use_backend pg if {{ req_ssl_sni -i db.example.com }}
   default_backend dflt
-backend dflt
-  mode tcp
-  server s 127.0.0.1:9001
-backend pg
-  mode tcp
-  server s 127.0.0.1:9002
-backend org
+{DFLT_PG}backend org
   mode tcp
   server s 127.0.0.1:9003
 backend apps
@@ -1552,7 +1556,8 @@ backend apps
 backend empty
   mode tcp
   server s 127.0.0.1:9007
-");
+"
+    ));
     let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
         v.iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -1638,36 +1643,32 @@ fn sni_routes_say_what_the_frontend_waits_for() {
             .cloned()
             .unwrap_or_else(|| panic!("no {line:?} in {report:#?}"))
     };
-    let (cfg, report) = run("frontend waits
+    let (cfg, report) = run(&format!(
+        "frontend waits
   mode tcp
   bind 127.0.0.1:5443
   tcp-request inspect-delay 3s
   acl hello req.ssl_hello_type 1
   tcp-request content accept if hello
-  use_backend pg if { req_ssl_sni -i db.example.com }
-  use_backend pg if { req_ssl_sni Mixed.example.com }
-  use_backend pg unless { req_ssl_sni -i x.example.com }
-  use_backend pg if { ssl_sni -i y.example.com }
+  use_backend pg if {{ req_ssl_sni -i db.example.com }}
+  use_backend pg if {{ req_ssl_sni Mixed.example.com }}
+  use_backend pg unless {{ req_ssl_sni -i x.example.com }}
+  use_backend pg if {{ ssl_sni -i y.example.com }}
   default_backend dflt
 frontend nowait
   mode tcp
   bind 127.0.0.1:5444
-  use_backend pg if { req.ssl_sni -i db2.example.com }
+  use_backend pg if {{ req.ssl_sni -i db2.example.com }}
   default_backend dflt
 frontend zero
   mode tcp
   bind 127.0.0.1:5445
   tcp-request inspect-delay 0
-  tcp-request content accept if { req_ssl_hello_type 1 }
-  use_backend pg if { req.ssl_sni -i db3.example.com }
+  tcp-request content accept if {{ req_ssl_hello_type 1 }}
+  use_backend pg if {{ req.ssl_sni -i db3.example.com }}
   default_backend dflt
-backend dflt
-  mode tcp
-  server s 127.0.0.1:9001
-backend pg
-  mode tcp
-  server s 127.0.0.1:9002
-");
+{DFLT_PG}"
+    ));
     let waits = on(&cfg, "127.0.0.1:5443");
     assert_eq!(waits["request_header_timeout"].as_str(), Some("3s"));
     assert_eq!(
