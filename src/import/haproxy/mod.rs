@@ -169,6 +169,8 @@ struct Importer {
     /// accept if { req_ssl_hello_type 1 }` (None) lines, with their report
     /// entries: what a tcp listener routing by SNI waits for.
     sni_waits: Vec<(usize, Option<Option<String>>, usize)>,
+    /// Backends that only serve HAProxy's stats page.
+    stats_backends: Vec<String>,
 }
 
 /// Converts a haproxy.cfg. Never fails: what cannot be mapped is reported.
@@ -200,6 +202,7 @@ pub fn import(src: &str, file: &str) -> Imported {
         default_server: HashMap::new(),
         response_fields: HashMap::new(),
         sni_waits: Vec::new(),
+        stats_backends: Vec::new(),
     };
     for sec in &secs {
         for l in &sec.lines {
@@ -300,6 +303,25 @@ pub fn import(src: &str, file: &str) -> Imported {
                 for l in old_style_bind(sec).iter().chain(&sec.lines) {
                     if !im.frontend_line(l, li, &mut acls, None) {
                         im.other_line(l);
+                    }
+                }
+            }
+            // a backend that serves HAProxy's stats page on the frontends
+            // that pick it: rampart's is the admin server's
+            Kind::Backend
+                if sec.lines.iter().any(|l| l.words[0] == "stats")
+                    && !sec.lines.iter().any(|l| l.words[0].starts_with("server")) =>
+            {
+                im.approx(
+                    &head,
+                    "a stats backend: rampart serves its stats page on the admin server ([admin] bind, /stats), not on a listener; the frontends' use_backend lines for it are left out",
+                );
+                im.stats_backends.push(sec.name.clone());
+                for l in &sec.lines {
+                    match l.words[0].as_str() {
+                        "stats" => im.stats_line(l),
+                        "mode" => im.mapped(l, "the admin server speaks HTTP"),
+                        _ => im.other_line(l),
                     }
                 }
             }
@@ -481,6 +503,18 @@ impl Importer {
                 l,
                 "set [admin] read_user and read_password_env for the read pages (the password is not imported)",
             ),
+            Some("realm") => self.approx(
+                l,
+                "the read pages' login is [admin] read_user and read_password_env (HTTP basic, realm rampart's)",
+            ),
+            Some("hide-version") => self.approx(
+                l,
+                "rampart's stats page shows its version; put the admin server where only operators reach it",
+            ),
+            Some("timeout") => self.approx(
+                l,
+                "the stats socket's idle timeout: rampart's admin API is HTTP, each request its own",
+            ),
             _ => self.unsupported(l, "no rampart equivalent is mapped"),
         }
     }
@@ -555,9 +589,13 @@ impl Importer {
             } else {
                 if let Some(e) = self.report.get_mut(entry) {
                     e.fidelity = Fidelity::Unsupported;
-                    e.note = format!(
-                        "backend {pool:?} is not in this file or has no server rampart can use"
-                    );
+                    e.note = if self.stats_backends.contains(&pool) {
+                        format!("backend {pool:?} serves HAProxy's stats page: rampart's is on the admin server ([admin] bind, /stats), not on a listener")
+                    } else {
+                        format!(
+                            "backend {pool:?} is not in this file or has no server rampart can use"
+                        )
+                    };
                 }
                 if let Some(r) = ri {
                     drop_rules.push((li, r));

@@ -1718,3 +1718,37 @@ frontend zero
         .get("request_header_timeout")
         .is_none());
 }
+
+/// A backend that serves HAProxy's stats page on a frontend's path: its
+/// lines say where rampart's page is, and the use_backend line for it why
+/// it is left out (not "not in this file").
+#[test]
+fn a_stats_backend_points_at_the_admin_servers_page() {
+    let (cfg, report) = run("frontend fe
+  bind 127.0.0.1:8082
+  use_backend stat if { path -i /proxy-stats }
+  default_backend app
+backend stat
+  stats enable
+  stats uri /proxy-stats
+  stats hide-version
+backend app
+  server s 127.0.0.1:9000
+");
+    assert!(array(&on(&cfg, "127.0.0.1:8082"), "rule").is_empty());
+    refused(
+        &report,
+        "use_backend stat if { path -i /proxy-stats }",
+        "admin server",
+    );
+    for line in [
+        "backend stat",
+        "stats uri /proxy-stats",
+        "stats hide-version",
+    ] {
+        assert!(
+            reported(&report, line, Fidelity::Approximated),
+            "{line}: {report:#?}"
+        );
+    }
+}

@@ -282,6 +282,25 @@ impl Importer {
                 Err(why) => self.unsupported(d, why),
             },
             "if" => self.unsupported(d, "if blocks are not mapped: write [[listener.rule]] matches by hand"),
+            // the WebSocket idiom: `map $http_upgrade $connection_upgrade {
+            // default upgrade; '' close; }` for `proxy_set_header Connection`
+            "map" if d.args.first().map(String::as_str) == Some("$http_upgrade")
+                && d.block.as_deref().is_some_and(|b| {
+                    !b.is_empty()
+                        && b.iter().all(|e| {
+                            matches!(e.name.as_str(), "default" | "")
+                                && matches!(
+                                    e.args.as_slice(),
+                                    [v] if matches!(v.as_str(), "upgrade" | "close" | "keep-alive" | "")
+                                )
+                        })
+                }) =>
+            {
+                self.mapped(
+                    d,
+                    "the Connection of a WebSocket upgrade: rampart passes upgrades itself, and manages its connections to servers (kept alive)",
+                )
+            }
             "set" | "map" => self.unsupported(d, "nginx variables have no rampart equivalent"),
             "more_set_headers" | "more_clear_headers" | "expires" | "etag" | "if_modified_since" => {
                 self.unsupported(d, "no rampart equivalent is mapped")

@@ -1239,3 +1239,31 @@ fn a_map_of_the_server_name_becomes_the_listeners_sni_routes() {
     let c = crate::config::parse(&toml, "t.toml").unwrap_or_else(|e| panic!("{e}\n{toml}"));
     assert_eq!(c.listeners[0].pool, None);
 }
+
+/// The WebSocket idiom's map (`default upgrade; '' close;` for `proxy_set_header
+/// Connection`) is what rampart does itself; another map of $http_upgrade
+/// is not.
+#[test]
+fn the_websocket_connection_map_is_what_rampart_does() {
+    let (_, report) = http(
+        "map $http_upgrade $connection_upgrade { default upgrade; '' close; }
+         map $http_upgrade $other { default upgrade; websocket x; }
+         server { listen 80; location / { proxy_pass http://u;
+           proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection $connection_upgrade; } }",
+    );
+    for (line, f) in [
+        ("map $http_upgrade $connection_upgrade", Fidelity::Mapped),
+        ("map $http_upgrade $other", Fidelity::Unsupported),
+        (
+            "proxy_set_header Connection $connection_upgrade",
+            Fidelity::Mapped,
+        ),
+    ] {
+        assert!(
+            report
+                .iter()
+                .any(|e| e.directive == line && e.fidelity == f),
+            "{line}: {report:#?}"
+        );
+    }
+}
