@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod proxy_protocol;
 pub mod ratelimit;
 pub mod rates;
+pub mod relaybuf;
 pub mod reload;
 pub mod router;
 pub mod rules;

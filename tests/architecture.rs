@@ -20,6 +20,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "h1",
             "http2",
             "proxy_protocol",
+            "relaybuf",
             "router",
             "rules",
             "sdnotify",

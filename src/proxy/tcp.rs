@@ -10,6 +10,7 @@ use crate::accesslog::{End, Entry};
 use crate::limits::ListenerShared;
 use crate::plane::Plane;
 use crate::proxy::lifecycle::{self, Lifecycle};
+use crate::relaybuf::RelayBuf;
 use crate::upstream;
 use std::any::Any;
 use std::future::{poll_fn, Future};
@@ -22,8 +23,6 @@ use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
-
-const BUF_SIZE: usize = 32 * 1024;
 
 /// How long a session one of whose sockets broke waits, once everything for the
 /// other socket is passed on with its EOF, for that socket's peer to close too
@@ -262,7 +261,7 @@ pub struct Relayed {
 /// One direction of a relay.
 struct Half {
     /// Copy mode's buffer (empty once the direction splices).
-    buf: Box<[u8]>,
+    buf: RelayBuf,
     pos: usize,
     cap: usize,
     eof: bool,
@@ -300,7 +299,7 @@ enum Side {
 impl Half {
     fn new() -> Half {
         Half {
-            buf: vec![0; BUF_SIZE].into_boxed_slice(),
+            buf: RelayBuf::take(),
             pos: 0,
             cap: 0,
             eof: false,
@@ -417,7 +416,7 @@ impl Half {
                         Ok(p) => {
                             self.pipe = Some(p);
                             // the buffer is written out; splice mode needs none
-                            self.buf = Box::default();
+                            self.buf = RelayBuf::none();
                             (self.pos, self.cap) = (0, 0);
                         }
                         Err(e) => {
@@ -447,7 +446,7 @@ impl Half {
                         tracing::debug!(error = %e, "splice refused; copying");
                         self.pipe = None;
                         self.no_pipe = true;
-                        self.buf = vec![0; BUF_SIZE].into_boxed_slice();
+                        self.buf = RelayBuf::take();
                     }
                     Err(e) => return Poll::Ready(Err((Side::Reader, e))),
                 }
@@ -506,7 +505,7 @@ impl Half {
             // broke, and reads need a buffer again (once, off the hot path).
             self.pipe = None;
             self.held = 0;
-            self.buf = vec![0; BUF_SIZE].into_boxed_slice();
+            self.buf = RelayBuf::take();
         }
         (self.pos, self.cap) = (0, 0);
         loop {

@@ -16,6 +16,8 @@ use tokio::net::TcpStream;
 /// The most ClientHello bytes looked at: one full TLS record and its header
 /// (a hello longer than about 16 KiB is refused).
 pub const MAX_PEEK: usize = 16 * 1024 + 5;
+// (the peek reads into a relay buffer)
+const _: () = assert!(MAX_PEEK <= crate::relaybuf::RELAY_BUF);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Peeked {
@@ -201,10 +203,12 @@ pub enum PeekError {
 /// and returns the name it asks for.
 pub async fn peek(stream: &TcpStream, timeout: Duration) -> Result<Option<String>, PeekError> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut buf = vec![0u8; MAX_PEEK];
+    // (a relay buffer: no 16 KiB zeroed for each connection)
+    let mut whole = crate::relaybuf::RelayBuf::take();
+    let buf = &mut whole[..MAX_PEEK];
     let mut backoff = Duration::from_millis(1);
     loop {
-        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+        let n = tokio::time::timeout_at(deadline, stream.peek(buf))
             .await
             .map_err(|_| PeekError::Timeout(timeout))?
             .map_err(|_| PeekError::Closed)?;
