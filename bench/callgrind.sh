@@ -23,6 +23,14 @@
 #              answered with 64 KiB (rampart: hyper's path, past the fast
 #              path's 16 KiB)
 #   post1m     (asked for by name) HTTP/1.1 keep-alive, a POST of 1 MiB each
+#   sni        (asked for by name) TLS passed through by the ClientHello's
+#              server name, a new connection per request (wrk https with
+#              "Connection: close", SNI "localhost", counted as `close` is)
+#              to nginx terminating TLS: rampart a tcp listener with a
+#              route `sni = "localhost"` and no pool, HAProxy `use_backend
+#              if { req_ssl_sni -i localhost }` after `inspect-delay` and
+#              `accept if { req_ssl_hello_type 1 }`, nginx `ssl_preread` and
+#              a map (each as its importer reads the other two)
 #   grpc       (asked for by name) gRPC unary, h2c on both sides, 10 streams
 #              per connection, to examples/grpcecho.rs (bench/h2.py's row):
 #              rampart `protocol = "h2"`, HAProxy `proto h2`, nginx `grpc_pass`
@@ -50,6 +58,8 @@ need=()
 for pair in valgrind:valgrind strace:strace haproxy:haproxy nginx:nginx h2load:nghttp2-client wrk:wrk openssl:openssl curl:curl; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
+# the sni row's nginx reads the ClientHello with its stream module
+[[ " ${ROWS:-} " == *" sni "* ]] && [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ] && need+=(libnginx-mod-stream)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
@@ -88,6 +98,13 @@ http {
     # (a POST gets the file too: upload64k)
     location /f/ { root $d/www; error_page 405 =200 \$uri; }
   }
+  # (the sni row's server: TLS ends here)
+  server {
+    listen 127.0.0.1:19612 ssl;
+    ssl_certificate $d/cert.pem;
+    ssl_certificate_key $d/key.pem;
+    location = / { return 200 "hello\n"; }
+  }
 }
 EOC
 mkdir -p www/f
@@ -100,6 +117,51 @@ if want grpc; then
   echo_pid=$!
   # one gRPC message: uncompressed, 16 bytes of protobuf (bench/h2.py's)
   printf '\x00\x00\x00\x00\x10\x0a\x0erampart-bench!' > grpc.body
+fi
+# the sni row's listener and frontend (only then: the other rows' configs
+# stay as they were)
+sni_rampart=""
+sni_haproxy=""
+if want sni; then
+  sni_rampart=$(cat <<EOC
+[[listener]]
+name = "sni"
+bind = ["127.0.0.1:19613"]
+mode = "tcp"
+  [[listener.route]]
+  sni = "localhost"
+  pool = "tlsbe"
+[[pool]]
+name = "tlsbe"
+  [[pool.server]]
+  address = "127.0.0.1:19612"
+EOC
+)
+  sni_haproxy=$(cat <<EOC
+frontend fe_sni
+  mode tcp
+  bind 127.0.0.1:19614
+  tcp-request inspect-delay 5s
+  tcp-request content accept if { req_ssl_hello_type 1 }
+  use_backend be_tls if { req_ssl_sni -i localhost }
+backend be_tls
+  mode tcp
+  server s1 127.0.0.1:19612
+EOC
+)
+  cat > n-sni.conf <<EOC
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+daemon off;
+master_process off;
+worker_processes 1;
+pid $d/n-sni.pid;
+error_log $d/n-sni.err;
+events { worker_connections 1000; }
+stream {
+  map \$ssl_preread_server_name \$tls { localhost 127.0.0.1:19612; }
+  server { listen 127.0.0.1:19615; ssl_preread on; proxy_pass \$tls; }
+}
+EOC
 fi
 cat > r.toml <<EOC
 [global]
@@ -145,6 +207,7 @@ name = "be"
 # at 128 until 2026-12-02, which at its concurrency changed nothing)
   [[pool.server]]
   address = "127.0.0.1:19600"
+$sni_rampart
 EOC
 cat > h.cfg <<EOC
 global
@@ -176,6 +239,7 @@ frontend fe_grpc
 backend be_grpc
   http-reuse always
   server s1 127.0.0.1:19620 proto h2
+$sni_haproxy
 EOC
 cat > n.conf <<EOC
 daemon off;
@@ -342,6 +406,11 @@ if want grpc; then
   per_request rampart-grpc http://127.0.0.1:19621/bench.Echo/Call "$bin" run -c r.toml
   per_request haproxy-grpc http://127.0.0.1:19622/bench.Echo/Call haproxy -db -f h.cfg
   per_request nginx-grpc http://127.0.0.1:19623/bench.Echo/Call nginx -c "$d/n.conf"
+fi
+if want sni; then
+  per_close rampart-sni https://localhost:19613/ "$bin" run -c r.toml
+  per_close haproxy-sni https://localhost:19614/ haproxy -db -f h.cfg
+  per_close nginx-sni https://localhost:19615/ nginx -c "$d/n-sni.conf"
 fi
 if want tls; then
   H2LOAD_MODE=--h1
