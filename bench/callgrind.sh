@@ -46,6 +46,11 @@
 #                 what rules cost: `[[listener.rule]]` tables on rampart's plain
 #                 listener, lines in HAProxy's plain frontend, directives in
 #                 nginx's plain location
+#   WALL=1 ROWS="close sni" bench/callgrind.sh
+#                 the wall clock instead, for the rows of a new connection per
+#                 request: no valgrind, the proxy pinned to CPU 1 (wrk and the
+#                 backend on CPU 0), 10 s of wrk each: connections a second and
+#                 the proxy's CPU (user + system, from /proc) per connection
 #   SYSCALLS=1 ROWS="keepalive h2c post64k" bench/callgrind.sh
 #                 system calls per 100 requests (strace -c, not valgrind; the
 #                 rows counted by h2load requests, not the wrk-based `close`)
@@ -339,9 +344,25 @@ run_close() { # run_close NAME SECS URL CMD...
   echo "$(grep -E '^(summary|totals):' "$d/cg.$name.$secs" | head -1 | awk '{print $2}') $reqs"
 }
 
+# WALL=1: NAME URL CMD... run for 10 s of wrk, not under valgrind
+wall_close() {
+  local name=$1 url=$2; shift 2
+  taskset -c 1 "$@" >/dev/null 2>"$d/wall.$name.err" &
+  local pid=$!
+  for _ in $(seq 300); do curl -sk -o /dev/null "$url" && break; sleep 0.1; done
+  local hz t0 t1 reqs
+  hz=$(getconf CLK_TCK)
+  t0=$(awk '{print $14 + $15}' /proc/$pid/stat)
+  reqs=$(taskset -c 0 wrk -t1 -c10 -d10s -H "Connection: close" "$url" | awk '/requests in/ {print $1}')
+  t1=$(awk '{print $14 + $15}' /proc/$pid/stat)
+  kill -TERM $pid; wait $pid || true
+  echo "$name: $(( reqs / 10 )) connections a second, the proxy's CPU $(( (t1 - t0) * 1000000 / hz / reqs )) us a connection ($reqs in 10 s)"
+}
+
 per_close() { # NAME URL CMD...
   local name=$1 url=$2; shift 2
   asked "$name" || return 0
+  if [ -n "${WALL:-}" ]; then wall_close "$name" "$url" "$@"; return 0; fi
   if [ -n "${SYSCALLS:-}" ]; then echo "$name: not counted with SYSCALLS"; return 0; fi
   local a b
   read -r ia ra < <(run_close "$name" 3 "$url" "$@")
