@@ -4,7 +4,13 @@
 //! cost 66,000 of the 116,000 instructions callgrind counted for a TLS
 //! connection passed through by its server name, and the peek's zeroed
 //! 16 KiB another 16,000 (bench/RESULTS.md). What an earlier session left in
-//! a buffer is never sent: a relay writes out only what it read into it.
+//! a buffer is never sent: a relay writes out only what it read into it. That
+//! holds as long as its readers fill what they say they read (`ReadBuf::new`
+//! takes the whole buffer as initialized, so a reader that advanced over bytes
+//! it did not write would pass on an earlier session's): tokio's TcpStream,
+//! the client socket (recv, then exactly what it returned), the PROXY
+//! protocol's prefixed stream (put_slice) and tokio-rustls all do. A thread
+//! keeps at most 64 spares (2 MiB) and never gives them back to the system.
 
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};

@@ -48,7 +48,7 @@ pub struct Session {
 /// Reads and drops what `client` has sent and is there to read now, up to
 /// `max` bytes; never waits for more.
 async fn read_what_came<S: AsyncRead + Unpin>(client: &mut S, max: usize) {
-    let mut sink = vec![0u8; 16 * 1024];
+    let mut sink = RelayBuf::take();
     let mut left = max;
     while left > 0 {
         let got = poll_fn(|cx| {

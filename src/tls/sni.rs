@@ -203,7 +203,12 @@ pub enum PeekError {
 /// and returns the name it asks for.
 pub async fn peek(stream: &TcpStream, timeout: Duration) -> Result<Option<String>, PeekError> {
     let deadline = tokio::time::Instant::now() + timeout;
-    // (a relay buffer: no 16 KiB zeroed for each connection)
+    // a buffer only once the client sent something (one that stays silent
+    // holds none), and a relay buffer: no 16 KiB zeroed for each connection
+    tokio::time::timeout_at(deadline, stream.readable())
+        .await
+        .map_err(|_| PeekError::Timeout(timeout))?
+        .map_err(|_| PeekError::Closed)?;
     let mut whole = crate::relaybuf::RelayBuf::take();
     let buf = &mut whole[..MAX_PEEK];
     let mut backoff = Duration::from_millis(1);
