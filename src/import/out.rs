@@ -98,6 +98,22 @@ pub struct Config {
 }
 
 impl Config {
+    /// `base`, or `base-2`, `base-3`, ...: the first no listener has yet.
+    pub fn unused_listener_name(&self, base: &str) -> String {
+        let taken = |n: &str| {
+            self.listeners
+                .iter()
+                .any(|x| x.keys.get("name") == Some(&s(n)))
+        };
+        let mut name = base.to_string();
+        let mut k = 2;
+        while taken(&name) {
+            name = format!("{base}-{k}");
+            k += 1;
+        }
+        name
+    }
+
     pub fn render(&self) -> String {
         let mut o = String::new();
         for h in &self.header {

@@ -667,17 +667,7 @@ impl Importer {
                 ),
                 _ => format!("server{}{}", gi + 1, if tls { "-tls" } else { "" }),
             };
-            let mut name = name;
-            let mut k = 2;
-            while self
-                .cfg
-                .listeners
-                .iter()
-                .any(|x| x.keys.get("name") == Some(&s(&name)))
-            {
-                name = format!("{name}-{k}");
-                k += 1;
-            }
+            let name = self.cfg.unused_listener_name(&name);
             l.keys.set("name", s(&name));
             l.keys.set("bind", list(&binds));
             l.keys.set("mode", s("http"));
@@ -906,17 +896,7 @@ impl Importer {
             }
             let mut l = out::Listener::default();
             // (two servers of one pool or one map: names of their own)
-            let mut name = st.name.clone();
-            let mut k = 2;
-            while self
-                .cfg
-                .listeners
-                .iter()
-                .any(|x| x.keys.get("name") == Some(&s(&name)))
-            {
-                name = format!("{}-{k}", st.name);
-                k += 1;
-            }
+            let name = self.cfg.unused_listener_name(&st.name);
             l.keys.set("name", s(&name));
             l.keys.set("bind", list(&st.binds));
             l.keys.set("mode", s("tcp"));
