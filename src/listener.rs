@@ -146,7 +146,7 @@ async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
             let layers = Layers {
                 pp: l.proxy_protocol.clone(),
                 tls: l.tls.clone(),
-                sni_peek: l.sni_peek,
+                sni_hello: l.sni_hello,
             };
             (
                 Arc::clone(&l.shared),
@@ -231,14 +231,20 @@ async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
                     builders,
                     reached: None,
                 };
+                // Each connection's future is boxed as it is spawned: tokio
+                // copies a task's future into its cell and from stage to stage
+                // (seven copies of a 1.8 KB future a connection), where a box is
+                // one allocation and one copy (716 fewer instructions a
+                // connection, bench/RESULTS.md).
                 let h = if layers.is_none() {
                     // the usual case: the connection's own future, nothing wrapped
                     // around it (a wrapper cost ~1,500 instructions a connection),
                     // its socket registered with the reactor only if it waits
                     let client = proxy::io::ClientSocket::new(stream);
-                    ctx.tracker.spawn(http.start(client, peer, permits, None))
+                    ctx.tracker
+                        .spawn(Box::pin(http.start(client, peer, permits, None)))
                 } else {
-                    ctx.tracker.spawn(async move {
+                    ctx.tracker.spawn(Box::pin(async move {
                         let Some(mut stream) = register(stream, peer) else {
                             return;
                         };
@@ -266,55 +272,13 @@ async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
                                 }
                             }
                         }
-                    })
+                    }))
                 };
                 conns.push(h.abort_handle());
             }
             _ => {
-                let shared = Arc::clone(&ctx.plane);
-                let addr = ctx.addr;
-                let h = ctx.tracker.spawn(async move {
-                    let Some(mut stream) = register(stream, peer) else {
-                        return;
-                    };
-                    let Some((peer, reached)) = layers.client(&mut stream, peer, addr, permits.listener()).await else {
-                        return;
-                    };
-                    let local = match reached {
-                        Some(a) => a,
-                        None => stream.local_addr().unwrap_or(addr),
-                    };
-                    let sni = match layers.sni_peek {
-                        None => None,
-                        Some(within) => match crate::tls::sni::peek(&stream, within).await {
-                            Ok(sni) => sni,
-                            Err(e) => {
-                                tracing::debug!(%addr, %peer, error = %e, "connection closed: no TLS ClientHello to route on");
-                                close_read(&stream);
-                                return;
-                            }
-                        },
-                    };
-                    let listener = permits.listener();
-                    let mut session = proxy::tcp::Session {
-                        peer,
-                        local,
-                        sni,
-                        tls: None,
-                    };
-                    match &layers.tls {
-                        None => proxy::tcp::serve(stream, session, shared, addr, listener).await,
-                        Some(tls) => {
-                            let Some((s, info)) = handshake(tls, stream, &listener.name, peer).await
-                            else {
-                                return;
-                            };
-                            session.tls = Some(info);
-                            proxy::tcp::serve(s, session, shared, addr, listener).await
-                        }
-                    }
-                    drop(permits);
-                });
+                let session = tcp_session(stream, peer, layers, permits, &ctx);
+                let h = ctx.tracker.spawn(session);
                 conns.push(h.abort_handle());
             }
         }
@@ -393,6 +357,89 @@ fn prune(handles: &mut Vec<tokio::task::AbortHandle>) -> usize {
     before - handles.len()
 }
 
+/// A tcp listener's session, from the accepted socket on: the accept-time
+/// layers, then the relay. Boxed, as an HTTP connection's future is (tokio
+/// copies an unboxed future seven times as it spawns and ends its task), and
+/// kept small, as it is held for as long as the session lasts: the rarer
+/// layers' state, a TLS handshake and the session it makes, is boxed apart
+/// when it is needed.
+fn tcp_session(
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    layers: Layers,
+    permits: Permits,
+    ctx: &AcceptCtx,
+) -> std::pin::Pin<Box<impl std::future::Future<Output = ()> + Send + 'static>> {
+    let plane = Arc::clone(&ctx.plane);
+    let addr = ctx.addr;
+    Box::pin(async move {
+        // (as the HTTP branch of `accept_loop` does: the two steps in a
+        // helper's future of their own cost ~300 instructions a connection)
+        let Some(mut stream) = register(stream, peer) else {
+            return;
+        };
+        let Some((peer, reached)) = layers
+            .client(&mut stream, peer, addr, permits.listener())
+            .await
+        else {
+            return;
+        };
+        let local = match reached {
+            Some(a) => a,
+            None => stream.local_addr().unwrap_or(addr),
+        };
+        // (a tcp listener that routes TLS it passes through by its server name)
+        let hello = match layers.sni_hello {
+            None => None,
+            Some(within) => match crate::tls::sni::read_hello(&stream, within).await {
+                Ok(hello) => Some(hello),
+                Err(e) => {
+                    tracing::debug!(%addr, %peer, error = %e, "connection closed: no TLS ClientHello to route on");
+                    close_read(&stream);
+                    return;
+                }
+            },
+        };
+        let (sni, first) = match hello {
+            Some(h) => (h.name, Some((h.buf, h.len))),
+            None => (None, None),
+        };
+        let session = proxy::tcp::Session {
+            peer,
+            local,
+            sni,
+            first,
+            tls: None,
+        };
+        let listener = permits.listener();
+        match &layers.tls {
+            None => proxy::tcp::serve(stream, session, plane, addr, listener).await,
+            Some(tls) => tls_tcp_session(tls, stream, session, plane, addr, listener).await,
+        }
+        drop(permits);
+    })
+}
+
+/// A tcp session over TLS this listener ends: the handshake, then the relay
+/// of what it carries. Boxed where it is made (as `boxed_handshake` is), so
+/// that the tasks of the sessions without TLS hold no room for it.
+fn tls_tcp_session<'a>(
+    tls: &'a crate::tls::ServerTls,
+    stream: tokio::net::TcpStream,
+    mut session: proxy::tcp::Session,
+    plane: Arc<crate::plane::Plane>,
+    addr: SocketAddr,
+    listener: &'a Arc<ListenerShared>,
+) -> std::pin::Pin<Box<impl std::future::Future<Output = ()> + Send + 'a>> {
+    Box::pin(async move {
+        let Some((s, info)) = handshake(tls, stream, &listener.name, session.peer).await else {
+            return;
+        };
+        session.tls = Some(Box::new(info));
+        proxy::tcp::serve(s, session, plane, addr, listener).await
+    })
+}
+
 /// What an HTTP connection is started with.
 struct HttpStart {
     shared: Arc<proxy::conn::ListenerCtx>,
@@ -430,16 +477,16 @@ impl HttpStart {
 
 /// The accept-time layers of a listener, between accept and the protocol:
 /// the PROXY header, then TLS (or, on a tcp listener that routes TLS it passes
-/// through, a peek at the ClientHello).
+/// through, the ClientHello read to route by).
 struct Layers {
     pp: Option<Arc<crate::proxy_protocol::Accept>>,
     tls: Option<Arc<crate::tls::ServerTls>>,
-    sni_peek: Option<Duration>,
+    sni_hello: Option<Duration>,
 }
 
 impl Layers {
     fn is_none(&self) -> bool {
-        self.pp.is_none() && self.tls.is_none() && self.sni_peek.is_none()
+        self.pp.is_none() && self.tls.is_none() && self.sni_hello.is_none()
     }
 
     /// The client a new connection stands for: its peer, or the one its PROXY

@@ -1,8 +1,9 @@
-//! The TCP relay's buffers, kept per thread. A session's two directions (and
-//! the SNI peek before them) take one each and give it back when done, so a
+//! The TCP relay's buffers, kept per thread. A session's two directions take
+//! one each (the client's side the one its ClientHello was read into, when it
+//! was read to route by) and give it back when done, so a
 //! new connection zeroes no buffer: a fresh `vec![0; 32 KiB]` per direction
 //! cost 66,000 of the 116,000 instructions callgrind counted for a TLS
-//! connection passed through by its server name, and the peek's zeroed
+//! connection passed through by its server name, and the SNI peek's zeroed
 //! 16 KiB another 16,000 (bench/RESULTS.md). What an earlier session left in
 //! a buffer is never sent: a relay writes out only what it read into it. That
 //! holds as long as its readers fill what they say they read (`ReadBuf::new`
@@ -52,6 +53,13 @@ impl Drop for RelayBuf {
                 }
             });
         }
+    }
+}
+
+impl std::fmt::Debug for RelayBuf {
+    // (its size: what it holds is a session's bytes, or an earlier one's)
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RelayBuf({} bytes)", self.0.len())
     }
 }
 

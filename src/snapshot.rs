@@ -121,9 +121,9 @@ pub struct ListenerRuntime {
     pub proxy_protocol: Option<Arc<crate::proxy_protocol::Accept>>,
     /// TLS terminated here (`[listener.tls]`).
     pub tls: Option<Arc<crate::tls::ServerTls>>,
-    /// tcp mode without TLS, with routes: the ClientHello's SNI is peeked (within
-    /// this long) and routed on.
-    pub sni_peek: Option<std::time::Duration>,
+    /// tcp mode without TLS, with routes: the ClientHello is read (within this
+    /// long) and routed by its SNI.
+    pub sni_hello: Option<std::time::Duration>,
 }
 
 impl Snapshot {
@@ -328,7 +328,7 @@ fn listener_runtime(l: &ListenerConfig, old: Option<&Arc<ListenerShared>>) -> Li
             .tls
             .as_ref()
             .map(|t| Arc::new(crate::tls::ServerTls::new(t))),
-        sni_peek: (l.mode == Mode::Tcp && l.tls.is_none() && !l.routes.is_empty())
+        sni_hello: (l.mode == Mode::Tcp && l.tls.is_none() && !l.routes.is_empty())
             .then_some(l.request_header_timeout),
     }
 }

@@ -1313,6 +1313,24 @@ async fn a_passthrough_route_reads_the_server_name_as_rustls_does() {
     assert!(send(client_hello("DB.Example.COM.")).await);
     assert!(send(client_hello("other.example.com")).await);
     assert_eq!(totals().await, [2, 1]);
+    // a hello in pieces, with what the client sends after it in the last one:
+    // the proxy reads the hello to route by, and all of it reaches the server,
+    // once and in order
+    let mut sent = client_hello("db.example.com");
+    sent.extend_from_slice(b"and what came after it");
+    let mut s = tokio::net::TcpStream::connect(edge).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    for piece in [&sent[..3], &sent[3..200], &sent[200..]] {
+        s.write_all(piece).await.unwrap();
+    }
+    let mut got = vec![0u8; sent.len()];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+        .await
+        .expect("not echoed within 5 s")
+        .unwrap();
+    assert_eq!(got, sent);
+    drop(s);
+    assert_eq!(totals().await, [3, 1]);
 
     // The same hello with its one name entry rewritten in place into two: one
     // of an unknown name type, whose length has no defined encoding (RFC 6066
@@ -1334,7 +1352,7 @@ async fn a_passthrough_route_reads_the_server_name_as_rustls_does() {
     let at = h.windows(9).position(|w| w == b"abcdefghi").unwrap();
     h.splice(at..at + 9, b"192.0.2.1".iter().copied());
     assert!(send(h).await);
-    assert_eq!(totals().await, [3, 1]);
+    assert_eq!(totals().await, [4, 1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

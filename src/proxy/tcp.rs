@@ -41,9 +41,17 @@ pub struct Session {
     pub local: SocketAddr,
     /// The server name of its TLS ClientHello (passthrough routing).
     pub sni: Option<String>,
-    /// Its TLS, when this listener terminates it.
-    pub tls: Option<crate::tls::TlsInfo>,
+    /// What was read from the client to route by (that ClientHello): the
+    /// relay sends it to the server first.
+    pub first: Option<First>,
+    /// Its TLS, when this listener terminates it (boxed: most sessions have
+    /// none, and the session's task holds this).
+    pub tls: Option<Box<crate::tls::TlsInfo>>,
 }
+
+/// Bytes read from the client before its relay (a buffer and how much of it
+/// holds them).
+pub type First = (RelayBuf, usize);
 
 /// Reads and drops what `client` has sent and is there to read now, up to
 /// `max` bytes; never waits for more.
@@ -68,181 +76,199 @@ async fn read_what_came<S: AsyncRead + Unpin>(client: &mut S, max: usize) {
 }
 
 /// Handles one TCP session accepted on `bound` for `listener`.
-pub async fn serve<S>(
+///
+/// A plain fn returning an `async` block, not an `async fn`: an `async fn`'s
+/// future keeps its arguments twice (as they came, and moved into its body),
+/// and this future is copied a few times as its task is spawned and held for
+/// as long as the session lasts.
+#[allow(clippy::manual_async_fn)] // (on purpose: see above)
+pub fn serve<'a, S>(
     mut client: S,
-    session: Session,
+    mut session: Session,
     plane: Arc<Plane>,
     bound: SocketAddr,
-    listener: &Arc<ListenerShared>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + 'static,
-{
-    let start = Instant::now();
-    let peer = session.peer;
-    let listener_name = &listener.name;
-    // (a ClientHello without a server name is routed as the empty name: a
-    // route `sni = ""` takes it)
-    let sni = session.sni.as_deref().unwrap_or("");
-    let pool = match lifecycle::route(&plane, listener, bound, Some(sni)) {
-        lifecycle::Routed::Pool(p) => p,
-        lifecycle::Routed::Gone => return,
-        lifecycle::Routed::Nowhere => {
-            // no route takes its server name, and the listener has no pool
-            listener.denied.fetch_add(1, Ordering::Relaxed);
-            plane.access_log.write(&Entry {
-                client: peer,
-                listener: listener_name,
-                pool: "-",
-                server: None,
-                method: None,
-                path: None,
-                status: None,
-                bytes_in: 0,
-                bytes_out: 0,
-                connect: None,
-                total: Some(start.elapsed()),
-                end: End::NoRoute,
-                tls: session.tls.as_ref(),
-                grpc_status: None,
-                sni: session.sni.as_deref(),
-            });
-            // read what was peeked (the ClientHello) and whatever else came
-            // before closing, so that the client gets a FIN, not the reset
-            // of a socket closed with unread bytes
-            read_what_came(&mut client, 64 * 1024).await;
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut client).await;
-            return;
-        }
-    };
-    let log = |server: Option<&str>, connect: Option<Duration>, a: u64, b: u64, end: End| {
-        plane.access_log.write(&Entry {
-            client: peer,
-            listener: listener_name,
-            pool: &pool.name,
-            server,
-            method: None,
-            path: None,
-            status: None,
-            bytes_in: a,
-            bytes_out: b,
-            connect,
-            total: Some(start.elapsed()),
-            end,
-            tls: session.tls.as_ref(),
-            grpc_status: None,
-            sni: session.sni.as_deref(),
-        })
-    };
-    // a tcp pool hashes on the client's address (the config allows no other key)
-    let key = lifecycle::hash_key(&pool, peer.ip(), "", |_| None);
-    // Pick and connect; a failed connect is retried on another server before any
-    // byte is relayed.
-    let mut lc =
-        Lifecycle::new(Arc::clone(&pool), key, crate::rules::Priority::Normal).reached_any_way();
-    let (guard, mut backend, connect) = loop {
-        let mut guard = match lc.acquire().await {
-            Ok(g) => g,
-            Err(g) => {
-                g.err.count_pool(&lc.pool);
-                log(g.server(&lc.pool).map(|s| &*s.id), None, 0, 0, g.err.end());
-                return;
-            }
-        };
-        // (the guard's pool: a session that waited in the queue through a
-        // change of the pool holds a slot in the pool in force, `lc.pool`)
-        let addr = guard.server().addr;
-        let connect_start = Instant::now();
-        match upstream::connect_tcp(addr, lc.pool.connect_timeout).await {
-            Ok(s) => {
-                guard.success();
-                lc.connected();
-                let took = connect_start.elapsed();
-                pool.shared
-                    .histograms
-                    .connect_time
-                    .observe(took.as_secs_f64());
-                break (guard, s, took);
-            }
-            Err(e) => {
-                tracing::debug!(pool = %pool.name, error = %e, "tcp connect failed");
-                // Nothing was sent: the session can go to another server as it is.
-                if let Err(g) = lc.failed(&mut guard, e, true, false) {
-                    g.err.count_pool(&lc.pool);
-                    log(Some(&guard.server().id), None, 0, 0, g.err.end());
-                    return;
-                }
-            }
-        }
-    };
-    let server = guard.server();
-    // the settings of the pool the slot is in
-    let pool = &lc.pool;
-    if let Some(v) = pool.send_proxy {
-        // who the client is, for a server behind us that reads the PROXY protocol
-        let header = crate::proxy_protocol::header(v, peer, session.local, session.tls.as_ref());
-        if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut backend, &header).await {
-            tracing::debug!(pool = %pool.name, error = %e, "cannot send the PROXY header");
-            let why = format!("cannot send the PROXY header: {e}");
-            server.state.traffic.failed(false, &why);
-            log(Some(&server.id), Some(connect), 0, 0, End::ServerAbort);
-            return;
-        }
-    }
-    let out = match &pool.tls {
-        None => relay_plain(&mut client, &mut backend, pool.splice, pool.server_timeout).await,
-        Some(tls) => match upstream::connect_tls(pool, tls, server, backend).await {
-            Ok(mut b) => relay(&mut client, &mut b, pool.server_timeout).await,
-            Err(e) => {
-                server.state.traffic.failed(true, &e);
-                let end = match e {
-                    upstream::UpstreamError::ConnectTimeout { .. } => End::ConnectTimeout,
-                    _ => End::ConnectError,
-                };
-                log(Some(&server.id), Some(connect), 0, 0, end);
-                return;
-            }
-        },
-    };
-    server
-        .state
-        .traffic
-        .bytes_in
-        .fetch_add(out.a_to_b, Ordering::Relaxed);
-    server
-        .state
-        .traffic
-        .bytes_out
-        .fetch_add(out.b_to_a, Ordering::Relaxed);
-    if out.end == End::ServerAbort {
-        let why = "the server reset or broke the session";
-        server.state.traffic.failed(false, &why);
-    }
-    log(
-        Some(&server.id),
-        Some(connect),
-        out.a_to_b,
-        out.b_to_a,
-        out.end,
-    );
-}
-
-/// A relay between a client and a server socket without TLS to it: spliced when
-/// the client is a plain socket too and the pool allows it.
-async fn relay_plain<S>(
-    client: &mut S,
-    server: &mut TcpStream,
-    splice: bool,
-    idle: Duration,
-) -> Relayed
+    listener: &'a Arc<ListenerShared>,
+) -> impl Future<Output = ()> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    if splice {
-        if let Some(c) = (client as &mut dyn Any).downcast_mut::<TcpStream>() {
-            return relay_tcp(c, server, idle).await;
+    async move {
+        let start = Instant::now();
+        let peer = session.peer;
+        let listener_name = &listener.name;
+        // (a ClientHello without a server name is routed as the empty name: a
+        // route `sni = ""` takes it)
+        let sni = session.sni.as_deref().unwrap_or("");
+        let pool = match lifecycle::route(&plane, listener, bound, Some(sni)) {
+            lifecycle::Routed::Pool(p) => p,
+            lifecycle::Routed::Gone => return,
+            lifecycle::Routed::Nowhere => {
+                // no route takes its server name, and the listener has no pool
+                listener.denied.fetch_add(1, Ordering::Relaxed);
+                plane.access_log.write(&Entry {
+                    client: peer,
+                    listener: listener_name,
+                    pool: "-",
+                    server: None,
+                    method: None,
+                    path: None,
+                    status: None,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                    connect: None,
+                    total: Some(start.elapsed()),
+                    end: End::NoRoute,
+                    tls: session.tls.as_deref(),
+                    grpc_status: None,
+                    sni: session.sni.as_deref(),
+                });
+                // read whatever else came after the ClientHello before closing, so that the client gets a FIN, not the reset
+                // of a socket closed with unread bytes
+                read_what_came(&mut client, 64 * 1024).await;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut client).await;
+                return;
+            }
+        };
+        let log = |server: Option<&str>, connect: Option<Duration>, a: u64, b: u64, end: End| {
+            plane.access_log.write(&Entry {
+                client: peer,
+                listener: listener_name,
+                pool: &pool.name,
+                server,
+                method: None,
+                path: None,
+                status: None,
+                bytes_in: a,
+                bytes_out: b,
+                connect,
+                total: Some(start.elapsed()),
+                end,
+                tls: session.tls.as_deref(),
+                grpc_status: None,
+                sni: session.sni.as_deref(),
+            })
+        };
+        // a tcp pool hashes on the client's address (the config allows no other key)
+        let key = lifecycle::hash_key(&pool, peer.ip(), "", |_| None);
+        // Pick and connect; a failed connect is retried on another server before any
+        // byte is relayed.
+        let mut lc = Lifecycle::new(Arc::clone(&pool), key, crate::rules::Priority::Normal)
+            .reached_any_way();
+        let (guard, mut backend, connect) = loop {
+            let mut guard = match lc.acquire().await {
+                Ok(g) => g,
+                Err(g) => {
+                    g.err.count_pool(&lc.pool);
+                    log(g.server(&lc.pool).map(|s| &*s.id), None, 0, 0, g.err.end());
+                    return;
+                }
+            };
+            // (the guard's pool: a session that waited in the queue through a
+            // change of the pool holds a slot in the pool in force, `lc.pool`)
+            let addr = guard.server().addr;
+            let connect_start = Instant::now();
+            match upstream::connect_tcp(addr, lc.pool.connect_timeout).await {
+                Ok(s) => {
+                    guard.success();
+                    lc.connected();
+                    let took = connect_start.elapsed();
+                    pool.shared
+                        .histograms
+                        .connect_time
+                        .observe(took.as_secs_f64());
+                    break (guard, s, took);
+                }
+                Err(e) => {
+                    tracing::debug!(pool = %pool.name, error = %e, "tcp connect failed");
+                    // Nothing was sent: the session can go to another server as it is.
+                    if let Err(g) = lc.failed(&mut guard, e, true, false) {
+                        g.err.count_pool(&lc.pool);
+                        log(Some(&guard.server().id), None, 0, 0, g.err.end());
+                        return;
+                    }
+                }
+            }
+        };
+        let server = guard.server();
+        // the settings of the pool the slot is in
+        let pool = &lc.pool;
+        if let Some(v) = pool.send_proxy {
+            // who the client is, for a server behind us that reads the PROXY protocol
+            let header =
+                crate::proxy_protocol::header(v, peer, session.local, session.tls.as_deref());
+            if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut backend, &header).await {
+                tracing::debug!(pool = %pool.name, error = %e, "cannot send the PROXY header");
+                let why = format!("cannot send the PROXY header: {e}");
+                server.state.traffic.failed(false, &why);
+                log(Some(&server.id), Some(connect), 0, 0, End::ServerAbort);
+                return;
+            }
         }
+        let first = session.first.take();
+        let idle = pool.server_timeout;
+        let out = match &pool.tls {
+            // spliced when the client is a plain socket too and the pool allows it
+            None => match (&mut client as &mut dyn Any).downcast_mut::<TcpStream>() {
+                Some(c) if pool.splice => relay_tcp_from(c, &mut backend, first, idle).await,
+                _ => relay_from(&mut client, &mut backend, first, idle).await,
+            },
+            Some(tls) => match relay_tls(&mut client, first, pool, tls, server, backend).await {
+                Ok(out) => out,
+                Err(e) => {
+                    server.state.traffic.failed(true, &e);
+                    let end = match e {
+                        upstream::UpstreamError::ConnectTimeout { .. } => End::ConnectTimeout,
+                        _ => End::ConnectError,
+                    };
+                    log(Some(&server.id), Some(connect), 0, 0, end);
+                    return;
+                }
+            },
+        };
+        server
+            .state
+            .traffic
+            .bytes_in
+            .fetch_add(out.a_to_b, Ordering::Relaxed);
+        server
+            .state
+            .traffic
+            .bytes_out
+            .fetch_add(out.b_to_a, Ordering::Relaxed);
+        if out.end == End::ServerAbort {
+            let why = "the server reset or broke the session";
+            server.state.traffic.failed(false, &why);
+        }
+        log(
+            Some(&server.id),
+            Some(connect),
+            out.a_to_b,
+            out.b_to_a,
+            out.end,
+        );
     }
-    relay(client, server, idle).await
+}
+
+/// The TLS handshake with the server, then the relay through it; boxed where
+/// it is made (a plain fn: an `async` block's `Box::pin` still leaves room for
+/// what it boxes), so that neither the handshake's state nor a rustls session
+/// take room in the task of every session, most of which speak no TLS to their
+/// server.
+fn relay_tls<'a, S>(
+    client: &'a mut S,
+    first: Option<First>,
+    pool: &'a crate::pool::Pool,
+    tls: &'a crate::tls::PoolTls,
+    server: &'a crate::pool::Server,
+    backend: TcpStream,
+) -> Pin<Box<impl Future<Output = Result<Relayed, upstream::UpstreamError>> + 'a>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    Box::pin(async move {
+        let mut b = upstream::connect_tls(pool, tls, server, backend).await?;
+        Ok(relay_from(client, &mut b, first, pool.server_timeout).await)
+    })
 }
 
 /// The result of a relay: bytes each way and how it ended.
@@ -298,10 +324,16 @@ enum Side {
 
 impl Half {
     fn new() -> Half {
+        Half::with((RelayBuf::take(), 0))
+    }
+
+    /// A direction whose reader was read before: the first `len` bytes of
+    /// `buf` are what it writes first.
+    fn with((buf, len): First) -> Half {
         Half {
-            buf: RelayBuf::take(),
+            buf,
             pos: 0,
-            cap: 0,
+            cap: len,
             eof: false,
             done: false,
             sink: false,
@@ -529,7 +561,21 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    drive(idle, |h, up, cx, progressed| {
+    relay_from(a, b, None, idle).await
+}
+
+/// [`relay`], sending `first` (bytes read from `a` before) to `b` first.
+fn relay_from<'a, A, B>(
+    a: &'a mut A,
+    b: &'a mut B,
+    first: Option<First>,
+    idle: Duration,
+) -> impl Future<Output = Relayed> + 'a
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    drive(idle, first, move |h, up, cx, progressed| {
         let copied = if up {
             h.poll_copy(cx, a, b, progressed, false)
         } else {
@@ -537,20 +583,28 @@ where
         };
         copied.map_ok(|_| ())
     })
-    .await
 }
 
 /// [`relay`] between two plain sockets: a direction that carries bulk data
 /// switches to splice(2), so its bytes no longer pass through user space.
 pub async fn relay_tcp(a: &mut TcpStream, b: &mut TcpStream, idle: Duration) -> Relayed {
-    drive(idle, |h, up, cx, progressed| {
+    relay_tcp_from(a, b, None, idle).await
+}
+
+/// [`relay_tcp`], sending `first` (bytes read from `a` before) to `b` first.
+fn relay_tcp_from<'a>(
+    a: &'a mut TcpStream,
+    b: &'a mut TcpStream,
+    first: Option<First>,
+    idle: Duration,
+) -> impl Future<Output = Relayed> + 'a {
+    drive(idle, first, move |h, up, cx, progressed| {
         if up {
             h.poll_tcp(cx, a, b, progressed)
         } else {
             h.poll_tcp(cx, b, a, progressed)
         }
     })
-    .await
 }
 
 /// The relay's loop: both directions (`step(half, a_to_b, ..)`), the idle timer.
@@ -559,71 +613,74 @@ pub async fn relay_tcp(a: &mut TcpStream, b: &mut TcpStream, idle: Duration) -> 
 /// one goes on to its EOF, bounded by the idle timeout, so what a peer sent before
 /// its socket broke is still delivered. Once only a drain is left, the session
 /// waits at most [`LINGER`] for the peer the last bytes went to to close.
-async fn drive<F>(idle: Duration, mut step: F) -> Relayed
+#[allow(clippy::manual_async_fn)] // (an `async fn` would keep its arguments twice)
+fn drive<F>(idle: Duration, first: Option<First>, mut step: F) -> impl Future<Output = Relayed>
 where
     F: FnMut(&mut Half, bool, &mut Context<'_>, &mut bool) -> Poll<Result<(), (Side, io::Error)>>,
 {
-    let mut h = Halves {
-        up: Half::new(),
-        down: Half::new(),
-        broke: None,
-    };
-    // when a lingering session ends at the latest
-    let mut linger: Option<tokio::time::Instant> = None;
-    let mut last = tokio::time::Instant::now();
-    let sleep = tokio::time::sleep(idle);
-    tokio::pin!(sleep);
-    let end = poll_fn(|cx| {
-        let mut progressed = false;
-        // a drain goes last: a fast uploader being drained would otherwise
-        // spend the task's budget before the server's last words are read
-        if !h.up.sink {
-            h.turn(&mut step, true, cx, &mut progressed);
-        }
-        h.turn(&mut step, false, cx, &mut progressed);
-        if h.up.sink {
-            // (also when `down`'s reader broke just now: `up` only drains
-            // from now on, and its reads are to be what wakes us)
-            h.turn(&mut step, true, cx, &mut progressed);
-        }
-        let (up, down) = (&h.up, &h.down);
-        if up.done && down.done {
-            return Poll::Ready(h.broke.unwrap_or(End::Ok));
-        }
-        if linger.is_none() && (up.done || up.sink) && (down.done || down.sink) {
-            // One direction passed everything on with its EOF; the other only
-            // drains the socket that went to. Its peer closes once it has read
-            // that, or is cut off (reset) after LINGER.
-            let until = tokio::time::Instant::now() + LINGER;
-            linger = Some(until);
-            if until < sleep.deadline() {
-                sleep.as_mut().reset(until);
+    async move {
+        let mut h = Halves {
+            up: first.map_or_else(Half::new, Half::with),
+            down: Half::new(),
+            broke: None,
+        };
+        // when a lingering session ends at the latest
+        let mut linger: Option<tokio::time::Instant> = None;
+        let mut last = tokio::time::Instant::now();
+        let sleep = tokio::time::sleep(idle);
+        tokio::pin!(sleep);
+        let end = poll_fn(|cx| {
+            let mut progressed = false;
+            // a drain goes last: a fast uploader being drained would otherwise
+            // spend the task's budget before the server's last words are read
+            if !h.up.sink {
+                h.turn(&mut step, true, cx, &mut progressed);
             }
-        }
-        if progressed {
-            // The timer is moved lazily: only when it fires do we look at `last`.
-            last = tokio::time::Instant::now();
-        }
-        while sleep.as_mut().poll(cx).is_ready() {
-            let idle_end = last + idle;
-            let deadline = linger.map_or(idle_end, |l| l.min(idle_end));
-            if deadline <= tokio::time::Instant::now() {
-                return Poll::Ready(h.broke.unwrap_or(End::IdleTimeout));
+            h.turn(&mut step, false, cx, &mut progressed);
+            if h.up.sink {
+                // (also when `down`'s reader broke just now: `up` only drains
+                // from now on, and its reads are to be what wakes us)
+                h.turn(&mut step, true, cx, &mut progressed);
             }
-            sleep.as_mut().reset(deadline);
+            let (up, down) = (&h.up, &h.down);
+            if up.done && down.done {
+                return Poll::Ready(h.broke.unwrap_or(End::Ok));
+            }
+            if linger.is_none() && (up.done || up.sink) && (down.done || down.sink) {
+                // One direction passed everything on with its EOF; the other only
+                // drains the socket that went to. Its peer closes once it has read
+                // that, or is cut off (reset) after LINGER.
+                let until = tokio::time::Instant::now() + LINGER;
+                linger = Some(until);
+                if until < sleep.deadline() {
+                    sleep.as_mut().reset(until);
+                }
+            }
+            if progressed {
+                // The timer is moved lazily: only when it fires do we look at `last`.
+                last = tokio::time::Instant::now();
+            }
+            while sleep.as_mut().poll(cx).is_ready() {
+                let idle_end = last + idle;
+                let deadline = linger.map_or(idle_end, |l| l.min(idle_end));
+                if deadline <= tokio::time::Instant::now() {
+                    return Poll::Ready(h.broke.unwrap_or(End::IdleTimeout));
+                }
+                sleep.as_mut().reset(deadline);
+            }
+            Poll::Pending
+        })
+        .await;
+        let spliced = h.up.spliced + h.down.spliced;
+        if spliced > 0 {
+            crate::metrics::TCP_SPLICED_BYTES.fetch_add(spliced, Ordering::Relaxed);
         }
-        Poll::Pending
-    })
-    .await;
-    let spliced = h.up.spliced + h.down.spliced;
-    if spliced > 0 {
-        crate::metrics::TCP_SPLICED_BYTES.fetch_add(spliced, Ordering::Relaxed);
-    }
-    Relayed {
-        a_to_b: h.up.amt,
-        b_to_a: h.down.amt,
-        spliced,
-        end,
+        Relayed {
+            a_to_b: h.up.amt,
+            b_to_a: h.down.amt,
+            spliced,
+            end,
+        }
     }
 }
 
@@ -848,6 +905,36 @@ mod tests {
         assert_eq!((r.a_to_b, r.b_to_a, r.end), (3 << 20, 5 << 20, End::Ok));
         // both directions went bulk early: nearly everything went through pipes
         assert!(r.spliced > 7 << 20, "only {} bytes spliced", r.spliced);
+    }
+
+    /// Bytes read from the client before the relay (its ClientHello, read to
+    /// route by) reach the server first, once, and count as the client's; in
+    /// both the spliced relay and the copying one.
+    #[tokio::test]
+    async fn what_was_read_before_the_relay_goes_first() {
+        for splicing in [true, false] {
+            let (mut client, mut proxy_a) = pair().await;
+            let (mut proxy_b, mut server) = pair().await;
+            let mut buf = RelayBuf::take();
+            buf[..5].copy_from_slice(b"hello");
+            let relay = tokio::spawn(async move {
+                let first = Some((buf, 5));
+                let idle = Duration::from_secs(30);
+                if splicing {
+                    relay_tcp_from(&mut proxy_a, &mut proxy_b, first, idle).await
+                } else {
+                    relay_from(&mut proxy_a, &mut proxy_b, first, idle).await
+                }
+            });
+            client.write_all(b", then more").await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"hello, then more");
+            server.shutdown().await.unwrap();
+            let r = relay.await.unwrap();
+            assert_eq!((r.a_to_b, r.b_to_a, r.end), (16, 0, End::Ok));
+        }
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! The server name of a TLS ClientHello, read from peeked bytes without
+//! The server name of a TLS ClientHello, read from the client's first bytes without
 //! terminating TLS (SNI passthrough routing, HAProxy's `req.ssl_sni`). The
 //! parser is total: any input gives an answer, never a panic.
 //!
@@ -10,13 +10,14 @@
 //! hello, this reads the same name, and that it routes by no name in a
 //! `server_name` extension rustls refuses.
 
+use crate::relaybuf::RelayBuf;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// The most ClientHello bytes looked at: one full TLS record and its header
 /// (a hello longer than about 16 KiB is refused).
 pub const MAX_PEEK: usize = 16 * 1024 + 5;
-// (the peek reads into a relay buffer)
+// (the hello is read into a relay buffer)
 const _: () = assert!(MAX_PEEK <= crate::relaybuf::RELAY_BUF);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,8 +72,9 @@ pub fn parse(buf: &[u8]) -> Peeked {
         [_, v, ..] if *v != 0x03 => return Peeked::NotTls,
         _ => {}
     }
-    // Gather the handshake bytes from the records there are.
-    let mut hs = Vec::new();
+    // Gather the handshake bytes from the records there are (borrowed while
+    // they are in one record, as a hello usually is: no allocation).
+    let mut hs: std::borrow::Cow<'_, [u8]> = std::borrow::Cow::Borrowed(&[]);
     let mut rest = buf;
     loop {
         if rest.len() < 5 {
@@ -91,7 +93,12 @@ pub fn parse(buf: &[u8]) -> Peeked {
             // that ends inside a record that has not all come yet waits for it
             break;
         }
-        hs.extend_from_slice(&rest[5..5 + len]);
+        let record = &rest[5..5 + len];
+        if hs.is_empty() {
+            hs = std::borrow::Cow::Borrowed(record);
+        } else {
+            hs.to_mut().extend_from_slice(record);
+        }
         rest = &rest[5 + len..];
         if hs.len() >= 4 {
             let need = 4 + ((hs[1] as usize) << 16 | (hs[2] as usize) << 8 | hs[3] as usize);
@@ -108,7 +115,7 @@ pub fn parse(buf: &[u8]) -> Peeked {
         return Peeked::NotTls;
     }
     let Some(body) = r.take(len) else {
-        // Longer than what can be peeked: not a ClientHello we can read.
+        // Longer than what is read: not a ClientHello we can read.
         return if len + 4 > MAX_PEEK {
             Peeked::NotTls
         } else {
@@ -190,7 +197,7 @@ fn server_name(list: &[u8]) -> Option<String> {
 
 /// Why no ClientHello could be read.
 #[derive(Debug, thiserror::Error)]
-pub enum PeekError {
+pub enum HelloError {
     #[error("no complete ClientHello within {0:?}")]
     Timeout(Duration),
     #[error("the client closed the connection before its ClientHello")]
@@ -199,40 +206,53 @@ pub enum PeekError {
     NotTls,
 }
 
-/// Waits (within `timeout`) for the client's ClientHello, without consuming it,
-/// and returns the name it asks for.
-pub async fn peek(stream: &TcpStream, timeout: Duration) -> Result<Option<String>, PeekError> {
+/// A client's ClientHello, read to route by, and what its server name is.
+pub struct Hello {
+    /// The server name it asks for (see [`Peeked::Hello`]).
+    pub name: Option<String>,
+    /// The bytes read from the client (the ClientHello, and whatever came with
+    /// it): the relay sends them on to the server first.
+    pub buf: RelayBuf,
+    pub len: usize,
+}
+
+/// Reads (within `timeout`) the client's ClientHello and the name it asks for.
+/// The bytes are read, not peeked, into a relay buffer that the relay then
+/// starts from, as HAProxy keeps them in its buffer: the kernel hands them over
+/// once, and a hello that comes in several segments (a post-quantum key share
+/// makes one longer than a 1,500-byte packet) is read as each arrives, not
+/// peeked again on a timer.
+pub async fn read_hello(stream: &TcpStream, timeout: Duration) -> Result<Hello, HelloError> {
     let deadline = tokio::time::Instant::now() + timeout;
+    let readable = || async {
+        tokio::time::timeout_at(deadline, stream.readable())
+            .await
+            .map_err(|_| HelloError::Timeout(timeout))?
+            .map_err(|_| HelloError::Closed)
+    };
     // a buffer only once the client sent something (one that stays silent
     // holds none), and a relay buffer: no 16 KiB zeroed for each connection
-    tokio::time::timeout_at(deadline, stream.readable())
-        .await
-        .map_err(|_| PeekError::Timeout(timeout))?
-        .map_err(|_| PeekError::Closed)?;
-    let mut whole = crate::relaybuf::RelayBuf::take();
-    let buf = &mut whole[..MAX_PEEK];
-    let mut backoff = Duration::from_millis(1);
+    readable().await?;
+    let mut buf = RelayBuf::take();
+    let mut len = 0;
     loop {
-        let n = tokio::time::timeout_at(deadline, stream.peek(buf))
-            .await
-            .map_err(|_| PeekError::Timeout(timeout))?
-            .map_err(|_| PeekError::Closed)?;
-        if n == 0 {
-            return Err(PeekError::Closed);
-        }
-        match parse(&buf[..n]) {
-            Peeked::Hello(sni) => return Ok(sni),
-            Peeked::NotTls => return Err(PeekError::NotTls),
-            Peeked::Incomplete if n == buf.len() => return Err(PeekError::NotTls),
-            Peeked::Incomplete => {
-                // the rest is on its way: peek again shortly (peek does not wait
-                // for more than what is there)
-                if tokio::time::Instant::now() + backoff > deadline {
-                    return Err(PeekError::Timeout(timeout));
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(50));
+        // (try_read clears the readiness when there is nothing: `readable`
+        // then waits for more)
+        let n = match stream.try_read(&mut buf[len..MAX_PEEK]) {
+            Ok(0) => return Err(HelloError::Closed),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                readable().await?;
+                continue;
             }
+            Err(_) => return Err(HelloError::Closed),
+        };
+        len += n;
+        match parse(&buf[..len]) {
+            Peeked::Hello(name) => return Ok(Hello { name, buf, len }),
+            Peeked::NotTls => return Err(HelloError::NotTls),
+            Peeked::Incomplete if len == MAX_PEEK => return Err(HelloError::NotTls),
+            Peeked::Incomplete => {}
         }
     }
 }
@@ -441,5 +461,78 @@ mod tests {
         assert_eq!(parse(&h), Peeked::Hello(Some("a.example".into())));
         // a record longer than TLS allows (2^14 bytes)
         assert_eq!(parse(&[0x16, 3, 1, 0x40, 0x01]), Peeked::NotTls);
+    }
+
+    /// Bytes waiting in `s`'s receive queue, unread.
+    fn queued(s: &TcpStream) -> usize {
+        use std::os::fd::AsRawFd;
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int to the pointer, which is to `n`
+        let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        n as usize
+    }
+
+    async fn pair() -> (std::net::TcpStream, TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        c.set_nodelay(true).unwrap();
+        let (s, _) = l.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        (c, TcpStream::from_std(s).unwrap())
+    }
+
+    /// A hello that comes in pieces is read as each piece comes (each taken
+    /// from the socket before the next is sent), and what it gives is every
+    /// byte the client sent, in order: the hello and what followed it.
+    #[tokio::test]
+    async fn a_hello_in_pieces_is_read_as_they_come_and_kept_whole() {
+        use std::future::Future;
+        use std::io::Write;
+        use std::task::Poll;
+        let (mut c, s) = pair().await;
+        let mut sent = hello(Some("db.example.com"));
+        sent.extend_from_slice(b"what came with it");
+        let read = read_hello(&s, Duration::from_secs(30));
+        tokio::pin!(read);
+        for piece in [&sent[..3], &sent[3..100]] {
+            c.write_all(piece).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            // polled until the piece is taken from the socket
+            while queued(&s) > 0 {
+                let polled = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+                assert!(polled.is_pending(), "done before the hello was whole");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the piece was not read"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+        c.write_all(&sent[100..]).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.name.as_deref(), Some("db.example.com"));
+        assert_eq!(&got.buf[..got.len], &sent[..]);
+    }
+
+    /// What is not a hello, a client gone before its hello, and a silent one.
+    #[tokio::test]
+    async fn no_hello_is_an_error_that_says_why() {
+        use std::io::Write;
+        let (mut c, s) = pair().await;
+        c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let r = read_hello(&s, Duration::from_secs(30)).await;
+        assert!(matches!(r, Err(HelloError::NotTls)), "{:?}", r.err());
+        let (mut c, s) = pair().await;
+        c.write_all(&hello(Some("a.example"))[..20]).unwrap();
+        drop(c);
+        let r = read_hello(&s, Duration::from_secs(30)).await;
+        assert!(matches!(r, Err(HelloError::Closed)), "{:?}", r.err());
+        let (_c, s) = pair().await;
+        let r = read_hello(&s, Duration::from_millis(50)).await;
+        assert!(matches!(r, Err(HelloError::Timeout(_))), "{:?}", r.err());
     }
 }
