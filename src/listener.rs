@@ -373,6 +373,18 @@ fn tcp_session(
     let plane = Arc::clone(&ctx.plane);
     let addr = ctx.addr;
     Box::pin(async move {
+        // A ClientHello to route by that has come already is read before the
+        // socket is registered (after a PROXY header, it is read after that).
+        let early = match (layers.sni_hello, &layers.pp) {
+            (Some(_), None) => match crate::tls::sni::read_now(&stream) {
+                Ok(got) => got,
+                Err(e) => {
+                    tracing::debug!(%addr, %peer, error = %e, "connection closed: no TLS ClientHello to route on");
+                    return;
+                }
+            },
+            _ => None,
+        };
         // (as the HTTP branch of `accept_loop` does: the two steps in a
         // helper's future of their own cost ~300 instructions a connection)
         let Some(mut stream) = register(stream, peer) else {
@@ -391,7 +403,7 @@ fn tcp_session(
         // (a tcp listener that routes TLS it passes through by its server name)
         let hello = match layers.sni_hello {
             None => None,
-            Some(within) => match crate::tls::sni::read_hello(&stream, within).await {
+            Some(within) => match crate::tls::sni::read_hello(&stream, within, early).await {
                 Ok(hello) => Some(hello),
                 Err(e) => {
                     tracing::debug!(%addr, %peer, error = %e, "connection closed: no TLS ClientHello to route on");

@@ -216,13 +216,34 @@ pub struct Hello {
     pub len: usize,
 }
 
-/// Reads (within `timeout`) the client's ClientHello and the name it asks for.
+/// What the client has sent already, read from its socket before the socket
+/// is registered with the reactor (as an HTTP connection's first request is):
+/// a ClientHello usually comes right behind the TCP handshake, and one that is
+/// there costs no wait for readiness, no timer and no wake-up. None: nothing
+/// has come yet.
+pub fn read_now(stream: &std::net::TcpStream) -> Result<Option<(RelayBuf, usize)>, HelloError> {
+    use std::io::Read;
+    let mut buf = RelayBuf::take();
+    match (&*stream).read(&mut buf[..MAX_PEEK]) {
+        Ok(0) => Err(HelloError::Closed),
+        Ok(n) => Ok(Some((buf, n))),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        Err(_) => Err(HelloError::Closed),
+    }
+}
+
+/// Reads (within `timeout`) the client's ClientHello and the name it asks for,
+/// after what [`read_now`] got, if anything.
 /// The bytes are read, not peeked, into a relay buffer that the relay then
 /// starts from, as HAProxy keeps them in its buffer: the kernel hands them over
 /// once, and a hello that comes in several segments (a post-quantum key share
 /// makes one longer than a 1,500-byte packet) is read as each arrives, not
 /// peeked again on a timer.
-pub async fn read_hello(stream: &TcpStream, timeout: Duration) -> Result<Hello, HelloError> {
+pub async fn read_hello(
+    stream: &TcpStream,
+    timeout: Duration,
+    got: Option<(RelayBuf, usize)>,
+) -> Result<Hello, HelloError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let readable = || async {
         tokio::time::timeout_at(deadline, stream.readable())
@@ -230,29 +251,32 @@ pub async fn read_hello(stream: &TcpStream, timeout: Duration) -> Result<Hello, 
             .map_err(|_| HelloError::Timeout(timeout))?
             .map_err(|_| HelloError::Closed)
     };
-    // a buffer only once the client sent something (one that stays silent
-    // holds none), and a relay buffer: no 16 KiB zeroed for each connection
-    readable().await?;
-    let mut buf = RelayBuf::take();
-    let mut len = 0;
+    let (mut buf, mut len) = match got {
+        Some(got) => got,
+        None => {
+            // a buffer only once the client sent something (one that stays
+            // silent holds none), and a relay buffer: no 16 KiB zeroed for
+            // each connection
+            readable().await?;
+            (RelayBuf::take(), 0)
+        }
+    };
     loop {
+        if len > 0 {
+            match parse(&buf[..len]) {
+                Peeked::Hello(name) => return Ok(Hello { name, buf, len }),
+                Peeked::NotTls => return Err(HelloError::NotTls),
+                Peeked::Incomplete if len == MAX_PEEK => return Err(HelloError::NotTls),
+                Peeked::Incomplete => {}
+            }
+        }
         // (try_read clears the readiness when there is nothing: `readable`
         // then waits for more)
-        let n = match stream.try_read(&mut buf[len..MAX_PEEK]) {
+        match stream.try_read(&mut buf[len..MAX_PEEK]) {
             Ok(0) => return Err(HelloError::Closed),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                readable().await?;
-                continue;
-            }
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => readable().await?,
             Err(_) => return Err(HelloError::Closed),
-        };
-        len += n;
-        match parse(&buf[..len]) {
-            Peeked::Hello(name) => return Ok(Hello { name, buf, len }),
-            Peeked::NotTls => return Err(HelloError::NotTls),
-            Peeked::Incomplete if len == MAX_PEEK => return Err(HelloError::NotTls),
-            Peeked::Incomplete => {}
         }
     }
 }
@@ -493,7 +517,7 @@ mod tests {
         let (mut c, s) = pair().await;
         let mut sent = hello(Some("db.example.com"));
         sent.extend_from_slice(b"what came with it");
-        let read = read_hello(&s, Duration::from_secs(30));
+        let read = read_hello(&s, Duration::from_secs(30), None);
         tokio::pin!(read);
         for piece in [&sent[..3], &sent[3..100]] {
             c.write_all(piece).unwrap();
@@ -518,21 +542,71 @@ mod tests {
         assert_eq!(&got.buf[..got.len], &sent[..]);
     }
 
+    /// What has come is read before the socket is registered: nothing yet,
+    /// a whole hello (then routed without waiting), or a piece of one that
+    /// `read_hello` goes on from.
+    #[tokio::test]
+    async fn what_has_come_is_read_before_registering() {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let h = hello(Some("db.example.com"));
+        for (cut, whole) in [(h.len(), true), (50, false)] {
+            let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            c.set_nodelay(true).unwrap();
+            let (s, _) = l.accept().unwrap();
+            s.set_nonblocking(true).unwrap();
+            assert!(matches!(read_now(&s), Ok(None)));
+            c.write_all(&h[..cut]).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let got = loop {
+                if let Some(got) = read_now(&s).unwrap() {
+                    break got;
+                }
+                assert!(std::time::Instant::now() < deadline, "nothing read");
+                std::thread::yield_now();
+            };
+            assert_eq!(&got.0[..got.1], &h[..cut]);
+            let s = TcpStream::from_std(s).unwrap();
+            if !whole {
+                c.write_all(&h[cut..]).unwrap();
+            }
+            let r = read_hello(&s, Duration::from_secs(10), Some(got))
+                .await
+                .unwrap();
+            assert_eq!(
+                (r.name.as_deref(), &r.buf[..r.len]),
+                (Some("db.example.com"), &h[..])
+            );
+        }
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        drop(c);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match read_now(&s) {
+                Ok(None) => assert!(std::time::Instant::now() < deadline, "no EOF"),
+                r => break assert!(matches!(r, Err(HelloError::Closed)), "{:?}", r.err()),
+            }
+            std::thread::yield_now();
+        }
+    }
+
     /// What is not a hello, a client gone before its hello, and a silent one.
     #[tokio::test]
     async fn no_hello_is_an_error_that_says_why() {
         use std::io::Write;
         let (mut c, s) = pair().await;
         c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-        let r = read_hello(&s, Duration::from_secs(30)).await;
+        let r = read_hello(&s, Duration::from_secs(30), None).await;
         assert!(matches!(r, Err(HelloError::NotTls)), "{:?}", r.err());
         let (mut c, s) = pair().await;
         c.write_all(&hello(Some("a.example"))[..20]).unwrap();
         drop(c);
-        let r = read_hello(&s, Duration::from_secs(30)).await;
+        let r = read_hello(&s, Duration::from_secs(30), None).await;
         assert!(matches!(r, Err(HelloError::Closed)), "{:?}", r.err());
         let (_c, s) = pair().await;
-        let r = read_hello(&s, Duration::from_millis(50)).await;
+        let r = read_hello(&s, Duration::from_millis(50), None).await;
         assert!(matches!(r, Err(HelloError::Timeout(_))), "{:?}", r.err());
     }
 }
