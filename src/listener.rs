@@ -824,13 +824,6 @@ async fn handshake(
 /// KiB), so that it gets a FIN, not the reset of a socket closed with unread
 /// bytes (a tcp listener that routes by SNI and got no ClientHello).
 fn close_read(stream: &tokio::net::TcpStream) {
-    let mut sink = [0u8; 4096];
-    let mut left: usize = 64 * 1024;
-    while left > 0 {
-        match stream.try_read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => left = left.saturating_sub(n),
-        }
-    }
+    proxy::tcp::drain_now(stream, 64 * 1024);
     let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
 }

@@ -3,7 +3,7 @@
 //! was read to route by) and give it back when done, so a
 //! new connection zeroes no buffer: a fresh `vec![0; 32 KiB]` per direction
 //! cost 66,000 of the 116,000 instructions callgrind counted for a TLS
-//! connection passed through by its server name, and the SNI peek's zeroed
+//! connection passed through by its server name, and the former SNI peek's zeroed
 //! 16 KiB another 16,000 (bench/RESULTS.md). What an earlier session left in
 //! a buffer is never sent: a relay writes out only what it read into it. That
 //! holds as long as its readers fill what they say they read (`ReadBuf::new`

@@ -1,9 +1,9 @@
-//! The SNI peek parser (`tls::sni::parse`, which routes TLS passthrough and TCP
+//! The SNI parser (`tls::sni::parse`, which routes TLS passthrough and TCP
 //! listeners by name) against rustls, the TLS stack rampart terminates with.
 //!
 //! - Never a panic.
 //! - Bytes that arrive in pieces give the same answer: every prefix of an input
-//!   reads as `Incomplete` or as the whole input's answer (`peek` decides on the
+//!   reads as `Incomplete` or as the whole input's answer (`read_hello` decides on the
 //!   first answer that is not `Incomplete`).
 //! - Where rustls reads a ClientHello from the input, rampart reads the same one:
 //!   the same server name, or none where rustls finds none (but an IP address,
@@ -55,7 +55,7 @@ fn norm(name: &str) -> String {
 }
 
 fuzz_target!(|data: &[u8]| {
-    // what `peek` sees at most
+    // what `read_hello` reads at most
     let data = &data[..data.len().min(MAX_PEEK)];
     let whole = parse(data);
 

@@ -53,6 +53,24 @@ pub struct Session {
 /// holds them).
 pub type First = (RelayBuf, usize);
 
+/// Reads and drops what `stream`'s peer has sent and is there to read now, up
+/// to `max` bytes, with the system's own reads: not through tokio's readiness,
+/// which a socket whose first bytes were read before it was registered
+/// (`sni::read_now`) may not have yet (tokio's `try_read` would then read
+/// nothing, and closing the socket with bytes unread resets the client).
+pub fn drain_now(stream: &TcpStream, max: usize) {
+    use std::io::Read;
+    let sock = socket2::SockRef::from(stream);
+    let mut sink = [0u8; 4096];
+    let mut left = max;
+    while left > 0 {
+        match (&*sock).read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
 /// Reads and drops what `client` has sent and is there to read now, up to
 /// `max` bytes; never waits for more.
 async fn read_what_came<S: AsyncRead + Unpin>(client: &mut S, max: usize) {
@@ -122,9 +140,13 @@ where
                     grpc_status: None,
                     sni: session.sni.as_deref(),
                 });
-                // read whatever else came after the ClientHello before closing, so that the client gets a FIN, not the reset
-                // of a socket closed with unread bytes
-                read_what_came(&mut client, 64 * 1024).await;
+                // read whatever else came after the ClientHello before closing,
+                // so that the client gets a FIN, not the reset of a socket
+                // closed with unread bytes
+                match (&mut client as &mut dyn Any).downcast_mut::<TcpStream>() {
+                    Some(c) => drain_now(c, 64 * 1024),
+                    None => read_what_came(&mut client, 64 * 1024).await,
+                }
                 let _ = tokio::io::AsyncWriteExt::shutdown(&mut client).await;
                 return;
             }

@@ -270,8 +270,8 @@ pub async fn read_hello(
                 Peeked::Incomplete => {}
             }
         }
-        // (try_read clears the readiness when there is nothing: `readable`
-        // then waits for more)
+        // (try_read clears the readiness when there is nothing, or there was
+        // none: `readable` then waits for more)
         match stream.try_read(&mut buf[len..MAX_PEEK]) {
             Ok(0) => return Err(HelloError::Closed),
             Ok(n) => len += n,
@@ -488,8 +488,7 @@ mod tests {
     }
 
     /// Bytes waiting in `s`'s receive queue, unread.
-    fn queued(s: &TcpStream) -> usize {
-        use std::os::fd::AsRawFd;
+    fn queued(s: &impl std::os::fd::AsRawFd) -> usize {
         let mut n: libc::c_int = 0;
         // SAFETY: FIONREAD writes one c_int to the pointer, which is to `n`
         let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) };
@@ -522,7 +521,14 @@ mod tests {
         for piece in [&sent[..3], &sent[3..100]] {
             c.write_all(piece).unwrap();
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            // polled until the piece is taken from the socket
+            // the piece has come; then polled until it is taken from the socket
+            while queued(&s) < piece.len() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the piece did not come"
+                );
+                tokio::task::yield_now().await;
+            }
             while queued(&s) > 0 {
                 let polled = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
                 assert!(polled.is_pending(), "done before the hello was whole");
@@ -544,13 +550,14 @@ mod tests {
 
     /// What has come is read before the socket is registered: nothing yet,
     /// a whole hello (then routed without waiting), or a piece of one that
-    /// `read_hello` goes on from.
+    /// `read_hello` goes on from, whether the rest comes after the socket is
+    /// registered or before (then its readiness is there at registration).
     #[tokio::test]
     async fn what_has_come_is_read_before_registering() {
         use std::io::Write;
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let h = hello(Some("db.example.com"));
-        for (cut, whole) in [(h.len(), true), (50, false)] {
+        for (cut, rest_first) in [(h.len(), false), (50, false), (50, true)] {
             let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
             c.set_nodelay(true).unwrap();
             let (s, _) = l.accept().unwrap();
@@ -566,8 +573,18 @@ mod tests {
                 std::thread::yield_now();
             };
             assert_eq!(&got.0[..got.1], &h[..cut]);
+            if rest_first {
+                c.write_all(&h[cut..]).unwrap();
+                while queued(&s) < h.len() - cut {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "the rest did not come"
+                    );
+                    std::thread::yield_now();
+                }
+            }
             let s = TcpStream::from_std(s).unwrap();
-            if !whole {
+            if !rest_first {
                 c.write_all(&h[cut..]).unwrap();
             }
             let r = read_hello(&s, Duration::from_secs(10), Some(got))

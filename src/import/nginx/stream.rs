@@ -237,11 +237,11 @@ impl Importer {
                                     .unwrap_or_default(),
                             ) && preread => self.approx(
                                 e,
-                                "rampart peeks the ClientHello's server name for the listener's routes; a connection that does not start with one is closed (nginx passes it on with an empty name)",
+                                "rampart reads the ClientHello's server name for the listener's routes; a connection that does not start with one is closed (nginx passes it on with an empty name)",
                             ),
                             "ssl_preread" => self.approx(
                                 e,
-                                "rampart peeks the SNI itself for routes with sni (none imported)",
+                                "rampart reads the SNI itself for routes with sni (none imported)",
                             ),
                             _ => self.unsupported(e, "no rampart equivalent is mapped"),
                         }
