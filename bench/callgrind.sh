@@ -54,8 +54,10 @@
 #                 (in the sni row the TLS backend shares CPU 0 with wrk and
 #                 bounds the rate: the CPU per connection is the figure)
 #   SYSCALLS=1 ROWS="keepalive h2c post64k" bench/callgrind.sh
-#                 system calls per 100 requests (strace -c, not valgrind; the
-#                 rows counted by h2load requests, not the wrk-based `close`)
+#                 system calls per 100 requests (strace -c, not valgrind); in
+#                 the rows of a new connection per request (`close`, `sni`),
+#                 per 100 connections over 5 s of wrk, with each call's
+#                 count a connection
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n1=${1:-2000}
@@ -363,11 +365,36 @@ wall_close() {
   echo "$name: $(( reqs / 10 )) connections a second, the proxy's CPU $(( (t1 - t0) * 1000000 / hz / reqs )) us a connection ($reqs in 10 s)"
 }
 
+# SYSCALLS=1: NAME URL CMD... system calls a connection, strace -c on every
+# thread of the proxy during 5 s of wrk (strace slows the proxy down; the
+# count a connection is the figure), the calls that make them up listed
+syscalls_close() {
+  local name=$1 url=$2; shift 2
+  "$@" >/dev/null 2>"$d/st.$name.err" &
+  local pid=$!
+  for _ in $(seq 300); do curl -sk -o /dev/null "$url" && break; sleep 0.1; done
+  kill -0 $pid 2>/dev/null || { echo "$name: did not start: $(cat "$d/st.$name.err")"; return 0; }
+  # shellcheck disable=SC2046
+  strace -f -c -o "$d/st.$name" $(ls /proc/$pid/task | sed 's/^/-p /') 2>/dev/null &
+  local sp=$!
+  for _ in $(seq 100); do grep -q '^TracerPid:[[:space:]]*[1-9]' /proc/$pid/status && break; sleep 0.05; done
+  local reqs
+  reqs=$(taskset -c 0 wrk -t1 -c10 -d5s -H "Connection: close" "$url" | awk '/requests in/ {print $1}')
+  kill -INT $sp; wait $sp || true
+  kill -TERM $pid; wait $pid || true
+  [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$d/st.$name" "$KEEP"/
+  [ "${reqs:-0}" -gt 0 ] || { echo "$name: wrk counted no request"; return 0; }
+  local total
+  total=$(awk '$NF == "total" {print $4}' "$d/st.$name")
+  echo "$name: $(( total * 100 / reqs )) system calls per 100 connections ($total for $reqs):" \
+    "$(awk -v r="$reqs" '$1 ~ /^[0-9.]+$/ && $NF != "total" {printf "%s %.2f, ", $NF, $4 / r}' "$d/st.$name")"
+}
+
 per_close() { # NAME URL CMD...
   local name=$1 url=$2; shift 2
   asked "$name" || return 0
   if [ -n "${WALL:-}" ]; then wall_close "$name" "$url" "$@"; return 0; fi
-  if [ -n "${SYSCALLS:-}" ]; then echo "$name: not counted with SYSCALLS"; return 0; fi
+  if [ -n "${SYSCALLS:-}" ]; then syscalls_close "$name" "$url" "$@"; return 0; fi
   local a b
   read -r ia ra < <(run_close "$name" 3 "$url" "$@")
   read -r ib rb < <(run_close "$name" 9 "$url" "$@")

@@ -398,7 +398,10 @@ fn tcp_session(
         };
         let local = match reached {
             Some(a) => a,
-            None => stream.local_addr().unwrap_or(addr),
+            // a wildcard bind: the address this client reached (one system
+            // call, only for such listeners, as for HTTP)
+            None if addr.ip().is_unspecified() => stream.local_addr().unwrap_or(addr),
+            None => addr,
         };
         // (a tcp listener that routes TLS it passes through by its server name)
         let hello = match layers.sni_hello {
