@@ -233,9 +233,9 @@ async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
                 };
                 // Each connection's future is boxed as it is spawned: tokio
                 // copies a task's future into its cell and from stage to stage
-                // (seven copies of a 1.8 KB future a connection), where a box is
-                // one allocation and one copy (716 fewer instructions a
-                // connection, bench/RESULTS.md).
+                // (seven copies a connection), where a box is one allocation
+                // and one copy (about 500 fewer instructions a connection in
+                // the `close` row, bench/RESULTS.md).
                 let h = if layers.is_none() {
                     // the usual case: the connection's own future, nothing wrapped
                     // around it (a wrapper cost ~1,500 instructions a connection),
@@ -416,7 +416,7 @@ fn tcp_session(
             },
         };
         let (sni, first) = match hello {
-            Some(h) => (h.name, Some((h.buf, h.len))),
+            Some(h) => (h.name, Some(proxy::tcp::First::Buf(h.buf, h.len))),
             None => (None, None),
         };
         let session = proxy::tcp::Session {

@@ -1294,7 +1294,7 @@ async fn a_passthrough_route_reads_the_server_name_as_rustls_does() {
     let (admin, edge) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
     let body = format!(
         "\n[[listener]]\nname = \"edge\"\nbind = [\"{edge}\"]\nmode = \"tcp\"\npool = \"d\"\n  [[listener.route]]\n  sni = \"db.example.com\"\n  pool = \"a\"\n  [[listener.route]]\n  sni = \"192.0.2.1\"\n  pool = \"a\"\n"
-    ) + &pool("a", "", a)
+    ) + &pool("a", "max_connections_per_server = 1", a)
         + &pool("d", "", d);
     let _p = Proxy::start(&config(admin, "", &body), &[edge]).await;
     let totals = || async {
@@ -1328,6 +1328,13 @@ async fn a_passthrough_route_reads_the_server_name_as_rustls_does() {
     // the proxy reads the hello to route by, and all of it reaches the server,
     // once and in order (whether the proxy reads the pieces apart or some of
     // them together varies; src/tls/sni.rs's tests read them apart)
+    // It waits in pool a's queue (one connection a server) behind a session
+    // held open, holding what it sent without its relay buffer meanwhile.
+    let mut held = tokio::net::TcpStream::connect(edge).await.unwrap();
+    let h = client_hello("db.example.com");
+    held.write_all(&h).await.unwrap();
+    let mut echo = vec![0u8; h.len()];
+    held.read_exact(&mut echo).await.unwrap();
     let mut sent = client_hello("db.example.com");
     sent.extend_from_slice(b"and what came after it");
     let mut s = tokio::net::TcpStream::connect(edge).await.unwrap();
@@ -1335,6 +1342,17 @@ async fn a_passthrough_route_reads_the_server_name_as_rustls_does() {
     for piece in [&sent[..3], &sent[3..200], &sent[200..]] {
         s.write_all(piece).await.unwrap();
     }
+    wait_until(
+        Duration::from_secs(10),
+        "a session queued in pool a",
+        || async {
+            pool_view(admin, "a").await["priority"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["queued"] == 1))
+        },
+    )
+    .await;
+    drop(held);
     let mut got = vec![0u8; sent.len()];
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
         .await
@@ -1342,7 +1360,7 @@ async fn a_passthrough_route_reads_the_server_name_as_rustls_does() {
         .unwrap();
     assert_eq!(got, sent);
     drop(s);
-    assert_eq!(totals().await, [3, 1]);
+    assert_eq!(totals().await, [4, 1]);
 
     // The same hello with its one name entry rewritten in place into two: one
     // of an unknown name type, whose length has no defined encoding (RFC 6066
@@ -1364,7 +1382,7 @@ async fn a_passthrough_route_reads_the_server_name_as_rustls_does() {
     let at = h.windows(9).position(|w| w == b"abcdefghi").unwrap();
     h.splice(at..at + 9, b"192.0.2.1".iter().copied());
     assert!(send(h).await);
-    assert_eq!(totals().await, [4, 1]);
+    assert_eq!(totals().await, [5, 1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,9 +49,40 @@ pub struct Session {
     pub tls: Option<Box<crate::tls::TlsInfo>>,
 }
 
-/// Bytes read from the client before its relay (a buffer and how much of it
-/// holds them).
-pub type First = (RelayBuf, usize);
+/// Bytes read from the client before its relay (its ClientHello, read to
+/// route by).
+#[derive(Debug)]
+pub enum First {
+    /// The first `len` bytes of a relay buffer, which the relay's client
+    /// direction starts from.
+    Buf(RelayBuf, usize),
+    /// Copied out of it while the session may wait in a pool's queue, so that
+    /// a queued session holds no 32 KiB buffer (a pool with a connection
+    /// limit; HAProxy holds its 16 KiB buffer there).
+    Held(Box<[u8]>),
+}
+
+impl First {
+    fn hold(self) -> First {
+        match self {
+            First::Buf(buf, len) => First::Held(buf[..len].into()),
+            held => held,
+        }
+    }
+
+    fn into_buf(self) -> (RelayBuf, usize) {
+        match self {
+            First::Buf(buf, len) => (buf, len),
+            First::Held(bytes) => {
+                let mut buf = RelayBuf::take();
+                // (at most MAX_PEEK bytes, less than a relay buffer)
+                let len = bytes.len().min(buf.len());
+                buf[..len].copy_from_slice(&bytes[..len]);
+                (buf, len)
+            }
+        }
+    }
+}
 
 /// Reads and drops what `stream`'s peer has sent and is there to read now, up
 /// to `max` bytes, with the system's own reads: not through tokio's readiness,
@@ -176,6 +207,10 @@ where
         // byte is relayed.
         let mut lc = Lifecycle::new(Arc::clone(&pool), key, crate::rules::Priority::Normal)
             .reached_any_way();
+        if pool.max_conn_per_server > 0 {
+            // it may wait in the queue: what was read waits without its buffer
+            session.first = session.first.take().map(First::hold);
+        }
         let (guard, mut backend, connect) = loop {
             let mut guard = match lc.acquire().await {
                 Ok(g) => g,
@@ -328,6 +363,12 @@ struct Half {
     no_pipe: bool,
     /// Of `amt`, the bytes that went through the pipe.
     spliced: u64,
+    /// The other direction read its reader to its EOF and is done (set before
+    /// each step): once this one is at EOF too the session closes both
+    /// sockets, so a plain socket's writer needs no shutdown first (its close
+    /// sends the FIN: nothing is left unread in it). HAProxy and nginx make
+    /// no such shutdown either; a TLS writer still sends its close_notify.
+    close_follows: bool,
 }
 
 /// How a copy ended when it may hand over to splice.
@@ -346,12 +387,13 @@ enum Side {
 
 impl Half {
     fn new() -> Half {
-        Half::with((RelayBuf::take(), 0))
+        Half::with(First::Buf(RelayBuf::take(), 0))
     }
 
-    /// A direction whose reader was read before: the first `len` bytes of
-    /// `buf` are what it writes first.
-    fn with((buf, len): First) -> Half {
+    /// A direction whose reader was read before: what was read is what it
+    /// writes first.
+    fn with(first: First) -> Half {
+        let (buf, len) = first.into_buf();
         Half {
             buf,
             pos: 0,
@@ -364,12 +406,14 @@ impl Half {
             pipe: None,
             held: 0,
             no_pipe: false,
+            close_follows: false,
             spliced: 0,
         }
     }
 
     /// Moves bytes from `r` to `w` until `r` would block (or is done). Ready(Done)
-    /// once `r` reached EOF and `w` was shut down; with `to_bulk`, Ready(Bulk) when
+    /// once `r` reached EOF and `w` was shut down (`plain`: a plain socket,
+    /// not shut down when the close follows); with `to_bulk`, Ready(Bulk) when
     /// a read filled the buffer and it is written out.
     fn poll_copy<R, W>(
         &mut self,
@@ -377,7 +421,7 @@ impl Half {
         r: &mut R,
         w: &mut W,
         progressed: &mut bool,
-        to_bulk: bool,
+        (to_bulk, plain): (bool, bool),
     ) -> Poll<Result<Copied, (Side, io::Error)>>
     where
         R: AsyncRead + Unpin + ?Sized,
@@ -437,6 +481,10 @@ impl Half {
                 }
             }
             if self.eof {
+                if plain && self.close_follows {
+                    self.done = true;
+                    return Poll::Ready(Ok(Copied::Done));
+                }
                 return match Pin::new(&mut *w).poll_shutdown(cx) {
                     Poll::Pending => Poll::Pending,
                     // The peer may already be gone; the direction is finished either way.
@@ -464,7 +512,7 @@ impl Half {
         }
         loop {
             let Some(pipe) = &self.pipe else {
-                match ready!(self.poll_copy(cx, r, w, progressed, !self.no_pipe))? {
+                match ready!(self.poll_copy(cx, r, w, progressed, (!self.no_pipe, true)))? {
                     Copied::Done => return Poll::Ready(Ok(())),
                     Copied::Bulk => match splice::Pipe::new() {
                         Ok(p) => {
@@ -527,7 +575,12 @@ impl Half {
             if !self.eof {
                 continue;
             }
-            // all passed on, and `r` is at EOF: pass the EOF on
+            // all passed on, and `r` is at EOF: pass the EOF on (by the
+            // close, when that follows)
+            if self.close_follows {
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
             return match Pin::new(&mut *w).poll_shutdown(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(_) => {
@@ -599,9 +652,9 @@ where
 {
     drive(idle, first, move |h, up, cx, progressed| {
         let copied = if up {
-            h.poll_copy(cx, a, b, progressed, false)
+            h.poll_copy(cx, a, b, progressed, (false, false))
         } else {
-            h.poll_copy(cx, b, a, progressed, false)
+            h.poll_copy(cx, b, a, progressed, (false, false))
         };
         copied.map_ok(|_| ())
     })
@@ -747,6 +800,7 @@ impl Halves {
         } else {
             (&mut self.down, &mut self.up)
         };
+        this.close_follows = other.done && other.eof;
         while !this.done {
             let Poll::Ready(Err((side, e))) = step(this, up, cx, progressed) else {
                 return;
@@ -929,6 +983,61 @@ mod tests {
         assert!(r.spliced > 7 << 20, "only {} bytes spliced", r.spliced);
     }
 
+    /// A session whose server answered and closed, and whose client then
+    /// closed: the last EOF is passed on by the close that ends the session
+    /// (no shutdown first), and each peer still reads all it was sent, then a
+    /// FIN, not a reset; with the answer copied and with it spliced.
+    #[tokio::test]
+    async fn the_last_eof_is_passed_on_by_the_close() {
+        for len in [100, 256 * 1024] {
+            let (mut client, mut proxy_a) = pair().await;
+            let (mut proxy_b, mut server) = pair().await;
+            let relay = tokio::spawn(async move {
+                relay_tcp(&mut proxy_a, &mut proxy_b, Duration::from_secs(30)).await
+            });
+            client.write_all(b"request").await.unwrap();
+            let mut got = [0u8; 7];
+            server.read_exact(&mut got).await.unwrap();
+            let answer = pattern(len, 3);
+            server.write_all(&answer).await.unwrap();
+            server.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            client.read_to_end(&mut back).await.unwrap();
+            assert!(
+                back == answer,
+                "{} of {len} bytes, or other bytes",
+                back.len()
+            );
+            client.write_all(b", and goodbye").await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            server.read_to_end(&mut rest).await.unwrap();
+            assert_eq!(rest, b", and goodbye");
+            let r = relay.await.unwrap();
+            assert_eq!((r.a_to_b, r.b_to_a, r.end), (20, len as u64, End::Ok));
+            assert!(server.take_error().unwrap().is_none());
+            assert!(client.take_error().unwrap().is_none());
+        }
+    }
+
+    /// What was read, copied out while a session may wait in a queue, comes
+    /// back whole into a relay buffer.
+    #[test]
+    fn what_was_read_is_held_without_its_buffer_and_given_back() {
+        let mut buf = RelayBuf::take();
+        buf[..5].copy_from_slice(b"hello");
+        let held = First::Buf(buf, 5).hold();
+        assert!(
+            matches!(&held, First::Held(b) if &b[..] == b"hello"),
+            "{held:?}"
+        );
+        let (buf, len) = held.hold().into_buf();
+        assert_eq!(
+            (&buf[..len], buf.len()),
+            (&b"hello"[..], crate::relaybuf::RELAY_BUF)
+        );
+    }
+
     /// Bytes read from the client before the relay (its ClientHello, read to
     /// route by) reach the server first, once, and count as the client's; in
     /// both the spliced relay and the copying one.
@@ -940,7 +1049,7 @@ mod tests {
             let mut buf = RelayBuf::take();
             buf[..5].copy_from_slice(b"hello");
             let relay = tokio::spawn(async move {
-                let first = Some((buf, 5));
+                let first = Some(First::Buf(buf, 5));
                 let idle = Duration::from_secs(30);
                 if splicing {
                     relay_tcp_from(&mut proxy_a, &mut proxy_b, first, idle).await
