@@ -87,8 +87,9 @@ if want grpc; then
   grpcecho=$PWD/target/release/examples/grpcecho
 fi
 d=$(mktemp -d /tmp/rampart-callgrind-XXXX)
-# KEEP=dir: keep the callgrind output files there (for callgrind_annotate)
-trap '[ -n "${echo_pid:-}" ] && kill $echo_pid 2>/dev/null; nginx -c $d/backend.conf -s stop 2>/dev/null || true; if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp $d/cg.*[0-9] "$KEEP"/; fi; rm -rf $d' EXIT
+# KEEP=dir: keep the callgrind output files there (for callgrind_annotate; with
+# SYSCALLS=1, strace's tables)
+trap '[ -n "${echo_pid:-}" ] && kill $echo_pid 2>/dev/null; nginx -c $d/backend.conf -s stop 2>/dev/null || true; if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp $d/cg.*[0-9] "$KEEP"/ 2>/dev/null || true; fi; rm -rf $d' EXIT
 cd "$d"
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out key.pem 2>/dev/null
 openssl req -x509 -new -key key.pem -subj /CN=bench.example.com -addext subjectAltName=DNS:bench.example.com -days 30 -out cert.pem 2>/dev/null
@@ -343,7 +344,7 @@ run_close() { # run_close NAME SECS URL CMD...
   for _ in $(seq 300); do curl -sk -o /dev/null "$url" && break; sleep 0.1; done
   started "$pid"
   local reqs
-  reqs=$(taskset -c 0 wrk -t1 -c10 -d"${secs}s" -H "Connection: close" "$url" | awk '/requests in/ {print $1}')
+  reqs=$(taskset -c 0 wrk -t1 -c10 -d"${secs}s" -H "Connection: close" "$url" | awk '/requests in/ {print $1}') || true
   kill -TERM $pid; wait $pid || true
   echo "$(grep -E '^(summary|totals):' "$d/cg.$name.$secs" | head -1 | awk '{print $2}') $reqs"
 }
@@ -358,7 +359,7 @@ wall_close() {
   hz=$(getconf CLK_TCK)
   kill -0 $pid 2>/dev/null || { echo "$name: did not start: $(cat "$d/wall.$name.err")"; return 0; }
   t0=$(awk '{print $14 + $15}' /proc/$pid/stat)
-  reqs=$(taskset -c 0 wrk -t1 -c10 -d10s -H "Connection: close" "$url" | awk '/requests in/ {print $1}')
+  reqs=$(taskset -c 0 wrk -t1 -c10 -d10s -H "Connection: close" "$url" | awk '/requests in/ {print $1}') || true
   t1=$(awk '{print $14 + $15}' /proc/$pid/stat)
   kill -TERM $pid; wait $pid || true
   [ "${reqs:-0}" -gt 0 ] || { echo "$name: wrk counted no request"; return 0; }
@@ -379,13 +380,14 @@ syscalls_close() {
   local sp=$!
   for _ in $(seq 100); do grep -q '^TracerPid:[[:space:]]*[1-9]' /proc/$pid/status && break; sleep 0.05; done
   local reqs
-  reqs=$(taskset -c 0 wrk -t1 -c10 -d5s -H "Connection: close" "$url" | awk '/requests in/ {print $1}')
+  reqs=$(taskset -c 0 wrk -t1 -c10 -d5s -H "Connection: close" "$url" | awk '/requests in/ {print $1}') || true
   kill -INT $sp; wait $sp || true
   kill -TERM $pid; wait $pid || true
   [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$d/st.$name" "$KEEP"/
   [ "${reqs:-0}" -gt 0 ] || { echo "$name: wrk counted no request"; return 0; }
   local total
   total=$(awk '$NF == "total" {print $4}' "$d/st.$name")
+  [ -n "$total" ] || { echo "$name: strace counted nothing (could it attach?)"; return 0; }
   echo "$name: $(( total * 100 / reqs )) system calls per 100 connections ($total for $reqs):" \
     "$(awk -v r="$reqs" '$1 ~ /^[0-9.]+$/ && $NF != "total" {printf "%s %.2f, ", $NF, $4 / r}' "$d/st.$name")"
 }
