@@ -406,7 +406,7 @@ fn tcp_session(
         // (a tcp listener that routes TLS it passes through by its server name)
         let hello = match layers.sni_hello {
             None => None,
-            Some(within) => match crate::tls::sni::read_hello(&stream, within, early).await {
+            Some(within) => match crate::tls::sni::read_hello(&mut stream, within, early).await {
                 Ok(hello) => Some(hello),
                 Err(e) => {
                     tracing::debug!(%addr, %peer, error = %e, "connection closed: no TLS ClientHello to route on");

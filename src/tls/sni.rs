@@ -240,24 +240,22 @@ pub fn read_now(stream: &std::net::TcpStream) -> Result<Option<(RelayBuf, usize)
 /// makes one longer than a 1,500-byte packet) is read as each arrives, not
 /// peeked again on a timer.
 pub async fn read_hello(
-    stream: &TcpStream,
+    stream: &mut TcpStream,
     timeout: Duration,
     got: Option<(RelayBuf, usize)>,
 ) -> Result<Hello, HelloError> {
+    use tokio::io::AsyncReadExt;
     let deadline = tokio::time::Instant::now() + timeout;
-    let readable = || async {
-        tokio::time::timeout_at(deadline, stream.readable())
-            .await
-            .map_err(|_| HelloError::Timeout(timeout))?
-            .map_err(|_| HelloError::Closed)
-    };
     let (mut buf, mut len) = match got {
         Some(got) => got,
         None => {
             // a buffer only once the client sent something (one that stays
             // silent holds none), and a relay buffer: no 16 KiB zeroed for
             // each connection
-            readable().await?;
+            tokio::time::timeout_at(deadline, stream.readable())
+                .await
+                .map_err(|_| HelloError::Timeout(timeout))?
+                .map_err(|_| HelloError::Closed)?;
             (RelayBuf::take(), 0)
         }
     };
@@ -270,13 +268,15 @@ pub async fn read_hello(
                 Peeked::Incomplete => {}
             }
         }
-        // (try_read clears the readiness when there is nothing, or there was
-        // none: `readable` then waits for more)
-        match stream.try_read(&mut buf[len..MAX_PEEK]) {
-            Ok(0) => return Err(HelloError::Closed),
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => readable().await?,
-            Err(_) => return Err(HelloError::Closed),
+        // Read through tokio's `AsyncRead`, not `try_read`: a read that fills
+        // less than it was given has drained the socket, and it clears the
+        // readiness, so the relay's first read of the client waits for more
+        // instead of asking the kernel for nothing (one system call a
+        // connection).
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf[len..MAX_PEEK])).await {
+            Err(_) => return Err(HelloError::Timeout(timeout)),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(HelloError::Closed),
+            Ok(Ok(n)) => len += n,
         }
     }
 }
@@ -488,10 +488,10 @@ mod tests {
     }
 
     /// Bytes waiting in `s`'s receive queue, unread.
-    fn queued(s: &impl std::os::fd::AsRawFd) -> usize {
+    fn queued(fd: std::os::fd::RawFd) -> usize {
         let mut n: libc::c_int = 0;
         // SAFETY: FIONREAD writes one c_int to the pointer, which is to `n`
-        let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) };
+        let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
         assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
         n as usize
     }
@@ -512,24 +512,26 @@ mod tests {
     async fn a_hello_in_pieces_is_read_as_they_come_and_kept_whole() {
         use std::future::Future;
         use std::io::Write;
+        use std::os::fd::AsRawFd;
         use std::task::Poll;
-        let (mut c, s) = pair().await;
+        let (mut c, mut s) = pair().await;
         let mut sent = hello(Some("db.example.com"));
         sent.extend_from_slice(b"what came with it");
-        let read = read_hello(&s, Duration::from_secs(30), None);
-        tokio::pin!(read);
+        // (the read borrows the socket: its queue is asked by its descriptor)
+        let fd = s.as_raw_fd();
+        let mut read = Box::pin(read_hello(&mut s, Duration::from_secs(30), None));
         for piece in [&sent[..3], &sent[3..100]] {
             c.write_all(piece).unwrap();
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             // the piece has come; then polled until it is taken from the socket
-            while queued(&s) < piece.len() {
+            while queued(fd) < piece.len() {
                 assert!(
                     std::time::Instant::now() < deadline,
                     "the piece did not come"
                 );
                 tokio::task::yield_now().await;
             }
-            while queued(&s) > 0 {
+            while queued(fd) > 0 {
                 let polled = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
                 assert!(polled.is_pending(), "done before the hello was whole");
                 assert!(
@@ -546,6 +548,16 @@ mod tests {
             .unwrap();
         assert_eq!(got.name.as_deref(), Some("db.example.com"));
         assert_eq!(&got.buf[..got.len], &sent[..]);
+        // The last read drained the socket and cleared its readiness, so the
+        // relay's first read of the client waits for more, not asking the
+        // kernel for nothing (with `try_read` the readiness stayed).
+        let ready = std::future::poll_fn(|cx| Poll::Ready(s.poll_read_ready(cx))).await;
+        assert!(ready.is_pending(), "a drained socket was left ready");
+        c.write_all(b"more").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), s.readable())
+            .await
+            .expect("more came and the socket was not readable")
+            .unwrap();
     }
 
     /// What has come is read before the socket is registered: nothing yet,
@@ -555,6 +567,7 @@ mod tests {
     #[tokio::test]
     async fn what_has_come_is_read_before_registering() {
         use std::io::Write;
+        use std::os::fd::AsRawFd;
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let h = hello(Some("db.example.com"));
         for (cut, rest_first) in [(h.len(), false), (50, false), (50, true)] {
@@ -575,7 +588,7 @@ mod tests {
             assert_eq!(&got.0[..got.1], &h[..cut]);
             if rest_first {
                 c.write_all(&h[cut..]).unwrap();
-                while queued(&s) < h.len() - cut {
+                while queued(s.as_raw_fd()) < h.len() - cut {
                     assert!(
                         std::time::Instant::now() < deadline,
                         "the rest did not come"
@@ -583,11 +596,11 @@ mod tests {
                     std::thread::yield_now();
                 }
             }
-            let s = TcpStream::from_std(s).unwrap();
+            let mut s = TcpStream::from_std(s).unwrap();
             if !rest_first {
                 c.write_all(&h[cut..]).unwrap();
             }
-            let r = read_hello(&s, Duration::from_secs(10), Some(got))
+            let r = read_hello(&mut s, Duration::from_secs(10), Some(got))
                 .await
                 .unwrap();
             assert_eq!(
@@ -613,17 +626,17 @@ mod tests {
     #[tokio::test]
     async fn no_hello_is_an_error_that_says_why() {
         use std::io::Write;
-        let (mut c, s) = pair().await;
+        let (mut c, mut s) = pair().await;
         c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-        let r = read_hello(&s, Duration::from_secs(30), None).await;
+        let r = read_hello(&mut s, Duration::from_secs(30), None).await;
         assert!(matches!(r, Err(HelloError::NotTls)), "{:?}", r.err());
-        let (mut c, s) = pair().await;
+        let (mut c, mut s) = pair().await;
         c.write_all(&hello(Some("a.example"))[..20]).unwrap();
         drop(c);
-        let r = read_hello(&s, Duration::from_secs(30), None).await;
+        let r = read_hello(&mut s, Duration::from_secs(30), None).await;
         assert!(matches!(r, Err(HelloError::Closed)), "{:?}", r.err());
-        let (_c, s) = pair().await;
-        let r = read_hello(&s, Duration::from_millis(50), None).await;
+        let (_c, mut s) = pair().await;
+        let r = read_hello(&mut s, Duration::from_millis(50), None).await;
         assert!(matches!(r, Err(HelloError::Timeout(_))), "{:?}", r.err());
     }
 }
