@@ -416,7 +416,7 @@ fn tcp_session(
             },
         };
         let (sni, first) = match hello {
-            Some(h) => (h.name, Some(proxy::tcp::First::Buf(h.buf, h.len))),
+            Some(h) => (h.name, Some(proxy::tcp::First::Buf(h.read))),
             None => (None, None),
         };
         let session = proxy::tcp::Session {

@@ -76,6 +76,29 @@ impl DerefMut for RelayBuf {
     }
 }
 
+/// What was read into a relay buffer and is still to be written on: its
+/// first `len` bytes (a ClientHello read to route by, which the relay's
+/// client direction starts from).
+#[derive(Debug)]
+pub struct Filled {
+    pub buf: RelayBuf,
+    pub len: usize,
+}
+
+impl Filled {
+    /// Nothing read yet, into a buffer taken for it.
+    pub fn empty() -> Filled {
+        Filled {
+            buf: RelayBuf::take(),
+            len: 0,
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 /// This thread's spare buffers (tests).
 #[cfg(test)]
 fn spares() -> usize {

@@ -10,7 +10,7 @@ use crate::accesslog::{End, Entry};
 use crate::limits::ListenerShared;
 use crate::plane::Plane;
 use crate::proxy::lifecycle::{self, Lifecycle};
-use crate::relaybuf::RelayBuf;
+use crate::relaybuf::{Filled, RelayBuf};
 use crate::upstream;
 use std::any::Any;
 use std::future::{poll_fn, Future};
@@ -53,9 +53,9 @@ pub struct Session {
 /// route by).
 #[derive(Debug)]
 pub enum First {
-    /// The first `len` bytes of a relay buffer, which the relay's client
+    /// In the relay buffer it was read into, which the relay's client
     /// direction starts from.
-    Buf(RelayBuf, usize),
+    Buf(Filled),
     /// Copied out of it while the session may wait in a pool's queue, so that
     /// a queued session holds no 32 KiB buffer (a pool with a connection
     /// limit; HAProxy holds its 16 KiB buffer there).
@@ -65,20 +65,20 @@ pub enum First {
 impl First {
     fn hold(self) -> First {
         match self {
-            First::Buf(buf, len) => First::Held(buf[..len].into()),
+            First::Buf(read) => First::Held(read.bytes().into()),
             held => held,
         }
     }
 
-    fn into_buf(self) -> (RelayBuf, usize) {
+    fn into_buf(self) -> Filled {
         match self {
-            First::Buf(buf, len) => (buf, len),
+            First::Buf(read) => read,
             First::Held(bytes) => {
-                let mut buf = RelayBuf::take();
+                let mut read = Filled::empty();
                 // (at most MAX_PEEK bytes, less than a relay buffer)
-                let len = bytes.len().min(buf.len());
-                buf[..len].copy_from_slice(&bytes[..len]);
-                (buf, len)
+                read.len = bytes.len().min(read.buf.len());
+                read.buf[..read.len].copy_from_slice(&bytes[..read.len]);
+                read
             }
         }
     }
@@ -387,13 +387,13 @@ enum Side {
 
 impl Half {
     fn new() -> Half {
-        Half::with(First::Buf(RelayBuf::take(), 0))
+        Half::with(First::Buf(Filled::empty()))
     }
 
     /// A direction whose reader was read before: what was read is what it
     /// writes first.
     fn with(first: First) -> Half {
-        let (buf, len) = first.into_buf();
+        let Filled { buf, len } = first.into_buf();
         Half {
             buf,
             pos: 0,
@@ -1026,14 +1026,14 @@ mod tests {
     fn what_was_read_is_held_without_its_buffer_and_given_back() {
         let mut buf = RelayBuf::take();
         buf[..5].copy_from_slice(b"hello");
-        let held = First::Buf(buf, 5).hold();
+        let held = First::Buf(Filled { buf, len: 5 }).hold();
         assert!(
             matches!(&held, First::Held(b) if &b[..] == b"hello"),
             "{held:?}"
         );
-        let (buf, len) = held.hold().into_buf();
+        let back = held.hold().into_buf();
         assert_eq!(
-            (&buf[..len], buf.len()),
+            (back.bytes(), back.buf.len()),
             (&b"hello"[..], crate::relaybuf::RELAY_BUF)
         );
     }
@@ -1049,7 +1049,7 @@ mod tests {
             let mut buf = RelayBuf::take();
             buf[..5].copy_from_slice(b"hello");
             let relay = tokio::spawn(async move {
-                let first = Some(First::Buf(buf, 5));
+                let first = Some(First::Buf(Filled { buf, len: 5 }));
                 let idle = Duration::from_secs(30);
                 if splicing {
                     relay_tcp_from(&mut proxy_a, &mut proxy_b, first, idle).await

@@ -10,7 +10,7 @@
 //! hello, this reads the same name, and that it routes by no name in a
 //! `server_name` extension rustls refuses.
 
-use crate::relaybuf::RelayBuf;
+use crate::relaybuf::Filled;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -212,8 +212,7 @@ pub struct Hello {
     pub name: Option<String>,
     /// The bytes read from the client (the ClientHello, and whatever came with
     /// it): the relay sends them on to the server first.
-    pub buf: RelayBuf,
-    pub len: usize,
+    pub read: Filled,
 }
 
 /// What the client has sent already, read from its socket before the socket
@@ -221,12 +220,15 @@ pub struct Hello {
 /// a ClientHello usually comes right behind the TCP handshake, and one that is
 /// there costs no wait for readiness, no timer and no wake-up. None: nothing
 /// has come yet.
-pub fn read_now(stream: &std::net::TcpStream) -> Result<Option<(RelayBuf, usize)>, HelloError> {
+pub fn read_now(stream: &std::net::TcpStream) -> Result<Option<Filled>, HelloError> {
     use std::io::Read;
-    let mut buf = RelayBuf::take();
-    match (&*stream).read(&mut buf[..MAX_PEEK]) {
+    let mut got = Filled::empty();
+    match (&*stream).read(&mut got.buf[..MAX_PEEK]) {
         Ok(0) => Err(HelloError::Closed),
-        Ok(n) => Ok(Some((buf, n))),
+        Ok(n) => {
+            got.len = n;
+            Ok(Some(got))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
         Err(_) => Err(HelloError::Closed),
     }
@@ -242,11 +244,11 @@ pub fn read_now(stream: &std::net::TcpStream) -> Result<Option<(RelayBuf, usize)
 pub async fn read_hello(
     stream: &mut TcpStream,
     timeout: Duration,
-    got: Option<(RelayBuf, usize)>,
+    got: Option<Filled>,
 ) -> Result<Hello, HelloError> {
     use tokio::io::AsyncReadExt;
     let deadline = tokio::time::Instant::now() + timeout;
-    let (mut buf, mut len) = match got {
+    let mut read = match got {
         Some(got) => got,
         None => {
             // a buffer only once the client sent something (one that stays
@@ -256,15 +258,15 @@ pub async fn read_hello(
                 .await
                 .map_err(|_| HelloError::Timeout(timeout))?
                 .map_err(|_| HelloError::Closed)?;
-            (RelayBuf::take(), 0)
+            Filled::empty()
         }
     };
     loop {
-        if len > 0 {
-            match parse(&buf[..len]) {
-                Peeked::Hello(name) => return Ok(Hello { name, buf, len }),
+        if read.len > 0 {
+            match parse(read.bytes()) {
+                Peeked::Hello(name) => return Ok(Hello { name, read }),
                 Peeked::NotTls => return Err(HelloError::NotTls),
-                Peeked::Incomplete if len == MAX_PEEK => return Err(HelloError::NotTls),
+                Peeked::Incomplete if read.len == MAX_PEEK => return Err(HelloError::NotTls),
                 Peeked::Incomplete => {}
             }
         }
@@ -273,10 +275,12 @@ pub async fn read_hello(
         // readiness, so the relay's first read of the client waits for more
         // instead of asking the kernel for nothing (one system call a
         // connection).
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf[len..MAX_PEEK])).await {
+        match tokio::time::timeout_at(deadline, stream.read(&mut read.buf[read.len..MAX_PEEK]))
+            .await
+        {
             Err(_) => return Err(HelloError::Timeout(timeout)),
             Ok(Ok(0)) | Ok(Err(_)) => return Err(HelloError::Closed),
-            Ok(Ok(n)) => len += n,
+            Ok(Ok(n)) => read.len += n,
         }
     }
 }
@@ -547,7 +551,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(got.name.as_deref(), Some("db.example.com"));
-        assert_eq!(&got.buf[..got.len], &sent[..]);
+        assert_eq!(got.read.bytes(), &sent[..]);
         // The last read drained the socket and cleared its readiness, so the
         // relay's first read of the client waits for more, not asking the
         // kernel for nothing (with `try_read` the readiness stayed).
@@ -585,7 +589,7 @@ mod tests {
                 assert!(std::time::Instant::now() < deadline, "nothing read");
                 std::thread::yield_now();
             };
-            assert_eq!(&got.0[..got.1], &h[..cut]);
+            assert_eq!(got.bytes(), &h[..cut]);
             if rest_first {
                 c.write_all(&h[cut..]).unwrap();
                 while queued(s.as_raw_fd()) < h.len() - cut {
@@ -604,7 +608,7 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(
-                (r.name.as_deref(), &r.buf[..r.len]),
+                (r.name.as_deref(), r.read.bytes()),
                 (Some("db.example.com"), &h[..])
             );
         }
