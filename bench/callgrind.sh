@@ -50,7 +50,8 @@
 #                 the wall clock instead, for the rows of a new connection per
 #                 request: no valgrind, the proxy pinned to CPU 1 (wrk and the
 #                 backend on CPU 0), 10 s of wrk each: connections a second and
-#                 the proxy's CPU (user + system, from /proc) per connection
+#                 the proxy's CPU (user + system, from /proc, and each
+#                 apart) per connection
 #                 (in the sni row the TLS backend shares CPU 0 with wrk and
 #                 bounds the rate: the CPU per connection is the figure)
 #   SYSCALLS=1 ROWS="keepalive h2c post64k" bench/callgrind.sh
@@ -355,15 +356,17 @@ wall_close() {
   taskset -c 1 "$@" >/dev/null 2>"$d/wall.$name.err" &
   local pid=$!
   for _ in $(seq 300); do curl -sk -o /dev/null "$url" && break; sleep 0.1; done
-  local hz t0 t1 reqs
+  local hz u0 s0 u1 s1 reqs
   hz=$(getconf CLK_TCK)
   kill -0 $pid 2>/dev/null || { echo "$name: did not start: $(cat "$d/wall.$name.err")"; return 0; }
-  t0=$(awk '{print $14 + $15}' /proc/$pid/stat)
+  read -r u0 s0 < <(awk '{print $14, $15}' /proc/$pid/stat)
   reqs=$(taskset -c 0 wrk -t1 -c10 -d10s -H "Connection: close" "$url" | awk '/requests in/ {print $1}') || true
-  t1=$(awk '{print $14 + $15}' /proc/$pid/stat)
+  read -r u1 s1 < <(awk '{print $14, $15}' /proc/$pid/stat)
   kill -TERM $pid; wait $pid || true
   [ "${reqs:-0}" -gt 0 ] || { echo "$name: wrk counted no request"; return 0; }
-  echo "$name: $(( reqs / 10 )) connections a second, the proxy's CPU $(( (t1 - t0) * 1000000 / hz / reqs )) us a connection ($reqs in 10 s)"
+  local us=$(( (u1 - u0) * 1000000 / hz )) sys=$(( (s1 - s0) * 1000000 / hz ))
+  echo "$name: $(( reqs / 10 )) connections a second, the proxy's CPU $(( (us + sys) / reqs )) us a connection" \
+    "($(( us * 10 / reqs )) tenths of a us in user space, $(( sys * 10 / reqs )) in the kernel; $reqs in 10 s)"
 }
 
 # SYSCALLS=1: NAME URL CMD... system calls a connection, strace -c on every
