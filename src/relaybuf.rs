@@ -78,11 +78,12 @@ impl DerefMut for RelayBuf {
 
 /// What was read into a relay buffer and is still to be written on: its
 /// first `len` bytes (a ClientHello read to route by, which the relay's
-/// client direction starts from).
+/// client direction starts from). Its fields are its own, so that `len` never
+/// passes what was read into a buffer that may hold an earlier session's bytes.
 #[derive(Debug)]
 pub struct Filled {
-    pub buf: RelayBuf,
-    pub len: usize,
+    buf: RelayBuf,
+    len: usize,
 }
 
 impl Filled {
@@ -94,8 +95,44 @@ impl Filled {
         }
     }
 
+    /// `bytes` copied into a buffer taken for them (at most a buffer's worth).
+    pub fn copied(bytes: &[u8]) -> Filled {
+        let mut f = Filled::empty();
+        let n = bytes.len().min(f.buf.len());
+        f.buf[..n].copy_from_slice(&bytes[..n]);
+        f.len = n;
+        f
+    }
+
     pub fn bytes(&self) -> &[u8] {
         &self.buf[..self.len]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Where the next read goes: after what was read, up to `max` bytes from
+    /// the start (and never past the buffer).
+    pub fn room(&mut self, max: usize) -> &mut [u8] {
+        let end = max.min(self.buf.len());
+        let start = self.len.min(end);
+        &mut self.buf[start..end]
+    }
+
+    /// `n` more bytes were read into [`room`](Self::room).
+    pub fn grew(&mut self, n: usize) {
+        debug_assert!(self.len + n <= self.buf.len(), "read past the room");
+        self.len = (self.len + n).min(self.buf.len());
+    }
+
+    /// The buffer, and how much of it was read.
+    pub fn into_parts(self) -> (RelayBuf, usize) {
+        (self.buf, self.len)
     }
 }
 
@@ -130,5 +167,28 @@ mod tests {
         drop(RelayBuf::none());
         assert_eq!(spares(), KEEP);
         assert!(RelayBuf::none().is_empty());
+    }
+
+    /// A read goes after what was read, within the bound it is given and the
+    /// buffer; what it says it read is what `bytes` gives, in order.
+    #[test]
+    fn what_was_read_is_kept_in_order_and_bounded() {
+        let mut f = Filled::empty();
+        assert_eq!((f.room(10).len(), f.is_empty()), (10, true));
+        f.room(10)[..3].copy_from_slice(b"abc");
+        f.grew(3);
+        assert_eq!(f.room(10).len(), 7);
+        f.room(10)[..2].copy_from_slice(b"de");
+        f.grew(2);
+        assert_eq!((f.bytes(), f.len()), (&b"abcde"[..], 5));
+        // a bound under what was read, or past the buffer: no room, and none
+        // past the buffer's end
+        assert!(f.room(4).is_empty());
+        assert_eq!(f.room(usize::MAX).len(), RELAY_BUF - 5);
+        let big = vec![7u8; RELAY_BUF + 10];
+        let c = Filled::copied(&big);
+        assert_eq!(c.len(), RELAY_BUF);
+        let (buf, len) = Filled::copied(b"xy").into_parts();
+        assert_eq!(&buf[..len], b"xy");
     }
 }

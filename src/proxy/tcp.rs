@@ -73,13 +73,8 @@ impl First {
     fn into_buf(self) -> Filled {
         match self {
             First::Buf(read) => read,
-            First::Held(bytes) => {
-                let mut read = Filled::empty();
-                // (at most MAX_PEEK bytes, less than a relay buffer)
-                read.len = bytes.len().min(read.buf.len());
-                read.buf[..read.len].copy_from_slice(&bytes[..read.len]);
-                read
-            }
+            // (at most MAX_PEEK bytes, less than a relay buffer)
+            First::Held(bytes) => Filled::copied(&bytes),
         }
     }
 }
@@ -393,7 +388,7 @@ impl Half {
     /// A direction whose reader was read before: what was read is what it
     /// writes first.
     fn with(first: First) -> Half {
-        let Filled { buf, len } = first.into_buf();
+        let (buf, len) = first.into_buf().into_parts();
         Half {
             buf,
             pos: 0,
@@ -1024,16 +1019,14 @@ mod tests {
     /// back whole into a relay buffer.
     #[test]
     fn what_was_read_is_held_without_its_buffer_and_given_back() {
-        let mut buf = RelayBuf::take();
-        buf[..5].copy_from_slice(b"hello");
-        let held = First::Buf(Filled { buf, len: 5 }).hold();
+        let held = First::Buf(Filled::copied(b"hello")).hold();
         assert!(
             matches!(&held, First::Held(b) if &b[..] == b"hello"),
             "{held:?}"
         );
-        let back = held.hold().into_buf();
+        let (buf, len) = held.hold().into_buf().into_parts();
         assert_eq!(
-            (back.bytes(), back.buf.len()),
+            (&buf[..len], buf.len()),
             (&b"hello"[..], crate::relaybuf::RELAY_BUF)
         );
     }
@@ -1046,10 +1039,8 @@ mod tests {
         for splicing in [true, false] {
             let (mut client, mut proxy_a) = pair().await;
             let (mut proxy_b, mut server) = pair().await;
-            let mut buf = RelayBuf::take();
-            buf[..5].copy_from_slice(b"hello");
             let relay = tokio::spawn(async move {
-                let first = Some(First::Buf(Filled { buf, len: 5 }));
+                let first = Some(First::Buf(Filled::copied(b"hello")));
                 let idle = Duration::from_secs(30);
                 if splicing {
                     relay_tcp_from(&mut proxy_a, &mut proxy_b, first, idle).await

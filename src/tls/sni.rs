@@ -223,10 +223,10 @@ pub struct Hello {
 pub fn read_now(stream: &std::net::TcpStream) -> Result<Option<Filled>, HelloError> {
     use std::io::Read;
     let mut got = Filled::empty();
-    match (&*stream).read(&mut got.buf[..MAX_PEEK]) {
+    match (&*stream).read(got.room(MAX_PEEK)) {
         Ok(0) => Err(HelloError::Closed),
         Ok(n) => {
-            got.len = n;
+            got.grew(n);
             Ok(Some(got))
         }
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
@@ -246,42 +246,60 @@ pub async fn read_hello(
     timeout: Duration,
     got: Option<Filled>,
 ) -> Result<Hello, HelloError> {
+    // a hello that came whole before the socket was registered is routed
+    // with no timer
+    let got = match got {
+        Some(read) => match judge(read)? {
+            Ok(hello) => return Ok(hello),
+            Err(read) => Some(read),
+        },
+        None => None,
+    };
+    tokio::time::timeout(timeout, read_rest(stream, got))
+        .await
+        .map_err(|_| HelloError::Timeout(timeout))?
+}
+
+/// A hello, what is not one, or what was read so far (more is to come).
+fn judge(read: Filled) -> Result<Result<Hello, Filled>, HelloError> {
+    if read.is_empty() {
+        return Ok(Err(read));
+    }
+    match parse(read.bytes()) {
+        Peeked::Hello(name) => Ok(Ok(Hello { name, read })),
+        Peeked::NotTls => Err(HelloError::NotTls),
+        Peeked::Incomplete if read.len() >= MAX_PEEK => Err(HelloError::NotTls),
+        Peeked::Incomplete => Ok(Err(read)),
+    }
+}
+
+/// [`read_hello`]'s reads, under its one timer.
+async fn read_rest(stream: &mut TcpStream, got: Option<Filled>) -> Result<Hello, HelloError> {
     use tokio::io::AsyncReadExt;
-    let deadline = tokio::time::Instant::now() + timeout;
     let mut read = match got {
         Some(got) => got,
         None => {
             // a buffer only once the client sent something (one that stays
             // silent holds none), and a relay buffer: no 16 KiB zeroed for
             // each connection
-            tokio::time::timeout_at(deadline, stream.readable())
-                .await
-                .map_err(|_| HelloError::Timeout(timeout))?
-                .map_err(|_| HelloError::Closed)?;
+            stream.readable().await.map_err(|_| HelloError::Closed)?;
             Filled::empty()
         }
     };
     loop {
-        if read.len > 0 {
-            match parse(read.bytes()) {
-                Peeked::Hello(name) => return Ok(Hello { name, read }),
-                Peeked::NotTls => return Err(HelloError::NotTls),
-                Peeked::Incomplete if read.len == MAX_PEEK => return Err(HelloError::NotTls),
-                Peeked::Incomplete => {}
-            }
-        }
         // Read through tokio's `AsyncRead`, not `try_read`: a read that fills
         // less than it was given has drained the socket, and it clears the
         // readiness, so the relay's first read of the client waits for more
         // instead of asking the kernel for nothing (one system call a
         // connection).
-        match tokio::time::timeout_at(deadline, stream.read(&mut read.buf[read.len..MAX_PEEK]))
-            .await
-        {
-            Err(_) => return Err(HelloError::Timeout(timeout)),
-            Ok(Ok(0)) | Ok(Err(_)) => return Err(HelloError::Closed),
-            Ok(Ok(n)) => read.len += n,
+        match stream.read(read.room(MAX_PEEK)).await {
+            Ok(0) | Err(_) => return Err(HelloError::Closed),
+            Ok(n) => read.grew(n),
         }
+        read = match judge(read)? {
+            Ok(hello) => return Ok(hello),
+            Err(read) => read,
+        };
     }
 }
 
