@@ -50,8 +50,8 @@
 #                 the wall clock instead, for the rows of a new connection per
 #                 request: no valgrind, the proxy pinned to CPU 1 (wrk and the
 #                 backend on CPU 0), 10 s of wrk each: connections a second and
-#                 the proxy's CPU (user + system, from /proc, and each
-#                 apart) per connection
+#                 the proxy's CPU (from /proc, and split into user and
+#                 kernel time) per connection
 #                 (in the sni row the TLS backend shares CPU 0 with wrk and
 #                 bounds the rate: the CPU per connection is the figure)
 #   SYSCALLS=1 ROWS="keepalive h2c post64k" bench/callgrind.sh
@@ -364,9 +364,10 @@ wall_close() {
   read -r u1 s1 < <(awk '{print $14, $15}' /proc/$pid/stat)
   kill -TERM $pid; wait $pid || true
   [ "${reqs:-0}" -gt 0 ] || { echo "$name: wrk counted no request"; return 0; }
-  local us=$(( (u1 - u0) * 1000000 / hz )) sys=$(( (s1 - s0) * 1000000 / hz ))
-  echo "$name: $(( reqs / 10 )) connections a second, the proxy's CPU $(( (us + sys) / reqs )) us a connection" \
-    "($(( us * 10 / reqs )) tenths of a us in user space, $(( sys * 10 / reqs )) in the kernel; $reqs in 10 s)"
+  # tenths of a microsecond a connection, printed as X.Y
+  local us=$(( (u1 - u0) * 10000000 / hz / reqs )) sys=$(( (s1 - s0) * 10000000 / hz / reqs ))
+  echo "$name: $(( reqs / 10 )) connections a second, the proxy's CPU $(( (us + sys) / 10 )).$(( (us + sys) % 10 )) us a connection" \
+    "($(( us / 10 )).$(( us % 10 )) in user space, $(( sys / 10 )).$(( sys % 10 )) in the kernel; $reqs in 10 s)"
 }
 
 # SYSCALLS=1: NAME URL CMD... system calls a connection, strace -c on every
