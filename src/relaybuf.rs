@@ -117,17 +117,21 @@ impl Filled {
     }
 
     /// Where the next read goes: after what was read, up to `max` bytes from
-    /// the start (and never past the buffer).
+    /// the start (and never past the buffer). Empty once what was read reaches
+    /// `max`: a caller that reads into it must stop before (a read into an
+    /// empty slice returns 0, which would look like the peer's EOF).
     pub fn room(&mut self, max: usize) -> &mut [u8] {
         let end = max.min(self.buf.len());
         let start = self.len.min(end);
         &mut self.buf[start..end]
     }
 
-    /// `n` more bytes were read into [`room`](Self::room).
+    /// `n` more bytes were read into [`room`](Self::room). A read returns at
+    /// most what it was given, so more is a bug here, and it panics rather
+    /// than count bytes an earlier session left in the buffer.
     pub fn grew(&mut self, n: usize) {
-        debug_assert!(self.len + n <= self.buf.len(), "read past the room");
-        self.len = (self.len + n).min(self.buf.len());
+        assert!(n <= self.buf.len() - self.len, "read past the room");
+        self.len += n;
     }
 
     /// The buffer, and how much of it was read.
@@ -185,10 +189,32 @@ mod tests {
         // past the buffer's end
         assert!(f.room(4).is_empty());
         assert_eq!(f.room(usize::MAX).len(), RELAY_BUF - 5);
-        let big = vec![7u8; RELAY_BUF + 10];
+        let big: Vec<u8> = (0..RELAY_BUF + 10).map(|i| i as u8).collect();
         let c = Filled::copied(&big);
-        assert_eq!(c.len(), RELAY_BUF);
+        assert_eq!(c.bytes(), &big[..RELAY_BUF]);
+        drop(c);
         let (buf, len) = Filled::copied(b"xy").into_parts();
         assert_eq!(&buf[..len], b"xy");
+        drop(buf);
+        // a buffer given back holds its last session's bytes; a new Filled in
+        // it shows none of them
+        let mut old = RelayBuf::take();
+        old.fill(0xAA);
+        let at = old.as_ptr();
+        drop(old);
+        let mut f = Filled::empty();
+        assert_eq!(f.room(1).as_ptr(), at, "not the buffer given back");
+        assert!(f.bytes().is_empty());
+        f.room(3)[..1].copy_from_slice(b"z");
+        f.grew(1);
+        assert_eq!(f.bytes(), b"z");
+    }
+
+    #[test]
+    #[should_panic(expected = "read past the room")]
+    fn a_read_said_to_be_longer_than_its_room_panics() {
+        let mut f = Filled::empty();
+        f.grew(RELAY_BUF);
+        f.grew(1);
     }
 }

@@ -250,8 +250,8 @@ pub async fn read_hello(
     // with no timer
     let got = match got {
         Some(read) => match judge(read)? {
-            Ok(hello) => return Ok(hello),
-            Err(read) => Some(read),
+            Judged::Hello(hello) => return Ok(hello),
+            Judged::More(read) => Some(read),
         },
         None => None,
     };
@@ -260,16 +260,21 @@ pub async fn read_hello(
         .map_err(|_| HelloError::Timeout(timeout))?
 }
 
-/// A hello, what is not one, or what was read so far (more is to come).
-fn judge(read: Filled) -> Result<Result<Hello, Filled>, HelloError> {
-    if read.is_empty() {
-        return Ok(Err(read));
-    }
+/// What was read so far: a whole hello, or part of one with more to come.
+enum Judged {
+    Hello(Hello),
+    /// (shorter than [`MAX_PEEK`]: there is room to read more)
+    More(Filled),
+}
+
+/// A hello, part of one, or an error: what is not a hello, or what fills
+/// [`MAX_PEEK`] without being a whole one.
+fn judge(read: Filled) -> Result<Judged, HelloError> {
     match parse(read.bytes()) {
-        Peeked::Hello(name) => Ok(Ok(Hello { name, read })),
+        Peeked::Hello(name) => Ok(Judged::Hello(Hello { name, read })),
         Peeked::NotTls => Err(HelloError::NotTls),
         Peeked::Incomplete if read.len() >= MAX_PEEK => Err(HelloError::NotTls),
-        Peeked::Incomplete => Ok(Err(read)),
+        Peeked::Incomplete => Ok(Judged::More(read)),
     }
 }
 
@@ -297,8 +302,8 @@ async fn read_rest(stream: &mut TcpStream, got: Option<Filled>) -> Result<Hello,
             Ok(n) => read.grew(n),
         }
         read = match judge(read)? {
-            Ok(hello) => return Ok(hello),
-            Err(read) => read,
+            Judged::Hello(hello) => return Ok(hello),
+            Judged::More(read) => read,
         };
     }
 }
@@ -660,5 +665,21 @@ mod tests {
         let (_c, mut s) = pair().await;
         let r = read_hello(&mut s, Duration::from_millis(50), None).await;
         assert!(matches!(r, Err(HelloError::Timeout(_))), "{:?}", r.err());
+        // part of a hello read before registering, then silence: the rest is
+        // waited for under the same timeout
+        let (_c, mut s) = pair().await;
+        let got = Filled::copied(&hello(Some("a.example"))[..50]);
+        let r = read_hello(&mut s, Duration::from_millis(50), Some(got)).await;
+        assert!(matches!(r, Err(HelloError::Timeout(_))), "{:?}", r.err());
+        // a hello in one-byte records: MAX_PEEK bytes without a whole one
+        let (mut c, mut s) = pair().await;
+        let mut sent = vec![0x16, 3, 1, 0, 4, 1, 0, 0x3e, 0x80];
+        while sent.len() <= MAX_PEEK {
+            sent.extend_from_slice(&[0x16, 3, 1, 0, 1, 0]);
+        }
+        assert_eq!(parse(&sent[..MAX_PEEK]), Peeked::Incomplete);
+        c.write_all(&sent).unwrap();
+        let r = read_hello(&mut s, Duration::from_secs(30), None).await;
+        assert!(matches!(r, Err(HelloError::NotTls)), "{:?}", r.err());
     }
 }
