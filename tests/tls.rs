@@ -1323,7 +1323,10 @@ async fn a_passthrough_route_reads_the_server_name_as_rustls_does() {
     assert!(send(client_hello("db.example.com")).await);
     assert!(send(client_hello("DB.Example.COM.")).await);
     assert!(send(client_hello("other.example.com")).await);
-    assert_eq!(totals().await, [2, 1]);
+    // a client that does not speak TLS: routed as one without a name (to the
+    // default pool), what it sent passed on, as nginx and HAProxy pass it
+    assert!(send(b"GET / HTTP/1.0\r\n\r\n".to_vec()).await);
+    assert_eq!(totals().await, [2, 2]);
     // a hello in pieces, with what the client sends after it in the last one:
     // the proxy reads the hello to route by, and all of it reaches the server,
     // once and in order (whether the proxy reads the pieces apart or some of
@@ -1360,7 +1363,7 @@ async fn a_passthrough_route_reads_the_server_name_as_rustls_does() {
         .unwrap();
     assert_eq!(got, sent);
     drop(s);
-    assert_eq!(totals().await, [4, 1]);
+    assert_eq!(totals().await, [4, 2]);
 
     // The same hello with its one name entry rewritten in place into two: one
     // of an unknown name type, whose length has no defined encoding (RFC 6066
@@ -1376,13 +1379,16 @@ async fn a_passthrough_route_reads_the_server_name_as_rustls_does() {
     let spliced = [&[1u8, 0, 0, 0, 0, 14][..], b"db.example.com"].concat();
     h.splice(at - 3..at + 17, spliced);
     assert!(!send(h).await, "routed on a name after an unknown entry");
+    // and a TLS record that is not a hello at all: refused too, though the
+    // listener has a default pool (what is not TLS goes there)
+    assert!(!send(vec![0x16, 0x03, 0x03, 0, 4, 2, 0, 0, 0]).await);
     // an IP address as the name (RFC 6066 forbids it, some clients send it):
     // routed as sent, as HAProxy's req.ssl_sni reads it
     let mut h = client_hello("abcdefghi");
     let at = h.windows(9).position(|w| w == b"abcdefghi").unwrap();
     h.splice(at..at + 9, b"192.0.2.1".iter().copied());
     assert!(send(h).await);
-    assert_eq!(totals().await, [5, 1]);
+    assert_eq!(totals().await, [5, 2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1963,7 +1969,8 @@ async fn an_answer_cut_short_by_its_server_ends_without_close_notify() {
 /// `$ssl_preread_server_name` without a default, HAProxy's use_backend by
 /// `req.ssl_sni` without a default_backend): a name no route takes is closed
 /// after its ClientHello is read (a FIN, not a reset), logged as `no_route`
-/// and counted as denied; `sni = ""` takes a ClientHello without a name.
+/// and counted as denied; `sni = ""` takes a ClientHello without a name, and
+/// a client that does not speak TLS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passthrough_listener_without_a_pool_closes_what_no_route_takes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -2003,6 +2010,9 @@ async fn a_passthrough_listener_without_a_pool_closes_what_no_route_takes() {
     assert_eq!(send(client_hello("db.example.com")).await, Ok(true));
     // rustls sends no server name for an IP address
     assert_eq!(send(client_hello("127.0.0.1")).await, Ok(true));
+    // what is not TLS is routed as no name (nginx's `""`, HAProxy's
+    // `!{ req.ssl_sni -m found }`)
+    assert_eq!(send(b"SSH-2.0-OpenSSH_9.2\r\n".to_vec()).await, Ok(true));
     assert_eq!(send(client_hello("other.example.com")).await, Ok(false));
     // the same with 40 KB after the hello in one write: more than the hello's
     // read takes, the rest read too before closing (a FIN, not a reset)
@@ -2020,7 +2030,7 @@ async fn a_passthrough_listener_without_a_pool_closes_what_no_route_takes() {
         }
         out
     };
-    assert_eq!(totals().await, [1, 1]);
+    assert_eq!(totals().await, [1, 2]);
     let v = admin_stats(admin).await;
     assert_eq!(v["listeners"][0]["denied"], 6, "{v}");
     assert_eq!(v["listeners"][0]["pool"], "-", "{v}");

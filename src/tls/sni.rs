@@ -24,8 +24,17 @@ const _: () = assert!(MAX_PEEK <= crate::relaybuf::RELAY_BUF);
 pub enum Peeked {
     /// The ClientHello is not complete yet.
     Incomplete,
-    /// Not a TLS ClientHello.
+    /// Not TLS: the first bytes are not a TLS handshake record (a client of
+    /// another protocol, or SSL 2's hello, which carries no server name).
+    /// Routed as a hello without a name is, as nginx's `ssl_preread` (an
+    /// empty `$ssl_preread_server_name`) and HAProxy's `req.ssl_sni` (not
+    /// found) pass it on.
     NotTls,
+    /// A TLS handshake record that is not a ClientHello to route by: another
+    /// handshake message, a malformed hello, one whose server name stacks
+    /// could read differently, or one longer than [`MAX_PEEK`]. Refused, not
+    /// routed by one reading of it.
+    Refused,
     /// A ClientHello, and the server name it asks for (lower case, without a
     /// trailing dot), if it has a `server_name` extension.
     Hello(Option<String>),
@@ -81,12 +90,12 @@ pub fn parse(buf: &[u8]) -> Peeked {
             break;
         }
         if rest[0] != 0x16 || rest[1] != 0x03 {
-            return Peeked::NotTls;
+            return Peeked::Refused;
         }
         let len = u16::from_be_bytes([rest[3], rest[4]]) as usize;
         // RFC 8446 5.1: a record of plaintext is at most 2^14 bytes
         if len == 0 || len > 16 * 1024 {
-            return Peeked::NotTls;
+            return Peeked::Refused;
         }
         if rest.len() < 5 + len {
             // only whole records are read, as a TLS stack reads them: a hello
@@ -112,19 +121,19 @@ pub fn parse(buf: &[u8]) -> Peeked {
         return Peeked::Incomplete;
     };
     if kind != 1 {
-        return Peeked::NotTls;
+        return Peeked::Refused;
     }
     let Some(body) = r.take(len) else {
         // Longer than what is read: not a ClientHello we can read.
         return if len + 4 > MAX_PEEK {
-            Peeked::NotTls
+            Peeked::Refused
         } else {
             Peeked::Incomplete
         };
     };
     match hello_sni(body) {
         Some(sni) => Peeked::Hello(sni),
-        None => Peeked::NotTls,
+        None => Peeked::Refused,
     }
 }
 
@@ -202,11 +211,15 @@ pub enum HelloError {
     Timeout(Duration),
     #[error("the client closed the connection before its ClientHello")]
     Closed,
-    #[error("not a TLS ClientHello")]
-    NotTls,
+    #[error(
+        "a TLS record that is not a ClientHello to route by (malformed, ambiguous or over 16 KiB)"
+    )]
+    Refused,
 }
 
-/// A client's ClientHello, read to route by, and what its server name is.
+/// A client's ClientHello, read to route by, and what its server name is; or
+/// the first bytes of a client that does not speak TLS, routed as a hello
+/// without a name (see [`Peeked::NotTls`]).
 pub struct Hello {
     /// The server name it asks for (see [`Peeked::Hello`]).
     pub name: Option<String>,
@@ -267,13 +280,15 @@ enum Judged {
     More(Filled),
 }
 
-/// A hello, part of one, or an error: what is not a hello, or what fills
+/// A hello (or what is not TLS, as one without a name), part of one, or an
+/// error: a TLS record that is not a hello to route by, or what fills
 /// [`MAX_PEEK`] without being a whole one.
 fn judge(read: Filled) -> Result<Judged, HelloError> {
     match parse(read.bytes()) {
         Peeked::Hello(name) => Ok(Judged::Hello(Hello { name, read })),
-        Peeked::NotTls => Err(HelloError::NotTls),
-        Peeked::Incomplete if read.len() >= MAX_PEEK => Err(HelloError::NotTls),
+        Peeked::NotTls => Ok(Judged::Hello(Hello { name: None, read })),
+        Peeked::Refused => Err(HelloError::Refused),
+        Peeked::Incomplete if read.len() >= MAX_PEEK => Err(HelloError::Refused),
         Peeked::Incomplete => Ok(Judged::More(read)),
     }
 }
@@ -358,11 +373,21 @@ mod tests {
 
     #[test]
     fn not_tls_and_garbage() {
+        // not TLS, told by the first byte or two (routed as no name)
         assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n"), Peeked::NotTls);
+        assert_eq!(parse(b"G"), Peeked::NotTls);
         assert_eq!(parse(b"SSH-2.0-OpenSSH\r\n"), Peeked::NotTls);
-        assert_eq!(parse(&[0x16, 0x03, 0x01, 0, 0]), Peeked::NotTls);
+        // SSL 2's hello, which has no extensions (so no server name)
+        assert_eq!(parse(&[0x80, 0x2e, 0x01, 0x03, 0x01]), Peeked::NotTls);
+        assert_eq!(parse(&[0x16, 0x02, 0x00]), Peeked::NotTls);
+        assert_eq!(parse(&[0x16]), Peeked::Incomplete);
+        // a TLS record that is no hello to route by (refused)
+        assert_eq!(parse(&[0x16, 0x03, 0x01, 0, 0]), Peeked::Refused);
         // a handshake that is not a ClientHello
-        assert_eq!(parse(&[0x16, 0x03, 0x03, 0, 4, 2, 0, 0, 0]), Peeked::NotTls);
+        assert_eq!(
+            parse(&[0x16, 0x03, 0x03, 0, 4, 2, 0, 0, 0]),
+            Peeked::Refused
+        );
         // random bytes, and random mutations of a real hello: never a panic
         let h = hello(Some("x.example.com"));
         let mut rng = fastrand::Rng::with_seed(7);
@@ -373,9 +398,13 @@ mod tests {
                 m[i] = rng.u8(..);
             }
             m.truncate(rng.usize(..=m.len()));
-            let _ = parse(&m);
             let junk: Vec<u8> = (0..rng.usize(..600)).map(|_| rng.u8(..)).collect();
-            let _ = parse(&junk);
+            for bytes in [&m, &junk] {
+                // what is routed as not TLS never starts a TLS handshake record
+                if parse(bytes) == Peeked::NotTls {
+                    assert!(bytes[0] != 0x16 || bytes[1] != 0x03, "{bytes:?}");
+                }
+            }
         }
     }
 
@@ -449,19 +478,19 @@ mod tests {
             (
                 "a host name after an entry of another type",
                 [&[1u8, 0, 1, b'x'][..], &host_name(b"b.example")].concat(),
-                Peeked::NotTls,
+                Peeked::Refused,
             ),
             // used to be routed as "a", every trailing dot trimmed
-            ("not a DNS name", host_name(b"a.."), Peeked::NotTls),
+            ("not a DNS name", host_name(b"a.."), Peeked::Refused),
             (
                 "a name with a space",
                 host_name(b"a b.example"),
-                Peeked::NotTls,
+                Peeked::Refused,
             ),
             (
                 "two host names (RFC 6066 3)",
                 [host_name(b"a.example"), host_name(b"b.example")].concat(),
-                Peeked::NotTls,
+                Peeked::Refused,
             ),
         ];
         for (what, list, want) in cases {
@@ -475,12 +504,12 @@ mod tests {
                         "{what}"
                     )
                 }
-                (Peeked::NotTls, None) => {}
+                (Peeked::Refused, None) => {}
                 (_, theirs) => panic!("{what}: rustls reads {theirs:?}, rampart {want:?}"),
             }
         }
         // an empty list is malformed for both
-        assert_eq!(parse(&hello_with_names(&[])), Peeked::NotTls);
+        assert_eq!(parse(&hello_with_names(&[])), Peeked::Refused);
         assert_eq!(rustls_reads(&hello_with_names(&[])), None);
         // so are two server_name extensions (rampart used to read the first)
         // and bytes after the list in one
@@ -491,7 +520,7 @@ mod tests {
             vec![(0, [&a[..], b"x"].concat())],
         ] {
             let h = hello_with_exts(&exts);
-            assert_eq!(parse(&h), Peeked::NotTls, "{exts:?}");
+            assert_eq!(parse(&h), Peeked::Refused, "{exts:?}");
             assert_eq!(rustls_reads(&h), None, "{exts:?}");
         }
         // an IP address is kept as sent (rustls reads no name there)
@@ -511,7 +540,7 @@ mod tests {
         h.extend_from_slice(&[0; 10]);
         assert_eq!(parse(&h), Peeked::Hello(Some("a.example".into())));
         // a record longer than TLS allows (2^14 bytes)
-        assert_eq!(parse(&[0x16, 3, 1, 0x40, 0x01]), Peeked::NotTls);
+        assert_eq!(parse(&[0x16, 3, 1, 0x40, 0x01]), Peeked::Refused);
     }
 
     /// Bytes waiting in `s`'s receive queue, unread.
@@ -654,9 +683,20 @@ mod tests {
     async fn no_hello_is_an_error_that_says_why() {
         use std::io::Write;
         let (mut c, mut s) = pair().await;
+        // what is not TLS is no error: routed as a hello without a name, with
+        // what was read to send on
         c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
         let r = read_hello(&mut s, Duration::from_secs(30), None).await;
-        assert!(matches!(r, Err(HelloError::NotTls)), "{:?}", r.err());
+        let r = r.expect("not TLS is routed as no name");
+        assert_eq!(
+            (r.name, r.read.bytes()),
+            (None, &b"GET / HTTP/1.1\r\n\r\n"[..])
+        );
+        // a TLS record that is not a hello is refused
+        let (mut c, mut s) = pair().await;
+        c.write_all(&[0x16, 0x03, 0x03, 0, 4, 2, 0, 0, 0]).unwrap();
+        let r = read_hello(&mut s, Duration::from_secs(30), None).await;
+        assert!(matches!(r, Err(HelloError::Refused)), "{:?}", r.err());
         let (mut c, mut s) = pair().await;
         c.write_all(&hello(Some("a.example"))[..20]).unwrap();
         drop(c);
@@ -680,6 +720,6 @@ mod tests {
         assert_eq!(parse(&sent[..MAX_PEEK]), Peeked::Incomplete);
         c.write_all(&sent).unwrap();
         let r = read_hello(&mut s, Duration::from_secs(30), None).await;
-        assert!(matches!(r, Err(HelloError::NotTls)), "{:?}", r.err());
+        assert!(matches!(r, Err(HelloError::Refused)), "{:?}", r.err());
     }
 }

@@ -1325,7 +1325,7 @@ impl Importer {
                 (true, Some(None)) => en.note = "not a duration".into(),
                 (true, None) => {
                     en.fidelity = Fidelity::Approximated;
-                    en.note = "rampart routes once the whole ClientHello is in, as this waits for; a connection that does not start with one is closed, where HAProxy passes it on after inspect-delay".into();
+                    en.note = "rampart routes once the whole ClientHello is in, as this waits for; what is not TLS is routed at once as a hello without a name, as HAProxy routes it; a TLS record that is not a ClientHello rampart can read is closed, where HAProxy passes it on".into();
                 }
                 (false, _) => en.note = "connection-level rules are not in rampart; a tcp listener waits for the ClientHello only to route by its server name (use_backend if { req.ssl_sni ... })".into(),
             }

@@ -237,7 +237,7 @@ impl Importer {
                                     .unwrap_or_default(),
                             ) && preread => self.approx(
                                 e,
-                                "rampart reads the ClientHello's server name for the listener's routes; a connection that does not start with one is closed (nginx passes it on with an empty name)",
+                                "rampart reads the ClientHello's server name for the listener's routes, and routes what is not TLS as a hello without a name, as nginx does; a TLS record that is not a ClientHello it can read (malformed, or with a name TLS stacks could read apart) is closed, where nginx passes it on with an empty name",
                             ),
                             "ssl_preread" => self.approx(
                                 e,
