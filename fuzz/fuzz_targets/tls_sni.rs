@@ -11,7 +11,8 @@
 //!   stack of the backend behind a passthrough route, which must not be served
 //!   a hello it reads for another name than the one it was routed by.
 //! - What rampart reads as not TLS at all (`NotTls`, routed as a hello without
-//!   a name) is input rustls reads no ClientHello from (the first arm below).
+//!   a name: the first byte is no TLS record's content type) is input rustls
+//!   reads no ClientHello from (the first arm below).
 //! - Where rampart reads a hello, rustls does not ask for more bytes, and does
 //!   not refuse its server_name extension (no valid host name first, two, or a
 //!   second extension) while rampart routes by a name in it.

@@ -24,14 +24,15 @@ const _: () = assert!(MAX_PEEK <= crate::relaybuf::RELAY_BUF);
 pub enum Peeked {
     /// The ClientHello is not complete yet.
     Incomplete,
-    /// Not TLS: the first bytes are not a TLS handshake record (a client of
-    /// another protocol, or SSL 2's hello, which carries no server name).
+    /// Not TLS: the first byte is not a TLS record's content type (a client
+    /// of another protocol, or SSL 2's hello, which carries no server name).
     /// Routed as a hello without a name is, as nginx's `ssl_preread` (an
     /// empty `$ssl_preread_server_name`) and HAProxy's `req.ssl_sni` (not
     /// found) pass it on.
     NotTls,
-    /// A TLS handshake record that is not a ClientHello to route by: another
-    /// handshake message, a malformed hello, one whose server name stacks
+    /// A TLS record that is not a ClientHello to route by: another record or
+    /// handshake message first (a TLS stack may skip an alert and read a
+    /// hello after it), a malformed hello, one whose server name stacks
     /// could read differently, or one longer than [`MAX_PEEK`]. Refused, not
     /// routed by one reading of it.
     Refused,
@@ -77,8 +78,15 @@ impl<'a> Reader<'a> {
 pub fn parse(buf: &[u8]) -> Peeked {
     match buf {
         [] => return Peeked::Incomplete,
-        [t, ..] if *t != 0x16 => return Peeked::NotTls,
-        [_, v, ..] if *v != 0x03 => return Peeked::NotTls,
+        // not a TLS record's content type (20 to 24): no TLS stack reads a
+        // ClientHello from it (SSL 2's hello, 0x80, has no server name)
+        [t, ..] if !(0x14..=0x18).contains(t) => return Peeked::NotTls,
+        // A record, but not a hello's: refused, not routed as not TLS. TLS
+        // stacks skip a warning alert ahead of the hello (rustls, OpenSSL
+        // and Go) and read the name after it.
+        [t, ..] if *t != 0x16 => return Peeked::Refused,
+        // (rustls and Go read some records whose version is not 3.x)
+        [_, v, ..] if *v != 0x03 => return Peeked::Refused,
         _ => {}
     }
     // Gather the handshake bytes from the records there are (borrowed while
@@ -379,9 +387,28 @@ mod tests {
         assert_eq!(parse(b"SSH-2.0-OpenSSH\r\n"), Peeked::NotTls);
         // SSL 2's hello, which has no extensions (so no server name)
         assert_eq!(parse(&[0x80, 0x2e, 0x01, 0x03, 0x01]), Peeked::NotTls);
-        assert_eq!(parse(&[0x16, 0x02, 0x00]), Peeked::NotTls);
+        assert_eq!(parse(&[0x13]), Peeked::NotTls);
+        assert_eq!(parse(&[0x19]), Peeked::NotTls);
         assert_eq!(parse(&[0x16]), Peeked::Incomplete);
-        // a TLS record that is no hello to route by (refused)
+        // a TLS record that is no hello to route by (refused, from the byte
+        // that tells): a warning alert ahead of a hello (which TLS stacks
+        // skip, reading the name after it), a record of another version
+        // (rustls reads SSL 2's and DTLS's, Go any below 0x1000), and
+        // another content type
+        let alert_first = [
+            &[0x15u8, 3, 3, 0, 2, 1, 0x5a][..],
+            &hello(Some("a.example")),
+        ]
+        .concat();
+        assert_eq!(parse(&alert_first), Peeked::Refused);
+        assert_eq!(parse(&alert_first[..1]), Peeked::Refused);
+        let mut v2 = hello(Some("a.example"));
+        v2[1..3].copy_from_slice(&[0x00, 0x02]);
+        assert_eq!(parse(&v2), Peeked::Refused);
+        assert_eq!(parse(&[0x16, 0x02]), Peeked::Refused);
+        for t in [0x14, 0x17, 0x18] {
+            assert_eq!(parse(&[t, 3, 3, 0, 1, 0]), Peeked::Refused);
+        }
         assert_eq!(parse(&[0x16, 0x03, 0x01, 0, 0]), Peeked::Refused);
         // a handshake that is not a ClientHello
         assert_eq!(
@@ -400,9 +427,11 @@ mod tests {
             m.truncate(rng.usize(..=m.len()));
             let junk: Vec<u8> = (0..rng.usize(..600)).map(|_| rng.u8(..)).collect();
             for bytes in [&m, &junk] {
-                // what is routed as not TLS never starts a TLS handshake record
+                // what is routed as not TLS never starts a TLS record, and
+                // no TLS stack reads a hello from it
                 if parse(bytes) == Peeked::NotTls {
-                    assert!(bytes[0] != 0x16 || bytes[1] != 0x03, "{bytes:?}");
+                    assert!(!(0x14..=0x18).contains(&bytes[0]), "{bytes:?}");
+                    assert_eq!(rustls_reads(bytes), None, "{bytes:?}");
                 }
             }
         }
