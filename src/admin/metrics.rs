@@ -451,7 +451,7 @@ fn snapshot_families(shared: &Shared) -> Vec<MetricFamily> {
                 .with_label_values(&[name, by])
                 .inc_by(n.load(Ordering::Relaxed));
         }
-        for (kind, n) in [("rate", l.store.len()), ("quota", l.store.quota_len())] {
+        for (kind, n) in [("rate", l.rate_keys()), ("quota", l.store.quota_len())] {
             limit_keys.with_label_values(&[name, kind]).set(n as i64);
         }
     }

@@ -20,6 +20,7 @@ pub use link::Link;
 
 use crate::rules::RequestView;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,6 +92,13 @@ type Table<V> = HashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
 #[derive(Debug)]
 pub struct Store {
     shards: Vec<Mutex<Table<u64>>>,
+    /// The TAT of the one key of a limit keyed by nothing (`key = "all"`,
+    /// without tiers; 0: none yet). Every request of every worker counts
+    /// against that key, so it is one word updated by compare-and-swap, not an
+    /// entry behind a shard's lock that every worker would queue on. (With
+    /// `[rate_limit_store]`, what each request adds for the next sync is still
+    /// noted in `pending`, under its shard's lock.)
+    one: AtomicU64,
     quotas: Vec<Mutex<Table<QuotaEntry>>>,
     /// With `[rate_limit_store]`: what this node admitted per key since the
     /// last sync.
@@ -107,6 +115,7 @@ impl Default for Store {
     fn default() -> Store {
         Store {
             shards: (0..SHARDS).map(|_| Mutex::new(Table::default())).collect(),
+            one: AtomicU64::new(0),
             quotas: (0..SHARDS).map(|_| Mutex::new(Table::default())).collect(),
             pending: (0..SHARDS).map(|_| Mutex::new(Table::default())).collect(),
             quotas_changed: Default::default(),
@@ -117,7 +126,7 @@ impl Default for Store {
 }
 
 impl Store {
-    /// Keys held now.
+    /// Keys held now in the shards (see [`Limiter::rate_keys`]).
     pub fn len(&self) -> usize {
         self.shards
             .iter()
@@ -145,6 +154,9 @@ pub struct Limiter {
     pub store: Arc<Store>,
     /// `[rate_limit_store]`: the limit is shared with other nodes.
     pub link: Option<Arc<link::Link>>,
+    /// Keyed by nothing (`key = "all"`, no tiers): its rate is kept in
+    /// [`Store::one`], without a lock.
+    one: bool,
 }
 
 /// What applies to a request under a limit (`Limiter::applies`): its key,
@@ -171,7 +183,25 @@ pub struct Limited {
 
 impl Limiter {
     pub fn new(cfg: RateLimitConfig, store: Arc<Store>, link: Option<Arc<link::Link>>) -> Limiter {
-        Limiter { cfg, store, link }
+        let one = cfg.tiers.is_empty() && cfg.key.iter().all(|k| *k == KeyPart::All);
+        Limiter {
+            cfg,
+            store,
+            link,
+            one,
+        }
+    }
+
+    /// Keys whose rate state is held now: the shards', or the one word of a
+    /// limit keyed by nothing. (A store kept across a reload that changed
+    /// the key may hold both; only the form in use is counted, and the other
+    /// is kept for a reload back.)
+    pub fn rate_keys(&self) -> usize {
+        if self.one {
+            usize::from(self.store.one.load(Ordering::Relaxed) != 0)
+        } else {
+            self.store.len()
+        }
     }
 
     /// Notes a request admitted under the rate (T = `t_ns`) at `now` (µs),
@@ -637,14 +667,33 @@ impl Limiter {
             _ => t0,
         };
         let tau = t.saturating_mul(burst);
-        let shard = &self.store.shards[(key % SHARDS as u64) as usize];
-        let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
         let over = |tat: u64| Limited {
             retry_after: Duration::from_nanos(tat.saturating_sub(tau).saturating_sub(now)),
             quota: false,
             q: rate.0,
             w: rate.1.as_secs().max(1),
         };
+        if self.one {
+            // the same GCRA step as below, on the one word (a new key's TAT
+            // starts at now, as 0.max(now) does). Relaxed: the word is all
+            // the state there is; no other memory is published with it.
+            let stepped = self
+                .store
+                .one
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    let tat = v.max(now);
+                    (now.saturating_add(tau) >= tat).then(|| tat.saturating_add(t))
+                });
+            return match stepped {
+                Ok(_) => {
+                    self.note_rate(key, now_us, t0);
+                    Ok(())
+                }
+                Err(v) => Err(over(v.max(now))),
+            };
+        }
+        let shard = &self.store.shards[(key % SHARDS as u64) as usize];
+        let mut m = shard.lock().unwrap_or_else(|e| e.into_inner());
         // a known key: one lookup
         if let Some(v) = m.get_mut(&key) {
             let tat = (*v).max(now);
@@ -697,13 +746,21 @@ impl Limiter {
             _ => t0,
         };
         let shard = (key % SHARDS as u64) as usize;
-        let mut m = self.store.shards[shard]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = m.get_mut(&key) {
-            *v = v.saturating_sub(t).max(now);
+        if self.one {
+            let _ = self
+                .store
+                .one
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    (v != 0).then(|| v.saturating_sub(t).max(now))
+                });
+        } else {
+            let mut m = self.store.shards[shard]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(v) = m.get_mut(&key) {
+                *v = v.saturating_sub(t).max(now);
+            }
         }
-        drop(m);
         if self.link.is_some() {
             let mut pending = self.store.pending[shard]
                 .lock()
@@ -898,6 +955,55 @@ mod tests {
             Limiter::new(c, Arc::default(), None)
         };
         assert_ne!(by_header.key(&Req("a")), by_header.key(&Req("b")));
+    }
+
+    /// A limit keyed by nothing is one word that the workers step by
+    /// compare-and-swap, not an entry behind a shard's lock: from four
+    /// threads at one instant exactly burst + 1 pass (no step lost, none
+    /// counted twice), no shard holds an entry, and a refund gives one back.
+    #[test]
+    fn key_all_is_one_word_counted_exactly_across_threads() {
+        let mut cfg = limiter(1, 999, 10).cfg.clone();
+        cfg.key = vec![KeyPart::All];
+        let l = Arc::new(Limiter::new(cfg.clone(), Arc::default(), None));
+        let now = 5_000_000;
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let l = Arc::clone(&l);
+                std::thread::spawn(move || {
+                    (0..1000)
+                        .filter(|_| l.admit(&Req("x"), now, || 0).is_ok())
+                        .count()
+                })
+            })
+            .collect();
+        let passed: usize = threads.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(passed, 1000);
+        let in_shards = |l: &Limiter| {
+            l.store
+                .shards
+                .iter()
+                .map(|s| s.lock().unwrap().len())
+                .sum::<usize>()
+        };
+        assert_eq!(in_shards(&l), 0);
+        assert_eq!(l.rate_keys(), 1);
+        // T is 1 s: the TAT is now + 1000 s, a burst of 999 s back from it
+        let e = l.admit(&Req("x"), now, || 0).unwrap_err();
+        assert_eq!(e.retry_after, Duration::from_secs(1));
+        l.refund(&Req("x"), now, 0);
+        assert!(l.admit(&Req("x"), now, || 0).is_ok());
+        assert!(l.admit(&Req("x"), now, || 0).is_err());
+        // a second later, one more
+        assert!(l.admit(&Req("x"), now + 1_000_000, || 0).is_ok());
+
+        // keyed by something besides: entries in the shards, which are what
+        // count when the limit's store is kept across a reload that keys it so
+        cfg.key = vec![KeyPart::All, KeyPart::Path];
+        let by_path = Limiter::new(cfg, Arc::clone(&l.store), None);
+        assert!(by_path.admit(&Req("x"), now, || 0).is_ok());
+        assert_eq!(in_shards(&by_path), 1);
+        assert_eq!(by_path.rate_keys(), 1);
     }
 
     /// An IPv4 client on a dual-stack listener (`::ffff:1.2.3.4`) is the same

@@ -522,6 +522,11 @@ fn apply(limiters: &[Arc<Limiter>], batch: &[Item], answers: &[i64]) {
         let global = (now + lead.max(0) as u64)
             .saturating_mul(1000)
             .saturating_add(u64::from(since).saturating_mul(it.p.t_ns));
+        if l.one {
+            // (0, none yet, takes the global view as any TAT below it does)
+            l.store.one.fetch_max(global, Ordering::Relaxed);
+            continue;
+        }
         let mut m = l.store.shards[shard]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
@@ -567,6 +572,54 @@ mod tests {
     use crate::config::{KeyPart, RateLimitConfig, StoreConfig};
     use std::sync::atomic::AtomicU64;
 
+    /// A store no sync reaches (the tests call `take_batch` and `apply`
+    /// themselves).
+    fn unreachable_store() -> StoreConfig {
+        StoreConfig {
+            url: "redis://127.0.0.1:1".into(),
+            client: redis::Client::open("redis://127.0.0.1:1").unwrap(),
+            sync_interval: Duration::from_millis(20),
+            fallback_share: 0.5,
+            key_prefix: "t".into(),
+        }
+    }
+
+    /// The global view of a limit keyed by nothing (`key = "all"`) lands in
+    /// its one word (no shard holds it): once the store says the other nodes
+    /// are 10 s ahead at 10/s with a burst of 20, this node refuses.
+    #[test]
+    fn the_global_view_of_a_limit_keyed_by_nothing_is_applied() {
+        let store = unreachable_store();
+        let rate = (10, Duration::from_secs(1));
+        let l = Arc::new(Limiter::new(
+            RateLimitConfig {
+                name: "all".into(),
+                key: vec![KeyPart::All],
+                rate: Some(rate),
+                burst: 20,
+                quota: None,
+                max_keys: 1000,
+                ipv6_prefix: 64,
+                tiers: vec![],
+            },
+            Arc::default(),
+            Some(Arc::new(Link::new(store))),
+        ));
+        let now = crate::clock::now_us();
+        l.check(1, rate, 20, now).unwrap();
+        l.check(1, rate, 20, now).unwrap();
+        let mut batch = Vec::new();
+        take_batch(&l, 0, now, 1_000_000_000, 0, &mut batch);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].p.rate_n, 2);
+        apply(&[Arc::clone(&l)], &batch, &[10_000_000]);
+        let e = l.check(1, rate, 20, now).unwrap_err();
+        // about 10 s ahead, less the 2 s burst
+        assert!(e.retry_after > Duration::from_secs(7), "{e:?}");
+        assert_eq!(l.rate_keys(), 1);
+        assert!(l.store.shards.iter().all(|s| s.lock().unwrap().is_empty()));
+    }
+
     /// Requests counted on one thread while another syncs in a loop (the
     /// store's answer is what it was sent, as Redis would count for a node
     /// alone): after each sync, the node's count holds at least every request
@@ -574,13 +627,7 @@ mod tests {
     /// pending and it setting the count was lost from it until the next sync.
     #[test]
     fn a_request_counted_while_a_sync_applies_is_not_lost() {
-        let store = StoreConfig {
-            url: "redis://127.0.0.1:1".into(),
-            client: redis::Client::open("redis://127.0.0.1:1").unwrap(),
-            sync_interval: Duration::from_millis(20),
-            fallback_share: 0.5,
-            key_prefix: "t".into(),
-        };
+        let store = unreachable_store();
         let l = Arc::new(Limiter::new(
             RateLimitConfig {
                 name: "jobs".into(),
