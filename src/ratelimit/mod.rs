@@ -95,9 +95,10 @@ pub struct Store {
     /// The TAT of the one key of a limit keyed by nothing (`key = "all"`,
     /// without tiers; 0: none yet). Every request of every worker counts
     /// against that key, so it is one word updated by compare-and-swap, not an
-    /// entry behind a shard's lock that every worker would queue on. (With
-    /// `[rate_limit_store]`, what each request adds for the next sync is still
-    /// noted in `pending`, under its shard's lock.)
+    /// entry behind a shard's lock that every worker would queue on. (The
+    /// rate only: such a limit's quota is counted in `quotas`, under its
+    /// shard's lock, and with `[rate_limit_store]` what each request adds for
+    /// the next sync is noted in `pending`, under its shard's lock.)
     one: AtomicU64,
     quotas: Vec<Mutex<Table<QuotaEntry>>>,
     /// With `[rate_limit_store]`: what this node admitted per key since the
@@ -154,9 +155,9 @@ pub struct Limiter {
     pub store: Arc<Store>,
     /// `[rate_limit_store]`: the limit is shared with other nodes.
     pub link: Option<Arc<link::Link>>,
-    /// Keyed by nothing (`key = "all"`, no tiers): its rate is kept in
-    /// [`Store::one`], without a lock.
-    one: bool,
+    /// Keyed by nothing (`key = "all"`, no tiers): the key every request
+    /// has. Its rate is kept in [`Store::one`], without a lock.
+    one: Option<u64>,
 }
 
 /// What applies to a request under a limit (`Limiter::applies`): its key,
@@ -183,7 +184,12 @@ pub struct Limited {
 
 impl Limiter {
     pub fn new(cfg: RateLimitConfig, store: Arc<Store>, link: Option<Arc<link::Link>>) -> Limiter {
-        let one = cfg.tiers.is_empty() && cfg.key.iter().all(|k| *k == KeyPart::All);
+        let one = (cfg.tiers.is_empty() && cfg.key.iter().all(|k| *k == KeyPart::All)).then(|| {
+            // what `key` gives every request: each part feeds nothing, then 0xff
+            cfg.key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, _| {
+                (h ^ 0xff).wrapping_mul(0x0100_0000_01b3)
+            })
+        });
         Limiter {
             cfg,
             store,
@@ -197,7 +203,7 @@ impl Limiter {
     /// the key may hold both; only the form in use is counted, and the other
     /// is kept for a reload back.)
     pub fn rate_keys(&self) -> usize {
-        if self.one {
+        if self.one.is_some() {
             usize::from(self.store.one.load(Ordering::Relaxed) != 0)
         } else {
             self.store.len()
@@ -673,7 +679,7 @@ impl Limiter {
             q: rate.0,
             w: rate.1.as_secs().max(1),
         };
-        if self.one {
+        if self.one.is_some() {
             // the same GCRA step as below, on the one word (a new key's TAT
             // starts at now, as 0.max(now) does). Relaxed: the word is all
             // the state there is; no other memory is published with it.
@@ -746,7 +752,7 @@ impl Limiter {
             _ => t0,
         };
         let shard = (key % SHARDS as u64) as usize;
-        if self.one {
+        if self.one.is_some() {
             let _ = self
                 .store
                 .one
@@ -978,6 +984,7 @@ mod tests {
             })
             .collect();
         let passed: usize = threads.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(l.one, Some(l.key(&Req("x"))));
         assert_eq!(passed, 1000);
         let in_shards = |l: &Limiter| {
             l.store
