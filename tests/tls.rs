@@ -1385,6 +1385,18 @@ async fn a_passthrough_route_reads_the_server_name_as_rustls_does() {
     let spliced = [&[1u8, 0, 0, 0, 0, 14][..], b"db.example.com"].concat();
     h.splice(at - 3..at + 17, spliced);
     assert!(!send(h).await, "routed on a name after an unknown entry");
+    // a PROXY header where the listener reads none, with a hello behind it:
+    // refused, not passed to the default pool as not TLS (a server there
+    // that takes such a header would read the hello behind it)
+    let proxied = [
+        &b"PROXY TCP4 192.0.2.9 127.0.0.1 5555 443\r\n"[..],
+        &client_hello("db.example.com"),
+    ]
+    .concat();
+    assert!(
+        !send(proxied).await,
+        "a client's own PROXY header passed on"
+    );
     // and a TLS record that is not a hello at all: refused too, though the
     // listener has a default pool (what is not TLS goes there)
     assert!(!send(vec![0x16, 0x03, 0x03, 0, 4, 2, 0, 0, 0]).await);

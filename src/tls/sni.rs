@@ -73,9 +73,25 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The PROXY protocol's signatures (v1, v2). A client that sends one to a
+/// listener that does not read the header is refused, not routed as not TLS:
+/// a server behind the nameless route that takes the header where one may
+/// come would take it off and read a ClientHello behind it.
+const PROXY_SIGNATURES: [&[u8]; 2] = [b"PROXY ", b"\r\n\r\n\0\r\nQUIT\n"];
+
 /// Reads the SNI of the ClientHello at the start of `buf` (TLS records as they
 /// came from the client). The handshake message may span several records.
 pub fn parse(buf: &[u8]) -> Peeked {
+    for sig in PROXY_SIGNATURES {
+        let n = buf.len().min(sig.len());
+        if n > 0 && buf[..n] == sig[..n] {
+            return if n == sig.len() {
+                Peeked::Refused
+            } else {
+                Peeked::Incomplete
+            };
+        }
+    }
     match buf {
         [] => return Peeked::Incomplete,
         // not a TLS record's content type (20 to 24): no TLS stack reads a
@@ -390,6 +406,26 @@ mod tests {
         assert_eq!(parse(&[0x13]), Peeked::NotTls);
         assert_eq!(parse(&[0x19]), Peeked::NotTls);
         assert_eq!(parse(&[0x16]), Peeked::Incomplete);
+        // a PROXY header the listener does not read: refused once its
+        // signature is whole (a server could take it off and read a hello)
+        let v1 = [
+            &b"PROXY TCP4 192.0.2.1 192.0.2.2 1 2\r\n"[..],
+            &hello(Some("a.example")),
+        ]
+        .concat();
+        let v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\0\x0c";
+        for sent in [&v1[..], &v2[..]] {
+            for cut in 1..sent.len() {
+                let want = if cut < 6 || (sent[0] == b'\r' && cut < 12) {
+                    Peeked::Incomplete
+                } else {
+                    Peeked::Refused
+                };
+                assert_eq!(parse(&sent[..cut]), want, "{cut}");
+            }
+        }
+        assert_eq!(parse(b"POST / HTTP/1.1\r\n"), Peeked::NotTls);
+        assert_eq!(parse(b"\r\nGET / HTTP/1.1\r\n"), Peeked::NotTls);
         // a TLS record that is no hello to route by (refused, from the byte
         // that tells): a warning alert ahead of a hello (which TLS stacks
         // skip, reading the name after it), a record of another version
