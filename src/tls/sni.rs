@@ -33,8 +33,9 @@ pub enum Peeked {
     /// A TLS record that is not a ClientHello to route by: another record or
     /// handshake message first (a TLS stack may skip an alert and read a
     /// hello after it), a malformed hello, one whose server name stacks
-    /// could read differently, or one longer than [`MAX_PEEK`]. Refused, not
-    /// routed by one reading of it.
+    /// could read differently, or one longer than [`MAX_PEEK`]; or a PROXY
+    /// header (see [`PROXY_SIGNATURES`]). Refused, not routed by one reading
+    /// of it.
     Refused,
     /// A ClientHello, and the server name it asks for (lower case, without a
     /// trailing dot), if it has a `server_name` extension.
@@ -236,7 +237,7 @@ pub enum HelloError {
     #[error("the client closed the connection before its ClientHello")]
     Closed,
     #[error(
-        "a TLS record that is not a ClientHello to route by (malformed, ambiguous or over 16 KiB)"
+        "no ClientHello to route by: a TLS record that is not one (malformed, ambiguous, over 16 KiB), or a PROXY header this listener does not read"
     )]
     Refused,
 }
