@@ -1075,7 +1075,7 @@ mod tests {
         assert_ne!(l.key(&v6), each.key(&net_address));
     }
 
-    /// Rotating through the addresses of one /64 gets no fresh budget.
+    /// Keys hash as they did when counts were saved by them.
     #[test]
     fn keys_hash_as_they_were_saved() {
         // Quota counts are saved (state file, shared store) by these hashes:
@@ -1104,6 +1104,7 @@ mod tests {
         assert_eq!(tiered.applies(&Req("k1")).0, 0x608b_b5f7_53da_bc84);
     }
 
+    /// Rotating through the addresses of one /64 gets no fresh budget.
     #[test]
     fn an_ipv6_client_cannot_take_a_fresh_rate_from_each_address_of_its_64() {
         // 1/s, burst 2: three requests at once pass, the fourth does not

@@ -26,9 +26,9 @@ pub enum Peeked {
     Incomplete,
     /// Not TLS: the first byte is not a TLS record's content type (a client
     /// of another protocol, or SSL 2's hello, which carries no server name).
-    /// Routed as a hello without a name is, as nginx's `ssl_preread` (an
-    /// empty `$ssl_preread_server_name`) and HAProxy's `req.ssl_sni` (not
-    /// found) pass it on.
+    /// Routed as a hello without a name, as nginx's `ssl_preread` (an empty
+    /// `$ssl_preread_server_name`) and HAProxy's `req.ssl_sni` (not found)
+    /// pass it on.
     NotTls,
     /// A TLS record that is not a ClientHello to route by: another record or
     /// handshake message first (a TLS stack may skip an alert and read a
@@ -398,7 +398,7 @@ mod tests {
 
     #[test]
     fn not_tls_and_garbage() {
-        // not TLS, told by the first byte or two (routed as no name)
+        // not TLS, told by the first byte (routed as no name)
         assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n"), Peeked::NotTls);
         assert_eq!(parse(b"G"), Peeked::NotTls);
         assert_eq!(parse(b"SSH-2.0-OpenSSH\r\n"), Peeked::NotTls);
