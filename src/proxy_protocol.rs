@@ -450,6 +450,13 @@ pub async fn accept(
 mod tests {
     use super::*;
 
+    /// The SNI reader refuses a client's own PROXY header by these
+    /// signatures, kept there as a copy (see `tls::sni::PROXY_SIGNATURES`).
+    #[test]
+    fn the_sni_reader_knows_these_signatures() {
+        assert_eq!(crate::tls::sni::PROXY_SIGNATURES, [V1_PREFIX, &V2_SIG[..]]);
+    }
+
     fn v2(cmd: u8, fam: u8, body: &[u8]) -> Vec<u8> {
         let mut v = V2_SIG.to_vec();
         v.push(0x20 | cmd);

@@ -77,8 +77,10 @@ impl<'a> Reader<'a> {
 /// The PROXY protocol's signatures (v1, v2). A client that sends one to a
 /// listener that does not read the header is refused, not routed as not TLS:
 /// a server behind the nameless route that takes the header where one may
-/// come would take it off and read a ClientHello behind it.
-const PROXY_SIGNATURES: [&[u8]; 2] = [b"PROXY ", b"\r\n\r\n\0\r\nQUIT\n"];
+/// come would take it off and read a ClientHello behind it. (proxy_protocol's
+/// own, which a test there holds these equal to: that module uses `tls`, so
+/// `tls` cannot use it.)
+pub(crate) const PROXY_SIGNATURES: [&[u8]; 2] = [b"PROXY ", b"\r\n\r\n\0\r\nQUIT\n"];
 
 /// Reads the SNI of the ClientHello at the start of `buf` (TLS records as they
 /// came from the client). The handshake message may span several records.
