@@ -45,7 +45,10 @@
 #     bench/callgrind.sh
 #                 what rules cost: `[[listener.rule]]` tables on rampart's plain
 #                 listener, lines in HAProxy's plain frontend, directives in
-#                 nginx's plain location
+#                 nginx's plain location; HAPROXY_SECTIONS (sections after
+#                 HAProxy's, e.g. the backends that hold stick tables) and
+#                 NGINX_HTTP (directives of nginx's http block: limit_req_zone,
+#                 geo) go with them (bench/policy_peers.sh)
 #   WALL=1 ROWS="close sni" bench/callgrind.sh
 #                 the wall clock instead, for the rows of a new connection per
 #                 request: no valgrind, the proxy pinned to CPU 1 (wrk and the
@@ -251,6 +254,7 @@ backend be_grpc
   http-reuse always
   server s1 127.0.0.1:19620 proto h2
 $sni_haproxy
+${HAPROXY_SECTIONS:-}
 EOC
 cat > n.conf <<EOC
 daemon off;
@@ -263,6 +267,7 @@ http {
   access_log off;
   keepalive_requests 10000000;
   upstream be { server 127.0.0.1:19600; keepalive 128; }
+  ${NGINX_HTTP:-}
   server {
     listen 127.0.0.1:19610;
     listen 127.0.0.1:19611 http2;
@@ -313,8 +318,10 @@ run() { # run NAME N URL CMD...
   local pid=$!
   for _ in $(seq 300); do curl -sk -o /dev/null "$url" && break; sleep 0.1; done
   started "$pid"
+  # (the answers' statuses too: a rule that refused the requests would count
+  # a cheaper request)
   # shellcheck disable=SC2086
-  taskset -c 0 h2load $H2LOAD_MODE -n "$n" -c 10 "$url" | grep -E "^requests:" >&2
+  taskset -c 0 h2load $H2LOAD_MODE -n "$n" -c 10 "$url" | grep -E "^(requests|status codes):" >&2
   kill -TERM $pid; wait $pid || true
   # valgrind writes "summary:" (or "totals:") with the instruction count
   grep -E '^(summary|totals):' "$d/cg.$name.$n" | head -1 | awk '{print $2}'

@@ -39,13 +39,8 @@ def rules():
     return "".join(out)
 
 
-class PolicyBench(Bench):
-    def setup(self):
-        d, t = self.dir, self.a.threads
-        www = os.path.join(d, "www")
-        os.makedirs(www)
-        backend = self.write("backend.conf", backend_config(d, www))
-        limits = """
+# the two limits the last two rules apply, far above the offered load
+LIMITS = """
 [[rate_limit]]
 name = "per-ip"
 key = "client_ip"
@@ -57,6 +52,15 @@ key = ["client_ip", "path"]
 rate = "100000000/s"
 burst = 1000
 """
+
+
+class PolicyBench(Bench):
+    def setup(self):
+        d, t = self.dir, self.a.threads
+        www = os.path.join(d, "www")
+        os.makedirs(www)
+        backend = self.write("backend.conf", backend_config(d, www))
+        limits = LIMITS
         pool = """
 [[pool]]
 name = "be"
