@@ -114,15 +114,21 @@ impl Router {
 
     /// First matching route wins, else the default pool (None: none).
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
-        let host = host.map(strip_port);
-        let found = match &self.index {
+        self.first(host.map(strip_port), path)
+            .map_or(self.default_pool, |i| Some(self.routes[i].pool))
+    }
+
+    /// The first route (its place in `routes`) that `host`, already without
+    /// its port (`strip_port`'s), and `path` match. A listener's rules look up
+    /// their long runs of host and path-prefix rules with it.
+    pub fn first(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        match &self.index {
             Some(ix) => match ix.lookup(host, path.as_bytes()) {
                 Some(found) => found,
                 None => self.scan(host, path),
             },
             None => self.scan(host, path),
-        };
-        found.map_or(self.default_pool, |i| Some(self.routes[i].pool))
+        }
     }
 
     /// The first matching route, in order (`host` without its port).

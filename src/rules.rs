@@ -9,7 +9,7 @@
 //! its default pool decide (routes are rules evaluated after all of these).
 
 use crate::proxy_protocol::Cidr;
-use crate::router::{strip_port, HostMatch};
+use crate::router::{strip_port, HostMatch, Route, Router, SCAN_MAX};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use std::net::IpAddr;
@@ -208,6 +208,25 @@ enum Only {
     Methods(u16),
     Header,
     Src,
+    /// The first of a long run of rules that test only the host and the
+    /// path's prefix and only end the request (`RuleSet::runs`, by index):
+    /// the run is looked up, not walked.
+    Run(u32),
+}
+
+/// A run of more than [`SCAN_MAX`] consecutive rules, each of which tests
+/// nothing but the host and the path's prefix (either or both, not negated)
+/// and does nothing but end the request (`deny`, `redirect`, `respond`,
+/// `pool`): the first of them that a request matches is the one rule of the
+/// run that applies, and `Router` finds it by hash lookups (what an HAProxy
+/// config's hundreds of `use_backend ... if { hdr(host) -i ... }` import to).
+#[derive(Debug, Clone, PartialEq)]
+struct Run {
+    /// The rules `start..end`.
+    start: usize,
+    end: usize,
+    /// Each rule of the run as a route, in order (its `pool` unused).
+    routes: Router,
 }
 
 /// The methods rules name most, as bits (0: another method).
@@ -256,6 +275,56 @@ impl Match {
             _ => Only::General,
         }
     }
+}
+
+/// The long runs of rules that are looked up, not walked: marks the first
+/// rule of each `Only::Run`.
+fn runs(rules: &mut [Rule]) -> Vec<Run> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < rules.len() {
+        let end = start + rules[start..].iter().take_while(|r| fits_run(r)).count();
+        if end - start > SCAN_MAX {
+            let routes = rules[start..end]
+                .iter()
+                .map(|r| Route {
+                    host: r.matcher.host.clone(),
+                    path_prefix: r.matcher.path_prefix.clone(),
+                    pool: 0,
+                })
+                .collect();
+            if let Ok(k) = u32::try_from(runs.len()) {
+                rules[start].only = Only::Run(k);
+                runs.push(Run {
+                    start,
+                    end,
+                    routes: Router::new(routes, None),
+                });
+            }
+        }
+        start = end.max(start + 1);
+    }
+    runs
+}
+
+/// Whether a rule may be in a run: it tests the host, the path's prefix, both
+/// or nothing, not negated, and does nothing but end the request. (Then the
+/// first rule of the run a request matches is the only one of the run that
+/// does anything to it.)
+fn fits_run(r: &Rule) -> bool {
+    let m = &r.matcher;
+    r.terminal.is_some()
+        && r.edits.is_empty()
+        && r.writes.is_none()
+        && r.rate_limit.is_none()
+        && r.priority.is_none()
+        && r.max_body.is_none()
+        && !m.not
+        && m.path.is_none()
+        && m.path_regex.is_none()
+        && m.methods.is_empty()
+        && m.header.is_none()
+        && m.src.is_empty()
 }
 
 /// A redirect target with `{host}`, `{path}`, `{query}` and `{uri}` in it.
@@ -658,6 +727,8 @@ pub struct RuleSet {
     /// edits are found by its bits, not by a walk over every rule (they are
     /// read for each field of an answer that rules edit).
     edit_rules: Vec<u32>,
+    /// The long runs of rules that are looked up, not walked (`Only::Run`).
+    runs: Vec<Run>,
 }
 
 /// More rules of a kind than a listener may have.
@@ -802,10 +873,12 @@ impl RuleSet {
                 body_limits.push(m);
             }
         }
+        let runs = runs(&mut rules);
         Ok(RuleSet {
             rules,
             body_limits,
             edit_rules,
+            runs,
         })
     }
 
@@ -858,9 +931,29 @@ impl RuleSet {
         mut applied: Applied,
     ) -> Outcome<'_> {
         let mut method = None;
-        for (i, rule) in self.rules.iter().enumerate().skip(from) {
+        let mut rules = self.rules.iter().enumerate().skip(from);
+        while let Some((i, rule)) = rules.next() {
             let m = &rule.matcher;
             let hit = match rule.only {
+                Only::Run(k) => {
+                    let Some(run) = self.runs.get(k as usize) else {
+                        continue;
+                    };
+                    // (the run's rules have no effect but their end)
+                    if let Some(t) = run
+                        .routes
+                        .first(r.bare_host(), r.path())
+                        .and_then(|j| self.rules.get(run.start + j))
+                        .and_then(|rule| rule.terminal.as_ref())
+                    {
+                        return Outcome::Terminal(t, applied, None);
+                    }
+                    // past the run's other rules (`nth(n)` takes n + 1)
+                    if let Some(n) = run.end.checked_sub(i + 2) {
+                        rules.nth(n);
+                    }
+                    continue;
+                }
                 Only::Always => true,
                 Only::PathPrefix => r
                     .path()
@@ -1684,5 +1777,112 @@ mod tests {
             to.render(&RewrittenView { inner: &r, rw: w }),
             "https://a/new/p?q"
         );
+    }
+
+    /// A long run of rules that test only the host and the path's prefix is
+    /// looked up (`Only::Run`, by the router's index): every request gets
+    /// the rule and the edits that walking the rules in order gives it, with
+    /// hosts exact, wildcard, upper-case, with a port or the root's dot, or
+    /// none, and runs broken by rules that do more.
+    #[test]
+    fn runs_of_host_and_prefix_rules_answer_as_the_walk_does() {
+        let hosts = [
+            "a.example.com",
+            "b.example.com",
+            "*.example.com",
+            "mail.*",
+            "c.test",
+            "*.c.test",
+            "x.a.example.com",
+        ];
+        let prefixes = ["/", "/a", "/a/", "/api/", "/b/c", "/static/"];
+        let req_hosts = [
+            Some("a.example.com"),
+            Some("A.Example.COM:8080"),
+            Some("x.a.example.com"),
+            Some("mail.x.org"),
+            Some("c.test."),
+            Some("d.c.test"),
+            Some("example.com"),
+            Some("[::1]:80"),
+            None,
+        ];
+        let paths = ["/", "/a", "/a/b", "/api/v1", "/static/x", "/b/c/d", "/q"];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut indexed = 0;
+        for case in 0..300 {
+            let n = 10 + rand(60);
+            let mut rules = Vec::new();
+            for i in 0..n {
+                let m = Match {
+                    host: (rand(3) > 0)
+                        .then(|| HostMatch::parse(hosts[rand(hosts.len())]).unwrap()),
+                    path_prefix: (rand(2) > 0).then(|| prefixes[rand(prefixes.len())].to_string()),
+                    ..Default::default()
+                };
+                let rule = match rand(25) {
+                    // breaks a run: an edit that applies and goes on
+                    0 => Rule::new(
+                        m,
+                        None,
+                        Edits {
+                            set: vec![(
+                                HeaderName::from_static("x-seen"),
+                                HeaderValue::from_static("1"),
+                            )],
+                            ..Default::default()
+                        },
+                    ),
+                    // breaks a run: another condition
+                    1 => Rule::new(
+                        Match {
+                            methods: vec!["GET".into()],
+                            ..m
+                        },
+                        Some(Terminal::Pool(i)),
+                        Edits::default(),
+                    ),
+                    // breaks a run: negated
+                    2 => Rule::new(
+                        Match { not: true, ..m },
+                        Some(Terminal::Pool(i)),
+                        Edits::default(),
+                    ),
+                    _ => Rule::new(m, Some(Terminal::Pool(i)), Edits::default()),
+                };
+                rules.push(rule);
+            }
+            let set = RuleSet::new(rules).unwrap();
+            indexed += set.runs.len();
+            let mut walk = set.clone();
+            for r in &mut walk.rules {
+                r.only = r.matcher.only();
+            }
+            walk.runs.clear();
+            for host in req_hosts {
+                for path in paths {
+                    let r = Req {
+                        method: "GET",
+                        host,
+                        target: path,
+                        headers: vec![],
+                        src: "10.1.2.3".parse().unwrap(),
+                    };
+                    let seen = |o: Outcome<'_>| match o {
+                        Outcome::Terminal(t, a, w) => (Some(t.clone()), a, w.is_some()),
+                        Outcome::Continue(a, w) => (None, a, w.is_some()),
+                    };
+                    let (got, want) = (seen(set.evaluate(&r)), seen(walk.evaluate(&r)));
+                    assert_eq!(got, want, "case {case}: {host:?} {path}");
+                }
+            }
+        }
+        assert!(indexed > 100, "only {indexed} runs were indexed");
     }
 }

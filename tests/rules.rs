@@ -886,3 +886,84 @@ async fn a_rule_rewrites_the_servers_redirects() {
         );
     }
 }
+
+/// Forty rules of one host each, then an edit, then twenty of one path
+/// prefix each (each run looked up, not walked: src/rules.rs `Only::Run`),
+/// answer on the fast path and the hyper path as the rules say in order:
+/// the first of a run that matches, across runs, a host with a port, in
+/// upper case, with the root's dot, and a request no rule matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_runs_of_host_and_prefix_rules_pick_what_the_first_match_says() {
+    let a = Backend::start("a", free_addr("127.0.0.1")).await;
+    let b = Backend::start("b", free_addr("127.0.0.1")).await;
+    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
+    let mut rules = String::new();
+    for i in 0..40 {
+        // every third host is refused, the rest go to b; h5 twice, the
+        // first (b) decides
+        let (host, action) = match i {
+            39 => (5, "deny = 403"),
+            i if i % 3 == 0 => (i, "deny = 403"),
+            i => (i, "pool = \"b\""),
+        };
+        rules += &format!("  [[listener.rule]]\n  host = \"h{host}.example.com\"\n  {action}\n");
+    }
+    rules += "  [[listener.rule]]\n  set_header = { \"x-run\" = \"2\" }\n";
+    for i in 0..20 {
+        let action = if i == 7 { "deny = 404" } else { "pool = \"b\"" };
+        rules += &format!("  [[listener.rule]]\n  path_prefix = \"/p{i}/\"\n  {action}\n");
+    }
+    let cfg = format!(
+        r#"[global]
+threads = 1
+[admin]
+bind = "{admin}"
+[[listener]]
+name = "web"
+bind = ["{listen}"]
+mode = "http"
+pool = "a"
+{rules}
+[[pool]]
+name = "a"
+  [[pool.server]]
+  address = "{}"
+[[pool]]
+name = "b"
+  [[pool.server]]
+  address = "{}"
+"#,
+        a.addr, b.addr
+    );
+    let p = Proxy::start(&cfg, &[listen]).await;
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        Case { what: "a host of the run", method: "GET", path: "/", host: Some("h7.example.com"), headers: &[], status: 200, expect: "b" },
+        Case { what: "a refused host", method: "GET", path: "/", host: Some("h9.example.com"), headers: &[], status: 403, expect: "403 Forbidden\n" },
+        Case { what: "the first of two rules for a host", method: "GET", path: "/", host: Some("h5.example.com"), headers: &[], status: 200, expect: "b" },
+        Case { what: "upper case, a port", method: "GET", path: "/", host: Some("H38.Example.COM:8080"), headers: &[], status: 200, expect: "b" },
+        Case { what: "the root's dot", method: "GET", path: "/", host: Some("h0.example.com."), headers: &[], status: 403, expect: "403 Forbidden\n" },
+        Case { what: "no host of the run, a prefix of the next", method: "GET", path: "/p12/x", host: Some("zz.example.com"), headers: &[], status: 200, expect: "b" },
+        Case { what: "a host before a prefix", method: "GET", path: "/p7/x", host: Some("h3.example.com"), headers: &[], status: 403, expect: "403 Forbidden\n" },
+        Case { what: "a refused prefix", method: "GET", path: "/p7/x", host: None, headers: &[], status: 404, expect: "404 Not Found\n" },
+        Case { what: "no rule", method: "GET", path: "/p77/x", host: Some("h40.example.com"), headers: &[], status: 200, expect: "a" },
+    ];
+    for (path, c, h2) in [
+        ("fast path (HTTP/1.1)", client(), false),
+        ("hyper path (h2c)", h2c_client(), true),
+    ] {
+        for case in cases {
+            let (st, body, _) = run(&c, h2, listen, case).await;
+            assert_eq!(
+                (st.as_u16(), body.as_str()),
+                (case.status, case.expect),
+                "{path}: {}",
+                case.what
+            );
+        }
+    }
+    // the edit between the runs applied to what got past the first
+    let seen = b.stats.last_headers.lock().unwrap().clone().unwrap();
+    assert_eq!(seen.get("x-run").map(|v| v.as_bytes()), Some(&b"2"[..]));
+    drop(p);
+}

@@ -172,7 +172,8 @@ pub struct Limiter {
     /// has. Its rate is kept in [`Store::one`], without a lock.
     one: Option<u64>,
     /// T of the limit's own rate (`interval_ns`), worked out once: the
-    /// division is not on every request's path.
+    /// division is not on every request's path. (`cfg` is not changed after
+    /// `new`: a reload makes a new Limiter, keeping the Store.)
     t0: u64,
 }
 
@@ -1141,6 +1142,18 @@ mod tests {
         }];
         let tiered = Limiter::new(cfg, Arc::default(), None);
         assert_eq!(tiered.applies(&Req("k1")).0, 0x608b_b5f7_53da_bc84);
+        // an IPv4 client on a dual-stack listener is the IPv4 client
+        let mapped: std::net::Ipv6Addr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(l.key(&Src(mapped.into())), 0x638c_f082_0a41_bd49);
+        // parts in order: the client and the path ("/jobs"), a header ("x")
+        // and the client
+        let mut cfg = l.cfg.clone();
+        cfg.key = vec![KeyPart::ClientIp, KeyPart::Path];
+        let by_path = Limiter::new(cfg.clone(), Arc::default(), None);
+        assert_eq!(by_path.key(&Req("x")), 0x87a8_d4bc_39f5_a287);
+        cfg.key = vec![KeyPart::Header("x-api-key".into()), KeyPart::ClientIp];
+        let by_header = Limiter::new(cfg, Arc::default(), None);
+        assert_eq!(by_header.key(&Req("x")), 0xff15_1c49_ada0_883e);
     }
 
     /// Rotating through the addresses of one /64 gets no fresh budget.
