@@ -49,6 +49,8 @@
 #                 HAProxy's, e.g. the backends that hold stick tables) and
 #                 NGINX_HTTP (directives of nginx's http block: limit_req_zone,
 #                 geo) go with them (bench/policy_peers.sh)
+#   REQUIRE_2XX=1 bench/callgrind.sh
+#                 fail unless h2load saw every request answered with a 2xx
 #   WALL=1 ROWS="close sni" bench/callgrind.sh
 #                 the wall clock instead, for the rows of a new connection per
 #                 request: no valgrind, the proxy pinned to CPU 1 (wrk and the
@@ -319,9 +321,17 @@ run() { # run NAME N URL CMD...
   for _ in $(seq 300); do curl -sk -o /dev/null "$url" && break; sleep 0.1; done
   started "$pid"
   # (the answers' statuses too: a rule that refused the requests would count
-  # a cheaper request)
+  # a cheaper request, and a proxy that did not start none)
+  local seen
   # shellcheck disable=SC2086
-  taskset -c 0 h2load $H2LOAD_MODE -n "$n" -c 10 "$url" | grep -E "^(requests|status codes):" >&2
+  seen=$(taskset -c 0 h2load $H2LOAD_MODE -n "$n" -c 10 "$url" | grep -E "^(requests|status codes):" || true)
+  echo "$seen" >&2
+  # REQUIRE_2XX=1: every request answered, each with a 2xx, or this fails
+  if [ -n "${REQUIRE_2XX:-}" ] && ! awk -v n="$n" '$1 == "requests:" {ok = ($8 == n)} $1 == "status" {two = ($3 == n)} END {exit !(ok && two)}' <<< "$seen"; then
+    echo "$name: not all of $n requests were answered with a 2xx (above)" >&2
+    kill -TERM $pid 2>/dev/null; wait $pid || true
+    return 1
+  fi
   kill -TERM $pid; wait $pid || true
   # valgrind writes "summary:" (or "totals:") with the instruction count
   grep -E '^(summary|totals):' "$d/cg.$name.$n" | head -1 | awk '{print $2}'

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# How a request's cost grows with the number of host rules, rampart beside
+# HAProxy: N rules that each send one host to the pool, none of which the
+# request's host matches (each is tested), as an HAProxy config with one
+# `use_backend` line per host is written, and as rampart's importer reads it
+# (one [[listener.rule]] with `host` and `pool` per line). Instructions per
+# keep-alive request under callgrind (bench/callgrind.sh's keepalive row),
+# for each N. See bench/README.md.
+#
+#   bench/rules_scale.sh                   N = 0 10 100 1000, N1=1000, N2=5000
+#   COUNTS="0 16 17 1000" RAMPART_BIN=/tmp/r bench/rules_scale.sh 1000 5000
+#
+# nginx is left out: its idiom for many hosts is server_name, which it looks
+# up in a hash (rampart's is a [[listener.route]] per host, looked up too:
+# bench/RESULTS-scale.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export ROWS=keepalive PROXIES="${PROXIES:-rampart haproxy}"
+n1=${1:-1000}
+n2=${2:-5000}
+if [ -z "${RAMPART_BIN:-}" ]; then
+  cargo build --release --quiet
+  export RAMPART_BIN=target/release/rampart
+fi
+d=$(mktemp -d /tmp/rampart-rules-scale-XXXX)
+trap 'rm -rf $d' EXIT
+for n in ${COUNTS:-0 10 100 1000}; do
+  rr=""
+  hr=""
+  for i in $(seq 1 "$n"); do
+    rr+=$'  [[listener.rule]]\n'"  host = \"h$i.example.com\""$'\n  pool = "be"\n'
+    hr+="  use_backend be if { hdr(host) -i h$i.example.com }"$'\n'
+  done
+  echo "== $n rules" >&2
+  # (every request answered with a 2xx, or callgrind.sh fails)
+  REQUIRE_2XX=1 RAMPART_RULES="$rr" HAPROXY_RULES="$hr" bench/callgrind.sh "$n1" "$n2" | tee "$d/out.$n"
+done
+echo
+echo "| host rules | rampart | HAProxy 2.6 | rampart/HAProxy |"
+echo "|---:|---:|---:|---:|"
+for n in ${COUNTS:-0 10 100 1000}; do
+  a=$(awk '$1 == "rampart-keepalive:" {print $2}' "$d/out.$n")
+  b=$(awk '$1 == "haproxy-keepalive:" {print $2}' "$d/out.$n")
+  awk -v n="$n" -v a="$a" -v b="$b" 'BEGIN {printf "| %d | %d | %d | %.2f |\n", n, a, b, a / b}'
+done
