@@ -161,6 +161,12 @@ struct RouteIndex {
     suffix: HashMap<Box<[u8]>, Group>,
     /// "mail." (from "mail.*", lowercase) -> its routes
     prefix: HashMap<Box<[u8]>, Group>,
+    /// The distinct lengths of `suffix`'s and `prefix`'s keys, ascending: a
+    /// host is looked up at those lengths only (where a dot is in place),
+    /// not at each of its dots, so that a host of a hundred labels costs no
+    /// hundred lookups.
+    suffix_lens: Vec<usize>,
+    prefix_lens: Vec<usize>,
     /// Routes without a host.
     any: Group,
 }
@@ -229,6 +235,14 @@ impl RouteIndex {
             };
             group.add(i, r.path_prefix.as_deref());
         }
+        let lens = |m: &HashMap<Box<[u8]>, Group>| {
+            let mut v: Vec<usize> = m.keys().map(|k| k.len()).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        ix.suffix_lens = lens(&ix.suffix);
+        ix.prefix_lens = lens(&ix.prefix);
         ix
     }
 
@@ -251,23 +265,30 @@ impl RouteIndex {
         if let Some(g) = self.exact.get(lower) {
             best = earliest(best, g.first(path));
         }
-        if !self.suffix.is_empty() {
-            // "*.example.com" matches a host that ends with ".example.com" and
-            // is longer: every dot but a leading one starts a candidate suffix
-            for (at, _) in lower.iter().enumerate().skip(1).filter(|(_, &b)| b == b'.') {
+        // "*.example.com" matches a host that ends with ".example.com" and
+        // is longer: a dot, not the first byte, starts each candidate suffix
+        for &len in self
+            .suffix_lens
+            .iter()
+            .take_while(|&&len| len < lower.len())
+        {
+            let at = lower.len() - len;
+            if lower[at] == b'.' {
                 if let Some(g) = self.suffix.get(&lower[at..]) {
                     best = earliest(best, g.first(path));
                 }
             }
         }
-        if !self.prefix.is_empty() {
-            // "mail.*" matches a host that starts with "mail." and is longer:
-            // every dot but a trailing one ends a candidate prefix
-            for (at, _) in lower.iter().enumerate().filter(|(_, &b)| b == b'.') {
-                if at + 1 < lower.len() {
-                    if let Some(g) = self.prefix.get(&lower[..=at]) {
-                        best = earliest(best, g.first(path));
-                    }
+        // "mail.*" matches a host that starts with "mail." and is longer: a
+        // dot, not the last byte, ends each candidate prefix
+        for &len in self
+            .prefix_lens
+            .iter()
+            .take_while(|&&len| len < lower.len())
+        {
+            if len > 0 && lower[len - 1] == b'.' {
+                if let Some(g) = self.prefix.get(&lower[..len]) {
+                    best = earliest(best, g.first(path));
                 }
             }
         }

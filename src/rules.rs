@@ -935,25 +935,27 @@ impl RuleSet {
         while let Some((i, rule)) = rules.next() {
             let m = &rule.matcher;
             let hit = match rule.only {
-                Only::Run(k) => {
-                    let Some(run) = self.runs.get(k as usize) else {
+                Only::Run(k) => match self.runs.get(k as usize) {
+                    Some(run) => {
+                        // (only a run's first rule is marked)
+                        debug_assert_eq!(i, run.start);
+                        // (the run's rules have no effect but their end)
+                        if let Some(t) = run
+                            .routes
+                            .first(r.bare_host(), r.path())
+                            .and_then(|j| self.rules.get(run.start + j))
+                            .and_then(|rule| rule.terminal.as_ref())
+                        {
+                            return Outcome::Terminal(t, applied, None);
+                        }
+                        // past the run's other rules (`nth(n)` takes n + 1)
+                        if let Some(n) = run.end.checked_sub(i + 2) {
+                            rules.nth(n);
+                        }
                         continue;
-                    };
-                    // (the run's rules have no effect but their end)
-                    if let Some(t) = run
-                        .routes
-                        .first(r.bare_host(), r.path())
-                        .and_then(|j| self.rules.get(run.start + j))
-                        .and_then(|rule| rule.terminal.as_ref())
-                    {
-                        return Outcome::Terminal(t, applied, None);
                     }
-                    // past the run's other rules (`nth(n)` takes n + 1)
-                    if let Some(n) = run.end.checked_sub(i + 2) {
-                        rules.nth(n);
-                    }
-                    continue;
-                }
+                    None => m.matches(r),
+                },
                 Only::Always => true,
                 Only::PathPrefix => r
                     .path()
@@ -1781,9 +1783,10 @@ mod tests {
 
     /// A long run of rules that test only the host and the path's prefix is
     /// looked up (`Only::Run`, by the router's index): every request gets
-    /// the rule and the edits that walking the rules in order gives it, with
-    /// hosts exact, wildcard, upper-case, with a port or the root's dot, or
-    /// none, and runs broken by rules that do more.
+    /// the rule, the edits and the path that walking the rules in order
+    /// gives it, with hosts exact, wildcard, upper-case, with a port or the
+    /// root's dot, empty, not ASCII, longer than the index looks up, or
+    /// none, and runs broken by rules that do more (each way a rule can).
     #[test]
     fn runs_of_host_and_prefix_rules_answer_as_the_walk_does() {
         let hosts = [
@@ -1794,8 +1797,13 @@ mod tests {
             "c.test",
             "*.c.test",
             "x.a.example.com",
+            "*.com",
+            "a.*",
         ];
-        let prefixes = ["/", "/a", "/a/", "/api/", "/b/c", "/static/"];
+        // (no "/": it would take every request that reaches its run)
+        let prefixes = ["/a", "/a/", "/api/", "/b/c", "/static/", "/zz"];
+        let long: &'static str =
+            Box::leak(format!("{}a.example.com", "x.".repeat(150)).into_boxed_str());
         let req_hosts = [
             Some("a.example.com"),
             Some("A.Example.COM:8080"),
@@ -1805,6 +1813,10 @@ mod tests {
             Some("d.c.test"),
             Some("example.com"),
             Some("[::1]:80"),
+            Some(""),
+            Some("é.example.com"),
+            Some(long),
+            Some("zz.org"),
             None,
         ];
         let paths = ["/", "/a", "/a/b", "/api/v1", "/static/x", "/b/c/d", "/q"];
@@ -1815,51 +1827,61 @@ mod tests {
             seed ^= seed << 17;
             (seed % n as u64) as usize
         };
-        let mut indexed = 0;
+        let (mut indexed, mut at_start, mut at_end, mut past) = (0, 0, 0, 0);
         for case in 0..300 {
-            let n = 10 + rand(60);
+            let n = 10 + rand(80);
             let mut rules = Vec::new();
             for i in 0..n {
+                // (a rule without a condition is rare: it would decide every
+                // request that reaches its run)
+                let none = rand(40) == 0;
+                let host = !none && rand(3) > 0;
                 let m = Match {
-                    host: (rand(3) > 0)
-                        .then(|| HostMatch::parse(hosts[rand(hosts.len())]).unwrap()),
-                    path_prefix: (rand(2) > 0).then(|| prefixes[rand(prefixes.len())].to_string()),
+                    host: host.then(|| HostMatch::parse(hosts[rand(hosts.len())]).unwrap()),
+                    path_prefix: (!none && (!host || rand(2) > 0))
+                        .then(|| prefixes[rand(prefixes.len())].to_string()),
                     ..Default::default()
                 };
-                let rule = match rand(25) {
-                    // breaks a run: an edit that applies and goes on
-                    0 => Rule::new(
-                        m,
-                        None,
-                        Edits {
-                            set: vec![(
-                                HeaderName::from_static("x-seen"),
-                                HeaderValue::from_static("1"),
-                            )],
-                            ..Default::default()
-                        },
-                    ),
-                    // breaks a run: another condition
-                    1 => Rule::new(
-                        Match {
-                            methods: vec!["GET".into()],
-                            ..m
-                        },
-                        Some(Terminal::Pool(i)),
-                        Edits::default(),
-                    ),
-                    // breaks a run: negated
-                    2 => Rule::new(
-                        Match { not: true, ..m },
-                        Some(Terminal::Pool(i)),
-                        Edits::default(),
-                    ),
-                    _ => Rule::new(m, Some(Terminal::Pool(i)), Edits::default()),
-                };
+                let pool = Some(Terminal::Pool(i));
+                let mut rule = Rule::new(m.clone(), pool.clone(), Edits::default());
+                // each way a rule breaks a run
+                match rand(120) {
+                    0 => {
+                        rule.terminal = None;
+                        rule.edits.set = vec![(
+                            HeaderName::from_static("x-seen"),
+                            HeaderValue::from_static("1"),
+                        )];
+                    }
+                    // (never the requests' method: in a run, it would match)
+                    1 => rule.matcher.methods = vec!["POST".into()],
+                    2 => rule.matcher.not = true,
+                    3 => rule.writes = Some(false),
+                    4 => rule.rate_limit = Some(0),
+                    5 => rule.priority = Some(Priority::High),
+                    6 => rule.max_body = Some(10),
+                    // a rule that does nothing
+                    9 => rule.terminal = None,
+                    // an edit on a rule that ends the request
+                    8 => {
+                        rule.edits.set = vec![(
+                            HeaderName::from_static("x-end"),
+                            HeaderValue::from_static("1"),
+                        )]
+                    }
+                    // a rewrite (then the rules after it see the new path)
+                    7 if m.path_prefix.is_some() => {
+                        rule.terminal = None;
+                        rule.edits.rewrite = Some(PathRewrite::Prefix("/a/".into()));
+                    }
+                    _ => {}
+                }
                 rules.push(rule);
             }
             let set = RuleSet::new(rules).unwrap();
             indexed += set.runs.len();
+            at_start += set.runs.iter().filter(|r| r.start == 0).count();
+            at_end += set.runs.iter().filter(|r| r.end == n).count();
             let mut walk = set.clone();
             for r in &mut walk.rules {
                 r.only = r.matcher.only();
@@ -1875,14 +1897,25 @@ mod tests {
                         src: "10.1.2.3".parse().unwrap(),
                     };
                     let seen = |o: Outcome<'_>| match o {
-                        Outcome::Terminal(t, a, w) => (Some(t.clone()), a, w.is_some()),
-                        Outcome::Continue(a, w) => (None, a, w.is_some()),
+                        Outcome::Terminal(t, a, w) => (Some(t.clone()), a, w.map(|w| w.path)),
+                        Outcome::Continue(a, w) => (None, a, w.map(|w| w.path)),
                     };
                     let (got, want) = (seen(set.evaluate(&r)), seen(walk.evaluate(&r)));
+                    // went past a whole run before what decided it
+                    let decided = match &want.0 {
+                        Some(Terminal::Pool(i)) => *i,
+                        _ => n,
+                    };
+                    past += usize::from(set.runs.iter().any(|run| run.end <= decided));
                     assert_eq!(got, want, "case {case}: {host:?} {path}");
                 }
             }
         }
         assert!(indexed > 100, "only {indexed} runs were indexed");
+        assert!(
+            at_start > 10 && at_end > 10,
+            "runs at the start {at_start}, at the end {at_end}"
+        );
+        assert!(past > 500, "only {past} requests went past a run");
     }
 }
