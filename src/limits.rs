@@ -104,6 +104,10 @@ impl Drop for LimitSlot {
 #[derive(Debug)]
 pub struct ListenerShared {
     pub name: Arc<str>,
+    /// Its place among the listeners of the snapshot last built: where
+    /// `Snapshot::listener_of` looks first (a hint it checks), so that a
+    /// request does not walk the listeners before it in the config.
+    pub slot: std::sync::atomic::AtomicUsize,
     pub active: AtomicU64,
     pub total: AtomicU64,
     pub limit: Arc<Limit>,
@@ -150,6 +154,7 @@ impl ListenerShared {
     pub fn new(name: &str) -> ListenerShared {
         ListenerShared {
             name: Arc::from(name),
+            slot: Default::default(),
             active: AtomicU64::new(0),
             total: AtomicU64::new(0),
             limit: Arc::new(Limit::new(0)),

@@ -154,7 +154,7 @@ impl Snapshot {
                 Arc::new(Self::build_pool(pc, discovered, old))
             })
             .collect();
-        let listeners = cfg
+        let listeners: Vec<ListenerRuntime> = cfg
             .listeners
             .iter()
             .map(|l| {
@@ -162,6 +162,11 @@ impl Snapshot {
                 listener_runtime(l, old.map(|o| &o.shared))
             })
             .collect();
+        for (i, l) in listeners.iter().enumerate() {
+            // (a connection still on the previous snapshot, where the
+            // listener had another place, finds it by the walk)
+            l.shared.slot.store(i, std::sync::atomic::Ordering::Relaxed);
+        }
         let rate_link = cfg.rate_limit_store.as_ref().map(|sc| {
             prev.and_then(|p| p.rate_link.as_ref())
                 .filter(|l| l.cfg == *sc)
@@ -277,6 +282,14 @@ impl Snapshot {
         shared: &Arc<ListenerShared>,
         bound: SocketAddr,
     ) -> Option<&ListenerRuntime> {
+        let slot = shared.slot.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(l) = self
+            .listeners
+            .get(slot)
+            .filter(|l| Arc::ptr_eq(&l.shared, shared))
+        {
+            return Some(l);
+        }
         self.listeners
             .iter()
             .find(|l| Arc::ptr_eq(&l.shared, shared))
@@ -972,5 +985,47 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A request finds its listener at the place the last build gave it,
+    /// without walking those before it; a connection still on an older
+    /// snapshot, where the listener had another place, finds it too, as does
+    /// one whose listener was renamed (by the address it came in on).
+    #[test]
+    fn a_listener_is_found_at_its_place_and_by_the_walk() {
+        let config = |names: &[&str]| {
+            let mut text = String::from("[admin]\nbind = \"127.0.0.1:18404\"\n");
+            for (i, n) in names.iter().enumerate() {
+                text += &format!(
+                    "[[listener]]\nname = \"{n}\"\nbind = [\"127.0.0.1:{}\"]\nmode = \"http\"\npool = \"p\"\n",
+                    18100 + i
+                );
+            }
+            text += "[[pool]]\nname = \"p\"\n  [[pool.server]]\n  address = \"127.0.0.2:80\"\n";
+            crate::config::parse(&text, "t.toml").unwrap()
+        };
+        let bound = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let first = Snapshot::build(&config(&["a", "b", "c"]), None, &Default::default(), 1);
+        for (i, l) in first.listeners.iter().enumerate() {
+            assert_eq!(l.shared.slot.load(std::sync::atomic::Ordering::Relaxed), i);
+            let found = first
+                .listener_of(&l.shared, bound(18100 + i as u16))
+                .unwrap();
+            assert!(Arc::ptr_eq(&found.shared, &l.shared));
+        }
+        // "a" gone: "c" moves from 2 to 1, and keeps its state
+        let c = Arc::clone(&first.listeners[2].shared);
+        let second = Snapshot::build(&config(&["b", "c"]), Some(&first), &Default::default(), 2);
+        assert_eq!(c.slot.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert!(Arc::ptr_eq(
+            &second.listener_of(&c, bound(18101)).unwrap().shared,
+            &c
+        ));
+        // the older snapshot: the hint points at "b", the walk finds "c"
+        assert_eq!(&*first.listener_of(&c, bound(18102)).unwrap().name, "c");
+        // renamed ("b" is now "d", on the same address): found by the address
+        let b = Arc::clone(&second.listeners[0].shared);
+        let third = Snapshot::build(&config(&["d", "c"]), Some(&second), &Default::default(), 3);
+        assert_eq!(&*third.listener_of(&b, bound(18100)).unwrap().name, "d");
     }
 }
