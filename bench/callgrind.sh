@@ -49,8 +49,12 @@
 #                 HAProxy's, e.g. the backends that hold stick tables) and
 #                 NGINX_HTTP (directives of nginx's http block: limit_req_zone,
 #                 geo) go with them (bench/policy_peers.sh)
+#   RAMPART_LISTENERS="..." bench/callgrind.sh
+#                 listeners of rampart's ahead of the plain one (bench/rules_scale.sh)
 #   REQUIRE_2XX=1 bench/callgrind.sh
 #                 fail unless h2load saw every request answered with a 2xx
+#                 (the rows h2load loads; not with SYSCALLS=1, nor the close
+#                 and sni rows, which wrk loads)
 #   WALL=1 ROWS="close sni" bench/callgrind.sh
 #                 the wall clock instead, for the rows of a new connection per
 #                 request: no valgrind, the proxy pinned to CPU 1 (wrk and the
@@ -185,6 +189,7 @@ threads = 1
 access_log = "off"
 [admin]
 bind = "127.0.0.1:19604"
+${RAMPART_LISTENERS:-}
 [[listener]]
 name = "plain"
 bind = ["127.0.0.1:19601"]

@@ -9,6 +9,9 @@
 #
 #   bench/rules_scale.sh                   N = 0 10 100 1000, N1=1000, N2=5000
 #   COUNTS="0 16 17 1000" RAMPART_BIN=/tmp/r bench/rules_scale.sh 1000 5000
+#   WHAT=listeners bench/rules_scale.sh    N listeners (HAProxy: frontends),
+#                                          each on a port of its own, defined
+#                                          ahead of the one the requests reach
 #
 # nginx is left out: its idiom for many hosts is server_name, which it looks
 # up in a hash (rampart's is a [[listener.route]] per host, looked up too:
@@ -24,22 +27,31 @@ if [ -z "${RAMPART_BIN:-}" ]; then
 fi
 d=$(mktemp -d /tmp/rampart-rules-scale-XXXX)
 trap 'rm -rf $d' EXIT
+what=${WHAT:-rules}
 for n in ${COUNTS:-0 10 100 1000}; do
   rr=""
   hr=""
+  rl=""
+  hs=""
   for i in $(seq 1 "$n"); do
-    rr+=$'  [[listener.rule]]\n'"  host = \"h$i.example.com\""$'\n  pool = "be"\n'
-    hr+="  use_backend be if { hdr(host) -i h$i.example.com }"$'\n'
+    if [ "$what" = listeners ]; then
+      rl+=$'[[listener]]\n'"name = \"l$i\""$'\n'"bind = [\"127.0.0.1:$((20000 + i))\"]"$'\nmode = "http"\npool = "be"\n'
+      hs+="frontend fe_l$i"$'\n'"  bind 127.0.0.1:$((22000 + i))"$'\n  default_backend be\n'
+    else
+      rr+=$'  [[listener.rule]]\n'"  host = \"h$i.example.com\""$'\n  pool = "be"\n'
+      hr+="  use_backend be if { hdr(host) -i h$i.example.com }"$'\n'
+    fi
   done
-  echo "== $n rules" >&2
+  echo "== $n $what" >&2
   # (every request answered with a 2xx, or callgrind.sh fails)
-  REQUIRE_2XX=1 RAMPART_RULES="$rr" HAPROXY_RULES="$hr" bench/callgrind.sh "$n1" "$n2" | tee "$d/out.$n"
+  REQUIRE_2XX=1 RAMPART_RULES="$rr" HAPROXY_RULES="$hr" RAMPART_LISTENERS="$rl" HAPROXY_SECTIONS="$hs" \
+    bench/callgrind.sh "$n1" "$n2" | tee "$d/out.$n"
 done
 echo
-echo "| host rules | rampart | HAProxy 2.6 | rampart/HAProxy |"
+echo "| $what | rampart | HAProxy 2.6 | rampart/HAProxy |"
 echo "|---:|---:|---:|---:|"
 for n in ${COUNTS:-0 10 100 1000}; do
   a=$(awk '$1 == "rampart-keepalive:" {print $2}' "$d/out.$n")
   b=$(awk '$1 == "haproxy-keepalive:" {print $2}' "$d/out.$n")
-  awk -v n="$n" -v a="$a" -v b="$b" 'BEGIN {printf "| %d | %d | %d | %.2f |\n", n, a, b, a / b}'
+  awk -v n="$n" -v a="${a:-0}" -v b="${b:-0}" 'BEGIN {printf "| %d | %d | %d | %s |\n", n, a, b, b ? sprintf("%.2f", a / b) : "-"}'
 done
