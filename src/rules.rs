@@ -209,17 +209,19 @@ enum Only {
     Header,
     Src,
     /// The first of a long run of rules that test only the host and the
-    /// path's prefix and only end the request (`RuleSet::runs`, by index):
-    /// the run is looked up, not walked.
+    /// path's prefix and end the request (`RuleSet::runs`, by index): the
+    /// run is looked up, not walked.
     Run(u32),
 }
 
 /// A run of more than [`SCAN_MAX`] consecutive rules, each of which tests
 /// nothing but the host and the path's prefix (either or both, not negated)
-/// and does nothing but end the request (`deny`, `redirect`, `respond`,
-/// `pool`): the first of them that a request matches is the one rule of the
-/// run that applies, and `Router` finds it by hash lookups (what an HAProxy
-/// config's hundreds of `use_backend ... if { hdr(host) -i ... }` import to).
+/// and ends the request (`deny`, `redirect`, `respond`, `pool`, with
+/// whatever else it does): the first of them that a request matches is the
+/// one rule of the run that applies, and `Router` finds it by hash lookups
+/// (what an HAProxy config's hundreds of `use_backend ... if { hdr(host) -i
+/// ... }` import to, and an nginx config's server names and prefix
+/// locations).
 #[derive(Debug, Clone, PartialEq)]
 struct Run {
     /// The rules `start..end`.
@@ -308,17 +310,12 @@ fn runs(rules: &mut [Rule]) -> Vec<Run> {
 }
 
 /// Whether a rule may be in a run: it tests the host, the path's prefix, both
-/// or nothing, not negated, and does nothing but end the request. (Then the
-/// first rule of the run a request matches is the only one of the run that
-/// does anything to it.)
+/// or nothing, not negated, and ends the request (whatever else it does:
+/// edits, a rewrite, a limit). Then the first rule of the run a request
+/// matches is the only one of the run that does anything to it.
 fn fits_run(r: &Rule) -> bool {
     let m = &r.matcher;
     r.terminal.is_some()
-        && r.edits.is_empty()
-        && r.writes.is_none()
-        && r.rate_limit.is_none()
-        && r.priority.is_none()
-        && r.max_body.is_none()
         && !m.not
         && m.path.is_none()
         && m.path_regex.is_none()
@@ -701,6 +698,28 @@ pub const MAX_EDIT_RULES: usize = 64;
 pub const MAX_RATE_LIMITS: usize = 64;
 
 impl Rule {
+    /// What this rule, matching, adds to what the rules before it applied:
+    /// its edits' bit, and its say on writes, the limits, the priority and
+    /// the body's limit.
+    #[inline(always)]
+    fn note(&self, applied: &mut Applied) {
+        if let Some(bit) = self.edit_bit {
+            applied.bits |= 1 << bit;
+        }
+        if self.writes.is_some() {
+            applied.writes = self.writes;
+        }
+        if let Some(i) = self.rate_limit {
+            applied.limits |= 1 << i;
+        }
+        if self.priority.is_some() {
+            applied.priority = self.priority;
+        }
+        if self.body_slot.is_some() {
+            applied.max_body = self.body_slot;
+        }
+    }
+
     pub fn new(matcher: Match, terminal: Option<Terminal>, edits: Edits) -> Rule {
         Rule {
             matcher,
@@ -935,27 +954,30 @@ impl RuleSet {
         while let Some((i, rule)) = rules.next() {
             let m = &rule.matcher;
             let hit = match rule.only {
-                Only::Run(k) => match self.runs.get(k as usize) {
-                    Some(run) => {
-                        // (only a run's first rule is marked)
-                        debug_assert_eq!(i, run.start);
-                        // (the run's rules have no effect but their end)
-                        if let Some(t) = run
-                            .routes
-                            .first(r.bare_host(), r.path())
-                            .and_then(|j| self.rules.get(run.start + j))
-                            .and_then(|rule| rule.terminal.as_ref())
-                        {
-                            return Outcome::Terminal(t, applied, None);
+                Only::Run(k) => {
+                    match self.runs.get(k as usize) {
+                        Some(run) => {
+                            // (only a run's first rule is marked)
+                            debug_assert_eq!(i, run.start);
+                            // the first of the run that matches is the rule: it
+                            // ends the request, after what else it does
+                            if let Some((first, t)) = run
+                                .routes
+                                .first(r.bare_host(), r.path())
+                                .and_then(|j| self.rules.get(run.start + j))
+                                .and_then(|first| Some(first).zip(first.terminal.as_ref()))
+                            {
+                                return Self::end_with(first, t, r, applied);
+                            }
+                            // past the run's other rules (`nth(n)` takes n + 1)
+                            if let Some(n) = run.end.checked_sub(i + 2) {
+                                rules.nth(n);
+                            }
+                            continue;
                         }
-                        // past the run's other rules (`nth(n)` takes n + 1)
-                        if let Some(n) = run.end.checked_sub(i + 2) {
-                            rules.nth(n);
-                        }
-                        continue;
+                        None => m.matches(r),
                     }
-                    None => m.matches(r),
-                },
+                }
                 Only::Always => true,
                 Only::PathPrefix => r
                     .path()
@@ -984,21 +1006,7 @@ impl RuleSet {
             if !hit {
                 continue;
             }
-            if let Some(bit) = rule.edit_bit {
-                applied.bits |= 1 << bit;
-            }
-            if rule.writes.is_some() {
-                applied.writes = rule.writes;
-            }
-            if let Some(i) = rule.rate_limit {
-                applied.limits |= 1 << i;
-            }
-            if rule.priority.is_some() {
-                applied.priority = rule.priority;
-            }
-            if rule.body_slot.is_some() {
-                applied.max_body = rule.body_slot;
-            }
+            rule.note(&mut applied);
             if let Some(path) = rule
                 .edits
                 .rewrite
@@ -1022,6 +1030,26 @@ impl RuleSet {
             }
         }
         Outcome::Continue(applied, None)
+    }
+
+    /// What `evaluate_from` gives for `rule` of a run, which matched first of
+    /// its run and ends the request with `t`: as the walk ends with it. Not
+    /// inlined: the walk's loop stays as it was without runs.
+    #[inline(never)]
+    fn end_with<'s>(
+        rule: &Rule,
+        t: &'s Terminal,
+        r: &(impl RequestView + ?Sized),
+        mut applied: Applied,
+    ) -> Outcome<'s> {
+        rule.note(&mut applied);
+        let rw = rule
+            .edits
+            .rewrite
+            .as_ref()
+            .and_then(|w| w.apply(&rule.matcher, r.path()))
+            .map(|path| Box::new(Rewritten::new(path, r.target())));
+        Outcome::Terminal(t, applied, rw)
     }
 
     /// The edits of the rules in `applied`, in rule order.
@@ -1786,7 +1814,8 @@ mod tests {
     /// the rule, the edits and the path that walking the rules in order
     /// gives it, with hosts exact, wildcard, upper-case, with a port or the
     /// root's dot, empty, not ASCII, longer than the index looks up, or
-    /// none, and runs broken by rules that do more (each way a rule can).
+    /// none; runs broken by rules that do not fit (each way a rule can), and
+    /// rules in runs that do more than end the request.
     #[test]
     fn runs_of_host_and_prefix_rules_answer_as_the_walk_does() {
         let hosts = [
@@ -1820,6 +1849,7 @@ mod tests {
             None,
         ];
         let paths = ["/", "/a", "/a/b", "/api/v1", "/static/x", "/b/c/d", "/q"];
+        let nope = regex::Regex::new("^/nope$").unwrap();
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut rand = |n: usize| {
             seed ^= seed << 13;
@@ -1844,8 +1874,9 @@ mod tests {
                 };
                 let pool = Some(Terminal::Pool(i));
                 let mut rule = Rule::new(m.clone(), pool.clone(), Edits::default());
-                // each way a rule breaks a run
                 match rand(120) {
+                    // each way a rule breaks a run: it goes on after an
+                    // edit, it has another condition, `not`, it does nothing
                     0 => {
                         rule.terminal = None;
                         rule.edits.set = vec![(
@@ -1856,23 +1887,33 @@ mod tests {
                     // (never the requests' method: in a run, it would match)
                     1 => rule.matcher.methods = vec!["POST".into()],
                     2 => rule.matcher.not = true,
-                    3 => rule.writes = Some(false),
-                    4 => rule.rate_limit = Some(0),
-                    5 => rule.priority = Some(Priority::High),
-                    6 => rule.max_body = Some(10),
-                    // a rule that does nothing
-                    9 => rule.terminal = None,
-                    // an edit on a rule that ends the request
-                    8 => {
+                    3 => rule.terminal = None,
+                    // a rewrite that goes on (then the rules after it see
+                    // the new path)
+                    4 if m.path_prefix.is_some() => {
+                        rule.terminal = None;
+                        rule.edits.rewrite = Some(PathRewrite::Prefix("/a/".into()));
+                    }
+                    // conditions a run does not look up (that this traffic
+                    // never meets: in a run, the rule would match)
+                    11 => rule.matcher.header = Some(("x-none".into(), HeaderCond::Present(true))),
+                    12 => rule.matcher.src = vec![Cidr::parse("192.0.2.0/24").unwrap()],
+                    13 => rule.matcher.path = Some("/nope".into()),
+                    14 => rule.matcher.path_regex = Some(nope.clone()),
+                    // what a rule that ends the request may do besides, in a
+                    // run as well
+                    5 => rule.writes = Some(false),
+                    6 => rule.rate_limit = Some(0),
+                    7 => rule.priority = Some(Priority::High),
+                    8 => rule.max_body = Some(10),
+                    9 => {
                         rule.edits.set = vec![(
                             HeaderName::from_static("x-end"),
                             HeaderValue::from_static("1"),
                         )]
                     }
-                    // a rewrite (then the rules after it see the new path)
-                    7 if m.path_prefix.is_some() => {
-                        rule.terminal = None;
-                        rule.edits.rewrite = Some(PathRewrite::Prefix("/a/".into()));
+                    10 if m.path_prefix.is_some() => {
+                        rule.edits.rewrite = Some(PathRewrite::Prefix("/b/".into()));
                     }
                     _ => {}
                 }

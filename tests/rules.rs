@@ -887,9 +887,10 @@ async fn a_rule_rewrites_the_servers_redirects() {
     }
 }
 
-/// Forty rules of one host each, then an edit, then twenty of one path
-/// prefix each (each run looked up, not walked: src/rules.rs `Only::Run`),
-/// answer on the fast path and the hyper path as the rules say in order:
+/// Forty rules of one host each (those with a pool edit the request too),
+/// then an edit, then twenty of one path prefix each (each run looked up,
+/// not walked: src/rules.rs `Only::Run`), answer on the fast path and the
+/// hyper path as the rules say in order:
 /// the first of a run that matches, across runs, a host with a port, in
 /// upper case, with the root's dot, and a request no rule matches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -901,10 +902,15 @@ async fn long_runs_of_host_and_prefix_rules_pick_what_the_first_match_says() {
     for i in 0..40 {
         // every third host is refused, the rest go to b; h5 twice, the
         // first (b) decides
+        // (the pool rules edit what they send on: a run's rule does all it
+        // says)
         let (host, action) = match i {
-            39 => (5, "deny = 403"),
-            i if i % 3 == 0 => (i, "deny = 403"),
-            i => (i, "pool = \"b\""),
+            39 => (5, "deny = 403".to_string()),
+            i if i % 3 == 0 => (i, "deny = 403".to_string()),
+            i => (
+                i,
+                format!("pool = \"b\"\n  set_header = {{ \"x-host-rule\" = \"h{i}\" }}"),
+            ),
         };
         rules += &format!("  [[listener.rule]]\n  host = \"h{host}.example.com\"\n  {action}\n");
     }
@@ -965,5 +971,24 @@ name = "b"
     // the edit between the runs applied to what got past the first
     let seen = b.stats.last_headers.lock().unwrap().clone().unwrap();
     assert_eq!(seen.get("x-run").map(|v| v.as_bytes()), Some(&b"2"[..]));
+    assert!(seen.get("x-host-rule").is_none());
+    // and a rule of the first run, its own edit, not the later one's
+    let case = Case {
+        what: "an edit in a run",
+        method: "GET",
+        path: "/",
+        host: Some("h37.example.com"),
+        headers: &[],
+        status: 200,
+        expect: "b",
+    };
+    let (st, _, _) = run(&client(), false, listen, &case).await;
+    assert_eq!(st, StatusCode::OK);
+    let seen = b.stats.last_headers.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        seen.get("x-host-rule").map(|v| v.as_bytes()),
+        Some(&b"h37"[..])
+    );
+    assert!(seen.get("x-run").is_none());
     drop(p);
 }
