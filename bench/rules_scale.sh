@@ -9,9 +9,13 @@
 #
 #   bench/rules_scale.sh                   N = 0 10 100 1000, N1=1000, N2=5000
 #   COUNTS="0 16 17 1000" RAMPART_BIN=/tmp/r bench/rules_scale.sh 1000 5000
-#   WHAT=listeners bench/rules_scale.sh    N listeners (HAProxy: frontends),
-#                                          each on a port of its own, defined
-#                                          ahead of the one the requests reach
+#   WHAT=listeners bench/rules_scale.sh    N listeners, each on a port of its
+#                                          own, defined ahead of the one the
+#                                          requests reach (HAProxy: N frontends,
+#                                          after it: callgrind.sh adds sections
+#                                          at the end); rampart then holds N + 4
+#                                          sockets under valgrind, so the open
+#                                          files limit is raised to 4096
 #
 # nginx is left out: its idiom for many hosts is server_name, which it looks
 # up in a hash (rampart's is a [[listener.route]] per host, looked up too:
@@ -28,6 +32,11 @@ fi
 d=$(mktemp -d /tmp/rampart-rules-scale-XXXX)
 trap 'rm -rf $d' EXIT
 what=${WHAT:-rules}
+case "$what" in
+  rules|listeners) ;;
+  *) echo "WHAT is rules or listeners, not $what" >&2; exit 2 ;;
+esac
+[ "$(ulimit -n)" -ge 4096 ] || ulimit -n 4096
 for n in ${COUNTS:-0 10 100 1000}; do
   rr=""
   hr=""

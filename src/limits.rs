@@ -104,9 +104,10 @@ impl Drop for LimitSlot {
 #[derive(Debug)]
 pub struct ListenerShared {
     pub name: Arc<str>,
-    /// Its place among the listeners of the snapshot last built: where
-    /// `Snapshot::listener_of` looks first (a hint it checks), so that a
-    /// request does not walk the listeners before it in the config.
+    /// Its place among the listeners of the snapshot last published
+    /// (`Snapshot::place_listeners`): where `Snapshot::listener_of` looks
+    /// first (a hint it checks), so that a request does not walk the
+    /// listeners before it in the config.
     pub slot: std::sync::atomic::AtomicUsize,
     pub active: AtomicU64,
     pub total: AtomicU64,

@@ -2,8 +2,9 @@
 //!
 //! A few routes are scanned in order. Past [`SCAN_MAX`], a listener's routes are
 //! compiled into an index ([`RouteIndex`]): exact hosts and wildcard suffixes
-//! and prefixes in hash maps, path prefixes by length, so a request costs O(labels of its host +
-//! distinct prefix lengths), not O(routes). First match wins either way: the
+//! and prefixes in hash maps, wildcards and path prefixes by length, so a
+//! request costs O(distinct wildcard lengths + distinct prefix lengths), not
+//! O(routes). First match wins either way: the
 //! index returns the lowest-numbered matching route (a test checks the two
 //! against each other).
 

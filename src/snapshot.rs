@@ -162,11 +162,6 @@ impl Snapshot {
                 listener_runtime(l, old.map(|o| &o.shared))
             })
             .collect();
-        for (i, l) in listeners.iter().enumerate() {
-            // (a connection still on the previous snapshot, where the
-            // listener had another place, finds it by the walk)
-            l.shared.slot.store(i, std::sync::atomic::Ordering::Relaxed);
-        }
         let rate_link = cfg.rate_limit_store.as_ref().map(|sc| {
             prev.and_then(|p| p.rate_link.as_ref())
                 .filter(|l| l.cfg == *sc)
@@ -294,6 +289,17 @@ impl Snapshot {
             .iter()
             .find(|l| Arc::ptr_eq(&l.shared, shared))
             .or_else(|| self.listener_at(bound))
+    }
+
+    /// Tells each listener its place in this snapshot, where `listener_of`
+    /// looks first: for the snapshot about to be published (control's
+    /// apply; `with_pool` keeps the places). A connection still on the
+    /// previous snapshot, where a listener had another place, finds it by
+    /// the walk.
+    pub fn place_listeners(&self) {
+        for (i, l) in self.listeners.iter().enumerate() {
+            l.shared.slot.store(i, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// The listener bound to `addr` in this generation.
@@ -987,10 +993,11 @@ mod tests {
         }
     }
 
-    /// A request finds its listener at the place the last build gave it,
-    /// without walking those before it; a connection still on an older
-    /// snapshot, where the listener had another place, finds it too, as does
-    /// one whose listener was renamed (by the address it came in on).
+    /// A request finds its listener at the place the snapshot published last
+    /// gave it (`place_listeners`), without walking those before it; a
+    /// connection still on an older snapshot, where the listener had another
+    /// place, finds it too, as does one whose listener was renamed (by the
+    /// address it came in on).
     #[test]
     fn a_listener_is_found_at_its_place_and_by_the_walk() {
         let config = |names: &[&str]| {
@@ -1006,6 +1013,7 @@ mod tests {
         };
         let bound = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let first = Snapshot::build(&config(&["a", "b", "c"]), None, &Default::default(), 1);
+        first.place_listeners();
         for (i, l) in first.listeners.iter().enumerate() {
             assert_eq!(l.shared.slot.load(std::sync::atomic::Ordering::Relaxed), i);
             let found = first
@@ -1016,6 +1024,13 @@ mod tests {
         // "a" gone: "c" moves from 2 to 1, and keeps its state
         let c = Arc::clone(&first.listeners[2].shared);
         let second = Snapshot::build(&config(&["b", "c"]), Some(&first), &Default::default(), 2);
+        // (built, not yet published: "c" is still at 2, and found)
+        assert_eq!(c.slot.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert!(Arc::ptr_eq(
+            &second.listener_of(&c, bound(18101)).unwrap().shared,
+            &c
+        ));
+        second.place_listeners();
         assert_eq!(c.slot.load(std::sync::atomic::Ordering::Relaxed), 1);
         assert!(Arc::ptr_eq(
             &second.listener_of(&c, bound(18101)).unwrap().shared,
@@ -1026,6 +1041,7 @@ mod tests {
         // renamed ("b" is now "d", on the same address): found by the address
         let b = Arc::clone(&second.listeners[0].shared);
         let third = Snapshot::build(&config(&["d", "c"]), Some(&second), &Default::default(), 3);
+        third.place_listeners();
         assert_eq!(&*third.listener_of(&b, bound(18100)).unwrap().name, "d");
     }
 }

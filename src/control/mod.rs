@@ -803,6 +803,7 @@ impl Control {
         for p in &snap.pools {
             p.shared.set_latest(p);
         }
+        snap.place_listeners();
         self.shared.plane.snapshot.store(Arc::clone(&snap));
         self.shared.config.store(Arc::clone(&new));
         self.shared.plane.limit.set_max(new.global.max_connections);
