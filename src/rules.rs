@@ -220,8 +220,7 @@ enum Only {
 /// whatever else it does): the first of them that a request matches is the
 /// one rule of the run that applies, and `Router` finds it by hash lookups
 /// (what an HAProxy config's hundreds of `use_backend ... if { hdr(host) -i
-/// ... }` import to, and an nginx config's server names and prefix
-/// locations).
+/// ... }` import to).
 #[derive(Debug, Clone, PartialEq)]
 struct Run {
     /// The rules `start..end`.
