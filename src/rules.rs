@@ -223,11 +223,17 @@ enum Only {
 /// ... }` import to).
 #[derive(Debug, Clone, PartialEq)]
 struct Run {
-    /// The rules `start..end`.
+    /// Its first rule.
     start: usize,
-    end: usize,
     /// Each rule of the run as a route, in order (its `pool` unused).
     routes: Router,
+}
+
+impl Run {
+    /// The rule after its last.
+    fn end(&self) -> usize {
+        self.start + self.routes.routes.len()
+    }
 }
 
 /// The methods rules name most, as bits (0: another method).
@@ -298,7 +304,6 @@ fn runs(rules: &mut [Rule]) -> Vec<Run> {
                 rules[start].only = Only::Run(k);
                 runs.push(Run {
                     start,
-                    end,
                     routes: Router::new(routes, None),
                 });
             }
@@ -969,7 +974,7 @@ impl RuleSet {
                                 return Self::end_with(first, t, r, applied);
                             }
                             // past the run's other rules (`nth(n)` takes n + 1)
-                            if let Some(n) = run.end.checked_sub(i + 2) {
+                            if let Some(n) = run.end().checked_sub(i + 2) {
                                 rules.nth(n);
                             }
                             continue;
@@ -1921,7 +1926,7 @@ mod tests {
             let set = RuleSet::new(rules).unwrap();
             indexed += set.runs.len();
             at_start += set.runs.iter().filter(|r| r.start == 0).count();
-            at_end += set.runs.iter().filter(|r| r.end == n).count();
+            at_end += set.runs.iter().filter(|r| r.end() == n).count();
             let mut walk = set.clone();
             for r in &mut walk.rules {
                 r.only = r.matcher.only();
@@ -1946,7 +1951,7 @@ mod tests {
                         Some(Terminal::Pool(i)) => *i,
                         _ => n,
                     };
-                    past += usize::from(set.runs.iter().any(|run| run.end <= decided));
+                    past += usize::from(set.runs.iter().any(|run| run.end() <= decided));
                     assert_eq!(got, want, "case {case}: {host:?} {path}");
                 }
             }

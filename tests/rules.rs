@@ -10,7 +10,15 @@ use http_body_util::BodyExt;
 use hyper::{Request, StatusCode};
 use std::net::SocketAddr;
 
-fn config(listen: SocketAddr, admin: SocketAddr, a: SocketAddr, b: SocketAddr) -> String {
+/// The listener "web" with pools "a" (its default) and "b", and `rules`
+/// (`[[listener.rule]]` and `[[listener.route]]` tables) on it.
+fn config_with_rules(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    a: SocketAddr,
+    b: SocketAddr,
+    rules: &str,
+) -> String {
     format!(
         r#"[global]
 threads = 1
@@ -22,21 +30,38 @@ name = "web"
 bind = ["{listen}"]
 mode = "http"
 pool = "a"
-  # 0: edits for every request
+{rules}
+[[pool]]
+name = "a"
+  [[pool.server]]
+  address = "{a}"
+[[pool]]
+name = "b"
+  [[pool.server]]
+  address = "{b}"
+"#
+    )
+}
+
+fn config(listen: SocketAddr, admin: SocketAddr, a: SocketAddr, b: SocketAddr) -> String {
+    config_with_rules(listen, admin, a, b, RULES)
+}
+
+const RULES: &str = r#"  # 0: edits for every request
   [[listener.rule]]
-  set_header = {{ "x-env" = "prod" }}
-  add_header = {{ "x-tag" = "rule0" }}
+  set_header = { "x-env" = "prod" }
+  add_header = { "x-tag" = "rule0" }
   del_header = ["x-drop"]
-  response_set_header = {{ "x-rule" = "yes" }}
+  response_set_header = { "x-rule" = "yes" }
   # 1: /admin from these sources (the tests' client is 127.0.0.1)
   [[listener.rule]]
   path_prefix = "/admin"
   src = ["127.0.0.0/8", "10.0.0.0/8"]
-  deny = {{ status = 403, body = "admin is internal\n" }}
+  deny = { status = 403, body = "admin is internal\n" }
   # 2: an old name redirects, path and query kept
   [[listener.rule]]
   host = "old.example.com"
-  redirect = {{ to = "https://new.example.com{{uri}}", status = 301 }}
+  redirect = { to = "https://new.example.com{uri}", status = 301 }
   # 3: exact path
   [[listener.rule]]
   path = "/exact"
@@ -52,12 +77,12 @@ pool = "a"
   # 6: method and a missing header
   [[listener.rule]]
   method = ["DELETE"]
-  header = {{ name = "x-api-key", present = false }}
+  header = { name = "x-api-key", present = false }
   deny = 401
   # 7: a header value; its edit applies only to what it matches
   [[listener.rule]]
-  header = {{ name = "x-canary", value = "1" }}
-  set_header = {{ "x-canary-seen" = "true" }}
+  header = { name = "x-canary", value = "1" }
+  set_header = { "x-canary-seen" = "true" }
   pool = "b"
   # 8: wildcard host
   [[listener.rule]]
@@ -71,28 +96,18 @@ pool = "a"
   # 10, 11, 12: answers of the proxy's own: a health check, a maintenance page, no content
   [[listener.rule]]
   path = "/healthz"
-  respond = {{ body = "ok\n" }}
+  respond = { body = "ok\n" }
   [[listener.rule]]
   path_prefix = "/maint"
-  respond = {{ status = 503, body = "{{\"down\": true}}", content_type = "application/json" }}
+  respond = { status = 503, body = "{\"down\": true}", content_type = "application/json" }
   [[listener.rule]]
   path = "/nocontent"
-  respond = {{ status = 204 }}
+  respond = { status = 204 }
   # the old syntax: a route, evaluated after the rules
   [[listener.route]]
   path_prefix = "/b/"
   pool = "b"
-[[pool]]
-name = "a"
-  [[pool.server]]
-  address = "{a}"
-[[pool]]
-name = "b"
-  [[pool.server]]
-  address = "{b}"
-"#
-    )
-}
+"#;
 
 struct Case {
     what: &'static str,
@@ -919,28 +934,7 @@ async fn long_runs_of_host_and_prefix_rules_pick_what_the_first_match_says() {
         let action = if i == 7 { "deny = 404" } else { "pool = \"b\"" };
         rules += &format!("  [[listener.rule]]\n  path_prefix = \"/p{i}/\"\n  {action}\n");
     }
-    let cfg = format!(
-        r#"[global]
-threads = 1
-[admin]
-bind = "{admin}"
-[[listener]]
-name = "web"
-bind = ["{listen}"]
-mode = "http"
-pool = "a"
-{rules}
-[[pool]]
-name = "a"
-  [[pool.server]]
-  address = "{}"
-[[pool]]
-name = "b"
-  [[pool.server]]
-  address = "{}"
-"#,
-        a.addr, b.addr
-    );
+    let cfg = config_with_rules(listen, admin, a.addr, b.addr, &rules);
     let p = Proxy::start(&cfg, &[listen]).await;
     #[rustfmt::skip]
     let cases: &[Case] = &[
