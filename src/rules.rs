@@ -13,6 +13,7 @@ use crate::router::{strip_port, HostMatch, Route, Router, SCAN_MAX};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use std::net::IpAddr;
+use std::num::NonZeroU16;
 
 /// A request's priority class. Rules set it (`priority = "..."`); the default
 /// is `normal`.
@@ -690,14 +691,31 @@ pub struct Rule {
     /// `RuleSet::new`): what `Applied` keeps, two bytes where the limit
     /// would take sixteen (every idle connection's future holds one).
     body_slot: Option<u16>,
-    /// Its bit among the rules with edits (at most `MAX_EDIT_RULES`).
-    edit_bit: Option<u8>,
+    /// Where a request that it matches notes its edits (set by
+    /// `RuleSet::new`).
+    edit: EditMark,
     /// How its match is tested (set by `RuleSet::new`).
     only: Only,
 }
 
-/// Rules with header edits per listener: their matches are kept in a u64.
+/// Rules with header edits that do not end the request, per listener: their
+/// matches are kept in a u64. Those that end it need no bit: a request has
+/// one such rule at most, the last of those it matched.
 pub const MAX_EDIT_RULES: usize = 64;
+/// Rules with header edits that end the request, per listener: one of them
+/// is kept in two bytes.
+pub const MAX_LAST_EDIT_RULES: usize = u16::MAX as usize;
+
+/// Where a rule's edits are noted in `Applied`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum EditMark {
+    #[default]
+    None,
+    /// A rule that may be followed by others: its bit of `Applied::bits`.
+    Bit(u8),
+    /// A rule that ends the request: `Applied::last`.
+    Last(NonZeroU16),
+}
 /// `[[rate_limit]]` entries: the ones a request is subject to are a u64 too.
 pub const MAX_RATE_LIMITS: usize = 64;
 
@@ -707,8 +725,10 @@ impl Rule {
     /// the body's limit.
     #[inline(always)]
     fn note(&self, applied: &mut Applied) {
-        if let Some(bit) = self.edit_bit {
-            applied.bits |= 1 << bit;
+        match self.edit {
+            EditMark::None => {}
+            EditMark::Bit(bit) => applied.bits |= 1 << bit,
+            EditMark::Last(slot) => applied.last = Some(slot),
         }
         if self.writes.is_some() {
             applied.writes = self.writes;
@@ -734,7 +754,7 @@ impl Rule {
             priority: None,
             max_body: None,
             body_slot: None,
-            edit_bit: None,
+            edit: EditMark::None,
             only: Only::General,
         }
     }
@@ -750,6 +770,8 @@ pub struct RuleSet {
     /// edits are found by its bits, not by a walk over every rule (they are
     /// read for each field of an answer that rules edit).
     edit_rules: Vec<u32>,
+    /// The rule (its index) of each `EditMark::Last` slot, from slot 1 on.
+    last_edit_rules: Vec<u32>,
     /// The long runs of rules that are looked up, not walked (`Only::Run`).
     runs: Vec<Run>,
 }
@@ -758,9 +780,13 @@ pub struct RuleSet {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TooMany {
     #[error(
-        "more than {MAX_EDIT_RULES} rules edit headers or the path on this listener; merge some"
+        "more than {MAX_EDIT_RULES} rules that do not end the request (no pool, deny, redirect or respond) edit headers or the path on this listener; merge some"
     )]
     Edits,
+    #[error(
+        "more than {MAX_LAST_EDIT_RULES} rules that end the request edit headers or the path on this listener; merge some"
+    )]
+    LastEdits,
     #[error("more than {MAX_BODY_RULES} rules set max_request_body on this listener; merge some")]
     BodyLimits,
 }
@@ -772,7 +798,11 @@ pub const MAX_BODY_RULES: usize = u16::MAX as usize + 1;
 /// whose header edits apply (by their bit), and whether it is a write.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Applied {
+    /// The rules with `EditMark::Bit` that matched, by bit.
     bits: u64,
+    /// The rule with `EditMark::Last` that ended the request, by slot: it
+    /// is after every rule of `bits`, so its edits are applied last.
+    last: Option<NonZeroU16>,
     /// Set by the last matching rule with `writes`; None: by its method.
     pub writes: Option<bool>,
     /// The rate limits (by index) of the matching rules.
@@ -787,7 +817,7 @@ pub struct Applied {
 impl Applied {
     /// No header edit applies.
     pub fn is_empty(self) -> bool {
-        self.bits == 0
+        self.bits == 0 && self.last.is_none()
     }
 }
 
@@ -876,19 +906,32 @@ impl Outcome<'_> {
 }
 
 impl RuleSet {
-    /// Fails when more than `MAX_EDIT_RULES` rules have header edits, or
-    /// more than `MAX_BODY_RULES` a `max_request_body`.
+    /// Fails when more than `MAX_EDIT_RULES` rules that do not end the
+    /// request have header edits, more than `MAX_LAST_EDIT_RULES` that do,
+    /// or more than `MAX_BODY_RULES` a `max_request_body`.
     pub fn new(mut rules: Vec<Rule>) -> Result<RuleSet, TooMany> {
         let mut body_limits = Vec::new();
         let mut edit_rules = Vec::new();
+        let mut last_edit_rules = Vec::new();
         for (i, r) in rules.iter_mut().enumerate() {
             r.only = r.matcher.only();
             if !r.edits.is_empty() {
-                if edit_rules.len() == MAX_EDIT_RULES {
-                    return Err(TooMany::Edits);
+                let i = u32::try_from(i).map_err(|_| TooMany::Edits)?;
+                if r.terminal.is_some() {
+                    // (slot 0 is None's)
+                    let slot = u16::try_from(last_edit_rules.len() + 1)
+                        .ok()
+                        .and_then(NonZeroU16::new)
+                        .ok_or(TooMany::LastEdits)?;
+                    r.edit = EditMark::Last(slot);
+                    last_edit_rules.push(i);
+                } else {
+                    if edit_rules.len() == MAX_EDIT_RULES {
+                        return Err(TooMany::Edits);
+                    }
+                    r.edit = EditMark::Bit(edit_rules.len() as u8);
+                    edit_rules.push(i);
                 }
-                r.edit_bit = Some(edit_rules.len() as u8);
-                edit_rules.push(u32::try_from(i).map_err(|_| TooMany::Edits)?);
             }
             if let Some(m) = r.max_body {
                 let slot = u16::try_from(body_limits.len()).map_err(|_| TooMany::BodyLimits)?;
@@ -901,6 +944,7 @@ impl RuleSet {
             rules,
             body_limits,
             edit_rules,
+            last_edit_rules,
             runs,
         })
     }
@@ -1056,9 +1100,11 @@ impl RuleSet {
         Outcome::Terminal(t, applied, rw)
     }
 
-    /// The edits of the rules in `applied`, in rule order.
+    /// The edits of the rules in `applied`, in rule order: those of the
+    /// rule that ended the request last.
     pub fn edits(&self, applied: Applied) -> impl Iterator<Item = &Edits> {
         let mut bits = applied.bits;
+        let mut last = applied.last;
         std::iter::from_fn(move || {
             while bits != 0 {
                 let b = bits.trailing_zeros() as usize;
@@ -1071,7 +1117,11 @@ impl RuleSet {
                     return Some(&r.edits);
                 }
             }
-            None
+            let slot = usize::from(last.take()?.get()) - 1;
+            self.last_edit_rules
+                .get(slot)
+                .and_then(|&i| self.rules.get(i as usize))
+                .map(|r| &r.edits)
         })
     }
 
@@ -1591,21 +1641,147 @@ mod tests {
 
     #[test]
     fn too_many_edit_rules_refused() {
-        let edit = || {
+        let edit = |terminal: Option<Terminal>| {
             Rule::new(
                 Match::default(),
-                None,
+                terminal,
                 Edits {
                     del: vec![HeaderName::from_static("x")],
                     ..Default::default()
                 },
             )
         };
-        assert!(RuleSet::new((0..64).map(|_| edit()).collect()).is_ok());
+        let go_on = || edit(None);
+        let end = || edit(Some(Terminal::Pool(0)));
+        assert!(RuleSet::new((0..64).map(|_| go_on()).collect()).is_ok());
         assert_eq!(
-            RuleSet::new((0..65).map(|_| edit()).collect()).unwrap_err(),
+            RuleSet::new((0..65).map(|_| go_on()).collect()).unwrap_err(),
             TooMany::Edits
         );
+        // rules that end the request take no bit: 64 that go on, and as
+        // many as two bytes count that end it
+        let both = |ends: usize| {
+            RuleSet::new(
+                (0..64)
+                    .map(|_| go_on())
+                    .chain((0..ends).map(|_| end()))
+                    .collect(),
+            )
+        };
+        assert!(both(MAX_LAST_EDIT_RULES).is_ok());
+        assert_eq!(
+            both(MAX_LAST_EDIT_RULES + 1).unwrap_err(),
+            TooMany::LastEdits
+        );
+        // (what a request keeps of them is no larger for it)
+        assert!(std::mem::size_of::<Applied>() <= 24);
+    }
+
+    /// The edits of the rule that ends a request apply after those of the
+    /// rules before it that went on, whichever of many such rules it is,
+    /// in request and response edits alike; a request that no rule ends
+    /// gets only the others'.
+    #[test]
+    fn the_edits_of_the_rule_that_ends_a_request_apply_last() {
+        let set = |n: &'static str, v: String| Edits {
+            set: vec![(
+                HeaderName::from_static(n),
+                HeaderValue::try_from(v).unwrap(),
+            )],
+            response_set: vec![(
+                HeaderName::from_static("x-r"),
+                HeaderValue::from_static("end"),
+            )],
+            ..Default::default()
+        };
+        let before = Edits {
+            set: vec![(
+                HeaderName::from_static("x-a"),
+                HeaderValue::from_static("before"),
+            )],
+            add: vec![(
+                HeaderName::from_static("x-b"),
+                HeaderValue::from_static("before"),
+            )],
+            response_set: vec![(
+                HeaderName::from_static("x-r"),
+                HeaderValue::from_static("before"),
+            )],
+            ..Default::default()
+        };
+        let hosts: Vec<&'static str> = (0..200)
+            .map(|i| &*Box::leak(format!("h{i}.test").into_boxed_str()))
+            .collect();
+        let mut rules = vec![Rule::new(Match::default(), None, before)];
+        for (i, h) in hosts.iter().enumerate() {
+            // (the first hundred a run, looked up; then every other with a
+            // method too, so that they are walked)
+            let m = Match {
+                host: Some(HostMatch::parse(h).unwrap()),
+                methods: if i >= 100 && i % 2 == 0 {
+                    vec!["GET".into()]
+                } else {
+                    vec![]
+                },
+                ..Default::default()
+            };
+            let e = if i % 2 == 0 {
+                let mut e = set("x-a", format!("end{i}"));
+                e.del.push(HeaderName::from_static("x-b"));
+                e
+            } else {
+                set("x-c", format!("end{i}"))
+            };
+            rules.push(Rule::new(m, Some(Terminal::Pool(i)), e));
+        }
+        let rules = RuleSet::new(rules).unwrap();
+        assert_eq!(
+            rules.runs.first().map(|r| (r.start, r.end())),
+            Some((1, 101))
+        );
+        for (i, h) in hosts.iter().enumerate() {
+            let Outcome::Terminal(Terminal::Pool(p), applied, _) =
+                rules.evaluate(&req("GET", h, "/"))
+            else {
+                panic!("{h}")
+            };
+            assert_eq!(*p, i);
+            let mut head = http::HeaderMap::new();
+            rules.edit_request(applied, &mut head);
+            let lines: Vec<_> = rules
+                .request_additions(applied)
+                .map(|(n, v)| format!("{n}={}", v.to_str().unwrap()))
+                .collect();
+            if i % 2 == 0 {
+                assert_eq!(head["x-a"], format!("end{i}").as_str(), "{h}");
+                assert!(head.get("x-b").is_none(), "{h}");
+                assert!(rules.drops_request_header(applied, "x-b"));
+                assert_eq!(lines, [format!("x-a=end{i}")], "{h}");
+            } else {
+                assert_eq!(head["x-a"], "before", "{h}");
+                assert_eq!(head["x-c"], format!("end{i}").as_str(), "{h}");
+                assert_eq!(
+                    lines,
+                    ["x-a=before", "x-b=before", &format!("x-c=end{i}")],
+                    "{h}"
+                );
+            }
+            let mut answer = http::HeaderMap::new();
+            rules.edit_response(applied, &mut answer);
+            assert_eq!(answer["x-r"], "end", "{h}");
+            let sets: Vec<_> = rules
+                .response_additions(applied)
+                .map(|(_, v)| v.to_str().unwrap())
+                .collect();
+            assert_eq!(sets, ["end"], "{h}");
+        }
+        let Outcome::Continue(applied, _) = rules.evaluate(&req("GET", "other", "/")) else {
+            panic!()
+        };
+        let mut head = http::HeaderMap::new();
+        rules.edit_request(applied, &mut head);
+        assert_eq!(head["x-a"], "before");
+        assert!(head.get("x-c").is_none());
     }
 
     fn rewrite(m: Match, w: PathRewrite, terminal: Option<Terminal>) -> Rule {

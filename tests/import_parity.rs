@@ -914,3 +914,73 @@ backend empty
     wait_listening(ha_strict, std::time::Duration::from_secs(10)).await;
     same_servers([(ha, listen), (ha_strict, strict)]).await;
 }
+
+/// An nginx server of 150 proxying locations, imported: each location sets
+/// the Host nginx sends (its upstream's name), so each is a rule that edits
+/// and ends the request, more than the 64 edit bits of a listener, and the
+/// config loads. Every location sends the server the Host and the fields
+/// nginx sends, and a location's own `proxy_set_header` stays its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_nginx_server_of_many_locations_sends_what_nginx_sends() {
+    let dir = temp_dir("nginx-many-locations");
+    let backend = answering(|req: hyper::Request<hyper::body::Incoming>| async move {
+        let h = |n: &str| {
+            req.headers()
+                .get(n)
+                .map_or("-".to_string(), |v| v.to_str().unwrap_or("?").to_string())
+        };
+        full_answer(format!(
+            "{} host={} loc={}",
+            req.uri(),
+            h("host"),
+            h("x-loc")
+        ))
+    })
+    .await;
+    let ng = free_addr("127.0.0.1");
+    let mut http = String::new();
+    for u in 0..3 {
+        http += &format!("upstream up{u} {{ server {backend}; }}\n");
+    }
+    http += &format!("server {{\n    listen {ng};\n");
+    const LOCATIONS: usize = 150;
+    for i in 0..LOCATIONS {
+        let own = if i % 10 == 7 {
+            format!("proxy_set_header X-Loc l{i}; ")
+        } else {
+            String::new()
+        };
+        http += &format!(
+            "    location /l{i}/ {{ {own}proxy_pass http://up{}; }}\n",
+            i % 3
+        );
+    }
+    http += "    location / { proxy_pass http://up0; }\n  }";
+    let conf = nginx_conf(&dir, &http);
+    let (toml, listen, report) = imported("nginx", &conf, ng);
+    // (more rules that edit than a listener has edit bits)
+    assert!(toml.matches("[[listener.rule]]").count() > 64, "{toml}");
+    assert!(toml.contains("set_header"), "{toml}");
+    let _nginx = nginx(&dir, &conf);
+    let _proxy = Proxy::start(&toml, &[listen]).await;
+    wait_listening(ng, std::time::Duration::from_secs(10)).await;
+    let c = client();
+    let mut paths: Vec<String> = (0..LOCATIONS)
+        .step_by(7)
+        .map(|i| format!("/l{i}/x?q={i}"))
+        .collect();
+    paths.extend(["/l17/", "/l149/y", "/l1x", "/other"].map(String::from));
+    let mut seen = std::collections::HashSet::new();
+    for path in &paths {
+        let theirs = get(&c, &format!("http://{ng}{path}")).await;
+        let ours = get(&c, &format!("http://{listen}{path}")).await;
+        assert_eq!(theirs.0, 200, "{path}: {}", theirs.1);
+        assert_eq!(ours, theirs, "{path}: {report}");
+        seen.insert(theirs.1.split(' ').skip(1).collect::<Vec<_>>().join(" "));
+    }
+    // (the Host differed by location, and some had their own field)
+    for want in ["host=up0 loc=-", "host=up1 loc=-", "host=up2 loc=-"] {
+        assert!(seen.contains(want), "{want}: {seen:?}");
+    }
+    assert!(seen.iter().any(|s| s.contains("loc=l")), "{seen:?}");
+}

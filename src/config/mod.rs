@@ -178,6 +178,31 @@ name = "api"
         );
     }
 
+    /// A listener may have 64 rules that edit and go on; rules that edit
+    /// and end the request (an nginx import's locations) are not counted
+    /// among them.
+    #[test]
+    fn rules_that_edit_are_limited_only_where_they_go_on() {
+        let with = |n: usize, end: &str| {
+            let rules: String = (0..n)
+                .map(|i| {
+                    format!(
+                        "  [[listener.rule]]\n  path_prefix = \"/r{i}/\"\n  set_header = {{ \"x-r\" = \"{i}\" }}\n{end}"
+                    )
+                })
+                .collect();
+            GOOD.replace("\n[[pool]]", &format!("{rules}\n[[pool]]"))
+        };
+        assert!(parse(&with(64, ""), "t.toml").is_ok());
+        let c = parse(&with(300, "  pool = \"api\"\n"), "t.toml").unwrap();
+        assert!(!c.listeners[0].rules.is_empty());
+        let p = problem(&with(65, ""));
+        assert!(
+            p.key.contains("listener") && p.message.contains("more than 64") && p.line.is_some(),
+            "{p:?}"
+        );
+    }
+
     #[test]
     fn good_config_parses() {
         let c = parse(GOOD, "t.toml").unwrap();
