@@ -919,7 +919,9 @@ backend empty
 /// the Host nginx sends (its upstream's name), so each is a rule that edits
 /// and ends the request, more than the 64 edit bits of a listener, and the
 /// config loads. Every location sends the server the Host and the fields
-/// nginx sends, and a location's own `proxy_set_header` stays its own.
+/// nginx sends, and a location's own `proxy_set_header` stays its own. A
+/// location's name without its final slash gets nginx's 301 to it (with the
+/// query), before the regex locations, unless a location has that name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_imported_nginx_server_of_many_locations_sends_what_nginx_sends() {
     let dir = temp_dir("nginx-many-locations");
@@ -955,12 +957,19 @@ async fn an_imported_nginx_server_of_many_locations_sends_what_nginx_sends() {
             i % 3
         );
     }
-    http += "    location / { proxy_pass http://up0; }\n  }";
+    // (a regex that would take /l1: the redirect comes first; a location
+    // named /l2 takes that name from the redirect (and the regex takes it
+    // from the location, as for any prefix location), an exact /l3 takes
+    // its own; a location that does not pass requests on has no redirect)
+    http += "    location ~ ^/l[0-9]+$ { proxy_set_header X-Loc regex; proxy_pass http://up1; }\n\
+             location /l2 { proxy_set_header X-Loc l2-bare; proxy_pass http://up2; }\n\
+             location = /l3 { proxy_set_header X-Loc l3-exact; proxy_pass http://up2; }\n\
+             location /static/ { return 200 \"static\\n\"; }\n\
+             location / { proxy_pass http://up0; }\n  }";
     let conf = nginx_conf(&dir, &http);
     let (toml, listen, report) = imported("nginx", &conf, ng);
     // (more rules that edit than a listener has edit bits)
-    assert!(toml.matches("[[listener.rule]]").count() > 64, "{toml}");
-    assert!(toml.contains("set_header"), "{toml}");
+    assert!(toml.matches("set_header").count() > 64, "{toml}");
     let _nginx = nginx(&dir, &conf);
     let _proxy = Proxy::start(&toml, &[listen]).await;
     wait_listening(ng, std::time::Duration::from_secs(10)).await;
@@ -969,18 +978,63 @@ async fn an_imported_nginx_server_of_many_locations_sends_what_nginx_sends() {
         .step_by(7)
         .map(|i| format!("/l{i}/x?q={i}"))
         .collect();
-    paths.extend(["/l17/", "/l149/y", "/l1x", "/other"].map(String::from));
+    paths.extend(
+        [
+            "/l17/",
+            "/l149/y",
+            "/l1x",
+            "/other",
+            "/l1",
+            "/l1?a=1&b",
+            "/l149",
+            "/l2",
+            "/l3",
+            "/l2x",
+            "/l150",
+            "/static",
+            "/static/",
+        ]
+        .map(String::from),
+    );
+    // nginx's Location is absolute (its absolute_redirect), rampart's a path
+    let base = format!("http://a.test:{}", ng.port());
     let mut seen = std::collections::HashSet::new();
+    let mut redirects = 0;
     for path in &paths {
-        let theirs = get(&c, &format!("http://{ng}{path}")).await;
-        let ours = get(&c, &format!("http://{listen}{path}")).await;
-        assert_eq!(theirs.0, 200, "{path}: {}", theirs.1);
+        let mut theirs = answer(&c, ng, "a.test", path).await;
+        let mut ours = answer(&c, listen, "a.test", path).await;
+        if let Some(l) = theirs
+            .location
+            .as_deref()
+            .and_then(|l| l.strip_prefix(&base))
+        {
+            theirs.location = Some(l.to_string());
+        }
+        if theirs.status == 301 {
+            redirects += 1;
+            // (each says it its own way)
+            theirs.body.clear();
+            ours.body.clear();
+        }
+        theirs.server = None;
+        ours.server = None;
         assert_eq!(ours, theirs, "{path}: {report}");
-        seen.insert(theirs.1.split(' ').skip(1).collect::<Vec<_>>().join(" "));
+        seen.insert(theirs.body.split(' ').skip(1).collect::<Vec<_>>().join(" "));
     }
-    // (the Host differed by location, and some had their own field)
-    for want in ["host=up0 loc=-", "host=up1 loc=-", "host=up2 loc=-"] {
+    // (the Host differed by location, some had their own field, and the
+    // redirects, the regex and the bare names each answered)
+    for want in [
+        "host=up0 loc=-",
+        "host=up1 loc=-",
+        "host=up2 loc=-",
+        "host=up1 loc=regex",
+        "host=up2 loc=l2-bare",
+        "host=up2 loc=l3-exact",
+    ] {
         assert!(seen.contains(want), "{want}: {seen:?}");
     }
-    assert!(seen.iter().any(|s| s.contains("loc=l")), "{seen:?}");
+    assert!(seen.iter().any(|s| s.contains("loc=l7")), "{seen:?}");
+    assert_eq!(redirects, 3, "{seen:?}");
+    let a = answer(&c, listen, "a.test", "/l1?a=1&b").await;
+    assert_eq!((a.status, a.location.as_deref()), (301, Some("/l1/?a=1&b")));
 }

@@ -191,6 +191,74 @@ pub(super) struct Loc {
     /// what hands its requests to something else (`proxy_pass`,
     /// `fastcgi_pass`, `return`, ...), mapped or not
     handler: Option<String>,
+    /// nginx answers its name without the final slash with a 301 to the
+    /// name (a prefix or exact name ending in `/`, in a location that
+    /// passes requests on: its `auto_redirect`)
+    slash_redirect: bool,
+}
+
+/// The redirects nginx makes of locations with `slash_redirect`: a request
+/// for `/app` gets a 301 to `/app/` (with the query), unless a location is
+/// named `/app` itself (exact or prefix; nginx's tree finds it first). nginx
+/// decides this before it tries its regex locations: these are exact
+/// locations of their own, ordered with the others.
+fn slash_redirects(locs: &[Loc]) -> Vec<Loc> {
+    let mut out: Vec<Loc> = Vec::new();
+    for l in locs.iter().filter(|l| l.slash_redirect) {
+        let name = &l.pat[..l.pat.len() - 1];
+        let named = |o: &Loc| o.kind != LocKind::Regex && o.pat == name;
+        if locs.iter().any(named) || out.iter().any(named) {
+            continue;
+        }
+        let mut m = Table::default();
+        m.set("path", s(name));
+        let mut r = Table::default();
+        r.set(
+            "redirect",
+            format!(
+                "{{ to = {}, status = 301 }}",
+                s(&format!("{}{{query}}", escape_path(&l.pat)))
+            ),
+        );
+        out.push(Loc {
+            kind: LocKind::Exact,
+            m,
+            len: name.len(),
+            pat: name.to_string(),
+            rules: vec![r],
+            pool: None,
+            uri_rewrite: None,
+            break_rewrite: None,
+            own_access: false,
+            own_add_header: false,
+            own_set_header: false,
+            root: None,
+            alias: None,
+            try_uri: None,
+            max_body: None,
+            host_header: None,
+            replaces: Vec::new(),
+            handler: None,
+            slash_redirect: false,
+            line: l.line,
+            text: l.text.clone(),
+        });
+    }
+    out
+}
+
+/// A path as a URL's: bytes other than those a path may hold as they are
+/// percent-encoded (as nginx escapes a location's name for its redirect).
+fn escape_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// One `listen` of a server block.
@@ -805,7 +873,9 @@ impl Importer {
             for (i, h) in &pairs {
                 let i = *i;
                 let sv = &self.servers[i];
-                let locs = ordered_locs(&sv.locs);
+                let mut locs = sv.locs.clone();
+                locs.extend(slash_redirects(&sv.locs));
+                let locs = ordered_locs(&locs);
                 // nginx answers 404 to what no location of the server matches;
                 // a named server's requests never reach another server's rules
                 let has_root = sv

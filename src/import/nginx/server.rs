@@ -678,10 +678,28 @@ impl Importer {
                     )
                 })
                 .map(|d| d.name.clone()),
+            slash_redirect: kind != LocKind::Regex
+                && pat.len() > 1
+                && pat.ends_with('/')
+                && block.iter().any(|d| {
+                    matches!(
+                        d.name.as_str(),
+                        "proxy_pass"
+                            | "fastcgi_pass"
+                            | "uwsgi_pass"
+                            | "scgi_pass"
+                            | "grpc_pass"
+                            | "memcached_pass"
+                    )
+                }),
         };
         self.mapped(
             e,
-            "rules matching this path, in nginx's order of precedence",
+            if loc.slash_redirect {
+                "rules matching this path, in nginx's order of precedence; its name without the final slash is redirected to it (301), as nginx does where no location has that name"
+            } else {
+                "rules matching this path, in nginx's order of precedence"
+            },
         );
         // the location's own proxy settings: the server's and the http
         // level's go before them (see `server` and `finish`)

@@ -275,7 +275,29 @@ pub(super) async fn send(
             }
         }
     };
-    parse_answer(&buf)
+    let mut a = parse_answer(&buf);
+    a.location = a
+        .location
+        .map(|l| own_origin_off(l, tls.is_some(), &r.host, port));
+    a
+}
+
+/// A Location to the origin the request was sent to, as the path a client
+/// resolves it to: nginx makes its own redirects absolute (its
+/// `absolute_redirect`, with the port it listens on), rampart leaves them
+/// paths, and both take a client to the same URL.
+fn own_origin_off(l: String, tls: bool, host: &str, port: u16) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let default = port == if tls { 443 } else { 80 };
+    let with_port = format!("{scheme}://{host}:{port}");
+    let without = format!("{scheme}://{host}");
+    let rest = l
+        .strip_prefix(&with_port)
+        .or_else(|| l.strip_prefix(&without).filter(|_| default));
+    match rest {
+        Some(p) if p.starts_with('/') => p.to_string(),
+        _ => l,
+    }
 }
 
 pub(super) fn parse_answer(buf: &[u8]) -> Answer {
@@ -311,4 +333,30 @@ pub(super) fn parse_answer(buf: &[u8]) -> Answer {
     }
     a.not_imported = status == 501 && body.starts_with("not imported");
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_origin_off;
+
+    #[test]
+    fn a_location_to_the_requests_own_origin_is_its_path() {
+        let off = |l: &str, tls, port| own_origin_off(l.to_string(), tls, "a.test", port);
+        assert_eq!(off("http://a.test:8080/x/?q", false, 8080), "/x/?q");
+        assert_eq!(off("https://a.test:8443/x/", true, 8443), "/x/");
+        assert_eq!(off("http://a.test/x/", false, 80), "/x/");
+        assert_eq!(off("https://a.test/x/", true, 443), "/x/");
+        // another origin, or the default port's form on another port, stays
+        for (l, tls, port) in [
+            ("http://a.test:8081/x/", false, 8080),
+            ("http://a.test/x/", false, 8080),
+            ("https://a.test:8080/x/", false, 8080),
+            ("http://b.test:8080/x/", false, 8080),
+            ("http://a.test:80800/x/", false, 8080),
+            ("http://a.test.evil/x", false, 80),
+            ("/x/", false, 8080),
+        ] {
+            assert_eq!(off(l, tls, port), l);
+        }
+    }
 }
