@@ -84,6 +84,9 @@ impl HostMatch {
 pub struct Route {
     pub host: Option<HostMatch>,
     pub path_prefix: Option<String>,
+    /// The whole path: a rule's `path`, in a run of rules (a listener's
+    /// routes have none). Not with `path_prefix`.
+    pub path: Option<String>,
     pub pool: usize,
 }
 
@@ -146,6 +149,9 @@ impl Router {
                     continue;
                 }
             }
+            if r.path.as_ref().is_some_and(|p| p != path) {
+                continue;
+            }
             return Some(i);
         }
         None
@@ -172,12 +178,13 @@ struct RouteIndex {
     any: Group,
 }
 
-/// Routes with the same host match: the first without a path prefix, and the
-/// first with each prefix.
+/// Routes with the same host match: the first without a path prefix, the
+/// first with each prefix, and the first with each whole path.
 #[derive(Debug, Default)]
 struct Group {
     bare: Option<usize>,
     prefixes: HashMap<Box<[u8]>, usize>,
+    paths: HashMap<Box<[u8]>, usize>,
     /// The distinct lengths of `prefixes`, ascending.
     lengths: Vec<usize>,
 }
@@ -187,12 +194,15 @@ struct Group {
 const HOST_MAX: usize = 255;
 
 impl Group {
-    fn add(&mut self, i: usize, prefix: Option<&str>) {
-        match prefix {
-            None => {
+    fn add(&mut self, i: usize, prefix: Option<&str>, path: Option<&str>) {
+        match (prefix, path) {
+            (_, Some(p)) => {
+                self.paths.entry(p.as_bytes().into()).or_insert(i);
+            }
+            (None, None) => {
                 self.bare.get_or_insert(i);
             }
-            Some(p) => {
+            (Some(p), None) => {
                 self.prefixes.entry(p.as_bytes().into()).or_insert(i);
                 if let Err(at) = self.lengths.binary_search(&p.len()) {
                     self.lengths.insert(at, p.len());
@@ -204,6 +214,9 @@ impl Group {
     /// The first of this group's routes that `path` matches.
     fn first(&self, path: &[u8]) -> Option<usize> {
         let mut best = self.bare;
+        if !self.paths.is_empty() {
+            best = earliest(best, self.paths.get(path).copied());
+        }
         for &len in &self.lengths {
             if len > path.len() {
                 break;
@@ -234,7 +247,7 @@ impl RouteIndex {
                 Some(HostMatch::Suffix(s)) => ix.suffix.entry(s.as_bytes().into()).or_default(),
                 Some(HostMatch::Prefix(s)) => ix.prefix.entry(s.as_bytes().into()).or_default(),
             };
-            group.add(i, r.path_prefix.as_deref());
+            group.add(i, r.path_prefix.as_deref(), r.path.as_deref());
         }
         let lens = |m: &HashMap<Box<[u8]>, Group>| {
             let mut v: Vec<usize> = m.keys().map(|k| k.len()).collect();
@@ -412,16 +425,19 @@ mod tests {
                 Route {
                     host: Some(HostMatch::parse("api.example.com").unwrap()),
                     path_prefix: Some("/v1".into()),
+                    path: None,
                     pool: 1,
                 },
                 Route {
                     host: Some(HostMatch::parse("*.example.com").unwrap()),
                     path_prefix: None,
+                    path: None,
                     pool: 2,
                 },
                 Route {
                     host: None,
                     path_prefix: Some("/static".into()),
+                    path: None,
                     pool: 3,
                 },
             ],
@@ -431,7 +447,8 @@ mod tests {
 
     /// The index gives what the scan gives: random route tables (past
     /// SCAN_MAX) from a small vocabulary, so that many routes overlap, and
-    /// requests from the same vocabulary.
+    /// requests from the same vocabulary. Routes with a whole path (a run
+    /// of rules' `path`) among them.
     #[test]
     fn the_index_routes_as_the_scan_does() {
         let hosts = [
@@ -447,6 +464,16 @@ mod tests {
             "example.*",
         ];
         let prefixes = ["/", "/v1", "/v1/", "/v2", "/static", "/s"];
+        let paths = [
+            "/",
+            "/v1",
+            "/v1/users",
+            "/v2x",
+            "/static/a.css",
+            "/s",
+            "",
+            "/x",
+        ];
         let req_hosts = [
             "a.example.com",
             "A.Example.COM:8443",
@@ -464,25 +491,24 @@ mod tests {
             "example.com.:80",
             "A.b",
         ];
-        let paths = [
-            "/",
-            "/v1",
-            "/v1/users",
-            "/v2x",
-            "/static/a.css",
-            "/s",
-            "",
-            "/x",
-        ];
         for round in 0..300 {
             let n = fastrand::usize(SCAN_MAX + 1..80);
             let routes: Vec<Route> = (0..n)
-                .map(|k| Route {
-                    host: fastrand::bool()
-                        .then(|| HostMatch::parse(hosts[fastrand::usize(..hosts.len())]).unwrap()),
-                    path_prefix: fastrand::bool()
-                        .then(|| prefixes[fastrand::usize(..prefixes.len())].to_string()),
-                    pool: k + 1,
+                .map(|k| {
+                    // (a prefix, a whole path, or neither)
+                    let (path_prefix, path) = match fastrand::u8(..3) {
+                        0 => (None, None),
+                        1 => (Some(prefixes[fastrand::usize(..prefixes.len())]), None),
+                        _ => (None, Some(paths[fastrand::usize(..paths.len())])),
+                    };
+                    Route {
+                        host: fastrand::bool().then(|| {
+                            HostMatch::parse(hosts[fastrand::usize(..hosts.len())]).unwrap()
+                        }),
+                        path_prefix: path_prefix.map(str::to_string),
+                        path: path.map(str::to_string),
+                        pool: k + 1,
+                    }
                 })
                 .collect();
             let r = Router::new(routes, Some(0));
@@ -532,6 +558,7 @@ mod tests {
             vec![Route {
                 host: Some(m),
                 path_prefix: None,
+                path: None,
                 pool: 1,
             }],
             Some(0),
@@ -550,17 +577,20 @@ mod tests {
                 .map(|k| Route {
                     host: Some(HostMatch::parse(&format!("n{k}.example.net")).unwrap()),
                     path_prefix: None,
+                    path: None,
                     pool: 9,
                 })
                 .collect();
             routes.push(Route {
                 host: Some(HostMatch::parse("db.example.com").unwrap()),
                 path_prefix: None,
+                path: None,
                 pool: 1,
             });
             routes.push(Route {
                 host: Some(HostMatch::Exact(String::new())),
                 path_prefix: None,
+                path: None,
                 pool: 2,
             });
             let r = Router::new(routes, None);

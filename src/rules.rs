@@ -210,18 +210,19 @@ enum Only {
     Header,
     Src,
     /// The first of a long run of rules that test only the host and the
-    /// path's prefix and end the request (`RuleSet::runs`, by index): the
+    /// path (its prefix or whole) and end the request (`RuleSet::runs`, by index): the
     /// run is looked up, not walked.
     Run(u32),
 }
 
 /// A run of more than [`SCAN_MAX`] consecutive rules, each of which tests
-/// nothing but the host and the path's prefix (either or both, not negated)
-/// and ends the request (`deny`, `redirect`, `respond`, `pool`, with
-/// whatever else it does): the first of them that a request matches is the
-/// one rule of the run that applies, and `Router` finds it by hash lookups
-/// (what an HAProxy config's hundreds of `use_backend ... if { hdr(host) -i
-/// ... }` import to).
+/// nothing but the host and the path's prefix or the whole path (each or
+/// the host and one, not negated) and ends the request (`deny`, `redirect`,
+/// `respond`, `pool`, with whatever else it does): the first of them that a
+/// request matches is the one rule of the run that applies, and `Router`
+/// finds it by hash lookups (what an HAProxy config's hundreds of
+/// `use_backend ... if { hdr(host) -i ... }` import to, and an nginx
+/// server's locations with their slash redirects).
 #[derive(Debug, Clone, PartialEq)]
 struct Run {
     /// Its first rule.
@@ -298,6 +299,7 @@ fn runs(rules: &mut [Rule]) -> Vec<Run> {
                 .map(|r| Route {
                     host: r.matcher.host.clone(),
                     path_prefix: r.matcher.path_prefix.clone(),
+                    path: r.matcher.path.clone(),
                     pool: 0,
                 })
                 .collect();
@@ -314,15 +316,16 @@ fn runs(rules: &mut [Rule]) -> Vec<Run> {
     runs
 }
 
-/// Whether a rule may be in a run: it tests the host, the path's prefix, both
-/// or nothing, not negated, and ends the request (whatever else it does:
-/// edits, a rewrite, a limit). Then the first rule of the run a request
-/// matches is the only one of the run that does anything to it.
+/// Whether a rule may be in a run: it tests the host, the path's prefix or
+/// the whole path (not both), the host and one of those, or nothing; not
+/// negated; and ends the request (whatever else it does: edits, a rewrite, a
+/// limit). Then the first rule of the run a request matches is the only one
+/// of the run that does anything to it.
 fn fits_run(r: &Rule) -> bool {
     let m = &r.matcher;
     r.terminal.is_some()
         && !m.not
-        && m.path.is_none()
+        && !(m.path.is_some() && m.path_prefix.is_some())
         && m.path_regex.is_none()
         && m.methods.is_empty()
         && m.header.is_none()
@@ -1989,15 +1992,15 @@ mod tests {
         );
     }
 
-    /// A long run of rules that test only the host and the path's prefix is
-    /// looked up (`Only::Run`, by the router's index): every request gets
+    /// A long run of rules that test only the host and the path (its prefix
+    /// or whole) is looked up (`Only::Run`, by the router's index): every request gets
     /// the rule, the edits and the path that walking the rules in order
     /// gives it, with hosts exact, wildcard, upper-case, with a port or the
     /// root's dot, empty, not ASCII, longer than the index looks up, or
     /// none; runs broken by rules that do not fit (each way a rule can), and
     /// rules in runs that do more than end the request.
     #[test]
-    fn runs_of_host_and_prefix_rules_answer_as_the_walk_does() {
+    fn runs_of_host_and_path_rules_answer_as_the_walk_does() {
         let hosts = [
             "a.example.com",
             "b.example.com",
@@ -2046,10 +2049,14 @@ mod tests {
                 // request that reaches its run)
                 let none = rand(40) == 0;
                 let host = !none && rand(3) > 0;
+                // (a path's prefix, or a whole path, or with a host neither)
+                let on_path = !none && (!host || rand(2) > 0);
+                let whole = on_path && rand(3) == 0;
                 let m = Match {
                     host: host.then(|| HostMatch::parse(hosts[rand(hosts.len())]).unwrap()),
-                    path_prefix: (!none && (!host || rand(2) > 0))
+                    path_prefix: (on_path && !whole)
                         .then(|| prefixes[rand(prefixes.len())].to_string()),
+                    path: whole.then(|| paths[rand(paths.len())].to_string()),
                     ..Default::default()
                 };
                 let pool = Some(Terminal::Pool(i));
@@ -2078,7 +2085,9 @@ mod tests {
                     // never meets: in a run, the rule would match)
                     11 => rule.matcher.header = Some(("x-none".into(), HeaderCond::Present(true))),
                     12 => rule.matcher.src = vec![Cidr::parse("192.0.2.0/24").unwrap()],
-                    13 => rule.matcher.path = Some("/nope".into()),
+                    // (a prefix and a whole path both: "/q" has none of
+                    // the prefixes, so the rule never matches)
+                    13 if m.path_prefix.is_some() => rule.matcher.path = Some("/q".into()),
                     14 => rule.matcher.path_regex = Some(nope.clone()),
                     // what a rule that ends the request may do besides, in a
                     // run as well

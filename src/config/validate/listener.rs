@@ -250,6 +250,7 @@ pub(super) fn listener(
         routes.push(Route {
             host,
             path_prefix: rf.path_prefix.clone(),
+            path: None,
             pool: rpool,
         });
     }
