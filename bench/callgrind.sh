@@ -49,8 +49,14 @@
 #                 HAProxy's, e.g. the backends that hold stick tables) and
 #                 NGINX_HTTP (directives of nginx's http block: limit_req_zone,
 #                 geo) go with them (bench/policy_peers.sh)
+#   RAMPART_RULES_FILE=rules.toml bench/callgrind.sh
+#                 the same rules from a file, after RAMPART_RULES (one
+#                 variable holds at most 128 KiB: bench/rules_scale.sh)
 #   RAMPART_LISTENERS="..." bench/callgrind.sh
 #                 listeners of rampart's ahead of the plain one (bench/rules_scale.sh)
+#   NGINX_LOCATIONS="..." bench/callgrind.sh
+#                 locations of nginx's plain server beside its `location /`
+#                 (WHAT=nginx bench/rules_scale.sh)
 #   REQUIRE_2XX=1 bench/callgrind.sh
 #                 fail unless h2load saw every request answered with a 2xx
 #                 (the rows h2load loads; not with SYSCALLS=1, nor the close
@@ -196,6 +202,7 @@ bind = ["127.0.0.1:19601"]
 mode = "http"
 pool = "be"
 ${RAMPART_RULES:-}
+$(if [ -n "${RAMPART_RULES_FILE:-}" ]; then cat "$RAMPART_RULES_FILE"; fi)
 [[listener]]
 name = "tls"
 bind = ["127.0.0.1:19602"]
@@ -278,6 +285,7 @@ http {
   server {
     listen 127.0.0.1:19610;
     listen 127.0.0.1:19611 http2;
+    ${NGINX_LOCATIONS:-}
     location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; ${NGINX_RULES:-} }
   }
   upstream grpcbe { server 127.0.0.1:19620; keepalive 128; }
