@@ -125,7 +125,7 @@ impl Router {
 
     /// The first route (its place in `routes`) that `host`, already without
     /// its port (`strip_port`'s), and `path` match. A listener's rules look up
-    /// their long runs of host and path-prefix rules with it.
+    /// their long runs of host and path rules with it.
     pub fn first(&self, host: Option<&str>, path: &str) -> Option<usize> {
         match &self.index {
             Some(ix) => match ix.lookup(host, path.as_bytes()) {
@@ -163,8 +163,9 @@ impl Router {
 type Map<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<KeyHasher>>;
 
 /// The index's hasher. Its keys are the config's hosts and paths, which no
-/// client chooses, so no client can make them collide; a client's host or
-/// path is only looked up, once per pattern length. SipHash (std's, for maps
+/// client adds to, so no client can crowd a bucket; a host or path a client
+/// makes to collide with a key costs only its own lookup's comparisons
+/// (looked up once per pattern length). SipHash (std's, for maps
 /// whose keys come from the network) cost about 190 instructions a lookup
 /// of a short path; this folds 8 bytes at a time with a multiply and ends
 /// with murmur3's finalizer, so that the low bits (the bucket) and the high
@@ -244,6 +245,8 @@ const HOST_MAX: usize = 255;
 
 impl Group {
     fn add(&mut self, i: usize, prefix: Option<&str>, path: Option<&str>) {
+        // (a whole path comes without a prefix: `fits_run`)
+        debug_assert!(prefix.is_none() || path.is_none());
         match (prefix, path) {
             (_, Some(p)) => {
                 self.paths.entry(p.as_bytes().into()).or_insert(i);
@@ -527,7 +530,10 @@ mod tests {
             "",
             "/x",
         ];
+        // (longer than the index looks up: scanned)
+        let long = format!("{}example.com", "a.".repeat(130));
         let req_hosts = [
+            long.as_str(),
             "a.example.com",
             "A.Example.COM:8443",
             "z.a.example.com",
@@ -555,7 +561,8 @@ mod tests {
                         _ => (None, Some(paths[fastrand::usize(..paths.len())])),
                     };
                     Route {
-                        host: fastrand::bool().then(|| {
+                        // (every tenth round, no route with a host)
+                        host: (round % 10 != 0 && fastrand::bool()).then(|| {
                             HostMatch::parse(hosts[fastrand::usize(..hosts.len())]).unwrap()
                         }),
                         path_prefix: path_prefix.map(str::to_string),

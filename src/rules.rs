@@ -376,7 +376,12 @@ impl Template {
     }
 
     /// The target for a request: `{host}` without its port, `{query}` with its
-    /// `?` (or empty), `{uri}` the path and query.
+    /// `?` (empty without a query, or with an empty one, as nginx's
+    /// `$is_args$args`), `{uri}` the path and query. A target that would
+    /// start with `//` or `/\` (a client's path `//evil.example/` in
+    /// `{path}` or `{uri}` first) starts with one slash instead: a client
+    /// takes the first form for another host's URL, and a redirect must not
+    /// send it there (nginx makes such a target absolute, on its own host).
     pub fn render(&self, r: &(impl RequestView + ?Sized)) -> String {
         let mut out = String::with_capacity(64);
         for p in &self.0 {
@@ -385,13 +390,18 @@ impl Template {
                 Part::Host => out.push_str(r.bare_host().unwrap_or("")),
                 Part::Path => out.push_str(r.raw_path()),
                 Part::Query => {
-                    if let Some((_, q)) = r.target().split_once('?') {
+                    if let Some((_, q)) = r.target().split_once('?').filter(|(_, q)| !q.is_empty())
+                    {
                         out.push('?');
                         out.push_str(q);
                     }
                 }
                 Part::Uri => out.push_str(r.target()),
             }
+        }
+        if out.starts_with("//") || out.starts_with("/\\") {
+            let rest = out.trim_start_matches(['/', '\\']);
+            out = format!("/{rest}");
         }
         out
     }
@@ -1576,6 +1586,21 @@ mod tests {
         );
         assert!(Template::parse("https://{hots}/").is_err());
         assert!(Template::parse("https://{host").is_err());
+        // an empty query gives no `?`, as nginx's $is_args
+        let t = Template::parse("/app/{query}").unwrap();
+        assert_eq!(t.render(&req("GET", "x", "/app?")), "/app/");
+        assert_eq!(t.render(&req("GET", "x", "/app?a")), "/app/?a");
+        // a client's path never makes a target on another host
+        for (tpl, target, want) in [
+            ("{uri}", "//evil.example/x?q", "/evil.example/x?q"),
+            ("{path}{query}", "///evil.example", "/evil.example"),
+            ("{path}", "/\\evil.example", "/evil.example"),
+            ("{path}", "/a//b", "/a//b"),
+            ("https://{host}{uri}", "//x", "https://h//x"),
+        ] {
+            let t = Template::parse(tpl).unwrap();
+            assert_eq!(t.render(&req("GET", "h", target)), want, "{tpl} {target}");
+        }
     }
 
     #[test]

@@ -248,11 +248,13 @@ fn slash_redirects(locs: &[Loc]) -> Vec<Loc> {
 }
 
 /// A path as a URL's: bytes other than those a path may hold as they are
-/// percent-encoded (as nginx escapes a location's name for its redirect).
+/// percent-encoded (as nginx escapes a location's name for its redirect,
+/// which leaves `[` and `]`; `{` and `}`, which nginx leaves too, are
+/// escaped: the redirect's template would read them).
 fn escape_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b) {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/[]".contains(&b) {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));

@@ -678,9 +678,11 @@ impl Importer {
                     )
                 })
                 .map(|d| d.name.clone()),
+            // (an `internal` location answers a client 404 first)
             slash_redirect: kind != LocKind::Regex
                 && pat.len() > 1
                 && pat.ends_with('/')
+                && !has("internal")
                 && block.iter().any(|d| {
                     matches!(
                         d.name.as_str(),

@@ -1267,3 +1267,40 @@ fn the_websocket_connection_map_is_what_rampart_does() {
         );
     }
 }
+
+/// nginx's 301 from a location's name without its final slash: for a
+/// location that passes requests on, not for one that is `internal` (a
+/// client gets 404 there first) nor one a location of that name takes; the
+/// name escaped as nginx escapes it (`[` and `]` as they are), the braces
+/// too (the redirect's template would read them).
+#[test]
+fn a_slash_redirect_for_each_location_that_passes_requests_on() {
+    let (cfg, _) = http(
+        "server { listen 80;
+           location /app/ { proxy_pass http://u; }
+           location /in/ { internal; proxy_pass http://u; }
+           location /kept/ { return 200 \"x\"; }
+           location /named/ { proxy_pass http://u; }
+           location = /named { return 204; }
+           location ^~ /a[1]/ { proxy_pass http://u; }
+           location \"/b c{d}/\" { proxy_pass http://u; }
+           location / { proxy_pass http://u; } }",
+    );
+    let rs = rules(&on(&cfg, "0.0.0.0:80"));
+    let redirects: Vec<(&str, &str)> = rs
+        .iter()
+        .filter_map(|r| {
+            let to = r.get("redirect")?.get("to")?.as_str()?;
+            Some((str_of(r, "path")?, to))
+        })
+        .collect();
+    assert_eq!(
+        redirects,
+        [
+            ("/app", "/app/{query}"),
+            ("/a[1]", "/a[1]/{query}"),
+            ("/b c{d}", "/b%20c%7Bd%7D/{query}"),
+        ],
+        "{rs:#?}"
+    );
+}

@@ -289,13 +289,21 @@ pub(super) async fn send(
 fn own_origin_off(l: String, tls: bool, host: &str, port: u16) -> String {
     let scheme = if tls { "https" } else { "http" };
     let default = port == if tls { 443 } else { 80 };
+    // (nginx writes the Host lowercase, without a port)
+    let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
     let with_port = format!("{scheme}://{host}:{port}");
     let without = format!("{scheme}://{host}");
-    let rest = l
-        .strip_prefix(&with_port)
-        .or_else(|| l.strip_prefix(&without).filter(|_| default));
+    let strip = |origin: &str| {
+        l.get(..origin.len())
+            .filter(|o| o.eq_ignore_ascii_case(origin))
+            .map(|_| &l[origin.len()..])
+    };
+    let rest = strip(&with_port).or_else(|| strip(&without).filter(|_| default));
     match rest {
-        Some(p) if p.starts_with('/') => p.to_string(),
+        // (not `//x` or `/\x`: as a Location of its own, another host)
+        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.starts_with("/\\") => {
+            p.to_string()
+        }
         _ => l,
     }
 }
@@ -346,6 +354,11 @@ mod tests {
         assert_eq!(off("https://a.test:8443/x/", true, 8443), "/x/");
         assert_eq!(off("http://a.test/x/", false, 80), "/x/");
         assert_eq!(off("https://a.test/x/", true, 443), "/x/");
+        assert_eq!(off("HTTP://A.test:8080/x/", false, 8080), "/x/");
+        assert_eq!(
+            own_origin_off("http://a.test:8080/x".into(), false, "A.Test:8080", 8080),
+            "/x"
+        );
         // another origin, or the default port's form on another port, stays
         for (l, tls, port) in [
             ("http://a.test:8081/x/", false, 8080),
@@ -355,6 +368,8 @@ mod tests {
             ("http://a.test:80800/x/", false, 8080),
             ("http://a.test.evil/x", false, 80),
             ("/x/", false, 8080),
+            ("http://a.test:8080//evil.example/", false, 8080),
+            ("http://a.test:8080/\\evil.example/", false, 8080),
         ] {
             assert_eq!(off(l, tls, port), l);
         }
