@@ -4,6 +4,7 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod bytehash;
 pub mod clock;
 pub mod config;
 pub mod control;

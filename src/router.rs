@@ -8,8 +8,8 @@
 //! index returns the lowest-numbered matching route (a test checks the two
 //! against each other).
 
+use crate::bytehash::BuildByteHasher;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// Up to this many routes, a scan is cheaper than the index's hash lookups.
@@ -160,53 +160,12 @@ impl Router {
 }
 
 /// The index's maps, by bytes (lowercase hosts, paths).
-type Map<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<KeyHasher>>;
-
-/// The index's hasher. Its keys are the config's hosts and paths, which no
-/// client adds to, so no client can crowd a bucket; a host or path a client
-/// makes to collide with a key costs only its own lookup's comparisons
-/// (looked up once per pattern length). SipHash (std's, for maps
-/// whose keys come from the network) cost about 190 instructions a lookup
-/// of a short path; this folds 8 bytes at a time with a multiply and ends
-/// with murmur3's finalizer, so that the low bits (the bucket) and the high
-/// bits (hashbrown's tag) depend on every byte.
-#[derive(Debug, Default, Clone, Copy)]
-struct KeyHasher(u64);
-
-const KEY_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
-
-impl KeyHasher {
-    #[inline(always)]
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(23) ^ word).wrapping_mul(KEY_MUL);
-    }
-}
-
-impl Hasher for KeyHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(w));
-        }
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
-    }
-}
+/// Its keys are the config's hosts and paths, which no client adds to, so no
+/// client can crowd a bucket; a host or path a client makes to collide with a
+/// key costs only its own lookup's comparisons (looked up once per pattern
+/// length). SipHash (std's, for maps whose keys come from the network) cost
+/// about 190 instructions a lookup of a short path.
+type Map<V> = HashMap<Box<[u8]>, V, BuildByteHasher>;
 
 /// Many routes, compiled: route numbers by exact host, by wildcard suffix, and
 /// those without a host; within each, by path prefix.
@@ -580,38 +539,6 @@ mod tests {
                     assert_eq!(r.route(h, p), want, "round {round}: {h:?} {p:?}");
                 }
             }
-        }
-    }
-
-    /// The index's hasher spreads keys that differ in one byte anywhere, as
-    /// a config's numbered hosts and paths do, over the buckets (the low
-    /// bits) and hashbrown's tags (the top seven): a hasher without a
-    /// finalizer puts "/l1/" to "/l999/" in a few buckets.
-    #[test]
-    fn the_index_hasher_spreads_numbered_keys() {
-        use std::hash::BuildHasher;
-        let build = BuildHasherDefault::<KeyHasher>::default();
-        let families: [fn(usize) -> String; 4] = [
-            |i| format!("/l{i}/"),
-            |i| format!("h{i}.example.com"),
-            |i| format!("/api/v1/customers/{i:08}"),
-            |i| format!("{i}"),
-        ];
-        for f in families {
-            let hashes: Vec<u64> = (0..1024)
-                .map(|i| build.hash_one(f(i).into_bytes().into_boxed_slice()))
-                .collect();
-            let distinct = |bits: fn(u64) -> u64| {
-                let mut v: Vec<u64> = hashes.iter().map(|&h| bits(h)).collect();
-                v.sort_unstable();
-                v.dedup();
-                v.len()
-            };
-            // (1024 keys thrown at random into 1024 buckets fill ~647)
-            let low = distinct(|h| h & 1023);
-            let tags = distinct(|h| h >> 57);
-            assert!(low > 550, "{}: {low} buckets", f(0));
-            assert!(tags > 120, "{}: {tags} tags", f(0));
         }
     }
 

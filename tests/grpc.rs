@@ -1657,3 +1657,109 @@ async fn a_connection_whose_flow_is_dropped_is_found_dead_by_the_keepalive() {
     assert_eq!(relay.accepted.load(Ordering::SeqCst), 2, "{tries:?}");
     server.abort();
 }
+
+/// A server of hyper's (the h2 crate's HPACK decoder) over h2c that
+/// advertises `SETTINGS_HEADER_TABLE_SIZE = table` and answers each request
+/// with the fields it decoded (`name: value` lines, in order); and the
+/// count of connections it has accepted.
+async fn echoing_fields_h2_server(
+    table: u32,
+) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let addr = free_addr("127.0.0.1");
+    let listener = common::listen(addr).await;
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&conns);
+    let task = tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let mut text = format!("{}\n", req.uri().path());
+                        for (n, v) in req.headers() {
+                            text += &format!("{n}: {}\n", v.to_str().unwrap_or("?"));
+                        }
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(text)),
+                        ))
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .header_table_size(table)
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                        .await;
+            });
+        }
+    });
+    (addr, conns, task)
+}
+
+/// rampart's requests to an HTTP/2 server index the fields they send in
+/// the connection's dynamic table: a server decodes every request as sent,
+/// over many requests on one connection, whatever table size the server
+/// allows (none, one that holds a field or two, the default), with fields
+/// that repeat, change each time, or are too large to add, and sensitive
+/// ones; the same through HTTP/1.1 and h2c clients. On one connection: a
+/// block the server could not decode would end the connection (HPACK's
+/// COMPRESSION_ERROR), and the request, sent again on a new one, would
+/// still succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_to_h2_servers_decode_as_sent_at_every_table_size() {
+    for table in [0u32, 100, 4096] {
+        let (server, conns, task) = echoing_fields_h2_server(table).await;
+        let listen = free_addr("127.0.0.1");
+        let config = format!(
+            "[global]\nthreads = 1\n\
+             [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"h2\"\n\
+             [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\n\
+               [[pool.server]]\n  address = \"{server}\"\n"
+        );
+        let _p = Proxy::start(&config, &[listen]).await;
+        let big = "b".repeat(2000);
+        for (i, c) in [client(), h2c_client()].iter().enumerate() {
+            for n in 0..40 {
+                let path = if n % 3 == 0 {
+                    format!("/svc/Call?n={n}")
+                } else {
+                    "/svc/Call".into()
+                };
+                let req = hyper::Request::post(format!("http://{listen}{path}"))
+                    .header("x-same", "one value")
+                    .header("x-changing", format!("value {n}"))
+                    .header("authorization", "Bearer secret")
+                    .header("grpc-timeout", format!("{n}m"))
+                    .header("x-big", if n % 5 == 0 { big.as_str() } else { "small" })
+                    .body(BodyExt::boxed(http_body_util::Full::new(
+                        bytes::Bytes::from(format!("{n}")),
+                    )))
+                    .unwrap();
+                let (resp, body) = send(c, req).await;
+                assert_eq!(resp.status(), 200, "table {table}, client {i}, request {n}");
+                let text = String::from_utf8_lossy(&body).into_owned();
+                let path_only = path.split('?').next().unwrap_or_default();
+                for want in [
+                    format!("{path_only}\n"),
+                    "x-same: one value\n".into(),
+                    format!("x-changing: value {n}\n"),
+                    "authorization: Bearer secret\n".into(),
+                    format!("grpc-timeout: {n}m\n"),
+                    format!(
+                        "x-big: {}\n",
+                        if n % 5 == 0 { big.as_str() } else { "small" }
+                    ),
+                    "x-forwarded-proto: http\n".into(),
+                    "x-forwarded-for: 127.0.0.1\n".into(),
+                    format!("x-forwarded-host: {listen}\n"),
+                ] {
+                    assert!(
+                        text.contains(&want),
+                        "table {table}, client {i}, request {n}: no {want:?} in {text}"
+                    );
+                }
+            }
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 1, "table {table}");
+        task.abort();
+    }
+}

@@ -345,6 +345,9 @@ struct Inner {
     /// A request's header block being encoded (kept: one allocation a
     /// connection, not one a request).
     enc: Vec<u8>,
+    /// What the server's decoder holds of this side's header blocks: every
+    /// block is encoded against it, in the order the blocks are written.
+    table: hpack::EncoderTable,
     wbuf: Vec<u8>,
     next_id: u32,
     decoder: hpack::Decoder,
@@ -607,8 +610,8 @@ impl Inner {
                         "SETTINGS_ENABLE_PUSH other than 0 from a server",
                     );
                 }
-                // the header table size is for an encoder's dynamic table,
-                // which this side's does not use
+                // the dynamic table this side's encoder may use
+                frame::SETTINGS_HEADER_TABLE_SIZE => self.table.set_limit(v),
                 _ => {}
             }
         }
@@ -977,6 +980,7 @@ impl Inner {
                 match s.out_trailers.take() {
                     Some(t) => {
                         let mut block = Vec::with_capacity(64);
+                        self.table.begin(&mut block);
                         encode_fields(&mut block, &t);
                         frame::headers(&mut self.wbuf, s.id, &block, true, max);
                     }
@@ -1004,8 +1008,12 @@ pub struct RequestHead<'a> {
     pub headers: &'a HeaderMap,
 }
 
-/// Appends a request head's header block.
-fn encode_request(block: &mut Vec<u8>, r: &RequestHead<'_>) {
+/// Appends a request head's header block, against the connection's table:
+/// the method and scheme from the static table, the rest indexed once sent
+/// (but for a path with a query, and the fields `EncoderTable::header`
+/// leaves out), so that a server decodes a repeated call's fields as indexes.
+fn encode_request(block: &mut Vec<u8>, table: &mut hpack::EncoderTable, r: &RequestHead<'_>) {
+    table.begin(block);
     match *r.method {
         Method::GET => block.push(0x82),
         Method::POST => block.push(0x83),
@@ -1015,13 +1023,13 @@ fn encode_request(block: &mut Vec<u8>, r: &RequestHead<'_>) {
         }
     }
     block.push(if r.scheme == "https" { 0x87 } else { 0x86 });
-    hpack::encode_integer(block, 0, 4, 1);
-    hpack::encode_string(block, r.authority);
+    table.field(block, b":authority", Some(1), r.authority, true);
     if r.path == b"/" {
         block.push(0x84);
     } else {
-        hpack::encode_integer(block, 0, 4, 4);
-        hpack::encode_string(block, r.path);
+        // (a query: likely another each time)
+        let index = !r.path.contains(&b'?');
+        table.field(block, b":path", Some(4), r.path, index);
     }
     for (name, value) in r.headers {
         if name == header::HOST
@@ -1030,11 +1038,12 @@ fn encode_request(block: &mut Vec<u8>, r: &RequestHead<'_>) {
         {
             continue;
         }
-        hpack::encode_header(block, name, value);
+        table.header(block, name, value);
     }
 }
 
-/// Appends trailers' header block.
+/// Appends trailers' header block (after `EncoderTable::begin`): literals,
+/// which leave the table as it is.
 fn encode_fields(block: &mut Vec<u8>, h: &HeaderMap) {
     for (name, value) in h {
         if !fields::is_connection_specific(name) {
@@ -1138,6 +1147,7 @@ impl Connection {
             streams: Vec::new(),
             index: HashMap::default(),
             enc: Vec::new(),
+            table: hpack::EncoderTable::default(),
             wbuf,
             next_id: 1,
             decoder: hpack::Decoder::new(4096),
@@ -1241,7 +1251,7 @@ impl Connection {
             inner.next_id += 2;
             let mut block = std::mem::take(&mut inner.enc);
             block.clear();
-            encode_request(&mut block, head);
+            encode_request(&mut block, &mut inner.table, head);
             let max = inner.peer_max_frame;
             frame::headers(&mut inner.wbuf, id, &block, eos, max);
             inner.enc = block;
@@ -1869,6 +1879,7 @@ mod tests {
             let mut block = Vec::new();
             encode_request(
                 &mut block,
+                &mut hpack::EncoderTable::default(),
                 &RequestHead {
                     method: &method,
                     scheme,
@@ -1898,6 +1909,7 @@ mod tests {
         let mut block = Vec::new();
         encode_request(
             &mut block,
+            &mut hpack::EncoderTable::default(),
             &RequestHead {
                 method: &Method::GET,
                 scheme: "http",

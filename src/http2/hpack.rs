@@ -6,16 +6,20 @@
 //! checked it once (`Value::Memo`), so a field is copied and checked only when
 //! it is kept.
 //!
-//! The encoder never adds to a dynamic table: each field is a static-table
-//! reference or a literal "without indexing" (RFC 7541 6.2.2), or "never
-//! indexed" (6.2.3) for a value that came so, in plain octets, so rampart keeps
-//! no encoder state per connection and a peer's `SETTINGS_HEADER_TABLE_SIZE`
-//! needs no answer (as HAProxy encodes).
+//! The server's encoder never adds to a dynamic table: each field is a
+//! static-table reference or a literal "without indexing" (RFC 7541 6.2.2), or
+//! "never indexed" (6.2.3) for a value that came so, in plain octets, so it
+//! keeps no state per client connection (as HAProxy encodes). The client's
+//! (requests to a pool's HTTP/2 servers, one connection carrying many
+//! clients' requests) keeps an `EncoderTable`: a field it sent before goes
+//! as one index, which the server decodes without reading a string.
 
 use super::huffman_table::{CODES, LENGTHS};
+use crate::bytehash::BuildByteHasher;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 /// Why a header block could not be decoded. Every one is a connection error of
 /// type COMPRESSION_ERROR (RFC 9113 4.3): the decoder's table can no longer be
@@ -642,6 +646,182 @@ pub fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     encode_field_as(out, false, name, value);
 }
 
+/// The largest dynamic table an `EncoderTable` keeps, whatever the peer
+/// allows (RFC 7541's initial size: what every decoder holds to begin with).
+pub const ENCODER_TABLE_MAX: usize = 4096;
+
+/// An encoder's dynamic table (RFC 7541 2.3.2, 4): a mirror of what the
+/// peer's decoder holds of this side's header blocks, so that a field sent
+/// before goes as one index. A gRPC server behind rampart spent a third of
+/// its instructions decoding each request's fields sent as literals (its
+/// `:path`, `:authority`, `user-agent`, `content-type`, `te` and the
+/// `X-Forwarded-*` alike in every call).
+///
+/// Entries are only ever evicted from the oldest end, so the entry added
+/// `n`th of all is at dynamic index `62 + (added - 1 - n)`.
+#[derive(Debug)]
+pub struct EncoderTable {
+    /// Name, a 0 byte (in neither a name nor a value), value; newest first,
+    /// each with its place in the order of additions.
+    entries: VecDeque<(u64, Arc<[u8]>)>,
+    /// The same fields, to the place of their addition. Keys are what
+    /// clients sent, but the table holds at most 128 entries, so a field a
+    /// client makes to collide costs only a few comparisons.
+    by_field: HashMap<Arc<[u8]>, u64, BuildByteHasher>,
+    added: u64,
+    size: usize,
+    max: usize,
+    /// The smallest and the last size the peer's settings allowed since the
+    /// last block: the next block signals them (RFC 7541 4.2, 6.3).
+    update: Option<(usize, usize)>,
+    key: Vec<u8>,
+}
+
+impl Default for EncoderTable {
+    fn default() -> EncoderTable {
+        EncoderTable {
+            entries: VecDeque::new(),
+            by_field: HashMap::default(),
+            added: 0,
+            size: 0,
+            max: ENCODER_TABLE_MAX,
+            update: None,
+            key: Vec::new(),
+        }
+    }
+}
+
+impl EncoderTable {
+    /// The peer's `SETTINGS_HEADER_TABLE_SIZE`: the table keeps under it
+    /// (and `ENCODER_TABLE_MAX`) from now on, and the next block says so.
+    pub fn set_limit(&mut self, peer: u32) {
+        let max = usize::try_from(peer)
+            .unwrap_or(usize::MAX)
+            .min(ENCODER_TABLE_MAX);
+        self.max = max;
+        self.evict_to(max);
+        self.update = Some(match self.update {
+            Some((smallest, _)) => (smallest.min(max), max),
+            None => (max, max),
+        });
+    }
+
+    /// Starts a header block: the size updates the peer's settings call
+    /// for, if any (every block of the connection starts here, trailers'
+    /// too).
+    pub fn begin(&mut self, out: &mut Vec<u8>) {
+        if let Some((smallest, last)) = self.update.take() {
+            if smallest < last {
+                encode_integer(out, 0x20, 5, smallest);
+            }
+            encode_integer(out, 0x20, 5, last);
+        }
+    }
+
+    /// Appends a field (`name` lowercase, `static_index` its name's place in
+    /// the static table if it has one): an index when the table holds it;
+    /// else a literal, added to the table when `index` and it takes at
+    /// most a quarter of the table (a large one would push the others out).
+    pub fn field(
+        &mut self,
+        out: &mut Vec<u8>,
+        name: &[u8],
+        static_index: Option<usize>,
+        value: &[u8],
+        index: bool,
+    ) {
+        let size = name.len() + value.len() + 32;
+        let index = index && size <= self.max / 4;
+        if !index && self.by_field.is_empty() {
+            return literal(out, 0, 4, name, static_index, value);
+        }
+        self.key.clear();
+        self.key.extend_from_slice(name);
+        self.key.push(0);
+        self.key.extend_from_slice(value);
+        if let Some(&n) = self.by_field.get(&self.key[..]) {
+            let at = usize::try_from(self.added - 1 - n).unwrap_or(usize::MAX);
+            return encode_integer(out, 0x80, 7, 62 + at);
+        }
+        if !index {
+            return literal(out, 0, 4, name, static_index, value);
+        }
+        literal(out, 0x40, 6, name, static_index, value);
+        self.evict_to(self.max - size);
+        let key: Arc<[u8]> = Arc::from(&self.key[..]);
+        self.by_field.insert(Arc::clone(&key), self.added);
+        self.entries.push_front((self.added, key));
+        self.added += 1;
+        self.size += size;
+    }
+
+    /// A map's field, as `field` writes it: "never indexed" when its value
+    /// is sensitive, not added to the table when its value is likely to
+    /// change from one request to the next (nghttp2's list, and gRPC's
+    /// deadline and the usual trace and request ids).
+    pub fn header(&mut self, out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+        let n = name.as_str().as_bytes();
+        if value.is_sensitive() {
+            return encode_field_as(out, true, n, value.as_bytes());
+        }
+        let changing = matches!(
+            n,
+            b"content-length"
+                | b"grpc-timeout"
+                | b"age"
+                | b"date"
+                | b"etag"
+                | b"if-modified-since"
+                | b"if-none-match"
+                | b"last-modified"
+                | b"location"
+                | b"set-cookie"
+                | b"link"
+                | b"x-request-id"
+                | b"traceparent"
+                | b"tracestate"
+                | b"x-b3-traceid"
+                | b"x-b3-spanid"
+                | b"x-amzn-trace-id"
+        ) || (n == b"cookie" && value.len() < 20);
+        self.field(out, n, static_name(n), value.as_bytes(), !changing);
+    }
+
+    fn evict_to(&mut self, max: usize) {
+        while self.size > max {
+            let Some((n, key)) = self.entries.pop_back() else {
+                break;
+            };
+            self.size -= key.len() - 1 + 32;
+            if self.by_field.get(&key[..]) == Some(&n) {
+                self.by_field.remove(&key[..]);
+            }
+        }
+    }
+}
+
+/// A literal field: `first` with the name's static index in a `prefix`-bit
+/// integer, or 0 and the name; then the value.
+#[inline]
+fn literal(
+    out: &mut Vec<u8>,
+    first: u8,
+    prefix: u32,
+    name: &[u8],
+    static_index: Option<usize>,
+    value: &[u8],
+) {
+    out.reserve(name.len() + value.len() + 12);
+    match static_index {
+        Some(i) => encode_integer(out, first, prefix, i),
+        None => {
+            out.push(first);
+            encode_string(out, name);
+        }
+    }
+    encode_string(out, value);
+}
+
 /// A map's field as `encode_field_as` writes it, "never indexed" when its
 /// value is sensitive.
 pub fn encode_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
@@ -917,6 +1097,124 @@ mod tests {
             ))
         })?;
         Ok(v)
+    }
+
+    /// The encoder's table against this side's decoder, as a peer: random
+    /// blocks of fields from a small vocabulary (names with and without a
+    /// static index, values short and over a quarter of the table, some not
+    /// to be added), and the peer's setting changed between blocks, more
+    /// than once between two blocks now and then (RFC 7541 4.2: the
+    /// smallest and then the last are signalled). Every block decodes to
+    /// its fields; the two tables hold the same size after each; repeated
+    /// fields go as indexes.
+    #[test]
+    fn the_encoder_table_mirrors_the_peers_decoder() {
+        let names: [(&str, Option<usize>); 6] = [
+            (":authority", Some(1)),
+            (":path", Some(4)),
+            ("user-agent", Some(58)),
+            ("content-type", Some(31)),
+            ("x-forwarded-for", None),
+            ("x-long", None),
+        ];
+        let long = "v".repeat(1500);
+        let values = [
+            "a",
+            "127.0.0.1",
+            "application/grpc",
+            "/bench.Echo/Call",
+            long.as_str(),
+        ];
+        let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
+        let mut rand = |n: usize| rng.usize(..n);
+        let limits = [0u32, 40, 100, 256, 4096, 65_536];
+        let (mut indexed, mut updates) = (0, 0);
+        for case in 0..200 {
+            let mut enc = EncoderTable::default();
+            let mut dec = Decoder::new(4096);
+            for block_no in 0..60 {
+                if rand(8) == 0 {
+                    // the peer's settings change, once or twice before
+                    // the next block
+                    for _ in 0..1 + rand(2) {
+                        let l = limits[rand(limits.len())];
+                        dec.limit = l as usize;
+                        enc.set_limit(l);
+                    }
+                }
+                let mut want = Vec::new();
+                let mut block = Vec::new();
+                enc.begin(&mut block);
+                updates += usize::from(block.first().is_some_and(|b| b & 0xe0 == 0x20));
+                for _ in 0..1 + rand(8) {
+                    let (name, si) = names[rand(names.len())];
+                    let value = values[rand(values.len())];
+                    let before = block.len();
+                    enc.field(
+                        &mut block,
+                        name.as_bytes(),
+                        si,
+                        value.as_bytes(),
+                        rand(5) > 0,
+                    );
+                    indexed += usize::from(block.len() - before == 1 && block[before] & 0x80 != 0);
+                    want.push((name.to_string(), value.to_string()));
+                }
+                let got = decode(&mut dec, &block)
+                    .unwrap_or_else(|e| panic!("case {case} block {block_no}: {e}"));
+                assert_eq!(got, want, "case {case} block {block_no}");
+                assert_eq!(dec.table_size(), enc.size, "case {case} block {block_no}");
+                assert!(enc.size <= enc.max);
+            }
+        }
+        assert!(indexed > 10_000, "only {indexed} fields went as an index");
+        assert!(
+            updates > 500,
+            "only {updates} blocks began with a size update"
+        );
+    }
+
+    /// What a map's fields become: a sensitive value never indexed (and
+    /// never added), a value likely to change not added, the rest added
+    /// and then sent as an index.
+    #[test]
+    fn a_maps_fields_are_added_unless_sensitive_or_changing() {
+        let mut enc = EncoderTable::default();
+        let mut auth = HeaderValue::from_static("Bearer x");
+        auth.set_sensitive(true);
+        let map = [
+            (HeaderName::from_static("authorization"), auth),
+            (
+                HeaderName::from_static("grpc-timeout"),
+                HeaderValue::from_static("99m"),
+            ),
+            (
+                HeaderName::from_static("x-forwarded-proto"),
+                HeaderValue::from_static("http"),
+            ),
+        ];
+        let mut first = Vec::new();
+        for (n, v) in &map {
+            enc.header(&mut first, n, v);
+        }
+        let mut second = Vec::new();
+        for (n, v) in &map {
+            enc.header(&mut second, n, v);
+        }
+        let mut dec = Decoder::new(4096);
+        let want = fields(&[
+            ("authorization", "Bearer x"),
+            ("grpc-timeout", "99m"),
+            ("x-forwarded-proto", "http"),
+        ]);
+        assert_eq!(decode(&mut dec, &first).unwrap(), want);
+        assert_eq!(decode(&mut dec, &second).unwrap(), want);
+        // (authorization never indexed: 0x10 and its static index)
+        assert_eq!(first[0], 0x1f);
+        assert!(second.starts_with(&[0x1f]));
+        // only x-forwarded-proto was added, and is now one byte: index 62
+        assert_eq!(enc.entries.len(), 1);
+        assert_eq!(second.last(), Some(&(0x80 | 62)));
     }
 
     fn fields(v: &[(&str, &str)]) -> Vec<(String, String)> {
