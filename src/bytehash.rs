@@ -28,10 +28,21 @@ impl ByteHasher {
 impl Hasher for ByteHasher {
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
+        let mut words = bytes.chunks_exact(8);
+        for chunk in &mut words {
             let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
+            w.copy_from_slice(chunk);
             self.add(u64::from_le_bytes(w));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            // (the last bytes, padded with zeros, in a loop rather than a
+            // copy of unknown length: no call to memcpy)
+            let w = rest
+                .iter()
+                .enumerate()
+                .fold(0u64, |w, (i, &b)| w | u64::from(b) << (8 * i));
+            self.add(w);
         }
     }
 
@@ -48,6 +59,33 @@ impl Hasher for ByteHasher {
         h ^= h >> 33;
         h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
         h ^ (h >> 33)
+    }
+}
+
+/// For maps keyed by a `ByteHasher`'s output (already mixed): the key is
+/// its own hash.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Premixed(u64);
+
+/// `Premixed`'s builder.
+pub type BuildPremixed = BuildHasherDefault<Premixed>;
+
+impl Hasher for Premixed {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = ByteHasher(self.0);
+        h.write(bytes);
+        self.0 = h.finish();
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

@@ -15,11 +15,10 @@
 //! as one index, which the server decodes without reading a string.
 
 use super::huffman_table::{CODES, LENGTHS};
-use crate::bytehash::BuildByteHasher;
+use crate::bytehash::{BuildByteHasher, BuildPremixed};
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 
 /// Why a header block could not be decoded. Every one is a connection error of
 /// type COMPRESSION_ERROR (RFC 9113 4.3): the decoder's table can no longer be
@@ -661,32 +660,54 @@ pub const ENCODER_TABLE_MAX: usize = 4096;
 /// `n`th of all is at dynamic index `62 + (added - 1 - n)`.
 #[derive(Debug)]
 pub struct EncoderTable {
-    /// Name, a 0 byte (in neither a name nor a value), value; newest first,
-    /// each with its place in the order of additions.
-    entries: VecDeque<(u64, Arc<[u8]>)>,
-    /// The same fields, to the place of their addition. Keys are what
-    /// clients sent, but the table holds at most 128 entries, so a field a
-    /// client makes to collide costs only a few comparisons.
-    by_field: HashMap<Arc<[u8]>, u64, BuildByteHasher>,
+    /// Each field's name and value, newest first, with its hash and its
+    /// place in the order of additions.
+    entries: VecDeque<Added>,
+    /// A field's hash to the place of its addition (the last one added with
+    /// that hash); a hit is checked against the entry's bytes, so a hash
+    /// two fields share only costs a literal. Fields are what clients
+    /// sent, but the table holds at most 128 entries.
+    by_hash: HashMap<u64, u64, BuildPremixed>,
     added: u64,
     size: usize,
     max: usize,
     /// The smallest and the last size the peer's settings allowed since the
     /// last block: the next block signals them (RFC 7541 4.2, 6.3).
     update: Option<(usize, usize)>,
-    key: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Added {
+    n: u64,
+    hash: u64,
+    name_len: usize,
+    /// The name, then the value.
+    bytes: Box<[u8]>,
+}
+
+impl Added {
+    fn is(&self, name: &[u8], value: &[u8]) -> bool {
+        self.name_len == name.len()
+            && self.bytes.len() == name.len() + value.len()
+            && self.bytes[..name.len()] == *name
+            && self.bytes[name.len()..] == *value
+    }
+
+    /// RFC 7541 4.1.
+    fn size(&self) -> usize {
+        self.bytes.len() + 32
+    }
 }
 
 impl Default for EncoderTable {
     fn default() -> EncoderTable {
         EncoderTable {
             entries: VecDeque::new(),
-            by_field: HashMap::default(),
+            by_hash: HashMap::default(),
             added: 0,
             size: 0,
             max: ENCODER_TABLE_MAX,
             update: None,
-            key: Vec::new(),
         }
     }
 }
@@ -730,27 +751,46 @@ impl EncoderTable {
         value: &[u8],
         index: bool,
     ) {
+        self.field_with(out, name, value, index, |_| static_index);
+    }
+
+    /// `field`, with the name's static index found only for a literal.
+    #[inline]
+    fn field_with(
+        &mut self,
+        out: &mut Vec<u8>,
+        name: &[u8],
+        value: &[u8],
+        index: bool,
+        static_index: impl FnOnce(&[u8]) -> Option<usize>,
+    ) {
         let size = name.len() + value.len() + 32;
-        let index = index && size <= self.max / 4;
-        if !index && self.by_field.is_empty() {
-            return literal(out, 0, 4, name, static_index, value);
+        // (a field not to be added was never added: a literal, whatever
+        // the table holds)
+        if !index || size > self.max / 4 {
+            return literal(out, 0, 4, name, static_index(name), value);
         }
-        self.key.clear();
-        self.key.extend_from_slice(name);
-        self.key.push(0);
-        self.key.extend_from_slice(value);
-        if let Some(&n) = self.by_field.get(&self.key[..]) {
+        let hash = field_hash(name, value);
+        if let Some(&n) = self.by_hash.get(&hash) {
+            // (entries leave from the oldest end only: the nth added is
+            // this far from the newest)
             let at = usize::try_from(self.added - 1 - n).unwrap_or(usize::MAX);
-            return encode_integer(out, 0x80, 7, 62 + at);
+            if self.entries.get(at).is_some_and(|e| e.is(name, value)) {
+                return encode_integer(out, 0x80, 7, 62 + at);
+            }
         }
-        if !index {
-            return literal(out, 0, 4, name, static_index, value);
-        }
-        literal(out, 0x40, 6, name, static_index, value);
+        literal(out, 0x40, 6, name, static_index(name), value);
         self.evict_to(self.max - size);
-        let key: Arc<[u8]> = Arc::from(&self.key[..]);
-        self.by_field.insert(Arc::clone(&key), self.added);
-        self.entries.push_front((self.added, key));
+        let mut bytes = Vec::with_capacity(name.len() + value.len());
+        bytes.extend_from_slice(name);
+        bytes.extend_from_slice(value);
+        self.by_hash.insert(hash, self.added);
+        self.entries.push_front(Added {
+            n: self.added,
+            hash,
+            name_len: name.len(),
+            bytes: bytes.into_boxed_slice(),
+        });
         self.added += 1;
         self.size += size;
     }
@@ -784,20 +824,30 @@ impl EncoderTable {
                 | b"x-b3-spanid"
                 | b"x-amzn-trace-id"
         ) || (n == b"cookie" && value.len() < 20);
-        self.field(out, n, static_name(n), value.as_bytes(), !changing);
+        self.field_with(out, n, value.as_bytes(), !changing, static_name);
     }
 
     fn evict_to(&mut self, max: usize) {
         while self.size > max {
-            let Some((n, key)) = self.entries.pop_back() else {
+            let Some(e) = self.entries.pop_back() else {
                 break;
             };
-            self.size -= key.len() - 1 + 32;
-            if self.by_field.get(&key[..]) == Some(&n) {
-                self.by_field.remove(&key[..]);
+            self.size -= e.size();
+            if self.by_hash.get(&e.hash) == Some(&e.n) {
+                self.by_hash.remove(&e.hash);
             }
         }
     }
+}
+
+/// What `EncoderTable` keys a field by.
+fn field_hash(name: &[u8], value: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = BuildByteHasher::default().build_hasher();
+    h.write_usize(name.len());
+    h.write(name);
+    h.write(value);
+    h.finish()
 }
 
 /// A literal field: `first` with the name's static index in a `prefix`-bit
@@ -1165,13 +1215,35 @@ mod tests {
                 assert_eq!(got, want, "case {case} block {block_no}");
                 assert_eq!(dec.table_size(), enc.size, "case {case} block {block_no}");
                 assert!(enc.size <= enc.max);
+                // (the map lets go of what the table evicts)
+                assert!(enc.by_hash.len() <= enc.entries.len());
             }
         }
-        assert!(indexed > 10_000, "only {indexed} fields went as an index");
+        assert!(indexed > 5_000, "only {indexed} fields went as an index");
         assert!(
             updates > 500,
             "only {updates} blocks began with a size update"
         );
+    }
+
+    /// A field whose hash is another's in the table goes as a literal (and
+    /// is added), not as the other's index.
+    #[test]
+    fn a_field_that_shares_a_hash_is_not_taken_for_another() {
+        let mut enc = EncoderTable::default();
+        let mut dec = Decoder::new(4096);
+        let mut block = Vec::new();
+        enc.field(&mut block, b"x-a", None, b"1", true);
+        // (as if "x-b: 2" hashed as "x-a: 1" did)
+        enc.by_hash.insert(field_hash(b"x-b", b"2"), 0);
+        enc.field(&mut block, b"x-b", None, b"2", true);
+        enc.field(&mut block, b"x-b", None, b"2", true);
+        assert_eq!(
+            decode(&mut dec, &block).unwrap(),
+            fields(&[("x-a", "1"), ("x-b", "2"), ("x-b", "2")])
+        );
+        assert_eq!(enc.entries.len(), 2);
+        assert_eq!(block.last(), Some(&(0x80 | 62)));
     }
 
     /// What a map's fields become: a sensitive value never indexed (and
