@@ -13,17 +13,18 @@ Rows:
 Instructions per request (callgrind) for the HTTP/2-over-TLS row are in
 bench/callgrind.sh. Standard library only; certificates from tls.py's harness.
 """
-import argparse, datetime, os, re, shutil, subprocess, sys
+import argparse, datetime, os, re, resource, shutil, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import backend_config, sh, raise_nofile, med, fmt, ratio  # noqa: E402
 from tls import TlsBench, SNI  # noqa: E402
 
-# target -> (h2 over TLS, gRPC h2c)
+# target -> (h2 over TLS, gRPC h2c, gRPC h2c with X-Forwarded-For/-Proto/-Host
+# sent to the server as rampart always sends them: the same work)
 PORTS = {
-    "haproxy": (19311, 19321),
-    "nginx": (19312, 19322),
-    "rampart": (19313, 19323),
+    "haproxy": (19311, 19321, 19331),
+    "nginx": (19312, 19322, 19332),
+    "rampart": (19313, 19323, 19323),
 }
 GRPC = 19700
 # one gRPC message: uncompressed, 16 bytes of protobuf (field 1, 14 bytes)
@@ -61,6 +62,12 @@ backend be
 frontend fe_grpc
   bind 127.0.0.1:19321 proto h2
   default_backend be_grpc
+frontend fe_grpc_fwd
+  bind 127.0.0.1:19331 proto h2
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  default_backend be_grpc
 backend be_grpc
   http-reuse always
   server s1 127.0.0.1:{GRPC} proto h2
@@ -87,6 +94,15 @@ http {{
   server {{
     listen 127.0.0.1:19322 http2;
     location / {{ grpc_pass grpc://grpcbe; }}
+  }}
+  server {{
+    listen 127.0.0.1:19332 http2;
+    location / {{
+      grpc_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      grpc_set_header X-Forwarded-Proto $scheme;
+      grpc_set_header X-Forwarded-Host $host:$server_port;
+      grpc_pass grpc://grpcbe;
+    }}
   }}
 }}
 """)
@@ -138,6 +154,7 @@ protocol = "h2"
             if out != "hello\n 2":
                 sys.exit(f"{name} does not proxy h2 over TLS: {out!r}; logs in {self.dir}")
             self.grpc_sanity(name, PORTS[name][1])
+            self.grpc_sanity(name, PORTS[name][2])
 
     def grpc_sanity(self, name, port):
         """A real gRPC call through the proxy (grpcio, when installed): the echo
@@ -153,14 +170,22 @@ protocol = "h2"
         if '"code": "OK"' not in out or "rampart-bench!" not in out:
             sys.exit(f"{name} does not proxy gRPC: {out!r}; logs in {self.dir}")
 
-    def h2load(self, name, args):
+    def h2load(self, name, args, server=None):
+        """One h2load run through proxy `name`; with `server`, that process's
+        CPU a request too (the gRPC server's, on the load's CPU), and h2load's."""
         before = self.cpu_seconds(name)
+        server_before = self.cpu_seconds(server) if server else 0.0
+        load_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         log = self.path(f"h2load.{name}.log")
         if os.path.exists(log):
             os.remove(log)
         out = self.load(f"h2load -t 1 -c {self.a.connections} -m 10 -D {self.a.duration} "
                         f"--log-file {log} {args}").stdout
         cpu = self.cpu_seconds(name) - before
+        server_cpu = self.cpu_seconds(server) - server_before if server else 0.0
+        load_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        load_cpu = (load_after.ru_utime + load_after.ru_stime
+                    - load_before.ru_utime - load_before.ru_stime)
         m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
         rps = float(m.group(1)) if m else 0.0
         st = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
@@ -176,8 +201,12 @@ protocol = "h2"
                     lat.append(int(parts[2]))
         lat.sort()
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1000 if lat else None
-        return {"rps": rps, "p99_ms": p99, "errors": errors,
-                "cpu_us": cpu * 1e6 / ok if ok else None}
+        per = lambda t: t * 1e6 / ok if ok else None
+        r = {"rps": rps, "p99_ms": p99, "errors": errors, "cpu_us": per(cpu)}
+        if server:
+            r["server_cpu_us"] = per(server_cpu)
+            r["load_cpu_us"] = per(load_cpu)
+        return r
 
     def run(self):
         raise_nofile()
@@ -186,13 +215,15 @@ protocol = "h2"
         order = self.targets[:]
         for rnd in range(self.a.rounds):
             print(f"round {rnd + 1}/{self.a.rounds}", file=sys.stderr)
-            for t in order:
+            for t in order if self.a.only in (None, "h2tls") else []:
                 results.setdefault(("h2tls", t), []).append(
                     self.h2load(t, f"https://127.0.0.1:{PORTS[t][0]}/"))
-            for t in order:
-                results.setdefault(("grpc", t), []).append(self.h2load(
-                    t, f"-d {self.path('grpc.body')} -H 'content-type: application/grpc' "
-                       f"-H 'te: trailers' http://127.0.0.1:{PORTS[t][1]}/bench.Echo/Call"))
+            for sc, port in (("grpc", 1), ("grpc_fwd", 2)):
+                for t in order if self.a.only in (None, "grpc") else []:
+                    results.setdefault((sc, t), []).append(self.h2load(
+                        t, f"-d {self.path('grpc.body')} -H 'content-type: application/grpc' "
+                           f"-H 'te: trailers' http://127.0.0.1:{PORTS[t][port]}/bench.Echo/Call",
+                        server="grpcecho"))
             order = order[1:] + order[:1]
         return results
 
@@ -205,6 +236,13 @@ def render(results, targets):
         ("grpc", "rps", "gRPC unary, h2c both sides (10 streams/connection): req/s"),
         ("grpc", "p99_ms", "... p99 ms (lower is better)"),
         ("grpc", "cpu_us", "... proxy CPU per request, µs (lower is better)"),
+        ("grpc", "server_cpu_us", "... the gRPC server's CPU per request, µs (on the load's CPU)"),
+        ("grpc", "load_cpu_us", "... h2load's CPU per request, µs (on the load's CPU)"),
+        ("grpc_fwd", "rps", "gRPC unary, HAProxy and nginx sending X-Forwarded-For/-Proto/-Host as rampart does: req/s"),
+        ("grpc_fwd", "p99_ms", "... p99 ms (lower is better)"),
+        ("grpc_fwd", "cpu_us", "... proxy CPU per request, µs (lower is better)"),
+        ("grpc_fwd", "server_cpu_us", "... the gRPC server's CPU per request, µs (on the load's CPU)"),
+        ("grpc_fwd", "load_cpu_us", "... h2load's CPU per request, µs (on the load's CPU)"),
     ]
     out = ["| scenario | " + " | ".join(targets) + " | rampart/haproxy | rampart/nginx |",
            "|---|" + "---:|" * (len(targets) + 2)]
@@ -212,7 +250,7 @@ def render(results, targets):
         vals = {t: med(results.get((sc, t), []), key) for t in targets}
         out.append(f"| {label} | " + " | ".join(fmt(vals[t]) for t in targets)
                    + f" | {ratio(vals['rampart'], vals['haproxy'])} | {ratio(vals['rampart'], vals['nginx'])} |")
-    errors = {t: sum(r["errors"] for sc in ("h2tls", "grpc") for r in results.get((sc, t), []))
+    errors = {t: sum(r["errors"] for sc in ("h2tls", "grpc", "grpc_fwd") for r in results.get((sc, t), []))
               for t in targets}
     return "\n".join(out), errors
 
@@ -226,6 +264,7 @@ def main():
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--duration", type=int)
     ap.add_argument("--connections", type=int, default=20)
+    ap.add_argument("--only", choices=["h2tls", "grpc"], help="one scenario's rows")
     ap.add_argument("--out")
     a = ap.parse_args()
     a.rounds = a.rounds or (1 if a.quick else 3)
@@ -240,7 +279,8 @@ def main():
     finally:
         b.stop_all()
     table, errors = render(results, b.targets)
-    cmd = "bench/h2.sh" + (" --quick" if a.quick else "") + (f" --out {a.out}" if a.out else "")
+    cmd = ("bench/h2.sh" + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only else "")
+           + (f" --out {a.out}" if a.out else ""))
     report = f"""# HTTP/2 and gRPC benchmark results
 
 Run {started:%Y-%m-%d %H:%M} UTC with `{cmd}`: {a.rounds} round(s) of {a.duration} s per
