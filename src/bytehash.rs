@@ -3,6 +3,9 @@
 //! encoder's table of the fields it sent (at most 128 entries). std's SipHash
 //! is for maps a client can fill; with a bounded or operator-chosen key set,
 //! a key a client makes to collide costs only its own lookup's comparisons.
+//! The hash has no secret seed: a client who made one of its fields hash as
+//! another field in an encoder's table would only have that field sent as a
+//! literal and added again (the table checks the bytes of every hit).
 //!
 //! It folds 8 bytes at a time with a multiply and ends with murmur3's
 //! finalizer, so that the low bits (a bucket) and the high bits (hashbrown's

@@ -3,9 +3,11 @@
 //!
 //! Written for the proxy's path, as the server side is. A request's head is
 //! encoded from the proxy's `HeaderMap` straight into the connection's write
-//! buffer (literals against the static table, no dynamic table: HAProxy's
-//! choice too), and a response's fields are decoded into the `HeaderMap` the
-//! proxy hands on. One task per connection reads and writes.
+//! buffer, against the connection's HPACK dynamic table (`EncoderTable`: a
+//! field sent before goes as an index, so the server decodes a repeated
+//! call's fields without reading a string), and a response's fields are
+//! decoded into the `HeaderMap` the proxy hands on. One task per connection
+//! reads and writes.
 //!
 //! No lock, and no atomic operation in this file's share of a request (issue
 //! 17: the hot path stays lock-free): a worker is a current-thread

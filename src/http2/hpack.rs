@@ -795,13 +795,20 @@ impl EncoderTable {
         self.size += size;
     }
 
-    /// A map's field, as `field` writes it: "never indexed" when its value
-    /// is sensitive, not added to the table when its value is likely to
-    /// change from one request to the next (nghttp2's list, and gRPC's
-    /// deadline and the usual trace and request ids).
+    /// A map's field, as `field` writes it. "Never indexed" when its value
+    /// is sensitive, and for credentials whoever the client (nghttp2's
+    /// choice for `authorization` and a cookie under 20 bytes, a guessable
+    /// one; RFC 7541 7.1.3): one connection carries many clients' requests,
+    /// and what one client sent is no other's to be matched against. Not
+    /// added to the table: any other cookie (a client's own, which would
+    /// push the fields all clients share out of the table), and values
+    /// likely to change from one request to the next (nghttp2's list,
+    /// gRPC's deadline, the usual trace and request ids).
     pub fn header(&mut self, out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
         let n = name.as_str().as_bytes();
-        if value.is_sensitive() {
+        let secret = matches!(n, b"authorization" | b"proxy-authorization")
+            || (n == b"cookie" && value.len() < 20);
+        if value.is_sensitive() || secret {
             return encode_field_as(out, true, n, value.as_bytes());
         }
         let changing = matches!(
@@ -822,8 +829,19 @@ impl EncoderTable {
                 | b"tracestate"
                 | b"x-b3-traceid"
                 | b"x-b3-spanid"
+                | b"x-b3-parentspanid"
+                | b"b3"
+                | b"grpc-trace-bin"
+                | b"x-cloud-trace-context"
+                | b"uber-trace-id"
+                | b"baggage"
+                | b"sentry-trace"
+                | b"x-datadog-trace-id"
+                | b"x-datadog-parent-id"
+                | b"x-correlation-id"
                 | b"x-amzn-trace-id"
-        ) || (n == b"cookie" && value.len() < 20);
+                | b"cookie"
+        );
         self.field_with(out, n, value.as_bytes(), !changing, static_name);
     }
 
@@ -1246,9 +1264,9 @@ mod tests {
         assert_eq!(block.last(), Some(&(0x80 | 62)));
     }
 
-    /// What a map's fields become: a sensitive value never indexed (and
-    /// never added), a value likely to change not added, the rest added
-    /// and then sent as an index.
+    /// What a map's fields become: a sensitive value and credentials never
+    /// indexed (and never added), cookies and values likely to change not
+    /// added, the rest added and then sent as an index.
     #[test]
     fn a_maps_fields_are_added_unless_sensitive_or_changing() {
         let mut enc = EncoderTable::default();
@@ -1256,6 +1274,18 @@ mod tests {
         auth.set_sensitive(true);
         let map = [
             (HeaderName::from_static("authorization"), auth),
+            (
+                HeaderName::from_static("proxy-authorization"),
+                HeaderValue::from_static("Basic eDp5"),
+            ),
+            (
+                HeaderName::from_static("cookie"),
+                HeaderValue::from_static("id=7"),
+            ),
+            (
+                HeaderName::from_static("cookie"),
+                HeaderValue::from_static("session=0123456789abcdef0123"),
+            ),
             (
                 HeaderName::from_static("grpc-timeout"),
                 HeaderValue::from_static("99m"),
@@ -1265,28 +1295,44 @@ mod tests {
                 HeaderValue::from_static("http"),
             ),
         ];
-        let mut first = Vec::new();
-        for (n, v) in &map {
-            enc.header(&mut first, n, v);
-        }
-        let mut second = Vec::new();
-        for (n, v) in &map {
-            enc.header(&mut second, n, v);
-        }
+        // each field's representation (RFC 7541 6), the first time and
+        // the second: never indexed, without indexing, added, an index
+        let kind = |b: u8| match b {
+            b if b & 0x80 != 0 => "index",
+            b if b & 0xc0 == 0x40 => "added",
+            b if b & 0xf0 == 0x10 => "never",
+            _ => "literal",
+        };
         let mut dec = Decoder::new(4096);
-        let want = fields(&[
-            ("authorization", "Bearer x"),
-            ("grpc-timeout", "99m"),
-            ("x-forwarded-proto", "http"),
-        ]);
-        assert_eq!(decode(&mut dec, &first).unwrap(), want);
-        assert_eq!(decode(&mut dec, &second).unwrap(), want);
-        // (authorization never indexed: 0x10 and its static index)
-        assert_eq!(first[0], 0x1f);
-        assert!(second.starts_with(&[0x1f]));
-        // only x-forwarded-proto was added, and is now one byte: index 62
+        let mut seen = Vec::new();
+        for round in 0..2 {
+            for (n, v) in &map {
+                let mut block = Vec::new();
+                enc.header(&mut block, n, v);
+                let got = decode(&mut dec, &block).unwrap();
+                assert_eq!(got, fields(&[(n.as_str(), v.to_str().unwrap())]), "{n}");
+                seen.push((round, n.as_str(), kind(block[0])));
+            }
+        }
+        let want: Vec<(i32, &str, &str)> = [0, 1]
+            .iter()
+            .flat_map(|&r| {
+                [
+                    (r, "authorization", "never"),
+                    (r, "proxy-authorization", "never"),
+                    (r, "cookie", "never"),
+                    (r, "cookie", "literal"),
+                    (r, "grpc-timeout", "literal"),
+                    (
+                        r,
+                        "x-forwarded-proto",
+                        if r == 0 { "added" } else { "index" },
+                    ),
+                ]
+            })
+            .collect();
+        assert_eq!(seen, want);
         assert_eq!(enc.entries.len(), 1);
-        assert_eq!(second.last(), Some(&(0x80 | 62)));
     }
 
     fn fields(v: &[(&str, &str)]) -> Vec<(String, String)> {
