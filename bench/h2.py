@@ -8,7 +8,13 @@ Rows:
   - gRPC unary through the proxy (h2c from h2load with a gRPC body, 10 streams per
     connection) to examples/grpcecho.rs, a gRPC server over h2c: HAProxy with
     `proto h2` to the server, nginx with `grpc_pass`, rampart with
-    `protocol = "h2"`: req/s and p99 (from h2load's per-request log).
+    `protocol = "h2"`: req/s and p99 (from h2load's per-request log), the
+    proxy's CPU per request, and the gRPC server's and h2load's (they share
+    the load's CPU, which limits the row; h2load's from RUSAGE_CHILDREN, which
+    also counts the short `pgrep` runs that read the proxy's CPU: a few
+    nanoseconds a call);
+  - the same gRPC calls with HAProxy and nginx sending X-Forwarded-For, -Proto
+    and -Host as rampart always does (`grpc_fwd`): the same work for the server.
 
 Instructions per request (callgrind) for the HTTP/2-over-TLS row are in
 bench/callgrind.sh. Standard library only; certificates from tls.py's harness.
@@ -148,6 +154,11 @@ protocol = "h2"
         for name in self.targets:
             for port in PORTS[name]:
                 self.wait_port(port, name)
+        # (a port that answers is this run's process's: one left running on
+        # it would otherwise be measured in its place)
+        for name, p in self.procs:
+            if p.poll() is not None:
+                sys.exit(f"{name} exited (a port of its taken?); logs in {self.dir}")
         for name in self.targets:
             out = sh(f"curl -sk --http2 -m 2 -w ' %{{http_version}}' --resolve {SNI}:{PORTS[name][0]}:127.0.0.1 "
                      f"https://{SNI}:{PORTS[name][0]}/").stdout

@@ -918,8 +918,9 @@ backend empty
 /// An nginx server of 150 proxying locations, imported: each location sets
 /// the Host nginx sends (its upstream's name), so each is a rule that edits
 /// and ends the request, more than the 64 edit bits of a listener, and the
-/// config loads. Every location sends the server the Host and the fields
-/// nginx sends, and a location's own `proxy_set_header` stays its own. A
+/// config loads. Every seventh location, asked, sends the server the Host
+/// and the path nginx sends, and a location's own `proxy_set_header` stays
+/// its own. A
 /// location's name without its final slash gets nginx's 301 to it (with the
 /// query), before the regex locations, unless a location has that name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -247,10 +247,11 @@ fn slash_redirects(locs: &[Loc]) -> Vec<Loc> {
     out
 }
 
-/// A path as a URL's: bytes other than those a path may hold as they are
-/// percent-encoded (as nginx escapes a location's name for its redirect,
-/// which leaves `[` and `]`; `{` and `}`, which nginx leaves too, are
-/// escaped: the redirect's template would read them).
+/// A path as a URL's: every byte outside RFC 3986's unreserved characters,
+/// sub-delims, `:`, `@`, `/`, `[` and `]` percent-encoded. nginx escapes a
+/// location's name for its redirect with a shorter list; this one is a
+/// superset (`{` and `}` among it, which the redirect's template would
+/// read), and gives a client the same URL.
 fn escape_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for b in path.bytes() {
