@@ -664,36 +664,14 @@ impl Importer {
                 .map(|d| d.args.last().filter(|a| *a != "=404").cloned()),
             handler: block
                 .iter()
-                .find(|d| {
-                    matches!(
-                        d.name.as_str(),
-                        "proxy_pass"
-                            | "fastcgi_pass"
-                            | "uwsgi_pass"
-                            | "scgi_pass"
-                            | "grpc_pass"
-                            | "memcached_pass"
-                            | "return"
-                            | "rewrite"
-                    )
-                })
+                .find(|d| passes_on(&d.name) || matches!(d.name.as_str(), "return" | "rewrite"))
                 .map(|d| d.name.clone()),
             // (an `internal` location answers a client 404 first)
             slash_redirect: kind != LocKind::Regex
                 && pat.len() > 1
                 && pat.ends_with('/')
                 && !has("internal")
-                && block.iter().any(|d| {
-                    matches!(
-                        d.name.as_str(),
-                        "proxy_pass"
-                            | "fastcgi_pass"
-                            | "uwsgi_pass"
-                            | "scgi_pass"
-                            | "grpc_pass"
-                            | "memcached_pass"
-                    )
-                }),
+                && block.iter().any(|d| passes_on(&d.name)),
         };
         self.mapped(
             e,
@@ -917,6 +895,15 @@ impl Importer {
             }
         }
     }
+}
+
+/// Whether a directive hands a location's requests to another server (what
+/// gives a location nginx's `auto_redirect`).
+fn passes_on(name: &str) -> bool {
+    matches!(
+        name,
+        "proxy_pass" | "fastcgi_pass" | "uwsgi_pass" | "scgi_pass" | "grpc_pass" | "memcached_pass"
+    )
 }
 
 /// `rewrite REGEX REPLACEMENT` (a path, not a redirect) → the value of a
