@@ -234,17 +234,16 @@ async fn accept_loop(listener: AsyncFd<mio::net::TcpListener>, ctx: AcceptCtx) {
                 // Each connection's future is boxed as it is spawned: tokio
                 // copies a task's future into its cell and from stage to stage
                 // (seven copies a connection), where a box is one allocation
-                // and one copy (about 500 fewer instructions a connection in
-                // the `close` row, bench/RESULTS.md).
+                // (about 500 fewer instructions a connection in the `close`
+                // row, bench/RESULTS.md), and no copy (`crate::boxed`).
                 let h = if layers.is_none() {
                     // the usual case: the connection's own future, nothing wrapped
                     // around it (a wrapper cost ~1,500 instructions a connection),
                     // its socket registered with the reactor only if it waits
                     let client = proxy::io::ClientSocket::new(stream);
-                    ctx.tracker
-                        .spawn(Box::pin(http.start(client, peer, permits, None)))
+                    ctx.tracker.spawn(http.start_boxed(client, peer, permits))
                 } else {
-                    ctx.tracker.spawn(Box::pin(async move {
+                    ctx.tracker.spawn(crate::boxed::pin(move || async move {
                         let Some(mut stream) = register(stream, peer) else {
                             return;
                         };
@@ -372,7 +371,8 @@ fn tcp_session(
 ) -> std::pin::Pin<Box<impl std::future::Future<Output = ()> + Send + 'static>> {
     let plane = Arc::clone(&ctx.plane);
     let addr = ctx.addr;
-    Box::pin(async move {
+    // (made in its box, not copied there: `crate::boxed`)
+    crate::boxed::pin(move || async move {
         // A ClientHello to route by that has come already is read before the
         // socket is registered (after a PROXY header, it is read after that).
         let early = match (layers.sni_hello, &layers.pp) {
@@ -446,7 +446,7 @@ fn tls_tcp_session<'a>(
     addr: SocketAddr,
     listener: &'a Arc<ListenerShared>,
 ) -> std::pin::Pin<Box<impl std::future::Future<Output = ()> + Send + 'a>> {
-    Box::pin(async move {
+    crate::boxed::pin(move || async move {
         let Some((s, info)) = handshake(tls, stream, &listener.name, session.peer).await else {
             return;
         };
@@ -472,6 +472,35 @@ impl HttpStart {
         permits: Permits,
         tls: Option<crate::tls::TlsInfo>,
     ) -> impl std::future::Future<Output = ()> {
+        let (conn, builders, drain) = self.context(&stream, peer, permits, tls);
+        proxy::fast_path::serve(stream, conn, builders, drain)
+    }
+
+    /// `start`, boxed: made in its box (`crate::boxed`), the connection's
+    /// context made first (the making of the future must not unwind, which
+    /// an allocation may: LLVM copies it then).
+    fn start_boxed<S: proxy::io::ClientIo>(
+        self,
+        stream: S,
+        peer: SocketAddr,
+        permits: Permits,
+    ) -> std::pin::Pin<Box<impl std::future::Future<Output = ()>>> {
+        let (conn, builders, drain) = self.context(&stream, peer, permits, None);
+        crate::boxed::pin(|| proxy::fast_path::serve(stream, conn, builders, drain))
+    }
+
+    /// The connection's context, and what its future is made with.
+    fn context<S: proxy::io::ClientIo>(
+        self,
+        stream: &S,
+        peer: SocketAddr,
+        permits: Permits,
+        tls: Option<crate::tls::TlsInfo>,
+    ) -> (
+        Arc<proxy::conn::ConnCtx>,
+        Arc<crate::snapshot::ServerBuilders>,
+        CancellationToken,
+    ) {
         let wildcard = self.shared.bound.ip().is_unspecified();
         let mut conn = proxy::conn::ConnCtx::new(self.shared, peer, permits);
         if let Some(info) = tls {
@@ -486,7 +515,7 @@ impl HttpStart {
                 conn.local = local;
             }
         }
-        proxy::fast_path::serve(stream, Arc::new(conn), self.builders, self.drain)
+        (Arc::new(conn), self.builders, self.drain)
     }
 }
 
@@ -521,7 +550,7 @@ impl Layers {
         };
         // Boxed: its header buffer (1 KiB) would otherwise take room in the
         // connection's task for as long as the connection lasts
-        match Box::pin(crate::proxy_protocol::accept(stream, peer, pp)).await {
+        match crate::boxed::pin(|| crate::proxy_protocol::accept(stream, peer, pp)).await {
             Ok(client) => Some(client),
             Err(e) => {
                 listener.proxy_refused[e.reason()].fetch_add(1, Ordering::Relaxed);
@@ -783,7 +812,7 @@ fn boxed_handshake<'a>(
     listener: &'a str,
     peer: SocketAddr,
 ) -> Handshake<'a> {
-    Box::pin(async move {
+    crate::boxed::pin(move || async move {
         let (s, info) = handshake(tls, stream, listener, peer).await?;
         Some((Box::new(s), info))
     })

@@ -347,10 +347,11 @@ pub async fn serve<S: ClientIo>(
                 );
                 // Boxed, as is `proxy` below: this task's own future then stays
                 // small, which is what an idle connection costs.
+                // (made in their boxes, not copied there: `crate::boxed`)
                 if h2 {
-                    Box::pin(http::serve_h2(io, ctx, &builders, graceful)).await;
+                    crate::boxed::pin(|| http::serve_h2(io, ctx, &builders, graceful)).await;
                 } else {
-                    Box::pin(http::serve_h1(io, ctx, &builders, graceful)).await;
+                    crate::boxed::pin(|| http::serve_h1(io, ctx, &builders, graceful)).await;
                 }
                 return;
             }
@@ -358,20 +359,15 @@ pub async fn serve<S: ClientIo>(
             // make every idle connection's future as big as one
             Step::Reject(fault, total) => {
                 let read = buf.as_deref().map(|b| &b[..]);
-                Box::pin(refuse(
-                    &mut client,
-                    &ctx,
-                    Some(fault),
-                    read,
-                    total,
-                    &builders,
-                ))
+                crate::boxed::pin(|| {
+                    refuse(&mut client, &ctx, Some(fault), read, total, &builders)
+                })
                 .await;
                 return;
             }
             Step::Left(total) => {
                 let read = buf.as_deref().map(|b| &b[..]);
-                Box::pin(refuse(&mut client, &ctx, None, read, total, &builders)).await;
+                crate::boxed::pin(|| refuse(&mut client, &ctx, None, read, total, &builders)).await;
                 return;
             }
             Step::Answer {
@@ -383,24 +379,19 @@ pub async fn serve<S: ClientIo>(
                 consume(&mut buf, len);
                 let close = close || graceful.is_cancelled();
                 ctx.responded(resp.status().as_u16());
-                Box::pin(respond(
-                    &mut client,
-                    http::error_page(&ctx, *resp),
-                    head,
-                    close,
-                    builders.client_timeout,
-                ))
+                let resp = http::error_page(&ctx, *resp);
+                crate::boxed::pin(|| {
+                    respond(&mut client, resp, head, close, builders.client_timeout)
+                })
                 .await
             }
             Step::Proxy(p) => {
                 consume(&mut buf, p.len);
-                Box::pin(proxy(
-                    &mut client,
-                    p,
-                    &ctx,
-                    &graceful,
-                    builders.client_timeout,
-                ))
+                // (made in its box, not copied there: `crate::boxed`; 1.9 KB
+                // a request)
+                crate::boxed::pin(|| {
+                    proxy(&mut client, p, &ctx, &graceful, builders.client_timeout)
+                })
                 .await
             }
         };
@@ -425,8 +416,12 @@ fn serve_again(
     graceful: CancellationToken,
 ) -> tokio::task::AbortHandle {
     let tracker = ctx.shared.tracker.clone();
+    // (boxed, as `accept_loop`'s connections are: tokio copies an unboxed
+    // future from stage to stage of its task)
     tracker
-        .spawn(serve(ClientSocket::new(stream), ctx, builders, graceful))
+        .spawn(crate::boxed::pin(|| {
+            serve(ClientSocket::new(stream), ctx, builders, graceful)
+        }))
         .abort_handle()
 }
 
@@ -946,13 +941,9 @@ async fn forward<S: ClientIo>(
             if let (Some(left), Some(Ok(to))) = (left, client.plain_socket()) {
                 // boxed: a future held only while splicing does not make every
                 // connection's future larger
-                let (how, moved) = Box::pin(splice::body(
-                    &backend,
-                    to,
-                    left,
-                    pool.server_timeout,
-                    client_timeout,
-                ))
+                let (how, moved) = crate::boxed::pin(|| {
+                    splice::body(&backend, to, left, pool.server_timeout, client_timeout)
+                })
                 .await;
                 sent += moved;
                 spliced += moved;

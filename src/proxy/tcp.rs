@@ -317,7 +317,7 @@ fn relay_tls<'a, S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    Box::pin(async move {
+    crate::boxed::pin(move || async move {
         let mut b = upstream::connect_tls(pool, tls, server, backend).await?;
         Ok(relay_from(client, &mut b, first, pool.server_timeout).await)
     })
