@@ -70,4 +70,23 @@ mod tests {
         drop(f);
         assert_eq!(drops.load(Ordering::SeqCst), 2);
     }
+
+    #[test]
+    fn a_making_that_panics_drops_what_it_had_and_nothing_more() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let held = Counted(Arc::clone(&drops), 3);
+        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::pin(|| {
+                let c = held;
+                if c.1 == 3 {
+                    panic!("made no future");
+                }
+                made(c)
+            })
+        }));
+        assert!(got.is_err());
+        // the argument was dropped once as the panic unwound; the box, never
+        // written, was freed without a future's drop
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
 }

@@ -347,7 +347,9 @@ pub async fn serve<S: ClientIo>(
                 );
                 // Boxed, as is `proxy` below: this task's own future then stays
                 // small, which is what an idle connection costs.
-                // (made in their boxes, not copied there: `crate::boxed`)
+                // (through `crate::boxed`: hyper's HTTP/1 connection is made in
+                // its box; the HTTP/2 server's making allocates, so it is still
+                // copied there, once a connection)
                 if h2 {
                     crate::boxed::pin(|| http::serve_h2(io, ctx, &builders, graceful)).await;
                 } else {
