@@ -50,8 +50,7 @@ mod tests {
         }
     }
 
-    #[inline(never)]
-    async fn made(c: Counted) -> u64 {
+    async fn counted(c: Counted) -> u64 {
         // a large state, as the futures this is for have
         let big = [c.1 as u8; 4096];
         std::future::ready(()).await;
@@ -61,12 +60,12 @@ mod tests {
     #[test]
     fn the_boxed_future_is_the_one_made_and_is_dropped_once() {
         let drops = Arc::new(AtomicUsize::new(0));
-        let mut f = super::pin(|| made(Counted(Arc::clone(&drops), 7)));
+        let mut f = super::pin(|| counted(Counted(Arc::clone(&drops), 7)));
         let mut cx = Context::from_waker(Waker::noop());
         assert_eq!(f.as_mut().poll(&mut cx), Poll::Ready(14));
         assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped as it ended");
         // one never polled: its arguments are dropped with it, once
-        let f = super::pin(|| made(Counted(Arc::clone(&drops), 1)));
+        let f = super::pin(|| counted(Counted(Arc::clone(&drops), 1)));
         drop(f);
         assert_eq!(drops.load(Ordering::SeqCst), 2);
     }
@@ -81,7 +80,7 @@ mod tests {
                 if c.1 == 3 {
                     panic!("made no future");
                 }
-                made(c)
+                counted(c)
             })
         }));
         assert!(got.is_err());
