@@ -4,6 +4,7 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod aligned;
 pub mod boxed;
 pub mod bytehash;
 pub mod clock;

@@ -6,6 +6,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// glibc's malloc, with tokio's 128-byte-aligned task cells and socket
+/// states kept per thread instead of through `posix_memalign` each time
+/// (see `rampart::aligned`).
+#[global_allocator]
+static ALLOCATOR: rampart::aligned::Allocator = rampart::aligned::Allocator;
+
 /// `rampart --version`: the version and the TLS crypto provider it was built with.
 const VERSION: &str = if cfg!(feature = "aws-lc") {
     concat!(env!("CARGO_PKG_VERSION"), " (TLS: rustls with aws-lc-rs)")

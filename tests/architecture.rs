@@ -15,6 +15,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "leaves: pure codecs, matchers and clocks, no state",
         &[
+            "aligned",
             "boxed",
             "bytehash",
             "clock",
