@@ -4,7 +4,6 @@
 
 pub mod accesslog;
 pub mod admin;
-pub mod aligned;
 pub mod boxed;
 pub mod bytehash;
 pub mod clock;
@@ -16,6 +15,7 @@ pub mod forwarded;
 pub mod h1;
 pub mod ha;
 pub mod health;
+pub mod heap;
 pub mod http2;
 pub mod import;
 pub mod limits;

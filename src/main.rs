@@ -6,11 +6,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// glibc's malloc, with tokio's 128-byte-aligned task cells and socket
-/// states kept per thread instead of through `posix_memalign` each time
-/// (see `rampart::aligned`).
+/// glibc's malloc behind a cache per thread of the small and 128-byte-aligned
+/// blocks freed last (see `rampart::heap`).
 #[global_allocator]
-static ALLOCATOR: rampart::aligned::Allocator = rampart::aligned::Allocator;
+static ALLOCATOR: rampart::heap::Allocator = rampart::heap::Allocator;
 
 /// `rampart --version`: the version and the TLS crypto provider it was built with.
 const VERSION: &str = if cfg!(feature = "aws-lc") {

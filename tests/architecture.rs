@@ -15,12 +15,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "leaves: pure codecs, matchers and clocks, no state",
         &[
-            "aligned",
             "boxed",
             "bytehash",
             "clock",
             "forwarded",
             "h1",
+            "heap",
             "http2",
             "proxy_protocol",
             "relaybuf",

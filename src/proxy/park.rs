@@ -526,10 +526,10 @@ fn resume(p: Parked, again: ServeAgain) {
 /// and registrations are freed from between allocations that stay, where
 /// malloc does not return pages by itself. Called with the number of finished
 /// connection tasks an accept loop just let go of; trims at most once a second,
-/// and only after at least 256. (Their task cells and socket states, aligned
-/// to 128 bytes, go first to the worker's own lists, up to
-/// `crate::aligned::HOLD` bytes, which malloc_trim does not see: see
-/// `crate::aligned`.)
+/// and only after at least 256. (Their task cells, socket states and other
+/// small blocks go first to the worker's own lists, up to
+/// `crate::heap::HOLD` bytes, which malloc_trim does not see: see
+/// `crate::heap`.)
 pub(crate) fn released(n: usize) {
     static LAST: AtomicU64 = AtomicU64::new(0);
     if n < 256 {

@@ -1,26 +1,33 @@
-//! The global allocator: glibc's, but for memory aligned past its 16 bytes
-//! (up to 128, and up to [`MAX_SIZE`] bytes), which is kept per thread for
-//! the next ask of its size.
+//! The global allocator: glibc's, behind a cache per thread of the blocks
+//! freed last, by size class: small asks (malloc's own alignment, up to
+//! [`SMALL_MAX`] bytes) and aligned ones (up to [`ALIGN`], up to
+//! [`MAX_SIZE`] bytes). HAProxy keeps its objects in pools with a cache per
+//! thread for the same reasons.
 //!
-//! tokio aligns a task's cell and a socket's `ScheduledIo` to 128 bytes
-//! (against false sharing), so every spawned task and every registered
-//! socket goes through `posix_memalign`. glibc 2.36 serves that outside its
-//! thread cache (tcache): each call takes the arena's bins, carves an
-//! aligned chunk out of a larger one and frees what is left on either side,
-//! about 640 instructions under callgrind where a `malloc` of the same size
-//! takes well under 100. A new connection makes two or three (its task, its
-//! socket, a server's socket), and frees them when it ends. (glibc 2.38
-//! serves `memalign` from its thread cache too: on a newer base image,
-//! measure again whether this still earns its place.)
+//! - tokio aligns a task's cell and a socket's `ScheduledIo` to 128 bytes
+//!   (against false sharing), so every spawned task and every registered
+//!   socket went through `posix_memalign`. glibc 2.36 serves that outside
+//!   its thread cache (tcache): each call takes the arena's bins, carves an
+//!   aligned chunk out of a larger one and frees what is left on either
+//!   side, about 640 instructions under callgrind. A new connection makes
+//!   two or three (its task, its socket, a server's socket). (glibc 2.38
+//!   serves `memalign` from its thread cache: on a newer base image,
+//!   measure again.)
+//! - glibc's thread cache keeps 7 blocks a size. An HTTP/2 connection's ten
+//!   streams at once each allocate their request's, answer's and trailers'
+//!   maps, frames and bodies: the eighth of a size, and the frees past the
+//!   seventh, went to the arena's bins (`_int_malloc`, `_int_free`), about
+//!   1,100 instructions a gRPC request (`GLIBC_TUNABLES` can deepen that
+//!   cache, but only from the environment the process starts with).
 //!
-//! [`Allocator`] passes every other allocation to the system's. An aligned
-//! one of up to [`MAX_SIZE`] bytes is served from size classes of [`ALIGN`]
-//! bytes: a block is allocated with its class's full size and 128-byte
-//! alignment, and when freed it goes on this thread's list for the class (up
-//! to [`HOLD`] bytes for all the classes), from which the next ask of the
-//! class takes it with no call into glibc. A thread's lists are freed when
-//! it ends. Memory held here is not glibc's free memory: `malloc_trim`
-//! cannot return it (at most `HOLD` a thread).
+//! [`Allocator`] serves an ask of a class from this thread's list for the
+//! class when it has a block, and from the system's allocator with the
+//! class's full size and alignment when it has none; a freed block of a
+//! class goes on the freeing thread's list, up to [`HOLD`] bytes a thread
+//! for all the classes, and to the system past that. Every other ask is the
+//! system's. A thread's lists are freed when it ends. Memory held here is
+//! not glibc's free memory: `malloc_trim` cannot return it (at most `HOLD`
+//! a thread).
 //!
 //! The tests here call an [`Allocator`] of their own; the integration tests
 //! run the `rampart` binary, where it is the global allocator, under all
@@ -30,21 +37,29 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
 use std::ptr;
 
-/// malloc's own alignment on 64-bit Linux: asks up to it never come here.
+/// malloc's own alignment on 64-bit Linux.
 const MALLOC_ALIGN: usize = 16;
-/// Every cached block's alignment, and the step between size classes.
+/// The step between small classes.
+const SMALL_STEP: usize = 16;
+const SMALL_CLASSES: usize = 64;
+/// The largest small ask served from the classes (glibc's thread cache
+/// takes up to 1,032).
+pub const SMALL_MAX: usize = SMALL_STEP * SMALL_CLASSES;
+/// Every aligned class's alignment, and the step between aligned classes.
 pub const ALIGN: usize = 128;
-const CLASSES: usize = 16;
-/// The largest ask served from the classes (an HTTP connection's task cell
-/// is 128 bytes, its future boxed apart; a socket's `Arc<ScheduledIo>` 256).
-pub const MAX_SIZE: usize = ALIGN * CLASSES;
+const ALIGNED_CLASSES: usize = 16;
+/// The largest aligned ask served from the classes (an HTTP connection's
+/// task cell is 128 bytes, its future boxed apart; a socket's
+/// `Arc<ScheduledIo>` 256).
+pub const MAX_SIZE: usize = ALIGN * ALIGNED_CLASSES;
+const CLASSES: usize = SMALL_CLASSES + ALIGNED_CLASSES;
 /// The bytes of freed blocks a thread keeps, all classes together: 1,024
-/// 128-byte task cells, or 512 socket states. (An accept loop holds its
+/// 256-byte socket states, or 2,048 task cells. (An accept loop holds its
 /// connections' task handles and drops the finished ones in batches, of 32
 /// and more at a time: with 32 blocks a class, as first written, half of
 /// each batch went back to glibc and the next connections' cells came from
 /// `posix_memalign` again.)
-pub const HOLD: usize = 128 * 1024;
+pub const HOLD: usize = 256 * 1024;
 
 /// See the module. Installed in the binary (main.rs) with
 /// `#[global_allocator]`.
@@ -54,19 +69,31 @@ pub struct Allocator;
 #[inline]
 fn class(layout: Layout) -> Option<usize> {
     let (size, align) = (layout.size(), layout.align());
-    if align <= MALLOC_ALIGN || align > ALIGN || size == 0 || size > MAX_SIZE {
-        return None;
+    if size == 0 {
+        None
+    } else if align <= MALLOC_ALIGN {
+        (size <= SMALL_MAX).then(|| (size - 1) / SMALL_STEP)
+    } else if align <= ALIGN && size <= MAX_SIZE {
+        Some(SMALL_CLASSES + (size - 1) / ALIGN)
+    } else {
+        None
     }
-    Some((size - 1) / ALIGN)
 }
 
 /// What each class's blocks are allocated as (made at compile time: a size
-/// that is a multiple of a power of two, aligned to it).
+/// that is a multiple of a power of two, aligned to it): the small classes
+/// 16, 32, ... 1,024 bytes aligned to 16, the aligned ones 128, 256, ...
+/// 2,048 aligned to 128.
 const LAYOUTS: [Layout; CLASSES] = {
     let mut all = [Layout::new::<u8>(); CLASSES];
     let mut c = 0;
     while c < CLASSES {
-        all[c] = match Layout::from_size_align((c + 1) * ALIGN, ALIGN) {
+        let (size, align) = if c < SMALL_CLASSES {
+            ((c + 1) * SMALL_STEP, MALLOC_ALIGN)
+        } else {
+            ((c - SMALL_CLASSES + 1) * ALIGN, ALIGN)
+        };
+        all[c] = match Layout::from_size_align(size, align) {
             Ok(l) => l,
             Err(_) => panic!("a size class's layout"),
         };
@@ -104,7 +131,7 @@ impl Cache {
         }
         // SAFETY: `p` is a free block of class `c` this list owns (pushed by
         // `push`, which wrote the next block's address in its first word;
-        // 128-aligned and at least 128 bytes, so a pointer fits there).
+        // at least 16 bytes and aligned to 16, so a pointer fits there).
         self.heads[c] = unsafe { p.cast::<*mut u8>().read() };
         self.held -= class_layout(c).size();
         Some(p)
@@ -151,10 +178,11 @@ impl Drop for Cache {
 
 thread_local! {
     // (const: no lazy initialiser that could allocate. The destructor is
-    // registered on the thread's first aligned ask or free, through glibc's
-    // `__cxa_thread_atexit_impl`, whose memory is glibc's own `calloc`; std's
-    // fallback without it pushes onto a Vec, an ask of alignment 8 that does
-    // not come here: nothing re-enters. Once the destructor has run,
+    // registered on the thread's first ask or free of a class, through
+    // glibc's `__cxa_thread_atexit_impl`, whose memory is glibc's own
+    // `calloc`: nothing comes back here. (std's fallback for a libc without
+    // it keeps a list that allocates; rampart is built for glibc only, the
+    // Dockerfile's bookworm included.) Once the destructor has run,
     // `try_with` fails and the system's serves, as it does for a thread that
     // first touches this in a pthread key's destructor, after glibc ran the
     // thread's TLS destructors (that thread's blocks, at most `HOLD`, are
@@ -291,31 +319,47 @@ mod tests {
 
     #[test]
     fn asks_are_sorted_into_classes_by_size_and_alignment() {
-        assert_eq!(class(layout(64, 8)), None);
-        assert_eq!(class(layout(64, 16)), None);
-        assert_eq!(class(layout(1, 32)), Some(0));
-        assert_eq!(class(layout(128, 128)), Some(0));
-        assert_eq!(class(layout(129, 128)), Some(1));
-        assert_eq!(class(layout(256, 64)), Some(1));
+        assert_eq!(class(layout(0, 8)), None);
+        assert_eq!(class(layout(1, 1)), Some(0));
+        assert_eq!(class(layout(16, 16)), Some(0));
+        assert_eq!(class(layout(17, 8)), Some(1));
+        assert_eq!(class(layout(SMALL_MAX, 8)), Some(SMALL_CLASSES - 1));
+        assert_eq!(class(layout(SMALL_MAX + 1, 8)), None);
+        let aligned = SMALL_CLASSES;
+        assert_eq!(class(layout(1, 32)), Some(aligned));
+        assert_eq!(class(layout(128, 128)), Some(aligned));
+        assert_eq!(class(layout(129, 128)), Some(aligned + 1));
+        assert_eq!(class(layout(256, 64)), Some(aligned + 1));
         assert_eq!(class(layout(MAX_SIZE, 128)), Some(CLASSES - 1));
         assert_eq!(class(layout(MAX_SIZE + 1, 128)), None);
         assert_eq!(class(layout(256, 256)), None);
         for c in 0..CLASSES {
             let l = class_layout(c);
-            assert_eq!((l.size(), l.align()), ((c + 1) * ALIGN, ALIGN));
+            let (step, align) = if c < aligned {
+                (SMALL_STEP, MALLOC_ALIGN)
+            } else {
+                (ALIGN, ALIGN)
+            };
+            assert_eq!(l.align(), align);
+            assert_eq!(l.size() % step, 0);
             assert_eq!(class(l), Some(c));
         }
     }
 
     #[test]
     fn every_ask_of_a_class_fits_its_blocks() {
-        for align in [32, 64, 128] {
-            for size in 1..=MAX_SIZE {
+        for align in [1, 2, 4, 8, 16, 32, 64, 128] {
+            let (max, step) = if align <= MALLOC_ALIGN {
+                (SMALL_MAX, SMALL_STEP)
+            } else {
+                (MAX_SIZE, ALIGN)
+            };
+            for size in 1..=max {
                 let c = class(layout(size, align)).unwrap();
                 let l = class_layout(c);
                 assert!(l.size() >= size && l.align() >= align, "{size} {align}");
                 // and no class is larger than the ask needs
-                assert!(l.size() - size < ALIGN);
+                assert!(l.size() - size < step);
             }
         }
     }
@@ -327,9 +371,10 @@ mod tests {
             let p = a.alloc(layout(256, 128));
             assert!(!p.is_null());
             assert_eq!(p as usize % 128, 0);
-            let before = held(1);
+            let c = class(layout(256, 128)).unwrap();
+            let before = held(c);
             a.dealloc(p, layout(256, 128));
-            assert_eq!(held(1), before + 1);
+            assert_eq!(held(c), before + 1);
             // another class, or malloc's own alignment: not that block
             let other = a.alloc(layout(384, 128));
             let small = a.alloc(layout(200, 16));
@@ -338,7 +383,7 @@ mod tests {
             // the same class by another size and alignment: that block
             let q = a.alloc(layout(200, 64));
             assert_eq!(q, p);
-            assert_eq!(held(1), before);
+            assert_eq!(held(c), before);
             a.dealloc(q, layout(200, 64));
             a.dealloc(other, layout(384, 128));
             a.dealloc(small, layout(200, 16));
@@ -349,7 +394,7 @@ mod tests {
     fn live_blocks_never_overlap_and_keep_what_was_written() {
         let a = Allocator;
         let sizes = [1usize, 100, 128, 129, 256, 300, 700, 1024, 2000, MAX_SIZE];
-        let aligns = [32usize, 64, 128];
+        let aligns = [1usize, 8, 16, 32, 64, 128];
         let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
         let mut rng = fastrand::Rng::with_seed(17);
         for round in 0..4000u32 {
@@ -362,7 +407,10 @@ mod tests {
                 );
                 unsafe { a.dealloc(p, l) };
             } else {
-                let l = layout(sizes[rng.usize(..sizes.len())], aligns[rng.usize(..3)]);
+                let l = layout(
+                    sizes[rng.usize(..sizes.len())],
+                    aligns[rng.usize(..aligns.len())],
+                );
                 let p = unsafe { a.alloc(l) };
                 assert!(!p.is_null());
                 assert_eq!(p as usize % l.align(), 0);
@@ -437,7 +485,7 @@ mod tests {
                 l = layout(size, 128);
             }
             a.dealloc(p, l);
-            // malloc's own alignment: the system's realloc
+            // from a small class to past the small ones
             let l = layout(10, 8);
             let p = a.alloc(l);
             *p = 7;
@@ -459,7 +507,7 @@ mod tests {
                 assert!(cache.push(c, p));
             }
         }
-        // 3 x 128 bytes and all but one of the largest: no room for another
+        // 3 x 16 bytes and all but one of the largest: no room for another
         let p = unsafe { System.alloc(class_layout(big)) };
         assert!(!cache.push(big, p));
         unsafe { System.dealloc(p, class_layout(big)) };
