@@ -23,11 +23,12 @@
 //! [`Allocator`] serves an ask of a class from this thread's list for the
 //! class when it has a block, and from the system's allocator with the
 //! class's full size and alignment when it has none; a freed block of a
-//! class goes on the freeing thread's list, up to [`HOLD`] bytes a thread
-//! for all the classes, and to the system past that. Every other ask is the
-//! system's. A thread's lists are freed when it ends. Memory held here is
-//! not glibc's free memory: `malloc_trim` cannot return it (at most `HOLD`
-//! a thread).
+//! class goes on the freeing thread's list, up to [`CLASS_HOLD`] bytes a
+//! class and [`SMALL_HOLD`] and [`ALIGNED_HOLD`] for the two kinds (so a
+//! burst of one kind of free cannot crowd the task cells out), and to the
+//! system past that. Every other ask is the system's. A thread's lists are
+//! freed when it ends. Memory held here is not glibc's free memory:
+//! `malloc_trim` cannot return it (at most 384 KiB a thread).
 //!
 //! The tests here call an [`Allocator`] of their own; the integration tests
 //! run the `rampart` binary, where it is the global allocator, under all
@@ -39,12 +40,15 @@ use std::ptr;
 
 /// malloc's own alignment on 64-bit Linux.
 const MALLOC_ALIGN: usize = 16;
-/// The step between small classes.
+/// The step between small classes, whose blocks are 24, 40, 56, ... bytes:
+/// what one of glibc's chunks (16-byte steps, an 8-byte header) holds, so a
+/// class asks glibc for no larger chunk than its largest ask would.
 const SMALL_STEP: usize = 16;
+const SMALL_FIRST: usize = 24;
 const SMALL_CLASSES: usize = 64;
-/// The largest small ask served from the classes (glibc's thread cache
-/// takes up to 1,032).
-pub const SMALL_MAX: usize = SMALL_STEP * SMALL_CLASSES;
+/// The largest small ask served from the classes: glibc's thread cache's
+/// largest, too.
+pub const SMALL_MAX: usize = SMALL_FIRST + SMALL_STEP * (SMALL_CLASSES - 1);
 /// Every aligned class's alignment, and the step between aligned classes.
 pub const ALIGN: usize = 128;
 const ALIGNED_CLASSES: usize = 16;
@@ -53,13 +57,16 @@ const ALIGNED_CLASSES: usize = 16;
 /// `Arc<ScheduledIo>` 256).
 pub const MAX_SIZE: usize = ALIGN * ALIGNED_CLASSES;
 const CLASSES: usize = SMALL_CLASSES + ALIGNED_CLASSES;
-/// The bytes of freed blocks a thread keeps, all classes together: 1,024
-/// 256-byte socket states, or 2,048 task cells. (An accept loop holds its
-/// connections' task handles and drops the finished ones in batches, of 32
-/// and more at a time: with 32 blocks a class, as first written, half of
-/// each batch went back to glibc and the next connections' cells came from
-/// `posix_memalign` again.)
-pub const HOLD: usize = 256 * 1024;
+/// The bytes of freed blocks a thread keeps of one class: 512 task cells of
+/// 128 bytes, or 256 socket states. (An accept loop holds its connections'
+/// task handles and drops the finished ones in batches of 64 and more: with
+/// 32 blocks a class, as first written, half of each batch went back to
+/// glibc and the next connections' cells came from `posix_memalign` again.)
+pub const CLASS_HOLD: usize = 64 * 1024;
+/// The bytes a thread keeps of the small classes together.
+pub const SMALL_HOLD: usize = 256 * 1024;
+/// The bytes a thread keeps of the aligned classes together.
+pub const ALIGNED_HOLD: usize = 128 * 1024;
 
 /// See the module. Installed in the binary (main.rs) with
 /// `#[global_allocator]`.
@@ -72,7 +79,7 @@ fn class(layout: Layout) -> Option<usize> {
     if size == 0 {
         None
     } else if align <= MALLOC_ALIGN {
-        (size <= SMALL_MAX).then(|| (size - 1) / SMALL_STEP)
+        (size <= SMALL_MAX).then(|| size.saturating_sub(SMALL_FIRST - SMALL_STEP + 1) / SMALL_STEP)
     } else if align <= ALIGN && size <= MAX_SIZE {
         Some(SMALL_CLASSES + (size - 1) / ALIGN)
     } else {
@@ -80,16 +87,16 @@ fn class(layout: Layout) -> Option<usize> {
     }
 }
 
-/// What each class's blocks are allocated as (made at compile time: a size
-/// that is a multiple of a power of two, aligned to it): the small classes
-/// 16, 32, ... 1,024 bytes aligned to 16, the aligned ones 128, 256, ...
-/// 2,048 aligned to 128.
+/// What each class's blocks are allocated as (made at compile time): the
+/// small classes 24, 40, ... 1,032 bytes aligned to 16 (`malloc`'s, which
+/// std asks for when the alignment is at most 16 and the size at least
+/// that), the aligned ones 128, 256, ... 2,048 aligned to 128.
 const LAYOUTS: [Layout; CLASSES] = {
     let mut all = [Layout::new::<u8>(); CLASSES];
     let mut c = 0;
     while c < CLASSES {
         let (size, align) = if c < SMALL_CLASSES {
-            ((c + 1) * SMALL_STEP, MALLOC_ALIGN)
+            (SMALL_FIRST + c * SMALL_STEP, MALLOC_ALIGN)
         } else {
             ((c - SMALL_CLASSES + 1) * ALIGN, ALIGN)
         };
@@ -110,17 +117,27 @@ fn class_layout(c: usize) -> Layout {
 
 /// A thread's freed blocks: for each class a list threaded through the
 /// blocks themselves (a free block's first word points to the next), and
-/// the bytes they hold together.
+/// the bytes they hold, by class and by kind (small, aligned).
 struct Cache {
     heads: [*mut u8; CLASSES],
-    held: usize,
+    held: [usize; CLASSES],
+    kinds: [usize; 2],
 }
+
+/// A class's kind: 0 small, 1 aligned.
+#[inline]
+fn kind(c: usize) -> usize {
+    usize::from(c >= SMALL_CLASSES)
+}
+
+const KIND_HOLD: [usize; 2] = [SMALL_HOLD, ALIGNED_HOLD];
 
 impl Cache {
     const fn new() -> Cache {
         Cache {
             heads: [ptr::null_mut(); CLASSES],
-            held: 0,
+            held: [0; CLASSES],
+            kinds: [0; 2],
         }
     }
 
@@ -129,26 +146,36 @@ impl Cache {
         if p.is_null() {
             return None;
         }
+        // A block that is not aligned to 16 is no block of ours: the list
+        // was written over (a use after free elsewhere). glibc's own cache
+        // aborts on that too, rather than hand out what the link points to.
+        if p as usize % MALLOC_ALIGN != 0 {
+            std::process::abort();
+        }
         // SAFETY: `p` is a free block of class `c` this list owns (pushed by
         // `push`, which wrote the next block's address in its first word;
-        // at least 16 bytes and aligned to 16, so a pointer fits there).
+        // at least 24 bytes and aligned to 16, so a pointer fits there).
         self.heads[c] = unsafe { p.cast::<*mut u8>().read() };
-        self.held -= class_layout(c).size();
+        let size = class_layout(c).size();
+        self.held[c] -= size;
+        self.kinds[kind(c)] -= size;
         Some(p)
     }
 
-    /// False when the thread holds `HOLD` bytes already (the caller frees
-    /// the block).
+    /// False when the thread holds `CLASS_HOLD` bytes of the class already,
+    /// or its kind's hold (the caller frees the block).
     fn push(&mut self, c: usize, p: *mut u8) -> bool {
         let size = class_layout(c).size();
-        if self.held + size > HOLD {
+        let k = kind(c);
+        if self.held[c] + size > CLASS_HOLD || self.kinds[k] + size > KIND_HOLD[k] {
             return false;
         }
         // SAFETY: the caller gives the block up (it was freed): its first
         // word is free to hold the list's link (see `pop`).
         unsafe { p.cast::<*mut u8>().write(self.heads[c]) };
         self.heads[c] = p;
-        self.held += size;
+        self.held[c] += size;
+        self.kinds[k] += size;
         true
     }
 
@@ -180,13 +207,12 @@ thread_local! {
     // (const: no lazy initialiser that could allocate. The destructor is
     // registered on the thread's first ask or free of a class, through
     // glibc's `__cxa_thread_atexit_impl`, whose memory is glibc's own
-    // `calloc`: nothing comes back here. (std's fallback for a libc without
-    // it keeps a list that allocates; rampart is built for glibc only, the
-    // Dockerfile's bookworm included.) Once the destructor has run,
-    // `try_with` fails and the system's serves, as it does for a thread that
-    // first touches this in a pthread key's destructor, after glibc ran the
-    // thread's TLS destructors (that thread's blocks, at most `HOLD`, are
-    // not freed).)
+    // `calloc` (std's fallback list, for a libc without it, allocates from
+    // `System`): nothing comes back here. Once the destructor has run,
+    // `try_with` fails and the system's serves. A thread that first touches
+    // this in a pthread key's destructor, after glibc ran the thread's TLS
+    // destructors, registers one that never runs: its lists, at most 384
+    // KiB, are not freed.)
     static CACHE: RefCell<Cache> = const { RefCell::new(Cache::new()) };
 }
 
@@ -322,7 +348,11 @@ mod tests {
         assert_eq!(class(layout(0, 8)), None);
         assert_eq!(class(layout(1, 1)), Some(0));
         assert_eq!(class(layout(16, 16)), Some(0));
-        assert_eq!(class(layout(17, 8)), Some(1));
+        assert_eq!(class(layout(24, 8)), Some(0));
+        assert_eq!(class(layout(25, 8)), Some(1));
+        assert_eq!(class(layout(40, 8)), Some(1));
+        assert_eq!(class(layout(41, 1)), Some(2));
+        assert_eq!(SMALL_MAX, 1032);
         assert_eq!(class(layout(SMALL_MAX, 8)), Some(SMALL_CLASSES - 1));
         assert_eq!(class(layout(SMALL_MAX + 1, 8)), None);
         let aligned = SMALL_CLASSES;
@@ -335,13 +365,13 @@ mod tests {
         assert_eq!(class(layout(256, 256)), None);
         for c in 0..CLASSES {
             let l = class_layout(c);
-            let (step, align) = if c < aligned {
-                (SMALL_STEP, MALLOC_ALIGN)
+            let (first, step, align) = if c < aligned {
+                (SMALL_FIRST, SMALL_STEP, MALLOC_ALIGN)
             } else {
-                (ALIGN, ALIGN)
+                (ALIGN, ALIGN, ALIGN)
             };
             assert_eq!(l.align(), align);
-            assert_eq!(l.size() % step, 0);
+            assert_eq!((l.size() - first) % step, 0);
             assert_eq!(class(l), Some(c));
         }
     }
@@ -349,8 +379,9 @@ mod tests {
     #[test]
     fn every_ask_of_a_class_fits_its_blocks() {
         for align in [1, 2, 4, 8, 16, 32, 64, 128] {
-            let (max, step) = if align <= MALLOC_ALIGN {
-                (SMALL_MAX, SMALL_STEP)
+            // (the first small class holds asks of 1 to 24 bytes)
+            let (max, slack) = if align <= MALLOC_ALIGN {
+                (SMALL_MAX, SMALL_FIRST)
             } else {
                 (MAX_SIZE, ALIGN)
             };
@@ -359,7 +390,7 @@ mod tests {
                 let l = class_layout(c);
                 assert!(l.size() >= size && l.align() >= align, "{size} {align}");
                 // and no class is larger than the ask needs
-                assert!(l.size() - size < step);
+                assert!(l.size() - size < slack);
             }
         }
     }
@@ -430,11 +461,11 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_holds_at_most_hold_bytes() {
+    fn a_thread_holds_at_most_class_hold_bytes_of_a_class() {
         let a = Allocator;
         let l = layout(2000, 128);
         let c = class(l).unwrap();
-        let fit = HOLD / class_layout(c).size();
+        let fit = CLASS_HOLD / class_layout(c).size();
         let blocks: Vec<*mut u8> = (0..fit + 8).map(|_| unsafe { a.alloc(l) }).collect();
         assert_eq!(held(c), 0);
         for &p in &blocks {
@@ -442,11 +473,77 @@ mod tests {
         }
         // (a test's thread is its own: nothing else is held in it)
         assert_eq!(held(c), fit);
-        assert_eq!(CACHE.with(|k| k.borrow().held), HOLD);
+        assert_eq!(CACHE.with(|k| k.borrow().held[c]), CLASS_HOLD);
         // the last ones freed went to the system: the first freed is held
         let first = unsafe { a.alloc(l) };
         assert!(blocks[..fit].contains(&first));
         unsafe { a.dealloc(first, l) };
+    }
+
+    #[test]
+    fn a_kind_holds_at_most_its_bytes_and_small_frees_leave_room_for_task_cells() {
+        let mut cache = Cache::new();
+        let mut system = Vec::new();
+        // push blocks of class after class of one kind until the kind is full
+        let mut fill = |cache: &mut Cache, classes: std::ops::Range<usize>| {
+            for c in classes {
+                loop {
+                    let p = unsafe { System.alloc(class_layout(c)) };
+                    if !cache.push(c, p) {
+                        system.push((p, c));
+                        break;
+                    }
+                }
+                assert!(cache.held[c] <= CLASS_HOLD);
+            }
+        };
+        fill(&mut cache, 0..SMALL_CLASSES);
+        assert!(cache.kinds[0] <= SMALL_HOLD && cache.kinds[0] > SMALL_HOLD - SMALL_MAX);
+        assert_eq!(cache.kinds[1], 0);
+        // a task cell's class still has room
+        let cell = SMALL_CLASSES;
+        let p = unsafe { System.alloc(class_layout(cell)) };
+        assert!(cache.push(cell, p));
+        fill(&mut cache, SMALL_CLASSES..CLASSES);
+        assert!(cache.kinds[1] <= ALIGNED_HOLD && cache.kinds[1] > ALIGNED_HOLD - MAX_SIZE);
+        let total: usize = cache.held.iter().sum();
+        assert_eq!(total, cache.kinds[0] + cache.kinds[1]);
+        cache.release();
+        assert_eq!(cache.kinds, [0, 0]);
+        for (p, c) in system {
+            unsafe { System.dealloc(p, class_layout(c)) };
+        }
+    }
+
+    #[test]
+    fn small_blocks_are_reused_by_class_and_zeroed_when_asked() {
+        let a = Allocator;
+        unsafe {
+            let l = layout(24, 8);
+            let c = class(l).unwrap();
+            let p = a.alloc(l);
+            assert_eq!(p as usize % 16, 0);
+            ptr::write_bytes(p, 0xEE, 24);
+            a.dealloc(p, l);
+            assert_eq!(held(c), 1);
+            // the next class's ask: another block
+            let other = a.alloc(layout(25, 8));
+            assert_ne!(other, p);
+            // the same class's, smaller and zeroed: that block, all zero
+            let q = a.alloc_zeroed(layout(20, 4));
+            assert_eq!(q, p);
+            assert!(std::slice::from_raw_parts(q, 20).iter().all(|&b| b == 0));
+            // a realloc within the class keeps it; past it, the contents go
+            *q = 5;
+            let r = a.realloc(q, layout(20, 4), 24);
+            assert_eq!(r, q);
+            let r2 = a.realloc(r, layout(24, 4), 100);
+            assert_ne!(r2, r);
+            assert_eq!(*r2, 5);
+            assert_eq!(held(c), 1);
+            a.dealloc(r2, layout(100, 4));
+            a.dealloc(other, layout(25, 8));
+        }
     }
 
     #[test]
@@ -500,19 +597,21 @@ mod tests {
         let a = Allocator;
         let mut cache = Cache::new();
         let big = CLASSES - 1;
-        let fit = HOLD / class_layout(big).size();
+        let fit = CLASS_HOLD / class_layout(big).size();
         for (c, n) in [(0usize, 3usize), (big, fit - 1)] {
             for _ in 0..n {
                 let p = unsafe { System.alloc(class_layout(c)) };
                 assert!(cache.push(c, p));
             }
         }
-        // 3 x 16 bytes and all but one of the largest: no room for another
+        // all but one of the largest class's room taken: no room for two
+        let p = unsafe { System.alloc(class_layout(big)) };
+        assert!(cache.push(big, p));
         let p = unsafe { System.alloc(class_layout(big)) };
         assert!(!cache.push(big, p));
         unsafe { System.dealloc(p, class_layout(big)) };
-        assert_eq!(cache.release(), 3 + fit - 1);
-        assert_eq!(cache.held, 0);
+        assert_eq!(cache.release(), 3 + fit);
+        assert_eq!(cache.kinds, [0, 0]);
         assert_eq!(cache.release(), 0);
         assert_eq!(cache.pop(0), None);
         // (a thread's own is released by its destructor when it ends: a
@@ -603,7 +702,7 @@ mod tests {
             LATE.with(|_| ());
             let p = unsafe { Allocator.alloc(l) };
             LATE.with(|late| late.0.set(p as usize));
-            // the lists are made now, after LATE
+            // (the lists were made by the first `alloc`, after LATE)
             let q = unsafe { Allocator.alloc(l) };
             unsafe { Allocator.dealloc(q, l) };
             held(c) == 1
