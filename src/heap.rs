@@ -216,6 +216,16 @@ thread_local! {
     static CACHE: RefCell<Cache> = const { RefCell::new(Cache::new()) };
 }
 
+/// Gives this thread's lists back to the system's allocator; how many blocks
+/// there were. For a worker that has just let many connections go (their
+/// parked sockets' tasks), before `malloc_trim`: what it holds is free memory
+/// glibc can return only once glibc has it.
+pub fn release() -> usize {
+    CACHE
+        .try_with(|k| k.try_borrow_mut().map_or(0, |mut k| k.release()))
+        .unwrap_or(0)
+}
+
 /// A block of class `c` from this thread's list.
 #[inline]
 fn take(c: usize) -> Option<*mut u8> {
@@ -711,5 +721,20 @@ mod tests {
         // (the thread ended through both destructors without a panic or an
         // abort, the late free going to the system)
         assert!(matches!(ok, Ok(true)));
+    }
+
+    #[test]
+    fn release_gives_this_threads_lists_back() {
+        let a = Allocator;
+        let l = layout(48, 8);
+        let c = class(l).unwrap();
+        let blocks: Vec<*mut u8> = (0..3).map(|_| unsafe { a.alloc(l) }).collect();
+        for &p in &blocks {
+            unsafe { a.dealloc(p, l) };
+        }
+        assert_eq!(held(c), 3);
+        assert_eq!(release(), 3);
+        assert_eq!(held(c), 0);
+        assert_eq!(CACHE.with(|k| k.borrow().kinds), [0, 0]);
     }
 }

@@ -526,10 +526,10 @@ fn resume(p: Parked, again: ServeAgain) {
 /// and registrations are freed from between allocations that stay, where
 /// malloc does not return pages by itself. Called with the number of finished
 /// connection tasks an accept loop just let go of; trims at most once a second,
-/// and only after at least 256. (Their task cells, socket states and other
-/// small blocks go first to the worker's own lists, up to
-/// `crate::heap::HOLD` bytes, which malloc_trim does not see: see
-/// `crate::heap`.)
+/// and only after at least 256. Their task cells, socket states and other
+/// small blocks went first to the worker's own lists (`crate::heap`), which
+/// malloc_trim does not see: the worker (the caller's thread) gives them back
+/// to glibc first.
 pub(crate) fn released(n: usize) {
     static LAST: AtomicU64 = AtomicU64::new(0);
     if n < 256 {
@@ -544,6 +544,7 @@ pub(crate) fn released(n: usize) {
     {
         return;
     }
+    crate::heap::release();
     // off the worker: it walks the whole heap
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
