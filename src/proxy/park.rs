@@ -529,12 +529,15 @@ fn resume(p: Parked, again: ServeAgain) {
 /// and only after at least 256. Their task cells, socket states and other
 /// small blocks went first to the worker's own lists (`crate::heap`), which
 /// malloc_trim does not see: the worker (the caller's thread) gives them back
-/// to glibc first.
+/// to glibc first, trim or not (the trims are once a second for all workers).
 pub(crate) fn released(n: usize) {
     static LAST: AtomicU64 = AtomicU64::new(0);
     if n < 256 {
         return;
     }
+    // (every worker that let them go gives its own back, also when another
+    // worker's trim this second is the one that returns the pages)
+    crate::heap::release();
     let now = crate::clock::now_ms();
     let last = LAST.load(Ordering::Relaxed);
     if now.saturating_sub(last) < 1000
@@ -544,7 +547,6 @@ pub(crate) fn released(n: usize) {
     {
         return;
     }
-    crate::heap::release();
     // off the worker: it walks the whole heap
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
