@@ -250,6 +250,9 @@ impl AccessLog {
         let spawned = std::thread::Builder::new()
             .name("rampart-log".into())
             .spawn(move || {
+                // (it frees the lines the workers made: kept here, they
+                // would serve nobody)
+                crate::heap::hold_none();
                 // Unlocked handle: stdout is locked per flush, not for the thread's
                 // life, so println! elsewhere in the process never blocks.
                 let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());

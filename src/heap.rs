@@ -122,6 +122,8 @@ struct Cache {
     heads: [*mut u8; CLASSES],
     held: [usize; CLASSES],
     kinds: [usize; 2],
+    /// False on a thread that keeps nothing ([`hold_none`]).
+    holds: bool,
 }
 
 /// A class's kind: 0 small, 1 aligned.
@@ -138,6 +140,7 @@ impl Cache {
             heads: [ptr::null_mut(); CLASSES],
             held: [0; CLASSES],
             kinds: [0; 2],
+            holds: true,
         }
     }
 
@@ -146,17 +149,19 @@ impl Cache {
         if p.is_null() {
             return None;
         }
-        // A block that is not aligned to 16 is no block of ours: the list
-        // was written over (a use after free elsewhere). glibc's own cache
-        // aborts on that too, rather than hand out what the link points to.
-        if p as usize % MALLOC_ALIGN != 0 {
+        let class = class_layout(c);
+        // A block that is not aligned as its class's are is no block of
+        // ours: the list was written over (a use after free elsewhere).
+        // glibc's own cache aborts on that too, rather than hand out what
+        // the link points to.
+        if p as usize % class.align() != 0 {
             std::process::abort();
         }
         // SAFETY: `p` is a free block of class `c` this list owns (pushed by
         // `push`, which wrote the next block's address in its first word;
         // at least 24 bytes and aligned to 16, so a pointer fits there).
         self.heads[c] = unsafe { p.cast::<*mut u8>().read() };
-        let size = class_layout(c).size();
+        let size = class.size();
         self.held[c] -= size;
         self.kinds[kind(c)] -= size;
         Some(p)
@@ -167,7 +172,7 @@ impl Cache {
     fn push(&mut self, c: usize, p: *mut u8) -> bool {
         let size = class_layout(c).size();
         let k = kind(c);
-        if self.held[c] + size > CLASS_HOLD || self.kinds[k] + size > KIND_HOLD[k] {
+        if !self.holds || self.held[c] + size > CLASS_HOLD || self.kinds[k] + size > KIND_HOLD[k] {
             return false;
         }
         // SAFETY: the caller gives the block up (it was freed): its first
@@ -224,6 +229,20 @@ pub fn release() -> usize {
     CACHE
         .try_with(|k| k.try_borrow_mut().map_or(0, |mut k| k.release()))
         .unwrap_or(0)
+}
+
+/// This thread keeps no freed block from now on (and gives back what it
+/// held): each goes to the system's allocator as it is freed. For a thread
+/// that frees what others allocated and allocates few of its own, such as
+/// the access log's writer, which frees the workers' lines: its lists would
+/// fill to their holds with blocks only it could use, and keep them.
+pub fn hold_none() {
+    let _ = CACHE.try_with(|k| {
+        if let Ok(mut k) = k.try_borrow_mut() {
+            k.holds = false;
+            k.release();
+        }
+    });
 }
 
 /// A block of class `c` from this thread's list.
@@ -721,6 +740,52 @@ mod tests {
         // (the thread ended through both destructors without a panic or an
         // abort, the late free going to the system)
         assert!(matches!(ok, Ok(true)));
+    }
+
+    #[test]
+    fn a_thread_that_holds_none_frees_to_the_system() {
+        let l = layout(64, 8);
+        let c = class(l).unwrap();
+        let held_after = std::thread::spawn(move || {
+            let a = Allocator;
+            let p = unsafe { a.alloc(l) };
+            unsafe { a.dealloc(p, l) };
+            assert!(held(c) >= 1);
+            hold_none();
+            // what it held went back, and what it frees now goes too
+            assert_eq!(held(c), 0);
+            let blocks: Vec<*mut u8> = (0..4).map(|_| unsafe { a.alloc(l) }).collect();
+            for p in blocks {
+                unsafe { a.dealloc(p, l) };
+            }
+            (held(c), CACHE.with(|k| k.borrow().kinds))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(held_after, (0, [0, 0]));
+    }
+
+    #[test]
+    fn while_the_lists_are_borrowed_the_system_serves() {
+        // (a re-entry: the allocator called while this thread's lists are
+        // in use goes to the system, and leaves the lists as they were)
+        let a = Allocator;
+        let l = layout(96, 16);
+        let c = class(l).unwrap();
+        let p = unsafe { a.alloc(l) };
+        unsafe { a.dealloc(p, l) };
+        let before = held(c);
+        assert!(before >= 1);
+        CACHE.with(|k| {
+            let _borrowed = k.borrow_mut();
+            // the list's block is not handed out, nor is a freed one kept
+            let q = unsafe { a.alloc(l) };
+            assert!(!q.is_null());
+            unsafe { ptr::write_bytes(q, 1, 96) };
+            unsafe { a.dealloc(q, l) };
+            assert_eq!(release(), 0);
+        });
+        assert_eq!(held(c), before);
     }
 
     #[test]
