@@ -841,6 +841,15 @@ async fn odd_get(
 /// `pool_keys` added to the pool's table: the server, its stats file, the
 /// listener and the proxy.
 async fn odd_pool(name: &str, pool_keys: &str) -> (PyServer, PathBuf, SocketAddr, Proxy) {
+    odd_pool_and(name, pool_keys, None).await
+}
+
+/// `odd_pool` with `other` as the pool's second server.
+async fn odd_pool_and(
+    name: &str,
+    pool_keys: &str,
+    other: Option<SocketAddr>,
+) -> (PyServer, PathBuf, SocketAddr, Proxy) {
     let stats_file = temp_dir(name).join("stats.json");
     let server = PyServer::start(
         "odd_server.py",
@@ -853,12 +862,20 @@ async fn odd_pool(name: &str, pool_keys: &str) -> (PyServer, PathBuf, SocketAddr
         "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
          [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"h2\"\n\
          [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\n{pool_keys}\
-           [[pool.server]]\n  address = \"{}\"\n",
-        server.addr
+           [[pool.server]]\n  address = \"{}\"\n{}",
+        server.addr,
+        other.map_or(String::new(), |a| format!(
+            "  [[pool.server]]\n  address = \"{a}\"\n"
+        )),
     );
     let p = Proxy::start(&config, &[listen]).await;
     (server, stats_file, listen, p)
 }
+
+/// An `odd_pool`'s keys for a retry on the other server, on what the odd
+/// server's paths do.
+const RETRY_KEYS: &str = "retries = 1\nretry_budget_percent = 100\n\
+                          retry_on = [\"connect_failure\", \"reset\", \"503\"]\n";
 
 /// `odd_get`, and an error if no response head came.
 async fn try_odd_get(
@@ -1191,26 +1208,8 @@ async fn a_client_that_reads_nothing_does_not_stall_the_other_streams_of_its_ser
 /// 503 (in retry_on), is answered by the echo server with the body sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_an_h2_server_fails_is_replayed_whole_on_the_other() {
-    let dir = temp_dir("h2replay");
-    let stats_file = dir.join("stats.json");
-    let odd = PyServer::start(
-        "odd_server.py",
-        free_addr("127.0.0.1"),
-        &[stats_file.to_str().unwrap()],
-    )
-    .await;
     let (echo, task) = h2_echo().await;
-    let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
-    let config = format!(
-        "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
-         [[listener]]\nname = \"web\"\nbind = [\"{listen}\"]\nmode = \"http\"\npool = \"h2\"\n\
-         [[pool]]\nname = \"h2\"\nprotocol = \"h2\"\nretries = 1\nretry_budget_percent = 100\n\
-         retry_on = [\"connect_failure\", \"reset\", \"503\"]\n\
-           [[pool.server]]\n  address = \"{}\"\n\
-           [[pool.server]]\n  address = \"{echo}\"\n",
-        odd.addr
-    );
-    let _p = Proxy::start(&config, &[listen]).await;
+    let (_odd, stats_file, listen, _p) = odd_pool_and("h2replay", RETRY_KEYS, Some(echo)).await;
     let c = client();
     // round robin: of each two requests one goes to the odd server first
     for i in 0..6 {
@@ -1357,15 +1356,9 @@ async fn a_new_h2_connection_is_set_up_within_one_connect_timeout() {
     task.abort();
 }
 
-/// A request to an HTTP/2 pool carries the X-Forwarded-* fields rampart
-/// writes: what earlier hops wrote in X-Forwarded-For is kept and the
-/// client's own X-Forwarded-Host and -Proto are replaced. Hop-by-hop fields,
-/// and those Connection names, do not reach the server. Bodiless, with a body
-/// kept for a replay, and with one streamed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_h2_pool_gets_rampart_s_forwarded_fields_and_no_hop_by_hop_one() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // an HTTP/2 server answering with the fields the test looks at
+/// An HTTP/2 server answering with the fields the X-Forwarded-* tests look
+/// at, and the length of the body it was sent.
+async fn fields_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let addr = free_addr("127.0.0.1");
     let listener = common::listen(addr).await;
     let task = tokio::spawn(async move {
@@ -1404,6 +1397,28 @@ async fn an_h2_pool_gets_rampart_s_forwarded_fields_and_no_hop_by_hop_one() {
             });
         }
     });
+    (addr, task)
+}
+
+/// `req`'s bytes to `listen` on a connection of their own, and all that came
+/// back until the proxy closed it.
+async fn raw_exchange(listen: SocketAddr, req: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A request to an HTTP/2 pool carries the X-Forwarded-* fields rampart
+/// writes: what earlier hops wrote in X-Forwarded-For is kept and the
+/// client's own X-Forwarded-Host and -Proto are replaced. Hop-by-hop fields,
+/// and those Connection names, do not reach the server. Bodiless, with a body
+/// kept for a replay, and with one streamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_pool_gets_rampart_s_forwarded_fields_and_no_hop_by_hop_one() {
+    let (addr, task) = fields_server().await;
     let (listen, admin) = (free_addr("127.0.0.1"), free_addr("127.0.0.1"));
     let config = format!(
         "[global]\nthreads = 1\n[admin]\nbind = \"{admin}\"\n\
@@ -1436,11 +1451,7 @@ async fn an_h2_pool_gets_rampart_s_forwarded_fields_and_no_hop_by_hop_one() {
     for (method, fields, rest, xff) in cases {
         let rest = if rest.is_empty() { "\r\n" } else { rest };
         let req = format!("{method} /f HTTP/1.1\r\nHost: shop.example\r\n{fields}{rest}");
-        let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.unwrap();
-        let out = String::from_utf8_lossy(&out);
+        let out = raw_exchange(listen, &req).await;
         let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
         let want_body = if method == "POST" { 5 } else { 0 };
         let want = format!(
@@ -1453,6 +1464,45 @@ async fn an_h2_pool_gets_rampart_s_forwarded_fields_and_no_hop_by_hop_one() {
         );
         assert_eq!(body, want, "{method} {fields:?} {rest:?}");
     }
+    task.abort();
+}
+
+/// The X-Forwarded-* fields of a request kept for a replay (they travel
+/// beside its map, not in it) reach the server that answers, once each, when
+/// the request went to another server first: one that refused the stream on
+/// every try (the request is handed back, then sent from a map that holds
+/// them) and one that answered 503 (the kept request is sent again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_h2_request_carries_rampart_s_forwarded_fields_once() {
+    let (addr, task) = fields_server().await;
+    let (_odd, stats_file, listen, _p) = odd_pool_and("h2xf", RETRY_KEYS, Some(addr)).await;
+    // round robin: of each two requests in a row one goes to the odd server
+    // first (a retry's pick moves the turn on too)
+    // (a POST a server refused was not processed: it goes again; a 503's
+    // request goes again if it is idempotent)
+    for (method, path) in [("POST", "/refuse-always"), ("PUT", "/status-503")] {
+        for i in 0..3 {
+            let req = format!(
+                "{method} {path} HTTP/1.1\r\nHost: shop.example\r\n\
+                 X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Host: evil.example\r\n\
+                 Connection: close\r\nContent-Length: 5\r\n\r\nhello"
+            );
+            let out = raw_exchange(listen, &req).await;
+            let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+            assert!(out.starts_with("HTTP/1.1 200"), "{i} {path}: {out}");
+            assert_eq!(
+                body,
+                "x-forwarded-for=203.0.113.9, 127.0.0.1\nx-forwarded-proto=http\n\
+                 x-forwarded-host=shop.example\nx-secret=\nkeep-alive=\nx-kept=\nbody=5\n",
+                "{i} {path}"
+            );
+        }
+    }
+    // the odd server had its turns on both paths
+    let stats: Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats_file).unwrap()).unwrap();
+    assert!(stats["refused_always"].as_u64() >= Some(1), "{stats}");
+    assert!(stats["status_503"].as_u64() >= Some(1), "{stats}");
     task.abort();
 }
 

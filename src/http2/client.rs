@@ -22,7 +22,7 @@ use super::fields;
 use super::frame::{self, Head, Reason, MAX_WINDOW};
 use super::hpack;
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use http_body::{Body, Frame};
 use std::cell::RefCell;
@@ -1008,6 +1008,8 @@ pub struct RequestHead<'a> {
     /// Host is left out (`authority` replaces it), and the fields HTTP/2 does
     /// not carry.
     pub headers: &'a HeaderMap,
+    /// Fields that go after `headers`' (the proxy's X-Forwarded-*), as they are.
+    pub after: &'a [(HeaderName, HeaderValue)],
 }
 
 /// Appends a request head's header block, against the connection's table:
@@ -1040,6 +1042,9 @@ fn encode_request(block: &mut Vec<u8>, table: &mut hpack::EncoderTable, r: &Requ
         {
             continue;
         }
+        table.header(block, name, value);
+    }
+    for (name, value) in r.after {
         table.header(block, name, value);
     }
 }
@@ -1872,6 +1877,17 @@ mod tests {
         );
         h.append("x-many", HeaderValue::from_static("1"));
         h.append("x-many", HeaderValue::from_static("2"));
+        // the proxy's own fields, kept beside the map: after its fields
+        let after = [
+            (
+                HeaderName::from_static("x-forwarded-for"),
+                HeaderValue::from_static("192.0.2.1"),
+            ),
+            (
+                HeaderName::from_static("x-forwarded-proto"),
+                HeaderValue::from_static("http"),
+            ),
+        ];
         let cases = [
             (Method::GET, "http", "/", "GET"),
             (Method::POST, "https", "/a.B/C?x=1", "POST"),
@@ -1888,6 +1904,7 @@ mod tests {
                     authority: b"example.com:8080",
                     path: path.as_bytes(),
                     headers: &h,
+                    after: &after,
                 },
             );
             let fields = decode(&block);
@@ -1900,6 +1917,8 @@ mod tests {
                 ("te", "trailers"),
                 ("x-many", "1"),
                 ("x-many", "2"),
+                ("x-forwarded-for", "192.0.2.1"),
+                ("x-forwarded-proto", "http"),
             ]
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -1918,6 +1937,7 @@ mod tests {
                 authority: b"a",
                 path: b"/",
                 headers: &h,
+                after: &[],
             },
         );
         assert!(decode(&block).iter().all(|(n, _)| n != "te"));
@@ -2027,6 +2047,7 @@ mod tests {
             authority: b"test",
             path: b"/",
             headers,
+            after: &[],
         }
     }
 

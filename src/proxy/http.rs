@@ -9,8 +9,8 @@ use super::body::{closing, plain, ProxyBody, ReqLog, UpstreamBody};
 use super::conn::ConnCtx;
 use super::grpc::{call_deadline, grpc_code, grpc_error, GrpcCode, DEADLINE_EXCEEDED};
 use super::headers::{
-    grpc_status, is_grpc, is_upgrade_request, keepalive_hint, one_content_length, prepare_request,
-    request_host, request_target, set_forwarded, strip_hop_by_hop, wire,
+    forwarded, grpc_status, is_grpc, is_upgrade_request, keepalive_hint, one_content_length,
+    prepare_request, request_host, request_target, set_forwarded, strip_hop_by_hop, wire,
 };
 use super::lifecycle::{self, Lifecycle};
 use super::replay::{buffer_if_small, full, BodyFault, Buffered, Replay};
@@ -570,10 +570,12 @@ async fn handle(
             (Outgoing::Wire(wire, b), None)
         }
         Buffered::Bytes(b) => {
-            set_forwarded(&mut parts.headers, ctx, client_ip, client_host);
             let (out, kept) = if h2_pool {
-                (Outgoing::Kept, Replay::keep(parts, b))
+                // (the X-Forwarded-* fields go after the map's, not into it)
+                let after = forwarded(&mut parts.headers, ctx, client_ip, client_host);
+                (Outgoing::Kept, Replay::keep(parts, b, after))
             } else {
+                set_forwarded(&mut parts.headers, ctx, client_ip, client_host);
                 let kept = Replay::new(&parts, b.clone());
                 let body = full(b, &parts.method, &parts.headers);
                 (Outgoing::Req(Request::from_parts(parts, body)), kept)
@@ -670,7 +672,7 @@ async fn handle(
             }
             Outgoing::Kept => match &kept {
                 Some(k) => (
-                    upstream::send_kept(&pool, server, k.parts(), k.body()).await,
+                    upstream::send_kept(&pool, server, k.parts(), k.after(), k.body()).await,
                     None,
                 ),
                 None => {

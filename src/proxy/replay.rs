@@ -3,11 +3,12 @@
 //! first frames read ahead (a body malformed there never reaches a server); and
 //! the request kept for a replay.
 
+use super::headers::Forwarded;
 use crate::pool::Pool;
 use crate::upstream::ClientBody;
 use crate::upstream::ReqBody;
 use bytes::{Bytes, BytesMut};
-use http::header::HeaderMap;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request};
 use http_body::{Body, Frame};
@@ -162,31 +163,44 @@ pub(super) struct Replay {
     parts: Parts,
     /// As `full` has it: None for no body at all.
     body: Option<Bytes>,
+    /// Fields that go after the map's (`headers::forwarded`).
+    after: Forwarded,
 }
 
 impl Replay {
     /// A copy of the request (it is sent as it is, and this one kept).
     pub(super) fn new(parts: &Parts, body: Bytes) -> Replay {
-        Replay::keep(parts.clone(), body)
+        Replay::keep(parts.clone(), body, Forwarded::new())
     }
 
     /// The request itself, kept: it is sent from here (to an HTTP/2 server,
-    /// whose client encodes the head without taking it).
-    pub(super) fn keep(parts: Parts, body: Bytes) -> Replay {
+    /// whose client encodes the head without taking it), with `after`'s
+    /// fields after the map's.
+    pub(super) fn keep(parts: Parts, body: Bytes, after: Forwarded) -> Replay {
         let body = body_or_none(body, &parts.method, &parts.headers);
-        Replay { parts, body }
+        Replay { parts, body, after }
     }
 
     pub(super) fn parts(&self) -> &Parts {
         &self.parts
     }
 
+    /// The fields that go after `parts`' map.
+    pub(super) fn after(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.after
+    }
+
     pub(super) fn body(&self) -> Option<&Bytes> {
         self.body.as_ref()
     }
 
+    /// A copy of the request, with every field in its map.
     pub(super) fn request(&self) -> Request<ReqBody> {
-        Request::from_parts(self.parts.clone(), ReqBody::Full(self.body.clone()))
+        let mut parts = self.parts.clone();
+        for (n, v) in &self.after {
+            parts.headers.append(n.clone(), v.clone());
+        }
+        Request::from_parts(parts, ReqBody::Full(self.body.clone()))
     }
 }
 

@@ -23,7 +23,7 @@ use super::error::{SendError, UpstreamError};
 use crate::http2::client::{self, Connection, RequestHead, SendBody};
 use crate::pool::{Pool, Server, ServerState};
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -390,6 +390,7 @@ fn start(
     pool: &Pool,
     server: &Server,
     parts: &http::request::Parts,
+    after: &[(HeaderName, HeaderValue)],
     call: Option<CallDeadline>,
     body: SendBody<ReqBody>,
 ) -> Result<client::ResponseFuture, SendBody<ReqBody>> {
@@ -424,6 +425,7 @@ fn start(
         authority,
         path,
         headers,
+        after,
     };
     let (response, pump) = claim.0.client.send(&head, body)?;
     if let Some(p) = pump {
@@ -444,7 +446,17 @@ pub async fn send(
     let (parts, body) = req.into_parts();
     let progress = body.progress().cloned();
     let mut again = || again.map(|a| to_send(a().into_body()));
-    match exchange(pool, server, &parts, to_send(body), progress, &mut again).await {
+    match exchange(
+        pool,
+        server,
+        &parts,
+        &[],
+        to_send(body),
+        progress,
+        &mut again,
+    )
+    .await
+    {
         Ok(r) => Ok(r),
         Err((error, unsent)) => Err(SendError {
             error,
@@ -454,20 +466,29 @@ pub async fn send(
 }
 
 /// `send` for a request kept for replays (its body in memory): the head is
-/// encoded from the kept one, not from a copy of it.
+/// encoded from the kept one, not from a copy of it, with `after`'s fields
+/// after its map's.
 pub async fn send_kept(
     pool: &Pool,
     server: &Server,
     parts: &http::request::Parts,
+    after: &[(HeaderName, HeaderValue)],
     body: Option<&Bytes>,
 ) -> Result<(Response<H2Body>, Duration), SendError> {
     let whole = || body.map_or(SendBody::Empty, |b| SendBody::Whole(b.clone()));
     let mut again = || Some(whole());
-    match exchange(pool, server, parts, whole(), None, &mut again).await {
+    match exchange(pool, server, parts, after, whole(), None, &mut again).await {
         Ok(r) => Ok(r),
         Err((error, unsent)) => Err(SendError {
             error,
-            unsent: unsent.map(|b| Box::new(Request::from_parts(parts.clone(), from_send(b)))),
+            unsent: unsent.map(|b| {
+                // (a request handed back has every field in its map)
+                let mut parts = parts.clone();
+                for (n, v) in after {
+                    parts.headers.append(n.clone(), v.clone());
+                }
+                Box::new(Request::from_parts(parts, from_send(b)))
+            }),
         }),
     }
 }
@@ -482,6 +503,7 @@ async fn exchange(
     pool: &Pool,
     server: &Server,
     parts: &http::request::Parts,
+    after: &[(HeaderName, HeaderValue)],
     body: SendBody<ReqBody>,
     progress: Option<Arc<super::body::ReqProgress>>,
     again: &mut (dyn FnMut() -> Option<SendBody<ReqBody>> + Send),
@@ -503,7 +525,7 @@ async fn exchange(
             }
             Err(error) => return Err((error, Some(body))),
         };
-        let response = match start(&claim, pool, server, parts, call, body) {
+        let response = match start(&claim, pool, server, parts, after, call, body) {
             // draining since it was claimed: another connection (a few
             // times: a server that drains every connection at once fails)
             Err(b) if drained < 3 => {

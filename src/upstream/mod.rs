@@ -93,9 +93,10 @@ pub async fn send_kept(
     pool: &Pool,
     server: &Server,
     parts: &http::request::Parts,
+    after: &[(http::HeaderName, http::HeaderValue)],
     body: Option<&Bytes>,
 ) -> Result<Exchange, SendError> {
-    let (response, connect_time) = http2::send_kept(pool, server, parts, body).await?;
+    let (response, connect_time) = http2::send_kept(pool, server, parts, after, body).await?;
     Ok(Exchange {
         response: response.map(RespBody::H2),
         sender: None,

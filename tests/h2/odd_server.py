@@ -26,15 +26,16 @@ asks, the odd ways included, to test rampart's HTTP/2 client:
                    6.2.3) and x-answer-plain sent plainly; the body names the
                    request's fields that came "never indexed", comma-separated
 
-STATS_FILE gets {"connections": N, "refused": N, "refused_always": N} after
-every change: the connections that carried a request, the streams refused on
-/refuse/KEY, and those refused on /refuse-always."""
+STATS_FILE gets {"connections": N, "refused": N, "refused_always": N,
+"status_503": N} after every change: the connections that carried a request,
+the streams refused on /refuse/KEY, those refused on /refuse-always, and the
+503s answered on /status-503."""
 import asyncio, json, os, sys
 import h2.config, h2.connection, h2.errors, h2.events, hpack
 from hyperframe.frame import DataFrame, RstStreamFrame
 
 port, stats_file = int(sys.argv[1]), sys.argv[2]
-stats = {"connections": 0, "refused": 0, "refused_always": 0}
+stats = {"connections": 0, "refused": 0, "refused_always": 0, "status_503": 0}
 refused = set()
 
 
@@ -154,6 +155,8 @@ class Conn(asyncio.Protocol):
                                  ("x-answer-plain", "p")])
             c.send_data(sid, ",".join(self.never.pop(sid, [])).encode(), end_stream=True)
         elif path == "/status-503":
+            stats["status_503"] += 1
+            save()
             c.send_headers(sid, [(":status", "503")])
             c.send_data(sid, b"busy", end_stream=True)
         else:
