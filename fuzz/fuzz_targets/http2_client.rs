@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
             authority: b"fuzz",
             path: b"/",
             headers: &headers,
+            after: &[],
         };
         let body = SendBody::<Empty<Bytes>>::Whole(Bytes::from_static(b"request body"));
         let sent = conn.send(&head, body);
