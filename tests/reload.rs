@@ -1350,3 +1350,96 @@ async fn a_second_reload_before_the_first_new_check_keeps_its_decision() {
         .await;
     drop(mute);
 }
+
+/// A request that waits for a slot through a reload that changes how the
+/// pool's servers are reached (here `protocol`, HTTP/1.1 to HTTP/2) is not
+/// sent the way its front end chose before the reload (HTTP/1.1 bytes to a
+/// pool now of HTTP/2 servers), nor moved: it is answered 503 and may be sent
+/// again. So for a request of the HTTP/1.1 fast path and for one of an
+/// HTTP/2 client (hyper's side). The request that held the slot is served
+/// the old way; the next one goes over HTTP/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_queued_through_a_change_of_protocol_is_refused_not_sent_the_old_way() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::{Response, StatusCode, Version};
+    let seen: Arc<std::sync::Mutex<Vec<(String, Version)>>> = Arc::default();
+    let (release, held) = tokio::sync::watch::channel(false);
+    let (s, h) = (Arc::clone(&seen), held.clone());
+    // a server of both protocols (as many are): which arrived how
+    let srv = answering(move |req| {
+        let (seen, mut held) = (Arc::clone(&s), h.clone());
+        async move {
+            let path = req.uri().path().to_string();
+            seen.lock().unwrap().push((path.clone(), req.version()));
+            if path == "/slow" {
+                let _ = held.wait_for(|r| *r).await;
+            }
+            Response::new(BodyExt::boxed(Full::new(Bytes::from(format!(
+                "{:?}",
+                req.version()
+            )))))
+        }
+    })
+    .await;
+    let listen = free_addr("127.0.0.1");
+    let admin = free_addr("127.0.0.1");
+    let text = |protocol: &str| {
+        let extra = format!(
+            "protocol = \"{protocol}\"\nmax_connections_per_server = 1\nqueue_timeout = \"20s\"\n"
+        );
+        config(listen, admin, &extra, &[(srv, 1)], "")
+    };
+    let p = Proxy::start(&text("http1"), &[listen, admin]).await;
+    let url = |path: &str| format!("http://{listen}{path}");
+    // the only slot, held
+    let slow = tokio::spawn(get_owned(client(), url("/slow")));
+    p.wait_pool(Duration::from_secs(5), "api", "the slot taken", |v| {
+        v["active"].as_u64() == Some(1)
+    })
+    .await;
+    // an HTTP/1.1 request (the fast path) and an HTTP/2 one wait for it
+    let fast = tokio::spawn(get_owned(client(), url("/fast")));
+    p.wait_pool(Duration::from_secs(5), "api", "one request queued", |v| {
+        v["queue"].as_u64() == Some(1)
+    })
+    .await;
+    let h2 = tokio::spawn(get_owned(h2c_client(), url("/h2")));
+    p.wait_pool(Duration::from_secs(5), "api", "two requests queued", |v| {
+        v["queue"].as_u64() == Some(2)
+    })
+    .await;
+    std::fs::write(&p.config, text("h2")).unwrap();
+    let (st, r) = reload_api(admin).await;
+    assert_eq!(st, 200, "{r}");
+    release.send(true).unwrap();
+    assert_eq!(
+        slow.await.unwrap(),
+        (StatusCode::OK, "HTTP/1.1".to_string())
+    );
+    for (what, waiting) in [("fast path", fast), ("HTTP/2 client", h2)] {
+        let (st, body) = waiting.await.unwrap();
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{what}: {body}");
+    }
+    // what reached the server: the slot's holder only, over HTTP/1.1
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [("/slow".to_string(), Version::HTTP_11)]
+    );
+    // the pool in force is served over HTTP/2, from both front ends
+    for c in [client(), h2c_client()] {
+        assert_eq!(
+            get(&c, &url("/next")).await,
+            (StatusCode::OK, "HTTP/2.0".to_string())
+        );
+    }
+    // and the two refusals were counted as such, not as the server's
+    let pool = pool_view(admin, "api").await;
+    let s = server_by_id(&pool, &srv.to_string());
+    assert_eq!(s["response_errors"], 0, "{pool}");
+    assert_eq!(s["connect_errors"], 0, "{pool}");
+}
+
+async fn get_owned(c: Client, url: String) -> (hyper::StatusCode, String) {
+    get(&c, &url).await
+}
