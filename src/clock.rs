@@ -18,6 +18,24 @@ pub fn now_ms() -> u64 {
     (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000 + 1
 }
 
+/// `fut`'s output, or None if `timer` (set by the caller) ends first: as
+/// `tokio::time::timeout`, `fut` polled first, with a timer the caller keeps
+/// (a TCP session's one timer goes on from its hello's and connect's waits to
+/// its relay's idle timeout).
+pub async fn by<F: std::future::Future>(
+    fut: F,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Option<F::Output> {
+    use std::future::Future;
+    use std::task::Poll;
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+        Poll::Ready(r) => Poll::Ready(Some(r)),
+        Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+    })
+    .await
+}
+
 /// Seconds since the Unix epoch (quota windows are UTC).
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()

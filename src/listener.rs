@@ -373,6 +373,11 @@ fn tcp_session(
     let addr = ctx.addr;
     // (made in its box, not copied there: `crate::boxed`)
     crate::boxed::pin(move || async move {
+        let start = std::time::Instant::now();
+        // the session's one timer: the hello's wait, the connect's, then the
+        // relay's idle timeout (`proxy::tcp::serve`)
+        let timer = tokio::time::sleep_until(start.into());
+        tokio::pin!(timer);
         // A ClientHello to route by that has come already is read before the
         // socket is registered (after a PROXY header, it is read after that).
         let early = match (layers.sni_hello, &layers.pp) {
@@ -406,14 +411,18 @@ fn tcp_session(
         // (a tcp listener that routes TLS it passes through by its server name)
         let hello = match layers.sni_hello {
             None => None,
-            Some(within) => match crate::tls::sni::read_hello(&mut stream, within, early).await {
-                Ok(hello) => Some(hello),
-                Err(e) => {
-                    tracing::debug!(%addr, %peer, error = %e, "connection closed: no TLS ClientHello to route on");
-                    close_read(&stream);
-                    return;
+            Some(within) => {
+                match crate::tls::sni::read_hello_by(&mut stream, within, early, timer.as_mut())
+                    .await
+                {
+                    Ok(hello) => Some(hello),
+                    Err(e) => {
+                        tracing::debug!(%addr, %peer, error = %e, "connection closed: no TLS ClientHello to route on");
+                        close_read(&stream);
+                        return;
+                    }
                 }
-            },
+            }
         };
         let (sni, first) = match hello {
             Some(h) => (h.name, Some(proxy::tcp::First::Buf(h.read))),
@@ -428,8 +437,11 @@ fn tcp_session(
         };
         let listener = permits.listener();
         match &layers.tls {
-            None => proxy::tcp::serve(stream, session, plane, addr, listener).await,
-            Some(tls) => tls_tcp_session(tls, stream, session, plane, addr, listener).await,
+            None => proxy::tcp::serve(stream, session, plane, addr, listener, start, timer).await,
+            Some(tls) => {
+                let at = (addr, start);
+                tls_tcp_session(tls, stream, session, plane, at, listener, timer).await
+            }
         }
         drop(permits);
     })
@@ -443,15 +455,16 @@ fn tls_tcp_session<'a>(
     stream: tokio::net::TcpStream,
     mut session: proxy::tcp::Session,
     plane: Arc<crate::plane::Plane>,
-    addr: SocketAddr,
+    (addr, start): (SocketAddr, std::time::Instant),
     listener: &'a Arc<ListenerShared>,
+    timer: std::pin::Pin<&'a mut tokio::time::Sleep>,
 ) -> std::pin::Pin<Box<impl std::future::Future<Output = ()> + Send + 'a>> {
     crate::boxed::pin(move || async move {
         let Some((s, info)) = handshake(tls, stream, &listener.name, session.peer).await else {
             return;
         };
         session.tls = Some(Box::new(info));
-        proxy::tcp::serve(s, session, plane, addr, listener).await
+        proxy::tcp::serve(s, session, plane, addr, listener, start, timer).await
     })
 }
 

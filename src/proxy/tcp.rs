@@ -19,10 +19,11 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 /// How long a session one of whose sockets broke waits, once everything for the
 /// other socket is passed on with its EOF, for that socket's peer to close too
@@ -119,7 +120,8 @@ async fn read_what_came<S: AsyncRead + Unpin>(client: &mut S, max: usize) {
     }
 }
 
-/// Handles one TCP session accepted on `bound` for `listener`.
+/// Handles one TCP session accepted on `bound` for `listener` at `start`;
+/// `timer` is its timer (the connect's, then the relay's idle one).
 ///
 /// A plain fn returning an `async` block, not an `async fn`: an `async fn`'s
 /// future keeps its arguments twice (as they came, and moved into its body),
@@ -132,12 +134,13 @@ pub fn serve<'a, S>(
     plane: Arc<Plane>,
     bound: SocketAddr,
     listener: &'a Arc<ListenerShared>,
+    start: Instant,
+    mut timer: Pin<&'a mut Sleep>,
 ) -> impl Future<Output = ()> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     async move {
-        let start = Instant::now();
         let peer = session.peer;
         let listener_name = &listener.name;
         // (a ClientHello without a server name is routed as the empty name: a
@@ -178,6 +181,10 @@ where
             }
         };
         let log = |server: Option<&str>, connect: Option<Duration>, a: u64, b: u64, end: End| {
+            // (the clock is not read for a log that is off)
+            if !plane.access_log.enabled() {
+                return;
+            }
             plane.access_log.write(&Entry {
                 client: peer,
                 listener: listener_name,
@@ -219,7 +226,13 @@ where
             // change of the pool holds a slot in the pool in force, `lc.pool`)
             let addr = guard.server().addr;
             let connect_start = Instant::now();
-            match upstream::connect_tcp(addr, lc.pool.connect_timeout).await {
+            let within = lc.pool.connect_timeout;
+            // (the session's one timer: one entry in the runtime's timer
+            // wheel, where the connect and the relay had one each; the relay
+            // moves it to a later deadline, which costs the wheel nothing
+            // until then)
+            timer.as_mut().reset((connect_start + within).into());
+            match upstream::connect_tcp_by(addr, within, timer.as_mut()).await {
                 Ok(s) => {
                     guard.success();
                     lc.connected();
@@ -261,21 +274,23 @@ where
         let out = match &pool.tls {
             // spliced when the client is a plain socket too and the pool allows it
             None => match (&mut client as &mut dyn Any).downcast_mut::<TcpStream>() {
-                Some(c) if pool.splice => relay_tcp_from(c, &mut backend, first, idle).await,
-                _ => relay_from(&mut client, &mut backend, first, idle).await,
+                Some(c) if pool.splice => relay_tcp_from(c, &mut backend, first, idle, timer).await,
+                _ => relay_from(&mut client, &mut backend, first, idle, timer).await,
             },
-            Some(tls) => match relay_tls(&mut client, first, pool, tls, server, backend).await {
-                Ok(out) => out,
-                Err(e) => {
-                    server.state.traffic.failed(true, &e);
-                    let end = match e {
-                        upstream::UpstreamError::ConnectTimeout { .. } => End::ConnectTimeout,
-                        _ => End::ConnectError,
-                    };
-                    log(Some(&server.id), Some(connect), 0, 0, end);
-                    return;
+            Some(tls) => {
+                match relay_tls(&mut client, first, pool, tls, server, backend, timer).await {
+                    Ok(out) => out,
+                    Err(e) => {
+                        server.state.traffic.failed(true, &e);
+                        let end = match e {
+                            upstream::UpstreamError::ConnectTimeout { .. } => End::ConnectTimeout,
+                            _ => End::ConnectError,
+                        };
+                        log(Some(&server.id), Some(connect), 0, 0, end);
+                        return;
+                    }
                 }
-            },
+            }
         };
         server
             .state
@@ -313,13 +328,14 @@ fn relay_tls<'a, S>(
     tls: &'a crate::tls::PoolTls,
     server: &'a crate::pool::Server,
     backend: TcpStream,
+    timer: Pin<&'a mut Sleep>,
 ) -> Pin<Box<impl Future<Output = Result<Relayed, upstream::UpstreamError>> + 'a>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     crate::boxed::pin(move || async move {
         let mut b = upstream::connect_tls(pool, tls, server, backend).await?;
-        Ok(relay_from(client, &mut b, first, pool.server_timeout).await)
+        Ok(relay_from(client, &mut b, first, pool.server_timeout, timer).await)
     })
 }
 
@@ -631,21 +647,25 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    relay_from(a, b, None, idle).await
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
+    relay_from(a, b, None, idle, timer).await
 }
 
-/// [`relay`], sending `first` (bytes read from `a` before) to `b` first.
+/// [`relay`], sending `first` (bytes read from `a` before) to `b` first, with
+/// `timer` as its idle timer (see [`drive`]).
 fn relay_from<'a, A, B>(
     a: &'a mut A,
     b: &'a mut B,
     first: Option<First>,
     idle: Duration,
+    timer: Pin<&'a mut Sleep>,
 ) -> impl Future<Output = Relayed> + 'a
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    drive(idle, first, move |h, up, cx, progressed| {
+    drive(idle, first, timer, move |h, up, cx, progressed| {
         let copied = if up {
             h.poll_copy(cx, a, b, progressed, (false, false))
         } else {
@@ -658,17 +678,21 @@ where
 /// [`relay`] between two plain sockets: a direction that carries bulk data
 /// switches to splice(2), so its bytes no longer pass through user space.
 pub async fn relay_tcp(a: &mut TcpStream, b: &mut TcpStream, idle: Duration) -> Relayed {
-    relay_tcp_from(a, b, None, idle).await
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
+    relay_tcp_from(a, b, None, idle, timer).await
 }
 
-/// [`relay_tcp`], sending `first` (bytes read from `a` before) to `b` first.
+/// [`relay_tcp`], sending `first` (bytes read from `a` before) to `b` first,
+/// with `timer` as its idle timer (see [`drive`]).
 fn relay_tcp_from<'a>(
     a: &'a mut TcpStream,
     b: &'a mut TcpStream,
     first: Option<First>,
     idle: Duration,
+    timer: Pin<&'a mut Sleep>,
 ) -> impl Future<Output = Relayed> + 'a {
-    drive(idle, first, move |h, up, cx, progressed| {
+    drive(idle, first, timer, move |h, up, cx, progressed| {
         if up {
             h.poll_tcp(cx, a, b, progressed)
         } else {
@@ -683,10 +707,20 @@ fn relay_tcp_from<'a>(
 /// one goes on to its EOF, bounded by the idle timeout, so what a peer sent before
 /// its socket broke is still delivered. Once only a drain is left, the session
 /// waits at most [`LINGER`] for the peer the last bytes went to to close.
+///
+/// `sleep` is the idle timer, set here to `idle` from now: a timer of the
+/// caller's (a TCP session's connect timer, still in the wheel at an earlier
+/// deadline, is moved later at no cost there).
 #[allow(clippy::manual_async_fn)] // (an `async fn` would keep its arguments twice)
-fn drive<F>(idle: Duration, first: Option<First>, mut step: F) -> impl Future<Output = Relayed>
+fn drive<'a, F>(
+    idle: Duration,
+    first: Option<First>,
+    mut sleep: Pin<&'a mut Sleep>,
+    mut step: F,
+) -> impl Future<Output = Relayed> + 'a
 where
-    F: FnMut(&mut Half, bool, &mut Context<'_>, &mut bool) -> Poll<Result<(), (Side, io::Error)>>,
+    F: FnMut(&mut Half, bool, &mut Context<'_>, &mut bool) -> Poll<Result<(), (Side, io::Error)>>
+        + 'a,
 {
     async move {
         let mut h = Halves {
@@ -697,8 +731,9 @@ where
         // when a lingering session ends at the latest
         let mut linger: Option<tokio::time::Instant> = None;
         let mut last = tokio::time::Instant::now();
-        let sleep = tokio::time::sleep(idle);
-        tokio::pin!(sleep);
+        sleep.as_mut().reset(last + idle);
+        // the waker the timer was last polled with: it holds it still
+        let mut armed: Option<Waker> = None;
         let end = poll_fn(|cx| {
             let mut progressed = false;
             // a drain goes last: a fast uploader being drained would otherwise
@@ -724,11 +759,19 @@ where
                 linger = Some(until);
                 if until < sleep.deadline() {
                     sleep.as_mut().reset(until);
+                    armed = None;
                 }
             }
             if progressed {
                 // The timer is moved lazily: only when it fires do we look at `last`.
                 last = tokio::time::Instant::now();
+                // Before its deadline it has not fired, and it holds this
+                // task's waker: polling it would only register that again.
+                if last < sleep.deadline()
+                    && armed.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    return Poll::Pending;
+                }
             }
             while sleep.as_mut().poll(cx).is_ready() {
                 let idle_end = last + idle;
@@ -737,6 +780,9 @@ where
                     return Poll::Ready(h.broke.unwrap_or(End::IdleTimeout));
                 }
                 sleep.as_mut().reset(deadline);
+            }
+            if !armed.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                armed = Some(cx.waker().clone());
             }
             Poll::Pending
         })
@@ -1042,10 +1088,12 @@ mod tests {
             let relay = tokio::spawn(async move {
                 let first = Some(First::Buf(Filled::copied(b"hello")));
                 let idle = Duration::from_secs(30);
+                let timer = tokio::time::sleep(idle);
+                tokio::pin!(timer);
                 if splicing {
-                    relay_tcp_from(&mut proxy_a, &mut proxy_b, first, idle).await
+                    relay_tcp_from(&mut proxy_a, &mut proxy_b, first, idle, timer).await
                 } else {
-                    relay_from(&mut proxy_a, &mut proxy_b, first, idle).await
+                    relay_from(&mut proxy_a, &mut proxy_b, first, idle, timer).await
                 }
             });
             client.write_all(b", then more").await.unwrap();
@@ -1288,5 +1336,57 @@ mod tests {
         assert_eq!(r.end, End::IdleTimeout);
         // 3 writes 6 s apart kept it alive; it died 10 s after the last one
         assert_eq!(t0.elapsed(), Duration::from_secs(28));
+    }
+
+    /// The relay polls its idle timer only when it may have fired: a poll that
+    /// moved bytes before the deadline leaves it alone. One that moves bytes
+    /// at the deadline, when the timer fired, must still poll it (it is set
+    /// again from that traffic), or the timer's wake-up is lost and an idle
+    /// session is never ended.
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_that_fires_with_traffic_is_set_again_not_lost() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let idle = Duration::from_secs(10);
+        let moving = Arc::new(AtomicBool::new(false));
+        let m = Arc::clone(&moving);
+        let timer = tokio::time::sleep(idle);
+        tokio::pin!(timer);
+        let relay = drive(idle, None, timer, move |_, _, _, progressed| {
+            *progressed |= m.load(Ordering::SeqCst);
+            Poll::Pending
+        });
+        tokio::pin!(relay);
+        let woken = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&woken));
+        let mut cx = Context::from_waker(&waker);
+        let t0 = tokio::time::Instant::now();
+        assert!(relay.as_mut().poll(&mut cx).is_pending());
+        // traffic before the deadline: the timer is left as it is
+        moving.store(true, Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(relay.as_mut().poll(&mut cx).is_pending());
+        // the deadline (the first traffic's, 10 s): the timer fires
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1, "the timer did not fire");
+        // bytes moved in the poll it woke: idle from now
+        assert!(relay.as_mut().poll(&mut cx).is_pending());
+        moving.store(false, Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            woken.0.load(Ordering::SeqCst),
+            2,
+            "the timer was not set again"
+        );
+        match relay.as_mut().poll(&mut cx) {
+            Poll::Ready(r) => assert_eq!(r.end, End::IdleTimeout),
+            Poll::Pending => panic!("not ended after 10 s without traffic"),
+        }
+        assert_eq!(t0.elapsed(), Duration::from_secs(20));
     }
 }

@@ -281,10 +281,14 @@ pub fn read_now(stream: &std::net::TcpStream) -> Result<Option<Filled>, HelloErr
 /// once, and a hello that comes in several segments (a post-quantum key share
 /// makes one longer than a 1,500-byte packet) is read as each arrives, not
 /// peeked again on a timer.
-pub async fn read_hello(
+///
+/// `timer` is the session's (the relay goes on with it): set to `timeout` from
+/// now when the hello has to be waited for.
+pub async fn read_hello_by(
     stream: &mut TcpStream,
     timeout: Duration,
     got: Option<Filled>,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
 ) -> Result<Hello, HelloError> {
     // a hello that came whole before the socket was registered is routed
     // with no timer
@@ -295,9 +299,22 @@ pub async fn read_hello(
         },
         None => None,
     };
-    tokio::time::timeout(timeout, read_rest(stream, got))
+    timer.as_mut().reset(tokio::time::Instant::now() + timeout);
+    crate::clock::by(read_rest(stream, got), timer)
         .await
-        .map_err(|_| HelloError::Timeout(timeout))?
+        .unwrap_or(Err(HelloError::Timeout(timeout)))
+}
+
+/// [`read_hello_by`] with a timer of its own.
+#[cfg(test)]
+pub async fn read_hello(
+    stream: &mut TcpStream,
+    timeout: Duration,
+    got: Option<Filled>,
+) -> Result<Hello, HelloError> {
+    let timer = tokio::time::sleep(timeout);
+    tokio::pin!(timer);
+    read_hello_by(stream, timeout, got, timer).await
 }
 
 /// What was read so far: a whole hello, or part of one with more to come.

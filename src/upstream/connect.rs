@@ -45,6 +45,20 @@ pub(crate) fn is_admin(addr: SocketAddr) -> bool {
 
 /// Connects a TCP socket to `addr` within `timeout`, with TCP_NODELAY set.
 pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+    let timer = tokio::time::sleep(timeout);
+    tokio::pin!(timer);
+    connect_tcp_by(addr, timeout, timer).await
+}
+
+/// [`connect_tcp`], by the deadline `timer` is set to (`timeout` after the
+/// attempt started), for a caller that goes on using the timer once connected:
+/// a TCP session's relay moves it to its idle deadline, one timer in the
+/// runtime's wheel for both where there were two.
+pub async fn connect_tcp_by(
+    addr: SocketAddr,
+    timeout: Duration,
+    timer: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Result<TcpStream, UpstreamError> {
     if is_admin(addr) {
         return Err(UpstreamError::Connect {
             addr,
@@ -54,14 +68,14 @@ pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStrea
             ),
         });
     }
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => {
+    match crate::clock::by(TcpStream::connect(addr), timer).await {
+        Some(Ok(s)) => {
             // Best effort: a failure here only costs latency.
             let _ = s.set_nodelay(true);
             Ok(s)
         }
-        Ok(Err(source)) => Err(UpstreamError::Connect { addr, source }),
-        Err(_) => Err(UpstreamError::ConnectTimeout { addr, timeout }),
+        Some(Err(source)) => Err(UpstreamError::Connect { addr, source }),
+        None => Err(UpstreamError::ConnectTimeout { addr, timeout }),
     }
 }
 
@@ -168,6 +182,40 @@ pub fn tasks() -> &'static tokio_util::task::TaskTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server whose accept queue is full drops the SYN: the connect ends
+    /// at its timer's deadline as a connect timeout, not before.
+    #[tokio::test]
+    async fn a_server_that_does_not_answer_is_a_connect_timeout_at_the_deadline() {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        sock.listen(0).unwrap();
+        let addr = sock.local_addr().unwrap().as_socket().unwrap();
+        // connections the server never accepts, until one is not answered
+        let mut held = Vec::new();
+        loop {
+            assert!(held.len() < 64, "the accept queue never filled");
+            match connect_tcp(addr, Duration::from_millis(100)).await {
+                Ok(s) => held.push(s),
+                Err(UpstreamError::ConnectTimeout { .. }) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let within = Duration::from_millis(300);
+        let t0 = tokio::time::Instant::now();
+        let timer = tokio::time::sleep_until(t0 + within);
+        tokio::pin!(timer);
+        let r = connect_tcp_by(addr, within, timer.as_mut()).await;
+        assert!(
+            matches!(r, Err(UpstreamError::ConnectTimeout { timeout, .. }) if timeout == within),
+            "{:?}",
+            r.err()
+        );
+        assert!(t0.elapsed() >= within, "{:?}", t0.elapsed());
+        assert!(timer.is_elapsed());
+    }
 
     /// The admin address in every form a connect could reach it by, and
     /// nothing else.

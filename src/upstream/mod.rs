@@ -16,7 +16,7 @@ pub use body::{
     ReqProgress, BODY_MALFORMED, BODY_STALLED, BODY_TOO_LARGE, GRPC_TIMEOUT,
 };
 pub(crate) use connect::is_admin;
-pub use connect::{admin_listening, connect_tcp, connect_tls, tasks};
+pub use connect::{admin_listening, connect_tcp, connect_tcp_by, connect_tls, tasks};
 pub use error::{SendError, UpstreamError};
 pub use idle::{checkin, checkin_raw, take_idle_raw, Private, Sender, Via};
 pub use raw::{send_raw, wire_request, RawBody, RawBodyError, RawExchange};
