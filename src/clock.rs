@@ -18,23 +18,60 @@ pub fn now_ms() -> u64 {
     (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000 + 1
 }
 
-/// `fut`'s output, or None if `timer` (set by the caller) ends first: as
-/// `tokio::time::timeout`, `fut` polled first, with a timer the caller keeps
-/// (a TCP session's one timer goes on from its hello's and connect's waits to
-/// its relay's idle timeout).
+/// `fut`'s output, or [`TimedOut`] at `at`: `tokio::time::timeout_at` with a
+/// timer the caller keeps ([`timer`]), so that one timer serves a
+/// connection's waits one after the other (a TCP session's hello, connect
+/// and relay; an HTTP/1.1 connection's requests and their servers' answers)
+/// where each wait made, put in the runtime's timer wheel and took out a
+/// timer of its own.
+///
+/// As with `timeout_at`, `fut` is polled first, and the timer only once
+/// `fut` has to wait. The timer is moved lazily: set for later than `at`,
+/// it is brought forward; set for earlier (the last wait's deadline), it is
+/// left to fire then, and set for `at` when it does. A connection that
+/// serves a request every few milliseconds moves its timer about once a
+/// deadline, not twice a request.
 pub async fn by<F: std::future::Future>(
     fut: F,
     mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
-) -> Option<F::Output> {
+    at: tokio::time::Instant,
+) -> Result<F::Output, TimedOut> {
     use std::future::Future;
     use std::task::Poll;
     let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
-        Poll::Ready(r) => Poll::Ready(Some(r)),
-        Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(r));
+        }
+        if timer.deadline() > at {
+            timer.as_mut().reset(at);
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            if timer.deadline() >= at {
+                return Poll::Ready(Err(TimedOut));
+            }
+            // an earlier wait's deadline passed: now this one's
+            timer.as_mut().reset(at);
+        }
+        Poll::Pending
     })
     .await
 }
+
+/// A timer for [`by`], not yet set for any wait (for a century after the
+/// process started: no clock read for each), and not in the runtime's wheel
+/// until a wait has to be timed.
+pub fn timer() -> tokio::time::Sleep {
+    static UNSET: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let never = UNSET.get_or_init(|| {
+        tokio::time::Instant::now() + std::time::Duration::from_secs(100 * 365 * 24 * 3600)
+    });
+    tokio::time::sleep_until(*never)
+}
+
+/// [`by`]'s deadline passed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedOut;
 
 /// Seconds since the Unix epoch (quota windows are UTC).
 pub fn unix_now() -> u64 {
@@ -154,6 +191,36 @@ impl std::fmt::Display for Rfc3339 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `by` times a wait out at its own deadline, whatever the timer was set
+    /// for before: brought forward from a later one, and from an earlier one
+    /// set again when that one fires (not timed out there).
+    #[tokio::test(start_paused = true)]
+    async fn by_times_out_at_its_deadline_whatever_the_timer_was_set_for() {
+        let t0 = tokio::time::Instant::now();
+        let timer = timer();
+        tokio::pin!(timer);
+        let never = std::future::pending::<()>;
+        // set a year ahead: brought forward to 2 s
+        let at = t0 + Duration::from_secs(2);
+        assert_eq!(by(never(), timer.as_mut(), at).await, Err(TimedOut));
+        assert_eq!(tokio::time::Instant::now(), at);
+        // left at 5 s by a wait that ended first ...
+        let early = tokio::time::Instant::now() + Duration::from_secs(3);
+        assert_eq!(by(async { 7 }, timer.as_mut(), early).await, Ok(7));
+        let ready = std::future::ready(());
+        assert_eq!(by(ready, timer.as_mut(), early).await, Ok(()));
+        let quick = tokio::time::sleep(Duration::from_millis(10));
+        assert_eq!(by(quick, timer.as_mut(), early).await, Ok(()));
+        // ... it fires there, under a wait of 10 s, which goes on to its end
+        let at = tokio::time::Instant::now() + Duration::from_secs(10);
+        assert_eq!(by(never(), timer.as_mut(), at).await, Err(TimedOut));
+        assert_eq!(tokio::time::Instant::now(), at);
+        // what ends before its deadline is not timed out
+        let at = tokio::time::Instant::now() + Duration::from_secs(1);
+        let slow = tokio::time::sleep(Duration::from_millis(999));
+        assert_eq!(by(slow, timer.as_mut(), at).await, Ok(()));
+    }
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]

@@ -376,7 +376,7 @@ fn tcp_session(
         let start = std::time::Instant::now();
         // the session's one timer: the hello's wait, the connect's, then the
         // relay's idle timeout (`proxy::tcp::serve`)
-        let timer = tokio::time::sleep_until(start.into());
+        let timer = crate::clock::timer();
         tokio::pin!(timer);
         // A ClientHello to route by that has come already is read before the
         // socket is registered (after a PROXY header, it is read after that).

@@ -231,8 +231,8 @@ where
             // wheel, where the connect and the relay had one each; the relay
             // moves it to a later deadline, which costs the wheel nothing
             // until then)
-            timer.as_mut().reset((connect_start + within).into());
-            match upstream::connect_tcp_by(addr, within, timer.as_mut()).await {
+            let at = (connect_start + within).into();
+            match upstream::connect_tcp_by(addr, within, timer.as_mut(), at).await {
                 Ok(s) => {
                     guard.success();
                     lc.connected();

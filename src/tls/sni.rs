@@ -282,13 +282,12 @@ pub fn read_now(stream: &std::net::TcpStream) -> Result<Option<Filled>, HelloErr
 /// makes one longer than a 1,500-byte packet) is read as each arrives, not
 /// peeked again on a timer.
 ///
-/// `timer` is the session's (the relay goes on with it): set to `timeout` from
-/// now when the hello has to be waited for.
+/// `timer` is the session's (the relay goes on with it: `clock::by`).
 pub async fn read_hello_by(
     stream: &mut TcpStream,
     timeout: Duration,
     got: Option<Filled>,
-    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    timer: std::pin::Pin<&mut tokio::time::Sleep>,
 ) -> Result<Hello, HelloError> {
     // a hello that came whole before the socket was registered is routed
     // with no timer
@@ -299,10 +298,10 @@ pub async fn read_hello_by(
         },
         None => None,
     };
-    timer.as_mut().reset(tokio::time::Instant::now() + timeout);
-    crate::clock::by(read_rest(stream, got), timer)
+    let at = tokio::time::Instant::now() + timeout;
+    crate::clock::by(read_rest(stream, got), timer, at)
         .await
-        .unwrap_or(Err(HelloError::Timeout(timeout)))
+        .unwrap_or_else(|_| Err(HelloError::Timeout(timeout)))
 }
 
 /// [`read_hello_by`] with a timer of its own.
@@ -312,7 +311,7 @@ pub async fn read_hello(
     timeout: Duration,
     got: Option<Filled>,
 ) -> Result<Hello, HelloError> {
-    let timer = tokio::time::sleep(timeout);
+    let timer = crate::clock::timer();
     tokio::pin!(timer);
     read_hello_by(stream, timeout, got, timer).await
 }

@@ -45,19 +45,20 @@ pub(crate) fn is_admin(addr: SocketAddr) -> bool {
 
 /// Connects a TCP socket to `addr` within `timeout`, with TCP_NODELAY set.
 pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, UpstreamError> {
-    let timer = tokio::time::sleep(timeout);
+    let at = tokio::time::Instant::now() + timeout;
+    let timer = tokio::time::sleep_until(at);
     tokio::pin!(timer);
-    connect_tcp_by(addr, timeout, timer).await
+    connect_tcp_by(addr, timeout, timer, at).await
 }
 
-/// [`connect_tcp`], by the deadline `timer` is set to (`timeout` after the
-/// attempt started), for a caller that goes on using the timer once connected:
-/// a TCP session's relay moves it to its idle deadline, one timer in the
-/// runtime's wheel for both where there were two.
+/// [`connect_tcp`] by `at` (`timeout` after the attempt started) on `timer`,
+/// for a caller that goes on using the timer once connected (`clock::by`): a
+/// TCP session's relay moves it to its idle deadline.
 pub async fn connect_tcp_by(
     addr: SocketAddr,
     timeout: Duration,
     timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    at: tokio::time::Instant,
 ) -> Result<TcpStream, UpstreamError> {
     if is_admin(addr) {
         return Err(UpstreamError::Connect {
@@ -68,14 +69,14 @@ pub async fn connect_tcp_by(
             ),
         });
     }
-    match crate::clock::by(TcpStream::connect(addr), timer).await {
-        Some(Ok(s)) => {
+    match crate::clock::by(TcpStream::connect(addr), timer, at).await {
+        Ok(Ok(s)) => {
             // Best effort: a failure here only costs latency.
             let _ = s.set_nodelay(true);
             Ok(s)
         }
-        Some(Err(source)) => Err(UpstreamError::Connect { addr, source }),
-        None => Err(UpstreamError::ConnectTimeout { addr, timeout }),
+        Ok(Err(source)) => Err(UpstreamError::Connect { addr, source }),
+        Err(_) => Err(UpstreamError::ConnectTimeout { addr, timeout }),
     }
 }
 
@@ -205,9 +206,9 @@ mod tests {
         }
         let within = Duration::from_millis(300);
         let t0 = tokio::time::Instant::now();
-        let timer = tokio::time::sleep_until(t0 + within);
+        let timer = crate::clock::timer();
         tokio::pin!(timer);
-        let r = connect_tcp_by(addr, within, timer.as_mut()).await;
+        let r = connect_tcp_by(addr, within, timer.as_mut(), t0 + within).await;
         assert!(
             matches!(r, Err(UpstreamError::ConnectTimeout { timeout, .. }) if timeout == within),
             "{:?}",

@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use super::connect::connect_tcp;
 use super::error::UpstreamError;
@@ -53,10 +54,12 @@ pub async fn send_raw(
     server: &Server,
     req: [&[u8]; 2],
     replayable: bool,
+    mut timer: Option<Pin<&mut Sleep>>,
 ) -> Result<RawExchange, UpstreamError> {
     if let Some(mut stream) = take_idle_raw(&server.state, pool.conn_epoch) {
         let sent = Instant::now();
-        match exchange_raw(&mut stream, server.addr, req, pool.server_timeout).await {
+        let timer = timer.as_mut().map(Pin::as_mut);
+        match exchange_raw(&mut stream, server.addr, req, pool.server_timeout, timer).await {
             Ok(buf) => {
                 return Ok(RawExchange {
                     stream,
@@ -83,7 +86,7 @@ pub async fn send_raw(
         .histograms
         .connect_time
         .observe(connect_time.as_secs_f64());
-    match exchange_raw(&mut stream, server.addr, req, pool.server_timeout).await {
+    match exchange_raw(&mut stream, server.addr, req, pool.server_timeout, timer).await {
         Ok(buf) => Ok(RawExchange {
             stream,
             buf,
@@ -94,11 +97,15 @@ pub async fn send_raw(
     }
 }
 
+/// The request written and the response head read within `timeout`, on
+/// `timer` if there is one (`clock::by`: a fast-path connection's, for its
+/// requests one after another), else on one of its own.
 async fn exchange_raw(
     s: &mut TcpStream,
     addr: SocketAddr,
     req: [&[u8]; 2],
     timeout: Duration,
+    timer: Option<Pin<&mut Sleep>>,
 ) -> Result<PooledBuf, RawFailure> {
     let exchange = async {
         let mut n = s
@@ -122,10 +129,12 @@ async fn exchange_raw(
         read_response_head(s, &mut buf, addr).await?;
         Ok(buf)
     };
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(r) => r,
-        Err(_) => Err(RawFailure::Failed(UpstreamError::Timeout { addr, timeout })),
-    }
+    let at = tokio::time::Instant::now() + timeout;
+    let r = match timer {
+        Some(timer) => crate::clock::by(exchange, timer, at).await.ok(),
+        None => tokio::time::timeout_at(at, exchange).await.ok(),
+    };
+    r.unwrap_or_else(|| Err(RawFailure::Failed(UpstreamError::Timeout { addr, timeout })))
 }
 
 /// Reads until `buf` starts with a complete final response head; interim 1xx
