@@ -36,7 +36,6 @@ pub async fn by<F: std::future::Future>(
     mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
     at: tokio::time::Instant,
 ) -> Result<F::Output, TimedOut> {
-    use std::future::Future;
     use std::task::Poll;
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| {
@@ -46,7 +45,7 @@ pub async fn by<F: std::future::Future>(
         if timer.deadline() > at {
             timer.as_mut().reset(at);
         }
-        while timer.as_mut().poll(cx).is_ready() {
+        while fired(timer.as_mut(), cx) {
             if timer.deadline() >= at {
                 return Poll::Ready(Err(TimedOut));
             }
@@ -56,6 +55,21 @@ pub async fn by<F: std::future::Future>(
         Poll::Pending
     })
     .await
+}
+
+/// Whether `timer` fired, polled outside the task's coop budget (as
+/// `tokio::time::timeout` polls its delay once its future spent the budget):
+/// a poll the budget cut short would neither say it fired nor keep the
+/// task's waker, and a peer that keeps a task busy (a server streaming blank
+/// lines, a relay moving bulk) would never be timed out.
+pub fn fired(
+    timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    cx: &mut std::task::Context<'_>,
+) -> bool {
+    use std::future::Future;
+    std::pin::Pin::new(&mut tokio::task::unconstrained(timer))
+        .poll(cx)
+        .is_ready()
 }
 
 /// A timer for [`by`], not yet set for any wait (for a century after the

@@ -225,13 +225,14 @@ where
             // (the guard's pool: a session that waited in the queue through a
             // change of the pool holds a slot in the pool in force, `lc.pool`)
             let addr = guard.server().addr;
-            let connect_start = Instant::now();
+            // (tokio's clock: the timer's, also where a test pauses it)
+            let connect_start = tokio::time::Instant::now();
             let within = lc.pool.connect_timeout;
             // (the session's one timer: one entry in the runtime's timer
             // wheel, where the connect and the relay had one each; the relay
             // moves it to a later deadline, which costs the wheel nothing
             // until then)
-            let at = (connect_start + within).into();
+            let at = connect_start + within;
             match upstream::connect_tcp_by(addr, within, timer.as_mut(), at).await {
                 Ok(s) => {
                     guard.success();
@@ -773,7 +774,9 @@ where
                     return Poll::Pending;
                 }
             }
-            while sleep.as_mut().poll(cx).is_ready() {
+            // (polled outside the coop budget: a turn that spent it must
+            // still leave the timer holding this task's waker)
+            while crate::clock::fired(sleep.as_mut(), cx) {
                 let idle_end = last + idle;
                 let deadline = linger.map_or(idle_end, |l| l.min(idle_end));
                 if deadline <= tokio::time::Instant::now() {
@@ -1388,5 +1391,40 @@ mod tests {
             Poll::Pending => panic!("not ended after 10 s without traffic"),
         }
         assert_eq!(t0.elapsed(), Duration::from_secs(20));
+    }
+
+    /// A turn that moves bulk spends the task's coop budget; the idle timer
+    /// is polled outside it, so that it holds the task's waker all the same.
+    /// Polled within it, a first turn that spent the budget left the timer
+    /// without a waker, every later turn moved bytes and left the timer
+    /// alone, and the session outlived its idle timeout for good.
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_that_spends_the_budget_still_arms_the_idle_timer() {
+        // (sizes whose last turn ends waiting for the socket, not on the
+        // budget, which would make the task poll itself once more)
+        for big in [(1 << 20) + 1000, (2 << 20) + 5000, (3 << 20) + 12345] {
+            a_bulk_session_ends_at_the_idle_timeout(big).await;
+        }
+    }
+
+    async fn a_bulk_session_ends_at_the_idle_timeout(big: usize) {
+        let (mut client, mut proxy_a) = tokio::io::duplex(big);
+        let (mut proxy_b, mut server) = tokio::io::duplex(big);
+        // more than a budget's worth of reads and writes in the first turn
+        client.write_all(&vec![7u8; big]).await.unwrap();
+        let t0 = tokio::time::Instant::now();
+        let relay = tokio::spawn(async move {
+            relay(&mut proxy_a, &mut proxy_b, Duration::from_secs(10)).await
+        });
+        let mut got = vec![0u8; big];
+        server.read_exact(&mut got).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(60), relay)
+            .await
+            .expect("the idle timeout never fired")
+            .unwrap();
+        assert_eq!(r.end, End::IdleTimeout);
+        assert_eq!(r.a_to_b, big as u64);
+        assert_eq!(t0.elapsed(), Duration::from_secs(10), "{big} bytes");
+        drop(client);
     }
 }

@@ -659,6 +659,48 @@ mod tests {
     use super::*;
     use crate::h1::Framing;
 
+    /// A server that streams interim answers without end: the exchange still
+    /// ends at its timeout, on a connection's timer (`clock::by`) as on one
+    /// of its own. (Its reads here do not spend the task's coop budget, which
+    /// `clock::fired` is for: `a_turn_that_spends_the_budget_still_arms_the_idle_timer`
+    /// in proxy::tcp shows that.)
+    #[tokio::test]
+    async fn a_server_streaming_interim_answers_is_timed_out() {
+        for kept in [true, false] {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let done = Arc::clone(&stop);
+            let server = std::thread::spawn(move || {
+                use std::io::Write;
+                let (mut s, _) = l.accept().unwrap();
+                let chunk = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(64);
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    if s.write_all(&chunk).is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let timeout = Duration::from_millis(300);
+            let timer = crate::clock::timer();
+            tokio::pin!(timer);
+            let timer = kept.then_some(timer.as_mut());
+            let req = [&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], &[]];
+            let ex = exchange_raw(&mut s, addr, req, timeout, timer);
+            let r = tokio::time::timeout(Duration::from_secs(20), ex)
+                .await
+                .expect("never timed out");
+            assert!(
+                matches!(r, Err(RawFailure::Failed(UpstreamError::Timeout { .. }))),
+                "kept: {kept}"
+            );
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            drop(s);
+            server.join().unwrap();
+        }
+    }
+
     /// What `piece` takes from each of `reads` in turn (as `RawBody` does
     /// with what each read gives), as (bytes used, data, complete).
     fn pieces(framing: Framing, reads: &[&[u8]]) -> Vec<(usize, Vec<u8>, bool)> {
