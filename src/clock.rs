@@ -205,6 +205,7 @@ impl std::fmt::Display for Rfc3339 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     /// `by` times a wait out at its own deadline, whatever the timer was set
     /// for before: brought forward from a later one, and from an earlier one
@@ -235,7 +236,6 @@ mod tests {
         let slow = tokio::time::sleep(Duration::from_millis(999));
         assert_eq!(by(slow, timer.as_mut(), at).await, Ok(()));
     }
-    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn dates() {
