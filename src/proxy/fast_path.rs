@@ -398,8 +398,15 @@ pub async fn serve<S: ClientIo>(
                 // (made in its box, not copied there: `crate::boxed`; 1.9 KB
                 // a request)
                 crate::boxed::pin(|| {
-                    let timeouts = (builders.client_timeout, timer.as_mut());
-                    proxy(&mut client, p, &ctx, &graceful, timeouts)
+                    let client_timeout = builders.client_timeout;
+                    proxy(
+                        &mut client,
+                        p,
+                        &ctx,
+                        &graceful,
+                        client_timeout,
+                        timer.as_mut(),
+                    )
                 })
                 .await
             }
@@ -788,7 +795,8 @@ async fn proxy<S: ClientIo>(
     p: Prepared,
     ctx: &ConnCtx,
     graceful: &CancellationToken,
-    (client_timeout, mut timer): (Duration, std::pin::Pin<&mut tokio::time::Sleep>),
+    client_timeout: Duration,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
 ) -> bool {
     let Prepared {
         mut pool,
@@ -831,7 +839,7 @@ async fn proxy<S: ClientIo>(
         let server = &pool.servers[guard.index()];
         let sent = tokio::select! {
             biased;
-            r = upstream::send_raw(&pool, server, [&wire, &[]], replayable, Some(timer.as_mut())) => r,
+            r = upstream::send_raw(&pool, server, [&wire, &[]], replayable, timer.as_mut()) => r,
             () = client_gone(&mut *client) => return false,
         };
         // An invalid response head (or a body broken in the bytes read with

@@ -648,7 +648,7 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let timer = tokio::time::sleep(idle);
+    let timer = crate::clock::timer();
     tokio::pin!(timer);
     relay_from(a, b, None, idle, timer).await
 }
@@ -679,7 +679,7 @@ where
 /// [`relay`] between two plain sockets: a direction that carries bulk data
 /// switches to splice(2), so its bytes no longer pass through user space.
 pub async fn relay_tcp(a: &mut TcpStream, b: &mut TcpStream, idle: Duration) -> Relayed {
-    let timer = tokio::time::sleep(idle);
+    let timer = crate::clock::timer();
     tokio::pin!(timer);
     relay_tcp_from(a, b, None, idle, timer).await
 }

@@ -59,7 +59,9 @@ pub async fn send_wire(
     head: bool,
     wire_head: bool,
 ) -> Result<Exchange, UpstreamError> {
-    let ex = send_raw(pool, server, wire, replayable, None).await?;
+    let timer = crate::clock::timer();
+    tokio::pin!(timer);
+    let ex = send_raw(pool, server, wire, replayable, timer).await?;
     let connect_time = ex.connect_time;
     let response = raw::into_response(ex, pool, server, head, wire_head)?;
     Ok(Exchange {

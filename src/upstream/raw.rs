@@ -54,12 +54,12 @@ pub async fn send_raw(
     server: &Server,
     req: [&[u8]; 2],
     replayable: bool,
-    mut timer: Option<Pin<&mut Sleep>>,
+    mut timer: Pin<&mut Sleep>,
 ) -> Result<RawExchange, UpstreamError> {
     if let Some(mut stream) = take_idle_raw(&server.state, pool.conn_epoch) {
         let sent = Instant::now();
-        let timer = timer.as_mut().map(Pin::as_mut);
-        match exchange_raw(&mut stream, server.addr, req, pool.server_timeout, timer).await {
+        let timeout = pool.server_timeout;
+        match exchange_raw(&mut stream, server.addr, req, timeout, timer.as_mut()).await {
             Ok(buf) => {
                 return Ok(RawExchange {
                     stream,
@@ -98,14 +98,14 @@ pub async fn send_raw(
 }
 
 /// The request written and the response head read within `timeout`, on
-/// `timer` if there is one (`clock::by`: a fast-path connection's, for its
-/// requests one after another), else on one of its own.
+/// `timer` (`clock::by`: a fast-path connection's, for its requests one
+/// after another).
 async fn exchange_raw(
     s: &mut TcpStream,
     addr: SocketAddr,
     req: [&[u8]; 2],
     timeout: Duration,
-    timer: Option<Pin<&mut Sleep>>,
+    timer: Pin<&mut Sleep>,
 ) -> Result<PooledBuf, RawFailure> {
     let exchange = async {
         let mut n = s
@@ -130,11 +130,9 @@ async fn exchange_raw(
         Ok(buf)
     };
     let at = tokio::time::Instant::now() + timeout;
-    let r = match timer {
-        Some(timer) => crate::clock::by(exchange, timer, at).await.ok(),
-        None => tokio::time::timeout_at(at, exchange).await.ok(),
-    };
-    r.unwrap_or_else(|| Err(RawFailure::Failed(UpstreamError::Timeout { addr, timeout })))
+    crate::clock::by(exchange, timer, at)
+        .await
+        .unwrap_or_else(|_| Err(RawFailure::Failed(UpstreamError::Timeout { addr, timeout })))
 }
 
 /// Reads until `buf` starts with a complete final response head; interim 1xx
@@ -660,45 +658,41 @@ mod tests {
     use crate::h1::Framing;
 
     /// A server that streams interim answers without end: the exchange still
-    /// ends at its timeout, on a connection's timer (`clock::by`) as on one
-    /// of its own. (Its reads here do not spend the task's coop budget, which
+    /// ends at its timeout. (Its reads here do not spend the task's coop budget, which
     /// `clock::fired` is for: `a_turn_that_spends_the_budget_still_arms_the_idle_timer`
     /// in proxy::tcp shows that.)
     #[tokio::test]
     async fn a_server_streaming_interim_answers_is_timed_out() {
-        for kept in [true, false] {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = l.local_addr().unwrap();
-            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let done = Arc::clone(&stop);
-            let server = std::thread::spawn(move || {
-                use std::io::Write;
-                let (mut s, _) = l.accept().unwrap();
-                let chunk = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(64);
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    if s.write_all(&chunk).is_err() {
-                        return;
-                    }
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = Arc::clone(&stop);
+        let server = std::thread::spawn(move || {
+            use std::io::Write;
+            let (mut s, _) = l.accept().unwrap();
+            let chunk = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(64);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if s.write_all(&chunk).is_err() {
+                    return;
                 }
-            });
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            let timeout = Duration::from_millis(300);
-            let timer = crate::clock::timer();
-            tokio::pin!(timer);
-            let timer = kept.then_some(timer.as_mut());
-            let req = [&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], &[]];
-            let ex = exchange_raw(&mut s, addr, req, timeout, timer);
-            let r = tokio::time::timeout(Duration::from_secs(20), ex)
-                .await
-                .expect("never timed out");
-            assert!(
-                matches!(r, Err(RawFailure::Failed(UpstreamError::Timeout { .. }))),
-                "kept: {kept}"
-            );
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            drop(s);
-            server.join().unwrap();
-        }
+            }
+        });
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let timeout = Duration::from_millis(300);
+        let timer = crate::clock::timer();
+        tokio::pin!(timer);
+        let req = [&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], &[]];
+        let ex = exchange_raw(&mut s, addr, req, timeout, timer.as_mut());
+        let r = tokio::time::timeout(Duration::from_secs(20), ex)
+            .await
+            .expect("never timed out");
+        assert!(
+            matches!(r, Err(RawFailure::Failed(UpstreamError::Timeout { .. }))),
+            "not a timeout"
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(s);
+        server.join().unwrap();
     }
 
     /// What `piece` takes from each of `reads` in turn (as `RawBody` does
