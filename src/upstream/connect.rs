@@ -12,7 +12,7 @@ use super::error::UpstreamError;
 use super::idle::{Sender, Via};
 
 /// The admin servers' addresses in this process (`admin_listening`), read
-/// without a lock by every connect.
+/// without a lock by a connect to one of their ports (`ADMIN_PORTS`).
 static ADMIN: std::sync::LazyLock<arc_swap::ArcSwap<Vec<SocketAddr>>> =
     std::sync::LazyLock::new(Default::default);
 
@@ -40,10 +40,16 @@ pub fn admin_listening(addr: SocketAddr) {
     ADMIN_PORTS[port / 64].fetch_or(1 << (port % 64), std::sync::atomic::Ordering::Release);
 }
 
+/// Whether an admin server of this process listens on `port` (at some
+/// address).
+fn admin_port(port: u16) -> bool {
+    let port = usize::from(port);
+    ADMIN_PORTS[port / 64].load(std::sync::atomic::Ordering::Acquire) & (1 << (port % 64)) != 0
+}
+
 /// Whether `addr` reaches an admin server of this process by loopback.
 pub(crate) fn is_admin(addr: SocketAddr) -> bool {
-    let port = usize::from(addr.port());
-    if ADMIN_PORTS[port / 64].load(std::sync::atomic::Ordering::Acquire) & (1 << (port % 64)) == 0 {
+    if !admin_port(addr.port()) {
         return false;
     }
     // (IPv4-mapped forms as the addresses they map: `::ffff:0.0.0.0` reaches
@@ -256,12 +262,11 @@ mod tests {
         ] {
             assert!(is_admin(a.parse().unwrap()), "{a}");
         }
+        // the port map: each port by its own bit (18403 is in 18404's word)
+        assert!(admin_port(18404) && admin_port(18405));
+        assert!(!admin_port(18403) && !admin_port(18406) && !admin_port(0));
         for a in [
             "127.0.0.1:18406",
-            // (in the same word of the port map as 18404: a port is told
-            // by its own bit)
-            "127.0.0.1:18403",
-            "127.0.0.1:0",
             "10.0.0.1:18404",
             "127.0.0.2:18404",
             "10.0.0.1:18405",
