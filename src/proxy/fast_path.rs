@@ -398,15 +398,8 @@ pub async fn serve<S: ClientIo>(
                 // (made in its box, not copied there: `crate::boxed`; 1.9 KB
                 // a request)
                 crate::boxed::pin(|| {
-                    let client_timeout = builders.client_timeout;
-                    proxy(
-                        &mut client,
-                        p,
-                        &ctx,
-                        &graceful,
-                        client_timeout,
-                        timer.as_mut(),
-                    )
+                    let timeout = builders.client_timeout;
+                    proxy(&mut client, p, &ctx, &graceful, timeout, timer.as_mut())
                 })
                 .await
             }
